@@ -1,0 +1,340 @@
+//! Connections: who a script acts for, with which credentials and metadata.
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// A connection as stored by the platform.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Connection {
+    pub connection_id: String,
+    pub provider_config_key: String,
+    /// The provider's name in the catalogue (`github`, `hubspot`, ...).
+    pub provider: String,
+    pub credentials: Credentials,
+    #[serde(default)]
+    pub connection_config: Map<String, Value>,
+    /// `null` when the connection has none.
+    #[serde(default)]
+    pub metadata: Value,
+    #[serde(default = "Utc::now")]
+    pub created_at: DateTime<Utc>,
+    #[serde(default = "Utc::now")]
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Credentials in the original's shape: an object with a `type` discriminator
+/// (`OAUTH2`, `API_KEY`, `BASIC`, ...) and the fields of that type.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "Map<String, Value>", into = "Map<String, Value>")]
+pub struct Credentials(Map<String, Value>);
+
+impl Credentials {
+    /// The credential type; empty for an unauthenticated connection.
+    pub fn kind(&self) -> &str {
+        self.0.get("type").and_then(Value::as_str).unwrap_or("")
+    }
+
+    /// A string field (`access_token`, `apiKey`, `username`, ...).
+    pub fn field(&self, name: &str) -> Option<&str> {
+        self.0.get(name).and_then(Value::as_str)
+    }
+
+    /// The bearer token of the token-based types.
+    pub fn token(&self) -> Option<&str> {
+        self.field("access_token").or_else(|| self.field("token"))
+    }
+
+    pub fn as_map(&self) -> &Map<String, Value> {
+        &self.0
+    }
+
+    /// The credentials as `getConnection` shows them: an OAuth refresh token is
+    /// removed, also from `raw`.
+    pub fn redacted_for_script(&self) -> Value {
+        let mut map = self.0.clone();
+        if self.kind() == "OAUTH2" {
+            map.remove("refresh_token");
+            if let Some(Value::Object(raw)) = map.get_mut("raw") {
+                raw.remove("refresh_token");
+            }
+        }
+        Value::Object(map)
+    }
+
+    /// The secret values, to keep them out of logs.
+    pub fn secrets(&self) -> Vec<String> {
+        const SECRET_FIELDS: &[&str] = &[
+            "access_token",
+            "refresh_token",
+            "token",
+            "apiKey",
+            "password",
+            "client_secret",
+            "private_key",
+            "token_secret",
+            "pat_secret",
+            "oauth_token_secret",
+        ];
+        SECRET_FIELDS
+            .iter()
+            .filter_map(|f| self.field(f))
+            .filter(|s| s.len() >= 4)
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+impl TryFrom<Map<String, Value>> for Credentials {
+    type Error = String;
+
+    fn try_from(map: Map<String, Value>) -> Result<Self, String> {
+        let creds = Credentials(map);
+        let required: &[&str] = match creds.kind() {
+            "OAUTH2" | "APP" | "APP_STORE" => &["access_token"],
+            "OAUTH2_CC" => &["token"],
+            "BASIC" => &["username"],
+            "API_KEY" => &["apiKey"],
+            "OAUTH1" => &["oauth_token", "oauth_token_secret"],
+            "" if creds.0.is_empty() => &[],
+            "" => return Err("credentials need a `type` (OAUTH2, API_KEY, BASIC, ...)".into()),
+            _ => &[],
+        };
+        for field in required {
+            if creds.field(field).is_none() {
+                return Err(format!(
+                    "{} credentials need a string `{field}`",
+                    creds.kind()
+                ));
+            }
+        }
+        Ok(creds)
+    }
+}
+
+impl From<Credentials> for Map<String, Value> {
+    fn from(c: Credentials) -> Self {
+        c.0
+    }
+}
+
+impl Connection {
+    /// The original's `getConnection` response shape.
+    pub fn to_script_json(&self) -> Value {
+        serde_json::json!({
+            "id": self.connection_id,
+            "connection_id": self.connection_id,
+            "provider_config_key": self.provider_config_key,
+            "provider": self.provider,
+            "connection_config": self.connection_config,
+            "metadata": self.metadata,
+            "credentials": self.credentials.redacted_for_script(),
+            "created_at": self.created_at.to_rfc3339(),
+            "updated_at": self.updated_at.to_rfc3339(),
+            "last_fetched_at": Utc::now().to_rfc3339(),
+            "errors": [],
+            "end_user": null,
+        })
+    }
+
+    /// Resolves a `providers.yaml` placeholder against this connection.
+    pub fn lookup(&self, key: &str) -> Option<String> {
+        fn text(v: &Value) -> Option<String> {
+            match v {
+                Value::String(s) => Some(s.clone()),
+                Value::Number(n) => Some(n.to_string()),
+                Value::Bool(b) => Some(b.to_string()),
+                _ => None,
+            }
+        }
+        if let Some(k) = key.strip_prefix("connectionConfig.") {
+            return self.connection_config.get(k).and_then(text);
+        }
+        if let Some(k) = key.strip_prefix("metadata.") {
+            return self.metadata.get(k).and_then(text);
+        }
+        if let Some(k) = key.strip_prefix("credentials.") {
+            return self.credentials.as_map().get(k).and_then(text);
+        }
+        match key {
+            "apiKey" => self.credentials.field("apiKey").map(str::to_string),
+            "accessToken" => self.credentials.token().map(str::to_string),
+            _ => None,
+        }
+    }
+}
+
+/// Errors of a connection store.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectionError {
+    #[error("unknown connection `{connection_id}` for integration `{provider_config_key}`")]
+    NotFound {
+        provider_config_key: String,
+        connection_id: String,
+    },
+    #[error("metadata must be a JSON object, got {0}")]
+    InvalidMetadata(String),
+    #[error("connection store failed: {0}")]
+    Backend(String),
+}
+
+/// Where connections live. The runtime reads and updates metadata through it.
+pub trait ConnectionStore: Send + Sync {
+    fn get(
+        &self,
+        provider_config_key: &str,
+        connection_id: &str,
+    ) -> Result<Connection, ConnectionError>;
+
+    /// Replaces the metadata.
+    fn set_metadata(
+        &self,
+        provider_config_key: &str,
+        connection_id: &str,
+        metadata: Value,
+    ) -> Result<(), ConnectionError>;
+
+    /// Shallow-merges `patch` into the metadata.
+    fn update_metadata(
+        &self,
+        provider_config_key: &str,
+        connection_id: &str,
+        patch: Map<String, Value>,
+    ) -> Result<(), ConnectionError>;
+}
+
+/// Connections held in memory (dry runs and tests).
+#[derive(Debug, Default)]
+pub struct MemoryConnections {
+    inner: RwLock<HashMap<(String, String), Connection>>,
+}
+
+impl MemoryConnections {
+    pub fn new(connections: impl IntoIterator<Item = Connection>) -> Self {
+        let store = Self::default();
+        for c in connections {
+            store.insert(c);
+        }
+        store
+    }
+
+    pub fn insert(&self, connection: Connection) {
+        let key = (
+            connection.provider_config_key.clone(),
+            connection.connection_id.clone(),
+        );
+        self.write().insert(key, connection);
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<(String, String), Connection>> {
+        self.inner.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn modify(
+        &self,
+        pck: &str,
+        cid: &str,
+        f: impl FnOnce(&mut Connection),
+    ) -> Result<(), ConnectionError> {
+        let mut map = self.write();
+        let conn = map
+            .get_mut(&(pck.to_string(), cid.to_string()))
+            .ok_or_else(|| not_found(pck, cid))?;
+        f(conn);
+        conn.updated_at = Utc::now();
+        Ok(())
+    }
+}
+
+fn not_found(pck: &str, cid: &str) -> ConnectionError {
+    ConnectionError::NotFound {
+        provider_config_key: pck.to_string(),
+        connection_id: cid.to_string(),
+    }
+}
+
+impl ConnectionStore for MemoryConnections {
+    fn get(&self, pck: &str, cid: &str) -> Result<Connection, ConnectionError> {
+        self.inner
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&(pck.to_string(), cid.to_string()))
+            .cloned()
+            .ok_or_else(|| not_found(pck, cid))
+    }
+
+    fn set_metadata(&self, pck: &str, cid: &str, metadata: Value) -> Result<(), ConnectionError> {
+        if !(metadata.is_object() || metadata.is_null()) {
+            return Err(ConnectionError::InvalidMetadata(metadata.to_string()));
+        }
+        self.modify(pck, cid, |c| c.metadata = metadata)
+    }
+
+    fn update_metadata(
+        &self,
+        pck: &str,
+        cid: &str,
+        patch: Map<String, Value>,
+    ) -> Result<(), ConnectionError> {
+        self.modify(pck, cid, |c| {
+            let mut merged = c.metadata.as_object().cloned().unwrap_or_default();
+            merged.extend(patch);
+            c.metadata = Value::Object(merged);
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_are_checked_on_load() {
+        let err = serde_json::from_value::<Credentials>(serde_json::json!({"type": "OAUTH2"}))
+            .unwrap_err();
+        assert!(err.to_string().contains("access_token"), "{err}");
+        let ok: Credentials =
+            serde_json::from_value(serde_json::json!({"type": "API_KEY", "apiKey": "k"})).unwrap();
+        assert_eq!(ok.kind(), "API_KEY");
+    }
+
+    #[test]
+    fn refresh_token_is_hidden_from_scripts() {
+        let c: Credentials = serde_json::from_value(serde_json::json!({
+            "type": "OAUTH2", "access_token": "a", "refresh_token": "r",
+            "raw": {"refresh_token": "r", "scope": "x"}
+        }))
+        .unwrap();
+        let shown = c.redacted_for_script();
+        assert!(shown.get("refresh_token").is_none());
+        assert!(shown["raw"].get("refresh_token").is_none());
+        assert_eq!(shown["raw"]["scope"], "x");
+    }
+
+    #[test]
+    fn metadata_update_is_shallow_merge() {
+        let store = MemoryConnections::new([Connection {
+            connection_id: "c".into(),
+            provider_config_key: "p".into(),
+            provider: "p".into(),
+            credentials: serde_json::from_value(serde_json::json!({})).unwrap(),
+            connection_config: Map::new(),
+            metadata: serde_json::json!({"a": {"x": 1}, "b": 2}),
+            created_at: Utc::now(),
+            updated_at: Utc::now(),
+        }]);
+        let patch = serde_json::json!({"a": {"y": 1}}).as_object().cloned().unwrap();
+        store.update_metadata("p", "c", patch).unwrap();
+        assert_eq!(
+            store.get("p", "c").unwrap().metadata,
+            serde_json::json!({"a": {"y": 1}, "b": 2})
+        );
+        assert!(matches!(
+            store.get("p", "zz"),
+            Err(ConnectionError::NotFound { .. })
+        ));
+    }
+}

@@ -1,0 +1,329 @@
+//! The engine: compile once, cache on disk, instantiate per execution.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use sha2::{Digest as _, Sha256};
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use crate::bindings;
+use crate::host::HostState;
+use crate::limits::RuntimeConfig;
+
+/// Which world a component implements, read from its exports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ScriptKind {
+    Sync,
+    Action,
+    OnEvent,
+}
+
+impl std::fmt::Display for ScriptKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ScriptKind::Sync => "sync",
+            ScriptKind::Action => "action",
+            ScriptKind::OnEvent => "on-event",
+        })
+    }
+}
+
+/// Errors loading a component.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read component {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path} is not a valid WebAssembly component: {message}")]
+    Invalid { path: String, message: String },
+    #[error(
+        "{path} does not implement a nango:scripts world: it exports none of `fetch-data`, `run-action`, `on-event`"
+    )]
+    NoEntryPoint { path: String },
+    #[error("{path} cannot be linked against sluice's host: {message}")]
+    Link { path: String, message: String },
+    #[error("cannot write the component cache in {dir}: {source}")]
+    Cache { dir: String, source: std::io::Error },
+    #[error("cannot configure the engine: {0}")]
+    Engine(String),
+}
+
+/// A loaded script, ready to instantiate many times.
+pub struct Script {
+    pub(crate) kind: ScriptKind,
+    pub(crate) pre: ScriptPre,
+    /// Where it came from, for messages.
+    pub(crate) origin: String,
+    /// Hex SHA-256 of the component bytes.
+    pub(crate) digest: String,
+}
+
+pub(crate) enum ScriptPre {
+    Sync(bindings::SyncPre<HostState>),
+    Action(bindings::ActionPre<HostState>),
+    OnEvent(bindings::OnEventPre<HostState>),
+}
+
+impl Script {
+    pub fn kind(&self) -> ScriptKind {
+        self.kind
+    }
+
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    /// Hex SHA-256 of the component bytes.
+    pub fn digest(&self) -> &str {
+        &self.digest
+    }
+}
+
+impl std::fmt::Debug for Script {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Script")
+            .field("kind", &self.kind)
+            .field("origin", &self.origin)
+            .finish()
+    }
+}
+
+pub(crate) struct RuntimeInner {
+    pub(crate) engine: Engine,
+    pub(crate) linker: Linker<HostState>,
+    pub(crate) config: RuntimeConfig,
+    cache_key: String,
+    stop_ticker: Arc<AtomicBool>,
+}
+
+impl Drop for RuntimeInner {
+    fn drop(&mut self) {
+        self.stop_ticker.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The sandbox: one wasmtime engine, its linker and its component cache.
+/// Cheap to clone.
+#[derive(Clone)]
+pub struct Runtime {
+    pub(crate) inner: Arc<RuntimeInner>,
+}
+
+impl Runtime {
+    pub fn new(config: RuntimeConfig) -> Result<Self, LoadError> {
+        let engine = Engine::new(&engine_config(&config))
+            .map_err(|e| LoadError::Engine(format!("{e:#}")))?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(|e| LoadError::Engine(format!("{e:#}")))?;
+        bindings::add_to_linker(&mut linker).map_err(|e| LoadError::Engine(format!("{e:#}")))?;
+
+        let mut hasher = Sha256::new();
+        std::hash::Hash::hash(&engine.precompile_compatibility_hash(), &mut HashWriter(&mut hasher));
+        let cache_key = hex(&hasher.finalize()[..8]);
+
+        let stop_ticker = Arc::new(AtomicBool::new(false));
+        spawn_epoch_ticker(engine.clone(), config.epoch_tick, stop_ticker.clone());
+        Ok(Self {
+            inner: Arc::new(RuntimeInner {
+                engine,
+                linker,
+                config,
+                cache_key,
+                stop_ticker,
+            }),
+        })
+    }
+
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.inner.config
+    }
+
+    /// Loads a component file: from the precompiled cache when this engine
+    /// compiled the same bytes before, otherwise compiled and cached.
+    pub fn load_file(&self, path: &Path) -> Result<Script, LoadError> {
+        let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        self.load_bytes(&bytes, &path.display().to_string())
+    }
+
+    /// Like [`Runtime::load_file`] for bytes already in memory; `origin` names
+    /// them in errors.
+    pub fn load_bytes(&self, bytes: &[u8], origin: &str) -> Result<Script, LoadError> {
+        let digest = hex(&Sha256::digest(bytes));
+        let component = self.compiled(bytes, &digest, origin)?;
+        self.prepare(component, origin, digest)
+    }
+
+    /// The path of the precompiled artifact for these component bytes.
+    pub fn cache_path(&self, digest: &str) -> PathBuf {
+        self.inner
+            .config
+            .cache_dir
+            .join(format!("{digest}-{}.cwasm", self.inner.cache_key))
+    }
+
+    fn compiled(&self, bytes: &[u8], digest: &str, origin: &str) -> Result<Component, LoadError> {
+        let engine = &self.inner.engine;
+        let cached = self.cache_path(digest);
+        if cached.exists() {
+            // SAFETY: the file was written by `Component::serialize` of an
+            // engine with the same compatibility hash (it is in the name), in
+            // a directory owned by this runtime; a truncated or foreign file
+            // fails the header checks and is recompiled below.
+            match unsafe { Component::deserialize_file(engine, &cached) } {
+                Ok(c) => return Ok(c),
+                Err(_) => {
+                    let _ = std::fs::remove_file(&cached);
+                }
+            }
+        }
+        if wasmparser_is_core_module(bytes) {
+            return Err(LoadError::Invalid {
+                path: origin.to_string(),
+                message: "this is a core WebAssembly module, not a component (build for wasm32-wasip2 or run `wasm-tools component new`)".into(),
+            });
+        }
+        let component = Component::new(engine, bytes).map_err(|e| LoadError::Invalid {
+            path: origin.to_string(),
+            message: format!("{e:#}"),
+        })?;
+        let serialized = component.serialize().map_err(|e| LoadError::Invalid {
+            path: origin.to_string(),
+            message: format!("{e:#}"),
+        })?;
+        self.write_cache(&cached, &serialized)?;
+        Ok(component)
+    }
+
+    fn write_cache(&self, path: &Path, bytes: &[u8]) -> Result<(), LoadError> {
+        let dir = &self.inner.config.cache_dir;
+        let err = |source| LoadError::Cache {
+            dir: dir.display().to_string(),
+            source,
+        };
+        std::fs::create_dir_all(dir).map_err(err)?;
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        std::fs::write(&tmp, bytes).map_err(err)?;
+        std::fs::rename(&tmp, path).map_err(err)
+    }
+
+    fn prepare(
+        &self,
+        component: Component,
+        origin: &str,
+        digest: String,
+    ) -> Result<Script, LoadError> {
+        let kind = detect_kind(&self.inner.engine, &component).ok_or_else(|| {
+            LoadError::NoEntryPoint {
+                path: origin.to_string(),
+            }
+        })?;
+        let link = |e: wasmtime::Error| LoadError::Link {
+            path: origin.to_string(),
+            message: format!("{e:#}"),
+        };
+        let instance_pre = self.inner.linker.instantiate_pre(&component).map_err(link)?;
+        let pre = match kind {
+            ScriptKind::Sync => ScriptPre::Sync(bindings::SyncPre::new(instance_pre).map_err(link)?),
+            ScriptKind::Action => {
+                ScriptPre::Action(bindings::ActionPre::new(instance_pre).map_err(link)?)
+            }
+            ScriptKind::OnEvent => {
+                ScriptPre::OnEvent(bindings::OnEventPre::new(instance_pre).map_err(link)?)
+            }
+        };
+        Ok(Script {
+            kind,
+            pre,
+            origin: origin.to_string(),
+            digest,
+        })
+    }
+}
+
+fn engine_config(config: &RuntimeConfig) -> Config {
+    let mut c = Config::new();
+    c.epoch_interruption(true);
+    c.consume_fuel(true);
+    // Scripts use no component-model concurrency; leaving it off keeps the
+    // host↔guest call path short.
+    c.concurrency_support(false);
+    if config.pooling {
+        let slots = config.max_concurrent.max(1);
+        let mut pool = PoolingAllocationConfig::new();
+        pool.total_component_instances(slots)
+            // A Rust guest has one memory; a componentize-js one, two.
+            .max_memories_per_component(4)
+            .total_memories(slots * 2)
+            .total_tables(slots * 8)
+            .max_tables_per_component(16)
+            .total_core_instances(slots * 8)
+            .max_core_instances_per_component(32)
+            .total_stacks(slots)
+            .max_memory_size(config.max_memory_bytes)
+            // Keep the pages a fresh instance dirties first resident between
+            // executions instead of faulting them in again (see PERF.md).
+            .linear_memory_keep_resident(16 << 20)
+            .table_keep_resident(1 << 20)
+            .pagemap_scan(wasmtime::Enabled::Auto);
+        c.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    }
+    c
+}
+
+/// Ticks the engine's epoch until the runtime is dropped. Each tick lets a
+/// busy guest yield and checks its deadline.
+fn spawn_epoch_ticker(engine: Engine, tick: Duration, stop: Arc<AtomicBool>) {
+    std::thread::Builder::new()
+        .name("sluice-epoch".into())
+        .spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(tick);
+                engine.increment_epoch();
+            }
+        })
+        .ok();
+}
+
+fn detect_kind(engine: &Engine, component: &Component) -> Option<ScriptKind> {
+    let ty = component.component_type();
+    let names: Vec<&str> = ty.exports(engine).map(|(name, _)| name).collect();
+    if names.contains(&"fetch-data") {
+        Some(ScriptKind::Sync)
+    } else if names.contains(&"run-action") {
+        Some(ScriptKind::Action)
+    } else if names.contains(&"on-event") {
+        Some(ScriptKind::OnEvent)
+    } else {
+        None
+    }
+}
+
+/// A core module starts with the same magic as a component but version 1.
+fn wasmparser_is_core_module(bytes: &[u8]) -> bool {
+    bytes.len() >= 8 && bytes[..4] == *b"\0asm" && bytes[4..8] == [1, 0, 0, 0]
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+struct HashWriter<'a>(&'a mut Sha256);
+
+impl std::hash::Hasher for HashWriter<'_> {
+    fn finish(&self) -> u64 {
+        0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+}

@@ -1,0 +1,543 @@
+//! Running a script: the request, the services it may use, and the report.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+use wasmtime::{Store, UpdateDeadline};
+
+use crate::bindings::types::{Response, ScriptError};
+use crate::connection::ConnectionStore;
+use crate::engine::{Script, ScriptPre};
+use crate::host::HostState;
+use crate::limits::Limits;
+use crate::providers::ProviderCatalog;
+use crate::records::{Changes, ConnectionRef, RecordStore};
+use crate::{Runtime, ScriptKind};
+
+/// A tenant: its name, variables and limits.
+#[derive(Debug, Clone, Default)]
+pub struct Environment {
+    pub name: String,
+    /// What `getEnvironmentVariables` returns.
+    pub variables: Vec<(String, String)>,
+    pub limits: Limits,
+    /// The base of incoming-webhook URLs (`<base>/<providerConfigKey>`), when
+    /// a server receives them.
+    pub webhook_base_url: Option<String>,
+}
+
+/// Which export to call.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Call {
+    /// A sync's `fetchData`.
+    Sync,
+    /// A sync's `onWebhookPayloadReceived` with the raw webhook body (JSON).
+    Webhook { payload: String },
+    /// An action with its input as JSON; `{}` and none both arrive as none.
+    Action { input: Option<String> },
+    /// An event script.
+    OnEvent,
+}
+
+impl Call {
+    fn kind(&self) -> ScriptKind {
+        match self {
+            Call::Sync | Call::Webhook { .. } => ScriptKind::Sync,
+            Call::Action { .. } => ScriptKind::Action,
+            Call::OnEvent => ScriptKind::OnEvent,
+        }
+    }
+}
+
+/// What a sync run knows about itself.
+#[derive(Debug, Clone)]
+pub struct SyncRun {
+    pub sync_id: Option<String>,
+    pub job_id: Option<u64>,
+    /// Start of the last successful run.
+    pub last_sync_date: Option<DateTime<Utc>>,
+    pub variant: String,
+    pub track_deletes: bool,
+    /// The models the sync declares as output; `None` accepts any.
+    pub models: Option<Vec<String>>,
+}
+
+impl Default for SyncRun {
+    fn default() -> Self {
+        Self {
+            sync_id: None,
+            job_id: None,
+            last_sync_date: None,
+            variant: "base".into(),
+            track_deletes: false,
+            models: None,
+        }
+    }
+}
+
+impl SyncRun {
+    /// `Model` for the base variant, `Model::variant` otherwise.
+    pub fn model_full_name(&self, model: &str) -> String {
+        if self.variant == "base" {
+            model.to_string()
+        } else {
+            format!("{model}::{}", self.variant)
+        }
+    }
+}
+
+/// One execution request.
+#[derive(Debug, Clone)]
+pub struct Execution {
+    pub script_name: String,
+    pub connection: ConnectionRef,
+    pub environment: Arc<Environment>,
+    pub call: Call,
+    pub sync: SyncRun,
+    pub activity_log_id: String,
+    /// How many `triggerAction`s led here.
+    pub(crate) depth: u32,
+}
+
+impl Execution {
+    pub fn new(
+        script_name: impl Into<String>,
+        connection: ConnectionRef,
+        environment: Arc<Environment>,
+        call: Call,
+    ) -> Self {
+        Self {
+            script_name: script_name.into(),
+            connection,
+            environment,
+            call,
+            sync: SyncRun::default(),
+            activity_log_id: uuid::Uuid::new_v4().to_string(),
+            depth: 0,
+        }
+    }
+}
+
+/// Finds the action a `triggerAction` names.
+pub trait ScriptDirectory: Send + Sync {
+    fn action(&self, provider_config_key: &str, name: &str) -> Option<Arc<Script>>;
+}
+
+/// Scripts by integration and name, in memory.
+#[derive(Default)]
+pub struct ScriptSet {
+    scripts: RwLock<HashMap<(String, String), Arc<Script>>>,
+}
+
+impl ScriptSet {
+    pub fn insert(&self, provider_config_key: &str, name: &str, script: Arc<Script>) {
+        self.scripts
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((provider_config_key.into(), name.into()), script);
+    }
+}
+
+impl ScriptDirectory for ScriptSet {
+    fn action(&self, pck: &str, name: &str) -> Option<Arc<Script>> {
+        self.scripts
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&(pck.to_string(), name.to_string()))
+            .filter(|s| s.kind() == ScriptKind::Action)
+            .cloned()
+    }
+}
+
+/// What executions may use: shared by every execution of a process.
+pub struct Services {
+    pub providers: Arc<ProviderCatalog>,
+    pub connections: Arc<dyn ConnectionStore>,
+    pub records: Arc<dyn RecordStore>,
+    pub scripts: Arc<dyn ScriptDirectory>,
+    pub http: reqwest::Client,
+    /// Sends every upstream request to this origin instead (after the egress
+    /// check against the real one): for dry runs against a mock API.
+    pub upstream_redirect: Option<url::Url>,
+}
+
+impl Services {
+    pub fn new(
+        providers: Arc<ProviderCatalog>,
+        connections: Arc<dyn ConnectionStore>,
+        records: Arc<dyn RecordStore>,
+    ) -> Self {
+        Self {
+            providers,
+            connections,
+            records,
+            scripts: Arc::new(ScriptSet::default()),
+            http: crate::proxy::default_client(),
+            upstream_redirect: None,
+        }
+    }
+}
+
+/// Log levels, as the original's `log()` accepts them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+/// Who wrote a log line: the script, or sluice on its behalf.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogSource {
+    User,
+    Internal,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LogEntry {
+    pub at: DateTime<Utc>,
+    pub level: LogLevel,
+    pub source: LogSource,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub meta: Option<Value>,
+}
+
+impl LogEntry {
+    pub(crate) fn internal(level: LogLevel, message: String) -> Self {
+        Self {
+            at: Utc::now(),
+            level,
+            source: LogSource::Internal,
+            message,
+            meta: None,
+        }
+    }
+}
+
+/// How a script failed, normalised like the original runner's output.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ScriptFailure {
+    /// `action_script_runtime_error`, `script_http_error`, an SDK code, ...
+    #[serde(rename = "type")]
+    pub error_type: String,
+    pub message: String,
+    pub payload: Value,
+    /// The HTTP status the server answers with.
+    pub status: u16,
+    /// The upstream response of a `script_http_error`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream_response: Option<Value>,
+}
+
+impl std::fmt::Display for ScriptFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.message, self.error_type)?;
+        if !self.payload.is_null() {
+            write!(f, ": {}", self.payload)?;
+        }
+        Ok(())
+    }
+}
+
+/// Why an execution did not succeed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ExecError {
+    #[error("script `{script}` is a {kind} script and cannot be called as {call}")]
+    WrongKind {
+        script: String,
+        kind: ScriptKind,
+        call: ScriptKind,
+    },
+    #[error("out of fuel after {units} units")]
+    OutOfFuel { units: u64 },
+    #[error("timed out after {}", human_duration(*after))]
+    Timeout { after: Duration },
+    #[error("memory limit of {} exceeded", human_bytes(*limit))]
+    MemoryLimit { limit: usize },
+    #[error("script failed: {0}")]
+    Script(ScriptFailure),
+    #[error("script trapped: {message}")]
+    Trap { message: String },
+    #[error("cannot start script: {message}")]
+    Instantiate { message: String },
+}
+
+impl ExecError {
+    /// The failure in the original's `{type, payload, status}` terms.
+    pub fn to_failure(&self) -> ScriptFailure {
+        match self {
+            ExecError::Script(f) => f.clone(),
+            ExecError::Timeout { .. } => ScriptFailure {
+                error_type: "script_timeout".into(),
+                message: self.to_string(),
+                payload: Value::Null,
+                status: 500,
+                upstream_response: None,
+            },
+            _ => ScriptFailure {
+                error_type: "script_internal_error".into(),
+                message: self.to_string(),
+                payload: Value::Null,
+                status: 500,
+                upstream_response: None,
+            },
+        }
+    }
+}
+
+fn human_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else if ms % 1000 == 0 {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{:.1}s", d.as_secs_f64())
+    }
+}
+
+fn human_bytes(b: usize) -> String {
+    if b >= 1 << 20 && b % (1 << 20) == 0 {
+        format!("{} MiB", b >> 20)
+    } else {
+        format!("{b} bytes")
+    }
+}
+
+/// What an execution did.
+#[derive(Debug)]
+pub struct Report {
+    /// The output (actions, webhook handlers) or why it failed.
+    pub outcome: Result<Option<Value>, ExecError>,
+    pub logs: Vec<LogEntry>,
+    /// Log lines past the environment's cap.
+    pub logs_dropped: u64,
+    /// Record changes per model (full name).
+    pub changes: BTreeMap<String, Changes>,
+    pub fuel_consumed: u64,
+    pub duration: Duration,
+}
+
+/// The epoch callback's error when the deadline passed inside guest code.
+#[derive(Debug)]
+struct DeadlineExceeded;
+
+impl std::fmt::Display for DeadlineExceeded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("deadline exceeded")
+    }
+}
+
+impl std::error::Error for DeadlineExceeded {}
+
+/// Largest fuel a store can hold; used when an environment meters nothing.
+const UNMETERED_FUEL: u64 = u64::MAX;
+
+impl Runtime {
+    /// Runs one execution of `script` in a fresh store. Never panics on guest
+    /// misbehaviour: every failure is in the report.
+    pub async fn execute(
+        &self,
+        script: &Script,
+        exec: Execution,
+        services: Arc<Services>,
+    ) -> Report {
+        let started = Instant::now();
+        let call_kind = exec.call.kind();
+        if call_kind != script.kind {
+            return Report::failed(
+                ExecError::WrongKind {
+                    script: exec.script_name.clone(),
+                    kind: script.kind,
+                    call: call_kind,
+                },
+                started,
+            );
+        }
+        let limits = exec.environment.limits.clone();
+        let timeout = limits
+            .timeouts
+            .for_call(script.kind, matches!(exec.call, Call::Webhook { .. }));
+        let deadline = started + timeout;
+        let exec = Arc::new(exec);
+        let state = HostState::new(script.kind, exec.clone(), services, self.clone(), deadline);
+        let mut store = Store::new(&self.inner.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        let fuel = limits.fuel.unwrap_or(UNMETERED_FUEL);
+        // Cannot fail: fuel is enabled on the engine.
+        let _ = store.set_fuel(fuel);
+        store.epoch_deadline_callback(|ctx| {
+            if Instant::now() >= ctx.data().deadline {
+                Err(wasmtime::Error::new(DeadlineExceeded))
+            } else {
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
+        store.set_epoch_deadline(1);
+
+        // The epoch callback ends a guest that computes past its deadline; the
+        // timeout ends one that waits past it inside a host call.
+        let run = tokio::time::timeout(timeout, call(&script.pre, &mut store, &exec.call)).await;
+        let outcome = match run {
+            Err(_elapsed) => Err(ExecError::Timeout { after: timeout }),
+            Ok(Ok(Ok(output))) => Ok(output),
+            Ok(Ok(Err(script_error))) => {
+                if store.data().limiter.hit {
+                    Err(ExecError::MemoryLimit {
+                        limit: store.data().limiter.limit(),
+                    })
+                } else {
+                    Err(ExecError::Script(failure_from(script_error)))
+                }
+            }
+            Ok(Err(trap)) => Err(classify_trap(trap, store.data(), fuel, timeout)),
+        };
+        let fuel_consumed = fuel.saturating_sub(store.get_fuel().unwrap_or(fuel));
+        let mut state = store.into_data();
+        state.collect_output();
+        Report {
+            outcome,
+            logs: state.logs,
+            logs_dropped: state.logs_dropped,
+            changes: state.changes,
+            fuel_consumed,
+            duration: started.elapsed(),
+        }
+    }
+}
+
+impl Report {
+    fn failed(error: ExecError, started: Instant) -> Self {
+        Report {
+            outcome: Err(error),
+            logs: Vec::new(),
+            logs_dropped: 0,
+            changes: BTreeMap::new(),
+            fuel_consumed: 0,
+            duration: started.elapsed(),
+        }
+    }
+}
+
+type CallResult = wasmtime::Result<Result<Option<Value>, ScriptError>>;
+
+async fn call(pre: &ScriptPre, store: &mut Store<HostState>, call: &Call) -> CallResult {
+    match (pre, call) {
+        (ScriptPre::Sync(pre), Call::Sync) => {
+            let instance = pre.instantiate_async(&mut *store).await?;
+            Ok(instance.call_fetch_data(store).await?.map(|()| None))
+        }
+        (ScriptPre::Sync(pre), Call::Webhook { payload }) => {
+            let instance = pre.instantiate_async(&mut *store).await?;
+            let out = instance
+                .call_on_webhook_payload_received(store, payload)
+                .await?;
+            Ok(out.map(|o| o.map(|json| parse_output(&json))))
+        }
+        (ScriptPre::Action(pre), Call::Action { input }) => {
+            let instance = pre.instantiate_async(&mut *store).await?;
+            // The original turns an input of exactly `{}` into `undefined`.
+            let input = input.as_ref().filter(|i| !is_empty_object(i));
+            let out = instance.call_run_action(store, input).await?;
+            Ok(out.map(|o| o.map(|json| parse_output(&json))))
+        }
+        (ScriptPre::OnEvent(pre), Call::OnEvent) => {
+            let instance = pre.instantiate_async(&mut *store).await?;
+            Ok(instance.call_on_event(store).await?.map(|()| None))
+        }
+        // `execute` checked the kind.
+        _ => Err(wasmtime::format_err!("call does not match the script kind")),
+    }
+}
+
+fn is_empty_object(json: &str) -> bool {
+    matches!(serde_json::from_str::<Value>(json), Ok(Value::Object(m)) if m.is_empty())
+}
+
+/// Output that is not JSON is returned as a JSON string.
+fn parse_output(json: &str) -> Value {
+    serde_json::from_str(json).unwrap_or_else(|_| Value::String(json.to_string()))
+}
+
+fn classify_trap(err: wasmtime::Error, state: &HostState, fuel: u64, timeout: Duration) -> ExecError {
+    if err.downcast_ref::<DeadlineExceeded>().is_some() {
+        return ExecError::Timeout { after: timeout };
+    }
+    if let Some(wasmtime::Trap::OutOfFuel) = err.downcast_ref::<wasmtime::Trap>() {
+        return ExecError::OutOfFuel { units: fuel };
+    }
+    if state.limiter.hit {
+        return ExecError::MemoryLimit {
+            limit: state.limiter.limit(),
+        };
+    }
+    let message = format!("{err:?}");
+    if message.contains("instantiat") {
+        return ExecError::Instantiate { message };
+    }
+    ExecError::Trap { message }
+}
+
+/// The original runner's error normalisation.
+pub(crate) fn failure_from(error: ScriptError) -> ScriptFailure {
+    match error {
+        ScriptError::ActionError(payload) => ScriptFailure {
+            error_type: "action_script_runtime_error".into(),
+            message: "action script runtime error".into(),
+            payload: payload.as_deref().map(parse_output).unwrap_or(Value::Null),
+            status: 500,
+            upstream_response: None,
+        },
+        ScriptError::Sdk(e) => ScriptFailure {
+            error_type: e.code,
+            message: e.message,
+            payload: e.payload.as_deref().map(parse_output).unwrap_or(Value::Null),
+            status: 500,
+            upstream_response: None,
+        },
+        ScriptError::Http(response) => {
+            let upstream = response_json(&response);
+            ScriptFailure {
+                error_type: "script_http_error".into(),
+                message: format!("upstream answered HTTP {}", response.status),
+                payload: upstream["data"].clone(),
+                status: response.status,
+                upstream_response: Some(upstream),
+            }
+        }
+        ScriptError::Network(message) => ScriptFailure {
+            error_type: "script_network_error".into(),
+            message,
+            payload: Value::Null,
+            status: 500,
+            upstream_response: None,
+        },
+        ScriptError::Internal(message) => ScriptFailure {
+            error_type: "script_internal_error".into(),
+            message,
+            payload: Value::Null,
+            status: 500,
+            upstream_response: None,
+        },
+    }
+}
+
+/// `{status, headers, data}` of an upstream response, body parsed when JSON.
+pub(crate) fn response_json(r: &Response) -> Value {
+    let data = serde_json::from_slice::<Value>(&r.body)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&r.body).into_owned()));
+    let headers: serde_json::Map<String, Value> = r
+        .headers
+        .iter()
+        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+        .collect();
+    serde_json::json!({ "status": r.status, "headers": headers, "data": data })
+}

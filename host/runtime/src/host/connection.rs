@@ -1,0 +1,210 @@
+//! `nango:scripts/connection`: connection, metadata, environment, other scripts.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::HostState;
+use crate::bindings::connection::{self, EnvVar, ScriptInfo};
+use crate::bindings::types::NangoError;
+use crate::connection::{Connection, ConnectionError};
+use crate::exec::{Call, Execution};
+use crate::proxy::nango_error;
+use crate::records::ConnectionRef;
+
+fn store_error(e: ConnectionError) -> NangoError {
+    let code = match &e {
+        ConnectionError::NotFound { .. } => "unknown_connection",
+        ConnectionError::InvalidMetadata(_) => "invalid_metadata",
+        ConnectionError::Backend(_) => "connection_store_error",
+    };
+    nango_error(code, e.to_string())
+}
+
+impl HostState {
+    /// A connection, fetched once per execution until metadata changes or a
+    /// 401 invalidates it.
+    pub(crate) fn connection(&mut self, pck: &str, cid: &str) -> Result<Connection, NangoError> {
+        let key = (pck.to_string(), cid.to_string());
+        if let Some(c) = self.connection_cache.get(&key) {
+            return Ok(c.clone());
+        }
+        let c = self
+            .services
+            .connections
+            .get(pck, cid)
+            .map_err(store_error)?;
+        self.connection_cache.insert(key, c.clone());
+        Ok(c)
+    }
+
+    pub(crate) fn forget_connection(&mut self, pck: &str, cid: &str) {
+        self.connection_cache
+            .remove(&(pck.to_string(), cid.to_string()));
+    }
+
+    fn parse_metadata(&self, json: &str) -> Result<serde_json::Map<String, Value>, NangoError> {
+        let max = self.limits().max_payload_bytes;
+        if json.len() > max {
+            return Err(nango_error(
+                "payload_too_large",
+                format!("metadata of {} bytes is over the limit of {max} bytes", json.len()),
+            ));
+        }
+        match serde_json::from_str(json) {
+            Ok(Value::Object(m)) => Ok(m),
+            Ok(other) => Err(nango_error(
+                "invalid_metadata",
+                format!("metadata must be a JSON object, got {other}"),
+            )),
+            Err(e) => Err(nango_error("invalid_metadata", format!("metadata is not JSON: {e}"))),
+        }
+    }
+}
+
+impl connection::Host for HostState {
+    fn info(&mut self) -> wasmtime::Result<ScriptInfo> {
+        let provider = self
+            .connection_cache
+            .get(&(
+                self.exec.connection.provider_config_key.clone(),
+                self.exec.connection.connection_id.clone(),
+            ))
+            .map(|c| c.provider.clone())
+            .or_else(|| {
+                self.services
+                    .connections
+                    .get(
+                        &self.exec.connection.provider_config_key,
+                        &self.exec.connection.connection_id,
+                    )
+                    .ok()
+                    .map(|c| c.provider)
+            });
+        Ok(ScriptInfo {
+            connection_id: self.exec.connection.connection_id.clone(),
+            provider_config_key: self.exec.connection.provider_config_key.clone(),
+            provider,
+            environment_name: self.exec.environment.name.clone(),
+            activity_log_id: self.exec.activity_log_id.clone(),
+            script_name: self.exec.script_name.clone(),
+        })
+    }
+
+    async fn get_connection(
+        &mut self,
+        pck: Option<String>,
+        cid: Option<String>,
+    ) -> wasmtime::Result<Result<String, NangoError>> {
+        let pck = pck.unwrap_or_else(|| self.exec.connection.provider_config_key.clone());
+        let cid = cid.unwrap_or_else(|| self.exec.connection.connection_id.clone());
+        Ok(self
+            .connection(&pck, &cid)
+            .map(|c| c.to_script_json().to_string()))
+    }
+
+    async fn get_metadata(&mut self) -> wasmtime::Result<Result<String, NangoError>> {
+        let me = self.exec.connection.clone();
+        Ok(self
+            .connection(&me.provider_config_key, &me.connection_id)
+            .map(|c| c.metadata.to_string()))
+    }
+
+    async fn set_metadata(&mut self, metadata: String) -> wasmtime::Result<Result<(), NangoError>> {
+        let me = self.exec.connection.clone();
+        let result = self.parse_metadata(&metadata).and_then(|m| {
+            self.services
+                .connections
+                .set_metadata(&me.provider_config_key, &me.connection_id, Value::Object(m))
+                .map_err(store_error)
+        });
+        self.forget_connection(&me.provider_config_key, &me.connection_id);
+        Ok(result)
+    }
+
+    async fn update_metadata(
+        &mut self,
+        metadata: String,
+    ) -> wasmtime::Result<Result<(), NangoError>> {
+        let me = self.exec.connection.clone();
+        let result = self.parse_metadata(&metadata).and_then(|m| {
+            self.services
+                .connections
+                .update_metadata(&me.provider_config_key, &me.connection_id, m)
+                .map_err(store_error)
+        });
+        self.forget_connection(&me.provider_config_key, &me.connection_id);
+        Ok(result)
+    }
+
+    async fn get_environment_variables(
+        &mut self,
+    ) -> wasmtime::Result<Result<Vec<EnvVar>, NangoError>> {
+        Ok(Ok(self
+            .exec
+            .environment
+            .variables
+            .iter()
+            .map(|(name, value)| EnvVar {
+                name: name.clone(),
+                value: value.clone(),
+            })
+            .collect()))
+    }
+
+    async fn get_webhook_url(&mut self) -> wasmtime::Result<Result<Option<String>, NangoError>> {
+        Ok(Ok(self.exec.environment.webhook_base_url.as_ref().map(|base| {
+            format!(
+                "{}/{}",
+                base.trim_end_matches('/'),
+                self.exec.connection.provider_config_key
+            )
+        })))
+    }
+
+    async fn trigger_action(
+        &mut self,
+        pck: String,
+        cid: String,
+        action_name: String,
+        input: Option<String>,
+    ) -> wasmtime::Result<Result<Option<String>, NangoError>> {
+        let max_depth = self.limits().max_trigger_depth;
+        if self.exec.depth >= max_depth {
+            return Ok(Err(nango_error(
+                "trigger_depth_exceeded",
+                format!("triggerAction may nest at most {max_depth} levels"),
+            )));
+        }
+        let Some(script) = self.services.scripts.action(&pck, &action_name) else {
+            return Ok(Err(nango_error(
+                "unknown_action",
+                format!("integration `{pck}` has no action `{action_name}`"),
+            )));
+        };
+        let mut exec = Execution::new(
+            action_name.clone(),
+            ConnectionRef {
+                provider_config_key: pck,
+                connection_id: cid,
+            },
+            self.exec.environment.clone(),
+            Call::Action { input },
+        );
+        exec.depth = self.exec.depth + 1;
+        let runtime = self.runtime.clone();
+        let services = Arc::clone(&self.services);
+        let report = Box::pin(runtime.execute(&script, exec, services)).await;
+        Ok(match report.outcome {
+            Ok(output) => Ok(output.map(|v| v.to_string())),
+            Err(e) => {
+                let failure = e.to_failure();
+                Err(NangoError {
+                    code: failure.error_type.clone(),
+                    message: format!("action `{action_name}` failed: {e}"),
+                    payload: serde_json::to_string(&failure).ok(),
+                })
+            }
+        })
+    }
+}

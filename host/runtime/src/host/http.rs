@@ -1,0 +1,97 @@
+//! `nango:scripts/http`: proxy and the paginator resource.
+
+use serde_json::Value;
+use wasmtime::component::Resource;
+
+use super::HostState;
+use crate::bindings::http::{self, Body, HttpError, Page, Request};
+use crate::bindings::types::{self, Response};
+use crate::paginate::Paginator;
+use crate::proxy::nango_error;
+
+impl types::Host for HostState {}
+
+impl HostState {
+    /// Refuses request bodies over the environment's payload limit.
+    fn check_body(&self, req: &Request) -> Result<(), HttpError> {
+        let size = match &req.data {
+            None => 0,
+            Some(Body::Json(t) | Body::Text(t)) => t.len(),
+            Some(Body::Bytes(b)) => b.len(),
+            Some(Body::Multipart(fields)) => fields.iter().map(|(k, v)| k.len() + v.len()).sum(),
+        };
+        let max = self.limits().max_payload_bytes;
+        if size > max {
+            return Err(HttpError::Failed(nango_error(
+                "payload_too_large",
+                format!("the request body is {size} bytes, over the limit of {max} bytes"),
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl http::Host for HostState {
+    async fn proxy(&mut self, req: Request) -> wasmtime::Result<Result<Response, HttpError>> {
+        if let Err(e) = self.check_body(&req) {
+            return Ok(Err(e));
+        }
+        Ok(crate::proxy::send(self, &req).await)
+    }
+
+    async fn paginate(
+        &mut self,
+        req: Request,
+        config: Option<String>,
+    ) -> wasmtime::Result<Result<Resource<Paginator>, HttpError>> {
+        if let Err(e) = self.check_body(&req) {
+            return Ok(Err(e));
+        }
+        let config = match config.as_deref().map(serde_json::from_str::<Value>) {
+            None | Some(Ok(Value::Null)) => None,
+            Some(Ok(Value::Object(m))) => Some(m),
+            Some(_) => {
+                return Ok(Err(HttpError::Failed(nango_error(
+                    "invalid_pagination_config",
+                    "the paginate config must be a JSON object",
+                ))));
+            }
+        };
+        let current = self.exec.connection.clone();
+        let connection =
+            match self.connection(&current.provider_config_key, &current.connection_id) {
+                Ok(c) => c,
+                Err(e) => return Ok(Err(HttpError::Failed(e))),
+            };
+        let Some(provider) = self.services.providers.get(&connection.provider).cloned() else {
+            return Ok(Err(HttpError::Failed(nango_error(
+                "unknown_provider_template_in_config",
+                format!(
+                    "provider `{}` is not in the providers catalogue",
+                    connection.provider
+                ),
+            ))));
+        };
+        match Paginator::new(req, Some(&provider), config) {
+            Ok(p) => Ok(Ok(self.table.push(p)?)),
+            Err(e) => Ok(Err(e)),
+        }
+    }
+}
+
+impl http::HostPaginator for HostState {
+    async fn next_page(
+        &mut self,
+        handle: Resource<Paginator>,
+    ) -> wasmtime::Result<Result<Option<Page>, HttpError>> {
+        let mut paginator = self.table.get(&handle)?.clone();
+        let page = paginator.next_page(self).await;
+        *self.table.get_mut(&handle)? = paginator;
+        Ok(page)
+    }
+
+    async fn drop(&mut self, handle: Resource<Paginator>) -> wasmtime::Result<()> {
+        self.table.delete(handle)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,92 @@
+//! `nango:scripts/log`.
+
+use serde_json::Value;
+
+use super::HostState;
+use crate::bindings::log::{self, Level};
+use crate::exec::{LogEntry, LogLevel, LogSource};
+
+/// The original's persisted message cap, in characters.
+pub(crate) const MAX_MESSAGE_CHARS: usize = 10_000;
+/// The original's cap on a serialized log, in bytes.
+pub(crate) const MAX_META_BYTES: usize = 99_000;
+
+/// Cuts `message` to [`MAX_MESSAGE_CHARS`] with the original's suffix.
+pub(crate) fn truncate_message(message: String) -> String {
+    match message.char_indices().nth(MAX_MESSAGE_CHARS) {
+        None => message,
+        Some((cut, _)) => format!("{}... (truncated)", &message[..cut]),
+    }
+}
+
+impl log::Host for HostState {
+    fn log(&mut self, level: Level, message: String, meta: Option<String>) -> wasmtime::Result<()> {
+        let level = match level {
+            Level::Debug => LogLevel::Debug,
+            Level::Info => LogLevel::Info,
+            Level::Warn => LogLevel::Warn,
+            Level::Error => LogLevel::Error,
+        };
+        let mut message = truncate_message(message);
+        let meta = match meta {
+            None => None,
+            Some(m) if m.len() > MAX_META_BYTES => {
+                message.push_str(" ... (truncated, payload was too large)");
+                None
+            }
+            Some(m) => Some(serde_json::from_str(&m).unwrap_or(Value::String(m))),
+        };
+        self.push_log(LogEntry {
+            at: chrono::Utc::now(),
+            level,
+            source: LogSource::User,
+            message,
+            meta,
+        });
+        Ok(())
+    }
+}
+
+impl HostState {
+    /// Moves the guest's captured stdout and stderr into its logs, a line each.
+    pub(crate) fn collect_output(&mut self) {
+        for (stream, level) in [
+            (self.stdout.clone(), LogLevel::Info),
+            (self.stderr.clone(), LogLevel::Error),
+        ] {
+            let (text, truncated) = stream.take();
+            for line in text.lines().filter(|l| !l.trim().is_empty()) {
+                self.push_log(LogEntry {
+                    at: chrono::Utc::now(),
+                    level,
+                    source: LogSource::User,
+                    message: truncate_message(line.to_string()),
+                    meta: None,
+                });
+            }
+            if truncated {
+                self.internal_log(
+                    LogLevel::Warn,
+                    format!(
+                        "guest output past {} bytes was dropped",
+                        self.limits().max_output_bytes
+                    ),
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_messages_are_cut_on_a_char_boundary() {
+        let m = "é".repeat(MAX_MESSAGE_CHARS + 5);
+        let t = truncate_message(m);
+        assert!(t.ends_with("... (truncated)"));
+        assert_eq!(t.chars().count(), MAX_MESSAGE_CHARS + "... (truncated)".len());
+        assert_eq!(truncate_message("short".into()), "short");
+    }
+}

@@ -1,0 +1,230 @@
+//! The per-execution store data and the host side of every `nango:scripts`
+//! import (one file per interface).
+
+mod connection;
+mod http;
+mod log;
+mod records;
+
+use std::collections::{BTreeMap, HashMap};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use crate::connection::Connection;
+use crate::exec::{Execution, LogEntry, LogLevel, Services};
+use crate::limits::Limits;
+use crate::records::{Changes, Merging};
+use crate::{Runtime, ScriptKind};
+
+/// Everything one execution's store holds.
+pub struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub(crate) limiter: MemoryLimiter,
+    /// When the execution must end; checked at every epoch tick.
+    pub(crate) deadline: Instant,
+    pub(crate) kind: ScriptKind,
+    pub(crate) exec: Arc<Execution>,
+    pub(crate) services: Arc<Services>,
+    pub(crate) runtime: Runtime,
+    pub(crate) logs: Vec<LogEntry>,
+    pub(crate) logs_dropped: u64,
+    pub(crate) changes: BTreeMap<String, Changes>,
+    pub(crate) merging: HashMap<String, Merging>,
+    /// getConnection results of this execution; metadata writes invalidate.
+    pub(crate) connection_cache: HashMap<(String, String), Connection>,
+    pub(crate) stdout: CapturedOutput,
+    pub(crate) stderr: CapturedOutput,
+    /// Secrets to scrub from logged URLs and headers.
+    pub(crate) secrets: Vec<String>,
+}
+
+impl HostState {
+    pub(crate) fn new(
+        kind: ScriptKind,
+        exec: Arc<Execution>,
+        services: Arc<Services>,
+        runtime: Runtime,
+        deadline: Instant,
+    ) -> Self {
+        let limits = &exec.environment.limits;
+        let stdout = CapturedOutput::new(limits.max_output_bytes);
+        let stderr = CapturedOutput::new(limits.max_output_bytes);
+        // Deny by default: no preopened directories, no environment, no
+        // arguments, no sockets, no name lookups. Clocks and randomness only.
+        let wasi = WasiCtxBuilder::new()
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        Self {
+            wasi,
+            table: ResourceTable::new(),
+            limiter: MemoryLimiter::new(limits),
+            deadline,
+            kind,
+            exec,
+            services,
+            runtime,
+            logs: Vec::new(),
+            logs_dropped: 0,
+            changes: BTreeMap::new(),
+            merging: HashMap::new(),
+            connection_cache: HashMap::new(),
+            stdout,
+            stderr,
+            secrets: Vec::new(),
+        }
+    }
+
+    pub(crate) fn limits(&self) -> &Limits {
+        &self.exec.environment.limits
+    }
+
+    /// Keeps a log line, up to the environment's cap.
+    pub(crate) fn push_log(&mut self, entry: LogEntry) {
+        if self.logs.len() < self.limits().max_log_entries {
+            self.logs.push(entry);
+        } else {
+            self.logs_dropped += 1;
+        }
+    }
+
+    pub(crate) fn internal_log(&mut self, level: LogLevel, message: String) {
+        self.push_log(LogEntry::internal(level, message));
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// Caps each linear memory and remembers whether it refused a growth, so a
+/// trap that follows can be reported as the memory limit it is.
+pub(crate) struct MemoryLimiter {
+    max_memory: usize,
+    pub(crate) hit: bool,
+}
+
+/// Tables of a script hold functions, not data: a million entries is far
+/// beyond any real script and bounds what a hostile one can reserve.
+const MAX_TABLE_ELEMENTS: usize = 1_000_000;
+
+impl MemoryLimiter {
+    fn new(limits: &Limits) -> Self {
+        Self {
+            max_memory: limits.memory_bytes,
+            hit: false,
+        }
+    }
+
+    pub(crate) fn limit(&self) -> usize {
+        self.max_memory
+    }
+}
+
+impl wasmtime::ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.max_memory {
+            self.hit = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= MAX_TABLE_ELEMENTS)
+    }
+}
+
+/// Guest stdout or stderr, kept in memory up to a cap; what is past the cap
+/// is dropped (never a trap: printing must not kill a script).
+#[derive(Clone)]
+pub(crate) struct CapturedOutput {
+    inner: Arc<Mutex<OutputBuffer>>,
+}
+
+struct OutputBuffer {
+    bytes: Vec<u8>,
+    cap: usize,
+    truncated: bool,
+}
+
+impl CapturedOutput {
+    fn new(cap: usize) -> Self {
+        Self {
+            inner: Arc::new(Mutex::new(OutputBuffer {
+                bytes: Vec::new(),
+                cap,
+                truncated: false,
+            })),
+        }
+    }
+
+    /// The captured text and whether some was dropped.
+    pub(crate) fn take(&self) -> (String, bool) {
+        let mut b = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let text = String::from_utf8_lossy(&std::mem::take(&mut b.bytes)).into_owned();
+        (text, b.truncated)
+    }
+}
+
+impl IsTerminal for CapturedOutput {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for CapturedOutput {
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
+}
+
+impl tokio::io::AsyncWrite for CapturedOutput {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let mut b = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let room = b.cap.saturating_sub(b.bytes.len());
+        if buf.len() > room {
+            b.truncated = true;
+        }
+        let n = buf.len().min(room);
+        b.bytes.extend_from_slice(&buf[..n]);
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}

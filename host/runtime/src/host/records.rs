@@ -1,0 +1,205 @@
+//! `nango:scripts/records` and `nango:scripts/sync-context`.
+
+use serde_json::{Map, Value};
+
+use super::HostState;
+use crate::ScriptKind;
+use crate::bindings::records::{self, MergingStrategy};
+use crate::bindings::sync_context;
+use crate::bindings::types::NangoError;
+use crate::exec::LogLevel;
+use crate::proxy::nango_error;
+use crate::records::{CHUNK_SIZE, IDS_PER_LOOKUP, Merging, RecordError, WriteContext, WriteKind, prepare_chunk};
+
+fn record_error(e: RecordError) -> NangoError {
+    let code = match &e {
+        RecordError::InvalidId { .. } | RecordError::NotAnObject { .. } => "invalid_sync_record",
+        RecordError::Backend(_) => "records_store_error",
+    };
+    nango_error(code, e.to_string())
+}
+
+impl HostState {
+    fn require_sync(&self, call: &str) -> Result<(), NangoError> {
+        if self.kind == ScriptKind::Sync {
+            Ok(())
+        } else {
+            Err(nango_error(
+                "invalid_request",
+                format!("{call} is only available in syncs"),
+            ))
+        }
+    }
+
+    /// The full model name, after checking it is a declared output.
+    fn model_name(&self, model: &str) -> Result<String, NangoError> {
+        if let Some(declared) = &self.exec.sync.models
+            && !declared.iter().any(|m| m == model)
+        {
+            return Err(nango_error(
+                "invalid_model",
+                format!(
+                    "The model '{model}' is not included in the declared sync models: {}.",
+                    declared.join(", ")
+                ),
+            ));
+        }
+        Ok(self.exec.sync.model_full_name(model))
+    }
+
+    fn write_records(
+        &mut self,
+        kind: WriteKind,
+        call: &str,
+        model: &str,
+        json: &str,
+    ) -> Result<(), NangoError> {
+        self.require_sync(call)?;
+        let max = self.limits().max_payload_bytes;
+        if json.len() > max {
+            return Err(nango_error(
+                "payload_too_large",
+                format!("{call}: {} bytes of records is over the limit of {max} bytes per call", json.len()),
+            ));
+        }
+        let records: Vec<Value> = match serde_json::from_str(json) {
+            Ok(Value::Array(a)) => a,
+            Ok(Value::Null) => return Ok(()),
+            Ok(_) => return Err(nango_error("invalid_request", format!("{call}: records must be a JSON array"))),
+            Err(e) => return Err(nango_error("invalid_request", format!("{call}: records are not JSON: {e}"))),
+        };
+        if records.is_empty() {
+            return Ok(());
+        }
+        let full = self.model_name(model)?;
+        let mut objects: Vec<Map<String, Value>> = Vec::with_capacity(records.len());
+        for (index, r) in records.into_iter().enumerate() {
+            let Value::Object(mut m) = r else {
+                return Err(record_error(RecordError::NotAnObject { index }));
+            };
+            m.shift_remove("_nango_metadata");
+            objects.push(m);
+        }
+        let ctx = WriteContext {
+            sync_id: self.exec.sync.sync_id.clone(),
+            job_id: self.exec.sync.job_id,
+        };
+        let mut merging = self.merging.get(&full).cloned().unwrap_or_default();
+        let conn = self.exec.connection.clone();
+        let mut first_index = 0;
+        let mut iter = objects.into_iter().peekable();
+        while iter.peek().is_some() {
+            let chunk: Vec<_> = iter.by_ref().take(CHUNK_SIZE).collect();
+            let len = chunk.len();
+            let (chunk, duplicates) = prepare_chunk(chunk, first_index).map_err(record_error)?;
+            for id in duplicates {
+                self.internal_log(
+                    LogLevel::Warn,
+                    format!("Found duplicate key '{id}' for model {full}. The record was ignored."),
+                );
+            }
+            let changes = self
+                .services
+                .records
+                .write(kind, &conn, &full, chunk, &ctx, &mut merging)
+                .map_err(record_error)?;
+            self.changes.entry(full.clone()).or_default().add(changes);
+            first_index += len;
+        }
+        if merging != Merging::Override {
+            self.merging.insert(full, merging);
+        }
+        Ok(())
+    }
+}
+
+impl records::Host for HostState {
+    async fn batch_save(&mut self, model: String, records: String) -> wasmtime::Result<Result<(), NangoError>> {
+        Ok(self.write_records(WriteKind::Save, "batchSave", &model, &records))
+    }
+
+    async fn batch_delete(&mut self, model: String, records: String) -> wasmtime::Result<Result<(), NangoError>> {
+        Ok(self.write_records(WriteKind::Delete, "batchDelete", &model, &records))
+    }
+
+    async fn batch_update(&mut self, model: String, records: String) -> wasmtime::Result<Result<(), NangoError>> {
+        Ok(self.write_records(WriteKind::Update, "batchUpdate", &model, &records))
+    }
+
+    async fn get_records_by_ids(
+        &mut self,
+        model: String,
+        ids: Vec<String>,
+    ) -> wasmtime::Result<Result<String, NangoError>> {
+        let run = || -> Result<String, NangoError> {
+            self.require_sync("getRecordsByIds")?;
+            let full = self.model_name(&model)?;
+            let mut out = Vec::with_capacity(ids.len());
+            for chunk in ids.chunks(IDS_PER_LOOKUP) {
+                let rows = self
+                    .services
+                    .records
+                    .get_by_ids(&self.exec.connection, &full, chunk)
+                    .map_err(record_error)?;
+                out.extend(rows.iter().map(|r| r.to_view()));
+            }
+            Ok(Value::Array(out).to_string())
+        };
+        Ok(run())
+    }
+
+    async fn set_merging_strategy(
+        &mut self,
+        model: String,
+        strategy: MergingStrategy,
+    ) -> wasmtime::Result<Result<(), NangoError>> {
+        if let Err(e) = self.require_sync("setMergingStrategy") {
+            return Ok(Err(e));
+        }
+        let full = match self.model_name(&model) {
+            Ok(f) => f,
+            Err(e) => return Ok(Err(e)),
+        };
+        if self.merging.contains_key(&full) {
+            self.internal_log(
+                LogLevel::Warn,
+                format!("Merging strategy for model {full} is already set. Skipping"),
+            );
+            return Ok(Ok(()));
+        }
+        let merging = match strategy {
+            MergingStrategy::Override => Merging::Override,
+            MergingStrategy::IgnoreIfModifiedAfter => {
+                let cursor = match self
+                    .services
+                    .records
+                    .newest_position(&self.exec.connection, &full)
+                {
+                    Ok(c) => c,
+                    Err(e) => return Ok(Err(record_error(e))),
+                };
+                Merging::IgnoreIfModifiedAfter { cursor }
+            }
+        };
+        self.merging.insert(full, merging);
+        Ok(Ok(()))
+    }
+}
+
+impl sync_context::Host for HostState {
+    fn last_sync_date(&mut self) -> wasmtime::Result<Option<String>> {
+        Ok(self
+            .exec
+            .sync
+            .last_sync_date
+            .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)))
+    }
+
+    fn variant(&mut self) -> wasmtime::Result<String> {
+        Ok(self.exec.sync.variant.clone())
+    }
+
+    fn track_deletes(&mut self) -> wasmtime::Result<bool> {
+        Ok(self.exec.sync.track_deletes)
+    }
+}

@@ -1,0 +1,28 @@
+//! sluice's sandbox core: runs Nango-style integration scripts as WebAssembly
+//! components with hard CPU, memory, time and egress limits.
+//!
+//! - [`Runtime`] owns the wasmtime engine, the linker and the on-disk cache of
+//!   precompiled components; [`Runtime::load_file`] gives a [`Script`],
+//!   [`Runtime::execute`] runs it once in a fresh store.
+//! - [`exec::Services`] is what executions may reach: providers, connections,
+//!   records ([`records::RecordStore`]), other scripts and the HTTP client.
+//! - The host side of each `nango:scripts` import is in `host/`, the
+//!   request semantics in [`proxy`] and [`paginate`].
+//!
+//! This crate knows no HTTP server, database or command line.
+
+mod bindings;
+pub mod connection;
+mod engine;
+pub mod exec;
+mod host;
+pub mod limits;
+pub mod paginate;
+pub mod providers;
+pub mod proxy;
+pub mod records;
+pub mod template;
+
+pub use engine::{LoadError, Runtime, Script, ScriptKind};
+pub use exec::{Call, Environment, ExecError, Execution, Report, Services};
+pub use limits::{Limits, RuntimeConfig, Timeouts};

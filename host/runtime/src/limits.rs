@@ -1,0 +1,144 @@
+//! Per-environment (tenant) limits and the runtime's own sizing, each with a
+//! reason for its default.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ScriptKind;
+
+/// What one environment's executions may use. Every field has a default, so a
+/// config file only names what it changes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// CPU budget per execution in fuel units (about one per wasm
+    /// instruction); `None` meters nothing. The default, 10^11, is minutes of
+    /// CPU: far more than a healthy script uses, small enough to end a runaway
+    /// loop.
+    pub fuel: Option<u64>,
+    /// The most any one linear memory of an execution may grow to. A
+    /// componentize-js script needs ~10 MiB to start; 256 MiB leaves room for
+    /// large pages of records.
+    pub memory_bytes: usize,
+    /// Wall-clock limits per script kind: the original's.
+    pub timeouts: Timeouts,
+    /// Hosts scripts may call besides the provider's base URL host. An entry
+    /// is a host name (`api.example.com`), `*.example.com`, or `host:port`.
+    pub allowed_hosts: Vec<String>,
+    /// The largest upstream response body a script may receive.
+    pub max_response_bytes: usize,
+    /// The largest request body, records batch or metadata a script may send.
+    pub max_payload_bytes: usize,
+    /// Logs kept per execution; later ones are counted, not kept.
+    pub max_log_entries: usize,
+    /// Bytes of guest stdout/stderr kept per execution.
+    pub max_output_bytes: usize,
+    /// How deep `triggerAction` may nest.
+    pub max_trigger_depth: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            fuel: Some(100_000_000_000),
+            memory_bytes: 256 << 20,
+            timeouts: Timeouts::default(),
+            allowed_hosts: Vec::new(),
+            max_response_bytes: 64 << 20,
+            max_payload_bytes: 64 << 20,
+            max_log_entries: 10_000,
+            max_output_bytes: 1 << 20,
+            max_trigger_depth: 4,
+        }
+    }
+}
+
+/// Wall-clock deadlines per script kind, in seconds in config files.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Timeouts {
+    #[serde(with = "secs")]
+    pub action: Duration,
+    #[serde(with = "secs")]
+    pub sync: Duration,
+    #[serde(with = "secs")]
+    pub webhook: Duration,
+    #[serde(with = "secs")]
+    pub on_event: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            action: Duration::from_secs(15 * 60),
+            sync: Duration::from_secs(24 * 3600),
+            webhook: Duration::from_secs(3600),
+            on_event: Duration::from_secs(5 * 60),
+        }
+    }
+}
+
+impl Timeouts {
+    /// The deadline of an execution of `kind`; webhook calls of a sync use
+    /// `webhook`.
+    pub fn for_call(&self, kind: ScriptKind, webhook: bool) -> Duration {
+        match kind {
+            ScriptKind::Sync if webhook => self.webhook,
+            ScriptKind::Sync => self.sync,
+            ScriptKind::Action => self.action,
+            ScriptKind::OnEvent => self.on_event,
+        }
+    }
+}
+
+mod secs {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let secs = f64::deserialize(d)?;
+        Duration::try_from_secs_f64(secs).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Sizing of the runtime itself, shared by every environment.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Where precompiled components are cached.
+    pub cache_dir: std::path::PathBuf,
+    /// Executions that may be live at once: sizes the pooling allocator. Each
+    /// slot reserves address space (not memory) for its linear memories.
+    pub max_concurrent: u32,
+    /// Upper bound of any environment's `memory_bytes` (the pool's slot size).
+    pub max_memory_bytes: usize,
+    /// Use the pooling allocator (fast instantiation); off, each execution
+    /// maps its own memory.
+    pub pooling: bool,
+    /// How often the epoch ticks: the granularity of deadlines and of
+    /// yielding a busy guest to other executions.
+    pub epoch_tick: Duration,
+    /// First wait of the exponential retry backoff (the original's 3 s).
+    pub retry_base_delay: Duration,
+    /// Longest wait between retries (the original's 10 min).
+    pub retry_max_delay: Duration,
+}
+
+impl RuntimeConfig {
+    pub fn new(cache_dir: impl Into<std::path::PathBuf>) -> Self {
+        Self {
+            cache_dir: cache_dir.into(),
+            max_concurrent: 200,
+            max_memory_bytes: 1 << 30,
+            pooling: true,
+            epoch_tick: Duration::from_millis(10),
+            retry_base_delay: Duration::from_secs(3),
+            retry_max_delay: Duration::from_secs(600),
+        }
+    }
+}

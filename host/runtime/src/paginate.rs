@@ -1,0 +1,398 @@
+//! `nango.paginate`: cursor, link and offset pagination kept on the host.
+//!
+//! The effective config is the provider's `proxy.paginate` with the script's
+//! keys over it. Stop conditions are the original's: an empty or missing page
+//! ends the pagination before it is yielded; a cursor that is an empty string
+//! or not a string/number ends it after; offset pagination with a `limit`
+//! ends after a short page; link pagination ends when there is no next link.
+
+use serde_json::{Map, Value};
+use url::Url;
+
+use crate::bindings::http::{Body, HttpError, Method, Page, Query, Request};
+use crate::host::HostState;
+use crate::providers::Provider;
+use crate::proxy::nango_error;
+
+/// The state of one pagination (a `paginator` resource).
+#[derive(Debug, Clone)]
+pub struct Paginator {
+    req: Request,
+    strategy: Strategy,
+    response_path: Option<String>,
+    limit: Option<usize>,
+    in_body: bool,
+    done: bool,
+}
+
+#[derive(Debug, Clone)]
+enum Strategy {
+    Cursor {
+        name: String,
+        path: String,
+    },
+    Link {
+        rel: Option<String>,
+        body_path: Option<String>,
+    },
+    Offset {
+        name: String,
+        next: u64,
+        per_page: bool,
+    },
+}
+
+fn invalid(message: impl Into<String>) -> HttpError {
+    HttpError::Failed(nango_error("invalid_pagination_config", message))
+}
+
+fn str_field<'a>(config: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
+    config.get(key).and_then(Value::as_str).filter(|s| !s.is_empty())
+}
+
+impl Paginator {
+    /// Validates the merged config and prepares the first request.
+    pub(crate) fn new(
+        req: Request,
+        provider: Option<&Provider>,
+        script_config: Option<Map<String, Value>>,
+    ) -> Result<Self, HttpError> {
+        let mut config = provider
+            .and_then(|p| p.proxy.paginate.clone())
+            .unwrap_or_default();
+        if provider.and_then(|p| p.proxy.paginate.as_ref()).is_none()
+            && script_config
+                .as_ref()
+                .is_none_or(|c| c.get("type").is_none())
+        {
+            return Err(invalid(
+                "There was no pagination configuration for this integration or configuration passed in.",
+            ));
+        }
+        config.extend(script_config.unwrap_or_default());
+
+        let kind = str_field(&config, "type")
+            .ok_or_else(|| invalid("Pagination type is required"))?
+            .to_ascii_lowercase();
+        let limit_value = config.get("limit").filter(|v| !v.is_null()).cloned();
+        let limit_name = str_field(&config, "limit_name_in_request").map(str::to_string);
+        let strategy = match kind.as_str() {
+            "cursor" => {
+                let name = str_field(&config, "cursor_name_in_request").ok_or_else(|| {
+                    invalid("Param cursor_name_in_request is required for cursor pagination")
+                })?;
+                let path = str_field(&config, "cursor_path_in_response").ok_or_else(|| {
+                    invalid("Param cursor_path_in_response is required for cursor pagination")
+                })?;
+                if limit_value.is_some() && limit_name.is_none() {
+                    return Err(invalid(
+                        "Param limit_name_in_request is required for cursor pagination when limit is set",
+                    ));
+                }
+                Strategy::Cursor {
+                    name: name.to_string(),
+                    path: path.to_string(),
+                }
+            }
+            "link" => {
+                let rel = str_field(&config, "link_rel_in_response_header").map(str::to_string);
+                let body_path = str_field(&config, "link_path_in_response_body").map(str::to_string);
+                if rel.is_none() && body_path.is_none() {
+                    return Err(invalid(
+                        "Either param link_rel_in_response_header or link_path_in_response_body is required for link pagination",
+                    ));
+                }
+                Strategy::Link { rel, body_path }
+            }
+            "offset" => {
+                let name = str_field(&config, "offset_name_in_request").ok_or_else(|| {
+                    invalid("Param offset_name_in_request is required for offset pagination")
+                })?;
+                let start = match config.get("offset_start_value") {
+                    Some(Value::Number(n)) => n.as_u64().unwrap_or(0),
+                    Some(Value::String(s)) => s.trim().parse().unwrap_or(0),
+                    _ => 0,
+                };
+                let per_page =
+                    str_field(&config, "offset_calculation_method") == Some("per-page");
+                Strategy::Offset {
+                    name: name.to_string(),
+                    next: start,
+                    per_page,
+                }
+            }
+            other => {
+                return Err(invalid(format!(
+                    "Pagination type {other} is not supported. Only cursor, link and offset pagination types are supported."
+                )));
+            }
+        };
+        let in_body = match config.get("in_body") {
+            Some(Value::Bool(b)) => *b,
+            _ => matches!(req.method, Method::Post | Method::Put | Method::Patch),
+        };
+        let mut paginator = Paginator {
+            req,
+            strategy,
+            response_path: str_field(&config, "response_path").map(str::to_string),
+            limit: limit_value.as_ref().and_then(as_usize),
+            in_body,
+            done: false,
+        };
+        if let (Some(name), Some(limit)) = (limit_name, limit_value) {
+            paginator.set_param(&name, limit)?;
+        }
+        Ok(paginator)
+    }
+
+    /// Sets a pagination parameter in the query (as a string) or the body
+    /// (as JSON, dotted names expanded into nested objects).
+    fn set_param(&mut self, name: &str, value: Value) -> Result<(), HttpError> {
+        if self.in_body {
+            let mut body = match self.req.data.take() {
+                None => Map::new(),
+                Some(Body::Json(text)) => match serde_json::from_str(&text) {
+                    Ok(Value::Object(m)) => m,
+                    _ => return Err(invalid("pagination in the body needs a JSON object body")),
+                },
+                Some(_) => return Err(invalid("pagination in the body needs a JSON object body")),
+            };
+            set_dotted(&mut body, name, value);
+            self.req.data = Some(Body::Json(Value::Object(body).to_string()));
+        } else {
+            let text = match value {
+                Value::String(s) => s,
+                other => other.to_string(),
+            };
+            let mut pairs = match self.req.params.take() {
+                None => Vec::new(),
+                Some(Query::Pairs(p)) => p,
+                Some(Query::Text(t)) => url::form_urlencoded::parse(t.trim_start_matches('?').as_bytes())
+                    .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                    .collect(),
+            };
+            pairs.retain(|(k, _)| k != name);
+            pairs.push((name.to_string(), text));
+            self.req.params = Some(Query::Pairs(pairs));
+        }
+        Ok(())
+    }
+
+    /// Fetches the next non-empty page.
+    pub(crate) async fn next_page(&mut self, state: &mut HostState) -> Result<Option<Page>, HttpError> {
+        if self.done {
+            return Ok(None);
+        }
+        if let Strategy::Offset { name, next, .. } = &self.strategy {
+            let (name, next) = (name.clone(), *next);
+            let value = if self.in_body {
+                Value::from(next)
+            } else {
+                Value::String(next.to_string())
+            };
+            self.set_param(&name, value)?;
+        }
+        let response = crate::proxy::send(state, &self.req).await;
+        let response = match response {
+            Ok(r) => r,
+            Err(e) => {
+                self.done = true;
+                return Err(e);
+            }
+        };
+        let data: Value = serde_json::from_slice(&response.body).map_err(|e| {
+            self.done = true;
+            HttpError::Failed(nango_error(
+                "invalid_response",
+                format!("pagination needs a JSON response: {e}"),
+            ))
+        })?;
+        let items = match &self.response_path {
+            Some(p) => get_path(&data, p).cloned().unwrap_or(Value::Null),
+            None => data.clone(),
+        };
+        let len = match &items {
+            Value::Array(a) => a.len(),
+            _ => 0,
+        };
+        if len == 0 {
+            self.done = true;
+            return Ok(None);
+        }
+        let next = match &mut self.strategy {
+            Strategy::Cursor { name, path } => {
+                let name = name.clone();
+                let cursor = match get_path(&data, path) {
+                    Some(Value::String(s)) if !s.trim().is_empty() => Some(Value::String(s.trim().to_string())),
+                    Some(Value::Number(n)) => Some(Value::Number(n.clone())),
+                    _ => None,
+                };
+                match cursor {
+                    Some(c) => {
+                        let shown = match &c {
+                            Value::String(s) => s.clone(),
+                            other => other.to_string(),
+                        };
+                        self.set_param(&name, c)?;
+                        Some(shown)
+                    }
+                    None => {
+                        self.done = true;
+                        None
+                    }
+                }
+            }
+            Strategy::Link { rel, body_path } => {
+                let link = match (rel.as_deref(), body_path.as_deref()) {
+                    (Some(rel), _) => response
+                        .headers
+                        .iter()
+                        .find(|(n, _)| n == "link")
+                        .and_then(|(_, v)| link_with_rel(v, rel)),
+                    (None, Some(path)) => get_path(&data, path)
+                        .and_then(Value::as_str)
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_string),
+                    (None, None) => None,
+                };
+                match link {
+                    Some(link) => {
+                        match Url::parse(&link) {
+                            Ok(url) if url.has_host() => {
+                                self.req.base_url_override =
+                                    Some(url.origin().ascii_serialization());
+                                let mut endpoint = url.path().to_string();
+                                if let Some(q) = url.query() {
+                                    endpoint.push('?');
+                                    endpoint.push_str(q);
+                                }
+                                self.req.endpoint = endpoint;
+                            }
+                            _ => self.req.endpoint = link.clone(),
+                        }
+                        self.req.params = None;
+                        Some(link)
+                    }
+                    None => {
+                        self.done = true;
+                        None
+                    }
+                }
+            }
+            Strategy::Offset { next, per_page, .. } => {
+                if self.limit.is_some_and(|limit| len < limit) {
+                    self.done = true;
+                    None
+                } else {
+                    *next += if *per_page { 1 } else { len as u64 };
+                    Some(next.to_string())
+                }
+            }
+        };
+        Ok(Some(Page {
+            items: items.to_string(),
+            next,
+        }))
+    }
+}
+
+fn as_usize(v: &Value) -> Option<usize> {
+    match v {
+        Value::Number(n) => n.as_u64().map(|n| n as usize),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+fn set_dotted(body: &mut Map<String, Value>, name: &str, value: Value) {
+    let mut parts = name.split('.').peekable();
+    let mut current = body;
+    while let Some(part) = parts.next() {
+        if parts.peek().is_none() {
+            current.insert(part.to_string(), value);
+            return;
+        }
+        let entry = current
+            .entry(part.to_string())
+            .or_insert_with(|| Value::Object(Map::new()));
+        if !entry.is_object() {
+            *entry = Value::Object(Map::new());
+        }
+        let Value::Object(next) = entry else { return };
+        current = next;
+    }
+}
+
+/// A lodash-style path (`a.b`, `a[0].b`, `a.0.b`) into a JSON value.
+pub(crate) fn get_path<'a>(value: &'a Value, path: &str) -> Option<&'a Value> {
+    let mut current = value;
+    for segment in path.split('.') {
+        let mut rest = segment;
+        let name_end = rest.find('[').unwrap_or(rest.len());
+        let name = &rest[..name_end];
+        if !name.is_empty() {
+            current = match current {
+                Value::Object(m) => m.get(name)?,
+                Value::Array(a) => a.get(name.parse::<usize>().ok()?)?,
+                _ => return None,
+            };
+        }
+        rest = &rest[name_end..];
+        while let Some(inner) = rest.strip_prefix('[') {
+            let close = inner.find(']')?;
+            let index: usize = inner[..close].trim_matches(['"', '\'']).parse().ok()?;
+            current = current.as_array()?.get(index)?;
+            rest = &inner[close + 1..];
+        }
+    }
+    Some(current)
+}
+
+/// The URL of the `rel` link in an RFC 8288 `Link` header.
+pub(crate) fn link_with_rel(header: &str, rel: &str) -> Option<String> {
+    for part in header.split(',') {
+        let mut pieces = part.split(';');
+        let target = pieces.next()?.trim();
+        let url = target.strip_prefix('<')?.strip_suffix('>')?;
+        let matches = pieces.any(|p| {
+            let p = p.trim();
+            p.strip_prefix("rel=")
+                .map(|v| v.trim_matches('"').split_whitespace().any(|r| r == rel))
+                .unwrap_or(false)
+        });
+        if matches {
+            return Some(url.to_string());
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn paths() {
+        let v = json!({"a": {"b": [{"c": 1}]}, "x": [5, 6]});
+        assert_eq!(get_path(&v, "a.b[0].c"), Some(&json!(1)));
+        assert_eq!(get_path(&v, "a.b.0.c"), Some(&json!(1)));
+        assert_eq!(get_path(&v, "x[1]"), Some(&json!(6)));
+        assert_eq!(get_path(&v, "a.zz"), None);
+    }
+
+    #[test]
+    fn link_header() {
+        let h = r#"<https://api.x.com/i?page=2>; rel="next", <https://api.x.com/i?page=9>; rel="last""#;
+        assert_eq!(link_with_rel(h, "next").as_deref(), Some("https://api.x.com/i?page=2"));
+        assert_eq!(link_with_rel(h, "prev"), None);
+    }
+
+    #[test]
+    fn dotted_body_keys_nest() {
+        let mut body = Map::new();
+        set_dotted(&mut body, "page.cursor", json!("c"));
+        set_dotted(&mut body, "page.size", json!(10));
+        assert_eq!(Value::Object(body), json!({"page": {"cursor": "c", "size": 10}}));
+    }
+}

@@ -1,0 +1,754 @@
+//! `nango.proxy`: the original's request construction and retry policy.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use base64::Engine as _;
+use serde_json::Value;
+use url::Url;
+
+use crate::bindings::http::{Body, HttpError, Method, Query, Request};
+use crate::bindings::types::{NangoError, Response};
+use crate::connection::Connection;
+use crate::exec::{LogEntry, LogLevel, LogSource};
+use crate::host::HostState;
+use crate::providers::Provider;
+
+/// The user agent of every upstream request (the original overwrites it too).
+pub const USER_AGENT: &str = concat!("sluice/", env!("CARGO_PKG_VERSION"));
+
+/// Redirects followed to the same host only: a redirect must not carry
+/// credentials past the egress policy.
+const MAX_REDIRECTS: usize = 5;
+
+/// The HTTP client every execution shares (keep-alive, as the original's agent).
+pub fn default_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .user_agent(USER_AGENT)
+        .pool_idle_timeout(Duration::from_secs(30))
+        .redirect(reqwest::redirect::Policy::custom(|attempt| {
+            let same_host = attempt
+                .previous()
+                .last()
+                .is_some_and(|prev| prev.host_str() == attempt.url().host_str());
+            if attempt.previous().len() > MAX_REDIRECTS || !same_host {
+                attempt.stop()
+            } else {
+                attempt.follow()
+            }
+        }))
+        .build()
+        .unwrap_or_default()
+}
+
+pub(crate) fn nango_error(code: &str, message: impl Into<String>) -> NangoError {
+    NangoError {
+        code: code.to_string(),
+        message: message.into(),
+        payload: None,
+    }
+}
+
+fn failed(code: &str, message: impl Into<String>) -> HttpError {
+    HttpError::Failed(nango_error(code, message))
+}
+
+/// The request after URL building and credential injection.
+#[derive(Debug, Clone)]
+pub(crate) struct Prepared {
+    pub method: Method,
+    pub url: Url,
+    pub headers: Vec<(String, String)>,
+    pub body: Option<Body>,
+}
+
+pub(crate) fn method_name(m: Method) -> &'static str {
+    match m {
+        Method::Get => "GET",
+        Method::Post => "POST",
+        Method::Put => "PUT",
+        Method::Patch => "PATCH",
+        Method::Delete => "DELETE",
+    }
+}
+
+/// Joins the base URL and the endpoint the way the original does.
+pub(crate) fn join_url(base: &str, endpoint: &str) -> String {
+    let base = base.trim_end_matches('/');
+    let endpoint = endpoint.strip_prefix(base).unwrap_or(endpoint);
+    let endpoint = endpoint.trim_start_matches('/');
+    if endpoint.is_empty() {
+        base.to_string()
+    } else {
+        format!("{base}/{endpoint}")
+    }
+}
+
+/// `searchParams.set` for each pair: a later value replaces an earlier one.
+pub(crate) fn set_query(url: &mut Url, pairs: &[(String, String)]) {
+    if pairs.is_empty() {
+        return;
+    }
+    let mut existing: Vec<(String, String)> = url
+        .query_pairs()
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    for (k, v) in pairs {
+        if let Some(slot) = existing.iter_mut().find(|(ek, _)| ek == k) {
+            slot.1 = v.clone();
+            let first = existing.iter().position(|(ek, _)| ek == k).unwrap_or(0);
+            let mut i = 0;
+            existing.retain(|(ek, _)| {
+                let keep = ek != k || i == first;
+                i += 1;
+                keep
+            });
+        } else {
+            existing.push((k.clone(), v.clone()));
+        }
+    }
+    url.query_pairs_mut().clear().extend_pairs(existing);
+}
+
+/// The provider's base URL for this connection, templates expanded.
+pub(crate) fn provider_base_url(
+    provider: &Provider,
+    connection: &Connection,
+) -> Result<Option<String>, NangoError> {
+    let Some(template) = &provider.proxy.base_url else {
+        return Ok(None);
+    };
+    crate::template::expand(template, &|k| connection.lookup(k))
+        .map(Some)
+        .ok_or_else(|| {
+            nango_error(
+                "invalid_request",
+                format!(
+                    "the base URL of provider `{}` ({template}) needs values this connection does not have",
+                    provider.name
+                ),
+            )
+        })
+}
+
+/// Builds the request: URL, credentials, provider headers, script headers.
+pub(crate) fn prepare(
+    req: &Request,
+    provider: &Provider,
+    connection: &Connection,
+) -> Result<Prepared, HttpError> {
+    let base = match &req.base_url_override {
+        Some(b) => b.clone(),
+        None => provider_base_url(provider, connection)
+            .map_err(HttpError::Failed)?
+            .ok_or_else(|| {
+                failed(
+                    "invalid_request",
+                    format!(
+                        "provider `{}` has no proxy.base_url: pass baseUrlOverride",
+                        provider.name
+                    ),
+                )
+            })?,
+    };
+    if req.endpoint.is_empty() && req.base_url_override.is_none() {
+        return Err(failed("invalid_request", "endpoint is required"));
+    }
+    let joined = join_url(&base, &req.endpoint);
+    let mut url = Url::parse(&joined)
+        .map_err(|e| failed("invalid_request", format!("invalid URL `{joined}`: {e}")))?;
+    match &req.params {
+        None => {}
+        Some(Query::Pairs(pairs)) => set_query(&mut url, pairs),
+        Some(Query::Text(text)) => {
+            if url.query().is_some() {
+                return Err(failed(
+                    "invalid_query_params",
+                    "Can not set query params in endpoint and in params",
+                ));
+            }
+            url.set_query(Some(text.trim_start_matches('?')));
+        }
+    }
+
+    let creds = &connection.credentials;
+    let mut headers: Vec<(String, String)> = Vec::new();
+    let bearer = |t: Option<&str>| t.map(|t| ("authorization".to_string(), format!("Bearer {t}")));
+    let auth = match creds.kind() {
+        "OAUTH2" | "APP" | "APP_STORE" => bearer(creds.field("access_token")),
+        "OAUTH2_CC" | "JWT" | "SIGNATURE" | "TWO_STEP" => bearer(creds.token()),
+        "BASIC" => {
+            let user = creds.field("username").unwrap_or_default();
+            let pass = creds.field("password").unwrap_or_default();
+            let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
+            Some(("authorization".to_string(), format!("Basic {encoded}")))
+        }
+        "TABLEAU" => creds
+            .field("token")
+            .map(|t| ("x-tableau-auth".to_string(), t.to_string())),
+        "OAUTH1" => {
+            return Err(failed(
+                "unsupported_auth",
+                "OAUTH1 connections cannot be proxied",
+            ));
+        }
+        _ => None,
+    };
+    headers.extend(auth);
+    for (name, template) in &provider.proxy.headers {
+        if let Some(value) = crate::template::expand(template, &|k| connection.lookup(k)) {
+            put_header(&mut headers, name, value);
+        }
+    }
+    if creds.kind() == "API_KEY"
+        && let Some((name, _)) = provider.proxy.query.first()
+        && let Some(key) = creds.field("apiKey")
+    {
+        set_query(&mut url, &[(name.clone(), key.to_string())]);
+    }
+    for (name, value) in &req.headers {
+        put_header(&mut headers, name, value.clone());
+    }
+    put_header(&mut headers, "user-agent", USER_AGENT.to_string());
+
+    let body = match req.method {
+        Method::Get => None,
+        _ => req.data.clone(),
+    };
+    Ok(Prepared {
+        method: req.method,
+        url,
+        headers,
+        body,
+    })
+}
+
+fn put_header(headers: &mut Vec<(String, String)>, name: &str, value: String) {
+    let name = name.to_ascii_lowercase();
+    headers.retain(|(n, _)| *n != name);
+    headers.push((name, value));
+}
+
+/// Whether `url` may be called: the provider's own host or the allowlist.
+pub(crate) fn egress_allowed(url: &Url, provider_host: Option<&str>, allowed: &[String]) -> bool {
+    let Some(host) = url.host_str() else {
+        return false;
+    };
+    let host_port = match url.port_or_known_default() {
+        Some(p) => format!("{host}:{p}"),
+        None => host.to_string(),
+    };
+    if provider_host.is_some_and(|p| p == host || p == host_port) {
+        return true;
+    }
+    allowed.iter().any(|entry| {
+        let entry = entry.trim().to_ascii_lowercase();
+        if let Some(suffix) = entry.strip_prefix("*.") {
+            host.ends_with(&format!(".{suffix}"))
+        } else {
+            entry == host || entry == host_port
+        }
+    })
+}
+
+/// The host (with a non-default port) of a base URL, for the egress check.
+pub(crate) fn host_of(base: &str) -> Option<String> {
+    let url = Url::parse(base).ok()?;
+    let host = url.host_str()?;
+    Some(match url.port() {
+        Some(p) => format!("{host}:{p}"),
+        None => host.to_string(),
+    })
+}
+
+/// When to retry after a response: `None` means "do not retry".
+pub(crate) struct RetryDecision {
+    pub reason: String,
+}
+
+/// How long to wait before the next attempt (0-based `attempt`), in the
+/// original's order: script header, provider header, provider body rule,
+/// exponential backoff.
+pub(crate) fn retry_wait(
+    req: &Request,
+    provider: &Provider,
+    response: Option<&Response>,
+    attempt: u32,
+    base: Duration,
+    max: Duration,
+) -> Duration {
+    if let Some(resp) = response {
+        if let Some(rh) = &req.retry_header
+            && let Some(wait) = wait_from_headers(resp, rh.at.as_deref(), rh.after.as_deref())
+        {
+            return wait.min(max);
+        }
+        if let Some(retry) = &provider.proxy.retry {
+            if let Some(wait) = wait_from_headers(resp, retry.at.as_deref(), retry.after.as_deref()) {
+                return wait.min(max);
+            }
+            if let Some(rule) = &retry.in_body
+                && let Some(wait) = wait_from_body(resp, rule)
+            {
+                return wait.min(max);
+            }
+        }
+    }
+    let factor = 2u32.saturating_pow(attempt);
+    base.saturating_mul(factor).min(max)
+}
+
+fn header<'a>(resp: &'a Response, name: &str) -> Option<&'a str> {
+    resp.headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
+fn wait_from_headers(resp: &Response, at: Option<&str>, after: Option<&str>) -> Option<Duration> {
+    if let Some(v) = at.and_then(|h| header(resp, h)) {
+        return wait_until(v);
+    }
+    if let Some(v) = after.and_then(|h| header(resp, h)) {
+        return wait_after(v);
+    }
+    None
+}
+
+fn wait_until(value: &str) -> Option<Duration> {
+    let now = SystemTime::now();
+    let when = if let Ok(secs) = value.trim().parse::<f64>() {
+        SystemTime::UNIX_EPOCH + Duration::try_from_secs_f64(secs).ok()?
+    } else {
+        httpdate::parse_http_date(value.trim())
+            .ok()
+            .or_else(|| {
+                chrono::DateTime::parse_from_rfc3339(value.trim())
+                    .ok()
+                    .map(SystemTime::from)
+            })?
+    };
+    Some(when.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+fn wait_after(value: &str) -> Option<Duration> {
+    let secs = value.trim().parse::<f64>().ok()?;
+    Duration::try_from_secs_f64(secs.max(0.0)).ok()
+}
+
+fn wait_from_body(resp: &Response, rule: &crate::providers::RetryInBody) -> Option<Duration> {
+    let body: Value = serde_json::from_slice(&resp.body).ok()?;
+    let text = crate::paginate::get_path(&body, &rule.path)?.as_str()?.to_string();
+    let pattern = rule.value.trim_matches('/');
+    let value = capture_first_group(pattern, &text)?;
+    match rule.strategy.as_str() {
+        "at" => wait_until(&value),
+        _ => wait_after(&value),
+    }
+}
+
+/// Group 1 of a small regular expression. Providers use patterns of the form
+/// `literal text (.+)` with escaped dots; that subset is matched here without
+/// a regex engine: escapes are unescaped, ` +` means one or more spaces, and
+/// the group captures the rest of the text.
+fn capture_first_group(pattern: &str, text: &str) -> Option<String> {
+    let (prefix, group) = pattern.split_once('(')?;
+    if !group.starts_with(".+)") && !group.starts_with(".*)") {
+        return None;
+    }
+    let mut literal = String::new();
+    let mut chars = prefix.chars().peekable();
+    let mut parts: Vec<String> = Vec::new();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                if let Some(n) = chars.next() {
+                    literal.push(n);
+                }
+            }
+            ' ' if chars.peek() == Some(&'+') => {
+                chars.next();
+                parts.push(std::mem::take(&mut literal));
+            }
+            c => literal.push(c),
+        }
+    }
+    parts.push(literal);
+    let mut rest = text;
+    for (i, part) in parts.iter().enumerate() {
+        let at = rest.find(part.as_str())?;
+        rest = &rest[at + part.len()..];
+        if i + 1 < parts.len() {
+            let trimmed = rest.trim_start_matches(' ');
+            if trimmed.len() == rest.len() {
+                return None;
+            }
+            rest = trimmed;
+        }
+    }
+    let value = rest.trim();
+    (!value.is_empty()).then(|| value.to_string())
+}
+
+/// Whether a response should be retried, and why.
+pub(crate) fn should_retry(
+    req: &Request,
+    provider: &Provider,
+    resp: &Response,
+    seen_401: bool,
+    creds_changed: bool,
+) -> Option<RetryDecision> {
+    let status = resp.status;
+    let reason = if status == 401 {
+        if !seen_401 || creds_changed {
+            "401 unauthorized".to_string()
+        } else {
+            return None;
+        }
+    } else if status >= 500 {
+        format!("status code {status}")
+    } else if status == 429 {
+        "429 too many requests".to_string()
+    } else if req.retry_on.contains(&status) {
+        format!("status code {status} in retryOn")
+    } else if let Some(retry) = &provider.proxy.retry {
+        if retry.error_code == Some(status) {
+            format!("status code {status} (provider error_code)")
+        } else if retry
+            .remaining
+            .as_deref()
+            .and_then(|h| header(resp, h))
+            .is_some_and(|v| v.trim() == "0")
+        {
+            "rate limit remaining is 0".to_string()
+        } else {
+            return None;
+        }
+    } else {
+        return None;
+    };
+    Some(RetryDecision { reason })
+}
+
+/// Sends a request for the running script, with retries.
+pub(crate) async fn send(state: &mut HostState, req: &Request) -> Result<Response, HttpError> {
+    let current = state.exec.connection.clone();
+    let pck = req
+        .provider_config_key
+        .clone()
+        .unwrap_or_else(|| current.provider_config_key.clone());
+    let cid = req
+        .connection_id
+        .clone()
+        .unwrap_or_else(|| current.connection_id.clone());
+    // The provider template is always the current script's.
+    let own = state
+        .connection(&current.provider_config_key, &current.connection_id)
+        .map_err(HttpError::Failed)?;
+    let provider = state
+        .services
+        .providers
+        .get(&own.provider)
+        .cloned()
+        .ok_or_else(|| {
+            failed(
+                "unknown_provider_template_in_config",
+                format!("provider `{}` is not in the providers catalogue", own.provider),
+            )
+        })?;
+    let provider_host = provider_base_url(&provider, &own)
+        .ok()
+        .flatten()
+        .and_then(|b| host_of(&b));
+
+    let mut seen_401 = false;
+    let mut last_creds = None;
+    let mut attempt = 0u32;
+    loop {
+        let connection = state.connection(&pck, &cid).map_err(HttpError::Failed)?;
+        let creds_changed = last_creds
+            .as_ref()
+            .is_some_and(|c| *c != connection.credentials);
+        last_creds = Some(connection.credentials.clone());
+        state.note_secrets(&connection);
+        let prepared = prepare(req, &provider, &connection)?;
+        if !egress_allowed(
+            &prepared.url,
+            provider_host.as_deref(),
+            &state.limits().allowed_hosts,
+        ) {
+            let host = prepared.url.host_str().unwrap_or("").to_string();
+            return Err(failed(
+                "egress_denied",
+                format!(
+                    "requests to host `{host}` are not allowed: only the provider's host ({}) and the environment's allowed_hosts may be called",
+                    provider_host.as_deref().unwrap_or("none")
+                ),
+            ));
+        }
+        let started = Instant::now();
+        let outcome = transmit(
+            &state.services.http.clone(),
+            state.services.upstream_redirect.clone().as_ref(),
+            state.limits().max_response_bytes,
+            &prepared,
+        )
+        .await;
+        let elapsed = started.elapsed();
+        let wait_reason = match &outcome {
+            Ok(resp) => {
+                state.log_http(&prepared, Some(resp.status), elapsed);
+                if (200..300).contains(&resp.status) {
+                    return outcome.map_err(HttpError::Failed);
+                }
+                let decision = should_retry(req, &provider, resp, seen_401, creds_changed);
+                if resp.status == 401 {
+                    seen_401 = true;
+                    state.forget_connection(&pck, &cid);
+                }
+                decision.map(|d| d.reason)
+            }
+            Err(e) => {
+                state.log_http(&prepared, None, elapsed);
+                (e.code == "script_network_error").then(|| e.message.clone())
+            }
+        };
+        match wait_reason {
+            Some(reason) if attempt < req.retries => {
+                let config = state.runtime.config();
+                let wait = retry_wait(
+                    req,
+                    &provider,
+                    outcome.as_ref().ok(),
+                    attempt,
+                    config.retry_base_delay,
+                    config.retry_max_delay,
+                );
+                attempt += 1;
+                state.internal_log(
+                    LogLevel::Warn,
+                    format!(
+                        "Retrying HTTP call (reason: {reason}). Waiting for {}ms [{attempt}/{}]",
+                        wait.as_millis(),
+                        req.retries
+                    ),
+                );
+                tokio::time::sleep(wait).await;
+            }
+            _ => {
+                return match outcome {
+                    Ok(resp) => Err(HttpError::Status(resp)),
+                    Err(e) => Err(HttpError::Failed(e)),
+                };
+            }
+        }
+    }
+}
+
+/// One attempt on the wire.
+async fn transmit(
+    http: &reqwest::Client,
+    redirect: Option<&Url>,
+    max_response_bytes: usize,
+    p: &Prepared,
+) -> Result<Response, NangoError> {
+    let mut url = p.url.clone();
+    if let Some(redirect) = redirect {
+        let _ = url.set_scheme(redirect.scheme());
+        let _ = url.set_host(redirect.host_str());
+        let _ = url.set_port(redirect.port_or_known_default());
+    }
+    let method = reqwest::Method::from_bytes(method_name(p.method).as_bytes())
+        .unwrap_or(reqwest::Method::GET);
+    let mut builder = http.request(method, url);
+    let has_content_type = p.headers.iter().any(|(n, _)| n == "content-type");
+    let multipart = matches!(p.body, Some(Body::Multipart(_)));
+    for (name, value) in &p.headers {
+        // A script's `content-type: multipart/form-data` has no boundary;
+        // reqwest sets the real one.
+        if multipart && name == "content-type" {
+            continue;
+        }
+        builder = builder.header(name, value);
+    }
+    builder = match &p.body {
+        None => builder,
+        Some(Body::Json(text)) => {
+            if !has_content_type {
+                builder = builder.header("content-type", "application/json");
+            }
+            builder.body(text.clone())
+        }
+        Some(Body::Text(text)) => builder.body(text.clone()),
+        Some(Body::Bytes(bytes)) => builder.body(bytes.clone()),
+        Some(Body::Multipart(fields)) => {
+            let mut form = reqwest::multipart::Form::new();
+            for (k, v) in fields {
+                form = form.text(k.clone(), v.clone());
+            }
+            builder.multipart(form)
+        }
+    };
+    receive(builder.send().await, max_response_bytes).await
+}
+
+fn network_error(e: reqwest::Error) -> NangoError {
+    let kind = if e.is_timeout() {
+        "ETIMEDOUT"
+    } else if e.is_connect() {
+        "ECONNREFUSED"
+    } else {
+        "ECONNRESET"
+    };
+    let mut source: &dyn std::error::Error = &e;
+    let mut message = e.to_string();
+    while let Some(s) = source.source() {
+        message = format!("{message}: {s}");
+        source = s;
+    }
+    nango_error("script_network_error", format!("{kind}: {message}"))
+}
+
+async fn receive(
+    sent: Result<reqwest::Response, reqwest::Error>,
+    max: usize,
+) -> Result<Response, NangoError> {
+    let mut resp = sent.map_err(network_error)?;
+    let status = resp.status().as_u16();
+    let mut headers: Vec<(String, String)> = Vec::new();
+    for (name, value) in resp.headers() {
+        let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+        match headers.iter_mut().find(|(n, _)| n == name.as_str()) {
+            Some((_, v)) => {
+                v.push_str(", ");
+                v.push_str(&value);
+            }
+            None => headers.push((name.as_str().to_string(), value)),
+        }
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(network_error)? {
+        if body.len() + chunk.len() > max {
+            return Err(nango_error(
+                "response_too_large",
+                format!("the upstream response is larger than the limit of {max} bytes"),
+            ));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Response {
+        status,
+        headers,
+        body,
+    })
+}
+
+impl HostState {
+    /// An `http` log line for one attempt, credentials scrubbed.
+    pub(crate) fn log_http(&mut self, p: &Prepared, status: Option<u16>, elapsed: Duration) {
+        let url = self.redact(p.url.as_str());
+        let outcome = status.map_or_else(|| "no response".to_string(), |s| s.to_string());
+        let level = match status {
+            Some(s) if s < 400 => LogLevel::Info,
+            _ => LogLevel::Warn,
+        };
+        self.push_log(LogEntry {
+            at: chrono::Utc::now(),
+            level,
+            source: LogSource::Internal,
+            message: format!(
+                "{} {url} -> {outcome} ({}ms)",
+                method_name(p.method),
+                elapsed.as_millis()
+            ),
+            meta: None,
+        });
+    }
+
+    pub(crate) fn note_secrets(&mut self, c: &Connection) {
+        for s in c.credentials.secrets() {
+            if !self.secrets.contains(&s) {
+                self.secrets.push(s);
+            }
+        }
+    }
+
+    pub(crate) fn redact(&self, text: &str) -> String {
+        let mut out = text.to_string();
+        for s in &self.secrets {
+            out = out.replace(s.as_str(), "***");
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_joining_follows_the_original() {
+        assert_eq!(join_url("https://a.com/", "/x/y"), "https://a.com/x/y");
+        assert_eq!(join_url("https://a.com", "x"), "https://a.com/x");
+        assert_eq!(join_url("https://a.com/v1", "https://a.com/v1/x"), "https://a.com/v1/x");
+    }
+
+    #[test]
+    fn query_set_replaces() {
+        let mut url = Url::parse("https://a.com/x?a=1&b=2").unwrap();
+        set_query(&mut url, &[("a".into(), "9".into()), ("c".into(), "3".into())]);
+        assert_eq!(url.query(), Some("a=9&b=2&c=3"));
+    }
+
+    #[test]
+    fn egress_allowlist() {
+        let url = Url::parse("https://api.x.com/v").unwrap();
+        assert!(egress_allowed(&url, Some("api.x.com"), &[]));
+        assert!(!egress_allowed(&url, Some("y.com"), &[]));
+        assert!(egress_allowed(&url, None, &["*.x.com".into()]));
+        assert!(!egress_allowed(&url, None, &["x.com".into()]));
+        let local = Url::parse("http://127.0.0.1:8080/").unwrap();
+        assert!(egress_allowed(&local, Some("127.0.0.1:8080"), &[]));
+        assert!(!egress_allowed(&local, Some("127.0.0.1:9090"), &[]));
+    }
+
+    #[test]
+    fn body_retry_rule() {
+        assert_eq!(
+            capture_first_group(
+                "User-rate limit exceeded\\. +Retry after (.+)",
+                "User-rate limit exceeded.  Retry after 2024-01-01T00:00:00Z"
+            )
+            .as_deref(),
+            Some("2024-01-01T00:00:00Z")
+        );
+        assert_eq!(capture_first_group("nope (.+)", "something"), None);
+    }
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        let req = Request {
+            method: Method::Get,
+            endpoint: "/".into(),
+            headers: vec![],
+            params: None,
+            data: None,
+            retries: 3,
+            retry_on: vec![],
+            retry_header: None,
+            base_url_override: None,
+            decompress: false,
+            provider_config_key: None,
+            connection_id: None,
+        };
+        let provider = Provider {
+            name: "p".into(),
+            auth_mode: None,
+            proxy: Default::default(),
+        };
+        let base = Duration::from_secs(3);
+        let max = Duration::from_secs(600);
+        assert_eq!(retry_wait(&req, &provider, None, 0, base, max), base);
+        assert_eq!(retry_wait(&req, &provider, None, 2, base, max), base * 4);
+        assert_eq!(retry_wait(&req, &provider, None, 30, base, max), max);
+    }
+}

@@ -1,0 +1,673 @@
+//! The records cache: the storage trait and the original's record semantics.
+//!
+//! The semantics (what counts as added, updated, unchanged or deleted, how
+//! duplicates, undeletes, deep merges and merging strategies behave) are plain
+//! functions over [`StoredRecord`], so every backend applies the same rules;
+//! a backend only stores rows and applies a chunk atomically.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::RwLock;
+
+use base64::Engine as _;
+use chrono::{DateTime, SecondsFormat, Utc};
+use md5::{Digest as _, Md5};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+/// Records are written in chunks of this many, each committed on its own.
+pub const CHUNK_SIZE: usize = 1000;
+/// Longest record id, as in the original (a varchar(255)).
+pub const MAX_ID_LEN: usize = 255;
+/// `getRecordsByIds` looks up at most this many ids per store call.
+pub const IDS_PER_LOOKUP: usize = 100;
+
+/// The connection a record belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ConnectionRef {
+    pub provider_config_key: String,
+    pub connection_id: String,
+}
+
+/// Who is writing: stamps rows so `track_deletes` can find stale ones.
+#[derive(Debug, Clone, Default)]
+pub struct WriteContext {
+    pub sync_id: Option<String>,
+    pub job_id: Option<u64>,
+}
+
+/// A position in the `(updated_at, internal id)` order of a model's records.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Position {
+    pub updated_at: DateTime<Utc>,
+    pub internal_id: Uuid,
+}
+
+/// `setMergingStrategy`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum Merging {
+    /// Writes always apply.
+    #[default]
+    Override,
+    /// Updates apply only to rows at or before `cursor`; inserts always apply.
+    IgnoreIfModifiedAfter { cursor: Option<Position> },
+}
+
+/// What one write did, per model.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Changes {
+    pub added: u64,
+    pub updated: u64,
+    pub deleted: u64,
+    pub unchanged: u64,
+}
+
+impl Changes {
+    pub fn add(&mut self, other: Changes) {
+        self.added += other.added;
+        self.updated += other.updated;
+        self.deleted += other.deleted;
+        self.unchanged += other.unchanged;
+    }
+}
+
+/// A stored record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredRecord {
+    pub external_id: String,
+    pub internal_id: Uuid,
+    pub json: Map<String, Value>,
+    pub data_hash: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub deleted_at: Option<DateTime<Utc>>,
+    pub sync_id: Option<String>,
+    pub job_id: Option<u64>,
+}
+
+impl StoredRecord {
+    pub fn position(&self) -> Position {
+        Position {
+            updated_at: self.updated_at,
+            internal_id: self.internal_id,
+        }
+    }
+
+    /// `ADDED`, `UPDATED` or `DELETED`, as `_nango_metadata.last_action`.
+    pub fn last_action(&self) -> &'static str {
+        if self.deleted_at.is_some() {
+            "DELETED"
+        } else if self.created_at == self.updated_at {
+            "ADDED"
+        } else {
+            "UPDATED"
+        }
+    }
+
+    /// The record as the API and `getRecordsByIds` return it.
+    pub fn to_view(&self) -> Value {
+        let mut json = self.json.clone();
+        json.insert(
+            "_nango_metadata".into(),
+            serde_json::json!({
+                "first_seen_at": timestamp(self.created_at),
+                "last_modified_at": timestamp(self.updated_at),
+                "last_action": self.last_action(),
+                "deleted_at": self.deleted_at.map(timestamp),
+                "cursor": encode_cursor(&self.position()),
+            }),
+        );
+        Value::Object(json)
+    }
+}
+
+/// The original's timestamp form: `2024-01-01T10:00:00.123456+00:00`.
+pub fn timestamp(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Micros, false)
+}
+
+/// The opaque records cursor: base64 of `<last_modified_at>||<internal id>`.
+pub fn encode_cursor(p: &Position) -> String {
+    base64::engine::general_purpose::STANDARD
+        .encode(format!("{}||{}", timestamp(p.updated_at), p.internal_id))
+}
+
+/// Decodes a cursor made by [`encode_cursor`].
+pub fn decode_cursor(cursor: &str) -> Option<Position> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(cursor)
+        .ok()?;
+    let text = String::from_utf8(bytes).ok()?;
+    let (at, id) = text.split_once("||")?;
+    Some(Position {
+        updated_at: DateTime::parse_from_rfc3339(at).ok()?.with_timezone(&Utc),
+        internal_id: Uuid::parse_str(id).ok()?,
+    })
+}
+
+/// Errors of record writes and reads.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error("record at index {index} has no valid `id`: it must be a string of 1 to 255 characters or a number")]
+    InvalidId { index: usize },
+    #[error("record at index {index} is not a JSON object")]
+    NotAnObject { index: usize },
+    #[error("records store failed: {0}")]
+    Backend(String),
+}
+
+/// The record id as the original keys it: `String(id)` without NUL bytes.
+pub fn external_id(record: &Map<String, Value>, index: usize) -> Result<String, RecordError> {
+    let id = match record.get("id") {
+        Some(Value::String(s)) => s.replace('\0', ""),
+        Some(Value::Number(n)) => n.to_string(),
+        _ => return Err(RecordError::InvalidId { index }),
+    };
+    if id.is_empty() || id.chars().count() > MAX_ID_LEN {
+        return Err(RecordError::InvalidId { index });
+    }
+    Ok(id)
+}
+
+/// md5 of the record's JSON text (key order matters, as with `JSON.stringify`).
+pub fn data_hash(record: &Map<String, Value>) -> String {
+    let text = serde_json::to_string(record).unwrap_or_default();
+    let digest = Md5::digest(text.as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The stable internal id of `(connection, model, id)`.
+pub fn internal_id(conn: &ConnectionRef, model: &str, external_id: &str) -> Uuid {
+    let name = format!(
+        "{}\u{0}{}\u{0}{model}\u{0}{external_id}",
+        conn.provider_config_key, conn.connection_id
+    );
+    Uuid::new_v5(&Uuid::NAMESPACE_OID, name.as_bytes())
+}
+
+/// A record ready to write, with its id and hash computed once.
+#[derive(Debug, Clone)]
+pub struct Incoming {
+    pub external_id: String,
+    pub json: Map<String, Value>,
+    pub hash: String,
+}
+
+/// Turns a batch into keyed records; the first occurrence of an id wins
+/// (the original's rule within a chunk). Returns the duplicates dropped.
+pub fn prepare_chunk(
+    records: Vec<Map<String, Value>>,
+    first_index: usize,
+) -> Result<(Vec<Incoming>, Vec<String>), RecordError> {
+    let mut seen = std::collections::HashSet::with_capacity(records.len());
+    let mut out = Vec::with_capacity(records.len());
+    let mut duplicates = Vec::new();
+    for (i, json) in records.into_iter().enumerate() {
+        let external_id = external_id(&json, first_index + i)?;
+        if !seen.insert(external_id.clone()) {
+            duplicates.push(external_id);
+            continue;
+        }
+        let hash = data_hash(&json);
+        out.push(Incoming {
+            external_id,
+            json,
+            hash,
+        });
+    }
+    Ok((out, duplicates))
+}
+
+fn allowed_by(merging: &Merging, existing: &StoredRecord) -> bool {
+    match merging {
+        Merging::Override => true,
+        Merging::IgnoreIfModifiedAfter { cursor: None } => true,
+        Merging::IgnoreIfModifiedAfter { cursor: Some(c) } => existing.position() <= *c,
+    }
+}
+
+/// The outcome of one record's write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Added,
+    Updated,
+    Deleted,
+    Unchanged,
+    /// Skipped: an unknown id for an update, or blocked by the merging strategy.
+    Skipped,
+}
+
+impl Changes {
+    fn count(&mut self, outcome: Outcome) {
+        match outcome {
+            Outcome::Added => self.added += 1,
+            Outcome::Updated => self.updated += 1,
+            Outcome::Deleted => self.deleted += 1,
+            Outcome::Unchanged => self.unchanged += 1,
+            Outcome::Skipped => {}
+        }
+    }
+}
+
+/// batchSave of one record.
+pub fn apply_save(
+    conn: &ConnectionRef,
+    model: &str,
+    existing: Option<&StoredRecord>,
+    incoming: Incoming,
+    ctx: &WriteContext,
+    merging: &Merging,
+    now: DateTime<Utc>,
+) -> (Option<StoredRecord>, Outcome) {
+    let stamp = |mut r: StoredRecord| {
+        r.sync_id = ctx.sync_id.clone();
+        r.job_id = ctx.job_id;
+        r
+    };
+    match existing {
+        None => (
+            Some(stamp(StoredRecord {
+                internal_id: internal_id(conn, model, &incoming.external_id),
+                external_id: incoming.external_id,
+                json: incoming.json,
+                data_hash: incoming.hash,
+                created_at: now,
+                updated_at: now,
+                deleted_at: None,
+                sync_id: None,
+                job_id: None,
+            })),
+            Outcome::Added,
+        ),
+        Some(old) if !allowed_by(merging, old) => (None, Outcome::Skipped),
+        Some(old) if old.deleted_at.is_some() => {
+            let mut r = old.clone();
+            r.json = incoming.json;
+            r.data_hash = incoming.hash;
+            r.created_at = now;
+            r.updated_at = now;
+            r.deleted_at = None;
+            (Some(stamp(r)), Outcome::Added)
+        }
+        Some(old) if old.data_hash == incoming.hash => {
+            (Some(stamp(old.clone())), Outcome::Unchanged)
+        }
+        Some(old) => {
+            let mut r = old.clone();
+            r.json = incoming.json;
+            r.data_hash = incoming.hash;
+            r.updated_at = now;
+            (Some(stamp(r)), Outcome::Updated)
+        }
+    }
+}
+
+/// batchDelete of one record: a soft delete that keeps the json passed in.
+pub fn apply_delete(
+    conn: &ConnectionRef,
+    model: &str,
+    existing: Option<&StoredRecord>,
+    incoming: Incoming,
+    ctx: &WriteContext,
+    now: DateTime<Utc>,
+) -> (Option<StoredRecord>, Outcome) {
+    let deleted_at = incoming
+        .json
+        .get("deletedAt")
+        .and_then(Value::as_str)
+        .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+        .map(|d| d.with_timezone(&Utc))
+        .unwrap_or(now);
+    let (mut r, outcome) = match existing {
+        Some(old) => {
+            let outcome = if old.deleted_at.is_some() {
+                Outcome::Unchanged
+            } else {
+                Outcome::Deleted
+            };
+            (old.clone(), outcome)
+        }
+        None => (
+            StoredRecord {
+                internal_id: internal_id(conn, model, &incoming.external_id),
+                external_id: incoming.external_id.clone(),
+                json: Map::new(),
+                data_hash: String::new(),
+                created_at: now,
+                updated_at: now,
+                deleted_at: None,
+                sync_id: None,
+                job_id: None,
+            },
+            Outcome::Deleted,
+        ),
+    };
+    r.json = incoming.json;
+    r.data_hash = incoming.hash;
+    r.updated_at = now;
+    r.deleted_at = Some(deleted_at);
+    r.sync_id = ctx.sync_id.clone();
+    r.job_id = ctx.job_id;
+    (Some(r), outcome)
+}
+
+/// batchUpdate of one record: deep merge (arrays replaced), undeletes.
+pub fn apply_update(
+    existing: Option<&StoredRecord>,
+    incoming: Incoming,
+    ctx: &WriteContext,
+    merging: &Merging,
+    now: DateTime<Utc>,
+) -> (Option<StoredRecord>, Outcome) {
+    let Some(old) = existing else {
+        return (None, Outcome::Skipped);
+    };
+    if !allowed_by(merging, old) {
+        return (None, Outcome::Skipped);
+    }
+    let mut merged = old.json.clone();
+    deep_merge(&mut merged, incoming.json);
+    if merged == old.json && old.deleted_at.is_none() {
+        return (None, Outcome::Unchanged);
+    }
+    let mut r = old.clone();
+    r.json = merged;
+    // The original stores the hash of the partial payload.
+    r.data_hash = incoming.hash;
+    r.updated_at = now;
+    r.deleted_at = None;
+    r.sync_id = ctx.sync_id.clone();
+    r.job_id = ctx.job_id;
+    (Some(r), Outcome::Updated)
+}
+
+fn deep_merge(into: &mut Map<String, Value>, from: Map<String, Value>) {
+    for (k, v) in from {
+        match (into.get_mut(&k), v) {
+            (Some(Value::Object(a)), Value::Object(b)) => deep_merge(a, b),
+            (_, v) => {
+                into.insert(k, v);
+            }
+        }
+    }
+}
+
+/// Which write a chunk is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteKind {
+    Save,
+    Delete,
+    Update,
+}
+
+/// Applies one chunk to rows looked up by `get`, returning the rows to write
+/// and the changes. Backends call this inside their own transaction.
+pub fn plan_chunk(
+    kind: WriteKind,
+    conn: &ConnectionRef,
+    model: &str,
+    chunk: Vec<Incoming>,
+    ctx: &WriteContext,
+    merging: &mut Merging,
+    now: DateTime<Utc>,
+    mut get: impl FnMut(&str) -> Option<StoredRecord>,
+) -> (Vec<StoredRecord>, Changes) {
+    let mut writes = Vec::with_capacity(chunk.len());
+    let mut changes = Changes::default();
+    let mut newest: Option<Position> = None;
+    for incoming in chunk {
+        let existing = get(&incoming.external_id);
+        let (row, outcome) = match kind {
+            WriteKind::Save => {
+                apply_save(conn, model, existing.as_ref(), incoming, ctx, merging, now)
+            }
+            WriteKind::Delete => apply_delete(conn, model, existing.as_ref(), incoming, ctx, now),
+            WriteKind::Update => apply_update(existing.as_ref(), incoming, ctx, merging, now),
+        };
+        changes.count(outcome);
+        if let Some(row) = row {
+            if matches!(
+                outcome,
+                Outcome::Added | Outcome::Updated | Outcome::Deleted
+            ) && newest.as_ref().is_none_or(|n| row.position() > *n)
+            {
+                newest = Some(row.position());
+            }
+            writes.push(row);
+        }
+    }
+    if let (Merging::IgnoreIfModifiedAfter { cursor }, Some(n)) = (merging, newest)
+        && cursor.as_ref().is_none_or(|c| n > *c)
+    {
+        *cursor = Some(n);
+    }
+    (writes, changes)
+}
+
+/// Where records live. Each call writes one chunk (at most [`CHUNK_SIZE`]
+/// records) and commits it before returning.
+pub trait RecordStore: Send + Sync {
+    fn write(
+        &self,
+        kind: WriteKind,
+        conn: &ConnectionRef,
+        model: &str,
+        chunk: Vec<Incoming>,
+        ctx: &WriteContext,
+        merging: &mut Merging,
+    ) -> Result<Changes, RecordError>;
+
+    /// The stored records with these ids (deleted ones included); missing ids
+    /// are absent.
+    fn get_by_ids(
+        &self,
+        conn: &ConnectionRef,
+        model: &str,
+        ids: &[String],
+    ) -> Result<Vec<StoredRecord>, RecordError>;
+
+    /// The position of the most recently modified record of a model.
+    fn newest_position(
+        &self,
+        conn: &ConnectionRef,
+        model: &str,
+    ) -> Result<Option<Position>, RecordError>;
+}
+
+type ModelKey = (ConnectionRef, String);
+
+/// Records held in memory (dry runs and tests).
+#[derive(Debug, Default)]
+pub struct MemoryRecords {
+    inner: RwLock<HashMap<ModelKey, BTreeMap<String, StoredRecord>>>,
+}
+
+impl MemoryRecords {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Every record of a model in `(updated_at, id)` order.
+    pub fn all(&self, conn: &ConnectionRef, model: &str) -> Vec<StoredRecord> {
+        let map = self.inner.read().unwrap_or_else(|e| e.into_inner());
+        let mut rows: Vec<_> = map
+            .get(&(conn.clone(), model.to_string()))
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default();
+        rows.sort_by_key(StoredRecord::position);
+        rows
+    }
+}
+
+impl RecordStore for MemoryRecords {
+    fn write(
+        &self,
+        kind: WriteKind,
+        conn: &ConnectionRef,
+        model: &str,
+        chunk: Vec<Incoming>,
+        ctx: &WriteContext,
+        merging: &mut Merging,
+    ) -> Result<Changes, RecordError> {
+        let mut map = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        let rows = map.entry((conn.clone(), model.to_string())).or_default();
+        let (writes, changes) = plan_chunk(
+            kind,
+            conn,
+            model,
+            chunk,
+            ctx,
+            merging,
+            Utc::now(),
+            |id| rows.get(id).cloned(),
+        );
+        for row in writes {
+            rows.insert(row.external_id.clone(), row);
+        }
+        Ok(changes)
+    }
+
+    fn get_by_ids(
+        &self,
+        conn: &ConnectionRef,
+        model: &str,
+        ids: &[String],
+    ) -> Result<Vec<StoredRecord>, RecordError> {
+        let map = self.inner.read().unwrap_or_else(|e| e.into_inner());
+        let Some(rows) = map.get(&(conn.clone(), model.to_string())) else {
+            return Ok(Vec::new());
+        };
+        Ok(ids.iter().filter_map(|id| rows.get(id).cloned()).collect())
+    }
+
+    fn newest_position(
+        &self,
+        conn: &ConnectionRef,
+        model: &str,
+    ) -> Result<Option<Position>, RecordError> {
+        let map = self.inner.read().unwrap_or_else(|e| e.into_inner());
+        Ok(map
+            .get(&(conn.clone(), model.to_string()))
+            .and_then(|rows| rows.values().map(StoredRecord::position).max()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn conn() -> ConnectionRef {
+        ConnectionRef {
+            provider_config_key: "p".into(),
+            connection_id: "c".into(),
+        }
+    }
+
+    fn objs(v: Value) -> Vec<Map<String, Value>> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r.as_object().unwrap().clone())
+            .collect()
+    }
+
+    fn write(store: &MemoryRecords, kind: WriteKind, v: Value) -> Changes {
+        let (chunk, _) = prepare_chunk(objs(v), 0).unwrap();
+        store
+            .write(
+                kind,
+                &conn(),
+                "M",
+                chunk,
+                &WriteContext::default(),
+                &mut Merging::Override,
+            )
+            .unwrap()
+    }
+
+    #[test]
+    fn save_counts_added_updated_unchanged_and_undeletes() {
+        let s = MemoryRecords::new();
+        let c = write(&s, WriteKind::Save, json!([{"id": 1, "a": 1}, {"id": "2"}]));
+        assert_eq!((c.added, c.updated, c.unchanged), (2, 0, 0));
+        let c = write(&s, WriteKind::Save, json!([{"id": 1, "a": 2}, {"id": "2"}]));
+        assert_eq!((c.added, c.updated, c.unchanged), (0, 1, 1));
+        let c = write(&s, WriteKind::Delete, json!([{"id": "2"}, {"id": "9"}]));
+        assert_eq!(c.deleted, 2);
+        let rows = s.get_by_ids(&conn(), "M", &["9".into()]).unwrap();
+        assert_eq!(rows[0].last_action(), "DELETED");
+        let c = write(&s, WriteKind::Save, json!([{"id": "2"}]));
+        assert_eq!(c.added, 1, "re-saving a deleted record undeletes it");
+    }
+
+    #[test]
+    fn first_duplicate_wins_within_a_chunk() {
+        let (chunk, dups) =
+            prepare_chunk(objs(json!([{"id": 1, "v": "a"}, {"id": 1, "v": "b"}])), 0).unwrap();
+        assert_eq!(chunk.len(), 1);
+        assert_eq!(chunk[0].json["v"], "a");
+        assert_eq!(dups, vec!["1".to_string()]);
+    }
+
+    #[test]
+    fn ids_are_validated() {
+        let err = prepare_chunk(objs(json!([{"id": 1}, {"name": "x"}])), 0).unwrap_err();
+        assert!(err.to_string().contains("index 1"), "{err}");
+        let long = "x".repeat(256);
+        assert!(prepare_chunk(objs(json!([{ "id": long }])), 0).is_err());
+        assert!(prepare_chunk(objs(json!([{"id": ""}])), 0).is_err());
+    }
+
+    #[test]
+    fn update_deep_merges_replaces_arrays_and_skips_unknown() {
+        let s = MemoryRecords::new();
+        write(
+            &s,
+            WriteKind::Save,
+            json!([{"id": "1", "o": {"a": 1, "b": 2}, "l": [1, 2]}]),
+        );
+        let c = write(
+            &s,
+            WriteKind::Update,
+            json!([{"id": "1", "o": {"b": 3}, "l": [9]}, {"id": "404", "x": 1}]),
+        );
+        assert_eq!(c.updated, 1);
+        let row = &s.get_by_ids(&conn(), "M", &["1".into()]).unwrap()[0];
+        assert_eq!(
+            Value::Object(row.json.clone()),
+            json!({"id": "1", "o": {"a": 1, "b": 3}, "l": [9]})
+        );
+        assert!(s.get_by_ids(&conn(), "M", &["404".into()]).unwrap().is_empty());
+    }
+
+    #[test]
+    fn ignore_if_modified_after_protects_newer_rows() {
+        let s = MemoryRecords::new();
+        write(&s, WriteKind::Save, json!([{"id": "old", "v": 1}]));
+        let mut merging = Merging::IgnoreIfModifiedAfter {
+            cursor: s.newest_position(&conn(), "M").unwrap(),
+        };
+        // Another execution modifies the row after our strategy was set.
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        write(&s, WriteKind::Save, json!([{"id": "old", "v": 2}]));
+        let (chunk, _) = prepare_chunk(objs(json!([{"id": "old", "v": 3}, {"id": "new"}])), 0).unwrap();
+        let c = s
+            .write(WriteKind::Save, &conn(), "M", chunk, &WriteContext::default(), &mut merging)
+            .unwrap();
+        assert_eq!(c.added, 1);
+        let row = &s.get_by_ids(&conn(), "M", &["old".into()]).unwrap()[0];
+        assert_eq!(row.json["v"], 2);
+    }
+
+    #[test]
+    fn cursor_round_trips() {
+        let s = MemoryRecords::new();
+        write(&s, WriteKind::Save, json!([{"id": "1"}]));
+        let row = &s.get_by_ids(&conn(), "M", &["1".into()]).unwrap()[0];
+        let view = row.to_view();
+        let cursor = view["_nango_metadata"]["cursor"].as_str().unwrap();
+        assert_eq!(decode_cursor(cursor), Some(row.position()));
+        assert_eq!(view["_nango_metadata"]["last_action"], "ADDED");
+    }
+}
