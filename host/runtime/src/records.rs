@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::RwLock;
 
 use base64::Engine as _;
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, SecondsFormat, Timelike as _, Utc};
 use md5::{Digest as _, Md5};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -119,6 +119,13 @@ impl StoredRecord {
         );
         Value::Object(json)
     }
+}
+
+/// The current time at the precision records keep (microseconds, as the
+/// original's database does), so cursors round-trip exactly.
+pub fn now() -> DateTime<Utc> {
+    let t = Utc::now();
+    t.with_nanosecond(t.nanosecond() / 1000 * 1000).unwrap_or(t)
 }
 
 /// The original's timestamp form: `2024-01-01T10:00:00.123456+00:00`.
@@ -518,7 +525,7 @@ impl RecordStore for MemoryRecords {
             chunk,
             ctx,
             merging,
-            Utc::now(),
+            now(),
             |id| rows.get(id).cloned(),
         );
         for row in writes {
