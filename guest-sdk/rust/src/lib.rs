@@ -1,0 +1,572 @@
+//! Write sluice integration scripts in Rust.
+//!
+//! A script is a function marked with [`sync`], [`action`] or [`on_event`];
+//! it receives a [`Nango`] handle with the original helper's methods. Build
+//! it for `wasm32-wasip2`: the result is a component sluice runs.
+//!
+//! ```ignore
+//! use sluice_sdk::{Nango, Error, sync};
+//!
+//! #[sync]
+//! fn fetch_data(nango: &Nango) -> Result<(), Error> {
+//!     for page in nango.get("/crm/v3/objects/contacts").paginate::<serde_json::Value>(None) {
+//!         nango.batch_save(&page?, "Contact")?;
+//!     }
+//!     Ok(())
+//! }
+//! ```
+//!
+//! Everything that is the same in every language — URL building,
+//! credentials, retries, pagination state, record semantics — happens in the
+//! host; this crate only makes the imports comfortable to call.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+pub use serde_json;
+pub use sluice_sdk_macros::{action, on_event, sync};
+
+/// The raw bindings of `wit/nango.wit` (imports of every script kind).
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "../../wit",
+        world: "nango:scripts/sdk",
+        pub_export_macro: false,
+        generate_all,
+    });
+}
+
+use bindings::nango::scripts::{connection, http, log, records, sync_context, types};
+
+pub use http::Method;
+pub use log::Level;
+pub use records::MergingStrategy;
+
+/// An HTTP response (Axios' `status`, `headers` and `data`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Response {
+    pub status: u16,
+    /// Lower-case names.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    /// The body parsed as JSON into `T`.
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T, Error> {
+        serde_json::from_slice(&self.body).map_err(|e| Error::Internal(format!("response body is not the expected JSON: {e}")))
+    }
+
+    /// The body as text (lossy UTF-8).
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The body as the original's `response.data`: JSON when it parses, a string otherwise.
+    pub fn data(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|_| Value::String(self.text()))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+impl From<types::Response> for Response {
+    fn from(r: types::Response) -> Self {
+        Self { status: r.status, headers: r.headers, body: r.body }
+    }
+}
+
+/// Why a script call failed. Returned from a script, it reaches the caller
+/// the way the original runner reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Error {
+    /// `throw new nango.ActionError(payload)`.
+    Action(Option<Value>),
+    /// An SDK error: a code (`unknown_connection`, `egress_denied`, ...), a message, a payload.
+    Sdk { code: String, message: String, payload: Option<Value> },
+    /// A request got a non-2xx response (after its retries).
+    Http(Response),
+    /// A request got no response.
+    Network(String),
+    /// Anything else.
+    Internal(String),
+}
+
+impl Error {
+    /// An `ActionError` with this payload.
+    pub fn action(payload: impl Serialize) -> Self {
+        Error::Action(serde_json::to_value(payload).ok())
+    }
+
+    /// An internal error with a message.
+    pub fn msg(message: impl std::fmt::Display) -> Self {
+        Error::Internal(message.to_string())
+    }
+
+    /// The status of an HTTP error.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Error::Http(r) => Some(r.status),
+            _ => None,
+        }
+    }
+
+    /// The SDK error code, if this is one.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            Error::Sdk { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+
+    fn into_script_error(self) -> types::ScriptError {
+        match self {
+            Error::Action(p) => types::ScriptError::ActionError(p.map(|v| v.to_string())),
+            Error::Sdk { code, message, payload } => types::ScriptError::Sdk(types::NangoError {
+                code,
+                message,
+                payload: payload.map(|v| v.to_string()),
+            }),
+            Error::Http(r) => types::ScriptError::Http(types::Response { status: r.status, headers: r.headers, body: r.body }),
+            Error::Network(m) => types::ScriptError::Network(m),
+            Error::Internal(m) => types::ScriptError::Internal(m),
+        }
+    }
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Error::Action(p) => write!(f, "action error: {}", p.as_ref().unwrap_or(&Value::Null)),
+            Error::Sdk { code, message, .. } => write!(f, "{message} ({code})"),
+            Error::Http(r) => write!(f, "HTTP {}: {}", r.status, r.text()),
+            Error::Network(m) | Error::Internal(m) => f.write_str(m),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<types::NangoError> for Error {
+    fn from(e: types::NangoError) -> Self {
+        if e.code == "script_network_error" {
+            return Error::Network(e.message);
+        }
+        Error::Sdk {
+            code: e.code,
+            message: e.message,
+            payload: e.payload.and_then(|p| serde_json::from_str(&p).ok()),
+        }
+    }
+}
+
+impl From<http::HttpError> for Error {
+    fn from(e: http::HttpError) -> Self {
+        match e {
+            http::HttpError::Status(r) => Error::Http(r.into()),
+            http::HttpError::Failed(e) => e.into(),
+        }
+    }
+}
+
+impl From<serde_json::Error> for Error {
+    fn from(e: serde_json::Error) -> Self {
+        Error::Internal(format!("JSON error: {e}"))
+    }
+}
+
+fn to_json(value: &impl Serialize) -> Result<String, Error> {
+    Ok(serde_json::to_string(value)?)
+}
+
+/// The `nango` helper. Every method is a host call.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Nango {
+    _private: (),
+}
+
+/// Facts about the running execution.
+pub type ScriptInfo = connection::ScriptInfo;
+
+impl Nango {
+    #[doc(hidden)]
+    pub fn new() -> Self {
+        Self { _private: () }
+    }
+
+    /// A request to `endpoint` (relative to the provider's base URL).
+    pub fn request(&self, method: Method, endpoint: impl Into<String>) -> RequestBuilder {
+        RequestBuilder {
+            req: http::Request {
+                method,
+                endpoint: endpoint.into(),
+                headers: Vec::new(),
+                params: None,
+                data: None,
+                retries: 0,
+                retry_on: Vec::new(),
+                retry_header: None,
+                base_url_override: None,
+                decompress: false,
+                provider_config_key: None,
+                connection_id: None,
+            },
+        }
+    }
+
+    pub fn get(&self, endpoint: impl Into<String>) -> RequestBuilder {
+        self.request(Method::Get, endpoint)
+    }
+    pub fn post(&self, endpoint: impl Into<String>) -> RequestBuilder {
+        self.request(Method::Post, endpoint)
+    }
+    pub fn put(&self, endpoint: impl Into<String>) -> RequestBuilder {
+        self.request(Method::Put, endpoint)
+    }
+    pub fn patch(&self, endpoint: impl Into<String>) -> RequestBuilder {
+        self.request(Method::Patch, endpoint)
+    }
+    pub fn delete(&self, endpoint: impl Into<String>) -> RequestBuilder {
+        self.request(Method::Delete, endpoint)
+    }
+
+    /// Logs a message at `level`, with optional JSON metadata.
+    pub fn log_with(&self, level: Level, message: impl std::fmt::Display, meta: Option<&Value>) {
+        log::log(level, &message.to_string(), meta.map(|m| m.to_string()).as_deref());
+    }
+    pub fn log(&self, message: impl std::fmt::Display) {
+        self.log_with(Level::Info, message, None);
+    }
+    pub fn debug(&self, message: impl std::fmt::Display) {
+        self.log_with(Level::Debug, message, None);
+    }
+    pub fn warn(&self, message: impl std::fmt::Display) {
+        self.log_with(Level::Warn, message, None);
+    }
+    pub fn error(&self, message: impl std::fmt::Display) {
+        self.log_with(Level::Error, message, None);
+    }
+
+    pub fn info(&self) -> ScriptInfo {
+        connection::info()
+    }
+    pub fn connection_id(&self) -> String {
+        self.info().connection_id
+    }
+    pub fn provider_config_key(&self) -> String {
+        self.info().provider_config_key
+    }
+
+    /// The current connection (the original's `getConnection()` object).
+    pub fn connection(&self) -> Result<Value, Error> {
+        Ok(serde_json::from_str(&connection::get_connection(None, None)?)?)
+    }
+
+    /// Another connection.
+    pub fn connection_for(&self, provider_config_key: &str, connection_id: &str) -> Result<Value, Error> {
+        Ok(serde_json::from_str(&connection::get_connection(Some(provider_config_key), Some(connection_id))?)?)
+    }
+
+    /// The connection's metadata as `T` (use `Option<T>` or `Value` when it may be null).
+    pub fn metadata<T: DeserializeOwned>(&self) -> Result<T, Error> {
+        Ok(serde_json::from_str(&connection::get_metadata()?)?)
+    }
+
+    /// Replaces the metadata.
+    pub fn set_metadata(&self, metadata: &impl Serialize) -> Result<(), Error> {
+        Ok(connection::set_metadata(&to_json(metadata)?)?)
+    }
+
+    /// Shallow-merges into the metadata.
+    pub fn update_metadata(&self, metadata: &impl Serialize) -> Result<(), Error> {
+        Ok(connection::update_metadata(&to_json(metadata)?)?)
+    }
+
+    /// The environment's variables as `(name, value)`.
+    pub fn environment_variables(&self) -> Result<Vec<(String, String)>, Error> {
+        Ok(connection::get_environment_variables()?
+            .into_iter()
+            .map(|v| (v.name, v.value))
+            .collect())
+    }
+
+    pub fn webhook_url(&self) -> Result<Option<String>, Error> {
+        Ok(connection::get_webhook_url()?)
+    }
+
+    /// Runs another action and returns its output.
+    pub fn trigger_action<O: DeserializeOwned>(
+        &self,
+        provider_config_key: &str,
+        connection_id: &str,
+        action: &str,
+        input: &impl Serialize,
+    ) -> Result<O, Error> {
+        let input = to_json(input)?;
+        let out = connection::trigger_action(provider_config_key, connection_id, action, Some(&input))?;
+        Ok(serde_json::from_str(out.as_deref().unwrap_or("null"))?)
+    }
+
+    /// Saves records of `model` (each needs an `id`).
+    pub fn batch_save<T: Serialize>(&self, records: &[T], model: &str) -> Result<(), Error> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        Ok(records::batch_save(model, &to_json(&records)?)?)
+    }
+
+    /// Marks records of `model` deleted (only `id` matters).
+    pub fn batch_delete<T: Serialize>(&self, records: &[T], model: &str) -> Result<(), Error> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        Ok(records::batch_delete(model, &to_json(&records)?)?)
+    }
+
+    /// Deep-merges partial records into stored ones.
+    pub fn batch_update<T: Serialize>(&self, records: &[T], model: &str) -> Result<(), Error> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        Ok(records::batch_update(model, &to_json(&records)?)?)
+    }
+
+    /// Stored records by id, keyed by the ids asked for; missing ids are absent.
+    pub fn records_by_ids<T: DeserializeOwned>(
+        &self,
+        ids: &[impl ToString],
+        model: &str,
+    ) -> Result<HashMap<String, T>, Error> {
+        let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
+        let found: Vec<Value> = serde_json::from_str(&records::get_records_by_ids(model, &ids)?)?;
+        let mut out = HashMap::with_capacity(found.len());
+        for record in found {
+            let id = match record.get("id") {
+                Some(Value::String(s)) => s.clone(),
+                Some(other) => other.to_string(),
+                None => continue,
+            };
+            out.insert(id, serde_json::from_value(record)?);
+        }
+        Ok(out)
+    }
+
+    pub fn set_merging_strategy(&self, strategy: MergingStrategy, model: &str) -> Result<(), Error> {
+        Ok(records::set_merging_strategy(model, strategy)?)
+    }
+
+    /// Start of the last successful run (RFC 3339).
+    pub fn last_sync_date(&self) -> Option<String> {
+        sync_context::last_sync_date()
+    }
+
+    pub fn variant(&self) -> String {
+        sync_context::variant()
+    }
+
+    pub fn track_deletes(&self) -> bool {
+        sync_context::track_deletes()
+    }
+
+    /// `model` for the base variant, `model::variant` otherwise.
+    pub fn model_full_name(&self, model: &str) -> String {
+        let variant = self.variant();
+        if variant == "base" { model.to_string() } else { format!("{model}::{variant}") }
+    }
+}
+
+/// A request being built; [`RequestBuilder::send`] or
+/// [`RequestBuilder::paginate`] sends it.
+#[derive(Debug, Clone)]
+pub struct RequestBuilder {
+    req: http::Request,
+}
+
+impl RequestBuilder {
+    /// Sets a query parameter (a later value for the same name wins).
+    pub fn param(mut self, name: impl Into<String>, value: impl std::fmt::Display) -> Self {
+        let (name, value) = (name.into(), value.to_string());
+        match &mut self.req.params {
+            Some(http::Query::Pairs(pairs)) => {
+                pairs.retain(|(n, _)| *n != name);
+                pairs.push((name, value));
+            }
+            _ => self.req.params = Some(http::Query::Pairs(vec![(name, value)])),
+        }
+        self
+    }
+
+    /// The query as a string, appended as is.
+    pub fn query(mut self, text: impl Into<String>) -> Self {
+        self.req.params = Some(http::Query::Text(text.into()));
+        self
+    }
+
+    /// A header; script headers win over injected ones.
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.req.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// A JSON body.
+    pub fn json(mut self, body: &impl Serialize) -> Self {
+        self.req.data = Some(http::Body::Json(serde_json::to_string(body).unwrap_or_else(|_| "null".into())));
+        self
+    }
+
+    /// A text body.
+    pub fn text(mut self, body: impl Into<String>) -> Self {
+        self.req.data = Some(http::Body::Text(body.into()));
+        self
+    }
+
+    /// `multipart/form-data` fields.
+    pub fn form(mut self, fields: Vec<(String, String)>) -> Self {
+        self.req.data = Some(http::Body::Multipart(fields));
+        self
+    }
+
+    /// Retries after the first attempt (none by default).
+    pub fn retries(mut self, retries: u32) -> Self {
+        self.req.retries = retries;
+        self
+    }
+
+    /// Extra statuses to retry.
+    pub fn retry_on(mut self, statuses: &[u16]) -> Self {
+        self.req.retry_on = statuses.to_vec();
+        self
+    }
+
+    /// Header names that carry the retry wait.
+    pub fn retry_header(mut self, at: Option<&str>, after: Option<&str>) -> Self {
+        self.req.retry_header = Some(http::RetryHeader {
+            at: at.map(str::to_string),
+            after: after.map(str::to_string),
+        });
+        self
+    }
+
+    pub fn base_url_override(mut self, base: impl Into<String>) -> Self {
+        self.req.base_url_override = Some(base.into());
+        self
+    }
+
+    pub fn decompress(mut self, on: bool) -> Self {
+        self.req.decompress = on;
+        self
+    }
+
+    /// Use another connection's credentials.
+    pub fn connection(mut self, provider_config_key: impl Into<String>, connection_id: impl Into<String>) -> Self {
+        self.req.provider_config_key = Some(provider_config_key.into());
+        self.req.connection_id = Some(connection_id.into());
+        self
+    }
+
+    /// Sends the request; a non-2xx response is an [`Error::Http`].
+    pub fn send(self) -> Result<Response, Error> {
+        Ok(http::proxy(&self.req)?.into())
+    }
+
+    /// Pages of `T`: the provider's `paginate` defaults with `config`'s keys
+    /// over them (`{"type": "cursor", "cursor_name_in_request": ...}`).
+    pub fn paginate<T: DeserializeOwned>(self, config: Option<Value>) -> Pages<T> {
+        let config = config.map(|c| c.to_string());
+        let state = match http::paginate(&self.req, config.as_deref()) {
+            Ok(p) => PagesState::Running(p),
+            Err(e) => PagesState::Failed(Some(e.into())),
+        };
+        Pages { state, _items: std::marker::PhantomData }
+    }
+}
+
+/// An iterator of pages; it ends after the last page or the first error.
+pub struct Pages<T> {
+    state: PagesState,
+    _items: std::marker::PhantomData<T>,
+}
+
+enum PagesState {
+    Running(http::Paginator),
+    Failed(Option<Error>),
+    Done,
+}
+
+impl<T: DeserializeOwned> Iterator for Pages<T> {
+    type Item = Result<Vec<T>, Error>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match &mut self.state {
+            PagesState::Done => None,
+            PagesState::Failed(e) => {
+                let e = e.take();
+                self.state = PagesState::Done;
+                e.map(Err)
+            }
+            PagesState::Running(p) => match p.next_page() {
+                Ok(Some(page)) => Some(serde_json::from_str(&page.items).map_err(Error::from)),
+                Ok(None) => {
+                    self.state = PagesState::Done;
+                    None
+                }
+                Err(e) => {
+                    self.state = PagesState::Done;
+                    Some(Err(e.into()))
+                }
+            },
+        }
+    }
+}
+
+#[doc(hidden)]
+pub mod __private {
+    use super::*;
+
+    pub use wit_bindgen;
+
+    pub fn run_script(f: fn(&Nango) -> Result<(), Error>) -> Result<(), types::ScriptError> {
+        f(&Nango::new()).map_err(Error::into_script_error)
+    }
+
+    pub fn run_action<I: DeserializeOwned, O: Serialize>(
+        input: Option<String>,
+        f: fn(&Nango, I) -> Result<O, Error>,
+    ) -> Result<Option<String>, types::ScriptError> {
+        let input: I = serde_json::from_str(input.as_deref().unwrap_or("null")).map_err(|e| {
+            types::ScriptError::Sdk(types::NangoError {
+                code: "invalid_action_input".into(),
+                message: format!("the action input does not fit the script's input type: {e}"),
+                payload: None,
+            })
+        })?;
+        let output = f(&Nango::new(), input).map_err(Error::into_script_error)?;
+        let value = serde_json::to_value(&output)
+            .map_err(|e| Error::from(e).into_script_error())?;
+        Ok((!value.is_null()).then(|| value.to_string()))
+    }
+
+    pub fn run_webhook(
+        payload: String,
+        f: fn(&Nango, Value) -> Result<Option<Value>, Error>,
+    ) -> Result<Option<String>, types::ScriptError> {
+        let payload: Value = serde_json::from_str(&payload).unwrap_or(Value::String(payload));
+        let out = f(&Nango::new(), payload).map_err(Error::into_script_error)?;
+        Ok(out.map(|v| v.to_string()))
+    }
+
+    pub fn no_webhook() -> Result<Option<String>, types::ScriptError> {
+        let name = connection::info().script_name;
+        Err(types::ScriptError::Internal(format!(
+            "There is no onWebhookPayloadReceived export for {name}"
+        )))
+    }
+}

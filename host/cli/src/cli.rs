@@ -1,0 +1,176 @@
+//! The command line: parses arguments, reads files, prints results. The only
+//! place that turns errors into exit codes.
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{Context as _, bail};
+use chrono::{DateTime, NaiveDate, Utc};
+use clap::{Parser, Subcommand};
+use serde_json::Value;
+
+use crate::dryrun::{self, DryRunOptions};
+
+#[derive(Debug, Parser)]
+#[command(name = "sluice", version, about = "Run Nango-style integration scripts as sandboxed WebAssembly components")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a script once against a local connection; nothing is persisted.
+    Dryrun(DryrunArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct DryrunArgs {
+    /// A script name (a binary of the Rust crate in --dir) or a .wasm component path.
+    script: String,
+    /// The connection to run as (from the connections file).
+    connection_id: String,
+    /// The project folder.
+    #[arg(long, default_value = ".")]
+    dir: PathBuf,
+    /// Local connections (default: <dir>/connections.yaml).
+    #[arg(long)]
+    connections: Option<PathBuf>,
+    /// A providers file in Nango's providers.yaml format, added to the built-in catalogue.
+    #[arg(long, env = "SLUICE_PROVIDERS")]
+    providers: Option<PathBuf>,
+    /// The environment whose variables and limits apply (from <dir>/sluice.yaml).
+    #[arg(short = 'e', long = "environment", default_value = "dev")]
+    environment: String,
+    /// Action input: JSON, or @file.json.
+    #[arg(short = 'i', long)]
+    input: Option<String>,
+    /// Metadata for the run, replacing the connection's: JSON, or @file.json.
+    #[arg(short = 'm', long)]
+    metadata: Option<String>,
+    /// The last successful sync's start (RFC 3339 or YYYY-MM-DD).
+    #[arg(short = 'l', long = "lastSyncDate", alias = "last-sync-date")]
+    last_sync_date: Option<String>,
+    /// Run the sync as this variant.
+    #[arg(long)]
+    variant: Option<String>,
+    /// The integration, when the connection id exists for several.
+    #[arg(long = "integration-id")]
+    integration_id: Option<String>,
+    /// Serve this fixture on 127.0.0.1 and send every upstream request to it.
+    #[arg(long = "mock-upstream")]
+    mock_upstream: Option<PathBuf>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Where precompiled components are cached.
+    #[arg(long, env = "SLUICE_CACHE_DIR")]
+    cache_dir: Option<PathBuf>,
+}
+
+/// Runs the command line; returns the exit code (0 ok, 1 the script
+/// failed, 2 the command could not run).
+pub async fn run(
+    args: impl IntoIterator<Item = OsString>,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> i32 {
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = e.exit_code();
+            let text = e.render().ansi().to_string();
+            let _ = if code == 0 {
+                write!(out, "{text}")
+            } else {
+                write!(err, "{text}")
+            };
+            return code;
+        }
+    };
+    let result = match cli.command {
+        Command::Dryrun(args) => run_dryrun(args, out).await,
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            let _ = writeln!(err, "error: {e:#}");
+            2
+        }
+    }
+}
+
+async fn run_dryrun(args: DryrunArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
+    let input = args
+        .input
+        .as_deref()
+        .map(|i| json_argument("--input", i))
+        .transpose()?
+        .map(|v| v.to_string());
+    let metadata = args
+        .metadata
+        .as_deref()
+        .map(|m| json_argument("--metadata", m))
+        .transpose()?;
+    let last_sync_date = args
+        .last_sync_date
+        .as_deref()
+        .map(parse_date)
+        .transpose()?;
+    let options = DryRunOptions {
+        dir: args.dir,
+        script: args.script,
+        connection_id: args.connection_id,
+        integration_id: args.integration_id,
+        connections_file: args.connections,
+        providers_file: args.providers,
+        environment: args.environment,
+        input,
+        metadata,
+        last_sync_date,
+        variant: args.variant,
+        mock_upstream: args.mock_upstream,
+        cache_dir: args.cache_dir.unwrap_or_else(default_cache_dir),
+    };
+    let result = dryrun::dry_run(&options).await?;
+    if args.json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&result)?)?;
+    } else {
+        dryrun::render(&result, out)?;
+    }
+    Ok(if result.success { 0 } else { 1 })
+}
+
+/// JSON given inline or as `@file`.
+fn json_argument(flag: &str, value: &str) -> anyhow::Result<Value> {
+    let text = match value.strip_prefix('@') {
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("{flag}: cannot read {path}"))?,
+        None => value.to_string(),
+    };
+    serde_json::from_str(&text).with_context(|| format!("{flag} is not valid JSON"))
+}
+
+fn parse_date(value: &str) -> anyhow::Result<DateTime<Utc>> {
+    if let Ok(d) = DateTime::parse_from_rfc3339(value) {
+        return Ok(d.with_timezone(&Utc));
+    }
+    if let Ok(d) = NaiveDate::parse_from_str(value, "%Y-%m-%d")
+        && let Some(t) = d.and_hms_opt(0, 0, 0)
+    {
+        return Ok(t.and_utc());
+    }
+    bail!("--lastSyncDate `{value}` is neither RFC 3339 nor YYYY-MM-DD")
+}
+
+/// `$XDG_CACHE_HOME/sluice` or `~/.cache/sluice`.
+fn default_cache_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME") {
+        return PathBuf::from(dir).join("sluice");
+    }
+    match std::env::var_os("HOME") {
+        Some(home) => PathBuf::from(home).join(".cache").join("sluice"),
+        None => std::env::temp_dir().join("sluice-cache"),
+    }
+}

@@ -1,0 +1,330 @@
+//! `sluice dryrun`: run one script against a local connection without
+//! persisting anything, then show what it would have written.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+use sluice_runtime::connection::{Connection, MemoryConnections};
+use sluice_runtime::exec::{LogEntry, ScriptFailure, SyncRun};
+use sluice_runtime::providers::ProviderCatalog;
+use sluice_runtime::records::{
+    Changes, ConnectionRef, Incoming, MemoryRecords, Merging, Position, RecordError, RecordStore,
+    StoredRecord, WriteContext, WriteKind,
+};
+use sluice_runtime::{Call, Execution, Runtime, RuntimeConfig, ScriptKind, Services};
+
+use crate::mock::{Fixture, MockServer};
+use crate::project::{self, ProjectError};
+
+/// What a dry run needs.
+#[derive(Debug, Clone)]
+pub struct DryRunOptions {
+    /// The project folder (a Rust crate of scripts, or where `.wasm` paths are relative to).
+    pub dir: PathBuf,
+    /// A script name (a binary of the crate in `dir`) or a `.wasm` path.
+    pub script: String,
+    pub connection_id: String,
+    pub integration_id: Option<String>,
+    /// Defaults to `<dir>/connections.yaml`.
+    pub connections_file: Option<PathBuf>,
+    /// Providers added to the built-in catalogue.
+    pub providers_file: Option<PathBuf>,
+    pub environment: String,
+    /// Action input, JSON.
+    pub input: Option<String>,
+    /// Replaces the connection's metadata for this run.
+    pub metadata: Option<Value>,
+    pub last_sync_date: Option<DateTime<Utc>>,
+    pub variant: Option<String>,
+    /// Serve this fixture on 127.0.0.1 and send every upstream request there.
+    pub mock_upstream: Option<PathBuf>,
+    pub cache_dir: PathBuf,
+}
+
+/// Why a dry run could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DryRunError {
+    #[error(transparent)]
+    Project(#[from] ProjectError),
+    #[error(transparent)]
+    Providers(#[from] sluice_runtime::providers::ProviderError),
+    #[error(transparent)]
+    Load(#[from] sluice_runtime::LoadError),
+    #[error(transparent)]
+    Fixture(#[from] crate::mock::FixtureError),
+    #[error("cannot start the mock upstream: {0}")]
+    Mock(std::io::Error),
+    #[error("the connection's provider `{provider}` is not in the providers catalogue (add it with --providers FILE)")]
+    UnknownProvider { provider: String },
+}
+
+/// The records a model received, as the script passed them.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ModelRecords {
+    #[serde(rename = "batchSave")]
+    pub saved: Vec<Value>,
+    #[serde(rename = "batchDelete")]
+    pub deleted: Vec<Value>,
+    #[serde(rename = "batchUpdate")]
+    pub updated: Vec<Value>,
+    #[serde(skip)]
+    saved_index: HashMap<String, usize>,
+}
+
+/// A record store that keeps what it is given in memory, and a copy of every
+/// record per model to show it (the original's dry run keeps the last
+/// occurrence of a saved id).
+#[derive(Default)]
+pub struct RecordingStore {
+    inner: MemoryRecords,
+    seen: Mutex<BTreeMap<String, ModelRecords>>,
+}
+
+impl RecordingStore {
+    pub fn models(&self) -> BTreeMap<String, ModelRecords> {
+        self.seen.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+impl RecordStore for RecordingStore {
+    fn write(
+        &self,
+        kind: WriteKind,
+        conn: &ConnectionRef,
+        model: &str,
+        chunk: Vec<Incoming>,
+        ctx: &WriteContext,
+        merging: &mut Merging,
+    ) -> Result<Changes, RecordError> {
+        {
+            let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+            let records = seen.entry(model.to_string()).or_default();
+            for r in &chunk {
+                let json = Value::Object(r.json.clone());
+                match kind {
+                    WriteKind::Save => match records.saved_index.get(&r.external_id) {
+                        Some(&i) => records.saved[i] = json,
+                        None => {
+                            records
+                                .saved_index
+                                .insert(r.external_id.clone(), records.saved.len());
+                            records.saved.push(json);
+                        }
+                    },
+                    WriteKind::Delete => records.deleted.push(json),
+                    WriteKind::Update => records.updated.push(json),
+                }
+            }
+        }
+        self.inner.write(kind, conn, model, chunk, ctx, merging)
+    }
+
+    fn get_by_ids(
+        &self,
+        conn: &ConnectionRef,
+        model: &str,
+        ids: &[String],
+    ) -> Result<Vec<StoredRecord>, RecordError> {
+        self.inner.get_by_ids(conn, model, ids)
+    }
+
+    fn newest_position(
+        &self,
+        conn: &ConnectionRef,
+        model: &str,
+    ) -> Result<Option<Position>, RecordError> {
+        self.inner.newest_position(conn, model)
+    }
+}
+
+/// The result of a dry run.
+#[derive(Debug, Serialize)]
+pub struct DryRunResult {
+    pub script: String,
+    pub kind: ScriptKind,
+    pub connection_id: String,
+    pub provider_config_key: String,
+    pub success: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<ScriptFailure>,
+    /// The error as one line (`out of fuel after N units`, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_message: Option<String>,
+    pub models: BTreeMap<String, ModelResult>,
+    pub logs: Vec<LogEntry>,
+    pub duration_ms: u128,
+    pub fuel_consumed: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ModelResult {
+    pub changes: Changes,
+    #[serde(flatten)]
+    pub records: ModelRecords,
+}
+
+/// Runs the dry run.
+pub async fn dry_run(opts: &DryRunOptions) -> Result<DryRunResult, DryRunError> {
+    let connections_path = opts
+        .connections_file
+        .clone()
+        .unwrap_or_else(|| opts.dir.join("connections.yaml"));
+    let connections = project::load_connections(&connections_path)?;
+    let mut connection: Connection = project::pick_connection(
+        &connections,
+        &opts.connection_id,
+        opts.integration_id.as_deref(),
+        &connections_path,
+    )?;
+    if let Some(m) = &opts.metadata {
+        connection.metadata = m.clone();
+    }
+    let mut providers = ProviderCatalog::builtin()?;
+    if let Some(p) = &opts.providers_file {
+        providers.extend(ProviderCatalog::from_file(p)?);
+    }
+    if providers.get(&connection.provider).is_none() {
+        return Err(DryRunError::UnknownProvider {
+            provider: connection.provider.clone(),
+        });
+    }
+    let environment = Arc::new(project::load_environment(&opts.dir, &opts.environment)?);
+    let component = project::resolve_script(&opts.dir, &opts.script)?;
+    let script_name = component
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| opts.script.clone());
+
+    let mut config = RuntimeConfig::new(&opts.cache_dir);
+    config.max_concurrent = 8;
+    let runtime = Runtime::new(config)?;
+    let script = runtime.load_file(&component)?;
+
+    let mock = match &opts.mock_upstream {
+        Some(path) => Some(
+            MockServer::start(Fixture::from_file(path)?.handler())
+                .await
+                .map_err(DryRunError::Mock)?,
+        ),
+        None => None,
+    };
+    let records = Arc::new(RecordingStore::default());
+    let conn_ref = ConnectionRef {
+        provider_config_key: connection.provider_config_key.clone(),
+        connection_id: connection.connection_id.clone(),
+    };
+    let mut services = Services::new(
+        Arc::new(providers),
+        Arc::new(MemoryConnections::new([connection])),
+        records.clone(),
+    );
+    services.upstream_redirect = mock.as_ref().and_then(|m| url::Url::parse(&m.url()).ok());
+
+    let call = match script.kind() {
+        ScriptKind::Sync => Call::Sync,
+        ScriptKind::Action => Call::Action {
+            input: opts.input.clone(),
+        },
+        ScriptKind::OnEvent => Call::OnEvent,
+    };
+    let mut exec = Execution::new(script_name.clone(), conn_ref.clone(), environment, call);
+    exec.sync = SyncRun {
+        last_sync_date: opts.last_sync_date,
+        variant: opts.variant.clone().unwrap_or_else(|| "base".into()),
+        ..SyncRun::default()
+    };
+    let report = runtime.execute(&script, exec, Arc::new(services)).await;
+
+    let mut seen = records.models();
+    let models = report
+        .changes
+        .iter()
+        .map(|(model, changes)| {
+            (
+                model.clone(),
+                ModelResult {
+                    changes: *changes,
+                    records: seen.remove(model).unwrap_or_default(),
+                },
+            )
+        })
+        .collect();
+    let (output, error, error_message) = match &report.outcome {
+        Ok(output) => (output.clone(), None, None),
+        Err(e) => (None, Some(e.to_failure()), Some(e.to_string())),
+    };
+    Ok(DryRunResult {
+        script: script_name,
+        kind: script.kind(),
+        connection_id: conn_ref.connection_id,
+        provider_config_key: conn_ref.provider_config_key,
+        success: report.outcome.is_ok(),
+        output,
+        error,
+        error_message,
+        models,
+        logs: report.logs,
+        duration_ms: report.duration.as_millis(),
+        fuel_consumed: report.fuel_consumed,
+    })
+}
+
+/// Prints a dry run the way the original CLI does.
+pub fn render(result: &DryRunResult, out: &mut dyn Write) -> std::io::Result<()> {
+    for log in &result.logs {
+        let level = format!("{:?}", log.level).to_lowercase();
+        match &log.meta {
+            Some(meta) => writeln!(out, "[{level}] {} {meta}", log.message)?,
+            None => writeln!(out, "[{level}] {}", log.message)?,
+        }
+    }
+    match result.kind {
+        ScriptKind::Sync => {
+            let shown: BTreeMap<&String, Value> = result
+                .models
+                .iter()
+                .map(|(m, r)| (m, serde_json::to_value(r).unwrap_or(Value::Null)))
+                .collect();
+            writeln!(
+                out,
+                "The dry run would produce the following results: {}",
+                serde_json::to_string_pretty(&shown).unwrap_or_default()
+            )?;
+        }
+        ScriptKind::Action => {
+            if result.success {
+                writeln!(
+                    out,
+                    "{}",
+                    serde_json::to_string_pretty(result.output.as_ref().unwrap_or(&Value::Null))
+                        .unwrap_or_default()
+                )?;
+            }
+        }
+        ScriptKind::OnEvent => {}
+    }
+    if let (Some(message), Some(error)) = (&result.error_message, &result.error) {
+        writeln!(out, "error: {message}")?;
+        if !error.payload.is_null() {
+            writeln!(
+                out,
+                "payload: {}",
+                serde_json::to_string_pretty(&error.payload).unwrap_or_default()
+            )?;
+        }
+    } else {
+        writeln!(
+            out,
+            "Done in {}ms ({} fuel units).",
+            result.duration_ms, result.fuel_consumed
+        )?;
+    }
+    Ok(())
+}

@@ -1,0 +1,242 @@
+//! A project folder on disk: local connections, environments, and the
+//! scripts' components (built from a Rust crate when the folder is one).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use serde::Deserialize;
+use sluice_runtime::connection::Connection;
+use sluice_runtime::{Environment, Limits};
+
+/// Errors reading a project.
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path} is not valid: {message}")]
+    Invalid { path: String, message: String },
+    #[error("no connection `{connection_id}` in {path}{hint}")]
+    UnknownConnection {
+        connection_id: String,
+        path: String,
+        hint: String,
+    },
+    #[error(
+        "connection `{connection_id}` exists for several integrations ({keys}): pass --integration-id"
+    )]
+    AmbiguousConnection { connection_id: String, keys: String },
+    #[error("no environment `{name}` in {path} (it has: {known})")]
+    UnknownEnvironment {
+        name: String,
+        path: String,
+        known: String,
+    },
+    #[error("cannot find script `{name}`: {reason}")]
+    UnknownScript { name: String, reason: String },
+    #[error("building `{name}` failed: {reason}")]
+    Build { name: String, reason: String },
+}
+
+fn read(path: &Path) -> Result<String, ProjectError> {
+    std::fs::read_to_string(path).map_err(|source| ProjectError::Read {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+/// `connections.yaml`: the connections a dry run may use.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConnectionsFile {
+    connections: Vec<Connection>,
+}
+
+/// Reads a connections file.
+pub fn load_connections(path: &Path) -> Result<Vec<Connection>, ProjectError> {
+    let text = read(path)?;
+    let file: ConnectionsFile =
+        serde_norway::from_str(&text).map_err(|e| ProjectError::Invalid {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+    Ok(file.connections)
+}
+
+/// The connection a dry run names, by id and optionally integration.
+pub fn pick_connection(
+    connections: &[Connection],
+    connection_id: &str,
+    integration: Option<&str>,
+    path: &Path,
+) -> Result<Connection, ProjectError> {
+    let matching: Vec<&Connection> = connections
+        .iter()
+        .filter(|c| c.connection_id == connection_id)
+        .filter(|c| integration.is_none_or(|i| c.provider_config_key == i))
+        .collect();
+    match matching.as_slice() {
+        [one] => Ok((*one).clone()),
+        [] => {
+            let known: Vec<_> = connections
+                .iter()
+                .map(|c| c.connection_id.as_str())
+                .collect();
+            Err(ProjectError::UnknownConnection {
+                connection_id: connection_id.to_string(),
+                path: path.display().to_string(),
+                hint: if known.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (it has: {})", known.join(", "))
+                },
+            })
+        }
+        many => Err(ProjectError::AmbiguousConnection {
+            connection_id: connection_id.to_string(),
+            keys: many
+                .iter()
+                .map(|c| c.provider_config_key.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        }),
+    }
+}
+
+/// `sluice.yaml`: per-environment variables and limits.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectConfig {
+    #[serde(default)]
+    pub environments: BTreeMap<String, EnvironmentConfig>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvironmentConfig {
+    #[serde(default)]
+    pub variables: BTreeMap<String, String>,
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// The environment `name` from `<dir>/sluice.yaml`, or defaults when the
+/// project has no such file.
+pub fn load_environment(dir: &Path, name: &str) -> Result<Environment, ProjectError> {
+    let path = dir.join("sluice.yaml");
+    if !path.exists() {
+        return Ok(Environment {
+            name: name.to_string(),
+            ..Environment::default()
+        });
+    }
+    let config: ProjectConfig =
+        serde_norway::from_str(&read(&path)?).map_err(|e| ProjectError::Invalid {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+    let Some(env) = config.environments.get(name) else {
+        if config.environments.is_empty() {
+            return Ok(Environment {
+                name: name.to_string(),
+                ..Environment::default()
+            });
+        }
+        return Err(ProjectError::UnknownEnvironment {
+            name: name.to_string(),
+            path: path.display().to_string(),
+            known: config
+                .environments
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", "),
+        });
+    };
+    Ok(Environment {
+        name: name.to_string(),
+        variables: env
+            .variables
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        limits: env.limits.clone(),
+        webhook_base_url: None,
+    })
+}
+
+/// Finds the component of `script`: a `.wasm` path as is, or a binary of
+/// the Rust crate in `dir`, built for `wasm32-wasip2` (cargo's progress goes
+/// to stderr).
+pub fn resolve_script(dir: &Path, script: &str) -> Result<PathBuf, ProjectError> {
+    let as_path = Path::new(script);
+    if as_path.extension().is_some_and(|e| e == "wasm") {
+        return if as_path.exists() {
+            Ok(as_path.to_path_buf())
+        } else {
+            Err(ProjectError::UnknownScript {
+                name: script.to_string(),
+                reason: format!("{} does not exist", as_path.display()),
+            })
+        };
+    }
+    let manifest = dir.join("Cargo.toml");
+    if manifest.exists() {
+        return build_rust_script(&manifest, script);
+    }
+    Err(ProjectError::UnknownScript {
+        name: script.to_string(),
+        reason: format!(
+            "{} has no Cargo.toml; pass the path of a .wasm component",
+            dir.display()
+        ),
+    })
+}
+
+fn build_rust_script(manifest: &Path, name: &str) -> Result<PathBuf, ProjectError> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let output = Command::new(cargo)
+        .args(["build", "--release", "--target", "wasm32-wasip2", "--bin", name])
+        .arg("--manifest-path")
+        .arg(manifest)
+        .arg("--message-format=json-render-diagnostics")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| ProjectError::Build {
+            name: name.to_string(),
+            reason: format!("cannot run cargo: {e}"),
+        })?;
+    if !output.status.success() {
+        return Err(ProjectError::Build {
+            name: name.to_string(),
+            reason: format!(
+                "cargo build exited with {} (is `{name}` a binary of {}?)",
+                output.status,
+                manifest.display()
+            ),
+        });
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == name)
+        .flat_map(|m| {
+            m["filenames"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|f| f.as_str().map(PathBuf::from))
+                .collect::<Vec<_>>()
+        })
+        .find(|f| f.extension().is_some_and(|e| e == "wasm"))
+        .ok_or_else(|| ProjectError::Build {
+            name: name.to_string(),
+            reason: "cargo produced no .wasm for it".into(),
+        })
+}

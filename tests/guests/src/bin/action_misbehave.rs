@@ -1,0 +1,45 @@
+//! Misbehaves in the way the input names, to exercise the sandbox's limits.
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sluice_sdk::{Error, Nango, action};
+
+#[derive(Deserialize)]
+struct Input {
+    mode: String,
+}
+
+#[action]
+fn run(nango: &Nango, input: Input) -> Result<Value, Error> {
+    match input.mode.as_str() {
+        "spin" => {
+            let mut x: u64 = 0;
+            loop {
+                x = std::hint::black_box(x.wrapping_add(1));
+            }
+        }
+        "hog" => {
+            let mut hoard: Vec<Vec<u8>> = Vec::new();
+            loop {
+                hoard.push(vec![1u8; 1 << 20]);
+                std::hint::black_box(&hoard);
+            }
+        }
+        "action-error" => Err(Error::action(json!({ "message": "card declined", "code": 402 }))),
+        "panic" => panic!("the script gave up"),
+        "print" => {
+            println!("to stdout");
+            eprintln!("to stderr");
+            nango.log_with(sluice_sdk::Level::Warn, "with meta", Some(&json!({ "k": 1 })));
+            Ok(json!("printed"))
+        }
+        "wait" => {
+            // Waits inside a host call: the upstream answers slowly.
+            nango.get("/slow").send()?;
+            Ok(json!("done"))
+        }
+        other => Err(Error::msg(format!("unknown mode {other}"))),
+    }
+}
+
+fn main() {}

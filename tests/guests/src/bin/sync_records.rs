@@ -1,0 +1,51 @@
+//! Applies a plan of record operations: from the connection's metadata in
+//! `fetchData`, from the payload in the webhook handler (which also returns
+//! the records it then finds by id).
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sluice_sdk::{Error, MergingStrategy, Nango, sync};
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct Plan {
+    model: String,
+    ignore_if_modified_after: bool,
+    save: Vec<Value>,
+    delete: Vec<Value>,
+    update: Vec<Value>,
+    lookup: Vec<String>,
+    fail_after: bool,
+}
+
+fn apply(nango: &Nango, plan: &Plan) -> Result<Value, Error> {
+    if plan.ignore_if_modified_after {
+        nango.set_merging_strategy(MergingStrategy::IgnoreIfModifiedAfter, &plan.model)?;
+    }
+    nango.batch_save(&plan.save, &plan.model)?;
+    nango.batch_delete(&plan.delete, &plan.model)?;
+    nango.batch_update(&plan.update, &plan.model)?;
+    if plan.fail_after {
+        return Err(Error::msg("failing after the writes"));
+    }
+    let found = nango.records_by_ids::<Value>(&plan.lookup, &plan.model)?;
+    Ok(json!({
+        "found": found,
+        "last_sync_date": nango.last_sync_date(),
+        "variant": nango.variant(),
+        "track_deletes": nango.track_deletes(),
+    }))
+}
+
+#[sync(webhook = on_webhook)]
+fn fetch_data(nango: &Nango) -> Result<(), Error> {
+    let plan: Plan = nango.metadata()?;
+    apply(nango, &plan).map(|_| ())
+}
+
+fn on_webhook(nango: &Nango, payload: Value) -> Result<Option<Value>, Error> {
+    let plan: Plan = serde_json::from_value(payload)?;
+    apply(nango, &plan).map(Some)
+}
+
+fn main() {}
