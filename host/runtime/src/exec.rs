@@ -378,7 +378,9 @@ impl Runtime {
             if Instant::now() >= ctx.data().deadline {
                 Err(wasmtime::Error::new(DeadlineExceeded))
             } else {
-                Ok(UpdateDeadline::Yield(1))
+                // tokio's yield defers the wake-up until the I/O and timer
+                // driver ran, so other executions on this thread progress.
+                Ok(UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now())))
             }
         });
         store.set_epoch_deadline(1);

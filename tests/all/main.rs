@@ -1,0 +1,10 @@
+//! sluice's integration tests: real guest components, a real mock upstream
+//! on 127.0.0.1, and the runtime in between.
+
+mod cli;
+mod examples;
+mod features;
+mod limits;
+mod paginate;
+mod proxy;
+mod records;

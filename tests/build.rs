@@ -1,0 +1,111 @@
+//! Builds the guest components the tests run, for `wasm32-wasip2`, in a
+//! nested cargo with its own target directory, and writes a constant with the
+//! path of each (`guests.rs` in OUT_DIR). Guest bindings come from the same
+//! `wit/` as the host's, so host and guests cannot drift.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// The guest crates: (constant prefix, manifest relative to the repo root).
+const CRATES: &[(&str, &str)] = &[
+    ("", "tests/guests/Cargo.toml"),
+    ("HUBSPOT_RUST_", "examples/hubspot-rust/Cargo.toml"),
+];
+
+/// Inputs whose change rebuilds the guests.
+const WATCH: &[&str] = &[
+    "wit",
+    "guest-sdk/rust/src",
+    "guest-sdk/rust/macros/src",
+    "guest-sdk/rust/Cargo.toml",
+    "tests/guests/src",
+    "tests/guests/Cargo.toml",
+    "examples/hubspot-rust/src",
+    "examples/hubspot-rust/Cargo.toml",
+];
+
+/// Variables the outer cargo (or clippy) sets that must not leak into the
+/// nested wasm build.
+const SCRUB: &[&str] = &[
+    "CARGO_ENCODED_RUSTFLAGS",
+    "RUSTFLAGS",
+    "CARGO_TARGET_DIR",
+    "CARGO_BUILD_TARGET",
+    "RUSTC_WRAPPER",
+    "RUSTC_WORKSPACE_WRAPPER",
+    "CLIPPY_ARGS",
+    "CARGO_MAKEFLAGS",
+    "MAKEFLAGS",
+    "MFLAGS",
+    "CARGO_PRIMARY_PACKAGE",
+];
+
+fn main() {
+    let manifest_dir = PathBuf::from(env("CARGO_MANIFEST_DIR"));
+    let root = manifest_dir.parent().expect("tests/ has a parent").to_path_buf();
+    let out_dir = PathBuf::from(env("OUT_DIR"));
+    // OUT_DIR is <target>/<profile>/build/<pkg>-<hash>/out.
+    let target = out_dir.ancestors().nth(4).expect("OUT_DIR is inside a target directory").to_path_buf();
+    let guest_target = target.join("wasm-guests");
+
+    for w in WATCH {
+        println!("cargo:rerun-if-changed={}", root.join(w).display());
+    }
+
+    let mut consts = String::new();
+    for (prefix, manifest) in CRATES {
+        for (name, path) in build(&root.join(manifest), &guest_target) {
+            let ident = format!("{prefix}{}", name.to_uppercase().replace('-', "_"));
+            consts.push_str(&format!("/// `{name}`, built from `{manifest}`.\npub const {ident}: &str = {:?};\n", path.display().to_string()));
+        }
+    }
+    consts.push_str(&format!(
+        "/// Where the tests cache precompiled components (kept between runs).\npub const CACHE_DIR: &str = {:?};\n",
+        target.join("sluice-test-cache").display().to_string()
+    ));
+    std::fs::write(out_dir.join("guests.rs"), consts).expect("write guests.rs");
+}
+
+fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set"))
+}
+
+/// Builds every binary of a crate; returns (name, .wasm path) pairs.
+fn build(manifest: &Path, target_dir: &Path) -> Vec<(String, PathBuf)> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "--release", "--target", "wasm32-wasip2", "--bins", "--message-format=json-render-diagnostics"])
+        .arg("--manifest-path")
+        .arg(manifest)
+        .env("CARGO_TARGET_DIR", target_dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    for var in SCRUB {
+        cmd.env_remove(var);
+    }
+    let output = cmd.output().expect("run cargo for the guest components");
+    assert!(
+        output.status.success(),
+        "building the guest components of {} failed (is the wasm32-wasip2 target installed? rust-toolchain.toml asks for it)",
+        manifest.display()
+    );
+    let mut found = Vec::new();
+    for line in String::from_utf8_lossy(&output.stdout).lines() {
+        let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        if msg["reason"] != "compiler-artifact" || msg["target"]["kind"][0] != "bin" {
+            continue;
+        }
+        let name = msg["target"]["name"].as_str().unwrap_or_default().to_string();
+        let wasm = msg["filenames"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|f| f.as_str())
+            .find(|f| f.ends_with(".wasm"));
+        if let Some(wasm) = wasm {
+            found.push((name, PathBuf::from(wasm)));
+        }
+    }
+    assert!(!found.is_empty(), "{} produced no components", manifest.display());
+    found
+}

@@ -1,0 +1,191 @@
+//! Helpers for sluice's integration tests and benches: the guest components
+//! (built by build.rs), a shared runtime whose compile cache persists between
+//! runs, and a harness that wires services around a mock upstream.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use serde_json::Value;
+use sluice_runtime::connection::{Connection, MemoryConnections};
+use sluice_runtime::exec::{ScriptSet, SyncRun};
+use sluice_runtime::providers::ProviderCatalog;
+use sluice_runtime::records::{ConnectionRef, MemoryRecords};
+use sluice_runtime::{Call, Environment, Execution, Limits, Report, Runtime, RuntimeConfig, Script, Services};
+
+pub use sluice::mock::{Fixture, MockRequest, MockResponse, MockServer};
+
+/// Paths of the guest components.
+pub mod guests {
+    include!(concat!(env!("OUT_DIR"), "/guests.rs"));
+}
+
+/// The repository root.
+pub fn repo_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap_or(Path::new("."))
+}
+
+/// One runtime per test process; components compile once per machine and
+/// are loaded from the cache afterwards.
+pub fn runtime() -> Runtime {
+    static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+    RUNTIME
+        .get_or_init(|| {
+            let mut config = RuntimeConfig::new(guests::CACHE_DIR);
+            config.max_concurrent = 64;
+            config.max_memory_bytes = 512 << 20;
+            // Retry waits in tests are short; the default backoff is tested
+            // as a unit in the runtime.
+            config.retry_base_delay = Duration::from_millis(20);
+            Runtime::new(config).unwrap_or_else(|e| panic!("runtime: {e}"))
+        })
+        .clone()
+}
+
+/// A loaded script, shared across the tests of this process.
+pub fn script(path: &str) -> Arc<Script> {
+    static SCRIPTS: OnceLock<Mutex<HashMap<String, Arc<Script>>>> = OnceLock::new();
+    let scripts = SCRIPTS.get_or_init(Default::default);
+    if let Some(s) = scripts.lock().unwrap_or_else(|e| e.into_inner()).get(path) {
+        return s.clone();
+    }
+    let loaded = Arc::new(
+        runtime()
+            .load_file(Path::new(path))
+            .unwrap_or_else(|e| panic!("load {path}: {e}")),
+    );
+    scripts
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(path.to_string(), loaded.clone());
+    loaded
+}
+
+/// A connection from its credentials (JSON in the original's shape).
+pub fn connection(pck: &str, connection_id: &str, provider: &str, credentials: Value) -> Connection {
+    serde_json::from_value(serde_json::json!({
+        "connection_id": connection_id,
+        "provider_config_key": pck,
+        "provider": provider,
+        "credentials": credentials,
+    }))
+    .unwrap_or_else(|e| panic!("connection: {e}"))
+}
+
+/// Everything an execution needs, around one mock upstream.
+pub struct Harness {
+    pub mock: MockServer,
+    pub providers: ProviderCatalog,
+    pub connections: Arc<MemoryConnections>,
+    pub records: Arc<MemoryRecords>,
+    pub scripts: Arc<ScriptSet>,
+    pub environment: Environment,
+}
+
+impl Harness {
+    /// A mock upstream answering with `handler`, and a provider `mock`
+    /// (defined by `provider_yaml`, with `{base}` replaced by the mock's URL)
+    /// used by connection `c1` of integration `mock-int`.
+    pub async fn new(
+        handler: impl Fn(&MockRequest) -> MockResponse + Send + Sync + 'static,
+        provider_yaml: &str,
+        credentials: Value,
+    ) -> Self {
+        let mock = MockServer::start(Arc::new(handler))
+            .await
+            .unwrap_or_else(|e| panic!("mock: {e}"));
+        let yaml = provider_yaml.replace("{base}", &mock.url());
+        let providers = ProviderCatalog::from_yaml(&yaml, "test providers")
+            .unwrap_or_else(|e| panic!("providers: {e}"));
+        let connections = Arc::new(MemoryConnections::new([connection(
+            "mock-int", "c1", "mock", credentials,
+        )]));
+        Self {
+            mock,
+            providers,
+            connections,
+            records: Arc::new(MemoryRecords::new()),
+            scripts: Arc::new(ScriptSet::default()),
+            environment: Environment {
+                name: "test".into(),
+                ..Environment::default()
+            },
+        }
+    }
+
+    /// A harness whose provider is simply the mock, with bearer credentials.
+    pub async fn simple(handler: impl Fn(&MockRequest) -> MockResponse + Send + Sync + 'static) -> Self {
+        Self::new(
+            handler,
+            "mock:\n  auth_mode: OAUTH2\n  proxy:\n    base_url: {base}\n",
+            serde_json::json!({"type": "OAUTH2", "access_token": "tok-123"}),
+        )
+        .await
+    }
+
+    pub fn limits(&mut self) -> &mut Limits {
+        &mut self.environment.limits
+    }
+
+    pub fn services(&self) -> Arc<Services> {
+        let mut services = Services::new(
+            Arc::new(self.providers.clone()),
+            self.connections.clone(),
+            self.records.clone(),
+        );
+        services.scripts = self.scripts.clone();
+        Arc::new(services)
+    }
+
+    pub fn conn(&self) -> ConnectionRef {
+        ConnectionRef {
+            provider_config_key: "mock-int".into(),
+            connection_id: "c1".into(),
+        }
+    }
+
+    pub fn execution(&self, name: &str, call: Call) -> Execution {
+        Execution::new(name, self.conn(), Arc::new(self.environment.clone()), call)
+    }
+
+    /// Runs an action with a JSON input.
+    pub async fn action(&self, path: &str, input: Value) -> Report {
+        let exec = self.execution(
+            "test-action",
+            Call::Action {
+                input: Some(input.to_string()),
+            },
+        );
+        runtime().execute(&script(path), exec, self.services()).await
+    }
+
+    /// Runs a sync's `fetchData`.
+    pub async fn sync(&self, path: &str, sync: SyncRun) -> Report {
+        let mut exec = self.execution("test-sync", Call::Sync);
+        exec.sync = sync;
+        runtime().execute(&script(path), exec, self.services()).await
+    }
+
+    /// Runs a sync's webhook handler with a JSON payload.
+    pub async fn webhook(&self, path: &str, sync: SyncRun, payload: Value) -> Report {
+        let mut exec = self.execution(
+            "test-sync",
+            Call::Webhook {
+                payload: payload.to_string(),
+            },
+        );
+        exec.sync = sync;
+        runtime().execute(&script(path), exec, self.services()).await
+    }
+}
+
+/// The output of a successful report; panics with the error otherwise.
+pub fn output(report: &Report) -> Value {
+    match &report.outcome {
+        Ok(v) => v.clone().unwrap_or(Value::Null),
+        Err(e) => panic!("execution failed: {e}\nlogs: {:#?}", report.logs),
+    }
+}
