@@ -42,10 +42,17 @@ const SCRUB: &[&str] = &[
 
 fn main() {
     let manifest_dir = PathBuf::from(env("CARGO_MANIFEST_DIR"));
-    let root = manifest_dir.parent().expect("tests/ has a parent").to_path_buf();
+    let root = manifest_dir
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf();
     let out_dir = PathBuf::from(env("OUT_DIR"));
     // OUT_DIR is <target>/<profile>/build/<pkg>-<hash>/out.
-    let target = out_dir.ancestors().nth(4).expect("OUT_DIR is inside a target directory").to_path_buf();
+    let target = out_dir
+        .ancestors()
+        .nth(4)
+        .expect("OUT_DIR is inside a target directory")
+        .to_path_buf();
     let guest_target = target.join("wasm-guests");
 
     for w in WATCH {
@@ -56,7 +63,10 @@ fn main() {
     for (prefix, manifest) in CRATES {
         for (name, path) in build(&root.join(manifest), &guest_target) {
             let ident = format!("{prefix}{}", name.to_uppercase().replace('-', "_"));
-            consts.push_str(&format!("/// `{name}`, built from `{manifest}`.\npub const {ident}: &str = {:?};\n", path.display().to_string()));
+            consts.push_str(&format!(
+                "/// `{name}`, built from `{manifest}`.\npub const {ident}: &str = {:?};\n",
+                path.display().to_string()
+            ));
         }
     }
     consts.push_str(&format!(
@@ -74,12 +84,19 @@ fn env(name: &str) -> String {
 fn build(manifest: &Path, target_dir: &Path) -> Vec<(String, PathBuf)> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
-    cmd.args(["build", "--release", "--target", "wasm32-wasip2", "--bins", "--message-format=json-render-diagnostics"])
-        .arg("--manifest-path")
-        .arg(manifest)
-        .env("CARGO_TARGET_DIR", target_dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
+    cmd.args([
+        "build",
+        "--release",
+        "--target",
+        "wasm32-wasip2",
+        "--bins",
+        "--message-format=json-render-diagnostics",
+    ])
+    .arg("--manifest-path")
+    .arg(manifest)
+    .env("CARGO_TARGET_DIR", target_dir)
+    .stdout(Stdio::piped())
+    .stderr(Stdio::inherit());
     for var in SCRUB {
         cmd.env_remove(var);
     }
@@ -91,11 +108,16 @@ fn build(manifest: &Path, target_dir: &Path) -> Vec<(String, PathBuf)> {
     );
     let mut found = Vec::new();
     for line in String::from_utf8_lossy(&output.stdout).lines() {
-        let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
         if msg["reason"] != "compiler-artifact" || msg["target"]["kind"][0] != "bin" {
             continue;
         }
-        let name = msg["target"]["name"].as_str().unwrap_or_default().to_string();
+        let name = msg["target"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         let wasm = msg["filenames"]
             .as_array()
             .into_iter()
@@ -106,6 +128,10 @@ fn build(manifest: &Path, target_dir: &Path) -> Vec<(String, PathBuf)> {
             found.push((name, PathBuf::from(wasm)));
         }
     }
-    assert!(!found.is_empty(), "{} produced no components", manifest.display());
+    assert!(
+        !found.is_empty(),
+        "{} produced no components",
+        manifest.display()
+    );
     found
 }

@@ -9,24 +9,46 @@ async fn sluice(args: &[&str]) -> (i32, String, String) {
     argv.extend(["--cache-dir".to_string(), guests::CACHE_DIR.to_string()]);
     let (mut out, mut err) = (Vec::new(), Vec::new());
     let code = sluice::cli::run(argv.into_iter().map(Into::into), &mut out, &mut err).await;
-    (code, String::from_utf8(out).unwrap(), String::from_utf8(err).unwrap())
+    (
+        code,
+        String::from_utf8(out).unwrap(),
+        String::from_utf8(err).unwrap(),
+    )
 }
 
 fn example_dir() -> String {
-    repo_root().join("examples/hubspot-rust").display().to_string()
+    repo_root()
+        .join("examples/hubspot-rust")
+        .display()
+        .to_string()
 }
 
 fn fixture() -> String {
-    repo_root().join("examples/hubspot-rust/mock-api.yaml").display().to_string()
+    repo_root()
+        .join("examples/hubspot-rust/mock-api.yaml")
+        .display()
+        .to_string()
 }
 
 #[tokio::test]
 async fn dryrun_of_a_sync_prints_what_it_would_save() {
     let dir = example_dir();
     let fx = fixture();
-    let (code, out, err) = sluice(&["dryrun", guests::HUBSPOT_RUST_CONTACTS, "demo", "--dir", &dir, "--mock-upstream", &fx]).await;
+    let (code, out, err) = sluice(&[
+        "dryrun",
+        guests::HUBSPOT_RUST_CONTACTS,
+        "demo",
+        "--dir",
+        &dir,
+        "--mock-upstream",
+        &fx,
+    ])
+    .await;
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("The dry run would produce the following results: {"), "{out}");
+    assert!(
+        out.contains("The dry run would produce the following results: {"),
+        "{out}"
+    );
     assert!(out.contains("\"Lovelace\""), "{out}");
     assert!(out.contains("[info] saved 5 contacts"), "{out}");
 }
@@ -35,15 +57,37 @@ async fn dryrun_of_a_sync_prints_what_it_would_save() {
 async fn dryrun_json_is_machine_readable() {
     let dir = example_dir();
     let fx = fixture();
-    let (code, out, _) = sluice(&["dryrun", guests::HUBSPOT_RUST_CONTACTS, "demo", "--dir", &dir, "--mock-upstream", &fx, "--json", "--lastSyncDate", "2024-01-02"]).await;
+    let (code, out, _) = sluice(&[
+        "dryrun",
+        guests::HUBSPOT_RUST_CONTACTS,
+        "demo",
+        "--dir",
+        &dir,
+        "--mock-upstream",
+        &fx,
+        "--json",
+        "--lastSyncDate",
+        "2024-01-02",
+    ])
+    .await;
     assert_eq!(code, 0);
     let v: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["success"], true);
     assert_eq!(v["kind"], "sync");
-    assert_eq!(v["models"]["Contact"]["batchSave"].as_array().unwrap().len(), 5);
+    assert_eq!(
+        v["models"]["Contact"]["batchSave"]
+            .as_array()
+            .unwrap()
+            .len(),
+        5
+    );
     assert_eq!(v["models"]["Contact"]["changes"]["added"], 5);
     let logs = v["logs"].as_array().unwrap();
-    assert!(logs.iter().any(|l| l["message"] == "last successful sync started at 2024-01-02T00:00:00.000Z"), "{logs:?}");
+    assert!(
+        logs.iter()
+            .any(|l| l["message"] == "last successful sync started at 2024-01-02T00:00:00.000Z"),
+        "{logs:?}"
+    );
 }
 
 #[tokio::test]
@@ -54,7 +98,18 @@ async fn dryrun_of_an_action_prints_its_output_and_reads_input_files() {
     let input = tmp.path().join("input.json");
     std::fs::write(&input, json!({"email": "k@example.com"}).to_string()).unwrap();
     let at_input = format!("@{}", input.display());
-    let (code, out, err) = sluice(&["dryrun", guests::HUBSPOT_RUST_CREATE_CONTACT, "demo", "--dir", &dir, "--mock-upstream", &fx, "--input", &at_input]).await;
+    let (code, out, err) = sluice(&[
+        "dryrun",
+        guests::HUBSPOT_RUST_CREATE_CONTACT,
+        "demo",
+        "--dir",
+        &dir,
+        "--mock-upstream",
+        &fx,
+        "--input",
+        &at_input,
+    ])
+    .await;
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("\"id\": \"201\""), "{out}");
 }
@@ -68,28 +123,73 @@ async fn a_failing_script_exits_1_with_its_error() {
     )
     .unwrap();
     let dir = tmp.path().display().to_string();
-    let (code, out, _) = sluice(&["dryrun", guests::ACTION_MISBEHAVE, "c", "--dir", &dir, "--input", r#"{"mode":"action-error"}"#]).await;
+    let (code, out, _) = sluice(&[
+        "dryrun",
+        guests::ACTION_MISBEHAVE,
+        "c",
+        "--dir",
+        &dir,
+        "--input",
+        r#"{"mode":"action-error"}"#,
+    ])
+    .await;
     assert_eq!(code, 1);
-    assert!(out.contains("error: script failed: action script runtime error (action_script_runtime_error)"), "{out}");
+    assert!(
+        out.contains(
+            "error: script failed: action script runtime error (action_script_runtime_error)"
+        ),
+        "{out}"
+    );
     assert!(out.contains("\"card declined\""), "{out}");
 }
 
 #[tokio::test]
 async fn bad_invocations_exit_2_naming_the_problem() {
     let dir = example_dir();
-    let (code, _, err) = sluice(&["dryrun", guests::HUBSPOT_RUST_CONTACTS, "nobody", "--dir", &dir]).await;
+    let (code, _, err) = sluice(&[
+        "dryrun",
+        guests::HUBSPOT_RUST_CONTACTS,
+        "nobody",
+        "--dir",
+        &dir,
+    ])
+    .await;
     assert_eq!(code, 2);
-    assert!(err.contains("no connection `nobody`") && err.contains("(it has: demo)"), "{err}");
+    assert!(
+        err.contains("no connection `nobody`") && err.contains("(it has: demo)"),
+        "{err}"
+    );
 
-    let (code, _, err) = sluice(&["dryrun", guests::HUBSPOT_RUST_CONTACTS, "demo", "--dir", &dir, "--input", "{not json"]).await;
+    let (code, _, err) = sluice(&[
+        "dryrun",
+        guests::HUBSPOT_RUST_CONTACTS,
+        "demo",
+        "--dir",
+        &dir,
+        "--input",
+        "{not json",
+    ])
+    .await;
     assert_eq!(code, 2);
     assert!(err.contains("--input is not valid JSON"), "{err}");
 
     let (code, _, err) = sluice(&["dryrun", "/no/such/script.wasm", "demo", "--dir", &dir]).await;
     assert_eq!(code, 2);
-    assert!(err.contains("cannot find script `/no/such/script.wasm`"), "{err}");
+    assert!(
+        err.contains("cannot find script `/no/such/script.wasm`"),
+        "{err}"
+    );
 
-    let (code, _, err) = sluice(&["dryrun", guests::HUBSPOT_RUST_CONTACTS, "demo", "--dir", &dir, "--lastSyncDate", "yesterday"]).await;
+    let (code, _, err) = sluice(&[
+        "dryrun",
+        guests::HUBSPOT_RUST_CONTACTS,
+        "demo",
+        "--dir",
+        &dir,
+        "--lastSyncDate",
+        "yesterday",
+    ])
+    .await;
     assert_eq!(code, 2);
     assert!(err.contains("neither RFC 3339 nor YYYY-MM-DD"), "{err}");
 }

@@ -26,16 +26,24 @@ async fn example(mock: MockServer) -> Example {
         records.clone(),
     );
     services.upstream_redirect = Some(mock.url().parse().unwrap());
-    Example { mock, records, services: Arc::new(services) }
+    Example {
+        mock,
+        records,
+        services: Arc::new(services),
+    }
 }
 
 async fn recorded() -> Example {
-    let fixture = Fixture::from_file(&repo_root().join("examples/hubspot-rust/mock-api.yaml")).unwrap();
+    let fixture =
+        Fixture::from_file(&repo_root().join("examples/hubspot-rust/mock-api.yaml")).unwrap();
     example(MockServer::start(fixture.handler()).await.unwrap()).await
 }
 
 fn demo() -> ConnectionRef {
-    ConnectionRef { provider_config_key: "hubspot".into(), connection_id: "demo".into() }
+    ConnectionRef {
+        provider_config_key: "hubspot".into(),
+        connection_id: "demo".into(),
+    }
 }
 
 fn exec(name: &str, call: Call) -> Execution {
@@ -46,26 +54,50 @@ fn exec(name: &str, call: Call) -> Execution {
 async fn the_contacts_sync_pages_through_the_api_and_saves_every_contact() {
     let ex = recorded().await;
     let report = runtime()
-        .execute(&script(guests::HUBSPOT_RUST_CONTACTS), exec("contacts", Call::Sync), ex.services.clone())
+        .execute(
+            &script(guests::HUBSPOT_RUST_CONTACTS),
+            exec("contacts", Call::Sync),
+            ex.services.clone(),
+        )
         .await;
     output(&report);
     assert_eq!(report.changes["Contact"].added, 5);
     let saved = ex.records.all(&demo(), "Contact");
-    let names: Vec<_> = saved.iter().map(|r| r.json["last_name"].as_str().unwrap_or_default().to_string()).collect();
+    let names: Vec<_> = saved
+        .iter()
+        .map(|r| r.json["last_name"].as_str().unwrap_or_default().to_string())
+        .collect();
     assert_eq!(names.len(), 5);
     assert!(names.contains(&"Liskov".to_string()));
     let requests = ex.mock.requests();
     assert_eq!(requests.len(), 3);
-    assert!(requests.iter().all(|r| r.header("authorization") == Some("Bearer demo-access-token")));
+    assert!(
+        requests
+            .iter()
+            .all(|r| r.header("authorization") == Some("Bearer demo-access-token"))
+    );
     assert_eq!(requests[2].query_param("after"), Some("c3"));
-    assert_eq!(requests[0].query_param("properties"), Some("firstname,lastname,email"));
+    assert_eq!(
+        requests[0].query_param("properties"),
+        Some("firstname,lastname,email")
+    );
 }
 
 #[tokio::test]
 async fn the_create_contact_action_returns_the_contact() {
     let ex = recorded().await;
-    let call = Call::Action { input: Some(json!({"email": "k@example.com", "first_name": "Katherine"}).to_string()) };
-    let out = output(&runtime().execute(&script(guests::HUBSPOT_RUST_CREATE_CONTACT), exec("create-contact", call), ex.services.clone()).await);
+    let call = Call::Action {
+        input: Some(json!({"email": "k@example.com", "first_name": "Katherine"}).to_string()),
+    };
+    let out = output(
+        &runtime()
+            .execute(
+                &script(guests::HUBSPOT_RUST_CREATE_CONTACT),
+                exec("create-contact", call),
+                ex.services.clone(),
+            )
+            .await,
+    );
     assert_eq!(out["id"], "201");
     assert_eq!(out["last_name"], "Johnson");
     let sent = ex.mock.requests()[0].json().unwrap();
@@ -74,13 +106,25 @@ async fn the_create_contact_action_returns_the_contact() {
 
 #[tokio::test]
 async fn the_create_contact_action_turns_a_conflict_into_an_action_error() {
-    let mock = MockServer::start(Arc::new(|_: &sluice_tests::MockRequest| MockResponse::json(409, &json!({"message": "Contact already exists"}))))
-        .await
-        .unwrap();
+    let mock = MockServer::start(Arc::new(|_: &sluice_tests::MockRequest| {
+        MockResponse::json(409, &json!({"message": "Contact already exists"}))
+    }))
+    .await
+    .unwrap();
     let ex = example(mock).await;
-    let call = Call::Action { input: Some(json!({"email": "dup@example.com"}).to_string()) };
-    let report = runtime().execute(&script(guests::HUBSPOT_RUST_CREATE_CONTACT), exec("create-contact", call), ex.services.clone()).await;
-    let Err(ExecError::Script(f)) = &report.outcome else { panic!("{:?}", report.outcome) };
+    let call = Call::Action {
+        input: Some(json!({"email": "dup@example.com"}).to_string()),
+    };
+    let report = runtime()
+        .execute(
+            &script(guests::HUBSPOT_RUST_CREATE_CONTACT),
+            exec("create-contact", call),
+            ex.services.clone(),
+        )
+        .await;
+    let Err(ExecError::Script(f)) = &report.outcome else {
+        panic!("{:?}", report.outcome)
+    };
     assert_eq!(f.error_type, "action_script_runtime_error");
     assert_eq!(f.payload["email"], "dup@example.com");
 }

@@ -23,7 +23,9 @@ async fn harness() -> Harness {
 #[tokio::test]
 async fn metadata_set_and_update_persist_and_the_connection_hides_refresh_tokens() {
     let h = harness().await;
-    h.connections.set_metadata("mock-int", "c1", json!({"a": 1, "nested": {"x": 1}})).unwrap();
+    h.connections
+        .set_metadata("mock-int", "c1", json!({"a": 1, "nested": {"x": 1}}))
+        .unwrap();
     let out = output(
         &h.action(
             guests::ACTION_FEATURES,
@@ -32,14 +34,24 @@ async fn metadata_set_and_update_persist_and_the_connection_hides_refresh_tokens
         .await,
     );
     assert_eq!(out["before"], json!({"a": 1, "nested": {"x": 1}}));
-    assert_eq!(out["after"], json!({"b": 2, "nested": {"y": 2}, "c": 3}), "set replaces, update merges shallowly");
-    assert_eq!(h.connections.get("mock-int", "c1").unwrap().metadata, out["after"]);
+    assert_eq!(
+        out["after"],
+        json!({"b": 2, "nested": {"y": 2}, "c": 3}),
+        "set replaces, update merges shallowly"
+    );
+    assert_eq!(
+        h.connections.get("mock-int", "c1").unwrap().metadata,
+        out["after"]
+    );
     let creds = &out["connection"]["credentials"];
     assert_eq!(creds["access_token"], "at-1");
     assert!(creds.get("refresh_token").is_none());
     assert!(creds["raw"].get("refresh_token").is_none());
     assert_eq!(out["env"], json!([["REGION", "eu"]]));
-    assert_eq!(out["webhook_url"], "https://hooks.example/webhook/env-1/mock-int");
+    assert_eq!(
+        out["webhook_url"],
+        "https://hooks.example/webhook/env-1/mock-int"
+    );
     assert_eq!(out["info"]["provider"], "mock");
     assert_eq!(out["info"]["environment"], "test");
 }
@@ -47,27 +59,45 @@ async fn metadata_set_and_update_persist_and_the_connection_hides_refresh_tokens
 #[tokio::test]
 async fn invalid_metadata_is_refused_and_loses_nothing() {
     let h = harness().await;
-    h.connections.set_metadata("mock-int", "c1", json!({"keep": true})).unwrap();
-    let report = h.action(guests::ACTION_FEATURES, json!({"set_metadata": [1, 2]})).await;
-    let Err(ExecError::Script(f)) = &report.outcome else { panic!("{:?}", report.outcome) };
+    h.connections
+        .set_metadata("mock-int", "c1", json!({"keep": true}))
+        .unwrap();
+    let report = h
+        .action(guests::ACTION_FEATURES, json!({"set_metadata": [1, 2]}))
+        .await;
+    let Err(ExecError::Script(f)) = &report.outcome else {
+        panic!("{:?}", report.outcome)
+    };
     assert_eq!(f.error_type, "invalid_metadata");
-    assert_eq!(h.connections.get("mock-int", "c1").unwrap().metadata, json!({"keep": true}));
+    assert_eq!(
+        h.connections.get("mock-int", "c1").unwrap().metadata,
+        json!({"keep": true})
+    );
 }
 
 #[tokio::test]
 async fn trigger_action_runs_another_action_and_returns_its_output() {
     let h = harness().await;
-    h.scripts.insert("mock-int", "fetch-path", script(guests::ACTION_PROXY));
+    h.scripts
+        .insert("mock-int", "fetch-path", script(guests::ACTION_PROXY));
     let out = output(
-        &h.action(guests::ACTION_FEATURES, json!({"trigger": ["mock-int", "c1", "fetch-path", {"endpoint": "/nested"}]}))
-            .await,
+        &h.action(
+            guests::ACTION_FEATURES,
+            json!({"trigger": ["mock-int", "c1", "fetch-path", {"endpoint": "/nested"}]}),
+        )
+        .await,
     );
     assert_eq!(out["triggered"]["data"], json!({"path": "/nested"}));
 
     let report = h
-        .action(guests::ACTION_FEATURES, json!({"trigger": ["mock-int", "c1", "nope", {}]}))
+        .action(
+            guests::ACTION_FEATURES,
+            json!({"trigger": ["mock-int", "c1", "nope", {}]}),
+        )
         .await;
-    let Err(ExecError::Script(f)) = &report.outcome else { panic!("{:?}", report.outcome) };
+    let Err(ExecError::Script(f)) = &report.outcome else {
+        panic!("{:?}", report.outcome)
+    };
     assert_eq!(f.error_type, "unknown_action");
 }
 
@@ -75,19 +105,31 @@ async fn trigger_action_runs_another_action_and_returns_its_output() {
 async fn trigger_action_nesting_is_bounded() {
     let h = Arc::new(harness().await);
     // An action that triggers itself, forever.
-    h.scripts.insert("mock-int", "again", script(guests::ACTION_FEATURES));
+    h.scripts
+        .insert("mock-int", "again", script(guests::ACTION_FEATURES));
     let report = h
         .action(guests::ACTION_FEATURES, json!({"trigger": ["mock-int", "c1", "again", {"trigger": ["mock-int", "c1", "again", {"trigger": ["mock-int", "c1", "again", {"trigger": ["mock-int", "c1", "again", {"trigger": ["mock-int", "c1", "again", {}]}]}]}]}]}))
         .await;
-    let Err(ExecError::Script(f)) = &report.outcome else { panic!("{:?}", report.outcome) };
-    assert!(f.message.contains("triggerAction may nest at most 4 levels"), "{}", f.message);
+    let Err(ExecError::Script(f)) = &report.outcome else {
+        panic!("{:?}", report.outcome)
+    };
+    assert!(
+        f.message
+            .contains("triggerAction may nest at most 4 levels"),
+        "{}",
+        f.message
+    );
 }
 
 #[tokio::test]
 async fn action_error_reaches_the_caller_with_its_payload() {
     let h = harness().await;
-    let report = h.action(guests::ACTION_MISBEHAVE, json!({"mode": "action-error"})).await;
-    let Err(ExecError::Script(f)) = &report.outcome else { panic!("{:?}", report.outcome) };
+    let report = h
+        .action(guests::ACTION_MISBEHAVE, json!({"mode": "action-error"}))
+        .await;
+    let Err(ExecError::Script(f)) = &report.outcome else {
+        panic!("{:?}", report.outcome)
+    };
     assert_eq!(f.error_type, "action_script_runtime_error");
     assert_eq!(f.status, 500);
     assert_eq!(f.payload, json!({"message": "card declined", "code": 402}));
@@ -96,12 +138,28 @@ async fn action_error_reaches_the_caller_with_its_payload() {
 #[tokio::test]
 async fn stdout_stderr_and_log_calls_become_logs() {
     let h = harness().await;
-    let report = h.action(guests::ACTION_MISBEHAVE, json!({"mode": "print"})).await;
+    let report = h
+        .action(guests::ACTION_MISBEHAVE, json!({"mode": "print"}))
+        .await;
     output(&report);
-    let user: Vec<_> = report.logs.iter().filter(|l| l.source == LogSource::User).map(|l| (format!("{:?}", l.level), l.message.clone(), l.meta.clone())).collect();
-    assert!(user.contains(&("Warn".into(), "with meta".into(), Some(json!({"k": 1})))), "{user:?}");
-    assert!(user.contains(&("Info".into(), "to stdout".into(), None)), "{user:?}");
-    assert!(user.contains(&("Error".into(), "to stderr".into(), None)), "{user:?}");
+    let user: Vec<_> = report
+        .logs
+        .iter()
+        .filter(|l| l.source == LogSource::User)
+        .map(|l| (format!("{:?}", l.level), l.message.clone(), l.meta.clone()))
+        .collect();
+    assert!(
+        user.contains(&("Warn".into(), "with meta".into(), Some(json!({"k": 1})))),
+        "{user:?}"
+    );
+    assert!(
+        user.contains(&("Info".into(), "to stdout".into(), None)),
+        "{user:?}"
+    );
+    assert!(
+        user.contains(&("Error".into(), "to stderr".into(), None)),
+        "{user:?}"
+    );
 }
 
 #[tokio::test]
@@ -112,10 +170,20 @@ async fn http_logs_never_show_credentials() {
         json!({"type": "API_KEY", "apiKey": "super-secret-key"}),
     )
     .await;
-    let report = h.action(guests::ACTION_PROXY, json!({"endpoint": "/x"})).await;
+    let report = h
+        .action(guests::ACTION_PROXY, json!({"endpoint": "/x"}))
+        .await;
     output(&report);
-    let http: Vec<_> = report.logs.iter().filter(|l| l.message.starts_with("GET ")).collect();
+    let http: Vec<_> = report
+        .logs
+        .iter()
+        .filter(|l| l.message.starts_with("GET "))
+        .collect();
     assert_eq!(http.len(), 1);
-    assert!(!http[0].message.contains("super-secret-key"), "{}", http[0].message);
+    assert!(
+        !http[0].message.contains("super-secret-key"),
+        "{}",
+        http[0].message
+    );
     assert!(http[0].message.contains("key=***"), "{}", http[0].message);
 }

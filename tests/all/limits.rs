@@ -14,7 +14,9 @@ fn ok(_: &sluice_tests::MockRequest) -> MockResponse {
 async fn an_endless_loop_runs_out_of_fuel() {
     let mut h = Harness::simple(ok).await;
     h.limits().fuel = Some(20_000_000);
-    let report = h.action(guests::ACTION_MISBEHAVE, json!({"mode": "spin"})).await;
+    let report = h
+        .action(guests::ACTION_MISBEHAVE, json!({"mode": "spin"}))
+        .await;
     match &report.outcome {
         Err(e @ ExecError::OutOfFuel { units }) => {
             assert_eq!(*units, 20_000_000);
@@ -33,15 +35,24 @@ async fn an_endless_loop_hits_the_deadline_while_another_execution_completes() {
     let h = std::sync::Arc::new(h);
     let spinner = {
         let h = h.clone();
-        tokio::spawn(async move { h.action(guests::ACTION_MISBEHAVE, json!({"mode": "spin"})).await })
+        tokio::spawn(async move {
+            h.action(guests::ACTION_MISBEHAVE, json!({"mode": "spin"}))
+                .await
+        })
     };
     // Let the loop start; it yields at every epoch tick, so this returns.
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let other = h.action(guests::ACTION_PROXY, json!({"endpoint": "/x"})).await;
+    let other = h
+        .action(guests::ACTION_PROXY, json!({"endpoint": "/x"}))
+        .await;
     assert_eq!(output(&other)["status"], 200);
     let still_running = !spinner.is_finished();
     let report = spinner.await.unwrap();
-    assert!(still_running, "the loop ended before the other execution completed: {:?}", report.outcome);
+    assert!(
+        still_running,
+        "the loop ended before the other execution completed: {:?}",
+        report.outcome
+    );
     match &report.outcome {
         Err(e @ ExecError::Timeout { .. }) => assert_eq!(e.to_string(), "timed out after 2s"),
         other => panic!("expected a timeout, got {other:?}"),
@@ -59,20 +70,28 @@ async fn the_deadline_holds_while_the_guest_waits_in_a_host_call() {
     })
     .await;
     h.limits().timeouts.action = Duration::from_millis(300);
-    let report = h.action(guests::ACTION_MISBEHAVE, json!({"mode": "wait"})).await;
+    let report = h
+        .action(guests::ACTION_MISBEHAVE, json!({"mode": "wait"}))
+        .await;
     assert!(
         matches!(report.outcome, Err(ExecError::Timeout { after }) if after == Duration::from_millis(300)),
         "{:?}",
         report.outcome
     );
-    assert_eq!(h.mock.requests().len(), 1, "the request was sent before the deadline");
+    assert_eq!(
+        h.mock.requests().len(),
+        1,
+        "the request was sent before the deadline"
+    );
 }
 
 #[tokio::test]
 async fn unbounded_allocation_stops_at_the_memory_cap() {
     let mut h = Harness::simple(ok).await;
     h.limits().memory_bytes = 32 << 20;
-    let report = h.action(guests::ACTION_MISBEHAVE, json!({"mode": "hog"})).await;
+    let report = h
+        .action(guests::ACTION_MISBEHAVE, json!({"mode": "hog"}))
+        .await;
     match &report.outcome {
         Err(e @ ExecError::MemoryLimit { limit }) => {
             assert_eq!(*limit, 32 << 20);
@@ -81,17 +100,28 @@ async fn unbounded_allocation_stops_at_the_memory_cap() {
         other => panic!("expected the memory limit, got {other:?}"),
     }
     // The host keeps serving.
-    let again = h.action(guests::ACTION_MISBEHAVE, json!({"mode": "print"})).await;
+    let again = h
+        .action(guests::ACTION_MISBEHAVE, json!({"mode": "print"}))
+        .await;
     assert_eq!(output(&again), json!("printed"));
 }
 
 #[tokio::test]
 async fn a_panic_is_a_trap_with_the_guest_message_in_the_logs() {
     let h = Harness::simple(ok).await;
-    let report = h.action(guests::ACTION_MISBEHAVE, json!({"mode": "panic"})).await;
-    assert!(matches!(report.outcome, Err(ExecError::Trap { .. })), "{:?}", report.outcome);
+    let report = h
+        .action(guests::ACTION_MISBEHAVE, json!({"mode": "panic"}))
+        .await;
     assert!(
-        report.logs.iter().any(|l| l.message.contains("the script gave up")),
+        matches!(report.outcome, Err(ExecError::Trap { .. })),
+        "{:?}",
+        report.outcome
+    );
+    assert!(
+        report
+            .logs
+            .iter()
+            .any(|l| l.message.contains("the script gave up")),
         "{:#?}",
         report.logs
     );
@@ -106,21 +136,36 @@ fn a_corrupt_component_is_rejected_with_a_clear_error() {
     std::fs::write(&garbage, b"this is not wasm at all").unwrap();
     let err = rt.load_file(&garbage).unwrap_err();
     assert!(matches!(err, LoadError::Invalid { .. }), "{err:?}");
-    assert!(err.to_string().contains("garbage.wasm is not a valid WebAssembly component"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("garbage.wasm is not a valid WebAssembly component"),
+        "{err}"
+    );
 
     let real = std::fs::read(guests::ACTION_NOOP).unwrap();
     let truncated = dir.path().join("truncated.wasm");
     std::fs::write(&truncated, &real[..real.len() / 2]).unwrap();
     let err = rt.load_file(&truncated).unwrap_err();
-    assert!(err.to_string().contains("truncated.wasm is not a valid WebAssembly component"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("truncated.wasm is not a valid WebAssembly component"),
+        "{err}"
+    );
 
     let core = dir.path().join("core.wasm");
     std::fs::write(&core, b"\0asm\x01\0\0\0").unwrap();
     let err = rt.load_file(&core).unwrap_err();
-    assert!(err.to_string().contains("core WebAssembly module, not a component"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("core WebAssembly module, not a component"),
+        "{err}"
+    );
 
     let missing = rt.load_file(&dir.path().join("missing.wasm")).unwrap_err();
-    assert!(missing.to_string().contains("cannot read component"), "{missing}");
+    assert!(
+        missing.to_string().contains("cannot read component"),
+        "{missing}"
+    );
 }
 
 #[test]
@@ -129,11 +174,15 @@ fn a_corrupt_cache_entry_is_recompiled() {
     let mut config = RuntimeConfig::new(dir.path());
     config.max_concurrent = 2;
     let rt = Runtime::new(config).unwrap();
-    let first = rt.load_file(std::path::Path::new(guests::ACTION_NOOP)).unwrap();
+    let first = rt
+        .load_file(std::path::Path::new(guests::ACTION_NOOP))
+        .unwrap();
     let cached = rt.cache_path(first.digest());
     assert!(cached.exists(), "the precompiled component is cached");
     std::fs::write(&cached, b"garbage").unwrap();
-    let again = rt.load_file(std::path::Path::new(guests::ACTION_NOOP)).unwrap();
+    let again = rt
+        .load_file(std::path::Path::new(guests::ACTION_NOOP))
+        .unwrap();
     assert_eq!(again.digest(), first.digest());
     assert_ne!(std::fs::read(&cached).unwrap(), b"garbage");
 }

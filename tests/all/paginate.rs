@@ -43,19 +43,32 @@ async fn cursor_stops_on_an_empty_page_without_yielding_it() {
     let h = Harness::simple(cursor_api).await;
     let out = paginate(&h, json!({"endpoint": "/items", "config": cursor_config()})).await;
     assert_eq!(pages(&out), vec![json!([1, 2]), json!([3])]);
-    let cursors: Vec<_> = h.mock.requests().iter().map(|r| r.query_param("cursor").map(str::to_string)).collect();
+    let cursors: Vec<_> = h
+        .mock
+        .requests()
+        .iter()
+        .map(|r| r.query_param("cursor").map(str::to_string))
+        .collect();
     assert_eq!(cursors, vec![None, Some("a".into()), Some("b".into())]);
 }
 
 #[tokio::test]
 async fn cursor_stops_after_a_blank_cursor_and_follows_numbers() {
     let h = Harness::simple(cursor_api).await;
-    let out = paginate(&h, json!({"endpoint": "/items", "params": {"cursor": "n"}, "config": cursor_config()})).await;
+    let out = paginate(
+        &h,
+        json!({"endpoint": "/items", "params": {"cursor": "n"}, "config": cursor_config()}),
+    )
+    .await;
     assert_eq!(pages(&out), vec![json!([4])]);
     assert_eq!(h.mock.requests().len(), 1);
 
     let h = Harness::simple(cursor_api).await;
-    let out = paginate(&h, json!({"endpoint": "/items", "params": {"cursor": "7"}, "config": cursor_config()})).await;
+    let out = paginate(
+        &h,
+        json!({"endpoint": "/items", "params": {"cursor": "7"}, "config": cursor_config()}),
+    )
+    .await;
     assert_eq!(pages(&out), vec![json!([5]), json!([6])]);
     assert_eq!(h.mock.requests()[1].query_param("cursor"), Some("8"));
 }
@@ -67,7 +80,12 @@ async fn cursor_with_limit_sends_the_limit_on_every_request() {
     config["limit"] = json!(2);
     config["limit_name_in_request"] = json!("per");
     paginate(&h, json!({"endpoint": "/items", "config": config})).await;
-    assert!(h.mock.requests().iter().all(|r| r.query_param("per") == Some("2")));
+    assert!(
+        h.mock
+            .requests()
+            .iter()
+            .all(|r| r.query_param("per") == Some("2"))
+    );
 }
 
 #[tokio::test]
@@ -83,7 +101,11 @@ async fn cursor_in_the_body_for_post_with_dotted_names() {
     })
     .await;
     let config = json!({"type": "cursor", "cursor_name_in_request": "page.cursor", "cursor_path_in_response": "next", "response_path": "items"});
-    let out = paginate(&h, json!({"endpoint": "/search", "post": true, "config": config})).await;
+    let out = paginate(
+        &h,
+        json!({"endpoint": "/search", "post": true, "config": config}),
+    )
+    .await;
     assert_eq!(pages(&out), vec![json!([1]), json!([2])]);
     let second = h.mock.requests()[1].json().unwrap();
     assert_eq!(second, json!({"page": {"cursor": "z"}}));
@@ -115,7 +137,10 @@ async fn link_header_follows_absolute_links_until_none() {
 #[tokio::test]
 async fn link_in_the_body_as_a_relative_path() {
     let h = Harness::simple(|req: &MockRequest| match req.query_param("p") {
-        None => MockResponse::json(200, &json!({"data": [1], "links": {"next": "/v2/things?p=2"}})),
+        None => MockResponse::json(
+            200,
+            &json!({"data": [1], "links": {"next": "/v2/things?p=2"}}),
+        ),
         Some("2") => MockResponse::json(200, &json!({"data": [2], "links": {"next": ""}})),
         Some(_) => MockResponse::json(200, &json!({"data": []})),
     })
@@ -129,8 +154,14 @@ async fn link_in_the_body_as_a_relative_path() {
 /// Five items served by offset and limit.
 fn offset_api(req: &MockRequest) -> MockResponse {
     let all = [10, 20, 30, 40, 50];
-    let offset: usize = req.query_param("offset").and_then(|o| o.parse().ok()).unwrap_or(0);
-    let limit: usize = req.query_param("limit").and_then(|l| l.parse().ok()).unwrap_or(2);
+    let offset: usize = req
+        .query_param("offset")
+        .and_then(|o| o.parse().ok())
+        .unwrap_or(0);
+    let limit: usize = req
+        .query_param("limit")
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(2);
     let page: Vec<_> = all.iter().skip(offset).take(limit).collect();
     MockResponse::json(200, &json!({"records": page}))
 }
@@ -140,24 +171,40 @@ async fn offset_with_limit_stops_on_a_short_page() {
     let h = Harness::simple(offset_api).await;
     let config = json!({"type": "offset", "offset_name_in_request": "offset", "limit": 2, "limit_name_in_request": "limit", "response_path": "records"});
     let out = paginate(&h, json!({"endpoint": "/records", "config": config})).await;
-    assert_eq!(pages(&out), vec![json!([10, 20]), json!([30, 40]), json!([50])]);
-    let offsets: Vec<_> = h.mock.requests().iter().map(|r| r.query_param("offset").unwrap_or("-").to_string()).collect();
+    assert_eq!(
+        pages(&out),
+        vec![json!([10, 20]), json!([30, 40]), json!([50])]
+    );
+    let offsets: Vec<_> = h
+        .mock
+        .requests()
+        .iter()
+        .map(|r| r.query_param("offset").unwrap_or("-").to_string())
+        .collect();
     assert_eq!(offsets, vec!["0", "2", "4"]);
 }
 
 #[tokio::test]
 async fn offset_without_limit_stops_on_an_empty_page() {
     let h = Harness::simple(offset_api).await;
-    let config = json!({"type": "offset", "offset_name_in_request": "offset", "response_path": "records"});
+    let config =
+        json!({"type": "offset", "offset_name_in_request": "offset", "response_path": "records"});
     let out = paginate(&h, json!({"endpoint": "/records", "config": config})).await;
     assert_eq!(pages(&out).len(), 3);
-    assert_eq!(h.mock.requests().len(), 4, "the empty page is requested, not yielded");
+    assert_eq!(
+        h.mock.requests().len(),
+        4,
+        "the empty page is requested, not yielded"
+    );
 }
 
 #[tokio::test]
 async fn offset_per_page_counts_pages() {
     let h = Harness::simple(|req: &MockRequest| {
-        let page: u32 = req.query_param("page").and_then(|p| p.parse().ok()).unwrap_or(99);
+        let page: u32 = req
+            .query_param("page")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(99);
         let items: Vec<u32> = if page <= 2 { vec![page] } else { vec![] };
         MockResponse::json(200, &json!(items))
     })
@@ -175,7 +222,11 @@ async fn provider_defaults_merge_with_script_overrides() {
         json!({"type": "OAUTH2", "access_token": "t"}),
     )
     .await;
-    let out = paginate(&h, json!({"endpoint": "/items", "config": {"response_path": "items"}})).await;
+    let out = paginate(
+        &h,
+        json!({"endpoint": "/items", "config": {"response_path": "items"}}),
+    )
+    .await;
     assert_eq!(pages(&out), vec![json!([1, 2]), json!([3])]);
 }
 
@@ -191,7 +242,11 @@ async fn invalid_configs_are_named() {
         "Param cursor_path_in_response is required for cursor pagination"
     );
     assert_eq!(
-        paginate_error(&h, json!({"endpoint": "/items", "config": {"type": "pages"}})).await,
+        paginate_error(
+            &h,
+            json!({"endpoint": "/items", "config": {"type": "pages"}})
+        )
+        .await,
         "Pagination type pages is not supported. Only cursor, link and offset pagination types are supported."
     );
     assert!(h.mock.requests().is_empty());

@@ -15,11 +15,17 @@ fn echo() -> impl Fn(&sluice_tests::MockRequest) -> MockResponse + Send + Sync +
 #[tokio::test]
 async fn oauth2_bearer_is_injected() {
     let h = Harness::simple(echo()).await;
-    let out = output(&h.action(guests::ACTION_PROXY, json!({"endpoint": "/me"})).await);
+    let out = output(
+        &h.action(guests::ACTION_PROXY, json!({"endpoint": "/me"}))
+            .await,
+    );
     assert_eq!(out["status"], 200);
     let req = &h.mock.requests()[0];
     assert_eq!(req.header("authorization"), Some("Bearer tok-123"));
-    assert!(req.header("user-agent").is_some_and(|ua| ua.starts_with("sluice/")));
+    assert!(
+        req.header("user-agent")
+            .is_some_and(|ua| ua.starts_with("sluice/"))
+    );
 }
 
 #[tokio::test]
@@ -30,7 +36,10 @@ async fn api_key_in_a_provider_header_template() {
         json!({"type": "API_KEY", "apiKey": "key-9"}),
     )
     .await;
-    output(&h.action(guests::ACTION_PROXY, json!({"endpoint": "/me"})).await);
+    output(
+        &h.action(guests::ACTION_PROXY, json!({"endpoint": "/me"}))
+            .await,
+    );
     let req = &h.mock.requests()[0];
     assert_eq!(req.header("x-api-key"), Some("key-9"));
     assert_eq!(req.header("authorization"), Some("Token key-9"));
@@ -44,7 +53,13 @@ async fn api_key_in_the_query() {
         json!({"type": "API_KEY", "apiKey": "key-9"}),
     )
     .await;
-    output(&h.action(guests::ACTION_PROXY, json!({"endpoint": "/me", "params": {"a": "1"}})).await);
+    output(
+        &h.action(
+            guests::ACTION_PROXY,
+            json!({"endpoint": "/me", "params": {"a": "1"}}),
+        )
+        .await,
+    );
     let req = &h.mock.requests()[0];
     assert_eq!(req.query_param("api_key"), Some("key-9"));
     assert_eq!(req.query_param("a"), Some("1"));
@@ -59,9 +74,15 @@ async fn basic_auth() {
         json!({"type": "BASIC", "username": "ann", "password": "s3cret"}),
     )
     .await;
-    output(&h.action(guests::ACTION_PROXY, json!({"endpoint": "/me"})).await);
+    output(
+        &h.action(guests::ACTION_PROXY, json!({"endpoint": "/me"}))
+            .await,
+    );
     // base64("ann:s3cret")
-    assert_eq!(h.mock.requests()[0].header("authorization"), Some("Basic YW5uOnMzY3JldA=="));
+    assert_eq!(
+        h.mock.requests()[0].header("authorization"),
+        Some("Basic YW5uOnMzY3JldA==")
+    );
 }
 
 #[tokio::test]
@@ -100,10 +121,18 @@ async fn json_body_is_sent_for_post() {
     );
     assert_eq!(out["status"], 201);
     assert_eq!(out["data"], json!({"name": "x"}));
-    assert_eq!(h.mock.requests()[0].header("content-type"), Some("application/json"));
+    assert_eq!(
+        h.mock.requests()[0].header("content-type"),
+        Some("application/json")
+    );
 }
 
-fn counting(statuses: Vec<u16>) -> (Arc<AtomicUsize>, impl Fn(&sluice_tests::MockRequest) -> MockResponse + Send + Sync + 'static) {
+fn counting(
+    statuses: Vec<u16>,
+) -> (
+    Arc<AtomicUsize>,
+    impl Fn(&sluice_tests::MockRequest) -> MockResponse + Send + Sync + 'static,
+) {
     let hits = Arc::new(AtomicUsize::new(0));
     let seen = hits.clone();
     let handler = move |_: &sluice_tests::MockRequest| {
@@ -119,14 +148,23 @@ async fn no_retry_by_default_even_on_429_and_5xx() {
     for status in [429, 500, 503] {
         let (hits, handler) = counting(vec![status, status, status]);
         let h = Harness::simple(handler).await;
-        let report = h.action(guests::ACTION_PROXY, json!({"endpoint": "/x"})).await;
-        assert_eq!(hits.load(Ordering::SeqCst), 1, "status {status} was retried");
+        let report = h
+            .action(guests::ACTION_PROXY, json!({"endpoint": "/x"}))
+            .await;
+        assert_eq!(
+            hits.load(Ordering::SeqCst),
+            1,
+            "status {status} was retried"
+        );
         let Err(ExecError::Script(failure)) = &report.outcome else {
             panic!("expected a script failure, got {:?}", report.outcome);
         };
         assert_eq!(failure.error_type, "script_http_error");
         assert_eq!(failure.status, status);
-        assert_eq!(failure.upstream_response.as_ref().unwrap()["data"], json!({"attempt": 1}));
+        assert_eq!(
+            failure.upstream_response.as_ref().unwrap()["data"],
+            json!({"attempt": 1})
+        );
     }
 }
 
@@ -134,10 +172,18 @@ async fn no_retry_by_default_even_on_429_and_5xx() {
 async fn retries_on_429_and_5xx_when_asked() {
     let (hits, handler) = counting(vec![429, 502, 200]);
     let h = Harness::simple(handler).await;
-    let out = output(&h.action(guests::ACTION_PROXY, json!({"endpoint": "/x", "retries": 3})).await);
+    let out = output(
+        &h.action(
+            guests::ACTION_PROXY,
+            json!({"endpoint": "/x", "retries": 3}),
+        )
+        .await,
+    );
     assert_eq!(out["data"], json!({"attempt": 3}));
     assert_eq!(hits.load(Ordering::SeqCst), 3);
-    let report = h.action(guests::ACTION_PROXY, json!({"endpoint": "/x"})).await;
+    let report = h
+        .action(guests::ACTION_PROXY, json!({"endpoint": "/x"}))
+        .await;
     assert!(report.outcome.is_ok());
 }
 
@@ -145,13 +191,21 @@ async fn retries_on_429_and_5xx_when_asked() {
 async fn retries_stop_after_the_limit_and_log_each_wait() {
     let (hits, handler) = counting(vec![500; 10]);
     let h = Harness::simple(handler).await;
-    let report = h.action(guests::ACTION_PROXY, json!({"endpoint": "/x", "retries": 2})).await;
+    let report = h
+        .action(
+            guests::ACTION_PROXY,
+            json!({"endpoint": "/x", "retries": 2}),
+        )
+        .await;
     assert_eq!(hits.load(Ordering::SeqCst), 3);
     assert!(matches!(&report.outcome, Err(ExecError::Script(f)) if f.status == 500));
     let waits: Vec<_> = report
         .logs
         .iter()
-        .filter(|l| l.message.starts_with("Retrying HTTP call (reason: status code 500)"))
+        .filter(|l| {
+            l.message
+                .starts_with("Retrying HTTP call (reason: status code 500)")
+        })
         .collect();
     assert_eq!(waits.len(), 2);
     assert!(waits[1].message.ends_with("[2/2]"), "{}", waits[1].message);
@@ -161,12 +215,20 @@ async fn retries_stop_after_the_limit_and_log_each_wait() {
 async fn a_4xx_is_not_retried_unless_listed_in_retry_on() {
     let (hits, handler) = counting(vec![409, 409, 200]);
     let h = Harness::simple(handler).await;
-    let report = h.action(guests::ACTION_PROXY, json!({"endpoint": "/x", "retries": 3})).await;
+    let report = h
+        .action(
+            guests::ACTION_PROXY,
+            json!({"endpoint": "/x", "retries": 3}),
+        )
+        .await;
     assert_eq!(hits.load(Ordering::SeqCst), 1);
     assert!(report.outcome.is_err());
     let out = output(
-        &h.action(guests::ACTION_PROXY, json!({"endpoint": "/x", "retries": 3, "retry_on": [409]}))
-            .await,
+        &h.action(
+            guests::ACTION_PROXY,
+            json!({"endpoint": "/x", "retries": 3, "retry_on": [409]}),
+        )
+        .await,
     );
     assert_eq!(out["status"], 200);
 }
@@ -184,10 +246,20 @@ async fn the_retry_header_sets_the_wait() {
     })
     .await;
     let report = h
-        .action(guests::ACTION_PROXY, json!({"endpoint": "/x", "retries": 1, "retry_after_header": "x-wait"}))
+        .action(
+            guests::ACTION_PROXY,
+            json!({"endpoint": "/x", "retries": 1, "retry_after_header": "x-wait"}),
+        )
         .await;
     output(&report);
-    assert!(report.logs.iter().any(|l| l.message.contains("Waiting for 0ms [1/1]")), "{:#?}", report.logs);
+    assert!(
+        report
+            .logs
+            .iter()
+            .any(|l| l.message.contains("Waiting for 0ms [1/1]")),
+        "{:#?}",
+        report.logs
+    );
 }
 
 #[tokio::test]
@@ -196,19 +268,32 @@ async fn hosts_outside_the_allowlist_are_refused() {
     let port = h.mock.url().rsplit(':').next().unwrap().to_string();
     let elsewhere = format!("http://localhost:{port}");
     let report = h
-        .action(guests::ACTION_PROXY, json!({"endpoint": "/x", "base_url_override": elsewhere}))
+        .action(
+            guests::ACTION_PROXY,
+            json!({"endpoint": "/x", "base_url_override": elsewhere}),
+        )
         .await;
     let Err(ExecError::Script(failure)) = &report.outcome else {
         panic!("expected a refusal, got {:?}", report.outcome);
     };
     assert_eq!(failure.error_type, "egress_denied");
-    assert!(failure.message.contains("`localhost`"), "{}", failure.message);
-    assert!(h.mock.requests().is_empty(), "the refused request reached the network");
+    assert!(
+        failure.message.contains("`localhost`"),
+        "{}",
+        failure.message
+    );
+    assert!(
+        h.mock.requests().is_empty(),
+        "the refused request reached the network"
+    );
 
     h.limits().allowed_hosts = vec![format!("localhost:{port}")];
     output(
-        &h.action(guests::ACTION_PROXY, json!({"endpoint": "/x", "base_url_override": elsewhere}))
-            .await,
+        &h.action(
+            guests::ACTION_PROXY,
+            json!({"endpoint": "/x", "base_url_override": elsewhere}),
+        )
+        .await,
     );
     assert_eq!(h.mock.requests().len(), 1);
 }
@@ -217,7 +302,10 @@ async fn hosts_outside_the_allowlist_are_refused() {
 async fn unknown_connection_override_is_an_sdk_error() {
     let h = Harness::simple(echo()).await;
     let report = h
-        .action(guests::ACTION_PROXY, json!({"endpoint": "/x", "connection": ["mock-int", "ghost"]}))
+        .action(
+            guests::ACTION_PROXY,
+            json!({"endpoint": "/x", "connection": ["mock-int", "ghost"]}),
+        )
         .await;
     let Err(ExecError::Script(failure)) = &report.outcome else {
         panic!("expected an SDK error, got {:?}", report.outcome);

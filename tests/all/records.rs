@@ -40,7 +40,10 @@ async fn batch_save_delete_update_and_lookup() {
         .await;
     let out = output(&report);
     let found = &out["found"];
-    assert_eq!(found["1"]["title"], "a", "the first duplicate in a batch wins");
+    assert_eq!(
+        found["1"]["title"], "a",
+        "the first duplicate in a batch wins"
+    );
     assert!(found["1"]["_nango_metadata"]["cursor"].is_string());
     assert_eq!(found["1"]["_nango_metadata"]["last_action"], "ADDED");
     assert_eq!(found["2"]["extra"], json!({"n": 1}));
@@ -49,32 +52,77 @@ async fn batch_save_delete_update_and_lookup() {
     assert!(found.get("404").is_none());
     assert_eq!(
         report.changes["Ticket"],
-        Changes { added: 3, updated: 1, deleted: 1, unchanged: 0 }
+        Changes {
+            added: 3,
+            updated: 1,
+            deleted: 1,
+            unchanged: 0
+        }
     );
-    assert!(report.logs.iter().any(|l| l.message == "Found duplicate key '1' for model Ticket. The record was ignored."));
-    let stored = h.records.get_by_ids(&h.conn(), "Ticket", &["1".into()]).unwrap();
-    assert!(stored[0].json.get("_nango_metadata").is_none(), "_nango_metadata is stripped before saving");
+    assert!(
+        report
+            .logs
+            .iter()
+            .any(|l| l.message
+                == "Found duplicate key '1' for model Ticket. The record was ignored.")
+    );
+    let stored = h
+        .records
+        .get_by_ids(&h.conn(), "Ticket", &["1".into()])
+        .unwrap();
+    assert!(
+        stored[0].json.get("_nango_metadata").is_none(),
+        "_nango_metadata is stripped before saving"
+    );
 }
 
 #[tokio::test]
 async fn saving_an_undeclared_model_fails_and_keeps_what_was_saved() {
     let h = harness().await;
-    output(&h.webhook(guests::SYNC_RECORDS, sync_run(), json!({"model": "Ticket", "save": [{"id": "k"}]})).await);
+    output(
+        &h.webhook(
+            guests::SYNC_RECORDS,
+            sync_run(),
+            json!({"model": "Ticket", "save": [{"id": "k"}]}),
+        )
+        .await,
+    );
     let report = h
-        .webhook(guests::SYNC_RECORDS, sync_run(), json!({"model": "Invoice", "save": [{"id": 1}]}))
+        .webhook(
+            guests::SYNC_RECORDS,
+            sync_run(),
+            json!({"model": "Invoice", "save": [{"id": 1}]}),
+        )
         .await;
-    let Err(ExecError::Script(f)) = &report.outcome else { panic!("{:?}", report.outcome) };
-    assert_eq!(f.message, "The model 'Invoice' is not included in the declared sync models: Ticket.");
-    assert_eq!(h.records.get_by_ids(&h.conn(), "Ticket", &["k".into()]).unwrap().len(), 1);
+    let Err(ExecError::Script(f)) = &report.outcome else {
+        panic!("{:?}", report.outcome)
+    };
+    assert_eq!(
+        f.message,
+        "The model 'Invoice' is not included in the declared sync models: Ticket."
+    );
+    assert_eq!(
+        h.records
+            .get_by_ids(&h.conn(), "Ticket", &["k".into()])
+            .unwrap()
+            .len(),
+        1
+    );
 }
 
 #[tokio::test]
 async fn records_without_a_valid_id_are_refused() {
     let h = harness().await;
     let report = h
-        .webhook(guests::SYNC_RECORDS, sync_run(), json!({"model": "Ticket", "save": [{"id": "ok"}, {"title": "no id"}]}))
+        .webhook(
+            guests::SYNC_RECORDS,
+            sync_run(),
+            json!({"model": "Ticket", "save": [{"id": "ok"}, {"title": "no id"}]}),
+        )
         .await;
-    let Err(ExecError::Script(f)) = &report.outcome else { panic!("{:?}", report.outcome) };
+    let Err(ExecError::Script(f)) = &report.outcome else {
+        panic!("{:?}", report.outcome)
+    };
     assert_eq!(f.error_type, "invalid_sync_record");
     assert!(f.message.contains("index 1"), "{}", f.message);
 }
@@ -83,10 +131,20 @@ async fn records_without_a_valid_id_are_refused() {
 async fn a_failed_run_keeps_the_records_it_saved() {
     let h = harness().await;
     let report = h
-        .webhook(guests::SYNC_RECORDS, sync_run(), json!({"model": "Ticket", "save": [{"id": "kept"}], "fail_after": true}))
+        .webhook(
+            guests::SYNC_RECORDS,
+            sync_run(),
+            json!({"model": "Ticket", "save": [{"id": "kept"}], "fail_after": true}),
+        )
         .await;
     assert!(report.outcome.is_err());
-    assert_eq!(h.records.get_by_ids(&h.conn(), "Ticket", &["kept".into()]).unwrap().len(), 1);
+    assert_eq!(
+        h.records
+            .get_by_ids(&h.conn(), "Ticket", &["kept".into()])
+            .unwrap()
+            .len(),
+        1
+    );
 }
 
 #[tokio::test]
@@ -94,17 +152,39 @@ async fn variants_and_sync_context_reach_the_script() {
     let h = harness().await;
     let run = SyncRun {
         variant: "eu".into(),
-        last_sync_date: Some(chrono::DateTime::parse_from_rfc3339("2024-05-01T12:00:00Z").unwrap().into()),
+        last_sync_date: Some(
+            chrono::DateTime::parse_from_rfc3339("2024-05-01T12:00:00Z")
+                .unwrap()
+                .into(),
+        ),
         track_deletes: true,
         ..sync_run()
     };
-    let out = output(&h.webhook(guests::SYNC_RECORDS, run, json!({"model": "Ticket", "save": [{"id": "v"}], "lookup": ["v"]})).await);
+    let out = output(
+        &h.webhook(
+            guests::SYNC_RECORDS,
+            run,
+            json!({"model": "Ticket", "save": [{"id": "v"}], "lookup": ["v"]}),
+        )
+        .await,
+    );
     assert_eq!(out["variant"], "eu");
     assert_eq!(out["last_sync_date"], "2024-05-01T12:00:00.000Z");
     assert_eq!(out["track_deletes"], true);
     assert_eq!(out["found"]["v"]["id"], "v");
-    assert_eq!(h.records.get_by_ids(&h.conn(), "Ticket::eu", &["v".into()]).unwrap().len(), 1);
-    assert!(h.records.get_by_ids(&h.conn(), "Ticket", &["v".into()]).unwrap().is_empty());
+    assert_eq!(
+        h.records
+            .get_by_ids(&h.conn(), "Ticket::eu", &["v".into()])
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(
+        h.records
+            .get_by_ids(&h.conn(), "Ticket", &["v".into()])
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[tokio::test]
@@ -112,12 +192,20 @@ async fn fetch_data_reads_its_plan_from_metadata() {
     let h = harness().await;
     use sluice_runtime::connection::ConnectionStore as _;
     h.connections
-        .set_metadata("mock-int", "c1", json!({"model": "Ticket", "save": [{"id": "m1"}, {"id": "m2"}]}))
+        .set_metadata(
+            "mock-int",
+            "c1",
+            json!({"model": "Ticket", "save": [{"id": "m1"}, {"id": "m2"}]}),
+        )
         .unwrap();
     let report = h.sync(guests::SYNC_RECORDS, sync_run()).await;
     output(&report);
     assert_eq!(report.changes["Ticket"].added, 2);
     // The sync has no webhook handler of its own kind mismatch: calling it as an action fails.
     let wrong = h.action(guests::SYNC_RECORDS, json!({})).await;
-    assert!(matches!(wrong.outcome, Err(ExecError::WrongKind { .. })), "{:?}", wrong.outcome);
+    assert!(
+        matches!(wrong.outcome, Err(ExecError::WrongKind { .. })),
+        "{:?}",
+        wrong.outcome
+    );
 }

@@ -12,7 +12,9 @@ use sluice_runtime::connection::{Connection, MemoryConnections};
 use sluice_runtime::exec::{ScriptSet, SyncRun};
 use sluice_runtime::providers::ProviderCatalog;
 use sluice_runtime::records::{ConnectionRef, MemoryRecords};
-use sluice_runtime::{Call, Environment, Execution, Limits, Report, Runtime, RuntimeConfig, Script, Services};
+use sluice_runtime::{
+    Call, Environment, Execution, Limits, Report, Runtime, RuntimeConfig, Script, Services,
+};
 
 pub use sluice::mock::{Fixture, MockRequest, MockResponse, MockServer};
 
@@ -65,7 +67,12 @@ pub fn script(path: &str) -> Arc<Script> {
 }
 
 /// A connection from its credentials (JSON in the original's shape).
-pub fn connection(pck: &str, connection_id: &str, provider: &str, credentials: Value) -> Connection {
+pub fn connection(
+    pck: &str,
+    connection_id: &str,
+    provider: &str,
+    credentials: Value,
+) -> Connection {
     serde_json::from_value(serde_json::json!({
         "connection_id": connection_id,
         "provider_config_key": pck,
@@ -101,7 +108,10 @@ impl Harness {
         let providers = ProviderCatalog::from_yaml(&yaml, "test providers")
             .unwrap_or_else(|e| panic!("providers: {e}"));
         let connections = Arc::new(MemoryConnections::new([connection(
-            "mock-int", "c1", "mock", credentials,
+            "mock-int",
+            "c1",
+            "mock",
+            credentials,
         )]));
         Self {
             mock,
@@ -117,7 +127,9 @@ impl Harness {
     }
 
     /// A harness whose provider is simply the mock, with bearer credentials.
-    pub async fn simple(handler: impl Fn(&MockRequest) -> MockResponse + Send + Sync + 'static) -> Self {
+    pub async fn simple(
+        handler: impl Fn(&MockRequest) -> MockResponse + Send + Sync + 'static,
+    ) -> Self {
         Self::new(
             handler,
             "mock:\n  auth_mode: OAUTH2\n  proxy:\n    base_url: {base}\n",
@@ -159,14 +171,18 @@ impl Harness {
                 input: Some(input.to_string()),
             },
         );
-        runtime().execute(&script(path), exec, self.services()).await
+        runtime()
+            .execute(&script(path), exec, self.services())
+            .await
     }
 
     /// Runs a sync's `fetchData`.
     pub async fn sync(&self, path: &str, sync: SyncRun) -> Report {
         let mut exec = self.execution("test-sync", Call::Sync);
         exec.sync = sync;
-        runtime().execute(&script(path), exec, self.services()).await
+        runtime()
+            .execute(&script(path), exec, self.services())
+            .await
     }
 
     /// Runs a sync's webhook handler with a JSON payload.
@@ -178,7 +194,9 @@ impl Harness {
             },
         );
         exec.sync = sync;
-        runtime().execute(&script(path), exec, self.services()).await
+        runtime()
+            .execute(&script(path), exec, self.services())
+            .await
     }
 }
 

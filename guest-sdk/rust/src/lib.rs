@@ -57,7 +57,8 @@ pub struct Response {
 impl Response {
     /// The body parsed as JSON into `T`.
     pub fn json<T: DeserializeOwned>(&self) -> Result<T, Error> {
-        serde_json::from_slice(&self.body).map_err(|e| Error::Internal(format!("response body is not the expected JSON: {e}")))
+        serde_json::from_slice(&self.body)
+            .map_err(|e| Error::Internal(format!("response body is not the expected JSON: {e}")))
     }
 
     /// The body as text (lossy UTF-8).
@@ -80,7 +81,11 @@ impl Response {
 
 impl From<types::Response> for Response {
     fn from(r: types::Response) -> Self {
-        Self { status: r.status, headers: r.headers, body: r.body }
+        Self {
+            status: r.status,
+            headers: r.headers,
+            body: r.body,
+        }
     }
 }
 
@@ -91,7 +96,11 @@ pub enum Error {
     /// `throw new nango.ActionError(payload)`.
     Action(Option<Value>),
     /// An SDK error: a code (`unknown_connection`, `egress_denied`, ...), a message, a payload.
-    Sdk { code: String, message: String, payload: Option<Value> },
+    Sdk {
+        code: String,
+        message: String,
+        payload: Option<Value>,
+    },
     /// A request got a non-2xx response (after its retries).
     Http(Response),
     /// A request got no response.
@@ -130,12 +139,20 @@ impl Error {
     fn into_script_error(self) -> types::ScriptError {
         match self {
             Error::Action(p) => types::ScriptError::ActionError(p.map(|v| v.to_string())),
-            Error::Sdk { code, message, payload } => types::ScriptError::Sdk(types::NangoError {
+            Error::Sdk {
+                code,
+                message,
+                payload,
+            } => types::ScriptError::Sdk(types::NangoError {
                 code,
                 message,
                 payload: payload.map(|v| v.to_string()),
             }),
-            Error::Http(r) => types::ScriptError::Http(types::Response { status: r.status, headers: r.headers, body: r.body }),
+            Error::Http(r) => types::ScriptError::Http(types::Response {
+                status: r.status,
+                headers: r.headers,
+                body: r.body,
+            }),
             Error::Network(m) => types::ScriptError::Network(m),
             Error::Internal(m) => types::ScriptError::Internal(m),
         }
@@ -240,7 +257,11 @@ impl Nango {
 
     /// Logs a message at `level`, with optional JSON metadata.
     pub fn log_with(&self, level: Level, message: impl std::fmt::Display, meta: Option<&Value>) {
-        log::log(level, &message.to_string(), meta.map(|m| m.to_string()).as_deref());
+        log::log(
+            level,
+            &message.to_string(),
+            meta.map(|m| m.to_string()).as_deref(),
+        );
     }
     pub fn log(&self, message: impl std::fmt::Display) {
         self.log_with(Level::Info, message, None);
@@ -267,12 +288,21 @@ impl Nango {
 
     /// The current connection (the original's `getConnection()` object).
     pub fn connection(&self) -> Result<Value, Error> {
-        Ok(serde_json::from_str(&connection::get_connection(None, None)?)?)
+        Ok(serde_json::from_str(&connection::get_connection(
+            None, None,
+        )?)?)
     }
 
     /// Another connection.
-    pub fn connection_for(&self, provider_config_key: &str, connection_id: &str) -> Result<Value, Error> {
-        Ok(serde_json::from_str(&connection::get_connection(Some(provider_config_key), Some(connection_id))?)?)
+    pub fn connection_for(
+        &self,
+        provider_config_key: &str,
+        connection_id: &str,
+    ) -> Result<Value, Error> {
+        Ok(serde_json::from_str(&connection::get_connection(
+            Some(provider_config_key),
+            Some(connection_id),
+        )?)?)
     }
 
     /// The connection's metadata as `T` (use `Option<T>` or `Value` when it may be null).
@@ -311,7 +341,8 @@ impl Nango {
         input: &impl Serialize,
     ) -> Result<O, Error> {
         let input = to_json(input)?;
-        let out = connection::trigger_action(provider_config_key, connection_id, action, Some(&input))?;
+        let out =
+            connection::trigger_action(provider_config_key, connection_id, action, Some(&input))?;
         Ok(serde_json::from_str(out.as_deref().unwrap_or("null"))?)
     }
 
@@ -359,7 +390,11 @@ impl Nango {
         Ok(out)
     }
 
-    pub fn set_merging_strategy(&self, strategy: MergingStrategy, model: &str) -> Result<(), Error> {
+    pub fn set_merging_strategy(
+        &self,
+        strategy: MergingStrategy,
+        model: &str,
+    ) -> Result<(), Error> {
         Ok(records::set_merging_strategy(model, strategy)?)
     }
 
@@ -379,7 +414,11 @@ impl Nango {
     /// `model` for the base variant, `model::variant` otherwise.
     pub fn model_full_name(&self, model: &str) -> String {
         let variant = self.variant();
-        if variant == "base" { model.to_string() } else { format!("{model}::{variant}") }
+        if variant == "base" {
+            model.to_string()
+        } else {
+            format!("{model}::{variant}")
+        }
     }
 }
 
@@ -418,7 +457,9 @@ impl RequestBuilder {
 
     /// A JSON body.
     pub fn json(mut self, body: &impl Serialize) -> Self {
-        self.req.data = Some(http::Body::Json(serde_json::to_string(body).unwrap_or_else(|_| "null".into())));
+        self.req.data = Some(http::Body::Json(
+            serde_json::to_string(body).unwrap_or_else(|_| "null".into()),
+        ));
         self
     }
 
@@ -466,7 +507,11 @@ impl RequestBuilder {
     }
 
     /// Use another connection's credentials.
-    pub fn connection(mut self, provider_config_key: impl Into<String>, connection_id: impl Into<String>) -> Self {
+    pub fn connection(
+        mut self,
+        provider_config_key: impl Into<String>,
+        connection_id: impl Into<String>,
+    ) -> Self {
         self.req.provider_config_key = Some(provider_config_key.into());
         self.req.connection_id = Some(connection_id.into());
         self
@@ -485,7 +530,10 @@ impl RequestBuilder {
             Ok(p) => PagesState::Running(p),
             Err(e) => PagesState::Failed(Some(e.into())),
         };
-        Pages { state, _items: std::marker::PhantomData }
+        Pages {
+            state,
+            _items: std::marker::PhantomData,
+        }
     }
 }
 
@@ -549,8 +597,8 @@ pub mod __private {
             })
         })?;
         let output = f(&Nango::new(), input).map_err(Error::into_script_error)?;
-        let value = serde_json::to_value(&output)
-            .map_err(|e| Error::from(e).into_script_error())?;
+        let value =
+            serde_json::to_value(&output).map_err(|e| Error::from(e).into_script_error())?;
         Ok((!value.is_null()).then(|| value.to_string()))
     }
 

@@ -13,7 +13,11 @@ use serde_json::Value;
 use crate::dryrun::{self, DryRunOptions};
 
 #[derive(Debug, Parser)]
-#[command(name = "sluice", version, about = "Run Nango-style integration scripts as sandboxed WebAssembly components")]
+#[command(
+    name = "sluice",
+    version,
+    about = "Run Nango-style integration scripts as sandboxed WebAssembly components"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -113,11 +117,7 @@ async fn run_dryrun(args: DryrunArgs, out: &mut dyn Write) -> anyhow::Result<i32
         .as_deref()
         .map(|m| json_argument("--metadata", m))
         .transpose()?;
-    let last_sync_date = args
-        .last_sync_date
-        .as_deref()
-        .map(parse_date)
-        .transpose()?;
+    let last_sync_date = args.last_sync_date.as_deref().map(parse_date).transpose()?;
     let options = DryRunOptions {
         dir: args.dir,
         script: args.script,
@@ -145,8 +145,9 @@ async fn run_dryrun(args: DryrunArgs, out: &mut dyn Write) -> anyhow::Result<i32
 /// JSON given inline or as `@file`.
 fn json_argument(flag: &str, value: &str) -> anyhow::Result<Value> {
     let text = match value.strip_prefix('@') {
-        Some(path) => std::fs::read_to_string(path)
-            .with_context(|| format!("{flag}: cannot read {path}"))?,
+        Some(path) => {
+            std::fs::read_to_string(path).with_context(|| format!("{flag}: cannot read {path}"))?
+        }
         None => value.to_string(),
     };
     serde_json::from_str(&text).with_context(|| format!("{flag} is not valid JSON"))

@@ -59,7 +59,9 @@ pub enum DryRunError {
     Fixture(#[from] crate::mock::FixtureError),
     #[error("cannot start the mock upstream: {0}")]
     Mock(std::io::Error),
-    #[error("the connection's provider `{provider}` is not in the providers catalogue (add it with --providers FILE)")]
+    #[error(
+        "the connection's provider `{provider}` is not in the providers catalogue (add it with --providers FILE)"
+    )]
     UnknownProvider { provider: String },
 }
 

@@ -199,7 +199,14 @@ pub fn resolve_script(dir: &Path, script: &str) -> Result<PathBuf, ProjectError>
 fn build_rust_script(manifest: &Path, name: &str) -> Result<PathBuf, ProjectError> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let output = Command::new(cargo)
-        .args(["build", "--release", "--target", "wasm32-wasip2", "--bin", name])
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "--bin",
+            name,
+        ])
         .arg("--manifest-path")
         .arg(manifest)
         .arg("--message-format=json-render-diagnostics")

@@ -326,7 +326,10 @@ mod tests {
             created_at: Utc::now(),
             updated_at: Utc::now(),
         }]);
-        let patch = serde_json::json!({"a": {"y": 1}}).as_object().cloned().unwrap();
+        let patch = serde_json::json!({"a": {"y": 1}})
+            .as_object()
+            .cloned()
+            .unwrap();
         store.update_metadata("p", "c", patch).unwrap();
         assert_eq!(
             store.get("p", "c").unwrap().metadata,

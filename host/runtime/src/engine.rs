@@ -125,7 +125,10 @@ impl Runtime {
         bindings::add_to_linker(&mut linker).map_err(|e| LoadError::Engine(format!("{e:#}")))?;
 
         let mut hasher = Sha256::new();
-        std::hash::Hash::hash(&engine.precompile_compatibility_hash(), &mut HashWriter(&mut hasher));
+        std::hash::Hash::hash(
+            &engine.precompile_compatibility_hash(),
+            &mut HashWriter(&mut hasher),
+        );
         let cache_key = hex(&hasher.finalize()[..8]);
 
         let stop_ticker = Arc::new(AtomicBool::new(false));
@@ -222,18 +225,23 @@ impl Runtime {
         origin: &str,
         digest: String,
     ) -> Result<Script, LoadError> {
-        let kind = detect_kind(&self.inner.engine, &component).ok_or_else(|| {
-            LoadError::NoEntryPoint {
+        let kind =
+            detect_kind(&self.inner.engine, &component).ok_or_else(|| LoadError::NoEntryPoint {
                 path: origin.to_string(),
-            }
-        })?;
+            })?;
         let link = |e: wasmtime::Error| LoadError::Link {
             path: origin.to_string(),
             message: format!("{e:#}"),
         };
-        let instance_pre = self.inner.linker.instantiate_pre(&component).map_err(link)?;
+        let instance_pre = self
+            .inner
+            .linker
+            .instantiate_pre(&component)
+            .map_err(link)?;
         let pre = match kind {
-            ScriptKind::Sync => ScriptPre::Sync(bindings::SyncPre::new(instance_pre).map_err(link)?),
+            ScriptKind::Sync => {
+                ScriptPre::Sync(bindings::SyncPre::new(instance_pre).map_err(link)?)
+            }
             ScriptKind::Action => {
                 ScriptPre::Action(bindings::ActionPre::new(instance_pre).map_err(link)?)
             }

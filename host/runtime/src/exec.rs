@@ -297,7 +297,7 @@ fn human_duration(d: Duration) -> String {
     let ms = d.as_millis();
     if ms < 1000 {
         format!("{ms}ms")
-    } else if ms % 1000 == 0 {
+    } else if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else {
         format!("{:.1}s", d.as_secs_f64())
@@ -305,7 +305,7 @@ fn human_duration(d: Duration) -> String {
 }
 
 fn human_bytes(b: usize) -> String {
-    if b >= 1 << 20 && b % (1 << 20) == 0 {
+    if b >= 1 << 20 && b.is_multiple_of(1 << 20) {
         format!("{} MiB", b >> 20)
     } else {
         format!("{b} bytes")
@@ -380,7 +380,10 @@ impl Runtime {
             } else {
                 // tokio's yield defers the wake-up until the I/O and timer
                 // driver ran, so other executions on this thread progress.
-                Ok(UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now())))
+                Ok(UpdateDeadline::YieldCustom(
+                    1,
+                    Box::pin(tokio::task::yield_now()),
+                ))
             }
         });
         store.set_epoch_deadline(1);
@@ -469,7 +472,12 @@ fn parse_output(json: &str) -> Value {
     serde_json::from_str(json).unwrap_or_else(|_| Value::String(json.to_string()))
 }
 
-fn classify_trap(err: wasmtime::Error, state: &HostState, fuel: u64, timeout: Duration) -> ExecError {
+fn classify_trap(
+    err: wasmtime::Error,
+    state: &HostState,
+    fuel: u64,
+    timeout: Duration,
+) -> ExecError {
     if err.downcast_ref::<DeadlineExceeded>().is_some() {
         return ExecError::Timeout { after: timeout };
     }
@@ -501,7 +509,11 @@ pub(crate) fn failure_from(error: ScriptError) -> ScriptFailure {
         ScriptError::Sdk(e) => ScriptFailure {
             error_type: e.code,
             message: e.message,
-            payload: e.payload.as_deref().map(parse_output).unwrap_or(Value::Null),
+            payload: e
+                .payload
+                .as_deref()
+                .map(parse_output)
+                .unwrap_or(Value::Null),
             status: 500,
             upstream_response: None,
         },

@@ -47,7 +47,10 @@ fn invalid(message: impl Into<String>) -> HttpError {
 }
 
 fn str_field<'a>(config: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
-    config.get(key).and_then(Value::as_str).filter(|s| !s.is_empty())
+    config
+        .get(key)
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
 }
 
 impl Paginator {
@@ -96,7 +99,8 @@ impl Paginator {
             }
             "link" => {
                 let rel = str_field(&config, "link_rel_in_response_header").map(str::to_string);
-                let body_path = str_field(&config, "link_path_in_response_body").map(str::to_string);
+                let body_path =
+                    str_field(&config, "link_path_in_response_body").map(str::to_string);
                 if rel.is_none() && body_path.is_none() {
                     return Err(invalid(
                         "Either param link_rel_in_response_header or link_path_in_response_body is required for link pagination",
@@ -113,8 +117,7 @@ impl Paginator {
                     Some(Value::String(s)) => s.trim().parse().unwrap_or(0),
                     _ => 0,
                 };
-                let per_page =
-                    str_field(&config, "offset_calculation_method") == Some("per-page");
+                let per_page = str_field(&config, "offset_calculation_method") == Some("per-page");
                 Strategy::Offset {
                     name: name.to_string(),
                     next: start,
@@ -167,9 +170,11 @@ impl Paginator {
             let mut pairs = match self.req.params.take() {
                 None => Vec::new(),
                 Some(Query::Pairs(p)) => p,
-                Some(Query::Text(t)) => url::form_urlencoded::parse(t.trim_start_matches('?').as_bytes())
-                    .map(|(k, v)| (k.into_owned(), v.into_owned()))
-                    .collect(),
+                Some(Query::Text(t)) => {
+                    url::form_urlencoded::parse(t.trim_start_matches('?').as_bytes())
+                        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                        .collect()
+                }
             };
             pairs.retain(|(k, _)| k != name);
             pairs.push((name.to_string(), text));
@@ -179,7 +184,10 @@ impl Paginator {
     }
 
     /// Fetches the next non-empty page.
-    pub(crate) async fn next_page(&mut self, state: &mut HostState) -> Result<Option<Page>, HttpError> {
+    pub(crate) async fn next_page(
+        &mut self,
+        state: &mut HostState,
+    ) -> Result<Option<Page>, HttpError> {
         if self.done {
             return Ok(None);
         }
@@ -223,7 +231,9 @@ impl Paginator {
             Strategy::Cursor { name, path } => {
                 let name = name.clone();
                 let cursor = match get_path(&data, path) {
-                    Some(Value::String(s)) if !s.trim().is_empty() => Some(Value::String(s.trim().to_string())),
+                    Some(Value::String(s)) if !s.trim().is_empty() => {
+                        Some(Value::String(s.trim().to_string()))
+                    }
                     Some(Value::Number(n)) => Some(Value::Number(n.clone())),
                     _ => None,
                 };
@@ -383,8 +393,12 @@ mod tests {
 
     #[test]
     fn link_header() {
-        let h = r#"<https://api.x.com/i?page=2>; rel="next", <https://api.x.com/i?page=9>; rel="last""#;
-        assert_eq!(link_with_rel(h, "next").as_deref(), Some("https://api.x.com/i?page=2"));
+        let h =
+            r#"<https://api.x.com/i?page=2>; rel="next", <https://api.x.com/i?page=9>; rel="last""#;
+        assert_eq!(
+            link_with_rel(h, "next").as_deref(),
+            Some("https://api.x.com/i?page=2")
+        );
         assert_eq!(link_with_rel(h, "prev"), None);
     }
 
@@ -393,6 +407,9 @@ mod tests {
         let mut body = Map::new();
         set_dotted(&mut body, "page.cursor", json!("c"));
         set_dotted(&mut body, "page.size", json!(10));
-        assert_eq!(Value::Object(body), json!({"page": {"cursor": "c", "size": 10}}));
+        assert_eq!(
+            Value::Object(body),
+            json!({"page": {"cursor": "c", "size": 10}})
+        );
     }
 }

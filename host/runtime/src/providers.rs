@@ -166,7 +166,9 @@ fn resolve_alias(
         return Ok(value.clone());
     };
     let Some(base) = raw.get(alias).and_then(Value::as_object) else {
-        return Err(invalid(format!("alias `{alias}` is not a provider in this file")));
+        return Err(invalid(format!(
+            "alias `{alias}` is not a provider in this file"
+        )));
     };
     if base.contains_key("alias") {
         return Err(invalid(format!("alias `{alias}` is itself an alias")));

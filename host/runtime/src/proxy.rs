@@ -179,7 +179,8 @@ pub(crate) fn prepare(
         "BASIC" => {
             let user = creds.field("username").unwrap_or_default();
             let pass = creds.field("password").unwrap_or_default();
-            let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
+            let encoded =
+                base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
             Some(("authorization".to_string(), format!("Basic {encoded}")))
         }
         "TABLEAU" => creds
@@ -283,7 +284,8 @@ pub(crate) fn retry_wait(
             return wait.min(max);
         }
         if let Some(retry) = &provider.proxy.retry {
-            if let Some(wait) = wait_from_headers(resp, retry.at.as_deref(), retry.after.as_deref()) {
+            if let Some(wait) = wait_from_headers(resp, retry.at.as_deref(), retry.after.as_deref())
+            {
                 return wait.min(max);
             }
             if let Some(rule) = &retry.in_body
@@ -319,13 +321,11 @@ fn wait_until(value: &str) -> Option<Duration> {
     let when = if let Ok(secs) = value.trim().parse::<f64>() {
         SystemTime::UNIX_EPOCH + Duration::try_from_secs_f64(secs).ok()?
     } else {
-        httpdate::parse_http_date(value.trim())
-            .ok()
-            .or_else(|| {
-                chrono::DateTime::parse_from_rfc3339(value.trim())
-                    .ok()
-                    .map(SystemTime::from)
-            })?
+        httpdate::parse_http_date(value.trim()).ok().or_else(|| {
+            chrono::DateTime::parse_from_rfc3339(value.trim())
+                .ok()
+                .map(SystemTime::from)
+        })?
     };
     Some(when.duration_since(now).unwrap_or(Duration::ZERO))
 }
@@ -337,7 +337,9 @@ fn wait_after(value: &str) -> Option<Duration> {
 
 fn wait_from_body(resp: &Response, rule: &crate::providers::RetryInBody) -> Option<Duration> {
     let body: Value = serde_json::from_slice(&resp.body).ok()?;
-    let text = crate::paginate::get_path(&body, &rule.path)?.as_str()?.to_string();
+    let text = crate::paginate::get_path(&body, &rule.path)?
+        .as_str()?
+        .to_string();
     let pattern = rule.value.trim_matches('/');
     let value = capture_first_group(pattern, &text)?;
     match rule.strategy.as_str() {
@@ -452,7 +454,10 @@ pub(crate) async fn send(state: &mut HostState, req: &Request) -> Result<Respons
         .ok_or_else(|| {
             failed(
                 "unknown_provider_template_in_config",
-                format!("provider `{}` is not in the providers catalogue", own.provider),
+                format!(
+                    "provider `{}` is not in the providers catalogue",
+                    own.provider
+                ),
             )
         })?;
     let provider_host = provider_base_url(&provider, &own)
@@ -689,13 +694,19 @@ mod tests {
     fn url_joining_follows_the_original() {
         assert_eq!(join_url("https://a.com/", "/x/y"), "https://a.com/x/y");
         assert_eq!(join_url("https://a.com", "x"), "https://a.com/x");
-        assert_eq!(join_url("https://a.com/v1", "https://a.com/v1/x"), "https://a.com/v1/x");
+        assert_eq!(
+            join_url("https://a.com/v1", "https://a.com/v1/x"),
+            "https://a.com/v1/x"
+        );
     }
 
     #[test]
     fn query_set_replaces() {
         let mut url = Url::parse("https://a.com/x?a=1&b=2").unwrap();
-        set_query(&mut url, &[("a".into(), "9".into()), ("c".into(), "3".into())]);
+        set_query(
+            &mut url,
+            &[("a".into(), "9".into()), ("c".into(), "3".into())],
+        );
         assert_eq!(url.query(), Some("a=9&b=2&c=3"));
     }
 

@@ -135,8 +135,11 @@ pub fn timestamp(t: DateTime<Utc>) -> String {
 
 /// The opaque records cursor: base64 of `<last_modified_at>||<internal id>`.
 pub fn encode_cursor(p: &Position) -> String {
-    base64::engine::general_purpose::STANDARD
-        .encode(format!("{}||{}", timestamp(p.updated_at), p.internal_id))
+    base64::engine::general_purpose::STANDARD.encode(format!(
+        "{}||{}",
+        timestamp(p.updated_at),
+        p.internal_id
+    ))
 }
 
 /// Decodes a cursor made by [`encode_cursor`].
@@ -155,7 +158,9 @@ pub fn decode_cursor(cursor: &str) -> Option<Position> {
 /// Errors of record writes and reads.
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {
-    #[error("record at index {index} has no valid `id`: it must be a string of 1 to 255 characters or a number")]
+    #[error(
+        "record at index {index} has no valid `id`: it must be a string of 1 to 255 characters or a number"
+    )]
     InvalidId { index: usize },
     #[error("record at index {index} is not a JSON object")]
     NotAnObject { index: usize },
@@ -407,18 +412,31 @@ pub enum WriteKind {
     Update,
 }
 
+/// One chunk's write: what, where, by whom, when.
+#[derive(Debug, Clone, Copy)]
+pub struct ChunkWrite<'a> {
+    pub kind: WriteKind,
+    pub conn: &'a ConnectionRef,
+    pub model: &'a str,
+    pub ctx: &'a WriteContext,
+    pub now: DateTime<Utc>,
+}
+
 /// Applies one chunk to rows looked up by `get`, returning the rows to write
 /// and the changes. Backends call this inside their own transaction.
 pub fn plan_chunk(
-    kind: WriteKind,
-    conn: &ConnectionRef,
-    model: &str,
+    write: ChunkWrite<'_>,
     chunk: Vec<Incoming>,
-    ctx: &WriteContext,
     merging: &mut Merging,
-    now: DateTime<Utc>,
     mut get: impl FnMut(&str) -> Option<StoredRecord>,
 ) -> (Vec<StoredRecord>, Changes) {
+    let ChunkWrite {
+        kind,
+        conn,
+        model,
+        ctx,
+        now,
+    } = write;
     let mut writes = Vec::with_capacity(chunk.len());
     let mut changes = Changes::default();
     let mut newest: Option<Position> = None;
@@ -518,16 +536,14 @@ impl RecordStore for MemoryRecords {
     ) -> Result<Changes, RecordError> {
         let mut map = self.inner.write().unwrap_or_else(|e| e.into_inner());
         let rows = map.entry((conn.clone(), model.to_string())).or_default();
-        let (writes, changes) = plan_chunk(
+        let write = ChunkWrite {
             kind,
             conn,
             model,
-            chunk,
             ctx,
-            merging,
-            now(),
-            |id| rows.get(id).cloned(),
-        );
+            now: now(),
+        };
+        let (writes, changes) = plan_chunk(write, chunk, merging, |id| rows.get(id).cloned());
         for row in writes {
             rows.insert(row.external_id.clone(), row);
         }
@@ -645,7 +661,11 @@ mod tests {
             Value::Object(row.json.clone()),
             json!({"id": "1", "o": {"a": 1, "b": 3}, "l": [9]})
         );
-        assert!(s.get_by_ids(&conn(), "M", &["404".into()]).unwrap().is_empty());
+        assert!(
+            s.get_by_ids(&conn(), "M", &["404".into()])
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[test]
@@ -658,9 +678,17 @@ mod tests {
         // Another execution modifies the row after our strategy was set.
         std::thread::sleep(std::time::Duration::from_millis(2));
         write(&s, WriteKind::Save, json!([{"id": "old", "v": 2}]));
-        let (chunk, _) = prepare_chunk(objs(json!([{"id": "old", "v": 3}, {"id": "new"}])), 0).unwrap();
+        let (chunk, _) =
+            prepare_chunk(objs(json!([{"id": "old", "v": 3}, {"id": "new"}])), 0).unwrap();
         let c = s
-            .write(WriteKind::Save, &conn(), "M", chunk, &WriteContext::default(), &mut merging)
+            .write(
+                WriteKind::Save,
+                &conn(),
+                "M",
+                chunk,
+                &WriteContext::default(),
+                &mut merging,
+            )
             .unwrap();
         assert_eq!(c.added, 1);
         let row = &s.get_by_ids(&conn(), "M", &["old".into()]).unwrap()[0];

@@ -71,12 +71,18 @@ mod tests {
             expand("https://${connectionConfig.subdomain}.x.com", &lookup).as_deref(),
             Some("https://acme.x.com")
         );
-        assert_eq!(expand("https://${connectionConfig.nope}.x.com", &lookup), None);
+        assert_eq!(
+            expand("https://${connectionConfig.nope}.x.com", &lookup),
+            None
+        );
         assert_eq!(
             expand("${connectionConfig.version} || 2022-11-28", &lookup).as_deref(),
             Some("2022-11-28")
         );
-        assert_eq!(expand("Bearer ${apiKey}", &lookup).as_deref(), Some("Bearer k"));
+        assert_eq!(
+            expand("Bearer ${apiKey}", &lookup).as_deref(),
+            Some("Bearer k")
+        );
     }
 
     #[test]
@@ -89,6 +95,9 @@ mod tests {
             .as_deref(),
             Some("Basic dTpw")
         );
-        assert_eq!(expand("${base64(${apiKey}:)}", &lookup).as_deref(), Some("azo="));
+        assert_eq!(
+            expand("${base64(${apiKey}:)}", &lookup).as_deref(),
+            Some("azo=")
+        );
     }
 }

@@ -48,7 +48,10 @@ impl HostState {
         if json.len() > max {
             return Err(nango_error(
                 "payload_too_large",
-                format!("metadata of {} bytes is over the limit of {max} bytes", json.len()),
+                format!(
+                    "metadata of {} bytes is over the limit of {max} bytes",
+                    json.len()
+                ),
             ));
         }
         match serde_json::from_str(json) {
@@ -57,7 +60,10 @@ impl HostState {
                 "invalid_metadata",
                 format!("metadata must be a JSON object, got {other}"),
             )),
-            Err(e) => Err(nango_error("invalid_metadata", format!("metadata is not JSON: {e}"))),
+            Err(e) => Err(nango_error(
+                "invalid_metadata",
+                format!("metadata is not JSON: {e}"),
+            )),
         }
     }
 }
@@ -153,13 +159,15 @@ impl connection::Host for HostState {
     }
 
     async fn get_webhook_url(&mut self) -> wasmtime::Result<Result<Option<String>, NangoError>> {
-        Ok(Ok(self.exec.environment.webhook_base_url.as_ref().map(|base| {
-            format!(
-                "{}/{}",
-                base.trim_end_matches('/'),
-                self.exec.connection.provider_config_key
-            )
-        })))
+        Ok(Ok(self.exec.environment.webhook_base_url.as_ref().map(
+            |base| {
+                format!(
+                    "{}/{}",
+                    base.trim_end_matches('/'),
+                    self.exec.connection.provider_config_key
+                )
+            },
+        )))
     }
 
     async fn trigger_action(

@@ -58,11 +58,11 @@ impl http::Host for HostState {
             }
         };
         let current = self.exec.connection.clone();
-        let connection =
-            match self.connection(&current.provider_config_key, &current.connection_id) {
-                Ok(c) => c,
-                Err(e) => return Ok(Err(HttpError::Failed(e))),
-            };
+        let connection = match self.connection(&current.provider_config_key, &current.connection_id)
+        {
+            Ok(c) => c,
+            Err(e) => return Ok(Err(HttpError::Failed(e))),
+        };
         let Some(provider) = self.services.providers.get(&connection.provider).cloned() else {
             return Ok(Err(HttpError::Failed(nango_error(
                 "unknown_provider_template_in_config",

@@ -86,7 +86,10 @@ mod tests {
         let m = "é".repeat(MAX_MESSAGE_CHARS + 5);
         let t = truncate_message(m);
         assert!(t.ends_with("... (truncated)"));
-        assert_eq!(t.chars().count(), MAX_MESSAGE_CHARS + "... (truncated)".len());
+        assert_eq!(
+            t.chars().count(),
+            MAX_MESSAGE_CHARS + "... (truncated)".len()
+        );
         assert_eq!(truncate_message("short".into()), "short");
     }
 }

@@ -9,7 +9,9 @@ use crate::bindings::sync_context;
 use crate::bindings::types::NangoError;
 use crate::exec::LogLevel;
 use crate::proxy::nango_error;
-use crate::records::{CHUNK_SIZE, IDS_PER_LOOKUP, Merging, RecordError, WriteContext, WriteKind, prepare_chunk};
+use crate::records::{
+    CHUNK_SIZE, IDS_PER_LOOKUP, Merging, RecordError, WriteContext, WriteKind, prepare_chunk,
+};
 
 fn record_error(e: RecordError) -> NangoError {
     let code = match &e {
@@ -59,14 +61,27 @@ impl HostState {
         if json.len() > max {
             return Err(nango_error(
                 "payload_too_large",
-                format!("{call}: {} bytes of records is over the limit of {max} bytes per call", json.len()),
+                format!(
+                    "{call}: {} bytes of records is over the limit of {max} bytes per call",
+                    json.len()
+                ),
             ));
         }
         let records: Vec<Value> = match serde_json::from_str(json) {
             Ok(Value::Array(a)) => a,
             Ok(Value::Null) => return Ok(()),
-            Ok(_) => return Err(nango_error("invalid_request", format!("{call}: records must be a JSON array"))),
-            Err(e) => return Err(nango_error("invalid_request", format!("{call}: records are not JSON: {e}"))),
+            Ok(_) => {
+                return Err(nango_error(
+                    "invalid_request",
+                    format!("{call}: records must be a JSON array"),
+                ));
+            }
+            Err(e) => {
+                return Err(nango_error(
+                    "invalid_request",
+                    format!("{call}: records are not JSON: {e}"),
+                ));
+            }
         };
         if records.is_empty() {
             return Ok(());
@@ -114,15 +129,27 @@ impl HostState {
 }
 
 impl records::Host for HostState {
-    async fn batch_save(&mut self, model: String, records: String) -> wasmtime::Result<Result<(), NangoError>> {
+    async fn batch_save(
+        &mut self,
+        model: String,
+        records: String,
+    ) -> wasmtime::Result<Result<(), NangoError>> {
         Ok(self.write_records(WriteKind::Save, "batchSave", &model, &records))
     }
 
-    async fn batch_delete(&mut self, model: String, records: String) -> wasmtime::Result<Result<(), NangoError>> {
+    async fn batch_delete(
+        &mut self,
+        model: String,
+        records: String,
+    ) -> wasmtime::Result<Result<(), NangoError>> {
         Ok(self.write_records(WriteKind::Delete, "batchDelete", &model, &records))
     }
 
-    async fn batch_update(&mut self, model: String, records: String) -> wasmtime::Result<Result<(), NangoError>> {
+    async fn batch_update(
+        &mut self,
+        model: String,
+        records: String,
+    ) -> wasmtime::Result<Result<(), NangoError>> {
         Ok(self.write_records(WriteKind::Update, "batchUpdate", &model, &records))
     }
 

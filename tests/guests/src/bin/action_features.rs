@@ -24,7 +24,9 @@ fn run(nango: &Nango, input: Input) -> Result<Value, Error> {
     }
     let after: Value = nango.metadata()?;
     let triggered = match &input.trigger {
-        Some((pck, cid, name, action_input)) => Some(nango.trigger_action::<Value>(pck, cid, name, action_input)?),
+        Some((pck, cid, name, action_input)) => {
+            Some(nango.trigger_action::<Value>(pck, cid, name, action_input)?)
+        }
         None => None,
     };
     let info = nango.info();

@@ -25,12 +25,18 @@ fn run(nango: &Nango, input: Input) -> Result<Value, Error> {
                 std::hint::black_box(&hoard);
             }
         }
-        "action-error" => Err(Error::action(json!({ "message": "card declined", "code": 402 }))),
+        "action-error" => Err(Error::action(
+            json!({ "message": "card declined", "code": 402 }),
+        )),
         "panic" => panic!("the script gave up"),
         "print" => {
             println!("to stdout");
             eprintln!("to stderr");
-            nango.log_with(sluice_sdk::Level::Warn, "with meta", Some(&json!({ "k": 1 })));
+            nango.log_with(
+                sluice_sdk::Level::Warn,
+                "with meta",
+                Some(&json!({ "k": 1 })),
+            );
             Ok(json!("printed"))
         }
         "wait" => {

@@ -15,10 +15,19 @@ struct Input {
 
 #[action]
 fn run(nango: &Nango, input: Input) -> Result<Value, Error> {
-    let method = if input.post { Method::Post } else { Method::Get };
+    let method = if input.post {
+        Method::Post
+    } else {
+        Method::Get
+    };
     let mut req = nango.request(method, input.endpoint);
     for (k, v) in input.params {
-        req = req.param(k, v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()));
+        req = req.param(
+            k,
+            v.as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| v.to_string()),
+        );
     }
     if input.post {
         req = req.json(&json!({}));

@@ -22,16 +22,30 @@ struct Input {
 
 #[action]
 fn run(nango: &Nango, input: Input) -> Result<Value, Error> {
-    let method = match input.method.as_deref().unwrap_or("GET").to_ascii_uppercase().as_str() {
+    let method = match input
+        .method
+        .as_deref()
+        .unwrap_or("GET")
+        .to_ascii_uppercase()
+        .as_str()
+    {
         "POST" => Method::Post,
         "PUT" => Method::Put,
         "PATCH" => Method::Patch,
         "DELETE" => Method::Delete,
         _ => Method::Get,
     };
-    let mut req = nango.request(method, input.endpoint).retries(input.retries).retry_on(&input.retry_on);
+    let mut req = nango
+        .request(method, input.endpoint)
+        .retries(input.retries)
+        .retry_on(&input.retry_on);
     for (k, v) in input.params {
-        req = req.param(k, v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()));
+        req = req.param(
+            k,
+            v.as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| v.to_string()),
+        );
     }
     if let Some(q) = input.query {
         req = req.query(q);
@@ -52,7 +66,11 @@ fn run(nango: &Nango, input: Input) -> Result<Value, Error> {
         req = req.connection(pck, cid);
     }
     let resp = req.send()?;
-    let headers: Map<String, Value> = resp.headers.iter().map(|(k, v)| (k.clone(), Value::from(v.clone()))).collect();
+    let headers: Map<String, Value> = resp
+        .headers
+        .iter()
+        .map(|(k, v)| (k.clone(), Value::from(v.clone())))
+        .collect();
     Ok(json!({ "status": resp.status, "headers": headers, "data": resp.data() }))
 }
 
