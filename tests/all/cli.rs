@@ -146,50 +146,32 @@ async fn a_failing_script_exits_1_with_its_error() {
 #[tokio::test]
 async fn bad_invocations_exit_2_naming_the_problem() {
     let dir = example_dir();
-    let (code, _, err) = sluice(&[
-        "dryrun",
-        guests::HUBSPOT_RUST_CONTACTS,
-        "nobody",
-        "--dir",
-        &dir,
-    ])
-    .await;
-    assert_eq!(code, 2);
-    assert!(
-        err.contains("no connection `nobody`") && err.contains("(it has: demo)"),
-        "{err}"
-    );
-
-    let (code, _, err) = sluice(&[
-        "dryrun",
-        guests::HUBSPOT_RUST_CONTACTS,
-        "demo",
-        "--dir",
-        &dir,
-        "--input",
-        "{not json",
-    ])
-    .await;
-    assert_eq!(code, 2);
-    assert!(err.contains("--input is not valid JSON"), "{err}");
-
-    let (code, _, err) = sluice(&["dryrun", "/no/such/script.wasm", "demo", "--dir", &dir]).await;
-    assert_eq!(code, 2);
-    assert!(
-        err.contains("cannot find script `/no/such/script.wasm`"),
-        "{err}"
-    );
-
-    let (code, _, err) = sluice(&[
-        "dryrun",
-        guests::HUBSPOT_RUST_CONTACTS,
-        "demo",
-        "--dir",
-        &dir,
-        "--lastSyncDate",
-        "yesterday",
-    ])
-    .await;
-    assert_eq!(code, 2);
-    assert!(err.contains("neither RFC 3339 nor YYYY-MM-DD"), "{err}");
+    let contacts = guests::HUBSPOT_RUST_CONTACTS;
+    let cases: &[(&[&str], &[&str])] = &[
+        (
+            &[contacts, "nobody"],
+            &["no connection `nobody`", "(it has: demo)"],
+        ),
+        (
+            &[contacts, "demo", "--input", "{not json"],
+            &["--input is not valid JSON"],
+        ),
+        (
+            &["/no/such/script.wasm", "demo"],
+            &["cannot find script `/no/such/script.wasm`"],
+        ),
+        (
+            &[contacts, "demo", "--lastSyncDate", "yesterday"],
+            &["neither RFC 3339 nor YYYY-MM-DD"],
+        ),
+    ];
+    for (args, expected) in cases {
+        let mut argv = vec!["dryrun", "--dir", &dir];
+        argv.extend_from_slice(args);
+        let (code, _, err) = sluice(&argv).await;
+        assert_eq!(code, 2, "{args:?}: {err}");
+        for e in *expected {
+            assert!(err.contains(e), "{args:?}: expected `{e}` in: {err}");
+        }
+    }
 }

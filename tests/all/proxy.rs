@@ -313,3 +313,22 @@ async fn unknown_connection_override_is_an_sdk_error() {
     assert_eq!(failure.error_type, "unknown_connection");
     assert!(failure.message.contains("ghost"));
 }
+
+#[tokio::test]
+async fn an_oversized_upstream_response_is_refused() {
+    let mut h =
+        Harness::simple(|_| MockResponse::json(200, &json!({"blob": "y".repeat(10_000)}))).await;
+    h.limits().max_response_bytes = 1024;
+    let report = h
+        .action(guests::ACTION_PROXY, json!({"endpoint": "/big"}))
+        .await;
+    let Err(ExecError::Script(failure)) = &report.outcome else {
+        panic!("expected a refusal, got {:?}", report.outcome);
+    };
+    assert_eq!(failure.error_type, "response_too_large");
+    assert!(
+        failure.message.contains("limit of 1024 bytes"),
+        "{}",
+        failure.message
+    );
+}

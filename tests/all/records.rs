@@ -209,3 +209,40 @@ async fn fetch_data_reads_its_plan_from_metadata() {
         wrong.outcome
     );
 }
+
+#[tokio::test]
+async fn an_oversized_batch_is_refused_and_loses_nothing() {
+    let mut h = harness().await;
+    h.limits().max_payload_bytes = 4096;
+    output(
+        &h.webhook(
+            guests::SYNC_RECORDS,
+            sync_run(),
+            json!({"model": "Ticket", "save": [{"id": "small", "v": 1}]}),
+        )
+        .await,
+    );
+    let big = "x".repeat(8192);
+    let report = h
+        .webhook(
+            guests::SYNC_RECORDS,
+            sync_run(),
+            json!({"model": "Ticket", "save": [{"id": "small", "v": big}]}),
+        )
+        .await;
+    let Err(ExecError::Script(f)) = &report.outcome else {
+        panic!("{:?}", report.outcome)
+    };
+    assert_eq!(f.error_type, "payload_too_large");
+    assert!(
+        f.message.contains("the batchSave batch is")
+            && f.message.contains("over the limit of 4096 bytes"),
+        "{}",
+        f.message
+    );
+    let kept = h
+        .records
+        .get_by_ids(&h.conn(), "Ticket", &["small".into()])
+        .unwrap();
+    assert_eq!(kept[0].json["v"], 1);
+}

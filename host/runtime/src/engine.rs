@@ -189,7 +189,7 @@ impl Runtime {
                 }
             }
         }
-        if wasmparser_is_core_module(bytes) {
+        if is_core_module(bytes) {
             return Err(LoadError::Invalid {
                 path: origin.to_string(),
                 message: "this is a core WebAssembly module, not a component (build for wasm32-wasip2 or run `wasm-tools component new`)".into(),
@@ -317,7 +317,7 @@ fn detect_kind(engine: &Engine, component: &Component) -> Option<ScriptKind> {
 }
 
 /// A core module starts with the same magic as a component but version 1.
-fn wasmparser_is_core_module(bytes: &[u8]) -> bool {
+fn is_core_module(bytes: &[u8]) -> bool {
     bytes.len() >= 8 && bytes[..4] == *b"\0asm" && bytes[4..8] == [1, 0, 0, 0]
 }
 
@@ -325,6 +325,7 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Feeds a `Hash` value (the engine's compatibility hash) into SHA-256.
 struct HashWriter<'a>(&'a mut Sha256);
 
 impl std::hash::Hasher for HashWriter<'_> {

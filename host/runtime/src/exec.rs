@@ -362,16 +362,16 @@ impl Runtime {
                 started,
             );
         }
-        let limits = exec.environment.limits.clone();
+        let limits = &exec.environment.limits;
         let timeout = limits
             .timeouts
             .for_call(script.kind, matches!(exec.call, Call::Webhook { .. }));
+        let fuel = limits.fuel.unwrap_or(UNMETERED_FUEL);
         let deadline = started + timeout;
         let exec = Arc::new(exec);
         let state = HostState::new(script.kind, exec.clone(), services, self.clone(), deadline);
         let mut store = Store::new(&self.inner.engine, state);
         store.limiter(|s| &mut s.limiter);
-        let fuel = limits.fuel.unwrap_or(UNMETERED_FUEL);
         // Cannot fail: fuel is enabled on the engine.
         let _ = store.set_fuel(fuel);
         store.epoch_deadline_callback(|ctx| {
@@ -432,34 +432,46 @@ impl Report {
     }
 }
 
-type CallResult = wasmtime::Result<Result<Option<Value>, ScriptError>>;
+/// A trap, and whether it came while instantiating or while calling.
+enum Failed {
+    Instantiate(wasmtime::Error),
+    Call(wasmtime::Error),
+}
+
+type CallResult = Result<Result<Option<Value>, ScriptError>, Failed>;
 
 async fn call(pre: &ScriptPre, store: &mut Store<HostState>, call: &Call) -> CallResult {
+    use Failed::{Call as C, Instantiate as I};
     match (pre, call) {
         (ScriptPre::Sync(pre), Call::Sync) => {
-            let instance = pre.instantiate_async(&mut *store).await?;
-            Ok(instance.call_fetch_data(store).await?.map(|()| None))
+            let instance = pre.instantiate_async(&mut *store).await.map_err(I)?;
+            let out = instance.call_fetch_data(store).await.map_err(C)?;
+            Ok(out.map(|()| None))
         }
         (ScriptPre::Sync(pre), Call::Webhook { payload }) => {
-            let instance = pre.instantiate_async(&mut *store).await?;
+            let instance = pre.instantiate_async(&mut *store).await.map_err(I)?;
             let out = instance
                 .call_on_webhook_payload_received(store, payload)
-                .await?;
+                .await
+                .map_err(C)?;
             Ok(out.map(|o| o.map(|json| parse_output(&json))))
         }
         (ScriptPre::Action(pre), Call::Action { input }) => {
-            let instance = pre.instantiate_async(&mut *store).await?;
+            let instance = pre.instantiate_async(&mut *store).await.map_err(I)?;
             // The original turns an input of exactly `{}` into `undefined`.
             let input = input.as_ref().filter(|i| !is_empty_object(i));
-            let out = instance.call_run_action(store, input).await?;
+            let out = instance.call_run_action(store, input).await.map_err(C)?;
             Ok(out.map(|o| o.map(|json| parse_output(&json))))
         }
         (ScriptPre::OnEvent(pre), Call::OnEvent) => {
-            let instance = pre.instantiate_async(&mut *store).await?;
-            Ok(instance.call_on_event(store).await?.map(|()| None))
+            let instance = pre.instantiate_async(&mut *store).await.map_err(I)?;
+            let out = instance.call_on_event(store).await.map_err(C)?;
+            Ok(out.map(|()| None))
         }
         // `execute` checked the kind.
-        _ => Err(wasmtime::format_err!("call does not match the script kind")),
+        _ => Err(C(wasmtime::format_err!(
+            "call does not match the script kind"
+        ))),
     }
 }
 
@@ -472,12 +484,11 @@ fn parse_output(json: &str) -> Value {
     serde_json::from_str(json).unwrap_or_else(|_| Value::String(json.to_string()))
 }
 
-fn classify_trap(
-    err: wasmtime::Error,
-    state: &HostState,
-    fuel: u64,
-    timeout: Duration,
-) -> ExecError {
+fn classify_trap(failed: Failed, state: &HostState, fuel: u64, timeout: Duration) -> ExecError {
+    let (err, instantiating) = match failed {
+        Failed::Instantiate(e) => (e, true),
+        Failed::Call(e) => (e, false),
+    };
     if err.downcast_ref::<DeadlineExceeded>().is_some() {
         return ExecError::Timeout { after: timeout };
     }
@@ -490,10 +501,11 @@ fn classify_trap(
         };
     }
     let message = format!("{err:?}");
-    if message.contains("instantiat") {
-        return ExecError::Instantiate { message };
+    if instantiating {
+        ExecError::Instantiate { message }
+    } else {
+        ExecError::Trap { message }
     }
-    ExecError::Trap { message }
 }
 
 /// The original runner's error normalisation.

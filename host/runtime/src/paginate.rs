@@ -57,13 +57,11 @@ impl Paginator {
     /// Validates the merged config and prepares the first request.
     pub(crate) fn new(
         req: Request,
-        provider: Option<&Provider>,
+        provider: &Provider,
         script_config: Option<Map<String, Value>>,
     ) -> Result<Self, HttpError> {
-        let mut config = provider
-            .and_then(|p| p.proxy.paginate.clone())
-            .unwrap_or_default();
-        if provider.and_then(|p| p.proxy.paginate.as_ref()).is_none()
+        let mut config = provider.proxy.paginate.clone().unwrap_or_default();
+        if provider.proxy.paginate.is_none()
             && script_config
                 .as_ref()
                 .is_none_or(|c| c.get("type").is_none())

@@ -93,17 +93,17 @@ pub(crate) fn set_query(url: &mut Url, pairs: &[(String, String)]) {
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect();
     for (k, v) in pairs {
-        if let Some(slot) = existing.iter_mut().find(|(ek, _)| ek == k) {
-            slot.1 = v.clone();
-            let first = existing.iter().position(|(ek, _)| ek == k).unwrap_or(0);
-            let mut i = 0;
-            existing.retain(|(ek, _)| {
-                let keep = ek != k || i == first;
-                i += 1;
-                keep
-            });
-        } else {
-            existing.push((k.clone(), v.clone()));
+        match existing.iter().position(|(ek, _)| ek == k) {
+            Some(first) => {
+                existing[first].1 = v.clone();
+                let mut index = 0;
+                existing.retain(|(ek, _)| {
+                    let keep = ek != k || index == first;
+                    index += 1;
+                    keep
+                });
+            }
+            None => existing.push((k.clone(), v.clone())),
         }
     }
     url.query_pairs_mut().clear().extend_pairs(existing);
@@ -261,11 +261,6 @@ pub(crate) fn host_of(base: &str) -> Option<String> {
     })
 }
 
-/// When to retry after a response: `None` means "do not retry".
-pub(crate) struct RetryDecision {
-    pub reason: String,
-}
-
 /// How long to wait before the next attempt (0-based `attempt`), in the
 /// original's order: script header, provider header, provider body rule,
 /// exponential backoff.
@@ -391,14 +386,14 @@ fn capture_first_group(pattern: &str, text: &str) -> Option<String> {
     (!value.is_empty()).then(|| value.to_string())
 }
 
-/// Whether a response should be retried, and why.
+/// Why a response should be retried; `None` means it should not.
 pub(crate) fn should_retry(
     req: &Request,
     provider: &Provider,
     resp: &Response,
     seen_401: bool,
     creds_changed: bool,
-) -> Option<RetryDecision> {
+) -> Option<String> {
     let status = resp.status;
     let reason = if status == 401 {
         if !seen_401 || creds_changed {
@@ -428,7 +423,7 @@ pub(crate) fn should_retry(
     } else {
         return None;
     };
-    Some(RetryDecision { reason })
+    Some(reason)
 }
 
 /// Sends a request for the running script, with retries.
@@ -510,7 +505,7 @@ pub(crate) async fn send(state: &mut HostState, req: &Request) -> Result<Respons
                     seen_401 = true;
                     state.forget_connection(&pck, &cid);
                 }
-                decision.map(|d| d.reason)
+                decision
             }
             Err(e) => {
                 state.log_http(&prepared, None, elapsed);

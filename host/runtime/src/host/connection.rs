@@ -44,16 +44,7 @@ impl HostState {
     }
 
     fn parse_metadata(&self, json: &str) -> Result<serde_json::Map<String, Value>, NangoError> {
-        let max = self.limits().max_payload_bytes;
-        if json.len() > max {
-            return Err(nango_error(
-                "payload_too_large",
-                format!(
-                    "metadata of {} bytes is over the limit of {max} bytes",
-                    json.len()
-                ),
-            ));
-        }
+        self.check_payload("the metadata", json.len())?;
         match serde_json::from_str(json) {
             Ok(Value::Object(m)) => Ok(m),
             Ok(other) => Err(nango_error(
@@ -70,23 +61,11 @@ impl HostState {
 
 impl connection::Host for HostState {
     fn info(&mut self) -> wasmtime::Result<ScriptInfo> {
+        let me = self.exec.connection.clone();
         let provider = self
-            .connection_cache
-            .get(&(
-                self.exec.connection.provider_config_key.clone(),
-                self.exec.connection.connection_id.clone(),
-            ))
-            .map(|c| c.provider.clone())
-            .or_else(|| {
-                self.services
-                    .connections
-                    .get(
-                        &self.exec.connection.provider_config_key,
-                        &self.exec.connection.connection_id,
-                    )
-                    .ok()
-                    .map(|c| c.provider)
-            });
+            .connection(&me.provider_config_key, &me.connection_id)
+            .ok()
+            .map(|c| c.provider);
         Ok(ScriptInfo {
             connection_id: self.exec.connection.connection_id.clone(),
             provider_config_key: self.exec.connection.provider_config_key.clone(),

@@ -12,7 +12,6 @@ use crate::proxy::nango_error;
 impl types::Host for HostState {}
 
 impl HostState {
-    /// Refuses request bodies over the environment's payload limit.
     fn check_body(&self, req: &Request) -> Result<(), HttpError> {
         let size = match &req.data {
             None => 0,
@@ -20,14 +19,8 @@ impl HostState {
             Some(Body::Bytes(b)) => b.len(),
             Some(Body::Multipart(fields)) => fields.iter().map(|(k, v)| k.len() + v.len()).sum(),
         };
-        let max = self.limits().max_payload_bytes;
-        if size > max {
-            return Err(HttpError::Failed(nango_error(
-                "payload_too_large",
-                format!("the request body is {size} bytes, over the limit of {max} bytes"),
-            )));
-        }
-        Ok(())
+        self.check_payload("the request body", size)
+            .map_err(HttpError::Failed)
     }
 }
 
@@ -72,7 +65,7 @@ impl http::Host for HostState {
                 ),
             ))));
         };
-        match Paginator::new(req, Some(&provider), config) {
+        match Paginator::new(req, &provider, config) {
             Ok(p) => Ok(Ok(self.table.push(p)?)),
             Err(e) => Ok(Err(e)),
         }

@@ -16,6 +16,7 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
+use crate::bindings::types::NangoError;
 use crate::connection::Connection;
 use crate::exec::{Execution, LogEntry, LogLevel, Services};
 use crate::limits::Limits;
@@ -96,6 +97,19 @@ impl HostState {
         } else {
             self.logs_dropped += 1;
         }
+    }
+
+    /// Refuses a guest-supplied payload (request body, records batch,
+    /// metadata) over the environment's limit.
+    pub(crate) fn check_payload(&self, what: &str, size: usize) -> Result<(), NangoError> {
+        let max = self.limits().max_payload_bytes;
+        if size > max {
+            return Err(crate::proxy::nango_error(
+                "payload_too_large",
+                format!("{what} is {size} bytes, over the limit of {max} bytes"),
+            ));
+        }
+        Ok(())
     }
 
     pub(crate) fn internal_log(&mut self, level: LogLevel, message: String) {

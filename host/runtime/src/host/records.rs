@@ -57,16 +57,7 @@ impl HostState {
         json: &str,
     ) -> Result<(), NangoError> {
         self.require_sync(call)?;
-        let max = self.limits().max_payload_bytes;
-        if json.len() > max {
-            return Err(nango_error(
-                "payload_too_large",
-                format!(
-                    "{call}: {} bytes of records is over the limit of {max} bytes per call",
-                    json.len()
-                ),
-            ));
-        }
+        self.check_payload(&format!("the {call} batch"), json.len())?;
         let records: Vec<Value> = match serde_json::from_str(json) {
             Ok(Value::Array(a)) => a,
             Ok(Value::Null) => return Ok(()),
