@@ -430,16 +430,18 @@ pub struct RequestBuilder {
 }
 
 impl RequestBuilder {
-    /// Sets a query parameter (a later value for the same name wins).
-    pub fn param(mut self, name: impl Into<String>, value: impl std::fmt::Display) -> Self {
-        let (name, value) = (name.into(), value.to_string());
-        match &mut self.req.params {
-            Some(http::Query::Pairs(pairs)) => {
-                pairs.retain(|(n, _)| *n != name);
-                pairs.push((name, value));
+    /// Sets a query parameter (a later value for the same name wins). Numbers,
+    /// booleans and arrays keep their JSON type: the host prints them as the
+    /// original does (`1`, `true`, `a,b`).
+    pub fn param(mut self, name: impl Into<String>, value: impl Into<Value>) -> Self {
+        let mut params = match &self.req.params {
+            Some(http::Query::Object(json)) => {
+                serde_json::from_str::<serde_json::Map<String, Value>>(json).unwrap_or_default()
             }
-            _ => self.req.params = Some(http::Query::Pairs(vec![(name, value)])),
-        }
+            _ => serde_json::Map::new(),
+        };
+        params.insert(name.into(), value.into());
+        self.req.params = Some(http::Query::Object(Value::Object(params).to_string()));
         self
     }
 

@@ -71,6 +71,10 @@ struct DryrunArgs {
     /// Where precompiled components are cached.
     #[arg(long, env = "SLUICE_CACHE_DIR")]
     cache_dir: Option<PathBuf>,
+    /// An installed TypeScript SDK (a `guest-sdk/ts` with node_modules)
+    /// instead of the one sluice carries.
+    #[arg(long, env = "SLUICE_TS_SDK")]
+    sdk: Option<PathBuf>,
 }
 
 /// Runs the command line; returns the exit code (0 ok, 1 the script
@@ -94,7 +98,7 @@ pub async fn run(
         }
     };
     let result = match cli.command {
-        Command::Dryrun(args) => run_dryrun(args, out).await,
+        Command::Dryrun(args) => run_dryrun(args, out, err).await,
     };
     match result {
         Ok(code) => code,
@@ -105,7 +109,11 @@ pub async fn run(
     }
 }
 
-async fn run_dryrun(args: DryrunArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
+async fn run_dryrun(
+    args: DryrunArgs,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> anyhow::Result<i32> {
     let input = args
         .input
         .as_deref()
@@ -132,8 +140,9 @@ async fn run_dryrun(args: DryrunArgs, out: &mut dyn Write) -> anyhow::Result<i32
         variant: args.variant,
         mock_upstream: args.mock_upstream,
         cache_dir: args.cache_dir.unwrap_or_else(default_cache_dir),
+        sdk: args.sdk,
     };
-    let result = dryrun::dry_run(&options).await?;
+    let result = dryrun::dry_run(&options, err).await?;
     if args.json {
         writeln!(out, "{}", serde_json::to_string_pretty(&result)?)?;
     } else {

@@ -16,8 +16,9 @@ use sluice_runtime::records::{
     Changes, ConnectionRef, Incoming, MemoryRecords, Merging, Position, RecordError, RecordStore,
     StoredRecord, WriteContext, WriteKind,
 };
-use sluice_runtime::{Call, Execution, Runtime, RuntimeConfig, ScriptKind, Services};
+use sluice_runtime::{Call, Execution, Runtime, RuntimeConfig, Script, ScriptKind, Services};
 
+use crate::compile::{self, CompileOptions};
 use crate::mock::{Fixture, MockServer};
 use crate::project::{self, ProjectError};
 
@@ -44,6 +45,8 @@ pub struct DryRunOptions {
     /// Serve this fixture on 127.0.0.1 and send every upstream request there.
     pub mock_upstream: Option<PathBuf>,
     pub cache_dir: PathBuf,
+    /// An installed TypeScript SDK instead of the carried one.
+    pub sdk: Option<PathBuf>,
 }
 
 /// Why a dry run could not start.
@@ -51,6 +54,8 @@ pub struct DryRunOptions {
 pub enum DryRunError {
     #[error(transparent)]
     Project(#[from] ProjectError),
+    #[error(transparent)]
+    Compile(#[from] crate::compile::CompileError),
     #[error(transparent)]
     Providers(#[from] sluice_runtime::providers::ProviderError),
     #[error(transparent)]
@@ -172,8 +177,74 @@ pub struct ModelResult {
     pub records: ModelRecords,
 }
 
-/// Runs the dry run.
-pub async fn dry_run(opts: &DryRunOptions) -> Result<DryRunResult, DryRunError> {
+/// The script a dry run runs, and what nango.yaml says of it.
+struct Target {
+    script: Arc<Script>,
+    name: String,
+    integration: Option<String>,
+    /// Declared sync outputs (`None`: any model).
+    models: Option<Vec<String>>,
+    track_deletes: bool,
+}
+
+/// A script of the nango-integrations folder (compiled as needed), or a
+/// Rust crate's binary, or a `.wasm` path.
+fn resolve_target(
+    opts: &DryRunOptions,
+    runtime: &Runtime,
+    progress: &mut dyn Write,
+) -> Result<Target, DryRunError> {
+    let is_path = opts.script.ends_with(".wasm");
+    if !is_path && opts.dir.join("nango.yaml").exists() {
+        let project = compile::compile(
+            &CompileOptions {
+                dir: opts.dir.clone(),
+                integration: opts.integration_id.clone(),
+                sdk: opts.sdk.clone(),
+                cache_dir: opts.cache_dir.clone(),
+            },
+            runtime,
+            progress,
+        )?;
+        let found = project.script(&opts.script, opts.integration_id.as_deref())?;
+        let sync = project
+            .config
+            .integration(&found.integration)
+            .and_then(|i| i.sync(&found.name));
+        return Ok(Target {
+            script: found.script.clone(),
+            name: found.name.clone(),
+            integration: Some(found.integration.clone()),
+            models: sync.map(|s| s.output.clone()),
+            track_deletes: sync.is_some_and(|s| s.track_deletes),
+        });
+    }
+    let component = project::resolve_script(&opts.dir, &opts.script)?;
+    let name = component
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| opts.script.clone());
+    Ok(Target {
+        script: Arc::new(runtime.load_file(&component)?),
+        name,
+        integration: None,
+        models: None,
+        track_deletes: false,
+    })
+}
+
+/// Runs the dry run; build progress goes to `progress`.
+pub async fn dry_run(
+    opts: &DryRunOptions,
+    progress: &mut dyn Write,
+) -> Result<DryRunResult, DryRunError> {
+    let mut config = RuntimeConfig::new(&opts.cache_dir);
+    config.max_concurrent = 8;
+    let runtime = Runtime::new(config)?;
+    let target = resolve_target(opts, &runtime, progress)?;
+    let script = target.script.clone();
+    let script_name = target.name.clone();
+
     let connections_path = opts
         .connections_file
         .clone()
@@ -182,7 +253,9 @@ pub async fn dry_run(opts: &DryRunOptions) -> Result<DryRunResult, DryRunError> 
     let mut connection: Connection = project::pick_connection(
         &connections,
         &opts.connection_id,
-        opts.integration_id.as_deref(),
+        opts.integration_id
+            .as_deref()
+            .or(target.integration.as_deref()),
         &connections_path,
     )?;
     if let Some(m) = &opts.metadata {
@@ -198,16 +271,6 @@ pub async fn dry_run(opts: &DryRunOptions) -> Result<DryRunResult, DryRunError> 
         });
     }
     let environment = Arc::new(project::load_environment(&opts.dir, &opts.environment)?);
-    let component = project::resolve_script(&opts.dir, &opts.script)?;
-    let script_name = component
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| opts.script.clone());
-
-    let mut config = RuntimeConfig::new(&opts.cache_dir);
-    config.max_concurrent = 8;
-    let runtime = Runtime::new(config)?;
-    let script = runtime.load_file(&component)?;
 
     let mock = match &opts.mock_upstream {
         Some(path) => Some(
@@ -240,6 +303,8 @@ pub async fn dry_run(opts: &DryRunOptions) -> Result<DryRunResult, DryRunError> 
     exec.sync = SyncRun {
         last_sync_date: opts.last_sync_date,
         variant: opts.variant.clone().unwrap_or_else(|| "base".into()),
+        models: target.models.clone(),
+        track_deletes: target.track_deletes,
         ..SyncRun::default()
     };
     let report = runtime.execute(&script, exec, Arc::new(services)).await;

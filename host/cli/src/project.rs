@@ -196,7 +196,8 @@ pub fn resolve_script(dir: &Path, script: &str) -> Result<PathBuf, ProjectError>
     })
 }
 
-fn build_rust_script(manifest: &Path, name: &str) -> Result<PathBuf, ProjectError> {
+/// Builds binary `name` of the crate at `manifest` for `wasm32-wasip2`.
+pub fn build_rust_script(manifest: &Path, name: &str) -> Result<PathBuf, ProjectError> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let output = Command::new(cargo)
         .args([

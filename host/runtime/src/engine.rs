@@ -46,6 +46,12 @@ pub enum LoadError {
         "{path} does not implement a nango:scripts world: it exports none of `fetch-data`, `run-action`, `on-event`"
     )]
     NoEntryPoint { path: String },
+    #[error(
+        "{path} is a bundle of several scripts (it exports `fetch-data`, `run-action` and `on-event`): load it with the kinds of its scripts"
+    )]
+    Bundle { path: String },
+    #[error("{path} is not a bundle of scripts: it does not export `{export}`")]
+    NotABundle { path: String, export: &'static str },
     #[error("{path} cannot be linked against sluice's host: {message}")]
     Link { path: String, message: String },
     #[error("cannot write the component cache in {dir}: {source}")]
@@ -166,6 +172,49 @@ impl Runtime {
         self.prepare(component, origin, digest)
     }
 
+    /// Loads a bundle (the `bundle` world: several scripts of one integration
+    /// in one component) and gives one [`Script`] per `(name, kind)`; they
+    /// share the compiled component. An execution of one of them must carry
+    /// its name, which the bundle dispatches on.
+    pub fn load_bundle_file(
+        &self,
+        path: &Path,
+        scripts: &[(String, ScriptKind)],
+    ) -> Result<Vec<Script>, LoadError> {
+        let origin = path.display().to_string();
+        let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
+            path: origin.clone(),
+            source,
+        })?;
+        let digest = hex(&Sha256::digest(&bytes));
+        let component = self.compiled(&bytes, &digest, &origin)?;
+        let exports = export_names(&self.inner.engine, &component);
+        for export in ENTRY_POINTS {
+            if !exports.iter().any(|e| e == export) {
+                return Err(LoadError::NotABundle {
+                    path: origin,
+                    export,
+                });
+            }
+        }
+        let instance_pre = self
+            .inner
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| link_error(&origin, e))?;
+        scripts
+            .iter()
+            .map(|(name, kind)| {
+                Ok(Script {
+                    kind: *kind,
+                    pre: typed_pre(*kind, instance_pre.clone(), &origin)?,
+                    origin: format!("{origin}#{name}"),
+                    digest: digest.clone(),
+                })
+            })
+            .collect()
+    }
+
     /// The path of the precompiled artifact for these component bytes.
     pub fn cache_path(&self, digest: &str) -> PathBuf {
         self.inner
@@ -225,37 +274,73 @@ impl Runtime {
         origin: &str,
         digest: String,
     ) -> Result<Script, LoadError> {
-        let kind =
-            detect_kind(&self.inner.engine, &component).ok_or_else(|| LoadError::NoEntryPoint {
-                path: origin.to_string(),
-            })?;
-        let link = |e: wasmtime::Error| LoadError::Link {
-            path: origin.to_string(),
-            message: format!("{e:#}"),
+        let exports = export_names(&self.inner.engine, &component);
+        let found: Vec<&str> = ENTRY_POINTS
+            .into_iter()
+            .filter(|e| exports.iter().any(|x| x == e))
+            .collect();
+        let kind = match found.as_slice() {
+            ["fetch-data"] => ScriptKind::Sync,
+            ["run-action"] => ScriptKind::Action,
+            ["on-event"] => ScriptKind::OnEvent,
+            [] => {
+                return Err(LoadError::NoEntryPoint {
+                    path: origin.to_string(),
+                });
+            }
+            _ => {
+                return Err(LoadError::Bundle {
+                    path: origin.to_string(),
+                });
+            }
         };
         let instance_pre = self
             .inner
             .linker
             .instantiate_pre(&component)
-            .map_err(link)?;
-        let pre = match kind {
-            ScriptKind::Sync => {
-                ScriptPre::Sync(bindings::SyncPre::new(instance_pre).map_err(link)?)
-            }
-            ScriptKind::Action => {
-                ScriptPre::Action(bindings::ActionPre::new(instance_pre).map_err(link)?)
-            }
-            ScriptKind::OnEvent => {
-                ScriptPre::OnEvent(bindings::OnEventPre::new(instance_pre).map_err(link)?)
-            }
-        };
+            .map_err(|e| link_error(origin, e))?;
         Ok(Script {
             kind,
-            pre,
+            pre: typed_pre(kind, instance_pre, origin)?,
             origin: origin.to_string(),
             digest,
         })
     }
+}
+
+/// The export each script kind is called through.
+const ENTRY_POINTS: [&str; 3] = ["fetch-data", "run-action", "on-event"];
+
+fn export_names(engine: &Engine, component: &Component) -> Vec<String> {
+    component
+        .component_type()
+        .exports(engine)
+        .map(|(name, _)| name.to_string())
+        .collect()
+}
+
+fn link_error(origin: &str, e: wasmtime::Error) -> LoadError {
+    LoadError::Link {
+        path: origin.to_string(),
+        message: format!("{e:#}"),
+    }
+}
+
+fn typed_pre(
+    kind: ScriptKind,
+    instance_pre: wasmtime::component::InstancePre<HostState>,
+    origin: &str,
+) -> Result<ScriptPre, LoadError> {
+    let link = |e| link_error(origin, e);
+    Ok(match kind {
+        ScriptKind::Sync => ScriptPre::Sync(bindings::SyncPre::new(instance_pre).map_err(link)?),
+        ScriptKind::Action => {
+            ScriptPre::Action(bindings::ActionPre::new(instance_pre).map_err(link)?)
+        }
+        ScriptKind::OnEvent => {
+            ScriptPre::OnEvent(bindings::OnEventPre::new(instance_pre).map_err(link)?)
+        }
+    })
 }
 
 fn engine_config(config: &RuntimeConfig) -> Config {
@@ -300,20 +385,6 @@ fn spawn_epoch_ticker(engine: Engine, tick: Duration, stop: Arc<AtomicBool>) {
             }
         })
         .ok();
-}
-
-fn detect_kind(engine: &Engine, component: &Component) -> Option<ScriptKind> {
-    let ty = component.component_type();
-    let names: Vec<&str> = ty.exports(engine).map(|(name, _)| name).collect();
-    if names.contains(&"fetch-data") {
-        Some(ScriptKind::Sync)
-    } else if names.contains(&"run-action") {
-        Some(ScriptKind::Action)
-    } else if names.contains(&"on-event") {
-        Some(ScriptKind::OnEvent)
-    } else {
-        None
-    }
 }
 
 /// A core module starts with the same magic as a component but version 1.

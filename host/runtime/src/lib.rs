@@ -16,6 +16,7 @@ pub mod connection;
 mod engine;
 pub mod exec;
 mod host;
+pub mod js;
 pub mod limits;
 pub mod paginate;
 pub mod providers;

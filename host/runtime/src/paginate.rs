@@ -161,22 +161,20 @@ impl Paginator {
             set_dotted(&mut body, name, value);
             self.req.data = Some(Body::Json(Value::Object(body).to_string()));
         } else {
-            let text = match value {
-                Value::String(s) => s,
-                other => other.to_string(),
-            };
-            let mut pairs = match self.req.params.take() {
-                None => Vec::new(),
-                Some(Query::Pairs(p)) => p,
+            let mut params = match self.req.params.take() {
+                None => Map::new(),
+                Some(Query::Object(json)) => match serde_json::from_str(&json) {
+                    Ok(Value::Object(m)) => m,
+                    _ => return Err(invalid("params must be a JSON object")),
+                },
                 Some(Query::Text(t)) => {
                     url::form_urlencoded::parse(t.trim_start_matches('?').as_bytes())
-                        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                        .map(|(k, v)| (k.into_owned(), Value::String(v.into_owned())))
                         .collect()
                 }
             };
-            pairs.retain(|(k, _)| k != name);
-            pairs.push((name.to_string(), text));
-            self.req.params = Some(Query::Pairs(pairs));
+            params.insert(name.to_string(), value);
+            self.req.params = Some(Query::Object(Value::Object(params).to_string()));
         }
         Ok(())
     }

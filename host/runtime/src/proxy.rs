@@ -109,6 +109,22 @@ pub(crate) fn set_query(url: &mut Url, pairs: &[(String, String)]) {
     url.query_pairs_mut().clear().extend_pairs(existing);
 }
 
+/// The query pairs of the object form of `params`: each value as
+/// JavaScript's `String()` prints it, `null` values left out.
+pub(crate) fn query_pairs(json: &str) -> Result<Vec<(String, String)>, HttpError> {
+    match serde_json::from_str(json) {
+        Ok(Value::Object(map)) => Ok(map
+            .iter()
+            .filter(|(_, v)| !v.is_null())
+            .map(|(k, v)| (k.clone(), crate::js::to_string(v)))
+            .collect()),
+        Ok(_) | Err(_) => Err(failed(
+            "invalid_request",
+            "params must be a JSON object of strings, numbers, booleans or arrays",
+        )),
+    }
+}
+
 /// The provider's base URL for this connection, templates expanded.
 pub(crate) fn provider_base_url(
     provider: &Provider,
@@ -158,7 +174,7 @@ pub(crate) fn prepare(
         .map_err(|e| failed("invalid_request", format!("invalid URL `{joined}`: {e}")))?;
     match &req.params {
         None => {}
-        Some(Query::Pairs(pairs)) => set_query(&mut url, pairs),
+        Some(Query::Object(json)) => set_query(&mut url, &query_pairs(json)?),
         Some(Query::Text(text)) => {
             if url.query().is_some() {
                 return Err(failed(

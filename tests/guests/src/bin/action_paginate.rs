@@ -22,12 +22,7 @@ fn run(nango: &Nango, input: Input) -> Result<Value, Error> {
     };
     let mut req = nango.request(method, input.endpoint);
     for (k, v) in input.params {
-        req = req.param(
-            k,
-            v.as_str()
-                .map(str::to_string)
-                .unwrap_or_else(|| v.to_string()),
-        );
+        req = req.param(k, v);
     }
     if input.post {
         req = req.json(&json!({}));

@@ -40,12 +40,7 @@ fn run(nango: &Nango, input: Input) -> Result<Value, Error> {
         .retries(input.retries)
         .retry_on(&input.retry_on);
     for (k, v) in input.params {
-        req = req.param(
-            k,
-            v.as_str()
-                .map(str::to_string)
-                .unwrap_or_else(|| v.to_string()),
-        );
+        req = req.param(k, v);
     }
     if let Some(q) = input.query {
         req = req.query(q);

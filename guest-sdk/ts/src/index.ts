@@ -1,0 +1,597 @@
+// sluice's TypeScript SDK: the original platform's `NangoAction` and
+// `NangoSync` over the nango:scripts imports (wit/nango.wit). Everything a
+// language would otherwise re-implement (URL building, credentials, retries,
+// pagination state, record semantics) happens in the host; this file only
+// translates between JavaScript values and the WIT shapes.
+
+import { Buffer } from 'buffer';
+import * as http from 'nango:scripts/http@0.1.0';
+import * as logging from 'nango:scripts/log@0.1.0';
+import * as conn from 'nango:scripts/connection@0.1.0';
+import * as records from 'nango:scripts/records@0.1.0';
+import * as syncContext from 'nango:scripts/sync-context@0.1.0';
+
+// ------ Types (the original's names and shapes)
+
+export type HttpMethod = 'GET' | 'POST' | 'PATCH' | 'PUT' | 'DELETE' | 'get' | 'post' | 'patch' | 'put' | 'delete';
+
+export interface CursorPagination {
+    type: 'cursor';
+    cursor_path_in_response: string;
+    cursor_name_in_request: string;
+    limit_name_in_request?: string;
+    limit?: number | string;
+    response_path?: string;
+    in_body?: boolean;
+}
+export interface LinkPagination {
+    type: 'link';
+    link_rel_in_response_header?: string;
+    link_path_in_response_body?: string;
+    limit_name_in_request?: string;
+    limit?: number | string;
+    response_path?: string;
+    in_body?: boolean;
+}
+export interface OffsetPagination {
+    type: 'offset';
+    offset_name_in_request: string;
+    offset_start_value?: number;
+    offset_calculation_method?: 'per-page' | 'by-response-size';
+    limit_name_in_request?: string;
+    limit?: number | string;
+    response_path?: string;
+    in_body?: boolean;
+}
+export type Pagination = CursorPagination | LinkPagination | OffsetPagination;
+
+export interface ProxyConfiguration {
+    endpoint: string;
+    method?: HttpMethod;
+    headers?: Record<string, string>;
+    params?: string | Record<string, string | number | boolean | string[] | number[]>;
+    data?: unknown;
+    retries?: number;
+    retryOn?: number[] | null;
+    retryHeader?: { at?: string; after?: string };
+    baseUrlOverride?: string;
+    paginate?: Partial<CursorPagination> | Partial<LinkPagination> | Partial<OffsetPagination>;
+    decompress?: boolean | 'true';
+    responseType?: 'arraybuffer' | 'blob' | 'document' | 'json' | 'text' | 'stream';
+    providerConfigKey?: string;
+    connectionId?: string;
+}
+
+export interface AxiosResponse<T = any> {
+    data: T;
+    status: number;
+    statusText: string;
+    headers: Record<string, string>;
+    config: ProxyConfiguration;
+    request: Record<string, unknown>;
+}
+
+export interface EnvironmentVariable {
+    name: string;
+    value: string;
+}
+
+export type MergingStrategy = 'override' | 'ignore_if_modified_after';
+
+export interface RecordMetadata {
+    first_seen_at: string;
+    last_modified_at: string;
+    last_action: 'ADDED' | 'UPDATED' | 'DELETED';
+    deleted_at: string | null;
+    cursor: string;
+}
+
+// ------ Errors
+
+/** `throw new nango.ActionError(payload)`: the caller receives `payload`. */
+export class ActionError<T = Record<string, unknown>> extends Error {
+    type = 'action_script_runtime_error';
+    payload?: T;
+    constructor(payload?: T) {
+        const message = payload && typeof (payload as any).message === 'string' ? (payload as any).message : 'action_script_runtime_error';
+        super(message);
+        this.name = 'ActionError';
+        this.payload = payload;
+    }
+}
+
+/** An SDK error: `code` is one of the original's (`script_aborted`, ...) or sluice's (`egress_denied`, ...). */
+export class SDKError extends Error {
+    code: string;
+    payload?: unknown;
+    constructor(code: string, message: string, payload?: unknown) {
+        super(message);
+        this.name = 'SDKError';
+        this.code = code;
+        this.payload = payload;
+    }
+}
+
+const RAW = Symbol('sluice.raw');
+
+/** A failed request, shaped like the Axios error the original throws. */
+export class AxiosError extends Error {
+    isAxiosError = true;
+    code?: string;
+    config: ProxyConfiguration;
+    status?: number;
+    response?: AxiosResponse;
+    [RAW]: http.HttpError;
+    constructor(message: string, code: string | undefined, config: ProxyConfiguration, raw: http.HttpError, response?: AxiosResponse) {
+        super(message);
+        this.name = 'AxiosError';
+        this.code = code;
+        this.config = config;
+        this.response = response;
+        this.status = response?.status;
+        this[RAW] = raw;
+    }
+    toJSON() {
+        return { message: this.message, name: this.name, code: this.code, status: this.status };
+    }
+}
+
+/** The err value of a failed WIT import (componentize-js throws it as `payload`). */
+function errPayload<T>(e: unknown): T | undefined {
+    return e && typeof e === 'object' ? ((e as { payload?: T }).payload as T | undefined) : undefined;
+}
+
+function sdkError(e: unknown): unknown {
+    const p = errPayload<http.NangoError>(e);
+    if (p && typeof p === 'object' && typeof p.code === 'string') {
+        return new SDKError(p.code, p.message, p.payload === undefined ? undefined : parseJson(p.payload));
+    }
+    return e;
+}
+
+/** Runs an import, turning its `nango-error` into an `SDKError`. */
+function call<T>(f: () => T): T {
+    try {
+        return f();
+    } catch (e) {
+        throw sdkError(e);
+    }
+}
+
+function parseJson(text: string): unknown {
+    try {
+        return JSON.parse(text);
+    } catch {
+        return text;
+    }
+}
+
+// ------ HTTP
+
+const TEXT = new TextDecoder();
+
+function headersObject(pairs: [string, string][]): Record<string, string> {
+    const out: Record<string, string> = {};
+    for (const [k, v] of pairs) out[k] = v;
+    return out;
+}
+
+function responseData(body: Uint8Array, responseType: ProxyConfiguration['responseType']): unknown {
+    if (responseType === 'arraybuffer' || responseType === 'stream' || responseType === 'blob') {
+        return Buffer.from(body);
+    }
+    const text = TEXT.decode(body);
+    if (responseType === 'text' || responseType === 'document') return text;
+    if (text.length === 0) return '';
+    return parseJson(text);
+}
+
+function toAxios(r: http.Response, config: ProxyConfiguration): AxiosResponse {
+    return {
+        data: responseData(r.body, config.responseType),
+        status: r.status,
+        statusText: '',
+        headers: headersObject(r.headers),
+        config,
+        request: {}
+    };
+}
+
+const METHODS = new Set(['get', 'post', 'put', 'patch', 'delete']);
+
+function isBinary(data: unknown): data is Uint8Array | ArrayBuffer {
+    return data instanceof Uint8Array || data instanceof ArrayBuffer;
+}
+
+/** `undefined` values become `null` (dropped from the query, kept in mock identities). */
+function keepUndefined(_key: string, value: unknown): unknown {
+    return value === undefined ? null : value;
+}
+
+function toRequest(config: ProxyConfiguration, method?: string): http.Request {
+    if (!config || typeof config !== 'object') {
+        throw new SDKError('invalid_request', 'a proxy configuration object is required');
+    }
+    const m = String(method ?? config.method ?? 'get').toLowerCase();
+    if (!METHODS.has(m)) {
+        throw new SDKError('invalid_request', `unsupported HTTP method ${String(method ?? config.method)}`);
+    }
+    const headers: [string, string][] = Object.entries(config.headers ?? {}).map(([k, v]) => [k, String(v)]);
+    let params: http.Query | undefined;
+    if (typeof config.params === 'string') {
+        params = { tag: 'text', val: config.params };
+    } else if (config.params && typeof config.params === 'object') {
+        params = { tag: 'object', val: JSON.stringify(config.params, keepUndefined) };
+    }
+    let data: http.Body | undefined;
+    const d = config.data;
+    if (d) {
+        const contentType = Object.entries(config.headers ?? {}).find(([k]) => k.toLowerCase() === 'content-type')?.[1];
+        if (typeof d === 'string') {
+            data = { tag: 'text', val: d };
+        } else if (isBinary(d)) {
+            data = { tag: 'bytes', val: d instanceof Uint8Array ? d : new Uint8Array(d) };
+        } else if (contentType === 'multipart/form-data' && typeof d === 'object') {
+            data = { tag: 'multipart', val: Object.entries(d as Record<string, unknown>).map(([k, v]) => [k, String(v)]) };
+        } else {
+            data = { tag: 'json', val: JSON.stringify(d) };
+        }
+    }
+    return {
+        method: m as http.Method,
+        endpoint: config.endpoint ?? '',
+        headers,
+        params,
+        data,
+        retries: Number(config.retries ?? 0) || 0,
+        retryOn: (config.retryOn ?? []).map(Number),
+        retryHeader: config.retryHeader ? { at: config.retryHeader.at, after: config.retryHeader.after } : undefined,
+        baseUrlOverride: config.baseUrlOverride,
+        decompress: config.decompress === true || config.decompress === 'true',
+        providerConfigKey: config.providerConfigKey,
+        connectionId: config.connectionId
+    };
+}
+
+/** The error the original throws for a failed request. */
+function httpError(e: unknown, config: ProxyConfiguration): unknown {
+    const p = errPayload<http.HttpError>(e);
+    if (!p || typeof p !== 'object' || !('tag' in p)) return e;
+    if (p.tag === 'status') {
+        const response = toAxios(p.val, config);
+        const code = p.val.status >= 500 ? 'ERR_BAD_RESPONSE' : 'ERR_BAD_REQUEST';
+        return new AxiosError(`Request failed with status code ${p.val.status}`, code, config, p, response);
+    }
+    const err = p.val;
+    if (err.code === 'script_network_error') {
+        const code = /^[A-Z_]+/.exec(err.message)?.[0];
+        return new AxiosError(err.message, code, config, p);
+    }
+    return new SDKError(err.code, err.message, err.payload === undefined ? undefined : parseJson(err.payload));
+}
+
+// ------ Logging
+
+const LEVELS: Record<string, logging.Level> = {
+    debug: 'debug',
+    verbose: 'debug',
+    silly: 'debug',
+    info: 'info',
+    http: 'info',
+    warn: 'warn',
+    error: 'error'
+};
+
+/** JSON with cycles and depth cut, for log messages and payloads. */
+function safeStringify(value: unknown): string {
+    const seen = new WeakSet<object>();
+    const out = JSON.stringify(value, function (this: unknown, _key, v) {
+        if (v instanceof Error) {
+            return { name: v.name, message: v.message, ...(v as any) };
+        }
+        if (typeof v === 'bigint') return v.toString();
+        if (v && typeof v === 'object') {
+            if (seen.has(v)) return '[Circular]';
+            seen.add(v);
+        }
+        return v;
+    });
+    return out === undefined ? String(value) : out;
+}
+
+// ------ The helper objects
+
+type Script = {
+    default?: unknown;
+    onWebhookPayloadReceived?: unknown;
+};
+
+/** What every script receives: the original's `NangoAction`. */
+export class NangoAction {
+    readonly connectionId: string;
+    readonly providerConfigKey: string;
+    readonly provider?: string;
+    readonly environmentName: string;
+    readonly activityLogId: string;
+    readonly scriptName: string;
+    readonly dryRun = false;
+    readonly runnerFlags = {};
+    readonly ActionError = ActionError;
+    private locks = new Map<string, number>();
+
+    constructor() {
+        const i = conn.info();
+        this.connectionId = i.connectionId;
+        this.providerConfigKey = i.providerConfigKey;
+        this.provider = i.provider;
+        this.environmentName = i.environmentName;
+        this.activityLogId = i.activityLogId;
+        this.scriptName = i.scriptName;
+    }
+
+    async proxy<T = any>(config: ProxyConfiguration): Promise<AxiosResponse<T>> {
+        return this.send<T>(config);
+    }
+    async get<T = any>(config: Omit<ProxyConfiguration, 'method'>): Promise<AxiosResponse<T>> {
+        return this.send<T>(config as ProxyConfiguration, 'get');
+    }
+    async post<T = any>(config: Omit<ProxyConfiguration, 'method'>): Promise<AxiosResponse<T>> {
+        return this.send<T>(config as ProxyConfiguration, 'post');
+    }
+    async put<T = any>(config: Omit<ProxyConfiguration, 'method'>): Promise<AxiosResponse<T>> {
+        return this.send<T>(config as ProxyConfiguration, 'put');
+    }
+    async patch<T = any>(config: Omit<ProxyConfiguration, 'method'>): Promise<AxiosResponse<T>> {
+        return this.send<T>(config as ProxyConfiguration, 'patch');
+    }
+    async delete<T = any>(config: Omit<ProxyConfiguration, 'method'>): Promise<AxiosResponse<T>> {
+        return this.send<T>(config as ProxyConfiguration, 'delete');
+    }
+
+    private send<T>(config: ProxyConfiguration, method?: string): AxiosResponse<T> {
+        const req = toRequest(config, method);
+        let r: http.Response;
+        try {
+            r = http.proxy(req);
+        } catch (e) {
+            throw httpError(e, config);
+        }
+        return toAxios(r, config) as AxiosResponse<T>;
+    }
+
+    /** Pages of results; the host keeps the cursor, link or offset. */
+    async *paginate<T = any>(config: ProxyConfiguration): AsyncGenerator<T[], undefined, void> {
+        const req = toRequest(config);
+        const settings = config.paginate ? JSON.stringify(config.paginate) : undefined;
+        let pages: http.Paginator;
+        try {
+            pages = http.paginate(req, settings);
+        } catch (e) {
+            throw httpError(e, config);
+        }
+        for (;;) {
+            let page: http.Page | undefined;
+            try {
+                page = pages.nextPage();
+            } catch (e) {
+                throw httpError(e, config);
+            }
+            if (page === undefined) return undefined;
+            yield JSON.parse(page.items) as T[];
+        }
+    }
+
+    async log(...args: unknown[]): Promise<void> {
+        if (args.length === 0) return;
+        let level: logging.Level = 'info';
+        const last = args[args.length - 1];
+        if (args.length > 1 && last && typeof last === 'object' && !Array.isArray(last) && 'level' in last) {
+            level = LEVELS[String((last as { level: unknown }).level)] ?? 'info';
+            args.pop();
+        }
+        const [message, payload] = args;
+        const text = typeof message === 'string' ? message : safeStringify(message);
+        let meta: string | undefined;
+        if (payload !== undefined) {
+            meta = safeStringify(Array.isArray(payload) ? Object.assign({}, payload) : payload);
+        }
+        logging.log(level, text, meta);
+    }
+
+    async getConnection(providerConfigKeyOverride?: string, connectionIdOverride?: string): Promise<any> {
+        return JSON.parse(call(() => conn.getConnection(providerConfigKeyOverride, connectionIdOverride)));
+    }
+    async getToken(): Promise<any> {
+        const c = await this.getConnection();
+        const creds = c?.credentials ?? {};
+        return creds.type === 'OAUTH2' ? creds.access_token : creds;
+    }
+    async getMetadata<T = Record<string, unknown>>(): Promise<T> {
+        return JSON.parse(call(() => conn.getMetadata())) as T;
+    }
+    async setMetadata(metadata: Record<string, any>): Promise<void> {
+        call(() => conn.setMetadata(JSON.stringify(metadata)));
+    }
+    async updateMetadata(metadata: Record<string, any>): Promise<void> {
+        call(() => conn.updateMetadata(JSON.stringify(metadata)));
+    }
+    /** @deprecated use setMetadata */
+    async setFieldMapping(fieldMapping: Record<string, string>): Promise<void> {
+        return this.setMetadata(fieldMapping);
+    }
+    /** @deprecated use getMetadata */
+    async getFieldMapping(): Promise<Record<string, unknown>> {
+        const m = await this.getMetadata<Record<string, unknown>>();
+        return (m?.['fieldMapping'] as Record<string, unknown>) ?? {};
+    }
+    async getEnvironmentVariables(): Promise<EnvironmentVariable[] | null> {
+        return call(() => conn.getEnvironmentVariables()).map(({ name, value }) => ({ name, value }));
+    }
+    async getWebhookURL(): Promise<string | null | undefined> {
+        return call(() => conn.getWebhookUrl());
+    }
+    async triggerAction<In = unknown, Out = unknown>(providerConfigKey: string, connectionId: string, actionName: string, input?: In): Promise<Out> {
+        const out = call(() => conn.triggerAction(providerConfigKey, connectionId, actionName, input === undefined ? undefined : JSON.stringify(input)));
+        return (out === undefined ? undefined : JSON.parse(out)) as Out;
+    }
+    async zodValidateInput<T = any, Z = any>({ zodSchema, input }: { zodSchema: Z; input: T }): Promise<any> {
+        const parsed = (zodSchema as any).safeParse(input);
+        if (!parsed.success) {
+            for (const issue of parsed.error.issues) {
+                await this.log(`Invalid input provided: ${issue.message} at path ${issue.path.join('.')}`, { level: 'error' });
+            }
+            throw new ActionError({ message: 'Invalid input provided' });
+        }
+        return parsed;
+    }
+    /** Locks live for the execution (one script run is one instance). */
+    async tryAcquireLock({ key, ttlMs }: { key: string; ttlMs: number }): Promise<boolean> {
+        if (!key || key.length > 255) throw new SDKError('invalid_request', 'lock key must be 1 to 255 characters');
+        if (!(ttlMs > 0)) throw new SDKError('invalid_request', 'lock ttlMs must be positive');
+        const until = this.locks.get(key);
+        if (until !== undefined && until > Date.now()) return false;
+        this.locks.set(key, Date.now() + ttlMs);
+        return true;
+    }
+    async releaseLock({ key }: { key: string }): Promise<boolean> {
+        return this.locks.delete(key);
+    }
+    async releaseAllLocks(): Promise<void> {
+        this.locks.clear();
+    }
+}
+
+/** What syncs and webhook handlers receive: the original's `NangoSync`. */
+export class NangoSync extends NangoAction {
+    readonly lastSyncDate?: Date;
+    readonly variant: string;
+    readonly track_deletes: boolean;
+
+    constructor() {
+        super();
+        const last = syncContext.lastSyncDate();
+        this.lastSyncDate = last === undefined ? undefined : new Date(last);
+        this.variant = syncContext.variant();
+        this.track_deletes = syncContext.trackDeletes();
+    }
+
+    modelFullName(model: string): string {
+        return this.variant === 'base' ? model : `${model}::${this.variant}`;
+    }
+
+    async batchSave<T = any>(results: T[], model: string): Promise<boolean | null> {
+        return this.write(records.batchSave, results, model);
+    }
+    /** @deprecated use batchSave */
+    async batchSend<T = any>(results: T[], model: string): Promise<boolean | null> {
+        return this.batchSave(results, model);
+    }
+    async batchDelete<T = any>(results: T[], model: string): Promise<boolean | null> {
+        return this.write(records.batchDelete, results, model);
+    }
+    async batchUpdate<T = any>(results: T[], model: string): Promise<boolean | null> {
+        return this.write(records.batchUpdate, results, model);
+    }
+
+    private write(f: (model: string, json: string) => void, results: unknown[], model: string): boolean | null {
+        if (!results || results.length === 0) return true;
+        for (const r of results) {
+            if (r && typeof r === 'object') delete (r as Record<string, unknown>)['_nango_metadata'];
+        }
+        call(() => f(model, JSON.stringify(results)));
+        return true;
+    }
+
+    async getRecordsByIds<K = string | number, T = any>(ids: K[], model: string): Promise<Map<K, T>> {
+        const byString = new Map<string, K>();
+        for (const id of ids) byString.set(String(id), id);
+        const found = JSON.parse(call(() => records.getRecordsByIds(model, [...byString.keys()]))) as Record<string, unknown>[];
+        const out = new Map<K, T>();
+        for (const r of found) {
+            const key = byString.get(String(r['id']));
+            if (key !== undefined) out.set(key, r as T);
+        }
+        return out;
+    }
+
+    async setMergingStrategy(merging: { strategy: MergingStrategy }, model: string): Promise<void> {
+        const strategy = merging?.strategy === 'ignore_if_modified_after' ? 'ignore-if-modified-after' : 'override';
+        call(() => records.setMergingStrategy(model, strategy));
+    }
+}
+
+// ------ The bundle's exports
+
+/** The err value of a script's entry point (wit: `script-error`). */
+function scriptError(e: unknown): unknown {
+    if (e instanceof ActionError || (e && typeof e === 'object' && (e as any).type === 'action_script_runtime_error')) {
+        const payload = (e as ActionError).payload;
+        return { tag: 'action-error', val: payload === undefined ? undefined : JSON.stringify(payload) };
+    }
+    if (e instanceof AxiosError) {
+        const raw = e[RAW];
+        return raw.tag === 'status' ? { tag: 'http', val: raw.val } : { tag: 'network', val: raw.val.message };
+    }
+    if (e instanceof SDKError) {
+        return {
+            tag: 'sdk',
+            val: { code: e.code, message: e.message, payload: e.payload === undefined ? undefined : JSON.stringify(e.payload) }
+        };
+    }
+    if (e instanceof Error) {
+        return { tag: 'internal', val: e.stack ? `${e.name}: ${e.message}\n${e.stack}` : `${e.name}: ${e.message}` };
+    }
+    return { tag: 'internal', val: typeof e === 'string' ? e : safeStringify(e) };
+}
+
+/** Calls a script, turning whatever it throws into a `script-error` for the host. */
+async function guarded<T>(run: () => Promise<T>): Promise<T> {
+    try {
+        return await run();
+    } catch (e) {
+        throw { payload: scriptError(e) };
+    }
+}
+
+function output(value: unknown): string | undefined {
+    return value === undefined ? undefined : JSON.stringify(value);
+}
+
+/**
+ * The entry points of a component holding several scripts of one
+ * integration: each dispatches on the script name the host gives.
+ */
+export function bundle(scripts: Record<string, Script>) {
+    const script = (): Script => {
+        const name = conn.info().scriptName;
+        const s = scripts[name];
+        if (!s) throw new SDKError('unknown_script', `this component has no script named ${name}`);
+        return s;
+    };
+    const main = (s: Script): ((...args: any[]) => Promise<unknown>) => {
+        if (typeof s.default !== 'function') {
+            throw new Error(`Default exports is not a function but a ${typeof s.default}`);
+        }
+        return s.default as (...args: any[]) => Promise<unknown>;
+    };
+    return {
+        fetchData: () =>
+            guarded(async () => {
+                await main(script())(new NangoSync());
+            }),
+        onWebhookPayloadReceived: (payload: string) =>
+            guarded(async () => {
+                const s = script();
+                if (typeof s.onWebhookPayloadReceived !== 'function') {
+                    throw new Error(`There is no onWebhookPayloadReceived export for ${conn.info().scriptName}`);
+                }
+                return output(await s.onWebhookPayloadReceived(new NangoSync(), parseJson(payload)));
+            }),
+        runAction: (input: string | undefined) =>
+            guarded(async () => output(await main(script())(new NangoAction(), input === undefined ? undefined : JSON.parse(input)))),
+        onEvent: () =>
+            guarded(async () => {
+                await main(script())(new NangoAction());
+            })
+    };
+}

@@ -1,0 +1,437 @@
+//! `sluice compile`: a nango-integrations folder into loaded scripts.
+//!
+//! nango.yaml is checked and `models.ts` / `.nango/schema.json` generated as
+//! the original does; each declared script is found by name. TypeScript
+//! scripts of one integration become one component (the `bundle` world):
+//! esbuild bundles them with their relative imports, componentize-js turns
+//! the bundle into a component, and the runtime precompiles it. An
+//! integration whose bundle did not change is not rebuilt. A script may also
+//! be a `.wasm` component or a Rust crate (`<name>/Cargo.toml`), in any
+//! language that targets the contract.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde_json::json;
+use sluice_nango_yaml::{self as yaml, NangoYaml};
+use sluice_runtime::{Runtime, Script, ScriptKind};
+
+use crate::project::{self, ProjectError};
+use crate::toolchain::{self, StepMessage, Toolchain, ToolchainError};
+
+/// What `sluice` writes its build outputs under, inside the project.
+pub const BUILD_DIR: &str = ".sluice/build";
+
+/// Why a project did not compile.
+#[derive(Debug, thiserror::Error)]
+pub enum CompileError {
+    #[error(transparent)]
+    Yaml(#[from] yaml::YamlError),
+    #[error("no integration `{0}` in nango.yaml")]
+    UnknownIntegration(String),
+    #[error(
+        "The following scripts are missing a corresponding .ts file: {}",
+        .0.join(", ")
+    )]
+    MissingScripts(Vec<String>),
+    #[error(transparent)]
+    Toolchain(#[from] ToolchainError),
+    #[error("compiling {integration} failed:\n{}", messages.iter().map(|m| format!("  {m}")).collect::<Vec<_>>().join("\n"))]
+    Build {
+        integration: String,
+        messages: Vec<StepMessage>,
+    },
+    #[error(transparent)]
+    Load(#[from] sluice_runtime::LoadError),
+    #[error(transparent)]
+    Project(#[from] ProjectError),
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// Where a script comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    TypeScript(PathBuf),
+    Component(PathBuf),
+    RustCrate(PathBuf),
+}
+
+impl Source {
+    pub fn path(&self) -> &Path {
+        match self {
+            Source::TypeScript(p) | Source::Component(p) | Source::RustCrate(p) => p,
+        }
+    }
+}
+
+/// One loaded script of the project.
+#[derive(Debug, Clone)]
+pub struct ProjectScript {
+    pub integration: String,
+    pub name: String,
+    pub kind: ScriptKind,
+    pub source: Source,
+    pub script: Arc<Script>,
+}
+
+/// A compiled project.
+#[derive(Debug)]
+pub struct Project {
+    pub root: PathBuf,
+    pub config: NangoYaml,
+    pub warnings: Vec<yaml::Diagnostic>,
+    pub scripts: Vec<ProjectScript>,
+}
+
+impl Project {
+    /// The script `name`, in `integration` when given; an error names the
+    /// candidates when the name is ambiguous or unknown.
+    pub fn script(
+        &self,
+        name: &str,
+        integration: Option<&str>,
+    ) -> Result<&ProjectScript, ProjectError> {
+        let found: Vec<&ProjectScript> = self
+            .scripts
+            .iter()
+            .filter(|s| s.name == name && integration.is_none_or(|i| s.integration == i))
+            .collect();
+        match found.as_slice() {
+            [one] => Ok(one),
+            [] => Err(ProjectError::UnknownScript {
+                name: name.to_string(),
+                reason: format!(
+                    "nango.yaml in {} declares no such script{}",
+                    self.root.display(),
+                    integration
+                        .map(|i| format!(" in integration `{i}`"))
+                        .unwrap_or_default()
+                ),
+            }),
+            many => Err(ProjectError::UnknownScript {
+                name: name.to_string(),
+                reason: format!(
+                    "several integrations declare it ({}): pass --integration-id",
+                    many.iter()
+                        .map(|s| s.integration.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            }),
+        }
+    }
+}
+
+/// What to compile.
+#[derive(Debug, Clone)]
+pub struct CompileOptions {
+    /// The nango-integrations folder (holding nango.yaml).
+    pub dir: PathBuf,
+    /// Only this integration.
+    pub integration: Option<String>,
+    /// An installed TypeScript SDK instead of the carried one.
+    pub sdk: Option<PathBuf>,
+    /// The cache of precompiled components and of the installed SDK.
+    pub cache_dir: PathBuf,
+}
+
+fn runtime_kind(k: yaml::ScriptKind) -> ScriptKind {
+    match k {
+        yaml::ScriptKind::Sync => ScriptKind::Sync,
+        yaml::ScriptKind::Action => ScriptKind::Action,
+        yaml::ScriptKind::OnEvent => ScriptKind::OnEvent,
+    }
+}
+
+fn kind_dir(k: yaml::ScriptKind) -> &'static str {
+    match k {
+        yaml::ScriptKind::Sync => "syncs",
+        yaml::ScriptKind::Action => "actions",
+        yaml::ScriptKind::OnEvent => "on-events",
+    }
+}
+
+/// Finds a script's source: in `<pck>/<syncs|actions|on-events>/`, then
+/// `<pck>/`, `<syncs|…>/` and the root, as `<name>.ts`, `<name>.wasm` or a
+/// Rust crate `<name>/Cargo.toml`.
+pub fn find_source(root: &Path, pck: &str, name: &str, kind: yaml::ScriptKind) -> Option<Source> {
+    let sub = kind_dir(kind);
+    let dirs = [
+        root.join(pck).join(sub),
+        root.join(pck),
+        root.join(sub),
+        root.to_path_buf(),
+    ];
+    for dir in dirs {
+        let ts = dir.join(format!("{name}.ts"));
+        if ts.is_file() {
+            return Some(Source::TypeScript(ts));
+        }
+        let wasm = dir.join(format!("{name}.wasm"));
+        if wasm.is_file() {
+            return Some(Source::Component(wasm));
+        }
+        let krate = dir.join(name).join("Cargo.toml");
+        if krate.is_file() {
+            return Some(Source::RustCrate(krate));
+        }
+    }
+    None
+}
+
+/// Writes `path` only when its content changes (keeps editors and
+/// watchers quiet).
+fn write_if_changed(path: &Path, text: &str) -> Result<(), CompileError> {
+    if std::fs::read_to_string(path).is_ok_and(|old| old == text) {
+        return Ok(());
+    }
+    let err = |source| CompileError::Write {
+        path: path.display().to_string(),
+        source,
+    };
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(err)?;
+    }
+    std::fs::write(path, text).map_err(err)
+}
+
+/// `models.ts` and `.nango/schema.json` from nango.yaml.
+pub fn generate_models(root: &Path, config: &NangoYaml) -> Result<(), CompileError> {
+    let generator = concat!("sluice (v", env!("CARGO_PKG_VERSION"), ")");
+    write_if_changed(
+        &root.join("models.ts"),
+        &yaml::generate::models_ts(config, toolchain::SDK_TYPES, generator),
+    )?;
+    let schema = yaml::generate::json_schema(config, generator);
+    write_if_changed(
+        &root.join(".nango").join("schema.json"),
+        &format!(
+            "{}\n",
+            serde_json::to_string_pretty(&schema).unwrap_or_default()
+        ),
+    )
+}
+
+fn hex_digest(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Compiles (or reuses) every script of the project and loads it.
+pub fn compile(
+    opts: &CompileOptions,
+    runtime: &Runtime,
+    progress: &mut dyn Write,
+) -> Result<Project, CompileError> {
+    let root = opts.dir.clone();
+    let loaded = yaml::load(&root)?;
+    for w in &loaded.warnings {
+        let _ = writeln!(progress, "{w}");
+    }
+    let config = loaded.config;
+    if let Some(i) = &opts.integration
+        && config.integration(i).is_none()
+    {
+        return Err(CompileError::UnknownIntegration(i.clone()));
+    }
+    generate_models(&root, &config)?;
+
+    // Every declared script's source, or the list of missing ones.
+    let mut missing = Vec::new();
+    let mut sources: BTreeMap<String, Vec<(String, yaml::ScriptKind, Source)>> = BTreeMap::new();
+    for integration in &config.integrations {
+        let pck = &integration.provider_config_key;
+        if opts.integration.as_ref().is_some_and(|i| i != pck) {
+            continue;
+        }
+        for (name, kind) in integration.scripts() {
+            match find_source(&root, pck, name, kind) {
+                Some(src) => {
+                    sources
+                        .entry(pck.clone())
+                        .or_default()
+                        .push((name.to_string(), kind, src))
+                }
+                None => missing.push(format!("{pck}/{}/{name}.ts", kind_dir(kind))),
+            }
+        }
+    }
+    if !missing.is_empty() {
+        return Err(CompileError::MissingScripts(missing));
+    }
+
+    let needs_ts = sources
+        .values()
+        .flatten()
+        .any(|(_, _, s)| matches!(s, Source::TypeScript(_)));
+    let toolchain = if needs_ts {
+        Some(Toolchain::locate(
+            opts.sdk.as_deref(),
+            &opts.cache_dir,
+            progress,
+        )?)
+    } else {
+        None
+    };
+    let build = root.join(BUILD_DIR);
+    let wit_dir = root.join(".sluice").join("wit");
+    if needs_ts {
+        write_if_changed(&wit_dir.join("nango.wit"), toolchain::WIT)?;
+    }
+
+    let mut scripts = Vec::new();
+    for (pck, list) in &sources {
+        let ts: Vec<&(String, yaml::ScriptKind, Source)> = list
+            .iter()
+            .filter(|(_, _, s)| matches!(s, Source::TypeScript(_)))
+            .collect();
+        if let Some(toolchain) = &toolchain
+            && !ts.is_empty()
+        {
+            let component = build_bundle(toolchain, &root, &build, &wit_dir, pck, &ts, progress)?;
+            let kinds: Vec<(String, ScriptKind)> = ts
+                .iter()
+                .map(|(n, k, _)| (n.clone(), runtime_kind(*k)))
+                .collect();
+            let loaded = precompile(runtime, &component, pck, progress, |r| {
+                r.load_bundle_file(&component, &kinds)
+            })?;
+            for ((name, kind, source), script) in ts.iter().zip(loaded) {
+                scripts.push(ProjectScript {
+                    integration: pck.clone(),
+                    name: name.clone(),
+                    kind: runtime_kind(*kind),
+                    source: source.clone(),
+                    script: Arc::new(script),
+                });
+            }
+        }
+        for (name, kind, source) in list {
+            let path = match source {
+                Source::TypeScript(_) => continue,
+                Source::Component(p) => p.clone(),
+                Source::RustCrate(manifest) => project::build_rust_script(manifest, name)?,
+            };
+            let script = precompile(runtime, &path, name, progress, |r| r.load_file(&path))?;
+            if script.kind() != runtime_kind(*kind) {
+                return Err(CompileError::Load(sluice_runtime::LoadError::Invalid {
+                    path: path.display().to_string(),
+                    message: format!(
+                        "nango.yaml declares `{name}` as a {}, but the component is a {} script",
+                        runtime_kind(*kind),
+                        script.kind()
+                    ),
+                }));
+            }
+            scripts.push(ProjectScript {
+                integration: pck.clone(),
+                name: name.clone(),
+                kind: script.kind(),
+                source: source.clone(),
+                script: Arc::new(script),
+            });
+        }
+    }
+    Ok(Project {
+        root,
+        config,
+        warnings: loaded.warnings,
+        scripts,
+    })
+}
+
+/// Loads a component, saying so when Cranelift has to compile it first.
+fn precompile<T>(
+    runtime: &Runtime,
+    component: &Path,
+    what: &str,
+    progress: &mut dyn Write,
+    load: impl FnOnce(&Runtime) -> Result<T, sluice_runtime::LoadError>,
+) -> Result<T, CompileError> {
+    let cached = std::fs::read(component)
+        .map(|bytes| runtime.cache_path(&hex_digest(&bytes)).exists())
+        .unwrap_or(false);
+    let started = Instant::now();
+    if !cached {
+        let _ = writeln!(progress, "Precompiling {what}…");
+    }
+    let out = load(runtime)?;
+    if !cached {
+        let _ = writeln!(
+            progress,
+            "Precompiled {what} in {:.1}s",
+            started.elapsed().as_secs_f64()
+        );
+    }
+    Ok(out)
+}
+
+/// Bundles an integration's TypeScript scripts and componentizes the
+/// bundle unless the same bundle was componentized before.
+fn build_bundle(
+    toolchain: &Toolchain,
+    root: &Path,
+    build: &Path,
+    wit_dir: &Path,
+    pck: &str,
+    scripts: &[&(String, yaml::ScriptKind, Source)],
+    progress: &mut dyn Write,
+) -> Result<PathBuf, CompileError> {
+    let bundle = build.join(format!("{pck}.js"));
+    let component = build.join(format!("{pck}.wasm"));
+    let key_file = build.join(format!("{pck}.key"));
+    let job = json!({
+        "root": root,
+        "scripts": scripts.iter().map(|(name, _, src)| json!({ "name": name, "file": src.path() })).collect::<Vec<_>>(),
+        "bundle": bundle,
+        "component": component,
+        "wit": wit_dir,
+    });
+    let failed = |messages| CompileError::Build {
+        integration: pck.to_string(),
+        messages,
+    };
+    let result = toolchain.run("bundle", &job)?;
+    for w in &result.warnings {
+        let _ = writeln!(progress, "warning: {w}");
+    }
+    if !result.ok {
+        return Err(failed(result.errors));
+    }
+    let text = std::fs::read(&bundle).map_err(|source| CompileError::Write {
+        path: bundle.display().to_string(),
+        source,
+    })?;
+    let key = hex_digest(format!("{}{}", hex_digest(&text), toolchain.fingerprint()).as_bytes());
+    if component.is_file() && std::fs::read_to_string(&key_file).is_ok_and(|k| k.trim() == key) {
+        return Ok(component);
+    }
+    let _ = writeln!(
+        progress,
+        "Compiling {pck}: {} TypeScript script{} with componentize-js…",
+        scripts.len(),
+        if scripts.len() == 1 { "" } else { "s" }
+    );
+    let started = Instant::now();
+    let result = toolchain.run("componentize", &job)?;
+    if !result.ok {
+        return Err(failed(result.errors));
+    }
+    let _ = writeln!(
+        progress,
+        "Compiled {pck} in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    write_if_changed(&key_file, &key)?;
+    Ok(component)
+}

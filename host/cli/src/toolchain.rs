@@ -1,0 +1,279 @@
+//! The TypeScript toolchain: the SDK, esbuild and componentize-js, driven
+//! through `guest-sdk/ts/compile.mjs` with Node.js.
+//!
+//! sluice carries the SDK's sources; on first use they are written to the
+//! cache directory and their npm dependencies installed there (`npm ci`).
+//! `SLUICE_TS_SDK` (or `--sdk`) points at an installed copy instead, such as
+//! a checkout's `guest-sdk/ts`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use serde::Deserialize;
+use serde_json::Value;
+
+/// The SDK files sluice carries, by path inside the SDK.
+const FILES: &[(&str, &str)] = &[
+    (
+        "package.json",
+        include_str!("../../../guest-sdk/ts/package.json"),
+    ),
+    (
+        "package-lock.json",
+        include_str!("../../../guest-sdk/ts/package-lock.json"),
+    ),
+    (
+        "compile.mjs",
+        include_str!("../../../guest-sdk/ts/compile.mjs"),
+    ),
+    (
+        "models-sdk.d.ts",
+        include_str!("../../../guest-sdk/ts/models-sdk.d.ts"),
+    ),
+    (
+        "src/index.ts",
+        include_str!("../../../guest-sdk/ts/src/index.ts"),
+    ),
+    (
+        "src/wit.d.ts",
+        include_str!("../../../guest-sdk/ts/src/wit.d.ts"),
+    ),
+    (
+        "src/node/globals.ts",
+        include_str!("../../../guest-sdk/ts/src/node/globals.ts"),
+    ),
+    (
+        "src/node/url.ts",
+        include_str!("../../../guest-sdk/ts/src/node/url.ts"),
+    ),
+    (
+        "src/node/crypto.ts",
+        include_str!("../../../guest-sdk/ts/src/node/crypto.ts"),
+    ),
+];
+
+/// The contract, as compiled into this binary.
+pub const WIT: &str = include_str!("../../../wit/nango.wit");
+
+/// The SDK declarations that `models.ts` carries under `// ------ SDK`.
+pub const SDK_TYPES: &str = include_str!("../../../guest-sdk/ts/models-sdk.d.ts");
+
+/// Why the toolchain could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ToolchainError {
+    #[error(
+        "building TypeScript scripts needs Node.js 20 or later on PATH ({0}); install it from https://nodejs.org"
+    )]
+    NoNode(String),
+    #[error(
+        "{dir} is not a sluice TypeScript SDK: it has no compile.mjs and node_modules (run `npm ci` there)"
+    )]
+    NotAnSdk { dir: String },
+    #[error("cannot prepare the TypeScript toolchain in {dir}: {reason}")]
+    Install { dir: String, reason: String },
+    #[error("the TypeScript compiler failed to run: {0}")]
+    Run(String),
+}
+
+/// One message from a compile step.
+#[derive(Debug, Clone, Deserialize)]
+pub struct StepMessage {
+    pub file: Option<String>,
+    pub line: Option<u64>,
+    pub message: String,
+}
+
+impl std::fmt::Display for StepMessage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (&self.file, self.line) {
+            (Some(file), Some(line)) => write!(f, "{file}:{line}: {}", self.message),
+            (Some(file), None) => write!(f, "{file}: {}", self.message),
+            _ => f.write_str(&self.message),
+        }
+    }
+}
+
+/// What a compile step reported.
+#[derive(Debug, Clone, Deserialize)]
+pub struct StepResult {
+    pub ok: bool,
+    #[serde(default)]
+    pub errors: Vec<StepMessage>,
+    #[serde(default)]
+    pub warnings: Vec<StepMessage>,
+}
+
+/// An installed SDK with its npm dependencies.
+#[derive(Debug, Clone)]
+pub struct Toolchain {
+    dir: PathBuf,
+}
+
+impl Toolchain {
+    /// `explicit` when given, otherwise the carried SDK, installed under
+    /// `cache_dir` on first use (`progress` hears about it).
+    pub fn locate(
+        explicit: Option<&Path>,
+        cache_dir: &Path,
+        progress: &mut dyn Write,
+    ) -> Result<Self, ToolchainError> {
+        node_version()?;
+        if let Some(dir) = explicit {
+            if !dir.join("compile.mjs").exists() || !dir.join("node_modules").exists() {
+                return Err(ToolchainError::NotAnSdk {
+                    dir: dir.display().to_string(),
+                });
+            }
+            return Ok(Self {
+                dir: dir.to_path_buf(),
+            });
+        }
+        let dir = cache_dir.join(format!("ts-sdk-{}", carried_digest()));
+        if !dir.join(".installed").exists() {
+            install(&dir, progress)?;
+        }
+        Ok(Self { dir })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The SDK's version of the world: changes whenever the SDK, its
+    /// dependencies or the contract change, so builds keyed on it are redone.
+    pub fn fingerprint(&self) -> String {
+        let lock = std::fs::read(self.dir.join("package-lock.json")).unwrap_or_default();
+        let mut h = sha2_hex(&lock);
+        h.push_str(&sha2_hex(WIT.as_bytes()));
+        sha2_hex(h.as_bytes())
+    }
+
+    /// Runs `compile.mjs <step>` with `job` on its standard input.
+    pub fn run(&self, step: &str, job: &Value) -> Result<StepResult, ToolchainError> {
+        let mut child = Command::new("node")
+            .arg(self.dir.join("compile.mjs"))
+            .arg(step)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| ToolchainError::Run(format!("cannot start node: {e}")))?;
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin
+                .write_all(job.to_string().as_bytes())
+                .map_err(|e| ToolchainError::Run(e.to_string()))?;
+        }
+        let output = child
+            .wait_with_output()
+            .map_err(|e| ToolchainError::Run(e.to_string()))?;
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let last = stdout.lines().rev().find(|l| l.starts_with('{'));
+        match last.and_then(|l| serde_json::from_str::<StepResult>(l).ok()) {
+            Some(r) => Ok(r),
+            None => Err(ToolchainError::Run(format!(
+                "`{step}` exited with {} and printed no result: {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim()
+            ))),
+        }
+    }
+}
+
+fn node_version() -> Result<(), ToolchainError> {
+    let out = Command::new("node")
+        .arg("--version")
+        .output()
+        .map_err(|e| ToolchainError::NoNode(e.to_string()))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let major: u32 = text
+        .trim()
+        .trim_start_matches('v')
+        .split('.')
+        .next()
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(0);
+    if major < 20 {
+        let found = if text.trim().is_empty() {
+            "no version"
+        } else {
+            text.trim()
+        };
+        return Err(ToolchainError::NoNode(format!("found {found}")));
+    }
+    Ok(())
+}
+
+fn sha2_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A digest of the carried files, naming the installed copy.
+fn carried_digest() -> String {
+    let mut all = Vec::new();
+    for (path, text) in FILES {
+        all.extend_from_slice(path.as_bytes());
+        all.extend_from_slice(text.as_bytes());
+    }
+    sha2_hex(&all)
+}
+
+/// Writes the carried SDK to `dir` and installs its dependencies.
+fn install(dir: &Path, progress: &mut dyn Write) -> Result<(), ToolchainError> {
+    let err = |reason: String| ToolchainError::Install {
+        dir: dir.display().to_string(),
+        reason,
+    };
+    let parent = dir.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).map_err(|e| err(e.to_string()))?;
+    let staging = parent.join(format!(
+        ".{}.{}",
+        dir.file_name().unwrap_or_default().to_string_lossy(),
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&staging);
+    for (path, text) in FILES {
+        let target = staging.join(path);
+        if let Some(p) = target.parent() {
+            std::fs::create_dir_all(p).map_err(|e| err(e.to_string()))?;
+        }
+        std::fs::write(&target, text).map_err(|e| err(e.to_string()))?;
+    }
+    let _ = writeln!(
+        progress,
+        "Installing the TypeScript toolchain (esbuild, componentize-js) into {} (first use only)…",
+        dir.display()
+    );
+    let status = Command::new("npm")
+        .args([
+            "ci",
+            "--omit=dev",
+            "--no-audit",
+            "--no-fund",
+            "--loglevel=error",
+        ])
+        .current_dir(&staging)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .status()
+        .map_err(|e| err(format!("cannot run npm: {e}")))?;
+    if !status.success() {
+        let _ = std::fs::remove_dir_all(&staging);
+        return Err(err(format!("`npm ci` exited with {status}")));
+    }
+    std::fs::write(staging.join(".installed"), "").map_err(|e| err(e.to_string()))?;
+    match std::fs::rename(&staging, dir) {
+        Ok(()) => Ok(()),
+        // Another sluice installed it meanwhile.
+        Err(_) if dir.join(".installed").exists() => {
+            let _ = std::fs::remove_dir_all(&staging);
+            Ok(())
+        }
+        Err(e) => Err(err(e.to_string())),
+    }
+}

@@ -1,0 +1,199 @@
+//! nango.yaml: the original's configuration format (v1 and v2), parsed with
+//! its defaults and checks, and the files generated from it (`models.ts`,
+//! JSON schemas of the models).
+//!
+//! [`parse`] gives a [`NangoYaml`] and its warnings, or every error found,
+//! each with the path and code the original prints
+//! (`error Model "X" doesn't have an id field … [model_missing_id]`).
+
+mod config;
+pub mod generate;
+pub mod models;
+mod runs;
+
+use std::path::Path;
+
+pub use config::{
+    ActionConfig, Endpoint, EventKind, HttpMethod, Integration, NangoYaml, OnEventConfig,
+    ScriptKind, SyncConfig, SyncType, YamlVersion,
+};
+pub use models::{Field, Model, Type};
+pub use runs::parse_interval;
+
+/// How serious a finding is: errors stop a compile, warnings are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    Error,
+    Warning,
+}
+
+/// One finding, with where it is and the original's code for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub severity: Severity,
+    /// `model_missing_id`, `invalid_runs`, ... or, for schema checks, the
+    /// JSON-schema keyword (`required`, `additionalProperties`, `type`, ...).
+    pub code: String,
+    pub message: String,
+    /// Keys from the root, e.g. `integrations > hubspot > syncs > contacts`.
+    pub path: Vec<String>,
+    /// Found by the schema check (printed under `nango.yaml validation failed`).
+    pub schema: bool,
+}
+
+impl Diagnostic {
+    pub fn error(code: &str, message: impl Into<String>, path: &[String]) -> Self {
+        Self {
+            severity: Severity::Error,
+            code: code.into(),
+            message: message.into(),
+            path: path.to_vec(),
+            schema: false,
+        }
+    }
+
+    pub fn warning(code: &str, message: impl Into<String>, path: &[String]) -> Self {
+        Self {
+            severity: Severity::Warning,
+            ..Self::error(code, message, path)
+        }
+    }
+
+    pub(crate) fn schema(keyword: &str, message: impl Into<String>, path: &[String]) -> Self {
+        Self {
+            schema: true,
+            ..Self::error(keyword, message, path)
+        }
+    }
+}
+
+impl std::fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let level = match self.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        };
+        if !self.path.is_empty() {
+            writeln!(f, "  {}", self.path.join(" > "))?;
+        }
+        write!(f, "  {level} {} [{}]", self.message, self.code)
+    }
+}
+
+/// Findings in file order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Diagnostics {
+    pub items: Vec<Diagnostic>,
+}
+
+impl Diagnostics {
+    pub fn push(&mut self, d: Diagnostic) {
+        self.items.push(d);
+    }
+
+    pub fn has_errors(&self) -> bool {
+        self.items.iter().any(|d| d.severity == Severity::Error)
+    }
+
+    pub fn warnings(&self) -> impl Iterator<Item = &Diagnostic> {
+        self.items
+            .iter()
+            .filter(|d| d.severity == Severity::Warning)
+    }
+}
+
+impl std::fmt::Display for Diagnostics {
+    /// The original's report: schema errors under `nango.yaml validation
+    /// failed`, then the parser's errors and warnings.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (schema, parser): (Vec<&Diagnostic>, Vec<&Diagnostic>) =
+            self.items.iter().partition(|d| d.schema);
+        if !schema.is_empty() {
+            writeln!(f, "nango.yaml validation failed")?;
+            for d in schema {
+                writeln!(f, "{d}")?;
+            }
+        }
+        for d in parser {
+            writeln!(f, "{d}")?;
+        }
+        if self.has_errors() {
+            write!(f, "Your nango.yaml contains some errors")?;
+        }
+        Ok(())
+    }
+}
+
+/// Why nango.yaml could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum YamlError {
+    #[error("no nango.yaml config found at {path}")]
+    NotFound { path: String },
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path} is not valid YAML: {message}")]
+    Syntax { path: String, message: String },
+    #[error("{path}:\n{diagnostics}")]
+    Invalid {
+        path: String,
+        diagnostics: Diagnostics,
+    },
+}
+
+/// A parsed file with its warnings.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub config: NangoYaml,
+    pub warnings: Vec<Diagnostic>,
+}
+
+/// Reads and checks `<dir>/nango.yaml`. An integration key written
+/// `${PWD}` (as in Nango's template repository) stands for the name of
+/// `dir`.
+pub fn load(dir: &Path) -> Result<Loaded, YamlError> {
+    let path = dir.join("nango.yaml");
+    let shown = path.display().to_string();
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(YamlError::NotFound { path: shown });
+        }
+        Err(source) => {
+            return Err(YamlError::Read {
+                path: shown,
+                source,
+            });
+        }
+    };
+    let dir_name = std::fs::canonicalize(dir)
+        .ok()
+        .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()));
+    parse_named(&text, &shown, dir_name.as_deref())
+}
+
+/// Parses nango.yaml text; `origin` names it in errors.
+pub fn parse(text: &str, origin: &str) -> Result<Loaded, YamlError> {
+    parse_named(text, origin, None)
+}
+
+fn parse_named(text: &str, origin: &str, dir_name: Option<&str>) -> Result<Loaded, YamlError> {
+    let value: serde_norway::Value =
+        serde_norway::from_str(text).map_err(|e| YamlError::Syntax {
+            path: origin.to_string(),
+            message: e.to_string(),
+        })?;
+    let (config, diagnostics) = config::build(&value, dir_name);
+    match config {
+        Some(config) if !diagnostics.has_errors() => Ok(Loaded {
+            config,
+            warnings: diagnostics.warnings().cloned().collect(),
+        }),
+        _ => Err(YamlError::Invalid {
+            path: origin.to_string(),
+            diagnostics,
+        }),
+    }
+}

@@ -1,0 +1,399 @@
+//! The models grammar of nango.yaml: field values resolved into types with
+//! the original's rules, `__extends`, `__string`, anonymous models.
+
+use std::collections::{BTreeSet, HashMap};
+
+use serde_norway::Value as Yaml;
+
+use crate::{Diagnostic, Diagnostics};
+
+/// A field's type.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Type {
+    String,
+    Number,
+    Boolean,
+    BigInt,
+    /// `date`: a `Date` in TypeScript, an ISO string in JSON.
+    Date,
+    Any,
+    Undefined,
+    Null,
+    /// `object`: `Record<string, any>`.
+    Record,
+    StringLiteral(String),
+    /// Kept as written (`12`, `1.5`).
+    NumberLiteral(String),
+    BooleanLiteral(bool),
+    /// Another model, by name.
+    Ref(String),
+    Array(Box<Type>),
+    Union(Vec<Type>),
+    /// An inline object.
+    Inline(Vec<Field>),
+}
+
+/// A field of a model (or of an inline object).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Field {
+    pub name: String,
+    pub optional: bool,
+    pub ty: Type,
+}
+
+/// A model: named fields, and the type of any other key when `__string` is set.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Model {
+    pub name: String,
+    pub fields: Vec<Field>,
+    /// `__string: T`: `[key: string]: T`.
+    pub dynamic: Option<Type>,
+    /// A model made for an `input` or `output` that named no model; `Some`
+    /// holds its type (the original emits a type alias for it).
+    pub anonymous: Option<Type>,
+}
+
+impl Model {
+    pub fn field(&self, name: &str) -> Option<&Field> {
+        self.fields.iter().find(|f| f.name == name)
+    }
+}
+
+/// Model names: `^[a-zA-Z0-9_]+$`.
+pub fn valid_model_name(name: &str) -> bool {
+    !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Resolves the `models:` section. `defined` are all model names (for
+/// references); `path` prefixes diagnostics.
+pub(crate) struct Resolver<'a> {
+    pub defined: &'a BTreeSet<String>,
+    pub diagnostics: &'a mut Diagnostics,
+}
+
+impl Resolver<'_> {
+    /// A field map (a model's body or an inline object).
+    pub fn fields(
+        &mut self,
+        map: &serde_norway::Mapping,
+        path: &[String],
+    ) -> (Vec<Field>, Option<Type>, Vec<String>) {
+        let mut fields: Vec<Field> = Vec::new();
+        let mut dynamic = None;
+        let mut extends = Vec::new();
+        for (key, value) in map {
+            let Some(key) = scalar_text(key) else {
+                continue;
+            };
+            let here = [path, &[key.clone()]].concat();
+            if key == "__extends" {
+                let list = scalar_text(value).unwrap_or_default();
+                extends.extend(
+                    list.split(',')
+                        .map(|s| s.trim().to_string())
+                        .filter(|s| !s.is_empty()),
+                );
+                continue;
+            }
+            if key == "__string" {
+                dynamic = Some(self.value(value, &here));
+                continue;
+            }
+            let (name, optional) = match key.strip_suffix('?') {
+                Some(n) => (n.to_string(), true),
+                None => (key.clone(), false),
+            };
+            let ty = self.value(value, &here);
+            match fields.iter_mut().find(|f| f.name == name) {
+                Some(existing) => {
+                    existing.optional = optional;
+                    existing.ty = ty;
+                }
+                None => fields.push(Field { name, optional, ty }),
+            }
+        }
+        (fields, dynamic, extends)
+    }
+
+    /// A field value, by the original's rules in order.
+    pub fn value(&mut self, value: &Yaml, path: &[String]) -> Type {
+        match value {
+            Yaml::Sequence(items) => {
+                let members: Vec<Type> = items
+                    .iter()
+                    .map(|item| match item {
+                        Yaml::String(s) => self.text(s, path),
+                        other => self.value(other, path),
+                    })
+                    .collect();
+                Type::Array(Box::new(union(members)))
+            }
+            Yaml::Bool(b) => Type::BooleanLiteral(*b),
+            Yaml::Number(n) => Type::NumberLiteral(n.to_string()),
+            Yaml::Null => Type::Null,
+            Yaml::Mapping(map) => {
+                let (fields, _dynamic, _) = self.fields(map, path);
+                Type::Inline(fields)
+            }
+            Yaml::String(s) => self.text(s, path),
+            Yaml::Tagged(t) => self.value(&t.value, path),
+        }
+    }
+
+    /// A type written as text.
+    pub fn text(&mut self, raw: &str, path: &[String]) -> Type {
+        let s = raw.trim();
+        if s.contains('|') {
+            let members: Vec<Type> = s.split('|').map(|m| self.text(m, path)).collect();
+            return union(members);
+        }
+        if let Some(inner) = s.strip_suffix("[]") {
+            if inner.trim().is_empty() {
+                self.syntax_error(s, path);
+                return Type::Any;
+            }
+            let inner = inner.trim();
+            // `(a | b)[]`
+            let inner = inner
+                .strip_prefix('(')
+                .and_then(|i| i.strip_suffix(')'))
+                .unwrap_or(inner);
+            return Type::Array(Box::new(self.text(inner, path)));
+        }
+        match s.to_ascii_lowercase().as_str() {
+            "integer" | "int" | "float" | "number" => return Type::Number,
+            "char" | "varchar" | "string" => return Type::String,
+            "bool" | "boolean" => return Type::Boolean,
+            "bigint" => return Type::BigInt,
+            "date" => return Type::Date,
+            "object" => return Type::Record,
+            "any" => return Type::Any,
+            "array" => return Type::Array(Box::new(Type::Any)),
+            "undefined" => return Type::Undefined,
+            _ => {}
+        }
+        if let Some(n) = parse_int_prefix(s) {
+            return Type::NumberLiteral(n);
+        }
+        match s {
+            "true" => return Type::BooleanLiteral(true),
+            "false" => return Type::BooleanLiteral(false),
+            "null" => return Type::Null,
+            _ => {}
+        }
+        if s.contains('<') || s.contains('>') || s.contains('{') {
+            self.syntax_error(s, path);
+            return Type::Any;
+        }
+        if self.defined.contains(s) {
+            return Type::Ref(s.to_string());
+        }
+        self.diagnostics.push(Diagnostic::warning(
+            "model_not_found_fallback",
+            format!("Model \"{s}\" is not defined, using as string literal"),
+            path,
+        ));
+        Type::StringLiteral(s.to_string())
+    }
+
+    fn syntax_error(&mut self, s: &str, path: &[String]) {
+        self.diagnostics.push(Diagnostic::error(
+            "type_syntax_error",
+            format!(
+                "Type \"{s}\" contains some unsupported typescript syntax, please use allowed syntax. Documentation: https://docs.nango.dev/reference/integration-configuration#model-types"
+            ),
+            path,
+        ));
+    }
+}
+
+fn union(mut members: Vec<Type>) -> Type {
+    if members.len() == 1 {
+        members.remove(0)
+    } else {
+        Type::Union(members)
+    }
+}
+
+/// JavaScript's `parseInt(s)` when it gives a number: optional sign, then
+/// leading digits (`"12abc"` is 12).
+fn parse_int_prefix(s: &str) -> Option<String> {
+    let (sign, rest) = match s.strip_prefix('-') {
+        Some(r) => ("-", r),
+        None => ("", s.strip_prefix('+').unwrap_or(s)),
+    };
+    let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
+    if digits.is_empty() {
+        return None;
+    }
+    let trimmed = digits.trim_start_matches('0');
+    let digits = if trimmed.is_empty() { "0" } else { trimmed };
+    Some(format!("{sign}{digits}"))
+}
+
+/// The text of a YAML scalar key or value.
+pub(crate) fn scalar_text(v: &Yaml) -> Option<String> {
+    match v {
+        Yaml::String(s) => Some(s.clone()),
+        Yaml::Number(n) => Some(n.to_string()),
+        Yaml::Bool(b) => Some(b.to_string()),
+        Yaml::Null => Some("null".into()),
+        Yaml::Tagged(t) => scalar_text(&t.value),
+        _ => None,
+    }
+}
+
+/// Merges `__extends` bases into each model: own fields win, then earlier
+/// bases. Reports unknown bases.
+pub(crate) fn apply_extends(
+    models: &mut [Model],
+    extends: &HashMap<String, Vec<String>>,
+    diagnostics: &mut Diagnostics,
+) {
+    // Resolve in dependency order with a depth cap (cycles are reported
+    // elsewhere and simply stop merging).
+    let by_name: HashMap<String, usize> = models
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (m.name.clone(), i))
+        .collect();
+    let mut done: BTreeSet<String> = BTreeSet::new();
+    fn resolve(
+        name: &str,
+        models: &mut [Model],
+        by_name: &HashMap<String, usize>,
+        extends: &HashMap<String, Vec<String>>,
+        done: &mut BTreeSet<String>,
+        stack: &mut Vec<String>,
+        diagnostics: &mut Diagnostics,
+    ) {
+        if done.contains(name) || stack.iter().any(|s| s == name) {
+            return;
+        }
+        stack.push(name.to_string());
+        for base in extends.get(name).into_iter().flatten() {
+            let Some(&bi) = by_name.get(base) else {
+                diagnostics.push(Diagnostic::error(
+                    "model_extends_not_found",
+                    format!("Model \"{name}\" is extending \"{base}\", but it does not exist"),
+                    &["models".to_string(), name.to_string()],
+                ));
+                continue;
+            };
+            resolve(base, models, by_name, extends, done, stack, diagnostics);
+            let base_fields = models[bi].fields.clone();
+            let base_dynamic = models[bi].dynamic.clone();
+            let Some(&mi) = by_name.get(name) else {
+                continue;
+            };
+            let model = &mut models[mi];
+            for f in base_fields {
+                if model.field(&f.name).is_none() {
+                    model.fields.push(f);
+                }
+            }
+            if model.dynamic.is_none() {
+                model.dynamic = base_dynamic;
+            }
+        }
+        stack.pop();
+        done.insert(name.to_string());
+    }
+    let names: Vec<String> = models.iter().map(|m| m.name.clone()).collect();
+    for name in names {
+        resolve(
+            &name,
+            models,
+            &by_name,
+            extends,
+            &mut done,
+            &mut Vec::new(),
+            diagnostics,
+        );
+    }
+}
+
+/// Models that reference themselves through other models (a warning only).
+pub(crate) fn report_cycles(models: &[Model], diagnostics: &mut Diagnostics) {
+    let by_name: HashMap<&str, &Model> = models.iter().map(|m| (m.name.as_str(), m)).collect();
+    for m in models {
+        let mut seen = BTreeSet::new();
+        let mut stack: Vec<&str> = refs(m);
+        while let Some(r) = stack.pop() {
+            if r == m.name {
+                diagnostics.push(Diagnostic::warning(
+                    "cyclic_model",
+                    format!("Cyclic import {} -> {}", m.name, m.name),
+                    &["models".to_string(), m.name.clone()],
+                ));
+                break;
+            }
+            if seen.insert(r)
+                && let Some(next) = by_name.get(r)
+            {
+                stack.extend(refs(next));
+            }
+        }
+    }
+}
+
+fn refs(m: &Model) -> Vec<&str> {
+    let mut out = Vec::new();
+    for f in &m.fields {
+        collect_refs(&f.ty, &mut out);
+    }
+    if let Some(d) = &m.dynamic {
+        collect_refs(d, &mut out);
+    }
+    out
+}
+
+fn collect_refs<'a>(t: &'a Type, out: &mut Vec<&'a str>) {
+    match t {
+        Type::Ref(r) => out.push(r),
+        Type::Array(i) => collect_refs(i, out),
+        Type::Union(m) => m.iter().for_each(|t| collect_refs(t, out)),
+        Type::Inline(fields) => fields.iter().for_each(|f| collect_refs(&f.ty, out)),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resolve(text: &str, defined: &[&str]) -> (Type, Diagnostics) {
+        let defined: BTreeSet<String> = defined.iter().map(|s| s.to_string()).collect();
+        let mut diagnostics = Diagnostics::default();
+        let ty = Resolver {
+            defined: &defined,
+            diagnostics: &mut diagnostics,
+        }
+        .text(text, &[]);
+        (ty, diagnostics)
+    }
+
+    #[test]
+    fn aliases_literals_arrays_unions_refs() {
+        assert_eq!(resolve("Integer", &[]).0, Type::Number);
+        assert_eq!(resolve("varchar", &[]).0, Type::String);
+        assert_eq!(resolve("date", &[]).0, Type::Date);
+        assert_eq!(resolve("12abc", &[]).0, Type::NumberLiteral("12".into()));
+        assert_eq!(
+            resolve("string[]", &[]).0,
+            Type::Array(Box::new(Type::String))
+        );
+        assert_eq!(
+            resolve("User | null", &["User"]).0,
+            Type::Union(vec![Type::Ref("User".into()), Type::Null])
+        );
+        let (ty, d) = resolve("open", &[]);
+        assert_eq!(ty, Type::StringLiteral("open".into()));
+        assert_eq!(d.items[0].code, "model_not_found_fallback");
+        let (_, d) = resolve("Record<string, any>", &[]);
+        assert_eq!(d.items[0].code, "type_syntax_error");
+        assert!(d.has_errors());
+        let (_, d) = resolve("[]", &[]);
+        assert!(d.has_errors());
+    }
+}
