@@ -14,6 +14,7 @@ const CRATES: &[(&str, &str)] = &[
 
 /// Inputs whose change rebuilds the guests.
 const WATCH: &[&str] = &[
+    "guest-sdk/ts/package-lock.json",
     "wit",
     "guest-sdk/rust/src",
     "guest-sdk/rust/macros/src",
@@ -73,7 +74,33 @@ fn main() {
         "/// Where the tests cache precompiled components (kept between runs).\npub const CACHE_DIR: &str = {:?};\n",
         target.join("sluice-test-cache").display().to_string()
     ));
+    consts.push_str(&format!(
+        "/// Where the tests build nango-integrations folders (kept between runs).\npub const BUILD_DIR: &str = {:?};\n",
+        target.join("sluice-test-build").display().to_string()
+    ));
+    npm_ci(&root.join("guest-sdk/ts"));
     std::fs::write(out_dir.join("guests.rs"), consts).expect("write guests.rs");
+}
+
+/// Installs the TypeScript SDK's npm dependencies (esbuild,
+/// componentize-js) when its lockfile is newer than the installed tree.
+fn npm_ci(sdk: &Path) {
+    let lock = sdk.join("package-lock.json");
+    let installed = sdk.join("node_modules/.package-lock.json");
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    if let (Some(i), Some(l)) = (modified(&installed), modified(&lock))
+        && i >= l
+    {
+        return;
+    }
+    let status = Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+        .current_dir(sdk)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .status()
+        .expect("run npm (Node.js 20 or later must be installed) for guest-sdk/ts");
+    assert!(status.success(), "npm ci in {} failed", sdk.display());
 }
 
 fn env(name: &str) -> String {

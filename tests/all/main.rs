@@ -8,3 +8,4 @@ mod limits;
 mod paginate;
 mod proxy;
 mod records;
+mod typescript;

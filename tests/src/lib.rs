@@ -3,7 +3,7 @@
 //! runs, and a harness that wires services around a mock upstream.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -16,6 +16,7 @@ use sluice_runtime::{
     Call, Environment, Execution, Limits, Report, Runtime, RuntimeConfig, Script, Services,
 };
 
+use sluice::compile::{self, CompileOptions, Project};
 pub use sluice::mock::{Fixture, MockRequest, MockResponse, MockServer};
 
 /// Paths of the guest components.
@@ -64,6 +65,53 @@ pub fn script(path: &str) -> Arc<Script> {
         .unwrap_or_else(|e| e.into_inner())
         .insert(path.to_string(), loaded.clone());
     loaded
+}
+
+/// The TypeScript SDK of this checkout (build.rs installed its node_modules).
+pub fn ts_sdk() -> PathBuf {
+    repo_root().join("guest-sdk").join("ts")
+}
+
+/// Compile options for a nango-integrations folder, with this checkout's
+/// SDK and the tests' caches; `build` names its build folder under target/.
+pub fn compile_options(dir: &Path, build: &str) -> CompileOptions {
+    CompileOptions {
+        dir: dir.to_path_buf(),
+        integration: None,
+        sdk: Some(ts_sdk()),
+        cache_dir: PathBuf::from(guests::CACHE_DIR),
+        build_dir: Some(Path::new(guests::BUILD_DIR).join(build)),
+    }
+}
+
+/// `tests/ts-project`, compiled once per test process (its component and
+/// precompiled artifact are reused between runs while it is unchanged).
+pub fn ts_project() -> &'static Project {
+    static PROJECT: OnceLock<Project> = OnceLock::new();
+    PROJECT.get_or_init(|| {
+        let dir = repo_root().join("tests").join("ts-project");
+        let mut progress = Vec::new();
+        compile::compile(
+            &compile_options(&dir, "ts-project"),
+            &runtime(),
+            &mut progress,
+        )
+        .unwrap_or_else(|e| {
+            panic!(
+                "compile tests/ts-project: {e}\n{}",
+                String::from_utf8_lossy(&progress)
+            )
+        })
+    })
+}
+
+/// A script of `tests/ts-project` by name.
+pub fn ts_script(name: &str) -> Arc<Script> {
+    ts_project()
+        .script(name, None)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .script
+        .clone()
 }
 
 /// A connection from its credentials (JSON in the original's shape).
@@ -182,6 +230,22 @@ impl Harness {
         exec.sync = sync;
         runtime()
             .execute(&script(path), exec, self.services())
+            .await
+    }
+
+    /// Runs `script` (a script of a bundle is found by its name) once.
+    pub async fn run(&self, script: &Script, name: &str, call: Call, sync: SyncRun) -> Report {
+        let mut exec = self.execution(name, call);
+        exec.sync = sync;
+        runtime().execute(script, exec, self.services()).await
+    }
+
+    /// Runs an action of `tests/ts-project` with a JSON input.
+    pub async fn ts_action(&self, name: &str, input: Value) -> Report {
+        let call = Call::Action {
+            input: Some(input.to_string()),
+        };
+        self.run(&ts_script(name), name, call, SyncRun::default())
             .await
     }
 

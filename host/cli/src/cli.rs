@@ -10,7 +10,12 @@ use chrono::{DateTime, NaiveDate, Utc};
 use clap::{Parser, Subcommand};
 use serde_json::Value;
 
+use sluice_runtime::{Runtime, RuntimeConfig};
+
+use crate::compile::{self, CompileOptions};
 use crate::dryrun::{self, DryRunOptions};
+use crate::init;
+use crate::test::{self, TestOptions};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -25,19 +30,89 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Create a starter nango-integrations folder.
+    Init(InitArgs),
+    /// Write models.ts and the models' JSON schemas, and a file for every declared script that has none.
+    Generate(GenerateArgs),
+    /// Check nango.yaml, generate models.ts and build every script.
+    Compile(CompileArgs),
     /// Run a script once against a local connection; nothing is persisted.
     Dryrun(DryrunArgs),
+    /// Replay each script's recorded mocks and compare its results.
+    Test(TestArgs),
+}
+
+/// Options every command that builds scripts shares.
+#[derive(Debug, clap::Args)]
+struct BuildArgs {
+    /// The nango-integrations folder (holding nango.yaml).
+    #[arg(long, default_value = ".")]
+    dir: PathBuf,
+    /// Where precompiled components are cached.
+    #[arg(long, env = "SLUICE_CACHE_DIR")]
+    cache_dir: Option<PathBuf>,
+    /// An installed TypeScript SDK (a `guest-sdk/ts` with node_modules)
+    /// instead of the one sluice carries.
+    #[arg(long, env = "SLUICE_TS_SDK")]
+    sdk: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+struct InitArgs {
+    /// The folder to create (default: the current one).
+    #[arg(default_value = ".")]
+    dir: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+struct GenerateArgs {
+    /// The nango-integrations folder (holding nango.yaml).
+    #[arg(long, default_value = ".")]
+    dir: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+struct CompileArgs {
+    #[command(flatten)]
+    build: BuildArgs,
+    /// Only this integration.
+    #[arg(long = "integration", alias = "integration-id")]
+    integration: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+struct TestArgs {
+    #[command(flatten)]
+    build: BuildArgs,
+    /// Only this integration.
+    #[arg(long = "integration", alias = "integration-id")]
+    integration: Option<String>,
+    /// Only this script.
+    #[arg(long)]
+    script: Option<String>,
+    /// A providers file in Nango's providers.yaml format (pagination defaults).
+    #[arg(long, env = "SLUICE_PROVIDERS")]
+    providers: Option<PathBuf>,
+    /// Freeze the scripts' clock at this time (RFC 3339 or YYYY-MM-DD).
+    #[arg(long)]
+    now: Option<String>,
+    /// The environment whose variables and limits apply.
+    #[arg(short = 'e', long = "environment", default_value = "dev")]
+    environment: String,
 }
 
 #[derive(Debug, clap::Args)]
 struct DryrunArgs {
-    /// A script name (a binary of the Rust crate in --dir) or a .wasm component path.
+    /// A script declared in nango.yaml (or a binary of the Rust crate in
+    /// --dir), or a .wasm component path.
     script: String,
     /// The connection to run as (from the connections file).
     connection_id: String,
-    /// The project folder.
-    #[arg(long, default_value = ".")]
-    dir: PathBuf,
+    #[command(flatten)]
+    build: BuildArgs,
+    /// The integration, when the script or connection id exists for several.
+    #[arg(long = "integration-id")]
+    integration_id: Option<String>,
     /// Local connections (default: <dir>/connections.yaml).
     #[arg(long)]
     connections: Option<PathBuf>,
@@ -59,22 +134,24 @@ struct DryrunArgs {
     /// Run the sync as this variant.
     #[arg(long)]
     variant: Option<String>,
-    /// The integration, when the connection id exists for several.
-    #[arg(long = "integration-id")]
-    integration_id: Option<String>,
     /// Serve this fixture on 127.0.0.1 and send every upstream request to it.
     #[arg(long = "mock-upstream")]
     mock_upstream: Option<PathBuf>,
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
-    /// Where precompiled components are cached.
-    #[arg(long, env = "SLUICE_CACHE_DIR")]
-    cache_dir: Option<PathBuf>,
-    /// An installed TypeScript SDK (a `guest-sdk/ts` with node_modules)
-    /// instead of the one sluice carries.
-    #[arg(long, env = "SLUICE_TS_SDK")]
-    sdk: Option<PathBuf>,
+}
+
+impl BuildArgs {
+    fn options(self, integration: Option<String>) -> CompileOptions {
+        CompileOptions {
+            dir: self.dir,
+            integration,
+            sdk: self.sdk,
+            cache_dir: self.cache_dir.unwrap_or_else(default_cache_dir),
+            build_dir: None,
+        }
+    }
 }
 
 /// Runs the command line; returns the exit code (0 ok, 1 the script
@@ -98,7 +175,11 @@ pub async fn run(
         }
     };
     let result = match cli.command {
+        Command::Init(args) => run_init(args, out),
+        Command::Generate(args) => run_generate(args, out, err),
+        Command::Compile(args) => run_compile(args, out, err),
         Command::Dryrun(args) => run_dryrun(args, out, err).await,
+        Command::Test(args) => run_test(args, out, err).await,
     };
     match result {
         Ok(code) => code,
@@ -127,10 +208,9 @@ async fn run_dryrun(
         .transpose()?;
     let last_sync_date = args.last_sync_date.as_deref().map(parse_date).transpose()?;
     let options = DryRunOptions {
-        dir: args.dir,
+        build: args.build.options(args.integration_id),
         script: args.script,
         connection_id: args.connection_id,
-        integration_id: args.integration_id,
         connections_file: args.connections,
         providers_file: args.providers,
         environment: args.environment,
@@ -139,8 +219,6 @@ async fn run_dryrun(
         last_sync_date,
         variant: args.variant,
         mock_upstream: args.mock_upstream,
-        cache_dir: args.cache_dir.unwrap_or_else(default_cache_dir),
-        sdk: args.sdk,
     };
     let result = dryrun::dry_run(&options, err).await?;
     if args.json {
@@ -149,6 +227,74 @@ async fn run_dryrun(
         dryrun::render(&result, out)?;
     }
     Ok(if result.success { 0 } else { 1 })
+}
+
+fn run_init(args: InitArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
+    let written = init::init(&args.dir)?;
+    for path in &written {
+        writeln!(out, "created {}", path.display())?;
+    }
+    writeln!(
+        out,
+        "Try it: sluice dryrun github-issue-example demo --dir {} --mock-upstream {}",
+        args.dir.display(),
+        args.dir.join("mock-api.yaml").display()
+    )?;
+    Ok(0)
+}
+
+fn run_generate(
+    args: GenerateArgs,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> anyhow::Result<i32> {
+    let (written, warnings) = init::generate(&args.dir)?;
+    for w in &warnings {
+        writeln!(err, "{w}")?;
+    }
+    for path in &written {
+        writeln!(out, "wrote {}", path.display())?;
+    }
+    Ok(0)
+}
+
+fn run_compile(args: CompileArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result<i32> {
+    let options = args.build.options(args.integration);
+    let mut config = RuntimeConfig::new(&options.cache_dir);
+    config.max_concurrent = 1;
+    let runtime = Runtime::new(config)?;
+    let project = compile::compile(&options, &runtime, err)?;
+    let integrations: std::collections::BTreeSet<&str> = project
+        .scripts
+        .iter()
+        .map(|s| s.integration.as_str())
+        .collect();
+    writeln!(
+        out,
+        "Compiled {} script{} in {} integration{}.",
+        project.scripts.len(),
+        if project.scripts.len() == 1 { "" } else { "s" },
+        integrations.len(),
+        if integrations.len() == 1 { "" } else { "s" }
+    )?;
+    Ok(0)
+}
+
+async fn run_test(args: TestArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result<i32> {
+    let now = args.now.as_deref().map(parse_date).transpose()?;
+    let options = TestOptions {
+        build: args.build.options(args.integration),
+        script: args.script,
+        providers_file: args.providers,
+        now,
+        environment: args.environment,
+    };
+    let outcomes = test::run_tests(&options, out, err).await?;
+    Ok(if outcomes.iter().all(|o| o.failure.is_none()) {
+        0
+    } else {
+        1
+    })
 }
 
 /// JSON given inline or as `@file`.
@@ -171,7 +317,7 @@ fn parse_date(value: &str) -> anyhow::Result<DateTime<Utc>> {
     {
         return Ok(t.and_utc());
     }
-    bail!("--lastSyncDate `{value}` is neither RFC 3339 nor YYYY-MM-DD")
+    bail!("`{value}` is neither an RFC 3339 time nor YYYY-MM-DD")
 }
 
 /// `$XDG_CACHE_HOME/sluice` or `~/.cache/sluice`.

@@ -140,6 +140,28 @@ pub struct CompileOptions {
     pub sdk: Option<PathBuf>,
     /// The cache of precompiled components and of the installed SDK.
     pub cache_dir: PathBuf,
+    /// Where bundles, components and Rust builds go (default:
+    /// `<dir>/.sluice/build`).
+    pub build_dir: Option<PathBuf>,
+}
+
+impl CompileOptions {
+    /// Options for `dir` with the default build folder.
+    pub fn new(dir: impl Into<PathBuf>, cache_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            dir: dir.into(),
+            integration: None,
+            sdk: None,
+            cache_dir: cache_dir.into(),
+            build_dir: None,
+        }
+    }
+
+    fn build_dir(&self) -> PathBuf {
+        self.build_dir
+            .clone()
+            .unwrap_or_else(|| self.dir.join(BUILD_DIR))
+    }
 }
 
 fn runtime_kind(k: yaml::ScriptKind) -> ScriptKind {
@@ -150,7 +172,8 @@ fn runtime_kind(k: yaml::ScriptKind) -> ScriptKind {
     }
 }
 
-fn kind_dir(k: yaml::ScriptKind) -> &'static str {
+/// Where scripts of a kind live in the nested layout.
+pub fn kind_dir(k: yaml::ScriptKind) -> &'static str {
     match k {
         yaml::ScriptKind::Sync => "syncs",
         yaml::ScriptKind::Action => "actions",
@@ -283,8 +306,8 @@ pub fn compile(
     } else {
         None
     };
-    let build = root.join(BUILD_DIR);
-    let wit_dir = root.join(".sluice").join("wit");
+    let build = opts.build_dir();
+    let wit_dir = build.join("wit");
     if needs_ts {
         write_if_changed(&wit_dir.join("nango.wit"), toolchain::WIT)?;
     }
@@ -320,7 +343,10 @@ pub fn compile(
             let path = match source {
                 Source::TypeScript(_) => continue,
                 Source::Component(p) => p.clone(),
-                Source::RustCrate(manifest) => project::build_rust_script(manifest, name)?,
+                Source::RustCrate(manifest) => {
+                    let _ = writeln!(progress, "Building {name} with cargo…");
+                    project::build_rust_script(manifest, name, Some(&build.join("cargo")))?
+                }
             };
             let script = precompile(runtime, &path, name, progress, |r| r.load_file(&path))?;
             if script.kind() != runtime_kind(*kind) {

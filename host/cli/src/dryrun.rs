@@ -25,12 +25,14 @@ use crate::project::{self, ProjectError};
 /// What a dry run needs.
 #[derive(Debug, Clone)]
 pub struct DryRunOptions {
-    /// The project folder (a Rust crate of scripts, or where `.wasm` paths are relative to).
-    pub dir: PathBuf,
-    /// A script name (a binary of the crate in `dir`) or a `.wasm` path.
+    /// The project folder (a nango-integrations folder, a Rust crate of
+    /// scripts, or where `.wasm` paths are relative to), where to build and
+    /// cache, and the integration (`--integration-id`).
+    pub build: CompileOptions,
+    /// A script name (declared in nango.yaml, or a binary of the crate in
+    /// the folder) or a `.wasm` path.
     pub script: String,
     pub connection_id: String,
-    pub integration_id: Option<String>,
     /// Defaults to `<dir>/connections.yaml`.
     pub connections_file: Option<PathBuf>,
     /// Providers added to the built-in catalogue.
@@ -44,9 +46,6 @@ pub struct DryRunOptions {
     pub variant: Option<String>,
     /// Serve this fixture on 127.0.0.1 and send every upstream request there.
     pub mock_upstream: Option<PathBuf>,
-    pub cache_dir: PathBuf,
-    /// An installed TypeScript SDK instead of the carried one.
-    pub sdk: Option<PathBuf>,
 }
 
 /// Why a dry run could not start.
@@ -194,19 +193,11 @@ fn resolve_target(
     runtime: &Runtime,
     progress: &mut dyn Write,
 ) -> Result<Target, DryRunError> {
+    let dir = &opts.build.dir;
     let is_path = opts.script.ends_with(".wasm");
-    if !is_path && opts.dir.join("nango.yaml").exists() {
-        let project = compile::compile(
-            &CompileOptions {
-                dir: opts.dir.clone(),
-                integration: opts.integration_id.clone(),
-                sdk: opts.sdk.clone(),
-                cache_dir: opts.cache_dir.clone(),
-            },
-            runtime,
-            progress,
-        )?;
-        let found = project.script(&opts.script, opts.integration_id.as_deref())?;
+    if !is_path && dir.join("nango.yaml").exists() {
+        let project = compile::compile(&opts.build, runtime, progress)?;
+        let found = project.script(&opts.script, opts.build.integration.as_deref())?;
         let sync = project
             .config
             .integration(&found.integration)
@@ -219,7 +210,7 @@ fn resolve_target(
             track_deletes: sync.is_some_and(|s| s.track_deletes),
         });
     }
-    let component = project::resolve_script(&opts.dir, &opts.script)?;
+    let component = project::resolve_script(dir, &opts.script)?;
     let name = component
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
@@ -238,7 +229,7 @@ pub async fn dry_run(
     opts: &DryRunOptions,
     progress: &mut dyn Write,
 ) -> Result<DryRunResult, DryRunError> {
-    let mut config = RuntimeConfig::new(&opts.cache_dir);
+    let mut config = RuntimeConfig::new(&opts.build.cache_dir);
     config.max_concurrent = 8;
     let runtime = Runtime::new(config)?;
     let target = resolve_target(opts, &runtime, progress)?;
@@ -248,12 +239,13 @@ pub async fn dry_run(
     let connections_path = opts
         .connections_file
         .clone()
-        .unwrap_or_else(|| opts.dir.join("connections.yaml"));
+        .unwrap_or_else(|| opts.build.dir.join("connections.yaml"));
     let connections = project::load_connections(&connections_path)?;
     let mut connection: Connection = project::pick_connection(
         &connections,
         &opts.connection_id,
-        opts.integration_id
+        opts.build
+            .integration
             .as_deref()
             .or(target.integration.as_deref()),
         &connections_path,
@@ -270,7 +262,10 @@ pub async fn dry_run(
             provider: connection.provider.clone(),
         });
     }
-    let environment = Arc::new(project::load_environment(&opts.dir, &opts.environment)?);
+    let environment = Arc::new(project::load_environment(
+        &opts.build.dir,
+        &opts.environment,
+    )?);
 
     let mock = match &opts.mock_upstream {
         Some(path) => Some(

@@ -185,7 +185,7 @@ pub fn resolve_script(dir: &Path, script: &str) -> Result<PathBuf, ProjectError>
     }
     let manifest = dir.join("Cargo.toml");
     if manifest.exists() {
-        return build_rust_script(&manifest, script);
+        return build_rust_script(&manifest, script, None);
     }
     Err(ProjectError::UnknownScript {
         name: script.to_string(),
@@ -196,10 +196,19 @@ pub fn resolve_script(dir: &Path, script: &str) -> Result<PathBuf, ProjectError>
     })
 }
 
-/// Builds binary `name` of the crate at `manifest` for `wasm32-wasip2`.
-pub fn build_rust_script(manifest: &Path, name: &str) -> Result<PathBuf, ProjectError> {
+/// Builds binary `name` of the crate at `manifest` for `wasm32-wasip2`
+/// (into `target_dir` when given, else the crate's own `target/`).
+pub fn build_rust_script(
+    manifest: &Path,
+    name: &str,
+    target_dir: Option<&Path>,
+) -> Result<PathBuf, ProjectError> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let output = Command::new(cargo)
+    let mut command = Command::new(cargo);
+    if let Some(dir) = target_dir {
+        command.env("CARGO_TARGET_DIR", dir);
+    }
+    let output = command
         .args([
             "build",
             "--release",

@@ -20,7 +20,7 @@ mod imports {
             default: async | trappable,
         },
         with: {
-            "nango:scripts/http.paginator": crate::paginate::Paginator,
+            "nango:scripts/http.paginator": crate::paginate::Pager,
         },
     });
 }

@@ -99,6 +99,9 @@ pub struct Execution {
     pub call: Call,
     pub sync: SyncRun,
     pub activity_log_id: String,
+    /// A frozen wall clock for the script (`Date.now()` and friends), for
+    /// replaying recordings made at a known time.
+    pub clock: Option<DateTime<Utc>>,
     /// How many `triggerAction`s led here.
     pub(crate) depth: u32,
 }
@@ -117,6 +120,7 @@ impl Execution {
             call,
             sync: SyncRun::default(),
             activity_log_id: uuid::Uuid::new_v4().to_string(),
+            clock: None,
             depth: 0,
         }
     }
@@ -163,6 +167,10 @@ pub struct Services {
     /// Sends every upstream request to this origin instead (after the egress
     /// check against the real one): for dry runs against a mock API.
     pub upstream_redirect: Option<url::Url>,
+    /// Answers upstream requests, getConnection and getMetadata from
+    /// recorded mocks instead, and records batches without storing them
+    /// (`sluice test`).
+    pub replay: Option<Arc<crate::replay::Replay>>,
 }
 
 impl Services {
@@ -178,6 +186,7 @@ impl Services {
             scripts: Arc::new(ScriptSet::default()),
             http: crate::proxy::default_client(),
             upstream_redirect: None,
+            replay: None,
         }
     }
 }
@@ -322,8 +331,28 @@ pub struct Report {
     pub logs_dropped: u64,
     /// Record changes per model (full name).
     pub changes: BTreeMap<String, Changes>,
+    /// Every batchSave / batchDelete / batchUpdate call as the script made
+    /// it, in order (kept only when replaying mocks).
+    pub batches: Vec<BatchCall>,
     pub fuel_consumed: u64,
     pub duration: Duration,
+}
+
+/// Which records call a [`BatchCall`] was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum BatchKind {
+    BatchSave,
+    BatchDelete,
+    BatchUpdate,
+}
+
+/// One records call as the script made it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BatchCall {
+    pub kind: BatchKind,
+    pub model: String,
+    pub records: Vec<Value>,
 }
 
 /// The epoch callback's error when the deadline passed inside guest code.
@@ -413,6 +442,7 @@ impl Runtime {
             logs: state.logs,
             logs_dropped: state.logs_dropped,
             changes: state.changes,
+            batches: state.batches,
             fuel_consumed,
             duration: started.elapsed(),
         }
@@ -426,6 +456,7 @@ impl Report {
             logs: Vec::new(),
             logs_dropped: 0,
             changes: BTreeMap::new(),
+            batches: Vec::new(),
             fuel_consumed: 0,
             duration: started.elapsed(),
         }

@@ -22,6 +22,7 @@ pub mod paginate;
 pub mod providers;
 pub mod proxy;
 pub mod records;
+pub mod replay;
 pub mod template;
 
 pub use engine::{LoadError, Runtime, Script, ScriptKind};

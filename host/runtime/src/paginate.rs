@@ -53,25 +53,35 @@ fn str_field<'a>(config: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
         .filter(|s| !s.is_empty())
 }
 
+/// The `paginator` resource: against the upstream, or over recordings.
+#[derive(Debug, Clone)]
+pub enum Pager {
+    Live(Paginator),
+    Replay(crate::replay::ReplayPager),
+}
+
+/// The provider's `proxy.paginate` with the script's keys over it.
+pub(crate) fn merged_config(
+    provider: &Provider,
+    script_config: Option<Map<String, Value>>,
+) -> Result<Map<String, Value>, HttpError> {
+    let mut config = provider.proxy.paginate.clone().unwrap_or_default();
+    if provider.proxy.paginate.is_none()
+        && script_config
+            .as_ref()
+            .is_none_or(|c| c.get("type").is_none())
+    {
+        return Err(invalid(
+            "There was no pagination configuration for this integration or configuration passed in.",
+        ));
+    }
+    config.extend(script_config.unwrap_or_default());
+    Ok(config)
+}
+
 impl Paginator {
     /// Validates the merged config and prepares the first request.
-    pub(crate) fn new(
-        req: Request,
-        provider: &Provider,
-        script_config: Option<Map<String, Value>>,
-    ) -> Result<Self, HttpError> {
-        let mut config = provider.proxy.paginate.clone().unwrap_or_default();
-        if provider.proxy.paginate.is_none()
-            && script_config
-                .as_ref()
-                .is_none_or(|c| c.get("type").is_none())
-        {
-            return Err(invalid(
-                "There was no pagination configuration for this integration or configuration passed in.",
-            ));
-        }
-        config.extend(script_config.unwrap_or_default());
-
+    pub(crate) fn new(req: Request, config: Map<String, Value>) -> Result<Self, HttpError> {
         let kind = str_field(&config, "type")
             .ok_or_else(|| invalid("Pagination type is required"))?
             .to_ascii_lowercase();

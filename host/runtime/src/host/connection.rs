@@ -81,6 +81,9 @@ impl connection::Host for HostState {
         pck: Option<String>,
         cid: Option<String>,
     ) -> wasmtime::Result<Result<String, NangoError>> {
+        if let Some(replay) = &self.services.replay {
+            return Ok(replay.file("nango/getConnection").map(|v| v.to_string()));
+        }
         let pck = pck.unwrap_or_else(|| self.exec.connection.provider_config_key.clone());
         let cid = cid.unwrap_or_else(|| self.exec.connection.connection_id.clone());
         Ok(self
@@ -89,6 +92,9 @@ impl connection::Host for HostState {
     }
 
     async fn get_metadata(&mut self) -> wasmtime::Result<Result<String, NangoError>> {
+        if let Some(replay) = &self.services.replay {
+            return Ok(replay.file("nango/getMetadata").map(|v| v.to_string()));
+        }
         let me = self.exec.connection.clone();
         Ok(self
             .connection(&me.provider_config_key, &me.connection_id)
@@ -96,6 +102,10 @@ impl connection::Host for HostState {
     }
 
     async fn set_metadata(&mut self, metadata: String) -> wasmtime::Result<Result<(), NangoError>> {
+        if self.services.replay.is_some() {
+            // Replaying mocks: metadata writes go nowhere.
+            return Ok(self.parse_metadata(&metadata).map(|_| ()));
+        }
         let me = self.exec.connection.clone();
         let result = self.parse_metadata(&metadata).and_then(|m| {
             self.services
@@ -111,6 +121,10 @@ impl connection::Host for HostState {
         &mut self,
         metadata: String,
     ) -> wasmtime::Result<Result<(), NangoError>> {
+        if self.services.replay.is_some() {
+            // Replaying mocks: metadata writes go nowhere.
+            return Ok(self.parse_metadata(&metadata).map(|_| ()));
+        }
         let me = self.exec.connection.clone();
         let result = self.parse_metadata(&metadata).and_then(|m| {
             self.services

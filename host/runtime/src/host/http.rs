@@ -6,8 +6,9 @@ use wasmtime::component::Resource;
 use super::HostState;
 use crate::bindings::http::{self, Body, HttpError, Page, Request};
 use crate::bindings::types::{self, Response};
-use crate::paginate::Paginator;
+use crate::paginate::{Pager, Paginator};
 use crate::proxy::nango_error;
+use crate::replay::ReplayPager;
 
 impl types::Host for HostState {}
 
@@ -36,7 +37,7 @@ impl http::Host for HostState {
         &mut self,
         req: Request,
         config: Option<String>,
-    ) -> wasmtime::Result<Result<Resource<Paginator>, HttpError>> {
+    ) -> wasmtime::Result<Result<Resource<Pager>, HttpError>> {
         if let Err(e) = self.check_body(&req) {
             return Ok(Err(e));
         }
@@ -65,7 +66,14 @@ impl http::Host for HostState {
                 ),
             ))));
         };
-        match Paginator::new(req, &provider, config) {
+        let pager = crate::paginate::merged_config(&provider, config).and_then(|config| {
+            if self.services.replay.is_some() {
+                ReplayPager::new(req, config).map(Pager::Replay)
+            } else {
+                Paginator::new(req, config).map(Pager::Live)
+            }
+        });
+        match pager {
             Ok(p) => Ok(Ok(self.table.push(p)?)),
             Err(e) => Ok(Err(e)),
         }
@@ -75,15 +83,21 @@ impl http::Host for HostState {
 impl http::HostPaginator for HostState {
     async fn next_page(
         &mut self,
-        handle: Resource<Paginator>,
+        handle: Resource<Pager>,
     ) -> wasmtime::Result<Result<Option<Page>, HttpError>> {
-        let mut paginator = self.table.get(&handle)?.clone();
-        let page = paginator.next_page(self).await;
-        *self.table.get_mut(&handle)? = paginator;
+        let mut pager = self.table.get(&handle)?.clone();
+        let page = match (&mut pager, self.services.replay.clone()) {
+            (Pager::Live(p), _) => p.next_page(self).await,
+            (Pager::Replay(p), Some(replay)) => {
+                p.next_page(&replay, &self.exec.script_name, &self.exec.sync.variant)
+            }
+            (Pager::Replay(_), None) => Ok(None),
+        };
+        *self.table.get_mut(&handle)? = pager;
         Ok(page)
     }
 
-    async fn drop(&mut self, handle: Resource<Paginator>) -> wasmtime::Result<()> {
+    async fn drop(&mut self, handle: Resource<Pager>) -> wasmtime::Result<()> {
         self.table.delete(handle)?;
         Ok(())
     }

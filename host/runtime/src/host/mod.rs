@@ -37,6 +37,7 @@ pub struct HostState {
     pub(crate) logs: Vec<LogEntry>,
     pub(crate) logs_dropped: u64,
     pub(crate) changes: BTreeMap<String, Changes>,
+    pub(crate) batches: Vec<crate::exec::BatchCall>,
     pub(crate) merging: HashMap<String, Merging>,
     /// getConnection results of this execution; metadata writes invalidate.
     pub(crate) connection_cache: HashMap<(String, String), Connection>,
@@ -59,13 +60,16 @@ impl HostState {
         let stderr = CapturedOutput::new(limits.max_output_bytes);
         // Deny by default: no preopened directories, no environment, no
         // arguments, no sockets, no name lookups. Clocks and randomness only.
-        let wasi = WasiCtxBuilder::new()
-            .stdout(stdout.clone())
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.stdout(stdout.clone())
             .stderr(stderr.clone())
             .allow_tcp(false)
             .allow_udp(false)
-            .allow_ip_name_lookup(false)
-            .build();
+            .allow_ip_name_lookup(false);
+        if let Some(at) = exec.clock {
+            wasi.wall_clock(FrozenClock(at));
+        }
+        let wasi = wasi.build();
         Self {
             wasi,
             table: ResourceTable::new(),
@@ -78,6 +82,7 @@ impl HostState {
             logs: Vec::new(),
             logs_dropped: 0,
             changes: BTreeMap::new(),
+            batches: Vec::new(),
             merging: HashMap::new(),
             connection_cache: HashMap::new(),
             stdout,
@@ -123,6 +128,20 @@ impl WasiView for HostState {
             ctx: &mut self.wasi,
             table: &mut self.table,
         }
+    }
+}
+
+/// A wall clock that always says the same time.
+struct FrozenClock(chrono::DateTime<chrono::Utc>);
+
+impl wasmtime_wasi::HostWallClock for FrozenClock {
+    fn resolution(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(1)
+    }
+
+    fn now(&self) -> std::time::Duration {
+        let ms = self.0.timestamp_millis().max(0);
+        std::time::Duration::from_millis(ms as u64)
     }
 }
 

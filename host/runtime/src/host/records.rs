@@ -7,7 +7,7 @@ use crate::ScriptKind;
 use crate::bindings::records::{self, MergingStrategy};
 use crate::bindings::sync_context;
 use crate::bindings::types::NangoError;
-use crate::exec::LogLevel;
+use crate::exec::{BatchCall, BatchKind, LogLevel};
 use crate::proxy::nango_error;
 use crate::records::{
     CHUNK_SIZE, IDS_PER_LOOKUP, Merging, RecordError, WriteContext, WriteKind, prepare_chunk,
@@ -75,6 +75,21 @@ impl HostState {
             }
         };
         if records.is_empty() {
+            return Ok(());
+        }
+        if self.services.replay.is_some() {
+            // Replaying mocks: keep the call as made, as the test harness's
+            // spies do, and store nothing.
+            let kind = match kind {
+                WriteKind::Save => BatchKind::BatchSave,
+                WriteKind::Delete => BatchKind::BatchDelete,
+                WriteKind::Update => BatchKind::BatchUpdate,
+            };
+            self.batches.push(BatchCall {
+                kind,
+                model: model.to_string(),
+                records,
+            });
             return Ok(());
         }
         let full = self.model_name(model)?;

@@ -1,0 +1,403 @@
+//! TypeScript scripts (tests/ts-project, compiled with esbuild and
+//! componentize-js) calling every method of the nango helper.
+
+use serde_json::{Value, json};
+use sluice_runtime::connection::ConnectionStore as _;
+use sluice_runtime::exec::{LogLevel, LogSource, SyncRun};
+use sluice_runtime::{Call, ExecError};
+use sluice_tests::{Harness, MockRequest, MockResponse, output, ts_script};
+
+/// The upstream the scripts call: `/echo` describes the request, `/items`
+/// pages by cursor, anything else is a 404.
+fn upstream(req: &MockRequest) -> MockResponse {
+    match req.path.as_str() {
+        "/echo" => {
+            let query: serde_json::Map<String, Value> = req
+                .query
+                .iter()
+                .map(|(k, v)| (k.clone(), json!(v)))
+                .collect();
+            MockResponse::json(
+                200,
+                &json!({
+                    "method": req.method,
+                    "query": query,
+                    "authorization": req.header("authorization"),
+                    "trace": req.header("x-trace"),
+                    "contentType": req.header("content-type"),
+                    "body": String::from_utf8_lossy(&req.body),
+                }),
+            )
+        }
+        "/items" => match req.query_param("cursor") {
+            None => MockResponse::json(
+                200,
+                &json!({"items": [{"id": "a", "name": " Ada "}, {"id": "b", "name": "Bob"}], "next": "c2"}),
+            ),
+            Some("c2") => MockResponse::json(
+                200,
+                &json!({"items": [{"id": "c", "name": "Cy"}], "next": "  "}),
+            ),
+            Some(other) => {
+                MockResponse::json(400, &json!({"error": format!("bad cursor {other}")}))
+            }
+        },
+        _ => MockResponse::json(404, &json!({"error": "no such thing"})),
+    }
+}
+
+async fn harness() -> Harness {
+    let mut h = Harness::new(
+        upstream,
+        "mock:\n  auth_mode: OAUTH2\n  proxy:\n    base_url: {base}\n",
+        json!({"type": "OAUTH2", "access_token": "tok-ts", "refresh_token": "secret-refresh"}),
+    )
+    .await;
+    h.environment.variables = vec![("REGION".into(), "eu".into())];
+    h.environment.webhook_base_url = Some("https://hooks.example/webhook/env-1".into());
+    h
+}
+
+#[tokio::test]
+async fn http_verbs_return_axios_shaped_responses_and_errors() {
+    let h = harness().await;
+    let out = output(&h.ts_action("http", json!({})).await);
+
+    let get = &out["get"];
+    assert_eq!(get["status"], 200);
+    assert_eq!(get["contentType"], "application/json");
+    assert_eq!(get["data"]["method"], "GET");
+    assert_eq!(
+        get["data"]["query"],
+        json!({"limit": "10", "tags": "a,b", "q": "x y"}),
+        "params are String()'d: numbers printed, arrays joined"
+    );
+    assert_eq!(get["data"]["authorization"], "Bearer tok-ts");
+    assert_eq!(get["data"]["trace"], "t (mock)", "a relative import ran");
+
+    assert_eq!(out["post"]["method"], "POST");
+    assert_eq!(out["post"]["body"], r#"{"a":1}"#);
+    assert_eq!(out["post"]["contentType"], "application/json");
+    assert_eq!(out["put"]["method"], "PUT");
+    assert_eq!(out["put"]["body"], "raw text");
+    assert_eq!(out["put"]["contentType"], "text/plain");
+    assert_eq!(out["patch"]["method"], "PATCH");
+    assert_eq!(out["patch"]["body"], r#"{"b":2}"#);
+    assert_eq!(out["delete"]["method"], "DELETE");
+    assert_eq!(out["proxy"]["method"], "POST");
+    assert_eq!(out["proxy"]["query"], json!({"raw": "1", "x": "2"}));
+    assert!(
+        out["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("\"method\":\"GET\"")),
+        "responseType text keeps the body as a string: {}",
+        out["text"]
+    );
+
+    let not_found = &out["notFound"];
+    assert_eq!(not_found["name"], "AxiosError");
+    assert_eq!(not_found["isAxiosError"], true);
+    assert_eq!(not_found["status"], 404);
+    assert_eq!(not_found["code"], "ERR_BAD_REQUEST");
+    assert_eq!(not_found["data"], json!({"error": "no such thing"}));
+    assert_eq!(not_found["message"], "Request failed with status code 404");
+
+    let egress = &out["egress"];
+    assert_eq!(egress["name"], "SDKError");
+    assert_eq!(egress["code"], "egress_denied");
+    assert!(
+        egress["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("elsewhere.example")),
+        "{egress}"
+    );
+}
+
+#[tokio::test]
+async fn an_uncaught_http_error_is_a_script_http_error_with_the_upstream_response() {
+    let h = harness().await;
+    let report = h.ts_action("http", json!({"uncaught": true})).await;
+    let Err(ExecError::Script(failure)) = &report.outcome else {
+        panic!("expected a script failure, got {:?}", report.outcome);
+    };
+    assert_eq!(failure.error_type, "script_http_error");
+    assert_eq!(failure.status, 404);
+    assert_eq!(failure.payload, json!({"error": "no such thing"}));
+    let upstream = failure
+        .upstream_response
+        .as_ref()
+        .expect("upstream response");
+    assert_eq!(upstream["status"], 404);
+}
+
+#[tokio::test]
+async fn records_methods_pagination_and_the_sync_context() {
+    let h = harness().await;
+    let last = chrono::DateTime::parse_from_rfc3339("2024-06-01T12:00:00Z")
+        .unwrap()
+        .with_timezone(&chrono::Utc);
+    let sync = SyncRun {
+        last_sync_date: Some(last),
+        track_deletes: true,
+        models: Some(vec!["Item".into(), "Report".into()]),
+        ..SyncRun::default()
+    };
+    let report = h
+        .run(&ts_script("records"), "records", Call::Sync, sync)
+        .await;
+    output(&report);
+
+    let pages: Vec<Vec<(String, String)>> = h
+        .mock
+        .requests()
+        .iter()
+        .filter(|r| r.path == "/items")
+        .map(|r| r.query.clone())
+        .collect();
+    assert_eq!(
+        pages,
+        vec![
+            vec![("limit".to_string(), "2".to_string())],
+            vec![
+                ("limit".to_string(), "2".to_string()),
+                ("cursor".to_string(), "c2".to_string())
+            ],
+        ],
+        "the cursor is followed; a blank one ends the pagination"
+    );
+
+    let items = h.records.all(&h.conn(), "Item");
+    let by_id = |id: &str| {
+        items
+            .iter()
+            .find(|r| r.external_id == id)
+            .unwrap_or_else(|| panic!("no record {id}"))
+    };
+    assert_eq!(items.len(), 3);
+    assert_eq!(by_id("a").json["name"], "renamed", "batchUpdate merged");
+    assert_eq!(by_id("b").json["name"], "Bob (mock)");
+    assert!(
+        by_id("c").deleted_at.is_some(),
+        "batchDelete is a soft delete"
+    );
+    assert!(
+        items
+            .iter()
+            .all(|r| r.json.get("_nango_metadata").is_none()),
+        "_nango_metadata is stripped before saving"
+    );
+
+    let reports = h.records.all(&h.conn(), "Report");
+    let summary = &reports[0].json;
+    assert_eq!(summary["saved"], 3);
+    assert_eq!(summary["found"], json!(["a"]), "missing ids are absent");
+    assert_eq!(summary["firstName"], "renamed");
+    assert_eq!(summary["firstAction"], "UPDATED");
+    assert_eq!(summary["lastSyncDate"], "2024-06-01T12:00:00.000Z");
+    assert_eq!(summary["variant"], "base");
+    assert_eq!(summary["trackDeletes"], true);
+    assert_eq!(summary["fullName"], "Item");
+    assert_eq!(report.changes["Item"].added, 3);
+}
+
+#[tokio::test]
+async fn a_webhook_handler_saves_and_returns_its_output() {
+    let h = harness().await;
+    let call = Call::Webhook {
+        payload: json!({"id": 7, "name": "Hooked"}).to_string(),
+    };
+    let report = h
+        .run(&ts_script("records"), "records", call, SyncRun::default())
+        .await;
+    assert_eq!(output(&report), json!({"received": 7}));
+    let items = h.records.all(&h.conn(), "Item");
+    assert_eq!(
+        Value::Object(items[0].json.clone()),
+        json!({"id": "7", "name": "Hooked (mock)"})
+    );
+}
+
+#[tokio::test]
+async fn connection_metadata_environment_token_and_logs() {
+    let h = harness().await;
+    h.connections
+        .set_metadata("mock-int", "c1", json!({"plan": "free", "region": "eu"}))
+        .unwrap();
+    let report = h.ts_action("connection", json!({})).await;
+    let out = output(&report);
+    assert_eq!(out["connectionId"], "c1");
+    assert_eq!(out["providerConfigKey"], "mock-int");
+    assert_eq!(out["provider"], "mock");
+    assert_eq!(out["environment"], "test");
+    assert_eq!(out["credentials"]["access_token"], "tok-ts");
+    assert!(out["credentials"].get("refresh_token").is_none());
+    assert_eq!(out["before"], json!({"plan": "free", "region": "eu"}));
+    assert_eq!(
+        out["after"],
+        json!({"plan": "pro", "seats": 3}),
+        "setMetadata replaces, updateMetadata merges"
+    );
+    assert_eq!(out["env"], json!([{"name": "REGION", "value": "eu"}]));
+    assert_eq!(
+        out["webhookUrl"],
+        "https://hooks.example/webhook/env-1/mock-int"
+    );
+    assert_eq!(
+        out["token"], "tok-ts",
+        "getToken of OAUTH2 is the access token"
+    );
+
+    let user: Vec<(LogLevel, &str, Option<&Value>)> = report
+        .logs
+        .iter()
+        .filter(|l| l.source == LogSource::User)
+        .map(|l| (l.level, l.message.as_str(), l.meta.as_ref()))
+        .collect();
+    assert!(user.contains(&(LogLevel::Info, "plain message", None)));
+    assert!(user.contains(&(LogLevel::Warn, "careful", None)));
+    assert!(user.contains(&(LogLevel::Error, "with a payload", Some(&json!({"a": 1})))));
+    assert!(user.contains(&(LogLevel::Info, r#"{"an":"object"}"#, None)));
+    assert!(user.contains(&(LogLevel::Debug, "verbose maps to debug", None)));
+    assert!(
+        report
+            .logs
+            .iter()
+            .any(|l| l.message.contains("from console.log") && l.level == LogLevel::Info)
+    );
+    assert!(
+        report
+            .logs
+            .iter()
+            .any(|l| l.message.contains("from console.error") && l.level == LogLevel::Error)
+    );
+}
+
+#[tokio::test]
+async fn action_errors_reach_the_caller_with_their_payload_and_other_failures_are_normalised() {
+    let h = harness().await;
+    let failure = |report: sluice_runtime::Report| match report.outcome {
+        Err(ExecError::Script(f)) => f,
+        other => panic!("expected a script failure, got {other:?}"),
+    };
+
+    let f = failure(h.ts_action("fail", json!({"how": "action"})).await);
+    assert_eq!(f.error_type, "action_script_runtime_error");
+    assert_eq!(
+        f.payload,
+        json!({"message": "the item is locked", "code": "locked", "retryable": false})
+    );
+    assert_eq!(f.status, 500);
+
+    let f = failure(h.ts_action("fail", json!({"how": "error"})).await);
+    assert_eq!(f.error_type, "script_internal_error");
+    assert!(
+        f.message.starts_with("TypeError: something broke"),
+        "{}",
+        f.message
+    );
+
+    let f = failure(h.ts_action("fail", json!({"how": "value"})).await);
+    assert_eq!(f.error_type, "script_internal_error");
+    assert_eq!(f.message, r#"{"weird":true}"#);
+
+    // A host the environment allows, where nothing listens.
+    let mut h = harness().await;
+    h.limits().allowed_hosts = vec!["127.0.0.1:1".into()];
+    let f = failure(h.ts_action("fail", json!({"how": "network"})).await);
+    assert_eq!(f.error_type, "script_network_error");
+    assert!(f.message.starts_with("ECONNREFUSED"), "{}", f.message);
+}
+
+#[tokio::test]
+async fn zod_validate_input_returns_the_data_or_fails_with_the_original_message() {
+    let h = harness().await;
+    let ok = output(
+        &h.ts_action("validate", json!({"email": "ada@example.com", "age": 36}))
+            .await,
+    );
+    assert_eq!(ok, json!({"email": "ada@example.com", "age": 36}));
+
+    let report = h
+        .ts_action("validate", json!({"email": "nope", "age": 12}))
+        .await;
+    let Err(ExecError::Script(f)) = &report.outcome else {
+        panic!("expected an action error, got {:?}", report.outcome);
+    };
+    assert_eq!(f.error_type, "action_script_runtime_error");
+    assert_eq!(f.payload, json!({"message": "Invalid input provided"}));
+    let errors: Vec<&str> = report
+        .logs
+        .iter()
+        .filter(|l| l.level == LogLevel::Error)
+        .map(|l| l.message.as_str())
+        .collect();
+    assert!(
+        errors
+            .iter()
+            .any(|m| m.starts_with("Invalid input provided: ") && m.ends_with("at path email")),
+        "{errors:?}"
+    );
+    assert!(
+        errors.iter().any(|m| m.ends_with("at path age")),
+        "{errors:?}"
+    );
+}
+
+#[tokio::test]
+async fn trigger_action_runs_another_typescript_action() {
+    let h = harness().await;
+    h.scripts.insert("mock-int", "echo", ts_script("echo"));
+    let out = output(&h.ts_action("trigger", json!({})).await);
+    assert_eq!(out, json!({"input": {"hello": "world"}, "script": "echo"}));
+
+    let out = output(&h.ts_action("echo", json!({})).await);
+    assert_eq!(
+        out["input"], "undefined",
+        "an input of {{}} arrives as undefined"
+    );
+}
+
+#[tokio::test]
+async fn node_built_ins_work_and_the_clock_is_utc() {
+    let h = harness().await;
+    let out = output(&h.ts_action("node", json!({})).await);
+    assert_eq!(
+        out["sha256"],
+        "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
+    );
+    assert_eq!(out["md5"], "5d41402abc4b2a76b9719d911017c592");
+    assert_eq!(out["hmac"], "bp7ym3X//Ft6uuUn1Y/a2y/kLnIZARl2kXNDBl9Y7Uo=");
+    assert_eq!(out["base64"], "aGVsbG8gd29ybGQ=");
+    assert_eq!(out["decoded"], "hello");
+    assert_eq!(out["url"], "https://example.com/a/b?x=1&y=2");
+    assert_eq!(out["query"], "a=1&b=two+words");
+    assert_eq!(out["uuid"], 36);
+    assert_eq!(out["date"], "2024-01-02T03:04:05.000Z");
+    assert_eq!(out["timezoneOffset"], 0);
+}
+
+#[tokio::test]
+async fn a_typescript_busy_loop_runs_out_of_fuel() {
+    let mut h = harness().await;
+    h.limits().fuel = Some(200_000_000);
+    let report = h.ts_action("spin", json!({})).await;
+    assert!(
+        matches!(
+            report.outcome,
+            Err(ExecError::OutOfFuel { units: 200_000_000 })
+        ),
+        "{:?}",
+        report.outcome
+    );
+    assert!(report.logs.iter().any(|l| l.message == "spinning"));
+}
+
+#[tokio::test]
+async fn a_rust_script_runs_beside_the_typescript_ones() {
+    let h = harness().await;
+    let out = output(&h.ts_action("rust-echo", json!({"n": 1})).await);
+    assert_eq!(
+        out,
+        json!({"input": {"n": 1}, "language": "rust", "script": "rust-echo"})
+    );
+}

@@ -1,0 +1,15 @@
+import type { NangoAction, FailInput } from '../../models';
+
+export default async function runAction(nango: NangoAction, input: FailInput): Promise<never> {
+    switch (input.how) {
+        case 'action':
+            throw new nango.ActionError({ message: 'the item is locked', code: 'locked', retryable: false });
+        case 'error':
+            throw new TypeError('something broke');
+        case 'network':
+            await nango.get({ endpoint: '/x', baseUrlOverride: 'http://127.0.0.1:1' });
+            throw new Error('unreachable');
+        default:
+            throw { weird: true };
+    }
+}
