@@ -119,6 +119,9 @@ async function bundleScripts(job) {
     try {
         const result = await esbuild.build({
             stdin: { contents: entrySource(job), resolveDir: root, sourcefile: ENTRY, loader: 'js' },
+            // Paths in the bundle are relative to the project, so a moved
+            // copy of a project bundles to the same text.
+            absWorkingDir: root,
             bundle: true,
             write: false,
             format: 'esm',

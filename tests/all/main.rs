@@ -6,6 +6,7 @@ mod examples;
 mod features;
 mod limits;
 mod paginate;
+mod project;
 mod proxy;
 mod records;
 mod typescript;

@@ -55,6 +55,9 @@ struct BuildArgs {
     /// instead of the one sluice carries.
     #[arg(long, env = "SLUICE_TS_SDK")]
     sdk: Option<PathBuf>,
+    /// Where bundles and components are built (default: <dir>/.sluice/build).
+    #[arg(long, env = "SLUICE_BUILD_DIR")]
+    build_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -149,7 +152,7 @@ impl BuildArgs {
             integration,
             sdk: self.sdk,
             cache_dir: self.cache_dir.unwrap_or_else(default_cache_dir),
-            build_dir: None,
+            build_dir: self.build_dir,
         }
     }
 }

@@ -94,6 +94,22 @@ pub async fn run_tests(
         &opts.environment,
     )?);
 
+    // A local connection names each integration's provider; without one,
+    // the provider is the integration's name, as in the original harness.
+    let connections_file = opts.build.dir.join("connections.yaml");
+    let connections = if connections_file.exists() {
+        project::load_connections(&connections_file)?
+    } else {
+        Vec::new()
+    };
+    let provider_of = |pck: &str| {
+        connections
+            .iter()
+            .find(|c| c.provider_config_key == pck)
+            .map(|c| c.provider.clone())
+            .unwrap_or_else(|| pck.to_string())
+    };
+
     let mut outcomes = Vec::new();
     for ps in &project.scripts {
         if opts.script.as_ref().is_some_and(|s| *s != ps.name) {
@@ -113,6 +129,7 @@ pub async fn run_tests(
         let failure = run_one(
             &runtime,
             ps,
+            &provider_of(&ps.integration),
             &mocks,
             &outputs,
             providers.clone(),
@@ -172,6 +189,7 @@ fn required(path: &Path) -> Result<Value, String> {
 async fn run_one(
     runtime: &Runtime,
     ps: &ProjectScript,
+    provider: &str,
     mocks: &Path,
     outputs: &[String],
     providers: Arc<ProviderCatalog>,
@@ -189,11 +207,10 @@ async fn run_one(
         provider_config_key: ps.integration.clone(),
         connection_id: "sluice-test".into(),
     };
-    // The harness's provider is the integration's directory name.
     let connection: Connection = serde_json::from_value(serde_json::json!({
         "connection_id": conn.connection_id,
         "provider_config_key": conn.provider_config_key,
-        "provider": ps.integration,
+        "provider": provider,
         "credentials": {},
     }))
     .map_err(|e| e.to_string())?;

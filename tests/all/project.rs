@@ -1,0 +1,373 @@
+//! nango-integrations folders through the command line: init, generate,
+//! compile (and its errors), dryrun of TypeScript, and `sluice test`.
+
+use std::path::{Path, PathBuf};
+
+use sluice_tests::{guests, repo_root, ts_build_lock, ts_sdk};
+
+async fn sluice(args: &[&str]) -> (i32, String, String) {
+    let argv = std::iter::once("sluice").chain(args.iter().copied());
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let code = sluice::cli::run(argv.map(Into::into), &mut out, &mut err).await;
+    (
+        code,
+        String::from_utf8(out).unwrap(),
+        String::from_utf8(err).unwrap(),
+    )
+}
+
+fn s(p: &Path) -> String {
+    p.display().to_string()
+}
+
+/// Build flags pointing at this checkout's SDK and the tests' caches.
+fn build_flags(build: &str) -> Vec<String> {
+    vec![
+        "--sdk".into(),
+        s(&ts_sdk()),
+        "--cache-dir".into(),
+        guests::CACHE_DIR.into(),
+        "--build-dir".into(),
+        s(&Path::new(guests::BUILD_DIR).join(build)),
+    ]
+}
+
+fn write(dir: &Path, rel: &str, text: &str) {
+    let path = dir.join(rel);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, text).unwrap();
+}
+
+#[tokio::test]
+async fn an_initialized_folder_compiles_and_its_sync_dry_runs_against_its_mock() {
+    // A fixed folder, so the build of the (unchanged) starter is reused
+    // between runs; everything but the build is made anew.
+    let dir = PathBuf::from(guests::BUILD_DIR).join("init-project");
+    let _ = std::fs::remove_dir_all(&dir);
+    let (code, out, err) = sluice(&["init", &s(&dir)]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("nango.yaml"), "{out}");
+    let (code, _, err) = sluice(&["init", &s(&dir)]).await;
+    assert_eq!(code, 2, "init refuses an existing folder");
+    assert!(err.contains("already has a nango.yaml"), "{err}");
+
+    let mock = s(&dir.join("mock-api.yaml"));
+    let mut args = vec![
+        "dryrun".to_string(),
+        "github-issue-example".into(),
+        "demo".into(),
+        "--dir".into(),
+        s(&dir),
+        "--mock-upstream".into(),
+        mock.clone(),
+    ];
+    args.extend(build_flags("init-project"));
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (code, out, err) = sluice(&argv).await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        out.contains("The dry run would produce the following results:"),
+        "{out}"
+    );
+    for title in ["Found a bug", "Add a README", "Crash on start"] {
+        assert!(out.contains(title), "{title} missing from {out}");
+    }
+    assert!(!out.contains("Fix the crash"), "pull requests are skipped");
+    assert!(
+        out.contains("[info] Saving 2 issues of octocat/hello-world"),
+        "{out}"
+    );
+
+    let mut args = vec![
+        "dryrun".to_string(),
+        "create-issue".into(),
+        "demo".into(),
+        "--dir".into(),
+        s(&dir),
+        "--mock-upstream".into(),
+        mock,
+        "--input".into(),
+        r#"{"title": "New issue"}"#.into(),
+    ];
+    args.extend(build_flags("init-project"));
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (code, out, err) = sluice(&argv).await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("\"number\": 5"), "{out}");
+}
+
+const BROKEN_YAML: &str = r#"
+integrations:
+    zendesk:
+        syncs:
+            tickets:
+                runs: every hour
+                output: Ticket
+                endpoint: GET /tickets
+                colour: blue
+            users:
+                runs: every 5 seconds
+                output: User
+                endpoint: GET /users
+models:
+    Ticket:
+        subject: string
+    User:
+        id: string
+"#;
+
+#[tokio::test]
+async fn nango_yaml_errors_name_their_path_and_code_and_stop_the_compile() {
+    let tmp = tempfile::tempdir().unwrap();
+    write(tmp.path(), "nango.yaml", BROKEN_YAML);
+    let mut args = vec!["compile".to_string(), "--dir".into(), s(tmp.path())];
+    args.extend(build_flags("broken-yaml"));
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (code, _, err) = sluice(&argv).await;
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("nango.yaml validation failed"), "{err}");
+    assert!(
+        err.contains("integrations > zendesk > syncs > tickets\n  error must NOT have additional properties: `colour` [additionalProperties]"),
+        "{err}"
+    );
+    assert!(
+        err.contains("integrations > zendesk > syncs > tickets > output\n  error Model \"Ticket\" doesn't have an id field. This is required to be able to uniquely identify the data record [model_missing_id]"),
+        "{err}"
+    );
+    assert!(err.contains("[invalid_runs]"), "{err}");
+    assert!(
+        err.contains("Your nango.yaml contains some errors"),
+        "{err}"
+    );
+    assert!(
+        !tmp.path().join("models.ts").exists(),
+        "nothing is generated from an invalid file"
+    );
+
+    write(tmp.path(), "nango.yaml", "integrations: [unclosed");
+    let (code, _, err) = sluice(&argv).await;
+    assert_eq!(code, 2);
+    assert!(err.contains("is not valid YAML"), "{err}");
+}
+
+const GENERATE_YAML: &str = r#"
+integrations:
+    github:
+        syncs:
+            issues:
+                runs: every hour
+                output: Issue
+                endpoint: GET /issues
+                webhook-subscriptions: [issues]
+        actions:
+            create-issue:
+                input: CreateIssue
+                output: Issue
+                endpoint: POST /issues
+        on-events:
+            post-connection-creation: [setup]
+models:
+    Issue:
+        id: string
+        title: string
+        labels?: string[]
+        state: open | closed
+    CreateIssue:
+        title: string
+"#;
+
+#[tokio::test]
+async fn generate_writes_models_and_schemas_and_scaffolds_only_missing_scripts() {
+    let tmp = tempfile::tempdir().unwrap();
+    write(tmp.path(), "nango.yaml", GENERATE_YAML);
+    let mine = "export default async function fetchData() { /* mine */ }\n";
+    write(tmp.path(), "github/syncs/issues.ts", mine);
+    let (code, out, err) = sluice(&["generate", "--dir", &s(tmp.path())]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("[model_not_found_fallback]"),
+        "warnings are printed: {err}"
+    );
+
+    let models = std::fs::read_to_string(tmp.path().join("models.ts")).unwrap();
+    assert!(models.contains("export interface Issue {\n  id: string;\n  title: string;\n  labels?: string[];\n  state: 'open' | 'closed';\n};"), "{models}");
+    assert!(models.contains("export declare class NangoSync extends NangoAction"));
+    assert!(models.contains("export interface ProxyConfiguration"));
+    assert!(models.contains("export declare class ActionError"));
+    assert!(models.contains("export const NangoFlows = ["));
+
+    let schema: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(tmp.path().join(".nango/schema.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        schema["definitions"]["Issue"]["required"],
+        serde_json::json!(["id", "title", "state"])
+    );
+    assert_eq!(
+        schema["definitions"]["Issue"]["additionalProperties"],
+        false
+    );
+
+    assert_eq!(
+        std::fs::read_to_string(tmp.path().join("github/syncs/issues.ts")).unwrap(),
+        mine,
+        "an existing script is never overwritten"
+    );
+    let action =
+        std::fs::read_to_string(tmp.path().join("github/actions/create-issue.ts")).unwrap();
+    assert!(
+        action.contains("export default async function runAction(nango: NangoAction, input: CreateIssue): Promise<Issue>"),
+        "{action}"
+    );
+    let event = std::fs::read_to_string(tmp.path().join("github/on-events/setup.ts")).unwrap();
+    assert!(event.contains("export default async function onEvent(nango: NangoAction)"));
+    assert!(
+        out.contains("create-issue.ts") && !out.contains("issues.ts\n"),
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn imports_the_original_forbids_are_refused_by_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    write(
+        tmp.path(),
+        "nango.yaml",
+        "integrations:\n    demo:\n        actions:\n            fetch:\n                endpoint: POST /fetch\nmodels: {}\n",
+    );
+    write(
+        tmp.path(),
+        "demo/actions/fetch.ts",
+        "import axios from 'axios';\nexport default async function runAction() { return axios.get('https://x'); }\n",
+    );
+    let mut args = vec!["compile".to_string(), "--dir".into(), s(tmp.path())];
+    args.extend(build_flags("refused-import"));
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (code, _, err) = sluice(&argv).await;
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("Importing libraries is not allowed. Please remove the import \"axios\" from \"demo/actions/fetch.ts\""),
+        "{err}"
+    );
+
+    write(
+        tmp.path(),
+        "demo/actions/fetch.ts",
+        "import { x } from '../../../elsewhere';\nexport default async function runAction() { return x; }\n",
+    );
+    let (code, _, err) = sluice(&argv).await;
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("All imported files must live within the nango-integrations directory"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn scripts_without_a_file_are_listed() {
+    let tmp = tempfile::tempdir().unwrap();
+    write(
+        tmp.path(),
+        "nango.yaml",
+        "integrations:\n    demo:\n        actions:\n            one:\n                endpoint: POST /one\n            two:\n                endpoint: POST /two\nmodels: {}\n",
+    );
+    let mut args = vec!["compile".to_string(), "--dir".into(), s(tmp.path())];
+    args.extend(build_flags("missing-scripts"));
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (code, _, err) = sluice(&argv).await;
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("The following scripts are missing a corresponding .ts file: demo/actions/one.ts, demo/actions/two.ts"),
+        "{err}"
+    );
+}
+
+/// Copies tests/ts-project into `to`, less its Rust script (whose path
+/// dependency on the SDK only resolves in the checkout): the TypeScript
+/// bundle, and so its build, stays the same.
+fn copy_project(from: &Path, to: &Path) {
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name();
+        if name == "target" || name == ".sluice" || name == "rust-echo" {
+            continue;
+        }
+        if name == "nango.yaml" {
+            let yaml = std::fs::read_to_string(entry.path()).unwrap();
+            let start = yaml.find("            rust-echo:").unwrap();
+            let end = start + yaml[start..].find("\n\n").unwrap();
+            std::fs::write(
+                to.join(name),
+                format!("{}{}", &yaml[..start], &yaml[end + 1..]),
+            )
+            .unwrap();
+            continue;
+        }
+        let target = to.join(&name);
+        if entry.file_type().unwrap().is_dir() {
+            std::fs::create_dir_all(&target).unwrap();
+            copy_project(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+#[tokio::test]
+async fn sluice_test_replays_recorded_mocks_and_reports_each_script() {
+    let tmp = tempfile::tempdir().unwrap();
+    copy_project(&repo_root().join("tests/ts-project"), tmp.path());
+    // The harness's provider is the integration's name, as in Nango's
+    // template repository.
+    write(
+        tmp.path(),
+        "providers.yaml",
+        "mock-int:\n    auth_mode: OAUTH2\n    proxy:\n        base_url: https://api.mock.example\n",
+    );
+    let providers = s(&tmp.path().join("providers.yaml"));
+    let mut args = vec![
+        "test".to_string(),
+        "--dir".into(),
+        s(tmp.path()),
+        "--providers".into(),
+        providers,
+    ];
+    args.extend(build_flags("ts-project"));
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+
+    let (code, out, err) = {
+        let _build = ts_build_lock();
+        sluice(&argv).await
+    };
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("✓ mock-int/listing (sync, "), "{out}");
+    assert!(out.contains("✓ mock-int/lookup (action, "), "{out}");
+    assert!(out.ends_with("2 passed, 0 failed\n"), "{out}");
+
+    // A recording that no longer matches what the script does fails it.
+    write(
+        tmp.path(),
+        "mock-int/mocks/listing/Listing/batchSave.json",
+        r#"[{"id": "1", "name": "First"}, {"id": "2", "name": "Changed"}, {"id": "3", "name": "Third"}]"#,
+    );
+    write(
+        tmp.path(),
+        "mock-int/mocks/lookup/input.json",
+        r#"{"id": "43"}"#,
+    );
+    let (code, out, _) = {
+        let _build = ts_build_lock();
+        sluice(&argv).await
+    };
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("✗ mock-int/listing (sync): Listing batchSave[1].name: expected \"Changed\", got \"Second\""),
+        "{out}"
+    );
+    assert!(
+        out.contains("✗ mock-int/lookup (action): ") && out.contains("Failed to load mock data"),
+        "{out}"
+    );
+    assert!(out.ends_with("0 passed, 2 failed\n"), "{out}");
+}
