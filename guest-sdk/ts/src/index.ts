@@ -314,6 +314,8 @@ export class NangoAction {
     readonly environmentName: string;
     readonly activityLogId: string;
     readonly scriptName: string;
+    /** The host answers from recorded mocks (`sluice test`). */
+    private readonly replaying: boolean;
     readonly dryRun = false;
     readonly runnerFlags = {};
     readonly ActionError = ActionError;
@@ -327,6 +329,7 @@ export class NangoAction {
         this.environmentName = i.environmentName;
         this.activityLogId = i.activityLogId;
         this.scriptName = i.scriptName;
+        this.replaying = i.replaying;
     }
 
     async proxy<T = any>(config: ProxyConfiguration): Promise<AxiosResponse<T>> {
@@ -435,6 +438,11 @@ export class NangoAction {
         return (out === undefined ? undefined : JSON.parse(out)) as Out;
     }
     async zodValidateInput<T = any, Z = any>({ zodSchema, input }: { zodSchema: Z; input: T }): Promise<any> {
+        if (this.replaying) {
+            // The original's test harness, whose recordings `sluice test`
+            // replays, does not validate.
+            return { success: true, data: input };
+        }
         const parsed = (zodSchema as any).safeParse(input);
         if (!parsed.success) {
             for (const issue of parsed.error.issues) {

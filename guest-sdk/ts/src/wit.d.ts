@@ -65,6 +65,7 @@ declare module 'nango:scripts/connection@0.1.0' {
         environmentName: string;
         activityLogId: string;
         scriptName: string;
+        replaying: boolean;
     }
     export function info(): ScriptInfo;
     export function getConnection(providerConfigKey: string | undefined, connectionId: string | undefined): string;

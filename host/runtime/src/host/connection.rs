@@ -73,6 +73,7 @@ impl connection::Host for HostState {
             environment_name: self.exec.environment.name.clone(),
             activity_log_id: self.exec.activity_log_id.clone(),
             script_name: self.exec.script_name.clone(),
+            replaying: self.services.replay.is_some(),
         })
     }
 

@@ -1,0 +1,121 @@
+//! A TypeScript script compiled by sluice (esbuild + componentize-js,
+//! precompiled and loaded from the cache) against the same script run the
+//! way the original runs it (Node's `vm` module: compile, fresh context,
+//! run), side by side in one run. Prints a table of medians.
+//!
+//!   cargo bench -p sluice-benches --bench ts_vs_node
+//!
+//! The script (benches/ts-bench) maps three pages of fifty contacts from an
+//! async generator, reads the connection's metadata once and logs each page.
+//! sluice's number is one execution: a fresh store, instantiation from the
+//! `InstancePre` and the first (and only) call, with fuel metering on.
+
+use std::process::Command;
+use std::time::Instant;
+
+use serde_json::{Value, json};
+use sluice_runtime::connection::ConnectionStore as _;
+use sluice_runtime::exec::SyncRun;
+use sluice_runtime::{Call, Execution};
+use sluice_tests::{Harness, MockResponse, compile_options, repo_root, runtime, ts_sdk};
+
+const RUNS: usize = 300;
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
+}
+
+fn main() {
+    let dir = repo_root().join("benches").join("ts-bench");
+    let project = sluice::compile::compile(
+        &compile_options(&dir, "ts-bench"),
+        &runtime(),
+        &mut std::io::stderr(),
+    )
+    .unwrap_or_else(|e| panic!("compile benches/ts-bench: {e}"));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut h = rt.block_on(Harness::simple(|_| MockResponse::json(200, &json!({}))));
+    h.limits().fuel = Some(u64::MAX / 2);
+    h.connections
+        .set_metadata("mock-int", "c1", json!({"team": "sales"}))
+        .unwrap();
+    let services = h.services();
+    let measure = |name: &str, expect: &dyn Fn(&Value) -> bool| {
+        let script = project
+            .script(name, None)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .script
+            .clone();
+        let run = || {
+            let mut exec: Execution = h.execution(name, Call::Action { input: None });
+            exec.sync = SyncRun::default();
+            let start = Instant::now();
+            let report = rt.block_on(runtime().execute(&script, exec, services.clone()));
+            let elapsed = start.elapsed().as_secs_f64() * 1e6;
+            match &report.outcome {
+                Ok(Some(out)) if expect(out) => (elapsed, report.fuel_consumed),
+                other => panic!("unexpected outcome {other:?}"),
+            }
+        };
+        for _ in 0..30 {
+            run();
+        }
+        let mut fuel = 0;
+        let mut times: Vec<f64> = (0..RUNS)
+            .map(|_| {
+                let (t, f) = run();
+                fuel = f;
+                t
+            })
+            .collect();
+        times.sort_by(f64::total_cmp);
+        (times, fuel)
+    };
+    let (times, fuel) = measure("pages", &|out| out["count"] == 150);
+    let (floor, _) = measure("noop", &|out| *out == json!(1));
+
+    let node = Command::new("node")
+        .arg(repo_root().join("benches").join("node-vm.mjs"))
+        .arg(dir.join("bench/actions/pages.ts"))
+        .arg(ts_sdk())
+        .arg(RUNS.to_string())
+        .output()
+        .expect("run node");
+    assert!(
+        node.status.success(),
+        "node-vm.mjs failed: {}",
+        String::from_utf8_lossy(&node.stderr)
+    );
+    let node: Value = serde_json::from_slice(&node.stdout).expect("node-vm.mjs prints JSON");
+
+    let ms = |us: f64| format!("{:.3} ms", us / 1000.0);
+    println!();
+    println!(
+        "| {:<58} | {:>10} | {:>10} |",
+        "TS script: 3 pages × 50 contacts, getMetadata, 3 logs", "median", "p90"
+    );
+    println!("|{:-<60}|{:->12}|{:->12}|", "", "", "");
+    println!(
+        "| {:<58} | {:>10} | {:>10} |",
+        "sluice: fresh instance + first call, cached, fuel on",
+        ms(percentile(&times, 0.5)),
+        ms(percentile(&times, 0.9))
+    );
+    println!(
+        "| {:<58} | {:>10} | {:>10} |",
+        "Node vm: compile + fresh context + run (the original)",
+        ms(node["median_us"].as_f64().unwrap_or(f64::NAN)),
+        ms(node["p90_us"].as_f64().unwrap_or(f64::NAN))
+    );
+    println!(
+        "| {:<58} | {:>10} | {:>10} |",
+        "sluice, a script that does nothing (the floor)",
+        ms(percentile(&floor, 0.5)),
+        ms(percentile(&floor, 0.9))
+    );
+    println!();
+    println!("{RUNS} runs each after 30 warm-up runs; sluice used {fuel} fuel units per run.");
+}
