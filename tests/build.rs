@@ -78,13 +78,13 @@ fn main() {
         "/// Where the tests build nango-integrations folders (kept between runs).\npub const BUILD_DIR: &str = {:?};\n",
         target.join("sluice-test-build").display().to_string()
     ));
-    npm_ci(&root.join("guest-sdk/ts"));
+    npm_install(&root.join("guest-sdk/ts"));
     std::fs::write(out_dir.join("guests.rs"), consts).expect("write guests.rs");
 }
 
 /// Installs the TypeScript SDK's npm dependencies (esbuild,
 /// componentize-js) when its lockfile is newer than the installed tree.
-fn npm_ci(sdk: &Path) {
+fn npm_install(sdk: &Path) {
     let lock = sdk.join("package-lock.json");
     let installed = sdk.join("node_modules/.package-lock.json");
     let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
@@ -94,13 +94,13 @@ fn npm_ci(sdk: &Path) {
         return;
     }
     let status = Command::new("npm")
-        .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+        .args(["install", "--no-audit", "--no-fund", "--loglevel=error"])
         .current_dir(sdk)
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .status()
         .expect("run npm (Node.js 20 or later must be installed) for guest-sdk/ts");
-    assert!(status.success(), "npm ci in {} failed", sdk.display());
+    assert!(status.success(), "npm install in {} failed", sdk.display());
 }
 
 fn env(name: &str) -> String {

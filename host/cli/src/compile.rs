@@ -256,7 +256,9 @@ pub fn compile(
     runtime: &Runtime,
     progress: &mut dyn Write,
 ) -> Result<Project, CompileError> {
-    let root = opts.dir.clone();
+    // Absolute (without resolving symlinks: an integration's folder may be
+    // a link, and its files must still count as inside the project).
+    let root = std::path::absolute(&opts.dir).unwrap_or_else(|_| opts.dir.clone());
     let loaded = yaml::load(&root)?;
     for w in &loaded.warnings {
         let _ = writeln!(progress, "{w}");

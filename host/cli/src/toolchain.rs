@@ -2,7 +2,7 @@
 //! through `guest-sdk/ts/compile.mjs` with Node.js.
 //!
 //! sluice carries the SDK's sources; on first use they are written to the
-//! cache directory and their npm dependencies installed there (`npm ci`).
+//! cache directory and their npm dependencies installed there.
 //! `SLUICE_TS_SDK` (or `--sdk`) points at an installed copy instead, such as
 //! a checkout's `guest-sdk/ts`.
 
@@ -67,7 +67,7 @@ pub enum ToolchainError {
     )]
     NoNode(String),
     #[error(
-        "{dir} is not a sluice TypeScript SDK: it has no compile.mjs and node_modules (run `npm ci` there)"
+        "{dir} is not a sluice TypeScript SDK: it has no compile.mjs and node_modules (run `npm install` there)"
     )]
     NotAnSdk { dir: String },
     #[error("cannot prepare the TypeScript toolchain in {dir}: {reason}")]
@@ -249,9 +249,11 @@ fn install(dir: &Path, progress: &mut dyn Write) -> Result<(), ToolchainError> {
         "Installing the TypeScript toolchain (esbuild, componentize-js) into {} (first use only)…",
         dir.display()
     );
+    // `npm ci` rejects npm 11's own lockfile for these packages' optional
+    // platform builds; `install` follows the lockfile all the same.
     let status = Command::new("npm")
         .args([
-            "ci",
+            "install",
             "--omit=dev",
             "--no-audit",
             "--no-fund",
@@ -264,7 +266,7 @@ fn install(dir: &Path, progress: &mut dyn Write) -> Result<(), ToolchainError> {
         .map_err(|e| err(format!("cannot run npm: {e}")))?;
     if !status.success() {
         let _ = std::fs::remove_dir_all(&staging);
-        return Err(err(format!("`npm ci` exited with {status}")));
+        return Err(err(format!("`npm install` exited with {status}")));
     }
     std::fs::write(staging.join(".installed"), "").map_err(|e| err(e.to_string()))?;
     match std::fs::rename(&staging, dir) {
