@@ -94,6 +94,33 @@ async fn an_initialized_folder_compiles_and_its_sync_dry_runs_against_its_mock()
     let (code, out, err) = sluice(&argv).await;
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(out.contains("\"number\": 5"), "{out}");
+    assert!(!out.contains("Invalid action"), "{out}");
+
+    // An input that does not match its model: a warning, or with
+    // --validation an error before the script runs.
+    let bad: Vec<String> = args
+        .iter()
+        .map(|a| {
+            if a.contains("New issue") {
+                r#"{"title": "New issue", "labels": 3}"#.to_string()
+            } else {
+                a.clone()
+            }
+        })
+        .collect();
+    let argv: Vec<&str> = bad.iter().map(String::as_str).collect();
+    let (code, out, err) = sluice(&argv).await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        out.contains("[warn] Invalid action input {")
+            && out.contains("must NOT have additional properties: 'labels'"),
+        "{out}"
+    );
+    let mut strict = argv.clone();
+    strict.push("--validation");
+    let (code, out, _) = sluice(&strict).await;
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("(invalid_action_input)"), "{out}");
 }
 
 const BROKEN_YAML: &str = r#"

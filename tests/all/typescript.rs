@@ -1,6 +1,8 @@
 //! TypeScript scripts (tests/ts-project, compiled with esbuild and
 //! componentize-js) calling every method of the nango helper.
 
+use std::sync::Arc;
+
 use serde_json::{Value, json};
 use sluice_runtime::connection::ConnectionStore as _;
 use sluice_runtime::exec::{LogLevel, LogSource, SyncRun};
@@ -400,4 +402,61 @@ async fn a_rust_script_runs_beside_the_typescript_ones() {
         out,
         json!({"input": {"n": 1}, "language": "rust", "script": "rust-echo"})
     );
+}
+
+#[tokio::test]
+async fn records_that_do_not_match_their_model_are_logged_or_refused() {
+    use sluice_runtime::exec::ScriptValidation;
+    use sluice_runtime::validate::Validation;
+
+    // A model stricter than the upstream's data: names must be numbers.
+    let schema = json!({"definitions": {"Item": {"type": "object", "properties": {
+        "id": {"type": "string"}, "name": {"type": "number"}
+    }, "required": ["id", "name"], "additionalProperties": false}}});
+    for strict in [false, true] {
+        let h = harness().await;
+        let mut exec = h.execution("records", Call::Sync);
+        exec.validation = Some(ScriptValidation {
+            schema: Arc::new(Validation::new(&schema, strict)),
+            input: None,
+            output: None,
+        });
+        let report = sluice_tests::runtime()
+            .execute(&ts_script("records"), exec, h.services())
+            .await;
+        if strict {
+            let Err(ExecError::Script(f)) = &report.outcome else {
+                panic!("expected invalid_sync_record, got {:?}", report.outcome);
+            };
+            assert_eq!(f.error_type, "invalid_sync_record");
+            assert_eq!(f.payload["validation"], json!(["/name must be number"]));
+            assert!(
+                h.records.all(&h.conn(), "Item").is_empty(),
+                "the batch was refused"
+            );
+        } else {
+            output(&report);
+            assert!(
+                report
+                    .logs
+                    .iter()
+                    .any(|l| l.message == "Invalid records: 2 failed (sampled to 1)"),
+                "{:?}",
+                report.logs
+            );
+            let sample = report
+                .logs
+                .iter()
+                .find(|l| l.message == "Invalid record payload")
+                .and_then(|l| l.meta.clone())
+                .expect("a sampled record");
+            assert_eq!(sample["model"], "Item");
+            assert_eq!(sample["data"]["id"], "a");
+            assert_eq!(
+                h.records.all(&h.conn(), "Item").len(),
+                3,
+                "invalid records are still saved"
+            );
+        }
+    }
 }

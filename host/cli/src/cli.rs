@@ -143,6 +143,10 @@ struct DryrunArgs {
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
+    /// Fail on input, output or records that do not match their models
+    /// (otherwise a warning is logged).
+    #[arg(long)]
+    validation: bool,
 }
 
 impl BuildArgs {
@@ -222,6 +226,7 @@ async fn run_dryrun(
         last_sync_date,
         variant: args.variant,
         mock_upstream: args.mock_upstream,
+        validation: args.validation,
     };
     let result = dryrun::dry_run(&options, err).await?;
     if args.json {

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
 use sluice_runtime::connection::{Connection, MemoryConnections};
-use sluice_runtime::exec::{LogEntry, ScriptFailure, SyncRun};
+use sluice_runtime::exec::{LogEntry, ScriptFailure, ScriptValidation, SyncRun};
 use sluice_runtime::providers::ProviderCatalog;
 use sluice_runtime::records::{
     Changes, ConnectionRef, Incoming, MemoryRecords, Merging, Position, RecordError, RecordStore,
@@ -46,6 +46,9 @@ pub struct DryRunOptions {
     pub variant: Option<String>,
     /// Serve this fixture on 127.0.0.1 and send every upstream request there.
     pub mock_upstream: Option<PathBuf>,
+    /// Invalid input, output or records fail the run instead of being
+    /// logged as warnings.
+    pub validation: bool,
 }
 
 /// Why a dry run could not start.
@@ -184,6 +187,7 @@ struct Target {
     /// Declared sync outputs (`None`: any model).
     models: Option<Vec<String>>,
     track_deletes: bool,
+    validation: Option<ScriptValidation>,
 }
 
 /// A script of the nango-integrations folder (compiled as needed), or a
@@ -208,6 +212,7 @@ fn resolve_target(
             integration: Some(found.integration.clone()),
             models: sync.map(|s| s.output.clone()),
             track_deletes: sync.is_some_and(|s| s.track_deletes),
+            validation: Some(project.validation(found, opts.validation)),
         });
     }
     let component = project::resolve_script(dir, &opts.script)?;
@@ -221,6 +226,7 @@ fn resolve_target(
         integration: None,
         models: None,
         track_deletes: false,
+        validation: None,
     })
 }
 
@@ -295,6 +301,7 @@ pub async fn dry_run(
         ScriptKind::OnEvent => Call::OnEvent,
     };
     let mut exec = Execution::new(script_name.clone(), conn_ref.clone(), environment, call);
+    exec.validation = target.validation.clone();
     exec.sync = SyncRun {
         last_sync_date: opts.last_sync_date,
         variant: opts.variant.clone().unwrap_or_else(|| "base".into()),

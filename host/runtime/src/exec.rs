@@ -102,6 +102,8 @@ pub struct Execution {
     /// A frozen wall clock for the script (`Date.now()` and friends), for
     /// replaying recordings made at a known time.
     pub clock: Option<DateTime<Utc>>,
+    /// Checks of records and action input/output against the models.
+    pub validation: Option<ScriptValidation>,
     /// How many `triggerAction`s led here.
     pub(crate) depth: u32,
 }
@@ -121,8 +123,51 @@ impl Execution {
             sync: SyncRun::default(),
             activity_log_id: uuid::Uuid::new_v4().to_string(),
             clock: None,
+            validation: None,
             depth: 0,
         }
+    }
+}
+
+/// What to validate for one script: batchSave records against their model,
+/// and an action's input and output against the models nango.yaml names.
+#[derive(Debug, Clone)]
+pub struct ScriptValidation {
+    pub schema: Arc<crate::validate::Validation>,
+    pub input: Option<String>,
+    pub output: Option<String>,
+}
+
+impl ScriptValidation {
+    /// Checks an action's input or output: a warning log, or (strict) the
+    /// original's `invalid_action_input` / `invalid_action_output` error.
+    fn check_io(
+        &self,
+        which: &str,
+        model: Option<&String>,
+        value: Option<&Value>,
+        state: &mut HostState,
+    ) -> Result<(), ScriptError> {
+        let Some(model) = model else {
+            return Ok(());
+        };
+        let errors = self.schema.check(model, value.unwrap_or(&Value::Null));
+        if errors.is_empty() {
+            return Ok(());
+        }
+        let meta = serde_json::json!({ which: value, "validation": errors, "model": model });
+        if self.schema.strict {
+            return Err(ScriptError::Sdk(crate::bindings::types::NangoError {
+                code: format!("invalid_action_{which}"),
+                message: format!("Invalid action {which}: {}", errors.join("; ")),
+                payload: Some(meta.to_string()),
+            }));
+        }
+        state.push_log(LogEntry {
+            meta: Some(meta),
+            ..LogEntry::internal(LogLevel::Warn, format!("Invalid action {which}"))
+        });
+        Ok(())
     }
 }
 
@@ -488,11 +533,34 @@ async fn call(pre: &ScriptPre, store: &mut Store<HostState>, call: &Call) -> Cal
             Ok(out.map(|o| o.map(|json| parse_output(&json))))
         }
         (ScriptPre::Action(pre), Call::Action { input }) => {
-            let instance = pre.instantiate_async(&mut *store).await.map_err(I)?;
             // The original turns an input of exactly `{}` into `undefined`.
             let input = input.as_ref().filter(|i| !is_empty_object(i));
-            let out = instance.call_run_action(store, input).await.map_err(C)?;
-            Ok(out.map(|o| o.map(|json| parse_output(&json))))
+            let validation = store.data().exec.validation.clone();
+            if let Some(v) = &validation {
+                let value = input.map(|i| parse_output(i));
+                if let Err(e) =
+                    v.check_io("input", v.input.as_ref(), value.as_ref(), store.data_mut())
+                {
+                    return Ok(Err(e));
+                }
+            }
+            let instance = pre.instantiate_async(&mut *store).await.map_err(I)?;
+            let out = instance
+                .call_run_action(&mut *store, input)
+                .await
+                .map_err(C)?;
+            let out = out.map(|o| o.map(|json| parse_output(&json)));
+            if let (Some(v), Ok(output)) = (&validation, &out)
+                && let Err(e) = v.check_io(
+                    "output",
+                    v.output.as_ref(),
+                    output.as_ref(),
+                    store.data_mut(),
+                )
+            {
+                return Ok(Err(e));
+            }
+            Ok(out)
         }
         (ScriptPre::OnEvent(pre), Call::OnEvent) => {
             let instance = pre.instantiate_async(&mut *store).await.map_err(I)?;
@@ -550,6 +618,11 @@ pub(crate) fn failure_from(error: ScriptError) -> ScriptFailure {
             upstream_response: None,
         },
         ScriptError::Sdk(e) => ScriptFailure {
+            status: if e.code == "invalid_action_input" || e.code == "invalid_action_output" {
+                400
+            } else {
+                500
+            },
             error_type: e.code,
             message: e.message,
             payload: e
@@ -557,7 +630,6 @@ pub(crate) fn failure_from(error: ScriptError) -> ScriptFailure {
                 .as_deref()
                 .map(parse_output)
                 .unwrap_or(Value::Null),
-            status: 500,
             upstream_response: None,
         },
         ScriptError::Http(response) => {

@@ -24,6 +24,7 @@ pub mod proxy;
 pub mod records;
 pub mod replay;
 pub mod template;
+pub mod validate;
 
 pub use engine::{LoadError, Runtime, Script, ScriptKind};
 pub use exec::{Call, Environment, ExecError, Execution, Report, Services};

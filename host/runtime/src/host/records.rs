@@ -49,6 +49,63 @@ impl HostState {
         Ok(self.exec.sync.model_full_name(model))
     }
 
+    /// Checks a batch against its model's schema: invalid records are
+    /// saved with a warning (one sampled record logged), or refused with
+    /// `invalid_sync_record` when validation is strict.
+    fn validate_records(&mut self, model: &str, records: &[Value]) -> Result<(), NangoError> {
+        let Some(v) = self.exec.validation.as_ref().map(|v| v.schema.clone()) else {
+            return Ok(());
+        };
+        if !v.has_model(model) {
+            return Ok(());
+        }
+        let mut failed = 0;
+        let mut sample = None;
+        for r in records {
+            // The original validates the record as JSON would carry it,
+            // without `_nango_metadata`.
+            let mut r = r.clone();
+            if let Value::Object(m) = &mut r {
+                m.shift_remove("_nango_metadata");
+            }
+            let errors = v.check(model, &r);
+            if errors.is_empty() {
+                continue;
+            }
+            failed += 1;
+            if sample.is_none() {
+                sample =
+                    Some(serde_json::json!({ "data": r, "validation": errors, "model": model }));
+            }
+            if v.strict {
+                break;
+            }
+        }
+        let Some(sample) = sample else {
+            return Ok(());
+        };
+        if v.strict {
+            let mut e = nango_error(
+                "invalid_sync_record",
+                format!(
+                    "Invalid record payload for model {model}: {}",
+                    sample["validation"]
+                ),
+            );
+            e.payload = Some(sample.to_string());
+            return Err(e);
+        }
+        self.internal_log(
+            LogLevel::Warn,
+            format!("Invalid records: {failed} failed (sampled to 1)"),
+        );
+        self.push_log(crate::exec::LogEntry {
+            meta: Some(sample),
+            ..crate::exec::LogEntry::internal(LogLevel::Warn, "Invalid record payload".into())
+        });
+        Ok(())
+    }
+
     fn write_records(
         &mut self,
         kind: WriteKind,
@@ -93,6 +150,9 @@ impl HostState {
             return Ok(());
         }
         let full = self.model_name(model)?;
+        if kind == WriteKind::Save {
+            self.validate_records(model, &records)?;
+        }
         let mut objects: Vec<Map<String, Value>> = Vec::with_capacity(records.len());
         for (index, r) in records.into_iter().enumerate() {
             let Value::Object(mut m) = r else {
