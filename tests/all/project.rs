@@ -40,10 +40,11 @@ fn write(dir: &Path, rel: &str, text: &str) {
 
 #[tokio::test]
 async fn an_initialized_folder_compiles_and_its_sync_dry_runs_against_its_mock() {
-    // A fixed folder, so the build of the (unchanged) starter is reused
-    // between runs; everything but the build is made anew.
+    // A fixed folder made anew each run, built beside it, so the build of
+    // the (unchanged) starter is reused between runs.
     let dir = PathBuf::from(guests::BUILD_DIR).join("init-project");
     let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
     let (code, out, err) = sluice(&["init", &s(&dir)]).await;
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("nango.yaml"), "{out}");
@@ -60,8 +61,9 @@ async fn an_initialized_folder_compiles_and_its_sync_dry_runs_against_its_mock()
         s(&dir),
         "--mock-upstream".into(),
         mock.clone(),
+        "--save-responses".into(),
     ];
-    args.extend(build_flags("init-project"));
+    args.extend(build_flags("init-project-build"));
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
     let (code, out, err) = sluice(&argv).await;
     assert_eq!(code, 0, "{out}\n{err}");
@@ -88,8 +90,9 @@ async fn an_initialized_folder_compiles_and_its_sync_dry_runs_against_its_mock()
         mock,
         "--input".into(),
         r#"{"title": "New issue"}"#.into(),
+        "--save-responses".into(),
     ];
-    args.extend(build_flags("init-project"));
+    args.extend(build_flags("init-project-build"));
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
     let (code, out, err) = sluice(&argv).await;
     assert_eq!(code, 0, "{out}\n{err}");
@@ -116,11 +119,30 @@ async fn an_initialized_folder_compiles_and_its_sync_dry_runs_against_its_mock()
             && out.contains("must NOT have additional properties: 'labels'"),
         "{out}"
     );
-    let mut strict = argv.clone();
+    let mut strict: Vec<&str> = argv
+        .iter()
+        .copied()
+        .filter(|a| *a != "--save-responses")
+        .collect();
     strict.push("--validation");
     let (code, out, _) = sluice(&strict).await;
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("(invalid_action_input)"), "{out}");
+
+    // The responses the valid runs saved replay as mocks.
+    let mocks = dir.join("demo-github-integration/mocks");
+    assert!(
+        mocks
+            .join("github-issue-example/GithubIssue/batchSave.json")
+            .is_file()
+    );
+    assert!(mocks.join("create-issue/output.json").is_file());
+    let mut args = vec!["test".to_string(), "--dir".into(), s(&dir)];
+    args.extend(build_flags("init-project-build"));
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (code, out, err) = sluice(&argv).await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.ends_with("2 passed, 0 failed\n"), "{out}");
 }
 
 const BROKEN_YAML: &str = r#"

@@ -147,6 +147,10 @@ struct DryrunArgs {
     /// (otherwise a warning is logged).
     #[arg(long)]
     validation: bool,
+    /// Save the responses and results as mocks for `sluice test`, under
+    /// <dir>/<integration>/mocks (or $NANGO_MOCKS_RESPONSE_DIRECTORY/<integration>/mocks).
+    #[arg(long = "save-responses")]
+    save_responses: bool,
 }
 
 impl BuildArgs {
@@ -214,6 +218,11 @@ async fn run_dryrun(
         .map(|m| json_argument("--metadata", m))
         .transpose()?;
     let last_sync_date = args.last_sync_date.as_deref().map(parse_date).transpose()?;
+    let save_responses = args.save_responses.then(|| {
+        std::env::var_os("NANGO_MOCKS_RESPONSE_DIRECTORY")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| args.build.dir.clone())
+    });
     let options = DryRunOptions {
         build: args.build.options(args.integration_id),
         script: args.script,
@@ -227,6 +236,7 @@ async fn run_dryrun(
         variant: args.variant,
         mock_upstream: args.mock_upstream,
         validation: args.validation,
+        save_responses,
     };
     let result = dryrun::dry_run(&options, err).await?;
     if args.json {

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
@@ -16,6 +16,7 @@ use sluice_runtime::records::{
     Changes, ConnectionRef, Incoming, MemoryRecords, Merging, Position, RecordError, RecordStore,
     StoredRecord, WriteContext, WriteKind,
 };
+use sluice_runtime::replay::RecordedCall;
 use sluice_runtime::{Call, Execution, Runtime, RuntimeConfig, Script, ScriptKind, Services};
 
 use crate::compile::{self, CompileOptions};
@@ -49,6 +50,10 @@ pub struct DryRunOptions {
     /// Invalid input, output or records fail the run instead of being
     /// logged as warnings.
     pub validation: bool,
+    /// Write what the run received and produced as mocks in the original's
+    /// layout under this folder (`<dir>/<integration>/mocks`), for `sluice
+    /// test`.
+    pub save_responses: Option<PathBuf>,
 }
 
 /// Why a dry run could not start.
@@ -66,6 +71,11 @@ pub enum DryRunError {
     Fixture(#[from] crate::mock::FixtureError),
     #[error("cannot start the mock upstream: {0}")]
     Mock(std::io::Error),
+    #[error("cannot save the responses under {path}: {source}")]
+    SaveResponses {
+        path: String,
+        source: std::io::Error,
+    },
     #[error(
         "the connection's provider `{provider}` is not in the providers catalogue (add it with --providers FILE)"
     )]
@@ -170,6 +180,9 @@ pub struct DryRunResult {
     pub logs: Vec<LogEntry>,
     pub duration_ms: u128,
     pub fuel_consumed: u64,
+    /// Where `--save-responses` wrote the mocks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub saved_mocks: Option<PathBuf>,
 }
 
 #[derive(Debug, Serialize)]
@@ -281,6 +294,10 @@ pub async fn dry_run(
         ),
         None => None,
     };
+    let saved_connection = serde_json::json!({
+        "metadata": connection.metadata,
+        "connection_config": connection.connection_config,
+    });
     let records = Arc::new(RecordingStore::default());
     let conn_ref = ConnectionRef {
         provider_config_key: connection.provider_config_key.clone(),
@@ -292,6 +309,11 @@ pub async fn dry_run(
         records.clone(),
     );
     services.upstream_redirect = mock.as_ref().and_then(|m| url::Url::parse(&m.url()).ok());
+    let recorder = opts
+        .save_responses
+        .as_ref()
+        .map(|_| Arc::new(Mutex::new(Vec::new())));
+    services.recorder = recorder.clone();
 
     let call = match script.kind() {
         ScriptKind::Sync => Call::Sync,
@@ -309,7 +331,35 @@ pub async fn dry_run(
         track_deletes: target.track_deletes,
         ..SyncRun::default()
     };
+    let variant = exec.sync.variant.clone();
     let report = runtime.execute(&script, exec, Arc::new(services)).await;
+    let saved_mocks = match (&opts.save_responses, recorder) {
+        (Some(root), Some(recorder)) => {
+            let recorded = std::mem::take(&mut *recorder.lock().unwrap_or_else(|e| e.into_inner()));
+            let dir = root.join(&conn_ref.provider_config_key).join("mocks");
+            let mocks = Mocks {
+                dir: &dir,
+                script: &script_name,
+                variant: &variant,
+            };
+            mocks
+                .write(&SavedRun {
+                    kind: script.kind(),
+                    input: opts.input.as_deref(),
+                    output: report.outcome.as_ref().ok().cloned().flatten(),
+                    models: target.models.clone().unwrap_or_default(),
+                    records: records.models(),
+                    calls: &recorded,
+                    connection: &saved_connection,
+                })
+                .map_err(|source| DryRunError::SaveResponses {
+                    path: dir.display().to_string(),
+                    source,
+                })?;
+            Some(dir)
+        }
+        _ => None,
+    };
 
     let mut seen = records.models();
     let models = report
@@ -342,6 +392,7 @@ pub async fn dry_run(
         logs: report.logs,
         duration_ms: report.duration.as_millis(),
         fuel_consumed: report.fuel_consumed,
+        saved_mocks,
     })
 }
 
@@ -395,5 +446,93 @@ pub fn render(result: &DryRunResult, out: &mut dyn Write) -> std::io::Result<()>
             result.duration_ms, result.fuel_consumed
         )?;
     }
+    if let Some(dir) = &result.saved_mocks {
+        writeln!(out, "Saved the responses as mocks in {}", dir.display())?;
+    }
     Ok(())
+}
+
+/// What a run leaves for `--save-responses`.
+struct SavedRun<'a> {
+    kind: ScriptKind,
+    input: Option<&'a str>,
+    output: Option<Value>,
+    /// The sync's declared models (each gets its files, even if empty).
+    models: Vec<String>,
+    records: BTreeMap<String, ModelRecords>,
+    calls: &'a [RecordedCall],
+    connection: &'a Value,
+}
+
+/// An integration's `mocks/` folder in the original's layout.
+struct Mocks<'a> {
+    dir: &'a Path,
+    script: &'a str,
+    variant: &'a str,
+}
+
+impl Mocks<'_> {
+    fn put(&self, rel: &Path, value: &Value) -> std::io::Result<()> {
+        let path = self.dir.join(rel);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        let text = serde_json::to_string_pretty(value).map_err(std::io::Error::other)?;
+        std::fs::write(path, format!("{text}\n"))
+    }
+
+    /// `<script>` or `<script>/<variant>` for a variant other than base.
+    fn script_dir(&self) -> PathBuf {
+        if self.variant == "base" {
+            PathBuf::from(self.script)
+        } else {
+            Path::new(self.script).join(self.variant)
+        }
+    }
+
+    fn write(&self, run: &SavedRun<'_>) -> std::io::Result<()> {
+        let here = self.script_dir();
+        for call in run.calls {
+            let rel = call.path(&here.display().to_string());
+            self.put(&rel, &call.file())?;
+        }
+        self.put(Path::new("nango/getConnection.json"), run.connection)?;
+        self.put(
+            Path::new("nango/getMetadata.json"),
+            &run.connection["metadata"],
+        )?;
+        match run.kind {
+            ScriptKind::Sync => {
+                let mut models = run.models.clone();
+                models.extend(
+                    run.records
+                        .keys()
+                        .filter(|m| !run.models.contains(m))
+                        .cloned(),
+                );
+                for model in models {
+                    let got = run.records.get(&model).cloned().unwrap_or_default();
+                    self.put(
+                        &here.join(&model).join("batchSave.json"),
+                        &Value::Array(got.saved),
+                    )?;
+                    self.put(
+                        &here.join(&model).join("batchDelete.json"),
+                        &Value::Array(got.deleted),
+                    )?;
+                }
+            }
+            ScriptKind::Action => {
+                if let Some(input) = run.input.and_then(|i| serde_json::from_str(i).ok()) {
+                    self.put(&here.join("input.json"), &input)?;
+                }
+                self.put(
+                    &here.join("output.json"),
+                    run.output.as_ref().unwrap_or(&Value::Null),
+                )?;
+            }
+            ScriptKind::OnEvent => {}
+        }
+        Ok(())
+    }
 }

@@ -216,6 +216,8 @@ pub struct Services {
     /// recorded mocks instead, and records batches without storing them
     /// (`sluice test`).
     pub replay: Option<Arc<crate::replay::Replay>>,
+    /// Keeps every upstream exchange's final response, to be saved as mocks.
+    pub recorder: Option<Arc<std::sync::Mutex<Vec<crate::replay::RecordedCall>>>>,
 }
 
 impl Services {
@@ -232,6 +234,7 @@ impl Services {
             http: crate::proxy::default_client(),
             upstream_redirect: None,
             replay: None,
+            recorder: None,
         }
     }
 }

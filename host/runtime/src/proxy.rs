@@ -522,6 +522,7 @@ pub(crate) async fn send(state: &mut HostState, req: &Request) -> Result<Respons
             Ok(resp) => {
                 state.log_http(&prepared, Some(resp.status), elapsed);
                 if (200..300).contains(&resp.status) {
+                    record(state, req, resp);
                     return outcome.map_err(HttpError::Failed);
                 }
                 let decision = should_retry(req, &provider, resp, seen_401, creds_changed);
@@ -560,11 +561,24 @@ pub(crate) async fn send(state: &mut HostState, req: &Request) -> Result<Respons
             }
             _ => {
                 return match outcome {
-                    Ok(resp) => Err(HttpError::Status(resp)),
+                    Ok(resp) => {
+                        record(state, req, &resp);
+                        Err(HttpError::Status(resp))
+                    }
                     Err(e) => Err(HttpError::Failed(e)),
                 };
             }
         }
+    }
+}
+
+/// Keeps the final response to `req` when the run records them.
+fn record(state: &HostState, req: &Request, resp: &Response) {
+    if let Some(recorder) = &state.services.recorder {
+        recorder
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(crate::replay::RecordedCall::new(req, resp));
     }
 }
 

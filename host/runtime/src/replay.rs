@@ -253,6 +253,75 @@ fn sha1_hex(bytes: &[u8]) -> String {
         .collect()
 }
 
+/// One upstream exchange as a mock recording names and holds it
+/// (`dryrun --save-responses`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordedCall {
+    /// Lower-case, as in the mocks layout.
+    pub method: String,
+    /// Without its leading `/`.
+    pub endpoint: String,
+    /// The request's identity (see [`identity`]) and its SHA-1.
+    pub identity: Value,
+    pub hash: String,
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl RecordedCall {
+    pub(crate) fn new(req: &Request, response: &Response) -> Self {
+        let (text, hash) = identity(req);
+        Self {
+            method: method_name(req.method).to_string(),
+            endpoint: req
+                .endpoint
+                .strip_prefix('/')
+                .unwrap_or(&req.endpoint)
+                .to_string(),
+            identity: serde_json::from_str(&text).unwrap_or(Value::Null),
+            hash,
+            status: response.status,
+            headers: response.headers.clone(),
+            body: response.body.clone(),
+        }
+    }
+
+    /// The recording's file in the hashed layout, relative to `mocks/`.
+    pub fn path(&self, script: &str) -> PathBuf {
+        resolve(
+            Path::new(""),
+            &format!(
+                "nango/{}/proxy/{}/{script}/{}.json",
+                self.method, self.endpoint, self.hash
+            ),
+        )
+    }
+
+    /// The file's content: the response body as JSON when it is JSON.
+    pub fn file(&self) -> Value {
+        let response = serde_json::from_slice::<Value>(&self.body)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&self.body).into_owned()));
+        let headers: Map<String, Value> = self
+            .headers
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect();
+        let mut m = Map::new();
+        m.insert("method".into(), Value::String(self.method.clone()));
+        m.insert("endpoint".into(), Value::String(self.endpoint.clone()));
+        m.insert(
+            "requestIdentityHash".into(),
+            Value::String(self.hash.clone()),
+        );
+        m.insert("requestIdentity".into(), self.identity.clone());
+        m.insert("response".into(), response);
+        m.insert("status".into(), Value::from(self.status));
+        m.insert("headers".into(), Value::Object(headers));
+        Value::Object(m)
+    }
+}
+
 /// JavaScript truthiness of a JSON value.
 fn truthy(v: &Value) -> bool {
     match v {
