@@ -74,6 +74,17 @@ fn main() {
         times.sort_by(f64::total_cmp);
         (times, fuel)
     };
+    // `SLUICE_BENCH_ONLY=noop` (or `pages`) runs just that script, without
+    // Node: for profiling one of them.
+    if let Ok(only) = std::env::var("SLUICE_BENCH_ONLY") {
+        let (times, fuel) = measure(&only, &|_| true);
+        println!(
+            "{only}: median {:.3} ms, p90 {:.3} ms, {fuel} fuel units",
+            percentile(&times, 0.5) / 1000.0,
+            percentile(&times, 0.9) / 1000.0
+        );
+        return;
+    }
     let (times, fuel) = measure("pages", &|out| out["count"] == 150);
     let (floor, _) = measure("noop", &|out| *out == json!(1));
 
