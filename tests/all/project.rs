@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use sluice_tests::{guests, repo_root, ts_build_lock, ts_sdk};
+use sluice_tests::{guests, repo_root, ts_sdk};
 
 async fn sluice(args: &[&str]) -> (i32, String, String) {
     let argv = std::iter::once("sluice").chain(args.iter().copied());
@@ -382,13 +382,11 @@ async fn sluice_test_replays_recorded_mocks_and_reports_each_script() {
         "--providers".into(),
         providers,
     ];
-    args.extend(build_flags("ts-project"));
+    // Its own build folder: compiles of tests/ts-project run concurrently.
+    args.extend(build_flags("ts-project-copy"));
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
 
-    let (code, out, err) = {
-        let _build = ts_build_lock();
-        sluice(&argv).await
-    };
+    let (code, out, err) = sluice(&argv).await;
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(out.contains("✓ mock-int/listing (sync, "), "{out}");
     assert!(out.contains("✓ mock-int/lookup (action, "), "{out}");
@@ -405,10 +403,7 @@ async fn sluice_test_replays_recorded_mocks_and_reports_each_script() {
         "mock-int/mocks/lookup/input.json",
         r#"{"id": "43"}"#,
     );
-    let (code, out, _) = {
-        let _build = ts_build_lock();
-        sluice(&argv).await
-    };
+    let (code, out, _) = sluice(&argv).await;
     assert_eq!(code, 1, "{out}");
     assert!(
         out.contains("✗ mock-int/listing (sync): Listing batchSave[1].name: expected \"Changed\", got \"Second\""),

@@ -84,19 +84,11 @@ pub fn compile_options(dir: &Path, build: &str) -> CompileOptions {
     }
 }
 
-/// Held while a test compiles a copy of `tests/ts-project` into its build
-/// folder, so two compiles never write the same bundle at once.
-pub fn ts_build_lock() -> std::sync::MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 /// `tests/ts-project`, compiled once per test process (its component and
 /// precompiled artifact are reused between runs while it is unchanged).
 pub fn ts_project() -> &'static Project {
     static PROJECT: OnceLock<Project> = OnceLock::new();
     PROJECT.get_or_init(|| {
-        let _build = ts_build_lock();
         let dir = repo_root().join("tests").join("ts-project");
         let mut progress = Vec::new();
         compile::compile(

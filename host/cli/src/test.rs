@@ -110,6 +110,12 @@ pub async fn run_tests(
             .unwrap_or_else(|| pck.to_string())
     };
 
+    let replayer = Replayer {
+        runtime: &runtime,
+        providers,
+        environment,
+        now: opts.now,
+    };
     let mut outcomes = Vec::new();
     for ps in &project.scripts {
         if opts.script.as_ref().is_some_and(|s| *s != ps.name) {
@@ -126,18 +132,10 @@ pub async fn run_tests(
             .map(|s| s.output.clone())
             .unwrap_or_default();
         let started = Instant::now();
-        let failure = run_one(
-            &runtime,
-            ps,
-            &provider_of(&ps.integration),
-            &mocks,
-            &outputs,
-            providers.clone(),
-            environment.clone(),
-            opts.now,
-        )
-        .await
-        .err();
+        let failure = replayer
+            .run(ps, &provider_of(&ps.integration), &mocks, &outputs)
+            .await
+            .err();
         let outcome = TestOutcome {
             integration: ps.integration.clone(),
             script: ps.name.clone(),
@@ -186,66 +184,77 @@ fn required(path: &Path) -> Result<Value, String> {
     read_json(path)?.ok_or_else(|| format!("missing mock file {}", path.display()))
 }
 
-async fn run_one(
-    runtime: &Runtime,
-    ps: &ProjectScript,
-    provider: &str,
-    mocks: &Path,
-    outputs: &[String],
+/// What every replayed script shares.
+struct Replayer<'a> {
+    runtime: &'a Runtime,
     providers: Arc<ProviderCatalog>,
     environment: Arc<sluice_runtime::Environment>,
     now: Option<DateTime<Utc>>,
-) -> Result<(), String> {
-    let here = mocks.join(&ps.name);
-    let call = match ps.kind {
-        ScriptKind::Sync => Call::Sync,
-        _ => Call::Action {
-            input: read_json(&here.join("input.json"))?.map(|v| v.to_string()),
-        },
-    };
-    let conn = ConnectionRef {
-        provider_config_key: ps.integration.clone(),
-        connection_id: "sluice-test".into(),
-    };
-    let connection: Connection = serde_json::from_value(serde_json::json!({
-        "connection_id": conn.connection_id,
-        "provider_config_key": conn.provider_config_key,
-        "provider": provider,
-        "credentials": {},
-    }))
-    .map_err(|e| e.to_string())?;
-    let mut services = Services::new(
-        providers,
-        Arc::new(MemoryConnections::new([connection])),
-        Arc::new(MemoryRecords::new()),
-    );
-    services.replay = Some(Arc::new(Replay::new(mocks)));
-    let mut exec = Execution::new(ps.name.clone(), conn, environment, call);
-    exec.sync = SyncRun::default();
-    exec.clock = now;
-    let report = runtime.execute(&ps.script, exec, Arc::new(services)).await;
-    let output = report.outcome.map_err(|e| {
-        let logs: Vec<String> = report
-            .logs
-            .iter()
-            .rev()
-            .take(3)
-            .map(|l| l.message.clone())
-            .collect();
-        if logs.is_empty() {
-            e.to_string()
-        } else {
-            format!("{e} (last logs: {})", logs.join(" | "))
-        }
-    })?;
-    match ps.kind {
-        ScriptKind::Sync => check_sync(&here, outputs, &report.batches),
-        _ => {
-            let expected = required(&here.join("output.json"))?;
-            let actual = output.unwrap_or(Value::Null);
-            match difference(&expected, &actual, "output") {
-                None => Ok(()),
-                Some(d) => Err(d),
+}
+
+impl Replayer<'_> {
+    /// Runs one script against its recordings; `Err` says why it failed.
+    async fn run(
+        &self,
+        ps: &ProjectScript,
+        provider: &str,
+        mocks: &Path,
+        outputs: &[String],
+    ) -> Result<(), String> {
+        let here = mocks.join(&ps.name);
+        let call = match ps.kind {
+            ScriptKind::Sync => Call::Sync,
+            _ => Call::Action {
+                input: read_json(&here.join("input.json"))?.map(|v| v.to_string()),
+            },
+        };
+        let conn = ConnectionRef {
+            provider_config_key: ps.integration.clone(),
+            connection_id: "sluice-test".into(),
+        };
+        let connection: Connection = serde_json::from_value(serde_json::json!({
+            "connection_id": conn.connection_id,
+            "provider_config_key": conn.provider_config_key,
+            "provider": provider,
+            "credentials": {},
+        }))
+        .map_err(|e| e.to_string())?;
+        let mut services = Services::new(
+            self.providers.clone(),
+            Arc::new(MemoryConnections::new([connection])),
+            Arc::new(MemoryRecords::new()),
+        );
+        services.replay = Some(Arc::new(Replay::new(mocks)));
+        let mut exec = Execution::new(ps.name.clone(), conn, self.environment.clone(), call);
+        exec.sync = SyncRun::default();
+        exec.clock = self.now;
+        let report = self
+            .runtime
+            .execute(&ps.script, exec, Arc::new(services))
+            .await;
+        let output = report.outcome.map_err(|e| {
+            let logs: Vec<String> = report
+                .logs
+                .iter()
+                .rev()
+                .take(3)
+                .map(|l| l.message.clone())
+                .collect();
+            if logs.is_empty() {
+                e.to_string()
+            } else {
+                format!("{e} (last logs: {})", logs.join(" | "))
+            }
+        })?;
+        match ps.kind {
+            ScriptKind::Sync => check_sync(&here, outputs, &report.batches),
+            _ => {
+                let expected = required(&here.join("output.json"))?;
+                let actual = output.unwrap_or(Value::Null);
+                match difference(&expected, &actual, "output") {
+                    None => Ok(()),
+                    Some(d) => Err(d),
+                }
             }
         }
     }

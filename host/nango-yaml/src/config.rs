@@ -865,7 +865,7 @@ impl Builder<'_> {
             let Some(name) = scalar_text(name) else {
                 continue;
             };
-            let here = [path, &[name.clone()]].concat();
+            let here = [path, std::slice::from_ref(&name)].concat();
             let Some(def) = def.as_mapping() else {
                 self.d
                     .push(Diagnostic::schema("type", "must be object", &here));

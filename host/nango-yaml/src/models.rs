@@ -85,7 +85,7 @@ impl Resolver<'_> {
             let Some(key) = scalar_text(key) else {
                 continue;
             };
-            let here = [path, &[key.clone()]].concat();
+            let here = [path, std::slice::from_ref(&key)].concat();
             if key == "__extends" {
                 let list = scalar_text(value).unwrap_or_default();
                 extends.extend(

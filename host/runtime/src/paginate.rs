@@ -56,8 +56,8 @@ fn str_field<'a>(config: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
 /// The `paginator` resource: against the upstream, or over recordings.
 #[derive(Debug, Clone)]
 pub enum Pager {
-    Live(Paginator),
-    Replay(crate::replay::ReplayPager),
+    Live(Box<Paginator>),
+    Replay(Box<crate::replay::ReplayPager>),
 }
 
 /// The provider's `proxy.paginate` with the script's keys over it.

@@ -68,9 +68,9 @@ impl http::Host for HostState {
         };
         let pager = crate::paginate::merged_config(&provider, config).and_then(|config| {
             if self.services.replay.is_some() {
-                ReplayPager::new(req, config).map(Pager::Replay)
+                ReplayPager::new(req, config).map(|p| Pager::Replay(Box::new(p)))
             } else {
-                Paginator::new(req, config).map(Pager::Live)
+                Paginator::new(req, config).map(|p| Pager::Live(Box::new(p)))
             }
         });
         match pager {
