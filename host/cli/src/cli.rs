@@ -217,7 +217,11 @@ async fn run_dryrun(
         .as_deref()
         .map(|m| json_argument("--metadata", m))
         .transpose()?;
-    let last_sync_date = args.last_sync_date.as_deref().map(parse_date).transpose()?;
+    let last_sync_date = args
+        .last_sync_date
+        .as_deref()
+        .map(|d| parse_date("--lastSyncDate", d))
+        .transpose()?;
     let save_responses = args.save_responses.then(|| {
         std::env::var_os("NANGO_MOCKS_RESPONSE_DIRECTORY")
             .map(PathBuf::from)
@@ -299,7 +303,11 @@ fn run_compile(args: CompileArgs, out: &mut dyn Write, err: &mut dyn Write) -> a
 }
 
 async fn run_test(args: TestArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result<i32> {
-    let now = args.now.as_deref().map(parse_date).transpose()?;
+    let now = args
+        .now
+        .as_deref()
+        .map(|d| parse_date("--now", d))
+        .transpose()?;
     let options = TestOptions {
         build: args.build.options(args.integration),
         script: args.script,
@@ -326,7 +334,7 @@ fn json_argument(flag: &str, value: &str) -> anyhow::Result<Value> {
     serde_json::from_str(&text).with_context(|| format!("{flag} is not valid JSON"))
 }
 
-fn parse_date(value: &str) -> anyhow::Result<DateTime<Utc>> {
+fn parse_date(flag: &str, value: &str) -> anyhow::Result<DateTime<Utc>> {
     if let Ok(d) = DateTime::parse_from_rfc3339(value) {
         return Ok(d.with_timezone(&Utc));
     }
@@ -335,7 +343,7 @@ fn parse_date(value: &str) -> anyhow::Result<DateTime<Utc>> {
     {
         return Ok(t.and_utc());
     }
-    bail!("`{value}` is neither an RFC 3339 time nor YYYY-MM-DD")
+    bail!("{flag} `{value}` is neither RFC 3339 nor YYYY-MM-DD")
 }
 
 /// `$XDG_CACHE_HOME/sluice` or `~/.cache/sluice`.
