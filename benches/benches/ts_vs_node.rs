@@ -16,7 +16,7 @@ use std::time::Instant;
 use serde_json::{Value, json};
 use sluice_runtime::connection::ConnectionStore as _;
 use sluice_runtime::exec::SyncRun;
-use sluice_runtime::{Call, Execution};
+use sluice_runtime::{Call, Execution, Runtime, ScriptKind};
 use sluice_tests::{Harness, MockResponse, compile_options, repo_root, runtime, ts_sdk};
 
 const RUNS: usize = 300;
@@ -43,17 +43,43 @@ fn main() {
         .set_metadata("mock-int", "c1", json!({"team": "sales"}))
         .unwrap();
     let services = h.services();
-    let measure = |name: &str, expect: &dyn Fn(&Value) -> bool| {
-        let script = project
-            .script(name, None)
-            .unwrap_or_else(|e| panic!("{e}"))
-            .script
-            .clone();
+    // The same component in a runtime that does not meter fuel.
+    let unmetered = {
+        let mut config = runtime().config().clone();
+        config.meter_fuel = false;
+        Runtime::new(config).unwrap_or_else(|e| panic!("runtime: {e}"))
+    };
+    let component = project.build_dir.join("bench.wasm");
+    let kinds = [
+        ("pages".to_string(), ScriptKind::Action),
+        ("noop".to_string(), ScriptKind::Action),
+    ];
+    let unmetered_scripts: Vec<std::sync::Arc<sluice_runtime::Script>> = unmetered
+        .load_bundle_file(&component, &kinds)
+        .unwrap_or_else(|e| panic!("load {}: {e}", component.display()))
+        .into_iter()
+        .map(std::sync::Arc::new)
+        .collect();
+    let measure = |name: &str, metered: bool, expect: &dyn Fn(&Value) -> bool| {
+        let (rt_used, script) = if metered {
+            let script = project
+                .script(name, None)
+                .unwrap_or_else(|e| panic!("{e}"))
+                .script
+                .clone();
+            (runtime(), script)
+        } else {
+            let i = kinds
+                .iter()
+                .position(|(n, _)| n == name)
+                .expect("a bench script");
+            (unmetered.clone(), unmetered_scripts[i].clone())
+        };
         let run = || {
             let mut exec: Execution = h.execution(name, Call::Action { input: None });
             exec.sync = SyncRun::default();
             let start = Instant::now();
-            let report = rt.block_on(runtime().execute(&script, exec, services.clone()));
+            let report = rt.block_on(rt_used.execute(&script, exec, services.clone()));
             let elapsed = start.elapsed().as_secs_f64() * 1e6;
             match &report.outcome {
                 Ok(Some(out)) if expect(out) => (elapsed, report.fuel_consumed),
@@ -77,7 +103,7 @@ fn main() {
     // `SLUICE_BENCH_ONLY=noop` (or `pages`) runs just that script, without
     // Node: for profiling one of them.
     if let Ok(only) = std::env::var("SLUICE_BENCH_ONLY") {
-        let (times, fuel) = measure(&only, &|_| true);
+        let (times, fuel) = measure(&only, true, &|_| true);
         println!(
             "{only}: median {:.3} ms, p90 {:.3} ms, {fuel} fuel units",
             percentile(&times, 0.5) / 1000.0,
@@ -85,8 +111,9 @@ fn main() {
         );
         return;
     }
-    let (times, fuel) = measure("pages", &|out| out["count"] == 150);
-    let (floor, _) = measure("noop", &|out| *out == json!(1));
+    let (times, fuel) = measure("pages", true, &|out| out["count"] == 150);
+    let (free, _) = measure("pages", false, &|out| out["count"] == 150);
+    let (floor, _) = measure("noop", true, &|out| *out == json!(1));
 
     let node = Command::new("node")
         .arg(repo_root().join("benches").join("node-vm.mjs"))
@@ -114,6 +141,12 @@ fn main() {
         "sluice: fresh instance + first call, cached, fuel on",
         ms(percentile(&times, 0.5)),
         ms(percentile(&times, 0.9))
+    );
+    println!(
+        "| {:<58} | {:>10} | {:>10} |",
+        "sluice, the same without fuel metering",
+        ms(percentile(&free, 0.5)),
+        ms(percentile(&free, 0.9))
     );
     println!(
         "| {:<58} | {:>10} | {:>10} |",

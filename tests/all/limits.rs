@@ -186,3 +186,31 @@ fn a_corrupt_cache_entry_is_recompiled() {
     assert_eq!(again.digest(), first.digest());
     assert_ne!(std::fs::read(&cached).unwrap(), b"garbage");
 }
+
+#[tokio::test]
+async fn without_fuel_metering_a_busy_loop_still_ends_at_its_deadline() {
+    let mut config = sluice_tests::runtime().config().clone();
+    config.meter_fuel = false;
+    config.max_concurrent = 2;
+    let unmetered = sluice_runtime::Runtime::new(config).unwrap();
+    let spin = unmetered
+        .load_file(std::path::Path::new(guests::ACTION_MISBEHAVE))
+        .unwrap();
+    let mut h = Harness::simple(ok).await;
+    // A budget the runtime does not meter: the deadline ends the loop.
+    h.limits().fuel = Some(1_000);
+    h.limits().timeouts.action = Duration::from_millis(300);
+    let exec = h.execution(
+        "spin",
+        sluice_runtime::Call::Action {
+            input: Some(json!({"mode": "spin"}).to_string()),
+        },
+    );
+    let report = unmetered.execute(&spin, exec, h.services()).await;
+    assert!(
+        matches!(report.outcome, Err(ExecError::Timeout { .. })),
+        "{:?}",
+        report.outcome
+    );
+    assert_eq!(report.fuel_consumed, 0);
+}

@@ -87,6 +87,8 @@ pub struct ProjectScript {
 #[derive(Debug)]
 pub struct Project {
     pub root: PathBuf,
+    /// Where the bundles and components were built.
+    pub build_dir: PathBuf,
     pub config: NangoYaml,
     pub warnings: Vec<yaml::Diagnostic>,
     pub scripts: Vec<ProjectScript>,
@@ -390,6 +392,7 @@ pub fn compile(
     }
     Ok(Project {
         root,
+        build_dir: build,
         config,
         warnings: loaded.warnings,
         scripts,

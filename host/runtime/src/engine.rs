@@ -346,7 +346,7 @@ fn typed_pre(
 fn engine_config(config: &RuntimeConfig) -> Config {
     let mut c = Config::new();
     c.epoch_interruption(true);
-    c.consume_fuel(true);
+    c.consume_fuel(config.meter_fuel);
     // Scripts use no component-model concurrency; leaving it off keeps the
     // host↔guest call path short.
     c.concurrency_support(false);

@@ -449,7 +449,7 @@ impl Runtime {
         let state = HostState::new(script.kind, exec.clone(), services, self.clone(), deadline);
         let mut store = Store::new(&self.inner.engine, state);
         store.limiter(|s| &mut s.limiter);
-        // Cannot fail: fuel is enabled on the engine.
+        // Fails only when the runtime does not meter fuel (`meter_fuel`).
         let _ = store.set_fuel(fuel);
         store.epoch_deadline_callback(|ctx| {
             if Instant::now() >= ctx.data().deadline {

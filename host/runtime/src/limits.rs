@@ -15,7 +15,8 @@ pub struct Limits {
     /// CPU budget per execution in fuel units (about one per wasm
     /// instruction); `None` meters nothing. The default, 10^11, is minutes of
     /// CPU: far more than a healthy script uses, small enough to end a runaway
-    /// loop.
+    /// loop. Ignored by a runtime that does not meter fuel
+    /// (`RuntimeConfig::meter_fuel`).
     pub fuel: Option<u64>,
     /// The most any one linear memory of an execution may grow to. A
     /// componentize-js script needs ~10 MiB to start; 256 MiB leaves room for
@@ -127,6 +128,10 @@ pub struct RuntimeConfig {
     pub retry_base_delay: Duration,
     /// Longest wait between retries (the original's 10 min).
     pub retry_max_delay: Duration,
+    /// Count fuel, so environments' `fuel` budgets hold. Metering makes
+    /// JavaScript guests markedly slower (see the `ts_vs_node` bench); off,
+    /// a runaway guest is still ended by its wall-clock deadline.
+    pub meter_fuel: bool,
 }
 
 impl RuntimeConfig {
@@ -139,6 +144,7 @@ impl RuntimeConfig {
             epoch_tick: Duration::from_millis(10),
             retry_base_delay: Duration::from_secs(3),
             retry_max_delay: Duration::from_secs(600),
+            meter_fuel: true,
         }
     }
 }
