@@ -11,80 +11,22 @@ import * as conn from 'nango:scripts/connection@0.1.0';
 import * as records from 'nango:scripts/records@0.1.0';
 import * as syncContext from 'nango:scripts/sync-context@0.1.0';
 
-// ------ Types (the original's names and shapes)
+// ------ Types: the original's names and shapes, declared once in
+// models-sdk.d.ts (which `sluice generate` also writes into models.ts).
 
-export type HttpMethod = 'GET' | 'POST' | 'PATCH' | 'PUT' | 'DELETE' | 'get' | 'post' | 'patch' | 'put' | 'delete';
-
-export interface CursorPagination {
-    type: 'cursor';
-    cursor_path_in_response: string;
-    cursor_name_in_request: string;
-    limit_name_in_request?: string;
-    limit?: number | string;
-    response_path?: string;
-    in_body?: boolean;
-}
-export interface LinkPagination {
-    type: 'link';
-    link_rel_in_response_header?: string;
-    link_path_in_response_body?: string;
-    limit_name_in_request?: string;
-    limit?: number | string;
-    response_path?: string;
-    in_body?: boolean;
-}
-export interface OffsetPagination {
-    type: 'offset';
-    offset_name_in_request: string;
-    offset_start_value?: number;
-    offset_calculation_method?: 'per-page' | 'by-response-size';
-    limit_name_in_request?: string;
-    limit?: number | string;
-    response_path?: string;
-    in_body?: boolean;
-}
-export type Pagination = CursorPagination | LinkPagination | OffsetPagination;
-
-export interface ProxyConfiguration {
-    endpoint: string;
-    method?: HttpMethod;
-    headers?: Record<string, string>;
-    params?: string | Record<string, string | number | boolean | string[] | number[]>;
-    data?: unknown;
-    retries?: number;
-    retryOn?: number[] | null;
-    retryHeader?: { at?: string; after?: string };
-    baseUrlOverride?: string;
-    paginate?: Partial<CursorPagination> | Partial<LinkPagination> | Partial<OffsetPagination>;
-    decompress?: boolean | 'true';
-    responseType?: 'arraybuffer' | 'blob' | 'document' | 'json' | 'text' | 'stream';
-    providerConfigKey?: string;
-    connectionId?: string;
-}
-
-export interface AxiosResponse<T = any> {
-    data: T;
-    status: number;
-    statusText: string;
-    headers: Record<string, string>;
-    config: ProxyConfiguration;
-    request: Record<string, unknown>;
-}
-
-export interface EnvironmentVariable {
-    name: string;
-    value: string;
-}
-
-export type MergingStrategy = 'override' | 'ignore_if_modified_after';
-
-export interface RecordMetadata {
-    first_seen_at: string;
-    last_modified_at: string;
-    last_action: 'ADDED' | 'UPDATED' | 'DELETED';
-    deleted_at: string | null;
-    cursor: string;
-}
+import type { AxiosResponse, EnvironmentVariable, MergingStrategy, ProxyConfiguration } from '../models-sdk';
+export type {
+    AxiosResponse,
+    CursorPagination,
+    EnvironmentVariable,
+    HttpMethod,
+    LinkPagination,
+    MergingStrategy,
+    OffsetPagination,
+    Pagination,
+    ProxyConfiguration,
+    RecordMetadata
+} from '../models-sdk';
 
 // ------ Errors
 

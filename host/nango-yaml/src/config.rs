@@ -562,6 +562,33 @@ impl Builder<'_> {
         out
     }
 
+    /// The named definitions of a mapping (`syncs:`, `actions:`, a v1
+    /// integration), each with its path; a definition that is not a mapping
+    /// is reported and skipped.
+    fn definitions<'y>(
+        &mut self,
+        map: Option<&'y Mapping>,
+        path: &[String],
+    ) -> Vec<(String, &'y Mapping, Vec<String>)> {
+        let Some(map) = map else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (name, def) in map {
+            let Some(name) = scalar_text(name) else {
+                continue;
+            };
+            let here = [path, std::slice::from_ref(&name)].concat();
+            match def.as_mapping() {
+                Some(def) => out.push((name, def, here)),
+                None => self
+                    .d
+                    .push(Diagnostic::schema("type", "must be object", &here)),
+            }
+        }
+        out
+    }
+
     fn integration_v2(&mut self, pck: &str, body: &Mapping, path: &[String]) -> Integration {
         self.unknown_keys(
             body,
@@ -569,38 +596,22 @@ impl Builder<'_> {
             path,
         );
         let anon_pck: String = pck.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
-        let mut syncs = Vec::new();
-        if let Some(Yaml::Mapping(map)) = body.get("syncs") {
-            for (name, def) in map {
-                let Some(name) = scalar_text(name) else {
-                    continue;
-                };
-                let here = [path, &["syncs".to_string(), name.clone()]].concat();
-                let Some(def) = def.as_mapping() else {
-                    self.d
-                        .push(Diagnostic::schema("type", "must be object", &here));
-                    continue;
-                };
-                if let Some(s) = self.sync_v2(&name, def, &anon_pck, &here) {
-                    syncs.push(s);
-                }
-            }
-        }
-        let mut actions = Vec::new();
-        if let Some(Yaml::Mapping(map)) = body.get("actions") {
-            for (name, def) in map {
-                let Some(name) = scalar_text(name) else {
-                    continue;
-                };
-                let here = [path, &["actions".to_string(), name.clone()]].concat();
-                let Some(def) = def.as_mapping() else {
-                    self.d
-                        .push(Diagnostic::schema("type", "must be object", &here));
-                    continue;
-                };
-                actions.push(self.action_v2(&name, def, &anon_pck, &here));
-            }
-        }
+        let syncs = self
+            .definitions(
+                body.get("syncs").and_then(Yaml::as_mapping),
+                &[path, &["syncs".to_string()]].concat(),
+            )
+            .into_iter()
+            .filter_map(|(name, def, here)| self.sync_v2(&name, def, &anon_pck, &here))
+            .collect();
+        let actions = self
+            .definitions(
+                body.get("actions").and_then(Yaml::as_mapping),
+                &[path, &["actions".to_string()]].concat(),
+            )
+            .into_iter()
+            .map(|(name, def, here)| self.action_v2(&name, def, &anon_pck, &here))
+            .collect();
         let mut on_events = Vec::new();
         if let Some(events) = body.get("on-events") {
             let here = [path, &["on-events".to_string()]].concat();
@@ -861,16 +872,7 @@ impl Builder<'_> {
         let anon_pck: String = pck.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
         let mut syncs = Vec::new();
         let mut actions = Vec::new();
-        for (name, def) in body {
-            let Some(name) = scalar_text(name) else {
-                continue;
-            };
-            let here = [path, std::slice::from_ref(&name)].concat();
-            let Some(def) = def.as_mapping() else {
-                self.d
-                    .push(Diagnostic::schema("type", "must be object", &here));
-                continue;
-            };
+        for (name, def, here) in self.definitions(Some(body), path) {
             // v1 names anonymous models `sync` even for actions.
             let anon = format!("Anonymous_{anon_pck}_sync_{}", alnum(&name));
             let returns_path = [&here[..], &["returns".to_string()]].concat();
