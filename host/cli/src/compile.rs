@@ -348,8 +348,8 @@ pub fn compile(
                 .iter()
                 .map(|(n, k, _)| (n.clone(), runtime_kind(*k)))
                 .collect();
-            let loaded = precompile(runtime, &component, pck, progress, |r| {
-                r.load_bundle_file(&component, &kinds)
+            let loaded = precompile(runtime, &component, pck, progress, |r, bytes, origin| {
+                r.load_bundle_bytes(bytes, origin, &kinds)
             })?;
             for ((name, kind, source), script) in ts.iter().zip(loaded) {
                 scripts.push(ProjectScript {
@@ -370,7 +370,9 @@ pub fn compile(
                     project::build_rust_script(manifest, name, Some(&build.join("cargo")))?
                 }
             };
-            let script = precompile(runtime, &path, name, progress, |r| r.load_file(&path))?;
+            let script = precompile(runtime, &path, name, progress, |r, bytes, origin| {
+                r.load_bytes(bytes, origin)
+            })?;
             if script.kind() != runtime_kind(*kind) {
                 return Err(CompileError::Load(sluice_runtime::LoadError::Invalid {
                     path: path.display().to_string(),
@@ -405,16 +407,19 @@ fn precompile<T>(
     component: &Path,
     what: &str,
     progress: &mut dyn Write,
-    load: impl FnOnce(&Runtime) -> Result<T, sluice_runtime::LoadError>,
+    load: impl FnOnce(&Runtime, &[u8], &str) -> Result<T, sluice_runtime::LoadError>,
 ) -> Result<T, CompileError> {
-    let cached = std::fs::read(component)
-        .map(|bytes| runtime.cache_path(&hex_digest(&bytes)).exists())
-        .unwrap_or(false);
+    let origin = component.display().to_string();
+    let bytes = std::fs::read(component).map_err(|source| sluice_runtime::LoadError::Read {
+        path: origin.clone(),
+        source,
+    })?;
+    let cached = runtime.is_precompiled(&bytes);
     let started = Instant::now();
     if !cached {
         let _ = writeln!(progress, "Precompiling {what}…");
     }
-    let out = load(runtime)?;
+    let out = load(runtime, &bytes, &origin)?;
     if !cached {
         let _ = writeln!(
             progress,

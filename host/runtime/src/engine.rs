@@ -186,8 +186,19 @@ impl Runtime {
             path: origin.clone(),
             source,
         })?;
-        let digest = hex(&Sha256::digest(&bytes));
-        let component = self.compiled(&bytes, &digest, &origin)?;
+        self.load_bundle_bytes(&bytes, &origin, scripts)
+    }
+
+    /// Like [`Runtime::load_bundle_file`] for bytes already in memory.
+    pub fn load_bundle_bytes(
+        &self,
+        bytes: &[u8],
+        origin: &str,
+        scripts: &[(String, ScriptKind)],
+    ) -> Result<Vec<Script>, LoadError> {
+        let origin = origin.to_string();
+        let digest = hex(&Sha256::digest(bytes));
+        let component = self.compiled(bytes, &digest, &origin)?;
         let exports = export_names(&self.inner.engine, &component);
         for export in ENTRY_POINTS {
             if !exports.iter().any(|e| e == export) {
@@ -213,6 +224,12 @@ impl Runtime {
                 })
             })
             .collect()
+    }
+
+    /// Whether these component bytes are precompiled for this engine, so
+    /// loading them will not compile.
+    pub fn is_precompiled(&self, bytes: &[u8]) -> bool {
+        self.cache_path(&hex(&Sha256::digest(bytes))).exists()
     }
 
     /// The path of the precompiled artifact for these component bytes.
