@@ -9,6 +9,14 @@
 //! async generator, reads the connection's metadata once and logs each page.
 //! sluice's number is one execution: a fresh store, instantiation from the
 //! `InstancePre` and the first (and only) call, with fuel metering on.
+//!
+//! For profiling (see ARCHITECTURE.md, "Profiling"):
+//! - `SLUICE_BENCH_ONLY=noop|pages` runs one script, without Node;
+//!   `SLUICE_BENCH_UNMETERED=1` runs it without fuel metering;
+//! - `SLUICE_BENCH_RUNS=N` measures N runs instead of 300;
+//! - `SLUICE_BENCH_COMPONENT=path.wasm` runs another build of the bench's
+//!   bundle (componentize-js's `debugBuild`, for instance, whose engine keeps
+//!   its function names).
 
 use std::process::Command;
 use std::time::Instant;
@@ -49,7 +57,9 @@ fn main() {
         config.meter_fuel = false;
         Runtime::new(config).unwrap_or_else(|e| panic!("runtime: {e}"))
     };
-    let component = project.build_dir.join("bench.wasm");
+    let component = std::env::var_os("SLUICE_BENCH_COMPONENT")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| project.build_dir.join("bench.wasm"));
     let kinds = [
         ("pages".to_string(), ScriptKind::Action),
         ("noop".to_string(), ScriptKind::Action),
@@ -62,11 +72,21 @@ fn main() {
         .collect();
     let measure = |name: &str, metered: bool, expect: &dyn Fn(&Value) -> bool| {
         let (rt_used, script) = if metered {
-            let script = project
-                .script(name, None)
-                .unwrap_or_else(|e| panic!("{e}"))
-                .script
-                .clone();
+            let script = if std::env::var_os("SLUICE_BENCH_COMPONENT").is_some() {
+                let i = kinds.iter().position(|(n, _)| n == name).unwrap();
+                std::sync::Arc::new(
+                    runtime()
+                        .load_bundle_file(&component, &kinds)
+                        .unwrap()
+                        .remove(i),
+                )
+            } else {
+                project
+                    .script(name, None)
+                    .unwrap_or_else(|e| panic!("{e}"))
+                    .script
+                    .clone()
+            };
             (runtime(), script)
         } else {
             let i = kinds
@@ -90,7 +110,11 @@ fn main() {
             run();
         }
         let mut fuel = 0;
-        let mut times: Vec<f64> = (0..RUNS)
+        let runs = std::env::var("SLUICE_BENCH_RUNS")
+            .ok()
+            .and_then(|r| r.parse().ok())
+            .unwrap_or(RUNS);
+        let mut times: Vec<f64> = (0..runs)
             .map(|_| {
                 let (t, f) = run();
                 fuel = f;
@@ -100,10 +124,9 @@ fn main() {
         times.sort_by(f64::total_cmp);
         (times, fuel)
     };
-    // `SLUICE_BENCH_ONLY=noop` (or `pages`) runs just that script, without
-    // Node: for profiling one of them.
     if let Ok(only) = std::env::var("SLUICE_BENCH_ONLY") {
-        let (times, fuel) = measure(&only, true, &|_| true);
+        let metered = std::env::var_os("SLUICE_BENCH_UNMETERED").is_none();
+        let (times, fuel) = measure(&only, metered, &|_| true);
         println!(
             "{only}: median {:.3} ms, p90 {:.3} ms, {fuel} fuel units",
             percentile(&times, 0.5) / 1000.0,

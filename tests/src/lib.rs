@@ -43,6 +43,8 @@ pub fn runtime() -> Runtime {
             // Retry waits in tests are short; the default backoff is tested
             // as a unit in the runtime.
             config.retry_base_delay = Duration::from_millis(20);
+            // For profiling the benches and tests (ARCHITECTURE.md).
+            config.perf_map = std::env::var_os("SLUICE_PERFMAP").is_some();
             Runtime::new(config).unwrap_or_else(|e| panic!("runtime: {e}"))
         })
         .clone()

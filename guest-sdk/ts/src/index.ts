@@ -10,6 +10,7 @@ import * as logging from 'nango:scripts/log@0.1.0';
 import * as conn from 'nango:scripts/connection@0.1.0';
 import * as records from 'nango:scripts/records@0.1.0';
 import * as syncContext from 'nango:scripts/sync-context@0.1.0';
+import { prewarm } from './prewarm';
 
 // ------ Types: the original's names and shapes, declared once in
 // models-sdk.d.ts (which `sluice generate` also writes into models.ts).
@@ -512,6 +513,9 @@ function output(value: unknown): string | undefined {
  * integration: each dispatches on the script name the host gives.
  */
 export function bundle(scripts: Record<string, Script>) {
+    // The entry module calls this at its top level, which componentize-js
+    // runs once before taking its snapshot.
+    prewarm(conn.info);
     const script = (): Script => {
         const name = conn.info().scriptName;
         const s = scripts[name];

@@ -36,6 +36,10 @@ const FILES: &[(&str, &str)] = &[
         include_str!("../../../guest-sdk/ts/src/index.ts"),
     ),
     (
+        "src/prewarm.ts",
+        include_str!("../../../guest-sdk/ts/src/prewarm.ts"),
+    ),
+    (
         "src/wit.d.ts",
         include_str!("../../../guest-sdk/ts/src/wit.d.ts"),
     ),

@@ -367,6 +367,9 @@ fn engine_config(config: &RuntimeConfig) -> Config {
     // Scripts use no component-model concurrency; leaving it off keeps the
     // host↔guest call path short.
     c.concurrency_support(false);
+    if config.perf_map {
+        c.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
     if config.pooling {
         let slots = config.max_concurrent.max(1);
         let mut pool = PoolingAllocationConfig::new();

@@ -132,6 +132,9 @@ pub struct RuntimeConfig {
     /// JavaScript guests markedly slower (see the `ts_vs_node` bench); off,
     /// a runaway guest is still ended by its wall-clock deadline.
     pub meter_fuel: bool,
+    /// Write `/tmp/perf-<pid>.map` naming compiled wasm functions, for
+    /// profiling with `perf` (ARCHITECTURE.md, "Profiling").
+    pub perf_map: bool,
 }
 
 impl RuntimeConfig {
@@ -145,6 +148,7 @@ impl RuntimeConfig {
             retry_base_delay: Duration::from_secs(3),
             retry_max_delay: Duration::from_secs(600),
             meter_fuel: true,
+            perf_map: false,
         }
     }
 }
