@@ -34,6 +34,10 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 fn main() {
+    let runs: usize = std::env::var("SLUICE_BENCH_RUNS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(RUNS);
     let dir = repo_root().join("benches").join("ts-bench");
     let project = sluice::compile::compile(
         &compile_options(&dir, "ts-bench"),
@@ -110,10 +114,6 @@ fn main() {
             run();
         }
         let mut fuel = 0;
-        let runs = std::env::var("SLUICE_BENCH_RUNS")
-            .ok()
-            .and_then(|r| r.parse().ok())
-            .unwrap_or(RUNS);
         let mut times: Vec<f64> = (0..runs)
             .map(|_| {
                 let (t, f) = run();
@@ -136,13 +136,13 @@ fn main() {
     }
     let (times, fuel) = measure("pages", true, &|out| out["count"] == 150);
     let (free, _) = measure("pages", false, &|out| out["count"] == 150);
-    let (floor, _) = measure("noop", true, &|out| *out == json!(1));
+    let (floor, floor_fuel) = measure("noop", true, &|out| *out == json!(1));
 
     let node = Command::new("node")
         .arg(repo_root().join("benches").join("node-vm.mjs"))
         .arg(dir.join("bench/actions/pages.ts"))
         .arg(ts_sdk())
-        .arg(RUNS.to_string())
+        .arg(runs.to_string())
         .output()
         .expect("run node");
     assert!(
@@ -184,5 +184,8 @@ fn main() {
         ms(percentile(&floor, 0.9))
     );
     println!();
-    println!("{RUNS} runs each after 30 warm-up runs; sluice used {fuel} fuel units per run.");
+    println!(
+        "{runs} runs each after 30 warm-up runs; fuel units (wasm instructions) per run: \
+         {fuel} for the script, {floor_fuel} for the floor."
+    );
 }
