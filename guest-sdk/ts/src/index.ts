@@ -495,14 +495,33 @@ function scriptError(e: unknown): unknown {
     return { tag: 'internal', val: typeof e === 'string' ? e : safeStringify(e) };
 }
 
-/** Calls a script, turning whatever it throws into a `script-error` for the host. */
-async function guarded<T>(run: () => Promise<T>): Promise<T> {
-    try {
-        return await run();
-    } catch (e) {
+/**
+ * Calls a script and maps its result, turning whatever it throws (at once
+ * or through its promise) into a `script-error` for the host. Plain
+ * `then` rather than another async function: every promise SpiderMonkey
+ * creates records the stack it was made on, which is a good part of a
+ * small script's cost.
+ */
+function settle<T>(run: () => unknown, map: (value: unknown) => T): Promise<T> {
+    const fail = (e: unknown): never => {
         throw { payload: scriptError(e) };
+    };
+    let result: unknown;
+    try {
+        result = run();
+    } catch (e) {
+        return Promise.reject({ payload: scriptError(e) });
     }
+    return Promise.resolve(result).then((value) => {
+        try {
+            return map(value);
+        } catch (e) {
+            return fail(e);
+        }
+    }, fail);
 }
+
+const ignore = (): void => undefined;
 
 function output(value: unknown): string | undefined {
     return value === undefined ? undefined : JSON.stringify(value);
@@ -529,23 +548,17 @@ export function bundle(scripts: Record<string, Script>) {
         return s.default as (...args: any[]) => Promise<unknown>;
     };
     return {
-        fetchData: () =>
-            guarded(async () => {
-                await main(script())(new NangoSync());
-            }),
+        fetchData: () => settle(() => main(script())(new NangoSync()), ignore),
         onWebhookPayloadReceived: (payload: string) =>
-            guarded(async () => {
+            settle(() => {
                 const s = script();
                 if (typeof s.onWebhookPayloadReceived !== 'function') {
                     throw new Error(`There is no onWebhookPayloadReceived export for ${conn.info().scriptName}`);
                 }
-                return output(await s.onWebhookPayloadReceived(new NangoSync(), parseJson(payload)));
-            }),
+                return s.onWebhookPayloadReceived(new NangoSync(), parseJson(payload));
+            }, output),
         runAction: (input: string | undefined) =>
-            guarded(async () => output(await main(script())(new NangoAction(), input === undefined ? undefined : JSON.parse(input)))),
-        onEvent: () =>
-            guarded(async () => {
-                await main(script())(new NangoAction());
-            })
+            settle(() => main(script())(new NangoAction(), input === undefined ? undefined : JSON.parse(input)), output),
+        onEvent: () => settle(() => main(script())(new NangoAction()), ignore)
     };
 }
