@@ -280,9 +280,26 @@ impl Runtime {
             source,
         };
         std::fs::create_dir_all(dir).map_err(err)?;
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        std::fs::write(&tmp, bytes).map_err(err)?;
-        std::fs::rename(&tmp, path).map_err(err)
+        // Unique per write, not only per process: two threads may compile
+        // the same component at once, and each must rename its own file
+        // (the contents are the same, so either may win).
+        static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = path.with_extension(format!("tmp{}-{n}", std::process::id()));
+        let written = std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path));
+        match written {
+            Ok(()) => Ok(()),
+            // Another writer (a thread, or another process sharing the
+            // cache) put the same artifact there first: nothing is lost.
+            Err(_) if path.exists() => {
+                let _ = std::fs::remove_file(&tmp);
+                Ok(())
+            }
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                Err(err(e))
+            }
+        }
     }
 
     fn prepare(
