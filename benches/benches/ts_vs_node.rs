@@ -68,42 +68,29 @@ fn main() {
         ("pages".to_string(), ScriptKind::Action),
         ("noop".to_string(), ScriptKind::Action),
     ];
-    let unmetered_scripts: Vec<std::sync::Arc<sluice_runtime::Script>> = unmetered
-        .load_bundle_file(&component, &kinds)
-        .unwrap_or_else(|e| panic!("load {}: {e}", component.display()))
-        .into_iter()
-        .map(std::sync::Arc::new)
-        .collect();
-    let measure = |name: &str, metered: bool, expect: &dyn Fn(&Value) -> bool| {
-        let (rt_used, script) = if metered {
-            let script = if std::env::var_os("SLUICE_BENCH_COMPONENT").is_some() {
-                let i = kinds.iter().position(|(n, _)| n == name).unwrap();
-                std::sync::Arc::new(
-                    runtime()
-                        .load_bundle_file(&component, &kinds)
-                        .unwrap()
-                        .remove(i),
-                )
-            } else {
-                project
-                    .script(name, None)
-                    .unwrap_or_else(|e| panic!("{e}"))
-                    .script
-                    .clone()
-            };
-            (runtime(), script)
-        } else {
-            let i = kinds
-                .iter()
-                .position(|(n, _)| n == name)
-                .expect("a bench script");
-            (unmetered.clone(), unmetered_scripts[i].clone())
-        };
+    let load = |r: &Runtime| -> Vec<std::sync::Arc<sluice_runtime::Script>> {
+        r.load_bundle_file(&component, &kinds)
+            .unwrap_or_else(|e| panic!("load {}: {e}", component.display()))
+            .into_iter()
+            .map(std::sync::Arc::new)
+            .collect()
+    };
+    let (metered, unmetered) = (
+        (runtime(), load(&runtime())),
+        (unmetered.clone(), load(&unmetered)),
+    );
+    let measure = |name: &str, with_fuel: bool, expect: &dyn Fn(&Value) -> bool| {
+        let i = kinds
+            .iter()
+            .position(|(n, _)| n == name)
+            .expect("a bench script");
+        let (rt_used, scripts) = if with_fuel { &metered } else { &unmetered };
+        let script = &scripts[i];
         let run = || {
             let mut exec: Execution = h.execution(name, Call::Action { input: None });
             exec.sync = SyncRun::default();
             let start = Instant::now();
-            let report = rt.block_on(rt_used.execute(&script, exec, services.clone()));
+            let report = rt.block_on(rt_used.execute(script, exec, services.clone()));
             let elapsed = start.elapsed().as_secs_f64() * 1e6;
             match &report.outcome {
                 Ok(Some(out)) if expect(out) => (elapsed, report.fuel_consumed),
@@ -125,8 +112,8 @@ fn main() {
         (times, fuel)
     };
     if let Ok(only) = std::env::var("SLUICE_BENCH_ONLY") {
-        let metered = std::env::var_os("SLUICE_BENCH_UNMETERED").is_none();
-        let (times, fuel) = measure(&only, metered, &|_| true);
+        let with_fuel = std::env::var_os("SLUICE_BENCH_UNMETERED").is_none();
+        let (times, fuel) = measure(&only, with_fuel, &|_| true);
         println!(
             "{only}: median {:.3} ms, p90 {:.3} ms, {fuel} fuel units",
             percentile(&times, 0.5) / 1000.0,
