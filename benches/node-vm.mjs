@@ -2,17 +2,19 @@
 // CommonJS bundle compiled into a fresh `node:vm` context per execution,
 // with a `nango` object whose methods are plain async functions.
 //
-//   node benches/node-vm.mjs <script.ts> <guest-sdk/ts dir (for esbuild)> <runs>
+//   node benches/node-vm.mjs <script.ts> <guest-sdk/ts dir (for esbuild)>
 //
-// Prints one JSON line: { "median_us": …, "p90_us": …, "runs": … }.
+// Prints `ready` once the bundle is built, then for every line read on
+// standard input runs the script once and prints how long that took, in
+// microseconds, so the caller can interleave these runs with its own.
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
+import { createInterface } from 'node:readline';
 import vm from 'node:vm';
 
-const [script, sdkDir, runsArg] = process.argv.slice(2);
+const [script, sdkDir] = process.argv.slice(2);
 const require = createRequire(join(sdkDir, 'package.json'));
 const esbuild = require('esbuild');
-const runs = Number(runsArg || 300);
 
 const { outputFiles } = await esbuild.build({ entryPoints: [script], bundle: true, write: false, format: 'cjs', platform: 'node', target: 'es2022' });
 const code = outputFiles[0].text;
@@ -30,13 +32,11 @@ async function once() {
     return exported.default(nango);
 }
 
-for (let i = 0; i < 30; i++) await once();
-const times = [];
-for (let i = 0; i < runs; i++) {
+console.log('ready');
+for await (const _line of createInterface({ input: process.stdin })) {
     const start = process.hrtime.bigint();
     const out = await once();
-    times.push(Number(process.hrtime.bigint() - start) / 1000);
+    const us = Number(process.hrtime.bigint() - start) / 1000;
     if (out.count !== 150) throw new Error(`unexpected output ${JSON.stringify(out)}`);
+    console.log(us);
 }
-times.sort((a, b) => a - b);
-console.log(JSON.stringify({ median_us: times[Math.floor(runs / 2)], p90_us: times[Math.floor(runs * 0.9)], runs }));

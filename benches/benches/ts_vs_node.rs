@@ -1,7 +1,9 @@
 //! A TypeScript script compiled by sluice (esbuild + componentize-js,
 //! precompiled and loaded from the cache) against the same script run the
 //! way the original runs it (Node's `vm` module: compile, fresh context,
-//! run), side by side in one run. Prints a table of medians.
+//! run), side by side in one run: the measurements take turns in short
+//! blocks, so a machine whose speed drifts affects them alike. Prints a table
+//! of medians.
 //!
 //!   cargo bench -p sluice-benches --bench ts_vs_node
 //!
@@ -18,7 +20,8 @@
 //!   bundle (componentize-js's `debugBuild`, for instance, whose engine keeps
 //!   its function names).
 
-use std::process::Command;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::Instant;
 
 use serde_json::{Value, json};
@@ -28,6 +31,71 @@ use sluice_runtime::{Call, Execution, Runtime, ScriptKind};
 use sluice_tests::{Harness, MockResponse, compile_options, repo_root, runtime, ts_sdk};
 
 const RUNS: usize = 300;
+const WARM_UP: usize = 30;
+/// Consecutive runs of one measurement before the next takes its turn.
+const BLOCK: usize = 10;
+
+/// `node-vm.mjs`, running the bench script once per request.
+struct NodeVm {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl NodeVm {
+    fn start(script: &std::path::Path) -> Self {
+        let mut child = Command::new("node")
+            .arg(repo_root().join("benches").join("node-vm.mjs"))
+            .arg(script)
+            .arg(ts_sdk())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("run node");
+        let stdin = child.stdin.take().expect("node's stdin");
+        let mut stdout = BufReader::new(child.stdout.take().expect("node's stdout"));
+        let mut line = String::new();
+        stdout.read_line(&mut line).expect("read node-vm.mjs");
+        assert_eq!(line.trim(), "ready", "node-vm.mjs did not start");
+        NodeVm {
+            child,
+            stdin,
+            stdout,
+        }
+    }
+
+    /// One run of the script in a fresh `vm` context, in µs as Node timed it.
+    fn run(&mut self) -> f64 {
+        self.stdin.write_all(b"\n").expect("write to node-vm.mjs");
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).expect("read node-vm.mjs");
+        line.trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("node-vm.mjs printed {line:?}"))
+    }
+}
+
+/// Restricts this process, and the processes it starts, to the CPU it runs on.
+fn pin_to_current_cpu() {
+    // SAFETY: sched_getcpu reads the calling thread's CPU; the set is a
+    // zeroed cpu_set_t that CPU_SET fills in before sched_setaffinity reads it.
+    unsafe {
+        let cpu = libc::sched_getcpu();
+        if cpu < 0 {
+            return;
+        }
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu as usize, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+impl Drop for NodeVm {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
@@ -79,41 +147,35 @@ fn main() {
         (runtime(), load(&runtime())),
         (unmetered.clone(), load(&unmetered)),
     );
-    let measure = |name: &str, with_fuel: bool, expect: &dyn Fn(&Value) -> bool| {
+    // One execution of a bench script: its time in µs and the fuel it used.
+    let run = |name: &str, with_fuel: bool, expect: &dyn Fn(&Value) -> bool| {
         let i = kinds
             .iter()
             .position(|(n, _)| n == name)
             .expect("a bench script");
         let (rt_used, scripts) = if with_fuel { &metered } else { &unmetered };
-        let script = &scripts[i];
-        let run = || {
-            let mut exec: Execution = h.execution(name, Call::Action { input: None });
-            exec.sync = SyncRun::default();
-            let start = Instant::now();
-            let report = rt.block_on(rt_used.execute(script, exec, services.clone()));
-            let elapsed = start.elapsed().as_secs_f64() * 1e6;
-            match &report.outcome {
-                Ok(Some(out)) if expect(out) => (elapsed, report.fuel_consumed),
-                other => panic!("unexpected outcome {other:?}"),
-            }
-        };
-        for _ in 0..30 {
-            run();
+        let mut exec: Execution = h.execution(name, Call::Action { input: None });
+        exec.sync = SyncRun::default();
+        let start = Instant::now();
+        let report = rt.block_on(rt_used.execute(&scripts[i], exec, services.clone()));
+        let elapsed = start.elapsed().as_secs_f64() * 1e6;
+        match &report.outcome {
+            Ok(Some(out)) if expect(out) => (elapsed, report.fuel_consumed),
+            other => panic!("unexpected outcome {other:?}"),
         }
-        let mut fuel = 0;
-        let mut times: Vec<f64> = (0..runs)
-            .map(|_| {
-                let (t, f) = run();
-                fuel = f;
-                t
-            })
-            .collect();
-        times.sort_by(f64::total_cmp);
-        (times, fuel)
     };
     if let Ok(only) = std::env::var("SLUICE_BENCH_ONLY") {
         let with_fuel = std::env::var_os("SLUICE_BENCH_UNMETERED").is_none();
-        let (times, fuel) = measure(&only, with_fuel, &|_| true);
+        let mut fuel = 0;
+        let mut times: Vec<f64> = (0..WARM_UP + runs)
+            .map(|_| {
+                let (t, f) = run(&only, with_fuel, &|_| true);
+                fuel = f;
+                t
+            })
+            .skip(WARM_UP)
+            .collect();
+        times.sort_by(f64::total_cmp);
         println!(
             "{only}: median {:.3} ms, p90 {:.3} ms, {fuel} fuel units",
             percentile(&times, 0.5) / 1000.0,
@@ -121,23 +183,43 @@ fn main() {
         );
         return;
     }
-    let (times, fuel) = measure("pages", true, &|out| out["count"] == 150);
-    let (free, _) = measure("pages", false, &|out| out["count"] == 150);
-    let (floor, floor_fuel) = measure("noop", true, &|out| *out == json!(1));
 
-    let node = Command::new("node")
-        .arg(repo_root().join("benches").join("node-vm.mjs"))
-        .arg(dir.join("bench/actions/pages.ts"))
-        .arg(ts_sdk())
-        .arg(runs.to_string())
-        .output()
-        .expect("run node");
-    assert!(
-        node.status.success(),
-        "node-vm.mjs failed: {}",
-        String::from_utf8_lossy(&node.stderr)
-    );
-    let node: Value = serde_json::from_slice(&node.stdout).expect("node-vm.mjs prints JSON");
+    // Node runs in another process: keep both on one CPU, since the cores of
+    // a shared VM do not run at the same speed.
+    pin_to_current_cpu();
+    let mut node = NodeVm::start(&dir.join("bench/actions/pages.ts"));
+    let pages = |out: &Value| out["count"] == 150;
+    // The four measurements take turns in blocks of `BLOCK` runs, each round
+    // starting with the next one, so a machine whose speed drifts affects
+    // them alike; the first run of a block, with caches the previous block
+    // filled, is not counted.
+    let mut measurements: [Box<dyn FnMut() -> (f64, u64) + '_>; 4] = [
+        Box::new(|| run("pages", true, &pages)),
+        Box::new(|| run("pages", false, &pages)),
+        Box::new(|| (node.run(), 0)),
+        Box::new(|| run("noop", true, &|out| *out == json!(1))),
+    ];
+    let mut times: [Vec<f64>; 4] = Default::default();
+    let mut fuel = [0u64; 4];
+    for round in 0..(WARM_UP + runs).div_ceil(BLOCK) {
+        for k in 0..measurements.len() {
+            let m = (round + k) % measurements.len();
+            measurements[m]();
+            for _ in 0..BLOCK {
+                let (t, f) = measurements[m]();
+                if round * BLOCK >= WARM_UP && times[m].len() < runs {
+                    times[m].push(t);
+                    fuel[m] = f;
+                }
+            }
+        }
+    }
+    drop(measurements);
+    for t in &mut times {
+        t.sort_by(f64::total_cmp);
+    }
+    let [times, free, node_times, floor] = times;
+    let (fuel, floor_fuel) = (fuel[0], fuel[3]);
 
     let ms = |us: f64| format!("{:.3} ms", us / 1000.0);
     println!();
@@ -161,8 +243,8 @@ fn main() {
     println!(
         "| {:<58} | {:>10} | {:>10} |",
         "Node vm: compile + fresh context + run (the original)",
-        ms(node["median_us"].as_f64().unwrap_or(f64::NAN)),
-        ms(node["p90_us"].as_f64().unwrap_or(f64::NAN))
+        ms(percentile(&node_times, 0.5)),
+        ms(percentile(&node_times, 0.9))
     );
     println!(
         "| {:<58} | {:>10} | {:>10} |",
@@ -172,7 +254,7 @@ fn main() {
     );
     println!();
     println!(
-        "{runs} runs each after 30 warm-up runs; fuel units (wasm instructions) per run: \
-         {fuel} for the script, {floor_fuel} for the floor."
+        "{runs} runs each after {WARM_UP} warm-up runs, in interleaved blocks of {BLOCK}; fuel units (wasm \
+         instructions) per run: {fuel} for the script, {floor_fuel} for the floor."
     );
 }

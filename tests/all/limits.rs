@@ -40,7 +40,8 @@ async fn an_endless_loop_hits_the_deadline_while_another_execution_completes() {
                 .await
         })
     };
-    // Let the loop start; it yields at every epoch tick, so this returns.
+    // Let the loop start; it yields every few million fuel units, so this
+    // returns.
     tokio::time::sleep(Duration::from_millis(50)).await;
     let other = h
         .action(guests::ACTION_PROXY, json!({"endpoint": "/x"}))

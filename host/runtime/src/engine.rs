@@ -138,7 +138,9 @@ impl Runtime {
         let cache_key = hex(&hasher.finalize()[..8]);
 
         let stop_ticker = Arc::new(AtomicBool::new(false));
-        spawn_epoch_ticker(engine.clone(), config.epoch_tick, stop_ticker.clone());
+        if !config.meter_fuel {
+            spawn_epoch_ticker(engine.clone(), config.epoch_tick, stop_ticker.clone());
+        }
         Ok(Self {
             inner: Arc::new(RuntimeInner {
                 engine,
@@ -379,7 +381,10 @@ fn typed_pre(
 
 fn engine_config(config: &RuntimeConfig) -> Config {
     let mut c = Config::new();
-    c.epoch_interruption(true);
+    // A metered guest yields every `FUEL_YIELD_INTERVAL` units and its
+    // deadline is checked then; only an unmetered one needs epoch checks,
+    // which would otherwise cost a second counter check in every loop.
+    c.epoch_interruption(!config.meter_fuel);
     c.consume_fuel(config.meter_fuel);
     // Scripts use no component-model concurrency; leaving it off keeps the
     // host↔guest call path short.

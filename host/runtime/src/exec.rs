@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -418,6 +419,11 @@ impl std::error::Error for DeadlineExceeded {}
 /// Largest fuel a store can hold; used when an environment meters nothing.
 const UNMETERED_FUEL: u64 = u64::MAX;
 
+/// Fuel a metered guest burns between yields to the executor: a few
+/// milliseconds of JavaScript, so a busy guest shares its thread and meets
+/// its deadline about as promptly as with an epoch tick.
+const FUEL_YIELD_INTERVAL: u64 = 10_000_000;
+
 impl Runtime {
     /// Runs one execution of `script` in a fresh store. Never panics on guest
     /// misbehaviour: every failure is in the report.
@@ -449,29 +455,44 @@ impl Runtime {
         let state = HostState::new(script.kind, exec.clone(), services, self.clone(), deadline);
         let mut store = Store::new(&self.inner.engine, state);
         store.limiter(|s| &mut s.limiter);
-        // Fails only when the runtime does not meter fuel (`meter_fuel`).
-        let _ = store.set_fuel(fuel);
-        store.epoch_deadline_callback(|ctx| {
-            if Instant::now() >= ctx.data().deadline {
-                Err(wasmtime::Error::new(DeadlineExceeded))
-            } else {
-                // tokio's yield defers the wake-up until the I/O and timer
-                // driver ran, so other executions on this thread progress.
-                Ok(UpdateDeadline::YieldCustom(
-                    1,
-                    Box::pin(tokio::task::yield_now()),
-                ))
-            }
-        });
-        store.set_epoch_deadline(1);
+        if self.inner.config.meter_fuel {
+            // Cannot fail: fuel is metered and the interval is not zero.
+            let _ = store.set_fuel(fuel);
+            let _ = store.fuel_async_yield_interval(Some(FUEL_YIELD_INTERVAL));
+        } else {
+            store.epoch_deadline_callback(|ctx| {
+                if Instant::now() >= ctx.data().deadline {
+                    Err(wasmtime::Error::new(DeadlineExceeded))
+                } else {
+                    // tokio's yield defers the wake-up until the I/O and timer
+                    // driver ran, so other executions on this thread progress.
+                    Ok(UpdateDeadline::YieldCustom(
+                        1,
+                        Box::pin(tokio::task::yield_now()),
+                    ))
+                }
+            });
+            store.set_epoch_deadline(1);
+        }
 
-        // The epoch callback ends a guest that computes past its deadline; the
+        // A guest computing past its deadline is ended where it yields (fuel
+        // interval or epoch tick: either polls this future again); the
         // timeout ends one that waits past it inside a host call.
-        let run = tokio::time::timeout(timeout, call(&script.pre, &mut store, &exec.call)).await;
+        let run = {
+            let mut call = std::pin::pin!(call(&script.pre, &mut store, &exec.call));
+            let yielding = std::future::poll_fn(|cx| {
+                if Instant::now() >= deadline {
+                    Poll::Ready(None)
+                } else {
+                    call.as_mut().poll(cx).map(Some)
+                }
+            });
+            tokio::time::timeout(timeout, yielding).await.ok().flatten()
+        };
         let outcome = match run {
-            Err(_elapsed) => Err(ExecError::Timeout { after: timeout }),
-            Ok(Ok(Ok(output))) => Ok(output),
-            Ok(Ok(Err(script_error))) => {
+            None => Err(ExecError::Timeout { after: timeout }),
+            Some(Ok(Ok(output))) => Ok(output),
+            Some(Ok(Err(script_error))) => {
                 if store.data().limiter.hit {
                     Err(ExecError::MemoryLimit {
                         limit: store.data().limiter.limit(),
@@ -480,7 +501,7 @@ impl Runtime {
                     Err(ExecError::Script(failure_from(script_error)))
                 }
             }
-            Ok(Err(trap)) => Err(classify_trap(trap, store.data(), fuel, timeout)),
+            Some(Err(trap)) => Err(classify_trap(trap, store.data(), fuel, timeout)),
         };
         let fuel_consumed = fuel.saturating_sub(store.get_fuel().unwrap_or(fuel));
         let mut state = store.into_data();

@@ -122,7 +122,8 @@ pub struct RuntimeConfig {
     /// maps its own memory.
     pub pooling: bool,
     /// How often the epoch ticks: the granularity of deadlines and of
-    /// yielding a busy guest to other executions.
+    /// yielding a busy guest to other executions when fuel is not metered
+    /// (a metered guest yields every few million fuel units instead).
     pub epoch_tick: Duration,
     /// First wait of the exponential retry backoff (the original's 3 s).
     pub retry_base_delay: Duration,

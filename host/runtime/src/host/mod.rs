@@ -28,7 +28,7 @@ pub struct HostState {
     wasi: WasiCtx,
     table: ResourceTable,
     pub(crate) limiter: MemoryLimiter,
-    /// When the execution must end; checked at every epoch tick.
+    /// When the execution must end; checked whenever a busy guest yields.
     pub(crate) deadline: Instant,
     pub(crate) kind: ScriptKind,
     pub(crate) exec: Arc<Execution>,
