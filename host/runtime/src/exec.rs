@@ -404,18 +404,6 @@ pub struct BatchCall {
     pub records: Vec<Value>,
 }
 
-/// The epoch callback's error when the deadline passed inside guest code.
-#[derive(Debug)]
-struct DeadlineExceeded;
-
-impl std::fmt::Display for DeadlineExceeded {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("deadline exceeded")
-    }
-}
-
-impl std::error::Error for DeadlineExceeded {}
-
 /// Largest fuel a store can hold; used when an environment meters nothing.
 const UNMETERED_FUEL: u64 = u64::MAX;
 
@@ -452,7 +440,7 @@ impl Runtime {
         let fuel = limits.fuel.unwrap_or(UNMETERED_FUEL);
         let deadline = started + timeout;
         let exec = Arc::new(exec);
-        let state = HostState::new(script.kind, exec.clone(), services, self.clone(), deadline);
+        let state = HostState::new(script.kind, exec.clone(), services, self.clone());
         let mut store = Store::new(&self.inner.engine, state);
         store.limiter(|s| &mut s.limiter);
         if self.inner.config.meter_fuel {
@@ -460,17 +448,15 @@ impl Runtime {
             let _ = store.set_fuel(fuel);
             let _ = store.fuel_async_yield_interval(Some(FUEL_YIELD_INTERVAL));
         } else {
-            store.epoch_deadline_callback(|ctx| {
-                if Instant::now() >= ctx.data().deadline {
-                    Err(wasmtime::Error::new(DeadlineExceeded))
-                } else {
-                    // tokio's yield defers the wake-up until the I/O and timer
-                    // driver ran, so other executions on this thread progress.
-                    Ok(UpdateDeadline::YieldCustom(
-                        1,
-                        Box::pin(tokio::task::yield_now()),
-                    ))
-                }
+            // Yield at every tick; the deadline is checked below when the
+            // guest is polled again. tokio's yield defers the wake-up until
+            // the I/O and timer driver ran, so other executions on this
+            // thread progress.
+            store.epoch_deadline_callback(|_| {
+                Ok(UpdateDeadline::YieldCustom(
+                    1,
+                    Box::pin(tokio::task::yield_now()),
+                ))
             });
             store.set_epoch_deadline(1);
         }
@@ -501,7 +487,7 @@ impl Runtime {
                     Err(ExecError::Script(failure_from(script_error)))
                 }
             }
-            Some(Err(trap)) => Err(classify_trap(trap, store.data(), fuel, timeout)),
+            Some(Err(trap)) => Err(classify_trap(trap, store.data(), fuel)),
         };
         let fuel_consumed = fuel.saturating_sub(store.get_fuel().unwrap_or(fuel));
         let mut state = store.into_data();
@@ -607,14 +593,11 @@ fn parse_output(json: &str) -> Value {
     serde_json::from_str(json).unwrap_or_else(|_| Value::String(json.to_string()))
 }
 
-fn classify_trap(failed: Failed, state: &HostState, fuel: u64, timeout: Duration) -> ExecError {
+fn classify_trap(failed: Failed, state: &HostState, fuel: u64) -> ExecError {
     let (err, instantiating) = match failed {
         Failed::Instantiate(e) => (e, true),
         Failed::Call(e) => (e, false),
     };
-    if err.downcast_ref::<DeadlineExceeded>().is_some() {
-        return ExecError::Timeout { after: timeout };
-    }
     if let Some(wasmtime::Trap::OutOfFuel) = err.downcast_ref::<wasmtime::Trap>() {
         return ExecError::OutOfFuel { units: fuel };
     }

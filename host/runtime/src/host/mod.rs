@@ -10,7 +10,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Instant;
 
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
@@ -28,8 +27,6 @@ pub struct HostState {
     wasi: WasiCtx,
     table: ResourceTable,
     pub(crate) limiter: MemoryLimiter,
-    /// When the execution must end; checked whenever a busy guest yields.
-    pub(crate) deadline: Instant,
     pub(crate) kind: ScriptKind,
     pub(crate) exec: Arc<Execution>,
     pub(crate) services: Arc<Services>,
@@ -53,7 +50,6 @@ impl HostState {
         exec: Arc<Execution>,
         services: Arc<Services>,
         runtime: Runtime,
-        deadline: Instant,
     ) -> Self {
         let limits = &exec.environment.limits;
         let stdout = CapturedOutput::new(limits.max_output_bytes);
@@ -74,7 +70,6 @@ impl HostState {
             wasi,
             table: ResourceTable::new(),
             limiter: MemoryLimiter::new(limits),
-            deadline,
             kind,
             exec,
             services,
