@@ -220,6 +220,36 @@ async fn a_webhook_handler_saves_and_returns_its_output() {
 }
 
 #[tokio::test]
+async fn text_beyond_ascii_reaches_the_host_and_comes_back_intact() {
+    let h = harness().await;
+    let text = "Zoë, naïve café — 日本語 🚀 \"quoted\" \\ end";
+    let report = h.ts_action("unicode", json!({ "text": text })).await;
+    assert_eq!(
+        output(&report),
+        json!({"input": text, "metadata": text, "json": text, "plain": text, "query": text}),
+        "action input and output, metadata, a JSON body, a text body and a query"
+    );
+    let log = report
+        .logs
+        .iter()
+        .find(|l| l.source == LogSource::User)
+        .expect("the script's log");
+    assert_eq!(log.message, text);
+    assert_eq!(log.meta, Some(json!({ "text": text })));
+
+    let call = Call::Webhook {
+        payload: json!({"id": "ü-1", "name": text}).to_string(),
+    };
+    let report = h
+        .run(&ts_script("records"), "records", call, SyncRun::default())
+        .await;
+    assert_eq!(output(&report), json!({"received": "ü-1"}));
+    let items = h.records.all(&h.conn(), "Item");
+    assert_eq!(items[0].external_id, "ü-1");
+    assert_eq!(items[0].json["name"], format!("{text} (mock)"));
+}
+
+#[tokio::test]
 async fn connection_metadata_environment_token_and_logs() {
     let h = harness().await;
     h.connections

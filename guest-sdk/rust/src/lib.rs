@@ -138,7 +138,7 @@ impl Error {
 
     fn into_script_error(self) -> types::ScriptError {
         match self {
-            Error::Action(p) => types::ScriptError::ActionError(p.map(|v| v.to_string())),
+            Error::Action(p) => types::ScriptError::ActionError(p.map(|v| v.to_string().into())),
             Error::Sdk {
                 code,
                 message,
@@ -146,7 +146,7 @@ impl Error {
             } => types::ScriptError::Sdk(types::NangoError {
                 code,
                 message,
-                payload: payload.map(|v| v.to_string()),
+                payload: payload.map(|v| v.to_string().into()),
             }),
             Error::Http(r) => types::ScriptError::Http(types::Response {
                 status: r.status,
@@ -180,7 +180,7 @@ impl From<types::NangoError> for Error {
         Error::Sdk {
             code: e.code,
             message: e.message,
-            payload: e.payload.and_then(|p| serde_json::from_str(&p).ok()),
+            payload: e.payload.and_then(|p| serde_json::from_slice(&p).ok()),
         }
     }
 }
@@ -200,8 +200,8 @@ impl From<serde_json::Error> for Error {
     }
 }
 
-fn to_json(value: &impl Serialize) -> Result<String, Error> {
-    Ok(serde_json::to_string(value)?)
+fn to_json(value: &impl Serialize) -> Result<Vec<u8>, Error> {
+    Ok(serde_json::to_vec(value)?)
 }
 
 /// The `nango` helper. Every method is a host call.
@@ -259,8 +259,8 @@ impl Nango {
     pub fn log_with(&self, level: Level, message: impl std::fmt::Display, meta: Option<&Value>) {
         log::log(
             level,
-            &message.to_string(),
-            meta.map(|m| m.to_string()).as_deref(),
+            message.to_string().as_bytes(),
+            meta.map(|m| m.to_string()).as_deref().map(str::as_bytes),
         );
     }
     pub fn log(&self, message: impl std::fmt::Display) {
@@ -288,7 +288,7 @@ impl Nango {
 
     /// The current connection (the original's `getConnection()` object).
     pub fn connection(&self) -> Result<Value, Error> {
-        Ok(serde_json::from_str(&connection::get_connection(
+        Ok(serde_json::from_slice(&connection::get_connection(
             None, None,
         )?)?)
     }
@@ -299,7 +299,7 @@ impl Nango {
         provider_config_key: &str,
         connection_id: &str,
     ) -> Result<Value, Error> {
-        Ok(serde_json::from_str(&connection::get_connection(
+        Ok(serde_json::from_slice(&connection::get_connection(
             Some(provider_config_key),
             Some(connection_id),
         )?)?)
@@ -307,7 +307,7 @@ impl Nango {
 
     /// The connection's metadata as `T` (use `Option<T>` or `Value` when it may be null).
     pub fn metadata<T: DeserializeOwned>(&self) -> Result<T, Error> {
-        Ok(serde_json::from_str(&connection::get_metadata()?)?)
+        Ok(serde_json::from_slice(&connection::get_metadata()?)?)
     }
 
     /// Replaces the metadata.
@@ -343,7 +343,7 @@ impl Nango {
         let input = to_json(input)?;
         let out =
             connection::trigger_action(provider_config_key, connection_id, action, Some(&input))?;
-        Ok(serde_json::from_str(out.as_deref().unwrap_or("null"))?)
+        Ok(serde_json::from_slice(out.as_deref().unwrap_or(b"null"))?)
     }
 
     /// Saves records of `model` (each needs an `id`).
@@ -377,7 +377,7 @@ impl Nango {
         model: &str,
     ) -> Result<HashMap<String, T>, Error> {
         let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
-        let found: Vec<Value> = serde_json::from_str(&records::get_records_by_ids(model, &ids)?)?;
+        let found: Vec<Value> = serde_json::from_slice(&records::get_records_by_ids(model, &ids)?)?;
         let mut out = HashMap::with_capacity(found.len());
         for record in found {
             let id = match record.get("id") {
@@ -436,12 +436,14 @@ impl RequestBuilder {
     pub fn param(mut self, name: impl Into<String>, value: impl Into<Value>) -> Self {
         let mut params = match &self.req.params {
             Some(http::Query::Object(json)) => {
-                serde_json::from_str::<serde_json::Map<String, Value>>(json).unwrap_or_default()
+                serde_json::from_slice::<serde_json::Map<String, Value>>(json).unwrap_or_default()
             }
             _ => serde_json::Map::new(),
         };
         params.insert(name.into(), value.into());
-        self.req.params = Some(http::Query::Object(Value::Object(params).to_string()));
+        self.req.params = Some(http::Query::Object(
+            Value::Object(params).to_string().into(),
+        ));
         self
     }
 
@@ -460,14 +462,14 @@ impl RequestBuilder {
     /// A JSON body.
     pub fn json(mut self, body: &impl Serialize) -> Self {
         self.req.data = Some(http::Body::Json(
-            serde_json::to_string(body).unwrap_or_else(|_| "null".into()),
+            serde_json::to_vec(body).unwrap_or_else(|_| b"null".to_vec()),
         ));
         self
     }
 
     /// A text body.
     pub fn text(mut self, body: impl Into<String>) -> Self {
-        self.req.data = Some(http::Body::Text(body.into()));
+        self.req.data = Some(http::Body::Text(body.into().into_bytes()));
         self
     }
 
@@ -527,7 +529,7 @@ impl RequestBuilder {
     /// Pages of `T`: the provider's `paginate` defaults with `config`'s keys
     /// over them (`{"type": "cursor", "cursor_name_in_request": ...}`).
     pub fn paginate<T: DeserializeOwned>(self, config: Option<Value>) -> Pages<T> {
-        let config = config.map(|c| c.to_string());
+        let config = config.map(|c| c.to_string().into_bytes());
         let state = match http::paginate(&self.req, config.as_deref()) {
             Ok(p) => PagesState::Running(p),
             Err(e) => PagesState::Failed(Some(e.into())),
@@ -563,7 +565,7 @@ impl<T: DeserializeOwned> Iterator for Pages<T> {
                 e.map(Err)
             }
             PagesState::Running(p) => match p.next_page() {
-                Ok(Some(page)) => Some(serde_json::from_str(&page.items).map_err(Error::from)),
+                Ok(Some(page)) => Some(serde_json::from_slice(&page.items).map_err(Error::from)),
                 Ok(None) => {
                     self.state = PagesState::Done;
                     None
@@ -588,32 +590,34 @@ pub mod __private {
     }
 
     pub fn run_action<I: DeserializeOwned, O: Serialize>(
-        input: Option<String>,
+        input: Option<Vec<u8>>,
         f: fn(&Nango, I) -> Result<O, Error>,
-    ) -> Result<Option<String>, types::ScriptError> {
-        let input: I = serde_json::from_str(input.as_deref().unwrap_or("null")).map_err(|e| {
-            types::ScriptError::Sdk(types::NangoError {
-                code: "invalid_action_input".into(),
-                message: format!("the action input does not fit the script's input type: {e}"),
-                payload: None,
-            })
-        })?;
+    ) -> Result<Option<Vec<u8>>, types::ScriptError> {
+        let input: I =
+            serde_json::from_slice(input.as_deref().unwrap_or(b"null")).map_err(|e| {
+                types::ScriptError::Sdk(types::NangoError {
+                    code: "invalid_action_input".into(),
+                    message: format!("the action input does not fit the script's input type: {e}"),
+                    payload: None,
+                })
+            })?;
         let output = f(&Nango::new(), input).map_err(Error::into_script_error)?;
         let value =
             serde_json::to_value(&output).map_err(|e| Error::from(e).into_script_error())?;
-        Ok((!value.is_null()).then(|| value.to_string()))
+        Ok((!value.is_null()).then(|| value.to_string().into()))
     }
 
     pub fn run_webhook(
-        payload: String,
+        payload: Vec<u8>,
         f: fn(&Nango, Value) -> Result<Option<Value>, Error>,
-    ) -> Result<Option<String>, types::ScriptError> {
-        let payload: Value = serde_json::from_str(&payload).unwrap_or(Value::String(payload));
+    ) -> Result<Option<Vec<u8>>, types::ScriptError> {
+        let payload: Value = serde_json::from_slice(&payload)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&payload).into_owned()));
         let out = f(&Nango::new(), payload).map_err(Error::into_script_error)?;
-        Ok(out.map(|v| v.to_string()))
+        Ok(out.map(|v| v.to_string().into()))
     }
 
-    pub fn no_webhook() -> Result<Option<String>, types::ScriptError> {
+    pub fn no_webhook() -> Result<Option<Vec<u8>>, types::ScriptError> {
         let name = connection::info().script_name;
         Err(types::ScriptError::Internal(format!(
             "There is no onWebhookPayloadReceived export for {name}"

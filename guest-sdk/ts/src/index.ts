@@ -5,11 +5,11 @@
 // translates between JavaScript values and the WIT shapes.
 
 import { Buffer } from 'buffer';
-import * as http from 'nango:scripts/http@0.1.0';
-import * as logging from 'nango:scripts/log@0.1.0';
-import * as conn from 'nango:scripts/connection@0.1.0';
-import * as records from 'nango:scripts/records@0.1.0';
-import * as syncContext from 'nango:scripts/sync-context@0.1.0';
+import * as http from 'nango:scripts/http@0.2.0';
+import * as logging from 'nango:scripts/log@0.2.0';
+import * as conn from 'nango:scripts/connection@0.2.0';
+import * as records from 'nango:scripts/records@0.2.0';
+import * as syncContext from 'nango:scripts/sync-context@0.2.0';
 import { prewarm } from './prewarm';
 
 // ------ Types: the original's names and shapes, declared once in
@@ -28,6 +28,28 @@ export type {
     ProxyConfiguration,
     RecordMetadata
 } from '../models-sdk';
+
+// ------ JSON and text cross the boundary as UTF-8 bytes
+
+// componentize-js lowers a string argument by counting its UTF-8 length one
+// character at a time in interpreted JavaScript (wit/nango.wit, `json`);
+// TextEncoder and TextDecoder are native code.
+const UTF8_OUT = new TextEncoder();
+const UTF8_IN = new TextDecoder();
+
+function utf8(text: string): Uint8Array {
+    return UTF8_OUT.encode(text);
+}
+
+/** `JSON.stringify` as bytes; `undefined` when there is nothing to serialize. */
+function jsonBytes(value: unknown, replacer?: (key: string, value: unknown) => unknown): Uint8Array | undefined {
+    const text = JSON.stringify(value, replacer);
+    return text === undefined ? undefined : UTF8_OUT.encode(text);
+}
+
+function fromJson(bytes: Uint8Array): any {
+    return JSON.parse(UTF8_IN.decode(bytes));
+}
 
 // ------ Errors
 
@@ -87,7 +109,7 @@ function errPayload<T>(e: unknown): T | undefined {
 function sdkError(e: unknown): unknown {
     const p = errPayload<http.NangoError>(e);
     if (p && typeof p === 'object' && typeof p.code === 'string') {
-        return new SDKError(p.code, p.message, p.payload === undefined ? undefined : parseJson(p.payload));
+        return new SDKError(p.code, p.message, p.payload === undefined ? undefined : parseJson(UTF8_IN.decode(p.payload)));
     }
     return e;
 }
@@ -111,8 +133,6 @@ function parseJson(text: string): unknown {
 
 // ------ HTTP
 
-const TEXT = new TextDecoder();
-
 function headersObject(pairs: [string, string][]): Record<string, string> {
     const out: Record<string, string> = {};
     for (const [k, v] of pairs) out[k] = v;
@@ -123,7 +143,7 @@ function responseData(body: Uint8Array, responseType: ProxyConfiguration['respon
     if (responseType === 'arraybuffer' || responseType === 'stream' || responseType === 'blob') {
         return Buffer.from(body);
     }
-    const text = TEXT.decode(body);
+    const text = UTF8_IN.decode(body);
     if (responseType === 'text' || responseType === 'document') return text;
     if (text.length === 0) return '';
     return parseJson(text);
@@ -164,20 +184,21 @@ function toRequest(config: ProxyConfiguration, method?: string): http.Request {
     if (typeof config.params === 'string') {
         params = { tag: 'text', val: config.params };
     } else if (config.params && typeof config.params === 'object') {
-        params = { tag: 'object', val: JSON.stringify(config.params, keepUndefined) };
+        params = { tag: 'object', val: jsonBytes(config.params, keepUndefined)! };
     }
     let data: http.Body | undefined;
     const d = config.data;
     if (d) {
         const contentType = Object.entries(config.headers ?? {}).find(([k]) => k.toLowerCase() === 'content-type')?.[1];
         if (typeof d === 'string') {
-            data = { tag: 'text', val: d };
+            data = { tag: 'text', val: utf8(d) };
         } else if (isBinary(d)) {
             data = { tag: 'bytes', val: d instanceof Uint8Array ? d : new Uint8Array(d) };
         } else if (contentType === 'multipart/form-data' && typeof d === 'object') {
             data = { tag: 'multipart', val: Object.entries(d as Record<string, unknown>).map(([k, v]) => [k, String(v)]) };
         } else {
-            data = { tag: 'json', val: JSON.stringify(d) };
+            const json = jsonBytes(d);
+            if (json) data = { tag: 'json', val: json };
         }
     }
     return {
@@ -210,7 +231,7 @@ function httpError(e: unknown, config: ProxyConfiguration): unknown {
         const code = /^[A-Z_]+/.exec(err.message)?.[0];
         return new AxiosError(err.message, code, config, p);
     }
-    return new SDKError(err.code, err.message, err.payload === undefined ? undefined : parseJson(err.payload));
+    return new SDKError(err.code, err.message, err.payload === undefined ? undefined : parseJson(UTF8_IN.decode(err.payload)));
 }
 
 // ------ Logging
@@ -308,7 +329,7 @@ export class NangoAction {
     /** Pages of results; the host keeps the cursor, link or offset. */
     async *paginate<T = any>(config: ProxyConfiguration): AsyncGenerator<T[], undefined, void> {
         const req = toRequest(config);
-        const settings = config.paginate ? JSON.stringify(config.paginate) : undefined;
+        const settings = config.paginate ? jsonBytes(config.paginate) : undefined;
         let pages: http.Paginator;
         try {
             pages = http.paginate(req, settings);
@@ -323,7 +344,7 @@ export class NangoAction {
                 throw httpError(e, config);
             }
             if (page === undefined) return undefined;
-            yield JSON.parse(page.items) as T[];
+            yield fromJson(page.items) as T[];
         }
     }
 
@@ -337,15 +358,15 @@ export class NangoAction {
         }
         const [message, payload] = args;
         const text = typeof message === 'string' ? message : safeStringify(message);
-        let meta: string | undefined;
+        let meta: Uint8Array | undefined;
         if (payload !== undefined) {
-            meta = safeStringify(Array.isArray(payload) ? Object.assign({}, payload) : payload);
+            meta = utf8(safeStringify(Array.isArray(payload) ? Object.assign({}, payload) : payload));
         }
-        logging.log(level, text, meta);
+        logging.log(level, utf8(text), meta);
     }
 
     async getConnection(providerConfigKeyOverride?: string, connectionIdOverride?: string): Promise<any> {
-        return JSON.parse(call(() => conn.getConnection(providerConfigKeyOverride, connectionIdOverride)));
+        return fromJson(call(() => conn.getConnection(providerConfigKeyOverride, connectionIdOverride)));
     }
     async getToken(): Promise<any> {
         const c = await this.getConnection();
@@ -353,13 +374,13 @@ export class NangoAction {
         return creds.type === 'OAUTH2' ? creds.access_token : creds;
     }
     async getMetadata<T = Record<string, unknown>>(): Promise<T> {
-        return JSON.parse(call(() => conn.getMetadata())) as T;
+        return fromJson(call(() => conn.getMetadata())) as T;
     }
     async setMetadata(metadata: Record<string, any>): Promise<void> {
-        call(() => conn.setMetadata(JSON.stringify(metadata)));
+        call(() => conn.setMetadata(jsonBytes(metadata) ?? utf8('null')));
     }
     async updateMetadata(metadata: Record<string, any>): Promise<void> {
-        call(() => conn.updateMetadata(JSON.stringify(metadata)));
+        call(() => conn.updateMetadata(jsonBytes(metadata) ?? utf8('null')));
     }
     /** @deprecated use setMetadata */
     async setFieldMapping(fieldMapping: Record<string, string>): Promise<void> {
@@ -377,8 +398,8 @@ export class NangoAction {
         return call(() => conn.getWebhookUrl());
     }
     async triggerAction<In = unknown, Out = unknown>(providerConfigKey: string, connectionId: string, actionName: string, input?: In): Promise<Out> {
-        const out = call(() => conn.triggerAction(providerConfigKey, connectionId, actionName, input === undefined ? undefined : JSON.stringify(input)));
-        return (out === undefined ? undefined : JSON.parse(out)) as Out;
+        const out = call(() => conn.triggerAction(providerConfigKey, connectionId, actionName, jsonBytes(input)));
+        return (out === undefined ? undefined : fromJson(out)) as Out;
     }
     async zodValidateInput<T = any, Z = any>({ zodSchema, input }: { zodSchema: Z; input: T }): Promise<any> {
         if (this.replaying) {
@@ -444,19 +465,19 @@ export class NangoSync extends NangoAction {
         return this.write(records.batchUpdate, results, model);
     }
 
-    private write(f: (model: string, json: string) => void, results: unknown[], model: string): boolean | null {
+    private write(f: (model: string, json: Uint8Array) => void, results: unknown[], model: string): boolean | null {
         if (!results || results.length === 0) return true;
         for (const r of results) {
             if (r && typeof r === 'object') delete (r as Record<string, unknown>)['_nango_metadata'];
         }
-        call(() => f(model, JSON.stringify(results)));
+        call(() => f(model, utf8(JSON.stringify(results))));
         return true;
     }
 
     async getRecordsByIds<K = string | number, T = any>(ids: K[], model: string): Promise<Map<K, T>> {
         const byString = new Map<string, K>();
         for (const id of ids) byString.set(String(id), id);
-        const found = JSON.parse(call(() => records.getRecordsByIds(model, [...byString.keys()]))) as Record<string, unknown>[];
+        const found = fromJson(call(() => records.getRecordsByIds(model, [...byString.keys()]))) as Record<string, unknown>[];
         const out = new Map<K, T>();
         for (const r of found) {
             const key = byString.get(String(r['id']));
@@ -477,7 +498,7 @@ export class NangoSync extends NangoAction {
 function scriptError(e: unknown): unknown {
     if (e instanceof ActionError || (e && typeof e === 'object' && (e as any).type === 'action_script_runtime_error')) {
         const payload = (e as ActionError).payload;
-        return { tag: 'action-error', val: payload === undefined ? undefined : JSON.stringify(payload) };
+        return { tag: 'action-error', val: jsonBytes(payload) };
     }
     if (e instanceof AxiosError) {
         const raw = e[RAW];
@@ -486,7 +507,7 @@ function scriptError(e: unknown): unknown {
     if (e instanceof SDKError) {
         return {
             tag: 'sdk',
-            val: { code: e.code, message: e.message, payload: e.payload === undefined ? undefined : JSON.stringify(e.payload) }
+            val: { code: e.code, message: e.message, payload: jsonBytes(e.payload) }
         };
     }
     if (e instanceof Error) {
@@ -523,8 +544,8 @@ function settle<T>(run: () => unknown, map: (value: unknown) => T): Promise<T> {
 
 const ignore = (): void => undefined;
 
-function output(value: unknown): string | undefined {
-    return value === undefined ? undefined : JSON.stringify(value);
+function output(value: unknown): Uint8Array | undefined {
+    return jsonBytes(value);
 }
 
 /**
@@ -549,16 +570,16 @@ export function bundle(scripts: Record<string, Script>) {
     };
     return {
         fetchData: () => settle(() => main(script())(new NangoSync()), ignore),
-        onWebhookPayloadReceived: (payload: string) =>
+        onWebhookPayloadReceived: (payload: Uint8Array) =>
             settle(() => {
                 const s = script();
                 if (typeof s.onWebhookPayloadReceived !== 'function') {
                     throw new Error(`There is no onWebhookPayloadReceived export for ${conn.info().scriptName}`);
                 }
-                return s.onWebhookPayloadReceived(new NangoSync(), parseJson(payload));
+                return s.onWebhookPayloadReceived(new NangoSync(), parseJson(UTF8_IN.decode(payload)));
             }, output),
-        runAction: (input: string | undefined) =>
-            settle(() => main(script())(new NangoAction(), input === undefined ? undefined : JSON.parse(input)), output),
+        runAction: (input: Uint8Array | undefined) =>
+            settle(() => main(script())(new NangoAction(), input === undefined ? undefined : fromJson(input)), output),
         onEvent: () => settle(() => main(script())(new NangoAction()), ignore)
     };
 }

@@ -2,14 +2,15 @@
 // (wit/nango.wit is the contract; these are its JavaScript shapes: records
 // are objects with camelCase fields, variants `{ tag, val }`, options
 // `undefined`, results return the ok value or throw an error whose
-// `payload` is the err value).
+// `payload` is the err value). `json` and `text` are UTF-8 bytes: a
+// `Uint8Array` from the host, a `Uint8Array` (from `TextEncoder`) to it.
 
-declare module 'nango:scripts/http@0.1.0' {
+declare module 'nango:scripts/http@0.2.0' {
     export type Method = 'get' | 'post' | 'put' | 'patch' | 'delete';
-    export type Query = { tag: 'text'; val: string } | { tag: 'object'; val: string };
+    export type Query = { tag: 'text'; val: string } | { tag: 'object'; val: Uint8Array };
     export type Body =
-        | { tag: 'json'; val: string }
-        | { tag: 'text'; val: string }
+        | { tag: 'json'; val: Uint8Array }
+        | { tag: 'text'; val: Uint8Array }
         | { tag: 'bytes'; val: Uint8Array }
         | { tag: 'multipart'; val: [string, string][] };
     export interface RetryHeader {
@@ -38,26 +39,26 @@ declare module 'nango:scripts/http@0.1.0' {
     export interface NangoError {
         code: string;
         message: string;
-        payload?: string;
+        payload?: Uint8Array;
     }
     export type HttpError = { tag: 'status'; val: Response } | { tag: 'failed'; val: NangoError };
     export interface Page {
-        items: string;
+        items: Uint8Array;
         next?: string;
     }
     export class Paginator {
         nextPage(): Page | undefined;
     }
     export function proxy(req: Request): Response;
-    export function paginate(req: Request, config: string | undefined): Paginator;
+    export function paginate(req: Request, config: Uint8Array | undefined): Paginator;
 }
 
-declare module 'nango:scripts/log@0.1.0' {
+declare module 'nango:scripts/log@0.2.0' {
     export type Level = 'debug' | 'info' | 'warn' | 'error';
-    export function log(level: Level, message: string, meta: string | undefined): void;
+    export function log(level: Level, message: Uint8Array, meta: Uint8Array | undefined): void;
 }
 
-declare module 'nango:scripts/connection@0.1.0' {
+declare module 'nango:scripts/connection@0.2.0' {
     export interface ScriptInfo {
         connectionId: string;
         providerConfigKey: string;
@@ -68,25 +69,30 @@ declare module 'nango:scripts/connection@0.1.0' {
         replaying: boolean;
     }
     export function info(): ScriptInfo;
-    export function getConnection(providerConfigKey: string | undefined, connectionId: string | undefined): string;
-    export function getMetadata(): string;
-    export function setMetadata(metadata: string): void;
-    export function updateMetadata(metadata: string): void;
+    export function getConnection(providerConfigKey: string | undefined, connectionId: string | undefined): Uint8Array;
+    export function getMetadata(): Uint8Array;
+    export function setMetadata(metadata: Uint8Array): void;
+    export function updateMetadata(metadata: Uint8Array): void;
     export function getEnvironmentVariables(): { name: string; value: string }[];
     export function getWebhookUrl(): string | undefined;
-    export function triggerAction(providerConfigKey: string, connectionId: string, actionName: string, input: string | undefined): string | undefined;
+    export function triggerAction(
+        providerConfigKey: string,
+        connectionId: string,
+        actionName: string,
+        input: Uint8Array | undefined
+    ): Uint8Array | undefined;
 }
 
-declare module 'nango:scripts/records@0.1.0' {
+declare module 'nango:scripts/records@0.2.0' {
     export type MergingStrategy = 'override' | 'ignore-if-modified-after';
-    export function batchSave(model: string, records: string): void;
-    export function batchDelete(model: string, records: string): void;
-    export function batchUpdate(model: string, records: string): void;
-    export function getRecordsByIds(model: string, ids: string[]): string;
+    export function batchSave(model: string, records: Uint8Array): void;
+    export function batchDelete(model: string, records: Uint8Array): void;
+    export function batchUpdate(model: string, records: Uint8Array): void;
+    export function getRecordsByIds(model: string, ids: string[]): Uint8Array;
     export function setMergingStrategy(model: string, strategy: MergingStrategy): void;
 }
 
-declare module 'nango:scripts/sync-context@0.1.0' {
+declare module 'nango:scripts/sync-context@0.2.0' {
     export function lastSyncDate(): string | undefined;
     export function variant(): string;
     export function trackDeletes(): boolean;

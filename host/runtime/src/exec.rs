@@ -161,7 +161,7 @@ impl ScriptValidation {
             return Err(ScriptError::Sdk(crate::bindings::types::NangoError {
                 code: format!("invalid_action_{which}"),
                 message: format!("Invalid action {which}: {}", errors.join("; ")),
-                payload: Some(meta.to_string()),
+                payload: Some(meta.to_string().into()),
             }));
         }
         state.push_log(LogEntry {
@@ -536,18 +536,22 @@ async fn call(pre: &ScriptPre, store: &mut Store<HostState>, call: &Call) -> Cal
         }
         (ScriptPre::Sync(pre), Call::Webhook { payload }) => {
             let instance = pre.instantiate_async(&mut *store).await.map_err(I)?;
+            let payload = payload.clone().into_bytes();
             let out = instance
-                .call_on_webhook_payload_received(store, payload)
+                .call_on_webhook_payload_received(store, &payload)
                 .await
                 .map_err(C)?;
             Ok(out.map(|o| o.map(|json| parse_output(&json))))
         }
         (ScriptPre::Action(pre), Call::Action { input }) => {
             // The original turns an input of exactly `{}` into `undefined`.
-            let input = input.as_ref().filter(|i| !is_empty_object(i));
+            let input = input
+                .as_ref()
+                .filter(|i| !is_empty_object(i))
+                .map(|i| i.clone().into_bytes());
             let validation = store.data().exec.validation.clone();
             if let Some(v) = &validation {
-                let value = input.map(|i| parse_output(i));
+                let value = input.as_deref().map(parse_output);
                 if let Err(e) =
                     v.check_io("input", v.input.as_ref(), value.as_ref(), store.data_mut())
                 {
@@ -556,7 +560,7 @@ async fn call(pre: &ScriptPre, store: &mut Store<HostState>, call: &Call) -> Cal
             }
             let instance = pre.instantiate_async(&mut *store).await.map_err(I)?;
             let out = instance
-                .call_run_action(&mut *store, input)
+                .call_run_action(&mut *store, input.as_ref())
                 .await
                 .map_err(C)?;
             let out = out.map(|o| o.map(|json| parse_output(&json)));
@@ -589,8 +593,9 @@ fn is_empty_object(json: &str) -> bool {
 }
 
 /// Output that is not JSON is returned as a JSON string.
-fn parse_output(json: &str) -> Value {
-    serde_json::from_str(json).unwrap_or_else(|_| Value::String(json.to_string()))
+fn parse_output(json: &[u8]) -> Value {
+    serde_json::from_slice(json)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(json).into_owned()))
 }
 
 fn classify_trap(failed: Failed, state: &HostState, fuel: u64) -> ExecError {

@@ -162,18 +162,18 @@ impl Paginator {
         if self.in_body {
             let mut body = match self.req.data.take() {
                 None => Map::new(),
-                Some(Body::Json(text)) => match serde_json::from_str(&text) {
+                Some(Body::Json(text)) => match serde_json::from_slice(&text) {
                     Ok(Value::Object(m)) => m,
                     _ => return Err(invalid("pagination in the body needs a JSON object body")),
                 },
                 Some(_) => return Err(invalid("pagination in the body needs a JSON object body")),
             };
             set_dotted(&mut body, name, value);
-            self.req.data = Some(Body::Json(Value::Object(body).to_string()));
+            self.req.data = Some(Body::Json(Value::Object(body).to_string().into()));
         } else {
             let mut params = match self.req.params.take() {
                 None => Map::new(),
-                Some(Query::Object(json)) => match serde_json::from_str(&json) {
+                Some(Query::Object(json)) => match serde_json::from_slice(&json) {
                     Ok(Value::Object(m)) => m,
                     _ => return Err(invalid("params must be a JSON object")),
                 },
@@ -184,7 +184,7 @@ impl Paginator {
                 }
             };
             params.insert(name.to_string(), value);
-            self.req.params = Some(Query::Object(Value::Object(params).to_string()));
+            self.req.params = Some(Query::Object(Value::Object(params).to_string().into()));
         }
         Ok(())
     }
@@ -306,7 +306,7 @@ impl Paginator {
             }
         };
         Ok(Some(Page {
-            items: items.to_string(),
+            items: items.to_string().into(),
             next,
         }))
     }

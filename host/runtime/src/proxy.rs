@@ -111,8 +111,8 @@ pub(crate) fn set_query(url: &mut Url, pairs: &[(String, String)]) {
 
 /// The query pairs of the object form of `params`: each value as
 /// JavaScript's `String()` prints it, `null` values left out.
-pub(crate) fn query_pairs(json: &str) -> Result<Vec<(String, String)>, HttpError> {
-    match serde_json::from_str(json) {
+pub(crate) fn query_pairs(json: &[u8]) -> Result<Vec<(String, String)>, HttpError> {
+    match serde_json::from_slice(json) {
         Ok(Value::Object(map)) => Ok(map
             .iter()
             .filter(|(_, v)| !v.is_null())

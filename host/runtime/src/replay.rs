@@ -189,7 +189,7 @@ pub fn identity(req: &Request) -> (String, String) {
     let endpoint = req.endpoint.strip_prefix('/').unwrap_or(&req.endpoint);
     let mut params: Vec<(String, Value)> = match &req.params {
         None => Vec::new(),
-        Some(Query::Object(json)) => match serde_json::from_str::<Value>(json) {
+        Some(Query::Object(json)) => match serde_json::from_slice::<Value>(json) {
             Ok(Value::Object(m)) => m.into_iter().collect(),
             _ => Vec::new(),
         },
@@ -210,7 +210,7 @@ pub fn identity(req: &Request) -> (String, String) {
     headers.sort_by(|a, b| js::compare(&a.0, &b.0));
     let data = req.data.as_ref().map(|body| {
         let text = match body {
-            Body::Json(t) | Body::Text(t) => t.clone(),
+            Body::Json(t) | Body::Text(t) => String::from_utf8_lossy(t).into_owned(),
             Body::Bytes(b) => base64::engine::general_purpose::STANDARD.encode(b),
             Body::Multipart(fields) => js::stringify(&Value::Object(
                 fields
@@ -417,8 +417,8 @@ impl ReplayPager {
             }
         };
         let bag = match (&req.data, &req.params, in_body) {
-            (Some(Body::Json(t)), _, true) => serde_json::from_str(t).unwrap_or_default(),
-            (_, Some(Query::Object(t)), false) => serde_json::from_str(t).unwrap_or_default(),
+            (Some(Body::Json(t)), _, true) => serde_json::from_slice(t).unwrap_or_default(),
+            (_, Some(Query::Object(t)), false) => serde_json::from_slice(t).unwrap_or_default(),
             _ => Map::new(),
         };
         let offset = config
@@ -449,9 +449,9 @@ impl ReplayPager {
     fn assign(&mut self) {
         let json = js::stringify(&Value::Object(self.bag.clone()));
         if self.in_body {
-            self.req.data = Some(Body::Json(json));
+            self.req.data = Some(Body::Json(json.into()));
         } else {
-            self.req.params = Some(Query::Object(json));
+            self.req.params = Some(Query::Object(json.into()));
         }
     }
 
@@ -481,7 +481,7 @@ impl ReplayPager {
     ) -> Result<Option<Page>, HttpError> {
         if let Some(page) = self.pending.pop_front() {
             return Ok(Some(Page {
-                items: page.to_string(),
+                items: page.to_string().into(),
                 next: None,
             }));
         }
@@ -599,7 +599,7 @@ impl ReplayPager {
             }
         };
         Ok(Some(Page {
-            items: page.to_string(),
+            items: page.to_string().into(),
             next,
         }))
     }
@@ -646,7 +646,7 @@ mod tests {
     #[test]
     fn long_bodies_are_hashed() {
         let mut req = request(Method::Post, "q");
-        req.data = Some(Body::Json(format!("\"{}\"", "a".repeat(1200))));
+        req.data = Some(Body::Json(format!("\"{}\"", "a".repeat(1200)).into()));
         let (text, _) = identity(&req);
         assert!(text.contains(r#""data":"sha1:"#), "{text}");
         req.data = Some(Body::Text("short".into()));

@@ -108,8 +108,8 @@ pub fn sync(attr: TokenStream, item: TokenStream) -> TokenStream {
                     ::sluice_sdk::__private::run_script(super::#name)
                 }
                 fn on_webhook_payload_received(
-                    payload: String,
-                ) -> Result<Option<String>, ::sluice_sdk::bindings::nango::scripts::types::ScriptError> {
+                    payload: Vec<u8>,
+                ) -> Result<Option<Vec<u8>>, ::sluice_sdk::bindings::nango::scripts::types::ScriptError> {
                     #webhook_body
                 }
             }
@@ -136,8 +136,8 @@ pub fn action(attr: TokenStream, item: TokenStream) -> TokenStream {
         quote! {
             impl Guest for Script {
                 fn run_action(
-                    input: Option<String>,
-                ) -> Result<Option<String>, ::sluice_sdk::bindings::nango::scripts::types::ScriptError> {
+                    input: Option<Vec<u8>>,
+                ) -> Result<Option<Vec<u8>>, ::sluice_sdk::bindings::nango::scripts::types::ScriptError> {
                     ::sluice_sdk::__private::run_action(input, super::#name)
                 }
             }

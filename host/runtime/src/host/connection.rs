@@ -43,9 +43,9 @@ impl HostState {
             .remove(&(pck.to_string(), cid.to_string()));
     }
 
-    fn parse_metadata(&self, json: &str) -> Result<serde_json::Map<String, Value>, NangoError> {
+    fn parse_metadata(&self, json: &[u8]) -> Result<serde_json::Map<String, Value>, NangoError> {
         self.check_payload("the metadata", json.len())?;
-        match serde_json::from_str(json) {
+        match serde_json::from_slice(json) {
             Ok(Value::Object(m)) => Ok(m),
             Ok(other) => Err(nango_error(
                 "invalid_metadata",
@@ -81,28 +81,35 @@ impl connection::Host for HostState {
         &mut self,
         pck: Option<String>,
         cid: Option<String>,
-    ) -> wasmtime::Result<Result<String, NangoError>> {
+    ) -> wasmtime::Result<Result<Vec<u8>, NangoError>> {
         if let Some(replay) = &self.services.replay {
-            return Ok(replay.file("nango/getConnection").map(|v| v.to_string()));
+            return Ok(replay
+                .file("nango/getConnection")
+                .map(|v| v.to_string().into()));
         }
         let pck = pck.unwrap_or_else(|| self.exec.connection.provider_config_key.clone());
         let cid = cid.unwrap_or_else(|| self.exec.connection.connection_id.clone());
         Ok(self
             .connection(&pck, &cid)
-            .map(|c| c.to_script_json().to_string()))
+            .map(|c| c.to_script_json().to_string().into()))
     }
 
-    async fn get_metadata(&mut self) -> wasmtime::Result<Result<String, NangoError>> {
+    async fn get_metadata(&mut self) -> wasmtime::Result<Result<Vec<u8>, NangoError>> {
         if let Some(replay) = &self.services.replay {
-            return Ok(replay.file("nango/getMetadata").map(|v| v.to_string()));
+            return Ok(replay
+                .file("nango/getMetadata")
+                .map(|v| v.to_string().into()));
         }
         let me = self.exec.connection.clone();
         Ok(self
             .connection(&me.provider_config_key, &me.connection_id)
-            .map(|c| c.metadata.to_string()))
+            .map(|c| c.metadata.to_string().into()))
     }
 
-    async fn set_metadata(&mut self, metadata: String) -> wasmtime::Result<Result<(), NangoError>> {
+    async fn set_metadata(
+        &mut self,
+        metadata: Vec<u8>,
+    ) -> wasmtime::Result<Result<(), NangoError>> {
         if self.services.replay.is_some() {
             // Replaying mocks: metadata writes go nowhere.
             return Ok(self.parse_metadata(&metadata).map(|_| ()));
@@ -120,7 +127,7 @@ impl connection::Host for HostState {
 
     async fn update_metadata(
         &mut self,
-        metadata: String,
+        metadata: Vec<u8>,
     ) -> wasmtime::Result<Result<(), NangoError>> {
         if self.services.replay.is_some() {
             // Replaying mocks: metadata writes go nowhere.
@@ -169,8 +176,8 @@ impl connection::Host for HostState {
         pck: String,
         cid: String,
         action_name: String,
-        input: Option<String>,
-    ) -> wasmtime::Result<Result<Option<String>, NangoError>> {
+        input: Option<Vec<u8>>,
+    ) -> wasmtime::Result<Result<Option<Vec<u8>>, NangoError>> {
         let max_depth = self.limits().max_trigger_depth;
         if self.exec.depth >= max_depth {
             return Ok(Err(nango_error(
@@ -182,6 +189,12 @@ impl connection::Host for HostState {
             return Ok(Err(nango_error(
                 "unknown_action",
                 format!("integration `{pck}` has no action `{action_name}`"),
+            )));
+        };
+        let Ok(input) = input.map(String::from_utf8).transpose() else {
+            return Ok(Err(nango_error(
+                "invalid_action_input",
+                "triggerAction: the input is not UTF-8 JSON",
             )));
         };
         let mut exec = Execution::new(
@@ -198,13 +211,13 @@ impl connection::Host for HostState {
         let services = Arc::clone(&self.services);
         let report = Box::pin(runtime.execute(&script, exec, services)).await;
         Ok(match report.outcome {
-            Ok(output) => Ok(output.map(|v| v.to_string())),
+            Ok(output) => Ok(output.map(|v| v.to_string().into())),
             Err(e) => {
                 let failure = e.to_failure();
                 Err(NangoError {
                     code: failure.error_type.clone(),
                     message: format!("action `{action_name}` failed: {e}"),
-                    payload: serde_json::to_string(&failure).ok(),
+                    payload: serde_json::to_vec(&failure).ok(),
                 })
             }
         })

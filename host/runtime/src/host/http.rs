@@ -36,12 +36,12 @@ impl http::Host for HostState {
     async fn paginate(
         &mut self,
         req: Request,
-        config: Option<String>,
+        config: Option<Vec<u8>>,
     ) -> wasmtime::Result<Result<Resource<Pager>, HttpError>> {
         if let Err(e) = self.check_body(&req) {
             return Ok(Err(e));
         }
-        let config = match config.as_deref().map(serde_json::from_str::<Value>) {
+        let config = match config.as_deref().map(serde_json::from_slice::<Value>) {
             None | Some(Ok(Value::Null)) => None,
             Some(Ok(Value::Object(m))) => Some(m),
             Some(_) => {

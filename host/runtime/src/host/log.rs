@@ -19,22 +19,34 @@ pub(crate) fn truncate_message(message: String) -> String {
     }
 }
 
+/// `text` as a string, invalid UTF-8 sequences replaced with U+FFFD.
+pub(crate) fn utf8_lossy(text: Vec<u8>) -> String {
+    String::from_utf8(text).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
 impl log::Host for HostState {
-    fn log(&mut self, level: Level, message: String, meta: Option<String>) -> wasmtime::Result<()> {
+    fn log(
+        &mut self,
+        level: Level,
+        message: Vec<u8>,
+        meta: Option<Vec<u8>>,
+    ) -> wasmtime::Result<()> {
         let level = match level {
             Level::Debug => LogLevel::Debug,
             Level::Info => LogLevel::Info,
             Level::Warn => LogLevel::Warn,
             Level::Error => LogLevel::Error,
         };
-        let mut message = truncate_message(message);
+        let mut message = truncate_message(utf8_lossy(message));
         let meta = match meta {
             None => None,
             Some(m) if m.len() > MAX_META_BYTES => {
                 message.push_str(" ... (truncated, payload was too large)");
                 None
             }
-            Some(m) => Some(serde_json::from_str(&m).unwrap_or(Value::String(m))),
+            Some(m) => {
+                Some(serde_json::from_slice(&m).unwrap_or_else(|_| Value::String(utf8_lossy(m))))
+            }
         };
         self.push_log(LogEntry {
             at: chrono::Utc::now(),

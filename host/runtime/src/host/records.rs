@@ -92,7 +92,7 @@ impl HostState {
                     sample["validation"]
                 ),
             );
-            e.payload = Some(sample.to_string());
+            e.payload = Some(sample.to_string().into());
             return Err(e);
         }
         self.internal_log(
@@ -111,11 +111,11 @@ impl HostState {
         kind: WriteKind,
         call: &str,
         model: &str,
-        json: &str,
+        json: &[u8],
     ) -> Result<(), NangoError> {
         self.require_sync(call)?;
         self.check_payload(&format!("the {call} batch"), json.len())?;
-        let records: Vec<Value> = match serde_json::from_str(json) {
+        let records: Vec<Value> = match serde_json::from_slice(json) {
             Ok(Value::Array(a)) => a,
             Ok(Value::Null) => return Ok(()),
             Ok(_) => {
@@ -198,7 +198,7 @@ impl records::Host for HostState {
     async fn batch_save(
         &mut self,
         model: String,
-        records: String,
+        records: Vec<u8>,
     ) -> wasmtime::Result<Result<(), NangoError>> {
         Ok(self.write_records(WriteKind::Save, "batchSave", &model, &records))
     }
@@ -206,7 +206,7 @@ impl records::Host for HostState {
     async fn batch_delete(
         &mut self,
         model: String,
-        records: String,
+        records: Vec<u8>,
     ) -> wasmtime::Result<Result<(), NangoError>> {
         Ok(self.write_records(WriteKind::Delete, "batchDelete", &model, &records))
     }
@@ -214,7 +214,7 @@ impl records::Host for HostState {
     async fn batch_update(
         &mut self,
         model: String,
-        records: String,
+        records: Vec<u8>,
     ) -> wasmtime::Result<Result<(), NangoError>> {
         Ok(self.write_records(WriteKind::Update, "batchUpdate", &model, &records))
     }
@@ -223,8 +223,8 @@ impl records::Host for HostState {
         &mut self,
         model: String,
         ids: Vec<String>,
-    ) -> wasmtime::Result<Result<String, NangoError>> {
-        let run = || -> Result<String, NangoError> {
+    ) -> wasmtime::Result<Result<Vec<u8>, NangoError>> {
+        let run = || -> Result<Vec<u8>, NangoError> {
             self.require_sync("getRecordsByIds")?;
             let full = self.model_name(&model)?;
             let mut out = Vec::with_capacity(ids.len());
@@ -236,7 +236,7 @@ impl records::Host for HostState {
                     .map_err(record_error)?;
                 out.extend(rows.iter().map(|r| r.to_view()));
             }
-            Ok(Value::Array(out).to_string())
+            Ok(Value::Array(out).to_string().into())
         };
         Ok(run())
     }
