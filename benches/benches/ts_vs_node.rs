@@ -12,8 +12,12 @@
 //! sluice's number is one execution: a fresh store, instantiation from the
 //! `InstancePre` and the first (and only) call, with fuel metering on.
 //!
+//! After the table, the same run measures a TypeScript sync that builds
+//! 1,000 records of ~1 KiB and hands them to one `batchSave` (sluice only:
+//! the original sends the batch to another service).
+//!
 //! For profiling (see ARCHITECTURE.md, "Profiling"):
-//! - `SLUICE_BENCH_ONLY=noop|pages` runs one script, without Node;
+//! - `SLUICE_BENCH_ONLY=noop|pages|save` runs one script, without Node;
 //!   `SLUICE_BENCH_UNMETERED=1` runs it without fuel metering;
 //! - `SLUICE_BENCH_RUNS=N` measures N runs instead of 300;
 //! - `SLUICE_BENCH_COMPONENT=path.wasm` runs another build of the bench's
@@ -34,6 +38,11 @@ const RUNS: usize = 300;
 const WARM_UP: usize = 30;
 /// Consecutive runs of one measurement before the next takes its turn.
 const BLOCK: usize = 10;
+/// The batchSave sync: records per batch, bytes of filler per record, runs.
+const SAVE_COUNT: usize = 1000;
+const SAVE_SIZE: usize = 1024;
+const SAVE_RUNS: usize = 30;
+const SAVE_WARM_UP: usize = 3;
 
 /// `node-vm.mjs`, running the bench script once per request.
 struct NodeVm {
@@ -120,7 +129,11 @@ fn main() {
     let mut h = rt.block_on(Harness::simple(|_| MockResponse::json(200, &json!({}))));
     h.limits().fuel = Some(u64::MAX / 2);
     h.connections
-        .set_metadata("mock-int", "c1", json!({"team": "sales"}))
+        .set_metadata(
+            "mock-int",
+            "c1",
+            json!({"team": "sales", "count": SAVE_COUNT, "size": SAVE_SIZE}),
+        )
         .unwrap();
     let services = h.services();
     // The same component in a runtime that does not meter fuel.
@@ -135,6 +148,7 @@ fn main() {
     let kinds = [
         ("pages".to_string(), ScriptKind::Action),
         ("noop".to_string(), ScriptKind::Action),
+        ("save".to_string(), ScriptKind::Sync),
     ];
     let load = |r: &Runtime| -> Vec<std::sync::Arc<sluice_runtime::Script>> {
         r.load_bundle_file(&component, &kinds)
@@ -164,12 +178,26 @@ fn main() {
             other => panic!("unexpected outcome {other:?}"),
         }
     };
+    // One run of the batchSave sync: its time in µs and the fuel it used.
+    let save = || {
+        let mut exec: Execution = h.execution("save", Call::Sync);
+        exec.sync = SyncRun::default();
+        let start = Instant::now();
+        let report = rt.block_on(metered.0.execute(&metered.1[2], exec, services.clone()));
+        let elapsed = start.elapsed().as_secs_f64() * 1e6;
+        assert!(report.outcome.is_ok(), "{:?}", report.outcome);
+        (elapsed, report.fuel_consumed)
+    };
     if let Ok(only) = std::env::var("SLUICE_BENCH_ONLY") {
         let with_fuel = std::env::var_os("SLUICE_BENCH_UNMETERED").is_none();
         let mut fuel = 0;
         let mut times: Vec<f64> = (0..WARM_UP + runs)
             .map(|_| {
-                let (t, f) = run(&only, with_fuel, &|_| true);
+                let (t, f) = if only == "save" {
+                    save()
+                } else {
+                    run(&only, with_fuel, &|_| true)
+                };
                 fuel = f;
                 t
             })
@@ -256,5 +284,18 @@ fn main() {
     println!(
         "{runs} runs each after {WARM_UP} warm-up runs, in interleaved blocks of {BLOCK}; fuel units (wasm \
          instructions) per run: {fuel} for the script, {floor_fuel} for the floor."
+    );
+
+    let mut saves: Vec<(f64, u64)> = (0..SAVE_WARM_UP + SAVE_RUNS).map(|_| save()).collect();
+    let save_fuel = saves[0].1;
+    let mut saves: Vec<f64> = saves.drain(SAVE_WARM_UP..).map(|(t, _)| t).collect();
+    saves.sort_by(f64::total_cmp);
+    let median = percentile(&saves, 0.5);
+    println!();
+    println!(
+        "TS sync, one batchSave of {SAVE_COUNT} records of ~{SAVE_SIZE} B built in the guest, fresh          instance, fuel on: median {}, p90 {} (≈{:.0}k records/s), {save_fuel} fuel units.",
+        ms(median),
+        ms(percentile(&saves, 0.9)),
+        SAVE_COUNT as f64 / median * 1e3
     );
 }

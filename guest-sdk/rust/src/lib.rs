@@ -377,7 +377,8 @@ impl Nango {
         model: &str,
     ) -> Result<HashMap<String, T>, Error> {
         let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
-        let found: Vec<Value> = serde_json::from_slice(&records::get_records_by_ids(model, &ids)?)?;
+        let found: Vec<Value> =
+            serde_json::from_slice(&records::get_records_by_ids(model, &to_json(&ids)?)?)?;
         let mut out = HashMap::with_capacity(found.len());
         for record in found {
             let id = match record.get("id") {

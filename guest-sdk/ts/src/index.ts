@@ -477,7 +477,7 @@ export class NangoSync extends NangoAction {
     async getRecordsByIds<K = string | number, T = any>(ids: K[], model: string): Promise<Map<K, T>> {
         const byString = new Map<string, K>();
         for (const id of ids) byString.set(String(id), id);
-        const found = fromJson(call(() => records.getRecordsByIds(model, [...byString.keys()]))) as Record<string, unknown>[];
+        const found = fromJson(call(() => records.getRecordsByIds(model, utf8(JSON.stringify([...byString.keys()]))))) as Record<string, unknown>[];
         const out = new Map<K, T>();
         for (const r of found) {
             const key = byString.get(String(r['id']));

@@ -88,7 +88,7 @@ declare module 'nango:scripts/records@0.2.0' {
     export function batchSave(model: string, records: Uint8Array): void;
     export function batchDelete(model: string, records: Uint8Array): void;
     export function batchUpdate(model: string, records: Uint8Array): void;
-    export function getRecordsByIds(model: string, ids: string[]): Uint8Array;
+    export function getRecordsByIds(model: string, ids: Uint8Array): Uint8Array;
     export function setMergingStrategy(model: string, strategy: MergingStrategy): void;
 }
 

@@ -222,10 +222,17 @@ impl records::Host for HostState {
     async fn get_records_by_ids(
         &mut self,
         model: String,
-        ids: Vec<String>,
+        ids: Vec<u8>,
     ) -> wasmtime::Result<Result<Vec<u8>, NangoError>> {
         let run = || -> Result<Vec<u8>, NangoError> {
             self.require_sync("getRecordsByIds")?;
+            self.check_payload("the getRecordsByIds ids", ids.len())?;
+            let ids: Vec<String> = serde_json::from_slice(&ids).map_err(|e| {
+                nango_error(
+                    "invalid_request",
+                    format!("getRecordsByIds: ids must be a JSON array of strings: {e}"),
+                )
+            })?;
             let full = self.model_name(&model)?;
             let mut out = Vec::with_capacity(ids.len());
             for chunk in ids.chunks(IDS_PER_LOOKUP) {
