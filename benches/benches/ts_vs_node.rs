@@ -293,7 +293,8 @@ fn main() {
     let median = percentile(&saves, 0.5);
     println!();
     println!(
-        "TS sync, one batchSave of {SAVE_COUNT} records of ~{SAVE_SIZE} B built in the guest, fresh          instance, fuel on: median {}, p90 {} (≈{:.0}k records/s), {save_fuel} fuel units.",
+        "TS sync, one batchSave of {SAVE_COUNT} records of ~{SAVE_SIZE} B built in the guest, fresh \
+         instance, fuel on: median {}, p90 {} (≈{:.0}k records/s), {save_fuel} fuel units.",
         ms(median),
         ms(percentile(&saves, 0.9)),
         SAVE_COUNT as f64 / median * 1e3

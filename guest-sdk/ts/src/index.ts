@@ -349,14 +349,17 @@ export class NangoAction {
     }
 
     async log(...args: unknown[]): Promise<void> {
-        if (args.length === 0) return;
+        let count = args.length;
+        if (count === 0) return;
         let level: logging.Level = 'info';
-        const last = args[args.length - 1];
-        if (args.length > 1 && last && typeof last === 'object' && !Array.isArray(last) && 'level' in last) {
+        const last = args[count - 1];
+        if (count > 1 && last && typeof last === 'object' && !Array.isArray(last) && 'level' in last) {
             level = LEVELS[String((last as { level: unknown }).level)] ?? 'info';
-            args.pop();
+            count--;
         }
-        const [message, payload] = args;
+        // Indexing, not destructuring: an interpreter runs the iterator protocol for that.
+        const message = args[0];
+        const payload = count > 1 ? args[1] : undefined;
         const text = typeof message === 'string' ? message : safeStringify(message);
         let meta: Uint8Array | undefined;
         if (payload !== undefined) {
