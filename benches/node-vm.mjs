@@ -2,7 +2,7 @@
 // CommonJS bundle compiled into a fresh `node:vm` context per execution,
 // with a `nango` object whose methods are plain async functions.
 //
-//   node benches/node-vm.mjs <script.ts> <guest-sdk/ts dir (for esbuild)>
+//   node benches/node-vm.mjs <script.ts> <guest-sdk/ts dir (for esbuild)> <expected output, JSON>
 //
 // Prints `ready` once the bundle is built, then for every line read on
 // standard input runs the script once and prints how long that took, in
@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import vm from 'node:vm';
 
-const [script, sdkDir] = process.argv.slice(2);
+const [script, sdkDir, expected] = process.argv.slice(2);
 const require = createRequire(join(sdkDir, 'package.json'));
 const esbuild = require('esbuild');
 
@@ -37,6 +37,6 @@ for await (const _line of createInterface({ input: process.stdin })) {
     const start = process.hrtime.bigint();
     const out = await once();
     const us = Number(process.hrtime.bigint() - start) / 1000;
-    if (out.count !== 150) throw new Error(`unexpected output ${JSON.stringify(out)}`);
+    if (JSON.stringify(out) !== expected) throw new Error(`unexpected output ${JSON.stringify(out)}`);
     console.log(us);
 }

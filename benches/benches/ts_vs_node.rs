@@ -11,6 +11,8 @@
 //! async generator, reads the connection's metadata once and logs each page.
 //! sluice's number is one execution: a fresh store, instantiation from the
 //! `InstancePre` and the first (and only) call, with fuel metering on.
+//! A script that does nothing runs on both sides too: what each pays to run
+//! a script at all (the floor).
 //!
 //! After the table, the same run measures a TypeScript sync that builds
 //! 1,000 records of ~1 KiB and hands them to one `batchSave` (sluice only:
@@ -44,7 +46,7 @@ const SAVE_SIZE: usize = 1024;
 const SAVE_RUNS: usize = 30;
 const SAVE_WARM_UP: usize = 3;
 
-/// `node-vm.mjs`, running the bench script once per request.
+/// `node-vm.mjs`, running one bench script once per request.
 struct NodeVm {
     child: Child,
     stdin: ChildStdin,
@@ -52,11 +54,13 @@ struct NodeVm {
 }
 
 impl NodeVm {
-    fn start(script: &std::path::Path) -> Self {
+    /// Starts Node on `script`, whose every run must return `expected`.
+    fn start(script: &std::path::Path, expected: &Value) -> Self {
         let mut child = Command::new("node")
             .arg(repo_root().join("benches").join("node-vm.mjs"))
             .arg(script)
             .arg(ts_sdk())
+            .arg(expected.to_string())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -215,20 +219,23 @@ fn main() {
     // Node runs in another process: keep both on one CPU, since the cores of
     // a shared VM do not run at the same speed.
     pin_to_current_cpu();
-    let mut node = NodeVm::start(&dir.join("bench/actions/pages.ts"));
-    let pages = |out: &Value| out["count"] == 150;
-    // The four measurements take turns in blocks of `BLOCK` runs, each round
+    let pages_out = json!({"count": 150, "team": "sales"});
+    let mut node = NodeVm::start(&dir.join("bench/actions/pages.ts"), &pages_out);
+    let mut node_noop = NodeVm::start(&dir.join("bench/actions/noop.ts"), &json!(1));
+    let pages = |out: &Value| *out == pages_out;
+    // The five measurements take turns in blocks of `BLOCK` runs, each round
     // starting with the next one, so a machine whose speed drifts affects
     // them alike; the first run of a block, with caches the previous block
     // filled, is not counted.
-    let mut measurements: [Box<dyn FnMut() -> (f64, u64) + '_>; 4] = [
+    let mut measurements: [Box<dyn FnMut() -> (f64, u64) + '_>; 5] = [
         Box::new(|| run("pages", true, &pages)),
         Box::new(|| run("pages", false, &pages)),
         Box::new(|| (node.run(), 0)),
         Box::new(|| run("noop", true, &|out| *out == json!(1))),
+        Box::new(|| (node_noop.run(), 0)),
     ];
-    let mut times: [Vec<f64>; 4] = Default::default();
-    let mut fuel = [0u64; 4];
+    let mut times: [Vec<f64>; 5] = Default::default();
+    let mut fuel = [0u64; 5];
     for round in 0..(WARM_UP + runs).div_ceil(BLOCK) {
         for k in 0..measurements.len() {
             let m = (round + k) % measurements.len();
@@ -246,7 +253,7 @@ fn main() {
     for t in &mut times {
         t.sort_by(f64::total_cmp);
     }
-    let [times, free, node_times, floor] = times;
+    let [times, free, node_times, floor, node_floor] = times;
     let (fuel, floor_fuel) = (fuel[0], fuel[3]);
 
     let ms = |us: f64| format!("{:.3} ms", us / 1000.0);
@@ -279,6 +286,12 @@ fn main() {
         "sluice, a script that does nothing (the floor)",
         ms(percentile(&floor, 0.5)),
         ms(percentile(&floor, 0.9))
+    );
+    println!(
+        "| {:<58} | {:>10} | {:>10} |",
+        "Node vm, the script that does nothing",
+        ms(percentile(&node_floor, 0.5)),
+        ms(percentile(&node_floor, 0.9))
     );
     println!();
     println!(
