@@ -6,6 +6,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+/// The target the guests are built for.
+const WASM_TARGET: &str = "wasm32-wasip2";
+
 /// The guest crates: (constant prefix, manifest relative to the repo root).
 const CRATES: &[(&str, &str)] = &[
     ("", "tests/guests/Cargo.toml"),
@@ -60,6 +63,7 @@ fn main() {
         println!("cargo:rerun-if-changed={}", root.join(w).display());
     }
 
+    ensure_wasm_target(&root);
     let mut consts = String::new();
     for (prefix, manifest) in CRATES {
         for (name, path) in build(&root.join(manifest), &guest_target) {
@@ -103,6 +107,85 @@ fn npm_install(sdk: &Path) {
     assert!(status.success(), "npm install in {} failed", sdk.display());
 }
 
+/// Adds the wasm32-wasip2 standard library to the toolchain the nested cargo
+/// compiles with when it lacks it: rust-toolchain.toml lists the target, but
+/// rustup adds it only when it installs the toolchain itself, and
+/// `RUSTUP_AUTO_INSTALL=0` turns that off. Without rustup the nested build
+/// reports the missing target.
+fn ensure_wasm_target(root: &Path) {
+    // The nested cargo inherits RUSTC (the outer cargo's rustc).
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let output = Command::new(&rustc)
+        .args(["--print", "sysroot"])
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run rustc --print sysroot");
+    assert!(output.status.success(), "{rustc} --print sysroot failed");
+    let std_dir = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim())
+        .join("lib/rustlib")
+        .join(WASM_TARGET);
+    if std_dir.is_dir() {
+        return;
+    }
+    // Inside cargo run by rustup, RUSTUP_TOOLCHAIN names the toolchain; else
+    // the one rustup resolves for the repo (rust-toolchain.toml).
+    let toolchain = std::env::var("RUSTUP_TOOLCHAIN")
+        .ok()
+        .filter(|t| !t.is_empty())
+        .or_else(|| active_toolchain(root));
+    let mut args = vec!["target", "add"];
+    if let Some(toolchain) = &toolchain {
+        args.extend(["--toolchain", toolchain]);
+    }
+    args.push(WASM_TARGET);
+    let command = format!("rustup {}", args.join(" "));
+    let status = match Command::new("rustup")
+        .args(&args)
+        .current_dir(root)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .status()
+    {
+        Ok(status) => status,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            println!(
+                "cargo:warning={} is missing and rustup is not installed: install the {WASM_TARGET} target for {rustc}",
+                std_dir.display()
+            );
+            return;
+        }
+        Err(e) => panic!("run `{command}`: {e}"),
+    };
+    assert!(
+        status.success(),
+        "installing the {WASM_TARGET} target the guest components need failed; run `{command}` and build again"
+    );
+    assert!(
+        std_dir.is_dir(),
+        "`{command}` succeeded but {} is still missing; install the {WASM_TARGET} target for {rustc}",
+        std_dir.display()
+    );
+    println!(
+        "cargo:warning=installed the {WASM_TARGET} target the guest components need (`{command}`)"
+    );
+}
+
+/// The toolchain rustup resolves in `dir`, if rustup is there to ask.
+fn active_toolchain(dir: &Path) -> Option<String> {
+    let output = Command::new("rustup")
+        .args(["show", "active-toolchain"])
+        .current_dir(dir)
+        .stderr(Stdio::null())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())?;
+    // "<name> (<why it is active>)"
+    String::from_utf8_lossy(&output.stdout)
+        .split_whitespace()
+        .next()
+        .map(str::to_string)
+}
+
 fn env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set"))
 }
@@ -115,7 +198,7 @@ fn build(manifest: &Path, target_dir: &Path) -> Vec<(String, PathBuf)> {
         "build",
         "--release",
         "--target",
-        "wasm32-wasip2",
+        WASM_TARGET,
         "--bins",
         "--message-format=json-render-diagnostics",
     ])

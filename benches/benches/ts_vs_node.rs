@@ -120,7 +120,7 @@ fn main() {
         .and_then(|r| r.parse().ok())
         .unwrap_or(RUNS);
     let dir = repo_root().join("benches").join("ts-bench");
-    let project = sluice::compile::compile(
+    let project = sluice_project::compile::compile(
         &compile_options(&dir, "ts-bench"),
         &runtime(),
         &mut std::io::stderr(),

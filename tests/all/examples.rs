@@ -3,10 +3,11 @@
 use std::sync::Arc;
 
 use serde_json::json;
-use sluice::project;
+use sluice_project::project;
 use sluice_runtime::connection::MemoryConnections;
 use sluice_runtime::providers::ProviderCatalog;
 use sluice_runtime::records::{ConnectionRef, MemoryRecords};
+use sluice_runtime::upstream::{Network, Upstream};
 use sluice_runtime::{Call, Environment, ExecError, Execution, Services};
 use sluice_tests::{Fixture, MockResponse, MockServer, guests, output, repo_root, runtime, script};
 
@@ -21,11 +22,14 @@ async fn example(mock: MockServer) -> Example {
     let connections = project::load_connections(&dir.join("connections.yaml")).unwrap();
     let records = Arc::new(MemoryRecords::new());
     let mut services = Services::new(
+        Arc::new(Environment::default()),
         Arc::new(ProviderCatalog::builtin().unwrap()),
         Arc::new(MemoryConnections::new(connections)),
         records.clone(),
     );
-    services.upstream_redirect = Some(mock.url().parse().unwrap());
+    let mut network = Network::new(sluice_runtime::proxy::default_client());
+    network.redirect = Some(mock.url().parse().unwrap());
+    services.upstream = Upstream::Network(network);
     Example {
         mock,
         records,
@@ -47,7 +51,7 @@ fn demo() -> ConnectionRef {
 }
 
 fn exec(name: &str, call: Call) -> Execution {
-    Execution::new(name, demo(), Arc::new(Environment::default()), call)
+    Execution::new(name, demo(), call)
 }
 
 #[tokio::test]

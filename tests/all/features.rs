@@ -25,6 +25,7 @@ async fn metadata_set_and_update_persist_and_the_connection_hides_refresh_tokens
     let h = harness().await;
     h.connections
         .set_metadata("mock-int", "c1", json!({"a": 1, "nested": {"x": 1}}))
+        .await
         .unwrap();
     let out = output(
         &h.action(
@@ -40,7 +41,7 @@ async fn metadata_set_and_update_persist_and_the_connection_hides_refresh_tokens
         "set replaces, update merges shallowly"
     );
     assert_eq!(
-        h.connections.get("mock-int", "c1").unwrap().metadata,
+        h.connections.get("mock-int", "c1").await.unwrap().metadata,
         out["after"]
     );
     let creds = &out["connection"]["credentials"];
@@ -61,6 +62,7 @@ async fn invalid_metadata_is_refused_and_loses_nothing() {
     let h = harness().await;
     h.connections
         .set_metadata("mock-int", "c1", json!({"keep": true}))
+        .await
         .unwrap();
     let report = h
         .action(guests::ACTION_FEATURES, json!({"set_metadata": [1, 2]}))
@@ -70,7 +72,7 @@ async fn invalid_metadata_is_refused_and_loses_nothing() {
     };
     assert_eq!(f.error_type, "invalid_metadata");
     assert_eq!(
-        h.connections.get("mock-int", "c1").unwrap().metadata,
+        h.connections.get("mock-int", "c1").await.unwrap().metadata,
         json!({"keep": true})
     );
 }

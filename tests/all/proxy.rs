@@ -93,7 +93,7 @@ async fn script_headers_win_and_base_url_templates_expand() {
         json!({"type": "OAUTH2", "access_token": "tok"}),
     )
     .await;
-    let mut c = h.connections.get("mock-int", "c1").unwrap();
+    let mut c = h.connections.get("mock-int", "c1").await.unwrap();
     c.connection_config.insert("tenant".into(), json!("acme"));
     h.connections.insert(c);
     output(

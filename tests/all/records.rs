@@ -69,6 +69,7 @@ async fn batch_save_delete_update_and_lookup() {
     let stored = h
         .records
         .get_by_ids(&h.conn(), "Ticket", &["1".into()])
+        .await
         .unwrap();
     assert!(
         stored[0].json.get("_nango_metadata").is_none(),
@@ -104,6 +105,7 @@ async fn saving_an_undeclared_model_fails_and_keeps_what_was_saved() {
     assert_eq!(
         h.records
             .get_by_ids(&h.conn(), "Ticket", &["k".into()])
+            .await
             .unwrap()
             .len(),
         1
@@ -141,6 +143,7 @@ async fn a_failed_run_keeps_the_records_it_saved() {
     assert_eq!(
         h.records
             .get_by_ids(&h.conn(), "Ticket", &["kept".into()])
+            .await
             .unwrap()
             .len(),
         1
@@ -175,6 +178,7 @@ async fn variants_and_sync_context_reach_the_script() {
     assert_eq!(
         h.records
             .get_by_ids(&h.conn(), "Ticket::eu", &["v".into()])
+            .await
             .unwrap()
             .len(),
         1
@@ -182,6 +186,7 @@ async fn variants_and_sync_context_reach_the_script() {
     assert!(
         h.records
             .get_by_ids(&h.conn(), "Ticket", &["v".into()])
+            .await
             .unwrap()
             .is_empty()
     );
@@ -197,6 +202,7 @@ async fn fetch_data_reads_its_plan_from_metadata() {
             "c1",
             json!({"model": "Ticket", "save": [{"id": "m1"}, {"id": "m2"}]}),
         )
+        .await
         .unwrap();
     let report = h.sync(guests::SYNC_RECORDS, sync_run()).await;
     output(&report);
@@ -243,6 +249,7 @@ async fn an_oversized_batch_is_refused_and_loses_nothing() {
     let kept = h
         .records
         .get_by_ids(&h.conn(), "Ticket", &["small".into()])
+        .await
         .unwrap();
     assert_eq!(kept[0].json["v"], 1);
 }

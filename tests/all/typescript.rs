@@ -254,6 +254,7 @@ async fn connection_metadata_environment_token_and_logs() {
     let h = harness().await;
     h.connections
         .set_metadata("mock-int", "c1", json!({"plan": "free", "region": "eu"}))
+        .await
         .unwrap();
     let report = h.ts_action("connection", json!({})).await;
     let out = output(&report);

@@ -16,8 +16,8 @@ use sluice_runtime::{
     Call, Environment, Execution, Limits, Report, Runtime, RuntimeConfig, Script, Services,
 };
 
-use sluice::compile::{self, CompileOptions, Project};
-pub use sluice::mock::{Fixture, MockRequest, MockResponse, MockServer};
+use sluice_project::compile::{self, CompileOptions, Project};
+pub use sluice_project::mock::{Fixture, MockRequest, MockResponse, MockServer};
 
 /// Paths of the guest components.
 pub mod guests {
@@ -194,6 +194,7 @@ impl Harness {
 
     pub fn services(&self) -> Arc<Services> {
         let mut services = Services::new(
+            Arc::new(self.environment.clone()),
             Arc::new(self.providers.clone()),
             self.connections.clone(),
             self.records.clone(),
@@ -210,7 +211,7 @@ impl Harness {
     }
 
     pub fn execution(&self, name: &str, call: Call) -> Execution {
-        Execution::new(name, self.conn(), Arc::new(self.environment.clone()), call)
+        Execution::new(name, self.conn(), call)
     }
 
     /// Runs an action with a JSON input.

@@ -12,10 +12,10 @@ use serde_json::Value;
 
 use sluice_runtime::{Runtime, RuntimeConfig};
 
-use crate::compile::{self, CompileOptions};
-use crate::dryrun::{self, DryRunOptions};
-use crate::init;
-use crate::test::{self, TestOptions};
+use sluice_project::compile::{self, CompileOptions};
+use sluice_project::dryrun::{self, DryRunOptions};
+use sluice_project::init;
+use sluice_project::test::{self, TestOptions};
 
 #[derive(Debug, Parser)]
 #[command(

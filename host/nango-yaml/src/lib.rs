@@ -179,6 +179,12 @@ pub fn parse(text: &str, origin: &str) -> Result<Loaded, YamlError> {
     parse_named(text, origin, None)
 }
 
+/// Parses nango.yaml text read from a folder named `dir_name` (what
+/// `${PWD}` integration keys stand for).
+pub fn parse_in(text: &str, origin: &str, dir_name: Option<&str>) -> Result<Loaded, YamlError> {
+    parse_named(text, origin, dir_name)
+}
+
 fn parse_named(text: &str, origin: &str, dir_name: Option<&str>) -> Result<Loaded, YamlError> {
     let value: serde_norway::Value =
         serde_norway::from_str(text).map_err(|e| YamlError::Syntax {

@@ -179,18 +179,28 @@ pub enum ConnectionError {
     InvalidMetadata(String),
     #[error("connection store failed: {0}")]
     Backend(String),
+    /// Refused with the original's error code (a stand-in store, or a
+    /// failed token refresh).
+    #[error("{message}")]
+    Refused { code: String, message: String },
 }
 
-/// Where connections live. The runtime reads and updates metadata through it.
+/// Where connections live: one environment's connections (the server gives
+/// each execution its environment's store, so a script cannot name another
+/// tenant's connection), or a stand-in for them. The runtime reads them and
+/// updates metadata through it.
+#[async_trait::async_trait]
 pub trait ConnectionStore: Send + Sync {
-    fn get(
+    /// The connection with usable credentials: a store that can refresh
+    /// OAuth tokens does so first when they expired or are about to.
+    async fn get(
         &self,
         provider_config_key: &str,
         connection_id: &str,
     ) -> Result<Connection, ConnectionError>;
 
     /// Replaces the metadata.
-    fn set_metadata(
+    async fn set_metadata(
         &self,
         provider_config_key: &str,
         connection_id: &str,
@@ -198,12 +208,43 @@ pub trait ConnectionStore: Send + Sync {
     ) -> Result<(), ConnectionError>;
 
     /// Shallow-merges `patch` into the metadata.
-    fn update_metadata(
+    async fn update_metadata(
         &self,
         provider_config_key: &str,
         connection_id: &str,
         patch: Map<String, Value>,
     ) -> Result<(), ConnectionError>;
+
+    /// Called when the upstream refused the credentials (401): a store that
+    /// can refresh them does (the next `get` returns the new ones).
+    async fn credentials_refused(
+        &self,
+        _provider_config_key: &str,
+        _connection_id: &str,
+    ) -> Result<(), ConnectionError> {
+        Ok(())
+    }
+
+    /// What `getConnection` answers.
+    async fn script_view(
+        &self,
+        provider_config_key: &str,
+        connection_id: &str,
+    ) -> Result<Value, ConnectionError> {
+        Ok(self
+            .get(provider_config_key, connection_id)
+            .await?
+            .to_script_json())
+    }
+
+    /// What `getMetadata` answers.
+    async fn metadata(
+        &self,
+        provider_config_key: &str,
+        connection_id: &str,
+    ) -> Result<Value, ConnectionError> {
+        Ok(self.get(provider_config_key, connection_id).await?.metadata)
+    }
 }
 
 /// Connections held in memory (dry runs and tests).
@@ -256,8 +297,9 @@ fn not_found(pck: &str, cid: &str) -> ConnectionError {
     }
 }
 
+#[async_trait::async_trait]
 impl ConnectionStore for MemoryConnections {
-    fn get(&self, pck: &str, cid: &str) -> Result<Connection, ConnectionError> {
+    async fn get(&self, pck: &str, cid: &str) -> Result<Connection, ConnectionError> {
         self.inner
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -266,14 +308,19 @@ impl ConnectionStore for MemoryConnections {
             .ok_or_else(|| not_found(pck, cid))
     }
 
-    fn set_metadata(&self, pck: &str, cid: &str, metadata: Value) -> Result<(), ConnectionError> {
+    async fn set_metadata(
+        &self,
+        pck: &str,
+        cid: &str,
+        metadata: Value,
+    ) -> Result<(), ConnectionError> {
         if !(metadata.is_object() || metadata.is_null()) {
             return Err(ConnectionError::InvalidMetadata(metadata.to_string()));
         }
         self.modify(pck, cid, |c| c.metadata = metadata)
     }
 
-    fn update_metadata(
+    async fn update_metadata(
         &self,
         pck: &str,
         cid: &str,
@@ -314,8 +361,8 @@ mod tests {
         assert_eq!(shown["raw"]["scope"], "x");
     }
 
-    #[test]
-    fn metadata_update_is_shallow_merge() {
+    #[tokio::test]
+    async fn metadata_update_is_shallow_merge() {
         let store = MemoryConnections::new([Connection {
             connection_id: "c".into(),
             provider_config_key: "p".into(),
@@ -330,13 +377,13 @@ mod tests {
             .as_object()
             .cloned()
             .unwrap();
-        store.update_metadata("p", "c", patch).unwrap();
+        store.update_metadata("p", "c", patch).await.unwrap();
         assert_eq!(
-            store.get("p", "c").unwrap().metadata,
+            store.get("p", "c").await.unwrap().metadata,
             serde_json::json!({"a": {"y": 1}, "b": 2})
         );
         assert!(matches!(
-            store.get("p", "zz"),
+            store.get("p", "zz").await,
             Err(ConnectionError::NotFound { .. })
         ));
     }

@@ -17,6 +17,7 @@ use crate::host::HostState;
 use crate::limits::Limits;
 use crate::providers::ProviderCatalog;
 use crate::records::{Changes, ConnectionRef, RecordStore};
+use crate::upstream::Upstream;
 use crate::{Runtime, ScriptKind};
 
 /// A tenant: its name, variables and limits.
@@ -95,8 +96,8 @@ impl SyncRun {
 #[derive(Debug, Clone)]
 pub struct Execution {
     pub script_name: String,
+    /// The connection the script acts for, in the services' environment.
     pub connection: ConnectionRef,
-    pub environment: Arc<Environment>,
     pub call: Call,
     pub sync: SyncRun,
     pub activity_log_id: String,
@@ -110,16 +111,10 @@ pub struct Execution {
 }
 
 impl Execution {
-    pub fn new(
-        script_name: impl Into<String>,
-        connection: ConnectionRef,
-        environment: Arc<Environment>,
-        call: Call,
-    ) -> Self {
+    pub fn new(script_name: impl Into<String>, connection: ConnectionRef, call: Call) -> Self {
         Self {
             script_name: script_name.into(),
             connection,
-            environment,
             call,
             sync: SyncRun::default(),
             activity_log_id: uuid::Uuid::new_v4().to_string(),
@@ -203,39 +198,32 @@ impl ScriptDirectory for ScriptSet {
     }
 }
 
-/// What executions may use: shared by every execution of a process.
+/// What executions may use: everything a script can reach, all of one
+/// environment. A server keeps one `Services` per environment, built from
+/// that environment's stores, so no lookup a script makes can leave it.
 pub struct Services {
+    pub environment: Arc<Environment>,
     pub providers: Arc<ProviderCatalog>,
     pub connections: Arc<dyn ConnectionStore>,
     pub records: Arc<dyn RecordStore>,
     pub scripts: Arc<dyn ScriptDirectory>,
-    pub http: reqwest::Client,
-    /// Sends every upstream request to this origin instead (after the egress
-    /// check against the real one): for dry runs against a mock API.
-    pub upstream_redirect: Option<url::Url>,
-    /// Answers upstream requests, getConnection and getMetadata from
-    /// recorded mocks instead, and records batches without storing them
-    /// (`sluice test`).
-    pub replay: Option<Arc<crate::replay::Replay>>,
-    /// Keeps every upstream exchange's final response, to be saved as mocks.
-    pub recorder: Option<Arc<std::sync::Mutex<Vec<crate::replay::RecordedCall>>>>,
+    pub upstream: Upstream,
 }
 
 impl Services {
     pub fn new(
+        environment: Arc<Environment>,
         providers: Arc<ProviderCatalog>,
         connections: Arc<dyn ConnectionStore>,
         records: Arc<dyn RecordStore>,
     ) -> Self {
         Self {
+            environment,
             providers,
             connections,
             records,
             scripts: Arc::new(ScriptSet::default()),
-            http: crate::proxy::default_client(),
-            upstream_redirect: None,
-            replay: None,
-            recorder: None,
+            upstream: Upstream::network(crate::proxy::default_client()),
         }
     }
 }
@@ -380,28 +368,8 @@ pub struct Report {
     pub logs_dropped: u64,
     /// Record changes per model (full name).
     pub changes: BTreeMap<String, Changes>,
-    /// Every batchSave / batchDelete / batchUpdate call as the script made
-    /// it, in order (kept only when replaying mocks).
-    pub batches: Vec<BatchCall>,
     pub fuel_consumed: u64,
     pub duration: Duration,
-}
-
-/// Which records call a [`BatchCall`] was.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub enum BatchKind {
-    BatchSave,
-    BatchDelete,
-    BatchUpdate,
-}
-
-/// One records call as the script made it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct BatchCall {
-    pub kind: BatchKind,
-    pub model: String,
-    pub records: Vec<Value>,
 }
 
 /// Largest fuel a store can hold; used when an environment meters nothing.
@@ -433,7 +401,7 @@ impl Runtime {
                 started,
             );
         }
-        let limits = &exec.environment.limits;
+        let limits = &services.environment.limits;
         let timeout = limits
             .timeouts
             .for_call(script.kind, matches!(exec.call, Call::Webhook { .. }));
@@ -460,6 +428,16 @@ impl Runtime {
             });
             store.set_epoch_deadline(1);
         }
+
+        // `info()` is synchronous and names the provider: read the
+        // connection before the guest starts (a missing one is reported by
+        // the call that needs it).
+        let me = exec.connection.clone();
+        let own = store
+            .data_mut()
+            .connection(&me.provider_config_key, &me.connection_id)
+            .await;
+        store.data_mut().provider = own.ok().map(|c| c.provider);
 
         // A guest computing past its deadline is ended where it yields (fuel
         // interval or epoch tick: either polls this future again); the
@@ -497,7 +475,6 @@ impl Runtime {
             logs: state.logs,
             logs_dropped: state.logs_dropped,
             changes: state.changes,
-            batches: state.batches,
             fuel_consumed,
             duration: started.elapsed(),
         }
@@ -511,7 +488,6 @@ impl Report {
             logs: Vec::new(),
             logs_dropped: 0,
             changes: BTreeMap::new(),
-            batches: Vec::new(),
             fuel_consumed: 0,
             duration: started.elapsed(),
         }

@@ -24,8 +24,10 @@ pub mod proxy;
 pub mod records;
 pub mod replay;
 pub mod template;
+pub mod upstream;
 pub mod validate;
 
 pub use engine::{LoadError, Runtime, Script, ScriptKind};
 pub use exec::{Call, Environment, ExecError, Execution, Report, Services};
 pub use limits::{Limits, RuntimeConfig, Timeouts};
+pub use upstream::Upstream;

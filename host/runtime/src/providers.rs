@@ -25,6 +25,11 @@ pub struct Provider {
     /// connection's credential type, as in the original).
     pub auth_mode: Option<String>,
     pub proxy: ProxyDefaults,
+    /// Where OAuth2 tokens are obtained and refreshed (may hold templates).
+    pub token_url: Option<String>,
+    /// The whole definition, for the platform's other uses (webhook
+    /// routing, token request parameters).
+    pub definition: Map<String, Value>,
 }
 
 /// The `proxy` block of a provider.
@@ -195,10 +200,22 @@ fn parse_provider(name: &str, value: Value, origin: &str) -> Result<Provider, Pr
         Some(p) => serde_json::from_value(normalize_proxy(p.clone()))
             .map_err(|e| invalid(format!("proxy: {e}")))?,
     };
+    let token_url = match value.get("token_url") {
+        Some(Value::String(s)) => Some(s.clone()),
+        // Some providers key the URL by grant type; refresh uses the OAuth2 one.
+        Some(Value::Object(m)) => m
+            .get("OAUTH2")
+            .or_else(|| m.values().next())
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        _ => None,
+    };
     Ok(Provider {
         name: name.to_string(),
         auth_mode,
         proxy,
+        token_url,
+        definition: value.as_object().cloned().unwrap_or_default(),
     })
 }
 

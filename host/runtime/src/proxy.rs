@@ -444,13 +444,15 @@ pub(crate) fn should_retry(
 
 /// Sends a request for the running script, with retries.
 pub(crate) async fn send(state: &mut HostState, req: &Request) -> Result<Response, HttpError> {
-    if let Some(replay) = state.services.replay.clone() {
+    if let Some(answer) =
+        state
+            .services
+            .upstream
+            .answer(&state.exec.script_name, &state.exec.sync.variant, req)
+    {
         // Recordings answer as the test harness does: whatever status was
         // recorded is the script's response.
-        return replay
-            .answer(&state.exec.script_name, &state.exec.sync.variant, req)
-            .map(|a| a.response)
-            .map_err(HttpError::Failed);
+        return answer.map_err(HttpError::Failed);
     }
     let current = state.exec.connection.clone();
     let pck = req
@@ -464,6 +466,7 @@ pub(crate) async fn send(state: &mut HostState, req: &Request) -> Result<Respons
     // The provider template is always the current script's.
     let own = state
         .connection(&current.provider_config_key, &current.connection_id)
+        .await
         .map_err(HttpError::Failed)?;
     let provider = state
         .services
@@ -488,7 +491,10 @@ pub(crate) async fn send(state: &mut HostState, req: &Request) -> Result<Respons
     let mut last_creds = None;
     let mut attempt = 0u32;
     loop {
-        let connection = state.connection(&pck, &cid).map_err(HttpError::Failed)?;
+        let connection = state
+            .connection(&pck, &cid)
+            .await
+            .map_err(unauthorized_when_refused)?;
         let creds_changed = last_creds
             .as_ref()
             .is_some_and(|c| *c != connection.credentials);
@@ -510,13 +516,11 @@ pub(crate) async fn send(state: &mut HostState, req: &Request) -> Result<Respons
             ));
         }
         let started = Instant::now();
-        let outcome = transmit(
-            &state.services.http.clone(),
-            state.services.upstream_redirect.clone().as_ref(),
-            state.limits().max_response_bytes,
-            &prepared,
-        )
-        .await;
+        let services = state.services.clone();
+        let outcome = services
+            .upstream
+            .transmit(&prepared, state.limits().max_response_bytes)
+            .await;
         let elapsed = started.elapsed();
         let wait_reason = match &outcome {
             Ok(resp) => {
@@ -529,6 +533,12 @@ pub(crate) async fn send(state: &mut HostState, req: &Request) -> Result<Respons
                 if resp.status == 401 {
                     seen_401 = true;
                     state.forget_connection(&pck, &cid);
+                    if let Err(e) = services.connections.credentials_refused(&pck, &cid).await {
+                        state.internal_log(
+                            LogLevel::Warn,
+                            format!("Refreshing the credentials of {cid} failed: {e}"),
+                        );
+                    }
                 }
                 decision
             }
@@ -572,18 +582,31 @@ pub(crate) async fn send(state: &mut HostState, req: &Request) -> Result<Respons
     }
 }
 
-/// Keeps the final response to `req` when the run records them.
-fn record(state: &HostState, req: &Request, resp: &Response) {
-    if let Some(recorder) = &state.services.recorder {
-        recorder
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(crate::replay::RecordedCall::new(req, resp));
+/// A connection whose credentials could not be refreshed answers as the
+/// upstream would: HTTP 401, so the script sees a `script_http_error`.
+fn unauthorized_when_refused(e: NangoError) -> HttpError {
+    if e.code != INVALID_CREDENTIALS {
+        return HttpError::Failed(e);
     }
+    let body = serde_json::json!({ "error": { "code": e.code, "message": e.message } });
+    HttpError::Status(Response {
+        status: 401,
+        headers: vec![("content-type".into(), "application/json".into())],
+        body: body.to_string().into_bytes(),
+    })
+}
+
+/// The code of a connection whose credentials are invalid and could not be
+/// refreshed (`ConnectionError::Refused`).
+pub const INVALID_CREDENTIALS: &str = "invalid_credentials";
+
+/// Keeps the final response to `req` when the upstream records them.
+fn record(state: &HostState, req: &Request, resp: &Response) {
+    state.services.upstream.observe(req, resp);
 }
 
 /// One attempt on the wire.
-async fn transmit(
+pub(crate) async fn transmit(
     http: &reqwest::Client,
     redirect: Option<&Url>,
     max_response_bytes: usize,
@@ -788,6 +811,8 @@ mod tests {
             name: "p".into(),
             auth_mode: None,
             proxy: Default::default(),
+            token_url: None,
+            definition: Default::default(),
         };
         let base = Duration::from_secs(3);
         let max = Duration::from_secs(600);

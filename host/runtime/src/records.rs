@@ -423,13 +423,14 @@ pub struct ChunkWrite<'a> {
 }
 
 /// Applies one chunk to rows looked up by `get`, returning the rows to write
+/// (with what each write is: an `Unchanged` row only carries new stamps)
 /// and the changes. Backends call this inside their own transaction.
 pub fn plan_chunk(
     write: ChunkWrite<'_>,
     chunk: Vec<Incoming>,
     merging: &mut Merging,
     mut get: impl FnMut(&str) -> Option<StoredRecord>,
-) -> (Vec<StoredRecord>, Changes) {
+) -> (Vec<(StoredRecord, Outcome)>, Changes) {
     let ChunkWrite {
         kind,
         conn,
@@ -458,7 +459,7 @@ pub fn plan_chunk(
             {
                 newest = Some(row.position());
             }
-            writes.push(row);
+            writes.push((row, outcome));
         }
     }
     if let (Merging::IgnoreIfModifiedAfter { cursor }, Some(n)) = (merging, newest)
@@ -469,10 +470,16 @@ pub fn plan_chunk(
     (writes, changes)
 }
 
-/// Where records live. Each call writes one chunk (at most [`CHUNK_SIZE`]
-/// records) and commits it before returning.
+/// Where records live: one environment's records, or a stand-in for them.
+/// Each `write` is one chunk (at most [`CHUNK_SIZE`] records), committed
+/// (and, for a durable backend, flushed) before it returns.
+///
+/// The methods are async so a backend can do I/O without blocking the
+/// threads that poll guests; the record semantics are [`plan_chunk`]'s,
+/// which every backend calls inside its own transaction.
+#[async_trait::async_trait]
 pub trait RecordStore: Send + Sync {
-    fn write(
+    async fn write(
         &self,
         kind: WriteKind,
         conn: &ConnectionRef,
@@ -484,7 +491,7 @@ pub trait RecordStore: Send + Sync {
 
     /// The stored records with these ids (deleted ones included); missing ids
     /// are absent.
-    fn get_by_ids(
+    async fn get_by_ids(
         &self,
         conn: &ConnectionRef,
         model: &str,
@@ -492,11 +499,99 @@ pub trait RecordStore: Send + Sync {
     ) -> Result<Vec<StoredRecord>, RecordError>;
 
     /// The position of the most recently modified record of a model.
-    fn newest_position(
+    async fn newest_position(
         &self,
         conn: &ConnectionRef,
         model: &str,
     ) -> Result<Option<Position>, RecordError>;
+
+    /// Offered every records call as the script made it, before it is
+    /// checked and chunked; `true` means the store kept the call itself and
+    /// nothing is written. Only [`CallLog`] (test replay) keeps calls.
+    fn keep_call(&self, _call: &BatchCall) -> bool {
+        false
+    }
+}
+
+/// Which records call a [`BatchCall`] was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum BatchKind {
+    BatchSave,
+    BatchDelete,
+    BatchUpdate,
+}
+
+impl From<WriteKind> for BatchKind {
+    fn from(k: WriteKind) -> Self {
+        match k {
+            WriteKind::Save => BatchKind::BatchSave,
+            WriteKind::Delete => BatchKind::BatchDelete,
+            WriteKind::Update => BatchKind::BatchUpdate,
+        }
+    }
+}
+
+/// One records call as the script made it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BatchCall {
+    pub kind: BatchKind,
+    pub model: String,
+    pub records: Vec<Value>,
+}
+
+/// A records store that stores nothing and keeps every call as the script
+/// made it, as the original test harness's spies do (`sluice test`).
+#[derive(Debug, Default)]
+pub struct CallLog {
+    calls: std::sync::Mutex<Vec<BatchCall>>,
+}
+
+impl CallLog {
+    /// The calls kept so far, in order.
+    pub fn calls(&self) -> Vec<BatchCall> {
+        self.calls.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+#[async_trait::async_trait]
+impl RecordStore for CallLog {
+    async fn write(
+        &self,
+        _kind: WriteKind,
+        _conn: &ConnectionRef,
+        _model: &str,
+        _chunk: Vec<Incoming>,
+        _ctx: &WriteContext,
+        _merging: &mut Merging,
+    ) -> Result<Changes, RecordError> {
+        Ok(Changes::default())
+    }
+
+    async fn get_by_ids(
+        &self,
+        _conn: &ConnectionRef,
+        _model: &str,
+        _ids: &[String],
+    ) -> Result<Vec<StoredRecord>, RecordError> {
+        Ok(Vec::new())
+    }
+
+    async fn newest_position(
+        &self,
+        _conn: &ConnectionRef,
+        _model: &str,
+    ) -> Result<Option<Position>, RecordError> {
+        Ok(None)
+    }
+
+    fn keep_call(&self, call: &BatchCall) -> bool {
+        self.calls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(call.clone());
+        true
+    }
 }
 
 type ModelKey = (ConnectionRef, String);
@@ -522,10 +617,8 @@ impl MemoryRecords {
         rows.sort_by_key(StoredRecord::position);
         rows
     }
-}
 
-impl RecordStore for MemoryRecords {
-    fn write(
+    fn write_now(
         &self,
         kind: WriteKind,
         conn: &ConnectionRef,
@@ -533,7 +626,7 @@ impl RecordStore for MemoryRecords {
         chunk: Vec<Incoming>,
         ctx: &WriteContext,
         merging: &mut Merging,
-    ) -> Result<Changes, RecordError> {
+    ) -> Changes {
         let mut map = self.inner.write().unwrap_or_else(|e| e.into_inner());
         let rows = map.entry((conn.clone(), model.to_string())).or_default();
         let write = ChunkWrite {
@@ -544,13 +637,28 @@ impl RecordStore for MemoryRecords {
             now: now(),
         };
         let (writes, changes) = plan_chunk(write, chunk, merging, |id| rows.get(id).cloned());
-        for row in writes {
+        for (row, _) in writes {
             rows.insert(row.external_id.clone(), row);
         }
-        Ok(changes)
+        changes
+    }
+}
+
+#[async_trait::async_trait]
+impl RecordStore for MemoryRecords {
+    async fn write(
+        &self,
+        kind: WriteKind,
+        conn: &ConnectionRef,
+        model: &str,
+        chunk: Vec<Incoming>,
+        ctx: &WriteContext,
+        merging: &mut Merging,
+    ) -> Result<Changes, RecordError> {
+        Ok(self.write_now(kind, conn, model, chunk, ctx, merging))
     }
 
-    fn get_by_ids(
+    async fn get_by_ids(
         &self,
         conn: &ConnectionRef,
         model: &str,
@@ -563,7 +671,7 @@ impl RecordStore for MemoryRecords {
         Ok(ids.iter().filter_map(|id| rows.get(id).cloned()).collect())
     }
 
-    fn newest_position(
+    async fn newest_position(
         &self,
         conn: &ConnectionRef,
         model: &str,
@@ -579,6 +687,13 @@ impl RecordStore for MemoryRecords {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    fn block<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
 
     fn conn() -> ConnectionRef {
         ConnectionRef {
@@ -597,16 +712,14 @@ mod tests {
 
     fn write(store: &MemoryRecords, kind: WriteKind, v: Value) -> Changes {
         let (chunk, _) = prepare_chunk(objs(v), 0).unwrap();
-        store
-            .write(
-                kind,
-                &conn(),
-                "M",
-                chunk,
-                &WriteContext::default(),
-                &mut Merging::Override,
-            )
-            .unwrap()
+        store.write_now(
+            kind,
+            &conn(),
+            "M",
+            chunk,
+            &WriteContext::default(),
+            &mut Merging::Override,
+        )
     }
 
     #[test]
@@ -618,7 +731,7 @@ mod tests {
         assert_eq!((c.added, c.updated, c.unchanged), (0, 1, 1));
         let c = write(&s, WriteKind::Delete, json!([{"id": "2"}, {"id": "9"}]));
         assert_eq!(c.deleted, 2);
-        let rows = s.get_by_ids(&conn(), "M", &["9".into()]).unwrap();
+        let rows = block(s.get_by_ids(&conn(), "M", &["9".into()])).unwrap();
         assert_eq!(rows[0].last_action(), "DELETED");
         let c = write(&s, WriteKind::Save, json!([{"id": "2"}]));
         assert_eq!(c.added, 1, "re-saving a deleted record undeletes it");
@@ -656,13 +769,13 @@ mod tests {
             json!([{"id": "1", "o": {"b": 3}, "l": [9]}, {"id": "404", "x": 1}]),
         );
         assert_eq!(c.updated, 1);
-        let row = &s.get_by_ids(&conn(), "M", &["1".into()]).unwrap()[0];
+        let row = &block(s.get_by_ids(&conn(), "M", &["1".into()])).unwrap()[0];
         assert_eq!(
             Value::Object(row.json.clone()),
             json!({"id": "1", "o": {"a": 1, "b": 3}, "l": [9]})
         );
         assert!(
-            s.get_by_ids(&conn(), "M", &["404".into()])
+            block(s.get_by_ids(&conn(), "M", &["404".into()]))
                 .unwrap()
                 .is_empty()
         );
@@ -673,25 +786,23 @@ mod tests {
         let s = MemoryRecords::new();
         write(&s, WriteKind::Save, json!([{"id": "old", "v": 1}]));
         let mut merging = Merging::IgnoreIfModifiedAfter {
-            cursor: s.newest_position(&conn(), "M").unwrap(),
+            cursor: block(s.newest_position(&conn(), "M")).unwrap(),
         };
         // Another execution modifies the row after our strategy was set.
         std::thread::sleep(std::time::Duration::from_millis(2));
         write(&s, WriteKind::Save, json!([{"id": "old", "v": 2}]));
         let (chunk, _) =
             prepare_chunk(objs(json!([{"id": "old", "v": 3}, {"id": "new"}])), 0).unwrap();
-        let c = s
-            .write(
-                WriteKind::Save,
-                &conn(),
-                "M",
-                chunk,
-                &WriteContext::default(),
-                &mut merging,
-            )
-            .unwrap();
+        let c = s.write_now(
+            WriteKind::Save,
+            &conn(),
+            "M",
+            chunk,
+            &WriteContext::default(),
+            &mut merging,
+        );
         assert_eq!(c.added, 1);
-        let row = &s.get_by_ids(&conn(), "M", &["old".into()]).unwrap()[0];
+        let row = &block(s.get_by_ids(&conn(), "M", &["old".into()])).unwrap()[0];
         assert_eq!(row.json["v"], 2);
     }
 
@@ -699,7 +810,7 @@ mod tests {
     fn cursor_round_trips() {
         let s = MemoryRecords::new();
         write(&s, WriteKind::Save, json!([{"id": "1"}]));
-        let row = &s.get_by_ids(&conn(), "M", &["1".into()]).unwrap()[0];
+        let row = &block(s.get_by_ids(&conn(), "M", &["1".into()])).unwrap()[0];
         let view = row.to_view();
         let cursor = view["_nango_metadata"]["cursor"].as_str().unwrap();
         assert_eq!(decode_cursor(cursor), Some(row.position()));

@@ -18,6 +18,7 @@ use sha1::Digest as _;
 
 use crate::bindings::http::{Body, HttpError, Method, Page, Query, Request};
 use crate::bindings::types::{NangoError, Response};
+use crate::connection::{Connection, ConnectionError, ConnectionStore};
 use crate::js;
 use crate::proxy::nango_error;
 
@@ -181,6 +182,58 @@ fn resolve(base: &Path, rel: &str) -> PathBuf {
         }
     }
     out
+}
+
+/// Connections as the test harness gives them: `getConnection` and
+/// `getMetadata` answer the recorded `nango/getConnection.json` and
+/// `nango/getMetadata.json`, metadata writes go nowhere, and the connection
+/// itself (its provider, for pagination settings) comes from `inner`.
+pub struct RecordedConnections {
+    replay: std::sync::Arc<Replay>,
+    inner: std::sync::Arc<dyn ConnectionStore>,
+}
+
+impl RecordedConnections {
+    pub fn new(replay: std::sync::Arc<Replay>, inner: std::sync::Arc<dyn ConnectionStore>) -> Self {
+        Self { replay, inner }
+    }
+
+    fn file(&self, name: &str) -> Result<Value, ConnectionError> {
+        self.replay
+            .file(name)
+            .map_err(|e| ConnectionError::Refused {
+                code: e.code,
+                message: e.message,
+            })
+    }
+}
+
+#[async_trait::async_trait]
+impl ConnectionStore for RecordedConnections {
+    async fn get(&self, pck: &str, cid: &str) -> Result<Connection, ConnectionError> {
+        self.inner.get(pck, cid).await
+    }
+
+    async fn set_metadata(&self, _: &str, _: &str, _: Value) -> Result<(), ConnectionError> {
+        Ok(())
+    }
+
+    async fn update_metadata(
+        &self,
+        _: &str,
+        _: &str,
+        _: Map<String, Value>,
+    ) -> Result<(), ConnectionError> {
+        Ok(())
+    }
+
+    async fn script_view(&self, _: &str, _: &str) -> Result<Value, ConnectionError> {
+        self.file("nango/getConnection")
+    }
+
+    async fn metadata(&self, _: &str, _: &str) -> Result<Value, ConnectionError> {
+        self.file("nango/getMetadata")
+    }
 }
 
 /// The request's identity as the harness writes it (JSON) and its SHA-1.

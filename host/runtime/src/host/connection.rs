@@ -17,6 +17,7 @@ fn store_error(e: ConnectionError) -> NangoError {
         ConnectionError::NotFound { .. } => "unknown_connection",
         ConnectionError::InvalidMetadata(_) => "invalid_metadata",
         ConnectionError::Backend(_) => "connection_store_error",
+        ConnectionError::Refused { code, message } => return nango_error(code, message.clone()),
     };
     nango_error(code, e.to_string())
 }
@@ -24,7 +25,11 @@ fn store_error(e: ConnectionError) -> NangoError {
 impl HostState {
     /// A connection, fetched once per execution until metadata changes or a
     /// 401 invalidates it.
-    pub(crate) fn connection(&mut self, pck: &str, cid: &str) -> Result<Connection, NangoError> {
+    pub(crate) async fn connection(
+        &mut self,
+        pck: &str,
+        cid: &str,
+    ) -> Result<Connection, NangoError> {
         let key = (pck.to_string(), cid.to_string());
         if let Some(c) = self.connection_cache.get(&key) {
             return Ok(c.clone());
@@ -33,6 +38,7 @@ impl HostState {
             .services
             .connections
             .get(pck, cid)
+            .await
             .map_err(store_error)?;
         self.connection_cache.insert(key, c.clone());
         Ok(c)
@@ -61,19 +67,15 @@ impl HostState {
 
 impl connection::Host for HostState {
     fn info(&mut self) -> wasmtime::Result<ScriptInfo> {
-        let me = self.exec.connection.clone();
-        let provider = self
-            .connection(&me.provider_config_key, &me.connection_id)
-            .ok()
-            .map(|c| c.provider);
+        let provider = self.provider.clone();
         Ok(ScriptInfo {
             connection_id: self.exec.connection.connection_id.clone(),
             provider_config_key: self.exec.connection.provider_config_key.clone(),
             provider,
-            environment_name: self.exec.environment.name.clone(),
+            environment_name: self.services.environment.name.clone(),
             activity_log_id: self.exec.activity_log_id.clone(),
             script_name: self.exec.script_name.clone(),
-            replaying: self.services.replay.is_some(),
+            replaying: self.services.upstream.replaying(),
         })
     }
 
@@ -82,45 +84,42 @@ impl connection::Host for HostState {
         pck: Option<String>,
         cid: Option<String>,
     ) -> wasmtime::Result<Result<Vec<u8>, NangoError>> {
-        if let Some(replay) = &self.services.replay {
-            return Ok(replay
-                .file("nango/getConnection")
-                .map(|v| v.to_string().into()));
-        }
         let pck = pck.unwrap_or_else(|| self.exec.connection.provider_config_key.clone());
         let cid = cid.unwrap_or_else(|| self.exec.connection.connection_id.clone());
         Ok(self
-            .connection(&pck, &cid)
-            .map(|c| c.to_script_json().to_string().into()))
+            .services
+            .connections
+            .script_view(&pck, &cid)
+            .await
+            .map(|v| v.to_string().into())
+            .map_err(store_error))
     }
 
     async fn get_metadata(&mut self) -> wasmtime::Result<Result<Vec<u8>, NangoError>> {
-        if let Some(replay) = &self.services.replay {
-            return Ok(replay
-                .file("nango/getMetadata")
-                .map(|v| v.to_string().into()));
-        }
-        let me = self.exec.connection.clone();
+        let me = &self.exec.connection;
         Ok(self
-            .connection(&me.provider_config_key, &me.connection_id)
-            .map(|c| c.metadata.to_string().into()))
+            .services
+            .connections
+            .metadata(&me.provider_config_key, &me.connection_id)
+            .await
+            .map(|v| v.to_string().into())
+            .map_err(store_error))
     }
 
     async fn set_metadata(
         &mut self,
         metadata: Vec<u8>,
     ) -> wasmtime::Result<Result<(), NangoError>> {
-        if self.services.replay.is_some() {
-            // Replaying mocks: metadata writes go nowhere.
-            return Ok(self.parse_metadata(&metadata).map(|_| ()));
-        }
         let me = self.exec.connection.clone();
-        let result = self.parse_metadata(&metadata).and_then(|m| {
-            self.services
+        let result = match self.parse_metadata(&metadata) {
+            Ok(m) => self
+                .services
                 .connections
                 .set_metadata(&me.provider_config_key, &me.connection_id, Value::Object(m))
-                .map_err(store_error)
-        });
+                .await
+                .map_err(store_error),
+            Err(e) => Err(e),
+        };
         self.forget_connection(&me.provider_config_key, &me.connection_id);
         Ok(result)
     }
@@ -129,17 +128,16 @@ impl connection::Host for HostState {
         &mut self,
         metadata: Vec<u8>,
     ) -> wasmtime::Result<Result<(), NangoError>> {
-        if self.services.replay.is_some() {
-            // Replaying mocks: metadata writes go nowhere.
-            return Ok(self.parse_metadata(&metadata).map(|_| ()));
-        }
         let me = self.exec.connection.clone();
-        let result = self.parse_metadata(&metadata).and_then(|m| {
-            self.services
+        let result = match self.parse_metadata(&metadata) {
+            Ok(m) => self
+                .services
                 .connections
                 .update_metadata(&me.provider_config_key, &me.connection_id, m)
-                .map_err(store_error)
-        });
+                .await
+                .map_err(store_error),
+            Err(e) => Err(e),
+        };
         self.forget_connection(&me.provider_config_key, &me.connection_id);
         Ok(result)
     }
@@ -148,7 +146,7 @@ impl connection::Host for HostState {
         &mut self,
     ) -> wasmtime::Result<Result<Vec<EnvVar>, NangoError>> {
         Ok(Ok(self
-            .exec
+            .services
             .environment
             .variables
             .iter()
@@ -160,7 +158,7 @@ impl connection::Host for HostState {
     }
 
     async fn get_webhook_url(&mut self) -> wasmtime::Result<Result<Option<String>, NangoError>> {
-        Ok(Ok(self.exec.environment.webhook_base_url.as_ref().map(
+        Ok(Ok(self.services.environment.webhook_base_url.as_ref().map(
             |base| {
                 format!(
                     "{}/{}",
@@ -203,7 +201,6 @@ impl connection::Host for HostState {
                 provider_config_key: pck,
                 connection_id: cid,
             },
-            self.exec.environment.clone(),
             Call::Action { input },
         );
         exec.depth = self.exec.depth + 1;

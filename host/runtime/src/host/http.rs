@@ -6,9 +6,8 @@ use wasmtime::component::Resource;
 use super::HostState;
 use crate::bindings::http::{self, Body, HttpError, Page, Request};
 use crate::bindings::types::{self, Response};
-use crate::paginate::{Pager, Paginator};
+use crate::paginate::Pager;
 use crate::proxy::nango_error;
-use crate::replay::ReplayPager;
 
 impl types::Host for HostState {}
 
@@ -52,7 +51,9 @@ impl http::Host for HostState {
             }
         };
         let current = self.exec.connection.clone();
-        let connection = match self.connection(&current.provider_config_key, &current.connection_id)
+        let connection = match self
+            .connection(&current.provider_config_key, &current.connection_id)
+            .await
         {
             Ok(c) => c,
             Err(e) => return Ok(Err(HttpError::Failed(e))),
@@ -66,13 +67,8 @@ impl http::Host for HostState {
                 ),
             ))));
         };
-        let pager = crate::paginate::merged_config(&provider, config).and_then(|config| {
-            if self.services.replay.is_some() {
-                ReplayPager::new(req, config).map(|p| Pager::Replay(Box::new(p)))
-            } else {
-                Paginator::new(req, config).map(|p| Pager::Live(Box::new(p)))
-            }
-        });
+        let pager = crate::paginate::merged_config(&provider, config)
+            .and_then(|config| self.services.upstream.pager(req, config));
         match pager {
             Ok(p) => Ok(Ok(self.table.push(p)?)),
             Err(e) => Ok(Err(e)),
@@ -86,12 +82,17 @@ impl http::HostPaginator for HostState {
         handle: Resource<Pager>,
     ) -> wasmtime::Result<Result<Option<Page>, HttpError>> {
         let mut pager = self.table.get(&handle)?.clone();
-        let page = match (&mut pager, self.services.replay.clone()) {
-            (Pager::Live(p), _) => p.next_page(self).await,
-            (Pager::Replay(p), Some(replay)) => {
-                p.next_page(&replay, &self.exec.script_name, &self.exec.sync.variant)
+        let page = match &mut pager {
+            Pager::Live(p) => p.next_page(self).await,
+            Pager::Replay(p) => {
+                let services = self.services.clone();
+                match services.upstream.recordings() {
+                    Some(replay) => {
+                        p.next_page(replay, &self.exec.script_name, &self.exec.sync.variant)
+                    }
+                    None => Ok(None),
+                }
             }
-            (Pager::Replay(_), None) => Ok(None),
         };
         *self.table.get_mut(&handle)? = pager;
         Ok(page)

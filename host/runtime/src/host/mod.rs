@@ -34,7 +34,6 @@ pub struct HostState {
     pub(crate) logs: Vec<LogEntry>,
     pub(crate) logs_dropped: u64,
     pub(crate) changes: BTreeMap<String, Changes>,
-    pub(crate) batches: Vec<crate::exec::BatchCall>,
     pub(crate) merging: HashMap<String, Merging>,
     /// getConnection results of this execution; metadata writes invalidate.
     pub(crate) connection_cache: HashMap<(String, String), Connection>,
@@ -42,6 +41,9 @@ pub struct HostState {
     pub(crate) stderr: CapturedOutput,
     /// Secrets to scrub from logged URLs and headers.
     pub(crate) secrets: Vec<String>,
+    /// The provider of the execution's own connection, read before the
+    /// guest starts (`info()` is synchronous).
+    pub(crate) provider: Option<String>,
 }
 
 impl HostState {
@@ -51,7 +53,7 @@ impl HostState {
         services: Arc<Services>,
         runtime: Runtime,
     ) -> Self {
-        let limits = &exec.environment.limits;
+        let limits = &services.environment.limits;
         let stdout = CapturedOutput::new(limits.max_output_bytes);
         let stderr = CapturedOutput::new(limits.max_output_bytes);
         // Deny by default: no preopened directories, no environment, no
@@ -77,17 +79,17 @@ impl HostState {
             logs: Vec::new(),
             logs_dropped: 0,
             changes: BTreeMap::new(),
-            batches: Vec::new(),
             merging: HashMap::new(),
             connection_cache: HashMap::new(),
             stdout,
             stderr,
             secrets: Vec::new(),
+            provider: None,
         }
     }
 
     pub(crate) fn limits(&self) -> &Limits {
-        &self.exec.environment.limits
+        &self.services.environment.limits
     }
 
     /// Keeps a log line, up to the environment's cap.

@@ -7,10 +7,11 @@ use crate::ScriptKind;
 use crate::bindings::records::{self, MergingStrategy};
 use crate::bindings::sync_context;
 use crate::bindings::types::NangoError;
-use crate::exec::{BatchCall, BatchKind, LogLevel};
+use crate::exec::LogLevel;
 use crate::proxy::nango_error;
 use crate::records::{
-    CHUNK_SIZE, IDS_PER_LOOKUP, Merging, RecordError, WriteContext, WriteKind, prepare_chunk,
+    BatchCall, CHUNK_SIZE, IDS_PER_LOOKUP, Merging, RecordError, WriteContext, WriteKind,
+    prepare_chunk,
 };
 
 fn record_error(e: RecordError) -> NangoError {
@@ -106,7 +107,7 @@ impl HostState {
         Ok(())
     }
 
-    fn write_records(
+    async fn write_records(
         &mut self,
         kind: WriteKind,
         call: &str,
@@ -134,21 +135,15 @@ impl HostState {
         if records.is_empty() {
             return Ok(());
         }
-        if self.services.replay.is_some() {
-            // Replaying mocks: keep the call as made, as the test harness's
-            // spies do, and store nothing.
-            let kind = match kind {
-                WriteKind::Save => BatchKind::BatchSave,
-                WriteKind::Delete => BatchKind::BatchDelete,
-                WriteKind::Update => BatchKind::BatchUpdate,
-            };
-            self.batches.push(BatchCall {
-                kind,
-                model: model.to_string(),
-                records,
-            });
+        let call = BatchCall {
+            kind: kind.into(),
+            model: model.to_string(),
+            records,
+        };
+        if self.services.records.keep_call(&call) {
             return Ok(());
         }
+        let records = call.records;
         let full = self.model_name(model)?;
         if kind == WriteKind::Save {
             self.validate_records(model, &records)?;
@@ -183,6 +178,7 @@ impl HostState {
                 .services
                 .records
                 .write(kind, &conn, &full, chunk, &ctx, &mut merging)
+                .await
                 .map_err(record_error)?;
             self.changes.entry(full.clone()).or_default().add(changes);
             first_index += len;
@@ -194,13 +190,40 @@ impl HostState {
     }
 }
 
+impl HostState {
+    async fn records_by_ids(&mut self, model: &str, ids: &[u8]) -> Result<Vec<u8>, NangoError> {
+        self.require_sync("getRecordsByIds")?;
+        self.check_payload("the getRecordsByIds ids", ids.len())?;
+        let ids: Vec<String> = serde_json::from_slice(ids).map_err(|e| {
+            nango_error(
+                "invalid_request",
+                format!("getRecordsByIds: ids must be a JSON array of strings: {e}"),
+            )
+        })?;
+        let full = self.model_name(model)?;
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(IDS_PER_LOOKUP) {
+            let rows = self
+                .services
+                .records
+                .get_by_ids(&self.exec.connection, &full, chunk)
+                .await
+                .map_err(record_error)?;
+            out.extend(rows.iter().map(|r| r.to_view()));
+        }
+        Ok(Value::Array(out).to_string().into())
+    }
+}
+
 impl records::Host for HostState {
     async fn batch_save(
         &mut self,
         model: String,
         records: Vec<u8>,
     ) -> wasmtime::Result<Result<(), NangoError>> {
-        Ok(self.write_records(WriteKind::Save, "batchSave", &model, &records))
+        Ok(self
+            .write_records(WriteKind::Save, "batchSave", &model, &records)
+            .await)
     }
 
     async fn batch_delete(
@@ -208,7 +231,9 @@ impl records::Host for HostState {
         model: String,
         records: Vec<u8>,
     ) -> wasmtime::Result<Result<(), NangoError>> {
-        Ok(self.write_records(WriteKind::Delete, "batchDelete", &model, &records))
+        Ok(self
+            .write_records(WriteKind::Delete, "batchDelete", &model, &records)
+            .await)
     }
 
     async fn batch_update(
@@ -216,7 +241,9 @@ impl records::Host for HostState {
         model: String,
         records: Vec<u8>,
     ) -> wasmtime::Result<Result<(), NangoError>> {
-        Ok(self.write_records(WriteKind::Update, "batchUpdate", &model, &records))
+        Ok(self
+            .write_records(WriteKind::Update, "batchUpdate", &model, &records)
+            .await)
     }
 
     async fn get_records_by_ids(
@@ -224,28 +251,7 @@ impl records::Host for HostState {
         model: String,
         ids: Vec<u8>,
     ) -> wasmtime::Result<Result<Vec<u8>, NangoError>> {
-        let run = || -> Result<Vec<u8>, NangoError> {
-            self.require_sync("getRecordsByIds")?;
-            self.check_payload("the getRecordsByIds ids", ids.len())?;
-            let ids: Vec<String> = serde_json::from_slice(&ids).map_err(|e| {
-                nango_error(
-                    "invalid_request",
-                    format!("getRecordsByIds: ids must be a JSON array of strings: {e}"),
-                )
-            })?;
-            let full = self.model_name(&model)?;
-            let mut out = Vec::with_capacity(ids.len());
-            for chunk in ids.chunks(IDS_PER_LOOKUP) {
-                let rows = self
-                    .services
-                    .records
-                    .get_by_ids(&self.exec.connection, &full, chunk)
-                    .map_err(record_error)?;
-                out.extend(rows.iter().map(|r| r.to_view()));
-            }
-            Ok(Value::Array(out).to_string().into())
-        };
-        Ok(run())
+        Ok(self.records_by_ids(&model, &ids).await)
     }
 
     async fn set_merging_strategy(
@@ -274,6 +280,7 @@ impl records::Host for HostState {
                     .services
                     .records
                     .newest_position(&self.exec.connection, &full)
+                    .await
                 {
                     Ok(c) => c,
                     Err(e) => return Ok(Err(record_error(e))),

@@ -17,10 +17,9 @@ use std::time::Instant;
 
 use serde_json::json;
 use sluice_nango_yaml::{self as yaml, NangoYaml};
-use sluice_runtime::exec::ScriptValidation;
-use sluice_runtime::validate::Validation;
 use sluice_runtime::{Runtime, Script, ScriptKind};
 
+use crate::catalog::Catalog;
 use crate::project::{self, ProjectError};
 use crate::toolchain::{self, StepMessage, Toolchain, ToolchainError};
 
@@ -95,20 +94,14 @@ pub struct Project {
 }
 
 impl Project {
-    /// What to validate for `script`: records against its models' schemas,
-    /// an action's input and output against its models; violations are
-    /// errors when `strict`, warnings otherwise.
-    pub fn validation(&self, script: &ProjectScript, strict: bool) -> ScriptValidation {
-        let schema = yaml::generate::json_schema(&self.config, "sluice");
-        let action = self
-            .config
-            .integration(&script.integration)
-            .and_then(|i| i.action(&script.name));
-        ScriptValidation {
-            schema: Arc::new(Validation::new(&schema, strict)),
-            input: action.and_then(|a| a.input.clone()),
-            output: action.and_then(|a| a.output.first().cloned()),
-        }
+    /// The project's scripts as they run (see [`Catalog`]).
+    pub fn catalog(&self) -> Catalog {
+        Catalog::new(
+            self.config.clone(),
+            self.scripts
+                .iter()
+                .map(|s| (s.integration.clone(), s.name.clone(), s.script.clone())),
+        )
     }
 
     /// The script `name`, in `integration` when given; an error names the

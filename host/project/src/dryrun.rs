@@ -17,8 +17,10 @@ use sluice_runtime::records::{
     StoredRecord, WriteContext, WriteKind,
 };
 use sluice_runtime::replay::RecordedCall;
+use sluice_runtime::upstream::{Network, Recorder, Upstream};
 use sluice_runtime::{Call, Execution, Runtime, RuntimeConfig, Script, ScriptKind, Services};
 
+use crate::catalog::Catalog;
 use crate::compile::{self, CompileOptions};
 use crate::mock::{Fixture, MockServer};
 use crate::project::{self, ProjectError};
@@ -110,8 +112,9 @@ impl RecordingStore {
     }
 }
 
+#[async_trait::async_trait]
 impl RecordStore for RecordingStore {
-    fn write(
+    async fn write(
         &self,
         kind: WriteKind,
         conn: &ConnectionRef,
@@ -140,24 +143,26 @@ impl RecordStore for RecordingStore {
                 }
             }
         }
-        self.inner.write(kind, conn, model, chunk, ctx, merging)
+        self.inner
+            .write(kind, conn, model, chunk, ctx, merging)
+            .await
     }
 
-    fn get_by_ids(
+    async fn get_by_ids(
         &self,
         conn: &ConnectionRef,
         model: &str,
         ids: &[String],
     ) -> Result<Vec<StoredRecord>, RecordError> {
-        self.inner.get_by_ids(conn, model, ids)
+        self.inner.get_by_ids(conn, model, ids).await
     }
 
-    fn newest_position(
+    async fn newest_position(
         &self,
         conn: &ConnectionRef,
         model: &str,
     ) -> Result<Option<Position>, RecordError> {
-        self.inner.newest_position(conn, model)
+        self.inner.newest_position(conn, model).await
     }
 }
 
@@ -201,6 +206,8 @@ struct Target {
     models: Option<Vec<String>>,
     track_deletes: bool,
     validation: Option<ScriptValidation>,
+    /// The project's scripts, so `triggerAction` finds its other actions.
+    catalog: Option<Arc<Catalog>>,
 }
 
 /// A script of the nango-integrations folder (compiled as needed), or a
@@ -215,17 +222,16 @@ fn resolve_target(
     if !is_path && dir.join("nango.yaml").exists() {
         let project = compile::compile(&opts.build, runtime, progress)?;
         let found = project.script(&opts.script, opts.build.integration.as_deref())?;
-        let sync = project
-            .config
-            .integration(&found.integration)
-            .and_then(|i| i.sync(&found.name));
+        let catalog = Arc::new(project.catalog());
+        let run = catalog.sync_run(&found.integration, &found.name, "base");
         return Ok(Target {
             script: found.script.clone(),
             name: found.name.clone(),
             integration: Some(found.integration.clone()),
-            models: sync.map(|s| s.output.clone()),
-            track_deletes: sync.is_some_and(|s| s.track_deletes),
-            validation: Some(project.validation(found, opts.validation)),
+            models: run.models,
+            track_deletes: run.track_deletes,
+            validation: Some(catalog.validation(&found.integration, &found.name, opts.validation)),
+            catalog: Some(catalog),
         });
     }
     let component = project::resolve_script(dir, &opts.script)?;
@@ -240,6 +246,7 @@ fn resolve_target(
         models: None,
         track_deletes: false,
         validation: None,
+        catalog: None,
     })
 }
 
@@ -304,16 +311,21 @@ pub async fn dry_run(
         connection_id: connection.connection_id.clone(),
     };
     let mut services = Services::new(
+        environment,
         Arc::new(providers),
         Arc::new(MemoryConnections::new([connection])),
         records.clone(),
     );
-    services.upstream_redirect = mock.as_ref().and_then(|m| url::Url::parse(&m.url()).ok());
-    let recorder = opts
-        .save_responses
-        .as_ref()
-        .map(|_| Arc::new(Mutex::new(Vec::new())));
-    services.recorder = recorder.clone();
+    let mut network = Network::new(sluice_runtime::proxy::default_client());
+    network.redirect = mock.as_ref().and_then(|m| url::Url::parse(&m.url()).ok());
+    let recorder = opts.save_responses.as_ref().map(|_| Recorder::default());
+    if let Some(catalog) = &target.catalog {
+        services.scripts = catalog.clone();
+    }
+    services.upstream = match &recorder {
+        Some(r) => Upstream::Recording(network, r.clone()),
+        None => Upstream::Network(network),
+    };
 
     let call = match script.kind() {
         ScriptKind::Sync => Call::Sync,
@@ -322,7 +334,7 @@ pub async fn dry_run(
         },
         ScriptKind::OnEvent => Call::OnEvent,
     };
-    let mut exec = Execution::new(script_name.clone(), conn_ref.clone(), environment, call);
+    let mut exec = Execution::new(script_name.clone(), conn_ref.clone(), call);
     exec.validation = target.validation.clone();
     exec.sync = SyncRun {
         last_sync_date: opts.last_sync_date,
@@ -335,7 +347,7 @@ pub async fn dry_run(
     let report = runtime.execute(&script, exec, Arc::new(services)).await;
     let saved_mocks = match (&opts.save_responses, recorder) {
         (Some(root), Some(recorder)) => {
-            let recorded = std::mem::take(&mut *recorder.lock().unwrap_or_else(|e| e.into_inner()));
+            let recorded = recorder.take();
             let dir = root.join(&conn_ref.provider_config_key).join("mocks");
             let mocks = Mocks {
                 dir: &dir,

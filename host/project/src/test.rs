@@ -17,10 +17,13 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sluice_runtime::connection::{Connection, MemoryConnections};
-use sluice_runtime::exec::{BatchCall, BatchKind, SyncRun};
+use sluice_runtime::exec::SyncRun;
 use sluice_runtime::providers::ProviderCatalog;
-use sluice_runtime::records::{ConnectionRef, MemoryRecords};
+use sluice_runtime::records::ConnectionRef;
+use sluice_runtime::records::{BatchCall, BatchKind, CallLog};
+use sluice_runtime::replay::RecordedConnections;
 use sluice_runtime::replay::Replay;
+use sluice_runtime::upstream::Upstream;
 use sluice_runtime::{Call, Execution, Runtime, RuntimeConfig, ScriptKind, Services};
 
 use crate::compile::{self, CompileOptions, ProjectScript};
@@ -219,13 +222,19 @@ impl Replayer<'_> {
             "credentials": {},
         }))
         .map_err(|e| e.to_string())?;
+        let replay = Arc::new(Replay::new(mocks));
+        let calls = Arc::new(CallLog::default());
         let mut services = Services::new(
+            self.environment.clone(),
             self.providers.clone(),
-            Arc::new(MemoryConnections::new([connection])),
-            Arc::new(MemoryRecords::new()),
+            Arc::new(RecordedConnections::new(
+                replay.clone(),
+                Arc::new(MemoryConnections::new([connection])),
+            )),
+            calls.clone(),
         );
-        services.replay = Some(Arc::new(Replay::new(mocks)));
-        let mut exec = Execution::new(ps.name.clone(), conn, self.environment.clone(), call);
+        services.upstream = Upstream::Replay(replay);
+        let mut exec = Execution::new(ps.name.clone(), conn, call);
         exec.sync = SyncRun::default();
         exec.clock = self.now;
         let report = self
@@ -247,7 +256,7 @@ impl Replayer<'_> {
             }
         })?;
         match ps.kind {
-            ScriptKind::Sync => check_sync(&here, outputs, &report.batches),
+            ScriptKind::Sync => check_sync(&here, outputs, &calls.calls()),
             _ => {
                 let expected = required(&here.join("output.json"))?;
                 let actual = output.unwrap_or(Value::Null);

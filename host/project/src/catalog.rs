@@ -1,0 +1,122 @@
+//! The scripts of a project as they run: nango.yaml and one loaded script
+//! per declared name, and what nango.yaml says each execution is (models,
+//! `track_deletes`, validation). The CLI's dry run and test replay, the
+//! server's deployments and the test harness all build executions here.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use sluice_nango_yaml::{self as yaml, NangoYaml};
+use sluice_runtime::exec::{ScriptDirectory, ScriptValidation, SyncRun};
+use sluice_runtime::records::ConnectionRef;
+use sluice_runtime::validate::Validation;
+use sluice_runtime::{Call, Execution, Script, ScriptKind};
+
+/// Loaded scripts by integration and name, with their nango.yaml.
+pub struct Catalog {
+    pub config: NangoYaml,
+    scripts: BTreeMap<(String, String), Arc<Script>>,
+    /// The models' JSON schema, checked leniently (warnings) and strictly.
+    lenient: Arc<Validation>,
+    strict: Arc<Validation>,
+}
+
+impl std::fmt::Debug for Catalog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Catalog")
+            .field("scripts", &self.scripts.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Catalog {
+    /// `scripts` are `(integration, name, script)`.
+    pub fn new(
+        config: NangoYaml,
+        scripts: impl IntoIterator<Item = (String, String, Arc<Script>)>,
+    ) -> Self {
+        let schema = yaml::generate::json_schema(&config, "sluice");
+        Self {
+            lenient: Arc::new(Validation::new(&schema, false)),
+            strict: Arc::new(Validation::new(&schema, true)),
+            config,
+            scripts: scripts
+                .into_iter()
+                .map(|(pck, name, s)| ((pck, name), s))
+                .collect(),
+        }
+    }
+
+    pub fn script(&self, integration: &str, name: &str) -> Option<&Arc<Script>> {
+        self.scripts
+            .get(&(integration.to_string(), name.to_string()))
+    }
+
+    /// Every script as `(integration, name, script)`.
+    pub fn scripts(&self) -> impl Iterator<Item = (&str, &str, &Arc<Script>)> {
+        self.scripts
+            .iter()
+            .map(|((pck, name), s)| (pck.as_str(), name.as_str(), s))
+    }
+
+    pub fn sync_config(&self, integration: &str, name: &str) -> Option<&yaml::SyncConfig> {
+        self.config.integration(integration)?.sync(name)
+    }
+
+    pub fn action_config(&self, integration: &str, name: &str) -> Option<&yaml::ActionConfig> {
+        self.config.integration(integration)?.action(name)
+    }
+
+    /// What a sync run of `name` knows from nango.yaml: its models and
+    /// `track_deletes` (a script nango.yaml does not declare as a sync may
+    /// save any model).
+    pub fn sync_run(&self, integration: &str, name: &str, variant: &str) -> SyncRun {
+        let sync = self.sync_config(integration, name);
+        SyncRun {
+            variant: variant.to_string(),
+            models: sync.map(|s| s.output.clone()),
+            track_deletes: sync.is_some_and(|s| s.track_deletes),
+            ..SyncRun::default()
+        }
+    }
+
+    /// Records and action input/output checks of `name`; violations are
+    /// errors when `strict`, warnings otherwise.
+    pub fn validation(&self, integration: &str, name: &str, strict: bool) -> ScriptValidation {
+        let action = self.action_config(integration, name);
+        ScriptValidation {
+            schema: if strict {
+                self.strict.clone()
+            } else {
+                self.lenient.clone()
+            },
+            input: action.and_then(|a| a.input.clone()),
+            output: action.and_then(|a| a.output.first().cloned()),
+        }
+    }
+
+    /// An execution of script `name` of the connection's integration, with
+    /// what nango.yaml says of it (a sync's run is filled in for the base
+    /// variant; callers set its job, dates and variant).
+    pub fn execution(
+        &self,
+        name: &str,
+        connection: ConnectionRef,
+        call: Call,
+        strict: bool,
+    ) -> Execution {
+        let pck = connection.provider_config_key.clone();
+        let mut exec = Execution::new(name, connection, call);
+        exec.sync = self.sync_run(&pck, name, "base");
+        exec.validation = Some(self.validation(&pck, name, strict));
+        exec
+    }
+}
+
+impl ScriptDirectory for Catalog {
+    fn action(&self, provider_config_key: &str, name: &str) -> Option<Arc<Script>> {
+        self.script(provider_config_key, name)
+            .filter(|s| s.kind() == ScriptKind::Action)
+            .cloned()
+    }
+}

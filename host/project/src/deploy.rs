@@ -1,0 +1,228 @@
+//! What a deploy carries: nango.yaml and the compiled components, each
+//! component once (content-addressed by SHA-256), and how a server turns it
+//! back into a [`Catalog`]. `sluice deploy` builds the manifest from a
+//! compiled [`Project`]; `sluice serve` installs it.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use sluice_nango_yaml as yaml;
+use sluice_runtime::{Runtime, ScriptKind};
+
+use crate::catalog::Catalog;
+use crate::compile::{Project, Source};
+
+/// One component of a deploy and the scripts it holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ComponentEntry {
+    /// Hex SHA-256 of the component bytes.
+    pub sha256: String,
+    pub size: u64,
+    /// A TypeScript bundle dispatches on the script name; any other
+    /// component is one script.
+    pub bundle: bool,
+    pub scripts: Vec<ScriptEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScriptEntry {
+    pub integration: String,
+    pub name: String,
+    pub kind: ScriptKind,
+}
+
+/// A deploy's description: uploaded after its components.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// The text of nango.yaml.
+    pub nango_yaml: String,
+    /// The project folder's name, which `${PWD}` integration keys stand for.
+    #[serde(default)]
+    pub dir_name: Option<String>,
+    pub components: Vec<ComponentEntry>,
+}
+
+/// Why a deploy cannot be installed.
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    #[error(transparent)]
+    Yaml(#[from] yaml::YamlError),
+    #[error("component {sha256} was not uploaded")]
+    MissingComponent { sha256: String },
+    #[error("component {sha256} does not match its SHA-256")]
+    Corrupt { sha256: String },
+    #[error(transparent)]
+    Load(#[from] sluice_runtime::LoadError),
+    #[error("nango.yaml declares `{integration}/{name}`, but no component holds it")]
+    MissingScript { integration: String, name: String },
+    #[error("`{integration}/{name}` is not declared in nango.yaml")]
+    Undeclared { integration: String, name: String },
+    #[error(
+        "nango.yaml declares `{integration}/{name}` as a {declared}, but its component is a {found} script"
+    )]
+    WrongKind {
+        integration: String,
+        name: String,
+        declared: ScriptKind,
+        found: ScriptKind,
+    },
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+fn runtime_kind(k: yaml::ScriptKind) -> ScriptKind {
+    match k {
+        yaml::ScriptKind::Sync => ScriptKind::Sync,
+        yaml::ScriptKind::Action => ScriptKind::Action,
+        yaml::ScriptKind::OnEvent => ScriptKind::OnEvent,
+    }
+}
+
+/// Hex SHA-256.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+impl Project {
+    /// The deploy manifest of this compiled project and the files of its
+    /// components (by SHA-256).
+    pub fn manifest(&self) -> Result<(Manifest, BTreeMap<String, PathBuf>), DeployError> {
+        let path = self.root.join("nango.yaml");
+        let nango_yaml = std::fs::read_to_string(&path).map_err(|source| DeployError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let mut components: BTreeMap<String, ComponentEntry> = BTreeMap::new();
+        let mut files = BTreeMap::new();
+        for s in &self.scripts {
+            let bundle = matches!(s.source, Source::TypeScript(_));
+            // A bundle's scripts are named `<component>#<script>`.
+            let file = match s.script.origin().rsplit_once('#') {
+                Some((file, _)) if bundle => file,
+                _ => s.script.origin(),
+            };
+            let sha256 = s.script.digest().to_string();
+            let size = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
+            files.insert(sha256.clone(), PathBuf::from(file));
+            components
+                .entry(sha256.clone())
+                .or_insert_with(|| ComponentEntry {
+                    sha256,
+                    size,
+                    bundle,
+                    scripts: Vec::new(),
+                })
+                .scripts
+                .push(ScriptEntry {
+                    integration: s.integration.clone(),
+                    name: s.name.clone(),
+                    kind: s.kind,
+                });
+        }
+        Ok((
+            Manifest {
+                nango_yaml,
+                dir_name: self
+                    .root
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned()),
+                components: components.into_values().collect(),
+            },
+            files,
+        ))
+    }
+}
+
+impl Manifest {
+    /// Checks nango.yaml and loads every component (compiling those not in
+    /// the runtime's cache: slow, call it off the request path), giving the
+    /// deploy's scripts. Every declared script must be in a component, of
+    /// the declared kind; nothing is changed when anything is wrong.
+    pub fn install(
+        &self,
+        runtime: &Runtime,
+        component: impl Fn(&str) -> Option<Vec<u8>>,
+    ) -> Result<Catalog, DeployError> {
+        let loaded = yaml::parse_in(&self.nango_yaml, "nango.yaml", self.dir_name.as_deref())?;
+        let config = loaded.config;
+        let mut declared: BTreeMap<(String, String), ScriptKind> = BTreeMap::new();
+        for i in &config.integrations {
+            for (name, kind) in i.scripts() {
+                declared.insert(
+                    (i.provider_config_key.clone(), name.to_string()),
+                    runtime_kind(kind),
+                );
+            }
+        }
+        let mut scripts = Vec::new();
+        for c in &self.components {
+            let bytes = component(&c.sha256).ok_or_else(|| DeployError::MissingComponent {
+                sha256: c.sha256.clone(),
+            })?;
+            if sha256_hex(&bytes) != c.sha256 {
+                return Err(DeployError::Corrupt {
+                    sha256: c.sha256.clone(),
+                });
+            }
+            for s in &c.scripts {
+                let want = declared
+                    .get(&(s.integration.clone(), s.name.clone()))
+                    .ok_or_else(|| DeployError::Undeclared {
+                        integration: s.integration.clone(),
+                        name: s.name.clone(),
+                    })?;
+                if *want != s.kind {
+                    return Err(DeployError::WrongKind {
+                        integration: s.integration.clone(),
+                        name: s.name.clone(),
+                        declared: *want,
+                        found: s.kind,
+                    });
+                }
+            }
+            let origin = format!("component {}", &c.sha256[..c.sha256.len().min(12)]);
+            if c.bundle {
+                let kinds: Vec<(String, ScriptKind)> =
+                    c.scripts.iter().map(|s| (s.name.clone(), s.kind)).collect();
+                let loaded = runtime.load_bundle_bytes(&bytes, &origin, &kinds)?;
+                for (s, script) in c.scripts.iter().zip(loaded) {
+                    scripts.push((s.integration.clone(), s.name.clone(), Arc::new(script)));
+                }
+            } else {
+                let script = runtime.load_bytes(&bytes, &origin)?;
+                for s in &c.scripts {
+                    if script.kind() != s.kind {
+                        return Err(DeployError::WrongKind {
+                            integration: s.integration.clone(),
+                            name: s.name.clone(),
+                            declared: s.kind,
+                            found: script.kind(),
+                        });
+                    }
+                }
+                let script = Arc::new(script);
+                for s in &c.scripts {
+                    scripts.push((s.integration.clone(), s.name.clone(), script.clone()));
+                }
+            }
+        }
+        for (pck, name) in declared.keys() {
+            if !scripts.iter().any(|(i, n, _)| i == pck && n == name) {
+                return Err(DeployError::MissingScript {
+                    integration: pck.clone(),
+                    name: name.clone(),
+                });
+            }
+        }
+        Ok(Catalog::new(config, scripts))
+    }
+}
