@@ -57,9 +57,11 @@ fn host_call(c: &mut Criterion) {
     let calls = script(guests::SYNC_HOST_CALLS);
     let services = h.services();
     let run = |n: u64| -> Duration {
-        h.connections
-            .set_metadata("mock-int", "c1", json!({ "n": n }))
-            .unwrap();
+        rt.block_on(
+            h.connections
+                .set_metadata("mock-int", "c1", json!({ "n": n })),
+        )
+        .unwrap();
         let exec = h.execution("calls", sluice_runtime::Call::Sync);
         let start = Instant::now();
         let report = rt.block_on(runtime().execute(&calls, exec, services.clone()));
@@ -86,13 +88,12 @@ fn batch_save(c: &mut Criterion) {
     group.sample_size(20);
     group.bench_function("1000x1KiB", |b| {
         b.iter_custom(|iters| {
-            h.connections
-                .set_metadata(
-                    "mock-int",
-                    "c1",
-                    json!({ "batches": iters, "count": 1000, "size": 1024 }),
-                )
-                .unwrap();
+            rt.block_on(h.connections.set_metadata(
+                "mock-int",
+                "c1",
+                json!({ "batches": iters, "count": 1000, "size": 1024 }),
+            ))
+            .unwrap();
             let mut exec = h.execution("save", sluice_runtime::Call::Sync);
             exec.sync = SyncRun::default();
             let start = Instant::now();

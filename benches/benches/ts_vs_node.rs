@@ -132,13 +132,12 @@ fn main() {
         .unwrap();
     let mut h = rt.block_on(Harness::simple(|_| MockResponse::json(200, &json!({}))));
     h.limits().fuel = Some(u64::MAX / 2);
-    h.connections
-        .set_metadata(
-            "mock-int",
-            "c1",
-            json!({"team": "sales", "count": SAVE_COUNT, "size": SAVE_SIZE}),
-        )
-        .unwrap();
+    rt.block_on(h.connections.set_metadata(
+        "mock-int",
+        "c1",
+        json!({"team": "sales", "count": SAVE_COUNT, "size": SAVE_SIZE}),
+    ))
+    .unwrap();
     let services = h.services();
     // The same component in a runtime that does not meter fuel.
     let unmetered = {

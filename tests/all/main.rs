@@ -9,4 +9,5 @@ mod paginate;
 mod project;
 mod proxy;
 mod records;
+mod server;
 mod typescript;

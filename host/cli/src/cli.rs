@@ -40,6 +40,24 @@ enum Command {
     Dryrun(DryrunArgs),
     /// Replay each script's recorded mocks and compare its results.
     Test(TestArgs),
+    /// Run the platform: the API, deploys, connections, syncs and actions.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// The data directory (database, master key file, compiled components).
+    #[arg(long = "data", env = "SLUICE_DATA", default_value = "sluice-data")]
+    data: PathBuf,
+    /// Where to listen.
+    #[arg(long, env = "SLUICE_LISTEN", default_value = "127.0.0.1:3003")]
+    listen: std::net::SocketAddr,
+    /// Providers added to the built-in catalogue (Nango's providers.yaml format).
+    #[arg(long, env = "SLUICE_PROVIDERS")]
+    providers: Option<PathBuf>,
+    /// The URL clients reach this server at (for webhook URLs).
+    #[arg(long, env = "SLUICE_PUBLIC_URL")]
+    public_url: Option<String>,
 }
 
 /// Options every command that builds scripts shares.
@@ -191,6 +209,7 @@ pub async fn run(
         Command::Compile(args) => run_compile(args, out, err),
         Command::Dryrun(args) => run_dryrun(args, out, err).await,
         Command::Test(args) => run_test(args, out, err).await,
+        Command::Serve(args) => run_serve(args, out).await,
     };
     match result {
         Ok(code) => code,
@@ -324,6 +343,52 @@ async fn run_test(args: TestArgs, out: &mut dyn Write, err: &mut dyn Write) -> a
 }
 
 /// JSON given inline or as `@file`.
+/// The master key: `SLUICE_MASTER_KEY` (base64 of 32 bytes), or the key
+/// file in the data directory, created with mode 0600 on first start.
+fn master_key(data: &std::path::Path) -> anyhow::Result<sluice_store::MasterKey> {
+    if let Ok(text) = std::env::var("SLUICE_MASTER_KEY") {
+        return sluice_store::MasterKey::from_base64(&text)
+            .context("SLUICE_MASTER_KEY must be the base64 of 32 bytes");
+    }
+    std::fs::create_dir_all(data)
+        .with_context(|| format!("cannot create the data directory {}", data.display()))?;
+    Ok(sluice_store::MasterKey::load_or_create(
+        &data.join("master.key"),
+    )?)
+}
+
+async fn run_serve(args: ServeArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
+    let master = master_key(&args.data)?;
+    let mut providers = sluice_runtime::providers::ProviderCatalog::builtin()?;
+    if let Some(p) = &args.providers {
+        providers.extend(sluice_runtime::providers::ProviderCatalog::from_file(p)?);
+    }
+    let mut config = sluice_server::ServerConfig::new(&args.data, args.listen);
+    config.public_url = args.public_url;
+    let initial: Vec<(String, Option<String>)> = ["dev", "prod"]
+        .iter()
+        .map(|env| {
+            let var = format!("NANGO_SECRET_KEY_{}", env.to_uppercase());
+            (
+                env.to_string(),
+                std::env::var(var).ok().filter(|k| !k.is_empty()),
+            )
+        })
+        .collect();
+    let (server, created) =
+        sluice_server::Server::start(config, master, providers, &initial).await?;
+    for (env, key) in &created {
+        writeln!(
+            out,
+            "Created environment `{env}`; its secret key (shown once): {key}"
+        )?;
+    }
+    writeln!(out, "sluice is listening on {}", server.url())?;
+    out.flush()?;
+    server.wait().await;
+    Ok(0)
+}
+
 fn json_argument(flag: &str, value: &str) -> anyhow::Result<Value> {
     let text = match value.strip_prefix('@') {
         Some(path) => {

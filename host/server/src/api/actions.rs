@@ -1,0 +1,166 @@
+//! `POST /action/trigger` (§4.2), sync and async (`X-Async`), and
+//! `GET /action/:id` for async results.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chrono::Utc;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sluice_runtime::records::ConnectionRef;
+
+use super::{ConnectionHeaders, Env, JsonBody};
+use crate::app::App;
+use crate::error::{ApiError, ApiResult};
+use crate::runner::{self, ASYNC_ACTIONS, AsyncAction};
+
+/// Most retries an async action may ask for (the original's limit).
+const MAX_RETRIES: u32 = 5;
+
+#[derive(Deserialize)]
+pub struct TriggerBody {
+    action_name: Option<String>,
+    #[serde(default)]
+    input: Value,
+}
+
+fn legacy(message: &str) -> Response {
+    (StatusCode::BAD_REQUEST, Json(json!({ "error": message }))).into_response()
+}
+
+pub async fn trigger(
+    State(app): State<Arc<App>>,
+    Env(env): Env,
+    conn_headers: ConnectionHeaders,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<TriggerBody>,
+) -> ApiResult<Response> {
+    let Some(action) = body.action_name.filter(|a| !a.is_empty()) else {
+        return Ok(legacy("Missing action name"));
+    };
+    let Some(cid) = conn_headers.connection_id else {
+        return Ok(legacy("Missing connection id"));
+    };
+    let Some(pck) = conn_headers.provider_config_key else {
+        return Ok(legacy("Missing provider config key"));
+    };
+    let conn = ConnectionRef {
+        provider_config_key: pck,
+        connection_id: cid,
+    };
+    let is_async = headers
+        .get("x-async")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    if !is_async {
+        let report = runner::run_action(&app, &env, &conn, &action, Some(body.input)).await?;
+        return match report.outcome {
+            Ok(output) => Ok(Json(output.unwrap_or(Value::Null)).into_response()),
+            Err(e) => Err(runner::failure_error(&e)),
+        };
+    }
+    let max_retries = match headers.get("x-max-retries") {
+        None => 0,
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok())
+            .filter(|n| *n <= MAX_RETRIES)
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_headers",
+                    format!("X-Max-Retries must be a number from 0 to {MAX_RETRIES}"),
+                )
+            })?,
+    };
+    // Checked now, so a bad request is refused instead of failing later.
+    let catalog = env.catalog()?;
+    if catalog
+        .action_config(&conn.provider_config_key, &action)
+        .is_none()
+        && catalog.script(&conn.provider_config_key, &action).is_none()
+    {
+        return Err(ApiError::not_found(
+            "not_found",
+            format!(
+                "integration `{}` has no action `{action}`",
+                conn.provider_config_key
+            ),
+        ));
+    }
+    if env
+        .store
+        .connection(&conn.provider_config_key, &conn.connection_id)
+        .await?
+        .is_none()
+    {
+        return Err(ApiError::unknown_connection(
+            &conn.provider_config_key,
+            &conn.connection_id,
+        ));
+    }
+    let now = Utc::now();
+    let a = AsyncAction {
+        id: uuid::Uuid::new_v4().to_string(),
+        provider_config_key: conn.provider_config_key,
+        connection_id: conn.connection_id,
+        action,
+        input: Some(body.input),
+        status: "pending".into(),
+        attempts: 0,
+        max_retries,
+        output: None,
+        error: None,
+        created_at: now,
+        updated_at: now,
+    };
+    // Durable before the 202: a restart resumes it.
+    env.store.put_doc(ASYNC_ACTIONS, &a.id, &a).await?;
+    let status_url = format!("/action/{}", a.id);
+    let id = a.id.clone();
+    tokio::spawn(runner::drive_async_action(app.clone(), env.clone(), a));
+    Ok((
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, status_url.clone())],
+        Json(json!({ "id": id, "statusUrl": status_url })),
+    )
+        .into_response())
+}
+
+/// The result of an async action: its output once it succeeded, its error
+/// (with the status a sync trigger would have answered) once it failed,
+/// `202 {id, status}` while it is pending or running.
+pub async fn status(Env(env): Env, Path(id): Path<String>) -> ApiResult<Response> {
+    let a: AsyncAction = env
+        .store
+        .doc(ASYNC_ACTIONS, &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("not_found", format!("no async action `{id}`")))?;
+    match a.status.as_str() {
+        "succeeded" => Ok(Json(a.output.unwrap_or(Value::Null)).into_response()),
+        "failed" => {
+            let e = a.error.unwrap_or(Value::Null);
+            let status = e["status"]
+                .as_u64()
+                .and_then(|s| StatusCode::from_u16(s as u16).ok())
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let mut err = ApiError::new(
+                status,
+                e["code"].as_str().unwrap_or("action_script_failure"),
+                e["message"].as_str().unwrap_or(""),
+            );
+            if !e["payload"].is_null() {
+                err.payload = Some(Box::new(e["payload"].clone()));
+            }
+            Err(err)
+        }
+        _ => Ok((
+            StatusCode::ACCEPTED,
+            Json(json!({ "id": a.id, "status": a.status, "attempts": a.attempts })),
+        )
+            .into_response()),
+    }
+}

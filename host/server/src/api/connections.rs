@@ -1,0 +1,353 @@
+//! Connections (§4.4): import with credentials by the provider's auth mode,
+//! list, get (refreshing an expired token first), delete, and metadata.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+use sluice_runtime::connection::{Connection, ConnectionError, ConnectionStore as _, Credentials};
+
+use super::{Env, JsonBody};
+use crate::app::App;
+use crate::error::{ApiError, ApiResult};
+use crate::refresh::CONNECTION_ERRORS;
+
+/// Longest connection id, as the original.
+const MAX_ID: usize = 255;
+
+fn valid_connection_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.chars().count() <= MAX_ID
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || ",.;:=+~[]|@${}\"'\\/_ -".contains(c))
+}
+
+fn text(body: &Map<String, Value>, key: &str) -> Option<String> {
+    body.get(key).and_then(Value::as_str).map(str::to_string)
+}
+
+fn required(body: &Map<String, Value>, key: &str, mode: &str) -> ApiResult<String> {
+    text(body, key).ok_or_else(|| {
+        ApiError::invalid_body(format!("a {mode} connection needs a string `{key}`"))
+    })
+}
+
+/// The credentials a `POST /connection` body carries, by auth mode.
+fn credentials(mode: &str, body: &Map<String, Value>) -> ApiResult<Value> {
+    let raw = body.get("raw").cloned().unwrap_or_else(|| json!({}));
+    let expires_at = || -> ApiResult<Option<String>> {
+        if let Some(at) = text(body, "expires_at") {
+            let parsed = DateTime::parse_from_rfc3339(&at).map_err(|_| {
+                ApiError::invalid_body(format!(
+                    "`expires_at` must be an ISO 8601 date-time, got `{at}`"
+                ))
+            })?;
+            return Ok(Some(parsed.with_timezone(&Utc).to_rfc3339()));
+        }
+        if let Some(secs) = body.get("expires_in").and_then(Value::as_i64) {
+            return Ok(Some(
+                (Utc::now() + chrono::TimeDelta::seconds(secs)).to_rfc3339(),
+            ));
+        }
+        Ok(None)
+    };
+    Ok(match mode {
+        "OAUTH2" => {
+            let mut c = json!({
+                "type": "OAUTH2",
+                "access_token": required(body, "access_token", mode)?,
+                "raw": raw,
+            });
+            if let Some(r) = text(body, "refresh_token") {
+                c["refresh_token"] = json!(r);
+            }
+            let no_expiration = body.get("no_expiration").and_then(Value::as_bool) == Some(true);
+            if !no_expiration && let Some(at) = expires_at()? {
+                c["expires_at"] = json!(at);
+            }
+            c
+        }
+        "OAUTH2_CC" => {
+            let mut c = json!({
+                "type": "OAUTH2_CC",
+                "token": required(body, "access_token", mode)?,
+                "raw": raw,
+            });
+            if let Some(at) = expires_at()? {
+                c["expires_at"] = json!(at);
+            }
+            c
+        }
+        "OAUTH1" => json!({
+            "type": "OAUTH1",
+            "oauth_token": required(body, "oauth_token", mode)?,
+            "oauth_token_secret": required(body, "oauth_token_secret", mode)?,
+            "raw": raw,
+        }),
+        "BASIC" => json!({
+            "type": "BASIC",
+            "username": required(body, "username", mode)?,
+            "password": text(body, "password").unwrap_or_default(),
+        }),
+        "API_KEY" => json!({ "type": "API_KEY", "apiKey": required(body, "api_key", mode)? }),
+        "NONE" | "" => json!({}),
+        other => match body.get("credentials") {
+            Some(Value::Object(c)) => Value::Object(c.clone()),
+            _ => {
+                return Err(ApiError::invalid_body(format!(
+                    "connections of auth mode {other} are imported with a `credentials` object in the original's shape"
+                )));
+            }
+        },
+    })
+}
+
+/// The connection as the API shows it: the script's view with the full
+/// credentials and any recorded error.
+async fn view(env: &crate::app::EnvState, c: &Connection) -> Value {
+    let mut v = c.to_script_json();
+    v["credentials"] = Value::Object(c.credentials.as_map().clone());
+    let key = format!("{}/{}", c.provider_config_key, c.connection_id);
+    if let Ok(Some(e)) = env.store.doc::<Value>(CONNECTION_ERRORS, &key).await {
+        v["errors"] = json!([e]);
+    }
+    v
+}
+
+pub async fn create(
+    Env(env): Env,
+    JsonBody(body): JsonBody<Map<String, Value>>,
+) -> ApiResult<Json<Value>> {
+    let pck = text(&body, "provider_config_key")
+        .ok_or_else(|| ApiError::invalid_body("`provider_config_key` is required"))?;
+    let integration = env
+        .store
+        .integration(&pck)
+        .await?
+        .ok_or_else(|| ApiError::unknown_integration(&pck))?;
+    let cid = text(&body, "connection_id").unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    if !valid_connection_id(&cid) {
+        return Err(ApiError::invalid_body(format!(
+            "`connection_id` must be 1 to {MAX_ID} characters of letters, digits and ,.;:=+~[]|@${{}}\"'\\/_ -"
+        )));
+    }
+    let mode = body
+        .get("credentials")
+        .and_then(|c| c.get("type"))
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .or_else(|| env_provider_mode(&env, &integration.provider))
+        .unwrap_or_default();
+    let creds: Credentials = serde_json::from_value(credentials(&mode, &body)?)
+        .map_err(|e| ApiError::invalid_body(format!("invalid credentials: {e}")))?;
+    let metadata = match body.get("metadata") {
+        None | Some(Value::Null) => Value::Null,
+        Some(Value::Object(m)) => Value::Object(m.clone()),
+        Some(_) => return Err(ApiError::invalid_body("`metadata` must be an object")),
+    };
+    let connection_config = match body.get("connection_config") {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(m)) => m.clone(),
+        Some(_) => {
+            return Err(ApiError::invalid_body(
+                "`connection_config` must be an object",
+            ));
+        }
+    };
+    let now = Utc::now();
+    let created_at = env
+        .store
+        .connection(&pck, &cid)
+        .await?
+        .map(|c| c.created_at)
+        .unwrap_or(now);
+    let c = Connection {
+        connection_id: cid,
+        provider_config_key: pck,
+        provider: integration.provider,
+        credentials: creds,
+        connection_config,
+        metadata,
+        created_at,
+        updated_at: now,
+    };
+    env.store.put_connection(&c).await?;
+    Ok(Json(view(&env, &c).await))
+}
+
+fn env_provider_mode(env: &crate::app::EnvState, provider: &str) -> Option<String> {
+    env.connections.provider_auth_mode(provider)
+}
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    provider_config_key: Option<String>,
+}
+
+pub async fn list(Env(env): Env, Query(q): Query<ListQuery>) -> ApiResult<Json<Value>> {
+    let all = env
+        .store
+        .connections(q.provider_config_key.as_deref())
+        .await?;
+    let connections: Vec<Value> = all
+        .iter()
+        .map(|c| {
+            json!({
+                "id": c.connection_id,
+                "connection_id": c.connection_id,
+                "provider_config_key": c.provider_config_key,
+                "provider": c.provider,
+                "created": c.created_at.to_rfc3339(),
+                "metadata": c.metadata,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "connections": connections })))
+}
+
+#[derive(Deserialize)]
+pub struct OneQuery {
+    provider_config_key: Option<String>,
+    #[serde(default)]
+    force_refresh: Option<bool>,
+    #[serde(default)]
+    refresh_token: Option<bool>,
+}
+
+fn connection_error(e: ConnectionError) -> ApiError {
+    match e {
+        ConnectionError::NotFound {
+            provider_config_key,
+            connection_id,
+        } => ApiError::not_found(
+            "not_found",
+            format!("No connection `{connection_id}` for integration `{provider_config_key}`"),
+        ),
+        ConnectionError::Refused { code, message } => {
+            ApiError::new(axum::http::StatusCode::BAD_REQUEST, &code, message)
+        }
+        other => ApiError::internal(other.to_string()),
+    }
+}
+
+pub async fn get(
+    Env(env): Env,
+    Path(id): Path<String>,
+    Query(q): Query<OneQuery>,
+) -> ApiResult<Json<Value>> {
+    let pck = q.provider_config_key.ok_or_else(|| {
+        ApiError::bad_request(
+            "missing_provider_config_key",
+            "`provider_config_key` is required",
+        )
+    })?;
+    if env.store.integration(&pck).await?.is_none() {
+        return Err(ApiError::bad_request(
+            "unknown_provider_config",
+            format!("No integration `{pck}` in this environment"),
+        ));
+    }
+    let c = env
+        .connections
+        .fresh(&pck, &id, q.force_refresh.unwrap_or(false))
+        .await
+        .map_err(connection_error)?;
+    let mut v = view(&env, &c).await;
+    if q.refresh_token != Some(true)
+        && let Some(creds) = v["credentials"].as_object_mut()
+    {
+        creds.remove("refresh_token");
+    }
+    Ok(Json(v))
+}
+
+pub async fn delete(
+    Env(env): Env,
+    Path(id): Path<String>,
+    Query(q): Query<OneQuery>,
+) -> ApiResult<Json<Value>> {
+    let pck = q.provider_config_key.ok_or_else(|| {
+        ApiError::bad_request(
+            "missing_provider_config_key",
+            "`provider_config_key` is required",
+        )
+    })?;
+    if !env.store.delete_connection(&pck, &id).await? {
+        return Err(ApiError::not_found(
+            "unknown_connection",
+            format!("No connection `{id}` for integration `{pck}`"),
+        ));
+    }
+    Ok(Json(json!({ "success": true })))
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Deserialize)]
+pub struct MetadataBody {
+    connection_id: OneOrMany,
+    provider_config_key: String,
+    metadata: Value,
+}
+
+async fn write_metadata(
+    app_env: &crate::app::EnvState,
+    body: MetadataBody,
+    replace: bool,
+) -> ApiResult<Json<Value>> {
+    let Value::Object(metadata) = body.metadata else {
+        return Err(ApiError::invalid_body("`metadata` must be an object"));
+    };
+    let ids = match body.connection_id {
+        OneOrMany::One(id) => vec![id],
+        OneOrMany::Many(ids) => ids,
+    };
+    for cid in &ids {
+        let pck = &body.provider_config_key;
+        let result = if replace {
+            app_env
+                .store
+                .set_metadata(pck, cid, Value::Object(metadata.clone()))
+                .await
+        } else {
+            app_env
+                .store
+                .update_metadata(pck, cid, metadata.clone())
+                .await
+        };
+        result.map_err(|e| match e {
+            ConnectionError::NotFound { .. } => ApiError::unknown_connection(pck, cid),
+            other => ApiError::internal(other.to_string()),
+        })?;
+    }
+    Ok(Json(json!({
+        "connection_id": ids,
+        "provider_config_key": body.provider_config_key,
+        "metadata": metadata,
+    })))
+}
+
+pub async fn set_metadata(
+    State(_app): State<Arc<App>>,
+    Env(env): Env,
+    JsonBody(body): JsonBody<MetadataBody>,
+) -> ApiResult<Json<Value>> {
+    write_metadata(&env, body, true).await
+}
+
+pub async fn update_metadata(
+    State(_app): State<Arc<App>>,
+    Env(env): Env,
+    JsonBody(body): JsonBody<MetadataBody>,
+) -> ApiResult<Json<Value>> {
+    write_metadata(&env, body, false).await
+}

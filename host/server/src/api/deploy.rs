@@ -1,0 +1,164 @@
+//! Deploys: components are uploaded once each (`PUT
+//! /sluice/components/:sha256`), then `POST /sluice/deploy` with the
+//! manifest. The deploy is compiled (Cranelift, off the request threads)
+//! and checked before anything changes; it becomes a new version, the
+//! previous ones are kept, and any can be made active again (rollback).
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use chrono::Utc;
+use serde_json::{Value, json};
+use sluice_project::deploy::{Manifest, sha256_hex};
+
+use super::{Env, JsonBody};
+use crate::app::{ACTIVE, App, DEPLOYMENTS, Deployed, DeploymentDoc, EnvState, deployment_key};
+use crate::error::{ApiError, ApiResult};
+
+pub async fn put_component(
+    State(app): State<Arc<App>>,
+    Env(_env): Env,
+    Path(sha): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
+    if sha256_hex(&body) != sha {
+        return Err(ApiError::invalid_body(format!(
+            "the body's SHA-256 is not `{sha}`"
+        )));
+    }
+    app.store.put_blob(&body).await?;
+    Ok(Json(json!({ "sha256": sha, "size": body.len() })))
+}
+
+/// Loads a manifest's components into the runtime (compiling what is not
+/// cached) on a blocking thread.
+async fn install(app: &Arc<App>, manifest: Manifest) -> ApiResult<Deployed> {
+    let mut blobs = std::collections::HashMap::new();
+    let mut missing = Vec::new();
+    for c in &manifest.components {
+        match app.store.blob(&c.sha256).await? {
+            Some(b) => {
+                blobs.insert(c.sha256.clone(), b);
+            }
+            None => missing.push(c.sha256.clone()),
+        }
+    }
+    if !missing.is_empty() {
+        return Err(ApiError::bad_request(
+            "missing_components",
+            "upload these components first: PUT /sluice/components/<sha256>",
+        )
+        .with_payload(json!({ "missing": missing })));
+    }
+    let runtime = app.runtime.clone();
+    let catalog = tokio::task::spawn_blocking(move || {
+        manifest.install(&runtime, |sha| blobs.get(sha).cloned())
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("the deploy's compile stopped: {e}")))?
+    .map_err(|e| ApiError::bad_request("invalid_deploy", e.to_string()))?;
+    Ok(Deployed {
+        version: 0,
+        created_at: Utc::now(),
+        catalog: Arc::new(catalog),
+    })
+}
+
+async fn next_version(env: &EnvState) -> ApiResult<u64> {
+    let last: Vec<(String, DeploymentDoc)> = env.store.docs(DEPLOYMENTS, "", None, 1, true).await?;
+    Ok(last.first().map(|(_, d)| d.version + 1).unwrap_or(1))
+}
+
+fn summary(d: &DeploymentDoc, active: Option<u64>) -> Value {
+    let scripts: Vec<Value> = d
+        .manifest
+        .components
+        .iter()
+        .flat_map(|c| c.scripts.iter())
+        .map(|s| json!({ "integration": s.integration, "name": s.name, "kind": s.kind }))
+        .collect();
+    json!({
+        "version": d.version,
+        "created_at": d.created_at.to_rfc3339(),
+        "active": active == Some(d.version),
+        "scripts": scripts,
+    })
+}
+
+pub async fn deploy(
+    State(app): State<Arc<App>>,
+    Env(env): Env,
+    JsonBody(manifest): JsonBody<Manifest>,
+) -> ApiResult<Json<Value>> {
+    let mut deployed = install(&app, manifest.clone()).await?;
+    // Only now, with everything checked and compiled, is anything written.
+    let version = next_version(&env).await?;
+    let doc = DeploymentDoc {
+        version,
+        created_at: deployed.created_at,
+        manifest,
+    };
+    env.store
+        .put_doc(DEPLOYMENTS, &deployment_key(version), &doc)
+        .await?;
+    env.store.put_doc(ACTIVE, "version", &version).await?;
+    deployed.version = version;
+    env.set_deployment(Arc::new(deployed));
+    Ok(Json(summary(&doc, Some(version))))
+}
+
+pub async fn list(Env(env): Env) -> ApiResult<Json<Value>> {
+    let docs: Vec<(String, DeploymentDoc)> =
+        env.store.docs(DEPLOYMENTS, "", None, 1000, true).await?;
+    let active = env.deployment().map(|d| d.version);
+    Ok(Json(json!({
+        "deployments": docs.iter().map(|(_, d)| summary(d, active)).collect::<Vec<_>>()
+    })))
+}
+
+pub async fn activate(
+    State(app): State<Arc<App>>,
+    Env(env): Env,
+    Path(version): Path<u64>,
+) -> ApiResult<Json<Value>> {
+    let doc: DeploymentDoc = env
+        .store
+        .doc(DEPLOYMENTS, &deployment_key(version))
+        .await?
+        .ok_or_else(|| ApiError::not_found("not_found", format!("no deployment {version}")))?;
+    let mut deployed = install(&app, doc.manifest.clone()).await?;
+    deployed.version = version;
+    deployed.created_at = doc.created_at;
+    env.store.put_doc(ACTIVE, "version", &version).await?;
+    env.set_deployment(Arc::new(deployed));
+    Ok(Json(summary(&doc, Some(version))))
+}
+
+/// At start: every environment's active deployment, loaded (from the
+/// compile cache, normally) before the server listens.
+pub async fn load_active(app: &Arc<App>) -> Result<(), crate::ServerError> {
+    for env in app.envs() {
+        let Some(version) = env.store.doc::<u64>(ACTIVE, "version").await? else {
+            continue;
+        };
+        let failed = |message: String| crate::ServerError::Deployment {
+            env: env.name().to_string(),
+            version,
+            message,
+        };
+        let doc: DeploymentDoc = env
+            .store
+            .doc(DEPLOYMENTS, &deployment_key(version))
+            .await?
+            .ok_or_else(|| failed("its manifest is missing".into()))?;
+        let mut deployed = install(app, doc.manifest)
+            .await
+            .map_err(|e| failed(e.message))?;
+        deployed.version = version;
+        deployed.created_at = doc.created_at;
+        env.set_deployment(Arc::new(deployed));
+    }
+    Ok(())
+}

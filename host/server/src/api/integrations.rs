@@ -1,0 +1,222 @@
+//! Integrations (`/integrations`, §4.5) and environment variables.
+
+use axum::Json;
+use axum::extract::{Path, Query};
+use chrono::Utc;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sluice_store::Integration;
+
+use super::{Env, JsonBody};
+use crate::error::{ApiError, ApiResult};
+
+fn valid_key(key: &str) -> bool {
+    !key.is_empty()
+        && key.len() <= 255
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "~:.@ _-".contains(c))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntegrationBody {
+    unique_key: Option<String>,
+    provider: Option<String>,
+    display_name: Option<String>,
+    credentials: Option<CredentialsBody>,
+    webhook_secret: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialsBody {
+    #[serde(rename = "type")]
+    _kind: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+    scopes: Option<String>,
+    webhook_secret: Option<String>,
+}
+
+fn view(i: &Integration, include_credentials: bool) -> Value {
+    let mut v = json!({
+        "unique_key": i.unique_key,
+        "provider": i.provider,
+        "display_name": i.display_name.clone().unwrap_or_else(|| i.provider.clone()),
+        "created_at": i.created_at.to_rfc3339(),
+        "updated_at": i.updated_at.to_rfc3339(),
+    });
+    if include_credentials {
+        v["credentials"] = json!({
+            "client_id": i.oauth_client_id,
+            "client_secret": i.oauth_client_secret,
+            "scopes": i.oauth_scopes,
+            "webhook_secret": i.webhook_secret,
+        });
+    }
+    v
+}
+
+fn apply(i: &mut Integration, body: IntegrationBody) {
+    if let Some(d) = body.display_name {
+        i.display_name = Some(d);
+    }
+    if let Some(c) = body.credentials {
+        if c.client_id.is_some() {
+            i.oauth_client_id = c.client_id;
+        }
+        if c.client_secret.is_some() {
+            i.oauth_client_secret = c.client_secret;
+        }
+        if c.scopes.is_some() {
+            i.oauth_scopes = c.scopes;
+        }
+        if c.webhook_secret.is_some() {
+            i.webhook_secret = c.webhook_secret;
+        }
+    }
+    if body.webhook_secret.is_some() {
+        i.webhook_secret = body.webhook_secret;
+    }
+}
+
+pub async fn create(
+    Env(env): Env,
+    JsonBody(body): JsonBody<IntegrationBody>,
+) -> ApiResult<Json<Value>> {
+    let key = body
+        .unique_key
+        .clone()
+        .ok_or_else(|| ApiError::invalid_body("`unique_key` is required"))?;
+    if !valid_key(&key) {
+        return Err(ApiError::invalid_body(format!(
+            "`unique_key` must match ^[a-zA-Z0-9~:.@ _-]+$ (at most 255), got `{key}`"
+        )));
+    }
+    let provider = body
+        .provider
+        .clone()
+        .ok_or_else(|| ApiError::invalid_body("`provider` is required"))?;
+    if !env.connections.has_provider(&provider) {
+        return Err(ApiError::bad_request(
+            "invalid_body",
+            format!("unknown provider `{provider}`: it is not in the providers catalogue"),
+        ));
+    }
+    if env.store.integration(&key).await?.is_some() {
+        return Err(ApiError::bad_request(
+            "integration_already_exists",
+            format!("integration `{key}` already exists"),
+        ));
+    }
+    let now = Utc::now();
+    let mut i = Integration {
+        unique_key: key,
+        provider,
+        display_name: None,
+        oauth_client_id: None,
+        oauth_client_secret: None,
+        oauth_scopes: None,
+        webhook_secret: None,
+        created_at: now,
+        updated_at: now,
+    };
+    apply(&mut i, body);
+    env.store.put_integration(&i).await?;
+    Ok(Json(json!({ "data": view(&i, false) })))
+}
+
+pub async fn list(Env(env): Env) -> ApiResult<Json<Value>> {
+    let all = env.store.integrations().await?;
+    Ok(Json(json!({
+        "data": all.iter().map(|i| view(i, false)).collect::<Vec<_>>()
+    })))
+}
+
+#[derive(Deserialize)]
+pub struct GetQuery {
+    #[serde(default)]
+    include: Option<String>,
+}
+
+pub async fn get(
+    Env(env): Env,
+    Path(key): Path<String>,
+    Query(q): Query<GetQuery>,
+) -> ApiResult<Json<Value>> {
+    let i = env
+        .store
+        .integration(&key)
+        .await?
+        .ok_or_else(|| ApiError::unknown_integration(&key))?;
+    let include_credentials = q
+        .include
+        .as_deref()
+        .is_some_and(|s| s.split(',').any(|w| w == "credentials"));
+    Ok(Json(json!({ "data": view(&i, include_credentials) })))
+}
+
+pub async fn update(
+    Env(env): Env,
+    Path(key): Path<String>,
+    JsonBody(body): JsonBody<IntegrationBody>,
+) -> ApiResult<Json<Value>> {
+    let mut i = env
+        .store
+        .integration(&key)
+        .await?
+        .ok_or_else(|| ApiError::unknown_integration(&key))?;
+    if body.provider.as_ref().is_some_and(|p| *p != i.provider) {
+        return Err(ApiError::invalid_body(
+            "the provider of an integration cannot change; create another integration",
+        ));
+    }
+    apply(&mut i, body);
+    i.updated_at = Utc::now();
+    env.store.put_integration(&i).await?;
+    Ok(Json(json!({ "data": view(&i, false) })))
+}
+
+pub async fn delete(Env(env): Env, Path(key): Path<String>) -> ApiResult<Json<Value>> {
+    if !env.store.connections(Some(&key)).await?.is_empty() {
+        return Err(ApiError::bad_request(
+            "integration_has_connections",
+            format!("integration `{key}` still has connections; delete them first"),
+        ));
+    }
+    if !env.store.delete_integration(&key).await? {
+        return Err(ApiError::unknown_integration(&key));
+    }
+    Ok(Json(json!({ "success": true })))
+}
+
+pub async fn get_variables(Env(env): Env) -> ApiResult<Json<Value>> {
+    let vars = env.store.variables().await?;
+    Ok(Json(Value::Array(
+        vars.into_iter()
+            .map(|(name, value)| json!({ "name": name, "value": value }))
+            .collect(),
+    )))
+}
+
+#[derive(Deserialize)]
+pub struct Variable {
+    name: String,
+    value: String,
+}
+
+pub async fn put_variables(
+    Env(env): Env,
+    JsonBody(vars): JsonBody<Vec<Variable>>,
+) -> ApiResult<Json<Value>> {
+    let vars: Vec<(String, String)> = vars.into_iter().map(|v| (v.name, v.value)).collect();
+    if vars.iter().any(|(n, _)| n.is_empty()) {
+        return Err(ApiError::invalid_body(
+            "every variable needs a non-empty `name`",
+        ));
+    }
+    env.store.set_variables(vars.clone()).await?;
+    env.set_variables(vars);
+    Ok(Json(json!({ "success": true })))
+}

@@ -1,0 +1,195 @@
+//! The HTTP API: one module per resource, the extractors they share
+//! (the authenticated environment, JSON bodies with clear errors, the
+//! connection headers) and the router.
+
+pub mod actions;
+pub mod connections;
+pub mod deploy;
+pub mod integrations;
+pub mod records;
+pub mod syncs;
+pub mod v1;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Request};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::routing::{any, get, post, put};
+use serde::de::DeserializeOwned;
+
+use crate::app::{App, EnvState};
+use crate::error::ApiError;
+
+/// The environment a request's secret key names. Everything a handler
+/// reaches goes through it, so a key of one environment cannot name
+/// another's data.
+pub struct Env(pub Arc<EnvState>);
+
+impl FromRequestParts<Arc<App>> for Env {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, ApiError> {
+        let header = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "missing_auth_header",
+                    "Authentication failed. The request is missing the Authorization header.",
+                )
+            })?;
+        let malformed = || {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "malformed_auth_header",
+                "Authentication failed. The Authorization header must be `Bearer <secret key>`.",
+            )
+        };
+        let text = header.to_str().map_err(|_| malformed())?;
+        let key = text
+            .strip_prefix("Bearer ")
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+            .ok_or_else(malformed)?;
+        let env = app
+            .store
+            .environment_by_key(key)
+            .and_then(|e| app.env(&e))
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "unknown_account",
+                    "Authentication failed. The secret key is not valid for any environment.",
+                )
+            })?;
+        Ok(Env(env))
+    }
+}
+
+/// A JSON body: 413 past the size limit, 400 naming what is wrong.
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = body_bytes(req, state).await?;
+        parse_json(&bytes).map(JsonBody)
+    }
+}
+
+/// A request's body, 413 past the route's limit.
+pub async fn body_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
+    Bytes::from_request(req, state).await.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "The request body is over the size limit.",
+            )
+        } else {
+            ApiError::invalid_body(format!("cannot read the request body: {e}"))
+        }
+    })
+}
+
+/// Parses JSON, naming the problem and where it is.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.is_empty() {
+        return Err(ApiError::invalid_body(
+            "the request body is empty; send JSON",
+        ));
+    }
+    serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::invalid_body(format!("the request body is not valid: {e}")))
+}
+
+/// The `Connection-Id` and `Provider-Config-Key` headers.
+pub struct ConnectionHeaders {
+    pub connection_id: Option<String>,
+    pub provider_config_key: Option<String>,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for ConnectionHeaders {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let get = |name: &str| {
+            parts
+                .headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+                .filter(|s| !s.is_empty())
+        };
+        Ok(ConnectionHeaders {
+            connection_id: get("connection-id"),
+            provider_config_key: get("provider-config-key"),
+        })
+    }
+}
+
+async fn health() -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({ "result": "ok" }))
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("not_found", "no such route")
+}
+
+/// Every route.
+pub fn router(app: Arc<App>) -> Router {
+    let body_limit = app.config.max_body_bytes;
+    let component_limit = app.config.max_component_bytes;
+    let components = Router::new()
+        .route("/sluice/components/{sha256}", put(deploy::put_component))
+        .layer(DefaultBodyLimit::max(component_limit));
+    Router::new()
+        .route("/health", get(health))
+        .route("/records", get(records::get_records))
+        .route("/action/trigger", post(actions::trigger))
+        .route("/action/{id}", get(actions::status))
+        .route("/sync/trigger", post(syncs::trigger))
+        .route(
+            "/connection",
+            get(connections::list).post(connections::create),
+        )
+        .route(
+            "/connection/metadata",
+            post(connections::set_metadata).patch(connections::update_metadata),
+        )
+        .route(
+            "/connection/{id}",
+            get(connections::get).delete(connections::delete),
+        )
+        .route(
+            "/integrations",
+            get(integrations::list).post(integrations::create),
+        )
+        .route(
+            "/integrations/{key}",
+            get(integrations::get)
+                .patch(integrations::update)
+                .delete(integrations::delete),
+        )
+        .route(
+            "/environment-variables",
+            get(integrations::get_variables).put(integrations::put_variables),
+        )
+        .route("/sluice/deploy", post(deploy::deploy))
+        .route("/sluice/deployments", get(deploy::list))
+        .route(
+            "/sluice/deployments/{version}/activate",
+            post(deploy::activate),
+        )
+        .route("/openapi.json", get(v1::openapi))
+        .route("/v1/{*path}", any(v1::dispatch))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .merge(components)
+        .with_state(app)
+}

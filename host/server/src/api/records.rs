@@ -1,0 +1,153 @@
+//! `GET /records` (§3.6): a model's records of one connection in
+//! `(updated_at, id)` order, by cursor, with `modified_after`, `filter`,
+//! `ids`, `limit` and `variant`.
+
+use axum::Json;
+use axum::extract::{RawQuery, State};
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+use sluice_runtime::records::{ConnectionRef, decode_cursor, encode_cursor};
+use sluice_store::{RecordFilter, RecordsQuery};
+
+use super::{ConnectionHeaders, Env};
+use crate::app::{App, EnvState};
+use crate::error::{ApiError, ApiResult};
+
+/// Most records one page may ask for.
+pub const MAX_LIMIT: usize = 10_000;
+/// Most `ids` one request may name.
+pub const MAX_IDS: usize = 100;
+
+fn invalid(message: impl Into<String>) -> ApiError {
+    ApiError::bad_request("invalid_query_params", message)
+}
+
+/// The parsed query of a records request.
+pub struct RecordsRequest {
+    pub model: String,
+    pub query: RecordsQuery,
+}
+
+/// Parses the query string with the original's rules; `model` may come
+/// from the route instead (`/v1/*` sync endpoints).
+pub fn parse_query(raw: Option<&str>, model: Option<&str>) -> ApiResult<RecordsRequest> {
+    let mut model = model.map(str::to_string);
+    let mut variant = None;
+    let mut query = RecordsQuery::default();
+    for (k, v) in url::form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
+        match k.as_ref() {
+            "model" => model = Some(v.into_owned()),
+            "variant" => variant = Some(v.into_owned()),
+            "modified_after" | "delta" => {
+                let at = DateTime::parse_from_rfc3339(&v).map_err(|_| {
+                    invalid(format!("`{k}` must be an ISO 8601 date-time, got `{v}`"))
+                })?;
+                query.modified_after = Some(at.with_timezone(&Utc));
+            }
+            "limit" => {
+                let n: usize = v
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=MAX_LIMIT).contains(n))
+                    .ok_or_else(|| {
+                        invalid(format!(
+                            "`limit` must be a number from 1 to {MAX_LIMIT}, got `{v}`"
+                        ))
+                    })?;
+                query.limit = n;
+            }
+            "cursor" => {
+                if v.is_empty() || v.len() > 1000 {
+                    return Err(invalid("`cursor` must be 1 to 1000 characters"));
+                }
+                query.after = Some(
+                    decode_cursor(&v)
+                        .ok_or_else(|| invalid(format!("`cursor` is not a cursor: `{v}`")))?,
+                );
+            }
+            "filter" => {
+                query.filter = Some(RecordFilter::parse(&v).ok_or_else(|| {
+                    invalid(format!(
+                        "`filter` is a comma list of added, updated, deleted; got `{v}`"
+                    ))
+                })?);
+            }
+            "ids" | "ids[]" => {
+                if v.is_empty() || v.chars().count() > 256 {
+                    return Err(invalid("each of `ids` must be 1 to 256 characters"));
+                }
+                query.ids.push(v.into_owned());
+                if query.ids.len() > MAX_IDS {
+                    return Err(invalid(format!("at most {MAX_IDS} `ids` per request")));
+                }
+            }
+            other => {
+                return Err(invalid(format!("unknown query parameter `{other}`")));
+            }
+        }
+    }
+    let model = model.ok_or_else(|| invalid("`model` is required"))?;
+    let valid = model.len() <= 255
+        && model.chars().next().is_some_and(|c| c.is_ascii_uppercase())
+        && model.len() >= 2
+        && model
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if !valid {
+        return Err(invalid(format!(
+            "`model` must match ^[A-Z][a-zA-Z0-9_-]+$, got `{model}`"
+        )));
+    }
+    let model = match variant.as_deref() {
+        None | Some("base") | Some("") => model,
+        Some(v) => format!("{model}::{v}"),
+    };
+    Ok(RecordsRequest { model, query })
+}
+
+/// The connection the headers name, checked to exist.
+pub async fn connection_ref(
+    env: &EnvState,
+    headers: &ConnectionHeaders,
+) -> ApiResult<ConnectionRef> {
+    let cid = headers.connection_id.clone().ok_or_else(|| {
+        ApiError::bad_request("missing_connection", "Missing the Connection-Id header")
+    })?;
+    let pck = headers.provider_config_key.clone().ok_or_else(|| {
+        ApiError::bad_request(
+            "missing_provider_config_key",
+            "Missing the Provider-Config-Key header",
+        )
+    })?;
+    if env.store.connection(&pck, &cid).await?.is_none() {
+        return Err(ApiError::new(
+            axum::http::StatusCode::BAD_REQUEST,
+            "unknown_connection",
+            format!("No connection `{cid}` for integration `{pck}`"),
+        ));
+    }
+    Ok(ConnectionRef {
+        provider_config_key: pck,
+        connection_id: cid,
+    })
+}
+
+/// One page as the API returns it.
+pub async fn page(env: &EnvState, conn: &ConnectionRef, req: RecordsRequest) -> ApiResult<Value> {
+    let page = env.store.records_page(conn, &req.model, &req.query).await?;
+    Ok(json!({
+        "records": page.records.iter().map(|r| r.to_view()).collect::<Vec<_>>(),
+        "next_cursor": page.next.as_ref().map(encode_cursor),
+    }))
+}
+
+pub async fn get_records(
+    State(_app): State<std::sync::Arc<App>>,
+    Env(env): Env,
+    headers: ConnectionHeaders,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Json<Value>> {
+    let req = parse_query(raw.as_deref(), None)?;
+    let conn = connection_ref(&env, &headers).await?;
+    Ok(Json(page(&env, &conn, req).await?))
+}

@@ -1,0 +1,189 @@
+//! `/v1/*` (§4.8): each deployed script's declared endpoints. A sync
+//! endpoint reads its model's records as `GET /records` does; an action
+//! endpoint triggers the action with the body (or, for GET, the query) as
+//! input. `GET /openapi.json` describes them, per environment.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, RawQuery, Request, State};
+use axum::http::Method;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value, json};
+use sluice_nango_yaml::generate::json_schema;
+use sluice_runtime::records::ConnectionRef;
+
+use super::{ConnectionHeaders, Env, body_bytes, parse_json, records};
+use crate::app::App;
+use crate::error::{ApiError, ApiResult};
+use crate::runner;
+
+enum Target {
+    Records { model: String },
+    Action { name: String },
+}
+
+fn unknown(method: &Method, path: &str) -> ApiError {
+    ApiError::not_found(
+        "unknown_endpoint",
+        format!("Unknown endpoint '{method} {path}'"),
+    )
+}
+
+pub async fn dispatch(
+    State(app): State<Arc<App>>,
+    Env(env): Env,
+    headers: ConnectionHeaders,
+    Path(path): Path<String>,
+    RawQuery(raw): RawQuery,
+    req: Request,
+) -> ApiResult<Response> {
+    let method = req.method().clone();
+    let path = format!("/{}", path.trim_start_matches('/'));
+    let pck = headers.provider_config_key.clone().ok_or_else(|| {
+        ApiError::bad_request(
+            "missing_provider_config_key",
+            "Missing the Provider-Config-Key header",
+        )
+    })?;
+    let catalog = env.catalog()?;
+    let integration = catalog
+        .config
+        .integration(&pck)
+        .ok_or_else(|| unknown(&method, &path))?;
+    let mut target = None;
+    for s in &integration.syncs {
+        for (i, e) in s.endpoints.iter().enumerate() {
+            if e.method.as_str().eq_ignore_ascii_case(method.as_str()) && e.path == path {
+                let model = s.output.get(i).or_else(|| s.output.first()).cloned();
+                if let Some(model) = model {
+                    target = Some(Target::Records { model });
+                }
+            }
+        }
+    }
+    for a in &integration.actions {
+        if let Some(e) = &a.endpoint
+            && e.method.as_str().eq_ignore_ascii_case(method.as_str())
+            && e.path == path
+        {
+            target = Some(Target::Action {
+                name: a.name.clone(),
+            });
+        }
+    }
+    match target.ok_or_else(|| unknown(&method, &path))? {
+        Target::Records { model } => {
+            let query = records::parse_query(raw.as_deref(), Some(&model))?;
+            let conn = records::connection_ref(&env, &headers).await?;
+            Ok(Json(records::page(&env, &conn, query).await?).into_response())
+        }
+        Target::Action { name } => {
+            let cid = headers.connection_id.clone().ok_or_else(|| {
+                ApiError::bad_request("missing_connection", "Missing the Connection-Id header")
+            })?;
+            let input = if method == Method::GET || method == Method::DELETE {
+                let map: Map<String, Value> =
+                    url::form_urlencoded::parse(raw.as_deref().unwrap_or("").as_bytes())
+                        .map(|(k, v)| (k.into_owned(), Value::String(v.into_owned())))
+                        .collect();
+                (!map.is_empty()).then_some(Value::Object(map))
+            } else {
+                let bytes = body_bytes(req, &()).await?;
+                if bytes.is_empty() {
+                    None
+                } else {
+                    Some(parse_json::<Value>(&bytes)?)
+                }
+            };
+            let conn = ConnectionRef {
+                provider_config_key: pck,
+                connection_id: cid,
+            };
+            let report = runner::run_action(&app, &env, &conn, &name, input).await?;
+            match report.outcome {
+                Ok(output) => Ok(Json(output.unwrap_or(Value::Null)).into_response()),
+                Err(e) => Err(runner::failure_error(&e)),
+            }
+        }
+    }
+}
+
+/// An OpenAPI 3.1 document of every endpoint deployed to the environment.
+pub async fn openapi(Env(env): Env) -> ApiResult<Json<Value>> {
+    let mut paths = Map::new();
+    let mut schemas = Map::new();
+    if let Some(d) = env.deployment() {
+        let config = &d.catalog.config;
+        let schema = json_schema(config, "sluice");
+        if let Some(defs) = schema["definitions"].as_object() {
+            for (name, s) in defs {
+                let text = s
+                    .to_string()
+                    .replace("#/definitions/", "#/components/schemas/");
+                schemas.insert(
+                    name.clone(),
+                    serde_json::from_str(&text).unwrap_or(Value::Null),
+                );
+            }
+        }
+        let headers = json!([
+            { "name": "Connection-Id", "in": "header", "required": true, "schema": { "type": "string" } },
+            { "name": "Provider-Config-Key", "in": "header", "required": true, "schema": { "type": "string" } },
+        ]);
+        let model_ref = |m: &str| json!({ "$ref": format!("#/components/schemas/{m}") });
+        for i in &config.integrations {
+            for s in &i.syncs {
+                for (n, e) in s.endpoints.iter().enumerate() {
+                    let Some(model) = s.output.get(n).or_else(|| s.output.first()) else {
+                        continue;
+                    };
+                    let op = json!({
+                        "summary": s.description,
+                        "operationId": format!("{}-{}", i.provider_config_key, s.name),
+                        "tags": [i.provider_config_key],
+                        "parameters": headers,
+                        "responses": { "200": { "description": "A page of records", "content": { "application/json": { "schema": {
+                            "type": "object",
+                            "properties": {
+                                "records": { "type": "array", "items": model_ref(model) },
+                                "next_cursor": { "type": ["string", "null"] }
+                            }
+                        }}}}}
+                    });
+                    let entry = paths.entry(e.path.clone()).or_insert_with(|| json!({}));
+                    entry[e.method.as_str().to_ascii_lowercase()] = op;
+                }
+            }
+            for a in &i.actions {
+                let Some(e) = &a.endpoint else { continue };
+                let mut op = json!({
+                    "summary": a.description,
+                    "operationId": format!("{}-{}", i.provider_config_key, a.name),
+                    "tags": [i.provider_config_key],
+                    "parameters": headers,
+                    "responses": { "200": { "description": "The action's output" } }
+                });
+                if let Some(input) = &a.input {
+                    op["requestBody"] = json!({ "content": { "application/json": { "schema": model_ref(input) } } });
+                }
+                if let Some(output) = a.output.first() {
+                    op["responses"]["200"]["content"] =
+                        json!({ "application/json": { "schema": model_ref(output) } });
+                }
+                let entry = paths.entry(e.path.clone()).or_insert_with(|| json!({}));
+                entry[e.method.as_str().to_ascii_lowercase()] = op;
+            }
+        }
+    }
+    Ok(Json(json!({
+        "openapi": "3.1.0",
+        "info": { "title": format!("sluice — environment {}", env.name()), "version": env.deployment().map(|d| d.version.to_string()).unwrap_or_else(|| "0".into()) },
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": { "secretKey": { "type": "http", "scheme": "bearer" } }
+        },
+        "security": [{ "secretKey": [] }],
+    })))
+}

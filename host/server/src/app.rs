@@ -1,0 +1,170 @@
+//! The server's state: the store, the runtime, and per environment its
+//! stores, runtime environment and active deployment.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sluice_project::catalog::Catalog;
+use sluice_project::deploy::Manifest;
+use sluice_runtime::providers::ProviderCatalog;
+use sluice_runtime::{Environment, Runtime, Services, Upstream};
+use sluice_store::{EnvStore, Store};
+use tokio::sync::Semaphore;
+
+use crate::config::ServerConfig;
+use crate::error::{ApiError, ApiResult};
+use crate::refresh::Connections;
+
+/// Deployments: `deployments/<version, zero-padded>` → [`DeploymentDoc`].
+pub const DEPLOYMENTS: &str = "deployments";
+/// `active` → the active deployment's version.
+pub const ACTIVE: &str = "active-deployment";
+
+/// A deployment as stored: its manifest (the components are blobs).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeploymentDoc {
+    pub version: u64,
+    pub created_at: DateTime<Utc>,
+    pub manifest: Manifest,
+}
+
+pub fn deployment_key(version: u64) -> String {
+    format!("{version:020}")
+}
+
+/// A deployment loaded into the runtime.
+pub struct Deployed {
+    pub version: u64,
+    pub created_at: DateTime<Utc>,
+    pub catalog: Arc<Catalog>,
+}
+
+/// One environment as the server holds it.
+pub struct EnvState {
+    pub store: EnvStore,
+    pub connections: Arc<Connections>,
+    environment: RwLock<Arc<Environment>>,
+    deployment: RwLock<Option<Arc<Deployed>>>,
+}
+
+impl EnvState {
+    pub fn name(&self) -> &str {
+        self.store.name()
+    }
+
+    pub fn environment(&self) -> Arc<Environment> {
+        self.environment
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn set_variables(&self, variables: Vec<(String, String)>) {
+        let mut env = self.environment.write().unwrap_or_else(|e| e.into_inner());
+        let mut next = (**env).clone();
+        next.variables = variables;
+        *env = Arc::new(next);
+    }
+
+    pub fn deployment(&self) -> Option<Arc<Deployed>> {
+        self.deployment
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn set_deployment(&self, d: Arc<Deployed>) {
+        *self.deployment.write().unwrap_or_else(|e| e.into_inner()) = Some(d);
+    }
+
+    /// The active deployment's catalog, or 404 when nothing is deployed.
+    pub fn catalog(&self) -> ApiResult<Arc<Catalog>> {
+        self.deployment().map(|d| d.catalog.clone()).ok_or_else(|| {
+            ApiError::not_found(
+                "not_found",
+                format!("nothing is deployed to environment `{}`", self.name()),
+            )
+        })
+    }
+}
+
+/// Everything the handlers share.
+pub struct App {
+    pub store: Store,
+    pub runtime: Runtime,
+    pub providers: Arc<ProviderCatalog>,
+    pub http: reqwest::Client,
+    pub config: ServerConfig,
+    envs: HashMap<uuid::Uuid, Arc<EnvState>>,
+    /// Bounds concurrent executions (a permit per running script).
+    pub executions: Arc<Semaphore>,
+}
+
+impl App {
+    pub async fn new(
+        store: Store,
+        runtime: Runtime,
+        providers: Arc<ProviderCatalog>,
+        config: ServerConfig,
+    ) -> Result<Self, crate::ServerError> {
+        let http = sluice_runtime::proxy::default_client();
+        let mut envs = HashMap::new();
+        for store_env in store.environments() {
+            let variables = store_env.variables().await?;
+            let environment = Environment {
+                name: store_env.name().to_string(),
+                variables,
+                limits: config.limits.clone(),
+                webhook_base_url: config
+                    .public_url
+                    .as_ref()
+                    .map(|u| format!("{}/webhook/{}", u.trim_end_matches('/'), store_env.id())),
+            };
+            let state = EnvState {
+                connections: Arc::new(Connections::new(
+                    store_env.clone(),
+                    providers.clone(),
+                    http.clone(),
+                )),
+                store: store_env.clone(),
+                environment: RwLock::new(Arc::new(environment)),
+                deployment: RwLock::new(None),
+            };
+            envs.insert(store_env.id(), Arc::new(state));
+        }
+        Ok(Self {
+            executions: Arc::new(Semaphore::new(config.max_concurrent_executions)),
+            store,
+            runtime,
+            providers,
+            http,
+            config,
+            envs,
+        })
+    }
+
+    pub fn env(&self, store_env: &EnvStore) -> Option<Arc<EnvState>> {
+        self.envs.get(&store_env.id()).cloned()
+    }
+
+    pub fn envs(&self) -> impl Iterator<Item = &Arc<EnvState>> {
+        self.envs.values()
+    }
+
+    /// What a script of `env` may reach: all of it that environment's.
+    pub fn services(&self, env: &EnvState, catalog: Option<Arc<Catalog>>) -> Arc<Services> {
+        let mut services = Services::new(
+            env.environment(),
+            self.providers.clone(),
+            env.connections.clone(),
+            Arc::new(env.store.clone()),
+        );
+        if let Some(c) = catalog {
+            services.scripts = c;
+        }
+        services.upstream = Upstream::network(self.http.clone());
+        Arc::new(services)
+    }
+}

@@ -1,0 +1,40 @@
+//! The server's configuration, read once at start by the CLI.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use sluice_runtime::Limits;
+
+/// How a server runs.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// The data directory: the database, the master key file (unless the
+    /// key comes from the environment) and the component cache.
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    /// Limits of every environment's executions.
+    pub limits: Limits,
+    /// Executions running at once; more wait for a slot. Each live JS
+    /// execution holds a few MiB, so this bounds memory too.
+    pub max_concurrent_executions: usize,
+    /// Largest request body of the API (the original's public API: 75 MB).
+    pub max_body_bytes: usize,
+    /// Largest uploaded component (a componentize-js component is ~12 MB).
+    pub max_component_bytes: usize,
+    /// The URL the server is reached at, for webhook URLs.
+    pub public_url: Option<String>,
+}
+
+impl ServerConfig {
+    pub fn new(data_dir: impl Into<PathBuf>, listen: SocketAddr) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            listen,
+            limits: Limits::default(),
+            max_concurrent_executions: 64,
+            max_body_bytes: 75 << 20,
+            max_component_bytes: 256 << 20,
+            public_url: None,
+        }
+    }
+}

@@ -1,0 +1,99 @@
+//! The one error type of the API: the original's body shape
+//! `{"error": {"code", "message", "payload"}}` and its status codes.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+/// An API error: status, the original's code, a message naming the problem.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: String,
+    pub message: String,
+    pub payload: Option<Box<Value>>,
+    /// Extra top-level keys of `error` (`upstream` of a `script_http_error`).
+    pub extra: Option<Box<serde_json::Map<String, Value>>>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code: code.to_string(),
+            message: message.into(),
+            payload: None,
+            extra: None,
+        }
+    }
+
+    pub fn bad_request(code: &str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    pub fn not_found(code: &str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, code, message)
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", message)
+    }
+
+    pub fn with_payload(mut self, payload: Value) -> Self {
+        self.payload = Some(Box::new(payload));
+        self
+    }
+
+    pub fn unknown_connection(pck: &str, cid: &str) -> Self {
+        Self::not_found(
+            "unknown_connection",
+            format!("No connection `{cid}` for integration `{pck}`"),
+        )
+    }
+
+    pub fn unknown_integration(pck: &str) -> Self {
+        Self::not_found(
+            "unknown_provider_config",
+            format!("No integration `{pck}` in this environment"),
+        )
+    }
+
+    pub fn invalid_body(message: impl Into<String>) -> Self {
+        Self::bad_request("invalid_body", message)
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({}): {}", self.status, self.code, self.message)
+    }
+}
+
+impl From<sluice_store::StoreError> for ApiError {
+    fn from(e: sluice_store::StoreError) -> Self {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "storage_error",
+            format!("the store failed: {e}"),
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut error = serde_json::Map::new();
+        error.insert("code".into(), Value::String(self.code));
+        if !self.message.is_empty() {
+            error.insert("message".into(), Value::String(self.message));
+        }
+        if let Some(p) = self.payload {
+            error.insert("payload".into(), *p);
+        }
+        if let Some(extra) = self.extra {
+            error.extend(*extra);
+        }
+        (self.status, axum::Json(json!({ "error": error }))).into_response()
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

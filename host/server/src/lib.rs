@@ -1,0 +1,145 @@
+//! `sluice serve`: the platform in one process. Environments with secret
+//! keys, integrations, connections with encrypted credentials, deploys, the
+//! records API, actions and syncs, over the store (`sluice-store`, sled by
+//! default) and the runtime.
+//!
+//! - [`app`]: the shared state; per environment its stores and deployment.
+//! - [`api`]: one module per resource, the original's routes and errors.
+//! - [`runner`]: running syncs and actions with the run semantics of the
+//!   original (records kept on failure, `lastSyncDate` and `track_deletes`
+//!   only after success), async actions that survive restarts.
+//! - [`refresh`]: OAuth2 token refresh, one at a time per connection.
+//!
+//! The server is the only crate that speaks HTTP to clients; the runtime
+//! knows no server, the store no HTTP.
+
+pub mod api;
+pub mod app;
+pub mod config;
+pub mod error;
+pub mod refresh;
+pub mod runner;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use sluice_runtime::providers::ProviderCatalog;
+use sluice_runtime::{Runtime, RuntimeConfig};
+use sluice_store::{MasterKey, Store};
+
+pub use app::App;
+pub use config::ServerConfig;
+
+/// Why a server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Store(#[from] sluice_store::StoreError),
+    #[error("cannot open the database in {dir}: {source}")]
+    Open {
+        dir: String,
+        source: sluice_store::BackendError,
+    },
+    #[error(transparent)]
+    Runtime(#[from] sluice_runtime::LoadError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot load deployment {version} of environment `{env}`: {message}")]
+    Deployment {
+        env: String,
+        version: u64,
+        message: String,
+    },
+}
+
+/// A running server.
+pub struct Server {
+    /// Where it listens (the port is the real one when 0 was asked).
+    pub addr: SocketAddr,
+    pub app: Arc<App>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Server {
+    /// Opens the data directory (the database under `db/`, compiled
+    /// components under `cache/`), creates the first environments on first
+    /// start (their new secret keys are returned, to be shown once), loads
+    /// every environment's active deployment, resumes pending async
+    /// actions and starts listening.
+    pub async fn start(
+        config: ServerConfig,
+        master: MasterKey,
+        providers: ProviderCatalog,
+        initial_keys: &[(String, Option<String>)],
+    ) -> Result<(Server, Vec<(String, String)>), ServerError> {
+        let db = config.data_dir.join("db");
+        let backend =
+            sluice_store_sled::SledBackend::open(&db).map_err(|source| ServerError::Open {
+                dir: db.display().to_string(),
+                source,
+            })?;
+        let (store, created) = Store::open(Arc::new(backend), master, initial_keys).await?;
+        let mut runtime_config = RuntimeConfig::new(config.data_dir.join("cache"));
+        runtime_config.max_concurrent = config.max_concurrent_executions.clamp(1, 1000) as u32;
+        let runtime = Runtime::new(runtime_config)?;
+        let app = Arc::new(App::new(store, runtime, Arc::new(providers), config.clone()).await?);
+        api::deploy::load_active(&app).await?;
+        runner::resume_async_actions(&app).await?;
+
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| ServerError::Listen {
+                addr: config.listen,
+                source,
+            })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|source| ServerError::Listen {
+                addr: config.listen,
+                source,
+            })?;
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let router = api::router(app.clone());
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, router)
+                .with_graceful_shutdown(async {
+                    let _ = rx.await;
+                })
+                .await;
+        });
+        Ok((
+            Server {
+                addr,
+                app,
+                shutdown: Some(tx),
+                task,
+            },
+            created,
+        ))
+    }
+
+    /// The base URL, `http://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Waits until the server stops (it runs until [`Server::stop`] or the
+    /// process ends).
+    pub async fn wait(mut self) {
+        let task = std::mem::replace(&mut self.task, tokio::spawn(async {}));
+        let _ = task.await;
+    }
+
+    /// Stops accepting and waits for requests in flight.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let task = std::mem::replace(&mut self.task, tokio::spawn(async {}));
+        let _ = task.await;
+    }
+}

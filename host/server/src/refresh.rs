@@ -1,0 +1,266 @@
+//! OAuth2 token refresh: one environment's connections as scripts and the
+//! API see them, with expired (or soon-expiring) access tokens refreshed
+//! first through the provider's token URL and the integration's client
+//! credentials. One refresh at a time per connection, however many
+//! executions ask; a failed refresh marks the connection's error and answers
+//! `invalid_credentials`, which the proxy turns into an upstream 401.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+use sluice_runtime::connection::{Connection, ConnectionError, ConnectionStore, Credentials};
+use sluice_runtime::providers::ProviderCatalog;
+use sluice_runtime::proxy::INVALID_CREDENTIALS;
+use sluice_store::EnvStore;
+
+/// A token expiring within this margin is refreshed before use, so a
+/// request never starts with a token about to lapse (the original uses
+/// 15 minutes; a request rarely takes more than a few).
+const REFRESH_MARGIN: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
+
+/// How long a token endpoint may take.
+const TOKEN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The collection of connection errors (`{pck}/{cid}` → the error).
+pub const CONNECTION_ERRORS: &str = "connection-errors";
+
+/// Held while a connection's token is refreshed.
+type RefreshLock = Arc<tokio::sync::Mutex<()>>;
+
+/// One environment's connections, refreshing OAuth2 tokens.
+pub struct Connections {
+    store: EnvStore,
+    providers: Arc<ProviderCatalog>,
+    http: reqwest::Client,
+    locks: Mutex<HashMap<(String, String), RefreshLock>>,
+}
+
+fn backend(e: impl std::fmt::Display) -> ConnectionError {
+    ConnectionError::Backend(e.to_string())
+}
+
+fn not_found(pck: &str, cid: &str) -> ConnectionError {
+    ConnectionError::NotFound {
+        provider_config_key: pck.to_string(),
+        connection_id: cid.to_string(),
+    }
+}
+
+fn expires_at(c: &Credentials) -> Option<DateTime<Utc>> {
+    c.field("expires_at")
+        .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+        .map(|d| d.with_timezone(&Utc))
+}
+
+/// Whether a connection's token should be refreshed before use.
+fn expiring(c: &Connection, now: DateTime<Utc>) -> bool {
+    c.credentials.kind() == "OAUTH2"
+        && c.credentials.field("refresh_token").is_some()
+        && expires_at(&c.credentials).is_some_and(|at| at - REFRESH_MARGIN <= now)
+}
+
+impl Connections {
+    pub fn new(store: EnvStore, providers: Arc<ProviderCatalog>, http: reqwest::Client) -> Self {
+        Self {
+            store,
+            providers,
+            http,
+            locks: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The auth mode the catalogue gives a provider.
+    pub fn provider_auth_mode(&self, provider: &str) -> Option<String> {
+        self.providers.get(provider)?.auth_mode.clone()
+    }
+
+    /// Whether the catalogue has the provider.
+    pub fn has_provider(&self, provider: &str) -> bool {
+        self.providers.get(provider).is_some()
+    }
+
+    fn lock_for(&self, pck: &str, cid: &str) -> RefreshLock {
+        let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
+        locks
+            .entry((pck.to_string(), cid.to_string()))
+            .or_default()
+            .clone()
+    }
+
+    async fn stored(&self, pck: &str, cid: &str) -> Result<Connection, ConnectionError> {
+        self.store
+            .connection(pck, cid)
+            .await
+            .map_err(backend)?
+            .ok_or_else(|| not_found(pck, cid))
+    }
+
+    /// The connection, refreshed first when its token expired or is about
+    /// to (`force`: refresh whatever the expiry says).
+    pub async fn fresh(
+        &self,
+        pck: &str,
+        cid: &str,
+        force: bool,
+    ) -> Result<Connection, ConnectionError> {
+        let c = self.stored(pck, cid).await?;
+        let refreshable =
+            c.credentials.kind() == "OAUTH2" && c.credentials.field("refresh_token").is_some();
+        if !(expiring(&c, Utc::now()) || (force && refreshable)) {
+            return Ok(c);
+        }
+        let lock = self.lock_for(pck, cid);
+        let _guard = lock.lock().await;
+        // Another execution may have refreshed while this one waited.
+        let c = self.stored(pck, cid).await?;
+        let refreshed_lately = c.updated_at >= Utc::now() - REFRESH_MARGIN;
+        if !(expiring(&c, Utc::now()) || (force && !refreshed_lately)) {
+            return Ok(c);
+        }
+        match self.refresh(&c).await {
+            Ok(credentials) => {
+                let mut c = c;
+                c.credentials = credentials;
+                c.updated_at = Utc::now();
+                self.store.put_connection(&c).await.map_err(backend)?;
+                let _ = self
+                    .store
+                    .delete_doc(CONNECTION_ERRORS, &format!("{pck}/{cid}"))
+                    .await;
+                Ok(c)
+            }
+            Err(message) => {
+                let record = serde_json::json!({
+                    "type": "auth",
+                    "message": message,
+                    "at": Utc::now().to_rfc3339(),
+                });
+                let _ = self
+                    .store
+                    .put_doc(CONNECTION_ERRORS, &format!("{pck}/{cid}"), &record)
+                    .await;
+                Err(ConnectionError::Refused {
+                    code: INVALID_CREDENTIALS.into(),
+                    message: format!(
+                        "the access token of connection `{cid}` expired and could not be refreshed: {message}"
+                    ),
+                })
+            }
+        }
+    }
+
+    /// Asks the provider's token URL for a new access token.
+    async fn refresh(&self, c: &Connection) -> Result<Credentials, String> {
+        let provider = self
+            .providers
+            .get(&c.provider)
+            .ok_or_else(|| format!("provider `{}` is not in the catalogue", c.provider))?;
+        let template = provider
+            .token_url
+            .as_deref()
+            .ok_or_else(|| format!("provider `{}` has no token_url", c.provider))?;
+        let url = sluice_runtime::template::expand(template, &|k| c.lookup(k))
+            .ok_or_else(|| format!("cannot build the token URL `{template}`"))?;
+        let integration = self
+            .store
+            .integration(&c.provider_config_key)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("integration `{}` does not exist", c.provider_config_key))?;
+        let refresh_token = c
+            .credentials
+            .field("refresh_token")
+            .ok_or("the connection has no refresh token")?;
+        let mut form = vec![
+            ("grant_type", "refresh_token".to_string()),
+            ("refresh_token", refresh_token.to_string()),
+        ];
+        if let Some(id) = &integration.oauth_client_id {
+            form.push(("client_id", id.clone()));
+        }
+        if let Some(secret) = &integration.oauth_client_secret {
+            form.push(("client_secret", secret.clone()));
+        }
+        let encoded = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(&form)
+            .finish();
+        let response = self
+            .http
+            .post(&url)
+            .header("accept", "application/json")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(encoded)
+            .timeout(TOKEN_TIMEOUT)
+            .send()
+            .await
+            .map_err(|e| format!("the token endpoint did not answer: {e}"))?;
+        let status = response.status();
+        let body = response
+            .text()
+            .await
+            .map_err(|e| format!("the token endpoint's answer was cut: {e}"))?;
+        if !status.is_success() {
+            let shown: String = body.chars().take(300).collect();
+            return Err(format!(
+                "the token endpoint answered HTTP {status}: {shown}"
+            ));
+        }
+        let raw: Map<String, Value> = serde_json::from_str(&body)
+            .map_err(|e| format!("the token endpoint's answer is not a JSON object: {e}"))?;
+        let token = raw
+            .get("access_token")
+            .and_then(Value::as_str)
+            .ok_or("the token endpoint's answer has no access_token")?;
+        let mut creds = c.credentials.as_map().clone();
+        creds.insert("access_token".into(), Value::String(token.to_string()));
+        if let Some(r) = raw.get("refresh_token").and_then(Value::as_str) {
+            creds.insert("refresh_token".into(), Value::String(r.to_string()));
+        }
+        match raw.get("expires_in").and_then(|v| {
+            v.as_i64()
+                .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+        }) {
+            Some(secs) => {
+                let at = Utc::now() + chrono::TimeDelta::seconds(secs);
+                creds.insert("expires_at".into(), Value::String(at.to_rfc3339()));
+            }
+            None => {
+                creds.remove("expires_at");
+            }
+        }
+        creds.insert("raw".into(), Value::Object(raw));
+        serde_json::from_value(Value::Object(creds)).map_err(|e| e.to_string())
+    }
+}
+
+#[async_trait::async_trait]
+impl ConnectionStore for Connections {
+    async fn get(&self, pck: &str, cid: &str) -> Result<Connection, ConnectionError> {
+        self.fresh(pck, cid, false).await
+    }
+
+    async fn set_metadata(
+        &self,
+        pck: &str,
+        cid: &str,
+        metadata: Value,
+    ) -> Result<(), ConnectionError> {
+        self.store.set_metadata(pck, cid, metadata).await
+    }
+
+    async fn update_metadata(
+        &self,
+        pck: &str,
+        cid: &str,
+        patch: Map<String, Value>,
+    ) -> Result<(), ConnectionError> {
+        self.store.update_metadata(pck, cid, patch).await
+    }
+
+    async fn credentials_refused(&self, pck: &str, cid: &str) -> Result<(), ConnectionError> {
+        self.fresh(pck, cid, true).await.map(|_| ())
+    }
+}

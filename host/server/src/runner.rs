@@ -1,0 +1,388 @@
+//! Running scripts for the API: actions (sync and async) and sync runs with
+//! the original's run semantics (§5): records saved during a run are kept
+//! whatever happens; `lastSyncDate` advances and `track_deletes` runs only
+//! when the run succeeds; `full_refresh` forgets `lastSyncDate`,
+//! `full_refresh_and_clear_cache` also removes the sync's records.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sluice_runtime::records::{Changes, ConnectionRef};
+use sluice_runtime::{Call, ExecError, Report, ScriptKind};
+
+use crate::app::{App, EnvState};
+use crate::error::{ApiError, ApiResult};
+
+/// Sync state per connection, sync and variant.
+pub const SYNC_STATE: &str = "sync-state";
+/// Async actions by id.
+pub const ASYNC_ACTIONS: &str = "async-actions";
+/// Execution history, by connection and time.
+pub const EXECUTIONS: &str = "executions";
+
+/// What a sync remembers between runs.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SyncState {
+    /// Start of the last successful run.
+    pub last_sync_date: Option<DateTime<Utc>>,
+    /// The last job number handed out.
+    pub last_job: u64,
+    pub last_run: Option<RunSummary>,
+}
+
+/// The outcome of one run, as history and status show it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunSummary {
+    pub job: u64,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    pub success: bool,
+    pub results: BTreeMap<String, Changes>,
+    #[serde(default)]
+    pub error: Option<Value>,
+    pub fuel: u64,
+}
+
+fn sync_key(conn: &ConnectionRef, sync: &str, variant: &str) -> String {
+    format!(
+        "{}\u{1f}{}\u{1f}{sync}\u{1f}{variant}",
+        conn.provider_config_key, conn.connection_id
+    )
+}
+
+/// The stable id of a sync of a connection (records are stamped with it).
+pub fn sync_id(conn: &ConnectionRef, sync: &str, variant: &str) -> String {
+    uuid::Uuid::new_v5(
+        &uuid::Uuid::NAMESPACE_OID,
+        sync_key(conn, sync, variant).as_bytes(),
+    )
+    .to_string()
+}
+
+/// `incremental`, `full_refresh` or `full_refresh_and_clear_cache`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncMode {
+    #[default]
+    Incremental,
+    FullRefresh,
+    FullRefreshAndClearCache,
+}
+
+/// The failure of an execution as the API answers it.
+pub fn failure_error(e: &ExecError) -> ApiError {
+    let f = e.to_failure();
+    let status = axum::http::StatusCode::from_u16(f.status)
+        .ok()
+        .filter(|s| s.is_client_error() || s.is_server_error())
+        .unwrap_or(axum::http::StatusCode::INTERNAL_SERVER_ERROR);
+    match f.error_type.as_str() {
+        "action_script_runtime_error" => {
+            let payload = match f.payload {
+                Value::Object(_) => f.payload,
+                Value::Null => json!({}),
+                other => json!({ "message": other }),
+            };
+            ApiError::new(
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                "action_script_runtime_error",
+                "The action script failed with a runtime error",
+            )
+            .with_payload(payload)
+        }
+        "script_http_error" => {
+            let upstream = f.upstream_response.clone().unwrap_or(Value::Null);
+            let mut headers = serde_json::Map::new();
+            if let Some(h) = upstream["headers"].as_object() {
+                for (k, v) in h {
+                    if k == "content-type" || k.starts_with("x-rate") {
+                        headers.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+            let mut extra = serde_json::Map::new();
+            extra.insert(
+                "upstream".into(),
+                json!({ "status": upstream["status"], "headers": headers, "body": upstream["data"] }),
+            );
+            ApiError {
+                status: axum::http::StatusCode::FAILED_DEPENDENCY,
+                code: "script_http_error".into(),
+                message: String::new(),
+                payload: Some(Box::new(f.payload)),
+                extra: Some(Box::new(extra)),
+            }
+        }
+        _ => {
+            let mut err = ApiError::new(status, &f.error_type, f.message.clone());
+            if !f.payload.is_null() {
+                err.payload = Some(Box::new(f.payload));
+            }
+            err
+        }
+    }
+}
+
+/// Runs action `name` for a connection and waits for it.
+pub async fn run_action(
+    app: &App,
+    env: &EnvState,
+    conn: &ConnectionRef,
+    name: &str,
+    input: Option<Value>,
+) -> ApiResult<Report> {
+    let catalog = env.catalog()?;
+    let script = catalog
+        .script(&conn.provider_config_key, name)
+        .filter(|s| s.kind() == ScriptKind::Action)
+        .cloned()
+        .ok_or_else(|| {
+            ApiError::not_found(
+                "not_found",
+                format!(
+                    "integration `{}` has no action `{name}`",
+                    conn.provider_config_key
+                ),
+            )
+        })?;
+    if env
+        .store
+        .connection(&conn.provider_config_key, &conn.connection_id)
+        .await?
+        .is_none()
+    {
+        return Err(ApiError::unknown_connection(
+            &conn.provider_config_key,
+            &conn.connection_id,
+        ));
+    }
+    let call = Call::Action {
+        input: input.filter(|v| !v.is_null()).map(|v| v.to_string()),
+    };
+    let exec = catalog.execution(name, conn.clone(), call, false);
+    let _permit = app.executions.acquire().await;
+    let report = app
+        .runtime
+        .execute(&script, exec, app.services(env, Some(catalog.clone())))
+        .await;
+    record_execution(env, conn, name, &report).await;
+    Ok(report)
+}
+
+/// Keeps an execution in the connection's history (best effort: history
+/// must not fail the execution it describes).
+async fn record_execution(env: &EnvState, conn: &ConnectionRef, name: &str, report: &Report) {
+    let now = Utc::now();
+    let doc = json!({
+        "script": name,
+        "finished_at": now.to_rfc3339(),
+        "duration_ms": report.duration.as_millis() as u64,
+        "success": report.outcome.is_ok(),
+        "error": report.outcome.as_ref().err().map(|e| e.to_string()),
+        "changes": report.changes,
+        "fuel": report.fuel_consumed,
+    });
+    let key = format!(
+        "{}\u{1f}{}\u{1f}{}-{}",
+        conn.provider_config_key,
+        conn.connection_id,
+        now.format("%Y%m%dT%H%M%S%.6f"),
+        uuid::Uuid::new_v4()
+    );
+    let _ = env.store.put_doc(EXECUTIONS, &key, &doc).await;
+}
+
+/// Runs sync `name` once for a connection, with the run semantics of §5.
+pub async fn run_sync(
+    app: &App,
+    env: &EnvState,
+    conn: &ConnectionRef,
+    name: &str,
+    variant: &str,
+    mode: SyncMode,
+) -> ApiResult<RunSummary> {
+    let catalog = env.catalog()?;
+    let script = catalog
+        .script(&conn.provider_config_key, name)
+        .filter(|s| s.kind() == ScriptKind::Sync)
+        .cloned()
+        .ok_or_else(|| {
+            ApiError::not_found(
+                "unknown_sync",
+                format!(
+                    "integration `{}` has no sync `{name}`",
+                    conn.provider_config_key
+                ),
+            )
+        })?;
+    if env
+        .store
+        .connection(&conn.provider_config_key, &conn.connection_id)
+        .await?
+        .is_none()
+    {
+        return Err(ApiError::unknown_connection(
+            &conn.provider_config_key,
+            &conn.connection_id,
+        ));
+    }
+    let key = sync_key(conn, name, variant);
+    let mut state: SyncState = env.store.doc(SYNC_STATE, &key).await?.unwrap_or_default();
+    let models: Vec<String> = catalog
+        .sync_config(&conn.provider_config_key, name)
+        .map(|s| s.output.clone())
+        .unwrap_or_default();
+    let full_name = |m: &str| {
+        if variant == "base" {
+            m.to_string()
+        } else {
+            format!("{m}::{variant}")
+        }
+    };
+    match mode {
+        SyncMode::Incremental => {}
+        SyncMode::FullRefresh => state.last_sync_date = None,
+        SyncMode::FullRefreshAndClearCache => {
+            state.last_sync_date = None;
+            for m in &models {
+                env.store.clear_records(conn, &full_name(m)).await?;
+            }
+        }
+    }
+    state.last_job += 1;
+    let job = state.last_job;
+    env.store.put_doc(SYNC_STATE, &key, &state).await?;
+
+    let id = sync_id(conn, name, variant);
+    let mut exec = catalog.execution(name, conn.clone(), Call::Sync, false);
+    exec.sync.variant = variant.to_string();
+    exec.sync.sync_id = Some(id.clone());
+    exec.sync.job_id = Some(job);
+    exec.sync.last_sync_date = state.last_sync_date;
+    let track_deletes = exec.sync.track_deletes;
+    let started_at = Utc::now();
+    let report = {
+        let _permit = app.executions.acquire().await;
+        app.runtime
+            .execute(&script, exec, app.services(env, Some(catalog.clone())))
+            .await
+    };
+    let mut results = report.changes.clone();
+    let success = report.outcome.is_ok();
+    if success {
+        if track_deletes {
+            for m in &models {
+                let full = full_name(m);
+                let deleted = env.store.delete_stale(conn, &full, &id, job).await?;
+                results.entry(full).or_default().deleted += deleted;
+            }
+        }
+        state.last_sync_date = Some(started_at);
+    }
+    let summary = RunSummary {
+        job,
+        started_at,
+        finished_at: Utc::now(),
+        success,
+        results,
+        error: report
+            .outcome
+            .as_ref()
+            .err()
+            .map(|e| serde_json::to_value(e.to_failure()).unwrap_or(Value::Null)),
+        fuel: report.fuel_consumed,
+    };
+    state.last_run = Some(summary.clone());
+    env.store.put_doc(SYNC_STATE, &key, &state).await?;
+    record_execution(env, conn, name, &report).await;
+    Ok(summary)
+}
+
+/// An async action, stored before the 202 so it survives a restart.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AsyncAction {
+    pub id: String,
+    pub provider_config_key: String,
+    pub connection_id: String,
+    pub action: String,
+    pub input: Option<Value>,
+    /// `pending`, `running`, `succeeded` or `failed`.
+    pub status: String,
+    pub attempts: u32,
+    pub max_retries: u32,
+    pub output: Option<Value>,
+    pub error: Option<Value>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Runs an async action to its end, retrying failures up to its
+/// `max_retries`, saving each state change.
+pub async fn drive_async_action(app: Arc<App>, env: Arc<EnvState>, mut a: AsyncAction) {
+    let conn = ConnectionRef {
+        provider_config_key: a.provider_config_key.clone(),
+        connection_id: a.connection_id.clone(),
+    };
+    loop {
+        a.status = "running".into();
+        a.attempts += 1;
+        a.updated_at = Utc::now();
+        let _ = env.store.put_doc(ASYNC_ACTIONS, &a.id, &a).await;
+        let outcome = run_action(&app, &env, &conn, &a.action, a.input.clone()).await;
+        let failure = match outcome {
+            Ok(report) => match report.outcome {
+                Ok(output) => {
+                    a.status = "succeeded".into();
+                    a.output = Some(output.unwrap_or(Value::Null));
+                    None
+                }
+                Err(e) => Some(failure_error(&e)),
+            },
+            Err(e) => Some(e),
+        };
+        if let Some(err) = failure {
+            a.error = Some(json!({
+                "status": err.status.as_u16(),
+                "code": err.code,
+                "message": err.message,
+                "payload": err.payload,
+            }));
+            if a.attempts <= a.max_retries {
+                continue;
+            }
+            a.status = "failed".into();
+        }
+        a.updated_at = Utc::now();
+        let _ = env.store.put_doc(ASYNC_ACTIONS, &a.id, &a).await;
+        return;
+    }
+}
+
+/// Starts every async action a previous process accepted and did not
+/// finish (pending, or running when it stopped: it runs again).
+pub async fn resume_async_actions(app: &Arc<App>) -> Result<(), crate::ServerError> {
+    for env in app.envs() {
+        let mut after: Option<String> = None;
+        loop {
+            let page: Vec<(String, AsyncAction)> = env
+                .store
+                .docs(ASYNC_ACTIONS, "", after.as_deref(), 500, false)
+                .await?;
+            let Some((last, _)) = page.last() else { break };
+            after = Some(last.clone());
+            for (_, mut a) in page {
+                if a.status == "pending" || a.status == "running" {
+                    if a.status == "running" {
+                        // The attempt in flight died with the process.
+                        a.attempts = a.attempts.saturating_sub(1);
+                    }
+                    tokio::spawn(drive_async_action(app.clone(), env.clone(), a));
+                }
+            }
+        }
+    }
+    Ok(())
+}

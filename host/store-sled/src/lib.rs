@@ -1,0 +1,271 @@
+//! The embedded backend of `sluice-store`: [sled](https://docs.rs/sled/0.34)
+//! in one directory, one tree per [`Table`].
+//!
+//! # The data directory
+//!
+//! The directory given to [`SledBackend::open`] belongs to sled; nothing
+//! else should be kept in it (put the master key file beside it, say
+//! `data/master.key` next to `data/db/`). sled 0.34 lays it out as:
+//!
+//! - `conf` — the database's configuration, checked on open;
+//! - `db` — the log-structured page store holding every tree;
+//! - `blobs/` — values too large to inline (component files);
+//! - `snap.<offset>` — recovery snapshots of the page table.
+//!
+//! Inside, each [`Table`] is the tree named [`Table::name`] (`records`,
+//! `record_index`, `connections`, …); the keys and values within are
+//! `sluice-store`'s (see `sluice_store::keys`).
+//!
+//! # Durability and atomicity
+//!
+//! [`Backend::apply`] writes a batch that touches one tree with
+//! `Tree::apply_batch` and one that touches several in one sled transaction
+//! over exactly those trees; either is atomic, also across a crash. It then
+//! flushes (fsyncs) before returning: sled on its own only flushes every
+//! 500 ms, and a write the caller was told succeeded must survive a
+//! SIGKILL. sled's calls block, so every one runs on tokio's blocking
+//! pool, never on a worker thread that polls other tasks.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use sled::Transactional as _;
+use sluice_store::{Backend, BackendError, KeyRange, Op, Table, scan_range};
+
+/// sled's files in a database directory; one of them present means the
+/// directory is a sled database (or was meant to be one).
+const SLED_FILES: [&str; 2] = ["conf", "db"];
+
+/// A sled database as a [`Backend`]. Cheap to clone; the database closes
+/// (and flushes) when the last clone is dropped.
+#[derive(Clone)]
+pub struct SledBackend {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    db: sled::Db,
+    /// One tree per table, indexed by [`Table::index`].
+    trees: Vec<sled::Tree>,
+}
+
+impl std::fmt::Debug for SledBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SledBackend")
+            .field("path", &self.inner.path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why sled could not open a database, in words an operator can act on.
+fn open_cause(e: &sled::Error) -> String {
+    match e {
+        // sled wraps the failed `flock` of its `db` file in its own message.
+        sled::Error::Io(io)
+            if io.kind() == std::io::ErrorKind::WouldBlock
+                || io.to_string().contains("could not acquire lock") =>
+        {
+            "it is already open (sled holds a lock on it: another sluice process, or another \
+             handle in this one)"
+                .into()
+        }
+        sled::Error::Corruption { .. } | sled::Error::Unsupported(_) => {
+            format!("the database is unreadable (damaged, or not a sled 0.34 database): {e}")
+        }
+        _ => format!("sled cannot open it: {e}"),
+    }
+}
+
+fn storage(e: impl std::fmt::Display) -> BackendError {
+    BackendError::Storage(e.to_string())
+}
+
+impl SledBackend {
+    /// Opens the database in `dir`, creating it when `dir` does not exist or
+    /// is empty. A path that is not a directory, a non-empty directory that
+    /// is not a sled database, or a database sled cannot read is refused
+    /// with an error naming the directory and the cause; nothing in it is
+    /// deleted or recreated.
+    pub fn open(dir: &Path) -> Result<SledBackend, BackendError> {
+        let fail = |cause: String| BackendError::Open {
+            location: dir.display().to_string(),
+            cause,
+        };
+        match std::fs::metadata(dir) {
+            Ok(m) if !m.is_dir() => return Err(fail("it is not a directory".into())),
+            Ok(_) => {
+                let mut entries =
+                    std::fs::read_dir(dir).map_err(|e| fail(format!("cannot list it: {e}")))?;
+                let non_empty = entries.next().is_some();
+                let is_sled = SLED_FILES.iter().any(|f| dir.join(f).exists());
+                if non_empty && !is_sled {
+                    return Err(fail(
+                        "it is not empty and not a sled database (no `conf` or `db` file); \
+                         refusing to write into it"
+                            .into(),
+                    ));
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(fail(format!("cannot read it: {e}"))),
+        }
+        let config = sled::Config::new().path(dir);
+        // sled reports most damage as errors but panics on some malformed
+        // files; either way the database is refused, not recreated.
+        let db = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.open()))
+            .map_err(|panic| {
+                let why = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "sled panicked".into());
+                fail(format!("the database is unreadable: {why}"))
+            })?
+            .map_err(|e| fail(open_cause(&e)))?;
+        let trees = Table::ALL
+            .iter()
+            .map(|t| db.open_tree(t.name()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| fail(format!("cannot open its trees: {e}")))?;
+        Ok(SledBackend {
+            inner: Arc::new(Inner {
+                path: dir.to_path_buf(),
+                db,
+                trees,
+            }),
+        })
+    }
+
+    /// The database directory.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Runs `f` on tokio's blocking pool.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Inner) -> Result<T, BackendError> + Send + 'static,
+    ) -> Result<T, BackendError> {
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || f(&inner))
+            .await
+            .map_err(|e| BackendError::Storage(format!("a database task failed: {e}")))?
+    }
+}
+
+impl Inner {
+    fn tree(&self, table: Table) -> &sled::Tree {
+        &self.trees[table.index()]
+    }
+}
+
+#[async_trait::async_trait]
+impl Backend for SledBackend {
+    async fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
+        let key = key.to_vec();
+        self.blocking(move |db| {
+            Ok(db
+                .tree(table)
+                .get(&key)
+                .map_err(storage)?
+                .map(|v| v.to_vec()))
+        })
+        .await
+    }
+
+    async fn get_many(
+        &self,
+        table: Table,
+        keys: &[Vec<u8>],
+    ) -> Result<Vec<Option<Vec<u8>>>, BackendError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys = keys.to_vec();
+        self.blocking(move |db| {
+            let tree = db.tree(table);
+            keys.iter()
+                .map(|k| Ok(tree.get(k).map_err(storage)?.map(|v| v.to_vec())))
+                .collect()
+        })
+        .await
+    }
+
+    async fn scan(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+        reverse: bool,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, BackendError> {
+        let Some(range) = scan_range(prefix, after, reverse) else {
+            return Ok(Vec::new());
+        };
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        self.blocking(move |db| {
+            let range: KeyRange = range;
+            let iter = db.tree(table).range(range);
+            let entry = |item: sled::Result<(sled::IVec, sled::IVec)>| {
+                item.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(storage)
+            };
+            if reverse {
+                iter.rev().take(limit).map(entry).collect()
+            } else {
+                iter.take(limit).map(entry).collect()
+            }
+        })
+        .await
+    }
+
+    async fn apply(&self, ops: Vec<Op>) -> Result<(), BackendError> {
+        if ops.is_empty() {
+            return Ok(());
+        }
+        self.blocking(move |db| {
+            // One batch per table touched, in table order; within a batch
+            // the last op on a key wins.
+            let mut batches: Vec<Option<sled::Batch>> = vec![None; Table::ALL.len()];
+            for op in ops {
+                let batch = batches[op.table().index()].get_or_insert_with(Default::default);
+                match op {
+                    Op::Put { key, value, .. } => batch.insert(key, value),
+                    Op::Delete { key, .. } => batch.remove(key),
+                }
+            }
+            let (trees, batches): (Vec<sled::Tree>, Vec<sled::Batch>) = batches
+                .into_iter()
+                .enumerate()
+                .filter_map(|(i, b)| b.map(|b| (db.trees[i].clone(), b)))
+                .unzip();
+            match (trees.as_slice(), batches.as_slice()) {
+                ([tree], [_]) => {
+                    let batch = batches.into_iter().next().unwrap_or_default();
+                    tree.apply_batch(batch).map_err(storage)?;
+                }
+                _ => {
+                    trees
+                        .as_slice()
+                        .transaction(|views| {
+                            for (view, batch) in views.iter().zip(&batches) {
+                                view.apply_batch(batch)?;
+                            }
+                            Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
+                        })
+                        .map_err(|e| match e {
+                            sled::transaction::TransactionError::Storage(e) => storage(e),
+                            sled::transaction::TransactionError::Abort(()) => {
+                                BackendError::Storage("the transaction was aborted".into())
+                            }
+                        })?;
+                }
+            }
+            db.db.flush().map_err(storage)?;
+            Ok(())
+        })
+        .await
+    }
+}

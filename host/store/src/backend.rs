@@ -1,0 +1,378 @@
+//! The backend port: the few key-value operations the store needs.
+//!
+//! A backend is an ordered key-value store with named tables, point reads,
+//! prefix range scans and one atomic, durable multi-table write. That is
+//! small enough for an embedded engine (sled), an in-memory map (tests, dry
+//! runs) or, later, a networked database (a Postgres table of
+//! `(table, key, value)` rows, FoundationDB subspaces): everything above it —
+//! key layout, encryption, record semantics, locking — lives in
+//! [`crate::Store`], so every backend behaves the same and passes the same
+//! suite (`testsuite`).
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::sync::{Arc, RwLock};
+
+/// The tables of the store. Each is an ordered map of byte keys to byte
+/// values; the key layouts are documented in [`crate::keys`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Table {
+    /// Store-wide metadata: the format marker.
+    Meta,
+    /// One row per environment: name, secret-key hash, wrapped data keys.
+    Environments,
+    /// Integrations (provider configs) per environment.
+    Integrations,
+    /// Connections per environment, credentials encrypted.
+    Connections,
+    /// Environment variables: one encrypted row per environment.
+    Variables,
+    /// Record bodies by `(scope, external id)`.
+    Records,
+    /// `(scope, updated_at, internal id) → external id`: the paging order.
+    RecordIndex,
+    /// `(scope, external id) → (sync id, job id)`: the small per-row stamps
+    /// `track_deletes` reads, kept apart so an unchanged record rewrites only
+    /// its stamp.
+    RecordStamps,
+    /// `scope → number of non-deleted records`, kept in step with every write.
+    RecordCounts,
+    /// Typed documents of the server's own state.
+    Docs,
+    /// Content-addressed blobs (component files), by SHA-256.
+    Blobs,
+}
+
+impl Table {
+    /// Every table, in a fixed order (a backend may index its tables by
+    /// [`Table::index`]).
+    pub const ALL: [Table; 11] = [
+        Table::Meta,
+        Table::Environments,
+        Table::Integrations,
+        Table::Connections,
+        Table::Variables,
+        Table::Records,
+        Table::RecordIndex,
+        Table::RecordStamps,
+        Table::RecordCounts,
+        Table::Docs,
+        Table::Blobs,
+    ];
+
+    /// A stable name: a backend's table, tree or subspace name. Never
+    /// rename one: stored data is found by it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Table::Meta => "meta",
+            Table::Environments => "environments",
+            Table::Integrations => "integrations",
+            Table::Connections => "connections",
+            Table::Variables => "variables",
+            Table::Records => "records",
+            Table::RecordIndex => "record_index",
+            Table::RecordStamps => "record_stamps",
+            Table::RecordCounts => "record_counts",
+            Table::Docs => "docs",
+            Table::Blobs => "blobs",
+        }
+    }
+
+    /// The position of this table in [`Table::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// One write of an [`Backend::apply`] batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    Put {
+        table: Table,
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
+    Delete {
+        table: Table,
+        key: Vec<u8>,
+    },
+}
+
+impl Op {
+    pub fn table(&self) -> Table {
+        match self {
+            Op::Put { table, .. } | Op::Delete { table, .. } => *table,
+        }
+    }
+}
+
+/// A backend failed. The store never retries or papers over these: the
+/// operation that got one did not happen (for [`Backend::apply`]: none of
+/// its ops happened).
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// The storage could not be opened. Nothing was created or deleted.
+    #[error("cannot open the database at {location}: {cause}")]
+    Open { location: String, cause: String },
+    /// A read or write failed.
+    #[error("database error: {0}")]
+    Storage(String),
+}
+
+/// The key-value port every storage backend implements.
+///
+/// Keys are compared as bytes; a backend keeps each table in key order.
+/// Writes happen only through [`Backend::apply`], which is atomic across
+/// tables and durable when it returns, so the store can keep its invariants
+/// (a record, its index entry, its stamp and its model's count change
+/// together) with nothing but that one call.
+#[async_trait::async_trait]
+pub trait Backend: Send + Sync + 'static {
+    async fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, BackendError>;
+
+    /// The values of `keys`, in the same order, `None` for a missing key.
+    async fn get_many(
+        &self,
+        table: Table,
+        keys: &[Vec<u8>],
+    ) -> Result<Vec<Option<Vec<u8>>>, BackendError>;
+
+    /// Entries whose key starts with `prefix`, in key order (descending when
+    /// `reverse`), strictly after `after` in that direction when given (so
+    /// strictly before it when `reverse`), at most `limit`.
+    /// [`scan_range`] computes the key range both directions mean.
+    async fn scan(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+        reverse: bool,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, BackendError>;
+
+    /// Applies every op atomically and durably: when this returns `Ok`, all
+    /// ops are visible and survive a crash (SIGKILL, power loss as far as the
+    /// disk's fsync holds); when it returns `Err`, none of them happened.
+    /// Later ops on the same key win over earlier ones.
+    async fn apply(&self, ops: Vec<Op>) -> Result<(), BackendError>;
+}
+
+/// The smallest key greater than every key that starts with `prefix`, or
+/// `None` when no such key exists (an empty prefix, or one of `0xff`s).
+pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+/// Lower and upper bounds of a key range, as ordered maps take them.
+pub type KeyRange = (Bound<Vec<u8>>, Bound<Vec<u8>>);
+
+/// The key range a [`Backend::scan`] covers: `(lower, upper)` bounds for an
+/// ordered map's range query, iterated forwards or, for `reverse`,
+/// backwards. `None` when the range is empty. Shared by the backends so they
+/// agree on the edge cases (an `after` outside the prefix, a prefix of
+/// `0xff`s).
+pub fn scan_range(prefix: &[u8], after: Option<&[u8]>, reverse: bool) -> Option<KeyRange> {
+    let start = Bound::Included(prefix.to_vec());
+    let end = match prefix_end(prefix) {
+        Some(e) => Bound::Excluded(e),
+        None => Bound::Unbounded,
+    };
+    let Some(after) = after else {
+        return Some((start, end));
+    };
+    let below_end = match &end {
+        Bound::Excluded(e) => after < e.as_slice(),
+        _ => true,
+    };
+    if reverse {
+        // Strictly before `after`, within the prefix.
+        if after <= prefix {
+            None
+        } else if below_end {
+            Some((start, Bound::Excluded(after.to_vec())))
+        } else {
+            Some((start, end))
+        }
+    } else if after < prefix {
+        Some((start, end))
+    } else if below_end {
+        Some((Bound::Excluded(after.to_vec()), end))
+    } else {
+        None
+    }
+}
+
+type Tables = [BTreeMap<Vec<u8>, Vec<u8>>; Table::ALL.len()];
+
+/// A backend held in memory: one `BTreeMap` per table behind one lock, so
+/// `apply` is atomic across tables. Durable only as long as the process.
+/// Cloning shares the data (a "reopen" in tests is a new `Store` over a
+/// clone).
+#[derive(Debug, Clone, Default)]
+pub struct MemoryBackend {
+    tables: Arc<RwLock<Tables>>,
+}
+
+impl MemoryBackend {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Tables> {
+        // A panic while holding the lock cannot leave a half-applied batch:
+        // `apply` checks nothing after it starts writing.
+        self.tables.read().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[async_trait::async_trait]
+impl Backend for MemoryBackend {
+    async fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
+        Ok(self.read()[table.index()].get(key).cloned())
+    }
+
+    async fn get_many(
+        &self,
+        table: Table,
+        keys: &[Vec<u8>],
+    ) -> Result<Vec<Option<Vec<u8>>>, BackendError> {
+        let tables = self.read();
+        let map = &tables[table.index()];
+        Ok(keys.iter().map(|k| map.get(k).cloned()).collect())
+    }
+
+    async fn scan(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+        reverse: bool,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, BackendError> {
+        let Some(range) = scan_range(prefix, after, reverse) else {
+            return Ok(Vec::new());
+        };
+        let tables = self.read();
+        let iter = tables[table.index()].range(range);
+        let clone = |(k, v): (&Vec<u8>, &Vec<u8>)| (k.clone(), v.clone());
+        Ok(if reverse {
+            iter.rev().take(limit).map(clone).collect()
+        } else {
+            iter.take(limit).map(clone).collect()
+        })
+    }
+
+    async fn apply(&self, ops: Vec<Op>) -> Result<(), BackendError> {
+        let mut tables = self.tables.write().unwrap_or_else(|e| e.into_inner());
+        for op in ops {
+            match op {
+                Op::Put { table, key, value } => {
+                    tables[table.index()].insert(key, value);
+                }
+                Op::Delete { table, key } => {
+                    tables[table.index()].remove(&key);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(key: &[u8]) -> Op {
+        Op::Put {
+            table: Table::Docs,
+            key: key.to_vec(),
+            value: key.to_vec(),
+        }
+    }
+
+    async fn keys(
+        b: &MemoryBackend,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+        reverse: bool,
+    ) -> Vec<Vec<u8>> {
+        b.scan(Table::Docs, prefix, after, limit, reverse)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect()
+    }
+
+    #[test]
+    fn prefix_end_skips_trailing_ff() {
+        assert_eq!(prefix_end(b"ab"), Some(b"ac".to_vec()));
+        assert_eq!(prefix_end(&[1, 0xff]), Some(vec![2]));
+        assert_eq!(prefix_end(&[0xff, 0xff]), None);
+        assert_eq!(prefix_end(b""), None);
+    }
+
+    #[tokio::test]
+    async fn scan_respects_prefix_after_limit_and_direction() {
+        let b = MemoryBackend::new();
+        b.apply(
+            [&b"a"[..], b"b1", b"b2", b"b3", &[b'b', 0xff], b"c"]
+                .iter()
+                .map(|k| put(k))
+                .collect(),
+        )
+        .await
+        .unwrap();
+        let all_b: Vec<Vec<u8>> = vec![
+            b"b1".to_vec(),
+            b"b2".to_vec(),
+            b"b3".to_vec(),
+            vec![b'b', 0xff],
+        ];
+        assert_eq!(keys(&b, b"b", None, 10, false).await, all_b);
+        assert_eq!(keys(&b, b"b", Some(b"b1"), 2, false).await, all_b[1..3]);
+        assert_eq!(keys(&b, b"b", Some(b"a"), 1, false).await, all_b[..1]);
+        assert!(keys(&b, b"b", Some(b"c"), 10, false).await.is_empty());
+        let mut rev = all_b.clone();
+        rev.reverse();
+        assert_eq!(keys(&b, b"b", None, 10, true).await, rev);
+        assert_eq!(keys(&b, b"b", Some(b"b3"), 10, true).await, rev[2..]);
+        assert_eq!(keys(&b, b"b", Some(b"z"), 1, true).await, rev[..1]);
+        assert!(keys(&b, b"b", Some(b"b"), 10, true).await.is_empty());
+        assert_eq!(keys(&b, b"", None, 10, false).await.len(), 6);
+        assert_eq!(
+            keys(&b, &[b'b', 0xff], None, 10, false).await,
+            vec![vec![b'b', 0xff]]
+        );
+    }
+
+    #[tokio::test]
+    async fn later_ops_on_a_key_win() {
+        let b = MemoryBackend::new();
+        b.apply(vec![
+            put(b"k"),
+            Op::Delete {
+                table: Table::Docs,
+                key: b"k".to_vec(),
+            },
+            put(b"j"),
+        ])
+        .await
+        .unwrap();
+        assert_eq!(b.get(Table::Docs, b"k").await.unwrap(), None);
+        assert_eq!(
+            b.get_many(Table::Docs, &[b"j".to_vec(), b"k".to_vec()])
+                .await
+                .unwrap(),
+            vec![Some(b"j".to_vec()), None]
+        );
+    }
+}

@@ -1,0 +1,757 @@
+//! An environment's integrations, connections, variables and documents.
+
+use chrono::{DateTime, Utc};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use sluice_runtime::connection::{Connection, ConnectionError, ConnectionStore, Credentials};
+use sluice_runtime::records::ConnectionRef;
+
+use crate::backend::{Op, Table};
+use crate::crypto::Keyring;
+use crate::error::StoreError;
+use crate::keys::{self, KeyBuf};
+use crate::store::EnvStore;
+
+/// How many rows one scan reads while listing or sweeping: big enough to
+/// amortise a backend round trip, small enough to bound memory.
+pub(crate) const SCAN_BATCH: usize = 1000;
+
+/// An integration (the original's provider config): which provider, the
+/// OAuth app's client, the webhook secret.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Integration {
+    pub unique_key: String,
+    pub provider: String,
+    #[serde(default)]
+    pub display_name: Option<String>,
+    #[serde(default)]
+    pub oauth_client_id: Option<String>,
+    /// Encrypted at rest.
+    #[serde(default)]
+    pub oauth_client_secret: Option<String>,
+    #[serde(default)]
+    pub oauth_scopes: Option<String>,
+    /// Encrypted at rest.
+    #[serde(default)]
+    pub webhook_secret: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// An integration as stored: its secrets sealed.
+#[derive(Serialize, Deserialize)]
+struct IntegrationRow {
+    unique_key: String,
+    provider: String,
+    display_name: Option<String>,
+    oauth_client_id: Option<String>,
+    oauth_client_secret: Option<String>,
+    oauth_scopes: Option<String>,
+    webhook_secret: Option<String>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+/// A connection as stored: its credentials sealed.
+#[derive(Serialize, Deserialize)]
+struct ConnectionRow {
+    connection_id: String,
+    provider_config_key: String,
+    provider: String,
+    credentials: String,
+    connection_config: Map<String, Value>,
+    metadata: Value,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+/// Associated data of a sealed field: the table, the row's key and the
+/// field, so a sealed value only opens where it was written.
+fn aad(table: Table, key: &[u8], field: &str) -> Vec<u8> {
+    [table.name().as_bytes(), b"\0", key, b"\0", field.as_bytes()].concat()
+}
+
+fn seal_opt(
+    ring: &Keyring,
+    key: &[u8],
+    field: &str,
+    value: Option<&str>,
+) -> Result<Option<String>, StoreError> {
+    value
+        .map(|v| ring.seal_text(&aad(Table::Integrations, key, field), v.as_bytes()))
+        .transpose()
+}
+
+fn open_opt(
+    ring: &Keyring,
+    key: &[u8],
+    field: &str,
+    value: Option<&str>,
+) -> Result<Option<String>, StoreError> {
+    value
+        .map(|v| {
+            let what = format!("integration {field}");
+            let bytes = ring.open_text(&aad(Table::Integrations, key, field), v, &what)?;
+            String::from_utf8(bytes).map_err(|e| StoreError::corrupt(what, e))
+        })
+        .transpose()
+}
+
+fn encode_integration(ring: &Keyring, key: &[u8], i: &Integration) -> Result<Vec<u8>, StoreError> {
+    let row = IntegrationRow {
+        unique_key: i.unique_key.clone(),
+        provider: i.provider.clone(),
+        display_name: i.display_name.clone(),
+        oauth_client_id: i.oauth_client_id.clone(),
+        oauth_client_secret: seal_opt(
+            ring,
+            key,
+            "oauth_client_secret",
+            i.oauth_client_secret.as_deref(),
+        )?,
+        oauth_scopes: i.oauth_scopes.clone(),
+        webhook_secret: seal_opt(ring, key, "webhook_secret", i.webhook_secret.as_deref())?,
+        created_at: i.created_at,
+        updated_at: i.updated_at,
+    };
+    serde_json::to_vec(&row).map_err(|e| StoreError::encode("an integration", e))
+}
+
+fn decode_integration(ring: &Keyring, key: &[u8], bytes: &[u8]) -> Result<Integration, StoreError> {
+    let row: IntegrationRow =
+        serde_json::from_slice(bytes).map_err(|e| StoreError::corrupt("integration row", e))?;
+    Ok(Integration {
+        oauth_client_secret: open_opt(
+            ring,
+            key,
+            "oauth_client_secret",
+            row.oauth_client_secret.as_deref(),
+        )?,
+        webhook_secret: open_opt(ring, key, "webhook_secret", row.webhook_secret.as_deref())?,
+        unique_key: row.unique_key,
+        provider: row.provider,
+        display_name: row.display_name,
+        oauth_client_id: row.oauth_client_id,
+        oauth_scopes: row.oauth_scopes,
+        created_at: row.created_at,
+        updated_at: row.updated_at,
+    })
+}
+
+fn encode_connection(ring: &Keyring, key: &[u8], c: &Connection) -> Result<Vec<u8>, StoreError> {
+    let credentials = serde_json::to_vec(&c.credentials)
+        .map_err(|e| StoreError::encode("connection credentials", e))?;
+    let row = ConnectionRow {
+        connection_id: c.connection_id.clone(),
+        provider_config_key: c.provider_config_key.clone(),
+        provider: c.provider.clone(),
+        credentials: ring.seal_text(&aad(Table::Connections, key, "credentials"), &credentials)?,
+        connection_config: c.connection_config.clone(),
+        metadata: c.metadata.clone(),
+        created_at: c.created_at,
+        updated_at: c.updated_at,
+    };
+    serde_json::to_vec(&row).map_err(|e| StoreError::encode("a connection", e))
+}
+
+fn decode_connection(ring: &Keyring, key: &[u8], bytes: &[u8]) -> Result<Connection, StoreError> {
+    let row: ConnectionRow =
+        serde_json::from_slice(bytes).map_err(|e| StoreError::corrupt("connection row", e))?;
+    let credentials = ring.open_text(
+        &aad(Table::Connections, key, "credentials"),
+        &row.credentials,
+        "connection credentials",
+    )?;
+    let credentials: Credentials = serde_json::from_slice(&credentials)
+        .map_err(|e| StoreError::corrupt("connection credentials", e))?;
+    Ok(Connection {
+        connection_id: row.connection_id,
+        provider_config_key: row.provider_config_key,
+        provider: row.provider,
+        credentials,
+        connection_config: row.connection_config,
+        metadata: row.metadata,
+        created_at: row.created_at,
+        updated_at: row.updated_at,
+    })
+}
+
+fn encode_variables(
+    ring: &Keyring,
+    key: &[u8],
+    vars: &[(String, String)],
+) -> Result<Vec<u8>, StoreError> {
+    let json = serde_json::to_vec(vars).map_err(|e| StoreError::encode("variables", e))?;
+    ring.seal(&aad(Table::Variables, key, "variables"), &json)
+}
+
+fn decode_variables(
+    ring: &Keyring,
+    key: &[u8],
+    bytes: &[u8],
+) -> Result<Vec<(String, String)>, StoreError> {
+    let json = ring.open(
+        &aad(Table::Variables, key, "variables"),
+        bytes,
+        "environment variables",
+    )?;
+    serde_json::from_slice(&json).map_err(|e| StoreError::corrupt("environment variables", e))
+}
+
+/// Where a document lives: the environment, or one connection (deleted
+/// with it).
+#[derive(Clone, Copy)]
+enum DocSpace<'a> {
+    Env,
+    Connection(&'a ConnectionRef),
+}
+
+impl EnvStore {
+    fn integration_key(&self, unique_key: &str) -> Vec<u8> {
+        self.prefix().part(unique_key).into_bytes()
+    }
+
+    fn connection_key(&self, pck: &str, cid: &str) -> Vec<u8> {
+        keys::connection(self.inner.id, pck, cid).into_bytes()
+    }
+
+    fn connection_lock(&self, pck: &str, cid: &str) -> Vec<u8> {
+        [b"c".as_slice(), &self.connection_key(pck, cid)].concat()
+    }
+
+    // ---- integrations ----
+
+    /// Creates or replaces an integration.
+    pub async fn put_integration(&self, integration: &Integration) -> Result<(), StoreError> {
+        let key = self.integration_key(&integration.unique_key);
+        let ring = self.inner.keyring.read().await;
+        let value = encode_integration(&ring, &key, integration)?;
+        self.backend()
+            .apply(vec![Op::Put {
+                table: Table::Integrations,
+                key,
+                value,
+            }])
+            .await?;
+        Ok(())
+    }
+
+    pub async fn integration(&self, unique_key: &str) -> Result<Option<Integration>, StoreError> {
+        let key = self.integration_key(unique_key);
+        let ring = self.inner.keyring.read().await;
+        match self.backend().get(Table::Integrations, &key).await? {
+            Some(bytes) => Ok(Some(decode_integration(&ring, &key, &bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Every integration, by unique key.
+    pub async fn integrations(&self) -> Result<Vec<Integration>, StoreError> {
+        let ring = self.inner.keyring.read().await;
+        let mut out = Vec::new();
+        self.scan_all(
+            Table::Integrations,
+            self.prefix().as_bytes(),
+            |key, value| {
+                out.push(decode_integration(&ring, key, value)?);
+                Ok(())
+            },
+        )
+        .await?;
+        Ok(out)
+    }
+
+    /// Deletes an integration; `false` when there was none. Its connections
+    /// are the caller's to delete first.
+    pub async fn delete_integration(&self, unique_key: &str) -> Result<bool, StoreError> {
+        let key = self.integration_key(unique_key);
+        self.delete_if_present(Table::Integrations, key).await
+    }
+
+    // ---- connections ----
+
+    /// Creates or replaces a connection; its credentials are encrypted.
+    pub async fn put_connection(&self, connection: &Connection) -> Result<(), StoreError> {
+        let _lock = self
+            .lock(self.connection_lock(&connection.provider_config_key, &connection.connection_id))
+            .await;
+        self.write_connection(connection).await
+    }
+
+    async fn write_connection(&self, connection: &Connection) -> Result<(), StoreError> {
+        let key = self.connection_key(&connection.provider_config_key, &connection.connection_id);
+        let ring = self.inner.keyring.read().await;
+        let value = encode_connection(&ring, &key, connection)?;
+        self.backend()
+            .apply(vec![Op::Put {
+                table: Table::Connections,
+                key,
+                value,
+            }])
+            .await?;
+        Ok(())
+    }
+
+    pub async fn connection(&self, pck: &str, cid: &str) -> Result<Option<Connection>, StoreError> {
+        let key = self.connection_key(pck, cid);
+        let ring = self.inner.keyring.read().await;
+        match self.backend().get(Table::Connections, &key).await? {
+            Some(bytes) => Ok(Some(decode_connection(&ring, &key, &bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The connections of one integration, or of all, ordered by
+    /// integration and connection id. One prefix scan: the cost is that of
+    /// the connections listed, whatever else is stored.
+    pub async fn connections(&self, pck: Option<&str>) -> Result<Vec<Connection>, StoreError> {
+        let prefix = match pck {
+            Some(pck) => self.prefix().part(pck),
+            None => self.prefix(),
+        };
+        let ring = self.inner.keyring.read().await;
+        let mut out = Vec::new();
+        self.scan_all(Table::Connections, prefix.as_bytes(), |key, value| {
+            out.push(decode_connection(&ring, key, value)?);
+            Ok(())
+        })
+        .await?;
+        Ok(out)
+    }
+
+    /// Deletes a connection with its records (every model) and the
+    /// documents scoped to it; `false` when there was no connection (its
+    /// records, if any, are deleted all the same). The records go first,
+    /// so a crash midway leaves the connection to delete again rather than
+    /// records without a connection.
+    pub async fn delete_connection(&self, pck: &str, cid: &str) -> Result<bool, StoreError> {
+        let _lock = self.lock(self.connection_lock(pck, cid)).await;
+        let conn = ConnectionRef {
+            provider_config_key: pck.to_string(),
+            connection_id: cid.to_string(),
+        };
+        for model in self.models(&conn).await? {
+            self.clear_records(&conn, &model).await?;
+        }
+        // Anything left under the connection (none unless a write raced
+        // with this delete).
+        let prefix = keys::connection(self.inner.id, pck, cid);
+        for table in [
+            Table::Records,
+            Table::RecordIndex,
+            Table::RecordStamps,
+            Table::RecordCounts,
+        ] {
+            self.delete_prefix(table, prefix.as_bytes()).await?;
+        }
+        self.delete_prefix(
+            Table::Docs,
+            self.doc_space(DocSpace::Connection(&conn)).as_bytes(),
+        )
+        .await?;
+        self.delete_if_present(Table::Connections, prefix.into_bytes())
+            .await
+    }
+
+    /// Reads, changes and writes a connection under its lock.
+    async fn modify_connection(
+        &self,
+        pck: &str,
+        cid: &str,
+        change: impl FnOnce(&mut Connection),
+    ) -> Result<(), ConnectionError> {
+        let _lock = self.lock(self.connection_lock(pck, cid)).await;
+        let mut connection = self
+            .connection(pck, cid)
+            .await
+            .map_err(backend_error)?
+            .ok_or_else(|| not_found(pck, cid))?;
+        change(&mut connection);
+        connection.updated_at = Utc::now();
+        self.write_connection(&connection)
+            .await
+            .map_err(backend_error)
+    }
+
+    // ---- environment variables ----
+
+    /// The environment variables, in the order they were set.
+    pub async fn variables(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let key = self.prefix().into_bytes();
+        let ring = self.inner.keyring.read().await;
+        match self.backend().get(Table::Variables, &key).await? {
+            Some(bytes) => decode_variables(&ring, &key, &bytes),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Replaces the environment variables (encrypted: they often hold API
+    /// keys).
+    pub async fn set_variables(&self, vars: Vec<(String, String)>) -> Result<(), StoreError> {
+        let key = self.prefix().into_bytes();
+        let ring = self.inner.keyring.read().await;
+        let value = encode_variables(&ring, &key, &vars)?;
+        self.backend()
+            .apply(vec![Op::Put {
+                table: Table::Variables,
+                key,
+                value,
+            }])
+            .await?;
+        Ok(())
+    }
+
+    // ---- documents ----
+
+    fn doc_space(&self, space: DocSpace<'_>) -> KeyBuf {
+        match space {
+            DocSpace::Env => self.prefix().part("e"),
+            DocSpace::Connection(c) => self
+                .prefix()
+                .part("c")
+                .part(&c.provider_config_key)
+                .part(&c.connection_id),
+        }
+    }
+
+    fn doc_key(&self, space: DocSpace<'_>, collection: &str, key: &str) -> Vec<u8> {
+        self.doc_space(space).part(collection).tail(key)
+    }
+
+    async fn put_doc_in<T: Serialize + ?Sized>(
+        &self,
+        space: DocSpace<'_>,
+        collection: &str,
+        key: &str,
+        value: &T,
+    ) -> Result<(), StoreError> {
+        let value = serde_json::to_vec(value)
+            .map_err(|e| StoreError::encode(format!("document {collection}/{key}"), e))?;
+        self.backend()
+            .apply(vec![Op::Put {
+                table: Table::Docs,
+                key: self.doc_key(space, collection, key),
+                value,
+            }])
+            .await?;
+        Ok(())
+    }
+
+    async fn doc_in<T: DeserializeOwned>(
+        &self,
+        space: DocSpace<'_>,
+        collection: &str,
+        key: &str,
+    ) -> Result<Option<T>, StoreError> {
+        let bytes = self
+            .backend()
+            .get(Table::Docs, &self.doc_key(space, collection, key))
+            .await?;
+        bytes
+            .map(|b| {
+                serde_json::from_slice(&b)
+                    .map_err(|e| StoreError::corrupt(format!("document {collection}/{key}"), e))
+            })
+            .transpose()
+    }
+
+    async fn docs_in<T: DeserializeOwned>(
+        &self,
+        space: DocSpace<'_>,
+        collection: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+        reverse: bool,
+    ) -> Result<Vec<(String, T)>, StoreError> {
+        let base = self.doc_space(space).part(collection);
+        let scan_prefix = base.clone().tail(prefix);
+        let after = after.map(|a| base.clone().tail(a));
+        let rows = self
+            .backend()
+            .scan(Table::Docs, &scan_prefix, after.as_deref(), limit, reverse)
+            .await?;
+        rows.into_iter()
+            .map(|(k, v)| {
+                let key = String::from_utf8_lossy(&k[base.as_bytes().len()..]).into_owned();
+                let value = serde_json::from_slice(&v)
+                    .map_err(|e| StoreError::corrupt(format!("document {collection}/{key}"), e))?;
+                Ok((key, value))
+            })
+            .collect()
+    }
+
+    /// Creates or replaces the document `key` of `collection` (the server's
+    /// own state: deployments, sync state, executions, async actions).
+    pub async fn put_doc<T: Serialize + ?Sized>(
+        &self,
+        collection: &str,
+        key: &str,
+        value: &T,
+    ) -> Result<(), StoreError> {
+        self.put_doc_in(DocSpace::Env, collection, key, value).await
+    }
+
+    pub async fn doc<T: DeserializeOwned>(
+        &self,
+        collection: &str,
+        key: &str,
+    ) -> Result<Option<T>, StoreError> {
+        self.doc_in(DocSpace::Env, collection, key).await
+    }
+
+    /// The documents of `collection` whose keys start with `prefix`, in key
+    /// order (descending when `reverse`), strictly after `after` (a whole
+    /// key, as returned) in that order, at most `limit`.
+    pub async fn docs<T: DeserializeOwned>(
+        &self,
+        collection: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+        reverse: bool,
+    ) -> Result<Vec<(String, T)>, StoreError> {
+        self.docs_in(DocSpace::Env, collection, prefix, after, limit, reverse)
+            .await
+    }
+
+    /// Deletes a document; `false` when there was none.
+    pub async fn delete_doc(&self, collection: &str, key: &str) -> Result<bool, StoreError> {
+        self.delete_if_present(Table::Docs, self.doc_key(DocSpace::Env, collection, key))
+            .await
+    }
+
+    /// [`EnvStore::put_doc`] for a document that belongs to a connection
+    /// (say its sync state): [`EnvStore::delete_connection`] deletes it.
+    pub async fn put_connection_doc<T: Serialize + ?Sized>(
+        &self,
+        conn: &ConnectionRef,
+        collection: &str,
+        key: &str,
+        value: &T,
+    ) -> Result<(), StoreError> {
+        self.put_doc_in(DocSpace::Connection(conn), collection, key, value)
+            .await
+    }
+
+    pub async fn connection_doc<T: DeserializeOwned>(
+        &self,
+        conn: &ConnectionRef,
+        collection: &str,
+        key: &str,
+    ) -> Result<Option<T>, StoreError> {
+        self.doc_in(DocSpace::Connection(conn), collection, key)
+            .await
+    }
+
+    /// [`EnvStore::docs`] among one connection's documents.
+    pub async fn connection_docs<T: DeserializeOwned>(
+        &self,
+        conn: &ConnectionRef,
+        collection: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+        reverse: bool,
+    ) -> Result<Vec<(String, T)>, StoreError> {
+        self.docs_in(
+            DocSpace::Connection(conn),
+            collection,
+            prefix,
+            after,
+            limit,
+            reverse,
+        )
+        .await
+    }
+
+    pub async fn delete_connection_doc(
+        &self,
+        conn: &ConnectionRef,
+        collection: &str,
+        key: &str,
+    ) -> Result<bool, StoreError> {
+        self.delete_if_present(
+            Table::Docs,
+            self.doc_key(DocSpace::Connection(conn), collection, key),
+        )
+        .await
+    }
+
+    // ---- helpers ----
+
+    /// Calls `f` on every entry under `prefix`, a batch at a time.
+    pub(crate) async fn scan_all(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        mut f: impl FnMut(&[u8], &[u8]) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let batch = self
+                .backend()
+                .scan(table, prefix, after.as_deref(), SCAN_BATCH, false)
+                .await?;
+            for (k, v) in &batch {
+                f(k, v)?;
+            }
+            if batch.len() < SCAN_BATCH {
+                return Ok(());
+            }
+            after = batch.into_iter().next_back().map(|(k, _)| k);
+        }
+    }
+
+    /// Deletes every key under `prefix`, a batch per write.
+    pub(crate) async fn delete_prefix(
+        &self,
+        table: Table,
+        prefix: &[u8],
+    ) -> Result<u64, StoreError> {
+        let mut deleted = 0;
+        loop {
+            let batch = self
+                .backend()
+                .scan(table, prefix, None, SCAN_BATCH, false)
+                .await?;
+            if batch.is_empty() {
+                return Ok(deleted);
+            }
+            deleted += batch.len() as u64;
+            let ops = batch
+                .into_iter()
+                .map(|(key, _)| Op::Delete { table, key })
+                .collect();
+            self.backend().apply(ops).await?;
+        }
+    }
+
+    async fn delete_if_present(&self, table: Table, key: Vec<u8>) -> Result<bool, StoreError> {
+        if self.backend().get(table, &key).await?.is_none() {
+            return Ok(false);
+        }
+        self.backend()
+            .apply(vec![Op::Delete { table, key }])
+            .await?;
+        Ok(true)
+    }
+
+    /// Re-seals every secret of the environment with the ring's current
+    /// key (a rotation; the caller holds the keyring exclusively).
+    pub(crate) async fn reseal_all(&self, ring: &Keyring) -> Result<(), StoreError> {
+        let prefix = self.prefix();
+        let mut ops = Vec::new();
+        self.scan_all(Table::Integrations, prefix.as_bytes(), |key, value| {
+            let i = decode_integration(ring, key, value)?;
+            ops.push(Op::Put {
+                table: Table::Integrations,
+                key: key.to_vec(),
+                value: encode_integration(ring, key, &i)?,
+            });
+            Ok(())
+        })
+        .await?;
+        self.apply_in_batches(&mut ops).await?;
+        let mut ops = Vec::new();
+        let mut pending = Vec::new();
+        let mut after: Option<Vec<u8>> = None;
+        // Connections may be many: re-seal a batch, write it, go on.
+        loop {
+            let batch = self
+                .backend()
+                .scan(
+                    Table::Connections,
+                    prefix.as_bytes(),
+                    after.as_deref(),
+                    SCAN_BATCH,
+                    false,
+                )
+                .await?;
+            for (key, value) in &batch {
+                let c = decode_connection(ring, key, value)?;
+                pending.push(Op::Put {
+                    table: Table::Connections,
+                    key: key.clone(),
+                    value: encode_connection(ring, key, &c)?,
+                });
+            }
+            self.apply_in_batches(&mut pending).await?;
+            if batch.len() < SCAN_BATCH {
+                break;
+            }
+            after = batch.into_iter().next_back().map(|(k, _)| k);
+        }
+        let key = prefix.into_bytes();
+        if let Some(bytes) = self.backend().get(Table::Variables, &key).await? {
+            let vars = decode_variables(ring, &key, &bytes)?;
+            ops.push(Op::Put {
+                table: Table::Variables,
+                value: encode_variables(ring, &key, &vars)?,
+                key,
+            });
+        }
+        self.apply_in_batches(&mut ops).await
+    }
+
+    async fn apply_in_batches(&self, ops: &mut Vec<Op>) -> Result<(), StoreError> {
+        while !ops.is_empty() {
+            let rest = ops.split_off(ops.len().min(SCAN_BATCH));
+            let batch = std::mem::replace(ops, rest);
+            self.backend().apply(batch).await?;
+        }
+        Ok(())
+    }
+}
+
+fn not_found(pck: &str, cid: &str) -> ConnectionError {
+    ConnectionError::NotFound {
+        provider_config_key: pck.to_string(),
+        connection_id: cid.to_string(),
+    }
+}
+
+fn backend_error(e: StoreError) -> ConnectionError {
+    ConnectionError::Backend(e.to_string())
+}
+
+/// The runtime reads connections and writes metadata through this. OAuth
+/// refresh is not the store's: the server wraps this in a refreshing
+/// decorator.
+#[async_trait::async_trait]
+impl ConnectionStore for EnvStore {
+    async fn get(&self, pck: &str, cid: &str) -> Result<Connection, ConnectionError> {
+        self.connection(pck, cid)
+            .await
+            .map_err(backend_error)?
+            .ok_or_else(|| not_found(pck, cid))
+    }
+
+    async fn set_metadata(
+        &self,
+        pck: &str,
+        cid: &str,
+        metadata: Value,
+    ) -> Result<(), ConnectionError> {
+        if !(metadata.is_object() || metadata.is_null()) {
+            return Err(ConnectionError::InvalidMetadata(metadata.to_string()));
+        }
+        self.modify_connection(pck, cid, |c| c.metadata = metadata)
+            .await
+    }
+
+    async fn update_metadata(
+        &self,
+        pck: &str,
+        cid: &str,
+        patch: Map<String, Value>,
+    ) -> Result<(), ConnectionError> {
+        self.modify_connection(pck, cid, |c| {
+            let mut merged = c.metadata.as_object().cloned().unwrap_or_default();
+            merged.extend(patch);
+            c.metadata = Value::Object(merged);
+        })
+        .await
+    }
+}

@@ -1,0 +1,50 @@
+//! The platform store of sluice: environments and their secret keys,
+//! integrations, connections, environment variables, the records cache and
+//! the server's own documents, over a small key-value port ([`Backend`]).
+//!
+//! - [`Backend`] is the port: point reads, prefix scans and one atomic,
+//!   durable multi-table write. [`MemoryBackend`] is the in-memory twin;
+//!   `sluice-store-sled` the embedded one. Every backend passes the same
+//!   suite ([`testsuite`], feature `testsuite`).
+//! - [`Store`] opens a backend with a [`MasterKey`], creates the first
+//!   environments on first start and finds an environment by name, id or
+//!   secret key.
+//! - [`EnvStore`] is one environment. Tenant scoping lives in its type: every
+//!   key it builds starts with its environment's id and no method takes an
+//!   environment, so a handler holding one cannot reach another tenant.
+//!   It implements the runtime's `RecordStore` and `ConnectionStore`.
+//! - Secrets (credentials, OAuth client secrets, webhook secrets,
+//!   environment variables) are sealed with a per-environment data key
+//!   wrapped by the master key ([`crypto`](crate::MasterKey)).
+//!
+//! The store knows no HTTP, no wasm and no configuration files; the caller
+//! reads the master key and the initial secret keys and passes them in.
+
+mod backend;
+mod crypto;
+mod env;
+mod error;
+pub mod keys;
+mod records;
+mod rows;
+mod store;
+
+#[cfg(any(test, feature = "testsuite"))]
+pub mod testsuite;
+
+pub use backend::{
+    Backend, BackendError, KeyRange, MemoryBackend, Op, Table, prefix_end, scan_range,
+};
+pub use crypto::MasterKey;
+pub use env::Integration;
+pub use error::StoreError;
+pub use records::{RecordFilter, RecordsPage, RecordsQuery};
+pub use store::{EnvStore, Store};
+
+#[cfg(test)]
+mod memory_suite {
+    use crate::MemoryBackend;
+    use crate::testsuite::Reopen;
+
+    crate::backend_tests!(|| Reopen::memory(MemoryBackend::new()));
+}

@@ -1,0 +1,2002 @@
+//! The suite every backend passes, through the [`Store`] API.
+//!
+//! A backend's tests are one line: `sluice_store::backend_tests!(|| make())`
+//! where `make` returns a [`Reopen`] over fresh, empty storage. Each case is
+//! a `pub async fn(&Reopen)`; the macro makes one `#[tokio::test]` per case,
+//! so a failure names its case. Record semantics are checked against the
+//! runtime's `MemoryRecords`, the reference, fed the same writes.
+//!
+//! This module is test code compiled into the library (behind the
+//! `testsuite` feature) so other crates can run it; like tests, it unwraps.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use serde_json::{Map, Value, json};
+use sha2::{Digest as _, Sha256};
+use sluice_runtime::connection::{Connection, ConnectionError, ConnectionStore};
+use sluice_runtime::records::{
+    self as rt, Changes, ConnectionRef, MemoryRecords, Merging, Position, RecordStore,
+    StoredRecord, WriteContext, WriteKind,
+};
+use uuid::Uuid;
+
+use crate::{
+    Backend, EnvStore, Integration, MasterKey, MemoryBackend, Op, RecordFilter, RecordsQuery,
+    Store, StoreError, Table, keys,
+};
+
+/// Opens a test case's storage: empty the first time; every later call
+/// (made after the previous store was dropped) reopens the same data, as a
+/// process restart would.
+pub struct Reopen {
+    open: Box<dyn Fn() -> Arc<dyn Backend> + Send + Sync>,
+}
+
+impl Reopen {
+    pub fn new(open: impl Fn() -> Arc<dyn Backend> + Send + Sync + 'static) -> Self {
+        Reopen {
+            open: Box::new(open),
+        }
+    }
+
+    /// An in-memory backend; "reopening" makes a new `Store` over the same
+    /// maps, which exercises everything a restart does but the disk.
+    pub fn memory(backend: MemoryBackend) -> Self {
+        Reopen::new(move || Arc::new(backend.clone()))
+    }
+
+    pub fn open(&self) -> Arc<dyn Backend> {
+        (self.open)()
+    }
+}
+
+/// One `#[tokio::test]` per case of the suite, over the [`Reopen`] that
+/// `$make` (a closure) returns.
+#[macro_export]
+macro_rules! backend_tests {
+    ($make:expr) => {
+        $crate::backend_tests!(@cases $make;
+            environments_are_created_once,
+            secret_keys_authenticate_their_environment,
+            wrong_master_key_is_refused,
+            unreadable_metadata_is_refused,
+            environments_are_isolated,
+            integrations_round_trip,
+            connections_round_trip_and_list_by_prefix,
+            connection_store_reads_and_writes_metadata,
+            variables_round_trip,
+            documents_scan_by_prefix_and_cursor,
+            blobs_are_content_addressed,
+            secrets_are_sealed_at_rest,
+            save_delete_and_undelete_match_the_reference,
+            duplicates_in_a_chunk_first_wins,
+            batch_update_deep_merges_like_the_reference,
+            ignore_if_modified_after_protects_newer_rows,
+            paging_visits_every_record_once_in_order,
+            paging_survives_updates_between_pages,
+            filter_modified_after_and_ids,
+            delete_stale_soft_deletes_untouched_rows,
+            clear_records_counts_and_models,
+            delete_connection_removes_its_records_and_docs,
+            concurrent_writers_of_one_scope,
+            data_key_rotation_keeps_secrets_readable,
+            master_key_rewrap,
+            reopen_keeps_everything,
+        );
+    };
+    (@cases $make:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let backend = ($make)();
+                $crate::testsuite::$case(&backend).await;
+            }
+        )*
+    };
+}
+
+// ---------------------------------------------------------------- helpers
+
+fn initial() -> Vec<(String, Option<String>)> {
+    vec![
+        ("dev".into(), None),
+        ("prod".into(), Some("prod-secret-given".into())),
+    ]
+}
+
+async fn open(b: &Reopen, master: &MasterKey) -> Store {
+    Store::open(b.open(), master.clone(), &initial())
+        .await
+        .unwrap()
+        .0
+}
+
+async fn fresh(b: &Reopen) -> (Store, MasterKey) {
+    let master = MasterKey::generate();
+    (open(b, &master).await, master)
+}
+
+fn dev(store: &Store) -> EnvStore {
+    store.environment("dev").unwrap()
+}
+
+fn prod(store: &Store) -> EnvStore {
+    store.environment("prod").unwrap()
+}
+
+fn conn(pck: &str, cid: &str) -> ConnectionRef {
+    ConnectionRef {
+        provider_config_key: pck.into(),
+        connection_id: cid.into(),
+    }
+}
+
+fn connection(pck: &str, cid: &str, token: &str) -> Connection {
+    Connection {
+        connection_id: cid.into(),
+        provider_config_key: pck.into(),
+        provider: "github".into(),
+        credentials: serde_json::from_value(json!({
+            "type": "OAUTH2", "access_token": token, "refresh_token": "refresh-1234"
+        }))
+        .unwrap(),
+        connection_config: json!({"subdomain": "acme"}).as_object().cloned().unwrap(),
+        metadata: json!({"team": "a"}),
+        created_at: Utc::now(),
+        updated_at: Utc::now(),
+    }
+}
+
+fn integration(key: &str, secret: &str) -> Integration {
+    Integration {
+        unique_key: key.into(),
+        provider: "github".into(),
+        display_name: Some(format!("GitHub {key}")),
+        oauth_client_id: Some("client-id-123".into()),
+        oauth_client_secret: Some(secret.into()),
+        oauth_scopes: Some("repo,user".into()),
+        webhook_secret: Some("whsec-webhook-456".into()),
+        created_at: Utc::now(),
+        updated_at: Utc::now(),
+    }
+}
+
+fn objs(v: Value) -> Vec<Map<String, Value>> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_object().cloned().unwrap())
+        .collect()
+}
+
+fn job(sync: &str, job: u64) -> WriteContext {
+    WriteContext {
+        sync_id: Some(sync.into()),
+        job_id: Some(job),
+    }
+}
+
+/// One chunk through the runtime's `RecordStore` trait, as the runtime
+/// writes (ids checked, first duplicate kept).
+async fn write(
+    store: &dyn RecordStore,
+    kind: WriteKind,
+    c: &ConnectionRef,
+    model: &str,
+    records: Value,
+    ctx: &WriteContext,
+    merging: &mut Merging,
+) -> Changes {
+    let (chunk, _) = rt::prepare_chunk(objs(records), 0).unwrap();
+    store
+        .write(kind, c, model, chunk, ctx, merging)
+        .await
+        .unwrap()
+}
+
+async fn save(env: &EnvStore, c: &ConnectionRef, model: &str, records: Value) -> Changes {
+    write(
+        env,
+        WriteKind::Save,
+        c,
+        model,
+        records,
+        &WriteContext::default(),
+        &mut Merging::Override,
+    )
+    .await
+}
+
+fn records(from: usize, to: usize, version: u32) -> Value {
+    Value::Array(
+        (from..to)
+            .map(|i| json!({"id": format!("r{i:05}"), "v": version, "pad": "x".repeat(200)}))
+            .collect(),
+    )
+}
+
+async fn save_many(
+    env: &EnvStore,
+    c: &ConnectionRef,
+    model: &str,
+    from: usize,
+    to: usize,
+    version: u32,
+) {
+    let mut start = from;
+    while start < to {
+        let end = (start + rt::CHUNK_SIZE).min(to);
+        save(env, c, model, records(start, end, version)).await;
+        start = end;
+    }
+}
+
+/// Every record by paging with `query` (its `after` is the start), checking
+/// each page's cursor contract on the way.
+async fn page_all(
+    env: &EnvStore,
+    c: &ConnectionRef,
+    model: &str,
+    mut query: RecordsQuery,
+) -> Vec<StoredRecord> {
+    let mut out = Vec::new();
+    loop {
+        let page = env.records_page(c, model, &query).await.unwrap();
+        assert!(page.records.len() <= query.limit);
+        match page.next {
+            Some(next) => {
+                assert_eq!(
+                    page.records.len(),
+                    query.limit,
+                    "a page before the last is full"
+                );
+                assert_eq!(
+                    Some(next.clone()),
+                    page.records.last().map(StoredRecord::position)
+                );
+                out.extend(page.records);
+                query.after = Some(next);
+            }
+            None => {
+                out.extend(page.records);
+                return out;
+            }
+        }
+    }
+}
+
+fn assert_ordered_unique(rows: &[StoredRecord]) {
+    for pair in rows.windows(2) {
+        assert!(
+            pair[0].position() < pair[1].position(),
+            "out of order: {:?} then {:?}",
+            pair[0].position(),
+            pair[1].position()
+        );
+    }
+}
+
+/// What must agree between the store and the reference (times differ:
+/// each took its own `now`).
+type Essence = (
+    String,
+    Uuid,
+    Value,
+    String,
+    &'static str,
+    Option<String>,
+    Option<u64>,
+);
+
+fn essence(r: &StoredRecord) -> Essence {
+    (
+        r.external_id.clone(),
+        r.internal_id,
+        Value::Object(r.json.clone()),
+        r.data_hash.clone(),
+        r.last_action(),
+        r.sync_id.clone(),
+        r.job_id,
+    )
+}
+
+/// The store and the reference, fed the same writes.
+struct Twin {
+    env: EnvStore,
+    reference: MemoryRecords,
+    conn: ConnectionRef,
+    model: &'static str,
+}
+
+impl Twin {
+    fn new(env: EnvStore) -> Self {
+        Twin {
+            env,
+            reference: MemoryRecords::new(),
+            conn: conn("github", "c1"),
+            model: "Issue",
+        }
+    }
+
+    async fn write(&self, kind: WriteKind, records: Value, ctx: &WriteContext) -> Changes {
+        let mut m1 = Merging::Override;
+        let mut m2 = Merging::Override;
+        let ours = write(
+            &self.env,
+            kind,
+            &self.conn,
+            self.model,
+            records.clone(),
+            ctx,
+            &mut m1,
+        )
+        .await;
+        let theirs = write(
+            &self.reference,
+            kind,
+            &self.conn,
+            self.model,
+            records,
+            ctx,
+            &mut m2,
+        )
+        .await;
+        assert_eq!(ours, theirs, "changes differ from the reference");
+        ours
+    }
+
+    /// The stored rows of `ids` agree with the reference's.
+    async fn check(&self, ids: &[&str]) -> Vec<StoredRecord> {
+        let ids: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
+        let ours = self
+            .env
+            .get_by_ids(&self.conn, self.model, &ids)
+            .await
+            .unwrap();
+        let theirs = self
+            .reference
+            .get_by_ids(&self.conn, self.model, &ids)
+            .await
+            .unwrap();
+        assert_eq!(
+            ours.iter().map(essence).collect::<Vec<_>>(),
+            theirs.iter().map(essence).collect::<Vec<_>>()
+        );
+        let alive = self
+            .reference
+            .all(&self.conn, self.model)
+            .iter()
+            .filter(|r| r.deleted_at.is_none())
+            .count();
+        assert_eq!(
+            self.env.record_count(&self.conn, self.model).await.unwrap(),
+            alive as u64,
+            "the count follows the writes"
+        );
+        ours
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Every key and value the backend holds, for at-rest assertions.
+async fn raw_dump(backend: &dyn Backend) -> Vec<(Table, Vec<u8>, Vec<u8>)> {
+    let mut out = Vec::new();
+    for table in Table::ALL {
+        for (k, v) in backend
+            .scan(table, &[], None, usize::MAX, false)
+            .await
+            .unwrap()
+        {
+            out.push((table, k, v));
+        }
+    }
+    out
+}
+
+async fn raw_contains(backend: &dyn Backend, needle: &str) -> bool {
+    raw_dump(backend)
+        .await
+        .iter()
+        .any(|(_, k, v)| contains(k, needle.as_bytes()) || contains(v, needle.as_bytes()))
+}
+
+// ---------------------------------------------------------------- environments
+
+pub async fn environments_are_created_once(b: &Reopen) {
+    let master = MasterKey::generate();
+    let (store, created) = Store::open(b.open(), master.clone(), &initial())
+        .await
+        .unwrap();
+    let created: BTreeMap<_, _> = created.into_iter().collect();
+    assert_eq!(created.len(), 2);
+    let dev_key = &created["dev"];
+    assert_eq!(Uuid::parse_str(dev_key).unwrap().get_version_num(), 4);
+    assert_eq!(created["prod"], "prod-secret-given");
+    let names: Vec<_> = store
+        .environments()
+        .iter()
+        .map(|e| e.name().to_string())
+        .collect();
+    assert_eq!(names, ["dev", "prod"]);
+    let ids = (dev(&store).id(), prod(&store).id());
+    assert_ne!(ids.0, ids.1);
+    assert_eq!(store.environment_by_id(ids.1).unwrap().name(), "prod");
+    let backend = b.open_shared(&store);
+    assert!(
+        !raw_contains(backend.as_ref(), dev_key).await,
+        "keys are stored hashed"
+    );
+    assert!(!raw_contains(backend.as_ref(), "prod-secret-given").await);
+    drop((store, backend));
+
+    let more = vec![("dev".into(), None), ("staging".into(), None)];
+    let (store, created) = Store::open(b.open(), master, &more).await.unwrap();
+    assert!(created.is_empty(), "nothing is created on a later start");
+    assert_eq!((dev(&store).id(), prod(&store).id()), ids);
+    assert!(store.environment("staging").is_none());
+}
+
+impl Reopen {
+    /// The backend a store was opened over (for raw assertions), without
+    /// opening it again.
+    fn open_shared(&self, store: &Store) -> Arc<dyn Backend> {
+        Arc::clone(&dev(store).inner.shared.backend)
+    }
+}
+
+pub async fn secret_keys_authenticate_their_environment(b: &Reopen) {
+    let master = MasterKey::generate();
+    let (store, created) = Store::open(b.open(), master, &initial()).await.unwrap();
+    let created: BTreeMap<_, _> = created.into_iter().collect();
+    assert_eq!(
+        store.environment_by_key(&created["dev"]).unwrap().name(),
+        "dev"
+    );
+    assert_eq!(
+        store
+            .environment_by_key("prod-secret-given")
+            .unwrap()
+            .name(),
+        "prod"
+    );
+    assert!(store.environment_by_key("prod-secret-given ").is_none());
+    assert!(store.environment_by_key("").is_none());
+    assert!(
+        store
+            .environment_by_key(&created["dev"].to_uppercase())
+            .is_none()
+    );
+
+    // Two environments given one key would make a key ambiguous.
+    let other = Reopen::memory(MemoryBackend::new());
+    let same = vec![
+        ("a".into(), Some("k".into())),
+        ("b".into(), Some("k".into())),
+    ];
+    let err = Store::open(other.open(), MasterKey::generate(), &same)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("same secret key"), "{err}");
+}
+
+pub async fn wrong_master_key_is_refused(b: &Reopen) {
+    let (store, master) = fresh(b).await;
+    dev(&store)
+        .put_connection(&connection("github", "c1", "tok-1"))
+        .await
+        .unwrap();
+    drop(store);
+    let err = Store::open(b.open(), MasterKey::generate(), &initial())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::WrongMasterKey { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(
+        text.contains("master key") && text.contains("refusing"),
+        "{text}"
+    );
+    // Nothing was changed: the right key still opens it.
+    let store = open(b, &master).await;
+    let c = dev(&store)
+        .connection("github", "c1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(c.credentials.token(), Some("tok-1"));
+}
+
+pub async fn unreadable_metadata_is_refused(b: &Reopen) {
+    let (store, master) = fresh(b).await;
+    let backend = b.open_shared(&store);
+    let env_key = keys::env(dev(&store).id()).into_bytes();
+    let env_row = backend
+        .get(Table::Environments, &env_key)
+        .await
+        .unwrap()
+        .unwrap();
+    drop(store);
+
+    let put = |table, key: &[u8], value: &[u8]| Op::Put {
+        table,
+        key: key.to_vec(),
+        value: value.to_vec(),
+    };
+    backend
+        .apply(vec![put(Table::Meta, b"format", b"something else 9")])
+        .await
+        .unwrap();
+    let err = Store::open(Arc::clone(&backend), master.clone(), &initial())
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("metadata") && err.to_string().contains("format"),
+        "{err}"
+    );
+
+    backend
+        .apply(vec![Op::Delete {
+            table: Table::Meta,
+            key: b"format".to_vec(),
+        }])
+        .await
+        .unwrap();
+    let err = Store::open(Arc::clone(&backend), master.clone(), &initial())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("marker is missing"), "{err}");
+
+    backend
+        .apply(vec![put(Table::Meta, b"format", b"sluice-store 1")])
+        .await
+        .unwrap();
+    backend
+        .apply(vec![put(Table::Environments, &env_key, b"{not json")])
+        .await
+        .unwrap();
+    let err = Store::open(Arc::clone(&backend), master.clone(), &initial())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Metadata(_)), "{err:?}");
+
+    // Restored, it opens again: nothing was recreated meanwhile.
+    backend
+        .apply(vec![put(Table::Environments, &env_key, &env_row)])
+        .await
+        .unwrap();
+    let (store, created) = Store::open(backend, master, &initial()).await.unwrap();
+    assert!(created.is_empty());
+    assert_eq!(keys::env(dev(&store).id()).into_bytes(), env_key);
+}
+
+pub async fn environments_are_isolated(b: &Reopen) {
+    let (store, _) = fresh(b).await;
+    let (d, p) = (dev(&store), prod(&store));
+    let c = conn("github", "c1");
+    for (env, tag) in [(&d, "dev"), (&p, "prod")] {
+        let mut i = integration("github", &format!("secret-{tag}"));
+        i.display_name = Some(tag.into());
+        env.put_integration(&i).await.unwrap();
+        env.put_connection(&connection("github", "c1", &format!("tok-{tag}")))
+            .await
+            .unwrap();
+        save(env, &c, "Issue", json!([{"id": "1", "env": tag}])).await;
+        env.put_doc("sync", "s1", &json!({"env": tag}))
+            .await
+            .unwrap();
+        env.put_connection_doc(&c, "state", "k", &json!(tag))
+            .await
+            .unwrap();
+        env.set_variables(vec![("A".into(), tag.into())])
+            .await
+            .unwrap();
+    }
+    save(&d, &c, "DevOnly", json!([{"id": "x"}])).await;
+    d.put_doc("sync", "dev-only", &json!(1)).await.unwrap();
+
+    for (env, tag) in [(&d, "dev"), (&p, "prod")] {
+        assert_eq!(
+            env.integration("github")
+                .await
+                .unwrap()
+                .unwrap()
+                .display_name
+                .as_deref(),
+            Some(tag)
+        );
+        assert_eq!(env.integrations().await.unwrap().len(), 1);
+        let got = env.connection("github", "c1").await.unwrap().unwrap();
+        assert_eq!(got.credentials.token(), Some(format!("tok-{tag}").as_str()));
+        assert_eq!(env.connections(None).await.unwrap().len(), 1);
+        let page = env
+            .records_page(&c, "Issue", &RecordsQuery::default())
+            .await
+            .unwrap();
+        assert_eq!(page.records.len(), 1);
+        assert_eq!(page.records[0].json["env"], tag);
+        assert_eq!(
+            env.doc::<Value>("sync", "s1").await.unwrap(),
+            Some(json!({"env": tag}))
+        );
+        assert_eq!(
+            env.connection_doc::<Value>(&c, "state", "k").await.unwrap(),
+            Some(json!(tag))
+        );
+        assert_eq!(
+            env.variables().await.unwrap(),
+            vec![("A".to_string(), tag.to_string())]
+        );
+    }
+    assert!(
+        p.records_page(&c, "DevOnly", &RecordsQuery::default())
+            .await
+            .unwrap()
+            .records
+            .is_empty()
+    );
+    assert_eq!(p.record_count(&c, "DevOnly").await.unwrap(), 0);
+    assert_eq!(p.models(&c).await.unwrap(), ["Issue"]);
+    assert_eq!(d.models(&c).await.unwrap(), ["DevOnly", "Issue"]);
+    assert!(p.doc::<Value>("sync", "dev-only").await.unwrap().is_none());
+    assert_eq!(
+        p.docs::<Value>("sync", "", None, 10, false)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // Deleting in one environment leaves the other's alone.
+    assert!(d.delete_connection("github", "c1").await.unwrap());
+    assert!(d.delete_integration("github").await.unwrap());
+    assert!(p.connection("github", "c1").await.unwrap().is_some());
+    assert!(p.integration("github").await.unwrap().is_some());
+    assert_eq!(p.record_count(&c, "Issue").await.unwrap(), 1);
+    assert_eq!(
+        p.connection_doc::<Value>(&c, "state", "k").await.unwrap(),
+        Some(json!("prod"))
+    );
+
+    // And by layout: every per-environment key starts with an env's id.
+    let backend = b.open_shared(&store);
+    let prefixes = [
+        keys::env(d.id()).into_bytes(),
+        keys::env(p.id()).into_bytes(),
+    ];
+    for (table, key, _) in raw_dump(backend.as_ref()).await {
+        if !matches!(table, Table::Meta | Table::Blobs) {
+            assert!(
+                prefixes.iter().any(|pre| key.starts_with(pre)),
+                "{table:?} key outside any environment"
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------- integrations, connections
+
+pub async fn integrations_round_trip(b: &Reopen) {
+    let (store, _) = fresh(b).await;
+    let env = dev(&store);
+    let mut a = integration("github", "client-secret-xyz");
+    let bee = Integration {
+        oauth_client_secret: None,
+        webhook_secret: None,
+        ..integration("github-2", "unused")
+    };
+    env.put_integration(&bee).await.unwrap();
+    env.put_integration(&a).await.unwrap();
+    assert_eq!(env.integration("github").await.unwrap().as_ref(), Some(&a));
+    assert_eq!(
+        env.integration("github-2").await.unwrap().as_ref(),
+        Some(&bee)
+    );
+    assert!(env.integration("git").await.unwrap().is_none());
+    let keys: Vec<_> = env
+        .integrations()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| i.unique_key)
+        .collect();
+    assert_eq!(keys, ["github", "github-2"]);
+    a.oauth_scopes = None;
+    a.oauth_client_secret = Some("rotated-secret".into());
+    env.put_integration(&a).await.unwrap();
+    assert_eq!(env.integration("github").await.unwrap().as_ref(), Some(&a));
+    assert!(env.delete_integration("github").await.unwrap());
+    assert!(!env.delete_integration("github").await.unwrap());
+    assert_eq!(env.integrations().await.unwrap(), vec![bee]);
+}
+
+pub async fn connections_round_trip_and_list_by_prefix(b: &Reopen) {
+    let (store, _) = fresh(b).await;
+    let env = dev(&store);
+    // `gh` is a string prefix of `gh2`; listing `gh` must not include it.
+    for (pck, cid) in [("gh2", "a"), ("gh", "b"), ("gh", "a"), ("hub", "a")] {
+        env.put_connection(&connection(pck, cid, &format!("tok-{pck}-{cid}")))
+            .await
+            .unwrap();
+    }
+    let list = |pck: Option<&'static str>| {
+        let env = env.clone();
+        async move {
+            env.connections(pck)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|c| format!("{}/{}", c.provider_config_key, c.connection_id))
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(list(Some("gh")).await, ["gh/a", "gh/b"]);
+    assert_eq!(list(Some("g")).await, Vec::<String>::new());
+    assert_eq!(list(None).await, ["gh/a", "gh/b", "gh2/a", "hub/a"]);
+    let c = env.connection("gh2", "a").await.unwrap().unwrap();
+    assert_eq!(c, connection("gh2", "a", "tok-gh2-a").with_times(&c));
+    assert!(env.connection("gh", "c").await.unwrap().is_none());
+    assert!(env.delete_connection("gh", "a").await.unwrap());
+    assert!(!env.delete_connection("gh", "a").await.unwrap());
+    assert_eq!(list(Some("gh")).await, ["gh/b"]);
+
+    // Many connections list in one pass, in order, with their credentials.
+    for i in 0..1_200 {
+        env.put_connection(&connection("bulk", &format!("{i:05}"), &format!("t{i}")))
+            .await
+            .unwrap();
+    }
+    let bulk = env.connections(Some("bulk")).await.unwrap();
+    assert_eq!(bulk.len(), 1_200);
+    assert!(
+        bulk.windows(2)
+            .all(|w| w[0].connection_id < w[1].connection_id)
+    );
+    assert_eq!(bulk[1_111].credentials.token(), Some("t1111"));
+}
+
+trait WithTimes {
+    fn with_times(self, other: &Connection) -> Connection;
+}
+
+impl WithTimes for Connection {
+    fn with_times(mut self, other: &Connection) -> Connection {
+        self.created_at = other.created_at;
+        self.updated_at = other.updated_at;
+        self
+    }
+}
+
+pub async fn connection_store_reads_and_writes_metadata(b: &Reopen) {
+    let (store, _) = fresh(b).await;
+    let env = dev(&store);
+    let cs: &dyn ConnectionStore = &env;
+    assert!(matches!(
+        cs.get("github", "c1").await,
+        Err(ConnectionError::NotFound { .. })
+    ));
+    assert!(matches!(
+        cs.set_metadata("github", "c1", json!({})).await,
+        Err(ConnectionError::NotFound { .. })
+    ));
+    let original = connection("github", "c1", "tok-1");
+    env.put_connection(&original).await.unwrap();
+    assert_eq!(cs.get("github", "c1").await.unwrap(), original);
+
+    cs.update_metadata(
+        "github",
+        "c1",
+        json!({"b": {"x": 1}}).as_object().cloned().unwrap(),
+    )
+    .await
+    .unwrap();
+    cs.update_metadata(
+        "github",
+        "c1",
+        json!({"b": {"y": 2}}).as_object().cloned().unwrap(),
+    )
+    .await
+    .unwrap();
+    let got = cs.get("github", "c1").await.unwrap();
+    assert_eq!(
+        got.metadata,
+        json!({"team": "a", "b": {"y": 2}}),
+        "a shallow merge"
+    );
+    assert_eq!(got.credentials, original.credentials);
+    assert!(got.updated_at >= original.updated_at);
+    assert_eq!(cs.metadata("github", "c1").await.unwrap(), got.metadata);
+
+    cs.set_metadata("github", "c1", json!({"only": true}))
+        .await
+        .unwrap();
+    assert_eq!(
+        cs.get("github", "c1").await.unwrap().metadata,
+        json!({"only": true})
+    );
+    assert!(matches!(
+        cs.set_metadata("github", "c1", json!([1])).await,
+        Err(ConnectionError::InvalidMetadata(_))
+    ));
+    cs.set_metadata("github", "c1", Value::Null).await.unwrap();
+    assert_eq!(cs.get("github", "c1").await.unwrap().metadata, Value::Null);
+
+    // Concurrent patches of one connection are serialised: none is lost.
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let env = env.clone();
+        tasks.push(tokio::spawn(async move {
+            let patch = json!({ format!("k{i}"): i }).as_object().cloned().unwrap();
+            env.update_metadata("github", "c1", patch).await.unwrap();
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(
+        cs.get("github", "c1")
+            .await
+            .unwrap()
+            .metadata
+            .as_object()
+            .unwrap()
+            .len(),
+        20
+    );
+}
+
+pub async fn variables_round_trip(b: &Reopen) {
+    let (store, _) = fresh(b).await;
+    let env = dev(&store);
+    assert!(env.variables().await.unwrap().is_empty());
+    let vars = vec![
+        ("Z".to_string(), "1".to_string()),
+        ("A".into(), "api-key-789".into()),
+    ];
+    env.set_variables(vars.clone()).await.unwrap();
+    assert_eq!(env.variables().await.unwrap(), vars);
+    env.set_variables(Vec::new()).await.unwrap();
+    assert!(env.variables().await.unwrap().is_empty());
+}
+
+// ---------------------------------------------------------------- documents, blobs
+
+pub async fn documents_scan_by_prefix_and_cursor(b: &Reopen) {
+    #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+    struct Deployment {
+        version: u32,
+        scripts: Vec<String>,
+    }
+    let (store, _) = fresh(b).await;
+    let env = dev(&store);
+    for (i, key) in ["a1", "a2", "b1", "a10"].iter().enumerate() {
+        let d = Deployment {
+            version: i as u32,
+            scripts: vec![key.to_string()],
+        };
+        env.put_doc("deployments", key, &d).await.unwrap();
+    }
+    env.put_doc("deployments2", "a0", &json!("other collection"))
+        .await
+        .unwrap();
+    env.put_doc(
+        "deploy",
+        "mentsa0",
+        &json!("no bleeding across collection names"),
+    )
+    .await
+    .unwrap();
+
+    let got: Option<Deployment> = env.doc("deployments", "a2").await.unwrap();
+    assert_eq!(got.unwrap().version, 1);
+    let names = |v: Vec<(String, Deployment)>| v.into_iter().map(|(k, _)| k).collect::<Vec<_>>();
+    assert_eq!(
+        names(env.docs("deployments", "a", None, 10, false).await.unwrap()),
+        ["a1", "a10", "a2"]
+    );
+    assert_eq!(
+        names(env.docs("deployments", "", None, 10, false).await.unwrap()),
+        ["a1", "a10", "a2", "b1"]
+    );
+    assert_eq!(
+        names(
+            env.docs("deployments", "a", Some("a1"), 10, false)
+                .await
+                .unwrap()
+        ),
+        ["a10", "a2"]
+    );
+    assert_eq!(
+        names(
+            env.docs("deployments", "a", Some("a1"), 1, false)
+                .await
+                .unwrap()
+        ),
+        ["a10"]
+    );
+    assert_eq!(
+        names(env.docs("deployments", "", None, 10, true).await.unwrap()),
+        ["b1", "a2", "a10", "a1"]
+    );
+    assert_eq!(
+        names(
+            env.docs("deployments", "", Some("a2"), 10, true)
+                .await
+                .unwrap()
+        ),
+        ["a10", "a1"]
+    );
+    assert_eq!(
+        names(env.docs("deployments", "", None, 2, true).await.unwrap()),
+        ["b1", "a2"]
+    );
+    assert!(
+        env.docs::<Deployment>("deployments", "c", None, 10, false)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    assert!(env.delete_doc("deployments", "a1").await.unwrap());
+    assert!(!env.delete_doc("deployments", "a1").await.unwrap());
+    assert!(
+        env.doc::<Deployment>("deployments", "a1")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // A document of another shape is reported, not misread.
+    assert!(env.doc::<Deployment>("deployments2", "a0").await.is_err());
+
+    let c = conn("github", "c1");
+    env.put_connection_doc(&c, "state", "sync-a", &json!(1))
+        .await
+        .unwrap();
+    env.put_connection_doc(&c, "state", "sync-b", &json!(2))
+        .await
+        .unwrap();
+    let listed: Vec<(String, Value)> = env
+        .connection_docs(&c, "state", "sync-", None, 10, false)
+        .await
+        .unwrap();
+    assert_eq!(
+        listed,
+        vec![
+            ("sync-a".to_string(), json!(1)),
+            ("sync-b".to_string(), json!(2))
+        ]
+    );
+    assert!(
+        env.doc::<Value>("state", "sync-a").await.unwrap().is_none(),
+        "connection docs are apart"
+    );
+    assert!(
+        env.delete_connection_doc(&c, "state", "sync-a")
+            .await
+            .unwrap()
+    );
+    assert!(
+        env.connection_doc::<Value>(&c, "state", "sync-a")
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+pub async fn blobs_are_content_addressed(b: &Reopen) {
+    let (store, _) = fresh(b).await;
+    let env = dev(&store);
+    let small = b"\0asm component".to_vec();
+    let hash = env.put_blob(&small).await.unwrap();
+    let expected: String = Sha256::digest(&small)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(hash, expected);
+    assert_eq!(env.blob(&hash).await.unwrap(), Some(small.clone()));
+    assert_eq!(
+        prod(&store).blob(&hash.to_uppercase()).await.unwrap(),
+        Some(small.clone())
+    );
+    assert_eq!(
+        env.put_blob(&small).await.unwrap(),
+        hash,
+        "the same bytes, the same blob"
+    );
+    let missing: String = "0".repeat(64);
+    assert_eq!(store.blob(&missing).await.unwrap(), None);
+    assert!(matches!(env.blob("xyz").await, Err(StoreError::Invalid(_))));
+
+    // Component files run to ~12 MB.
+    let big: Vec<u8> = (0..12 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    let big_hash = store.put_blob(&big).await.unwrap();
+    assert_eq!(
+        env.blob(&big_hash).await.unwrap().as_deref(),
+        Some(big.as_slice())
+    );
+}
+
+pub async fn secrets_are_sealed_at_rest(b: &Reopen) {
+    let (store, _) = fresh(b).await;
+    let env = dev(&store);
+    env.put_connection(&connection("github", "c1", "sekret-token-123"))
+        .await
+        .unwrap();
+    env.put_integration(&integration("github", "client-secret-xyz"))
+        .await
+        .unwrap();
+    env.set_variables(vec![("KEY".into(), "api-key-789".into())])
+        .await
+        .unwrap();
+    env.put_doc("notes", "plain", &json!("plaintext-marker-000"))
+        .await
+        .unwrap();
+    assert_eq!(
+        env.connection("github", "c1")
+            .await
+            .unwrap()
+            .unwrap()
+            .credentials
+            .token(),
+        Some("sekret-token-123")
+    );
+    let backend = b.open_shared(&store);
+    // The check sees plaintext where there is some…
+    assert!(raw_contains(backend.as_ref(), "plaintext-marker-000").await);
+    assert!(raw_contains(backend.as_ref(), "client-id-123").await);
+    // …and none of the secrets.
+    for secret in [
+        "sekret-token-123",
+        "refresh-1234",
+        "client-secret-xyz",
+        "whsec-webhook-456",
+        "api-key-789",
+    ] {
+        assert!(
+            !raw_contains(backend.as_ref(), secret).await,
+            "`{secret}` is stored in plaintext"
+        );
+    }
+}
+
+// ---------------------------------------------------------------- record semantics
+
+pub async fn save_delete_and_undelete_match_the_reference(b: &Reopen) {
+    let (store, _) = fresh(b).await;
+    let t = Twin::new(dev(&store));
+    let c = t
+        .write(
+            WriteKind::Save,
+            json!([{"id": 1, "a": 1}, {"id": "2", "b": [1]}]),
+            &job("s", 1),
+        )
+        .await;
+    assert_eq!((c.added, c.updated, c.unchanged), (2, 0, 0));
+    let first = t.check(&["1", "2"]).await;
+    assert!(first.iter().all(|r| r.last_action() == "ADDED"));
+
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    let c = t
+        .write(
+            WriteKind::Save,
+            json!([{"id": 1, "a": 2}, {"id": "2", "b": [1]}]),
+            &job("s", 2),
+        )
+        .await;
+    assert_eq!((c.added, c.updated, c.unchanged), (0, 1, 1));
+    let second = t.check(&["1", "2"]).await;
+    assert_eq!(second[0].last_action(), "UPDATED");
+    assert!(second[0].updated_at > first[0].updated_at);
+    assert_eq!(second[0].created_at, first[0].created_at);
+    // Unchanged: same body and times, new stamp.
+    assert_eq!(second[1].json, first[1].json);
+    assert_eq!(
+        (second[1].created_at, second[1].updated_at),
+        (first[1].created_at, first[1].updated_at)
+    );
+    assert_eq!(second[1].job_id, Some(2));
+
+    let c = t
+        .write(
+            WriteKind::Delete,
+            json!([{"id": "2", "gone": true}, {"id": "9"}]),
+            &job("s", 3),
+        )
+        .await;
+    assert_eq!(c.deleted, 2);
+    let deleted = t.check(&["2", "9"]).await;
+    assert!(deleted.iter().all(|r| r.last_action() == "DELETED"));
+    assert_eq!(
+        deleted[0].json["gone"], true,
+        "a delete keeps the json passed in"
+    );
+
+    let c = t
+        .write(
+            WriteKind::Delete,
+            json!([{"id": "2", "again": 1}]),
+            &job("s", 4),
+        )
+        .await;
+    assert_eq!((c.deleted, c.unchanged), (0, 1));
+    assert_eq!(t.check(&["2"]).await[0].json["again"], 1);
+
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    let c = t
+        .write(
+            WriteKind::Save,
+            json!([{"id": "2", "back": true}]),
+            &job("s", 5),
+        )
+        .await;
+    assert_eq!(c.added, 1, "re-saving a deleted record undeletes it");
+    let back = &t.check(&["2"]).await[0];
+    assert_eq!(back.last_action(), "ADDED");
+    assert_eq!(back.created_at, back.updated_at);
+    assert!(back.created_at > first[1].created_at);
+    // The index moved with every write: one page holds each record once.
+    let all = page_all(&t.env, &t.conn, t.model, RecordsQuery::default()).await;
+    assert_eq!(all.len(), 3);
+    assert_ordered_unique(&all);
+    assert_eq!(
+        t.env.newest_position(&t.conn, t.model).await.unwrap(),
+        all.last().map(StoredRecord::position)
+    );
+}
+
+pub async fn duplicates_in_a_chunk_first_wins(b: &Reopen) {
+    let (store, _) = fresh(b).await;
+    let t = Twin::new(dev(&store));
+    let c = t
+        .write(
+            WriteKind::Save,
+            json!([{"id": 1, "v": "a"}, {"id": 1, "v": "b"}, {"id": 2}]),
+            &job("s", 1),
+        )
+        .await;
+    assert_eq!(c.added, 2);
+    assert_eq!(t.check(&["1"]).await[0].json["v"], "a");
+    // Across chunks the later one wins.
+    t.write(WriteKind::Save, json!([{"id": 1, "v": "c"}]), &job("s", 1))
+        .await;
+    assert_eq!(t.check(&["1"]).await[0].json["v"], "c");
+
+    // A chunk that reaches the store with a repeated id (not through
+    // `prepare_chunk`) still leaves one row, one index entry, right counts.
+    let env = dev(&store);
+    let chunk = vec![
+        rt::Incoming {
+            external_id: "d".into(),
+            json: json!({"id": "d", "n": 1}).as_object().cloned().unwrap(),
+            hash: "h1".into(),
+        },
+        rt::Incoming {
+            external_id: "d".into(),
+            json: json!({"id": "d", "n": 2}).as_object().cloned().unwrap(),
+            hash: "h2".into(),
+        },
+    ];
+    let c2 = conn("github", "dups");
+    env.write(
+        WriteKind::Save,
+        &c2,
+        "M",
+        chunk,
+        &WriteContext::default(),
+        &mut Merging::Override,
+    )
+    .await
+    .unwrap();
+    let all = page_all(&env, &c2, "M", RecordsQuery::default()).await;
+    assert_eq!(all.len(), 1);
+    assert_eq!(env.record_count(&c2, "M").await.unwrap(), 1);
+}
+
+pub async fn batch_update_deep_merges_like_the_reference(b: &Reopen) {
+    let (store, _) = fresh(b).await;
+    let t = Twin::new(dev(&store));
+    t.write(
+        WriteKind::Save,
+        json!([{"id": "1", "o": {"a": 1, "b": 2}, "l": [1, 2]}, {"id": "2", "x": 1}]),
+        &job("s", 1),
+    )
+    .await;
+    let c = t
+        .write(
+            WriteKind::Update,
+            json!([{"id": "1", "o": {"b": 3}, "l": [9]}, {"id": "404", "x": 1}]),
+            &job("s", 2),
+        )
+        .await;
+    assert_eq!((c.updated, c.added), (1, 0));
+    let row = &t.check(&["1", "404"]).await;
+    assert_eq!(row.len(), 1, "an update of an unknown id is skipped");
+    assert_eq!(
+        Value::Object(row[0].json.clone()),
+        json!({"id": "1", "o": {"a": 1, "b": 3}, "l": [9]})
+    );
+    assert_eq!(row[0].last_action(), "UPDATED");
+
+    let c = t
+        .write(
+            WriteKind::Update,
+            json!([{"id": "1", "o": {"b": 3}}]),
+            &job("s", 3),
+        )
+        .await;
+    assert_eq!(
+        (c.updated, c.unchanged),
+        (0, 1),
+        "a merge that changes nothing"
+    );
+    t.check(&["1"]).await;
+
+    t.write(WriteKind::Delete, json!([{"id": "2"}]), &job("s", 4))
+        .await;
+    let c = t
+        .write(
+            WriteKind::Update,
+            json!([{"id": "2", "y": 2}]),
+            &job("s", 5),
+        )
+        .await;
+    assert_eq!(c.updated, 1);
+    let undeleted = &t.check(&["2"]).await[0];
+    assert!(undeleted.deleted_at.is_none(), "an update undeletes");
+    assert_eq!(undeleted.json["y"], 2);
+}
+
+pub async fn ignore_if_modified_after_protects_newer_rows(b: &Reopen) {
+    let (store, _) = fresh(b).await;
+    let env = dev(&store);
+    let c = conn("github", "c1");
+    save(&env, &c, "M", json!([{"id": "old", "v": 1}])).await;
+    let mut merging = Merging::IgnoreIfModifiedAfter {
+        cursor: env.newest_position(&c, "M").await.unwrap(),
+    };
+    // Another execution modifies the row after our strategy was set.
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    save(&env, &c, "M", json!([{"id": "old", "v": 2}])).await;
+    let changes = write(
+        &env,
+        WriteKind::Save,
+        &c,
+        "M",
+        json!([{"id": "old", "v": 3}, {"id": "new"}]),
+        &WriteContext::default(),
+        &mut merging,
+    )
+    .await;
+    assert_eq!((changes.added, changes.updated), (1, 0));
+    let rows = env
+        .get_by_ids(&c, "M", &["old".into(), "new".into()])
+        .await
+        .unwrap();
+    assert_eq!(rows[0].json["v"], 2);
+    let Merging::IgnoreIfModifiedAfter { cursor } = merging else {
+        panic!("the strategy stays")
+    };
+    assert_eq!(
+        cursor,
+        Some(rows[1].position()),
+        "the cursor follows this execution's writes"
+    );
+}
+
+// ---------------------------------------------------------------- paging
+
+pub async fn paging_visits_every_record_once_in_order(b: &Reopen) {
+    let (store, _) = fresh(b).await;
+    let env = dev(&store);
+    let c = conn("github", "c1");
+    save_many(&env, &c, "Issue", 0, 2_345, 1).await;
+    // A neighbour scope must not show up.
+    save_many(&env, &c, "Issue2", 0, 10, 1).await;
+    save_many(&env, &conn("github", "c10"), "Issue", 0, 10, 1).await;
+
+    let everything = page_all(
+        &env,
+        &c,
+        "Issue",
+        RecordsQuery {
+            limit: 10_000,
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(everything.len(), 2_345);
+    assert_ordered_unique(&everything);
+    for limit in [1, 97, 100, 2_345] {
+        if limit == 1 {
+            // Page by one through the first 50 only: every step is a seek.
+            let mut q = RecordsQuery {
+                limit: 1,
+                ..Default::default()
+            };
+            for expected in &everything[..50] {
+                let page = env.records_page(&c, "Issue", &q).await.unwrap();
+                assert_eq!(page.records, vec![expected.clone()]);
+                q.after = page.next;
+            }
+            continue;
+        }
+        let paged = page_all(
+            &env,
+            &c,
+            "Issue",
+            RecordsQuery {
+                limit,
+                ..Default::default()
+            },
+        )
+        .await;
+        assert_eq!(paged, everything, "limit {limit}");
+    }
+    // A page deep in the records starts right after its cursor.
+    let deep = env
+        .records_page(
+            &c,
+            "Issue",
+            &RecordsQuery {
+                after: Some(everything[1_999].position()),
+                limit: 100,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(deep.records, everything[2_000..2_100]);
+    assert_eq!(deep.next, Some(everything[2_099].position()));
+    let tail = env
+        .records_page(
+            &c,
+            "Issue",
+            &RecordsQuery {
+                after: Some(everything[2_300].position()),
+                limit: 44,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (tail.records.len(), tail.next),
+        (44, None),
+        "no next when nothing follows"
+    );
+    // A cursor that names no stored record still orders correctly.
+    let between = Position {
+        updated_at: everything[500].updated_at,
+        internal_id: Uuid::nil(),
+    };
+    let page = env
+        .records_page(
+            &c,
+            "Issue",
+            &RecordsQuery {
+                after: Some(between),
+                limit: 1,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let first_at_that_time = everything
+        .iter()
+        .find(|r| r.updated_at == everything[500].updated_at)
+        .unwrap();
+    assert_eq!(page.records[0], *first_at_that_time);
+    assert!(matches!(
+        env.records_page(
+            &c,
+            "Issue",
+            &RecordsQuery {
+                limit: 0,
+                ..Default::default()
+            }
+        )
+        .await,
+        Err(StoreError::Invalid(_))
+    ));
+}
+
+pub async fn paging_survives_updates_between_pages(b: &Reopen) {
+    let (store, _) = fresh(b).await;
+    let env = dev(&store);
+    let c = conn("github", "c1");
+    save_many(&env, &c, "Issue", 0, 1_000, 1).await;
+    let mut q = RecordsQuery {
+        limit: 100,
+        ..Default::default()
+    };
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let page = env.records_page(&c, "Issue", &q).await.unwrap();
+        seen.extend(page.records);
+        q.after = page.next;
+    }
+    // Update 50 records already read and 50 not yet read, delete 10 unread.
+    let read: Vec<String> = seen[..50].iter().map(|r| r.external_id.clone()).collect();
+    let ahead_ids: HashSet<String> = seen.iter().map(|r| r.external_id.clone()).collect();
+    let unread: Vec<String> = (0..1_000)
+        .map(|i| format!("r{i:05}"))
+        .filter(|id| !ahead_ids.contains(id))
+        .take(60)
+        .collect();
+    let updated: Vec<Value> = read
+        .iter()
+        .chain(&unread[..50])
+        .map(|id| json!({"id": id, "v": 2}))
+        .collect();
+    save(&env, &c, "Issue", Value::Array(updated)).await;
+    let deletes: Vec<Value> = unread[50..].iter().map(|id| json!({"id": id})).collect();
+    write(
+        &env,
+        WriteKind::Delete,
+        &c,
+        "Issue",
+        Value::Array(deletes),
+        &WriteContext::default(),
+        &mut Merging::Override,
+    )
+    .await;
+    seen.extend(page_all(&env, &c, "Issue", q).await);
+
+    assert_ordered_unique(&seen);
+    let mut times: BTreeMap<String, usize> = BTreeMap::new();
+    for r in &seen {
+        *times.entry(r.external_id.clone()).or_default() += 1;
+    }
+    assert_eq!(times.len(), 1_000, "no record is missed");
+    let changed: HashSet<&String> = read.iter().chain(&unread).collect();
+    for (id, n) in &times {
+        let expected = if read.contains(id) { 2 } else { 1 };
+        assert_eq!(*n, expected, "{id} seen {n} times");
+        let last = seen.iter().rev().find(|r| &r.external_id == id).unwrap();
+        if changed.contains(id) {
+            assert!(
+                last.json.get("v") == Some(&json!(2)) || last.deleted_at.is_some(),
+                "{id}: its latest version comes last"
+            );
+        }
+    }
+}
+
+pub async fn filter_modified_after_and_ids(b: &Reopen) {
+    let (store, _) = fresh(b).await;
+    let env = dev(&store);
+    let c = conn("github", "c1");
+    save(
+        &env,
+        &c,
+        "M",
+        json!([{"id": "a"}, {"id": "b", "v": 1}, {"id": "c"}]),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    save(&env, &c, "M", json!([{"id": "b", "v": 2}])).await;
+    write(
+        &env,
+        WriteKind::Delete,
+        &c,
+        "M",
+        json!([{"id": "c"}]),
+        &WriteContext::default(),
+        &mut Merging::Override,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    // Apart, so that their order is by time, not by internal id.
+    save(&env, &c, "M", json!([{"id": "d"}])).await;
+    save(&env, &c, "M", json!([{"id": "e"}])).await;
+
+    let ids = |rows: Vec<StoredRecord>| rows.into_iter().map(|r| r.external_id).collect::<Vec<_>>();
+    let query = |filter: &str| RecordsQuery {
+        filter: Some(RecordFilter::parse(filter).unwrap()),
+        limit: 2,
+        ..Default::default()
+    };
+    // Paged with a small limit so filtered-out rows sit between pages.
+    assert_eq!(
+        ids(page_all(&env, &c, "M", query("added")).await),
+        ["a", "d", "e"]
+    );
+    assert_eq!(ids(page_all(&env, &c, "M", query("UPDATED")).await), ["b"]);
+    assert_eq!(ids(page_all(&env, &c, "M", query("deleted")).await), ["c"]);
+    assert_eq!(
+        ids(page_all(&env, &c, "M", query("deleted, Added")).await),
+        ["a", "c", "d", "e"]
+    );
+    assert!(RecordFilter::parse("added,removed").is_none());
+    assert!(RecordFilter::parse("").is_none());
+    let f = RecordFilter::parse("added").unwrap();
+    let all = page_all(&env, &c, "M", RecordsQuery::default()).await;
+    assert_eq!(all.iter().filter(|r| f.matches(r)).count(), 3);
+
+    // modified_after is inclusive: `updated_at >= value`.
+    let b_row = all.iter().find(|r| r.external_id == "b").unwrap().clone();
+    let since = |t| RecordsQuery {
+        modified_after: Some(t),
+        limit: 1,
+        ..Default::default()
+    };
+    assert_eq!(
+        ids(page_all(&env, &c, "M", since(b_row.updated_at)).await),
+        ["b", "c", "d", "e"]
+    );
+    let just_after = b_row.updated_at + chrono::Duration::microseconds(1);
+    assert_eq!(
+        ids(page_all(&env, &c, "M", since(just_after)).await),
+        ["c", "d", "e"]
+    );
+    // With a cursor too, the later bound wins.
+    let both = RecordsQuery {
+        modified_after: Some(b_row.updated_at),
+        after: Some(
+            all.iter()
+                .find(|r| r.external_id == "d")
+                .unwrap()
+                .position(),
+        ),
+        ..Default::default()
+    };
+    assert_eq!(ids(page_all(&env, &c, "M", both).await), ["e"]);
+
+    // ids: looked up directly, ordered, unknown and repeated ids ignored.
+    let by_ids = |list: &[&str], limit| RecordsQuery {
+        ids: list.iter().map(|s| s.to_string()).collect(),
+        limit,
+        ..Default::default()
+    };
+    assert_eq!(
+        ids(page_all(&env, &c, "M", by_ids(&["e", "a", "zz", "a", "c"], 10)).await),
+        ["a", "c", "e"]
+    );
+    let first = env
+        .records_page(&c, "M", &by_ids(&["e", "a", "c"], 2))
+        .await
+        .unwrap();
+    assert_eq!(ids(first.records.clone()), ["a", "c"]);
+    assert_eq!(first.next, Some(first.records[1].position()));
+    assert_eq!(
+        ids(page_all(&env, &c, "M", by_ids(&["e", "a", "c"], 1)).await),
+        ["a", "c", "e"]
+    );
+    let mut filtered = by_ids(&["a", "b", "c"], 10);
+    filtered.filter = RecordFilter::parse("updated,deleted");
+    assert_eq!(ids(page_all(&env, &c, "M", filtered).await), ["b", "c"]);
+}
+
+// ---------------------------------------------------------------- deletes, counts
+
+pub async fn delete_stale_soft_deletes_untouched_rows(b: &Reopen) {
+    let (store, _) = fresh(b).await;
+    let env = dev(&store);
+    let c = conn("github", "c1");
+    let w = |records: Value, ctx: WriteContext| {
+        let env = env.clone();
+        let c = c.clone();
+        async move {
+            write(
+                &env,
+                WriteKind::Save,
+                &c,
+                "M",
+                records,
+                &ctx,
+                &mut Merging::Override,
+            )
+            .await
+        }
+    };
+    w(
+        json!([{"id": "a"}, {"id": "b"}, {"id": "c"}, {"id": "gone"}]),
+        job("s1", 1),
+    )
+    .await;
+    write(
+        &env,
+        WriteKind::Delete,
+        &c,
+        "M",
+        json!([{"id": "gone"}]),
+        &job("s1", 1),
+        &mut Merging::Override,
+    )
+    .await;
+    w(json!([{"id": "other"}]), job("s2", 1)).await;
+    w(json!([{"id": "manual"}]), WriteContext::default()).await;
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    // Job 2 saves a (changed) and b (unchanged: only its stamp moves).
+    let ch = w(json!([{"id": "a", "v": 2}, {"id": "b"}]), job("s1", 2)).await;
+    assert_eq!((ch.updated, ch.unchanged), (1, 1));
+    assert_eq!(env.record_count(&c, "M").await.unwrap(), 5);
+
+    let n = env.delete_stale(&c, "M", "s1", 2).await.unwrap();
+    assert_eq!(n, 1, "only c: untouched by job 2, not already deleted");
+    let rows = env
+        .get_by_ids(
+            &c,
+            "M",
+            &[
+                "a".into(),
+                "b".into(),
+                "c".into(),
+                "other".into(),
+                "manual".into(),
+            ],
+        )
+        .await
+        .unwrap();
+    let state: Vec<_> = rows
+        .iter()
+        .map(|r| (r.external_id.as_str(), r.last_action()))
+        .collect();
+    assert_eq!(
+        state,
+        [
+            ("a", "UPDATED"),
+            ("b", "ADDED"),
+            ("c", "DELETED"),
+            ("other", "ADDED"),
+            ("manual", "ADDED")
+        ]
+    );
+    let stale = &rows[2];
+    assert_eq!(stale.deleted_at, Some(stale.updated_at));
+    assert_eq!(stale.json["id"], "c", "the body is kept");
+    assert_eq!(env.record_count(&c, "M").await.unwrap(), 4);
+    assert_eq!(env.delete_stale(&c, "M", "s1", 2).await.unwrap(), 0);
+    // The deleted row is found after the others in paging order.
+    let all = page_all(&env, &c, "M", RecordsQuery::default()).await;
+    assert_ordered_unique(&all);
+    assert_eq!(all.last().unwrap().external_id, "c");
+}
+
+pub async fn clear_records_counts_and_models(b: &Reopen) {
+    let (store, _) = fresh(b).await;
+    let env = dev(&store);
+    let c = conn("github", "c1");
+    assert_eq!(env.record_count(&c, "A").await.unwrap(), 0);
+    assert!(env.models(&c).await.unwrap().is_empty());
+    save_many(&env, &c, "A", 0, 1_500, 1).await;
+    save(&env, &c, "B", json!([{"id": 1}])).await;
+    write(
+        &env,
+        WriteKind::Delete,
+        &c,
+        "A",
+        json!([{"id": "r00001"}, {"id": "unknown"}]),
+        &WriteContext::default(),
+        &mut Merging::Override,
+    )
+    .await;
+    assert_eq!(env.record_count(&c, "A").await.unwrap(), 1_499);
+    assert_eq!(env.models(&c).await.unwrap(), ["A", "B"]);
+
+    assert_eq!(
+        env.clear_records(&c, "A").await.unwrap(),
+        1_501,
+        "every row, deleted ones too"
+    );
+    assert_eq!(env.record_count(&c, "A").await.unwrap(), 0);
+    assert_eq!(env.models(&c).await.unwrap(), ["B"]);
+    assert!(
+        env.records_page(&c, "A", &RecordsQuery::default())
+            .await
+            .unwrap()
+            .records
+            .is_empty()
+    );
+    assert_eq!(env.newest_position(&c, "A").await.unwrap(), None);
+    assert_eq!(env.record_count(&c, "B").await.unwrap(), 1);
+    // Saved again, they are new.
+    let ch = save(&env, &c, "A", records(0, 3, 1)).await;
+    assert_eq!(ch.added, 3);
+    assert_eq!(env.clear_records(&c, "Nope").await.unwrap(), 0);
+}
+
+pub async fn delete_connection_removes_its_records_and_docs(b: &Reopen) {
+    let (store, _) = fresh(b).await;
+    let env = dev(&store);
+    let (c, neighbour) = (conn("github", "c"), conn("github", "c2"));
+    for x in [&c, &neighbour] {
+        env.put_connection(&connection(&x.provider_config_key, &x.connection_id, "t"))
+            .await
+            .unwrap();
+        save(&env, x, "A", records(0, 10, 1)).await;
+        save(&env, x, "B", records(0, 5, 1)).await;
+        env.put_connection_doc(x, "state", "s", &json!(1))
+            .await
+            .unwrap();
+    }
+    env.put_doc("state", "s", &json!("env-wide")).await.unwrap();
+    assert!(env.delete_connection("github", "c").await.unwrap());
+    assert!(env.connection("github", "c").await.unwrap().is_none());
+    assert!(env.models(&c).await.unwrap().is_empty());
+    assert!(
+        env.records_page(&c, "A", &RecordsQuery::default())
+            .await
+            .unwrap()
+            .records
+            .is_empty()
+    );
+    assert!(
+        env.get_by_ids(&c, "B", &["r00001".into()])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        env.connection_doc::<Value>(&c, "state", "s")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(env.record_count(&neighbour, "A").await.unwrap(), 10);
+    assert_eq!(env.models(&neighbour).await.unwrap(), ["A", "B"]);
+    assert!(
+        env.connection_doc::<Value>(&neighbour, "state", "s")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(
+        env.doc::<Value>("state", "s").await.unwrap(),
+        Some(json!("env-wide"))
+    );
+    // Nothing of `c` is left in any record table.
+    let backend = b.open_shared(&store);
+    let prefix = keys::connection(env.id(), "github", "c").into_bytes();
+    for (table, key, _) in raw_dump(backend.as_ref()).await {
+        assert!(
+            !key.starts_with(&prefix),
+            "{table:?} still holds a key of the deleted connection"
+        );
+    }
+    assert!(!env.delete_connection("github", "c").await.unwrap());
+}
+
+pub async fn concurrent_writers_of_one_scope(b: &Reopen) {
+    let (store, _) = fresh(b).await;
+    let env = dev(&store);
+    let c = conn("github", "c1");
+    let mut tasks = Vec::new();
+    for t in 0..8usize {
+        for model in ["Same", if t % 2 == 0 { "Even" } else { "Odd" }] {
+            let env = env.clone();
+            let c = c.clone();
+            tasks.push(tokio::spawn(async move {
+                for round in 0..3u32 {
+                    // Overlapping ids across tasks: counts must still add up.
+                    save(&env, &c, model, records(t * 40, t * 40 + 60, round)).await;
+                }
+            }));
+        }
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let same = page_all(&env, &c, "Same", RecordsQuery::default()).await;
+    assert_eq!(same.len(), 7 * 40 + 60);
+    assert_ordered_unique(&same);
+    assert_eq!(env.record_count(&c, "Same").await.unwrap(), 340);
+    // Even tasks write 0..60, 80..140, …: four disjoint ranges of 60.
+    assert_eq!(env.record_count(&c, "Even").await.unwrap(), 240);
+    assert_eq!(env.record_count(&c, "Odd").await.unwrap(), 240);
+}
+
+// ---------------------------------------------------------------- keys, persistence
+
+pub async fn data_key_rotation_keeps_secrets_readable(b: &Reopen) {
+    let (store, master) = fresh(b).await;
+    let env = dev(&store);
+    for i in 0..30 {
+        env.put_connection(&connection("github", &format!("c{i}"), &format!("tok-{i}")))
+            .await
+            .unwrap();
+    }
+    env.put_integration(&integration("github", "client-secret-xyz"))
+        .await
+        .unwrap();
+    env.set_variables(vec![("K".into(), "v".into())])
+        .await
+        .unwrap();
+    let backend = b.open_shared(&store);
+    let before = raw_dump(backend.as_ref()).await;
+    assert_eq!(env.data_key_id().await, 1);
+
+    assert_eq!(env.rotate_data_key().await.unwrap(), 2);
+    assert_eq!(env.data_key_id().await, 2);
+    assert_eq!(
+        env.connection("github", "c7")
+            .await
+            .unwrap()
+            .unwrap()
+            .credentials
+            .token(),
+        Some("tok-7")
+    );
+    let after = raw_dump(backend.as_ref()).await;
+    let sealed_with = |table: Table, value: &[u8]| -> Vec<Option<u32>> {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        match table {
+            Table::Variables => vec![crate::crypto::sealed_key_id(value)],
+            Table::Connections => {
+                let row: Value = serde_json::from_slice(value).unwrap();
+                let sealed = b64.decode(row["credentials"].as_str().unwrap()).unwrap();
+                vec![crate::crypto::sealed_key_id(&sealed)]
+            }
+            _ => {
+                let row: Value = serde_json::from_slice(value).unwrap();
+                ["oauth_client_secret", "webhook_secret"]
+                    .iter()
+                    .map(|f| {
+                        crate::crypto::sealed_key_id(&b64.decode(row[f].as_str().unwrap()).unwrap())
+                    })
+                    .collect()
+            }
+        }
+    };
+    let mut resealed = 0;
+    for (table, key, value) in &after {
+        if matches!(
+            table,
+            Table::Connections | Table::Integrations | Table::Variables
+        ) && key.starts_with(&keys::env(env.id()).into_bytes())
+        {
+            let old = before
+                .iter()
+                .find(|(t, k, _)| t == table && k == key)
+                .unwrap();
+            assert!(sealed_with(*table, &old.2).iter().all(|id| *id == Some(1)));
+            assert!(
+                sealed_with(*table, value).iter().all(|id| *id == Some(2)),
+                "{table:?} re-sealed"
+            );
+            resealed += 1;
+        }
+    }
+    assert_eq!(resealed, 32);
+    // Only the new key is kept.
+    let row = backend
+        .get(Table::Environments, &keys::env(env.id()).into_bytes())
+        .await
+        .unwrap()
+        .unwrap();
+    let row: Value = serde_json::from_slice(&row).unwrap();
+    assert_eq!(row["data_keys"].as_array().unwrap().len(), 1);
+    // Prod is untouched.
+    assert_eq!(prod(&store).data_key_id().await, 1);
+    drop((store, env, backend));
+
+    let store = open(b, &master).await;
+    let env = dev(&store);
+    assert_eq!(env.data_key_id().await, 2);
+    assert_eq!(
+        env.integration("github")
+            .await
+            .unwrap()
+            .unwrap()
+            .oauth_client_secret
+            .as_deref(),
+        Some("client-secret-xyz")
+    );
+    assert_eq!(
+        env.variables().await.unwrap(),
+        vec![("K".to_string(), "v".to_string())]
+    );
+    assert_eq!(env.connections(None).await.unwrap().len(), 30);
+}
+
+pub async fn master_key_rewrap(b: &Reopen) {
+    let (store, old) = fresh(b).await;
+    dev(&store)
+        .put_connection(&connection("github", "c1", "tok-1"))
+        .await
+        .unwrap();
+    let new = MasterKey::generate();
+    store.rewrap(new.clone()).await.unwrap();
+    // The running store goes on (and seals with the same data keys).
+    dev(&store)
+        .put_connection(&connection("github", "c2", "tok-2"))
+        .await
+        .unwrap();
+    dev(&store).rotate_data_key().await.unwrap();
+    drop(store);
+    assert!(matches!(
+        Store::open(b.open(), old, &initial()).await,
+        Err(StoreError::WrongMasterKey { .. })
+    ));
+    let store = open(b, &new).await;
+    assert_eq!(dev(&store).connections(None).await.unwrap().len(), 2);
+    assert_eq!(
+        dev(&store)
+            .connection("github", "c2")
+            .await
+            .unwrap()
+            .unwrap()
+            .credentials
+            .token(),
+        Some("tok-2")
+    );
+}
+
+pub async fn reopen_keeps_everything(b: &Reopen) {
+    let (store, master) = fresh(b).await;
+    let env = dev(&store);
+    let c = conn("github", "c1");
+    env.put_integration(&integration("github", "s"))
+        .await
+        .unwrap();
+    env.put_connection(&connection("github", "c1", "tok"))
+        .await
+        .unwrap();
+    env.set_variables(vec![("A".into(), "1".into())])
+        .await
+        .unwrap();
+    env.put_doc("d", "k", &json!({"x": 1})).await.unwrap();
+    let hash = env.put_blob(b"blob").await.unwrap();
+    save_many(&env, &c, "M", 0, 1_200, 1).await;
+    write(
+        &env,
+        WriteKind::Save,
+        &c,
+        "M",
+        records(0, 10, 2),
+        &job("s", 7),
+        &mut Merging::Override,
+    )
+    .await;
+    write(
+        &env,
+        WriteKind::Delete,
+        &c,
+        "M",
+        json!([{"id": "r00500"}]),
+        &job("s", 7),
+        &mut Merging::Override,
+    )
+    .await;
+    let before = page_all(&env, &c, "M", RecordsQuery::default()).await;
+    let id = env.id();
+    drop((store, env));
+
+    let (store, created) = Store::open(b.open(), master, &initial()).await.unwrap();
+    assert!(created.is_empty());
+    let env = dev(&store);
+    assert_eq!(env.id(), id);
+    assert!(env.integration("github").await.unwrap().is_some());
+    assert_eq!(
+        env.connection("github", "c1")
+            .await
+            .unwrap()
+            .unwrap()
+            .credentials
+            .token(),
+        Some("tok")
+    );
+    assert_eq!(env.variables().await.unwrap().len(), 1);
+    assert_eq!(
+        env.doc::<Value>("d", "k").await.unwrap(),
+        Some(json!({"x": 1}))
+    );
+    assert_eq!(
+        env.blob(&hash).await.unwrap().as_deref(),
+        Some(&b"blob"[..])
+    );
+    let after = page_all(&env, &c, "M", RecordsQuery::default()).await;
+    assert_eq!(after, before);
+    assert_eq!(env.record_count(&c, "M").await.unwrap(), 1_199);
+    assert_eq!(after.iter().filter(|r| r.job_id == Some(7)).count(), 11);
+    // Writes go on after the last position.
+    save(&env, &c, "M", json!([{"id": "later"}])).await;
+    let newest = env.newest_position(&c, "M").await.unwrap().unwrap();
+    assert!(newest > before.last().unwrap().position());
+}
