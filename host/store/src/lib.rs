@@ -38,7 +38,8 @@ pub use backend::{
 pub use crypto::MasterKey;
 pub use env::Integration;
 pub use error::StoreError;
-pub use records::{RecordFilter, RecordsPage, RecordsQuery};
+pub use records::{RawRecordsPage, RecordFilter, RecordsPage, RecordsQuery};
+pub use rows::RawRecord;
 pub use store::{EnvStore, Store};
 
 #[cfg(test)]

@@ -22,7 +22,7 @@ use crate::backend::{Op, Table};
 use crate::env::SCAN_BATCH;
 use crate::error::StoreError;
 use crate::keys::{self, KeyBuf};
-use crate::rows::{self, RowHeader, Stamp};
+use crate::rows::{self, RawRecord, RowHeader, Stamp};
 use crate::store::EnvStore;
 
 /// Which records `GET /records?filter=` keeps (§3.6): `added` = not deleted
@@ -99,6 +99,13 @@ pub struct RecordsPage {
     pub records: Vec<StoredRecord>,
     /// Where the next page starts (the last record's position), only when
     /// more records follow.
+    pub next: Option<Position>,
+}
+
+/// [`EnvStore::records_page_raw`]'s page.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawRecordsPage {
+    pub records: Vec<RawRecord>,
     pub next: Option<Position>,
 }
 
@@ -193,19 +200,18 @@ impl EnvStore {
             .backend()
             .get_many(Table::Records, &record_keys)
             .await?;
-        let stamps = self
-            .backend()
-            .get_many(Table::RecordStamps, &record_keys)
-            .await?;
-        // batchSave and batchDelete replace a row's JSON without reading it
-        // (an unchanged save keeps the stored JSON and only gets new stamps,
-        // which is all that is written for it below), so only batchUpdate,
-        // which merges into it, decodes the stored JSON.
+        // What is read of the rows a chunk replaces is only what the
+        // semantics look at. batchSave and batchDelete replace a row's JSON
+        // without reading it (an unchanged save keeps the stored JSON and
+        // only gets new stamps, which is all that is written for it below),
+        // so only batchUpdate, which merges into it, decodes the stored
+        // JSON. No write keeps the old stamps, so they are not read: every
+        // row written gets the writer's.
         let with_json = kind == WriteKind::Update;
         let mut existing: HashMap<String, StoredRecord> = HashMap::with_capacity(ids.len());
-        for ((id, body), stamp) in ids.into_iter().zip(bodies).zip(stamps) {
+        for (id, body) in ids.into_iter().zip(bodies) {
             if let Some(body) = body {
-                let record = rows::decode_record(id.clone(), &body, stamp.as_deref(), with_json)?;
+                let record = rows::decode_record(id.clone(), &body, None, with_json)?;
                 existing.insert(id, record);
             }
         }
@@ -221,6 +227,8 @@ impl EnvStore {
             ctx,
             now: self.write_time(&scope).await?,
         };
+        // Should the write fail, the strategy's cursor must not have moved.
+        let merging_before = merging.clone();
         let (planned, changes) =
             rt::plan_chunk(write, chunk, merging, |id| existing.get(id).cloned());
 
@@ -238,17 +246,14 @@ impl EnvStore {
             }
             let key = scope.record_key(&row.external_id);
             let old = existing.get(&row.external_id);
-            let stamp = Stamp::of(row);
-            let stamp_changed = old.is_none_or(|o| Stamp::of(o) != stamp);
+            let stamp = Op::Put {
+                table: Table::RecordStamps,
+                key: key.clone(),
+                value: Stamp::of(row).encode(),
+            };
             if kind == WriteKind::Save && *outcome == Outcome::Unchanged {
                 // Same JSON, same times: only who saw it last changes.
-                if stamp_changed {
-                    ops.push(Op::Put {
-                        table: Table::RecordStamps,
-                        key,
-                        value: stamp.encode(),
-                    });
-                }
+                ops.push(stamp);
                 continue;
             }
             let header = RowHeader::of(row);
@@ -270,16 +275,10 @@ impl EnvStore {
             });
             ops.push(Op::Put {
                 table: Table::Records,
-                key: key.clone(),
+                key,
                 value: header.encode_json(&row.json)?,
             });
-            if stamp_changed {
-                ops.push(Op::Put {
-                    table: Table::RecordStamps,
-                    key,
-                    value: stamp.encode(),
-                });
-            }
+            ops.push(stamp);
         }
         let count_after = count_before.saturating_add_signed(alive);
         if count_after != count_before || (!ops.is_empty() && count_before == 0) {
@@ -290,8 +289,11 @@ impl EnvStore {
                 value: count_value(count_after),
             });
         }
-        if !ops.is_empty() {
-            self.backend().apply(ops).await?;
+        if !ops.is_empty()
+            && let Err(e) = self.backend().apply(ops).await
+        {
+            *merging = merging_before;
+            return Err(e.into());
         }
         Ok(changes)
     }
@@ -342,6 +344,43 @@ impl EnvStore {
         model: &str,
         query: &RecordsQuery,
     ) -> Result<RecordsPage, StoreError> {
+        let raw = self.records_page_raw(conn, model, query).await?;
+        let scope = self.scope(conn, model);
+        let keys: Vec<Vec<u8>> = raw
+            .records
+            .iter()
+            .map(|r| scope.record_key(&r.external_id))
+            .collect();
+        let stamps = self.backend().get_many(Table::RecordStamps, &keys).await?;
+        let records = raw
+            .records
+            .into_iter()
+            .zip(stamps)
+            .map(|(r, stamp)| {
+                let mut record = r.to_stored()?;
+                let stamp = stamp.as_deref().map(rows::decode_stamp).transpose()?;
+                let stamp = stamp.unwrap_or_default();
+                record.sync_id = stamp.sync_id;
+                record.job_id = stamp.job_id;
+                Ok(record)
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok(RecordsPage {
+            records,
+            next: raw.next,
+        })
+    }
+
+    /// [`EnvStore::records_page`] without decoding the records' JSON or
+    /// reading their stamps: what `GET /records` needs, at the cost of
+    /// reading the rows. [`RawRecord::write_view`] writes each record's
+    /// response JSON by splicing its stored text.
+    pub async fn records_page_raw(
+        &self,
+        conn: &ConnectionRef,
+        model: &str,
+        query: &RecordsQuery,
+    ) -> Result<RawRecordsPage, StoreError> {
         if query.limit == 0 {
             return Err(StoreError::Invalid(
                 "a page needs a limit of at least 1".into(),
@@ -349,28 +388,22 @@ impl EnvStore {
         }
         let scope = self.scope(conn, model);
         let want = query.limit.saturating_add(1);
-        let mut found: Vec<(String, Vec<u8>)> = if query.ids.is_empty() {
+        let found: Vec<(String, Vec<u8>)> = if query.ids.is_empty() {
             self.page_by_index(&scope, query, want).await?
         } else {
             self.page_by_ids(&scope, query, want).await?
         };
-        let next = if found.len() > query.limit {
-            found.truncate(query.limit);
-            found
-                .last()
-                .map(|(_, body)| rows::decode_header(body).map(|(h, _)| h.position()))
-                .transpose()?
+        let mut records = found
+            .into_iter()
+            .map(|(id, row)| rows::decode_raw(id, row))
+            .collect::<Result<Vec<_>, _>>()?;
+        let next = if records.len() > query.limit {
+            records.truncate(query.limit);
+            records.last().map(RawRecord::position)
         } else {
             None
         };
-        let keys: Vec<Vec<u8>> = found.iter().map(|(id, _)| scope.record_key(id)).collect();
-        let stamps = self.backend().get_many(Table::RecordStamps, &keys).await?;
-        let records = found
-            .into_iter()
-            .zip(stamps)
-            .map(|((id, body), stamp)| rows::decode_record(id, &body, stamp.as_deref(), true))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(RecordsPage { records, next })
+        Ok(RawRecordsPage { records, next })
     }
 
     /// Up to `want` rows (external id, row) after the query's cursor and

@@ -18,6 +18,7 @@
 //! bytes if flags & 2, to the end]`: a few bytes, so that an unchanged
 //! record costs one tiny write.
 
+use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 use sluice_runtime::records::{Position, StoredRecord};
@@ -170,6 +171,145 @@ pub(crate) fn decode_record(
         deleted_at: h.deleted_at,
         sync_id: stamp.sync_id,
         job_id: stamp.job_id,
+    })
+}
+
+/// A stored record with its JSON as the stored text, for responses that
+/// only pass it on (`GET /records`): no parsing, no re-serialising.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawRecord {
+    pub external_id: String,
+    pub internal_id: Uuid,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub deleted_at: Option<DateTime<Utc>>,
+    pub data_hash: String,
+    /// The stored row; the record's JSON starts at `json_start`.
+    row: Vec<u8>,
+    json_start: usize,
+}
+
+impl RawRecord {
+    /// The record, a JSON object in compact `serde_json` text, keys in the
+    /// order saved.
+    pub fn json(&self) -> &[u8] {
+        &self.row[self.json_start..]
+    }
+
+    pub fn position(&self) -> Position {
+        Position {
+            updated_at: self.updated_at,
+            internal_id: self.internal_id,
+        }
+    }
+
+    /// The record with its JSON decoded (and no stamps: they are not read
+    /// for raw pages).
+    pub fn to_stored(&self) -> Result<StoredRecord, StoreError> {
+        Ok(StoredRecord {
+            external_id: self.external_id.clone(),
+            internal_id: self.internal_id,
+            json: serde_json::from_slice(self.json())
+                .map_err(|e| StoreError::corrupt("record JSON", e))?,
+            data_hash: self.data_hash.clone(),
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            deleted_at: self.deleted_at,
+            sync_id: None,
+            job_id: None,
+        })
+    }
+
+    /// Appends the record as the API returns it — byte for byte what
+    /// `serde_json::to_vec(&record.to_view())` gives — by writing
+    /// `_nango_metadata` into the stored text rather than decoding it.
+    pub fn write_view(&self, out: &mut Vec<u8>) -> Result<(), StoreError> {
+        let json = self.json();
+        let body = json
+            .strip_prefix(b"{")
+            .and_then(|j| j.strip_suffix(b"}"))
+            .ok_or_else(|| StoreError::corrupt("record JSON", "not an object"))?;
+        // A record that carries its own `_nango_metadata` key has it
+        // replaced in place; leave that rare case to the general path.
+        if contains(body, b"\"_nango_metadata\"") {
+            let view = self.to_stored()?.to_view();
+            return serde_json::to_writer(out, &view)
+                .map_err(|e| StoreError::encode("a record view", e));
+        }
+        // The metadata's strings (timestamps, base64, fixed words) need no
+        // escaping.
+        let stored = |t: DateTime<Utc>| sluice_runtime::records::timestamp(t);
+        // Formatting times is most of this function's cost: the modified
+        // time is formatted once and reused for the first-seen time when
+        // they are equal (every added record) and for the cursor, which is
+        // `encode_cursor`'s `base64("<last_modified_at>||<internal id>")`.
+        let modified = stored(self.updated_at);
+        let created = if self.created_at == self.updated_at {
+            None
+        } else {
+            Some(stored(self.created_at))
+        };
+        out.reserve(json.len() + 220);
+        out.push(b'{');
+        out.extend_from_slice(body);
+        if !body.is_empty() {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"\"_nango_metadata\":{\"first_seen_at\":\"");
+        out.extend_from_slice(created.as_deref().unwrap_or(&modified).as_bytes());
+        out.extend_from_slice(b"\",\"last_modified_at\":\"");
+        out.extend_from_slice(modified.as_bytes());
+        out.extend_from_slice(b"\",\"last_action\":\"");
+        out.extend_from_slice(self.last_action().as_bytes());
+        out.extend_from_slice(b"\",\"deleted_at\":");
+        match self.deleted_at {
+            Some(t) => {
+                out.push(b'"');
+                out.extend_from_slice(stored(t).as_bytes());
+                out.push(b'"');
+            }
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b",\"cursor\":\"");
+        let cursor = format!("{modified}||{}", self.internal_id);
+        out.extend_from_slice(
+            base64::engine::general_purpose::STANDARD
+                .encode(cursor)
+                .as_bytes(),
+        );
+        out.extend_from_slice(b"\"}}");
+        Ok(())
+    }
+
+    /// `ADDED`, `UPDATED` or `DELETED`, as `StoredRecord::last_action`.
+    pub fn last_action(&self) -> &'static str {
+        if self.deleted_at.is_some() {
+            "DELETED"
+        } else if self.created_at == self.updated_at {
+            "ADDED"
+        } else {
+            "UPDATED"
+        }
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    memchr::memmem::find(haystack, needle).is_some()
+}
+
+/// A row as a [`RawRecord`].
+pub(crate) fn decode_raw(external_id: String, row: Vec<u8>) -> Result<RawRecord, StoreError> {
+    let (h, json) = decode_header(&row)?;
+    let json_start = row.len() - json.len();
+    Ok(RawRecord {
+        external_id,
+        internal_id: h.internal_id,
+        created_at: h.created_at,
+        updated_at: h.updated_at,
+        deleted_at: h.deleted_at,
+        data_hash: h.data_hash,
+        row,
+        json_start,
     })
 }
 

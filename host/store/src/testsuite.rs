@@ -78,6 +78,7 @@ macro_rules! backend_tests {
             ignore_if_modified_after_protects_newer_rows,
             paging_visits_every_record_once_in_order,
             paging_survives_updates_between_pages,
+            raw_pages_match_decoded_pages,
             filter_modified_after_and_ids,
             delete_stale_soft_deletes_untouched_rows,
             clear_records_counts_and_models,
@@ -1463,6 +1464,74 @@ pub async fn paging_survives_updates_between_pages(b: &Reopen) {
                 last.json.get("v") == Some(&json!(2)) || last.deleted_at.is_some(),
                 "{id}: its latest version comes last"
             );
+        }
+    }
+}
+
+pub async fn raw_pages_match_decoded_pages(b: &Reopen) {
+    let (store, _) = fresh(b).await;
+    let env = dev(&store);
+    let c = conn("github", "c1");
+    save(
+        &env,
+        &c,
+        "M",
+        json!([
+            {"id": 1},
+            {"id": "quote\"d", "text": "line\nbreak \u{1F600} \\ é", "n": [1.5, null, {"x": {}}]},
+            {"id": "own-meta", "_nango_metadata": {"mine": true}, "after": 1},
+            {"id": "nested", "o": {"_nango_metadata": 1}},
+            {"id": "to-update", "v": 1},
+            {"id": "to-delete"},
+        ]),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    save(&env, &c, "M", json!([{"id": "to-update", "v": 2}])).await;
+    write(
+        &env,
+        WriteKind::Delete,
+        &c,
+        "M",
+        json!([{"id": "to-delete", "x": 1}]),
+        &job("s", 1),
+        &mut Merging::Override,
+    )
+    .await;
+
+    for query in [
+        RecordsQuery {
+            limit: 4,
+            ..Default::default()
+        },
+        RecordsQuery {
+            limit: 100,
+            ..Default::default()
+        },
+        RecordsQuery {
+            ids: vec!["nested".into(), "1".into()],
+            ..Default::default()
+        },
+    ] {
+        let decoded = env.records_page(&c, "M", &query).await.unwrap();
+        let raw = env.records_page_raw(&c, "M", &query).await.unwrap();
+        assert_eq!(raw.next, decoded.next);
+        assert_eq!(raw.records.len(), decoded.records.len());
+        for (r, d) in raw.records.iter().zip(&decoded.records) {
+            let mut view = Vec::new();
+            r.write_view(&mut view).unwrap();
+            assert_eq!(
+                String::from_utf8(view).unwrap(),
+                serde_json::to_string(&d.to_view()).unwrap(),
+                "the spliced view is the decoded one, byte for byte"
+            );
+            let mut stored = r.to_stored().unwrap();
+            assert_eq!((stored.sync_id.take(), stored.job_id.take()), (None, None));
+            let mut expected = d.clone();
+            expected.sync_id = None;
+            expected.job_id = None;
+            assert_eq!(stored, expected);
+            assert_eq!(r.last_action(), d.last_action());
         }
     }
 }
