@@ -33,11 +33,16 @@ models:
 ";
 
 async fn start(data: &Path, master: &MasterKey, upstream: &str) -> Server {
-    let mut providers = ProviderCatalog::builtin().unwrap();
     let yaml = std::fs::read_to_string(repo_root().join("host/runtime/providers.yaml")).unwrap();
     let hubspot = yaml.replace("https://api.hubapi.com", upstream);
-    providers.extend(ProviderCatalog::from_yaml(&hubspot, "test").unwrap());
     let config = ServerConfig::new(data, "127.0.0.1:0".parse().unwrap());
+    start_with(config, master, &hubspot).await
+}
+
+/// A server with the built-in providers and `providers_yaml` over them.
+async fn start_with(config: ServerConfig, master: &MasterKey, providers_yaml: &str) -> Server {
+    let mut providers = ProviderCatalog::builtin().unwrap();
+    providers.extend(ProviderCatalog::from_yaml(providers_yaml, "test").unwrap());
     let keys = [
         ("dev".to_string(), Some(DEV_KEY.to_string())),
         ("prod".to_string(), Some(PROD_KEY.to_string())),
@@ -64,12 +69,22 @@ impl Client {
     }
 
     async fn send(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        self.send_as(("hubspot", "demo"), method, path, body).await
+    }
+
+    async fn send_as(
+        &self,
+        (pck, cid): (&str, &str),
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
         let mut req = self
             .http
             .request(method.parse().unwrap(), format!("{}{path}", self.base))
             .bearer_auth(&self.key)
-            .header("connection-id", "demo")
-            .header("provider-config-key", "hubspot");
+            .header("connection-id", cid)
+            .header("provider-config-key", pck);
         if let Some(b) = body {
             req = req
                 .header("content-type", "application/json")
@@ -86,15 +101,31 @@ impl Client {
 }
 
 async fn deploy(c: &Client) {
+    deploy_scripts(
+        c,
+        NANGO_YAML,
+        "hubspot",
+        &[
+            (guests::HUBSPOT_RUST_CONTACTS, "contacts", ScriptKind::Sync),
+            (
+                guests::HUBSPOT_RUST_CREATE_CONTACT,
+                "create-contact",
+                ScriptKind::Action,
+            ),
+        ],
+    )
+    .await;
+}
+
+/// Uploads each component and deploys them with `nango_yaml`.
+async fn deploy_scripts(
+    c: &Client,
+    nango_yaml: &str,
+    integration: &str,
+    scripts: &[(&str, &str, ScriptKind)],
+) {
     let mut components = Vec::new();
-    for (path, name, kind) in [
-        (guests::HUBSPOT_RUST_CONTACTS, "contacts", ScriptKind::Sync),
-        (
-            guests::HUBSPOT_RUST_CREATE_CONTACT,
-            "create-contact",
-            ScriptKind::Action,
-        ),
-    ] {
+    for &(path, name, kind) in scripts {
         let bytes = std::fs::read(path).unwrap();
         let sha = sha256_hex(&bytes);
         let resp = c
@@ -111,14 +142,14 @@ async fn deploy(c: &Client) {
             size: bytes.len() as u64,
             bundle: false,
             scripts: vec![ScriptEntry {
-                integration: "hubspot".into(),
+                integration: integration.into(),
                 name: name.into(),
                 kind,
             }],
         });
     }
     let manifest = Manifest {
-        nango_yaml: NANGO_YAML.into(),
+        nango_yaml: nango_yaml.into(),
         dir_name: None,
         components,
     };
@@ -130,7 +161,6 @@ async fn deploy(c: &Client) {
         )
         .await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body["version"], 1);
 }
 
 #[tokio::test]
@@ -301,4 +331,334 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
         }
     }
     out
+}
+
+const MOCK_YAML: &str = "
+integrations:
+  mock-int:
+    syncs:
+      records:
+        runs: every hour
+        output: Item
+        track_deletes: true
+        endpoint: GET /items
+    actions:
+      proxy:
+        endpoint: POST /proxy
+      misbehave:
+        endpoint: POST /misbehave
+models:
+  Item:
+    id: string
+";
+
+fn ids(page: &Value) -> Vec<String> {
+    let mut ids: Vec<String> = page["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].to_string().trim_matches('"').to_string())
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[tokio::test]
+async fn runs_report_changes_errors_keep_their_shapes_and_tokens_refresh_once() {
+    use sluice_tests::{MockRequest, MockResponse};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let token_calls = Arc::new(AtomicUsize::new(0));
+    let calls = token_calls.clone();
+    let handler = move |req: &MockRequest| match req.path.as_str() {
+        "/oauth/token" => {
+            calls.fetch_add(1, Ordering::SeqCst);
+            let body = String::from_utf8_lossy(&req.body).into_owned();
+            assert!(body.contains("grant_type=refresh_token"), "{body}");
+            assert!(body.contains("refresh_token=rt-1"), "{body}");
+            assert!(body.contains("client_id=cid"), "{body}");
+            MockResponse::json(
+                200,
+                &json!({"access_token": "fresh-token", "expires_in": 3600}),
+            )
+            .delayed(std::time::Duration::from_millis(100))
+        }
+        "/whoami" if req.header("authorization") == Some("Bearer fresh-token") => {
+            MockResponse::json(200, &json!({"me": "ok"}))
+        }
+        "/whoami" => MockResponse::json(401, &json!({"error": "expired"})),
+        "/missing" => MockResponse::json(404, &json!({"message": "no such thing"})),
+        _ => MockResponse::json(200, &json!({})),
+    };
+    let mock = MockServer::start(Arc::new(handler)).await.unwrap();
+    let providers = format!(
+        "mock:\n  auth_mode: OAUTH2\n  token_url: {0}/oauth/token\n  proxy:\n    base_url: {0}\n",
+        mock.url()
+    );
+    let data = tempfile::tempdir().unwrap();
+    let mut config = ServerConfig::new(data.path(), "127.0.0.1:0".parse().unwrap());
+    config.max_body_bytes = 1 << 20;
+    let server = start_with(config, &MasterKey::generate(), &providers).await;
+    let dev = Client::new(&server, DEV_KEY);
+    let c1 = ("mock-int", "c1");
+    deploy_scripts(
+        &dev,
+        MOCK_YAML,
+        "mock-int",
+        &[
+            (guests::SYNC_RECORDS, "records", ScriptKind::Sync),
+            (guests::ACTION_PROXY, "proxy", ScriptKind::Action),
+            (guests::ACTION_MISBEHAVE, "misbehave", ScriptKind::Action),
+        ],
+    )
+    .await;
+    let (status, body) = dev
+        .send(
+            "POST",
+            "/integrations",
+            Some(json!({"unique_key": "mock-int", "provider": "mock", "credentials": {"type": "OAUTH2", "client_id": "cid", "client_secret": "csecret"}})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let plan = |save: Value, fail: bool| json!({"model": "Item", "save": save, "fail_after": fail});
+    for (cid, expires) in [
+        ("c1", "2099-01-01T00:00:00Z"),
+        ("c2", "2020-01-01T00:00:00Z"),
+    ] {
+        let (status, body) = dev
+            .send(
+                "POST",
+                "/connection",
+                Some(json!({
+                    "provider_config_key": "mock-int", "connection_id": cid,
+                    "access_token": "old-token", "refresh_token": "rt-1", "expires_at": expires,
+                    "metadata": plan(json!([{"id": "1", "v": 1}, {"id": "2", "v": 1}, {"id": "3", "v": 1}]), false),
+                })),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let trigger =
+        json!({"syncs": ["records"], "provider_config_key": "mock-int", "connection_id": "c1"});
+
+    // First run: three added.
+    let (status, body) = dev
+        .send_as(c1, "POST", "/sync/trigger", Some(trigger.clone()))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["runs"][0]["results"]["Item"]["added"], 3, "{body}");
+
+    // The upstream changes: 1 updated, 3 gone; track_deletes deletes it.
+    let set =
+        |p: Value| json!({"connection_id": "c1", "provider_config_key": "mock-int", "metadata": p});
+    let (status, _) = dev
+        .send_as(
+            c1,
+            "POST",
+            "/connection/metadata",
+            Some(set(plan(
+                json!([{"id": "1", "v": 2}, {"id": "2", "v": 1}]),
+                false,
+            ))),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (_, body) = dev
+        .send_as(c1, "POST", "/sync/trigger", Some(trigger.clone()))
+        .await;
+    let results = &body["runs"][0]["results"]["Item"];
+    assert_eq!(
+        (
+            results["added"].as_u64(),
+            results["updated"].as_u64(),
+            results["deleted"].as_u64()
+        ),
+        (Some(0), Some(1), Some(1)),
+        "{body}"
+    );
+    let (_, page) = dev
+        .send_as(c1, "GET", "/records?model=Item&filter=deleted", None)
+        .await;
+    assert_eq!(ids(&page), ["3"]);
+    let (_, page) = dev
+        .send_as(c1, "GET", "/records?model=Item&filter=updated", None)
+        .await;
+    assert_eq!(ids(&page), ["1"]);
+    let (_, page) = dev
+        .send_as(c1, "GET", "/records?model=Item&filter=added,updated", None)
+        .await;
+    assert_eq!(ids(&page), ["1", "2"]);
+    let (_, page) = dev
+        .send_as(
+            c1,
+            "GET",
+            "/records?model=Item&modified_after=2099-01-01T00:00:00Z",
+            None,
+        )
+        .await;
+    assert_eq!(ids(&page), Vec::<String>::new());
+
+    // A failed run keeps what it saved and deletes nothing.
+    dev.send_as(
+        c1,
+        "POST",
+        "/connection/metadata",
+        Some(set(plan(json!([{"id": "4"}]), true))),
+    )
+    .await;
+    let (_, body) = dev
+        .send_as(c1, "POST", "/sync/trigger", Some(trigger.clone()))
+        .await;
+    assert_eq!(body["runs"][0]["success"], false, "{body}");
+    let (_, page) = dev
+        .send_as(c1, "GET", "/records?model=Item&filter=added,updated", None)
+        .await;
+    assert_eq!(ids(&page), ["1", "2", "4"]);
+
+    // ActionError: 500 with its payload; an upstream 404: 424 with it.
+    let action = |name: &str, input: Value| json!({"action_name": name, "input": input});
+    let (status, body) = dev
+        .send_as(
+            c1,
+            "POST",
+            "/action/trigger",
+            Some(action("misbehave", json!({"mode": "action-error"}))),
+        )
+        .await;
+    assert_eq!(status, 500, "{body}");
+    assert_eq!(body["error"]["code"], "action_script_runtime_error");
+    assert_eq!(
+        body["error"]["payload"],
+        json!({"message": "card declined", "code": 402})
+    );
+    let (status, body) = dev
+        .send_as(
+            c1,
+            "POST",
+            "/action/trigger",
+            Some(action("proxy", json!({"endpoint": "/missing"}))),
+        )
+        .await;
+    assert_eq!(status, 424, "{body}");
+    assert_eq!(body["error"]["code"], "script_http_error");
+    assert_eq!(body["error"]["upstream"]["status"], 404);
+    assert_eq!(
+        body["error"]["payload"],
+        json!({"message": "no such thing"})
+    );
+    let (status, body) = dev
+        .send_as(
+            c1,
+            "POST",
+            "/action/trigger",
+            Some(action("nope", json!({}))),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("not_found"))
+    );
+
+    // Async: 202 with a status URL, then the output.
+    let resp = dev
+        .http
+        .post(format!("{}/action/trigger", dev.base))
+        .bearer_auth(DEV_KEY)
+        .header("connection-id", "c1")
+        .header("provider-config-key", "mock-int")
+        .header("x-async", "true")
+        .header("content-type", "application/json")
+        .body(action("misbehave", json!({"mode": "print"})).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    let location = resp.headers()["location"].to_str().unwrap().to_string();
+    let mut done = Value::Null;
+    for _ in 0..200 {
+        let (status, body) = dev.send_as(c1, "GET", &location, None).await;
+        if status == 200 {
+            done = body;
+            break;
+        }
+        assert_eq!(status, 202, "{body}");
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert_eq!(done, json!("printed"));
+
+    // c2's token expired: 20 concurrent actions, one refresh.
+    let c2 = ("mock-int", "c2");
+    let runs = (0..20).map(|_| {
+        dev.send_as(
+            c2,
+            "POST",
+            "/action/trigger",
+            Some(action("proxy", json!({"endpoint": "/whoami"}))),
+        )
+    });
+    for (status, body) in futures_join(runs).await {
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["data"]["me"], "ok", "{body}");
+    }
+    assert_eq!(token_calls.load(Ordering::SeqCst), 1);
+
+    // Bad bodies: named, and nothing changes.
+    let raw = |body: Vec<u8>| {
+        dev.http
+            .post(format!("{}/action/trigger", dev.base))
+            .bearer_auth(DEV_KEY)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let resp = raw(b"{\"action_name\": ".to_vec()).await.unwrap();
+    assert_eq!(resp.status(), 400);
+    let body: Value = resp.json_value().await;
+    assert_eq!(body["error"]["code"], "invalid_body", "{body}");
+    let resp = raw(vec![b' '; 2 << 20]).await.unwrap();
+    assert_eq!(resp.status(), 413);
+    let (_, page) = dev.send_as(c1, "GET", "/records?model=Item", None).await;
+    assert_eq!(page["records"].as_array().unwrap().len(), 4);
+    server.stop().await;
+}
+
+/// Runs futures concurrently and collects their outputs in order.
+async fn futures_join<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
+    let mut set = Vec::new();
+    for f in futures {
+        set.push(Box::pin(f));
+    }
+    let mut out = Vec::with_capacity(set.len());
+    // Poll them all together.
+    let joined = std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (i, f) in set.iter_mut().enumerate() {
+            if out.iter().any(|(j, _)| *j == i) {
+                continue;
+            }
+            match f.as_mut().poll(cx) {
+                std::task::Poll::Ready(v) => out.push((i, v)),
+                std::task::Poll::Pending => pending = true,
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    });
+    joined.await;
+    out.sort_by_key(|(i, _)| *i);
+    out.into_iter().map(|(_, v)| v).collect()
+}
+
+trait JsonValue {
+    async fn json_value(self) -> Value;
+}
+
+impl JsonValue for reqwest::Response {
+    async fn json_value(self) -> Value {
+        serde_json::from_str(&self.text().await.unwrap()).unwrap()
+    }
 }

@@ -2,10 +2,11 @@
 //! `(updated_at, id)` order, by cursor, with `modified_after`, `filter`,
 //! `ids`, `limit` and `variant`.
 
-use axum::Json;
 use axum::extract::{RawQuery, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
-use serde_json::{Value, json};
+use serde_json::Value;
 use sluice_runtime::records::{ConnectionRef, decode_cursor, encode_cursor};
 use sluice_store::{RecordFilter, RecordsQuery};
 
@@ -132,13 +133,32 @@ pub async fn connection_ref(
     })
 }
 
-/// One page as the API returns it.
-pub async fn page(env: &EnvState, conn: &ConnectionRef, req: RecordsRequest) -> ApiResult<Value> {
-    let page = env.store.records_page(conn, &req.model, &req.query).await?;
-    Ok(json!({
-        "records": page.records.iter().map(|r| r.to_view()).collect::<Vec<_>>(),
-        "next_cursor": page.next.as_ref().map(encode_cursor),
-    }))
+/// One page as the API returns it, written from the stored JSON text
+/// without parsing each record.
+pub async fn page(
+    env: &EnvState,
+    conn: &ConnectionRef,
+    req: RecordsRequest,
+) -> ApiResult<Response> {
+    let page = env
+        .store
+        .records_page_raw(conn, &req.model, &req.query)
+        .await?;
+    let mut out = Vec::with_capacity(64 + page.records.len() * 512);
+    out.extend_from_slice(b"{\"records\":[");
+    for (i, r) in page.records.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        r.write_view(&mut out)?;
+    }
+    out.extend_from_slice(b"],\"next_cursor\":");
+    match &page.next {
+        Some(p) => out.extend_from_slice(Value::String(encode_cursor(p)).to_string().as_bytes()),
+        None => out.extend_from_slice(b"null"),
+    }
+    out.push(b'}');
+    Ok(([(header::CONTENT_TYPE, "application/json")], out).into_response())
 }
 
 pub async fn get_records(
@@ -146,8 +166,8 @@ pub async fn get_records(
     Env(env): Env,
     headers: ConnectionHeaders,
     RawQuery(raw): RawQuery,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Response> {
     let req = parse_query(raw.as_deref(), None)?;
     let conn = connection_ref(&env, &headers).await?;
-    Ok(Json(page(&env, &conn, req).await?))
+    page(&env, &conn, req).await
 }

@@ -76,7 +76,7 @@ pub async fn dispatch(
         Target::Records { model } => {
             let query = records::parse_query(raw.as_deref(), Some(&model))?;
             let conn = records::connection_ref(&env, &headers).await?;
-            Ok(Json(records::page(&env, &conn, query).await?).into_response())
+            records::page(&env, &conn, query).await
         }
         Target::Action { name } => {
             let cid = headers.connection_id.clone().ok_or_else(|| {
