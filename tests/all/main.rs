@@ -2,6 +2,7 @@
 //! on 127.0.0.1, and the runtime in between.
 
 mod cli;
+mod durability;
 mod examples;
 mod features;
 mod limits;

@@ -12,7 +12,7 @@ use sluice_server::{Server, ServerConfig};
 use sluice_store::MasterKey;
 use sluice_tests::{Fixture, MockServer, guests, repo_root};
 
-const DEV_KEY: &str = "dev-secret-key-0001";
+pub(crate) const DEV_KEY: &str = "dev-secret-key-0001";
 const PROD_KEY: &str = "prod-secret-key-0002";
 
 const NANGO_YAML: &str = "
@@ -53,10 +53,10 @@ async fn start_with(config: ServerConfig, master: &MasterKey, providers_yaml: &s
     server
 }
 
-struct Client {
-    http: reqwest::Client,
-    base: String,
-    key: String,
+pub(crate) struct Client {
+    pub(crate) http: reqwest::Client,
+    pub(crate) base: String,
+    pub(crate) key: String,
 }
 
 impl Client {
@@ -68,7 +68,15 @@ impl Client {
         }
     }
 
-    async fn send(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    pub(crate) fn at(base: &str, key: &str) -> Self {
+        Self {
+            http: reqwest::Client::new(),
+            base: base.to_string(),
+            key: key.to_string(),
+        }
+    }
+
+    pub(crate) async fn send(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
         self.send_as(("hubspot", "demo"), method, path, body).await
     }
 
@@ -100,7 +108,7 @@ impl Client {
     }
 }
 
-async fn deploy(c: &Client) {
+pub(crate) async fn deploy(c: &Client) {
     deploy_scripts(
         c,
         NANGO_YAML,

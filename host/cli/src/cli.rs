@@ -42,6 +42,28 @@ enum Command {
     Test(TestArgs),
     /// Run the platform: the API, deploys, connections, syncs and actions.
     Serve(ServeArgs),
+    /// Compile the folder and deploy it to a server's environment.
+    Deploy(DeployArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct DeployArgs {
+    #[command(flatten)]
+    build: BuildArgs,
+    /// The environment (its key is NANGO_SECRET_KEY_<ENV>).
+    #[arg(
+        short = 'e',
+        long = "env",
+        alias = "environment",
+        default_value = "dev"
+    )]
+    env: String,
+    /// The server (default: NANGO_HOSTPORT, else http://127.0.0.1:3003).
+    #[arg(long)]
+    host: Option<String>,
+    /// The environment's secret key (default: NANGO_SECRET_KEY_<ENV>).
+    #[arg(long)]
+    secret_key: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -58,6 +80,16 @@ struct ServeArgs {
     /// The URL clients reach this server at (for webhook URLs).
     #[arg(long, env = "SLUICE_PUBLIC_URL")]
     public_url: Option<String>,
+    /// Also deploy the bundled example against a mock of its API, create
+    /// its connection, run its sync once and print what to try next.
+    #[arg(long)]
+    demo: bool,
+    /// Where precompiled components are cached (for --demo's compile).
+    #[arg(long, env = "SLUICE_CACHE_DIR")]
+    cache_dir: Option<PathBuf>,
+    /// An installed TypeScript SDK (for --demo's compile).
+    #[arg(long, env = "SLUICE_TS_SDK")]
+    sdk: Option<PathBuf>,
 }
 
 /// Options every command that builds scripts shares.
@@ -210,6 +242,7 @@ pub async fn run(
         Command::Dryrun(args) => run_dryrun(args, out, err).await,
         Command::Test(args) => run_test(args, out, err).await,
         Command::Serve(args) => run_serve(args, out).await,
+        Command::Deploy(args) => run_deploy(args, out, err).await,
     };
     match result {
         Ok(code) => code,
@@ -343,6 +376,71 @@ async fn run_test(args: TestArgs, out: &mut dyn Write, err: &mut dyn Write) -> a
 }
 
 /// JSON given inline or as `@file`.
+/// `KEY=value` lines of a `.env` file (the original's CLI reads the one in
+/// the current directory); the process environment wins.
+fn dotenv(path: &std::path::Path) -> std::collections::HashMap<String, String> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Default::default();
+    };
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter_map(|l| l.strip_prefix("export ").unwrap_or(l).split_once('='))
+        .map(|(k, v)| {
+            let v = v.trim();
+            let v = v
+                .strip_prefix('"')
+                .and_then(|v| v.strip_suffix('"'))
+                .or_else(|| v.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')))
+                .unwrap_or(v);
+            (k.trim().to_string(), v.to_string())
+        })
+        .collect()
+}
+
+fn setting(name: &str, file: &std::collections::HashMap<String, String>) -> Option<String> {
+    std::env::var(name)
+        .ok()
+        .or_else(|| file.get(name).cloned())
+        .filter(|v| !v.is_empty())
+}
+
+async fn run_deploy(
+    args: DeployArgs,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> anyhow::Result<i32> {
+    let mut file = dotenv(std::path::Path::new(".env"));
+    for (k, v) in dotenv(&args.build.dir.join(".env")) {
+        file.entry(k).or_insert(v);
+    }
+    let key_var = format!("NANGO_SECRET_KEY_{}", args.env.to_uppercase());
+    let Some(key) = args.secret_key.or_else(|| setting(&key_var, &file)) else {
+        bail!(
+            "{key_var} is not set (in the environment or .env): the deploy needs the environment's secret key"
+        );
+    };
+    let host = args
+        .host
+        .or_else(|| setting("NANGO_HOSTPORT", &file))
+        .unwrap_or_else(|| "http://127.0.0.1:3003".into());
+    let options = args.build.options(None);
+    let mut config = RuntimeConfig::new(&options.cache_dir);
+    config.max_concurrent = 1;
+    let runtime = Runtime::new(config)?;
+    let project = compile::compile(&options, &runtime, err)?;
+    let deployed = sluice_project::deploy::upload(&project, &host, &key).await?;
+    writeln!(
+        out,
+        "Deployed version {} to `{}` at {host}: {} script{}.",
+        deployed["version"],
+        args.env,
+        project.scripts.len(),
+        if project.scripts.len() == 1 { "" } else { "s" }
+    )?;
+    Ok(0)
+}
+
 /// The master key: `SLUICE_MASTER_KEY` (base64 of 32 bytes), or the key
 /// file in the data directory, created with mode 0600 on first start.
 fn master_key(data: &std::path::Path) -> anyhow::Result<sluice_store::MasterKey> {
@@ -365,6 +463,10 @@ async fn run_serve(args: ServeArgs, out: &mut dyn Write) -> anyhow::Result<i32> 
     }
     let mut config = sluice_server::ServerConfig::new(&args.data, args.listen);
     config.public_url = args.public_url;
+    if args.demo {
+        let cache = args.cache_dir.unwrap_or_else(default_cache_dir);
+        return crate::demo::run(config, master, providers, cache, args.sdk, out).await;
+    }
     let initial: Vec<(String, Option<String>)> = ["dev", "prod"]
         .iter()
         .map(|env| {

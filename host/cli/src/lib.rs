@@ -3,3 +3,4 @@
 //! anyhow).
 
 pub mod cli;
+mod demo;

@@ -226,3 +226,80 @@ impl Manifest {
         Ok(Catalog::new(config, scripts))
     }
 }
+
+/// Why an upload to a server failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UploadError {
+    #[error(transparent)]
+    Deploy(#[from] DeployError),
+    #[error("cannot reach the server at {url}: {source}")]
+    Unreachable { url: String, source: reqwest::Error },
+    #[error("the server refused the deploy (HTTP {status}): {body}")]
+    Refused { status: u16, body: String },
+}
+
+/// Uploads a compiled project to a server (`base`, e.g.
+/// `http://127.0.0.1:3003`) with an environment's secret key: each
+/// component the server does not have, then the manifest. Returns the
+/// server's description of the new deployment.
+pub async fn upload(
+    project: &Project,
+    base: &str,
+    secret_key: &str,
+) -> Result<serde_json::Value, UploadError> {
+    let (manifest, files) = project.manifest()?;
+    let http = reqwest::Client::builder()
+        .user_agent(sluice_runtime::proxy::USER_AGENT)
+        .build()
+        .map_err(|source| UploadError::Unreachable {
+            url: base.to_string(),
+            source,
+        })?;
+    let base = base.trim_end_matches('/');
+    let send = |req: reqwest::RequestBuilder, url: String| async move {
+        let resp = req
+            .bearer_auth(secret_key)
+            .send()
+            .await
+            .map_err(|source| UploadError::Unreachable { url, source })?;
+        let status = resp.status().as_u16();
+        let body = resp.text().await.unwrap_or_default();
+        Ok::<_, UploadError>((status, body))
+    };
+    let post_manifest = || {
+        let url = format!("{base}/sluice/deploy");
+        let body = serde_json::to_vec(&manifest).unwrap_or_default();
+        send(
+            http.post(&url)
+                .header("content-type", "application/json")
+                .body(body),
+            url,
+        )
+    };
+    let (mut status, mut body) = post_manifest().await?;
+    if status == 400 && body.contains("missing_components") {
+        let missing: Vec<String> = serde_json::from_str::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| serde_json::from_value(v["error"]["payload"]["missing"].clone()).ok())
+            .unwrap_or_default();
+        for sha in missing {
+            let Some(path) = files.get(&sha) else {
+                continue;
+            };
+            let bytes = std::fs::read(path).map_err(|source| DeployError::Read {
+                path: path.display().to_string(),
+                source,
+            })?;
+            let url = format!("{base}/sluice/components/{sha}");
+            let (s, b) = send(http.put(&url).body(bytes), url).await?;
+            if s != 200 {
+                return Err(UploadError::Refused { status: s, body: b });
+            }
+        }
+        (status, body) = post_manifest().await?;
+    }
+    if status != 200 {
+        return Err(UploadError::Refused { status, body });
+    }
+    Ok(serde_json::from_str(&body).unwrap_or(serde_json::Value::Null))
+}

@@ -1,0 +1,216 @@
+//! `sluice serve --demo`: the platform with the bundled example, on one
+//! machine and no outside network. It writes the example folder (the one
+//! `sluice init` creates) under the data directory, serves its mock of the
+//! GitHub API on 127.0.0.1, points the `github` provider there, starts the
+//! server, deploys the example, creates its integration and connection,
+//! runs its sync once and prints what to try next.
+
+use std::io::Write;
+use std::sync::{Arc, OnceLock};
+
+use anyhow::{Context as _, bail};
+use serde_json::{Value, json};
+use sluice_project::compile::{self, CompileOptions};
+use sluice_project::mock::{Fixture, Handler, MockResponse, MockServer};
+use sluice_runtime::providers::ProviderCatalog;
+use sluice_runtime::{Runtime, RuntimeConfig};
+use sluice_server::{Server, ServerConfig};
+
+const INTEGRATION: &str = "demo-github-integration";
+const SYNC: &str = "github-issue-example";
+
+/// Serves the example's fixture with GitHub's URLs (its pagination links)
+/// turned into the mock's own.
+async fn mock_github(project: &std::path::Path) -> anyhow::Result<MockServer> {
+    let slot: Arc<OnceLock<Handler>> = Arc::new(OnceLock::new());
+    let reader = slot.clone();
+    let mock = MockServer::start(Arc::new(move |req| match reader.get() {
+        Some(h) => h(req),
+        None => MockResponse::json(503, &json!({"message": "starting"})),
+    }))
+    .await
+    .context("cannot start the mock GitHub API")?;
+    let text = std::fs::read_to_string(project.join("mock-api.yaml"))?;
+    let local = project.join(".sluice").join("mock-api.local.yaml");
+    std::fs::create_dir_all(local.parent().unwrap_or(project))?;
+    std::fs::write(&local, text.replace("https://api.github.com", &mock.url()))?;
+    let _ = slot.set(Fixture::from_file(&local)?.handler());
+    Ok(mock)
+}
+
+async fn call(
+    http: &reqwest::Client,
+    method: reqwest::Method,
+    url: String,
+    key: &str,
+    body: Value,
+) -> anyhow::Result<Value> {
+    let resp = http
+        .request(method, &url)
+        .bearer_auth(key)
+        .header("content-type", "application/json")
+        .header("connection-id", "demo")
+        .header("provider-config-key", INTEGRATION)
+        .body(body.to_string())
+        .send()
+        .await
+        .with_context(|| format!("cannot reach {url}"))?;
+    let status = resp.status();
+    let text = resp.text().await.unwrap_or_default();
+    if !status.is_success() {
+        bail!("{url} answered HTTP {status}: {text}");
+    }
+    Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+fn write_private(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    f.write_all(text.as_bytes())?;
+    Ok(())
+}
+
+pub async fn run(
+    mut config: ServerConfig,
+    master: sluice_store::MasterKey,
+    mut providers: ProviderCatalog,
+    cache_dir: std::path::PathBuf,
+    sdk: Option<std::path::PathBuf>,
+    out: &mut dyn Write,
+) -> anyhow::Result<i32> {
+    let data = config.data_dir.clone();
+    let project = data.join("demo-project");
+    if !project.join("nango.yaml").exists() {
+        sluice_project::init::init(&project)?;
+    }
+    let mock = mock_github(&project).await?;
+    if let Some(mut github) = providers.get("github").cloned() {
+        github.proxy.base_url = Some(mock.url());
+        providers.insert(github);
+    }
+    let given = std::env::var("NANGO_SECRET_KEY_DEV")
+        .ok()
+        .filter(|k| !k.is_empty());
+    let initial = [
+        ("dev".to_string(), given.clone()),
+        ("prod".to_string(), None),
+    ];
+    config
+        .public_url
+        .get_or_insert_with(|| format!("http://{}", config.listen));
+    let (server, created) = Server::start(config, master, providers, &initial).await?;
+    // The demo keeps the dev key it created beside the data (0600), so
+    // running it again on the same directory works.
+    let key_file = data.join("demo-dev.key");
+    let key = match created.iter().find(|(env, _)| env == "dev") {
+        Some((_, key)) => {
+            write_private(&key_file, key)?;
+            key.clone()
+        }
+        None => match given.or_else(|| std::fs::read_to_string(&key_file).ok()) {
+            Some(k) => k.trim().to_string(),
+            None => bail!(
+                "this data directory already has its environments: set NANGO_SECRET_KEY_DEV to the dev key printed when it was created, or use a new --data"
+            ),
+        },
+    };
+    let base = server.url();
+
+    writeln!(out, "Compiling the example in {} …", project.display())?;
+    out.flush()?;
+    let options = CompileOptions {
+        dir: project.clone(),
+        integration: None,
+        sdk,
+        cache_dir: cache_dir.clone(),
+        build_dir: None,
+    };
+    let mut rc = RuntimeConfig::new(&cache_dir);
+    rc.max_concurrent = 1;
+    let runtime = Runtime::new(rc)?;
+    let mut progress = Vec::new();
+    let compiled = compile::compile(&options, &runtime, &mut progress)
+        .with_context(|| String::from_utf8_lossy(&progress).into_owned())?;
+    let deployed = sluice_project::deploy::upload(&compiled, &base, &key).await?;
+
+    let http = reqwest::Client::new();
+    let existing = call(
+        &http,
+        reqwest::Method::GET,
+        format!("{base}/integrations"),
+        &key,
+        Value::Null,
+    )
+    .await?;
+    let has = existing["data"]
+        .as_array()
+        .is_some_and(|a| a.iter().any(|i| i["unique_key"] == INTEGRATION));
+    if !has {
+        call(
+            &http,
+            reqwest::Method::POST,
+            format!("{base}/integrations"),
+            &key,
+            json!({"unique_key": INTEGRATION, "provider": "github"}),
+        )
+        .await?;
+    }
+    call(
+        &http,
+        reqwest::Method::POST,
+        format!("{base}/connection"),
+        &key,
+        json!({
+            "provider_config_key": INTEGRATION, "connection_id": "demo",
+            "access_token": "demo-token",
+            "metadata": {"owner": "octocat", "repo": "hello-world"},
+        }),
+    )
+    .await?;
+    let run = call(
+        &http,
+        reqwest::Method::POST,
+        format!("{base}/sync/trigger"),
+        &key,
+        json!({"syncs": [SYNC], "provider_config_key": INTEGRATION, "connection_id": "demo"}),
+    )
+    .await?;
+    let headers = format!(
+        "-H 'Authorization: Bearer {key}' -H 'Connection-Id: demo' -H 'Provider-Config-Key: {INTEGRATION}'"
+    );
+    writeln!(
+        out,
+        "\nsluice is running at {base} with the example deployed (version {}), \
+         a connection `demo` to a mock of the GitHub API at {} and its sync run once:\n  {}\n",
+        deployed["version"],
+        mock.url(),
+        run["runs"][0]["results"]
+    )?;
+    writeln!(out, "The dev environment's secret key: {key}\n")?;
+    writeln!(
+        out,
+        "Read the synced records:\n  curl {headers} '{base}/records?model=GithubIssue'\n"
+    )?;
+    writeln!(
+        out,
+        "Run the action:\n  curl {headers} -H 'Content-Type: application/json' -d '{{\"action_name\":\"create-issue\",\"input\":{{\"title\":\"Hello\"}}}}' {base}/action/trigger\n"
+    )?;
+    writeln!(
+        out,
+        "Run the sync again:\n  curl {headers} -H 'Content-Type: application/json' -d '{{\"syncs\":[\"{SYNC}\"]}}' {base}/sync/trigger\n"
+    )?;
+    writeln!(
+        out,
+        "The API's endpoints: curl {headers} {base}/openapi.json\nCtrl-C stops the server."
+    )?;
+    out.flush()?;
+    server.wait().await;
+    drop(mock);
+    Ok(0)
+}

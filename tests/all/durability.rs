@@ -1,0 +1,199 @@
+//! Durability: a real `sluice serve` process is killed with SIGKILL at
+//! random points of a long sync, many times, and restarted each time. The
+//! store must open each time, and no record whose `batchSave` had returned
+//! may be lost. The mock upstream is the witness: the sync asks for page
+//! k+1 only after `batchSave` of page k returned, so every page before the
+//! highest one requested must be stored.
+//!
+//! `SLUICE_KILLS` sets the number of kills (50 by default; the longer run in
+//! the README uses 1,000).
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use sluice_store::MasterKey;
+use sluice_tests::{MockRequest, MockResponse, MockServer, repo_root};
+
+use crate::server::{Client, DEV_KEY, deploy};
+
+/// Pages the upstream has; two contacts each.
+const PAGES: usize = 20_000;
+
+fn page(after: usize) -> MockResponse {
+    let contact = |id: usize| {
+        json!({"id": id.to_string(), "createdAt": "2024-01-01T00:00:00Z",
+               "properties": {"firstname": "F", "lastname": "L", "email": format!("{id}@example.com")}})
+    };
+    let mut body = json!({"results": [contact(after * 2), contact(after * 2 + 1)]});
+    if after + 1 < PAGES {
+        body["paging"] = json!({"next": {"after": (after + 1).to_string()}});
+    }
+    MockResponse::json(200, &body)
+}
+
+struct Process {
+    child: Child,
+    url: String,
+}
+
+fn start(data: &std::path::Path, providers: &std::path::Path, master: &str) -> Process {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice-under-test"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(data)
+        .arg("--providers")
+        .arg(providers)
+        .env("SLUICE_MASTER_KEY", master)
+        .env("NANGO_SECRET_KEY_DEV", DEV_KEY)
+        .env("NANGO_SECRET_KEY_PROD", "prod-durability-key")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let url = loop {
+        let line = lines
+            .next()
+            .unwrap_or_else(|| panic!("the server exited before listening"))
+            .unwrap();
+        if let Some(url) = line.strip_prefix("sluice is listening on ") {
+            break url.trim().to_string();
+        }
+    };
+    // Keep draining stdout so the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    Process { child, url }
+}
+
+async fn stored_ids(c: &Client) -> HashSet<String> {
+    let mut ids = HashSet::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/records?model=Contact&limit=10000&cursor={c}"),
+            None => "/records?model=Contact&limit=10000".to_string(),
+        };
+        let (status, page) = c.send("GET", &path, None).await;
+        assert_eq!(status, 200, "{page}");
+        for r in page["records"].as_array().unwrap() {
+            ids.insert(r["id"].as_str().unwrap().to_string());
+        }
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_string()),
+            None => return ids,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_during_a_sync_loses_no_acknowledged_batch() {
+    let kills: usize = std::env::var("SLUICE_KILLS")
+        .ok()
+        .and_then(|k| k.parse().ok())
+        .unwrap_or(50);
+    let highest = Arc::new(AtomicUsize::new(0));
+    let seen = highest.clone();
+    let mock = MockServer::start(Arc::new(move |req: &MockRequest| {
+        let after: usize = req
+            .query_param("after")
+            .and_then(|a| a.parse().ok())
+            .unwrap_or(0);
+        seen.fetch_max(after, Ordering::SeqCst);
+        page(after)
+    }))
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let providers = dir.path().join("providers.yaml");
+    let yaml = std::fs::read_to_string(repo_root().join("host/runtime/providers.yaml")).unwrap();
+    std::fs::write(
+        &providers,
+        yaml.replace("https://api.hubapi.com", &mock.url()),
+    )
+    .unwrap();
+    let master = MasterKey::generate().to_base64();
+
+    let mut server = start(&data, &providers, &master);
+    let c = Client::at(&server.url, DEV_KEY);
+    deploy(&c).await;
+    let (status, body) = c
+        .send(
+            "POST",
+            "/integrations",
+            Some(json!({"unique_key": "hubspot", "provider": "hubspot"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = c
+        .send(
+            "POST",
+            "/connection",
+            Some(json!({"provider_config_key": "hubspot", "connection_id": "demo", "access_token": "t"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+
+    // A small deterministic generator for the kill points (no extra crate).
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15 ^ kills as u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let started = Instant::now();
+    let mut most_pages = 0;
+    for round in 0..kills {
+        // The request dies with the server; its answer is not awaited.
+        let trigger = tokio::spawn(
+            reqwest::Client::new()
+                .post(format!("{}/sync/trigger", server.url))
+                .bearer_auth(DEV_KEY)
+                .header("content-type", "application/json")
+                .body(
+                    json!({"syncs": ["contacts"], "provider_config_key": "hubspot", "connection_id": "demo"})
+                        .to_string(),
+                )
+                .send(),
+        );
+        let wait = Duration::from_millis(10 + next() % 250);
+        tokio::time::sleep(wait).await;
+        server.child.kill().unwrap();
+        server.child.wait().unwrap();
+        trigger.abort();
+        let requested = highest.load(Ordering::SeqCst);
+        most_pages = most_pages.max(requested);
+
+        // The store opens clean, and every page before the highest one the
+        // upstream was asked for is there.
+        server = start(&data, &providers, &master);
+        let c = Client::at(&server.url, DEV_KEY);
+        let ids = stored_ids(&c).await;
+        let missing: Vec<usize> = (0..requested * 2)
+            .filter(|id| !ids.contains(&id.to_string()))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "round {round}: pages up to {requested} were acknowledged, {} records are missing (first {:?})",
+            missing.len(),
+            &missing[..missing.len().min(5)]
+        );
+        assert_eq!(ids.len() % 2, 0, "round {round}: a page was stored in part");
+    }
+    println!(
+        "{kills} kills in {:.1}s; the sync reached page {most_pages} of {PAGES}",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(
+        most_pages > 0,
+        "the kills all came before the first batchSave"
+    );
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+}
