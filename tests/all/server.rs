@@ -670,3 +670,111 @@ impl JsonValue for reqwest::Response {
         serde_json::from_str(&self.text().await.unwrap()).unwrap()
     }
 }
+
+/// `sluice deploy` as a user runs it (in process: the binary's code).
+async fn sluice_deploy(base: &str, key: &str) -> (i32, String, String) {
+    let dir = repo_root().join("examples/github-ts");
+    let build = Path::new(guests::BUILD_DIR).join("deploy-github-ts");
+    let argv: Vec<String> = [
+        "sluice",
+        "deploy",
+        "--dir",
+        &dir.display().to_string(),
+        "--sdk",
+        &sluice_tests::ts_sdk().display().to_string(),
+        "--cache-dir",
+        guests::CACHE_DIR,
+        "--build-dir",
+        &build.display().to_string(),
+        "--host",
+        base,
+        "--secret-key",
+        key,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let code = sluice::cli::run(argv.into_iter().map(Into::into), &mut out, &mut err).await;
+    (
+        code,
+        String::from_utf8(out).unwrap(),
+        String::from_utf8(err).unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn deploys_are_versions_a_bad_one_changes_nothing_and_rollback_works() {
+    let data = tempfile::tempdir().unwrap();
+    let config = ServerConfig::new(data.path(), "127.0.0.1:0".parse().unwrap());
+    let server = start_with(config, &MasterKey::generate(), "").await;
+    let dev = Client::new(&server, DEV_KEY);
+
+    let (code, out, err) = sluice_deploy(&server.url(), "wrong-key").await;
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("401") && err.contains("unknown_account"),
+        "{out}{err}"
+    );
+
+    for version in 1..=2 {
+        let (code, out, err) = sluice_deploy(&server.url(), DEV_KEY).await;
+        assert_eq!(code, 0, "{out}{err}");
+        assert!(
+            out.contains(&format!("Deployed version {version} to `dev`")),
+            "{out}"
+        );
+    }
+    let (_, list) = dev.send("GET", "/sluice/deployments", None).await;
+    let versions: Vec<(u64, bool)> = list["deployments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["version"].as_u64().unwrap(),
+                d["active"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(versions, [(2, true), (1, false)]);
+
+    // A deploy that does not validate is refused and changes nothing.
+    let (_, body) = dev
+        .send(
+            "POST",
+            "/sluice/deploy",
+            Some(json!({"nango_yaml": "integrations:\n  x:\n    syncs:\n      s:\n        runs: every century\n", "components": []})),
+        )
+        .await;
+    assert_eq!(body["error"]["code"], "invalid_deploy", "{body}");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("runs"),
+        "{body}"
+    );
+    let (status, body) = dev
+        .send("POST", "/sluice/deploy", Some(json!({"components": 3})))
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("invalid_body"))
+    );
+    let (_, list) = dev.send("GET", "/sluice/deployments", None).await;
+    assert_eq!(list["deployments"].as_array().unwrap().len(), 2);
+    assert_eq!(list["deployments"][0]["active"], true);
+
+    let (status, body) = dev
+        .send("POST", "/sluice/deployments/1/activate", None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (_, list) = dev.send("GET", "/sluice/deployments", None).await;
+    assert_eq!(list["deployments"][1]["active"], true);
+    let (_, api) = dev.send("GET", "/openapi.json", None).await;
+    assert_eq!(api["info"]["version"], "1");
+    assert!(api["paths"]["/github/issues"]["get"].is_object(), "{api}");
+    assert!(
+        api["components"]["schemas"]["GithubIssue"].is_object(),
+        "{api}"
+    );
+    server.stop().await;
+}
