@@ -197,3 +197,94 @@ async fn sigkill_during_a_sync_loses_no_acknowledged_batch() {
     server.child.kill().unwrap();
     server.child.wait().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_async_action_accepted_before_a_sigkill_completes_after_the_restart() {
+    let posts = Arc::new(AtomicUsize::new(0));
+    let seen = posts.clone();
+    let mock = MockServer::start(Arc::new(move |req: &MockRequest| {
+        if req.method != "POST" {
+            return page(0);
+        }
+        seen.fetch_add(1, Ordering::SeqCst);
+        // Slow enough that the first server dies with the action in flight.
+        MockResponse::json(
+            201,
+            &json!({"id": "201", "createdAt": "2024-04-01T09:00:00Z",
+                    "properties": {"firstname": "K", "lastname": "J", "email": "k@example.com"}}),
+        )
+        .delayed(Duration::from_millis(800))
+    }))
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let providers = dir.path().join("providers.yaml");
+    let yaml = std::fs::read_to_string(repo_root().join("host/runtime/providers.yaml")).unwrap();
+    std::fs::write(
+        &providers,
+        yaml.replace("https://api.hubapi.com", &mock.url()),
+    )
+    .unwrap();
+    let master = MasterKey::generate().to_base64();
+    let mut server = start(&data, &providers, &master);
+    let c = Client::at(&server.url, DEV_KEY);
+    deploy(&c).await;
+    c.send(
+        "POST",
+        "/integrations",
+        Some(json!({"unique_key": "hubspot", "provider": "hubspot"})),
+    )
+    .await;
+    c.send(
+        "POST",
+        "/connection",
+        Some(
+            json!({"provider_config_key": "hubspot", "connection_id": "demo", "access_token": "t"}),
+        ),
+    )
+    .await;
+    let resp = c
+        .http
+        .post(format!("{}/action/trigger", server.url))
+        .bearer_auth(DEV_KEY)
+        .header("connection-id", "demo")
+        .header("provider-config-key", "hubspot")
+        .header("x-async", "true")
+        .header("content-type", "application/json")
+        .body(json!({"action_name": "create-contact", "input": {"email": "k@example.com", "first_name": "K", "last_name": "J"}}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    let location = resp.headers()["location"].to_str().unwrap().to_string();
+    // Killed while the action waits for the upstream.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while posts.load(Ordering::SeqCst) == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+
+    server = start(&data, &providers, &master);
+    let c = Client::at(&server.url, DEV_KEY);
+    let mut result = None;
+    for _ in 0..200 {
+        let (status, body) = c.send("GET", &location, None).await;
+        if status == 200 {
+            result = Some(body);
+            break;
+        }
+        assert_eq!(status, 202, "{body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let result = result.unwrap_or_else(|| panic!("the action never completed after the restart"));
+    assert_eq!(result["id"], "201");
+    assert_eq!(
+        posts.load(Ordering::SeqCst),
+        2,
+        "the interrupted attempt ran again"
+    );
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+}
