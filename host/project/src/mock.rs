@@ -103,6 +103,8 @@ impl MockServer {
                         Err(_) => continue,
                     },
                 };
+                // Answers go out at once (no Nagle delay on small writes).
+                let _ = stream.set_nodelay(true);
                 let handler = handler.clone();
                 let log = log.clone();
                 tokio::spawn(async move {

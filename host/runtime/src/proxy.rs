@@ -20,8 +20,15 @@ pub const USER_AGENT: &str = concat!("sluice/", env!("CARGO_PKG_VERSION"));
 /// credentials past the egress policy.
 const MAX_REDIRECTS: usize = 5;
 
-/// The HTTP client every execution shares (keep-alive, as the original's agent).
+/// The HTTP client every execution shares (keep-alive, as the original's
+/// agent): built once per process, since building one loads the TLS roots
+/// (milliseconds), and cheap to clone.
 pub fn default_client() -> reqwest::Client {
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    CLIENT.get_or_init(build_client).clone()
+}
+
+fn build_client() -> reqwest::Client {
     reqwest::Client::builder()
         .user_agent(USER_AGENT)
         .pool_idle_timeout(Duration::from_secs(30))

@@ -104,6 +104,11 @@ impl Server {
             })?;
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let router = api::router(app.clone());
+        // Answers are small and written at once: don't let Nagle hold them.
+        use axum::serve::ListenerExt as _;
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, router)
                 .with_graceful_shutdown(async {

@@ -192,7 +192,7 @@ async fn record_execution(env: &EnvState, conn: &ConnectionRef, name: &str, repo
         now.format("%Y%m%dT%H%M%S%.6f"),
         uuid::Uuid::new_v4()
     );
-    let _ = env.store.put_doc(EXECUTIONS, &key, &doc).await;
+    let _ = env.store.put_doc_unflushed(EXECUTIONS, &key, &doc).await;
 }
 
 /// Runs sync `name` once for a connection, with the run semantics of §5.

@@ -82,6 +82,9 @@ fn storage(e: impl std::fmt::Display) -> BackendError {
     BackendError::Storage(e.to_string())
 }
 
+/// sled's in-process page cache.
+const CACHE_BYTES: u64 = 32 << 20;
+
 impl SledBackend {
     /// Opens the database in `dir`, creating it when `dir` does not exist or
     /// is empty. A path that is not a directory, a non-empty directory that
@@ -111,7 +114,9 @@ impl SledBackend {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(fail(format!("cannot read it: {e}"))),
         }
-        let config = sled::Config::new().path(dir);
+        // sled's page cache defaults to 1 GiB; the OS page cache holds the
+        // rest, and an idle server should stay small.
+        let config = sled::Config::new().path(dir).cache_capacity(CACHE_BYTES);
         // sled reports most damage as errors but panics on some malformed
         // files; either way the database is refused, not recreated.
         let db = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.open()))
@@ -243,6 +248,17 @@ impl Backend for SledBackend {
     }
 
     async fn apply(&self, ops: Vec<Op>) -> Result<(), BackendError> {
+        self.write(ops, true).await
+    }
+
+    async fn apply_unflushed(&self, ops: Vec<Op>) -> Result<(), BackendError> {
+        self.write(ops, false).await
+    }
+}
+
+impl SledBackend {
+    /// Applies `ops` atomically; `flush`: durably before returning.
+    async fn write(&self, ops: Vec<Op>, flush: bool) -> Result<(), BackendError> {
         if ops.is_empty() {
             return Ok(());
         }
@@ -284,7 +300,9 @@ impl Backend for SledBackend {
                         })?;
                 }
             }
-            db.db.flush().map_err(storage)?;
+            if flush {
+                db.db.flush().map_err(storage)?;
+            }
             Ok(())
         })
         .await

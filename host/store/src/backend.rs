@@ -155,6 +155,13 @@ pub trait Backend: Send + Sync + 'static {
     /// disk's fsync holds); when it returns `Err`, none of them happened.
     /// Later ops on the same key win over earlier ones.
     async fn apply(&self, ops: Vec<Op>) -> Result<(), BackendError>;
+
+    /// Like [`Backend::apply`] but acknowledged before the write is durable
+    /// (it becomes so with the next flush, within the backend's interval):
+    /// for what may be lost in a crash, such as execution history.
+    async fn apply_unflushed(&self, ops: Vec<Op>) -> Result<(), BackendError> {
+        self.apply(ops).await
+    }
 }
 
 /// The smallest key greater than every key that starts with `prefix`, or

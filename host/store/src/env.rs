@@ -493,6 +493,26 @@ impl EnvStore {
         self.put_doc_in(DocSpace::Env, collection, key, value).await
     }
 
+    /// Like [`EnvStore::put_doc`], acknowledged before it is flushed: for
+    /// history a crash may lose (sled flushes within 500 ms by itself).
+    pub async fn put_doc_unflushed<T: Serialize + ?Sized>(
+        &self,
+        collection: &str,
+        key: &str,
+        value: &T,
+    ) -> Result<(), StoreError> {
+        let value = serde_json::to_vec(value)
+            .map_err(|e| StoreError::encode(format!("document {collection}/{key}"), e))?;
+        self.backend()
+            .apply_unflushed(vec![Op::Put {
+                table: Table::Docs,
+                key: self.doc_key(DocSpace::Env, collection, key),
+                value,
+            }])
+            .await?;
+        Ok(())
+    }
+
     pub async fn doc<T: DeserializeOwned>(
         &self,
         collection: &str,

@@ -1,0 +1,398 @@
+//! The server under load: a real `sluice serve` (in this process, on
+//! 127.0.0.1:0, sled in a temp directory) driven over loopback by HTTP
+//! clients, bounded in requests and time, printing medians and p99 beside
+//! the targets of `../shared/PERF.md`.
+//!
+//! - `POST /action/trigger` of a Rust and a TypeScript action that each
+//!   make one request to a loopback mock upstream;
+//! - durable batchSave of 1 KiB records in batches of 1,000 (a Rust sync
+//!   saving 100,000 records: new, unchanged, changed);
+//! - `GET /records`, pages of 100 of those 100,000, at every depth;
+//! - resident memory with 10,000 connections stored.
+//!
+//! `SLUICE_BENCH_REQUESTS` sets the requests per latency measurement.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use sluice_project::deploy::{ComponentEntry, Manifest, ScriptEntry, sha256_hex};
+use sluice_runtime::ScriptKind;
+use sluice_runtime::providers::ProviderCatalog;
+use sluice_server::{Server, ServerConfig};
+use sluice_store::MasterKey;
+use sluice_tests::{MockResponse, MockServer, compile_options, guests, repo_root, runtime};
+
+const KEY: &str = "bench-dev-key";
+const RECORDS: usize = 100_000;
+
+const NANGO_YAML: &str = "
+integrations:
+  bench:
+    syncs:
+      save-rust:
+        runs: every day
+        output: Item
+        endpoint: GET /items
+    actions:
+      ping:
+        output: PingResult
+        endpoint: POST /ping
+      rust-ping:
+        endpoint: POST /rust-ping
+models:
+  Item:
+    id: string
+  PingResult:
+    ok: boolean
+";
+
+#[derive(Clone)]
+struct Client {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Client {
+    async fn send(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+        let mut req = self
+            .http
+            .request(method.parse().unwrap(), format!("{}{path}", self.base))
+            .bearer_auth(KEY)
+            .header("connection-id", "c1")
+            .header("provider-config-key", "bench");
+        if let Some(b) = body {
+            req = req
+                .header("content-type", "application/json")
+                .body(b.to_string());
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let bytes = resp.bytes().await.unwrap();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+}
+
+struct Stats {
+    p50: Duration,
+    p99: Duration,
+    rate: f64,
+    count: usize,
+}
+
+/// `concurrency` clients send `make(i)` requests until `total` were sent or
+/// `limit` passed; every answer must be 200.
+async fn load(
+    c: &Client,
+    concurrency: usize,
+    total: usize,
+    limit: Duration,
+    make: Arc<dyn Fn(usize) -> (String, String, Option<Value>) + Send + Sync>,
+) -> Stats {
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (c, next, make) = (c.clone(), next.clone(), make.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut times = Vec::new();
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= total || started.elapsed() > limit {
+                    return times;
+                }
+                let (method, path, body) = make(i);
+                let t = Instant::now();
+                let (status, out) = c.send(&method, &path, body.as_ref()).await;
+                times.push(t.elapsed());
+                assert_eq!(status, 200, "{path}: {out}");
+            }
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    let elapsed = started.elapsed();
+    all.sort();
+    let at = |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)];
+    Stats {
+        p50: at(0.5),
+        p99: at(0.99),
+        rate: all.len() as f64 / elapsed.as_secs_f64(),
+        count: all.len(),
+    }
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.3} ms", d.as_secs_f64() * 1e3)
+}
+
+fn rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}
+
+async fn upload(c: &Client, bytes: &[u8]) -> String {
+    let sha = sha256_hex(bytes);
+    let resp = c
+        .http
+        .put(format!("{}/sluice/components/{sha}", c.base))
+        .bearer_auth(KEY)
+        .body(bytes.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    sha
+}
+
+async fn run_sync(c: &Client, metadata: Value) -> (Duration, Value) {
+    let (status, body) = c
+        .send(
+            "POST",
+            "/connection/metadata",
+            Some(&json!({"connection_id": "c1", "provider_config_key": "bench", "metadata": metadata})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let t = Instant::now();
+    let (status, body) = c
+        .send(
+            "POST",
+            "/sync/trigger",
+            Some(&json!({"syncs": ["save-rust"], "provider_config_key": "bench", "connection_id": "c1"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["runs"][0]["success"], true, "{body}");
+    (t.elapsed(), body["runs"][0]["results"]["Item"].clone())
+}
+
+fn main() {
+    let requests: usize = std::env::var("SLUICE_BENCH_REQUESTS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(3000);
+    // The TypeScript action, compiled once (cached between runs).
+    let project = sluice_project::compile::compile(
+        &compile_options(&repo_root().join("benches/ts-bench"), "ts-bench"),
+        &runtime(),
+        &mut std::io::stderr(),
+    )
+    .unwrap_or_else(|e| panic!("compile benches/ts-bench: {e}"));
+    let (ts_manifest, ts_files) = project.manifest().unwrap();
+    let ts_component = ts_manifest
+        .components
+        .iter()
+        .find(|c| c.bundle)
+        .unwrap()
+        .clone();
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let mock = MockServer::start(Arc::new(|_req: &sluice_tests::MockRequest| {
+            MockResponse::json(200, &json!({"ok": true}))
+        }))
+        .await
+        .unwrap();
+        let mut providers = ProviderCatalog::builtin().unwrap();
+        providers.extend(
+            ProviderCatalog::from_yaml(
+                &format!("mock:\n  auth_mode: OAUTH2\n  proxy:\n    base_url: {}\n", mock.url()),
+                "bench",
+            )
+            .unwrap(),
+        );
+        let data = tempfile::tempdir().unwrap();
+        let mut config = ServerConfig::new(data.path(), "127.0.0.1:0".parse().unwrap());
+        // The benches' shared compile cache: no Cranelift in the measurement.
+        config.data_dir = data.path().to_path_buf();
+        let keys = [("dev".to_string(), Some(KEY.to_string()))];
+        let (server, _) = Server::start(config, MasterKey::generate(), providers, &keys)
+            .await
+            .unwrap();
+        let c = Client {
+            http: reqwest::Client::new(),
+            base: server.url(),
+        };
+
+        // Deploy: the TS bundle (its `ping`), a Rust action, a Rust sync.
+        let ts_bytes = std::fs::read(&ts_files[&ts_component.sha256]).unwrap();
+        let ts_sha = upload(&c, &ts_bytes).await;
+        let rust_ping = upload(&c, &std::fs::read(guests::ACTION_PROXY).unwrap()).await;
+        let rust_save = upload(&c, &std::fs::read(guests::SYNC_BATCH_SAVE).unwrap()).await;
+        let entry = |sha: String, bundle: bool, name: &str, kind| ComponentEntry {
+            sha256: sha,
+            size: 0,
+            bundle,
+            scripts: vec![ScriptEntry {
+                integration: "bench".into(),
+                name: name.into(),
+                kind,
+            }],
+        };
+        let manifest = Manifest {
+            nango_yaml: NANGO_YAML.into(),
+            dir_name: None,
+            components: vec![
+                entry(ts_sha, true, "ping", ScriptKind::Action),
+                entry(rust_ping, false, "rust-ping", ScriptKind::Action),
+                entry(rust_save, false, "save-rust", ScriptKind::Sync),
+            ],
+        };
+        let t = Instant::now();
+        let (status, body) = c
+            .send("POST", "/sluice/deploy", Some(&serde_json::to_value(&manifest).unwrap()))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        eprintln!("deployed in {:.1}s (compiling what the cache lacks)", t.elapsed().as_secs_f64());
+        c.send("POST", "/integrations", Some(&json!({"unique_key": "bench", "provider": "mock"})))
+            .await;
+        c.send(
+            "POST",
+            "/connection",
+            Some(&json!({"provider_config_key": "bench", "connection_id": "c1", "access_token": "t"})),
+        )
+        .await;
+
+        let mut rows: Vec<(String, String, String)> = Vec::new();
+        // The HTTP stack alone, and with the key checked and a store read.
+        for (label, path) in [
+            ("GET /health (no key, no store)", "/health"),
+            ("GET /integrations (key, one store scan)", "/integrations"),
+        ] {
+            let make: Arc<dyn Fn(usize) -> (String, String, Option<Value>) + Send + Sync> =
+                Arc::new(move |_| ("GET".into(), path.into(), None));
+            let s = load(&c, 1, requests, Duration::from_secs(30), make).await;
+            rows.push((
+                format!("{label} (1 client, {} req)", s.count),
+                format!("p50 {} · p99 {} · {:.0} req/s", ms(s.p50), ms(s.p99), s.rate),
+                "".into(),
+            ));
+        }
+        if std::env::var_os("SLUICE_BENCH_ACTIONS_ONLY").is_some() {
+            rows.clear();
+        }
+        let action = |name: &'static str, input: Value| -> Arc<dyn Fn(usize) -> (String, String, Option<Value>) + Send + Sync> {
+            let body = json!({"action_name": name, "input": input});
+            Arc::new(move |_| ("POST".into(), "/action/trigger".into(), Some(body.clone())))
+        };
+        for (label, name, input, target) in [
+            ("action trigger, Rust action, 1 upstream call", "rust-ping", json!({"endpoint": "/ping"}), "p50 ≤ 0.5 ms"),
+            ("action trigger, TS action, 1 upstream call", "ping", Value::Null, "p50 ≤ 2 ms, p99 ≤ 10 ms"),
+        ] {
+            load(&c, 1, 100, Duration::from_secs(30), action(name, input.clone())).await;
+            let s = load(&c, 1, requests, Duration::from_secs(60), action(name, input.clone())).await;
+            rows.push((
+                format!("{label} (1 client, {} req)", s.count),
+                format!("p50 {} · p99 {} · {:.0} req/s", ms(s.p50), ms(s.p99), s.rate),
+                target.into(),
+            ));
+            let s = load(&c, 4, requests, Duration::from_secs(60), action(name, input)).await;
+            rows.push((
+                format!("{label} (4 clients, {} req)", s.count),
+                format!("p50 {} · p99 {} · {:.0} req/s", ms(s.p50), ms(s.p99), s.rate),
+                "".into(),
+            ));
+        }
+
+        // Durable batchSave: 100 batches of 1,000 records of 1 KiB.
+        let batches = RECORDS / 1000;
+        for (label, size, target) in [
+            ("batchSave 1 KiB × 1,000, new", 1024, ""),
+            ("batchSave 1 KiB × 1,000, unchanged", 1024, "≥ 250,000 records/s"),
+            ("batchSave 1 KiB × 1,000, changed", 1025, "≥ 50,000 records/s"),
+        ] {
+            let (took, results) =
+                run_sync(&c, json!({"batches": batches, "count": 1000, "size": size})).await;
+            rows.push((
+                format!("{label} ({RECORDS} records, one sync run)"),
+                format!("{:.0} records/s · {results}", RECORDS as f64 / took.as_secs_f64()),
+                target.into(),
+            ));
+        }
+
+        // GET /records at every depth: first collect every page's cursor.
+        let mut cursors: Vec<Option<String>> = vec![None];
+        loop {
+            let path = match cursors.last().unwrap() {
+                Some(cur) => format!("/records?model=Item&limit=100&cursor={cur}"),
+                None => "/records?model=Item&limit=100".into(),
+            };
+            let (_, page) = c.send("GET", &path, None).await;
+            match page["next_cursor"].as_str() {
+                Some(n) => cursors.push(Some(n.to_string())),
+                None => break,
+            }
+        }
+        let pages = cursors.len();
+        let cursors = Arc::new(cursors);
+        let make = {
+            let cursors = cursors.clone();
+            Arc::new(move |i: usize| {
+                // Stride through the pages so first, middle and last are all read.
+                let cur = &cursors[(i * 7919) % cursors.len()];
+                let path = match cur {
+                    Some(cur) => format!("/records?model=Item&limit=100&cursor={cur}"),
+                    None => "/records?model=Item&limit=100".into(),
+                };
+                ("GET".to_string(), path, None)
+            }) as Arc<dyn Fn(usize) -> (String, String, Option<Value>) + Send + Sync>
+        };
+        load(&c, 4, 500, Duration::from_secs(10), make.clone()).await;
+        let s = load(&c, 4, 50_000, Duration::from_secs(10), make).await;
+        rows.push((
+            format!("GET /records, pages of 100 of {RECORDS} at every depth ({pages} pages, 4 clients, {} req)", s.count),
+            format!("{:.0} req/s · p50 {} · p99 {}", s.rate, ms(s.p50), ms(s.p99)),
+            "≥ 5,000 req/s, p99 ≤ 10 ms".into(),
+        ));
+
+        // Memory with 10,000 connections stored (this process: the server,
+        // the mock and these clients).
+        let t = Instant::now();
+        let made = load(
+            &c,
+            4,
+            10_000,
+            Duration::from_secs(120),
+            Arc::new(|i| {
+                (
+                    "POST".into(),
+                    "/connection".into(),
+                    Some(json!({"provider_config_key": "bench", "connection_id": format!("conn-{i}"), "access_token": "t"})),
+                )
+            }),
+        )
+        .await;
+        let took = t.elapsed();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        rows.push((
+            format!("{} connections created, then idle", made.count),
+            format!(
+                "RSS {:.1} MiB (whole bench process) · {:.0} creations/s",
+                rss_mib(),
+                made.count as f64 / took.as_secs_f64()
+            ),
+            "≤ 64 MiB RSS".into(),
+        ));
+
+        println!("\n| measurement | result | target |\n|---|---|---|");
+        for (a, b, t) in rows {
+            println!("| {a} | {b} | {t} |");
+        }
+        server.stop().await;
+    });
+}
