@@ -83,7 +83,7 @@ fn storage(e: impl std::fmt::Display) -> BackendError {
 }
 
 /// sled's in-process page cache.
-const CACHE_BYTES: u64 = 32 << 20;
+const CACHE_BYTES: u64 = 512 << 20;
 
 impl SledBackend {
     /// Opens the database in `dir`, creating it when `dir` does not exist or
@@ -114,8 +114,8 @@ impl SledBackend {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(fail(format!("cannot read it: {e}"))),
         }
-        // sled's page cache defaults to 1 GiB; the OS page cache holds the
-        // rest, and an idle server should stay small.
+        // sled's page cache (its default is 1 GiB) only grows with the
+        // data read; records pages at depth need it to hold the working set.
         let config = sled::Config::new().path(dir).cache_capacity(CACHE_BYTES);
         // sled reports most damage as errors but panics on some malformed
         // files; either way the database is refused, not recreated.
