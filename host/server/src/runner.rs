@@ -10,8 +10,9 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use sluice_project::catalog::Catalog;
 use sluice_runtime::records::{Changes, ConnectionRef};
-use sluice_runtime::{Call, ExecError, Report, ScriptKind};
+use sluice_runtime::{Call, ExecError, Report, Script, ScriptKind};
 
 use crate::app::{App, EnvState};
 use crate::error::{ApiError, ApiResult};
@@ -126,6 +127,40 @@ pub fn failure_error(e: &ExecError) -> ApiError {
     }
 }
 
+/// The deployed script `name` of the connection's integration, of `kind`,
+/// for a connection that exists (404 `not_found` / `unknown_sync`, 404
+/// `unknown_connection` otherwise).
+async fn target(
+    env: &EnvState,
+    conn: &ConnectionRef,
+    name: &str,
+    kind: ScriptKind,
+) -> ApiResult<(Arc<Catalog>, Arc<Script>)> {
+    let catalog = env.catalog()?;
+    let pck = &conn.provider_config_key;
+    let script = catalog
+        .script(pck, name)
+        .filter(|s| s.kind() == kind)
+        .cloned()
+        .ok_or_else(|| {
+            let code = if kind == ScriptKind::Sync {
+                "unknown_sync"
+            } else {
+                "not_found"
+            };
+            ApiError::not_found(code, format!("integration `{pck}` has no {kind} `{name}`"))
+        })?;
+    if env
+        .store
+        .connection(pck, &conn.connection_id)
+        .await?
+        .is_none()
+    {
+        return Err(ApiError::unknown_connection(pck, &conn.connection_id));
+    }
+    Ok((catalog, script))
+}
+
 /// Runs action `name` for a connection and waits for it.
 pub async fn run_action(
     app: &App,
@@ -134,31 +169,7 @@ pub async fn run_action(
     name: &str,
     input: Option<Value>,
 ) -> ApiResult<Report> {
-    let catalog = env.catalog()?;
-    let script = catalog
-        .script(&conn.provider_config_key, name)
-        .filter(|s| s.kind() == ScriptKind::Action)
-        .cloned()
-        .ok_or_else(|| {
-            ApiError::not_found(
-                "not_found",
-                format!(
-                    "integration `{}` has no action `{name}`",
-                    conn.provider_config_key
-                ),
-            )
-        })?;
-    if env
-        .store
-        .connection(&conn.provider_config_key, &conn.connection_id)
-        .await?
-        .is_none()
-    {
-        return Err(ApiError::unknown_connection(
-            &conn.provider_config_key,
-            &conn.connection_id,
-        ));
-    }
+    let (catalog, script) = target(env, conn, name, ScriptKind::Action).await?;
     let call = Call::Action {
         input: input.filter(|v| !v.is_null()).map(|v| v.to_string()),
     };
@@ -204,31 +215,7 @@ pub async fn run_sync(
     variant: &str,
     mode: SyncMode,
 ) -> ApiResult<RunSummary> {
-    let catalog = env.catalog()?;
-    let script = catalog
-        .script(&conn.provider_config_key, name)
-        .filter(|s| s.kind() == ScriptKind::Sync)
-        .cloned()
-        .ok_or_else(|| {
-            ApiError::not_found(
-                "unknown_sync",
-                format!(
-                    "integration `{}` has no sync `{name}`",
-                    conn.provider_config_key
-                ),
-            )
-        })?;
-    if env
-        .store
-        .connection(&conn.provider_config_key, &conn.connection_id)
-        .await?
-        .is_none()
-    {
-        return Err(ApiError::unknown_connection(
-            &conn.provider_config_key,
-            &conn.connection_id,
-        ));
-    }
+    let (catalog, script) = target(env, conn, name, ScriptKind::Sync).await?;
     let key = sync_key(conn, name, variant);
     let mut state: SyncState = env.store.doc(SYNC_STATE, &key).await?.unwrap_or_default();
     let models: Vec<String> = catalog
