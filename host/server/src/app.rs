@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use sluice_project::catalog::Catalog;
 use sluice_project::deploy::Manifest;
 use sluice_runtime::providers::ProviderCatalog;
-use sluice_runtime::{Environment, Runtime, Services, Upstream};
+use sluice_runtime::{Environment, Runtime, Services};
 use sluice_store::{EnvStore, Store};
 use tokio::sync::Semaphore;
 
@@ -164,7 +164,6 @@ impl App {
         if let Some(c) = catalog {
             services.scripts = c;
         }
-        services.upstream = Upstream::network(self.http.clone());
         Arc::new(services)
     }
 }

@@ -72,16 +72,6 @@ impl Connections {
         }
     }
 
-    /// The auth mode the catalogue gives a provider.
-    pub fn provider_auth_mode(&self, provider: &str) -> Option<String> {
-        self.providers.get(provider)?.auth_mode.clone()
-    }
-
-    /// Whether the catalogue has the provider.
-    pub fn has_provider(&self, provider: &str) -> bool {
-        self.providers.get(provider).is_some()
-    }
-
     fn lock_for(&self, pck: &str, cid: &str) -> RefreshLock {
         let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
         locks

@@ -426,16 +426,25 @@ impl EnvStore {
         key: &str,
         value: &T,
     ) -> Result<(), StoreError> {
+        let ops = self.doc_put(space, collection, key, value)?;
+        self.backend().apply(ops).await?;
+        Ok(())
+    }
+
+    fn doc_put<T: Serialize + ?Sized>(
+        &self,
+        space: DocSpace<'_>,
+        collection: &str,
+        key: &str,
+        value: &T,
+    ) -> Result<Vec<Op>, StoreError> {
         let value = serde_json::to_vec(value)
             .map_err(|e| StoreError::encode(format!("document {collection}/{key}"), e))?;
-        self.backend()
-            .apply(vec![Op::Put {
-                table: Table::Docs,
-                key: self.doc_key(space, collection, key),
-                value,
-            }])
-            .await?;
-        Ok(())
+        Ok(vec![Op::Put {
+            table: Table::Docs,
+            key: self.doc_key(space, collection, key),
+            value,
+        }])
     }
 
     async fn doc_in<T: DeserializeOwned>(
@@ -501,15 +510,8 @@ impl EnvStore {
         key: &str,
         value: &T,
     ) -> Result<(), StoreError> {
-        let value = serde_json::to_vec(value)
-            .map_err(|e| StoreError::encode(format!("document {collection}/{key}"), e))?;
-        self.backend()
-            .apply_unflushed(vec![Op::Put {
-                table: Table::Docs,
-                key: self.doc_key(DocSpace::Env, collection, key),
-                value,
-            }])
-            .await?;
+        let ops = self.doc_put(DocSpace::Env, collection, key, value)?;
+        self.backend().apply_unflushed(ops).await?;
         Ok(())
     }
 

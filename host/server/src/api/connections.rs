@@ -119,6 +119,7 @@ async fn view(env: &crate::app::EnvState, c: &Connection) -> Value {
 }
 
 pub async fn create(
+    State(app): State<Arc<App>>,
     Env(env): Env,
     JsonBody(body): JsonBody<Map<String, Value>>,
 ) -> ApiResult<Json<Value>> {
@@ -140,7 +141,7 @@ pub async fn create(
         .and_then(|c| c.get("type"))
         .and_then(Value::as_str)
         .map(str::to_string)
-        .or_else(|| env_provider_mode(&env, &integration.provider))
+        .or_else(|| app.providers.get(&integration.provider)?.auth_mode.clone())
         .unwrap_or_default();
     let creds: Credentials = serde_json::from_value(credentials(&mode, &body)?)
         .map_err(|e| ApiError::invalid_body(format!("invalid credentials: {e}")))?;
@@ -177,10 +178,6 @@ pub async fn create(
     };
     env.store.put_connection(&c).await?;
     Ok(Json(view(&env, &c).await))
-}
-
-fn env_provider_mode(env: &crate::app::EnvState, provider: &str) -> Option<String> {
-    env.connections.provider_auth_mode(provider)
 }
 
 #[derive(Deserialize)]

@@ -1,13 +1,16 @@
 //! Integrations (`/integrations`, §4.5) and environment variables.
 
+use std::sync::Arc;
+
 use axum::Json;
-use axum::extract::{Path, Query};
+use axum::extract::{Path, Query, State};
 use chrono::Utc;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sluice_store::Integration;
 
 use super::{Env, JsonBody};
+use crate::app::App;
 use crate::error::{ApiError, ApiResult};
 
 fn valid_key(key: &str) -> bool {
@@ -82,6 +85,7 @@ fn apply(i: &mut Integration, body: IntegrationBody) {
 }
 
 pub async fn create(
+    State(app): State<Arc<App>>,
     Env(env): Env,
     JsonBody(body): JsonBody<IntegrationBody>,
 ) -> ApiResult<Json<Value>> {
@@ -98,7 +102,7 @@ pub async fn create(
         .provider
         .clone()
         .ok_or_else(|| ApiError::invalid_body("`provider` is required"))?;
-    if !env.connections.has_provider(&provider) {
+    if app.providers.get(&provider).is_none() {
         return Err(ApiError::bad_request(
             "invalid_body",
             format!("unknown provider `{provider}`: it is not in the providers catalogue"),
