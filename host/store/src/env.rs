@@ -293,6 +293,17 @@ impl EnvStore {
         Ok(())
     }
 
+    /// Whether the connection exists, without opening its credentials
+    /// (what the records API asks on every page).
+    pub async fn connection_exists(&self, pck: &str, cid: &str) -> Result<bool, StoreError> {
+        let key = self.connection_key(pck, cid);
+        Ok(self
+            .backend()
+            .get(Table::Connections, &key)
+            .await?
+            .is_some())
+    }
+
     pub async fn connection(&self, pck: &str, cid: &str) -> Result<Option<Connection>, StoreError> {
         let key = self.connection_key(pck, cid);
         let ring = self.inner.keyring.read().await;

@@ -433,42 +433,40 @@ impl EnvStore {
             };
             let entries = self
                 .backend()
-                .scan(
+                .scan_join(
                     Table::RecordIndex,
                     scope.prefix.as_bytes(),
                     after.as_deref(),
                     batch,
-                    false,
+                    Table::Records,
+                    scope.prefix.as_bytes(),
                 )
                 .await?;
-            let keys: Vec<Vec<u8>> = entries
-                .iter()
-                .map(|(_, id)| scope.prefix.clone().tail(id))
-                .collect();
-            let bodies = self.backend().get_many(Table::Records, &keys).await?;
-            for ((index_key, id), body) in entries.iter().zip(bodies) {
-                let Some(body) = body else {
+            let read = entries.len();
+            let last = entries.last().map(|e| e.key.clone());
+            for entry in entries {
+                let Some(body) = entry.row else {
                     // Cleared between the two reads.
                     continue;
                 };
                 let (header, _) = rows::decode_header(&body)?;
                 // A row rewritten between the two reads has moved on to a
                 // later index entry; it is returned there.
-                if scope.index_key(&header.position()) != *index_key {
+                if scope.index_key(&header.position()) != entry.key {
                     continue;
                 }
                 if query.filter.is_some_and(|f| !f.keeps(&header)) {
                     continue;
                 }
-                out.push((String::from_utf8_lossy(id).into_owned(), body));
+                out.push((String::from_utf8_lossy(&entry.value).into_owned(), body));
                 if out.len() == want {
                     return Ok(out);
                 }
             }
-            if entries.len() < batch {
+            if read < batch {
                 return Ok(out);
             }
-            after = entries.into_iter().next_back().map(|(k, _)| k);
+            after = last;
         }
     }
 

@@ -231,7 +231,7 @@ impl RawRecord {
             .ok_or_else(|| StoreError::corrupt("record JSON", "not an object"))?;
         // A record that carries its own `_nango_metadata` key has it
         // replaced in place; leave that rare case to the general path.
-        if contains(body, b"\"_nango_metadata\"") {
+        if has_metadata_key(body) {
             let view = self.to_stored()?.to_view();
             return serde_json::to_writer(out, &view)
                 .map_err(|e| StoreError::encode("a record view", e));
@@ -293,8 +293,12 @@ impl RawRecord {
     }
 }
 
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    memchr::memmem::find(haystack, needle).is_some()
+/// Whether a record's JSON has its own `_nango_metadata` key (a finder
+/// built once: building one per record cost more than the search).
+fn has_metadata_key(json: &[u8]) -> bool {
+    static FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"_nango_metadata\""));
+    FINDER.find(json).is_some()
 }
 
 /// A row as a [`RawRecord`].

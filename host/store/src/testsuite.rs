@@ -70,6 +70,7 @@ macro_rules! backend_tests {
             connection_store_reads_and_writes_metadata,
             variables_round_trip,
             documents_scan_by_prefix_and_cursor,
+            scan_join_reads_the_rows_its_index_names,
             blobs_are_content_addressed,
             secrets_are_sealed_at_rest,
             save_delete_and_undelete_match_the_reference,
@@ -741,6 +742,9 @@ pub async fn connections_round_trip_and_list_by_prefix(b: &Reopen) {
     assert_eq!(list(None).await, ["gh/a", "gh/b", "gh2/a", "hub/a"]);
     let c = env.connection("gh2", "a").await.unwrap().unwrap();
     assert_eq!(c, connection("gh2", "a", "tok-gh2-a").with_times(&c));
+    assert!(env.connection_exists("gh2", "a").await.unwrap());
+    assert!(!env.connection_exists("gh2", "zz").await.unwrap());
+    assert!(!env.connection_exists("gh", "a2").await.unwrap());
     assert!(env.connection("gh", "c").await.unwrap().is_none());
     assert!(env.delete_connection("gh", "a").await.unwrap());
     assert!(!env.delete_connection("gh", "a").await.unwrap());
@@ -866,6 +870,73 @@ pub async fn variables_round_trip(b: &Reopen) {
 }
 
 // ---------------------------------------------------------------- documents, blobs
+
+/// The port's index join: the rows an index scan names, bounded like a
+/// scan, `None` for a row that is missing, nothing of other prefixes.
+pub async fn scan_join_reads_the_rows_its_index_names(b: &Reopen) {
+    let backend = b.open();
+    let put = |table, key: &[u8], value: &[u8]| Op::Put {
+        table,
+        key: key.to_vec(),
+        value: value.to_vec(),
+    };
+    backend
+        .apply(vec![
+            put(Table::RecordIndex, b"s1/1", b"a"),
+            put(Table::RecordIndex, b"s1/2", b"b"),
+            put(Table::RecordIndex, b"s1/3", b"gone"),
+            put(Table::RecordIndex, b"s1/4", b"c"),
+            put(Table::RecordIndex, b"s2/1", b"a"),
+            put(Table::Records, b"r1/a", b"row a"),
+            put(Table::Records, b"r1/b", b"row b"),
+            put(Table::Records, b"r1/c", b"row c"),
+            put(Table::Records, b"r2/a", b"other scope's row"),
+        ])
+        .await
+        .unwrap();
+    let join = |after: Option<&'static [u8]>, limit| {
+        let backend = backend.clone();
+        async move {
+            backend
+                .scan_join(
+                    Table::RecordIndex,
+                    b"s1/",
+                    after,
+                    limit,
+                    Table::Records,
+                    b"r1/",
+                )
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|e| {
+                    (
+                        String::from_utf8(e.key).unwrap(),
+                        String::from_utf8(e.value).unwrap(),
+                        e.row.map(|r| String::from_utf8(r).unwrap()),
+                    )
+                })
+                .collect::<Vec<_>>()
+        }
+    };
+    let row =
+        |k: &str, v: &str, r: Option<&str>| (k.to_string(), v.to_string(), r.map(str::to_string));
+    assert_eq!(
+        join(None, 10).await,
+        vec![
+            row("s1/1", "a", Some("row a")),
+            row("s1/2", "b", Some("row b")),
+            row("s1/3", "gone", None),
+            row("s1/4", "c", Some("row c")),
+        ]
+    );
+    assert_eq!(
+        join(Some(b"s1/1"), 2).await,
+        vec![row("s1/2", "b", Some("row b")), row("s1/3", "gone", None)]
+    );
+    assert_eq!(join(Some(b"s1/4"), 10).await, vec![]);
+    assert_eq!(join(None, 0).await, vec![]);
+}
 
 pub async fn documents_scan_by_prefix_and_cursor(b: &Reopen) {
     #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]

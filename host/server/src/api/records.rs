@@ -120,7 +120,7 @@ pub async fn connection_ref(
             "Missing the Provider-Config-Key header",
         )
     })?;
-    if env.store.connection(&pck, &cid).await?.is_none() {
+    if !env.store.connection_exists(&pck, &cid).await? {
         return Err(ApiError::new(
             axum::http::StatusCode::BAD_REQUEST,
             "unknown_connection",
