@@ -34,6 +34,7 @@ integrations:
     syncs:
       save-rust:
         runs: every day
+        auto_start: false
         output: Item
         endpoint: GET /items
     actions:
@@ -196,7 +197,7 @@ async fn run_sync(c: &Client, metadata: Value) -> (Duration, Value) {
         .send(
             "POST",
             "/sync/trigger",
-            Some(&json!({"syncs": ["save-rust"], "provider_config_key": "bench", "connection_id": "c1"})),
+            Some(&json!({"syncs": ["save-rust"], "provider_config_key": "bench", "connection_id": "c1", "wait": true})),
         )
         .await;
     assert_eq!(status, 200, "{body}");

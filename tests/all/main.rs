@@ -10,5 +10,6 @@ mod paginate;
 mod project;
 mod proxy;
 mod records;
+mod scheduler;
 mod server;
 mod typescript;

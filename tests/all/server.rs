@@ -13,7 +13,7 @@ use sluice_store::MasterKey;
 use sluice_tests::{Fixture, MockServer, guests, repo_root};
 
 pub(crate) const DEV_KEY: &str = "dev-secret-key-0001";
-const PROD_KEY: &str = "prod-secret-key-0002";
+pub(crate) const PROD_KEY: &str = "prod-secret-key-0002";
 
 const NANGO_YAML: &str = "
 integrations:
@@ -21,6 +21,7 @@ integrations:
     syncs:
       contacts:
         runs: every hour
+        auto_start: false
         output: Contact
         endpoint: GET /contacts
     actions:
@@ -40,7 +41,11 @@ async fn start(data: &Path, master: &MasterKey, upstream: &str) -> Server {
 }
 
 /// A server with the built-in providers and `providers_yaml` over them.
-async fn start_with(config: ServerConfig, master: &MasterKey, providers_yaml: &str) -> Server {
+pub(crate) async fn start_with(
+    config: ServerConfig,
+    master: &MasterKey,
+    providers_yaml: &str,
+) -> Server {
     let mut providers = ProviderCatalog::builtin().unwrap();
     providers.extend(ProviderCatalog::from_yaml(providers_yaml, "test").unwrap());
     let keys = [
@@ -60,7 +65,7 @@ pub(crate) struct Client {
 }
 
 impl Client {
-    fn new(server: &Server, key: &str) -> Self {
+    pub(crate) fn new(server: &Server, key: &str) -> Self {
         Self {
             http: reqwest::Client::new(),
             base: server.url(),
@@ -80,7 +85,7 @@ impl Client {
         self.send_as(("hubspot", "demo"), method, path, body).await
     }
 
-    async fn send_as(
+    pub(crate) async fn send_as(
         &self,
         (pck, cid): (&str, &str),
         method: &str,
@@ -126,7 +131,7 @@ pub(crate) async fn deploy(c: &Client) {
 }
 
 /// Uploads each component and deploys them with `nango_yaml`.
-async fn deploy_scripts(
+pub(crate) async fn deploy_scripts(
     c: &Client,
     nango_yaml: &str,
     integration: &str,
@@ -231,7 +236,7 @@ async fn deploy_connect_sync_read_act_isolate_and_restart() {
         .send(
             "POST",
             "/sync/trigger",
-            Some(json!({"syncs": ["contacts"], "provider_config_key": "hubspot", "connection_id": "demo"})),
+            Some(json!({"syncs": ["contacts"], "provider_config_key": "hubspot", "connection_id": "demo", "wait": true})),
         )
         .await;
     assert_eq!(status, 200, "{body}");
@@ -347,6 +352,7 @@ integrations:
     syncs:
       records:
         runs: every hour
+        auto_start: false
         output: Item
         track_deletes: true
         endpoint: GET /items
@@ -447,8 +453,7 @@ async fn runs_report_changes_errors_keep_their_shapes_and_tokens_refresh_once() 
             .await;
         assert_eq!(status, 200, "{body}");
     }
-    let trigger =
-        json!({"syncs": ["records"], "provider_config_key": "mock-int", "connection_id": "c1"});
+    let trigger = json!({"syncs": ["records"], "provider_config_key": "mock-int", "connection_id": "c1", "wait": true});
 
     // First run: three added.
     let (status, body) = dev

@@ -90,6 +90,13 @@ struct ServeArgs {
     /// An installed TypeScript SDK (for --demo's compile).
     #[arg(long, env = "SLUICE_TS_SDK")]
     sdk: Option<PathBuf>,
+    /// Scheduled syncs run this many times more often than their `runs`
+    /// says (tests: `every 30s` at 100 is every 0.3 s).
+    #[arg(long, default_value_t = 1, hide = true)]
+    schedule_time_scale: u32,
+    /// Scheduled sync runs at once, shared fairly between environments.
+    #[arg(long, env = "SLUICE_SYNC_SLOTS", default_value_t = 16)]
+    sync_slots: usize,
 }
 
 /// Options every command that builds scripts shares.
@@ -463,6 +470,8 @@ async fn run_serve(args: ServeArgs, out: &mut dyn Write) -> anyhow::Result<i32> 
     }
     let mut config = sluice_server::ServerConfig::new(&args.data, args.listen);
     config.public_url = args.public_url;
+    config.schedule_time_scale = args.schedule_time_scale.max(1);
+    config.sync_slots = args.sync_slots.max(1);
     if args.demo {
         let cache = args.cache_dir.unwrap_or_else(default_cache_dir);
         return crate::demo::run(config, master, providers, cache, args.sdk, out).await;

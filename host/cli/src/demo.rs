@@ -173,24 +173,51 @@ pub async fn run(
         }),
     )
     .await?;
-    let run = call(
-        &http,
-        reqwest::Method::POST,
-        format!("{base}/sync/trigger"),
-        &key,
-        json!({"syncs": [SYNC], "provider_config_key": INTEGRATION, "connection_id": "demo"}),
-    )
-    .await?;
+    // The sync starts on its own (`auto_start`): wait for its first run.
+    let status_url = format!(
+        "{base}/sync/status?provider_config_key={INTEGRATION}&syncs={SYNC}&connection_id=demo"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let result = loop {
+        let status = call(
+            &http,
+            reqwest::Method::GET,
+            status_url.clone(),
+            &key,
+            Value::Null,
+        )
+        .await?;
+        let sync = &status["syncs"][0];
+        match sync["status"].as_str() {
+            Some("SUCCESS") | Some("ERROR") => break sync["latestResult"].clone(),
+            Some("PAUSED") => {
+                let run = call(
+                    &http,
+                    reqwest::Method::POST,
+                    format!("{base}/sync/trigger"),
+                    &key,
+                    json!({"syncs": [SYNC], "provider_config_key": INTEGRATION, "connection_id": "demo", "wait": true}),
+                )
+                .await?;
+                break run["runs"][0]["results"].clone();
+            }
+            _ if std::time::Instant::now() > deadline => {
+                bail!("the demo sync did not finish within 120 s: {status}")
+            }
+            _ => tokio::time::sleep(std::time::Duration::from_millis(200)).await,
+        }
+    };
     let headers = format!(
         "-H 'Authorization: Bearer {key}' -H 'Connection-Id: demo' -H 'Provider-Config-Key: {INTEGRATION}'"
     );
     writeln!(
         out,
         "\nsluice is running at {base} with the example deployed (version {}), \
-         a connection `demo` to a mock of the GitHub API at {} and its sync run once:\n  {}\n",
+         a connection `demo` to a mock of the GitHub API at {} and its sync run once (it runs \
+         again on its schedule):\n  {}\n",
         deployed["version"],
         mock.url(),
-        run["runs"][0]["results"]
+        result
     )?;
     writeln!(out, "The dev environment's secret key: {key}\n")?;
     writeln!(
@@ -203,7 +230,11 @@ pub async fn run(
     )?;
     writeln!(
         out,
-        "Run the sync again:\n  curl {headers} -H 'Content-Type: application/json' -d '{{\"syncs\":[\"{SYNC}\"]}}' {base}/sync/trigger\n"
+        "Run the sync again now (it is queued; add \"wait\":true to answer when it ends):\n  curl {headers} -H 'Content-Type: application/json' -d '{{\"syncs\":[\"{SYNC}\"]}}' {base}/sync/trigger\n"
+    )?;
+    writeln!(
+        out,
+        "See its status and next scheduled run:\n  curl {headers} '{base}/sync/status?provider_config_key={INTEGRATION}&syncs=*'\n"
     )?;
     writeln!(
         out,

@@ -47,11 +47,21 @@ pub struct EnvState {
     pub connections: Arc<Connections>,
     environment: RwLock<Arc<Environment>>,
     deployment: RwLock<Option<Arc<Deployed>>>,
+    /// Writers of sync state documents take the lock of their key's stripe.
+    sync_locks: Vec<tokio::sync::Mutex<()>>,
 }
 
 impl EnvState {
     pub fn name(&self) -> &str {
         self.store.name()
+    }
+
+    /// The lock a writer of the sync state document `key` holds.
+    pub fn sync_lock(&self, key: &str) -> &tokio::sync::Mutex<()> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        key.hash(&mut h);
+        &self.sync_locks[(h.finish() % self.sync_locks.len() as u64) as usize]
     }
 
     pub fn environment(&self) -> Arc<Environment> {
@@ -100,6 +110,7 @@ pub struct App {
     envs: HashMap<uuid::Uuid, Arc<EnvState>>,
     /// Bounds concurrent executions (a permit per running script).
     pub executions: Arc<Semaphore>,
+    pub scheduler: Arc<crate::scheduler::Scheduler>,
 }
 
 impl App {
@@ -131,11 +142,13 @@ impl App {
                 store: store_env.clone(),
                 environment: RwLock::new(Arc::new(environment)),
                 deployment: RwLock::new(None),
+                sync_locks: (0..64).map(|_| tokio::sync::Mutex::new(())).collect(),
             };
             envs.insert(store_env.id(), Arc::new(state));
         }
         Ok(Self {
             executions: Arc::new(Semaphore::new(config.max_concurrent_executions)),
+            scheduler: Arc::new(crate::scheduler::Scheduler::new(&config)),
             store,
             runtime,
             providers,

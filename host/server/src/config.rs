@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use sluice_runtime::Limits;
 
@@ -23,6 +24,18 @@ pub struct ServerConfig {
     pub max_component_bytes: usize,
     /// The URL the server is reached at, for webhook URLs.
     pub public_url: Option<String>,
+    /// Scheduled sync runs at once; due syncs wait for a slot, shared
+    /// fairly between environments.
+    pub sync_slots: usize,
+    /// The longest a sync may run before it is stopped and fails (§5: 24 h).
+    pub sync_max_run: Duration,
+    /// The longest a due sync may wait for a slot; past it that run is
+    /// skipped and recorded as failed (§5: 1 h).
+    pub sync_max_wait: Duration,
+    /// Schedules run this many times faster than their `runs` say (1 in
+    /// production; tests use it instead of waiting 30 s, the shortest
+    /// interval the grammar allows).
+    pub schedule_time_scale: u32,
 }
 
 impl ServerConfig {
@@ -35,6 +48,10 @@ impl ServerConfig {
             max_body_bytes: 75 << 20,
             max_component_bytes: 256 << 20,
             public_url: None,
+            sync_slots: 16,
+            sync_max_run: Duration::from_secs(24 * 3600),
+            sync_max_wait: Duration::from_secs(3600),
+            schedule_time_scale: 1,
         }
     }
 }

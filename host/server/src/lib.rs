@@ -19,6 +19,7 @@ pub mod config;
 pub mod error;
 pub mod refresh;
 pub mod runner;
+pub mod scheduler;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -47,6 +48,8 @@ pub enum ServerError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("cannot load the schedules: {0}")]
+    Schedules(String),
     #[error("cannot load deployment {version} of environment `{env}`: {message}")]
     Deployment {
         env: String,
@@ -62,6 +65,14 @@ pub struct Server {
     pub app: Arc<App>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
+    /// The scheduler's dispatcher; aborting it stops the runs it started.
+    scheduler: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.scheduler.abort();
+    }
 }
 
 impl Server {
@@ -89,6 +100,11 @@ impl Server {
         let app = Arc::new(App::new(store, runtime, Arc::new(providers), config.clone()).await?);
         api::deploy::load_active(&app).await?;
         runner::resume_async_actions(&app).await?;
+        app.scheduler
+            .load(&app)
+            .await
+            .map_err(|e| ServerError::Schedules(format!("{}: {}", e.code, e.message)))?;
+        let scheduler_task = app.scheduler.spawn(&app);
 
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
@@ -122,6 +138,7 @@ impl Server {
                 app,
                 shutdown: Some(tx),
                 task,
+                scheduler: scheduler_task,
             },
             created,
         ))
@@ -139,8 +156,12 @@ impl Server {
         let _ = task.await;
     }
 
-    /// Stops accepting and waits for requests in flight.
+    /// Stops the scheduler (runs in progress end where they are, as in a
+    /// crash), stops accepting and waits for requests in flight.
     pub async fn stop(mut self) {
+        self.scheduler.abort();
+        let scheduler = std::mem::replace(&mut self.scheduler, tokio::spawn(async {}));
+        let _ = scheduler.await;
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }

@@ -24,7 +24,9 @@ pub const ASYNC_ACTIONS: &str = "async-actions";
 /// Execution history, by connection and time.
 pub const EXECUTIONS: &str = "executions";
 
-/// What a sync remembers between runs.
+/// What a sync of a connection remembers between runs: its schedule, the
+/// run in progress, and the last run. One document per (connection, sync,
+/// variant), changed only through [`update_sync_state`].
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct SyncState {
     /// Start of the last successful run.
@@ -32,6 +34,46 @@ pub struct SyncState {
     /// The last job number handed out.
     pub last_job: u64,
     pub last_run: Option<RunSummary>,
+    /// The schedule, once the connection and the deployed sync met (at
+    /// connection creation or deploy). Kept when a deploy drops the sync,
+    /// so that deploying it again restores it.
+    #[serde(default)]
+    pub schedule: Option<ScheduleState>,
+    /// The run in progress. Written (flushed) before the script starts, so
+    /// a run a crash interrupted is found at the next start and recorded
+    /// as failed, never as a success.
+    #[serde(default)]
+    pub running: Option<RunningMark>,
+}
+
+/// A sync's schedule as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScheduleState {
+    pub paused: bool,
+    /// The connection's own frequency (`runs` grammar), over nango.yaml's.
+    #[serde(default)]
+    pub frequency: Option<String>,
+    /// Runs fall on `anchor + k × interval`.
+    pub anchor: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunningMark {
+    pub job: u64,
+    pub started_at: DateTime<Utc>,
+}
+
+/// What kind of run a job was, as `GET /sync/status` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum RunType {
+    /// No `lastSyncDate` before it.
+    #[default]
+    Initial,
+    /// An incremental sync with a `lastSyncDate`.
+    Incremental,
+    /// A full sync with a `lastSyncDate` (it refetches everything).
+    Full,
 }
 
 /// The outcome of one run, as history and status show it.
@@ -45,13 +87,71 @@ pub struct RunSummary {
     #[serde(default)]
     pub error: Option<Value>,
     pub fuel: u64,
+    #[serde(default, rename = "type")]
+    pub run_type: RunType,
 }
 
-fn sync_key(conn: &ConnectionRef, sync: &str, variant: &str) -> String {
+impl RunSummary {
+    /// A run that failed before or without its script finishing.
+    pub fn failed(job: u64, started_at: DateTime<Utc>, code: &str, message: String) -> Self {
+        RunSummary {
+            job,
+            started_at,
+            finished_at: Utc::now(),
+            success: false,
+            results: BTreeMap::new(),
+            error: Some(json!({ "type": code, "message": message })),
+            fuel: 0,
+            run_type: RunType::default(),
+        }
+    }
+}
+
+/// The sync state document's key: `<pck>\x1f<connection>\x1f<sync>\x1f<variant>`.
+pub fn sync_key(conn: &ConnectionRef, sync: &str, variant: &str) -> String {
     format!(
         "{}\u{1f}{}\u{1f}{sync}\u{1f}{variant}",
         conn.provider_config_key, conn.connection_id
     )
+}
+
+/// The prefix of every sync state key of a connection.
+pub fn sync_key_prefix(conn: &ConnectionRef) -> String {
+    format!(
+        "{}\u{1f}{}\u{1f}",
+        conn.provider_config_key, conn.connection_id
+    )
+}
+
+/// The parts of a [`sync_key`]: connection, sync, variant.
+pub fn parse_sync_key(key: &str) -> Option<(ConnectionRef, &str, &str)> {
+    let mut parts = key.split('\u{1f}');
+    let (pck, cid, sync, variant) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() {
+        return None;
+    }
+    Some((
+        ConnectionRef {
+            provider_config_key: pck.to_string(),
+            connection_id: cid.to_string(),
+        },
+        sync,
+        variant,
+    ))
+}
+
+/// Reads, changes and writes (flushed) a sync's state, one writer at a
+/// time per sync: runs, the scheduler and the API all change it.
+pub async fn update_sync_state<R>(
+    env: &EnvState,
+    key: &str,
+    change: impl FnOnce(&mut SyncState) -> R,
+) -> Result<R, sluice_store::StoreError> {
+    let _guard = env.sync_lock(key).lock().await;
+    let mut state: SyncState = env.store.doc(SYNC_STATE, key).await?.unwrap_or_default();
+    let out = change(&mut state);
+    env.store.put_doc(SYNC_STATE, key, &state).await?;
+    Ok(out)
 }
 
 /// The stable id of a sync of a connection (records are stamped with it).
@@ -206,7 +306,9 @@ async fn record_execution(env: &EnvState, conn: &ConnectionRef, name: &str, repo
     let _ = env.store.put_doc_unflushed(EXECUTIONS, &key, &doc).await;
 }
 
-/// Runs sync `name` once for a connection, with the run semantics of §5.
+/// Runs sync `name` once for a connection, with the run semantics of §5;
+/// a run longer than `max_run` is stopped and fails. The caller makes sure
+/// runs of one sync do not overlap (the scheduler does).
 pub async fn run_sync(
     app: &App,
     env: &EnvState,
@@ -214,14 +316,14 @@ pub async fn run_sync(
     name: &str,
     variant: &str,
     mode: SyncMode,
+    max_run: std::time::Duration,
 ) -> ApiResult<RunSummary> {
     let (catalog, script) = target(env, conn, name, ScriptKind::Sync).await?;
     let key = sync_key(conn, name, variant);
-    let mut state: SyncState = env.store.doc(SYNC_STATE, &key).await?.unwrap_or_default();
-    let models: Vec<String> = catalog
-        .sync_config(&conn.provider_config_key, name)
-        .map(|s| s.output.clone())
-        .unwrap_or_default();
+    let config = catalog.sync_config(&conn.provider_config_key, name);
+    let models: Vec<String> = config.map(|s| s.output.clone()).unwrap_or_default();
+    let incremental =
+        config.is_some_and(|s| s.sync_type == sluice_nango_yaml::SyncType::Incremental);
     let full_name = |m: &str| {
         if variant == "base" {
             m.to_string()
@@ -229,62 +331,91 @@ pub async fn run_sync(
             format!("{m}::{variant}")
         }
     };
-    match mode {
-        SyncMode::Incremental => {}
-        SyncMode::FullRefresh => state.last_sync_date = None,
-        SyncMode::FullRefreshAndClearCache => {
-            state.last_sync_date = None;
-            for m in &models {
-                env.store.clear_records(conn, &full_name(m)).await?;
-            }
+    if mode == SyncMode::FullRefreshAndClearCache {
+        for m in &models {
+            env.store.clear_records(conn, &full_name(m)).await?;
         }
     }
-    state.last_job += 1;
-    let job = state.last_job;
-    env.store.put_doc(SYNC_STATE, &key, &state).await?;
+    let started_at = Utc::now();
+    let (job, last_sync_date) = update_sync_state(env, &key, |state| {
+        if mode != SyncMode::Incremental {
+            state.last_sync_date = None;
+        }
+        state.last_job += 1;
+        state.running = Some(RunningMark {
+            job: state.last_job,
+            started_at,
+        });
+        (state.last_job, state.last_sync_date)
+    })
+    .await?;
+    let run_type = match (last_sync_date, incremental) {
+        (None, _) => RunType::Initial,
+        (Some(_), true) => RunType::Incremental,
+        (Some(_), false) => RunType::Full,
+    };
 
     let id = sync_id(conn, name, variant);
     let mut exec = catalog.execution(name, conn.clone(), Call::Sync, false);
     exec.sync.variant = variant.to_string();
     exec.sync.sync_id = Some(id.clone());
     exec.sync.job_id = Some(job);
-    exec.sync.last_sync_date = state.last_sync_date;
+    exec.sync.last_sync_date = last_sync_date;
     let track_deletes = exec.sync.track_deletes;
-    let started_at = Utc::now();
-    let report = {
+    let execution = async {
         let _permit = app.executions.acquire().await;
         app.runtime
             .execute(&script, exec, app.services(env, Some(catalog.clone())))
             .await
     };
-    let mut results = report.changes.clone();
-    let success = report.outcome.is_ok();
-    if success {
-        if track_deletes {
-            for m in &models {
-                let full = full_name(m);
-                let deleted = env.store.delete_stale(conn, &full, &id, job).await?;
-                results.entry(full).or_default().deleted += deleted;
+    let summary = match tokio::time::timeout(max_run, execution).await {
+        Ok(report) => {
+            let mut results = report.changes.clone();
+            let success = report.outcome.is_ok();
+            if success && track_deletes {
+                for m in &models {
+                    let full = full_name(m);
+                    let deleted = env.store.delete_stale(conn, &full, &id, job).await?;
+                    results.entry(full).or_default().deleted += deleted;
+                }
+            }
+            record_execution(env, conn, name, &report).await;
+            RunSummary {
+                job,
+                started_at,
+                finished_at: Utc::now(),
+                success,
+                results,
+                error: report
+                    .outcome
+                    .as_ref()
+                    .err()
+                    .map(|e| serde_json::to_value(e.to_failure()).unwrap_or(Value::Null)),
+                fuel: report.fuel_consumed,
+                run_type,
             }
         }
-        state.last_sync_date = Some(started_at);
-    }
-    let summary = RunSummary {
-        job,
-        started_at,
-        finished_at: Utc::now(),
-        success,
-        results,
-        error: report
-            .outcome
-            .as_ref()
-            .err()
-            .map(|e| serde_json::to_value(e.to_failure()).unwrap_or(Value::Null)),
-        fuel: report.fuel_consumed,
+        Err(_) => RunSummary {
+            run_type,
+            ..RunSummary::failed(
+                job,
+                started_at,
+                "sync_timeout",
+                format!(
+                    "the run was stopped after {} s, the longest a sync may run",
+                    max_run.as_secs()
+                ),
+            )
+        },
     };
-    state.last_run = Some(summary.clone());
-    env.store.put_doc(SYNC_STATE, &key, &state).await?;
-    record_execution(env, conn, name, &report).await;
+    update_sync_state(env, &key, |state| {
+        if summary.success {
+            state.last_sync_date = Some(started_at);
+        }
+        state.running = None;
+        state.last_run = Some(summary.clone());
+    })
+    .await?;
     Ok(summary)
 }
 

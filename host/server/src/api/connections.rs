@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use sluice_runtime::connection::{Connection, ConnectionError, ConnectionStore as _, Credentials};
+use sluice_runtime::records::ConnectionRef;
 
 use super::{Env, JsonBody};
 use crate::app::App;
@@ -177,6 +178,12 @@ pub async fn create(
         updated_at: now,
     };
     env.store.put_connection(&c).await?;
+    let conn = ConnectionRef {
+        provider_config_key: c.provider_config_key.clone(),
+        connection_id: c.connection_id.clone(),
+    };
+    // The `auto_start` syncs start now; the others are scheduled paused.
+    app.scheduler.connection_created(&env, &conn).await?;
     Ok(Json(view(&env, &c).await))
 }
 
@@ -263,6 +270,7 @@ pub async fn get(
 }
 
 pub async fn delete(
+    State(app): State<Arc<App>>,
     Env(env): Env,
     Path(id): Path<String>,
     Query(q): Query<OneQuery>,
@@ -273,11 +281,16 @@ pub async fn delete(
             "`provider_config_key` is required",
         )
     })?;
+    let conn = ConnectionRef {
+        provider_config_key: pck.clone(),
+        connection_id: id.clone(),
+    };
+    if !env.store.connection_exists(&pck, &id).await? {
+        return Err(ApiError::unknown_connection(&pck, &id));
+    }
+    app.scheduler.connection_deleted(&env, &conn).await?;
     if !env.store.delete_connection(&pck, &id).await? {
-        return Err(ApiError::not_found(
-            "unknown_connection",
-            format!("No connection `{id}` for integration `{pck}`"),
-        ));
+        return Err(ApiError::unknown_connection(&pck, &id));
     }
     Ok(Json(json!({ "success": true })))
 }

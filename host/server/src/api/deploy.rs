@@ -106,6 +106,7 @@ pub async fn deploy(
     env.store.put_doc(ACTIVE, "version", &version).await?;
     deployed.version = version;
     env.set_deployment(Arc::new(deployed));
+    app.scheduler.reconcile(&env).await?;
     Ok(Json(summary(&doc, Some(version))))
 }
 
@@ -133,6 +134,7 @@ pub async fn activate(
     deployed.created_at = doc.created_at;
     env.store.put_doc(ACTIVE, "version", &version).await?;
     env.set_deployment(Arc::new(deployed));
+    app.scheduler.reconcile(&env).await?;
     Ok(Json(summary(&doc, Some(version))))
 }
 

@@ -154,6 +154,13 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/action/trigger", post(actions::trigger))
         .route("/action/{id}", get(actions::status))
         .route("/sync/trigger", post(syncs::trigger))
+        .route("/sync/start", post(syncs::start))
+        .route("/sync/pause", post(syncs::pause))
+        .route("/sync/status", get(syncs::status))
+        .route(
+            "/sync/update-connection-frequency",
+            axum::routing::put(syncs::update_frequency),
+        )
         .route(
             "/connection",
             get(connections::list).post(connections::create),

@@ -1,24 +1,40 @@
-//! `POST /sync/trigger` (§4.3): run syncs now for one connection (or every
-//! connection of the integration), with a sync mode.
+//! Sync control (§4.3): `POST /sync/trigger` (queued on the scheduler, with
+//! a sync mode), `/sync/start`, `/sync/pause`, `GET /sync/status` and
+//! `PUT /sync/update-connection-frequency`.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sluice_runtime::records::ConnectionRef;
 
 use super::{ConnectionHeaders, Env, JsonBody};
-use crate::app::App;
+use crate::app::{App, EnvState};
 use crate::error::{ApiError, ApiResult};
-use crate::runner::{self, SyncMode};
+use crate::runner::{SYNC_STATE, SyncMode, SyncState, sync_id, sync_key};
+use crate::scheduler::interval;
 
 #[derive(Deserialize)]
 #[serde(untagged)]
 pub enum SyncName {
     Name(String),
     Variant { name: String, variant: String },
+}
+
+impl SyncName {
+    /// `(name, variant)`; `"a::v"` names variant `v` of `a`.
+    fn parts(&self) -> (String, String) {
+        match self {
+            SyncName::Name(n) => match n.split_once("::") {
+                Some((n, v)) => (n.to_string(), v.to_string()),
+                None => (n.clone(), "base".to_string()),
+            },
+            SyncName::Variant { name, variant } => (name.clone(), variant.clone()),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -31,6 +47,89 @@ pub struct TriggerBody {
     /// Deprecated: `true` means `full_refresh_and_clear_cache`.
     #[serde(default)]
     full_resync: Option<bool>,
+    /// sluice's own: answer when the runs have ended, with their outcomes.
+    #[serde(default)]
+    wait: bool,
+}
+
+/// One sync of one connection that a request names.
+struct Target {
+    conn: ConnectionRef,
+    name: String,
+    variant: String,
+    key: String,
+}
+
+/// The syncs of the request for its connection (or every connection of the
+/// integration), each checked to be deployed and scheduled.
+async fn targets(
+    app: &App,
+    env: &EnvState,
+    pck: &str,
+    cid: Option<String>,
+    syncs: &[(String, String)],
+) -> ApiResult<Vec<Target>> {
+    let catalog = env.catalog()?;
+    let integration = catalog.config.integration(pck);
+    for (name, variant) in syncs {
+        if integration.and_then(|i| i.sync(name)).is_none() {
+            return Err(ApiError::not_found(
+                "unknown_sync",
+                format!("integration `{pck}` has no sync `{name}`"),
+            ));
+        }
+        if variant != "base" {
+            return Err(ApiError::not_found(
+                "unknown_sync",
+                format!("sync `{name}` has no variant `{variant}`"),
+            ));
+        }
+    }
+    let connections: Vec<String> = match cid {
+        Some(cid) => {
+            if !env.store.connection_exists(pck, &cid).await? {
+                return Err(ApiError::unknown_connection(pck, &cid));
+            }
+            vec![cid]
+        }
+        None => env
+            .store
+            .connections(Some(pck))
+            .await?
+            .into_iter()
+            .map(|c| c.connection_id)
+            .collect(),
+    };
+    let mut out = Vec::new();
+    for cid in connections {
+        let conn = ConnectionRef {
+            provider_config_key: pck.to_string(),
+            connection_id: cid,
+        };
+        for (name, variant) in syncs {
+            let key = sync_key(&conn, name, variant);
+            if !app.scheduler.is_scheduled(env, &key) {
+                // A connection made while nothing was deployed, say.
+                app.scheduler.connection_created(env, &conn).await?;
+            }
+            out.push(Target {
+                conn: conn.clone(),
+                name: name.clone(),
+                variant: variant.clone(),
+                key,
+            });
+        }
+    }
+    Ok(out)
+}
+
+fn names(syncs: &[SyncName]) -> ApiResult<Vec<(String, String)>> {
+    if syncs.is_empty() {
+        return Err(ApiError::invalid_body(
+            "`syncs` must name at least one sync",
+        ));
+    }
+    Ok(syncs.iter().map(SyncName::parts).collect())
 }
 
 pub async fn trigger(
@@ -48,45 +147,250 @@ pub async fn trigger(
         (None, Some(true)) => SyncMode::FullRefreshAndClearCache,
         _ => SyncMode::Incremental,
     };
-    if body.syncs.is_empty() {
-        return Err(ApiError::invalid_body(
-            "`syncs` must name at least one sync",
-        ));
+    let syncs = names(&body.syncs)?;
+    let cid = body.connection_id.or(headers.connection_id);
+    let targets = targets(&app, &env, &pck, cid, &syncs).await?;
+    let mut waiting = Vec::new();
+    for t in targets {
+        let rx = app
+            .scheduler
+            .trigger(&env, &t.key, mode, body.wait)
+            .ok_or_else(|| {
+                ApiError::not_found(
+                    "unknown_sync",
+                    format!("sync `{}` is not scheduled", t.name),
+                )
+            })?;
+        waiting.push((t, rx));
     }
-    let connections: Vec<String> = match body.connection_id.or(headers.connection_id) {
-        Some(cid) => vec![cid],
-        None => env
-            .store
-            .connections(Some(&pck))
-            .await?
-            .into_iter()
-            .map(|c| c.connection_id)
-            .collect(),
-    };
+    if !body.wait {
+        return Ok(Json(json!({ "success": true })));
+    }
     let mut runs = Vec::new();
-    for cid in connections {
-        let conn = ConnectionRef {
-            provider_config_key: pck.clone(),
-            connection_id: cid,
+    for (t, rx) in waiting {
+        let outcome = match rx {
+            Some(rx) => rx.await.map_err(|_| {
+                ApiError::new(
+                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                    "server_stopping",
+                    "the server stopped before the run ended",
+                )
+            })?,
+            None => continue,
         };
-        for s in &body.syncs {
-            let (name, variant) = match s {
-                SyncName::Name(n) => match n.split_once("::") {
-                    Some((n, v)) => (n.to_string(), v.to_string()),
-                    None => (n.clone(), "base".to_string()),
-                },
-                SyncName::Variant { name, variant } => (name.clone(), variant.clone()),
-            };
-            let summary = runner::run_sync(&app, &env, &conn, &name, &variant, mode).await?;
-            runs.push(json!({
-                "connection_id": conn.connection_id,
-                "sync": name,
-                "variant": variant,
-                "success": summary.success,
-                "results": summary.results,
-                "error": summary.error,
-            }));
-        }
+        let summary = outcome?;
+        runs.push(json!({
+            "connection_id": t.conn.connection_id,
+            "sync": t.name,
+            "variant": t.variant,
+            "success": summary.success,
+            "results": summary.results,
+            "error": summary.error,
+        }));
     }
     Ok(Json(json!({ "success": true, "runs": runs })))
+}
+
+#[derive(Deserialize)]
+pub struct StartPauseBody {
+    syncs: Vec<SyncName>,
+    provider_config_key: Option<String>,
+    connection_id: Option<String>,
+}
+
+async fn start_or_pause(
+    app: &App,
+    env: &EnvState,
+    headers: ConnectionHeaders,
+    body: StartPauseBody,
+    paused: bool,
+) -> ApiResult<Json<Value>> {
+    let pck = body
+        .provider_config_key
+        .or(headers.provider_config_key)
+        .ok_or_else(|| ApiError::invalid_body("`provider_config_key` is required"))?;
+    let syncs = names(&body.syncs)?;
+    let cid = body.connection_id.or(headers.connection_id);
+    for t in targets(app, env, &pck, cid, &syncs).await? {
+        app.scheduler.set_paused(env, &t.key, paused).await?;
+    }
+    Ok(Json(json!({ "success": true })))
+}
+
+pub async fn start(
+    State(app): State<Arc<App>>,
+    Env(env): Env,
+    headers: ConnectionHeaders,
+    JsonBody(body): JsonBody<StartPauseBody>,
+) -> ApiResult<Json<Value>> {
+    start_or_pause(&app, &env, headers, body, false).await
+}
+
+pub async fn pause(
+    State(app): State<Arc<App>>,
+    Env(env): Env,
+    headers: ConnectionHeaders,
+    JsonBody(body): JsonBody<StartPauseBody>,
+) -> ApiResult<Json<Value>> {
+    start_or_pause(&app, &env, headers, body, true).await
+}
+
+/// `GET /sync/status?provider_config_key=&syncs=a,b|*&connection_id=`.
+pub async fn status(
+    State(app): State<Arc<App>>,
+    Env(env): Env,
+    headers: ConnectionHeaders,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Json<Value>> {
+    let mut pck = headers.provider_config_key;
+    let mut cid = headers.connection_id;
+    let mut syncs: Option<String> = None;
+    for (k, v) in url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
+        match k.as_ref() {
+            "provider_config_key" => pck = Some(v.into_owned()),
+            "connection_id" => cid = Some(v.into_owned()),
+            "syncs" => syncs = Some(v.into_owned()),
+            other => {
+                return Err(ApiError::bad_request(
+                    "invalid_query_params",
+                    format!("unknown query parameter `{other}`"),
+                ));
+            }
+        }
+    }
+    let pck = pck.ok_or_else(|| {
+        ApiError::bad_request("invalid_query_params", "`provider_config_key` is required")
+    })?;
+    let syncs = syncs.ok_or_else(|| {
+        ApiError::bad_request(
+            "invalid_query_params",
+            "`syncs` is required: a comma list of sync names, or `*`",
+        )
+    })?;
+    let catalog = env.catalog()?;
+    let names: Vec<(String, String)> = if syncs.trim() == "*" {
+        catalog
+            .config
+            .integration(&pck)
+            .map(|i| {
+                i.syncs
+                    .iter()
+                    .map(|s| (s.name.clone(), "base".to_string()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    } else {
+        syncs
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| SyncName::Name(s.to_string()).parts())
+            .collect()
+    };
+    let mut out = Vec::new();
+    if names.is_empty() {
+        return Ok(Json(json!({ "syncs": out })));
+    }
+    for t in targets(&app, &env, &pck, cid, &names).await? {
+        let state: SyncState = env.store.doc(SYNC_STATE, &t.key).await?.unwrap_or_default();
+        let running = app.scheduler.is_running(&env, &t.key);
+        let paused = state.schedule.as_ref().is_some_and(|s| s.paused);
+        let last = state.last_run.as_ref();
+        let status = if running {
+            "RUNNING"
+        } else if paused {
+            "PAUSED"
+        } else {
+            match last {
+                Some(r) if r.success => "SUCCESS",
+                Some(_) => "ERROR",
+                None => "STOPPED",
+            }
+        };
+        let sync = catalog.sync_config(&pck, &t.name);
+        let frequency = state
+            .schedule
+            .as_ref()
+            .and_then(|s| s.frequency.clone())
+            .or_else(|| sync.map(|s| s.runs.clone()));
+        let mut latest = serde_json::Map::new();
+        for (model, c) in last.map(|r| &r.results).into_iter().flatten() {
+            latest.insert(
+                model.clone(),
+                json!({"added": c.added, "updated": c.updated, "deleted": c.deleted}),
+            );
+        }
+        let mut counts = BTreeMap::new();
+        for model in sync.map(|s| s.output.clone()).unwrap_or_default() {
+            let full = if t.variant == "base" {
+                model
+            } else {
+                format!("{model}::{}", t.variant)
+            };
+            let n = env.store.record_count(&t.conn, &full).await?;
+            counts.insert(full, n);
+        }
+        out.push(json!({
+            "id": sync_id(&t.conn, &t.name, &t.variant),
+            "connection_id": t.conn.connection_id,
+            "name": t.name,
+            "variant": t.variant,
+            "status": status,
+            "type": last.map(|r| r.run_type),
+            "finishedAt": last.map(|r| r.finished_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+            "nextScheduledSyncAt": app.scheduler.next_run(&env, &t.key)
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+            "frequency": frequency,
+            "latestResult": latest,
+            "latestExecutionStatus": if running { Some("RUNNING") } else {
+                last.map(|r| if r.success { "SUCCESS" } else { "STOPPED" })
+            },
+            "recordCount": counts,
+        }));
+    }
+    Ok(Json(json!({ "syncs": out })))
+}
+
+#[derive(Deserialize)]
+pub struct FrequencyBody {
+    sync_name: String,
+    #[serde(default)]
+    sync_variant: Option<String>,
+    provider_config_key: String,
+    connection_id: String,
+    frequency: Option<String>,
+}
+
+/// `PUT /sync/update-connection-frequency`: the connection's own
+/// frequency of a sync, or (`null`) back to nango.yaml's.
+pub async fn update_frequency(
+    State(app): State<Arc<App>>,
+    Env(env): Env,
+    JsonBody(body): JsonBody<FrequencyBody>,
+) -> ApiResult<Json<Value>> {
+    let variant = body.sync_variant.unwrap_or_else(|| "base".into());
+    let name = (body.sync_name.clone(), variant);
+    let targets = targets(
+        &app,
+        &env,
+        &body.provider_config_key,
+        Some(body.connection_id),
+        std::slice::from_ref(&name),
+    )
+    .await?;
+    let catalog = env.catalog()?;
+    let default = catalog
+        .sync_config(&body.provider_config_key, &body.sync_name)
+        .map(|s| (s.runs.clone(), s.interval))
+        .ok_or_else(|| ApiError::not_found("unknown_sync", "the sync is not deployed"))?;
+    let (shown, every) = match &body.frequency {
+        Some(f) => (f.clone(), interval(f)?),
+        None => default,
+    };
+    for t in targets {
+        app.scheduler
+            .set_frequency(&env, &t.key, body.frequency.clone(), every)
+            .await?;
+    }
+    Ok(Json(json!({ "frequency": shown })))
 }

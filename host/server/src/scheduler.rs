@@ -1,0 +1,751 @@
+//! The scheduler: one schedule per (connection, sync, variant), run on the
+//! sync's interval, in this process, persisted in the sync state documents.
+//!
+//! - Runs fall on a grid, `anchor + k × interval`. A slot missed while a
+//!   run was still going, or while the server was down, is skipped: after
+//!   downtime a sync runs once, then back on its grid.
+//! - A sync never runs twice at once for one connection: a schedule is
+//!   either waiting in its environment's due queue or running, never both.
+//!   A manual trigger during a run waits for it and then runs.
+//! - Slots are few and shared fairly: the dispatcher takes one due schedule
+//!   per environment in turn, so an environment with 10,000 due syncs
+//!   delays another's single due sync by at most one slot.
+//! - A run a crash interrupted is found at start (its running mark) and
+//!   recorded as failed; the schedule moves on.
+//!
+//! The state of a schedule in memory is small (an entry keyed by its sync
+//! state key, which the due queue shares); everything else is in the store.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ops::Bound;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use sluice_runtime::records::ConnectionRef;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, oneshot};
+use uuid::Uuid;
+
+use crate::app::{App, EnvState};
+use crate::error::{ApiError, ApiResult};
+use crate::runner::{
+    self, RunSummary, SYNC_STATE, ScheduleState, SyncMode, SyncState, parse_sync_key, sync_key,
+    update_sync_state,
+};
+
+/// What a waiter of a triggered run gets.
+pub type RunResult = Result<RunSummary, ApiError>;
+
+/// One schedule in memory.
+struct Entry {
+    /// Milliseconds between runs (already divided by the time scale).
+    interval_ms: i64,
+    anchor_ms: i64,
+    /// The next slot of the grid.
+    next_ms: i64,
+    paused: bool,
+    running: bool,
+    /// A manual trigger waiting to run: its mode and when it was asked.
+    queued: Option<(SyncMode, i64)>,
+    /// Where the entry sits in its environment's due queue, if it does.
+    due_at: Option<i64>,
+    /// Callers waiting for the next run to end.
+    waiters: Vec<oneshot::Sender<RunResult>>,
+}
+
+impl Entry {
+    /// The first slot of the grid strictly after `now`.
+    fn slot_after(&self, now: i64) -> i64 {
+        if now < self.anchor_ms {
+            return self.anchor_ms;
+        }
+        let k = (now - self.anchor_ms) / self.interval_ms + 1;
+        self.anchor_ms
+            .saturating_add(k.saturating_mul(self.interval_ms))
+    }
+
+    /// When it should be dispatched, if at all.
+    fn wants(&self) -> Option<i64> {
+        if self.running {
+            return None;
+        }
+        match self.queued {
+            Some((_, at)) => Some(at),
+            None if self.paused => None,
+            None => Some(self.next_ms),
+        }
+    }
+}
+
+type Key = Arc<str>;
+
+#[derive(Default)]
+struct State {
+    entries: HashMap<(Uuid, Key), Entry>,
+    /// Per environment, its waiting schedules by due time.
+    due: BTreeMap<Uuid, BTreeSet<(i64, Key)>>,
+    /// The environment served last.
+    last_served: Option<Uuid>,
+}
+
+impl State {
+    /// Puts the entry in its due queue where it wants to be (or takes it
+    /// out).
+    fn place(&mut self, env: Uuid, key: &Key) {
+        let Some(entry) = self.entries.get_mut(&(env, key.clone())) else {
+            return;
+        };
+        let want = entry.wants();
+        if entry.due_at == want {
+            return;
+        }
+        if let Some(at) = entry.due_at.take()
+            && let Some(q) = self.due.get_mut(&env)
+        {
+            q.remove(&(at, key.clone()));
+        }
+        if let Some(at) = want {
+            entry.due_at = Some(at);
+            self.due.entry(env).or_default().insert((at, key.clone()));
+        }
+    }
+
+    fn remove(&mut self, env: Uuid, key: &Key) -> Option<Entry> {
+        let mut entry = self.entries.remove(&(env, key.clone()))?;
+        if let Some(at) = entry.due_at.take()
+            && let Some(q) = self.due.get_mut(&env)
+        {
+            q.remove(&(at, key.clone()));
+        }
+        Some(entry)
+    }
+
+    /// The next schedule to start, taking environments in turn.
+    fn pick(&mut self, now: i64) -> Option<Job> {
+        let after = match self.last_served {
+            Some(e) => (Bound::Excluded(e), Bound::Unbounded),
+            None => (Bound::Unbounded, Bound::Unbounded),
+        };
+        let before = match self.last_served {
+            Some(e) => (Bound::Unbounded, Bound::Included(e)),
+            None => (Bound::Unbounded, Bound::Excluded(Uuid::nil())),
+        };
+        let env = self
+            .due
+            .range(after)
+            .chain(self.due.range(before))
+            .find(|(_, q)| q.first().is_some_and(|(at, _)| *at <= now))
+            .map(|(env, _)| *env)?;
+        let (due_at, key) = self.due.get_mut(&env)?.pop_first()?;
+        self.last_served = Some(env);
+        let entry = self.entries.get_mut(&(env, key.clone()))?;
+        entry.due_at = None;
+        entry.running = true;
+        let (mode, scheduled) = match entry.queued.take() {
+            Some((mode, _)) => (mode, false),
+            None => {
+                entry.next_ms = entry.slot_after(now);
+                (SyncMode::Incremental, true)
+            }
+        };
+        Some(Job {
+            env,
+            key,
+            mode,
+            scheduled,
+            due_at,
+        })
+    }
+
+    /// The earliest due time of any waiting schedule.
+    fn earliest(&self) -> Option<i64> {
+        self.due
+            .values()
+            .filter_map(|q| q.first().map(|(at, _)| *at))
+            .min()
+    }
+}
+
+/// A run the dispatcher started.
+struct Job {
+    env: Uuid,
+    key: Key,
+    mode: SyncMode,
+    /// From the grid (not a manual trigger).
+    scheduled: bool,
+    due_at: i64,
+}
+
+/// The schedules of every environment, and the task that runs them.
+pub struct Scheduler {
+    state: Mutex<State>,
+    wake: Notify,
+    slots: Arc<Semaphore>,
+    scale: i64,
+    max_run: Duration,
+    max_wait_ms: i64,
+}
+
+fn now_ms() -> i64 {
+    Utc::now().timestamp_millis()
+}
+
+fn time(ms: i64) -> Option<DateTime<Utc>> {
+    Utc.timestamp_millis_opt(ms).single()
+}
+
+/// The interval of a `runs` value, or `invalid_runs` naming the problem.
+pub fn interval(runs: &str) -> ApiResult<Duration> {
+    sluice_nango_yaml::parse_interval(runs).map_err(|code| {
+        ApiError::invalid_body(format!(
+            "`{runs}` is not a valid frequency ({code}): use the `runs` grammar, such as `every 30min`, `every hour` or `every day`, at least 30 s"
+        ))
+    })
+}
+
+impl Scheduler {
+    pub fn new(config: &crate::ServerConfig) -> Self {
+        Self {
+            state: Mutex::new(State::default()),
+            wake: Notify::new(),
+            slots: Arc::new(Semaphore::new(config.sync_slots.max(1))),
+            scale: i64::from(config.schedule_time_scale.max(1)),
+            max_run: config.sync_max_run,
+            max_wait_ms: config.sync_max_wait.as_millis().min(i64::MAX as u128) as i64,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn scaled_ms(&self, d: Duration) -> i64 {
+        let ms = d.as_millis().min(i64::MAX as u128) as i64;
+        (ms / self.scale).max(1)
+    }
+
+    /// How many schedules are loaded.
+    pub fn len(&self) -> usize {
+        self.lock().entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The next scheduled run, `None` when paused or unknown.
+    pub fn next_run(&self, env: &EnvState, key: &str) -> Option<DateTime<Utc>> {
+        let st = self.lock();
+        let e = st.entries.get(&(env.store.id(), Key::from(key)))?;
+        if e.paused {
+            return None;
+        }
+        time(e.next_ms)
+    }
+
+    pub fn is_running(&self, env: &EnvState, key: &str) -> bool {
+        self.lock()
+            .entries
+            .get(&(env.store.id(), Key::from(key)))
+            .is_some_and(|e| e.running)
+    }
+
+    pub fn is_scheduled(&self, env: &EnvState, key: &str) -> bool {
+        self.lock()
+            .entries
+            .contains_key(&(env.store.id(), Key::from(key)))
+    }
+
+    /// Adds or replaces the schedule `key` from its stored state; a slot
+    /// missed since the last run (downtime) makes it due now, once.
+    fn install(
+        &self,
+        env: Uuid,
+        key: &str,
+        schedule: &ScheduleState,
+        state: &SyncState,
+        every: Duration,
+    ) {
+        let now = now_ms();
+        let key: Key = Key::from(key);
+        let mut st = self.lock();
+        let old = st.remove(env, &key);
+        let mut entry = Entry {
+            interval_ms: self.scaled_ms(every),
+            anchor_ms: schedule.anchor.timestamp_millis(),
+            next_ms: 0,
+            paused: schedule.paused,
+            running: old.as_ref().is_some_and(|o| o.running),
+            queued: old.as_ref().and_then(|o| o.queued),
+            due_at: None,
+            waiters: old.map(|o| o.waiters).unwrap_or_default(),
+        };
+        // The latest slot at or before now; due now unless a run started
+        // at or after it.
+        let last_started = state
+            .last_run
+            .as_ref()
+            .map(|r| r.started_at.timestamp_millis());
+        let latest_slot = if now < entry.anchor_ms {
+            None
+        } else {
+            Some(entry.slot_after(now) - entry.interval_ms)
+        };
+        entry.next_ms = match latest_slot {
+            Some(slot) if last_started.is_none_or(|s| s < slot) => slot,
+            _ => entry.slot_after(now),
+        };
+        st.entries.insert((env, key.clone()), entry);
+        st.place(env, &key);
+        drop(st);
+        self.wake.notify_one();
+    }
+
+    /// Forgets the schedules of `env` for which `keep` is false.
+    fn retain(&self, env: Uuid, keep: impl Fn(&str) -> bool) {
+        let mut st = self.lock();
+        let gone: Vec<Key> = st
+            .entries
+            .keys()
+            .filter(|(e, k)| *e == env && !keep(k))
+            .map(|(_, k)| k.clone())
+            .collect();
+        for k in gone {
+            if let Some(entry) = st.remove(env, &k) {
+                for w in entry.waiters {
+                    let _ = w.send(Err(ApiError::not_found(
+                        "unknown_sync",
+                        "the sync was removed before it ran",
+                    )));
+                }
+            }
+        }
+    }
+
+    /// Makes the schedules of `env` match its active deployment and its
+    /// connections: a schedule for every sync of every connection (new
+    /// ones with the sync's `auto_start`: running now, or paused), the
+    /// intervals of nango.yaml, none for syncs no longer deployed. Stored
+    /// state (pause, frequency, last run) is kept.
+    pub async fn reconcile(&self, env: &EnvState) -> ApiResult<()> {
+        let id = env.store.id();
+        let Some(catalog) = env.deployment().map(|d| d.catalog.clone()) else {
+            self.retain(id, |_| false);
+            return Ok(());
+        };
+        let mut wanted = std::collections::HashSet::new();
+        for integration in &catalog.config.integrations {
+            if integration.syncs.is_empty() {
+                continue;
+            }
+            let pck = &integration.provider_config_key;
+            for c in env.store.connections(Some(pck)).await? {
+                let conn = ConnectionRef {
+                    provider_config_key: pck.clone(),
+                    connection_id: c.connection_id,
+                };
+                for sync in &integration.syncs {
+                    let key = sync_key(&conn, &sync.name, "base");
+                    self.ensure(env, &key, sync).await?;
+                    wanted.insert(key);
+                }
+            }
+        }
+        self.retain(id, |k| wanted.contains(k));
+        Ok(())
+    }
+
+    /// The schedules of a new connection (after it is stored).
+    pub async fn connection_created(&self, env: &EnvState, conn: &ConnectionRef) -> ApiResult<()> {
+        let Some(catalog) = env.deployment().map(|d| d.catalog.clone()) else {
+            return Ok(());
+        };
+        let Some(integration) = catalog.config.integration(&conn.provider_config_key) else {
+            return Ok(());
+        };
+        for sync in &integration.syncs {
+            self.ensure(env, &sync_key(conn, &sync.name, "base"), sync)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Forgets a deleted connection's schedules and their state.
+    pub async fn connection_deleted(&self, env: &EnvState, conn: &ConnectionRef) -> ApiResult<()> {
+        let prefix = runner::sync_key_prefix(conn);
+        self.retain(env.store.id(), |k| !k.starts_with(&prefix));
+        loop {
+            let docs: Vec<(String, serde_json::Value)> = env
+                .store
+                .docs(SYNC_STATE, &prefix, None, 500, false)
+                .await?;
+            if docs.is_empty() {
+                return Ok(());
+            }
+            for (k, _) in docs {
+                let _guard = env.sync_lock(&k).lock().await;
+                env.store.delete_doc(SYNC_STATE, &k).await?;
+            }
+        }
+    }
+
+    /// The schedule `key` of `sync`, created in the store if it has none.
+    async fn ensure(
+        &self,
+        env: &EnvState,
+        key: &str,
+        sync: &sluice_nango_yaml::SyncConfig,
+    ) -> ApiResult<()> {
+        let stored: Option<SyncState> = env.store.doc(SYNC_STATE, key).await?;
+        let state = match stored {
+            Some(s) if s.schedule.is_some() => s,
+            _ => {
+                update_sync_state(env, key, |s| {
+                    if s.schedule.is_none() {
+                        s.schedule = Some(ScheduleState {
+                            paused: !sync.auto_start,
+                            frequency: None,
+                            anchor: Utc::now(),
+                        });
+                    }
+                    s.clone()
+                })
+                .await?
+            }
+        };
+        let Some(schedule) = &state.schedule else {
+            return Ok(());
+        };
+        let every = match &schedule.frequency {
+            Some(f) => interval(f).unwrap_or(sync.interval),
+            None => sync.interval,
+        };
+        let id = env.store.id();
+        let unchanged = {
+            let st = self.lock();
+            st.entries.get(&(id, Key::from(key))).is_some_and(|e| {
+                e.interval_ms == self.scaled_ms(every)
+                    && e.anchor_ms == schedule.anchor.timestamp_millis()
+                    && e.paused == schedule.paused
+            })
+        };
+        if !unchanged {
+            self.install(id, key, schedule, &state, every);
+        }
+        Ok(())
+    }
+
+    /// At start: every environment's schedules from the store (runs a
+    /// crash interrupted recorded as failed first), then reconciled with
+    /// its deployment and connections.
+    pub async fn load(&self, app: &App) -> ApiResult<()> {
+        for env in app.envs() {
+            let mut after: Option<String> = None;
+            loop {
+                let page: Vec<(String, SyncState)> = env
+                    .store
+                    .docs(SYNC_STATE, "", after.as_deref(), 1000, false)
+                    .await?;
+                let Some((last, _)) = page.last() else { break };
+                after = Some(last.clone());
+                for (key, state) in page {
+                    if let Some(mark) = &state.running {
+                        let (job, started_at) = (mark.job, mark.started_at);
+                        update_sync_state(env, &key, |s| {
+                            s.running = None;
+                            s.last_run = Some(RunSummary::failed(
+                                job,
+                                started_at,
+                                "sync_interrupted",
+                                "the server stopped during the run".into(),
+                            ));
+                        })
+                        .await?;
+                    }
+                }
+            }
+            self.reconcile(env).await?;
+        }
+        Ok(())
+    }
+
+    /// Queues a run of `key` now, in `mode`, even when paused; after the
+    /// run in progress if there is one. With `wait`, the receiver gets the
+    /// run's outcome.
+    pub fn trigger(
+        &self,
+        env: &EnvState,
+        key: &str,
+        mode: SyncMode,
+        wait: bool,
+    ) -> Option<Option<oneshot::Receiver<RunResult>>> {
+        let id = env.store.id();
+        let key = Key::from(key);
+        let mut st = self.lock();
+        let entry = st.entries.get_mut(&(id, key.clone()))?;
+        // A second trigger before the first ran keeps the stronger mode.
+        let mode = match entry.queued {
+            Some((SyncMode::FullRefreshAndClearCache, _)) => SyncMode::FullRefreshAndClearCache,
+            Some((SyncMode::FullRefresh, _)) if mode == SyncMode::Incremental => {
+                SyncMode::FullRefresh
+            }
+            _ => mode,
+        };
+        let at = entry.queued.map_or_else(now_ms, |(_, at)| at);
+        entry.queued = Some((mode, at));
+        let rx = wait.then(|| {
+            let (tx, rx) = oneshot::channel();
+            entry.waiters.push(tx);
+            rx
+        });
+        st.place(id, &key);
+        drop(st);
+        self.wake.notify_one();
+        Some(rx)
+    }
+
+    /// Pauses or resumes `key` (stored first). Resuming runs it now, then
+    /// every interval from now. `false` when there is no such schedule.
+    pub async fn set_paused(&self, env: &EnvState, key: &str, paused: bool) -> ApiResult<bool> {
+        if !self.is_scheduled(env, key) {
+            return Ok(false);
+        }
+        let now = Utc::now();
+        update_sync_state(env, key, |s| {
+            if let Some(sch) = &mut s.schedule {
+                if sch.paused && !paused {
+                    sch.anchor = now;
+                }
+                sch.paused = paused;
+            }
+        })
+        .await?;
+        let id = env.store.id();
+        let key = Key::from(key);
+        let mut st = self.lock();
+        if let Some(e) = st.entries.get_mut(&(id, key.clone())) {
+            if e.paused && !paused {
+                e.anchor_ms = now.timestamp_millis();
+                e.next_ms = e.anchor_ms;
+            }
+            e.paused = paused;
+        }
+        st.place(id, &key);
+        drop(st);
+        self.wake.notify_one();
+        Ok(true)
+    }
+
+    /// Sets the connection's own frequency of `key` (`None`: back to
+    /// nango.yaml's `default`); the next run is one interval from now.
+    pub async fn set_frequency(
+        &self,
+        env: &EnvState,
+        key: &str,
+        frequency: Option<String>,
+        every: Duration,
+    ) -> ApiResult<bool> {
+        if !self.is_scheduled(env, key) {
+            return Ok(false);
+        }
+        let now = Utc::now();
+        update_sync_state(env, key, |s| {
+            if let Some(sch) = &mut s.schedule {
+                sch.frequency = frequency;
+                sch.anchor = now;
+            }
+        })
+        .await?;
+        let id = env.store.id();
+        let key = Key::from(key);
+        let interval_ms = self.scaled_ms(every);
+        let mut st = self.lock();
+        if let Some(e) = st.entries.get_mut(&(id, key.clone())) {
+            e.interval_ms = interval_ms;
+            e.anchor_ms = now.timestamp_millis();
+            e.next_ms = e.anchor_ms + interval_ms;
+        }
+        st.place(id, &key);
+        drop(st);
+        self.wake.notify_one();
+        Ok(true)
+    }
+
+    /// Starts the dispatcher; it stops when the app is dropped.
+    pub fn spawn(self: &Arc<Self>, app: &Arc<App>) -> tokio::task::JoinHandle<()> {
+        let me = self.clone();
+        let app = Arc::downgrade(app);
+        tokio::spawn(async move { me.dispatch(app).await })
+    }
+
+    async fn dispatch(self: Arc<Self>, app: Weak<App>) {
+        // The runs; dropped with this task, which aborts them.
+        let mut runs = tokio::task::JoinSet::new();
+        loop {
+            while runs.try_join_next().is_some() {}
+            let woken = self.wake.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            let now = now_ms();
+            let mut started: Vec<(Job, OwnedSemaphorePermit)> = Vec::new();
+            let earliest = {
+                let mut st = self.lock();
+                while let Ok(permit) = self.slots.clone().try_acquire_owned() {
+                    match st.pick(now) {
+                        Some(job) => started.push((job, permit)),
+                        None => break,
+                    }
+                }
+                st.earliest()
+            };
+            for (job, permit) in started {
+                let Some(app) = app.upgrade() else { return };
+                runs.spawn(self.clone().run(app, job, permit));
+            }
+            if app.strong_count() == 0 {
+                return;
+            }
+            match earliest {
+                // Due but no slot: a run ending wakes us.
+                Some(at) if at <= now => woken.await,
+                Some(at) => {
+                    let wait = Duration::from_millis((at - now) as u64);
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = woken => {}
+                    }
+                }
+                None => {
+                    // Nothing waiting; look again now and then so a
+                    // dropped app ends this task.
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = woken => {}
+                    }
+                }
+            }
+        }
+    }
+
+    async fn run(self: Arc<Self>, app: Arc<App>, job: Job, permit: OwnedSemaphorePermit) {
+        let result = self.execute(&app, &job).await;
+        drop(permit);
+        let waiters = {
+            let mut st = self.lock();
+            let now = now_ms();
+            let waiters = match st.entries.get_mut(&(job.env, job.key.clone())) {
+                Some(e) => {
+                    e.running = false;
+                    if e.next_ms <= now {
+                        // Slots that fell during the run are skipped.
+                        e.next_ms = e.slot_after(now);
+                    }
+                    std::mem::take(&mut e.waiters)
+                }
+                None => Vec::new(),
+            };
+            st.place(job.env, &job.key);
+            waiters
+        };
+        for w in waiters {
+            let _ = w.send(result.clone());
+        }
+        self.wake.notify_one();
+    }
+
+    async fn execute(&self, app: &App, job: &Job) -> RunResult {
+        let env = app
+            .envs()
+            .find(|e| e.store.id() == job.env)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found("not_found", "the environment is gone"))?;
+        let (conn, sync, variant) = parse_sync_key(&job.key)
+            .ok_or_else(|| ApiError::not_found("unknown_sync", "a malformed schedule key"))?;
+        let waited = now_ms() - job.due_at;
+        if job.scheduled && waited > self.max_wait_ms {
+            let summary = RunSummary::failed(
+                0,
+                Utc::now(),
+                "sync_not_started",
+                format!(
+                    "the run waited {} s for a free slot, longer than the {} s a sync may wait",
+                    waited / 1000,
+                    self.max_wait_ms / 1000
+                ),
+            );
+            update_sync_state(&env, &job.key, |s| s.last_run = Some(summary.clone())).await?;
+            return Ok(summary);
+        }
+        runner::run_sync(app, &env, &conn, sync, variant, job.mode, self.max_run).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(anchor: i64, interval: i64) -> Entry {
+        Entry {
+            interval_ms: interval,
+            anchor_ms: anchor,
+            next_ms: anchor,
+            paused: false,
+            running: false,
+            queued: None,
+            due_at: None,
+            waiters: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn slots_fall_on_the_grid_and_missed_ones_are_skipped() {
+        let e = entry(1_000, 100);
+        assert_eq!(e.slot_after(0), 1_000);
+        assert_eq!(e.slot_after(1_000), 1_100);
+        assert_eq!(e.slot_after(1_099), 1_100);
+        // Long after: the next slot, not every missed one.
+        assert_eq!(e.slot_after(10_050), 10_100);
+    }
+
+    #[test]
+    fn environments_take_turns() {
+        let mut st = State::default();
+        let (a, b) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        for i in 0..100 {
+            let key: Key = format!("a{i:03}").into();
+            st.entries.insert((a, key.clone()), entry(0, 1_000));
+            st.place(a, &key);
+        }
+        let key: Key = "b".into();
+        st.entries.insert((b, key.clone()), entry(50, 1_000));
+        st.place(b, &key);
+        let first = st.pick(100).unwrap();
+        let second = st.pick(100).unwrap();
+        assert_eq!((first.env, &*first.key), (a, "a000"));
+        assert_eq!((second.env, &*second.key), (b, "b"));
+        assert_eq!(st.pick(100).unwrap().env, a);
+        // Running entries are not picked again; nothing else of b waits.
+        assert!((0..97).all(|_| st.pick(100).is_some_and(|j| j.env == a)));
+        assert!(st.pick(100).is_none());
+    }
+
+    #[test]
+    fn a_running_schedule_is_not_due_and_a_trigger_waits_for_it() {
+        let mut st = State::default();
+        let env = Uuid::from_u128(7);
+        let key: Key = "k".into();
+        st.entries.insert((env, key.clone()), entry(0, 1_000));
+        st.place(env, &key);
+        let job = st.pick(10).unwrap();
+        assert!(job.scheduled);
+        let e = st.entries.get_mut(&(env, key.clone())).unwrap();
+        e.queued = Some((SyncMode::FullRefresh, 20));
+        st.place(env, &key);
+        assert!(st.pick(5_000).is_none(), "running: not dispatched again");
+        st.entries.get_mut(&(env, key.clone())).unwrap().running = false;
+        st.place(env, &key);
+        let again = st.pick(5_000).unwrap();
+        assert!(!again.scheduled);
+        assert_eq!(again.mode, SyncMode::FullRefresh);
+    }
+}

@@ -1,0 +1,355 @@
+//! The scheduler end to end: a real `sluice serve` on 127.0.0.1:0, the
+//! HubSpot contacts sync deployed against a mock upstream that records
+//! when each run asks for its first page.
+//!
+//! Schedules run at `schedule_time_scale` 100: `every 30s` (the shortest
+//! interval the grammar allows) is every 0.3 s.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use sluice_runtime::ScriptKind;
+use sluice_server::ServerConfig;
+use sluice_store::MasterKey;
+use sluice_tests::{MockRequest, MockResponse, MockServer, guests, repo_root};
+
+use crate::server::{Client, DEV_KEY, PROD_KEY, deploy_scripts, start_with};
+
+const YAML: &str = "
+integrations:
+  hubspot:
+    syncs:
+      contacts:
+        runs: every 30s
+        output: Contact
+        endpoint: GET /contacts
+models:
+  Contact:
+    id: string
+";
+
+/// The start of every run (its first page request), with the token it
+/// carried; each answer waits `delay` ms.
+struct Upstream {
+    mock: MockServer,
+    starts: Arc<Mutex<Vec<(Instant, String)>>>,
+    delay: Arc<AtomicU64>,
+}
+
+impl Upstream {
+    async fn start() -> Upstream {
+        let starts = Arc::new(Mutex::new(Vec::new()));
+        let delay = Arc::new(AtomicU64::new(0));
+        let (s, d) = (starts.clone(), delay.clone());
+        let mock = MockServer::start(Arc::new(move |req: &MockRequest| {
+            if req.query_param("after").is_none() {
+                let token = req.header("authorization").unwrap_or("").to_string();
+                s.lock().unwrap().push((Instant::now(), token));
+            }
+            let contact = |id: &str| {
+                json!({"id": id, "createdAt": "2024-01-01T00:00:00Z", "properties": {"firstname": "F", "lastname": "L", "email": format!("{id}@example.com")}})
+            };
+            MockResponse::json(200, &json!({"results": [contact("1"), contact("2")]}))
+                .delayed(Duration::from_millis(d.load(Ordering::SeqCst)))
+        }))
+        .await
+        .unwrap();
+        Upstream {
+            mock,
+            starts,
+            delay,
+        }
+    }
+
+    fn runs(&self) -> usize {
+        self.starts.lock().unwrap().len()
+    }
+
+    fn providers(&self) -> String {
+        let yaml =
+            std::fs::read_to_string(repo_root().join("host/runtime/providers.yaml")).unwrap();
+        yaml.replace("https://api.hubapi.com", &self.mock.url())
+    }
+
+    /// Waits until `n` runs started (or panics after `limit`).
+    async fn wait_runs(&self, n: usize, limit: Duration) {
+        let t = Instant::now();
+        while self.runs() < n {
+            assert!(
+                t.elapsed() < limit,
+                "{} runs after {limit:?}, expected {n}",
+                self.runs()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+async fn setup(c: &Client) {
+    deploy_scripts(
+        c,
+        YAML,
+        "hubspot",
+        &[(guests::HUBSPOT_RUST_CONTACTS, "contacts", ScriptKind::Sync)],
+    )
+    .await;
+    let (status, body) = c
+        .send(
+            "POST",
+            "/integrations",
+            Some(json!({"unique_key": "hubspot", "provider": "hubspot"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+}
+
+async fn connect(c: &Client, cid: &str, token: &str) {
+    let (status, body) = c
+        .send(
+            "POST",
+            "/connection",
+            Some(json!({"provider_config_key": "hubspot", "connection_id": cid, "access_token": token})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+}
+
+async fn status(c: &Client) -> Value {
+    let (code, body) = c
+        .send(
+            "GET",
+            "/sync/status?provider_config_key=hubspot&syncs=contacts&connection_id=demo",
+            None,
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    body["syncs"][0].clone()
+}
+
+/// Waits for the run in progress, if any, to end.
+async fn settle(c: &Client) {
+    let t = Instant::now();
+    while status(c).await["status"] == "RUNNING" {
+        assert!(t.elapsed() < Duration::from_secs(10), "a run never ended");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn syncs_run_on_their_schedule_pause_resume_change_frequency_and_never_overlap() {
+    let up = Upstream::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let mut config = ServerConfig::new(data.path(), "127.0.0.1:0".parse().unwrap());
+    config.schedule_time_scale = 100;
+    let server = start_with(config, &MasterKey::generate(), &up.providers()).await;
+    let c = Client::new(&server, DEV_KEY);
+    setup(&c).await;
+
+    // auto_start: the connection's sync runs at once, then every 0.3 s.
+    connect(&c, "demo", "t").await;
+    up.wait_runs(4, Duration::from_secs(10)).await;
+    settle(&c).await;
+    let s = status(&c).await;
+    assert_eq!(s["name"], "contacts", "{s}");
+    assert_eq!(s["connection_id"], "demo", "{s}");
+    assert_eq!(s["variant"], "base", "{s}");
+    assert_eq!(s["frequency"], "every 30s", "{s}");
+    assert!(s["id"].as_str().is_some_and(|id| id.len() == 36), "{s}");
+    assert!(
+        ["SUCCESS", "RUNNING"].contains(&s["status"].as_str().unwrap()),
+        "{s}"
+    );
+    assert!(s["nextScheduledSyncAt"].is_string(), "{s}");
+    assert!(s["finishedAt"].is_string(), "{s}");
+    assert_eq!(s["recordCount"]["Contact"], 2, "{s}");
+    assert!(s["latestResult"]["Contact"].is_object(), "{s}");
+    assert_eq!(s["type"], "FULL", "{s}");
+    let (_, records) = c.send("GET", "/records?model=Contact", None).await;
+    assert_eq!(records["records"].as_array().unwrap().len(), 2, "{records}");
+
+    // Paused: no more runs, and no next run.
+    let body =
+        json!({"syncs": ["contacts"], "provider_config_key": "hubspot", "connection_id": "demo"});
+    let (code, out) = c.send("POST", "/sync/pause", Some(body.clone())).await;
+    assert_eq!((code, &out), (200, &json!({"success": true})));
+    settle(&c).await;
+    let paused_at = up.runs();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(up.runs(), paused_at, "a paused sync ran");
+    let s = status(&c).await;
+    assert_eq!(s["status"], "PAUSED", "{s}");
+    assert!(s["nextScheduledSyncAt"].is_null(), "{s}");
+
+    // A trigger runs a paused sync once, and `wait` answers with the run.
+    let (code, out) = c
+        .send(
+            "POST",
+            "/sync/trigger",
+            Some(json!({"syncs": ["contacts"], "provider_config_key": "hubspot", "connection_id": "demo", "wait": true})),
+        )
+        .await;
+    assert_eq!(code, 200, "{out}");
+    assert_eq!(out["runs"][0]["success"], true, "{out}");
+    assert_eq!(
+        out["runs"][0]["results"]["Contact"]["unchanged"], 2,
+        "{out}"
+    );
+    assert_eq!(up.runs(), paused_at + 1);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(up.runs(), paused_at + 1, "the trigger un-paused the sync");
+
+    // Started: it runs now, then on its interval again.
+    let (code, _) = c.send("POST", "/sync/start", Some(body.clone())).await;
+    assert_eq!(code, 200);
+    up.wait_runs(paused_at + 4, Duration::from_secs(10)).await;
+
+    // A frequency of an hour: no run for a while.
+    let freq = |f: Value| json!({"sync_name": "contacts", "provider_config_key": "hubspot", "connection_id": "demo", "frequency": f});
+    let (code, out) = c
+        .send(
+            "PUT",
+            "/sync/update-connection-frequency",
+            Some(freq(json!("every 1h"))),
+        )
+        .await;
+    assert_eq!((code, &out), (200, &json!({"frequency": "every 1h"})));
+    settle(&c).await;
+    let slow_at = up.runs();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(up.runs(), slow_at, "ran sooner than its new frequency");
+    assert_eq!(status(&c).await["frequency"], "every 1h");
+    // `null`: back to nango.yaml's `runs`, so runs resume.
+    let (code, out) = c
+        .send(
+            "PUT",
+            "/sync/update-connection-frequency",
+            Some(freq(Value::Null)),
+        )
+        .await;
+    assert_eq!((code, &out), (200, &json!({"frequency": "every 30s"})));
+    up.wait_runs(slow_at + 2, Duration::from_secs(10)).await;
+
+    // Bad frequencies and unknown names are refused, naming the problem.
+    let (code, out) = c
+        .send(
+            "PUT",
+            "/sync/update-connection-frequency",
+            Some(freq(json!("every 5s"))),
+        )
+        .await;
+    assert_eq!(code, 400, "{out}");
+    assert_eq!(out["error"]["code"], "invalid_body", "{out}");
+    assert!(
+        out["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("every 5s"),
+        "{out}"
+    );
+    let (code, out) = c
+        .send(
+            "POST",
+            "/sync/pause",
+            Some(json!({"syncs": ["nope"], "provider_config_key": "hubspot", "connection_id": "demo"})),
+        )
+        .await;
+    assert_eq!(
+        (code, out["error"]["code"].as_str()),
+        (404, Some("unknown_sync")),
+        "{out}"
+    );
+    let (code, out) = c
+        .send(
+            "POST",
+            "/sync/trigger",
+            Some(json!({"syncs": ["contacts"], "provider_config_key": "hubspot", "connection_id": "ghost"})),
+        )
+        .await;
+    assert_eq!(
+        (code, out["error"]["code"].as_str()),
+        (404, Some("unknown_connection")),
+        "{out}"
+    );
+
+    // A sync slower than its interval is never overlapped: each run starts
+    // after the previous one ended, and the slots it missed are skipped.
+    up.delay.store(700, Ordering::SeqCst);
+    settle(&c).await;
+    let from = up.runs();
+    up.wait_runs(from + 4, Duration::from_secs(15)).await;
+    let starts: Vec<Instant> = up.starts.lock().unwrap()[from..]
+        .iter()
+        .map(|(t, _)| *t)
+        .collect();
+    for pair in starts.windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!(
+            gap >= Duration::from_millis(690),
+            "a run started {gap:?} after the previous one, which takes 700 ms"
+        );
+    }
+    up.delay.store(0, Ordering::SeqCst);
+
+    // Deleting the connection ends its schedule.
+    let (code, _) = c
+        .send(
+            "DELETE",
+            "/connection/demo?provider_config_key=hubspot",
+            None,
+        )
+        .await;
+    assert_eq!(code, 200);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let gone_at = up.runs();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(up.runs(), gone_at, "a deleted connection's sync ran");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_environment_with_many_due_syncs_does_not_hold_up_another() {
+    let up = Upstream::start().await;
+    up.delay.store(150, Ordering::SeqCst);
+    let data = tempfile::tempdir().unwrap();
+    let mut config = ServerConfig::new(data.path(), "127.0.0.1:0".parse().unwrap());
+    // One run at a time: every due sync waits for the slot.
+    config.sync_slots = 1;
+    let server = start_with(config, &MasterKey::generate(), &up.providers()).await;
+    let (a, b) = (
+        Client::new(&server, DEV_KEY),
+        Client::new(&server, PROD_KEY),
+    );
+    setup(&a).await;
+    setup(&b).await;
+    for i in 0..10 {
+        connect(&a, &format!("a{i}"), &format!("token-a{i}")).await;
+    }
+    up.wait_runs(1, Duration::from_secs(10)).await;
+    // Environment A has ten due syncs and the slot; B's one becomes due.
+    let a_started_before = up.runs();
+    connect(&b, "b", "token-b").await;
+    up.wait_runs(11, Duration::from_secs(30)).await;
+    let order: Vec<String> = up
+        .starts
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, t)| t.trim_start_matches("Bearer ").to_string())
+        .collect();
+    let b_at = order.iter().position(|t| t == "token-b").unwrap();
+    assert!(
+        b_at <= a_started_before + 1,
+        "B's sync started as run {b_at}, after {a_started_before} of A's had started when it became due \
+         (at most one more may start first): {order:?}"
+    );
+    assert!(
+        order[..10]
+            .iter()
+            .filter(|t| t.starts_with("token-a"))
+            .count()
+            >= 9
+    );
+    server.stop().await;
+}
