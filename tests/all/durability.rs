@@ -42,11 +42,21 @@ struct Process {
 }
 
 fn start(data: &std::path::Path, providers: &std::path::Path, master: &str) -> Process {
+    start_args(data, providers, master, &[])
+}
+
+fn start_args(
+    data: &std::path::Path,
+    providers: &std::path::Path,
+    master: &str,
+    args: &[&str],
+) -> Process {
     let mut child = Command::new(env!("CARGO_BIN_EXE_sluice-under-test"))
         .args(["serve", "--listen", "127.0.0.1:0", "--data"])
         .arg(data)
         .arg("--providers")
         .arg(providers)
+        .args(args)
         .env("SLUICE_MASTER_KEY", master)
         .env("NANGO_SECRET_KEY_DEV", DEV_KEY)
         .env("NANGO_SECRET_KEY_PROD", "prod-durability-key")
@@ -285,6 +295,131 @@ async fn an_async_action_accepted_before_a_sigkill_completes_after_the_restart()
         2,
         "the interrupted attempt ran again"
     );
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+}
+
+/// Schedules and paused states survive SIGKILL, and a run the kill
+/// interrupted is recorded as failed, never as a success.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schedules_and_pauses_survive_sigkill() {
+    use crate::scheduler::{Upstream, connect, setup};
+
+    let up = Upstream::start().await;
+    up.delay.store(300, Ordering::SeqCst);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let providers = dir.path().join("providers.yaml");
+    std::fs::write(&providers, up.providers()).unwrap();
+    let master = MasterKey::generate().to_base64();
+    let args = ["--schedule-time-scale", "100"];
+    let mut server = start_args(&data, &providers, &master, &args);
+    let c = Client::at(&server.url, DEV_KEY);
+    setup(&c).await;
+    let one = |cid: &str| json!({"syncs": ["contacts"], "provider_config_key": "hubspot", "connection_id": cid});
+    // a: on its schedule. b: paused. c: an hour apart, killed mid-run.
+    connect(&c, "a", "token-a").await;
+    connect(&c, "b", "token-b").await;
+    let (code, _) = c.send("POST", "/sync/pause", Some(one("b"))).await;
+    assert_eq!(code, 200);
+    connect(&c, "c", "token-c").await;
+    let mut hourly = one("c");
+    hourly["sync_name"] = json!("contacts");
+    hourly["frequency"] = json!("every 1h");
+    let (code, out) = c
+        .send("PUT", "/sync/update-connection-frequency", Some(hourly))
+        .await;
+    assert_eq!(code, 200, "{out}");
+    let runs_of = |token: &str| {
+        up.starts
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, t)| t.ends_with(token))
+            .count()
+    };
+    // Let c's first run end, then start another and kill during it.
+    let t = Instant::now();
+    loop {
+        let (_, s) = c
+            .send(
+                "GET",
+                "/sync/status?provider_config_key=hubspot&syncs=contacts&connection_id=c",
+                None,
+            )
+            .await;
+        if s["syncs"][0]["status"] == "SUCCESS" {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(20), "{s}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    while runs_of("token-a") < 2 {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "a is not running on its schedule"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let before = runs_of("token-c");
+    let (code, _) = c.send("POST", "/sync/trigger", Some(one("c"))).await;
+    assert_eq!(code, 200);
+    let t = Instant::now();
+    while runs_of("token-c") == before {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the triggered run never started"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let a_runs = runs_of("token-a");
+    assert!(a_runs >= 2, "a ran {a_runs} times before the kill");
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    let b_runs = runs_of("token-b");
+    let c_runs = runs_of("token-c");
+
+    server = start_args(&data, &providers, &master, &args);
+    let c2 = Client::at(&server.url, DEV_KEY);
+    let status = |cid: &'static str| {
+        let c2 = Client::at(&server.url, DEV_KEY);
+        async move {
+            let (code, s) = c2
+                .send(
+                    "GET",
+                    &format!("/sync/status?provider_config_key=hubspot&syncs=contacts&connection_id={cid}"),
+                    None,
+                )
+                .await;
+            assert_eq!(code, 200, "{s}");
+            s["syncs"][0].clone()
+        }
+    };
+    // The interrupted run: failed, and c waits for its next hourly slot.
+    let s = status("c").await;
+    assert_eq!(s["status"], "ERROR", "{s}");
+    assert_eq!(s["latestExecutionStatus"], "STOPPED", "{s}");
+    assert_eq!(s["frequency"], "every 1h", "{s}");
+    // a goes on by itself; b stays paused.
+    let t = Instant::now();
+    while runs_of("token-a") < a_runs + 3 {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "a's schedule did not survive the kill"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        runs_of("token-b"),
+        b_runs,
+        "a paused sync ran after the restart"
+    );
+    assert_eq!(status("b").await["status"], "PAUSED");
+    assert_eq!(runs_of("token-c"), c_runs, "c ran before its hourly slot");
+    let (_, records) = c2
+        .send_as(("hubspot", "a"), "GET", "/records?model=Contact", None)
+        .await;
+    assert_eq!(records["records"].as_array().unwrap().len(), 2, "{records}");
     server.child.kill().unwrap();
     server.child.wait().unwrap();
 }

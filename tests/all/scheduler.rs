@@ -32,14 +32,14 @@ models:
 
 /// The start of every run (its first page request), with the token it
 /// carried; each answer waits `delay` ms.
-struct Upstream {
+pub(crate) struct Upstream {
     mock: MockServer,
-    starts: Arc<Mutex<Vec<(Instant, String)>>>,
-    delay: Arc<AtomicU64>,
+    pub(crate) starts: Arc<Mutex<Vec<(Instant, String)>>>,
+    pub(crate) delay: Arc<AtomicU64>,
 }
 
 impl Upstream {
-    async fn start() -> Upstream {
+    pub(crate) async fn start() -> Upstream {
         let starts = Arc::new(Mutex::new(Vec::new()));
         let delay = Arc::new(AtomicU64::new(0));
         let (s, d) = (starts.clone(), delay.clone());
@@ -67,7 +67,7 @@ impl Upstream {
         self.starts.lock().unwrap().len()
     }
 
-    fn providers(&self) -> String {
+    pub(crate) fn providers(&self) -> String {
         let yaml =
             std::fs::read_to_string(repo_root().join("host/runtime/providers.yaml")).unwrap();
         yaml.replace("https://api.hubapi.com", &self.mock.url())
@@ -87,7 +87,7 @@ impl Upstream {
     }
 }
 
-async fn setup(c: &Client) {
+pub(crate) async fn setup(c: &Client) {
     deploy_scripts(
         c,
         YAML,
@@ -105,7 +105,7 @@ async fn setup(c: &Client) {
     assert_eq!(status, 200, "{body}");
 }
 
-async fn connect(c: &Client, cid: &str, token: &str) {
+pub(crate) async fn connect(c: &Client, cid: &str, token: &str) {
     let (status, body) = c
         .send(
             "POST",
