@@ -423,3 +423,61 @@ async fn schedules_and_pauses_survive_sigkill() {
     server.child.kill().unwrap();
     server.child.wait().unwrap();
 }
+
+/// A webhook the app could not take is still delivered after a SIGKILL of
+/// the server, with the same id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_webhooks_survive_sigkill() {
+    use crate::scheduler::{Upstream, connect, setup};
+    use crate::webhooks::App;
+
+    let up = Upstream::start().await;
+    let app = App::start().await;
+    app.down.store(true, Ordering::SeqCst);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let providers = dir.path().join("providers.yaml");
+    std::fs::write(&providers, up.providers()).unwrap();
+    let master = MasterKey::generate().to_base64();
+    let args = ["--webhook-retry-base-ms", "50"];
+    let mut server = start_args(&data, &providers, &master, &args);
+    let c = Client::at(&server.url, DEV_KEY);
+    setup(&c).await;
+    let (code, out) = c
+        .send(
+            "PUT",
+            "/sluice/webhook-settings",
+            Some(json!({"primary_url": app.url()})),
+        )
+        .await;
+    assert_eq!(code, 200, "{out}");
+    // auto_start: the first run adds two contacts; its webhook is refused.
+    connect(&c, "demo", "t").await;
+    app.wait_for("two attempts", Duration::from_secs(20), |a| {
+        a.refused() >= 2
+    })
+    .await;
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    let id = app.got.lock().unwrap()[0]
+        .0
+        .header("webhook-id")
+        .unwrap()
+        .to_string();
+
+    app.down.store(false, Ordering::SeqCst);
+    server = start_args(&data, &providers, &master, &args);
+    app.wait_for(
+        "the webhook after the restart",
+        Duration::from_secs(20),
+        |a| !a.accepted().is_empty(),
+    )
+    .await;
+    let (req, body) = app.accepted().remove(0);
+    assert_eq!(req.header("webhook-id"), Some(id.as_str()));
+    assert_eq!(body["responseResults"]["added"], 2, "{body}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(app.accepted().len(), 1, "delivered more than once");
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+}

@@ -13,3 +13,4 @@ mod records;
 mod scheduler;
 mod server;
 mod typescript;
+mod webhooks;

@@ -94,6 +94,10 @@ struct ServeArgs {
     /// says (tests: `every 30s` at 100 is every 0.3 s).
     #[arg(long, default_value_t = 1, hide = true)]
     schedule_time_scale: u32,
+    /// The first retry of a webhook to the app waits this many ms (then
+    /// twice as long each time, up to an hour; tests shorten it).
+    #[arg(long, default_value_t = 3000, hide = true)]
+    webhook_retry_base_ms: u64,
     /// Scheduled sync runs at once, shared fairly between environments.
     #[arg(long, env = "SLUICE_SYNC_SLOTS", default_value_t = 16)]
     sync_slots: usize,
@@ -472,6 +476,7 @@ async fn run_serve(args: ServeArgs, out: &mut dyn Write) -> anyhow::Result<i32> 
     config.public_url = args.public_url;
     config.schedule_time_scale = args.schedule_time_scale.max(1);
     config.sync_slots = args.sync_slots.max(1);
+    config.webhook_retry_base = std::time::Duration::from_millis(args.webhook_retry_base_ms.max(1));
     if args.demo {
         let cache = args.cache_dir.unwrap_or_else(default_cache_dir);
         return crate::demo::run(config, master, providers, cache, args.sdk, out).await;

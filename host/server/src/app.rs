@@ -111,6 +111,7 @@ pub struct App {
     /// Bounds concurrent executions (a permit per running script).
     pub executions: Arc<Semaphore>,
     pub scheduler: Arc<crate::scheduler::Scheduler>,
+    pub webhooks: Arc<crate::webhooks::Webhooks>,
 }
 
 impl App {
@@ -149,6 +150,7 @@ impl App {
         Ok(Self {
             executions: Arc::new(Semaphore::new(config.max_concurrent_executions)),
             scheduler: Arc::new(crate::scheduler::Scheduler::new(&config)),
+            webhooks: Arc::new(crate::webhooks::Webhooks::new(&config)),
             store,
             runtime,
             providers,

@@ -36,6 +36,11 @@ pub struct ServerConfig {
     /// production; tests use it instead of waiting 30 s, the shortest
     /// interval the grammar allows).
     pub schedule_time_scale: u32,
+    /// The first retry of a webhook to the app waits this long; each next
+    /// one twice as long (jittered), up to an hour.
+    pub webhook_retry_base: Duration,
+    /// A webhook still failing this long after it was made is given up on.
+    pub webhook_give_up_after: Duration,
 }
 
 impl ServerConfig {
@@ -52,6 +57,8 @@ impl ServerConfig {
             sync_max_run: Duration::from_secs(24 * 3600),
             sync_max_wait: Duration::from_secs(3600),
             schedule_time_scale: 1,
+            webhook_retry_base: Duration::from_secs(3),
+            webhook_give_up_after: Duration::from_secs(25 * 3600),
         }
     }
 }

@@ -20,6 +20,7 @@ pub mod error;
 pub mod refresh;
 pub mod runner;
 pub mod scheduler;
+pub mod webhooks;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -67,11 +68,14 @@ pub struct Server {
     task: tokio::task::JoinHandle<()>,
     /// The scheduler's dispatcher; aborting it stops the runs it started.
     scheduler: tokio::task::JoinHandle<()>,
+    /// The webhook outbox's worker.
+    webhooks: tokio::task::JoinHandle<()>,
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
         self.scheduler.abort();
+        self.webhooks.abort();
     }
 }
 
@@ -105,6 +109,7 @@ impl Server {
             .await
             .map_err(|e| ServerError::Schedules(format!("{}: {}", e.code, e.message)))?;
         let scheduler_task = app.scheduler.spawn(&app);
+        let webhooks_task = app.webhooks.spawn(&app);
 
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
@@ -139,6 +144,7 @@ impl Server {
                 shutdown: Some(tx),
                 task,
                 scheduler: scheduler_task,
+                webhooks: webhooks_task,
             },
             created,
         ))
@@ -160,8 +166,11 @@ impl Server {
     /// crash), stops accepting and waits for requests in flight.
     pub async fn stop(mut self) {
         self.scheduler.abort();
+        self.webhooks.abort();
         let scheduler = std::mem::replace(&mut self.scheduler, tokio::spawn(async {}));
         let _ = scheduler.await;
+        let webhooks = std::mem::replace(&mut self.webhooks, tokio::spawn(async {}));
+        let _ = webhooks.await;
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }

@@ -416,6 +416,17 @@ pub async fn run_sync(
         state.last_run = Some(summary.clone());
     })
     .await?;
+    app.webhooks
+        .sync_run(
+            env,
+            conn,
+            name,
+            variant,
+            &models,
+            &summary,
+            last_sync_date.is_none(),
+        )
+        .await?;
     Ok(summary)
 }
 
@@ -475,6 +486,7 @@ pub async fn drive_async_action(app: Arc<App>, env: Arc<EnvState>, mut a: AsyncA
         }
         a.updated_at = Utc::now();
         let _ = env.store.put_doc(ASYNC_ACTIONS, &a.id, &a).await;
+        let _ = app.webhooks.async_action(&env, &a).await;
         return;
     }
 }

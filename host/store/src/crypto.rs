@@ -203,7 +203,6 @@ pub(crate) struct Keyring {
 }
 
 impl Keyring {
-    #[cfg(test)]
     pub(crate) fn new(key: DataKey) -> Self {
         Keyring {
             current: key.id,

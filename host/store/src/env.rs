@@ -68,7 +68,7 @@ struct ConnectionRow {
 
 /// Associated data of a sealed field: the table, the row's key and the
 /// field, so a sealed value only opens where it was written.
-fn aad(table: Table, key: &[u8], field: &str) -> Vec<u8> {
+pub(crate) fn aad(table: Table, key: &[u8], field: &str) -> Vec<u8> {
     [table.name().as_bytes(), b"\0", key, b"\0", field.as_bytes()].concat()
 }
 
@@ -197,6 +197,27 @@ fn decode_variables(
         "environment variables",
     )?;
     serde_json::from_slice(&json).map_err(|e| StoreError::corrupt("environment variables", e))
+}
+
+/// The row key of an environment's secret `name`.
+fn secret_key_of(env_prefix: KeyBuf, name: &str) -> Vec<u8> {
+    env_prefix.part("secret").tail(name)
+}
+
+/// The write of an environment's secret, sealed with `ring`.
+pub(crate) fn seal_secret_op(
+    ring: &Keyring,
+    env_prefix: KeyBuf,
+    name: &str,
+    value: &str,
+) -> Result<Op, StoreError> {
+    let key = secret_key_of(env_prefix, name);
+    let value = ring.seal(&aad(Table::Variables, &key, "secret"), value.as_bytes())?;
+    Ok(Op::Put {
+        table: Table::Variables,
+        key,
+        value,
+    })
 }
 
 /// Where a document lives: the environment, or one connection (deleted
@@ -410,6 +431,38 @@ impl EnvStore {
                 value,
             }])
             .await?;
+        Ok(())
+    }
+
+    // ---- the environment's own secrets ----
+
+    /// The row of secret `name` (beside the variables, sealed the same way).
+    fn secret_row_key(&self, name: &str) -> Vec<u8> {
+        secret_key_of(self.prefix(), name)
+    }
+
+    /// A secret of the environment's own (its secret key for signing
+    /// webhooks, its webhook signing secret), opened.
+    pub async fn secret(&self, name: &str) -> Result<Option<String>, StoreError> {
+        let key = self.secret_row_key(name);
+        let ring = self.inner.keyring.read().await;
+        match self.backend().get(Table::Variables, &key).await? {
+            Some(bytes) => {
+                let what = format!("the environment's secret `{name}`");
+                let plain = ring.open(&aad(Table::Variables, &key, "secret"), &bytes, &what)?;
+                Ok(Some(
+                    String::from_utf8(plain).map_err(|e| StoreError::corrupt(what, e))?,
+                ))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Stores secret `name`, sealed, durably.
+    pub async fn set_secret(&self, name: &str, value: &str) -> Result<(), StoreError> {
+        let ring = self.inner.keyring.read().await;
+        let op = seal_secret_op(&ring, self.prefix(), name, value)?;
+        self.backend().apply(vec![op]).await?;
         Ok(())
     }
 
@@ -716,6 +769,21 @@ impl EnvStore {
             }
             after = batch.into_iter().next_back().map(|(k, _)| k);
         }
+        let secrets = prefix.clone().part("secret");
+        self.scan_all(Table::Variables, secrets.as_bytes(), |key, value| {
+            let plain = ring.open(
+                &aad(Table::Variables, key, "secret"),
+                value,
+                "an environment secret",
+            )?;
+            ops.push(Op::Put {
+                table: Table::Variables,
+                key: key.to_vec(),
+                value: ring.seal(&aad(Table::Variables, key, "secret"), &plain)?,
+            });
+            Ok(())
+        })
+        .await?;
         let key = prefix.into_bytes();
         if let Some(bytes) = self.backend().get(Table::Variables, &key).await? {
             let vars = decode_variables(ring, &key, &bytes)?;

@@ -20,6 +20,7 @@
 //! | `Integrations` | `env · unique_key` | JSON, secrets sealed |
 //! | `Connections` | `env · pck · cid` | JSON, credentials sealed |
 //! | `Variables` | `env` | sealed JSON list of `[name, value]` |
+//! | `Variables` | `env · "secret" · name` | a sealed secret of the environment (its secret key, its webhook signing secret) |
 //! | `Records` | `env · pck · cid · model ·` raw external id | row ([`crate::rows`]) |
 //! | `RecordIndex` | `env · pck · cid · model ·` updated_at (8 bytes) internal id (16 bytes) | external id |
 //! | `RecordStamps` | `env · pck · cid · model ·` raw external id | stamp ([`crate::rows`]) |

@@ -40,7 +40,7 @@ pub use env::Integration;
 pub use error::StoreError;
 pub use records::{RawRecordsPage, RecordFilter, RecordsPage, RecordsQuery};
 pub use rows::RawRecord;
-pub use store::{EnvStore, Store};
+pub use store::{EnvStore, SECRET_KEY, Store};
 
 #[cfg(test)]
 mod memory_suite {

@@ -18,6 +18,10 @@ use crate::keys::{self, KeyBuf};
 
 /// `Meta` key of the format marker.
 const FORMAT_KEY: &[u8] = b"format";
+
+/// The environment secret ([`EnvStore::secret`]) holding the environment's
+/// secret key, sealed, for signing webhooks the original's way.
+pub const SECRET_KEY: &str = "secret-key";
 /// The layout this code reads and writes. A store with another marker is
 /// refused rather than misread.
 const FORMAT: &[u8] = b"sluice-store 1";
@@ -237,6 +241,14 @@ impl Store {
                 created_at: Utc::now(),
             };
             ops.push(env_row_op(&row)?);
+            // The key itself, sealed: webhooks to the app are signed with
+            // it (`X-Nango-Signature`), as the original signs them.
+            ops.push(crate::env::seal_secret_op(
+                &Keyring::new(key),
+                keys::env(id),
+                SECRET_KEY,
+                &secret,
+            )?);
             rows.push(row);
             keys_out.push((name.clone(), secret));
         }

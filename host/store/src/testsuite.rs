@@ -1947,6 +1947,9 @@ pub async fn data_key_rotation_keeps_secrets_readable(b: &Reopen) {
     env.set_variables(vec![("K".into(), "v".into())])
         .await
         .unwrap();
+    env.set_secret("webhook-signing", "whsec_abc")
+        .await
+        .unwrap();
     let backend = b.open_shared(&store);
     let before = raw_dump(backend.as_ref()).await;
     assert_eq!(env.data_key_id().await, 1);
@@ -2003,7 +2006,22 @@ pub async fn data_key_rotation_keeps_secrets_readable(b: &Reopen) {
             resealed += 1;
         }
     }
-    assert_eq!(resealed, 32);
+    // 30 connections, the integration, the variables, two secrets (the
+    // environment's own key, sealed at creation, and one set above).
+    assert_eq!(resealed, 34);
+    assert_eq!(
+        env.secret("webhook-signing").await.unwrap().as_deref(),
+        Some("whsec_abc")
+    );
+    assert_eq!(
+        prod(&store)
+            .secret(crate::SECRET_KEY)
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("prod-secret-given")
+    );
+    assert_eq!(env.secret("nothing").await.unwrap(), None);
     // Only the new key is kept.
     let row = backend
         .get(Table::Environments, &keys::env(env.id()).into_bytes())

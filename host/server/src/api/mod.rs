@@ -9,6 +9,7 @@ pub mod integrations;
 pub mod records;
 pub mod syncs;
 pub mod v1;
+pub mod webhook_settings;
 
 use std::sync::Arc;
 
@@ -188,6 +189,10 @@ pub fn router(app: Arc<App>) -> Router {
             get(integrations::get_variables).put(integrations::put_variables),
         )
         .route("/sluice/deploy", post(deploy::deploy))
+        .route(
+            "/sluice/webhook-settings",
+            get(webhook_settings::get).put(webhook_settings::put),
+        )
         .route("/sluice/deployments", get(deploy::list))
         .route(
             "/sluice/deployments/{version}/activate",

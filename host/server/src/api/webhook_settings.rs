@@ -1,0 +1,31 @@
+//! `GET` and `PUT /sluice/webhook-settings`: where an environment's
+//! webhooks to the app go and which ones are sent, and the secret they
+//! are signed with (Standard Webhooks).
+
+use axum::Json;
+use serde_json::{Value, json};
+
+use super::{Env, JsonBody};
+use crate::error::ApiResult;
+use crate::webhooks::{self, SETTINGS, Settings};
+
+fn view(s: &Settings, secret: &str) -> Value {
+    let mut v = serde_json::to_value(s).unwrap_or(Value::Null);
+    v["signing_secret"] = json!(secret);
+    v
+}
+
+pub async fn get(Env(env): Env) -> ApiResult<Json<Value>> {
+    let s = webhooks::settings(&env).await?;
+    Ok(Json(view(&s, &webhooks::signing_secret(&env).await?)))
+}
+
+pub async fn put(Env(env): Env, JsonBody(s): JsonBody<Settings>) -> ApiResult<Json<Value>> {
+    for url in [&s.primary_url, &s.secondary_url].into_iter().flatten() {
+        if !url.is_empty() {
+            webhooks::check_url(url)?;
+        }
+    }
+    env.store.put_doc(SETTINGS, "settings", &s).await?;
+    Ok(Json(view(&s, &webhooks::signing_secret(&env).await?)))
+}

@@ -1,0 +1,483 @@
+//! Webhooks to the app (§4.7): after each sync run with changes (one per
+//! model), after a failed run when the environment asks for it, after an
+//! async action. Each is written to a durable outbox, one delivery per
+//! target URL, before anything is sent; a worker delivers them with retries
+//! and jittered exponential backoff for a day and more, so a restart or a
+//! crash loses none.
+//!
+//! Every delivery is signed twice: the original's `X-Nango-Signature`
+//! (`hex(sha256(secret key + body))`), and Standard Webhooks
+//! (`webhook-id`, `webhook-timestamp`, `webhook-signature: v1,<base64
+//! HMAC-SHA256 of "id.timestamp.body">` with the environment's `whsec_`
+//! signing secret), so receivers verify with existing libraries and refuse
+//! replays. The id stays the same across retries: it is the idempotency id.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use base64::Engine as _;
+use chrono::{DateTime, Utc};
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use tokio::sync::Notify;
+
+use crate::app::{App, EnvState};
+use crate::error::{ApiError, ApiResult};
+
+/// The environment's settings: `webhook-settings/settings`.
+pub const SETTINGS: &str = "webhook-settings";
+/// Deliveries waiting, keyed `<next attempt, ms, zero-padded>\x1f<id>`.
+pub const OUTBOX: &str = "webhook-outbox";
+/// Deliveries given up on, keyed by id, for inspection.
+pub const DEAD: &str = "webhook-dead";
+/// The environment secret holding the Standard Webhooks signing secret.
+pub const SIGNING_SECRET: &str = "webhook-signing-secret";
+
+/// Which webhooks an environment gets, and where.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Settings {
+    #[serde(default)]
+    pub primary_url: Option<String>,
+    #[serde(default)]
+    pub secondary_url: Option<String>,
+    /// Also after runs that changed nothing.
+    #[serde(default)]
+    pub on_sync_completion_always: bool,
+    /// After failed runs.
+    #[serde(default)]
+    pub on_sync_error: bool,
+    /// After async actions.
+    #[serde(default = "yes")]
+    pub on_async_action_completion: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            primary_url: None,
+            secondary_url: None,
+            on_sync_completion_always: false,
+            on_sync_error: false,
+            on_async_action_completion: true,
+        }
+    }
+}
+
+/// One delivery of one webhook to one URL.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Delivery {
+    /// `webhook-id`: the same on every attempt.
+    pub id: String,
+    pub url: String,
+    /// The JSON body, exactly as signed and sent.
+    pub body: String,
+    pub attempts: u32,
+    pub created_at: DateTime<Utc>,
+    pub next_at: DateTime<Utc>,
+    #[serde(default)]
+    pub last_error: Option<String>,
+}
+
+fn outbox_key(next_at: DateTime<Utc>, id: &str) -> String {
+    format!("{:020}\u{1f}{id}", next_at.timestamp_millis().max(0))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `X-Nango-Signature`: `hex(sha256(secret key + body))`.
+pub fn nango_signature(secret_key: &str, body: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(secret_key.as_bytes());
+    h.update(body.as_bytes());
+    hex(&h.finalize())
+}
+
+/// `webhook-signature` of Standard Webhooks: `v1,` and the base64 of
+/// HMAC-SHA256 over `id.timestamp.body`, keyed with the base64 part of the
+/// `whsec_` secret.
+pub fn standard_signature(secret: &str, id: &str, timestamp: i64, body: &str) -> Option<String> {
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(secret.strip_prefix("whsec_")?)
+        .ok()?;
+    let mut mac = Hmac::<Sha256>::new_from_slice(&key).ok()?;
+    mac.update(format!("{id}.{timestamp}.{body}").as_bytes());
+    Some(format!(
+        "v1,{}",
+        base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+    ))
+}
+
+/// The webhook settings of `env`.
+pub async fn settings(env: &EnvState) -> ApiResult<Settings> {
+    Ok(env
+        .store
+        .doc(SETTINGS, "settings")
+        .await?
+        .unwrap_or_default())
+}
+
+/// The environment's Standard Webhooks secret, made on first use.
+pub async fn signing_secret(env: &EnvState) -> ApiResult<String> {
+    if let Some(s) = env.store.secret(SIGNING_SECRET).await? {
+        return Ok(s);
+    }
+    let _guard = env.sync_lock(SIGNING_SECRET).lock().await;
+    if let Some(s) = env.store.secret(SIGNING_SECRET).await? {
+        return Ok(s);
+    }
+    let mut raw = Vec::with_capacity(32);
+    raw.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
+    raw.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
+    let secret = format!(
+        "whsec_{}",
+        base64::engine::general_purpose::STANDARD.encode(raw)
+    );
+    env.store.set_secret(SIGNING_SECRET, &secret).await?;
+    Ok(secret)
+}
+
+/// Checks a URL an app gives for its webhooks.
+pub fn check_url(url: &str) -> ApiResult<()> {
+    let parsed = url::Url::parse(url)
+        .map_err(|e| ApiError::invalid_body(format!("`{url}` is not a URL: {e}")))?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+        return Err(ApiError::invalid_body(format!(
+            "`{url}` must be an http or https URL"
+        )));
+    }
+    Ok(())
+}
+
+/// The outbox worker and its timing.
+pub struct Webhooks {
+    wake: Notify,
+    /// First retry delay; each later one doubles, up to `max_delay`.
+    base_delay: Duration,
+    max_delay: Duration,
+    /// Past this age a delivery that still fails is given up on.
+    give_up_after: Duration,
+}
+
+impl Webhooks {
+    pub fn new(config: &crate::ServerConfig) -> Self {
+        Webhooks {
+            wake: Notify::new(),
+            base_delay: config.webhook_retry_base,
+            max_delay: Duration::from_secs(3600).max(config.webhook_retry_base),
+            give_up_after: config.webhook_give_up_after,
+        }
+    }
+
+    /// Stores one delivery of `body` per target URL (flushed); the worker
+    /// sends them. Nothing when no URL is set.
+    pub async fn enqueue(
+        &self,
+        env: &EnvState,
+        settings: &Settings,
+        body: &Value,
+    ) -> ApiResult<()> {
+        let body = body.to_string();
+        let now = Utc::now();
+        for url in [&settings.primary_url, &settings.secondary_url]
+            .into_iter()
+            .flatten()
+            .filter(|u| !u.is_empty())
+        {
+            let d = Delivery {
+                id: format!("msg_{}", uuid::Uuid::new_v4().simple()),
+                url: url.clone(),
+                body: body.clone(),
+                attempts: 0,
+                created_at: now,
+                next_at: now,
+                last_error: None,
+            };
+            env.store
+                .put_doc(OUTBOX, &outbox_key(d.next_at, &d.id), &d)
+                .await?;
+        }
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// The webhooks of a finished sync run, per the environment's settings.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn sync_run(
+        &self,
+        env: &EnvState,
+        conn: &sluice_runtime::records::ConnectionRef,
+        sync: &str,
+        variant: &str,
+        models: &[String],
+        summary: &crate::runner::RunSummary,
+        initial: bool,
+    ) -> ApiResult<()> {
+        let settings = settings(env).await?;
+        if settings.primary_url.is_none() && settings.secondary_url.is_none() {
+            return Ok(());
+        }
+        let base = json!({
+            "from": "nango",
+            "type": "sync",
+            "connectionId": conn.connection_id,
+            "providerConfigKey": conn.provider_config_key,
+            "syncName": sync,
+            "syncVariant": variant,
+            "syncType": if initial { "INITIAL" } else { "INCREMENTAL" },
+        });
+        let at = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        if !summary.success {
+            if !settings.on_sync_error {
+                return Ok(());
+            }
+            let mut body = base;
+            body["model"] = json!(models.join(","));
+            body["success"] = json!(false);
+            let error = summary.error.clone().unwrap_or(Value::Null);
+            body["error"] = json!({
+                "type": error["type"].as_str().unwrap_or("script_error"),
+                "description": error["message"].as_str().unwrap_or("the run failed"),
+            });
+            body["startedAt"] = json!(at(summary.started_at));
+            body["failedAt"] = json!(at(summary.finished_at));
+            return self.enqueue(env, &settings, &body).await;
+        }
+        for model in models {
+            let full = if variant == "base" {
+                model.clone()
+            } else {
+                format!("{model}::{variant}")
+            };
+            let c = summary.results.get(&full).cloned().unwrap_or_default();
+            if c.added + c.updated + c.deleted == 0 && !settings.on_sync_completion_always {
+                continue;
+            }
+            let mut body = base.clone();
+            body["model"] = json!(model);
+            body["success"] = json!(true);
+            body["responseResults"] =
+                json!({"added": c.added, "updated": c.updated, "deleted": c.deleted});
+            body["modifiedAfter"] = json!(at(summary.started_at));
+            body["queryTimeStamp"] = json!(at(summary.started_at));
+            self.enqueue(env, &settings, &body).await?;
+        }
+        Ok(())
+    }
+
+    /// The webhook of a finished async action.
+    pub async fn async_action(
+        &self,
+        env: &EnvState,
+        a: &crate::runner::AsyncAction,
+    ) -> ApiResult<()> {
+        let settings = settings(env).await?;
+        if !settings.on_async_action_completion {
+            return Ok(());
+        }
+        let body = json!({
+            "from": "nango",
+            "type": "async_action",
+            "connectionId": a.connection_id,
+            "providerConfigKey": a.provider_config_key,
+            "id": a.id,
+            "actionName": a.action,
+            "success": a.status == "succeeded",
+            "payload": a.output,
+            "error": a.error,
+        });
+        self.enqueue(env, &settings, &body).await
+    }
+
+    /// Starts the delivery worker; it stops when the app is dropped.
+    pub fn spawn(self: &Arc<Self>, app: &Arc<App>) -> tokio::task::JoinHandle<()> {
+        let me = self.clone();
+        let app = Arc::downgrade(app);
+        tokio::spawn(async move { me.work(app).await })
+    }
+
+    async fn work(self: Arc<Self>, app: Weak<App>) {
+        loop {
+            let woken = self.wake.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            let Some(strong) = app.upgrade() else { return };
+            let next = self.deliver_due(&strong).await;
+            drop(strong);
+            let wait = next
+                .map(|at| (at - Utc::now()).to_std().unwrap_or(Duration::ZERO))
+                .unwrap_or(Duration::from_secs(1))
+                .min(Duration::from_secs(1));
+            if wait.is_zero() {
+                continue;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = woken => {}
+            }
+        }
+    }
+
+    /// Sends every due delivery of every environment, up to 64 at once
+    /// per environment; returns when the next one is due.
+    async fn deliver_due(self: &Arc<Self>, app: &Arc<App>) -> Option<DateTime<Utc>> {
+        let now = Utc::now();
+        let mut earliest: Option<DateTime<Utc>> = None;
+        for env in app.envs() {
+            let Ok(batch) = env
+                .store
+                .docs::<Delivery>(OUTBOX, "", None, 64, false)
+                .await
+            else {
+                continue;
+            };
+            let mut sends = tokio::task::JoinSet::new();
+            for (key, d) in batch {
+                if d.next_at > now {
+                    earliest = Some(earliest.map_or(d.next_at, |e| e.min(d.next_at)));
+                    break;
+                }
+                let (me, app, env) = (self.clone(), app.clone(), env.clone());
+                sends.spawn(async move { me.attempt(&app, &env, key, d).await });
+            }
+            if !sends.is_empty() {
+                // More may be due; look again at once.
+                earliest = Some(now);
+            }
+            while sends.join_next().await.is_some() {}
+        }
+        earliest
+    }
+
+    async fn attempt(&self, app: &App, env: &EnvState, key: String, mut d: Delivery) {
+        let result = send(app, env, &d).await;
+        d.attempts += 1;
+        match result {
+            Ok(()) => {
+                let _ = env.store.delete_doc(OUTBOX, &key).await;
+            }
+            Err((error, retry)) => {
+                d.last_error = Some(error);
+                let age = (Utc::now() - d.created_at).to_std().unwrap_or_default();
+                if !retry || age >= self.give_up_after {
+                    if env.store.put_doc(DEAD, &d.id, &d).await.is_ok() {
+                        let _ = env.store.delete_doc(OUTBOX, &key).await;
+                    }
+                    return;
+                }
+                d.next_at = Utc::now() + self.backoff(d.attempts, &d.id);
+                // The new entry first: a crash between the two writes
+                // sends it again (same id), never loses it.
+                if env
+                    .store
+                    .put_doc(OUTBOX, &outbox_key(d.next_at, &d.id), &d)
+                    .await
+                    .is_ok()
+                {
+                    let _ = env.store.delete_doc(OUTBOX, &key).await;
+                }
+            }
+        }
+    }
+
+    /// `base × 2^(attempts-1)`, capped, ±20 % jitter (from the id and the
+    /// attempt, so retries of many deliveries spread out).
+    fn backoff(&self, attempts: u32, id: &str) -> chrono::Duration {
+        let exp = self
+            .base_delay
+            .saturating_mul(1u32 << attempts.saturating_sub(1).min(20))
+            .min(self.max_delay);
+        let mut h = Sha256::new();
+        h.update(id.as_bytes());
+        h.update(attempts.to_be_bytes());
+        let r = h.finalize()[0] as f64 / 255.0; // 0..=1
+        let factor = 0.8 + 0.4 * r;
+        chrono::Duration::from_std(exp.mul_f64(factor)).unwrap_or(chrono::Duration::seconds(1))
+    }
+}
+
+/// One attempt; `Err((why, retry?))`. Network errors, timeouts, 408, 429
+/// and 5xx are retried; other answers are final.
+async fn send(app: &App, env: &EnvState, d: &Delivery) -> Result<(), (String, bool)> {
+    let secret_key = env
+        .store
+        .secret(sluice_store::SECRET_KEY)
+        .await
+        .ok()
+        .flatten();
+    let signing = signing_secret(env).await.ok();
+    let timestamp = Utc::now().timestamp();
+    let mut req = app
+        .http
+        .post(&d.url)
+        .timeout(Duration::from_secs(20))
+        .header("content-type", "application/json")
+        .header("user-agent", concat!("sluice/", env!("CARGO_PKG_VERSION")))
+        .header("webhook-id", &d.id)
+        .header("webhook-timestamp", timestamp.to_string());
+    if let Some(key) = &secret_key {
+        req = req.header("x-nango-signature", nango_signature(key, &d.body));
+    }
+    if let Some(sig) = signing
+        .as_deref()
+        .and_then(|s| standard_signature(s, &d.id, timestamp, &d.body))
+    {
+        req = req.header("webhook-signature", sig);
+    }
+    match req.body(d.body.clone()).send().await {
+        Ok(resp) if resp.status().is_success() => Ok(()),
+        Ok(resp) => {
+            let s = resp.status();
+            let retry = s.is_server_error() || s.as_u16() == 408 || s.as_u16() == 429;
+            Err((format!("{} answered HTTP {s}", d.url), retry))
+        }
+        Err(e) => Err((format!("cannot reach {}: {e}", d.url), true)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signatures_match_their_definitions() {
+        // sha256("key" + "{}") in hex.
+        assert_eq!(nango_signature("key", "{}"), hex(&Sha256::digest(b"key{}")));
+        // The Standard Webhooks reference vector.
+        let sig = standard_signature(
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            "msg_p5jXN8AQM9LWM0D4loKWxJek",
+            1614265330,
+            r#"{"test": 2432232314}"#,
+        );
+        assert_eq!(
+            sig.as_deref(),
+            Some("v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=")
+        );
+        assert_eq!(standard_signature("not-a-secret", "i", 1, "b"), None);
+    }
+
+    #[test]
+    fn backoff_doubles_is_capped_and_jittered() {
+        let w = Webhooks {
+            wake: Notify::new(),
+            base_delay: Duration::from_secs(3),
+            max_delay: Duration::from_secs(3600),
+            give_up_after: Duration::from_secs(25 * 3600),
+        };
+        let secs = |n| w.backoff(n, "msg_x").num_milliseconds() as f64 / 1000.0;
+        assert!((2.4..=3.6).contains(&secs(1)), "{}", secs(1));
+        assert!((4.8..=7.2).contains(&secs(2)), "{}", secs(2));
+        assert!((2880.0..=4320.0).contains(&secs(30)), "{}", secs(30));
+        // Over a day of retries before giving up: the sum of the delays.
+        let total: f64 = (1..=40).map(secs).sum();
+        assert!(total > 24.0 * 3600.0, "{total}");
+    }
+}

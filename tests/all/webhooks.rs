@@ -1,0 +1,302 @@
+//! Webhooks to the app: a real `sluice serve`, a mock upstream whose
+//! contacts change when the test says, and a mock app that records what it
+//! receives and can be down.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use sluice_project::deploy::sha256_hex;
+use sluice_runtime::ScriptKind;
+use sluice_server::ServerConfig;
+use sluice_server::webhooks::standard_signature;
+use sluice_store::MasterKey;
+use sluice_tests::{MockRequest, MockResponse, MockServer, guests, repo_root};
+
+use crate::server::{Client, DEV_KEY, deploy_scripts, start_with};
+
+const YAML: &str = "
+integrations:
+  hubspot:
+    syncs:
+      contacts:
+        runs: every hour
+        auto_start: false
+        output: Contact
+        endpoint: GET /contacts
+models:
+  Contact:
+    id: string
+";
+
+/// The app: every request it got, with its answer's status.
+pub(crate) struct App {
+    pub(crate) mock: MockServer,
+    pub(crate) got: Arc<Mutex<Vec<(MockRequest, u16)>>>,
+    pub(crate) down: Arc<AtomicBool>,
+}
+
+impl App {
+    pub(crate) async fn start() -> App {
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let down = Arc::new(AtomicBool::new(false));
+        let (g, d) = (got.clone(), down.clone());
+        let mock = MockServer::start(Arc::new(move |req: &MockRequest| {
+            let status = if d.load(Ordering::SeqCst) { 503 } else { 200 };
+            g.lock().unwrap().push((req.clone(), status));
+            MockResponse::json(status, &json!({}))
+        }))
+        .await
+        .unwrap();
+        App { mock, got, down }
+    }
+
+    pub(crate) fn url(&self) -> String {
+        format!("{}/hooks", self.mock.url())
+    }
+
+    /// The bodies of the deliveries it accepted.
+    pub(crate) fn accepted(&self) -> Vec<(MockRequest, Value)> {
+        self.got
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, s)| *s == 200)
+            .map(|(r, _)| (r.clone(), serde_json::from_slice(&r.body).unwrap()))
+            .collect()
+    }
+
+    pub(crate) fn refused(&self) -> usize {
+        self.got
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, s)| *s != 200)
+            .count()
+    }
+
+    pub(crate) async fn wait_for(&self, what: &str, limit: Duration, done: impl Fn(&App) -> bool) {
+        let t = Instant::now();
+        while !done(self) {
+            assert!(t.elapsed() < limit, "the app never got {what}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// HubSpot contacts "1" and "2", whose email changes with `version`; 404
+/// while `broken`.
+struct Upstream {
+    mock: MockServer,
+    version: Arc<AtomicU64>,
+    broken: Arc<AtomicBool>,
+}
+
+impl Upstream {
+    async fn start() -> Upstream {
+        let version = Arc::new(AtomicU64::new(0));
+        let broken = Arc::new(AtomicBool::new(false));
+        let (v, b) = (version.clone(), broken.clone());
+        let mock = MockServer::start(Arc::new(move |_req: &MockRequest| {
+            if b.load(Ordering::SeqCst) {
+                return MockResponse::json(404, &json!({"message": "gone"}));
+            }
+            let v = v.load(Ordering::SeqCst);
+            let contact = |id: &str| {
+                json!({"id": id, "createdAt": "2024-01-01T00:00:00Z",
+                       "properties": {"firstname": "F", "lastname": "L", "email": format!("{id}-{v}@example.com")}})
+            };
+            MockResponse::json(200, &json!({"results": [contact("1"), contact("2")]}))
+        }))
+        .await
+        .unwrap();
+        Upstream {
+            mock,
+            version,
+            broken,
+        }
+    }
+
+    fn providers(&self) -> String {
+        let yaml =
+            std::fs::read_to_string(repo_root().join("host/runtime/providers.yaml")).unwrap();
+        yaml.replace("https://api.hubapi.com", &self.mock.url())
+    }
+}
+
+async fn run(c: &Client) -> Value {
+    let (code, out) = c
+        .send(
+            "POST",
+            "/sync/trigger",
+            Some(json!({"syncs": ["contacts"], "provider_config_key": "hubspot", "connection_id": "demo", "wait": true})),
+        )
+        .await;
+    assert_eq!(code, 200, "{out}");
+    out["runs"][0].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_app_gets_signed_webhooks_per_changed_model_retried_until_it_is_back() {
+    let up = Upstream::start().await;
+    let app = App::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let mut config = ServerConfig::new(data.path(), "127.0.0.1:0".parse().unwrap());
+    config.webhook_retry_base = Duration::from_millis(50);
+    let server = start_with(config, &MasterKey::generate(), &up.providers()).await;
+    let c = Client::new(&server, DEV_KEY);
+    deploy_scripts(
+        &c,
+        YAML,
+        "hubspot",
+        &[(guests::HUBSPOT_RUST_CONTACTS, "contacts", ScriptKind::Sync)],
+    )
+    .await;
+    c.send(
+        "POST",
+        "/integrations",
+        Some(json!({"unique_key": "hubspot", "provider": "hubspot"})),
+    )
+    .await;
+    c.send(
+        "POST",
+        "/connection",
+        Some(
+            json!({"provider_config_key": "hubspot", "connection_id": "demo", "access_token": "t"}),
+        ),
+    )
+    .await;
+
+    // Settings: a URL that is not one is refused; the real one is kept.
+    let (code, out) = c
+        .send(
+            "PUT",
+            "/sluice/webhook-settings",
+            Some(json!({"primary_url": "not a url"})),
+        )
+        .await;
+    assert_eq!(
+        (code, out["error"]["code"].as_str()),
+        (400, Some("invalid_body")),
+        "{out}"
+    );
+    let (code, out) = c
+        .send(
+            "PUT",
+            "/sluice/webhook-settings",
+            Some(json!({"primary_url": app.url(), "on_sync_error": true})),
+        )
+        .await;
+    assert_eq!(code, 200, "{out}");
+    let secret = out["signing_secret"].as_str().unwrap().to_string();
+    assert!(secret.starts_with("whsec_"), "{out}");
+    let (_, again) = c.send("GET", "/sluice/webhook-settings", None).await;
+    assert_eq!(again, out);
+
+    // A run that added records: one webhook for its one model, signed.
+    let r = run(&c).await;
+    assert_eq!(r["results"]["Contact"]["added"], 2, "{r}");
+    app.wait_for("the first webhook", Duration::from_secs(10), |a| {
+        a.accepted().len() == 1
+    })
+    .await;
+    let (req, body) = app.accepted().remove(0);
+    assert_eq!(req.path, "/hooks");
+    for (k, v) in [
+        ("from", json!("nango")),
+        ("type", json!("sync")),
+        ("connectionId", json!("demo")),
+        ("providerConfigKey", json!("hubspot")),
+        ("syncName", json!("contacts")),
+        ("syncVariant", json!("base")),
+        ("model", json!("Contact")),
+        ("syncType", json!("INITIAL")),
+        ("success", json!(true)),
+        (
+            "responseResults",
+            json!({"added": 2, "updated": 0, "deleted": 0}),
+        ),
+    ] {
+        assert_eq!(body[k], v, "{k} in {body}");
+    }
+    assert!(body["modifiedAfter"].is_string(), "{body}");
+    let raw = String::from_utf8(req.body.clone()).unwrap();
+    assert_eq!(
+        req.header("x-nango-signature"),
+        Some(sha256_hex(format!("{DEV_KEY}{raw}").as_bytes()).as_str()),
+        "X-Nango-Signature is hex(sha256(secret key + body))"
+    );
+    let id = req.header("webhook-id").unwrap().to_string();
+    let ts: i64 = req.header("webhook-timestamp").unwrap().parse().unwrap();
+    assert!((chrono::Utc::now().timestamp() - ts).abs() < 60);
+    assert_eq!(
+        req.header("webhook-signature").map(str::to_string),
+        standard_signature(&secret, &id, ts, &raw)
+    );
+
+    // Nothing changed: no webhook.
+    let r = run(&c).await;
+    assert_eq!(r["results"]["Contact"]["unchanged"], 2, "{r}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        app.accepted().len(),
+        1,
+        "a webhook for a run without changes"
+    );
+
+    // The app is down: the webhook of the next change is retried, then
+    // delivered once it is back, with the same id.
+    app.down.store(true, Ordering::SeqCst);
+    up.version.store(1, Ordering::SeqCst);
+    let r = run(&c).await;
+    assert_eq!(r["results"]["Contact"]["updated"], 2, "{r}");
+    app.wait_for("three attempts", Duration::from_secs(10), |a| {
+        a.refused() >= 3
+    })
+    .await;
+    app.down.store(false, Ordering::SeqCst);
+    app.wait_for("the retried webhook", Duration::from_secs(10), |a| {
+        a.accepted().len() == 2
+    })
+    .await;
+    let (req, body) = app.accepted().remove(1);
+    assert_eq!(
+        body["responseResults"],
+        json!({"added": 0, "updated": 2, "deleted": 0})
+    );
+    assert_eq!(body["syncType"], "INCREMENTAL");
+    let ids: Vec<String> = app
+        .got
+        .lock()
+        .unwrap()
+        .iter()
+        .skip(1)
+        .map(|(r, _)| r.header("webhook-id").unwrap().to_string())
+        .collect();
+    assert!(
+        ids.iter().all(|i| i == req.header("webhook-id").unwrap()),
+        "{ids:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(app.accepted().len(), 2, "delivered twice");
+
+    // A failed run, with on_sync_error: its failure webhook.
+    up.broken.store(true, Ordering::SeqCst);
+    let r = run(&c).await;
+    assert_eq!(r["success"], false, "{r}");
+    app.wait_for("the failure webhook", Duration::from_secs(10), |a| {
+        a.accepted().len() == 3
+    })
+    .await;
+    let (_, body) = app.accepted().remove(2);
+    assert_eq!(body["success"], false, "{body}");
+    assert_eq!(body["model"], "Contact", "{body}");
+    assert!(body["error"]["type"].is_string(), "{body}");
+    assert!(body["error"]["description"].is_string(), "{body}");
+    assert!(
+        body["startedAt"].is_string() && body["failedAt"].is_string(),
+        "{body}"
+    );
+    server.stop().await;
+}
