@@ -3,6 +3,7 @@
 
 mod cli;
 mod durability;
+mod events;
 mod examples;
 mod features;
 mod limits;

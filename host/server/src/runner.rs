@@ -283,6 +283,67 @@ pub async fn run_action(
     Ok(report)
 }
 
+/// The longest an event script may run (§5: 5 min).
+pub const EVENT_MAX_RUN: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Runs the connection's event scripts for `event`, one after another.
+/// A failure is kept in the connection's history and does not stop the
+/// others, nor what the event is about.
+pub async fn run_event_scripts(
+    app: &App,
+    env: &EnvState,
+    conn: &ConnectionRef,
+    event: sluice_nango_yaml::EventKind,
+) {
+    let Some(catalog) = env.deployment().map(|d| d.catalog.clone()) else {
+        return;
+    };
+    let Some(integration) = catalog.config.integration(&conn.provider_config_key) else {
+        return;
+    };
+    let names: Vec<String> = integration
+        .on_events
+        .iter()
+        .filter(|e| e.event == event)
+        .map(|e| e.name.clone())
+        .collect();
+    for name in names {
+        let Some(script) = catalog
+            .script(&conn.provider_config_key, &name)
+            .filter(|s| s.kind() == ScriptKind::OnEvent)
+            .cloned()
+        else {
+            continue;
+        };
+        let exec = catalog.execution(&name, conn.clone(), Call::OnEvent, false);
+        let run = async {
+            let _permit = app.executions.acquire().await;
+            app.runtime
+                .execute(&script, exec, app.services(env, Some(catalog.clone())))
+                .await
+        };
+        match tokio::time::timeout(EVENT_MAX_RUN, run).await {
+            Ok(report) => record_execution(env, conn, &name, &report).await,
+            Err(_) => {
+                let doc = json!({
+                    "script": name,
+                    "finished_at": Utc::now().to_rfc3339(),
+                    "success": false,
+                    "error": format!("stopped after {} s, the longest an event script may run", EVENT_MAX_RUN.as_secs()),
+                });
+                let key = format!(
+                    "{}\u{1f}{}\u{1f}{}-{}",
+                    conn.provider_config_key,
+                    conn.connection_id,
+                    Utc::now().format("%Y%m%dT%H%M%S%.6f"),
+                    uuid::Uuid::new_v4()
+                );
+                let _ = env.store.put_doc_unflushed(EXECUTIONS, &key, &doc).await;
+            }
+        }
+    }
+}
+
 /// Keeps an execution in the connection's history (best effort: history
 /// must not fail the execution it describes).
 async fn record_execution(env: &EnvState, conn: &ConnectionRef, name: &str, report: &Report) {

@@ -161,12 +161,12 @@ pub async fn create(
         }
     };
     let now = Utc::now();
-    let created_at = env
+    let existing = env
         .store
         .connection(&pck, &cid)
         .await?
-        .map(|c| c.created_at)
-        .unwrap_or(now);
+        .map(|c| c.created_at);
+    let created_at = existing.unwrap_or(now);
     let c = Connection {
         connection_id: cid,
         provider_config_key: pck,
@@ -184,6 +184,19 @@ pub async fn create(
     };
     // The `auto_start` syncs start now; the others are scheduled paused.
     app.scheduler.connection_created(&env, &conn).await?;
+    if existing.is_none() {
+        // `post-connection-creation` scripts run after the answer.
+        let (app, env, conn) = (app.clone(), env.clone(), conn.clone());
+        tokio::spawn(async move {
+            crate::runner::run_event_scripts(
+                &app,
+                &env,
+                &conn,
+                sluice_nango_yaml::EventKind::PostConnectionCreation,
+            )
+            .await;
+        });
+    }
     Ok(Json(view(&env, &c).await))
 }
 
@@ -288,6 +301,15 @@ pub async fn delete(
     if !env.store.connection_exists(&pck, &id).await? {
         return Err(ApiError::unknown_connection(&pck, &id));
     }
+    // `pre-connection-deletion` scripts run first; their failure is kept
+    // in the history and does not keep the connection.
+    crate::runner::run_event_scripts(
+        &app,
+        &env,
+        &conn,
+        sluice_nango_yaml::EventKind::PreConnectionDeletion,
+    )
+    .await;
     app.scheduler.connection_deleted(&env, &conn).await?;
     if !env.store.delete_connection(&pck, &id).await? {
         return Err(ApiError::unknown_connection(&pck, &id));

@@ -1,0 +1,132 @@
+//! Event scripts: `post-connection-creation` runs after a connection is
+//! created (not when it is updated), `pre-connection-deletion` before it is
+//! deleted; a failing one is kept in the history and blocks nothing.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use sluice_runtime::ScriptKind;
+use sluice_server::ServerConfig;
+use sluice_store::MasterKey;
+use sluice_tests::{MockRequest, MockResponse, MockServer, guests, repo_root};
+
+use crate::server::{Client, DEV_KEY, deploy_scripts, start_with};
+
+const YAML: &str = "
+integrations:
+  hubspot:
+    on-events:
+      post-connection-creation:
+        - on-created
+      pre-connection-deletion:
+        - on-deleted
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_scripts_run_on_creation_and_before_deletion() {
+    let events: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let seen = events.clone();
+    let mock = MockServer::start(Arc::new(move |req: &MockRequest| {
+        if req.path == "/events" {
+            seen.lock()
+                .unwrap()
+                .push(serde_json::from_slice(&req.body).unwrap_or(Value::Null));
+        }
+        MockResponse::json(200, &json!({}))
+    }))
+    .await
+    .unwrap();
+    let providers = std::fs::read_to_string(repo_root().join("host/runtime/providers.yaml"))
+        .unwrap()
+        .replace("https://api.hubapi.com", &mock.url());
+    let data = tempfile::tempdir().unwrap();
+    let config = ServerConfig::new(data.path(), "127.0.0.1:0".parse().unwrap());
+    let server = start_with(config, &MasterKey::generate(), &providers).await;
+    let c = Client::new(&server, DEV_KEY);
+    deploy_scripts(
+        &c,
+        YAML,
+        "hubspot",
+        &[
+            (guests::ON_EVENT_NOTIFY, "on-created", ScriptKind::OnEvent),
+            (guests::ON_EVENT_NOTIFY, "on-deleted", ScriptKind::OnEvent),
+        ],
+    )
+    .await;
+    c.send(
+        "POST",
+        "/integrations",
+        Some(json!({"unique_key": "hubspot", "provider": "hubspot"})),
+    )
+    .await;
+    let got = |script: &str, cid: &str| {
+        events
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| e["script"] == script && e["connection"] == cid)
+            .count()
+    };
+    let create = |cid: &'static str, metadata: Value| {
+        let c = Client::at(&c.base, DEV_KEY);
+        async move {
+            let (code, out) = c
+                .send(
+                    "POST",
+                    "/connection",
+                    Some(json!({"provider_config_key": "hubspot", "connection_id": cid, "access_token": "t", "metadata": metadata})),
+                )
+                .await;
+            assert_eq!(code, 200, "{out}");
+        }
+    };
+
+    // Created: the post-creation script runs (after the answer).
+    create("demo", Value::Null).await;
+    wait("on-created ran", || got("on-created", "demo") == 1).await;
+    // Updated (same id again): it does not run again.
+    create("demo", json!({"k": 1})).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(got("on-created", "demo"), 1, "ran for an update");
+
+    // Deleted: the pre-deletion script has run when the answer comes.
+    let (code, _) = c
+        .send(
+            "DELETE",
+            "/connection/demo?provider_config_key=hubspot",
+            None,
+        )
+        .await;
+    assert_eq!(code, 200);
+    assert_eq!(got("on-deleted", "demo"), 1);
+    let (code, _) = c
+        .send("GET", "/connection/demo?provider_config_key=hubspot", None)
+        .await;
+    assert_eq!(code, 404);
+
+    // Scripts that fail: logged, and nothing is blocked.
+    create("f", json!({"fail_events": true})).await;
+    wait("the failing on-created ran", || got("on-created", "f") == 1).await;
+    let (code, out) = c
+        .send("DELETE", "/connection/f?provider_config_key=hubspot", None)
+        .await;
+    assert_eq!(
+        code, 200,
+        "a failing pre-deletion script blocked the deletion: {out}"
+    );
+    assert_eq!(got("on-deleted", "f"), 1);
+    let (code, _) = c
+        .send("GET", "/connection/f?provider_config_key=hubspot", None)
+        .await;
+    assert_eq!(code, 404);
+    server.stop().await;
+}
+
+async fn wait(what: &str, cond: impl Fn() -> bool) {
+    let t = Instant::now();
+    while !cond() {
+        assert!(t.elapsed() < Duration::from_secs(10), "never: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
