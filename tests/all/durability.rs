@@ -481,3 +481,54 @@ async fn pending_webhooks_survive_sigkill() {
     server.child.kill().unwrap();
     server.child.wait().unwrap();
 }
+
+/// Every provider webhook answered 2xx is handled, even when the server is
+/// killed right after answering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accepted_provider_webhooks_survive_sigkill() {
+    use crate::incoming::{PROVIDERS, items, post, setup, signed};
+    use crate::webhooks::App;
+
+    let app = App::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let providers = dir.path().join("providers.yaml");
+    std::fs::write(&providers, PROVIDERS).unwrap();
+    let master = MasterKey::generate().to_base64();
+    let mut server = start(&data, &providers, &master);
+    let c = Client::at(&server.url, DEV_KEY);
+    setup(&c, &app).await;
+    let (_, env) = c.send("GET", "/sluice/environment", None).await;
+    let url = format!("/webhook/{}/lin", env["id"].as_str().unwrap());
+    // Answered one after another, as fast as the server takes them; the
+    // kill comes right after the last answer.
+    let mut want = Vec::new();
+    for i in 0..30 {
+        let id = format!("w{i:02}");
+        let body = json!({"type": "Issue", "organizationId": "org-1", "model": "Item", "save": [{"id": id}]})
+            .to_string();
+        let (code, out) = post(&c, &url, &body, &signed(&body)).await;
+        assert_eq!(code, 200, "{out}");
+        want.push(id);
+    }
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+
+    server = start(&data, &providers, &master);
+    let c = Client::at(&server.url, DEV_KEY);
+    let t = Instant::now();
+    loop {
+        let got = items(&c, "c1").await;
+        if got == want {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "after the restart, {} of 30 accepted webhooks were handled",
+            got.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+}

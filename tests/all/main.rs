@@ -6,6 +6,7 @@ mod durability;
 mod events;
 mod examples;
 mod features;
+mod incoming;
 mod limits;
 mod paginate;
 mod project;

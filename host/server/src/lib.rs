@@ -18,6 +18,7 @@ pub mod app;
 pub mod config;
 pub mod error;
 pub mod refresh;
+pub mod routing;
 pub mod runner;
 pub mod scheduler;
 pub mod webhooks;
@@ -110,6 +111,13 @@ impl Server {
             .map_err(|e| ServerError::Schedules(format!("{}: {}", e.code, e.message)))?;
         let scheduler_task = app.scheduler.spawn(&app);
         let webhooks_task = app.webhooks.spawn(&app);
+        let accepted = api::incoming::pending(&app).await?;
+        let resumer = app.clone();
+        tokio::spawn(async move {
+            for (env, key, a) in accepted {
+                api::incoming::handle(resumer.clone(), env, key, a).await;
+            }
+        });
 
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await

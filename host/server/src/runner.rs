@@ -283,6 +283,70 @@ pub async fn run_action(
     Ok(report)
 }
 
+/// The longest a webhook script may run (§5: 1 h).
+pub const WEBHOOK_MAX_RUN: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Runs `onWebhookPayloadReceived` of sync `name` (its base variant) for a
+/// connection with `payload`; its changes reach the app as `WEBHOOK`
+/// sync webhooks.
+pub async fn run_webhook(
+    app: &App,
+    env: &EnvState,
+    conn: &ConnectionRef,
+    name: &str,
+    payload: &Value,
+) -> ApiResult<()> {
+    let (catalog, script) = target(env, conn, name, ScriptKind::Sync).await?;
+    let key = sync_key(conn, name, "base");
+    let state: SyncState = env.store.doc(SYNC_STATE, &key).await?.unwrap_or_default();
+    let models: Vec<String> = catalog
+        .sync_config(&conn.provider_config_key, name)
+        .map(|s| s.output.clone())
+        .unwrap_or_default();
+    let call = Call::Webhook {
+        payload: payload.to_string(),
+    };
+    let mut exec = catalog.execution(name, conn.clone(), call, false);
+    exec.sync.sync_id = Some(sync_id(conn, name, "base"));
+    exec.sync.job_id = Some(state.last_job);
+    exec.sync.last_sync_date = state.last_sync_date;
+    let started_at = Utc::now();
+    let run = async {
+        let _permit = app.executions.acquire().await;
+        app.runtime
+            .execute(&script, exec, app.services(env, Some(catalog.clone())))
+            .await
+    };
+    let Ok(report) = tokio::time::timeout(WEBHOOK_MAX_RUN, run).await else {
+        return Err(ApiError::new(
+            axum::http::StatusCode::GATEWAY_TIMEOUT,
+            "webhook_timeout",
+            format!("the webhook script of `{name}` ran longer than an hour"),
+        ));
+    };
+    record_execution(env, conn, name, &report).await;
+    let summary = RunSummary {
+        job: state.last_job,
+        started_at,
+        finished_at: Utc::now(),
+        success: report.outcome.is_ok(),
+        results: report.changes.clone(),
+        error: report
+            .outcome
+            .as_ref()
+            .err()
+            .map(|e| serde_json::to_value(e.to_failure()).unwrap_or(Value::Null)),
+        fuel: report.fuel_consumed,
+        run_type: RunType::Incremental,
+    };
+    if summary.success {
+        app.webhooks
+            .sync_run(env, conn, name, "base", &models, &summary, "WEBHOOK")
+            .await?;
+    }
+    Ok(())
+}
+
 /// The longest an event script may run (§5: 5 min).
 pub const EVENT_MAX_RUN: std::time::Duration = std::time::Duration::from_secs(300);
 
@@ -485,7 +549,11 @@ pub async fn run_sync(
             variant,
             &models,
             &summary,
-            last_sync_date.is_none(),
+            if last_sync_date.is_none() {
+                "INITIAL"
+            } else {
+                "INCREMENTAL"
+            },
         )
         .await?;
     Ok(summary)

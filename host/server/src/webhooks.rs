@@ -82,6 +82,9 @@ pub struct Delivery {
     pub next_at: DateTime<Utc>,
     #[serde(default)]
     pub last_error: Option<String>,
+    /// Headers sent besides the signatures (a forwarded webhook's).
+    #[serde(default)]
+    pub headers: Vec<(String, String)>,
 }
 
 fn outbox_key(next_at: DateTime<Utc>, id: &str) -> String {
@@ -184,6 +187,17 @@ impl Webhooks {
         settings: &Settings,
         body: &Value,
     ) -> ApiResult<()> {
+        self.enqueue_with(env, settings, body, &[]).await
+    }
+
+    /// [`Webhooks::enqueue`] with headers of its own.
+    pub async fn enqueue_with(
+        &self,
+        env: &EnvState,
+        settings: &Settings,
+        body: &Value,
+        headers: &[(String, String)],
+    ) -> ApiResult<()> {
         let body = body.to_string();
         let now = Utc::now();
         for url in [&settings.primary_url, &settings.secondary_url]
@@ -199,6 +213,7 @@ impl Webhooks {
                 created_at: now,
                 next_at: now,
                 last_error: None,
+                headers: headers.to_vec(),
             };
             env.store
                 .put_doc(OUTBOX, &outbox_key(d.next_at, &d.id), &d)
@@ -218,7 +233,7 @@ impl Webhooks {
         variant: &str,
         models: &[String],
         summary: &crate::runner::RunSummary,
-        initial: bool,
+        sync_type: &str,
     ) -> ApiResult<()> {
         let settings = settings(env).await?;
         if settings.primary_url.is_none() && settings.secondary_url.is_none() {
@@ -231,7 +246,7 @@ impl Webhooks {
             "providerConfigKey": conn.provider_config_key,
             "syncName": sync,
             "syncVariant": variant,
-            "syncType": if initial { "INITIAL" } else { "INCREMENTAL" },
+            "syncType": sync_type,
         });
         let at = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         if !summary.success {
@@ -414,9 +429,11 @@ async fn send(app: &App, env: &EnvState, d: &Delivery) -> Result<(), (String, bo
         .flatten();
     let signing = signing_secret(env).await.ok();
     let timestamp = Utc::now().timestamp();
-    let mut req = app
-        .http
-        .post(&d.url)
+    let mut req = app.http.post(&d.url);
+    for (k, v) in &d.headers {
+        req = req.header(k.as_str(), v.as_str());
+    }
+    let mut req = req
         .timeout(Duration::from_secs(20))
         .header("content-type", "application/json")
         .header("user-agent", concat!("sluice/", env!("CARGO_PKG_VERSION")))

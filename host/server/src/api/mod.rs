@@ -5,6 +5,7 @@
 pub mod actions;
 pub mod connections;
 pub mod deploy;
+pub mod incoming;
 pub mod integrations;
 pub mod records;
 pub mod syncs;
@@ -189,6 +190,11 @@ pub fn router(app: Arc<App>) -> Router {
             get(integrations::get_variables).put(integrations::put_variables),
         )
         .route("/sluice/deploy", post(deploy::deploy))
+        .route(
+            "/webhook/{environment}/{integration}",
+            post(incoming::receive),
+        )
+        .route("/sluice/environment", get(webhook_settings::environment))
         .route(
             "/sluice/webhook-settings",
             get(webhook_settings::get).put(webhook_settings::put),

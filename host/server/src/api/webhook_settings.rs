@@ -29,3 +29,23 @@ pub async fn put(Env(env): Env, JsonBody(s): JsonBody<Settings>) -> ApiResult<Js
     env.store.put_doc(SETTINGS, "settings", &s).await?;
     Ok(Json(view(&s, &webhooks::signing_secret(&env).await?)))
 }
+
+/// `GET /sluice/environment`: the environment the key names, and where its
+/// providers' webhooks go (`POST /webhook/<id>/<integration>`).
+pub async fn environment(
+    axum::extract::State(app): axum::extract::State<std::sync::Arc<crate::app::App>>,
+    Env(env): Env,
+) -> ApiResult<Json<Value>> {
+    let id = env.store.id();
+    let base = app
+        .config
+        .public_url
+        .as_deref()
+        .map(|u| u.trim_end_matches('/').to_string())
+        .unwrap_or_default();
+    Ok(Json(json!({
+        "id": id,
+        "name": env.name(),
+        "webhook_url": format!("{base}/webhook/{id}/{{integration}}"),
+    })))
+}

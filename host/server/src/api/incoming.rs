@@ -1,0 +1,255 @@
+//! `POST /webhook/:environment/:integration` (§4.6): providers' webhooks,
+//! no API key. The signature is checked by the provider's routing script
+//! (`crate::routing`); a webhook that passes is stored (flushed) before
+//! the answer, then a worker runs the matching `onWebhookPayloadReceived`
+//! scripts for each connection it names and forwards it to the app. A
+//! webhook stored but not yet handled when the server stops is handled at
+//! the next start.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sluice_runtime::records::ConnectionRef;
+
+use crate::app::{App, EnvState};
+use crate::error::{ApiError, ApiResult};
+use crate::routing::{self, Incoming, Lookup, Route, Secrets};
+
+/// Accepted webhooks not yet handled, keyed `<received µs>\x1f<id>`.
+pub const INCOMING: &str = "incoming-webhooks";
+
+/// An accepted webhook as stored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Accepted {
+    pub id: String,
+    pub provider_config_key: String,
+    pub provider: String,
+    pub received_at: DateTime<Utc>,
+    pub routes: Vec<Route>,
+    pub forward: Value,
+    /// The incoming headers the app gets with the forward.
+    pub headers: Vec<(String, String)>,
+}
+
+fn plain_error(status: u16, message: &str) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
+    (status, axum::Json(json!({ "error": message }))).into_response()
+}
+
+pub async fn receive(
+    State(app): State<Arc<App>>,
+    Path((environment, pck)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let env = uuid::Uuid::parse_str(&environment)
+        .ok()
+        .and_then(|id| app.store.environment_by_id(id))
+        .and_then(|e| app.env(&e))
+        .ok_or_else(|| {
+            ApiError::not_found(
+                "unknown_environment",
+                format!("no environment `{environment}`"),
+            )
+        })?;
+    let integration = env
+        .store
+        .integration(&pck)
+        .await?
+        .ok_or_else(|| ApiError::unknown_integration(&pck))?;
+    if body.is_empty() {
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
+    let Some(script) = app
+        .providers
+        .get(&integration.provider)
+        .and_then(|p| p.definition.get("webhook_routing_script"))
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+    else {
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    };
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let parsed: Value = if content_type.starts_with("application/x-www-form-urlencoded") {
+        Value::Object(
+            url::form_urlencoded::parse(&body)
+                .map(|(k, v)| (k.into_owned(), Value::String(v.into_owned())))
+                .collect(),
+        )
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError::bad_request(
+                "invalid_body",
+                format!("the webhook body is not JSON (nor a form): {e}"),
+            )
+        })?
+    };
+    let list: Vec<(String, String)> = headers
+        .iter()
+        .filter_map(|(k, v)| {
+            Some((
+                k.as_str().to_ascii_lowercase(),
+                v.to_str().ok()?.to_string(),
+            ))
+        })
+        .collect();
+    let request = Incoming {
+        headers: &list,
+        raw: &body,
+        body: &parsed,
+        content_type: &content_type,
+    };
+    let secrets = Secrets {
+        webhook_secret: integration.webhook_secret.as_deref(),
+        oauth_client_id: integration.oauth_client_id.as_deref(),
+        oauth_client_secret: integration.oauth_client_secret.as_deref(),
+    };
+    let routed = match routing::route_webhook(&script, &request, &secrets) {
+        None => return Ok(StatusCode::NO_CONTENT.into_response()),
+        Some(Err(refused)) => return Ok(plain_error(refused.status, &refused.message)),
+        Some(Ok(r)) => r,
+    };
+    let now = Utc::now();
+    let accepted = Accepted {
+        id: uuid::Uuid::new_v4().to_string(),
+        provider_config_key: pck,
+        provider: integration.provider,
+        received_at: now,
+        routes: routed.routes,
+        forward: routed.forward,
+        headers: routing::forwarded_headers(&list),
+    };
+    let key = format!("{:020}\u{1f}{}", now.timestamp_micros().max(0), accepted.id);
+    env.store.put_doc(INCOMING, &key, &accepted).await?;
+    tokio::spawn(handle(app.clone(), env.clone(), key, accepted));
+    let status = StatusCode::from_u16(routed.status).unwrap_or(StatusCode::OK);
+    Ok(match routed.response {
+        Ok(json) => (status, axum::Json(json)).into_response(),
+        Err(text) => (
+            status,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            text,
+        )
+            .into_response(),
+    })
+}
+
+/// The connections of the integration a route names.
+async fn connections(env: &EnvState, pck: &str, lookup: &Lookup) -> ApiResult<Vec<String>> {
+    if let Lookup::ConnectionId(cid) = lookup {
+        return Ok(if env.store.connection_exists(pck, cid).await? {
+            vec![cid.clone()]
+        } else {
+            Vec::new()
+        });
+    }
+    Ok(env
+        .store
+        .connections(Some(pck))
+        .await?
+        .into_iter()
+        .filter(|c| routing::matches(lookup, &c.metadata, &c.connection_config))
+        .map(|c| c.connection_id)
+        .collect())
+}
+
+/// Runs the webhook scripts an accepted webhook asks for, forwards it to
+/// the app, and forgets it.
+pub async fn handle(app: Arc<App>, env: Arc<EnvState>, key: String, a: Accepted) {
+    let pck = a.provider_config_key.clone();
+    let catalog = env.deployment().map(|d| d.catalog.clone());
+    let mut matched: Vec<String> = Vec::new();
+    for route in &a.routes {
+        let Some(lookup) = &route.lookup else {
+            continue;
+        };
+        let Ok(ids) = connections(&env, &pck, lookup).await else {
+            continue;
+        };
+        let subscribed: Vec<String> = catalog
+            .as_ref()
+            .and_then(|c| c.config.integration(&pck))
+            .map(|i| {
+                i.syncs
+                    .iter()
+                    .filter(|s| {
+                        route
+                            .kind
+                            .as_ref()
+                            .is_some_and(|k| s.webhook_subscriptions.iter().any(|w| w == k))
+                    })
+                    .map(|s| s.name.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        for cid in &ids {
+            let conn = ConnectionRef {
+                provider_config_key: pck.clone(),
+                connection_id: cid.clone(),
+            };
+            for sync in &subscribed {
+                // Failures are in the connection's history.
+                let _ = crate::runner::run_webhook(&app, &env, &conn, sync, &route.input).await;
+            }
+        }
+        matched.extend(ids);
+    }
+    if let Ok(settings) = crate::webhooks::settings(&env).await {
+        let bodies: Vec<Value> = if matched.is_empty() {
+            vec![a.forward.clone()]
+        } else {
+            matched
+                .iter()
+                .map(|cid| {
+                    json!({
+                        "from": a.provider,
+                        "providerConfigKey": pck,
+                        "type": "forward",
+                        "payload": a.forward,
+                        "connectionId": cid,
+                    })
+                })
+                .collect()
+        };
+        for body in bodies {
+            let _ = app
+                .webhooks
+                .enqueue_with(&env, &settings, &body, &a.headers)
+                .await;
+        }
+    }
+    let _ = env.store.delete_doc(INCOMING, &key).await;
+}
+
+/// At start, before listening: the webhooks a previous process accepted
+/// and did not finish; [`handle`] each (in a task, so the start is not
+/// held up).
+pub async fn pending(
+    app: &Arc<App>,
+) -> Result<Vec<(Arc<EnvState>, String, Accepted)>, crate::ServerError> {
+    let mut out = Vec::new();
+    for env in app.envs() {
+        let mut after: Option<String> = None;
+        loop {
+            let page: Vec<(String, Accepted)> = env
+                .store
+                .docs(INCOMING, "", after.as_deref(), 500, false)
+                .await?;
+            let Some((last, _)) = page.last() else { break };
+            after = Some(last.clone());
+            out.extend(page.into_iter().map(|(k, a)| (env.clone(), k, a)));
+        }
+    }
+    Ok(out)
+}

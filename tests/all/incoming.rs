@@ -1,0 +1,235 @@
+//! Providers' webhooks end to end: a Linear-style integration whose
+//! webhooks are signed with its webhook secret, a sync subscribed to
+//! `Issue` whose webhook handler saves records, and a mock app that gets
+//! the forwards.
+
+use std::time::Duration;
+
+use hmac_sha256::hmac_hex;
+use serde_json::{Value, json};
+use sluice_runtime::ScriptKind;
+use sluice_server::ServerConfig;
+use sluice_store::MasterKey;
+use sluice_tests::guests;
+
+use crate::server::{Client, DEV_KEY, deploy_scripts, start_with};
+use crate::webhooks::App;
+
+pub(crate) const YAML: &str = "
+integrations:
+  lin:
+    syncs:
+      records:
+        runs: every hour
+        auto_start: false
+        output: Item
+        endpoint: GET /items
+        webhook-subscriptions:
+          - Issue
+models:
+  Item:
+    id: string
+";
+
+pub(crate) const PROVIDERS: &str = "
+linear-test:
+  auth_mode: OAUTH2
+  webhook_routing_script: linearWebhookRouting
+  proxy:
+    base_url: http://127.0.0.1:9
+";
+
+pub(crate) const SECRET: &str = "linear-webhook-secret";
+
+/// HMAC-SHA256 in hex, written out here so the test does not share the
+/// server's code.
+mod hmac_sha256 {
+    use sluice_project::deploy::sha256_hex;
+
+    fn unhex(h: &str) -> Vec<u8> {
+        (0..h.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&h[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    pub fn hmac_hex(key: &[u8], data: &[u8]) -> String {
+        let mut k = [0u8; 64];
+        k[..key.len()].copy_from_slice(key);
+        let pad = |b: u8| k.iter().map(|x| x ^ b).collect::<Vec<u8>>();
+        let inner = unhex(&sha256_hex(&[pad(0x36), data.to_vec()].concat()));
+        sha256_hex(&[pad(0x5c), inner].concat())
+    }
+}
+
+pub(crate) async fn post(
+    c: &Client,
+    path: &str,
+    body: &str,
+    headers: &[(&str, String)],
+) -> (u16, String) {
+    let mut req = c
+        .http
+        .post(format!("{}{path}", c.base))
+        .header("content-type", "application/json")
+        .body(body.to_string());
+    for (k, v) in headers {
+        req = req.header(*k, v);
+    }
+    let resp = req.send().await.unwrap();
+    (resp.status().as_u16(), resp.text().await.unwrap())
+}
+
+pub(crate) fn signed(body: &str) -> Vec<(&'static str, String)> {
+    vec![
+        (
+            "linear-signature",
+            hmac_hex(SECRET.as_bytes(), body.as_bytes()),
+        ),
+        ("linear-delivery", "delivery-1".into()),
+    ]
+}
+
+pub(crate) async fn setup(c: &Client, app: &App) {
+    deploy_scripts(
+        c,
+        YAML,
+        "lin",
+        &[(guests::SYNC_RECORDS, "records", ScriptKind::Sync)],
+    )
+    .await;
+    let (code, out) = c
+        .send(
+            "POST",
+            "/integrations",
+            Some(json!({"unique_key": "lin", "provider": "linear-test", "webhook_secret": SECRET})),
+        )
+        .await;
+    assert_eq!(code, 200, "{out}");
+    for (cid, org) in [("c1", "org-1"), ("c2", "org-2")] {
+        let (code, out) = c
+            .send(
+                "POST",
+                "/connection",
+                Some(
+                    json!({"provider_config_key": "lin", "connection_id": cid, "access_token": "t",
+                            "connection_config": {"organizationId": org}}),
+                ),
+            )
+            .await;
+        assert_eq!(code, 200, "{out}");
+    }
+    let (code, _) = c
+        .send(
+            "PUT",
+            "/sluice/webhook-settings",
+            Some(json!({"primary_url": app.url()})),
+        )
+        .await;
+    assert_eq!(code, 200);
+}
+
+pub(crate) async fn items(c: &Client, cid: &str) -> Vec<String> {
+    let (code, page) = c
+        .send_as(("lin", cid), "GET", "/records?model=Item", None)
+        .await;
+    assert_eq!(code, 200, "{page}");
+    let mut ids: Vec<String> = page["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_provider_webhook_runs_its_script_and_reaches_the_app_a_forged_one_nothing() {
+    let app = App::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let config = ServerConfig::new(data.path(), "127.0.0.1:0".parse().unwrap());
+    let server = start_with(config, &MasterKey::generate(), PROVIDERS).await;
+    let c = Client::new(&server, DEV_KEY);
+    setup(&c, &app).await;
+    let env = server.app.store.environment("dev").unwrap().id();
+    let url = format!("/webhook/{env}/lin");
+
+    // Signed, for org-1's Issue: c1's webhook handler saves w1.
+    let body =
+        json!({"type": "Issue", "organizationId": "org-1", "model": "Item", "save": [{"id": "w1"}]})
+            .to_string();
+    let (code, out) = post(&c, &url, &body, &signed(&body)).await;
+    assert_eq!((code, out.as_str()), (200, r#"{"status":"success"}"#));
+    app.wait_for(
+        "the forward and the sync webhook",
+        Duration::from_secs(10),
+        |a| a.accepted().len() == 2,
+    )
+    .await;
+    assert_eq!(items(&c, "c1").await, ["w1"]);
+    assert_eq!(items(&c, "c2").await, Vec::<String>::new());
+    let got = app.accepted();
+    let forward = got
+        .iter()
+        .find(|(_, b)| b["type"] == "forward")
+        .expect("a forward");
+    assert_eq!(
+        forward.1,
+        json!({"from": "linear-test", "providerConfigKey": "lin", "type": "forward",
+               "payload": serde_json::from_str::<Value>(&body).unwrap(), "connectionId": "c1"})
+    );
+    assert_eq!(forward.0.header("linear-delivery"), Some("delivery-1"));
+    let sync = got
+        .iter()
+        .find(|(_, b)| b["type"] == "sync")
+        .expect("a sync webhook");
+    assert_eq!(sync.1["syncType"], "WEBHOOK", "{}", sync.1);
+    assert_eq!(sync.1["responseResults"]["added"], 1, "{}", sync.1);
+
+    // Forged or unsigned: 401, nothing runs, nothing is forwarded.
+    let forged = json!({"type": "Issue", "organizationId": "org-1", "model": "Item", "save": [{"id": "evil"}]})
+        .to_string();
+    let (code, out) = post(&c, &url, &forged, &signed(&body)).await;
+    assert_eq!(code, 401, "{out}");
+    assert!(out.contains("Invalid webhook signature"), "{out}");
+    let (code, out) = post(&c, &url, &forged, &[]).await;
+    assert_eq!(code, 401, "{out}");
+    assert!(out.contains("Missing webhook signature"), "{out}");
+    let (code, _) = post(&c, &url, &forged, &[("linear-signature", "short".into())]).await;
+    assert_eq!(code, 401);
+
+    // A type no sync subscribes to: accepted and forwarded, no script.
+    let other = json!({"type": "Comment", "organizationId": "org-2", "model": "Item", "save": [{"id": "x"}]})
+        .to_string();
+    let (code, _) = post(&c, &url, &other, &signed(&other)).await;
+    assert_eq!(code, 200);
+    app.wait_for("the Comment forward", Duration::from_secs(10), |a| {
+        a.accepted().len() == 3
+    })
+    .await;
+    assert_eq!(app.accepted()[2].1["connectionId"], "c2");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        items(&c, "c1").await,
+        ["w1"],
+        "a forged webhook changed records"
+    );
+    assert_eq!(items(&c, "c2").await, Vec::<String>::new());
+    assert_eq!(app.accepted().len(), 3);
+
+    // Unknown environment or integration, an empty body, not JSON.
+    let (code, _) = post(&c, &format!("/webhook/{}/lin", uuid_zero()), &body, &[]).await;
+    assert_eq!(code, 404);
+    let (code, _) = post(&c, &format!("/webhook/{env}/nope"), &body, &[]).await;
+    assert_eq!(code, 404);
+    let (code, _) = post(&c, &url, "", &[]).await;
+    assert_eq!(code, 204);
+    let (code, out) = post(&c, &url, "{not json", &signed("{not json")).await;
+    assert_eq!(code, 400, "{out}");
+    server.stop().await;
+}
+
+fn uuid_zero() -> &'static str {
+    "00000000-0000-0000-0000-000000000000"
+}
