@@ -8,6 +8,7 @@ mod examples;
 mod features;
 mod incoming;
 mod limits;
+mod logs;
 mod paginate;
 mod project;
 mod proxy;

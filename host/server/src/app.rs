@@ -112,6 +112,7 @@ pub struct App {
     pub executions: Arc<Semaphore>,
     pub scheduler: Arc<crate::scheduler::Scheduler>,
     pub webhooks: Arc<crate::webhooks::Webhooks>,
+    pub logs: Arc<crate::logs::Logs>,
 }
 
 impl App {
@@ -151,6 +152,7 @@ impl App {
             executions: Arc::new(Semaphore::new(config.max_concurrent_executions)),
             scheduler: Arc::new(crate::scheduler::Scheduler::new(&config)),
             webhooks: Arc::new(crate::webhooks::Webhooks::new(&config)),
+            logs: Arc::new(crate::logs::Logs::new(&config)),
             store,
             runtime,
             providers,

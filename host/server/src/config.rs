@@ -41,6 +41,14 @@ pub struct ServerConfig {
     pub webhook_retry_base: Duration,
     /// A webhook still failing this long after it was made is given up on.
     pub webhook_give_up_after: Duration,
+    /// Most bytes of log lines kept per execution (the rest are counted).
+    pub log_bytes_per_execution: usize,
+    /// Logs older than this are deleted.
+    pub log_retention_age: Duration,
+    /// Past this many bytes of logs per environment, the oldest go.
+    pub log_retention_bytes: u64,
+    /// How often the retention is enforced.
+    pub log_retention_every: Duration,
 }
 
 impl ServerConfig {
@@ -59,6 +67,10 @@ impl ServerConfig {
             schedule_time_scale: 1,
             webhook_retry_base: Duration::from_secs(3),
             webhook_give_up_after: Duration::from_secs(25 * 3600),
+            log_bytes_per_execution: 256 << 10,
+            log_retention_age: Duration::from_secs(14 * 24 * 3600),
+            log_retention_bytes: 1 << 30,
+            log_retention_every: Duration::from_secs(60),
         }
     }
 }

@@ -17,6 +17,7 @@ pub mod api;
 pub mod app;
 pub mod config;
 pub mod error;
+pub mod logs;
 pub mod refresh;
 pub mod routing;
 pub mod runner;
@@ -71,12 +72,15 @@ pub struct Server {
     scheduler: tokio::task::JoinHandle<()>,
     /// The webhook outbox's worker.
     webhooks: tokio::task::JoinHandle<()>,
+    /// The log retention's task.
+    logs: tokio::task::JoinHandle<()>,
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
         self.scheduler.abort();
         self.webhooks.abort();
+        self.logs.abort();
     }
 }
 
@@ -111,6 +115,8 @@ impl Server {
             .map_err(|e| ServerError::Schedules(format!("{}: {}", e.code, e.message)))?;
         let scheduler_task = app.scheduler.spawn(&app);
         let webhooks_task = app.webhooks.spawn(&app);
+        app.logs.load(&app).await?;
+        let logs_task = app.logs.spawn(&app, config.log_retention_every);
         let accepted = api::incoming::pending(&app).await?;
         let resumer = app.clone();
         tokio::spawn(async move {
@@ -153,6 +159,7 @@ impl Server {
                 task,
                 scheduler: scheduler_task,
                 webhooks: webhooks_task,
+                logs: logs_task,
             },
             created,
         ))
@@ -175,6 +182,7 @@ impl Server {
     pub async fn stop(mut self) {
         self.scheduler.abort();
         self.webhooks.abort();
+        self.logs.abort();
         let scheduler = std::mem::replace(&mut self.scheduler, tokio::spawn(async {}));
         let _ = scheduler.await;
         let webhooks = std::mem::replace(&mut self.webhooks, tokio::spawn(async {}));

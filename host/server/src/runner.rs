@@ -21,8 +21,6 @@ use crate::error::{ApiError, ApiResult};
 pub const SYNC_STATE: &str = "sync-state";
 /// Async actions by id.
 pub const ASYNC_ACTIONS: &str = "async-actions";
-/// Execution history, by connection and time.
-pub const EXECUTIONS: &str = "executions";
 
 /// What a sync of a connection remembers between runs: its schedule, the
 /// run in progress, and the last run. One document per (connection, sync,
@@ -279,7 +277,7 @@ pub async fn run_action(
         .runtime
         .execute(&script, exec, app.services(env, Some(catalog.clone())))
         .await;
-    record_execution(env, conn, name, &report).await;
+    record_execution(app, env, conn, "action", name, &report).await;
     Ok(report)
 }
 
@@ -324,7 +322,7 @@ pub async fn run_webhook(
             format!("the webhook script of `{name}` ran longer than an hour"),
         ));
     };
-    record_execution(env, conn, name, &report).await;
+    record_execution(app, env, conn, "webhook", name, &report).await;
     let summary = RunSummary {
         job: state.last_job,
         started_at,
@@ -380,6 +378,7 @@ pub async fn run_event_scripts(
             continue;
         };
         let exec = catalog.execution(&name, conn.clone(), Call::OnEvent, false);
+        let started_at = Utc::now();
         let run = async {
             let _permit = app.executions.acquire().await;
             app.runtime
@@ -387,48 +386,31 @@ pub async fn run_event_scripts(
                 .await
         };
         match tokio::time::timeout(EVENT_MAX_RUN, run).await {
-            Ok(report) => record_execution(env, conn, &name, &report).await,
+            Ok(report) => record_execution(app, env, conn, "event", &name, &report).await,
             Err(_) => {
-                let doc = json!({
-                    "script": name,
-                    "finished_at": Utc::now().to_rfc3339(),
-                    "success": false,
-                    "error": format!("stopped after {} s, the longest an event script may run", EVENT_MAX_RUN.as_secs()),
-                });
-                let key = format!(
-                    "{}\u{1f}{}\u{1f}{}-{}",
-                    conn.provider_config_key,
-                    conn.connection_id,
-                    Utc::now().format("%Y%m%dT%H%M%S%.6f"),
-                    uuid::Uuid::new_v4()
+                let message = format!(
+                    "stopped after {} s, the longest an event script may run",
+                    EVENT_MAX_RUN.as_secs()
                 );
-                let _ = env.store.put_doc_unflushed(EXECUTIONS, &key, &doc).await;
+                app.logs
+                    .record_failure(env, conn, "event", &name, started_at, message)
+                    .await;
             }
         }
     }
 }
 
-/// Keeps an execution in the connection's history (best effort: history
-/// must not fail the execution it describes).
-async fn record_execution(env: &EnvState, conn: &ConnectionRef, name: &str, report: &Report) {
-    let now = Utc::now();
-    let doc = json!({
-        "script": name,
-        "finished_at": now.to_rfc3339(),
-        "duration_ms": report.duration.as_millis() as u64,
-        "success": report.outcome.is_ok(),
-        "error": report.outcome.as_ref().err().map(|e| e.to_string()),
-        "changes": report.changes,
-        "fuel": report.fuel_consumed,
-    });
-    let key = format!(
-        "{}\u{1f}{}\u{1f}{}-{}",
-        conn.provider_config_key,
-        conn.connection_id,
-        now.format("%Y%m%dT%H%M%S%.6f"),
-        uuid::Uuid::new_v4()
-    );
-    let _ = env.store.put_doc_unflushed(EXECUTIONS, &key, &doc).await;
+/// Keeps an execution in the connection's history and its logs (best
+/// effort: history must not fail the execution it describes).
+async fn record_execution(
+    app: &App,
+    env: &EnvState,
+    conn: &ConnectionRef,
+    kind: &str,
+    name: &str,
+    report: &Report,
+) {
+    app.logs.record(env, conn, kind, name, report).await;
 }
 
 /// Runs sync `name` once for a connection, with the run semantics of §5;
@@ -504,7 +486,7 @@ pub async fn run_sync(
                     results.entry(full).or_default().deleted += deleted;
                 }
             }
-            record_execution(env, conn, name, &report).await;
+            record_execution(app, env, conn, "sync", name, &report).await;
             RunSummary {
                 job,
                 started_at,
@@ -520,18 +502,19 @@ pub async fn run_sync(
                 run_type,
             }
         }
-        Err(_) => RunSummary {
-            run_type,
-            ..RunSummary::failed(
-                job,
-                started_at,
-                "sync_timeout",
-                format!(
-                    "the run was stopped after {} s, the longest a sync may run",
-                    max_run.as_secs()
-                ),
-            )
-        },
+        Err(_) => {
+            let message = format!(
+                "the run was stopped after {} s, the longest a sync may run",
+                max_run.as_secs()
+            );
+            app.logs
+                .record_failure(env, conn, "sync", name, started_at, message.clone())
+                .await;
+            RunSummary {
+                run_type,
+                ..RunSummary::failed(job, started_at, "sync_timeout", message)
+            }
+        }
     };
     update_sync_state(env, &key, |state| {
         if summary.success {

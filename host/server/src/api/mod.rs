@@ -7,6 +7,7 @@ pub mod connections;
 pub mod deploy;
 pub mod incoming;
 pub mod integrations;
+pub mod logs;
 pub mod records;
 pub mod syncs;
 pub mod v1;
@@ -195,6 +196,9 @@ pub fn router(app: Arc<App>) -> Router {
             post(incoming::receive),
         )
         .route("/sluice/environment", get(webhook_settings::environment))
+        .route("/logs", get(logs::search))
+        .route("/logs/export", get(logs::export))
+        .route("/executions", get(logs::executions))
         .route(
             "/sluice/webhook-settings",
             get(webhook_settings::get).put(webhook_settings::put),

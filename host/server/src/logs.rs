@@ -1,0 +1,466 @@
+//! Execution history and logs, in the store, with no extra service.
+//!
+//! Every execution (sync run, action, webhook script, event script) leaves
+//! two documents, written unflushed (history, not acknowledged data):
+//! - `executions/<pck>\x1f<connection>\x1f<execution id>`: its summary, for
+//!   the history of one connection (`GET /executions`);
+//! - `logs/<execution id>`: the summary and its log lines (script logs,
+//!   HTTP attempts with credentials redacted, guest stdout/stderr, the
+//!   outcome), bounded in bytes per execution.
+//!
+//! Execution ids start with the start time (`<µs since epoch, 20
+//! digits>-<random>`), so the logs collection is in time order: a search
+//! walks it newest first from the end of its time range and stops at the
+//! page's limit; the NDJSON export walks it oldest first, a page at a time,
+//! in constant memory. A background task enforces the retention (age and
+//! total bytes), oldest first.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sluice_runtime::Report;
+use sluice_runtime::records::{Changes, ConnectionRef};
+
+use crate::app::{App, EnvState};
+
+/// Summaries per connection.
+pub const EXECUTIONS: &str = "executions";
+/// Summaries with their lines, by execution id (time order).
+pub const LOGS: &str = "logs";
+
+/// One log line as stored and returned.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Line {
+    pub at: DateTime<Utc>,
+    pub level: String,
+    pub source: String,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub meta: Option<Value>,
+}
+
+/// One execution: what the history shows.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Execution {
+    pub id: String,
+    /// `sync`, `action`, `webhook` or `event`.
+    pub kind: String,
+    pub script: String,
+    pub provider_config_key: String,
+    pub connection_id: String,
+    pub started_at: DateTime<Utc>,
+    pub duration_ms: u64,
+    pub success: bool,
+    #[serde(default)]
+    pub error: Option<String>,
+    #[serde(default)]
+    pub changes: BTreeMap<String, Changes>,
+    pub fuel: u64,
+}
+
+/// An execution's log document.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExecutionLog {
+    #[serde(flatten)]
+    pub execution: Execution,
+    pub lines: Vec<Line>,
+    /// Lines left out: past the runtime's cap or this store's byte bound.
+    #[serde(default)]
+    pub dropped: u64,
+}
+
+/// The history and log store's settings and running size.
+pub struct Logs {
+    /// Most bytes of log lines kept per execution.
+    pub max_bytes_per_execution: usize,
+    /// Logs older than this are deleted.
+    pub retention_age: Duration,
+    /// Past this many bytes of logs, the oldest are deleted.
+    pub retention_bytes: u64,
+    /// Bytes of log documents stored, per environment (counted at start).
+    sizes: std::sync::Mutex<BTreeMap<uuid::Uuid, Arc<AtomicU64>>>,
+}
+
+fn new_id(start: DateTime<Utc>) -> String {
+    let r = uuid::Uuid::new_v4().simple().to_string();
+    format!("{:020}-{}", start.timestamp_micros().max(0), &r[..12])
+}
+
+impl Logs {
+    pub fn new(config: &crate::ServerConfig) -> Self {
+        Logs {
+            max_bytes_per_execution: config.log_bytes_per_execution,
+            retention_age: config.log_retention_age,
+            retention_bytes: config.log_retention_bytes,
+            sizes: Default::default(),
+        }
+    }
+
+    fn size(&self, env: &EnvState) -> Arc<AtomicU64> {
+        self.sizes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(env.store.id())
+            .or_default()
+            .clone()
+    }
+
+    /// Keeps an execution: its summary and its lines (best effort: the
+    /// history must not fail what it describes).
+    pub async fn record(
+        &self,
+        env: &EnvState,
+        conn: &ConnectionRef,
+        kind: &str,
+        script: &str,
+        report: &Report,
+    ) {
+        let finished = Utc::now();
+        let started_at = finished
+            - chrono::Duration::from_std(report.duration)
+                .unwrap_or_else(|_| chrono::Duration::zero());
+        let execution = Execution {
+            id: new_id(started_at),
+            kind: kind.to_string(),
+            script: script.to_string(),
+            provider_config_key: conn.provider_config_key.clone(),
+            connection_id: conn.connection_id.clone(),
+            started_at,
+            duration_ms: report.duration.as_millis() as u64,
+            success: report.outcome.is_ok(),
+            error: report.outcome.as_ref().err().map(|e| e.to_string()),
+            changes: report.changes.clone(),
+            fuel: report.fuel_consumed,
+        };
+        let mut lines = Vec::new();
+        let mut bytes = 0usize;
+        let mut dropped = report.logs_dropped;
+        for l in &report.logs {
+            let size = l.message.len() + l.meta.as_ref().map_or(0, |m| m.to_string().len()) + 48;
+            if bytes + size > self.max_bytes_per_execution {
+                dropped += 1;
+                continue;
+            }
+            bytes += size;
+            lines.push(Line {
+                at: l.at,
+                level: serde_json::to_value(l.level)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default(),
+                source: serde_json::to_value(l.source)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default(),
+                message: l.message.clone(),
+                meta: l.meta.clone(),
+            });
+        }
+        if let Some(e) = &execution.error {
+            lines.push(Line {
+                at: finished,
+                level: "error".into(),
+                source: "internal".into(),
+                message: format!("{script} failed: {e}"),
+                meta: None,
+            });
+        }
+        let log = ExecutionLog {
+            execution: execution.clone(),
+            lines,
+            dropped,
+        };
+        self.write(env, conn, &log).await;
+    }
+
+    /// Keeps an execution that has no report (a run stopped at its time
+    /// limit, say).
+    pub async fn record_failure(
+        &self,
+        env: &EnvState,
+        conn: &ConnectionRef,
+        kind: &str,
+        script: &str,
+        started_at: DateTime<Utc>,
+        error: String,
+    ) {
+        let execution = Execution {
+            id: new_id(started_at),
+            kind: kind.into(),
+            script: script.into(),
+            provider_config_key: conn.provider_config_key.clone(),
+            connection_id: conn.connection_id.clone(),
+            started_at,
+            duration_ms: (Utc::now() - started_at).num_milliseconds().max(0) as u64,
+            success: false,
+            error: Some(error.clone()),
+            changes: BTreeMap::new(),
+            fuel: 0,
+        };
+        let log = ExecutionLog {
+            lines: vec![Line {
+                at: Utc::now(),
+                level: "error".into(),
+                source: "internal".into(),
+                message: format!("{script} failed: {error}"),
+                meta: None,
+            }],
+            execution,
+            dropped: 0,
+        };
+        self.write(env, conn, &log).await;
+    }
+
+    async fn write(&self, env: &EnvState, conn: &ConnectionRef, log: &ExecutionLog) {
+        let e = &log.execution;
+        let history_key = format!(
+            "{}\u{1f}{}\u{1f}{}",
+            conn.provider_config_key, conn.connection_id, e.id
+        );
+        let _ = env
+            .store
+            .put_doc_unflushed(EXECUTIONS, &history_key, e)
+            .await;
+        if let Ok(bytes) = serde_json::to_vec(log)
+            && env.store.put_doc_unflushed(LOGS, &e.id, log).await.is_ok()
+        {
+            self.size(env)
+                .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts what every environment's logs weigh (at start).
+    pub async fn load(&self, app: &App) -> Result<(), sluice_store::StoreError> {
+        for env in app.envs() {
+            let mut total = 0u64;
+            let mut after: Option<String> = None;
+            loop {
+                let page: Vec<(String, Value)> = env
+                    .store
+                    .docs(LOGS, "", after.as_deref(), 1000, false)
+                    .await?;
+                let Some((last, _)) = page.last() else { break };
+                after = Some(last.clone());
+                total += page
+                    .iter()
+                    .map(|(_, v)| v.to_string().len() as u64)
+                    .sum::<u64>();
+            }
+            self.size(env).store(total, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Deletes logs past the retention, oldest first; returns how many.
+    pub async fn enforce(&self, env: &EnvState) -> Result<usize, sluice_store::StoreError> {
+        let oldest_kept = Utc::now()
+            - chrono::Duration::from_std(self.retention_age)
+                .unwrap_or_else(|_| chrono::Duration::days(3650));
+        let size = self.size(env);
+        let mut deleted = 0;
+        loop {
+            let page: Vec<(String, ExecutionLog)> =
+                env.store.docs(LOGS, "", None, 200, false).await?;
+            if page.is_empty() {
+                return Ok(deleted);
+            }
+            let mut progressed = false;
+            for (key, log) in page {
+                let old = log.execution.started_at < oldest_kept;
+                let over = size.load(Ordering::Relaxed) > self.retention_bytes;
+                if !old && !over {
+                    return Ok(deleted);
+                }
+                let bytes = serde_json::to_vec(&log)
+                    .map(|b| b.len() as u64)
+                    .unwrap_or(0);
+                if env.store.delete_doc(LOGS, &key).await? {
+                    let e = &log.execution;
+                    let history_key = format!(
+                        "{}\u{1f}{}\u{1f}{}",
+                        e.provider_config_key, e.connection_id, e.id
+                    );
+                    env.store.delete_doc(EXECUTIONS, &history_key).await?;
+                    let _ = size.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |s| {
+                        Some(s.saturating_sub(bytes))
+                    });
+                    deleted += 1;
+                    progressed = true;
+                }
+            }
+            if !progressed {
+                return Ok(deleted);
+            }
+        }
+    }
+
+    /// Enforces the retention every `every` until the app is dropped.
+    pub fn spawn(self: &Arc<Self>, app: &Arc<App>, every: Duration) -> tokio::task::JoinHandle<()> {
+        let me = self.clone();
+        let app = Arc::downgrade(app);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let Some(app) = app.upgrade() else { return };
+                for env in app.envs() {
+                    let _ = me.enforce(env).await;
+                }
+            }
+        })
+    }
+}
+
+/// What a search or an export keeps.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    pub provider_config_key: Option<String>,
+    pub connection_id: Option<String>,
+    pub script: Option<String>,
+    /// Lines at this level or above (`debug` < `info` < `warn` < `error`).
+    pub level: Option<u8>,
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+    pub execution_id: Option<String>,
+    /// A case-insensitive substring of the message.
+    pub text: Option<String>,
+}
+
+pub fn level_rank(level: &str) -> Option<u8> {
+    match level {
+        "debug" => Some(0),
+        "info" => Some(1),
+        "warn" => Some(2),
+        "error" => Some(3),
+        _ => None,
+    }
+}
+
+impl Filter {
+    fn keeps_execution(&self, e: &Execution) -> bool {
+        self.provider_config_key
+            .as_ref()
+            .is_none_or(|p| *p == e.provider_config_key)
+            && self
+                .connection_id
+                .as_ref()
+                .is_none_or(|c| *c == e.connection_id)
+            && self.script.as_ref().is_none_or(|s| *s == e.script)
+            && self.execution_id.as_ref().is_none_or(|i| *i == e.id)
+    }
+
+    fn keeps_line(&self, l: &Line) -> bool {
+        self.level
+            .is_none_or(|min| level_rank(&l.level).unwrap_or(0) >= min)
+            && self.from.is_none_or(|f| l.at >= f)
+            && self.to.is_none_or(|t| l.at <= t)
+            && self
+                .text
+                .as_ref()
+                .is_none_or(|t| l.message.to_lowercase().contains(&t.to_lowercase()))
+    }
+
+    /// The lines of `log` the filter keeps, oldest first.
+    pub fn lines_of<'l>(&'l self, log: &'l ExecutionLog) -> impl Iterator<Item = &'l Line> + 'l {
+        let keep = self.keeps_execution(&log.execution);
+        log.lines.iter().filter(move |l| keep && self.keeps_line(l))
+    }
+
+    /// A line of an execution as the API returns it.
+    pub fn view(e: &Execution, l: &Line) -> Value {
+        serde_json::json!({
+            "execution_id": e.id,
+            "kind": e.kind,
+            "script": e.script,
+            "provider_config_key": e.provider_config_key,
+            "connection_id": e.connection_id,
+            "at": l.at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            "level": l.level,
+            "source": l.source,
+            "message": l.message,
+            "meta": l.meta,
+        })
+    }
+
+    /// The key range of the time filter over execution ids: executions
+    /// that started after `to` cannot have lines before it.
+    fn upper_key(&self) -> Option<String> {
+        self.to
+            .map(|t| format!("{:020}-~", t.timestamp_micros().max(0)))
+    }
+
+    /// Lines newest first: up to `limit`, strictly before the cursor (an
+    /// execution id and a line index); the next cursor when there is more.
+    pub async fn search(
+        &self,
+        env: &EnvState,
+        limit: usize,
+        cursor: Option<(String, usize)>,
+    ) -> Result<(Vec<Value>, Option<(String, usize)>), sluice_store::StoreError> {
+        if let Some(id) = &self.execution_id {
+            // One document.
+            let mut out = Vec::new();
+            if let Some(log) = env.store.doc::<ExecutionLog>(LOGS, id).await?
+                && self.keeps_execution(&log.execution)
+            {
+                for l in log.lines.iter().rev().filter(|l| self.keeps_line(l)) {
+                    out.push(Self::view(&log.execution, l));
+                }
+            }
+            let start = cursor.map_or(0, |(_, i)| i);
+            let page: Vec<Value> = out.into_iter().skip(start).take(limit + 1).collect();
+            let more = page.len() > limit;
+            let page: Vec<Value> = page.into_iter().take(limit).collect();
+            let next = more.then(|| (id.clone(), start + limit));
+            return Ok((page, next));
+        }
+        let mut out = Vec::new();
+        let (mut after, mut skip_in_first) = match cursor {
+            Some((id, i)) => (Some(id.clone()), Some((id, i))),
+            None => (self.upper_key(), None),
+        };
+        // With a cursor the scan restarts at the cursor's execution.
+        if let Some((id, _)) = &skip_in_first {
+            after = Some(format!("{id}~"));
+        }
+        let floor = self
+            .from
+            .map(|f| format!("{:020}", f.timestamp_micros().max(0) - 86_400_000_000));
+        loop {
+            let page: Vec<(String, ExecutionLog)> = env
+                .store
+                .docs(LOGS, "", after.as_deref(), 200, true)
+                .await?;
+            let Some((last, _)) = page.last() else {
+                return Ok((out, None));
+            };
+            after = Some(last.clone());
+            for (key, log) in &page {
+                if floor.as_ref().is_some_and(|f| key < f) {
+                    return Ok((out, None));
+                }
+                if !self.keeps_execution(&log.execution) {
+                    continue;
+                }
+                let skip = match &skip_in_first {
+                    Some((id, i)) if id == key => *i,
+                    _ => 0,
+                };
+                for (i, l) in log.lines.iter().rev().enumerate().skip(skip) {
+                    if !self.keeps_line(l) {
+                        continue;
+                    }
+                    if out.len() == limit {
+                        return Ok((out, Some((key.clone(), i))));
+                    }
+                    out.push(Self::view(&log.execution, l));
+                }
+                skip_in_first = None;
+            }
+        }
+    }
+}

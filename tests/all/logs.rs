@@ -1,0 +1,200 @@
+//! Execution logs and history: found by search, paged, exported as NDJSON,
+//! credentials never in them, and dropped by the retention.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use sluice_runtime::ScriptKind;
+use sluice_server::ServerConfig;
+use sluice_store::MasterKey;
+use sluice_tests::guests;
+
+use crate::scheduler::Upstream;
+use sluice_server::Server;
+
+use crate::server::{Client, DEV_KEY, deploy_scripts, start_with};
+
+const YAML: &str = "
+integrations:
+  hubspot:
+    syncs:
+      contacts:
+        runs: every hour
+        auto_start: false
+        output: Contact
+        endpoint: GET /contacts
+models:
+  Contact:
+    id: string
+";
+
+const TOKEN: &str = "very-secret-token-4711";
+
+async fn server(
+    up: &Upstream,
+    config: impl FnOnce(&mut ServerConfig),
+) -> (Server, Client, tempfile::TempDir) {
+    let data = tempfile::tempdir().unwrap();
+    let mut c = ServerConfig::new(data.path(), "127.0.0.1:0".parse().unwrap());
+    config(&mut c);
+    let server = start_with(c, &MasterKey::generate(), &up.providers()).await;
+    let client = Client::new(&server, DEV_KEY);
+    deploy_scripts(
+        &client,
+        YAML,
+        "hubspot",
+        &[(guests::HUBSPOT_RUST_CONTACTS, "contacts", ScriptKind::Sync)],
+    )
+    .await;
+    client
+        .send(
+            "POST",
+            "/integrations",
+            Some(json!({"unique_key": "hubspot", "provider": "hubspot"})),
+        )
+        .await;
+    client
+        .send(
+            "POST",
+            "/connection",
+            Some(json!({"provider_config_key": "hubspot", "connection_id": "demo", "access_token": TOKEN})),
+        )
+        .await;
+    let (code, out) = client
+        .send(
+            "POST",
+            "/sync/trigger",
+            Some(json!({"syncs": ["contacts"], "provider_config_key": "hubspot", "connection_id": "demo", "wait": true})),
+        )
+        .await;
+    assert_eq!(code, 200, "{out}");
+    assert_eq!(out["runs"][0]["success"], true, "{out}");
+    (server, client, data)
+}
+
+async fn logs(c: &Client, query: &str) -> Value {
+    let (code, out) = c.send("GET", &format!("/logs?{query}"), None).await;
+    assert_eq!(code, 200, "{out}");
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_executions_logs_are_found_paged_exported_and_hold_no_credentials() {
+    let up = Upstream::start().await;
+    let (server, c, _data) = server(&up, |_| {}).await;
+
+    // The script's own line, found by text.
+    let found = logs(&c, "connection_id=demo&q=SAVED%202").await;
+    let lines = found["logs"].as_array().unwrap();
+    assert_eq!(lines.len(), 1, "{found}");
+    assert_eq!(lines[0]["message"], "saved 2 contacts");
+    assert_eq!(lines[0]["script"], "contacts");
+    assert_eq!(lines[0]["source"], "user");
+    let execution = lines[0]["execution_id"].as_str().unwrap().to_string();
+
+    // All of that execution's lines: its HTTP attempt too, newest first.
+    let all = logs(&c, &format!("execution_id={execution}")).await;
+    let all = all["logs"].as_array().unwrap().clone();
+    assert!(all.len() >= 2, "{all:?}");
+    assert!(
+        all.iter().any(|l| l["message"]
+            .as_str()
+            .unwrap()
+            .contains("/crm/v3/objects/contacts")),
+        "{all:?}"
+    );
+    let times: Vec<&str> = all.iter().map(|l| l["at"].as_str().unwrap()).collect();
+    assert!(times.windows(2).all(|w| w[0] >= w[1]), "{times:?}");
+    // Filters that exclude it.
+    assert_eq!(logs(&c, "level=error").await["logs"], json!([]));
+    assert_eq!(logs(&c, "script=other").await["logs"], json!([]));
+    assert_eq!(logs(&c, "to=2000-01-01T00:00:00Z").await["logs"], json!([]));
+    let (code, out) = c.send("GET", "/logs?level=loud", None).await;
+    assert_eq!(
+        (code, out["error"]["code"].as_str()),
+        (400, Some("invalid_query_params"))
+    );
+
+    // Pages of one line walk the same lines.
+    let mut paged = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let q = match &cursor {
+            Some(cur) => format!("connection_id=demo&limit=1&cursor={cur}"),
+            None => "connection_id=demo&limit=1".into(),
+        };
+        let page = logs(&c, &q).await;
+        paged.extend(page["logs"].as_array().unwrap().clone());
+        match page["next_cursor"].as_str() {
+            Some(n) => cursor = Some(n.to_string()),
+            None => break,
+        }
+        assert!(paged.len() <= all.len(), "paging does not end");
+    }
+    assert_eq!(paged, all);
+
+    // The export: NDJSON, oldest first, the same lines.
+    let resp = c
+        .http
+        .get(format!("{}/logs/export?connection_id=demo", c.base))
+        .bearer_auth(DEV_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "application/x-ndjson");
+    let text = resp.text().await.unwrap();
+    let exported: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let mut newest_first = exported.clone();
+    newest_first.reverse();
+    assert_eq!(newest_first, all);
+    assert!(!text.contains(TOKEN), "a credential in the logs");
+
+    // The connection's history.
+    let (code, h) = c
+        .send(
+            "GET",
+            "/executions?provider_config_key=hubspot&connection_id=demo",
+            None,
+        )
+        .await;
+    assert_eq!(code, 200, "{h}");
+    let e = &h["executions"][0];
+    assert_eq!(e["id"], execution.as_str());
+    assert_eq!(e["script"], "contacts");
+    assert_eq!(e["kind"], "sync");
+    assert_eq!(e["success"], true);
+    assert_eq!(e["changes"]["Contact"]["added"], 2, "{e}");
+    assert!(
+        e["duration_ms"].is_u64() && e["fuel"].as_u64().unwrap() > 0,
+        "{e}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_retention_drops_old_logs() {
+    let up = Upstream::start().await;
+    let (server, c, _data) = server(&up, |c| {
+        c.log_retention_bytes = 1;
+        c.log_retention_every = Duration::from_millis(100);
+    })
+    .await;
+    let t = Instant::now();
+    while logs(&c, "connection_id=demo").await["logs"] != json!([]) {
+        assert!(t.elapsed() < Duration::from_secs(10), "the logs were kept");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (_, h) = c
+        .send(
+            "GET",
+            "/executions?provider_config_key=hubspot&connection_id=demo",
+            None,
+        )
+        .await;
+    assert_eq!(h["executions"], json!([]));
+    server.stop().await;
+}
