@@ -66,12 +66,34 @@ pub struct Execution {
 /// An execution's log document.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ExecutionLog {
-    #[serde(flatten)]
     pub execution: Execution,
     pub lines: Vec<Line>,
     /// Lines left out: past the runtime's cap or this store's byte bound.
     #[serde(default)]
     pub dropped: u64,
+}
+
+/// A stored line decoded in place: searches look at a million lines and
+/// keep few, so a line is only copied when it is kept.
+#[derive(Deserialize)]
+struct LineRef<'a> {
+    #[serde(borrow)]
+    at: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    level: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    source: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    message: std::borrow::Cow<'a, str>,
+    #[serde(borrow, default)]
+    meta: Option<&'a serde_json::value::RawValue>,
+}
+
+#[derive(Deserialize)]
+struct LogRef<'a> {
+    execution: Execution,
+    #[serde(borrow)]
+    lines: Vec<LineRef<'a>>,
 }
 
 /// The history and log store's settings and running size.
@@ -330,6 +352,20 @@ pub struct Filter {
     pub text: Option<String>,
 }
 
+/// Whether `haystack` contains `needle`, ignoring ASCII case (and the
+/// case of other letters when either has any).
+fn contains_ignore_case(haystack: &str, needle: &str) -> bool {
+    if needle.is_ascii() {
+        let n = needle.as_bytes();
+        return n.is_empty()
+            || haystack
+                .as_bytes()
+                .windows(n.len())
+                .any(|w| w.eq_ignore_ascii_case(n));
+    }
+    haystack.to_lowercase().contains(&needle.to_lowercase())
+}
+
 pub fn level_rank(level: &str) -> Option<u8> {
     match level {
         "debug" => Some(0),
@@ -353,36 +389,62 @@ impl Filter {
             && self.execution_id.as_ref().is_none_or(|i| *i == e.id)
     }
 
-    fn keeps_line(&self, l: &Line) -> bool {
-        self.level
-            .is_none_or(|min| level_rank(&l.level).unwrap_or(0) >= min)
-            && self.from.is_none_or(|f| l.at >= f)
-            && self.to.is_none_or(|t| l.at <= t)
-            && self
-                .text
-                .as_ref()
-                .is_none_or(|t| l.message.to_lowercase().contains(&t.to_lowercase()))
+    fn keeps_line(&self, l: &LineRef<'_>) -> bool {
+        if self
+            .level
+            .is_some_and(|min| level_rank(&l.level).unwrap_or(0) < min)
+        {
+            return false;
+        }
+        if self.from.is_some() || self.to.is_some() {
+            let Ok(at) = DateTime::parse_from_rfc3339(&l.at) else {
+                return false;
+            };
+            if self.from.is_some_and(|f| at < f) || self.to.is_some_and(|t| at > t) {
+                return false;
+            }
+        }
+        match &self.text {
+            None => true,
+            Some(t) => contains_ignore_case(&l.message, t),
+        }
     }
 
-    /// The lines of `log` the filter keeps, oldest first.
-    pub fn lines_of<'l>(&'l self, log: &'l ExecutionLog) -> impl Iterator<Item = &'l Line> + 'l {
-        let keep = self.keeps_execution(&log.execution);
-        log.lines.iter().filter(move |l| keep && self.keeps_line(l))
+    /// The kept lines of a stored log document as the API returns them,
+    /// oldest first.
+    pub fn lines_of(&self, raw: &[u8]) -> Vec<Value> {
+        let Ok(log) = serde_json::from_slice::<LogRef<'_>>(raw) else {
+            return Vec::new();
+        };
+        if !self.keeps_execution(&log.execution) {
+            return Vec::new();
+        }
+        log.lines
+            .iter()
+            .filter(|l| self.keeps_line(l))
+            .map(|l| Self::view(&log.execution, l))
+            .collect()
     }
 
     /// A line of an execution as the API returns it.
-    pub fn view(e: &Execution, l: &Line) -> Value {
+    fn view(e: &Execution, l: &LineRef<'_>) -> Value {
+        let at = DateTime::parse_from_rfc3339(&l.at)
+            .map(|t| {
+                t.with_timezone(&Utc)
+                    .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+            })
+            .unwrap_or_else(|_| l.at.to_string());
         serde_json::json!({
             "execution_id": e.id,
             "kind": e.kind,
             "script": e.script,
             "provider_config_key": e.provider_config_key,
             "connection_id": e.connection_id,
-            "at": l.at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            "at": at,
             "level": l.level,
             "source": l.source,
             "message": l.message,
-            "meta": l.meta,
+            "meta": l.meta.and_then(|m| serde_json::from_str::<Value>(m.get()).ok()),
         })
     }
 
@@ -403,14 +465,14 @@ impl Filter {
     ) -> Result<(Vec<Value>, Option<(String, usize)>), sluice_store::StoreError> {
         if let Some(id) = &self.execution_id {
             // One document.
-            let mut out = Vec::new();
-            if let Some(log) = env.store.doc::<ExecutionLog>(LOGS, id).await?
-                && self.keeps_execution(&log.execution)
-            {
-                for l in log.lines.iter().rev().filter(|l| self.keeps_line(l)) {
-                    out.push(Self::view(&log.execution, l));
-                }
-            }
+            let raw = env
+                .store
+                .docs_raw(LOGS, id, None, 1, false)
+                .await?
+                .into_iter()
+                .find(|(k, _)| k == id);
+            let mut out = raw.map(|(_, r)| self.lines_of(&r)).unwrap_or_default();
+            out.reverse();
             let start = cursor.map_or(0, |(_, i)| i);
             let page: Vec<Value> = out.into_iter().skip(start).take(limit + 1).collect();
             let more = page.len() > limit;
@@ -419,30 +481,31 @@ impl Filter {
             return Ok((page, next));
         }
         let mut out = Vec::new();
-        let (mut after, mut skip_in_first) = match cursor {
-            Some((id, i)) => (Some(id.clone()), Some((id, i))),
-            None => (self.upper_key(), None),
-        };
+        let mut skip_in_first = cursor.clone();
         // With a cursor the scan restarts at the cursor's execution.
-        if let Some((id, _)) = &skip_in_first {
-            after = Some(format!("{id}~"));
-        }
+        let mut after = match &cursor {
+            Some((id, _)) => Some(format!("{id}~")),
+            None => self.upper_key(),
+        };
         let floor = self
             .from
-            .map(|f| format!("{:020}", f.timestamp_micros().max(0) - 86_400_000_000));
+            .map(|f| format!("{:020}", (f.timestamp_micros() - 86_400_000_000).max(0)));
         loop {
-            let page: Vec<(String, ExecutionLog)> = env
+            let page = env
                 .store
-                .docs(LOGS, "", after.as_deref(), 200, true)
+                .docs_raw(LOGS, "", after.as_deref(), 200, true)
                 .await?;
             let Some((last, _)) = page.last() else {
                 return Ok((out, None));
             };
             after = Some(last.clone());
-            for (key, log) in &page {
+            for (key, raw) in &page {
                 if floor.as_ref().is_some_and(|f| key < f) {
                     return Ok((out, None));
                 }
+                let Ok(log) = serde_json::from_slice::<LogRef<'_>>(raw) else {
+                    continue;
+                };
                 if !self.keeps_execution(&log.execution) {
                     continue;
                 }

@@ -50,7 +50,8 @@ struct Entry {
     /// Where the entry sits in its environment's due queue, if it does.
     due_at: Option<i64>,
     /// Callers waiting for the next run to end.
-    waiters: Vec<oneshot::Sender<RunResult>>,
+    /// (Boxed: most schedules never have one, and an entry stays small.)
+    waiters: Option<Box<Vec<oneshot::Sender<RunResult>>>>,
 }
 
 impl Entry {
@@ -86,7 +87,13 @@ struct State {
     due: BTreeMap<Uuid, BTreeSet<(i64, Key)>>,
     /// The environment served last.
     last_served: Option<Uuid>,
+    /// Per environment, how late its last scheduled runs started (ms
+    /// after their slot).
+    delays: HashMap<Uuid, std::collections::VecDeque<i64>>,
 }
+
+/// Dispatch delays kept for [`Scheduler::dispatch_delays`].
+const DELAYS_KEPT: usize = 100_000;
 
 impl State {
     /// Puts the entry in its due queue where it wants to be (or takes it
@@ -148,6 +155,13 @@ impl State {
                 (SyncMode::Incremental, true)
             }
         };
+        if scheduled {
+            let delays = self.delays.entry(env).or_default();
+            if delays.len() == DELAYS_KEPT {
+                delays.pop_front();
+            }
+            delays.push_back(now - due_at);
+        }
         Some(Job {
             env,
             key,
@@ -233,6 +247,29 @@ impl Scheduler {
         self.len() == 0
     }
 
+    /// How late (ms after their slot) the last scheduled runs were
+    /// dispatched, oldest first; emptied by the call.
+    pub fn dispatch_delays(&self, env: &EnvState) -> Vec<i64> {
+        self.lock()
+            .delays
+            .remove(&env.store.id())
+            .map(Vec::from)
+            .unwrap_or_default()
+    }
+
+    /// The schedules of `env`, and how many of them are running.
+    pub fn counts(&self, env: &EnvState) -> (usize, usize) {
+        let id = env.store.id();
+        let st = self.lock();
+        let mine = st.entries.iter().filter(|((e, _), _)| *e == id);
+        let (mut all, mut running) = (0, 0);
+        for (_, entry) in mine {
+            all += 1;
+            running += usize::from(entry.running);
+        }
+        (all, running)
+    }
+
     /// The next scheduled run, `None` when paused or unknown.
     pub fn next_run(&self, env: &EnvState, key: &str) -> Option<DateTime<Utc>> {
         let st = self.lock();
@@ -258,7 +295,7 @@ impl Scheduler {
 
     /// Adds or replaces the schedule `key` from its stored state; a slot
     /// missed since the last run (downtime) makes it due now, once.
-    fn install(
+    pub fn install(
         &self,
         env: Uuid,
         key: &str,
@@ -278,7 +315,7 @@ impl Scheduler {
             running: old.as_ref().is_some_and(|o| o.running),
             queued: old.as_ref().and_then(|o| o.queued),
             due_at: None,
-            waiters: old.map(|o| o.waiters).unwrap_or_default(),
+            waiters: old.and_then(|o| o.waiters),
         };
         // The latest slot at or before now; due now unless a run started
         // at or after it.
@@ -312,7 +349,7 @@ impl Scheduler {
             .collect();
         for k in gone {
             if let Some(entry) = st.remove(env, &k) {
-                for w in entry.waiters {
+                for w in entry.waiters.into_iter().flat_map(|w| *w) {
                     let _ = w.send(Err(ApiError::not_found(
                         "unknown_sync",
                         "the sync was removed before it ran",
@@ -495,7 +532,7 @@ impl Scheduler {
         entry.queued = Some((mode, at));
         let rx = wait.then(|| {
             let (tx, rx) = oneshot::channel();
-            entry.waiters.push(tx);
+            entry.waiters.get_or_insert_default().push(tx);
             rx
         });
         st.place(id, &key);
@@ -640,7 +677,7 @@ impl Scheduler {
                         // Slots that fell during the run are skipped.
                         e.next_ms = e.slot_after(now);
                     }
-                    std::mem::take(&mut e.waiters)
+                    e.waiters.take().map(|w| *w).unwrap_or_default()
                 }
                 None => Vec::new(),
             };
@@ -693,7 +730,7 @@ mod tests {
             running: false,
             queued: None,
             due_at: None,
-            waiters: Vec::new(),
+            waiters: None,
         }
     }
 

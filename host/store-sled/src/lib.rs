@@ -23,7 +23,8 @@
 //! over exactly those trees; either is atomic, also across a crash. It then
 //! flushes (fsyncs) before returning: sled on its own only flushes every
 //! 500 ms, and a write the caller was told succeeded must survive a
-//! SIGKILL. sled's calls block, so none runs on a worker thread while it
+//! SIGKILL. Concurrent writers share flushes (group commit): a writer waits
+//! for a flush that started after its write was applied. sled's calls block, so none runs on a worker thread while it
 //! polls other tasks: writes run on tokio's blocking pool, reads in
 //! `block_in_place` (see `SledBackend::read` for why).
 
@@ -49,6 +50,59 @@ struct Inner {
     db: sled::Db,
     /// One tree per table, indexed by [`Table::index`].
     trees: Vec<sled::Tree>,
+    flushes: GroupFlush,
+}
+
+/// Group commit: writers that need their write on disk share fsyncs. A
+/// writer takes a ticket after its write is applied; one flush at a time
+/// runs and covers every ticket taken before it started, so concurrent
+/// durable writes cost one fsync per group instead of one each.
+#[derive(Default)]
+struct GroupFlush {
+    state: std::sync::Mutex<FlushState>,
+    done: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct FlushState {
+    /// The last ticket handed out.
+    taken: u64,
+    /// Every ticket up to this one is on disk.
+    flushed: u64,
+    running: bool,
+}
+
+impl GroupFlush {
+    /// Returns once a flush that started after this call has finished.
+    fn flush(&self, db: &sled::Db) -> Result<(), BackendError> {
+        let lock = || self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mine = {
+            let mut st = lock();
+            st.taken += 1;
+            st.taken
+        };
+        let mut st = lock();
+        loop {
+            if st.flushed >= mine {
+                return Ok(());
+            }
+            if !st.running {
+                st.running = true;
+                let covers = st.taken;
+                drop(st);
+                let result = db.flush();
+                st = lock();
+                st.running = false;
+                if result.is_ok() {
+                    st.flushed = st.flushed.max(covers);
+                }
+                self.done.notify_all();
+                result.map_err(storage)?;
+                continue;
+            }
+            st = self.done.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+    }
 }
 
 impl std::fmt::Debug for SledBackend {
@@ -139,6 +193,7 @@ impl SledBackend {
                 path: dir.to_path_buf(),
                 db,
                 trees,
+                flushes: GroupFlush::default(),
             }),
         })
     }
@@ -341,7 +396,7 @@ impl SledBackend {
                 }
             }
             if flush {
-                db.db.flush().map_err(storage)?;
+                db.flushes.flush(&db.db)?;
             }
             Ok(())
         })

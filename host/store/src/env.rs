@@ -602,6 +602,32 @@ impl EnvStore {
             .await
     }
 
+    /// [`EnvStore::docs`] as the stored JSON bytes, for callers that decode
+    /// them in place (borrowing, or only in part).
+    pub async fn docs_raw(
+        &self,
+        collection: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+        reverse: bool,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let base = self.doc_space(DocSpace::Env).part(collection);
+        let scan_prefix = base.clone().tail(prefix);
+        let after = after.map(|a| base.clone().tail(a));
+        let rows = self
+            .backend()
+            .scan(Table::Docs, &scan_prefix, after.as_deref(), limit, reverse)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(k, v)| {
+                let key = String::from_utf8_lossy(&k[base.as_bytes().len()..]).into_owned();
+                (key, v)
+            })
+            .collect())
+    }
+
     /// Deletes a document; `false` when there was none.
     pub async fn delete_doc(&self, collection: &str, key: &str) -> Result<bool, StoreError> {
         self.delete_if_present(Table::Docs, self.doc_key(DocSpace::Env, collection, key))

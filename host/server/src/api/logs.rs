@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use super::Env;
 use crate::error::{ApiError, ApiResult};
-use crate::logs::{EXECUTIONS, ExecutionLog, Filter, LOGS, level_rank};
+use crate::logs::{EXECUTIONS, Filter, LOGS, level_rank};
 
 fn invalid(message: impl Into<String>) -> ApiError {
     ApiError::bad_request("invalid_query_params", message)
@@ -95,24 +95,32 @@ pub async fn export(Env(env): Env, RawQuery(raw): RawQuery) -> ApiResult<Respons
             if done {
                 return None;
             }
-            let page: Vec<(String, ExecutionLog)> =
-                match env.store.docs(LOGS, "", after.as_deref(), 100, false).await {
-                    Ok(p) => p,
-                    Err(e) => {
-                        let line = json!({"error": e.to_string()}).to_string() + "\n";
-                        return Some((Ok::<_, std::io::Error>(line), (env, filter, after, true)));
-                    }
-                };
+            let page: Vec<(String, Vec<u8>)> = match env
+                .store
+                .docs_raw(LOGS, "", after.as_deref(), 100, false)
+                .await
+            {
+                Ok(p) => p,
+                Err(e) => {
+                    let line = json!({"error": e.to_string()}).to_string() + "\n";
+                    return Some((Ok::<_, std::io::Error>(line), (env, filter, after, true)));
+                }
+            };
             let (last, _) = page.last()?;
             let next = Some(last.clone());
             let done = page.len() < 100;
             let mut chunk = String::new();
-            for (_, log) in &page {
-                if filter.to.is_some_and(|t| log.execution.started_at > t) {
+            // Executions that started after `to` (their ids say when)
+            // have no line before it: the export ends there.
+            let end = filter
+                .to
+                .map(|t| format!("{:020}-~", t.timestamp_micros().max(0)));
+            for (key, raw) in &page {
+                if end.as_ref().is_some_and(|e| key > e) {
                     return Some((Ok(chunk), (env, filter, next, true)));
                 }
-                for l in filter.lines_of(log) {
-                    chunk.push_str(&Filter::view(&log.execution, l).to_string());
+                for line in filter.lines_of(raw) {
+                    chunk.push_str(&line.to_string());
                     chunk.push('\n');
                 }
             }

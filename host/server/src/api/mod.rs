@@ -196,6 +196,7 @@ pub fn router(app: Arc<App>) -> Router {
             post(incoming::receive),
         )
         .route("/sluice/environment", get(webhook_settings::environment))
+        .route("/sluice/scheduler", get(webhook_settings::scheduler))
         .route("/logs", get(logs::search))
         .route("/logs/export", get(logs::export))
         .route("/executions", get(logs::executions))

@@ -49,3 +49,26 @@ pub async fn environment(
         "webhook_url": format!("{base}/webhook/{id}/{{integration}}"),
     })))
 }
+
+/// `GET /sluice/scheduler`: the environment's schedules, the runs going,
+/// and how late (ms after their slot) its scheduled runs since the last
+/// call were dispatched.
+pub async fn scheduler(
+    axum::extract::State(app): axum::extract::State<std::sync::Arc<crate::app::App>>,
+    Env(env): Env,
+) -> ApiResult<Json<Value>> {
+    let mut delays = app.scheduler.dispatch_delays(&env);
+    let (schedules, running) = app.scheduler.counts(&env);
+    delays.sort_unstable();
+    let at = |p: f64| {
+        delays
+            .get(((delays.len() as f64 * p) as usize).min(delays.len().saturating_sub(1)))
+            .copied()
+    };
+    Ok(Json(json!({
+        "schedules": schedules,
+        "running": running,
+        "dispatched": delays.len(),
+        "dispatch_delay_ms": {"p50": at(0.5), "p99": at(0.99), "max": delays.last()},
+    })))
+}
