@@ -51,7 +51,7 @@ struct Entry {
     due_at: Option<i64>,
     /// Callers waiting for the next run to end.
     /// (Boxed: most schedules never have one, and an entry stays small.)
-    waiters: Option<Box<Vec<oneshot::Sender<RunResult>>>>,
+    waiters: Option<Box<Waiters>>,
 }
 
 impl Entry {
@@ -79,6 +79,10 @@ impl Entry {
 }
 
 type Key = Arc<str>;
+
+/// The callers waiting for a schedule's next run.
+#[derive(Default)]
+struct Waiters(Vec<oneshot::Sender<RunResult>>);
 
 #[derive(Default)]
 struct State {
@@ -349,7 +353,7 @@ impl Scheduler {
             .collect();
         for k in gone {
             if let Some(entry) = st.remove(env, &k) {
-                for w in entry.waiters.into_iter().flat_map(|w| *w) {
+                for w in entry.waiters.into_iter().flat_map(|w| w.0) {
                     let _ = w.send(Err(ApiError::not_found(
                         "unknown_sync",
                         "the sync was removed before it ran",
@@ -532,7 +536,7 @@ impl Scheduler {
         entry.queued = Some((mode, at));
         let rx = wait.then(|| {
             let (tx, rx) = oneshot::channel();
-            entry.waiters.get_or_insert_default().push(tx);
+            entry.waiters.get_or_insert_default().0.push(tx);
             rx
         });
         st.place(id, &key);
@@ -677,7 +681,7 @@ impl Scheduler {
                         // Slots that fell during the run are skipped.
                         e.next_ms = e.slot_after(now);
                     }
-                    e.waiters.take().map(|w| *w).unwrap_or_default()
+                    e.waiters.take().map(|w| w.0).unwrap_or_default()
                 }
                 None => Vec::new(),
             };
