@@ -490,11 +490,15 @@ impl Filter {
         let floor = self
             .from
             .map(|f| format!("{:020}", (f.timestamp_micros() - 86_400_000_000).max(0)));
+        // Documents are large (up to the per-execution bound): read few at
+        // first, more as the search goes on.
+        let mut batch = 8;
         loop {
             let page = env
                 .store
-                .docs_raw(LOGS, "", after.as_deref(), 200, true)
+                .docs_raw(LOGS, "", after.as_deref(), batch, true)
                 .await?;
+            batch = (batch * 2).min(256);
             let Some((last, _)) = page.last() else {
                 return Ok((out, None));
             };
