@@ -376,7 +376,9 @@ impl Webhooks {
         d.attempts += 1;
         match result {
             Ok(()) => {
-                let _ = env.store.delete_doc(OUTBOX, &key).await;
+                // Unflushed: a crash may bring it back, and it is sent
+                // again with the same id, which receivers deduplicate.
+                let _ = env.store.delete_doc_unflushed(OUTBOX, &key).await;
             }
             Err((error, retry)) => {
                 d.last_error = Some(error);
@@ -388,16 +390,11 @@ impl Webhooks {
                     return;
                 }
                 d.next_at = Utc::now() + self.backoff(d.attempts, &d.id);
-                // The new entry first: a crash between the two writes
-                // sends it again (same id), never loses it.
-                if env
+                // One atomic write: never lost, never twice.
+                let _ = env
                     .store
-                    .put_doc(OUTBOX, &outbox_key(d.next_at, &d.id), &d)
-                    .await
-                    .is_ok()
-                {
-                    let _ = env.store.delete_doc(OUTBOX, &key).await;
-                }
+                    .move_doc(OUTBOX, &key, &outbox_key(d.next_at, &d.id), &d)
+                    .await;
             }
         }
     }

@@ -634,6 +634,41 @@ impl EnvStore {
             .await
     }
 
+    /// Writes document `new_key` and deletes `old_key` of the same
+    /// collection in one atomic, flushed write (a queue entry moving to its
+    /// next time, say).
+    pub async fn move_doc<T: Serialize + ?Sized>(
+        &self,
+        collection: &str,
+        old_key: &str,
+        new_key: &str,
+        value: &T,
+    ) -> Result<(), StoreError> {
+        let mut ops = vec![Op::Delete {
+            table: Table::Docs,
+            key: self.doc_key(DocSpace::Env, collection, old_key),
+        }];
+        ops.extend(self.doc_put(DocSpace::Env, collection, new_key, value)?);
+        self.backend().apply(ops).await?;
+        Ok(())
+    }
+
+    /// Deletes a document, acknowledged before it is flushed: for work
+    /// that is done and may be done again if a crash brings it back.
+    pub async fn delete_doc_unflushed(
+        &self,
+        collection: &str,
+        key: &str,
+    ) -> Result<(), StoreError> {
+        self.backend()
+            .apply_unflushed(vec![Op::Delete {
+                table: Table::Docs,
+                key: self.doc_key(DocSpace::Env, collection, key),
+            }])
+            .await?;
+        Ok(())
+    }
+
     /// [`EnvStore::put_doc`] for a document that belongs to a connection
     /// (say its sync state): [`EnvStore::delete_connection`] deletes it.
     pub async fn put_connection_doc<T: Serialize + ?Sized>(

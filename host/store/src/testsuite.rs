@@ -1058,6 +1058,23 @@ pub async fn documents_scan_by_prefix_and_cursor(b: &Reopen) {
             .unwrap()
             .is_none()
     );
+    // A queue entry moves to a new key in one write; an unflushed delete
+    // takes it out.
+    env.put_doc("queue", "001-a", &json!({"n": 1}))
+        .await
+        .unwrap();
+    env.move_doc("queue", "001-a", "005-a", &json!({"n": 2}))
+        .await
+        .unwrap();
+    let queue: Vec<(String, Value)> = env.docs("queue", "", None, 10, false).await.unwrap();
+    assert_eq!(queue, vec![("005-a".to_string(), json!({"n": 2}))]);
+    env.delete_doc_unflushed("queue", "005-a").await.unwrap();
+    assert!(
+        env.docs::<Value>("queue", "", None, 10, false)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 pub async fn blobs_are_content_addressed(b: &Reopen) {

@@ -229,7 +229,8 @@ pub async fn handle(app: Arc<App>, env: Arc<EnvState>, key: String, a: Accepted)
                 .await;
         }
     }
-    let _ = env.store.delete_doc(INCOMING, &key).await;
+    // Unflushed: were it lost in a crash, the webhook is handled again.
+    let _ = env.store.delete_doc_unflushed(INCOMING, &key).await;
 }
 
 /// At start, before listening: the webhooks a previous process accepted
