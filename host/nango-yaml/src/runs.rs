@@ -55,12 +55,24 @@ fn ms(text: &str) -> Option<Duration> {
         _ => return None,
     };
     let secs = value * factor;
-    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs))
+    Duration::try_from_secs_f64(secs).ok()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn absurd_numbers_are_invalid_not_a_crash() {
+        assert_eq!(
+            parse_interval("every 99999999999999999999 years"),
+            Err("sync_interval_invalid")
+        );
+        assert_eq!(
+            parse_interval("every -5 minutes"),
+            Err("sync_interval_invalid")
+        );
+    }
 
     #[test]
     fn phrases_units_and_limits() {

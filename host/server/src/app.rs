@@ -49,6 +49,9 @@ pub struct EnvState {
     deployment: RwLock<Option<Arc<Deployed>>>,
     /// Writers of sync state documents take the lock of their key's stripe.
     sync_locks: Vec<tokio::sync::Mutex<()>>,
+    /// Changes of the set of schedules (deploys, connections created or
+    /// deleted) happen one at a time.
+    pub schedules_lock: tokio::sync::Mutex<()>,
 }
 
 impl EnvState {
@@ -145,6 +148,7 @@ impl App {
                 environment: RwLock::new(Arc::new(environment)),
                 deployment: RwLock::new(None),
                 sync_locks: (0..64).map(|_| tokio::sync::Mutex::new(())).collect(),
+                schedules_lock: tokio::sync::Mutex::new(()),
             };
             envs.insert(store_env.id(), Arc::new(state));
         }

@@ -193,10 +193,11 @@ pub fn route_webhook(
         })(),
         "hubspotWebhookRouting" => (|| {
             let sig = req.header("x-hubspot-signature").ok_or_else(missing)?;
-            let secret = secrets.oauth_client_secret.unwrap_or("");
+            // Without the client secret anyone could sign: refused.
+            let secret = secrets.oauth_client_secret.ok_or_else(invalid)?;
             let mut h = Sha256::new();
             h.update(secret.as_bytes());
-            h.update(body.to_string().as_bytes());
+            h.update(req.raw);
             if !same(&hex(&h.finalize()), &sig.to_ascii_lowercase()) {
                 return Err(invalid());
             }
@@ -241,9 +242,15 @@ pub fn route_webhook(
             )
         })(),
         "githubAppWebhookRouting" | "githubAppOauthWebhookRouting" => (|| {
-            if let Some(sig) = req.header("x-hub-signature-256") {
-                // The original derives the secret from the app's settings;
-                // sluice takes the integration's webhook secret.
+            // The original derives the secret from the app's settings and
+            // lets an unsigned webhook through; sluice takes the
+            // integration's webhook secret and, when there is one,
+            // requires the signature.
+            let sig = req.header("x-hub-signature-256");
+            if secrets.webhook_secret.is_some() && sig.is_none() {
+                return Err(missing());
+            }
+            if let Some(sig) = sig {
                 let secret = secrets.webhook_secret.ok_or_else(invalid)?;
                 let want = format!("sha256={}", hex(&hmac256(secret.as_bytes(), req.raw)));
                 if !same(&want, sig) {
@@ -560,6 +567,55 @@ mod tests {
             r.routes[0].lookup,
             Some(Lookup::ConnectionConfig("portalId".into(), "98".into()))
         );
+    }
+
+    #[test]
+    fn unsigned_webhooks_are_refused_where_a_secret_could_sign_them() {
+        let body = json!({"action": "created", "installation": {"id": 5}});
+        let raw = body.to_string();
+        let with_secret = Secrets {
+            webhook_secret: Some("gh"),
+            ..NONE
+        };
+        let e = route_webhook(
+            "githubAppWebhookRouting",
+            &incoming(&[], raw.as_bytes(), &body),
+            &with_secret,
+        )
+        .unwrap()
+        .unwrap_err();
+        assert_eq!(e.code, "webhook_missing_signature");
+        let good = vec![(
+            "x-hub-signature-256".to_string(),
+            format!("sha256={}", hex(&hmac256(b"gh", raw.as_bytes()))),
+        )];
+        let r = route_webhook(
+            "githubAppWebhookRouting",
+            &incoming(&good, raw.as_bytes(), &body),
+            &with_secret,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            r.routes[0].lookup,
+            Some(Lookup::ConnectionConfig(
+                "installation_id".into(),
+                "5".into()
+            ))
+        );
+        // HubSpot without a client secret: anyone could compute the hash.
+        let forged = vec![(
+            "x-hubspot-signature".to_string(),
+            hex(&Sha256::digest(raw.as_bytes())),
+        )];
+        let e = route_webhook(
+            "hubspotWebhookRouting",
+            &incoming(&forged, raw.as_bytes(), &body),
+            &NONE,
+        )
+        .unwrap()
+        .unwrap_err();
+        assert_eq!(e.code, "webhook_invalid_signature");
     }
 
     #[test]

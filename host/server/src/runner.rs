@@ -338,9 +338,10 @@ pub async fn run_webhook(
         run_type: RunType::Incremental,
     };
     if summary.success {
-        app.webhooks
+        let _ = app
+            .webhooks
             .sync_run(env, conn, name, "base", &models, &summary, "WEBHOOK")
-            .await?;
+            .await;
     }
     Ok(())
 }
@@ -478,12 +479,25 @@ pub async fn run_sync(
     let summary = match tokio::time::timeout(max_run, execution).await {
         Ok(report) => {
             let mut results = report.changes.clone();
-            let success = report.outcome.is_ok();
-            if success && track_deletes {
+            let mut error = report
+                .outcome
+                .as_ref()
+                .err()
+                .map(|e| serde_json::to_value(e.to_failure()).unwrap_or(Value::Null));
+            if error.is_none() && track_deletes {
                 for m in &models {
                     let full = full_name(m);
-                    let deleted = env.store.delete_stale(conn, &full, &id, job).await?;
-                    results.entry(full).or_default().deleted += deleted;
+                    match env.store.delete_stale(conn, &full, &id, job).await {
+                        Ok(deleted) => results.entry(full).or_default().deleted += deleted,
+                        Err(e) => {
+                            // The run fails (lastSyncDate stays), and says why.
+                            error = Some(json!({
+                                "type": "sync_track_deletes_failed",
+                                "message": format!("deleting the records the run did not see failed: {e}"),
+                            }));
+                            break;
+                        }
+                    }
                 }
             }
             record_execution(app, env, conn, "sync", name, &report).await;
@@ -491,13 +505,9 @@ pub async fn run_sync(
                 job,
                 started_at,
                 finished_at: Utc::now(),
-                success,
+                success: error.is_none(),
                 results,
-                error: report
-                    .outcome
-                    .as_ref()
-                    .err()
-                    .map(|e| serde_json::to_value(e.to_failure()).unwrap_or(Value::Null)),
+                error,
                 fuel: report.fuel_consumed,
                 run_type,
             }
@@ -524,7 +534,10 @@ pub async fn run_sync(
         state.last_run = Some(summary.clone());
     })
     .await?;
-    app.webhooks
+    // The run is done and recorded whatever happens to its webhooks; one
+    // that cannot be stored is in the logs of the next run's reader.
+    let _ = app
+        .webhooks
         .sync_run(
             env,
             conn,
@@ -538,7 +551,7 @@ pub async fn run_sync(
                 "INCREMENTAL"
             },
         )
-        .await?;
+        .await;
     Ok(summary)
 }
 

@@ -52,6 +52,9 @@ struct Entry {
     /// Callers waiting for the next run to end.
     /// (Boxed: most schedules never have one, and an entry stays small.)
     waiters: Option<Box<Waiters>>,
+    /// Dropped (its connection or sync is gone) while a run was going: it
+    /// goes when the run ends, and meanwhile nothing starts it again.
+    removed: bool,
 }
 
 impl Entry {
@@ -67,7 +70,7 @@ impl Entry {
 
     /// When it should be dispatched, if at all.
     fn wants(&self) -> Option<i64> {
-        if self.running {
+        if self.running || self.removed {
             return None;
         }
         match self.queued {
@@ -152,8 +155,13 @@ impl State {
         let entry = self.entries.get_mut(&(env, key.clone()))?;
         entry.due_at = None;
         entry.running = true;
+        let mut waiters = Vec::new();
         let (mode, scheduled) = match entry.queued.take() {
-            Some((mode, _)) => (mode, false),
+            Some((mode, _)) => {
+                // Those who asked for this run wait for this one.
+                waiters = entry.waiters.take().map(|w| w.0).unwrap_or_default();
+                (mode, false)
+            }
             None => {
                 entry.next_ms = entry.slot_after(now);
                 (SyncMode::Incremental, true)
@@ -172,6 +180,7 @@ impl State {
             mode,
             scheduled,
             due_at,
+            waiters,
         })
     }
 
@@ -192,6 +201,8 @@ struct Job {
     /// From the grid (not a manual trigger).
     scheduled: bool,
     due_at: i64,
+    /// The callers waiting for this run (a trigger's).
+    waiters: Vec<oneshot::Sender<RunResult>>,
 }
 
 /// The schedules of every environment, and the task that runs them.
@@ -265,7 +276,10 @@ impl Scheduler {
     pub fn counts(&self, env: &EnvState) -> (usize, usize) {
         let id = env.store.id();
         let st = self.lock();
-        let mine = st.entries.iter().filter(|((e, _), _)| *e == id);
+        let mine = st
+            .entries
+            .iter()
+            .filter(|((e, _), entry)| *e == id && !entry.removed);
         let (mut all, mut running) = (0, 0);
         for (_, entry) in mine {
             all += 1;
@@ -294,7 +308,8 @@ impl Scheduler {
     pub fn is_scheduled(&self, env: &EnvState, key: &str) -> bool {
         self.lock()
             .entries
-            .contains_key(&(env.store.id(), Key::from(key)))
+            .get(&(env.store.id(), Key::from(key)))
+            .is_some_and(|e| !e.removed)
     }
 
     /// Adds or replaces the schedule `key` from its stored state; a slot
@@ -320,6 +335,7 @@ impl Scheduler {
             queued: old.as_ref().and_then(|o| o.queued),
             due_at: None,
             waiters: old.and_then(|o| o.waiters),
+            removed: false,
         };
         // The latest slot at or before now; due now unless a run started
         // at or after it.
@@ -332,8 +348,10 @@ impl Scheduler {
         } else {
             Some(entry.slot_after(now) - entry.interval_ms)
         };
+        // A missed slot is run now, once (its wait counts from now: the
+        // time the server was down is not time spent waiting for a slot).
         entry.next_ms = match latest_slot {
-            Some(slot) if last_started.is_none_or(|s| s < slot) => slot,
+            Some(slot) if last_started.is_none_or(|s| s < slot) => now,
             _ => entry.slot_after(now),
         };
         st.entries.insert((env, key.clone()), entry);
@@ -352,6 +370,14 @@ impl Scheduler {
             .map(|(_, k)| k.clone())
             .collect();
         for k in gone {
+            if let Some(entry) = st.entries.get_mut(&(env, k.clone()))
+                && entry.running
+            {
+                // Its run ends by itself; then the entry goes.
+                entry.removed = true;
+                st.place(env, &k);
+                continue;
+            }
             if let Some(entry) = st.remove(env, &k) {
                 for w in entry.waiters.into_iter().flat_map(|w| w.0) {
                     let _ = w.send(Err(ApiError::not_found(
@@ -369,6 +395,7 @@ impl Scheduler {
     /// intervals of nango.yaml, none for syncs no longer deployed. Stored
     /// state (pause, frequency, last run) is kept.
     pub async fn reconcile(&self, env: &EnvState) -> ApiResult<()> {
+        let _one_at_a_time = env.schedules_lock.lock().await;
         let id = env.store.id();
         let Some(catalog) = env.deployment().map(|d| d.catalog.clone()) else {
             self.retain(id, |_| false);
@@ -398,6 +425,7 @@ impl Scheduler {
 
     /// The schedules of a new connection (after it is stored).
     pub async fn connection_created(&self, env: &EnvState, conn: &ConnectionRef) -> ApiResult<()> {
+        let _one_at_a_time = env.schedules_lock.lock().await;
         let Some(catalog) = env.deployment().map(|d| d.catalog.clone()) else {
             return Ok(());
         };
@@ -413,6 +441,7 @@ impl Scheduler {
 
     /// Forgets a deleted connection's schedules and their state.
     pub async fn connection_deleted(&self, env: &EnvState, conn: &ConnectionRef) -> ApiResult<()> {
+        let _one_at_a_time = env.schedules_lock.lock().await;
         let prefix = runner::sync_key_prefix(conn);
         self.retain(env.store.id(), |k| !k.starts_with(&prefix));
         loop {
@@ -523,7 +552,10 @@ impl Scheduler {
         let id = env.store.id();
         let key = Key::from(key);
         let mut st = self.lock();
-        let entry = st.entries.get_mut(&(id, key.clone()))?;
+        let entry = st
+            .entries
+            .get_mut(&(id, key.clone()))
+            .filter(|e| !e.removed)?;
         // A second trigger before the first ran keeps the stronger mode.
         let mode = match entry.queued {
             Some((SyncMode::FullRefreshAndClearCache, _)) => SyncMode::FullRefreshAndClearCache,
@@ -604,7 +636,7 @@ impl Scheduler {
         if let Some(e) = st.entries.get_mut(&(id, key.clone())) {
             e.interval_ms = interval_ms;
             e.anchor_ms = now.timestamp_millis();
-            e.next_ms = e.anchor_ms + interval_ms;
+            e.next_ms = e.anchor_ms.saturating_add(interval_ms);
         }
         st.place(id, &key);
         drop(st);
@@ -668,27 +700,46 @@ impl Scheduler {
         }
     }
 
-    async fn run(self: Arc<Self>, app: Arc<App>, job: Job, permit: OwnedSemaphorePermit) {
-        let result = self.execute(&app, &job).await;
+    async fn run(self: Arc<Self>, app: Arc<App>, mut job: Job, permit: OwnedSemaphorePermit) {
+        use futures_util::FutureExt as _;
+        // A panic in a run must not leave the schedule marked running.
+        let result = std::panic::AssertUnwindSafe(self.execute(&app, &job))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|_| {
+                Err(ApiError::new(
+                    axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal_error",
+                    "the run failed inside sluice",
+                ))
+            });
         drop(permit);
-        let waiters = {
+        {
             let mut st = self.lock();
             let now = now_ms();
-            let waiters = match st.entries.get_mut(&(job.env, job.key.clone())) {
+            let key = (job.env, job.key.clone());
+            let removed = match st.entries.get_mut(&key) {
                 Some(e) => {
                     e.running = false;
                     if e.next_ms <= now {
                         // Slots that fell during the run are skipped.
                         e.next_ms = e.slot_after(now);
                     }
-                    e.waiters.take().map(|w| w.0).unwrap_or_default()
+                    e.removed
                 }
-                None => Vec::new(),
+                None => false,
             };
+            if removed && let Some(gone) = st.remove(job.env, &job.key) {
+                for w in gone.waiters.into_iter().flat_map(|w| w.0) {
+                    let _ = w.send(Err(ApiError::not_found(
+                        "unknown_sync",
+                        "the sync was removed before it ran",
+                    )));
+                }
+            }
             st.place(job.env, &job.key);
-            waiters
-        };
-        for w in waiters {
+        }
+        for w in std::mem::take(&mut job.waiters) {
             let _ = w.send(result.clone());
         }
         self.wake.notify_one();
@@ -735,6 +786,7 @@ mod tests {
             queued: None,
             due_at: None,
             waiters: None,
+            removed: false,
         }
     }
 

@@ -345,6 +345,9 @@ impl Webhooks {
     async fn deliver_due(self: &Arc<Self>, app: &Arc<App>) -> Option<DateTime<Utc>> {
         let now = Utc::now();
         let mut earliest: Option<DateTime<Utc>> = None;
+        // Every environment's due deliveries at once: a slow receiver of
+        // one environment does not hold up another's.
+        let mut sends = tokio::task::JoinSet::new();
         for env in app.envs() {
             let Ok(batch) = env
                 .store
@@ -353,7 +356,6 @@ impl Webhooks {
             else {
                 continue;
             };
-            let mut sends = tokio::task::JoinSet::new();
             for (key, d) in batch {
                 if d.next_at > now {
                     earliest = Some(earliest.map_or(d.next_at, |e| e.min(d.next_at)));
@@ -362,12 +364,12 @@ impl Webhooks {
                 let (me, app, env) = (self.clone(), app.clone(), env.clone());
                 sends.spawn(async move { me.attempt(&app, &env, key, d).await });
             }
-            if !sends.is_empty() {
-                // More may be due; look again at once.
-                earliest = Some(now);
-            }
-            while sends.join_next().await.is_some() {}
         }
+        if !sends.is_empty() {
+            // More may be due; look again at once.
+            earliest = Some(now);
+        }
+        while sends.join_next().await.is_some() {}
         earliest
     }
 

@@ -167,6 +167,14 @@ async fn connections(env: &EnvState, pck: &str, lookup: &Lookup) -> ApiResult<Ve
 /// Runs the webhook scripts an accepted webhook asks for, forwards it to
 /// the app, and forgets it.
 pub async fn handle(app: Arc<App>, env: Arc<EnvState>, key: String, a: Accepted) {
+    // Kept when a step fails for the store: the next start handles it again.
+    if handle_once(&app, &env, &a).await.is_ok() {
+        // Unflushed: were it lost in a crash, the webhook is handled again.
+        let _ = env.store.delete_doc_unflushed(INCOMING, &key).await;
+    }
+}
+
+async fn handle_once(app: &Arc<App>, env: &Arc<EnvState>, a: &Accepted) -> ApiResult<()> {
     let pck = a.provider_config_key.clone();
     let catalog = env.deployment().map(|d| d.catalog.clone());
     let mut matched: Vec<String> = Vec::new();
@@ -174,9 +182,7 @@ pub async fn handle(app: Arc<App>, env: Arc<EnvState>, key: String, a: Accepted)
         let Some(lookup) = &route.lookup else {
             continue;
         };
-        let Ok(ids) = connections(&env, &pck, lookup).await else {
-            continue;
-        };
+        let ids = connections(env, &pck, lookup).await?;
         let subscribed: Vec<String> = catalog
             .as_ref()
             .and_then(|c| c.config.integration(&pck))
@@ -199,38 +205,35 @@ pub async fn handle(app: Arc<App>, env: Arc<EnvState>, key: String, a: Accepted)
                 connection_id: cid.clone(),
             };
             for sync in &subscribed {
-                // Failures are in the connection's history.
-                let _ = crate::runner::run_webhook(&app, &env, &conn, sync, &route.input).await;
+                // A script's failure is in the connection's history.
+                let _ = crate::runner::run_webhook(app, env, &conn, sync, &route.input).await;
             }
         }
         matched.extend(ids);
     }
-    if let Ok(settings) = crate::webhooks::settings(&env).await {
-        let bodies: Vec<Value> = if matched.is_empty() {
-            vec![a.forward.clone()]
-        } else {
-            matched
-                .iter()
-                .map(|cid| {
-                    json!({
-                        "from": a.provider,
-                        "providerConfigKey": pck,
-                        "type": "forward",
-                        "payload": a.forward,
-                        "connectionId": cid,
-                    })
+    let settings = crate::webhooks::settings(env).await?;
+    let bodies: Vec<Value> = if matched.is_empty() {
+        vec![a.forward.clone()]
+    } else {
+        matched
+            .iter()
+            .map(|cid| {
+                json!({
+                    "from": a.provider,
+                    "providerConfigKey": pck,
+                    "type": "forward",
+                    "payload": a.forward,
+                    "connectionId": cid,
                 })
-                .collect()
-        };
-        for body in bodies {
-            let _ = app
-                .webhooks
-                .enqueue_with(&env, &settings, &body, &a.headers)
-                .await;
-        }
+            })
+            .collect()
+    };
+    for body in bodies {
+        app.webhooks
+            .enqueue_with(env, &settings, &body, &a.headers)
+            .await?;
     }
-    // Unflushed: were it lost in a crash, the webhook is handled again.
-    let _ = env.store.delete_doc_unflushed(INCOMING, &key).await;
+    Ok(())
 }
 
 /// At start, before listening: the webhooks a previous process accepted
