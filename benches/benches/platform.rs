@@ -6,8 +6,9 @@
 //! bounded in requests and time; prints a table beside the targets of
 //! `../shared/PERF.md`.
 //!
-//! `SLUICE_BENCH_ONLY` picks parts: `memory`, `dispatch`, `webhooks`,
-//! `logs`.
+//! `SLUICE_BENCH_ONLY` picks parts: `memory`, `dispatch`, `reload`,
+//! `webhooks`, `logs`; `reload` stores `SLUICE_BENCH_SCHEDULES` (100,000)
+//! paused schedules and restarts the server.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::Arc;
@@ -66,6 +67,13 @@ integrations:
     syncs:
       records:
         runs: every 30s
+        output: Item
+        endpoint: GET /items
+  paused:
+    syncs:
+      records:
+        runs: every day
+        auto_start: false
         output: Item
         endpoint: GET /items
   lin:
@@ -262,7 +270,7 @@ fn main() {
         let manifest = Manifest {
             nango_yaml: YAML.into(),
             dir_name: None,
-            components: ["slow", "fast", "lin"]
+            components: ["slow", "fast", "paused", "lin"]
                 .iter()
                 .map(|i| ComponentEntry {
                     sha256: sha.clone(),
@@ -280,7 +288,12 @@ fn main() {
             .send("POST", "/sluice/deploy", Some(serde_json::to_value(&manifest).unwrap()))
             .await;
         assert_eq!(code, 200, "{out}");
-        for (i, p) in [("slow", "mock"), ("fast", "mock"), ("lin", "linear-test")] {
+        for (i, p) in [
+            ("slow", "mock"),
+            ("fast", "mock"),
+            ("paused", "mock"),
+            ("lin", "linear-test"),
+        ] {
             let mut body = json!({"unique_key": i, "provider": p});
             if i == "lin" {
                 body["webhook_secret"] = json!(SECRET);
@@ -342,6 +355,48 @@ fn main() {
                 "p99 ≤ 50 ms".into(),
             ));
             // Reload: a new server on the same data.
+            server.stop().await;
+            let t = Instant::now();
+            server = start(30).await;
+            let took = t.elapsed();
+            let c2 = Client {
+                http: reqwest::Client::new(),
+                base: server.url(),
+            };
+            let (_, s) = c2.send("GET", "/sluice/scheduler", None).await;
+            rows.push((
+                format!("server start with {} schedules stored (store open, schedules loaded and reconciled)", s["schedules"]),
+                ms(took),
+                "100,000 reloaded ≤ 5 s".into(),
+            ));
+        }
+        let c = Client {
+            http: reqwest::Client::new(),
+            base: server.url(),
+        };
+
+        if part("reload") {
+            let n: usize = std::env::var("SLUICE_BENCH_SCHEDULES")
+                .ok()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(100_000);
+            let t = Instant::now();
+            let cc = c.clone();
+            let (_, rate) = load(8, n, move |i| {
+                let c = cc.clone();
+                async move {
+                    c.send(
+                        "POST",
+                        "/connection",
+                        Some(json!({"provider_config_key": "paused", "connection_id": format!("p{i:06}"),
+                                    "access_token": "t"})),
+                    )
+                    .await
+                    .0
+                }
+            })
+            .await;
+            eprintln!("{n} paused schedules in {:.1}s ({rate:.0}/s)", t.elapsed().as_secs_f64());
             server.stop().await;
             let t = Instant::now();
             server = start(30).await;
