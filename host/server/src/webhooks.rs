@@ -187,16 +187,20 @@ impl Webhooks {
         settings: &Settings,
         body: &Value,
     ) -> ApiResult<()> {
-        self.enqueue_with(env, settings, body, &[]).await
+        self.enqueue_with(env, settings, body, &[], None).await
     }
 
-    /// [`Webhooks::enqueue`] with headers of its own.
+    /// [`Webhooks::enqueue`] with headers of its own, and with `seed` the
+    /// delivery ids derived from it (and the URL) rather than random: work
+    /// done again after a crash (a provider webhook handled twice) sends
+    /// the same `webhook-id`s, which receivers deduplicate.
     pub async fn enqueue_with(
         &self,
         env: &EnvState,
         settings: &Settings,
         body: &Value,
         headers: &[(String, String)],
+        seed: Option<&str>,
     ) -> ApiResult<()> {
         let body = body.to_string();
         let now = Utc::now();
@@ -206,7 +210,16 @@ impl Webhooks {
             .filter(|u| !u.is_empty())
         {
             let d = Delivery {
-                id: format!("msg_{}", uuid::Uuid::new_v4().simple()),
+                id: match seed {
+                    Some(seed) => {
+                        let mut h = Sha256::new();
+                        h.update(seed.as_bytes());
+                        h.update(b"\x1f");
+                        h.update(url.as_bytes());
+                        format!("msg_{}", &hex(&h.finalize())[..32])
+                    }
+                    None => format!("msg_{}", uuid::Uuid::new_v4().simple()),
+                },
                 url: url.clone(),
                 body: body.clone(),
                 attempts: 0,

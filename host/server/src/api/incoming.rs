@@ -228,9 +228,10 @@ async fn handle_once(app: &Arc<App>, env: &Arc<EnvState>, a: &Accepted) -> ApiRe
             })
             .collect()
     };
-    for body in bodies {
+    for (i, body) in bodies.iter().enumerate() {
+        let seed = format!("{}:{i}", a.id);
         app.webhooks
-            .enqueue_with(env, &settings, &body, &a.headers)
+            .enqueue_with(env, &settings, body, &a.headers, Some(&seed))
             .await?;
     }
     Ok(())
