@@ -783,3 +783,112 @@ async fn deploys_are_versions_a_bad_one_changes_nothing_and_rollback_works() {
     );
     server.stop().await;
 }
+
+/// `sluice dryrun --from-server` as a user runs it (in process).
+async fn sluice_cli(args: &[&str]) -> (i32, String, String) {
+    let mut argv = vec!["sluice".to_string()];
+    argv.extend(args.iter().map(|a| a.to_string()));
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let code = sluice::cli::run(argv.into_iter().map(Into::into), &mut out, &mut err).await;
+    (
+        code,
+        String::from_utf8(out).unwrap(),
+        String::from_utf8(err).unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn dryrun_takes_the_connection_and_variables_from_a_running_server() {
+    let data = tempfile::tempdir().unwrap();
+    let master = MasterKey::generate();
+    let server = start(data.path(), &master, "http://127.0.0.1:9").await;
+    let dev = Client::new(&server, DEV_KEY);
+    let (status, body) = dev
+        .send(
+            "POST",
+            "/integrations",
+            Some(json!({"unique_key": "crm", "provider": "hubspot"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = dev
+        .send(
+            "POST",
+            "/connection",
+            Some(json!({
+                "provider_config_key": "crm",
+                "connection_id": "remote-only",
+                "access_token": "token-held-by-the-server",
+                "metadata": {"region": "eu"},
+            })),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = dev
+        .send(
+            "PUT",
+            "/environment-variables",
+            Some(json!([{"name": "API_REGION", "value": "eu-west"}])),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+
+    // An empty folder: no connections file holds `remote-only`.
+    let dir = tempfile::tempdir().unwrap();
+    let dir_arg = dir.path().display().to_string();
+    let base = server.url();
+    let common = [
+        "dryrun",
+        guests::ACTION_FEATURES,
+        "remote-only",
+        "--dir",
+        &dir_arg,
+        "--cache-dir",
+        guests::CACHE_DIR,
+        "--json",
+        "--input",
+        r#"{"set_metadata": null}"#,
+    ];
+    let (code, _, err) = sluice_cli(&common).await;
+    assert_eq!(code, 2, "without --from-server the connection is unknown");
+    assert!(err.contains("connections.yaml"), "{err}");
+
+    let mut args = common.to_vec();
+    args.extend([
+        "--from-server",
+        "--host",
+        &base,
+        "--secret-key",
+        DEV_KEY,
+        "--integration-id",
+        "crm",
+    ]);
+    let (code, out, err) = sluice_cli(&args).await;
+    assert_eq!(code, 0, "{err}\n{out}");
+    let result: Value = serde_json::from_str(&out).unwrap();
+    let output = &result["output"];
+    assert_eq!(
+        output["connection"]["credentials"]["access_token"], "token-held-by-the-server",
+        "{output}"
+    );
+    assert_eq!(output["before"], json!({"region": "eu"}));
+    assert_eq!(output["env"], json!([["API_REGION", "eu-west"]]));
+
+    // A wrong key and an unknown connection are named, not crashed on.
+    let mut wrong = args.clone();
+    let at = wrong.iter().position(|a| *a == DEV_KEY).unwrap();
+    wrong[at] = "not-the-key";
+    let (code, _, err) = sluice_cli(&wrong).await;
+    assert_eq!(code, 2);
+    assert!(err.contains("HTTP 401"), "{err}");
+    let mut unknown = args.clone();
+    unknown[2] = "nobody";
+    let (code, _, err) = sluice_cli(&unknown).await;
+    assert_eq!(code, 2);
+    assert!(err.contains("HTTP 404") && err.contains("nobody"), "{err}");
+    // Without an integration the server cannot pick the connection.
+    let no_integration: Vec<&str> = args[..args.len() - 2].to_vec();
+    let (code, _, err) = sluice_cli(&no_integration).await;
+    assert_eq!(code, 2);
+    assert!(err.contains("--integration-id"), "{err}");
+}

@@ -15,6 +15,7 @@ use sluice_runtime::{Runtime, RuntimeConfig};
 use sluice_project::compile::{self, CompileOptions};
 use sluice_project::dryrun::{self, DryRunOptions};
 use sluice_project::init;
+use sluice_project::remote::ServerSource;
 use sluice_project::test::{self, TestOptions};
 
 #[derive(Debug, Parser)]
@@ -178,8 +179,21 @@ struct DryrunArgs {
     #[arg(long = "integration-id")]
     integration_id: Option<String>,
     /// Local connections (default: <dir>/connections.yaml).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "from_server")]
     connections: Option<PathBuf>,
+    /// Take the connection (credentials refreshed by the server, metadata,
+    /// config) and the environment variables from a running server instead
+    /// of a connections file.
+    #[arg(long = "from-server")]
+    from_server: bool,
+    /// The server for --from-server (default: NANGO_HOSTPORT, else
+    /// http://127.0.0.1:3003).
+    #[arg(long, requires = "from_server")]
+    host: Option<String>,
+    /// The environment's secret key for --from-server (default:
+    /// NANGO_SECRET_KEY_<ENV>, from the environment or .env).
+    #[arg(long, requires = "from_server")]
+    secret_key: Option<String>,
     /// A providers file in Nango's providers.yaml format, added to the built-in catalogue.
     #[arg(long, env = "SLUICE_PROVIDERS")]
     providers: Option<PathBuf>,
@@ -290,8 +304,21 @@ async fn run_dryrun(
             .map(PathBuf::from)
             .unwrap_or_else(|| args.build.dir.clone())
     });
+    let server = if args.from_server {
+        let (host, secret_key) = server_settings(
+            &args.build.dir,
+            &args.environment,
+            args.host,
+            args.secret_key,
+            "the dry run",
+        )?;
+        Some(ServerSource { host, secret_key })
+    } else {
+        None
+    };
     let options = DryRunOptions {
         build: args.build.options(args.integration_id),
+        server,
         script: args.script,
         connection_id: args.connection_id,
         connections_file: args.connections,
@@ -416,25 +443,45 @@ fn setting(name: &str, file: &std::collections::HashMap<String, String>) -> Opti
         .filter(|v| !v.is_empty())
 }
 
+/// The server and the environment's secret key: flags first, then
+/// `NANGO_HOSTPORT` and `NANGO_SECRET_KEY_<ENV>` from the process
+/// environment, then from `.env` (the current directory's, then the
+/// project's), as the original's CLI reads them.
+fn server_settings(
+    dir: &std::path::Path,
+    env: &str,
+    host: Option<String>,
+    secret_key: Option<String>,
+    purpose: &str,
+) -> anyhow::Result<(String, String)> {
+    let mut file = dotenv(std::path::Path::new(".env"));
+    for (k, v) in dotenv(&dir.join(".env")) {
+        file.entry(k).or_insert(v);
+    }
+    let key_var = format!("NANGO_SECRET_KEY_{}", env.to_uppercase());
+    let Some(key) = secret_key.or_else(|| setting(&key_var, &file)) else {
+        bail!(
+            "{key_var} is not set (in the environment or .env): {purpose} needs the environment's secret key"
+        );
+    };
+    let host = host
+        .or_else(|| setting("NANGO_HOSTPORT", &file))
+        .unwrap_or_else(|| "http://127.0.0.1:3003".into());
+    Ok((host, key))
+}
+
 async fn run_deploy(
     args: DeployArgs,
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> anyhow::Result<i32> {
-    let mut file = dotenv(std::path::Path::new(".env"));
-    for (k, v) in dotenv(&args.build.dir.join(".env")) {
-        file.entry(k).or_insert(v);
-    }
-    let key_var = format!("NANGO_SECRET_KEY_{}", args.env.to_uppercase());
-    let Some(key) = args.secret_key.or_else(|| setting(&key_var, &file)) else {
-        bail!(
-            "{key_var} is not set (in the environment or .env): the deploy needs the environment's secret key"
-        );
-    };
-    let host = args
-        .host
-        .or_else(|| setting("NANGO_HOSTPORT", &file))
-        .unwrap_or_else(|| "http://127.0.0.1:3003".into());
+    let (host, key) = server_settings(
+        &args.build.dir,
+        &args.env,
+        args.host,
+        args.secret_key,
+        "the deploy",
+    )?;
     let options = args.build.options(None);
     let mut config = RuntimeConfig::new(&options.cache_dir);
     config.max_concurrent = 1;

@@ -24,6 +24,7 @@ use crate::catalog::Catalog;
 use crate::compile::{self, CompileOptions};
 use crate::mock::{Fixture, MockServer};
 use crate::project::{self, ProjectError};
+use crate::remote::{RemoteError, ServerSource};
 
 /// What a dry run needs.
 #[derive(Debug, Clone)]
@@ -38,6 +39,9 @@ pub struct DryRunOptions {
     pub connection_id: String,
     /// Defaults to `<dir>/connections.yaml`.
     pub connections_file: Option<PathBuf>,
+    /// Take the connection and the environment variables from this server
+    /// instead of the connections file.
+    pub server: Option<ServerSource>,
     /// Providers added to the built-in catalogue.
     pub providers_file: Option<PathBuf>,
     pub environment: String,
@@ -82,6 +86,12 @@ pub enum DryRunError {
         "the connection's provider `{provider}` is not in the providers catalogue (add it with --providers FILE)"
     )]
     UnknownProvider { provider: String },
+    #[error(transparent)]
+    Remote(#[from] RemoteError),
+    #[error(
+        "name the connection's integration with --integration-id: the server holds connections per integration"
+    )]
+    NoIntegration,
 }
 
 /// The records a model received, as the script passed them.
@@ -262,20 +272,30 @@ pub async fn dry_run(
     let script = target.script.clone();
     let script_name = target.name.clone();
 
-    let connections_path = opts
-        .connections_file
-        .clone()
-        .unwrap_or_else(|| opts.build.dir.join("connections.yaml"));
-    let connections = project::load_connections(&connections_path)?;
-    let mut connection: Connection = project::pick_connection(
-        &connections,
-        &opts.connection_id,
-        opts.build
-            .integration
-            .as_deref()
-            .or(target.integration.as_deref()),
-        &connections_path,
-    )?;
+    let integration = opts
+        .build
+        .integration
+        .as_deref()
+        .or(target.integration.as_deref());
+    let mut connection: Connection = match &opts.server {
+        Some(server) => {
+            let pck = integration.ok_or(DryRunError::NoIntegration)?;
+            server.connection(pck, &opts.connection_id).await?
+        }
+        None => {
+            let connections_path = opts
+                .connections_file
+                .clone()
+                .unwrap_or_else(|| opts.build.dir.join("connections.yaml"));
+            let connections = project::load_connections(&connections_path)?;
+            project::pick_connection(
+                &connections,
+                &opts.connection_id,
+                integration,
+                &connections_path,
+            )?
+        }
+    };
     if let Some(m) = &opts.metadata {
         connection.metadata = m.clone();
     }
@@ -288,10 +308,11 @@ pub async fn dry_run(
             provider: connection.provider.clone(),
         });
     }
-    let environment = Arc::new(project::load_environment(
-        &opts.build.dir,
-        &opts.environment,
-    )?);
+    let mut environment = project::load_environment(&opts.build.dir, &opts.environment)?;
+    if let Some(server) = &opts.server {
+        environment.variables = server.environment_variables().await?;
+    }
+    let environment = Arc::new(environment);
 
     let mock = match &opts.mock_upstream {
         Some(path) => Some(

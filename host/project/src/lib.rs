@@ -8,6 +8,7 @@
 //! - [`dryrun`]: run one script against a local connection.
 //! - [`test`]: replay recorded mocks against each script.
 //! - [`init`]: `sluice init` and `sluice generate`.
+//! - [`remote`]: a connection and variables read from a running server.
 //! - [`mock`]: a mock upstream API on 127.0.0.1 (fixtures and tests).
 
 pub mod catalog;
@@ -17,5 +18,6 @@ pub mod dryrun;
 pub mod init;
 pub mod mock;
 pub mod project;
+pub mod remote;
 pub mod test;
 pub mod toolchain;
