@@ -27,6 +27,35 @@ async fn an_endless_loop_runs_out_of_fuel() {
     assert!(report.fuel_consumed >= 20_000_000 - 1000);
 }
 
+#[tokio::test]
+async fn a_triggered_action_spends_its_callers_fuel_not_a_fresh_budget() {
+    let mut h = Harness::simple(ok).await;
+    h.limits().fuel = Some(20_000_000);
+    let conn = h.conn();
+    h.scripts.insert(
+        &conn.provider_config_key,
+        "spin",
+        sluice_tests::script(guests::ACTION_MISBEHAVE),
+    );
+    let report = h
+        .action(
+            guests::ACTION_FEATURES,
+            json!({"trigger": [conn.provider_config_key, conn.connection_id, "spin", {"mode": "spin"}]}),
+        )
+        .await;
+    // The nested loop burns what the caller had left; the caller has
+    // nothing left to go on with: one budget for the whole chain.
+    match &report.outcome {
+        Err(ExecError::OutOfFuel { units }) => assert_eq!(*units, 20_000_000),
+        other => panic!("expected the caller out of fuel, got {other:?}"),
+    }
+    assert!(
+        (20_000_000 - 1000..=20_000_000).contains(&report.fuel_consumed),
+        "{}",
+        report.fuel_consumed
+    );
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn an_endless_loop_hits_the_deadline_while_another_execution_completes() {
     let mut h = Harness::simple(ok).await;

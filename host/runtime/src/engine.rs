@@ -129,6 +129,8 @@ impl Runtime {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|e| LoadError::Engine(format!("{e:#}")))?;
         bindings::add_to_linker(&mut linker).map_err(|e| LoadError::Engine(format!("{e:#}")))?;
+        crate::host::connection::add_trigger_action(&mut linker)
+            .map_err(|e| LoadError::Engine(format!("{e:#}")))?;
 
         let mut hasher = Sha256::new();
         std::hash::Hash::hash(

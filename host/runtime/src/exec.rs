@@ -108,6 +108,18 @@ pub struct Execution {
     pub validation: Option<ScriptValidation>,
     /// How many `triggerAction`s led here.
     pub(crate) depth: u32,
+    /// What the calling execution has left, for an action a script
+    /// triggered: it runs within its caller's deadline and fuel instead of
+    /// a fresh budget of its own.
+    pub(crate) within: Option<Budget>,
+}
+
+/// The deadline and fuel an execution may still use.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Budget {
+    pub(crate) deadline: Instant,
+    /// `None` when fuel is not metered.
+    pub(crate) fuel: Option<u64>,
 }
 
 impl Execution {
@@ -121,6 +133,7 @@ impl Execution {
             clock: None,
             validation: None,
             depth: 0,
+            within: None,
         }
     }
 }
@@ -402,13 +415,17 @@ impl Runtime {
             );
         }
         let limits = &services.environment.limits;
-        let timeout = limits
+        let mut timeout = limits
             .timeouts
             .for_call(script.kind, matches!(exec.call, Call::Webhook { .. }));
-        let fuel = limits.fuel.unwrap_or(UNMETERED_FUEL);
+        let mut fuel = limits.fuel.unwrap_or(UNMETERED_FUEL);
+        if let Some(within) = exec.within {
+            timeout = timeout.min(within.deadline.saturating_duration_since(started));
+            fuel = fuel.min(within.fuel.unwrap_or(UNMETERED_FUEL));
+        }
         let deadline = started + timeout;
         let exec = Arc::new(exec);
-        let state = HostState::new(script.kind, exec.clone(), services, self.clone());
+        let state = HostState::new(script.kind, exec.clone(), services, self.clone(), deadline);
         let mut store = Store::new(&self.inner.engine, state);
         store.limiter(|s| &mut s.limiter);
         if self.inner.config.meter_fuel {

@@ -8,7 +8,7 @@ use super::HostState;
 use crate::bindings::connection::{self, EnvVar, ScriptInfo};
 use crate::bindings::types::NangoError;
 use crate::connection::{Connection, ConnectionError};
-use crate::exec::{Call, Execution};
+use crate::exec::{Budget, Call, Execution};
 use crate::proxy::nango_error;
 use crate::records::ConnectionRef;
 
@@ -176,24 +176,84 @@ impl connection::Host for HostState {
         action_name: String,
         input: Option<Vec<u8>>,
     ) -> wasmtime::Result<Result<Option<Vec<u8>>, NangoError>> {
+        // The linker shadows this import with `trigger_action_import`, which
+        // lends the action the caller's fuel; without fuel metering this is
+        // the same call.
+        Ok(self
+            .trigger_action_within(pck, cid, action_name, input, None)
+            .await
+            .0)
+    }
+}
+
+/// `trigger-action` with the store at hand: the action runs within what its
+/// caller has left (deadline and fuel), and the fuel it burns is taken from
+/// the caller.
+pub(crate) fn add_trigger_action(
+    linker: &mut wasmtime::component::Linker<HostState>,
+) -> wasmtime::Result<()> {
+    linker.allow_shadowing(true);
+    let mut connection = linker.instance("nango:scripts/connection@0.2.0")?;
+    connection.func_wrap_async(
+        "trigger-action",
+        |mut store: wasmtime::StoreContextMut<'_, HostState>,
+         (pck, cid, name, input): (String, String, String, Option<Vec<u8>>)| {
+            Box::new(async move {
+                let left = store.get_fuel().ok();
+                let (result, burnt) = store
+                    .data_mut()
+                    .trigger_action_within(pck, cid, name, input, left)
+                    .await;
+                if let Some(left) = left {
+                    store.set_fuel(left.saturating_sub(burnt))?;
+                }
+                Ok((result,))
+            })
+        },
+    )?;
+    linker.allow_shadowing(false);
+    Ok(())
+}
+
+impl HostState {
+    /// Runs the action `triggerAction` names within this execution's
+    /// deadline and `fuel` (what the caller has left, when metered);
+    /// returns its result and the fuel it used.
+    pub(crate) async fn trigger_action_within(
+        &mut self,
+        pck: String,
+        cid: String,
+        action_name: String,
+        input: Option<Vec<u8>>,
+        fuel: Option<u64>,
+    ) -> (Result<Option<Vec<u8>>, NangoError>, u64) {
         let max_depth = self.limits().max_trigger_depth;
         if self.exec.depth >= max_depth {
-            return Ok(Err(nango_error(
-                "trigger_depth_exceeded",
-                format!("triggerAction may nest at most {max_depth} levels"),
-            )));
+            return (
+                Err(nango_error(
+                    "trigger_depth_exceeded",
+                    format!("triggerAction may nest at most {max_depth} levels"),
+                )),
+                0,
+            );
         }
         let Some(script) = self.services.scripts.action(&pck, &action_name) else {
-            return Ok(Err(nango_error(
-                "unknown_action",
-                format!("integration `{pck}` has no action `{action_name}`"),
-            )));
+            return (
+                Err(nango_error(
+                    "unknown_action",
+                    format!("integration `{pck}` has no action `{action_name}`"),
+                )),
+                0,
+            );
         };
         let Ok(input) = input.map(String::from_utf8).transpose() else {
-            return Ok(Err(nango_error(
-                "invalid_action_input",
-                "triggerAction: the input is not UTF-8 JSON",
-            )));
+            return (
+                Err(nango_error(
+                    "invalid_action_input",
+                    "triggerAction: the input is not UTF-8 JSON",
+                )),
+                0,
+            );
         };
         let mut exec = Execution::new(
             action_name.clone(),
@@ -204,10 +264,15 @@ impl connection::Host for HostState {
             Call::Action { input },
         );
         exec.depth = self.exec.depth + 1;
+        exec.within = Some(Budget {
+            deadline: self.deadline,
+            fuel,
+        });
         let runtime = self.runtime.clone();
         let services = Arc::clone(&self.services);
         let report = Box::pin(runtime.execute(&script, exec, services)).await;
-        Ok(match report.outcome {
+        let burnt = report.fuel_consumed;
+        let result = match report.outcome {
             Ok(output) => Ok(output.map(|v| v.to_string().into())),
             Err(e) => {
                 let failure = e.to_failure();
@@ -217,6 +282,7 @@ impl connection::Host for HostState {
                     payload: serde_json::to_vec(&failure).ok(),
                 })
             }
-        })
+        };
+        (result, burnt)
     }
 }

@@ -1,7 +1,7 @@
 //! The per-execution store data and the host side of every `nango:scripts`
 //! import (one file per interface).
 
-mod connection;
+pub(crate) mod connection;
 mod http;
 mod log;
 mod records;
@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
@@ -44,6 +45,8 @@ pub struct HostState {
     /// The provider of the execution's own connection, read before the
     /// guest starts (`info()` is synchronous).
     pub(crate) provider: Option<String>,
+    /// When this execution's time is up.
+    pub(crate) deadline: Instant,
 }
 
 impl HostState {
@@ -52,6 +55,7 @@ impl HostState {
         exec: Arc<Execution>,
         services: Arc<Services>,
         runtime: Runtime,
+        deadline: Instant,
     ) -> Self {
         let limits = &services.environment.limits;
         let stdout = CapturedOutput::new(limits.max_output_bytes);
@@ -85,6 +89,7 @@ impl HostState {
             stderr,
             secrets: Vec::new(),
             provider: None,
+            deadline,
         }
     }
 
