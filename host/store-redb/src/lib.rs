@@ -1,0 +1,458 @@
+//! A backend of `sluice-store` on [redb](https://docs.rs/redb/4): one file,
+//! one redb table per [`Table`], copy-on-write B-trees with checksums.
+//!
+//! # The file
+//!
+//! [`RedbBackend::open`] takes the path of one file (the server keeps it at
+//! `<data>/store.redb`). Inside, each [`Table`] is the redb table named
+//! [`Table::name`], of byte keys to byte values; the keys and values are
+//! `sluice-store`'s (see `sluice_store::keys`).
+//!
+//! # Durability, atomicity and group commit
+//!
+//! One thread owns the writing side. [`Backend::apply`] hands it a batch
+//! and waits; the thread takes every batch that is waiting, applies them in
+//! one write transaction and commits it, with [`Durability::Immediate`]
+//! (redb's commit fsyncs before it returns) when any of them asked to be
+//! durable, and answers them all. A batch is atomic (all of a transaction
+//! commits or none does, also across a crash), and concurrent durable
+//! writers share one fsync. Reads run in their own read transaction (a
+//! snapshot: they never wait for a writer), on the calling worker in
+//! `block_in_place` or on the blocking pool (see `RedbBackend::read`).
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, mpsc};
+use std::thread::JoinHandle;
+
+use redb::{Database, Durability, ReadableDatabase as _, TableDefinition};
+use sluice_store::{Backend, BackendError, JoinedEntry, KeyRange, Op, Table, scan_range};
+
+type Def = TableDefinition<'static, &'static [u8], &'static [u8]>;
+
+fn definition(table: Table) -> Def {
+    TableDefinition::new(table.name())
+}
+
+/// redb's in-process page cache: it only grows with the data read.
+const CACHE_BYTES: usize = 256 << 20;
+
+/// Batches the writer applies in one transaction at most (ops summed), so a
+/// burst of small writes does not build one huge transaction.
+const GROUP_OPS: usize = 64 * 1024;
+
+/// A redb database as a [`Backend`]. Cheap to clone; the database closes
+/// when the last clone is dropped (after the writer finished what it had).
+#[derive(Clone)]
+pub struct RedbBackend {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    db: Arc<Database>,
+    writes: Option<mpsc::Sender<WriteRequest>>,
+    writer: Option<JoinHandle<()>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Closing the channel ends the writer once it has answered every
+        // batch; joining it releases redb's lock on the file before the
+        // caller can open it again.
+        drop(self.writes.take());
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
+}
+
+struct WriteRequest {
+    ops: Vec<Op>,
+    durable: bool,
+    done: tokio::sync::oneshot::Sender<Result<(), BackendError>>,
+}
+
+impl std::fmt::Debug for RedbBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedbBackend")
+            .field("path", &self.inner.path)
+            .finish_non_exhaustive()
+    }
+}
+
+fn storage(e: impl std::fmt::Display) -> BackendError {
+    BackendError::Storage(e.to_string())
+}
+
+/// Why redb could not open a file, in words an operator can act on.
+fn open_cause(e: &redb::DatabaseError) -> String {
+    match e {
+        redb::DatabaseError::DatabaseAlreadyOpen => {
+            "it is already open (redb holds a lock on it: another sluice process, or another \
+             handle in this one)"
+                .into()
+        }
+        redb::DatabaseError::Storage(redb::StorageError::Corrupted(why)) => {
+            format!("the database is unreadable (damaged, or not a redb file): {why}")
+        }
+        other => format!("redb cannot open it: {other}"),
+    }
+}
+
+impl RedbBackend {
+    /// Opens the database file at `path`, creating it (and its parent
+    /// directory) when it does not exist. A path that is a directory, or a
+    /// file redb cannot read, is refused with an error naming the file and
+    /// the cause; nothing is deleted or recreated. After a crash, redb
+    /// checks and repairs the file's allocation state on open; committed
+    /// transactions are kept.
+    pub fn open(path: &Path) -> Result<RedbBackend, BackendError> {
+        let fail = |cause: String| BackendError::Open {
+            location: path.display().to_string(),
+            cause,
+        };
+        match std::fs::metadata(path) {
+            Ok(m) if m.is_dir() => return Err(fail("it is a directory, not a redb file".into())),
+            Ok(m) if m.len() == 0 => {
+                return Err(fail(
+                    "the file is empty: not a redb database; refusing to write into it".into(),
+                ));
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(parent)
+                        .map_err(|e| fail(format!("cannot create its directory: {e}")))?;
+                }
+            }
+            Err(e) => return Err(fail(format!("cannot read it: {e}"))),
+        }
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(path)
+            .map_err(|e| fail(open_cause(&e)))?;
+        // Every table exists from the start, so reads never meet a missing
+        // one.
+        let txn = db
+            .begin_write()
+            .map_err(|e| fail(format!("cannot write to it: {e}")))?;
+        for table in Table::ALL {
+            txn.open_table(definition(table))
+                .map_err(|e| fail(format!("cannot open its table `{}`: {e}", table.name())))?;
+        }
+        txn.commit()
+            .map_err(|e| fail(format!("cannot write to it: {e}")))?;
+        let db = Arc::new(db);
+        let (tx, rx) = mpsc::channel();
+        let writer_db = Arc::clone(&db);
+        let writer = std::thread::Builder::new()
+            .name("sluice-redb-writer".into())
+            .spawn(move || write_loop(&writer_db, &rx))
+            .map_err(|e| fail(format!("cannot start its writer thread: {e}")))?;
+        Ok(RedbBackend {
+            inner: Arc::new(Inner {
+                path: path.to_path_buf(),
+                db,
+                writes: Some(tx),
+                writer: Some(writer),
+            }),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Runs a read in a read transaction of its own. Reads mostly hit
+    /// redb's cache and take microseconds, less than two thread hand-offs,
+    /// so on a multi-threaded runtime they run in `block_in_place` (which
+    /// first hands this worker's other tasks to another thread); on a
+    /// current-thread runtime they go to the blocking pool.
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&redb::ReadTransaction) -> Result<T, BackendError> + Send + 'static,
+    ) -> Result<T, BackendError> {
+        let db = Arc::clone(&self.inner.db);
+        let run = move || {
+            let txn = db.begin_read().map_err(storage)?;
+            f(&txn)
+        };
+        let multi_thread = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        if multi_thread {
+            return tokio::task::block_in_place(run);
+        }
+        tokio::task::spawn_blocking(run)
+            .await
+            .map_err(|e| BackendError::Storage(format!("a database task failed: {e}")))?
+    }
+
+    async fn write(&self, ops: Vec<Op>, durable: bool) -> Result<(), BackendError> {
+        if ops.is_empty() {
+            return Ok(());
+        }
+        let (done, answer) = tokio::sync::oneshot::channel();
+        let closed = || BackendError::Storage("the database's writer has stopped".into());
+        self.inner
+            .writes
+            .as_ref()
+            .ok_or_else(closed)?
+            .send(WriteRequest { ops, durable, done })
+            .map_err(|_| closed())?;
+        answer.await.map_err(|_| closed())?
+    }
+}
+
+/// The writer thread: one transaction per group of waiting batches.
+fn write_loop(db: &Database, requests: &mpsc::Receiver<WriteRequest>) {
+    while let Ok(first) = requests.recv() {
+        let mut group = vec![first];
+        let mut ops = group[0].ops.len();
+        while ops < GROUP_OPS {
+            match requests.try_recv() {
+                Ok(next) => {
+                    ops += next.ops.len();
+                    group.push(next);
+                }
+                Err(_) => break,
+            }
+        }
+        let durable = group.iter().any(|r| r.durable);
+        let result = commit(db, &group, durable);
+        if result.is_err() && group.len() > 1 {
+            // Nothing of the group was written: give each batch its own
+            // transaction, so one bad batch fails alone.
+            for request in group {
+                let alone = commit(db, std::slice::from_ref(&request), request.durable);
+                let _ = request.done.send(alone);
+            }
+            continue;
+        }
+        for request in group {
+            let _ = request.done.send(result.clone_error());
+        }
+    }
+}
+
+/// Applies every batch of `group` in one transaction and commits it.
+fn commit(db: &Database, group: &[WriteRequest], durable: bool) -> Result<(), BackendError> {
+    let mut txn = db.begin_write().map_err(storage)?;
+    txn.set_durability(if durable {
+        Durability::Immediate
+    } else {
+        Durability::None
+    })
+    .map_err(storage)?;
+    {
+        let mut tables: Vec<Option<redb::Table<'_, &'static [u8], &'static [u8]>>> =
+            (0..Table::ALL.len()).map(|_| None).collect();
+        for op in group.iter().flat_map(|r| &r.ops) {
+            let table = op.table();
+            let slot = &mut tables[table.index()];
+            if slot.is_none() {
+                *slot = Some(txn.open_table(definition(table)).map_err(storage)?);
+            }
+            let Some(t) = slot.as_mut() else {
+                continue;
+            };
+            match op {
+                Op::Put { key, value, .. } => {
+                    t.insert(key.as_slice(), value.as_slice())
+                        .map_err(storage)?;
+                }
+                Op::Delete { key, .. } => {
+                    t.remove(key.as_slice()).map_err(storage)?;
+                }
+            }
+        }
+    }
+    txn.commit().map_err(storage)
+}
+
+/// A result that can be handed to every batch of a group.
+trait CloneError {
+    fn clone_error(&self) -> Self;
+}
+
+impl CloneError for Result<(), BackendError> {
+    fn clone_error(&self) -> Self {
+        match self {
+            Ok(()) => Ok(()),
+            Err(BackendError::Open { location, cause }) => Err(BackendError::Open {
+                location: location.clone(),
+                cause: cause.clone(),
+            }),
+            Err(BackendError::Storage(s)) => Err(BackendError::Storage(s.clone())),
+        }
+    }
+}
+
+fn bounds(range: &KeyRange) -> (std::ops::Bound<&[u8]>, std::ops::Bound<&[u8]>) {
+    (
+        range.0.as_ref().map(Vec::as_slice),
+        range.1.as_ref().map(Vec::as_slice),
+    )
+}
+
+#[async_trait::async_trait]
+impl Backend for RedbBackend {
+    async fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
+        let key = key.to_vec();
+        self.read(move |txn| {
+            let t = txn.open_table(definition(table)).map_err(storage)?;
+            Ok(t.get(key.as_slice())
+                .map_err(storage)?
+                .map(|v| v.value().to_vec()))
+        })
+        .await
+    }
+
+    async fn get_many(
+        &self,
+        table: Table,
+        keys: &[Vec<u8>],
+    ) -> Result<Vec<Option<Vec<u8>>>, BackendError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys = keys.to_vec();
+        self.read(move |txn| {
+            let t = txn.open_table(definition(table)).map_err(storage)?;
+            keys.iter()
+                .map(|k| {
+                    Ok(t.get(k.as_slice())
+                        .map_err(storage)?
+                        .map(|v| v.value().to_vec()))
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn scan(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+        reverse: bool,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, BackendError> {
+        let Some(range) = scan_range(prefix, after, reverse) else {
+            return Ok(Vec::new());
+        };
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        self.read(move |txn| {
+            let t = txn.open_table(definition(table)).map_err(storage)?;
+            let iter = t.range::<&[u8]>(bounds(&range)).map_err(storage)?;
+            let entry = |item: Result<
+                (
+                    redb::AccessGuard<'_, &'static [u8]>,
+                    redb::AccessGuard<'_, &'static [u8]>,
+                ),
+                redb::StorageError,
+            >| {
+                item.map(|(k, v)| (k.value().to_vec(), v.value().to_vec()))
+                    .map_err(storage)
+            };
+            if reverse {
+                iter.rev().take(limit).map(entry).collect()
+            } else {
+                iter.take(limit).map(entry).collect()
+            }
+        })
+        .await
+    }
+
+    async fn scan_join(
+        &self,
+        index: Table,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+        rows: Table,
+        row_prefix: &[u8],
+    ) -> Result<Vec<JoinedEntry>, BackendError> {
+        let Some(range) = scan_range(prefix, after, false) else {
+            return Ok(Vec::new());
+        };
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let row_prefix = row_prefix.to_vec();
+        self.read(move |txn| {
+            let index = txn.open_table(definition(index)).map_err(storage)?;
+            let rows = txn.open_table(definition(rows)).map_err(storage)?;
+            let mut key = row_prefix;
+            let prefix_len = key.len();
+            index
+                .range::<&[u8]>(bounds(&range))
+                .map_err(storage)?
+                .take(limit)
+                .map(|item| {
+                    let (k, v) = item.map_err(storage)?;
+                    key.truncate(prefix_len);
+                    key.extend_from_slice(v.value());
+                    let row = rows
+                        .get(key.as_slice())
+                        .map_err(storage)?
+                        .map(|r| r.value().to_vec());
+                    Ok(JoinedEntry {
+                        key: k.value().to_vec(),
+                        value: v.value().to_vec(),
+                        row,
+                    })
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn apply(&self, ops: Vec<Op>) -> Result<(), BackendError> {
+        self.write(ops, true).await
+    }
+
+    async fn apply_unflushed(&self, ops: Vec<Op>) -> Result<(), BackendError> {
+        self.write(ops, false).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn a_directory_or_an_empty_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = RedbBackend::open(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("it is a directory"), "{err}");
+        let empty = dir.path().join("empty.redb");
+        std::fs::write(&empty, b"").unwrap();
+        let err = RedbBackend::open(&empty).unwrap_err().to_string();
+        assert!(err.contains("the file is empty"), "{err}");
+        let junk = dir.path().join("junk.redb");
+        std::fs::write(&junk, vec![7u8; 8192]).unwrap();
+        let err = RedbBackend::open(&junk).unwrap_err().to_string();
+        assert!(err.contains("junk.redb"), "{err}");
+        assert_eq!(
+            std::fs::read(&junk).unwrap(),
+            vec![7u8; 8192],
+            "left as it was"
+        );
+    }
+
+    #[test]
+    fn a_second_handle_on_an_open_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.redb");
+        let first = RedbBackend::open(&path).unwrap();
+        let err = RedbBackend::open(&path).unwrap_err().to_string();
+        assert!(err.contains("already open"), "{err}");
+        drop(first);
+        RedbBackend::open(&path).unwrap();
+    }
+}
