@@ -2,8 +2,13 @@
 # The longer SIGKILL run the README reports: a real `sluice serve` killed at
 # random points of a long sync, 1,000 times by default, restarted each time;
 # no acknowledged batchSave may be lost and the store must open every time.
-#   tests/durability.sh [KILLS]
+#   tests/durability.sh [KILLS] [sled|redb]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+case "${2:-sled}" in
+  sled) test=sigkill_during_a_sync_loses_no_acknowledged_batch ;;
+  redb) test=sigkill_during_a_sync_loses_no_acknowledged_batch_on_redb ;;
+  *) echo "usage: $0 [KILLS] [sled|redb]" >&2; exit 2 ;;
+esac
 SLUICE_KILLS="${1:-1000}" cargo test -p sluice-tests --test all -- \
-  durability::sigkill_during_a_sync_loses_no_acknowledged_batch --exact --nocapture
+  "durability::$test" --exact --nocapture

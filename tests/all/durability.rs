@@ -5,8 +5,8 @@
 //! k+1 only after `batchSave` of page k returned, so every page before the
 //! highest one requested must be stored.
 //!
-//! `SLUICE_KILLS` sets the number of kills (50 by default; the longer run in
-//! the README uses 1,000).
+//! `SLUICE_KILLS` sets the number of kills (50 by default, on each of the
+//! two stores, sled and redb; the longer run in the README uses 1,000).
 
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
@@ -102,6 +102,17 @@ async fn stored_ids(c: &Client) -> HashSet<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_during_a_sync_loses_no_acknowledged_batch() {
+    sigkill_during_a_sync("sled").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_during_a_sync_loses_no_acknowledged_batch_on_redb() {
+    sigkill_during_a_sync("redb").await;
+}
+
+/// The kill loop on the `store` backend (`--store`).
+async fn sigkill_during_a_sync(store: &str) {
+    let args = ["--store", store];
     let kills: usize = std::env::var("SLUICE_KILLS")
         .ok()
         .and_then(|k| k.parse().ok())
@@ -129,7 +140,7 @@ async fn sigkill_during_a_sync_loses_no_acknowledged_batch() {
     .unwrap();
     let master = MasterKey::generate().to_base64();
 
-    let mut server = start(&data, &providers, &master);
+    let mut server = start_args(&data, &providers, &master, &args);
     let c = Client::at(&server.url, DEV_KEY);
     deploy(&c).await;
     let (status, body) = c
@@ -182,7 +193,7 @@ async fn sigkill_during_a_sync_loses_no_acknowledged_batch() {
 
         // The store opens clean, and every page before the highest one the
         // upstream was asked for is there.
-        server = start(&data, &providers, &master);
+        server = start_args(&data, &providers, &master, &args);
         let c = Client::at(&server.url, DEV_KEY);
         let ids = stored_ids(&c).await;
         let missing: Vec<usize> = (0..requested * 2)
@@ -197,7 +208,7 @@ async fn sigkill_during_a_sync_loses_no_acknowledged_batch() {
         assert_eq!(ids.len() % 2, 0, "round {round}: a page was stored in part");
     }
     println!(
-        "{kills} kills in {:.1}s; the sync reached page {most_pages} of {PAGES}",
+        "{store}: {kills} kills in {:.1}s; the sync reached page {most_pages} of {PAGES}",
         started.elapsed().as_secs_f64()
     );
     assert!(

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use sluice_project::deploy::{ComponentEntry, Manifest, ScriptEntry, sha256_hex};
 use sluice_runtime::ScriptKind;
 use sluice_runtime::providers::ProviderCatalog;
-use sluice_server::{Server, ServerConfig};
+use sluice_server::{Server, ServerConfig, StoreKind};
 use sluice_store::MasterKey;
 use sluice_tests::{Fixture, MockServer, guests, repo_root};
 
@@ -34,9 +34,14 @@ models:
 ";
 
 async fn start(data: &Path, master: &MasterKey, upstream: &str) -> Server {
+    start_on(StoreKind::Sled, data, master, upstream).await
+}
+
+async fn start_on(store: StoreKind, data: &Path, master: &MasterKey, upstream: &str) -> Server {
     let yaml = std::fs::read_to_string(repo_root().join("host/runtime/providers.yaml")).unwrap();
     let hubspot = yaml.replace("https://api.hubapi.com", upstream);
-    let config = ServerConfig::new(data, "127.0.0.1:0".parse().unwrap());
+    let mut config = ServerConfig::new(data, "127.0.0.1:0".parse().unwrap());
+    config.store = store;
     start_with(config, master, &hubspot).await
 }
 
@@ -178,12 +183,51 @@ pub(crate) async fn deploy_scripts(
 
 #[tokio::test]
 async fn deploy_connect_sync_read_act_isolate_and_restart() {
+    deploy_connect_sync_read_act_isolate_and_restart_on(StoreKind::Sled).await;
+}
+
+#[tokio::test]
+async fn deploy_connect_sync_read_act_isolate_and_restart_on_redb() {
+    deploy_connect_sync_read_act_isolate_and_restart_on(StoreKind::Redb).await;
+}
+
+#[tokio::test]
+async fn a_data_directory_of_one_store_is_refused_by_the_other() {
+    let data = tempfile::tempdir().unwrap();
+    let master = MasterKey::generate();
+    let server = start_on(StoreKind::Sled, data.path(), &master, "http://127.0.0.1:9").await;
+    server.stop().await;
+    let mut config = ServerConfig::new(data.path(), "127.0.0.1:0".parse().unwrap());
+    config.store = StoreKind::Redb;
+    let Err(e) = Server::start(
+        config,
+        master.clone(),
+        ProviderCatalog::builtin().unwrap(),
+        &[],
+    )
+    .await
+    else {
+        panic!("a sled data directory opened as redb");
+    };
+    let e = e.to_string();
+    assert!(
+        e.contains("holds a sled database") && e.contains("--store sled"),
+        "{e}"
+    );
+    // And it is still the sled store it was.
+    start_on(StoreKind::Sled, data.path(), &master, "http://127.0.0.1:9")
+        .await
+        .stop()
+        .await;
+}
+
+async fn deploy_connect_sync_read_act_isolate_and_restart_on(store: StoreKind) {
     let fixture =
         Fixture::from_file(&repo_root().join("examples/hubspot-rust/mock-api.yaml")).unwrap();
     let mock = MockServer::start(fixture.handler()).await.unwrap();
     let data = tempfile::tempdir().unwrap();
     let master = MasterKey::generate();
-    let server = start(data.path(), &master, &mock.url()).await;
+    let server = start_on(store, data.path(), &master, &mock.url()).await;
     let dev = Client::new(&server, DEV_KEY);
     let prod = Client::new(&server, PROD_KEY);
 
@@ -307,7 +351,7 @@ async fn deploy_connect_sync_read_act_isolate_and_restart() {
     // After a restart everything is still there, and the credentials are
     // nowhere in the data directory's files.
     server.stop().await;
-    let server = start(data.path(), &master, &mock.url()).await;
+    let server = start_on(store, data.path(), &master, &mock.url()).await;
     let dev = Client::new(&server, DEV_KEY);
     let (status, page) = dev
         .send("GET", "/records?model=Contact&limit=100", None)

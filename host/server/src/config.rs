@@ -12,6 +12,8 @@ pub struct ServerConfig {
     /// The data directory: the database, the master key file (unless the
     /// key comes from the environment) and the component cache.
     pub data_dir: PathBuf,
+    /// The embedded database the data directory holds.
+    pub store: StoreKind,
     pub listen: SocketAddr,
     /// Limits of every environment's executions.
     pub limits: Limits,
@@ -51,10 +53,72 @@ pub struct ServerConfig {
     pub log_retention_every: Duration,
 }
 
+/// Which embedded database backs the store. Both sit behind the same
+/// port and pass the same suite; a data directory holds one of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StoreKind {
+    /// sled 0.34, in `<data>/db/`.
+    #[default]
+    Sled,
+    /// redb, in the file `<data>/store.redb`.
+    Redb,
+}
+
+impl StoreKind {
+    /// Where this kind keeps its data under the data directory.
+    pub fn location(self, data_dir: &std::path::Path) -> PathBuf {
+        match self {
+            StoreKind::Sled => data_dir.join("db"),
+            StoreKind::Redb => data_dir.join("store.redb"),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            StoreKind::Sled => "sled",
+            StoreKind::Redb => "redb",
+        }
+    }
+
+    fn other(self) -> StoreKind {
+        match self {
+            StoreKind::Sled => StoreKind::Redb,
+            StoreKind::Redb => StoreKind::Sled,
+        }
+    }
+
+    /// Opens this kind's database in `data_dir`. A data directory that
+    /// holds the other kind's database is refused: starting on an empty
+    /// store beside a full one would look like data loss.
+    pub fn open(
+        self,
+        data_dir: &std::path::Path,
+    ) -> Result<std::sync::Arc<dyn sluice_store::Backend>, sluice_store::BackendError> {
+        let at = self.location(data_dir);
+        let other = self.other().location(data_dir);
+        if other.exists() && !at.exists() {
+            return Err(sluice_store::BackendError::Open {
+                location: at.display().to_string(),
+                cause: format!(
+                    "the data directory holds a {} database ({}); start with --store {}",
+                    self.other().name(),
+                    other.display(),
+                    self.other().name()
+                ),
+            });
+        }
+        Ok(match self {
+            StoreKind::Sled => std::sync::Arc::new(sluice_store_sled::SledBackend::open(&at)?),
+            StoreKind::Redb => std::sync::Arc::new(sluice_store_redb::RedbBackend::open(&at)?),
+        })
+    }
+}
+
 impl ServerConfig {
     pub fn new(data_dir: impl Into<PathBuf>, listen: SocketAddr) -> Self {
         Self {
             data_dir: data_dir.into(),
+            store: StoreKind::Sled,
             listen,
             limits: Limits::default(),
             max_concurrent_executions: 64,

@@ -32,7 +32,7 @@ use sluice_runtime::{Runtime, RuntimeConfig};
 use sluice_store::{MasterKey, Store};
 
 pub use app::App;
-pub use config::ServerConfig;
+pub use config::{ServerConfig, StoreKind};
 
 /// Why a server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -96,13 +96,14 @@ impl Server {
         providers: ProviderCatalog,
         initial_keys: &[(String, Option<String>)],
     ) -> Result<(Server, Vec<(String, String)>), ServerError> {
-        let db = config.data_dir.join("db");
-        let backend =
-            sluice_store_sled::SledBackend::open(&db).map_err(|source| ServerError::Open {
-                dir: db.display().to_string(),
+        let backend = config
+            .store
+            .open(&config.data_dir)
+            .map_err(|source| ServerError::Open {
+                dir: config.data_dir.display().to_string(),
                 source,
             })?;
-        let (store, created) = Store::open(Arc::new(backend), master, initial_keys).await?;
+        let (store, created) = Store::open(backend, master, initial_keys).await?;
         let mut runtime_config = RuntimeConfig::new(config.data_dir.join("cache"));
         runtime_config.max_concurrent = config.max_concurrent_executions.clamp(1, 1000) as u32;
         let runtime = Runtime::new(runtime_config)?;
