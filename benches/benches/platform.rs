@@ -2,7 +2,8 @@
 //! schedule, dispatch delay with 10,000 schedules loaded, reload after a
 //! restart), incoming provider webhooks accepted durably, log ingest and
 //! filtered log search over 1,000,000 lines. A real server on 127.0.0.1
-//! (in this process, sled in a temp directory), HTTP clients on loopback,
+//! (in this process, sled in a temp directory, or redb with
+//! `SLUICE_STORE=redb`), HTTP clients on loopback,
 //! bounded in requests and time; prints a table beside the targets of
 //! `../shared/PERF.md`.
 //!
@@ -221,6 +222,12 @@ fn main() {
         });
     }
 
+    // `SLUICE_STORE=redb` runs the server parts on redb (default sled).
+    let store = match std::env::var("SLUICE_STORE").as_deref() {
+        Ok("redb") => sluice_server::StoreKind::Redb,
+        _ => sluice_server::StoreKind::Sled,
+    };
+    println!("store: {}", store.name());
     rt.block_on(async {
         let mock = MockServer::start(Arc::new(|_req: &sluice_tests::MockRequest| {
             MockResponse::json(200, &json!({}))
@@ -236,6 +243,7 @@ fn main() {
         let start = |scale: u32| {
             let mut config = ServerConfig::new(data.path(), "127.0.0.1:0".parse().unwrap());
             config.schedule_time_scale = scale;
+            config.store = store;
             let mut providers = sluice_runtime::providers::ProviderCatalog::builtin().unwrap();
             providers.extend(
                 sluice_runtime::providers::ProviderCatalog::from_yaml(&providers_yaml, "bench")

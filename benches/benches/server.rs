@@ -1,6 +1,6 @@
 //! The server under load: a real `sluice serve` process (this bench's own
 //! executable re-run as the `sluice` command line, on 127.0.0.1:0, sled in
-//! a temp directory) driven over loopback by HTTP clients in this process,
+//! a temp directory, or redb with `SLUICE_STORE=redb`) driven over loopback by HTTP clients in this process,
 //! bounded in requests and time, printing medians and p99 beside the
 //! targets of `../shared/PERF.md`. The two processes share the machine's
 //! cores, as a load generator on the same host does.
@@ -275,6 +275,10 @@ fn main() {
             o.iter().any(|p| p == name) || (name == "save" && o.iter().any(|p| p == "records"))
         })
     };
+    println!(
+        "store: {}",
+        std::env::var("SLUICE_STORE").unwrap_or_else(|_| "sled".into())
+    );
     // The TypeScript action, compiled once (cached between runs).
     let project = sluice_project::compile::compile(
         &compile_options(&repo_root().join("benches/ts-bench"), "ts-bench"),

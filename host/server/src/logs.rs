@@ -244,15 +244,16 @@ impl Logs {
             "{}\u{1f}{}\u{1f}{}",
             conn.provider_config_key, conn.connection_id, e.id
         );
-        let _ = env
-            .store
-            .put_doc_unflushed(EXECUTIONS, &history_key, e)
-            .await;
-        if let Ok(bytes) = serde_json::to_vec(log)
-            && env.store.put_doc_unflushed(LOGS, &e.id, log).await.is_ok()
-        {
-            self.size(env)
-                .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        // History and log in one write, off the durable path.
+        let mut batch = env.store.doc_batch();
+        let Ok(_) = batch.put(EXECUTIONS, &history_key, e) else {
+            return;
+        };
+        let Ok(bytes) = batch.put(LOGS, &e.id, log) else {
+            return;
+        };
+        if batch.apply_unflushed().await.is_ok() {
+            self.size(env).fetch_add(bytes as u64, Ordering::Relaxed);
         }
     }
 

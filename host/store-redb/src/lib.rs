@@ -16,13 +16,17 @@
 //! (redb's commit fsyncs before it returns) when any of them asked to be
 //! durable, and answers them all. A batch is atomic (all of a transaction
 //! commits or none does, also across a crash), and concurrent durable
-//! writers share one fsync. Reads run in their own read transaction (a
+//! writers share one fsync. A write acknowledged unflushed
+//! ([`Backend::apply_unflushed`]: history) reaches the disk with the next
+//! durable commit, or at most 500 ms later by an empty durable commit.
+//! Reads run in their own read transaction (a
 //! snapshot: they never wait for a writer), on the calling worker in
 //! `block_in_place` or on the blocking pool (see `RedbBackend::read`).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use redb::{Database, Durability, ReadableDatabase as _, TableDefinition};
 use sluice_store::{Backend, BackendError, JoinedEntry, KeyRange, Op, Table, scan_range};
@@ -204,9 +208,38 @@ impl RedbBackend {
     }
 }
 
+/// How long a write acknowledged unflushed may stay off the disk: past
+/// this, the writer commits durably on its own (sled flushes every 500 ms
+/// too), so a crash loses at most that much of such writes.
+const FLUSH_EVERY: Duration = Duration::from_millis(500);
+
 /// The writer thread: one transaction per group of waiting batches.
 fn write_loop(db: &Database, requests: &mpsc::Receiver<WriteRequest>) {
-    while let Ok(first) = requests.recv() {
+    // When the first write not yet on disk was committed.
+    let mut unflushed_since: Option<Instant> = None;
+    loop {
+        let first = match unflushed_since {
+            None => match requests.recv() {
+                Ok(r) => r,
+                Err(_) => return,
+            },
+            Some(since) => {
+                let left = FLUSH_EVERY.saturating_sub(since.elapsed());
+                match requests.recv_timeout(left) {
+                    Ok(r) => r,
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        if commit(db, &[], true).is_ok() {
+                            unflushed_since = None;
+                        }
+                        continue;
+                    }
+                    Err(mpsc::RecvTimeoutError::Disconnected) => {
+                        let _ = commit(db, &[], true);
+                        return;
+                    }
+                }
+            }
+        };
         let mut group = vec![first];
         let mut ops = group[0].ops.len();
         while ops < GROUP_OPS {
@@ -220,11 +253,21 @@ fn write_loop(db: &Database, requests: &mpsc::Receiver<WriteRequest>) {
         }
         let durable = group.iter().any(|r| r.durable);
         let result = commit(db, &group, durable);
+        match (&result, durable) {
+            (Ok(()), true) => unflushed_since = None,
+            (Ok(()), false) => {
+                unflushed_since.get_or_insert_with(Instant::now);
+            }
+            (Err(_), _) => {}
+        }
         if result.is_err() && group.len() > 1 {
             // Nothing of the group was written: give each batch its own
             // transaction, so one bad batch fails alone.
             for request in group {
                 let alone = commit(db, std::slice::from_ref(&request), request.durable);
+                if alone.is_ok() && !request.durable {
+                    unflushed_since.get_or_insert_with(Instant::now);
+                }
                 let _ = request.done.send(alone);
             }
             continue;

@@ -579,6 +579,14 @@ impl EnvStore {
         Ok(())
     }
 
+    /// Documents written together: one atomic write for several puts.
+    pub fn doc_batch(&self) -> DocBatch<'_> {
+        DocBatch {
+            store: self,
+            ops: Vec::new(),
+        }
+    }
+
     pub async fn doc<T: DeserializeOwned>(
         &self,
         collection: &str,
@@ -915,5 +923,41 @@ impl ConnectionStore for EnvStore {
             c.metadata = Value::Object(merged);
         })
         .await
+    }
+}
+
+/// Puts of several documents of one environment, applied in one write
+/// ([`EnvStore::doc_batch`]).
+pub struct DocBatch<'a> {
+    store: &'a EnvStore,
+    ops: Vec<Op>,
+}
+
+impl DocBatch<'_> {
+    /// Adds the put of `key` in `collection`; returns the document's size
+    /// in bytes as stored.
+    pub fn put<T: Serialize + ?Sized>(
+        &mut self,
+        collection: &str,
+        key: &str,
+        value: &T,
+    ) -> Result<usize, StoreError> {
+        let ops = self.store.doc_put(DocSpace::Env, collection, key, value)?;
+        let size = ops
+            .iter()
+            .map(|op| match op {
+                Op::Put { value, .. } => value.len(),
+                Op::Delete { .. } => 0,
+            })
+            .sum();
+        self.ops.extend(ops);
+        Ok(size)
+    }
+
+    /// Applies every put at once, acknowledged before it is flushed (see
+    /// [`EnvStore::put_doc_unflushed`]).
+    pub async fn apply_unflushed(self) -> Result<(), StoreError> {
+        self.store.backend().apply_unflushed(self.ops).await?;
+        Ok(())
     }
 }

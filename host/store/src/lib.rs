@@ -36,7 +36,7 @@ pub use backend::{
     Backend, BackendError, JoinedEntry, KeyRange, MemoryBackend, Op, Table, prefix_end, scan_range,
 };
 pub use crypto::MasterKey;
-pub use env::Integration;
+pub use env::{DocBatch, Integration};
 pub use error::StoreError;
 pub use records::{RawRecordsPage, RecordFilter, RecordsPage, RecordsQuery};
 pub use rows::RawRecord;
