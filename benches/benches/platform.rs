@@ -440,7 +440,11 @@ fn main() {
                 .to_string();
             let sig = hmac_hex(SECRET.as_bytes(), body.as_bytes());
             let http = reqwest::Client::new();
-            let (times, rate) = load(8, 5_000, move |_| {
+            let clients: usize = std::env::var("SLUICE_BENCH_CLIENTS")
+                .ok()
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(8);
+            let (times, rate) = load(clients, 5_000, move |_| {
                 let (http, url, body, sig) = (http.clone(), url.clone(), body.clone(), sig.clone());
                 async move {
                     http.post(url)
@@ -456,7 +460,10 @@ fn main() {
             })
             .await;
             rows.push((
-                format!("incoming webhook accepted durably (signed, 8 clients, {} req)", times.len()),
+                format!(
+                    "incoming webhook accepted durably (signed, {clients} clients, {} req)",
+                    times.len()
+                ),
                 format!(
                     "p50 {} · p99 {} · {rate:.0}/s",
                     ms(percentile(&times, 0.5)),

@@ -73,9 +73,10 @@ struct ServeArgs {
     #[arg(long = "data", env = "SLUICE_DATA", default_value = "sluice-data")]
     data: PathBuf,
     /// The embedded database: `sled` (in <data>/db/) or `redb` (the file
-    /// <data>/store.redb). A data directory holds one of them.
-    #[arg(long, env = "SLUICE_STORE", default_value = "sled", value_parser = parse_store)]
-    store: sluice_server::StoreKind,
+    /// <data>/store.redb). A data directory holds one of them; `auto` opens
+    /// the one it holds, and a new data directory gets sled.
+    #[arg(long, env = "SLUICE_STORE", default_value = "auto", value_parser = ["auto", "sled", "redb"])]
+    store: String,
     /// Where to listen.
     #[arg(long, env = "SLUICE_LISTEN", default_value = "127.0.0.1:3003")]
     listen: std::net::SocketAddr,
@@ -417,14 +418,6 @@ async fn run_test(args: TestArgs, out: &mut dyn Write, err: &mut dyn Write) -> a
     })
 }
 
-fn parse_store(text: &str) -> Result<sluice_server::StoreKind, String> {
-    match text {
-        "sled" => Ok(sluice_server::StoreKind::Sled),
-        "redb" => Ok(sluice_server::StoreKind::Redb),
-        other => Err(format!("`{other}` is not a store: use sled or redb")),
-    }
-}
-
 /// JSON given inline or as `@file`.
 /// `KEY=value` lines of a `.env` file (the original's CLI reads the one in
 /// the current directory); the process environment wins.
@@ -533,7 +526,11 @@ async fn run_serve(args: ServeArgs, out: &mut dyn Write) -> anyhow::Result<i32> 
     }
     let mut config = sluice_server::ServerConfig::new(&args.data, args.listen);
     config.public_url = args.public_url;
-    config.store = args.store;
+    config.store = match args.store.as_str() {
+        "sled" => sluice_server::StoreKind::Sled,
+        "redb" => sluice_server::StoreKind::Redb,
+        _ => sluice_server::StoreKind::detect(&args.data).unwrap_or_default(),
+    };
     config.schedule_time_scale = args.schedule_time_scale.max(1);
     config.sync_slots = args.sync_slots.max(1);
     config.webhook_retry_base = std::time::Duration::from_millis(args.webhook_retry_base_ms.max(1));

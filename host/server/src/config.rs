@@ -80,6 +80,13 @@ impl StoreKind {
         }
     }
 
+    /// The kind whose database `data_dir` already holds, if any.
+    pub fn detect(data_dir: &std::path::Path) -> Option<StoreKind> {
+        [StoreKind::Sled, StoreKind::Redb]
+            .into_iter()
+            .find(|k| k.location(data_dir).exists())
+    }
+
     fn other(self) -> StoreKind {
         match self {
             StoreKind::Sled => StoreKind::Redb,

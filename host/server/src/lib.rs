@@ -39,11 +39,10 @@ pub use config::{ServerConfig, StoreKind};
 pub enum ServerError {
     #[error(transparent)]
     Store(#[from] sluice_store::StoreError),
-    #[error("cannot open the database in {dir}: {source}")]
-    Open {
-        dir: String,
-        source: sluice_store::BackendError,
-    },
+    /// The data directory's database cannot be opened (the error names
+    /// the file or directory and the cause).
+    #[error(transparent)]
+    Open(sluice_store::BackendError),
     #[error(transparent)]
     Runtime(#[from] sluice_runtime::LoadError),
     #[error("cannot listen on {addr}: {source}")]
@@ -99,10 +98,7 @@ impl Server {
         let backend = config
             .store
             .open(&config.data_dir)
-            .map_err(|source| ServerError::Open {
-                dir: config.data_dir.display().to_string(),
-                source,
-            })?;
+            .map_err(ServerError::Open)?;
         let (store, created) = Store::open(backend, master, initial_keys).await?;
         let mut runtime_config = RuntimeConfig::new(config.data_dir.join("cache"));
         runtime_config.max_concurrent = config.max_concurrent_executions.clamp(1, 1000) as u32;
