@@ -14,7 +14,7 @@
 //
 // Both print one JSON line: { "ok": true } or { "ok": false, "errors": [{ "file", "line", "message" }] }.
 
-import { writeFile, mkdir, rename, rm } from 'node:fs/promises';
+import { readFile, writeFile, mkdir, rename, rm } from 'node:fs/promises';
 import { dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -34,6 +34,42 @@ const ENTRY = 'sluice-entry.js';
 /** Allowed by the original, but they need Node's network and filesystem. */
 const UNSUPPORTED = new Set(['botbuilder', 'soap', 'unzipper']);
 
+/** What a zero-yaml project may import (the original's allow-list). */
+const ZERO_ALLOWED = ['nango', 'nango/experimental', 'zod', 'crypto', 'node:crypto', 'url', 'node:url', 'unzipper', 'soap', 'botbuilder'];
+
+/** The project's own zod when it is zod 4, else the SDK's zod 4. */
+async function zodFor(root) {
+    for (let dir = root; ; dir = dirname(dir)) {
+        try {
+            const pkg = JSON.parse(await readFile(join(dir, 'node_modules/zod/package.json'), 'utf8'));
+            if (Number(String(pkg.version).split('.')[0]) >= 4) return { dir, name: 'zod' };
+        } catch {
+            // not here
+        }
+        if (dirname(dir) === dir) return { dir: SDK, name: 'zod4' };
+    }
+}
+
+/** `nango` is the SDK's zero-yaml module, `zod` is zod 4. */
+async function resolveZero(build, root, args) {
+    if (args.path === 'nango' || args.path === 'nango/experimental') return { path: join(SDK, 'src/zero.ts') };
+    if (args.path === 'zod' || args.path.startsWith('zod/')) {
+        const z = await zodFor(root);
+        const r = await build.resolve(z.name + args.path.slice(3), { resolveDir: z.dir, kind: args.kind, pluginData: 'sluice' });
+        if (r.errors.length > 0) return { errors: r.errors };
+        return { path: r.path };
+    }
+    return undefined;
+}
+
+/** A stand-in for a package sluice cannot run: loading works, using it throws. */
+function unsupportedModule(pkg) {
+    const message = `"${pkg}" needs Node's network and filesystem, which sluice scripts do not have (use nango.proxy for HTTP)`;
+    return `const fail = () => { throw new Error(${JSON.stringify(message)}); };
+const stub = new Proxy(function () {}, { get: (_t, k) => (k === '__esModule' ? false : fail()), apply: fail, construct: fail });
+export default stub;`;
+}
+
 function packageName(spec) {
     const parts = spec.split('/');
     return spec.startsWith('@') ? parts.slice(0, 2).join('/') : parts[0];
@@ -45,7 +81,7 @@ function inside(root, file) {
 }
 
 /** Enforces the original's import rules on the project's own files. */
-function importPolicy(root) {
+function importPolicy(root, zero) {
     const sdkDir = SDK + sep;
     const entry = join(root, ENTRY);
     return {
@@ -68,6 +104,10 @@ function importPolicy(root) {
                     }
                     return undefined;
                 }
+                if (zero) {
+                    const z = await resolveZero(build, root, args);
+                    if (z) return z;
+                }
                 if (args.path in BUILTINS) {
                     const to = BUILTINS[args.path];
                     if (to === 'buffer') {
@@ -78,6 +118,7 @@ function importPolicy(root) {
                 }
                 const pkg = packageName(args.path);
                 if (pkg === 'zod') return undefined;
+                if (zero && UNSUPPORTED.has(pkg)) return { path: pkg, namespace: 'sluice-unsupported' };
                 if (UNSUPPORTED.has(pkg)) {
                     return {
                         errors: [
@@ -87,8 +128,15 @@ function importPolicy(root) {
                         ]
                     };
                 }
+                if (zero) {
+                    return { errors: [{ text: `Import of package '${pkg}' is not allowed. Allowed packages are: ${ZERO_ALLOWED.join(', ')} (in "${where}")` }] };
+                }
                 return { errors: [{ text: `Importing libraries is not allowed. Please remove the import "${args.path}" from "${where}"` }] };
             });
+            build.onLoad({ filter: /.*/, namespace: 'sluice-unsupported' }, (args) => ({
+                contents: unsupportedModule(args.path),
+                loader: 'js'
+            }));
         }
     };
 }
@@ -100,7 +148,7 @@ function entrySource(job) {
         lines.push(`import * as s${i} from ${JSON.stringify(s.file)};`);
         table.push(`${JSON.stringify(s.name)}: s${i}`);
     });
-    lines.push(`export const { fetchData, onWebhookPayloadReceived, runAction, onEvent } = bundle({ ${table.join(', ')} });`);
+    lines.push(`export const { fetchData, onWebhookPayloadReceived, runAction, onEvent, runTest } = bundle({ ${table.join(', ')} });`);
     return lines.join('\n') + '\n';
 }
 
@@ -136,7 +184,7 @@ async function bundleScripts(job) {
             legalComments: 'none',
             charset: 'utf8',
             logLevel: 'silent',
-            plugins: [importPolicy(root)]
+            plugins: [importPolicy(root, job.zero === true)]
         });
         await writeFile(job.bundle, result.outputFiles[0].text);
         return { ok: true, warnings: messages(result.warnings, root) };
@@ -166,6 +214,117 @@ async function componentizeBundle(job) {
     }
 }
 
+/** The `nango` module while definitions are read in Node: the helpers only. */
+const DEFINITION_NANGO = `
+export const createSync = (d) => ({ ...d, type: 'sync' });
+export const createAction = (d) => ({ ...d, type: 'action' });
+export const createOnEvent = (d) => ({ ...d, type: 'onEvent' });
+export const createFunction = (d) => ({ ...d, type: 'function' });
+export class ActionError extends Error { constructor(payload) { super(payload && payload.message); this.payload = payload; } }
+`;
+
+/**
+ * A zero-yaml integration's definitions: the source checks on each entry
+ * and the local files it imports, then each entry bundled for Node and
+ * loaded to read its default export (§4).
+ */
+async function definitions(job) {
+    const esbuild = await import('esbuild');
+    const zero = await import('./zero.mjs');
+    const root = resolve(job.root);
+    const zodPath = await zero.zodModule(root);
+    const errors = [];
+    const warnings = [];
+    const out = { providerConfigKey: job.integration, actions: [], syncs: [], onEventScripts: { 'post-connection-creation': [], 'pre-connection-deletion': [], 'validate-connection': [] } };
+    const checked = new Set();
+    for (const entry of job.entries) {
+        let result;
+        try {
+            result = await esbuild.build({
+                entryPoints: [entry.file],
+                absWorkingDir: root,
+                bundle: true,
+                write: false,
+                metafile: true,
+                format: 'cjs',
+                platform: 'node',
+                target: 'es2022',
+                preserveSymlinks: true,
+                logLevel: 'silent',
+                plugins: [
+                    {
+                        name: 'sluice-definitions',
+                        setup(build) {
+                            build.onResolve({ filter: /.*/ }, (args) => {
+                                if (args.kind === 'entry-point') return undefined;
+                                if (args.path === 'nango' || args.path === 'nango/experimental') return { path: 'nango', namespace: 'sluice-nango' };
+                                if (args.path.startsWith('.') || isAbsolute(args.path)) {
+                                    const target = resolve(args.resolveDir, args.path);
+                                    if (!inside(root, target)) {
+                                        return { errors: [{ text: `All imported files must live within the project: "${args.path}" in "${relative(root, args.importer)}" points outside it` }] };
+                                    }
+                                    return undefined;
+                                }
+                                const pkg = packageName(args.path);
+                                if (pkg === 'zod' || pkg === 'crypto' || pkg === 'node:crypto' || pkg === 'url' || pkg === 'node:url') return { path: args.path, external: true };
+                                if (UNSUPPORTED.has(pkg)) return { path: pkg, namespace: 'sluice-unsupported' };
+                                return { errors: [{ text: `Import of package '${pkg}' is not allowed. Allowed packages are: ${ZERO_ALLOWED.join(', ')} (in "${relative(root, args.importer)}")` }] };
+                            });
+                            build.onLoad({ filter: /.*/, namespace: 'sluice-nango' }, () => ({ contents: DEFINITION_NANGO, loader: 'js' }));
+                            build.onLoad({ filter: /.*/, namespace: 'sluice-unsupported' }, (args) => ({ contents: unsupportedModule(args.path), loader: 'js' }));
+                        }
+                    }
+                ]
+            });
+        } catch (e) {
+            if (e && Array.isArray(e.errors)) {
+                errors.push(...messages(e.errors, root));
+                continue;
+            }
+            throw e;
+        }
+        for (const input of Object.keys(result.metafile.inputs)) {
+            if (input.includes(':') || input.includes('node_modules')) continue;
+            const file = resolve(root, input);
+            const isEntry = file === resolve(entry.file);
+            if (!isEntry && checked.has(file)) continue;
+            checked.add(file);
+            errors.push(...(await zero.checkSource(file, root, isEntry)));
+        }
+        const code = result.outputFiles[0].text;
+        try {
+            const d = zero.definition({ code, file: relative(root, entry.file), name: entry.name, integration: job.integration, zodPath });
+            for (const w of d.warnings) warnings.push({ file: relative(root, entry.file), message: w });
+            if (/\bnango\s*\.\s*(getCheckpoint|saveCheckpoint|clearCheckpoint)\s*\(/.test(await readFile(entry.file, 'utf8')) && d.definition) {
+                d.definition.features.push('checkpoints');
+            }
+            if (d.kind === 'sync') out.syncs.push(d.definition);
+            else if (d.kind === 'action') out.actions.push(d.definition);
+            else if (d.kind === 'onEvent') out.onEventScripts[d.event].push(entry.name);
+        } catch (e) {
+            errors.push({ file: relative(root, entry.file), message: e && e.rule ? e.message : `loading the script failed: ${e && e.stack ? e.stack.split('\n').slice(0, 3).join(' ') : e}` });
+        }
+    }
+    // Integration-wide rules (§4.7 post-validation).
+    const owner = new Map();
+    for (const s of out.syncs) {
+        for (const m of s.usedModels) {
+            if (owner.has(m)) errors.push({ file: job.integration, message: `Model "${m}" is defined multiple times. Models must be unique per integration (syncs ${owner.get(m)} and ${s.name})` });
+            else owner.set(m, s.name);
+        }
+    }
+    const endpoints = new Map();
+    const claim = (e, who) => {
+        const key = `${e.method} ${e.path}`;
+        if (endpoints.has(key)) errors.push({ file: job.integration, message: `Endpoint "${key}" is used multiple times (${endpoints.get(key)} and ${who}). Endpoints must be unique` });
+        else endpoints.set(key, who);
+    };
+    for (const s of out.syncs) for (const e of s.endpoints) claim(e, s.name);
+    for (const a of out.actions) if (a.endpoint) claim(a.endpoint, a.name);
+    if (errors.length > 0) return { ok: false, errors, warnings };
+    return { ok: true, definition: out, warnings };
+}
+
 async function main() {
     const step = process.argv[2];
     const chunks = [];
@@ -174,6 +333,7 @@ async function main() {
     let result;
     if (step === 'bundle') result = await bundleScripts(job);
     else if (step === 'componentize') result = await componentizeBundle(job);
+    else if (step === 'definitions') result = await definitions(job);
     else throw new Error(`unknown step ${step}: expected bundle or componentize`);
     process.stdout.write(JSON.stringify(result) + '\n');
 }

@@ -11,6 +11,7 @@ import * as conn from 'nango:scripts/connection@0.2.0';
 import * as records from 'nango:scripts/records@0.2.0';
 import * as syncContext from 'nango:scripts/sync-context@0.2.0';
 import { prewarm } from './prewarm';
+import { runTest, type TestSpec } from './harness';
 
 // ------ Types: the original's names and shapes, declared once in
 // models-sdk.d.ts (which `sluice generate` also writes into models.ts).
@@ -268,6 +269,13 @@ function safeStringify(value: unknown): string {
 type Script = {
     default?: unknown;
     onWebhookPayloadReceived?: unknown;
+};
+
+/** What `createSync`, `createAction` and `createOnEvent` return. */
+type Definition = {
+    type?: string;
+    exec?: (...args: any[]) => unknown;
+    onWebhook?: (...args: any[]) => unknown;
 };
 
 /** What every script receives: the original's `NangoAction`. */
@@ -571,18 +579,45 @@ export function bundle(scripts: Record<string, Script>) {
         }
         return s.default as (...args: any[]) => Promise<unknown>;
     };
+    /** A zero-yaml script's default export (`createSync({...})` and friends), checked against the call. */
+    const zero = (s: Script, kind: 'sync' | 'action' | 'onEvent'): Definition | undefined => {
+        const d = s.default;
+        if (!d || typeof d !== 'object') return undefined;
+        const def = d as Definition;
+        if (def.type === undefined) throw new Error(`Invalid default export for ${conn.info().scriptName}`);
+        if (def.type !== kind) throw new Error(`Incorrect script loaded for ${kind === 'onEvent' ? 'event' : kind}`);
+        if (typeof def.exec !== 'function') throw new Error(`There is no default export that is a function for ${conn.info().scriptName}`);
+        return def;
+    };
+    const run = (kind: 'sync' | 'action' | 'onEvent', nango: NangoAction, ...args: unknown[]): unknown => {
+        const s = script();
+        const def = zero(s, kind);
+        return def ? def.exec!(nango, ...args) : main(s)(nango, ...args);
+    };
     return {
-        fetchData: () => settle(() => main(script())(new NangoSync()), ignore),
+        fetchData: () => settle(() => run('sync', new NangoSync()), ignore),
         onWebhookPayloadReceived: (payload: Uint8Array) =>
             settle(() => {
                 const s = script();
+                const body = parseJson(UTF8_IN.decode(payload));
+                const def = zero(s, 'sync');
+                if (def) {
+                    if (typeof def.onWebhook !== 'function') {
+                        throw new Error(`There is no onWebhook handler for ${conn.info().scriptName}`);
+                    }
+                    return def.onWebhook(new NangoSync(), body);
+                }
                 if (typeof s.onWebhookPayloadReceived !== 'function') {
                     throw new Error(`There is no onWebhookPayloadReceived export for ${conn.info().scriptName}`);
                 }
-                return s.onWebhookPayloadReceived(new NangoSync(), parseJson(UTF8_IN.decode(payload)));
+                return s.onWebhookPayloadReceived(new NangoSync(), body);
             }, output),
-        runAction: (input: Uint8Array | undefined) =>
-            settle(() => main(script())(new NangoAction(), input === undefined ? undefined : fromJson(input)), output),
-        onEvent: () => settle(() => main(script())(new NangoAction()), ignore)
+        runAction: (input: Uint8Array | undefined) => settle(() => run('action', new NangoAction(), input === undefined ? undefined : fromJson(input)), output),
+        onEvent: () => settle(() => run('onEvent', new NangoAction()), ignore),
+        runTest: (spec: Uint8Array) =>
+            settle(
+                () => runTest(fromJson(spec) as TestSpec, script().default as Definition),
+                (results) => jsonBytes(results)!
+            )
     };
 }

@@ -45,7 +45,7 @@ pub enum HttpMethod {
 }
 
 impl HttpMethod {
-    fn parse(s: &str) -> Option<Self> {
+    pub fn parse(s: &str) -> Option<Self> {
         Some(match s.to_ascii_uppercase().as_str() {
             "GET" => Self::Get,
             "POST" => Self::Post,

@@ -170,14 +170,14 @@ impl CompileOptions {
         }
     }
 
-    fn build_dir(&self) -> PathBuf {
+    pub(crate) fn build_dir(&self) -> PathBuf {
         self.build_dir
             .clone()
             .unwrap_or_else(|| self.dir.join(BUILD_DIR))
     }
 }
 
-fn runtime_kind(k: yaml::ScriptKind) -> ScriptKind {
+pub(crate) fn runtime_kind(k: yaml::ScriptKind) -> ScriptKind {
     match k {
         yaml::ScriptKind::Sync => ScriptKind::Sync,
         yaml::ScriptKind::Action => ScriptKind::Action,
@@ -224,7 +224,7 @@ pub fn find_source(root: &Path, pck: &str, name: &str, kind: yaml::ScriptKind) -
 
 /// Writes `path` only when its content changes (keeps editors and
 /// watchers quiet).
-fn write_if_changed(path: &Path, text: &str) -> Result<(), CompileError> {
+pub(crate) fn write_if_changed(path: &Path, text: &str) -> Result<(), CompileError> {
     if std::fs::read_to_string(path).is_ok_and(|old| old == text) {
         return Ok(());
     }
@@ -272,6 +272,9 @@ pub fn compile(
     // Absolute (without resolving symlinks: an integration's folder may be
     // a link, and its files must still count as inside the project).
     let root = std::path::absolute(&opts.dir).unwrap_or_else(|_| opts.dir.clone());
+    if crate::zero::is_zero_yaml(&root) {
+        return crate::zero::compile(opts, &root, runtime, progress);
+    }
     let loaded = yaml::load(&root)?;
     for w in &loaded.warnings {
         let _ = writeln!(progress, "{w}");
@@ -336,7 +339,13 @@ pub fn compile(
         if let Some(toolchain) = &toolchain
             && !ts.is_empty()
         {
-            let component = build_bundle(toolchain, &root, &build, &wit_dir, pck, &ts, progress)?;
+            let files: Vec<(String, PathBuf)> = ts
+                .iter()
+                .map(|(n, _, src)| (n.clone(), src.path().to_path_buf()))
+                .collect();
+            let component = build_bundle(
+                toolchain, &root, &build, &wit_dir, pck, &files, false, progress,
+            )?;
             let kinds: Vec<(String, ScriptKind)> = ts
                 .iter()
                 .map(|(n, k, _)| (n.clone(), runtime_kind(*k)))
@@ -395,7 +404,7 @@ pub fn compile(
 }
 
 /// Loads a component, saying so when Cranelift has to compile it first.
-fn precompile<T>(
+pub(crate) fn precompile<T>(
     runtime: &Runtime,
     component: &Path,
     what: &str,
@@ -425,13 +434,17 @@ fn precompile<T>(
 
 /// Bundles an integration's TypeScript scripts and componentizes the
 /// bundle unless the same bundle was componentized before.
-fn build_bundle(
+/// `zero` bundles zero-yaml scripts (`nango` is the SDK's zero-yaml module,
+/// `zod` is zod 4).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn build_bundle(
     toolchain: &Toolchain,
     root: &Path,
     build: &Path,
     wit_dir: &Path,
     pck: &str,
-    scripts: &[&(String, yaml::ScriptKind, Source)],
+    scripts: &[(String, PathBuf)],
+    zero: bool,
     progress: &mut dyn Write,
 ) -> Result<PathBuf, CompileError> {
     let bundle = build.join(format!("{pck}.js"));
@@ -439,7 +452,8 @@ fn build_bundle(
     let key_file = build.join(format!("{pck}.key"));
     let job = json!({
         "root": root,
-        "scripts": scripts.iter().map(|(name, _, src)| json!({ "name": name, "file": src.path() })).collect::<Vec<_>>(),
+        "scripts": scripts.iter().map(|(name, file)| json!({ "name": name, "file": file })).collect::<Vec<_>>(),
+        "zero": zero,
         "bundle": bundle,
         "component": component,
         "wit": wit_dir,

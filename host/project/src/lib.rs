@@ -21,3 +21,5 @@ pub mod project;
 pub mod remote;
 pub mod test;
 pub mod toolchain;
+pub mod zero;
+pub mod zerotest;

@@ -113,6 +113,16 @@ pub async fn run_tests(
             .unwrap_or_else(|| pck.to_string())
     };
 
+    if crate::zero::is_zero_yaml(&project.root) {
+        let outcomes =
+            crate::zerotest::run(opts, &runtime, &project, providers, environment, out).await;
+        if outcomes.is_empty()
+            && let Some(script) = &opts.script
+        {
+            return Err(TestError::NothingToTest(script.clone()));
+        }
+        return Ok(outcomes);
+    }
     let replayer = Replayer {
         runtime: &runtime,
         providers,

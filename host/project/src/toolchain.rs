@@ -27,6 +27,7 @@ const FILES: &[(&str, &str)] = &[
         "compile.mjs",
         include_str!("../../../guest-sdk/ts/compile.mjs"),
     ),
+    ("zero.mjs", include_str!("../../../guest-sdk/ts/zero.mjs")),
     (
         "models-sdk.d.ts",
         include_str!("../../../guest-sdk/ts/models-sdk.d.ts"),
@@ -34,6 +35,14 @@ const FILES: &[(&str, &str)] = &[
     (
         "src/index.ts",
         include_str!("../../../guest-sdk/ts/src/index.ts"),
+    ),
+    (
+        "src/harness.ts",
+        include_str!("../../../guest-sdk/ts/src/harness.ts"),
+    ),
+    (
+        "src/zero.ts",
+        include_str!("../../../guest-sdk/ts/src/zero.ts"),
     ),
     (
         "src/prewarm.ts",
@@ -106,6 +115,9 @@ pub struct StepResult {
     pub errors: Vec<StepMessage>,
     #[serde(default)]
     pub warnings: Vec<StepMessage>,
+    /// The `definitions` step's `.nango/nango.json` entry for one integration.
+    #[serde(default)]
+    pub definition: Option<Value>,
 }
 
 /// An installed SDK with its npm dependencies.

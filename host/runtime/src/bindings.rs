@@ -54,7 +54,17 @@ mod on_event_world {
     });
 }
 
+mod bundle_world {
+    wasmtime::component::bindgen!({
+        path: "../../wit",
+        world: "bundle",
+        exports: { default: async },
+        with: { "nango:scripts": super::imports::nango::scripts },
+    });
+}
+
 pub use action_world::ActionPre;
+pub use bundle_world::BundlePre;
 pub use on_event_world::OnEventPre;
 pub use sync_world::SyncPre;
 

@@ -74,6 +74,8 @@ pub(crate) enum ScriptPre {
     Sync(bindings::SyncPre<HostState>),
     Action(bindings::ActionPre<HostState>),
     OnEvent(bindings::OnEventPre<HostState>),
+    /// A TypeScript bundle's `run-test` (`sluice test` on zero-yaml projects).
+    Bundle(bindings::BundlePre<HostState>),
 }
 
 impl Script {
@@ -228,6 +230,26 @@ impl Runtime {
                 })
             })
             .collect()
+    }
+
+    /// The test harness of a TypeScript bundle's script: the same compiled
+    /// component, called through its `run-test` export
+    /// ([`crate::Call::Test`]). Fails for components without that export.
+    pub fn test_harness(&self, script: &Script) -> Result<Script, LoadError> {
+        let instance_pre = match &script.pre {
+            ScriptPre::Sync(p) => p.instance_pre().clone(),
+            ScriptPre::Action(p) => p.instance_pre().clone(),
+            ScriptPre::OnEvent(p) => p.instance_pre().clone(),
+            ScriptPre::Bundle(p) => p.instance_pre().clone(),
+        };
+        let pre =
+            bindings::BundlePre::new(instance_pre).map_err(|e| link_error(&script.origin, e))?;
+        Ok(Script {
+            kind: ScriptKind::Action,
+            pre: ScriptPre::Bundle(pre),
+            origin: script.origin.clone(),
+            digest: script.digest.clone(),
+        })
     }
 
     /// Whether these component bytes are precompiled for this engine, so

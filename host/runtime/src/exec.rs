@@ -43,13 +43,17 @@ pub enum Call {
     Action { input: Option<String> },
     /// An event script.
     OnEvent,
+    /// A zero-yaml test file run by the bundle's harness (`run-test`), with
+    /// its spec as JSON; the output is one `{name, ok, message}` per `it`.
+    /// Runs on [`crate::Runtime::test_harness`] scripts only.
+    Test { spec: String },
 }
 
 impl Call {
     fn kind(&self) -> ScriptKind {
         match self {
             Call::Sync | Call::Webhook { .. } => ScriptKind::Sync,
-            Call::Action { .. } => ScriptKind::Action,
+            Call::Action { .. } | Call::Test { .. } => ScriptKind::Action,
             Call::OnEvent => ScriptKind::OnEvent,
         }
     }
@@ -573,6 +577,12 @@ async fn call(pre: &ScriptPre, store: &mut Store<HostState>, call: &Call) -> Cal
             let instance = pre.instantiate_async(&mut *store).await.map_err(I)?;
             let out = instance.call_on_event(store).await.map_err(C)?;
             Ok(out.map(|()| None))
+        }
+        (ScriptPre::Bundle(pre), Call::Test { spec }) => {
+            let instance = pre.instantiate_async(&mut *store).await.map_err(I)?;
+            let spec = spec.clone().into_bytes();
+            let out = instance.call_run_test(store, &spec).await.map_err(C)?;
+            Ok(out.map(|json| Some(parse_output(&json))))
         }
         // `execute` checked the kind.
         _ => Err(C(wasmtime::format_err!(

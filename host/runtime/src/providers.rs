@@ -55,14 +55,52 @@ pub struct ProxyDefaults {
 #[serde(default)]
 pub struct RetryDefaults {
     /// Header holding the time to retry at (epoch seconds or a date).
+    /// Newer catalogues give a list of names: the first is used.
+    #[serde(deserialize_with = "one_or_first")]
     pub at: Option<String>,
-    /// Header holding the seconds to wait.
+    /// Header holding the seconds to wait (a name or a list, as `at`).
+    #[serde(deserialize_with = "one_or_first")]
     pub after: Option<String>,
     /// Header that means "rate limited" when it equals `0`.
     pub remaining: Option<String>,
-    /// An extra status code that is retried.
+    /// An extra status code that is retried (a list in newer catalogues:
+    /// the first is used).
+    #[serde(deserialize_with = "status_code")]
     pub error_code: Option<u16>,
     pub in_body: Option<RetryInBody>,
+}
+
+/// A value, or the first value of a list.
+fn one_or_first<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany<T> {
+        One(T),
+        Many(Vec<T>),
+    }
+    Ok(match Option::<OneOrMany<T>>::deserialize(d)? {
+        None => None,
+        Some(OneOrMany::One(s)) => Some(s),
+        Some(OneOrMany::Many(v)) => v.into_iter().next(),
+    })
+}
+
+/// A status code as a number or a string, or the first of a list of them.
+fn status_code<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u16>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Code {
+        Number(u16),
+        Text(String),
+    }
+    Ok(one_or_first::<D, Code>(d)?.and_then(|c| match c {
+        Code::Number(n) => Some(n),
+        Code::Text(t) => t.trim().parse().ok(),
+    }))
 }
 
 /// `proxy.retry.in_body`: the wait is found in the response body.
@@ -153,11 +191,24 @@ impl ProviderCatalog {
     }
 }
 
+/// How many aliases may lead to a provider.
+const MAX_ALIAS_DEPTH: u32 = 8;
+
 fn resolve_alias(
     raw: &Map<String, Value>,
     name: &str,
     value: &Value,
     origin: &str,
+) -> Result<Value, ProviderError> {
+    resolve_alias_at(raw, name, value, origin, 0)
+}
+
+fn resolve_alias_at(
+    raw: &Map<String, Value>,
+    name: &str,
+    value: &Value,
+    origin: &str,
+    depth: u32,
 ) -> Result<Value, ProviderError> {
     let invalid = |message: String| ProviderError::Invalid {
         origin: origin.to_string(),
@@ -170,14 +221,29 @@ fn resolve_alias(
     let Some(alias) = own.get("alias").and_then(Value::as_str) else {
         return Ok(value.clone());
     };
-    let Some(base) = raw.get(alias).and_then(Value::as_object) else {
+    let Some(base) = raw.get(alias) else {
         return Err(invalid(format!(
             "alias `{alias}` is not a provider in this file"
         )));
     };
-    if base.contains_key("alias") {
-        return Err(invalid(format!("alias `{alias}` is itself an alias")));
-    }
+    // An alias of an alias takes its target's resolved fields; a cycle
+    // would never end, so the chain is bounded.
+    let base = if base.get("alias").is_some() {
+        if name == alias {
+            return Err(invalid(format!("alias `{alias}` refers to itself")));
+        }
+        if depth >= MAX_ALIAS_DEPTH {
+            return Err(invalid(format!(
+                "alias `{alias}`: the chain of aliases is longer than {MAX_ALIAS_DEPTH} or a cycle"
+            )));
+        }
+        resolve_alias_at(raw, alias, base, origin, depth + 1)?
+    } else {
+        base.clone()
+    };
+    let Some(base) = base.as_object() else {
+        return Err(invalid(format!("alias `{alias}` is not a mapping")));
+    };
     let mut merged = base.clone();
     for (k, v) in own {
         merged.insert(k.clone(), v.clone());

@@ -1,0 +1,712 @@
+// `sluice test` for zero-yaml projects: the original's vitest harness
+// (`nango/test`'s NangoActionMock / NangoSyncMock and the generated test
+// shapes), run inside the component so that everything it computes in
+// JavaScript — request identities (`String()`, `JSON.stringify`, WHATWG
+// URLs), vitest's equalities — is computed by JavaScript. The host reads
+// the fixture and the provider's pagination defaults, classifies the test
+// file, and passes them in a `TestSpec`; nothing here touches the network
+// or the store. ../../shared/nango-zero.md §6–§7 describes the behaviour.
+
+import { Buffer } from 'buffer';
+import { sha1 } from '@noble/hashes/legacy.js';
+import { ActionError } from './index';
+
+/** What the host asks for: one test file of a generated shape. */
+export interface TestSpec {
+    /** `action`: one `it` comparing the output; `sync`: the checks below. */
+    kind: 'action' | 'sync';
+    /** The second `it` of a sync test: `delete` (fresh mock, JSON equality when the
+     * fixture expects deletes), `delete-some` (some single call equal),
+     * `track` (trackDeletesStart/End called), `no-delete` (batchDelete never
+     * called), `none` (no second `it`). */
+    second?: 'delete' | 'delete-some' | 'track' | 'track-ordered' | 'no-delete' | 'none';
+    /** One mock for both `it`s (older template) instead of a fresh one each. */
+    sharedMock?: boolean;
+    /** The fixture's name (the mock's `name`). */
+    name: string;
+    /** The sync test's `Model` split on `,`. */
+    models: string[];
+    /** The mock's `providerConfigKey`: the test folder's parent's name. */
+    providerConfigKey: string;
+    /** The parsed `.test.json`, or `null` when legacy mocks are used. */
+    fixture: any;
+    /** Legacy `mocks/` files by path relative to `mocks/`, when no fixture exists. */
+    legacy?: Record<string, unknown>;
+    /** The provider's `proxy.paginate` defaults; absent when it has none. */
+    pagination?: Record<string, unknown>;
+    /** Whether the provider catalogue knows `providerConfigKey`. */
+    providerKnown: boolean;
+}
+
+export interface ItResult {
+    name: string;
+    ok: boolean;
+    message?: string;
+}
+
+// ------ vitest's mock functions, as far as the generated tests look at them
+
+let invocation = 0;
+
+interface MockState {
+    calls: unknown[][];
+    invocationCallOrder: number[];
+}
+
+function recorded<F extends (...args: any[]) => any>(f: F): F & { mock: MockState } {
+    const mock: MockState = { calls: [], invocationCallOrder: [] };
+    const wrapped = function (this: unknown, ...args: unknown[]) {
+        mock.calls.push(args);
+        mock.invocationCallOrder.push(++invocation);
+        return f.apply(this, args);
+    } as unknown as F & { mock: MockState };
+    wrapped.mock = mock;
+    return wrapped;
+}
+
+// ------ Request identity (§7.5) and matching (§7.6)
+
+const IGNORED_HEADERS = new Set([
+    'authorization',
+    'user-agent',
+    'nango-proxy-user-agent',
+    'accept-encoding',
+    'retries',
+    'host',
+    'connection-id',
+    'provider-config-key',
+    'nango-is-sync',
+    'nango-is-script',
+    'nango-is-dry-run',
+    'nango-activity-log-id',
+    'content-length',
+    'accept',
+    'base-url-override',
+    'retry-on',
+    'forward-headers-on-redirect'
+]);
+
+const HEX = '0123456789abcdef';
+function sha1Hex(text: string): string {
+    const digest = sha1(new TextEncoder().encode(text));
+    let out = '';
+    for (const b of digest) out += HEX[b >> 4]! + HEX[b & 15]!;
+    return out;
+}
+
+function byKey(a: [string, string], b: [string, string]): number {
+    return a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0;
+}
+
+/** The data identity of a request body (§7.5.6). */
+function dataIdentity(data: unknown): string | undefined {
+    if (!data) return undefined;
+    let text: string | undefined;
+    if (typeof data === 'string') text = data;
+    else if (Buffer.isBuffer(data)) text = data.toString('base64');
+    else text = JSON.stringify(data);
+    if (text === undefined) return undefined;
+    return text.length > 1000 ? `sha1:${sha1Hex(text)}` : text;
+}
+
+interface Identity {
+    method: string;
+    endpoint: string;
+    params: [string, string][];
+    headers: [string, string][];
+    data?: string;
+    hash: string;
+}
+
+function identityOf(cfg: any): Identity {
+    const method = String(cfg.method ?? 'get').toLowerCase();
+    const raw = String(cfg.endpoint ?? '');
+    const url = /^https?:\/\//i.test(raw) ? new URL(raw) : new URL(raw.startsWith('/') ? raw : `/${raw}`, 'https://example.com');
+    const params = cfg.params;
+    if (typeof params === 'string') {
+        for (const [k, v] of new URLSearchParams(params)) url.searchParams.append(k, v);
+    } else if (params && typeof params === 'object') {
+        for (const [k, v] of Object.entries(params)) {
+            if (v === undefined) continue;
+            url.searchParams.set(k, Array.isArray(v) ? v.join(',') : String(v));
+        }
+    }
+    let endpoint = url.pathname;
+    if (endpoint.startsWith('/proxy/')) endpoint = endpoint.slice('/proxy/'.length);
+    if (endpoint.startsWith('/')) endpoint = endpoint.slice(1);
+    const query: [string, string][] = [...url.searchParams].map(([k, v]) => [k, v]);
+    query.sort(byKey);
+    const seen = new Set<string>();
+    const headers: [string, string][] = [];
+    for (const [key, value] of Object.entries(cfg.headers ?? {})) {
+        const k = key.replace(/^nango-proxy-/i, '');
+        const lower = k.toLowerCase();
+        if (seen.has(lower)) continue;
+        seen.add(lower);
+        if (IGNORED_HEADERS.has(lower)) continue;
+        if (lower === 'content-type') {
+            const v = String(value).toLowerCase();
+            if (v === 'application/json' || v === 'undefined' || v.startsWith('application/x-www-form-urlencoded')) continue;
+        }
+        headers.push([k, String(value)]);
+    }
+    headers.sort(byKey);
+    const data = dataIdentity(cfg.data);
+    const doc: Record<string, unknown> = { method, endpoint, params: query, headers };
+    if (data !== undefined) doc['data'] = data;
+    return { method, endpoint, params: query, headers, data, hash: sha1Hex(JSON.stringify(doc)) };
+}
+
+function normalHeaders(h: Record<string, unknown> | [string, string][]): Map<string, string> {
+    const out = new Map<string, string>();
+    const entries = Array.isArray(h) ? h : Object.entries(h ?? {});
+    for (const [k, v] of entries) {
+        const lower = String(k).toLowerCase();
+        if (out.has(lower)) continue;
+        const value = String(v);
+        if (lower === 'content-type' && value.toLowerCase().startsWith('application/x-www-form-urlencoded')) continue;
+        out.set(lower, value);
+    }
+    return out;
+}
+
+function matches(entry: any, id: Identity, only: boolean): boolean {
+    if (!entry || typeof entry !== 'object') return false;
+    if (entry.hash !== undefined && entry.hash === id.hash) return true;
+    const req = entry.request;
+    if (req && typeof req === 'object') {
+        const recorded = Object.entries(req.params ?? {});
+        if (recorded.length !== id.params.length) return false;
+        for (const [k, v] of recorded) {
+            if (!id.params.some(([ik, iv]) => ik === k && iv === String(v))) return false;
+        }
+        const want = normalHeaders(req.headers ?? {});
+        const have = normalHeaders(id.headers);
+        if (want.size !== have.size) return false;
+        for (const [k, v] of want) if (have.get(k) !== v) return false;
+        if (req.data !== undefined && dataIdentity(req.data) !== id.data) return false;
+        return true;
+    }
+    return req === undefined && only && id.params.length === 0;
+}
+
+// ------ Legacy `mocks/` (§7.11)
+
+function legacyIdentity(cfg: any): { text: string; hash: string; method: string; endpoint: string; params: [string, unknown][]; headers: [string, unknown][]; data?: string } {
+    const method = String(cfg.method ?? 'get').toLowerCase();
+    const endpoint = String(cfg.endpoint ?? '').replace(/^\//, '');
+    const params: [string, unknown][] = Object.entries(cfg.params && typeof cfg.params === 'object' ? cfg.params : {});
+    params.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
+    const first8 = [...IGNORED_HEADERS].slice(0, 8);
+    const headers: [string, unknown][] = Object.entries(cfg.headers ?? {}).filter(([k]) => !first8.includes(k.toLowerCase()));
+    headers.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
+    const data = dataIdentity(cfg.data);
+    const doc: Record<string, unknown> = { method, endpoint, params, headers };
+    if (data !== undefined) doc['data'] = data;
+    const text = JSON.stringify(doc);
+    return { text, hash: sha1Hex(text), method, endpoint, params, headers, data };
+}
+
+/** `path.resolve`-like joining of `/`-separated parts (the legacy layout's paths). */
+function joinPath(...parts: string[]): string {
+    const out: string[] = [];
+    for (const part of parts.join('/').split('/')) {
+        if (part === '' || part === '.') continue;
+        if (part === '..') out.pop();
+        else out.push(part);
+    }
+    return out.join('/');
+}
+
+// ------ Equalities (§7.9)
+
+function isObject(v: unknown): v is Record<string, unknown> {
+    return v !== null && typeof v === 'object';
+}
+
+/** vitest's `toEqual` (`strict` = `toStrictEqual` on JSON values). */
+export function equals(a: unknown, b: unknown, strict = false): boolean {
+    if (Object.is(a, b)) return true;
+    if (!isObject(a) || !isObject(b)) return false;
+    const ta = Object.prototype.toString.call(a);
+    if (ta !== Object.prototype.toString.call(b)) return false;
+    if (a instanceof Date && b instanceof Date) return Object.is(a.getTime(), b.getTime());
+    if (a instanceof RegExp && b instanceof RegExp) return String(a) === String(b);
+    if (a instanceof Map && b instanceof Map) {
+        if (a.size !== b.size) return false;
+        for (const [k, v] of a) if (!b.has(k) || !equals(v, b.get(k), strict)) return false;
+        return true;
+    }
+    if (a instanceof Set && b instanceof Set) {
+        if (a.size !== b.size) return false;
+        for (const v of a) if (![...b].some((w) => equals(v, w, strict))) return false;
+        return true;
+    }
+    if (Array.isArray(a)) {
+        const bb = b as unknown[];
+        if (a.length !== bb.length) return false;
+        for (let i = 0; i < a.length; i++) if (!equals(a[i], bb[i], strict)) return false;
+        if (!strict) return true;
+    }
+    const keys = (o: Record<string, unknown>) => Object.keys(o).filter((k) => strict || o[k] !== undefined);
+    const ka = keys(a);
+    const kb = keys(b);
+    if (ka.length !== kb.length) return false;
+    for (const k of ka) {
+        if (!Object.prototype.hasOwnProperty.call(b, k)) return false;
+        if (!equals(a[k], b[k], strict)) return false;
+    }
+    return true;
+}
+
+function short(v: unknown): string {
+    let text: string;
+    try {
+        text = v === undefined ? 'undefined' : (JSON.stringify(v) ?? String(v));
+    } catch {
+        text = String(v);
+    }
+    return text.length > 160 ? `${text.slice(0, 160)}…` : text;
+}
+
+/** Where two values first differ, for the failure message. */
+function difference(expected: unknown, actual: unknown, path: string): string {
+    if (Array.isArray(expected) && Array.isArray(actual)) {
+        for (let i = 0; i < Math.min(expected.length, actual.length); i++) {
+            if (!equals(actual[i], expected[i], true)) return difference(expected[i], actual[i], `${path}[${i}]`);
+        }
+        return `${path}: expected ${expected.length} items, got ${actual.length}`;
+    }
+    if (isObject(expected) && isObject(actual) && !Array.isArray(expected) && !Array.isArray(actual)) {
+        for (const k of new Set([...Object.keys(expected), ...Object.keys(actual)])) {
+            if (!equals(actual[k], expected[k], true)) return difference(expected[k], actual[k], `${path}.${k}`);
+        }
+    }
+    return `${path}: expected ${short(expected)}, got ${short(actual)}`;
+}
+
+// ------ The mocks (§7.3)
+
+const MISSING = (what: string) => new Error(`Missing mock data for ${what}`);
+
+function dotted(obj: unknown, path: string): unknown {
+    let cur: any = obj;
+    for (const part of path.split('.')) {
+        if (cur === null || cur === undefined) return undefined;
+        cur = cur[part];
+    }
+    return cur;
+}
+
+function nest(bag: Record<string, unknown>): Record<string, unknown> {
+    const out: Record<string, any> = {};
+    for (const [key, value] of Object.entries(bag)) {
+        const parts = key.split('.');
+        let cur = out;
+        for (let i = 0; i < parts.length - 1; i++) {
+            const p = parts[i]!;
+            if (!isObject(cur[p])) cur[p] = {};
+            cur = cur[p];
+        }
+        cur[parts[parts.length - 1]!] = value;
+    }
+    return out;
+}
+
+function nextLink(headers: Record<string, unknown>, rel: string): string | undefined {
+    const link = Object.entries(headers ?? {}).find(([k]) => k.toLowerCase() === 'link')?.[1];
+    if (typeof link !== 'string') return undefined;
+    for (const part of link.split(/,(?=\s*<)/)) {
+        const m = /<([^>]*)>(.*)/.exec(part.trim());
+        if (!m) continue;
+        const rels = /rel\s*=\s*"?([^";]+)"?/i.exec(m[2]!);
+        if (rels && rels[1]!.split(/\s+/).includes(rel)) return m[1];
+    }
+    return undefined;
+}
+
+interface Context {
+    spec: TestSpec;
+}
+
+const CONTEXT = Symbol('sluice.harness');
+
+/** `nango/test`'s NangoActionMock: what the generated tests pass to `exec`. */
+export class NangoActionMock {
+    providerConfigKey: string;
+    ActionError = ActionError;
+    log = recorded((..._args: unknown[]) => undefined);
+    fixtureProvider: Promise<{ mockData: unknown }>;
+    [CONTEXT]: Context;
+
+    constructor(ctx: Context) {
+        this[CONTEXT] = ctx;
+        this.providerConfigKey = ctx.spec.providerConfigKey;
+        this.fixtureProvider = Promise.resolve({ mockData: ctx.spec.fixture ?? undefined });
+        this.trackDeletesStart = recorded(async (_m: string) => this.nangoValue('trackDeletesStart'));
+        this.trackDeletesEnd = recorded(async (_m: string) => this.nangoValue('trackDeletesEnd'));
+        this.deleteRecordsFromPreviousExecutions = recorded(async (_m: string) => this.nangoValue('deleteRecordsFromPreviousExecutions'));
+        this.updateMetadata = recorded(async (_x: unknown) => this.nangoValue('updateMetadata'));
+    }
+
+    trackDeletesStart;
+    trackDeletesEnd;
+    deleteRecordsFromPreviousExecutions;
+    updateMetadata;
+
+    private get spec(): TestSpec {
+        return this[CONTEXT].spec;
+    }
+
+    private legacyFile(path: string): unknown {
+        const files = this.spec.legacy ?? {};
+        return files[joinPath(path)];
+    }
+
+    private legacyRequired(path: string): unknown {
+        const v = this.legacyFile(path);
+        if (v === undefined) throw new Error(`Failed to load mock data from mocks/${joinPath(path)}: no such file`);
+        return v;
+    }
+
+    private nangoValue(member: string): unknown {
+        if (this.spec.fixture) return this.spec.fixture.nango?.[member];
+        return this.legacyFile(`nango/${member}.json`);
+    }
+
+    async getConnection(..._args: unknown[]): Promise<unknown> {
+        if (!this.spec.fixture) return this.legacyRequired('nango/getConnection.json');
+        const v = this.spec.fixture.nango?.getConnection;
+        if (v === undefined) throw MISSING('getConnection');
+        return v;
+    }
+    async getMetadata(): Promise<unknown> {
+        if (!this.spec.fixture) return this.legacyRequired('nango/getMetadata.json');
+        const v = this.spec.fixture.nango?.getMetadata;
+        if (v === undefined) throw MISSING('getMetadata');
+        return v;
+    }
+    getWebhookURL(): string {
+        return 'https://example.com/webhook';
+    }
+    async zodValidateInput({ input }: { input: unknown }): Promise<{ data: unknown }> {
+        return { data: input };
+    }
+    async getInput(): Promise<unknown> {
+        if (!this.spec.fixture) return this.legacyFile(`${this.spec.name}/input.json`);
+        return this.spec.fixture.input;
+    }
+    async getOutput(): Promise<unknown> {
+        if (!this.spec.fixture) return this.legacyRequired(`${this.spec.name}/output.json`);
+        if (!('output' in this.spec.fixture)) throw MISSING('output');
+        return this.spec.fixture.output;
+    }
+    async getBatchSaveData(model: string): Promise<unknown> {
+        if (!this.spec.fixture) return this.legacyRequired(`${this.spec.name}/${model}/batchSave.json`);
+        return this.spec.fixture.nango?.batchSave?.[model];
+    }
+    async getBatchDeleteData(model: string): Promise<unknown> {
+        if (!this.spec.fixture) return this.legacyRequired(`${this.spec.name}/${model}/batchDelete.json`);
+        return this.spec.fixture.nango?.batchDelete?.[model];
+    }
+
+    async proxy(cfg: any): Promise<unknown> {
+        return this.answer(cfg);
+    }
+    async proxyData(cfg: any): Promise<unknown> {
+        return this.answer(cfg);
+    }
+    async get(cfg: any): Promise<unknown> {
+        return this.answer({ ...cfg, method: 'get' });
+    }
+    async post(cfg: any): Promise<unknown> {
+        return this.answer({ ...cfg, method: 'post' });
+    }
+    async put(cfg: any): Promise<unknown> {
+        return this.answer({ ...cfg, method: 'put' });
+    }
+    async patch(cfg: any): Promise<unknown> {
+        return this.answer({ ...cfg, method: 'patch' });
+    }
+    async delete(cfg: any): Promise<unknown> {
+        return this.answer({ ...cfg, method: 'delete' });
+    }
+
+    private answer(cfg: any): { data: unknown; headers: unknown; status: unknown } {
+        if (!this.spec.fixture) return this.legacyAnswer(cfg);
+        const id = identityOf(cfg);
+        const api = this.spec.fixture.api?.[id.method];
+        let found = api?.[id.endpoint];
+        if (found === undefined) found = api?.[`/${id.endpoint}`];
+        if (found !== undefined) {
+            const list = Array.isArray(found) ? found : [found];
+            for (const entry of list) {
+                if (matches(entry, id, list.length === 1)) {
+                    return { data: entry.response, headers: entry.headers, status: entry.status };
+                }
+            }
+        }
+        throw new Error(
+            `No mock found for ${id.method.toUpperCase()} ${id.endpoint} (normalized: ${id.endpoint}) with hash ${id.hash}; ` +
+                `params ${JSON.stringify(id.params)}, headers ${JSON.stringify(id.headers)}${id.data === undefined ? '' : `, data ${short(id.data)}`}. ` +
+                'Re-record it with `sluice dryrun … --save`.'
+        );
+    }
+
+    private legacyAnswer(cfg: any): { data: unknown; headers: unknown; status: unknown } {
+        const id = legacyIdentity(cfg);
+        const dir = joinPath(`nango/${id.method}/proxy/${id.endpoint}/${this.spec.name}`);
+        const files = this.spec.legacy ?? {};
+        const inDir = Object.keys(files).filter((p) => p.startsWith(`${dir}/`) && !p.slice(dir.length + 1).includes('/'));
+        if (inDir.length > 0) {
+            let file: any = files[`${dir}/${id.hash}.json`];
+            if (file === undefined) {
+                file = inDir
+                    .map((p) => files[p] as any)
+                    .find((f) => {
+                        const ri = f?.requestIdentity;
+                        if (!ri) return false;
+                        const rp: [string, unknown][] = ri.params ?? [];
+                        if (rp.length !== id.params.length) return false;
+                        for (const [k, v] of rp) if (!id.params.some(([ik, iv]) => ik === k && String(iv) === String(v))) return false;
+                        const rh: [string, unknown][] = ri.headers ?? [];
+                        if (rh.length > 0 || id.headers.length > 0) {
+                            if (rh.length !== id.headers.length) return false;
+                            for (const [k, v] of rh) if (!id.headers.some(([ik, iv]) => ik === k && String(iv) === String(v))) return false;
+                        }
+                        if (ri.data !== undefined || id.data !== undefined) {
+                            if (String(ri.data) !== String(id.data)) return false;
+                        }
+                        return true;
+                    });
+            }
+            if (file === undefined) {
+                throw new Error(`Failed to load mock data for ${id.method.toUpperCase()} ${id.endpoint} with identity ${id.text}`);
+            }
+            return { data: file.response, headers: file.headers, status: file.status };
+        }
+        const whole = files[`${dir}.json`];
+        if (whole === undefined) throw new Error(`Failed to load mock data from mocks/${dir}.json: no such file`);
+        return { data: whole, headers: undefined, status: undefined };
+    }
+
+    /** Pages over the recordings with the production algorithm (§7.7, §5.6). */
+    async *paginate(cfg: any): AsyncGenerator<unknown, void, void> {
+        cfg.method = cfg.method ?? 'get';
+        if (!this.spec.providerKnown) throw new Error(`Provider config not found for ${this.spec.providerConfigKey}`);
+        const p: Record<string, any> = { ...(this.spec.pagination ?? {}), ...(cfg.paginate ?? {}) };
+        cfg.paginate = p;
+        const method = String(cfg.method).toLowerCase();
+        const bodyMode = method === 'post' || method === 'put' || method === 'patch';
+        const bag: Record<string, any> = (bodyMode ? cfg.data : cfg.params) ?? {};
+        if (p['limit'] !== undefined && p['limit'] !== null && p['limit_name_in_request']) bag[p['limit_name_in_request']] = p['limit'];
+        const write = () => {
+            if (bodyMode) cfg.data = nest(bag);
+            else cfg.params = bag;
+        };
+        if (!this.spec.fixture) {
+            yield* this.legacyPaginate(cfg, p, bag, write);
+            return;
+        }
+        const type = p['type'];
+        if (!type) throw new Error('Pagination type is required');
+        const pageOf = (resp: any) => (p['response_path'] ? dotted(resp.data, p['response_path']) : resp.data);
+        const onPage = async (nextPageParam: unknown, response: unknown) => {
+            if (typeof p['on_page'] === 'function') await p['on_page']({ nextPageParam, response });
+        };
+        if (type === 'cursor') {
+            let cursor: unknown;
+            for (;;) {
+                if (cursor !== undefined) bag[p['cursor_name_in_request']] = cursor;
+                write();
+                const resp = this.answer(cfg);
+                const page: any = pageOf(resp);
+                if (!page || !page.length) return;
+                yield page;
+                const next = dotted(resp.data, p['cursor_path_in_response']);
+                if (typeof next === 'string' && next.trim().length > 0) cursor = next.trim();
+                else if (typeof next === 'number') cursor = next;
+                else return;
+                await onPage(cursor, resp);
+            }
+        } else if (type === 'link') {
+            write();
+            let previous: string | undefined;
+            for (;;) {
+                const resp: any = this.answer(cfg);
+                yield pageOf(resp);
+                let next: string | undefined;
+                if (p['link_rel_in_response_header']) next = nextLink(resp.headers ?? {}, p['link_rel_in_response_header']);
+                if (!next && p['link_path_in_response_body']) {
+                    const v = dotted(resp.data, p['link_path_in_response_body']);
+                    next = typeof v === 'string' ? v : undefined;
+                }
+                await onPage(next, resp);
+                if (!next || next === previous) return;
+                previous = next;
+                if (/^https?:\/\//i.test(next)) {
+                    const u = new URL(next);
+                    cfg.baseUrlOverride = u.origin;
+                    cfg.endpoint = u.pathname + u.search;
+                } else {
+                    cfg.endpoint = next;
+                }
+                delete cfg.params;
+            }
+        } else if (type === 'offset') {
+            let offset = Number(p['offset_start_value'] ?? 0) || 0;
+            for (;;) {
+                bag[p['offset_name_in_request']] = bodyMode ? offset : String(offset);
+                write();
+                const resp = this.answer(cfg);
+                const page: any = pageOf(resp);
+                if (!page || !page.length) return;
+                yield page;
+                if (p['limit'] !== undefined && p['limit'] !== null && page.length < Number(p['limit'])) return;
+                await onPage(offset, resp);
+                offset += p['offset_calculation_method'] === 'per-page' ? 1 : page.length;
+            }
+        } else {
+            throw new Error(`Pagination type ${String(type)} is not supported. Only cursor, link and offset pagination types are supported.`);
+        }
+    }
+
+    /** The older harness's paginate over `mocks/`: one page per recording. */
+    private async *legacyPaginate(cfg: any, p: Record<string, any>, bag: Record<string, any>, write: () => void): AsyncGenerator<unknown, void, void> {
+        const type = p['type'];
+        if (type !== 'cursor' && type !== 'link' && type !== 'offset') throw new Error(`Invalid pagination type: ${String(type)}`);
+        if (type === 'offset') bag[p['offset_name_in_request']] = bodyMode(cfg) ? Number(p['offset_start_value'] ?? 0) : String(p['offset_start_value'] ?? 0);
+        write();
+        const resp: any = this.answer(cfg);
+        const page = p['response_path'] ? resp.data?.[p['response_path']] : resp.data;
+        if (page === undefined || page === null) return;
+        yield page;
+    }
+}
+
+function bodyMode(cfg: any): boolean {
+    const m = String(cfg.method ?? 'get').toLowerCase();
+    return m === 'post' || m === 'put' || m === 'patch';
+}
+
+/** `nango/test`'s NangoSyncMock. */
+export class NangoSyncMock extends NangoActionMock {
+    lastSyncDate = null;
+    batchSave = recorded(async (_records: unknown[], _model: string) => undefined);
+    batchDelete = recorded(async (_records: unknown[], _model: string) => undefined);
+    private checkpoint: unknown = null;
+
+    async getCheckpoint(): Promise<unknown> {
+        return this.checkpoint;
+    }
+    async saveCheckpoint(c: unknown): Promise<void> {
+        this.checkpoint = c;
+    }
+    async clearCheckpoint(): Promise<void> {
+        this.checkpoint = null;
+    }
+    async *listRecords(): AsyncGenerator<never, void, void> {
+        return;
+    }
+}
+
+/** Installs `globalThis.vitest` as the harness's setup file does (scripts look at it at load time). */
+export function installVitestGlobal(): void {
+    (globalThis as any).vitest = { NangoActionMock, NangoSyncMock };
+}
+
+// ------ The generated test shapes (§7.2)
+
+type Definition = { type?: string; exec?: (...args: any[]) => unknown };
+
+function describeError(e: unknown): string {
+    if (e instanceof Error) return `${e.name}: ${e.message}`;
+    return short(e);
+}
+
+async function it(name: string, results: ItResult[], body: () => Promise<void>): Promise<void> {
+    try {
+        await body();
+        results.push({ name, ok: true });
+    } catch (e) {
+        results.push({ name, ok: false, message: describeError(e) });
+    }
+}
+
+class Expectation extends Error {
+    constructor(message: string) {
+        super(message);
+        this.name = 'AssertionError';
+    }
+}
+
+/** Runs one test file's `it`s against `def` (the script's default export). */
+export async function runTest(spec: TestSpec, def: Definition): Promise<ItResult[]> {
+    const results: ItResult[] = [];
+    if (!def || typeof def.exec !== 'function') {
+        results.push({ name: 'load', ok: false, message: 'the script has no default export with an exec function' });
+        return results;
+    }
+    const ctx: Context = { spec };
+    if (spec.kind === 'action') {
+        const mock = new NangoActionMock(ctx);
+        await it('should output the action output that is expected', results, async () => {
+            const input = await mock.getInput();
+            const response = await def.exec!(mock, input);
+            const output = await mock.getOutput();
+            if (!equals(response, output)) throw new Expectation(`action output differs: ${difference(output, response, 'output')}`);
+        });
+        return results;
+    }
+    const shared = spec.sharedMock ? new NangoSyncMock(ctx) : undefined;
+    const fresh = () => shared ?? new NangoSyncMock(ctx);
+    await it('should get, map correctly the data and batchSave the result', results, async () => {
+        const mock = fresh();
+        await def.exec!(mock);
+        for (const model of spec.models) {
+            const expected = await mock.getBatchSaveData(model);
+            const saved = mock.batchSave.mock.calls.flatMap((call) => (call[1] === model ? (call[0] as unknown[]) : []));
+            const actual = JSON.parse(JSON.stringify(saved));
+            if (!equals(actual, expected, true)) throw new Expectation(`${model} batchSave differs: ${difference(expected, actual, model)}`);
+        }
+    });
+    const second = spec.second ?? 'delete';
+    if (second === 'none') return results;
+    await it('should get, map correctly the data and batchDelete the result', results, async () => {
+        const mock = fresh();
+        await def.exec!(mock);
+        for (const model of spec.models) {
+            if (second === 'track' || second === 'track-ordered') {
+                const called = (f: { mock: MockState }) => f.mock.calls.some((c) => equals(c, [model]));
+                if (!called(mock.trackDeletesStart)) throw new Expectation(`trackDeletesStart was not called with ${model}`);
+                if (!called(mock.trackDeletesEnd)) throw new Expectation(`trackDeletesEnd was not called with ${model}`);
+                continue;
+            }
+            if (second === 'no-delete') continue;
+            const expected: any = await mock.getBatchDeleteData(model);
+            if (!(expected && expected.length > 0)) continue;
+            if (second === 'delete-some') {
+                if (!mock.batchDelete.mock.calls.some((c) => equals(c, [expected, model]))) {
+                    throw new Expectation(`no batchDelete call of ${model} equals the ${expected.length} recorded records`);
+                }
+                continue;
+            }
+            const deleted = mock.batchDelete.mock.calls.flatMap((call) => (call[1] === model ? (call[0] as unknown[]) : []));
+            const actual = JSON.parse(JSON.stringify(deleted));
+            if (!equals(actual, expected, true)) throw new Expectation(`${model} batchDelete differs: ${difference(expected, actual, model)}`);
+        }
+        if (second === 'no-delete' && mock.batchDelete.mock.calls.length > 0) {
+            throw new Expectation('batchDelete was called');
+        }
+        if (second === 'track-ordered') {
+            const start = mock.trackDeletesStart.mock.invocationCallOrder[0];
+            const end = mock.trackDeletesEnd.mock.invocationCallOrder[0];
+            if (!(start !== undefined && end !== undefined && start < end)) throw new Expectation('trackDeletesStart was not called before trackDeletesEnd');
+        }
+    });
+    return results;
+}
+
+// Scripts look for `globalThis.vitest` when their module loads (§7.10),
+// which componentize-js runs once before its snapshot.
+installVitestGlobal();

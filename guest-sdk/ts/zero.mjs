@@ -1,0 +1,392 @@
+// The zero-yaml half of `compile.mjs`: the original's source checks on a
+// script's files, and its definition (what `createSync`/`createAction`/
+// `createOnEvent` were given) read by loading the script in Node, with the
+// models' JSON schema from zod 4. ../../shared/nango-zero.md §4 describes
+// what the original does; messages are its own.
+
+import { readFile } from 'node:fs/promises';
+import { createRequire } from 'node:module';
+import { dirname, join, relative, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const SDK = dirname(fileURLToPath(import.meta.url));
+const require = createRequire(import.meta.url);
+
+/** Calls on `nango` that must be awaited (§4.5). */
+const MUST_AWAIT = new Set([
+    'batchDelete',
+    'batchSave',
+    'batchSend',
+    'delete',
+    'deleteRecordsFromPreviousExecutions',
+    'get',
+    'getConnection',
+    'getEnvironmentVariables',
+    'getFieldMapping',
+    'getMetadata',
+    'log',
+    'patch',
+    'post',
+    'proxy',
+    'put',
+    'setFieldMapping',
+    'setMergingStrategy',
+    'setMetadata',
+    'trackDeletesEnd',
+    'trackDeletesStart',
+    'triggerAction'
+]);
+const BATCHING = new Set(['batchSave', 'batchDelete', 'batchUpdate']);
+const PROXY_VERBS = new Set(['proxy', 'get', 'post', 'put', 'patch', 'delete']);
+const HELPERS = new Set(['createSync', 'createAction', 'createOnEvent', 'createFunction']);
+const FUNCTIONS = new Set(['FunctionDeclaration', 'FunctionExpression', 'ArrowFunctionExpression']);
+
+function lineOf(text, offset) {
+    let line = 1;
+    for (let i = 0; i < offset && i < text.length; i++) if (text.charCodeAt(i) === 10) line++;
+    return line;
+}
+
+/** Every node with its ancestors, depth first. */
+function walk(node, visit, parents = []) {
+    if (!node || typeof node !== 'object') return;
+    if (Array.isArray(node)) {
+        for (const n of node) walk(n, visit, parents);
+        return;
+    }
+    if (typeof node.type === 'string') visit(node, parents);
+    const next = typeof node.type === 'string' ? [...parents, node] : parents;
+    for (const [k, v] of Object.entries(node)) {
+        if (k === 'start' || k === 'end' || k === 'type') continue;
+        if (v && typeof v === 'object') walk(v, visit, next);
+    }
+}
+
+function nangoCall(node) {
+    if (node.type !== 'CallExpression') return undefined;
+    const c = node.callee;
+    if (c?.type !== 'MemberExpression' || c.computed || c.object?.type !== 'Identifier' || c.object.name !== 'nango') return undefined;
+    return c.property?.name;
+}
+
+/** Whether a `nango.x()` call is awaited, chained, returned or an arrow's result. */
+function handled(node, parents) {
+    let child = node;
+    for (let i = parents.length - 1; i >= 0; i--) {
+        const p = parents[i];
+        if (p.type === 'AwaitExpression' || p.type === 'ReturnStatement') return true;
+        if (p.type === 'MemberExpression' && p.object === child && ['then', 'catch', 'finally'].includes(p.property?.name)) return true;
+        if (p.type === 'ArrowFunctionExpression' && p.body === child) return true;
+        if (FUNCTIONS.has(p.type)) return false;
+        if (p.type === 'ExpressionStatement' || p.type === 'VariableDeclarator') {
+            // keep looking only through expressions
+            if (p.type === 'ExpressionStatement') return false;
+        }
+        child = p;
+    }
+    return false;
+}
+
+/** The original's checks on one source file (§4.5); `entry` adds the export and ordering rules. */
+export async function checkSource(file, root, entry) {
+    const { parseSync } = await import('oxc-parser');
+    const text = await readFile(file, 'utf8');
+    const where = relative(root, file);
+    const errors = [];
+    const err = (offset, message) => errors.push({ file: where, line: lineOf(text, offset), message });
+    const parsed = parseSync(file, text, { sourceType: 'module' });
+    if (parsed.errors.length > 0) {
+        for (const e of parsed.errors) err(e.labels?.[0]?.start ?? 0, e.message);
+        return errors;
+    }
+    const program = parsed.program;
+    walk(program, (node, parents) => {
+        const m = nangoCall(node);
+        if (m === undefined) return;
+        if (MUST_AWAIT.has(m) && !handled(node, parents)) {
+            err(node.start, `nango.${m}() calls must be awaited in "${where}". Not awaiting can lead to unexpected results.`);
+        }
+        const arg = node.arguments?.[0];
+        if (arg?.type === 'ObjectExpression') {
+            const keys = arg.properties.filter((p) => p.type === 'Property' && !p.computed).map((p) => p.key?.name ?? p.key?.value);
+            if (keys.includes('retryOn') && !keys.includes('retries')) {
+                err(node.start, "Proxy call: 'retryOn' should not be used if 'retries' is not set.");
+            }
+        }
+    });
+    if (!entry) return errors;
+
+    // Exports: a default export built with a helper, no other value exports.
+    const consts = new Map();
+    for (const st of program.body) {
+        const decl = st.type === 'ExportNamedDeclaration' ? st.declaration : st;
+        if (decl?.type === 'VariableDeclaration' && decl.kind === 'const') {
+            for (const d of decl.declarations) if (d.id?.type === 'Identifier') consts.set(d.id.name, d.init);
+        }
+    }
+    const helperCall = (expr) => {
+        if (expr?.type !== 'CallExpression' || expr.callee?.type !== 'Identifier' || !HELPERS.has(expr.callee.name)) return undefined;
+        return expr;
+    };
+    let exec;
+    let sawDefault = false;
+    for (const st of program.body) {
+        if (st.type === 'ExportDefaultDeclaration') {
+            sawDefault = true;
+            let call = helperCall(st.declaration);
+            if (!call && st.declaration?.type === 'Identifier') call = helperCall(consts.get(st.declaration.name));
+            if (!call) {
+                err(st.start, 'Invalid default export: should be createAction(), createSync() or createOnEvent()');
+                continue;
+            }
+            const arg = call.arguments[0];
+            if (arg?.type !== 'ObjectExpression') {
+                err(call.start, 'Invalid function parameter, should be an object');
+                continue;
+            }
+            exec = arg.properties.find((p) => p.type === 'Property' && (p.key?.name ?? p.key?.value) === 'exec')?.value;
+        } else if (st.type === 'ExportNamedDeclaration' && st.exportKind !== 'type' && !st.source) {
+            const names = [];
+            const d = st.declaration;
+            if (d?.type === 'VariableDeclaration') for (const v of d.declarations) names.push(v.id?.name);
+            else if (d?.id?.name && !d.type.startsWith('TS')) names.push(d.id.name);
+            for (const sp of st.specifiers ?? []) if (sp.exportKind !== 'type') names.push(sp.exported?.name);
+            for (const n of names) {
+                if (n && !HELPERS.has(n)) {
+                    err(st.start, `Named export '${n}' is not allowed. Only export default and type exports are permitted.`);
+                }
+            }
+        }
+    }
+    if (!sawDefault) err(0, 'Invalid default export: should be createAction(), createSync() or createOnEvent()');
+
+    // Ordering inside `exec`, by source line.
+    if (exec) {
+        const calls = [];
+        walk(exec, (node) => {
+            const m = nangoCall(node);
+            if (m === undefined) return;
+            const a = node.arguments?.[0];
+            const model = a?.type === 'Literal' && typeof a.value === 'string' ? a.value : undefined;
+            calls.push({ m, line: lineOf(text, node.start), start: node.start, model });
+        });
+        const lines = (pred) => calls.filter(pred).map((c) => c.line);
+        const batching = lines((c) => BATCHING.has(c.m));
+        const proxies = lines((c) => PROXY_VERBS.has(c.m));
+        for (const c of calls.filter((c) => c.m === 'setMergingStrategy')) {
+            if (batching.some((l) => l < c.line) || proxies.some((l) => l < c.line)) {
+                err(c.start, 'setMergingStrategy should be called before any batching records function or proxy call');
+            }
+        }
+        const dr = calls.filter((c) => c.m === 'deleteRecordsFromPreviousExecutions');
+        if (dr.length > 1) err(dr[1].start, 'deleteRecordsFromPreviousExecutions should be called at most once');
+        for (const c of dr) {
+            if (batching.some((l) => l > c.line)) err(c.start, 'deleteRecordsFromPreviousExecutions should be called after any batching records function');
+        }
+        const models = new Set(calls.filter((c) => c.m === 'trackDeletesStart' || c.m === 'trackDeletesEnd').map((c) => c.model));
+        for (const model of models) {
+            if (model === undefined) continue;
+            const starts = calls.filter((c) => c.m === 'trackDeletesStart' && c.model === model);
+            const ends = calls.filter((c) => c.m === 'trackDeletesEnd' && c.model === model);
+            if (starts.length > 1) err(starts[1].start, `trackDeletesStart for model '${model}' should be called at most once`);
+            if (ends.length > 1) err(ends[1].start, `trackDeletesEnd for model '${model}' should be called at most once`);
+            if (starts.length === 0) err(ends[0].start, `trackDeletesEnd for model '${model}' is called without trackDeletesStart`);
+            if (ends.length === 0) err(starts[0].start, `trackDeletesStart for model '${model}' is called without trackDeletesEnd`);
+            const s = starts[0];
+            const e = ends[0];
+            if (s && e && s.line > e.line) err(e.start, `trackDeletesStart for model '${model}' should be called before trackDeletesEnd`);
+            if (s && batching.some((l) => l < s.line)) err(s.start, `trackDeletesStart for model '${model}' should be called before any batching records function`);
+            if (e && batching.some((l) => l > e.line)) err(e.start, `trackDeletesEnd for model '${model}' should be called after any batching records function`);
+        }
+    }
+    return errors;
+}
+
+// ------ Definitions
+
+const PHRASES = {
+    'every half day': 12 * 3600e3,
+    'every half hour': 30 * 60e3,
+    'every quarter hour': 15 * 60e3,
+    'every hour': 3600e3,
+    'every day': 86400e3,
+    'every month': 30 * 86400e3,
+    'every week': 7 * 86400e3
+};
+const UNITS = [
+    [/^(years?|yrs?|y)$/, 365.25 * 86400e3],
+    [/^(months?|mo)$/, (365.25 / 12) * 86400e3],
+    [/^(weeks?|w)$/, 7 * 86400e3],
+    [/^(days?|d)$/, 86400e3],
+    [/^(hours?|hrs?|h)$/, 3600e3],
+    [/^(minutes?|mins?|m)$/, 60e3],
+    [/^(seconds?|secs?|s)$/, 1e3],
+    [/^(milliseconds?|msecs?|ms)$/, 1]
+];
+
+/** The frequency in milliseconds (§4.7), or undefined when invalid. */
+export function frequencyMs(text) {
+    if (typeof text !== 'string') return undefined;
+    const t = text.trim().toLowerCase();
+    if (t in PHRASES) return PHRASES[t];
+    const rest = t.replace(/^every /, '');
+    const m = /^(-?(?:\d+)?\.?\d+) *([a-z]*)$/.exec(rest);
+    if (!m) return undefined;
+    const n = parseFloat(m[1]);
+    const unit = m[2] || 'ms';
+    const found = UNITS.find(([re]) => re.test(unit));
+    if (!found) return undefined;
+    return n * found[1];
+}
+
+function modelKey(id) {
+    return id.replace(/[^a-zA-Z0-9]/g, '_');
+}
+function scriptKey(name) {
+    return name.replace(/[^a-zA-Z0-9]/g, '');
+}
+
+function jsonSchema(z, schema) {
+    const out = z.toJSONSchema(schema, {
+        target: 'draft-7',
+        unrepresentable: 'any',
+        override: (ctx) => {
+            const def = ctx.zodSchema?._zod?.def;
+            if (def?.type === 'date') {
+                for (const k of Object.keys(ctx.jsonSchema)) delete ctx.jsonSchema[k];
+                Object.assign(ctx.jsonSchema, { type: 'string', format: 'date-time' });
+            } else if (def?.type === 'void') {
+                for (const k of Object.keys(ctx.jsonSchema)) delete ctx.jsonSchema[k];
+                Object.assign(ctx.jsonSchema, { type: 'null' });
+            }
+        }
+    });
+    delete out.$schema;
+    return out;
+}
+
+function isZod(v) {
+    return v && typeof v === 'object' && v._zod !== undefined;
+}
+
+/**
+ * Loads one bundled script (CommonJS text) and turns its default export
+ * into the original's definition; throws an Error naming the rule.
+ */
+export function definition({ code, file, name, integration, zodPath }) {
+    const z = require(zodPath);
+    const mod = { exports: {} };
+    const req = (spec) => {
+        if (spec === 'zod' || spec.startsWith('zod/')) return require(zodPath);
+        if (['crypto', 'node:crypto', 'url', 'node:url'].includes(spec)) return require(spec);
+        throw new Error(`Module '${spec}' is not allowed`);
+    };
+    new Function('module', 'exports', 'require', '__filename', '__dirname', code)(mod, mod.exports, req, file, dirname(file));
+    const def = mod.exports.default;
+    const fail = (field, message) => {
+        const e = new Error(field ? `${field} > ${message}` : message);
+        e.rule = true;
+        throw e;
+    };
+    if (def === undefined) fail(undefined, `Script should have a default export ${file}`);
+    if (!['action', 'sync', 'onEvent', 'function'].includes(def?.type)) {
+        fail(undefined, `Script should be declared using utility function (createSync, createAction, createOnEvent) ${file}`);
+    }
+    const I = modelKey(integration);
+    const S = scriptKey(name);
+    const features = [];
+    if (def.type === 'sync') {
+        const ms = frequencyMs(def.frequency);
+        if (ms === undefined || !(ms >= 30e3)) fail('createSync > frequency', 'Interval is invalid, check syntax here https://github.com/vercel/ms');
+        const models = Object.entries(def.models ?? {});
+        const endpoints = Array.isArray(def.endpoints) ? def.endpoints : [];
+        if (def.endpoints && endpoints.length !== models.length) {
+            fail('createSync > endpoints', "The number of endpoints doesn't match the number of models. You need as many endpoints as models");
+        }
+        if (def.syncType === 'incremental' && def.trackDeletes === true) fail('createSync > trackDeletes', 'Track deletes is not supported for incremental syncs');
+        const seen = new Set();
+        for (const e of endpoints) {
+            const key = `${e.method} ${e.path}`;
+            if (seen.has(key)) fail('createSync > endpoints', `Endpoint "${key}" is used multiple times. Endpoints must be unique`);
+            seen.add(key);
+        }
+        const definitions = {};
+        for (const [model, schema] of models) {
+            if (!/^[A-Z][a-zA-Z0-9_]+$/.test(model)) {
+                fail('createSync > models', `Model "${model}" contains invalid characters. It should start with an uppercase and only contains alphanumeric characters`);
+            }
+            if (!isZod(schema)) fail('createSync > models', `Model "${model}" is not a zod schema`);
+            definitions[model] = jsonSchema(z, schema);
+        }
+        let input = null;
+        if (isZod(def.metadata)) {
+            input = `SyncMetadata_${I}_${S}`;
+            definitions[input] = jsonSchema(z, def.metadata);
+        }
+        return {
+            kind: 'sync',
+            definition: {
+                type: 'sync',
+                description: def.description ?? '',
+                auto_start: def.autoStart === true,
+                endpoints,
+                input,
+                name,
+                output: models.map(([m]) => m),
+                runs: def.frequency,
+                scopes: def.scopes ?? [],
+                sync_type: def.syncType === 'incremental' ? 'incremental' : 'full',
+                track_deletes: def.trackDeletes === true,
+                usedModels: Object.keys(definitions),
+                version: def.version ?? '',
+                webhookSubscriptions: def.webhookSubscriptions ?? [],
+                json_schema: { definitions },
+                features
+            },
+            warnings: def.trackDeletes === true ? ['trackDeletes is deprecated: call nango.trackDeletesStart/End in exec instead'] : []
+        };
+    }
+    if (def.type === 'action') {
+        const input = `ActionInput_${I}_${S}`;
+        const output = `ActionOutput_${I}_${S}`;
+        const definitions = {};
+        definitions[input] = isZod(def.input) ? jsonSchema(z, def.input) : {};
+        definitions[output] = isZod(def.output) ? jsonSchema(z, def.output) : {};
+        return {
+            kind: 'action',
+            definition: {
+                type: 'action',
+                description: def.description ?? '',
+                endpoint: def.endpoint ?? null,
+                input,
+                name,
+                output: [output],
+                scopes: def.scopes ?? [],
+                usedModels: [input, output],
+                version: def.version ?? '',
+                json_schema: { definitions },
+                features
+            },
+            warnings: []
+        };
+    }
+    if (def.type === 'onEvent') {
+        const events = ['post-connection-creation', 'pre-connection-deletion', 'validate-connection'];
+        if (!events.includes(def.event)) fail('createOnEvent > event', `event must be one of ${events.join(', ')}`);
+        return { kind: 'onEvent', event: def.event, definition: { name }, warnings: [] };
+    }
+    return { kind: 'function', warnings: ['createFunction is experimental: compiled but not deployed or run by sluice'] };
+}
+
+/** The zod module (a path Node can `require`) zero-yaml scripts get. */
+export async function zodModule(root) {
+    for (let dir = resolve(root); ; dir = dirname(dir)) {
+        try {
+            const pkg = JSON.parse(await readFile(join(dir, 'node_modules/zod/package.json'), 'utf8'));
+            if (Number(String(pkg.version).split('.')[0]) >= 4) return join(dir, 'node_modules/zod');
+        } catch {
+            // not here
+        }
+        if (dirname(dir) === dir) return join(SDK, 'node_modules/zod4');
+    }
+}

@@ -1,0 +1,441 @@
+//! Zero-yaml projects (Nango's current format): no nango.yaml, an
+//! `index.ts` importing every script, each script's default export built
+//! with `createSync` / `createAction` / `createOnEvent`.
+//!
+//! Compiling one: the entries of `index.ts` grouped by integration (the
+//! third-from-last path segment), each integration's definitions read by
+//! the toolchain's `definitions` step (the original's source checks, then
+//! the script loaded in Node, its models' JSON schema from zod 4), its
+//! scripts bundled and componentized as one component like nango.yaml
+//! projects, and `.nango/nango.json` written as the original writes it. The
+//! definitions become a [`NangoYaml`] so everything downstream (catalog,
+//! deploy, server, dry run) treats both formats alike.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use sluice_nango_yaml::{
+    self as yaml, ActionConfig, Endpoint, EventKind, HttpMethod, Integration, NangoYaml,
+    OnEventConfig, SyncConfig, SyncType, YamlVersion,
+};
+use sluice_runtime::{Runtime, ScriptKind};
+
+use crate::compile::{
+    self, CompileError, CompileOptions, Project, ProjectScript, Source, precompile,
+    write_if_changed,
+};
+use crate::toolchain::{self, StepMessage, Toolchain};
+
+/// Whether `dir` is a zero-yaml project: no nango.yaml, a `.nango` entry
+/// and an `index.ts`.
+pub fn is_zero_yaml(dir: &Path) -> bool {
+    !dir.join("nango.yaml").exists()
+        && dir.join(".nango").exists()
+        && dir.join("index.ts").is_file()
+}
+
+/// One script `index.ts` imports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub integration: String,
+    /// The file's base name: the script's name.
+    pub name: String,
+    /// The import path as written, `.js` appended when missing.
+    pub path: String,
+    /// The `.ts` source.
+    pub file: PathBuf,
+}
+
+fn build_error(integration: &str, message: String) -> CompileError {
+    CompileError::Build {
+        integration: integration.to_string(),
+        messages: vec![StepMessage {
+            file: None,
+            line: None,
+            message,
+        }],
+    }
+}
+
+/// The scripts `index.ts` lists: lines that start with `import`, a space, a
+/// quote and `./` (§2.2 of the zero-yaml reference).
+pub fn entries(root: &Path) -> Result<Vec<Entry>, CompileError> {
+    let index = root.join("index.ts");
+    let text = std::fs::read_to_string(&index)
+        .map_err(|e| build_error("index.ts", format!("Could not read index.ts: {e}")))?;
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("import ") else {
+            continue;
+        };
+        let Some(quote) = rest.chars().next().filter(|c| *c == '\'' || *c == '"') else {
+            continue;
+        };
+        let rest = &rest[1..];
+        if !rest.starts_with("./") {
+            continue;
+        }
+        let Some(end) = rest.find(quote) else {
+            continue;
+        };
+        let mut path = rest[..end].to_string();
+        if !path.ends_with(".js") {
+            path.push_str(".js");
+        }
+        let segments: Vec<&str> = path.split('/').collect();
+        if segments.len() < 4 {
+            return Err(build_error(
+                "index.ts",
+                format!(
+                    "index.ts imports `{path}`: an entry must be `./<integration>/<syncs|actions|on-events>/<name>.js`"
+                ),
+            ));
+        }
+        let integration = segments[segments.len() - 3].to_string();
+        let base = segments[segments.len() - 1];
+        let name = base.strip_suffix(".js").unwrap_or(base).to_string();
+        let file = root.join(format!("{}.ts", &path[2..path.len() - 3]));
+        out.push(Entry {
+            integration,
+            name,
+            path,
+            file,
+        });
+    }
+    if out.is_empty() {
+        return Err(build_error(
+            "index.ts",
+            "No entry points found in index.ts, add one like this `import './github/syncs/fetch.js'`"
+                .into(),
+        ));
+    }
+    Ok(out)
+}
+
+/// The integrations in first-seen order, each with its entries.
+fn by_integration(entries: Vec<Entry>) -> Vec<(String, Vec<Entry>)> {
+    let mut out: Vec<(String, Vec<Entry>)> = Vec::new();
+    for e in entries {
+        match out.iter_mut().find(|(i, _)| *i == e.integration) {
+            Some((_, list)) => list.push(e),
+            None => out.push((e.integration.clone(), vec![e])),
+        }
+    }
+    out
+}
+
+fn text(v: &Value, key: &str) -> String {
+    v.get(key).and_then(Value::as_str).unwrap_or("").to_string()
+}
+
+fn strings(v: &Value, key: &str) -> Vec<String> {
+    v.get(key)
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn endpoint(v: &Value) -> Option<Endpoint> {
+    Some(Endpoint {
+        method: HttpMethod::parse(v.get("method")?.as_str()?)?,
+        path: v.get("path")?.as_str()?.to_string(),
+        group: v.get("group").and_then(Value::as_str).map(str::to_string),
+    })
+}
+
+/// A frequency of the zero-yaml grammar (`every day`, `every 30 minutes`,
+/// `2h`, …) as a duration; `None` when the original refuses it.
+pub fn frequency(text: &str) -> Option<Duration> {
+    let t = text.trim().to_ascii_lowercase();
+    let ms: f64 = match t.as_str() {
+        "every half day" => 12.0 * 3_600_000.0,
+        "every half hour" => 30.0 * 60_000.0,
+        "every quarter hour" => 15.0 * 60_000.0,
+        "every hour" => 3_600_000.0,
+        "every day" => 86_400_000.0,
+        "every month" => 30.0 * 86_400_000.0,
+        "every week" => 7.0 * 86_400_000.0,
+        _ => {
+            let rest = t.strip_prefix("every ").unwrap_or(&t);
+            let split = rest
+                .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+                .unwrap_or(rest.len());
+            let n: f64 = rest[..split].parse().ok()?;
+            let unit = rest[split..].trim();
+            let per = match unit {
+                "y" | "yr" | "yrs" | "year" | "years" => 365.25 * 86_400_000.0,
+                "mo" | "month" | "months" => 365.25 / 12.0 * 86_400_000.0,
+                "w" | "week" | "weeks" => 7.0 * 86_400_000.0,
+                "d" | "day" | "days" => 86_400_000.0,
+                "h" | "hr" | "hrs" | "hour" | "hours" => 3_600_000.0,
+                "m" | "min" | "mins" | "minute" | "minutes" => 60_000.0,
+                "s" | "sec" | "secs" | "second" | "seconds" => 1_000.0,
+                "" | "ms" | "msec" | "msecs" | "millisecond" | "milliseconds" => 1.0,
+                _ => return None,
+            };
+            n * per
+        }
+    };
+    (ms >= 30_000.0).then(|| Duration::from_millis(ms as u64))
+}
+
+/// One integration's `.nango/nango.json` entry as nango.yaml's model.
+pub fn integration_config(def: &Value) -> Integration {
+    let syncs = def
+        .get("syncs")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .map(|s| SyncConfig {
+                    name: text(s, "name"),
+                    description: text(s, "description"),
+                    runs: text(s, "runs"),
+                    interval: frequency(&text(s, "runs")).unwrap_or(Duration::from_secs(86_400)),
+                    output: strings(s, "output"),
+                    endpoints: s
+                        .get("endpoints")
+                        .and_then(Value::as_array)
+                        .map(|e| e.iter().filter_map(endpoint).collect())
+                        .unwrap_or_default(),
+                    sync_type: if text(s, "sync_type") == "incremental" {
+                        SyncType::Incremental
+                    } else {
+                        SyncType::Full
+                    },
+                    track_deletes: s.get("track_deletes") == Some(&Value::Bool(true)),
+                    auto_start: s.get("auto_start") == Some(&Value::Bool(true)),
+                    input: s.get("input").and_then(Value::as_str).map(str::to_string),
+                    scopes: strings(s, "scopes"),
+                    webhook_subscriptions: strings(s, "webhookSubscriptions"),
+                    version: text(s, "version"),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let actions = def
+        .get("actions")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .map(|s| ActionConfig {
+                    name: text(s, "name"),
+                    description: text(s, "description"),
+                    endpoint: s.get("endpoint").and_then(endpoint),
+                    input: s.get("input").and_then(Value::as_str).map(str::to_string),
+                    output: strings(s, "output"),
+                    scopes: strings(s, "scopes"),
+                    version: text(s, "version"),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut on_events = Vec::new();
+    for (key, event) in [
+        (
+            "post-connection-creation",
+            EventKind::PostConnectionCreation,
+        ),
+        ("pre-connection-deletion", EventKind::PreConnectionDeletion),
+    ] {
+        for name in def
+            .pointer(&format!("/onEventScripts/{key}"))
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+        {
+            on_events.push(OnEventConfig {
+                event,
+                name: name.to_string(),
+            });
+        }
+    }
+    Integration {
+        provider_config_key: text(def, "providerConfigKey"),
+        syncs,
+        actions,
+        on_events,
+    }
+}
+
+/// Compiles a zero-yaml project (see the module documentation).
+pub(crate) fn compile(
+    opts: &CompileOptions,
+    root: &Path,
+    runtime: &Runtime,
+    progress: &mut dyn Write,
+) -> Result<Project, CompileError> {
+    let all = by_integration(entries(root)?);
+    if let Some(i) = &opts.integration
+        && !all.iter().any(|(id, _)| id == i)
+    {
+        return Err(CompileError::UnknownIntegration(i.clone()));
+    }
+    let missing: Vec<String> = all
+        .iter()
+        .flat_map(|(_, list)| list)
+        .filter(|e| !e.file.is_file())
+        .map(|e| e.path.clone())
+        .collect();
+    if !missing.is_empty() {
+        return Err(CompileError::MissingScripts(missing));
+    }
+    let toolchain = Toolchain::locate(opts.sdk.as_deref(), &opts.cache_dir, progress)?;
+    let build = opts.build_dir();
+    let wit_dir = build.join("wit");
+    write_if_changed(&wit_dir.join("nango.wit"), toolchain::WIT)?;
+
+    let mut definitions = Vec::new();
+    let mut integrations = Vec::new();
+    let mut scripts = Vec::new();
+    for (id, list) in &all {
+        if opts.integration.as_ref().is_some_and(|i| i != id) {
+            continue;
+        }
+        let def = read_definitions(&toolchain, root, id, list, progress)?;
+        let config = integration_config(&def);
+        let kinds: BTreeMap<&str, ScriptKind> = config
+            .scripts()
+            .map(|(n, k)| (n, compile::runtime_kind(k)))
+            .collect();
+        // Only scripts of a kind the platform runs (not createFunction).
+        let files: Vec<(String, PathBuf)> = list
+            .iter()
+            .filter(|e| kinds.contains_key(e.name.as_str()))
+            .map(|e| (e.name.clone(), e.file.clone()))
+            .collect();
+        if !files.is_empty() {
+            let component = compile::build_bundle(
+                &toolchain, root, &build, &wit_dir, id, &files, true, progress,
+            )?;
+            let names: Vec<(String, ScriptKind)> = files
+                .iter()
+                .map(|(n, _)| (n.clone(), kinds[n.as_str()]))
+                .collect();
+            let loaded = precompile(runtime, &component, id, progress, |r, bytes, origin| {
+                r.load_bundle_bytes(bytes, origin, &names)
+            })?;
+            for ((name, kind), script) in names.into_iter().zip(loaded) {
+                let file = files
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, f)| f.clone())
+                    .unwrap_or_default();
+                scripts.push(ProjectScript {
+                    integration: id.clone(),
+                    name,
+                    kind,
+                    source: Source::TypeScript(file),
+                    script: Arc::new(script),
+                });
+            }
+        }
+        definitions.push(def);
+        integrations.push(config);
+    }
+    if opts.integration.is_none() {
+        write_if_changed(
+            &root.join(".nango").join("nango.json"),
+            &format!(
+                "{}\n",
+                serde_json::to_string_pretty(&Value::Array(definitions)).unwrap_or_default()
+            ),
+        )?;
+    }
+    Ok(Project {
+        root: root.to_path_buf(),
+        build_dir: build,
+        config: NangoYaml {
+            version: YamlVersion::V2,
+            integrations,
+            models: Vec::new(),
+        },
+        warnings: Vec::new(),
+        scripts,
+    })
+}
+
+/// The toolchain's `definitions` step for one integration.
+fn read_definitions(
+    toolchain: &Toolchain,
+    root: &Path,
+    id: &str,
+    list: &[Entry],
+    progress: &mut dyn Write,
+) -> Result<Value, CompileError> {
+    let job = json!({
+        "root": root,
+        "integration": id,
+        "entries": list.iter().map(|e| json!({ "name": e.name, "file": e.file })).collect::<Vec<_>>(),
+    });
+    let result = toolchain.run("definitions", &job)?;
+    for w in &result.warnings {
+        let _ = writeln!(progress, "warning: {w}");
+    }
+    if !result.ok {
+        return Err(CompileError::Build {
+            integration: id.to_string(),
+            messages: result.errors,
+        });
+    }
+    result
+        .definition
+        .ok_or_else(|| build_error(id, "the definitions step returned no definition".into()))
+}
+
+/// `yaml::ScriptKind` of a definition kind, for callers that need it.
+pub fn script_kind(kind: &str) -> Option<yaml::ScriptKind> {
+    match kind {
+        "sync" => Some(yaml::ScriptKind::Sync),
+        "action" => Some(yaml::ScriptKind::Action),
+        "onEvent" => Some(yaml::ScriptKind::OnEvent),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_follow_the_originals_rules() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("index.ts"),
+            "// comment\nimport './github/syncs/issues.js';\nimport \"./github/actions/create-issue\"\n  import './skipped/actions/x.js';\nimport type { X } from './types.js';\n",
+        )
+        .unwrap();
+        let found = entries(dir.path()).unwrap();
+        let names: Vec<(&str, &str)> = found
+            .iter()
+            .map(|e| (e.integration.as_str(), e.name.as_str()))
+            .collect();
+        assert_eq!(names, [("github", "issues"), ("github", "create-issue")]);
+        assert!(found[1].file.ends_with("github/actions/create-issue.ts"));
+
+        std::fs::write(dir.path().join("index.ts"), "// nothing\n").unwrap();
+        let err = entries(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("No entry points found in index.ts"), "{err}");
+    }
+
+    #[test]
+    fn frequencies_of_the_zero_yaml_grammar() {
+        assert_eq!(frequency("every day"), Some(Duration::from_secs(86_400)));
+        assert_eq!(
+            frequency("every 30 minutes"),
+            Some(Duration::from_secs(1_800))
+        );
+        assert_eq!(frequency("every 2h"), Some(Duration::from_secs(7_200)));
+        assert_eq!(frequency("1d"), Some(Duration::from_secs(86_400)));
+        assert_eq!(frequency("every 10 seconds"), None, "shorter than 30 s");
+        assert_eq!(frequency("sometimes"), None);
+    }
+}

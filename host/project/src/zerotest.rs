@@ -1,0 +1,554 @@
+//! `sluice test` on a zero-yaml project: each `<integration>/tests/*.test.ts`
+//! of a generated shape (§7.2 of the zero-yaml reference) replayed against
+//! its `.test.json` (or the legacy `mocks/`), with the original harness's
+//! pass rules.
+//!
+//! The host finds the test files (alias folders, which are symlinks, under
+//! their own name), reads each one's shape, mock name and models, finds
+//! its fixture, and hands all of it to the component's `run-test` export:
+//! the mock `nango` object, request identities and vitest's equalities run
+//! in JavaScript inside the sandbox (`guest-sdk/ts/src/harness.ts`).
+//! Test files written by hand (spies with their own return values, extra
+//! assertions) are not of a generated shape and are reported apart.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value, json};
+use sluice_runtime::connection::{Connection, MemoryConnections};
+use sluice_runtime::providers::ProviderCatalog;
+use sluice_runtime::records::{CallLog, ConnectionRef};
+use sluice_runtime::replay::Replay;
+use sluice_runtime::upstream::Upstream;
+use sluice_runtime::{Call, Execution, Runtime, ScriptKind, Services};
+
+use crate::compile::Project;
+use crate::test::{TestOptions, TestOutcome};
+
+/// The generated shapes a test file can have.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Shape {
+    Action,
+    /// A sync; `second` names the check of the second `it` (see the
+    /// harness's `TestSpec`), `shared` whether both `it`s share one mock.
+    Sync {
+        second: &'static str,
+        shared: bool,
+    },
+}
+
+/// What a test file says about itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TestFile {
+    pub path: PathBuf,
+    /// The folder the test sits in, by its own (alias) path: its parent's
+    /// name is the mock's `providerConfigKey`.
+    pub integration: String,
+    /// `<base>` of `<base>.test.ts`.
+    pub base: String,
+    /// The script it imports (`../<kind>/<script>.js`).
+    pub script: String,
+    /// The mock's `name` (the fixture's name).
+    pub name: String,
+    pub models: Vec<String>,
+    /// `None` for a hand-written test.
+    pub shape: Option<Shape>,
+    /// The instant `vi.setSystemTime(...)` freezes the clock at.
+    pub frozen: Option<DateTime<Utc>>,
+}
+
+fn strip_comments(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let b = text.as_bytes();
+    let mut i = 0;
+    let mut quote: Option<u8> = None;
+    while i < b.len() {
+        let c = b[i];
+        if let Some(q) = quote {
+            out.push(c as char);
+            if c == b'\\' && i + 1 < b.len() {
+                out.push(b[i + 1] as char);
+                i += 2;
+                continue;
+            }
+            if c == q {
+                quote = None;
+            }
+            i += 1;
+            continue;
+        }
+        if c == b'/' && b.get(i + 1) == Some(&b'/') {
+            while i < b.len() && b[i] != b'\n' {
+                i += 1;
+            }
+            continue;
+        }
+        if c == b'/' && b.get(i + 1) == Some(&b'*') {
+            i += 2;
+            while i + 1 < b.len() && !(b[i] == b'*' && b[i + 1] == b'/') {
+                i += 1;
+            }
+            i += 2;
+            continue;
+        }
+        if c == b'\'' || c == b'"' || c == b'`' {
+            quote = Some(c);
+        }
+        out.push(c as char);
+        i += 1;
+    }
+    out
+}
+
+fn quoted_after(text: &str, key: &str) -> Option<String> {
+    let at = text.find(key)? + key.len();
+    let rest = text[at..].trim_start();
+    let q = rest.chars().next().filter(|c| *c == '\'' || *c == '"')?;
+    let rest = &rest[1..];
+    Some(rest[..rest.find(q)?].to_string())
+}
+
+/// Occurrences of `needle` not preceded by an identifier character or `.`
+/// (`it(` but not `split(`).
+fn count(hay: &str, needle: &str) -> usize {
+    hay.match_indices(needle)
+        .filter(|(i, _)| {
+            !hay[..*i]
+                .chars()
+                .next_back()
+                .is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '.' || c == '$')
+        })
+        .count()
+}
+
+/// Reads a test file's script, mock name, models and shape.
+pub fn read_test_file(path: &Path, integration: &str) -> Option<TestFile> {
+    let raw = std::fs::read_to_string(path).ok()?;
+    let text = strip_comments(&raw);
+    let file_name = path.file_name()?.to_str()?;
+    let base = file_name.strip_suffix(".test.ts")?.to_string();
+    // `import X from '../<syncs|actions|on-events>/<script>.js'`
+    let script = text.lines().find_map(|l| {
+        let l = l.trim();
+        if !l.starts_with("import ") || l.contains("vitest") {
+            return None;
+        }
+        let from = quoted_after(l, " from ")?;
+        let rest = from.strip_prefix("../")?;
+        let (_, file) = rest.split_once('/')?;
+        Some(file.strip_suffix(".js").unwrap_or(file).to_string())
+    })?;
+    let name = quoted_after(&text, "name:").unwrap_or_else(|| script.clone());
+    let models: Vec<String> = quoted_after(&text, "Model:")
+        .map(|m| m.split(',').map(str::to_string).collect())
+        .unwrap_or_default();
+    let flat: String = text
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .map(|c| if c == '"' { '\'' } else { c })
+        .collect();
+    let frozen = quoted_after(&text, "setSystemTime(new Date(")
+        .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
+        .map(|t| t.with_timezone(&Utc));
+    Some(TestFile {
+        path: path.to_path_buf(),
+        integration: integration.to_string(),
+        base,
+        script,
+        name,
+        models,
+        shape: shape(&flat),
+        frozen,
+    })
+}
+
+/// Anything a generated test never does.
+const HAND_WRITTEN: [&str; 16] = [
+    "mockResolvedValue",
+    "mockReturnValue",
+    "mockImplementation",
+    "vi.fn(",
+    "vi.mock(",
+    ".rejects",
+    "toThrow",
+    "beforeEach",
+    "beforeAll",
+    "getConnection",
+    "getMetadata",
+    "defineProperty",
+    "toMatchObject",
+    "toHaveLength",
+    "toContain",
+    "useFakeTimers",
+];
+
+fn shape(flat: &str) -> Option<Shape> {
+    // A frozen clock alone does not make a test hand-written.
+    let without_clock = flat.replace("vi.useFakeTimers()", "");
+    if HAND_WRITTEN.iter().any(|m| without_clock.contains(m)) {
+        return None;
+    }
+    let its = count(flat, "it('");
+    let expects = count(flat, "expect(");
+    if flat.contains("NangoActionMock(") {
+        return (its == 1
+            && expects == 1
+            && flat.contains(".exec(nangoMock,input)")
+            && flat.contains("expect(response).toEqual(output)"))
+        .then_some(Shape::Action);
+    }
+    if !flat.contains("NangoSyncMock(") {
+        return None;
+    }
+    let save = flat.contains("getBatchSaveData(model)")
+        && flat.contains("JSON.parse(JSON.stringify(spiedData))")
+        && flat.contains("expect(spied).toStrictEqual(expectedBatchSaveData)");
+    if !save {
+        return None;
+    }
+    let shared = !flat.contains("createTestContext=()=>");
+    let second = match (its, expects) {
+        (1, 1) => "none",
+        (2, 2)
+            if flat.contains("getBatchDeleteData(model)")
+                && flat.contains("expect(spied).toStrictEqual(batchDeleteData)") =>
+        {
+            "delete"
+        }
+        (2, 2)
+            if flat.contains(
+                "expect(nangoMock.batchDelete).toHaveBeenCalledWith(batchDeleteData,model)",
+            ) =>
+        {
+            "delete-some"
+        }
+        (2, 2) if flat.contains("expect(batchDeleteSpy).not.toHaveBeenCalled()") => "no-delete",
+        (2, 3)
+            if flat.contains("expect(nangoMock.trackDeletesStart).toHaveBeenCalledWith(model)")
+                && flat
+                    .contains("expect(nangoMock.trackDeletesEnd).toHaveBeenCalledWith(model)") =>
+        {
+            "track"
+        }
+        (2, 4)
+            if flat.contains("expect(nangoMock.trackDeletesStart).toHaveBeenCalledWith(model)")
+                && flat.contains("invocationCallOrder[0]).toBeLessThan(") =>
+        {
+            "track-ordered"
+        }
+        _ => return None,
+    };
+    Some(Shape::Sync { second, shared })
+}
+
+/// Every `*.test.ts` in `<root>/<integration>/tests/`, alias folders
+/// included, sorted.
+pub fn discover(root: &Path, integration: Option<&str>) -> Vec<TestFile> {
+    let mut out = Vec::new();
+    let Ok(dirs) = std::fs::read_dir(root) else {
+        return out;
+    };
+    let mut dirs: Vec<PathBuf> = dirs.filter_map(|d| d.ok().map(|d| d.path())).collect();
+    dirs.sort();
+    for dir in dirs {
+        let Some(id) = dir.file_name().and_then(|n| n.to_str()).map(str::to_string) else {
+            continue;
+        };
+        if id.starts_with('.') || integration.is_some_and(|i| i != id) {
+            continue;
+        }
+        let Ok(files) = std::fs::read_dir(dir.join("tests")) else {
+            continue;
+        };
+        let mut files: Vec<PathBuf> = files
+            .filter_map(|f| f.ok().map(|f| f.path()))
+            .filter(|p| p.to_str().is_some_and(|s| s.ends_with(".test.ts")))
+            .collect();
+        files.sort();
+        out.extend(files.iter().filter_map(|f| read_test_file(f, &id)));
+    }
+    out
+}
+
+fn read_json(path: &Path) -> Result<Option<Value>, String> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| format!("{} is not JSON: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+    }
+}
+
+/// The legacy `mocks/` files a test may read, by path relative to `mocks/`.
+fn legacy_files(mocks: &Path, name: &str) -> Map<String, Value> {
+    let mut out = Map::new();
+    let mut stack = vec![mocks.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+                continue;
+            }
+            let Ok(rel) = p.strip_prefix(mocks) else {
+                continue;
+            };
+            let rel = rel.to_string_lossy().replace('\\', "/");
+            let wanted = rel.starts_with(&format!("{name}/"))
+                || rel.contains(&format!("/{name}/"))
+                || rel.ends_with(&format!("/{name}.json"))
+                || (rel.starts_with("nango/") && rel.matches('/').count() == 1);
+            if wanted
+                && rel.ends_with(".json")
+                && let Ok(Some(v)) = read_json(&p)
+            {
+                out.insert(rel, v);
+            }
+        }
+    }
+    out
+}
+
+/// Runs every generated-shape test file; prints one line each, then counts.
+pub async fn run(
+    opts: &TestOptions,
+    runtime: &Runtime,
+    project: &Project,
+    providers: Arc<ProviderCatalog>,
+    environment: Arc<sluice_runtime::Environment>,
+    out: &mut dyn Write,
+) -> Vec<TestOutcome> {
+    let files = discover(&project.root, opts.build.integration.as_deref());
+    let mut outcomes = Vec::new();
+    let mut hand_written = 0usize;
+    let mut harnesses: BTreeMap<(String, String), Arc<sluice_runtime::Script>> = BTreeMap::new();
+    for tf in files {
+        if opts
+            .script
+            .as_ref()
+            .is_some_and(|s| *s != tf.script && *s != tf.base)
+        {
+            continue;
+        }
+        let Some(shape) = tf.shape.clone() else {
+            hand_written += 1;
+            let _ = writeln!(
+                out,
+                "- {}/{} (hand-written test: not run)",
+                tf.integration, tf.base
+            );
+            continue;
+        };
+        let kind = match shape {
+            Shape::Action => ScriptKind::Action,
+            Shape::Sync { .. } => ScriptKind::Sync,
+        };
+        let started = Instant::now();
+        let failure = run_one(
+            &tf,
+            &shape,
+            opts,
+            runtime,
+            project,
+            &providers,
+            &environment,
+            &mut harnesses,
+        )
+        .await
+        .err();
+        let outcome = TestOutcome {
+            integration: tf.integration.clone(),
+            script: tf.base.clone(),
+            kind,
+            failure,
+            duration: started.elapsed(),
+        };
+        let _ = match &outcome.failure {
+            None => writeln!(
+                out,
+                "✓ {}/{} ({kind}, {}ms)",
+                outcome.integration,
+                outcome.script,
+                outcome.duration.as_millis()
+            ),
+            Some(why) => writeln!(
+                out,
+                "✗ {}/{} ({kind}): {why}",
+                outcome.integration, outcome.script
+            ),
+        };
+        outcomes.push(outcome);
+    }
+    let failed = outcomes.iter().filter(|o| o.failure.is_some()).count();
+    let _ = writeln!(
+        out,
+        "{} passed, {failed} failed{}",
+        outcomes.len() - failed,
+        if hand_written > 0 {
+            format!(" ({hand_written} hand-written test files not run)")
+        } else {
+            String::new()
+        }
+    );
+    outcomes
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_one(
+    tf: &TestFile,
+    shape: &Shape,
+    opts: &TestOptions,
+    runtime: &Runtime,
+    project: &Project,
+    providers: &ProviderCatalog,
+    environment: &Arc<sluice_runtime::Environment>,
+    harnesses: &mut BTreeMap<(String, String), Arc<sluice_runtime::Script>>,
+) -> Result<(), String> {
+    // An alias folder is a link to the integration whose scripts it runs.
+    let folder = project.root.join(&tf.integration);
+    let real = std::fs::canonicalize(&folder)
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| tf.integration.clone());
+    let ps = project
+        .scripts
+        .iter()
+        .find(|s| s.name == tf.script && (s.integration == tf.integration || s.integration == real))
+        .ok_or_else(|| {
+            format!(
+                "the test imports `{}`, which index.ts does not list for {}",
+                tf.script, tf.integration
+            )
+        })?;
+    let key = (ps.integration.clone(), ps.name.clone());
+    let harness = match harnesses.get(&key) {
+        Some(h) => h.clone(),
+        None => {
+            let h = Arc::new(
+                runtime
+                    .test_harness(&ps.script)
+                    .map_err(|e| e.to_string())?,
+            );
+            harnesses.insert(key, h.clone());
+            h
+        }
+    };
+    let tests = folder.join("tests");
+    let mut fixture = read_json(&tests.join(format!("{}.test.json", tf.base)))?;
+    if fixture.is_none() && tf.base != tf.name {
+        fixture = read_json(&tests.join(format!("{}.test.json", tf.name)))?;
+    }
+    let legacy = if fixture.is_none() {
+        let mocks = folder.join("mocks");
+        if !mocks.is_dir() {
+            return Err(format!(
+                "no fixture: neither tests/{}.test.json nor tests/{}.test.json nor mocks/ exists",
+                tf.base, tf.name
+            ));
+        }
+        Some(Value::Object(legacy_files(&mocks, &tf.name)))
+    } else {
+        None
+    };
+    let provider = providers.get(&tf.integration);
+    let mut spec = json!({
+        "kind": if matches!(shape, Shape::Action) { "action" } else { "sync" },
+        "name": tf.name,
+        "models": tf.models,
+        "providerConfigKey": tf.integration,
+        "fixture": fixture.unwrap_or(Value::Null),
+        "providerKnown": provider.is_some(),
+    });
+    if let Shape::Sync { second, shared } = shape {
+        spec["second"] = json!(second);
+        spec["sharedMock"] = json!(shared);
+    }
+    if let Some(l) = legacy {
+        spec["legacy"] = l;
+    }
+    if let Some(p) = provider.and_then(|p| p.proxy.paginate.clone()) {
+        spec["pagination"] = Value::Object(p);
+    }
+    let conn = ConnectionRef {
+        provider_config_key: ps.integration.clone(),
+        connection_id: "sluice-test".into(),
+    };
+    let connection: Connection = serde_json::from_value(json!({
+        "connection_id": conn.connection_id,
+        "provider_config_key": conn.provider_config_key,
+        "provider": tf.integration,
+        "credentials": {},
+    }))
+    .map_err(|e| e.to_string())?;
+    let mut services = Services::new(
+        environment.clone(),
+        Arc::new(ProviderCatalog::default()),
+        Arc::new(MemoryConnections::new([connection])),
+        Arc::new(CallLog::default()),
+    );
+    // The harness answers from the fixture; nothing may reach the network.
+    services.upstream = Upstream::Replay(Arc::new(Replay::new(tests)));
+    let mut exec = Execution::new(
+        ps.name.clone(),
+        conn,
+        Call::Test {
+            spec: spec.to_string(),
+        },
+    );
+    exec.clock = opts.now.or(tf.frozen);
+    let report = runtime.execute(&harness, exec, Arc::new(services)).await;
+    let output = report.outcome.map_err(|e| e.to_string())?;
+    let results = output.unwrap_or(Value::Null);
+    let failures: Vec<String> = results
+        .as_array()
+        .map(|its| {
+            its.iter()
+                .filter(|it| it.get("ok") != Some(&Value::Bool(true)))
+                .map(|it| {
+                    format!(
+                        "{}: {}",
+                        it.get("name").and_then(Value::as_str).unwrap_or("it"),
+                        it.get("message")
+                            .and_then(Value::as_str)
+                            .unwrap_or("failed")
+                    )
+                })
+                .collect()
+        })
+        .ok_or_else(|| format!("the harness returned {results}"))?;
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(failures.join("; "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hand_written_markers_make_a_test_hand_written() {
+        assert_eq!(shape("nothing"), None);
+        assert_eq!(
+            shape(
+                "NangoActionMock(it('x',async()=>{.exec(nangoMock,input)expect(response).toEqual(output)})"
+            ),
+            Some(Shape::Action)
+        );
+        assert_eq!(
+            shape(
+                "NangoActionMock(it('x',async()=>{vi.fn(.exec(nangoMock,input)expect(response).toEqual(output)})"
+            ),
+            None
+        );
+    }
+}
