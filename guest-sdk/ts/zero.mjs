@@ -168,7 +168,7 @@ export async function checkSource(file, root, entry) {
             if (m === undefined) return;
             const a = node.arguments?.[0];
             const model = a?.type === 'Literal' && typeof a.value === 'string' ? a.value : undefined;
-            calls.push({ m, line: lineOf(text, node.start), start: node.start, model });
+            calls.push({ m, line: node.start, start: node.start, model });
         });
         const lines = (pred) => calls.filter(pred).map((c) => c.line);
         const batching = lines((c) => BATCHING.has(c.m));

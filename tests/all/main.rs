@@ -17,3 +17,4 @@ mod scheduler;
 mod server;
 mod typescript;
 mod webhooks;
+mod zero;

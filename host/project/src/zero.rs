@@ -274,7 +274,16 @@ pub(crate) fn compile(
     progress: &mut dyn Write,
 ) -> Result<Project, CompileError> {
     let all = by_integration(entries(root)?);
-    if let Some(i) = &opts.integration
+    // An alias folder (a link to an integration's folder) compiles the
+    // integration it links to; its tests run under its own name.
+    let wanted = opts.integration.as_ref().map(|i| {
+        std::fs::canonicalize(root.join(i))
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .filter(|real| all.iter().any(|(id, _)| id == real))
+            .unwrap_or_else(|| i.clone())
+    });
+    if let Some(i) = &wanted
         && !all.iter().any(|(id, _)| id == i)
     {
         return Err(CompileError::UnknownIntegration(i.clone()));
@@ -297,7 +306,7 @@ pub(crate) fn compile(
     let mut integrations = Vec::new();
     let mut scripts = Vec::new();
     for (id, list) in &all {
-        if opts.integration.as_ref().is_some_and(|i| i != id) {
+        if wanted.as_ref().is_some_and(|i| i != id) {
             continue;
         }
         let def = read_definitions(&toolchain, root, id, list, progress)?;

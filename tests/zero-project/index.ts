@@ -1,0 +1,3 @@
+// The scripts this project builds (sluice compile reads these lines).
+import './github/actions/get-repo.js';
+import './github/syncs/issues.js';
