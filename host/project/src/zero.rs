@@ -305,50 +305,46 @@ pub(crate) fn compile(
     let mut definitions = Vec::new();
     let mut integrations = Vec::new();
     let mut scripts = Vec::new();
-    for (id, list) in &all {
-        if wanted.as_ref().is_some_and(|i| i != id) {
+    let selected: Vec<&(String, Vec<Entry>)> = all
+        .iter()
+        .filter(|(id, _)| wanted.as_ref().is_none_or(|i| i == id))
+        .collect();
+    // Integrations are independent: up to one per core compiles at a
+    // time (componentize-js is one process each; Cranelift shares its
+    // function cache). Each keeps its progress lines, written in order.
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(selected.len().max(1));
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: Vec<std::sync::Mutex<Option<Result<Compiled, CompileError>>>> = selected
+        .iter()
+        .map(|_| std::sync::Mutex::new(None))
+        .collect();
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some((id, list)) = selected.get(i).map(|e| (&e.0, &e.1)) else {
+                        break;
+                    };
+                    let done =
+                        compile_integration(&toolchain, root, &build, &wit_dir, runtime, id, list);
+                    *results[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(done);
+                }
+            });
+        }
+    });
+    for slot in results {
+        let Some(done) = slot.into_inner().unwrap_or_else(|e| e.into_inner()) else {
             continue;
-        }
-        let def = read_definitions(&toolchain, root, id, list, progress)?;
-        let config = integration_config(&def);
-        let kinds: BTreeMap<&str, ScriptKind> = config
-            .scripts()
-            .map(|(n, k)| (n, compile::runtime_kind(k)))
-            .collect();
-        // Only scripts of a kind the platform runs (not createFunction).
-        let files: Vec<(String, PathBuf)> = list
-            .iter()
-            .filter(|e| kinds.contains_key(e.name.as_str()))
-            .map(|e| (e.name.clone(), e.file.clone()))
-            .collect();
-        if !files.is_empty() {
-            let component = compile::build_bundle(
-                &toolchain, root, &build, &wit_dir, id, &files, true, progress,
-            )?;
-            let names: Vec<(String, ScriptKind)> = files
-                .iter()
-                .map(|(n, _)| (n.clone(), kinds[n.as_str()]))
-                .collect();
-            let loaded = precompile(runtime, &component, id, progress, |r, bytes, origin| {
-                r.load_bundle_bytes(bytes, origin, &names)
-            })?;
-            for ((name, kind), script) in names.into_iter().zip(loaded) {
-                let file = files
-                    .iter()
-                    .find(|(n, _)| *n == name)
-                    .map(|(_, f)| f.clone())
-                    .unwrap_or_default();
-                scripts.push(ProjectScript {
-                    integration: id.clone(),
-                    name,
-                    kind,
-                    source: Source::TypeScript(file),
-                    script: Arc::new(script),
-                });
-            }
-        }
-        definitions.push(def);
-        integrations.push(config);
+        };
+        let c = done?;
+        let _ = progress.write_all(&c.progress);
+        scripts.extend(c.scripts);
+        definitions.push(c.definition);
+        integrations.push(c.config);
     }
     if opts.integration.is_none() {
         write_if_changed(
@@ -369,6 +365,78 @@ pub(crate) fn compile(
         },
         warnings: Vec::new(),
         scripts,
+    })
+}
+
+/// One integration, compiled.
+struct Compiled {
+    definition: Value,
+    config: Integration,
+    scripts: Vec<ProjectScript>,
+    /// What it printed while compiling.
+    progress: Vec<u8>,
+}
+
+fn compile_integration(
+    toolchain: &Toolchain,
+    root: &Path,
+    build: &Path,
+    wit_dir: &Path,
+    runtime: &Runtime,
+    id: &str,
+    list: &[Entry],
+) -> Result<Compiled, CompileError> {
+    let mut progress = Vec::new();
+    let definition = read_definitions(toolchain, root, id, list, &mut progress)?;
+    let config = integration_config(&definition);
+    let kinds: BTreeMap<&str, ScriptKind> = config
+        .scripts()
+        .map(|(n, k)| (n, compile::runtime_kind(k)))
+        .collect();
+    // Only scripts of a kind the platform runs (not createFunction).
+    let files: Vec<(String, PathBuf)> = list
+        .iter()
+        .filter(|e| kinds.contains_key(e.name.as_str()))
+        .map(|e| (e.name.clone(), e.file.clone()))
+        .collect();
+    let mut scripts = Vec::new();
+    if !files.is_empty() {
+        let component = compile::build_bundle(
+            toolchain,
+            root,
+            build,
+            wit_dir,
+            id,
+            &files,
+            true,
+            &mut progress,
+        )?;
+        let names: Vec<(String, ScriptKind)> = files
+            .iter()
+            .map(|(n, _)| (n.clone(), kinds[n.as_str()]))
+            .collect();
+        let loaded = precompile(
+            runtime,
+            &component,
+            id,
+            &mut progress,
+            |r, bytes, origin| r.load_bundle_bytes(bytes, origin, &names),
+        )?;
+        for (((name, kind), script), (_, file)) in names.into_iter().zip(loaded).zip(&files) {
+            scripts.push(ProjectScript {
+                integration: id.to_string(),
+                name,
+                kind,
+                source: Source::TypeScript(file.clone()),
+                script: Arc::new(script),
+            });
+        }
+    }
+    Ok(Compiled {
+        definition,
+        config,
+        scripts,
+        progress,
     })
 }
 

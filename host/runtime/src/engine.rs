@@ -416,6 +416,12 @@ fn engine_config(config: &RuntimeConfig) -> Config {
     if config.perf_map {
         c.profiler(wasmtime::ProfilingStrategy::PerfMap);
     }
+    // Every componentize-js component carries the same engine: Cranelift's
+    // per-function cache makes the second and later components mostly
+    // cache hits (see `FunctionCache`).
+    let _ = c.enable_incremental_compilation(Arc::new(FunctionCache::new(
+        config.cache_dir.join("functions"),
+    )));
     if config.pooling {
         let slots = config.max_concurrent.max(1);
         let mut pool = PoolingAllocationConfig::new();
@@ -437,6 +443,51 @@ fn engine_config(config: &RuntimeConfig) -> Config {
         c.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     }
     c
+}
+
+/// Cranelift's incremental compilation cache on disk: one file per
+/// compiled function, named by the SHA-256 of Cranelift's key (which covers
+/// the function's body and the compiler's settings). A missing or
+/// unreadable entry is a miss; a failed write is only a lost reuse.
+#[derive(Debug)]
+struct FunctionCache {
+    dir: PathBuf,
+}
+
+impl FunctionCache {
+    fn new(dir: PathBuf) -> Self {
+        Self { dir }
+    }
+
+    fn path(&self, key: &[u8]) -> PathBuf {
+        let name = hex(&Sha256::digest(key));
+        self.dir.join(&name[..2]).join(&name[2..])
+    }
+}
+
+impl wasmtime::CacheStore for FunctionCache {
+    fn get(&self, key: &[u8]) -> Option<std::borrow::Cow<'_, [u8]>> {
+        std::fs::read(self.path(key)).ok().map(Into::into)
+    }
+
+    fn insert(&self, key: &[u8], value: Vec<u8>) -> bool {
+        let path = self.path(key);
+        let Some(dir) = path.parent() else {
+            return false;
+        };
+        if std::fs::create_dir_all(dir).is_err() {
+            return false;
+        }
+        // Written whole under a unique name, then renamed: a reader never
+        // sees half an entry.
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let tmp = dir.join(format!(
+            ".{}.{}.tmp",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::write(&tmp, value).is_ok() && std::fs::rename(&tmp, &path).is_ok()
+    }
 }
 
 /// Ticks the engine's epoch until the runtime is dropped. Each tick lets a
