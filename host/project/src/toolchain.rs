@@ -184,8 +184,32 @@ impl Toolchain {
             .wait_with_output()
             .map_err(|e| ToolchainError::Run(e.to_string()))?;
         let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
         let last = stdout.lines().rev().find(|l| l.starts_with('{'));
         match last.and_then(|l| serde_json::from_str::<StepResult>(l).ok()) {
+            // componentize-js keeps going when the scripts' top-level code
+            // throws while the engine is snapshotted; every call of such a
+            // component would trap, so it is a failed build.
+            Some(mut r) if r.ok && step == "componentize" => {
+                let text = format!("{stdout}\n{stderr}");
+                if let Some(at) = text.find("Exception while evaluating top-level script") {
+                    let detail: Vec<&str> = text[at..]
+                        .lines()
+                        .filter(|l| !l.starts_with('{') && !l.trim().is_empty())
+                        .take(4)
+                        .collect();
+                    r.ok = false;
+                    r.errors.push(StepMessage {
+                        file: None,
+                        line: None,
+                        message: format!(
+                            "the scripts' top-level code failed while the engine was snapshotted: {}",
+                            detail.join(" ")
+                        ),
+                    });
+                }
+                Ok(r)
+            }
             Some(r) => Ok(r),
             None => Err(ToolchainError::Run(format!(
                 "`{step}` exited with {} and printed no result: {}",

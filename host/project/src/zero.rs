@@ -368,6 +368,12 @@ pub(crate) fn compile(
     })
 }
 
+/// The most scripts one component holds. Every script's module (its zod
+/// schemas included) is evaluated when componentize-js snapshots the
+/// engine; past ~100 template scripts SpiderMonkey runs out of memory
+/// there, so a bigger integration becomes several components.
+const MAX_SCRIPTS_PER_COMPONENT: usize = 50;
+
 /// One integration, compiled.
 struct Compiled {
     definition: Value,
@@ -400,29 +406,35 @@ fn compile_integration(
         .map(|e| (e.name.clone(), e.file.clone()))
         .collect();
     let mut scripts = Vec::new();
-    if !files.is_empty() {
+    let chunks: Vec<&[(String, PathBuf)]> = files.chunks(MAX_SCRIPTS_PER_COMPONENT).collect();
+    for (k, chunk) in chunks.iter().enumerate() {
+        let name = if chunks.len() == 1 {
+            id.to_string()
+        } else {
+            format!("{id}.{}", k + 1)
+        };
         let component = compile::build_bundle(
             toolchain,
             root,
             build,
             wit_dir,
-            id,
-            &files,
+            &name,
+            chunk,
             true,
             &mut progress,
         )?;
-        let names: Vec<(String, ScriptKind)> = files
+        let names: Vec<(String, ScriptKind)> = chunk
             .iter()
             .map(|(n, _)| (n.clone(), kinds[n.as_str()]))
             .collect();
         let loaded = precompile(
             runtime,
             &component,
-            id,
+            &name,
             &mut progress,
             |r, bytes, origin| r.load_bundle_bytes(bytes, origin, &names),
         )?;
-        for (((name, kind), script), (_, file)) in names.into_iter().zip(loaded).zip(&files) {
+        for (((name, kind), script), (_, file)) in names.into_iter().zip(loaded).zip(chunk.iter()) {
             scripts.push(ProjectScript {
                 integration: id.to_string(),
                 name,
