@@ -571,16 +571,87 @@ export class NangoActionMock {
         }
     }
 
-    /** The older harness's paginate over `mocks/`: one page per recording. */
+    /**
+     * The older harness's paginate over `mocks/` (compat/README.md §1.4):
+     * direct-property paths for cursor and link, a recording without
+     * headers yielded once as it is.
+     */
     private async *legacyPaginate(cfg: any, p: Record<string, any>, bag: Record<string, any>, write: () => void): AsyncGenerator<unknown, void, void> {
         const type = p['type'];
-        if (type !== 'cursor' && type !== 'link' && type !== 'offset') throw new Error(`Invalid pagination type: ${String(type)}`);
-        if (type === 'offset') bag[p['offset_name_in_request']] = bodyMode(cfg) ? Number(p['offset_start_value'] ?? 0) : String(p['offset_start_value'] ?? 0);
-        write();
-        const resp: any = this.answer(cfg);
-        const page = p['response_path'] ? resp.data?.[p['response_path']] : resp.data;
-        if (page === undefined || page === null) return;
-        yield page;
+        const path: string | undefined = p['response_path'] || undefined;
+        function* legacyYield(data: any): Generator<unknown, void, void> {
+            if (Array.isArray(data)) yield data;
+            if (path) {
+                yield data?.[path];
+            } else if (isObject(data)) {
+                for (const v of Object.values(data)) if (Array.isArray(v)) yield v;
+            }
+        }
+        const direct = (data: any) => (path ? data?.[path] : data);
+        if (type === 'cursor') {
+            let cursor: unknown;
+            for (;;) {
+                if (cursor !== undefined) bag[p['cursor_name_in_request']] = cursor;
+                write();
+                const resp: any = this.answer(cfg);
+                if (!resp.headers) {
+                    yield* legacyYield(resp.data);
+                    return;
+                }
+                const page = direct(resp.data);
+                if (!page || !page.length) return;
+                yield page;
+                const next = resp.data?.[p['cursor_path_in_response']];
+                if (typeof next === 'string' && next.trim().length > 0) cursor = next;
+                else if (typeof next === 'number') cursor = next;
+                else return;
+            }
+        } else if (type === 'link') {
+            write();
+            for (;;) {
+                const resp: any = this.answer(cfg);
+                if (!resp.headers) {
+                    yield* legacyYield(resp.data);
+                    return;
+                }
+                const page = direct(resp.data);
+                if (!page || !page.length) return;
+                yield page;
+                let next: string | undefined;
+                if (p['link_rel_in_response_header']) next = nextLink(resp.headers, p['link_rel_in_response_header']);
+                if (!next && p['link_path_in_response_body']) {
+                    const v = dotted(resp.data, p['link_path_in_response_body']);
+                    next = typeof v === 'string' ? v : undefined;
+                }
+                if (!next) return;
+                if (/^https?:\/\//i.test(next)) {
+                    const u = new URL(next);
+                    cfg.endpoint = u.pathname + u.search;
+                } else {
+                    cfg.endpoint = next;
+                }
+                cfg.params = {};
+            }
+        } else if (type === 'offset') {
+            const inBody = bodyMode(cfg);
+            let offset = Number(p['offset_start_value'] || 0);
+            for (;;) {
+                bag[p['offset_name_in_request']] = inBody ? offset : String(offset);
+                write();
+                const resp: any = this.answer(cfg);
+                if (!resp.headers) {
+                    yield* legacyYield(resp.data);
+                    return;
+                }
+                const page: any = path ? dotted(resp.data, path) : resp.data;
+                if (!page || !page.length) return;
+                yield page;
+                if (p['limit'] && page.length < p['limit']) return;
+                offset += p['offset_calculation_method'] === 'per-page' ? 1 : page.length;
+            }
+        } else {
+            throw new Error(`Invalid pagination type: ${String(type)}`);
+        }
     }
 }
 

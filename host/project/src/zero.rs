@@ -406,7 +406,18 @@ fn compile_integration(
         .map(|e| (e.name.clone(), e.file.clone()))
         .collect();
     let mut scripts = Vec::new();
-    let chunks: Vec<&[(String, PathBuf)]> = files.chunks(MAX_SCRIPTS_PER_COMPONENT).collect();
+    // A component dispatches on the script's name: two scripts of one name
+    // (a sync and an action, say) go to different components.
+    let mut chunks: Vec<Vec<(String, PathBuf)>> = Vec::new();
+    for f in &files {
+        match chunks
+            .iter_mut()
+            .find(|c| c.len() < MAX_SCRIPTS_PER_COMPONENT && c.iter().all(|(n, _)| *n != f.0))
+        {
+            Some(c) => c.push(f.clone()),
+            None => chunks.push(vec![f.clone()]),
+        }
+    }
     for (k, chunk) in chunks.iter().enumerate() {
         let name = if chunks.len() == 1 {
             id.to_string()

@@ -52,6 +52,8 @@ pub struct TestFile {
     pub base: String,
     /// The script it imports (`../<kind>/<script>.js`).
     pub script: String,
+    /// That script's source, by the test folder's own path.
+    pub script_file: PathBuf,
     /// The mock's `name` (the fixture's name).
     pub name: String,
     pub models: Vec<String>,
@@ -104,8 +106,20 @@ fn strip_comments(text: &str) -> String {
     out
 }
 
+/// The string literal after the first `key` that starts a word (`name:`
+/// but not `dirname:`).
 fn quoted_after(text: &str, key: &str) -> Option<String> {
-    let at = text.find(key)? + key.len();
+    let at = text
+        .match_indices(key)
+        .find(|(i, _)| {
+            !key.starts_with(|c: char| c.is_alphanumeric())
+                || !text[..*i]
+                    .chars()
+                    .next_back()
+                    .is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '$')
+        })?
+        .0
+        + key.len();
     let rest = text[at..].trim_start();
     let q = rest.chars().next().filter(|c| *c == '\'' || *c == '"')?;
     let rest = &rest[1..];
@@ -132,16 +146,24 @@ pub fn read_test_file(path: &Path, integration: &str) -> Option<TestFile> {
     let file_name = path.file_name()?.to_str()?;
     let base = file_name.strip_suffix(".test.ts")?.to_string();
     // `import X from '../<syncs|actions|on-events>/<script>.js'`
-    let script = text.lines().find_map(|l| {
+    let (kind_dir, script) = text.lines().find_map(|l| {
         let l = l.trim();
         if !l.starts_with("import ") || l.contains("vitest") {
             return None;
         }
         let from = quoted_after(l, " from ")?;
         let rest = from.strip_prefix("../")?;
-        let (_, file) = rest.split_once('/')?;
-        Some(file.strip_suffix(".js").unwrap_or(file).to_string())
+        let (dir, file) = rest.split_once('/')?;
+        Some((
+            dir.to_string(),
+            file.strip_suffix(".js").unwrap_or(file).to_string(),
+        ))
     })?;
+    let script_file = path
+        .parent()?
+        .parent()?
+        .join(&kind_dir)
+        .join(format!("{script}.ts"));
     let name = quoted_after(&text, "name:").unwrap_or_else(|| script.clone());
     let models: Vec<String> = quoted_after(&text, "Model:")
         .map(|m| m.split(',').map(str::to_string).collect())
@@ -159,6 +181,7 @@ pub fn read_test_file(path: &Path, integration: &str) -> Option<TestFile> {
         integration: integration.to_string(),
         base,
         script,
+        script_file,
         name,
         models,
         shape: shape(&flat),
@@ -418,10 +441,19 @@ async fn run_one(
         .ok()
         .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
         .unwrap_or_else(|| tf.integration.clone());
-    let ps = project
+    let wanted = std::fs::canonicalize(&tf.script_file).ok();
+    let candidates: Vec<&crate::compile::ProjectScript> = project
         .scripts
         .iter()
-        .find(|s| s.name == tf.script && (s.integration == tf.integration || s.integration == real))
+        .filter(|s| {
+            s.name == tf.script && (s.integration == tf.integration || s.integration == real)
+        })
+        .collect();
+    let ps = candidates
+        .iter()
+        .find(|s| wanted.is_some() && std::fs::canonicalize(s.source.path()).ok() == wanted)
+        .or(candidates.first())
+        .copied()
         .ok_or_else(|| {
             format!(
                 "the test imports `{}`, which index.ts does not list for {}",
