@@ -85,6 +85,8 @@ async fn a_zero_yaml_project_compiles_writes_nango_json_and_passes_its_recorded_
         s(&tmp.path().join("providers.yaml")),
     ]);
 
+    let (code, out, err) = sluice(&args("compile", tmp.path(), "zero-project")).await;
+    assert_eq!(code, 0, "out: {out}\nerr: {err}");
     let (code, out, err) = sluice(&argv).await;
     assert_eq!(code, 0, "out: {out}\nerr: {err}");
     assert!(out.contains("✓ github/github-get-repo (action, "), "{out}");

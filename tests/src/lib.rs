@@ -83,6 +83,7 @@ pub fn compile_options(dir: &Path, build: &str) -> CompileOptions {
         sdk: Some(ts_sdk()),
         cache_dir: PathBuf::from(guests::CACHE_DIR),
         build_dir: Some(Path::new(guests::BUILD_DIR).join(build)),
+        tested_scripts: false,
     }
 }
 

@@ -241,6 +241,7 @@ impl BuildArgs {
             sdk: self.sdk,
             cache_dir: self.cache_dir.unwrap_or_else(default_cache_dir),
             build_dir: self.build_dir,
+            tested_scripts: false,
         }
     }
 }

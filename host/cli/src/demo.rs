@@ -130,6 +130,7 @@ pub async fn run(
         sdk,
         cache_dir: cache_dir.clone(),
         build_dir: None,
+        tested_scripts: false,
     };
     let mut rc = RuntimeConfig::new(&cache_dir);
     rc.max_concurrent = 1;

@@ -156,6 +156,10 @@ pub struct CompileOptions {
     /// Where bundles, components and Rust builds go (default:
     /// `<dir>/.sluice/build`).
     pub build_dir: Option<PathBuf>,
+    /// Also compile the scripts the tests import that `index.ts` does not
+    /// list (zero-yaml projects; `sluice test` runs those tests as the
+    /// original's harness does). `.nango/nango.json` is then not written.
+    pub tested_scripts: bool,
 }
 
 impl CompileOptions {
@@ -167,6 +171,7 @@ impl CompileOptions {
             sdk: None,
             cache_dir: cache_dir.into(),
             build_dir: None,
+            tested_scripts: false,
         }
     }
 

@@ -86,7 +86,10 @@ pub async fn run_tests(
     let mut config = RuntimeConfig::new(&opts.build.cache_dir);
     config.max_concurrent = 8;
     let runtime = Runtime::new(config)?;
-    let project = compile::compile(&opts.build, &runtime, progress)?;
+    // A zero-yaml project's tests may import scripts index.ts does not list.
+    let mut build = opts.build.clone();
+    build.tested_scripts = true;
+    let project = compile::compile(&build, &runtime, progress)?;
     let mut providers = ProviderCatalog::builtin()?;
     if let Some(p) = &opts.providers_file {
         providers.extend(ProviderCatalog::from_file(p)?);

@@ -116,6 +116,37 @@ pub fn entries(root: &Path) -> Result<Vec<Entry>, CompileError> {
     Ok(out)
 }
 
+/// The scripts the integrations' tests import that `index.ts` does not
+/// list (vitest imports them directly).
+fn tested_entries(root: &Path, listed: &[Entry]) -> Vec<Entry> {
+    let mut ids: Vec<&str> = listed.iter().map(|e| e.integration.as_str()).collect();
+    ids.dedup();
+    let mut out: Vec<Entry> = Vec::new();
+    for id in ids {
+        for tf in crate::zerotest::discover(root, Some(id)) {
+            let file = tf.script_file.clone();
+            let known = |e: &Entry| {
+                e.integration == id
+                    && std::fs::canonicalize(&e.file).ok() == std::fs::canonicalize(&file).ok()
+            };
+            if !file.is_file() || listed.iter().any(known) || out.iter().any(known) {
+                continue;
+            }
+            let rel = file
+                .strip_prefix(root)
+                .map(|p| p.to_string_lossy().replace('\\', "/"))
+                .unwrap_or_default();
+            out.push(Entry {
+                integration: id.to_string(),
+                name: tf.script.clone(),
+                path: format!("./{}", rel.trim_end_matches(".ts")) + ".js",
+                file,
+            });
+        }
+    }
+    out
+}
+
 /// The integrations in first-seen order, each with its entries.
 fn by_integration(entries: Vec<Entry>) -> Vec<(String, Vec<Entry>)> {
     let mut out: Vec<(String, Vec<Entry>)> = Vec::new();
@@ -273,7 +304,11 @@ pub(crate) fn compile(
     runtime: &Runtime,
     progress: &mut dyn Write,
 ) -> Result<Project, CompileError> {
-    let all = by_integration(entries(root)?);
+    let mut listed = entries(root)?;
+    if opts.tested_scripts {
+        listed.extend(tested_entries(root, &listed));
+    }
+    let all = by_integration(listed);
     // An alias folder (a link to an integration's folder) compiles the
     // integration it links to; its tests run under its own name.
     let wanted = opts.integration.as_ref().map(|i| {
@@ -346,7 +381,7 @@ pub(crate) fn compile(
         definitions.push(c.definition);
         integrations.push(c.config);
     }
-    if opts.integration.is_none() {
+    if opts.integration.is_none() && !opts.tested_scripts {
         write_if_changed(
             &root.join(".nango").join("nango.json"),
             &format!(
