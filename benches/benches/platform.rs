@@ -277,6 +277,7 @@ fn main() {
         assert_eq!(resp.status(), 200);
         let manifest = Manifest {
             nango_yaml: YAML.into(),
+            nango_json: None,
             dir_name: None,
             components: ["slow", "fast", "paused", "lin"]
                 .iter()
@@ -494,6 +495,7 @@ fn main() {
                     .collect(),
                 logs_dropped: 0,
                 changes: Default::default(),
+                tracked_deletes: Vec::new(),
                 fuel_consumed: 1,
                 duration: Duration::from_millis(5),
             };

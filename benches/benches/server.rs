@@ -335,6 +335,7 @@ fn main() {
         };
         let manifest = Manifest {
             nango_yaml: NANGO_YAML.into(),
+            nango_json: None,
             dir_name: None,
             components: vec![
                 entry(ts_sha, true, "ping", ScriptKind::Action),

@@ -168,6 +168,7 @@ pub(crate) async fn deploy_scripts(
     }
     let manifest = Manifest {
         nango_yaml: nango_yaml.into(),
+        nango_json: None,
         dir_name: None,
         components,
     };

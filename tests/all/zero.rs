@@ -4,9 +4,16 @@
 //! original harness's rules.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-use serde_json::Value;
-use sluice_tests::{guests, repo_root, ts_sdk};
+use serde_json::{Value, json};
+use sluice_project::mock::{MockRequest, MockResponse};
+use sluice_server::ServerConfig;
+use sluice_store::MasterKey;
+use sluice_tests::{MockServer, guests, repo_root, ts_sdk};
+
+use crate::server::{Client, DEV_KEY, start_with};
 
 async fn sluice(args: &[String]) -> (i32, String, String) {
     let argv = std::iter::once("sluice".to_string()).chain(args.iter().cloned());
@@ -115,7 +122,7 @@ async fn a_zero_yaml_project_compiles_writes_nango_json_and_passes_its_recorded_
     let sync = &github["syncs"][0];
     assert_eq!(sync["name"], "issues");
     assert_eq!(sync["runs"], "every hour");
-    assert_eq!(sync["auto_start"], true);
+    assert_eq!(sync["auto_start"], false);
     assert_eq!(sync["sync_type"], "full");
     assert_eq!(sync["input"], "SyncMetadata_github_issues");
     assert_eq!(sync["output"], serde_json::json!(["Issue"]));
@@ -237,4 +244,167 @@ async fn zero_yaml_compile_errors_name_the_file_and_the_rule() {
     let (code, _, err) = sluice(&args("compile", tmp.path(), "zero-errors-frequency")).await;
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("No entry points found in index.ts"), "{err}");
+}
+
+/// The upstream of the zero-yaml sync: the full list (two pages, linked)
+/// or, with `since`, the issues updated since; `phase` 1 has issue 102
+/// renamed, `phase` 2 has it gone.
+fn issues_upstream(phase: Arc<AtomicUsize>) -> sluice_project::mock::Handler {
+    Arc::new(move |req: &MockRequest| {
+        let phase = phase.load(Ordering::SeqCst);
+        let issue = |id: u64, title: &str, updated: &str| json!({ "id": id, "number": id - 100, "title": title, "state": "open", "labels": [], "closed_at": null, "updated_at": updated });
+        let second = if phase == 0 {
+            "Second"
+        } else {
+            "Second, renamed"
+        };
+        let all = match phase {
+            2 => vec![
+                issue(101, "First", "2026-01-02T00:00:00Z"),
+                issue(103, "Third", "2026-01-03T00:00:00Z"),
+            ],
+            _ => vec![
+                issue(101, "First", "2026-01-02T00:00:00Z"),
+                issue(
+                    102,
+                    second,
+                    if phase == 0 {
+                        "2026-01-05T00:00:00Z"
+                    } else {
+                        "2026-01-07T00:00:00Z"
+                    },
+                ),
+                issue(103, "Third", "2026-01-03T00:00:00Z"),
+            ],
+        };
+        match req.path.as_str() {
+            "/repos/acme/widgets/issues" => {
+                if let Some(since) = req.query_param("since") {
+                    let newer: Vec<Value> = all
+                        .into_iter()
+                        .filter(|i| i["updated_at"].as_str().unwrap_or("") > since)
+                        .collect();
+                    return MockResponse::json(200, &Value::Array(newer));
+                }
+                let host = req.header("host").unwrap_or("127.0.0.1").to_string();
+                MockResponse::json(200, &Value::Array(all[..2].to_vec())).with_header(
+                    "link",
+                    &format!("<http://{host}/repositories/1296269/issues?state=all&per_page=2&page=2>; rel=\"next\""),
+                )
+            }
+            "/repositories/1296269/issues" => {
+                MockResponse::json(200, &Value::Array(all[2..].to_vec()))
+            }
+            _ => MockResponse::json(404, &json!({ "message": "Not Found" })),
+        }
+    })
+}
+
+#[tokio::test]
+async fn a_deployed_zero_yaml_sync_keeps_its_checkpoint_between_runs_and_deletes_what_a_full_refresh_missed()
+ {
+    let phase = Arc::new(AtomicUsize::new(0));
+    let mock = MockServer::start(issues_upstream(phase.clone()))
+        .await
+        .unwrap();
+    let providers = std::fs::read_to_string(repo_root().join("host/runtime/providers.yaml"))
+        .unwrap()
+        .replace("https://api.github.com", &mock.url());
+    let data = tempfile::tempdir().unwrap();
+    let config = ServerConfig::new(data.path(), "127.0.0.1:0".parse().unwrap());
+    let server = start_with(config, &MasterKey::generate(), &providers).await;
+    let dev = Client::new(&server, DEV_KEY);
+
+    // `sluice deploy` of a zero-yaml folder, as a user runs it.
+    let tmp = tempfile::tempdir().unwrap();
+    copy_dir(&zero_project(), tmp.path());
+    let mut argv = args("deploy", tmp.path(), "zero-project");
+    argv.extend([
+        "--host".into(),
+        server.url(),
+        "--secret-key".into(),
+        DEV_KEY.into(),
+    ]);
+    let (code, out, err) = sluice(&argv).await;
+    assert_eq!(code, 0, "out: {out}\nerr: {err}");
+
+    let conn = ("github", "acme");
+    let (status, body) = dev
+        .send_as(
+            conn,
+            "POST",
+            "/integrations",
+            Some(json!({"unique_key": "github", "provider": "github"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = dev
+        .send_as(
+            conn,
+            "POST",
+            "/connection",
+            Some(json!({
+                "provider_config_key": "github",
+                "connection_id": "acme",
+                "access_token": "token",
+                "metadata": {"owner": "acme", "repo": "widgets"},
+            })),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let run = |mode: &'static str| {
+        let dev = &dev;
+        async move {
+            let (status, body) = dev
+                .send_as(
+                    conn,
+                    "POST",
+                    "/sync/trigger",
+                    Some(json!({"syncs": ["issues"], "provider_config_key": "github", "connection_id": "acme", "wait": true, "sync_mode": mode})),
+                )
+                .await;
+            assert_eq!(status, 200, "{body}");
+            assert_eq!(body["runs"][0]["success"], true, "{body}");
+            let results = body["runs"][0]["results"]["Issue"].clone();
+            assert!(results.is_object(), "{body}");
+            results
+        }
+    };
+    let since_of_last = || {
+        mock.requests()
+            .iter()
+            .rev()
+            .find(|r| r.path == "/repos/acme/widgets/issues")
+            .map(|r| r.query_param("since").map(str::to_string))
+            .unwrap()
+    };
+
+    // First run: no checkpoint, both pages, three issues.
+    let results = run("incremental").await;
+    assert_eq!(results["added"], 3, "{results}");
+    assert_eq!(since_of_last(), None);
+
+    // Second run: the checkpoint the first saved is sent upstream.
+    phase.store(1, Ordering::SeqCst);
+    let results = run("incremental").await;
+    assert_eq!(since_of_last().as_deref(), Some("2026-01-05T00:00:00Z"));
+    assert_eq!(results["updated"], 1, "{results}");
+    assert_eq!(results["deleted"], 0, "{results}");
+
+    // A full refresh forgets the checkpoint; trackDeletesStart/End delete
+    // the issue the upstream no longer has.
+    phase.store(2, Ordering::SeqCst);
+    let results = run("full_refresh").await;
+    assert_eq!(since_of_last(), None);
+    assert_eq!(results["deleted"], 1, "{results}");
+    let (status, page) = dev.send_as(conn, "GET", "/records?model=Issue", None).await;
+    assert_eq!(status, 200, "{page}");
+    let deleted: Vec<&str> = page["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| !r["_nango_metadata"]["deleted_at"].is_null())
+        .filter_map(|r| r["id"].as_str())
+        .collect();
+    assert_eq!(deleted, ["102"], "{page}");
 }

@@ -501,7 +501,52 @@ export class NangoSync extends NangoAction {
         const strategy = merging?.strategy === 'ignore_if_modified_after' ? 'ignore-if-modified-after' : 'override';
         call(() => records.setMergingStrategy(model, strategy));
     }
+
+    /** The checkpoint this sync saved last for this connection, or `null`. */
+    async getCheckpoint<T = Record<string, string | number | boolean>>(): Promise<T | null> {
+        const out = call(() => records.getCheckpoint());
+        return out === undefined ? null : (fromJson(out) as T);
+    }
+    /** Replaces the checkpoint (a flat object of strings, numbers and booleans), durably. */
+    async saveCheckpoint(checkpoint: Record<string, string | number | boolean>): Promise<void> {
+        call(() => records.saveCheckpoint(jsonBytes(checkpoint) ?? utf8('null')));
+    }
+    async clearCheckpoint(): Promise<void> {
+        call(() => records.clearCheckpoint());
+    }
+
+    /** The run refreshes every record of `model` from here on. */
+    async trackDeletesStart(model: string): Promise<void> {
+        call(() => records.trackDeletesStart(model));
+    }
+    /**
+     * After trackDeletesStart: the model's records this run did not save
+     * are deleted when the run succeeds (sluice deletes them then, so none
+     * is deleted yet and `deletedKeys` is empty; the run's results count them).
+     */
+    async trackDeletesEnd(model: string): Promise<{ deletedKeys: string[] }> {
+        call(() => records.trackDeletesEnd(model));
+        return { deletedKeys: [] };
+    }
+    /** @deprecated use trackDeletesStart/trackDeletesEnd */
+    async deleteRecordsFromPreviousExecutions(model: string): Promise<{ deletedKeys: string[] }> {
+        return this.trackDeletesEnd(model);
+    }
 }
+
+// ------ Globals the original's sandbox does not have
+
+// The engine has a `fetch` that cannot reach the network from a script
+// (and traps when called); say what to use instead.
+Object.defineProperty(globalThis, 'fetch', {
+    configurable: true,
+    writable: true,
+    value: function fetch(): never {
+        throw new Error(
+            'fetch is not available to scripts: use nango.get / nango.post / nango.proxy (credentials, retries and the egress check included)'
+        );
+    }
+});
 
 // ------ The bundle's exports
 

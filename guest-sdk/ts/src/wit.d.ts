@@ -90,6 +90,11 @@ declare module 'nango:scripts/records@0.2.0' {
     export function batchUpdate(model: string, records: Uint8Array): void;
     export function getRecordsByIds(model: string, ids: Uint8Array): Uint8Array;
     export function setMergingStrategy(model: string, strategy: MergingStrategy): void;
+    export function getCheckpoint(): Uint8Array | undefined;
+    export function saveCheckpoint(checkpoint: Uint8Array): void;
+    export function clearCheckpoint(): void;
+    export function trackDeletesStart(model: string): void;
+    export function trackDeletesEnd(model: string): void;
 }
 
 declare module 'nango:scripts/sync-context@0.2.0' {

@@ -91,6 +91,9 @@ pub struct Project {
     pub config: NangoYaml,
     pub warnings: Vec<yaml::Diagnostic>,
     pub scripts: Vec<ProjectScript>,
+    /// A zero-yaml project's definitions (`.nango/nango.json`'s entries),
+    /// which its deploys carry instead of nango.yaml.
+    pub definitions: Option<Vec<serde_json::Value>>,
 }
 
 impl Project {
@@ -405,6 +408,7 @@ pub fn compile(
         config,
         warnings: loaded.warnings,
         scripts,
+        definitions: None,
     })
 }
 

@@ -36,8 +36,12 @@ pub struct ScriptEntry {
 /// A deploy's description: uploaded after its components.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
-    /// The text of nango.yaml.
+    /// The text of nango.yaml (empty for a zero-yaml project).
     pub nango_yaml: String,
+    /// A zero-yaml project's definitions (`.nango/nango.json`), which
+    /// stand for nango.yaml when present.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nango_json: Option<Vec<serde_json::Value>>,
     /// The project folder's name, which `${PWD}` integration keys stand for.
     #[serde(default)]
     pub dir_name: Option<String>,
@@ -97,10 +101,14 @@ impl Project {
     /// components (by SHA-256).
     pub fn manifest(&self) -> Result<(Manifest, BTreeMap<String, PathBuf>), DeployError> {
         let path = self.root.join("nango.yaml");
-        let nango_yaml = std::fs::read_to_string(&path).map_err(|source| DeployError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
+        let nango_yaml = if self.definitions.is_some() {
+            String::new()
+        } else {
+            std::fs::read_to_string(&path).map_err(|source| DeployError::Read {
+                path: path.display().to_string(),
+                source,
+            })?
+        };
         let mut components: BTreeMap<String, ComponentEntry> = BTreeMap::new();
         let mut files = BTreeMap::new();
         for s in &self.scripts {
@@ -131,6 +139,7 @@ impl Project {
         Ok((
             Manifest {
                 nango_yaml,
+                nango_json: self.definitions.clone(),
                 dir_name: self
                     .root
                     .file_name()
@@ -152,8 +161,12 @@ impl Manifest {
         runtime: &Runtime,
         component: impl Fn(&str) -> Option<Vec<u8>>,
     ) -> Result<Catalog, DeployError> {
-        let loaded = yaml::parse_in(&self.nango_yaml, "nango.yaml", self.dir_name.as_deref())?;
-        let config = loaded.config;
+        let config = match &self.nango_json {
+            Some(definitions) => crate::zero::config(definitions),
+            None => {
+                yaml::parse_in(&self.nango_yaml, "nango.yaml", self.dir_name.as_deref())?.config
+            }
+        };
         let mut declared: BTreeMap<(String, String), ScriptKind> = BTreeMap::new();
         for i in &config.integrations {
             for (name, kind) in i.scripts() {

@@ -124,6 +124,23 @@ impl RecordingStore {
 
 #[async_trait::async_trait]
 impl RecordStore for RecordingStore {
+    async fn checkpoint(
+        &self,
+        conn: &ConnectionRef,
+        key: &str,
+    ) -> Result<Option<Value>, RecordError> {
+        self.inner.checkpoint(conn, key).await
+    }
+
+    async fn set_checkpoint(
+        &self,
+        conn: &ConnectionRef,
+        key: &str,
+        value: Option<Value>,
+    ) -> Result<(), RecordError> {
+        self.inner.set_checkpoint(conn, key, value).await
+    }
+
     async fn write(
         &self,
         kind: WriteKind,

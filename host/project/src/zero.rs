@@ -218,6 +218,15 @@ pub fn frequency(text: &str) -> Option<Duration> {
     (ms >= 30_000.0).then(|| Duration::from_millis(ms as u64))
 }
 
+/// A zero-yaml project's definitions as nango.yaml's model.
+pub fn config(definitions: &[Value]) -> NangoYaml {
+    NangoYaml {
+        version: YamlVersion::V2,
+        integrations: definitions.iter().map(integration_config).collect(),
+        models: Vec::new(),
+    }
+}
+
 /// One integration's `.nango/nango.json` entry as nango.yaml's model.
 pub fn integration_config(def: &Value) -> Integration {
     let syncs = def
@@ -386,7 +395,7 @@ pub(crate) fn compile(
             &root.join(".nango").join("nango.json"),
             &format!(
                 "{}\n",
-                serde_json::to_string_pretty(&Value::Array(definitions)).unwrap_or_default()
+                serde_json::to_string_pretty(&definitions).unwrap_or_default()
             ),
         )?;
     }
@@ -400,6 +409,7 @@ pub(crate) fn compile(
         },
         warnings: Vec::new(),
         scripts,
+        definitions: Some(definitions),
     })
 }
 

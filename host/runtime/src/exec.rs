@@ -385,6 +385,10 @@ pub struct Report {
     pub logs_dropped: u64,
     /// Record changes per model (full name).
     pub changes: BTreeMap<String, Changes>,
+    /// Models (full names) whose records this run did not save are to be
+    /// deleted if it succeeded: `trackDeletesStart`/`trackDeletesEnd` or
+    /// `deleteRecordsFromPreviousExecutions` were called for them.
+    pub tracked_deletes: Vec<String>,
     pub fuel_consumed: u64,
     pub duration: Duration,
 }
@@ -496,6 +500,11 @@ impl Runtime {
             logs: state.logs,
             logs_dropped: state.logs_dropped,
             changes: state.changes,
+            tracked_deletes: state
+                .tracked
+                .into_iter()
+                .filter_map(|(model, ended)| ended.then_some(model))
+                .collect(),
             fuel_consumed,
             duration: started.elapsed(),
         }
@@ -509,6 +518,7 @@ impl Report {
             logs: Vec::new(),
             logs_dropped: 0,
             changes: BTreeMap::new(),
+            tracked_deletes: Vec::new(),
             fuel_consumed: 0,
             duration: started.elapsed(),
         }

@@ -505,6 +505,22 @@ pub trait RecordStore: Send + Sync {
         model: &str,
     ) -> Result<Option<Position>, RecordError>;
 
+    /// The checkpoint saved under `key` (a sync's name and variant) for
+    /// this connection.
+    async fn checkpoint(
+        &self,
+        conn: &ConnectionRef,
+        key: &str,
+    ) -> Result<Option<Value>, RecordError>;
+
+    /// Replaces (or with `None` removes) that checkpoint, durably.
+    async fn set_checkpoint(
+        &self,
+        conn: &ConnectionRef,
+        key: &str,
+        value: Option<Value>,
+    ) -> Result<(), RecordError>;
+
     /// Offered every records call as the script made it, before it is
     /// checked and chunked; `true` means the store kept the call itself and
     /// nothing is written. Only [`CallLog`] (test replay) keeps calls.
@@ -540,11 +556,48 @@ pub struct BatchCall {
     pub records: Vec<Value>,
 }
 
+/// Checkpoints in memory, for the stores that keep nothing on disk.
+#[derive(Debug, Default)]
+pub struct MemoryCheckpoints {
+    inner: std::sync::Mutex<HashMap<(String, String, String), Value>>,
+}
+
+impl MemoryCheckpoints {
+    fn key(conn: &ConnectionRef, key: &str) -> (String, String, String) {
+        (
+            conn.provider_config_key.clone(),
+            conn.connection_id.clone(),
+            key.to_string(),
+        )
+    }
+
+    pub fn get(&self, conn: &ConnectionRef, key: &str) -> Option<Value> {
+        self.inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&Self::key(conn, key))
+            .cloned()
+    }
+
+    pub fn set(&self, conn: &ConnectionRef, key: &str, value: Option<Value>) {
+        let mut map = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        match value {
+            Some(v) => {
+                map.insert(Self::key(conn, key), v);
+            }
+            None => {
+                map.remove(&Self::key(conn, key));
+            }
+        }
+    }
+}
+
 /// A records store that stores nothing and keeps every call as the script
 /// made it, as the original test harness's spies do (`sluice test`).
 #[derive(Debug, Default)]
 pub struct CallLog {
     calls: std::sync::Mutex<Vec<BatchCall>>,
+    checkpoints: MemoryCheckpoints,
 }
 
 impl CallLog {
@@ -556,6 +609,24 @@ impl CallLog {
 
 #[async_trait::async_trait]
 impl RecordStore for CallLog {
+    async fn checkpoint(
+        &self,
+        conn: &ConnectionRef,
+        key: &str,
+    ) -> Result<Option<Value>, RecordError> {
+        Ok(self.checkpoints.get(conn, key))
+    }
+
+    async fn set_checkpoint(
+        &self,
+        conn: &ConnectionRef,
+        key: &str,
+        value: Option<Value>,
+    ) -> Result<(), RecordError> {
+        self.checkpoints.set(conn, key, value);
+        Ok(())
+    }
+
     async fn write(
         &self,
         _kind: WriteKind,
@@ -600,6 +671,7 @@ type ModelKey = (ConnectionRef, String);
 #[derive(Debug, Default)]
 pub struct MemoryRecords {
     inner: RwLock<HashMap<ModelKey, BTreeMap<String, StoredRecord>>>,
+    checkpoints: MemoryCheckpoints,
 }
 
 impl MemoryRecords {
@@ -646,6 +718,24 @@ impl MemoryRecords {
 
 #[async_trait::async_trait]
 impl RecordStore for MemoryRecords {
+    async fn checkpoint(
+        &self,
+        conn: &ConnectionRef,
+        key: &str,
+    ) -> Result<Option<Value>, RecordError> {
+        Ok(self.checkpoints.get(conn, key))
+    }
+
+    async fn set_checkpoint(
+        &self,
+        conn: &ConnectionRef,
+        key: &str,
+        value: Option<Value>,
+    ) -> Result<(), RecordError> {
+        self.checkpoints.set(conn, key, value);
+        Ok(())
+    }
+
     async fn write(
         &self,
         kind: WriteKind,

@@ -444,6 +444,17 @@ pub async fn run_sync(
             env.store.clear_records(conn, &full_name(m)).await?;
         }
     }
+    // A full refresh starts over: the script's checkpoint goes too.
+    if mode != SyncMode::Incremental {
+        sluice_runtime::records::RecordStore::set_checkpoint(
+            &env.store,
+            conn,
+            &full_name(name),
+            None,
+        )
+        .await
+        .map_err(|e| crate::error::ApiError::internal(e.to_string()))?;
+    }
     let started_at = Utc::now();
     let (job, last_sync_date) = update_sync_state(env, &key, |state| {
         if mode != SyncMode::Incremental {
@@ -484,9 +495,20 @@ pub async fn run_sync(
                 .as_ref()
                 .err()
                 .map(|e| serde_json::to_value(e.to_failure()).unwrap_or(Value::Null));
-            if error.is_none() && track_deletes {
-                for m in &models {
-                    let full = full_name(m);
+            // nango.yaml's `track_deletes` covers every model; a script's
+            // trackDeletesStart/End the models it names.
+            let mut tracked: Vec<String> = if track_deletes {
+                models.iter().map(|m| full_name(m)).collect()
+            } else {
+                Vec::new()
+            };
+            for m in &report.tracked_deletes {
+                if !tracked.contains(m) {
+                    tracked.push(m.clone());
+                }
+            }
+            if error.is_none() {
+                for full in tracked {
                     match env.store.delete_stale(conn, &full, &id, job).await {
                         Ok(deleted) => results.entry(full).or_default().deleted += deleted,
                         Err(e) => {

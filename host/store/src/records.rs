@@ -683,12 +683,48 @@ impl EnvStore {
     }
 }
 
+/// The document collection of syncs' checkpoints.
+const CHECKPOINTS: &str = "checkpoints";
+
+/// A checkpoint's document key: connection and sync, separated by a byte
+/// neither holds.
+fn checkpoint_key(conn: &ConnectionRef, key: &str) -> String {
+    format!(
+        "{}\u{1f}{}\u{1f}{key}",
+        conn.provider_config_key, conn.connection_id
+    )
+}
+
 fn record_error(e: StoreError) -> RecordError {
     RecordError::Backend(e.to_string())
 }
 
 #[async_trait::async_trait]
 impl RecordStore for EnvStore {
+    async fn checkpoint(
+        &self,
+        conn: &ConnectionRef,
+        key: &str,
+    ) -> Result<Option<serde_json::Value>, RecordError> {
+        self.doc(CHECKPOINTS, &checkpoint_key(conn, key))
+            .await
+            .map_err(record_error)
+    }
+
+    async fn set_checkpoint(
+        &self,
+        conn: &ConnectionRef,
+        key: &str,
+        value: Option<serde_json::Value>,
+    ) -> Result<(), RecordError> {
+        let doc = checkpoint_key(conn, key);
+        match value {
+            Some(v) => self.put_doc(CHECKPOINTS, &doc, &v).await,
+            None => self.delete_doc(CHECKPOINTS, &doc).await.map(|_| ()),
+        }
+        .map_err(record_error)
+    }
+
     async fn write(
         &self,
         kind: WriteKind,

@@ -36,6 +36,9 @@ pub struct HostState {
     pub(crate) logs_dropped: u64,
     pub(crate) changes: BTreeMap<String, Changes>,
     pub(crate) merging: HashMap<String, Merging>,
+    /// Models whose deletes the script tracks (`trackDeletesStart`/`End`):
+    /// full name → whether `End` was called.
+    pub(crate) tracked: BTreeMap<String, bool>,
     /// getConnection results of this execution; metadata writes invalidate.
     pub(crate) connection_cache: HashMap<(String, String), Connection>,
     pub(crate) stdout: CapturedOutput,
@@ -84,6 +87,7 @@ impl HostState {
             logs_dropped: 0,
             changes: BTreeMap::new(),
             merging: HashMap::new(),
+            tracked: BTreeMap::new(),
             connection_cache: HashMap::new(),
             stdout,
             stderr,

@@ -291,6 +291,152 @@ impl records::Host for HostState {
         self.merging.insert(full, merging);
         Ok(Ok(()))
     }
+
+    async fn get_checkpoint(&mut self) -> wasmtime::Result<Result<Option<Vec<u8>>, NangoError>> {
+        if let Err(e) = self.require_sync("getCheckpoint") {
+            return Ok(Err(e));
+        }
+        let key = self.checkpoint_key();
+        Ok(self
+            .services
+            .records
+            .checkpoint(&self.exec.connection, &key)
+            .await
+            .map(|v| v.map(|v| v.to_string().into_bytes()))
+            .map_err(record_error))
+    }
+
+    async fn save_checkpoint(
+        &mut self,
+        checkpoint: Vec<u8>,
+    ) -> wasmtime::Result<Result<(), NangoError>> {
+        if checkpoint.len() > MAX_CHECKPOINT_BYTES {
+            return Ok(Err(nango_error(
+                "invalid_checkpoint",
+                format!(
+                    "Invalid checkpoint: {} bytes, more than the {MAX_CHECKPOINT_BYTES} a checkpoint may hold",
+                    checkpoint.len()
+                ),
+            )));
+        }
+        let value: Value = match serde_json::from_slice(&checkpoint) {
+            Ok(v) => v,
+            Err(e) => {
+                return Ok(Err(nango_error(
+                    "invalid_checkpoint",
+                    format!("Invalid checkpoint: not JSON ({e})"),
+                )));
+            }
+        };
+        if let Err(why) = check_checkpoint(&value) {
+            return Ok(Err(nango_error(
+                "invalid_checkpoint",
+                format!("Invalid checkpoint: {why}"),
+            )));
+        }
+        Ok(self.checkpoint_call("saveCheckpoint", Some(value)).await)
+    }
+
+    async fn clear_checkpoint(&mut self) -> wasmtime::Result<Result<(), NangoError>> {
+        Ok(self.checkpoint_call("clearCheckpoint", None).await)
+    }
+
+    async fn track_deletes_start(
+        &mut self,
+        model: String,
+    ) -> wasmtime::Result<Result<(), NangoError>> {
+        if let Err(e) = self.require_sync("trackDeletesStart") {
+            return Ok(Err(e));
+        }
+        let full = match self.model_name(&model) {
+            Ok(f) => f,
+            Err(e) => return Ok(Err(e)),
+        };
+        if self.tracked.contains_key(&full) {
+            return Ok(Err(nango_error(
+                "invalid_request",
+                format!("trackDeletesStart for model '{model}' was already called in this run"),
+            )));
+        }
+        if self.changes.contains_key(&full) {
+            return Ok(Err(nango_error(
+                "invalid_request",
+                format!(
+                    "trackDeletesStart for model '{model}' should be called before any batching records function"
+                ),
+            )));
+        }
+        self.tracked.insert(full, false);
+        Ok(Ok(()))
+    }
+
+    async fn track_deletes_end(
+        &mut self,
+        model: String,
+    ) -> wasmtime::Result<Result<(), NangoError>> {
+        if let Err(e) = self.require_sync("trackDeletesEnd") {
+            return Ok(Err(e));
+        }
+        let full = match self.model_name(&model) {
+            Ok(f) => f,
+            Err(e) => return Ok(Err(e)),
+        };
+        // `deleteRecordsFromPreviousExecutions` is an end without a start.
+        self.tracked.insert(full, true);
+        Ok(Ok(()))
+    }
+}
+
+/// The largest checkpoint a sync may save.
+const MAX_CHECKPOINT_BYTES: usize = 64 << 10;
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// What `saveCheckpoint` accepts: a flat object of strings, numbers and
+/// booleans (the original's validator).
+fn check_checkpoint(value: &Value) -> Result<(), String> {
+    let Value::Object(m) = value else {
+        return Err(format!("expected an object, got {}", type_name(value)));
+    };
+    for (k, v) in m {
+        if !matches!(v, Value::String(_) | Value::Number(_) | Value::Bool(_)) {
+            return Err(format!(
+                "`{k}` is {}: values must be strings, numbers or booleans",
+                type_name(v)
+            ));
+        }
+    }
+    Ok(())
+}
+
+impl HostState {
+    /// The key a sync's checkpoint is kept under: the script and variant.
+    fn checkpoint_key(&self) -> String {
+        self.exec.sync.model_full_name(&self.exec.script_name)
+    }
+
+    async fn checkpoint_call(
+        &mut self,
+        call: &str,
+        value: Option<Value>,
+    ) -> Result<(), NangoError> {
+        self.require_sync(call)?;
+        let key = self.checkpoint_key();
+        self.services
+            .records
+            .set_checkpoint(&self.exec.connection, &key, value)
+            .await
+            .map_err(record_error)
+    }
 }
 
 impl sync_context::Host for HostState {
