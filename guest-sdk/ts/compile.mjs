@@ -65,9 +65,9 @@ async function resolveZero(build, root, args) {
 /** A stand-in for a package sluice cannot run: loading works, using it throws. */
 function unsupportedModule(pkg) {
     const message = `"${pkg}" needs Node's network and filesystem, which sluice scripts do not have (use nango.proxy for HTTP)`;
+    // CommonJS, so that any named import of it resolves (to a use that throws).
     return `const fail = () => { throw new Error(${JSON.stringify(message)}); };
-const stub = new Proxy(function () {}, { get: (_t, k) => (k === '__esModule' ? false : fail()), apply: fail, construct: fail });
-export default stub;`;
+module.exports = new Proxy(function () {}, { get: (_t, k) => (k === '__esModule' || typeof k === 'symbol' ? undefined : fail()), apply: fail, construct: fail });`;
 }
 
 function packageName(spec) {

@@ -469,7 +469,12 @@ export class NangoActionMock {
                         const rp: [string, unknown][] = ri.params ?? [];
                         if (rp.length !== id.params.length) return false;
                         for (const [k, v] of rp) if (!id.params.some(([ik, iv]) => ik === k && String(iv) === String(v))) return false;
-                        const rh: [string, unknown][] = ri.headers ?? [];
+                        // A content type the unified identity drops is not compared either.
+                        const dropped = ([k, v]: [string, unknown]) => {
+                            const value = String(v).toLowerCase();
+                            return k.toLowerCase() === 'content-type' && (value === 'undefined' || value === 'application/json');
+                        };
+                        const rh: [string, unknown][] = (ri.headers ?? []).filter((h: [string, unknown]) => !dropped(h));
                         if (rh.length > 0 || id.headers.length > 0) {
                             if (rh.length !== id.headers.length) return false;
                             for (const [k, v] of rh) if (!id.headers.some(([ik, iv]) => ik === k && String(iv) === String(v))) return false;
@@ -524,10 +529,13 @@ export class NangoActionMock {
                 if (!page || !page.length) return;
                 yield page;
                 const next = dotted(resp.data, p['cursor_path_in_response']);
-                if (typeof next === 'string' && next.trim().length > 0) cursor = next.trim();
-                else if (typeof next === 'number') cursor = next;
-                else return;
-                await onPage(cursor, resp);
+                let nextCursor: unknown;
+                if (typeof next === 'string' && next.trim().length > 0) nextCursor = next.trim();
+                else if (typeof next === 'number') nextCursor = next;
+                // on_page sees every page, the last one included.
+                await onPage(nextCursor, resp);
+                if (nextCursor === undefined) return;
+                cursor = nextCursor;
             }
         } else if (type === 'link') {
             write();

@@ -415,9 +415,10 @@ pub(crate) fn compile(
 
 /// The most scripts one component holds. Every script's module (its zod
 /// schemas included) is evaluated when componentize-js snapshots the
-/// engine; past ~100 template scripts SpiderMonkey runs out of memory
-/// there, so a bigger integration becomes several components.
-const MAX_SCRIPTS_PER_COMPONENT: usize = 50;
+/// engine; past ~50 template scripts SpiderMonkey may run out of memory
+/// there, so a bigger integration becomes several components (and a chunk
+/// that still does not fit is split again).
+const MAX_SCRIPTS_PER_COMPONENT: usize = 32;
 
 /// One integration, compiled.
 struct Compiled {
@@ -463,22 +464,45 @@ fn compile_integration(
             None => chunks.push(vec![f.clone()]),
         }
     }
-    for (k, chunk) in chunks.iter().enumerate() {
-        let name = if chunks.len() == 1 {
+    // A chunk whose snapshot runs out of memory is split in two and tried
+    // again (the scripts' zod schemas are what fills the engine's heap).
+    let single = chunks.len() == 1;
+    let mut queue: std::collections::VecDeque<Vec<(String, PathBuf)>> = chunks.into();
+    let mut built = 0usize;
+    while let Some(chunk) = queue.pop_front() {
+        let name = if single && built == 0 && queue.is_empty() {
             id.to_string()
         } else {
-            format!("{id}.{}", k + 1)
+            format!("{id}.{}", built + 1)
         };
-        let component = compile::build_bundle(
+        let component = match compile::build_bundle(
             toolchain,
             root,
             build,
             wit_dir,
             &name,
-            chunk,
+            &chunk,
             true,
             &mut progress,
-        )?;
+        ) {
+            Ok(c) => c,
+            Err(CompileError::Build { messages, .. })
+                if chunk.len() > 1
+                    && messages.iter().any(|m| m.message.contains("out of memory")) =>
+            {
+                let _ = writeln!(
+                    progress,
+                    "{name}: {} scripts do not fit one engine snapshot; splitting them in two",
+                    chunk.len()
+                );
+                let (a, b) = chunk.split_at(chunk.len() / 2);
+                queue.push_front(b.to_vec());
+                queue.push_front(a.to_vec());
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        built += 1;
         let names: Vec<(String, ScriptKind)> = chunk
             .iter()
             .map(|(n, _)| (n.clone(), kinds[n.as_str()]))
