@@ -289,7 +289,9 @@ function difference(expected: unknown, actual: unknown, path: string): string {
 
 const MISSING = (what: string) => new Error(`Missing mock data for ${what}`);
 
+/** lodash's `get`: a key that exists as written (`@odata.nextLink`) wins over a dotted path. */
 function dotted(obj: unknown, path: string): unknown {
+    if (obj !== null && typeof obj === 'object' && path in (obj as object)) return (obj as any)[path];
     let cur: any = obj;
     for (const part of path.split('.')) {
         if (cur === null || cur === undefined) return undefined;

@@ -339,8 +339,12 @@ fn set_dotted(body: &mut Map<String, Value>, name: &str, value: Value) {
     }
 }
 
-/// A lodash-style path (`a.b`, `a[0].b`, `a.0.b`) into a JSON value.
+/// A lodash-style path (`a.b`, `a[0].b`, `a.0.b`) into a JSON value; as
+/// in lodash, a key that exists as written (`@odata.nextLink`) wins.
 pub(crate) fn get_path<'a>(value: &'a Value, path: &str) -> Option<&'a Value> {
+    if let Some(v) = value.as_object().and_then(|m| m.get(path)) {
+        return Some(v);
+    }
     let mut current = value;
     for segment in path.split('.') {
         let mut rest = segment;
@@ -406,6 +410,16 @@ mod tests {
             Some("https://api.x.com/i?page=2")
         );
         assert_eq!(link_with_rel(h, "prev"), None);
+    }
+
+    #[test]
+    fn a_key_with_a_dot_is_found_as_written() {
+        let body = serde_json::json!({"@odata.nextLink": "https://x/next", "a": {"b": 1}});
+        assert_eq!(
+            get_path(&body, "@odata.nextLink"),
+            Some(&Value::String("https://x/next".into()))
+        );
+        assert_eq!(get_path(&body, "a.b"), Some(&serde_json::json!(1)));
     }
 
     #[test]
