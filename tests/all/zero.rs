@@ -15,7 +15,12 @@ use sluice_tests::{MockServer, guests, repo_root, ts_sdk};
 
 use crate::server::{Client, DEV_KEY, start_with};
 
+/// Runs the CLI in process. One at a time: the tests here build the same
+/// project into the same folder (a componentize-js build is not
+/// byte-for-byte repeatable, so two at once could mix their files).
 async fn sluice(args: &[String]) -> (i32, String, String) {
+    static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _turn = ONE_AT_A_TIME.lock().await;
     let argv = std::iter::once("sluice".to_string()).chain(args.iter().cloned());
     let (mut out, mut err) = (Vec::new(), Vec::new());
     let code = sluice::cli::run(argv.map(Into::into), &mut out, &mut err).await;
@@ -407,4 +412,143 @@ async fn a_deployed_zero_yaml_sync_keeps_its_checkpoint_between_runs_and_deletes
         .filter_map(|r| r["id"].as_str())
         .collect();
     assert_eq!(deleted, ["102"], "{page}");
+}
+
+const CONNECTIONS: &str = "connections:\n    - connection_id: demo\n      provider_config_key: github\n      provider: github\n      credentials:\n          type: OAUTH2\n          access_token: demo-token\n      metadata:\n          owner: acme\n          repo: widgets\n";
+
+const MOCK_API: &str = r#"routes:
+    - path: /repos/acme/widgets
+      require_headers: { authorization: Bearer demo-token }
+      body: { id: 7, full_name: acme/widgets, stargazers_count: 3, private: true }
+    - path: /repos/acme/widgets/issues
+      query: { per_page: "2", state: all }
+      headers:
+          link: '<https://api.github.com/repositories/7/issues?per_page=2&state=all&page=2>; rel="next"'
+      body:
+          - { id: 201, number: 1, title: One, state: open, labels: [{ name: bug }], closed_at: null, updated_at: "2026-02-01T00:00:00Z" }
+          - { id: 202, number: 2, title: Two, state: closed, labels: [], closed_at: "2026-02-02T00:00:00Z", updated_at: "2026-02-02T00:00:00Z" }
+    - path: /repositories/7/issues
+      query: { per_page: "2", state: all, page: "2" }
+      body:
+          - { id: 203, number: 3, title: Three, state: open, labels: [], closed_at: null, updated_at: "2026-02-03T00:00:00Z" }
+"#;
+
+#[tokio::test]
+async fn dryrun_save_records_a_test_json_that_sluice_test_replays() {
+    let tmp = tempfile::tempdir().unwrap();
+    copy_dir(&zero_project(), tmp.path());
+    for f in ["get-repo", "issues"] {
+        std::fs::remove_file(tmp.path().join(format!("github/tests/{f}.test.json"))).unwrap();
+    }
+    write(tmp.path(), "connections.yaml", CONNECTIONS);
+    write(tmp.path(), "mock-api.yaml", MOCK_API);
+    let dryrun = |script: &str, input: Option<&str>| {
+        let mut argv = args("dryrun", tmp.path(), "zero-project");
+        argv.splice(1..1, [script.to_string(), "demo".to_string()]);
+        argv.extend([
+            "--mock-upstream".to_string(),
+            s(&tmp.path().join("mock-api.yaml")),
+            "--save".to_string(),
+        ]);
+        if let Some(i) = input {
+            argv.extend(["--input".to_string(), i.to_string()]);
+        }
+        argv
+    };
+    let (code, out, err) = sluice(&dryrun(
+        "get-repo",
+        Some(r#"{"owner":"acme","repo":"widgets"}"#),
+    ))
+    .await;
+    assert_eq!(code, 0, "out: {out}\nerr: {err}");
+    assert!(
+        out.contains("Saved the run as a test recording in"),
+        "{out}"
+    );
+    let (code, out, err) = sluice(&dryrun("issues", None)).await;
+    assert_eq!(code, 0, "out: {out}\nerr: {err}");
+
+    let recorded: Value = serde_json::from_str(
+        &std::fs::read_to_string(tmp.path().join("github/tests/get-repo.test.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        recorded["input"],
+        json!({"owner": "acme", "repo": "widgets"})
+    );
+    assert_eq!(
+        recorded["output"],
+        json!({"id": 7, "fullName": "acme/widgets", "stars": 3, "private": true, "topics": []})
+    );
+    let recorded: Value = serde_json::from_str(
+        &std::fs::read_to_string(tmp.path().join("github/tests/issues.test.json")).unwrap(),
+    )
+    .unwrap();
+    let saved = recorded["nango"]["batchSave"]["Issue"].as_array().unwrap();
+    assert_eq!(saved.len(), 3, "{recorded}");
+    assert_eq!(
+        recorded["nango"]["getMetadata"],
+        json!({"owner": "acme", "repo": "widgets"})
+    );
+
+    // The recordings replay: both tests pass, with no network.
+    let (code, out, err) = sluice(&args("test", tmp.path(), "zero-project")).await;
+    assert_eq!(code, 0, "out: {out}\nerr: {err}");
+    assert!(out.ends_with("2 passed, 0 failed\n"), "{out}");
+}
+
+#[tokio::test]
+async fn zero_yaml_scripts_are_refused_fetch_and_bad_input_with_the_originals_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    copy_dir(&zero_project(), tmp.path());
+    write(tmp.path(), "connections.yaml", CONNECTIONS);
+    write(tmp.path(), "mock-api.yaml", MOCK_API);
+    // zodValidateInput rejects an empty owner as the original does.
+    let mut argv = args("dryrun", tmp.path(), "zero-project");
+    argv.splice(1..1, ["get-repo".to_string(), "demo".to_string()]);
+    argv.extend([
+        "--mock-upstream".to_string(),
+        s(&tmp.path().join("mock-api.yaml")),
+        "--json".to_string(),
+        "--input".to_string(),
+        r#"{"owner":"","repo":"widgets"}"#.to_string(),
+    ]);
+    let (code, out, err) = sluice(&argv).await;
+    assert_ne!(code, 0, "out: {out}\nerr: {err}");
+    let result: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(
+        result["error"]["type"], "action_script_runtime_error",
+        "{result}"
+    );
+    assert_eq!(
+        result["error"]["payload"],
+        json!({"message": "Invalid input provided"}),
+        "{result}"
+    );
+    let logs = result["logs"].to_string();
+    assert!(
+        logs.contains("Invalid input provided: ") && logs.contains("at path owner"),
+        "{logs}"
+    );
+
+    // `fetch` is refused with a message naming what to use.
+    let mut argv = args("dryrun", tmp.path(), "zero-project");
+    argv.splice(1..1, ["fetch-url".to_string(), "demo".to_string()]);
+    argv.extend([
+        "--json".to_string(),
+        "--input".to_string(),
+        r#"{"url":"https://example.com/"}"#.to_string(),
+    ]);
+    let (code, out, err) = sluice(&argv).await;
+    assert_ne!(code, 0, "out: {out}\nerr: {err}");
+    let result: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(result["error"]["type"], "script_internal_error", "{result}");
+    assert!(
+        result["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains(
+                "fetch is not available to scripts: use nango.get / nango.post / nango.proxy"
+            )),
+        "{result}"
+    );
 }

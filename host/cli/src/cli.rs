@@ -231,6 +231,10 @@ struct DryrunArgs {
     /// <dir>/<integration>/mocks (or $NANGO_MOCKS_RESPONSE_DIRECTORY/<integration>/mocks).
     #[arg(long = "save-responses")]
     save_responses: bool,
+    /// Save the run as a test recording for `sluice test`:
+    /// <dir>/<integration>/tests/<script>.test.json (zero-yaml projects).
+    #[arg(long)]
+    save: bool,
 }
 
 impl BuildArgs {
@@ -305,6 +309,7 @@ async fn run_dryrun(
         .as_deref()
         .map(|d| parse_date("--lastSyncDate", d))
         .transpose()?;
+    let save_fixture = args.save.then(|| args.build.dir.clone());
     let save_responses = args.save_responses.then(|| {
         std::env::var_os("NANGO_MOCKS_RESPONSE_DIRECTORY")
             .map(PathBuf::from)
@@ -337,6 +342,7 @@ async fn run_dryrun(
         mock_upstream: args.mock_upstream,
         validation: args.validation,
         save_responses,
+        save_fixture,
     };
     let result = dryrun::dry_run(&options, err).await?;
     if args.json {

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::{Map, Value, json};
 use sluice_runtime::connection::{Connection, MemoryConnections};
 use sluice_runtime::exec::{LogEntry, ScriptFailure, ScriptValidation, SyncRun};
 use sluice_runtime::providers::ProviderCatalog;
@@ -60,6 +60,10 @@ pub struct DryRunOptions {
     /// layout under this folder (`<dir>/<integration>/mocks`), for `sluice
     /// test`.
     pub save_responses: Option<PathBuf>,
+    /// Write what the run received and produced as the unified recording
+    /// of a zero-yaml project (`--save`): `<dir>/<integration>/tests/<script>.test.json`,
+    /// which `sluice test` replays.
+    pub save_fixture: Option<PathBuf>,
 }
 
 /// Why a dry run could not start.
@@ -215,6 +219,9 @@ pub struct DryRunResult {
     /// Where `--save-responses` wrote the mocks.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub saved_mocks: Option<PathBuf>,
+    /// Where `--save` wrote the recording.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub saved_fixture: Option<PathBuf>,
 }
 
 #[derive(Debug, Serialize)]
@@ -246,7 +253,7 @@ fn resolve_target(
 ) -> Result<Target, DryRunError> {
     let dir = &opts.build.dir;
     let is_path = opts.script.ends_with(".wasm");
-    if !is_path && dir.join("nango.yaml").exists() {
+    if !is_path && (dir.join("nango.yaml").exists() || crate::zero::is_zero_yaml(dir)) {
         let project = compile::compile(&opts.build, runtime, progress)?;
         let found = project.script(&opts.script, opts.build.integration.as_deref())?;
         let catalog = Arc::new(project.catalog());
@@ -356,7 +363,8 @@ pub async fn dry_run(
     );
     let mut network = Network::new(sluice_runtime::proxy::default_client());
     network.redirect = mock.as_ref().and_then(|m| url::Url::parse(&m.url()).ok());
-    let recorder = opts.save_responses.as_ref().map(|_| Recorder::default());
+    let recorder =
+        (opts.save_responses.is_some() || opts.save_fixture.is_some()).then(Recorder::default);
     if let Some(catalog) = &target.catalog {
         services.scripts = catalog.clone();
     }
@@ -383,9 +391,32 @@ pub async fn dry_run(
     };
     let variant = exec.sync.variant.clone();
     let report = runtime.execute(&script, exec, Arc::new(services)).await;
-    let saved_mocks = match (&opts.save_responses, recorder) {
-        (Some(root), Some(recorder)) => {
-            let recorded = recorder.take();
+    let recorded = recorder.map(|r| r.take()).unwrap_or_default();
+    let saved_fixture = match &opts.save_fixture {
+        Some(root) => {
+            let path = root
+                .join(&conn_ref.provider_config_key)
+                .join("tests")
+                .join(format!("{script_name}.test.json"));
+            let run = SavedRun {
+                kind: script.kind(),
+                input: opts.input.as_deref(),
+                output: report.outcome.as_ref().ok().cloned().flatten(),
+                models: target.models.clone().unwrap_or_default(),
+                records: records.models(),
+                calls: &recorded,
+                connection: &saved_connection,
+            };
+            write_fixture(&path, &run).map_err(|source| DryRunError::SaveResponses {
+                path: path.display().to_string(),
+                source,
+            })?;
+            Some(path)
+        }
+        None => None,
+    };
+    let saved_mocks = match &opts.save_responses {
+        Some(root) => {
             let dir = root.join(&conn_ref.provider_config_key).join("mocks");
             let mocks = Mocks {
                 dir: &dir,
@@ -443,6 +474,7 @@ pub async fn dry_run(
         duration_ms: report.duration.as_millis(),
         fuel_consumed: report.fuel_consumed,
         saved_mocks,
+        saved_fixture,
     })
 }
 
@@ -499,7 +531,189 @@ pub fn render(result: &DryRunResult, out: &mut dyn Write) -> std::io::Result<()>
     if let Some(dir) = &result.saved_mocks {
         writeln!(out, "Saved the responses as mocks in {}", dir.display())?;
     }
+    if let Some(path) = &result.saved_fixture {
+        writeln!(
+            out,
+            "Saved the run as a test recording in {}",
+            path.display()
+        )?;
+    }
     Ok(())
+}
+
+/// Headers a recording's request leaves out (the zero-yaml harness's list).
+const UNRECORDED_HEADERS: [&str; 17] = [
+    "authorization",
+    "user-agent",
+    "nango-proxy-user-agent",
+    "accept-encoding",
+    "retries",
+    "host",
+    "connection-id",
+    "provider-config-key",
+    "nango-is-sync",
+    "nango-is-script",
+    "nango-is-dry-run",
+    "nango-activity-log-id",
+    "content-length",
+    "accept",
+    "base-url-override",
+    "retry-on",
+    "forward-headers-on-redirect",
+];
+
+/// One exchange as a unified recording's `api` entry: the response, and
+/// the request's params, script-set headers and body (what the harness
+/// matches a replayed request on).
+fn fixture_entry(call: &RecordedCall) -> (String, Value) {
+    let id = &call.identity;
+    // The endpoint as a URL: its path is the key, its query joins the params.
+    let endpoint = id["endpoint"].as_str().unwrap_or_default();
+    let url = url::Url::parse("https://recorded.invalid/")
+        .and_then(|base| base.join(&format!("/{}", endpoint.trim_start_matches('/'))));
+    let (path, mut params) = match &url {
+        Ok(u) => (
+            u.path().to_string(),
+            u.query_pairs()
+                .map(|(k, v)| (k.into_owned(), Value::String(v.into_owned())))
+                .collect::<Map<String, Value>>(),
+        ),
+        Err(_) => (format!("/{}", endpoint.trim_start_matches('/')), Map::new()),
+    };
+    for pair in id["params"].as_array().into_iter().flatten() {
+        let (Some(k), Some(v)) = (pair[0].as_str(), pair.get(1)) else {
+            continue;
+        };
+        let text = match v {
+            Value::Null => continue,
+            Value::Array(items) => items
+                .iter()
+                .map(sluice_runtime::js::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
+            other => sluice_runtime::js::to_string(other),
+        };
+        params.insert(k.to_string(), Value::String(text));
+    }
+    let mut headers = Map::new();
+    for pair in id["headers"].as_array().into_iter().flatten() {
+        let (Some(k), Some(v)) = (pair[0].as_str(), pair[1].as_str()) else {
+            continue;
+        };
+        let lower = k.to_ascii_lowercase();
+        let lower_value = v.to_ascii_lowercase();
+        if UNRECORDED_HEADERS.contains(&lower.as_str())
+            || (lower == "content-type"
+                && (lower_value == "application/json"
+                    || lower_value.starts_with("application/x-www-form-urlencoded")))
+        {
+            continue;
+        }
+        headers.insert(k.to_string(), Value::String(v.to_string()));
+    }
+    let mut request = Map::new();
+    if !params.is_empty() {
+        request.insert("params".into(), Value::Object(params));
+    }
+    if !headers.is_empty() {
+        request.insert("headers".into(), Value::Object(headers));
+    }
+    if let Some(data) = id["data"].as_str().filter(|d| !d.is_empty()) {
+        let parsed = serde_json::from_str::<Value>(data).unwrap_or(Value::String(data.into()));
+        request.insert("data".into(), parsed);
+    }
+    let file = call.file();
+    let entry = json!({
+        "response": file.get("response").cloned().unwrap_or(Value::Null),
+        "status": call.status,
+        "headers": file.get("headers").cloned().unwrap_or_else(|| json!({})),
+        "request": Value::Object(request),
+    });
+    (path, entry)
+}
+
+/// `dryrun --save`: the run as a zero-yaml recording (`<script>.test.json`)
+/// in the original's format.
+fn write_fixture(path: &Path, run: &SavedRun<'_>) -> std::io::Result<()> {
+    let mut api: Map<String, Value> = Map::new();
+    for call in run.calls {
+        let (endpoint, entry) = fixture_entry(call);
+        let by_endpoint = api
+            .entry(call.method.clone())
+            .or_insert_with(|| Value::Object(Map::new()));
+        let Value::Object(by_endpoint) = by_endpoint else {
+            continue;
+        };
+        match by_endpoint.get_mut(&endpoint) {
+            None => {
+                by_endpoint.insert(endpoint, entry);
+            }
+            // A repeated identical request is stored once.
+            Some(existing) if existing["request"] == entry["request"] => {}
+            Some(Value::Array(list)) => {
+                if !list.iter().any(|e| e["request"] == entry["request"]) {
+                    list.push(entry);
+                }
+            }
+            Some(one) => {
+                let first = one.take();
+                *one = Value::Array(vec![first, entry]);
+            }
+        }
+    }
+    let mut nango = Map::new();
+    // What the original's recorder writes: the connection's own id and
+    // provider from its config, normally absent.
+    nango.insert("getConnection".into(), json!({}));
+    nango.insert(
+        "getMetadata".into(),
+        run.connection
+            .get("metadata")
+            .cloned()
+            .unwrap_or(Value::Null),
+    );
+    let mut fixture = Map::new();
+    match run.kind {
+        ScriptKind::Sync => {
+            let mut saves = Map::new();
+            let mut deletes = Map::new();
+            let mut models = run.models.clone();
+            models.extend(
+                run.records
+                    .keys()
+                    .filter(|m| !run.models.contains(m))
+                    .cloned(),
+            );
+            for model in models {
+                let got = run.records.get(&model).cloned().unwrap_or_default();
+                saves.insert(model.clone(), Value::Array(got.saved));
+                deletes.insert(model, Value::Array(got.deleted));
+            }
+            nango.insert("batchSave".into(), Value::Object(saves));
+            nango.insert("batchDelete".into(), Value::Object(deletes));
+        }
+        ScriptKind::Action => {
+            if let Some(input) = run
+                .input
+                .and_then(|i| serde_json::from_str::<Value>(i).ok())
+            {
+                fixture.insert("input".into(), input);
+            }
+            // An action that returned nothing has no output (its test cannot pass).
+            if let Some(output) = &run.output {
+                fixture.insert("output".into(), output.clone());
+            }
+        }
+        ScriptKind::OnEvent => {}
+    }
+    fixture.insert("nango".into(), Value::Object(nango));
+    fixture.insert("api".into(), Value::Object(api));
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let text =
+        serde_json::to_string_pretty(&Value::Object(fixture)).map_err(std::io::Error::other)?;
+    std::fs::write(path, format!("{text}\n"))
 }
 
 /// What a run leaves for `--save-responses`.
