@@ -45,10 +45,10 @@ async fn an_initialized_folder_compiles_and_its_sync_dry_runs_against_its_mock()
     let dir = PathBuf::from(guests::BUILD_DIR).join("init-project");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let (code, out, err) = sluice(&["init", &s(&dir)]).await;
+    let (code, out, err) = sluice(&["init", &s(&dir), "--yaml"]).await;
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("nango.yaml"), "{out}");
-    let (code, _, err) = sluice(&["init", &s(&dir)]).await;
+    let (code, _, err) = sluice(&["init", &s(&dir), "--yaml"]).await;
     assert_eq!(code, 2, "init refuses an existing folder");
     assert!(err.contains("already has a nango.yaml"), "{err}");
 

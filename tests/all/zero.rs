@@ -552,3 +552,34 @@ async fn zero_yaml_scripts_are_refused_fetch_and_bad_input_with_the_originals_er
         "{result}"
     );
 }
+
+#[tokio::test]
+async fn init_creates_a_zero_yaml_starter_that_passes_its_tests_and_dry_runs() {
+    // A fixed folder made anew each run, built beside it, so the build of
+    // the (unchanged) starter is reused between runs.
+    let dir = PathBuf::from(guests::BUILD_DIR).join("init-zero-project");
+    let _ = std::fs::remove_dir_all(&dir);
+    let (code, out, err) = sluice(&["init".to_string(), s(&dir)]).await;
+    assert_eq!(code, 0, "out: {out}\nerr: {err}");
+    assert!(out.contains("index.ts"), "{out}");
+    assert!(!dir.join("nango.yaml").exists());
+    let (code, _, err) = sluice(&["init".to_string(), s(&dir)]).await;
+    assert_eq!(code, 2, "init refuses an existing folder");
+    assert!(
+        err.contains("already has a nango.yaml or an index.ts"),
+        "{err}"
+    );
+
+    let (code, out, err) = sluice(&args("test", &dir, "init-zero-project-build")).await;
+    assert_eq!(code, 0, "out: {out}\nerr: {err}");
+    assert!(out.ends_with("2 passed, 0 failed\n"), "{out}");
+
+    let mut argv = args("dryrun", &dir, "init-zero-project-build");
+    argv.splice(1..1, ["issues".to_string(), "demo".to_string()]);
+    argv.extend(["--mock-upstream".to_string(), s(&dir.join("mock-api.yaml"))]);
+    let (code, out, err) = sluice(&argv).await;
+    assert_eq!(code, 0, "out: {out}\nerr: {err}");
+    for title in ["First", "Second", "Third"] {
+        assert!(out.contains(title), "{title} missing from {out}");
+    }
+}

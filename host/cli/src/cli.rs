@@ -132,6 +132,10 @@ struct InitArgs {
     /// The folder to create (default: the current one).
     #[arg(default_value = ".")]
     dir: PathBuf,
+    /// The older layout: nango.yaml and `fetchData`/`runAction` exports
+    /// (default: the current zero-yaml format).
+    #[arg(long)]
+    yaml: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -354,16 +358,22 @@ async fn run_dryrun(
 }
 
 fn run_init(args: InitArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
-    let written = init::init(&args.dir)?;
+    let written = init::init(&args.dir, args.yaml)?;
     for path in &written {
         writeln!(out, "created {}", path.display())?;
     }
+    let script = if args.yaml {
+        "github-issue-example"
+    } else {
+        "issues"
+    };
     writeln!(
         out,
-        "Try it: sluice dryrun github-issue-example demo --dir {} --mock-upstream {}",
+        "Try it: sluice dryrun {script} demo --dir {} --mock-upstream {}",
         args.dir.display(),
         args.dir.join("mock-api.yaml").display()
     )?;
+    writeln!(out, "and: sluice test --dir {}", args.dir.display())?;
     Ok(0)
 }
 

@@ -87,7 +87,7 @@ pub async fn run(
     let data = config.data_dir.clone();
     let project = data.join("demo-project");
     if !project.join("nango.yaml").exists() {
-        sluice_project::init::init(&project)?;
+        sluice_project::init::init(&project, true)?;
     }
     let mock = mock_github(&project).await?;
     if let Some(mut github) = providers.get("github").cloned() {

@@ -11,7 +11,7 @@ use crate::compile::{self, CompileError};
 /// Why init or generate stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum InitError {
-    #[error("{0} already has a nango.yaml: sluice init only creates new folders")]
+    #[error("{0} already has a nango.yaml or an index.ts: sluice init only creates new folders")]
     Exists(String),
     #[error("cannot write {path}: {source}")]
     Write {
@@ -63,11 +63,75 @@ const TEMPLATE: &[(&str, &str)] = &[
     ),
 ];
 
-/// Creates a starter folder: nango.yaml with a sync and an action, their
-/// scripts, a local connection and a mock of the API they call.
-pub fn init(dir: &Path) -> Result<Vec<PathBuf>, InitError> {
-    if dir.join("nango.yaml").exists() {
+/// The zero-yaml starter (the default, as in the original's current CLI):
+/// `examples/github-zero`, file for file.
+const ZERO_TEMPLATE: &[(&str, &str)] = &[
+    (
+        ".gitignore",
+        include_str!("../../../examples/github-zero/.gitignore"),
+    ),
+    (
+        ".nango/.gitkeep",
+        include_str!("../../../examples/github-zero/.nango/.gitkeep"),
+    ),
+    (
+        "connections.yaml",
+        include_str!("../../../examples/github-zero/connections.yaml"),
+    ),
+    (
+        "github/actions/get-repo.ts",
+        include_str!("../../../examples/github-zero/github/actions/get-repo.ts"),
+    ),
+    (
+        "github/helpers/mappers.ts",
+        include_str!("../../../examples/github-zero/github/helpers/mappers.ts"),
+    ),
+    (
+        "github/syncs/issues.ts",
+        include_str!("../../../examples/github-zero/github/syncs/issues.ts"),
+    ),
+    (
+        "github/tests/get-repo.test.json",
+        include_str!("../../../examples/github-zero/github/tests/get-repo.test.json"),
+    ),
+    (
+        "github/tests/github-get-repo.test.ts",
+        include_str!("../../../examples/github-zero/github/tests/github-get-repo.test.ts"),
+    ),
+    (
+        "github/tests/github-issues.test.ts",
+        include_str!("../../../examples/github-zero/github/tests/github-issues.test.ts"),
+    ),
+    (
+        "github/tests/issues.test.json",
+        include_str!("../../../examples/github-zero/github/tests/issues.test.json"),
+    ),
+    (
+        "index.ts",
+        include_str!("../../../examples/github-zero/index.ts"),
+    ),
+    (
+        "mock-api.yaml",
+        include_str!("../../../examples/github-zero/mock-api.yaml"),
+    ),
+];
+
+/// Creates a starter folder: a zero-yaml project (`index.ts`, a sync and
+/// an action with their recorded tests), or with `yaml` the older layout
+/// (nango.yaml with a sync and an action); both with a local connection
+/// and a mock of the API they call, and both pass `sluice test`.
+pub fn init(dir: &Path, yaml: bool) -> Result<Vec<PathBuf>, InitError> {
+    if dir.join("nango.yaml").exists() || dir.join("index.ts").exists() {
         return Err(InitError::Exists(dir.display().to_string()));
+    }
+    if !yaml {
+        let mut written = Vec::new();
+        for (rel, text) in ZERO_TEMPLATE {
+            let path = dir.join(rel);
+            write(&path, text)?;
+            written.push(path);
+        }
+        return Ok(written);
     }
     let mut written = Vec::new();
     for (rel, text) in TEMPLATE {
