@@ -68,26 +68,36 @@ for name in "${integrations[@]}"; do
 done
 cat "$results"
 echo
-echo "== Per integration (passed / failed / hand-written not run)"
+echo "== Per integration: generated-shape tests passed / failed; hand-written tests passed / failed / not run"
+count() { grep -c "$1" "$2" || true; }
 for name in "${integrations[@]}"; do
-  p=$(grep -c "^✓ $name/" "$work/$name.out" || true)
-  f=$(grep -c "^✗ $name" "$work/$name.out" || true)
-  h=$(grep -c "^- $name/" "$work/$name.out" || true)
+  f=$work/$name.out
+  p=$(grep '^✓ ' "$f" | grep -vc 'hand-written' || true)
+  x=$(grep '^✗ ' "$f" | grep -vc 'hand-written' || true)
+  hp=$(grep '^✓ ' "$f" | grep -c 'hand-written' || true)
+  hx=$(grep '^✗ ' "$f" | grep -c 'hand-written' || true)
+  hn=$(count "^- $name/" "$f")
   alias=""
   [ -L "$project/$name" ] && alias=" (alias)"
-  echo "$name$alias: $p / $f / $h"
+  echo "$name$alias: $p / $x; $hp / $hx / $hn"
 done
 echo
-real_pass=0; real_fail=0; real_hand=0
-for name in "${integrations[@]}"; do
-  [ -L "$project/$name" ] && continue
-  real_pass=$(( real_pass + $(grep -c "^✓ $name/" "$work/$name.out" || true) ))
-  real_fail=$(( real_fail + $(grep -c "^✗ $name" "$work/$name.out" || true) ))
-  real_hand=$(( real_hand + $(grep -c "^- $name/" "$work/$name.out" || true) ))
-done
-passed=$(grep -c '^✓' "$results" || true)
-failed=$(grep -c '^✗' "$results" || true)
-hand=$(grep -c '^- ' "$results" || true)
-echo "real folders: $real_pass passed, $real_fail failed, $real_hand hand-written not run"
-echo "with aliases: $passed passed, $failed failed, $hand hand-written not run"
+sum() { # $1: which lines, $2: real|all
+  local total=0 n name f
+  for name in "${integrations[@]}"; do
+    [ "$2" = real ] && [ -L "$project/$name" ] && continue
+    f=$work/$name.out
+    case $1 in
+      pass) n=$(grep '^✓ ' "$f" | grep -vc 'hand-written' || true) ;;
+      fail) n=$(grep '^✗ ' "$f" | grep -vc 'hand-written' || true) ;;
+      hpass) n=$(grep '^✓ ' "$f" | grep -c 'hand-written' || true) ;;
+      hfail) n=$(grep '^✗ ' "$f" | grep -c 'hand-written' || true) ;;
+      hnot) n=$(grep -c '^- ' "$f" || true) ;;
+    esac
+    total=$(( total + n ))
+  done
+  echo "$total"
+}
+echo "real folders: generated shapes $(sum pass real) passed, $(sum fail real) failed; hand-written $(sum hpass real) passed, $(sum hfail real) failed, $(sum hnot real) not run"
+echo "with aliases: generated shapes $(sum pass all) passed, $(sum fail all) failed; hand-written $(sum hpass all) passed, $(sum hfail all) failed, $(sum hnot all) not run"
 echo "wall time: ${elapsed}s for ${#integrations[@]} integrations, $jobs at a time"

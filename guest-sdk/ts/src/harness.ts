@@ -36,6 +36,8 @@ export interface TestSpec {
     pagination?: Record<string, unknown>;
     /** Whether the provider catalogue knows `providerConfigKey`. */
     providerKnown: boolean;
+    /** A hand-written test's fixed `getConnection` result, as JavaScript source. */
+    connection?: string;
 }
 
 export interface ItResult {
@@ -289,6 +291,11 @@ function difference(expected: unknown, actual: unknown, path: string): string {
 
 const MISSING = (what: string) => new Error(`Missing mock data for ${what}`);
 
+/** The object literal a hand-written test gives `getConnection` (a fresh copy per call, as a literal is). */
+function fixedConnection(source: string): unknown {
+    return new Function(`return (${source});`)();
+}
+
 /** lodash's `get`: a key that exists as written (`@odata.nextLink`) wins over a dotted path. */
 function dotted(obj: unknown, path: string): unknown {
     if (obj !== null && typeof obj === 'object' && path in (obj as object)) return (obj as any)[path];
@@ -377,6 +384,7 @@ export class NangoActionMock {
     }
 
     async getConnection(..._args: unknown[]): Promise<unknown> {
+        if (this.spec.connection !== undefined) return fixedConnection(this.spec.connection);
         if (!this.spec.fixture) return this.legacyRequired('nango/getConnection.json');
         const v = this.spec.fixture.nango?.getConnection;
         if (v === undefined) throw MISSING('getConnection');

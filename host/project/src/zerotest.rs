@@ -61,6 +61,9 @@ pub struct TestFile {
     pub shape: Option<Shape>,
     /// The instant `vi.setSystemTime(...)` freezes the clock at.
     pub frozen: Option<DateTime<Utc>>,
+    /// The object literal (JavaScript source) a hand-written test replaces
+    /// the mock's `getConnection` result with.
+    pub connection: Option<String>,
 }
 
 fn strip_comments(text: &str) -> String {
@@ -168,7 +171,11 @@ pub fn read_test_file(path: &Path, integration: &str) -> Option<TestFile> {
     let models: Vec<String> = quoted_after(&text, "Model:")
         .map(|m| m.split(',').map(str::to_string).collect())
         .unwrap_or_default();
-    let flat: String = text
+    let (rest, connection) = match connection_override(&text) {
+        Some((rest, literal)) => (rest, Some(literal)),
+        None => (text.clone(), None),
+    };
+    let flat: String = rest
         .chars()
         .filter(|c| !c.is_whitespace())
         .map(|c| if c == '"' { '\'' } else { c })
@@ -186,7 +193,69 @@ pub fn read_test_file(path: &Path, integration: &str) -> Option<TestFile> {
         models,
         shape: shape(&flat),
         frozen,
+        connection,
     })
+}
+
+/// The ways hand-written tests give the mock a fixed `getConnection`.
+const CONNECTION_OVERRIDES: [&str; 4] = [
+    "nangoMock.getConnection = vi.fn().mockResolvedValue(",
+    "nangoMock.getConnection = vi.fn(async () => (",
+    "nangoMock.getConnection.mockResolvedValue(",
+    "vi.spyOn(nangoMock, 'getConnection').mockResolvedValue(",
+];
+
+/// The end (exclusive) of the balanced `{…}` starting at `start`.
+fn object_end(text: &str, start: usize) -> Option<usize> {
+    let b = text.as_bytes();
+    let mut depth = 0usize;
+    let mut quote: Option<u8> = None;
+    let mut i = start;
+    while i < b.len() {
+        let c = b[i];
+        if let Some(q) = quote {
+            if c == b'\\' {
+                i += 2;
+                continue;
+            }
+            if c == q {
+                quote = None;
+            }
+        } else if c == b'\'' || c == b'"' || c == b'`' {
+            quote = Some(c);
+        } else if c == b'{' {
+            depth += 1;
+        } else if c == b'}' {
+            depth -= 1;
+            if depth == 0 {
+                return Some(i + 1);
+            }
+        }
+        i += 1;
+    }
+    None
+}
+
+/// A test's fixed `getConnection` result: the test's text without the
+/// statement, and the object literal.
+fn connection_override(text: &str) -> Option<(String, String)> {
+    let (at, marker) = CONNECTION_OVERRIDES
+        .iter()
+        .find_map(|m| text.find(m).map(|i| (i, *m)))?;
+    let open = at + marker.len() + text[at + marker.len()..].find('{')?;
+    if !text[at + marker.len()..open].trim().is_empty() {
+        return None;
+    }
+    let end = object_end(text, open)?;
+    let literal = text[open..end].to_string();
+    let stop = end + text[end..].find(';')? + 1;
+    // Only `)`, `))` or a cast may follow the literal.
+    let tail = text[end..stop - 1].trim();
+    if !(tail.starts_with(')') || tail.is_empty()) {
+        return None;
+    }
+    let rest = format!("{}{}", &text[..at], &text[stop..]);
+    Some((rest, literal))
 }
 
 /// Anything a generated test never does.
@@ -352,6 +421,7 @@ pub async fn run(
     let files = discover(&project.root, opts.build.integration.as_deref());
     let mut outcomes = Vec::new();
     let mut hand_written = 0usize;
+    let mut hand_run: Vec<bool> = Vec::new();
     let mut harnesses: BTreeMap<(String, String), Arc<sluice_runtime::Script>> = BTreeMap::new();
     for tf in files {
         if opts
@@ -394,31 +464,49 @@ pub async fn run(
             failure,
             duration: started.elapsed(),
         };
+        // A fixed connection or a frozen clock makes a test hand-written
+        // (its outcome is not the fixture's alone); it runs, counted apart.
+        let hand = tf.connection.is_some() || tf.frozen.is_some();
+        let tag = if hand { ", hand-written" } else { "" };
         let _ = match &outcome.failure {
             None => writeln!(
                 out,
-                "✓ {}/{} ({kind}, {}ms)",
+                "✓ {}/{} ({kind}{tag}, {}ms)",
                 outcome.integration,
                 outcome.script,
                 outcome.duration.as_millis()
             ),
             Some(why) => writeln!(
                 out,
-                "✗ {}/{} ({kind}): {why}",
+                "✗ {}/{} ({kind}{tag}): {why}",
                 outcome.integration, outcome.script
             ),
         };
+        if hand {
+            hand_run.push(outcome.failure.is_none());
+        }
         outcomes.push(outcome);
     }
     let failed = outcomes.iter().filter(|o| o.failure.is_some()).count();
+    let mut notes = Vec::new();
+    if !hand_run.is_empty() {
+        let passed = hand_run.iter().filter(|ok| **ok).count();
+        notes.push(format!(
+            "hand-written: {passed} passed, {} failed",
+            hand_run.len() - passed
+        ));
+    }
+    if hand_written > 0 {
+        notes.push(format!("{hand_written} hand-written test files not run"));
+    }
     let _ = writeln!(
         out,
         "{} passed, {failed} failed{}",
         outcomes.len() - failed,
-        if hand_written > 0 {
-            format!(" ({hand_written} hand-written test files not run)")
-        } else {
+        if notes.is_empty() {
             String::new()
+        } else {
+            format!(" ({})", notes.join("; "))
         }
     );
     outcomes
@@ -505,6 +593,9 @@ async fn run_one(
     }
     if let Some(l) = legacy {
         spec["legacy"] = l;
+    }
+    if let Some(c) = &tf.connection {
+        spec["connection"] = json!(c);
     }
     if let Some(p) = provider.and_then(|p| p.proxy.paginate.clone()) {
         spec["pagination"] = Value::Object(p);
