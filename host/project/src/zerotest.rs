@@ -659,6 +659,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_fixed_get_connection_is_lifted_out_of_the_test() {
+        let text = "it('x', async () => {\n  nangoMock.getConnection = vi.fn().mockResolvedValue({\n    connection_config: { tenant_id: 'a}b' },\n    metadata: {}\n  });\n  const input = 1;\n});";
+        let (rest, literal) = connection_override(text).unwrap();
+        assert_eq!(
+            literal,
+            "{\n    connection_config: { tenant_id: 'a}b' },\n    metadata: {}\n  }"
+        );
+        assert_eq!(rest, "it('x', async () => {\n  \n  const input = 1;\n});");
+        assert_eq!(
+            connection_override("nangoMock.getConnection = vi.fn().mockResolvedValue(makeConn());"),
+            None
+        );
+    }
+
+    #[test]
     fn hand_written_markers_make_a_test_hand_written() {
         assert_eq!(shape("nothing"), None);
         assert_eq!(
