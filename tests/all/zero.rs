@@ -69,9 +69,36 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-fn zero_project() -> PathBuf {
-    repo_root().join("tests").join("zero-project")
+/// The zero-yaml starter (`examples/github-zero`), plus an action that
+/// calls `fetch`.
+fn copy_zero_project(to: &Path) {
+    copy_dir(&repo_root().join("examples").join("github-zero"), to);
+    write(to, "github/actions/fetch-url.ts", FETCH_URL);
+    let index = std::fs::read_to_string(to.join("index.ts")).unwrap();
+    write(
+        to,
+        "index.ts",
+        &format!("{index}import './github/actions/fetch-url.js';\n"),
+    );
 }
+
+const FETCH_URL: &str = r#"import { z } from 'zod';
+import { createAction } from 'nango';
+
+// Scripts have no `fetch` (as in the original's sandbox): sluice says what
+// to use instead.
+export default createAction({
+    description: 'Reads a URL with fetch, which scripts do not have',
+    version: '1.0.0',
+    input: z.object({ url: z.string() }),
+    output: z.object({ status: z.number() }),
+
+    exec: async (_nango, input) => {
+        const response = await fetch(input.url);
+        return { status: response.status };
+    }
+});
+"#;
 
 fn edit_json(path: &Path, f: impl FnOnce(&mut Value)) {
     let mut v: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
@@ -82,7 +109,7 @@ fn edit_json(path: &Path, f: impl FnOnce(&mut Value)) {
 #[tokio::test]
 async fn a_zero_yaml_project_compiles_writes_nango_json_and_passes_its_recorded_tests() {
     let tmp = tempfile::tempdir().unwrap();
-    copy_dir(&zero_project(), tmp.path());
+    copy_zero_project(tmp.path());
     // An alias folder (a link to an integration) runs the same tests under
     // its own name, with its own provider's pagination defaults.
     std::os::unix::fs::symlink(tmp.path().join("github"), tmp.path().join("github-app")).unwrap();
@@ -322,7 +349,7 @@ async fn a_deployed_zero_yaml_sync_keeps_its_checkpoint_between_runs_and_deletes
 
     // `sluice deploy` of a zero-yaml folder, as a user runs it.
     let tmp = tempfile::tempdir().unwrap();
-    copy_dir(&zero_project(), tmp.path());
+    copy_zero_project(tmp.path());
     let mut argv = args("deploy", tmp.path(), "zero-project");
     argv.extend([
         "--host".into(),
@@ -436,7 +463,7 @@ const MOCK_API: &str = r#"routes:
 #[tokio::test]
 async fn dryrun_save_records_a_test_json_that_sluice_test_replays() {
     let tmp = tempfile::tempdir().unwrap();
-    copy_dir(&zero_project(), tmp.path());
+    copy_zero_project(tmp.path());
     for f in ["get-repo", "issues"] {
         std::fs::remove_file(tmp.path().join(format!("github/tests/{f}.test.json"))).unwrap();
     }
@@ -500,7 +527,7 @@ async fn dryrun_save_records_a_test_json_that_sluice_test_replays() {
 #[tokio::test]
 async fn zero_yaml_scripts_are_refused_fetch_and_bad_input_with_the_originals_error() {
     let tmp = tempfile::tempdir().unwrap();
-    copy_dir(&zero_project(), tmp.path());
+    copy_zero_project(tmp.path());
     write(tmp.path(), "connections.yaml", CONNECTIONS);
     write(tmp.path(), "mock-api.yaml", MOCK_API);
     // zodValidateInput rejects an empty owner as the original does.

@@ -392,25 +392,26 @@ pub async fn dry_run(
     let variant = exec.sync.variant.clone();
     let report = runtime.execute(&script, exec, Arc::new(services)).await;
     let recorded = recorder.map(|r| r.take()).unwrap_or_default();
+    let run = SavedRun {
+        kind: script.kind(),
+        input: opts.input.as_deref(),
+        output: report.outcome.as_ref().ok().cloned().flatten(),
+        models: target.models.clone().unwrap_or_default(),
+        records: records.models(),
+        calls: &recorded,
+        connection: &saved_connection,
+    };
+    let failed_save = |path: &Path| {
+        let path = path.display().to_string();
+        move |source| DryRunError::SaveResponses { path, source }
+    };
     let saved_fixture = match &opts.save_fixture {
         Some(root) => {
             let path = root
                 .join(&conn_ref.provider_config_key)
                 .join("tests")
                 .join(format!("{script_name}.test.json"));
-            let run = SavedRun {
-                kind: script.kind(),
-                input: opts.input.as_deref(),
-                output: report.outcome.as_ref().ok().cloned().flatten(),
-                models: target.models.clone().unwrap_or_default(),
-                records: records.models(),
-                calls: &recorded,
-                connection: &saved_connection,
-            };
-            write_fixture(&path, &run).map_err(|source| DryRunError::SaveResponses {
-                path: path.display().to_string(),
-                source,
-            })?;
+            write_fixture(&path, &run).map_err(failed_save(&path))?;
             Some(path)
         }
         None => None,
@@ -423,23 +424,10 @@ pub async fn dry_run(
                 script: &script_name,
                 variant: &variant,
             };
-            mocks
-                .write(&SavedRun {
-                    kind: script.kind(),
-                    input: opts.input.as_deref(),
-                    output: report.outcome.as_ref().ok().cloned().flatten(),
-                    models: target.models.clone().unwrap_or_default(),
-                    records: records.models(),
-                    calls: &recorded,
-                    connection: &saved_connection,
-                })
-                .map_err(|source| DryRunError::SaveResponses {
-                    path: dir.display().to_string(),
-                    source,
-                })?;
+            mocks.write(&run).map_err(failed_save(&dir))?;
             Some(dir)
         }
-        _ => None,
+        None => None,
     };
 
     let mut seen = records.models();
