@@ -24,8 +24,15 @@ jobs=${JOBS:-$(nproc)}
 [ -x "$sluice" ] || (cd "$here" && cargo build --release -p sluice >&2)
 project=$(cd "$corpus/integrations" && pwd)
 
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+# Per-integration outputs go to $COMPAT_WORK_DIR when set (and stay there),
+# else to a temporary folder removed at the end.
+if [ -n "${COMPAT_WORK_DIR:-}" ]; then
+  work=$COMPAT_WORK_DIR
+  mkdir -p "$work"
+else
+  work=$(mktemp -d)
+  trap 'rm -rf "$work"' EXIT
+fi
 
 if [ $# -gt 0 ]; then
   integrations=("$@")
