@@ -217,6 +217,53 @@ fn a_corrupt_cache_entry_is_recompiled() {
     assert_ne!(std::fs::read(&cached).unwrap(), b"garbage");
 }
 
+#[test]
+fn the_component_cache_keeps_the_most_recently_used_within_its_bound() {
+    let load = |rt: &Runtime, path: &str| rt.load_file(std::path::Path::new(path)).unwrap();
+    let (a, b, c) = (
+        guests::ACTION_NOOP,
+        guests::ACTION_PROXY,
+        guests::SYNC_RECORDS,
+    );
+    // Each artifact's size, from an unbounded cache.
+    let sizes = tempfile::tempdir().unwrap();
+    let mut config = RuntimeConfig::new(sizes.path());
+    config.max_concurrent = 2;
+    let rt = Runtime::new(config).unwrap();
+    let len = |rt: &Runtime, path: &str| {
+        let script = load(rt, path);
+        std::fs::metadata(rt.cache_path(script.digest()))
+            .unwrap()
+            .len()
+    };
+    let (len_a, len_b, len_c) = (len(&rt, a), len(&rt, b), len(&rt, c));
+
+    // Room for A and one of B, C. A is used again after B, so B is the least
+    // recently used when C arrives.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("notes.txt"), "not an artifact").unwrap();
+    let mut config = RuntimeConfig::new(dir.path());
+    config.max_concurrent = 2;
+    config.cache_max_bytes = len_a + len_b.max(len_c);
+    let rt = Runtime::new(config).unwrap();
+    let cached = |rt: &Runtime, path: &str| rt.is_precompiled(&std::fs::read(path).unwrap());
+    load(&rt, a);
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    load(&rt, b);
+    assert!(cached(&rt, a) && cached(&rt, b), "both fit so far");
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    load(&rt, a);
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    load(&rt, c);
+    assert!(cached(&rt, a), "A was used recently and is kept");
+    assert!(cached(&rt, c), "C was just written and is kept");
+    assert!(!cached(&rt, b), "B, the least recently used, is evicted");
+    assert!(dir.path().join("notes.txt").exists(), "other files stay");
+    // An evicted component still loads: it is compiled again.
+    load(&rt, b);
+    assert!(cached(&rt, b));
+}
+
 #[tokio::test]
 async fn without_fuel_metering_a_busy_loop_still_ends_at_its_deadline() {
     let mut config = sluice_tests::runtime().config().clone();

@@ -82,6 +82,7 @@ pub fn compile_options(dir: &Path, build: &str) -> CompileOptions {
         integration: None,
         sdk: Some(ts_sdk()),
         cache_dir: PathBuf::from(guests::CACHE_DIR),
+        cache_max_bytes: sluice_runtime::DEFAULT_CACHE_MAX_BYTES,
         build_dir: Some(Path::new(guests::BUILD_DIR).join(build)),
         tested_scripts: false,
     }

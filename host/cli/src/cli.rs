@@ -10,7 +10,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use clap::{Parser, Subcommand};
 use serde_json::Value;
 
-use sluice_runtime::{Runtime, RuntimeConfig};
+use sluice_runtime::Runtime;
 
 use sluice_project::compile::{self, CompileOptions};
 use sluice_project::dryrun::{self, DryRunOptions};
@@ -93,6 +93,10 @@ struct ServeArgs {
     /// Where precompiled components are cached (for --demo's compile).
     #[arg(long, env = "SLUICE_CACHE_DIR")]
     cache_dir: Option<PathBuf>,
+    /// Most bytes of precompiled components kept in the cache (the data
+    /// directory's, and --demo's); the least recently used go first.
+    #[arg(long, env = "SLUICE_CACHE_MAX", default_value = "10G", value_parser = parse_size)]
+    cache_max: u64,
     /// An installed TypeScript SDK (for --demo's compile).
     #[arg(long, env = "SLUICE_TS_SDK")]
     sdk: Option<PathBuf>,
@@ -118,6 +122,10 @@ struct BuildArgs {
     /// Where precompiled components are cached.
     #[arg(long, env = "SLUICE_CACHE_DIR")]
     cache_dir: Option<PathBuf>,
+    /// Most bytes of precompiled components kept in the cache (a number
+    /// with K, M or G); the least recently used go first.
+    #[arg(long, env = "SLUICE_CACHE_MAX", default_value = "10G", value_parser = parse_size)]
+    cache_max: u64,
     /// An installed TypeScript SDK (a `guest-sdk/ts` with node_modules)
     /// instead of the one sluice carries.
     #[arg(long, env = "SLUICE_TS_SDK")]
@@ -248,6 +256,7 @@ impl BuildArgs {
             integration,
             sdk: self.sdk,
             cache_dir: self.cache_dir.unwrap_or_else(default_cache_dir),
+            cache_max_bytes: self.cache_max,
             build_dir: self.build_dir,
             tested_scripts: false,
         }
@@ -394,9 +403,7 @@ fn run_generate(
 
 fn run_compile(args: CompileArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result<i32> {
     let options = args.build.options(args.integration);
-    let mut config = RuntimeConfig::new(&options.cache_dir);
-    config.max_concurrent = 1;
-    let runtime = Runtime::new(config)?;
+    let runtime = Runtime::new(options.runtime_config(1))?;
     let project = compile::compile(&options, &runtime, err)?;
     let integrations: std::collections::BTreeSet<&str> = project
         .scripts
@@ -505,9 +512,7 @@ async fn run_deploy(
         "the deploy",
     )?;
     let options = args.build.options(None);
-    let mut config = RuntimeConfig::new(&options.cache_dir);
-    config.max_concurrent = 1;
-    let runtime = Runtime::new(config)?;
+    let runtime = Runtime::new(options.runtime_config(1))?;
     let project = compile::compile(&options, &runtime, err)?;
     let deployed = sluice_project::deploy::upload(&project, &host, &key).await?;
     writeln!(
@@ -543,6 +548,7 @@ async fn run_serve(args: ServeArgs, out: &mut dyn Write) -> anyhow::Result<i32> 
     }
     let mut config = sluice_server::ServerConfig::new(&args.data, args.listen);
     config.public_url = args.public_url;
+    config.cache_max_bytes = args.cache_max;
     config.store = match args.store.as_str() {
         "sled" => sluice_server::StoreKind::Sled,
         "redb" => sluice_server::StoreKind::Redb,
@@ -553,7 +559,16 @@ async fn run_serve(args: ServeArgs, out: &mut dyn Write) -> anyhow::Result<i32> 
     config.webhook_retry_base = std::time::Duration::from_millis(args.webhook_retry_base_ms.max(1));
     if args.demo {
         let cache = args.cache_dir.unwrap_or_else(default_cache_dir);
-        return crate::demo::run(config, master, providers, cache, args.sdk, out).await;
+        return crate::demo::run(
+            config,
+            master,
+            providers,
+            cache,
+            args.cache_max,
+            args.sdk,
+            out,
+        )
+        .await;
     }
     let initial: Vec<(String, Option<String>)> = ["dev", "prod"]
         .iter()
@@ -601,6 +616,29 @@ fn parse_date(flag: &str, value: &str) -> anyhow::Result<DateTime<Utc>> {
     bail!("{flag} `{value}` is neither RFC 3339 nor YYYY-MM-DD")
 }
 
+/// A size in bytes: digits, optionally followed by K, M or G (powers of
+/// 1024; `B`/`iB` suffixes accepted), e.g. `10G`, `512MiB`.
+fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let t = t
+        .strip_suffix("iB")
+        .or_else(|| t.strip_suffix('B'))
+        .unwrap_or(t);
+    let (digits, shift) = match t.char_indices().last() {
+        Some((i, 'K' | 'k')) => (&t[..i], 10),
+        Some((i, 'M' | 'm')) => (&t[..i], 20),
+        Some((i, 'G' | 'g')) => (&t[..i], 30),
+        Some((i, 'T' | 't')) => (&t[..i], 40),
+        _ => (t, 0),
+    };
+    digits
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(1u64 << shift))
+        .ok_or_else(|| format!("`{text}` is not a size (e.g. 10G, 512M, 1000000)"))
+}
+
 /// `$XDG_CACHE_HOME/sluice` or `~/.cache/sluice`.
 fn default_cache_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("XDG_CACHE_HOME") {
@@ -609,5 +647,26 @@ fn default_cache_dir() -> PathBuf {
     match std::env::var_os("HOME") {
         Some(home) => PathBuf::from(home).join(".cache").join("sluice"),
         None => std::env::temp_dir().join("sluice-cache"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_take_binary_suffixes_and_reject_the_rest() {
+        assert_eq!(parse_size("1000"), Ok(1000));
+        assert_eq!(parse_size("10G"), Ok(10 << 30));
+        assert_eq!(parse_size("512M"), Ok(512 << 20));
+        assert_eq!(parse_size("512MiB"), Ok(512 << 20));
+        assert_eq!(parse_size("4kB"), Ok(4096));
+        assert!(
+            parse_size("ten gigabytes")
+                .unwrap_err()
+                .contains("not a size")
+        );
+        assert!(parse_size("").is_err());
+        assert!(parse_size("99999999999T").is_err(), "overflow is refused");
     }
 }

@@ -12,8 +12,8 @@ use anyhow::{Context as _, bail};
 use serde_json::{Value, json};
 use sluice_project::compile::{self, CompileOptions};
 use sluice_project::mock::{Fixture, Handler, MockResponse, MockServer};
+use sluice_runtime::Runtime;
 use sluice_runtime::providers::ProviderCatalog;
-use sluice_runtime::{Runtime, RuntimeConfig};
 use sluice_server::{Server, ServerConfig};
 
 const INTEGRATION: &str = "demo-github-integration";
@@ -81,6 +81,7 @@ pub async fn run(
     master: sluice_store::MasterKey,
     mut providers: ProviderCatalog,
     cache_dir: std::path::PathBuf,
+    cache_max_bytes: u64,
     sdk: Option<std::path::PathBuf>,
     out: &mut dyn Write,
 ) -> anyhow::Result<i32> {
@@ -129,12 +130,11 @@ pub async fn run(
         integration: None,
         sdk,
         cache_dir: cache_dir.clone(),
+        cache_max_bytes,
         build_dir: None,
         tested_scripts: false,
     };
-    let mut rc = RuntimeConfig::new(&cache_dir);
-    rc.max_concurrent = 1;
-    let runtime = Runtime::new(rc)?;
+    let runtime = Runtime::new(options.runtime_config(1))?;
     let mut progress = Vec::new();
     let compiled = compile::compile(&options, &runtime, &mut progress)
         .with_context(|| String::from_utf8_lossy(&progress).into_owned())?;

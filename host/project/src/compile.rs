@@ -17,7 +17,7 @@ use std::time::Instant;
 
 use serde_json::json;
 use sluice_nango_yaml::{self as yaml, NangoYaml};
-use sluice_runtime::{Runtime, Script, ScriptKind};
+use sluice_runtime::{Runtime, RuntimeConfig, Script, ScriptKind};
 
 use crate::catalog::Catalog;
 use crate::project::{self, ProjectError};
@@ -156,6 +156,9 @@ pub struct CompileOptions {
     pub sdk: Option<PathBuf>,
     /// The cache of precompiled components and of the installed SDK.
     pub cache_dir: PathBuf,
+    /// Most bytes of precompiled components kept in `cache_dir`
+    /// ([`RuntimeConfig::cache_max_bytes`]).
+    pub cache_max_bytes: u64,
     /// Where bundles, components and Rust builds go (default:
     /// `<dir>/.sluice/build`).
     pub build_dir: Option<PathBuf>,
@@ -173,9 +176,19 @@ impl CompileOptions {
             integration: None,
             sdk: None,
             cache_dir: cache_dir.into(),
+            cache_max_bytes: sluice_runtime::DEFAULT_CACHE_MAX_BYTES,
             build_dir: None,
             tested_scripts: false,
         }
+    }
+
+    /// A runtime configuration using this cache, running `max_concurrent`
+    /// executions at once.
+    pub fn runtime_config(&self, max_concurrent: u32) -> RuntimeConfig {
+        let mut config = RuntimeConfig::new(&self.cache_dir);
+        config.cache_max_bytes = self.cache_max_bytes;
+        config.max_concurrent = max_concurrent;
+        config
     }
 
     pub(crate) fn build_dir(&self) -> PathBuf {

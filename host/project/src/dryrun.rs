@@ -18,7 +18,7 @@ use sluice_runtime::records::{
 };
 use sluice_runtime::replay::RecordedCall;
 use sluice_runtime::upstream::{Network, Recorder, Upstream};
-use sluice_runtime::{Call, Execution, Runtime, RuntimeConfig, Script, ScriptKind, Services};
+use sluice_runtime::{Call, Execution, Runtime, Script, ScriptKind, Services};
 
 use crate::catalog::Catalog;
 use crate::compile::{self, CompileOptions};
@@ -289,9 +289,7 @@ pub async fn dry_run(
     opts: &DryRunOptions,
     progress: &mut dyn Write,
 ) -> Result<DryRunResult, DryRunError> {
-    let mut config = RuntimeConfig::new(&opts.build.cache_dir);
-    config.max_concurrent = 8;
-    let runtime = Runtime::new(config)?;
+    let runtime = Runtime::new(opts.build.runtime_config(8))?;
     let target = resolve_target(opts, &runtime, progress)?;
     let script = target.script.clone();
     let script_name = target.name.clone();

@@ -24,7 +24,7 @@ use sluice_runtime::records::{BatchCall, BatchKind, CallLog};
 use sluice_runtime::replay::RecordedConnections;
 use sluice_runtime::replay::Replay;
 use sluice_runtime::upstream::Upstream;
-use sluice_runtime::{Call, Execution, Runtime, RuntimeConfig, ScriptKind, Services};
+use sluice_runtime::{Call, Execution, Runtime, ScriptKind, Services};
 
 use crate::compile::{self, CompileOptions, ProjectScript};
 use crate::project;
@@ -83,9 +83,7 @@ pub async fn run_tests(
     out: &mut dyn Write,
     progress: &mut dyn Write,
 ) -> Result<Vec<TestOutcome>, TestError> {
-    let mut config = RuntimeConfig::new(&opts.build.cache_dir);
-    config.max_concurrent = 8;
-    let runtime = Runtime::new(config)?;
+    let runtime = Runtime::new(opts.build.runtime_config(8))?;
     // A zero-yaml project's tests may import scripts index.ts does not list.
     let mut build = opts.build.clone();
     build.tested_scripts = true;

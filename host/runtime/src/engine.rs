@@ -275,7 +275,10 @@ impl Runtime {
             // a directory owned by this runtime; a truncated or foreign file
             // fails the header checks and is recompiled below.
             match unsafe { Component::deserialize_file(engine, &cached) } {
-                Ok(c) => return Ok(c),
+                Ok(c) => {
+                    touch(&cached);
+                    return Ok(c);
+                }
                 Err(_) => {
                     let _ = std::fs::remove_file(&cached);
                 }
@@ -314,7 +317,10 @@ impl Runtime {
         let tmp = path.with_extension(format!("tmp{}-{n}", std::process::id()));
         let written = std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path));
         match written {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                evict_least_recent(dir, self.inner.config.cache_max_bytes, path);
+                Ok(())
+            }
             // Another writer (a thread, or another process sharing the
             // cache) put the same artifact there first: nothing is lost.
             Err(_) if path.exists() => {
@@ -443,6 +449,49 @@ fn engine_config(config: &RuntimeConfig) -> Config {
         c.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     }
     c
+}
+
+/// Marks a cached artifact as just used, for [`evict_least_recent`]. A
+/// failure only makes it look older.
+fn touch(path: &Path) {
+    if let Ok(file) = std::fs::File::options().append(true).open(path) {
+        let _ = file.set_modified(std::time::SystemTime::now());
+    }
+}
+
+/// Deletes the least recently used precompiled components in `dir` until
+/// the rest fit in `max_bytes`, keeping `keep` (the one just written). A
+/// file another process has loaded stays readable by it (it is mapped);
+/// one deleted under a concurrent evictor is simply gone already.
+fn evict_least_recent(dir: &Path, max_bytes: u64, keep: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut files: Vec<(std::time::SystemTime, u64, PathBuf)> = entries
+        .filter_map(Result::ok)
+        .filter(|e| e.path().extension().is_some_and(|x| x == "cwasm"))
+        .filter_map(|e| {
+            let meta = e.metadata().ok()?;
+            let used = meta.modified().ok()?;
+            Some((used, meta.len(), e.path()))
+        })
+        .collect();
+    let mut total: u64 = files.iter().map(|(_, len, _)| len).sum();
+    if total <= max_bytes {
+        return;
+    }
+    files.sort();
+    for (_, len, path) in files {
+        if total <= max_bytes {
+            break;
+        }
+        if path == keep {
+            continue;
+        }
+        if std::fs::remove_file(&path).is_ok() {
+            total -= len;
+        }
+    }
 }
 
 /// Cranelift's incremental compilation cache on disk: one file per

@@ -29,5 +29,5 @@ pub mod validate;
 
 pub use engine::{LoadError, Runtime, Script, ScriptKind};
 pub use exec::{Call, Environment, ExecError, Execution, Report, Services};
-pub use limits::{Limits, RuntimeConfig, Timeouts};
+pub use limits::{DEFAULT_CACHE_MAX_BYTES, Limits, RuntimeConfig, Timeouts};
 pub use upstream::Upstream;

@@ -108,11 +108,19 @@ mod secs {
     }
 }
 
+/// The default bound of the precompiled-component cache: 10 GiB, a few
+/// hundred TypeScript components (each 40–120 MB compiled).
+pub const DEFAULT_CACHE_MAX_BYTES: u64 = 10 << 30;
+
 /// Sizing of the runtime itself, shared by every environment.
 #[derive(Debug, Clone)]
 pub struct RuntimeConfig {
     /// Where precompiled components are cached.
     pub cache_dir: std::path::PathBuf,
+    /// Most bytes of precompiled components kept in `cache_dir`: past it,
+    /// the least recently used are deleted after each new one is written
+    /// (a deleted one is compiled again when next loaded).
+    pub cache_max_bytes: u64,
     /// Executions that may be live at once: sizes the pooling allocator. Each
     /// slot reserves address space (not memory) for its linear memories.
     pub max_concurrent: u32,
@@ -142,6 +150,7 @@ impl RuntimeConfig {
     pub fn new(cache_dir: impl Into<std::path::PathBuf>) -> Self {
         Self {
             cache_dir: cache_dir.into(),
+            cache_max_bytes: DEFAULT_CACHE_MAX_BYTES,
             max_concurrent: 200,
             max_memory_bytes: 1 << 30,
             pooling: true,

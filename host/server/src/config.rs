@@ -24,6 +24,10 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// Largest uploaded component (a componentize-js component is ~12 MB).
     pub max_component_bytes: usize,
+    /// Most bytes of precompiled components kept in `<data>/cache`; the
+    /// least recently used go first (an active deploy's is compiled again
+    /// at the next start if it was evicted).
+    pub cache_max_bytes: u64,
     /// The URL the server is reached at, for webhook URLs.
     pub public_url: Option<String>,
     /// Scheduled sync runs at once; due syncs wait for a slot, shared
@@ -131,6 +135,7 @@ impl ServerConfig {
             max_concurrent_executions: 64,
             max_body_bytes: 75 << 20,
             max_component_bytes: 256 << 20,
+            cache_max_bytes: sluice_runtime::DEFAULT_CACHE_MAX_BYTES,
             public_url: None,
             sync_slots: 16,
             sync_max_run: Duration::from_secs(24 * 3600),

@@ -101,6 +101,7 @@ impl Server {
             .map_err(ServerError::Open)?;
         let (store, created) = Store::open(backend, master, initial_keys).await?;
         let mut runtime_config = RuntimeConfig::new(config.data_dir.join("cache"));
+        runtime_config.cache_max_bytes = config.cache_max_bytes;
         runtime_config.max_concurrent = config.max_concurrent_executions.clamp(1, 1000) as u32;
         let runtime = Runtime::new(runtime_config)?;
         let app = Arc::new(App::new(store, runtime, Arc::new(providers), config.clone()).await?);
