@@ -334,7 +334,8 @@ async function main() {
     if (step === 'bundle') result = await bundleScripts(job);
     else if (step === 'componentize') result = await componentizeBundle(job);
     else if (step === 'definitions') result = await definitions(job);
-    else throw new Error(`unknown step ${step}: expected bundle or componentize`);
+    else if (step === 'migrate') result = await (await import('./migrate.mjs')).migrate(job);
+    else throw new Error(`unknown step ${step}: expected bundle, componentize, definitions or migrate`);
     process.stdout.write(JSON.stringify(result) + '\n');
 }
 

@@ -610,3 +610,189 @@ async fn init_creates_a_zero_yaml_starter_that_passes_its_tests_and_dry_runs() {
         assert!(out.contains(title), "{title} missing from {out}");
     }
 }
+
+#[tokio::test]
+async fn migrate_to_zero_yaml_converts_the_yaml_example_which_then_compiles_and_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    copy_dir(&repo_root().join("examples").join("github-ts"), dir);
+    let _ = std::fs::remove_dir_all(dir.join(".sluice"));
+    let sync_file = dir.join("demo-github-integration/syncs/github-issue-example.ts");
+
+    // A script that cannot be converted stops the migration before any
+    // file is written.
+    let original = std::fs::read_to_string(&sync_file).unwrap();
+    std::fs::write(
+        &sync_file,
+        original.replace(
+            "export default async function fetchData(nango: NangoSync): Promise<void> {",
+            "const fetchData = async function (nango: NangoSync): Promise<void> {",
+        ) + "export default fetchData;\n",
+    )
+    .unwrap();
+    let broken = std::fs::read_to_string(&sync_file).unwrap();
+    let (code, out, err) = sluice(&args("migrate-to-zero-yaml", dir, "migrated-github")).await;
+    assert_ne!(code, 0, "out: {out}\nerr: {err}");
+    assert!(
+        err.contains("demo-github-integration/syncs/github-issue-example.ts")
+            && err.contains("the default export must be a function declaration")
+            && err.contains("nothing was changed"),
+        "{err}"
+    );
+    assert!(dir.join("nango.yaml").exists());
+    assert!(!dir.join("index.ts").exists());
+    assert_eq!(std::fs::read_to_string(&sync_file).unwrap(), broken);
+
+    std::fs::write(&sync_file, &original).unwrap();
+    let (code, out, err) = sluice(&args("migrate-to-zero-yaml", dir, "migrated-github")).await;
+    assert_eq!(code, 0, "out: {out}\nerr: {err}");
+    assert!(out.contains("Migrated 2 scripts"), "{out}");
+    assert!(out.contains(".nango/nango.json written"), "{out}");
+    assert!(!dir.join("nango.yaml").exists(), "nango.yaml is deleted");
+    let index = std::fs::read_to_string(dir.join("index.ts")).unwrap();
+    assert!(
+        index.contains("import './demo-github-integration/syncs/github-issue-example.js';")
+            && index.contains("import './demo-github-integration/actions/create-issue.js';"),
+        "{index}"
+    );
+    let models = std::fs::read_to_string(dir.join("models.ts")).unwrap();
+    assert!(
+        models.contains("export const CreateIssueInput = z.object({")
+            && models.contains("    body: z.string().optional(),")
+            && models.contains("    created_at: z.date(),"),
+        "{models}"
+    );
+    let sync = std::fs::read_to_string(&sync_file).unwrap();
+    assert!(
+        sync.starts_with("import { createSync } from 'nango';")
+            && sync.contains("frequency: \"every half hour\"")
+            && sync.contains("exec: async (nango) => {")
+            && sync.contains("await nango.batchSave(issues, 'GithubIssue');")
+            && sync.contains("// definition; `limit` sets the page size."),
+        "{sync}"
+    );
+
+    // The definitions the compile read back match nango.yaml's.
+    let nango: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join(".nango/nango.json")).unwrap())
+            .unwrap();
+    let integration = &nango[0];
+    assert_eq!(integration["providerConfigKey"], "demo-github-integration");
+    let synced = &integration["syncs"][0];
+    assert_eq!(synced["name"], "github-issue-example");
+    assert_eq!(synced["runs"], "every half hour");
+    assert_eq!(synced["sync_type"], "incremental");
+    assert_eq!(
+        synced["endpoints"],
+        json!([{"method": "GET", "path": "/github/issues"}])
+    );
+    assert_eq!(integration["actions"][0]["name"], "create-issue");
+
+    // The migrated sync runs as before against the example's mock API.
+    let mut argv = args("dryrun", dir, "migrated-github");
+    argv.splice(
+        1..1,
+        ["github-issue-example".to_string(), "demo".to_string()],
+    );
+    argv.extend(["--mock-upstream".to_string(), s(&dir.join("mock-api.yaml"))]);
+    let (code, out, err) = sluice(&argv).await;
+    assert_eq!(code, 0, "out: {out}\nerr: {err}");
+    for title in ["Found a bug", "Add a README", "Crash on start"] {
+        assert!(out.contains(title), "{title} missing from {out}");
+    }
+    assert!(
+        !out.contains("Fix the crash"),
+        "pull requests are skipped: {out}"
+    );
+
+    // A migrated folder is not migrated twice.
+    let (code, _, err) = sluice(&args("migrate-to-zero-yaml", dir, "migrated-github")).await;
+    assert_ne!(code, 0);
+    assert!(err.contains("has no nango.yaml"), "{err}");
+}
+
+#[test]
+fn migrate_moves_webhook_handlers_event_scripts_and_helper_type_imports() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    write(
+        dir,
+        "nango.yaml",
+        "integrations:\n    crm:\n        syncs:\n            contacts:\n                runs: every day\n                output: Contact\n                endpoint: GET /contacts\n                sync_type: full\n                track_deletes: true\n                webhook-subscriptions: [contact.updated]\n                input: Filter\n        on-events:\n            post-connection-creation: [setup]\nmodels:\n    Filter:\n        since: date\n    Contact:\n        id: string\n        tags: string[]\n        owner: Owner | null\n        __string: any\n    Owner:\n        id: string\n",
+    );
+    write(
+        dir,
+        "crm/syncs/contacts.ts",
+        "import type { NangoSync, Contact, ProxyConfiguration } from '../../models';\nimport { page } from '../helpers/page.js';\n\n// Pages through the contacts.\nexport default async function fetchData(nango: NangoSync): Promise<void> {\n    const config: ProxyConfiguration = { endpoint: '/contacts' };\n    await nango.batchSave<Contact>(await page(nango, config), 'Contact');\n}\n\nexport async function onWebhookPayloadReceived(nango: NangoSync, payload: any): Promise<void> {\n    await nango.batchSave<Contact>([payload.contact], 'Contact');\n}\n",
+    );
+    write(
+        dir,
+        "crm/on-events/setup.ts",
+        "import type { NangoAction } from '../../models';\n\nexport default async function onEvent(nango: NangoAction): Promise<void> {\n    await nango.log('connected');\n}\n",
+    );
+    write(
+        dir,
+        "crm/helpers/page.ts",
+        "import type { NangoSync, Contact, ProxyConfiguration } from '../../models';\n\nexport async function page(nango: NangoSync, config: ProxyConfiguration): Promise<Contact[]> {\n    return (await nango.get(config)).data;\n}\n",
+    );
+    let toolchain = sluice_project::toolchain::Toolchain::locate(
+        Some(&ts_sdk()),
+        Path::new(guests::CACHE_DIR),
+        &mut std::io::sink(),
+    )
+    .unwrap();
+    let migrated = sluice_project::migrate::migrate(dir, &toolchain, &mut std::io::sink()).unwrap();
+    assert_eq!((migrated.scripts, migrated.helpers), (2, 1));
+
+    let sync = std::fs::read_to_string(dir.join("crm/syncs/contacts.ts")).unwrap();
+    for expected in [
+        "import { createSync } from 'nango';\n",
+        "import type { ProxyConfiguration } from 'nango';",
+        "import { Contact, Filter } from '../../models.js';",
+        "// Pages through the contacts.\nconst sync = createSync({",
+        "syncType: \"full\"",
+        "trackDeletes: true",
+        "webhookSubscriptions: [\"contact.updated\"]",
+        "models: { Contact: Contact }",
+        "metadata: Filter",
+        "await nango.batchSave(await page(nango, config), 'Contact');",
+        "onWebhook: async (nango, payload) => {\n        await nango.batchSave([payload.contact], 'Contact');",
+        "export type NangoSyncLocal = Parameters<(typeof sync)['exec']>[0];",
+    ] {
+        assert!(
+            sync.contains(expected),
+            "{expected:?} missing from:\n{sync}"
+        );
+    }
+    assert!(
+        !sync.contains("export async function onWebhookPayloadReceived"),
+        "{sync}"
+    );
+    assert!(!sync.contains("from '../../models';"), "{sync}");
+
+    let event = std::fs::read_to_string(dir.join("crm/on-events/setup.ts")).unwrap();
+    assert!(
+        event.contains("export default createOnEvent({\n    event: \"post-connection-creation\",")
+            && event.contains("exec: async (nango) => {"),
+        "{event}"
+    );
+
+    let helper = std::fs::read_to_string(dir.join("crm/helpers/page.ts")).unwrap();
+    assert!(
+        helper.starts_with("import type { NangoSync, ProxyConfiguration } from 'nango';\nimport type { Contact } from '../../models';"),
+        "{helper}"
+    );
+
+    let models = std::fs::read_to_string(dir.join("models.ts")).unwrap();
+    let owner = models.find("export const Owner").unwrap();
+    let contact = models.find("export const Contact").unwrap();
+    assert!(
+        owner < contact,
+        "a model comes before the models using it:\n{models}"
+    );
+    assert!(
+        models.contains("    owner: z.union([Owner, z.null()]),\n}).catchall(z.any());"),
+        "{models}"
+    );
+    assert!(dir.join(".nango").is_dir() && !dir.join("nango.yaml").exists());
+}

@@ -45,6 +45,16 @@ enum Command {
     Serve(ServeArgs),
     /// Compile the folder and deploy it to a server's environment.
     Deploy(DeployArgs),
+    /// Convert a nango.yaml folder to the zero-yaml format (createSync,
+    /// createAction, zod models, index.ts), then compile it.
+    #[command(name = "migrate-to-zero-yaml")]
+    MigrateToZeroYaml(MigrateArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct MigrateArgs {
+    #[command(flatten)]
+    build: BuildArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -291,6 +301,7 @@ pub async fn run(
         Command::Test(args) => run_test(args, out, err).await,
         Command::Serve(args) => run_serve(args, out).await,
         Command::Deploy(args) => run_deploy(args, out, err).await,
+        Command::MigrateToZeroYaml(args) => run_migrate(args, out, err),
     };
     match result {
         Ok(code) => code,
@@ -399,6 +410,48 @@ fn run_generate(
         writeln!(out, "wrote {}", path.display())?;
     }
     Ok(0)
+}
+
+fn run_migrate(args: MigrateArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result<i32> {
+    let options = args.build.options(None);
+    let toolchain = sluice_project::toolchain::Toolchain::locate(
+        options.sdk.as_deref(),
+        &options.cache_dir,
+        err,
+    )?;
+    let migrated = sluice_project::migrate::migrate(&options.dir, &toolchain, err)?;
+    for link in &migrated.skipped_links {
+        writeln!(err, "skipped {link}: its path goes through a symbolic link")?;
+    }
+    writeln!(
+        out,
+        "Migrated {} script{} and {} helper file{} to the zero-yaml format; wrote models.ts, index.ts, package.json and .nango/, and deleted nango.yaml.",
+        migrated.scripts,
+        if migrated.scripts == 1 { "" } else { "s" },
+        migrated.helpers,
+        if migrated.helpers == 1 { "" } else { "s" },
+    )?;
+    // As the original does, compile the result: this checks it and writes
+    // .nango/nango.json.
+    let runtime = Runtime::new(options.runtime_config(1))?;
+    match compile::compile(&options, &runtime, err) {
+        Ok(project) => {
+            writeln!(
+                out,
+                "Compiled {} script{}; .nango/nango.json written.",
+                project.scripts.len(),
+                if project.scripts.len() == 1 { "" } else { "s" }
+            )?;
+            Ok(0)
+        }
+        Err(e) => {
+            writeln!(
+                err,
+                "The migrated folder does not compile yet (fix it, then run `sluice compile`):\n{e}"
+            )?;
+            Ok(1)
+        }
+    }
 }
 
 fn run_compile(args: CompileArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result<i32> {

@@ -46,6 +46,10 @@ const TEMPLATE: &[(&str, &str)] = &[
         ),
     ),
     (
+        "demo-github-integration/helpers/issues.ts",
+        include_str!("../../../examples/github-ts/demo-github-integration/helpers/issues.ts"),
+    ),
+    (
         "demo-github-integration/actions/create-issue.ts",
         include_str!("../../../examples/github-ts/demo-github-integration/actions/create-issue.ts"),
     ),

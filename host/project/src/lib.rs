@@ -8,6 +8,7 @@
 //! - [`dryrun`]: run one script against a local connection.
 //! - [`test`]: replay recorded mocks against each script.
 //! - [`init`]: `sluice init` and `sluice generate`.
+//! - [`migrate`]: `sluice migrate-to-zero-yaml`.
 //! - [`remote`]: a connection and variables read from a running server.
 //! - [`mock`]: a mock upstream API on 127.0.0.1 (fixtures and tests).
 
@@ -16,6 +17,7 @@ pub mod compile;
 pub mod deploy;
 pub mod dryrun;
 pub mod init;
+pub mod migrate;
 pub mod mock;
 pub mod project;
 pub mod remote;

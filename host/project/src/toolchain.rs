@@ -29,6 +29,10 @@ const FILES: &[(&str, &str)] = &[
     ),
     ("zero.mjs", include_str!("../../../guest-sdk/ts/zero.mjs")),
     (
+        "migrate.mjs",
+        include_str!("../../../guest-sdk/ts/migrate.mjs"),
+    ),
+    (
         "models-sdk.d.ts",
         include_str!("../../../guest-sdk/ts/models-sdk.d.ts"),
     ),
@@ -118,6 +122,9 @@ pub struct StepResult {
     /// The `definitions` step's `.nango/nango.json` entry for one integration.
     #[serde(default)]
     pub definition: Option<Value>,
+    /// The `migrate` step's rewritten sources, by absolute path.
+    #[serde(default)]
+    pub files: std::collections::BTreeMap<String, String>,
 }
 
 /// An installed SDK with its npm dependencies.

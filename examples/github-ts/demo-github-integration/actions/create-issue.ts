@@ -1,5 +1,5 @@
 import type { NangoAction, GithubIssue, CreateIssueInput } from '../../models';
-import { toIssue } from '../syncs/github-issue-example';
+import { toIssue } from '../helpers/issues';
 
 export default async function runAction(nango: NangoAction, input: CreateIssueInput): Promise<GithubIssue> {
     if (!input?.title) {

@@ -1,33 +1,9 @@
 import type { NangoSync, GithubIssue } from '../../models';
+import { toIssue, type Issue } from '../helpers/issues';
 
 interface Repository {
     owner: string;
     repo: string;
-}
-
-interface Issue {
-    id: number;
-    number: number;
-    title: string;
-    state: string;
-    html_url: string;
-    user: { login: string };
-    created_at: string;
-    updated_at: string;
-    pull_request?: unknown;
-}
-
-export function toIssue(issue: Issue): GithubIssue {
-    return {
-        id: String(issue.id),
-        number: issue.number,
-        title: issue.title,
-        state: issue.state,
-        author: issue.user.login,
-        url: issue.html_url,
-        created_at: new Date(issue.created_at),
-        updated_at: new Date(issue.updated_at)
-    };
 }
 
 export default async function fetchData(nango: NangoSync): Promise<void> {

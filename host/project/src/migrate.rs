@@ -1,0 +1,513 @@
+//! `sluice migrate-to-zero-yaml`: a nango.yaml project into the zero-yaml
+//! format, as the original's CLI converts it. Each script's default-export
+//! function becomes the `exec` of a `createSync`/`createAction`/
+//! `createOnEvent` whose definition comes from nango.yaml (a sync's
+//! `onWebhookPayloadReceived` becomes its `onWebhook`); `models.ts` holds
+//! the models as zod schemas; `index.ts` imports every script; helper files
+//! import the SDK's types from `nango`; `.nango/` is created and nango.yaml
+//! deleted. The sources are rewritten by the SDK's `migrate` step (text
+//! splices at oxc-parser's offsets: comments and formatting stay).
+//!
+//! Every rewrite is computed before anything is written: a script that
+//! cannot be converted leaves the folder untouched.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde_json::{Value, json};
+use sluice_nango_yaml::{
+    ActionConfig, Integration, NangoYaml, OnEventConfig, SyncConfig, SyncType,
+};
+
+use crate::toolchain::{StepMessage, Toolchain, ToolchainError};
+
+/// Why a folder could not be migrated.
+#[derive(Debug, thiserror::Error)]
+pub enum MigrateError {
+    #[error("{0} has no nango.yaml: there is nothing to migrate")]
+    NoYaml(String),
+    #[error("{0} already has an index.ts: it looks migrated (remove index.ts to migrate again)")]
+    AlreadyZero(String),
+    #[error(transparent)]
+    Yaml(#[from] sluice_nango_yaml::YamlError),
+    #[error(
+        "{path} is declared in nango.yaml but has no TypeScript source there (only TypeScript scripts can be migrated)"
+    )]
+    MissingScript { path: String },
+    #[error(transparent)]
+    Toolchain(#[from] ToolchainError),
+    #[error("the scripts cannot be migrated; nothing was changed:\n{}", .0.iter().map(|m| format!("  {m}")).collect::<Vec<_>>().join("\n"))]
+    Scripts(Vec<StepMessage>),
+    #[error("cannot write {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// What a migration changed.
+#[derive(Debug, Clone, Default)]
+pub struct Migrated {
+    /// Scripts rewritten (syncs, actions, on-event scripts).
+    pub scripts: usize,
+    /// Helper files whose SDK type imports moved to `nango`.
+    pub helpers: usize,
+    /// Scripts left as they were because their path goes through a
+    /// symbolic link (an alias of another integration's folder).
+    pub skipped_links: Vec<String>,
+}
+
+const GENERATOR: &str = "sluice migrate-to-zero-yaml";
+
+fn js_string(s: &str) -> String {
+    // A JSON string is a JavaScript string literal.
+    Value::String(s.to_string()).to_string()
+}
+
+fn version(v: &str) -> String {
+    js_string(if v.is_empty() { "0.0.1" } else { v })
+}
+
+fn endpoint(e: &sluice_nango_yaml::Endpoint) -> String {
+    let mut parts = vec![
+        format!("method: {}", js_string(e.method.as_str())),
+        format!("path: {}", js_string(&e.path)),
+    ];
+    if let Some(g) = &e.group {
+        parts.push(format!("group: {}", js_string(g)));
+    }
+    format!("{{ {} }}", parts.join(", "))
+}
+
+fn strings(list: &[String]) -> String {
+    format!(
+        "[{}]",
+        list.iter()
+            .map(|s| js_string(s))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
+
+/// The definition of a sync, as `createSync` properties before `exec`.
+fn sync_props(s: &SyncConfig) -> (Vec<String>, Vec<String>, bool) {
+    let mut props = vec![
+        format!("description: {}", js_string(&s.description)),
+        format!("version: {}", version(&s.version)),
+        format!("frequency: {}", js_string(&s.runs)),
+        format!("autoStart: {}", s.auto_start),
+        format!(
+            "syncType: {}",
+            js_string(match s.sync_type {
+                SyncType::Full => "full",
+                SyncType::Incremental => "incremental",
+            })
+        ),
+        format!("trackDeletes: {}", s.track_deletes),
+        format!(
+            "endpoints: [{}]",
+            s.endpoints
+                .iter()
+                .map(endpoint)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    ];
+    if !s.webhook_subscriptions.is_empty() {
+        props.push(format!(
+            "webhookSubscriptions: {}",
+            strings(&s.webhook_subscriptions)
+        ));
+    }
+    if !s.scopes.is_empty() {
+        props.push(format!("scopes: {}", strings(&s.scopes)));
+    }
+    let mut refs = s.output.clone();
+    if !s.output.is_empty() {
+        props.push(format!(
+            "models: {{ {} }}",
+            s.output
+                .iter()
+                .map(|m| format!("{m}: {m}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    let uses_z = match &s.input {
+        Some(m) => {
+            props.push(format!("metadata: {m}"));
+            refs.push(m.clone());
+            false
+        }
+        None => {
+            props.push("metadata: z.object({})".into());
+            true
+        }
+    };
+    (props, refs, uses_z)
+}
+
+fn action_props(a: &ActionConfig) -> (Vec<String>, Vec<String>, bool) {
+    let mut props = vec![
+        format!("description: {}", js_string(&a.description)),
+        format!("version: {}", version(&a.version)),
+    ];
+    if let Some(e) = &a.endpoint {
+        props.push(format!("endpoint: {}", endpoint(e)));
+    }
+    let mut refs = Vec::new();
+    let mut uses_z = false;
+    match &a.input {
+        Some(m) => {
+            props.push(format!("input: {m}"));
+            refs.push(m.clone());
+        }
+        None => {
+            props.push("input: z.void()".into());
+            uses_z = true;
+        }
+    }
+    match a.output.first() {
+        Some(m) => {
+            props.push(format!("output: {m}"));
+            refs.push(m.clone());
+        }
+        None => {
+            props.push("output: z.void()".into());
+            uses_z = true;
+        }
+    }
+    if !a.scopes.is_empty() {
+        props.push(format!("scopes: {}", strings(&a.scopes)));
+    }
+    (props, refs, uses_z)
+}
+
+fn event_name(e: &OnEventConfig) -> String {
+    serde_json::to_value(e.event)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+/// Whether `path` or a folder between `root` and it is a symbolic link.
+fn through_link(root: &Path, path: &Path) -> bool {
+    let Ok(rel) = path.strip_prefix(root) else {
+        return false;
+    };
+    let mut at = root.to_path_buf();
+    for part in rel.components() {
+        at.push(part);
+        if at
+            .symlink_metadata()
+            .is_ok_and(|m| m.file_type().is_symlink())
+        {
+            return true;
+        }
+    }
+    false
+}
+
+/// The `.ts` files of the folder other than its scripts, models.ts and
+/// what tools own (node_modules, .nango, build outputs).
+fn helper_files(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
+        if kind.is_symlink() {
+            continue;
+        }
+        if kind.is_dir() {
+            if !matches!(
+                name.as_str(),
+                "node_modules" | ".nango" | ".sluice" | "dist" | "build" | ".git" | "target"
+            ) {
+                helper_files(root, &path, out);
+            }
+        } else if name.ends_with(".ts") && !name.ends_with(".d.ts") {
+            if dir == root && (name == "models.ts" || name == "index.ts") {
+                continue;
+            }
+            out.push(path);
+        }
+    }
+}
+
+struct ScriptJob {
+    file: PathBuf,
+    value: Value,
+}
+
+fn script_jobs(
+    dir: &Path,
+    config: &NangoYaml,
+    integration: &Integration,
+    migrated: &mut Migrated,
+) -> Result<Vec<ScriptJob>, MigrateError> {
+    let models: Vec<&str> = config.models.iter().map(|m| m.name.as_str()).collect();
+    let key = &integration.provider_config_key;
+    let mut jobs = Vec::new();
+    let mut push = |folder: &str,
+                    name: &str,
+                    kind: &str,
+                    props: Vec<String>,
+                    refs: Vec<String>,
+                    uses_z: bool,
+                    local: Option<&str>,
+                    returns: Option<&String>|
+     -> Result<(), MigrateError> {
+        let rel = format!("{key}/{folder}/{name}.ts");
+        let file = dir.join(&rel);
+        if through_link(dir, &file) {
+            migrated.skipped_links.push(rel);
+            return Ok(());
+        }
+        if !file.is_file() {
+            return Err(MigrateError::MissingScript { path: rel });
+        }
+        jobs.push(ScriptJob {
+            value: json!({
+                "file": file.display().to_string(),
+                "rel": rel,
+                "kind": kind,
+                "props": props,
+                "refs": refs,
+                "usesZ": uses_z,
+                "localType": local,
+                "returnType": returns,
+                "models": models,
+            }),
+            file,
+        });
+        Ok(())
+    };
+    for s in &integration.syncs {
+        let (props, refs, z) = sync_props(s);
+        push(
+            "syncs",
+            &s.name,
+            "sync",
+            props,
+            refs,
+            z,
+            Some("NangoSyncLocal"),
+            None,
+        )?;
+    }
+    for a in &integration.actions {
+        let (props, refs, z) = action_props(a);
+        push(
+            "actions",
+            &a.name,
+            "action",
+            props,
+            refs,
+            z,
+            Some("NangoActionLocal"),
+            a.output.first(),
+        )?;
+    }
+    for e in &integration.on_events {
+        let event = event_name(e);
+        let props = vec![
+            format!("event: {}", js_string(&event)),
+            format!(
+                "description: {}",
+                js_string(&format!("{event} event handler"))
+            ),
+        ];
+        push(
+            "on-events",
+            &e.name,
+            "on-event",
+            props,
+            Vec::new(),
+            false,
+            None,
+            None,
+        )?;
+    }
+    Ok(jobs)
+}
+
+/// `index.ts`: every script of every integration, as the original writes it.
+fn index_ts(config: &NangoYaml) -> String {
+    let mut out = String::new();
+    for i in &config.integrations {
+        let key = &i.provider_config_key;
+        out.push_str(&format!("// -- Integration: {key}\n"));
+        for s in &i.syncs {
+            out.push_str(&format!("import './{key}/syncs/{}.js';\n", s.name));
+        }
+        for a in &i.actions {
+            out.push_str(&format!("import './{key}/actions/{}.js';\n", a.name));
+        }
+        for e in &i.on_events {
+            out.push_str(&format!("import './{key}/on-events/{}.js';\n", e.name));
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// package.json with zod 4 among the dev dependencies (created when
+/// missing; other fields kept).
+fn package_json(existing: Option<&str>) -> String {
+    let mut pkg: Value = existing
+        .and_then(|t| serde_json::from_str(t).ok())
+        .filter(Value::is_object)
+        .unwrap_or_else(
+            || json!({ "name": "nango-integrations", "private": true, "type": "module" }),
+        );
+    if let Some(deps) = pkg.get_mut("dependencies").and_then(Value::as_object_mut) {
+        deps.remove("zod");
+    }
+    let dev = pkg
+        .as_object_mut()
+        .map(|o| o.entry("devDependencies").or_insert_with(|| json!({})));
+    if let Some(Value::Object(dev)) = dev {
+        dev.insert("zod".into(), json!("^4.0.0"));
+    }
+    let mut text = serde_json::to_string_pretty(&pkg).unwrap_or_default();
+    text.push('\n');
+    text
+}
+
+fn write_file(path: &Path, text: &str) -> Result<(), MigrateError> {
+    let err = |source| MigrateError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(err)?;
+    }
+    let tmp = path.with_extension("sluice-migrate.tmp");
+    std::fs::write(&tmp, text)
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .map_err(err)
+}
+
+/// Migrates the nango.yaml project in `dir` with the SDK `toolchain`.
+pub fn migrate(
+    dir: &Path,
+    toolchain: &Toolchain,
+    progress: &mut dyn Write,
+) -> Result<Migrated, MigrateError> {
+    if !dir.join("nango.yaml").is_file() {
+        return Err(MigrateError::NoYaml(dir.display().to_string()));
+    }
+    if dir.join("index.ts").exists() {
+        return Err(MigrateError::AlreadyZero(dir.display().to_string()));
+    }
+    let loaded = sluice_nango_yaml::load(dir)?;
+    let config = &loaded.config;
+    let mut migrated = Migrated::default();
+
+    let mut scripts = Vec::new();
+    for integration in &config.integrations {
+        scripts.extend(script_jobs(dir, config, integration, &mut migrated)?);
+    }
+    let mut helpers = Vec::new();
+    helper_files(dir, dir, &mut helpers);
+    helpers.retain(|h| !scripts.iter().any(|s| &s.file == h));
+    let helper_jobs: Vec<Value> = helpers
+        .iter()
+        .map(|h| {
+            json!({
+                "file": h.display().to_string(),
+                "rel": h.strip_prefix(dir).unwrap_or(h).display().to_string(),
+            })
+        })
+        .collect();
+    let _ = writeln!(
+        progress,
+        "Migrating {} scripts and {} helper files…",
+        scripts.len(),
+        helpers.len()
+    );
+    let job = json!({
+        "scripts": scripts.iter().map(|s| s.value.clone()).collect::<Vec<_>>(),
+        "helpers": helper_jobs,
+    });
+    let result = toolchain.run("migrate", &job)?;
+    if !result.ok {
+        return Err(MigrateError::Scripts(result.errors));
+    }
+
+    // Everything is known: write it.
+    let files: BTreeMap<String, String> = result.files;
+    migrated.scripts = scripts.len();
+    migrated.helpers = files.len().saturating_sub(scripts.len());
+    for (file, text) in &files {
+        write_file(Path::new(file), text)?;
+    }
+    write_file(
+        &dir.join("models.ts"),
+        &sluice_nango_yaml::generate::zod_models_ts(config, GENERATOR),
+    )?;
+    write_file(&dir.join("index.ts"), &index_ts(config))?;
+    let pkg = std::fs::read_to_string(dir.join("package.json")).ok();
+    write_file(&dir.join("package.json"), &package_json(pkg.as_deref()))?;
+    let nango = dir.join(".nango");
+    std::fs::create_dir_all(&nango).map_err(|source| MigrateError::Io {
+        path: nango.display().to_string(),
+        source,
+    })?;
+    let yaml = dir.join("nango.yaml");
+    std::fs::remove_file(&yaml).map_err(|source| MigrateError::Io {
+        path: yaml.display().to_string(),
+        source,
+    })?;
+    Ok(migrated)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn package_json_gains_zod_4_and_keeps_the_rest() {
+        let created: Value = serde_json::from_str(&package_json(None)).unwrap();
+        assert_eq!(created["devDependencies"]["zod"], "^4.0.0");
+        let updated: Value = serde_json::from_str(&package_json(Some(
+            r#"{"name":"mine","dependencies":{"zod":"3.22.0","lodash":"4"},"scripts":{"x":"y"}}"#,
+        )))
+        .unwrap();
+        assert_eq!(updated["name"], "mine");
+        assert_eq!(updated["scripts"]["x"], "y");
+        assert_eq!(updated["dependencies"], json!({"lodash": "4"}));
+        assert_eq!(updated["devDependencies"]["zod"], "^4.0.0");
+    }
+
+    #[test]
+    fn the_yaml_definition_becomes_create_sync_properties() {
+        let loaded = sluice_nango_yaml::parse(
+            "integrations:\n  gh:\n    syncs:\n      issues:\n        runs: every day\n        output: Issue\n        endpoint: GET /issues\n        track_deletes: true\n        scopes: [repo]\n        description: It's \"issues\"\nmodels:\n  Issue:\n    id: string\n",
+            "nango.yaml",
+        )
+        .unwrap();
+        let sync = &loaded.config.integrations[0].syncs[0];
+        let (props, refs, uses_z) = sync_props(sync);
+        let text = props.join("\n");
+        assert!(text.contains(r#"description: "It's \"issues\"""#), "{text}");
+        assert!(text.contains(r#"frequency: "every day""#), "{text}");
+        assert!(text.contains("trackDeletes: true"), "{text}");
+        assert!(
+            text.contains(r#"endpoints: [{ method: "GET", path: "/issues" }]"#),
+            "{text}"
+        );
+        assert!(text.contains(r#"scopes: ["repo"]"#), "{text}");
+        assert!(text.contains("models: { Issue: Issue }"), "{text}");
+        assert!(text.contains("metadata: z.object({})"), "{text}");
+        assert_eq!(refs, vec!["Issue".to_string()]);
+        assert!(uses_z);
+    }
+}
