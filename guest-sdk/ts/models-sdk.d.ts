@@ -144,6 +144,8 @@ export declare class NangoAction {
   getFieldMapping(): Promise<Record<string, unknown>>;
   getEnvironmentVariables(): Promise<EnvironmentVariable[] | null>;
   getWebhookURL(): Promise<string | null | undefined>;
+  getIntegration(queries?: { include?: ('webhook' | 'credentials')[] }): Promise<any>;
+  uncontrolledFetch(options: { url: URL | string; method?: string; headers?: Record<string, string>; body?: string | Uint8Array | null }): Promise<{ ok: boolean; status: number; statusText: string; headers: { get(name: string): string | null }; text(): Promise<string>; json(): Promise<any>; arrayBuffer(): Promise<ArrayBuffer> }>;
   triggerAction<In = unknown, Out = unknown>(providerConfigKey: string, connectionId: string, actionName: string, input?: In): Promise<Out>;
   zodValidateInput<T = any, Z = any>(args: { zodSchema: Z; input: T }): Promise<{ success: true; data: T }>;
   tryAcquireLock(args: { key: string; ttlMs: number }): Promise<boolean>;
@@ -163,5 +165,6 @@ export declare class NangoSync extends NangoAction {
   batchDelete<T = any>(results: T[], model: string): Promise<boolean | null>;
   batchUpdate<T = any>(results: T[], model: string): Promise<boolean | null>;
   getRecordsByIds<K = string | number, T = any>(ids: K[], model: string): Promise<Map<K, T & { _nango_metadata: RecordMetadata }>>;
+  listRecords<T = any>(model: string, options?: { cursor?: string | null }): AsyncGenerator<T & { _nango_metadata: RecordMetadata }, void, undefined>;
   setMergingStrategy(merging: { strategy: MergingStrategy }, model: string): Promise<void>;
 }

@@ -70,17 +70,35 @@ fn copy_dir(from: &Path, to: &Path) {
 }
 
 /// The zero-yaml starter (`examples/github-zero`), plus an action that
-/// calls `fetch`.
+/// calls `fetch` and one that reads its integration.
 fn copy_zero_project(to: &Path) {
     copy_dir(&repo_root().join("examples").join("github-zero"), to);
     write(to, "github/actions/fetch-url.ts", FETCH_URL);
+    write(to, "github/actions/integration-info.ts", INTEGRATION_INFO);
     let index = std::fs::read_to_string(to.join("index.ts")).unwrap();
     write(
         to,
         "index.ts",
-        &format!("{index}import './github/actions/fetch-url.js';\n"),
+        &format!(
+            "{index}import './github/actions/fetch-url.js';\nimport './github/actions/integration-info.js';\n"
+        ),
     );
 }
+
+const INTEGRATION_INFO: &str = r#"import { z } from 'zod';
+import { createAction } from 'nango';
+
+export default createAction({
+    description: 'The integration with its OAuth client',
+    version: '1.0.0',
+    input: z.object({}),
+    output: z.any(),
+
+    exec: async (nango) => {
+        return await nango.getIntegration({ include: ['credentials'] });
+    }
+});
+"#;
 
 const FETCH_URL: &str = r#"import { z } from 'zod';
 import { createAction } from 'nango';
@@ -366,7 +384,7 @@ async fn a_deployed_zero_yaml_sync_keeps_its_checkpoint_between_runs_and_deletes
             conn,
             "POST",
             "/integrations",
-            Some(json!({"unique_key": "github", "provider": "github"})),
+            Some(json!({"unique_key": "github", "provider": "github", "credentials": {"type": "OAUTH2", "client_id": "the-client", "client_secret": "the-secret"}})),
         )
         .await;
     assert_eq!(status, 200, "{body}");
@@ -439,6 +457,22 @@ async fn a_deployed_zero_yaml_sync_keeps_its_checkpoint_between_runs_and_deletes
         .filter_map(|r| r["id"].as_str())
         .collect();
     assert_eq!(deleted, ["102"], "{page}");
+
+    // getIntegration reads the environment's integration, its OAuth client
+    // included when asked.
+    let (status, body) = dev
+        .send_as(
+            conn,
+            "POST",
+            "/action/trigger",
+            Some(json!({"action_name": "integration-info", "input": {}})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["unique_key"], "github", "{body}");
+    assert_eq!(body["provider"], "github", "{body}");
+    assert_eq!(body["credentials"]["client_id"], "the-client", "{body}");
+    assert_eq!(body["credentials"]["client_secret"], "the-secret", "{body}");
 }
 
 const CONNECTIONS: &str = "connections:\n    - connection_id: demo\n      provider_config_key: github\n      provider: github\n      credentials:\n          type: OAUTH2\n          access_token: demo-token\n      metadata:\n          owner: acme\n          repo: widgets\n";
@@ -795,4 +829,194 @@ fn migrate_moves_webhook_handlers_event_scripts_and_helper_type_imports() {
         "{models}"
     );
     assert!(dir.join(".nango").is_dir() && !dir.join("nango.yaml").exists());
+}
+
+/// A zero-yaml project using the SDK members of this era that need the
+/// host: `listRecords`, `paginate`'s `on_page`, `getIntegration` and
+/// `uncontrolledFetch`.
+const MEMBERS_SYNC: &str = r#"import { z } from 'zod';
+import { createSync } from 'nango';
+
+const Item = z.object({ id: z.string(), name: z.string() });
+
+export default createSync({
+    description: 'Items by cursor, then the stored items listed back',
+    version: '1.0.0',
+    frequency: 'every hour',
+    autoStart: false,
+    syncType: 'full',
+    models: { Item },
+    endpoints: [{ method: 'GET', path: '/items' }],
+
+    exec: async (nango) => {
+        const seen: string[] = [];
+        const pages = nango.paginate<{ id: number; name: string }>({
+            endpoint: '/items',
+            paginate: {
+                type: 'cursor',
+                cursor_path_in_response: 'next',
+                cursor_name_in_request: 'cursor',
+                response_path: 'items',
+                on_page: async ({ nextPageParam, response }) => {
+                    seen.push(`${JSON.stringify(nextPageParam)}@${response.status}/${response.headers['x-page']}`);
+                }
+            }
+        });
+        for await (const page of pages) {
+            await nango.batchSave(page.map((i) => ({ id: String(i.id), name: i.name })), 'Item');
+        }
+        await nango.log(`pages: ${seen.join(' ')}`);
+        const listed: string[] = [];
+        for await (const record of nango.listRecords('Item')) {
+            listed.push(`${record.id}:${record._nango_metadata.last_action}`);
+        }
+        // Records saved together share a time: their order is the store's.
+        await nango.log(`listed: ${listed.sort().join(' ')}`);
+    }
+});
+"#;
+
+const MEMBERS_ACTION: &str = r#"import { z } from 'zod';
+import { createAction } from 'nango';
+
+export default createAction({
+    description: 'The integration, and a plain request outside the proxy',
+    version: '1.0.0',
+    input: z.object({ url: z.string() }),
+    output: z.any(),
+
+    exec: async (nango, input) => {
+        const integration = await nango.getIntegration({ include: ['webhook'] });
+        const response = await nango.uncontrolledFetch({
+            url: new URL(input.url),
+            method: 'POST',
+            headers: { 'X-Signed': 'yes' },
+            body: 'hello'
+        });
+        const text = response.ok ? await response.json() : await response.text();
+        return {
+            integration: { key: integration.unique_key, provider: integration.provider, hasWebhookUrl: 'webhook_url' in integration },
+            status: response.status,
+            statusText: response.statusText,
+            ok: response.ok,
+            contentType: response.headers.get('Content-Type'),
+            body: text
+        };
+    }
+});
+"#;
+
+const MEMBERS_MOCK: &str = r#"routes:
+    - path: /items
+      query: {}
+      headers: { x-page: "1" }
+      body: { items: [{ id: 1, name: one }, { id: 2, name: two }], next: c2 }
+    - path: /items
+      query: { cursor: c2 }
+      headers: { x-page: "2" }
+      body: { items: [{ id: 3, name: three }] }
+    - method: POST
+      path: /echo
+      require_headers: { x-signed: "yes" }
+      body: { echoed: true }
+    - method: POST
+      path: /private
+      require_headers: { authorization: Bearer secret-token }
+      body: { secret: true }
+"#;
+
+#[tokio::test]
+async fn list_records_on_page_get_integration_and_uncontrolled_fetch_work_in_a_dry_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    write(
+        dir,
+        "index.ts",
+        "import './shop/syncs/items.js';\nimport './shop/actions/outside.js';\n",
+    );
+    std::fs::create_dir_all(dir.join(".nango")).unwrap();
+    write(dir, "shop/syncs/items.ts", MEMBERS_SYNC);
+    write(dir, "shop/actions/outside.ts", MEMBERS_ACTION);
+    write(dir, "mock-api.yaml", MEMBERS_MOCK);
+    write(
+        dir,
+        "connections.yaml",
+        "connections:\n    - connection_id: demo\n      provider_config_key: shop\n      provider: github\n      credentials:\n          type: OAUTH2\n          access_token: secret-token\n",
+    );
+    let run = |script: &str, input: Option<&str>| {
+        let mut argv = args("dryrun", dir, "zero-sdk-members");
+        argv.splice(1..1, [script.to_string(), "demo".to_string()]);
+        argv.extend([
+            "--mock-upstream".to_string(),
+            s(&dir.join("mock-api.yaml")),
+            "--json".to_string(),
+        ]);
+        if let Some(i) = input {
+            argv.extend(["--input".to_string(), i.to_string()]);
+        }
+        argv
+    };
+
+    let (code, out, err) = sluice(&run("items", None)).await;
+    assert_eq!(code, 0, "out: {out}\nerr: {err}");
+    let result: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let logs = result["logs"].to_string();
+    assert!(
+        logs.contains(r#"pages: \"c2\"@200/1 undefined@200/2"#),
+        "on_page sees each page's next cursor and response: {logs}"
+    );
+    assert!(
+        logs.contains("listed: 1:ADDED 2:ADDED 3:ADDED"),
+        "listRecords yields the stored records: {logs}"
+    );
+
+    // The provider's host (api.github.com) may be called; the dry run's
+    // mock upstream answers for it. No credentials are added.
+    let (code, out, err) = sluice(&run(
+        "outside",
+        Some(r#"{"url":"https://api.github.com/echo"}"#),
+    ))
+    .await;
+    assert_eq!(code, 0, "out: {out}\nerr: {err}");
+    let result: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let output = &result["output"];
+    assert_eq!(
+        output["integration"],
+        json!({"key": "shop", "provider": "github", "hasWebhookUrl": true}),
+        "{result}"
+    );
+    assert_eq!(output["status"], 200, "{result}");
+    assert_eq!(output["ok"], true, "{result}");
+    assert_eq!(output["body"], json!({"echoed": true}), "{result}");
+
+    // The connection's credentials are not added (this route wants them),
+    // and a non-2xx status is a response, not an error.
+    let (code, out, err) = sluice(&run(
+        "outside",
+        Some(r#"{"url":"https://api.github.com/private"}"#),
+    ))
+    .await;
+    assert_eq!(code, 0, "out: {out}\nerr: {err}");
+    let result: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(result["output"]["status"], 401, "{result}");
+    assert_eq!(result["output"]["statusText"], "Unauthorized", "{result}");
+    assert_eq!(result["output"]["ok"], false, "{result}");
+    assert!(
+        result["output"]["body"]
+            .as_str()
+            .is_some_and(|b| b.contains("missing or wrong header `authorization`")),
+        "{result}"
+    );
+
+    // Other hosts are refused by the egress check, as for every request.
+    let (code, out, err) = sluice(&run(
+        "outside",
+        Some(r#"{"url":"https://elsewhere.example/echo"}"#),
+    ))
+    .await;
+    assert_ne!(code, 0, "out: {out}\nerr: {err}");
+    assert!(
+        out.contains("egress_denied") && out.contains("elsewhere.example"),
+        "{out}"
+    );
 }

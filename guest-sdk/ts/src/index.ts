@@ -352,8 +352,54 @@ export class NangoAction {
                 throw httpError(e, config);
             }
             if (page === undefined) return undefined;
-            yield fromJson(page.items) as T[];
+            const items = fromJson(page.items) as T[];
+            const onPage = (config.paginate as { on_page?: unknown } | undefined)?.on_page;
+            if (typeof onPage === 'function') {
+                const last = pages.lastPage();
+                await onPage({
+                    nextPageParam: last ? (fromJson(last.nextPageParam) ?? undefined) : page.next,
+                    response: last ? toAxios(last.response, config) : undefined
+                });
+            }
+            yield items;
         }
+    }
+
+    /**
+     * A request as the script writes it, to an absolute URL: no credentials,
+     * provider headers or retries, the same egress check as every request.
+     * Resolves to a fetch-like `Response` whatever the status.
+     */
+    async uncontrolledFetch(options: {
+        url: URL | string;
+        method?: string;
+        headers?: Record<string, string> | [string, string][];
+        body?: string | Uint8Array | ArrayBuffer | null;
+    }): Promise<FetchResponse> {
+        const url = String(options?.url ?? '');
+        const method = String(options?.method ?? 'GET').toLowerCase();
+        if (!METHODS.has(method)) {
+            throw new SDKError('invalid_request', `uncontrolledFetch: unsupported HTTP method ${String(options?.method)}`);
+        }
+        const headers: [string, string][] = Array.isArray(options?.headers)
+            ? options.headers.map(([k, v]) => [String(k), String(v)])
+            : Object.entries(options?.headers ?? {}).map(([k, v]) => [k, String(v)]);
+        const b = options?.body;
+        const body = b === undefined || b === null ? undefined : typeof b === 'string' ? utf8(b) : b instanceof ArrayBuffer ? new Uint8Array(b) : new Uint8Array(b);
+        const r = call(() => http.uncontrolledFetch({ url, method: method as http.Method, headers, body }));
+        return new FetchResponse(url, r);
+    }
+
+    private integrations = new Map<string, { at: number; value: unknown }>();
+    /** This script's integration (`include`: `webhook`, `credentials`), kept 10 minutes. */
+    async getIntegration(queries?: { include?: string[] }): Promise<any> {
+        const include = [...(queries?.include ?? [])].map(String).sort();
+        const key = include.join(',');
+        const hit = this.integrations.get(key);
+        if (hit && Date.now() - hit.at < 600_000) return hit.value;
+        const value = fromJson(call(() => conn.getIntegration(include)));
+        this.integrations.set(key, { at: Date.now(), value });
+        return value;
     }
 
     async log(...args: unknown[]): Promise<void> {
@@ -485,6 +531,17 @@ export class NangoSync extends NangoAction {
         return true;
     }
 
+    /** Every stored record of `model` for this connection, oldest change first. */
+    async *listRecords<T = any>(model: string, options?: { cursor?: string | null }): AsyncGenerator<T, void, undefined> {
+        let cursor = options?.cursor ?? undefined;
+        for (;;) {
+            const page = call(() => records.listRecords(model, cursor, 100));
+            for (const r of fromJson(page.records) as T[]) yield r;
+            if (!page.nextCursor) return;
+            cursor = page.nextCursor;
+        }
+    }
+
     async getRecordsByIds<K = string | number, T = any>(ids: K[], model: string): Promise<Map<K, T>> {
         const byString = new Map<string, K>();
         for (const id of ids) byString.set(String(id), id);
@@ -531,6 +588,91 @@ export class NangoSync extends NangoAction {
     /** @deprecated use trackDeletesStart/trackDeletesEnd */
     async deleteRecordsFromPreviousExecutions(model: string): Promise<{ deletedKeys: string[] }> {
         return this.trackDeletesEnd(model);
+    }
+}
+
+// ------ uncontrolledFetch's answer
+
+const STATUS_TEXT: Record<number, string> = {
+    200: 'OK', 201: 'Created', 202: 'Accepted', 204: 'No Content', 301: 'Moved Permanently', 302: 'Found', 304: 'Not Modified',
+    400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found', 405: 'Method Not Allowed', 409: 'Conflict',
+    413: 'Payload Too Large', 415: 'Unsupported Media Type', 422: 'Unprocessable Entity', 429: 'Too Many Requests',
+    500: 'Internal Server Error', 502: 'Bad Gateway', 503: 'Service Unavailable', 504: 'Gateway Timeout'
+};
+
+/** The headers of a `FetchResponse` (names lower-case, as fetch's). */
+export class FetchHeaders {
+    private readonly map = new Map<string, string>();
+    constructor(pairs: [string, string][]) {
+        for (const [k, v] of pairs) {
+            const name = k.toLowerCase();
+            const had = this.map.get(name);
+            this.map.set(name, had === undefined ? v : `${had}, ${v}`);
+        }
+    }
+    get(name: string): string | null {
+        return this.map.get(String(name).toLowerCase()) ?? null;
+    }
+    has(name: string): boolean {
+        return this.map.has(String(name).toLowerCase());
+    }
+    forEach(f: (value: string, name: string, headers: FetchHeaders) => void): void {
+        for (const [k, v] of this.map) f(v, k, this);
+    }
+    entries(): IterableIterator<[string, string]> {
+        return this.map.entries();
+    }
+    keys(): IterableIterator<string> {
+        return this.map.keys();
+    }
+    values(): IterableIterator<string> {
+        return this.map.values();
+    }
+    [Symbol.iterator](): IterableIterator<[string, string]> {
+        return this.map.entries();
+    }
+}
+
+/** What `uncontrolledFetch` resolves to: the parts of fetch's `Response` scripts use. */
+export class FetchResponse {
+    readonly url: string;
+    readonly status: number;
+    readonly statusText: string;
+    readonly ok: boolean;
+    readonly redirected = false;
+    readonly type = 'basic';
+    readonly headers: FetchHeaders;
+    private readonly raw: Uint8Array;
+    bodyUsed = false;
+    constructor(url: string, r: http.Response) {
+        this.url = url;
+        this.status = r.status;
+        this.statusText = STATUS_TEXT[r.status] ?? '';
+        this.ok = r.status >= 200 && r.status < 300;
+        this.headers = new FetchHeaders(r.headers);
+        this.raw = r.body;
+    }
+    private take(): Uint8Array {
+        if (this.bodyUsed) throw new TypeError('Body is unusable: Body has already been read');
+        this.bodyUsed = true;
+        return this.raw;
+    }
+    async text(): Promise<string> {
+        return UTF8_IN.decode(this.take());
+    }
+    async json(): Promise<any> {
+        return JSON.parse(UTF8_IN.decode(this.take()));
+    }
+    async arrayBuffer(): Promise<ArrayBuffer> {
+        const b = this.take();
+        return b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength) as ArrayBuffer;
+    }
+    async bytes(): Promise<Uint8Array> {
+        return this.take();
+    }
+    clone(): FetchResponse {
+        if (this.bodyUsed) throw new TypeError('Response.clone: Body has already been consumed.');
+        return new FetchResponse(this.url, { status: this.status, headers: [...this.headers.entries()], body: this.raw });
     }
 }
 

@@ -48,9 +48,21 @@ declare module 'nango:scripts/http@0.2.0' {
     }
     export class Paginator {
         nextPage(): Page | undefined;
+        lastPage(): PageResponse | undefined;
+    }
+    export interface PageResponse {
+        response: Response;
+        nextPageParam: Uint8Array;
+    }
+    export interface FetchRequest {
+        url: string;
+        method: Method;
+        headers: [string, string][];
+        body?: Uint8Array;
     }
     export function proxy(req: Request): Response;
     export function paginate(req: Request, config: Uint8Array | undefined): Paginator;
+    export function uncontrolledFetch(req: FetchRequest): Response;
 }
 
 declare module 'nango:scripts/log@0.2.0' {
@@ -75,6 +87,7 @@ declare module 'nango:scripts/connection@0.2.0' {
     export function updateMetadata(metadata: Uint8Array): void;
     export function getEnvironmentVariables(): { name: string; value: string }[];
     export function getWebhookUrl(): string | undefined;
+    export function getIntegration(includes: string[]): Uint8Array;
     export function triggerAction(
         providerConfigKey: string,
         connectionId: string,
@@ -89,6 +102,11 @@ declare module 'nango:scripts/records@0.2.0' {
     export function batchDelete(model: string, records: Uint8Array): void;
     export function batchUpdate(model: string, records: Uint8Array): void;
     export function getRecordsByIds(model: string, ids: Uint8Array): Uint8Array;
+    export interface RecordPage {
+        records: Uint8Array;
+        nextCursor?: string;
+    }
+    export function listRecords(model: string, cursor: string | undefined, limit: number): RecordPage;
     export function setMergingStrategy(model: string, strategy: MergingStrategy): void;
     export function getCheckpoint(): Uint8Array | undefined;
     export function saveCheckpoint(checkpoint: Uint8Array): void;

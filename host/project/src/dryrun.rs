@@ -195,6 +195,16 @@ impl RecordStore for RecordingStore {
     ) -> Result<Option<Position>, RecordError> {
         self.inner.newest_position(conn, model).await
     }
+
+    async fn list(
+        &self,
+        conn: &ConnectionRef,
+        model: &str,
+        after: Option<Position>,
+        limit: usize,
+    ) -> Result<(Vec<StoredRecord>, Option<Position>), RecordError> {
+        self.inner.list(conn, model, after, limit).await
+    }
 }
 
 /// The result of a dry run.

@@ -237,6 +237,25 @@ pub trait ConnectionStore: Send + Sync {
             .to_script_json())
     }
 
+    /// What `getIntegration` answers for the integration
+    /// `provider_config_key` (`connection_id` is the calling script's own
+    /// connection): the API's view of it, with its `credentials` when
+    /// `with_credentials`. A store that knows integrations only through
+    /// their connections answers with the key and the connection's provider.
+    async fn integration(
+        &self,
+        provider_config_key: &str,
+        connection_id: &str,
+        _with_credentials: bool,
+    ) -> Result<Value, ConnectionError> {
+        let c = self.get(provider_config_key, connection_id).await?;
+        Ok(serde_json::json!({
+            "unique_key": provider_config_key,
+            "provider": c.provider,
+            "display_name": c.provider,
+        }))
+    }
+
     /// What `getMetadata` answers.
     async fn metadata(
         &self,

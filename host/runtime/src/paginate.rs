@@ -233,6 +233,9 @@ impl Paginator {
             self.done = true;
             return Ok(None);
         }
+        // What a script's `on_page` sees as `nextPageParam`: the cursor as
+        // read, the link, or the offset as a number.
+        let mut next_param = Value::Null;
         let next = match &mut self.strategy {
             Strategy::Cursor { name, path } => {
                 let name = name.clone();
@@ -249,6 +252,7 @@ impl Paginator {
                             Value::String(s) => s.clone(),
                             other => other.to_string(),
                         };
+                        next_param = c.clone();
                         self.set_param(&name, c)?;
                         Some(shown)
                     }
@@ -287,6 +291,7 @@ impl Paginator {
                             _ => self.req.endpoint = link.clone(),
                         }
                         self.req.params = None;
+                        next_param = Value::String(link.clone());
                         Some(link)
                     }
                     None => {
@@ -301,10 +306,12 @@ impl Paginator {
                     None
                 } else {
                     *next += if *per_page { 1 } else { len as u64 };
+                    next_param = Value::from(*next);
                     Some(next.to_string())
                 }
             }
         };
+        state.last_page = Some((response, next_param));
         Ok(Some(Page {
             items: items.to_string().into(),
             next,

@@ -589,6 +589,74 @@ pub(crate) async fn send(state: &mut HostState, req: &Request) -> Result<Respons
     }
 }
 
+/// `nango.uncontrolledFetch`: the script's own request to an absolute URL,
+/// with no credentials, provider headers or retries; the egress check is
+/// the proxy's (the provider's host or the environment's `allowed_hosts`).
+/// Any status is a response.
+pub(crate) async fn uncontrolled_fetch(
+    state: &mut HostState,
+    req: crate::bindings::http::FetchRequest,
+) -> Result<Response, NangoError> {
+    let url = Url::parse(&req.url)
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https") && u.has_host())
+        .ok_or_else(|| {
+            nango_error(
+                "invalid_request",
+                format!(
+                    "uncontrolledFetch needs an absolute http(s) URL, got `{}`",
+                    req.url
+                ),
+            )
+        })?;
+    let current = state.exec.connection.clone();
+    let own = state
+        .connection(&current.provider_config_key, &current.connection_id)
+        .await?;
+    let provider_host = state
+        .services
+        .providers
+        .get(&own.provider)
+        .and_then(|p| provider_base_url(p, &own).ok().flatten())
+        .and_then(|b| host_of(&b));
+    if !egress_allowed(
+        &url,
+        provider_host.as_deref(),
+        &state.limits().allowed_hosts,
+    ) {
+        return Err(nango_error(
+            "egress_denied",
+            format!(
+                "requests to host `{}` are not allowed: only the provider's host ({}) and the environment's allowed_hosts may be called",
+                url.host_str().unwrap_or(""),
+                provider_host.as_deref().unwrap_or("none")
+            ),
+        ));
+    }
+    let prepared = Prepared {
+        method: req.method,
+        url,
+        headers: req
+            .headers
+            .into_iter()
+            .map(|(n, v)| (n.to_ascii_lowercase(), v))
+            .collect(),
+        body: req.body.map(Body::Bytes),
+    };
+    let started = Instant::now();
+    let services = state.services.clone();
+    let outcome = services
+        .upstream
+        .transmit(&prepared, state.limits().max_response_bytes)
+        .await;
+    state.log_http(
+        &prepared,
+        outcome.as_ref().ok().map(|r| r.status),
+        started.elapsed(),
+    );
+    outcome
+}
+
 /// A connection whose credentials could not be refreshed answers as the
 /// upstream would: HTTP 401, so the script sees a `script_http_error`.
 fn unauthorized_when_refused(e: NangoError) -> HttpError {

@@ -505,6 +505,20 @@ pub trait RecordStore: Send + Sync {
         model: &str,
     ) -> Result<Option<Position>, RecordError>;
 
+    /// One page of the model's records in `(updated_at, internal id)` order
+    /// strictly after `after` (deleted ones included), and the position the
+    /// next page starts after when more follow (`listRecords`). A store
+    /// holding no earlier runs' records lists none.
+    async fn list(
+        &self,
+        _conn: &ConnectionRef,
+        _model: &str,
+        _after: Option<Position>,
+        _limit: usize,
+    ) -> Result<(Vec<StoredRecord>, Option<Position>), RecordError> {
+        Ok((Vec::new(), None))
+    }
+
     /// The checkpoint saved under `key` (a sync's name and variant) for
     /// this connection.
     async fn checkpoint(
@@ -770,6 +784,28 @@ impl RecordStore for MemoryRecords {
         Ok(map
             .get(&(conn.clone(), model.to_string()))
             .and_then(|rows| rows.values().map(StoredRecord::position).max()))
+    }
+
+    async fn list(
+        &self,
+        conn: &ConnectionRef,
+        model: &str,
+        after: Option<Position>,
+        limit: usize,
+    ) -> Result<(Vec<StoredRecord>, Option<Position>), RecordError> {
+        let mut rows: Vec<StoredRecord> = self
+            .all(conn, model)
+            .into_iter()
+            .filter(|r| after.as_ref().is_none_or(|a| r.position() > *a))
+            .take(limit.saturating_add(1))
+            .collect();
+        let next = if rows.len() > limit {
+            rows.truncate(limit);
+            rows.last().map(StoredRecord::position)
+        } else {
+            None
+        };
+        Ok((rows, next))
     }
 }
 

@@ -253,4 +253,19 @@ impl ConnectionStore for Connections {
     async fn credentials_refused(&self, pck: &str, cid: &str) -> Result<(), ConnectionError> {
         self.fresh(pck, cid, true).await.map(|_| ())
     }
+
+    async fn integration(
+        &self,
+        pck: &str,
+        _cid: &str,
+        with_credentials: bool,
+    ) -> Result<Value, ConnectionError> {
+        match self.store.integration(pck).await.map_err(backend)? {
+            Some(i) => Ok(crate::api::integrations::view(&i, with_credentials)),
+            None => Err(ConnectionError::Refused {
+                code: "unknown_provider_config".into(),
+                message: format!("unknown integration `{pck}`"),
+            }),
+        }
+    }
 }

@@ -759,4 +759,23 @@ impl RecordStore for EnvStore {
             .await
             .map_err(record_error)
     }
+
+    async fn list(
+        &self,
+        conn: &ConnectionRef,
+        model: &str,
+        after: Option<Position>,
+        limit: usize,
+    ) -> Result<(Vec<StoredRecord>, Option<Position>), RecordError> {
+        let query = RecordsQuery {
+            after,
+            limit: limit.max(1),
+            ..RecordsQuery::default()
+        };
+        let page = self
+            .records_page(conn, model, &query)
+            .await
+            .map_err(record_error)?;
+        Ok((page.records, page.next))
+    }
 }

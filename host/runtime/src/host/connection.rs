@@ -169,6 +169,36 @@ impl connection::Host for HostState {
         )))
     }
 
+    async fn get_integration(
+        &mut self,
+        includes: Vec<String>,
+    ) -> wasmtime::Result<Result<Vec<u8>, NangoError>> {
+        let me = self.exec.connection.clone();
+        let with_credentials = includes.iter().any(|i| i == "credentials");
+        let found = self
+            .services
+            .connections
+            .integration(&me.provider_config_key, &me.connection_id, with_credentials)
+            .await
+            .map_err(store_error);
+        let mut view = match found {
+            Ok(v) => v,
+            Err(e) => return Ok(Err(e)),
+        };
+        if includes.iter().any(|i| i == "webhook")
+            && let Some(map) = view.as_object_mut()
+        {
+            let url = self
+                .services
+                .environment
+                .webhook_base_url
+                .as_ref()
+                .map(|base| format!("{}/{}", base.trim_end_matches('/'), me.provider_config_key));
+            map.insert("webhook_url".into(), url.into());
+        }
+        Ok(Ok(view.to_string().into_bytes()))
+    }
+
     async fn trigger_action(
         &mut self,
         pck: String,

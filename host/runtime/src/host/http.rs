@@ -4,7 +4,7 @@ use serde_json::Value;
 use wasmtime::component::Resource;
 
 use super::HostState;
-use crate::bindings::http::{self, Body, HttpError, Page, Request};
+use crate::bindings::http::{self, Body, HttpError, Page, PageResponse, Request};
 use crate::bindings::types::{self, Response};
 use crate::paginate::Pager;
 use crate::proxy::nango_error;
@@ -30,6 +30,17 @@ impl http::Host for HostState {
             return Ok(Err(e));
         }
         Ok(crate::proxy::send(self, &req).await)
+    }
+
+    async fn uncontrolled_fetch(
+        &mut self,
+        req: http::FetchRequest,
+    ) -> wasmtime::Result<Result<Response, types::NangoError>> {
+        let size = req.body.as_ref().map_or(0, Vec::len);
+        if let Err(e) = self.check_payload("the request body", size) {
+            return Ok(Err(e));
+        }
+        Ok(crate::proxy::uncontrolled_fetch(self, req).await)
     }
 
     async fn paginate(
@@ -81,6 +92,7 @@ impl http::HostPaginator for HostState {
         &mut self,
         handle: Resource<Pager>,
     ) -> wasmtime::Result<Result<Option<Page>, HttpError>> {
+        self.last_page = None;
         let mut pager = self.table.get(&handle)?.clone();
         let page = match &mut pager {
             Pager::Live(p) => p.next_page(self).await,
@@ -96,6 +108,18 @@ impl http::HostPaginator for HostState {
         };
         *self.table.get_mut(&handle)? = pager;
         Ok(page)
+    }
+
+    async fn last_page(
+        &mut self,
+        _handle: Resource<Pager>,
+    ) -> wasmtime::Result<Option<PageResponse>> {
+        // One slot for every paginator: a script reads it right after the
+        // `next-page` call it belongs to (both are synchronous for it).
+        Ok(self.last_page.take().map(|(response, next)| PageResponse {
+            response,
+            next_page_param: next.to_string().into_bytes(),
+        }))
     }
 
     async fn drop(&mut self, handle: Resource<Pager>) -> wasmtime::Result<()> {

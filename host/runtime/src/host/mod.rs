@@ -50,6 +50,9 @@ pub struct HostState {
     pub(crate) provider: Option<String>,
     /// When this execution's time is up.
     pub(crate) deadline: Instant,
+    /// The response of the page a paginator returned last and the next
+    /// page's parameter (`last-page`).
+    pub(crate) last_page: Option<(crate::bindings::types::Response, serde_json::Value)>,
 }
 
 impl HostState {
@@ -94,6 +97,7 @@ impl HostState {
             secrets: Vec::new(),
             provider: None,
             deadline,
+            last_page: None,
         }
     }
 

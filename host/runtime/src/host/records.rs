@@ -215,7 +215,53 @@ impl HostState {
     }
 }
 
+impl HostState {
+    async fn list_page(
+        &mut self,
+        model: &str,
+        cursor: Option<String>,
+        limit: u32,
+    ) -> Result<records::RecordPage, NangoError> {
+        if !(1..=1000).contains(&limit) {
+            return Err(nango_error(
+                "invalid_request",
+                format!("listRecords: the page size must be 1 to 1000, got {limit}"),
+            ));
+        }
+        let after = match cursor.as_deref() {
+            None | Some("") => None,
+            Some(c) => Some(crate::records::decode_cursor(c).ok_or_else(|| {
+                nango_error(
+                    "invalid_request",
+                    format!("listRecords: `{c}` is not a records cursor"),
+                )
+            })?),
+        };
+        let full = self.model_name(model)?;
+        let (rows, next) = self
+            .services
+            .records
+            .list(&self.exec.connection, &full, after, limit as usize)
+            .await
+            .map_err(record_error)?;
+        let records: Vec<Value> = rows.iter().map(|r| r.to_view()).collect();
+        Ok(records::RecordPage {
+            records: Value::Array(records).to_string().into(),
+            next_cursor: next.as_ref().map(crate::records::encode_cursor),
+        })
+    }
+}
+
 impl records::Host for HostState {
+    async fn list_records(
+        &mut self,
+        model: String,
+        cursor: Option<String>,
+        limit: u32,
+    ) -> wasmtime::Result<Result<records::RecordPage, NangoError>> {
+        Ok(self.list_page(&model, cursor, limit).await)
+    }
+
     async fn batch_save(
         &mut self,
         model: String,

@@ -42,7 +42,7 @@ pub struct CredentialsBody {
     webhook_secret: Option<String>,
 }
 
-fn view(i: &Integration, include_credentials: bool) -> Value {
+pub(crate) fn view(i: &Integration, include_credentials: bool) -> Value {
     let mut v = json!({
         "unique_key": i.unique_key,
         "provider": i.provider,
