@@ -367,6 +367,37 @@ fn contains_ignore_case(haystack: &str, needle: &str) -> bool {
     haystack.to_lowercase().contains(&needle.to_lowercase())
 }
 
+/// Whether a stored log document can hold a line matching a text search,
+/// from its raw bytes: its ASCII-lowercased copy must contain the
+/// lowercased text. Decoding a document costs ten times the scan, and a
+/// text search over old logs looks at every document. Only for ASCII text
+/// that JSON stores as written (no quote, backslash or control character),
+/// so a document without the bytes has no matching line.
+struct TextPrefilter {
+    finder: memchr::memmem::Finder<'static>,
+    scratch: Vec<u8>,
+}
+
+impl TextPrefilter {
+    fn new(text: &str) -> Option<Self> {
+        let plain = !text.is_empty()
+            && text
+                .bytes()
+                .all(|b| b.is_ascii() && !b.is_ascii_control() && b != b'"' && b != b'\\');
+        plain.then(|| TextPrefilter {
+            finder: memchr::memmem::Finder::new(text.to_ascii_lowercase().as_bytes()).into_owned(),
+            scratch: Vec::new(),
+        })
+    }
+
+    fn may_match(&mut self, raw: &[u8]) -> bool {
+        self.scratch.clear();
+        self.scratch.extend_from_slice(raw);
+        self.scratch.make_ascii_lowercase();
+        self.finder.find(&self.scratch).is_some()
+    }
+}
+
 pub fn level_rank(level: &str) -> Option<u8> {
     match level {
         "debug" => Some(0),
@@ -491,6 +522,9 @@ impl Filter {
         let floor = self
             .from
             .map(|f| format!("{:020}", (f.timestamp_micros() - 86_400_000_000).max(0)));
+        // A text search skips documents whose bytes do not hold the text
+        // at all (the scan reads every line otherwise; see TextPrefilter).
+        let mut prefilter = self.text.as_deref().and_then(TextPrefilter::new);
         // Documents are large (up to the per-execution bound): read few at
         // first, more as the search goes on.
         let mut batch = 8;
@@ -507,6 +541,9 @@ impl Filter {
             for (key, raw) in &page {
                 if floor.as_ref().is_some_and(|f| key < f) {
                     return Ok((out, None));
+                }
+                if prefilter.as_mut().is_some_and(|p| !p.may_match(raw)) {
+                    continue;
                 }
                 let Ok(log) = serde_json::from_slice::<LogRef<'_>>(raw) else {
                     continue;
@@ -530,5 +567,29 @@ impl Filter {
                 skip_in_first = None;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TextPrefilter;
+
+    #[test]
+    fn the_text_prefilter_skips_only_documents_without_the_text() {
+        let doc = serde_json::to_vec(&serde_json::json!({
+            "lines": [{"message": "Fetched PAGE 7 of \"contacts\"\n"}]
+        }))
+        .unwrap();
+        let mut p = TextPrefilter::new("page 7").unwrap();
+        assert!(
+            p.may_match(&doc),
+            "ASCII case is ignored, as the search does"
+        );
+        assert!(!TextPrefilter::new("page 8").unwrap().may_match(&doc));
+        // Text JSON stores escaped is left to the full check.
+        assert!(TextPrefilter::new("\"contacts\"").is_none());
+        assert!(TextPrefilter::new("contacts\n").is_none());
+        assert!(TextPrefilter::new("café").is_none());
+        assert!(TextPrefilter::new("").is_none());
     }
 }
