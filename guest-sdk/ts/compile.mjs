@@ -237,6 +237,8 @@ async function definitions(job) {
     const warnings = [];
     const out = { providerConfigKey: job.integration, actions: [], syncs: [], onEventScripts: { 'post-connection-creation': [], 'pre-connection-deletion': [], 'validate-connection': [] } };
     const checked = new Set();
+    // Each entry file's kind: a sync and an action may share a name.
+    const kinds = {};
     for (const entry of job.entries) {
         let result;
         try {
@@ -298,6 +300,7 @@ async function definitions(job) {
             if (/\bnango\s*\.\s*(getCheckpoint|saveCheckpoint|clearCheckpoint)\s*\(/.test(await readFile(entry.file, 'utf8')) && d.definition) {
                 d.definition.features.push('checkpoints');
             }
+            kinds[entry.file] = d.kind;
             if (d.kind === 'sync') out.syncs.push(d.definition);
             else if (d.kind === 'action') out.actions.push(d.definition);
             else if (d.kind === 'onEvent') out.onEventScripts[d.event].push(entry.name);
@@ -322,7 +325,7 @@ async function definitions(job) {
     for (const s of out.syncs) for (const e of s.endpoints) claim(e, s.name);
     for (const a of out.actions) if (a.endpoint) claim(a.endpoint, a.name);
     if (errors.length > 0) return { ok: false, errors, warnings };
-    return { ok: true, definition: out, warnings };
+    return { ok: true, definition: out, kinds, warnings };
 }
 
 async function main() {

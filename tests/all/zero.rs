@@ -75,15 +75,30 @@ fn copy_zero_project(to: &Path) {
     copy_dir(&repo_root().join("examples").join("github-zero"), to);
     write(to, "github/actions/fetch-url.ts", FETCH_URL);
     write(to, "github/actions/integration-info.ts", INTEGRATION_INFO);
+    // An action with the sync's name (google-calendar's `settings` is both).
+    write(to, "github/actions/issues.ts", ISSUES_ACTION);
     let index = std::fs::read_to_string(to.join("index.ts")).unwrap();
     write(
         to,
         "index.ts",
         &format!(
-            "{index}import './github/actions/fetch-url.js';\nimport './github/actions/integration-info.js';\n"
+            "{index}import './github/actions/fetch-url.js';\nimport './github/actions/integration-info.js';\nimport './github/actions/issues.js';\n"
         ),
     );
 }
+
+const ISSUES_ACTION: &str = r#"import { z } from 'zod';
+import { createAction } from 'nango';
+
+export default createAction({
+    description: 'Shares its name with the issues sync',
+    version: '1.0.0',
+    input: z.object({}),
+    output: z.object({ kind: z.string() }),
+
+    exec: async () => ({ kind: 'the issues action' })
+});
+"#;
 
 const INTEGRATION_INFO: &str = r#"import { z } from 'zod';
 import { createAction } from 'nango';
@@ -473,6 +488,18 @@ async fn a_deployed_zero_yaml_sync_keeps_its_checkpoint_between_runs_and_deletes
     assert_eq!(body["provider"], "github", "{body}");
     assert_eq!(body["credentials"]["client_id"], "the-client", "{body}");
     assert_eq!(body["credentials"]["client_secret"], "the-secret", "{body}");
+
+    // The action named like the sync is deployed beside it.
+    let (status, body) = dev
+        .send_as(
+            conn,
+            "POST",
+            "/action/trigger",
+            Some(json!({"action_name": "issues", "input": {}})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, json!({"kind": "the issues action"}));
 }
 
 const CONNECTIONS: &str = "connections:\n    - connection_id: demo\n      provider_config_key: github\n      provider: github\n      credentials:\n          type: OAUTH2\n          access_token: demo-token\n      metadata:\n          owner: acme\n          repo: widgets\n";

@@ -15,7 +15,8 @@ use sluice_runtime::{Call, Execution, Script, ScriptKind};
 /// Loaded scripts by integration and name, with their nango.yaml.
 pub struct Catalog {
     pub config: NangoYaml,
-    scripts: BTreeMap<(String, String), Arc<Script>>,
+    /// By integration, name and kind: a sync and an action may share a name.
+    scripts: BTreeMap<(String, String, ScriptKind), Arc<Script>>,
     /// The models' JSON schema, checked leniently (warnings) and strictly.
     lenient: Arc<Validation>,
     strict: Arc<Validation>,
@@ -42,21 +43,22 @@ impl Catalog {
             config,
             scripts: scripts
                 .into_iter()
-                .map(|(pck, name, s)| ((pck, name), s))
+                .map(|(pck, name, s)| ((pck, name, s.kind()), s))
                 .collect(),
         }
     }
 
-    pub fn script(&self, integration: &str, name: &str) -> Option<&Arc<Script>> {
+    /// The integration's script of this name and kind.
+    pub fn script(&self, integration: &str, name: &str, kind: ScriptKind) -> Option<&Arc<Script>> {
         self.scripts
-            .get(&(integration.to_string(), name.to_string()))
+            .get(&(integration.to_string(), name.to_string(), kind))
     }
 
     /// Every script as `(integration, name, script)`.
     pub fn scripts(&self) -> impl Iterator<Item = (&str, &str, &Arc<Script>)> {
         self.scripts
             .iter()
-            .map(|((pck, name), s)| (pck.as_str(), name.as_str(), s))
+            .map(|((pck, name, _), s)| (pck.as_str(), name.as_str(), s))
     }
 
     pub fn sync_config(&self, integration: &str, name: &str) -> Option<&yaml::SyncConfig> {
@@ -115,8 +117,7 @@ impl Catalog {
 
 impl ScriptDirectory for Catalog {
     fn action(&self, provider_config_key: &str, name: &str) -> Option<Arc<Script>> {
-        self.script(provider_config_key, name)
-            .filter(|s| s.kind() == ScriptKind::Action)
+        self.script(provider_config_key, name, ScriptKind::Action)
             .cloned()
     }
 }

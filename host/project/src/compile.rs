@@ -114,11 +114,28 @@ impl Project {
         name: &str,
         integration: Option<&str>,
     ) -> Result<&ProjectScript, ProjectError> {
-        let found: Vec<&ProjectScript> = self
+        self.script_preferring(name, integration, None)
+    }
+
+    /// [`Project::script`]; when one integration has a sync and an action
+    /// of this name, the one of kind `prefer` (else the sync).
+    pub fn script_preferring(
+        &self,
+        name: &str,
+        integration: Option<&str>,
+        prefer: Option<ScriptKind>,
+    ) -> Result<&ProjectScript, ProjectError> {
+        let mut found: Vec<&ProjectScript> = self
             .scripts
             .iter()
             .filter(|s| s.name == name && integration.is_none_or(|i| s.integration == i))
             .collect();
+        if found.len() > 1 && found.iter().all(|s| s.integration == found[0].integration) {
+            let want = prefer.unwrap_or(ScriptKind::Sync);
+            if let Some(one) = found.iter().find(|s| s.kind == want) {
+                found = vec![*one];
+            }
+        }
         match found.as_slice() {
             [one] => Ok(one),
             [] => Err(ProjectError::UnknownScript {

@@ -3,7 +3,7 @@
 //! back into a [`Catalog`]. `sluice deploy` builds the manifest from a
 //! compiled [`Project`]; `sluice serve` installs it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -167,13 +167,16 @@ impl Manifest {
                 yaml::parse_in(&self.nango_yaml, "nango.yaml", self.dir_name.as_deref())?.config
             }
         };
-        let mut declared: BTreeMap<(String, String), ScriptKind> = BTreeMap::new();
+        // A sync and an action may share a name: scripts are declared by
+        // integration, name and kind.
+        let mut declared: BTreeSet<(String, String, ScriptKind)> = BTreeSet::new();
         for i in &config.integrations {
             for (name, kind) in i.scripts() {
-                declared.insert(
-                    (i.provider_config_key.clone(), name.to_string()),
+                declared.insert((
+                    i.provider_config_key.clone(),
+                    name.to_string(),
                     runtime_kind(kind),
-                );
+                ));
             }
         }
         let mut scripts = Vec::new();
@@ -187,20 +190,24 @@ impl Manifest {
                 });
             }
             for s in &c.scripts {
-                let want = declared
-                    .get(&(s.integration.clone(), s.name.clone()))
-                    .ok_or_else(|| DeployError::Undeclared {
-                        integration: s.integration.clone(),
-                        name: s.name.clone(),
-                    })?;
-                if *want != s.kind {
-                    return Err(DeployError::WrongKind {
+                if declared.contains(&(s.integration.clone(), s.name.clone(), s.kind)) {
+                    continue;
+                }
+                let other = declared
+                    .iter()
+                    .find(|(i, n, _)| *i == s.integration && *n == s.name);
+                return Err(match other {
+                    Some((_, _, want)) => DeployError::WrongKind {
                         integration: s.integration.clone(),
                         name: s.name.clone(),
                         declared: *want,
                         found: s.kind,
-                    });
-                }
+                    },
+                    None => DeployError::Undeclared {
+                        integration: s.integration.clone(),
+                        name: s.name.clone(),
+                    },
+                });
             }
             let origin = format!("component {}", &c.sha256[..c.sha256.len().min(12)]);
             if c.bundle {
@@ -228,8 +235,11 @@ impl Manifest {
                 }
             }
         }
-        for (pck, name) in declared.keys() {
-            if !scripts.iter().any(|(i, n, _)| i == pck && n == name) {
+        for (pck, name, kind) in &declared {
+            if !scripts
+                .iter()
+                .any(|(i, n, s)| i == pck && n == name && s.kind() == *kind)
+            {
                 return Err(DeployError::MissingScript {
                     integration: pck.clone(),
                     name: name.clone(),

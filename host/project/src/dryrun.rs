@@ -265,7 +265,10 @@ fn resolve_target(
     let is_path = opts.script.ends_with(".wasm");
     if !is_path && (dir.join("nango.yaml").exists() || crate::zero::is_zero_yaml(dir)) {
         let project = compile::compile(&opts.build, runtime, progress)?;
-        let found = project.script(&opts.script, opts.build.integration.as_deref())?;
+        // A sync and an action may share a name: an input means the action.
+        let prefer = opts.input.as_ref().map(|_| ScriptKind::Action);
+        let found =
+            project.script_preferring(&opts.script, opts.build.integration.as_deref(), prefer)?;
         let catalog = Arc::new(project.catalog());
         let run = catalog.sync_run(&found.integration, &found.name, "base");
         return Ok(Target {

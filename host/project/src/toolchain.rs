@@ -122,6 +122,10 @@ pub struct StepResult {
     /// The `definitions` step's `.nango/nango.json` entry for one integration.
     #[serde(default)]
     pub definition: Option<Value>,
+    /// The `definitions` step's kind of each entry file (`sync`, `action`,
+    /// `onEvent`, `function`), by the path it was given.
+    #[serde(default)]
+    pub kinds: std::collections::BTreeMap<String, String>,
     /// The `migrate` step's rewritten sources, by absolute path.
     #[serde(default)]
     pub files: std::collections::BTreeMap<String, String>,

@@ -439,16 +439,27 @@ fn compile_integration(
     list: &[Entry],
 ) -> Result<Compiled, CompileError> {
     let mut progress = Vec::new();
-    let definition = read_definitions(toolchain, root, id, list, &mut progress)?;
+    let (definition, file_kinds) = read_definitions(toolchain, root, id, list, &mut progress)?;
     let config = integration_config(&definition);
-    let kinds: BTreeMap<&str, ScriptKind> = config
+    let by_name: BTreeMap<&str, ScriptKind> = config
         .scripts()
         .map(|(n, k)| (n, compile::runtime_kind(k)))
         .collect();
-    // Only scripts of a kind the platform runs (not createFunction).
+    // Each file's kind as its definition says (a sync and an action may
+    // share a name); only kinds the platform runs (not createFunction).
+    let kind_of = |e: &Entry| -> Option<ScriptKind> {
+        match file_kinds.get(&e.file.display().to_string()) {
+            Some(k) => script_kind(k).map(compile::runtime_kind),
+            None => by_name.get(e.name.as_str()).copied(),
+        }
+    };
+    let kinds: BTreeMap<PathBuf, ScriptKind> = list
+        .iter()
+        .filter_map(|e| kind_of(e).map(|k| (e.file.clone(), k)))
+        .collect();
     let files: Vec<(String, PathBuf)> = list
         .iter()
-        .filter(|e| kinds.contains_key(e.name.as_str()))
+        .filter(|e| kinds.contains_key(&e.file))
         .map(|e| (e.name.clone(), e.file.clone()))
         .collect();
     let mut scripts = Vec::new();
@@ -503,10 +514,8 @@ fn compile_integration(
             Err(e) => return Err(e),
         };
         built += 1;
-        let names: Vec<(String, ScriptKind)> = chunk
-            .iter()
-            .map(|(n, _)| (n.clone(), kinds[n.as_str()]))
-            .collect();
+        let names: Vec<(String, ScriptKind)> =
+            chunk.iter().map(|(n, f)| (n.clone(), kinds[f])).collect();
         let loaded = precompile(
             runtime,
             &component,
@@ -539,7 +548,7 @@ fn read_definitions(
     id: &str,
     list: &[Entry],
     progress: &mut dyn Write,
-) -> Result<Value, CompileError> {
+) -> Result<(Value, BTreeMap<String, String>), CompileError> {
     let job = json!({
         "root": root,
         "integration": id,
@@ -555,9 +564,10 @@ fn read_definitions(
             messages: result.errors,
         });
     }
-    result
+    let definition = result
         .definition
-        .ok_or_else(|| build_error(id, "the definitions step returned no definition".into()))
+        .ok_or_else(|| build_error(id, "the definitions step returned no definition".into()))?;
+    Ok((definition, result.kinds))
 }
 
 /// `yaml::ScriptKind` of a definition kind, for callers that need it.

@@ -14,7 +14,9 @@ use crate::host::HostState;
 use crate::limits::RuntimeConfig;
 
 /// Which world a component implements, read from its exports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum ScriptKind {
     Sync,

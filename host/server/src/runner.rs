@@ -236,18 +236,14 @@ async fn target(
 ) -> ApiResult<(Arc<Catalog>, Arc<Script>)> {
     let catalog = env.catalog()?;
     let pck = &conn.provider_config_key;
-    let script = catalog
-        .script(pck, name)
-        .filter(|s| s.kind() == kind)
-        .cloned()
-        .ok_or_else(|| {
-            let code = if kind == ScriptKind::Sync {
-                "unknown_sync"
-            } else {
-                "not_found"
-            };
-            ApiError::not_found(code, format!("integration `{pck}` has no {kind} `{name}`"))
-        })?;
+    let script = catalog.script(pck, name, kind).cloned().ok_or_else(|| {
+        let code = if kind == ScriptKind::Sync {
+            "unknown_sync"
+        } else {
+            "not_found"
+        };
+        ApiError::not_found(code, format!("integration `{pck}` has no {kind} `{name}`"))
+    })?;
     if env
         .store
         .connection(pck, &conn.connection_id)
@@ -372,8 +368,7 @@ pub async fn run_event_scripts(
         .collect();
     for name in names {
         let Some(script) = catalog
-            .script(&conn.provider_config_key, &name)
-            .filter(|s| s.kind() == ScriptKind::OnEvent)
+            .script(&conn.provider_config_key, &name, ScriptKind::OnEvent)
             .cloned()
         else {
             continue;

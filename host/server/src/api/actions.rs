@@ -81,7 +81,13 @@ pub async fn trigger(
     if catalog
         .action_config(&conn.provider_config_key, &action)
         .is_none()
-        && catalog.script(&conn.provider_config_key, &action).is_none()
+        && catalog
+            .script(
+                &conn.provider_config_key,
+                &action,
+                sluice_runtime::ScriptKind::Action,
+            )
+            .is_none()
     {
         return Err(ApiError::not_found(
             "not_found",
