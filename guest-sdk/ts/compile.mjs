@@ -239,6 +239,8 @@ async function definitions(job) {
     const checked = new Set();
     // Each entry file's kind: a sync and an action may share a name.
     const kinds = {};
+    // Every project file the definitions were read from (for the caller's cache).
+    const inputs = new Set();
     for (const entry of job.entries) {
         let result;
         try {
@@ -288,6 +290,7 @@ async function definitions(job) {
         for (const input of Object.keys(result.metafile.inputs)) {
             if (input.includes(':') || input.includes('node_modules')) continue;
             const file = resolve(root, input);
+            inputs.add(file);
             const isEntry = file === resolve(entry.file);
             if (!isEntry && checked.has(file)) continue;
             checked.add(file);
@@ -325,7 +328,7 @@ async function definitions(job) {
     for (const s of out.syncs) for (const e of s.endpoints) claim(e, s.name);
     for (const a of out.actions) if (a.endpoint) claim(a.endpoint, a.name);
     if (errors.length > 0) return { ok: false, errors, warnings };
-    return { ok: true, definition: out, kinds, warnings };
+    return { ok: true, definition: out, kinds, inputs: [...inputs].sort(), warnings };
 }
 
 async function main() {

@@ -233,6 +233,35 @@ async fn a_zero_yaml_project_compiles_writes_nango_json_and_passes_its_recorded_
         out.contains("✗ github/github-get-repo (action): should output the action output that is expected: Error: No mock found for GET repos/acme/gadgets"),
         "{out}"
     );
+
+    // The definitions are read again when a file they come from changes (an
+    // unchanged integration reuses them without running Node.js).
+    let helper = tmp.path().join("github/helpers/mappers.ts");
+    let text = std::fs::read_to_string(&helper).unwrap();
+    assert!(text.contains("title: z.string()"), "{text}");
+    std::fs::write(
+        &helper,
+        text.replace(
+            "title: z.string()",
+            "title: z.string(), edited: z.boolean().optional()",
+        ),
+    )
+    .unwrap();
+    let (code, out, err) = sluice(&args("compile", tmp.path(), "zero-project")).await;
+    assert_eq!(code, 0, "out: {out}\nerr: {err}");
+    let nango: Value = serde_json::from_str(
+        &std::fs::read_to_string(tmp.path().join(".nango/nango.json")).unwrap(),
+    )
+    .unwrap();
+    let issue = nango[0]["syncs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "issues")
+        .and_then(|s| s["json_schema"]["definitions"]["Issue"].as_object())
+        .cloned()
+        .unwrap_or_else(|| panic!("{nango}"));
+    assert!(issue["properties"].get("edited").is_some(), "{issue:?}");
 }
 
 /// A one-integration zero-yaml project with `script` as its only action.

@@ -126,6 +126,9 @@ pub struct StepResult {
     /// `onEvent`, `function`), by the path it was given.
     #[serde(default)]
     pub kinds: std::collections::BTreeMap<String, String>,
+    /// The `definitions` step's project files read (absolute paths).
+    #[serde(default)]
+    pub inputs: Vec<String>,
     /// The `migrate` step's rewritten sources, by absolute path.
     #[serde(default)]
     pub files: std::collections::BTreeMap<String, String>,
@@ -174,6 +177,16 @@ impl Toolchain {
         let mut h = sha2_hex(&lock);
         h.push_str(&sha2_hex(WIT.as_bytes()));
         sha2_hex(h.as_bytes())
+    }
+
+    /// A digest of the steps' own code (`compile.mjs`, `zero.mjs`): results
+    /// cached by a caller are keyed on it with the fingerprint.
+    pub fn steps_digest(&self) -> String {
+        let mut all = Vec::new();
+        for f in ["compile.mjs", "zero.mjs"] {
+            all.extend(std::fs::read(self.dir.join(f)).unwrap_or_default());
+        }
+        sha2_hex(&all)
     }
 
     /// Runs `compile.mjs <step>` with `job` on its standard input.

@@ -439,7 +439,8 @@ fn compile_integration(
     list: &[Entry],
 ) -> Result<Compiled, CompileError> {
     let mut progress = Vec::new();
-    let (definition, file_kinds) = read_definitions(toolchain, root, id, list, &mut progress)?;
+    let (definition, file_kinds) =
+        cached_definitions(toolchain, root, build, id, list, &mut progress)?;
     let config = integration_config(&definition);
     let by_name: BTreeMap<&str, ScriptKind> = config
         .scripts()
@@ -542,13 +543,113 @@ fn compile_integration(
 }
 
 /// The toolchain's `definitions` step for one integration.
+/// What [`read_definitions`] returned for an integration, kept in its build
+/// folder with the digest of every file it read: an unchanged integration
+/// skips Node.js altogether (the step loads every script, the slowest part
+/// of an unchanged `sluice test`).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct CachedDefinitions {
+    key: String,
+    inputs: BTreeMap<String, String>,
+    definition: Value,
+    kinds: BTreeMap<String, String>,
+    warnings: Vec<String>,
+}
+
+fn file_digest(path: &Path) -> Option<String> {
+    std::fs::read(path).ok().map(|b| file_digest_of(&b))
+}
+
+fn cached_definitions(
+    toolchain: &Toolchain,
+    root: &Path,
+    build: &Path,
+    id: &str,
+    list: &[Entry],
+    progress: &mut dyn Write,
+) -> Result<(Value, BTreeMap<String, String>), CompileError> {
+    let cache = build.join(format!("{id}.definitions.json"));
+    // The step's inputs besides the scripts' files: the SDK, the entries,
+    // the project's zod.
+    let key = {
+        let entries: Vec<String> = list
+            .iter()
+            .map(|e| format!("{}={}", e.name, e.file.display()))
+            .collect();
+        let zod = std::fs::read(root.join("node_modules/zod/package.json")).unwrap_or_default();
+        let mut text = format!(
+            "{}\n{}\n{}\n{}\n",
+            toolchain.fingerprint(),
+            toolchain.steps_digest(),
+            toolchain.dir().display(),
+            entries.join("\n")
+        );
+        text.push_str(&String::from_utf8_lossy(&zod));
+        file_digest_of(text.as_bytes())
+    };
+    if let Some(hit) = std::fs::read(&cache)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<CachedDefinitions>(&b).ok())
+        .filter(|c| c.key == key)
+        .filter(|c| {
+            c.inputs
+                .iter()
+                .all(|(f, d)| file_digest(Path::new(f)).as_deref() == Some(d.as_str()))
+        })
+    {
+        for w in &hit.warnings {
+            let _ = writeln!(progress, "warning: {w}");
+        }
+        return Ok((hit.definition, hit.kinds));
+    }
+    let result = read_definitions(toolchain, root, id, list, progress)?;
+    let inputs: Option<BTreeMap<String, String>> = result
+        .inputs
+        .iter()
+        .map(|f| file_digest(Path::new(f)).map(|d| (f.clone(), d)))
+        .collect();
+    if let Some(inputs) = inputs.filter(|i| !i.is_empty()) {
+        let entry = CachedDefinitions {
+            key,
+            inputs,
+            definition: result.definition.clone(),
+            kinds: result.kinds.clone(),
+            warnings: result.warnings.iter().map(ToString::to_string).collect(),
+        };
+        // Best effort: a lost cache entry only costs the next run the step.
+        if let Ok(bytes) = serde_json::to_vec(&entry) {
+            let tmp = cache.with_extension(format!("tmp{}", std::process::id()));
+            if std::fs::create_dir_all(build).is_ok() && std::fs::write(&tmp, bytes).is_ok() {
+                let _ = std::fs::rename(&tmp, &cache);
+            }
+        }
+    }
+    Ok((result.definition, result.kinds))
+}
+
+fn file_digest_of(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The definitions step's answer for one integration.
+struct Definitions {
+    definition: Value,
+    kinds: BTreeMap<String, String>,
+    inputs: Vec<String>,
+    warnings: Vec<crate::toolchain::StepMessage>,
+}
+
 fn read_definitions(
     toolchain: &Toolchain,
     root: &Path,
     id: &str,
     list: &[Entry],
     progress: &mut dyn Write,
-) -> Result<(Value, BTreeMap<String, String>), CompileError> {
+) -> Result<Definitions, CompileError> {
     let job = json!({
         "root": root,
         "integration": id,
@@ -567,7 +668,12 @@ fn read_definitions(
     let definition = result
         .definition
         .ok_or_else(|| build_error(id, "the definitions step returned no definition".into()))?;
-    Ok((definition, result.kinds))
+    Ok(Definitions {
+        definition,
+        kinds: result.kinds,
+        inputs: result.inputs,
+        warnings: result.warnings,
+    })
 }
 
 /// `yaml::ScriptKind` of a definition kind, for callers that need it.
