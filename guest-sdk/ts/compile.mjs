@@ -90,6 +90,8 @@ function importPolicy(root, zero) {
             build.onResolve({ filter: /.*/ }, async (args) => {
                 if (args.kind === 'entry-point' || args.pluginData === 'sluice') return undefined;
                 if (args.path.startsWith('nango:')) return { path: args.path, external: true };
+                if (args.path.startsWith('sluice-scope:')) return { path: args.path.slice('sluice-scope:'.length), namespace: 'sluice-scope' };
+                if (args.namespace === 'sluice-scope') return undefined;
                 // The generated entry imports the SDK and the scripts themselves.
                 if (args.importer === entry) return undefined;
                 const fromProject = !args.importer.startsWith(sdkDir) && !args.importer.includes(`${sep}node_modules${sep}`);
@@ -137,6 +139,11 @@ function importPolicy(root, zero) {
                 contents: unsupportedModule(args.path),
                 loader: 'js'
             }));
+            build.onLoad({ filter: /.*/, namespace: 'sluice-scope' }, (args) => ({
+                contents: `import { vitestScope } from ${JSON.stringify(join(SDK, 'src/harness.ts'))};\nvitestScope(${JSON.stringify(args.path)});\n`,
+                resolveDir: SDK,
+                loader: 'js'
+            }));
         }
     };
 }
@@ -145,6 +152,9 @@ function entrySource(job) {
     const lines = [`import { bundle } from ${JSON.stringify(join(SDK, 'src/index.ts'))};`];
     const table = [];
     job.scripts.forEach((s, i) => {
+        // Each script's module loads with its own test-harness globals
+        // (harness.ts vitestScope): ES modules run in import order.
+        lines.push(`import ${JSON.stringify(`sluice-scope:${s.name}`)};`);
         lines.push(`import * as s${i} from ${JSON.stringify(s.file)};`);
         table.push(`${JSON.stringify(s.name)}: s${i}`);
     });

@@ -1076,3 +1076,83 @@ async fn list_records_on_page_get_integration_and_uncontrolled_fetch_work_in_a_d
         "{out}"
     );
 }
+
+/// An action that, like connectsecure's, installs a helper on the test
+/// harness's mock class when its module loads, unless one is there.
+fn shim_action(who: &str) -> String {
+    format!(
+        r#"import {{ z }} from 'zod';
+import {{ createAction }} from 'nango';
+
+const v = (globalThis as any).vitest;
+if (v && v.NangoActionMock && !v.NangoActionMock.prototype.whoAmI) {{
+    v.NangoActionMock.prototype.whoAmI = () => '{who}';
+}}
+
+export default createAction({{
+    description: 'Answers with the harness helper its module installed',
+    version: '1.0.0',
+    input: z.object({{}}),
+    output: z.object({{ who: z.string() }}),
+    exec: async (nango: any) => ({{ who: nango.whoAmI ? nango.whoAmI() : 'production' }})
+}});
+"#
+    )
+}
+
+fn shim_test(who: &str) -> String {
+    format!(
+        r#"import {{ expect, it, describe }} from 'vitest';
+
+import createAction from '../actions/{who}.js';
+
+describe('shims {who} tests', () => {{
+    const nangoMock = new global.vitest.NangoActionMock({{
+        dirname: __dirname,
+        name: '{who}',
+        Model: 'ActionOutput_shims_{who}'
+    }});
+
+    it('should output the action output that is expected', async () => {{
+        const input = await nangoMock.getInput();
+        const response = await createAction.exec(nangoMock, input);
+        const output = await nangoMock.getOutput();
+
+        expect(response).toEqual(output);
+    }});
+}});
+"#
+    )
+}
+
+#[tokio::test]
+async fn each_scripts_test_sees_the_harness_as_its_own_module_left_it() {
+    // vitest loads one script per test file: what a script installs on the
+    // mock class at load must not reach another script's test, though
+    // sluice loads every script of an integration in one component.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::create_dir_all(dir.join(".nango")).unwrap();
+    write(
+        dir,
+        "index.ts",
+        "import './shims/actions/first.js';\nimport './shims/actions/second.js';\n",
+    );
+    for who in ["first", "second"] {
+        write(dir, &format!("shims/actions/{who}.ts"), &shim_action(who));
+        write(
+            dir,
+            &format!("shims/tests/shims-{who}.test.ts"),
+            &shim_test(who),
+        );
+        write(
+            dir,
+            &format!("shims/tests/{who}.test.json"),
+            &json!({"input": {}, "output": {"who": who}, "nango": {}, "api": {}}).to_string(),
+        );
+    }
+    let (code, out, err) = sluice(&args("test", dir, "zero-shims")).await;
+    assert_eq!(code, 0, "out: {out}\nerr: {err}");
+    assert!(out.contains("✓ shims/shims-first (action, "), "{out}");
+    assert!(out.contains("✓ shims/shims-second (action, "), "{out}");
+}

@@ -678,30 +678,65 @@ function bodyMode(cfg: any): boolean {
     return m === 'post' || m === 'put' || m === 'patch';
 }
 
-/** `nango/test`'s NangoSyncMock. */
-export class NangoSyncMock extends NangoActionMock {
-    lastSyncDate = null;
-    batchSave = recorded(async (_records: unknown[], _model: string) => undefined);
-    batchDelete = recorded(async (_records: unknown[], _model: string) => undefined);
-    private checkpoint: unknown = null;
+/** `nango/test`'s NangoSyncMock over an action mock class. */
+function syncMockOf(Base: typeof NangoActionMock) {
+    return class NangoSyncMock extends Base {
+        lastSyncDate = null;
+        batchSave = recorded(async (_records: unknown[], _model: string) => undefined);
+        batchDelete = recorded(async (_records: unknown[], _model: string) => undefined);
+        private checkpoint: unknown = null;
 
-    async getCheckpoint(): Promise<unknown> {
-        return this.checkpoint;
-    }
-    async saveCheckpoint(c: unknown): Promise<void> {
-        this.checkpoint = c;
-    }
-    async clearCheckpoint(): Promise<void> {
-        this.checkpoint = null;
-    }
-    async *listRecords(): AsyncGenerator<never, void, void> {
-        return;
-    }
+        async getCheckpoint(): Promise<unknown> {
+            return this.checkpoint;
+        }
+        async saveCheckpoint(c: unknown): Promise<void> {
+            this.checkpoint = c;
+        }
+        async clearCheckpoint(): Promise<void> {
+            this.checkpoint = null;
+        }
+        async *listRecords(): AsyncGenerator<never, void, void> {
+            return;
+        }
+    };
+}
+
+/** `nango/test`'s NangoSyncMock. */
+export const NangoSyncMock = syncMockOf(NangoActionMock);
+const NangoActionMockBase = NangoActionMock;
+const SyncMockBase = NangoSyncMock;
+
+/** What `globalThis.vitest` holds: the mock classes. */
+export interface VitestScope {
+    NangoActionMock: typeof NangoActionMock;
+    NangoSyncMock: typeof NangoSyncMock;
 }
 
 /** Installs `globalThis.vitest` as the harness's setup file does (scripts look at it at load time). */
 export function installVitestGlobal(): void {
     (globalThis as any).vitest = { NangoActionMock, NangoSyncMock };
+}
+
+const scopes = new Map<string, VitestScope>();
+
+/**
+ * Gives the script module about to load its own `globalThis.vitest`: mock
+ * classes whose prototypes only it sees. vitest loads each test file's
+ * script alone, so what a script installs on `NangoActionMock.prototype`
+ * at load (connectsecure's `uncontrolledFetch` shims differ from script
+ * to script) must not reach another script's test. The bundle calls this
+ * before each script's module.
+ */
+export function vitestScope(script: string): void {
+    const A = class NangoActionMock extends NangoActionMockBase {};
+    const scope: VitestScope = { NangoActionMock: A, NangoSyncMock: syncMockOf(A) };
+    scopes.set(script, scope);
+    (globalThis as any).vitest = scope;
+}
+
+/** The mock classes `script`'s module saw when it loaded. */
+export function scopeOf(script: string): VitestScope | undefined {
+    return scopes.get(script);
 }
 
 // ------ The generated test shapes (§7.2)
@@ -729,8 +764,11 @@ class Expectation extends Error {
     }
 }
 
-/** Runs one test file's `it`s against `def` (the script's default export). */
-export async function runTest(spec: TestSpec, def: Definition): Promise<ItResult[]> {
+/** Runs one test file's `it`s against `def` (the script's default export),
+ * with the mock classes its module loaded with. */
+export async function runTest(spec: TestSpec, def: Definition, scope?: VitestScope): Promise<ItResult[]> {
+    const { NangoActionMock, NangoSyncMock } = scope ?? { NangoActionMock: NangoActionMockBase, NangoSyncMock: SyncMockBase };
+    (globalThis as any).vitest = { NangoActionMock, NangoSyncMock };
     const results: ItResult[] = [];
     if (!def || typeof def.exec !== 'function') {
         results.push({ name: 'load', ok: false, message: 'the script has no default export with an exec function' });

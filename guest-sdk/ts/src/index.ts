@@ -11,7 +11,7 @@ import * as conn from 'nango:scripts/connection@0.2.0';
 import * as records from 'nango:scripts/records@0.2.0';
 import * as syncContext from 'nango:scripts/sync-context@0.2.0';
 import { prewarm } from './prewarm';
-import { runTest, type TestSpec } from './harness';
+import { runTest, scopeOf, type TestSpec } from './harness';
 
 // ------ Types: the original's names and shapes, declared once in
 // models-sdk.d.ts (which `sluice generate` also writes into models.ts).
@@ -803,7 +803,7 @@ export function bundle(scripts: Record<string, Script>) {
         onEvent: () => settle(() => run('onEvent', new NangoAction()), ignore),
         runTest: (spec: Uint8Array) =>
             settle(
-                () => runTest(fromJson(spec) as TestSpec, script().default as Definition),
+                () => runTest(fromJson(spec) as TestSpec, script().default as Definition, scopeOf(conn.info().scriptName)),
                 (results) => jsonBytes(results)!
             )
     };
