@@ -368,13 +368,20 @@ fn contains_ignore_case(haystack: &str, needle: &str) -> bool {
 }
 
 /// Whether a stored log document can hold a line matching a text search,
-/// from its raw bytes: its ASCII-lowercased copy must contain the
-/// lowercased text. Decoding a document costs ten times the scan, and a
-/// text search over old logs looks at every document. Only for ASCII text
-/// that JSON stores as written (no quote, backslash or control character),
-/// so a document without the bytes has no matching line.
+/// from its raw bytes, ASCII case ignored. Decoding a document costs ten
+/// times the scan, and a text search over old logs looks at every
+/// document. Only for ASCII text that JSON stores as written (no quote,
+/// backslash or control character), so a document without the bytes has
+/// no matching line.
+///
+/// When the text has a run of two or more bytes that have no case (digits,
+/// spaces, punctuation), that run is searched for as is and each hit
+/// checked in place; otherwise a lower-cased copy of the document is.
 struct TextPrefilter {
-    finder: memchr::memmem::Finder<'static>,
+    needle: Vec<u8>,
+    /// The caseless run and where it sits in the needle.
+    anchor: Option<(memchr::memmem::Finder<'static>, usize)>,
+    lower: memchr::memmem::Finder<'static>,
     scratch: Vec<u8>,
 }
 
@@ -384,17 +391,48 @@ impl TextPrefilter {
             && text
                 .bytes()
                 .all(|b| b.is_ascii() && !b.is_ascii_control() && b != b'"' && b != b'\\');
-        plain.then(|| TextPrefilter {
-            finder: memchr::memmem::Finder::new(text.to_ascii_lowercase().as_bytes()).into_owned(),
+        if !plain {
+            return None;
+        }
+        let needle = text.as_bytes().to_vec();
+        // The longest run of bytes without case.
+        let (mut best, mut at, mut run_start) = (0, 0, 0);
+        for (i, b) in needle.iter().enumerate() {
+            if b.is_ascii_alphabetic() {
+                run_start = i + 1;
+            } else if i + 1 - run_start > best {
+                best = i + 1 - run_start;
+                at = run_start;
+            }
+        }
+        let anchor = (best >= 2).then(|| {
+            (
+                memchr::memmem::Finder::new(&needle[at..at + best]).into_owned(),
+                at,
+            )
+        });
+        Some(TextPrefilter {
+            lower: memchr::memmem::Finder::new(text.to_ascii_lowercase().as_bytes()).into_owned(),
+            needle,
+            anchor,
             scratch: Vec::new(),
         })
     }
 
     fn may_match(&mut self, raw: &[u8]) -> bool {
+        if let Some((finder, offset)) = &self.anchor {
+            let n = self.needle.len();
+            return finder.find_iter(raw).any(|hit| {
+                hit >= *offset
+                    && raw
+                        .get(hit - offset..hit - offset + n)
+                        .is_some_and(|w| w.eq_ignore_ascii_case(&self.needle))
+            });
+        }
         self.scratch.clear();
         self.scratch.extend_from_slice(raw);
         self.scratch.make_ascii_lowercase();
-        self.finder.find(&self.scratch).is_some()
+        self.lower.find(&self.scratch).is_some()
     }
 }
 
