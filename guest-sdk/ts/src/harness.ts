@@ -292,8 +292,15 @@ function difference(expected: unknown, actual: unknown, path: string): string {
 const MISSING = (what: string) => new Error(`Missing mock data for ${what}`);
 
 /** The object literal a hand-written test gives `getConnection` (a fresh copy per call, as a literal is). */
-function fixedConnection(source: string): unknown {
-    return new Function(`return (${source});`)();
+/**
+ * The connection a test fixes, from its source text. Tests that read their
+ * own recording first (`readFileSync(resolve(__dirname, '…test.json'))`)
+ * get the recording from these stand-ins.
+ */
+function fixedConnection(source: string, fixture: unknown): unknown {
+    const readFileSync = () => JSON.stringify(fixture ?? null);
+    const resolve = (...parts: string[]) => parts.join('/');
+    return new Function('readFileSync', 'resolve', '__dirname', `return (${source});`)(readFileSync, resolve, '');
 }
 
 /** lodash's `get`: a key that exists as written (`@odata.nextLink`) wins over a dotted path. */
@@ -384,7 +391,7 @@ export class NangoActionMock {
     }
 
     async getConnection(..._args: unknown[]): Promise<unknown> {
-        if (this.spec.connection !== undefined) return fixedConnection(this.spec.connection);
+        if (this.spec.connection !== undefined) return fixedConnection(this.spec.connection, this.spec.fixture);
         if (!this.spec.fixture) return this.legacyRequired('nango/getConnection.json');
         const v = this.spec.fixture.nango?.getConnection;
         if (v === undefined) throw MISSING('getConnection');

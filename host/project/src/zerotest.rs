@@ -236,8 +236,32 @@ fn object_end(text: &str, start: usize) -> Option<usize> {
     None
 }
 
+/// The `const` declarations right before `at` in its block
+/// (millionverifier's tests compute the connection's key from the
+/// recording first): where they start and their text. The mock's own
+/// declaration stays in the test.
+fn prelude_consts(text: &str, at: usize) -> Option<(usize, String)> {
+    let boundary = |c: char| matches!(c, ';' | '{' | '}');
+    // Statements from the end, while they are other `const`s (a statement
+    // starts after a `;`, `{` or `}`).
+    let mut from = at;
+    let mut rest = text[..at].trim_end();
+    while rest.ends_with(';') {
+        let before = &rest[..rest.len() - 1];
+        let start = before.rfind(boundary).map_or(0, |i| i + 1);
+        let stmt = before[start..].trim();
+        if !stmt.starts_with("const ") || stmt.contains("nangoMock") {
+            break;
+        }
+        from = start + (before[start..].len() - before[start..].trim_start().len());
+        rest = &rest[..start];
+    }
+    (from < at).then(|| (from, text[from..at].to_string()))
+}
+
 /// A test's fixed `getConnection` result: the test's text without the
-/// statement, and the object literal.
+/// statement, and the object literal (an expression: with the `const`s
+/// the test computes it from first, when there are such).
 fn connection_override(text: &str) -> Option<(String, String)> {
     let (at, marker) = CONNECTION_OVERRIDES
         .iter()
@@ -253,6 +277,13 @@ fn connection_override(text: &str) -> Option<(String, String)> {
     let tail = text[end..stop - 1].trim();
     if !(tail.starts_with(')') || tail.is_empty()) {
         return None;
+    }
+    if let Some((from, consts)) = prelude_consts(text, at) {
+        let rest = format!("{}{}", &text[..from], &text[stop..]);
+        return Some((
+            rest,
+            format!("(() => {{{consts}\nreturn ({literal});\n}})()"),
+        ));
     }
     let rest = format!("{}{}", &text[..at], &text[stop..]);
     Some((rest, literal))
@@ -670,6 +701,16 @@ mod tests {
         assert_eq!(
             connection_override("nangoMock.getConnection = vi.fn().mockResolvedValue(makeConn());"),
             None
+        );
+
+        // Constants the literal uses, computed first, go with it.
+        let text = "it('x', async () => {\n  const mockData = JSON.parse(readFileSync(p, 'utf-8'));\n  const key = mockData.k;\n  nangoMock.getConnection.mockResolvedValue({ credentials: { apiKey: key } });\n  const input = 1;\n});";
+        let (rest, literal) = connection_override(text).unwrap();
+        assert_eq!(rest, "it('x', async () => {\n  \n  const input = 1;\n});");
+        assert!(literal.starts_with("(() => {const mockData = JSON.parse(readFileSync(p, 'utf-8'));\n  const key = mockData.k;"), "{literal}");
+        assert!(
+            literal.ends_with("return ({ credentials: { apiKey: key } });\n})()"),
+            "{literal}"
         );
     }
 
