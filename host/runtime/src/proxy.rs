@@ -274,6 +274,25 @@ pub(crate) fn egress_allowed(url: &Url, provider_host: Option<&str>, allowed: &[
     })
 }
 
+/// [`egress_allowed`], or the `egress_denied` error naming the host.
+fn egress_check(
+    url: &Url,
+    provider_host: Option<&str>,
+    allowed: &[String],
+) -> Result<(), NangoError> {
+    if egress_allowed(url, provider_host, allowed) {
+        return Ok(());
+    }
+    Err(nango_error(
+        "egress_denied",
+        format!(
+            "requests to host `{}` are not allowed: only the provider's host ({}) and the environment's allowed_hosts may be called",
+            url.host_str().unwrap_or(""),
+            provider_host.unwrap_or("none")
+        ),
+    ))
+}
+
 /// The host (with a non-default port) of a base URL, for the egress check.
 pub(crate) fn host_of(base: &str) -> Option<String> {
     let url = Url::parse(base).ok()?;
@@ -508,20 +527,12 @@ pub(crate) async fn send(state: &mut HostState, req: &Request) -> Result<Respons
         last_creds = Some(connection.credentials.clone());
         state.note_secrets(&connection);
         let prepared = prepare(req, &provider, &connection)?;
-        if !egress_allowed(
+        egress_check(
             &prepared.url,
             provider_host.as_deref(),
             &state.limits().allowed_hosts,
-        ) {
-            let host = prepared.url.host_str().unwrap_or("").to_string();
-            return Err(failed(
-                "egress_denied",
-                format!(
-                    "requests to host `{host}` are not allowed: only the provider's host ({}) and the environment's allowed_hosts may be called",
-                    provider_host.as_deref().unwrap_or("none")
-                ),
-            ));
-        }
+        )
+        .map_err(HttpError::Failed)?;
         let started = Instant::now();
         let services = state.services.clone();
         let outcome = services
@@ -619,20 +630,11 @@ pub(crate) async fn uncontrolled_fetch(
         .get(&own.provider)
         .and_then(|p| provider_base_url(p, &own).ok().flatten())
         .and_then(|b| host_of(&b));
-    if !egress_allowed(
+    egress_check(
         &url,
         provider_host.as_deref(),
         &state.limits().allowed_hosts,
-    ) {
-        return Err(nango_error(
-            "egress_denied",
-            format!(
-                "requests to host `{}` are not allowed: only the provider's host ({}) and the environment's allowed_hosts may be called",
-                url.host_str().unwrap_or(""),
-                provider_host.as_deref().unwrap_or("none")
-            ),
-        ));
-    }
+    )?;
     let prepared = Prepared {
         method: req.method,
         url,
