@@ -353,3 +353,43 @@ async fn an_environment_with_many_due_syncs_does_not_hold_up_another() {
     );
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frequency_change_keeps_a_first_run_that_is_waiting_for_a_slot() {
+    let up = Upstream::start().await;
+    up.delay.store(1000, Ordering::SeqCst);
+    let data = tempfile::tempdir().unwrap();
+    let mut config = ServerConfig::new(data.path(), "127.0.0.1:0".parse().unwrap());
+    config.schedule_time_scale = 100;
+    // One run at a time: `b`'s first run waits while `a`'s runs.
+    config.sync_slots = 1;
+    let server = start_with(config, &MasterKey::generate(), &up.providers()).await;
+    let c = Client::new(&server, DEV_KEY);
+    setup(&c).await;
+    connect(&c, "a", "token-a").await;
+    up.wait_runs(1, Duration::from_secs(10)).await;
+    connect(&c, "b", "token-b").await;
+    // An hour is 36 s at this scale: far past the wait below.
+    let (code, out) = c
+        .send(
+            "PUT",
+            "/sync/update-connection-frequency",
+            Some(json!({"provider_config_key": "hubspot", "connection_id": "b", "sync_name": "contacts", "frequency": "every 1h"})),
+        )
+        .await;
+    assert_eq!(code, 200, "{out}");
+    let t = Instant::now();
+    while !up
+        .starts
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|(_, token)| token.ends_with("token-b"))
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "b's first run was pushed back by the frequency change"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

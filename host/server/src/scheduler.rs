@@ -610,7 +610,9 @@ impl Scheduler {
     }
 
     /// Sets the connection's own frequency of `key` (`None`: back to
-    /// nango.yaml's `default`); the next run is one interval from now.
+    /// nango.yaml's `default`); the next run is one interval from now,
+    /// unless a run is already due (a new connection's first run waiting
+    /// for the dispatcher or a slot): that one still runs.
     pub async fn set_frequency(
         &self,
         env: &EnvState,
@@ -636,7 +638,9 @@ impl Scheduler {
         if let Some(e) = st.entries.get_mut(&(id, key.clone())) {
             e.interval_ms = interval_ms;
             e.anchor_ms = now.timestamp_millis();
-            e.next_ms = e.anchor_ms.saturating_add(interval_ms);
+            if e.next_ms > e.anchor_ms {
+                e.next_ms = e.anchor_ms.saturating_add(interval_ms);
+            }
         }
         st.place(id, &key);
         drop(st);
