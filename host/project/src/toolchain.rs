@@ -160,8 +160,15 @@ impl Toolchain {
             });
         }
         let dir = cache_dir.join(format!("ts-sdk-{}", carried_digest()));
-        if !dir.join(".installed").exists() {
+        let marker = dir.join(".installed");
+        if marker.exists() {
+            // Marks it used, for the pruning of other versions' copies.
+            if let Ok(f) = std::fs::File::options().append(true).open(&marker) {
+                let _ = f.set_modified(std::time::SystemTime::now());
+            }
+        } else {
             install(&dir, progress)?;
+            prune_installs(cache_dir, &dir, UNUSED_INSTALL_AGE);
         }
         Ok(Self { dir })
     }
@@ -287,6 +294,37 @@ fn carried_digest() -> String {
     sha2_hex(&all)
 }
 
+/// How long another sluice version's installed SDK (~400 MB) is kept
+/// unused before a new install deletes it.
+const UNUSED_INSTALL_AGE: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+
+/// Deletes the other `ts-sdk-*` installs in `cache_dir` that no sluice
+/// has used for `age` (their `.installed` marker is touched on use).
+fn prune_installs(cache_dir: &Path, keep: &Path, age: std::time::Duration) {
+    let Ok(entries) = std::fs::read_dir(cache_dir) else {
+        return;
+    };
+    let now = std::time::SystemTime::now();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let is_install = entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.starts_with("ts-sdk-"));
+        if !is_install || path == keep {
+            continue;
+        }
+        let unused = std::fs::metadata(path.join(".installed"))
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| now.duration_since(t).ok())
+            .is_some_and(|d| d >= age);
+        if unused {
+            let _ = std::fs::remove_dir_all(&path);
+        }
+    }
+}
+
 /// Writes the carried SDK to `dir` and installs its dependencies.
 fn install(dir: &Path, progress: &mut dyn Write) -> Result<(), ToolchainError> {
     let err = |reason: String| ToolchainError::Install {
@@ -341,5 +379,35 @@ fn install(dir: &Path, progress: &mut dyn Write) -> Result<(), ToolchainError> {
             Ok(())
         }
         Err(e) => Err(err(e.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn other_versions_installs_unused_for_a_while_are_pruned() {
+        let cache = tempfile::tempdir().unwrap();
+        let make = |name: &str, age_secs: u64| {
+            let dir = cache.path().join(name);
+            std::fs::create_dir_all(&dir).unwrap();
+            let marker = std::fs::File::create(dir.join(".installed")).unwrap();
+            marker
+                .set_modified(
+                    std::time::SystemTime::now() - std::time::Duration::from_secs(age_secs),
+                )
+                .unwrap();
+            dir
+        };
+        let current = make("ts-sdk-new", 0);
+        let old = make("ts-sdk-old", 30 * 24 * 3600);
+        let recent = make("ts-sdk-recent", 3600);
+        let other = make("compat-zero", 30 * 24 * 3600);
+        prune_installs(cache.path(), &current, UNUSED_INSTALL_AGE);
+        assert!(current.exists());
+        assert!(!old.exists(), "unused for a month: deleted");
+        assert!(recent.exists(), "used an hour ago: kept");
+        assert!(other.exists(), "not an SDK install: kept");
     }
 }
