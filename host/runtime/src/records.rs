@@ -10,9 +10,9 @@ use std::sync::RwLock;
 
 use base64::Engine as _;
 use chrono::{DateTime, SecondsFormat, Timelike as _, Utc};
-use md5::{Digest as _, Md5};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use sha2::{Digest as _, Sha256};
 use uuid::Uuid;
 
 /// Records are written in chunks of this many, each committed on its own.
@@ -181,11 +181,35 @@ pub fn external_id(record: &Map<String, Value>, index: usize) -> Result<String, 
     Ok(id)
 }
 
-/// md5 of the record's JSON text (key order matters, as with `JSON.stringify`).
+/// The hash of the record's JSON text (key order matters, as with
+/// `JSON.stringify`): [`text_hash`] of its compact serialisation.
 pub fn data_hash(record: &Map<String, Value>) -> String {
-    let text = serde_json::to_string(record).unwrap_or_default();
-    let digest = Md5::digest(text.as_bytes());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    let mut text = Vec::with_capacity(1024);
+    data_hash_with(record, &mut text)
+}
+
+/// [`data_hash`] serialising into `buf` (cleared first), so a batch reuses
+/// one buffer.
+fn data_hash_with(record: &Map<String, Value>, buf: &mut Vec<u8>) -> String {
+    buf.clear();
+    // Writing a map of JSON values into memory cannot fail.
+    let _ = serde_json::to_writer(&mut *buf, record);
+    text_hash(buf)
+}
+
+/// The hash that decides whether a saved record changed: the first 128
+/// bits of SHA-256 of its JSON text, as 32 hex digits. The original uses
+/// md5 for the same decision; SHA-256 runs several times faster on CPUs
+/// with SHA extensions and is not open to crafted collisions.
+pub fn text_hash(text: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let digest = Sha256::digest(text);
+    let mut out = String::with_capacity(32);
+    for b in &digest[..16] {
+        out.push(HEX[usize::from(b >> 4)] as char);
+        out.push(HEX[usize::from(b & 15)] as char);
+    }
+    out
 }
 
 /// The stable internal id of `(connection, model, id)`.
@@ -214,13 +238,14 @@ pub fn prepare_chunk(
     let mut seen = std::collections::HashSet::with_capacity(records.len());
     let mut out = Vec::with_capacity(records.len());
     let mut duplicates = Vec::new();
+    let mut buf = Vec::with_capacity(2048);
     for (i, json) in records.into_iter().enumerate() {
         let external_id = external_id(&json, first_index + i)?;
         if !seen.insert(external_id.clone()) {
             duplicates.push(external_id);
             continue;
         }
-        let hash = data_hash(&json);
+        let hash = data_hash_with(&json, &mut buf);
         out.push(Incoming {
             external_id,
             json,

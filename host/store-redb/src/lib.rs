@@ -29,7 +29,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use redb::{Database, Durability, ReadableDatabase as _, TableDefinition};
-use sluice_store::{Backend, BackendError, JoinedEntry, KeyRange, Op, Table, scan_range};
+use sluice_store::{Backend, BackendError, KeyRange, Op, Table, scan_range};
 
 type Def = TableDefinition<'static, &'static [u8], &'static [u8]>;
 
@@ -405,50 +405,6 @@ impl Backend for RedbBackend {
             } else {
                 iter.take(limit).map(entry).collect()
             }
-        })
-        .await
-    }
-
-    async fn scan_join(
-        &self,
-        index: Table,
-        prefix: &[u8],
-        after: Option<&[u8]>,
-        limit: usize,
-        rows: Table,
-        row_prefix: &[u8],
-    ) -> Result<Vec<JoinedEntry>, BackendError> {
-        let Some(range) = scan_range(prefix, after, false) else {
-            return Ok(Vec::new());
-        };
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
-        let row_prefix = row_prefix.to_vec();
-        self.read(move |txn| {
-            let index = txn.open_table(definition(index)).map_err(storage)?;
-            let rows = txn.open_table(definition(rows)).map_err(storage)?;
-            let mut key = row_prefix;
-            let prefix_len = key.len();
-            index
-                .range::<&[u8]>(bounds(&range))
-                .map_err(storage)?
-                .take(limit)
-                .map(|item| {
-                    let (k, v) = item.map_err(storage)?;
-                    key.truncate(prefix_len);
-                    key.extend_from_slice(v.value());
-                    let row = rows
-                        .get(key.as_slice())
-                        .map_err(storage)?
-                        .map(|r| r.value().to_vec());
-                    Ok(JoinedEntry {
-                        key: k.value().to_vec(),
-                        value: v.value().to_vec(),
-                        row,
-                    })
-                })
-                .collect()
         })
         .await
     }

@@ -32,7 +32,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use sled::Transactional as _;
-use sluice_store::{Backend, BackendError, JoinedEntry, KeyRange, Op, Table, scan_range};
+use sluice_store::{Backend, BackendError, KeyRange, Op, Table, scan_range};
 
 /// sled's files in a database directory; one of them present means the
 /// directory is a sled database (or was meant to be one).
@@ -298,46 +298,6 @@ impl Backend for SledBackend {
             } else {
                 iter.take(limit).map(entry).collect()
             }
-        })
-        .await
-    }
-
-    async fn scan_join(
-        &self,
-        index: Table,
-        prefix: &[u8],
-        after: Option<&[u8]>,
-        limit: usize,
-        rows: Table,
-        row_prefix: &[u8],
-    ) -> Result<Vec<JoinedEntry>, BackendError> {
-        let Some(range) = scan_range(prefix, after, false) else {
-            return Ok(Vec::new());
-        };
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
-        let row_prefix = row_prefix.to_vec();
-        self.read(move |db| {
-            let range: KeyRange = range;
-            let (index, rows) = (db.tree(index), db.tree(rows));
-            let mut key = row_prefix;
-            let prefix_len = key.len();
-            index
-                .range(range)
-                .take(limit)
-                .map(|item| {
-                    let (k, v) = item.map_err(storage)?;
-                    key.truncate(prefix_len);
-                    key.extend_from_slice(&v);
-                    let row = rows.get(&key).map_err(storage)?.map(|r| r.to_vec());
-                    Ok(JoinedEntry {
-                        key: k.to_vec(),
-                        value: v.to_vec(),
-                        row,
-                    })
-                })
-                .collect()
         })
         .await
     }

@@ -119,16 +119,6 @@ pub enum BackendError {
     Storage(String),
 }
 
-/// One entry of [`Backend::scan_join`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct JoinedEntry {
-    /// The index entry's key and value.
-    pub key: Vec<u8>,
-    pub value: Vec<u8>,
-    /// The row the value names.
-    pub row: Option<Vec<u8>>,
-}
-
 /// The key-value port every storage backend implements.
 ///
 /// Keys are compared as bytes; a backend keeps each table in key order.
@@ -160,33 +150,6 @@ pub trait Backend: Send + Sync + 'static {
         limit: usize,
         reverse: bool,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, BackendError>;
-
-    /// An index scan and the rows it points at, in one read: the entries
-    /// of [`Backend::scan`] over `index` (forwards), each with the value in
-    /// `rows` under `row_prefix` followed by the entry's value (`None` when
-    /// that row is missing). Backends that can read both in one go (one
-    /// thread hand-off, one round trip) override it.
-    async fn scan_join(
-        &self,
-        index: Table,
-        prefix: &[u8],
-        after: Option<&[u8]>,
-        limit: usize,
-        rows: Table,
-        row_prefix: &[u8],
-    ) -> Result<Vec<JoinedEntry>, BackendError> {
-        let entries = self.scan(index, prefix, after, limit, false).await?;
-        let keys: Vec<Vec<u8>> = entries
-            .iter()
-            .map(|(_, v)| [row_prefix, v].concat())
-            .collect();
-        let found = self.get_many(rows, &keys).await?;
-        Ok(entries
-            .into_iter()
-            .zip(found)
-            .map(|((key, value), row)| JoinedEntry { key, value, row })
-            .collect())
-    }
 
     /// Applies every op atomically and durably: when this returns `Ok`, all
     /// ops are visible and survive a crash (SIGKILL, power loss as far as the

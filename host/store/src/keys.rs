@@ -94,19 +94,29 @@ pub fn time_bytes(t: DateTime<Utc>) -> [u8; 8] {
     ((t.timestamp_micros() as u64) ^ (1 << 63)).to_be_bytes()
 }
 
+/// The length of a position at the end of a `RecordIndex` key.
+pub const POSITION_LEN: usize = 24;
+
+/// A position as the last [`POSITION_LEN`] bytes of its `RecordIndex` key.
+pub fn index_key_tail(p: &Position) -> [u8; POSITION_LEN] {
+    let mut tail = [0u8; POSITION_LEN];
+    tail[..8].copy_from_slice(&time_bytes(p.updated_at));
+    tail[8..].copy_from_slice(p.internal_id.as_bytes());
+    tail
+}
+
 /// The `RecordIndex` key of a position within a scope.
 pub fn index_key(scope: &KeyBuf, p: &Position) -> Vec<u8> {
-    let mut key = Vec::with_capacity(scope.as_bytes().len() + 24);
+    let mut key = Vec::with_capacity(scope.as_bytes().len() + POSITION_LEN);
     key.extend_from_slice(scope.as_bytes());
-    key.extend_from_slice(&time_bytes(p.updated_at));
-    key.extend_from_slice(p.internal_id.as_bytes());
+    key.extend_from_slice(&index_key_tail(p));
     key
 }
 
 /// The position a `RecordIndex` key (with its scope prefix) stands for.
 pub fn index_position(scope: &KeyBuf, key: &[u8]) -> Option<Position> {
     let rest = key.strip_prefix(scope.as_bytes())?;
-    if rest.len() != 24 {
+    if rest.len() != POSITION_LEN {
         return None;
     }
     let (time, id) = rest.split_at(8);

@@ -33,7 +33,7 @@ mod store;
 pub mod testsuite;
 
 pub use backend::{
-    Backend, BackendError, JoinedEntry, KeyRange, MemoryBackend, Op, Table, prefix_end, scan_range,
+    Backend, BackendError, KeyRange, MemoryBackend, Op, Table, prefix_end, scan_range,
 };
 pub use crypto::MasterKey;
 pub use env::{DocBatch, Integration};

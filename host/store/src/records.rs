@@ -2,9 +2,10 @@
 //! reads of `GET /records`, `track_deletes` and full resyncs.
 //!
 //! A model's records (a "scope": connection and model) live in four tables
-//! (see [`crate::keys`]): the rows by external id, the paging index by
-//! `(updated_at, internal id)`, the small stamps `(sync id, job id)` and the
-//! count of non-deleted rows. Every write of a scope runs under the scope's
+//! (see [`crate::keys`]): the paging entries by `(updated_at, internal id)`,
+//! which hold the records, the small row headers by external id (position
+//! and hash), the small stamps `(sync id, job id)` and the count of
+//! non-deleted rows. Every write of a scope runs under the scope's
 //! lock and changes all four in one atomic, durable [`Backend::apply`]:
 //! one flush per chunk of up to 1,000 records.
 //!
@@ -51,19 +52,28 @@ impl RecordFilter {
         Some(f)
     }
 
-    fn keeps(&self, h: &RowHeader) -> bool {
-        if h.deleted_at.is_some() {
+    fn keeps_at(
+        &self,
+        created_at: DateTime<Utc>,
+        updated_at: DateTime<Utc>,
+        deleted_at: Option<DateTime<Utc>>,
+    ) -> bool {
+        if deleted_at.is_some() {
             self.deleted
-        } else if h.created_at == h.updated_at {
+        } else if created_at == updated_at {
             self.added
         } else {
             self.updated
         }
     }
 
+    fn keeps_raw(&self, r: &RawRecord) -> bool {
+        self.keeps_at(r.created_at, r.updated_at, r.deleted_at)
+    }
+
     /// Whether a record passes the filter.
     pub fn matches(&self, r: &StoredRecord) -> bool {
-        self.keeps(&RowHeader::of(r))
+        self.keeps_at(r.created_at, r.updated_at, r.deleted_at)
     }
 }
 
@@ -196,23 +206,43 @@ impl EnvStore {
         let _lock = self.lock(scope.lock_key()).await;
         let ids: Vec<String> = chunk.iter().map(|i| i.external_id.clone()).collect();
         let record_keys: Vec<Vec<u8>> = ids.iter().map(|id| scope.record_key(id)).collect();
-        let bodies = self
+        let headers = self
             .backend()
             .get_many(Table::Records, &record_keys)
             .await?;
-        // What is read of the rows a chunk replaces is only what the
-        // semantics look at. batchSave and batchDelete replace a row's JSON
-        // without reading it (an unchanged save keeps the stored JSON and
-        // only gets new stamps, which is all that is written for it below),
-        // so only batchUpdate, which merges into it, decodes the stored
-        // JSON. No write keeps the old stamps, so they are not read: every
-        // row written gets the writer's.
-        let with_json = kind == WriteKind::Update;
+        // What is read of the records a chunk replaces is only what the
+        // semantics look at: their headers (hash, times, position). A save
+        // or delete replaces the JSON without reading it (an unchanged save
+        // keeps the stored entry and only gets new stamps, which is all
+        // that is written for it below), so only batchUpdate, which merges
+        // into the stored JSON, reads the entries. No write keeps the old
+        // stamps, so they are not read: every row written gets the
+        // writer's.
         let mut existing: HashMap<String, StoredRecord> = HashMap::with_capacity(ids.len());
-        for (id, body) in ids.into_iter().zip(bodies) {
-            if let Some(body) = body {
-                let record = rows::decode_record(id.clone(), &body, None, with_json)?;
+        for (id, header) in ids.into_iter().zip(headers) {
+            if let Some(header) = header {
+                let record = rows::decode_record(id.clone(), &header, None, false)?;
                 existing.insert(id, record);
+            }
+        }
+        if kind == WriteKind::Update && !existing.is_empty() {
+            let ids: Vec<&String> = existing.keys().collect();
+            let keys: Vec<Vec<u8>> = ids
+                .iter()
+                .map(|id| scope.index_key(&existing[*id].position()))
+                .collect();
+            let entries = self.backend().get_many(Table::RecordIndex, &keys).await?;
+            let mut jsons = Vec::with_capacity(ids.len());
+            for (id, entry) in ids.into_iter().zip(entries) {
+                let entry = entry.ok_or_else(|| missing_entry(id))?;
+                let (_, row) = rows::decode_entry(&entry)?;
+                let (_, json) = rows::decode_header(row)?;
+                jsons.push((id.clone(), rows::decode_json(json)?));
+            }
+            for (id, json) in jsons {
+                if let Some(r) = existing.get_mut(&id) {
+                    r.json = json;
+                }
             }
         }
         let count_before = decode_count(
@@ -271,12 +301,12 @@ impl EnvStore {
             ops.push(Op::Put {
                 table: Table::RecordIndex,
                 key: scope.index_key(&position),
-                value: row.external_id.as_bytes().to_vec(),
+                value: header.encode_entry(&row.external_id, &row.json)?,
             });
             ops.push(Op::Put {
                 table: Table::Records,
                 key,
-                value: header.encode_json(&row.json)?,
+                value: header.encode_header(),
             });
             ops.push(stamp);
         }
@@ -307,21 +337,65 @@ impl EnvStore {
         ids: &[String],
     ) -> Result<Vec<StoredRecord>, StoreError> {
         let scope = self.scope(conn, model);
-        let keys: Vec<Vec<u8>> = ids.iter().map(|id| scope.record_key(id)).collect();
-        let bodies = self.backend().get_many(Table::Records, &keys).await?;
+        let found = self.entries_by_ids(&scope, ids).await?;
+        let keys: Vec<Vec<u8>> = found.iter().map(|(id, _)| scope.record_key(id)).collect();
         let stamps = self.backend().get_many(Table::RecordStamps, &keys).await?;
-        let mut out = Vec::with_capacity(ids.len());
-        for ((id, body), stamp) in ids.iter().zip(bodies).zip(stamps) {
-            if let Some(body) = body {
-                out.push(rows::decode_record(
-                    id.clone(),
-                    &body,
-                    stamp.as_deref(),
-                    true,
-                )?);
-            }
+        let mut out = Vec::with_capacity(found.len());
+        for ((id, entry), stamp) in found.into_iter().zip(stamps) {
+            let (_, row) = rows::decode_entry(&entry)?;
+            out.push(rows::decode_record(id, row, stamp.as_deref(), true)?);
         }
         Ok(out)
+    }
+
+    /// The paging entries of these ids (each once, in the order of `ids`;
+    /// unknown ids are absent): their headers say where the entries are.
+    /// Reads without the scope's lock, so a record rewritten between the
+    /// two reads has moved its entry; it is looked up again.
+    async fn entries_by_ids(
+        &self,
+        scope: &Scope,
+        ids: &[String],
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let mut seen = HashSet::with_capacity(ids.len());
+        let ids: Vec<&String> = ids.iter().filter(|id| seen.insert(*id)).collect();
+        let mut found: Vec<Option<Vec<u8>>> = vec![None; ids.len()];
+        let mut todo: Vec<usize> = (0..ids.len()).collect();
+        for _ in 0..ENTRY_RETRIES {
+            let keys: Vec<Vec<u8>> = todo.iter().map(|&i| scope.record_key(ids[i])).collect();
+            let headers = self.backend().get_many(Table::Records, &keys).await?;
+            let mut wanted = Vec::new();
+            let mut index_keys = Vec::new();
+            for (&i, header) in todo.iter().zip(headers) {
+                if let Some(header) = header {
+                    let (h, _) = rows::decode_header(&header)?;
+                    wanted.push(i);
+                    index_keys.push(scope.index_key(&h.position()));
+                }
+            }
+            let entries = self
+                .backend()
+                .get_many(Table::RecordIndex, &index_keys)
+                .await?;
+            todo.clear();
+            for (i, entry) in wanted.into_iter().zip(entries) {
+                match entry {
+                    Some(e) => found[i] = Some(e),
+                    None => todo.push(i),
+                }
+            }
+            if todo.is_empty() {
+                break;
+            }
+        }
+        if let Some(&i) = todo.first() {
+            return Err(missing_entry(ids[i]));
+        }
+        Ok(ids
+            .into_iter()
+            .zip(found)
+            .filter_map(|(id, e)| e.map(|e| (id.clone(), e)))
+            .collect())
     }
 
     /// The position of the most recently modified record of a model.
@@ -388,15 +462,11 @@ impl EnvStore {
         }
         let scope = self.scope(conn, model);
         let want = query.limit.saturating_add(1);
-        let found: Vec<(String, Vec<u8>)> = if query.ids.is_empty() {
+        let mut records = if query.ids.is_empty() {
             self.page_by_index(&scope, query, want).await?
         } else {
             self.page_by_ids(&scope, query, want).await?
         };
-        let mut records = found
-            .into_iter()
-            .map(|(id, row)| rows::decode_raw(id, row))
-            .collect::<Result<Vec<_>, _>>()?;
         let next = if records.len() > query.limit {
             records.truncate(query.limit);
             records.last().map(RawRecord::position)
@@ -406,14 +476,14 @@ impl EnvStore {
         Ok(RawRecordsPage { records, next })
     }
 
-    /// Up to `want` rows (external id, row) after the query's cursor and
-    /// time, in index order, passing the filter.
+    /// Up to `want` records after the query's cursor and time, in index
+    /// order, passing the filter: one range read of the paging entries.
     async fn page_by_index(
         &self,
         scope: &Scope,
         query: &RecordsQuery,
         want: usize,
-    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+    ) -> Result<Vec<RawRecord>, StoreError> {
         // Both bounds are "strictly after" keys; the later one wins.
         let from_cursor = query.after.as_ref().map(|p| scope.index_key(p));
         let from_time = query
@@ -433,32 +503,22 @@ impl EnvStore {
             };
             let entries = self
                 .backend()
-                .scan_join(
+                .scan(
                     Table::RecordIndex,
                     scope.prefix.as_bytes(),
                     after.as_deref(),
                     batch,
-                    Table::Records,
-                    scope.prefix.as_bytes(),
+                    false,
                 )
                 .await?;
             let read = entries.len();
-            let last = entries.last().map(|e| e.key.clone());
-            for entry in entries {
-                let Some(body) = entry.row else {
-                    // Cleared between the two reads.
-                    continue;
-                };
-                let (header, _) = rows::decode_header(&body)?;
-                // A row rewritten between the two reads has moved on to a
-                // later index entry; it is returned there.
-                if scope.index_key(&header.position()) != entry.key {
+            let last = entries.last().map(|(k, _)| k.clone());
+            for (_, entry) in entries {
+                let record = rows::decode_raw(entry)?;
+                if query.filter.is_some_and(|f| !f.keeps_raw(&record)) {
                     continue;
                 }
-                if query.filter.is_some_and(|f| !f.keeps(&header)) {
-                    continue;
-                }
-                out.push((String::from_utf8_lossy(&entry.value).into_owned(), body));
+                out.push(record);
                 if out.len() == want {
                     return Ok(out);
                 }
@@ -475,27 +535,22 @@ impl EnvStore {
         scope: &Scope,
         query: &RecordsQuery,
         want: usize,
-    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        let mut seen = HashSet::new();
-        let ids: Vec<&String> = query.ids.iter().filter(|id| seen.insert(*id)).collect();
-        let keys: Vec<Vec<u8>> = ids.iter().map(|id| scope.record_key(id)).collect();
-        let bodies = self.backend().get_many(Table::Records, &keys).await?;
-        let mut rows = Vec::new();
-        for (id, body) in ids.into_iter().zip(bodies) {
-            let Some(body) = body else { continue };
-            let (header, _) = rows::decode_header(&body)?;
-            let position = header.position();
+    ) -> Result<Vec<RawRecord>, StoreError> {
+        let mut records = Vec::new();
+        for (_, entry) in self.entries_by_ids(scope, &query.ids).await? {
+            let record = rows::decode_raw(entry)?;
+            let position = record.position();
             if query.after.as_ref().is_some_and(|a| position <= *a)
-                || query.modified_after.is_some_and(|t| header.updated_at < t)
-                || query.filter.is_some_and(|f| !f.keeps(&header))
+                || query.modified_after.is_some_and(|t| record.updated_at < t)
+                || query.filter.is_some_and(|f| !f.keeps_raw(&record))
             {
                 continue;
             }
-            rows.push((position, id.clone(), body));
+            records.push(record);
         }
-        rows.sort_by(|a, b| a.0.cmp(&b.0));
-        rows.truncate(want);
-        Ok(rows.into_iter().map(|(_, id, body)| (id, body)).collect())
+        records.sort_by_key(RawRecord::position);
+        records.truncate(want);
+        Ok(records)
     }
 
     /// `track_deletes` after a successful run: soft-deletes every
@@ -540,28 +595,45 @@ impl EnvStore {
                     stale.push(key.clone());
                 }
             }
-            let bodies = self.backend().get_many(Table::Records, &stale).await?;
-            let mut ops = Vec::new();
-            for (key, body) in stale.into_iter().zip(bodies) {
-                let Some(body) = body else { continue };
-                let (mut header, json) = rows::decode_header(&body)?;
-                if !header.alive() {
-                    continue;
+            let headers = self.backend().get_many(Table::Records, &stale).await?;
+            let mut alive = Vec::new();
+            for (key, header) in stale.into_iter().zip(headers) {
+                let Some(header) = header else { continue };
+                let (header, _) = rows::decode_header(&header)?;
+                if header.alive() {
+                    alive.push((key, header));
                 }
-                ops.push(Op::Delete {
-                    table: Table::RecordIndex,
-                    key: scope.index_key(&header.position()),
-                });
+            }
+            let index_keys: Vec<Vec<u8>> = alive
+                .iter()
+                .map(|(_, h)| scope.index_key(&h.position()))
+                .collect();
+            let entries = self
+                .backend()
+                .get_many(Table::RecordIndex, &index_keys)
+                .await?;
+            let mut ops = Vec::new();
+            for (((key, mut header), old_key), entry) in
+                alive.into_iter().zip(index_keys).zip(entries)
+            {
+                let external_id = scope.external_id(&key);
+                let entry = entry.ok_or_else(|| missing_entry(&external_id))?;
+                let (_, row) = rows::decode_entry(&entry)?;
+                let (_, json) = rows::decode_header(row)?;
                 header.deleted_at = Some(now);
                 header.updated_at = now;
+                ops.push(Op::Delete {
+                    table: Table::RecordIndex,
+                    key: old_key,
+                });
                 ops.push(Op::Put {
                     table: Table::RecordIndex,
                     key: scope.index_key(&header.position()),
-                    value: scope.external_id(&key).into_bytes(),
+                    value: header.encode_entry_with(&external_id, json),
                 });
                 ops.push(Op::Put {
                     table: Table::Records,
-                    value: header.encode_with(json),
+                    value: header.encode_header(),
                     key,
                 });
                 deleted += 1;
@@ -692,6 +764,77 @@ fn checkpoint_key(conn: &ConnectionRef, key: &str) -> String {
     format!(
         "{}\u{1f}{}\u{1f}{key}",
         conn.provider_config_key, conn.connection_id
+    )
+}
+
+/// Rewrites a format-1 store's records into format 2's layout: each
+/// record's JSON moves from its row by id into its paging entry, the row
+/// keeps the header, and the hash is recomputed with today's
+/// [`rt::text_hash`] (so that the next save of an unchanged record finds
+/// it unchanged). A batch at a time, each batch atomic; a batch already
+/// rewritten (a crash during the migration) is recognised and skipped, so
+/// running it again finishes the job. Returns how many records it moved.
+pub(crate) async fn migrate_from_format_1(backend: &dyn crate::Backend) -> Result<u64, StoreError> {
+    let mut moved = 0u64;
+    let mut after: Option<Vec<u8>> = None;
+    loop {
+        let batch = backend
+            .scan(Table::RecordIndex, b"", after.as_deref(), SCAN_BATCH, false)
+            .await?;
+        let Some((last, _)) = batch.last() else {
+            return Ok(moved);
+        };
+        after = Some(last.clone());
+        // A format-1 entry's value is the bare external id, and its row by
+        // id is the full row at the entry's position.
+        let row_keys: Vec<Vec<u8>> = batch
+            .iter()
+            .map(|(k, id)| [&k[..k.len().saturating_sub(keys::POSITION_LEN)], id].concat())
+            .collect();
+        let rows = backend.get_many(Table::Records, &row_keys).await?;
+        let mut ops = Vec::new();
+        for (((index_key, id), row_key), row) in batch.iter().zip(row_keys).zip(rows) {
+            let Some(row) = row else { continue };
+            if rows::is_header_only(&row) {
+                continue;
+            }
+            let (mut header, json) = rows::decode_header(&row)?;
+            if index_key.len() < keys::POSITION_LEN
+                || keys::index_key_tail(&header.position())
+                    != index_key[index_key.len() - keys::POSITION_LEN..]
+            {
+                continue;
+            }
+            let id = std::str::from_utf8(id)
+                .map_err(|_| StoreError::corrupt("record index", "id not UTF-8"))?;
+            header.data_hash = rt::text_hash(json);
+            ops.push(Op::Put {
+                table: Table::RecordIndex,
+                key: index_key.clone(),
+                value: header.encode_entry_with(id, json),
+            });
+            ops.push(Op::Put {
+                table: Table::Records,
+                key: row_key,
+                value: header.encode_header(),
+            });
+            moved += 1;
+        }
+        if !ops.is_empty() {
+            backend.apply(ops).await?;
+        }
+    }
+}
+
+/// How often [`EnvStore::entries_by_ids`] looks again for entries that
+/// moved while it read; more would mean a write per read, endlessly.
+const ENTRY_RETRIES: usize = 8;
+
+/// A header whose paging entry is not where it says: a damaged store.
+fn missing_entry(external_id: &str) -> StoreError {
+    StoreError::corrupt(
+        "record index",
+        format!("the entry of record {external_id:?} is missing"),
     )
 }
 

@@ -1,6 +1,6 @@
-//! The binary layout of record rows and stamps.
+//! The binary layout of record rows, paging entries and stamps.
 //!
-//! A record row is a fixed header followed by the record's JSON text:
+//! A full row is a fixed header followed by the record's JSON text:
 //!
 //! ```text
 //! [1: version = 1][16: internal id][8: created_at µs, i64 BE][8: updated_at µs]
@@ -8,10 +8,12 @@
 //! [JSON text of the record, to the end]
 //! ```
 //!
-//! The header decodes without touching the JSON, which is most of a row:
-//! a batchSave only needs the header of the rows it replaces (the hash says
-//! whether a record changed), `track_deletes` and paging filters rewrite or
-//! test the header and keep the JSON bytes as they are. Times are kept in
+//! The record lives in its paging entry (`RecordIndex`, keyed by position):
+//! `[2: external id length, u16 BE][external id][full row]`, so a page of
+//! `GET /records` is one range read. The row by id (`Records`) is the
+//! header alone, version byte 2 and no JSON: what a batchSave reads to
+//! decide whether a record changed (the hash) and where its entry is (the
+//! position), a few dozen bytes instead of the record. Times are kept in
 //! microseconds, the precision of the original's database and of cursors.
 //!
 //! A stamp (`RecordStamps`) is `[flags][job id: u64 BE if flags & 1][sync id
@@ -26,7 +28,10 @@ use uuid::Uuid;
 
 use crate::error::StoreError;
 
-const ROW_V1: u8 = 1;
+/// A full row: header and JSON (inside a paging entry).
+const ROW_FULL: u8 = 1;
+/// A header-only row (the `Records` table).
+const ROW_HEADER: u8 = 2;
 
 /// A record row's header: everything but the JSON.
 #[derive(Debug, Clone, PartialEq)]
@@ -60,23 +65,45 @@ impl RowHeader {
         self.deleted_at.is_none()
     }
 
-    /// Writes the header and then `json` (already JSON text).
-    pub fn encode_with(&self, json: &[u8]) -> Vec<u8> {
-        let mut out = self.start(json.len());
+    /// The header-only row kept by id.
+    pub fn encode_header(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(60 + self.data_hash.len());
+        self.write(ROW_HEADER, &mut out);
+        out
+    }
+
+    /// A paging entry: the external id and the full row, `json` already
+    /// JSON text.
+    pub fn encode_entry_with(&self, external_id: &str, json: &[u8]) -> Vec<u8> {
+        let mut out = self.entry_start(external_id, json.len());
         out.extend_from_slice(json);
         out
     }
 
-    /// Writes the header and then `json` serialised.
-    pub fn encode_json(&self, json: &Map<String, Value>) -> Result<Vec<u8>, StoreError> {
-        let mut out = self.start(1024);
+    /// A paging entry: the external id and the full row, `json` serialised.
+    pub fn encode_entry(
+        &self,
+        external_id: &str,
+        json: &Map<String, Value>,
+    ) -> Result<Vec<u8>, StoreError> {
+        let mut out = self.entry_start(external_id, 1024);
         serde_json::to_writer(&mut out, json).map_err(|e| StoreError::encode("a record", e))?;
         Ok(out)
     }
 
-    fn start(&self, json_len: usize) -> Vec<u8> {
-        let mut out = Vec::with_capacity(60 + self.data_hash.len() + json_len);
-        out.push(ROW_V1);
+    fn entry_start(&self, external_id: &str, json_len: usize) -> Vec<u8> {
+        // Ids are at most 255 characters (1,020 bytes); a longer one would
+        // be cut to what two length bytes can say.
+        let id = &external_id.as_bytes()[..external_id.len().min(u16::MAX as usize)];
+        let mut out = Vec::with_capacity(62 + id.len() + self.data_hash.len() + json_len);
+        out.extend_from_slice(&(id.len() as u16).to_be_bytes());
+        out.extend_from_slice(id);
+        self.write(ROW_FULL, &mut out);
+        out
+    }
+
+    fn write(&self, version: u8, out: &mut Vec<u8>) {
+        out.push(version);
         out.extend_from_slice(self.internal_id.as_bytes());
         out.extend_from_slice(&self.created_at.timestamp_micros().to_be_bytes());
         out.extend_from_slice(&self.updated_at.timestamp_micros().to_be_bytes());
@@ -87,13 +114,37 @@ impl RowHeader {
             }
             None => out.push(0),
         }
-        // md5 hex is 32 bytes; a longer hash would be truncated to what one
-        // length byte can say.
+        // The hash is 32 hex digits; a longer one would be truncated to
+        // what one length byte can say.
         let hash = &self.data_hash.as_bytes()[..self.data_hash.len().min(255)];
         out.push(hash.len() as u8);
         out.extend_from_slice(hash);
-        out
     }
+}
+
+/// Splits a paging entry into the external id and the full row.
+pub(crate) fn decode_entry(entry: &[u8]) -> Result<(&str, &[u8]), StoreError> {
+    let bad = |why| StoreError::corrupt("record entry", why);
+    let mut r = Reader(entry);
+    let len = r.take(2).ok_or_else(|| bad("too short"))?;
+    let len = u16::from_be_bytes([len[0], len[1]]) as usize;
+    let id = r.take(len).ok_or_else(|| bad("too short"))?;
+    let id = std::str::from_utf8(id).map_err(|_| bad("id not UTF-8"))?;
+    if r.0.first() != Some(&ROW_FULL) {
+        return Err(bad("no full row"));
+    }
+    Ok((id, r.0))
+}
+
+/// Whether a `Records` row is a header alone (the layout since store
+/// format 2) rather than a full row (format 1).
+pub(crate) fn is_header_only(row: &[u8]) -> bool {
+    row.first() == Some(&ROW_HEADER)
+}
+
+/// Decodes a record's JSON text.
+pub(crate) fn decode_json(json: &[u8]) -> Result<Map<String, Value>, StoreError> {
+    serde_json::from_slice(json).map_err(|e| StoreError::corrupt("record JSON", e))
 }
 
 struct Reader<'a>(&'a [u8]);
@@ -114,14 +165,15 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Splits a row into its header and JSON text.
+/// Splits a row (full or header-only) into its header and JSON text (empty
+/// for a header-only row).
 pub(crate) fn decode_header(row: &[u8]) -> Result<(RowHeader, &[u8]), StoreError> {
     decode_header_opt(row).ok_or_else(|| StoreError::corrupt("record row", "bad header"))
 }
 
 fn decode_header_opt(row: &[u8]) -> Option<(RowHeader, &[u8])> {
     let mut r = Reader(row);
-    if r.take(1)? != [ROW_V1] {
+    if !matches!(r.take(1)?, [ROW_FULL] | [ROW_HEADER]) {
         return None;
     }
     let internal_id = Uuid::from_slice(r.take(16)?).ok()?;
@@ -147,7 +199,8 @@ fn decode_header_opt(row: &[u8]) -> Option<(RowHeader, &[u8])> {
 }
 
 /// A row as a [`StoredRecord`]. With `with_json` false the record's `json`
-/// is left empty (for writes that replace it without reading it).
+/// is left empty (for a header-only row, or writes that replace the JSON
+/// without reading it).
 pub(crate) fn decode_record(
     external_id: String,
     row: &[u8],
@@ -156,7 +209,7 @@ pub(crate) fn decode_record(
 ) -> Result<StoredRecord, StoreError> {
     let (h, json) = decode_header(row)?;
     let json = if with_json {
-        serde_json::from_slice(json).map_err(|e| StoreError::corrupt("record JSON", e))?
+        decode_json(json)?
     } else {
         Map::new()
     };
@@ -184,7 +237,7 @@ pub struct RawRecord {
     pub updated_at: DateTime<Utc>,
     pub deleted_at: Option<DateTime<Utc>>,
     pub data_hash: String,
-    /// The stored row; the record's JSON starts at `json_start`.
+    /// The stored paging entry; the record's JSON starts at `json_start`.
     row: Vec<u8>,
     json_start: usize,
 }
@@ -301,10 +354,12 @@ fn has_metadata_key(json: &[u8]) -> bool {
     FINDER.find(json).is_some()
 }
 
-/// A row as a [`RawRecord`].
-pub(crate) fn decode_raw(external_id: String, row: Vec<u8>) -> Result<RawRecord, StoreError> {
-    let (h, json) = decode_header(&row)?;
-    let json_start = row.len() - json.len();
+/// A paging entry as a [`RawRecord`].
+pub(crate) fn decode_raw(entry: Vec<u8>) -> Result<RawRecord, StoreError> {
+    let (id, row) = decode_entry(&entry)?;
+    let (h, json) = decode_header(row)?;
+    let external_id = id.to_string();
+    let json_start = entry.len() - json.len();
     Ok(RawRecord {
         external_id,
         internal_id: h.internal_id,
@@ -312,7 +367,7 @@ pub(crate) fn decode_raw(external_id: String, row: Vec<u8>) -> Result<RawRecord,
         updated_at: h.updated_at,
         deleted_at: h.deleted_at,
         data_hash: h.data_hash,
-        row,
+        row: entry,
         json_start,
     })
 }
@@ -387,19 +442,36 @@ mod tests {
             sync_id: Some("sync-1".into()),
             job_id: Some(7),
         };
-        let row = RowHeader::of(&record).encode_json(&record.json).unwrap();
+        let header = RowHeader::of(&record);
+        let entry = header.encode_entry("1", &record.json).unwrap();
+        let (id, row) = decode_entry(&entry).unwrap();
+        assert_eq!(id, "1");
         let stamp = Stamp::of(&record).encode();
-        let back = decode_record("1".into(), &row, Some(&stamp), true).unwrap();
+        let back = decode_record("1".into(), row, Some(&stamp), true).unwrap();
         assert_eq!(back, record);
         assert_eq!(
             serde_json::to_string(&back.json).unwrap(),
             serde_json::to_string(&json).unwrap(),
             "key order is kept"
         );
-        let header_only = decode_record("1".into(), &row, None, false).unwrap();
+        assert_eq!(
+            entry,
+            header.encode_entry_with("1", &serde_json::to_vec(&json).unwrap())
+        );
+        let raw = decode_raw(entry.clone()).unwrap();
+        assert_eq!(raw.json(), serde_json::to_vec(&json).unwrap());
+        assert_eq!(raw.to_stored().unwrap().json, json);
+
+        let header_row = header.encode_header();
+        assert!(is_header_only(&header_row) && !is_header_only(row));
+        let header_only = decode_record("1".into(), &header_row, None, false).unwrap();
         assert!(header_only.json.is_empty());
+        assert_eq!(header_only.position(), record.position());
+        assert_eq!(header_only.data_hash, record.data_hash);
         assert_eq!((header_only.sync_id, header_only.job_id), (None, None));
         assert!(decode_header(&row[..20]).is_err());
+        assert!(decode_entry(&entry[..3]).is_err());
+        assert!(decode_entry(&header_row).is_err());
     }
 
     #[test]

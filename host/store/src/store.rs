@@ -23,8 +23,11 @@ const FORMAT_KEY: &[u8] = b"format";
 /// secret key, sealed, for signing webhooks the original's way.
 pub const SECRET_KEY: &str = "secret-key";
 /// The layout this code reads and writes. A store with another marker is
-/// refused rather than misread.
-const FORMAT: &[u8] = b"sluice-store 1";
+/// refused rather than misread, except [`FORMAT_1`], which is migrated.
+const FORMAT: &[u8] = b"sluice-store 2";
+/// The layout before records moved into their paging entries
+/// ([`crate::rows`]); opening such a store migrates it.
+const FORMAT_1: &[u8] = b"sluice-store 1";
 
 /// An environment's row: what is needed to authenticate it and to open its
 /// secrets. The secret key itself is not stored, only its SHA-256 (keys are
@@ -128,6 +131,18 @@ impl Store {
         let format = shared.backend.get(Table::Meta, FORMAT_KEY).await?;
         let (rows, created) = match format {
             Some(f) if f == FORMAT => (Self::load_rows(&shared).await?, Vec::new()),
+            Some(f) if f == FORMAT_1 => {
+                crate::records::migrate_from_format_1(&*shared.backend).await?;
+                shared
+                    .backend
+                    .apply(vec![Op::Put {
+                        table: Table::Meta,
+                        key: FORMAT_KEY.to_vec(),
+                        value: FORMAT.to_vec(),
+                    }])
+                    .await?;
+                (Self::load_rows(&shared).await?, Vec::new())
+            }
             Some(f) => {
                 return Err(StoreError::Metadata(format!(
                     "unknown format marker {:?} (this build reads {:?})",

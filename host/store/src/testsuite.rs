@@ -70,7 +70,6 @@ macro_rules! backend_tests {
             connection_store_reads_and_writes_metadata,
             variables_round_trip,
             documents_scan_by_prefix_and_cursor,
-            scan_join_reads_the_rows_its_index_names,
             blobs_are_content_addressed,
             secrets_are_sealed_at_rest,
             save_delete_and_undelete_match_the_reference,
@@ -88,6 +87,7 @@ macro_rules! backend_tests {
             data_key_rotation_keeps_secrets_readable,
             master_key_rewrap,
             reopen_keeps_everything,
+            a_format_1_store_is_migrated,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
@@ -870,73 +870,6 @@ pub async fn variables_round_trip(b: &Reopen) {
 }
 
 // ---------------------------------------------------------------- documents, blobs
-
-/// The port's index join: the rows an index scan names, bounded like a
-/// scan, `None` for a row that is missing, nothing of other prefixes.
-pub async fn scan_join_reads_the_rows_its_index_names(b: &Reopen) {
-    let backend = b.open();
-    let put = |table, key: &[u8], value: &[u8]| Op::Put {
-        table,
-        key: key.to_vec(),
-        value: value.to_vec(),
-    };
-    backend
-        .apply(vec![
-            put(Table::RecordIndex, b"s1/1", b"a"),
-            put(Table::RecordIndex, b"s1/2", b"b"),
-            put(Table::RecordIndex, b"s1/3", b"gone"),
-            put(Table::RecordIndex, b"s1/4", b"c"),
-            put(Table::RecordIndex, b"s2/1", b"a"),
-            put(Table::Records, b"r1/a", b"row a"),
-            put(Table::Records, b"r1/b", b"row b"),
-            put(Table::Records, b"r1/c", b"row c"),
-            put(Table::Records, b"r2/a", b"other scope's row"),
-        ])
-        .await
-        .unwrap();
-    let join = |after: Option<&'static [u8]>, limit| {
-        let backend = backend.clone();
-        async move {
-            backend
-                .scan_join(
-                    Table::RecordIndex,
-                    b"s1/",
-                    after,
-                    limit,
-                    Table::Records,
-                    b"r1/",
-                )
-                .await
-                .unwrap()
-                .into_iter()
-                .map(|e| {
-                    (
-                        String::from_utf8(e.key).unwrap(),
-                        String::from_utf8(e.value).unwrap(),
-                        e.row.map(|r| String::from_utf8(r).unwrap()),
-                    )
-                })
-                .collect::<Vec<_>>()
-        }
-    };
-    let row =
-        |k: &str, v: &str, r: Option<&str>| (k.to_string(), v.to_string(), r.map(str::to_string));
-    assert_eq!(
-        join(None, 10).await,
-        vec![
-            row("s1/1", "a", Some("row a")),
-            row("s1/2", "b", Some("row b")),
-            row("s1/3", "gone", None),
-            row("s1/4", "c", Some("row c")),
-        ]
-    );
-    assert_eq!(
-        join(Some(b"s1/1"), 2).await,
-        vec![row("s1/2", "b", Some("row b")), row("s1/3", "gone", None)]
-    );
-    assert_eq!(join(Some(b"s1/4"), 10).await, vec![]);
-    assert_eq!(join(None, 0).await, vec![]);
-}
 
 pub async fn documents_scan_by_prefix_and_cursor(b: &Reopen) {
     #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -2174,4 +2107,81 @@ pub async fn reopen_keeps_everything(b: &Reopen) {
     save(&env, &c, "M", json!([{"id": "later"}])).await;
     let newest = env.newest_position(&c, "M").await.unwrap().unwrap();
     assert!(newest > before.last().unwrap().position());
+}
+
+/// A store written in format 1 (each record's JSON in its row by id, its
+/// paging entry holding the bare id, md5 hashes) opens migrated: every
+/// record pages and looks up as before, saving it again finds it
+/// unchanged, and a migration cut short by a crash (some entries already
+/// rewritten) finishes on the next open.
+pub async fn a_format_1_store_is_migrated(b: &Reopen) {
+    let (store, master) = fresh(b).await;
+    let env = dev(&store);
+    let c = conn("github", "c1");
+    save_many(&env, &c, "M", 0, 2_500, 1).await;
+    write(
+        &env,
+        WriteKind::Delete,
+        &c,
+        "M",
+        json!([{"id": "r00007"}]),
+        &job("s", 3),
+        &mut Merging::Override,
+    )
+    .await;
+    let before = page_all(&env, &c, "M", RecordsQuery::default()).await;
+    drop((store, env));
+
+    // Format 1, but for the first ten entries (already migrated).
+    let backend = b.open();
+    let entries = backend
+        .scan(Table::RecordIndex, b"", None, usize::MAX, false)
+        .await
+        .unwrap();
+    assert_eq!(entries.len(), 2_500);
+    let mut ops = vec![Op::Put {
+        table: Table::Meta,
+        key: b"format".to_vec(),
+        value: b"sluice-store 1".to_vec(),
+    }];
+    for (key, entry) in entries.iter().skip(10) {
+        let (id, row) = crate::rows::decode_entry(entry).unwrap();
+        let (mut header, json) = crate::rows::decode_header(row).unwrap();
+        header.data_hash = "d41d8cd98f00b204e9800998ecf8427e".into();
+        let full_row = header.encode_entry_with(id, json)[2 + id.len()..].to_vec();
+        let row_key = [&key[..key.len() - keys::POSITION_LEN], id.as_bytes()].concat();
+        ops.push(Op::Put {
+            table: Table::Records,
+            key: row_key,
+            value: full_row,
+        });
+        ops.push(Op::Put {
+            table: Table::RecordIndex,
+            key: key.clone(),
+            value: id.as_bytes().to_vec(),
+        });
+    }
+    backend.apply(ops).await.unwrap();
+    drop(backend);
+
+    for _ in 0..2 {
+        let store = open(b, &master).await;
+        let env = dev(&store);
+        assert_eq!(
+            page_all(&env, &c, "M", RecordsQuery::default()).await,
+            before
+        );
+        let ids = ["r00007".to_string(), "r02000".into(), "nope".into()];
+        let found = env.records_by_ids(&c, "M", &ids).await.unwrap();
+        let expected: Vec<_> = before
+            .iter()
+            .filter(|r| ids.contains(&r.external_id))
+            .cloned()
+            .collect();
+        assert_eq!(found.len(), 2);
+        assert!(found.iter().all(|r| expected.contains(r)), "{found:?}");
+        assert_eq!(env.record_count(&c, "M").await.unwrap(), 2_499);
+        let changes = save(&env, &c, "M", records(1_000, 2_000, 1)).await;
+        assert_eq!((changes.unchanged, changes.updated), (1_000, 0));
+    }
 }
