@@ -20,7 +20,8 @@
 //! ([`Backend::apply_unflushed`]: history) reaches the disk with the next
 //! durable commit, or at most 500 ms later by an empty durable commit.
 //! Reads run in their own read transaction (a
-//! snapshot: they never wait for a writer), on the calling worker in
+//! snapshot: they never wait for a writer, and never for an fsync): point
+//! reads of a few keys on the calling thread, larger ones in
 //! `block_in_place` or on the blocking pool (see `RedbBackend::read`).
 
 use std::path::{Path, PathBuf};
@@ -168,13 +169,21 @@ impl RedbBackend {
         &self.inner.path
     }
 
-    /// Runs a read in a read transaction of its own. Reads mostly hit
-    /// redb's cache and take microseconds, less than two thread hand-offs,
-    /// so on a multi-threaded runtime they run in `block_in_place` (which
-    /// first hands this worker's other tasks to another thread); on a
-    /// current-thread runtime they go to the blocking pool.
+    /// Runs a read of up to `keys` entries in a read transaction of its
+    /// own. A point read of at most [`INLINE_KEYS`] keys runs on the
+    /// calling thread: from redb's cache it takes microseconds, and a cold
+    /// one is a few page reads of a B-tree, while handing the worker's
+    /// core to another thread (`block_in_place`) or the read to the
+    /// blocking pool costs more than the read (accepting a webhook, three
+    /// point reads and a write: 8,100/s with `block_in_place`, 8,900/s on
+    /// the blocking pool, 11,500/s inline). Larger reads run in
+    /// `block_in_place` on a multi-threaded runtime (the worker's other
+    /// tasks move to another thread first), on the blocking pool
+    /// otherwise. No read waits for a write or an fsync: those are the
+    /// writer thread's.
     async fn read<T: Send + 'static>(
         &self,
+        keys: usize,
         f: impl FnOnce(&redb::ReadTransaction) -> Result<T, BackendError> + Send + 'static,
     ) -> Result<T, BackendError> {
         let db = Arc::clone(&self.inner.db);
@@ -182,9 +191,10 @@ impl RedbBackend {
             let txn = db.begin_read().map_err(storage)?;
             f(&txn)
         };
-        let multi_thread = tokio::runtime::Handle::try_current()
-            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-        if multi_thread {
+        if keys <= INLINE_KEYS {
+            return run();
+        }
+        if multi_thread() {
             return tokio::task::block_in_place(run);
         }
         tokio::task::spawn_blocking(run)
@@ -207,6 +217,10 @@ impl RedbBackend {
         answer.await.map_err(|_| closed())?
     }
 }
+
+/// The most keys (or scanned entries) a read may have to run on the
+/// calling thread ([`RedbBackend::read`]).
+const INLINE_KEYS: usize = 16;
 
 /// How long a write acknowledged unflushed may stay off the disk: past
 /// this, the writer commits durably on its own (sled flushes every 500 ms
@@ -331,6 +345,35 @@ impl CloneError for Result<(), BackendError> {
     }
 }
 
+/// Appends up to `n` entries of `range` (backwards when `reverse`).
+fn pull(
+    t: &redb::ReadOnlyTable<&'static [u8], &'static [u8]>,
+    range: &KeyRange,
+    reverse: bool,
+    n: usize,
+    out: &mut Vec<(Vec<u8>, Vec<u8>)>,
+) -> Result<(), BackendError> {
+    let iter = t.range::<&[u8]>(bounds(range)).map_err(storage)?;
+    type Guard<'a> = redb::AccessGuard<'a, &'static [u8]>;
+    let mut push = |item: Result<(Guard<'_>, Guard<'_>), redb::StorageError>| {
+        let (k, v) = item.map_err(storage)?;
+        out.push((k.value().to_vec(), v.value().to_vec()));
+        Ok::<(), BackendError>(())
+    };
+    if reverse {
+        iter.rev().take(n).try_for_each(&mut push)
+    } else {
+        iter.take(n).try_for_each(&mut push)
+    }
+}
+
+/// Whether this runs on a multi-threaded tokio runtime (where
+/// `block_in_place` is allowed).
+fn multi_thread() -> bool {
+    tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
+}
+
 fn bounds(range: &KeyRange) -> (std::ops::Bound<&[u8]>, std::ops::Bound<&[u8]>) {
     (
         range.0.as_ref().map(Vec::as_slice),
@@ -342,7 +385,7 @@ fn bounds(range: &KeyRange) -> (std::ops::Bound<&[u8]>, std::ops::Bound<&[u8]>) 
 impl Backend for RedbBackend {
     async fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
         let key = key.to_vec();
-        self.read(move |txn| {
+        self.read(1, move |txn| {
             let t = txn.open_table(definition(table)).map_err(storage)?;
             Ok(t.get(key.as_slice())
                 .map_err(storage)?
@@ -360,7 +403,7 @@ impl Backend for RedbBackend {
             return Ok(Vec::new());
         }
         let keys = keys.to_vec();
-        self.read(move |txn| {
+        self.read(keys.len(), move |txn| {
             let t = txn.open_table(definition(table)).map_err(storage)?;
             keys.iter()
                 .map(|k| {
@@ -387,26 +430,37 @@ impl Backend for RedbBackend {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        self.read(move |txn| {
-            let t = txn.open_table(definition(table)).map_err(storage)?;
-            let iter = t.range::<&[u8]>(bounds(&range)).map_err(storage)?;
-            let entry = |item: Result<
-                (
-                    redb::AccessGuard<'_, &'static [u8]>,
-                    redb::AccessGuard<'_, &'static [u8]>,
-                ),
-                redb::StorageError,
-            >| {
-                item.map(|(k, v)| (k.value().to_vec(), v.value().to_vec()))
-                    .map_err(storage)
-            };
-            if reverse {
-                iter.rev().take(limit).map(entry).collect()
+        if !multi_thread() {
+            return self
+                .read(usize::MAX, move |txn| {
+                    let t = txn.open_table(definition(table)).map_err(storage)?;
+                    let mut out = Vec::new();
+                    pull(&t, &range, reverse, limit, &mut out)?;
+                    Ok(out)
+                })
+                .await;
+        }
+        // The first entries on this thread, as a point read; the rest of a
+        // longer scan, in the same snapshot, in `block_in_place`.
+        let txn = self.inner.db.begin_read().map_err(storage)?;
+        let t = txn.open_table(definition(table)).map_err(storage)?;
+        let mut out = Vec::new();
+        pull(&t, &range, reverse, limit.min(INLINE_KEYS), &mut out)?;
+        if let Some((last, _)) = out
+            .last()
+            .filter(|_| out.len() < limit && out.len() == INLINE_KEYS)
+        {
+            let after = std::ops::Bound::Excluded(last.clone());
+            let rest: KeyRange = if reverse {
+                (range.0, after)
             } else {
-                iter.take(limit).map(entry).collect()
-            }
-        })
-        .await
+                (after, range.1)
+            };
+            tokio::task::block_in_place(|| {
+                pull(&t, &rest, reverse, limit - INLINE_KEYS, &mut out)
+            })?;
+        }
+        Ok(out)
     }
 
     async fn apply(&self, ops: Vec<Op>) -> Result<(), BackendError> {

@@ -70,6 +70,7 @@ macro_rules! backend_tests {
             connection_store_reads_and_writes_metadata,
             variables_round_trip,
             documents_scan_by_prefix_and_cursor,
+            long_scans_match_an_ordered_map_both_ways,
             blobs_are_content_addressed,
             secrets_are_sealed_at_rest,
             save_delete_and_undelete_match_the_reference,
@@ -870,6 +871,58 @@ pub async fn variables_round_trip(b: &Reopen) {
 }
 
 // ---------------------------------------------------------------- documents, blobs
+
+/// The port's scan over more entries than a backend reads in one go, both
+/// directions, from the start and after a key, against an ordered map.
+pub async fn long_scans_match_an_ordered_map_both_ways(b: &Reopen) {
+    let backend = b.open();
+    let mut model = BTreeMap::new();
+    let mut ops = Vec::new();
+    for i in 0..60u32 {
+        for prefix in [&b"a/"[..], b"b/", b"c"] {
+            let key = [prefix, format!("{i:03}").as_bytes()].concat();
+            model.insert(key.clone(), i.to_be_bytes().to_vec());
+            ops.push(Op::Put {
+                table: Table::Docs,
+                key,
+                value: i.to_be_bytes().to_vec(),
+            });
+        }
+    }
+    backend.apply(ops).await.unwrap();
+    let in_b: Vec<(Vec<u8>, Vec<u8>)> = model
+        .iter()
+        .filter(|(k, _)| k.starts_with(b"b/"))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    for limit in [1, 16, 17, 40, 100] {
+        for after in [None, Some(b"b/010".to_vec()), Some(b"b/050".to_vec())] {
+            let forward: Vec<_> = in_b
+                .iter()
+                .filter(|(k, _)| after.as_ref().is_none_or(|a| k > a))
+                .take(limit)
+                .cloned()
+                .collect();
+            let backward: Vec<_> = in_b
+                .iter()
+                .rev()
+                .filter(|(k, _)| after.as_ref().is_none_or(|a| k < a))
+                .take(limit)
+                .cloned()
+                .collect();
+            for (reverse, expected) in [(false, forward), (true, backward)] {
+                let got = backend
+                    .scan(Table::Docs, b"b/", after.as_deref(), limit, reverse)
+                    .await
+                    .unwrap();
+                assert_eq!(
+                    got, expected,
+                    "limit {limit}, after {after:?}, reverse {reverse}"
+                );
+            }
+        }
+    }
+}
 
 pub async fn documents_scan_by_prefix_and_cursor(b: &Reopen) {
     #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
