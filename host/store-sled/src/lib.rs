@@ -24,9 +24,11 @@
 //! flushes (fsyncs) before returning: sled on its own only flushes every
 //! 500 ms, and a write the caller was told succeeded must survive a
 //! SIGKILL. Concurrent writers share flushes (group commit): a writer waits
-//! for a flush that started after its write was applied. sled's calls block, so none runs on a worker thread while it
-//! polls other tasks: writes run on tokio's blocking pool, reads in
-//! `block_in_place` (see `SledBackend::read` for why).
+//! for a flush that started after its write was applied. sled's calls block, so writes and
+//! flushes never run on a worker thread: they run on tokio's blocking
+//! pool. Point reads of a few keys (and the first entries of a scan) run
+//! on the calling thread, longer reads in `block_in_place` (see
+//! `SledBackend::read` for why).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -203,21 +205,25 @@ impl SledBackend {
         &self.inner.path
     }
 
-    /// Runs a read. sled reads mostly hit its page cache and take
-    /// microseconds, less than the two thread hand-offs of `spawn_blocking`
-    /// (tens of µs each on a loaded 2-core machine, the larger part of a
-    /// `GET /records` page). On a multi-threaded runtime a read therefore
-    /// runs in `block_in_place`, which first hands this worker's other tasks
-    /// to another thread, so they are not held up even when the read has to
-    /// wait for the disk. A current-thread runtime cannot do that; there
+    /// Runs a read of up to `keys` entries. sled reads mostly hit its page
+    /// cache and take microseconds, less than handing the work to another
+    /// thread: the two hand-offs of `spawn_blocking` (tens of µs each on a
+    /// loaded 2-core machine), or `block_in_place`, which first hands this
+    /// worker's core to another thread. A point read of at most
+    /// [`INLINE_KEYS`] keys therefore runs on the calling thread. A larger
+    /// read runs in `block_in_place` on a multi-threaded runtime, so the
+    /// worker's other tasks are not held up even when it has to wait for
+    /// the disk; a current-thread runtime cannot do that, and there such
     /// reads go to the blocking pool like writes.
     async fn read<T: Send + 'static>(
         &self,
+        keys: usize,
         f: impl FnOnce(&Inner) -> Result<T, BackendError> + Send + 'static,
     ) -> Result<T, BackendError> {
-        let multi_thread = tokio::runtime::Handle::try_current()
-            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-        if multi_thread {
+        if keys <= INLINE_KEYS {
+            return f(&self.inner);
+        }
+        if multi_thread() {
             return tokio::task::block_in_place(|| f(&self.inner));
         }
         self.blocking(f).await
@@ -235,6 +241,17 @@ impl SledBackend {
     }
 }
 
+/// The most keys (or scanned entries) a read may have to run on the
+/// calling thread ([`SledBackend::read`]).
+const INLINE_KEYS: usize = 16;
+
+/// Whether this runs on a multi-threaded tokio runtime (where
+/// `block_in_place` is allowed).
+fn multi_thread() -> bool {
+    tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
+}
+
 impl Inner {
     fn tree(&self, table: Table) -> &sled::Tree {
         &self.trees[table.index()]
@@ -245,7 +262,7 @@ impl Inner {
 impl Backend for SledBackend {
     async fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
         let key = key.to_vec();
-        self.read(move |db| {
+        self.read(1, move |db| {
             Ok(db
                 .tree(table)
                 .get(&key)
@@ -264,7 +281,7 @@ impl Backend for SledBackend {
             return Ok(Vec::new());
         }
         let keys = keys.to_vec();
-        self.read(move |db| {
+        self.read(keys.len(), move |db| {
             let tree = db.tree(table);
             keys.iter()
                 .map(|k| Ok(tree.get(k).map_err(storage)?.map(|v| v.to_vec())))
@@ -287,19 +304,38 @@ impl Backend for SledBackend {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        self.read(move |db| {
-            let range: KeyRange = range;
-            let iter = db.tree(table).range(range);
-            let entry = |item: sled::Result<(sled::IVec, sled::IVec)>| {
-                item.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(storage)
-            };
+        let entry = |item: sled::Result<(sled::IVec, sled::IVec)>| {
+            item.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(storage)
+        };
+        let range: KeyRange = range;
+        let iter = self.inner.tree(table).range(range);
+        let mut iter: Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>> + Send> =
             if reverse {
-                iter.rev().take(limit).map(entry).collect()
+                Box::new(iter.rev())
             } else {
-                iter.take(limit).map(entry).collect()
-            }
-        })
-        .await
+                Box::new(iter)
+            };
+        if !multi_thread() && limit > INLINE_KEYS {
+            return self
+                .blocking(move |_| iter.take(limit).map(entry).collect())
+                .await;
+        }
+        // The first entries on this thread, as a point read; the rest of a
+        // longer scan in `block_in_place`.
+        let mut out = iter
+            .by_ref()
+            .take(limit.min(INLINE_KEYS))
+            .map(entry)
+            .collect::<Result<Vec<_>, _>>()?;
+        if out.len() == INLINE_KEYS && limit > INLINE_KEYS {
+            tokio::task::block_in_place(|| {
+                for item in iter.take(limit - INLINE_KEYS) {
+                    out.push(entry(item)?);
+                }
+                Ok::<(), BackendError>(())
+            })?;
+        }
+        Ok(out)
     }
 
     async fn apply(&self, ops: Vec<Op>) -> Result<(), BackendError> {
