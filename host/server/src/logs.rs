@@ -537,11 +537,12 @@ impl Filter {
             // One document.
             let raw = env
                 .store
-                .docs_raw(LOGS, id, None, 1, false)
+                .docs_raw(LOGS, id, None, 1, false, &mut |_| true)
                 .await?
                 .into_iter()
-                .find(|(k, _)| k == id);
-            let mut out = raw.map(|(_, r)| self.lines_of(&r)).unwrap_or_default();
+                .find(|(k, _)| k == id)
+                .and_then(|(_, r)| r);
+            let mut out = raw.map(|r| self.lines_of(&r)).unwrap_or_default();
             out.reverse();
             let start = cursor.map_or(0, |(_, i)| i);
             let page: Vec<Value> = out.into_iter().skip(start).take(limit + 1).collect();
@@ -567,9 +568,13 @@ impl Filter {
         // first, more as the search goes on.
         let mut batch = 8;
         loop {
+            // Documents without the text are passed over in the store,
+            // not copied out.
             let page = env
                 .store
-                .docs_raw(LOGS, "", after.as_deref(), batch, true)
+                .docs_raw(LOGS, "", after.as_deref(), batch, true, &mut |raw| {
+                    prefilter.as_mut().is_none_or(|p| p.may_match(raw))
+                })
                 .await?;
             batch = (batch * 2).min(256);
             let Some((last, _)) = page.last() else {
@@ -580,9 +585,9 @@ impl Filter {
                 if floor.as_ref().is_some_and(|f| key < f) {
                     return Ok((out, None));
                 }
-                if prefilter.as_mut().is_some_and(|p| !p.may_match(raw)) {
+                let Some(raw) = raw else {
                     continue;
-                }
+                };
                 let Ok(log) = serde_json::from_slice::<LogRef<'_>>(raw) else {
                     continue;
                 };

@@ -202,6 +202,58 @@ impl RedbBackend {
             .map_err(|e| BackendError::Storage(format!("a database task failed: {e}")))?
     }
 
+    /// Up to `limit` entries of `range` (backwards when `reverse`), each key
+    /// with what `visit` makes of the entry, looked at in place. The first
+    /// entries are read on this thread, as a point read; the rest of a
+    /// longer scan, in the same snapshot, in `block_in_place`. On a
+    /// current-thread runtime the entries are copied out on the blocking
+    /// pool first.
+    async fn scan_visit<T: Send + 'static>(
+        &self,
+        table: Table,
+        range: KeyRange,
+        limit: usize,
+        reverse: bool,
+        visit: &mut (dyn for<'v> FnMut(&'v [u8], &'v [u8]) -> T + Send),
+    ) -> Result<Vec<(Vec<u8>, T)>, BackendError> {
+        if !multi_thread() {
+            let entries = self
+                .read(usize::MAX, move |txn| {
+                    let t = txn.open_table(definition(table)).map_err(storage)?;
+                    let mut out = Vec::new();
+                    pull(&t, &range, reverse, limit, &mut out, &mut |_, v| v.to_vec())?;
+                    Ok(out)
+                })
+                .await?;
+            return Ok(entries
+                .into_iter()
+                .map(|(k, v)| {
+                    let t = visit(&k, &v);
+                    (k, t)
+                })
+                .collect());
+        }
+        let txn = self.inner.db.begin_read().map_err(storage)?;
+        let t = txn.open_table(definition(table)).map_err(storage)?;
+        let mut out = Vec::new();
+        pull(&t, &range, reverse, limit.min(INLINE_KEYS), &mut out, visit)?;
+        if let Some((last, _)) = out
+            .last()
+            .filter(|_| out.len() < limit && out.len() == INLINE_KEYS)
+        {
+            let after = std::ops::Bound::Excluded(last.clone());
+            let rest: KeyRange = if reverse {
+                (range.0, after)
+            } else {
+                (after, range.1)
+            };
+            tokio::task::block_in_place(|| {
+                pull(&t, &rest, reverse, limit - INLINE_KEYS, &mut out, visit)
+            })?;
+        }
+        Ok(out)
+    }
+
     async fn write(&self, ops: Vec<Op>, durable: bool) -> Result<(), BackendError> {
         if ops.is_empty() {
             return Ok(());
@@ -345,19 +397,22 @@ impl CloneError for Result<(), BackendError> {
     }
 }
 
-/// Appends up to `n` entries of `range` (backwards when `reverse`).
-fn pull(
+/// Appends up to `n` entries of `range` (backwards when `reverse`), each
+/// key with what `visit` makes of the entry.
+fn pull<T>(
     t: &redb::ReadOnlyTable<&'static [u8], &'static [u8]>,
     range: &KeyRange,
     reverse: bool,
     n: usize,
-    out: &mut Vec<(Vec<u8>, Vec<u8>)>,
+    out: &mut Vec<(Vec<u8>, T)>,
+    visit: &mut (dyn for<'v> FnMut(&'v [u8], &'v [u8]) -> T + Send),
 ) -> Result<(), BackendError> {
-    let iter = t.range::<&[u8]>(bounds(range)).map_err(storage)?;
     type Guard<'a> = redb::AccessGuard<'a, &'static [u8]>;
+    let iter = t.range::<&[u8]>(bounds(range)).map_err(storage)?;
     let mut push = |item: Result<(Guard<'_>, Guard<'_>), redb::StorageError>| {
         let (k, v) = item.map_err(storage)?;
-        out.push((k.value().to_vec(), v.value().to_vec()));
+        let (k, v) = (k.value(), v.value());
+        out.push((k.to_vec(), visit(k, v)));
         Ok::<(), BackendError>(())
     };
     if reverse {
@@ -430,37 +485,29 @@ impl Backend for RedbBackend {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        if !multi_thread() {
-            return self
-                .read(usize::MAX, move |txn| {
-                    let t = txn.open_table(definition(table)).map_err(storage)?;
-                    let mut out = Vec::new();
-                    pull(&t, &range, reverse, limit, &mut out)?;
-                    Ok(out)
-                })
-                .await;
+        self.scan_visit(table, range, limit, reverse, &mut |_, v| v.to_vec())
+            .await
+    }
+
+    async fn scan_where(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+        reverse: bool,
+        keep: &mut (dyn for<'v> FnMut(&'v [u8]) -> bool + Send),
+    ) -> Result<Vec<(Vec<u8>, Option<Vec<u8>>)>, BackendError> {
+        let Some(range) = scan_range(prefix, after, reverse) else {
+            return Ok(Vec::new());
+        };
+        if limit == 0 {
+            return Ok(Vec::new());
         }
-        // The first entries on this thread, as a point read; the rest of a
-        // longer scan, in the same snapshot, in `block_in_place`.
-        let txn = self.inner.db.begin_read().map_err(storage)?;
-        let t = txn.open_table(definition(table)).map_err(storage)?;
-        let mut out = Vec::new();
-        pull(&t, &range, reverse, limit.min(INLINE_KEYS), &mut out)?;
-        if let Some((last, _)) = out
-            .last()
-            .filter(|_| out.len() < limit && out.len() == INLINE_KEYS)
-        {
-            let after = std::ops::Bound::Excluded(last.clone());
-            let rest: KeyRange = if reverse {
-                (range.0, after)
-            } else {
-                (after, range.1)
-            };
-            tokio::task::block_in_place(|| {
-                pull(&t, &rest, reverse, limit - INLINE_KEYS, &mut out)
-            })?;
-        }
-        Ok(out)
+        self.scan_visit(table, range, limit, reverse, &mut |_, v| {
+            keep(v).then(|| v.to_vec())
+        })
+        .await
     }
 
     async fn apply(&self, ops: Vec<Op>) -> Result<(), BackendError> {

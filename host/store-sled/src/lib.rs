@@ -229,6 +229,52 @@ impl SledBackend {
         self.blocking(f).await
     }
 
+    /// Up to `limit` entries of `range` (backwards when `reverse`), each key
+    /// with what `visit` makes of the entry, looked at in place. The first
+    /// entries are read on this thread, as a point read; the rest of a
+    /// longer scan in `block_in_place`. On a current-thread runtime a
+    /// longer scan copies the entries out on the blocking pool first.
+    async fn scan_visit<T: Send + 'static>(
+        &self,
+        table: Table,
+        range: KeyRange,
+        limit: usize,
+        reverse: bool,
+        visit: &mut (dyn for<'v> FnMut(&'v [u8], &'v [u8]) -> T + Send),
+    ) -> Result<Vec<(Vec<u8>, T)>, BackendError> {
+        let iter = self.inner.tree(table).range(range);
+        let mut iter: Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>> + Send> =
+            if reverse {
+                Box::new(iter.rev())
+            } else {
+                Box::new(iter)
+            };
+        if !multi_thread() && limit > INLINE_KEYS {
+            let entries: Vec<(sled::IVec, sled::IVec)> = self
+                .blocking(move |_| iter.take(limit).map(|e| e.map_err(storage)).collect())
+                .await?;
+            return Ok(entries
+                .into_iter()
+                .map(|(k, v)| (k.to_vec(), visit(&k, &v)))
+                .collect());
+        }
+        let mut out = Vec::new();
+        let mut pull = |iter: &mut dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>,
+                        n: usize,
+                        out: &mut Vec<(Vec<u8>, T)>| {
+            for item in iter.take(n) {
+                let (k, v) = item.map_err(storage)?;
+                out.push((k.to_vec(), visit(&k, &v)));
+            }
+            Ok::<(), BackendError>(())
+        };
+        pull(&mut iter, limit.min(INLINE_KEYS), &mut out)?;
+        if out.len() == INLINE_KEYS && limit > INLINE_KEYS {
+            tokio::task::block_in_place(|| pull(&mut iter, limit - INLINE_KEYS, &mut out))?;
+        }
+        Ok(out)
+    }
+
     /// Runs `f` on tokio's blocking pool (writes: a batch and an fsync).
     async fn blocking<T: Send + 'static>(
         &self,
@@ -304,38 +350,29 @@ impl Backend for SledBackend {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let entry = |item: sled::Result<(sled::IVec, sled::IVec)>| {
-            item.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(storage)
+        self.scan_visit(table, range, limit, reverse, &mut |_, v| v.to_vec())
+            .await
+    }
+
+    async fn scan_where(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+        reverse: bool,
+        keep: &mut (dyn for<'v> FnMut(&'v [u8]) -> bool + Send),
+    ) -> Result<Vec<(Vec<u8>, Option<Vec<u8>>)>, BackendError> {
+        let Some(range) = scan_range(prefix, after, reverse) else {
+            return Ok(Vec::new());
         };
-        let range: KeyRange = range;
-        let iter = self.inner.tree(table).range(range);
-        let mut iter: Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>> + Send> =
-            if reverse {
-                Box::new(iter.rev())
-            } else {
-                Box::new(iter)
-            };
-        if !multi_thread() && limit > INLINE_KEYS {
-            return self
-                .blocking(move |_| iter.take(limit).map(entry).collect())
-                .await;
+        if limit == 0 {
+            return Ok(Vec::new());
         }
-        // The first entries on this thread, as a point read; the rest of a
-        // longer scan in `block_in_place`.
-        let mut out = iter
-            .by_ref()
-            .take(limit.min(INLINE_KEYS))
-            .map(entry)
-            .collect::<Result<Vec<_>, _>>()?;
-        if out.len() == INLINE_KEYS && limit > INLINE_KEYS {
-            tokio::task::block_in_place(|| {
-                for item in iter.take(limit - INLINE_KEYS) {
-                    out.push(entry(item)?);
-                }
-                Ok::<(), BackendError>(())
-            })?;
-        }
-        Ok(out)
+        self.scan_visit(table, range, limit, reverse, &mut |_, v| {
+            keep(v).then(|| v.to_vec())
+        })
+        .await
     }
 
     async fn apply(&self, ops: Vec<Op>) -> Result<(), BackendError> {

@@ -151,6 +151,31 @@ pub trait Backend: Send + Sync + 'static {
         reverse: bool,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, BackendError>;
 
+    /// [`Backend::scan`] with a test on each entry: an entry `keep`
+    /// refuses still counts against `limit` and is returned with its key
+    /// (so a caller can go on after it), but without its value, which a
+    /// backend that can look at values in place never copies out. For
+    /// scans that read many large values and keep few (a text search over
+    /// stored logs).
+    async fn scan_where(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+        reverse: bool,
+        keep: &mut (dyn for<'v> FnMut(&'v [u8]) -> bool + Send),
+    ) -> Result<Vec<(Vec<u8>, Option<Vec<u8>>)>, BackendError> {
+        let entries = self.scan(table, prefix, after, limit, reverse).await?;
+        Ok(entries
+            .into_iter()
+            .map(|(k, v)| {
+                let kept = keep(&v);
+                (k, kept.then_some(v))
+            })
+            .collect())
+    }
+
     /// Applies every op atomically and durably: when this returns `Ok`, all
     /// ops are visible and survive a crash (SIGKILL, power loss as far as the
     /// disk's fsync holds); when it returns `Err`, none of them happened.

@@ -611,7 +611,10 @@ impl EnvStore {
     }
 
     /// [`EnvStore::docs`] as the stored JSON bytes, for callers that decode
-    /// them in place (borrowing, or only in part).
+    /// them in place (borrowing, or only in part), and only of the
+    /// documents `keep` accepts: the others come with their key alone, and
+    /// their bytes, looked at in the store, are not copied out (a text
+    /// search over large documents).
     pub async fn docs_raw(
         &self,
         collection: &str,
@@ -619,13 +622,21 @@ impl EnvStore {
         after: Option<&str>,
         limit: usize,
         reverse: bool,
-    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        keep: &mut (dyn for<'v> FnMut(&'v [u8]) -> bool + Send),
+    ) -> Result<Vec<(String, Option<Vec<u8>>)>, StoreError> {
         let base = self.doc_space(DocSpace::Env).part(collection);
         let scan_prefix = base.clone().tail(prefix);
         let after = after.map(|a| base.clone().tail(a));
         let rows = self
             .backend()
-            .scan(Table::Docs, &scan_prefix, after.as_deref(), limit, reverse)
+            .scan_where(
+                Table::Docs,
+                &scan_prefix,
+                after.as_deref(),
+                limit,
+                reverse,
+                keep,
+            )
             .await?;
         Ok(rows
             .into_iter()

@@ -872,8 +872,9 @@ pub async fn variables_round_trip(b: &Reopen) {
 
 // ---------------------------------------------------------------- documents, blobs
 
-/// The port's scan over more entries than a backend reads in one go, both
-/// directions, from the start and after a key, against an ordered map.
+/// The port's scan (and `scan_where`) over more entries than a backend
+/// reads in one go, both directions, from the start and after a key,
+/// against an ordered map.
 pub async fn long_scans_match_an_ordered_map_both_ways(b: &Reopen) {
     let backend = b.open();
     let mut model = BTreeMap::new();
@@ -918,6 +919,30 @@ pub async fn long_scans_match_an_ordered_map_both_ways(b: &Reopen) {
                 assert_eq!(
                     got, expected,
                     "limit {limit}, after {after:?}, reverse {reverse}"
+                );
+                // The same scan keeping only even values: every key, the
+                // values kept.
+                let filtered = backend
+                    .scan_where(
+                        Table::Docs,
+                        b"b/",
+                        after.as_deref(),
+                        limit,
+                        reverse,
+                        &mut |v| v[3] % 2 == 0,
+                    )
+                    .await
+                    .unwrap();
+                let expected: Vec<_> = expected
+                    .into_iter()
+                    .map(|(k, v)| {
+                        let even = v[3] % 2 == 0;
+                        (k, even.then_some(v))
+                    })
+                    .collect();
+                assert_eq!(
+                    filtered, expected,
+                    "scan_where, limit {limit}, reverse {reverse}"
                 );
             }
         }

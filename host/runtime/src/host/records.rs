@@ -62,14 +62,10 @@ impl HostState {
         }
         let mut failed = 0;
         let mut sample = None;
+        // The records come without `_nango_metadata` (the original
+        // validates a record as JSON would carry it).
         for r in records {
-            // The original validates the record as JSON would carry it,
-            // without `_nango_metadata`.
-            let mut r = r.clone();
-            if let Value::Object(m) = &mut r {
-                m.shift_remove("_nango_metadata");
-            }
-            let errors = v.check(model, &r);
+            let errors = v.check(model, r);
             if errors.is_empty() {
                 continue;
             }
@@ -143,17 +139,21 @@ impl HostState {
         if self.services.records.keep_call(&call) {
             return Ok(());
         }
-        let records = call.records;
+        let mut records = call.records;
         let full = self.model_name(model)?;
+        for r in &mut records {
+            if let Value::Object(m) = r {
+                m.shift_remove("_nango_metadata");
+            }
+        }
         if kind == WriteKind::Save {
             self.validate_records(model, &records)?;
         }
         let mut objects: Vec<Map<String, Value>> = Vec::with_capacity(records.len());
         for (index, r) in records.into_iter().enumerate() {
-            let Value::Object(mut m) = r else {
+            let Value::Object(m) = r else {
                 return Err(record_error(RecordError::NotAnObject { index }));
             };
-            m.shift_remove("_nango_metadata");
             objects.push(m);
         }
         let ctx = WriteContext {

@@ -95,9 +95,9 @@ pub async fn export(Env(env): Env, RawQuery(raw): RawQuery) -> ApiResult<Respons
             if done {
                 return None;
             }
-            let page: Vec<(String, Vec<u8>)> = match env
+            let page: Vec<(String, Option<Vec<u8>>)> = match env
                 .store
-                .docs_raw(LOGS, "", after.as_deref(), 100, false)
+                .docs_raw(LOGS, "", after.as_deref(), 100, false, &mut |_| true)
                 .await
             {
                 Ok(p) => p,
@@ -119,7 +119,11 @@ pub async fn export(Env(env): Env, RawQuery(raw): RawQuery) -> ApiResult<Respons
                 if end.as_ref().is_some_and(|e| key > e) {
                     return Some((Ok(chunk), (env, filter, next, true)));
                 }
-                for line in filter.lines_of(raw) {
+                for line in raw
+                    .as_deref()
+                    .map(|r| filter.lines_of(r))
+                    .unwrap_or_default()
+                {
                     chunk.push_str(&line.to_string());
                     chunk.push('\n');
                 }
