@@ -771,9 +771,11 @@ fn checkpoint_key(conn: &ConnectionRef, key: &str) -> String {
 /// record's JSON moves from its row by id into its paging entry, the row
 /// keeps the header, and the hash is recomputed with today's
 /// [`rt::text_hash`] (so that the next save of an unchanged record finds
-/// it unchanged). A batch at a time, each batch atomic; a batch already
-/// rewritten (a crash during the migration) is recognised and skipped, so
-/// running it again finishes the job. Returns how many records it moved.
+/// it unchanged). An entry that names no record at its position (which
+/// the format-1 reader passed over) is deleted. A batch at a time, each
+/// batch atomic; an entry already rewritten (a crash during the
+/// migration) is recognised and kept, so running it again finishes the
+/// job. Returns how many records it moved.
 pub(crate) async fn migrate_from_format_1(backend: &dyn crate::Backend) -> Result<u64, StoreError> {
     let mut moved = 0u64;
     let mut after: Option<Vec<u8>> = None;
@@ -786,39 +788,66 @@ pub(crate) async fn migrate_from_format_1(backend: &dyn crate::Backend) -> Resul
         };
         after = Some(last.clone());
         // A format-1 entry's value is the bare external id, and its row by
-        // id is the full row at the entry's position.
-        let row_keys: Vec<Vec<u8>> = batch
+        // id is the full row at the entry's position. An entry already
+        // rewritten holds the id and the full row, and its row by id is a
+        // header at the same position.
+        let scope_of = |k: &[u8]| k[..k.len().saturating_sub(keys::POSITION_LEN)].to_vec();
+        let at_entry = |k: &[u8], header: &RowHeader| {
+            k.len() >= keys::POSITION_LEN
+                && keys::index_key_tail(&header.position()) == k[k.len() - keys::POSITION_LEN..]
+        };
+        let bare_keys: Vec<Vec<u8>> = batch
             .iter()
-            .map(|(k, id)| [&k[..k.len().saturating_sub(keys::POSITION_LEN)], id].concat())
+            .map(|(k, v)| [scope_of(k).as_slice(), v].concat())
             .collect();
-        let rows = backend.get_many(Table::Records, &row_keys).await?;
+        let moved_keys: Vec<Vec<u8>> = batch
+            .iter()
+            .map(|(k, v)| match rows::decode_entry(v) {
+                Ok((id, _)) => [scope_of(k).as_slice(), id.as_bytes()].concat(),
+                Err(_) => Vec::new(),
+            })
+            .collect();
+        let bare_rows = backend.get_many(Table::Records, &bare_keys).await?;
+        let moved_rows = backend.get_many(Table::Records, &moved_keys).await?;
         let mut ops = Vec::new();
-        for (((index_key, id), row_key), row) in batch.iter().zip(row_keys).zip(rows) {
-            let Some(row) = row else { continue };
-            if rows::is_header_only(&row) {
+        for ((((index_key, value), row_key), bare), moved_row) in
+            batch.iter().zip(bare_keys).zip(bare_rows).zip(moved_rows)
+        {
+            let full = bare
+                .filter(|row| !rows::is_header_only(row))
+                .and_then(|row| {
+                    let (header, json) = rows::decode_header(&row).ok()?;
+                    let id = std::str::from_utf8(value).ok()?;
+                    at_entry(index_key, &header).then(|| (header, id.to_string(), json.to_vec()))
+                });
+            if let Some((mut header, id, json)) = full {
+                header.data_hash = rt::text_hash(&json);
+                ops.push(Op::Put {
+                    table: Table::RecordIndex,
+                    key: index_key.clone(),
+                    value: header.encode_entry_with(&id, &json),
+                });
+                ops.push(Op::Put {
+                    table: Table::Records,
+                    key: row_key,
+                    value: header.encode_header(),
+                });
+                moved += 1;
                 continue;
             }
-            let (mut header, json) = rows::decode_header(&row)?;
-            if index_key.len() < keys::POSITION_LEN
-                || keys::index_key_tail(&header.position())
-                    != index_key[index_key.len() - keys::POSITION_LEN..]
-            {
-                continue;
+            let done = moved_row.is_some_and(|row| {
+                rows::is_header_only(&row)
+                    && rows::decode_header(&row).is_ok_and(|(h, _)| at_entry(index_key, &h))
+            });
+            if !done {
+                // An entry naming no record at its position (which the
+                // format-1 reader passed over): it would only stand in the
+                // way of the pages.
+                ops.push(Op::Delete {
+                    table: Table::RecordIndex,
+                    key: index_key.clone(),
+                });
             }
-            let id = std::str::from_utf8(id)
-                .map_err(|_| StoreError::corrupt("record index", "id not UTF-8"))?;
-            header.data_hash = rt::text_hash(json);
-            ops.push(Op::Put {
-                table: Table::RecordIndex,
-                key: index_key.clone(),
-                value: header.encode_entry_with(id, json),
-            });
-            ops.push(Op::Put {
-                table: Table::Records,
-                key: row_key,
-                value: header.encode_header(),
-            });
-            moved += 1;
         }
         if !ops.is_empty() {
             backend.apply(ops).await?;

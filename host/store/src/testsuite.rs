@@ -2190,8 +2190,9 @@ pub async fn reopen_keeps_everything(b: &Reopen) {
 /// A store written in format 1 (each record's JSON in its row by id, its
 /// paging entry holding the bare id, md5 hashes) opens migrated: every
 /// record pages and looks up as before, saving it again finds it
-/// unchanged, and a migration cut short by a crash (some entries already
-/// rewritten) finishes on the next open.
+/// unchanged, a migration cut short by a crash (some entries already
+/// rewritten) finishes on the next open, and an index entry naming no
+/// record is dropped.
 pub async fn a_format_1_store_is_migrated(b: &Reopen) {
     let (store, master) = fresh(b).await;
     let env = dev(&store);
@@ -2239,6 +2240,14 @@ pub async fn a_format_1_store_is_migrated(b: &Reopen) {
             value: id.as_bytes().to_vec(),
         });
     }
+    // And an entry naming no record, which the format-1 reader skipped.
+    let mut ghost = entries[20].0.clone();
+    *ghost.last_mut().unwrap() ^= 0xff;
+    ops.push(Op::Put {
+        table: Table::RecordIndex,
+        key: ghost,
+        value: b"ghost".to_vec(),
+    });
     backend.apply(ops).await.unwrap();
     drop(backend);
 
