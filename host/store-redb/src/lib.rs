@@ -30,7 +30,10 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use redb::{Database, Durability, ReadableDatabase as _, TableDefinition};
-use sluice_store::{Backend, BackendError, KeyRange, Op, Table, scan_range};
+use sluice_store::{
+    Backend, BackendError, INLINE_READ_KEYS, KeyRange, Op, Table, on_multi_thread_runtime,
+    scan_range,
+};
 
 type Def = TableDefinition<'static, &'static [u8], &'static [u8]>;
 
@@ -170,7 +173,7 @@ impl RedbBackend {
     }
 
     /// Runs a read of up to `keys` entries in a read transaction of its
-    /// own. A point read of at most [`INLINE_KEYS`] keys runs on the
+    /// own. A point read of at most [`INLINE_READ_KEYS`] keys runs on the
     /// calling thread: from redb's cache it takes microseconds, and a cold
     /// one is a few page reads of a B-tree, while handing the worker's
     /// core to another thread (`block_in_place`) or the read to the
@@ -191,10 +194,10 @@ impl RedbBackend {
             let txn = db.begin_read().map_err(storage)?;
             f(&txn)
         };
-        if keys <= INLINE_KEYS {
+        if keys <= INLINE_READ_KEYS {
             return run();
         }
-        if multi_thread() {
+        if on_multi_thread_runtime() {
             return tokio::task::block_in_place(run);
         }
         tokio::task::spawn_blocking(run)
@@ -216,7 +219,7 @@ impl RedbBackend {
         reverse: bool,
         visit: &mut (dyn for<'v> FnMut(&'v [u8], &'v [u8]) -> T + Send),
     ) -> Result<Vec<(Vec<u8>, T)>, BackendError> {
-        if !multi_thread() {
+        if !on_multi_thread_runtime() {
             let entries = self
                 .read(usize::MAX, move |txn| {
                     let t = txn.open_table(definition(table)).map_err(storage)?;
@@ -236,10 +239,17 @@ impl RedbBackend {
         let txn = self.inner.db.begin_read().map_err(storage)?;
         let t = txn.open_table(definition(table)).map_err(storage)?;
         let mut out = Vec::new();
-        pull(&t, &range, reverse, limit.min(INLINE_KEYS), &mut out, visit)?;
+        pull(
+            &t,
+            &range,
+            reverse,
+            limit.min(INLINE_READ_KEYS),
+            &mut out,
+            visit,
+        )?;
         if let Some((last, _)) = out
             .last()
-            .filter(|_| out.len() < limit && out.len() == INLINE_KEYS)
+            .filter(|_| out.len() < limit && out.len() == INLINE_READ_KEYS)
         {
             let after = std::ops::Bound::Excluded(last.clone());
             let rest: KeyRange = if reverse {
@@ -248,7 +258,14 @@ impl RedbBackend {
                 (after, range.1)
             };
             tokio::task::block_in_place(|| {
-                pull(&t, &rest, reverse, limit - INLINE_KEYS, &mut out, visit)
+                pull(
+                    &t,
+                    &rest,
+                    reverse,
+                    limit - INLINE_READ_KEYS,
+                    &mut out,
+                    visit,
+                )
             })?;
         }
         Ok(out)
@@ -269,10 +286,6 @@ impl RedbBackend {
         answer.await.map_err(|_| closed())?
     }
 }
-
-/// The most keys (or scanned entries) a read may have to run on the
-/// calling thread ([`RedbBackend::read`]).
-const INLINE_KEYS: usize = 16;
 
 /// How long a write acknowledged unflushed may stay off the disk: past
 /// this, the writer commits durably on its own (sled flushes every 500 ms
@@ -420,13 +433,6 @@ fn pull<T>(
     } else {
         iter.take(n).try_for_each(&mut push)
     }
-}
-
-/// Whether this runs on a multi-threaded tokio runtime (where
-/// `block_in_place` is allowed).
-fn multi_thread() -> bool {
-    tokio::runtime::Handle::try_current()
-        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
 }
 
 fn bounds(range: &KeyRange) -> (std::ops::Bound<&[u8]>, std::ops::Bound<&[u8]>) {

@@ -34,7 +34,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use sled::Transactional as _;
-use sluice_store::{Backend, BackendError, KeyRange, Op, Table, scan_range};
+use sluice_store::{
+    Backend, BackendError, INLINE_READ_KEYS, KeyRange, Op, Table, on_multi_thread_runtime,
+    scan_range,
+};
 
 /// sled's files in a database directory; one of them present means the
 /// directory is a sled database (or was meant to be one).
@@ -210,7 +213,7 @@ impl SledBackend {
     /// thread: the two hand-offs of `spawn_blocking` (tens of µs each on a
     /// loaded 2-core machine), or `block_in_place`, which first hands this
     /// worker's core to another thread. A point read of at most
-    /// [`INLINE_KEYS`] keys therefore runs on the calling thread. A larger
+    /// [`INLINE_READ_KEYS`] keys therefore runs on the calling thread. A larger
     /// read runs in `block_in_place` on a multi-threaded runtime, so the
     /// worker's other tasks are not held up even when it has to wait for
     /// the disk; a current-thread runtime cannot do that, and there such
@@ -220,10 +223,10 @@ impl SledBackend {
         keys: usize,
         f: impl FnOnce(&Inner) -> Result<T, BackendError> + Send + 'static,
     ) -> Result<T, BackendError> {
-        if keys <= INLINE_KEYS {
+        if keys <= INLINE_READ_KEYS {
             return f(&self.inner);
         }
-        if multi_thread() {
+        if on_multi_thread_runtime() {
             return tokio::task::block_in_place(|| f(&self.inner));
         }
         self.blocking(f).await
@@ -249,7 +252,7 @@ impl SledBackend {
             } else {
                 Box::new(iter)
             };
-        if !multi_thread() && limit > INLINE_KEYS {
+        if !on_multi_thread_runtime() && limit > INLINE_READ_KEYS {
             let entries: Vec<(sled::IVec, sled::IVec)> = self
                 .blocking(move |_| iter.take(limit).map(|e| e.map_err(storage)).collect())
                 .await?;
@@ -268,9 +271,9 @@ impl SledBackend {
             }
             Ok::<(), BackendError>(())
         };
-        pull(&mut iter, limit.min(INLINE_KEYS), &mut out)?;
-        if out.len() == INLINE_KEYS && limit > INLINE_KEYS {
-            tokio::task::block_in_place(|| pull(&mut iter, limit - INLINE_KEYS, &mut out))?;
+        pull(&mut iter, limit.min(INLINE_READ_KEYS), &mut out)?;
+        if out.len() == INLINE_READ_KEYS && limit > INLINE_READ_KEYS {
+            tokio::task::block_in_place(|| pull(&mut iter, limit - INLINE_READ_KEYS, &mut out))?;
         }
         Ok(out)
     }
@@ -285,17 +288,6 @@ impl SledBackend {
             .await
             .map_err(|e| BackendError::Storage(format!("a database task failed: {e}")))?
     }
-}
-
-/// The most keys (or scanned entries) a read may have to run on the
-/// calling thread ([`SledBackend::read`]).
-const INLINE_KEYS: usize = 16;
-
-/// Whether this runs on a multi-threaded tokio runtime (where
-/// `block_in_place` is allowed).
-fn multi_thread() -> bool {
-    tokio::runtime::Handle::try_current()
-        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
 }
 
 impl Inner {

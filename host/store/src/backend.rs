@@ -119,6 +119,19 @@ pub enum BackendError {
     Storage(String),
 }
 
+/// The most keys (or scanned entries) a backend's read may have to run on
+/// the calling thread: a point read of a few keys takes microseconds from
+/// a page cache, less than handing the work to another thread (see the
+/// backends' `read`).
+pub const INLINE_READ_KEYS: usize = 16;
+
+/// Whether this runs on a multi-threaded tokio runtime (where
+/// `block_in_place` is allowed).
+pub fn on_multi_thread_runtime() -> bool {
+    tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
+}
+
 /// The key-value port every storage backend implements.
 ///
 /// Keys are compared as bytes; a backend keeps each table in key order.

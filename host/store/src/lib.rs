@@ -33,7 +33,8 @@ mod store;
 pub mod testsuite;
 
 pub use backend::{
-    Backend, BackendError, KeyRange, MemoryBackend, Op, Table, prefix_end, scan_range,
+    Backend, BackendError, INLINE_READ_KEYS, KeyRange, MemoryBackend, Op, Table,
+    on_multi_thread_runtime, prefix_end, scan_range,
 };
 pub use crypto::MasterKey;
 pub use env::{DocBatch, Integration};
