@@ -302,7 +302,7 @@ impl RawRecord {
         } else {
             Some(stored(self.created_at))
         };
-        out.reserve(json.len() + 220);
+        out.reserve(json.len() + 300);
         out.push(b'{');
         out.extend_from_slice(body);
         if !body.is_empty() {

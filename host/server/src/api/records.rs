@@ -144,7 +144,10 @@ pub async fn page(
         .store
         .records_page_raw(conn, &req.model, &req.query)
         .await?;
-    let mut out = Vec::with_capacity(64 + page.records.len() * 512);
+    // Each record's view is its stored JSON and at most ~290 bytes of
+    // metadata: sized once, the page is written without growing.
+    let size: usize = page.records.iter().map(|r| r.json().len() + 300).sum();
+    let mut out = Vec::with_capacity(64 + size);
     out.extend_from_slice(b"{\"records\":[");
     for (i, r) in page.records.iter().enumerate() {
         if i > 0 {
