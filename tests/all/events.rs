@@ -1,6 +1,8 @@
 //! Event scripts: `post-connection-creation` runs after a connection is
 //! created (not when it is updated), `pre-connection-deletion` before it is
 //! deleted; a failing one is kept in the history and blocks nothing.
+//! `validate-connection` (zero-yaml) runs while a connection is created and
+//! refuses it when it fails.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -11,7 +13,7 @@ use sluice_server::ServerConfig;
 use sluice_store::MasterKey;
 use sluice_tests::{MockRequest, MockResponse, MockServer, guests, repo_root};
 
-use crate::server::{Client, DEV_KEY, deploy_scripts, start_with};
+use crate::server::{Client, DEV_KEY, deploy_definitions, deploy_scripts, start_with};
 
 const YAML: &str = "
 integrations:
@@ -120,6 +122,115 @@ async fn event_scripts_run_on_creation_and_before_deletion() {
         .send("GET", "/connection/f?provider_config_key=hubspot", None)
         .await;
     assert_eq!(code, 404);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_validate_connection_script_refuses_the_connection() {
+    let events: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let seen = events.clone();
+    let mock = MockServer::start(Arc::new(move |req: &MockRequest| {
+        if req.path == "/events" {
+            seen.lock()
+                .unwrap()
+                .push(serde_json::from_slice(&req.body).unwrap_or(Value::Null));
+        }
+        MockResponse::json(200, &json!({}))
+    }))
+    .await
+    .unwrap();
+    let providers = std::fs::read_to_string(repo_root().join("host/runtime/providers.yaml"))
+        .unwrap()
+        .replace("https://api.hubapi.com", &mock.url());
+    let data = tempfile::tempdir().unwrap();
+    let config = ServerConfig::new(data.path(), "127.0.0.1:0".parse().unwrap());
+    let server = start_with(config, &MasterKey::generate(), &providers).await;
+    let c = Client::new(&server, DEV_KEY);
+    // A zero-yaml project's definitions, as `sluice compile` writes them.
+    let definitions = vec![json!({
+        "providerConfigKey": "hubspot",
+        "syncs": [],
+        "actions": [],
+        "onEventScripts": {
+            "post-connection-creation": [],
+            "pre-connection-deletion": [],
+            "validate-connection": ["check"]
+        }
+    })];
+    deploy_definitions(
+        &c,
+        definitions,
+        "hubspot",
+        &[(guests::ON_EVENT_NOTIFY, "check", ScriptKind::OnEvent)],
+    )
+    .await;
+    c.send(
+        "POST",
+        "/integrations",
+        Some(json!({"unique_key": "hubspot", "provider": "hubspot"})),
+    )
+    .await;
+    let ran = |cid: &str| {
+        events
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| e["script"] == "check" && e["connection"] == cid)
+            .count()
+    };
+    let create = |cid: &'static str, metadata: Value| {
+        let c = Client::at(&c.base, DEV_KEY);
+        async move {
+            c.send(
+                "POST",
+                "/connection",
+                Some(json!({"provider_config_key": "hubspot", "connection_id": cid, "access_token": "t", "metadata": metadata})),
+            )
+            .await
+        }
+    };
+    let get = |cid: &'static str| {
+        let c = Client::at(&c.base, DEV_KEY);
+        async move {
+            c.send(
+                "GET",
+                &format!("/connection/{cid}?provider_config_key=hubspot"),
+                None,
+            )
+            .await
+        }
+    };
+
+    // Passes: the connection is created, the check ran before the answer.
+    let (code, out) = create("good", Value::Null).await;
+    assert_eq!(code, 200, "{out}");
+    assert_eq!(ran("good"), 1);
+    assert_eq!(get("good").await.0, 200);
+
+    // Fails on creation: refused with the original's code, and not kept.
+    let (code, out) = create("bad", json!({"fail_events": true})).await;
+    assert_eq!(code, 400, "{out}");
+    assert_eq!(out["error"]["code"], "connection_test_failed", "{out}");
+    let message = out["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("check") && message.contains("told to fail"),
+        "{message}"
+    );
+    assert_eq!(ran("bad"), 1);
+    assert_eq!(get("bad").await.0, 404, "a refused connection was kept");
+
+    // Fails on a reconnect: refused, the connection stays, marked with the
+    // error.
+    let (code, out) = create("good", json!({"fail_events": true})).await;
+    assert_eq!(code, 400, "{out}");
+    let (code, view) = get("good").await;
+    assert_eq!(code, 200);
+    assert_eq!(view["errors"][0]["type"], "auth", "{view}");
+    // Imported again with credentials that pass: the error is gone.
+    let (code, out) = create("good", Value::Null).await;
+    assert_eq!(code, 200, "{out}");
+    let (_, view) = get("good").await;
+    assert_eq!(view["errors"], json!([]), "{view}");
     server.stop().await;
 }
 

@@ -142,6 +142,27 @@ pub(crate) async fn deploy_scripts(
     integration: &str,
     scripts: &[(&str, &str, ScriptKind)],
 ) {
+    deploy_manifest(c, nango_yaml, None, integration, scripts).await;
+}
+
+/// [`deploy_scripts`] of a zero-yaml project: its definitions
+/// (`.nango/nango.json`) instead of nango.yaml.
+pub(crate) async fn deploy_definitions(
+    c: &Client,
+    definitions: Vec<Value>,
+    integration: &str,
+    scripts: &[(&str, &str, ScriptKind)],
+) {
+    deploy_manifest(c, "", Some(definitions), integration, scripts).await;
+}
+
+async fn deploy_manifest(
+    c: &Client,
+    nango_yaml: &str,
+    nango_json: Option<Vec<Value>>,
+    integration: &str,
+    scripts: &[(&str, &str, ScriptKind)],
+) {
     let mut components = Vec::new();
     for &(path, name, kind) in scripts {
         let bytes = std::fs::read(path).unwrap();
@@ -168,7 +189,7 @@ pub(crate) async fn deploy_scripts(
     }
     let manifest = Manifest {
         nango_yaml: nango_yaml.into(),
-        nango_json: None,
+        nango_json,
         dir_name: None,
         components,
     };

@@ -115,6 +115,9 @@ pub struct ActionConfig {
 pub enum EventKind {
     PostConnectionCreation,
     PreConnectionDeletion,
+    /// Zero-yaml only (`createOnEvent({ event: 'validate-connection' })`):
+    /// runs while a connection is created; a failure refuses it.
+    ValidateConnection,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -284,6 +284,7 @@ pub fn integration_config(def: &Value) -> Integration {
             EventKind::PostConnectionCreation,
         ),
         ("pre-connection-deletion", EventKind::PreConnectionDeletion),
+        ("validate-connection", EventKind::ValidateConnection),
     ] {
         for name in def
             .pointer(&format!("/onEventScripts/{key}"))

@@ -354,11 +354,42 @@ pub async fn run_event_scripts(
     conn: &ConnectionRef,
     event: sluice_nango_yaml::EventKind,
 ) {
+    let _ = run_events(app, env, conn, event, false).await;
+}
+
+/// Runs the connection's `validate-connection` scripts (zero-yaml), one
+/// after another, while the connection is being created: the first that
+/// fails refuses the connection, `Err` naming the script and its error.
+pub async fn validate_connection(
+    app: &App,
+    env: &EnvState,
+    conn: &ConnectionRef,
+) -> Result<(), String> {
+    run_events(
+        app,
+        env,
+        conn,
+        sluice_nango_yaml::EventKind::ValidateConnection,
+        true,
+    )
+    .await
+}
+
+/// Runs the event scripts of `event` in the order declared, each kept in
+/// the connection's history; with `stop_at_failure` the first failure ends
+/// the run and is returned.
+async fn run_events(
+    app: &App,
+    env: &EnvState,
+    conn: &ConnectionRef,
+    event: sluice_nango_yaml::EventKind,
+    stop_at_failure: bool,
+) -> Result<(), String> {
     let Some(catalog) = env.deployment().map(|d| d.catalog.clone()) else {
-        return;
+        return Ok(());
     };
     let Some(integration) = catalog.config.integration(&conn.provider_config_key) else {
-        return;
+        return Ok(());
     };
     let names: Vec<String> = integration
         .on_events
@@ -381,19 +412,27 @@ pub async fn run_event_scripts(
                 .execute(&script, exec, app.services(env, Some(catalog.clone())))
                 .await
         };
-        match tokio::time::timeout(EVENT_MAX_RUN, run).await {
-            Ok(report) => record_execution(app, env, conn, "event", &name, &report).await,
+        let failure = match tokio::time::timeout(EVENT_MAX_RUN, run).await {
+            Ok(report) => {
+                record_execution(app, env, conn, "event", &name, &report).await;
+                report.outcome.as_ref().err().map(ToString::to_string)
+            }
             Err(_) => {
                 let message = format!(
                     "stopped after {} s, the longest an event script may run",
                     EVENT_MAX_RUN.as_secs()
                 );
                 app.logs
-                    .record_failure(env, conn, "event", &name, started_at, message)
+                    .record_failure(env, conn, "event", &name, started_at, message.clone())
                     .await;
+                Some(message)
             }
+        };
+        if let Some(message) = failure.filter(|_| stop_at_failure) {
+            return Err(format!("script `{name}` failed: {message}"));
         }
     }
+    Ok(())
 }
 
 /// Keeps an execution in the connection's history and its logs (best

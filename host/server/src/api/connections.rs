@@ -182,6 +182,33 @@ pub async fn create(
         provider_config_key: c.provider_config_key.clone(),
         connection_id: c.connection_id.clone(),
     };
+    // `validate-connection` scripts (zero-yaml) run before the answer, with
+    // the stored credentials: a failure refuses a new connection (it is
+    // deleted again) and marks an existing one's credentials as failed,
+    // as the original does on a reconnect.
+    if let Err(message) = crate::runner::validate_connection(&app, &env, &conn).await {
+        let key = format!("{}/{}", conn.provider_config_key, conn.connection_id);
+        if existing.is_none() {
+            env.store
+                .delete_connection(&conn.provider_config_key, &conn.connection_id)
+                .await?;
+        } else {
+            let record = json!({"type": "auth", "message": message, "at": Utc::now().to_rfc3339()});
+            env.store.put_doc(CONNECTION_ERRORS, &key, &record).await?;
+        }
+        return Err(ApiError::bad_request(
+            "connection_test_failed",
+            format!(
+                "connection `{}` failed its validate-connection check: {message}",
+                conn.connection_id
+            ),
+        ));
+    }
+    if existing.is_some() {
+        // New credentials: an error recorded for the old ones is stale.
+        let key = format!("{}/{}", conn.provider_config_key, conn.connection_id);
+        env.store.delete_doc(CONNECTION_ERRORS, &key).await?;
+    }
     // The `auto_start` syncs start now; the others are scheduled paused.
     app.scheduler.connection_created(&env, &conn).await?;
     if existing.is_none() {
