@@ -25,29 +25,69 @@ integrations:
         - on-deleted
 ";
 
+/// A server whose `hubspot` integration points at a mock upstream that
+/// keeps every `POST /events` the event scripts send.
+struct EventsServer {
+    events: Arc<Mutex<Vec<Value>>>,
+    server: sluice_server::Server,
+    c: Client,
+    _mock: MockServer,
+    _data: tempfile::TempDir,
+}
+
+impl EventsServer {
+    async fn start() -> EventsServer {
+        let events: Arc<Mutex<Vec<Value>>> = Arc::default();
+        let seen = events.clone();
+        let mock = MockServer::start(Arc::new(move |req: &MockRequest| {
+            if req.path == "/events" {
+                seen.lock()
+                    .unwrap()
+                    .push(serde_json::from_slice(&req.body).unwrap_or(Value::Null));
+            }
+            MockResponse::json(200, &json!({}))
+        }))
+        .await
+        .unwrap();
+        let providers = std::fs::read_to_string(repo_root().join("host/runtime/providers.yaml"))
+            .unwrap()
+            .replace("https://api.hubapi.com", &mock.url());
+        let data = tempfile::tempdir().unwrap();
+        let config = ServerConfig::new(data.path(), "127.0.0.1:0".parse().unwrap());
+        let server = start_with(config, &MasterKey::generate(), &providers).await;
+        let c = Client::new(&server, DEV_KEY);
+        c.send(
+            "POST",
+            "/integrations",
+            Some(json!({"unique_key": "hubspot", "provider": "hubspot"})),
+        )
+        .await;
+        EventsServer {
+            events,
+            server,
+            c,
+            _mock: mock,
+            _data: data,
+        }
+    }
+
+    /// How often `script` told the upstream it ran for connection `cid`.
+    fn ran(&self, script: &str, cid: &str) -> usize {
+        self.events
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| e["script"] == script && e["connection"] == cid)
+            .count()
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn event_scripts_run_on_creation_and_before_deletion() {
-    let events: Arc<Mutex<Vec<Value>>> = Arc::default();
-    let seen = events.clone();
-    let mock = MockServer::start(Arc::new(move |req: &MockRequest| {
-        if req.path == "/events" {
-            seen.lock()
-                .unwrap()
-                .push(serde_json::from_slice(&req.body).unwrap_or(Value::Null));
-        }
-        MockResponse::json(200, &json!({}))
-    }))
-    .await
-    .unwrap();
-    let providers = std::fs::read_to_string(repo_root().join("host/runtime/providers.yaml"))
-        .unwrap()
-        .replace("https://api.hubapi.com", &mock.url());
-    let data = tempfile::tempdir().unwrap();
-    let config = ServerConfig::new(data.path(), "127.0.0.1:0".parse().unwrap());
-    let server = start_with(config, &MasterKey::generate(), &providers).await;
-    let c = Client::new(&server, DEV_KEY);
+    let s = EventsServer::start().await;
+    let c = &s.c;
     deploy_scripts(
-        &c,
+        c,
         YAML,
         "hubspot",
         &[
@@ -56,20 +96,7 @@ async fn event_scripts_run_on_creation_and_before_deletion() {
         ],
     )
     .await;
-    c.send(
-        "POST",
-        "/integrations",
-        Some(json!({"unique_key": "hubspot", "provider": "hubspot"})),
-    )
-    .await;
-    let got = |script: &str, cid: &str| {
-        events
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|e| e["script"] == script && e["connection"] == cid)
-            .count()
-    };
+    let got = |script: &str, cid: &str| s.ran(script, cid);
     let create = |cid: &'static str, metadata: Value| {
         let c = Client::at(&c.base, DEV_KEY);
         async move {
@@ -122,30 +149,13 @@ async fn event_scripts_run_on_creation_and_before_deletion() {
         .send("GET", "/connection/f?provider_config_key=hubspot", None)
         .await;
     assert_eq!(code, 404);
-    server.stop().await;
+    s.server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_validate_connection_script_refuses_the_connection() {
-    let events: Arc<Mutex<Vec<Value>>> = Arc::default();
-    let seen = events.clone();
-    let mock = MockServer::start(Arc::new(move |req: &MockRequest| {
-        if req.path == "/events" {
-            seen.lock()
-                .unwrap()
-                .push(serde_json::from_slice(&req.body).unwrap_or(Value::Null));
-        }
-        MockResponse::json(200, &json!({}))
-    }))
-    .await
-    .unwrap();
-    let providers = std::fs::read_to_string(repo_root().join("host/runtime/providers.yaml"))
-        .unwrap()
-        .replace("https://api.hubapi.com", &mock.url());
-    let data = tempfile::tempdir().unwrap();
-    let config = ServerConfig::new(data.path(), "127.0.0.1:0".parse().unwrap());
-    let server = start_with(config, &MasterKey::generate(), &providers).await;
-    let c = Client::new(&server, DEV_KEY);
+    let s = EventsServer::start().await;
+    let c = &s.c;
     // A zero-yaml project's definitions, as `sluice compile` writes them.
     let definitions = vec![json!({
         "providerConfigKey": "hubspot",
@@ -158,26 +168,13 @@ async fn a_failing_validate_connection_script_refuses_the_connection() {
         }
     })];
     deploy_definitions(
-        &c,
+        c,
         definitions,
         "hubspot",
         &[(guests::ON_EVENT_NOTIFY, "check", ScriptKind::OnEvent)],
     )
     .await;
-    c.send(
-        "POST",
-        "/integrations",
-        Some(json!({"unique_key": "hubspot", "provider": "hubspot"})),
-    )
-    .await;
-    let ran = |cid: &str| {
-        events
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|e| e["script"] == "check" && e["connection"] == cid)
-            .count()
-    };
+    let ran = |cid: &str| s.ran("check", cid);
     let create = |cid: &'static str, metadata: Value| {
         let c = Client::at(&c.base, DEV_KEY);
         async move {
@@ -231,7 +228,7 @@ async fn a_failing_validate_connection_script_refuses_the_connection() {
     assert_eq!(code, 200, "{out}");
     let (_, view) = get("good").await;
     assert_eq!(view["errors"], json!([]), "{view}");
-    server.stop().await;
+    s.server.stop().await;
 }
 
 async fn wait(what: &str, cond: impl Fn() -> bool) {
