@@ -18,20 +18,25 @@
 //!
 //! # Durability and atomicity
 //!
-//! [`Backend::apply`] writes a batch that touches one tree with
-//! `Tree::apply_batch` and one that touches several in one sled transaction
-//! over exactly those trees; either is atomic, also across a crash. It then
-//! flushes (fsyncs) before returning: sled on its own only flushes every
-//! 500 ms, and a write the caller was told succeeded must survive a
-//! SIGKILL. Concurrent writers share flushes (group commit): a writer waits
-//! for a flush that started after its write was applied. sled's calls block, so writes and
-//! flushes never run on a worker thread: they run on tokio's blocking
-//! pool. Point reads of a few keys (and the first entries of a scan) run
-//! on the calling thread, longer reads in `block_in_place` (see
-//! `SledBackend::read` for why).
+//! One thread owns the writing side. [`Backend::apply`] hands it a batch
+//! and waits; the thread takes every batch that is waiting, applies each
+//! (a batch that touches one tree with `Tree::apply_batch`, one that
+//! touches several in one sled transaction over exactly those trees;
+//! either is atomic, also across a crash), then flushes once and answers
+//! them all. sled on its own only flushes every 500 ms, and a write the
+//! caller was told succeeded must survive a SIGKILL; concurrent writers
+//! share the flush (group commit). A write acknowledged unflushed
+//! ([`Backend::apply_unflushed`]: history) reaches the disk with the next
+//! flush, at most 500 ms later. sled's calls block, so writes and flushes
+//! never run on a tokio thread, and a group costs two thread hand-offs
+//! whatever its size (the blocking pool and a shared flush had cost
+//! several wake-ups per write). Point reads of a few keys (and the first
+//! entries of a scan) run on the calling thread, longer reads in
+//! `block_in_place` (see `SledBackend::read` for why).
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, mpsc};
+use std::thread::JoinHandle;
 
 use sled::Transactional as _;
 use sluice_store::{
@@ -44,7 +49,8 @@ use sluice_store::{
 const SLED_FILES: [&str; 2] = ["conf", "db"];
 
 /// A sled database as a [`Backend`]. Cheap to clone; the database closes
-/// (and flushes) when the last clone is dropped.
+/// (and flushes) when the last clone is dropped, after the writer thread
+/// answered every write it had.
 #[derive(Clone)]
 pub struct SledBackend {
     inner: Arc<Inner>,
@@ -52,61 +58,142 @@ pub struct SledBackend {
 
 struct Inner {
     path: PathBuf,
-    db: sled::Db,
     /// One tree per table, indexed by [`Table::index`].
     trees: Vec<sled::Tree>,
-    flushes: GroupFlush,
+    writes: Option<mpsc::Sender<WriteRequest>>,
+    writer: Option<JoinHandle<()>>,
 }
 
-/// Group commit: writers that need their write on disk share fsyncs. A
-/// writer takes a ticket after its write is applied; one flush at a time
-/// runs and covers every ticket taken before it started, so concurrent
-/// durable writes cost one fsync per group instead of one each.
-#[derive(Default)]
-struct GroupFlush {
-    state: std::sync::Mutex<FlushState>,
-    done: std::sync::Condvar,
-}
-
-#[derive(Default)]
-struct FlushState {
-    /// The last ticket handed out.
-    taken: u64,
-    /// Every ticket up to this one is on disk.
-    flushed: u64,
-    running: bool,
-}
-
-impl GroupFlush {
-    /// Returns once a flush that started after this call has finished.
-    fn flush(&self, db: &sled::Db) -> Result<(), BackendError> {
-        let lock = || self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let mine = {
-            let mut st = lock();
-            st.taken += 1;
-            st.taken
-        };
-        let mut st = lock();
-        loop {
-            if st.flushed >= mine {
-                return Ok(());
-            }
-            if !st.running {
-                st.running = true;
-                let covers = st.taken;
-                drop(st);
-                let result = db.flush();
-                st = lock();
-                st.running = false;
-                if result.is_ok() {
-                    st.flushed = st.flushed.max(covers);
-                }
-                self.done.notify_all();
-                result.map_err(storage)?;
-                continue;
-            }
-            st = self.done.wait(st).unwrap_or_else(|e| e.into_inner());
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Closing the channel ends the writer once it has answered every
+        // batch; joining it drops its handles on the database, so sled's
+        // lock is released before the caller can open the directory again.
+        drop(self.writes.take());
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
         }
+    }
+}
+
+/// One [`Backend::apply`] (or `apply_unflushed`) handed to the writer.
+struct WriteRequest {
+    ops: Vec<Op>,
+    durable: bool,
+    done: tokio::sync::oneshot::Sender<Result<(), BackendError>>,
+}
+
+/// Batches the writer takes in one group at most (ops summed), so a burst
+/// of writes is answered in bounded steps.
+const GROUP_OPS: usize = 64 * 1024;
+
+/// The writer thread: takes every batch that is waiting, applies them in
+/// one atomic write, then flushes once for all the durable ones and
+/// answers them. Concurrent durable
+/// writers share one flush (group commit), and no write, flush or wake-up
+/// of a waiting writer runs on a tokio worker or the blocking pool.
+fn write_loop(db: &sled::Db, trees: &[sled::Tree], requests: &mpsc::Receiver<WriteRequest>) {
+    while let Ok(first) = requests.recv() {
+        let mut ops = first.ops.len();
+        let mut group = vec![first];
+        while ops < GROUP_OPS {
+            match requests.try_recv() {
+                Ok(next) => {
+                    ops += next.ops.len();
+                    group.push(next);
+                }
+                Err(_) => break,
+            }
+        }
+        // sled's batches and transactions take its global write lock,
+        // which waits for every reader and holds new ones (on tokio
+        // workers) back; a single insert or remove does not. So a group of
+        // single-op batches is written op by op (each is atomic alone),
+        // any other group in one batch (should that fail, each batch is
+        // tried alone, so one bad batch fails alone).
+        let mut results: Vec<Result<(), BackendError>> = if group.iter().all(|r| r.ops.len() == 1) {
+            group
+                .iter()
+                .map(|r| r.ops.iter().try_for_each(|op| apply_one(trees, op)))
+                .collect()
+        } else {
+            match apply_batch(trees, group.iter().flat_map(|r| &r.ops)) {
+                Ok(()) => group.iter().map(|_| Ok(())).collect(),
+                Err(e) if group.len() == 1 => vec![Err(e)],
+                Err(_) => group.iter().map(|r| apply_batch(trees, &r.ops)).collect(),
+            }
+        };
+        let flush = group
+            .iter()
+            .zip(&results)
+            .any(|(r, applied)| r.durable && applied.is_ok());
+        if flush && let Err(e) = db.flush() {
+            // Applied but not known to be on disk: not acknowledged.
+            let why = format!("flushing the database failed: {e}");
+            for (r, result) in group.iter().zip(results.iter_mut()) {
+                if r.durable && result.is_ok() {
+                    *result = Err(BackendError::Storage(why.clone()));
+                }
+            }
+        }
+        for (r, result) in group.into_iter().zip(results) {
+            let _ = r.done.send(result);
+        }
+    }
+}
+
+/// Applies one op (atomic on its own, and without sled's global write
+/// lock).
+fn apply_one(trees: &[sled::Tree], op: &Op) -> Result<(), BackendError> {
+    let tree = &trees[op.table().index()];
+    match op {
+        Op::Put { key, value, .. } => tree.insert(key.as_slice(), value.as_slice()),
+        Op::Delete { key, .. } => tree.remove(key.as_slice()),
+    }
+    .map(|_| ())
+    .map_err(storage)
+}
+
+/// Applies `ops` atomically: a batch that touches one tree with
+/// `Tree::apply_batch`, one that touches several in one sled transaction
+/// over exactly those trees. Within a batch the last op on a key wins.
+fn apply_batch<'a>(
+    trees: &[sled::Tree],
+    ops: impl IntoIterator<Item = &'a Op>,
+) -> Result<(), BackendError> {
+    let mut batches: Vec<Option<sled::Batch>> = vec![None; Table::ALL.len()];
+    for op in ops {
+        let batch = batches[op.table().index()].get_or_insert_with(Default::default);
+        match op {
+            Op::Put { key, value, .. } => batch.insert(key.as_slice(), value.as_slice()),
+            Op::Delete { key, .. } => batch.remove(key.as_slice()),
+        }
+    }
+    let (trees, batches): (Vec<sled::Tree>, Vec<sled::Batch>) = batches
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, b)| b.map(|b| (trees[i].clone(), b)))
+        .unzip();
+    match (trees.as_slice(), batches.as_slice()) {
+        ([], _) => Ok(()),
+        ([tree], [_]) => {
+            let batch = batches.into_iter().next().unwrap_or_default();
+            tree.apply_batch(batch).map_err(storage)
+        }
+        _ => trees
+            .as_slice()
+            .transaction(|views| {
+                for (view, batch) in views.iter().zip(&batches) {
+                    view.apply_batch(batch)?;
+                }
+                Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
+            })
+            .map_err(|e| match e {
+                sled::transaction::TransactionError::Storage(e) => storage(e),
+                sled::transaction::TransactionError::Abort(()) => {
+                    BackendError::Storage("the transaction was aborted".into())
+                }
+            }),
     }
 }
 
@@ -193,12 +280,18 @@ impl SledBackend {
             .map(|t| db.open_tree(t.name()))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| fail(format!("cannot open its trees: {e}")))?;
+        let (tx, rx) = mpsc::channel();
+        let writer_trees = trees.clone();
+        let writer = std::thread::Builder::new()
+            .name("sluice-sled-writer".into())
+            .spawn(move || write_loop(&db, &writer_trees, &rx))
+            .map_err(|e| fail(format!("cannot start its writer thread: {e}")))?;
         Ok(SledBackend {
             inner: Arc::new(Inner {
                 path: dir.to_path_buf(),
-                db,
                 trees,
-                flushes: GroupFlush::default(),
+                writes: Some(tx),
+                writer: Some(writer),
             }),
         })
     }
@@ -278,7 +371,8 @@ impl SledBackend {
         Ok(out)
     }
 
-    /// Runs `f` on tokio's blocking pool (writes: a batch and an fsync).
+    /// Runs `f` on tokio's blocking pool (long reads on a current-thread
+    /// runtime).
     async fn blocking<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Inner) -> Result<T, BackendError> + Send + 'static,
@@ -377,54 +471,20 @@ impl Backend for SledBackend {
 }
 
 impl SledBackend {
-    /// Applies `ops` atomically; `flush`: durably before returning.
-    async fn write(&self, ops: Vec<Op>, flush: bool) -> Result<(), BackendError> {
+    /// Hands `ops` to the writer thread and waits for its answer; when
+    /// `durable`, the answer comes after the flush that put them on disk.
+    async fn write(&self, ops: Vec<Op>, durable: bool) -> Result<(), BackendError> {
         if ops.is_empty() {
             return Ok(());
         }
-        self.blocking(move |db| {
-            // One batch per table touched, in table order; within a batch
-            // the last op on a key wins.
-            let mut batches: Vec<Option<sled::Batch>> = vec![None; Table::ALL.len()];
-            for op in ops {
-                let batch = batches[op.table().index()].get_or_insert_with(Default::default);
-                match op {
-                    Op::Put { key, value, .. } => batch.insert(key, value),
-                    Op::Delete { key, .. } => batch.remove(key),
-                }
-            }
-            let (trees, batches): (Vec<sled::Tree>, Vec<sled::Batch>) = batches
-                .into_iter()
-                .enumerate()
-                .filter_map(|(i, b)| b.map(|b| (db.trees[i].clone(), b)))
-                .unzip();
-            match (trees.as_slice(), batches.as_slice()) {
-                ([tree], [_]) => {
-                    let batch = batches.into_iter().next().unwrap_or_default();
-                    tree.apply_batch(batch).map_err(storage)?;
-                }
-                _ => {
-                    trees
-                        .as_slice()
-                        .transaction(|views| {
-                            for (view, batch) in views.iter().zip(&batches) {
-                                view.apply_batch(batch)?;
-                            }
-                            Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
-                        })
-                        .map_err(|e| match e {
-                            sled::transaction::TransactionError::Storage(e) => storage(e),
-                            sled::transaction::TransactionError::Abort(()) => {
-                                BackendError::Storage("the transaction was aborted".into())
-                            }
-                        })?;
-                }
-            }
-            if flush {
-                db.flushes.flush(&db.db)?;
-            }
-            Ok(())
-        })
-        .await
+        let (done, answer) = tokio::sync::oneshot::channel();
+        let closed = || BackendError::Storage("the database's writer has stopped".into());
+        self.inner
+            .writes
+            .as_ref()
+            .ok_or_else(closed)?
+            .send(WriteRequest { ops, durable, done })
+            .map_err(|_| closed())?;
+        answer.await.map_err(|_| closed())?
     }
 }
