@@ -244,15 +244,19 @@ impl Logs {
             "{}\u{1f}{}\u{1f}{}",
             conn.provider_config_key, conn.connection_id, e.id
         );
-        // History and log in one write, off the durable path.
+        // Log and history in one write, off the durable path, each atomic
+        // alone (an atomic pair costs sled two log-buffer writes). The log
+        // goes first: a crash between may keep a log without its history
+        // entry, which retention still finds (it walks the logs), never an
+        // entry no walk would find.
         let mut batch = env.store.doc_batch();
-        let Ok(_) = batch.put(EXECUTIONS, &history_key, e) else {
-            return;
-        };
         let Ok(bytes) = batch.put(LOGS, &e.id, log) else {
             return;
         };
-        if batch.apply_unflushed().await.is_ok() {
+        let Ok(_) = batch.put(EXECUTIONS, &history_key, e) else {
+            return;
+        };
+        if batch.apply_unflushed_in_order().await.is_ok() {
             self.size(env).fetch_add(bytes as u64, Ordering::Relaxed);
         }
     }

@@ -80,6 +80,8 @@ impl Drop for Inner {
 struct WriteRequest {
     ops: Vec<Op>,
     durable: bool,
+    /// All ops or none (otherwise: in order, each atomic alone).
+    atomic: bool,
     done: tokio::sync::oneshot::Sender<Result<(), BackendError>>,
 }
 
@@ -105,24 +107,35 @@ fn write_loop(db: &sled::Db, trees: &[sled::Tree], requests: &mpsc::Receiver<Wri
                 Err(_) => break,
             }
         }
-        // sled's batches and transactions take its global write lock,
-        // which waits for every reader and holds new ones (on tokio
-        // workers) back; a single insert or remove does not. So a group of
-        // single-op batches is written op by op (each is atomic alone),
-        // any other group in one batch (should that fail, each batch is
-        // tried alone, so one bad batch fails alone).
-        let mut results: Vec<Result<(), BackendError>> = if group.iter().all(|r| r.ops.len() == 1) {
-            group
-                .iter()
-                .map(|r| r.ops.iter().try_for_each(|op| apply_one(trees, op)))
-                .collect()
-        } else {
-            match apply_batch(trees, group.iter().flat_map(|r| &r.ops)) {
-                Ok(()) => group.iter().map(|_| Ok(())).collect(),
-                Err(e) if group.len() == 1 => vec![Err(e)],
-                Err(_) => group.iter().map(|r| apply_batch(trees, &r.ops)).collect(),
+        // sled writes each batch or transaction with its global write
+        // lock held (it waits for every reader and holds new ones, on
+        // tokio workers, back) and writes out its log buffer twice (each
+        // a disk write, handed to sled's I/O threads); a single insert or
+        // remove does neither. So requests that need no batch (one op, or
+        // ops that may land one by one) are written op by op, and each run
+        // of consecutive atomic ones in one batch (should that fail, each
+        // is tried alone, so one bad batch fails alone). Arrival order is
+        // kept, so the last write to a key wins.
+        let mut results: Vec<Result<(), BackendError>> = Vec::with_capacity(group.len());
+        let mut i = 0;
+        while i < group.len() {
+            let batched = |r: &WriteRequest| r.atomic && r.ops.len() > 1;
+            if !batched(&group[i]) {
+                results.push(group[i].ops.iter().try_for_each(|op| apply_one(trees, op)));
+                i += 1;
+                continue;
             }
-        };
+            let start = i;
+            while i < group.len() && batched(&group[i]) {
+                i += 1;
+            }
+            let run = &group[start..i];
+            match apply_batch(trees, run.iter().flat_map(|r| &r.ops)) {
+                Ok(()) => results.extend(run.iter().map(|_| Ok(()))),
+                Err(e) if run.len() == 1 => results.push(Err(e)),
+                Err(_) => results.extend(run.iter().map(|r| apply_batch(trees, &r.ops))),
+            }
+        }
         let flush = group
             .iter()
             .zip(&results)
@@ -462,18 +475,23 @@ impl Backend for SledBackend {
     }
 
     async fn apply(&self, ops: Vec<Op>) -> Result<(), BackendError> {
-        self.write(ops, true).await
+        self.write(ops, true, true).await
     }
 
     async fn apply_unflushed(&self, ops: Vec<Op>) -> Result<(), BackendError> {
-        self.write(ops, false).await
+        self.write(ops, false, true).await
+    }
+
+    async fn apply_unflushed_in_order(&self, ops: Vec<Op>) -> Result<(), BackendError> {
+        self.write(ops, false, false).await
     }
 }
 
 impl SledBackend {
     /// Hands `ops` to the writer thread and waits for its answer; when
-    /// `durable`, the answer comes after the flush that put them on disk.
-    async fn write(&self, ops: Vec<Op>, durable: bool) -> Result<(), BackendError> {
+    /// `durable`, the answer comes after the flush that put them on disk;
+    /// when `atomic`, all of them are written or none.
+    async fn write(&self, ops: Vec<Op>, durable: bool, atomic: bool) -> Result<(), BackendError> {
         if ops.is_empty() {
             return Ok(());
         }
@@ -483,7 +501,12 @@ impl SledBackend {
             .writes
             .as_ref()
             .ok_or_else(closed)?
-            .send(WriteRequest { ops, durable, done })
+            .send(WriteRequest {
+                ops,
+                durable,
+                atomic,
+                done,
+            })
             .map_err(|_| closed())?;
         answer.await.map_err(|_| closed())?
     }

@@ -201,6 +201,16 @@ pub trait Backend: Send + Sync + 'static {
     async fn apply_unflushed(&self, ops: Vec<Op>) -> Result<(), BackendError> {
         self.apply(ops).await
     }
+
+    /// Like [`Backend::apply_unflushed`], but each op is atomic only on
+    /// its own: the ops are applied in order, and a crash (or an `Err`)
+    /// may leave any prefix of them, never a later op without the earlier
+    /// ones. For writes whose parts stand alone, such as an execution's
+    /// log and its history entry. A backend whose atomic batches cost
+    /// more than single writes (sled) writes these one by one.
+    async fn apply_unflushed_in_order(&self, ops: Vec<Op>) -> Result<(), BackendError> {
+        self.apply_unflushed(ops).await
+    }
 }
 
 /// The smallest key greater than every key that starts with `prefix`, or

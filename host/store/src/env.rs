@@ -971,4 +971,16 @@ impl DocBatch<'_> {
         self.store.backend().apply_unflushed(self.ops).await?;
         Ok(())
     }
+
+    /// Applies the puts in order, each atomic on its own, acknowledged
+    /// before they are flushed: a crash may keep the first ones without
+    /// the later ones, never the reverse (see
+    /// [`Backend::apply_unflushed_in_order`](crate::Backend::apply_unflushed_in_order)).
+    pub async fn apply_unflushed_in_order(self) -> Result<(), StoreError> {
+        self.store
+            .backend()
+            .apply_unflushed_in_order(self.ops)
+            .await?;
+        Ok(())
+    }
 }
