@@ -319,9 +319,18 @@ impl EnvStore {
                 value: count_value(count_after),
             });
         }
-        if !ops.is_empty()
-            && let Err(e) = self.backend().apply(ops).await
-        {
+        // A chunk of unchanged records only moves their stamps, which
+        // matter only to this run's `track_deletes`, and that runs only if
+        // the run succeeds (a crash fails it) and writes durably, after
+        // them. So they are written without a flush, each alone.
+        let applied = if ops.is_empty() {
+            Ok(())
+        } else if ops.iter().all(|op| op.table() == Table::RecordStamps) {
+            self.backend().apply_unflushed_in_order(ops).await
+        } else {
+            self.backend().apply(ops).await
+        };
+        if let Err(e) = applied {
             *merging = merging_before;
             return Err(e.into());
         }

@@ -1867,7 +1867,7 @@ pub async fn delete_stale_soft_deletes_untouched_rows(b: &Reopen) {
         }
     };
     w(
-        json!([{"id": "a"}, {"id": "b"}, {"id": "c"}, {"id": "gone"}]),
+        json!([{"id": "a"}, {"id": "b"}, {"id": "c"}, {"id": "d"}, {"id": "gone"}]),
         job("s1", 1),
     )
     .await;
@@ -1884,10 +1884,14 @@ pub async fn delete_stale_soft_deletes_untouched_rows(b: &Reopen) {
     w(json!([{"id": "other"}]), job("s2", 1)).await;
     w(json!([{"id": "manual"}]), WriteContext::default()).await;
     tokio::time::sleep(Duration::from_millis(2)).await;
-    // Job 2 saves a (changed) and b (unchanged: only its stamp moves).
+    // Job 2 saves a (changed) and b (unchanged: only its stamp moves), in
+    // one chunk; then d in a chunk where nothing changed (only its stamp
+    // is written).
     let ch = w(json!([{"id": "a", "v": 2}, {"id": "b"}]), job("s1", 2)).await;
     assert_eq!((ch.updated, ch.unchanged), (1, 1));
-    assert_eq!(env.record_count(&c, "M").await.unwrap(), 5);
+    let ch = w(json!([{"id": "d"}]), job("s1", 2)).await;
+    assert_eq!((ch.updated, ch.unchanged), (0, 1));
+    assert_eq!(env.record_count(&c, "M").await.unwrap(), 6);
 
     let n = env.delete_stale(&c, "M", "s1", 2).await.unwrap();
     assert_eq!(n, 1, "only c: untouched by job 2, not already deleted");
@@ -1899,6 +1903,7 @@ pub async fn delete_stale_soft_deletes_untouched_rows(b: &Reopen) {
                 "a".into(),
                 "b".into(),
                 "c".into(),
+                "d".into(),
                 "other".into(),
                 "manual".into(),
             ],
@@ -1915,6 +1920,7 @@ pub async fn delete_stale_soft_deletes_untouched_rows(b: &Reopen) {
             ("a", "UPDATED"),
             ("b", "ADDED"),
             ("c", "DELETED"),
+            ("d", "ADDED"),
             ("other", "ADDED"),
             ("manual", "ADDED")
         ]
@@ -1922,7 +1928,7 @@ pub async fn delete_stale_soft_deletes_untouched_rows(b: &Reopen) {
     let stale = &rows[2];
     assert_eq!(stale.deleted_at, Some(stale.updated_at));
     assert_eq!(stale.json["id"], "c", "the body is kept");
-    assert_eq!(env.record_count(&c, "M").await.unwrap(), 4);
+    assert_eq!(env.record_count(&c, "M").await.unwrap(), 5);
     assert_eq!(env.delete_stale(&c, "M", "s1", 2).await.unwrap(), 0);
     // The deleted row is found after the others in paging order.
     let all = page_all(&env, &c, "M", RecordsQuery::default()).await;
