@@ -89,11 +89,11 @@ struct WriteRequest {
 /// of writes is answered in bounded steps.
 const GROUP_OPS: usize = 64 * 1024;
 
-/// The writer thread: takes every batch that is waiting, applies them in
-/// one atomic write, then flushes once for all the durable ones and
-/// answers them. Concurrent durable
-/// writers share one flush (group commit), and no write, flush or wake-up
-/// of a waiting writer runs on a tokio worker or the blocking pool.
+/// The writer thread: takes every batch that is waiting, applies them
+/// (see below for how), answers the unflushed ones, then flushes once and
+/// answers the durable ones. Concurrent durable writers share one flush
+/// (group commit), and no write, flush or wake-up of a waiting writer runs
+/// on a tokio worker or the blocking pool.
 fn write_loop(db: &sled::Db, trees: &[sled::Tree], requests: &mpsc::Receiver<WriteRequest>) {
     while let Ok(first) = requests.recv() {
         let mut ops = first.ops.len();
@@ -136,21 +136,25 @@ fn write_loop(db: &sled::Db, trees: &[sled::Tree], requests: &mpsc::Receiver<Wri
                 Err(_) => results.extend(run.iter().map(|r| apply_batch(trees, &r.ops))),
             }
         }
-        let flush = group
-            .iter()
-            .zip(&results)
-            .any(|(r, applied)| r.durable && applied.is_ok());
-        if flush && let Err(e) = db.flush() {
-            // Applied but not known to be on disk: not acknowledged.
-            let why = format!("flushing the database failed: {e}");
-            for (r, result) in group.iter().zip(results.iter_mut()) {
-                if r.durable && result.is_ok() {
-                    *result = Err(BackendError::Storage(why.clone()));
-                }
+        // Writes acknowledged unflushed (and failed ones) are answered now,
+        // visible as they are; the durable ones after the flush.
+        let mut durable = Vec::new();
+        for (r, result) in group.into_iter().zip(results) {
+            if r.durable && result.is_ok() {
+                durable.push(r.done);
+            } else {
+                let _ = r.done.send(result);
             }
         }
-        for (r, result) in group.into_iter().zip(results) {
-            let _ = r.done.send(result);
+        if durable.is_empty() {
+            continue;
+        }
+        let flushed = db.flush().map(|_| ()).map_err(|e| {
+            // Applied but not known to be on disk: not acknowledged.
+            format!("flushing the database failed: {e}")
+        });
+        for done in durable {
+            let _ = done.send(flushed.clone().map_err(BackendError::Storage));
         }
     }
 }

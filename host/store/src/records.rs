@@ -7,7 +7,8 @@
 //! and hash), the small stamps `(sync id, job id)` and the count of
 //! non-deleted rows. Every write of a scope runs under the scope's
 //! lock and changes all four in one atomic, durable [`Backend::apply`]:
-//! one flush per chunk of up to 1,000 records.
+//! one flush per chunk of up to 1,000 records. A chunk in which nothing
+//! changed writes only stamps, unflushed (see `write_records`).
 //!
 //! [`Backend::apply`]: crate::Backend::apply
 
@@ -320,9 +321,11 @@ impl EnvStore {
             });
         }
         // A chunk of unchanged records only moves their stamps, which
-        // matter only to this run's `track_deletes`, and that runs only if
-        // the run succeeds (a crash fails it) and writes durably, after
-        // them. So they are written without a flush, each alone.
+        // matter only to this run's `track_deletes`: that runs only if the
+        // run succeeds (a crash fails it), reads them as written, and its
+        // own durable write puts them on disk with it. A later run stamps
+        // what it saves again. So they are written without a flush, each
+        // alone.
         let applied = if ops.is_empty() {
             Ok(())
         } else if ops.iter().all(|op| op.table() == Table::RecordStamps) {
