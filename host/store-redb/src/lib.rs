@@ -26,10 +26,10 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, mpsc};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use redb::{Database, Durability, ReadableDatabase as _, TableDefinition};
+use sluice_store::writer::{WriteRequest, WriterThread, take_group};
 use sluice_store::{
     Backend, BackendError, INLINE_READ_KEYS, KeyRange, Op, Table, on_multi_thread_runtime,
     scan_range,
@@ -44,10 +44,6 @@ fn definition(table: Table) -> Def {
 /// redb's in-process page cache: it only grows with the data read.
 const CACHE_BYTES: usize = 256 << 20;
 
-/// Batches the writer applies in one transaction at most (ops summed), so a
-/// burst of small writes does not build one huge transaction.
-const GROUP_OPS: usize = 64 * 1024;
-
 /// A redb database as a [`Backend`]. Cheap to clone; the database closes
 /// when the last clone is dropped (after the writer finished what it had).
 #[derive(Clone)]
@@ -58,26 +54,7 @@ pub struct RedbBackend {
 struct Inner {
     path: PathBuf,
     db: Arc<Database>,
-    writes: Option<mpsc::Sender<WriteRequest>>,
-    writer: Option<JoinHandle<()>>,
-}
-
-impl Drop for Inner {
-    fn drop(&mut self) {
-        // Closing the channel ends the writer once it has answered every
-        // batch; joining it releases redb's lock on the file before the
-        // caller can open it again.
-        drop(self.writes.take());
-        if let Some(writer) = self.writer.take() {
-            let _ = writer.join();
-        }
-    }
-}
-
-struct WriteRequest {
-    ops: Vec<Op>,
-    durable: bool,
-    done: tokio::sync::oneshot::Sender<Result<(), BackendError>>,
+    writer: WriterThread,
 }
 
 impl std::fmt::Debug for RedbBackend {
@@ -151,18 +128,15 @@ impl RedbBackend {
         txn.commit()
             .map_err(|e| fail(format!("cannot write to it: {e}")))?;
         let db = Arc::new(db);
-        let (tx, rx) = mpsc::channel();
         let writer_db = Arc::clone(&db);
-        let writer = std::thread::Builder::new()
-            .name("sluice-redb-writer".into())
-            .spawn(move || write_loop(&writer_db, &rx))
-            .map_err(|e| fail(format!("cannot start its writer thread: {e}")))?;
+        let writer =
+            WriterThread::spawn("sluice-redb-writer", move |rx| write_loop(&writer_db, &rx))
+                .map_err(|e| fail(format!("cannot start its writer thread: {e}")))?;
         Ok(RedbBackend {
             inner: Arc::new(Inner {
                 path: path.to_path_buf(),
                 db,
-                writes: Some(tx),
-                writer: Some(writer),
+                writer,
             }),
         })
     }
@@ -272,18 +246,8 @@ impl RedbBackend {
     }
 
     async fn write(&self, ops: Vec<Op>, durable: bool) -> Result<(), BackendError> {
-        if ops.is_empty() {
-            return Ok(());
-        }
-        let (done, answer) = tokio::sync::oneshot::channel();
-        let closed = || BackendError::Storage("the database's writer has stopped".into());
-        self.inner
-            .writes
-            .as_ref()
-            .ok_or_else(closed)?
-            .send(WriteRequest { ops, durable, done })
-            .map_err(|_| closed())?;
-        answer.await.map_err(|_| closed())?
+        // One transaction is atomic whatever was asked.
+        self.inner.writer.write(ops, durable, true).await
     }
 }
 
@@ -319,17 +283,7 @@ fn write_loop(db: &Database, requests: &mpsc::Receiver<WriteRequest>) {
                 }
             }
         };
-        let mut group = vec![first];
-        let mut ops = group[0].ops.len();
-        while ops < GROUP_OPS {
-            match requests.try_recv() {
-                Ok(next) => {
-                    ops += next.ops.len();
-                    group.push(next);
-                }
-                Err(_) => break,
-            }
-        }
+        let group = take_group(first, requests);
         let durable = group.iter().any(|r| r.durable);
         let result = commit(db, &group, durable);
         match (&result, durable) {

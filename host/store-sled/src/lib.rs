@@ -36,9 +36,9 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, mpsc};
-use std::thread::JoinHandle;
 
 use sled::Transactional as _;
+use sluice_store::writer::{WriteRequest, WriterThread, take_group};
 use sluice_store::{
     Backend, BackendError, INLINE_READ_KEYS, KeyRange, Op, Table, on_multi_thread_runtime,
     scan_range,
@@ -60,34 +60,8 @@ struct Inner {
     path: PathBuf,
     /// One tree per table, indexed by [`Table::index`].
     trees: Vec<sled::Tree>,
-    writes: Option<mpsc::Sender<WriteRequest>>,
-    writer: Option<JoinHandle<()>>,
+    writer: WriterThread,
 }
-
-impl Drop for Inner {
-    fn drop(&mut self) {
-        // Closing the channel ends the writer once it has answered every
-        // batch; joining it drops its handles on the database, so sled's
-        // lock is released before the caller can open the directory again.
-        drop(self.writes.take());
-        if let Some(writer) = self.writer.take() {
-            let _ = writer.join();
-        }
-    }
-}
-
-/// One [`Backend::apply`] (or `apply_unflushed`) handed to the writer.
-struct WriteRequest {
-    ops: Vec<Op>,
-    durable: bool,
-    /// All ops or none (otherwise: in order, each atomic alone).
-    atomic: bool,
-    done: tokio::sync::oneshot::Sender<Result<(), BackendError>>,
-}
-
-/// Batches the writer takes in one group at most (ops summed), so a burst
-/// of writes is answered in bounded steps.
-const GROUP_OPS: usize = 64 * 1024;
 
 /// The writer thread: takes every batch that is waiting, applies them
 /// (see below for how), answers the unflushed ones, then flushes once and
@@ -96,17 +70,7 @@ const GROUP_OPS: usize = 64 * 1024;
 /// on a tokio worker or the blocking pool.
 fn write_loop(db: &sled::Db, trees: &[sled::Tree], requests: &mpsc::Receiver<WriteRequest>) {
     while let Ok(first) = requests.recv() {
-        let mut ops = first.ops.len();
-        let mut group = vec![first];
-        while ops < GROUP_OPS {
-            match requests.try_recv() {
-                Ok(next) => {
-                    ops += next.ops.len();
-                    group.push(next);
-                }
-                Err(_) => break,
-            }
-        }
+        let group = take_group(first, requests);
         // sled writes each batch or transaction with its global write
         // lock held (it waits for every reader and holds new ones, on
         // tokio workers, back) and writes out its log buffer twice (each
@@ -297,18 +261,18 @@ impl SledBackend {
             .map(|t| db.open_tree(t.name()))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| fail(format!("cannot open its trees: {e}")))?;
-        let (tx, rx) = mpsc::channel();
         let writer_trees = trees.clone();
-        let writer = std::thread::Builder::new()
-            .name("sluice-sled-writer".into())
-            .spawn(move || write_loop(&db, &writer_trees, &rx))
-            .map_err(|e| fail(format!("cannot start its writer thread: {e}")))?;
+        // The writer thread holds the `Db`; dropping the backend joins it,
+        // so sled has closed (and flushed) when the drop returns.
+        let writer = WriterThread::spawn("sluice-sled-writer", move |rx| {
+            write_loop(&db, &writer_trees, &rx)
+        })
+        .map_err(|e| fail(format!("cannot start its writer thread: {e}")))?;
         Ok(SledBackend {
             inner: Arc::new(Inner {
                 path: dir.to_path_buf(),
                 trees,
-                writes: Some(tx),
-                writer: Some(writer),
+                writer,
             }),
         })
     }
@@ -496,22 +460,6 @@ impl SledBackend {
     /// `durable`, the answer comes after the flush that put them on disk;
     /// when `atomic`, all of them are written or none.
     async fn write(&self, ops: Vec<Op>, durable: bool, atomic: bool) -> Result<(), BackendError> {
-        if ops.is_empty() {
-            return Ok(());
-        }
-        let (done, answer) = tokio::sync::oneshot::channel();
-        let closed = || BackendError::Storage("the database's writer has stopped".into());
-        self.inner
-            .writes
-            .as_ref()
-            .ok_or_else(closed)?
-            .send(WriteRequest {
-                ops,
-                durable,
-                atomic,
-                done,
-            })
-            .map_err(|_| closed())?;
-        answer.await.map_err(|_| closed())?
+        self.inner.writer.write(ops, durable, atomic).await
     }
 }

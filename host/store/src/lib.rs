@@ -28,6 +28,7 @@ pub mod keys;
 mod records;
 mod rows;
 mod store;
+pub mod writer;
 
 #[cfg(any(test, feature = "testsuite"))]
 pub mod testsuite;
