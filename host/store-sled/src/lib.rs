@@ -18,20 +18,23 @@
 //!
 //! # Durability and atomicity
 //!
-//! One thread owns the writing side. [`Backend::apply`] hands it a batch
-//! and waits; the thread takes every batch that is waiting, applies each
-//! (a batch that touches one tree with `Tree::apply_batch`, one that
-//! touches several in one sled transaction over exactly those trees;
-//! either is atomic, also across a crash), then flushes once and answers
-//! them all. sled on its own only flushes every 500 ms, and a write the
-//! caller was told succeeded must survive a SIGKILL; concurrent writers
-//! share the flush (group commit). A write acknowledged unflushed
-//! ([`Backend::apply_unflushed`]: history) reaches the disk with the next
-//! flush, at most 500 ms later. sled's calls block, so writes and flushes
-//! never run on a tokio thread, and a group costs two thread hand-offs
-//! whatever its size (the blocking pool and a shared flush had cost
-//! several wake-ups per write). Point reads of a few keys (and the first
-//! entries of a scan) run on the calling thread, longer reads in
+//! One thread owns the writing side (`sluice_store::writer`).
+//! [`Backend::apply`] hands it a batch and waits; the thread takes every
+//! batch that is waiting and writes them in arrival order: a batch that
+//! must be atomic with `Tree::apply_batch` (one tree) or one sled
+//! transaction (several), consecutive such batches together; a single op,
+//! or ops that may land one by one ([`Backend::apply_unflushed_in_order`]),
+//! with plain inserts and removes, which sled makes cheaper (`write_loop`
+//! says why). Either way each write is atomic, also across a crash. Writes
+//! acknowledged unflushed ([`Backend::apply_unflushed`]: history) are
+//! answered at once and reach the disk with the next flush, at most 500 ms
+//! later (sled's own interval); the durable ones are answered after one
+//! flush for the whole group (group commit), because a write the caller
+//! was told succeeded must survive a SIGKILL. sled's calls block, so writes
+//! and flushes never run on a tokio thread, and a group costs two thread
+//! hand-offs whatever its size (the blocking pool and a shared flush had
+//! cost several wake-ups per write). Point reads of a few keys (and the
+//! first entries of a scan) run on the calling thread, longer reads in
 //! `block_in_place` (see `SledBackend::read` for why).
 
 use std::path::{Path, PathBuf};
