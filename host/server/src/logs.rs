@@ -244,16 +244,18 @@ impl Logs {
             "{}\u{1f}{}\u{1f}{}",
             conn.provider_config_key, conn.connection_id, e.id
         );
-        // Log and history in one write, off the durable path, each atomic
-        // alone (an atomic pair costs sled two log-buffer writes). The log
-        // goes first: a crash between may keep a log without its history
-        // entry, which retention still finds (it walks the logs), never an
-        // entry no walk would find.
+        // History and log in one write, off the durable path, each atomic
+        // alone (an atomic pair costs sled two log-buffer writes). The
+        // history entry goes first: retention walks the logs and deletes
+        // each with its entry, so an entry must exist before its log can
+        // be found (the other order let a retention pass between the two
+        // delete the log and miss the entry written after it). A crash
+        // between the two may keep an entry without its log.
         let mut batch = env.store.doc_batch();
-        let Ok(bytes) = batch.put(LOGS, &e.id, log) else {
+        let Ok(_) = batch.put(EXECUTIONS, &history_key, e) else {
             return;
         };
-        let Ok(_) = batch.put(EXECUTIONS, &history_key, e) else {
+        let Ok(bytes) = batch.put(LOGS, &e.id, log) else {
             return;
         };
         if batch.apply_unflushed_in_order().await.is_ok() {
