@@ -3,7 +3,7 @@
 //! One thread owns a database's writing side: [`WriterThread::write`]
 //! queues a [`WriteRequest`] and waits for its answer, the backend's loop
 //! takes every request that is waiting ([`take_group`]), writes them and
-//! answers each. Writes, flushes and the wake-ups of waiting writers so
+//! answers each. So writes, flushes and the wake-ups of waiting writers
 //! never run on a tokio worker, and concurrent durable writes share one
 //! flush (group commit).
 
