@@ -53,17 +53,45 @@ const SLED_FILES: [&str; 2] = ["conf", "db"];
 
 /// A sled database as a [`Backend`]. Cheap to clone; the database closes
 /// (and flushes) when the last clone is dropped, after the writer thread
-/// answered every write it had.
+/// answered every write it had, and the directory can be opened again
+/// once that drop returns.
 #[derive(Clone)]
 pub struct SledBackend {
     inner: Arc<Inner>,
 }
 
+// Fields drop in this order: our tree handles, then the writer (joining
+// it drops its `Db`), then `_unlocked` waits for sled to let go.
 struct Inner {
     path: PathBuf,
     /// One tree per table, indexed by [`Table::index`].
     trees: Vec<sled::Tree>,
     writer: WriterThread,
+    _unlocked: WaitForUnlock,
+}
+
+/// Dropped after every handle on the database: sled flushes as the last
+/// one goes, handing the buffer write to its I/O threads, which hold the
+/// database's file, and its lock, until they finish (which can be just
+/// after the last handle is gone). Waiting for the lock here (a bounded
+/// time) means the directory can be opened again once the backend's drop
+/// returns.
+struct WaitForUnlock(PathBuf);
+
+impl Drop for WaitForUnlock {
+    fn drop(&mut self) {
+        let Ok(f) = std::fs::File::open(&self.0) else {
+            return;
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while let Err(std::fs::TryLockError::WouldBlock) = f.try_lock() {
+            if std::time::Instant::now() > deadline {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        let _ = f.unlock();
+    }
 }
 
 /// The writer thread: takes every batch that is waiting, applies them
@@ -265,8 +293,8 @@ impl SledBackend {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| fail(format!("cannot open its trees: {e}")))?;
         let writer_trees = trees.clone();
-        // The writer thread holds the `Db`; dropping the backend joins it,
-        // so sled has closed (and flushed) when the drop returns.
+        // The writer thread holds the `Db`; dropping the backend joins it
+        // (see `Inner` for the rest of the close).
         let writer = WriterThread::spawn("sluice-sled-writer", move |rx| {
             write_loop(&db, &writer_trees, &rx)
         })
@@ -276,6 +304,7 @@ impl SledBackend {
                 path: dir.to_path_buf(),
                 trees,
                 writer,
+                _unlocked: WaitForUnlock(dir.join("db")),
             }),
         })
     }
