@@ -31,8 +31,8 @@ use std::time::{Duration, Instant};
 use redb::{Database, Durability, ReadableDatabase as _, TableDefinition};
 use sluice_store::writer::{WriteRequest, WriterThread, take_group};
 use sluice_store::{
-    Backend, BackendError, INLINE_READ_KEYS, KeyRange, Op, Table, on_multi_thread_runtime,
-    scan_range,
+    Backend, BackendError, INLINE_READ_KEYS, KeyRange, Op, PendingWrite, Table,
+    on_multi_thread_runtime, scan_range,
 };
 
 type Def = TableDefinition<'static, &'static [u8], &'static [u8]>;
@@ -476,6 +476,11 @@ impl Backend for RedbBackend {
 
     async fn apply_unflushed(&self, ops: Vec<Op>) -> Result<(), BackendError> {
         self.write(ops, false).await
+    }
+
+    fn start_unflushed_in_order(&self, ops: Vec<Op>) -> PendingWrite {
+        // One transaction is atomic whatever was asked.
+        self.inner.writer.submit(ops, false, true)
     }
 }
 

@@ -43,8 +43,8 @@ use std::sync::{Arc, mpsc};
 use sled::Transactional as _;
 use sluice_store::writer::{WriteRequest, WriterThread, take_group};
 use sluice_store::{
-    Backend, BackendError, INLINE_READ_KEYS, KeyRange, Op, Table, on_multi_thread_runtime,
-    scan_range,
+    Backend, BackendError, INLINE_READ_KEYS, KeyRange, Op, PendingWrite, Table,
+    on_multi_thread_runtime, scan_range,
 };
 
 /// sled's files in a database directory; one of them present means the
@@ -484,6 +484,10 @@ impl Backend for SledBackend {
 
     async fn apply_unflushed_in_order(&self, ops: Vec<Op>) -> Result<(), BackendError> {
         self.write(ops, false, false).await
+    }
+
+    fn start_unflushed_in_order(&self, ops: Vec<Op>) -> PendingWrite {
+        self.inner.writer.submit(ops, false, false)
     }
 }
 

@@ -211,7 +211,19 @@ pub trait Backend: Send + Sync + 'static {
     async fn apply_unflushed_in_order(&self, ops: Vec<Op>) -> Result<(), BackendError> {
         self.apply_unflushed(ops).await
     }
+
+    /// [`Backend::apply_unflushed_in_order`] started now and awaited
+    /// later: the write is under way when this returns, whether or not
+    /// the returned future is ever polled (it only says how the write
+    /// went). For writes whose caller has more to do meanwhile and keeps
+    /// whatever depends on them waiting itself (the store holds a records
+    /// scope's lock until its stamps are written).
+    fn start_unflushed_in_order(&self, ops: Vec<Op>) -> PendingWrite;
 }
+
+/// A write already handed to a backend: resolves when it is applied.
+pub type PendingWrite =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), BackendError>> + Send>>;
 
 /// The smallest key greater than every key that starts with `prefix`, or
 /// `None` when no such key exists (an empty prefix, or one of `0xff`s).
@@ -326,6 +338,18 @@ impl Backend for MemoryBackend {
     }
 
     async fn apply(&self, ops: Vec<Op>) -> Result<(), BackendError> {
+        self.apply_now(ops);
+        Ok(())
+    }
+
+    fn start_unflushed_in_order(&self, ops: Vec<Op>) -> PendingWrite {
+        self.apply_now(ops);
+        Box::pin(std::future::ready(Ok(())))
+    }
+}
+
+impl MemoryBackend {
+    fn apply_now(&self, ops: Vec<Op>) {
         let mut tables = self.tables.write().unwrap_or_else(|e| e.into_inner());
         for op in ops {
             match op {
@@ -337,7 +361,6 @@ impl Backend for MemoryBackend {
                 }
             }
         }
-        Ok(())
     }
 }
 

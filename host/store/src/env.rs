@@ -358,7 +358,7 @@ impl EnvStore {
     /// so a crash midway leaves the connection to delete again rather than
     /// records without a connection.
     pub async fn delete_connection(&self, pck: &str, cid: &str) -> Result<bool, StoreError> {
-        let _lock = self.lock(self.connection_lock(pck, cid)).await;
+        let _lock = self.lock(self.connection_lock(pck, cid)).await?;
         let conn = ConnectionRef {
             provider_config_key: pck.to_string(),
             connection_id: cid.to_string(),
@@ -393,7 +393,10 @@ impl EnvStore {
         cid: &str,
         change: impl FnOnce(&mut Connection),
     ) -> Result<(), ConnectionError> {
-        let _lock = self.lock(self.connection_lock(pck, cid)).await;
+        let _lock = self
+            .lock(self.connection_lock(pck, cid))
+            .await
+            .map_err(backend_error)?;
         let mut connection = self
             .connection(pck, cid)
             .await

@@ -34,7 +34,7 @@ pub mod writer;
 pub mod testsuite;
 
 pub use backend::{
-    Backend, BackendError, INLINE_READ_KEYS, KeyRange, MemoryBackend, Op, Table,
+    Backend, BackendError, INLINE_READ_KEYS, KeyRange, MemoryBackend, Op, PendingWrite, Table,
     on_multi_thread_runtime, prefix_end, scan_range,
 };
 pub use crypto::MasterKey;

@@ -204,7 +204,7 @@ impl EnvStore {
         merging: &mut Merging,
     ) -> Result<Changes, StoreError> {
         let scope = self.scope(conn, model);
-        let _lock = self.lock(scope.lock_key()).await;
+        let lock = self.lock(scope.lock_key()).await?;
         let ids: Vec<String> = chunk.iter().map(|i| i.external_id.clone()).collect();
         let record_keys: Vec<Vec<u8>> = ids.iter().map(|id| scope.record_key(id)).collect();
         let headers = self
@@ -325,15 +325,19 @@ impl EnvStore {
         // run succeeds (a crash fails it), reads them as written, and its
         // own durable write puts them on disk with it. A later run stamps
         // what it saves again. So they are written without a flush, each
-        // alone.
-        let applied = if ops.is_empty() {
-            Ok(())
-        } else if ops.iter().all(|op| op.table() == Table::RecordStamps) {
-            self.backend().apply_unflushed_in_order(ops).await
-        } else {
-            self.backend().apply(ops).await
-        };
-        if let Err(e) = applied {
+        // alone, and without waiting: the scope stays locked until they
+        // are written (whoever reads or writes the scope next sees them,
+        // or fails with their error), while the script goes on to its next
+        // batch.
+        if ops.is_empty() {
+            return Ok(changes);
+        }
+        if ops.iter().all(|op| op.table() == Table::RecordStamps) {
+            let write = self.backend().start_unflushed_in_order(ops);
+            lock.release_after(write).await?;
+            return Ok(changes);
+        }
+        if let Err(e) = self.backend().apply(ops).await {
             *merging = merging_before;
             return Err(e.into());
         }
@@ -578,7 +582,7 @@ impl EnvStore {
         current_job: u64,
     ) -> Result<u64, StoreError> {
         let scope = self.scope(conn, model);
-        let _lock = self.lock(scope.lock_key()).await;
+        let _lock = self.lock(scope.lock_key()).await?;
         let now = self.write_time(&scope).await?;
         let mut count = decode_count(
             self.backend()
@@ -676,7 +680,7 @@ impl EnvStore {
         model: &str,
     ) -> Result<u64, StoreError> {
         let scope = self.scope(conn, model);
-        let _lock = self.lock(scope.lock_key()).await;
+        let _lock = self.lock(scope.lock_key()).await?;
         let mut count = decode_count(
             self.backend()
                 .get(Table::RecordCounts, &scope.count_key)

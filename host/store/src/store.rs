@@ -11,7 +11,7 @@ use subtle::ConstantTimeEq as _;
 use tokio::sync::OwnedMutexGuard;
 use uuid::Uuid;
 
-use crate::backend::{Backend, Op, Table};
+use crate::backend::{Backend, BackendError, Op, PendingWrite, Table};
 use crate::crypto::{DataKey, Keyring, MasterKey};
 use crate::error::StoreError;
 use crate::keys::{self, KeyBuf};
@@ -522,11 +522,22 @@ impl EnvStore {
     }
 
     /// Serialises writers of one lock key (a records scope, a connection)
-    /// within this process.
-    pub(crate) async fn lock(&self, key: Vec<u8>) -> ScopeGuard<'_> {
-        self.inner.shared.locks.lock(key).await
+    /// within this process. Fails with the error of a write a previous
+    /// holder started under this key and left to finish after it
+    /// ([`ScopeGuard::release_after`]), which the holder before could not
+    /// report.
+    pub(crate) async fn lock(&self, key: Vec<u8>) -> Result<ScopeGuard, StoreError> {
+        let mut guard = self.inner.shared.locks.lock(key).await;
+        match guard.failure().take() {
+            Some(e) => Err(e.into()),
+            None => Ok(guard),
+        }
     }
 }
+
+/// What a lock keeps between holders: the failure of a write a holder
+/// started and did not wait for.
+type LockState = Option<BackendError>;
 
 /// Async locks by key, made on demand and dropped when nobody holds or
 /// waits for them: one per records scope `(connection, model)` being
@@ -538,18 +549,18 @@ impl EnvStore {
 /// locks or transactions with conflict checks).
 #[derive(Default)]
 pub(crate) struct ScopeLocks {
-    map: Mutex<HashMap<Vec<u8>, Arc<tokio::sync::Mutex<()>>>>,
+    map: Arc<Mutex<HashMap<Vec<u8>, Arc<tokio::sync::Mutex<LockState>>>>>,
 }
 
 impl ScopeLocks {
-    pub async fn lock(&self, key: Vec<u8>) -> ScopeGuard<'_> {
+    pub async fn lock(&self, key: Vec<u8>) -> ScopeGuard {
         let mutex = {
             let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
             Arc::clone(map.entry(key.clone()).or_default())
         };
         let guard = mutex.lock_owned().await;
         ScopeGuard {
-            locks: self,
+            map: Arc::clone(&self.map),
             key,
             guard: Some(guard),
         }
@@ -561,19 +572,55 @@ impl ScopeLocks {
     }
 }
 
-pub(crate) struct ScopeGuard<'a> {
-    locks: &'a ScopeLocks,
+pub(crate) struct ScopeGuard {
+    map: Arc<Mutex<HashMap<Vec<u8>, Arc<tokio::sync::Mutex<LockState>>>>>,
     key: Vec<u8>,
-    guard: Option<OwnedMutexGuard<()>>,
+    guard: Option<OwnedMutexGuard<LockState>>,
 }
 
-impl Drop for ScopeGuard<'_> {
+impl ScopeGuard {
+    fn failure(&mut self) -> &mut LockState {
+        // Only `Drop` takes the guard out.
+        self.guard.as_mut().map_or_else(
+            || unreachable!("a scope guard is held until dropped"),
+            |g| &mut **g,
+        )
+    }
+
+    /// Keeps the key locked until `write` is done, without waiting for it
+    /// here: the next holder gets the lock once the write is applied, or
+    /// its error if it failed. Needs a tokio runtime to wait on; without
+    /// one, waits here.
+    pub async fn release_after(mut self, write: PendingWrite) -> Result<(), StoreError> {
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    if let Err(e) = write.await {
+                        *self.failure() = Some(e);
+                    }
+                });
+                Ok(())
+            }
+            Err(_) => Ok(write.await?),
+        }
+    }
+}
+
+impl Drop for ScopeGuard {
     fn drop(&mut self) {
         // Release first, then forget the lock if nobody else holds a handle
         // to it (waiters took theirs under the map's lock, so none can
-        // appear between the check and the removal).
-        drop(self.guard.take());
-        let mut map = self.locks.map.lock().unwrap_or_else(|e| e.into_inner());
+        // appear between the check and the removal) and it keeps no
+        // failure for the next holder.
+        let Some(guard) = self.guard.take() else {
+            return;
+        };
+        let keeps_failure = guard.is_some();
+        drop(guard);
+        if keeps_failure {
+            return;
+        }
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
         if map
             .get(&self.key)
             .is_some_and(|m| Arc::strong_count(m) == 1)

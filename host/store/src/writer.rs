@@ -10,7 +10,7 @@
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
-use crate::backend::{BackendError, Op};
+use crate::backend::{BackendError, Op, PendingWrite};
 
 /// One write handed to a writer thread.
 pub struct WriteRequest {
@@ -56,22 +56,33 @@ impl WriterThread {
         durable: bool,
         atomic: bool,
     ) -> Result<(), BackendError> {
+        self.submit(ops, durable, atomic).await
+    }
+
+    /// Queues `ops` now and returns the wait for the writer's answer: the
+    /// write happens whether or not the answer is awaited, after every
+    /// write queued before it.
+    pub fn submit(&self, ops: Vec<Op>, durable: bool, atomic: bool) -> PendingWrite {
         if ops.is_empty() {
-            return Ok(());
+            return Box::pin(std::future::ready(Ok(())));
         }
-        let (done, answer) = tokio::sync::oneshot::channel();
         let closed = || BackendError::Storage("the database's writer has stopped".into());
-        self.requests
-            .as_ref()
-            .ok_or_else(closed)?
-            .send(WriteRequest {
-                ops,
-                durable,
-                atomic,
-                done,
-            })
-            .map_err(|_| closed())?;
-        answer.await.map_err(|_| closed())?
+        let (done, answer) = tokio::sync::oneshot::channel();
+        let queued = match &self.requests {
+            Some(requests) => requests
+                .send(WriteRequest {
+                    ops,
+                    durable,
+                    atomic,
+                    done,
+                })
+                .is_ok(),
+            None => false,
+        };
+        if !queued {
+            return Box::pin(std::future::ready(Err(closed())));
+        }
+        Box::pin(async move { answer.await.map_err(|_| closed())? })
     }
 }
 
