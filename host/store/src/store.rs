@@ -539,6 +539,9 @@ impl EnvStore {
 /// started and did not wait for.
 type LockState = Option<BackendError>;
 
+/// Every lock in use, by key.
+type LockMap = Mutex<HashMap<Vec<u8>, Arc<tokio::sync::Mutex<LockState>>>>;
+
 /// Async locks by key, made on demand and dropped when nobody holds or
 /// waits for them: one per records scope `(connection, model)` being
 /// written (the original's advisory lock), one per connection being
@@ -549,7 +552,7 @@ type LockState = Option<BackendError>;
 /// locks or transactions with conflict checks).
 #[derive(Default)]
 pub(crate) struct ScopeLocks {
-    map: Arc<Mutex<HashMap<Vec<u8>, Arc<tokio::sync::Mutex<LockState>>>>>,
+    map: Arc<LockMap>,
 }
 
 impl ScopeLocks {
@@ -573,7 +576,7 @@ impl ScopeLocks {
 }
 
 pub(crate) struct ScopeGuard {
-    map: Arc<Mutex<HashMap<Vec<u8>, Arc<tokio::sync::Mutex<LockState>>>>>,
+    map: Arc<LockMap>,
     key: Vec<u8>,
     guard: Option<OwnedMutexGuard<LockState>>,
 }
