@@ -11,6 +11,7 @@
 //!
 //! This crate knows no HTTP server, database or command line.
 
+pub mod batch;
 mod bindings;
 pub mod connection;
 mod engine;

@@ -235,17 +235,31 @@ pub fn prepare_chunk(
     records: Vec<Map<String, Value>>,
     first_index: usize,
 ) -> Result<(Vec<Incoming>, Vec<String>), RecordError> {
+    let mut buf = Vec::with_capacity(2048);
+    let hashed = records
+        .into_iter()
+        .map(|json| {
+            let hash = data_hash_with(&json, &mut buf);
+            (json, hash)
+        })
+        .collect();
+    prepare_hashed_chunk(hashed, first_index)
+}
+
+/// [`prepare_chunk`] of records whose [`data_hash`] is known.
+pub fn prepare_hashed_chunk(
+    records: Vec<(Map<String, Value>, String)>,
+    first_index: usize,
+) -> Result<(Vec<Incoming>, Vec<String>), RecordError> {
     let mut seen = std::collections::HashSet::with_capacity(records.len());
     let mut out = Vec::with_capacity(records.len());
     let mut duplicates = Vec::new();
-    let mut buf = Vec::with_capacity(2048);
-    for (i, json) in records.into_iter().enumerate() {
+    for (i, (json, hash)) in records.into_iter().enumerate() {
         let external_id = external_id(&json, first_index + i)?;
         if !seen.insert(external_id.clone()) {
             duplicates.push(external_id);
             continue;
         }
-        let hash = data_hash_with(&json, &mut buf);
         out.push(Incoming {
             external_id,
             json,

@@ -1,9 +1,12 @@
 //! `nango:scripts/records` and `nango:scripts/sync-context`.
 
-use serde_json::{Map, Value};
+use std::sync::Arc;
+
+use serde_json::Value;
 
 use super::HostState;
 use crate::ScriptKind;
+use crate::batch::{self, Check, RecordInfo};
 use crate::bindings::records::{self, MergingStrategy};
 use crate::bindings::sync_context;
 use crate::bindings::types::NangoError;
@@ -11,7 +14,7 @@ use crate::exec::LogLevel;
 use crate::proxy::nango_error;
 use crate::records::{
     BatchCall, CHUNK_SIZE, IDS_PER_LOOKUP, Merging, RecordError, WriteContext, WriteKind,
-    prepare_chunk,
+    prepare_hashed_chunk,
 };
 
 fn record_error(e: RecordError) -> NangoError {
@@ -50,38 +53,54 @@ impl HostState {
         Ok(self.exec.sync.model_full_name(model))
     }
 
-    /// Checks a batch against its model's schema: invalid records are
-    /// saved with a warning (one sampled record logged), or refused with
+    /// What a batch's records are checked against: the model's schema, for
+    /// a batchSave of a model that has one.
+    fn record_check(&self, kind: WriteKind, model: &str) -> Option<Arc<Check>> {
+        let v = self.exec.validation.as_ref()?;
+        (kind == WriteKind::Save && v.schema.has_model(model)).then(|| {
+            Arc::new(Check {
+                validation: Arc::clone(&v.schema),
+                model: model.to_string(),
+            })
+        })
+    }
+
+    /// Acts on a batch's schema violations: invalid records are saved with
+    /// a warning (one sampled record logged), or refused with
     /// `invalid_sync_record` when validation is strict.
-    fn validate_records(&mut self, model: &str, records: &[Value]) -> Result<(), NangoError> {
-        let Some(v) = self.exec.validation.as_ref().map(|v| v.schema.clone()) else {
-            return Ok(());
-        };
-        if !v.has_model(model) {
-            return Ok(());
-        }
+    fn report_violations(
+        &mut self,
+        model: &str,
+        records: &[Value],
+        infos: &mut [RecordInfo],
+    ) -> Result<(), NangoError> {
+        let strict = self
+            .exec
+            .validation
+            .as_ref()
+            .is_some_and(|v| v.schema.strict);
         let mut failed = 0;
         let mut sample = None;
-        // The records come without `_nango_metadata` (the original
+        // The records are checked without `_nango_metadata` (the original
         // validates a record as JSON would carry it).
-        for r in records {
-            let errors = v.check(model, r);
-            if errors.is_empty() {
+        for (r, info) in records.iter().zip(infos) {
+            if info.violations.is_empty() {
                 continue;
             }
             failed += 1;
             if sample.is_none() {
+                let errors = std::mem::take(&mut info.violations);
                 sample =
                     Some(serde_json::json!({ "data": r, "validation": errors, "model": model }));
             }
-            if v.strict {
+            if strict {
                 break;
             }
         }
         let Some(sample) = sample else {
             return Ok(());
         };
-        if v.strict {
+        if strict {
             let mut e = nango_error(
                 "invalid_sync_record",
                 format!(
@@ -108,29 +127,38 @@ impl HostState {
         kind: WriteKind,
         call: &str,
         model: &str,
-        json: &[u8],
+        json: Vec<u8>,
     ) -> Result<(), NangoError> {
         self.require_sync(call)?;
         self.check_payload(&format!("the {call} batch"), json.len())?;
-        let records: Vec<Value> = match serde_json::from_slice(json) {
-            Ok(Value::Array(a)) => a,
-            Ok(Value::Null) => return Ok(()),
-            Ok(_) => {
-                return Err(nango_error(
-                    "invalid_request",
-                    format!("{call}: records must be a JSON array"),
-                ));
-            }
-            Err(e) => {
-                return Err(nango_error(
-                    "invalid_request",
-                    format!("{call}: records are not JSON: {e}"),
-                ));
-            }
+        let check = self.record_check(kind, model);
+        let json = Arc::new(json);
+        let read = match batch::read(Arc::clone(&json), check.clone()).await {
+            Some(read) => read,
+            // Not an array: say what it is, as JSON.parse would.
+            None => match serde_json::from_slice(&json) {
+                Ok(Value::Array(a)) => batch::read_values(a, check.as_deref()),
+                Ok(Value::Null) => return Ok(()),
+                Ok(_) => {
+                    return Err(nango_error(
+                        "invalid_request",
+                        format!("{call}: records must be a JSON array"),
+                    ));
+                }
+                Err(e) => {
+                    return Err(nango_error(
+                        "invalid_request",
+                        format!("{call}: records are not JSON: {e}"),
+                    ));
+                }
+            },
         };
-        if records.is_empty() {
+        drop(json);
+        if read.is_empty() {
             return Ok(());
         }
+        let (records, mut infos): (Vec<Value>, Vec<RecordInfo>) =
+            read.into_iter().map(|r| (r.value, r.info)).unzip();
         let call = BatchCall {
             kind: kind.into(),
             model: model.to_string(),
@@ -141,20 +169,20 @@ impl HostState {
         }
         let mut records = call.records;
         let full = self.model_name(model)?;
-        for r in &mut records {
-            if let Value::Object(m) = r {
-                m.shift_remove("_nango_metadata");
+        for (r, info) in records.iter_mut().zip(&infos) {
+            if let (true, Value::Object(m)) = (info.has_metadata, r) {
+                batch::strip_metadata(m);
             }
         }
-        if kind == WriteKind::Save {
-            self.validate_records(model, &records)?;
+        if check.is_some() {
+            self.report_violations(model, &records, &mut infos)?;
         }
-        let mut objects: Vec<Map<String, Value>> = Vec::with_capacity(records.len());
-        for (index, r) in records.into_iter().enumerate() {
-            let Value::Object(m) = r else {
-                return Err(record_error(RecordError::NotAnObject { index }));
-            };
-            objects.push(m);
+        let mut objects = Vec::with_capacity(records.len());
+        for (index, (r, info)) in records.into_iter().zip(infos).enumerate() {
+            match (r, info.hash) {
+                (Value::Object(m), Some(hash)) => objects.push((m, hash)),
+                _ => return Err(record_error(RecordError::NotAnObject { index })),
+            }
         }
         let ctx = WriteContext {
             sync_id: self.exec.sync.sync_id.clone(),
@@ -167,7 +195,8 @@ impl HostState {
         while iter.peek().is_some() {
             let chunk: Vec<_> = iter.by_ref().take(CHUNK_SIZE).collect();
             let len = chunk.len();
-            let (chunk, duplicates) = prepare_chunk(chunk, first_index).map_err(record_error)?;
+            let (chunk, duplicates) =
+                prepare_hashed_chunk(chunk, first_index).map_err(record_error)?;
             for id in duplicates {
                 self.internal_log(
                     LogLevel::Warn,
@@ -268,7 +297,7 @@ impl records::Host for HostState {
         records: Vec<u8>,
     ) -> wasmtime::Result<Result<(), NangoError>> {
         Ok(self
-            .write_records(WriteKind::Save, "batchSave", &model, &records)
+            .write_records(WriteKind::Save, "batchSave", &model, records)
             .await)
     }
 
@@ -278,7 +307,7 @@ impl records::Host for HostState {
         records: Vec<u8>,
     ) -> wasmtime::Result<Result<(), NangoError>> {
         Ok(self
-            .write_records(WriteKind::Delete, "batchDelete", &model, &records)
+            .write_records(WriteKind::Delete, "batchDelete", &model, records)
             .await)
     }
 
@@ -288,7 +317,7 @@ impl records::Host for HostState {
         records: Vec<u8>,
     ) -> wasmtime::Result<Result<(), NangoError>> {
         Ok(self
-            .write_records(WriteKind::Update, "batchUpdate", &model, &records)
+            .write_records(WriteKind::Update, "batchUpdate", &model, records)
             .await)
     }
 

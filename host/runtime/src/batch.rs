@@ -1,0 +1,360 @@
+//! Reading a records batch a script sent (`batchSave`, `batchDelete`,
+//! `batchUpdate`): the JSON array split into its records, each parsed,
+//! hashed and checked against its model — half of a large batch on a
+//! second core when one is free, since the script waits for the batch.
+//!
+//! The hash of a record is [`crate::records::data_hash`]: SHA-256 of its
+//! compact serialisation. A record the script already sent in exactly that
+//! form (compact, the same escapes, integers only, no repeated keys: what
+//! `JSON.stringify` and serde write for most records) is hashed from the
+//! text it came in, without serialising it again; any other is serialised
+//! first. Both give the same hash, so stored hashes stay comparable.
+
+use std::ops::Range;
+use std::sync::{Arc, OnceLock};
+
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+use tokio::sync::Semaphore;
+
+use crate::records::{data_hash, text_hash};
+use crate::validate::Validation;
+
+/// The key a script's record may carry and which is never stored.
+pub const METADATA_KEY: &str = "_nango_metadata";
+
+/// Batches at least this long are split between two threads when a core
+/// is free (below it, handing half over costs more than it saves).
+const SPLIT_AT: usize = 128;
+
+/// What a record is checked against: a model's schema.
+pub struct Check {
+    pub validation: Arc<Validation>,
+    pub model: String,
+}
+
+/// One record of a batch, read.
+#[derive(Debug)]
+pub struct ReadRecord {
+    /// The record as the script sent it.
+    pub value: Value,
+    /// What was computed of it.
+    pub info: RecordInfo,
+}
+
+/// What reading a record computed, of the record without
+/// [`METADATA_KEY`].
+#[derive(Debug)]
+pub struct RecordInfo {
+    /// It carries [`METADATA_KEY`].
+    pub has_metadata: bool,
+    /// Its data hash, when it is an object.
+    pub hash: Option<String>,
+    /// Its violations of the model's schema, when there is one to check.
+    pub violations: Vec<String>,
+}
+
+/// The records of `text`, a JSON array, in order; `None` when `text` is
+/// not a JSON array (the caller's own parse says why).
+pub async fn read(text: Arc<Vec<u8>>, check: Option<Arc<Check>>) -> Option<Vec<ReadRecord>> {
+    let spans = spans(&text)?;
+    let helper = if spans.len() >= SPLIT_AT {
+        helpers().try_acquire_owned().ok()
+    } else {
+        None
+    };
+    let Some(permit) = helper else {
+        return read_spans(&text, &spans, check.as_deref());
+    };
+    let half = spans.len() / 2;
+    let tail = {
+        let text = Arc::clone(&text);
+        let check = check.clone();
+        let spans = spans[half..].to_vec();
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            read_spans(&text, &spans, check.as_deref())
+        })
+    };
+    let head = read_spans(&text, &spans[..half], check.as_deref());
+    let tail = tail.await.ok()?;
+    let mut records = head?;
+    records.extend(tail?);
+    Some(records)
+}
+
+/// The records of an already parsed batch, read on this thread.
+pub fn read_values(values: Vec<Value>, check: Option<&Check>) -> Vec<ReadRecord> {
+    values
+        .into_iter()
+        .map(|value| read_value(value, None, check))
+        .collect()
+}
+
+/// Lets at most one helper per spare core read batches, so concurrent
+/// scripts do not pile threads onto busy cores (they then read alone).
+fn helpers() -> Arc<Semaphore> {
+    static HELPERS: OnceLock<Arc<Semaphore>> = OnceLock::new();
+    Arc::clone(HELPERS.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Arc::new(Semaphore::new(cores - 1))
+    }))
+}
+
+/// Where each element of the JSON array `text` is.
+fn spans(text: &[u8]) -> Option<Vec<Range<usize>>> {
+    let raws: Vec<&RawValue> = serde_json::from_slice(text).ok()?;
+    let base = text.as_ptr() as usize;
+    Some(
+        raws.iter()
+            .map(|raw| {
+                let start = (raw.get().as_ptr() as usize).wrapping_sub(base);
+                start..start + raw.get().len()
+            })
+            .collect(),
+    )
+}
+
+fn read_spans(
+    text: &[u8],
+    spans: &[Range<usize>],
+    check: Option<&Check>,
+) -> Option<Vec<ReadRecord>> {
+    spans
+        .iter()
+        .map(|span| {
+            let raw = text.get(span.clone())?;
+            let value = serde_json::from_slice(raw).ok()?;
+            Some(read_value(value, Some(raw), check))
+        })
+        .collect()
+}
+
+/// Reads one record; `raw` is the text it was parsed from, when known.
+fn read_value(value: Value, raw: Option<&[u8]>, check: Option<&Check>) -> ReadRecord {
+    let has_metadata = value
+        .as_object()
+        .is_some_and(|m| m.contains_key(METADATA_KEY));
+    let stripped = has_metadata.then(|| {
+        let mut v = value.clone();
+        if let Value::Object(m) = &mut v {
+            m.shift_remove(METADATA_KEY);
+        }
+        v
+    });
+    let view = stripped.as_ref().unwrap_or(&value);
+    let hash = view.as_object().map(|m| match raw {
+        Some(raw) if !has_metadata && is_serialisation_of(raw, &value) => text_hash(raw),
+        _ => data_hash(m),
+    });
+    let violations = check.map_or_else(Vec::new, |c| c.validation.check(&c.model, view));
+    ReadRecord {
+        value,
+        info: RecordInfo {
+            has_metadata,
+            hash,
+            violations,
+        },
+    }
+}
+
+/// Whether `raw`, the text `value` was parsed from, is byte for byte what
+/// serde_json's compact serialisation of `value` is.
+pub fn is_serialisation_of(raw: &[u8], value: &Value) -> bool {
+    // A repeated key keeps one entry (the text has more keys than the
+    // value), and is then the only way the two could differ that the scan
+    // does not see.
+    scan(raw).is_some_and(|keys| keys == entries(value))
+}
+
+/// The number of object entries in `value`, nested ones included.
+fn entries(value: &Value) -> usize {
+    match value {
+        Value::Object(m) => m.len() + m.values().map(entries).sum::<usize>(),
+        Value::Array(a) => a.iter().map(entries).sum(),
+        _ => 0,
+    }
+}
+
+/// For valid JSON text: the number of object keys in it, or `None` when it
+/// is not in serde_json's compact form (whitespace between tokens, an
+/// escape serde would write differently or not at all, a number that is
+/// not a short integer, `-0`).
+fn scan(raw: &[u8]) -> Option<usize> {
+    let mut keys = 0;
+    let mut i = 0;
+    while let Some(&b) = raw.get(i) {
+        match b {
+            b'"' => {
+                i = string_end(raw, i + 1)?;
+                if raw.get(i) == Some(&b':') {
+                    keys += 1;
+                }
+            }
+            b'-' | b'0'..=b'9' => {
+                let negative = b == b'-';
+                let digits = i + usize::from(negative);
+                i = digits;
+                while raw.get(i).is_some_and(u8::is_ascii_digit) {
+                    i += 1;
+                }
+                // A fraction or exponent makes a float, which serde writes
+                // its own way; 19 digits or more may not fit an integer.
+                if matches!(raw.get(i), Some(b'.' | b'e' | b'E'))
+                    || i - digits > 18
+                    || (negative && &raw[digits..i] == b"0")
+                {
+                    return None;
+                }
+            }
+            b' ' | b'\t' | b'\n' | b'\r' => return None,
+            _ => i += 1,
+        }
+    }
+    Some(keys)
+}
+
+/// The index after the closing quote of the string whose contents start
+/// at `i`, or `None` when it has an escape serde would not write.
+fn string_end(raw: &[u8], mut i: usize) -> Option<usize> {
+    loop {
+        i += memchr::memchr2(b'"', b'\\', raw.get(i..)?)?;
+        if raw[i] == b'"' {
+            return Some(i + 1);
+        }
+        match raw.get(i + 1)? {
+            b'"' | b'\\' | b'n' | b'r' | b't' | b'b' | b'f' => i += 2,
+            // serde writes `\u00xx` (lowercase) for control characters
+            // without a short escape, and for nothing else.
+            b'u' => {
+                let &[b'0', b'0', hi @ (b'0' | b'1'), lo] = raw.get(i + 2..i + 6)? else {
+                    return None;
+                };
+                let lo = match lo {
+                    b'0'..=b'9' => lo - b'0',
+                    b'a'..=b'f' => lo - b'a' + 10,
+                    _ => return None,
+                };
+                if matches!((hi - b'0') * 16 + lo, 0x08 | 0x09 | 0x0a | 0x0c | 0x0d) {
+                    return None;
+                }
+                i += 6;
+            }
+            _ => return None,
+        }
+    }
+}
+
+/// A record's map without [`METADATA_KEY`].
+pub fn strip_metadata(m: &mut Map<String, Value>) {
+    m.shift_remove(METADATA_KEY);
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn block<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    /// Texts serde writes back unchanged, and texts it does not.
+    const COMPACT: &[&str] = &[
+        r#"{"id":"1","n":12,"neg":-7,"zero":0,"t":true,"f":false,"z":null}"#,
+        r#"{"id":1,"a":[1,2,{"b":[]}],"o":{},"s":"é ü 😀 \u001f \u0000 \" \\ \n \r \t \b \f /"}"#,
+        r#"{"id":"x","deep":{"a":{"b":{"c":"d"}}},"big":123456789012345678}"#,
+        r#"{"id":"k:v","key":"a\":b"}"#,
+    ];
+    const NOT_COMPACT: &[&str] = &[
+        r#"{ "id":"1"}"#,
+        "{\"id\":\"1\",\n\"a\":1}",
+        r#"{"id":"1","x":1.5}"#,
+        r#"{"id":"1","x":1.0}"#,
+        r#"{"id":"1","x":1e3}"#,
+        r#"{"id":"1","x":-0}"#,
+        r#"{"id":"1","x":12345678901234567890}"#,
+        r#"{"id":"1","s":"\/"}"#,
+        r#"{"id":"1","s":"\u0041"}"#,
+        r#"{"id":"1","s":"\u001F"}"#,
+        r#"{"id":"1","s":"\u0009"}"#,
+        r#"{"id":"1","s":"\ud83d\ude00"}"#,
+        r#"{"id":"1","a":1,"a":2}"#,
+        r#"{"id":"1","o":{"a":1,"a":1}}"#,
+    ];
+
+    #[test]
+    fn compact_texts_are_recognised_and_others_are_not() {
+        for text in COMPACT {
+            let v: Value = serde_json::from_str(text).unwrap();
+            assert!(is_serialisation_of(text.as_bytes(), &v), "{text}");
+            assert_eq!(serde_json::to_string(&v).unwrap(), *text);
+        }
+        for text in NOT_COMPACT {
+            let v: Value = serde_json::from_str(text).unwrap();
+            assert!(!is_serialisation_of(text.as_bytes(), &v), "{text}");
+        }
+    }
+
+    #[test]
+    fn the_hash_is_the_serialisations_whatever_the_text() {
+        let texts: Vec<&str> = COMPACT.iter().chain(NOT_COMPACT).copied().collect();
+        let batch = format!("[{}]", texts.join(" , "));
+        let records = block(read(Arc::new(batch.into_bytes()), None)).unwrap();
+        assert_eq!(records.len(), texts.len());
+        for (r, text) in records.iter().zip(&texts) {
+            let v: Value = serde_json::from_str(text).unwrap();
+            assert_eq!(r.value, v);
+            assert_eq!(
+                r.info.hash,
+                Some(data_hash(v.as_object().unwrap())),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_split_batch_keeps_its_order_and_checks_every_record() {
+        let schema = serde_json::json!({"definitions": {"Item": {
+            "type": "object", "properties": {"id": {"type": "string"}}, "required": ["id"]
+        }}});
+        let check = Arc::new(Check {
+            validation: Arc::new(Validation::new(&schema, false)),
+            model: "Item".into(),
+        });
+        let records: Vec<Value> = (0..1000)
+            .map(|i| {
+                if i % 100 == 99 {
+                    serde_json::json!({"id": i, "_nango_metadata": {"x": 1}})
+                } else {
+                    serde_json::json!({"id": i.to_string(), "v": i})
+                }
+            })
+            .collect();
+        let text = serde_json::to_vec(&records).unwrap();
+        let read = block(read(Arc::new(text), Some(check))).unwrap();
+        assert_eq!(read.len(), 1000);
+        for (i, (r, v)) in read.iter().zip(&records).enumerate() {
+            assert_eq!(&r.value, v);
+            let mut stripped = v.as_object().unwrap().clone();
+            stripped.shift_remove(METADATA_KEY);
+            assert_eq!(r.info.has_metadata, i % 100 == 99);
+            assert_eq!(r.info.hash, Some(data_hash(&stripped)));
+            // A numeric id breaks the schema's `string`.
+            assert_eq!(r.info.violations.is_empty(), i % 100 != 99, "{i}");
+        }
+    }
+
+    #[test]
+    fn what_is_not_an_array_is_not_read() {
+        for text in ["{}", "null", "[1,", "\"x\"", ""] {
+            assert!(block(read(Arc::new(text.into()), None)).is_none(), "{text}");
+        }
+        let read = block(read(Arc::new(b"[1, \"a\", []]".to_vec()), None)).unwrap();
+        assert!(read.iter().all(|r| r.info.hash.is_none()));
+    }
+}
