@@ -13,7 +13,6 @@
 use std::ops::Range;
 use std::sync::{Arc, OnceLock};
 
-use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use tokio::sync::Semaphore;
 
@@ -101,18 +100,80 @@ fn helpers() -> Arc<Semaphore> {
     }))
 }
 
-/// Where each element of the JSON array `text` is.
+/// Where each element of the JSON array `text` is, found by its brackets,
+/// commas and string quotes alone: each element is parsed on its own
+/// afterwards, which rejects what this lets through (so that a text it
+/// accepts whose elements all parse is a JSON array of them). `None`
+/// when it is not shaped like an array.
 fn spans(text: &[u8]) -> Option<Vec<Range<usize>>> {
-    let raws: Vec<&RawValue> = serde_json::from_slice(text).ok()?;
-    let base = text.as_ptr() as usize;
-    Some(
-        raws.iter()
-            .map(|raw| {
-                let start = (raw.get().as_ptr() as usize).wrapping_sub(base);
-                start..start + raw.get().len()
-            })
-            .collect(),
-    )
+    let mut i = skip_space(text, 0);
+    if text.get(i) != Some(&b'[') {
+        return None;
+    }
+    i = skip_space(text, i + 1);
+    let mut spans = Vec::new();
+    if text.get(i) == Some(&b']') {
+        return only_space_after(text, i + 1).then_some(spans);
+    }
+    loop {
+        let start = i;
+        let mut depth = 0usize;
+        loop {
+            match *text.get(i)? {
+                b'"' => i = after_string(text, i + 1)?,
+                b'[' | b'{' => {
+                    depth += 1;
+                    i += 1;
+                }
+                b']' | b'}' if depth > 0 => {
+                    depth -= 1;
+                    i += 1;
+                }
+                b']' | b'}' | b',' if depth == 0 => break,
+                _ => i += 1,
+            }
+        }
+        let mut end = i;
+        while end > start && is_space(text[end - 1]) {
+            end -= 1;
+        }
+        if end == start {
+            return None;
+        }
+        spans.push(start..end);
+        match text[i] {
+            b',' => i = skip_space(text, i + 1),
+            b']' => return only_space_after(text, i + 1).then_some(spans),
+            _ => return None,
+        }
+    }
+}
+
+fn is_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\r')
+}
+
+fn skip_space(text: &[u8], mut i: usize) -> usize {
+    while text.get(i).is_some_and(|&b| is_space(b)) {
+        i += 1;
+    }
+    i
+}
+
+fn only_space_after(text: &[u8], i: usize) -> bool {
+    skip_space(text, i) == text.len()
+}
+
+/// The index after the closing quote of the string whose contents start
+/// at `i`.
+fn after_string(text: &[u8], mut i: usize) -> Option<usize> {
+    loop {
+        i += memchr::memchr2(b'"', b'\\', text.get(i..)?)?;
+        if text[i] == b'"' {
+            return Some(i + 1);
+        }
+        i += 2;
+    }
 }
 
 fn read_spans(
@@ -269,6 +330,7 @@ mod tests {
         r#"{"id":1,"a":[1,2,{"b":[]}],"o":{},"s":"é ü 😀 \u001f \u0000 \" \\ \n \r \t \b \f /"}"#,
         r#"{"id":"x","deep":{"a":{"b":{"c":"d"}}},"big":123456789012345678}"#,
         r#"{"id":"k:v","key":"a\":b"}"#,
+        r#"{"id":"2","s":"],[{}\\","t":[[],{"u":"\"]"}]}"#,
     ];
     const NOT_COMPACT: &[&str] = &[
         r#"{ "id":"1"}"#,
@@ -351,7 +413,23 @@ mod tests {
 
     #[test]
     fn what_is_not_an_array_is_not_read() {
-        for text in ["{}", "null", "[1,", "\"x\"", ""] {
+        for text in [
+            "{}",
+            "null",
+            "[1,",
+            "\"x\"",
+            "",
+            "[1 2]",
+            "[1,,2]",
+            "[1,]",
+            "[1]]",
+            "[{]}",
+            "[[1},2]",
+            "[{\"a\":1}}, 2]",
+            "[\"a]",
+            "[1] x",
+            "[\"\\\"]",
+        ] {
             assert!(block(read(Arc::new(text.into()), None)).is_none(), "{text}");
         }
         let read = block(read(Arc::new(b"[1, \"a\", []]".to_vec()), None)).unwrap();

@@ -461,15 +461,17 @@ pub struct ChunkWrite<'a> {
     pub now: DateTime<Utc>,
 }
 
-/// Applies one chunk to rows looked up by `get`, returning the rows to write
-/// (with what each write is: an `Unchanged` row only carries new stamps)
-/// and the changes. Backends call this inside their own transaction.
+/// Applies one chunk to the rows stored for it (`existing[i]` is the row
+/// of `chunk[i]`'s id, if any), returning the rows to write, each with the
+/// index of the record it is for and what its write is (an `Unchanged` row
+/// only carries new stamps), and the changes. Backends call this inside
+/// their own transaction.
 pub fn plan_chunk(
     write: ChunkWrite<'_>,
     chunk: Vec<Incoming>,
     merging: &mut Merging,
-    mut get: impl FnMut(&str) -> Option<StoredRecord>,
-) -> (Vec<(StoredRecord, Outcome)>, Changes) {
+    existing: Vec<Option<StoredRecord>>,
+) -> (Vec<(usize, StoredRecord, Outcome)>, Changes) {
     let ChunkWrite {
         kind,
         conn,
@@ -480,8 +482,9 @@ pub fn plan_chunk(
     let mut writes = Vec::with_capacity(chunk.len());
     let mut changes = Changes::default();
     let mut newest: Option<Position> = None;
-    for incoming in chunk {
-        let existing = get(&incoming.external_id);
+    let mut existing = existing.into_iter();
+    for (index, incoming) in chunk.into_iter().enumerate() {
+        let existing = existing.next().flatten();
         let (row, outcome) = match kind {
             WriteKind::Save => {
                 apply_save(conn, model, existing.as_ref(), incoming, ctx, merging, now)
@@ -498,7 +501,7 @@ pub fn plan_chunk(
             {
                 newest = Some(row.position());
             }
-            writes.push((row, outcome));
+            writes.push((index, row, outcome));
         }
     }
     if let (Merging::IgnoreIfModifiedAfter { cursor }, Some(n)) = (merging, newest)
@@ -761,8 +764,12 @@ impl MemoryRecords {
             ctx,
             now: now(),
         };
-        let (writes, changes) = plan_chunk(write, chunk, merging, |id| rows.get(id).cloned());
-        for (row, _) in writes {
+        let existing = chunk
+            .iter()
+            .map(|i| rows.get(&i.external_id).cloned())
+            .collect();
+        let (writes, changes) = plan_chunk(write, chunk, merging, existing);
+        for (_, row, _) in writes {
             rows.insert(row.external_id.clone(), row);
         }
         changes

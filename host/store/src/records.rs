@@ -205,8 +205,10 @@ impl EnvStore {
     ) -> Result<Changes, StoreError> {
         let scope = self.scope(conn, model);
         let lock = self.lock(scope.lock_key()).await?;
-        let ids: Vec<String> = chunk.iter().map(|i| i.external_id.clone()).collect();
-        let record_keys: Vec<Vec<u8>> = ids.iter().map(|id| scope.record_key(id)).collect();
+        let record_keys: Vec<Vec<u8>> = chunk
+            .iter()
+            .map(|i| scope.record_key(&i.external_id))
+            .collect();
         let headers = self
             .backend()
             .get_many(Table::Records, &record_keys)
@@ -218,34 +220,44 @@ impl EnvStore {
         // that is written for it below), so only batchUpdate, which merges
         // into the stored JSON, reads the entries. No write keeps the old
         // stamps, so they are not read: every row written gets the
-        // writer's.
-        let mut existing: HashMap<String, StoredRecord> = HashMap::with_capacity(ids.len());
-        for (id, header) in ids.into_iter().zip(headers) {
-            if let Some(header) = header {
-                let record = rows::decode_record(id.clone(), &header, None, false)?;
-                existing.insert(id, record);
-            }
+        // writer's. `existing[i]` is the row of `chunk[i]`.
+        let mut existing: Vec<Option<StoredRecord>> = Vec::with_capacity(chunk.len());
+        for (incoming, header) in chunk.iter().zip(headers) {
+            existing.push(match header {
+                Some(h) => Some(rows::decode_record(
+                    incoming.external_id.clone(),
+                    &h,
+                    None,
+                    false,
+                )?),
+                None => None,
+            });
         }
-        if kind == WriteKind::Update && !existing.is_empty() {
-            let ids: Vec<&String> = existing.keys().collect();
-            let keys: Vec<Vec<u8>> = ids
+        if kind == WriteKind::Update {
+            let stored: Vec<usize> = (0..existing.len())
+                .filter(|&i| existing[i].is_some())
+                .collect();
+            let keys: Vec<Vec<u8>> = stored
                 .iter()
-                .map(|id| scope.index_key(&existing[*id].position()))
+                .filter_map(|&i| existing[i].as_ref())
+                .map(|r| scope.index_key(&r.position()))
                 .collect();
             let entries = self.backend().get_many(Table::RecordIndex, &keys).await?;
-            let mut jsons = Vec::with_capacity(ids.len());
-            for (id, entry) in ids.into_iter().zip(entries) {
-                let entry = entry.ok_or_else(|| missing_entry(id))?;
-                let (_, row) = rows::decode_entry(&entry)?;
-                let (_, json) = rows::decode_header(row)?;
-                jsons.push((id.clone(), rows::decode_json(json)?));
-            }
-            for (id, json) in jsons {
-                if let Some(r) = existing.get_mut(&id) {
-                    r.json = json;
+            for (i, entry) in stored.into_iter().zip(entries) {
+                if let Some(r) = existing[i].as_mut() {
+                    let entry = entry.ok_or_else(|| missing_entry(&r.external_id))?;
+                    let (_, row) = rows::decode_entry(&entry)?;
+                    let (_, json) = rows::decode_header(row)?;
+                    r.json = rows::decode_json(json)?;
                 }
             }
         }
+        // Where each stored row is and whether it counts, for after the
+        // rows have gone into the plan.
+        let old: Vec<Option<(Position, bool)>> = existing
+            .iter()
+            .map(|r| r.as_ref().map(|r| (r.position(), r.deleted_at.is_none())))
+            .collect();
         let count_before = decode_count(
             self.backend()
                 .get(Table::RecordCounts, &scope.count_key)
@@ -260,41 +272,42 @@ impl EnvStore {
         };
         // Should the write fail, the strategy's cursor must not have moved.
         let merging_before = merging.clone();
-        let (planned, changes) =
-            rt::plan_chunk(write, chunk, merging, |id| existing.get(id).cloned());
+        let (planned, changes) = rt::plan_chunk(write, chunk, merging, existing);
 
         // A write order with one entry per id, the last write winning, as
         // it would if the rows were written one after another.
         let mut last: HashMap<&str, usize> = HashMap::with_capacity(planned.len());
-        for (i, (row, _)) in planned.iter().enumerate() {
+        for (i, (_, row, _)) in planned.iter().enumerate() {
             last.insert(row.external_id.as_str(), i);
         }
         let mut ops = Vec::with_capacity(planned.len() * 4 + 1);
         let mut alive: i64 = 0;
-        for (i, (row, outcome)) in planned.iter().enumerate() {
+        let mut record_keys: Vec<Option<Vec<u8>>> = record_keys.into_iter().map(Some).collect();
+        for (i, (index, row, outcome)) in planned.iter().enumerate() {
             if last.get(row.external_id.as_str()) != Some(&i) {
                 continue;
             }
-            let key = scope.record_key(&row.external_id);
-            let old = existing.get(&row.external_id);
-            let stamp = Op::Put {
-                table: Table::RecordStamps,
-                key: key.clone(),
-                value: Stamp::of(row).encode(),
-            };
+            let key = record_keys[*index]
+                .take()
+                .unwrap_or_else(|| scope.record_key(&row.external_id));
+            let stamp = Stamp::of(row).encode();
             if kind == WriteKind::Save && *outcome == Outcome::Unchanged {
                 // Same JSON, same times: only who saw it last changes.
-                ops.push(stamp);
+                ops.push(Op::Put {
+                    table: Table::RecordStamps,
+                    key,
+                    value: stamp,
+                });
                 continue;
             }
             let header = RowHeader::of(row);
             let position = header.position();
-            if let Some(old) = old {
-                alive -= i64::from(old.deleted_at.is_none());
-                if old.position() != position {
+            if let Some((old_position, old_alive)) = &old[*index] {
+                alive -= i64::from(*old_alive);
+                if *old_position != position {
                     ops.push(Op::Delete {
                         table: Table::RecordIndex,
-                        key: scope.index_key(&old.position()),
+                        key: scope.index_key(old_position),
                     });
                 }
             }
@@ -306,10 +319,14 @@ impl EnvStore {
             });
             ops.push(Op::Put {
                 table: Table::Records,
-                key,
+                key: key.clone(),
                 value: header.encode_header(),
             });
-            ops.push(stamp);
+            ops.push(Op::Put {
+                table: Table::RecordStamps,
+                key,
+                value: stamp,
+            });
         }
         let count_after = count_before.saturating_add_signed(alive);
         if count_after != count_before || (!ops.is_empty() && count_before == 0) {
