@@ -64,6 +64,9 @@ impl Call {
 pub struct SyncRun {
     pub sync_id: Option<String>,
     pub job_id: Option<u64>,
+    /// This is a run of job `job_id` (not a webhook script writing for the
+    /// sync): see [`crate::records::WriteContext::job_run`].
+    pub job_run: bool,
     /// Start of the last successful run.
     pub last_sync_date: Option<DateTime<Utc>>,
     pub variant: String,
@@ -77,6 +80,7 @@ impl Default for SyncRun {
         Self {
             sync_id: None,
             job_id: None,
+            job_run: false,
             last_sync_date: None,
             variant: "base".into(),
             track_deletes: false,

@@ -34,6 +34,12 @@ pub struct ConnectionRef {
 pub struct WriteContext {
     pub sync_id: Option<String>,
     pub job_id: Option<u64>,
+    /// The writes are a sync job's run, one at a time per sync and
+    /// connection, whose end the server settles (`track_deletes`, then
+    /// forgetting what the run saw): a store may note the records a run
+    /// saved unchanged per chunk and stamp them only when `track_deletes`
+    /// needs it. False for everything else (a webhook script's saves).
+    pub job_run: bool,
 }
 
 /// A position in the `(updated_at, internal id)` order of a model's records.

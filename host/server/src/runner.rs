@@ -513,6 +513,7 @@ pub async fn run_sync(
     exec.sync.variant = variant.to_string();
     exec.sync.sync_id = Some(id.clone());
     exec.sync.job_id = Some(job);
+    exec.sync.job_run = true;
     exec.sync.last_sync_date = last_sync_date;
     let track_deletes = exec.sync.track_deletes;
     let execution = async {
@@ -541,6 +542,13 @@ pub async fn run_sync(
                     tracked.push(m.clone());
                 }
             }
+            // Every model the run wrote or tracks, for forgetting below.
+            let mut written: Vec<String> = report.changes.keys().cloned().collect();
+            for m in &tracked {
+                if !written.contains(m) {
+                    written.push(m.clone());
+                }
+            }
             if error.is_none() {
                 for full in tracked {
                     match env.store.delete_stale(conn, &full, &id, job).await {
@@ -555,6 +563,12 @@ pub async fn run_sync(
                         }
                     }
                 }
+            }
+            // What the run noted as seen is for its `track_deletes` only.
+            // Left behind (a failed write) it only takes space until the
+            // sync's next run forgets it.
+            for full in &written {
+                let _ = env.store.forget_seen(conn, full, &id).await;
             }
             record_execution(app, env, conn, "sync", name, &report).await;
             RunSummary {

@@ -50,6 +50,7 @@ async fn save_all(
     let ctx = WriteContext {
         sync_id: Some("sync".into()),
         job_id: Some(job),
+        job_run: true,
     };
     let mut total = rt::Changes::default();
     let start = Instant::now();

@@ -41,12 +41,16 @@ pub enum Table {
     Docs,
     /// Content-addressed blobs (component files), by SHA-256.
     Blobs,
+    /// `(scope, sync id, job id, n) → external ids`: the records a sync
+    /// job's chunk saved unchanged, whose stamps are written only if the
+    /// job's `track_deletes` needs them (see `crate::records`).
+    RecordSeen,
 }
 
 impl Table {
     /// Every table, in a fixed order (a backend may index its tables by
     /// [`Table::index`]).
-    pub const ALL: [Table; 11] = [
+    pub const ALL: [Table; 12] = [
         Table::Meta,
         Table::Environments,
         Table::Integrations,
@@ -58,6 +62,7 @@ impl Table {
         Table::RecordCounts,
         Table::Docs,
         Table::Blobs,
+        Table::RecordSeen,
     ];
 
     /// A stable name: a backend's table, tree or subspace name. Never
@@ -75,6 +80,7 @@ impl Table {
             Table::RecordCounts => "record_counts",
             Table::Docs => "docs",
             Table::Blobs => "blobs",
+            Table::RecordSeen => "record_seen",
         }
     }
 

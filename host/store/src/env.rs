@@ -373,6 +373,7 @@ impl EnvStore {
             Table::Records,
             Table::RecordIndex,
             Table::RecordStamps,
+            Table::RecordSeen,
             Table::RecordCounts,
         ] {
             self.delete_prefix(table, prefix.as_bytes()).await?;

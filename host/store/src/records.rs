@@ -13,6 +13,8 @@
 //! [`Backend::apply`]: crate::Backend::apply
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::{DateTime, Duration, Utc};
 use sluice_runtime::records::{
@@ -20,7 +22,7 @@ use sluice_runtime::records::{
     RecordError, RecordStore, StoredRecord, WriteContext, WriteKind,
 };
 
-use crate::backend::{Op, Table};
+use crate::backend::{Backend, Op, Table};
 use crate::env::SCAN_BATCH;
 use crate::error::StoreError;
 use crate::keys::{self, KeyBuf};
@@ -341,17 +343,37 @@ impl EnvStore {
         // matter only to this run's `track_deletes`: that runs only if the
         // run succeeds (a crash fails it), reads them as written, and its
         // own durable write puts them on disk with it. A later run stamps
-        // what it saves again. So they are written without a flush, each
-        // alone, and without waiting: the scope stays locked until they
-        // are written (whoever reads or writes the scope next sees them,
-        // or fails with their error), while the script goes on to its next
-        // batch.
+        // what it saves again. So they are written without a flush, and
+        // without waiting: the scope stays locked until they are written
+        // (whoever reads or writes the scope next sees them, or fails with
+        // their error), while the script goes on to its next batch. A job
+        // run notes them as seen instead (`note_seen`).
         if ops.is_empty() {
             return Ok(changes);
         }
         if ops.iter().all(|op| op.table() == Table::RecordStamps) {
-            let write = self.backend().start_unflushed_in_order(ops);
-            lock.release_after(write).await?;
+            match (ctx.job_run, &ctx.sync_id, ctx.job_id) {
+                (true, Some(sync_id), Some(job)) => {
+                    let keys = ops
+                        .into_iter()
+                        .filter_map(|op| match op {
+                            Op::Put { key, .. } => Some(key),
+                            Op::Delete { .. } => None,
+                        })
+                        .collect();
+                    let seen = Seen {
+                        backend: Arc::clone(&self.inner.shared.backend),
+                        scope: scope.prefix.clone(),
+                        sync_id: sync_id.clone(),
+                        job,
+                    };
+                    lock.release_after(seen.note(keys)).await?;
+                }
+                _ => {
+                    let write = self.backend().start_unflushed_in_order(ops);
+                    lock.release_after(async move { Ok(write.await?) }).await?;
+                }
+            }
             return Ok(changes);
         }
         if let Err(e) = self.backend().apply(ops).await {
@@ -600,6 +622,8 @@ impl EnvStore {
     ) -> Result<u64, StoreError> {
         let scope = self.scope(conn, model);
         let _lock = self.lock(scope.lock_key()).await?;
+        // What the job saw unchanged gets its stamps now.
+        self.settle_seen(&scope, sync_id, Some(current_job)).await?;
         let now = self.write_time(&scope).await?;
         let mut count = decode_count(
             self.backend()
@@ -687,6 +711,72 @@ impl EnvStore {
         }
     }
 
+    /// Forgets what sync `sync_id`'s jobs noted as seen in this model (see
+    /// [`Seen`]): the server calls it when a job run has ended (after its
+    /// `track_deletes`, if any), so the notes of a run whose deletes were
+    /// not tracked (or that failed, or a crash cut short) do not pile up.
+    pub async fn forget_seen(
+        &self,
+        conn: &ConnectionRef,
+        model: &str,
+        sync_id: &str,
+    ) -> Result<(), StoreError> {
+        let scope = self.scope(conn, model);
+        let _lock = self.lock(scope.lock_key()).await?;
+        self.settle_seen(&scope, sync_id, None).await
+    }
+
+    /// Deletes sync `sync_id`'s seen notes in a scope (the caller holds its
+    /// lock), first stamping the records job `stamp_job` saw that the sync
+    /// still stamps (a record another writer stamped since keeps that
+    /// stamp, as it would had the job stamped it when it saw it).
+    async fn settle_seen(
+        &self,
+        scope: &Scope,
+        sync_id: &str,
+        stamp_job: Option<u64>,
+    ) -> Result<(), StoreError> {
+        let notes = scope.prefix.clone().part(sync_id);
+        let of_job = stamp_job.map(|job| notes.clone().part(job.to_be_bytes()));
+        loop {
+            let entries = self
+                .backend()
+                .scan(Table::RecordSeen, notes.as_bytes(), None, SEEN_BATCH, false)
+                .await?;
+            if entries.is_empty() {
+                return Ok(());
+            }
+            let mut ops = Vec::new();
+            for (key, value) in &entries {
+                if let (Some(of_job), Some(job)) = (&of_job, stamp_job)
+                    && key.starts_with(of_job.as_bytes())
+                {
+                    let keys: Vec<Vec<u8>> = rows::decode_ids(value)?
+                        .into_iter()
+                        .map(|id| scope.prefix.clone().tail(id))
+                        .collect();
+                    let stamps = self.backend().get_many(Table::RecordStamps, &keys).await?;
+                    let stamp = Stamp::job(sync_id, job).encode();
+                    for (key, old) in keys.into_iter().zip(stamps) {
+                        let Some(old) = old else { continue };
+                        if rows::decode_stamp(&old)?.sync_id.as_deref() == Some(sync_id) {
+                            ops.push(Op::Put {
+                                table: Table::RecordStamps,
+                                key,
+                                value: stamp.clone(),
+                            });
+                        }
+                    }
+                }
+                ops.push(Op::Delete {
+                    table: Table::RecordSeen,
+                    key: key.clone(),
+                });
+            }
+            self.backend().apply_unflushed(ops).await?;
+        }
+    }
+
     /// Hard-deletes every record of a model (`full_refresh_and_clear_cache`)
     /// and returns how many rows were removed, deleted ones included. Runs
     /// a batch per write, each keeping the count right, so a crash midway
@@ -749,6 +839,8 @@ impl EnvStore {
         self.delete_prefix(Table::RecordIndex, scope.prefix.as_bytes())
             .await?;
         self.delete_prefix(Table::RecordStamps, scope.prefix.as_bytes())
+            .await?;
+        self.delete_prefix(Table::RecordSeen, scope.prefix.as_bytes())
             .await?;
         self.backend()
             .apply(vec![Op::Delete {
@@ -891,6 +983,69 @@ pub(crate) async fn migrate_from_format_1(backend: &dyn crate::Backend) -> Resul
 /// How often [`EnvStore::entries_by_ids`] looks again for entries that
 /// moved while it read; more would mean a write per read, endlessly.
 const ENTRY_RETRIES: usize = 8;
+
+/// How many seen notes [`EnvStore::settle_seen`] takes at a time (each
+/// lists up to a chunk's records).
+const SEEN_BATCH: usize = 16;
+
+/// Numbers a process's seen notes: a job runs in one process, so the
+/// notes of one job never share a key.
+static SEEN_NOTES: AtomicU64 = AtomicU64::new(0);
+
+/// A job run's chunk of records saved unchanged, noted as seen.
+///
+/// Stamping each such record (a tiny write per record, on sled several
+/// microseconds of its writer plus the garbage collection of the node
+/// versions it leaves behind) is the largest part of an unchanged
+/// batchSave, and only `track_deletes` reads stamps. So a job run writes,
+/// for a chunk it saved unchanged, one note listing the chunk's records
+/// (`RecordSeen`, keyed by scope, sync, job), and stamps only the records
+/// another writer stamped last (the job takes them over, as the original
+/// does). `delete_stale` for that job first stamps what its notes list and
+/// the sync still stamps; every job run's end deletes the sync's notes
+/// (`forget_seen`). Notes are written unflushed, like the stamps they
+/// stand for: a crash fails the run, and a failed run tracks no deletes.
+struct Seen {
+    backend: Arc<dyn Backend>,
+    scope: KeyBuf,
+    sync_id: String,
+    job: u64,
+}
+
+impl Seen {
+    /// Notes the records of `keys` (their `Records` keys) as seen.
+    async fn note(self, keys: Vec<Vec<u8>>) -> Result<(), StoreError> {
+        let stamps = self.backend.get_many(Table::RecordStamps, &keys).await?;
+        let stamp = Stamp::job(&self.sync_id, self.job).encode();
+        let mut ops = Vec::new();
+        for (key, old) in keys.iter().zip(stamps) {
+            let ours = match old {
+                Some(old) => rows::decode_stamp(&old)?.sync_id.as_deref() == Some(&self.sync_id),
+                None => false,
+            };
+            if !ours {
+                ops.push(Op::Put {
+                    table: Table::RecordStamps,
+                    key: key.clone(),
+                    value: stamp.clone(),
+                });
+            }
+        }
+        let start = self.scope.as_bytes().len();
+        let ids = rows::encode_ids(keys.iter().map(|k| &k[start.min(k.len())..]));
+        let n = SEEN_NOTES.fetch_add(1, Ordering::Relaxed);
+        ops.push(Op::Put {
+            table: Table::RecordSeen,
+            key: self
+                .scope
+                .part(&self.sync_id)
+                .part(self.job.to_be_bytes())
+                .tail(n.to_be_bytes()),
+            value: ids,
+        });
+        Ok(self.backend.start_unflushed_in_order(ops).await?)
+    }
+}
 
 /// A header whose paging entry is not where it says: a damaged store.
 fn missing_entry(external_id: &str) -> StoreError {

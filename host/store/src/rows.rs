@@ -380,6 +380,14 @@ pub(crate) struct Stamp {
 }
 
 impl Stamp {
+    /// The stamp of job `job` of sync `sync_id`.
+    pub fn job(sync_id: &str, job: u64) -> Self {
+        Stamp {
+            sync_id: Some(sync_id.to_string()),
+            job_id: Some(job),
+        }
+    }
+
     pub fn of(r: &StoredRecord) -> Self {
         Stamp {
             sync_id: r.sync_id.clone(),
@@ -399,6 +407,31 @@ impl Stamp {
         }
         out
     }
+}
+
+/// A list of external ids (a `RecordSeen` entry): each as its length
+/// (u16 BE; ids are at most 255 characters) and its bytes.
+pub(crate) fn encode_ids<'a>(ids: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8> {
+    let mut out = Vec::new();
+    for id in ids {
+        let len = u16::try_from(id.len()).unwrap_or(u16::MAX);
+        out.extend_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(&id[..usize::from(len)]);
+    }
+    out
+}
+
+pub(crate) fn decode_ids(mut bytes: &[u8]) -> Result<Vec<&[u8]>, StoreError> {
+    let bad = || StoreError::corrupt("seen records entry", "bad layout");
+    let mut ids = Vec::new();
+    while !bytes.is_empty() {
+        let (len, rest) = bytes.split_first_chunk::<2>().ok_or_else(bad)?;
+        let len = usize::from(u16::from_be_bytes(*len));
+        let id = rest.get(..len).ok_or_else(bad)?;
+        ids.push(id);
+        bytes = &rest[len..];
+    }
+    Ok(ids)
 }
 
 pub(crate) fn decode_stamp(bytes: &[u8]) -> Result<Stamp, StoreError> {

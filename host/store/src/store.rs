@@ -11,7 +11,7 @@ use subtle::ConstantTimeEq as _;
 use tokio::sync::OwnedMutexGuard;
 use uuid::Uuid;
 
-use crate::backend::{Backend, BackendError, Op, PendingWrite, Table};
+use crate::backend::{Backend, Op, Table};
 use crate::crypto::{DataKey, Keyring, MasterKey};
 use crate::error::StoreError;
 use crate::keys::{self, KeyBuf};
@@ -529,7 +529,7 @@ impl EnvStore {
     pub(crate) async fn lock(&self, key: Vec<u8>) -> Result<ScopeGuard, StoreError> {
         let mut guard = self.inner.shared.locks.lock(key).await;
         match guard.failure().take() {
-            Some(e) => Err(e.into()),
+            Some(e) => Err(e),
             None => Ok(guard),
         }
     }
@@ -537,7 +537,7 @@ impl EnvStore {
 
 /// What a lock keeps between holders: the failure of a write a holder
 /// started and did not wait for.
-type LockState = Option<BackendError>;
+type LockState = Option<StoreError>;
 
 /// Every lock in use, by key.
 type LockMap = Mutex<HashMap<Vec<u8>, Arc<tokio::sync::Mutex<LockState>>>>;
@@ -590,21 +590,24 @@ impl ScopeGuard {
         )
     }
 
-    /// Keeps the key locked until `write` is done, without waiting for it
-    /// here: the next holder gets the lock once the write is applied, or
-    /// its error if it failed. Needs a tokio runtime to wait on; without
-    /// one, waits here.
-    pub async fn release_after(mut self, write: PendingWrite) -> Result<(), StoreError> {
+    /// Keeps the key locked until `work` (a write already started, or
+    /// reads and writes to do) is done, without waiting for it here: the
+    /// next holder gets the lock once it is, or its error if it failed.
+    /// Needs a tokio runtime to run on; without one, waits here.
+    pub async fn release_after(
+        mut self,
+        work: impl Future<Output = Result<(), StoreError>> + Send + 'static,
+    ) -> Result<(), StoreError> {
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
                 runtime.spawn(async move {
-                    if let Err(e) = write.await {
+                    if let Err(e) = work.await {
                         *self.failure() = Some(e);
                     }
                 });
                 Ok(())
             }
-            Err(_) => Ok(write.await?),
+            Err(_) => work.await,
         }
     }
 }

@@ -83,6 +83,8 @@ macro_rules! backend_tests {
             raw_pages_match_decoded_pages,
             filter_modified_after_and_ids,
             delete_stale_soft_deletes_untouched_rows,
+            a_job_run_notes_what_it_saw_unchanged,
+            a_job_run_takes_over_what_another_sync_stamped,
             clear_records_counts_and_models,
             delete_connection_removes_its_records_and_docs,
             concurrent_writers_of_one_scope,
@@ -177,11 +179,42 @@ fn objs(v: Value) -> Vec<Map<String, Value>> {
         .collect()
 }
 
+/// Writes stamped for a sync's job, made by something other than the
+/// job's run (a webhook script's).
 fn job(sync: &str, job: u64) -> WriteContext {
     WriteContext {
         sync_id: Some(sync.into()),
         job_id: Some(job),
+        job_run: false,
     }
+}
+
+/// Writes of a sync job's run.
+fn run(sync: &str, job: u64) -> WriteContext {
+    WriteContext {
+        job_run: true,
+        ..self::job(sync, job)
+    }
+}
+
+/// The seen notes a store holds, once the writes of `scope` have landed.
+async fn seen_notes(env: &EnvStore, c: &ConnectionRef, model: &str) -> usize {
+    // A write takes the scope's lock, which a note keeps until written.
+    write(
+        env,
+        WriteKind::Save,
+        c,
+        model,
+        json!([]),
+        &WriteContext::default(),
+        &mut Merging::Override,
+    )
+    .await;
+    env.backend()
+        .scan(Table::RecordSeen, &[], None, usize::MAX, false)
+        .await
+        .unwrap()
+        .len()
 }
 
 /// One chunk through the runtime's `RecordStore` trait, as the runtime
@@ -1934,6 +1967,133 @@ pub async fn delete_stale_soft_deletes_untouched_rows(b: &Reopen) {
     let all = page_all(&env, &c, "M", RecordsQuery::default()).await;
     assert_ordered_unique(&all);
     assert_eq!(all.last().unwrap().external_id, "c");
+}
+
+pub async fn a_job_run_notes_what_it_saw_unchanged(b: &Reopen) {
+    let (store, _) = fresh(b).await;
+    let env = dev(&store);
+    let c = conn("github", "c1");
+    let w = |records: Value, ctx: WriteContext| {
+        let env = env.clone();
+        let c = c.clone();
+        async move {
+            write(
+                &env,
+                WriteKind::Save,
+                &c,
+                "M",
+                records,
+                &ctx,
+                &mut Merging::Override,
+            )
+            .await
+        }
+    };
+    let ids = |n: std::ops::Range<usize>| {
+        json!(
+            n.map(|i| json!({"id": format!("r{i}")}))
+                .collect::<Vec<_>>()
+        )
+    };
+    w(ids(0..1500), run("s1", 1)).await;
+    assert_eq!(seen_notes(&env, &c, "M").await, 0);
+    // Job 2 sees r0..r1200 unchanged: a chunk of 1,000 and one of 200.
+    let ch = w(ids(0..1000), run("s1", 2)).await;
+    assert_eq!(ch.unchanged, 1000);
+    let ch = w(ids(1000..1200), run("s1", 2)).await;
+    assert_eq!(ch.unchanged, 200);
+    assert_eq!(seen_notes(&env, &c, "M").await, 2, "a note per chunk");
+    // Their stamps wait for `track_deletes`.
+    let r5 = env.get_by_ids(&c, "M", &["r5".into()]).await.unwrap();
+    assert_eq!(r5[0].job_id, Some(1));
+    assert_eq!(env.delete_stale(&c, "M", "s1", 2).await.unwrap(), 300);
+    assert_eq!(env.record_count(&c, "M").await.unwrap(), 1200);
+    let r5 = env.get_by_ids(&c, "M", &["r5".into()]).await.unwrap();
+    assert_eq!((r5[0].job_id, r5[0].last_action()), (Some(2), "ADDED"));
+    assert_eq!(seen_notes(&env, &c, "M").await, 0, "settled notes are gone");
+
+    // A run that tracks no deletes forgets its notes at its end; they do
+    // not keep a later job from deleting what that job did not see.
+    w(ids(0..1000), run("s1", 3)).await;
+    w(ids(1000..1200), run("s1", 3)).await;
+    assert_eq!(seen_notes(&env, &c, "M").await, 2);
+    env.forget_seen(&c, "M", "s1").await.unwrap();
+    assert_eq!(seen_notes(&env, &c, "M").await, 0);
+    w(ids(0..10), run("s1", 4)).await;
+    assert_eq!(env.delete_stale(&c, "M", "s1", 4).await.unwrap(), 1190);
+    assert_eq!(env.record_count(&c, "M").await.unwrap(), 10);
+    // Notes go with the records.
+    w(ids(0..10), run("s1", 5)).await;
+    assert_eq!(seen_notes(&env, &c, "M").await, 1);
+    env.clear_records(&c, "M").await.unwrap();
+    assert_eq!(seen_notes(&env, &c, "M").await, 0);
+}
+
+pub async fn a_job_run_takes_over_what_another_sync_stamped(b: &Reopen) {
+    let (store, _) = fresh(b).await;
+    let env = dev(&store);
+    let c = conn("github", "c1");
+    let w = |records: Value, ctx: WriteContext| {
+        let env = env.clone();
+        let c = c.clone();
+        async move {
+            write(
+                &env,
+                WriteKind::Save,
+                &c,
+                "M",
+                records,
+                &ctx,
+                &mut Merging::Override,
+            )
+            .await
+        }
+    };
+    w(json!([{"id": "x"}, {"id": "y"}, {"id": "z"}]), run("s2", 1)).await;
+    w(json!([{"id": "mine"}]), run("s1", 1)).await;
+    // s1 sees x and y unchanged (and its own record): they are s1's now,
+    // as a stamp would have made them.
+    let ch = w(
+        json!([{"id": "x"}, {"id": "y"}, {"id": "mine"}]),
+        run("s1", 2),
+    )
+    .await;
+    assert_eq!(ch.unchanged, 3);
+    assert_eq!(
+        env.delete_stale(&c, "M", "s2", 2).await.unwrap(),
+        1,
+        "only z is s2's"
+    );
+    // y is saved by s2 after s1 saw it: it is s2's again, and s1's
+    // `track_deletes` leaves it.
+    w(json!([{"id": "y", "v": 2}]), job("s2", 3)).await;
+    assert_eq!(env.delete_stale(&c, "M", "s1", 2).await.unwrap(), 0);
+    let rows = env
+        .get_by_ids(&c, "M", &["x".into(), "y".into(), "mine".into()])
+        .await
+        .unwrap();
+    let stamps: Vec<_> = rows
+        .iter()
+        .map(|r| (r.sync_id.as_deref(), r.job_id))
+        .collect();
+    assert_eq!(
+        stamps,
+        [
+            (Some("s1"), Some(2)),
+            (Some("s2"), Some(3)),
+            (Some("s1"), Some(2))
+        ]
+    );
+    // s1's next job sees none of them: x and mine go, y is s2's.
+    w(json!([{"id": "new"}]), run("s1", 3)).await;
+    assert_eq!(env.delete_stale(&c, "M", "s1", 3).await.unwrap(), 2);
+    let alive: Vec<String> = page_all(&env, &c, "M", RecordsQuery::default())
+        .await
+        .into_iter()
+        .filter(|r| r.deleted_at.is_none())
+        .map(|r| r.external_id)
+        .collect();
+    assert_eq!(alive, ["y", "new"]);
 }
 
 pub async fn clear_records_counts_and_models(b: &Reopen) {

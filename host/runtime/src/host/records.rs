@@ -187,6 +187,7 @@ impl HostState {
         let ctx = WriteContext {
             sync_id: self.exec.sync.sync_id.clone(),
             job_id: self.exec.sync.job_id,
+            job_run: self.exec.sync.job_run,
         };
         let mut merging = self.merging.get(&full).cloned().unwrap_or_default();
         let conn = self.exec.connection.clone();
