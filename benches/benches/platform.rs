@@ -11,7 +11,7 @@
 //! `webhooks`, `logs`; `reload` stores `SLUICE_BENCH_SCHEDULES` (100,000)
 //! paused schedules and restarts the server.
 
-use std::alloc::{GlobalAlloc, Layout, System};
+use std::alloc::{GlobalAlloc, Layout};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
@@ -27,7 +27,8 @@ use sluice_server::{Server, ServerConfig};
 use sluice_store::MasterKey;
 use sluice_tests::{MockResponse, MockServer, guests};
 
-/// Counts the bytes allocated and not yet freed.
+/// Counts the bytes allocated and not yet freed, allocating with the
+/// allocator the `sluice` binary uses.
 struct Counting;
 
 static LIVE: AtomicI64 = AtomicI64::new(0);
@@ -36,17 +37,17 @@ unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         LIVE.fetch_add(layout.size() as i64, Ordering::Relaxed);
         // SAFETY: forwarded as is.
-        unsafe { System.alloc(layout) }
+        unsafe { tikv_jemallocator::Jemalloc.alloc(layout) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         LIVE.fetch_sub(layout.size() as i64, Ordering::Relaxed);
         // SAFETY: forwarded as is.
-        unsafe { System.dealloc(ptr, layout) }
+        unsafe { tikv_jemallocator::Jemalloc.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         LIVE.fetch_add(new_size as i64 - layout.size() as i64, Ordering::Relaxed);
         // SAFETY: forwarded as is.
-        unsafe { System.realloc(ptr, layout, new_size) }
+        unsafe { tikv_jemallocator::Jemalloc.realloc(ptr, layout, new_size) }
     }
 }
 

@@ -19,6 +19,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// The allocator the `sluice` binary uses (this executable is the server).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use serde_json::{Value, json};
 use sluice_project::deploy::{ComponentEntry, Manifest, ScriptEntry, sha256_hex};
 use sluice_runtime::ScriptKind;
