@@ -39,7 +39,7 @@ impl Validation {
     pub fn check(&self, model: &str, value: &Value) -> Vec<String> {
         let mut errors = Vec::new();
         if let Some(schema) = self.definitions.get(model) {
-            self.visit(schema, value, "", 0, &mut errors);
+            self.visit(schema, value, &Path::Root, 0, &mut errors);
         }
         errors
     }
@@ -48,7 +48,7 @@ impl Validation {
         &self,
         schema: &Value,
         value: &Value,
-        path: &str,
+        path: &Path<'_>,
         depth: usize,
         out: &mut Vec<String>,
     ) {
@@ -58,13 +58,7 @@ impl Validation {
         if depth > MAX_DEPTH {
             return;
         }
-        let at = |p: &str| {
-            if p.is_empty() {
-                "/".to_string()
-            } else {
-                p.to_string()
-            }
-        };
+        let at = |p: &Path<'_>| p.at();
         if let Some(Value::String(r)) = schema.get("$ref") {
             if let Some(target) = r
                 .strip_prefix("#/definitions/")
@@ -111,7 +105,7 @@ impl Validation {
         }
         if let (Some(items), Value::Array(values)) = (schema.get("items"), value) {
             for (i, v) in values.iter().enumerate() {
-                self.visit(items, v, &format!("{path}/{i}"), depth + 1, out);
+                self.visit(items, v, &Path::Index(path, i), depth + 1, out);
             }
         }
         if let Value::Object(fields) = value {
@@ -124,7 +118,7 @@ impl Validation {
                 }
             }
             for (k, v) in fields {
-                let here = format!("{path}/{k}");
+                let here = Path::Key(path, k);
                 match properties.and_then(|p| p.get(k)) {
                     Some(s) => self.visit(s, v, &here, depth + 1, out),
                     None => match schema.get("additionalProperties") {
@@ -138,6 +132,41 @@ impl Validation {
                         _ => {}
                     },
                 }
+            }
+        }
+    }
+}
+
+/// Where a value is in the record, written out only for a violation.
+enum Path<'a> {
+    Root,
+    Key(&'a Path<'a>, &'a str),
+    Index(&'a Path<'a>, usize),
+}
+
+impl Path<'_> {
+    /// `/a/0/b`, or `/` for the record itself.
+    fn at(&self) -> String {
+        let mut out = String::new();
+        self.write(&mut out);
+        if out.is_empty() {
+            out.push('/');
+        }
+        out
+    }
+
+    fn write(&self, out: &mut String) {
+        match self {
+            Path::Root => {}
+            Path::Key(parent, k) => {
+                parent.write(out);
+                out.push('/');
+                out.push_str(k);
+            }
+            Path::Index(parent, i) => {
+                parent.write(out);
+                out.push('/');
+                out.push_str(&i.to_string());
             }
         }
     }
