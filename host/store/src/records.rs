@@ -8,7 +8,9 @@
 //! non-deleted rows. Every write of a scope runs under the scope's
 //! lock and changes all four in one atomic, durable [`Backend::apply`]:
 //! one flush per chunk of up to 1,000 records. A chunk in which nothing
-//! changed writes only stamps, unflushed (see `write_records`).
+//! changed writes only stamps, unflushed and after the script has gone on
+//! (see `write_records`), or in a sync job's run one note that lists the
+//! chunk's records as seen (a fifth table, see [`Seen`]).
 //!
 //! [`Backend::apply`]: crate::Backend::apply
 
@@ -347,7 +349,7 @@ impl EnvStore {
         // without waiting: the scope stays locked until they are written
         // (whoever reads or writes the scope next sees them, or fails with
         // their error), while the script goes on to its next batch. A job
-        // run notes them as seen instead (`note_seen`).
+        // run notes them as seen instead (see [`Seen`]).
         if ops.is_empty() {
             return Ok(changes);
         }
@@ -712,7 +714,7 @@ impl EnvStore {
     }
 
     /// Forgets what sync `sync_id`'s jobs noted as seen in this model (see
-    /// [`Seen`]): the server calls it when a job run has ended (after its
+    /// `Seen`): the server calls it when a job run has ended (after its
     /// `track_deletes`, if any), so the notes of a run whose deletes were
     /// not tracked (or that failed, or a crash cut short) do not pile up.
     pub async fn forget_seen(
