@@ -24,7 +24,7 @@
 //! | `Records` | `env · pck · cid · model ·` raw external id | row ([`crate::rows`]) |
 //! | `RecordIndex` | `env · pck · cid · model ·` updated_at (8 bytes) internal id (16 bytes) | external id |
 //! | `RecordStamps` | `env · pck · cid · model ·` raw external id | stamp ([`crate::rows`]) |
-//! | `RecordCounts` | `env · pck · cid ·` raw model | `u64` BE non-deleted records |
+//! | `RecordCounts` | `env · pck · cid ·` raw model | `u64` BE non-deleted records, then the syncs that stamp its records (`crate::records`) |
 //! | `RecordSeen` | `env · pck · cid · model · sync id · job id (8 bytes) ·` sequence number (8 bytes) | external ids ([`crate::rows`]) |
 //! | `Docs` | `env · "e" · collection ·` raw key, or `env · "c" · pck · cid · collection ·` raw key | JSON |
 //! | `Blobs` | SHA-256 (32 bytes) | the bytes |

@@ -148,18 +148,100 @@ impl Scope {
     }
 }
 
-fn count_value(n: u64) -> Vec<u8> {
-    n.to_be_bytes().to_vec()
+/// A scope's count row: its number of non-deleted records and, when
+/// known, every sync that stamps a record of it (`None`: writes outside a
+/// sync), so a job run that finds only itself there need not read the
+/// stamps of the records it saw (see [`Seen`]).
+///
+/// Stored as the count (u64 BE), then, when the owners are known, a `1`
+/// and each owner as its length (u16 BE; `u16::MAX` for none) and bytes.
+/// A row of the count alone (written before owners were kept) leaves them
+/// unknown; a scope without a row has no records, so no owners.
+#[derive(Debug, Clone, PartialEq)]
+struct CountRow {
+    count: u64,
+    owners: Option<Vec<Option<String>>>,
 }
 
-fn decode_count(bytes: Option<Vec<u8>>) -> Result<u64, StoreError> {
-    match bytes {
-        None => Ok(0),
-        Some(b) => b
-            .as_slice()
-            .try_into()
-            .map(u64::from_be_bytes)
-            .map_err(|_| StoreError::corrupt("record count", "not 8 bytes")),
+impl CountRow {
+    fn decode(bytes: Option<Vec<u8>>) -> Result<Self, StoreError> {
+        let Some(bytes) = bytes else {
+            return Ok(CountRow {
+                count: 0,
+                owners: Some(Vec::new()),
+            });
+        };
+        let bad = || StoreError::corrupt("record count", "bad layout");
+        let (count, rest) = bytes.split_first_chunk::<8>().ok_or_else(bad)?;
+        let count = u64::from_be_bytes(*count);
+        let Some((&marker, mut rest)) = rest.split_first() else {
+            return Ok(CountRow {
+                count,
+                owners: None,
+            });
+        };
+        if marker != 1 {
+            return Err(bad());
+        }
+        let mut owners = Vec::new();
+        while let Some((len, tail)) = rest.split_first_chunk::<2>() {
+            let len = u16::from_be_bytes(*len);
+            if len == u16::MAX {
+                owners.push(None);
+                rest = tail;
+                continue;
+            }
+            let len = usize::from(len);
+            let name = tail.get(..len).ok_or_else(bad)?;
+            owners.push(Some(String::from_utf8(name.to_vec()).map_err(|_| bad())?));
+            rest = &tail[len..];
+        }
+        if !rest.is_empty() {
+            return Err(bad());
+        }
+        Ok(CountRow {
+            count,
+            owners: Some(owners),
+        })
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        let mut out = self.count.to_be_bytes().to_vec();
+        if let Some(owners) = &self.owners {
+            out.push(1);
+            for owner in owners {
+                match owner {
+                    // Sync ids are a few dozen bytes; a longer one is cut
+                    // to fit, which only makes the list a superset's
+                    // stand-in that never equals a sync id: reads again.
+                    Some(o) => {
+                        let len = o.len().min(usize::from(u16::MAX - 1));
+                        out.extend_from_slice(&(len as u16).to_be_bytes());
+                        out.extend_from_slice(&o.as_bytes()[..len]);
+                    }
+                    None => out.extend_from_slice(&u16::MAX.to_be_bytes()),
+                }
+            }
+        }
+        out
+    }
+
+    /// Adds `owner` to known owners; `true` when the row changed.
+    fn add_owner(&mut self, owner: Option<&str>) -> bool {
+        match &mut self.owners {
+            Some(owners) if !owners.iter().any(|o| o.as_deref() == owner) => {
+                owners.push(owner.map(str::to_string));
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether every stamp in the scope is known to be `sync_id`'s.
+    fn only(&self, sync_id: &str) -> bool {
+        self.owners
+            .as_ref()
+            .is_some_and(|o| o.iter().all(|o| o.as_deref() == Some(sync_id)))
     }
 }
 
@@ -262,11 +344,12 @@ impl EnvStore {
             .iter()
             .map(|r| r.as_ref().map(|r| (r.position(), r.deleted_at.is_none())))
             .collect();
-        let count_before = decode_count(
+        let mut count_row = CountRow::decode(
             self.backend()
                 .get(Table::RecordCounts, &scope.count_key)
                 .await?,
         )?;
+        let count_before = count_row.count;
         let write = ChunkWrite {
             kind,
             conn,
@@ -333,12 +416,17 @@ impl EnvStore {
             });
         }
         let count_after = count_before.saturating_add_signed(alive);
-        if count_after != count_before || (!ops.is_empty() && count_before == 0) {
+        // Every row written is stamped with the writer's sync (a job run's
+        // note stamps those another sync stamped, with its own).
+        let new_owner = !ops.is_empty() && count_row.add_owner(ctx.sync_id.as_deref());
+        let all_ours = ctx.sync_id.as_deref().is_some_and(|s| count_row.only(s));
+        if count_after != count_before || (!ops.is_empty() && count_before == 0) || new_owner {
             // The count row also marks the model as present (`models`).
+            count_row.count = count_after;
             ops.push(Op::Put {
                 table: Table::RecordCounts,
                 key: scope.count_key.clone(),
-                value: count_value(count_after),
+                value: count_row.encode(),
             });
         }
         // A chunk of unchanged records only moves their stamps, which
@@ -368,6 +456,7 @@ impl EnvStore {
                         scope: scope.prefix.clone(),
                         sync_id: sync_id.clone(),
                         job,
+                        all_ours,
                     };
                     lock.release_after(seen.note(keys)).await?;
                 }
@@ -627,11 +716,15 @@ impl EnvStore {
         // What the job saw unchanged gets its stamps now.
         self.settle_seen(&scope, sync_id, Some(current_job)).await?;
         let now = self.write_time(&scope).await?;
-        let mut count = decode_count(
+        let mut count_row = CountRow::decode(
             self.backend()
                 .get(Table::RecordCounts, &scope.count_key)
                 .await?,
         )?;
+        let mut count = count_row.count;
+        // The scan reads every stamp of the scope: what it finds is the
+        // scope's exact owner list.
+        let mut owners: Vec<Option<String>> = Vec::new();
         let mut deleted = 0u64;
         let mut after: Option<Vec<u8>> = None;
         loop {
@@ -648,6 +741,9 @@ impl EnvStore {
             let mut stale = Vec::new();
             for (key, value) in &stamps {
                 let stamp = rows::decode_stamp(value)?;
+                if !owners.contains(&stamp.sync_id) {
+                    owners.push(stamp.sync_id.clone());
+                }
                 if stamp.sync_id.as_deref() == Some(sync_id)
                     && stamp.job_id.is_some_and(|j| j < current_job)
                 {
@@ -699,14 +795,31 @@ impl EnvStore {
                 count = count.saturating_sub(1);
             }
             if !ops.is_empty() {
+                count_row.count = count;
                 ops.push(Op::Put {
                     table: Table::RecordCounts,
                     key: scope.count_key.clone(),
-                    value: count_value(count),
+                    value: count_row.encode(),
                 });
                 self.backend().apply(ops).await?;
             }
             if stamps.len() < SCAN_BATCH {
+                // Keep the exact owners (fewer than the list had, or known
+                // where they were not): a crash losing this keeps the old
+                // list, which was a superset or unknown.
+                let exact = count_row.owners.as_ref().is_some_and(|o| {
+                    o.len() == owners.len() && o.iter().all(|x| owners.contains(x))
+                });
+                if !exact {
+                    count_row.owners = Some(owners);
+                    self.backend()
+                        .apply_unflushed(vec![Op::Put {
+                            table: Table::RecordCounts,
+                            key: scope.count_key.clone(),
+                            value: count_row.encode(),
+                        }])
+                        .await?;
+                }
                 return Ok(deleted);
             }
             after = stamps.into_iter().next_back().map(|(k, _)| k);
@@ -790,11 +903,12 @@ impl EnvStore {
     ) -> Result<u64, StoreError> {
         let scope = self.scope(conn, model);
         let _lock = self.lock(scope.lock_key()).await?;
-        let mut count = decode_count(
+        let mut count_row = CountRow::decode(
             self.backend()
                 .get(Table::RecordCounts, &scope.count_key)
                 .await?,
         )?;
+        let mut count = count_row.count;
         let mut removed = 0u64;
         loop {
             let batch = self
@@ -830,10 +944,11 @@ impl EnvStore {
                 });
                 removed += 1;
             }
+            count_row.count = count;
             ops.push(Op::Put {
                 table: Table::RecordCounts,
                 key: scope.count_key.clone(),
-                value: count_value(count),
+                value: count_row.encode(),
             });
             self.backend().apply(ops).await?;
         }
@@ -857,11 +972,12 @@ impl EnvStore {
     /// by every write, so reading it costs one lookup.
     pub async fn record_count(&self, conn: &ConnectionRef, model: &str) -> Result<u64, StoreError> {
         let scope = self.scope(conn, model);
-        decode_count(
+        Ok(CountRow::decode(
             self.backend()
                 .get(Table::RecordCounts, &scope.count_key)
                 .await?,
-        )
+        )?
+        .count)
     }
 
     /// The models a connection has records of (written and not cleared),
@@ -1003,7 +1119,8 @@ static SEEN_NOTES: AtomicU64 = AtomicU64::new(0);
 /// for a chunk it saved unchanged, one note listing the chunk's records
 /// (`RecordSeen`, keyed by scope, sync, job), and stamps only the records
 /// another writer stamped last (the job takes them over, as the original
-/// does). `delete_stale` for that job first stamps what its notes list and
+/// does), which it reads their stamps to find unless the scope's count
+/// row says every stamp is this sync's ([`CountRow`]). `delete_stale` for that job first stamps what its notes list and
 /// the sync still stamps; every job run's end deletes the sync's notes
 /// (`forget_seen`). Notes are written unflushed, like the stamps they
 /// stand for: a crash fails the run, and a failed run tracks no deletes.
@@ -1012,12 +1129,19 @@ struct Seen {
     scope: KeyBuf,
     sync_id: String,
     job: u64,
+    /// The scope's count row says every stamp is this sync's: none to
+    /// take over, nothing to read.
+    all_ours: bool,
 }
 
 impl Seen {
     /// Notes the records of `keys` (their `Records` keys) as seen.
     async fn note(self, keys: Vec<Vec<u8>>) -> Result<(), StoreError> {
-        let stamps = self.backend.get_many(Table::RecordStamps, &keys).await?;
+        let stamps = if self.all_ours {
+            Vec::new()
+        } else {
+            self.backend.get_many(Table::RecordStamps, &keys).await?
+        };
         let stamp = Stamp::job(&self.sync_id, self.job).encode();
         let mut ops = Vec::new();
         for (key, old) in keys.iter().zip(stamps) {

@@ -85,6 +85,7 @@ macro_rules! backend_tests {
             delete_stale_soft_deletes_untouched_rows,
             a_job_run_notes_what_it_saw_unchanged,
             a_job_run_takes_over_what_another_sync_stamped,
+            a_scopes_count_row_knows_who_stamps_it,
             clear_records_counts_and_models,
             delete_connection_removes_its_records_and_docs,
             concurrent_writers_of_one_scope,
@@ -2094,6 +2095,76 @@ pub async fn a_job_run_takes_over_what_another_sync_stamped(b: &Reopen) {
         .map(|r| r.external_id)
         .collect();
     assert_eq!(alive, ["y", "new"]);
+}
+
+pub async fn a_scopes_count_row_knows_who_stamps_it(b: &Reopen) {
+    let (store, _) = fresh(b).await;
+    let env = dev(&store);
+    let c = conn("github", "c1");
+    let w = |records: Value, ctx: WriteContext| {
+        let env = env.clone();
+        let c = c.clone();
+        async move {
+            write(
+                &env,
+                WriteKind::Save,
+                &c,
+                "M",
+                records,
+                &ctx,
+                &mut Merging::Override,
+            )
+            .await
+        }
+    };
+    let count_key = crate::keys::connection(env.id(), "github", "c1").tail("M");
+    let count_row = || async {
+        env.backend()
+            .get(Table::RecordCounts, &count_key)
+            .await
+            .unwrap()
+            .unwrap()
+    };
+    w(json!([{"id": "a"}, {"id": "b"}]), run("s1", 1)).await;
+    // A webhook script of s2 saves b unchanged: s2 stamps it, and the
+    // scope's count row learns that s2 stamps some of its records.
+    let ch = w(json!([{"id": "b"}]), job("s2", 1)).await;
+    assert_eq!(ch.unchanged, 1);
+    // So s1's next run, seeing both unchanged, reads their stamps and
+    // takes b over (with the row saying only s1 it would not).
+    w(json!([{"id": "a"}, {"id": "b"}]), run("s1", 2)).await;
+    assert_eq!(env.delete_stale(&c, "M", "s2", 2).await.unwrap(), 0);
+    let rows = env.get_by_ids(&c, "M", &["b".into()]).await.unwrap();
+    assert_eq!(rows[0].sync_id.as_deref(), Some("s1"));
+
+    // A count row written before owners were kept (the count alone)
+    // leaves them unknown: a job run reads the stamps again.
+    let legacy = count_row().await[..8].to_vec();
+    env.backend()
+        .apply(vec![Op::Put {
+            table: Table::RecordCounts,
+            key: count_key.clone(),
+            value: legacy.clone(),
+        }])
+        .await
+        .unwrap();
+    assert_eq!(env.record_count(&c, "M").await.unwrap(), 2);
+    w(json!([{"id": "a"}]), job("s3", 1)).await;
+    assert_eq!(count_row().await, legacy, "unknown owners stay unknown");
+    w(json!([{"id": "a"}, {"id": "b"}]), run("s1", 3)).await;
+    assert_eq!(env.delete_stale(&c, "M", "s3", 2).await.unwrap(), 0);
+    // `track_deletes` reads every stamp, and keeps the exact list.
+    assert_eq!(env.delete_stale(&c, "M", "s1", 3).await.unwrap(), 0);
+    assert!(count_row().await.len() > 8);
+    let rows = env
+        .get_by_ids(&c, "M", &["a".into(), "b".into()])
+        .await
+        .unwrap();
+    let stamps: Vec<_> = rows
+        .iter()
+        .map(|r| (r.sync_id.as_deref(), r.job_id))
+        .collect();
+    assert_eq!(stamps, [(Some("s1"), Some(3)), (Some("s1"), Some(3))]);
 }
 
 pub async fn clear_records_counts_and_models(b: &Reopen) {
