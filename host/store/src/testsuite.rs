@@ -218,6 +218,35 @@ async fn seen_notes(env: &EnvStore, c: &ConnectionRef, model: &str) -> usize {
         .len()
 }
 
+/// A batchSave to model `M` of `c`, written as `ctx`.
+async fn save_as(env: &EnvStore, c: &ConnectionRef, records: Value, ctx: WriteContext) -> Changes {
+    write(
+        env,
+        WriteKind::Save,
+        c,
+        "M",
+        records,
+        &ctx,
+        &mut Merging::Override,
+    )
+    .await
+}
+
+/// Who last stamped these records of model `M` of `c`, in order.
+async fn stamps_of(
+    env: &EnvStore,
+    c: &ConnectionRef,
+    ids: &[&str],
+) -> Vec<(Option<String>, Option<u64>)> {
+    let ids: Vec<String> = ids.iter().map(|id| id.to_string()).collect();
+    env.get_by_ids(c, "M", &ids)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.sync_id, r.job_id))
+        .collect()
+}
+
 /// One chunk through the runtime's `RecordStore` trait, as the runtime
 /// writes (ids checked, first duplicate kept).
 async fn write(
@@ -1884,22 +1913,7 @@ pub async fn delete_stale_soft_deletes_untouched_rows(b: &Reopen) {
     let (store, _) = fresh(b).await;
     let env = dev(&store);
     let c = conn("github", "c1");
-    let w = |records: Value, ctx: WriteContext| {
-        let env = env.clone();
-        let c = c.clone();
-        async move {
-            write(
-                &env,
-                WriteKind::Save,
-                &c,
-                "M",
-                records,
-                &ctx,
-                &mut Merging::Override,
-            )
-            .await
-        }
-    };
+    let w = |records: Value, ctx: WriteContext| save_as(&env, &c, records, ctx);
     w(
         json!([{"id": "a"}, {"id": "b"}, {"id": "c"}, {"id": "d"}, {"id": "gone"}]),
         job("s1", 1),
@@ -1974,22 +1988,7 @@ pub async fn a_job_run_notes_what_it_saw_unchanged(b: &Reopen) {
     let (store, _) = fresh(b).await;
     let env = dev(&store);
     let c = conn("github", "c1");
-    let w = |records: Value, ctx: WriteContext| {
-        let env = env.clone();
-        let c = c.clone();
-        async move {
-            write(
-                &env,
-                WriteKind::Save,
-                &c,
-                "M",
-                records,
-                &ctx,
-                &mut Merging::Override,
-            )
-            .await
-        }
-    };
+    let w = |records: Value, ctx: WriteContext| save_as(&env, &c, records, ctx);
     let ids = |n: std::ops::Range<usize>| {
         json!(
             n.map(|i| json!({"id": format!("r{i}")}))
@@ -2034,22 +2033,7 @@ pub async fn a_job_run_takes_over_what_another_sync_stamped(b: &Reopen) {
     let (store, _) = fresh(b).await;
     let env = dev(&store);
     let c = conn("github", "c1");
-    let w = |records: Value, ctx: WriteContext| {
-        let env = env.clone();
-        let c = c.clone();
-        async move {
-            write(
-                &env,
-                WriteKind::Save,
-                &c,
-                "M",
-                records,
-                &ctx,
-                &mut Merging::Override,
-            )
-            .await
-        }
-    };
+    let w = |records: Value, ctx: WriteContext| save_as(&env, &c, records, ctx);
     w(json!([{"id": "x"}, {"id": "y"}, {"id": "z"}]), run("s2", 1)).await;
     w(json!([{"id": "mine"}]), run("s1", 1)).await;
     // s1 sees x and y unchanged (and its own record): they are s1's now,
@@ -2069,20 +2053,12 @@ pub async fn a_job_run_takes_over_what_another_sync_stamped(b: &Reopen) {
     // `track_deletes` leaves it.
     w(json!([{"id": "y", "v": 2}]), job("s2", 3)).await;
     assert_eq!(env.delete_stale(&c, "M", "s1", 2).await.unwrap(), 0);
-    let rows = env
-        .get_by_ids(&c, "M", &["x".into(), "y".into(), "mine".into()])
-        .await
-        .unwrap();
-    let stamps: Vec<_> = rows
-        .iter()
-        .map(|r| (r.sync_id.as_deref(), r.job_id))
-        .collect();
     assert_eq!(
-        stamps,
+        stamps_of(&env, &c, &["x", "y", "mine"]).await,
         [
-            (Some("s1"), Some(2)),
-            (Some("s2"), Some(3)),
-            (Some("s1"), Some(2))
+            (Some("s1".into()), Some(2)),
+            (Some("s2".into()), Some(3)),
+            (Some("s1".into()), Some(2))
         ]
     );
     // s1's next job sees none of them: x and mine go, y is s2's.
@@ -2101,22 +2077,7 @@ pub async fn a_scopes_count_row_knows_who_stamps_it(b: &Reopen) {
     let (store, _) = fresh(b).await;
     let env = dev(&store);
     let c = conn("github", "c1");
-    let w = |records: Value, ctx: WriteContext| {
-        let env = env.clone();
-        let c = c.clone();
-        async move {
-            write(
-                &env,
-                WriteKind::Save,
-                &c,
-                "M",
-                records,
-                &ctx,
-                &mut Merging::Override,
-            )
-            .await
-        }
-    };
+    let w = |records: Value, ctx: WriteContext| save_as(&env, &c, records, ctx);
     let count_key = crate::keys::connection(env.id(), "github", "c1").tail("M");
     let count_row = || async {
         env.backend()
@@ -2134,8 +2095,10 @@ pub async fn a_scopes_count_row_knows_who_stamps_it(b: &Reopen) {
     // takes b over (with the row saying only s1 it would not).
     w(json!([{"id": "a"}, {"id": "b"}]), run("s1", 2)).await;
     assert_eq!(env.delete_stale(&c, "M", "s2", 2).await.unwrap(), 0);
-    let rows = env.get_by_ids(&c, "M", &["b".into()]).await.unwrap();
-    assert_eq!(rows[0].sync_id.as_deref(), Some("s1"));
+    assert_eq!(
+        stamps_of(&env, &c, &["b"]).await[0].0.as_deref(),
+        Some("s1")
+    );
 
     // A count row written before owners were kept (the count alone)
     // leaves them unknown: a job run reads the stamps again.
@@ -2156,15 +2119,10 @@ pub async fn a_scopes_count_row_knows_who_stamps_it(b: &Reopen) {
     // `track_deletes` reads every stamp, and keeps the exact list.
     assert_eq!(env.delete_stale(&c, "M", "s1", 3).await.unwrap(), 0);
     assert!(count_row().await.len() > 8);
-    let rows = env
-        .get_by_ids(&c, "M", &["a".into(), "b".into()])
-        .await
-        .unwrap();
-    let stamps: Vec<_> = rows
-        .iter()
-        .map(|r| (r.sync_id.as_deref(), r.job_id))
-        .collect();
-    assert_eq!(stamps, [(Some("s1"), Some(3)), (Some("s1"), Some(3))]);
+    assert_eq!(
+        stamps_of(&env, &c, &["a", "b"]).await,
+        [(Some("s1".into()), Some(3)), (Some("s1".into()), Some(3))]
+    );
 }
 
 pub async fn clear_records_counts_and_models(b: &Reopen) {
