@@ -578,6 +578,30 @@ async fn runs_report_changes_errors_keep_their_shapes_and_tokens_refresh_once() 
         .await;
     assert_eq!(ids(&page), Vec::<String>::new());
 
+    // A run that sees only record 2, unchanged: its chunk changes nothing,
+    // so the run notes 2 as seen instead of stamping it, and its
+    // track_deletes deletes 1 and keeps 2.
+    dev.send_as(
+        c1,
+        "POST",
+        "/connection/metadata",
+        Some(set(plan(json!([{"id": "2", "v": 1}]), false))),
+    )
+    .await;
+    let (_, body) = dev
+        .send_as(c1, "POST", "/sync/trigger", Some(trigger.clone()))
+        .await;
+    let results = &body["runs"][0]["results"]["Item"];
+    assert_eq!(
+        (results["unchanged"].as_u64(), results["deleted"].as_u64()),
+        (Some(1), Some(1)),
+        "{body}"
+    );
+    let (_, page) = dev
+        .send_as(c1, "GET", "/records?model=Item&filter=added,updated", None)
+        .await;
+    assert_eq!(ids(&page), ["2"]);
+
     // A failed run keeps what it saved and deletes nothing.
     dev.send_as(
         c1,
@@ -593,7 +617,7 @@ async fn runs_report_changes_errors_keep_their_shapes_and_tokens_refresh_once() 
     let (_, page) = dev
         .send_as(c1, "GET", "/records?model=Item&filter=added,updated", None)
         .await;
-    assert_eq!(ids(&page), ["1", "2", "4"]);
+    assert_eq!(ids(&page), ["2", "4"]);
 
     // ActionError: 500 with its payload; an upstream 404: 424 with it.
     let action = |name: &str, input: Value| json!({"action_name": name, "input": input});
