@@ -310,7 +310,7 @@ impl Changes {
 pub fn apply_save(
     conn: &ConnectionRef,
     model: &str,
-    existing: Option<&StoredRecord>,
+    existing: Option<StoredRecord>,
     incoming: Incoming,
     ctx: &WriteContext,
     merging: &Merging,
@@ -336,9 +336,8 @@ pub fn apply_save(
             })),
             Outcome::Added,
         ),
-        Some(old) if !allowed_by(merging, old) => (None, Outcome::Skipped),
-        Some(old) if old.deleted_at.is_some() => {
-            let mut r = old.clone();
+        Some(old) if !allowed_by(merging, &old) => (None, Outcome::Skipped),
+        Some(mut r) if r.deleted_at.is_some() => {
             r.json = incoming.json;
             r.data_hash = incoming.hash;
             r.created_at = now;
@@ -346,11 +345,8 @@ pub fn apply_save(
             r.deleted_at = None;
             (Some(stamp(r)), Outcome::Added)
         }
-        Some(old) if old.data_hash == incoming.hash => {
-            (Some(stamp(old.clone())), Outcome::Unchanged)
-        }
-        Some(old) => {
-            let mut r = old.clone();
+        Some(old) if old.data_hash == incoming.hash => (Some(stamp(old)), Outcome::Unchanged),
+        Some(mut r) => {
             r.json = incoming.json;
             r.data_hash = incoming.hash;
             r.updated_at = now;
@@ -492,9 +488,7 @@ pub fn plan_chunk(
     for (index, incoming) in chunk.into_iter().enumerate() {
         let existing = existing.next().flatten();
         let (row, outcome) = match kind {
-            WriteKind::Save => {
-                apply_save(conn, model, existing.as_ref(), incoming, ctx, merging, now)
-            }
+            WriteKind::Save => apply_save(conn, model, existing, incoming, ctx, merging, now),
             WriteKind::Delete => apply_delete(conn, model, existing.as_ref(), incoming, ctx, now),
             WriteKind::Update => apply_update(existing.as_ref(), incoming, ctx, merging, now),
         };

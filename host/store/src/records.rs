@@ -368,6 +368,9 @@ impl EnvStore {
             last.insert(row.external_id.as_str(), i);
         }
         let mut ops = Vec::with_capacity(planned.len() * 4 + 1);
+        // Same JSON, same times: only who saw it last changes. Their
+        // stamps are encoded below unless a job run notes them instead.
+        let mut unchanged: Vec<(Vec<u8>, &StoredRecord)> = Vec::new();
         let mut alive: i64 = 0;
         let mut record_keys: Vec<Option<Vec<u8>>> = record_keys.into_iter().map(Some).collect();
         for (i, (index, row, outcome)) in planned.iter().enumerate() {
@@ -377,16 +380,11 @@ impl EnvStore {
             let key = record_keys[*index]
                 .take()
                 .unwrap_or_else(|| scope.record_key(&row.external_id));
-            let stamp = Stamp::of(row).encode();
             if kind == WriteKind::Save && *outcome == Outcome::Unchanged {
-                // Same JSON, same times: only who saw it last changes.
-                ops.push(Op::Put {
-                    table: Table::RecordStamps,
-                    key,
-                    value: stamp,
-                });
+                unchanged.push((key, row));
                 continue;
             }
+            let stamp = Stamp::of(row).encode();
             let header = RowHeader::of(row);
             let position = header.position();
             if let Some((old_position, old_alive)) = &old[*index] {
@@ -418,9 +416,10 @@ impl EnvStore {
         let count_after = count_before.saturating_add_signed(alive);
         // Every row written is stamped with the writer's sync (a job run's
         // note stamps those another sync stamped, with its own).
-        let new_owner = !ops.is_empty() && count_row.add_owner(ctx.sync_id.as_deref());
+        let writes = !ops.is_empty() || !unchanged.is_empty();
+        let new_owner = writes && count_row.add_owner(ctx.sync_id.as_deref());
         let all_ours = ctx.sync_id.as_deref().is_some_and(|s| count_row.only(s));
-        if count_after != count_before || (!ops.is_empty() && count_before == 0) || new_owner {
+        if count_after != count_before || (writes && count_before == 0) || new_owner {
             // The count row also marks the model as present (`models`).
             count_row.count = count_after;
             ops.push(Op::Put {
@@ -438,19 +437,20 @@ impl EnvStore {
         // (whoever reads or writes the scope next sees them, or fails with
         // their error), while the script goes on to its next batch. A job
         // run notes them as seen instead (see [`Seen`]).
-        if ops.is_empty() {
+        if !writes {
             return Ok(changes);
         }
-        if ops.iter().all(|op| op.table() == Table::RecordStamps) {
+        fn stamps(unchanged: Vec<(Vec<u8>, &StoredRecord)>) -> impl Iterator<Item = Op> + '_ {
+            unchanged.into_iter().map(|(key, row)| Op::Put {
+                table: Table::RecordStamps,
+                key,
+                value: Stamp::of(row).encode(),
+            })
+        }
+        if ops.is_empty() {
             match (ctx.job_run, &ctx.sync_id, ctx.job_id) {
                 (true, Some(sync_id), Some(job)) => {
-                    let keys = ops
-                        .into_iter()
-                        .filter_map(|op| match op {
-                            Op::Put { key, .. } => Some(key),
-                            Op::Delete { .. } => None,
-                        })
-                        .collect();
+                    let keys = unchanged.into_iter().map(|(key, _)| key).collect();
                     let seen = Seen {
                         backend: Arc::clone(&self.inner.shared.backend),
                         scope: scope.prefix.clone(),
@@ -461,12 +461,15 @@ impl EnvStore {
                     lock.release_after(seen.note(keys)).await?;
                 }
                 _ => {
-                    let write = self.backend().start_unflushed_in_order(ops);
+                    let write = self
+                        .backend()
+                        .start_unflushed_in_order(stamps(unchanged).collect());
                     lock.release_after(async move { Ok(write.await?) }).await?;
                 }
             }
             return Ok(changes);
         }
+        ops.extend(stamps(unchanged));
         if let Err(e) = self.backend().apply(ops).await {
             *merging = merging_before;
             return Err(e.into());
