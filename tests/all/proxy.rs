@@ -332,3 +332,81 @@ async fn an_oversized_upstream_response_is_refused() {
         failure.message
     );
 }
+
+#[tokio::test]
+async fn a_script_cannot_choose_the_host_header_the_port_or_thousands_of_headers() {
+    let h = Harness::simple(echo()).await;
+    let authority = h.mock.url().trim_start_matches("http://").to_string();
+    output(
+        &h.action(
+            guests::ACTION_PROXY,
+            json!({"endpoint": "/x", "headers": {"Host": "internal.example", "x-mine": "1"}}),
+        )
+        .await,
+    );
+    let req = &h.mock.requests()[0];
+    assert_eq!(req.header("host"), Some(authority.as_str()));
+    assert_eq!(req.header("x-mine"), Some("1"));
+
+    // Another port of the provider's own host is another service: a
+    // provider on `http://localhost` (port 80) does not reach the mock's.
+    let on_80 = Harness::new(
+        echo(),
+        "mock:\n  auth_mode: OAUTH2\n  proxy:\n    base_url: http://localhost\n",
+        json!({"type": "OAUTH2", "access_token": "tok"}),
+    )
+    .await;
+    let port = on_80.mock.url().rsplit(':').next().unwrap().to_string();
+    let report = on_80
+        .action(
+            guests::ACTION_PROXY,
+            json!({"endpoint": "/x", "base_url_override": format!("http://localhost:{port}")}),
+        )
+        .await;
+    let Err(ExecError::Script(failure)) = &report.outcome else {
+        panic!("expected a refusal, got {:?}", report.outcome);
+    };
+    assert_eq!(failure.error_type, "egress_denied", "{}", failure.message);
+    assert!(on_80.mock.requests().is_empty());
+
+    let many: serde_json::Map<String, serde_json::Value> =
+        (0..40_000).map(|i| (format!("h{i}"), json!("v"))).collect();
+    let report = h
+        .action(
+            guests::ACTION_PROXY,
+            json!({"endpoint": "/x", "headers": many}),
+        )
+        .await;
+    let Err(ExecError::Script(failure)) = &report.outcome else {
+        panic!("expected a refusal, got {:?}", report.outcome);
+    };
+    assert_eq!(failure.error_type, "invalid_request");
+    assert!(
+        failure.message.contains("at most 256 headers"),
+        "{}",
+        failure.message
+    );
+    assert_eq!(h.mock.requests().len(), 1, "a refused request was sent");
+}
+
+#[tokio::test]
+async fn a_retry_header_far_in_the_future_is_no_wait_not_a_crash() {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let seen = hits.clone();
+    let h = Harness::simple(move |_| {
+        if seen.fetch_add(1, Ordering::SeqCst) == 0 {
+            MockResponse::json(503, &json!({})).with_header("x-reset", "1e19")
+        } else {
+            MockResponse::json(200, &json!({"ok": true}))
+        }
+    })
+    .await;
+    let report = h
+        .action(
+            guests::ACTION_PROXY,
+            json!({"endpoint": "/x", "retries": 1, "retry_at_header": "x-reset"}),
+        )
+        .await;
+    assert_eq!(output(&report)["status"], 200);
+    assert_eq!(hits.load(Ordering::SeqCst), 2);
+}

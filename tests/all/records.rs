@@ -253,3 +253,44 @@ async fn an_oversized_batch_is_refused_and_loses_nothing() {
         .unwrap();
     assert_eq!(kept[0].json["v"], 1);
 }
+
+#[tokio::test]
+async fn a_lookup_answers_each_record_once_and_stops_at_the_payload_limit() {
+    let mut h = harness().await;
+    h.limits().max_payload_bytes = 4096;
+    let body = "x".repeat(1000);
+    for id in ["a", "b", "c", "d", "e"] {
+        output(
+            &h.webhook(
+                guests::SYNC_RECORDS,
+                sync_run(),
+                json!({"model": "Ticket", "save": [{"id": id, "body": body}]}),
+            )
+            .await,
+        );
+    }
+    // One record asked for 300 times is one record of the answer.
+    let many_a: Vec<&str> = vec!["a"; 300];
+    let report = h
+        .webhook(
+            guests::SYNC_RECORDS,
+            sync_run(),
+            json!({"model": "Ticket", "lookup": many_a}),
+        )
+        .await;
+    assert_eq!(output(&report)["found"]["a"]["body"], body);
+
+    // Five records of 1 KB do not fit in a 4 KiB answer: a clear error.
+    let report = h
+        .webhook(
+            guests::SYNC_RECORDS,
+            sync_run(),
+            json!({"model": "Ticket", "lookup": ["a", "b", "c", "d", "e"]}),
+        )
+        .await;
+    let Err(ExecError::Script(f)) = &report.outcome else {
+        panic!("{:?}", report.outcome)
+    };
+    assert_eq!(f.error_type, "payload_too_large");
+    assert!(f.message.contains("ask for fewer ids"), "{}", f.message);
+}

@@ -874,6 +874,194 @@ async fn deploys_are_versions_a_bad_one_changes_nothing_and_rollback_works() {
     server.stop().await;
 }
 
+#[tokio::test]
+async fn client_errors_are_json_errors_naming_the_problem_and_a_reimport_keeps_metadata() {
+    let data = tempfile::tempdir().unwrap();
+    let mut config = ServerConfig::new(data.path(), "127.0.0.1:0".parse().unwrap());
+    config.max_body_bytes = 4096;
+    config.max_component_bytes = 4096;
+    let server = start_with(config, &MasterKey::generate(), "").await;
+    let dev = Client::new(&server, DEV_KEY);
+    let (status, body) = dev
+        .send(
+            "POST",
+            "/integrations",
+            Some(json!({"unique_key": "hubspot", "provider": "hubspot"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+
+    // An expiry no date can hold is refused, not a dropped connection.
+    for secs in [i64::MAX, 10_000_000_000_000, -10_000_000_000_000] {
+        let (status, body) = dev
+            .send(
+                "POST",
+                "/connection",
+                Some(json!({
+                    "provider_config_key": "hubspot",
+                    "connection_id": "demo",
+                    "access_token": "t",
+                    "expires_in": secs,
+                })),
+            )
+            .await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (400, Some("invalid_body")),
+            "{body}"
+        );
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("expires_in"),
+            "{body}"
+        );
+    }
+
+    // New credentials keep the metadata and config they leave out; `null`
+    // clears the metadata.
+    let import = |extra: Value| {
+        let mut b = json!({
+            "provider_config_key": "hubspot",
+            "connection_id": "demo",
+            "access_token": "first",
+        });
+        b.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        b
+    };
+    let first =
+        import(json!({"metadata": {"team": "sales"}, "connection_config": {"portal": "7"}}));
+    let (status, body) = dev.send("POST", "/connection", Some(first)).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = dev
+        .send(
+            "POST",
+            "/connection",
+            Some(import(json!({"access_token": "second"}))),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, conn) = dev
+        .send("GET", "/connection/demo?provider_config_key=hubspot", None)
+        .await;
+    assert_eq!(status, 200, "{conn}");
+    assert_eq!(conn["credentials"]["access_token"], "second", "{conn}");
+    assert_eq!(conn["metadata"], json!({"team": "sales"}), "{conn}");
+    assert_eq!(conn["connection_config"]["portal"], "7", "{conn}");
+    let (status, _) = dev
+        .send(
+            "POST",
+            "/connection",
+            Some(import(json!({"metadata": null}))),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (_, conn) = dev
+        .send("GET", "/connection/demo?provider_config_key=hubspot", None)
+        .await;
+    assert_eq!(conn["metadata"], Value::Null, "{conn}");
+    assert_eq!(conn["connection_config"]["portal"], "7", "{conn}");
+
+    // Path and query parameters that do not parse, and a method a route
+    // does not take, answer the error shape too.
+    for (method, path, status, code) in [
+        (
+            "POST",
+            "/sluice/deployments/abc/activate",
+            400,
+            "invalid_uri_params",
+        ),
+        (
+            "GET",
+            "/connection/%FF?provider_config_key=hubspot",
+            400,
+            "invalid_uri_params",
+        ),
+        (
+            "GET",
+            "/connection/demo?provider_config_key=hubspot&force_refresh=yes",
+            400,
+            "invalid_query_params",
+        ),
+        ("DELETE", "/health", 405, "method_not_allowed"),
+    ] {
+        let (got, body) = dev.send(method, path, None).await;
+        assert_eq!(
+            (got, body["error"]["code"].as_str()),
+            (status, Some(code)),
+            "{method} {path}: {body}"
+        );
+    }
+
+    // A component hash that is not one is the deploy's error, not the
+    // store's; an uppercase hash names the same component.
+    let (status, body) = dev
+        .send(
+            "POST",
+            "/sluice/deploy",
+            Some(json!({"nango_yaml": "", "components": [{"sha256": "xyz", "size": 1, "bundle": false, "scripts": []}]})),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("invalid_deploy")),
+        "{body}"
+    );
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("xyz"),
+        "{body}"
+    );
+    let small = b"not a component".to_vec();
+    let resp = dev
+        .http
+        .put(format!(
+            "{}/sluice/components/{}",
+            dev.base,
+            sha256_hex(&small).to_uppercase()
+        ))
+        .bearer_auth(DEV_KEY)
+        .body(small)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+
+    // Bodies past the limits: 413 in the error shape on every route.
+    for path in [
+        "/webhook/dev/hubspot",
+        "/sluice/components/00",
+        "/connection",
+    ] {
+        let resp = dev
+            .http
+            .request(
+                if path.starts_with("/sluice/components") {
+                    reqwest::Method::PUT
+                } else {
+                    reqwest::Method::POST
+                },
+                format!("{}{path}", dev.base),
+            )
+            .bearer_auth(DEV_KEY)
+            .header("content-type", "application/json")
+            .body(vec![b' '; 8192])
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        let body: Value = serde_json::from_str(&resp.text().await.unwrap()).unwrap_or(Value::Null);
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (413, Some("payload_too_large")),
+            "{path}: {body}"
+        );
+    }
+    server.stop().await;
+}
+
 /// `sluice dryrun --from-server` as a user runs it (in process).
 async fn sluice_cli(args: &[&str]) -> (i32, String, String) {
     let mut argv = vec!["sluice".to_string()];

@@ -204,6 +204,12 @@ fn to_json(value: &impl Serialize) -> Result<Vec<u8>, Error> {
     Ok(serde_json::to_vec(value)?)
 }
 
+/// Records per host call of batchSave, batchDelete and batchUpdate: the
+/// host takes at most 100,000 per call, and commits every 1,000 on their
+/// own, so a longer slice is sent in parts of this many (a multiple of
+/// 1,000: the commits are the same).
+const CALL_RECORDS: usize = 10_000;
+
 /// The `nango` helper. Every method is a host call.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Nango {
@@ -351,7 +357,10 @@ impl Nango {
         if records.is_empty() {
             return Ok(());
         }
-        Ok(records::batch_save(model, &to_json(&records)?)?)
+        for part in records.chunks(CALL_RECORDS) {
+            records::batch_save(model, &to_json(&part)?)?;
+        }
+        Ok(())
     }
 
     /// Marks records of `model` deleted (only `id` matters).
@@ -359,7 +368,10 @@ impl Nango {
         if records.is_empty() {
             return Ok(());
         }
-        Ok(records::batch_delete(model, &to_json(&records)?)?)
+        for part in records.chunks(CALL_RECORDS) {
+            records::batch_delete(model, &to_json(&part)?)?;
+        }
+        Ok(())
     }
 
     /// Deep-merges partial records into stored ones.
@@ -367,7 +379,10 @@ impl Nango {
         if records.is_empty() {
             return Ok(());
         }
-        Ok(records::batch_update(model, &to_json(&records)?)?)
+        for part in records.chunks(CALL_RECORDS) {
+            records::batch_update(model, &to_json(&part)?)?;
+        }
+        Ok(())
     }
 
     /// Stored records by id, keyed by the ids asked for; missing ids are absent.

@@ -527,7 +527,12 @@ export class NangoSync extends NangoAction {
         for (const r of results) {
             if (r && typeof r === 'object') delete (r as Record<string, unknown>)['_nango_metadata'];
         }
-        call(() => f(model, utf8(JSON.stringify(results))));
+        // The host takes at most 100,000 records per call and commits every
+        // 1,000 on their own: parts of 10,000 change no commit.
+        for (let i = 0; i < results.length; i += 10000) {
+            const part = i === 0 && results.length <= 10000 ? results : results.slice(i, i + 10000);
+            call(() => f(model, utf8(JSON.stringify(part))));
+        }
         return true;
     }
 

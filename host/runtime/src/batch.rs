@@ -53,9 +53,31 @@ pub struct RecordInfo {
     pub violations: Vec<String>,
 }
 
-/// The records of `text`, a JSON array, in order; `None` when `text` is
-/// not a JSON array (the caller's own parse says why).
-pub async fn read(text: Arc<Vec<u8>>, check: Option<Arc<Check>>) -> Option<Vec<ReadRecord>> {
+/// Most records one batchSave, batchDelete or batchUpdate call carries
+/// (the SDKs split longer arrays into calls of [`SDK_CALL_RECORDS`]): what
+/// the host holds of a call grows with its records, so a call of millions
+/// of tiny ones would cost gigabytes within the payload limit.
+pub const MAX_RECORDS_PER_CALL: usize = 100_000;
+
+/// How many records the SDKs send per call; a multiple of the 1,000-record
+/// chunk, so splitting a call changes no chunk.
+pub const SDK_CALL_RECORDS: usize = 10_000;
+
+/// Why a batch was not read.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Unread {
+    /// The text is not a JSON array of parseable elements (the caller's
+    /// own parse says why).
+    NotAnArray,
+    /// More than [`MAX_RECORDS_PER_CALL`] records.
+    TooMany,
+}
+
+/// The records of `text`, a JSON array, in order.
+pub async fn read(
+    text: Arc<Vec<u8>>,
+    check: Option<Arc<Check>>,
+) -> Result<Vec<ReadRecord>, Unread> {
     let spans = spans(&text)?;
     let helper = if spans.len() >= SPLIT_AT {
         helpers().try_acquire_owned().ok()
@@ -63,7 +85,7 @@ pub async fn read(text: Arc<Vec<u8>>, check: Option<Arc<Check>>) -> Option<Vec<R
         None
     };
     let Some(permit) = helper else {
-        return read_spans(&text, &spans, check.as_deref());
+        return read_spans(&text, &spans, check.as_deref()).ok_or(Unread::NotAnArray);
     };
     let half = spans.len() / 2;
     let tail = {
@@ -76,10 +98,12 @@ pub async fn read(text: Arc<Vec<u8>>, check: Option<Arc<Check>>) -> Option<Vec<R
         })
     };
     let head = read_spans(&text, &spans[..half], check.as_deref());
-    let tail = tail.await.ok()?;
-    let mut records = head?;
-    records.extend(tail?);
-    Some(records)
+    let tail = tail.await.ok().flatten();
+    let (Some(mut records), Some(tail)) = (head, tail) else {
+        return Err(Unread::NotAnArray);
+    };
+    records.extend(tail);
+    Ok(records)
 }
 
 /// The records of an already parsed batch, read on this thread.
@@ -104,23 +128,28 @@ fn helpers() -> Arc<Semaphore> {
 /// commas and string quotes alone: each element is parsed on its own
 /// afterwards, which rejects what this lets through (so that a text it
 /// accepts whose elements all parse is a JSON array of them). `None`
-/// when it is not shaped like an array.
-fn spans(text: &[u8]) -> Option<Vec<Range<usize>>> {
+/// when it is not shaped like an array, and stops past
+/// [`MAX_RECORDS_PER_CALL`] elements.
+fn spans(text: &[u8]) -> Result<Vec<Range<usize>>, Unread> {
+    const NOT: Unread = Unread::NotAnArray;
     let mut i = skip_space(text, 0);
     if text.get(i) != Some(&b'[') {
-        return None;
+        return Err(NOT);
     }
     i = skip_space(text, i + 1);
     let mut spans = Vec::new();
     if text.get(i) == Some(&b']') {
-        return only_space_after(text, i + 1).then_some(spans);
+        return only_space_after(text, i + 1).then_some(spans).ok_or(NOT);
     }
     loop {
+        if spans.len() == MAX_RECORDS_PER_CALL {
+            return Err(Unread::TooMany);
+        }
         let start = i;
         let mut depth = 0usize;
         loop {
-            match *text.get(i)? {
-                b'"' => i = after_string(text, i + 1)?,
+            match *text.get(i).ok_or(NOT)? {
+                b'"' => i = after_string(text, i + 1).ok_or(NOT)?,
                 b'[' | b'{' => {
                     depth += 1;
                     i += 1;
@@ -138,13 +167,13 @@ fn spans(text: &[u8]) -> Option<Vec<Range<usize>>> {
             end -= 1;
         }
         if end == start {
-            return None;
+            return Err(NOT);
         }
         spans.push(start..end);
         match text[i] {
             b',' => i = skip_space(text, i + 1),
-            b']' => return only_space_after(text, i + 1).then_some(spans),
-            _ => return None,
+            b']' => return only_space_after(text, i + 1).then_some(spans).ok_or(NOT),
+            _ => return Err(NOT),
         }
     }
 }
@@ -430,9 +459,34 @@ mod tests {
             "[1] x",
             "[\"\\\"]",
         ] {
-            assert!(block(read(Arc::new(text.into()), None)).is_none(), "{text}");
+            assert_eq!(
+                block(read(Arc::new(text.into()), None)).err(),
+                Some(Unread::NotAnArray),
+                "{text}"
+            );
         }
         let read = block(read(Arc::new(b"[1, \"a\", []]".to_vec()), None)).unwrap();
         assert!(read.iter().all(|r| r.info.hash.is_none()));
+    }
+
+    #[test]
+    fn a_call_of_more_records_than_the_cap_is_not_read() {
+        let array = |n: usize| {
+            let mut text = vec![b'['];
+            for i in 0..n {
+                if i > 0 {
+                    text.push(b',');
+                }
+                text.push(b'0');
+            }
+            text.push(b']');
+            Arc::new(text)
+        };
+        let at_cap = block(read(array(MAX_RECORDS_PER_CALL), None)).unwrap();
+        assert_eq!(at_cap.len(), MAX_RECORDS_PER_CALL);
+        assert_eq!(
+            block(read(array(MAX_RECORDS_PER_CALL + 1), None)).err(),
+            Some(Unread::TooMany)
+        );
     }
 }

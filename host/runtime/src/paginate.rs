@@ -160,6 +160,15 @@ impl Paginator {
     /// (as JSON, dotted names expanded into nested objects).
     fn set_param(&mut self, name: &str, value: Value) -> Result<(), HttpError> {
         if self.in_body {
+            // Each dot nests one more object; past serde_json's own parse
+            // limit the body could not be read back, and far past it
+            // writing it would overflow the stack.
+            if name.split('.').count() > MAX_NAME_DEPTH {
+                return Err(invalid(format!(
+                    "a pagination parameter name in the body nests at most {MAX_NAME_DEPTH} objects (dotted parts), this one has {}",
+                    name.split('.').count()
+                )));
+            }
             let mut body = match self.req.data.take() {
                 None => Map::new(),
                 Some(Body::Json(text)) => match serde_json::from_slice(&text) {
@@ -305,7 +314,7 @@ impl Paginator {
                     self.done = true;
                     None
                 } else {
-                    *next += if *per_page { 1 } else { len as u64 };
+                    *next = next.saturating_add(if *per_page { 1 } else { len as u64 });
                     next_param = Value::from(*next);
                     Some(next.to_string())
                 }
@@ -326,6 +335,9 @@ fn as_usize(v: &Value) -> Option<usize> {
         _ => None,
     }
 }
+
+/// Most dotted parts of a pagination parameter name set in the body.
+const MAX_NAME_DEPTH: usize = 32;
 
 fn set_dotted(body: &mut Map<String, Value>, name: &str, value: Value) {
     let mut parts = name.split('.').peekable();
@@ -427,6 +439,42 @@ mod tests {
             Some(&Value::String("https://x/next".into()))
         );
         assert_eq!(get_path(&body, "a.b"), Some(&serde_json::json!(1)));
+    }
+
+    #[test]
+    fn a_body_parameter_name_nesting_past_the_cap_is_refused() {
+        let req = |name: &str| {
+            let config = json!({
+                "type": "offset",
+                "offset_name_in_request": "offset",
+                "limit_name_in_request": name,
+                "limit": 10,
+            });
+            let req = Request {
+                method: Method::Post,
+                endpoint: "/x".into(),
+                headers: vec![],
+                params: None,
+                data: None,
+                retries: 0,
+                retry_on: vec![],
+                retry_header: None,
+                base_url_override: None,
+                decompress: false,
+                provider_config_key: None,
+                connection_id: None,
+            };
+            Paginator::new(req, config.as_object().unwrap().clone())
+        };
+        let ok = req(&["a"; MAX_NAME_DEPTH].join(".")).map(|p| p.req.data);
+        assert!(matches!(ok, Ok(Some(Body::Json(_)))));
+        match req(&"a.".repeat(500_000)) {
+            Err(HttpError::Failed(e)) => {
+                assert_eq!(e.code, "invalid_pagination_config");
+                assert!(e.message.contains("at most 32"), "{}", e.message);
+            }
+            _ => panic!("a name 500,000 objects deep was accepted"),
+        }
     }
 
     #[test]

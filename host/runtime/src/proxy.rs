@@ -177,6 +177,7 @@ pub(crate) fn prepare(
         return Err(failed("invalid_request", "endpoint is required"));
     }
     let joined = join_url(&base, &req.endpoint);
+    check_url_length(&joined).map_err(HttpError::Failed)?;
     let mut url = Url::parse(&joined)
         .map_err(|e| failed("invalid_request", format!("invalid URL `{joined}`: {e}")))?;
     match &req.params {
@@ -229,8 +230,13 @@ pub(crate) fn prepare(
     {
         set_query(&mut url, &[(name.clone(), key.to_string())]);
     }
+    check_script_headers(&req.headers)?;
     for (name, value) in &req.headers {
-        put_header(&mut headers, name, value.clone());
+        // The Host header comes from the URL, which passed the egress
+        // check; a script's own would reach another site on that address.
+        if !name.eq_ignore_ascii_case("host") {
+            put_header(&mut headers, name, value.clone());
+        }
     }
     put_header(&mut headers, "user-agent", USER_AGENT.to_string());
 
@@ -244,6 +250,50 @@ pub(crate) fn prepare(
         headers,
         body,
     })
+}
+
+/// Most headers a script may set on one request.
+const MAX_SCRIPT_HEADERS: usize = 256;
+
+/// Longest URL a request may have (what the HTTP client can send).
+const MAX_URL_BYTES: usize = 65_534;
+
+/// At most [`MAX_SCRIPT_HEADERS`] headers.
+fn check_script_headers(headers: &[(String, String)]) -> Result<(), HttpError> {
+    if headers.len() > MAX_SCRIPT_HEADERS {
+        return Err(failed(
+            "invalid_request",
+            format!(
+                "a request has at most {MAX_SCRIPT_HEADERS} headers, this one {}",
+                headers.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// At most [`MAX_URL_BYTES`] of URL.
+fn check_url_length(url: &str) -> Result<(), NangoError> {
+    if url.len() > MAX_URL_BYTES {
+        return Err(nango_error(
+            "invalid_request",
+            format!(
+                "the URL is {} bytes, longer than the {MAX_URL_BYTES} a request can carry: {}…",
+                url.len(),
+                prefix(url, 200)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The first `max` bytes of `text`, cut on a character boundary.
+fn prefix(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 fn put_header(headers: &mut Vec<(String, String)>, name: &str, value: String) {
@@ -261,7 +311,7 @@ pub(crate) fn egress_allowed(url: &Url, provider_host: Option<&str>, allowed: &[
         Some(p) => format!("{host}:{p}"),
         None => host.to_string(),
     };
-    if provider_host.is_some_and(|p| p == host || p == host_port) {
+    if provider_host.is_some_and(|p| p == host_port) {
         return true;
     }
     allowed.iter().any(|entry| {
@@ -293,11 +343,13 @@ fn egress_check(
     ))
 }
 
-/// The host (with a non-default port) of a base URL, for the egress check.
+/// The host and port (the scheme's default when none is written) of a base
+/// URL, for the egress check: another port of the same host is another
+/// service.
 pub(crate) fn host_of(base: &str) -> Option<String> {
     let url = Url::parse(base).ok()?;
     let host = url.host_str()?;
-    Some(match url.port() {
+    Some(match url.port_or_known_default() {
         Some(p) => format!("{host}:{p}"),
         None => host.to_string(),
     })
@@ -356,7 +408,7 @@ fn wait_from_headers(resp: &Response, at: Option<&str>, after: Option<&str>) -> 
 fn wait_until(value: &str) -> Option<Duration> {
     let now = SystemTime::now();
     let when = if let Ok(secs) = value.trim().parse::<f64>() {
-        SystemTime::UNIX_EPOCH + Duration::try_from_secs_f64(secs).ok()?
+        SystemTime::UNIX_EPOCH.checked_add(Duration::try_from_secs_f64(secs).ok()?)?
     } else {
         httpdate::parse_http_date(value.trim()).ok().or_else(|| {
             chrono::DateTime::parse_from_rfc3339(value.trim())
@@ -580,7 +632,8 @@ pub(crate) async fn send(state: &mut HostState, req: &Request) -> Result<Respons
                 state.internal_log(
                     LogLevel::Warn,
                     format!(
-                        "Retrying HTTP call (reason: {reason}). Waiting for {}ms [{attempt}/{}]",
+                        "Retrying HTTP call (reason: {}). Waiting for {}ms [{attempt}/{}]",
+                        state.redact(prefix(&reason, 2048)),
                         wait.as_millis(),
                         req.retries
                     ),
@@ -608,6 +661,16 @@ pub(crate) async fn uncontrolled_fetch(
     state: &mut HostState,
     req: crate::bindings::http::FetchRequest,
 ) -> Result<Response, NangoError> {
+    check_url_length(&req.url)?;
+    if req.headers.len() > MAX_SCRIPT_HEADERS {
+        return Err(nango_error(
+            "invalid_request",
+            format!(
+                "a request has at most {MAX_SCRIPT_HEADERS} headers, this one {}",
+                req.headers.len()
+            ),
+        ));
+    }
     let url = Url::parse(&req.url)
         .ok()
         .filter(|u| matches!(u.scheme(), "http" | "https") && u.has_host())
@@ -642,6 +705,7 @@ pub(crate) async fn uncontrolled_fetch(
             .headers
             .into_iter()
             .map(|(n, v)| (n.to_ascii_lowercase(), v))
+            .filter(|(n, _)| n != "host")
             .collect(),
         body: req.body.map(Body::Bytes),
     };
@@ -783,7 +847,12 @@ async fn receive(
 impl HostState {
     /// An `http` log line for one attempt, credentials scrubbed.
     pub(crate) fn log_http(&mut self, p: &Prepared, status: Option<u16>, elapsed: Duration) {
-        let url = self.redact(p.url.as_str());
+        let url = p.url.as_str();
+        let url = if url.len() > 2048 {
+            format!("{}…", self.redact(prefix(url, 2048)))
+        } else {
+            self.redact(url)
+        };
         let outcome = status.map_or_else(|| "no response".to_string(), |s| s.to_string());
         let level = match status {
             Some(s) if s < 400 => LogLevel::Info,
@@ -846,13 +915,33 @@ mod tests {
     #[test]
     fn egress_allowlist() {
         let url = Url::parse("https://api.x.com/v").unwrap();
-        assert!(egress_allowed(&url, Some("api.x.com"), &[]));
-        assert!(!egress_allowed(&url, Some("y.com"), &[]));
+        let own = host_of("https://api.x.com/base").unwrap();
+        assert!(egress_allowed(&url, Some(&own), &[]));
+        assert!(!egress_allowed(&url, Some("y.com:443"), &[]));
+        // Another port or scheme of the provider's host is not the provider.
+        for other in ["http://api.x.com/v", "https://api.x.com:6379/v"] {
+            let other = Url::parse(other).unwrap();
+            assert!(!egress_allowed(&other, Some(&own), &[]), "{other}");
+        }
         assert!(egress_allowed(&url, None, &["*.x.com".into()]));
         assert!(!egress_allowed(&url, None, &["x.com".into()]));
         let local = Url::parse("http://127.0.0.1:8080/").unwrap();
         assert!(egress_allowed(&local, Some("127.0.0.1:8080"), &[]));
         assert!(!egress_allowed(&local, Some("127.0.0.1:9090"), &[]));
+    }
+
+    #[test]
+    fn a_reset_time_past_what_a_clock_holds_is_no_wait_not_a_panic() {
+        assert_eq!(wait_until("1e19"), None);
+        assert_eq!(wait_until("not a date"), None);
+        assert_eq!(wait_until("0"), Some(Duration::ZERO));
+        let soon = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            + 60;
+        let wait = wait_until(&soon.to_string()).unwrap();
+        assert!(wait > Duration::from_secs(50) && wait <= Duration::from_secs(60));
     }
 
     #[test]

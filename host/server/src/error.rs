@@ -71,6 +71,11 @@ impl std::fmt::Display for ApiError {
 
 impl From<sluice_store::StoreError> for ApiError {
     fn from(e: sluice_store::StoreError) -> Self {
+        // What the caller passed and the store cannot hold is the client's
+        // to fix; everything else is the store's.
+        if let sluice_store::StoreError::Invalid(message) = &e {
+            return ApiError::bad_request("invalid_request", message.clone());
+        }
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "storage_error",

@@ -102,7 +102,13 @@ impl Server {
         let (store, created) = Store::open(backend, master, initial_keys).await?;
         let mut runtime_config = RuntimeConfig::new(config.data_dir.join("cache"));
         runtime_config.cache_max_bytes = config.cache_max_bytes;
-        runtime_config.max_concurrent = config.max_concurrent_executions.clamp(1, 1000) as u32;
+        // A nested `triggerAction` runs in its own instance without a
+        // permit of its own (it draws on its caller's), so the pool has a
+        // slot for every level an execution may nest: an execution that
+        // holds a permit always finds one free.
+        let levels = config.limits.max_trigger_depth.min(16) as usize + 1;
+        runtime_config.max_concurrent =
+            (config.max_concurrent_executions.clamp(1, 1000) * levels) as u32;
         let runtime = Runtime::new(runtime_config)?;
         let app = Arc::new(App::new(store, runtime, Arc::new(providers), config.clone()).await?);
         api::deploy::load_active(&app).await?;

@@ -21,6 +21,12 @@ use sluice_store::EnvStore;
 /// 15 minutes; a request rarely takes more than a few).
 const REFRESH_MARGIN: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
 
+/// Now plus `secs` seconds (an `expires_in` from a client or a token
+/// endpoint), or `None` when that is not a date chrono can hold.
+pub(crate) fn expires_after(secs: i64) -> Option<DateTime<Utc>> {
+    Utc::now().checked_add_signed(chrono::TimeDelta::try_seconds(secs)?)
+}
+
 /// How long a token endpoint may take.
 const TOKEN_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -214,7 +220,9 @@ impl Connections {
                 .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
         }) {
             Some(secs) => {
-                let at = Utc::now() + chrono::TimeDelta::seconds(secs);
+                let at = expires_after(secs).ok_or_else(|| {
+                    format!("the token endpoint's answer has an expires_in out of range: {secs}")
+                })?;
                 creds.insert("expires_at".into(), Value::String(at.to_rfc3339()));
             }
             None => {

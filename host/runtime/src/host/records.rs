@@ -133,10 +133,23 @@ impl HostState {
         self.check_payload(&format!("the {call} batch"), json.len())?;
         let check = self.record_check(kind, model);
         let json = Arc::new(json);
+        let too_many = || {
+            nango_error(
+                "invalid_request",
+                format!(
+                    "{call}: at most {} records per call (the SDKs split longer arrays)",
+                    batch::MAX_RECORDS_PER_CALL
+                ),
+            )
+        };
         let read = match batch::read(Arc::clone(&json), check.clone()).await {
-            Some(read) => read,
+            Ok(read) => read,
+            Err(batch::Unread::TooMany) => return Err(too_many()),
             // Not an array: say what it is, as JSON.parse would.
-            None => match serde_json::from_slice(&json) {
+            Err(batch::Unread::NotAnArray) => match serde_json::from_slice(&json) {
+                Ok(Value::Array(a)) if a.len() > batch::MAX_RECORDS_PER_CALL => {
+                    return Err(too_many());
+                }
                 Ok(Value::Array(a)) => batch::read_values(a, check.as_deref()),
                 Ok(Value::Null) => return Ok(()),
                 Ok(_) => {
@@ -231,7 +244,17 @@ impl HostState {
             )
         })?;
         let full = self.model_name(model)?;
-        let mut out = Vec::with_capacity(ids.len());
+        // An id asked for twice is answered once, and the answer stops at
+        // the payload limit: what the host builds stays bounded by what a
+        // script may send, however its ids repeat or its records weigh.
+        let mut seen = std::collections::HashSet::with_capacity(ids.len());
+        let ids: Vec<String> = ids
+            .into_iter()
+            .filter(|id| seen.insert(id.clone()))
+            .collect();
+        drop(seen);
+        let max = self.limits().max_payload_bytes;
+        let mut out = vec![b'['];
         for chunk in ids.chunks(IDS_PER_LOOKUP) {
             let rows = self
                 .services
@@ -239,9 +262,24 @@ impl HostState {
                 .get_by_ids(&self.exec.connection, &full, chunk)
                 .await
                 .map_err(record_error)?;
-            out.extend(rows.iter().map(|r| r.to_view()));
+            for r in rows {
+                if out.len() > 1 {
+                    out.push(b',');
+                }
+                serde_json::to_writer(&mut out, &r.to_view())
+                    .map_err(|e| nango_error("invalid_request", format!("getRecordsByIds: {e}")))?;
+                if out.len() > max {
+                    return Err(nango_error(
+                        "payload_too_large",
+                        format!(
+                            "getRecordsByIds: the records found pass the limit of {max} bytes; ask for fewer ids at a time"
+                        ),
+                    ));
+                }
+            }
         }
-        Ok(Value::Array(out).to_string().into())
+        out.push(b']');
+        Ok(out)
     }
 }
 

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sluice_runtime::records::ConnectionRef;
 
-use super::{ConnectionHeaders, Env, JsonBody};
+use super::{ApiPath, ConnectionHeaders, Env, JsonBody};
 use crate::app::App;
 use crate::error::{ApiError, ApiResult};
 use crate::runner::{self, ASYNC_ACTIONS, AsyncAction};
@@ -139,7 +139,7 @@ pub async fn trigger(
 /// The result of an async action: its output once it succeeded, its error
 /// (with the status a sync trigger would have answered) once it failed,
 /// `202 {id, status}` while it is pending or running.
-pub async fn status(Env(env): Env, Path(id): Path<String>) -> ApiResult<Response> {
+pub async fn status(Env(env): Env, ApiPath(id): ApiPath<String>) -> ApiResult<Response> {
     let a: AsyncAction = env
         .store
         .doc(ASYNC_ACTIONS, &id)

@@ -4,14 +4,14 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use sluice_runtime::connection::{Connection, ConnectionError, ConnectionStore as _, Credentials};
 use sluice_runtime::records::ConnectionRef;
 
-use super::{Env, JsonBody};
+use super::{ApiPath, ApiQuery, Env, JsonBody};
 use crate::app::App;
 use crate::error::{ApiError, ApiResult};
 use crate::refresh::CONNECTION_ERRORS;
@@ -50,9 +50,12 @@ fn credentials(mode: &str, body: &Map<String, Value>) -> ApiResult<Value> {
             return Ok(Some(parsed.with_timezone(&Utc).to_rfc3339()));
         }
         if let Some(secs) = body.get("expires_in").and_then(Value::as_i64) {
-            return Ok(Some(
-                (Utc::now() + chrono::TimeDelta::seconds(secs)).to_rfc3339(),
-            ));
+            let at = crate::refresh::expires_after(secs).ok_or_else(|| {
+                ApiError::invalid_body(format!(
+                    "`expires_in` must be a number of seconds a date can be counted from now, got {secs}"
+                ))
+            })?;
+            return Ok(Some(at.to_rfc3339()));
         }
         Ok(None)
     };
@@ -146,14 +149,18 @@ pub async fn create(
         .unwrap_or_default();
     let creds: Credentials = serde_json::from_value(credentials(&mode, &body)?)
         .map_err(|e| ApiError::invalid_body(format!("invalid credentials: {e}")))?;
+    // A re-import that leaves out `metadata` or `connection_config` keeps
+    // the stored ones (it is usually new credentials); `null` clears them.
     let metadata = match body.get("metadata") {
-        None | Some(Value::Null) => Value::Null,
-        Some(Value::Object(m)) => Value::Object(m.clone()),
+        None => None,
+        Some(Value::Null) => Some(Value::Null),
+        Some(Value::Object(m)) => Some(Value::Object(m.clone())),
         Some(_) => return Err(ApiError::invalid_body("`metadata` must be an object")),
     };
     let connection_config = match body.get("connection_config") {
-        None | Some(Value::Null) => Map::new(),
-        Some(Value::Object(m)) => m.clone(),
+        None => None,
+        Some(Value::Null) => Some(Map::new()),
+        Some(Value::Object(m)) => Some(m.clone()),
         Some(_) => {
             return Err(ApiError::invalid_body(
                 "`connection_config` must be an object",
@@ -161,12 +168,15 @@ pub async fn create(
         }
     };
     let now = Utc::now();
-    let existing = env
-        .store
-        .connection(&pck, &cid)
-        .await?
-        .map(|c| c.created_at);
-    let created_at = existing.unwrap_or(now);
+    let existing = env.store.connection(&pck, &cid).await?;
+    let created_at = existing.as_ref().map_or(now, |c| c.created_at);
+    let is_new = existing.is_none();
+    let (stored_metadata, stored_config) = match existing {
+        Some(c) => (c.metadata, c.connection_config),
+        None => (Value::Null, Map::new()),
+    };
+    let metadata = metadata.unwrap_or(stored_metadata);
+    let connection_config = connection_config.unwrap_or(stored_config);
     let c = Connection {
         connection_id: cid,
         provider_config_key: pck,
@@ -188,7 +198,7 @@ pub async fn create(
     // as the original does on a reconnect.
     if let Err(message) = crate::runner::validate_connection(&app, &env, &conn).await {
         let key = format!("{}/{}", conn.provider_config_key, conn.connection_id);
-        if existing.is_none() {
+        if is_new {
             env.store
                 .delete_connection(&conn.provider_config_key, &conn.connection_id)
                 .await?;
@@ -204,14 +214,14 @@ pub async fn create(
             ),
         ));
     }
-    if existing.is_some() {
+    if !is_new {
         // New credentials: an error recorded for the old ones is stale.
         let key = format!("{}/{}", conn.provider_config_key, conn.connection_id);
         env.store.delete_doc(CONNECTION_ERRORS, &key).await?;
     }
     // The `auto_start` syncs start now; the others are scheduled paused.
     app.scheduler.connection_created(&env, &conn).await?;
-    if existing.is_none() {
+    if is_new {
         // `post-connection-creation` scripts run after the answer.
         let (app, env, conn) = (app.clone(), env.clone(), conn.clone());
         tokio::spawn(async move {
@@ -232,7 +242,7 @@ pub struct ListQuery {
     provider_config_key: Option<String>,
 }
 
-pub async fn list(Env(env): Env, Query(q): Query<ListQuery>) -> ApiResult<Json<Value>> {
+pub async fn list(Env(env): Env, ApiQuery(q): ApiQuery<ListQuery>) -> ApiResult<Json<Value>> {
     let all = env
         .store
         .connections(q.provider_config_key.as_deref())
@@ -280,8 +290,8 @@ fn connection_error(e: ConnectionError) -> ApiError {
 
 pub async fn get(
     Env(env): Env,
-    Path(id): Path<String>,
-    Query(q): Query<OneQuery>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<OneQuery>,
 ) -> ApiResult<Json<Value>> {
     let pck = q.provider_config_key.ok_or_else(|| {
         ApiError::bad_request(
@@ -312,8 +322,8 @@ pub async fn get(
 pub async fn delete(
     State(app): State<Arc<App>>,
     Env(env): Env,
-    Path(id): Path<String>,
-    Query(q): Query<OneQuery>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<OneQuery>,
 ) -> ApiResult<Json<Value>> {
     let pck = q.provider_config_key.ok_or_else(|| {
         ApiError::bad_request(

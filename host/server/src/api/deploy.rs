@@ -7,22 +7,22 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use chrono::Utc;
 use serde_json::{Value, json};
 use sluice_project::deploy::{Manifest, sha256_hex};
 
-use super::{Env, JsonBody};
+use super::{ApiPath, Env, JsonBody, RawBody};
 use crate::app::{ACTIVE, App, DEPLOYMENTS, Deployed, DeploymentDoc, EnvState, deployment_key};
 use crate::error::{ApiError, ApiResult};
 
 pub async fn put_component(
     State(app): State<Arc<App>>,
     Env(_env): Env,
-    Path(sha): Path<String>,
-    body: Bytes,
+    ApiPath(sha): ApiPath<String>,
+    RawBody(body): RawBody,
 ) -> ApiResult<Json<Value>> {
+    let sha = sha.to_ascii_lowercase();
     if sha256_hex(&body) != sha {
         return Err(ApiError::invalid_body(format!(
             "the body's SHA-256 is not `{sha}`"
@@ -38,6 +38,15 @@ async fn install(app: &Arc<App>, manifest: Manifest) -> ApiResult<Deployed> {
     let mut blobs = std::collections::HashMap::new();
     let mut missing = Vec::new();
     for c in &manifest.components {
+        if c.sha256.len() != 64 || !c.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(ApiError::bad_request(
+                "invalid_deploy",
+                format!(
+                    "a component's `sha256` must be 64 hexadecimal digits, got `{}`",
+                    c.sha256
+                ),
+            ));
+        }
         match app.store.blob(&c.sha256).await? {
             Some(b) => {
                 blobs.insert(c.sha256.clone(), b);
@@ -90,8 +99,12 @@ fn summary(d: &DeploymentDoc, active: Option<u64>) -> Value {
 pub async fn deploy(
     State(app): State<Arc<App>>,
     Env(env): Env,
-    JsonBody(manifest): JsonBody<Manifest>,
+    JsonBody(mut manifest): JsonBody<Manifest>,
 ) -> ApiResult<Json<Value>> {
+    // Hashes are compared as `sha256_hex` writes them.
+    for c in &mut manifest.components {
+        c.sha256.make_ascii_lowercase();
+    }
     let mut deployed = install(&app, manifest.clone()).await?;
     // Only now, with everything checked and compiled, is anything written.
     let version = next_version(&env).await?;
@@ -122,7 +135,7 @@ pub async fn list(Env(env): Env) -> ApiResult<Json<Value>> {
 pub async fn activate(
     State(app): State<Arc<App>>,
     Env(env): Env,
-    Path(version): Path<u64>,
+    ApiPath(version): ApiPath<u64>,
 ) -> ApiResult<Json<Value>> {
     let doc: DeploymentDoc = env
         .store

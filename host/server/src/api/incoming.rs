@@ -8,8 +8,7 @@
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
@@ -17,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sluice_runtime::records::ConnectionRef;
 
+use super::{ApiPath, RawBody};
 use crate::app::{App, EnvState};
 use crate::error::{ApiError, ApiResult};
 use crate::routing::{self, Incoming, Lookup, Route, Secrets};
@@ -44,9 +44,9 @@ fn plain_error(status: u16, message: &str) -> Response {
 
 pub async fn receive(
     State(app): State<Arc<App>>,
-    Path((environment, pck)): Path<(String, String)>,
+    ApiPath((environment, pck)): ApiPath<(String, String)>,
     headers: HeaderMap,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> ApiResult<Response> {
     let env = uuid::Uuid::parse_str(&environment)
         .ok()

@@ -3,13 +3,13 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use chrono::Utc;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sluice_store::Integration;
 
-use super::{Env, JsonBody};
+use super::{ApiPath, ApiQuery, Env, JsonBody};
 use crate::app::App;
 use crate::error::{ApiError, ApiResult};
 
@@ -146,8 +146,8 @@ pub struct GetQuery {
 
 pub async fn get(
     Env(env): Env,
-    Path(key): Path<String>,
-    Query(q): Query<GetQuery>,
+    ApiPath(key): ApiPath<String>,
+    ApiQuery(q): ApiQuery<GetQuery>,
 ) -> ApiResult<Json<Value>> {
     let i = env
         .store
@@ -163,7 +163,7 @@ pub async fn get(
 
 pub async fn update(
     Env(env): Env,
-    Path(key): Path<String>,
+    ApiPath(key): ApiPath<String>,
     JsonBody(body): JsonBody<IntegrationBody>,
 ) -> ApiResult<Json<Value>> {
     let mut i = env
@@ -182,7 +182,7 @@ pub async fn update(
     Ok(Json(json!({ "data": view(&i, false) })))
 }
 
-pub async fn delete(Env(env): Env, Path(key): Path<String>) -> ApiResult<Json<Value>> {
+pub async fn delete(Env(env): Env, ApiPath(key): ApiPath<String>) -> ApiResult<Json<Value>> {
     if !env.store.connections(Some(&key)).await?.is_empty() {
         return Err(ApiError::bad_request(
             "integration_has_connections",

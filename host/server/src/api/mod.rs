@@ -111,6 +111,47 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         .map_err(|e| ApiError::invalid_body(format!("the request body is not valid: {e}")))
 }
 
+/// Path parameters: 400 `invalid_uri_params` naming what does not parse
+/// (a version that is not a number, a segment that is not UTF-8).
+pub struct ApiPath<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(v)| ApiPath(v))
+            .map_err(|e| ApiError::bad_request("invalid_uri_params", e.body_text()))
+    }
+}
+
+/// Query parameters: 400 `invalid_query_params` naming what does not parse.
+pub struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Query(v)| ApiQuery(v))
+            .map_err(|e| ApiError::bad_request("invalid_query_params", e.body_text()))
+    }
+}
+
+/// A raw body: 413 `payload_too_large` past the route's limit, like
+/// [`JsonBody`].
+pub struct RawBody(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for RawBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        body_bytes(req, state).await.map(RawBody)
+    }
+}
+
 /// The `Connection-Id` and `Provider-Config-Key` headers.
 pub struct ConnectionHeaders {
     pub connection_id: Option<String>,
@@ -142,6 +183,14 @@ async fn health() -> axum::Json<serde_json::Value> {
 
 async fn not_found() -> ApiError {
     ApiError::not_found("not_found", "no such route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not take that method",
+    )
 }
 
 /// Every route.
@@ -212,6 +261,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/openapi.json", get(v1::openapi))
         .route("/v1/{*path}", any(v1::dispatch))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
         .merge(components)
         .with_state(app)

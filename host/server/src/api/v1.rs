@@ -6,14 +6,14 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, RawQuery, Request, State};
+use axum::extract::{RawQuery, Request, State};
 use axum::http::Method;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 use sluice_nango_yaml::generate::json_schema;
 use sluice_runtime::records::ConnectionRef;
 
-use super::{ConnectionHeaders, Env, body_bytes, parse_json, records};
+use super::{ApiPath, ConnectionHeaders, Env, body_bytes, parse_json, records};
 use crate::app::App;
 use crate::error::{ApiError, ApiResult};
 use crate::runner;
@@ -34,7 +34,7 @@ pub async fn dispatch(
     State(app): State<Arc<App>>,
     Env(env): Env,
     headers: ConnectionHeaders,
-    Path(path): Path<String>,
+    ApiPath(path): ApiPath<String>,
     RawQuery(raw): RawQuery,
     req: Request,
 ) -> ApiResult<Response> {

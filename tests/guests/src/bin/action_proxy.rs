@@ -16,6 +16,7 @@ struct Input {
     retries: u32,
     retry_on: Vec<u16>,
     retry_after_header: Option<String>,
+    retry_at_header: Option<String>,
     base_url_override: Option<String>,
     connection: Option<(String, String)>,
 }
@@ -51,8 +52,11 @@ fn run(nango: &Nango, input: Input) -> Result<Value, Error> {
     if let Some(body) = &input.json {
         req = req.json(body);
     }
-    if let Some(h) = &input.retry_after_header {
-        req = req.retry_header(None, Some(h));
+    if input.retry_at_header.is_some() || input.retry_after_header.is_some() {
+        req = req.retry_header(
+            input.retry_at_header.as_deref(),
+            input.retry_after_header.as_deref(),
+        );
     }
     if let Some(b) = input.base_url_override {
         req = req.base_url_override(b);
