@@ -393,3 +393,56 @@ async fn a_frequency_change_keeps_a_first_run_that_is_waiting_for_a_slot() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_removed_and_deployed_again_during_its_run_keeps_its_schedule() {
+    let up = Upstream::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let mut config = ServerConfig::new(data.path(), "127.0.0.1:0".parse().unwrap());
+    config.schedule_time_scale = 100;
+    let server = start_with(config, &MasterKey::generate(), &up.providers()).await;
+    let c = Client::new(&server, DEV_KEY);
+    setup(&c).await;
+
+    // A run that lasts: each page waits 5 s.
+    up.delay.store(5000, Ordering::SeqCst);
+    connect(&c, "demo", "t").await;
+    up.wait_runs(1, Duration::from_secs(10)).await;
+    let first_page_asked = Instant::now();
+    assert_eq!(status(&c).await["status"], "RUNNING");
+
+    // While it runs, a deploy without the sync, then one with it again.
+    deploy_scripts(
+        &c,
+        "integrations:\n  hubspot:\n    actions:\n      create-contact:\n        endpoint: POST /contacts\n        output: Contact\nmodels:\n  Contact:\n    id: string\n",
+        "hubspot",
+        &[(
+            guests::HUBSPOT_RUST_CREATE_CONTACT,
+            "create-contact",
+            ScriptKind::Action,
+        )],
+    )
+    .await;
+    deploy_scripts(
+        &c,
+        YAML,
+        "hubspot",
+        &[(guests::HUBSPOT_RUST_CONTACTS, "contacts", ScriptKind::Sync)],
+    )
+    .await;
+    assert_eq!(
+        status(&c).await["status"],
+        "RUNNING",
+        "the run ended before the deploys"
+    );
+    up.delay.store(0, Ordering::SeqCst);
+
+    // The schedule outlived the run: the sync runs again on it. (Nothing
+    // asks the server anything meanwhile: a status request would put a
+    // lost schedule back.)
+    tokio::time::sleep(
+        (first_page_asked + Duration::from_millis(5500)).saturating_duration_since(Instant::now()),
+    )
+    .await;
+    up.wait_runs(3, Duration::from_secs(10)).await;
+}

@@ -493,8 +493,12 @@ impl Scheduler {
         let id = env.store.id();
         let unchanged = {
             let st = self.lock();
+            // A sync removed while it ran and added back before its run
+            // ended is reinstalled: its entry still carries the removal,
+            // which would drop it when that run ends.
             st.entries.get(&(id, Key::from(key))).is_some_and(|e| {
-                e.interval_ms == self.scaled_ms(every)
+                !e.removed
+                    && e.interval_ms == self.scaled_ms(every)
                     && e.anchor_ms == schedule.anchor.timestamp_millis()
                     && e.paused == schedule.paused
             })

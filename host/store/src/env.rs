@@ -120,7 +120,7 @@ fn encode_integration(ring: &Keyring, key: &[u8], i: &Integration) -> Result<Vec
 
 fn decode_integration(ring: &Keyring, key: &[u8], bytes: &[u8]) -> Result<Integration, StoreError> {
     let row: IntegrationRow =
-        serde_json::from_slice(bytes).map_err(|e| StoreError::corrupt("integration row", e))?;
+        crate::decode(bytes).map_err(|e| StoreError::corrupt("integration row", e))?;
     Ok(Integration {
         oauth_client_secret: open_opt(
             ring,
@@ -157,13 +157,13 @@ fn encode_connection(ring: &Keyring, key: &[u8], c: &Connection) -> Result<Vec<u
 
 fn decode_connection(ring: &Keyring, key: &[u8], bytes: &[u8]) -> Result<Connection, StoreError> {
     let row: ConnectionRow =
-        serde_json::from_slice(bytes).map_err(|e| StoreError::corrupt("connection row", e))?;
+        crate::decode(bytes).map_err(|e| StoreError::corrupt("connection row", e))?;
     let credentials = ring.open_text(
         &aad(Table::Connections, key, "credentials"),
         &row.credentials,
         "connection credentials",
     )?;
-    let credentials: Credentials = serde_json::from_slice(&credentials)
+    let credentials: Credentials = crate::decode(&credentials)
         .map_err(|e| StoreError::corrupt("connection credentials", e))?;
     Ok(Connection {
         connection_id: row.connection_id,
@@ -196,7 +196,7 @@ fn decode_variables(
         bytes,
         "environment variables",
     )?;
-    serde_json::from_slice(&json).map_err(|e| StoreError::corrupt("environment variables", e))
+    crate::decode(&json).map_err(|e| StoreError::corrupt("environment variables", e))
 }
 
 /// The row key of an environment's secret `name`.
@@ -527,7 +527,7 @@ impl EnvStore {
             .await?;
         bytes
             .map(|b| {
-                serde_json::from_slice(&b)
+                crate::decode(&b)
                     .map_err(|e| StoreError::corrupt(format!("document {collection}/{key}"), e))
             })
             .transpose()
@@ -552,7 +552,7 @@ impl EnvStore {
         rows.into_iter()
             .map(|(k, v)| {
                 let key = String::from_utf8_lossy(&k[base.as_bytes().len()..]).into_owned();
-                let value = serde_json::from_slice(&v)
+                let value = crate::decode(&v)
                     .map_err(|e| StoreError::corrupt(format!("document {collection}/{key}"), e))?;
                 Ok((key, value))
             })

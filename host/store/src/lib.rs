@@ -30,6 +30,22 @@ mod rows;
 mod store;
 pub mod writer;
 
+/// Decodes a stored JSON value. serde_json's parser stops at 128 levels
+/// of nesting but its writer has no limit, and a value read from outside
+/// at the parser's limit (a webhook body, an upstream's error, metadata) is
+/// stored a few levels deeper inside its document: read with the limit,
+/// that document could never be read back, failing every run, status or
+/// start that reads it. What is stored was written by sluice from values
+/// that were parsed with the limit and wrapped a few levels, so its depth
+/// stays bounded.
+pub(crate) fn decode<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8]) -> serde_json::Result<T> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    de.disable_recursion_limit();
+    let value = T::deserialize(&mut de)?;
+    de.end()?;
+    Ok(value)
+}
+
 #[cfg(any(test, feature = "testsuite"))]
 pub mod testsuite;
 

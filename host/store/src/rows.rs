@@ -144,7 +144,7 @@ pub(crate) fn is_header_only(row: &[u8]) -> bool {
 
 /// Decodes a record's JSON text.
 pub(crate) fn decode_json(json: &[u8]) -> Result<Map<String, Value>, StoreError> {
-    serde_json::from_slice(json).map_err(|e| StoreError::corrupt("record JSON", e))
+    crate::decode(json).map_err(|e| StoreError::corrupt("record JSON", e))
 }
 
 struct Reader<'a>(&'a [u8]);
@@ -262,8 +262,7 @@ impl RawRecord {
         Ok(StoredRecord {
             external_id: self.external_id.clone(),
             internal_id: self.internal_id,
-            json: serde_json::from_slice(self.json())
-                .map_err(|e| StoreError::corrupt("record JSON", e))?,
+            json: crate::decode(self.json()).map_err(|e| StoreError::corrupt("record JSON", e))?,
             data_hash: self.data_hash.clone(),
             created_at: self.created_at,
             updated_at: self.updated_at,

@@ -180,7 +180,7 @@ impl Store {
         entries
             .into_iter()
             .map(|(key, value)| {
-                let row: EnvRow = serde_json::from_slice(&value).map_err(|e| {
+                let row: EnvRow = crate::decode(&value).map_err(|e| {
                     StoreError::Metadata(format!("an environment row does not decode: {e}"))
                 })?;
                 if key != keys::env(row.id).into_bytes() {

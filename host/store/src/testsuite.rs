@@ -70,6 +70,7 @@ macro_rules! backend_tests {
             connection_store_reads_and_writes_metadata,
             variables_round_trip,
             documents_scan_by_prefix_and_cursor,
+            a_document_deeper_than_a_parse_reads_back,
             long_scans_match_an_ordered_map_both_ways,
             concurrent_writes_of_every_kind_keep_their_order,
             blobs_are_content_addressed,
@@ -1253,6 +1254,26 @@ pub async fn documents_scan_by_prefix_and_cursor(b: &Reopen) {
             .unwrap()
             .is_empty()
     );
+}
+
+/// A value read from outside at the JSON parser's depth limit, stored a
+/// few levels down in a document (an upstream's error in a sync's state, a
+/// webhook body in its queue entry), reads back, after a restart too.
+pub async fn a_document_deeper_than_a_parse_reads_back(b: &Reopen) {
+    let (store, master) = fresh(b).await;
+    let env = dev(&store);
+    let parsed: Value = serde_json::from_str(&format!("{}1{}", "[".repeat(127), "]".repeat(127)))
+        .expect("127 levels parse");
+    let doc = json!({"last_run": {"error": {"upstream": {"data": parsed}}}});
+    env.put_doc("sync-state", "s1", &doc).await.unwrap();
+    let read: Option<Value> = env.doc("sync-state", "s1").await.unwrap();
+    assert_eq!(read.as_ref(), Some(&doc));
+    let listed: Vec<(String, Value)> = env.docs("sync-state", "", None, 10, false).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    drop((env, store));
+    let store = open(b, &master).await;
+    let read: Option<Value> = dev(&store).doc("sync-state", "s1").await.unwrap();
+    assert_eq!(read, Some(doc));
 }
 
 pub async fn blobs_are_content_addressed(b: &Reopen) {
