@@ -14,7 +14,7 @@ use sluice_server::webhooks::standard_signature;
 use sluice_store::MasterKey;
 use sluice_tests::{MockRequest, MockResponse, MockServer, guests, repo_root};
 
-use crate::server::{Client, DEV_KEY, deploy_scripts, start_with};
+use crate::server::{Client, DEV_KEY, PROD_KEY, deploy_scripts, start_with};
 
 const YAML: &str = "
 integrations:
@@ -298,5 +298,75 @@ async fn the_app_gets_signed_webhooks_per_changed_model_retried_until_it_is_back
         body["startedAt"].is_string() && body["failedAt"].is_string(),
         "{body}"
     );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_that_hangs_holds_up_only_its_own_environment() {
+    let up = Upstream::start().await;
+    let prod_app = App::start().await;
+    let hung = Arc::new(Mutex::new(0usize));
+    let h = hung.clone();
+    let hanging = MockServer::start(Arc::new(move |_req: &MockRequest| {
+        *h.lock().unwrap() += 1;
+        MockResponse::json(200, &json!({})).delayed(Duration::from_secs(15))
+    }))
+    .await
+    .unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let config = ServerConfig::new(data.path(), "127.0.0.1:0".parse().unwrap());
+    let server = start_with(config, &MasterKey::generate(), &up.providers()).await;
+    let dev = Client::new(&server, DEV_KEY);
+    let prod = Client::new(&server, PROD_KEY);
+    for (c, url) in [
+        (&dev, format!("{}/hooks", hanging.url())),
+        (&prod, prod_app.url()),
+    ] {
+        deploy_scripts(
+            c,
+            YAML,
+            "hubspot",
+            &[(guests::HUBSPOT_RUST_CONTACTS, "contacts", ScriptKind::Sync)],
+        )
+        .await;
+        c.send(
+            "POST",
+            "/integrations",
+            Some(json!({"unique_key": "hubspot", "provider": "hubspot"})),
+        )
+        .await;
+        c.send(
+            "POST",
+            "/connection",
+            Some(json!({"provider_config_key": "hubspot", "connection_id": "demo", "access_token": "t"})),
+        )
+        .await;
+        let (code, out) = c
+            .send(
+                "PUT",
+                "/sluice/webhook-settings",
+                Some(json!({"primary_url": url})),
+            )
+            .await;
+        assert_eq!(code, 200, "{out}");
+    }
+
+    // dev's receiver takes the webhook and does not answer...
+    run(&dev).await;
+    let t = Instant::now();
+    while *hung.lock().unwrap() == 0 {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "dev's webhook never left"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // ...while prod's webhook, due after it, still goes out at once.
+    run(&prod).await;
+    prod_app
+        .wait_for("prod's webhook", Duration::from_secs(5), |a| {
+            !a.accepted().is_empty()
+        })
+        .await;
     server.stop().await;
 }

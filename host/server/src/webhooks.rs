@@ -162,6 +162,10 @@ pub fn check_url(url: &str) -> ApiResult<()> {
 /// The outbox worker and its timing.
 pub struct Webhooks {
     wake: Notify,
+    /// Environments whose round of sends is in flight: each environment's
+    /// round runs on its own, so a receiver that hangs holds up only its
+    /// own environment's deliveries.
+    busy: std::sync::Mutex<std::collections::HashSet<uuid::Uuid>>,
     /// First retry delay; each later one doubles, up to `max_delay`.
     base_delay: Duration,
     max_delay: Duration,
@@ -173,6 +177,7 @@ impl Webhooks {
     pub fn new(config: &crate::ServerConfig) -> Self {
         Webhooks {
             wake: Notify::new(),
+            busy: Default::default(),
             base_delay: config.webhook_retry_base,
             max_delay: Duration::from_secs(3600).max(config.webhook_retry_base),
             give_up_after: config.webhook_give_up_after,
@@ -353,15 +358,17 @@ impl Webhooks {
         }
     }
 
-    /// Sends every due delivery of every environment, up to 64 at once
-    /// per environment; returns when the next one is due.
+    /// Starts a round of sends for every environment with due deliveries
+    /// and none in flight (up to 64 at once per environment); returns when
+    /// the next one is due. A round that ends wakes the worker.
     async fn deliver_due(self: &Arc<Self>, app: &Arc<App>) -> Option<DateTime<Utc>> {
         let now = Utc::now();
         let mut earliest: Option<DateTime<Utc>> = None;
-        // Every environment's due deliveries at once: a slow receiver of
-        // one environment does not hold up another's.
-        let mut sends = tokio::task::JoinSet::new();
         for env in app.envs() {
+            let id = env.store.id();
+            if self.is_busy(id) {
+                continue;
+            }
             let Ok(batch) = env
                 .store
                 .docs::<Delivery>(OUTBOX, "", None, 64, false)
@@ -369,21 +376,51 @@ impl Webhooks {
             else {
                 continue;
             };
+            let mut due = Vec::new();
             for (key, d) in batch {
                 if d.next_at > now {
                     earliest = Some(earliest.map_or(d.next_at, |e| e.min(d.next_at)));
                     break;
                 }
-                let (me, app, env) = (self.clone(), app.clone(), env.clone());
-                sends.spawn(async move { me.attempt(&app, &env, key, d).await });
+                due.push((key, d));
             }
+            if due.is_empty() {
+                continue;
+            }
+            self.set_busy(id, true);
+            let (me, app, env) = (self.clone(), app.clone(), env.clone());
+            tokio::spawn(async move {
+                let mut sends = tokio::task::JoinSet::new();
+                for (key, d) in due {
+                    let (me, app, env) = (me.clone(), app.clone(), env.clone());
+                    sends.spawn(async move { me.attempt(&app, &env, key, d).await });
+                }
+                while sends.join_next().await.is_some() {}
+                me.set_busy(id, false);
+                // More may be due.
+                me.wake.notify_one();
+            });
         }
-        if !sends.is_empty() {
-            // More may be due; look again at once.
-            earliest = Some(now);
-        }
-        while sends.join_next().await.is_some() {}
         earliest
+    }
+
+    fn is_busy(&self, env: uuid::Uuid) -> bool {
+        self.busy
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains(&env)
+    }
+
+    fn set_busy(&self, env: uuid::Uuid, busy: bool) {
+        let mut set = self
+            .busy
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if busy {
+            set.insert(env);
+        } else {
+            set.remove(&env);
+        }
     }
 
     async fn attempt(&self, app: &App, env: &EnvState, key: String, mut d: Delivery) {
@@ -497,6 +534,7 @@ mod tests {
     fn backoff_doubles_is_capped_and_jittered() {
         let w = Webhooks {
             wake: Notify::new(),
+            busy: Default::default(),
             base_delay: Duration::from_secs(3),
             max_delay: Duration::from_secs(3600),
             give_up_after: Duration::from_secs(25 * 3600),
