@@ -451,7 +451,13 @@ async fn runs_report_changes_errors_keep_their_shapes_and_tokens_refresh_once() 
 
     let token_calls = Arc::new(AtomicUsize::new(0));
     let calls = token_calls.clone();
+    let flaky_calls = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let flaky = flaky_calls.clone();
     let handler = move |req: &MockRequest| match req.path.as_str() {
+        "/flaky" => {
+            flaky.lock().unwrap().push(std::time::Instant::now());
+            MockResponse::json(503, &json!({"message": "busy"}))
+        }
         "/oauth/token" => {
             calls.fetch_add(1, Ordering::SeqCst);
             let body = String::from_utf8_lossy(&req.body).into_owned();
@@ -479,6 +485,7 @@ async fn runs_report_changes_errors_keep_their_shapes_and_tokens_refresh_once() 
     let data = tempfile::tempdir().unwrap();
     let mut config = ServerConfig::new(data.path(), "127.0.0.1:0".parse().unwrap());
     config.max_body_bytes = 1 << 20;
+    config.action_retry_base = std::time::Duration::from_millis(100);
     let server = start_with(config, &MasterKey::generate(), &providers).await;
     let dev = Client::new(&server, DEV_KEY);
     let c1 = ("mock-int", "c1");
@@ -689,6 +696,43 @@ async fn runs_report_changes_errors_keep_their_shapes_and_tokens_refresh_once() 
         tokio::time::sleep(std::time::Duration::from_millis(25)).await;
     }
     assert_eq!(done, json!("printed"));
+
+    // X-Max-Retries: a failing async action runs 1 + 2 times, waiting
+    // before each retry (100 ms, then 200 ms), then keeps its error.
+    let resp = dev
+        .http
+        .post(format!("{}/action/trigger", dev.base))
+        .bearer_auth(DEV_KEY)
+        .header("connection-id", "c1")
+        .header("provider-config-key", "mock-int")
+        .header("x-async", "true")
+        .header("x-max-retries", "2")
+        .header("content-type", "application/json")
+        .body(action("proxy", json!({"endpoint": "/flaky"})).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    let location = resp.headers()["location"].to_str().unwrap().to_string();
+    let mut failed = None;
+    for _ in 0..400 {
+        let (status, body) = dev.send_as(c1, "GET", &location, None).await;
+        if status != 202 {
+            failed = Some((status, body));
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    let (status, body) = failed.expect("the async action never ended");
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (424, Some("script_http_error")),
+        "{body}"
+    );
+    let times = flaky_calls.lock().unwrap().clone();
+    assert_eq!(times.len(), 3, "one attempt and two retries");
+    assert!(times[1] - times[0] >= std::time::Duration::from_millis(100));
+    assert!(times[2] - times[1] >= std::time::Duration::from_millis(200));
 
     // c2's token expired: 20 concurrent actions, one refresh.
     let c2 = ("mock-int", "c2");

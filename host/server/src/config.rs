@@ -45,6 +45,9 @@ pub struct ServerConfig {
     /// The first retry of a webhook to the app waits this long; each next
     /// one twice as long (jittered), up to an hour.
     pub webhook_retry_base: Duration,
+    /// Wait before an async action's first retry (`X-Max-Retries`); each
+    /// later one doubles, up to five minutes.
+    pub action_retry_base: Duration,
     /// A webhook still failing this long after it was made is given up on.
     pub webhook_give_up_after: Duration,
     /// Most bytes of log lines kept per execution (the rest are counted).
@@ -142,6 +145,7 @@ impl ServerConfig {
             sync_max_wait: Duration::from_secs(3600),
             schedule_time_scale: 1,
             webhook_retry_base: Duration::from_secs(3),
+            action_retry_base: Duration::from_secs(1),
             webhook_give_up_after: Duration::from_secs(25 * 3600),
             log_bytes_per_execution: 256 << 10,
             log_retention_age: Duration::from_secs(14 * 24 * 3600),

@@ -675,6 +675,18 @@ pub async fn drive_async_action(app: Arc<App>, env: Arc<EnvState>, mut a: AsyncA
                 "payload": err.payload,
             }));
             if a.attempts <= a.max_retries {
+                // A failure that a retry may fix (an upstream's 429 or
+                // 5xx) needs time first: base × 2^(attempt-1), at most
+                // five minutes. The state says what is coming meanwhile.
+                a.status = "pending".into();
+                a.updated_at = Utc::now();
+                let _ = env.store.put_doc(ASYNC_ACTIONS, &a.id, &a).await;
+                let wait = app
+                    .config
+                    .action_retry_base
+                    .saturating_mul(1 << (a.attempts - 1).min(16))
+                    .min(std::time::Duration::from_secs(300));
+                tokio::time::sleep(wait).await;
                 continue;
             }
             a.status = "failed".into();
