@@ -1106,6 +1106,79 @@ async fn client_errors_are_json_errors_naming_the_problem_and_a_reimport_keeps_m
     server.stop().await;
 }
 
+#[tokio::test]
+async fn an_ended_async_action_is_kept_as_long_as_the_logs() {
+    let mock = MockServer::start(std::sync::Arc::new(|_: &sluice_tests::MockRequest| {
+        sluice_tests::MockResponse::json(200, &json!({"ok": true}))
+    }))
+    .await
+    .unwrap();
+    let providers = format!(
+        "mock:\n  auth_mode: API_KEY\n  proxy:\n    base_url: {}\n",
+        mock.url()
+    );
+    let data = tempfile::tempdir().unwrap();
+    let mut config = ServerConfig::new(data.path(), "127.0.0.1:0".parse().unwrap());
+    config.log_retention_age = std::time::Duration::from_secs(1);
+    config.log_retention_every = std::time::Duration::from_millis(50);
+    let server = start_with(config, &MasterKey::generate(), &providers).await;
+    let dev = Client::new(&server, DEV_KEY);
+    deploy_scripts(
+        &dev,
+        "integrations:\n  mock-int:\n    actions:\n      proxy:\n        endpoint: POST /proxy\n",
+        "mock-int",
+        &[(guests::ACTION_PROXY, "proxy", ScriptKind::Action)],
+    )
+    .await;
+    let (status, body) = dev
+        .send(
+            "POST",
+            "/integrations",
+            Some(json!({"unique_key": "mock-int", "provider": "mock"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = dev
+        .send(
+            "POST",
+            "/connection",
+            Some(json!({"provider_config_key": "mock-int", "connection_id": "c1", "api_key": "k"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let resp = dev
+        .http
+        .post(format!("{}/action/trigger", dev.base))
+        .bearer_auth(DEV_KEY)
+        .header("connection-id", "c1")
+        .header("provider-config-key", "mock-int")
+        .header("x-async", "true")
+        .header("content-type", "application/json")
+        .body(json!({"action_name": "proxy", "input": {"endpoint": "/x"}}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    let location = resp.headers()["location"].to_str().unwrap().to_string();
+    let c1 = ("mock-int", "c1");
+    let mut seen = Vec::new();
+    for _ in 0..400 {
+        let (status, body) = dev.send_as(c1, "GET", &location, None).await;
+        if seen.last() != Some(&status) {
+            seen.push(status);
+        }
+        if status == 404 {
+            assert_eq!(body["error"]["code"], "not_found", "{body}");
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    // Answered while kept, gone once older than the logs' retention.
+    assert_eq!(seen.last(), Some(&404), "{seen:?}");
+    assert!(seen.contains(&200), "{seen:?}");
+    server.stop().await;
+}
+
 /// `sluice dryrun --from-server` as a user runs it (in process).
 async fn sluice_cli(args: &[&str]) -> (i32, String, String) {
     let mut argv = vec!["sluice".to_string()];

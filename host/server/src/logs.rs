@@ -333,14 +333,71 @@ impl Logs {
         let me = self.clone();
         let app = Arc::downgrade(app);
         tokio::spawn(async move {
+            let mut pass = 0u64;
             loop {
                 tokio::time::sleep(every).await;
                 let Some(app) = app.upgrade() else { return };
+                pass += 1;
                 for env in app.envs() {
                     let _ = me.enforce(env).await;
+                    // Every tenth pass (each takes a full scan): what else
+                    // only grows goes at the logs' age too.
+                    if pass.is_multiple_of(10) {
+                        let _ = me.prune_finished(env).await;
+                    }
                 }
             }
         })
+    }
+
+    /// Deletes async actions that ended, and webhooks given up on, longer
+    /// ago than the logs are kept: `GET /action/:id` then answers 404.
+    pub async fn prune_finished(&self, env: &EnvState) -> Result<usize, sluice_store::StoreError> {
+        let oldest_kept = Utc::now()
+            - chrono::Duration::from_std(self.retention_age)
+                .unwrap_or_else(|_| chrono::Duration::days(3650));
+        let actions = prune(
+            env,
+            crate::runner::ASYNC_ACTIONS,
+            |a: &crate::runner::AsyncAction| {
+                matches!(a.status.as_str(), "succeeded" | "failed") && a.updated_at < oldest_kept
+            },
+        )
+        .await?;
+        let dead = prune(
+            env,
+            crate::webhooks::DEAD,
+            |d: &crate::webhooks::Delivery| d.created_at < oldest_kept,
+        )
+        .await?;
+        Ok(actions + dead)
+    }
+}
+
+/// Deletes the documents of `collection` that `gone` picks (unflushed: one
+/// a crash brings back goes at the next pass); returns how many.
+async fn prune<T: serde::de::DeserializeOwned>(
+    env: &EnvState,
+    collection: &str,
+    gone: impl Fn(&T) -> bool,
+) -> Result<usize, sluice_store::StoreError> {
+    let mut after: Option<String> = None;
+    let mut deleted = 0;
+    loop {
+        let page: Vec<(String, T)> = env
+            .store
+            .docs(collection, "", after.as_deref(), 500, false)
+            .await?;
+        let Some((last, _)) = page.last() else {
+            return Ok(deleted);
+        };
+        after = Some(last.clone());
+        for (key, doc) in &page {
+            if gone(doc) {
+                env.store.delete_doc_unflushed(collection, key).await?;
+                deleted += 1;
+            }
+        }
     }
 }
 
