@@ -143,6 +143,27 @@ fn counting(
     (hits, handler)
 }
 
+/// `status` with `header: value` first, then 200s; and the hit count.
+fn once_then_ok(
+    status: u16,
+    header: &'static str,
+    value: &'static str,
+) -> (
+    Arc<AtomicUsize>,
+    impl Fn(&sluice_tests::MockRequest) -> MockResponse + Send + Sync + 'static,
+) {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let seen = hits.clone();
+    let handler = move |_: &sluice_tests::MockRequest| {
+        if seen.fetch_add(1, Ordering::SeqCst) == 0 {
+            MockResponse::json(status, &json!({})).with_header(header, value)
+        } else {
+            MockResponse::json(200, &json!({"ok": true}))
+        }
+    };
+    (hits, handler)
+}
+
 #[tokio::test]
 async fn no_retry_by_default_even_on_429_and_5xx() {
     for status in [429, 500, 503] {
@@ -235,16 +256,8 @@ async fn a_4xx_is_not_retried_unless_listed_in_retry_on() {
 
 #[tokio::test]
 async fn the_retry_header_sets_the_wait() {
-    let hits = Arc::new(AtomicUsize::new(0));
-    let seen = hits.clone();
-    let h = Harness::simple(move |_| {
-        if seen.fetch_add(1, Ordering::SeqCst) == 0 {
-            MockResponse::json(429, &json!({})).with_header("x-wait", "0")
-        } else {
-            MockResponse::json(200, &json!({"ok": true}))
-        }
-    })
-    .await;
+    let (_, handler) = once_then_ok(429, "x-wait", "0");
+    let h = Harness::simple(handler).await;
     let report = h
         .action(
             guests::ACTION_PROXY,
@@ -391,16 +404,8 @@ async fn a_script_cannot_choose_the_host_header_the_port_or_thousands_of_headers
 
 #[tokio::test]
 async fn a_retry_header_far_in_the_future_is_no_wait_not_a_crash() {
-    let hits = Arc::new(AtomicUsize::new(0));
-    let seen = hits.clone();
-    let h = Harness::simple(move |_| {
-        if seen.fetch_add(1, Ordering::SeqCst) == 0 {
-            MockResponse::json(503, &json!({})).with_header("x-reset", "1e19")
-        } else {
-            MockResponse::json(200, &json!({"ok": true}))
-        }
-    })
-    .await;
+    let (hits, handler) = once_then_ok(503, "x-reset", "1e19");
+    let h = Harness::simple(handler).await;
     let report = h
         .action(
             guests::ACTION_PROXY,

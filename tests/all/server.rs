@@ -118,6 +118,80 @@ impl Client {
     }
 }
 
+impl Client {
+    /// `POST /action/trigger` with `X-Async` (and `X-Max-Retries` when
+    /// given) as connection `(pck, cid)`: the 202's status URL.
+    pub(crate) async fn trigger_async(
+        &self,
+        (pck, cid): (&str, &str),
+        name: &str,
+        input: Value,
+        max_retries: Option<u32>,
+    ) -> String {
+        let mut req = self
+            .http
+            .post(format!("{}/action/trigger", self.base))
+            .bearer_auth(&self.key)
+            .header("connection-id", cid)
+            .header("provider-config-key", pck)
+            .header("x-async", "true")
+            .header("content-type", "application/json");
+        if let Some(n) = max_retries {
+            req = req.header("x-max-retries", n.to_string());
+        }
+        let resp = req
+            .body(json!({"action_name": name, "input": input}).to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 202);
+        resp.headers()["location"].to_str().unwrap().to_string()
+    }
+
+    /// Creates integration `pck` of `provider` and one connection to it
+    /// (`connection`: the `POST /connection` body without the key).
+    pub(crate) async fn integration_and_connection(
+        &self,
+        pck: &str,
+        provider: &str,
+        mut connection: Value,
+    ) {
+        let (status, body) = self
+            .send(
+                "POST",
+                "/integrations",
+                Some(json!({"unique_key": pck, "provider": provider})),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        connection["provider_config_key"] = json!(pck);
+        let (status, body) = self.send("POST", "/connection", Some(connection)).await;
+        assert_eq!(status, 200, "{body}");
+    }
+
+    /// Polls an async action's status URL until it answers other than 202
+    /// (or `until` says stop); every answer's status, changes only.
+    pub(crate) async fn poll_async(
+        &self,
+        conn: (&str, &str),
+        location: &str,
+        until: impl Fn(u16) -> bool,
+    ) -> (Vec<u16>, Value) {
+        let mut seen = Vec::new();
+        for _ in 0..400 {
+            let (status, body) = self.send_as(conn, "GET", location, None).await;
+            if seen.last() != Some(&status) {
+                seen.push(status);
+            }
+            if until(status) {
+                return (seen, body);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        panic!("the async action at {location} never got there: {seen:?}");
+    }
+}
+
 pub(crate) async fn deploy(c: &Client) {
     deploy_scripts(
         c,
@@ -671,62 +745,22 @@ async fn runs_report_changes_errors_keep_their_shapes_and_tokens_refresh_once() 
     );
 
     // Async: 202 with a status URL, then the output.
-    let resp = dev
-        .http
-        .post(format!("{}/action/trigger", dev.base))
-        .bearer_auth(DEV_KEY)
-        .header("connection-id", "c1")
-        .header("provider-config-key", "mock-int")
-        .header("x-async", "true")
-        .header("content-type", "application/json")
-        .body(action("misbehave", json!({"mode": "print"})).to_string())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 202);
-    let location = resp.headers()["location"].to_str().unwrap().to_string();
-    let mut done = Value::Null;
-    for _ in 0..200 {
-        let (status, body) = dev.send_as(c1, "GET", &location, None).await;
-        if status == 200 {
-            done = body;
-            break;
-        }
-        assert_eq!(status, 202, "{body}");
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
+    let location = dev
+        .trigger_async(c1, "misbehave", json!({"mode": "print"}), None)
+        .await;
+    let (seen, done) = dev.poll_async(c1, &location, |s| s != 202).await;
+    assert_eq!(seen.last(), Some(&200), "{done}");
     assert_eq!(done, json!("printed"));
 
     // X-Max-Retries: a failing async action runs 1 + 2 times, waiting
     // before each retry (100 ms, then 200 ms), then keeps its error.
-    let resp = dev
-        .http
-        .post(format!("{}/action/trigger", dev.base))
-        .bearer_auth(DEV_KEY)
-        .header("connection-id", "c1")
-        .header("provider-config-key", "mock-int")
-        .header("x-async", "true")
-        .header("x-max-retries", "2")
-        .header("content-type", "application/json")
-        .body(action("proxy", json!({"endpoint": "/flaky"})).to_string())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 202);
-    let location = resp.headers()["location"].to_str().unwrap().to_string();
-    let mut failed = None;
-    for _ in 0..400 {
-        let (status, body) = dev.send_as(c1, "GET", &location, None).await;
-        if status != 202 {
-            failed = Some((status, body));
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
-    let (status, body) = failed.expect("the async action never ended");
+    let location = dev
+        .trigger_async(c1, "proxy", json!({"endpoint": "/flaky"}), Some(2))
+        .await;
+    let (seen, body) = dev.poll_async(c1, &location, |s| s != 202).await;
     assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (424, Some("script_http_error")),
+        (seen.last(), body["error"]["code"].as_str()),
+        (Some(&424), Some("script_http_error")),
         "{body}"
     );
     let times = flaky_calls.lock().unwrap().clone();
@@ -1130,49 +1164,18 @@ async fn an_ended_async_action_is_kept_as_long_as_the_logs() {
         &[(guests::ACTION_PROXY, "proxy", ScriptKind::Action)],
     )
     .await;
-    let (status, body) = dev
-        .send(
-            "POST",
-            "/integrations",
-            Some(json!({"unique_key": "mock-int", "provider": "mock"})),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
-    let (status, body) = dev
-        .send(
-            "POST",
-            "/connection",
-            Some(json!({"provider_config_key": "mock-int", "connection_id": "c1", "api_key": "k"})),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
-    let resp = dev
-        .http
-        .post(format!("{}/action/trigger", dev.base))
-        .bearer_auth(DEV_KEY)
-        .header("connection-id", "c1")
-        .header("provider-config-key", "mock-int")
-        .header("x-async", "true")
-        .header("content-type", "application/json")
-        .body(json!({"action_name": "proxy", "input": {"endpoint": "/x"}}).to_string())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 202);
-    let location = resp.headers()["location"].to_str().unwrap().to_string();
+    dev.integration_and_connection(
+        "mock-int",
+        "mock",
+        json!({"connection_id": "c1", "api_key": "k"}),
+    )
+    .await;
     let c1 = ("mock-int", "c1");
-    let mut seen = Vec::new();
-    for _ in 0..400 {
-        let (status, body) = dev.send_as(c1, "GET", &location, None).await;
-        if seen.last() != Some(&status) {
-            seen.push(status);
-        }
-        if status == 404 {
-            assert_eq!(body["error"]["code"], "not_found", "{body}");
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
+    let location = dev
+        .trigger_async(c1, "proxy", json!({"endpoint": "/x"}), None)
+        .await;
+    let (seen, body) = dev.poll_async(c1, &location, |s| s == 404).await;
+    assert_eq!(body["error"]["code"], "not_found", "{body}");
     // Answered while kept, gone once older than the logs' retention.
     assert_eq!(seen.last(), Some(&404), "{seen:?}");
     assert!(seen.contains(&200), "{seen:?}");

@@ -329,16 +329,10 @@ async fn a_receiver_that_hangs_holds_up_only_its_own_environment() {
             &[(guests::HUBSPOT_RUST_CONTACTS, "contacts", ScriptKind::Sync)],
         )
         .await;
-        c.send(
-            "POST",
-            "/integrations",
-            Some(json!({"unique_key": "hubspot", "provider": "hubspot"})),
-        )
-        .await;
-        c.send(
-            "POST",
-            "/connection",
-            Some(json!({"provider_config_key": "hubspot", "connection_id": "demo", "access_token": "t"})),
+        c.integration_and_connection(
+            "hubspot",
+            "hubspot",
+            json!({"connection_id": "demo", "access_token": "t"}),
         )
         .await;
         let (code, out) = c
