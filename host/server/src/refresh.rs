@@ -80,6 +80,12 @@ impl Connections {
 
     fn lock_for(&self, pck: &str, cid: &str) -> RefreshLock {
         let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
+        // A lock only the map holds guards no refresh: past a thousand,
+        // those go (one per connection ever refreshed, deleted ones too,
+        // would otherwise stay for the life of the process).
+        if locks.len() >= 1024 {
+            locks.retain(|_, l| Arc::strong_count(l) > 1);
+        }
         locks
             .entry((pck.to_string(), cid.to_string()))
             .or_default()
