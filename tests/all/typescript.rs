@@ -220,6 +220,21 @@ async fn a_webhook_handler_saves_and_returns_its_output() {
 }
 
 #[tokio::test]
+async fn one_batch_save_of_more_records_than_a_host_call_takes_saves_them_all() {
+    let h = harness().await;
+    let bulk = sluice_runtime::batch::MAX_RECORDS_PER_CALL + 5_000;
+    let call = Call::Webhook {
+        payload: json!({"id": 8, "name": "bulk", "bulk": bulk}).to_string(),
+    };
+    let report = h
+        .run(&ts_script("records"), "records", call, SyncRun::default())
+        .await;
+    assert_eq!(output(&report), json!({"received": 8}));
+    assert_eq!(report.changes["Item"].added, bulk as u64);
+    assert_eq!(h.records.all(&h.conn(), "Item").len(), bulk);
+}
+
+#[tokio::test]
 async fn text_beyond_ascii_reaches_the_host_and_comes_back_intact() {
     let h = harness().await;
     let text = "Zoë, naïve café — 日本語 🚀 \"quoted\" \\ end";

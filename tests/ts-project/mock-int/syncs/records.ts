@@ -38,7 +38,13 @@ export default async function fetchData(nango: NangoSync): Promise<void> {
     await nango.batchSave([report], 'Report');
 }
 
-export async function onWebhookPayloadReceived(nango: NangoSync, payload: { id: number; name: string }): Promise<{ received: number }> {
+export async function onWebhookPayloadReceived(nango: NangoSync, payload: { id: number; name: string; bulk?: number }): Promise<{ received: number }> {
+    if (payload.bulk) {
+        // One call of more records than the host takes at once.
+        const items = Array.from({ length: payload.bulk }, (_, i) => ({ id: `bulk-${i}`, name: 'b' }));
+        await nango.batchSave(items, 'Item');
+        return { received: payload.id };
+    }
     await nango.batchSave([{ id: String(payload.id), name: label(payload.name) }], 'Item');
     return { received: payload.id };
 }
