@@ -313,6 +313,20 @@ impl Builder<'_> {
         let Some(yaml) = self.yaml_models else {
             return;
         };
+        // A file of more models than any project has is refused before
+        // the passes over them (cycles, extends) that grow with the square.
+        if yaml.len() > models::MAX_MODELS {
+            self.d.push(Diagnostic::error(
+                "too_many_models",
+                format!(
+                    "nango.yaml declares {} models, more than the {} it may",
+                    yaml.len(),
+                    models::MAX_MODELS
+                ),
+                &p(&["models"]),
+            ));
+            return;
+        }
         for (name, _) in yaml {
             if let Some(n) = scalar_text(name) {
                 self.defined.insert(n);

@@ -81,6 +81,17 @@ impl Resolver<'_> {
         let mut fields: Vec<Field> = Vec::new();
         let mut dynamic = None;
         let mut extends = Vec::new();
+        if map.len() > MAX_FIELDS {
+            self.diagnostics.push(Diagnostic::error(
+                "too_many_fields",
+                format!(
+                    "a model has {} fields, more than the {MAX_FIELDS} it may",
+                    map.len()
+                ),
+                path,
+            ));
+            return (fields, dynamic, extends);
+        }
         for (key, value) in map {
             let Some(key) = scalar_text(key) else {
                 continue;
@@ -147,18 +158,29 @@ impl Resolver<'_> {
             let members: Vec<Type> = s.split('|').map(|m| self.text(m, path)).collect();
             return union(members);
         }
-        if let Some(inner) = s.strip_suffix("[]") {
-            if inner.trim().is_empty() {
-                self.syntax_error(s, path);
-                return Type::Any;
+        if s.ends_with("[]") {
+            // `T[]`, `(a | b)[]`, `T[][]`: counted in a loop, not by
+            // recursion, and at most MAX_ARRAY_DEPTH deep.
+            let mut depth = 0;
+            let mut inner = s;
+            while let Some(i) = inner.strip_suffix("[]") {
+                let i = i.trim();
+                if i.is_empty() || depth == MAX_ARRAY_DEPTH {
+                    self.syntax_error(s, path);
+                    return Type::Any;
+                }
+                depth += 1;
+                inner = i
+                    .strip_prefix('(')
+                    .and_then(|i| i.strip_suffix(')'))
+                    .unwrap_or(i)
+                    .trim();
             }
-            let inner = inner.trim();
-            // `(a | b)[]`
-            let inner = inner
-                .strip_prefix('(')
-                .and_then(|i| i.strip_suffix(')'))
-                .unwrap_or(inner);
-            return Type::Array(Box::new(self.text(inner, path)));
+            let mut ty = self.text(inner, path);
+            for _ in 0..depth {
+                ty = Type::Array(Box::new(ty));
+            }
+            return ty;
         }
         match s.to_ascii_lowercase().as_str() {
             "integer" | "int" | "float" | "number" => return Type::Number,
@@ -243,8 +265,25 @@ pub(crate) fn scalar_text(v: &Yaml) -> Option<String> {
     }
 }
 
+/// Most models one nango.yaml may declare.
+pub(crate) const MAX_MODELS: usize = 5_000;
+
+/// Most fields one model (or inline object) may declare.
+const MAX_FIELDS: usize = 5_000;
+
+/// Most `[]` on one type (`T[][]…`).
+const MAX_ARRAY_DEPTH: usize = 32;
+
+/// Longest chain of `__extends` (a model extending one extending one…).
+const MAX_EXTENDS_DEPTH: usize = 64;
+
+/// Most fields `__extends` may copy in all: every model extending one big
+/// base would otherwise multiply it.
+const MAX_EXTENDED_FIELDS: usize = 1_000_000;
+
 /// Merges `__extends` bases into each model: own fields win, then earlier
-/// bases. Reports unknown bases.
+/// bases. Reports unknown bases, chains deeper than MAX_EXTENDS_DEPTH and
+/// more than MAX_EXTENDED_FIELDS copied fields.
 pub(crate) fn apply_extends(
     models: &mut [Model],
     extends: &HashMap<String, Vec<String>>,
@@ -258,6 +297,8 @@ pub(crate) fn apply_extends(
         .map(|(i, m)| (m.name.clone(), i))
         .collect();
     let mut done: BTreeSet<String> = BTreeSet::new();
+    let mut budget = MAX_EXTENDED_FIELDS;
+    #[allow(clippy::too_many_arguments)]
     fn resolve(
         name: &str,
         models: &mut [Model],
@@ -265,9 +306,22 @@ pub(crate) fn apply_extends(
         extends: &HashMap<String, Vec<String>>,
         done: &mut BTreeSet<String>,
         stack: &mut Vec<String>,
+        budget: &mut usize,
         diagnostics: &mut Diagnostics,
     ) {
-        if done.contains(name) || stack.iter().any(|s| s == name) {
+        if done.contains(name) || stack.iter().any(|s| s == name) || *budget == 0 {
+            return;
+        }
+        if stack.len() == MAX_EXTENDS_DEPTH {
+            diagnostics.push(Diagnostic::error(
+                "model_extends_too_deep",
+                format!(
+                    "Model \"{}\" extends a chain of more than {MAX_EXTENDS_DEPTH} models",
+                    stack[0]
+                ),
+                &["models".to_string(), stack[0].clone()],
+            ));
+            *budget = 0;
             return;
         }
         stack.push(name.to_string());
@@ -280,15 +334,41 @@ pub(crate) fn apply_extends(
                 ));
                 continue;
             };
-            resolve(base, models, by_name, extends, done, stack, diagnostics);
+            resolve(
+                base,
+                models,
+                by_name,
+                extends,
+                done,
+                stack,
+                budget,
+                diagnostics,
+            );
+            if *budget == 0 {
+                break;
+            }
+            if models[bi].fields.len() > *budget {
+                diagnostics.push(Diagnostic::error(
+                    "model_extends_too_large",
+                    format!(
+                        "__extends would copy more than {MAX_EXTENDED_FIELDS} fields into the models"
+                    ),
+                    &["models".to_string(), name.to_string()],
+                ));
+                *budget = 0;
+                break;
+            }
             let base_fields = models[bi].fields.clone();
             let base_dynamic = models[bi].dynamic.clone();
             let Some(&mi) = by_name.get(name) else {
                 continue;
             };
             let model = &mut models[mi];
+            let mut own: std::collections::HashSet<String> =
+                model.fields.iter().map(|f| f.name.clone()).collect();
             for f in base_fields {
-                if model.field(&f.name).is_none() {
+                if own.insert(f.name.clone()) {
+                    *budget -= 1;
                     model.fields.push(f);
                 }
             }
@@ -308,6 +388,7 @@ pub(crate) fn apply_extends(
             extends,
             &mut done,
             &mut Vec::new(),
+            &mut budget,
             diagnostics,
         );
     }
@@ -371,6 +452,45 @@ mod tests {
         }
         .text(text, &[]);
         (ty, diagnostics)
+    }
+
+    #[test]
+    fn hostile_models_are_named_errors_not_crashes() {
+        let refused = |yaml: &str| match crate::parse(yaml, "nango.yaml") {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("accepted"),
+        };
+        let head = "integrations: {}\nmodels:\n";
+        // 100,000 `[]`: a syntax error, not a stack overflow.
+        let deep = format!("{head}  M:\n    f: string{}\n", "[]".repeat(100_000));
+        assert!(refused(&deep).contains("type_syntax_error"));
+        let ok = format!(
+            "{head}  M:\n    f: string{}\n",
+            "[]".repeat(MAX_ARRAY_DEPTH)
+        );
+        assert!(crate::parse(&ok, "nango.yaml").is_ok());
+        // A chain of 4,000 `__extends`.
+        let mut chain = head.to_string();
+        for i in 0..4_000 {
+            chain += &format!("  M{i}:\n    __extends: M{}\n    f{i}: string\n", i + 1);
+        }
+        chain += "  M4000:\n    id: string\n";
+        assert!(refused(&chain).contains("model_extends_too_deep"));
+        // Every model extending one base of 3,000 fields: 6 million copies.
+        let mut wide = format!("{head}  B:\n");
+        for i in 0..3_000 {
+            wide += &format!("    f{i}: string\n");
+        }
+        for i in 0..2_000 {
+            wide += &format!("  M{i}:\n    __extends: B\n");
+        }
+        assert!(refused(&wide).contains("model_extends_too_large"));
+        // More models than any project has.
+        let mut many = head.to_string();
+        for i in 0..=MAX_MODELS {
+            many += &format!("  M{i}:\n    id: string\n");
+        }
+        assert!(refused(&many).contains("too_many_models"));
     }
 
     #[test]
