@@ -67,16 +67,18 @@ pub struct TestFile {
 }
 
 fn strip_comments(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
+    // Bytes are copied whole: what is dropped (a comment) starts and ends
+    // at ASCII, so the rest stays the UTF-8 it was (`'café'` included).
+    let mut out: Vec<u8> = Vec::with_capacity(text.len());
     let b = text.as_bytes();
     let mut i = 0;
     let mut quote: Option<u8> = None;
     while i < b.len() {
         let c = b[i];
         if let Some(q) = quote {
-            out.push(c as char);
+            out.push(c);
             if c == b'\\' && i + 1 < b.len() {
-                out.push(b[i + 1] as char);
+                out.push(b[i + 1]);
                 i += 2;
                 continue;
             }
@@ -103,10 +105,10 @@ fn strip_comments(text: &str) -> String {
         if c == b'\'' || c == b'"' || c == b'`' {
             quote = Some(c);
         }
-        out.push(c as char);
+        out.push(c);
         i += 1;
     }
-    out
+    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 /// The string literal after the first `key` that starts a word (`name:`
@@ -411,6 +413,9 @@ fn read_json(path: &Path) -> Result<Option<Value>, String> {
 fn legacy_files(mocks: &Path, name: &str) -> Map<String, Value> {
     let mut out = Map::new();
     let mut stack = vec![mocks.to_path_buf()];
+    // Each folder once, however links reach it (two links to `.` would
+    // otherwise make the walk exponential).
+    let mut seen = std::collections::HashSet::new();
     while let Some(dir) = stack.pop() {
         let Ok(entries) = std::fs::read_dir(&dir) else {
             continue;
@@ -418,7 +423,11 @@ fn legacy_files(mocks: &Path, name: &str) -> Map<String, Value> {
         for e in entries.flatten() {
             let p = e.path();
             if p.is_dir() {
-                stack.push(p);
+                if let Ok(real) = p.canonicalize()
+                    && seen.insert(real)
+                {
+                    stack.push(p);
+                }
                 continue;
             }
             let Ok(rel) = p.strip_prefix(mocks) else {
@@ -711,6 +720,15 @@ mod tests {
         assert!(
             literal.ends_with("return ({ credentials: { apiKey: key } });\n})()"),
             "{literal}"
+        );
+    }
+
+    #[test]
+    fn comments_go_and_text_beyond_ascii_stays_as_written() {
+        let text = "const n = 'café — 日本'; // a comment: ü\n/* ö */ const m = \"naïve\\\"é\";";
+        assert_eq!(
+            strip_comments(text),
+            "const n = 'café — 日本'; \n const m = \"naïve\\\"é\";"
         );
     }
 
