@@ -446,3 +446,44 @@ async fn a_sync_removed_and_deployed_again_during_its_run_keeps_its_schedule() {
     .await;
     up.wait_runs(3, Duration::from_secs(10)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_deleted_during_its_run_leaves_nothing_for_a_new_one_of_that_id() {
+    let up = Upstream::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let mut config = ServerConfig::new(data.path(), "127.0.0.1:0".parse().unwrap());
+    config.schedule_time_scale = 100;
+    let server = start_with(config, &MasterKey::generate(), &up.providers()).await;
+    let c = Client::new(&server, DEV_KEY);
+    setup(&c).await;
+
+    // A run that is waiting for its page when its connection is deleted.
+    up.delay.store(1500, Ordering::SeqCst);
+    connect(&c, "demo", "t").await;
+    up.wait_runs(1, Duration::from_secs(10)).await;
+    assert_eq!(status(&c).await["status"], "RUNNING");
+    let (code, body) = c
+        .send(
+            "DELETE",
+            "/connection/demo?provider_config_key=hubspot",
+            None,
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    // Past the time the run's page would have come back (and been saved,
+    // had the run not been stopped).
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+
+    // A connection of the same id starts afresh: no run of the old one in
+    // its status, none of its records.
+    up.delay.store(5000, Ordering::SeqCst);
+    connect(&c, "demo", "t2").await;
+    up.wait_runs(2, Duration::from_secs(10)).await;
+    let now = status(&c).await;
+    assert_eq!(now["status"], "RUNNING", "{now}");
+    assert_eq!(now["finishedAt"], Value::Null, "{now}");
+    let (code, body) = c.send("GET", "/records?model=Contact", None).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["records"], json!([]), "{body}");
+    server.stop().await;
+}

@@ -925,6 +925,33 @@ async fn deploys_are_versions_a_bad_one_changes_nothing_and_rollback_works() {
         body["error"]["message"].as_str().unwrap().contains("runs"),
         "{body}"
     );
+    // So is a zero-yaml deploy whose definitions are not valid ones
+    // (before, a bad frequency became one day and a nameless sync ran).
+    for (definitions, names) in [
+        (
+            json!([{"providerConfigKey": "x", "syncs": [{"name": "s", "runs": "every century"}]}]),
+            "`x/s`: `runs`",
+        ),
+        (json!([{"syncs": []}]), "providerConfigKey"),
+        (
+            json!([{"providerConfigKey": "x", "actions": [{"name": "a", "endpoint": {"method": "FETCH", "path": "/a"}}]}]),
+            "`x/a`: `endpoint` has an unknown method",
+        ),
+    ] {
+        let (status, body) = dev
+            .send(
+                "POST",
+                "/sluice/deploy",
+                Some(json!({"nango_yaml": "", "nango_json": definitions, "components": []})),
+            )
+            .await;
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(body["error"]["code"], "invalid_deploy", "{body}");
+        assert!(
+            body["error"]["message"].as_str().unwrap().contains(names),
+            "{names}: {body}"
+        );
+    }
     let (status, body) = dev
         .send("POST", "/sluice/deploy", Some(json!({"components": 3})))
         .await;

@@ -72,6 +72,8 @@ pub enum DeployError {
         declared: ScriptKind,
         found: ScriptKind,
     },
+    #[error("the deploy's nango.json is invalid: {0}")]
+    Definitions(String),
     #[error("cannot read {path}: {source}")]
     Read {
         path: String,
@@ -162,7 +164,10 @@ impl Manifest {
         component: impl Fn(&str) -> Option<Vec<u8>>,
     ) -> Result<Catalog, DeployError> {
         let config = match &self.nango_json {
-            Some(definitions) => crate::zero::config(definitions),
+            Some(definitions) => {
+                crate::zero::check_definitions(definitions).map_err(DeployError::Definitions)?;
+                crate::zero::config(definitions)
+            }
             None => {
                 yaml::parse_in(&self.nango_yaml, "nango.yaml", self.dir_name.as_deref())?.config
             }

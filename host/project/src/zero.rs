@@ -218,6 +218,106 @@ pub fn frequency(text: &str) -> Option<Duration> {
     (ms >= 30_000.0).then(|| Duration::from_millis(ms as u64))
 }
 
+/// Checks definitions that arrive from outside (a deploy's
+/// `nango_json`) for what [`config`] would otherwise pass over or replace
+/// with a default: each entry an object with a `providerConfigKey`, once;
+/// `syncs` and `actions` lists of objects, each named, a name once per
+/// kind; a sync's `runs` a frequency the original accepts; endpoints with a
+/// known method and a path; on-event scripts listed by name. The
+/// error names the entry, the script and the field.
+pub fn check_definitions(definitions: &[Value]) -> Result<(), String> {
+    let mut keys = std::collections::BTreeSet::new();
+    for (i, def) in definitions.iter().enumerate() {
+        let Some(obj) = def.as_object() else {
+            return Err(format!("entry {i} is not an object"));
+        };
+        let key = match obj.get("providerConfigKey") {
+            Some(Value::String(k)) if !k.trim().is_empty() => k.as_str(),
+            _ => return Err(format!("entry {i} has no `providerConfigKey` string")),
+        };
+        if !keys.insert(key) {
+            return Err(format!("integration `{key}` is defined twice"));
+        }
+        for list in ["syncs", "actions"] {
+            let scripts = match obj.get(list) {
+                None | Some(Value::Null) => continue,
+                Some(Value::Array(a)) => a,
+                Some(_) => return Err(format!("`{key}`: `{list}` is not a list")),
+            };
+            let mut names = std::collections::BTreeSet::new();
+            for (j, s) in scripts.iter().enumerate() {
+                let name = match s.get("name") {
+                    Some(Value::String(n)) if !n.trim().is_empty() => n.as_str(),
+                    _ => return Err(format!("`{key}`: {list}[{j}] has no `name` string")),
+                };
+                if !names.insert(name) {
+                    return Err(format!("`{key}`: `{name}` is listed twice in `{list}`"));
+                }
+                let at = |field: &str| format!("`{key}/{name}`: `{field}`");
+                if list == "syncs" {
+                    let runs = s.get("runs").and_then(Value::as_str).unwrap_or_default();
+                    if frequency(runs).is_none() {
+                        return Err(format!(
+                            "{} {runs:?} is not a frequency (`every day`, `every 30 minutes`,                              `2h`; at least 30 seconds)",
+                            at("runs")
+                        ));
+                    }
+                    match s.get("endpoints") {
+                        None | Some(Value::Null) => {}
+                        Some(Value::Array(e)) => {
+                            for e in e {
+                                check_endpoint(e)
+                                    .map_err(|why| format!("{} {why}", at("endpoints")))?;
+                            }
+                        }
+                        Some(_) => return Err(format!("{} is not a list", at("endpoints"))),
+                    }
+                } else if let Some(e) = s.get("endpoint").filter(|e| !e.is_null()) {
+                    check_endpoint(e).map_err(|why| format!("{} {why}", at("endpoint")))?;
+                }
+                for field in ["output", "scopes", "webhookSubscriptions"] {
+                    match s.get(field) {
+                        None | Some(Value::Null) => {}
+                        Some(Value::Array(a)) if a.iter().all(Value::is_string) => {}
+                        Some(_) => return Err(format!("{} is not a list of strings", at(field))),
+                    }
+                }
+            }
+        }
+        match obj.get("onEventScripts") {
+            None | Some(Value::Null) => {}
+            Some(Value::Object(events)) => {
+                for (event, names) in events {
+                    let ok = names
+                        .as_array()
+                        .is_some_and(|a| a.iter().all(Value::is_string));
+                    if !ok {
+                        return Err(format!(
+                            "`{key}`: `onEventScripts.{event}` is not a list of script names"
+                        ));
+                    }
+                }
+            }
+            Some(_) => return Err(format!("`{key}`: `onEventScripts` is not an object")),
+        }
+    }
+    Ok(())
+}
+
+/// Why an endpoint (`{method, path, group?}`) is not one.
+fn check_endpoint(v: &Value) -> Result<(), String> {
+    let Some(method) = v.get("method").and_then(Value::as_str) else {
+        return Err("has no `method` string".into());
+    };
+    if HttpMethod::parse(method).is_none() {
+        return Err(format!("has an unknown method {method:?}"));
+    }
+    match v.get("path").and_then(Value::as_str) {
+        Some(p) if !p.is_empty() => Ok(()),
+        _ => Err("has no `path` string".into()),
+    }
+}
+
 /// A zero-yaml project's definitions as nango.yaml's model.
 pub fn config(definitions: &[Value]) -> NangoYaml {
     NangoYaml {
@@ -723,5 +823,72 @@ mod tests {
         assert_eq!(frequency("1d"), Some(Duration::from_secs(86_400)));
         assert_eq!(frequency("every 10 seconds"), None, "shorter than 30 s");
         assert_eq!(frequency("sometimes"), None);
+    }
+
+    #[test]
+    fn deployed_definitions_are_checked() {
+        let good = json!([{
+            "providerConfigKey": "github",
+            "syncs": [{"name": "issues", "runs": "every hour", "output": ["Issue"],
+                       "endpoints": [{"method": "GET", "path": "/issues"}]}],
+            "actions": [{"name": "issues", "endpoint": null, "output": ["Out"]}],
+            "onEventScripts": {"post-connection-creation": ["setup"]}
+        }]);
+        let good = good.as_array().unwrap();
+        assert_eq!(check_definitions(good), Ok(()));
+        assert_eq!(
+            config(good).integrations[0].syncs[0].interval,
+            Duration::from_secs(3_600)
+        );
+
+        let refused = |defs: Value| check_definitions(defs.as_array().unwrap()).unwrap_err();
+        assert_eq!(refused(json!([3])), "entry 0 is not an object");
+        assert_eq!(
+            refused(json!([{"providerConfigKey": ""}])),
+            "entry 0 has no `providerConfigKey` string"
+        );
+        assert_eq!(
+            refused(json!([{"providerConfigKey": "a"}, {"providerConfigKey": "a"}])),
+            "integration `a` is defined twice"
+        );
+        assert_eq!(
+            refused(json!([{"providerConfigKey": "a", "syncs": {}}])),
+            "`a`: `syncs` is not a list"
+        );
+        assert_eq!(
+            refused(json!([{"providerConfigKey": "a", "actions": [{"name": 1}]}])),
+            "`a`: actions[0] has no `name` string"
+        );
+        assert_eq!(
+            refused(json!([{"providerConfigKey": "a", "actions": [{"name": "x"}, {"name": "x"}]}])),
+            "`a`: `x` is listed twice in `actions`"
+        );
+        assert!(
+            refused(json!([{"providerConfigKey": "a", "syncs": [{"name": "s", "runs": "every 5 seconds"}]}]))
+                .starts_with("`a/s`: `runs` \"every 5 seconds\" is not a frequency")
+        );
+        assert!(
+            refused(json!([{"providerConfigKey": "a", "syncs": [{"name": "s"}]}]))
+                .contains("`runs`")
+        );
+        assert_eq!(
+            refused(
+                json!([{"providerConfigKey": "a", "syncs": [{"name": "s", "runs": "1d",
+                "endpoints": [{"method": "GET"}]}]}])
+            ),
+            "`a/s`: `endpoints` has no `path` string"
+        );
+        assert_eq!(
+            refused(
+                json!([{"providerConfigKey": "a", "actions": [{"name": "x", "scopes": "read"}]}])
+            ),
+            "`a/x`: `scopes` is not a list of strings"
+        );
+        assert_eq!(
+            refused(
+                json!([{"providerConfigKey": "a", "onEventScripts": {"validate-connection": "v"}}])
+            ),
+            "`a`: `onEventScripts.validate-connection` is not a list of script names"
+        );
     }
 }

@@ -52,6 +52,8 @@ pub struct EnvState {
     /// Changes of the set of schedules (deploys, connections created or
     /// deleted) happen one at a time.
     pub schedules_lock: tokio::sync::Mutex<()>,
+    /// The executions running per connection.
+    pub runs: crate::runs::ConnectionRuns,
 }
 
 impl EnvState {
@@ -149,6 +151,7 @@ impl App {
                 deployment: RwLock::new(None),
                 sync_locks: (0..64).map(|_| tokio::sync::Mutex::new(())).collect(),
                 schedules_lock: tokio::sync::Mutex::new(()),
+                runs: Default::default(),
             };
             envs.insert(store_env.id(), Arc::new(state));
         }

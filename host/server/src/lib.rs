@@ -9,6 +9,8 @@
 //!   original (records kept on failure, `lastSyncDate` and `track_deletes`
 //!   only after success), async actions that survive restarts.
 //! - [`refresh`]: OAuth2 token refresh, one at a time per connection.
+//! - [`runs`]: the executions running per connection, stopped before the
+//!   connection is deleted.
 //!
 //! The server is the only crate that speaks HTTP to clients; the runtime
 //! knows no server, the store no HTTP.
@@ -21,6 +23,7 @@ pub mod logs;
 pub mod refresh;
 pub mod routing;
 pub mod runner;
+pub mod runs;
 pub mod scheduler;
 pub mod webhooks;
 

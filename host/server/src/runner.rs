@@ -255,6 +255,18 @@ async fn target(
     Ok((catalog, script))
 }
 
+/// The answer to an execution stopped because its connection was
+/// deleted while it ran.
+fn deleted_during(conn: &ConnectionRef) -> ApiError {
+    ApiError::not_found(
+        "unknown_connection",
+        format!(
+            "connection `{}` of `{}` was deleted while the script ran",
+            conn.connection_id, conn.provider_config_key
+        ),
+    )
+}
+
 /// Runs action `name` for a connection and waits for it.
 pub async fn run_action(
     app: &App,
@@ -263,16 +275,21 @@ pub async fn run_action(
     name: &str,
     input: Option<Value>,
 ) -> ApiResult<Report> {
+    let running = env.runs.enter(conn).await;
     let (catalog, script) = target(env, conn, name, ScriptKind::Action).await?;
     let call = Call::Action {
         input: input.filter(|v| !v.is_null()).map(|v| v.to_string()),
     };
     let exec = catalog.execution(name, conn.clone(), call, false);
-    let _permit = app.executions.acquire().await;
-    let report = app
-        .runtime
-        .execute(&script, exec, app.services(env, Some(catalog.clone())))
-        .await;
+    let report = running
+        .until_stopped(async {
+            let _permit = app.executions.acquire().await;
+            app.runtime
+                .execute(&script, exec, app.services(env, Some(catalog.clone())))
+                .await
+        })
+        .await
+        .ok_or_else(|| deleted_during(conn))?;
     record_execution(app, env, conn, "action", name, &report).await;
     Ok(report)
 }
@@ -290,6 +307,7 @@ pub async fn run_webhook(
     name: &str,
     payload: &Value,
 ) -> ApiResult<()> {
+    let running = env.runs.enter(conn).await;
     let (catalog, script) = target(env, conn, name, ScriptKind::Sync).await?;
     let key = sync_key(conn, name, "base");
     let state: SyncState = env.store.doc(SYNC_STATE, &key).await?.unwrap_or_default();
@@ -311,7 +329,13 @@ pub async fn run_webhook(
             .execute(&script, exec, app.services(env, Some(catalog.clone())))
             .await
     };
-    let Ok(report) = tokio::time::timeout(WEBHOOK_MAX_RUN, run).await else {
+    let Some(ran) = running
+        .until_stopped(tokio::time::timeout(WEBHOOK_MAX_RUN, run))
+        .await
+    else {
+        return Err(deleted_during(conn));
+    };
+    let Ok(report) = ran else {
         return Err(ApiError::new(
             axum::http::StatusCode::GATEWAY_TIMEOUT,
             "webhook_timeout",
@@ -391,6 +415,7 @@ async fn run_events(
     let Some(integration) = catalog.config.integration(&conn.provider_config_key) else {
         return Ok(());
     };
+    let running = env.runs.enter(conn).await;
     let names: Vec<String> = integration
         .on_events
         .iter()
@@ -412,7 +437,13 @@ async fn run_events(
                 .execute(&script, exec, app.services(env, Some(catalog.clone())))
                 .await
         };
-        let failure = match tokio::time::timeout(EVENT_MAX_RUN, run).await {
+        let Some(ran) = running
+            .until_stopped(tokio::time::timeout(EVENT_MAX_RUN, run))
+            .await
+        else {
+            return Err("the connection was deleted during the script".into());
+        };
+        let failure = match ran {
             Ok(report) => {
                 record_execution(app, env, conn, "event", &name, &report).await;
                 report.outcome.as_ref().err().map(ToString::to_string)
@@ -460,6 +491,7 @@ pub async fn run_sync(
     mode: SyncMode,
     max_run: std::time::Duration,
 ) -> ApiResult<RunSummary> {
+    let running = env.runs.enter(conn).await;
     let (catalog, script) = target(env, conn, name, ScriptKind::Sync).await?;
     let key = sync_key(conn, name, variant);
     let config = catalog.sync_config(&conn.provider_config_key, name);
@@ -522,8 +554,22 @@ pub async fn run_sync(
             .execute(&script, exec, app.services(env, Some(catalog.clone())))
             .await
     };
-    let summary = match tokio::time::timeout(max_run, execution).await {
-        Ok(report) => {
+    let ran = running
+        .until_stopped(tokio::time::timeout(max_run, execution))
+        .await;
+    let stopped = ran.is_none();
+    let summary = match ran {
+        None => {
+            let message = "the connection was deleted during the run".to_string();
+            app.logs
+                .record_failure(env, conn, "sync", name, started_at, message.clone())
+                .await;
+            RunSummary {
+                run_type,
+                ..RunSummary::failed(job, started_at, "connection_deleted", message)
+            }
+        }
+        Some(Ok(report)) => {
             let mut results = report.changes.clone();
             let mut error = report
                 .outcome
@@ -582,7 +628,7 @@ pub async fn run_sync(
                 run_type,
             }
         }
-        Err(_) => {
+        Some(Err(_)) => {
             let message = format!(
                 "the run was stopped after {} s, the longest a sync may run",
                 max_run.as_secs()
@@ -604,6 +650,10 @@ pub async fn run_sync(
         state.last_run = Some(summary.clone());
     })
     .await?;
+    if stopped {
+        // The connection is being deleted: nothing to tell the app.
+        return Ok(summary);
+    }
     // The run is done and recorded whatever happens to its webhooks; one
     // that cannot be stored is in the logs of the next run's reader.
     let _ = app

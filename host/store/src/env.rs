@@ -223,7 +223,7 @@ pub(crate) fn seal_secret_op(
 /// Where a document lives: the environment, or one connection (deleted
 /// with it).
 #[derive(Clone, Copy)]
-enum DocSpace<'a> {
+pub(crate) enum DocSpace<'a> {
     Env,
     Connection(&'a ConnectionRef),
 }
@@ -383,6 +383,7 @@ impl EnvStore {
             self.doc_space(DocSpace::Connection(&conn)).as_bytes(),
         )
         .await?;
+        self.delete_legacy_checkpoints(&conn).await?;
         self.delete_if_present(Table::Connections, prefix.into_bytes())
             .await
     }
@@ -483,7 +484,7 @@ impl EnvStore {
         }
     }
 
-    fn doc_key(&self, space: DocSpace<'_>, collection: &str, key: &str) -> Vec<u8> {
+    pub(crate) fn doc_key(&self, space: DocSpace<'_>, collection: &str, key: &str) -> Vec<u8> {
         self.doc_space(space).part(collection).tail(key)
     }
 
@@ -499,7 +500,7 @@ impl EnvStore {
         Ok(())
     }
 
-    fn doc_put<T: Serialize + ?Sized>(
+    pub(crate) fn doc_put<T: Serialize + ?Sized>(
         &self,
         space: DocSpace<'_>,
         collection: &str,

@@ -25,7 +25,7 @@ use sluice_runtime::records::{
 };
 
 use crate::backend::{Backend, Op, Table};
-use crate::env::SCAN_BATCH;
+use crate::env::{DocSpace, SCAN_BATCH};
 use crate::error::StoreError;
 use crate::keys::{self, KeyBuf};
 use crate::rows::{self, RawRecord, RowHeader, Stamp};
@@ -1001,16 +1001,32 @@ impl EnvStore {
     }
 }
 
-/// The document collection of syncs' checkpoints.
+/// The document collection of syncs' checkpoints, among each
+/// connection's documents (so deleting a connection deletes them; a new
+/// connection of the same id starts without).
 const CHECKPOINTS: &str = "checkpoints";
 
-/// A checkpoint's document key: connection and sync, separated by a byte
-/// neither holds.
-fn checkpoint_key(conn: &ConnectionRef, key: &str) -> String {
+/// Where earlier versions kept checkpoints: among
+/// the environment's documents, keyed by connection and sync separated by
+/// a byte neither holds. Read when a connection has none of its own,
+/// deleted when one is written or the connection is deleted.
+fn legacy_checkpoint_key(conn: &ConnectionRef, key: &str) -> String {
     format!(
         "{}\u{1f}{}\u{1f}{key}",
         conn.provider_config_key, conn.connection_id
     )
+}
+
+impl EnvStore {
+    /// Deletes the connection's checkpoints of the earlier layout.
+    pub(crate) async fn delete_legacy_checkpoints(
+        &self,
+        conn: &ConnectionRef,
+    ) -> Result<(), StoreError> {
+        let prefix = self.doc_key(DocSpace::Env, CHECKPOINTS, &legacy_checkpoint_key(conn, ""));
+        self.delete_prefix(Table::Docs, &prefix).await?;
+        Ok(())
+    }
 }
 
 /// Rewrites a format-1 store's records into format 2's layout: each
@@ -1195,9 +1211,14 @@ impl RecordStore for EnvStore {
         conn: &ConnectionRef,
         key: &str,
     ) -> Result<Option<serde_json::Value>, RecordError> {
-        self.doc(CHECKPOINTS, &checkpoint_key(conn, key))
-            .await
-            .map_err(record_error)
+        match self.connection_doc(conn, CHECKPOINTS, key).await {
+            Ok(None) => {
+                self.doc(CHECKPOINTS, &legacy_checkpoint_key(conn, key))
+                    .await
+            }
+            other => other,
+        }
+        .map_err(record_error)
     }
 
     async fn set_checkpoint(
@@ -1206,12 +1227,29 @@ impl RecordStore for EnvStore {
         key: &str,
         value: Option<serde_json::Value>,
     ) -> Result<(), RecordError> {
-        let doc = checkpoint_key(conn, key);
-        match value {
-            Some(v) => self.put_doc(CHECKPOINTS, &doc, &v).await,
-            None => self.delete_doc(CHECKPOINTS, &doc).await.map(|_| ()),
-        }
-        .map_err(record_error)
+        // One atomic write: this connection's checkpoint, and none left in
+        // the earlier place.
+        let mut ops = match &value {
+            Some(v) => self
+                .doc_put(DocSpace::Connection(conn), CHECKPOINTS, key, v)
+                .map_err(record_error)?,
+            None => vec![Op::Delete {
+                table: Table::Docs,
+                key: self.doc_key(DocSpace::Connection(conn), CHECKPOINTS, key),
+            }],
+        };
+        ops.push(Op::Delete {
+            table: Table::Docs,
+            key: self.doc_key(
+                DocSpace::Env,
+                CHECKPOINTS,
+                &legacy_checkpoint_key(conn, key),
+            ),
+        });
+        self.backend()
+            .apply(ops)
+            .await
+            .map_err(|e| record_error(e.into()))
     }
 
     async fn write(

@@ -2202,9 +2202,39 @@ pub async fn delete_connection_removes_its_records_and_docs(b: &Reopen) {
         env.put_connection_doc(x, "state", "s", &json!(1))
             .await
             .unwrap();
+        env.set_checkpoint(x, "issues", Some(json!({"page": 3})))
+            .await
+            .unwrap();
+        // A checkpoint where earlier versions kept them (the environment's
+        // documents) is read until the connection writes its own.
+        let legacy = format!("github\u{1f}{}\u{1f}prs", x.connection_id);
+        env.put_doc("checkpoints", &legacy, &json!({"old": true}))
+            .await
+            .unwrap();
+        assert_eq!(
+            env.checkpoint(x, "prs").await.unwrap(),
+            Some(json!({"old": true}))
+        );
     }
+    env.set_checkpoint(&neighbour, "prs", Some(json!({"new": true})))
+        .await
+        .unwrap();
+    let legacy = "github\u{1f}c2\u{1f}prs";
+    assert_eq!(env.doc::<Value>("checkpoints", legacy).await.unwrap(), None);
+    assert_eq!(
+        env.checkpoint(&neighbour, "prs").await.unwrap(),
+        Some(json!({"new": true}))
+    );
     env.put_doc("state", "s", &json!("env-wide")).await.unwrap();
     assert!(env.delete_connection("github", "c").await.unwrap());
+    // A connection made again under the same id starts without the old
+    // one's checkpoints.
+    assert_eq!(env.checkpoint(&c, "issues").await.unwrap(), None);
+    assert_eq!(env.checkpoint(&c, "prs").await.unwrap(), None);
+    assert_eq!(
+        env.checkpoint(&neighbour, "issues").await.unwrap(),
+        Some(json!({"page": 3}))
+    );
     assert!(env.connection("github", "c").await.unwrap().is_none());
     assert!(env.models(&c).await.unwrap().is_empty());
     assert!(

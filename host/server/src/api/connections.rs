@@ -347,6 +347,10 @@ pub async fn delete(
         sluice_nango_yaml::EventKind::PreConnectionDeletion,
     )
     .await;
+    // Its executions stop first (a sync still running would save records
+    // after the deletion); new ones wait for the deletion, then find no
+    // connection.
+    let _closed = env.runs.close(&conn).await;
     app.scheduler.connection_deleted(&env, &conn).await?;
     if !env.store.delete_connection(&pck, &id).await? {
         return Err(ApiError::unknown_connection(&pck, &id));
