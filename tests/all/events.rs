@@ -228,6 +228,24 @@ async fn a_failing_validate_connection_script_refuses_the_connection() {
     assert_eq!(code, 200, "{out}");
     let (_, view) = get("good").await;
     assert_eq!(view["errors"], json!([]), "{view}");
+
+    // Marked again, deleted and made anew: the new connection carries no
+    // error of the old one.
+    let (code, _) = create("good", json!({"fail_events": true})).await;
+    assert_eq!(code, 400);
+    assert_eq!(get("good").await.1["errors"][0]["type"], "auth");
+    let (code, out) = c
+        .send(
+            "DELETE",
+            "/connection/good?provider_config_key=hubspot",
+            None,
+        )
+        .await;
+    assert_eq!(code, 200, "{out}");
+    let (code, out) = create("good", Value::Null).await;
+    assert_eq!(code, 200, "{out}");
+    let (_, view) = get("good").await;
+    assert_eq!(view["errors"], json!([]), "{view}");
     s.server.stop().await;
 }
 

@@ -214,11 +214,10 @@ pub async fn create(
             ),
         ));
     }
-    if !is_new {
-        // New credentials: an error recorded for the old ones is stale.
-        let key = format!("{}/{}", conn.provider_config_key, conn.connection_id);
-        env.store.delete_doc(CONNECTION_ERRORS, &key).await?;
-    }
+    // New credentials (or a new connection where one of the same id was
+    // before): an error recorded for the old ones is stale.
+    let key = format!("{}/{}", conn.provider_config_key, conn.connection_id);
+    env.store.delete_doc(CONNECTION_ERRORS, &key).await?;
     // The `auto_start` syncs start now; the others are scheduled paused.
     app.scheduler.connection_created(&env, &conn).await?;
     if is_new {
@@ -355,6 +354,9 @@ pub async fn delete(
     if !env.store.delete_connection(&pck, &id).await? {
         return Err(ApiError::unknown_connection(&pck, &id));
     }
+    env.store
+        .delete_doc(CONNECTION_ERRORS, &format!("{pck}/{id}"))
+        .await?;
     Ok(Json(json!({ "success": true })))
 }
 
