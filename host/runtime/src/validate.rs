@@ -17,6 +17,30 @@ pub struct Validation {
 /// How deep `$ref`s may nest before a schema counts as cyclic for a value.
 const MAX_DEPTH: usize = 64;
 
+/// A check's work is bounded by the value's size: schema steps per JSON
+/// value in it, plus a floor. Without a bound, `anyOf` options that refer
+/// back to their own model (`next: Node | Node | Node`) try every option at
+/// every level, 3^depth steps, and one record would hold a thread for
+/// hours; a model's schema costs a step or a few per value.
+const STEPS_PER_VALUE: usize = 64;
+const MIN_STEPS: usize = 4_096;
+
+/// The number of JSON values in `value` (itself included), without
+/// recursion.
+fn value_count(value: &Value) -> usize {
+    let mut count = 0usize;
+    let mut stack = vec![value];
+    while let Some(v) = stack.pop() {
+        count += 1;
+        match v {
+            Value::Array(a) => stack.extend(a),
+            Value::Object(o) => stack.extend(o.values()),
+            _ => {}
+        }
+    }
+    count
+}
+
 impl Validation {
     /// From a generated schema document (its `definitions`).
     pub fn new(schema: &Value, strict: bool) -> Self {
@@ -39,7 +63,17 @@ impl Validation {
     pub fn check(&self, model: &str, value: &Value) -> Vec<String> {
         let mut errors = Vec::new();
         if let Some(schema) = self.definitions.get(model) {
-            self.visit(schema, value, &Path::Root, 0, &mut errors);
+            let budget = STEPS_PER_VALUE
+                .saturating_mul(value_count(value))
+                .saturating_add(MIN_STEPS);
+            let mut steps = budget;
+            self.visit(schema, value, &Path::Root, 0, &mut steps, &mut errors);
+            if steps == 0 {
+                errors.push(format!(
+                    "/ could not be checked: the schema is too complex for this value \
+                     (more than {budget} steps; `anyOf` options within `anyOf` options)"
+                ));
+            }
         }
         errors
     }
@@ -50,28 +84,30 @@ impl Validation {
         value: &Value,
         path: &Path<'_>,
         depth: usize,
+        steps: &mut usize,
         out: &mut Vec<String>,
     ) {
         let Some(schema) = schema.as_object() else {
             return;
         };
-        if depth > MAX_DEPTH {
+        if depth > MAX_DEPTH || *steps == 0 {
             return;
         }
+        *steps -= 1;
         let at = |p: &Path<'_>| p.at();
         if let Some(Value::String(r)) = schema.get("$ref") {
             if let Some(target) = r
                 .strip_prefix("#/definitions/")
                 .and_then(|name| self.definitions.get(name))
             {
-                self.visit(target, value, path, depth + 1, out);
+                self.visit(target, value, path, depth + 1, steps, out);
             }
             return;
         }
         if let Some(Value::Array(options)) = schema.get("anyOf") {
             let fits = options.iter().any(|o| {
                 let mut e = Vec::new();
-                self.visit(o, value, path, depth + 1, &mut e);
+                self.visit(o, value, path, depth + 1, steps, &mut e);
                 e.is_empty()
             });
             if !fits {
@@ -105,7 +141,7 @@ impl Validation {
         }
         if let (Some(items), Value::Array(values)) = (schema.get("items"), value) {
             for (i, v) in values.iter().enumerate() {
-                self.visit(items, v, &Path::Index(path, i), depth + 1, out);
+                self.visit(items, v, &Path::Index(path, i), depth + 1, steps, out);
             }
         }
         if let Value::Object(fields) = value {
@@ -120,14 +156,14 @@ impl Validation {
             for (k, v) in fields {
                 let here = Path::Key(path, k);
                 match properties.and_then(|p| p.get(k)) {
-                    Some(s) => self.visit(s, v, &here, depth + 1, out),
+                    Some(s) => self.visit(s, v, &here, depth + 1, steps, out),
                     None => match schema.get("additionalProperties") {
                         Some(Value::Bool(false)) => out.push(format!(
                             "{} must NOT have additional properties: '{k}'",
                             at(path)
                         )),
                         Some(extra @ Value::Object(_)) => {
-                            self.visit(extra, v, &here, depth + 1, out)
+                            self.visit(extra, v, &here, depth + 1, steps, out)
                         }
                         _ => {}
                     },
@@ -248,5 +284,39 @@ mod tests {
                 "/ must have required property 'kind'".to_string()
             ]
         );
+    }
+
+    #[test]
+    fn a_schema_whose_options_branch_at_every_level_is_cut_off() {
+        let v = Validation::new(
+            &json!({"definitions": {
+                "Node": {"type": "object", "properties": {
+                    "v": {"type": "string"},
+                    "next": {"anyOf": [
+                        {"$ref": "#/definitions/Node"},
+                        {"$ref": "#/definitions/Node"},
+                        {"$ref": "#/definitions/Node"}
+                    ]}
+                }},
+                "List": {"type": "array", "items": {"$ref": "#/definitions/Node"}}
+            }}),
+            false,
+        );
+        // 20 levels, the bottom one wrong: every option of every level is
+        // tried (3^20 steps) unless the check is bounded.
+        let mut deep = json!({"v": 1});
+        for _ in 0..20 {
+            deep = json!({"v": "x", "next": deep});
+        }
+        let errors = v.check("Node", &deep);
+        assert!(
+            errors.iter().any(|e| e.contains("too complex")),
+            "{errors:?}"
+        );
+        // A big value checked in proportion to its size is not cut off.
+        let nodes: Vec<Value> = (0..5_000)
+            .map(|i| json!({"v": i.to_string(), "next": {"v": "y"}}))
+            .collect();
+        assert_eq!(v.check("List", &Value::Array(nodes)), Vec::<String>::new());
     }
 }
