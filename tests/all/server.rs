@@ -768,6 +768,47 @@ async fn runs_report_changes_errors_keep_their_shapes_and_tokens_refresh_once() 
     assert!(times[1] - times[0] >= std::time::Duration::from_millis(100));
     assert!(times[2] - times[1] >= std::time::Duration::from_millis(200));
 
+    // An async action waiting to retry when its connection is deleted and
+    // made again under the same id does not run for the new connection.
+    let import = |token: &'static str| {
+        dev.send(
+            "POST",
+            "/connection",
+            Some(json!({"provider_config_key": "mock-int", "connection_id": "c3", "access_token": token})),
+        )
+    };
+    assert_eq!(import("first").await.0, 200);
+    let c3 = ("mock-int", "c3");
+    let before = flaky_calls.lock().unwrap().len();
+    let location = dev
+        .trigger_async(c3, "proxy", json!({"endpoint": "/flaky"}), Some(5))
+        .await;
+    while flaky_calls.lock().unwrap().len() == before {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let (status, body) = dev
+        .send_as(
+            c3,
+            "DELETE",
+            "/connection/c3?provider_config_key=mock-int",
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(import("second").await.0, 200);
+    let attempts = flaky_calls.lock().unwrap().len();
+    let (seen, body) = dev.poll_async(c3, &location, |s| s != 202).await;
+    assert_eq!(
+        (seen.last(), body["error"]["code"].as_str()),
+        (Some(&404), Some("unknown_connection")),
+        "{body}"
+    );
+    assert_eq!(
+        flaky_calls.lock().unwrap().len(),
+        attempts,
+        "a retry ran for the new connection"
+    );
+
     // c2's token expired: 20 concurrent actions, one refresh.
     let c2 = ("mock-int", "c2");
     let runs = (0..20).map(|_| {

@@ -154,6 +154,20 @@ impl Project {
 }
 
 impl Manifest {
+    /// The checks a new deploy passes beyond what [`Manifest::install`]
+    /// needs: a zero-yaml deploy's definitions (see
+    /// [`crate::zero::check_definitions`]). Not made when a stored
+    /// deployment is loaded again (at start, on a rollback), so a
+    /// deployment an earlier version accepted still loads.
+    pub fn check_new(&self) -> Result<(), DeployError> {
+        match &self.nango_json {
+            Some(definitions) => {
+                crate::zero::check_definitions(definitions).map_err(DeployError::Definitions)
+            }
+            None => Ok(()),
+        }
+    }
+
     /// Checks nango.yaml and loads every component (compiling those not in
     /// the runtime's cache: slow, call it off the request path), giving the
     /// deploy's scripts. Every declared script must be in a component, of
@@ -164,10 +178,7 @@ impl Manifest {
         component: impl Fn(&str) -> Option<Vec<u8>>,
     ) -> Result<Catalog, DeployError> {
         let config = match &self.nango_json {
-            Some(definitions) => {
-                crate::zero::check_definitions(definitions).map_err(DeployError::Definitions)?;
-                crate::zero::config(definitions)
-            }
+            Some(definitions) => crate::zero::config(definitions),
             None => {
                 yaml::parse_in(&self.nango_yaml, "nango.yaml", self.dir_name.as_deref())?.config
             }

@@ -124,10 +124,14 @@ impl Connections {
         }
         match self.refresh(&c).await {
             Ok(credentials) => {
-                let mut c = c;
-                c.credentials = credentials;
-                c.updated_at = Utc::now();
-                self.store.put_connection(&c).await.map_err(backend)?;
+                // Only the credentials are written, and only if nothing
+                // replaced them (or deleted the connection) meanwhile.
+                let c = self
+                    .store
+                    .refresh_credentials(pck, cid, &c.credentials, credentials)
+                    .await
+                    .map_err(backend)?
+                    .ok_or_else(|| not_found(pck, cid))?;
                 let _ = self
                     .store
                     .delete_doc(CONNECTION_ERRORS, &format!("{pck}/{cid}"))

@@ -505,22 +505,9 @@ pub async fn run_sync(
             format!("{m}::{variant}")
         }
     };
-    if mode == SyncMode::FullRefreshAndClearCache {
-        for m in &models {
-            env.store.clear_records(conn, &full_name(m)).await?;
-        }
-    }
-    // A full refresh starts over: the script's checkpoint goes too.
-    if mode != SyncMode::Incremental {
-        sluice_runtime::records::RecordStore::set_checkpoint(
-            &env.store,
-            conn,
-            &full_name(name),
-            None,
-        )
-        .await
-        .map_err(|e| crate::error::ApiError::internal(e.to_string()))?;
-    }
+    // The state first (flushed): a full refresh that a crash or a store
+    // error cuts short below has forgotten its `lastSyncDate` already, so
+    // the next run starts over instead of going on from a cleared model.
     let started_at = Utc::now();
     let (job, last_sync_date) = update_sync_state(env, &key, |state| {
         if mode != SyncMode::Incremental {
@@ -534,6 +521,43 @@ pub async fn run_sync(
         (state.last_job, state.last_sync_date)
     })
     .await?;
+    let cleared = async {
+        // A full refresh starts over: the script's checkpoint goes too.
+        if mode != SyncMode::Incremental {
+            sluice_runtime::records::RecordStore::set_checkpoint(
+                &env.store,
+                conn,
+                &full_name(name),
+                None,
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        }
+        if mode == SyncMode::FullRefreshAndClearCache {
+            for m in &models {
+                env.store
+                    .clear_records(conn, &full_name(m))
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        Ok::<(), String>(())
+    }
+    .await;
+    if let Err(e) = cleared {
+        let message = format!("clearing the sync's checkpoint or records failed: {e}");
+        update_sync_state(env, &key, |state| {
+            state.running = None;
+            state.last_run = Some(RunSummary::failed(
+                job,
+                started_at,
+                "sync_clear_failed",
+                message.clone(),
+            ));
+        })
+        .await?;
+        return Err(crate::error::ApiError::internal(message));
+    }
     let run_type = match (last_sync_date, incremental) {
         (None, _) => RunType::Initial,
         (Some(_), true) => RunType::Incremental,
@@ -691,6 +715,11 @@ pub struct AsyncAction {
     pub error: Option<Value>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// When the connection it was accepted for was created: a connection
+    /// deleted and made again under the same id (created later) is not
+    /// that connection, and the action fails rather than run for it.
+    #[serde(default)]
+    pub connection_created_at: Option<DateTime<Utc>>,
 }
 
 /// Runs an async action to its end, retrying failures up to its
@@ -705,7 +734,29 @@ pub async fn drive_async_action(app: Arc<App>, env: Arc<EnvState>, mut a: AsyncA
         a.attempts += 1;
         a.updated_at = Utc::now();
         let _ = env.store.put_doc(ASYNC_ACTIONS, &a.id, &a).await;
-        let outcome = run_action(&app, &env, &conn, &a.action, a.input.clone()).await;
+        let same_connection = match env
+            .store
+            .connection(&a.provider_config_key, &a.connection_id)
+            .await
+        {
+            Ok(Some(c)) => a.connection_created_at.is_none_or(|at| at == c.created_at),
+            Ok(None) => false,
+            // The run below reports a store that cannot be read.
+            Err(_) => true,
+        };
+        let outcome = if same_connection {
+            run_action(&app, &env, &conn, &a.action, a.input.clone()).await
+        } else {
+            Err(ApiError::not_found(
+                "unknown_connection",
+                format!(
+                    "connection `{}` of `{}` was deleted after the action was accepted",
+                    a.connection_id, a.provider_config_key
+                ),
+            ))
+        };
+        // Retrying cannot bring a deleted connection back.
+        let gone = matches!(&outcome, Err(e) if e.code == "unknown_connection");
         let failure = match outcome {
             Ok(report) => match report.outcome {
                 Ok(output) => {
@@ -724,7 +775,7 @@ pub async fn drive_async_action(app: Arc<App>, env: Arc<EnvState>, mut a: AsyncA
                 "message": err.message,
                 "payload": err.payload,
             }));
-            if a.attempts <= a.max_retries {
+            if a.attempts <= a.max_retries && !gone {
                 // A failure that a retry may fix (an upstream's 429 or
                 // 5xx) needs time first: base × 2^(attempt-1), at most
                 // five minutes. The state says what is coming meanwhile.

@@ -300,6 +300,32 @@ impl EnvStore {
         self.write_connection(connection).await
     }
 
+    /// Replaces a connection's credentials with `new` if they are still
+    /// `old`, under the connection's lock: a token refresh read the
+    /// connection before a request to the provider, and meanwhile the
+    /// connection may have been deleted (it is not made again), imported
+    /// again with other credentials (they stay) or given new metadata (it
+    /// stays). The connection as it now is; `None` when it is gone.
+    pub async fn refresh_credentials(
+        &self,
+        pck: &str,
+        cid: &str,
+        old: &Credentials,
+        new: Credentials,
+    ) -> Result<Option<Connection>, StoreError> {
+        let _lock = self.lock(self.connection_lock(pck, cid)).await?;
+        let Some(mut connection) = self.connection(pck, cid).await? else {
+            return Ok(None);
+        };
+        if connection.credentials != *old {
+            return Ok(Some(connection));
+        }
+        connection.credentials = new;
+        connection.updated_at = Utc::now();
+        self.write_connection(&connection).await?;
+        Ok(Some(connection))
+    }
+
     async fn write_connection(&self, connection: &Connection) -> Result<(), StoreError> {
         let key = self.connection_key(&connection.provider_config_key, &connection.connection_id);
         let ring = self.inner.keyring.read().await;

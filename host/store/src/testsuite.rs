@@ -68,6 +68,7 @@ macro_rules! backend_tests {
             integrations_round_trip,
             connections_round_trip_and_list_by_prefix,
             connection_store_reads_and_writes_metadata,
+            a_refresh_replaces_only_the_credentials_it_read,
             variables_round_trip,
             documents_scan_by_prefix_and_cursor,
             a_document_deeper_than_a_parse_reads_back,
@@ -2187,6 +2188,60 @@ pub async fn clear_records_counts_and_models(b: &Reopen) {
     let ch = save(&env, &c, "A", records(0, 3, 1)).await;
     assert_eq!(ch.added, 3);
     assert_eq!(env.clear_records(&c, "Nope").await.unwrap(), 0);
+}
+
+pub async fn a_refresh_replaces_only_the_credentials_it_read(b: &Reopen) {
+    let (store, _) = fresh(b).await;
+    let env = dev(&store);
+    let read = connection("github", "c", "old-token");
+    env.put_connection(&read).await.unwrap();
+    let new = |token: &str| -> sluice_runtime::connection::Credentials {
+        serde_json::from_value(
+            json!({"type": "OAUTH2", "access_token": token, "refresh_token": "r2"}),
+        )
+        .unwrap()
+    };
+
+    // Metadata written while the provider answered stays; the new token
+    // is stored.
+    env.put_connection(&Connection {
+        metadata: json!({"team": "b"}),
+        ..read.clone()
+    })
+    .await
+    .unwrap();
+    let now = env
+        .refresh_credentials("github", "c", &read.credentials, new("refreshed"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(now.credentials, new("refreshed"));
+    assert_eq!(now.metadata, json!({"team": "b"}));
+    assert_eq!(
+        env.connection("github", "c").await.unwrap(),
+        Some(now.clone())
+    );
+
+    // Credentials imported again meanwhile are not overwritten by a
+    // refresh of the ones before.
+    env.put_connection(&connection("github", "c", "imported"))
+        .await
+        .unwrap();
+    let kept = env
+        .refresh_credentials("github", "c", &now.credentials, new("stale"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(kept.credentials.field("access_token"), Some("imported"));
+
+    // A connection deleted meanwhile is not made again.
+    assert!(env.delete_connection("github", "c").await.unwrap());
+    let gone = env
+        .refresh_credentials("github", "c", &kept.credentials, new("late"))
+        .await
+        .unwrap();
+    assert_eq!(gone, None);
+    assert_eq!(env.connection("github", "c").await.unwrap(), None);
 }
 
 pub async fn delete_connection_removes_its_records_and_docs(b: &Reopen) {

@@ -97,17 +97,16 @@ pub async fn trigger(
             ),
         ));
     }
-    if env
+    let Some(stored) = env
         .store
         .connection(&conn.provider_config_key, &conn.connection_id)
         .await?
-        .is_none()
-    {
+    else {
         return Err(ApiError::unknown_connection(
             &conn.provider_config_key,
             &conn.connection_id,
         ));
-    }
+    };
     let now = Utc::now();
     let a = AsyncAction {
         id: uuid::Uuid::new_v4().to_string(),
@@ -122,6 +121,7 @@ pub async fn trigger(
         error: None,
         created_at: now,
         updated_at: now,
+        connection_created_at: Some(stored.created_at),
     };
     // Durable before the 202: a restart resumes it.
     env.store.put_doc(ASYNC_ACTIONS, &a.id, &a).await?;

@@ -105,6 +105,9 @@ pub async fn deploy(
     for c in &mut manifest.components {
         c.sha256.make_ascii_lowercase();
     }
+    manifest
+        .check_new()
+        .map_err(|e| ApiError::bad_request("invalid_deploy", e.to_string()))?;
     let mut deployed = install(&app, manifest.clone()).await?;
     // Only now, with everything checked and compiled, is anything written.
     let version = next_version(&env).await?;

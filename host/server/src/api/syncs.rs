@@ -100,8 +100,9 @@ async fn targets(
             .map(|c| c.connection_id)
             .collect(),
     };
+    let one = connections.len() == 1;
     let mut out = Vec::new();
-    for cid in connections {
+    'connections: for cid in connections {
         let conn = ConnectionRef {
             provider_config_key: pck.to_string(),
             connection_id: cid,
@@ -109,7 +110,20 @@ async fn targets(
         for (name, variant) in syncs {
             let key = sync_key(&conn, name, variant);
             if !app.scheduler.is_scheduled(env, &key) {
-                // A connection made while nothing was deployed, say.
+                // A connection made while nothing was deployed, say. Not
+                // one being deleted: its gate waits for the deletion,
+                // after which it is gone and gets no schedule.
+                let _running = env.runs.enter(&conn).await;
+                if !env
+                    .store
+                    .connection_exists(pck, &conn.connection_id)
+                    .await?
+                {
+                    if one {
+                        return Err(ApiError::unknown_connection(pck, &conn.connection_id));
+                    }
+                    continue 'connections;
+                }
                 app.scheduler.connection_created(env, &conn).await?;
             }
             out.push(Target {
