@@ -233,3 +233,65 @@ async fn a_signed_provider_webhook_runs_its_script_and_reaches_the_app_a_forged_
 fn uuid_zero() -> &'static str {
     "00000000-0000-0000-0000-000000000000"
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_of_events_is_forwarded_once_per_connection_it_names() {
+    let app = App::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let config = ServerConfig::new(data.path(), "127.0.0.1:0".parse().unwrap());
+    let providers = "jira-test:\n  auth_mode: OAUTH2\n  webhook_routing_script: jiraWebhookRouting\n  proxy:\n    base_url: http://127.0.0.1:9\n";
+    let server = start_with(config, &MasterKey::generate(), providers).await;
+    let c = Client::new(&server, DEV_KEY);
+    let (code, out) = c
+        .send(
+            "POST",
+            "/integrations",
+            Some(json!({"unique_key": "jira", "provider": "jira-test"})),
+        )
+        .await;
+    assert_eq!(code, 200, "{out}");
+    for (cid, account) in [("c1", "A"), ("c2", "B"), ("c3", "C")] {
+        let (code, out) = c
+            .send(
+                "POST",
+                "/connection",
+                Some(
+                    json!({"provider_config_key": "jira", "connection_id": cid, "access_token": "t",
+                            "connection_config": {"accountId": account}}),
+                ),
+            )
+            .await;
+        assert_eq!(code, 200, "{out}");
+    }
+    let (code, _) = c
+        .send(
+            "PUT",
+            "/sluice/webhook-settings",
+            Some(json!({"primary_url": app.url()})),
+        )
+        .await;
+    assert_eq!(code, 200);
+    let env = server.app.store.environment("dev").unwrap().id();
+
+    // 200 events of account A and one of B, in one delivery.
+    let mut events: Vec<Value> = (0..200)
+        .map(|i| json!({"payload": {"webhookEvent": "issue_updated", "n": i, "user": {"accountId": "A"}}}))
+        .collect();
+    events.push(json!({"payload": {"webhookEvent": "issue_created", "user": {"accountId": "B"}}}));
+    let body = Value::Array(events).to_string();
+    let (code, out) = post(&c, &format!("/webhook/{env}/jira"), &body, &[]).await;
+    assert_eq!(code, 200, "{out}");
+    app.wait_for("two forwards", Duration::from_secs(10), |a| {
+        a.accepted().len() >= 2
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut to: Vec<String> = app
+        .accepted()
+        .iter()
+        .map(|(_, b)| b["connectionId"].as_str().unwrap_or("-").to_string())
+        .collect();
+    to.sort();
+    assert_eq!(to, ["c1", "c2"], "one forward per connection named");
+    server.stop().await;
+}

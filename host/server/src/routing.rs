@@ -41,7 +41,7 @@ impl Incoming<'_> {
 }
 
 /// How to find the connections a payload is for.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Lookup {
     ConnectionId(String),
     /// A metadata key whose value is, or (an array) contains, the value.

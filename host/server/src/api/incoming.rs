@@ -146,7 +146,12 @@ pub async fn receive(
 }
 
 /// The connections of the integration a route names.
-async fn connections(env: &EnvState, pck: &str, lookup: &Lookup) -> ApiResult<Vec<String>> {
+async fn connections(
+    env: &EnvState,
+    pck: &str,
+    lookup: &Lookup,
+    all: &mut Option<Vec<sluice_runtime::connection::Connection>>,
+) -> ApiResult<Vec<String>> {
     if let Lookup::ConnectionId(cid) = lookup {
         return Ok(if env.store.connection_exists(pck, cid).await? {
             vec![cid.clone()]
@@ -154,13 +159,16 @@ async fn connections(env: &EnvState, pck: &str, lookup: &Lookup) -> ApiResult<Ve
             Vec::new()
         });
     }
-    Ok(env
-        .store
-        .connections(Some(pck))
-        .await?
-        .into_iter()
+    // The integration's connections are read (and opened) once per
+    // webhook, however many of its events look them up.
+    if all.is_none() {
+        *all = Some(env.store.connections(Some(pck)).await?);
+    }
+    Ok(all
+        .iter()
+        .flatten()
         .filter(|c| routing::matches(lookup, &c.metadata, &c.connection_config))
-        .map(|c| c.connection_id)
+        .map(|c| c.connection_id.clone())
         .collect())
 }
 
@@ -177,12 +185,25 @@ pub async fn handle(app: Arc<App>, env: Arc<EnvState>, key: String, a: Accepted)
 async fn handle_once(app: &Arc<App>, env: &Arc<EnvState>, a: &Accepted) -> ApiResult<()> {
     let pck = a.provider_config_key.clone();
     let catalog = env.deployment().map(|d| d.catalog.clone());
+    // Each connection once, in the order first matched; each lookup made
+    // once (a batch of thousands of events names a few connections).
     let mut matched: Vec<String> = Vec::new();
+    let mut seen: std::collections::HashSet<String> = std::collections::HashSet::new();
+    let mut found: std::collections::HashMap<&Lookup, Vec<String>> =
+        std::collections::HashMap::new();
+    let mut all = None;
     for route in &a.routes {
         let Some(lookup) = &route.lookup else {
             continue;
         };
-        let ids = connections(env, &pck, lookup).await?;
+        let ids = match found.get(lookup) {
+            Some(ids) => ids.clone(),
+            None => {
+                let ids = connections(env, &pck, lookup, &mut all).await?;
+                found.insert(lookup, ids.clone());
+                ids
+            }
+        };
         let subscribed: Vec<String> = catalog
             .as_ref()
             .and_then(|c| c.config.integration(&pck))
@@ -209,29 +230,39 @@ async fn handle_once(app: &Arc<App>, env: &Arc<EnvState>, a: &Accepted) -> ApiRe
                 let _ = crate::runner::run_webhook(app, env, &conn, sync, &route.input).await;
             }
         }
-        matched.extend(ids);
+        for id in ids {
+            if seen.insert(id.clone()) {
+                matched.push(id);
+            }
+        }
     }
     let settings = crate::webhooks::settings(env).await?;
-    let bodies: Vec<Value> = if matched.is_empty() {
-        vec![a.forward.clone()]
-    } else {
-        matched
-            .iter()
-            .map(|cid| {
-                json!({
-                    "from": a.provider,
-                    "providerConfigKey": pck,
-                    "type": "forward",
-                    "payload": a.forward,
-                    "connectionId": cid,
-                })
-            })
-            .collect()
-    };
-    for (i, body) in bodies.iter().enumerate() {
+    let forwarding = [&settings.primary_url, &settings.secondary_url]
+        .into_iter()
+        .flatten()
+        .any(|u| !u.is_empty());
+    if !forwarding {
+        return Ok(());
+    }
+    if matched.is_empty() {
+        let seed = format!("{}:0", a.id);
+        app.webhooks
+            .enqueue_with(env, &settings, &a.forward, &a.headers, Some(&seed))
+            .await?;
+        return Ok(());
+    }
+    // One forward per connection, each built as it is queued.
+    for (i, cid) in matched.iter().enumerate() {
+        let body = json!({
+            "from": a.provider,
+            "providerConfigKey": pck,
+            "type": "forward",
+            "payload": a.forward,
+            "connectionId": cid,
+        });
         let seed = format!("{}:{i}", a.id);
         app.webhooks
-            .enqueue_with(env, &settings, body, &a.headers, Some(&seed))
+            .enqueue_with(env, &settings, &body, &a.headers, Some(&seed))
             .await?;
     }
     Ok(())
