@@ -482,6 +482,16 @@ async fn a_connection_deleted_during_its_run_leaves_nothing_for_a_new_one_of_tha
     let now = status(&c).await;
     assert_eq!(now["status"], "RUNNING", "{now}");
     assert_eq!(now["finishedAt"], Value::Null, "{now}");
+    // A sync named twice is one sync.
+    let (code, body) = c
+        .send(
+            "GET",
+            "/sync/status?provider_config_key=hubspot&syncs=contacts,contacts&connection_id=demo",
+            None,
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["syncs"].as_array().map(Vec::len), Some(1), "{body}");
     let (code, body) = c.send("GET", "/records?model=Contact", None).await;
     assert_eq!(code, 200, "{body}");
     assert_eq!(body["records"], json!([]), "{body}");

@@ -366,15 +366,21 @@ pub fn route_webhook(
 /// others in order of appearance), creations first, then by time.
 fn hubspot_order(events: &[Value]) -> Vec<&Value> {
     let mut groups: Vec<(String, Vec<&Value>)> = Vec::new();
+    // Each object's group, found by its key (not by a scan of the groups:
+    // a batch of thousands of objects would cost their square).
+    let mut group_of: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     for e in events {
         let key = match &e["objectId"] {
             Value::String(s) => s.clone(),
             Value::Null => "undefined".into(),
             other => other.to_string(),
         };
-        match groups.iter_mut().find(|(k, _)| *k == key) {
-            Some((_, g)) => g.push(e),
-            None => groups.push((key, vec![e])),
+        match group_of.get(&key) {
+            Some(&i) => groups[i].1.push(e),
+            None => {
+                group_of.insert(key.clone(), groups.len());
+                groups.push((key, vec![e]));
+            }
         }
     }
     let index = |k: &str| {

@@ -69,9 +69,13 @@ async fn targets(
     cid: Option<String>,
     syncs: &[(String, String)],
 ) -> ApiResult<Vec<Target>> {
+    // A sync named twice is one target (a request naming one sync a
+    // million times would otherwise be a million runs or writes).
+    let mut unique = std::collections::HashSet::new();
+    let syncs: Vec<&(String, String)> = syncs.iter().filter(|s| unique.insert(*s)).collect();
     let catalog = env.catalog()?;
     let integration = catalog.config.integration(pck);
-    for (name, variant) in syncs {
+    for (name, variant) in syncs.iter().copied() {
         if integration.and_then(|i| i.sync(name)).is_none() {
             return Err(ApiError::not_found(
                 "unknown_sync",
@@ -107,7 +111,7 @@ async fn targets(
             provider_config_key: pck.to_string(),
             connection_id: cid,
         };
-        for (name, variant) in syncs {
+        for (name, variant) in syncs.iter().copied() {
             let key = sync_key(&conn, name, variant);
             if !app.scheduler.is_scheduled(env, &key) {
                 // A connection made while nothing was deployed, say. Not
