@@ -116,6 +116,27 @@ async fn the_deadline_holds_while_the_guest_waits_in_a_host_call() {
 }
 
 #[tokio::test]
+async fn logs_are_kept_up_to_their_memory_budget_and_the_rest_counted() {
+    let mut h = Harness::simple(ok).await;
+    h.limits().max_log_bytes = 8 << 20;
+    let report = h
+        .action(guests::ACTION_MISBEHAVE, json!({"mode": "log-flood"}))
+        .await;
+    assert_eq!(output(&report), json!("flooded"));
+    let kept = report
+        .logs
+        .iter()
+        .filter(|l| l.message.starts_with("line "))
+        .count();
+    assert!((1..10).contains(&kept), "{kept} of the big lines kept");
+    assert!(
+        report.logs_dropped >= 990,
+        "{} dropped",
+        report.logs_dropped
+    );
+}
+
+#[tokio::test]
 async fn unbounded_allocation_stops_at_the_memory_cap() {
     let mut h = Harness::simple(ok).await;
     h.limits().memory_bytes = 32 << 20;

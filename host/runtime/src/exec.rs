@@ -267,6 +267,28 @@ pub enum LogSource {
     Internal,
 }
 
+/// About what a JSON value takes in memory: each value's own size plus
+/// the text of its strings and keys. Walked without recursion.
+pub(crate) fn value_weight(value: &Value) -> usize {
+    let mut total = 0usize;
+    let mut stack = vec![value];
+    while let Some(v) = stack.pop() {
+        total = total.saturating_add(std::mem::size_of::<Value>());
+        match v {
+            Value::String(s) => total = total.saturating_add(s.len()),
+            Value::Array(a) => stack.extend(a),
+            Value::Object(o) => {
+                for (k, v) in o {
+                    total = total.saturating_add(k.len() + std::mem::size_of::<String>());
+                    stack.push(v);
+                }
+            }
+            _ => {}
+        }
+    }
+    total
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LogEntry {
     pub at: DateTime<Utc>,
@@ -278,6 +300,14 @@ pub struct LogEntry {
 }
 
 impl LogEntry {
+    /// About what the entry takes in memory: its message, and its `meta`
+    /// at [`value_weight`].
+    pub(crate) fn weight(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + self.message.len()
+            + self.meta.as_ref().map_or(0, value_weight)
+    }
+
     pub(crate) fn internal(level: LogLevel, message: String) -> Self {
         Self {
             at: Utc::now(),

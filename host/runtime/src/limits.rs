@@ -33,6 +33,12 @@ pub struct Limits {
     pub max_payload_bytes: usize,
     /// Logs kept per execution; later ones are counted, not kept.
     pub max_log_entries: usize,
+    /// Memory the logs kept per execution may take (messages, and each
+    /// value of their `meta` at its in-memory size); later ones are
+    /// counted, not kept. 16 MiB holds 10,000 ordinary lines; without it a
+    /// script logging `[0,0,…]` 10,000 times held gigabytes (a value parsed
+    /// takes ~37 times its text).
+    pub max_log_bytes: usize,
     /// Bytes of guest stdout/stderr kept per execution.
     pub max_output_bytes: usize,
     /// How deep `triggerAction` may nest.
@@ -49,6 +55,7 @@ impl Default for Limits {
             max_response_bytes: 64 << 20,
             max_payload_bytes: 64 << 20,
             max_log_entries: 10_000,
+            max_log_bytes: 16 << 20,
             max_output_bytes: 1 << 20,
             max_trigger_depth: 4,
         }

@@ -44,6 +44,12 @@ impl log::Host for HostState {
                 message.push_str(" ... (truncated, payload was too large)");
                 None
             }
+            Some(m) if !self.log_room(message.len() + m.len()) => {
+                // Its text alone is past what the logs may still take: not
+                // parsed, only counted.
+                self.logs_dropped += 1;
+                return Ok(());
+            }
             Some(m) => {
                 Some(serde_json::from_slice(&m).unwrap_or_else(|_| Value::String(utf8_lossy(m))))
             }

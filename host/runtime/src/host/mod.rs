@@ -34,6 +34,8 @@ pub struct HostState {
     pub(crate) runtime: Runtime,
     pub(crate) logs: Vec<LogEntry>,
     pub(crate) logs_dropped: u64,
+    /// What the kept logs take (see [`crate::exec::LogEntry::weight`]).
+    logs_bytes: usize,
     pub(crate) changes: BTreeMap<String, Changes>,
     pub(crate) merging: HashMap<String, Merging>,
     /// Models whose deletes the script tracks (`trackDeletesStart`/`End`):
@@ -88,6 +90,7 @@ impl HostState {
             runtime,
             logs: Vec::new(),
             logs_dropped: 0,
+            logs_bytes: 0,
             changes: BTreeMap::new(),
             merging: HashMap::new(),
             tracked: BTreeMap::new(),
@@ -107,11 +110,20 @@ impl HostState {
 
     /// Keeps a log line, up to the environment's cap.
     pub(crate) fn push_log(&mut self, entry: LogEntry) {
-        if self.logs.len() < self.limits().max_log_entries {
+        let weight = entry.weight();
+        if self.log_room(weight) {
+            self.logs_bytes += weight;
             self.logs.push(entry);
         } else {
             self.logs_dropped += 1;
         }
+    }
+
+    /// Whether a log entry of at least `bytes` may still be kept.
+    pub(crate) fn log_room(&self, bytes: usize) -> bool {
+        let limits = self.limits();
+        self.logs.len() < limits.max_log_entries
+            && self.logs_bytes.saturating_add(bytes) <= limits.max_log_bytes
     }
 
     /// Refuses a guest-supplied payload (request body, records batch,

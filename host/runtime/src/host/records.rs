@@ -17,6 +17,10 @@ use crate::records::{
     prepare_hashed_chunk,
 };
 
+/// The largest record (at its in-memory size) a validation warning copies
+/// into the log.
+const MAX_SAMPLE_WEIGHT: usize = 64 << 10;
+
 fn record_error(e: RecordError) -> NangoError {
     let code = match &e {
         RecordError::InvalidId { .. } | RecordError::NotAnObject { .. } => "invalid_sync_record",
@@ -90,8 +94,15 @@ impl HostState {
             failed += 1;
             if sample.is_none() {
                 let errors = std::mem::take(&mut info.violations);
+                // The record itself when it is small; a big one is not
+                // copied into the log (its id says which it was).
+                let data = if crate::exec::value_weight(r) <= MAX_SAMPLE_WEIGHT {
+                    r.clone()
+                } else {
+                    serde_json::json!({ "id": r.get("id") })
+                };
                 sample =
-                    Some(serde_json::json!({ "data": r, "validation": errors, "model": model }));
+                    Some(serde_json::json!({ "data": data, "validation": errors, "model": model }));
             }
             if strict {
                 break;

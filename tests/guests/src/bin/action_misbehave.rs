@@ -39,6 +39,15 @@ fn run(nango: &Nango, input: Input) -> Result<Value, Error> {
             );
             Ok(json!("printed"))
         }
+        "log-flood" => {
+            // A thousand lines, each with ~45 KB of meta that parses to
+            // ~3 MB on the host.
+            let meta = json!(vec![0u8; 22_000]);
+            for i in 0..1_000 {
+                nango.log_with(sluice_sdk::Level::Info, &format!("line {i}"), Some(&meta));
+            }
+            Ok(json!("flooded"))
+        }
         "wait" => {
             // Waits inside a host call: the upstream answers slowly.
             nango.get("/slow").send()?;
