@@ -611,13 +611,16 @@ impl EnvStore {
         }
         let scope = self.scope(conn, model);
         let want = query.limit.saturating_add(1);
-        let mut records = if query.ids.is_empty() {
+        let (mut records, cut) = if query.ids.is_empty() {
             self.page_by_index(&scope, query, want).await?
         } else {
-            self.page_by_ids(&scope, query, want).await?
+            (self.page_by_ids(&scope, query, want).await?, false)
         };
         let next = if records.len() > query.limit {
             records.truncate(query.limit);
+            records.last().map(RawRecord::position)
+        } else if cut {
+            // Fewer than asked, at the byte bound: the rest on the next page.
             records.last().map(RawRecord::position)
         } else {
             None
@@ -626,13 +629,17 @@ impl EnvStore {
     }
 
     /// Up to `want` records after the query's cursor and time, in index
-    /// order, passing the filter: one range read of the paging entries.
+    /// order, passing the filter: one range read of the paging entries
+    /// (a few when records are large: after a first read of at most
+    /// [`PAGE_FIRST_READ`] entries, each read is sized from their average).
+    /// Stops early, `true`, once the records kept hold [`PAGE_BYTES`]: a
+    /// page of 10,000 records of megabytes each would not fit in memory.
     async fn page_by_index(
         &self,
         scope: &Scope,
         query: &RecordsQuery,
         want: usize,
-    ) -> Result<Vec<RawRecord>, StoreError> {
+    ) -> Result<(Vec<RawRecord>, bool), StoreError> {
         // Both bounds are "strictly after" keys; the later one wins.
         let from_cursor = query.after.as_ref().map(|p| scope.index_key(p));
         let from_time = query
@@ -642,7 +649,10 @@ impl EnvStore {
             (Some(a), Some(b)) => Some(a.max(b)),
             (a, b) => a.or(b),
         };
-        let mut out = Vec::with_capacity(want);
+        let mut out = Vec::with_capacity(want.min(PAGE_FIRST_READ));
+        // Bytes of the records kept, and of every entry read (for their
+        // average size).
+        let (mut kept, mut bytes, mut read_so_far) = (0usize, 0usize, 0usize);
         loop {
             // With a filter, rows are dropped after reading; read ahead more.
             let batch = if query.filter.is_some() {
@@ -650,6 +660,13 @@ impl EnvStore {
             } else {
                 want - out.len()
             };
+            // As many as fit in what is left of the byte bound at the size
+            // of those read so far; a first read of at most 128.
+            let fit = match bytes.checked_div(read_so_far) {
+                None => PAGE_FIRST_READ,
+                Some(average) => PAGE_BYTES.saturating_sub(kept) / average.max(1),
+            };
+            let batch = batch.min(fit.max(1));
             let entries = self
                 .backend()
                 .scan(
@@ -663,17 +680,24 @@ impl EnvStore {
             let read = entries.len();
             let last = entries.last().map(|(k, _)| k.clone());
             for (_, entry) in entries {
+                let size = entry.len();
+                bytes = bytes.saturating_add(size);
+                read_so_far += 1;
                 let record = rows::decode_raw(entry)?;
                 if query.filter.is_some_and(|f| !f.keeps_raw(&record)) {
                     continue;
                 }
+                kept = kept.saturating_add(size);
                 out.push(record);
                 if out.len() == want {
-                    return Ok(out);
+                    return Ok((out, false));
+                }
+                if kept >= PAGE_BYTES {
+                    return Ok((out, true));
                 }
             }
             if read < batch {
-                return Ok(out);
+                return Ok((out, false));
             }
             after = last;
         }
@@ -1000,6 +1024,14 @@ impl EnvStore {
         Ok(out)
     }
 }
+
+/// How many bytes of records a page reads at most (one record more than
+/// that can be in it): `GET /records` and `listRecords` answer fewer than
+/// their limit, with a cursor, rather than hold gigabytes.
+pub const PAGE_BYTES: usize = 32 << 20;
+
+/// The most entries a page reads before it knows how big they are.
+const PAGE_FIRST_READ: usize = 128;
 
 /// The document collection of syncs' checkpoints, among each
 /// connection's documents (so deleting a connection deletes them; a new

@@ -81,6 +81,7 @@ macro_rules! backend_tests {
             batch_update_deep_merges_like_the_reference,
             ignore_if_modified_after_protects_newer_rows,
             paging_visits_every_record_once_in_order,
+            a_page_of_big_records_stops_at_its_byte_bound,
             paging_survives_updates_between_pages,
             raw_pages_match_decoded_pages,
             filter_modified_after_and_ids,
@@ -1578,6 +1579,55 @@ pub async fn ignore_if_modified_after_protects_newer_rows(b: &Reopen) {
 }
 
 // ---------------------------------------------------------------- paging
+
+pub async fn a_page_of_big_records_stops_at_its_byte_bound(b: &Reopen) {
+    let (store, _) = fresh(b).await;
+    let env = dev(&store);
+    let c = conn("github", "c1");
+    // 24 records of 2 MiB: 48 MiB, more than a page reads.
+    for i in 0..24 {
+        save(
+            &env,
+            &c,
+            "Blob",
+            json!([{"id": format!("b{i:02}"), "blob": "x".repeat(2 << 20)}]),
+        )
+        .await;
+    }
+    let q = RecordsQuery {
+        limit: 100,
+        ..Default::default()
+    };
+    let first = env.records_page(&c, "Blob", &q).await.unwrap();
+    let n = first.records.len();
+    let bound = crate::PAGE_BYTES / (2 << 20);
+    assert!(
+        (bound..=bound + 1).contains(&n),
+        "{n} records on the first page"
+    );
+    assert!(first.next.is_some(), "a cut page has a cursor");
+    let rest = env
+        .records_page(
+            &c,
+            "Blob",
+            &RecordsQuery {
+                after: first.next,
+                ..q
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(rest.records.len(), 24 - n);
+    assert_eq!(rest.next, None);
+    let mut ids: Vec<String> = first
+        .records
+        .iter()
+        .chain(&rest.records)
+        .map(|r| r.external_id.clone())
+        .collect();
+    ids.dedup();
+    assert_eq!(ids.len(), 24);
+}
 
 pub async fn paging_visits_every_record_once_in_order(b: &Reopen) {
     let (store, _) = fresh(b).await;
