@@ -532,6 +532,9 @@ async fn runs_report_changes_errors_keep_their_shapes_and_tokens_refresh_once() 
             flaky.lock().unwrap().push(std::time::Instant::now());
             MockResponse::json(503, &json!({"message": "busy"}))
         }
+        "/oauth/token" if String::from_utf8_lossy(&req.body).contains("refresh_token=rt-huge") => {
+            MockResponse::json(200, &json!({"access_token": "x".repeat(2 << 20)}))
+        }
         "/oauth/token" => {
             calls.fetch_add(1, Ordering::SeqCst);
             let body = String::from_utf8_lossy(&req.body).into_owned();
@@ -824,6 +827,27 @@ async fn runs_report_changes_errors_keep_their_shapes_and_tokens_refresh_once() 
         assert_eq!(body["data"]["me"], "ok", "{body}");
     }
     assert_eq!(token_calls.load(Ordering::SeqCst), 1);
+
+    // A token endpoint answering megabytes: the refresh fails, naming why.
+    let (status, body) = dev
+        .send(
+            "POST",
+            "/connection",
+            Some(
+                json!({"provider_config_key": "mock-int", "connection_id": "c4",
+                        "access_token": "old", "refresh_token": "rt-huge",
+                        "expires_at": "2020-01-01T00:00:00Z"}),
+            ),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = dev
+        .send("GET", "/connection/c4?provider_config_key=mock-int", None)
+        .await;
+    assert!(
+        status >= 400 && body.to_string().contains("longer than 1048576 bytes"),
+        "{status} {body}"
+    );
 
     // Bad bodies: named, and nothing changes.
     let raw = |body: Vec<u8>| {

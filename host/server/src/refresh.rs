@@ -27,6 +27,9 @@ pub(crate) fn expires_after(secs: i64) -> Option<DateTime<Utc>> {
     Utc::now().checked_add_signed(chrono::TimeDelta::try_seconds(secs)?)
 }
 
+/// The largest token endpoint answer read (tokens are kilobytes).
+const MAX_TOKEN_RESPONSE: usize = 1 << 20;
+
 /// How long a token endpoint may take.
 const TOKEN_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -204,10 +207,24 @@ impl Connections {
             .await
             .map_err(|e| format!("the token endpoint did not answer: {e}"))?;
         let status = response.status();
-        let body = response
-            .text()
+        // Read a chunk at a time up to a bound (decompressed): a token is a
+        // few kilobytes, and an endpoint streaming gigabytes must not fill
+        // the server's memory.
+        let mut response = response;
+        let mut bytes: Vec<u8> = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
             .await
-            .map_err(|e| format!("the token endpoint's answer was cut: {e}"))?;
+            .map_err(|e| format!("the token endpoint's answer was cut: {e}"))?
+        {
+            if bytes.len() + chunk.len() > MAX_TOKEN_RESPONSE {
+                return Err(format!(
+                    "the token endpoint's answer is longer than {MAX_TOKEN_RESPONSE} bytes"
+                ));
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        let body = String::from_utf8_lossy(&bytes).into_owned();
         if !status.is_success() {
             let shown: String = body.chars().take(300).collect();
             return Err(format!(
