@@ -364,3 +364,94 @@ async fn a_receiver_that_hangs_holds_up_only_its_own_environment() {
         .await;
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_async_actions_webhook_is_queued_once_even_when_the_process_stopped_before_it() {
+    let app = App::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let master = MasterKey::generate();
+    let providers = "mock:\n  auth_mode: OAUTH2\n  proxy:\n    base_url: http://127.0.0.1:9\n";
+    let config = || ServerConfig::new(data.path(), "127.0.0.1:0".parse().unwrap());
+    let server = start_with(config(), &master, providers).await;
+    let c = Client::new(&server, DEV_KEY);
+    deploy_scripts(
+        &c,
+        "integrations:\n  m:\n    actions:\n      noop:\n        endpoint: POST /noop\n",
+        "m",
+        &[(guests::ACTION_NOOP, "noop", ScriptKind::Action)],
+    )
+    .await;
+    for (path, body) in [
+        (
+            "/integrations",
+            json!({"unique_key": "m", "provider": "mock"}),
+        ),
+        (
+            "/connection",
+            json!({"provider_config_key": "m", "connection_id": "c1", "access_token": "t"}),
+        ),
+    ] {
+        let (code, out) = c.send("POST", path, Some(body)).await;
+        assert_eq!(code, 200, "{out}");
+    }
+    let (code, out) = c
+        .send(
+            "PUT",
+            "/sluice/webhook-settings",
+            Some(json!({"primary_url": app.url(), "on_async_action_completion": true})),
+        )
+        .await;
+    assert_eq!(code, 200, "{out}");
+
+    // An async action's end reaches the app.
+    let location = c
+        .trigger_async(("m", "c1"), "noop", json!(null), None)
+        .await;
+    let id = location.trim_start_matches("/action/").to_string();
+    app.wait_for("the async action's webhook", Duration::from_secs(10), |a| {
+        a.accepted().len() == 1
+    })
+    .await;
+    let got = app.accepted()[0].1.clone();
+    assert_eq!(
+        (
+            got["type"].as_str(),
+            got["id"].as_str(),
+            got["success"].as_bool()
+        ),
+        (Some("async_action"), Some(id.as_str()), Some(true)),
+        "{got}"
+    );
+
+    // As a process that stopped between an action's end and queueing its
+    // webhook leaves it: the state written, the webhook not queued.
+    let env = server.app.store.environment("dev").unwrap();
+    let mut ended: Value = env.doc("async-actions", &id).await.unwrap().unwrap();
+    ended["id"] = json!("a-crashed");
+    ended["webhook_queued"] = json!(false);
+    env.put_doc("async-actions", "a-crashed", &ended)
+        .await
+        .unwrap();
+    // And one whose webhook was queued: not queued again.
+    ended["id"] = json!("a-done");
+    ended["webhook_queued"] = json!(true);
+    env.put_doc("async-actions", "a-done", &ended)
+        .await
+        .unwrap();
+    drop(env);
+    server.stop().await;
+
+    let server = start_with(config(), &master, providers).await;
+    app.wait_for("the caught-up webhook", Duration::from_secs(10), |a| {
+        a.accepted().len() == 2
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let ids: Vec<Value> = app
+        .accepted()
+        .iter()
+        .map(|(_, b)| b["id"].clone())
+        .collect();
+    assert_eq!(ids, [json!(id), json!("a-crashed")]);
+    server.stop().await;
+}

@@ -720,6 +720,17 @@ pub struct AsyncAction {
     /// that connection, and the action fails rather than run for it.
     #[serde(default)]
     pub connection_created_at: Option<DateTime<Utc>>,
+    /// Whether its completion webhook is in the outbox: written `false`
+    /// with the final state, then `true` once queued, so a crash between
+    /// the two is caught up at start (the delivery's id comes from the
+    /// action's, so one queued twice is the same message).
+    #[serde(default = "queued_before")]
+    pub webhook_queued: bool,
+}
+
+/// Documents written before the flag were queued in the same step.
+fn queued_before() -> bool {
+    true
 }
 
 /// Runs an async action to its end, retrying failures up to its
@@ -793,9 +804,18 @@ pub async fn drive_async_action(app: Arc<App>, env: Arc<EnvState>, mut a: AsyncA
             a.status = "failed".into();
         }
         a.updated_at = Utc::now();
+        a.webhook_queued = false;
         let _ = env.store.put_doc(ASYNC_ACTIONS, &a.id, &a).await;
-        let _ = app.webhooks.async_action(&env, &a).await;
+        queue_completion(&app, &env, a).await;
         return;
+    }
+}
+
+/// Queues an ended async action's webhook and notes that it is queued.
+async fn queue_completion(app: &App, env: &EnvState, mut a: AsyncAction) {
+    if app.webhooks.async_action(env, &a).await.is_ok() {
+        a.webhook_queued = true;
+        let _ = env.store.put_doc_unflushed(ASYNC_ACTIONS, &a.id, &a).await;
     }
 }
 
@@ -812,6 +832,12 @@ pub async fn resume_async_actions(app: &Arc<App>) -> Result<(), crate::ServerErr
             let Some((last, _)) = page.last() else { break };
             after = Some(last.clone());
             for (_, mut a) in page {
+                if !a.webhook_queued && (a.status == "succeeded" || a.status == "failed") {
+                    // Ended, and the process stopped before its webhook
+                    // was queued.
+                    queue_completion(app, &env, a).await;
+                    continue;
+                }
                 if a.status == "pending" || a.status == "running" {
                     if a.status == "running" {
                         // The attempt in flight died with the process.

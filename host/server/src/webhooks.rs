@@ -326,7 +326,10 @@ impl Webhooks {
             "payload": a.output,
             "error": a.error,
         });
-        self.enqueue(env, &settings, &body).await
+        // One message per action, however often it is queued.
+        let seed = format!("async-action:{}", a.id);
+        self.enqueue_with(env, &settings, &body, &[], Some(&seed))
+            .await
     }
 
     /// Starts the delivery worker; it stops when the app is dropped.

@@ -122,6 +122,7 @@ pub async fn trigger(
         created_at: now,
         updated_at: now,
         connection_created_at: Some(stored.created_at),
+        webhook_queued: false,
     };
     // Durable before the 202: a restart resumes it.
     env.store.put_doc(ASYNC_ACTIONS, &a.id, &a).await?;
