@@ -835,7 +835,7 @@ pub async fn resume_async_actions(app: &Arc<App>) -> Result<(), crate::ServerErr
                 if !a.webhook_queued && (a.status == "succeeded" || a.status == "failed") {
                     // Ended, and the process stopped before its webhook
                     // was queued.
-                    queue_completion(app, &env, a).await;
+                    queue_completion(app, env, a).await;
                     continue;
                 }
                 if a.status == "pending" || a.status == "running" {
