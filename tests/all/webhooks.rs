@@ -298,6 +298,34 @@ async fn the_app_gets_signed_webhooks_per_changed_model_retried_until_it_is_back
         body["startedAt"].is_string() && body["failedAt"].is_string(),
         "{body}"
     );
+
+    // The app moves while a webhook waits for a retry: the retry goes
+    // where the settings say now.
+    up.broken.store(false, Ordering::SeqCst);
+    app.down.store(true, Ordering::SeqCst);
+    up.version.store(2, Ordering::SeqCst);
+    let refused = app.refused();
+    let r = run(&c).await;
+    assert_eq!(r["success"], true, "{r}");
+    app.wait_for("a refused attempt", Duration::from_secs(10), |a| {
+        a.refused() > refused
+    })
+    .await;
+    let moved = App::start().await;
+    let (code, out) = c
+        .send(
+            "PUT",
+            "/sluice/webhook-settings",
+            Some(json!({"primary_url": moved.url(), "on_sync_error": true})),
+        )
+        .await;
+    assert_eq!(code, 200, "{out}");
+    moved
+        .wait_for("the webhook at the new URL", Duration::from_secs(10), |a| {
+            a.accepted().len() == 1
+        })
+        .await;
+    assert_eq!(moved.accepted()[0].1["type"], "sync");
     server.stop().await;
 }
 

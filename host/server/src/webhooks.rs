@@ -85,6 +85,12 @@ pub struct Delivery {
     /// Headers sent besides the signatures (a forwarded webhook's).
     #[serde(default)]
     pub headers: Vec<(String, String)>,
+    /// Which of the settings' URLs it goes to (0 primary, 1 secondary):
+    /// each attempt goes to that URL as the settings say then, so a
+    /// receiver moved while deliveries wait gets them, and one removed
+    /// gets none. `None` (queued before this was kept): `url`.
+    #[serde(default)]
+    pub slot: Option<u8>,
 }
 
 fn outbox_key(next_at: DateTime<Utc>, id: &str) -> String {
@@ -209,10 +215,9 @@ impl Webhooks {
     ) -> ApiResult<()> {
         let body = body.to_string();
         let now = Utc::now();
-        for url in [&settings.primary_url, &settings.secondary_url]
+        for (slot, url) in [(0u8, &settings.primary_url), (1, &settings.secondary_url)]
             .into_iter()
-            .flatten()
-            .filter(|u| !u.is_empty())
+            .filter_map(|(slot, u)| u.as_ref().filter(|u| !u.is_empty()).map(|u| (slot, u)))
         {
             let d = Delivery {
                 id: match seed {
@@ -232,6 +237,7 @@ impl Webhooks {
                 next_at: now,
                 last_error: None,
                 headers: headers.to_vec(),
+                slot: Some(slot),
             };
             env.store
                 .put_doc(OUTBOX, &outbox_key(d.next_at, &d.id), &d)
@@ -480,8 +486,29 @@ async fn send(app: &App, env: &EnvState, d: &Delivery) -> Result<(), (String, bo
         .ok()
         .flatten();
     let signing = signing_secret(env).await.ok();
+    let url = match d.slot {
+        None => d.url.clone(),
+        Some(slot) => {
+            let now = settings(env).await.map_err(|e| {
+                (
+                    format!("cannot read the webhook settings: {}", e.message),
+                    true,
+                )
+            })?;
+            let current = if slot == 0 {
+                now.primary_url
+            } else {
+                now.secondary_url
+            };
+            match current.filter(|u| !u.is_empty()) {
+                Some(u) => u,
+                // The URL was removed: nothing to send to.
+                None => return Ok(()),
+            }
+        }
+    };
     let timestamp = Utc::now().timestamp();
-    let mut req = app.http.post(&d.url);
+    let mut req = app.http.post(&url);
     for (k, v) in &d.headers {
         req = req.header(k.as_str(), v.as_str());
     }
@@ -505,9 +532,9 @@ async fn send(app: &App, env: &EnvState, d: &Delivery) -> Result<(), (String, bo
         Ok(resp) => {
             let s = resp.status();
             let retry = s.is_server_error() || s.as_u16() == 408 || s.as_u16() == 429;
-            Err((format!("{} answered HTTP {s}", d.url), retry))
+            Err((format!("{url} answered HTTP {s}"), retry))
         }
-        Err(e) => Err((format!("cannot reach {}: {e}", d.url), true)),
+        Err(e) => Err((format!("cannot reach {url}: {e}"), true)),
     }
 }
 
