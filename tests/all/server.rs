@@ -1382,3 +1382,25 @@ async fn dryrun_takes_the_connection_and_variables_from_a_running_server() {
     assert_eq!(code, 2);
     assert!(err.contains("--integration-id"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_deploys_each_get_their_own_version() {
+    let data = tempfile::tempdir().unwrap();
+    let config = ServerConfig::new(data.path(), "127.0.0.1:0".parse().unwrap());
+    let server = start_with(config, &MasterKey::generate(), "").await;
+    let dev = Client::new(&server, DEV_KEY);
+    let yaml = "integrations:\n  m:\n    actions:\n      noop:\n        endpoint: POST /noop\n";
+    let scripts = [(guests::ACTION_NOOP, "noop", ScriptKind::Action)];
+    deploy_scripts(&dev, yaml, "m", &scripts).await;
+    futures_join((0..6).map(|_| deploy_scripts(&dev, yaml, "m", &scripts))).await;
+    let (_, list) = dev.send("GET", "/sluice/deployments", None).await;
+    let mut versions: Vec<u64> = list["deployments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["version"].as_u64().unwrap())
+        .collect();
+    versions.sort_unstable();
+    assert_eq!(versions, (1..=7).collect::<Vec<u64>>(), "{list}");
+    server.stop().await;
+}

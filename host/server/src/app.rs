@@ -54,6 +54,9 @@ pub struct EnvState {
     pub schedules_lock: tokio::sync::Mutex<()>,
     /// The executions running per connection.
     pub runs: crate::runs::ConnectionRuns,
+    /// Changes of the active deployment and of the environment variables
+    /// happen one at a time (each writes the store, then memory).
+    pub config_lock: tokio::sync::Mutex<()>,
 }
 
 impl EnvState {
@@ -152,6 +155,7 @@ impl App {
                 sync_locks: (0..64).map(|_| tokio::sync::Mutex::new(())).collect(),
                 schedules_lock: tokio::sync::Mutex::new(()),
                 runs: Default::default(),
+                config_lock: tokio::sync::Mutex::new(()),
             };
             envs.insert(store_env.id(), Arc::new(state));
         }

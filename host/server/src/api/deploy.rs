@@ -109,7 +109,9 @@ pub async fn deploy(
         .check_new()
         .map_err(|e| ApiError::bad_request("invalid_deploy", e.to_string()))?;
     let mut deployed = install(&app, manifest.clone()).await?;
-    // Only now, with everything checked and compiled, is anything written.
+    // Only now, with everything checked and compiled, is anything written;
+    // one deploy or rollback at a time (two would take the same version).
+    let _one_at_a_time = env.config_lock.lock().await;
     let version = next_version(&env).await?;
     let doc = DeploymentDoc {
         version,
@@ -148,6 +150,7 @@ pub async fn activate(
     let mut deployed = install(&app, doc.manifest.clone()).await?;
     deployed.version = version;
     deployed.created_at = doc.created_at;
+    let _one_at_a_time = env.config_lock.lock().await;
     env.store.put_doc(ACTIVE, "version", &version).await?;
     env.set_deployment(Arc::new(deployed));
     app.scheduler.reconcile(&env).await?;

@@ -220,6 +220,8 @@ pub async fn put_variables(
             "every variable needs a non-empty `name`",
         ));
     }
+    // The store and memory change together, one request at a time.
+    let _one_at_a_time = env.config_lock.lock().await;
     env.store.set_variables(vars.clone()).await?;
     env.set_variables(vars);
     Ok(Json(json!({ "success": true })))
