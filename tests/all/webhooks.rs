@@ -483,3 +483,76 @@ async fn an_async_actions_webhook_is_queued_once_even_when_the_process_stopped_b
     assert_eq!(ids, [json!(id), json!("a-crashed")]);
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runs_webhooks_are_caught_up_at_start_when_the_process_stopped_before_queueing_them() {
+    let up = Upstream::start().await;
+    let app = App::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let master = MasterKey::generate();
+    let config = || ServerConfig::new(data.path(), "127.0.0.1:0".parse().unwrap());
+    let server = start_with(config(), &master, &up.providers()).await;
+    let c = Client::new(&server, DEV_KEY);
+    deploy_scripts(
+        &c,
+        YAML,
+        "hubspot",
+        &[(guests::HUBSPOT_RUST_CONTACTS, "contacts", ScriptKind::Sync)],
+    )
+    .await;
+    for (path, body) in [
+        (
+            "/integrations",
+            json!({"unique_key": "hubspot", "provider": "hubspot"}),
+        ),
+        (
+            "/connection",
+            json!({"provider_config_key": "hubspot", "connection_id": "demo", "access_token": "t"}),
+        ),
+        (
+            "/sluice/webhook-settings",
+            json!({"primary_url": app.url()}),
+        ),
+    ] {
+        let method = if path.contains("settings") {
+            "PUT"
+        } else {
+            "POST"
+        };
+        let (code, out) = c.send(method, path, Some(body)).await;
+        assert_eq!(code, 200, "{out}");
+    }
+    let r = run(&c).await;
+    assert_eq!(r["results"]["Contact"]["added"], 2, "{r}");
+    app.wait_for("the run's webhook", Duration::from_secs(10), |a| {
+        a.accepted().len() == 1
+    })
+    .await;
+
+    // As a process that stopped between the run's end and queueing its
+    // webhooks leaves the state.
+    let env = server.app.store.environment("dev").unwrap();
+    let key = "hubspot\u{1f}demo\u{1f}contacts\u{1f}base";
+    let mut state: Value = env.doc("sync-state", key).await.unwrap().unwrap();
+    assert_eq!(state["webhooks_queued"], true, "{state}");
+    state["webhooks_queued"] = json!(false);
+    env.put_doc("sync-state", key, &state).await.unwrap();
+    drop(env);
+    server.stop().await;
+
+    let server = start_with(config(), &master, &up.providers()).await;
+    app.wait_for("the caught-up webhook", Duration::from_secs(10), |a| {
+        a.accepted().len() == 2
+    })
+    .await;
+    let got = app.accepted();
+    // The same message: same id and body, which a receiver deduplicates.
+    assert_eq!(got[0].1, got[1].1);
+    assert_eq!(got[0].0.header("webhook-id"), got[1].0.header("webhook-id"));
+    // Caught up once: a later start sends nothing more.
+    server.stop().await;
+    let server = start_with(config(), &master, &up.providers()).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(app.accepted().len(), 2);
+    server.stop().await;
+}

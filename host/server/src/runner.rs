@@ -42,6 +42,54 @@ pub struct SyncState {
     /// as failed, never as a success.
     #[serde(default)]
     pub running: Option<RunningMark>,
+    /// Whether the last run's webhooks are in the outbox: written `false`
+    /// with the run's end, `true` once queued, so a crash between the two
+    /// is caught up at start (see [`queue_run_webhooks`]).
+    #[serde(default = "queued_before")]
+    pub webhooks_queued: bool,
+}
+
+/// A sync run's webhooks, queued with delivery ids derived from the run
+/// (so queued twice, they are the same messages), then noted as queued.
+pub async fn queue_run_webhooks(
+    app: &App,
+    env: &EnvState,
+    key: &str,
+    models: &[String],
+    summary: &RunSummary,
+) {
+    let Some((conn, name, variant)) = parse_sync_key(key) else {
+        return;
+    };
+    let sync_type = if summary.run_type == RunType::Initial {
+        "INITIAL"
+    } else {
+        "INCREMENTAL"
+    };
+    let seed = format!("sync-run:{key}:{}", summary.job);
+    let queued = app
+        .webhooks
+        .sync_run(
+            env,
+            &conn,
+            name,
+            variant,
+            models,
+            summary,
+            sync_type,
+            Some(&seed),
+        )
+        .await;
+    // One that cannot be stored is in the logs of the next run's reader.
+    if queued.is_ok() {
+        let job = summary.job;
+        let _ = update_sync_state(env, key, |s| {
+            if s.last_run.as_ref().is_some_and(|r| r.job == job) {
+                s.webhooks_queued = true;
+            }
+        })
+        .await;
+    }
 }
 
 /// A sync's schedule as stored.
@@ -360,7 +408,7 @@ pub async fn run_webhook(
     if summary.success {
         let _ = app
             .webhooks
-            .sync_run(env, conn, name, "base", &models, &summary, "WEBHOOK")
+            .sync_run(env, conn, name, "base", &models, &summary, "WEBHOOK", None)
             .await;
     }
     Ok(())
@@ -672,30 +720,14 @@ pub async fn run_sync(
         }
         state.running = None;
         state.last_run = Some(summary.clone());
+        // A run stopped for its connection's deletion tells the app nothing.
+        state.webhooks_queued = stopped;
     })
     .await?;
-    if stopped {
-        // The connection is being deleted: nothing to tell the app.
-        return Ok(summary);
+    if !stopped {
+        // The run is done and recorded whatever happens to its webhooks.
+        queue_run_webhooks(app, env, &key, &models, &summary).await;
     }
-    // The run is done and recorded whatever happens to its webhooks; one
-    // that cannot be stored is in the logs of the next run's reader.
-    let _ = app
-        .webhooks
-        .sync_run(
-            env,
-            conn,
-            name,
-            variant,
-            &models,
-            &summary,
-            if last_sync_date.is_none() {
-                "INITIAL"
-            } else {
-                "INCREMENTAL"
-            },
-        )
-        .await;
     Ok(summary)
 }
 

@@ -523,6 +523,22 @@ impl Scheduler {
                 let Some((last, _)) = page.last() else { break };
                 after = Some(last.clone());
                 for (key, state) in page {
+                    if state.running.is_none()
+                        && !state.webhooks_queued
+                        && let Some(last) = &state.last_run
+                    {
+                        // The process stopped between a run's end and
+                        // queueing its webhooks.
+                        let models: Vec<String> = runner::parse_sync_key(&key)
+                            .and_then(|(conn, sync, _)| {
+                                env.deployment()?
+                                    .catalog
+                                    .sync_config(&conn.provider_config_key, sync)
+                                    .map(|s| s.output.clone())
+                            })
+                            .unwrap_or_default();
+                        runner::queue_run_webhooks(app, env, &key, &models, last).await;
+                    }
                     if let Some(mark) = &state.running {
                         let (job, started_at) = (mark.job, mark.started_at);
                         update_sync_state(env, &key, |s| {

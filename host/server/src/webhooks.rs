@@ -258,7 +258,9 @@ impl Webhooks {
         models: &[String],
         summary: &crate::runner::RunSummary,
         sync_type: &str,
+        seed: Option<&str>,
     ) -> ApiResult<()> {
+        let seeded = |part: &str| seed.map(|s| format!("{s}:{part}"));
         let settings = settings(env).await?;
         if settings.primary_url.is_none() && settings.secondary_url.is_none() {
             return Ok(());
@@ -287,7 +289,9 @@ impl Webhooks {
             });
             body["startedAt"] = json!(at(summary.started_at));
             body["failedAt"] = json!(at(summary.finished_at));
-            return self.enqueue(env, &settings, &body).await;
+            return self
+                .enqueue_with(env, &settings, &body, &[], seeded("failed").as_deref())
+                .await;
         }
         for model in models {
             let full = if variant == "base" {
@@ -306,7 +310,8 @@ impl Webhooks {
                 json!({"added": c.added, "updated": c.updated, "deleted": c.deleted});
             body["modifiedAfter"] = json!(at(summary.started_at));
             body["queryTimeStamp"] = json!(at(summary.started_at));
-            self.enqueue(env, &settings, &body).await?;
+            self.enqueue_with(env, &settings, &body, &[], seeded(model).as_deref())
+                .await?;
         }
         Ok(())
     }
