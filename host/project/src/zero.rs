@@ -221,10 +221,10 @@ pub fn frequency(text: &str) -> Option<Duration> {
 /// Checks definitions that arrive from outside (a deploy's
 /// `nango_json`) for what [`config`] would otherwise pass over or replace
 /// with a default: each entry an object with a `providerConfigKey`, once;
-/// `syncs` and `actions` lists of objects, each named, a name once per
-/// kind; a sync's `runs` a frequency the original accepts; endpoints with a
-/// known method and a path; on-event scripts listed by name. The
-/// error names the entry, the script and the field.
+/// `syncs` and `actions` lists of objects, each named; a sync's `runs` a
+/// frequency the original accepts; endpoints with a known method and a
+/// path; on-event scripts listed by name. The error names the entry, the
+/// script and the field.
 pub fn check_definitions(definitions: &[Value]) -> Result<(), String> {
     let mut keys = std::collections::BTreeSet::new();
     for (i, def) in definitions.iter().enumerate() {
@@ -244,15 +244,11 @@ pub fn check_definitions(definitions: &[Value]) -> Result<(), String> {
                 Some(Value::Array(a)) => a,
                 Some(_) => return Err(format!("`{key}`: `{list}` is not a list")),
             };
-            let mut names = std::collections::BTreeSet::new();
             for (j, s) in scripts.iter().enumerate() {
                 let name = match s.get("name") {
                     Some(Value::String(n)) if !n.trim().is_empty() => n.as_str(),
                     _ => return Err(format!("`{key}`: {list}[{j}] has no `name` string")),
                 };
-                if !names.insert(name) {
-                    return Err(format!("`{key}`: `{name}` is listed twice in `{list}`"));
-                }
                 let at = |field: &str| format!("`{key}/{name}`: `{field}`");
                 if list == "syncs" {
                     let runs = s.get("runs").and_then(Value::as_str).unwrap_or_default();
@@ -858,10 +854,6 @@ mod tests {
         assert_eq!(
             refused(json!([{"providerConfigKey": "a", "actions": [{"name": 1}]}])),
             "`a`: actions[0] has no `name` string"
-        );
-        assert_eq!(
-            refused(json!([{"providerConfigKey": "a", "actions": [{"name": "x"}, {"name": "x"}]}])),
-            "`a`: `x` is listed twice in `actions`"
         );
         assert!(
             refused(json!([{"providerConfigKey": "a", "syncs": [{"name": "s", "runs": "every 5 seconds"}]}]))

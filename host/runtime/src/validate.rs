@@ -25,6 +25,12 @@ const MAX_DEPTH: usize = 64;
 const STEPS_PER_VALUE: usize = 64;
 const MIN_STEPS: usize = 4_096;
 
+/// What a check may still spend, and whether it ran out.
+struct Steps {
+    left: usize,
+    ran_out: bool,
+}
+
 /// The number of JSON values in `value` (itself included), without
 /// recursion.
 fn value_count(value: &Value) -> usize {
@@ -66,9 +72,20 @@ impl Validation {
             let budget = STEPS_PER_VALUE
                 .saturating_mul(value_count(value))
                 .saturating_add(MIN_STEPS);
-            let mut steps = budget;
-            self.visit(schema, value, &Path::Root, 0, &mut steps, &mut errors);
-            if steps == 0 {
+            let mut steps = Steps {
+                left: budget,
+                ran_out: false,
+            };
+            self.visit(
+                schema,
+                value,
+                &Path::Root,
+                0,
+                false,
+                &mut steps,
+                &mut errors,
+            );
+            if steps.ran_out {
                 errors.push(format!(
                     "/ could not be checked: the schema is too complex for this value \
                      (more than {budget} steps; `anyOf` options within `anyOf` options)"
@@ -78,36 +95,44 @@ impl Validation {
         errors
     }
 
+    /// Checks `value` against `schema`. A `probe` (an `anyOf` option being
+    /// tried) stops at its first violation: only whether it has any counts.
+    #[allow(clippy::too_many_arguments)]
     fn visit(
         &self,
         schema: &Value,
         value: &Value,
         path: &Path<'_>,
         depth: usize,
-        steps: &mut usize,
+        probe: bool,
+        steps: &mut Steps,
         out: &mut Vec<String>,
     ) {
         let Some(schema) = schema.as_object() else {
             return;
         };
-        if depth > MAX_DEPTH || *steps == 0 {
+        if depth > MAX_DEPTH || (probe && !out.is_empty()) {
             return;
         }
-        *steps -= 1;
+        if steps.left == 0 {
+            steps.ran_out = true;
+            return;
+        }
+        steps.left -= 1;
         let at = |p: &Path<'_>| p.at();
         if let Some(Value::String(r)) = schema.get("$ref") {
             if let Some(target) = r
                 .strip_prefix("#/definitions/")
                 .and_then(|name| self.definitions.get(name))
             {
-                self.visit(target, value, path, depth + 1, steps, out);
+                self.visit(target, value, path, depth + 1, probe, steps, out);
             }
             return;
         }
         if let Some(Value::Array(options)) = schema.get("anyOf") {
             let fits = options.iter().any(|o| {
                 let mut e = Vec::new();
-                self.visit(o, value, path, depth + 1, steps, &mut e);
+                self.visit(o, value, path, depth + 1, true, steps, &mut e);
                 e.is_empty()
             });
             if !fits {
@@ -141,7 +166,18 @@ impl Validation {
         }
         if let (Some(items), Value::Array(values)) = (schema.get("items"), value) {
             for (i, v) in values.iter().enumerate() {
-                self.visit(items, v, &Path::Index(path, i), depth + 1, steps, out);
+                self.visit(
+                    items,
+                    v,
+                    &Path::Index(path, i),
+                    depth + 1,
+                    probe,
+                    steps,
+                    out,
+                );
+                if probe && !out.is_empty() {
+                    return;
+                }
             }
         }
         if let Value::Object(fields) = value {
@@ -156,17 +192,20 @@ impl Validation {
             for (k, v) in fields {
                 let here = Path::Key(path, k);
                 match properties.and_then(|p| p.get(k)) {
-                    Some(s) => self.visit(s, v, &here, depth + 1, steps, out),
+                    Some(s) => self.visit(s, v, &here, depth + 1, probe, steps, out),
                     None => match schema.get("additionalProperties") {
                         Some(Value::Bool(false)) => out.push(format!(
                             "{} must NOT have additional properties: '{k}'",
                             at(path)
                         )),
                         Some(extra @ Value::Object(_)) => {
-                            self.visit(extra, v, &here, depth + 1, steps, out)
+                            self.visit(extra, v, &here, depth + 1, probe, steps, out)
                         }
                         _ => {}
                     },
+                }
+                if probe && !out.is_empty() {
+                    return;
                 }
             }
         }
@@ -313,6 +352,25 @@ mod tests {
             errors.iter().any(|e| e.contains("too complex")),
             "{errors:?}"
         );
+        // A valid deep value whose every level tries options that fail
+        // early (on their type) is checked in full.
+        let v2 = Validation::new(
+            &json!({"definitions": {
+                "Doc": {"type": "object", "properties": {
+                    "content": {"type": "array", "items": {"anyOf": [
+                        {"type": "string"},
+                        {"type": "number"},
+                        {"$ref": "#/definitions/Doc"}
+                    ]}}
+                }, "required": ["content"]}
+            }}),
+            false,
+        );
+        let mut doc = json!({"content": ["leaf"]});
+        for _ in 0..40 {
+            doc = json!({"content": [doc, "x", 1]});
+        }
+        assert_eq!(v2.check("Doc", &doc), Vec::<String>::new());
         // A big value checked in proportion to its size is not cut off.
         let nodes: Vec<Value> = (0..5_000)
             .map(|i| json!({"v": i.to_string(), "next": {"v": "y"}}))

@@ -25,7 +25,7 @@ pub const ASYNC_ACTIONS: &str = "async-actions";
 /// What a sync of a connection remembers between runs: its schedule, the
 /// run in progress, and the last run. One document per (connection, sync,
 /// variant), changed only through [`update_sync_state`].
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SyncState {
     /// Start of the last successful run.
     pub last_sync_date: Option<DateTime<Utc>>,
@@ -49,6 +49,20 @@ pub struct SyncState {
     pub webhooks_queued: bool,
 }
 
+impl Default for SyncState {
+    fn default() -> Self {
+        SyncState {
+            last_sync_date: None,
+            last_job: 0,
+            last_run: None,
+            schedule: None,
+            running: None,
+            // Only a run's end has webhooks to queue (and says so).
+            webhooks_queued: true,
+        }
+    }
+}
+
 /// A sync run's webhooks, queued with delivery ids derived from the run
 /// (so queued twice, they are the same messages), then noted as queued.
 pub async fn queue_run_webhooks(
@@ -66,7 +80,14 @@ pub async fn queue_run_webhooks(
     } else {
         "INCREMENTAL"
     };
-    let seed = format!("sync-run:{key}:{}", summary.job);
+    // The environment, the sync and the run's job and start: a connection
+    // made again under a deleted one's id numbers its jobs from 1 again.
+    let seed = format!(
+        "sync-run:{}:{key}:{}:{}",
+        env.store.id(),
+        summary.job,
+        summary.started_at.timestamp_nanos_opt().unwrap_or_default()
+    );
     let queued = app
         .webhooks
         .sync_run(
@@ -323,8 +344,37 @@ pub async fn run_action(
     name: &str,
     input: Option<Value>,
 ) -> ApiResult<Report> {
+    run_action_for(app, env, conn, name, input, None).await
+}
+
+/// [`run_action`] for the connection created at `created` (when given):
+/// checked inside the connection's gate, so a connection deleted and made
+/// again under the same id is not taken for it.
+pub async fn run_action_for(
+    app: &App,
+    env: &EnvState,
+    conn: &ConnectionRef,
+    name: &str,
+    input: Option<Value>,
+    created: Option<DateTime<Utc>>,
+) -> ApiResult<Report> {
     let running = env.runs.enter(conn).await;
     let (catalog, script) = target(env, conn, name, ScriptKind::Action).await?;
+    if let Some(at) = created {
+        let now = env
+            .store
+            .connection(&conn.provider_config_key, &conn.connection_id)
+            .await?;
+        if now.is_none_or(|c| c.created_at != at) {
+            return Err(ApiError::not_found(
+                "unknown_connection",
+                format!(
+                    "connection `{}` of `{}` was deleted after the action was accepted",
+                    conn.connection_id, conn.provider_config_key
+                ),
+            ));
+        }
+    }
     let call = Call::Action {
         input: input.filter(|v| !v.is_null()).map(|v| v.to_string()),
     };
@@ -777,27 +827,15 @@ pub async fn drive_async_action(app: Arc<App>, env: Arc<EnvState>, mut a: AsyncA
         a.attempts += 1;
         a.updated_at = Utc::now();
         let _ = env.store.put_doc(ASYNC_ACTIONS, &a.id, &a).await;
-        let same_connection = match env
-            .store
-            .connection(&a.provider_config_key, &a.connection_id)
-            .await
-        {
-            Ok(Some(c)) => a.connection_created_at.is_none_or(|at| at == c.created_at),
-            Ok(None) => false,
-            // The run below reports a store that cannot be read.
-            Err(_) => true,
-        };
-        let outcome = if same_connection {
-            run_action(&app, &env, &conn, &a.action, a.input.clone()).await
-        } else {
-            Err(ApiError::not_found(
-                "unknown_connection",
-                format!(
-                    "connection `{}` of `{}` was deleted after the action was accepted",
-                    a.connection_id, a.provider_config_key
-                ),
-            ))
-        };
+        let outcome = run_action_for(
+            &app,
+            &env,
+            &conn,
+            &a.action,
+            a.input.clone(),
+            a.connection_created_at,
+        )
+        .await;
         // Retrying cannot bring a deleted connection back.
         let gone = matches!(&outcome, Err(e) if e.code == "unknown_connection");
         let failure = match outcome {

@@ -69,11 +69,11 @@ impl ConnectionRuns {
     pub async fn close(&self, conn: &ConnectionRef) -> Closed {
         let slot = self.gate(conn);
         slot.gate.stop.send_replace(true);
-        let guard = slot.gate.lock.clone().write_owned().await;
-        Closed {
-            guard: Some(guard),
-            slot,
-        }
+        // Made before the wait: should the deletion be abandoned while it
+        // waits (its request dropped), dropping this lifts the stop.
+        let mut closed = Closed { guard: None, slot };
+        closed.guard = Some(closed.slot.gate.lock.clone().write_owned().await);
+        closed
     }
 
     #[cfg(test)]
@@ -191,5 +191,13 @@ mod tests {
         assert_eq!(late.await.unwrap(), Some(7));
         drop(other);
         assert_eq!(runs.len(), 0, "unused gates are forgotten");
+
+        // A deletion abandoned while it waits lifts its stop.
+        let inside = runs.enter(&conn("a")).await;
+        let abandoned =
+            tokio::time::timeout(Duration::from_millis(20), runs.close(&conn("a"))).await;
+        assert!(abandoned.is_err());
+        let ran = inside.until_stopped(async { 1 }).await;
+        assert_eq!(ran, Some(1), "runs go on after an abandoned deletion");
     }
 }

@@ -631,7 +631,8 @@ impl EnvStore {
     /// Up to `want` records after the query's cursor and time, in index
     /// order, passing the filter: one range read of the paging entries
     /// (a few when records are large: after a first read of at most
-    /// [`PAGE_FIRST_READ`] entries, each read is sized from their average).
+    /// [`PAGE_FIRST_READ`] entries, each read is sized from the largest
+    /// entry so far, at most [`PAGE_MAX_READ`]).
     /// Stops early, `true`, once the records kept hold [`PAGE_BYTES`]: a
     /// page of 10,000 records of megabytes each would not fit in memory.
     async fn page_by_index(
@@ -650,9 +651,8 @@ impl EnvStore {
             (a, b) => a.or(b),
         };
         let mut out = Vec::with_capacity(want.min(PAGE_FIRST_READ));
-        // Bytes of the records kept, and of every entry read (for their
-        // average size).
-        let (mut kept, mut bytes, mut read_so_far) = (0usize, 0usize, 0usize);
+        // Bytes of the records kept, and the largest entry read.
+        let (mut kept, mut largest) = (0usize, 0usize);
         loop {
             // With a filter, rows are dropped after reading; read ahead more.
             let batch = if query.filter.is_some() {
@@ -661,11 +661,13 @@ impl EnvStore {
                 want - out.len()
             };
             // As many as fit in what is left of the byte bound at the size
-            // of those read so far; a first read of at most 128.
-            let fit = match bytes.checked_div(read_so_far) {
-                None => PAGE_FIRST_READ,
-                Some(average) => PAGE_BYTES.saturating_sub(kept) / average.max(1),
-            };
+            // of the largest read so far, and never more than
+            // PAGE_MAX_READ in one read (sizes vary): a page overshoots
+            // the bound by at most that many records.
+            let fit = PAGE_BYTES
+                .saturating_sub(kept)
+                .checked_div(largest)
+                .map_or(PAGE_FIRST_READ, |n| n.min(PAGE_MAX_READ));
             let batch = batch.min(fit.max(1));
             let entries = self
                 .backend()
@@ -681,8 +683,7 @@ impl EnvStore {
             let last = entries.last().map(|(k, _)| k.clone());
             for (_, entry) in entries {
                 let size = entry.len();
-                bytes = bytes.saturating_add(size);
-                read_so_far += 1;
+                largest = largest.max(size);
                 let record = rows::decode_raw(entry)?;
                 if query.filter.is_some_and(|f| !f.keeps_raw(&record)) {
                     continue;
@@ -1030,8 +1031,10 @@ impl EnvStore {
 /// their limit, with a cursor, rather than hold gigabytes.
 pub const PAGE_BYTES: usize = 32 << 20;
 
-/// The most entries a page reads before it knows how big they are.
+/// The most entries a page reads before it knows how big they are, and
+/// in any one read after.
 const PAGE_FIRST_READ: usize = 128;
+const PAGE_MAX_READ: usize = 256;
 
 /// The document collection of syncs' checkpoints, among each
 /// connection's documents (so deleting a connection deletes them; a new
@@ -1050,11 +1053,10 @@ fn legacy_checkpoint_key(conn: &ConnectionRef, key: &str) -> String {
 }
 
 impl EnvStore {
-    /// Deletes the connection's checkpoints of the earlier layout.
-    pub(crate) async fn delete_legacy_checkpoints(
-        &self,
-        conn: &ConnectionRef,
-    ) -> Result<(), StoreError> {
+    /// Deletes the connection's checkpoints of the earlier layout (a
+    /// connection deleted by an earlier version left them: a new one of
+    /// its id calls this so as not to read them).
+    pub async fn delete_legacy_checkpoints(&self, conn: &ConnectionRef) -> Result<(), StoreError> {
         let prefix = self.doc_key(DocSpace::Env, CHECKPOINTS, &legacy_checkpoint_key(conn, ""));
         self.delete_prefix(Table::Docs, &prefix).await?;
         Ok(())

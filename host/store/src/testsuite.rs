@@ -2340,6 +2340,25 @@ pub async fn delete_connection_removes_its_records_and_docs(b: &Reopen) {
         env.checkpoint(&neighbour, "issues").await.unwrap(),
         Some(json!({"page": 3}))
     );
+    // Left in the earlier place by an earlier version's deletion: a new
+    // connection of the id clears them before it can read them.
+    env.put_doc(
+        "checkpoints",
+        "github\u{1f}c\u{1f}issues",
+        &json!({"stale": 1}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        env.checkpoint(&c, "issues").await.unwrap(),
+        Some(json!({"stale": 1}))
+    );
+    env.delete_legacy_checkpoints(&c).await.unwrap();
+    assert_eq!(env.checkpoint(&c, "issues").await.unwrap(), None);
+    assert_eq!(
+        env.checkpoint(&neighbour, "prs").await.unwrap(),
+        Some(json!({"new": true}))
+    );
     assert!(env.connection("github", "c").await.unwrap().is_none());
     assert!(env.models(&c).await.unwrap().is_empty());
     assert!(

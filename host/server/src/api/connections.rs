@@ -214,6 +214,11 @@ pub async fn create(
             ),
         ));
     }
+    if is_new {
+        // Checkpoints an earlier version left behind for a deleted
+        // connection of this id are not this one's.
+        env.store.delete_legacy_checkpoints(&conn).await?;
+    }
     // New credentials (or a new connection where one of the same id was
     // before): an error recorded for the old ones is stale.
     let key = format!("{}/{}", conn.provider_config_key, conn.connection_id);

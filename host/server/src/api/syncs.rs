@@ -89,6 +89,7 @@ async fn targets(
             ));
         }
     }
+    let given = cid.is_some();
     let connections: Vec<String> = match cid {
         Some(cid) => {
             if !env.store.connection_exists(pck, &cid).await? {
@@ -104,7 +105,7 @@ async fn targets(
             .map(|c| c.connection_id)
             .collect(),
     };
-    let one = connections.len() == 1;
+    let one = given;
     let mut out = Vec::new();
     'connections: for cid in connections {
         let conn = ConnectionRef {
