@@ -409,19 +409,12 @@ async fn an_async_actions_webhook_is_queued_once_even_when_the_process_stopped_b
         &[(guests::ACTION_NOOP, "noop", ScriptKind::Action)],
     )
     .await;
-    for (path, body) in [
-        (
-            "/integrations",
-            json!({"unique_key": "m", "provider": "mock"}),
-        ),
-        (
-            "/connection",
-            json!({"provider_config_key": "m", "connection_id": "c1", "access_token": "t"}),
-        ),
-    ] {
-        let (code, out) = c.send("POST", path, Some(body)).await;
-        assert_eq!(code, 200, "{out}");
-    }
+    c.integration_and_connection(
+        "m",
+        "mock",
+        json!({"connection_id": "c1", "access_token": "t"}),
+    )
+    .await;
     let (code, out) = c
         .send(
             "PUT",
@@ -500,28 +493,20 @@ async fn a_runs_webhooks_are_caught_up_at_start_when_the_process_stopped_before_
         &[(guests::HUBSPOT_RUST_CONTACTS, "contacts", ScriptKind::Sync)],
     )
     .await;
-    for (path, body) in [
-        (
-            "/integrations",
-            json!({"unique_key": "hubspot", "provider": "hubspot"}),
-        ),
-        (
-            "/connection",
-            json!({"provider_config_key": "hubspot", "connection_id": "demo", "access_token": "t"}),
-        ),
-        (
+    c.integration_and_connection(
+        "hubspot",
+        "hubspot",
+        json!({"connection_id": "demo", "access_token": "t"}),
+    )
+    .await;
+    let (code, out) = c
+        .send(
+            "PUT",
             "/sluice/webhook-settings",
-            json!({"primary_url": app.url()}),
-        ),
-    ] {
-        let method = if path.contains("settings") {
-            "PUT"
-        } else {
-            "POST"
-        };
-        let (code, out) = c.send(method, path, Some(body)).await;
-        assert_eq!(code, 200, "{out}");
-    }
+            Some(json!({"primary_url": app.url()})),
+        )
+        .await;
+    assert_eq!(code, 200, "{out}");
     let r = run(&c).await;
     assert_eq!(r["results"]["Contact"]["added"], 2, "{r}");
     app.wait_for("the run's webhook", Duration::from_secs(10), |a| {

@@ -681,16 +681,6 @@ pub async fn run_sync(
         .await;
     let stopped = ran.is_none();
     let summary = match ran {
-        None => {
-            let message = "the connection was deleted during the run".to_string();
-            app.logs
-                .record_failure(env, conn, "sync", name, started_at, message.clone())
-                .await;
-            RunSummary {
-                run_type,
-                ..RunSummary::failed(job, started_at, "connection_deleted", message)
-            }
-        }
         Some(Ok(report)) => {
             let mut results = report.changes.clone();
             let mut error = report
@@ -750,17 +740,26 @@ pub async fn run_sync(
                 run_type,
             }
         }
-        Some(Err(_)) => {
-            let message = format!(
-                "the run was stopped after {} s, the longest a sync may run",
-                max_run.as_secs()
-            );
+        stopped_or_late => {
+            let (code, message) = match stopped_or_late {
+                None => (
+                    "connection_deleted",
+                    "the connection was deleted during the run".to_string(),
+                ),
+                _ => (
+                    "sync_timeout",
+                    format!(
+                        "the run was stopped after {} s, the longest a sync may run",
+                        max_run.as_secs()
+                    ),
+                ),
+            };
             app.logs
                 .record_failure(env, conn, "sync", name, started_at, message.clone())
                 .await;
             RunSummary {
                 run_type,
-                ..RunSummary::failed(job, started_at, "sync_timeout", message)
+                ..RunSummary::failed(job, started_at, code, message)
             }
         }
     };
