@@ -199,5 +199,15 @@ impl Server {
         }
         let task = std::mem::replace(&mut self.task, tokio::spawn(async {}));
         let _ = task.await;
+        let logs = std::mem::replace(&mut self.logs, tokio::spawn(async {}));
+        let _ = logs.await;
+        // Work still finishing its last step (an async action writing its
+        // end, a webhook round) holds the app, and with it the store: the
+        // data directory can be opened again once they let go. Bounded: an
+        // async action waiting to retry is left to end with the process.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while Arc::strong_count(&self.app) > 1 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
     }
 }

@@ -351,12 +351,16 @@ impl Webhooks {
     }
 
     async fn work(self: Arc<Self>, app: Weak<App>) {
+        // The rounds of sends in flight; dropped with this task (when the
+        // server stops), which aborts them.
+        let mut rounds = tokio::task::JoinSet::new();
         loop {
+            while rounds.try_join_next().is_some() {}
             let woken = self.wake.notified();
             tokio::pin!(woken);
             woken.as_mut().enable();
             let Some(strong) = app.upgrade() else { return };
-            let next = self.deliver_due(&strong).await;
+            let next = self.deliver_due(&strong, &mut rounds).await;
             drop(strong);
             let wait = next
                 .map(|at| (at - Utc::now()).to_std().unwrap_or(Duration::ZERO))
@@ -375,7 +379,11 @@ impl Webhooks {
     /// Starts a round of sends for every environment with due deliveries
     /// and none in flight (up to 64 at once per environment); returns when
     /// the next one is due. A round that ends wakes the worker.
-    async fn deliver_due(self: &Arc<Self>, app: &Arc<App>) -> Option<DateTime<Utc>> {
+    async fn deliver_due(
+        self: &Arc<Self>,
+        app: &Arc<App>,
+        rounds: &mut tokio::task::JoinSet<()>,
+    ) -> Option<DateTime<Utc>> {
         let now = Utc::now();
         let mut earliest: Option<DateTime<Utc>> = None;
         for env in app.envs() {
@@ -403,7 +411,7 @@ impl Webhooks {
             }
             self.set_busy(id, true);
             let (me, app, env) = (self.clone(), app.clone(), env.clone());
-            tokio::spawn(async move {
+            rounds.spawn(async move {
                 let mut sends = tokio::task::JoinSet::new();
                 for (key, d) in due {
                     let (me, app, env) = (me.clone(), app.clone(), env.clone());
