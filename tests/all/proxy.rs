@@ -415,3 +415,68 @@ async fn a_retry_header_far_in_the_future_is_no_wait_not_a_crash() {
     assert_eq!(output(&report)["status"], 200);
     assert_eq!(hits.load(Ordering::SeqCst), 2);
 }
+
+/// A base URL whose host a connection's value chooses: the connection
+/// cannot make scripts call the server's own network (loopback here), nor
+/// leave the template's domain, unless `allowed_hosts` names the host.
+#[tokio::test]
+async fn a_connection_chosen_host_must_be_public() {
+    let mut h = Harness::new(
+        echo(),
+        "mock:\n  auth_mode: OAUTH2\n  proxy:\n    base_url: http://${connectionConfig.host}\n",
+        json!({"type": "OAUTH2", "access_token": "tok"}),
+    )
+    .await;
+    let mock_host = h.mock.url().trim_start_matches("http://").to_string();
+    let mut c = h.connections.get("mock-int", "c1").await.unwrap();
+    c.connection_config
+        .insert("host".into(), json!(mock_host.clone()));
+    h.connections.insert(c);
+    let report = h
+        .action(guests::ACTION_PROXY, json!({"endpoint": "/users"}))
+        .await;
+    let Err(ExecError::Script(failure)) = &report.outcome else {
+        panic!("expected a refusal, got {:?}", report.outcome);
+    };
+    assert_eq!(failure.error_type, "egress_denied", "{}", failure.message);
+    assert!(
+        failure.message.contains("not a public address"),
+        "{}",
+        failure.message
+    );
+    assert!(
+        h.mock.requests().is_empty(),
+        "the request reached the network"
+    );
+
+    h.limits().allowed_hosts = vec![mock_host];
+    output(
+        &h.action(guests::ACTION_PROXY, json!({"endpoint": "/users"}))
+            .await,
+    );
+    assert_eq!(h.mock.requests().len(), 1);
+
+    // A value beside fixed text in the host cannot leave it.
+    let h = Harness::new(
+        echo(),
+        "mock:\n  auth_mode: OAUTH2\n  proxy:\n    base_url: http://${connectionConfig.sub}.example.com\n",
+        json!({"type": "OAUTH2", "access_token": "tok"}),
+    )
+    .await;
+    let mut c = h.connections.get("mock-int", "c1").await.unwrap();
+    c.connection_config
+        .insert("sub".into(), json!("127.0.0.1:1/x?"));
+    h.connections.insert(c);
+    let report = h
+        .action(guests::ACTION_PROXY, json!({"endpoint": "/users"}))
+        .await;
+    let Err(ExecError::Script(failure)) = &report.outcome else {
+        panic!("expected a refusal, got {:?}", report.outcome);
+    };
+    assert_eq!(failure.error_type, "invalid_request", "{}", failure.message);
+    assert!(
+        failure.message.contains("connectionConfig.sub") && failure.message.contains("host name"),
+        "{}",
+        failure.message
+    );
+}

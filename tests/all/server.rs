@@ -1404,3 +1404,79 @@ async fn concurrent_deploys_each_get_their_own_version() {
     assert_eq!(versions, (1..=7).collect::<Vec<u64>>(), "{list}");
     server.stop().await;
 }
+
+/// A token URL whose host a connection's value chooses
+/// (`${connectionConfig.host}`) gets the integration's client secret and
+/// the refresh token: a connection cannot point it at the server's own
+/// network unless the environment's `allowed_hosts` names the host.
+#[tokio::test]
+async fn a_connection_cannot_send_the_token_refresh_to_a_private_address() {
+    use sluice_tests::{MockRequest, MockResponse};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let calls = Arc::new(AtomicUsize::new(0));
+    let seen = calls.clone();
+    let mock = MockServer::start(Arc::new(move |req: &MockRequest| {
+        if req.path == "/oauth/token" {
+            seen.fetch_add(1, Ordering::SeqCst);
+            MockResponse::json(200, &json!({"access_token": "fresh", "expires_in": 3600}))
+        } else {
+            MockResponse::json(200, &json!({}))
+        }
+    }))
+    .await
+    .unwrap();
+    let mock_host = mock.url().trim_start_matches("http://").to_string();
+    let providers = format!(
+        "mock:\n  auth_mode: OAUTH2\n  token_url: http://${{connectionConfig.host}}/oauth/token\n  proxy:\n    base_url: {}\n",
+        mock.url()
+    );
+    let data = tempfile::tempdir().unwrap();
+    let master = MasterKey::generate();
+    let config = ServerConfig::new(data.path(), "127.0.0.1:0".parse().unwrap());
+    let server = start_with(config.clone(), &master, &providers).await;
+    let dev = Client::new(&server, DEV_KEY);
+    let (status, body) = dev
+        .send(
+            "POST",
+            "/integrations",
+            Some(json!({"unique_key": "mock-int", "provider": "mock", "credentials": {"type": "OAUTH2", "client_id": "cid", "client_secret": "csecret"}})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = dev
+        .send(
+            "POST",
+            "/connection",
+            Some(json!({
+                "provider_config_key": "mock-int", "connection_id": "c1",
+                "connection_config": {"host": mock_host},
+                "access_token": "old", "refresh_token": "rt-1",
+                "expires_at": "2020-01-01T00:00:00Z",
+            })),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = dev
+        .send("GET", "/connection/c1?provider_config_key=mock-int", None)
+        .await;
+    assert!(
+        status >= 400 && body.to_string().contains("not a public address"),
+        "{status} {body}"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 0, "the token URL was called");
+    server.stop().await;
+
+    // The operator allows that host: the refresh goes there.
+    let mut config = config;
+    config.limits.allowed_hosts = vec![mock_host.clone()];
+    let server = start_with(config, &master, &providers).await;
+    let dev = Client::new(&server, DEV_KEY);
+    let (status, body) = dev
+        .send("GET", "/connection/c1?provider_config_key=mock-int", None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["credentials"]["access_token"], "fresh", "{body}");
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    server.stop().await;
+}

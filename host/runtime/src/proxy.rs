@@ -12,6 +12,7 @@ use crate::connection::Connection;
 use crate::exec::{LogEntry, LogLevel, LogSource};
 use crate::host::HostState;
 use crate::providers::Provider;
+use crate::template::{ExpandedUrl, UrlTemplateError};
 
 /// The user agent of every upstream request (the original overwrites it too).
 pub const USER_AGENT: &str = concat!("sluice/", env!("CARGO_PKG_VERSION"));
@@ -151,21 +152,110 @@ pub(crate) fn query_pairs(json: &[u8]) -> Result<Vec<(String, String)>, HttpErro
 pub(crate) fn provider_base_url(
     provider: &Provider,
     connection: &Connection,
-) -> Result<Option<String>, NangoError> {
+) -> Result<Option<ExpandedUrl>, NangoError> {
     let Some(template) = &provider.proxy.base_url else {
         return Ok(None);
     };
-    crate::template::expand(template, &|k| connection.lookup(k))
+    crate::template::expand_url(template, &|k| connection.lookup(k))
         .map(Some)
-        .ok_or_else(|| {
-            nango_error(
+        .map_err(|e| match e {
+            UrlTemplateError::Missing => nango_error(
                 "invalid_request",
                 format!(
                     "the base URL of provider `{}` ({template}) needs values this connection does not have",
                     provider.name
                 ),
-            )
+            ),
+            e @ UrlTemplateError::HostValue { .. } => nango_error(
+                "invalid_request",
+                format!("the base URL of provider `{}` ({template}): {e}", provider.name),
+            ),
         })
+}
+
+/// The host a provider's base URL lets a connection's scripts call
+/// without the allowlist.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ProviderHost {
+    /// No base URL (or one this connection cannot build).
+    None,
+    /// `host:port` of the base URL.
+    Own(String),
+    /// `host:port` of a base URL whose host a connection's value chose and
+    /// which is not a public address: the connection cannot make the
+    /// server call its own network (only the allowlist can).
+    NotPublic(String),
+}
+
+impl ProviderHost {
+    pub(crate) fn of(provider: &Provider, connection: &Connection) -> Self {
+        let Some(base) = provider_base_url(provider, connection).ok().flatten() else {
+            return ProviderHost::None;
+        };
+        let Some(url) = Url::parse(&base.url).ok() else {
+            return ProviderHost::None;
+        };
+        let Some(host) = host_port(&url) else {
+            return ProviderHost::None;
+        };
+        if base.host_from_connection && !public_host(&url) {
+            ProviderHost::NotPublic(host)
+        } else {
+            ProviderHost::Own(host)
+        }
+    }
+}
+
+/// Whether `url`'s host is a public address: not `localhost`, and not an
+/// IP address of a loopback, private, link-local, shared, multicast or
+/// reserved range (IPv4 written in any form the URL standard accepts —
+/// `2130706433`, `0x7f.1` — is parsed to its address first).
+pub fn public_host(url: &Url) -> bool {
+    match url.host() {
+        None => false,
+        Some(url::Host::Domain(name)) => {
+            let name = name.trim_end_matches('.').to_ascii_lowercase();
+            !(name.is_empty() || name == "localhost" || name.ends_with(".localhost"))
+        }
+        Some(url::Host::Ipv4(ip)) => public_v4(ip),
+        Some(url::Host::Ipv6(ip)) => public_v6(ip),
+    }
+}
+
+fn public_v4(ip: std::net::Ipv4Addr) -> bool {
+    let [a, b, c, _] = ip.octets();
+    !(ip.is_unspecified()
+        || ip.is_loopback()
+        || ip.is_private()
+        || ip.is_link_local()
+        || ip.is_broadcast()
+        || ip.is_multicast()
+        || ip.is_documentation()
+        || a == 0
+        || a >= 240
+        || (a == 100 && (64..128).contains(&b))
+        || (a == 192 && b == 0 && c == 0)
+        || (a == 198 && (b == 18 || b == 19)))
+}
+
+fn public_v6(ip: std::net::Ipv6Addr) -> bool {
+    if let Some(v4) = ip.to_ipv4_mapped() {
+        return public_v4(v4);
+    }
+    let s = ip.segments();
+    // NAT64 (64:ff9b::/96) carries an IPv4 address too.
+    if s[0] == 0x64 && s[1] == 0xff9b && s[2..6].iter().all(|x| *x == 0) {
+        let [a, b] = s[6].to_be_bytes();
+        let [c, d] = s[7].to_be_bytes();
+        return public_v4(std::net::Ipv4Addr::new(a, b, c, d));
+    }
+    !(ip.is_unspecified()
+        || ip.is_loopback()
+        || ip.is_multicast()
+        || (s[0] & 0xfe00) == 0xfc00
+        || (s[0] & 0xffc0) == 0xfe80
+        || (s[0] & 0xffc0) == 0xfec0
+        || (s[0..6].iter().all(|x| *x == 0)))
 }
 
 /// Builds the request: URL, credentials, provider headers, script headers.
@@ -178,6 +268,7 @@ pub(crate) fn prepare(
         Some(b) => b.clone(),
         None => provider_base_url(provider, connection)
             .map_err(HttpError::Failed)?
+            .map(|b| b.url)
             .ok_or_else(|| {
                 failed(
                     "invalid_request",
@@ -332,18 +423,33 @@ fn put_header(headers: &mut Vec<(String, String)>, name: &str, value: String) {
     headers.push((name, value));
 }
 
-/// Whether `url` may be called: the provider's own host or the allowlist.
-pub(crate) fn egress_allowed(url: &Url, provider_host: Option<&str>, allowed: &[String]) -> bool {
-    let Some(host) = url.host_str() else {
-        return false;
-    };
-    let host_port = match url.port_or_known_default() {
+/// `host:port` of `url` (the scheme's default port when none is written),
+/// for the egress check: another port of the same host is another service.
+fn host_port(url: &Url) -> Option<String> {
+    let host = url.host_str()?;
+    Some(match url.port_or_known_default() {
         Some(p) => format!("{host}:{p}"),
         None => host.to_string(),
+    })
+}
+
+/// Whether `url` may be called: the provider's own host or the allowlist.
+pub(crate) fn egress_allowed(url: &Url, provider_host: &ProviderHost, allowed: &[String]) -> bool {
+    let Some(host_port) = host_port(url) else {
+        return false;
     };
-    if provider_host.is_some_and(|p| p == host_port) {
+    if matches!(provider_host, ProviderHost::Own(own) if *own == host_port) {
         return true;
     }
+    in_allowlist(url, allowed)
+}
+
+/// Whether the environment's `allowed_hosts` names `url`'s host: a host
+/// name, `*.example.com`, or `host:port`.
+pub fn in_allowlist(url: &Url, allowed: &[String]) -> bool {
+    let (Some(host), Some(host_port)) = (url.host_str(), host_port(url)) else {
+        return false;
+    };
     allowed.iter().any(|entry| {
         let entry = entry.trim().to_ascii_lowercase();
         if let Some(suffix) = entry.strip_prefix("*.") {
@@ -357,32 +463,25 @@ pub(crate) fn egress_allowed(url: &Url, provider_host: Option<&str>, allowed: &[
 /// [`egress_allowed`], or the `egress_denied` error naming the host.
 fn egress_check(
     url: &Url,
-    provider_host: Option<&str>,
+    provider_host: &ProviderHost,
     allowed: &[String],
 ) -> Result<(), NangoError> {
     if egress_allowed(url, provider_host, allowed) {
         return Ok(());
     }
-    Err(nango_error(
-        "egress_denied",
-        format!(
-            "requests to host `{}` are not allowed: only the provider's host ({}) and the environment's allowed_hosts may be called",
-            url.host_str().unwrap_or(""),
-            provider_host.unwrap_or("none")
+    let host = url.host_str().unwrap_or("");
+    let message = match provider_host {
+        ProviderHost::NotPublic(own) if host_port(url).as_ref() == Some(own) => format!(
+            "requests to host `{host}` are not allowed: the connection's configuration chose the provider's host, and it is not a public address (loopback, private, link-local…); only the environment's allowed_hosts may name such a host"
         ),
-    ))
-}
-
-/// The host and port (the scheme's default when none is written) of a base
-/// URL, for the egress check: another port of the same host is another
-/// service.
-pub(crate) fn host_of(base: &str) -> Option<String> {
-    let url = Url::parse(base).ok()?;
-    let host = url.host_str()?;
-    Some(match url.port_or_known_default() {
-        Some(p) => format!("{host}:{p}"),
-        None => host.to_string(),
-    })
+        ProviderHost::Own(own) => format!(
+            "requests to host `{host}` are not allowed: only the provider's host ({own}) and the environment's allowed_hosts may be called"
+        ),
+        _ => format!(
+            "requests to host `{host}` are not allowed: only the provider's host (none) and the environment's allowed_hosts may be called"
+        ),
+    };
+    Err(nango_error("egress_denied", message))
 }
 
 /// How long to wait before the next attempt (0-based `attempt`), in the
@@ -590,10 +689,7 @@ pub(crate) async fn send(state: &mut HostState, req: &Request) -> Result<Respons
                 ),
             )
         })?;
-    let provider_host = provider_base_url(&provider, &own)
-        .ok()
-        .flatten()
-        .and_then(|b| host_of(&b));
+    let provider_host = ProviderHost::of(&provider, &own);
 
     let mut seen_401 = false;
     let mut last_creds = None;
@@ -609,12 +705,8 @@ pub(crate) async fn send(state: &mut HostState, req: &Request) -> Result<Respons
         last_creds = Some(connection.credentials.clone());
         state.note_secrets(&connection);
         let prepared = prepare(req, &provider, &connection)?;
-        egress_check(
-            &prepared.url,
-            provider_host.as_deref(),
-            &state.limits().allowed_hosts,
-        )
-        .map_err(HttpError::Failed)?;
+        egress_check(&prepared.url, &provider_host, &state.limits().allowed_hosts)
+            .map_err(HttpError::Failed)?;
         let started = Instant::now();
         let services = state.services.clone();
         let outcome = services
@@ -721,13 +813,8 @@ pub(crate) async fn uncontrolled_fetch(
         .services
         .providers
         .get(&own.provider)
-        .and_then(|p| provider_base_url(p, &own).ok().flatten())
-        .and_then(|b| host_of(&b));
-    egress_check(
-        &url,
-        provider_host.as_deref(),
-        &state.limits().allowed_hosts,
-    )?;
+        .map_or(ProviderHost::None, |p| ProviderHost::of(p, &own));
+    egress_check(&url, &provider_host, &state.limits().allowed_hosts)?;
     let prepared = Prepared {
         method: req.method,
         url,
@@ -965,19 +1052,86 @@ mod tests {
     #[test]
     fn egress_allowlist() {
         let url = Url::parse("https://api.x.com/v").unwrap();
-        let own = host_of("https://api.x.com/base").unwrap();
-        assert!(egress_allowed(&url, Some(&own), &[]));
-        assert!(!egress_allowed(&url, Some("y.com:443"), &[]));
+        let own =
+            ProviderHost::Own(host_port(&Url::parse("https://api.x.com/base").unwrap()).unwrap());
+        assert!(egress_allowed(&url, &own, &[]));
+        assert!(!egress_allowed(
+            &url,
+            &ProviderHost::Own("y.com:443".into()),
+            &[]
+        ));
         // Another port or scheme of the provider's host is not the provider.
         for other in ["http://api.x.com/v", "https://api.x.com:6379/v"] {
             let other = Url::parse(other).unwrap();
-            assert!(!egress_allowed(&other, Some(&own), &[]), "{other}");
+            assert!(!egress_allowed(&other, &own, &[]), "{other}");
         }
-        assert!(egress_allowed(&url, None, &["*.x.com".into()]));
-        assert!(!egress_allowed(&url, None, &["x.com".into()]));
+        assert!(egress_allowed(
+            &url,
+            &ProviderHost::None,
+            &["*.x.com".into()]
+        ));
+        assert!(!egress_allowed(
+            &url,
+            &ProviderHost::None,
+            &["x.com".into()]
+        ));
         let local = Url::parse("http://127.0.0.1:8080/").unwrap();
-        assert!(egress_allowed(&local, Some("127.0.0.1:8080"), &[]));
-        assert!(!egress_allowed(&local, Some("127.0.0.1:9090"), &[]));
+        assert!(egress_allowed(
+            &local,
+            &ProviderHost::Own("127.0.0.1:8080".into()),
+            &[]
+        ));
+        assert!(!egress_allowed(
+            &local,
+            &ProviderHost::Own("127.0.0.1:9090".into()),
+            &[]
+        ));
+        // A non-public host a connection's value chose: only the allowlist.
+        let chosen = ProviderHost::NotPublic("127.0.0.1:8080".into());
+        assert!(!egress_allowed(&local, &chosen, &[]));
+        assert!(egress_allowed(&local, &chosen, &["127.0.0.1:8080".into()]));
+        let refused = egress_check(&local, &chosen, &[]).unwrap_err();
+        assert_eq!(refused.code, "egress_denied");
+        assert!(
+            refused.message.contains("not a public address"),
+            "{}",
+            refused.message
+        );
+    }
+
+    #[test]
+    fn public_hosts() {
+        for private in [
+            "http://localhost/",
+            "http://LOCALHOST./",
+            "http://db.localhost/",
+            "http://127.0.0.1/",
+            "http://2130706433/",
+            "http://0x7f.1/",
+            "http://0.0.0.0/",
+            "http://10.1.2.3/",
+            "http://172.16.0.1/",
+            "http://192.168.1.1/",
+            "http://169.254.169.254/latest/meta-data",
+            "http://100.64.0.1/",
+            "http://224.0.0.1/",
+            "http://[::1]/",
+            "http://[::]/",
+            "http://[::ffff:127.0.0.1]/",
+            "http://[64:ff9b::a00:1]/",
+            "http://[fd00::1]/",
+            "http://[fe80::1]/",
+        ] {
+            assert!(!public_host(&Url::parse(private).unwrap()), "{private}");
+        }
+        for public in [
+            "https://acme.zendesk.com/",
+            "http://8.8.8.8/",
+            "http://[2606:4700::1111]/",
+            "http://[::ffff:8.8.8.8]/",
+        ] {
+            assert!(public_host(&Url::parse(public).unwrap()), "{public}");
+        }
     }
 
     #[test]

@@ -30,6 +30,120 @@ pub fn expand(template: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Option
     Some(out)
 }
 
+/// A URL expanded from a provider's template (a base URL, a token URL).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpandedUrl {
+    pub url: String,
+    /// A connection's value chose the host: the template's host has a
+    /// placeholder (`https://${connectionConfig.subdomain}.x.com`) or the
+    /// whole URL is one (`${connectionConfig.instance_url}`). Such a host
+    /// is only as trustworthy as whoever created the connection.
+    pub host_from_connection: bool,
+}
+
+/// Why a URL template could not be expanded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UrlTemplateError {
+    #[error("a placeholder has no value")]
+    Missing,
+    /// A value placed beside fixed text in the host could leave it
+    /// (`evil.com/?` before `.zendesk.com`).
+    #[error(
+        "the value of `{key}` (`{value}`) cannot be part of a host name: only letters, digits, `.`, `-` and `_` can"
+    )]
+    HostValue { key: String, value: String },
+}
+
+/// Expands a URL template like [`expand`], keeping what a connection's
+/// values may do to the host: a placeholder that shares the host with
+/// fixed text takes only host-name characters, and the result says whether
+/// the host came from a value.
+pub fn expand_url(
+    template: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<ExpandedUrl, UrlTemplateError> {
+    let refused = std::cell::RefCell::new(None);
+    for alternative in template.split(" || ") {
+        let (host_keys, whole_host) = host_placeholders(alternative);
+        let checked = |key: &str| -> Option<String> {
+            let value = lookup(key)?;
+            let host_safe = value
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
+            if !whole_host && host_keys.iter().any(|k| k == key) && !host_safe {
+                refused
+                    .borrow_mut()
+                    .get_or_insert(UrlTemplateError::HostValue {
+                        key: key.to_string(),
+                        value: value.chars().take(100).collect(),
+                    });
+                return None;
+            }
+            Some(value)
+        };
+        if let Some(url) = expand(alternative, &checked) {
+            return Ok(ExpandedUrl {
+                url,
+                host_from_connection: whole_host || !host_keys.is_empty(),
+            });
+        }
+        if let Some(e) = refused.borrow_mut().take() {
+            return Err(e);
+        }
+    }
+    Err(UrlTemplateError::Missing)
+}
+
+/// The placeholders in the host of a URL template, and whether one of them
+/// is the whole host (nothing fixed beside it: the value may carry its own
+/// path, `https://${connectionConfig.baseUrl}`) or the whole URL.
+fn host_placeholders(template: &str) -> (Vec<String>, bool) {
+    let template = template.trim();
+    if template.starts_with("${") {
+        return (Vec::new(), true);
+    }
+    let Some(scheme_end) = template.find("://") else {
+        return (Vec::new(), false);
+    };
+    let authority = &template[scheme_end + 3..];
+    // The host ends at the first `/`, `?` or `#` outside a placeholder.
+    let mut end = authority.len();
+    let mut depth = 0usize;
+    let bytes = authority.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'$' if bytes.get(i + 1) == Some(&b'{') => {
+                depth += 1;
+                i += 1;
+            }
+            b'}' if depth > 0 => depth -= 1,
+            b'/' | b'?' | b'#' if depth == 0 => {
+                end = i;
+                break;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    let authority = &authority[..end];
+    let mut keys = Vec::new();
+    let mut rest = authority;
+    while let Some(start) = rest.find("${") {
+        let after = &rest[start + 2..];
+        let Some(close) = after.find('}') else {
+            break;
+        };
+        keys.push(after[..close].trim().to_string());
+        rest = &after[close + 1..];
+    }
+    let whole = keys.len() == 1
+        && authority.starts_with("${")
+        && authority.ends_with('}')
+        && authority.matches("${").count() == 1;
+    (keys, whole)
+}
+
 /// Index of the `)` that closes a `base64(` whose content starts `s`,
 /// skipping nested `${...}` placeholders.
 fn matching_close(s: &str) -> Option<usize> {
@@ -98,6 +212,55 @@ mod tests {
         assert_eq!(
             expand("${base64(${apiKey}:)}", &lookup).as_deref(),
             Some("azo=")
+        );
+    }
+
+    #[test]
+    fn url_templates_say_whether_a_value_chose_the_host() {
+        let values = |key: &str| -> Option<String> {
+            match key {
+                "connectionConfig.subdomain" => Some("acme".into()),
+                "connectionConfig.evil" => Some("evil.com/x?".into()),
+                "connectionConfig.instance_url" => Some("https://na1.example.com/x".into()),
+                "connectionConfig.tenant" => Some("a/b".into()),
+                _ => None,
+            }
+        };
+        let fixed = expand_url("https://api.x.com/${connectionConfig.tenant}", &values).unwrap();
+        assert_eq!(fixed.url, "https://api.x.com/a/b");
+        assert!(!fixed.host_from_connection);
+
+        let sub = expand_url("https://${connectionConfig.subdomain}.x.com/api", &values).unwrap();
+        assert_eq!(sub.url, "https://acme.x.com/api");
+        assert!(sub.host_from_connection);
+
+        // A value that would end the host before the fixed suffix.
+        assert_eq!(
+            expand_url("https://${connectionConfig.evil}.x.com", &values),
+            Err(UrlTemplateError::HostValue {
+                key: "connectionConfig.evil".into(),
+                value: "evil.com/x?".into()
+            })
+        );
+        // The whole host, or the whole URL, from one value: taken as is.
+        let whole = expand_url("https://${connectionConfig.evil}", &values).unwrap();
+        assert_eq!(whole.url, "https://evil.com/x?");
+        assert!(whole.host_from_connection);
+        let url = expand_url("${connectionConfig.instance_url}", &values).unwrap();
+        assert_eq!(url.url, "https://na1.example.com/x");
+        assert!(url.host_from_connection);
+
+        // Fallbacks: the first alternative that resolves.
+        let fallback = expand_url(
+            "https://${connectionConfig.nope}.x.com || https://api.x.com",
+            &values,
+        )
+        .unwrap();
+        assert_eq!(fallback.url, "https://api.x.com");
+        assert!(!fallback.host_from_connection);
+        assert_eq!(
+            expand_url("https://${connectionConfig.nope}.x.com", &values),
+            Err(UrlTemplateError::Missing)
         );
     }
 }

@@ -148,6 +148,7 @@ impl App {
                     store_env.clone(),
                     providers.clone(),
                     http.clone(),
+                    config.limits.allowed_hosts.clone(),
                 )),
                 store: store_env.clone(),
                 environment: RwLock::new(Arc::new(environment)),

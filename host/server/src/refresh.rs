@@ -44,6 +44,9 @@ pub struct Connections {
     store: EnvStore,
     providers: Arc<ProviderCatalog>,
     http: reqwest::Client,
+    /// The environment's `allowed_hosts`: the only way to a token URL whose
+    /// host a connection's value chose and that is not a public address.
+    allowed_hosts: Vec<String>,
     locks: Mutex<HashMap<(String, String), RefreshLock>>,
 }
 
@@ -64,6 +67,33 @@ fn expires_at(c: &Credentials) -> Option<DateTime<Utc>> {
         .map(|d| d.with_timezone(&Utc))
 }
 
+/// The provider's token URL for connection `c`. Its client secret and the
+/// refresh token go there: a connection whose values choose the host
+/// (`https://${connectionConfig.subdomain}.zendesk.com/…`) can neither
+/// move it out of the template's domain nor point it at a non-public
+/// address (unless `allowed_hosts` names it).
+fn token_url(template: &str, c: &Connection, allowed_hosts: &[String]) -> Result<String, String> {
+    use sluice_runtime::template::UrlTemplateError;
+    let expanded =
+        sluice_runtime::template::expand_url(template, &|k| c.lookup(k)).map_err(|e| match e {
+            UrlTemplateError::Missing => format!("cannot build the token URL `{template}`"),
+            e => format!("the token URL `{template}`: {e}"),
+        })?;
+    if expanded.host_from_connection {
+        let url = url::Url::parse(&expanded.url)
+            .map_err(|e| format!("the token URL `{}` is not a URL: {e}", expanded.url))?;
+        if !sluice_runtime::proxy::public_host(&url)
+            && !sluice_runtime::proxy::in_allowlist(&url, allowed_hosts)
+        {
+            return Err(format!(
+                "the token URL's host `{}` comes from the connection's configuration and is not a public address (loopback, private, link-local…); only the environment's allowed_hosts may name such a host",
+                url.host_str().unwrap_or("")
+            ));
+        }
+    }
+    Ok(expanded.url)
+}
+
 /// Whether a connection's token should be refreshed before use.
 fn expiring(c: &Connection, now: DateTime<Utc>) -> bool {
     c.credentials.kind() == "OAUTH2"
@@ -72,11 +102,17 @@ fn expiring(c: &Connection, now: DateTime<Utc>) -> bool {
 }
 
 impl Connections {
-    pub fn new(store: EnvStore, providers: Arc<ProviderCatalog>, http: reqwest::Client) -> Self {
+    pub fn new(
+        store: EnvStore,
+        providers: Arc<ProviderCatalog>,
+        http: reqwest::Client,
+        allowed_hosts: Vec<String>,
+    ) -> Self {
         Self {
             store,
             providers,
             http,
+            allowed_hosts,
             locks: Mutex::new(HashMap::new()),
         }
     }
@@ -171,8 +207,7 @@ impl Connections {
             .token_url
             .as_deref()
             .ok_or_else(|| format!("provider `{}` has no token_url", c.provider))?;
-        let url = sluice_runtime::template::expand(template, &|k| c.lookup(k))
-            .ok_or_else(|| format!("cannot build the token URL `{template}`"))?;
+        let url = token_url(template, c, &self.allowed_hosts)?;
         let integration = self
             .store
             .integration(&c.provider_config_key)
