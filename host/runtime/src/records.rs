@@ -40,6 +40,11 @@ pub struct WriteContext {
     /// saved unchanged per chunk and stamp them only when `track_deletes`
     /// needs it. False for everything else (a webhook script's saves).
     pub job_run: bool,
+    /// The most bytes a record may have after a batchUpdate's merge
+    /// (serialised): without it, updates adding a key each time grow one
+    /// record without end. The server and the CLI pass the environment's
+    /// `max_payload_bytes`, what one batchSave can write at most.
+    pub max_record_bytes: Option<usize>,
 }
 
 /// A position in the `(updated_at, internal id)` order of a model's records.
@@ -170,6 +175,10 @@ pub enum RecordError {
     InvalidId { index: usize },
     #[error("record at index {index} is not a JSON object")]
     NotAnObject { index: usize },
+    #[error(
+        "record `{id}` would have more than {max} bytes after this batchUpdate (a record may have at most max_payload_bytes); nothing of its chunk was written"
+    )]
+    TooLarge { id: String, max: usize },
     #[error("records store failed: {0}")]
     Backend(String),
 }
@@ -411,17 +420,25 @@ pub fn apply_update(
     ctx: &WriteContext,
     merging: &Merging,
     now: DateTime<Utc>,
-) -> (Option<StoredRecord>, Outcome) {
+) -> Result<(Option<StoredRecord>, Outcome), RecordError> {
     let Some(old) = existing else {
-        return (None, Outcome::Skipped);
+        return Ok((None, Outcome::Skipped));
     };
     if !allowed_by(merging, old) {
-        return (None, Outcome::Skipped);
+        return Ok((None, Outcome::Skipped));
     }
     let mut merged = old.json.clone();
     deep_merge(&mut merged, incoming.json);
     if merged == old.json && old.deleted_at.is_none() {
-        return (None, Outcome::Unchanged);
+        return Ok((None, Outcome::Unchanged));
+    }
+    if let Some(max) = ctx.max_record_bytes
+        && !fits(&merged, max)
+    {
+        return Err(RecordError::TooLarge {
+            id: old.external_id.clone(),
+            max,
+        });
     }
     let mut r = old.clone();
     r.json = merged;
@@ -431,7 +448,29 @@ pub fn apply_update(
     r.deleted_at = None;
     r.sync_id = ctx.sync_id.clone();
     r.job_id = ctx.job_id;
-    (Some(r), Outcome::Updated)
+    Ok((Some(r), Outcome::Updated))
+}
+
+/// Whether `record` serialises to at most `max` bytes (counted, not built;
+/// the count stops past `max`).
+fn fits(record: &Map<String, Value>, max: usize) -> bool {
+    struct Count {
+        bytes: usize,
+        max: usize,
+    }
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.bytes += buf.len();
+            if self.bytes > self.max {
+                return Err(std::io::Error::other("too large"));
+            }
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    serde_json::to_writer(&mut Count { bytes: 0, max }, record).is_ok()
 }
 
 fn deep_merge(into: &mut Map<String, Value>, from: Map<String, Value>) {
@@ -463,17 +502,22 @@ pub struct ChunkWrite<'a> {
     pub now: DateTime<Utc>,
 }
 
+/// A chunk's rows to write (each with the index of its record and what its
+/// write is) and its changes: what [`plan_chunk`] gives.
+pub type ChunkPlan = (Vec<(usize, StoredRecord, Outcome)>, Changes);
+
 /// Applies one chunk to the rows stored for it (`existing[i]` is the row
 /// of `chunk[i]`'s id, if any), returning the rows to write, each with the
 /// index of the record it is for and what its write is (an `Unchanged` row
-/// only carries new stamps), and the changes. Backends call this inside
-/// their own transaction.
+/// only carries new stamps), and the changes; or why the chunk cannot be
+/// written (then nothing of it is, and `merging` has not moved). Backends
+/// call this inside their own transaction.
 pub fn plan_chunk(
     write: ChunkWrite<'_>,
     chunk: Vec<Incoming>,
     merging: &mut Merging,
     existing: Vec<Option<StoredRecord>>,
-) -> (Vec<(usize, StoredRecord, Outcome)>, Changes) {
+) -> Result<ChunkPlan, RecordError> {
     let ChunkWrite {
         kind,
         conn,
@@ -490,7 +534,7 @@ pub fn plan_chunk(
         let (row, outcome) = match kind {
             WriteKind::Save => apply_save(conn, model, existing, incoming, ctx, merging, now),
             WriteKind::Delete => apply_delete(conn, model, existing.as_ref(), incoming, ctx, now),
-            WriteKind::Update => apply_update(existing.as_ref(), incoming, ctx, merging, now),
+            WriteKind::Update => apply_update(existing.as_ref(), incoming, ctx, merging, now)?,
         };
         changes.count(outcome);
         if let Some(row) = row {
@@ -509,7 +553,7 @@ pub fn plan_chunk(
     {
         *cursor = Some(n);
     }
-    (writes, changes)
+    Ok((writes, changes))
 }
 
 /// Where records live: one environment's records, or a stand-in for them.
@@ -754,7 +798,7 @@ impl MemoryRecords {
         chunk: Vec<Incoming>,
         ctx: &WriteContext,
         merging: &mut Merging,
-    ) -> Changes {
+    ) -> Result<Changes, RecordError> {
         let mut map = self.inner.write().unwrap_or_else(|e| e.into_inner());
         let rows = map.entry((conn.clone(), model.to_string())).or_default();
         let write = ChunkWrite {
@@ -768,11 +812,11 @@ impl MemoryRecords {
             .iter()
             .map(|i| rows.get(&i.external_id).cloned())
             .collect();
-        let (writes, changes) = plan_chunk(write, chunk, merging, existing);
+        let (writes, changes) = plan_chunk(write, chunk, merging, existing)?;
         for (_, row, _) in writes {
             rows.insert(row.external_id.clone(), row);
         }
-        changes
+        Ok(changes)
     }
 }
 
@@ -805,7 +849,7 @@ impl RecordStore for MemoryRecords {
         ctx: &WriteContext,
         merging: &mut Merging,
     ) -> Result<Changes, RecordError> {
-        Ok(self.write_now(kind, conn, model, chunk, ctx, merging))
+        self.write_now(kind, conn, model, chunk, ctx, merging)
     }
 
     async fn get_by_ids(
@@ -884,14 +928,16 @@ mod tests {
 
     fn write(store: &MemoryRecords, kind: WriteKind, v: Value) -> Changes {
         let (chunk, _) = prepare_chunk(objs(v), 0).unwrap();
-        store.write_now(
-            kind,
-            &conn(),
-            "M",
-            chunk,
-            &WriteContext::default(),
-            &mut Merging::Override,
-        )
+        store
+            .write_now(
+                kind,
+                &conn(),
+                "M",
+                chunk,
+                &WriteContext::default(),
+                &mut Merging::Override,
+            )
+            .unwrap()
     }
 
     #[test]
@@ -954,6 +1000,50 @@ mod tests {
     }
 
     #[test]
+    fn an_update_cannot_grow_a_record_past_the_limit() {
+        let s = MemoryRecords::new();
+        write(
+            &s,
+            WriteKind::Save,
+            json!([{"id": "a", "v": 0}, {"id": "b"}]),
+        );
+        let ctx = WriteContext {
+            max_record_bytes: Some(200),
+            ..WriteContext::default()
+        };
+        let update = |v: Value| {
+            let (chunk, _) = prepare_chunk(objs(v), 0).unwrap();
+            s.write_now(
+                WriteKind::Update,
+                &conn(),
+                "M",
+                chunk,
+                &ctx,
+                &mut Merging::Override,
+            )
+        };
+        // Each update adds a key: the fourth would pass 200 bytes.
+        for n in 0..3 {
+            let c = update(json!([{"id": "a", format!("k{n}"): "x".repeat(40)}])).unwrap();
+            assert_eq!(c.updated, 1);
+        }
+        let err =
+            update(json!([{"id": "b", "w": 1}, {"id": "a", "k3": "x".repeat(40)}])).unwrap_err();
+        assert!(
+            matches!(&err, RecordError::TooLarge { id, max: 200 } if id == "a"),
+            "{err}"
+        );
+        // Nothing of that chunk was written, `b` included.
+        let rows = block(s.get_by_ids(&conn(), "M", &["a".into(), "b".into()])).unwrap();
+        let a = rows.iter().find(|r| r.external_id == "a").unwrap();
+        let b = rows.iter().find(|r| r.external_id == "b").unwrap();
+        assert!(!a.json.contains_key("k3"));
+        assert!(!b.json.contains_key("w"));
+        // Smaller updates still go.
+        assert_eq!(update(json!([{"id": "a", "v": 1}])).unwrap().updated, 1);
+    }
+
+    #[test]
     fn ignore_if_modified_after_protects_newer_rows() {
         let s = MemoryRecords::new();
         write(&s, WriteKind::Save, json!([{"id": "old", "v": 1}]));
@@ -965,14 +1055,16 @@ mod tests {
         write(&s, WriteKind::Save, json!([{"id": "old", "v": 2}]));
         let (chunk, _) =
             prepare_chunk(objs(json!([{"id": "old", "v": 3}, {"id": "new"}])), 0).unwrap();
-        let c = s.write_now(
-            WriteKind::Save,
-            &conn(),
-            "M",
-            chunk,
-            &WriteContext::default(),
-            &mut merging,
-        );
+        let c = s
+            .write_now(
+                WriteKind::Save,
+                &conn(),
+                "M",
+                chunk,
+                &WriteContext::default(),
+                &mut merging,
+            )
+            .unwrap();
         assert_eq!(c.added, 1);
         let row = &block(s.get_by_ids(&conn(), "M", &["old".into()])).unwrap()[0];
         assert_eq!(row.json["v"], 2);

@@ -51,6 +51,7 @@ async fn save_all(
         sync_id: Some("sync".into()),
         job_id: Some(job),
         job_run: true,
+        max_record_bytes: None,
     };
     let mut total = rt::Changes::default();
     let start = Instant::now();

@@ -36,6 +36,10 @@ pub enum StoreError {
     /// The caller passed something the store cannot hold.
     #[error("invalid argument: {0}")]
     Invalid(String),
+    /// A write the record rules refuse (a batchUpdate that would grow a
+    /// record past its limit).
+    #[error(transparent)]
+    Record(#[from] sluice_runtime::records::RecordError),
 }
 
 impl StoreError {

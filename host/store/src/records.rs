@@ -359,7 +359,7 @@ impl EnvStore {
         };
         // Should the write fail, the strategy's cursor must not have moved.
         let merging_before = merging.clone();
-        let (planned, changes) = rt::plan_chunk(write, chunk, merging, existing);
+        let (planned, changes) = rt::plan_chunk(write, chunk, merging, existing)?;
 
         // A write order with one entry per id, the last write winning, as
         // it would if the rows were written one after another.
@@ -1235,7 +1235,10 @@ fn missing_entry(external_id: &str) -> StoreError {
 }
 
 fn record_error(e: StoreError) -> RecordError {
-    RecordError::Backend(e.to_string())
+    match e {
+        StoreError::Record(e) => e,
+        e => RecordError::Backend(e.to_string()),
+    }
 }
 
 #[async_trait::async_trait]

@@ -19,7 +19,7 @@ use serde_json::{Map, Value, json};
 use sha2::{Digest as _, Sha256};
 use sluice_runtime::connection::{Connection, ConnectionError, ConnectionStore};
 use sluice_runtime::records::{
-    self as rt, Changes, ConnectionRef, MemoryRecords, Merging, Position, RecordStore,
+    self as rt, Changes, ConnectionRef, MemoryRecords, Merging, Position, RecordError, RecordStore,
     StoredRecord, WriteContext, WriteKind,
 };
 use uuid::Uuid;
@@ -79,6 +79,7 @@ macro_rules! backend_tests {
             save_delete_and_undelete_match_the_reference,
             duplicates_in_a_chunk_first_wins,
             batch_update_deep_merges_like_the_reference,
+            an_update_cannot_grow_a_record_past_its_limit,
             ignore_if_modified_after_protects_newer_rows,
             paging_visits_every_record_once_in_order,
             a_page_of_big_records_stops_at_its_byte_bound,
@@ -190,6 +191,7 @@ fn job(sync: &str, job: u64) -> WriteContext {
         sync_id: Some(sync.into()),
         job_id: Some(job),
         job_run: false,
+        max_record_bytes: None,
     }
 }
 
@@ -1539,6 +1541,66 @@ pub async fn batch_update_deep_merges_like_the_reference(b: &Reopen) {
     let undeleted = &t.check(&["2"]).await[0];
     assert!(undeleted.deleted_at.is_none(), "an update undeletes");
     assert_eq!(undeleted.json["y"], 2);
+}
+
+pub async fn an_update_cannot_grow_a_record_past_its_limit(b: &Reopen) {
+    let (store, _) = fresh(b).await;
+    let env = dev(&store);
+    let c = conn("p", "c");
+    save(&env, &c, "M", json!([{"id": "a"}, {"id": "b"}])).await;
+    let ctx = WriteContext {
+        max_record_bytes: Some(300),
+        ..job("s", 2)
+    };
+    let update = |records: Value| {
+        let (chunk, _) = rt::prepare_chunk(objs(records), 0).unwrap();
+        let env = env.clone();
+        let c = c.clone();
+        let ctx = ctx.clone();
+        async move {
+            env.write(
+                WriteKind::Update,
+                &c,
+                "M",
+                chunk,
+                &ctx,
+                &mut Merging::Override,
+            )
+            .await
+        }
+    };
+    // Updates that each add a key grow `a` until one would pass 300 bytes.
+    let mut refused = None;
+    for n in 0..10 {
+        match update(json!([{"id": "b", "n": n}, {"id": "a", format!("k{n}"): "x".repeat(50)}]))
+            .await
+        {
+            Ok(changes) => assert_eq!(changes.updated, 2),
+            Err(e) => {
+                refused = Some((n, e));
+                break;
+            }
+        }
+    }
+    let Some((n, RecordError::TooLarge { id, max: 300 })) = refused else {
+        panic!("no update was refused: {refused:?}");
+    };
+    assert_eq!(id, "a");
+    // Nothing of the refused chunk was written, `b` included; what was
+    // stored before is intact.
+    let rows = env
+        .get_by_ids(&c, "M", &["a".into(), "b".into()])
+        .await
+        .unwrap();
+    let (a, b) = (&rows[0], &rows[1]);
+    assert!(!a.json.contains_key(&format!("k{n}")));
+    assert!(a.json.contains_key(&format!("k{}", n - 1)));
+    assert_eq!(b.json["n"], n - 1);
+    assert!(
+        serde_json::to_vec(&a.json).unwrap().len() <= 300,
+        "{}",
+        Value::Object(a.json.clone())
+    );
 }
 
 pub async fn ignore_if_modified_after_protects_newer_rows(b: &Reopen) {

@@ -24,6 +24,7 @@ const MAX_SAMPLE_WEIGHT: usize = 64 << 10;
 fn record_error(e: RecordError) -> NangoError {
     let code = match &e {
         RecordError::InvalidId { .. } | RecordError::NotAnObject { .. } => "invalid_sync_record",
+        RecordError::TooLarge { .. } => "payload_too_large",
         RecordError::Backend(_) => "records_store_error",
     };
     nango_error(code, e.to_string())
@@ -212,6 +213,7 @@ impl HostState {
             sync_id: self.exec.sync.sync_id.clone(),
             job_id: self.exec.sync.job_id,
             job_run: self.exec.sync.job_run,
+            max_record_bytes: Some(self.limits().max_payload_bytes),
         };
         let mut merging = self.merging.get(&full).cloned().unwrap_or_default();
         let conn = self.exec.connection.clone();
