@@ -1480,3 +1480,65 @@ async fn a_connection_cannot_send_the_token_refresh_to_a_private_address() {
     assert_eq!(calls.load(Ordering::SeqCst), 1);
     server.stop().await;
 }
+
+/// `PATCH /connection/metadata` merges; merges that each add a key cannot
+/// grow a connection's metadata past what one request could set.
+#[tokio::test]
+async fn metadata_merges_stop_at_the_request_limit() {
+    let data = tempfile::tempdir().unwrap();
+    let mut config = ServerConfig::new(data.path(), "127.0.0.1:0".parse().unwrap());
+    config.max_body_bytes = 4096;
+    let server = start_with(
+        config,
+        &MasterKey::generate(),
+        "mock:\n  auth_mode: API_KEY\n  proxy:\n    base_url: https://api.example.com\n",
+    )
+    .await;
+    let dev = Client::new(&server, DEV_KEY);
+    let (status, body) = dev
+        .send(
+            "POST",
+            "/integrations",
+            Some(json!({"unique_key": "mock-int", "provider": "mock"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = dev
+        .send(
+            "POST",
+            "/connection",
+            Some(json!({"provider_config_key": "mock-int", "connection_id": "c1", "api_key": "k"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let mut refused = None;
+    for n in 0..10 {
+        let (status, body) = dev
+            .send(
+                "PATCH",
+                "/connection/metadata",
+                Some(
+                    json!({"provider_config_key": "mock-int", "connection_id": "c1",
+                            "metadata": {format!("k{n}"): "x".repeat(1000)}}),
+                ),
+            )
+            .await;
+        if status != 200 {
+            refused = Some((n, status, body));
+            break;
+        }
+    }
+    let Some((n, status, body)) = refused else {
+        panic!("every merge was taken");
+    };
+    assert_eq!(status, 413, "{body}");
+    assert_eq!(body["error"]["code"], "payload_too_large", "{body}");
+    let (status, conn) = dev
+        .send("GET", "/connection/c1?provider_config_key=mock-int", None)
+        .await;
+    assert_eq!(status, 200, "{conn}");
+    let metadata = conn["metadata"].as_object().unwrap();
+    assert_eq!(metadata.len(), n, "{conn}");
+    assert!(!metadata.contains_key(&format!("k{n}")));
+    server.stop().await;
+}

@@ -177,6 +177,8 @@ pub enum ConnectionError {
     },
     #[error("metadata must be a JSON object, got {0}")]
     InvalidMetadata(String),
+    #[error("the metadata would have more than {max} bytes after this update; nothing was changed")]
+    MetadataTooLarge { max: usize },
     #[error("connection store failed: {0}")]
     Backend(String),
     /// Refused with the original's error code (a stand-in store, or a
@@ -207,12 +209,14 @@ pub trait ConnectionStore: Send + Sync {
         metadata: Value,
     ) -> Result<(), ConnectionError>;
 
-    /// Shallow-merges `patch` into the metadata.
+    /// Shallow-merges `patch` into the metadata, unless the result would
+    /// pass `max_bytes` serialised ([`merge_metadata`]).
     async fn update_metadata(
         &self,
         provider_config_key: &str,
         connection_id: &str,
         patch: Map<String, Value>,
+        max_bytes: usize,
     ) -> Result<(), ConnectionError>;
 
     /// Called when the upstream refused the credentials (401): a store that
@@ -297,16 +301,35 @@ impl MemoryConnections {
         &self,
         pck: &str,
         cid: &str,
-        f: impl FnOnce(&mut Connection),
+        f: impl FnOnce(&mut Connection) -> Result<(), ConnectionError>,
     ) -> Result<(), ConnectionError> {
         let mut map = self.write();
         let conn = map
             .get_mut(&(pck.to_string(), cid.to_string()))
             .ok_or_else(|| not_found(pck, cid))?;
-        f(conn);
+        f(conn)?;
         conn.updated_at = Utc::now();
         Ok(())
     }
+}
+
+/// `patch` shallow-merged into `metadata` (the original's
+/// `updateMetadata`), or `MetadataTooLarge` when the result would pass
+/// `max_bytes` serialised: each update is bounded by the request or
+/// payload limit, but updates adding keys one after another would grow a
+/// connection's metadata — read by every execution of it — without end.
+pub fn merge_metadata(
+    metadata: &Value,
+    patch: Map<String, Value>,
+    max_bytes: usize,
+) -> Result<Value, ConnectionError> {
+    let mut merged = metadata.as_object().cloned().unwrap_or_default();
+    merged.extend(patch);
+    let merged = Value::Object(merged);
+    if !crate::records::fits_json(&merged, max_bytes) {
+        return Err(ConnectionError::MetadataTooLarge { max: max_bytes });
+    }
+    Ok(merged)
 }
 
 fn not_found(pck: &str, cid: &str) -> ConnectionError {
@@ -336,7 +359,10 @@ impl ConnectionStore for MemoryConnections {
         if !(metadata.is_object() || metadata.is_null()) {
             return Err(ConnectionError::InvalidMetadata(metadata.to_string()));
         }
-        self.modify(pck, cid, |c| c.metadata = metadata)
+        self.modify(pck, cid, |c| {
+            c.metadata = metadata;
+            Ok(())
+        })
     }
 
     async fn update_metadata(
@@ -344,11 +370,11 @@ impl ConnectionStore for MemoryConnections {
         pck: &str,
         cid: &str,
         patch: Map<String, Value>,
+        max_bytes: usize,
     ) -> Result<(), ConnectionError> {
         self.modify(pck, cid, |c| {
-            let mut merged = c.metadata.as_object().cloned().unwrap_or_default();
-            merged.extend(patch);
-            c.metadata = Value::Object(merged);
+            c.metadata = merge_metadata(&c.metadata, patch, max_bytes)?;
+            Ok(())
         })
     }
 }
@@ -396,7 +422,23 @@ mod tests {
             .as_object()
             .cloned()
             .unwrap();
-        store.update_metadata("p", "c", patch).await.unwrap();
+        store
+            .update_metadata("p", "c", patch, 1 << 20)
+            .await
+            .unwrap();
+        assert_eq!(
+            store.get("p", "c").await.unwrap().metadata,
+            serde_json::json!({"a": {"y": 1}, "b": 2})
+        );
+        // A merge past the bound changes nothing.
+        let big = serde_json::json!({"c": "x".repeat(100)})
+            .as_object()
+            .cloned()
+            .unwrap();
+        assert!(matches!(
+            store.update_metadata("p", "c", big, 64).await,
+            Err(ConnectionError::MetadataTooLarge { max: 64 })
+        ));
         assert_eq!(
             store.get("p", "c").await.unwrap().metadata,
             serde_json::json!({"a": {"y": 1}, "b": 2})

@@ -451,9 +451,14 @@ pub fn apply_update(
     Ok((Some(r), Outcome::Updated))
 }
 
-/// Whether `record` serialises to at most `max` bytes (counted, not built;
-/// the count stops past `max`).
+/// Whether `record` serialises to at most `max` bytes.
 fn fits(record: &Map<String, Value>, max: usize) -> bool {
+    fits_json(record, max)
+}
+
+/// Whether `value` serialises to at most `max` bytes (counted, not built;
+/// the count stops past `max`).
+pub(crate) fn fits_json<T: Serialize + ?Sized>(value: &T, max: usize) -> bool {
     struct Count {
         bytes: usize,
         max: usize,
@@ -470,7 +475,7 @@ fn fits(record: &Map<String, Value>, max: usize) -> bool {
             Ok(())
         }
     }
-    serde_json::to_writer(&mut Count { bytes: 0, max }, record).is_ok()
+    serde_json::to_writer(&mut Count { bytes: 0, max }, value).is_ok()
 }
 
 fn deep_merge(into: &mut Map<String, Value>, from: Map<String, Value>) {

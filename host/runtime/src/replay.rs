@@ -223,6 +223,7 @@ impl ConnectionStore for RecordedConnections {
         _: &str,
         _: &str,
         _: Map<String, Value>,
+        _: usize,
     ) -> Result<(), ConnectionError> {
         Ok(())
     }

@@ -316,8 +316,9 @@ impl ConnectionStore for Connections {
         pck: &str,
         cid: &str,
         patch: Map<String, Value>,
+        max_bytes: usize,
     ) -> Result<(), ConnectionError> {
-        self.store.update_metadata(pck, cid, patch).await
+        self.store.update_metadata(pck, cid, patch, max_bytes).await
     }
 
     async fn credentials_refused(&self, pck: &str, cid: &str) -> Result<(), ConnectionError> {

@@ -419,7 +419,7 @@ impl EnvStore {
         &self,
         pck: &str,
         cid: &str,
-        change: impl FnOnce(&mut Connection),
+        change: impl FnOnce(&mut Connection) -> Result<(), ConnectionError>,
     ) -> Result<(), ConnectionError> {
         let _lock = self
             .lock(self.connection_lock(pck, cid))
@@ -430,7 +430,7 @@ impl EnvStore {
             .await
             .map_err(backend_error)?
             .ok_or_else(|| not_found(pck, cid))?;
-        change(&mut connection);
+        change(&mut connection)?;
         connection.updated_at = Utc::now();
         self.write_connection(&connection)
             .await
@@ -949,8 +949,11 @@ impl ConnectionStore for EnvStore {
         if !(metadata.is_object() || metadata.is_null()) {
             return Err(ConnectionError::InvalidMetadata(metadata.to_string()));
         }
-        self.modify_connection(pck, cid, |c| c.metadata = metadata)
-            .await
+        self.modify_connection(pck, cid, |c| {
+            c.metadata = metadata;
+            Ok(())
+        })
+        .await
     }
 
     async fn update_metadata(
@@ -958,11 +961,11 @@ impl ConnectionStore for EnvStore {
         pck: &str,
         cid: &str,
         patch: Map<String, Value>,
+        max_bytes: usize,
     ) -> Result<(), ConnectionError> {
         self.modify_connection(pck, cid, |c| {
-            let mut merged = c.metadata.as_object().cloned().unwrap_or_default();
-            merged.extend(patch);
-            c.metadata = Value::Object(merged);
+            c.metadata = sluice_runtime::connection::merge_metadata(&c.metadata, patch, max_bytes)?;
+            Ok(())
         })
         .await
     }

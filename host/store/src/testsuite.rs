@@ -867,6 +867,7 @@ pub async fn connection_store_reads_and_writes_metadata(b: &Reopen) {
         "github",
         "c1",
         json!({"b": {"x": 1}}).as_object().cloned().unwrap(),
+        1 << 20,
     )
     .await
     .unwrap();
@@ -874,6 +875,7 @@ pub async fn connection_store_reads_and_writes_metadata(b: &Reopen) {
         "github",
         "c1",
         json!({"b": {"y": 2}}).as_object().cloned().unwrap(),
+        1 << 20,
     )
     .await
     .unwrap();
@@ -883,6 +885,18 @@ pub async fn connection_store_reads_and_writes_metadata(b: &Reopen) {
         json!({"team": "a", "b": {"y": 2}}),
         "a shallow merge"
     );
+    // A merge that would pass the bound changes nothing.
+    assert!(matches!(
+        cs.update_metadata(
+            "github",
+            "c1",
+            json!({"c": "x".repeat(200)}).as_object().cloned().unwrap(),
+            100,
+        )
+        .await,
+        Err(ConnectionError::MetadataTooLarge { max: 100 })
+    ));
+    assert_eq!(cs.get("github", "c1").await.unwrap().metadata, got.metadata);
     assert_eq!(got.credentials, original.credentials);
     assert!(got.updated_at >= original.updated_at);
     assert_eq!(cs.metadata("github", "c1").await.unwrap(), got.metadata);
@@ -907,7 +921,9 @@ pub async fn connection_store_reads_and_writes_metadata(b: &Reopen) {
         let env = env.clone();
         tasks.push(tokio::spawn(async move {
             let patch = json!({ format!("k{i}"): i }).as_object().cloned().unwrap();
-            env.update_metadata("github", "c1", patch).await.unwrap();
+            env.update_metadata("github", "c1", patch, 1 << 20)
+                .await
+                .unwrap();
         }));
     }
     for t in tasks {

@@ -16,6 +16,7 @@ fn store_error(e: ConnectionError) -> NangoError {
     let code = match &e {
         ConnectionError::NotFound { .. } => "unknown_connection",
         ConnectionError::InvalidMetadata(_) => "invalid_metadata",
+        ConnectionError::MetadataTooLarge { .. } => "payload_too_large",
         ConnectionError::Backend(_) => "connection_store_error",
         ConnectionError::Refused { code, message } => return nango_error(code, message.clone()),
     };
@@ -133,7 +134,12 @@ impl connection::Host for HostState {
             Ok(m) => self
                 .services
                 .connections
-                .update_metadata(&me.provider_config_key, &me.connection_id, m)
+                .update_metadata(
+                    &me.provider_config_key,
+                    &me.connection_id,
+                    m,
+                    self.limits().max_payload_bytes,
+                )
                 .await
                 .map_err(store_error),
             Err(e) => Err(e),

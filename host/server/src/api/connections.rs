@@ -379,10 +379,14 @@ pub struct MetadataBody {
     metadata: Value,
 }
 
+/// `replace` (POST) or merge (PATCH) `body.metadata` into each connection.
+/// A merge may make the metadata at most as large as one request could
+/// set (`max_body_bytes`).
 async fn write_metadata(
     app_env: &crate::app::EnvState,
     body: MetadataBody,
     replace: bool,
+    max_bytes: usize,
 ) -> ApiResult<Json<Value>> {
     let Value::Object(metadata) = body.metadata else {
         return Err(ApiError::invalid_body("`metadata` must be an object"));
@@ -401,11 +405,16 @@ async fn write_metadata(
         } else {
             app_env
                 .store
-                .update_metadata(pck, cid, metadata.clone())
+                .update_metadata(pck, cid, metadata.clone(), max_bytes)
                 .await
         };
         result.map_err(|e| match e {
             ConnectionError::NotFound { .. } => ApiError::unknown_connection(pck, cid),
+            e @ ConnectionError::MetadataTooLarge { .. } => ApiError::new(
+                axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("connection `{cid}`: {e}"),
+            ),
             other => ApiError::internal(other.to_string()),
         })?;
     }
@@ -417,17 +426,17 @@ async fn write_metadata(
 }
 
 pub async fn set_metadata(
-    State(_app): State<Arc<App>>,
+    State(app): State<Arc<App>>,
     Env(env): Env,
     JsonBody(body): JsonBody<MetadataBody>,
 ) -> ApiResult<Json<Value>> {
-    write_metadata(&env, body, true).await
+    write_metadata(&env, body, true, app.config.max_body_bytes).await
 }
 
 pub async fn update_metadata(
-    State(_app): State<Arc<App>>,
+    State(app): State<Arc<App>>,
     Env(env): Env,
     JsonBody(body): JsonBody<MetadataBody>,
 ) -> ApiResult<Json<Value>> {
-    write_metadata(&env, body, false).await
+    write_metadata(&env, body, false, app.config.max_body_bytes).await
 }
