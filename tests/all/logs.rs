@@ -34,10 +34,20 @@ async fn server(
     up: &Upstream,
     config: impl FnOnce(&mut ServerConfig),
 ) -> (Server, Client, tempfile::TempDir) {
+    let (server, client, data, _) = server_and_key(up, config).await;
+    (server, client, data)
+}
+
+/// [`server`], and its master key (to start it again).
+async fn server_and_key(
+    up: &Upstream,
+    config: impl FnOnce(&mut ServerConfig),
+) -> (Server, Client, tempfile::TempDir, MasterKey) {
     let data = tempfile::tempdir().unwrap();
+    let master = MasterKey::generate();
     let mut c = ServerConfig::new(data.path(), "127.0.0.1:0".parse().unwrap());
     config(&mut c);
-    let server = start_with(c, &MasterKey::generate(), &up.providers()).await;
+    let server = start_with(c, &master, &up.providers()).await;
     let client = Client::new(&server, DEV_KEY);
     deploy_scripts(
         &client,
@@ -69,7 +79,7 @@ async fn server(
         .await;
     assert_eq!(code, 200, "{out}");
     assert_eq!(out["runs"][0]["success"], true, "{out}");
-    (server, client, data)
+    (server, client, data, master)
 }
 
 async fn logs(c: &Client, query: &str) -> Value {
@@ -196,5 +206,56 @@ async fn the_retention_drops_old_logs() {
         )
         .await;
     assert_eq!(h["executions"], json!([]));
+    server.stop().await;
+}
+
+/// A crash between an execution's history entry and its log (written in
+/// that order) leaves an entry the retention, which walks the logs, would
+/// never delete: a start deletes such entries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_drops_history_entries_a_crash_left_without_their_log() {
+    let up = Upstream::start().await;
+    let (server, c, data, master) = server_and_key(&up, |_| {}).await;
+    let history = |c: &Client| {
+        let c = Client::at(&c.base, DEV_KEY);
+        async move {
+            let (code, h) = c
+                .send(
+                    "GET",
+                    "/executions?provider_config_key=hubspot&connection_id=demo",
+                    None,
+                )
+                .await;
+            assert_eq!(code, 200, "{h}");
+            h["executions"].as_array().unwrap().clone()
+        }
+    };
+    let before = history(&c).await;
+    assert_eq!(before.len(), 1, "{before:?}");
+    // What the crash left: an entry whose log was never written.
+    let mut orphan = before[0].clone();
+    orphan["id"] = json!("orphan-1");
+    let env = server
+        .app
+        .envs()
+        .find(|e| e.name() == "dev")
+        .unwrap()
+        .clone();
+    env.store
+        .put_doc("executions", "hubspot\u{1f}demo\u{1f}orphan-1", &orphan)
+        .await
+        .unwrap();
+    assert_eq!(history(&c).await.len(), 2);
+    drop(env);
+    server.stop().await;
+
+    let config = ServerConfig::new(data.path(), "127.0.0.1:0".parse().unwrap());
+    let server = start_with(config, &master, &up.providers()).await;
+    let c = Client::new(&server, DEV_KEY);
+    let after = history(&c).await;
+    assert_eq!(
+        after, before,
+        "the entry with its log stays, the orphan goes"
+    );
     server.stop().await;
 }

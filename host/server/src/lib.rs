@@ -114,6 +114,8 @@ impl Server {
             (config.max_concurrent_executions.clamp(1, 1000) * levels) as u32;
         let runtime = Runtime::new(runtime_config)?;
         let app = Arc::new(App::new(store, runtime, Arc::new(providers), config.clone()).await?);
+        // Before anything can run (it sweeps history entries without logs).
+        app.logs.load(&app).await?;
         api::deploy::load_active(&app).await?;
         runner::resume_async_actions(&app).await?;
         app.scheduler
@@ -122,7 +124,6 @@ impl Server {
             .map_err(|e| ServerError::Schedules(format!("{}: {}", e.code, e.message)))?;
         let scheduler_task = app.scheduler.spawn(&app);
         let webhooks_task = app.webhooks.spawn(&app);
-        app.logs.load(&app).await?;
         let logs_task = app.logs.spawn(&app, config.log_retention_every);
         let accepted = api::incoming::pending(&app).await?;
         let resumer = app.clone();

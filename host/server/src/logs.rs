@@ -263,10 +263,14 @@ impl Logs {
         }
     }
 
-    /// Counts what every environment's logs weigh (at start).
+    /// Counts what every environment's logs weigh, and deletes the history
+    /// entries a crash left without their log (an entry is written just
+    /// before its log, and retention, which walks the logs, would never
+    /// find such an entry). Runs at start, before any execution can write.
     pub async fn load(&self, app: &App) -> Result<(), sluice_store::StoreError> {
         for env in app.envs() {
             let mut total = 0u64;
+            let mut ids = std::collections::HashSet::new();
             let mut after: Option<String> = None;
             loop {
                 let page: Vec<(String, Value)> = env
@@ -279,8 +283,24 @@ impl Logs {
                     .iter()
                     .map(|(_, v)| v.to_string().len() as u64)
                     .sum::<u64>();
+                ids.extend(page.into_iter().map(|(id, _)| id));
             }
             self.size(env).store(total, Ordering::Relaxed);
+            let mut after: Option<String> = None;
+            loop {
+                let page: Vec<(String, Value)> = env
+                    .store
+                    .docs(EXECUTIONS, "", after.as_deref(), 1000, false)
+                    .await?;
+                let Some((last, _)) = page.last() else { break };
+                after = Some(last.clone());
+                for (key, _) in page {
+                    let id = key.rsplit('\u{1f}').next().unwrap_or_default();
+                    if !ids.contains(id) {
+                        env.store.delete_doc(EXECUTIONS, &key).await?;
+                    }
+                }
+            }
         }
         Ok(())
     }
