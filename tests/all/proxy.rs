@@ -480,3 +480,60 @@ async fn a_connection_chosen_host_must_be_public() {
         failure.message
     );
 }
+
+/// A host name a connection chose that resolves to the server's own
+/// network is refused like an address written as such: the request goes
+/// through a client that resolves such names to public addresses only.
+#[tokio::test]
+async fn a_connection_chosen_name_must_resolve_to_a_public_address() {
+    use sluice_runtime::upstream::Network;
+    let mut h = Harness::new(
+        echo(),
+        "mock:\n  auth_mode: OAUTH2\n  proxy:\n    base_url: http://${connectionConfig.host}\n",
+        json!({"type": "OAUTH2", "access_token": "tok"}),
+    )
+    .await;
+    let port = h.mock.url().rsplit(':').next().unwrap().to_string();
+    // Every name resolves to the mock's address, 127.0.0.1.
+    let lookup: sluice_runtime::proxy::Lookup = Arc::new(|_host: String| {
+        Box::pin(async { Ok(vec![std::net::SocketAddr::from(([127, 0, 0, 1], 0))]) })
+    });
+    let (client, public_client) = sluice_runtime::proxy::clients_with_lookup(lookup);
+    h.upstream = Some(sluice_runtime::Upstream::Network(Network {
+        client,
+        public_client,
+        redirect: None,
+    }));
+    let chosen = format!("api.chosen.example:{port}");
+    let mut c = h.connections.get("mock-int", "c1").await.unwrap();
+    c.connection_config
+        .insert("host".into(), json!(chosen.clone()));
+    h.connections.insert(c);
+    let report = h
+        .action(
+            guests::ACTION_PROXY,
+            json!({"endpoint": "/users", "retries": 2}),
+        )
+        .await;
+    let Err(ExecError::Script(failure)) = &report.outcome else {
+        panic!("expected a refusal, got {:?}", report.outcome);
+    };
+    assert_eq!(failure.error_type, "egress_denied", "{}", failure.message);
+    assert!(
+        failure.message.contains("no public address"),
+        "{}",
+        failure.message
+    );
+    assert!(
+        h.mock.requests().is_empty(),
+        "the request reached the network"
+    );
+
+    // Named in allowed_hosts, it is called.
+    h.limits().allowed_hosts = vec![chosen];
+    output(
+        &h.action(guests::ACTION_PROXY, json!({"endpoint": "/users"}))
+            .await,
+    );
+    assert_eq!(h.mock.requests().len(), 1);
+}

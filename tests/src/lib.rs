@@ -142,6 +142,8 @@ pub struct Harness {
     pub records: Arc<MemoryRecords>,
     pub scripts: Arc<ScriptSet>,
     pub environment: Environment,
+    /// Where requests go, when not the network through the default clients.
+    pub upstream: Option<sluice_runtime::Upstream>,
 }
 
 impl Harness {
@@ -175,6 +177,7 @@ impl Harness {
                 name: "test".into(),
                 ..Environment::default()
             },
+            upstream: None,
         }
     }
 
@@ -202,6 +205,9 @@ impl Harness {
             self.records.clone(),
         );
         services.scripts = self.scripts.clone();
+        if let Some(upstream) = &self.upstream {
+            services.upstream = upstream.clone();
+        }
         Arc::new(services)
     }
 

@@ -1,5 +1,7 @@
 //! `nango.proxy`: the original's request construction and retry policy.
 
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use base64::Engine as _;
@@ -29,8 +31,106 @@ pub fn default_client() -> reqwest::Client {
     CLIENT.get_or_init(build_client).clone()
 }
 
+/// The client for requests to a host a connection's configuration chose
+/// (`https://${connectionConfig.subdomain}.zendesk.com`): its host names
+/// resolve to public addresses only, so a name pointing at the server's own
+/// network (`127.0.0.1`, `169.254.169.254`, …) is refused like an address
+/// written as such. The check is on the addresses it then connects to.
+pub fn public_only_client() -> reqwest::Client {
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    CLIENT
+        .get_or_init(|| build_client_with(Some(Resolver::system(true))))
+        .clone()
+}
+
+/// How a client resolves a host name (`host` → its addresses): the
+/// system's resolver, or a stand-in.
+pub type Lookup = Arc<
+    dyn Fn(
+            String,
+        ) -> std::pin::Pin<
+            Box<dyn std::future::Future<Output = std::io::Result<Vec<SocketAddr>>> + Send>,
+        > + Send
+        + Sync,
+>;
+
+/// A plain client and a public-only one that resolve through `lookup`
+/// (tests give names that the system does not know).
+pub fn clients_with_lookup(lookup: Lookup) -> (reqwest::Client, reqwest::Client) {
+    (
+        build_client_with(Some(Arc::new(Resolver {
+            lookup: lookup.clone(),
+            public_only: false,
+        }))),
+        build_client_with(Some(Arc::new(Resolver {
+            lookup,
+            public_only: true,
+        }))),
+    )
+}
+
+/// A host name that resolves to no public address, refused by a
+/// public-only client.
+#[derive(Debug)]
+pub struct NotPublicAddress(pub String);
+
+impl std::fmt::Display for NotPublicAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "host `{}` resolves to no public address", self.0)
+    }
+}
+
+impl std::error::Error for NotPublicAddress {}
+
+struct Resolver {
+    lookup: Lookup,
+    public_only: bool,
+}
+
+impl Resolver {
+    fn system(public_only: bool) -> Arc<Self> {
+        Arc::new(Resolver {
+            lookup: Arc::new(|host: String| {
+                Box::pin(async move {
+                    tokio::net::lookup_host((host.as_str(), 0))
+                        .await
+                        .map(|addrs| addrs.collect())
+                })
+            }),
+            public_only,
+        })
+    }
+}
+
+impl reqwest::dns::Resolve for Resolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_string();
+        let lookup = self.lookup.clone();
+        let public_only = self.public_only;
+        Box::pin(async move {
+            let mut addrs = lookup(host.clone()).await?;
+            if public_only {
+                addrs.retain(|a| public_ip(a.ip()));
+                if addrs.is_empty() {
+                    return Err(Box::new(NotPublicAddress(host)) as _);
+                }
+            }
+            Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
 fn build_client() -> reqwest::Client {
-    reqwest::Client::builder()
+    build_client_with(None)
+}
+
+fn build_client_with(resolver: Option<Arc<Resolver>>) -> reqwest::Client {
+    let builder = reqwest::Client::builder();
+    let builder = match resolver {
+        Some(r) => builder.dns_resolver(r),
+        None => builder,
+    };
+    builder
         .user_agent(USER_AGENT)
         .pool_idle_timeout(Duration::from_secs(30))
         .redirect(reqwest::redirect::Policy::custom(|attempt| {
@@ -67,6 +167,9 @@ pub(crate) struct Prepared {
     pub url: Url,
     pub headers: Vec<(String, String)>,
     pub body: Option<Body>,
+    /// Its host is one a connection chose: resolved to public addresses
+    /// only ([`public_only_client`]).
+    pub public_only: bool,
 }
 
 pub(crate) fn method_name(m: Method) -> &'static str {
@@ -181,6 +284,10 @@ pub(crate) enum ProviderHost {
     None,
     /// `host:port` of the base URL.
     Own(String),
+    /// `host:port` of a base URL whose host a connection's value chose, a
+    /// name or a public address: called, with names resolved to public
+    /// addresses only.
+    Chosen(String),
     /// `host:port` of a base URL whose host a connection's value chose and
     /// which is not a public address: the connection cannot make the
     /// server call its own network (only the allowlist can).
@@ -198,11 +305,21 @@ impl ProviderHost {
         let Some(host) = host_port(&url) else {
             return ProviderHost::None;
         };
-        if base.host_from_connection && !public_host(&url) {
-            ProviderHost::NotPublic(host)
-        } else {
+        if !base.host_from_connection {
             ProviderHost::Own(host)
+        } else if public_host(&url) {
+            ProviderHost::Chosen(host)
+        } else {
+            ProviderHost::NotPublic(host)
         }
+    }
+
+    /// Whether a request to `url` must resolve to public addresses only:
+    /// it goes to the host a connection chose, and the allowlist does not
+    /// name it.
+    pub(crate) fn public_only(&self, url: &Url, allowed: &[String]) -> bool {
+        matches!(self, ProviderHost::Chosen(own) if host_port(url).as_ref() == Some(own))
+            && !in_allowlist(url, allowed)
     }
 }
 
@@ -219,6 +336,14 @@ pub fn public_host(url: &Url) -> bool {
         }
         Some(url::Host::Ipv4(ip)) => public_v4(ip),
         Some(url::Host::Ipv6(ip)) => public_v6(ip),
+    }
+}
+
+/// Whether `ip` is a public address ([`public_host`]'s ranges).
+pub fn public_ip(ip: std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(ip) => public_v4(ip),
+        std::net::IpAddr::V6(ip) => public_v6(ip),
     }
 }
 
@@ -370,6 +495,7 @@ pub(crate) fn prepare(
         url,
         headers,
         body,
+        public_only: false,
     })
 }
 
@@ -438,7 +564,8 @@ pub(crate) fn egress_allowed(url: &Url, provider_host: &ProviderHost, allowed: &
     let Some(host_port) = host_port(url) else {
         return false;
     };
-    if matches!(provider_host, ProviderHost::Own(own) if *own == host_port) {
+    if matches!(provider_host, ProviderHost::Own(own) | ProviderHost::Chosen(own) if *own == host_port)
+    {
         return true;
     }
     in_allowlist(url, allowed)
@@ -474,7 +601,7 @@ fn egress_check(
         ProviderHost::NotPublic(own) if host_port(url).as_ref() == Some(own) => format!(
             "requests to host `{host}` are not allowed: the connection's configuration chose the provider's host, and it is not a public address (loopback, private, link-local…); only the environment's allowed_hosts may name such a host"
         ),
-        ProviderHost::Own(own) => format!(
+        ProviderHost::Own(own) | ProviderHost::Chosen(own) => format!(
             "requests to host `{host}` are not allowed: only the provider's host ({own}) and the environment's allowed_hosts may be called"
         ),
         _ => format!(
@@ -704,9 +831,10 @@ pub(crate) async fn send(state: &mut HostState, req: &Request) -> Result<Respons
             .is_some_and(|c| *c != connection.credentials);
         last_creds = Some(connection.credentials.clone());
         state.note_secrets(&connection);
-        let prepared = prepare(req, &provider, &connection)?;
-        egress_check(&prepared.url, &provider_host, &state.limits().allowed_hosts)
-            .map_err(HttpError::Failed)?;
+        let mut prepared = prepare(req, &provider, &connection)?;
+        let allowed = &state.limits().allowed_hosts;
+        egress_check(&prepared.url, &provider_host, allowed).map_err(HttpError::Failed)?;
+        prepared.public_only = provider_host.public_only(&prepared.url, allowed);
         let started = Instant::now();
         let services = state.services.clone();
         let outcome = services
@@ -814,8 +942,11 @@ pub(crate) async fn uncontrolled_fetch(
         .providers
         .get(&own.provider)
         .map_or(ProviderHost::None, |p| ProviderHost::of(p, &own));
-    egress_check(&url, &provider_host, &state.limits().allowed_hosts)?;
+    let allowed = &state.limits().allowed_hosts;
+    egress_check(&url, &provider_host, allowed)?;
+    let public_only = provider_host.public_only(&url, allowed);
     let prepared = Prepared {
+        public_only,
         method: req.method,
         url,
         headers: req
@@ -911,6 +1042,18 @@ pub(crate) async fn transmit(
 }
 
 fn network_error(e: reqwest::Error) -> NangoError {
+    let mut source: Option<&dyn std::error::Error> = Some(&e);
+    while let Some(s) = source {
+        if let Some(NotPublicAddress(host)) = s.downcast_ref::<NotPublicAddress>() {
+            return nango_error(
+                "egress_denied",
+                format!(
+                    "requests to host `{host}` are not allowed: the connection's configuration chose it, and it resolves to no public address (loopback, private, link-local…); only the environment's allowed_hosts may name such a host"
+                ),
+            );
+        }
+        source = s.source();
+    }
     let kind = if e.is_timeout() {
         "ETIMEDOUT"
     } else if e.is_connect() {
@@ -1097,6 +1240,42 @@ mod tests {
             "{}",
             refused.message
         );
+    }
+
+    /// A lookup that sends every name to 127.0.0.1, as a name the
+    /// connection chose might.
+    fn to_loopback() -> Lookup {
+        Arc::new(|_host: String| {
+            Box::pin(async { Ok(vec![SocketAddr::from(([127, 0, 0, 1], 0))]) })
+        })
+    }
+
+    #[tokio::test]
+    async fn a_public_only_client_refuses_names_that_resolve_to_private_addresses() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let mut buf = [0u8; 4096];
+                let _ = socket.read(&mut buf).await;
+                let _ = socket
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+                    )
+                    .await;
+            }
+        });
+        let (plain, public_only) = clients_with_lookup(to_loopback());
+        let url = format!("http://api.chosen.example:{port}/");
+        // The name does lead to the listener...
+        let answer = plain.get(&url).send().await.unwrap();
+        assert_eq!(answer.status(), 200);
+        // ...and a public-only client does not go there.
+        let refused = public_only.get(&url).send().await.unwrap_err();
+        let e = network_error(refused);
+        assert_eq!(e.code, "egress_denied", "{}", e.message);
+        assert!(e.message.contains("api.chosen.example"), "{}", e.message);
     }
 
     #[test]

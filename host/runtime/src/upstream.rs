@@ -20,6 +20,9 @@ use crate::replay::{RecordedCall, Replay, ReplayPager};
 #[derive(Debug, Clone)]
 pub struct Network {
     pub client: reqwest::Client,
+    /// For requests to a host a connection chose: resolves names to public
+    /// addresses only ([`crate::proxy::public_only_client`]).
+    pub public_client: reqwest::Client,
     pub redirect: Option<Url>,
 }
 
@@ -27,6 +30,7 @@ impl Network {
     pub fn new(client: reqwest::Client) -> Self {
         Self {
             client,
+            public_client: crate::proxy::public_only_client(),
             redirect: None,
         }
     }
@@ -116,7 +120,13 @@ impl Upstream {
     ) -> Result<Response, NangoError> {
         match self {
             Upstream::Network(n) | Upstream::Recording(n, _) => {
-                crate::proxy::transmit(&n.client, n.redirect.as_ref(), max_response_bytes, prepared)
+                // A dry run's redirect sends every request to its mock.
+                let client = if prepared.public_only && n.redirect.is_none() {
+                    &n.public_client
+                } else {
+                    &n.client
+                };
+                crate::proxy::transmit(client, n.redirect.as_ref(), max_response_bytes, prepared)
                     .await
             }
             Upstream::Replay(_) => Err(crate::proxy::nango_error(

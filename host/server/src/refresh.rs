@@ -67,31 +67,49 @@ fn expires_at(c: &Credentials) -> Option<DateTime<Utc>> {
         .map(|d| d.with_timezone(&Utc))
 }
 
-/// The provider's token URL for connection `c`. Its client secret and the
-/// refresh token go there: a connection whose values choose the host
-/// (`https://${connectionConfig.subdomain}.zendesk.com/…`) can neither
-/// move it out of the template's domain nor point it at a non-public
-/// address (unless `allowed_hosts` names it).
-fn token_url(template: &str, c: &Connection, allowed_hosts: &[String]) -> Result<String, String> {
+/// The provider's token URL for connection `c`, and whether its host is one
+/// the connection chose (then resolved to public addresses only). Its
+/// client secret and the refresh token go there: a connection whose values
+/// choose the host (`https://${connectionConfig.subdomain}.zendesk.com/…`)
+/// can neither move it out of the template's domain nor point it at a
+/// non-public address (unless `allowed_hosts` names it).
+fn token_url(
+    template: &str,
+    c: &Connection,
+    allowed_hosts: &[String],
+) -> Result<(String, bool), String> {
     use sluice_runtime::template::UrlTemplateError;
     let expanded =
         sluice_runtime::template::expand_url(template, &|k| c.lookup(k)).map_err(|e| match e {
             UrlTemplateError::Missing => format!("cannot build the token URL `{template}`"),
             e => format!("the token URL `{template}`: {e}"),
         })?;
-    if expanded.host_from_connection {
-        let url = url::Url::parse(&expanded.url)
-            .map_err(|e| format!("the token URL `{}` is not a URL: {e}", expanded.url))?;
-        if !sluice_runtime::proxy::public_host(&url)
-            && !sluice_runtime::proxy::in_allowlist(&url, allowed_hosts)
-        {
-            return Err(format!(
-                "the token URL's host `{}` comes from the connection's configuration and is not a public address (loopback, private, link-local…); only the environment's allowed_hosts may name such a host",
-                url.host_str().unwrap_or("")
-            ));
-        }
+    if !expanded.host_from_connection {
+        return Ok((expanded.url, false));
     }
-    Ok(expanded.url)
+    let url = url::Url::parse(&expanded.url)
+        .map_err(|e| format!("the token URL `{}` is not a URL: {e}", expanded.url))?;
+    if sluice_runtime::proxy::in_allowlist(&url, allowed_hosts) {
+        return Ok((expanded.url, false));
+    }
+    if !sluice_runtime::proxy::public_host(&url) {
+        return Err(format!(
+            "the token URL's host `{}` comes from the connection's configuration and is not a public address (loopback, private, link-local…); only the environment's allowed_hosts may name such a host",
+            url.host_str().unwrap_or("")
+        ));
+    }
+    Ok((expanded.url, true))
+}
+
+/// `e` and its sources, as one line.
+fn with_sources(e: &dyn std::error::Error) -> String {
+    let mut message = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        message = format!("{message}: {s}");
+        source = s.source();
+    }
+    message
 }
 
 /// Whether a connection's token should be refreshed before use.
@@ -207,7 +225,12 @@ impl Connections {
             .token_url
             .as_deref()
             .ok_or_else(|| format!("provider `{}` has no token_url", c.provider))?;
-        let url = token_url(template, c, &self.allowed_hosts)?;
+        let (url, public_only) = token_url(template, c, &self.allowed_hosts)?;
+        let http = if public_only {
+            sluice_runtime::proxy::public_only_client()
+        } else {
+            self.http.clone()
+        };
         let integration = self
             .store
             .integration(&c.provider_config_key)
@@ -231,8 +254,7 @@ impl Connections {
         let encoded = url::form_urlencoded::Serializer::new(String::new())
             .extend_pairs(&form)
             .finish();
-        let response = self
-            .http
+        let response = http
             .post(&url)
             .header("accept", "application/json")
             .header("content-type", "application/x-www-form-urlencoded")
@@ -240,7 +262,7 @@ impl Connections {
             .timeout(TOKEN_TIMEOUT)
             .send()
             .await
-            .map_err(|e| format!("the token endpoint did not answer: {e}"))?;
+            .map_err(|e| format!("the token endpoint did not answer: {}", with_sources(&e)))?;
         let status = response.status();
         // Read a chunk at a time up to a bound (decompressed): a token is a
         // few kilobytes, and an endpoint streaming gigabytes must not fill
