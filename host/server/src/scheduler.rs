@@ -600,6 +600,9 @@ impl Scheduler {
     /// Pauses or resumes `key` (stored first). Resuming runs it now, then
     /// every interval from now. `false` when there is no such schedule.
     pub async fn set_paused(&self, env: &EnvState, key: &str, paused: bool) -> ApiResult<bool> {
+        // One at a time with reconciling: a reconcile that read the state
+        // before this change would install it again, undoing it in memory.
+        let _one_at_a_time = env.schedules_lock.lock().await;
         if !self.is_scheduled(env, key) {
             return Ok(false);
         }
@@ -640,6 +643,8 @@ impl Scheduler {
         frequency: Option<String>,
         every: Duration,
     ) -> ApiResult<bool> {
+        // See `set_paused`.
+        let _one_at_a_time = env.schedules_lock.lock().await;
         if !self.is_scheduled(env, key) {
             return Ok(false);
         }
