@@ -178,6 +178,30 @@ async fn a_panic_is_a_trap_with_the_guest_message_in_the_logs() {
     );
 }
 
+/// A script whose logs used their budget still says why it failed: the end
+/// of its stderr (a panic's message) is kept past the budget.
+#[tokio::test]
+async fn a_panic_message_is_kept_when_the_logs_are_full() {
+    let mut h = Harness::simple(ok).await;
+    h.limits().max_log_entries = 0;
+    let report = h
+        .action(guests::ACTION_MISBEHAVE, json!({"mode": "panic"}))
+        .await;
+    assert!(
+        matches!(report.outcome, Err(ExecError::Trap { .. })),
+        "{:?}",
+        report.outcome
+    );
+    assert!(
+        report
+            .logs
+            .iter()
+            .any(|l| l.message.contains("the script gave up")),
+        "{:#?}",
+        report.logs
+    );
+}
+
 #[test]
 fn a_corrupt_component_is_rejected_with_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();

@@ -65,6 +65,11 @@ impl log::Host for HostState {
     }
 }
 
+/// The last lines of a guest's stderr are kept even when its logs used
+/// their budget: a panic's message is there, and it says why the script
+/// failed (bounded: this many lines of at most `MAX_MESSAGE_CHARS`).
+const STDERR_TAIL_LINES: usize = 20;
+
 impl HostState {
     /// Moves the guest's captured stdout and stderr into its logs, a line each.
     pub(crate) fn collect_output(&mut self) {
@@ -73,14 +78,21 @@ impl HostState {
             (self.stderr.clone(), LogLevel::Error),
         ] {
             let (text, truncated) = stream.take();
-            for line in text.lines().filter(|l| !l.trim().is_empty()) {
-                self.push_log(LogEntry {
+            let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+            let tail_from = lines.len().saturating_sub(STDERR_TAIL_LINES);
+            for (i, line) in lines.into_iter().enumerate() {
+                let entry = LogEntry {
                     at: chrono::Utc::now(),
                     level,
                     source: LogSource::User,
                     message: truncate_message(line.to_string()),
                     meta: None,
-                });
+                };
+                if level == LogLevel::Error && i >= tail_from {
+                    self.push_log_past_budget(entry);
+                } else {
+                    self.push_log(entry);
+                }
             }
             if truncated {
                 self.internal_log(

@@ -119,6 +119,13 @@ impl HostState {
         }
     }
 
+    /// Keeps a log line whatever the cap (the few lines that say why a
+    /// script failed).
+    pub(crate) fn push_log_past_budget(&mut self, entry: LogEntry) {
+        self.logs_bytes += entry.weight();
+        self.logs.push(entry);
+    }
+
     /// Whether a log entry of at least `bytes` may still be kept.
     pub(crate) fn log_room(&self, bytes: usize) -> bool {
         let limits = self.limits();
