@@ -323,21 +323,42 @@ impl ProviderHost {
     }
 }
 
-/// Whether `url`'s host is a public address: not `localhost`, and not an
-/// IP address of a loopback, private, link-local, shared, multicast or
-/// reserved range (IPv4 written in any form the URL standard accepts —
-/// `2130706433`, `0x7f.1` — is parsed to its address first).
+/// Whether `url`'s host is a public address: a name of at least two labels
+/// outside the private suffixes (`localhost`, `.internal`, `.local`, …),
+/// or an IP address outside the loopback, private, link-local, shared,
+/// multicast and reserved ranges (IPv4 written in any form the URL
+/// standard accepts — `2130706433`, `0x7f.1` — is parsed to its address
+/// first).
 pub fn public_host(url: &Url) -> bool {
     match url.host() {
         None => false,
         Some(url::Host::Domain(name)) => {
             let name = name.trim_end_matches('.').to_ascii_lowercase();
-            !(name.is_empty() || name == "localhost" || name.ends_with(".localhost"))
+            // A single label (`redis`, `instance-data`) or a private
+            // suffix names a host of the local network, not the internet.
+            name.contains('.')
+                && !INTERNAL_SUFFIXES
+                    .iter()
+                    .any(|s| name.ends_with(s) || name == s[1..])
         }
         Some(url::Host::Ipv4(ip)) => public_v4(ip),
         Some(url::Host::Ipv6(ip)) => public_v6(ip),
     }
 }
+
+/// Name suffixes of private networks (`metadata.google.internal`,
+/// `printer.local`, Kubernetes services…).
+const INTERNAL_SUFFIXES: [&str; 9] = [
+    ".localhost",
+    ".local",
+    ".internal",
+    ".localdomain",
+    ".lan",
+    ".home.arpa",
+    ".intranet",
+    ".svc",
+    ".cluster.local",
+];
 
 /// Whether `ip` is a public address ([`public_host`]'s ranges).
 pub fn public_ip(ip: std::net::IpAddr) -> bool {
@@ -1284,6 +1305,12 @@ mod tests {
             "http://localhost/",
             "http://LOCALHOST./",
             "http://db.localhost/",
+            "http://redis:6379/",
+            "http://instance-data/latest/meta-data/",
+            "http://metadata.google.internal/",
+            "http://printer.local/",
+            "http://api.default.svc.cluster.local/",
+            "http://router.home.arpa/",
             "http://127.0.0.1/",
             "http://2130706433/",
             "http://0x7f.1/",

@@ -65,6 +65,14 @@ pub fn expand_url(
     let refused = std::cell::RefCell::new(None);
     for alternative in template.split(" || ") {
         let (host_keys, whole_host) = host_placeholders(alternative);
+        // A computed value (`${base64(…)}`) in a host is not checked
+        // character by character: refused.
+        if let Some(key) = host_keys.iter().find(|k| k.starts_with("base64(")) {
+            return Err(UrlTemplateError::HostValue {
+                key: key.clone(),
+                value: "(computed)".into(),
+            });
+        }
         let checked = |key: &str| -> Option<String> {
             let value = lookup(key)?;
             let host_safe = value
@@ -242,6 +250,13 @@ mod tests {
                 value: "evil.com/x?".into()
             })
         );
+        assert!(matches!(
+            expand_url(
+                "https://${base64(${connectionConfig.subdomain})}.x.com",
+                &values
+            ),
+            Err(UrlTemplateError::HostValue { .. })
+        ));
         // The whole host, or the whole URL, from one value: taken as is.
         let whole = expand_url("https://${connectionConfig.evil}", &values).unwrap();
         assert_eq!(whole.url, "https://evil.com/x?");
