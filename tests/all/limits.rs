@@ -184,22 +184,27 @@ async fn a_panic_is_a_trap_with_the_guest_message_in_the_logs() {
 async fn a_panic_message_is_kept_when_the_logs_are_full() {
     let mut h = Harness::simple(ok).await;
     h.limits().max_log_entries = 0;
-    let report = h
-        .action(guests::ACTION_MISBEHAVE, json!({"mode": "panic"}))
-        .await;
-    assert!(
-        matches!(report.outcome, Err(ExecError::Trap { .. })),
-        "{:?}",
-        report.outcome
-    );
-    assert!(
-        report
-            .logs
-            .iter()
-            .any(|l| l.message.contains("the script gave up")),
-        "{:#?}",
-        report.logs
-    );
+    for output_cap in [1 << 20, 10] {
+        // With a cap of 10 bytes, the message is past the captured start
+        // of stderr: it is in the tail kept past the cap.
+        h.limits().max_output_bytes = output_cap;
+        let report = h
+            .action(guests::ACTION_MISBEHAVE, json!({"mode": "panic"}))
+            .await;
+        assert!(
+            matches!(report.outcome, Err(ExecError::Trap { .. })),
+            "{:?}",
+            report.outcome
+        );
+        assert!(
+            report
+                .logs
+                .iter()
+                .any(|l| l.message.contains("the script gave up")),
+            "cap {output_cap}: {:#?}",
+            report.logs
+        );
+    }
 }
 
 #[test]

@@ -259,3 +259,65 @@ async fn a_start_drops_history_entries_a_crash_left_without_their_log() {
     );
     server.stop().await;
 }
+
+/// An execution whose log used `log_bytes_per_execution` still keeps the
+/// script's last error lines: a panic's message says why it failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_log_keeps_the_panic_message() {
+    const ACTION_YAML: &str = "
+integrations:
+  hubspot:
+    actions:
+      misbehave:
+        endpoint: POST /misbehave
+";
+    let up = Upstream::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let mut config = ServerConfig::new(data.path(), "127.0.0.1:0".parse().unwrap());
+    config.log_bytes_per_execution = 1;
+    let server = start_with(config, &MasterKey::generate(), &up.providers()).await;
+    let c = Client::new(&server, DEV_KEY);
+    deploy_scripts(
+        &c,
+        ACTION_YAML,
+        "hubspot",
+        &[(guests::ACTION_MISBEHAVE, "misbehave", ScriptKind::Action)],
+    )
+    .await;
+    c.send(
+        "POST",
+        "/integrations",
+        Some(json!({"unique_key": "hubspot", "provider": "hubspot"})),
+    )
+    .await;
+    c.send(
+        "POST",
+        "/connection",
+        Some(json!({"provider_config_key": "hubspot", "connection_id": "demo", "access_token": TOKEN})),
+    )
+    .await;
+    let (code, out) = c
+        .send_as(
+            ("hubspot", "demo"),
+            "POST",
+            "/action/trigger",
+            Some(json!({"action_name": "misbehave", "input": {"mode": "panic"}})),
+        )
+        .await;
+    assert!(code >= 400, "{code} {out}");
+    let t = Instant::now();
+    loop {
+        let found = logs(&c, "connection_id=demo&q=gave%20up").await;
+        if !found["logs"].as_array().unwrap().is_empty() {
+            assert_eq!(found["logs"][0]["source"], "user", "{found}");
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the panic message was not kept: {}",
+            logs(&c, "connection_id=demo").await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    server.stop().await;
+}

@@ -24,6 +24,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sluice_runtime::Report;
+use sluice_runtime::exec::{LogLevel, LogSource};
 use sluice_runtime::records::{Changes, ConnectionRef};
 
 use crate::app::{App, EnvState};
@@ -32,6 +33,9 @@ use crate::app::{App, EnvState};
 pub const EXECUTIONS: &str = "executions";
 /// Summaries with their lines, by execution id (time order).
 pub const LOGS: &str = "logs";
+
+/// A script's last error lines kept past `log_bytes_per_execution`.
+const LAST_ERRORS_KEPT: usize = 20;
 
 /// One log line as stored and returned.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -162,9 +166,20 @@ impl Logs {
         let mut lines = Vec::new();
         let mut bytes = 0usize;
         let mut dropped = report.logs_dropped;
-        for l in &report.logs {
+        // The script's last error lines (the end of its stderr: a panic's
+        // message) are kept past the budget: they say why it failed.
+        let last_errors: std::collections::HashSet<usize> = report
+            .logs
+            .iter()
+            .enumerate()
+            .rev()
+            .filter(|(_, l)| l.level == LogLevel::Error && l.source == LogSource::User)
+            .take(LAST_ERRORS_KEPT)
+            .map(|(i, _)| i)
+            .collect();
+        for (i, l) in report.logs.iter().enumerate() {
             let size = l.message.len() + l.meta.as_ref().map_or(0, |m| m.to_string().len()) + 48;
-            if bytes + size > self.max_bytes_per_execution {
+            if bytes + size > self.max_bytes_per_execution && !last_errors.contains(&i) {
                 dropped += 1;
                 continue;
             }

@@ -77,31 +77,51 @@ impl HostState {
             (self.stdout.clone(), LogLevel::Info),
             (self.stderr.clone(), LogLevel::Error),
         ] {
-            let (text, truncated) = stream.take();
-            let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-            let tail_from = lines.len().saturating_sub(STDERR_TAIL_LINES);
-            for (i, line) in lines.into_iter().enumerate() {
-                let entry = LogEntry {
-                    at: chrono::Utc::now(),
-                    level,
-                    source: LogSource::User,
-                    message: truncate_message(line.to_string()),
-                    meta: None,
-                };
+            let captured = stream.take();
+            let head: Vec<&str> = captured
+                .text
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .collect();
+            let tail: Vec<&str> = captured
+                .tail
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .collect();
+            // The last lines of stderr, wherever they are, go past the
+            // budget.
+            let total = head.len() + tail.len();
+            let tail_from = total.saturating_sub(STDERR_TAIL_LINES);
+            let entry = |line: &str| LogEntry {
+                at: chrono::Utc::now(),
+                level,
+                source: LogSource::User,
+                message: truncate_message(line.to_string()),
+                meta: None,
+            };
+            for (i, line) in head.iter().enumerate() {
                 if level == LogLevel::Error && i >= tail_from {
-                    self.push_log_past_budget(entry);
+                    self.push_log_past_budget(entry(line));
                 } else {
-                    self.push_log(entry);
+                    self.push_log(entry(line));
                 }
             }
-            if truncated {
+            if captured.truncated {
                 self.internal_log(
                     LogLevel::Warn,
                     format!(
-                        "guest output past {} bytes was dropped",
-                        self.limits().max_output_bytes
+                        "guest output past {} bytes was dropped but for its last {} bytes",
+                        self.limits().max_output_bytes,
+                        super::OUTPUT_TAIL_BYTES
                     ),
                 );
+            }
+            for (i, line) in tail.iter().enumerate() {
+                if level == LogLevel::Error && head.len() + i >= tail_from {
+                    self.push_log_past_budget(entry(line));
+                } else {
+                    self.push_log(entry(line));
+                }
             }
         }
     }

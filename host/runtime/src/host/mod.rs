@@ -222,17 +222,33 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
     }
 }
 
-/// Guest stdout or stderr, kept in memory up to a cap; what is past the cap
-/// is dropped (never a trap: printing must not kill a script).
+/// Guest stdout or stderr, kept in memory up to a cap, and past it only its
+/// last [`OUTPUT_TAIL_BYTES`] (a panic's message comes last); the rest is
+/// dropped (never a trap: printing must not kill a script).
 #[derive(Clone)]
 pub(crate) struct CapturedOutput {
     inner: Arc<Mutex<OutputBuffer>>,
 }
 
+/// What is kept of the output past the cap: its end.
+pub(crate) const OUTPUT_TAIL_BYTES: usize = 64 << 10;
+
 struct OutputBuffer {
     bytes: Vec<u8>,
     cap: usize,
     truncated: bool,
+    /// The last bytes written past the cap.
+    tail: std::collections::VecDeque<u8>,
+}
+
+/// What a guest wrote to one stream.
+pub(crate) struct Captured {
+    /// The first bytes, up to the cap.
+    pub text: String,
+    /// Whether more was written.
+    pub truncated: bool,
+    /// The end of what was written past the cap, from its first whole line.
+    pub tail: String,
 }
 
 impl CapturedOutput {
@@ -242,15 +258,27 @@ impl CapturedOutput {
                 bytes: Vec::new(),
                 cap,
                 truncated: false,
+                tail: std::collections::VecDeque::new(),
             })),
         }
     }
 
-    /// The captured text and whether some was dropped.
-    pub(crate) fn take(&self) -> (String, bool) {
+    /// What was captured (and forgets it).
+    pub(crate) fn take(&self) -> Captured {
         let mut b = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let text = String::from_utf8_lossy(&std::mem::take(&mut b.bytes)).into_owned();
-        (text, b.truncated)
+        let tail: Vec<u8> = std::mem::take(&mut b.tail).into();
+        let tail = String::from_utf8_lossy(&tail).into_owned();
+        // The tail may start inside a line: from its first whole one.
+        let tail = match tail.split_once('\n') {
+            Some((_, rest)) if b.truncated => rest.to_string(),
+            _ => String::new(),
+        };
+        Captured {
+            text,
+            truncated: b.truncated,
+            tail,
+        }
     }
 }
 
@@ -274,11 +302,16 @@ impl tokio::io::AsyncWrite for CapturedOutput {
     ) -> Poll<std::io::Result<usize>> {
         let mut b = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let room = b.cap.saturating_sub(b.bytes.len());
-        if buf.len() > room {
-            b.truncated = true;
-        }
         let n = buf.len().min(room);
         b.bytes.extend_from_slice(&buf[..n]);
+        if buf.len() > room {
+            b.truncated = true;
+            let past = &buf[n..];
+            let past = &past[past.len().saturating_sub(OUTPUT_TAIL_BYTES)..];
+            let over = (b.tail.len() + past.len()).saturating_sub(OUTPUT_TAIL_BYTES);
+            b.tail.drain(..over);
+            b.tail.extend(past);
+        }
         Poll::Ready(Ok(buf.len()))
     }
 
