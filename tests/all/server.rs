@@ -1540,5 +1540,22 @@ async fn metadata_merges_stop_at_the_request_limit() {
     let metadata = conn["metadata"].as_object().unwrap();
     assert_eq!(metadata.len(), n, "{conn}");
     assert!(!metadata.contains_key(&format!("k{n}")));
+
+    // Several connections at once: one unknown id changes none of them.
+    let (status, body) = dev
+        .send(
+            "PATCH",
+            "/connection/metadata",
+            Some(
+                json!({"provider_config_key": "mock-int", "connection_id": ["c1", "ghost"],
+                        "metadata": {"z": 1}}),
+            ),
+        )
+        .await;
+    assert_eq!(status, 404, "{body}");
+    let (_, conn) = dev
+        .send("GET", "/connection/c1?provider_config_key=mock-int", None)
+        .await;
+    assert!(conn["metadata"].get("z").is_none(), "{conn}");
     server.stop().await;
 }

@@ -326,7 +326,11 @@ pub fn merge_metadata(
     let mut merged = metadata.as_object().cloned().unwrap_or_default();
     merged.extend(patch);
     let merged = Value::Object(merged);
-    if !crate::records::fits_json(&merged, max_bytes) {
+    // Past the bound, a merge may still leave the metadata as large as it
+    // was or smaller (set by a request with a larger limit).
+    if !crate::records::fits_json(&merged, max_bytes)
+        && crate::records::json_size(&merged) > crate::records::json_size(metadata)
+    {
         return Err(ConnectionError::MetadataTooLarge { max: max_bytes });
     }
     Ok(merged)

@@ -127,7 +127,9 @@ fn build_client() -> reqwest::Client {
 fn build_client_with(resolver: Option<Arc<Resolver>>) -> reqwest::Client {
     let builder = reqwest::Client::builder();
     let builder = match resolver {
-        Some(r) => builder.dns_resolver(r),
+        // Directly, never through `HTTP(S)_PROXY`: a proxy would resolve
+        // the name itself, past the resolver's check.
+        Some(r) => builder.dns_resolver(r).no_proxy(),
         None => builder,
     };
     builder

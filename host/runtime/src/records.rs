@@ -432,8 +432,11 @@ pub fn apply_update(
     if merged == old.json && old.deleted_at.is_none() {
         return Ok((None, Outcome::Unchanged));
     }
+    // Past the limit, a merge may still leave the record as large as it
+    // was or smaller (one stored before the limit was lowered).
     if let Some(max) = ctx.max_record_bytes
         && !fits(&merged, max)
+        && json_size(&merged) > json_size(&old.json)
     {
         return Err(RecordError::TooLarge {
             id: old.external_id.clone(),
@@ -449,6 +452,23 @@ pub fn apply_update(
     r.sync_id = ctx.sync_id.clone();
     r.job_id = ctx.job_id;
     Ok((Some(r), Outcome::Updated))
+}
+
+/// How many bytes `value` serialises to (counted, not built).
+pub(crate) fn json_size<T: Serialize + ?Sized>(value: &T) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
 }
 
 /// Whether `record` serialises to at most `max` bytes.
@@ -1046,6 +1066,30 @@ mod tests {
         assert!(!b.json.contains_key("w"));
         // Smaller updates still go.
         assert_eq!(update(json!([{"id": "a", "v": 1}])).unwrap().updated, 1);
+
+        // Under a lower limit than the record already passes, an update
+        // that does not grow it goes; one that grows it does not.
+        let lower = WriteContext {
+            max_record_bytes: Some(50),
+            ..WriteContext::default()
+        };
+        let update_lower = |v: Value| {
+            let (chunk, _) = prepare_chunk(objs(v), 0).unwrap();
+            s.write_now(
+                WriteKind::Update,
+                &conn(),
+                "M",
+                chunk,
+                &lower,
+                &mut Merging::Override,
+            )
+        };
+        let c = update_lower(json!([{"id": "a", "k0": "short"}])).unwrap();
+        assert_eq!(c.updated, 1);
+        assert!(matches!(
+            update_lower(json!([{"id": "a", "k9": 1}])),
+            Err(RecordError::TooLarge { .. })
+        ));
     }
 
     #[test]

@@ -222,20 +222,25 @@ impl HostState {
         while iter.peek().is_some() {
             let chunk: Vec<_> = iter.by_ref().take(CHUNK_SIZE).collect();
             let len = chunk.len();
-            let (chunk, duplicates) =
-                prepare_hashed_chunk(chunk, first_index).map_err(record_error)?;
+            let (chunk, duplicates) = match prepare_hashed_chunk(chunk, first_index) {
+                Ok(prepared) => prepared,
+                Err(e) => return Err(self.keep_merging(full, merging, e)),
+            };
             for id in duplicates {
                 self.internal_log(
                     LogLevel::Warn,
                     format!("Found duplicate key '{id}' for model {full}. The record was ignored."),
                 );
             }
-            let changes = self
+            let written = self
                 .services
                 .records
                 .write(kind, &conn, &full, chunk, &ctx, &mut merging)
-                .await
-                .map_err(record_error)?;
+                .await;
+            let changes = match written {
+                Ok(changes) => changes,
+                Err(e) => return Err(self.keep_merging(full, merging, e)),
+            };
             self.changes.entry(full.clone()).or_default().add(changes);
             first_index += len;
         }
@@ -247,6 +252,17 @@ impl HostState {
 }
 
 impl HostState {
+    /// A batch failed after some of its chunks were written: the merging
+    /// strategy's cursor keeps what those moved (else the script's own
+    /// writes would later look newer than its strategy allows), and the
+    /// error goes to the script.
+    fn keep_merging(&mut self, model: String, merging: Merging, e: RecordError) -> NangoError {
+        if merging != Merging::Override {
+            self.merging.insert(model, merging);
+        }
+        record_error(e)
+    }
+
     async fn records_by_ids(&mut self, model: &str, ids: &[u8]) -> Result<Vec<u8>, NangoError> {
         self.require_sync("getRecordsByIds")?;
         self.check_payload("the getRecordsByIds ids", ids.len())?;

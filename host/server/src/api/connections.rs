@@ -395,8 +395,31 @@ async fn write_metadata(
         OneOrMany::One(id) => vec![id],
         OneOrMany::Many(ids) => ids,
     };
+    let pck = &body.provider_config_key;
+    // Every connection is checked before any changes: an unknown id or a
+    // merge too large leaves all of them as they were.
     for cid in &ids {
-        let pck = &body.provider_config_key;
+        let Some(current) = app_env.store.connection(pck, cid).await? else {
+            return Err(ApiError::unknown_connection(pck, cid));
+        };
+        if !replace
+            && sluice_runtime::connection::merge_metadata(
+                &current.metadata,
+                metadata.clone(),
+                max_bytes,
+            )
+            .is_err()
+        {
+            return Err(ApiError::new(
+                axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!(
+                    "the metadata of connection `{cid}` would have more than {max_bytes} bytes after this update; no connection was changed"
+                ),
+            ));
+        }
+    }
+    for cid in &ids {
         let result = if replace {
             app_env
                 .store
