@@ -1559,3 +1559,44 @@ async fn metadata_merges_stop_at_the_request_limit() {
     assert!(conn["metadata"].get("z").is_none(), "{conn}");
     server.stop().await;
 }
+
+/// Components are stored once for all environments, but a deploy finds
+/// only those its own environment uploaded: another tenant's component is
+/// not reachable by its hash, nor is whether it exists.
+#[tokio::test]
+async fn a_deploy_uses_only_components_its_environment_uploaded() {
+    let data = tempfile::tempdir().unwrap();
+    let server = start(data.path(), &MasterKey::generate(), "http://127.0.0.1:1").await;
+    let dev = Client::new(&server, DEV_KEY);
+    let prod = Client::new(&server, PROD_KEY);
+    deploy(&dev).await;
+
+    // The same manifest in prod, without uploading: the components are
+    // missing there.
+    let bytes = std::fs::read(guests::HUBSPOT_RUST_CONTACTS).unwrap();
+    let sha = sha256_hex(&bytes);
+    let manifest = Manifest {
+        nango_yaml: NANGO_YAML.into(),
+        nango_json: None,
+        dir_name: None,
+        components: vec![ComponentEntry {
+            sha256: sha.clone(),
+            size: bytes.len() as u64,
+            bundle: false,
+            scripts: vec![ScriptEntry {
+                integration: "hubspot".into(),
+                name: "contacts".into(),
+                kind: ScriptKind::Sync,
+            }],
+        }],
+    };
+    let body = serde_json::to_value(&manifest).unwrap();
+    let (status, out) = prod.send("POST", "/sluice/deploy", Some(body)).await;
+    assert_eq!(status, 400, "{out}");
+    assert_eq!(out["error"]["code"], "missing_components", "{out}");
+    assert_eq!(out["error"]["payload"]["missing"], json!([sha]), "{out}");
+
+    // Uploaded by prod too, it deploys.
+    deploy(&prod).await;
+    server.stop().await;
+}

@@ -16,9 +16,15 @@ use super::{ApiPath, Env, JsonBody, RawBody};
 use crate::app::{ACTIVE, App, DEPLOYMENTS, Deployed, DeploymentDoc, EnvState, deployment_key};
 use crate::error::{ApiError, ApiResult};
 
+/// The components an environment uploaded (`sha256` → `true`): blobs are
+/// stored once for all environments, but a new deploy may use only those
+/// its own environment uploaded — another tenant's component is not
+/// reachable by knowing its hash, nor is whether it exists.
+const UPLOADED: &str = "uploaded-components";
+
 pub async fn put_component(
     State(app): State<Arc<App>>,
-    Env(_env): Env,
+    Env(env): Env,
     ApiPath(sha): ApiPath<String>,
     RawBody(body): RawBody,
 ) -> ApiResult<Json<Value>> {
@@ -29,12 +35,19 @@ pub async fn put_component(
         )));
     }
     app.store.put_blob(&body).await?;
+    env.store.put_doc(UPLOADED, &sha, &true).await?;
     Ok(Json(json!({ "sha256": sha, "size": body.len() })))
 }
 
 /// Loads a manifest's components into the runtime (compiling what is not
-/// cached) on a blocking thread.
-async fn install(app: &Arc<App>, manifest: Manifest) -> ApiResult<Deployed> {
+/// cached) on a blocking thread. A new deploy (`uploaded_by`) finds only
+/// the components its environment uploaded; a rollback or a start loads
+/// what the environment's own deployment names.
+async fn install(
+    app: &Arc<App>,
+    manifest: Manifest,
+    uploaded_by: Option<&EnvState>,
+) -> ApiResult<Deployed> {
     let mut blobs = std::collections::HashMap::new();
     let mut missing = Vec::new();
     for c in &manifest.components {
@@ -46,6 +59,12 @@ async fn install(app: &Arc<App>, manifest: Manifest) -> ApiResult<Deployed> {
                     c.sha256
                 ),
             ));
+        }
+        if let Some(env) = uploaded_by
+            && env.store.doc::<bool>(UPLOADED, &c.sha256).await?.is_none()
+        {
+            missing.push(c.sha256.clone());
+            continue;
         }
         match app.store.blob(&c.sha256).await? {
             Some(b) => {
@@ -108,7 +127,7 @@ pub async fn deploy(
     manifest
         .check_new()
         .map_err(|e| ApiError::bad_request("invalid_deploy", e.to_string()))?;
-    let mut deployed = install(&app, manifest.clone()).await?;
+    let mut deployed = install(&app, manifest.clone(), Some(&env)).await?;
     // Only now, with everything checked and compiled, is anything written;
     // one deploy or rollback at a time (two would take the same version).
     let _one_at_a_time = env.config_lock.lock().await;
@@ -147,7 +166,7 @@ pub async fn activate(
         .doc(DEPLOYMENTS, &deployment_key(version))
         .await?
         .ok_or_else(|| ApiError::not_found("not_found", format!("no deployment {version}")))?;
-    let mut deployed = install(&app, doc.manifest.clone()).await?;
+    let mut deployed = install(&app, doc.manifest.clone(), None).await?;
     deployed.version = version;
     deployed.created_at = doc.created_at;
     let _one_at_a_time = env.config_lock.lock().await;
@@ -174,7 +193,7 @@ pub async fn load_active(app: &Arc<App>) -> Result<(), crate::ServerError> {
             .doc(DEPLOYMENTS, &deployment_key(version))
             .await?
             .ok_or_else(|| failed("its manifest is missing".into()))?;
-        let mut deployed = install(app, doc.manifest)
+        let mut deployed = install(app, doc.manifest, None)
             .await
             .map_err(|e| failed(e.message))?;
         deployed.version = version;
