@@ -1600,3 +1600,53 @@ async fn a_deploy_uses_only_components_its_environment_uploaded() {
     deploy(&prod).await;
     server.stop().await;
 }
+
+/// Clients that hold connections without sending a request are
+/// disconnected; a body declared past the limit is refused before it is
+/// sent; every route answers a wrong method with the error shape.
+#[tokio::test]
+async fn slow_or_oversized_clients_do_not_hold_the_server() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let data = tempfile::tempdir().unwrap();
+    let mut config = ServerConfig::new(data.path(), "127.0.0.1:0".parse().unwrap());
+    config.header_timeout = std::time::Duration::from_millis(500);
+    config.body_idle_timeout = std::time::Duration::from_millis(500);
+    let server = start_with(config, &MasterKey::generate(), "").await;
+    let addr = server.addr;
+    // What the server sends until it closes the connection (bounded wait).
+    let answer = |request: &'static [u8]| async move {
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        tcp.write_all(request).await.unwrap();
+        let mut out = Vec::new();
+        tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            tcp.read_to_end(&mut out),
+        )
+        .await
+        .expect("the server kept the connection open")
+        .ok();
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    // Connected, nothing sent; half a header; a body that never comes.
+    assert_eq!(answer(b"").await, "");
+    let half = answer(b"GET /health HTTP/1.1\r\nHost: x\r\n").await;
+    assert!(!half.contains("200"), "{half}");
+    let short = answer(
+        b"POST /connection HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer dev-secret-key-0001\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{",
+    )
+    .await;
+    assert!(short.starts_with("HTTP/1.1 400"), "{short}");
+    // A body declared past the limit: 413 at once.
+    let huge = answer(
+        b"POST /connection HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer dev-secret-key-0001\r\nContent-Type: application/json\r\nContent-Length: 999999999999\r\n\r\n",
+    )
+    .await;
+    assert!(huge.starts_with("HTTP/1.1 413"), "{huge}");
+    assert!(huge.contains("payload_too_large"), "{huge}");
+
+    let dev = Client::new(&server, DEV_KEY);
+    let (status, body) = dev.send("GET", "/sluice/components/abc", None).await;
+    assert_eq!(status, 405, "{body}");
+    assert_eq!(body["error"]["code"], "method_not_allowed", "{body}");
+    server.stop().await;
+}

@@ -24,6 +24,13 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// Largest uploaded component (a componentize-js component is ~12 MB).
     pub max_component_bytes: usize,
+    /// How long a client may take to send a request's headers, and how
+    /// long a connection may sit idle between requests: past it the
+    /// connection is closed (clients that connect and send nothing, or a
+    /// byte at a time, cannot hold the server's connections).
+    pub header_timeout: Duration,
+    /// The longest pause while a request's body arrives.
+    pub body_idle_timeout: Duration,
     /// Most bytes of precompiled components kept in `<data>/cache`; the
     /// least recently used go first (an active deploy's is compiled again
     /// at the next start if it was evicted).
@@ -138,6 +145,8 @@ impl ServerConfig {
             max_concurrent_executions: 64,
             max_body_bytes: 75 << 20,
             max_component_bytes: 256 << 20,
+            header_timeout: Duration::from_secs(30),
+            body_idle_timeout: Duration::from_secs(30),
             cache_max_bytes: sluice_runtime::DEFAULT_CACHE_MAX_BYTES,
             public_url: None,
             sync_slots: 16,

@@ -86,6 +86,48 @@ impl Drop for Server {
     }
 }
 
+/// Accepts connections until `stop`, then waits for the requests in
+/// flight (idle connections close at once).
+async fn serve(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    timeouts: (std::time::Duration, std::time::Duration),
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+) {
+    let (header_timeout, body_idle_timeout) = timeouts;
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let service = hyper_util::service::TowerToHyperService::new(
+        tower_http::timeout::RequestBodyTimeout::new(router, body_idle_timeout),
+    );
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = &mut stop => break,
+        };
+        let tcp = match accepted {
+            Ok((tcp, _)) => tcp,
+            // Out of file descriptors or a connection reset before it was
+            // accepted: wait a little rather than spin.
+            Err(_) => {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        // Answers are small and written at once: don't let Nagle hold them.
+        let _ = tcp.set_nodelay(true);
+        let connection = hyper::server::conn::http1::Builder::new()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(header_timeout)
+            .serve_connection(hyper_util::rt::TokioIo::new(tcp), service.clone());
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
+
 impl Server {
     /// Opens the data directory (the database under `db/`, compiled
     /// components under `cache/`), creates the first environments on first
@@ -147,18 +189,8 @@ impl Server {
             })?;
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let router = api::router(app.clone());
-        // Answers are small and written at once: don't let Nagle hold them.
-        use axum::serve::ListenerExt as _;
-        let listener = listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, router)
-                .with_graceful_shutdown(async {
-                    let _ = rx.await;
-                })
-                .await;
-        });
+        let timeouts = (config.header_timeout, config.body_idle_timeout);
+        let task = tokio::spawn(serve(listener, router, timeouts, rx));
         Ok((
             Server {
                 addr,

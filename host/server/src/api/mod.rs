@@ -193,13 +193,40 @@ async fn method_not_allowed() -> ApiError {
     )
 }
 
+/// A body whose declared length passes `max` is refused at once (413),
+/// before any of it is read: a client announcing a terabyte gets its
+/// answer now, not after sending it.
+async fn refuse_declared_oversize(
+    max: usize,
+    req: Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let declared = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|len| len > max as u64) {
+        return axum::response::IntoResponse::into_response(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "The request body is over the size limit.",
+        ));
+    }
+    next.run(req).await
+}
+
 /// Every route.
 pub fn router(app: Arc<App>) -> Router {
     let body_limit = app.config.max_body_bytes;
     let component_limit = app.config.max_component_bytes;
     let components = Router::new()
         .route("/sluice/components/{sha256}", put(deploy::put_component))
-        .layer(DefaultBodyLimit::max(component_limit));
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(component_limit))
+        .layer(axum::middleware::from_fn(move |req, next| {
+            refuse_declared_oversize(component_limit, req, next)
+        }));
     Router::new()
         .route("/health", get(health))
         .route("/records", get(records::get_records))
@@ -263,6 +290,9 @@ pub fn router(app: Arc<App>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn(move |req, next| {
+            refuse_declared_oversize(body_limit, req, next)
+        }))
         .merge(components)
         .with_state(app)
 }
