@@ -1650,3 +1650,61 @@ async fn slow_or_oversized_clients_do_not_hold_the_server() {
     assert_eq!(body["error"]["code"], "method_not_allowed", "{body}");
     server.stop().await;
 }
+
+/// Creating a connection and deleting its integration at once: never both
+/// (a connection left without its integration was hidden from listings
+/// and came back, old credentials and all, with a new integration of that
+/// key). A connection id that is not a string is refused, not replaced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_is_never_left_without_its_integration() {
+    let data = tempfile::tempdir().unwrap();
+    let server = start(data.path(), &MasterKey::generate(), "http://127.0.0.1:1").await;
+    let dev = Client::new(&server, DEV_KEY);
+    let (status, body) = dev
+        .send(
+            "POST",
+            "/integrations",
+            Some(json!({"unique_key": "ids", "provider": "hubspot"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    for id in [json!(7), json!(["x"]), json!({"a": 1}), json!(true)] {
+        let (status, body) = dev
+            .send(
+                "POST",
+                "/connection",
+                Some(
+                    json!({"provider_config_key": "ids", "connection_id": id, "access_token": "t"}),
+                ),
+            )
+            .await;
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(body["error"]["code"], "invalid_body", "{body}");
+    }
+    let (_, list) = dev.send("GET", "/connection", None).await;
+    assert_eq!(list["connections"], json!([]), "{list}");
+    for round in 0..100 {
+        let key = format!("race-{round}");
+        let (status, body) = dev
+            .send(
+                "POST",
+                "/integrations",
+                Some(json!({"unique_key": key, "provider": "hubspot"})),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        let create = dev.send(
+            "POST",
+            "/connection",
+            Some(json!({"provider_config_key": key, "connection_id": "c", "access_token": "t"})),
+        );
+        let path = format!("/integrations/{key}");
+        let delete = dev.send("DELETE", &path, None);
+        let ((created, _), (deleted, _)) = tokio::join!(create, delete);
+        assert!(
+            !(created == 200 && deleted == 200),
+            "round {round}: the connection was created and its integration deleted"
+        );
+    }
+    server.stop().await;
+}

@@ -57,6 +57,10 @@ pub struct EnvState {
     /// Changes of the active deployment and of the environment variables
     /// happen one at a time (each writes the store, then memory).
     pub config_lock: tokio::sync::Mutex<()>,
+    /// Creating a connection (shared) and deleting an integration
+    /// (exclusive): a deletion that found no connection cannot race with
+    /// one being created, which would be left without its integration.
+    pub integrations_lock: tokio::sync::RwLock<()>,
 }
 
 impl EnvState {
@@ -157,6 +161,7 @@ impl App {
                 schedules_lock: tokio::sync::Mutex::new(()),
                 runs: Default::default(),
                 config_lock: tokio::sync::Mutex::new(()),
+                integrations_lock: tokio::sync::RwLock::new(()),
             };
             envs.insert(store_env.id(), Arc::new(state));
         }

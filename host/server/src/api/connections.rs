@@ -129,12 +129,23 @@ pub async fn create(
 ) -> ApiResult<Json<Value>> {
     let pck = text(&body, "provider_config_key")
         .ok_or_else(|| ApiError::invalid_body("`provider_config_key` is required"))?;
+    // Held until the connection is stored: its integration cannot be
+    // deleted meanwhile.
+    let integration_kept = env.integrations_lock.read().await;
     let integration = env
         .store
         .integration(&pck)
         .await?
         .ok_or_else(|| ApiError::unknown_integration(&pck))?;
-    let cid = text(&body, "connection_id").unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let cid = match body.get("connection_id") {
+        None | Some(Value::Null) => uuid::Uuid::new_v4().to_string(),
+        Some(Value::String(id)) => id.clone(),
+        Some(other) => {
+            return Err(ApiError::invalid_body(format!(
+                "`connection_id` must be a string, got {other}"
+            )));
+        }
+    };
     if !valid_connection_id(&cid) {
         return Err(ApiError::invalid_body(format!(
             "`connection_id` must be 1 to {MAX_ID} characters of letters, digits and ,.;:=+~[]|@${{}}\"'\\/_ -"
@@ -188,6 +199,7 @@ pub async fn create(
         updated_at: now,
     };
     env.store.put_connection(&c).await?;
+    drop(integration_kept);
     let conn = ConnectionRef {
         provider_config_key: c.provider_config_key.clone(),
         connection_id: c.connection_id.clone(),

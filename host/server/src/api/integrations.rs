@@ -183,6 +183,7 @@ pub async fn update(
 }
 
 pub async fn delete(Env(env): Env, ApiPath(key): ApiPath<String>) -> ApiResult<Json<Value>> {
+    let _no_connection_created_meanwhile = env.integrations_lock.write().await;
     if !env.store.connections(Some(&key)).await?.is_empty() {
         return Err(ApiError::bad_request(
             "integration_has_connections",
