@@ -232,6 +232,16 @@ async fn a_start_drops_history_entries_a_crash_left_without_their_log() {
     };
     let before = history(&c).await;
     assert_eq!(before.len(), 1, "{before:?}");
+    // A log filter is not an execution filter: refused, not ignored.
+    let (code, out) = c
+        .send(
+            "GET",
+            "/executions?provider_config_key=hubspot&connection_id=demo&execution_id=nope",
+            None,
+        )
+        .await;
+    assert_eq!(code, 400, "{out}");
+    assert_eq!(out["error"]["code"], "invalid_query_params", "{out}");
     // What the crash left: an entry whose log was never written.
     let mut orphan = before[0].clone();
     orphan["id"] = json!("orphan-1");

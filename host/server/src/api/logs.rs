@@ -141,6 +141,19 @@ pub async fn export(Env(env): Env, RawQuery(raw): RawQuery) -> ApiResult<Respons
 /// `GET /executions?provider_config_key=&connection_id=&limit=`: newest
 /// first.
 pub async fn executions(Env(env): Env, RawQuery(raw): RawQuery) -> ApiResult<Json<Value>> {
+    // Only these select executions; the log filters (`q`, `level`,
+    // `from`…) and cursors are `/logs`', and were once accepted here and
+    // ignored.
+    for (k, _) in url::form_urlencoded::parse(raw.as_deref().unwrap_or("").as_bytes()) {
+        if !matches!(
+            k.as_ref(),
+            "provider_config_key" | "integration" | "connection_id" | "limit"
+        ) {
+            return Err(invalid(format!(
+                "`/executions` takes `provider_config_key`, `connection_id` and `limit`, not `{k}` (search lines with `/logs`)"
+            )));
+        }
+    }
     let (filter, limit, _) = parse(raw.as_deref(), true)?;
     let (Some(pck), Some(cid)) = (&filter.provider_config_key, &filter.connection_id) else {
         return Err(invalid(
