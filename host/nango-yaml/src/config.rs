@@ -157,6 +157,17 @@ impl Integration {
         self.syncs.iter().find(|s| s.name == name)
     }
 
+    /// The syncs, the first of each name: the ones that run ([`Self::sync`]
+    /// finds the first), so a sync declared twice (a zero-yaml `nango.json`
+    /// written by hand) is scheduled, routed and subscribed by one
+    /// definition only.
+    pub fn distinct_syncs(&self) -> impl Iterator<Item = &SyncConfig> {
+        let mut seen = std::collections::HashSet::new();
+        self.syncs
+            .iter()
+            .filter(move |s| seen.insert(s.name.as_str()))
+    }
+
     pub fn action(&self, name: &str) -> Option<&ActionConfig> {
         self.actions.iter().find(|a| a.name == name)
     }

@@ -57,9 +57,10 @@ pub struct EnvState {
     /// Changes of the active deployment and of the environment variables
     /// happen one at a time (each writes the store, then memory).
     pub config_lock: tokio::sync::Mutex<()>,
-    /// Creating a connection (shared) and deleting an integration
-    /// (exclusive): a deletion that found no connection cannot race with
-    /// one being created, which would be left without its integration.
+    /// Creating a connection (shared), and updating or deleting an
+    /// integration (exclusive): a deletion that found no connection cannot
+    /// race with one being created (left without its integration), nor an
+    /// update put a deleted integration back.
     pub integrations_lock: tokio::sync::RwLock<()>,
 }
 

@@ -412,7 +412,7 @@ impl Scheduler {
                     provider_config_key: pck.clone(),
                     connection_id: c.connection_id,
                 };
-                for sync in first_of_each_name(&integration.syncs) {
+                for sync in integration.distinct_syncs() {
                     let key = sync_key(&conn, &sync.name, "base");
                     self.ensure(env, &key, sync).await?;
                     wanted.insert(key);
@@ -432,7 +432,7 @@ impl Scheduler {
         let Some(integration) = catalog.config.integration(&conn.provider_config_key) else {
             return Ok(());
         };
-        for sync in first_of_each_name(&integration.syncs) {
+        for sync in integration.distinct_syncs() {
             self.ensure(env, &sync_key(conn, &sync.name, "base"), sync)
                 .await?;
         }
@@ -799,16 +799,6 @@ impl Scheduler {
         }
         runner::run_sync(app, &env, &conn, sync, variant, job.mode, self.max_run).await
     }
-}
-
-/// A deployment's syncs, the first of each name: the one that runs (as the
-/// catalogue keeps it), so a definition declared twice (a zero-yaml
-/// `nango.json` written by hand) cannot schedule it by the other's terms.
-fn first_of_each_name(
-    syncs: &[sluice_nango_yaml::SyncConfig],
-) -> impl Iterator<Item = &sluice_nango_yaml::SyncConfig> {
-    let mut seen = std::collections::HashSet::new();
-    syncs.iter().filter(move |s| seen.insert(s.name.as_str()))
 }
 
 #[cfg(test)]

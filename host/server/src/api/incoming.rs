@@ -208,8 +208,7 @@ async fn handle_once(app: &Arc<App>, env: &Arc<EnvState>, a: &Accepted) -> ApiRe
             .as_ref()
             .and_then(|c| c.config.integration(&pck))
             .map(|i| {
-                i.syncs
-                    .iter()
+                i.distinct_syncs()
                     .filter(|s| {
                         route
                             .kind

@@ -166,6 +166,9 @@ pub async fn update(
     ApiPath(key): ApiPath<String>,
     JsonBody(body): JsonBody<IntegrationBody>,
 ) -> ApiResult<Json<Value>> {
+    // One at a time with a deletion: read, change and write must not put
+    // back an integration deleted meanwhile.
+    let _not_deleted_meanwhile = env.integrations_lock.write().await;
     let mut i = env
         .store
         .integration(&key)

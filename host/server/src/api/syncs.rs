@@ -292,8 +292,7 @@ pub async fn status(
             .config
             .integration(&pck)
             .map(|i| {
-                i.syncs
-                    .iter()
+                i.distinct_syncs()
                     .map(|s| (s.name.clone(), "base".to_string()))
                     .collect()
             })

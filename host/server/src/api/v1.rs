@@ -52,7 +52,7 @@ pub async fn dispatch(
         .integration(&pck)
         .ok_or_else(|| unknown(&method, &path))?;
     let mut target = None;
-    for s in &integration.syncs {
+    for s in integration.distinct_syncs() {
         for (i, e) in s.endpoints.iter().enumerate() {
             if e.method.as_str().eq_ignore_ascii_case(method.as_str()) && e.path == path {
                 let model = s.output.get(i).or_else(|| s.output.first()).cloned();
