@@ -1611,6 +1611,7 @@ async fn slow_or_oversized_clients_do_not_hold_the_server() {
     let mut config = ServerConfig::new(data.path(), "127.0.0.1:0".parse().unwrap());
     config.header_timeout = std::time::Duration::from_millis(500);
     config.body_idle_timeout = std::time::Duration::from_millis(500);
+    config.body_timeout = std::time::Duration::from_secs(2);
     let server = start_with(config, &MasterKey::generate(), "").await;
     let addr = server.addr;
     // What the server sends until it closes the connection (bounded wait).
@@ -1643,6 +1644,33 @@ async fn slow_or_oversized_clients_do_not_hold_the_server() {
     .await;
     assert!(huge.starts_with("HTTP/1.1 413"), "{huge}");
     assert!(huge.contains("payload_too_large"), "{huge}");
+
+    // A body trickled a byte at a time, never pausing long enough for the
+    // idle timeout: cut at the body's deadline.
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(
+        b"POST /connection HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer dev-secret-key-0001\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let (mut read, mut write) = tcp.into_split();
+    let trickle = tokio::spawn(async move {
+        for _ in 0..1000 {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            if write.write_all(b" ").await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut out = vec![0u8; 4096];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(20), read.read(&mut out))
+        .await
+        .expect("a trickled body held the connection past its deadline")
+        .unwrap();
+    let slow = String::from_utf8_lossy(&out[..n]).into_owned();
+    assert!(slow.starts_with("HTTP/1.1 408"), "{slow}");
+    assert!(slow.contains("request_timeout"), "{slow}");
+    trickle.abort();
 
     let dev = Client::new(&server, DEV_KEY);
     let (status, body) = dev.send("GET", "/sluice/components/abc", None).await;

@@ -31,6 +31,10 @@ pub struct ServerConfig {
     pub header_timeout: Duration,
     /// The longest pause while a request's body arrives.
     pub body_idle_timeout: Duration,
+    /// How long a request's whole body may take to arrive, from the end
+    /// of its headers: a client sending a byte just inside
+    /// `body_idle_timeout` cannot hold a connection for days.
+    pub body_timeout: Duration,
     /// Most bytes of precompiled components kept in `<data>/cache`; the
     /// least recently used go first (an active deploy's is compiled again
     /// at the next start if it was evicted).
@@ -147,6 +151,7 @@ impl ServerConfig {
             max_component_bytes: 256 << 20,
             header_timeout: Duration::from_secs(30),
             body_idle_timeout: Duration::from_secs(30),
+            body_timeout: Duration::from_secs(300),
             cache_max_bytes: sluice_runtime::DEFAULT_CACHE_MAX_BYTES,
             public_url: None,
             sync_slots: 16,

@@ -85,9 +85,29 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
     }
 }
 
-/// A request's body, 413 past the route's limit.
+/// When a request's body must have arrived whole (set by [`router`]).
+#[derive(Clone, Copy)]
+struct BodyDeadline(tokio::time::Instant);
+
+/// A request's body, 413 past the route's limit, 408 `request_timeout`
+/// when it has not arrived whole by the request's deadline.
 pub async fn body_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
-    Bytes::from_request(req, state).await.map_err(|e| {
+    let deadline = req.extensions().get::<BodyDeadline>().copied();
+    let read = Bytes::from_request(req, state);
+    let read = match deadline {
+        Some(BodyDeadline(at)) => match tokio::time::timeout_at(at, read).await {
+            Ok(read) => read,
+            Err(_) => {
+                return Err(ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "request_timeout",
+                    "The request body did not arrive in time.",
+                ));
+            }
+        },
+        None => read.await,
+    };
+    read.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -220,6 +240,7 @@ async fn refuse_declared_oversize(
 pub fn router(app: Arc<App>) -> Router {
     let body_limit = app.config.max_body_bytes;
     let component_limit = app.config.max_component_bytes;
+    let body_timeout = app.config.body_timeout;
     let components = Router::new()
         .route("/sluice/components/{sha256}", put(deploy::put_component))
         .method_not_allowed_fallback(method_not_allowed)
@@ -294,5 +315,12 @@ pub fn router(app: Arc<App>) -> Router {
             refuse_declared_oversize(body_limit, req, next)
         }))
         .merge(components)
+        .layer(axum::middleware::from_fn(
+            move |mut req: Request, next: axum::middleware::Next| {
+                let at = tokio::time::Instant::now() + body_timeout;
+                req.extensions_mut().insert(BodyDeadline(at));
+                next.run(req)
+            },
+        ))
         .with_state(app)
 }
