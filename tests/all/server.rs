@@ -425,6 +425,35 @@ async fn deploy_connect_sync_read_act_isolate_and_restart_on(store: StoreKind) {
     let (status, body) = dev.send("GET", "/v1/contacts?limit=1", None).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["records"].as_array().unwrap().len(), 1);
+    // The endpoint's model is its own: `model=` does not pick another.
+    let (status, body) = dev
+        .send("GET", "/v1/contacts?limit=1&model=Nope", None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["records"].as_array().unwrap().len(), 1, "{body}");
+    // `X-Async` on an action's endpoint queues it as on /action/trigger.
+    let resp = dev
+        .http
+        .post(format!("{}/v1/contacts", dev.base))
+        .bearer_auth(&dev.key)
+        .header("connection-id", "demo")
+        .header("provider-config-key", "hubspot")
+        .header("x-async", "true")
+        .header("content-type", "application/json")
+        .body(
+            json!({"email": "mary@example.com", "first_name": "Mary", "last_name": "Jackson"})
+                .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    let location = resp.headers()["location"].to_str().unwrap().to_string();
+    let (seen, body) = dev
+        .poll_async(("hubspot", "demo"), &location, |s| s != 202)
+        .await;
+    assert_eq!(seen.last(), Some(&200), "{body}");
+    assert_eq!(body["id"], "201", "{body}");
 
     // Another environment's key reaches none of it.
     let (status, body) = prod.send("GET", "/records?model=Contact", None).await;

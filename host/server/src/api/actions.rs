@@ -51,12 +51,26 @@ pub async fn trigger(
         provider_config_key: pck,
         connection_id: cid,
     };
+    run(&app, &env, conn, action, Some(body.input), &headers).await
+}
+
+/// Runs an action for `POST /action/trigger` and an action's `/v1`
+/// endpoint: at once (200 with its output), or with `X-Async: true` queued
+/// durably (202, `Location`, `X-Max-Retries`).
+pub async fn run(
+    app: &Arc<App>,
+    env: &Arc<crate::app::EnvState>,
+    conn: ConnectionRef,
+    action: String,
+    input: Option<Value>,
+    headers: &HeaderMap,
+) -> ApiResult<Response> {
     let is_async = headers
         .get("x-async")
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.eq_ignore_ascii_case("true"));
     if !is_async {
-        let report = runner::run_action(&app, &env, &conn, &action, Some(body.input)).await?;
+        let report = runner::run_action(app, env, &conn, &action, input).await?;
         return match report.outcome {
             Ok(output) => Ok(Json(output.unwrap_or(Value::Null)).into_response()),
             Err(e) => Err(runner::failure_error(&e)),
@@ -113,7 +127,7 @@ pub async fn trigger(
         provider_config_key: conn.provider_config_key,
         connection_id: conn.connection_id,
         action,
-        input: Some(body.input),
+        input,
         status: "pending".into(),
         attempts: 0,
         max_retries,

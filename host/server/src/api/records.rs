@@ -32,11 +32,14 @@ pub struct RecordsRequest {
 /// Parses the query string with the original's rules; `model` may come
 /// from the route instead (`/v1/*` sync endpoints).
 pub fn parse_query(raw: Option<&str>, model: Option<&str>) -> ApiResult<RecordsRequest> {
+    // A `/v1` sync endpoint's model is its own: `model=` does not change it.
+    let fixed = model.is_some();
     let mut model = model.map(str::to_string);
     let mut variant = None;
     let mut query = RecordsQuery::default();
     for (k, v) in url::form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
         match k.as_ref() {
+            "model" if fixed => {}
             "model" => model = Some(v.into_owned()),
             "variant" => variant = Some(v.into_owned()),
             "modified_after" | "delta" => {

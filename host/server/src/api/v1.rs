@@ -8,15 +8,14 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::{RawQuery, Request, State};
 use axum::http::Method;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde_json::{Map, Value, json};
 use sluice_nango_yaml::generate::json_schema;
 use sluice_runtime::records::ConnectionRef;
 
-use super::{ApiPath, ConnectionHeaders, Env, body_bytes, parse_json, records};
+use super::{ApiPath, ConnectionHeaders, Env, actions, body_bytes, parse_json, records};
 use crate::app::App;
 use crate::error::{ApiError, ApiResult};
-use crate::runner;
 
 enum Target {
     Records { model: String },
@@ -39,6 +38,7 @@ pub async fn dispatch(
     req: Request,
 ) -> ApiResult<Response> {
     let method = req.method().clone();
+    let request_headers = req.headers().clone();
     let path = format!("/{}", path.trim_start_matches('/'));
     let pck = headers.provider_config_key.clone().ok_or_else(|| {
         ApiError::bad_request(
@@ -100,11 +100,7 @@ pub async fn dispatch(
                 provider_config_key: pck,
                 connection_id: cid,
             };
-            let report = runner::run_action(&app, &env, &conn, &name, input).await?;
-            match report.outcome {
-                Ok(output) => Ok(Json(output.unwrap_or(Value::Null)).into_response()),
-                Err(e) => Err(runner::failure_error(&e)),
-            }
+            actions::run(&app, &env, conn, name, input, &request_headers).await
         }
     }
 }
