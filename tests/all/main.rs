@@ -2,6 +2,7 @@
 //! on 127.0.0.1, and the runtime in between.
 
 mod cli;
+mod demo;
 mod durability;
 mod events;
 mod examples;

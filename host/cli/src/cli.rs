@@ -623,16 +623,7 @@ async fn run_serve(args: ServeArgs, out: &mut dyn Write) -> anyhow::Result<i32> 
         )
         .await;
     }
-    let initial: Vec<(String, Option<String>)> = ["dev", "prod"]
-        .iter()
-        .map(|env| {
-            let var = format!("NANGO_SECRET_KEY_{}", env.to_uppercase());
-            (
-                env.to_string(),
-                std::env::var(var).ok().filter(|k| !k.is_empty()),
-            )
-        })
-        .collect();
+    let initial = initial_keys();
     let (server, created) =
         sluice_server::Server::start(config, master, providers, &initial).await?;
     for (env, key) in &created {
@@ -645,6 +636,21 @@ async fn run_serve(args: ServeArgs, out: &mut dyn Write) -> anyhow::Result<i32> 
     out.flush()?;
     server.wait().await;
     Ok(0)
+}
+
+/// The environments a first start creates, each with the key its
+/// `NANGO_SECRET_KEY_<ENV>` gives (generated when unset).
+pub(crate) fn initial_keys() -> Vec<(String, Option<String>)> {
+    ["dev", "prod"]
+        .iter()
+        .map(|env| {
+            let var = format!("NANGO_SECRET_KEY_{}", env.to_uppercase());
+            (
+                env.to_string(),
+                std::env::var(var).ok().filter(|k| !k.is_empty()),
+            )
+        })
+        .collect()
 }
 
 fn json_argument(flag: &str, value: &str) -> anyhow::Result<Value> {

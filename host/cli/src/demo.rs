@@ -95,13 +95,11 @@ pub async fn run(
         github.proxy.base_url = Some(mock.url());
         providers.insert(github);
     }
-    let given = std::env::var("NANGO_SECRET_KEY_DEV")
-        .ok()
-        .filter(|k| !k.is_empty());
-    let initial = [
-        ("dev".to_string(), given.clone()),
-        ("prod".to_string(), None),
-    ];
+    let initial = crate::cli::initial_keys();
+    let given = initial
+        .iter()
+        .find(|(env, _)| env == "dev")
+        .and_then(|(_, key)| key.clone());
     config
         .public_url
         .get_or_insert_with(|| format!("http://{}", config.listen));
@@ -221,6 +219,12 @@ pub async fn run(
         result
     )?;
     writeln!(out, "The dev environment's secret key: {key}\n")?;
+    for (env, created_key) in created.iter().filter(|(env, _)| env != "dev") {
+        writeln!(
+            out,
+            "Created environment `{env}`; its secret key (shown once): {created_key}\n"
+        )?;
+    }
     writeln!(
         out,
         "Read the synced records:\n  curl {headers} '{base}/records?model=GithubIssue'\n"
