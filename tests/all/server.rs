@@ -857,6 +857,50 @@ async fn runs_report_changes_errors_keep_their_shapes_and_tokens_refresh_once() 
     }
     assert_eq!(token_calls.load(Ordering::SeqCst), 1);
 
+    // `force_refresh` refreshes a token imported moments ago (an import is
+    // not a refresh); forced again at once, the refresh just made serves.
+    for _ in 0..2 {
+        let (status, body) = dev
+            .send(
+                "GET",
+                "/connection/c1?provider_config_key=mock-int&force_refresh=true",
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["credentials"]["access_token"], "fresh-token", "{body}");
+    }
+    assert_eq!(token_calls.load(Ordering::SeqCst), 2);
+    // The refresh token is shown only when asked for, in `raw` too.
+    let (status, body) = dev
+        .send(
+            "POST",
+            "/connection",
+            Some(
+                json!({"provider_config_key": "mock-int", "connection_id": "c5",
+                        "access_token": "a", "refresh_token": "rt-5", "no_expiration": true,
+                        "raw": {"access_token": "a", "refresh_token": "rt-5"}}),
+            ),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (_, body) = dev
+        .send("GET", "/connection/c5?provider_config_key=mock-int", None)
+        .await;
+    assert!(!body.to_string().contains("rt-5"), "{body}");
+    let (_, body) = dev
+        .send(
+            "GET",
+            "/connection/c5?provider_config_key=mock-int&refresh_token=true",
+            None,
+        )
+        .await;
+    assert_eq!(body["credentials"]["refresh_token"], "rt-5", "{body}");
+    assert_eq!(
+        body["credentials"]["raw"]["refresh_token"], "rt-5",
+        "{body}"
+    );
+
     // A token endpoint answering megabytes: the refresh fails, naming why.
     let (status, body) = dev
         .send(

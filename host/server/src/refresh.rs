@@ -37,7 +37,9 @@ const TOKEN_TIMEOUT: Duration = Duration::from_secs(30);
 pub const CONNECTION_ERRORS: &str = "connection-errors";
 
 /// Held while a connection's token is refreshed.
-type RefreshLock = Arc<tokio::sync::Mutex<()>>;
+/// One refresh at a time per connection; it holds when this process last
+/// refreshed the connection and the access token it got.
+type RefreshLock = Arc<tokio::sync::Mutex<Option<(std::time::Instant, String)>>>;
 
 /// One environment's connections, refreshing OAuth2 tokens.
 pub struct Connections {
@@ -172,10 +174,16 @@ impl Connections {
             return Ok(c);
         }
         let lock = self.lock_for(pck, cid);
-        let _guard = lock.lock().await;
-        // Another execution may have refreshed while this one waited.
+        let mut last = lock.lock().await;
+        // Another execution may have refreshed while this one waited; a
+        // burst of forced refreshes (every execution's request refused at
+        // once) is one refresh. An import or a metadata change is not a
+        // refresh: `force` still refreshes after one.
         let c = self.stored(pck, cid).await?;
-        let refreshed_lately = c.updated_at >= Utc::now() - REFRESH_MARGIN;
+        let refreshed_lately = last.as_ref().is_some_and(|(at, token)| {
+            at.elapsed() < REFRESH_MARGIN.to_std().unwrap_or_default()
+                && c.credentials.field("access_token") == Some(token.as_str())
+        });
         if !(expiring(&c, Utc::now()) || (force && !refreshed_lately)) {
             return Ok(c);
         }
@@ -189,6 +197,9 @@ impl Connections {
                     .await
                     .map_err(backend)?
                     .ok_or_else(|| not_found(pck, cid))?;
+                if let Some(token) = c.credentials.field("access_token") {
+                    *last = Some((std::time::Instant::now(), token.to_string()));
+                }
                 let _ = self
                     .store
                     .delete_doc(CONNECTION_ERRORS, &format!("{pck}/{cid}"))

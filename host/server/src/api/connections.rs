@@ -331,6 +331,9 @@ pub async fn get(
         && let Some(creds) = v["credentials"].as_object_mut()
     {
         creds.remove("refresh_token");
+        if let Some(raw) = creds.get_mut("raw").and_then(Value::as_object_mut) {
+            raw.remove("refresh_token");
+        }
     }
     Ok(Json(v))
 }
