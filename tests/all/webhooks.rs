@@ -437,10 +437,16 @@ async fn an_async_actions_webhook_is_queued_once_even_when_the_process_stopped_b
     assert_eq!(
         (
             got["type"].as_str(),
-            got["id"].as_str(),
+            got["payload"]["id"].as_str(),
+            got["payload"]["statusUrl"].as_str(),
             got["success"].as_bool()
         ),
-        (Some("async_action"), Some(id.as_str()), Some(true)),
+        (
+            Some("async_action"),
+            Some(id.as_str()),
+            Some(location.as_str()),
+            Some(true)
+        ),
         "{got}"
     );
 
@@ -471,7 +477,7 @@ async fn an_async_actions_webhook_is_queued_once_even_when_the_process_stopped_b
     let ids: Vec<Value> = app
         .accepted()
         .iter()
-        .map(|(_, b)| b["id"].clone())
+        .map(|(_, b)| b["payload"]["id"].clone())
         .collect();
     assert_eq!(ids, [json!(id), json!("a-crashed")]);
     server.stop().await;

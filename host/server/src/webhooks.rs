@@ -326,16 +326,16 @@ impl Webhooks {
         if !settings.on_async_action_completion {
             return Ok(());
         }
+        // The original's shape: the app polls `statusUrl` for the result.
+        // `actionName` and `success` are sluice's additions.
         let body = json!({
             "from": "nango",
             "type": "async_action",
             "connectionId": a.connection_id,
             "providerConfigKey": a.provider_config_key,
-            "id": a.id,
+            "payload": {"id": a.id, "statusUrl": format!("/action/{}", a.id)},
             "actionName": a.action,
             "success": a.status == "succeeded",
-            "payload": a.output,
-            "error": a.error,
         });
         // One message per action, however often it is queued.
         let seed = format!("async-action:{}", a.id);
