@@ -193,9 +193,17 @@ async fn a_signed_provider_webhook_runs_its_script_and_reaches_the_app_a_forged_
     let (code, out) = post(&c, &url, &forged, &signed(&body)).await;
     assert_eq!(code, 401, "{out}");
     assert!(out.contains("Invalid webhook signature"), "{out}");
+    assert!(
+        out.contains("\"code\":\"webhook_invalid_signature\""),
+        "{out}"
+    );
     let (code, out) = post(&c, &url, &forged, &[]).await;
     assert_eq!(code, 401, "{out}");
     assert!(out.contains("Missing webhook signature"), "{out}");
+    assert!(
+        out.contains("\"code\":\"webhook_missing_signature\""),
+        "{out}"
+    );
     let (code, _) = post(&c, &url, &forged, &[("linear-signature", "short".into())]).await;
     assert_eq!(code, 401);
 

@@ -334,6 +334,17 @@ mod tests {
             hubspot.proxy.paginate.as_ref().unwrap()["type"],
             Value::from("cursor")
         );
+        // Their webhooks are routed (and their signatures checked) as the
+        // original's catalogue says.
+        for (name, script) in [
+            ("hubspot", "hubspotWebhookRouting"),
+            ("linear", "linearWebhookRouting"),
+        ] {
+            assert_eq!(
+                catalog.get(name).unwrap().definition["webhook_routing_script"],
+                Value::from(script)
+            );
+        }
     }
 
     #[test]

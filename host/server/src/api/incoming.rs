@@ -37,11 +37,6 @@ pub struct Accepted {
     pub headers: Vec<(String, String)>,
 }
 
-fn plain_error(status: u16, message: &str) -> Response {
-    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
-    (status, axum::Json(json!({ "error": message }))).into_response()
-}
-
 pub async fn receive(
     State(app): State<Arc<App>>,
     ApiPath((environment, pck)): ApiPath<(String, String)>,
@@ -117,7 +112,10 @@ pub async fn receive(
     };
     let routed = match routing::route_webhook(&script, &request, &secrets) {
         None => return Ok(StatusCode::NO_CONTENT.into_response()),
-        Some(Err(refused)) => return Ok(plain_error(refused.status, &refused.message)),
+        Some(Err(refused)) => {
+            let status = StatusCode::from_u16(refused.status).unwrap_or(StatusCode::BAD_REQUEST);
+            return Err(ApiError::new(status, refused.code, refused.message));
+        }
         Some(Ok(r)) => r,
     };
     let now = Utc::now();
@@ -172,8 +170,8 @@ async fn connections(
         .collect())
 }
 
-/// Runs the webhook scripts an accepted webhook asks for, forwards it to
-/// the app, and forgets it.
+/// Forwards an accepted webhook to the app, runs the webhook scripts it
+/// asks for, and forgets it.
 pub async fn handle(app: Arc<App>, env: Arc<EnvState>, key: String, a: Accepted) {
     // Kept when a step fails for the store: the next start handles it again.
     if handle_once(&app, &env, &a).await.is_ok() {
@@ -192,6 +190,7 @@ async fn handle_once(app: &Arc<App>, env: &Arc<EnvState>, a: &Accepted) -> ApiRe
     let mut found: std::collections::HashMap<&Lookup, Vec<String>> =
         std::collections::HashMap::new();
     let mut all = None;
+    let mut runs: Vec<(String, String, &Value)> = Vec::new();
     for route in &a.routes {
         let Some(lookup) = &route.lookup else {
             continue;
@@ -220,13 +219,8 @@ async fn handle_once(app: &Arc<App>, env: &Arc<EnvState>, a: &Accepted) -> ApiRe
             })
             .unwrap_or_default();
         for cid in &ids {
-            let conn = ConnectionRef {
-                provider_config_key: pck.clone(),
-                connection_id: cid.clone(),
-            };
             for sync in &subscribed {
-                // A script's failure is in the connection's history.
-                let _ = crate::runner::run_webhook(app, env, &conn, sync, &route.input).await;
+                runs.push((cid.clone(), sync.clone(), &route.input));
             }
         }
         for id in ids {
@@ -235,6 +229,30 @@ async fn handle_once(app: &Arc<App>, env: &Arc<EnvState>, a: &Accepted) -> ApiRe
             }
         }
     }
+    // Forwarded first, so the app does not wait for the scripts (each
+    // may run for an hour). Seeded: handled again after a crash, a
+    // forward is not queued twice.
+    forward(app, env, a, &matched).await?;
+    for (cid, sync, input) in runs {
+        let conn = ConnectionRef {
+            provider_config_key: pck.clone(),
+            connection_id: cid,
+        };
+        // A script's failure is in the connection's history.
+        let _ = crate::runner::run_webhook(app, env, &conn, &sync, input).await;
+    }
+    Ok(())
+}
+
+/// Queues an accepted webhook's forwards to the app: one per matched
+/// connection, or the raw payload once when it matched none.
+async fn forward(
+    app: &Arc<App>,
+    env: &Arc<EnvState>,
+    a: &Accepted,
+    matched: &[String],
+) -> ApiResult<()> {
+    let pck = &a.provider_config_key;
     let settings = crate::webhooks::settings(env).await?;
     let forwarding = [&settings.primary_url, &settings.secondary_url]
         .into_iter()
