@@ -795,6 +795,7 @@ async fn runs_report_changes_errors_keep_their_shapes_and_tokens_refresh_once() 
         (Some(&424), Some("script_http_error")),
         "{body}"
     );
+    assert_eq!(body["error"]["upstream"]["status"], 503, "{body}");
     let times = flaky_calls.lock().unwrap().clone();
     assert_eq!(times.len(), 3, "one attempt and two retries");
     assert!(times[1] - times[0] >= std::time::Duration::from_millis(100));

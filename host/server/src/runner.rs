@@ -854,6 +854,7 @@ pub async fn drive_async_action(app: Arc<App>, env: Arc<EnvState>, mut a: AsyncA
                 "code": err.code,
                 "message": err.message,
                 "payload": err.payload,
+                "extra": err.extra,
             }));
             if a.attempts <= a.max_retries && !gone {
                 // A failure that a retry may fix (an upstream's 429 or

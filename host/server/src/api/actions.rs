@@ -176,6 +176,10 @@ pub async fn status(Env(env): Env, ApiPath(id): ApiPath<String>) -> ApiResult<Re
             if !e["payload"].is_null() {
                 err.payload = Some(Box::new(e["payload"].clone()));
             }
+            // `upstream` of a `script_http_error`, as the direct answer has.
+            if let Some(extra) = e["extra"].as_object() {
+                err.extra = Some(Box::new(extra.clone()));
+            }
             Err(err)
         }
         _ => Ok((
