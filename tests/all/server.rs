@@ -1783,6 +1783,29 @@ async fn a_connection_is_never_left_without_its_integration() {
         assert_eq!(status, 400, "{body}");
         assert_eq!(body["error"]["code"], "invalid_body", "{body}");
     }
+    // Credentials' fields of the wrong type are refused, naming the field,
+    // not dropped (an expiry dropped made the token never expire).
+    for (field, value) in [
+        ("expires_at", json!(1700000000)),
+        ("expires_in", json!("3600")),
+        ("expires_in", json!(3600.5)),
+        ("refresh_token", json!(123)),
+        ("raw", json!("text")),
+    ] {
+        let mut body =
+            json!({"provider_config_key": "ids", "connection_id": "typed", "access_token": "t"});
+        body[field] = value;
+        let (status, body) = dev.send("POST", "/connection", Some(body)).await;
+        assert_eq!(status, 400, "{field}: {body}");
+        assert_eq!(body["error"]["code"], "invalid_body", "{body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("`{field}`")),
+            "{body}"
+        );
+    }
     let (_, list) = dev.send("GET", "/connection", None).await;
     assert_eq!(list["connections"], json!([]), "{list}");
     for round in 0..100 {

@@ -37,11 +37,32 @@ fn required(body: &Map<String, Value>, key: &str, mode: &str) -> ApiResult<Strin
     })
 }
 
+/// An optional string field: absent or `null` is none, anything else but
+/// a string is refused (a number for a token or a date would otherwise be
+/// dropped without a word).
+fn optional_text(body: &Map<String, Value>, key: &str) -> ApiResult<Option<String>> {
+    match body.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(other) => Err(ApiError::invalid_body(format!(
+            "`{key}` must be a string, got {other}"
+        ))),
+    }
+}
+
 /// The credentials a `POST /connection` body carries, by auth mode.
 fn credentials(mode: &str, body: &Map<String, Value>) -> ApiResult<Value> {
-    let raw = body.get("raw").cloned().unwrap_or_else(|| json!({}));
+    let raw = match body.get("raw") {
+        None | Some(Value::Null) => json!({}),
+        Some(Value::Object(raw)) => Value::Object(raw.clone()),
+        Some(other) => {
+            return Err(ApiError::invalid_body(format!(
+                "`raw` must be an object, got {other}"
+            )));
+        }
+    };
     let expires_at = || -> ApiResult<Option<String>> {
-        if let Some(at) = text(body, "expires_at") {
+        if let Some(at) = optional_text(body, "expires_at")? {
             let parsed = DateTime::parse_from_rfc3339(&at).map_err(|_| {
                 ApiError::invalid_body(format!(
                     "`expires_at` must be an ISO 8601 date-time, got `{at}`"
@@ -49,7 +70,15 @@ fn credentials(mode: &str, body: &Map<String, Value>) -> ApiResult<Value> {
             })?;
             return Ok(Some(parsed.with_timezone(&Utc).to_rfc3339()));
         }
-        if let Some(secs) = body.get("expires_in").and_then(Value::as_i64) {
+        let expires_in = match body.get("expires_in") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(v.as_i64().ok_or_else(|| {
+                ApiError::invalid_body(format!(
+                    "`expires_in` must be a whole number of seconds, got {v}"
+                ))
+            })?),
+        };
+        if let Some(secs) = expires_in {
             let at = crate::refresh::expires_after(secs).ok_or_else(|| {
                 ApiError::invalid_body(format!(
                     "`expires_in` must be a number of seconds a date can be counted from now, got {secs}"
@@ -66,7 +95,7 @@ fn credentials(mode: &str, body: &Map<String, Value>) -> ApiResult<Value> {
                 "access_token": required(body, "access_token", mode)?,
                 "raw": raw,
             });
-            if let Some(r) = text(body, "refresh_token") {
+            if let Some(r) = optional_text(body, "refresh_token")? {
                 c["refresh_token"] = json!(r);
             }
             let no_expiration = body.get("no_expiration").and_then(Value::as_bool) == Some(true);
