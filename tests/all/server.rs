@@ -1110,7 +1110,11 @@ async fn deploys_are_versions_a_bad_one_changes_nothing_and_rollback_works() {
     assert_eq!(list["deployments"][1]["active"], true);
     let (_, api) = dev.send("GET", "/openapi.json", None).await;
     assert_eq!(api["info"]["version"], "1");
-    assert!(api["paths"]["/github/issues"]["get"].is_object(), "{api}");
+    // Under /v1, where it is served.
+    assert!(
+        api["paths"]["/v1/github/issues"]["get"].is_object(),
+        "{api}"
+    );
     assert!(
         api["components"]["schemas"]["GithubIssue"].is_object(),
         "{api}"

@@ -105,6 +105,58 @@ pub async fn dispatch(
     }
 }
 
+/// Adds an endpoint's operation under `/v1` (where it is served). Several
+/// integrations may declare the same method and path (`Provider-Config-Key`
+/// picks one): the operation then lists them all, and its bodies are any
+/// of theirs.
+fn add_operation(paths: &mut Map<String, Value>, path: &str, method: &str, op: Value) {
+    let entry = paths
+        .entry(format!("/v1{path}"))
+        .or_insert_with(|| json!({}));
+    let method = method.to_ascii_lowercase();
+    let Some(existing) = entry.get_mut(&method) else {
+        entry[method] = op;
+        return;
+    };
+    let key = &op["tags"][0];
+    if let Some(tags) = existing["tags"].as_array_mut() {
+        tags.push(key.clone());
+    }
+    if let Some(keys) = existing["parameters"][1]["schema"]["enum"].as_array_mut() {
+        keys.push(key.clone());
+    }
+    let summaries: Vec<&str> = [&existing["summary"], &op["summary"]]
+        .into_iter()
+        .filter_map(Value::as_str)
+        .collect();
+    existing["summary"] = json!(summaries.join("; "));
+    // The request body, and the 200's: the same, any of them, or (when
+    // only one of them has one) theirs.
+    for (container, key) in [("", "requestBody"), ("/responses", "200")] {
+        let schema = "/content/application~1json/schema";
+        let Some(their_body) = op.pointer(&format!("{container}/{key}")).cloned() else {
+            continue;
+        };
+        let Some(ours) = existing.pointer_mut(container) else {
+            continue;
+        };
+        let theirs = their_body.pointer(schema).cloned();
+        match (ours[key].pointer_mut(schema), theirs) {
+            (Some(a), Some(b)) if *a == b => {}
+            (Some(a), Some(b)) => match a.get_mut("anyOf").and_then(Value::as_array_mut) {
+                Some(list) => {
+                    if !list.contains(&b) {
+                        list.push(b);
+                    }
+                }
+                None => *a = json!({ "anyOf": [a.clone(), b] }),
+            },
+            (None, Some(_)) => ours[key] = their_body,
+            (_, None) => {}
+        }
+    }
+}
+
 /// An OpenAPI 3.1 document of every endpoint deployed to the environment.
 pub async fn openapi(Env(env): Env) -> ApiResult<Json<Value>> {
     let mut paths = Map::new();
@@ -123,13 +175,13 @@ pub async fn openapi(Env(env): Env) -> ApiResult<Json<Value>> {
                 );
             }
         }
-        let headers = json!([
-            { "name": "Connection-Id", "in": "header", "required": true, "schema": { "type": "string" } },
-            { "name": "Provider-Config-Key", "in": "header", "required": true, "schema": { "type": "string" } },
-        ]);
         let model_ref = |m: &str| json!({ "$ref": format!("#/components/schemas/{m}") });
         for i in &config.integrations {
-            for s in &i.syncs {
+            let headers = json!([
+                { "name": "Connection-Id", "in": "header", "required": true, "schema": { "type": "string" } },
+                { "name": "Provider-Config-Key", "in": "header", "required": true, "schema": { "type": "string", "enum": [i.provider_config_key] } },
+            ]);
+            for s in i.distinct_syncs() {
                 for (n, e) in s.endpoints.iter().enumerate() {
                     let Some(model) = s.output.get(n).or_else(|| s.output.first()) else {
                         continue;
@@ -147,8 +199,7 @@ pub async fn openapi(Env(env): Env) -> ApiResult<Json<Value>> {
                             }
                         }}}}}
                     });
-                    let entry = paths.entry(e.path.clone()).or_insert_with(|| json!({}));
-                    entry[e.method.as_str().to_ascii_lowercase()] = op;
+                    add_operation(&mut paths, &e.path, e.method.as_str(), op);
                 }
             }
             for a in &i.actions {
@@ -167,8 +218,7 @@ pub async fn openapi(Env(env): Env) -> ApiResult<Json<Value>> {
                     op["responses"]["200"]["content"] =
                         json!({ "application/json": { "schema": model_ref(output) } });
                 }
-                let entry = paths.entry(e.path.clone()).or_insert_with(|| json!({}));
-                entry[e.method.as_str().to_ascii_lowercase()] = op;
+                add_operation(&mut paths, &e.path, e.method.as_str(), op);
             }
         }
     }
@@ -182,4 +232,51 @@ pub async fn openapi(Env(env): Env) -> ApiResult<Json<Value>> {
         },
         "security": [{ "secretKey": [] }],
     })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn op(key: &str, input: Option<&str>, output: &str) -> Value {
+        let mut op = json!({
+            "summary": format!("{key}'s"),
+            "tags": [key],
+            "parameters": [
+                { "name": "Connection-Id", "in": "header" },
+                { "name": "Provider-Config-Key", "in": "header", "schema": { "type": "string", "enum": [key] } },
+            ],
+            "responses": { "200": { "content": { "application/json": { "schema": { "$ref": output } } } } },
+        });
+        if let Some(input) = input {
+            op["requestBody"] =
+                json!({ "content": { "application/json": { "schema": { "$ref": input } } } });
+        }
+        op
+    }
+
+    #[test]
+    fn integrations_declaring_one_endpoint_share_its_operation() {
+        let mut paths = Map::new();
+        add_operation(&mut paths, "/things", "POST", op("a", None, "A"));
+        add_operation(&mut paths, "/things", "POST", op("b", Some("In"), "B"));
+        add_operation(&mut paths, "/things", "POST", op("c", Some("In"), "A"));
+        add_operation(&mut paths, "/other", "GET", op("c", None, "C"));
+        let things = &paths["/v1/things"]["post"];
+        assert_eq!(things["tags"], json!(["a", "b", "c"]));
+        assert_eq!(
+            things["parameters"][1]["schema"]["enum"],
+            json!(["a", "b", "c"])
+        );
+        assert_eq!(things["summary"], "a's; b's; c's");
+        assert_eq!(
+            things["responses"]["200"]["content"]["application/json"]["schema"],
+            json!({ "anyOf": [{ "$ref": "A" }, { "$ref": "B" }] })
+        );
+        assert_eq!(
+            things["requestBody"]["content"]["application/json"]["schema"],
+            json!({ "$ref": "In" })
+        );
+        assert_eq!(paths["/v1/other"]["get"]["tags"], json!(["c"]));
+    }
 }
