@@ -1167,6 +1167,52 @@ async fn client_errors_are_json_errors_naming_the_problem_and_a_reimport_keeps_m
         );
     }
 
+    // `include` as the original's API and SDK send it: repeated, or a list.
+    for query in [
+        "include=webhook&include=credentials",
+        "include=webhook,credentials",
+        "include[]=webhook&include[]=credentials",
+    ] {
+        let (status, body) = dev
+            .send("GET", &format!("/integrations/hubspot?{query}"), None)
+            .await;
+        assert_eq!(status, 200, "{query}: {body}");
+        let env = server.app.store.environment("dev").unwrap().id();
+        assert_eq!(
+            body["data"]["webhook_url"],
+            format!("/webhook/{env}/hubspot"),
+            "{body}"
+        );
+        assert!(body["data"]["credentials"].is_object(), "{body}");
+    }
+    let (status, body) = dev
+        .send("GET", "/integrations/hubspot?include=secrets", None)
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("invalid_query_params")),
+        "{body}"
+    );
+    // A key cannot change (it was accepted and ignored).
+    let (status, body) = dev
+        .send(
+            "PATCH",
+            "/integrations/hubspot",
+            Some(json!({"unique_key": "renamed", "display_name": "HubSpot"})),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.to_string().contains("unique_key"), "{body}");
+    // Variables: a name given twice, or blank, is refused.
+    for vars in [
+        json!([{"name": "A", "value": "1"}, {"name": "A", "value": "2"}]),
+        json!([{"name": "  ", "value": "1"}]),
+    ] {
+        let (status, body) = dev.send("PUT", "/environment-variables", Some(vars)).await;
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(body["error"]["code"], "invalid_body", "{body}");
+    }
+
     // New credentials keep the metadata and config they leave out; `null`
     // clears the metadata.
     let import = |extra: Value| {

@@ -3,13 +3,13 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use chrono::Utc;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sluice_store::Integration;
 
-use super::{ApiPath, ApiQuery, Env, JsonBody};
+use super::{ApiPath, Env, JsonBody};
 use crate::app::App;
 use crate::error::{ApiError, ApiResult};
 
@@ -138,27 +138,48 @@ pub async fn list(Env(env): Env) -> ApiResult<Json<Value>> {
     })))
 }
 
-#[derive(Deserialize)]
-pub struct GetQuery {
-    #[serde(default)]
-    include: Option<String>,
-}
-
+/// `GET /integrations/:key?include=webhook&include=credentials` (also
+/// `include=webhook,credentials` and `include[]=…`).
 pub async fn get(
     Env(env): Env,
     ApiPath(key): ApiPath<String>,
-    ApiQuery(q): ApiQuery<GetQuery>,
+    RawQuery(raw): RawQuery,
 ) -> ApiResult<Json<Value>> {
+    let mut credentials = false;
+    let mut webhook = false;
+    for (k, v) in url::form_urlencoded::parse(raw.as_deref().unwrap_or("").as_bytes()) {
+        if k != "include" && k != "include[]" {
+            continue;
+        }
+        for word in v.split(',').map(str::trim).filter(|w| !w.is_empty()) {
+            match word {
+                "credentials" => credentials = true,
+                "webhook" => webhook = true,
+                other => {
+                    return Err(ApiError::bad_request(
+                        "invalid_query_params",
+                        format!("`include` takes `webhook` and `credentials`, not `{other}`"),
+                    ));
+                }
+            }
+        }
+    }
     let i = env
         .store
         .integration(&key)
         .await?
         .ok_or_else(|| ApiError::unknown_integration(&key))?;
-    let include_credentials = q
-        .include
-        .as_deref()
-        .is_some_and(|s| s.split(',').any(|w| w == "credentials"));
-    Ok(Json(json!({ "data": view(&i, include_credentials) })))
+    let mut data = view(&i, credentials);
+    if webhook {
+        // Where its provider sends webhooks (relative without `public_url`).
+        let base = env
+            .environment()
+            .webhook_base_url
+            .clone()
+            .unwrap_or_else(|| format!("/webhook/{}", env.store.id()));
+        data["webhook_url"] = json!(format!("{base}/{key}"));
+    }
+    Ok(Json(json!({ "data": data })))
 }
 
 pub async fn update(
@@ -177,6 +198,12 @@ pub async fn update(
     if body.provider.as_ref().is_some_and(|p| *p != i.provider) {
         return Err(ApiError::invalid_body(
             "the provider of an integration cannot change; create another integration",
+        ));
+    }
+    // Its connections, records and deployed scripts are under its key.
+    if body.unique_key.as_ref().is_some_and(|k| *k != key) {
+        return Err(ApiError::invalid_body(
+            "the `unique_key` of an integration cannot change; create another integration",
         ));
     }
     apply(&mut i, body);
@@ -219,10 +246,16 @@ pub async fn put_variables(
     JsonBody(vars): JsonBody<Vec<Variable>>,
 ) -> ApiResult<Json<Value>> {
     let vars: Vec<(String, String)> = vars.into_iter().map(|v| (v.name, v.value)).collect();
-    if vars.iter().any(|(n, _)| n.is_empty()) {
+    if vars.iter().any(|(n, _)| n.trim().is_empty()) {
         return Err(ApiError::invalid_body(
-            "every variable needs a non-empty `name`",
+            "every variable needs a non-blank `name`",
         ));
+    }
+    let mut seen = std::collections::HashSet::new();
+    if let Some((name, _)) = vars.iter().find(|(n, _)| !seen.insert(n.as_str())) {
+        return Err(ApiError::invalid_body(format!(
+            "variable `{name}` is given twice"
+        )));
     }
     // The store and memory change together, one request at a time.
     let _one_at_a_time = env.config_lock.lock().await;
