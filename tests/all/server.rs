@@ -984,7 +984,7 @@ impl JsonValue for reqwest::Response {
 }
 
 /// `sluice deploy` as a user runs it (in process: the binary's code).
-async fn sluice_deploy(base: &str, key: &str) -> (i32, String, String) {
+async fn sluice_deploy(base: &str, key: &str, extra: &[&str]) -> (i32, String, String) {
     let dir = repo_root().join("examples/github-ts");
     let build = Path::new(guests::BUILD_DIR).join("deploy-github-ts");
     let argv: Vec<String> = [
@@ -1004,6 +1004,7 @@ async fn sluice_deploy(base: &str, key: &str) -> (i32, String, String) {
         key,
     ]
     .iter()
+    .chain(extra)
     .map(|s| s.to_string())
     .collect();
     let (mut out, mut err) = (Vec::new(), Vec::new());
@@ -1022,15 +1023,17 @@ async fn deploys_are_versions_a_bad_one_changes_nothing_and_rollback_works() {
     let server = start_with(config, &MasterKey::generate(), "").await;
     let dev = Client::new(&server, DEV_KEY);
 
-    let (code, out, err) = sluice_deploy(&server.url(), "wrong-key").await;
+    let (code, out, err) = sluice_deploy(&server.url(), "wrong-key", &[]).await;
     assert_ne!(code, 0);
     assert!(
         err.contains("401") && err.contains("unknown_account"),
         "{out}{err}"
     );
 
-    for version in 1..=2 {
-        let (code, out, err) = sluice_deploy(&server.url(), DEV_KEY).await;
+    // The second says `--env prod` with the dev key: it went to dev, and
+    // says so.
+    for (version, extra) in [(1, &[][..]), (2, &["--env", "prod"][..])] {
+        let (code, out, err) = sluice_deploy(&server.url(), DEV_KEY, extra).await;
         assert_eq!(code, 0, "{out}{err}");
         assert!(
             out.contains(&format!("Deployed version {version} to `dev`")),

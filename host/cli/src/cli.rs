@@ -568,11 +568,13 @@ async fn run_deploy(
     let runtime = Runtime::new(options.runtime_config(1))?;
     let project = compile::compile(&options, &runtime, err)?;
     let deployed = sluice_project::deploy::upload(&project, &host, &key).await?;
+    // The environment the key belongs to, whatever `--env` said.
+    let environment = deployed["environment"].as_str().unwrap_or(&args.env);
     writeln!(
         out,
         "Deployed version {} to `{}` at {host}: {} script{}.",
         deployed["version"],
-        args.env,
+        environment,
         project.scripts.len(),
         if project.scripts.len() == 1 { "" } else { "s" }
     )?;

@@ -144,7 +144,10 @@ pub async fn deploy(
     deployed.version = version;
     env.set_deployment(Arc::new(deployed));
     app.scheduler.reconcile(&env).await?;
-    Ok(Json(summary(&doc, Some(version))))
+    let mut answer = summary(&doc, Some(version));
+    // Which environment the key named, for the CLI to say.
+    answer["environment"] = json!(env.name());
+    Ok(Json(answer))
 }
 
 pub async fn list(Env(env): Env) -> ApiResult<Json<Value>> {
@@ -173,7 +176,10 @@ pub async fn activate(
     env.store.put_doc(ACTIVE, "version", &version).await?;
     env.set_deployment(Arc::new(deployed));
     app.scheduler.reconcile(&env).await?;
-    Ok(Json(summary(&doc, Some(version))))
+    let mut answer = summary(&doc, Some(version));
+    // Which environment the key named, for the CLI to say.
+    answer["environment"] = json!(env.name());
+    Ok(Json(answer))
 }
 
 /// At start: every environment's active deployment, loaded (from the
