@@ -1684,6 +1684,48 @@ async fn metadata_merges_stop_at_the_request_limit() {
         .send("GET", "/connection/c1?provider_config_key=mock-int", None)
         .await;
     assert!(conn["metadata"].get("z").is_none(), "{conn}");
+    let (status, body) = dev
+        .send(
+            "PATCH",
+            "/connection/metadata",
+            Some(json!({"provider_config_key": "mock-int", "connection_id": [], "metadata": {"z": 1}})),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+
+    // The answer names the connection as it was sent; the legacy
+    // `/connection/:id/metadata` replaces (POST) and merges (PATCH) too.
+    let (status, body) = dev
+        .send(
+            "POST",
+            "/connection/metadata",
+            Some(json!({"provider_config_key": "mock-int", "connection_id": "c1", "metadata": {"a": 1}})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["connection_id"], "c1", "{body}");
+    let c1 = ("mock-int", "c1");
+    let (status, body) = dev
+        .send_as(
+            c1,
+            "PATCH",
+            "/connection/c1/metadata",
+            Some(json!({"b": 2})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (_, conn) = dev
+        .send("GET", "/connection/c1?provider_config_key=mock-int", None)
+        .await;
+    assert_eq!(conn["metadata"], json!({"a": 1, "b": 2}), "{conn}");
+    let (status, body) = dev
+        .send_as(c1, "POST", "/connection/c1/metadata", Some(json!({"c": 3})))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (_, conn) = dev
+        .send("GET", "/connection/c1?provider_config_key=mock-int", None)
+        .await;
+    assert_eq!(conn["metadata"], json!({"c": 3}), "{conn}");
     server.stop().await;
 }
 

@@ -435,10 +435,15 @@ async fn write_metadata(
     let Value::Object(metadata) = body.metadata else {
         return Err(ApiError::invalid_body("`metadata` must be an object"));
     };
-    let ids = match body.connection_id {
-        OneOrMany::One(id) => vec![id],
-        OneOrMany::Many(ids) => ids,
+    let (ids, sent) = match body.connection_id {
+        OneOrMany::One(id) => (vec![id.clone()], json!(id)),
+        OneOrMany::Many(ids) => (ids.clone(), json!(ids)),
     };
+    if ids.is_empty() {
+        return Err(ApiError::invalid_body(
+            "`connection_id` must name at least one connection",
+        ));
+    }
     let pck = &body.provider_config_key;
     // Every connection is checked before any changes: an unknown id or a
     // merge too large leaves all of them as they were.
@@ -486,7 +491,7 @@ async fn write_metadata(
         })?;
     }
     Ok(Json(json!({
-        "connection_id": ids,
+        "connection_id": sent,
         "provider_config_key": body.provider_config_key,
         "metadata": metadata,
     })))
@@ -506,4 +511,34 @@ pub async fn update_metadata(
     JsonBody(body): JsonBody<MetadataBody>,
 ) -> ApiResult<Json<Value>> {
     write_metadata(&env, body, false, app.config.max_body_bytes).await
+}
+
+/// The legacy `POST`/`PATCH /connection/:id/metadata`: the body is the
+/// metadata, the integration in the `Provider-Config-Key` header (or the
+/// `provider_config_key` query parameter).
+pub async fn legacy_metadata(
+    State(app): State<Arc<App>>,
+    Env(env): Env,
+    method: axum::http::Method,
+    headers: super::ConnectionHeaders,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<OneQuery>,
+    JsonBody(metadata): JsonBody<Value>,
+) -> ApiResult<Json<Value>> {
+    let pck = headers
+        .provider_config_key
+        .or(q.provider_config_key)
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "missing_provider_config_key",
+                "the Provider-Config-Key header (or `provider_config_key`) is required",
+            )
+        })?;
+    let body = MetadataBody {
+        connection_id: OneOrMany::One(id),
+        provider_config_key: pck,
+        metadata,
+    };
+    let replace = method == axum::http::Method::POST;
+    write_metadata(&env, body, replace, app.config.max_body_bytes).await
 }

@@ -274,6 +274,10 @@ pub fn router(app: Arc<App>) -> Router {
             get(connections::get).delete(connections::delete),
         )
         .route(
+            "/connection/{id}/metadata",
+            post(connections::legacy_metadata).patch(connections::legacy_metadata),
+        )
+        .route(
             "/integrations",
             get(integrations::list).post(integrations::create),
         )
