@@ -41,6 +41,14 @@ struct Process {
     url: String,
 }
 
+/// A test that fails does not leave its server running.
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn start(data: &std::path::Path, providers: &std::path::Path, master: &str) -> Process {
     start_args(data, providers, master, &[])
 }
@@ -372,6 +380,35 @@ async fn schedules_and_pauses_survive_sigkill() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // d: ran once, then its frequency changed: its next run is an hour
+    // after the change, restart or not.
+    connect(&c, "d", "token-d").await;
+    let t = Instant::now();
+    while runs_of("token-d") < 1 {
+        assert!(t.elapsed() < Duration::from_secs(10), "d never ran");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    loop {
+        let (_, s) = c
+            .send(
+                "GET",
+                "/sync/status?provider_config_key=hubspot&syncs=contacts&connection_id=d",
+                None,
+            )
+            .await;
+        if s["syncs"][0]["status"] == "SUCCESS" {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(20), "{s}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut hourly = one("d");
+    hourly["sync_name"] = json!("contacts");
+    hourly["frequency"] = json!("every 1h");
+    let (code, out) = c
+        .send("PUT", "/sync/update-connection-frequency", Some(hourly))
+        .await;
+    assert_eq!(code, 200, "{out}");
     let before = runs_of("token-c");
     let (code, _) = c.send("POST", "/sync/trigger", Some(one("c"))).await;
     assert_eq!(code, 200);
@@ -389,6 +426,7 @@ async fn schedules_and_pauses_survive_sigkill() {
     server.child.wait().unwrap();
     let b_runs = runs_of("token-b");
     let c_runs = runs_of("token-c");
+    let d_runs = runs_of("token-d");
 
     server = start_args(&data, &providers, &master, &args);
     let c2 = Client::at(&server.url, DEV_KEY);
@@ -427,6 +465,7 @@ async fn schedules_and_pauses_survive_sigkill() {
     );
     assert_eq!(status("b").await["status"], "PAUSED");
     assert_eq!(runs_of("token-c"), c_runs, "c ran before its hourly slot");
+    assert_eq!(runs_of("token-d"), d_runs, "d ran before its hourly slot");
     let (_, records) = c2
         .send_as(("hubspot", "a"), "GET", "/records?model=Contact", None)
         .await;

@@ -648,23 +648,28 @@ impl Scheduler {
         if !self.is_scheduled(env, key) {
             return Ok(false);
         }
+        // The new grid's first slot is one interval from now: the anchor
+        // is that slot, not now (a start would take now for a slot
+        // missed, and run at once).
+        let interval_ms = self.scaled_ms(every);
         let now = Utc::now();
+        let first = now + chrono::TimeDelta::milliseconds(interval_ms);
         update_sync_state(env, key, |s| {
             if let Some(sch) = &mut s.schedule {
                 sch.frequency = frequency;
-                sch.anchor = now;
+                sch.anchor = first;
             }
         })
         .await?;
         let id = env.store.id();
         let key = Key::from(key);
-        let interval_ms = self.scaled_ms(every);
         let mut st = self.lock();
         if let Some(e) = st.entries.get_mut(&(id, key.clone())) {
             e.interval_ms = interval_ms;
-            e.anchor_ms = now.timestamp_millis();
-            if e.next_ms > e.anchor_ms {
-                e.next_ms = e.anchor_ms.saturating_add(interval_ms);
+            e.anchor_ms = first.timestamp_millis();
+            // A run due (or queued) stays due; otherwise the new grid's.
+            if e.next_ms > now.timestamp_millis() {
+                e.next_ms = e.anchor_ms;
             }
         }
         st.place(id, &key);
