@@ -335,6 +335,15 @@ async fn schedules_and_pauses_survive_sigkill() {
     let mut server = start_args(&data, &providers, &master, &args);
     let c = Client::at(&server.url, DEV_KEY);
     setup(&c).await;
+    let app = crate::webhooks::App::start().await;
+    let (code, out) = c
+        .send(
+            "PUT",
+            "/sluice/webhook-settings",
+            Some(json!({"primary_url": app.url(), "on_sync_error": true})),
+        )
+        .await;
+    assert_eq!(code, 200, "{out}");
     let one = |cid: &str| json!({"syncs": ["contacts"], "provider_config_key": "hubspot", "connection_id": cid});
     // a: on its schedule. b: paused. c: an hour apart, killed mid-run.
     connect(&c, "a", "token-a").await;
@@ -448,6 +457,33 @@ async fn schedules_and_pauses_survive_sigkill() {
     let s = status("c").await;
     assert_eq!(s["status"], "ERROR", "{s}");
     assert_eq!(s["latestExecutionStatus"], "STOPPED", "{s}");
+    // c had succeeded before: the cut run was incremental. It is in the
+    // history, and the app hears of it as of any failed run.
+    assert_eq!(s["type"], "INCREMENTAL", "{s}");
+    let (_, history) = c2
+        .send(
+            "GET",
+            "/executions?provider_config_key=hubspot&connection_id=c",
+            None,
+        )
+        .await;
+    assert_eq!(history["executions"][0]["success"], false, "{history}");
+    assert!(
+        history["executions"][0]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("sync_interrupted")),
+        "{history}"
+    );
+    app.wait_for(
+        "the interrupted run's webhook",
+        Duration::from_secs(10),
+        |a| {
+            a.accepted().iter().any(|(_, b)| {
+                b["connectionId"] == "c" && b["success"] == false && b["syncType"] == "INCREMENTAL"
+            })
+        },
+    )
+    .await;
     assert_eq!(s["frequency"], "every 1h", "{s}");
     // a goes on by itself; b stays paused.
     let t = Instant::now();

@@ -523,34 +523,61 @@ impl Scheduler {
                 let Some((last, _)) = page.last() else { break };
                 after = Some(last.clone());
                 for (key, state) in page {
-                    if state.running.is_none()
-                        && !state.webhooks_queued
-                        && let Some(last) = &state.last_run
-                    {
-                        // The process stopped between a run's end and
-                        // queueing its webhooks.
-                        let models: Vec<String> = runner::parse_sync_key(&key)
+                    let models = || -> Vec<String> {
+                        runner::parse_sync_key(&key)
                             .and_then(|(conn, sync, _)| {
                                 env.deployment()?
                                     .catalog
                                     .sync_config(&conn.provider_config_key, sync)
                                     .map(|s| s.output.clone())
                             })
-                            .unwrap_or_default();
-                        runner::queue_run_webhooks(app, env, &key, &models, last).await;
+                            .unwrap_or_default()
+                    };
+                    if state.running.is_none()
+                        && !state.webhooks_queued
+                        && let Some(last) = &state.last_run
+                    {
+                        // The process stopped between a run's end and
+                        // queueing its webhooks.
+                        runner::queue_run_webhooks(app, env, &key, &models(), last).await;
                     }
                     if let Some(mark) = &state.running {
-                        let (job, started_at) = (mark.job, mark.started_at);
+                        // A failed run like any other: in the history, and
+                        // its failure webhook sent when the settings ask.
+                        let message = "the server stopped during the run";
+                        let summary = RunSummary {
+                            run_type: if state.last_sync_date.is_some() {
+                                runner::RunType::Incremental
+                            } else {
+                                runner::RunType::Initial
+                            },
+                            ..RunSummary::failed(
+                                mark.job,
+                                mark.started_at,
+                                "sync_interrupted",
+                                message.into(),
+                            )
+                        };
+                        let last = summary.clone();
                         update_sync_state(env, &key, |s| {
                             s.running = None;
-                            s.last_run = Some(RunSummary::failed(
-                                job,
-                                started_at,
-                                "sync_interrupted",
-                                "the server stopped during the run".into(),
-                            ));
+                            s.last_run = Some(last);
+                            s.webhooks_queued = false;
                         })
                         .await?;
+                        if let Some((conn, sync, _)) = runner::parse_sync_key(&key) {
+                            app.logs
+                                .record_failure(
+                                    env,
+                                    &conn,
+                                    "sync",
+                                    sync,
+                                    mark.started_at,
+                                    format!("sync_interrupted: {message}"),
+                                )
+                                .await;
+                        }
+                        runner::queue_run_webhooks(app, env, &key, &models(), &summary).await;
                     }
                 }
             }
