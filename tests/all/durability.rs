@@ -418,17 +418,53 @@ async fn schedules_and_pauses_survive_sigkill() {
         .send("PUT", "/sync/update-connection-frequency", Some(hourly))
         .await;
     assert_eq!(code, 200, "{out}");
+    // e: its first run done, paused. Then, runs made slow so they are
+    // going at the kill: e triggered (it runs) and triggered again (queued
+    // behind it, answered: a restart must run it); c triggered.
+    connect(&c, "e", "token-e").await;
+    let t = Instant::now();
+    loop {
+        let (_, s) = c
+            .send(
+                "GET",
+                "/sync/status?provider_config_key=hubspot&syncs=contacts&connection_id=e",
+                None,
+            )
+            .await;
+        if s["syncs"][0]["status"] == "SUCCESS" {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(20), "{s}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (code, _) = c.send("POST", "/sync/pause", Some(one("e"))).await;
+    assert_eq!(code, 200);
+    up.delay.store(5000, Ordering::SeqCst);
+    let started = |token: &'static str, before: usize| {
+        let runs_of = &runs_of;
+        async move {
+            let t = Instant::now();
+            while runs_of(token) == before {
+                assert!(
+                    t.elapsed() < Duration::from_secs(10),
+                    "the triggered run of {token} never started"
+                );
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    };
+    let before = runs_of("token-e");
+    let (code, _) = c.send("POST", "/sync/trigger", Some(one("e"))).await;
+    assert_eq!(code, 200);
+    started("token-e", before).await;
+    let mut full = one("e");
+    full["sync_mode"] = json!("full_refresh");
+    let (code, _) = c.send("POST", "/sync/trigger", Some(full)).await;
+    assert_eq!(code, 200);
     let before = runs_of("token-c");
     let (code, _) = c.send("POST", "/sync/trigger", Some(one("c"))).await;
     assert_eq!(code, 200);
-    let t = Instant::now();
-    while runs_of("token-c") == before {
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "the triggered run never started"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    started("token-c", before).await;
     let a_runs = runs_of("token-a");
     assert!(a_runs >= 2, "a ran {a_runs} times before the kill");
     server.child.kill().unwrap();
@@ -436,7 +472,9 @@ async fn schedules_and_pauses_survive_sigkill() {
     let b_runs = runs_of("token-b");
     let c_runs = runs_of("token-c");
     let d_runs = runs_of("token-d");
+    let e_runs = runs_of("token-e");
 
+    up.delay.store(300, Ordering::SeqCst);
     server = start_args(&data, &providers, &master, &args);
     let c2 = Client::at(&server.url, DEV_KEY);
     let status = |cid: &'static str| {
@@ -501,6 +539,15 @@ async fn schedules_and_pauses_survive_sigkill() {
     );
     assert_eq!(status("b").await["status"], "PAUSED");
     assert_eq!(runs_of("token-c"), c_runs, "c ran before its hourly slot");
+    // e ran the trigger queued at the kill (and, paused, nothing more).
+    let t = Instant::now();
+    while runs_of("token-e") == e_runs {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the trigger queued before the kill never ran"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(runs_of("token-d"), d_runs, "d ran before its hourly slot");
     let (_, records) = c2
         .send_as(("hubspot", "a"), "GET", "/records?model=Contact", None)

@@ -47,6 +47,19 @@ pub struct SyncState {
     /// is caught up at start (see [`queue_run_webhooks`]).
     #[serde(default = "queued_before")]
     pub webhooks_queued: bool,
+    /// A run asked for (`POST /sync/trigger`) and not started yet: stored
+    /// (flushed) before the trigger is answered, so a restart runs it.
+    #[serde(default)]
+    pub queued: Option<QueuedRun>,
+}
+
+/// A triggered run waiting for its turn.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct QueuedRun {
+    pub mode: SyncMode,
+    /// When it was first asked for (ms since the epoch): a run dispatched
+    /// at or after it took it.
+    pub at_ms: i64,
 }
 
 impl Default for SyncState {
@@ -59,6 +72,7 @@ impl Default for SyncState {
             running: None,
             // Only a run's end has webhooks to queue (and says so).
             webhooks_queued: true,
+            queued: None,
         }
     }
 }
@@ -231,7 +245,7 @@ pub fn sync_id(conn: &ConnectionRef, sync: &str, variant: &str) -> String {
 }
 
 /// `incremental`, `full_refresh` or `full_refresh_and_clear_cache`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SyncMode {
     #[default]
@@ -579,7 +593,9 @@ async fn record_execution(
 
 /// Runs sync `name` once for a connection, with the run semantics of §5;
 /// a run longer than `max_run` is stopped and fails. The caller makes sure
-/// runs of one sync do not overlap (the scheduler does).
+/// runs of one sync do not overlap (the scheduler does); it dispatched the
+/// run at `dispatched_ms`, which takes every trigger stored before it.
+#[allow(clippy::too_many_arguments)]
 pub async fn run_sync(
     app: &App,
     env: &EnvState,
@@ -587,6 +603,7 @@ pub async fn run_sync(
     name: &str,
     variant: &str,
     mode: SyncMode,
+    dispatched_ms: i64,
     max_run: std::time::Duration,
 ) -> ApiResult<RunSummary> {
     let running = env.runs.enter(conn).await;
@@ -616,6 +633,11 @@ pub async fn run_sync(
             job: state.last_job,
             started_at,
         });
+        // In the same write as the running mark: a crash before it keeps
+        // the trigger, after it records this run as cut short.
+        if state.queued.is_some_and(|q| q.at_ms <= dispatched_ms) {
+            state.queued = None;
+        }
         (state.last_job, state.last_sync_date)
     })
     .await?;

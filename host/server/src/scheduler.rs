@@ -11,7 +11,8 @@
 //!   per environment in turn, so an environment with 10,000 due syncs
 //!   delays another's single due sync by at most one slot.
 //! - A run a crash interrupted is found at start (its running mark) and
-//!   recorded as failed; the schedule moves on.
+//!   recorded as failed; the schedule moves on. A trigger not yet run is
+//!   stored before it is answered, and a start queues it again.
 //!
 //! The state of a schedule in memory is small (an entry keyed by its sync
 //! state key, which the due queue shares); everything else is in the store.
@@ -180,6 +181,7 @@ impl State {
             mode,
             scheduled,
             due_at,
+            dispatched_ms: now,
             waiters,
         })
     }
@@ -198,6 +200,8 @@ struct Job {
     env: Uuid,
     key: Key,
     mode: SyncMode,
+    /// When the dispatcher took it.
+    dispatched_ms: i64,
     /// From the grid (not a manual trigger).
     scheduled: bool,
     due_at: i64,
@@ -213,6 +217,16 @@ pub struct Scheduler {
     scale: i64,
     max_run: Duration,
     max_wait_ms: i64,
+}
+
+/// Of two triggers' modes, the one that does more.
+fn stronger(a: SyncMode, b: SyncMode) -> SyncMode {
+    let rank = |m: SyncMode| match m {
+        SyncMode::Incremental => 0,
+        SyncMode::FullRefresh => 1,
+        SyncMode::FullRefreshAndClearCache => 2,
+    };
+    if rank(a) >= rank(b) { a } else { b }
 }
 
 fn now_ms() -> i64 {
@@ -332,7 +346,11 @@ impl Scheduler {
             next_ms: 0,
             paused: schedule.paused,
             running: old.as_ref().is_some_and(|o| o.running),
-            queued: old.as_ref().and_then(|o| o.queued),
+            // A trigger in memory, or one a previous process stored.
+            queued: old
+                .as_ref()
+                .and_then(|o| o.queued)
+                .or(state.queued.map(|q| (q.mode, q.at_ms))),
             due_at: None,
             waiters: old.and_then(|o| o.waiters),
             removed: false,
@@ -589,13 +607,42 @@ impl Scheduler {
     /// Queues a run of `key` now, in `mode`, even when paused; after the
     /// run in progress if there is one. With `wait`, the receiver gets the
     /// run's outcome.
-    pub fn trigger(
+    pub async fn trigger(
         &self,
         env: &EnvState,
         key: &str,
         mode: SyncMode,
         wait: bool,
-    ) -> Option<Option<oneshot::Receiver<RunResult>>> {
+    ) -> ApiResult<Option<Option<oneshot::Receiver<RunResult>>>> {
+        let Some((queued, rx)) = self.queue(env, key, mode, wait) else {
+            return Ok(None);
+        };
+        // Stored before the answer: a restart runs it. Should the run
+        // start (and clear it) before this write, the write leaves it
+        // stored until the next run: a crash meanwhile runs it again,
+        // never loses it.
+        update_sync_state(env, key, |s| {
+            s.queued = Some(match s.queued {
+                Some(q) => runner::QueuedRun {
+                    mode: stronger(q.mode, queued.mode),
+                    at_ms: q.at_ms.min(queued.at_ms),
+                },
+                None => queued,
+            });
+        })
+        .await?;
+        self.wake.notify_one();
+        Ok(Some(rx))
+    }
+
+    /// [`Scheduler::trigger`] in memory.
+    fn queue(
+        &self,
+        env: &EnvState,
+        key: &str,
+        mode: SyncMode,
+        wait: bool,
+    ) -> Option<(runner::QueuedRun, Option<oneshot::Receiver<RunResult>>)> {
         let id = env.store.id();
         let key = Key::from(key);
         let mut st = self.lock();
@@ -604,13 +651,7 @@ impl Scheduler {
             .get_mut(&(id, key.clone()))
             .filter(|e| !e.removed)?;
         // A second trigger before the first ran keeps the stronger mode.
-        let mode = match entry.queued {
-            Some((SyncMode::FullRefreshAndClearCache, _)) => SyncMode::FullRefreshAndClearCache,
-            Some((SyncMode::FullRefresh, _)) if mode == SyncMode::Incremental => {
-                SyncMode::FullRefresh
-            }
-            _ => mode,
-        };
+        let mode = entry.queued.map_or(mode, |(q, _)| stronger(q, mode));
         let at = entry.queued.map_or_else(now_ms, |(_, at)| at);
         entry.queued = Some((mode, at));
         let rx = wait.then(|| {
@@ -619,9 +660,7 @@ impl Scheduler {
             rx
         });
         st.place(id, &key);
-        drop(st);
-        self.wake.notify_one();
-        Some(rx)
+        Some((runner::QueuedRun { mode, at_ms: at }, rx))
     }
 
     /// Pauses or resumes `key` (stored first). Resuming runs it now, then
@@ -829,7 +868,17 @@ impl Scheduler {
             update_sync_state(&env, &job.key, |s| s.last_run = Some(summary.clone())).await?;
             return Ok(summary);
         }
-        runner::run_sync(app, &env, &conn, sync, variant, job.mode, self.max_run).await
+        runner::run_sync(
+            app,
+            &env,
+            &conn,
+            sync,
+            variant,
+            job.mode,
+            job.dispatched_ms,
+            self.max_run,
+        )
+        .await
     }
 }
 

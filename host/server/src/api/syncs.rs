@@ -174,6 +174,7 @@ pub async fn trigger(
         let rx = app
             .scheduler
             .trigger(&env, &t.key, mode, body.wait)
+            .await?
             .ok_or_else(|| {
                 ApiError::not_found(
                     "unknown_sync",
