@@ -260,6 +260,37 @@ async fn syncs_run_on_their_schedule_pause_resume_change_frequency_and_never_ove
         (404, Some("unknown_sync")),
         "{out}"
     );
+    // An unknown integration is named as such, by status and trigger.
+    let (code, out) = c
+        .send("GET", "/sync/status?provider_config_key=nope&syncs=*", None)
+        .await;
+    assert_eq!(
+        (code, out["error"]["code"].as_str()),
+        (404, Some("unknown_provider_config")),
+        "{out}"
+    );
+    let (code, out) = c
+        .send(
+            "POST",
+            "/sync/trigger",
+            Some(json!({"syncs": ["contacts"], "provider_config_key": "nope"})),
+        )
+        .await;
+    assert_eq!(
+        (code, out["error"]["code"].as_str()),
+        (404, Some("unknown_provider_config")),
+        "{out}"
+    );
+    // Webhook settings with a misspelt key are refused, not half-taken.
+    let (code, out) = c
+        .send(
+            "PUT",
+            "/sluice/webhook-settings",
+            Some(json!({"on_sync_errors": true})),
+        )
+        .await;
+    assert_eq!(code, 400, "{out}");
+    assert!(out.to_string().contains("on_sync_errors"), "{out}");
     let (code, out) = c
         .send(
             "POST",

@@ -37,6 +37,7 @@ pub const SIGNING_SECRET: &str = "webhook-signing-secret";
 
 /// Which webhooks an environment gets, and where.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
 pub struct Settings {
     #[serde(default)]
     pub primary_url: Option<String>,

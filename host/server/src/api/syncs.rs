@@ -73,6 +73,9 @@ async fn targets(
     // million times would otherwise be a million runs or writes).
     let mut unique = std::collections::HashSet::new();
     let syncs: Vec<&(String, String)> = syncs.iter().filter(|s| unique.insert(*s)).collect();
+    if env.store.integration(pck).await?.is_none() {
+        return Err(ApiError::unknown_integration(pck));
+    }
     let catalog = env.catalog()?;
     let integration = catalog.config.integration(pck);
     for (name, variant) in syncs.iter().copied() {
@@ -308,6 +311,9 @@ pub async fn status(
     };
     let mut out = Vec::new();
     if names.is_empty() {
+        if env.store.integration(&pck).await?.is_none() {
+            return Err(ApiError::unknown_integration(&pck));
+        }
         return Ok(Json(json!({ "syncs": out })));
     }
     for t in targets(&app, &env, &pck, cid, &names).await? {
