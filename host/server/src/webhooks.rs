@@ -35,6 +35,25 @@ pub const DEAD: &str = "webhook-dead";
 /// The environment secret holding the Standard Webhooks signing secret.
 pub const SIGNING_SECRET: &str = "webhook-signing-secret";
 
+/// An error message without its JavaScript stack frames (`fn@file:1:2`,
+/// `    at fn (file:1:2)`): the app gets the message; the stack, with the
+/// build's paths, stays in the logs.
+fn without_stack(message: &str) -> String {
+    let frame = |line: &str| {
+        let line = line.trim();
+        let at_form = line.starts_with("at ") && line.ends_with(')');
+        let at_sign = line.contains('@')
+            && !line.contains(' ')
+            && line
+                .rsplit(':')
+                .take(2)
+                .all(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+        at_form || at_sign
+    };
+    let kept: Vec<&str> = message.lines().filter(|l| !frame(l)).collect();
+    kept.join("\n").trim_end().to_string()
+}
+
 /// Which webhooks an environment gets, and where.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -286,7 +305,7 @@ impl Webhooks {
             let error = summary.error.clone().unwrap_or(Value::Null);
             body["error"] = json!({
                 "type": error["type"].as_str().unwrap_or("script_error"),
-                "description": error["message"].as_str().unwrap_or("the run failed"),
+                "description": without_stack(error["message"].as_str().unwrap_or("the run failed")),
             });
             body["startedAt"] = json!(at(summary.started_at));
             body["failedAt"] = json!(at(summary.finished_at));
@@ -555,6 +574,16 @@ async fn send(app: &App, env: &EnvState, d: &Delivery) -> Result<(), (String, bo
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failure_webhook_describes_the_error_without_its_stack() {
+        let message = "Error: the upstream said no\nsecond line: kept\nfetchData@.sluice/build/wh.js:3592:11\nrun@wh.js:10:2\n    at exec (main.js:1:2)";
+        assert_eq!(
+            without_stack(message),
+            "Error: the upstream said no\nsecond line: kept"
+        );
+        assert_eq!(without_stack("no stack: 1:2"), "no stack: 1:2");
+    }
 
     #[test]
     fn signatures_match_their_definitions() {
