@@ -345,17 +345,17 @@ async fn schedules_and_pauses_survive_sigkill() {
         .await;
     assert_eq!(code, 200, "{out}");
     let one = |cid: &str| json!({"syncs": ["contacts"], "provider_config_key": "hubspot", "connection_id": cid});
-    // a: on its schedule. b: paused. c: an hour apart, killed mid-run.
+    // a: on its schedule. b: paused. c: a day apart, killed mid-run.
     connect(&c, "a", "token-a").await;
     connect(&c, "b", "token-b").await;
     let (code, _) = c.send("POST", "/sync/pause", Some(one("b"))).await;
     assert_eq!(code, 200);
     connect(&c, "c", "token-c").await;
-    let mut hourly = one("c");
-    hourly["sync_name"] = json!("contacts");
-    hourly["frequency"] = json!("every 1h");
+    let mut daily = one("c");
+    daily["sync_name"] = json!("contacts");
+    daily["frequency"] = json!("every 1d");
     let (code, out) = c
-        .send("PUT", "/sync/update-connection-frequency", Some(hourly))
+        .send("PUT", "/sync/update-connection-frequency", Some(daily))
         .await;
     assert_eq!(code, 200, "{out}");
     let runs_of = |token: &str| {
@@ -389,7 +389,7 @@ async fn schedules_and_pauses_survive_sigkill() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    // d: ran once, then its frequency changed: its next run is an hour
+    // d: ran once, then its frequency changed: its next run is a day
     // after the change, restart or not.
     connect(&c, "d", "token-d").await;
     let t = Instant::now();
@@ -411,11 +411,11 @@ async fn schedules_and_pauses_survive_sigkill() {
         assert!(t.elapsed() < Duration::from_secs(20), "{s}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let mut hourly = one("d");
-    hourly["sync_name"] = json!("contacts");
-    hourly["frequency"] = json!("every 1h");
+    let mut daily = one("d");
+    daily["sync_name"] = json!("contacts");
+    daily["frequency"] = json!("every 1d");
     let (code, out) = c
-        .send("PUT", "/sync/update-connection-frequency", Some(hourly))
+        .send("PUT", "/sync/update-connection-frequency", Some(daily))
         .await;
     assert_eq!(code, 200, "{out}");
     // e: its first run done, paused. Then, runs made slow so they are
@@ -491,13 +491,14 @@ async fn schedules_and_pauses_survive_sigkill() {
             s["syncs"][0].clone()
         }
     };
-    // The interrupted run: failed, and c waits for its next hourly slot.
+    // The interrupted run: failed, and c waits for its next daily slot.
     let s = status("c").await;
     assert_eq!(s["status"], "ERROR", "{s}");
     assert_eq!(s["latestExecutionStatus"], "STOPPED", "{s}");
-    // c had succeeded before: the cut run was incremental. It is in the
-    // history, and the app hears of it as of any failed run.
-    assert_eq!(s["type"], "INCREMENTAL", "{s}");
+    // c had succeeded before: the cut run of this full sync was FULL, as
+    // the runs before it. It is in the history, and the app hears of it
+    // as of any failed run (not the first: `INCREMENTAL`).
+    assert_eq!(s["type"], "FULL", "{s}");
     let (_, history) = c2
         .send(
             "GET",
@@ -522,7 +523,7 @@ async fn schedules_and_pauses_survive_sigkill() {
         },
     )
     .await;
-    assert_eq!(s["frequency"], "every 1h", "{s}");
+    assert_eq!(s["frequency"], "every 1d", "{s}");
     // a goes on by itself; b stays paused.
     let t = Instant::now();
     while runs_of("token-a") < a_runs + 3 {
@@ -538,7 +539,7 @@ async fn schedules_and_pauses_survive_sigkill() {
         "a paused sync ran after the restart"
     );
     assert_eq!(status("b").await["status"], "PAUSED");
-    assert_eq!(runs_of("token-c"), c_runs, "c ran before its hourly slot");
+    assert_eq!(runs_of("token-c"), c_runs, "c ran before its daily slot");
     // e ran the trigger queued at the kill (and, paused, nothing more).
     let t = Instant::now();
     while runs_of("token-e") == e_runs {
@@ -548,7 +549,7 @@ async fn schedules_and_pauses_survive_sigkill() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(runs_of("token-d"), d_runs, "d ran before its hourly slot");
+    assert_eq!(runs_of("token-d"), d_runs, "d ran before its daily slot");
     let (_, records) = c2
         .send_as(("hubspot", "a"), "GET", "/records?model=Contact", None)
         .await;

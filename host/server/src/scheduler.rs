@@ -46,8 +46,12 @@ struct Entry {
     next_ms: i64,
     paused: bool,
     running: bool,
-    /// A manual trigger waiting to run: its mode and when it was asked.
+    /// A manual trigger waiting to run: its mode and when it was asked
+    /// (always after the last dispatch, see `dispatched_ms`).
     queued: Option<(SyncMode, i64)>,
+    /// When the dispatcher last took it: a run takes the stored triggers
+    /// asked at or before it, and a trigger asked after is later.
+    dispatched_ms: i64,
     /// Where the entry sits in its environment's due queue, if it does.
     due_at: Option<i64>,
     /// Callers waiting for the next run to end.
@@ -157,6 +161,8 @@ impl State {
         entry.due_at = None;
         entry.running = true;
         let mut waiters = Vec::new();
+        entry.dispatched_ms = entry.queued.map_or(now, |(_, at)| at.max(now));
+        let dispatched_ms = entry.dispatched_ms;
         let (mode, scheduled) = match entry.queued.take() {
             Some((mode, _)) => {
                 // Those who asked for this run wait for this one.
@@ -181,7 +187,7 @@ impl State {
             mode,
             scheduled,
             due_at,
-            dispatched_ms: now,
+            dispatched_ms,
             waiters,
         })
     }
@@ -346,11 +352,13 @@ impl Scheduler {
             next_ms: 0,
             paused: schedule.paused,
             running: old.as_ref().is_some_and(|o| o.running),
-            // A trigger in memory, or one a previous process stored.
-            queued: old
-                .as_ref()
-                .and_then(|o| o.queued)
-                .or(state.queued.map(|q| (q.mode, q.at_ms))),
+            // A trigger in memory; at a start, one a previous process
+            // stored and did not run.
+            queued: match &old {
+                Some(o) => o.queued,
+                None => state.queued.map(|q| (q.mode, q.at_ms)),
+            },
+            dispatched_ms: old.as_ref().map_or(0, |o| o.dispatched_ms),
             due_at: None,
             waiters: old.and_then(|o| o.waiters),
             removed: false,
@@ -563,11 +571,23 @@ impl Scheduler {
                         // A failed run like any other: in the history, and
                         // its failure webhook sent when the settings ask.
                         let message = "the server stopped during the run";
+                        // The type `run_sync` gave it (a full refresh
+                        // cleared `last_sync_date` with the running mark).
+                        let incremental = runner::parse_sync_key(&key)
+                            .and_then(|(conn, sync, _)| {
+                                env.deployment()?
+                                    .catalog
+                                    .sync_config(&conn.provider_config_key, sync)
+                                    .map(|s| {
+                                        s.sync_type == sluice_nango_yaml::SyncType::Incremental
+                                    })
+                            })
+                            .unwrap_or(false);
                         let summary = RunSummary {
-                            run_type: if state.last_sync_date.is_some() {
-                                runner::RunType::Incremental
-                            } else {
-                                runner::RunType::Initial
+                            run_type: match (state.last_sync_date, incremental) {
+                                (None, _) => runner::RunType::Initial,
+                                (Some(_), true) => runner::RunType::Incremental,
+                                (Some(_), false) => runner::RunType::Full,
                             },
                             ..RunSummary::failed(
                                 mark.job,
@@ -576,13 +596,9 @@ impl Scheduler {
                                 message.into(),
                             )
                         };
-                        let last = summary.clone();
-                        update_sync_state(env, &key, |s| {
-                            s.running = None;
-                            s.last_run = Some(last);
-                            s.webhooks_queued = false;
-                        })
-                        .await?;
+                        // The history first: a crash before the state
+                        // is written records it again (twice rather than
+                        // never).
                         if let Some((conn, sync, _)) = runner::parse_sync_key(&key) {
                             app.logs
                                 .record_failure(
@@ -595,6 +611,13 @@ impl Scheduler {
                                 )
                                 .await;
                         }
+                        let last = summary.clone();
+                        update_sync_state(env, &key, |s| {
+                            s.running = None;
+                            s.last_run = Some(last);
+                            s.webhooks_queued = false;
+                        })
+                        .await?;
                         runner::queue_run_webhooks(app, env, &key, &models(), &summary).await;
                     }
                 }
@@ -621,11 +644,14 @@ impl Scheduler {
         // start (and clear it) before this write, the write leaves it
         // stored until the next run: a crash meanwhile runs it again,
         // never loses it.
+        // Merged with one stored: the later time, so that a run that took
+        // the stored one (dispatched before this one was asked) does not
+        // clear this one with it.
         update_sync_state(env, key, |s| {
             s.queued = Some(match s.queued {
                 Some(q) => runner::QueuedRun {
                     mode: stronger(q.mode, queued.mode),
-                    at_ms: q.at_ms.min(queued.at_ms),
+                    at_ms: q.at_ms.max(queued.at_ms),
                 },
                 None => queued,
             });
@@ -652,7 +678,9 @@ impl Scheduler {
             .filter(|e| !e.removed)?;
         // A second trigger before the first ran keeps the stronger mode.
         let mode = entry.queued.map_or(mode, |(q, _)| stronger(q, mode));
-        let at = entry.queued.map_or_else(now_ms, |(_, at)| at);
+        let at = entry
+            .queued
+            .map_or_else(|| now_ms().max(entry.dispatched_ms + 1), |(_, at)| at);
         entry.queued = Some((mode, at));
         let rx = wait.then(|| {
             let (tx, rx) = oneshot::channel();
@@ -716,10 +744,21 @@ impl Scheduler {
         }
         // The new grid's first slot is one interval from now: the anchor
         // is that slot, not now (a start would take now for a slot
-        // missed, and run at once).
+        // missed, and run at once). Unless a run is due (a new
+        // connection's first, waiting for a slot): it still runs, now or
+        // after a restart.
         let interval_ms = self.scaled_ms(every);
         let now = Utc::now();
-        let first = now + chrono::TimeDelta::milliseconds(interval_ms);
+        let due = self
+            .lock()
+            .entries
+            .get(&(env.store.id(), Key::from(key)))
+            .is_some_and(|e| !e.running && e.next_ms <= now.timestamp_millis());
+        let first = if due {
+            now
+        } else {
+            now + chrono::TimeDelta::milliseconds(interval_ms)
+        };
         update_sync_state(env, key, |s| {
             if let Some(sch) = &mut s.schedule {
                 sch.frequency = frequency;
@@ -894,6 +933,7 @@ mod tests {
             paused: false,
             running: false,
             queued: None,
+            dispatched_ms: 0,
             due_at: None,
             waiters: None,
             removed: false,
