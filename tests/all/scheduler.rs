@@ -291,6 +291,13 @@ async fn syncs_run_on_their_schedule_pause_resume_change_frequency_and_never_ove
         .await;
     assert_eq!(code, 400, "{out}");
     assert!(out.to_string().contains("on_sync_errors"), "{out}");
+    // What GET answers is taken back as it is.
+    let (code, settings) = c.send("GET", "/sluice/webhook-settings", None).await;
+    assert_eq!(code, 200, "{settings}");
+    let (code, out) = c
+        .send("PUT", "/sluice/webhook-settings", Some(settings.clone()))
+        .await;
+    assert_eq!((code, &out), (200, &settings));
     let (code, out) = c
         .send(
             "POST",

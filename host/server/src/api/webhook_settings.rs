@@ -20,7 +20,15 @@ pub async fn get(Env(env): Env) -> ApiResult<Json<Value>> {
     Ok(Json(view(&s, &webhooks::signing_secret(&env).await?)))
 }
 
-pub async fn put(Env(env): Env, JsonBody(s): JsonBody<Settings>) -> ApiResult<Json<Value>> {
+pub async fn put(Env(env): Env, JsonBody(mut body): JsonBody<Value>) -> ApiResult<Json<Value>> {
+    // What GET answers can be sent back: the signing secret it shows is
+    // not a setting (it does not change here).
+    if let Some(map) = body.as_object_mut() {
+        map.remove("signing_secret");
+    }
+    let s: Settings = serde_json::from_value(body).map_err(|e| {
+        crate::error::ApiError::invalid_body(format!("the request body is not valid: {e}"))
+    })?;
     for url in [&s.primary_url, &s.secondary_url].into_iter().flatten() {
         if !url.is_empty() {
             webhooks::check_url(url)?;
