@@ -35,6 +35,9 @@ pub struct Accepted {
     pub forward: Value,
     /// The incoming headers the app gets with the forward.
     pub headers: Vec<(String, String)>,
+    /// Its forwards are queued (only its scripts are left to run).
+    #[serde(default)]
+    pub forwarded: bool,
 }
 
 pub async fn receive(
@@ -127,6 +130,7 @@ pub async fn receive(
         routes: routed.routes,
         forward: routed.forward,
         headers: routing::forwarded_headers(&list),
+        forwarded: false,
     };
     let key = format!("{:020}\u{1f}{}", now.timestamp_micros().max(0), accepted.id);
     env.store.put_doc(INCOMING, &key, &accepted).await?;
@@ -174,13 +178,18 @@ async fn connections(
 /// asks for, and forgets it.
 pub async fn handle(app: Arc<App>, env: Arc<EnvState>, key: String, a: Accepted) {
     // Kept when a step fails for the store: the next start handles it again.
-    if handle_once(&app, &env, &a).await.is_ok() {
+    if handle_once(&app, &env, &key, &a).await.is_ok() {
         // Unflushed: were it lost in a crash, the webhook is handled again.
         let _ = env.store.delete_doc_unflushed(INCOMING, &key).await;
     }
 }
 
-async fn handle_once(app: &Arc<App>, env: &Arc<EnvState>, a: &Accepted) -> ApiResult<()> {
+async fn handle_once(
+    app: &Arc<App>,
+    env: &Arc<EnvState>,
+    key: &str,
+    a: &Accepted,
+) -> ApiResult<()> {
     let pck = a.provider_config_key.clone();
     let catalog = env.deployment().map(|d| d.catalog.clone());
     // Each connection once, in the order first matched; each lookup made
@@ -230,9 +239,18 @@ async fn handle_once(app: &Arc<App>, env: &Arc<EnvState>, a: &Accepted) -> ApiRe
         }
     }
     // Forwarded first, so the app does not wait for the scripts (each
-    // may run for an hour). Seeded: handled again after a crash, a
-    // forward is not queued twice.
-    forward(app, env, a, &matched).await?;
+    // may run for an hour); noted (flushed) before they run, so a crash
+    // during them runs them again without forwarding again.
+    if !a.forwarded {
+        forward(app, env, a, &matched).await?;
+        if !runs.is_empty() {
+            let noted = Accepted {
+                forwarded: true,
+                ..a.clone()
+            };
+            env.store.put_doc(INCOMING, key, &noted).await?;
+        }
+    }
     for (cid, sync, input) in runs {
         let conn = ConnectionRef {
             provider_config_key: pck.clone(),
@@ -269,7 +287,7 @@ async fn forward(
         return Ok(());
     }
     // One forward per connection, each built as it is queued.
-    for (i, cid) in matched.iter().enumerate() {
+    for cid in matched {
         let body = json!({
             "from": a.provider,
             "providerConfigKey": pck,
@@ -277,7 +295,7 @@ async fn forward(
             "payload": a.forward,
             "connectionId": cid,
         });
-        let seed = format!("{}:{i}", a.id);
+        let seed = format!("{}:{cid}", a.id);
         app.webhooks
             .enqueue_with(env, &settings, &body, &a.headers, Some(&seed))
             .await?;
