@@ -1779,8 +1779,8 @@ async fn slow_or_oversized_clients_do_not_hold_the_server() {
     let data = tempfile::tempdir().unwrap();
     let mut config = ServerConfig::new(data.path(), "127.0.0.1:0".parse().unwrap());
     config.header_timeout = std::time::Duration::from_millis(500);
-    config.body_idle_timeout = std::time::Duration::from_millis(500);
-    config.body_timeout = std::time::Duration::from_secs(2);
+    config.body_idle_timeout = std::time::Duration::from_secs(2);
+    config.body_timeout = std::time::Duration::from_secs(4);
     let server = start_with(config, &MasterKey::generate(), "").await;
     let addr = server.addr;
     // What the server sends until it closes the connection (bounded wait).
@@ -1825,7 +1825,7 @@ async fn slow_or_oversized_clients_do_not_hold_the_server() {
     let (mut read, mut write) = tcp.into_split();
     let trickle = tokio::spawn(async move {
         for _ in 0..1000 {
-            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             if write.write_all(b" ").await.is_err() {
                 break;
             }

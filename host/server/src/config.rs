@@ -32,8 +32,9 @@ pub struct ServerConfig {
     /// The longest pause while a request's body arrives.
     pub body_idle_timeout: Duration,
     /// How long a request's whole body may take to arrive, from the end
-    /// of its headers: a client sending a byte just inside
-    /// `body_idle_timeout` cannot hold a connection for days.
+    /// of its headers, plus a second per 64 KiB its `Content-Length`
+    /// declares: a client sending a byte just inside `body_idle_timeout`
+    /// cannot hold a connection for days.
     pub body_timeout: Duration,
     /// Most bytes of precompiled components kept in `<data>/cache`; the
     /// least recently used go first (an active deploy's is compiled again

@@ -321,7 +321,16 @@ pub fn router(app: Arc<App>) -> Router {
         .merge(components)
         .layer(axum::middleware::from_fn(
             move |mut req: Request, next: axum::middleware::Next| {
-                let at = tokio::time::Instant::now() + body_timeout;
+                // A large body (a component, up to 256 MiB) gets a second
+                // more per 64 KiB it declares: a slow link can deploy.
+                let declared = req
+                    .headers()
+                    .get(axum::http::header::CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .unwrap_or(0);
+                let more = std::time::Duration::from_secs(declared / (64 << 10));
+                let at = tokio::time::Instant::now() + body_timeout + more;
                 req.extensions_mut().insert(BodyDeadline(at));
                 next.run(req)
             },
