@@ -627,38 +627,60 @@ impl Scheduler {
         Ok(())
     }
 
-    /// Queues a run of `key` now, in `mode`, even when paused; after the
-    /// run in progress if there is one. With `wait`, the receiver gets the
-    /// run's outcome.
+    /// Queues a run of each of `keys` now, in `mode`, even when paused;
+    /// after the run in progress if there is one. With `wait`, each
+    /// receiver gets its run's outcome; `None` for a key not scheduled.
     pub async fn trigger(
         &self,
         env: &EnvState,
-        key: &str,
+        keys: &[&str],
         mode: SyncMode,
         wait: bool,
-    ) -> ApiResult<Option<Option<oneshot::Receiver<RunResult>>>> {
-        let Some((queued, rx)) = self.queue(env, key, mode, wait) else {
-            return Ok(None);
-        };
-        // Stored before the answer: a restart runs it. Should the run
-        // start (and clear it) before this write, the write leaves it
+    ) -> ApiResult<Vec<Option<Option<oneshot::Receiver<RunResult>>>>> {
+        let mut out = Vec::with_capacity(keys.len());
+        let mut queued = Vec::new();
+        for key in keys {
+            match self.queue(env, key, mode, wait) {
+                Some((q, rx)) => {
+                    queued.push((*key, q));
+                    out.push(Some(rx));
+                }
+                None => out.push(None),
+            }
+        }
+        // Stored before the answer, in one durable write however many
+        // connections it names: a restart runs them. Should a run start
+        // (and clear its trigger) before this write, the write leaves it
         // stored until the next run: a crash meanwhile runs it again,
-        // never loses it.
-        // Merged with one stored: the later time, so that a run that took
-        // the stored one (dispatched before this one was asked) does not
-        // clear this one with it.
-        update_sync_state(env, key, |s| {
-            s.queued = Some(match s.queued {
-                Some(q) => runner::QueuedRun {
-                    mode: stronger(q.mode, queued.mode),
-                    at_ms: q.at_ms.max(queued.at_ms),
+        // never loses it. Each key's state lock is held across its read
+        // and write (a stripe once, in one order: no deadlock).
+        let mut stripes: Vec<&tokio::sync::Mutex<()>> =
+            queued.iter().map(|(k, _)| env.sync_lock(k)).collect();
+        stripes.sort_by_key(|m| std::ptr::from_ref(*m) as usize);
+        stripes.dedup_by_key(|m| std::ptr::from_ref(*m) as usize);
+        let mut guards = Vec::with_capacity(stripes.len());
+        for m in stripes {
+            guards.push(m.lock().await);
+        }
+        let mut batch = env.store.doc_batch();
+        for (key, q) in &queued {
+            let mut state: SyncState = env.store.doc(SYNC_STATE, key).await?.unwrap_or_default();
+            // Merged with one stored: the later time, so that a run that
+            // took the stored one (dispatched before this one was asked)
+            // does not clear this one with it.
+            state.queued = Some(match state.queued {
+                Some(old) => runner::QueuedRun {
+                    mode: stronger(old.mode, q.mode),
+                    at_ms: old.at_ms.max(q.at_ms),
                 },
-                None => queued,
+                None => *q,
             });
-        })
-        .await?;
+            batch.put(SYNC_STATE, key, &state)?;
+        }
+        batch.apply().await?;
+        drop(guards);
         self.wake.notify_one();
-        Ok(Some(rx))
+        Ok(out)
     }
 
     /// [`Scheduler::trigger`] in memory.

@@ -999,6 +999,12 @@ impl DocBatch<'_> {
         Ok(size)
     }
 
+    /// Applies every put at once, flushed before it returns.
+    pub async fn apply(self) -> Result<(), StoreError> {
+        self.store.backend().apply(self.ops).await?;
+        Ok(())
+    }
+
     /// Applies every put at once, acknowledged before it is flushed (see
     /// [`EnvStore::put_doc_unflushed`]).
     pub async fn apply_unflushed(self) -> Result<(), StoreError> {

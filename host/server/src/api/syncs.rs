@@ -172,18 +172,26 @@ pub async fn trigger(
     let syncs = names(&body.syncs)?;
     let cid = body.connection_id.or(headers.connection_id);
     let targets = targets(&app, &env, &pck, cid, &syncs).await?;
+    if let Some(t) = targets
+        .iter()
+        .find(|t| !app.scheduler.is_scheduled(&env, &t.key))
+    {
+        return Err(ApiError::not_found(
+            "unknown_sync",
+            format!("sync `{}` is not scheduled", t.name),
+        ));
+    }
+    let keys: Vec<&str> = targets.iter().map(|t| t.key.as_str()).collect();
+    let receivers = app.scheduler.trigger(&env, &keys, mode, body.wait).await?;
     let mut waiting = Vec::new();
-    for t in targets {
-        let rx = app
-            .scheduler
-            .trigger(&env, &t.key, mode, body.wait)
-            .await?
-            .ok_or_else(|| {
-                ApiError::not_found(
-                    "unknown_sync",
-                    format!("sync `{}` is not scheduled", t.name),
-                )
-            })?;
+    for (t, rx) in targets.into_iter().zip(receivers) {
+        // Removed since the check above: as if it had not been there.
+        let rx = rx.ok_or_else(|| {
+            ApiError::not_found(
+                "unknown_sync",
+                format!("sync `{}` is not scheduled", t.name),
+            )
+        })?;
         waiting.push((t, rx));
     }
     if !body.wait {
