@@ -535,3 +535,116 @@ async fn a_connection_deleted_during_its_run_leaves_nothing_for_a_new_one_of_tha
     assert_eq!(body["records"], json!([]), "{body}");
     server.stop().await;
 }
+
+/// A variant of a sync for one connection: created, run on its own
+/// records (`Model::variant`), scheduled after a restart, and gone with
+/// its records when deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_variant_runs_on_its_own_records_and_goes_when_deleted() {
+    let up = Upstream::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let master = MasterKey::generate();
+    let config = ServerConfig::new(data.path(), "127.0.0.1:0".parse().unwrap());
+    let server = start_with(config.clone(), &master, &up.providers()).await;
+    let c = Client::new(&server, DEV_KEY);
+    setup(&c).await;
+    connect(&c, "demo", "t").await;
+
+    let (code, out) = c.send("POST", "/sync/contacts/variant/eu", None).await;
+    assert_eq!(code, 200, "{out}");
+    assert_eq!(
+        (out["name"].as_str(), out["variant"].as_str()),
+        (Some("contacts"), Some("eu"))
+    );
+    let (code, out) = c.send("POST", "/sync/contacts/variant/eu", None).await;
+    assert_eq!(
+        (code, out["error"]["code"].as_str()),
+        (400, Some("sync_variant_already_exists")),
+        "{out}"
+    );
+    for bad in ["/sync/contacts/variant/base", "/sync/contacts/variant/a::b"] {
+        let (code, out) = c.send("POST", bad, None).await;
+        assert_eq!(
+            (code, out["error"]["code"].as_str()),
+            (400, Some("invalid_variant")),
+            "{out}"
+        );
+    }
+    let (code, out) = c.send("POST", "/sync/nope/variant/eu", None).await;
+    assert_eq!(
+        (code, out["error"]["code"].as_str()),
+        (404, Some("unknown_sync")),
+        "{out}"
+    );
+
+    // Its run saves the variant's records, apart from the base's.
+    let run = |name: &str| json!({"syncs": [name], "provider_config_key": "hubspot", "connection_id": "demo", "wait": true});
+    let (code, out) = c
+        .send("POST", "/sync/trigger", Some(run("contacts::eu")))
+        .await;
+    assert_eq!(code, 200, "{out}");
+    assert_eq!(out["runs"][0]["success"], true, "{out}");
+    assert_eq!(out["runs"][0]["variant"], "eu", "{out}");
+    assert_eq!(records_of(&c, "eu").await, 2);
+    let (_, status) = c
+        .send(
+            "GET",
+            "/sync/status?provider_config_key=hubspot&syncs=contacts::eu&connection_id=demo",
+            None,
+        )
+        .await;
+    assert_eq!(status["syncs"][0]["variant"], "eu", "{status}");
+    assert_eq!(status["syncs"][0]["status"], "SUCCESS", "{status}");
+
+    // After a restart it is still there, scheduled beside the base.
+    let (_, before) = c.send("GET", "/sluice/scheduler", None).await;
+    assert_eq!(before["schedules"], 2, "{before}");
+    server.stop().await;
+    let server = start_with(config, &master, &up.providers()).await;
+    let c = Client::new(&server, DEV_KEY);
+    let (_, after) = c.send("GET", "/sluice/scheduler", None).await;
+    assert_eq!(after["schedules"], 2, "{after}");
+    let (code, out) = c
+        .send("POST", "/sync/trigger", Some(run("contacts::eu")))
+        .await;
+    assert_eq!(code, 200, "{out}");
+    assert_eq!(out["runs"][0]["success"], true, "{out}");
+
+    // Deleted: its records and schedule go; the base's stay.
+    let (code, out) = c.send("DELETE", "/sync/contacts/variant/eu", None).await;
+    assert_eq!(code, 200, "{out}");
+    assert_eq!(records_of(&c, "eu").await, 0);
+    let (_, after) = c.send("GET", "/sluice/scheduler", None).await;
+    assert_eq!(after["schedules"], 1, "{after}");
+    let (code, out) = c
+        .send("POST", "/sync/trigger", Some(run("contacts::eu")))
+        .await;
+    assert_eq!(
+        (code, out["error"]["code"].as_str()),
+        (404, Some("unknown_sync")),
+        "{out}"
+    );
+    let (code, out) = c.send("DELETE", "/sync/contacts/variant/eu", None).await;
+    assert_eq!(
+        (code, out["error"]["code"].as_str()),
+        (404, Some("unknown_sync")),
+        "{out}"
+    );
+    let (code, out) = c.send("POST", "/sync/trigger", Some(run("contacts"))).await;
+    assert_eq!(out["runs"][0]["success"], true, "{code} {out}");
+    assert_eq!(records_of(&c, "base").await, 2);
+    server.stop().await;
+}
+
+/// How many `Contact` records of `variant` the `demo` connection has.
+async fn records_of(c: &Client, variant: &str) -> usize {
+    let (code, page) = c
+        .send(
+            "GET",
+            &format!("/records?model=Contact&variant={variant}"),
+            None,
+        )
+        .await;
+    assert_eq!(code, 200, "{page}");
+    page["records"].as_array().unwrap().len()
+}

@@ -19,6 +19,9 @@ use crate::error::{ApiError, ApiResult};
 
 /// Sync state per connection, sync and variant.
 pub const SYNC_STATE: &str = "sync-state";
+/// The sync variants created for connections (`POST /sync/:name/variant/:v`),
+/// keyed by their sync state key; the base variant is not in it.
+pub const SYNC_VARIANTS: &str = "sync-variants";
 /// Async actions by id.
 pub const ASYNC_ACTIONS: &str = "async-actions";
 

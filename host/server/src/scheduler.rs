@@ -427,6 +427,26 @@ impl Scheduler {
             self.retain(id, |_| false);
             return Ok(());
         };
+        // The variants created (few): each connection's are scheduled
+        // beside its base syncs.
+        let mut variants: HashMap<String, Vec<String>> = HashMap::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page: Vec<(String, serde_json::Value)> = env
+                .store
+                .docs(runner::SYNC_VARIANTS, "", after.as_deref(), 1000, false)
+                .await?;
+            let Some((last, _)) = page.last() else { break };
+            after = Some(last.clone());
+            for (key, _) in page {
+                if let Some((conn, sync, variant)) = parse_sync_key(&key) {
+                    variants
+                        .entry(sync_key(&conn, sync, "base"))
+                        .or_default()
+                        .push(variant.to_string());
+                }
+            }
+        }
         let mut wanted = std::collections::HashSet::new();
         for integration in &catalog.config.integrations {
             if integration.syncs.is_empty() {
@@ -440,8 +460,14 @@ impl Scheduler {
                 };
                 for sync in integration.distinct_syncs() {
                     let key = sync_key(&conn, &sync.name, "base");
+                    let others = variants.get(&key).cloned().unwrap_or_default();
                     self.ensure(env, &key, sync).await?;
                     wanted.insert(key);
+                    for variant in others {
+                        let key = sync_key(&conn, &sync.name, &variant);
+                        self.ensure(env, &key, sync).await?;
+                        wanted.insert(key);
+                    }
                 }
             }
         }
@@ -465,11 +491,44 @@ impl Scheduler {
         Ok(())
     }
 
+    /// The schedule of a variant just created (stored first).
+    pub async fn variant_created(
+        &self,
+        env: &EnvState,
+        key: &str,
+        sync: &sluice_nango_yaml::SyncConfig,
+    ) -> ApiResult<()> {
+        let _one_at_a_time = env.schedules_lock.lock().await;
+        self.ensure(env, key, sync).await
+    }
+
+    /// Forgets a deleted variant's schedule and its state (a run going
+    /// ends first: the schedule goes with it).
+    pub async fn variant_deleted(&self, env: &EnvState, key: &str) -> ApiResult<()> {
+        let _one_at_a_time = env.schedules_lock.lock().await;
+        self.retain(env.store.id(), |k| k != key);
+        let _guard = env.sync_lock(key).lock().await;
+        env.store.delete_doc(SYNC_STATE, key).await?;
+        Ok(())
+    }
+
     /// Forgets a deleted connection's schedules and their state.
     pub async fn connection_deleted(&self, env: &EnvState, conn: &ConnectionRef) -> ApiResult<()> {
         let _one_at_a_time = env.schedules_lock.lock().await;
         let prefix = runner::sync_key_prefix(conn);
         self.retain(env.store.id(), |k| !k.starts_with(&prefix));
+        loop {
+            let docs: Vec<(String, serde_json::Value)> = env
+                .store
+                .docs(runner::SYNC_VARIANTS, &prefix, None, 500, false)
+                .await?;
+            if docs.is_empty() {
+                break;
+            }
+            for (k, _) in docs {
+                env.store.delete_doc(runner::SYNC_VARIANTS, &k).await?;
+            }
+        }
         loop {
             let docs: Vec<(String, serde_json::Value)> = env
                 .store

@@ -258,6 +258,10 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/sync/pause", post(syncs::pause))
         .route("/sync/status", get(syncs::status))
         .route(
+            "/sync/{name}/variant/{variant}",
+            post(syncs::create_variant).delete(syncs::delete_variant),
+        )
+        .route(
             "/sync/update-connection-frequency",
             axum::routing::put(syncs::update_frequency),
         )

@@ -1,6 +1,7 @@
 //! Sync control (§4.3): `POST /sync/trigger` (queued on the scheduler, with
-//! a sync mode), `/sync/start`, `/sync/pause`, `GET /sync/status` and
-//! `PUT /sync/update-connection-frequency`.
+//! a sync mode), `/sync/start`, `/sync/pause`, `GET /sync/status`,
+//! `PUT /sync/update-connection-frequency` and the variants of a sync
+//! (`POST`/`DELETE /sync/:name/variant/:variant`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -14,7 +15,7 @@ use sluice_runtime::records::ConnectionRef;
 use super::{ConnectionHeaders, Env, JsonBody};
 use crate::app::{App, EnvState};
 use crate::error::{ApiError, ApiResult};
-use crate::runner::{SYNC_STATE, SyncMode, SyncState, sync_id, sync_key};
+use crate::runner::{SYNC_STATE, SYNC_VARIANTS, SyncMode, SyncState, sync_id, sync_key};
 use crate::scheduler::interval;
 
 #[derive(Deserialize)]
@@ -78,17 +79,11 @@ async fn targets(
     }
     let catalog = env.catalog()?;
     let integration = catalog.config.integration(pck);
-    for (name, variant) in syncs.iter().copied() {
+    for (name, _) in syncs.iter().copied() {
         if integration.and_then(|i| i.sync(name)).is_none() {
             return Err(ApiError::not_found(
                 "unknown_sync",
                 format!("integration `{pck}` has no sync `{name}`"),
-            ));
-        }
-        if variant != "base" {
-            return Err(ApiError::not_found(
-                "unknown_sync",
-                format!("sync `{name}` has no variant `{variant}`"),
             ));
         }
     }
@@ -117,6 +112,19 @@ async fn targets(
         };
         for (name, variant) in syncs.iter().copied() {
             let key = sync_key(&conn, name, variant);
+            // A variant is only where it was created.
+            if variant != "base" && env.store.doc::<Value>(SYNC_VARIANTS, &key).await?.is_none() {
+                if one {
+                    return Err(ApiError::not_found(
+                        "unknown_sync",
+                        format!(
+                            "connection `{}` has no variant `{variant}` of sync `{name}`",
+                            conn.connection_id
+                        ),
+                    ));
+                }
+                continue;
+            }
             if !app.scheduler.is_scheduled(env, &key) {
                 // A connection made while nothing was deployed, say. Not
                 // one being deleted: its gate waits for the deletion,
@@ -133,6 +141,15 @@ async fn targets(
                     continue 'connections;
                 }
                 app.scheduler.connection_created(env, &conn).await?;
+                if variant != "base"
+                    && let Some(sync) = env
+                        .catalog()?
+                        .config
+                        .integration(pck)
+                        .and_then(|i| i.sync(name))
+                {
+                    app.scheduler.variant_created(env, &key, sync).await?;
+                }
             }
             out.push(Target {
                 conn: conn.clone(),
@@ -426,4 +443,141 @@ pub async fn update_frequency(
             .await?;
     }
     Ok(Json(json!({ "frequency": shown })))
+}
+
+/// A variant name: not `base`, and what a model name can carry after `::`.
+fn valid_variant(v: &str) -> bool {
+    v != "base"
+        && !v.is_empty()
+        && v.len() <= 255
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// The connection a variant route names, and its integration's sync.
+async fn variant_target(
+    env: &EnvState,
+    headers: ConnectionHeaders,
+    name: &str,
+    variant: &str,
+) -> ApiResult<(ConnectionRef, sluice_nango_yaml::SyncConfig)> {
+    if !valid_variant(variant) {
+        return Err(ApiError::bad_request(
+            "invalid_variant",
+            format!(
+                "a variant is 1 to 255 letters, digits, `_` or `-`, and not `base`; got `{variant}`"
+            ),
+        ));
+    }
+    let (Some(pck), Some(cid)) = (headers.provider_config_key, headers.connection_id) else {
+        return Err(ApiError::bad_request(
+            "missing_headers",
+            "the Provider-Config-Key and Connection-Id headers are required",
+        ));
+    };
+    if env.store.integration(&pck).await?.is_none() {
+        return Err(ApiError::unknown_integration(&pck));
+    }
+    let sync = env
+        .catalog()?
+        .config
+        .integration(&pck)
+        .and_then(|i| i.sync(name))
+        .cloned()
+        .ok_or_else(|| {
+            ApiError::not_found(
+                "unknown_sync",
+                format!("integration `{pck}` has no sync `{name}`"),
+            )
+        })?;
+    if !env.store.connection_exists(&pck, &cid).await? {
+        return Err(ApiError::unknown_connection(&pck, &cid));
+    }
+    let conn = ConnectionRef {
+        provider_config_key: pck,
+        connection_id: cid,
+    };
+    Ok((conn, sync))
+}
+
+/// `POST /sync/:name/variant/:variant`: a variant of a sync for the
+/// connection, scheduled as the base one is; its records are the models'
+/// `Model::variant`.
+pub async fn create_variant(
+    State(app): State<Arc<App>>,
+    Env(env): Env,
+    headers: ConnectionHeaders,
+    super::ApiPath((name, variant)): super::ApiPath<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    let (conn, sync) = variant_target(&env, headers, &name, &variant).await?;
+    let key = sync_key(&conn, &name, &variant);
+    // One at a time with the connection's deletion.
+    let _running = env.runs.enter(&conn).await;
+    if !env
+        .store
+        .connection_exists(&conn.provider_config_key, &conn.connection_id)
+        .await?
+    {
+        return Err(ApiError::unknown_connection(
+            &conn.provider_config_key,
+            &conn.connection_id,
+        ));
+    }
+    if env.store.doc::<Value>(SYNC_VARIANTS, &key).await?.is_some() {
+        return Err(ApiError::bad_request(
+            "sync_variant_already_exists",
+            format!("sync `{name}` already has variant `{variant}` for this connection"),
+        ));
+    }
+    env.store
+        .put_doc(
+            SYNC_VARIANTS,
+            &key,
+            &json!({ "created_at": chrono::Utc::now().to_rfc3339() }),
+        )
+        .await?;
+    app.scheduler.variant_created(&env, &key, &sync).await?;
+    Ok(Json(json!({
+        "id": sync_id(&conn, &name, &variant),
+        "name": name,
+        "variant": variant,
+    })))
+}
+
+/// `DELETE /sync/:name/variant/:variant`: the variant, its schedule, its
+/// records and its checkpoint.
+pub async fn delete_variant(
+    State(app): State<Arc<App>>,
+    Env(env): Env,
+    headers: ConnectionHeaders,
+    super::ApiPath((name, variant)): super::ApiPath<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    let (conn, sync) = variant_target(&env, headers, &name, &variant).await?;
+    let key = sync_key(&conn, &name, &variant);
+    if env.store.doc::<Value>(SYNC_VARIANTS, &key).await?.is_none() {
+        return Err(ApiError::not_found(
+            "unknown_sync",
+            format!(
+                "connection `{}` has no variant `{variant}` of sync `{name}`",
+                conn.connection_id
+            ),
+        ));
+    }
+    // Gone from the store first: nothing schedules it again.
+    env.store.delete_doc(SYNC_VARIANTS, &key).await?;
+    app.scheduler.variant_deleted(&env, &key).await?;
+    for model in &sync.output {
+        env.store
+            .clear_records(&conn, &format!("{model}::{variant}"))
+            .await?;
+    }
+    sluice_runtime::records::RecordStore::set_checkpoint(
+        &env.store,
+        &conn,
+        &format!("{name}::{variant}"),
+        None,
+    )
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(Json(json!({ "success": true })))
 }
