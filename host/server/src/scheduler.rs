@@ -723,7 +723,12 @@ impl Scheduler {
         }
         let mut batch = env.store.doc_batch();
         for (key, q) in &queued {
-            let mut state: SyncState = env.store.doc(SYNC_STATE, key).await?.unwrap_or_default();
+            // A scheduled sync has its state (written with its schedule):
+            // none means its connection was deleted meanwhile, and a state
+            // written now would outlive it.
+            let Some(mut state) = env.store.doc::<SyncState>(SYNC_STATE, key).await? else {
+                continue;
+            };
             // Merged with one stored: the later time, so that a run that
             // took the stored one (dispatched before this one was asked)
             // does not clear this one with it.
