@@ -610,9 +610,48 @@ async fn a_sync_variant_runs_on_its_own_records_and_goes_when_deleted() {
     assert_eq!(code, 200, "{out}");
     assert_eq!(out["runs"][0]["success"], true, "{out}");
 
-    // Deleted: its records and schedule go; the base's stay.
-    let (code, out) = c.send("DELETE", "/sync/contacts/variant/eu", None).await;
+    // `*` lists it beside the base sync.
+    let (_, all) = c
+        .send(
+            "GET",
+            "/sync/status?provider_config_key=hubspot&syncs=*&connection_id=demo",
+            None,
+        )
+        .await;
+    let listed: Vec<&str> = all["syncs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["variant"].as_str())
+        .collect();
+    assert_eq!(listed, ["base", "eu"], "{all}");
+
+    // Deleted while it runs: the run stops (nothing saved after), and
+    // its records and schedule go; the base's stay. The connection is
+    // named in the body, as the original's SDK sends it.
+    up.delay.store(1500, Ordering::SeqCst);
+    let before = up.runs();
+    let (code, out) = c
+        .send(
+            "POST",
+            "/sync/trigger",
+            Some(json!({"syncs": ["contacts::eu"], "provider_config_key": "hubspot", "connection_id": "demo"})),
+        )
+        .await;
     assert_eq!(code, 200, "{out}");
+    up.wait_runs(before + 1, Duration::from_secs(10)).await;
+    let resp = c
+        .http
+        .delete(format!("{}/sync/contacts/variant/eu", c.base))
+        .bearer_auth(&c.key)
+        .header("content-type", "application/json")
+        .body(json!({"provider_config_key": "hubspot", "connection_id": "demo"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    up.delay.store(0, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(2000)).await;
     assert_eq!(records_of(&c, "eu").await, 0);
     let (_, after) = c.send("GET", "/sluice/scheduler", None).await;
     assert_eq!(after["schedules"], 1, "{after}");

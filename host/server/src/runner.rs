@@ -594,6 +594,16 @@ async fn record_execution(
     app.logs.record(env, conn, kind, name, report).await;
 }
 
+/// A run dispatched at `dispatched_ms` has ended (in the write that says
+/// so): the triggers it took are done. Until then they stay stored, so a
+/// run a crash cut short runs again after the restart; a trigger asked
+/// during the run is later than its dispatch and stays.
+fn took_triggers(state: &mut SyncState, dispatched_ms: i64) {
+    if state.queued.is_some_and(|q| q.at_ms <= dispatched_ms) {
+        state.queued = None;
+    }
+}
+
 /// Runs sync `name` once for a connection, with the run semantics of §5;
 /// a run longer than `max_run` is stopped and fails. The caller makes sure
 /// runs of one sync do not overlap (the scheduler does); it dispatched the
@@ -610,8 +620,40 @@ pub async fn run_sync(
     max_run: std::time::Duration,
 ) -> ApiResult<RunSummary> {
     let running = env.runs.enter(conn).await;
-    let (catalog, script) = target(env, conn, name, ScriptKind::Sync).await?;
     let key = sync_key(conn, name, variant);
+    // A variant's run holds its gate too: deleting the variant stops it.
+    let variant_running = if variant == "base" {
+        None
+    } else {
+        Some(env.runs.enter_variant(&key).await)
+    };
+    let found = match target(env, conn, name, ScriptKind::Sync).await {
+        Ok(_)
+            if variant != "base"
+                && env.store.doc::<Value>(SYNC_VARIANTS, &key).await?.is_none() =>
+        {
+            Err(crate::error::ApiError::not_found(
+                "unknown_sync",
+                format!("the variant `{variant}` of sync `{name}` was deleted"),
+            ))
+        }
+        found => found,
+    };
+    let (catalog, script) = match found {
+        Ok(found) => found,
+        Err(e) => {
+            // Nothing to run: a trigger it took is done with (a state
+            // only where one still is: not for a deleted connection).
+            let _guard = env.sync_lock(&key).lock().await;
+            if let Some(mut state) = env.store.doc::<SyncState>(SYNC_STATE, &key).await?
+                && state.queued.is_some_and(|q| q.at_ms <= dispatched_ms)
+            {
+                took_triggers(&mut state, dispatched_ms);
+                env.store.put_doc(SYNC_STATE, &key, &state).await?;
+            }
+            return Err(e);
+        }
+    };
     let config = catalog.sync_config(&conn.provider_config_key, name);
     let models: Vec<String> = config.map(|s| s.output.clone()).unwrap_or_default();
     let incremental =
@@ -636,11 +678,7 @@ pub async fn run_sync(
             job: state.last_job,
             started_at,
         });
-        // In the same write as the running mark: a crash before it keeps
-        // the trigger, after it records this run as cut short.
-        if state.queued.is_some_and(|q| q.at_ms <= dispatched_ms) {
-            state.queued = None;
-        }
+
         (state.last_job, state.last_sync_date)
     })
     .await?;
@@ -671,6 +709,7 @@ pub async fn run_sync(
         let message = format!("clearing the sync's checkpoint or records failed: {e}");
         update_sync_state(env, &key, |state| {
             state.running = None;
+            took_triggers(state, dispatched_ms);
             state.last_run = Some(RunSummary::failed(
                 job,
                 started_at,
@@ -701,9 +740,16 @@ pub async fn run_sync(
             .execute(&script, exec, app.services(env, Some(catalog.clone())))
             .await
     };
+    let bounded = tokio::time::timeout(max_run, execution);
     let ran = running
-        .until_stopped(tokio::time::timeout(max_run, execution))
-        .await;
+        .until_stopped(async {
+            match &variant_running {
+                Some(v) => v.until_stopped(bounded).await,
+                None => Some(bounded.await),
+            }
+        })
+        .await
+        .flatten();
     let stopped = ran.is_none();
     let summary = match ran {
         Some(Ok(report)) => {
@@ -793,6 +839,7 @@ pub async fn run_sync(
             state.last_sync_date = Some(started_at);
         }
         state.running = None;
+        took_triggers(state, dispatched_ms);
         state.last_run = Some(summary.clone());
         // A run stopped for its connection's deletion tells the app nothing.
         state.webhooks_queued = stopped;

@@ -34,7 +34,13 @@ pub struct ConnectionRuns {
 
 impl ConnectionRuns {
     fn gate(&self, conn: &ConnectionRef) -> Slot {
-        let key = (conn.provider_config_key.clone(), conn.connection_id.clone());
+        self.gate_of((conn.provider_config_key.clone(), conn.connection_id.clone()))
+    }
+
+    /// A connection's gate is keyed by its integration and id; a variant's
+    /// by an empty integration (no integration has that key) and its state
+    /// key.
+    fn gate_of(&self, key: Key) -> Slot {
         let mut gates = self.gates.lock().unwrap_or_else(|e| e.into_inner());
         let gate = gates
             .entry(key.clone())
@@ -64,10 +70,32 @@ impl ConnectionRuns {
         }
     }
 
+    /// Enters the gate of a sync variant (its state key) for one of its
+    /// runs, inside its connection's gate.
+    pub async fn enter_variant(&self, key: &str) -> Running {
+        let slot = self.gate_of((String::new(), key.to_string()));
+        let guard = slot.gate.lock.clone().read_owned().await;
+        Running {
+            stop: slot.gate.stop.subscribe(),
+            _guard: guard,
+            _slot: slot,
+        }
+    }
+
+    /// Stops a sync variant's run and waits for it to end; until the
+    /// answer is dropped, new ones wait.
+    pub async fn close_variant(&self, key: &str) -> Closed {
+        self.close_slot(self.gate_of((String::new(), key.to_string())))
+            .await
+    }
+
     /// Stops the connection's executions and waits for them to end; until
     /// the answer is dropped, new ones wait.
     pub async fn close(&self, conn: &ConnectionRef) -> Closed {
-        let slot = self.gate(conn);
+        self.close_slot(self.gate(conn)).await
+    }
+
+    async fn close_slot(&self, slot: Slot) -> Closed {
         slot.gate.stop.send_replace(true);
         // Made before the wait: should the deletion be abandoned while it
         // waits (its request dropped), dropping this lifts the stop.

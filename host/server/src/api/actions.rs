@@ -68,7 +68,12 @@ pub async fn run(
     let is_async = headers
         .get("x-async")
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+        .map(str::trim)
+        .is_some_and(|v| {
+            ["true", "1", "yes", "on"]
+                .iter()
+                .any(|t| v.eq_ignore_ascii_case(t))
+        });
     if !is_async {
         let report = runner::run_action(app, env, &conn, &action, input).await?;
         return match report.outcome {

@@ -317,15 +317,39 @@ pub async fn status(
     })?;
     let catalog = env.catalog()?;
     let names: Vec<(String, String)> = if syncs.trim() == "*" {
-        catalog
+        let deployed: Vec<String> = catalog
             .config
             .integration(&pck)
-            .map(|i| {
-                i.distinct_syncs()
-                    .map(|s| (s.name.clone(), "base".to_string()))
-                    .collect()
-            })
-            .unwrap_or_default()
+            .map(|i| i.distinct_syncs().map(|s| s.name.clone()).collect())
+            .unwrap_or_default();
+        let mut names: Vec<(String, String)> = deployed
+            .iter()
+            .map(|n| (n.clone(), "base".to_string()))
+            .collect();
+        // And the variants created (of the connection, when it is named).
+        let prefix = match &cid {
+            Some(cid) => format!("{pck}\u{1f}{cid}\u{1f}"),
+            None => format!("{pck}\u{1f}"),
+        };
+        let mut after: Option<String> = None;
+        let mut variants = std::collections::BTreeSet::new();
+        loop {
+            let page: Vec<(String, Value)> = env
+                .store
+                .docs(SYNC_VARIANTS, &prefix, after.as_deref(), 1000, false)
+                .await?;
+            let Some((last, _)) = page.last() else { break };
+            after = Some(last.clone());
+            for (key, _) in page {
+                if let Some((_, sync, variant)) = crate::runner::parse_sync_key(&key)
+                    && deployed.iter().any(|d| d == sync)
+                {
+                    variants.insert((sync.to_string(), variant.to_string()));
+                }
+            }
+        }
+        names.extend(variants);
+        names
     } else {
         syncs
             .split(',')
@@ -445,22 +469,26 @@ pub async fn update_frequency(
     Ok(Json(json!({ "frequency": shown })))
 }
 
-/// A variant name: not `base`, and what a model name can carry after `::`.
+/// A variant name: not `base` (in any case), and what a model name can
+/// carry after `::`.
 fn valid_variant(v: &str) -> bool {
-    v != "base"
+    !v.eq_ignore_ascii_case("base")
         && !v.is_empty()
         && v.len() <= 255
         && v.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
-/// The connection a variant route names, and its integration's sync.
+/// The connection a variant route names — in the body, as the original's
+/// SDK sends it, or in the connection headers — and its integration's
+/// sync if it is deployed.
 async fn variant_target(
     env: &EnvState,
     headers: ConnectionHeaders,
+    body: &[u8],
     name: &str,
     variant: &str,
-) -> ApiResult<(ConnectionRef, sluice_nango_yaml::SyncConfig)> {
+) -> ApiResult<(ConnectionRef, Option<sluice_nango_yaml::SyncConfig>)> {
     if !valid_variant(variant) {
         return Err(ApiError::bad_request(
             "invalid_variant",
@@ -469,10 +497,23 @@ async fn variant_target(
             ),
         ));
     }
-    let (Some(pck), Some(cid)) = (headers.provider_config_key, headers.connection_id) else {
+    #[derive(Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    struct Body {
+        provider_config_key: Option<String>,
+        connection_id: Option<String>,
+    }
+    let body: Body = if body.iter().all(u8::is_ascii_whitespace) {
+        Body::default()
+    } else {
+        super::parse_json(body)?
+    };
+    let pck = body.provider_config_key.or(headers.provider_config_key);
+    let cid = body.connection_id.or(headers.connection_id);
+    let (Some(pck), Some(cid)) = (pck, cid) else {
         return Err(ApiError::bad_request(
-            "missing_headers",
-            "the Provider-Config-Key and Connection-Id headers are required",
+            "missing_connection",
+            "`provider_config_key` and `connection_id` are required (in the body, or the Provider-Config-Key and Connection-Id headers)",
         ));
     };
     if env.store.integration(&pck).await?.is_none() {
@@ -483,13 +524,7 @@ async fn variant_target(
         .config
         .integration(&pck)
         .and_then(|i| i.sync(name))
-        .cloned()
-        .ok_or_else(|| {
-            ApiError::not_found(
-                "unknown_sync",
-                format!("integration `{pck}` has no sync `{name}`"),
-            )
-        })?;
+        .cloned();
     if !env.store.connection_exists(&pck, &cid).await? {
         return Err(ApiError::unknown_connection(&pck, &cid));
     }
@@ -500,6 +535,13 @@ async fn variant_target(
     Ok((conn, sync))
 }
 
+fn no_such_sync(pck: &str, name: &str) -> ApiError {
+    ApiError::not_found(
+        "unknown_sync",
+        format!("integration `{pck}` has no sync `{name}`"),
+    )
+}
+
 /// `POST /sync/:name/variant/:variant`: a variant of a sync for the
 /// connection, scheduled as the base one is; its records are the models'
 /// `Model::variant`.
@@ -508,8 +550,10 @@ pub async fn create_variant(
     Env(env): Env,
     headers: ConnectionHeaders,
     super::ApiPath((name, variant)): super::ApiPath<(String, String)>,
+    super::RawBody(body): super::RawBody,
 ) -> ApiResult<Json<Value>> {
-    let (conn, sync) = variant_target(&env, headers, &name, &variant).await?;
+    let (conn, sync) = variant_target(&env, headers, &body, &name, &variant).await?;
+    let sync = sync.ok_or_else(|| no_such_sync(&conn.provider_config_key, &name))?;
     let key = sync_key(&conn, &name, &variant);
     // One at a time with the connection's deletion.
     let _running = env.runs.enter(&conn).await;
@@ -544,15 +588,17 @@ pub async fn create_variant(
     })))
 }
 
-/// `DELETE /sync/:name/variant/:variant`: the variant, its schedule, its
-/// records and its checkpoint.
+/// `DELETE /sync/:name/variant/:variant`: stops its run if one is going,
+/// then removes the variant, its schedule, its records and its checkpoint
+/// (also when its sync is no longer deployed).
 pub async fn delete_variant(
     State(app): State<Arc<App>>,
     Env(env): Env,
     headers: ConnectionHeaders,
     super::ApiPath((name, variant)): super::ApiPath<(String, String)>,
+    super::RawBody(body): super::RawBody,
 ) -> ApiResult<Json<Value>> {
-    let (conn, sync) = variant_target(&env, headers, &name, &variant).await?;
+    let (conn, sync) = variant_target(&env, headers, &body, &name, &variant).await?;
     let key = sync_key(&conn, &name, &variant);
     if env.store.doc::<Value>(SYNC_VARIANTS, &key).await?.is_none() {
         return Err(ApiError::not_found(
@@ -563,18 +609,33 @@ pub async fn delete_variant(
             ),
         ));
     }
-    // Gone from the store first: nothing schedules it again.
+    // Its run stops and ends (its last state written) before anything
+    // goes; runs asked meanwhile wait, then find it gone.
+    let _stopped = env.runs.close_variant(&key).await;
+    // Gone from the store first: nothing schedules it again. A crash
+    // after this leaves records no schedule writes to; deleting the
+    // variant made again clears them.
     env.store.delete_doc(SYNC_VARIANTS, &key).await?;
     app.scheduler.variant_deleted(&env, &key).await?;
-    for model in &sync.output {
-        env.store
-            .clear_records(&conn, &format!("{model}::{variant}"))
-            .await?;
+    let suffix = format!("::{variant}");
+    let models: Vec<String> = match &sync {
+        Some(sync) => sync.output.iter().map(|m| format!("{m}{suffix}")).collect(),
+        // Not deployed any more: the connection's models of that variant.
+        None => env
+            .store
+            .models(&conn)
+            .await?
+            .into_iter()
+            .filter(|m| m.ends_with(&suffix))
+            .collect(),
+    };
+    for model in &models {
+        env.store.clear_records(&conn, model).await?;
     }
     sluice_runtime::records::RecordStore::set_checkpoint(
         &env.store,
         &conn,
-        &format!("{name}::{variant}"),
+        &format!("{name}{suffix}"),
         None,
     )
     .await
