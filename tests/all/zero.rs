@@ -686,6 +686,22 @@ async fn init_creates_a_zero_yaml_starter_that_passes_its_tests_and_dry_runs() {
         err.contains("already has a nango.yaml or an index.ts"),
         "{err}"
     );
+    // A folder with the user's own files: refused, naming them, and left
+    // as it was (a `.gitignore` or `connections.yaml` was overwritten).
+    let mine = tempfile::tempdir().unwrap();
+    std::fs::write(mine.path().join(".gitignore"), "my own\n").unwrap();
+    std::fs::create_dir_all(mine.path().join(".nango")).unwrap();
+    let (code, _, err) = sluice(&["init".to_string(), s(mine.path())]).await;
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains(".gitignore") && err.contains(".nango"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(mine.path().join(".gitignore")).unwrap(),
+        "my own\n"
+    );
+    assert!(!mine.path().join("index.ts").exists());
 
     let (code, out, err) = sluice(&args("test", &dir, "init-zero-project-build")).await;
     assert_eq!(code, 0, "out: {out}\nerr: {err}");

@@ -13,6 +13,8 @@ use crate::compile::{self, CompileError};
 pub enum InitError {
     #[error("{0} already has a nango.yaml or an index.ts: sluice init only creates new folders")]
     Exists(String),
+    #[error("{dir} already has {files}: sluice init does not overwrite files; use a new folder")]
+    WouldOverwrite { dir: String, files: String },
     #[error("cannot write {path}: {source}")]
     Write {
         path: String,
@@ -127,6 +129,25 @@ const ZERO_TEMPLATE: &[(&str, &str)] = &[
 pub fn init(dir: &Path, yaml: bool) -> Result<Vec<PathBuf>, InitError> {
     if dir.join("nango.yaml").exists() || dir.join("index.ts").exists() {
         return Err(InitError::Exists(dir.display().to_string()));
+    }
+    // Nothing of the user's is replaced: a file the template has (a
+    // `.gitignore`, a `connections.yaml` with credentials, a script) or a
+    // `.nango` folder means the folder is not new.
+    let template = if yaml { TEMPLATE } else { ZERO_TEMPLATE };
+    let mut taken: Vec<&str> = template
+        .iter()
+        .map(|(rel, _)| *rel)
+        .chain(yaml.then_some("models.ts"))
+        .filter(|rel| dir.join(rel).exists())
+        .collect();
+    if dir.join(".nango").exists() && !taken.iter().any(|t| t.starts_with(".nango/")) {
+        taken.push(".nango/");
+    }
+    if !taken.is_empty() {
+        return Err(InitError::WouldOverwrite {
+            dir: dir.display().to_string(),
+            files: taken.join(", "),
+        });
     }
     if !yaml {
         let mut written = Vec::new();
