@@ -1928,3 +1928,38 @@ async fn a_connection_is_never_left_without_its_integration() {
     }
     server.stop().await;
 }
+
+/// A first start that cannot listen creates nothing: the next start
+/// creates the environments and shows their new keys (they were created,
+/// never shown, and lost).
+#[tokio::test]
+async fn a_first_start_that_cannot_listen_keeps_the_keys_for_the_next() {
+    let data = tempfile::tempdir().unwrap();
+    let master = MasterKey::generate();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let keys = [("dev".to_string(), None), ("prod".to_string(), None)];
+    let config = ServerConfig::new(data.path(), taken.local_addr().unwrap());
+    let failed = Server::start(
+        config,
+        master.clone(),
+        ProviderCatalog::builtin().unwrap(),
+        &keys,
+    )
+    .await;
+    assert!(
+        matches!(failed, Err(sluice_server::ServerError::Listen { .. })),
+        "{:?}",
+        failed.err().map(|e| e.to_string())
+    );
+    let config = ServerConfig::new(data.path(), "127.0.0.1:0".parse().unwrap());
+    let (server, created) =
+        Server::start(config, master, ProviderCatalog::builtin().unwrap(), &keys)
+            .await
+            .unwrap();
+    let envs: Vec<&str> = created.iter().map(|(env, _)| env.as_str()).collect();
+    assert_eq!(envs, ["dev", "prod"]);
+    let dev = Client::new(&server, &created[0].1);
+    let (status, body) = dev.send("GET", "/connection", None).await;
+    assert_eq!(status, 200, "{body}");
+    server.stop().await;
+}

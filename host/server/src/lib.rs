@@ -140,6 +140,14 @@ impl Server {
         providers: ProviderCatalog,
         initial_keys: &[(String, Option<String>)],
     ) -> Result<(Server, Vec<(String, String)>), ServerError> {
+        // Bound first: a first start that cannot listen must not create
+        // the environments, whose new keys are shown only once.
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| ServerError::Listen {
+                addr: config.listen,
+                source,
+            })?;
         let backend = config
             .store
             .open(&config.data_dir)
@@ -175,12 +183,6 @@ impl Server {
             }
         });
 
-        let listener = tokio::net::TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| ServerError::Listen {
-                addr: config.listen,
-                source,
-            })?;
         let addr = listener
             .local_addr()
             .map_err(|source| ServerError::Listen {
