@@ -164,7 +164,7 @@ function entrySource(job) {
 
 function messages(errors, root) {
     return errors.map((e) => ({
-        file: e.location?.file ? relative(root, resolve(e.location.file)) : undefined,
+        file: e.location?.file ? relative(root, resolve(root, e.location.file)) : undefined,
         line: e.location?.line,
         message: e.text
     }));
