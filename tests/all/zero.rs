@@ -712,6 +712,21 @@ async fn init_creates_a_zero_yaml_starter_that_passes_its_tests_and_dry_runs() {
     let (code, out, err) = sluice(&args("test", &dir, "init-zero-project-build")).await;
     assert_eq!(code, 0, "out: {out}\nerr: {err}");
     assert!(out.ends_with("2 passed, 0 failed\n"), "{out}");
+    assert!(!out.contains("a recording no"), "{out}");
+    // A recording no test file runs (as `dryrun --save` leaves one for a
+    // script without a test) is named, not silently skipped.
+    std::fs::copy(
+        dir.join("github/tests/issues.test.json"),
+        dir.join("github/tests/orphan.test.json"),
+    )
+    .unwrap();
+    let (code, out, err) = sluice(&args("test", &dir, "init-zero-project-build")).await;
+    assert_eq!(code, 0, "out: {out}\nerr: {err}");
+    assert!(
+        out.contains("- github/tests/orphan.test.json (a recording no tests/*.test.ts runs"),
+        "{out}"
+    );
+    std::fs::remove_file(dir.join("github/tests/orphan.test.json")).unwrap();
 
     let mut argv = args("dryrun", &dir, "init-zero-project-build");
     argv.splice(1..1, ["issues".to_string(), "demo".to_string()]);

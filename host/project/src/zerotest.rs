@@ -370,6 +370,46 @@ fn shape(flat: &str) -> Option<Shape> {
     Some(Shape::Sync { second, shared })
 }
 
+/// The `<integration>/tests/<name>.test.json` recordings that none of
+/// `files` uses (by its base name or its mock's name).
+fn unrun_recordings(root: &Path, integration: Option<&str>, files: &[TestFile]) -> Vec<String> {
+    let mut out = Vec::new();
+    let Ok(dirs) = std::fs::read_dir(root) else {
+        return out;
+    };
+    let mut dirs: Vec<PathBuf> = dirs.filter_map(|d| d.ok().map(|d| d.path())).collect();
+    dirs.sort();
+    for dir in dirs {
+        let Some(id) = dir.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        if id.starts_with('.') || integration.is_some_and(|i| i != id) {
+            continue;
+        }
+        let Ok(entries) = std::fs::read_dir(dir.join("tests")) else {
+            continue;
+        };
+        let mut names: Vec<String> = entries
+            .filter_map(|e| {
+                e.ok()?
+                    .file_name()
+                    .to_str()?
+                    .strip_suffix(".test.json")
+                    .map(str::to_string)
+            })
+            .filter(|name| {
+                !files
+                    .iter()
+                    .any(|f| f.integration == id && (f.base == *name || f.name == *name))
+            })
+            .map(|name| format!("{id}/tests/{name}.test.json"))
+            .collect();
+        names.sort();
+        out.extend(names);
+    }
+    out
+}
+
 /// Every `*.test.ts` in `<root>/<integration>/tests/`, alias folders
 /// included, sorted.
 pub fn discover(root: &Path, integration: Option<&str>) -> Vec<TestFile> {
@@ -459,6 +499,7 @@ pub async fn run(
     out: &mut dyn Write,
 ) -> Vec<TestOutcome> {
     let files = discover(&project.root, opts.build.integration.as_deref());
+    let unrun = unrun_recordings(&project.root, opts.build.integration.as_deref(), &files);
     let mut outcomes = Vec::new();
     let mut hand_written = 0usize;
     let mut hand_run: Vec<bool> = Vec::new();
@@ -538,6 +579,15 @@ pub async fn run(
     }
     if hand_written > 0 {
         notes.push(format!("{hand_written} hand-written test files not run"));
+    }
+    if opts.script.is_none() && !unrun.is_empty() {
+        // A recording (`dryrun --save`) is run by a test file naming it,
+        // as the original's `nango generate:tests` writes them.
+        let _ = writeln!(
+            out,
+            "- {} (a recording no tests/*.test.ts runs: add one, like those `sluice init` writes)",
+            unrun.join(", ")
+        );
     }
     let _ = writeln!(
         out,
