@@ -141,6 +141,23 @@ async fn a_failing_script_exits_1_with_its_error() {
         "{out}"
     );
     assert!(out.contains("\"card declined\""), "{out}");
+
+    // A sync that fails after saving: no results line (it read as a
+    // successful empty run), what it saved said as such.
+    let (code, out, _) = sluice(&[
+        "dryrun",
+        guests::SYNC_RECORDS,
+        "c",
+        "--dir",
+        &dir,
+        "--metadata",
+        r#"{"model":"Item","save":[{"id":"1"}],"fail_after":true}"#,
+    ])
+    .await;
+    assert_eq!(code, 1, "{out}");
+    assert!(!out.contains("would produce"), "{out}");
+    assert!(out.contains("Before it failed, the run saved"), "{out}");
+    assert!(out.contains("failing after the writes"), "{out}");
 }
 
 #[tokio::test]

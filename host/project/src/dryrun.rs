@@ -493,11 +493,21 @@ pub fn render(result: &DryRunResult, out: &mut dyn Write) -> std::io::Result<()>
                 .iter()
                 .map(|(m, r)| (m, serde_json::to_value(r).unwrap_or(Value::Null)))
                 .collect();
-            writeln!(
-                out,
-                "The dry run would produce the following results: {}",
-                serde_json::to_string_pretty(&shown).unwrap_or_default()
-            )?;
+            // A failed run has no results; what it saved before failing
+            // is said as such (it read as a successful empty run).
+            if result.success {
+                writeln!(
+                    out,
+                    "The dry run would produce the following results: {}",
+                    serde_json::to_string_pretty(&shown).unwrap_or_default()
+                )?;
+            } else if !shown.is_empty() {
+                writeln!(
+                    out,
+                    "Before it failed, the run saved: {}",
+                    serde_json::to_string_pretty(&shown).unwrap_or_default()
+                )?;
+            }
         }
         ScriptKind::Action => {
             if result.success {
