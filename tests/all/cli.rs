@@ -191,4 +191,41 @@ async fn bad_invocations_exit_2_naming_the_problem() {
             assert!(err.contains(e), "{args:?}: expected `{e}` in: {err}");
         }
     }
+
+    // A folder that is not a project is named as such, by every verb.
+    let empty = tempfile::tempdir().unwrap();
+    let empty = empty.path().display().to_string();
+    let zero = repo_root()
+        .join("examples/github-zero")
+        .display()
+        .to_string();
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["compile", "--dir", "/no/such/folder"],
+            "/no/such/folder does not exist or is not a folder",
+        ),
+        (
+            &["dryrun", "issues", "demo", "--dir", "/no/such/folder"],
+            "/no/such/folder does not exist or is not a folder",
+        ),
+        (
+            &["test", "--dir", &empty],
+            "it has neither a nango.yaml nor an index.ts",
+        ),
+    ];
+    for (argv, expected) in cases {
+        let (code, _, err) = sluice(argv).await;
+        assert_eq!(code, 2, "{argv:?}: {err}");
+        assert!(
+            err.contains(expected),
+            "{argv:?}: expected `{expected}` in: {err}"
+        );
+    }
+    // `generate` (no cache to name) on a zero-yaml project says why not.
+    let argv = ["sluice", "generate", "--dir", &zero].map(String::from);
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let code = sluice::cli::run(argv.into_iter().map(Into::into), &mut out, &mut err).await;
+    let err = String::from_utf8(err).unwrap();
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("is a zero-yaml project"), "{err}");
 }

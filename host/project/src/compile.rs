@@ -31,8 +31,10 @@ pub const BUILD_DIR: &str = ".sluice/build";
 pub enum CompileError {
     #[error(transparent)]
     Yaml(#[from] yaml::YamlError),
-    #[error("no integration `{0}` in nango.yaml")]
+    #[error("no integration `{0}` in this project")]
     UnknownIntegration(String),
+    #[error("{0}")]
+    NotAProject(String),
     #[error(
         "The following scripts are missing a corresponding .ts file: {}",
         .0.join(", ")
@@ -141,7 +143,7 @@ impl Project {
             [] => Err(ProjectError::UnknownScript {
                 name: name.to_string(),
                 reason: format!(
-                    "nango.yaml in {} declares no such script{}",
+                    "the project in {} has no such script{}",
                     self.root.display(),
                     integration
                         .map(|i| format!(" in integration `{i}`"))
@@ -301,6 +303,28 @@ fn hex_digest(bytes: &[u8]) -> String {
         .collect()
 }
 
+/// Names what keeps `root` from being a project of either format: it is
+/// missing, has neither file, or is a zero-yaml one without `.nango`.
+pub fn not_a_project(root: &Path) -> Result<(), CompileError> {
+    let shown = root.display();
+    if !root.is_dir() {
+        return Err(CompileError::NotAProject(format!(
+            "{shown} does not exist or is not a folder"
+        )));
+    }
+    if root.join("nango.yaml").exists() {
+        return Ok(());
+    }
+    if root.join("index.ts").is_file() {
+        return Err(CompileError::NotAProject(format!(
+            "{shown} has an index.ts but no .nango folder: a zero-yaml project has one (create it, empty)"
+        )));
+    }
+    Err(CompileError::NotAProject(format!(
+        "{shown} is not a nango-integrations folder: it has neither a nango.yaml nor an index.ts (`sluice init` makes one)"
+    )))
+}
+
 /// Compiles (or reuses) every script of the project and loads it.
 pub fn compile(
     opts: &CompileOptions,
@@ -313,6 +337,7 @@ pub fn compile(
     if crate::zero::is_zero_yaml(&root) {
         return crate::zero::compile(opts, &root, runtime, progress);
     }
+    not_a_project(&root)?;
     let loaded = yaml::load(&root)?;
     for w in &loaded.warnings {
         let _ = writeln!(progress, "{w}");

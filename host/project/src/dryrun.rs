@@ -263,6 +263,13 @@ fn resolve_target(
 ) -> Result<Target, DryRunError> {
     let dir = &opts.build.dir;
     let is_path = opts.script.ends_with(".wasm");
+    if !is_path && !dir.is_dir() {
+        return Err(crate::compile::CompileError::NotAProject(format!(
+            "{} does not exist or is not a folder",
+            dir.display()
+        ))
+        .into());
+    }
     if !is_path && (dir.join("nango.yaml").exists() || crate::zero::is_zero_yaml(dir)) {
         let project = compile::compile(&opts.build, runtime, progress)?;
         // A sync and an action may share a name: an input means the action.

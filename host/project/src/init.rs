@@ -229,6 +229,14 @@ fn scaffold(config: &NangoYaml, pck: &str, name: &str, kind: ScriptKind) -> Stri
 /// `sluice generate`: models.ts, `.nango/schema.json`, and a scaffold for
 /// every declared script without a file. Returns the files written.
 pub fn generate(dir: &Path) -> Result<(Vec<PathBuf>, Vec<yaml::Diagnostic>), InitError> {
+    if crate::zero::is_zero_yaml(dir) {
+        return Err(CompileError::NotAProject(format!(
+            "{} is a zero-yaml project: its models are its scripts' zod schemas, and `sluice compile` writes .nango/nango.json; `generate` is for nango.yaml projects",
+            dir.display()
+        ))
+        .into());
+    }
+    compile::not_a_project(dir)?;
     let loaded = yaml::load(dir).map_err(CompileError::from)?;
     let config = &loaded.config;
     compile::generate_models(dir, config)?;

@@ -52,7 +52,7 @@ pub enum TestError {
     Providers(#[from] sluice_runtime::providers::ProviderError),
     #[error(transparent)]
     Load(#[from] sluice_runtime::LoadError),
-    #[error("no script `{0}` with mocks to test")]
+    #[error("no script `{0}` with tests or mocks to test")]
     NothingToTest(String),
 }
 
