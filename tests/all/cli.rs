@@ -221,6 +221,19 @@ async fn bad_invocations_exit_2_naming_the_problem() {
             "{argv:?}: expected `{expected}` in: {err}"
         );
     }
+    // A cause is said once (it was repeated after the message naming it).
+    let (code, _, err) = sluice(&[
+        "dryrun",
+        "--dir",
+        &dir,
+        contacts,
+        "demo",
+        "--mock-upstream",
+        "/no/such/fixture.yaml",
+    ])
+    .await;
+    assert_eq!(code, 2, "{err}");
+    assert_eq!(err.matches("(os error 2)").count(), 1, "{err}");
     // `generate` (no cache to name) on a zero-yaml project says why not.
     let argv = ["sluice", "generate", "--dir", &zero].map(String::from);
     let (mut out, mut err) = (Vec::new(), Vec::new());

@@ -306,10 +306,26 @@ pub async fn run(
     match result {
         Ok(code) => code,
         Err(e) => {
-            let _ = writeln!(err, "error: {e:#}");
+            let _ = writeln!(err, "error: {}", error_chain(&e));
             2
         }
     }
+}
+
+/// An error and its causes on one line, leaving out a cause its message
+/// already says (most errors name their source in their own text: `{:#}`
+/// showed it twice).
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut message = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if message.is_empty() {
+            message = text;
+        } else if !message.contains(&text) {
+            message = format!("{message}: {text}");
+        }
+    }
+    message
 }
 
 async fn run_dryrun(
