@@ -1030,9 +1030,9 @@ async fn deploys_are_versions_a_bad_one_changes_nothing_and_rollback_works() {
         "{out}{err}"
     );
 
-    // The second says `--env prod` with the dev key: it went to dev, and
-    // says so.
-    for (version, extra) in [(1, &[][..]), (2, &["--env", "prod"][..])] {
+    // The second names `prod` (as the original's CI line does) with the
+    // dev key: it went to dev, and says so.
+    for (version, extra) in [(1, &[][..]), (2, &["prod", "--auto-confirm"][..])] {
         let (code, out, err) = sluice_deploy(&server.url(), DEV_KEY, extra).await;
         assert_eq!(code, 0, "{out}{err}");
         assert!(

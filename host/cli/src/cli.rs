@@ -61,7 +61,11 @@ struct MigrateArgs {
 struct DeployArgs {
     #[command(flatten)]
     build: BuildArgs,
-    /// The environment (its key is NANGO_SECRET_KEY_<ENV>).
+    /// The environment (its key is NANGO_SECRET_KEY_<ENV>), as the
+    /// original's `nango deploy <env>`.
+    #[arg(value_name = "ENV", conflicts_with = "env")]
+    environment: Option<String>,
+    /// The environment, as a flag.
     #[arg(
         short = 'e',
         long = "env",
@@ -75,6 +79,9 @@ struct DeployArgs {
     /// The environment's secret key (default: NANGO_SECRET_KEY_<ENV>).
     #[arg(long)]
     secret_key: Option<String>,
+    /// Accepted for the original's CI lines: sluice never asks.
+    #[arg(long = "auto-confirm", alias = "allow-destructive")]
+    auto_confirm: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -573,9 +580,13 @@ async fn run_deploy(
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> anyhow::Result<i32> {
+    // Nothing to confirm: a deploy replaces the environment's project, and
+    // every version is kept for a rollback.
+    let _never_asks = args.auto_confirm;
+    let env = args.environment.unwrap_or(args.env);
     let (host, key) = server_settings(
         &args.build.dir,
-        &args.env,
+        &env,
         args.host,
         args.secret_key,
         "the deploy",
@@ -585,7 +596,7 @@ async fn run_deploy(
     let project = compile::compile(&options, &runtime, err)?;
     let deployed = sluice_project::deploy::upload(&project, &host, &key).await?;
     // The environment the key belongs to, whatever `--env` said.
-    let environment = deployed["environment"].as_str().unwrap_or(&args.env);
+    let environment = deployed["environment"].as_str().unwrap_or(&env);
     writeln!(
         out,
         "Deployed version {} to `{}` at {host}: {} script{}.",
