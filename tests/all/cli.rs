@@ -221,6 +221,35 @@ async fn bad_invocations_exit_2_naming_the_problem() {
             "{argv:?}: expected `{expected}` in: {err}"
         );
     }
+    // An input past max_payload_bytes is refused before the script runs.
+    let small = tempfile::tempdir().unwrap();
+    std::fs::write(
+        small.path().join("connections.yaml"),
+        "connections:\n  - connection_id: c\n    provider_config_key: hubspot\n    provider: hubspot\n    credentials: {type: API_KEY, apiKey: k}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        small.path().join("sluice.yaml"),
+        "environments:\n  dev:\n    limits:\n      max_payload_bytes: 100\n",
+    )
+    .unwrap();
+    let big = format!("{{\"mode\":\"{}\"}}", "x".repeat(200));
+    let small_dir = small.path().display().to_string();
+    let (code, _, err) = sluice(&[
+        "dryrun",
+        guests::ACTION_MISBEHAVE,
+        "c",
+        "--dir",
+        &small_dir,
+        "--input",
+        &big,
+    ])
+    .await;
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("payload_too_large: --input is 211 bytes"),
+        "{err}"
+    );
     // A cause is said once (it was repeated after the message naming it).
     let (code, _, err) = sluice(&[
         "dryrun",

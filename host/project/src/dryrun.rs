@@ -96,6 +96,10 @@ pub enum DryRunError {
         "name the connection's integration with --integration-id: the server holds connections per integration"
     )]
     NoIntegration,
+    #[error(
+        "payload_too_large: --input is {size} bytes, more than the {max} a script may take (max_payload_bytes)"
+    )]
+    InputTooLarge { size: usize, max: usize },
 }
 
 /// The records a model received, as the script passed them.
@@ -351,6 +355,16 @@ pub async fn dry_run(
         });
     }
     let mut environment = project::load_environment(&opts.build.dir, &opts.environment)?;
+    // Refused here, as the server refuses such a body, rather than failing
+    // inside the script for memory.
+    if let Some(input) = &opts.input
+        && input.len() > environment.limits.max_payload_bytes
+    {
+        return Err(DryRunError::InputTooLarge {
+            size: input.len(),
+            max: environment.limits.max_payload_bytes,
+        });
+    }
     if let Some(server) = &opts.server {
         environment.variables = server.environment_variables().await?;
     }
