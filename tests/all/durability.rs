@@ -549,7 +549,7 @@ async fn schedules_and_pauses_survive_sigkill() {
     assert_eq!(
         runs_of("token-c"),
         c_runs + 1,
-        "c ran before its daily slot"
+        "c ran its cut-short trigger more than once, or before its daily slot"
     );
     // e ran the trigger queued at the kill (and, paused, nothing more).
     let t = Instant::now();

@@ -496,7 +496,7 @@ async fn a_connection_deleted_during_its_run_leaves_nothing_for_a_new_one_of_tha
     setup(&c).await;
 
     // A run that is waiting for its page when its connection is deleted.
-    up.delay.store(1500, Ordering::SeqCst);
+    up.delay.store(1000, Ordering::SeqCst);
     connect(&c, "demo", "t").await;
     up.wait_runs(1, Duration::from_secs(10)).await;
     assert_eq!(status(&c).await["status"], "RUNNING");
@@ -629,7 +629,7 @@ async fn a_sync_variant_runs_on_its_own_records_and_goes_when_deleted() {
     // Deleted while it runs: the run stops (nothing saved after), and
     // its records and schedule go; the base's stay. The connection is
     // named in the body, as the original's SDK sends it.
-    up.delay.store(1500, Ordering::SeqCst);
+    up.delay.store(1000, Ordering::SeqCst);
     let before = up.runs();
     let (code, out) = c
         .send(
@@ -651,8 +651,22 @@ async fn a_sync_variant_runs_on_its_own_records_and_goes_when_deleted() {
         .unwrap();
     assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
     up.delay.store(0, Ordering::SeqCst);
-    tokio::time::sleep(Duration::from_millis(2000)).await;
+    // Long past the upstream's answer: a run not stopped has saved.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
     assert_eq!(records_of(&c, "eu").await, 0);
+    let (_, history) = c
+        .send(
+            "GET",
+            "/executions?provider_config_key=hubspot&connection_id=demo",
+            None,
+        )
+        .await;
+    assert!(
+        history
+            .to_string()
+            .contains("the variant `eu` was deleted during the run"),
+        "{history}"
+    );
     let (_, after) = c.send("GET", "/sluice/scheduler", None).await;
     assert_eq!(after["schedules"], 1, "{after}");
     let (code, out) = c

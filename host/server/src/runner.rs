@@ -63,6 +63,9 @@ pub struct QueuedRun {
     /// When it was first asked for (ms since the epoch): a run dispatched
     /// at or after it took it.
     pub at_ms: i64,
+    /// Runs of it a crash cut short.
+    #[serde(default)]
+    pub attempts: u32,
 }
 
 impl Default for SyncState {
@@ -145,7 +148,18 @@ pub struct ScheduleState {
 pub struct RunningMark {
     pub job: u64,
     pub started_at: DateTime<Utc>,
+    /// The trigger this run took, moved here from `queued` as it started:
+    /// a start re-queues it (a few times at most) when the run was cut
+    /// short, and a trigger asked meanwhile is merged with none but its
+    /// own kind.
+    #[serde(default)]
+    pub trigger: Option<QueuedRun>,
 }
+
+/// How many times a triggered run cut short by a crash is run again at a
+/// start: a run that takes the process down with it must not do so at
+/// every start.
+pub const TRIGGER_ATTEMPTS: u32 = 3;
 
 /// What kind of run a job was, as `GET /sync/status` shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -594,14 +608,19 @@ async fn record_execution(
     app.logs.record(env, conn, kind, name, report).await;
 }
 
-/// A run dispatched at `dispatched_ms` has ended (in the write that says
-/// so): the triggers it took are done. Until then they stay stored, so a
-/// run a crash cut short runs again after the restart; a trigger asked
-/// during the run is later than its dispatch and stays.
-fn took_triggers(state: &mut SyncState, dispatched_ms: i64) {
-    if state.queued.is_some_and(|q| q.at_ms <= dispatched_ms) {
-        state.queued = None;
-    }
+/// Whether the sync variant of state key `key` exists: created, and not
+/// being deleted.
+pub async fn variant_exists(env: &EnvState, key: &str) -> Result<bool, sluice_store::StoreError> {
+    let doc: Option<Value> = env.store.doc(SYNC_VARIANTS, key).await?;
+    Ok(doc.is_some_and(|d| d["deleting"] != true))
+}
+
+/// The stored trigger a run dispatched at `dispatched_ms` takes (a
+/// trigger asked after its dispatch is later, and stays queued).
+fn take_trigger(state: &mut SyncState, dispatched_ms: i64) -> Option<QueuedRun> {
+    let taken = state.queued.filter(|q| q.at_ms <= dispatched_ms)?;
+    state.queued = None;
+    Some(taken)
 }
 
 /// Runs sync `name` once for a connection, with the run semantics of §5;
@@ -628,10 +647,7 @@ pub async fn run_sync(
         Some(env.runs.enter_variant(&key).await)
     };
     let found = match target(env, conn, name, ScriptKind::Sync).await {
-        Ok(_)
-            if variant != "base"
-                && env.store.doc::<Value>(SYNC_VARIANTS, &key).await?.is_none() =>
-        {
+        Ok(_) if variant != "base" && !variant_exists(env, &key).await? => {
             Err(crate::error::ApiError::not_found(
                 "unknown_sync",
                 format!("the variant `{variant}` of sync `{name}` was deleted"),
@@ -648,7 +664,7 @@ pub async fn run_sync(
             if let Some(mut state) = env.store.doc::<SyncState>(SYNC_STATE, &key).await?
                 && state.queued.is_some_and(|q| q.at_ms <= dispatched_ms)
             {
-                took_triggers(&mut state, dispatched_ms);
+                take_trigger(&mut state, dispatched_ms);
                 env.store.put_doc(SYNC_STATE, &key, &state).await?;
             }
             return Err(e);
@@ -674,9 +690,16 @@ pub async fn run_sync(
             state.last_sync_date = None;
         }
         state.last_job += 1;
+        // The trigger moves into the mark, in the same write: a crash
+        // during the run finds it there.
+        let trigger = take_trigger(state, dispatched_ms).map(|q| QueuedRun {
+            attempts: q.attempts + 1,
+            ..q
+        });
         state.running = Some(RunningMark {
             job: state.last_job,
             started_at,
+            trigger,
         });
 
         (state.last_job, state.last_sync_date)
@@ -709,7 +732,6 @@ pub async fn run_sync(
         let message = format!("clearing the sync's checkpoint or records failed: {e}");
         update_sync_state(env, &key, |state| {
             state.running = None;
-            took_triggers(state, dispatched_ms);
             state.last_run = Some(RunSummary::failed(
                 job,
                 started_at,
@@ -741,15 +763,17 @@ pub async fn run_sync(
             .await
     };
     let bounded = tokio::time::timeout(max_run, execution);
-    let ran = running
+    let outer = running
         .until_stopped(async {
             match &variant_running {
                 Some(v) => v.until_stopped(bounded).await,
                 None => Some(bounded.await),
             }
         })
-        .await
-        .flatten();
+        .await;
+    // Stopped by the variant's deletion, not the connection's.
+    let variant_deleted = matches!(outer, Some(None));
+    let ran = outer.flatten();
     let stopped = ran.is_none();
     let summary = match ran {
         Some(Ok(report)) => {
@@ -813,6 +837,10 @@ pub async fn run_sync(
         }
         stopped_or_late => {
             let (code, message) = match stopped_or_late {
+                None if variant_deleted => (
+                    "sync_variant_deleted",
+                    format!("the variant `{variant}` was deleted during the run"),
+                ),
                 None => (
                     "connection_deleted",
                     "the connection was deleted during the run".to_string(),
@@ -839,7 +867,6 @@ pub async fn run_sync(
             state.last_sync_date = Some(started_at);
         }
         state.running = None;
-        took_triggers(state, dispatched_ms);
         state.last_run = Some(summary.clone());
         // A run stopped for its connection's deletion tells the app nothing.
         state.webhooks_queued = stopped;

@@ -438,7 +438,10 @@ impl Scheduler {
                 .await?;
             let Some((last, _)) = page.last() else { break };
             after = Some(last.clone());
-            for (key, _) in page {
+            for (key, doc) in page {
+                if doc["deleting"] == true {
+                    continue;
+                }
                 if let Some((conn, sync, variant)) = parse_sync_key(&key) {
                     variants
                         .entry(sync_key(&conn, sync, "base"))
@@ -499,6 +502,11 @@ impl Scheduler {
         sync: &sluice_nango_yaml::SyncConfig,
     ) -> ApiResult<()> {
         let _one_at_a_time = env.schedules_lock.lock().await;
+        // Checked under the lock its deletion takes too: a variant deleted
+        // meanwhile gets no schedule.
+        if !runner::variant_exists(env, key).await? {
+            return Ok(());
+        }
         self.ensure(env, key, sync).await
     }
 
@@ -629,7 +637,13 @@ impl Scheduler {
                     if let Some(mark) = &state.running {
                         // A failed run like any other: in the history, and
                         // its failure webhook sent when the settings ask.
-                        let message = "the server stopped during the run";
+                        let message = match &mark.trigger {
+                            Some(t) if t.attempts >= runner::TRIGGER_ATTEMPTS => format!(
+                                "the server stopped during the run; cut short {} times, the triggered run is not run again",
+                                t.attempts
+                            ),
+                            _ => "the server stopped during the run".to_string(),
+                        };
                         // The type `run_sync` gave it (a full refresh
                         // cleared `last_sync_date` with the running mark).
                         let incremental = runner::parse_sync_key(&key)
@@ -652,7 +666,7 @@ impl Scheduler {
                                 mark.job,
                                 mark.started_at,
                                 "sync_interrupted",
-                                message.into(),
+                                message.clone(),
                             )
                         };
                         // The history first: a crash before the state
@@ -671,10 +685,25 @@ impl Scheduler {
                                 .await;
                         }
                         let last = summary.clone();
+                        // The trigger it took runs again (queued with any
+                        // asked since), unless it was cut short too often.
+                        let retry = mark
+                            .trigger
+                            .filter(|t| t.attempts < runner::TRIGGER_ATTEMPTS);
                         update_sync_state(env, &key, |s| {
                             s.running = None;
                             s.last_run = Some(last);
                             s.webhooks_queued = false;
+                            if let Some(t) = retry {
+                                s.queued = Some(match s.queued {
+                                    Some(q) => runner::QueuedRun {
+                                        mode: stronger(q.mode, t.mode),
+                                        at_ms: q.at_ms.max(t.at_ms),
+                                        attempts: t.attempts,
+                                    },
+                                    None => t,
+                                });
+                            }
                         })
                         .await?;
                         runner::queue_run_webhooks(app, env, &key, &models(), &summary).await;
@@ -736,6 +765,7 @@ impl Scheduler {
                 Some(old) => runner::QueuedRun {
                     mode: stronger(old.mode, q.mode),
                     at_ms: old.at_ms.max(q.at_ms),
+                    attempts: old.attempts,
                 },
                 None => *q,
             });
@@ -774,7 +804,14 @@ impl Scheduler {
             rx
         });
         st.place(id, &key);
-        Some((runner::QueuedRun { mode, at_ms: at }, rx))
+        Some((
+            runner::QueuedRun {
+                mode,
+                at_ms: at,
+                attempts: 0,
+            },
+            rx,
+        ))
     }
 
     /// Pauses or resumes `key` (stored first). Resuming runs it now, then
@@ -990,7 +1027,14 @@ impl Scheduler {
                     self.max_wait_ms / 1000
                 ),
             );
-            update_sync_state(&env, &job.key, |s| s.last_run = Some(summary.clone())).await?;
+            // Only where a state still is (not for a connection or variant
+            // deleted since the dispatch: a state written now would be
+            // inherited by one made again under its id).
+            let _guard = env.sync_lock(&job.key).lock().await;
+            if let Some(mut state) = env.store.doc::<SyncState>(SYNC_STATE, &job.key).await? {
+                state.last_run = Some(summary.clone());
+                env.store.put_doc(SYNC_STATE, &job.key, &state).await?;
+            }
             return Ok(summary);
         }
         runner::run_sync(

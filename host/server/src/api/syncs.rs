@@ -113,7 +113,7 @@ async fn targets(
         for (name, variant) in syncs.iter().copied() {
             let key = sync_key(&conn, name, variant);
             // A variant is only where it was created.
-            if variant != "base" && env.store.doc::<Value>(SYNC_VARIANTS, &key).await?.is_none() {
+            if variant != "base" && !crate::runner::variant_exists(env, &key).await? {
                 if one {
                     return Err(ApiError::not_found(
                         "unknown_sync",
@@ -340,8 +340,9 @@ pub async fn status(
                 .await?;
             let Some((last, _)) = page.last() else { break };
             after = Some(last.clone());
-            for (key, _) in page {
+            for (key, doc) in page {
                 if let Some((_, sync, variant)) = crate::runner::parse_sync_key(&key)
+                    && doc["deleting"] != true
                     && deployed.iter().any(|d| d == sync)
                 {
                     variants.insert((sync.to_string(), variant.to_string()));
@@ -567,17 +568,31 @@ pub async fn create_variant(
             &conn.connection_id,
         ));
     }
-    if env.store.doc::<Value>(SYNC_VARIANTS, &key).await?.is_some() {
+    if let Some(doc) = env.store.doc::<Value>(SYNC_VARIANTS, &key).await? {
+        if doc["deleting"] == true {
+            return Err(ApiError::new(
+                axum::http::StatusCode::CONFLICT,
+                "sync_variant_being_deleted",
+                format!(
+                    "variant `{variant}` of sync `{name}` is being deleted: repeat the DELETE, then create it"
+                ),
+            ));
+        }
         return Err(ApiError::bad_request(
             "sync_variant_already_exists",
             format!("sync `{name}` already has variant `{variant}` for this connection"),
         ));
     }
+    // Its models are kept with it: deleting it clears exactly those, even
+    // once its sync is no longer deployed.
     env.store
         .put_doc(
             SYNC_VARIANTS,
             &key,
-            &json!({ "created_at": chrono::Utc::now().to_rfc3339() }),
+            &json!({
+                "created_at": chrono::Utc::now().to_rfc3339(),
+                "models": sync.output,
+            }),
         )
         .await?;
     app.scheduler.variant_created(&env, &key, &sync).await?;
@@ -600,7 +615,7 @@ pub async fn delete_variant(
 ) -> ApiResult<Json<Value>> {
     let (conn, sync) = variant_target(&env, headers, &body, &name, &variant).await?;
     let key = sync_key(&conn, &name, &variant);
-    if env.store.doc::<Value>(SYNC_VARIANTS, &key).await?.is_none() {
+    let Some(mut doc) = env.store.doc::<Value>(SYNC_VARIANTS, &key).await? else {
         return Err(ApiError::not_found(
             "unknown_sync",
             format!(
@@ -608,26 +623,26 @@ pub async fn delete_variant(
                 conn.connection_id
             ),
         ));
-    }
+    };
+    // Marked first (flushed): from here it is gone for every route and
+    // for the scheduler, and a DELETE cut short (a crash, a dropped
+    // request) is finished by repeating it; the document goes last.
+    doc["deleting"] = json!(true);
+    env.store.put_doc(SYNC_VARIANTS, &key, &doc).await?;
     // Its run stops and ends (its last state written) before anything
     // goes; runs asked meanwhile wait, then find it gone.
     let _stopped = env.runs.close_variant(&key).await;
-    // Gone from the store first: nothing schedules it again. A crash
-    // after this leaves records no schedule writes to; deleting the
-    // variant made again clears them.
-    env.store.delete_doc(SYNC_VARIANTS, &key).await?;
     app.scheduler.variant_deleted(&env, &key).await?;
     let suffix = format!("::{variant}");
-    let models: Vec<String> = match &sync {
-        Some(sync) => sync.output.iter().map(|m| format!("{m}{suffix}")).collect(),
-        // Not deployed any more: the connection's models of that variant.
-        None => env
-            .store
-            .models(&conn)
-            .await?
-            .into_iter()
-            .filter(|m| m.ends_with(&suffix))
+    let models: Vec<String> = match doc["models"].as_array() {
+        Some(models) => models
+            .iter()
+            .filter_map(Value::as_str)
+            .map(|m| format!("{m}{suffix}"))
             .collect(),
+        None => sync
+            .map(|s| s.output.iter().map(|m| format!("{m}{suffix}")).collect())
+            .unwrap_or_default(),
     };
     for model in &models {
         env.store.clear_records(&conn, model).await?;
@@ -640,5 +655,6 @@ pub async fn delete_variant(
     )
     .await
     .map_err(|e| ApiError::internal(e.to_string()))?;
+    env.store.delete_doc(SYNC_VARIANTS, &key).await?;
     Ok(Json(json!({ "success": true })))
 }
