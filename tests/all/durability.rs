@@ -318,6 +318,27 @@ async fn an_async_action_accepted_before_a_sigkill_completes_after_the_restart()
     server.child.wait().unwrap();
 }
 
+/// Waits (20 s at most) until connection `cid`'s `contacts` run succeeded.
+async fn succeeded(c: &Client, cid: &str) {
+    let t = Instant::now();
+    loop {
+        let (_, s) = c
+            .send(
+                "GET",
+                &format!(
+                    "/sync/status?provider_config_key=hubspot&syncs=contacts&connection_id={cid}"
+                ),
+                None,
+            )
+            .await;
+        if s["syncs"][0]["status"] == "SUCCESS" {
+            return;
+        }
+        assert!(t.elapsed() < Duration::from_secs(20), "{s}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Schedules and paused states survive SIGKILL, and a run the kill
 /// interrupted is recorded as failed, never as a success.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -368,20 +389,7 @@ async fn schedules_and_pauses_survive_sigkill() {
     };
     // Let c's first run end, then start another and kill during it.
     let t = Instant::now();
-    loop {
-        let (_, s) = c
-            .send(
-                "GET",
-                "/sync/status?provider_config_key=hubspot&syncs=contacts&connection_id=c",
-                None,
-            )
-            .await;
-        if s["syncs"][0]["status"] == "SUCCESS" {
-            break;
-        }
-        assert!(t.elapsed() < Duration::from_secs(20), "{s}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    succeeded(&c, "c").await;
     while runs_of("token-a") < 2 {
         assert!(
             t.elapsed() < Duration::from_secs(20),
@@ -397,20 +405,7 @@ async fn schedules_and_pauses_survive_sigkill() {
         assert!(t.elapsed() < Duration::from_secs(10), "d never ran");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    loop {
-        let (_, s) = c
-            .send(
-                "GET",
-                "/sync/status?provider_config_key=hubspot&syncs=contacts&connection_id=d",
-                None,
-            )
-            .await;
-        if s["syncs"][0]["status"] == "SUCCESS" {
-            break;
-        }
-        assert!(t.elapsed() < Duration::from_secs(20), "{s}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    succeeded(&c, "d").await;
     let mut daily = one("d");
     daily["sync_name"] = json!("contacts");
     daily["frequency"] = json!("every 1d");
@@ -422,21 +417,7 @@ async fn schedules_and_pauses_survive_sigkill() {
     // going at the kill: e triggered (it runs) and triggered again (queued
     // behind it, answered: a restart must run it); c triggered.
     connect(&c, "e", "token-e").await;
-    let t = Instant::now();
-    loop {
-        let (_, s) = c
-            .send(
-                "GET",
-                "/sync/status?provider_config_key=hubspot&syncs=contacts&connection_id=e",
-                None,
-            )
-            .await;
-        if s["syncs"][0]["status"] == "SUCCESS" {
-            break;
-        }
-        assert!(t.elapsed() < Duration::from_secs(20), "{s}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    succeeded(&c, "e").await;
     let (code, _) = c.send("POST", "/sync/pause", Some(one("e"))).await;
     assert_eq!(code, 200);
     up.delay.store(5000, Ordering::SeqCst);

@@ -370,23 +370,30 @@ fn shape(flat: &str) -> Option<Shape> {
     Some(Shape::Sync { second, shared })
 }
 
+/// Each integration folder of the project (alias folders included, in
+/// name order; `integration` alone when given) and its `tests` folder.
+fn test_folders(root: &Path, integration: Option<&str>) -> Vec<(String, PathBuf)> {
+    let Ok(dirs) = std::fs::read_dir(root) else {
+        return Vec::new();
+    };
+    let mut dirs: Vec<PathBuf> = dirs.filter_map(|d| d.ok().map(|d| d.path())).collect();
+    dirs.sort();
+    dirs.into_iter()
+        .filter_map(|dir| {
+            let id = dir.file_name()?.to_str()?.to_string();
+            (!id.starts_with('.') && integration.is_none_or(|i| i == id))
+                .then(|| (id, dir.join("tests")))
+        })
+        .collect()
+}
+
 /// The `<integration>/tests/<name>.test.json` recordings that none of
 /// `files` uses (by its base name or its mock's name).
 fn unrun_recordings(root: &Path, integration: Option<&str>, files: &[TestFile]) -> Vec<String> {
     let mut out = Vec::new();
-    let Ok(dirs) = std::fs::read_dir(root) else {
-        return out;
-    };
-    let mut dirs: Vec<PathBuf> = dirs.filter_map(|d| d.ok().map(|d| d.path())).collect();
-    dirs.sort();
-    for dir in dirs {
-        let Some(id) = dir.file_name().and_then(|n| n.to_str()) else {
-            continue;
-        };
-        if id.starts_with('.') || integration.is_some_and(|i| i != id) {
-            continue;
-        }
-        let Ok(entries) = std::fs::read_dir(dir.join("tests")) else {
+    for (id, tests) in test_folders(root, integration) {
+        let id = id.as_str();
+        let Ok(entries) = std::fs::read_dir(tests) else {
             continue;
         };
         let mut names: Vec<String> = entries
@@ -414,19 +421,8 @@ fn unrun_recordings(root: &Path, integration: Option<&str>, files: &[TestFile]) 
 /// included, sorted.
 pub fn discover(root: &Path, integration: Option<&str>) -> Vec<TestFile> {
     let mut out = Vec::new();
-    let Ok(dirs) = std::fs::read_dir(root) else {
-        return out;
-    };
-    let mut dirs: Vec<PathBuf> = dirs.filter_map(|d| d.ok().map(|d| d.path())).collect();
-    dirs.sort();
-    for dir in dirs {
-        let Some(id) = dir.file_name().and_then(|n| n.to_str()).map(str::to_string) else {
-            continue;
-        };
-        if id.starts_with('.') || integration.is_some_and(|i| i != id) {
-            continue;
-        }
-        let Ok(files) = std::fs::read_dir(dir.join("tests")) else {
+    for (id, tests) in test_folders(root, integration) {
+        let Ok(files) = std::fs::read_dir(tests) else {
             continue;
         };
         let mut files: Vec<PathBuf> = files

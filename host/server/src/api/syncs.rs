@@ -603,9 +603,10 @@ pub async fn create_variant(
     })))
 }
 
-/// `DELETE /sync/:name/variant/:variant`: stops its run if one is going,
-/// then removes the variant, its schedule, its records and its checkpoint
-/// (also when its sync is no longer deployed).
+/// `DELETE /sync/:name/variant/:variant`: marks the variant deleted,
+/// stops its run if one is going, then removes its schedule, its records
+/// and its checkpoint (also when its sync is no longer deployed), and the
+/// variant last.
 pub async fn delete_variant(
     State(app): State<Arc<App>>,
     Env(env): Env,
