@@ -550,6 +550,105 @@ async fn schedules_and_pauses_survive_sigkill() {
     server.child.wait().unwrap();
 }
 
+/// A triggered run that a crash cuts short runs again after the restart,
+/// three times at most: a run that takes the process down does not do so
+/// at every start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trigger_cut_short_three_times_is_not_run_again() {
+    use crate::scheduler::{Upstream, connect, setup};
+
+    let up = Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let providers = dir.path().join("providers.yaml");
+    std::fs::write(&providers, up.providers()).unwrap();
+    let master = MasterKey::generate().to_base64();
+    let mut server = start(&data, &providers, &master);
+    let c = Client::at(&server.url, DEV_KEY);
+    setup(&c).await;
+    let one =
+        json!({"syncs": ["contacts"], "provider_config_key": "hubspot", "connection_id": "a"});
+    connect(&c, "a", "token-a").await;
+    succeeded(&c, "a").await;
+    let (code, _) = c.send("POST", "/sync/pause", Some(one.clone())).await;
+    assert_eq!(code, 200);
+    // Every run from now on is still going when the server is killed.
+    up.delay.store(60_000, Ordering::SeqCst);
+    let runs = || up.starts.lock().unwrap().len();
+    let started = |before: usize, what: &str| {
+        let t = Instant::now();
+        let what = what.to_string();
+        async move {
+            while runs() == before {
+                assert!(
+                    t.elapsed() < Duration::from_secs(20),
+                    "{what} never started"
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    };
+    let before = runs();
+    let (code, _) = c.send("POST", "/sync/trigger", Some(one.clone())).await;
+    assert_eq!(code, 200);
+    started(before, "the triggered run").await;
+    for attempt in 2..=3 {
+        server.child.kill().unwrap();
+        server.child.wait().unwrap();
+        let before = runs();
+        server = start(&data, &providers, &master);
+        started(before, &format!("attempt {attempt} of the trigger")).await;
+    }
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    let before = runs();
+    server = start(&data, &providers, &master);
+    let c = Client::at(&server.url, DEV_KEY);
+    // The third cut is recorded, saying the trigger is given up…
+    let t = Instant::now();
+    loop {
+        let (code, history) = c
+            .send(
+                "GET",
+                "/executions?provider_config_key=hubspot&connection_id=a",
+                None,
+            )
+            .await;
+        assert_eq!(code, 200, "{history}");
+        let cut = history["executions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| {
+                e["error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("sync_interrupted"))
+            })
+            .count();
+        if cut == 3 {
+            assert!(
+                history.to_string().contains("cut short 3 times"),
+                "{history}"
+            );
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(20), "{history}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // …and the sync, paused, runs no more (a re-queued trigger starts at
+    // once: the attempts above started within a second of each start).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(runs(), before, "the trigger ran a fourth time");
+    let (_, s) = c
+        .send(
+            "GET",
+            "/sync/status?provider_config_key=hubspot&syncs=contacts&connection_id=a",
+            None,
+        )
+        .await;
+    assert_eq!(s["syncs"][0]["status"], "PAUSED", "{s}");
+}
+
 /// A webhook the app could not take is still delivered after a SIGKILL of
 /// the server, with the same id.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
