@@ -1,6 +1,7 @@
 //! sluice's integration tests: real guest components, a real mock upstream
 //! on 127.0.0.1, and the runtime in between.
 
+mod app_proxy;
 mod cli;
 mod demo;
 mod durability;

@@ -11,7 +11,7 @@ use url::Url;
 use crate::bindings::http::{Body, HttpError, Method, Query, Request};
 use crate::bindings::types::{NangoError, Response};
 use crate::connection::Connection;
-use crate::exec::{LogEntry, LogLevel, LogSource};
+use crate::exec::{LogEntry, LogLevel, LogSource, Services};
 use crate::host::HostState;
 use crate::providers::Provider;
 use crate::template::{ExpandedUrl, UrlTemplateError};
@@ -799,6 +799,72 @@ pub(crate) fn should_retry(
     Some(reason)
 }
 
+/// Who sends a proxied request: a script's execution, or the API's
+/// `/proxy` route ([`ApiProxy`]). The request goes out the same way for
+/// both: credentials, provider headers, egress check, retries, a refresh
+/// on 401, and a log line per attempt.
+pub(crate) trait Sender {
+    fn services(&self) -> &Arc<Services>;
+    /// The first retry's wait and the longest.
+    fn retry_delays(&self) -> (Duration, Duration);
+    /// A connection of the sender's environment, with usable credentials.
+    async fn connection(&mut self, pck: &str, cid: &str) -> Result<Connection, NangoError>;
+    /// Fetches the connection again next time (its credentials were refused).
+    fn forget_connection(&mut self, pck: &str, cid: &str);
+    /// Keeps the connection's secrets out of the logs.
+    fn note_secrets(&mut self, c: &Connection);
+    /// `text` with every noted secret replaced.
+    fn redact(&self, text: &str) -> String;
+    fn push_log(&mut self, entry: LogEntry);
+}
+
+impl Sender for HostState {
+    fn services(&self) -> &Arc<Services> {
+        &self.services
+    }
+
+    fn retry_delays(&self) -> (Duration, Duration) {
+        let config = self.runtime.config();
+        (config.retry_base_delay, config.retry_max_delay)
+    }
+
+    async fn connection(&mut self, pck: &str, cid: &str) -> Result<Connection, NangoError> {
+        HostState::connection(self, pck, cid).await
+    }
+
+    fn forget_connection(&mut self, pck: &str, cid: &str) {
+        HostState::forget_connection(self, pck, cid)
+    }
+
+    fn note_secrets(&mut self, c: &Connection) {
+        note_secrets(&mut self.secrets, c)
+    }
+
+    fn redact(&self, text: &str) -> String {
+        redact(&self.secrets, text)
+    }
+
+    fn push_log(&mut self, entry: LogEntry) {
+        HostState::push_log(self, entry)
+    }
+}
+
+fn note_secrets(secrets: &mut Vec<String>, c: &Connection) {
+    for s in c.credentials.secrets() {
+        if !secrets.contains(&s) {
+            secrets.push(s);
+        }
+    }
+}
+
+fn redact(secrets: &[String], text: &str) -> String {
+    let mut out = text.to_string();
+    for s in secrets {
+        out = out.replace(s.as_str(), "***");
+    }
+    out
+}
+
 /// Sends a request for the running script, with retries.
 pub(crate) async fn send(state: &mut HostState, req: &Request) -> Result<Response, HttpError> {
     if let Some(answer) =
@@ -812,6 +878,18 @@ pub(crate) async fn send(state: &mut HostState, req: &Request) -> Result<Respons
         return answer.map_err(HttpError::Failed);
     }
     let current = state.exec.connection.clone();
+    let max_response_bytes = state.limits().max_response_bytes;
+    send_as(state, &current, max_response_bytes, req).await
+}
+
+/// Sends `req` for `sender`, whose own connection is `current` (the one
+/// whose provider the request goes to), with retries.
+async fn send_as<S: Sender>(
+    state: &mut S,
+    current: &crate::records::ConnectionRef,
+    max_response_bytes: usize,
+    req: &Request,
+) -> Result<Response, HttpError> {
     let pck = req
         .provider_config_key
         .clone()
@@ -825,8 +903,8 @@ pub(crate) async fn send(state: &mut HostState, req: &Request) -> Result<Respons
         .connection(&current.provider_config_key, &current.connection_id)
         .await
         .map_err(HttpError::Failed)?;
-    let provider = state
-        .services
+    let services = state.services().clone();
+    let provider = services
         .providers
         .get(&own.provider)
         .cloned()
@@ -840,6 +918,7 @@ pub(crate) async fn send(state: &mut HostState, req: &Request) -> Result<Respons
             )
         })?;
     let provider_host = ProviderHost::of(&provider, &own);
+    let allowed = &services.environment.limits.allowed_hosts;
 
     let mut seen_401 = false;
     let mut last_creds = None;
@@ -855,21 +934,19 @@ pub(crate) async fn send(state: &mut HostState, req: &Request) -> Result<Respons
         last_creds = Some(connection.credentials.clone());
         state.note_secrets(&connection);
         let mut prepared = prepare(req, &provider, &connection)?;
-        let allowed = &state.limits().allowed_hosts;
         egress_check(&prepared.url, &provider_host, allowed).map_err(HttpError::Failed)?;
         prepared.public_only = provider_host.public_only(&prepared.url, allowed);
         let started = Instant::now();
-        let services = state.services.clone();
         let outcome = services
             .upstream
-            .transmit(&prepared, state.limits().max_response_bytes)
+            .transmit(&prepared, max_response_bytes)
             .await;
         let elapsed = started.elapsed();
         let wait_reason = match &outcome {
             Ok(resp) => {
-                state.log_http(&prepared, Some(resp.status), elapsed);
+                log_http(state, &prepared, Some(resp.status), elapsed);
                 if (200..300).contains(&resp.status) {
-                    record(state, req, resp);
+                    services.upstream.observe(req, resp);
                     return outcome.map_err(HttpError::Failed);
                 }
                 let decision = should_retry(req, &provider, resp, seen_401, creds_changed);
@@ -877,51 +954,196 @@ pub(crate) async fn send(state: &mut HostState, req: &Request) -> Result<Respons
                     seen_401 = true;
                     state.forget_connection(&pck, &cid);
                     if let Err(e) = services.connections.credentials_refused(&pck, &cid).await {
-                        state.internal_log(
+                        state.push_log(LogEntry::internal(
                             LogLevel::Warn,
                             format!("Refreshing the credentials of {cid} failed: {e}"),
-                        );
+                        ));
                     }
                 }
                 decision
             }
             Err(e) => {
-                state.log_http(&prepared, None, elapsed);
+                log_http(state, &prepared, None, elapsed);
                 (e.code == "script_network_error").then(|| e.message.clone())
             }
         };
         match wait_reason {
             Some(reason) if attempt < req.retries => {
-                let config = state.runtime.config();
-                let wait = retry_wait(
-                    req,
-                    &provider,
-                    outcome.as_ref().ok(),
-                    attempt,
-                    config.retry_base_delay,
-                    config.retry_max_delay,
-                );
+                let (base, max) = state.retry_delays();
+                let wait = retry_wait(req, &provider, outcome.as_ref().ok(), attempt, base, max);
                 attempt += 1;
-                state.internal_log(
-                    LogLevel::Warn,
-                    format!(
-                        "Retrying HTTP call (reason: {}). Waiting for {}ms [{attempt}/{}]",
-                        state.redact(prefix(&reason, 2048)),
-                        wait.as_millis(),
-                        req.retries
-                    ),
+                let message = format!(
+                    "Retrying HTTP call (reason: {}). Waiting for {}ms [{attempt}/{}]",
+                    state.redact(prefix(&reason, 2048)),
+                    wait.as_millis(),
+                    req.retries
                 );
+                state.push_log(LogEntry::internal(LogLevel::Warn, message));
                 tokio::time::sleep(wait).await;
             }
             _ => {
                 return match outcome {
                     Ok(resp) => {
-                        record(state, req, &resp);
+                        services.upstream.observe(req, &resp);
                         Err(HttpError::Status(resp))
                     }
                     Err(e) => Err(HttpError::Failed(e)),
                 };
             }
+        }
+    }
+}
+
+/// A request an app sends through the API's `/proxy` route, on one of its
+/// connections: what the original's `nango.proxy()` SDK call sends.
+#[derive(Debug, Clone)]
+pub struct AppRequest {
+    /// `GET`, `POST`, `PUT`, `PATCH` or `DELETE`.
+    pub method: String,
+    /// The path and query after `/proxy`, as received.
+    pub endpoint: String,
+    /// The headers the app asked for (`Nango-Proxy-*`, the prefix removed).
+    pub headers: Vec<(String, String)>,
+    /// Sent for every method but `GET`.
+    pub body: Option<Vec<u8>>,
+    /// Retries after the first attempt.
+    pub retries: u32,
+    /// Statuses retried besides the provider's rules and 5xx/429.
+    pub retry_on: Vec<u16>,
+    pub base_url_override: Option<String>,
+}
+
+/// The upstream's answer to an [`AppRequest`], whatever its status.
+#[derive(Debug, Clone)]
+pub struct AppResponse {
+    pub status: u16,
+    /// Lower-case names; repeated headers joined by `, `.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+/// Why an [`AppRequest`] got no upstream answer: refused (egress, an
+/// invalid request, credentials that could not be refreshed) or the
+/// network failed. `code` is the runtime's error code (`egress_denied`,
+/// `invalid_request`, `script_network_error`, …).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct AppRequestError {
+    pub code: String,
+    pub message: String,
+}
+
+/// Sends an app's request on `connection` of the environment `services`
+/// serve, as a script's would go (credentials, provider headers, egress
+/// check, retries, a refresh on 401). Returns the outcome and the log
+/// lines of its attempts, credentials scrubbed.
+pub async fn send_for_app(
+    services: Arc<Services>,
+    config: &crate::RuntimeConfig,
+    connection: &crate::records::ConnectionRef,
+    req: AppRequest,
+) -> (Result<AppResponse, AppRequestError>, Vec<LogEntry>) {
+    let method = match req.method.as_str() {
+        "GET" => Method::Get,
+        "POST" => Method::Post,
+        "PUT" => Method::Put,
+        "PATCH" => Method::Patch,
+        "DELETE" => Method::Delete,
+        other => {
+            let e = AppRequestError {
+                code: "invalid_request".into(),
+                message: format!(
+                    "method {other} cannot be proxied: GET, POST, PUT, PATCH or DELETE"
+                ),
+            };
+            return (Err(e), Vec::new());
+        }
+    };
+    let mut headers = req.headers;
+    // Given by the app's own header when it sent a body: a JSON body is
+    // sent as JSON.
+    if req.body.is_some()
+        && !headers
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case("content-type"))
+    {
+        headers.push(("content-type".into(), "application/json".into()));
+    }
+    let request = Request {
+        method,
+        endpoint: req.endpoint,
+        headers,
+        params: None,
+        data: req.body.map(Body::Bytes),
+        retries: req.retries,
+        retry_on: req.retry_on,
+        retry_header: None,
+        base_url_override: req.base_url_override,
+        decompress: false,
+        provider_config_key: None,
+        connection_id: None,
+    };
+    let max_response_bytes = services.environment.limits.max_response_bytes;
+    let mut sender = AppSender {
+        services,
+        delays: (config.retry_base_delay, config.retry_max_delay),
+        secrets: Vec::new(),
+        logs: Vec::new(),
+    };
+    let outcome = send_as(&mut sender, connection, max_response_bytes, &request).await;
+    let outcome = match outcome {
+        Ok(r) | Err(HttpError::Status(r)) => Ok(AppResponse {
+            status: r.status,
+            headers: r.headers,
+            body: r.body,
+        }),
+        Err(HttpError::Failed(e)) => Err(AppRequestError {
+            code: e.code,
+            message: sender.redact(&e.message),
+        }),
+    };
+    (outcome, sender.logs)
+}
+
+/// The sender of an app's request: no execution, its environment's
+/// services, its log lines kept (as many as a script's).
+struct AppSender {
+    services: Arc<Services>,
+    delays: (Duration, Duration),
+    secrets: Vec<String>,
+    logs: Vec<LogEntry>,
+}
+
+impl Sender for AppSender {
+    fn services(&self) -> &Arc<Services> {
+        &self.services
+    }
+
+    fn retry_delays(&self) -> (Duration, Duration) {
+        self.delays
+    }
+
+    async fn connection(&mut self, pck: &str, cid: &str) -> Result<Connection, NangoError> {
+        self.services
+            .connections
+            .get(pck, cid)
+            .await
+            .map_err(crate::host::connection::store_error)
+    }
+
+    fn forget_connection(&mut self, _: &str, _: &str) {}
+
+    fn note_secrets(&mut self, c: &Connection) {
+        note_secrets(&mut self.secrets, c)
+    }
+
+    fn redact(&self, text: &str) -> String {
+        redact(&self.secrets, text)
+    }
+
+    fn push_log(&mut self, entry: LogEntry) {
+        if self.logs.len() < self.services.environment.limits.max_log_entries {
+            self.logs.push(entry);
         }
     }
 }
@@ -986,7 +1208,8 @@ pub(crate) async fn uncontrolled_fetch(
         .upstream
         .transmit(&prepared, state.limits().max_response_bytes)
         .await;
-    state.log_http(
+    log_http(
+        state,
         &prepared,
         outcome.as_ref().ok().map(|r| r.status),
         started.elapsed(),
@@ -1011,11 +1234,6 @@ fn unauthorized_when_refused(e: NangoError) -> HttpError {
 /// The code of a connection whose credentials are invalid and could not be
 /// refreshed (`ConnectionError::Refused`).
 pub const INVALID_CREDENTIALS: &str = "invalid_credentials";
-
-/// Keeps the final response to `req` when the upstream records them.
-fn record(state: &HostState, req: &Request, resp: &Response) {
-    state.services.upstream.observe(req, resp);
-}
 
 /// One attempt on the wire.
 pub(crate) async fn transmit(
@@ -1127,48 +1345,30 @@ async fn receive(
     })
 }
 
-impl HostState {
-    /// An `http` log line for one attempt, credentials scrubbed.
-    pub(crate) fn log_http(&mut self, p: &Prepared, status: Option<u16>, elapsed: Duration) {
-        let url = p.url.as_str();
-        let url = if url.len() > 2048 {
-            format!("{}…", self.redact(prefix(url, 2048)))
-        } else {
-            self.redact(url)
-        };
-        let outcome = status.map_or_else(|| "no response".to_string(), |s| s.to_string());
-        let level = match status {
-            Some(s) if s < 400 => LogLevel::Info,
-            _ => LogLevel::Warn,
-        };
-        self.push_log(LogEntry {
-            at: chrono::Utc::now(),
-            level,
-            source: LogSource::Internal,
-            message: format!(
-                "{} {url} -> {outcome} ({}ms)",
-                method_name(p.method),
-                elapsed.as_millis()
-            ),
-            meta: None,
-        });
-    }
-
-    pub(crate) fn note_secrets(&mut self, c: &Connection) {
-        for s in c.credentials.secrets() {
-            if !self.secrets.contains(&s) {
-                self.secrets.push(s);
-            }
-        }
-    }
-
-    pub(crate) fn redact(&self, text: &str) -> String {
-        let mut out = text.to_string();
-        for s in &self.secrets {
-            out = out.replace(s.as_str(), "***");
-        }
-        out
-    }
+/// An `http` log line for one attempt, credentials scrubbed.
+fn log_http<S: Sender>(state: &mut S, p: &Prepared, status: Option<u16>, elapsed: Duration) {
+    let url = p.url.as_str();
+    let url = if url.len() > 2048 {
+        format!("{}…", state.redact(prefix(url, 2048)))
+    } else {
+        state.redact(url)
+    };
+    let outcome = status.map_or_else(|| "no response".to_string(), |s| s.to_string());
+    let level = match status {
+        Some(s) if s < 400 => LogLevel::Info,
+        _ => LogLevel::Warn,
+    };
+    state.push_log(LogEntry {
+        at: chrono::Utc::now(),
+        level,
+        source: LogSource::Internal,
+        message: format!(
+            "{} {url} -> {outcome} ({}ms)",
+            method_name(p.method),
+            elapsed.as_millis()
+        ),
+        meta: None,
+    });
 }
 
 #[cfg(test)]

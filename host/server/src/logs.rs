@@ -24,7 +24,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sluice_runtime::Report;
-use sluice_runtime::exec::{LogLevel, LogSource};
+use sluice_runtime::exec::{LogEntry, LogLevel, LogSource};
 use sluice_runtime::records::{Changes, ConnectionRef};
 
 use crate::app::{App, EnvState};
@@ -163,13 +163,32 @@ impl Logs {
             changes: report.changes.clone(),
             fuel: report.fuel_consumed,
         };
+        let (mut lines, dropped) = self.kept_lines(&report.logs, report.logs_dropped);
+        if let Some(e) = &execution.error {
+            lines.push(Line {
+                at: finished,
+                level: "error".into(),
+                source: "internal".into(),
+                message: format!("{script} failed: {e}"),
+                meta: None,
+            });
+        }
+        let log = ExecutionLog {
+            execution: execution.clone(),
+            lines,
+            dropped,
+        };
+        self.write(env, conn, &log).await;
+    }
+
+    /// The lines of an execution within the per-execution budget, and how
+    /// many were left out (`dropped` of them already). A script's last
+    /// error lines (the end of its stderr: a panic's message) are kept past
+    /// the budget: they say why it failed.
+    fn kept_lines(&self, logs: &[LogEntry], mut dropped: u64) -> (Vec<Line>, u64) {
         let mut lines = Vec::new();
         let mut bytes = 0usize;
-        let mut dropped = report.logs_dropped;
-        // The script's last error lines (the end of its stderr: a panic's
-        // message) are kept past the budget: they say why it failed.
-        let last_errors: std::collections::HashSet<usize> = report
-            .logs
+        let last_errors: std::collections::HashSet<usize> = logs
             .iter()
             .enumerate()
             .rev()
@@ -177,7 +196,7 @@ impl Logs {
             .take(LAST_ERRORS_KEPT)
             .map(|(i, _)| i)
             .collect();
-        for (i, l) in report.logs.iter().enumerate() {
+        for (i, l) in logs.iter().enumerate() {
             let size = l.message.len() + l.meta.as_ref().map_or(0, |m| m.to_string().len()) + 48;
             if bytes + size > self.max_bytes_per_execution && !last_errors.contains(&i) {
                 dropped += 1;
@@ -198,17 +217,37 @@ impl Logs {
                 meta: l.meta.clone(),
             });
         }
-        if let Some(e) = &execution.error {
-            lines.push(Line {
-                at: finished,
-                level: "error".into(),
-                source: "internal".into(),
-                message: format!("{script} failed: {e}"),
-                meta: None,
-            });
-        }
+        (lines, dropped)
+    }
+
+    /// Keeps an app's request through `/proxy` (kind `proxy`, named by its
+    /// method and path) with the log lines of its attempts.
+    pub async fn record_proxy(
+        &self,
+        env: &EnvState,
+        conn: &ConnectionRef,
+        call: &str,
+        started_at: DateTime<Utc>,
+        error: Option<String>,
+        lines: Vec<LogEntry>,
+    ) {
+        let call: String = call.chars().take(512).collect();
+        let execution = Execution {
+            id: new_id(started_at),
+            kind: "proxy".into(),
+            script: call,
+            provider_config_key: conn.provider_config_key.clone(),
+            connection_id: conn.connection_id.clone(),
+            started_at,
+            duration_ms: (Utc::now() - started_at).num_milliseconds().max(0) as u64,
+            success: error.is_none(),
+            error,
+            changes: BTreeMap::new(),
+            fuel: 0,
+        };
+        let (lines, dropped) = self.kept_lines(&lines, 0);
         let log = ExecutionLog {
-            execution: execution.clone(),
+            execution,
             lines,
             dropped,
         };

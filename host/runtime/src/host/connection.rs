@@ -12,7 +12,7 @@ use crate::exec::{Budget, Call, Execution};
 use crate::proxy::nango_error;
 use crate::records::ConnectionRef;
 
-fn store_error(e: ConnectionError) -> NangoError {
+pub(crate) fn store_error(e: ConnectionError) -> NangoError {
     let code = match &e {
         ConnectionError::NotFound { .. } => "unknown_connection",
         ConnectionError::InvalidMetadata(_) => "invalid_metadata",

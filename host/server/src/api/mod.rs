@@ -8,6 +8,7 @@ pub mod deploy;
 pub mod incoming;
 pub mod integrations;
 pub mod logs;
+pub mod proxy;
 pub mod records;
 pub mod syncs;
 pub mod v1;
@@ -316,6 +317,7 @@ pub fn router(app: Arc<App>) -> Router {
         )
         .route("/openapi.json", get(v1::openapi))
         .route("/v1/{*path}", any(v1::dispatch))
+        .route("/proxy/{*path}", any(proxy::forward))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))

@@ -1,0 +1,210 @@
+//! `ALL /proxy/*` (§4.8): an app's request to a provider's API with one of
+//! its connections' credentials, as the original's `nango.proxy()` SDK
+//! call sends it. The request goes out as a script's would — the
+//! connection's credentials (refreshed when expired, and on a 401), the
+//! provider's headers, the egress check, retries — and the upstream's
+//! answer comes back as it is, whatever its status.
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use sluice_runtime::proxy::{AppRequest, AppRequestError, send_for_app};
+
+use super::{ConnectionHeaders, Env, body_bytes, records};
+use crate::app::App;
+use crate::error::{ApiError, ApiResult};
+
+/// Most retries an app may ask for: each waits up to the runtime's longest
+/// retry delay, while the app's request is held open.
+const MAX_RETRIES: u32 = 10;
+
+/// The prefix of the headers an app sends on to the upstream.
+const FORWARD_PREFIX: &str = "nango-proxy-";
+
+/// Headers of the upstream's answer that describe that one hop, not the
+/// content: the server writes its own.
+const HOP_HEADERS: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "content-length",
+];
+
+pub async fn forward(
+    State(app): State<Arc<App>>,
+    Env(env): Env,
+    headers: ConnectionHeaders,
+    req: Request,
+) -> ApiResult<Response> {
+    if let Some(pck) = &headers.provider_config_key
+        && env.store.integration(pck).await?.is_none()
+    {
+        return Err(ApiError::unknown_integration(pck));
+    }
+    let conn = records::connection_ref(&env, &headers).await?;
+    let method = req.method().clone();
+    let endpoint = {
+        let uri = req.uri();
+        let path = uri.path().strip_prefix("/proxy").unwrap_or(uri.path());
+        match uri.query() {
+            Some(q) => format!("{path}?{q}"),
+            None => path.to_string(),
+        }
+    };
+    let options = Options::of(req.headers())?;
+    let body = body_bytes(req, &()).await?;
+    let call = AppRequest {
+        method: method.as_str().to_string(),
+        endpoint: endpoint.clone(),
+        headers: options.forwarded,
+        body: (method != Method::GET && !body.is_empty()).then(|| body.to_vec()),
+        retries: options.retries,
+        retry_on: options.retry_on,
+        base_url_override: options.base_url_override,
+    };
+    let started = chrono::Utc::now();
+    let services = app.services(&env, None);
+    let (outcome, lines) = send_for_app(services, app.runtime.config(), &conn, call).await;
+    let path = endpoint.split('?').next().unwrap_or_default();
+    let error = match &outcome {
+        Ok(r) if r.status < 400 => None,
+        Ok(r) => Some(format!("the upstream answered {}", r.status)),
+        Err(e) => Some(e.to_string()),
+    };
+    app.logs
+        .record_proxy(
+            &env,
+            &conn,
+            &format!("{method} {path}"),
+            started,
+            error,
+            lines,
+        )
+        .await;
+    match outcome {
+        Ok(r) => Ok(answer(r.status, &r.headers, r.body)),
+        Err(e) => Err(refused(e)),
+    }
+}
+
+/// What the app's headers ask of the request.
+struct Options {
+    forwarded: Vec<(String, String)>,
+    retries: u32,
+    retry_on: Vec<u16>,
+    base_url_override: Option<String>,
+}
+
+impl Options {
+    fn of(headers: &HeaderMap) -> ApiResult<Self> {
+        let text = |name: &str| -> ApiResult<Option<String>> {
+            match headers.get(name) {
+                None => Ok(None),
+                Some(v) => v.to_str().map(|s| Some(s.trim().to_string())).map_err(|_| {
+                    ApiError::bad_request(
+                        "invalid_request",
+                        format!("the {name} header is not text"),
+                    )
+                }),
+            }
+        };
+        let retries = match text("retries")? {
+            None => 0,
+            Some(r) if r.is_empty() => 0,
+            Some(r) => r
+                .parse::<u32>()
+                .ok()
+                .filter(|n| *n <= MAX_RETRIES)
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "invalid_request",
+                        format!("Retries must be a number from 0 to {MAX_RETRIES}, got `{r}`"),
+                    )
+                })?,
+        };
+        let retry_on = match text("retry-on")? {
+            None => Vec::new(),
+            Some(list) => list
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| {
+                    s.parse::<u16>().ok().filter(|n| (100..600).contains(n)).ok_or_else(|| {
+                        ApiError::bad_request(
+                            "invalid_request",
+                            format!("Retry-On lists HTTP statuses separated by commas; `{s}` is not one"),
+                        )
+                    })
+                })
+                .collect::<ApiResult<_>>()?,
+        };
+        let base_url_override = text("base-url-override")?.filter(|s| !s.is_empty());
+        let mut forwarded = Vec::new();
+        let mut content_type = None;
+        for (name, value) in headers {
+            let name = name.as_str();
+            if name == "content-type" {
+                content_type = value.to_str().ok().map(str::to_string);
+            }
+            let Some(rest) = name.strip_prefix(FORWARD_PREFIX) else {
+                continue;
+            };
+            let value = value.to_str().map_err(|_| {
+                ApiError::bad_request("invalid_request", format!("the {name} header is not text"))
+            })?;
+            if !rest.is_empty() {
+                forwarded.push((rest.to_string(), value.to_string()));
+            }
+        }
+        // The body's own type, unless the app names another for upstream.
+        if let Some(ct) = content_type
+            && !forwarded.iter().any(|(n, _)| n == "content-type")
+        {
+            forwarded.push(("content-type".into(), ct));
+        }
+        Ok(Options {
+            forwarded,
+            retries,
+            retry_on,
+            base_url_override,
+        })
+    }
+}
+
+/// The upstream's answer as the app gets it.
+fn answer(status: u16, headers: &[(String, String)], body: Vec<u8>) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+    let mut out = HeaderMap::new();
+    for (name, value) in headers {
+        if HOP_HEADERS.contains(&name.as_str()) {
+            continue;
+        }
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            out.append(n, v);
+        }
+    }
+    (status, out, body).into_response()
+}
+
+/// Why the request got no upstream answer, as the API's error shape.
+fn refused(e: AppRequestError) -> ApiError {
+    let status = match e.code.as_str() {
+        "egress_denied" => StatusCode::FORBIDDEN,
+        "invalid_request" | "invalid_query_params" | "unsupported_auth" | "unknown_connection" => {
+            StatusCode::BAD_REQUEST
+        }
+        "script_network_error" | "response_too_large" => StatusCode::BAD_GATEWAY,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    ApiError::new(status, &e.code, e.message)
+}

@@ -1,0 +1,236 @@
+//! `ALL /proxy/*`: an app's request to the provider's API, sent with a
+//! connection's credentials, against a real server and a mock upstream.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use serde_json::{Value, json};
+use sluice_server::ServerConfig;
+use sluice_store::MasterKey;
+use sluice_tests::{MockRequest, MockResponse, MockServer};
+
+use crate::server::{Client, DEV_KEY, PROD_KEY, start_with};
+
+/// `path` through `/proxy` as connection `cid` of `mock-int`, with extra
+/// headers: the status, the headers and the body as text.
+async fn proxy(
+    c: &Client,
+    method: &str,
+    path: &str,
+    cid: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> (u16, reqwest::header::HeaderMap, String) {
+    let mut req = c
+        .http
+        .request(method.parse().unwrap(), format!("{}/proxy{path}", c.base))
+        .bearer_auth(&c.key)
+        .header("connection-id", cid)
+        .header("provider-config-key", "mock-int");
+    for (n, v) in headers {
+        req = req.header(*n, *v);
+    }
+    if let Some(b) = body {
+        req = req.body(b.to_string());
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    (status, headers, resp.text().await.unwrap())
+}
+
+/// An app's request goes out with the connection's credentials (refreshed
+/// first when expired), its `Nango-Proxy-*` headers, body and query, and
+/// comes back as the upstream answered; retries, the egress check, the
+/// environment's scope and the history hold as for scripts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_apps_request_goes_out_with_the_connections_credentials() {
+    let refreshes = Arc::new(AtomicUsize::new(0));
+    let flaky = Arc::new(AtomicUsize::new(0));
+    let (r, f) = (refreshes.clone(), flaky.clone());
+    let handler = move |req: &MockRequest| match req.path.as_str() {
+        "/oauth/token" => {
+            r.fetch_add(1, Ordering::SeqCst);
+            MockResponse::json(200, &json!({"access_token": "fresh", "expires_in": 3600}))
+        }
+        _ if req.header("authorization") != Some("Bearer fresh") => {
+            MockResponse::json(401, &json!({"error": "bad token"}))
+        }
+        "/flaky" if f.fetch_add(1, Ordering::SeqCst) < 2 => {
+            MockResponse::json(409, &json!({"error": "busy"})).with_header("retry-after", "0")
+        }
+        "/missing" => MockResponse::json(404, &json!({"message": "no such thing"}))
+            .with_header("x-ratelimit-remaining", "7"),
+        "/text" => MockResponse {
+            status: 200,
+            headers: vec![("content-type".into(), "text/csv".into())],
+            body: b"a,b\n1,2\n".to_vec(),
+            delay: None,
+        },
+        _ => MockResponse::json(
+            200,
+            &json!({
+                "method": req.method, "path": req.path, "query": req.query,
+                "custom": req.header("x-custom"), "type": req.header("content-type"),
+                "connection": req.header("connection-id"),
+                "body": String::from_utf8_lossy(&req.body),
+            }),
+        ),
+    };
+    let mock = MockServer::start(Arc::new(handler)).await.unwrap();
+    let providers = format!(
+        "mock:\n  auth_mode: OAUTH2\n  token_url: {0}/oauth/token\n  proxy:\n    base_url: {0}\n    retry:\n      after: retry-after\n",
+        mock.url()
+    );
+    let data = tempfile::tempdir().unwrap();
+    let config = ServerConfig::new(data.path(), "127.0.0.1:0".parse().unwrap());
+    let server = start_with(config, &MasterKey::generate(), &providers).await;
+    let dev = Client::new(&server, DEV_KEY);
+    let (status, body) = dev
+        .send(
+            "POST",
+            "/integrations",
+            Some(json!({"unique_key": "mock-int", "provider": "mock", "credentials": {"type": "OAUTH2", "client_id": "cid", "client_secret": "cs"}})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = dev
+        .send(
+            "POST",
+            "/connection",
+            Some(json!({"provider_config_key": "mock-int", "connection_id": "c1",
+                        "access_token": "stale", "refresh_token": "rt", "expires_at": "2020-01-01T00:00:00Z"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+
+    // Credentials refreshed first; path, query, body and the app's
+    // forwarded headers go upstream, its own (the secret key, the
+    // connection headers) do not.
+    let (status, headers, text) = proxy(
+        &dev,
+        "POST",
+        "/v3/items/a%20b?limit=2&tag=x",
+        "c1",
+        &[
+            ("nango-proxy-x-custom", "yes"),
+            ("content-type", "application/json"),
+        ],
+        Some(r#"{"name":"n"}"#),
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    assert!(
+        headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/json")
+    );
+    let seen: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(seen["method"], "POST");
+    assert_eq!(seen["path"], "/v3/items/a%20b");
+    assert_eq!(seen["query"], json!([["limit", "2"], ["tag", "x"]]));
+    assert_eq!(seen["custom"], "yes");
+    assert_eq!(seen["type"], "application/json");
+    assert_eq!(seen["connection"], Value::Null);
+    assert_eq!(seen["body"], r#"{"name":"n"}"#);
+    assert_eq!(refreshes.load(Ordering::SeqCst), 1);
+    let sent: Vec<_> = mock
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.starts_with("/v3"))
+        .collect();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].header("authorization"), Some("Bearer fresh"));
+
+    // Upstream statuses, headers and bodies come back as they are.
+    let (status, headers, text) = proxy(&dev, "GET", "/missing", "c1", &[], None).await;
+    assert_eq!(status, 404);
+    assert_eq!(headers["x-ratelimit-remaining"], "7");
+    assert_eq!(
+        serde_json::from_str::<Value>(&text).unwrap(),
+        json!({"message": "no such thing"})
+    );
+    let (status, headers, text) = proxy(&dev, "GET", "/text", "c1", &[], None).await;
+    assert_eq!((status, text.as_str()), (200, "a,b\n1,2\n"));
+    assert_eq!(headers["content-type"], "text/csv");
+
+    // Retries: Retry-On adds 409 to what is retried, Retries bounds them.
+    let (status, _, text) = proxy(
+        &dev,
+        "GET",
+        "/flaky",
+        "c1",
+        &[("retries", "1"), ("retry-on", "409")],
+        None,
+    )
+    .await;
+    assert_eq!(status, 409, "one retry is not enough: {text}");
+    flaky.store(0, Ordering::SeqCst);
+    let (status, _, text) = proxy(
+        &dev,
+        "GET",
+        "/flaky",
+        "c1",
+        &[("retries", "2"), ("retry-on", "409")],
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(flaky.load(Ordering::SeqCst), 3);
+
+    // Bad requests name the problem; the egress check holds.
+    for (headers, code) in [
+        (vec![("retries", "many")], "invalid_request"),
+        (vec![("retry-on", "409,abc")], "invalid_request"),
+        (
+            vec![("base-url-override", "http://127.0.0.2:9")],
+            "egress_denied",
+        ),
+    ] {
+        let (status, _, text) = proxy(&dev, "GET", "/x", "c1", &headers, None).await;
+        let body: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(body["error"]["code"], code, "{headers:?}: {status} {text}");
+        assert!(status == 400 || status == 403, "{status} {text}");
+    }
+    let (status, _, text) = proxy(&dev, "GET", "/x", "nobody", &[], None).await;
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("unknown_connection"), "{text}");
+
+    // Another environment's key reaches none of it.
+    let prod = Client::new(&server, PROD_KEY);
+    let before = mock.requests().len();
+    let (status, _, text) = proxy(&prod, "GET", "/x", "c1", &[], None).await;
+    assert_eq!(status, 404, "{text}");
+    assert!(text.contains("unknown_provider_config"), "{text}");
+    assert_eq!(mock.requests().len(), before);
+
+    // Each request is in the history, its attempts in its log.
+    let (status, history) = dev
+        .send(
+            "GET",
+            "/executions?provider_config_key=mock-int&connection_id=c1",
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{history}");
+    let calls: Vec<&Value> = history["executions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "proxy")
+        .collect();
+    assert!(
+        calls
+            .iter()
+            .any(|e| e["script"] == "GET /missing" && e["success"] == false),
+        "{history}"
+    );
+    assert!(
+        calls
+            .iter()
+            .any(|e| e["script"] == "POST /v3/items/a%20b" && e["success"] == true),
+        "{history}"
+    );
+    server.stop().await;
+}
