@@ -220,6 +220,18 @@ async fn syncs_run_on_their_schedule_pause_resume_change_frequency_and_never_ove
     tokio::time::sleep(Duration::from_millis(1200)).await;
     assert_eq!(up.runs(), slow_at, "ran sooner than its new frequency");
     assert_eq!(status(&c).await["frequency"], "every 1h");
+    // A frequency past the calendar is a slot never reached (the next slot
+    // being in the future, the new one was computed as a date and
+    // overflowed: the request panicked).
+    let (code, out) = c
+        .send(
+            "PUT",
+            "/sync/update-connection-frequency",
+            Some(freq(json!("every 100000000 years"))),
+        )
+        .await;
+    assert_eq!(code, 200, "{out}");
+    assert_eq!(status(&c).await["frequency"], "every 100000000 years");
     // `null`: back to nango.yaml's `runs`, so runs resume.
     let (code, out) = c
         .send(

@@ -880,7 +880,10 @@ impl Scheduler {
         let first = if due {
             now
         } else {
-            now + chrono::TimeDelta::milliseconds(interval_ms)
+            // An interval past the calendar (`every 1000000 years`) is a
+            // slot never reached, not an overflow.
+            now.checked_add_signed(chrono::TimeDelta::milliseconds(interval_ms))
+                .unwrap_or(DateTime::<Utc>::MAX_UTC)
         };
         update_sync_state(env, key, |s| {
             if let Some(sch) = &mut s.schedule {
