@@ -296,7 +296,7 @@ impl EnvStore {
     pub async fn put_connection(&self, connection: &Connection) -> Result<(), StoreError> {
         let _lock = self
             .lock(self.connection_lock(&connection.provider_config_key, &connection.connection_id))
-            .await;
+            .await?;
         self.write_connection(connection).await
     }
 
