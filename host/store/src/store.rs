@@ -509,18 +509,6 @@ impl EnvStore {
         Ok(next)
     }
 
-    /// Stores a blob (a component file) under its SHA-256, returned as hex.
-    /// Blobs are content-addressed and shared by all environments: a hash
-    /// names the same bytes everywhere.
-    pub async fn put_blob(&self, bytes: &[u8]) -> Result<String, StoreError> {
-        put_blob(&self.inner.shared, bytes).await
-    }
-
-    /// The blob with this SHA-256 (hex).
-    pub async fn blob(&self, sha256_hex: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        blob(&self.inner.shared, sha256_hex).await
-    }
-
     /// Serialises writers of one lock key (a records scope, a connection)
     /// within this process. Fails with the error of a write a previous
     /// holder started under this key and left to finish after it

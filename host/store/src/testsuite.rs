@@ -1298,33 +1298,32 @@ pub async fn a_document_deeper_than_a_parse_reads_back(b: &Reopen) {
 
 pub async fn blobs_are_content_addressed(b: &Reopen) {
     let (store, _) = fresh(b).await;
-    let env = dev(&store);
     let small = b"\0asm component".to_vec();
-    let hash = env.put_blob(&small).await.unwrap();
+    let hash = store.put_blob(&small).await.unwrap();
     let expected: String = Sha256::digest(&small)
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
     assert_eq!(hash, expected);
-    assert_eq!(env.blob(&hash).await.unwrap(), Some(small.clone()));
+    assert_eq!(store.blob(&hash).await.unwrap(), Some(small.clone()));
     assert_eq!(
-        prod(&store).blob(&hash.to_uppercase()).await.unwrap(),
+        store.blob(&hash.to_uppercase()).await.unwrap(),
         Some(small.clone())
     );
     assert_eq!(
-        env.put_blob(&small).await.unwrap(),
+        store.put_blob(&small).await.unwrap(),
         hash,
         "the same bytes, the same blob"
     );
     let missing: String = "0".repeat(64);
     assert_eq!(store.blob(&missing).await.unwrap(), None);
-    assert!(matches!(env.blob("xyz").await, Err(StoreError::Invalid(_))));
+    assert!(matches!(store.blob("xyz").await, Err(StoreError::Invalid(_))));
 
     // Component files run to ~12 MB.
     let big: Vec<u8> = (0..12 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
     let big_hash = store.put_blob(&big).await.unwrap();
     assert_eq!(
-        env.blob(&big_hash).await.unwrap().as_deref(),
+        store.blob(&big_hash).await.unwrap().as_deref(),
         Some(big.as_slice())
     );
 }
@@ -2680,7 +2679,7 @@ pub async fn reopen_keeps_everything(b: &Reopen) {
         .await
         .unwrap();
     env.put_doc("d", "k", &json!({"x": 1})).await.unwrap();
-    let hash = env.put_blob(b"blob").await.unwrap();
+    let hash = store.put_blob(b"blob").await.unwrap();
     save_many(&env, &c, "M", 0, 1_200, 1).await;
     write(
         &env,
@@ -2726,7 +2725,7 @@ pub async fn reopen_keeps_everything(b: &Reopen) {
         Some(json!({"x": 1}))
     );
     assert_eq!(
-        env.blob(&hash).await.unwrap().as_deref(),
+        store.blob(&hash).await.unwrap().as_deref(),
         Some(&b"blob"[..])
     );
     let after = page_all(&env, &c, "M", RecordsQuery::default()).await;
