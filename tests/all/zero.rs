@@ -507,6 +507,46 @@ async fn a_deployed_zero_yaml_sync_keeps_its_checkpoint_between_runs_and_deletes
         .filter_map(|r| r["id"].as_str())
         .collect();
     assert_eq!(deleted, ["102"], "{page}");
+    // The newer form, `opts: {reset}`, is a full refresh too; a key the
+    // route does not take is refused, naming it, and nothing runs.
+    let trigger = |body: Value| {
+        let dev = &dev;
+        async move { dev.send_as(conn, "POST", "/sync/trigger", Some(body)).await }
+    };
+    let runs_before = mock.requests().len();
+    for (body, named) in [
+        (
+            json!({"syncs": ["issues"], "provider_config_key": "github", "connection_id": "acme", "syncMode": "full_refresh"}),
+            "syncMode",
+        ),
+        (
+            json!({"syncs": ["issues"], "provider_config_key": "github", "connection_id": "acme", "sync_mode": "full_refresh", "opts": {"reset": true}}),
+            "opts",
+        ),
+    ] {
+        let (status, out) = trigger(body).await;
+        assert_eq!(status, 400, "{out}");
+        assert_eq!(out["error"]["code"], "invalid_body", "{out}");
+        assert!(out.to_string().contains(named), "{out}");
+    }
+    assert_eq!(mock.requests().len(), runs_before);
+    let (status, out) = trigger(json!({"syncs": ["issues"], "provider_config_key": "github", "connection_id": "acme", "wait": true})).await;
+    assert_eq!(
+        (status, &out["runs"][0]["success"]),
+        (200, &json!(true)),
+        "{out}"
+    );
+    assert!(
+        since_of_last().is_some(),
+        "an incremental run sent no checkpoint"
+    );
+    let (status, out) = trigger(json!({"syncs": ["issues"], "provider_config_key": "github", "connection_id": "acme", "wait": true, "opts": {"reset": true}})).await;
+    assert_eq!(
+        (status, &out["runs"][0]["success"]),
+        (200, &json!(true)),
+        "{out}"
+    );
+    assert_eq!(since_of_last(), None, "opts.reset kept the checkpoint");
 
     // getIntegration reads the environment's integration, its OAuth client
     // included when asked.

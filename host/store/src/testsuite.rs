@@ -1317,7 +1317,10 @@ pub async fn blobs_are_content_addressed(b: &Reopen) {
     );
     let missing: String = "0".repeat(64);
     assert_eq!(store.blob(&missing).await.unwrap(), None);
-    assert!(matches!(store.blob("xyz").await, Err(StoreError::Invalid(_))));
+    assert!(matches!(
+        store.blob("xyz").await,
+        Err(StoreError::Invalid(_))
+    ));
 
     // Component files run to ~12 MB.
     let big: Vec<u8> = (0..12 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();

@@ -38,7 +38,10 @@ impl SyncName {
     }
 }
 
+/// A key the original does not take is refused, naming it (a misspelt
+/// `syncMode` ran an incremental sync instead of a full one).
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TriggerBody {
     syncs: Vec<SyncName>,
     provider_config_key: Option<String>,
@@ -48,9 +51,22 @@ pub struct TriggerBody {
     /// Deprecated: `true` means `full_refresh_and_clear_cache`.
     #[serde(default)]
     full_resync: Option<bool>,
+    /// The newer form: `reset` runs a full refresh, `emptyCache` deletes
+    /// the records first.
+    #[serde(default)]
+    opts: Option<TriggerOpts>,
     /// sluice's own: answer when the runs have ended, with their outcomes.
     #[serde(default)]
     wait: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TriggerOpts {
+    #[serde(default)]
+    reset: bool,
+    #[serde(default)]
+    empty_cache: bool,
 }
 
 /// One sync of one connection that a request names.
@@ -181,10 +197,20 @@ pub async fn trigger(
         .provider_config_key
         .or(headers.provider_config_key)
         .ok_or_else(|| ApiError::invalid_body("`provider_config_key` is required"))?;
-    let mode = match (body.sync_mode, body.full_resync) {
-        (Some(m), _) => m,
-        (None, Some(true)) => SyncMode::FullRefreshAndClearCache,
-        _ => SyncMode::Incremental,
+    let mode = match (body.opts, body.sync_mode, body.full_resync) {
+        (Some(_), Some(_), _) | (Some(_), _, Some(_)) => {
+            return Err(ApiError::invalid_body(
+                "Cannot use opts with deprecated sync_mode/full_resync parameters",
+            ));
+        }
+        // Emptying the cache runs a full refresh, so that the records
+        // come back whether `reset` asked for it or not.
+        (Some(o), None, None) if o.empty_cache => SyncMode::FullRefreshAndClearCache,
+        (Some(o), None, None) if o.reset => SyncMode::FullRefresh,
+        (Some(_), None, None) => SyncMode::Incremental,
+        (None, Some(m), _) => m,
+        (None, None, Some(true)) => SyncMode::FullRefreshAndClearCache,
+        (None, None, _) => SyncMode::Incremental,
     };
     let syncs = names(&body.syncs)?;
     let cid = body.connection_id.or(headers.connection_id);
@@ -240,6 +266,7 @@ pub async fn trigger(
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct StartPauseBody {
     syncs: Vec<SyncName>,
     provider_config_key: Option<String>,
@@ -427,6 +454,7 @@ pub async fn status(
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct FrequencyBody {
     sync_name: String,
     #[serde(default)]
