@@ -372,9 +372,7 @@ async fn schedules_and_pauses_survive_sigkill() {
     let (code, _) = c.send("POST", "/sync/pause", Some(one("b"))).await;
     assert_eq!(code, 200);
     connect(&c, "c", "token-c").await;
-    let mut daily = one("c");
-    daily["sync_name"] = json!("contacts");
-    daily["frequency"] = json!("every 1d");
+    let daily = json!({"sync_name": "contacts", "provider_config_key": "hubspot", "connection_id": "c", "frequency": "every 1d"});
     let (code, out) = c
         .send("PUT", "/sync/update-connection-frequency", Some(daily))
         .await;
@@ -406,9 +404,7 @@ async fn schedules_and_pauses_survive_sigkill() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     succeeded(&c, "d").await;
-    let mut daily = one("d");
-    daily["sync_name"] = json!("contacts");
-    daily["frequency"] = json!("every 1d");
+    let daily = json!({"sync_name": "contacts", "provider_config_key": "hubspot", "connection_id": "d", "frequency": "every 1d"});
     let (code, out) = c
         .send("PUT", "/sync/update-connection-frequency", Some(daily))
         .await;
