@@ -348,6 +348,31 @@ async fn action_errors_reach_the_caller_with_their_payload_and_other_failures_ar
     assert_eq!(f.error_type, "script_internal_error");
     assert_eq!(f.message, r#"{"weird":true}"#);
 
+    // A promise nothing will settle ends the run with an error saying so
+    // (it was a raw wasm backtrace).
+    let report = h.ts_action("fail", json!({"how": "never"})).await;
+    match &report.outcome {
+        Err(e @ ExecError::NeverSettled) => {
+            assert!(e.to_string().contains("never settles"), "{e}");
+            assert_eq!(e.to_failure().error_type, "script_internal_error");
+        }
+        other => panic!("expected a promise that never settled, got {other:?}"),
+    }
+
+    // `retries: -1` is no retry, not a wrapped-around four billion (a short
+    // deadline makes a regression fail instead of retrying for long).
+    let mut quick = harness().await;
+    quick.limits().timeouts.action = std::time::Duration::from_secs(5);
+    let f = failure(quick.ts_action("fail", json!({"how": "retries"})).await);
+    assert_eq!(f.error_type, "script_http_error", "{}", f.message);
+    let asked = quick
+        .mock
+        .requests()
+        .iter()
+        .filter(|r| r.path == "/nothing")
+        .count();
+    assert_eq!(asked, 1, "a negative retry count retried");
+
     // A host the environment allows, where nothing listens.
     let mut h = harness().await;
     h.limits().allowed_hosts = vec!["127.0.0.1:1".into()];

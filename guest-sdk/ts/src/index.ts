@@ -39,13 +39,19 @@ const UTF8_OUT = new TextEncoder();
 const UTF8_IN = new TextDecoder();
 
 function utf8(text: string): Uint8Array {
-    return UTF8_OUT.encode(text);
+    const bytes = UTF8_OUT.encode(text);
+    // Near the memory limit the engine's encoder answers an empty array
+    // instead of throwing: a request body or a batch would go out empty.
+    if (bytes.length === 0 && text.length > 0) {
+        throw new RangeError(`out of memory: ${text.length} characters could not be encoded (the script is at its memory limit)`);
+    }
+    return bytes;
 }
 
 /** `JSON.stringify` as bytes; `undefined` when there is nothing to serialize. */
 function jsonBytes(value: unknown, replacer?: (key: string, value: unknown) => unknown): Uint8Array | undefined {
     const text = JSON.stringify(value, replacer);
-    return text === undefined ? undefined : UTF8_OUT.encode(text);
+    return text === undefined ? undefined : utf8(text);
 }
 
 function fromJson(bytes: Uint8Array): any {
@@ -208,7 +214,7 @@ function toRequest(config: ProxyConfiguration, method?: string): http.Request {
         headers,
         params,
         data,
-        retries: Number(config.retries ?? 0) || 0,
+        retries: retryCount(config.retries),
         retryOn: (config.retryOn ?? []).map(Number),
         retryHeader: config.retryHeader ? { at: config.retryHeader.at, after: config.retryHeader.after } : undefined,
         baseUrlOverride: config.baseUrlOverride,
@@ -216,6 +222,14 @@ function toRequest(config: ProxyConfiguration, method?: string): http.Request {
         providerConfigKey: config.providerConfigKey,
         connectionId: config.connectionId
     };
+}
+
+/** `retries` as the host takes it: a negative, fractional or non-numeric
+ * count is the original's (no retry below 1, whole attempts), not a
+ * 32-bit wrap-around (`-1` meant four billion retries). */
+function retryCount(value: unknown): number {
+    const n = Math.floor(Number(value ?? 0));
+    return Number.isFinite(n) && n > 0 ? Math.min(n, 0xffffffff) : n === Infinity ? 0xffffffff : 0;
 }
 
 /** The error the original throws for a failed request. */

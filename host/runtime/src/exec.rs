@@ -363,6 +363,10 @@ pub enum ExecError {
     Script(ScriptFailure),
     #[error("script trapped: {message}")]
     Trap { message: String },
+    #[error(
+        "the script never finished: it awaits a promise that never settles, with nothing left to wait for (no request or timer pending)"
+    )]
+    NeverSettled,
     #[error("cannot start script: {message}")]
     Instantiate { message: String },
 }
@@ -645,6 +649,10 @@ fn parse_output(json: &[u8]) -> Value {
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(json).into_owned()))
 }
 
+/// What componentize-js's engine writes before it traps when its event
+/// loop is empty and the exported call's promise has not settled.
+const NEVER_SETTLED: &str = "event loop error, but no exception is pending";
+
 fn classify_trap(failed: Failed, state: &HostState, fuel: u64) -> ExecError {
     let (err, instantiating) = match failed {
         Failed::Instantiate(e) => (e, true),
@@ -657,6 +665,11 @@ fn classify_trap(failed: Failed, state: &HostState, fuel: u64) -> ExecError {
         return ExecError::MemoryLimit {
             limit: state.limiter.limit(),
         };
+    }
+    // The JavaScript engine's event loop ran out of work while the
+    // script's promise was pending: it says so on stderr and traps.
+    if !instantiating && state.stderr.ends_with_text(NEVER_SETTLED) {
+        return ExecError::NeverSettled;
     }
     let message = format!("{err:?}");
     if instantiating {

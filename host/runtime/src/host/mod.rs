@@ -263,6 +263,19 @@ impl CapturedOutput {
         }
     }
 
+    /// Whether the end of what was written (the tail past the cap, or the
+    /// last 64 KiB kept) contains `needle`.
+    pub(crate) fn ends_with_text(&self, needle: &str) -> bool {
+        let b = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let end: Vec<u8> = if b.truncated {
+            b.tail.iter().copied().collect()
+        } else {
+            b.bytes[b.bytes.len().saturating_sub(OUTPUT_TAIL_BYTES)..].to_vec()
+        };
+        let needle = needle.as_bytes();
+        end.windows(needle.len()).any(|w| w == needle)
+    }
+
     /// What was captured (and forgets it).
     pub(crate) fn take(&self) -> Captured {
         let mut b = self.inner.lock().unwrap_or_else(|e| e.into_inner());

@@ -9,6 +9,14 @@ export default async function runAction(nango: NangoAction, input: FailInput): P
         case 'network':
             await nango.get({ endpoint: '/x', baseUrlOverride: 'http://127.0.0.1:1' });
             throw new Error('unreachable');
+        case 'never':
+            // Nothing will ever settle it.
+            await new Promise(() => {});
+            throw new Error('unreachable');
+        case 'retries':
+            // A negative count is no retry (it once wrapped to four billion).
+            await nango.get({ endpoint: '/nothing', retries: -1, retryOn: [404] });
+            throw new Error('unreachable');
         default:
             throw { weird: true };
     }
