@@ -373,6 +373,13 @@ async fn action_errors_reach_the_caller_with_their_payload_and_other_failures_ar
         .count();
     assert_eq!(asked, 1, "a negative retry count retried");
 
+    // A header value with a line break is refused as such, not sent and
+    // retried as a network error.
+    let f = failure(quick.ts_action("fail", json!({"how": "header"})).await);
+    assert_eq!(f.error_type, "invalid_request", "{}", f.message);
+    assert!(f.message.contains("x-bad"), "{}", f.message);
+    assert!(quick.mock.requests().iter().all(|r| r.path != "/echo"));
+
     // A host the environment allows, where nothing listens.
     let mut h = harness().await;
     h.limits().allowed_hosts = vec!["127.0.0.1:1".into()];

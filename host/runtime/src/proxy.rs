@@ -499,7 +499,7 @@ pub(crate) fn prepare(
     {
         set_query(&mut url, &[(name.clone(), key.to_string())]);
     }
-    check_script_headers(&req.headers)?;
+    check_script_headers(&req.headers).map_err(HttpError::Failed)?;
     for (name, value) in &req.headers {
         // The Host header comes from the URL, which passed the egress
         // check; a script's own would reach another site on that address.
@@ -528,16 +528,33 @@ const MAX_SCRIPT_HEADERS: usize = 256;
 /// Longest URL a request may have (what the HTTP client can send).
 const MAX_URL_BYTES: usize = 65_534;
 
-/// At most [`MAX_SCRIPT_HEADERS`] headers.
-fn check_script_headers(headers: &[(String, String)]) -> Result<(), HttpError> {
+/// At most [`MAX_SCRIPT_HEADERS`] headers, each a valid name and value (a
+/// line break in a value was sent as a network error, and retried).
+fn check_script_headers(headers: &[(String, String)]) -> Result<(), NangoError> {
     if headers.len() > MAX_SCRIPT_HEADERS {
-        return Err(failed(
+        return Err(nango_error(
             "invalid_request",
             format!(
                 "a request has at most {MAX_SCRIPT_HEADERS} headers, this one {}",
                 headers.len()
             ),
         ));
+    }
+    for (name, value) in headers {
+        if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            return Err(nango_error(
+                "invalid_request",
+                format!("`{}` is not a valid header name", prefix(name, 200)),
+            ));
+        }
+        if reqwest::header::HeaderValue::from_str(value).is_err() {
+            return Err(nango_error(
+                "invalid_request",
+                format!(
+                    "the value of header `{name}` is not valid (line breaks and control characters are not allowed)"
+                ),
+            ));
+        }
     }
     Ok(())
 }
@@ -1157,15 +1174,7 @@ pub(crate) async fn uncontrolled_fetch(
     req: crate::bindings::http::FetchRequest,
 ) -> Result<Response, NangoError> {
     check_url_length(&req.url)?;
-    if req.headers.len() > MAX_SCRIPT_HEADERS {
-        return Err(nango_error(
-            "invalid_request",
-            format!(
-                "a request has at most {MAX_SCRIPT_HEADERS} headers, this one {}",
-                req.headers.len()
-            ),
-        ));
-    }
+    check_script_headers(&req.headers)?;
     let url = Url::parse(&req.url)
         .ok()
         .filter(|u| matches!(u.scheme(), "http" | "https") && u.has_host())

@@ -17,6 +17,9 @@ export default async function runAction(nango: NangoAction, input: FailInput): P
             // A negative count is no retry (it once wrapped to four billion).
             await nango.get({ endpoint: '/nothing', retries: -1, retryOn: [404] });
             throw new Error('unreachable');
+        case 'header':
+            await nango.get({ endpoint: '/echo', headers: { 'x-bad': 'a\r\nb' }, retries: 2 });
+            throw new Error('unreachable');
         default:
             throw { weird: true };
     }
