@@ -380,6 +380,11 @@ async fn action_errors_reach_the_caller_with_their_payload_and_other_failures_ar
     assert!(f.message.contains("x-bad"), "{}", f.message);
     assert!(quick.mock.requests().iter().all(|r| r.path != "/echo"));
 
+    // An output nested deeper than the host parses is an error saying so
+    // (it was answered as a string of its JSON).
+    let f = failure(quick.ts_action("fail", json!({"how": "deep"})).await);
+    assert_eq!(f.error_type, "json_too_deep", "{}", f.message);
+
     // A host the environment allows, where nothing listens.
     let mut h = harness().await;
     h.limits().allowed_hosts = vec!["127.0.0.1:1".into()];

@@ -608,7 +608,11 @@ async fn call(pre: &ScriptPre, store: &mut Store<HostState>, call: &Call) -> Cal
                 .call_run_action(&mut *store, input.as_ref())
                 .await
                 .map_err(C)?;
-            let out = out.map(|o| o.map(|json| parse_output(&json)));
+            let out = match out {
+                Ok(Some(json)) => parse_result(&json).map(Some).map_err(ScriptError::Sdk),
+                Ok(None) => Ok(None),
+                Err(e) => Err(e),
+            };
             if let (Some(v), Ok(output)) = (&validation, &out)
                 && let Err(e) = v.check_io(
                     "output",
@@ -645,9 +649,30 @@ fn is_empty_object(json: &str) -> bool {
 
 /// Output that is not JSON is returned as a JSON string.
 fn parse_output(json: &[u8]) -> Value {
-    serde_json::from_slice(json)
-        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(json).into_owned()))
+    parse_result(json).unwrap_or_else(|e| serde_json::json!({ "message": e.message }))
 }
+
+/// What a script returned: JSON, or text that is not JSON as a JSON
+/// string. JSON nested deeper than the host parses (128 levels) is an
+/// error, not text (it was returned as a string of its JSON).
+fn parse_result(json: &[u8]) -> Result<Value, crate::bindings::types::NangoError> {
+    match serde_json::from_slice(json) {
+        Ok(v) => Ok(v),
+        Err(e) if e.to_string().starts_with("recursion limit exceeded") => {
+            Err(crate::bindings::types::NangoError {
+                code: "json_too_deep".into(),
+                message: format!(
+                    "the script's result is JSON nested deeper than {MAX_JSON_DEPTH} levels, more than sluice takes"
+                ),
+                payload: None,
+            })
+        }
+        Err(_) => Ok(Value::String(String::from_utf8_lossy(json).into_owned())),
+    }
+}
+
+/// The deepest JSON the host parses (serde_json's recursion limit).
+pub const MAX_JSON_DEPTH: usize = 128;
 
 /// What componentize-js's engine writes before it traps when its event
 /// loop is empty and the exported call's promise has not settled.

@@ -20,6 +20,12 @@ export default async function runAction(nango: NangoAction, input: FailInput): P
         case 'header':
             await nango.get({ endpoint: '/echo', headers: { 'x-bad': 'a\r\nb' }, retries: 2 });
             throw new Error('unreachable');
+        case 'deep': {
+            // Valid JSON, deeper than the host parses.
+            let v: Record<string, unknown> = {};
+            for (let i = 0; i < 200; i++) v = { c: v };
+            return v as never;
+        }
         default:
             throw { weird: true };
     }
