@@ -271,3 +271,46 @@ async fn bad_invocations_exit_2_naming_the_problem() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("is a zero-yaml project"), "{err}");
 }
+
+/// A dry run's script may name the other connections of connections.yaml
+/// (another connection's credentials on a request), as a deployed one may
+/// its environment's; it knew only its own.
+#[tokio::test]
+async fn a_dry_run_may_name_the_other_connections_of_connections_yaml() {
+    use sluice_tests::{MockRequest, MockResponse, MockServer};
+    let mock = MockServer::start(std::sync::Arc::new(|req: &MockRequest| {
+        MockResponse::json(200, &json!({"auth": req.header("authorization")}))
+    }))
+    .await
+    .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(
+        tmp.path().join("providers.yaml"),
+        format!(
+            "mock:\n  auth_mode: OAUTH2\n  proxy:\n    base_url: {}\n",
+            mock.url()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        tmp.path().join("connections.yaml"),
+        "connections:\n  - connection_id: c1\n    provider_config_key: mock-int\n    provider: mock\n    credentials: {type: OAUTH2, access_token: tok-1}\n  - connection_id: c2\n    provider_config_key: mock-int\n    provider: mock\n    credentials: {type: OAUTH2, access_token: tok-2}\n",
+    )
+    .unwrap();
+    let dir = tmp.path().display().to_string();
+    let providers = tmp.path().join("providers.yaml").display().to_string();
+    let (code, out, err) = sluice(&[
+        "dryrun",
+        guests::ACTION_PROXY,
+        "c1",
+        "--dir",
+        &dir,
+        "--providers",
+        &providers,
+        "--input",
+        r#"{"endpoint": "/who", "connection": ["mock-int", "c2"]}"#,
+    ])
+    .await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("Bearer tok-2"), "{out}");
+}

@@ -323,10 +323,16 @@ pub async fn dry_run(
         .integration
         .as_deref()
         .or(target.integration.as_deref());
-    let mut connection: Connection = match &opts.server {
+    // The script's own connection, and the others of connections.yaml,
+    // which it may name (`getConnection`, `proxy({connectionId})`,
+    // `triggerAction`) as it may any of its environment's on a server.
+    let (mut connection, others): (Connection, Vec<Connection>) = match &opts.server {
         Some(server) => {
             let pck = integration.ok_or(DryRunError::NoIntegration)?;
-            server.connection(pck, &opts.connection_id).await?
+            (
+                server.connection(pck, &opts.connection_id).await?,
+                Vec::new(),
+            )
         }
         None => {
             let connections_path = opts
@@ -334,12 +340,20 @@ pub async fn dry_run(
                 .clone()
                 .unwrap_or_else(|| opts.build.dir.join("connections.yaml"));
             let connections = project::load_connections(&connections_path)?;
-            project::pick_connection(
+            let own = project::pick_connection(
                 &connections,
                 &opts.connection_id,
                 integration,
                 &connections_path,
-            )?
+            )?;
+            let others = connections
+                .into_iter()
+                .filter(|c| {
+                    (&c.provider_config_key, &c.connection_id)
+                        != (&own.provider_config_key, &own.connection_id)
+                })
+                .collect();
+            (own, others)
         }
     };
     if let Some(m) = &opts.metadata {
@@ -390,7 +404,9 @@ pub async fn dry_run(
     let mut services = Services::new(
         environment,
         Arc::new(providers),
-        Arc::new(MemoryConnections::new([connection])),
+        Arc::new(MemoryConnections::new(
+            std::iter::once(connection).chain(others),
+        )),
         records.clone(),
     );
     let mut network = Network::new(sluice_runtime::proxy::default_client());
