@@ -385,6 +385,16 @@ async fn action_errors_reach_the_caller_with_their_payload_and_other_failures_ar
     let f = failure(quick.ts_action("fail", json!({"how": "deep"})).await);
     assert_eq!(f.error_type, "json_too_deep", "{}", f.message);
 
+    // An output past 10 MiB is refused as the original's is.
+    let f = failure(quick.ts_action("fail", json!({"how": "big"})).await);
+    assert_eq!(
+        (f.error_type.as_str(), f.status),
+        ("script_output_too_large", 400),
+        "{}",
+        f.message
+    );
+    assert_eq!(f.payload, json!({"message": "Output is too large"}));
+
     // A host the environment allows, where nothing listens.
     let mut h = harness().await;
     h.limits().allowed_hosts = vec!["127.0.0.1:1".into()];

@@ -609,6 +609,17 @@ async fn call(pre: &ScriptPre, store: &mut Store<HostState>, call: &Call) -> Cal
                 .await
                 .map_err(C)?;
             let out = match out {
+                Ok(Some(json)) if json.len() > MAX_ACTION_OUTPUT_BYTES => {
+                    Err(ScriptError::Sdk(crate::bindings::types::NangoError {
+                        code: "script_output_too_large".into(),
+                        message: format!(
+                            "Output is too large: {} bytes, more than {} MiB",
+                            json.len(),
+                            MAX_ACTION_OUTPUT_BYTES >> 20
+                        ),
+                        payload: Some(br#"{"message":"Output is too large"}"#.to_vec()),
+                    }))
+                }
                 Ok(Some(json)) => parse_result(&json).map(Some).map_err(ScriptError::Sdk),
                 Ok(None) => Ok(None),
                 Err(e) => Err(e),
@@ -671,6 +682,9 @@ fn parse_result(json: &[u8]) -> Result<Value, crate::bindings::types::NangoError
     }
 }
 
+/// The largest output an action may return, as the original's.
+pub const MAX_ACTION_OUTPUT_BYTES: usize = 10 << 20;
+
 /// The deepest JSON the host parses (serde_json's recursion limit).
 pub const MAX_JSON_DEPTH: usize = 128;
 
@@ -715,7 +729,10 @@ pub(crate) fn failure_from(error: ScriptError) -> ScriptFailure {
             upstream_response: None,
         },
         ScriptError::Sdk(e) => ScriptFailure {
-            status: if e.code == "invalid_action_input" || e.code == "invalid_action_output" {
+            status: if e.code == "invalid_action_input"
+                || e.code == "invalid_action_output"
+                || e.code == "script_output_too_large"
+            {
                 400
             } else {
                 500

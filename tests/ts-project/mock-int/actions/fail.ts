@@ -26,6 +26,8 @@ export default async function runAction(nango: NangoAction, input: FailInput): P
             for (let i = 0; i < 200; i++) v = { c: v };
             return v as never;
         }
+        case 'big':
+            return { text: 'x'.repeat(11 * 1024 * 1024) } as never;
         default:
             throw { weird: true };
     }
