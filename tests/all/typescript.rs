@@ -452,6 +452,19 @@ async fn trigger_action_runs_another_typescript_action() {
     );
 }
 
+/// Timers run in due order, one per turn, cleared ones never; 50,000 at
+/// once all run (the engine's own timers ran out of host handles there,
+/// and cost time no fuel counted).
+#[tokio::test]
+async fn timers_run_in_order_and_many_at_once_all_run() {
+    let h = harness().await;
+    let out = output(&h.ts_action("timers", json!({"many": 50_000})).await);
+    assert_eq!(out["order"], json!(["a", "b", "c"]), "{out}");
+    assert_eq!(out["ticks"], 3, "{out}");
+    assert_eq!(out["fired"], 50_000, "{out}");
+    assert_eq!(out["turns"], json!(["reaction", "next timer"]), "{out}");
+}
+
 #[tokio::test]
 async fn node_built_ins_work_and_the_clock_is_utc() {
     let h = harness().await;

@@ -709,6 +709,146 @@ Object.defineProperty(globalThis, 'fetch', {
     }
 });
 
+// ------ Timers
+
+// The engine keeps a host clock subscription per pending timer and polls
+// all of them at every turn of its event loop: thousands of timers cost
+// the host time that no fuel counts (quadratic in their number), and
+// 50,000 exhaust its handles. Here timers wait in one queue, ordered by
+// when they are due, behind a single native timer; each still runs in a
+// turn of its own, as a native one does.
+type TimerFn = (...args: unknown[]) => void;
+interface Timer {
+    id: number;
+    at: number;
+    seq: number;
+    fn: TimerFn;
+    args: unknown[];
+    every?: number;
+}
+
+const nativeSetTimeout = globalThis.setTimeout;
+const nativeClearTimeout = globalThis.clearTimeout;
+
+if (typeof nativeSetTimeout === 'function' && typeof nativeClearTimeout === 'function') {
+    const pending = new Map<number, Timer>();
+    const queue: Timer[] = []; // a binary heap by (at, seq)
+    let nextId = 1;
+    let nextSeq = 0;
+    let armed: ReturnType<typeof setTimeout> | undefined;
+    let armedAt = Infinity;
+
+    const before = (a: Timer, b: Timer) => a.at < b.at || (a.at === b.at && a.seq < b.seq);
+    const swap = (i: number, j: number) => {
+        const t = queue[i];
+        queue[i] = queue[j];
+        queue[j] = t;
+    };
+    const push = (t: Timer) => {
+        queue.push(t);
+        let i = queue.length - 1;
+        while (i > 0) {
+            const parent = (i - 1) >> 1;
+            if (!before(queue[i], queue[parent])) break;
+            swap(i, parent);
+            i = parent;
+        }
+    };
+    const pop = () => {
+        const last = queue.pop() as Timer;
+        if (queue.length === 0) return;
+        queue[0] = last;
+        let i = 0;
+        for (;;) {
+            const l = 2 * i + 1;
+            const r = l + 1;
+            let m = i;
+            if (l < queue.length && before(queue[l], queue[m])) m = l;
+            if (r < queue.length && before(queue[r], queue[m])) m = r;
+            if (m === i) return;
+            swap(i, m);
+            i = m;
+        }
+    };
+    // Cleared timers leave the queue when they reach its head.
+    const head = (): Timer | undefined => {
+        while (queue.length > 0 && pending.get(queue[0].id) !== queue[0]) pop();
+        return queue[0];
+    };
+    const arm = () => {
+        const next = head();
+        if (next === undefined || next.at < armedAt) {
+            if (armed !== undefined) nativeClearTimeout(armed);
+            armed = undefined;
+            armedAt = Infinity;
+        }
+        if (next !== undefined && armed === undefined) {
+            armedAt = next.at;
+            armed = nativeSetTimeout(fire, Math.max(0, Math.ceil(next.at - performance.now())));
+        }
+    };
+    const fire = () => {
+        armed = undefined;
+        armedAt = Infinity;
+        const t = head();
+        if (t === undefined || t.at > performance.now()) {
+            arm();
+            return;
+        }
+        pop();
+        if (t.every === undefined) {
+            pending.delete(t.id);
+        } else {
+            t.at = performance.now() + t.every;
+            t.seq = nextSeq++;
+            push(t);
+        }
+        // The next one is armed first: a callback that throws is reported
+        // by the engine as a native timer's is, and the queue goes on.
+        arm();
+        t.fn(...t.args);
+    };
+    const delayOf = (ms: unknown) => {
+        const n = Number(ms);
+        return n > 0 ? n : 0;
+    };
+    const add = (fn: unknown, ms: unknown, args: unknown[], repeat: boolean): number => {
+        if (typeof fn !== 'function') {
+            throw new TypeError(`The "callback" argument must be of type function. Received ${typeof fn}`);
+        }
+        const delay = delayOf(ms);
+        const t: Timer = {
+            id: nextId++,
+            at: performance.now() + delay,
+            seq: nextSeq++,
+            fn: fn as TimerFn,
+            args,
+            every: repeat ? Math.max(delay, 1) : undefined
+        };
+        pending.set(t.id, t);
+        push(t);
+        arm();
+        return t.id;
+    };
+    const clear = (id: unknown) => {
+        if (typeof id === 'number' && pending.delete(id)) arm();
+    };
+    const define = (name: string, value: unknown) =>
+        Object.defineProperty(globalThis, name, { configurable: true, writable: true, value });
+    define('setTimeout', function setTimeout(fn: unknown, ms?: unknown, ...args: unknown[]) {
+        return add(fn, ms, args, false);
+    });
+    define('setInterval', function setInterval(fn: unknown, ms?: unknown, ...args: unknown[]) {
+        return add(fn, ms, args, true);
+    });
+    define('clearTimeout', function clearTimeout(id?: unknown) {
+        clear(id);
+    });
+    define('clearInterval', function clearInterval(id?: unknown) {
+        clear(id);
+    });
+}
+
 // ------ The bundle's exports
 
 /** The err value of a script's entry point (wit: `script-error`). */

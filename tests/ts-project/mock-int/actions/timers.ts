@@ -1,0 +1,36 @@
+import type { NangoAction } from '../../models';
+
+export default async function runAction(_nango: NangoAction, input: { many: number }): Promise<Record<string, unknown>> {
+    // Due order, arguments, clearing, intervals.
+    const order: string[] = [];
+    let ticks = 0;
+    await new Promise<void>((done) => {
+        setTimeout(() => order.push('c'), 30);
+        setTimeout(() => order.push('a'), 0);
+        const cleared = setTimeout(() => order.push('cleared'), 10);
+        setTimeout((x: string) => order.push(x), 10, 'b');
+        clearTimeout(cleared);
+        const every = setInterval(() => {
+            ticks++;
+            if (ticks === 3) clearInterval(every);
+        }, 5);
+        setTimeout(done, 60);
+    });
+    // Many at once all run.
+    let fired = 0;
+    await new Promise<void>((done) => {
+        for (let i = 0; i < input.many; i++) setTimeout(() => fired++, 0);
+        setTimeout(done, 1);
+    });
+    // Each runs in a turn of its own: promise reactions one queues run
+    // before the next timer.
+    const turns: string[] = [];
+    await new Promise<void>((done) => {
+        setTimeout(() => void Promise.resolve().then(() => turns.push('reaction')), 0);
+        setTimeout(() => {
+            turns.push('next timer');
+            done();
+        }, 0);
+    });
+    return { order, ticks, fired, turns };
+}
