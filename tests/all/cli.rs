@@ -314,3 +314,40 @@ async fn a_dry_run_may_name_the_other_connections_of_connections_yaml() {
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(out.contains("Bearer tok-2"), "{out}");
 }
+
+/// A dry run says how many log lines it left out past the limits (it
+/// showed the first ones and said nothing of the rest).
+#[tokio::test]
+async fn a_dry_run_says_how_many_log_lines_it_left_out() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(
+        tmp.path().join("connections.yaml"),
+        "connections:\n  - connection_id: c\n    provider_config_key: hubspot\n    provider: hubspot\n    credentials: {type: API_KEY, apiKey: k}\n",
+    )
+    .unwrap();
+    let dir = tmp.path().display().to_string();
+    let (code, out, err) = sluice(&[
+        "dryrun",
+        guests::ACTION_MISBEHAVE,
+        "c",
+        "--dir",
+        &dir,
+        "--input",
+        r#"{"mode":"log-flood"}"#,
+    ])
+    .await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    let shown = out
+        .lines()
+        .filter(|l| l.starts_with("[info] line "))
+        .count();
+    assert!(shown < 1_000, "{shown} lines shown");
+    assert!(
+        out.contains(&format!(
+            "[warn] {} more log lines were left out",
+            1_000 - shown
+        )),
+        "{}",
+        out.lines().rev().take(5).collect::<Vec<_>>().join("\n")
+    );
+}

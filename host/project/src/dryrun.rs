@@ -228,6 +228,9 @@ pub struct DryRunResult {
     pub error_message: Option<String>,
     pub models: BTreeMap<String, ModelResult>,
     pub logs: Vec<LogEntry>,
+    /// Log lines past the environment's budget, counted and not kept.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub logs_dropped: u64,
     pub duration_ms: u128,
     pub fuel_consumed: u64,
     /// Where `--save-responses` wrote the mocks.
@@ -507,6 +510,7 @@ pub async fn dry_run(
         error_message,
         models,
         logs: report.logs,
+        logs_dropped: report.logs_dropped,
         duration_ms: report.duration.as_millis(),
         fuel_consumed: report.fuel_consumed,
         saved_mocks,
@@ -522,6 +526,13 @@ pub fn render(result: &DryRunResult, out: &mut dyn Write) -> std::io::Result<()>
             Some(meta) => writeln!(out, "[{level}] {} {meta}", log.message)?,
             None => writeln!(out, "[{level}] {}", log.message)?,
         }
+    }
+    if result.logs_dropped > 0 {
+        writeln!(
+            out,
+            "[warn] {} more log lines were left out: past the environment's log limits (max_log_entries, max_log_bytes)",
+            result.logs_dropped
+        )?;
     }
     match result.kind {
         ScriptKind::Sync => {
@@ -845,4 +856,8 @@ impl Mocks<'_> {
         }
         Ok(())
     }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
