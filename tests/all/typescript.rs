@@ -336,12 +336,22 @@ async fn action_errors_reach_the_caller_with_their_payload_and_other_failures_ar
     );
     assert_eq!(f.status, 500);
 
-    let f = failure(h.ts_action("fail", json!({"how": "error"})).await);
+    let report = h.ts_action("fail", json!({"how": "error"})).await;
+    let logs = report.logs.clone();
+    let f = failure(report);
     assert_eq!(f.error_type, "script_internal_error");
+    // The error as the original answers it; its stack (the build's file
+    // names) in the logs only.
+    assert_eq!(f.message, "TypeError: something broke");
+    assert_eq!(
+        f.payload,
+        json!({"name": "TypeError", "message": "something broke"})
+    );
     assert!(
-        f.message.starts_with("TypeError: something broke"),
-        "{}",
-        f.message
+        logs.iter().any(|l| l.level == LogLevel::Error
+            && l.message.starts_with("TypeError: something broke\n")
+            && l.message.contains("@mock-int.js")),
+        "{logs:?}"
     );
 
     let f = failure(h.ts_action("fail", json!({"how": "value"})).await);

@@ -868,7 +868,17 @@ function scriptError(e: unknown): unknown {
         };
     }
     if (e instanceof Error) {
-        return { tag: 'internal', val: e.stack ? `${e.name}: ${e.message}\n${e.stack}` : `${e.name}: ${e.message}` };
+        const head = `${e.name}: ${e.message}`;
+        // The stack, whose frames name the build's files, goes to the
+        // logs; the caller gets the error itself, as from the original.
+        if (e.stack) {
+            try {
+                logging.log('error', utf8(`${head}\n${e.stack}`), undefined);
+            } catch {
+                // Past the log budget: the error still goes back.
+            }
+        }
+        return { tag: 'internal', val: head };
     }
     return { tag: 'internal', val: typeof e === 'string' ? e : safeStringify(e) };
 }

@@ -765,12 +765,29 @@ pub(crate) fn failure_from(error: ScriptError) -> ScriptFailure {
         },
         ScriptError::Internal(message) => ScriptFailure {
             error_type: "script_internal_error".into(),
+            payload: error_payload(&message),
             message,
-            payload: Value::Null,
             status: 500,
             upstream_response: None,
         },
     }
+}
+
+/// The original's payload of an uncaught error, `{name, message}`, when
+/// the script's error reads `Name: message` (a JavaScript `Error`).
+fn error_payload(message: &str) -> Value {
+    let Some((name, text)) = message.split_once(": ") else {
+        return Value::Null;
+    };
+    let identifier = !name.is_empty()
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$');
+    if !identifier {
+        return Value::Null;
+    }
+    serde_json::json!({ "name": name, "message": text })
 }
 
 /// `{status, headers, data}` of an upstream response, body parsed when JSON.
