@@ -468,7 +468,16 @@ async fn trigger_action_runs_another_typescript_action() {
 #[tokio::test]
 async fn timers_run_in_order_and_many_at_once_all_run() {
     let h = harness().await;
-    let out = output(&h.ts_action("timers", json!({"many": 50_000})).await);
+    let report = h.ts_action("timers", json!({"many": 50_000})).await;
+    assert!(
+        report.logs.iter().any(|l| l.level == LogLevel::Error
+            && l.message
+                .starts_with("Uncaught error in a timer callback: Error: thrown in a timer")),
+        "{:?}",
+        report.logs
+    );
+    let out = output(&report);
+    assert_eq!(out["after"], true, "{out}");
     assert_eq!(out["order"], json!(["a", "b", "c"]), "{out}");
     assert_eq!(out["ticks"], 3, "{out}");
     assert_eq!(out["fired"], 50_000, "{out}");

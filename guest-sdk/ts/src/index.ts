@@ -803,10 +803,18 @@ if (typeof nativeSetTimeout === 'function' && typeof nativeClearTimeout === 'fun
             t.seq = nextSeq++;
             push(t);
         }
-        // The next one is armed first: a callback that throws is reported
-        // by the engine as a native timer's is, and the queue goes on.
         arm();
-        t.fn(...t.args);
+        try {
+            t.fn(...t.args);
+        } catch (e) {
+            // The engine would drop it without a word; the logs say it.
+            try {
+                const text = e instanceof Error ? `${e.name}: ${e.message}\n${e.stack ?? ''}` : safeStringify(e);
+                logging.log('error', utf8(`Uncaught error in a timer callback: ${text}`), undefined);
+            } catch {
+                // Past the log budget.
+            }
+        }
     };
     const delayOf = (ms: unknown) => {
         const n = Number(ms);

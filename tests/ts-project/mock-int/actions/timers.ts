@@ -32,5 +32,16 @@ export default async function runAction(_nango: NangoAction, input: { many: numb
             done();
         }, 0);
     });
-    return { order, ticks, fired, turns };
+    // One that throws is logged, and the others still run.
+    let after = false;
+    await new Promise<void>((done) => {
+        setTimeout(() => {
+            throw new Error('thrown in a timer');
+        }, 0);
+        setTimeout(() => {
+            after = true;
+            done();
+        }, 0);
+    });
+    return { order, ticks, fired, turns, after };
 }
