@@ -395,6 +395,16 @@ async fn action_errors_reach_the_caller_with_their_payload_and_other_failures_ar
     let f = failure(quick.ts_action("fail", json!({"how": "deep"})).await);
     assert_eq!(f.error_type, "json_too_deep", "{}", f.message);
 
+    // A configuration field of the wrong type is named.
+    let f = failure(quick.ts_action("fail", json!({"how": "config"})).await);
+    assert_eq!(
+        (f.error_type.as_str(), f.message.as_str()),
+        (
+            "invalid_request",
+            r#"retryOn must list HTTP status codes, got "x""#
+        )
+    );
+
     // An output past 10 MiB is refused as the original's is.
     let f = failure(quick.ts_action("fail", json!({"how": "big"})).await);
     assert_eq!(

@@ -210,18 +210,39 @@ function toRequest(config: ProxyConfiguration, method?: string): http.Request {
     }
     return {
         method: m as http.Method,
-        endpoint: config.endpoint ?? '',
+        endpoint: text('endpoint', config.endpoint) ?? '',
         headers,
         params,
         data,
         retries: retryCount(config.retries),
-        retryOn: (config.retryOn ?? []).map(Number),
-        retryHeader: config.retryHeader ? { at: config.retryHeader.at, after: config.retryHeader.after } : undefined,
-        baseUrlOverride: config.baseUrlOverride,
+        retryOn: (config.retryOn ?? []).map(statusCode),
+        retryHeader: config.retryHeader
+            ? { at: text('retryHeader.at', config.retryHeader.at), after: text('retryHeader.after', config.retryHeader.after) }
+            : undefined,
+        baseUrlOverride: text('baseUrlOverride', config.baseUrlOverride),
         decompress: config.decompress === true || config.decompress === 'true',
-        providerConfigKey: config.providerConfigKey,
-        connectionId: config.connectionId
+        providerConfigKey: text('providerConfigKey', config.providerConfigKey),
+        connectionId: text('connectionId', config.connectionId)
     };
+}
+
+/** A configuration field that is text: a number is taken as its text,
+ * anything else is refused naming the field (the bindings said only
+ * "expected a string, received [number]"). */
+function text(field: string, value: unknown): string | undefined {
+    if (value === undefined || value === null) return undefined;
+    if (typeof value === 'string') return value;
+    if (typeof value === 'number') return String(value);
+    throw new SDKError('invalid_request', `${field} must be a string, got ${typeof value}`);
+}
+
+/** One of `retryOn`: an HTTP status code. */
+function statusCode(value: unknown): number {
+    const n = Number(value);
+    if (!Number.isInteger(n) || n < 100 || n > 599) {
+        throw new SDKError('invalid_request', `retryOn must list HTTP status codes, got ${JSON.stringify(value) ?? String(value)}`);
+    }
+    return n;
 }
 
 /** `retries` as the host takes it: a negative, fractional or non-numeric

@@ -28,6 +28,9 @@ export default async function runAction(nango: NangoAction, input: FailInput): P
         }
         case 'big':
             return { text: 'x'.repeat(11 * 1024 * 1024) } as never;
+        case 'config':
+            await nango.get({ endpoint: '/echo', retries: 1, retryOn: ['x'] as any });
+            throw new Error('unreachable');
         default:
             throw { weird: true };
     }
