@@ -351,3 +351,19 @@ async fn a_dry_run_says_how_many_log_lines_it_left_out() {
         out.lines().rev().take(5).collect::<Vec<_>>().join("\n")
     );
 }
+
+/// A data directory whose store lost its master.key is refused, and no new
+/// key is written there (one was, while the message said nothing changed).
+#[tokio::test]
+async fn serve_refuses_a_store_without_its_master_key_and_writes_none() {
+    if std::env::var_os("SLUICE_MASTER_KEY").is_some() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::create_dir(tmp.path().join("db")).unwrap();
+    let dir = tmp.path().display().to_string();
+    let (code, out, err) = sluice(&["serve", "--data", &dir, "--listen", "127.0.0.1:0"]).await;
+    assert_ne!(code, 0, "{out}");
+    assert!(err.contains("holds a store but no master.key"), "{err}");
+    assert!(!tmp.path().join("master.key").exists());
+}

@@ -617,9 +617,16 @@ fn master_key(data: &std::path::Path) -> anyhow::Result<sluice_store::MasterKey>
     }
     std::fs::create_dir_all(data)
         .with_context(|| format!("cannot create the data directory {}", data.display()))?;
-    Ok(sluice_store::MasterKey::load_or_create(
-        &data.join("master.key"),
-    )?)
+    let file = data.join("master.key");
+    // A store without its key file is refused, not given a new key that
+    // cannot open what the store holds.
+    if !file.exists() && sluice_server::StoreKind::detect(data).is_some() {
+        anyhow::bail!(
+            "{} holds a store but no master.key: put its master key back (or set SLUICE_MASTER_KEY); nothing was changed",
+            data.display()
+        );
+    }
+    Ok(sluice_store::MasterKey::load_or_create(&file)?)
 }
 
 async fn run_serve(args: ServeArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
@@ -653,14 +660,17 @@ async fn run_serve(args: ServeArgs, out: &mut dyn Write) -> anyhow::Result<i32> 
         .await;
     }
     let initial = initial_keys();
-    let (server, created) =
-        sluice_server::Server::start(config, master, providers, &initial).await?;
-    for (env, key) in &created {
-        writeln!(
-            out,
-            "Created environment `{env}`; its secret key (shown once): {key}"
-        )?;
-    }
+    let (server, _) =
+        sluice_server::Server::start_announcing(config, master, providers, &initial, |created| {
+            for (env, key) in created {
+                writeln!(
+                    out,
+                    "Created environment `{env}`; its secret key (shown once): {key}"
+                )?;
+            }
+            out.flush()
+        })
+        .await?;
     writeln!(out, "sluice is listening on {}", server.url())?;
     out.flush()?;
     server.wait().await;

@@ -63,7 +63,8 @@ async fn call(
     Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
-fn write_private(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
+/// Writes `text` to `path` (mode 0600) and syncs it.
+fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt as _;
     let mut f = std::fs::OpenOptions::new()
         .write(true)
@@ -71,9 +72,11 @@ fn write_private(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
         .truncate(true)
         .mode(0o600)
         .open(path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
+        .map_err(|e| {
+            std::io::Error::new(e.kind(), format!("cannot write {}: {e}", path.display()))
+        })?;
     f.write_all(text.as_bytes())?;
-    Ok(())
+    f.sync_all()
 }
 
 pub async fn run(
@@ -103,15 +106,27 @@ pub async fn run(
     config
         .public_url
         .get_or_insert_with(|| format!("http://{}", config.listen));
-    let (server, created) = Server::start(config, master, providers, &initial).await?;
     // The demo keeps the dev key it created beside the data (0600), so
-    // running it again on the same directory works.
+    // running it again on the same directory works; written, and the
+    // other keys shown, as soon as they are stored (they are shown once).
     let key_file = data.join("demo-dev.key");
+    let (server, created) =
+        Server::start_announcing(config, master, providers, &initial, |created| {
+            for (env, key) in created {
+                if env == "dev" {
+                    write_private(&key_file, key)?;
+                } else {
+                    writeln!(
+                        out,
+                        "Created environment `{env}`; its secret key (shown once): {key}\n"
+                    )?;
+                }
+            }
+            out.flush()
+        })
+        .await?;
     let key = match created.iter().find(|(env, _)| env == "dev") {
-        Some((_, key)) => {
-            write_private(&key_file, key)?;
-            key.clone()
-        }
+        Some((_, key)) => key.clone(),
         None => match given.or_else(|| std::fs::read_to_string(&key_file).ok()) {
             Some(k) => k.trim().to_string(),
             None => bail!(
@@ -219,12 +234,6 @@ pub async fn run(
         result
     )?;
     writeln!(out, "The dev environment's secret key: {key}\n")?;
-    for (env, created_key) in created.iter().filter(|(env, _)| env != "dev") {
-        writeln!(
-            out,
-            "Created environment `{env}`; its secret key (shown once): {created_key}\n"
-        )?;
-    }
     writeln!(
         out,
         "Read the synced records:\n  curl {headers} '{base}/records?model=GithubIssue'\n"

@@ -55,6 +55,9 @@ pub enum ServerError {
     },
     #[error("cannot load the schedules: {0}")]
     Schedules(String),
+    /// The keys of the environments just created could not be shown.
+    #[error("cannot show the new environments' keys: {0}")]
+    Announce(std::io::Error),
     #[error("cannot load deployment {version} of environment `{env}`: {message}")]
     Deployment {
         env: String,
@@ -140,6 +143,21 @@ impl Server {
         providers: ProviderCatalog,
         initial_keys: &[(String, Option<String>)],
     ) -> Result<(Server, Vec<(String, String)>), ServerError> {
+        Self::start_announcing(config, master, providers, initial_keys, |_| Ok(())).await
+    }
+
+    /// [`Server::start`], calling `announce` with the environments it
+    /// created and their keys as soon as they are stored, before anything
+    /// else of the start: a start cut short later (a crash, a deployment
+    /// that cannot load) has shown them already, since they are shown
+    /// only once.
+    pub async fn start_announcing(
+        config: ServerConfig,
+        master: MasterKey,
+        providers: ProviderCatalog,
+        initial_keys: &[(String, Option<String>)],
+        announce: impl FnOnce(&[(String, String)]) -> std::io::Result<()>,
+    ) -> Result<(Server, Vec<(String, String)>), ServerError> {
         // Bound first: a first start that cannot listen must not create
         // the environments, whose new keys are shown only once.
         let listener = tokio::net::TcpListener::bind(config.listen)
@@ -153,6 +171,7 @@ impl Server {
             .open(&config.data_dir)
             .map_err(ServerError::Open)?;
         let (store, created) = Store::open(backend, master, initial_keys).await?;
+        announce(&created).map_err(ServerError::Announce)?;
         let mut runtime_config = RuntimeConfig::new(config.data_dir.join("cache"));
         runtime_config.cache_max_bytes = config.cache_max_bytes;
         // A nested `triggerAction` runs in its own instance without a

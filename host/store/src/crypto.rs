@@ -87,7 +87,12 @@ impl MasterKey {
             std::fs::create_dir_all(dir)
                 .map_err(|e| fail(format!("cannot create its directory: {e}")))?;
         }
+        // Written whole beside it, then linked into place: a crash never
+        // leaves a partial key file (it did: created, then written, so a
+        // kill between left an empty file every later start refused).
         let key = MasterKey::generate();
+        let staged = path.with_extension(format!("{}.new", std::process::id()));
+        let _ = std::fs::remove_file(&staged);
         let mut options = std::fs::OpenOptions::new();
         options.write(true).create_new(true);
         #[cfg(unix)]
@@ -95,19 +100,27 @@ impl MasterKey {
             use std::os::unix::fs::OpenOptionsExt as _;
             options.mode(0o600);
         }
-        let mut file = match options.open(path) {
-            Ok(f) => f,
+        let written = options
+            .open(&staged)
+            .and_then(|mut file| {
+                file.write_all(format!("{}\n", key.to_base64()).as_bytes())?;
+                file.sync_all()
+            })
+            .map_err(|e| fail(format!("cannot write it: {e}")));
+        let linked = written.and_then(|()| match std::fs::hard_link(&staged, path) {
+            Ok(()) => Ok(true),
             // Another process created it first: use theirs.
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                let bytes =
-                    std::fs::read(path).map_err(|e| fail(format!("cannot read it: {e}")))?;
-                return Self::parse_file(&bytes).map_err(fail);
-            }
-            Err(e) => return Err(fail(format!("cannot create it: {e}"))),
-        };
-        file.write_all(format!("{}\n", key.to_base64()).as_bytes())
-            .and_then(|()| file.sync_all())
-            .map_err(|e| fail(format!("cannot write it: {e}")))?;
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(fail(format!("cannot create it: {e}"))),
+        });
+        let _ = std::fs::remove_file(&staged);
+        if !linked? {
+            let bytes = std::fs::read(path).map_err(|e| fail(format!("cannot read it: {e}")))?;
+            return Self::parse_file(&bytes).map_err(fail);
+        }
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
+        }
         Ok(key)
     }
 
