@@ -645,6 +645,48 @@ async fn a_trigger_cut_short_three_times_is_not_run_again() {
     assert_eq!(s["syncs"][0]["status"], "PAUSED", "{s}");
 }
 
+/// A scheduled run a crash cut short (here a new connection's first) runs
+/// again at the restart, not a whole interval later: the connection had no
+/// records until its next slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduled_run_cut_short_runs_again_at_the_restart() {
+    use crate::scheduler::{Upstream, connect, setup};
+
+    let up = Upstream::start().await;
+    up.delay.store(60_000, Ordering::SeqCst);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let providers = dir.path().join("providers.yaml");
+    std::fs::write(&providers, up.providers()).unwrap();
+    let master = MasterKey::generate().to_base64();
+    let mut server = start(&data, &providers, &master);
+    let c = Client::at(&server.url, DEV_KEY);
+    setup(&c).await;
+    // `every 30s`, unscaled: the next slot is 30 s away.
+    connect(&c, "a", "token-a").await;
+    let runs = || up.starts.lock().unwrap().len();
+    let t = Instant::now();
+    while runs() == 0 {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "the first run never started"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    up.delay.store(0, Ordering::SeqCst);
+    let restarted = Instant::now();
+    server = start(&data, &providers, &master);
+    let c = Client::at(&server.url, DEV_KEY);
+    succeeded(&c, "a").await;
+    assert!(
+        restarted.elapsed() < Duration::from_secs(20),
+        "the cut-short run waited for its next slot"
+    );
+    assert_eq!(runs(), 2);
+}
+
 /// A webhook the app could not take is still delivered after a SIGKILL of
 /// the server, with the same id.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

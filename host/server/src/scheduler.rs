@@ -687,9 +687,21 @@ impl Scheduler {
                         let last = summary.clone();
                         // The trigger it took runs again (queued with any
                         // asked since), unless it was cut short too often.
-                        let retry = mark
-                            .trigger
-                            .filter(|t| t.attempts < runner::TRIGGER_ATTEMPTS);
+                        // A scheduled run (a new connection's first, say)
+                        // runs again too, at once rather than a whole
+                        // interval later, counted as a trigger's first
+                        // attempt; unless its schedule is paused.
+                        let paused = state.schedule.as_ref().is_some_and(|s| s.paused);
+                        let retry = match mark.trigger {
+                            Some(t) => Some(t),
+                            None if paused => None,
+                            None => Some(runner::QueuedRun {
+                                mode: SyncMode::Incremental,
+                                at_ms: Utc::now().timestamp_millis(),
+                                attempts: 1,
+                            }),
+                        }
+                        .filter(|t| t.attempts < runner::TRIGGER_ATTEMPTS);
                         update_sync_state(env, &key, |s| {
                             s.running = None;
                             s.last_run = Some(last);
