@@ -231,18 +231,26 @@ async fn sigkill_during_a_sync(store: &str) {
 async fn an_async_action_accepted_before_a_sigkill_completes_after_the_restart() {
     let posts = Arc::new(AtomicUsize::new(0));
     let seen = posts.clone();
+    let slow = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let hang = slow.clone();
     let mock = MockServer::start(Arc::new(move |req: &MockRequest| {
         if req.method != "POST" {
             return page(0);
         }
         seen.fetch_add(1, Ordering::SeqCst);
-        // Slow enough that the first server dies with the action in flight.
+        // Slow enough that the first server dies with the action in flight
+        // (or, `slow`, every server).
+        let wait = if hang.load(Ordering::SeqCst) {
+            60_000
+        } else {
+            800
+        };
         MockResponse::json(
             201,
             &json!({"id": "201", "createdAt": "2024-04-01T09:00:00Z",
                     "properties": {"firstname": "K", "lastname": "J", "email": "k@example.com"}}),
         )
-        .delayed(Duration::from_millis(800))
+        .delayed(Duration::from_millis(wait))
     }))
     .await
     .unwrap();
@@ -314,10 +322,44 @@ async fn an_async_action_accepted_before_a_sigkill_completes_after_the_restart()
         2,
         "the interrupted attempt ran again"
     );
+
+    // An action that is in flight at every kill is run again at two starts,
+    // then failed: one that takes the process down does not run at every
+    // start.
+    slow.store(true, Ordering::SeqCst);
+    let c = Client::at(&server.url, DEV_KEY);
+    let location = c
+        .trigger_async(
+            ("hubspot", "demo"),
+            "create-contact",
+            json!({"email": "k@example.com", "first_name": "K", "last_name": "J"}),
+            Some(0),
+        )
+        .await;
+    for attempt in 1..=3 {
+        let before = posts.load(Ordering::SeqCst);
+        let t = Instant::now();
+        while posts.load(Ordering::SeqCst) == before {
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "attempt {attempt} never ran"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        server.child.kill().unwrap();
+        server.child.wait().unwrap();
+        server = start(&data, &providers, &master);
+    }
+    let c = Client::at(&server.url, DEV_KEY);
+    let (status, body) = c.send("GET", &location, None).await;
+    assert_eq!(status, 500, "{body}");
+    assert_eq!(body["error"]["code"], "action_interrupted", "{body}");
+    let before = posts.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(posts.load(Ordering::SeqCst), before, "it ran a fourth time");
     server.child.kill().unwrap();
     server.child.wait().unwrap();
 }
-
 /// Waits (20 s at most) until connection `cid`'s `contacts` run succeeded.
 async fn succeeded(c: &Client, cid: &str) {
     let t = Instant::now();

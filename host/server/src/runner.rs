@@ -906,6 +906,12 @@ pub struct AsyncAction {
     /// action's, so one queued twice is the same message).
     #[serde(default = "queued_before")]
     pub webhook_queued: bool,
+    /// Attempts a crash cut short: they do not count against
+    /// `max_retries`, but past [`TRIGGER_ATTEMPTS`] of them the action
+    /// fails, so one that takes the process down does not run at every
+    /// start.
+    #[serde(default)]
+    pub interrupted: u32,
 }
 
 /// Documents written before the flag were queued in the same step.
@@ -1011,6 +1017,24 @@ pub async fn resume_async_actions(app: &Arc<App>) -> Result<(), crate::ServerErr
                     if a.status == "running" {
                         // The attempt in flight died with the process.
                         a.attempts = a.attempts.saturating_sub(1);
+                        a.interrupted += 1;
+                        if a.interrupted >= TRIGGER_ATTEMPTS {
+                            a.status = "failed".into();
+                            a.error = Some(json!({
+                                "status": 500,
+                                "code": "action_interrupted",
+                                "message": format!(
+                                    "the server stopped during the action {} times; it is not run again",
+                                    a.interrupted
+                                ),
+                                "payload": null,
+                            }));
+                            a.updated_at = Utc::now();
+                            a.webhook_queued = false;
+                            env.store.put_doc(ASYNC_ACTIONS, &a.id, &a).await?;
+                            queue_completion(app, env, a).await;
+                            continue;
+                        }
                     }
                     tokio::spawn(drive_async_action(app.clone(), env.clone(), a));
                 }

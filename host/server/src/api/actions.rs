@@ -142,6 +142,7 @@ pub async fn run(
         updated_at: now,
         connection_created_at: Some(stored.created_at),
         webhook_queued: false,
+        interrupted: 0,
     };
     // Durable before the 202: a restart resumes it.
     env.store.put_doc(ASYNC_ACTIONS, &a.id, &a).await?;

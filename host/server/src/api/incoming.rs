@@ -38,6 +38,12 @@ pub struct Accepted {
     /// Its forwards are queued (only its scripts are left to run).
     #[serde(default)]
     pub forwarded: bool,
+    /// Starts that found it still to handle: its handling was cut short.
+    /// Past [`crate::runner::TRIGGER_ATTEMPTS`] its scripts are given up
+    /// (its forwards are still made), so a script that takes the process
+    /// down does not run at every start.
+    #[serde(default)]
+    pub restarts: u32,
 }
 
 pub async fn receive(
@@ -131,6 +137,7 @@ pub async fn receive(
         forward: routed.forward,
         headers: routing::forwarded_headers(&list),
         forwarded: false,
+        restarts: 0,
     };
     let key = format!("{:020}\u{1f}{}", now.timestamp_micros().max(0), accepted.id);
     env.store.put_doc(INCOMING, &key, &accepted).await?;
@@ -319,7 +326,18 @@ pub async fn pending(
                 .await?;
             let Some((last, _)) = page.last() else { break };
             after = Some(last.clone());
-            out.extend(page.into_iter().map(|(k, a)| (env.clone(), k, a)));
+            for (k, mut a) in page {
+                a.restarts += 1;
+                if a.restarts >= crate::runner::TRIGGER_ATTEMPTS && !a.routes.is_empty() {
+                    eprintln!(
+                        "sluice: the scripts of webhook {} ({}) were cut short {} times; they are not run again",
+                        a.id, a.provider_config_key, a.restarts
+                    );
+                    a.routes.clear();
+                }
+                env.store.put_doc(INCOMING, &k, &a).await?;
+                out.push((env.clone(), k, a));
+            }
         }
     }
     Ok(out)
