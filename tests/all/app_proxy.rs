@@ -49,10 +49,19 @@ async fn an_apps_request_goes_out_with_the_connections_credentials() {
     let flaky = Arc::new(AtomicUsize::new(0));
     let (r, f) = (refreshes.clone(), flaky.clone());
     let handler = move |req: &MockRequest| match req.path.as_str() {
+        "/oauth/token" if String::from_utf8_lossy(&req.body).contains("refresh_token=revoked") => {
+            MockResponse::json(400, &json!({"error": "invalid_grant"}))
+        }
         "/oauth/token" => {
             r.fetch_add(1, Ordering::SeqCst);
             MockResponse::json(200, &json!({"access_token": "fresh", "expires_in": 3600}))
         }
+        "/cookies" => MockResponse::json(200, &json!({}))
+            .with_header(
+                "set-cookie",
+                "a=1; Expires=Wed, 21 Oct 2015 07:28:00 GMT; Path=/",
+            )
+            .with_header("set-cookie", "b=2; Path=/"),
         _ if req.header("authorization") != Some("Bearer fresh") => {
             MockResponse::json(401, &json!({"error": "bad token"}))
         }
@@ -154,6 +163,38 @@ async fn an_apps_request_goes_out_with_the_connections_credentials() {
     let (status, headers, text) = proxy(&dev, "GET", "/text", "c1", &[], None).await;
     assert_eq!((status, text.as_str()), (200, "a,b\n1,2\n"));
     assert_eq!(headers["content-type"], "text/csv");
+
+    // Cookies come back one header each (joined, an Expires date's comma
+    // broke them).
+    let (status, headers, _) = proxy(&dev, "GET", "/cookies", "c1", &[], None).await;
+    assert_eq!(status, 200);
+    let cookies: Vec<&str> = headers
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    assert_eq!(
+        cookies,
+        [
+            "a=1; Expires=Wed, 21 Oct 2015 07:28:00 GMT; Path=/",
+            "b=2; Path=/"
+        ]
+    );
+
+    // A token that cannot be refreshed is the connection's fault, not the
+    // server's (it answered 500, which clients retry).
+    let (status, body) = dev
+        .send(
+            "POST",
+            "/connection",
+            Some(json!({"provider_config_key": "mock-int", "connection_id": "c2",
+                        "access_token": "stale", "refresh_token": "revoked", "expires_at": "2020-01-01T00:00:00Z"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _, text) = proxy(&dev, "GET", "/x", "c2", &[], None).await;
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("invalid_credentials"), "{text}");
 
     // Retries: Retry-On adds 409 to what is retried, Retries bounds them.
     let (status, _, text) = proxy(

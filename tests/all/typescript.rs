@@ -357,6 +357,10 @@ async fn action_errors_reach_the_caller_with_their_payload_and_other_failures_ar
     let f = failure(h.ts_action("fail", json!({"how": "value"})).await);
     assert_eq!(f.error_type, "script_internal_error");
     assert_eq!(f.message, r#"{"weird":true}"#);
+    assert_eq!(
+        f.payload,
+        json!({"name": "Error", "message": r#"{"weird":true}"#})
+    );
 
     // A promise nothing will settle ends the run with an error saying so
     // (it was a raw wasm backtrace).
@@ -488,6 +492,7 @@ async fn timers_run_in_order_and_many_at_once_all_run() {
     );
     let out = output(&report);
     assert_eq!(out["after"], true, "{out}");
+    assert_eq!(out["textCleared"], true, "{out}");
     assert_eq!(out["order"], json!(["a", "b", "c"]), "{out}");
     assert_eq!(out["ticks"], 3, "{out}");
     assert_eq!(out["fired"], 50_000, "{out}");

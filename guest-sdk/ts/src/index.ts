@@ -140,9 +140,17 @@ function parseJson(text: string): unknown {
 
 // ------ HTTP
 
-function headersObject(pairs: [string, string][]): Record<string, string> {
-    const out: Record<string, string> = {};
-    for (const [k, v] of pairs) out[k] = v;
+function headersObject(pairs: [string, string][]): Record<string, string | string[]> {
+    const out: Record<string, string | string[]> = {};
+    for (const [k, v] of pairs) {
+        // Axios gives `set-cookie` as a list; the host keeps each apart.
+        if (k === 'set-cookie') {
+            const list = out[k];
+            out[k] = Array.isArray(list) ? [...list, v] : [v];
+        } else {
+            out[k] = v;
+        }
+    }
     return out;
 }
 
@@ -746,6 +754,8 @@ interface Timer {
     fn: TimerFn;
     args: unknown[];
     every?: number;
+    /** In `queue` (a cleared one stays there until it is removed). */
+    queued: boolean;
 }
 
 const nativeSetTimeout = globalThis.setTimeout;
@@ -766,6 +776,7 @@ if (typeof nativeSetTimeout === 'function' && typeof nativeClearTimeout === 'fun
         queue[j] = t;
     };
     const push = (t: Timer) => {
+        t.queued = true;
         queue.push(t);
         let i = queue.length - 1;
         while (i > 0) {
@@ -776,6 +787,7 @@ if (typeof nativeSetTimeout === 'function' && typeof nativeClearTimeout === 'fun
         }
     };
     const pop = () => {
+        queue[0].queued = false;
         const last = queue.pop() as Timer;
         if (queue.length === 0) return;
         queue[0] = last;
@@ -791,10 +803,24 @@ if (typeof nativeSetTimeout === 'function' && typeof nativeClearTimeout === 'fun
             i = m;
         }
     };
-    // Cleared timers leave the queue when they reach its head.
+    // Cleared timers leave the queue when they reach its head, or all at
+    // once when they are most of it (a debounce clears thousands, and
+    // each holds its closure).
+    let cleared = 0;
     const head = (): Timer | undefined => {
-        while (queue.length > 0 && pending.get(queue[0].id) !== queue[0]) pop();
+        while (queue.length > 0 && pending.get(queue[0].id) !== queue[0]) {
+            pop();
+            cleared--;
+        }
         return queue[0];
+    };
+    const compact = () => {
+        for (const t of queue) t.queued = pending.get(t.id) === t;
+        const live = queue.filter((t) => t.queued);
+        live.sort((a, b) => (before(a, b) ? -1 : before(b, a) ? 1 : 0));
+        queue.length = 0;
+        queue.push(...live);
+        cleared = 0;
     };
     const arm = () => {
         const next = head();
@@ -837,9 +863,11 @@ if (typeof nativeSetTimeout === 'function' && typeof nativeClearTimeout === 'fun
             }
         }
     };
+    // Node's rule: a delay below 1 ms, past 2^31 - 1 ms or not a number is
+    // 1 ms (a day-long delay spun: the engine's timer took it modulo 2^32).
     const delayOf = (ms: unknown) => {
         const n = Number(ms);
-        return n > 0 ? n : 0;
+        return n >= 1 && n <= 0x7fffffff ? n : 1;
     };
     const add = (fn: unknown, ms: unknown, args: unknown[], repeat: boolean): number => {
         if (typeof fn !== 'function') {
@@ -852,7 +880,8 @@ if (typeof nativeSetTimeout === 'function' && typeof nativeClearTimeout === 'fun
             seq: nextSeq++,
             fn: fn as TimerFn,
             args,
-            every: repeat ? Math.max(delay, 1) : undefined
+            every: repeat ? delay : undefined,
+            queued: false
         };
         pending.set(t.id, t);
         push(t);
@@ -860,7 +889,17 @@ if (typeof nativeSetTimeout === 'function' && typeof nativeClearTimeout === 'fun
         return t.id;
     };
     const clear = (id: unknown) => {
-        if (typeof id === 'number' && pending.delete(id)) arm();
+        const key = typeof id === 'string' ? Number(id) : id;
+        if (typeof key !== 'number') return;
+        const t = pending.get(key);
+        if (t === undefined) return;
+        pending.delete(key);
+        // One running now (taken from the queue) leaves nothing there.
+        if (t.queued) {
+            cleared++;
+            if (cleared > 1024 && cleared > pending.size) compact();
+        }
+        arm();
     };
     const define = (name: string, value: unknown) =>
         Object.defineProperty(globalThis, name, { configurable: true, writable: true, value });
@@ -909,7 +948,8 @@ function scriptError(e: unknown): unknown {
         }
         return { tag: 'internal', val: head };
     }
-    return { tag: 'internal', val: typeof e === 'string' ? e : safeStringify(e) };
+    // As JSON, a string too, as the original reports what is not an Error.
+    return { tag: 'internal', val: safeStringify(e) };
 }
 
 /**

@@ -773,11 +773,32 @@ pub(crate) fn failure_from(error: ScriptError) -> ScriptFailure {
     }
 }
 
-/// The original's payload of an uncaught error, `{name, message}`, when
-/// the script's error reads `Name: message` (a JavaScript `Error`).
+/// The original's payload of an uncaught error, `{name, code?, message}`:
+/// a JavaScript `Error` reads `Name: message`; anything else thrown comes
+/// as its JSON (an object's own `name`, `code` and `message` are used).
 fn error_payload(message: &str) -> Value {
+    if let Ok(thrown) = serde_json::from_str::<Value>(message) {
+        let mut out = serde_json::Map::new();
+        out.insert(
+            "name".into(),
+            thrown
+                .get("name")
+                .filter(|n| n.is_string())
+                .cloned()
+                .unwrap_or_else(|| "Error".into()),
+        );
+        if let Some(code) = thrown.get("code").filter(|c| c.is_string()) {
+            out.insert("code".into(), code.clone());
+        }
+        let text = match thrown.get("message") {
+            Some(Value::String(m)) => m.clone(),
+            _ => message.to_string(),
+        };
+        out.insert("message".into(), Value::String(text));
+        return Value::Object(out);
+    }
     let Some((name, text)) = message.split_once(": ") else {
-        return Value::Null;
+        return serde_json::json!({ "name": "Error", "message": message });
     };
     let identifier = !name.is_empty()
         && !name.starts_with(|c: char| c.is_ascii_digit())
@@ -785,7 +806,7 @@ fn error_payload(message: &str) -> Value {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$');
     if !identifier {
-        return Value::Null;
+        return serde_json::json!({ "name": "Error", "message": message });
     }
     serde_json::json!({ "name": name, "message": text })
 }

@@ -1329,6 +1329,11 @@ async fn receive(
     let mut headers: Vec<(String, String)> = Vec::new();
     for (name, value) in resp.headers() {
         let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+        // Cookies cannot be joined (an `Expires` date has a comma).
+        if name == reqwest::header::SET_COOKIE {
+            headers.push((name.as_str().to_string(), value));
+            continue;
+        }
         match headers.iter_mut().find(|(n, _)| n == name.as_str()) {
             Some((_, v)) => {
                 v.push_str(", ");

@@ -71,7 +71,28 @@ pub async fn forward(
     };
     let started = chrono::Utc::now();
     let services = app.services(&env, None);
-    let (outcome, lines) = send_for_app(services, app.runtime.config(), &conn, call).await;
+    // As long as an action may take: retries that wait on an upstream's
+    // rate limit, or an upstream that never answers, do not hold the
+    // request for ever.
+    let limit = env.environment().limits.timeouts.action;
+    let (outcome, lines) = match tokio::time::timeout(
+        limit,
+        send_for_app(services, app.runtime.config(), &conn, call),
+    )
+    .await
+    {
+        Ok(done) => done,
+        Err(_) => (
+            Err(AppRequestError {
+                code: "proxy_timeout".into(),
+                message: format!(
+                    "the request and its retries took longer than {} s",
+                    limit.as_secs()
+                ),
+            }),
+            Vec::new(),
+        ),
+    };
     let path = endpoint.split('?').next().unwrap_or_default();
     let error = match &outcome {
         Ok(r) if r.status < 400 => None,
@@ -200,11 +221,13 @@ fn answer(status: u16, headers: &[(String, String)], body: Vec<u8>) -> Response 
 fn refused(e: AppRequestError) -> ApiError {
     let status = match e.code.as_str() {
         "egress_denied" => StatusCode::FORBIDDEN,
-        "invalid_request" | "invalid_query_params" | "unsupported_auth" | "unknown_connection" => {
-            StatusCode::BAD_REQUEST
-        }
         "script_network_error" | "response_too_large" => StatusCode::BAD_GATEWAY,
-        _ => StatusCode::INTERNAL_SERVER_ERROR,
+        "proxy_timeout" => StatusCode::GATEWAY_TIMEOUT,
+        "connection_store_error" => StatusCode::SERVICE_UNAVAILABLE,
+        // The request or the connection is at fault, not the server (a
+        // token that could not be refreshed is `invalid_credentials`):
+        // not an error to retry as is.
+        _ => StatusCode::BAD_REQUEST,
     };
     ApiError::new(status, &e.code, e.message)
 }

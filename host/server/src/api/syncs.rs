@@ -60,8 +60,9 @@ pub struct TriggerBody {
     wait: bool,
 }
 
+/// Not strict, as the original's is not.
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
 pub struct TriggerOpts {
     #[serde(default)]
     reset: bool,
@@ -203,9 +204,9 @@ pub async fn trigger(
                 "Cannot use opts with deprecated sync_mode/full_resync parameters",
             ));
         }
-        // Emptying the cache runs a full refresh, so that the records
-        // come back whether `reset` asked for it or not.
-        (Some(o), None, None) if o.empty_cache => SyncMode::FullRefreshAndClearCache,
+        // The cache is emptied only with a full refresh, which brings the
+        // records back (alone, nothing is deleted).
+        (Some(o), None, None) if o.reset && o.empty_cache => SyncMode::FullRefreshAndClearCache,
         (Some(o), None, None) if o.reset => SyncMode::FullRefresh,
         (Some(_), None, None) => SyncMode::Incremental,
         (None, Some(m), _) => m,

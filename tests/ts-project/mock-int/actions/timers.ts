@@ -43,5 +43,13 @@ export default async function runAction(_nango: NangoAction, input: { many: numb
             done();
         }, 0);
     });
-    return { order, ticks, fired, turns, after };
+    // Node's delays: one past 2^31 - 1 ms (or Infinity) is 1 ms, not a
+    // spin; an id given as text clears too.
+    await new Promise((r) => setTimeout(r, Infinity));
+    await new Promise((r) => setTimeout(r, 30 * 86_400_000));
+    let textCleared = true;
+    const id = setTimeout(() => (textCleared = false), 5);
+    clearTimeout(String(id) as any);
+    await new Promise((r) => setTimeout(r, 20));
+    return { order, ticks, fired, turns, after, textCleared };
 }
