@@ -33,6 +33,8 @@ struct EventsServer {
     c: Client,
     _mock: MockServer,
     _data: tempfile::TempDir,
+    master: MasterKey,
+    providers: String,
 }
 
 impl EventsServer {
@@ -54,7 +56,8 @@ impl EventsServer {
             .replace("https://api.hubapi.com", &mock.url());
         let data = tempfile::tempdir().unwrap();
         let config = ServerConfig::new(data.path(), "127.0.0.1:0".parse().unwrap());
-        let server = start_with(config, &MasterKey::generate(), &providers).await;
+        let master = MasterKey::generate();
+        let server = start_with(config, &master, &providers).await;
         let c = Client::new(&server, DEV_KEY);
         c.send(
             "POST",
@@ -68,6 +71,34 @@ impl EventsServer {
             c,
             _mock: mock,
             _data: data,
+            master,
+            providers,
+        }
+    }
+
+    /// Stopped and started again on the same data.
+    async fn restart(self) -> EventsServer {
+        let EventsServer {
+            events,
+            server,
+            _mock,
+            _data,
+            master,
+            providers,
+            ..
+        } = self;
+        server.stop().await;
+        let config = ServerConfig::new(_data.path(), "127.0.0.1:0".parse().unwrap());
+        let server = start_with(config, &master, &providers).await;
+        let c = Client::new(&server, DEV_KEY);
+        EventsServer {
+            events,
+            server,
+            c,
+            _mock,
+            _data,
+            master,
+            providers,
         }
     }
 
@@ -255,4 +286,102 @@ async fn wait(what: &str, cond: impl Fn() -> bool) {
         assert!(t.elapsed() < Duration::from_secs(10), "never: {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// A creation a crash cut short is finished at the next start: a
+/// connection caught before its check passed is deleted (it was kept,
+/// unchecked), one caught before its `post-connection-creation` scripts
+/// ended runs them (they were lost). The documents are what a crash
+/// leaves between the steps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_creation_a_crash_cut_short_is_finished_at_the_next_start() {
+    use sluice_server::api::connections::CONNECTION_SETUP;
+
+    let s = EventsServer::start().await;
+    deploy_scripts(
+        &s.c,
+        YAML,
+        "hubspot",
+        &[
+            (guests::ON_EVENT_NOTIFY, "on-created", ScriptKind::OnEvent),
+            (guests::ON_EVENT_NOTIFY, "on-deleted", ScriptKind::OnEvent),
+        ],
+    )
+    .await;
+    for cid in ["x", "y"] {
+        let (code, out) = s
+            .c
+            .send(
+                "POST",
+                "/connection",
+                Some(json!({"provider_config_key": "hubspot", "connection_id": cid, "access_token": "t"})),
+            )
+            .await;
+        assert_eq!(code, 200, "{out}");
+    }
+    let t = Instant::now();
+    while s.ran("on-created", "x") + s.ran("on-created", "y") < 2 {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "the scripts never ran"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Each finished setup is forgotten.
+    let dev = s
+        .server
+        .app
+        .envs()
+        .find(|e| e.name() == "dev")
+        .unwrap()
+        .clone();
+    let t = Instant::now();
+    loop {
+        let left: Vec<(String, Value)> = dev
+            .store
+            .docs(CONNECTION_SETUP, "", None, 10, false)
+            .await
+            .unwrap();
+        if left.is_empty() {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "{left:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    dev.store
+        .put_doc(
+            CONNECTION_SETUP,
+            "hubspot/x",
+            &json!({"stage": "validating"}),
+        )
+        .await
+        .unwrap();
+    dev.store
+        .put_doc(
+            CONNECTION_SETUP,
+            "hubspot/y",
+            &json!({"stage": "post_creation"}),
+        )
+        .await
+        .unwrap();
+    drop(dev);
+    let s = s.restart().await;
+    let (code, _) =
+        s.c.send("GET", "/connection/x?provider_config_key=hubspot", None)
+            .await;
+    assert_eq!(code, 404, "a connection whose check never passed was kept");
+    let (code, _) =
+        s.c.send("GET", "/connection/y?provider_config_key=hubspot", None)
+            .await;
+    assert_eq!(code, 200);
+    let t = Instant::now();
+    while s.ran("on-created", "y") < 2 {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "the post-creation scripts were not run again"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(s.ran("on-created", "x"), 1);
+    s.server.stop().await;
 }

@@ -187,6 +187,9 @@ impl Server {
         app.logs.load(&app).await?;
         api::deploy::load_active(&app).await?;
         runner::resume_async_actions(&app).await?;
+        // Before the schedules: a connection whose check a crash cut short
+        // is deleted, not scheduled.
+        api::connections::finish_setups(&app).await?;
         app.scheduler
             .load(&app)
             .await

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::State;
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use sluice_runtime::connection::{Connection, ConnectionError, ConnectionStore as _, Credentials};
 use sluice_runtime::records::ConnectionRef;
@@ -227,12 +227,24 @@ pub async fn create(
         created_at,
         updated_at: now,
     };
-    env.store.put_connection(&c).await?;
-    drop(integration_kept);
     let conn = ConnectionRef {
         provider_config_key: c.provider_config_key.clone(),
         connection_id: c.connection_id.clone(),
     };
+    let setup_key = format!("{}/{}", conn.provider_config_key, conn.connection_id);
+    if is_new {
+        // Stored first: a crash before the check passes leaves a
+        // connection that the next start deletes, not one kept unchecked.
+        let setup = Setup {
+            stage: SetupStage::Validating,
+            restarts: 0,
+        };
+        env.store
+            .put_doc(CONNECTION_SETUP, &setup_key, &setup)
+            .await?;
+    }
+    env.store.put_connection(&c).await?;
+    drop(integration_kept);
     // `validate-connection` scripts (zero-yaml) run before the answer, with
     // the stored credentials: a failure refuses a new connection (it is
     // deleted again) and marks an existing one's credentials as failed,
@@ -243,6 +255,7 @@ pub async fn create(
             env.store
                 .delete_connection(&conn.provider_config_key, &conn.connection_id)
                 .await?;
+            env.store.delete_doc(CONNECTION_SETUP, &setup_key).await?;
         } else {
             let record = json!({"type": "auth", "message": message, "at": Utc::now().to_rfc3339()});
             env.store.put_doc(CONNECTION_ERRORS, &key, &record).await?;
@@ -264,22 +277,106 @@ pub async fn create(
     // before): an error recorded for the old ones is stale.
     let key = format!("{}/{}", conn.provider_config_key, conn.connection_id);
     env.store.delete_doc(CONNECTION_ERRORS, &key).await?;
+    if is_new {
+        // Checked: what is left is its `post-connection-creation` scripts,
+        // which a start runs if a crash comes first.
+        let setup = Setup {
+            stage: SetupStage::PostCreation,
+            restarts: 0,
+        };
+        env.store
+            .put_doc(CONNECTION_SETUP, &setup_key, &setup)
+            .await?;
+    }
     // The `auto_start` syncs start now; the others are scheduled paused.
     app.scheduler.connection_created(&env, &conn).await?;
     if is_new {
         // `post-connection-creation` scripts run after the answer.
-        let (app, env, conn) = (app.clone(), env.clone(), conn.clone());
-        tokio::spawn(async move {
-            crate::runner::run_event_scripts(
-                &app,
-                &env,
-                &conn,
-                sluice_nango_yaml::EventKind::PostConnectionCreation,
-            )
-            .await;
-        });
+        tokio::spawn(post_creation(app.clone(), env.clone(), conn));
     }
     Ok(Json(view(&env, &c).await))
+}
+
+/// Where a new connection's creation is: stored (flushed) before each
+/// step, deleted when it is done, so a crash midway is finished at the
+/// next start ([`finish_setups`]).
+pub const CONNECTION_SETUP: &str = "connection-setup";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Setup {
+    stage: SetupStage,
+    /// Starts that found it unfinished after its scripts began.
+    #[serde(default)]
+    restarts: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum SetupStage {
+    /// Stored, its `validate-connection` check not passed yet.
+    Validating,
+    /// Checked and answered; its `post-connection-creation` scripts to run.
+    PostCreation,
+}
+
+/// Runs a new connection's `post-connection-creation` scripts, then
+/// forgets its setup.
+async fn post_creation(app: Arc<App>, env: Arc<crate::app::EnvState>, conn: ConnectionRef) {
+    crate::runner::run_event_scripts(
+        &app,
+        &env,
+        &conn,
+        sluice_nango_yaml::EventKind::PostConnectionCreation,
+    )
+    .await;
+    let key = format!("{}/{}", conn.provider_config_key, conn.connection_id);
+    let _ = env.store.delete_doc(CONNECTION_SETUP, &key).await;
+}
+
+/// At start, before the schedules load: a connection a crash caught
+/// before its check passed is deleted (its creation was never answered;
+/// the client's retry makes it again), and one whose
+/// `post-connection-creation` scripts had not finished runs them (three
+/// starts at most, as a triggered run).
+pub async fn finish_setups(app: &Arc<App>) -> Result<(), crate::ServerError> {
+    for env in app.envs() {
+        let mut after: Option<String> = None;
+        loop {
+            let page: Vec<(String, Setup)> = env
+                .store
+                .docs(CONNECTION_SETUP, "", after.as_deref(), 500, false)
+                .await?;
+            let Some((last, _)) = page.last() else { break };
+            after = Some(last.clone());
+            for (key, mut setup) in page {
+                let Some((pck, cid)) = key.split_once('/') else {
+                    env.store.delete_doc(CONNECTION_SETUP, &key).await?;
+                    continue;
+                };
+                let conn = ConnectionRef {
+                    provider_config_key: pck.to_string(),
+                    connection_id: cid.to_string(),
+                };
+                match setup.stage {
+                    SetupStage::Validating => {
+                        env.store.delete_connection(pck, cid).await?;
+                        env.store.delete_doc(CONNECTION_SETUP, &key).await?;
+                    }
+                    SetupStage::PostCreation => {
+                        setup.restarts += 1;
+                        let alive = env.store.connection_exists(pck, cid).await?;
+                        if !alive || setup.restarts >= crate::runner::TRIGGER_ATTEMPTS {
+                            env.store.delete_doc(CONNECTION_SETUP, &key).await?;
+                            continue;
+                        }
+                        env.store.put_doc(CONNECTION_SETUP, &key, &setup).await?;
+                        tokio::spawn(post_creation(app.clone(), env.clone(), conn));
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 #[derive(Deserialize)]
