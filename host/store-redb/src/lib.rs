@@ -100,7 +100,7 @@ impl RedbBackend {
             Ok(m) if m.is_dir() => return Err(fail("it is a directory, not a redb file".into())),
             Ok(m) if m.len() == 0 => {
                 return Err(fail(
-                    "the file is empty: not a redb database; refusing to write into it".into(),
+                    "the file is empty: not a redb database; refusing to write into it (a first start cut short leaves it so, holding no data: delete it to start afresh)".into(),
                 ));
             }
             Ok(_) => {}

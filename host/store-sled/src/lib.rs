@@ -243,6 +243,24 @@ fn storage(e: impl std::fmt::Display) -> BackendError {
 /// sled's in-process page cache.
 const CACHE_BYTES: u64 = 512 << 20;
 
+/// Whether `dir` or a folder in it (two levels down) holds anything but
+/// empty folders.
+fn holds_files(dir: &Path) -> std::io::Result<bool> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if !entry.file_type()?.is_dir() {
+            return Ok(true);
+        }
+        for inner in std::fs::read_dir(entry.path())? {
+            let inner = inner?;
+            if !inner.file_type()?.is_dir() || std::fs::read_dir(inner.path())?.next().is_some() {
+                return Ok(true);
+            }
+        }
+    }
+    Ok(false)
+}
+
 impl SledBackend {
     /// Opens the database in `dir`, creating it when `dir` does not exist or
     /// is empty. A path that is not a directory, a non-empty directory that
@@ -257,9 +275,11 @@ impl SledBackend {
         match std::fs::metadata(dir) {
             Ok(m) if !m.is_dir() => return Err(fail("it is not a directory".into())),
             Ok(_) => {
-                let mut entries =
-                    std::fs::read_dir(dir).map_err(|e| fail(format!("cannot list it: {e}")))?;
-                let non_empty = entries.next().is_some();
+                // Empty folders hold nothing: a first start cut short
+                // leaves sled's `blobs/` alone, and that is still a new
+                // database, not one to refuse.
+                let non_empty =
+                    holds_files(dir).map_err(|e| fail(format!("cannot list it: {e}")))?;
                 let is_sled = SLED_FILES.iter().any(|f| dir.join(f).exists());
                 if non_empty && !is_sled {
                     return Err(fail(

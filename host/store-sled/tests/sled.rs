@@ -114,6 +114,21 @@ fn a_file_where_the_database_should_be_is_refused() {
     );
 }
 
+/// A first start killed while sled created its files leaves only its empty
+/// `blobs/` folder: that holds no data and opens as a new database (it was
+/// refused for ever); a folder with a file in it is still refused.
+#[test]
+fn a_directory_of_empty_folders_opens_as_new_and_one_with_files_does_not() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("blobs")).unwrap();
+    SledBackend::open(dir.path()).unwrap();
+    let other = tempfile::tempdir().unwrap();
+    std::fs::create_dir(other.path().join("blobs")).unwrap();
+    std::fs::write(other.path().join("blobs").join("x"), b"mine").unwrap();
+    let err = open_err(other.path());
+    assert!(err.contains("not a sled database"), "{err}");
+}
+
 #[test]
 fn a_directory_of_other_files_is_refused() {
     let dir = tempfile::tempdir().unwrap();
