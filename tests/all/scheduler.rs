@@ -698,6 +698,44 @@ async fn a_sync_variant_runs_on_its_own_records_and_goes_when_deleted() {
     let (code, out) = c.send("POST", "/sync/trigger", Some(run("contacts"))).await;
     assert_eq!(out["runs"][0]["success"], true, "{code} {out}");
     assert_eq!(records_of(&c, "base").await, 2);
+
+    // A DELETE cut short (the variant marked deleted, its records not yet
+    // cleared, as a crash leaves it) serves none of them; repeating it
+    // finishes it.
+    let (code, out) = c.send("POST", "/sync/contacts/variant/us", None).await;
+    assert_eq!(code, 200, "{out}");
+    let (_, out) = c
+        .send("POST", "/sync/trigger", Some(run("contacts::us")))
+        .await;
+    assert_eq!(out["runs"][0]["success"], true, "{out}");
+    assert_eq!(records_of(&c, "us").await, 2);
+    let dev = server
+        .app
+        .envs()
+        .find(|e| e.name() == "dev")
+        .unwrap()
+        .clone();
+    let key = "hubspot\u{1f}demo\u{1f}contacts\u{1f}us";
+    let mut doc: Value = dev
+        .store
+        .doc(sluice_server::runner::SYNC_VARIANTS, key)
+        .await
+        .unwrap()
+        .unwrap();
+    doc["deleting"] = json!(true);
+    dev.store
+        .put_doc(sluice_server::runner::SYNC_VARIANTS, key, &doc)
+        .await
+        .unwrap();
+    assert_eq!(
+        records_of(&c, "us").await,
+        0,
+        "a deleted variant's records were served"
+    );
+    let (code, out) = c.send("DELETE", "/sync/contacts/variant/us", None).await;
+    assert_eq!(code, 200, "{out}");
+    assert_eq!(records_of(&c, "base").await, 2);
+    drop(dev);
     server.stop().await;
 }
 

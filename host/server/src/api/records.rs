@@ -143,6 +143,12 @@ pub async fn page(
     conn: &ConnectionRef,
     req: RecordsRequest,
 ) -> ApiResult<Response> {
+    if variant_deleted(env, conn, &req.model).await? {
+        // Its records are on their way out (a DELETE cut short leaves
+        // them until it is repeated): gone for readers already.
+        let empty = serde_json::json!({ "records": [], "next_cursor": null });
+        return Ok(axum::Json(empty).into_response());
+    }
     let page = env
         .store
         .records_page_raw(conn, &req.model, &req.query)
@@ -176,4 +182,30 @@ pub async fn get_records(
     let req = parse_query(raw.as_deref(), None)?;
     let conn = connection_ref(&env, &headers).await?;
     page(&env, &conn, req).await
+}
+
+/// Whether `model` (`Model::variant`) is a model of a sync variant of
+/// `conn` marked deleted.
+async fn variant_deleted(env: &EnvState, conn: &ConnectionRef, model: &str) -> ApiResult<bool> {
+    let Some((base, variant)) = model.split_once("::") else {
+        return Ok(false);
+    };
+    let docs: Vec<(String, serde_json::Value)> = env
+        .store
+        .docs(
+            crate::runner::SYNC_VARIANTS,
+            &crate::runner::sync_key_prefix(conn),
+            None,
+            1000,
+            false,
+        )
+        .await?;
+    let suffix = format!("\u{1f}{variant}");
+    Ok(docs.iter().any(|(key, doc)| {
+        key.ends_with(&suffix)
+            && doc["deleting"] == true
+            && doc["models"]
+                .as_array()
+                .is_none_or(|models| models.iter().any(|m| m == base))
+    }))
 }
