@@ -303,3 +303,100 @@ async fn a_batch_of_events_is_forwarded_once_per_connection_it_names() {
     assert_eq!(to, ["c1", "c2"], "one forward per connection named");
     server.stop().await;
 }
+
+/// Webhooks accepted (answered 2xx) whose handling a crash cut short are
+/// handled at the next start: forwarded, and their scripts run. One whose
+/// handling was cut short three times is still forwarded, to the
+/// connection it names, but its scripts are not run again (a script that
+/// takes the process down would otherwise run at every start). The
+/// documents are what such crashes leave.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_a_crash_cut_short_are_handled_at_start_their_scripts_given_up_after_three() {
+    use chrono::Utc;
+    use sluice_server::api::incoming::{Accepted, INCOMING};
+    use sluice_server::routing::{Lookup, Route};
+
+    let app = App::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let master = MasterKey::generate();
+    let config = || ServerConfig::new(data.path(), "127.0.0.1:0".parse().unwrap());
+    let server = start_with(config(), &master, PROVIDERS).await;
+    let c = Client::new(&server, DEV_KEY);
+    setup(&c, &app).await;
+    let dev = server
+        .app
+        .envs()
+        .find(|e| e.name() == "dev")
+        .unwrap()
+        .clone();
+    for (n, restarts) in [(1, 0u32), (2, 2)] {
+        let body = json!({"type": "Issue", "organizationId": "org-1", "model": "Item",
+                          "save": [{"id": format!("r{n}")}]});
+        let accepted = Accepted {
+            id: format!("cut-short-{n}"),
+            provider_config_key: "lin".into(),
+            provider: "linear-test".into(),
+            received_at: Utc::now(),
+            routes: vec![Route {
+                input: body.clone(),
+                kind: Some("Issue".into()),
+                lookup: Some(Lookup::ConnectionId("c1".into())),
+            }],
+            forward: body,
+            headers: Vec::new(),
+            forwarded: false,
+            restarts,
+        };
+        dev.store
+            .put_doc(
+                INCOMING,
+                &format!("{n:020}\u{1f}{}", accepted.id),
+                &accepted,
+            )
+            .await
+            .unwrap();
+    }
+    drop(dev);
+    server.stop().await;
+
+    let server = start_with(config(), &master, PROVIDERS).await;
+    let c = Client::new(&server, DEV_KEY);
+    let forwards = |a: &App| {
+        a.accepted()
+            .into_iter()
+            .filter(|(_, b)| b["type"] == "forward")
+            .map(|(_, b)| b)
+            .collect::<Vec<Value>>()
+    };
+    app.wait_for("both forwards", Duration::from_secs(10), |a| {
+        forwards(a).len() == 2
+    })
+    .await;
+    for f in forwards(&app) {
+        assert_eq!(f["connectionId"], "c1", "{f}");
+    }
+    let t = std::time::Instant::now();
+    while items(&c, "c1").await.is_empty() {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "the script of the webhook a crash cut short never ran"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The run of r1 has ended (its sync webhook reached the app); r2's
+    // script was not run.
+    app.wait_for("r1's sync webhook", Duration::from_secs(10), |a| {
+        a.accepted().iter().any(|(_, b)| b["type"] == "sync")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(items(&c, "c1").await, ["r1"]);
+    assert_eq!(
+        app.accepted()
+            .iter()
+            .filter(|(_, b)| b["type"] == "sync")
+            .count(),
+        1
+    );
+    server.stop().await;
+}

@@ -46,6 +46,14 @@ pub struct Accepted {
     pub restarts: u32,
 }
 
+impl Accepted {
+    /// Its scripts were cut short too often to run again; its routes
+    /// still name the connections its forwards are for.
+    pub fn scripts_given_up(&self) -> bool {
+        self.restarts >= crate::runner::TRIGGER_ATTEMPTS
+    }
+}
+
 pub async fn receive(
     State(app): State<Arc<App>>,
     ApiPath((environment, pck)): ApiPath<(String, String)>,
@@ -245,6 +253,9 @@ async fn handle_once(
             }
         }
     }
+    if a.scripts_given_up() {
+        runs.clear();
+    }
     // Forwarded first, so the app does not wait for the scripts (each
     // may run for an hour); noted (flushed) before they run, so a crash
     // during them runs them again without forwarding again.
@@ -328,12 +339,11 @@ pub async fn pending(
             after = Some(last.clone());
             for (k, mut a) in page {
                 a.restarts += 1;
-                if a.restarts >= crate::runner::TRIGGER_ATTEMPTS && !a.routes.is_empty() {
+                if a.scripts_given_up() && !a.routes.is_empty() {
                     eprintln!(
                         "sluice: the scripts of webhook {} ({}) were cut short {} times; they are not run again",
                         a.id, a.provider_config_key, a.restarts
                     );
-                    a.routes.clear();
                 }
                 env.store.put_doc(INCOMING, &k, &a).await?;
                 out.push((env.clone(), k, a));
