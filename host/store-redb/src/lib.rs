@@ -69,6 +69,49 @@ fn storage(e: impl std::fmt::Display) -> BackendError {
     BackendError::Storage(e.to_string())
 }
 
+/// Creates a new, empty database at `path` whole or not at all: made
+/// beside it (`<name>.creating`), flushed, then renamed into place, so a
+/// first start killed midway leaves no half-written file that every later
+/// start would have to refuse (a file that is not a database is never
+/// overwritten), only the stray to replace.
+fn create_new(path: &Path) -> Result<(), String> {
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+    if let Some(parent) = parent {
+        std::fs::create_dir_all(parent).map_err(|e| format!("cannot create its directory: {e}"))?;
+    }
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".creating");
+    let creating = path.with_file_name(name);
+    match std::fs::remove_file(&creating) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(format!("cannot remove {}: {e}", creating.display())),
+    }
+    let db = Database::builder()
+        .create(&creating)
+        .map_err(|e| open_cause(&e))?;
+    create_tables(&db)?;
+    drop(db);
+    // redb syncs its commits; the rename is made durable with the folder.
+    std::fs::rename(&creating, path).map_err(|e| format!("cannot move it into place: {e}"))?;
+    let dir = parent.unwrap_or(Path::new("."));
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| format!("cannot sync its directory: {e}"))
+}
+
+/// Opens (creating where missing) every table, in one commit.
+fn create_tables(db: &Database) -> Result<(), String> {
+    let txn = db
+        .begin_write()
+        .map_err(|e| format!("cannot write to it: {e}"))?;
+    for table in Table::ALL {
+        txn.open_table(definition(table))
+            .map_err(|e| format!("cannot open its table `{}`: {e}", table.name()))?;
+    }
+    txn.commit().map_err(|e| format!("cannot write to it: {e}"))
+}
+
 /// Why redb could not open a file, in words an operator can act on.
 fn open_cause(e: &redb::DatabaseError) -> String {
     match e {
@@ -100,15 +143,12 @@ impl RedbBackend {
             Ok(m) if m.is_dir() => return Err(fail("it is a directory, not a redb file".into())),
             Ok(m) if m.len() == 0 => {
                 return Err(fail(
-                    "the file is empty: not a redb database; refusing to write into it (a first start cut short leaves it so, holding no data: delete it to start afresh)".into(),
+                    "the file is empty: it holds no data, but it is not a redb database; refusing to write into it (delete it to start afresh)".into(),
                 ));
             }
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(parent)
-                        .map_err(|e| fail(format!("cannot create its directory: {e}")))?;
-                }
+                create_new(path).map_err(fail)?;
             }
             Err(e) => return Err(fail(format!("cannot read it: {e}"))),
         }
@@ -116,17 +156,9 @@ impl RedbBackend {
             .set_cache_size(CACHE_BYTES)
             .create(path)
             .map_err(|e| fail(open_cause(&e)))?;
-        // Every table exists from the start, so reads never meet a missing
-        // one.
-        let txn = db
-            .begin_write()
-            .map_err(|e| fail(format!("cannot write to it: {e}")))?;
-        for table in Table::ALL {
-            txn.open_table(definition(table))
-                .map_err(|e| fail(format!("cannot open its table `{}`: {e}", table.name())))?;
-        }
-        txn.commit()
-            .map_err(|e| fail(format!("cannot write to it: {e}")))?;
+        // Every table exists from the start (a file of an older sluice may
+        // lack a newer one), so reads never meet a missing one.
+        create_tables(&db).map_err(fail)?;
         let db = Arc::new(db);
         let writer_db = Arc::clone(&db);
         let writer =
