@@ -1491,6 +1491,40 @@ async fn dryrun_takes_the_connection_and_variables_from_a_running_server() {
     assert_eq!(output["before"], json!({"region": "eu"}));
     assert_eq!(output["env"], json!([["API_REGION", "eu-west"]]));
 
+    // Another of the environment's connections is read from the server when
+    // the script names it, as the original's dry run asks its server; one
+    // the server does not hold is unknown.
+    let (status, body) = dev
+        .send(
+            "POST",
+            "/connection",
+            Some(
+                json!({"provider_config_key": "crm", "connection_id": "other-one",
+                        "access_token": "the-other-token"}),
+            ),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let with_input = |input: &'static str| {
+        let mut a = args.clone();
+        let at = a
+            .iter()
+            .position(|x| x.starts_with("{\"set_metadata"))
+            .unwrap();
+        a[at] = input;
+        a
+    };
+    let (code, out, err) = sluice_cli(&with_input(r#"{"other": ["crm", "other-one"]}"#)).await;
+    assert_eq!(code, 0, "{err}\n{out}");
+    let result: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        result["output"]["other"]["credentials"]["access_token"], "the-other-token",
+        "{result}"
+    );
+    let (code, out, _) = sluice_cli(&with_input(r#"{"other": ["crm", "nobody"]}"#)).await;
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("unknown connection `nobody`"), "{out}");
+
     // A wrong key and an unknown connection are named, not crashed on.
     let mut wrong = args.clone();
     let at = wrong.iter().position(|a| *a == DEV_KEY).unwrap();

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
-use sluice_runtime::connection::{Connection, MemoryConnections};
+use sluice_runtime::connection::{Connection, ConnectionStore, MemoryConnections};
 use sluice_runtime::exec::{LogEntry, ScriptFailure, ScriptValidation, SyncRun};
 use sluice_runtime::providers::ProviderCatalog;
 use sluice_runtime::records::{
@@ -24,7 +24,7 @@ use crate::catalog::Catalog;
 use crate::compile::{self, CompileOptions};
 use crate::mock::{Fixture, MockServer};
 use crate::project::{self, ProjectError};
-use crate::remote::{RemoteError, ServerSource};
+use crate::remote::{RemoteError, ServerConnections, ServerSource};
 
 /// What a dry run needs.
 #[derive(Debug, Clone)]
@@ -332,6 +332,7 @@ pub async fn dry_run(
     let (mut connection, others): (Connection, Vec<Connection>) = match &opts.server {
         Some(server) => {
             let pck = integration.ok_or(DryRunError::NoIntegration)?;
+            // The others are read from the server when named.
             (
                 server.connection(pck, &opts.connection_id).await?,
                 Vec::new(),
@@ -404,12 +405,16 @@ pub async fn dry_run(
         provider_config_key: connection.provider_config_key.clone(),
         connection_id: connection.connection_id.clone(),
     };
+    let connections: Arc<dyn ConnectionStore> = match &opts.server {
+        Some(server) => Arc::new(ServerConnections::new(server.clone(), connection)),
+        None => Arc::new(MemoryConnections::new(
+            std::iter::once(connection).chain(others),
+        )),
+    };
     let mut services = Services::new(
         environment,
         Arc::new(providers),
-        Arc::new(MemoryConnections::new(
-            std::iter::once(connection).chain(others),
-        )),
+        connections,
         records.clone(),
     );
     let mut network = Network::new(sluice_runtime::proxy::default_client());

@@ -5,7 +5,7 @@
 
 use serde::Deserialize;
 use serde_json::Value;
-use sluice_runtime::connection::Connection;
+use sluice_runtime::connection::{Connection, ConnectionError, ConnectionStore, MemoryConnections};
 
 /// A server and the secret key of the environment to read.
 #[derive(Debug, Clone)]
@@ -134,5 +134,74 @@ impl ServerSource {
                 message: e.to_string(),
             })?;
         Ok(vars.into_iter().map(|v| (v.name, v.value)).collect())
+    }
+}
+
+/// The connections a dry run with `--from-server` may name: its own, given
+/// first, and any other of the environment's, read from the server the
+/// first time a script names it (`getConnection`, `proxy({connectionId})`,
+/// `triggerAction`), as the original's dry run asks its server. Metadata a
+/// script writes is kept in the dry run, not sent to the server.
+pub struct ServerConnections {
+    server: ServerSource,
+    read: MemoryConnections,
+}
+
+impl ServerConnections {
+    pub fn new(server: ServerSource, own: Connection) -> Self {
+        ServerConnections {
+            server,
+            read: MemoryConnections::new([own]),
+        }
+    }
+
+    /// Reads the connection from the server unless it was read already.
+    async fn ensure(&self, pck: &str, cid: &str) -> Result<(), ConnectionError> {
+        if self.read.get(pck, cid).await.is_ok() {
+            return Ok(());
+        }
+        match self.server.connection(pck, cid).await {
+            Ok(c) => {
+                // Two executions reading it at once keep the first copy.
+                if self.read.get(pck, cid).await.is_err() {
+                    self.read.insert(c);
+                }
+                Ok(())
+            }
+            Err(RemoteError::Refused { status: 404, .. }) => Err(ConnectionError::NotFound {
+                provider_config_key: pck.to_string(),
+                connection_id: cid.to_string(),
+            }),
+            Err(e) => Err(ConnectionError::Backend(e.to_string())),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl ConnectionStore for ServerConnections {
+    async fn get(&self, pck: &str, cid: &str) -> Result<Connection, ConnectionError> {
+        self.ensure(pck, cid).await?;
+        self.read.get(pck, cid).await
+    }
+
+    async fn set_metadata(
+        &self,
+        pck: &str,
+        cid: &str,
+        metadata: Value,
+    ) -> Result<(), ConnectionError> {
+        self.ensure(pck, cid).await?;
+        self.read.set_metadata(pck, cid, metadata).await
+    }
+
+    async fn update_metadata(
+        &self,
+        pck: &str,
+        cid: &str,
+        patch: serde_json::Map<String, Value>,
+        max_bytes: usize,
+    ) -> Result<(), ConnectionError> {
+        self.ensure(pck, cid).await?;
+        self.read.update_metadata(pck, cid, patch, max_bytes).await
     }
 }

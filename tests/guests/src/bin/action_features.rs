@@ -11,6 +11,8 @@ struct Input {
     set_metadata: Option<Value>,
     update_metadata: Option<Value>,
     trigger: Option<(String, String, String, Value)>,
+    /// Another connection to read: (integration, connection id).
+    other: Option<(String, String)>,
 }
 
 #[action]
@@ -29,6 +31,10 @@ fn run(nango: &Nango, input: Input) -> Result<Value, Error> {
         }
         None => None,
     };
+    let other = match &input.other {
+        Some((pck, cid)) => Some(nango.connection_for(pck, cid)?),
+        None => None,
+    };
     let info = nango.info();
     Ok(json!({
         "before": before,
@@ -44,6 +50,7 @@ fn run(nango: &Nango, input: Input) -> Result<Value, Error> {
             "script": info.script_name,
         },
         "triggered": triggered,
+        "other": other,
     }))
 }
 
