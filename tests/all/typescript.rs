@@ -63,7 +63,17 @@ async fn harness() -> Harness {
 #[tokio::test]
 async fn http_verbs_return_axios_shaped_responses_and_errors() {
     let h = harness().await;
-    let out = output(&h.ts_action("http", json!({})).await);
+    let report = h.ts_action("http", json!({})).await;
+    // A level object alone is the level, as the original pops it.
+    assert!(
+        report
+            .logs
+            .iter()
+            .any(|l| l.level == LogLevel::Error && l.message == "undefined"),
+        "{:?}",
+        report.logs
+    );
+    let out = output(&report);
 
     let get = &out["get"];
     assert_eq!(get["status"], 200);
@@ -95,6 +105,30 @@ async fn http_verbs_return_axios_shaped_responses_and_errors() {
         "responseType text keeps the body as a string: {}",
         out["text"]
     );
+
+    assert_eq!(
+        out["form"]["body"],
+        "grant_type=x&a+b=c%26d&nested%5Bk%5D=1&list%5B%5D=1&list%5B%5D=2&nil="
+    );
+    assert_eq!(
+        out["form"]["contentType"],
+        "application/x-www-form-urlencoded"
+    );
+    assert_eq!(
+        out["form"]["trace"],
+        Value::Null,
+        "an undefined header was sent"
+    );
+    assert_eq!(out["searchParams"]["body"], "a=1&b=x+y");
+    assert_eq!(
+        out["searchParams"]["contentType"],
+        "application/x-www-form-urlencoded;charset=utf-8"
+    );
+    assert_eq!(
+        out["onPage"],
+        json!(["page:2", "on_page:c2", "page:1", "on_page:undefined"])
+    );
+    assert_eq!(out["locks"], json!([true, true]), "the owner re-acquires");
 
     let not_found = &out["notFound"];
     assert_eq!(not_found["name"], "AxiosError");
@@ -352,6 +386,15 @@ async fn action_errors_reach_the_caller_with_their_payload_and_other_failures_ar
             && l.message.starts_with("TypeError: something broke\n")
             && l.message.contains("@mock-int.js")),
         "{logs:?}"
+    );
+
+    // An error's code is kept, as the original's `{name, code, message}`.
+    let f = failure(h.ts_action("fail", json!({"how": "coded"})).await);
+    assert_eq!(f.error_type, "script_internal_error");
+    assert_eq!(f.message, "Error: custom msg");
+    assert_eq!(
+        f.payload,
+        json!({"name": "Error", "code": "MY_CODE", "message": "custom msg"})
     );
 
     let f = failure(h.ts_action("fail", json!({"how": "value"})).await);

@@ -194,7 +194,10 @@ function toRequest(config: ProxyConfiguration, method?: string): http.Request {
     if (!METHODS.has(m)) {
         throw new SDKError('invalid_request', `unsupported HTTP method ${String(method ?? config.method)}`);
     }
-    const headers: [string, string][] = Object.entries(config.headers ?? {}).map(([k, v]) => [k, String(v)]);
+    // As axios: a header whose value is undefined, null or false is not sent.
+    const headers: [string, string][] = Object.entries(config.headers ?? {})
+        .filter(([, v]) => v !== undefined && v !== null && v !== false)
+        .map(([k, v]) => [k, String(v)]);
     let params: http.Query | undefined;
     if (typeof config.params === 'string') {
         params = { tag: 'text', val: config.params };
@@ -204,13 +207,19 @@ function toRequest(config: ProxyConfiguration, method?: string): http.Request {
     let data: http.Body | undefined;
     const d = config.data;
     if (d) {
-        const contentType = Object.entries(config.headers ?? {}).find(([k]) => k.toLowerCase() === 'content-type')?.[1];
+        const contentType = headers.find(([k]) => k.toLowerCase() === 'content-type')?.[1];
         if (typeof d === 'string') {
             data = { tag: 'text', val: utf8(d) };
         } else if (isBinary(d)) {
             data = { tag: 'bytes', val: d instanceof Uint8Array ? d : new Uint8Array(d) };
+        } else if (d instanceof URLSearchParams) {
+            // As axios: the form's text, typed as a form unless the script typed it.
+            if (contentType === undefined) headers.push(['Content-Type', 'application/x-www-form-urlencoded;charset=utf-8']);
+            data = { tag: 'text', val: utf8(d.toString()) };
         } else if (contentType === 'multipart/form-data' && typeof d === 'object') {
             data = { tag: 'multipart', val: Object.entries(d as Record<string, unknown>).map(([k, v]) => [k, String(v)]) };
+        } else if (typeof d === 'object' && contentType !== undefined && contentType.toLowerCase().includes('application/x-www-form-urlencoded')) {
+            data = { tag: 'text', val: utf8(formEncoded(d)) };
         } else {
             const json = jsonBytes(d);
             if (json) data = { tag: 'json', val: json };
@@ -232,6 +241,30 @@ function toRequest(config: ProxyConfiguration, method?: string): http.Request {
         providerConfigKey: text('providerConfigKey', config.providerConfigKey),
         connectionId: text('connectionId', config.connectionId)
     };
+}
+
+/** An object as axios encodes it for a form-urlencoded request: nested
+ * keys in brackets (`a[b]=c`), a top-level array of plain values as
+ * `key[]`, other arrays by index, dates as ISO text, null as empty,
+ * undefined left out. */
+function formEncoded(data: object): string {
+    const out = new URLSearchParams();
+    const name = (path: string[]) => path[0] + path.slice(1).map((p) => `[${p}]`).join('');
+    const plain = (v: unknown) => v instanceof Date ? v.toISOString() : v === null ? '' : String(v);
+    const visit = (value: unknown, path: string[]): void => {
+        if (value === undefined) return;
+        if (value !== null && typeof value === 'object' && !(value instanceof Date)) {
+            if (Array.isArray(value) && path.length === 1 && value.every((v) => v === null || typeof v !== 'object' || v instanceof Date)) {
+                for (const v of value) if (v !== undefined && v !== null) out.append(`${path[0]}[]`, plain(v));
+                return;
+            }
+            for (const [k, v] of Object.entries(value)) visit(v, [...path, k]);
+            return;
+        }
+        out.append(name(path), plain(value));
+    };
+    for (const [k, v] of Object.entries(data)) visit(v, [k]);
+    return out.toString();
 }
 
 /** A configuration field that is text: a number is taken as its text,
@@ -397,14 +430,19 @@ export class NangoAction {
             if (page === undefined) return undefined;
             const items = fromJson(page.items) as T[];
             const onPage = (config.paginate as { on_page?: unknown } | undefined)?.on_page;
+            // As the original: `on_page` runs once the script has taken the
+            // page and asks for the next (a script that saves its resume
+            // point there has saved the page first).
+            let seen: { nextPageParam: unknown; response: unknown } | undefined;
             if (typeof onPage === 'function') {
                 const last = pages.lastPage();
-                await onPage({
+                seen = {
                     nextPageParam: last ? (fromJson(last.nextPageParam) ?? undefined) : page.next,
                     response: last ? toAxios(last.response, config) : undefined
-                });
+                };
             }
             yield items;
+            if (seen && typeof onPage === 'function') await onPage(seen);
         }
     }
 
@@ -450,12 +488,13 @@ export class NangoAction {
         if (count === 0) return;
         let level: logging.Level = 'info';
         const last = args[count - 1];
-        if (count > 1 && last && typeof last === 'object' && !Array.isArray(last) && 'level' in last) {
+        if (last && typeof last === 'object' && !Array.isArray(last) && 'level' in last) {
             level = LEVELS[String((last as { level: unknown }).level)] ?? 'info';
             count--;
         }
         // Indexing, not destructuring: an interpreter runs the iterator protocol for that.
-        const message = args[0];
+        // A level object alone leaves no message (the original logs `undefined`).
+        const message = count > 0 ? args[0] : undefined;
         const payload = count > 1 ? args[1] : undefined;
         const text = typeof message === 'string' ? message : safeStringify(message);
         let meta: Uint8Array | undefined;
@@ -520,8 +559,8 @@ export class NangoAction {
     async tryAcquireLock({ key, ttlMs }: { key: string; ttlMs: number }): Promise<boolean> {
         if (!key || key.length > 255) throw new SDKError('invalid_request', 'lock key must be 1 to 255 characters');
         if (!(ttlMs > 0)) throw new SDKError('invalid_request', 'lock ttlMs must be positive');
-        const until = this.locks.get(key);
-        if (until !== undefined && until > Date.now()) return false;
+        // Every lock here is this execution's own: as the original's same
+        // owner, it re-acquires (and renews) it.
         this.locks.set(key, Date.now() + ttlMs);
         return true;
     }
@@ -945,6 +984,11 @@ function scriptError(e: unknown): unknown {
             } catch {
                 // Past the log budget: the error still goes back.
             }
+        }
+        const code = (e as { code?: unknown }).code;
+        if (typeof code === 'string' || typeof code === 'number') {
+            // The original's payload keeps the error's code.
+            return { tag: 'internal', val: safeStringify({ name: e.name, code: String(code), message: e.message }) };
         }
         return { tag: 'internal', val: head };
     }

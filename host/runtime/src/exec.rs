@@ -763,13 +763,27 @@ pub(crate) fn failure_from(error: ScriptError) -> ScriptFailure {
             status: 500,
             upstream_response: None,
         },
-        ScriptError::Internal(message) => ScriptFailure {
-            error_type: "script_internal_error".into(),
-            payload: error_payload(&message),
-            message,
-            status: 500,
-            upstream_response: None,
-        },
+        ScriptError::Internal(message) => {
+            let payload = error_payload(&message);
+            // An error thrown with a code comes as its JSON; it reads as
+            // any other error, `Name: message`.
+            let message = match serde_json::from_str::<Value>(&message) {
+                Ok(Value::Object(e)) => match (e.get("name"), e.get("message")) {
+                    (Some(Value::String(name)), Some(Value::String(text))) => {
+                        format!("{name}: {text}")
+                    }
+                    _ => message,
+                },
+                _ => message,
+            };
+            ScriptFailure {
+                error_type: "script_internal_error".into(),
+                payload,
+                message,
+                status: 500,
+                upstream_response: None,
+            }
+        }
     }
 }
 

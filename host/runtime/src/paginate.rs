@@ -243,7 +243,7 @@ impl Paginator {
             return Ok(None);
         }
         // What a script's `on_page` sees as `nextPageParam`: the cursor as
-        // read, the link, or the offset as a number.
+        // read, the link, or (as the original) the offset of this page.
         let mut next_param = Value::Null;
         let next = match &mut self.strategy {
             Strategy::Cursor { name, path } => {
@@ -314,8 +314,9 @@ impl Paginator {
                     self.done = true;
                     None
                 } else {
-                    *next = next.saturating_add(if *per_page { 1 } else { len as u64 });
+                    // The original's `on_page` gets this page's offset.
                     next_param = Value::from(*next);
+                    *next = next.saturating_add(if *per_page { 1 } else { len as u64 });
                     Some(next.to_string())
                 }
             }

@@ -6,6 +6,11 @@ export default async function runAction(nango: NangoAction, input: FailInput): P
             throw new nango.ActionError({ message: 'the item is locked', code: 'locked', retryable: false });
         case 'error':
             throw new TypeError('something broke');
+        case 'coded': {
+            const e = new Error('custom msg') as Error & { code: string };
+            e.code = 'MY_CODE';
+            throw e;
+        }
         case 'network':
             await nango.get({ endpoint: '/x', baseUrlOverride: 'http://127.0.0.1:1' });
             throw new Error('unreachable');

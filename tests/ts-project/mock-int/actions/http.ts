@@ -15,6 +15,34 @@ export default async function runAction(nango: NangoAction, input: HttpInput): P
     out['delete'] = (await nango.delete({ endpoint: '/echo' })).data;
     out['proxy'] = (await nango.proxy({ method: 'POST', endpoint: '/echo', params: 'raw=1&x=2', data: { c: 3 } })).data;
     out['text'] = (await nango.get({ endpoint: '/echo', responseType: 'text' })).data;
+    // Forms as axios sends them; headers without a value are not sent.
+    out['form'] = (
+        await nango.post({
+            endpoint: '/echo',
+            data: { grant_type: 'x', 'a b': 'c&d', nested: { k: 1 }, list: [1, 2], nil: null, gone: undefined },
+            headers: { 'Content-Type': 'application/x-www-form-urlencoded', 'X-Trace': undefined as unknown as string }
+        })
+    ).data;
+    out['searchParams'] = (await nango.post({ endpoint: '/echo', data: new URLSearchParams({ a: '1', b: 'x y' }) })).data;
+    // `on_page` runs once the page was taken, as the original's.
+    const order: string[] = [];
+    for await (const page of nango.paginate({
+        endpoint: '/items',
+        paginate: {
+            type: 'cursor',
+            cursor_name_in_request: 'cursor',
+            cursor_path_in_response: 'next',
+            response_path: 'items',
+            on_page: async ({ nextPageParam }) => {
+                order.push(`on_page:${String(nextPageParam)}`);
+            }
+        }
+    })) {
+        order.push(`page:${page.length}`);
+    }
+    out['onPage'] = order;
+    out['locks'] = [await nango.tryAcquireLock({ key: 'k', ttlMs: 10000 }), await nango.tryAcquireLock({ key: 'k', ttlMs: 10000 })];
+    await nango.log({ level: 'error' });
     try {
         await nango.get({ endpoint: '/missing' });
     } catch (e) {
