@@ -654,6 +654,21 @@ async fn dryrun_save_records_a_test_json_that_sluice_test_replays() {
         json!({"owner": "acme", "repo": "widgets"})
     );
 
+    // A run that fails saves nothing: the good recording stays (a failed
+    // run's recording replaced it, and its test then failed).
+    let good = std::fs::read(tmp.path().join("github/tests/get-repo.test.json")).unwrap();
+    let (code, out, _) = sluice(&dryrun(
+        "get-repo",
+        Some(r#"{"owner":"","repo":"widgets"}"#),
+    ))
+    .await;
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("Nothing was saved: the run failed"), "{out}");
+    assert_eq!(
+        std::fs::read(tmp.path().join("github/tests/get-repo.test.json")).unwrap(),
+        good
+    );
+
     // The recordings replay: both tests pass, with no network.
     let (code, out, err) = sluice(&args("test", tmp.path(), "zero-project")).await;
     assert_eq!(code, 0, "out: {out}\nerr: {err}");

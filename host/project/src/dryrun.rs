@@ -239,6 +239,10 @@ pub struct DryRunResult {
     /// Where `--save` wrote the recording.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub saved_fixture: Option<PathBuf>,
+    /// `--save` or `--save-responses` was asked for and the run failed:
+    /// nothing was written.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub save_skipped: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -461,8 +465,12 @@ pub async fn dry_run(
         let path = path.display().to_string();
         move |source| DryRunError::SaveResponses { path, source }
     };
+    // A failed run is not saved: its recording (no records, the calls up
+    // to the failure) would replace a good one with a test that fails.
+    let save = report.outcome.is_ok();
+    let save_skipped = !save && (opts.save_fixture.is_some() || opts.save_responses.is_some());
     let saved_fixture = match &opts.save_fixture {
-        Some(root) => {
+        Some(root) if save => {
             let path = root
                 .join(&conn_ref.provider_config_key)
                 .join("tests")
@@ -470,10 +478,10 @@ pub async fn dry_run(
             write_fixture(&path, &run).map_err(failed_save(&path))?;
             Some(path)
         }
-        None => None,
+        _ => None,
     };
     let saved_mocks = match &opts.save_responses {
-        Some(root) => {
+        Some(root) if save => {
             let dir = root.join(&conn_ref.provider_config_key).join("mocks");
             let mocks = Mocks {
                 dir: &dir,
@@ -483,7 +491,7 @@ pub async fn dry_run(
             mocks.write(&run).map_err(failed_save(&dir))?;
             Some(dir)
         }
-        None => None,
+        _ => None,
     };
 
     let mut seen = records.models();
@@ -520,6 +528,7 @@ pub async fn dry_run(
         fuel_consumed: report.fuel_consumed,
         saved_mocks,
         saved_fixture,
+        save_skipped,
     })
 }
 
@@ -598,6 +607,12 @@ pub fn render(result: &DryRunResult, out: &mut dyn Write) -> std::io::Result<()>
             out,
             "Saved the run as a test recording in {}",
             path.display()
+        )?;
+    }
+    if result.save_skipped {
+        writeln!(
+            out,
+            "Nothing was saved: the run failed (a recording of it would replace the one there)"
         )?;
     }
     Ok(())
