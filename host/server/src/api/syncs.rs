@@ -462,7 +462,15 @@ pub struct FrequencyBody {
     sync_variant: Option<String>,
     provider_config_key: String,
     connection_id: String,
+    /// Required, `null` included (a body without it reset the frequency).
+    #[serde(deserialize_with = "nullable")]
     frequency: Option<String>,
+}
+
+/// An `Option` whose key must be present (serde lets a missing one be
+/// `None`).
+fn nullable<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Option::<String>::deserialize(d)
 }
 
 /// `PUT /sync/update-connection-frequency`: the connection's own
