@@ -1170,6 +1170,34 @@ async fn client_errors_are_json_errors_naming_the_problem_and_a_reimport_keeps_m
         );
     }
 
+    // Credentials in their own shape (as connections.yaml and `GET
+    // /connection` show them) import as the top-level fields do; they were
+    // refused as lacking the token they held.
+    let (status, body) = dev
+        .send(
+            "POST",
+            "/connection",
+            Some(json!({
+                "provider_config_key": "hubspot",
+                "connection_id": "shaped",
+                "credentials": {"type": "OAUTH2", "access_token": "in-credentials"},
+            })),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = dev
+        .send(
+            "GET",
+            "/connection/shaped?provider_config_key=hubspot",
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["credentials"]["access_token"], "in-credentials",
+        "{body}"
+    );
+
     // `include` as the original's API and SDK send it: repeated, or a list.
     for query in [
         "include=webhook&include=credentials",

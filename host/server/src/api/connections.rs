@@ -33,7 +33,9 @@ fn text(body: &Map<String, Value>, key: &str) -> Option<String> {
 
 fn required(body: &Map<String, Value>, key: &str, mode: &str) -> ApiResult<String> {
     text(body, key).ok_or_else(|| {
-        ApiError::invalid_body(format!("a {mode} connection needs a string `{key}`"))
+        ApiError::invalid_body(format!(
+            "{mode} connections need a string `{key}` (in the body, or in its `credentials`)"
+        ))
     })
 }
 
@@ -48,6 +50,29 @@ fn optional_text(body: &Map<String, Value>, key: &str) -> ApiResult<Option<Strin
             "`{key}` must be a string, got {other}"
         ))),
     }
+}
+
+/// The body with the fields of its `credentials` object, when it has one
+/// in the credentials' own shape (as `connections.yaml` and `GET
+/// /connection` show them: `{type, access_token}`, `{type, apiKey}`,
+/// `{type, token}`…), where the body does not give them itself: the
+/// original's import takes them at the top only, and a body with them in
+/// `credentials` was refused as lacking them.
+fn with_credentials(body: &Map<String, Value>) -> std::borrow::Cow<'_, Map<String, Value>> {
+    let Some(Value::Object(given)) = body.get("credentials") else {
+        return std::borrow::Cow::Borrowed(body);
+    };
+    let mut out = body.clone();
+    for (k, v) in given {
+        let key = match k.as_str() {
+            "type" => continue,
+            "apiKey" => "api_key",
+            "token" => "access_token",
+            other => other,
+        };
+        out.entry(key.to_string()).or_insert_with(|| v.clone());
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// The credentials a `POST /connection` body carries, by auth mode.
@@ -187,7 +212,7 @@ pub async fn create(
         .map(str::to_string)
         .or_else(|| app.providers.get(&integration.provider)?.auth_mode.clone())
         .unwrap_or_default();
-    let creds: Credentials = serde_json::from_value(credentials(&mode, &body)?)
+    let creds: Credentials = serde_json::from_value(credentials(&mode, &with_credentials(&body))?)
         .map_err(|e| ApiError::invalid_body(format!("invalid credentials: {e}")))?;
     // A re-import that leaves out `metadata` or `connection_config` keeps
     // the stored ones (it is usually new credentials); `null` clears them.
