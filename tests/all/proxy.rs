@@ -291,8 +291,8 @@ async fn hosts_outside_the_allowlist_are_refused() {
     };
     assert_eq!(failure.error_type, "egress_denied");
     assert!(
-        failure.message.contains("`localhost`"),
-        "{}",
+        failure.message.contains(&format!("`localhost:{port}`")),
+        "the refused host is named with its port: {}",
         failure.message
     );
     assert!(

@@ -416,7 +416,16 @@ fn run_init(args: InitArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
         args.dir.display(),
         args.dir.join("mock-api.yaml").display()
     )?;
-    writeln!(out, "and: sluice test --dir {}", args.dir.display())?;
+    if args.yaml {
+        // The older layout's tests replay mocks a dry run records.
+        writeln!(
+            out,
+            "record its mocks with --save-responses added, then: sluice test --dir {}",
+            args.dir.display()
+        )?;
+    } else {
+        writeln!(out, "and: sluice test --dir {}", args.dir.display())?;
+    }
     Ok(0)
 }
 
@@ -511,6 +520,14 @@ async fn run_test(args: TestArgs, out: &mut dyn Write, err: &mut dyn Write) -> a
         environment: args.environment,
     };
     let outcomes = test::run_tests(&options, out, err).await?;
+    if outcomes.is_empty() {
+        writeln!(
+            err,
+            "no recorded tests were found: record them with `sluice dryrun <script> <connection> --save` \
+             (zero-yaml: <integration>/tests/<script>.test.json) or `--save-responses` \
+             (nango.yaml: <integration>/mocks/)"
+        )?;
+    }
     Ok(if outcomes.iter().all(|o| o.failure.is_none()) {
         0
     } else {

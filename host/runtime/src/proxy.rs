@@ -636,7 +636,8 @@ fn egress_check(
     if egress_allowed(url, provider_host, allowed) {
         return Ok(());
     }
-    let host = url.host_str().unwrap_or("");
+    // With its port: the provider's host on another port is refused too.
+    let host = host_port(url).unwrap_or_else(|| url.host_str().unwrap_or("").to_string());
     let message = match provider_host {
         ProviderHost::NotPublic(own) if host_port(url).as_ref() == Some(own) => format!(
             "requests to host `{host}` are not allowed: the connection's configuration chose the provider's host, and it is not a public address (loopback, private, link-local…); only the environment's allowed_hosts may name such a host"
@@ -1304,19 +1305,22 @@ fn network_error(e: reqwest::Error) -> NangoError {
         }
         source = s.source();
     }
-    let kind = if e.is_timeout() {
-        "ETIMEDOUT"
-    } else if e.is_connect() {
-        "ECONNREFUSED"
-    } else {
-        "ECONNRESET"
-    };
     let mut source: &dyn std::error::Error = &e;
     let mut message = e.to_string();
     while let Some(s) = source.source() {
         message = format!("{message}: {s}");
         source = s;
     }
+    let kind = if e.is_timeout() {
+        "ETIMEDOUT"
+    } else if e.is_connect() && message.contains("dns error") {
+        // Node's code for a name that does not resolve.
+        "ENOTFOUND"
+    } else if e.is_connect() {
+        "ECONNREFUSED"
+    } else {
+        "ECONNRESET"
+    };
     nango_error("script_network_error", format!("{kind}: {message}"))
 }
 
