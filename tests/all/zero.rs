@@ -93,10 +93,10 @@ import { createAction } from 'nango';
 export default createAction({
     description: 'Shares its name with the issues sync',
     version: '1.0.0',
-    input: z.object({}),
-    output: z.object({ kind: z.string() }),
+    input: z.any(),
+    output: z.object({ kind: z.string(), input: z.any() }),
 
-    exec: async () => ({ kind: 'the issues action' })
+    exec: async (_nango, input) => ({ kind: 'the issues action', input: input === undefined ? 'undefined' : input })
 });
 "#;
 
@@ -574,7 +574,22 @@ async fn a_deployed_zero_yaml_sync_keeps_its_checkpoint_between_runs_and_deletes
         )
         .await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body, json!({"kind": "the issues action"}));
+    assert_eq!(
+        body,
+        json!({"kind": "the issues action", "input": "undefined"}),
+        "an input of {{}} is undefined, as the original's"
+    );
+    // A missing input is `null`, as the original's (its JSON round trip).
+    let (status, body) = dev
+        .send_as(
+            conn,
+            "POST",
+            "/action/trigger",
+            Some(json!({"action_name": "issues"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["input"], Value::Null, "{body}");
 }
 
 const CONNECTIONS: &str = "connections:\n    - connection_id: demo\n      provider_config_key: github\n      provider: github\n      credentials:\n          type: OAUTH2\n          access_token: demo-token\n      metadata:\n          owner: acme\n          repo: widgets\n";

@@ -406,8 +406,11 @@ pub async fn run_action_for(
             ));
         }
     }
+    // A `null` input is passed on: `POST /action/trigger` without an
+    // input gives the script `null`, as the original's (its JSON round
+    // trip); no input at all (a `/v1` GET without a query) is `undefined`.
     let call = Call::Action {
-        input: input.filter(|v| !v.is_null()).map(|v| v.to_string()),
+        input: input.map(|v| v.to_string()),
     };
     let exec = catalog.execution(name, conn.clone(), call, false);
     let report = running
