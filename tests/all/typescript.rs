@@ -468,6 +468,10 @@ async fn action_errors_reach_the_caller_with_their_payload_and_other_failures_ar
     let f = failure(h.ts_action("fail", json!({"how": "network"})).await);
     assert_eq!(f.error_type, "script_network_error");
     assert!(f.message.starts_with("ECONNREFUSED"), "{}", f.message);
+    // The payload is the axios error's, as the original's.
+    assert_eq!(f.payload["name"], "AxiosError", "{}", f.payload);
+    assert_eq!(f.payload["code"], "ECONNREFUSED", "{}", f.payload);
+    assert_eq!(f.payload["message"], f.message.as_str());
 }
 
 #[tokio::test]

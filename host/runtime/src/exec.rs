@@ -758,8 +758,8 @@ pub(crate) fn failure_from(error: ScriptError) -> ScriptFailure {
         }
         ScriptError::Network(message) => ScriptFailure {
             error_type: "script_network_error".into(),
+            payload: network_payload(&message),
             message,
-            payload: Value::Null,
             status: 500,
             upstream_response: None,
         },
@@ -784,6 +784,20 @@ pub(crate) fn failure_from(error: ScriptError) -> ScriptFailure {
                 upstream_response: None,
             }
         }
+    }
+}
+
+/// The original's payload of an uncaught network failure, the axios
+/// error's `{name, code, message}` (the code leads the message:
+/// `ECONNREFUSED: …`).
+fn network_payload(message: &str) -> Value {
+    let code = message
+        .split_once(": ")
+        .map(|(code, _)| code)
+        .filter(|c| c.len() > 1 && c.starts_with('E') && c.bytes().all(|b| b.is_ascii_uppercase()));
+    match code {
+        Some(code) => serde_json::json!({"name": "AxiosError", "code": code, "message": message}),
+        None => serde_json::json!({"name": "AxiosError", "message": message}),
     }
 }
 
