@@ -442,6 +442,8 @@ pub async fn dry_run(
     };
     let mut exec = Execution::new(script_name.clone(), conn_ref.clone(), call);
     exec.validation = target.validation.clone();
+    // As the original's CLI dry run: a record given twice keeps its last.
+    exec.duplicates_keep_last = true;
     exec.sync = SyncRun {
         last_sync_date: opts.last_sync_date,
         variant: opts.variant.clone().unwrap_or_else(|| "base".into()),

@@ -114,6 +114,10 @@ pub struct Execution {
     pub clock: Option<DateTime<Utc>>,
     /// Checks of records and action input/output against the models.
     pub validation: Option<ScriptValidation>,
+    /// A record id given twice in one `batchSave` chunk keeps its last
+    /// occurrence (the original's CLI dry run) instead of its first (the
+    /// original's platform).
+    pub duplicates_keep_last: bool,
     /// How many `triggerAction`s led here.
     pub(crate) depth: u32,
     /// What the calling execution has left, for an action a script
@@ -140,6 +144,7 @@ impl Execution {
             activity_log_id: uuid::Uuid::new_v4().to_string(),
             clock: None,
             validation: None,
+            duplicates_keep_last: false,
             depth: 0,
             within: None,
         }

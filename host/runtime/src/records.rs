@@ -258,23 +258,32 @@ pub fn prepare_chunk(
             (json, hash)
         })
         .collect();
-    prepare_hashed_chunk(hashed, first_index)
+    prepare_hashed_chunk(hashed, first_index, false)
 }
 
 /// [`prepare_chunk`] of records whose [`data_hash`] is known.
+/// A duplicate id keeps its first record, or (`keep_last`) its last, in
+/// the first's place.
 pub fn prepare_hashed_chunk(
     records: Vec<(Map<String, Value>, String)>,
     first_index: usize,
+    keep_last: bool,
 ) -> Result<(Vec<Incoming>, Vec<String>), RecordError> {
-    let mut seen = std::collections::HashSet::with_capacity(records.len());
-    let mut out = Vec::with_capacity(records.len());
+    let mut seen: std::collections::HashMap<String, usize> =
+        std::collections::HashMap::with_capacity(records.len());
+    let mut out: Vec<Incoming> = Vec::with_capacity(records.len());
     let mut duplicates = Vec::new();
     for (i, (json, hash)) in records.into_iter().enumerate() {
         let external_id = external_id(&json, first_index + i)?;
-        if !seen.insert(external_id.clone()) {
+        if let Some(&at) = seen.get(&external_id) {
+            if keep_last {
+                out[at].json = json;
+                out[at].hash = hash;
+            }
             duplicates.push(external_id);
             continue;
         }
+        seen.insert(external_id.clone(), out.len());
         out.push(Incoming {
             external_id,
             json,
@@ -986,6 +995,19 @@ mod tests {
             prepare_chunk(objs(json!([{"id": 1, "v": "a"}, {"id": 1, "v": "b"}])), 0).unwrap();
         assert_eq!(chunk.len(), 1);
         assert_eq!(chunk[0].json["v"], "a");
+        assert_eq!(dups, vec!["1".to_string()]);
+        // The CLI dry run's rule: the last occurrence, in the first's place.
+        let hashed = objs(json!([{"id": 1, "v": "a"}, {"id": 2}, {"id": 1, "v": "b"}]))
+            .into_iter()
+            .map(|m| {
+                let h = data_hash(&m);
+                (m, h)
+            })
+            .collect();
+        let (chunk, dups) = prepare_hashed_chunk(hashed, 0, true).unwrap();
+        assert_eq!(chunk.len(), 2);
+        assert_eq!(chunk[0].json["v"], "b");
+        assert_eq!(chunk[0].hash, data_hash(&chunk[0].json));
         assert_eq!(dups, vec!["1".to_string()]);
     }
 

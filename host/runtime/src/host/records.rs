@@ -222,15 +222,20 @@ impl HostState {
         while iter.peek().is_some() {
             let chunk: Vec<_> = iter.by_ref().take(CHUNK_SIZE).collect();
             let len = chunk.len();
-            let (chunk, duplicates) = match prepare_hashed_chunk(chunk, first_index) {
+            let keep_last = self.exec.duplicates_keep_last;
+            let (chunk, duplicates) = match prepare_hashed_chunk(chunk, first_index, keep_last) {
                 Ok(prepared) => prepared,
                 Err(e) => return Err(self.keep_merging(full, merging, e)),
             };
             for id in duplicates {
-                self.internal_log(
-                    LogLevel::Warn,
-                    format!("Found duplicate key '{id}' for model {full}. The record was ignored."),
-                );
+                let message = if keep_last {
+                    format!(
+                        "batchSave detected duplicate records for ID: {id}. Keeping the last occurrence."
+                    )
+                } else {
+                    format!("Found duplicate key '{id}' for model {full}. The record was ignored.")
+                };
+                self.internal_log(LogLevel::Warn, message);
             }
             let written = self
                 .services
