@@ -243,6 +243,23 @@ async fn syncs_run_on_their_schedule_pause_resume_change_frequency_and_never_ove
     assert_eq!((code, &out), (200, &json!({"frequency": "every 30s"})));
     up.wait_runs(slow_at + 2, Duration::from_secs(10)).await;
 
+    // A sync named by neither a name nor `{name, variant}` is refused
+    // saying what a sync name is.
+    let (code, out) = c
+        .send(
+            "POST",
+            "/sync/trigger",
+            Some(json!({"syncs": [{"name": "contacts"}], "provider_config_key": "hubspot"})),
+        )
+        .await;
+    assert_eq!(code, 400, "{out}");
+    assert!(
+        out["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("name::variant"),
+        "{out}"
+    );
     // Bad frequencies and unknown names are refused, naming the problem;
     // so is a body without `frequency` (it reset the frequency).
     let (code, out) = c

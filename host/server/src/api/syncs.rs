@@ -19,7 +19,10 @@ use crate::runner::{SYNC_STATE, SYNC_VARIANTS, SyncMode, SyncState, sync_id, syn
 use crate::scheduler::interval;
 
 #[derive(Deserialize)]
-#[serde(untagged)]
+#[serde(
+    untagged,
+    expecting = "each of `syncs` to be a sync's name (`name` or `name::variant`) or `{\"name\", \"variant\"}`"
+)]
 pub enum SyncName {
     Name(String),
     Variant { name: String, variant: String },
