@@ -2025,3 +2025,81 @@ async fn a_first_start_that_cannot_listen_keeps_the_keys_for_the_next() {
     assert_eq!(status, 200, "{body}");
     server.stop().await;
 }
+
+/// A lost or leaked key is replaced at a start (`--new-key dev`): the new
+/// key (the one given, or a generated one, shown once) reaches the
+/// environment and its data, the old one gets 401; a key given for an
+/// environment that has another is not taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_environments_secret_key_is_replaced_at_a_start_that_asks_for_it() {
+    let data = tempfile::tempdir().unwrap();
+    let master = MasterKey::generate();
+    let server = start(data.path(), &master, "http://127.0.0.1:9").await;
+    let dev = Client::new(&server, DEV_KEY);
+    let (status, body) = dev
+        .send(
+            "POST",
+            "/integrations",
+            Some(json!({"unique_key": "crm", "provider": "hubspot"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    server.stop().await;
+
+    let restart = |new_keys: Vec<String>, dev_key: Option<&str>| {
+        let mut config = ServerConfig::new(data.path(), "127.0.0.1:0".parse().unwrap());
+        config.new_keys = new_keys;
+        let keys = [
+            ("dev".to_string(), dev_key.map(str::to_string)),
+            ("prod".to_string(), None),
+        ];
+        let master = master.clone();
+        async move {
+            Server::start(config, master, ProviderCatalog::builtin().unwrap(), &keys)
+                .await
+                .unwrap()
+        }
+    };
+    // A key given without asking for a new one changes nothing.
+    let (server, shown) = restart(Vec::new(), Some("not-the-key")).await;
+    assert!(shown.is_empty(), "{shown:?}");
+    assert_eq!(
+        Client::new(&server, "not-the-key")
+            .send("GET", "/integrations", None)
+            .await
+            .0,
+        401
+    );
+    server.stop().await;
+
+    let (server, shown) = restart(vec!["dev".into()], Some("the-new-dev-key")).await;
+    assert_eq!(shown, [("dev".to_string(), "the-new-dev-key".to_string())]);
+    let (status, _) = Client::new(&server, DEV_KEY)
+        .send("GET", "/integrations", None)
+        .await;
+    assert_eq!(status, 401, "the old key still works");
+    let (status, body) = Client::new(&server, "the-new-dev-key")
+        .send("GET", "/integrations/crm", None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    server.stop().await;
+
+    // Generated when none is given; it holds after another restart.
+    let (server, shown) = restart(vec!["dev".into()], None).await;
+    let generated = shown[0].1.clone();
+    assert_ne!(generated, "the-new-dev-key");
+    server.stop().await;
+    let (server, _) = restart(Vec::new(), None).await;
+    let (status, body) = Client::new(&server, &generated)
+        .send("GET", "/integrations/crm", None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        Client::new(&server, "the-new-dev-key")
+            .send("GET", "/integrations", None)
+            .await
+            .0,
+        401
+    );
+    server.stop().await;
+}

@@ -103,6 +103,11 @@ struct ServeArgs {
     /// The URL clients reach this server at (for webhook URLs).
     #[arg(long, env = "SLUICE_PUBLIC_URL")]
     public_url: Option<String>,
+    /// Give this environment a new secret key at this start (repeatable):
+    /// NANGO_SECRET_KEY_<ENV> if set, else a new random one, printed once;
+    /// the old key stops working. For a lost or leaked key.
+    #[arg(long = "new-key", value_name = "ENV", value_parser = ["dev", "prod"])]
+    new_keys: Vec<String>,
     /// Also deploy the bundled example against a mock of its API, create
     /// its connection, run its sync once and print what to try next.
     #[arg(long)]
@@ -655,6 +660,7 @@ async fn run_serve(args: ServeArgs, out: &mut dyn Write) -> anyhow::Result<i32> 
     let mut config = sluice_server::ServerConfig::new(&args.data, args.listen);
     config.public_url = args.public_url;
     config.cache_max_bytes = args.cache_max;
+    config.new_keys = args.new_keys;
     config.store = match args.store.as_str() {
         "sled" => sluice_server::StoreKind::Sled,
         "redb" => sluice_server::StoreKind::Redb,
@@ -682,7 +688,7 @@ async fn run_serve(args: ServeArgs, out: &mut dyn Write) -> anyhow::Result<i32> 
             for (env, key) in created {
                 writeln!(
                     out,
-                    "Created environment `{env}`; its secret key (shown once): {key}"
+                    "Environment `{env}` has a new secret key (shown once): {key}"
                 )?;
             }
             out.flush()

@@ -118,7 +118,7 @@ pub async fn run(
                 } else {
                     writeln!(
                         out,
-                        "Created environment `{env}`; its secret key (shown once): {key}\n"
+                        "Environment `{env}` has a new secret key (shown once): {key}\n"
                     )?;
                 }
             }

@@ -70,6 +70,10 @@ pub struct ServerConfig {
     pub log_retention_bytes: u64,
     /// How often the retention is enforced.
     pub log_retention_every: Duration,
+    /// Environments given a new secret key at this start (the one
+    /// `initial_keys` names for them, else a new random one; the old key
+    /// stops working): for a lost or leaked key.
+    pub new_keys: Vec<String>,
 }
 
 /// Which embedded database backs the store. Both sit behind the same
@@ -166,6 +170,7 @@ impl ServerConfig {
             log_retention_age: Duration::from_secs(14 * 24 * 3600),
             log_retention_bytes: 1 << 30,
             log_retention_every: Duration::from_secs(60),
+            new_keys: Vec::new(),
         }
     }
 }

@@ -170,8 +170,36 @@ impl Server {
             .store
             .open(&config.data_dir)
             .map_err(ServerError::Open)?;
-        let (store, created) = Store::open(backend, master, initial_keys).await?;
+        let (store, mut created) = Store::open(backend, master, initial_keys).await?;
+        // New keys asked for (an environment created just now has one).
+        let replace: Vec<(String, Option<String>)> = config
+            .new_keys
+            .iter()
+            .filter(|name| !created.iter().any(|(n, _)| n == *name))
+            .map(|name| {
+                let given = initial_keys
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .and_then(|(_, k)| k.clone());
+                (name.clone(), given)
+            })
+            .collect();
+        let (store, replaced) = store.replace_secret_keys(&replace).await?;
+        created.extend(replaced);
         announce(&created).map_err(ServerError::Announce)?;
+        // A key given for an environment that has another is not taken
+        // (keys are set at the first start, or with `new_keys`): said, so
+        // a 401 with it is not a mystery.
+        for (name, given) in initial_keys {
+            if let (Some(key), Some(env)) = (given, store.environment(name))
+                && !created.iter().any(|(n, _)| n == name)
+                && store.environment_by_key(key).map(|e| e.id()) != Some(env.id())
+            {
+                eprintln!(
+                    "sluice: the secret key given for environment `{name}` is not its key; it is ignored (an environment takes its key at its first start; give it a new one with --new-key {name})"
+                );
+            }
+        }
         let mut runtime_config = RuntimeConfig::new(config.data_dir.join("cache"));
         runtime_config.cache_max_bytes = config.cache_max_bytes;
         // A nested `triggerAction` runs in its own instance without a

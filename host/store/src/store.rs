@@ -306,6 +306,71 @@ impl Store {
         self.envs.to_vec()
     }
 
+    /// Gives each named environment a new secret key — the one given, or a
+    /// new random one — in one atomic write, and returns the store as it
+    /// now is with the keys set (to show once): the old keys stop
+    /// authenticating. For a lost or leaked key; whoever holds the data
+    /// directory and the master key may do it.
+    pub async fn replace_secret_keys(
+        self,
+        replace: &[(String, Option<String>)],
+    ) -> Result<(Store, Vec<(String, String)>), StoreError> {
+        let master = self.shared.master();
+        let mut hashes: Vec<(String, [u8; 32])> = self
+            .envs
+            .iter()
+            .map(|e| (e.name().to_string(), e.inner.secret_hash))
+            .collect();
+        let mut ops = Vec::new();
+        let mut out = Vec::new();
+        for (name, given) in replace {
+            let env = self.environment(name).ok_or_else(|| {
+                StoreError::Invalid(format!(
+                    "there is no environment `{name}` to give a new key"
+                ))
+            })?;
+            let secret = match given {
+                Some(k) if k.trim().is_empty() => {
+                    return Err(StoreError::Invalid(format!(
+                        "the secret key given for environment `{name}` is empty"
+                    )));
+                }
+                Some(k) => k.clone(),
+                None => Uuid::new_v4().to_string(),
+            };
+            let hash = sha256(secret.as_bytes());
+            if hashes.iter().any(|(n, h)| n != name && *h == hash) {
+                return Err(StoreError::Invalid(format!(
+                    "environment `{name}` is given the same secret key as another environment"
+                )));
+            }
+            for (n, h) in hashes.iter_mut() {
+                if n == name {
+                    *h = hash;
+                }
+            }
+            let ring = env.inner.keyring.read().await;
+            let mut row = env.row(&master, &ring)?;
+            row.secret_key_sha256 = hex(&hash);
+            ops.push(env_row_op(&row)?);
+            ops.push(crate::env::seal_secret_op(
+                &ring,
+                keys::env(env.id()),
+                SECRET_KEY,
+                &secret,
+            )?);
+            out.push((name.clone(), secret));
+        }
+        if ops.is_empty() {
+            return Ok((self, out));
+        }
+        self.shared.backend.apply(ops).await?;
+        let backend = Arc::clone(&self.shared.backend);
+        drop(self);
+        let (store, _) = Store::open(backend, master, &[]).await?;
+        Ok((store, out))
+    }
+
     /// Re-wraps every environment's data keys with `new_master` in one
     /// atomic write; from then on the store opens only with `new_master`.
     /// Keep the new key safe before calling: after this returns the old one

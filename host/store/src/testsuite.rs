@@ -62,6 +62,7 @@ macro_rules! backend_tests {
         $crate::backend_tests!(@cases $make;
             environments_are_created_once,
             secret_keys_authenticate_their_environment,
+            secret_keys_can_be_replaced,
             wrong_master_key_is_refused,
             unreadable_metadata_is_refused,
             environments_are_isolated,
@@ -556,6 +557,57 @@ pub async fn secret_keys_authenticate_their_environment(b: &Reopen) {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("same secret key"), "{err}");
+}
+
+/// A lost or leaked key is replaced: the new one authenticates (after a
+/// reopen too) and signs, the old one no longer does, the data stays.
+pub async fn secret_keys_can_be_replaced(b: &Reopen) {
+    let master = MasterKey::generate();
+    let (store, created) = Store::open(b.open(), master.clone(), &initial())
+        .await
+        .unwrap();
+    let created: BTreeMap<_, _> = created.into_iter().collect();
+    dev(&store)
+        .put_connection(&connection("github", "c1", "tok-1"))
+        .await
+        .unwrap();
+    let err = match store
+        .replace_secret_keys(&[("dev".into(), Some("prod-secret-given".into()))])
+        .await
+    {
+        Ok(_) => panic!("a key another environment has was accepted"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("same secret key"), "{err}");
+    let (store, _) = Store::open(b.open(), master.clone(), &initial())
+        .await
+        .unwrap();
+    let (store, replaced) = store
+        .replace_secret_keys(&[("dev".into(), None)])
+        .await
+        .unwrap();
+    let new = &replaced[0].1;
+    assert_eq!(replaced[0].0, "dev");
+    assert_ne!(new, &created["dev"]);
+    assert!(store.environment_by_key(&created["dev"]).is_none());
+    assert_eq!(store.environment_by_key(new).unwrap().name(), "dev");
+    drop(store);
+    let (store, _) = Store::open(b.open(), master, &initial()).await.unwrap();
+    assert!(store.environment_by_key(&created["dev"]).is_none());
+    let env = store.environment_by_key(new).unwrap();
+    assert_eq!(env.name(), "dev");
+    assert_eq!(
+        env.secret(crate::SECRET_KEY).await.unwrap().as_deref(),
+        Some(new.as_str())
+    );
+    assert!(env.connection("github", "c1").await.unwrap().is_some());
+    assert_eq!(
+        store
+            .environment_by_key("prod-secret-given")
+            .unwrap()
+            .name(),
+        "prod"
+    );
 }
 
 pub async fn wrong_master_key_is_refused(b: &Reopen) {
