@@ -841,9 +841,28 @@ async fn migrate_to_zero_yaml_converts_the_yaml_example_which_then_compiles_and_
     assert_eq!(std::fs::read_to_string(&sync_file).unwrap(), broken);
 
     std::fs::write(&sync_file, &original).unwrap();
+    // The sync's run recorded as mocks, as a nango.yaml project's tests are.
+    let mut record = args("dryrun", dir, "migrated-github");
+    record.splice(
+        1..1,
+        ["github-issue-example".to_string(), "demo".to_string()],
+    );
+    record.extend([
+        "--mock-upstream".to_string(),
+        s(&dir.join("mock-api.yaml")),
+        "--save-responses".to_string(),
+    ]);
+    let (code, out, err) = sluice(&record).await;
+    assert_eq!(code, 0, "out: {out}\nerr: {err}");
     let (code, out, err) = sluice(&args("migrate-to-zero-yaml", dir, "migrated-github")).await;
     assert_eq!(code, 0, "out: {out}\nerr: {err}");
     assert!(out.contains("Migrated 2 scripts"), "{out}");
+    // The recorded sync keeps its test: a test file is written for it,
+    // and its mocks replay.
+    assert!(out.contains("Wrote 1 test file"), "{out}");
+    let (code, tested, err) = sluice(&args("test", dir, "migrated-github")).await;
+    assert_eq!(code, 0, "out: {tested}\nerr: {err}");
+    assert!(tested.ends_with("1 passed, 0 failed\n"), "{tested}");
     assert!(out.contains(".nango/nango.json written"), "{out}");
     assert!(!dir.join("nango.yaml").exists(), "nango.yaml is deleted");
     let index = std::fs::read_to_string(dir.join("index.ts")).unwrap();

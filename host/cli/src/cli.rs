@@ -462,12 +462,20 @@ fn run_migrate(args: MigrateArgs, out: &mut dyn Write, err: &mut dyn Write) -> a
     }
     writeln!(
         out,
-        "Migrated {} script{} and {} helper file{} to the zero-yaml format; wrote models.ts, index.ts, package.json and .nango/, and deleted nango.yaml.",
+        "Migrated {} script{} to the zero-yaml format ({} helper file{} had SDK type imports moved to `nango`); wrote models.ts, index.ts, package.json and .nango/, and deleted nango.yaml.",
         migrated.scripts,
         if migrated.scripts == 1 { "" } else { "s" },
         migrated.helpers,
         if migrated.helpers == 1 { "" } else { "s" },
     )?;
+    if migrated.tests > 0 {
+        writeln!(
+            out,
+            "Wrote {} test file{} (tests/<script>.test.ts) for the scripts recorded in mocks/, which sluice test replays.",
+            migrated.tests,
+            if migrated.tests == 1 { "" } else { "s" },
+        )?;
+    }
     // As the original does, compile the result: this checks it and writes
     // .nango/nango.json.
     let runtime = Runtime::new(options.runtime_config(1))?;

@@ -57,6 +57,9 @@ pub struct Migrated {
     /// Scripts left as they were because their path goes through a
     /// symbolic link (an alias of another integration's folder).
     pub skipped_links: Vec<String>,
+    /// `tests/<script>.test.ts` files written for scripts with recorded
+    /// `mocks/` and no test file, so their recordings are still tested.
+    pub tests: usize,
 }
 
 const GENERATOR: &str = "sluice migrate-to-zero-yaml";
@@ -395,6 +398,155 @@ fn write_file(path: &Path, text: &str) -> Result<(), MigrateError> {
         .map_err(err)
 }
 
+/// A test file of the generated shapes for each script whose recordings
+/// are in the legacy `<integration>/mocks/<script>/` and that has no
+/// `tests/<script>.test.ts`: a zero-yaml project's tests are its test
+/// files, and without one the recordings would no longer be tested (they
+/// are read through the harness's `mocks/` fallback).
+fn legacy_tests(dir: &Path, config: &NangoYaml) -> Vec<(PathBuf, String)> {
+    let mut out = Vec::new();
+    for integration in &config.integrations {
+        let key = &integration.provider_config_key;
+        let folder = dir.join(key);
+        if through_link(dir, &folder) {
+            continue;
+        }
+        let wanted = |name: &str| {
+            let test = folder.join("tests").join(format!("{name}.test.ts"));
+            (folder.join("mocks").join(name).is_dir() && !test.exists()).then_some(test)
+        };
+        for sync in &integration.syncs {
+            if let Some(test) = wanted(&sync.name) {
+                out.push((test, sync_test(key, &sync.name, &sync.output.join(","))));
+            }
+        }
+        for action in &integration.actions {
+            if let Some(test) = wanted(&action.name) {
+                let model = action.output.first().map(String::as_str).unwrap_or("");
+                out.push((test, action_test(key, &action.name, model)));
+            }
+        }
+    }
+    out
+}
+
+/// A single-quoted JavaScript string, as the generated tests write them.
+fn js_single(s: &str) -> String {
+    let escaped = s.replace('\\', "\\\\").replace('\'', "\\'");
+    format!("'{escaped}'")
+}
+
+fn sync_test(key: &str, name: &str, models: &str) -> String {
+    let (name_s, models_s) = (js_single(name), js_single(models));
+    let import = js_single(&format!("../syncs/{name}.js"));
+    format!(
+        r#"import {{ afterEach, vi, expect, it, describe }} from 'vitest';
+
+import createSync from {import};
+
+describe({title}, () => {{
+    const models = {models_s}.split(',');
+
+    const createTestContext = () => {{
+        const nangoMock = new global.vitest.NangoSyncMock({{
+            dirname: __dirname,
+            name: {name_s},
+            Model: {models_s}
+        }});
+
+        return {{
+            nangoMock,
+            batchSaveSpy: vi.spyOn(nangoMock, 'batchSave')
+        }};
+    }};
+
+    afterEach(() => {{
+        vi.clearAllMocks();
+        vi.restoreAllMocks();
+    }});
+
+    it('should get, map correctly the data and batchSave the result', async () => {{
+        const {{ nangoMock, batchSaveSpy }} = createTestContext();
+
+        await createSync.exec(nangoMock);
+
+        for (const model of models) {{
+            const expectedBatchSaveData = await nangoMock.getBatchSaveData(model);
+
+            const spiedData = batchSaveSpy.mock.calls.flatMap((call) => {{
+                if (call[1] === model) {{
+                    return call[0];
+                }}
+
+                return [];
+            }});
+
+            const spied = JSON.parse(JSON.stringify(spiedData));
+
+            expect(spied).toStrictEqual(expectedBatchSaveData);
+        }}
+    }});
+
+    it('should get, map correctly the data and batchDelete the result', async () => {{
+        const {{ nangoMock }} = createTestContext();
+        const batchDeleteSpy = vi.spyOn(nangoMock, 'batchDelete');
+
+        await createSync.exec(nangoMock);
+
+        for (const model of models) {{
+            const batchDeleteData = await nangoMock.getBatchDeleteData(model);
+            if (batchDeleteData && batchDeleteData.length > 0) {{
+                const spiedData = batchDeleteSpy.mock.calls.flatMap((call) => {{
+                    if (call[1] === model) {{
+                        return call[0];
+                    }}
+
+                    return [];
+                }});
+
+                const spied = JSON.parse(JSON.stringify(spiedData));
+
+                expect(spied).toStrictEqual(batchDeleteData);
+            }}
+        }}
+    }});
+}});
+"#,
+        title = js_single(&format!("{key} {name} tests")),
+        models_s = models_s,
+        name_s = name_s,
+    )
+}
+
+fn action_test(key: &str, name: &str, model: &str) -> String {
+    let import = js_single(&format!("../actions/{name}.js"));
+    format!(
+        r#"import {{ expect, it, describe }} from 'vitest';
+
+import createAction from {import};
+
+describe({title}, () => {{
+    const nangoMock = new global.vitest.NangoActionMock({{
+        dirname: __dirname,
+        name: {name_s},
+        Model: {model_s}
+    }});
+
+    it('should output the action output that is expected', async () => {{
+        const input = await nangoMock.getInput();
+        const response = await createAction.exec(nangoMock, input);
+        const output = await nangoMock.getOutput();
+
+        expect(response).toEqual(output);
+    }});
+}});
+"#,
+        title = js_single(&format!("{key} {name} tests")),
+        name_s = js_single(name),
+        model_s = js_single(model),
+    )
+}
+
 /// Migrates the nango.yaml project in `dir` with the SDK `toolchain`.
 pub fn migrate(
     dir: &Path,
@@ -429,7 +581,7 @@ pub fn migrate(
         .collect();
     let _ = writeln!(
         progress,
-        "Migrating {} scripts and {} helper files…",
+        "Migrating {} scripts (and looking for SDK type imports in {} helper files)…",
         scripts.len(),
         helpers.len()
     );
@@ -454,6 +606,10 @@ pub fn migrate(
         &sluice_nango_yaml::generate::zod_models_ts(config, GENERATOR),
     )?;
     write_file(&dir.join("index.ts"), &index_ts(config))?;
+    for (path, text) in legacy_tests(dir, config) {
+        write_file(&path, &text)?;
+        migrated.tests += 1;
+    }
     let pkg = std::fs::read_to_string(dir.join("package.json")).ok();
     write_file(&dir.join("package.json"), &package_json(pkg.as_deref()))?;
     let nango = dir.join(".nango");

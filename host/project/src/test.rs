@@ -115,8 +115,20 @@ pub async fn run_tests(
     };
 
     if crate::zero::is_zero_yaml(&project.root) {
-        let outcomes =
-            crate::zerotest::run(opts, &runtime, &project, providers, environment, out).await;
+        let local: std::collections::HashMap<String, String> = connections
+            .iter()
+            .map(|c| (c.provider_config_key.clone(), c.provider.clone()))
+            .collect();
+        let outcomes = crate::zerotest::run(
+            opts,
+            &runtime,
+            &project,
+            providers,
+            &local,
+            environment,
+            out,
+        )
+        .await;
         if outcomes.is_empty()
             && let Some(script) = &opts.script
         {

@@ -491,6 +491,7 @@ pub async fn run(
     runtime: &Runtime,
     project: &Project,
     providers: Arc<ProviderCatalog>,
+    local_providers: &std::collections::HashMap<String, String>,
     environment: Arc<sluice_runtime::Environment>,
     out: &mut dyn Write,
 ) -> Vec<TestOutcome> {
@@ -529,6 +530,7 @@ pub async fn run(
             runtime,
             project,
             &providers,
+            local_providers,
             &environment,
             &mut harnesses,
         )
@@ -606,6 +608,7 @@ async fn run_one(
     runtime: &Runtime,
     project: &Project,
     providers: &ProviderCatalog,
+    local_providers: &std::collections::HashMap<String, String>,
     environment: &Arc<sluice_runtime::Environment>,
     harnesses: &mut BTreeMap<(String, String), Arc<sluice_runtime::Script>>,
 ) -> Result<(), String> {
@@ -664,7 +667,15 @@ async fn run_one(
     } else {
         None
     };
-    let provider = providers.get(&tf.integration);
+    // The provider is the integration's name, as in the original harness,
+    // unless the project's connections.yaml names another for it (a
+    // migrated nango.yaml project's integrations are often not named after
+    // their provider).
+    let provider_name = local_providers
+        .get(&tf.integration)
+        .cloned()
+        .unwrap_or_else(|| tf.integration.clone());
+    let provider = providers.get(&provider_name);
     let mut spec = json!({
         "kind": if matches!(shape, Shape::Action) { "action" } else { "sync" },
         "name": tf.name,
@@ -693,7 +704,7 @@ async fn run_one(
     let connection: Connection = serde_json::from_value(json!({
         "connection_id": conn.connection_id,
         "provider_config_key": conn.provider_config_key,
-        "provider": tf.integration,
+        "provider": provider_name,
         "credentials": {},
     }))
     .map_err(|e| e.to_string())?;
