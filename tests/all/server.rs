@@ -1030,9 +1030,15 @@ async fn deploys_are_versions_a_bad_one_changes_nothing_and_rollback_works() {
         "{out}{err}"
     );
 
-    // The second names `prod` (as the original's CI line does) with the
-    // dev key: it went to dev, and says so.
-    for (version, extra) in [(1, &[][..]), (2, &["prod", "--auto-confirm"][..])] {
+    // Naming `prod` (as the original's CI line does) with the dev key is
+    // refused before anything is deployed (it deployed to dev, exit 0).
+    let (code, out, err) = sluice_deploy(&server.url(), DEV_KEY, &["prod", "--auto-confirm"]).await;
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        err.contains("environment `dev`'s, not `prod`'s") && err.contains("nothing was deployed"),
+        "{err}"
+    );
+    for (version, extra) in [(1, &[][..]), (2, &["dev", "--auto-confirm"][..])] {
         let (code, out, err) = sluice_deploy(&server.url(), DEV_KEY, extra).await;
         assert_eq!(code, 0, "{out}{err}");
         assert!(

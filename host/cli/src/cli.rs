@@ -65,14 +65,9 @@ struct DeployArgs {
     /// original's `nango deploy <env>`.
     #[arg(value_name = "ENV", conflicts_with = "env")]
     environment: Option<String>,
-    /// The environment, as a flag.
-    #[arg(
-        short = 'e',
-        long = "env",
-        alias = "environment",
-        default_value = "dev"
-    )]
-    env: String,
+    /// The environment, as a flag (default: dev).
+    #[arg(short = 'e', long = "env", alias = "environment")]
+    env: Option<String>,
     /// The server (default: NANGO_HOSTPORT, else http://127.0.0.1:3003).
     #[arg(long)]
     host: Option<String>,
@@ -613,7 +608,8 @@ async fn run_deploy(
     // Nothing to confirm: a deploy replaces the environment's project, and
     // every version is kept for a rollback.
     let _never_asks = args.auto_confirm;
-    let env = args.environment.unwrap_or(args.env);
+    let named = args.environment.or(args.env);
+    let env = named.clone().unwrap_or_else(|| "dev".into());
     let (host, key) = server_settings(
         &args.build.dir,
         &env,
@@ -621,6 +617,17 @@ async fn run_deploy(
         args.secret_key,
         "the deploy",
     )?;
+    // A key is its environment's: deploying `prod` with dev's key would
+    // deploy to dev.
+    if let Some(named) = &named {
+        let holds = sluice_project::deploy::environment_of(&host, &key).await?;
+        if &holds != named {
+            bail!(
+                "the secret key is environment `{holds}`'s, not `{named}`'s: nothing was deployed (give {named}'s key, NANGO_SECRET_KEY_{})",
+                named.to_uppercase()
+            );
+        }
+    }
     let options = args.build.options(None);
     let runtime = Runtime::new(options.runtime_config(1))?;
     let project = compile::compile(&options, &runtime, err)?;

@@ -277,6 +277,35 @@ pub enum UploadError {
     Refused { status: u16, body: String },
 }
 
+/// The name of the environment whose secret key `secret_key` is
+/// (`GET /sluice/environment`).
+pub async fn environment_of(base: &str, secret_key: &str) -> Result<String, UploadError> {
+    let url = format!("{}/sluice/environment", base.trim_end_matches('/'));
+    let unreachable = |source| UploadError::Unreachable {
+        url: url.clone(),
+        source,
+    };
+    let http = reqwest::Client::builder()
+        .user_agent(sluice_runtime::proxy::USER_AGENT)
+        .build()
+        .map_err(unreachable)?;
+    let resp = http
+        .get(&url)
+        .bearer_auth(secret_key)
+        .send()
+        .await
+        .map_err(unreachable)?;
+    let status = resp.status().as_u16();
+    let body = resp.text().await.unwrap_or_default();
+    let name = serde_json::from_str::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v["name"].as_str().map(str::to_string));
+    match name {
+        Some(name) if status == 200 => Ok(name),
+        _ => Err(UploadError::Refused { status, body }),
+    }
+}
+
 /// Uploads a compiled project to a server (`base`, e.g.
 /// `http://127.0.0.1:3003`) with an environment's secret key: each
 /// component the server does not have, then the manifest. Returns the
