@@ -128,6 +128,18 @@ async fn an_initialized_folder_compiles_and_its_sync_dry_runs_against_its_mock()
     let (code, out, _) = sluice(&strict).await;
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("(invalid_action_input)"), "{out}");
+    // `--save` writes a zero-yaml recording, which this project's tests
+    // would never replay: refused, saying what to use.
+    let mut save: Vec<&str> = strict
+        .iter()
+        .copied()
+        .filter(|a| *a != "--validation")
+        .collect();
+    save.push("--save");
+    let (code, _, err) = sluice(&save).await;
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--save-responses"), "{err}");
+    assert!(!dir.join("demo-github-integration/tests").exists());
 
     // The responses the valid runs saved replay as mocks.
     let mocks = dir.join("demo-github-integration/mocks");

@@ -100,6 +100,10 @@ pub enum DryRunError {
         "payload_too_large: --input is {size} bytes, more than the {max} a script may take (max_payload_bytes)"
     )]
     InputTooLarge { size: usize, max: usize },
+    #[error(
+        "--save writes a zero-yaml project's test recording (<integration>/tests/<script>.test.json), which {dir} is not: a nango.yaml project's tests replay mocks/, which --save-responses writes"
+    )]
+    SaveNotZeroYaml { dir: String },
 }
 
 /// The records a model received, as the script passed them.
@@ -320,6 +324,11 @@ pub async fn dry_run(
     opts: &DryRunOptions,
     progress: &mut dyn Write,
 ) -> Result<DryRunResult, DryRunError> {
+    if opts.save_fixture.is_some() && !crate::zero::is_zero_yaml(&opts.build.dir) {
+        return Err(DryRunError::SaveNotZeroYaml {
+            dir: opts.build.dir.display().to_string(),
+        });
+    }
     let runtime = Runtime::new(opts.build.runtime_config(8))?;
     let target = resolve_target(opts, &runtime, progress)?;
     let script = target.script.clone();
