@@ -121,6 +121,8 @@ export declare class NangoAction {
   readonly scriptName: string;
   readonly dryRun: boolean;
   readonly ActionError: typeof ActionError;
+  /** Never aborted: the host stops an execution past its limits. */
+  readonly abortSignal: AbortSignal;
 
   proxy<T = any>(config: ProxyConfiguration): Promise<AxiosResponse<T>>;
   get<T = any>(config: Omit<ProxyConfiguration, 'method'>): Promise<AxiosResponse<T>>;

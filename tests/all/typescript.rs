@@ -129,6 +129,7 @@ async fn http_verbs_return_axios_shaped_responses_and_errors() {
         json!(["page:2", "on_page:c2", "page:1", "on_page:undefined"])
     );
     assert_eq!(out["locks"], json!([true, true]), "the owner re-acquires");
+    assert_eq!(out["aborted"], false, "abortSignal is there, never aborted");
 
     let not_found = &out["notFound"];
     assert_eq!(not_found["name"], "AxiosError");

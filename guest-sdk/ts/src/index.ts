@@ -380,6 +380,30 @@ export class NangoAction {
         this.replaying = i.replaying;
     }
 
+    private signal?: unknown;
+    /**
+     * The original's `abortSignal`. Never aborted here: an execution past its
+     * limits is stopped by the host, wherever the script is, rather than
+     * asked to stop at its next SDK call. Made when first read.
+     */
+    get abortSignal(): AbortSignal {
+        if (this.signal === undefined) {
+            this.signal =
+                typeof AbortController === 'function'
+                    ? new AbortController().signal
+                    : {
+                          aborted: false,
+                          reason: undefined,
+                          onabort: null,
+                          throwIfAborted() {},
+                          addEventListener() {},
+                          removeEventListener() {},
+                          dispatchEvent: () => false
+                      };
+        }
+        return this.signal as AbortSignal;
+    }
+
     async proxy<T = any>(config: ProxyConfiguration): Promise<AxiosResponse<T>> {
         return this.send<T>(config);
     }

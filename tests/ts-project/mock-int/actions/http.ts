@@ -43,6 +43,7 @@ export default async function runAction(nango: NangoAction, input: HttpInput): P
     out['onPage'] = order;
     out['locks'] = [await nango.tryAcquireLock({ key: 'k', ttlMs: 10000 }), await nango.tryAcquireLock({ key: 'k', ttlMs: 10000 })];
     await nango.log({ level: 'error' });
+    out['aborted'] = nango.abortSignal.aborted;
     try {
         await nango.get({ endpoint: '/missing' });
     } catch (e) {
