@@ -411,6 +411,27 @@ async fn deploy_connect_sync_read_act_isolate_and_restart_on(store: StoreKind) {
         (status, body["error"]["code"].as_str()),
         (400, Some("invalid_query_params"))
     );
+    // A parameter given twice is refused (the last one silently won);
+    // `ids` may repeat.
+    for query in [
+        "model=Contact&filter=added&filter=deleted",
+        "model=Contact&limit=1&limit=2",
+        "model=Contact&model=Other",
+        "model=Contact&modified_after=2020-01-01T00:00:00Z&delta=2020-01-01T00:00:00Z",
+    ] {
+        let (status, body) = dev.send("GET", &format!("/records?{query}"), None).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (400, Some("invalid_query_params")),
+            "{query}: {body}"
+        );
+        assert!(body.to_string().contains("more than once"), "{body}");
+    }
+    let (status, body) = dev
+        .send("GET", "/records?model=Contact&ids=101&ids=102", None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["records"].as_array().unwrap().len(), 2, "{body}");
 
     // The action returns its output; the /v1 endpoint reaches it too.
     let (status, body) = dev

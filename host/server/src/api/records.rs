@@ -37,7 +37,22 @@ pub fn parse_query(raw: Option<&str>, model: Option<&str>) -> ApiResult<RecordsR
     let mut model = model.map(str::to_string);
     let mut variant = None;
     let mut query = RecordsQuery::default();
+    // A parameter given twice (but `ids`) is refused, as the original's
+    // validation refuses the array a repeated key makes; the last one won.
+    let mut seen: Vec<String> = Vec::new();
     for (k, v) in url::form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
+        let single = !matches!(k.as_ref(), "ids" | "ids[]");
+        if single {
+            let name = if k == "delta" {
+                "modified_after"
+            } else {
+                k.as_ref()
+            };
+            if seen.iter().any(|s| s == name) {
+                return Err(invalid(format!("`{k}` is given more than once")));
+            }
+            seen.push(name.to_string());
+        }
         match k.as_ref() {
             "model" if fixed => {}
             "model" => model = Some(v.into_owned()),
