@@ -31,6 +31,11 @@ fn upstream(req: &MockRequest) -> MockResponse {
                 }),
             )
         }
+        "/offset" => match req.query_param("offset") {
+            Some("0") => MockResponse::json(200, &json!({"items": [{"id": "a"}, {"id": "b"}]})),
+            Some("2") => MockResponse::json(200, &json!({"items": [{"id": "c"}]})),
+            other => MockResponse::json(400, &json!({"error": format!("bad offset {other:?}")})),
+        },
         "/items" => match req.query_param("cursor") {
             None => MockResponse::json(
                 200,
@@ -108,7 +113,8 @@ async fn http_verbs_return_axios_shaped_responses_and_errors() {
 
     assert_eq!(
         out["form"]["body"],
-        "grant_type=x&a+b=c%26d&nested%5Bk%5D=1&list%5B%5D=1&list%5B%5D=2&nil="
+        "grant_type=x&a+b=c%26d&nested%5Bk%5D=1&list%5B%5D=1&list%5B%5D=2&ids%5B%5D=3",
+        "as axios's toFormData: null and undefined left out, a key's own [] dropped"
     );
     assert_eq!(
         out["form"]["contentType"],
@@ -128,6 +134,9 @@ async fn http_verbs_return_axios_shaped_responses_and_errors() {
         out["onPage"],
         json!(["page:2", "on_page:c2", "page:1", "on_page:undefined"])
     );
+    // Offset: `on_page` gets the page's own offset, and none follows the
+    // short last page, as the original's.
+    assert_eq!(out["offsetPages"], json!(["page:2", "on_page:0", "page:1"]));
     assert_eq!(out["locks"], json!([true, true]), "the owner re-acquires");
     assert_eq!(out["aborted"], false, "abortSignal is there, never aborted");
 

@@ -243,27 +243,41 @@ function toRequest(config: ProxyConfiguration, method?: string): http.Request {
     };
 }
 
-/** An object as axios encodes it for a form-urlencoded request: nested
- * keys in brackets (`a[b]=c`), a top-level array of plain values as
- * `key[]`, other arrays by index, dates as ISO text, null as empty,
- * undefined left out. */
+/** An object as axios encodes it for a form-urlencoded request (its
+ * `toFormData`): nested keys in brackets (`a[b]=c`, arrays by index), a
+ * top-level array of plain values as `key[]` (a key's own trailing `[]`
+ * dropped first), a `key{}` as JSON, dates as ISO text, null and
+ * undefined left out at every level. */
 function formEncoded(data: object): string {
     const out = new URLSearchParams();
-    const name = (path: string[]) => path[0] + path.slice(1).map((p) => `[${p}]`).join('');
-    const plain = (v: unknown) => v instanceof Date ? v.toISOString() : v === null ? '' : String(v);
-    const visit = (value: unknown, path: string[]): void => {
-        if (value === undefined) return;
-        if (value !== null && typeof value === 'object' && !(value instanceof Date)) {
-            if (Array.isArray(value) && path.length === 1 && value.every((v) => v === null || typeof v !== 'object' || v instanceof Date)) {
-                for (const v of value) if (v !== undefined && v !== null) out.append(`${path[0]}[]`, plain(v));
+    const strip = (k: string) => (k.endsWith('[]') ? k.slice(0, -2) : k);
+    const name = (path: string[]) => path.map((t, i) => (i ? `[${strip(t)}]` : strip(t))).join('');
+    const plain = (v: unknown) => (v instanceof Date ? v.toISOString() : String(v));
+    const visitable = (v: unknown): v is object => {
+        if (v === null || typeof v !== 'object') return false;
+        const proto = Object.getPrototypeOf(v);
+        return Array.isArray(v) || proto === Object.prototype || proto === null;
+    };
+    const visit = (value: unknown, key: string, path: string[] | undefined): void => {
+        if (value === undefined || value === null) return;
+        if (path === undefined && typeof value === 'object') {
+            if (key.endsWith('{}')) {
+                out.append(key, JSON.stringify(value));
                 return;
             }
-            for (const [k, v] of Object.entries(value)) visit(v, [...path, k]);
+            if (Array.isArray(value) && !value.some(visitable)) {
+                for (const el of value) if (el !== undefined && el !== null) out.append(`${strip(key)}[]`, plain(el));
+                return;
+            }
+        }
+        const at = path === undefined ? [key] : [...path, key];
+        if (visitable(value)) {
+            for (const [k, v] of Object.entries(value)) visit(v, k.trim(), at);
             return;
         }
-        out.append(name(path), plain(value));
+        out.append(name(at), plain(value));
     };
-    for (const [k, v] of Object.entries(data)) visit(v, [k]);
+    for (const [k, v] of Object.entries(data)) visit(v, k.trim(), undefined);
     return out.toString();
 }
 
@@ -457,13 +471,17 @@ export class NangoAction {
             // As the original: `on_page` runs once the script has taken the
             // page and asks for the next (a script that saves its resume
             // point there has saved the page first).
+            // The host gives no page response when `on_page` is not called
+            // (an offset pagination's last, short page) or when it replays
+            // a recording (then the page's own next parameter is given).
             let seen: { nextPageParam: unknown; response: unknown } | undefined;
             if (typeof onPage === 'function') {
                 const last = pages.lastPage();
-                seen = {
-                    nextPageParam: last ? (fromJson(last.nextPageParam) ?? undefined) : page.next,
-                    response: last ? toAxios(last.response, config) : undefined
-                };
+                if (last) {
+                    seen = { nextPageParam: fromJson(last.nextPageParam) ?? undefined, response: toAxios(last.response, config) };
+                } else if (this.replaying) {
+                    seen = { nextPageParam: page.next, response: undefined };
+                }
             }
             yield items;
             if (seen && typeof onPage === 'function') await onPage(seen);
@@ -1012,7 +1030,7 @@ function scriptError(e: unknown): unknown {
         const code = (e as { code?: unknown }).code;
         if (typeof code === 'string' || typeof code === 'number') {
             // The original's payload keeps the error's code.
-            return { tag: 'internal', val: safeStringify({ name: e.name, code: String(code), message: e.message }) };
+            return { tag: 'internal', val: safeStringify({ name: e.name, code, message: e.message }) };
         }
         return { tag: 'internal', val: head };
     }

@@ -820,7 +820,10 @@ fn error_payload(message: &str) -> Value {
                 .cloned()
                 .unwrap_or_else(|| "Error".into()),
         );
-        if let Some(code) = thrown.get("code").filter(|c| c.is_string()) {
+        if let Some(code) = thrown
+            .get("code")
+            .filter(|c| c.is_string() || c.is_number())
+        {
             out.insert("code".into(), code.clone());
         }
         let text = match thrown.get("message") {

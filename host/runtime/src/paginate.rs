@@ -245,6 +245,9 @@ impl Paginator {
         // What a script's `on_page` sees as `nextPageParam`: the cursor as
         // read, the link, or (as the original) the offset of this page.
         let mut next_param = Value::Null;
+        // The original calls no `on_page` after an offset pagination's
+        // short last page.
+        let mut on_page = true;
         let next = match &mut self.strategy {
             Strategy::Cursor { name, path } => {
                 let name = name.clone();
@@ -312,6 +315,7 @@ impl Paginator {
             Strategy::Offset { next, per_page, .. } => {
                 if self.limit.is_some_and(|limit| len < limit) {
                     self.done = true;
+                    on_page = false;
                     None
                 } else {
                     // The original's `on_page` gets this page's offset.
@@ -321,7 +325,7 @@ impl Paginator {
                 }
             }
         };
-        state.last_page = Some((response, next_param));
+        state.last_page = on_page.then_some((response, next_param));
         Ok(Some(Page {
             items: items.to_string().into(),
             next,

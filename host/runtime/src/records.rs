@@ -262,28 +262,38 @@ pub fn prepare_chunk(
 }
 
 /// [`prepare_chunk`] of records whose [`data_hash`] is known.
-/// A duplicate id keeps its first record, or (`keep_last`) its last, in
-/// the first's place.
+/// A duplicate id keeps its first record, or (`keep_last`, the original
+/// CLI's dry run) its last, where the last is.
 pub fn prepare_hashed_chunk(
     records: Vec<(Map<String, Value>, String)>,
     first_index: usize,
     keep_last: bool,
 ) -> Result<(Vec<Incoming>, Vec<String>), RecordError> {
-    let mut seen: std::collections::HashMap<String, usize> =
-        std::collections::HashMap::with_capacity(records.len());
+    let mut ids = Vec::with_capacity(records.len());
+    for (i, (json, _)) in records.iter().enumerate() {
+        ids.push(external_id(json, first_index + i)?);
+    }
+    // With `keep_last`, each id's last position.
+    let mut last: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    if keep_last {
+        for (i, id) in ids.iter().enumerate() {
+            last.insert(id.as_str(), i);
+        }
+    }
+    let mut seen = std::collections::HashSet::with_capacity(records.len());
     let mut out: Vec<Incoming> = Vec::with_capacity(records.len());
     let mut duplicates = Vec::new();
-    for (i, (json, hash)) in records.into_iter().enumerate() {
-        let external_id = external_id(&json, first_index + i)?;
-        if let Some(&at) = seen.get(&external_id) {
-            if keep_last {
-                out[at].json = json;
-                out[at].hash = hash;
-            }
-            duplicates.push(external_id);
+    for (i, ((json, hash), external_id)) in records.into_iter().zip(ids.iter()).enumerate() {
+        let kept = if keep_last {
+            last.get(external_id.as_str()) == Some(&i)
+        } else {
+            seen.insert(external_id.as_str())
+        };
+        if !kept {
+            duplicates.push(external_id.clone());
             continue;
         }
-        seen.insert(external_id.clone(), out.len());
+        let external_id = external_id.clone();
         out.push(Incoming {
             external_id,
             json,
@@ -996,7 +1006,7 @@ mod tests {
         assert_eq!(chunk.len(), 1);
         assert_eq!(chunk[0].json["v"], "a");
         assert_eq!(dups, vec!["1".to_string()]);
-        // The CLI dry run's rule: the last occurrence, in the first's place.
+        // The CLI dry run's rule: the last occurrence, in its place.
         let hashed = objs(json!([{"id": 1, "v": "a"}, {"id": 2}, {"id": 1, "v": "b"}]))
             .into_iter()
             .map(|m| {
@@ -1006,8 +1016,9 @@ mod tests {
             .collect();
         let (chunk, dups) = prepare_hashed_chunk(hashed, 0, true).unwrap();
         assert_eq!(chunk.len(), 2);
-        assert_eq!(chunk[0].json["v"], "b");
-        assert_eq!(chunk[0].hash, data_hash(&chunk[0].json));
+        assert_eq!(chunk[0].external_id, "2");
+        assert_eq!(chunk[1].json["v"], "b", "the last, where it is");
+        assert_eq!(chunk[1].hash, data_hash(&chunk[1].json));
         assert_eq!(dups, vec!["1".to_string()]);
     }
 

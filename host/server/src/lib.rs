@@ -172,9 +172,14 @@ impl Server {
             .map_err(ServerError::Open)?;
         let (store, mut created) = Store::open(backend, master, initial_keys).await?;
         // New keys asked for (an environment created just now has one).
-        let replace: Vec<(String, Option<String>)> = config
-            .new_keys
-            .iter()
+        let mut names: Vec<&String> = Vec::new();
+        for name in &config.new_keys {
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+        let replace: Vec<(String, Option<String>)> = names
+            .into_iter()
             .filter(|name| !created.iter().any(|(n, _)| n == *name))
             .map(|name| {
                 let given = initial_keys

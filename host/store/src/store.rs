@@ -323,7 +323,12 @@ impl Store {
             .collect();
         let mut ops = Vec::new();
         let mut out = Vec::new();
-        for (name, given) in replace {
+        for (i, (name, given)) in replace.iter().enumerate() {
+            if replace[..i].iter().any(|(n, _)| n == name) {
+                return Err(StoreError::Invalid(format!(
+                    "environment `{name}` is named twice for a new key"
+                )));
+            }
             let env = self.environment(name).ok_or_else(|| {
                 StoreError::Invalid(format!(
                     "there is no environment `{name}` to give a new key"
@@ -339,6 +344,11 @@ impl Store {
                 None => Uuid::new_v4().to_string(),
             };
             let hash = sha256(secret.as_bytes());
+            if bool::from(env.inner.secret_hash.ct_eq(&hash)) {
+                return Err(StoreError::Invalid(format!(
+                    "the key given for environment `{name}` is the one it has: a new key must differ (leave it unset to have one generated)"
+                )));
+            }
             if hashes.iter().any(|(n, h)| n != name && *h == hash) {
                 return Err(StoreError::Invalid(format!(
                     "environment `{name}` is given the same secret key as another environment"

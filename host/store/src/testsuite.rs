@@ -579,6 +579,18 @@ pub async fn secret_keys_can_be_replaced(b: &Reopen) {
         Err(e) => e.to_string(),
     };
     assert!(err.contains("same secret key"), "{err}");
+    // The key it has is not a new one (a leaked key given again).
+    let (store, _) = Store::open(b.open(), master.clone(), &initial())
+        .await
+        .unwrap();
+    let err = match store
+        .replace_secret_keys(&[("dev".into(), Some(created["dev"].clone()))])
+        .await
+    {
+        Ok(_) => panic!("the environment's own key was taken as a new one"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("the one it has"), "{err}");
     let (store, _) = Store::open(b.open(), master.clone(), &initial())
         .await
         .unwrap();

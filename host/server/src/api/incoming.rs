@@ -339,7 +339,8 @@ pub async fn pending(
             after = Some(last.clone());
             for (k, mut a) in page {
                 a.restarts += 1;
-                if a.scripts_given_up() && !a.routes.is_empty() {
+                // Said once, at the start that gives them up.
+                if a.restarts == crate::runner::TRIGGER_ATTEMPTS && !a.routes.is_empty() {
                     eprintln!(
                         "sluice: the scripts of webhook {} ({}) were cut short {} times; they are not run again",
                         a.id, a.provider_config_key, a.restarts

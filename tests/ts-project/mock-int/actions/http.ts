@@ -19,7 +19,7 @@ export default async function runAction(nango: NangoAction, input: HttpInput): P
     out['form'] = (
         await nango.post({
             endpoint: '/echo',
-            data: { grant_type: 'x', 'a b': 'c&d', nested: { k: 1 }, list: [1, 2], nil: null, gone: undefined },
+            data: { grant_type: 'x', 'a b': 'c&d', nested: { k: 1, none: null }, list: [1, 2], 'ids[]': [3], nil: null, gone: undefined },
             headers: { 'Content-Type': 'application/x-www-form-urlencoded', 'X-Trace': undefined as unknown as string }
         })
     ).data;
@@ -41,6 +41,23 @@ export default async function runAction(nango: NangoAction, input: HttpInput): P
         order.push(`page:${page.length}`);
     }
     out['onPage'] = order;
+    const offsetOrder: string[] = [];
+    for await (const page of nango.paginate({
+        endpoint: '/offset',
+        paginate: {
+            type: 'offset',
+            offset_name_in_request: 'offset',
+            limit_name_in_request: 'limit',
+            limit: 2,
+            response_path: 'items',
+            on_page: async ({ nextPageParam }) => {
+                offsetOrder.push(`on_page:${String(nextPageParam)}`);
+            }
+        }
+    })) {
+        offsetOrder.push(`page:${page.length}`);
+    }
+    out['offsetPages'] = offsetOrder;
     out['locks'] = [await nango.tryAcquireLock({ key: 'k', ttlMs: 10000 }), await nango.tryAcquireLock({ key: 'k', ttlMs: 10000 })];
     await nango.log({ level: 'error' });
     out['aborted'] = nango.abortSignal.aborted;
