@@ -218,9 +218,10 @@ function toRequest(config: ProxyConfiguration, method?: string): http.Request {
             data = { tag: 'text', val: utf8(d.toString()) };
         } else if (contentType === 'multipart/form-data' && typeof d === 'object') {
             data = { tag: 'multipart', val: Object.entries(d as Record<string, unknown>).map(([k, v]) => [k, String(v)]) };
-        } else if (typeof d === 'object' && contentType !== undefined && contentType.toLowerCase().includes('application/x-www-form-urlencoded')) {
-            data = { tag: 'text', val: utf8(formEncoded(d)) };
         } else {
+            // An object typed as a form is sent as JSON: the host encodes
+            // it as axios does (the recording harness identifies it by its
+            // JSON, as the original's).
             const json = jsonBytes(d);
             if (json) data = { tag: 'json', val: json };
         }
@@ -241,44 +242,6 @@ function toRequest(config: ProxyConfiguration, method?: string): http.Request {
         providerConfigKey: text('providerConfigKey', config.providerConfigKey),
         connectionId: text('connectionId', config.connectionId)
     };
-}
-
-/** An object as axios encodes it for a form-urlencoded request (its
- * `toFormData`): nested keys in brackets (`a[b]=c`, arrays by index), a
- * top-level array of plain values as `key[]` (a key's own trailing `[]`
- * dropped first), a `key{}` as JSON, dates as ISO text, null and
- * undefined left out at every level. */
-function formEncoded(data: object): string {
-    const out = new URLSearchParams();
-    const strip = (k: string) => (k.endsWith('[]') ? k.slice(0, -2) : k);
-    const name = (path: string[]) => path.map((t, i) => (i ? `[${strip(t)}]` : strip(t))).join('');
-    const plain = (v: unknown) => (v instanceof Date ? v.toISOString() : String(v));
-    const visitable = (v: unknown): v is object => {
-        if (v === null || typeof v !== 'object') return false;
-        const proto = Object.getPrototypeOf(v);
-        return Array.isArray(v) || proto === Object.prototype || proto === null;
-    };
-    const visit = (value: unknown, key: string, path: string[] | undefined): void => {
-        if (value === undefined || value === null) return;
-        if (path === undefined && typeof value === 'object') {
-            if (key.endsWith('{}')) {
-                out.append(key, JSON.stringify(value));
-                return;
-            }
-            if (Array.isArray(value) && !value.some(visitable)) {
-                for (const el of value) if (el !== undefined && el !== null) out.append(`${strip(key)}[]`, plain(el));
-                return;
-            }
-        }
-        const at = path === undefined ? [key] : [...path, key];
-        if (visitable(value)) {
-            for (const [k, v] of Object.entries(value)) visit(v, k.trim(), at);
-            return;
-        }
-        out.append(name(at), plain(value));
-    };
-    for (const [k, v] of Object.entries(data)) visit(v, k.trim(), undefined);
-    return out.toString();
 }
 
 /** A configuration field that is text: a number is taken as its text,

@@ -1277,7 +1277,15 @@ pub(crate) async fn transmit(
             if !has_content_type {
                 builder = builder.header("content-type", "application/json");
             }
-            builder.body(text.clone())
+            let form = p.headers.iter().any(|(n, v)| {
+                n == "content-type"
+                    && v.to_ascii_lowercase()
+                        .contains("application/x-www-form-urlencoded")
+            });
+            match serde_json::from_slice::<Value>(text) {
+                Ok(Value::Object(data)) if form => builder.body(form_encoded(&data)),
+                _ => builder.body(text.clone()),
+            }
         }
         Some(Body::Text(text)) => builder.body(text.clone()),
         Some(Body::Bytes(bytes)) => builder.body(bytes.clone()),
@@ -1290,6 +1298,86 @@ pub(crate) async fn transmit(
         }
     };
     receive(builder.send().await, max_response_bytes).await
+}
+
+/// An object as axios encodes a form-urlencoded request's data (its
+/// `toFormData`): nested keys in brackets (`a[b]=c`, arrays by index), a
+/// top-level array of plain values as `key[]` (a key's own trailing `[]`
+/// dropped first), a `key{}` as its JSON, null left out at every level;
+/// spaces as `+`, as `URLSearchParams` writes them.
+pub(crate) fn form_encoded(data: &serde_json::Map<String, Value>) -> String {
+    fn strip(k: &str) -> &str {
+        k.strip_suffix("[]").unwrap_or(k)
+    }
+    fn plain(v: &Value) -> String {
+        match v {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        }
+    }
+    fn visit(
+        out: &mut url::form_urlencoded::Serializer<'_, String>,
+        value: &Value,
+        key: &str,
+        path: Option<&[String]>,
+    ) {
+        match value {
+            Value::Null => {}
+            Value::Array(items) if path.is_none() && key.ends_with("{}") => {
+                out.append_pair(key, &Value::Array(items.clone()).to_string());
+            }
+            Value::Object(m) if path.is_none() && key.ends_with("{}") => {
+                out.append_pair(key, &Value::Object(m.clone()).to_string());
+            }
+            Value::Array(items)
+                if path.is_none() && !items.iter().any(|v| v.is_object() || v.is_array()) =>
+            {
+                let name = format!("{}[]", strip(key));
+                for item in items.iter().filter(|v| !v.is_null()) {
+                    out.append_pair(&name, &plain(item));
+                }
+            }
+            Value::Array(_) | Value::Object(_) => {
+                let mut at: Vec<String> = path.map(<[String]>::to_vec).unwrap_or_default();
+                at.push(key.to_string());
+                let children: Vec<(String, &Value)> = match value {
+                    Value::Array(items) => items
+                        .iter()
+                        .enumerate()
+                        .map(|(i, v)| (i.to_string(), v))
+                        .collect(),
+                    Value::Object(m) => m.iter().map(|(k, v)| (k.trim().to_string(), v)).collect(),
+                    _ => Vec::new(),
+                };
+                for (k, v) in children {
+                    visit(out, v, &k, Some(&at));
+                }
+            }
+            leaf => {
+                let mut name = String::new();
+                for (i, token) in path
+                    .unwrap_or(&[])
+                    .iter()
+                    .chain([&key.to_string()])
+                    .enumerate()
+                {
+                    if i == 0 {
+                        name.push_str(strip(token));
+                    } else {
+                        name.push('[');
+                        name.push_str(strip(token));
+                        name.push(']');
+                    }
+                }
+                out.append_pair(&name, &plain(leaf));
+            }
+        }
+    }
+    let mut out = url::form_urlencoded::Serializer::new(String::new());
+    for (k, v) in data {
+        visit(&mut out, v, k.trim(), None);
+    }
+    out.finish()
 }
 
 fn network_error(e: reqwest::Error) -> NangoError {
@@ -1392,6 +1480,24 @@ fn log_http<S: Sender>(state: &mut S, p: &Prepared, status: Option<u16>, elapsed
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn form_bodies_are_encoded_as_axios_does() {
+        let data = serde_json::json!({
+            "a b": "c&d", "n": 1, "t": true, "nil": null,
+            "list": [1, null, "x y"], "ids[]": [3],
+            "nested": {"k": [1, {"z": 2}], "none": null},
+            "meta{}": {"j": 1}
+        });
+        let Value::Object(m) = data else {
+            unreachable!()
+        };
+        assert_eq!(
+            form_encoded(&m),
+            "a+b=c%26d&n=1&t=true&list%5B%5D=1&list%5B%5D=x+y&ids%5B%5D=3\
+             &nested%5Bk%5D%5B0%5D=1&nested%5Bk%5D%5B1%5D%5Bz%5D=2&meta%7B%7D=%7B%22j%22%3A1%7D"
+        );
+    }
 
     #[test]
     fn url_joining_follows_the_original() {
