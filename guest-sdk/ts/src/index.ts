@@ -186,7 +186,7 @@ function keepUndefined(_key: string, value: unknown): unknown {
     return value === undefined ? null : value;
 }
 
-function toRequest(config: ProxyConfiguration, method?: string): http.Request {
+function toRequest(config: ProxyConfiguration, method?: string, replaying = false): http.Request {
     if (!config || typeof config !== 'object') {
         throw new SDKError('invalid_request', 'a proxy configuration object is required');
     }
@@ -212,7 +212,9 @@ function toRequest(config: ProxyConfiguration, method?: string): http.Request {
             data = { tag: 'text', val: utf8(d) };
         } else if (isBinary(d)) {
             data = { tag: 'bytes', val: d instanceof Uint8Array ? d : new Uint8Array(d) };
-        } else if (d instanceof URLSearchParams) {
+        } else if (d instanceof URLSearchParams && !replaying) {
+            // (Replaying, it stays what the original harness identifies it
+            // by: its JSON, `{}`.)
             // As axios: the form's text, typed as a form unless the script typed it.
             if (contentType === undefined) headers.push(['Content-Type', 'application/x-www-form-urlencoded;charset=utf-8']);
             data = { tag: 'text', val: utf8(d.toString()) };
@@ -401,7 +403,7 @@ export class NangoAction {
     }
 
     private send<T>(config: ProxyConfiguration, method?: string): AxiosResponse<T> {
-        const req = toRequest(config, method);
+        const req = toRequest(config, method, this.replaying);
         let r: http.Response;
         try {
             r = http.proxy(req);
@@ -413,7 +415,7 @@ export class NangoAction {
 
     /** Pages of results; the host keeps the cursor, link or offset. */
     async *paginate<T = any>(config: ProxyConfiguration): AsyncGenerator<T[], undefined, void> {
-        const req = toRequest(config);
+        const req = toRequest(config, undefined, this.replaying);
         const settings = config.paginate ? jsonBytes(config.paginate) : undefined;
         let pages: http.Paginator;
         try {
