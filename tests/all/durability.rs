@@ -717,16 +717,42 @@ async fn a_scheduled_run_cut_short_runs_again_at_the_restart() {
     }
     server.child.kill().unwrap();
     server.child.wait().unwrap();
-    up.delay.store(0, Ordering::SeqCst);
     let restarted = Instant::now();
     server = start(&data, &providers, &master);
     let c = Client::at(&server.url, DEV_KEY);
+    while runs() < 2 {
+        assert!(
+            restarted.elapsed() < Duration::from_secs(20),
+            "the cut-short run waited for its next slot"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Paused while that re-run goes, then cut short again: it is not run
+    // again (it is the schedule's run, not anyone's trigger; it ran anyway).
+    let one =
+        json!({"syncs": ["contacts"], "provider_config_key": "hubspot", "connection_id": "a"});
+    let (code, _) = c.send("POST", "/sync/pause", Some(one.clone())).await;
+    assert_eq!(code, 200);
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    up.delay.store(0, Ordering::SeqCst);
+    server = start(&data, &providers, &master);
+    let c = Client::at(&server.url, DEV_KEY);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(runs(), 2, "a paused sync's cut-short run ran again");
+    let (_, status) = c
+        .send(
+            "GET",
+            "/sync/status?provider_config_key=hubspot&syncs=contacts&connection_id=a",
+            None,
+        )
+        .await;
+    assert_eq!(status["syncs"][0]["status"], "PAUSED", "{status}");
+    // Resumed, it runs.
+    let (code, _) = c.send("POST", "/sync/start", Some(one)).await;
+    assert_eq!(code, 200);
     succeeded(&c, "a").await;
-    assert!(
-        restarted.elapsed() < Duration::from_secs(20),
-        "the cut-short run waited for its next slot"
-    );
-    assert_eq!(runs(), 2);
+    assert_eq!(runs(), 3);
 }
 
 /// A webhook the app could not take is still delivered after a SIGKILL of

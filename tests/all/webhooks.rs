@@ -292,7 +292,7 @@ async fn the_app_gets_signed_webhooks_per_changed_model_retried_until_it_is_back
     let (_, body) = app.accepted().remove(2);
     assert_eq!(body["success"], false, "{body}");
     assert_eq!(body["model"], "Contact", "{body}");
-    assert!(body["error"]["type"].is_string(), "{body}");
+    assert_eq!(body["error"]["type"], "script_error", "{body}");
     assert!(body["error"]["description"].is_string(), "{body}");
     assert!(
         body["startedAt"].is_string() && body["failedAt"].is_string(),
@@ -545,5 +545,66 @@ async fn a_runs_webhooks_are_caught_up_at_start_when_the_process_stopped_before_
     let server = start_with(config(), &master, &up.providers()).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(app.accepted().len(), 2);
+    server.stop().await;
+}
+
+/// A receiver that hangs holds up only what is sent to it: the secondary
+/// URL gets each run's webhook at once, not one per attempt timeout (the
+/// environment's deliveries went out in rounds, each waiting for its
+/// slowest send).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_receiver_does_not_hold_up_the_other_url() {
+    let up = Upstream::start().await;
+    let fast = App::start().await;
+    let slow = MockServer::start(Arc::new(|_req: &MockRequest| MockResponse {
+        delay: Some(Duration::from_secs(60)),
+        ..MockResponse::json(200, &json!({}))
+    }))
+    .await
+    .unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let config = ServerConfig::new(data.path(), "127.0.0.1:0".parse().unwrap());
+    let server = start_with(config, &MasterKey::generate(), &up.providers()).await;
+    let c = Client::new(&server, DEV_KEY);
+    deploy_scripts(
+        &c,
+        YAML,
+        "hubspot",
+        &[(guests::HUBSPOT_RUST_CONTACTS, "contacts", ScriptKind::Sync)],
+    )
+    .await;
+    c.send(
+        "POST",
+        "/integrations",
+        Some(json!({"unique_key": "hubspot", "provider": "hubspot"})),
+    )
+    .await;
+    c.send(
+        "POST",
+        "/connection",
+        Some(
+            json!({"provider_config_key": "hubspot", "connection_id": "demo", "access_token": "t"}),
+        ),
+    )
+    .await;
+    let (code, out) = c
+        .send(
+            "PUT",
+            "/sluice/webhook-settings",
+            Some(json!({"primary_url": format!("{}/hooks", slow.url()), "secondary_url": fast.url()})),
+        )
+        .await;
+    assert_eq!(code, 200, "{out}");
+    for n in 1..=3u64 {
+        up.version.store(n, Ordering::SeqCst);
+        let r = run(&c).await;
+        assert_eq!(r["success"], true, "{r}");
+        fast.wait_for(
+            &format!("run {n}'s webhook at the secondary URL"),
+            Duration::from_secs(8),
+            |a| a.accepted().len() == n as usize,
+        )
+        .await;
+    }
     server.stop().await;
 }

@@ -66,6 +66,10 @@ pub struct QueuedRun {
     /// Runs of it a crash cut short.
     #[serde(default)]
     pub attempts: u32,
+    /// The re-run of a scheduled run a crash cut short, not anyone's
+    /// trigger: a pause drops it, as it would the schedule's next run.
+    #[serde(default)]
+    pub resumed: bool,
 }
 
 impl Default for SyncState {

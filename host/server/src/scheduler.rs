@@ -693,12 +693,14 @@ impl Scheduler {
                         // attempt; unless its schedule is paused.
                         let paused = state.schedule.as_ref().is_some_and(|s| s.paused);
                         let retry = match mark.trigger {
+                            Some(t) if t.resumed && paused => None,
                             Some(t) => Some(t),
                             None if paused => None,
                             None => Some(runner::QueuedRun {
                                 mode: SyncMode::Incremental,
                                 at_ms: Utc::now().timestamp_millis(),
                                 attempts: 1,
+                                resumed: true,
                             }),
                         }
                         .filter(|t| t.attempts < runner::TRIGGER_ATTEMPTS);
@@ -712,6 +714,7 @@ impl Scheduler {
                                         mode: stronger(q.mode, t.mode),
                                         at_ms: q.at_ms.max(t.at_ms),
                                         attempts: t.attempts,
+                                        resumed: q.resumed && t.resumed,
                                     },
                                     None => t,
                                 });
@@ -778,6 +781,7 @@ impl Scheduler {
                     mode: stronger(old.mode, q.mode),
                     at_ms: old.at_ms.max(q.at_ms),
                     attempts: old.attempts,
+                    resumed: old.resumed && q.resumed,
                 },
                 None => *q,
             });
@@ -821,6 +825,7 @@ impl Scheduler {
                 mode,
                 at_ms: at,
                 attempts: 0,
+                resumed: false,
             },
             rx,
         ))

@@ -185,13 +185,18 @@ pub fn check_url(url: &str) -> ApiResult<()> {
     Ok(())
 }
 
+/// Most deliveries of one environment sent at once.
+const IN_FLIGHT: usize = 64;
+
 /// The outbox worker and its timing.
 pub struct Webhooks {
     wake: Notify,
-    /// Environments whose round of sends is in flight: each environment's
-    /// round runs on its own, so a receiver that hangs holds up only its
-    /// own environment's deliveries.
-    busy: std::sync::Mutex<std::collections::HashSet<uuid::Uuid>>,
+    /// The deliveries being sent, by environment (their outbox keys): each
+    /// is sent on its own, at most [`IN_FLIGHT`] at once per environment, so
+    /// a receiver that hangs holds up only the deliveries sent to it — not
+    /// the other URL's, nor later ones, nor another environment's.
+    in_flight:
+        std::sync::Mutex<std::collections::HashMap<uuid::Uuid, std::collections::HashSet<String>>>,
     /// First retry delay; each later one doubles, up to `max_delay`.
     base_delay: Duration,
     max_delay: Duration,
@@ -203,7 +208,7 @@ impl Webhooks {
     pub fn new(config: &crate::ServerConfig) -> Self {
         Webhooks {
             wake: Notify::new(),
-            busy: Default::default(),
+            in_flight: Default::default(),
             base_delay: config.webhook_retry_base,
             max_delay: Duration::from_secs(3600).max(config.webhook_retry_base),
             give_up_after: config.webhook_give_up_after,
@@ -303,10 +308,15 @@ impl Webhooks {
             body["model"] = json!(models.join(","));
             body["success"] = json!(false);
             let error = summary.error.clone().unwrap_or(Value::Null);
+            // As the original's: always `script_error`, the message as the
+            // description, and the error's payload when it has one.
             body["error"] = json!({
-                "type": error["type"].as_str().unwrap_or("script_error"),
+                "type": "script_error",
                 "description": without_stack(error["message"].as_str().unwrap_or("the run failed")),
             });
+            if let Some(payload) = error.get("payload").filter(|p| !p.is_null()) {
+                body["error"]["payload"] = payload.clone();
+            }
             body["startedAt"] = json!(at(summary.started_at));
             body["failedAt"] = json!(at(summary.finished_at));
             return self
@@ -371,16 +381,16 @@ impl Webhooks {
     }
 
     async fn work(self: Arc<Self>, app: Weak<App>) {
-        // The rounds of sends in flight; dropped with this task (when the
-        // server stops), which aborts them.
-        let mut rounds = tokio::task::JoinSet::new();
+        // The sends in flight; dropped with this task (when the server
+        // stops), which aborts them.
+        let mut sends = tokio::task::JoinSet::new();
         loop {
-            while rounds.try_join_next().is_some() {}
+            while sends.try_join_next().is_some() {}
             let woken = self.wake.notified();
             tokio::pin!(woken);
             woken.as_mut().enable();
             let Some(strong) = app.upgrade() else { return };
-            let next = self.deliver_due(&strong, &mut rounds).await;
+            let next = self.deliver_due(&strong, &mut sends).await;
             drop(strong);
             let wait = next
                 .map(|at| (at - Utc::now()).to_std().unwrap_or(Duration::ZERO))
@@ -396,72 +406,78 @@ impl Webhooks {
         }
     }
 
-    /// Starts a round of sends for every environment with due deliveries
-    /// and none in flight (up to 64 at once per environment); returns when
-    /// the next one is due. A round that ends wakes the worker.
+    /// Starts sending every due delivery not already in flight (up to
+    /// [`IN_FLIGHT`] per environment); returns when the next one is due. A
+    /// send that ends wakes the worker.
     async fn deliver_due(
         self: &Arc<Self>,
         app: &Arc<App>,
-        rounds: &mut tokio::task::JoinSet<()>,
+        sends: &mut tokio::task::JoinSet<()>,
     ) -> Option<DateTime<Utc>> {
         let now = Utc::now();
         let mut earliest: Option<DateTime<Utc>> = None;
         for env in app.envs() {
             let id = env.store.id();
-            if self.is_busy(id) {
+            let flying = self.flying(id);
+            if flying.len() >= IN_FLIGHT {
                 continue;
             }
             let Ok(batch) = env
                 .store
-                .docs::<Delivery>(OUTBOX, "", None, 64, false)
+                .docs::<Delivery>(OUTBOX, "", None, IN_FLIGHT + flying.len(), false)
                 .await
             else {
                 continue;
             };
-            let mut due = Vec::new();
+            let mut room = IN_FLIGHT - flying.len();
             for (key, d) in batch {
                 if d.next_at > now {
                     earliest = Some(earliest.map_or(d.next_at, |e| e.min(d.next_at)));
                     break;
                 }
-                due.push((key, d));
-            }
-            if due.is_empty() {
-                continue;
-            }
-            self.set_busy(id, true);
-            let (me, app, env) = (self.clone(), app.clone(), env.clone());
-            rounds.spawn(async move {
-                let mut sends = tokio::task::JoinSet::new();
-                for (key, d) in due {
-                    let (me, app, env) = (me.clone(), app.clone(), env.clone());
-                    sends.spawn(async move { me.attempt(&app, &env, key, d).await });
+                if flying.contains(&key) {
+                    continue;
                 }
-                while sends.join_next().await.is_some() {}
-                me.set_busy(id, false);
-                // More may be due.
-                me.wake.notify_one();
-            });
+                if room == 0 {
+                    break;
+                }
+                room -= 1;
+                self.set_flying(id, &key, true);
+                let (me, app, env) = (self.clone(), app.clone(), env.clone());
+                sends.spawn(async move {
+                    // The attempt stores its outcome (the delivery gone or
+                    // moved to its next time) before it lands.
+                    me.attempt(&app, &env, key.clone(), d).await;
+                    me.set_flying(id, &key, false);
+                    me.wake.notify_one();
+                });
+            }
         }
         earliest
     }
 
-    fn is_busy(&self, env: uuid::Uuid) -> bool {
-        self.busy
+    /// The keys of `env`'s deliveries in flight.
+    fn flying(&self, env: uuid::Uuid) -> std::collections::HashSet<String> {
+        self.in_flight
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .contains(&env)
+            .get(&env)
+            .cloned()
+            .unwrap_or_default()
     }
 
-    fn set_busy(&self, env: uuid::Uuid, busy: bool) {
-        let mut set = self
-            .busy
+    fn set_flying(&self, env: uuid::Uuid, key: &str, flying: bool) {
+        let mut map = self
+            .in_flight
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if busy {
-            set.insert(env);
-        } else {
-            set.remove(&env);
+        if flying {
+            map.entry(env).or_default().insert(key.to_string());
+        } else if let Some(set) = map.get_mut(&env) {
+            set.remove(key);
+            if set.is_empty() {
+                map.remove(&env);
+            }
         }
     }
 
@@ -607,7 +623,7 @@ mod tests {
     fn backoff_doubles_is_capped_and_jittered() {
         let w = Webhooks {
             wake: Notify::new(),
-            busy: Default::default(),
+            in_flight: Default::default(),
             base_delay: Duration::from_secs(3),
             max_delay: Duration::from_secs(3600),
             give_up_after: Duration::from_secs(25 * 3600),
