@@ -2130,3 +2130,88 @@ async fn an_environments_secret_key_is_replaced_at_a_start_that_asks_for_it() {
     );
     server.stop().await;
 }
+
+/// An environment whose scripts hang holds at most three quarters of the
+/// execution permits: another environment's action still runs at once
+/// (it waited for the hanging ones, all permits being theirs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_environment_whose_scripts_hang_leaves_the_other_its_share() {
+    let mock = MockServer::start(std::sync::Arc::new(|req: &sluice_tests::MockRequest| {
+        let answer = sluice_tests::MockResponse::json(200, &json!({"path": req.path}));
+        if req.path == "/slow" {
+            sluice_tests::MockResponse {
+                delay: Some(std::time::Duration::from_secs(60)),
+                ..answer
+            }
+        } else {
+            answer
+        }
+    }))
+    .await
+    .unwrap();
+    let providers = format!(
+        "mock:\n  auth_mode: API_KEY\n  proxy:\n    base_url: {}\n",
+        mock.url()
+    );
+    let data = tempfile::tempdir().unwrap();
+    let mut config = ServerConfig::new(data.path(), "127.0.0.1:0".parse().unwrap());
+    config.max_concurrent_executions = 4;
+    let server = start_with(config, &MasterKey::generate(), &providers).await;
+    let yaml =
+        "integrations:\n  mock-int:\n    actions:\n      proxy:\n        endpoint: POST /proxy\n";
+    let mut clients = Vec::new();
+    for key in [DEV_KEY, PROD_KEY] {
+        let c = Client::new(&server, key);
+        deploy_scripts(
+            &c,
+            yaml,
+            "mock-int",
+            &[(guests::ACTION_PROXY, "proxy", ScriptKind::Action)],
+        )
+        .await;
+        c.integration_and_connection(
+            "mock-int",
+            "mock",
+            json!({"connection_id": "c1", "api_key": "k"}),
+        )
+        .await;
+        clients.push(c);
+    }
+    let (dev, prod) = (&clients[0], &clients[1]);
+    let c1 = ("mock-int", "c1");
+    // Dev: more hanging actions than there are permits.
+    for _ in 0..6 {
+        dev.trigger_async(c1, "proxy", json!({"endpoint": "/slow"}), None)
+            .await;
+    }
+    let t = std::time::Instant::now();
+    while mock.requests().iter().filter(|r| r.path == "/slow").count() < 3 {
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(20),
+            "dev's actions never started"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(
+        mock.requests().iter().filter(|r| r.path == "/slow").count(),
+        3,
+        "dev held more than its share"
+    );
+    let started = std::time::Instant::now();
+    let (status, body) = prod
+        .send_as(
+            c1,
+            "POST",
+            "/action/trigger",
+            Some(json!({"action_name": "proxy", "input": {"endpoint": "/fast"}})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "prod's action waited {:?} for dev's hanging ones",
+        started.elapsed()
+    );
+    server.stop().await;
+}

@@ -62,6 +62,9 @@ pub struct EnvState {
     /// race with one being created (left without its integration), nor an
     /// update put a deleted integration back.
     pub integrations_lock: tokio::sync::RwLock<()>,
+    /// This environment's share of the execution permits
+    /// ([`crate::fair_share`]), taken before one of the process's.
+    executions: Semaphore,
 }
 
 impl EnvState {
@@ -111,6 +114,12 @@ impl EnvState {
             )
         })
     }
+}
+
+/// See [`App::execution_permit`].
+pub struct ExecutionPermit<'a> {
+    _own: Option<tokio::sync::SemaphorePermit<'a>>,
+    _all: Option<tokio::sync::SemaphorePermit<'a>>,
 }
 
 /// Everything the handlers share.
@@ -163,6 +172,9 @@ impl App {
                 runs: Default::default(),
                 config_lock: tokio::sync::Mutex::new(()),
                 integrations_lock: tokio::sync::RwLock::new(()),
+                executions: Semaphore::new(crate::fair_share(
+                    config.max_concurrent_executions.max(1),
+                )),
             };
             envs.insert(store_env.id(), Arc::new(state));
         }
@@ -178,6 +190,19 @@ impl App {
             config,
             envs,
         })
+    }
+
+    /// A permit to run a script of `env`: one of its share, then one of
+    /// the process's (held together, dropped when the script ends). An
+    /// environment whose scripts hold its share waits for its own; the
+    /// others still find a quarter of the permits.
+    pub async fn execution_permit<'a>(&'a self, env: &'a EnvState) -> ExecutionPermit<'a> {
+        let own = env.executions.acquire().await.ok();
+        let all = self.executions.acquire().await.ok();
+        ExecutionPermit {
+            _own: own,
+            _all: all,
+        }
     }
 
     pub fn env(&self, store_env: &EnvStore) -> Option<Arc<EnvState>> {

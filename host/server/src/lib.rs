@@ -131,6 +131,13 @@ async fn serve(
     graceful.shutdown().await;
 }
 
+/// How much of a shared pool (execution permits, sync slots) one
+/// environment may hold: three quarters, so another environment always
+/// finds a quarter free however many of one's scripts hang.
+pub fn fair_share(pool: usize) -> usize {
+    (pool - pool / 4).max(1)
+}
+
 impl Server {
     /// Opens the data directory (the database under `db/`, compiled
     /// components under `cache/`), creates the first environments on first

@@ -419,7 +419,7 @@ pub async fn run_action_for(
     let exec = catalog.execution(name, conn.clone(), call, false);
     let report = running
         .until_stopped(async {
-            let _permit = app.executions.acquire().await;
+            let _permit = app.execution_permit(env).await;
             app.runtime
                 .execute(&script, exec, app.services(env, Some(catalog.clone())))
                 .await
@@ -460,7 +460,7 @@ pub async fn run_webhook(
     exec.sync.last_sync_date = state.last_sync_date;
     let started_at = Utc::now();
     let run = async {
-        let _permit = app.executions.acquire().await;
+        let _permit = app.execution_permit(env).await;
         app.runtime
             .execute(&script, exec, app.services(env, Some(catalog.clone())))
             .await
@@ -568,7 +568,7 @@ async fn run_events(
         let exec = catalog.execution(&name, conn.clone(), Call::OnEvent, false);
         let started_at = Utc::now();
         let run = async {
-            let _permit = app.executions.acquire().await;
+            let _permit = app.execution_permit(env).await;
             app.runtime
                 .execute(&script, exec, app.services(env, Some(catalog.clone())))
                 .await
@@ -764,7 +764,7 @@ pub async fn run_sync(
     exec.sync.last_sync_date = last_sync_date;
     let track_deletes = exec.sync.track_deletes;
     let execution = async {
-        let _permit = app.executions.acquire().await;
+        let _permit = app.execution_permit(env).await;
         app.runtime
             .execute(&script, exec, app.services(env, Some(catalog.clone())))
             .await

@@ -102,6 +102,11 @@ struct State {
     /// Per environment, how late its last scheduled runs started (ms
     /// after their slot).
     delays: HashMap<Uuid, std::collections::VecDeque<i64>>,
+    /// Per environment, its runs going.
+    running: HashMap<Uuid, usize>,
+    /// Most runs one environment may have going ([`crate::fair_share`] of
+    /// the slots; 0 before it is set: no bound).
+    share: usize,
 }
 
 /// Dispatch delays kept for [`Scheduler::dispatch_delays`].
@@ -149,14 +154,20 @@ impl State {
             Some(e) => (Bound::Unbounded, Bound::Included(e)),
             None => (Bound::Unbounded, Bound::Excluded(Uuid::nil())),
         };
+        // An environment with its share of the slots going waits, so
+        // another's runs are never all held up behind its (hanging) ones.
+        let share = self.share;
+        let running = &self.running;
         let env = self
             .due
             .range(after)
             .chain(self.due.range(before))
+            .filter(|(env, _)| share == 0 || running.get(env).copied().unwrap_or(0) < share)
             .find(|(_, q)| q.first().is_some_and(|(at, _)| *at <= now))
             .map(|(env, _)| *env)?;
         let (due_at, key) = self.due.get_mut(&env)?.pop_first()?;
         self.last_served = Some(env);
+        *self.running.entry(env).or_default() += 1;
         let entry = self.entries.get_mut(&(env, key.clone()))?;
         entry.due_at = None;
         entry.running = true;
@@ -192,11 +203,16 @@ impl State {
         })
     }
 
-    /// The earliest due time of any waiting schedule.
+    /// The earliest due time of any waiting schedule that may start (an
+    /// environment running its share waits for one of its runs to end,
+    /// which wakes the dispatcher).
     fn earliest(&self) -> Option<i64> {
         self.due
-            .values()
-            .filter_map(|q| q.first().map(|(at, _)| *at))
+            .iter()
+            .filter(|(env, _)| {
+                self.share == 0 || self.running.get(env).copied().unwrap_or(0) < self.share
+            })
+            .filter_map(|(_, q)| q.first().map(|(at, _)| *at))
             .min()
     }
 }
@@ -255,7 +271,10 @@ pub fn interval(runs: &str) -> ApiResult<Duration> {
 impl Scheduler {
     pub fn new(config: &crate::ServerConfig) -> Self {
         Self {
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State {
+                share: crate::fair_share(config.sync_slots.max(1)),
+                ..State::default()
+            }),
             wake: Notify::new(),
             slots: Arc::new(Semaphore::new(config.sync_slots.max(1))),
             scale: i64::from(config.schedule_time_scale.max(1)),
@@ -998,6 +1017,12 @@ impl Scheduler {
         drop(permit);
         {
             let mut st = self.lock();
+            if let Some(n) = st.running.get_mut(&job.env) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    st.running.remove(&job.env);
+                }
+            }
             let now = now_ms();
             let key = (job.env, job.key.clone());
             let removed = match st.entries.get_mut(&key) {
@@ -1120,6 +1145,32 @@ mod tests {
         // Running entries are not picked again; nothing else of b waits.
         assert!((0..98).all(|_| st.pick(100).is_some_and(|j| j.env == a)));
         assert!(st.pick(100).is_none());
+    }
+
+    #[test]
+    fn an_environment_runs_at_most_its_share_of_the_slots() {
+        let mut st = State {
+            share: 2,
+            ..State::default()
+        };
+        let (a, b) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        for i in 0..5 {
+            let key: Key = format!("a{i}").into();
+            st.entries.insert((a, key.clone()), entry(0, 1_000));
+            st.place(a, &key);
+        }
+        let picked: Vec<Uuid> = std::iter::from_fn(|| st.pick(100).map(|j| j.env)).collect();
+        assert_eq!(picked, [a, a], "a's share is two runs");
+        assert_eq!(
+            st.earliest(),
+            None,
+            "a's waiting runs are not due for the dispatcher"
+        );
+        // Another environment's due run is still picked.
+        let key: Key = "b".into();
+        st.entries.insert((b, key.clone()), entry(0, 1_000));
+        st.place(b, &key);
+        assert_eq!(st.pick(100).map(|j| j.env), Some(b));
     }
 
     #[test]
