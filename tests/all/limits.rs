@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use serde_json::json;
-use sluice_runtime::{ExecError, LoadError, Runtime, RuntimeConfig};
+use sluice_runtime::{Call, ExecError, LoadError, Runtime, RuntimeConfig};
 use sluice_tests::{Harness, MockResponse, guests, output, runtime};
 
 fn ok(_: &sluice_tests::MockRequest) -> MockResponse {
@@ -155,6 +155,45 @@ async fn unbounded_allocation_stops_at_the_memory_cap() {
         .action(guests::ACTION_MISBEHAVE, json!({"mode": "print"}))
         .await;
     assert_eq!(output(&again), json!("printed"));
+}
+
+/// Executions together hold at most the runtime's memory budget, one
+/// environment three quarters of it (each was bounded alone, so a few
+/// dozen nested or concurrent ones could take the machine's memory); what
+/// an execution held is given back when it ends.
+#[tokio::test]
+async fn the_memory_all_executions_hold_is_bounded_too() {
+    let mut h = Harness::simple(ok).await;
+    h.limits().memory_bytes = 256 << 20;
+    let mut config = RuntimeConfig::new(guests::CACHE_DIR);
+    config.max_concurrent = 4;
+    config.max_memory_bytes = 512 << 20;
+    config.memory_budget_bytes = 64 << 20;
+    let rt = Runtime::new(config).unwrap();
+    let script = rt
+        .load_file(std::path::Path::new(guests::ACTION_MISBEHAVE))
+        .unwrap();
+    let run = |mode: &str| {
+        h.execution(
+            "test-action",
+            Call::Action {
+                input: Some(json!({ "mode": mode }).to_string()),
+            },
+        )
+    };
+    let report = rt.execute(&script, run("hog"), h.services()).await;
+    match &report.outcome {
+        Err(e @ ExecError::MemoryBudget { budget }) => {
+            assert_eq!(*budget, 64 << 20);
+            assert!(e.to_string().contains("in use by other executions"), "{e}");
+            assert_eq!(e.to_failure().error_type, "script_internal_error");
+        }
+        other => panic!("expected the memory budget, got {other:?}"),
+    }
+    for _ in 0..3 {
+        let again = rt.execute(&script, run("print"), h.services()).await;
+        assert_eq!(output(&again), json!("printed"), "{:?}", again.outcome);
+    }
 }
 
 #[tokio::test]

@@ -98,6 +98,10 @@ struct ServeArgs {
     /// The URL clients reach this server at (for webhook URLs).
     #[arg(long, env = "SLUICE_PUBLIC_URL")]
     public_url: Option<String>,
+    /// Most memory all running scripts may hold at once (one environment
+    /// three quarters of it), e.g. 8G; default: half the machine's memory.
+    #[arg(long = "script-memory", env = "SLUICE_SCRIPT_MEMORY", value_parser = parse_size)]
+    script_memory: Option<u64>,
     /// Give this environment a new secret key at this start (repeatable):
     /// NANGO_SECRET_KEY_<ENV> if set, else a new random one, printed once;
     /// the old key stops working. For a lost or leaked key.
@@ -676,6 +680,9 @@ async fn run_serve(args: ServeArgs, out: &mut dyn Write) -> anyhow::Result<i32> 
     config.public_url = args.public_url;
     config.cache_max_bytes = args.cache_max;
     config.new_keys = args.new_keys;
+    config.script_memory_budget = args
+        .script_memory
+        .map(|b| usize::try_from(b).unwrap_or(usize::MAX));
     config.store = match args.store.as_str() {
         "sled" => sluice_server::StoreKind::Sled,
         "redb" => sluice_server::StoreKind::Redb,

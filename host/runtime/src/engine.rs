@@ -110,6 +110,64 @@ pub(crate) struct RuntimeInner {
     pub(crate) config: RuntimeConfig,
     cache_key: String,
     stop_ticker: Arc<AtomicBool>,
+    pub(crate) memory: Arc<MemoryBudget>,
+}
+
+/// The linear memory all executions hold, and each environment's (by
+/// name), against [`RuntimeConfig::memory_budget_bytes`].
+pub(crate) struct MemoryBudget {
+    pub(crate) budget: usize,
+    in_use: std::sync::atomic::AtomicUsize,
+    by_env:
+        std::sync::Mutex<std::collections::HashMap<String, Arc<std::sync::atomic::AtomicUsize>>>,
+}
+
+impl MemoryBudget {
+    fn new(budget: usize) -> Self {
+        Self {
+            budget,
+            in_use: Default::default(),
+            by_env: Default::default(),
+        }
+    }
+
+    pub(crate) fn env_counter(&self, env: &str) -> Arc<std::sync::atomic::AtomicUsize> {
+        self.by_env
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(env.to_string())
+            .or_default()
+            .clone()
+    }
+
+    /// Takes `bytes` for an execution of the environment whose counter is
+    /// `env`; `false` (nothing taken) when that passes its share or the
+    /// whole budget.
+    pub(crate) fn take(&self, env: &std::sync::atomic::AtomicUsize, bytes: usize) -> bool {
+        let share = self.budget - self.budget / 4;
+        let fits =
+            |limit: usize| move |used: usize| used.checked_add(bytes).filter(|n| *n <= limit);
+        if env
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, fits(share))
+            .is_err()
+        {
+            return false;
+        }
+        if self
+            .in_use
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, fits(self.budget))
+            .is_err()
+        {
+            env.fetch_sub(bytes, Ordering::AcqRel);
+            return false;
+        }
+        true
+    }
+
+    pub(crate) fn give_back(&self, env: &std::sync::atomic::AtomicUsize, bytes: usize) {
+        env.fetch_sub(bytes, Ordering::AcqRel);
+        self.in_use.fetch_sub(bytes, Ordering::AcqRel);
+    }
 }
 
 impl Drop for RuntimeInner {
@@ -147,6 +205,7 @@ impl Runtime {
         if !config.meter_fuel {
             spawn_epoch_ticker(engine.clone(), config.epoch_tick, stop_ticker.clone());
         }
+        let memory = Arc::new(MemoryBudget::new(config.memory_budget_bytes));
         Ok(Self {
             inner: Arc::new(RuntimeInner {
                 engine,
@@ -154,6 +213,7 @@ impl Runtime {
                 config,
                 cache_key,
                 stop_ticker,
+                memory,
             }),
         })
     }

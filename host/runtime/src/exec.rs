@@ -364,6 +364,11 @@ pub enum ExecError {
     Timeout { after: Duration },
     #[error("memory limit of {} exceeded", human_bytes(*limit))]
     MemoryLimit { limit: usize },
+    #[error(
+        "memory limit exceeded: the memory this server gives scripts ({} in all, three quarters of it to one environment) is in use by other executions",
+        human_bytes(*budget)
+    )]
+    MemoryBudget { budget: usize },
     #[error("script failed: {0}")]
     Script(ScriptFailure),
     #[error("script trapped: {message}")]
@@ -526,9 +531,7 @@ impl Runtime {
             Some(Ok(Ok(output))) => Ok(output),
             Some(Ok(Err(script_error))) => {
                 if store.data().limiter.hit {
-                    Err(ExecError::MemoryLimit {
-                        limit: store.data().limiter.limit(),
-                    })
+                    Err(memory_error(&store.data().limiter))
                 } else {
                     Err(ExecError::Script(failure_from(script_error)))
                 }
@@ -697,6 +700,18 @@ pub const MAX_JSON_DEPTH: usize = 128;
 /// loop is empty and the exported call's promise has not settled.
 const NEVER_SETTLED: &str = "event loop error, but no exception is pending";
 
+fn memory_error(limiter: &crate::host::MemoryLimiter) -> ExecError {
+    if limiter.budget_hit {
+        ExecError::MemoryBudget {
+            budget: limiter.budget(),
+        }
+    } else {
+        ExecError::MemoryLimit {
+            limit: limiter.limit(),
+        }
+    }
+}
+
 fn classify_trap(failed: Failed, state: &HostState, fuel: u64) -> ExecError {
     let (err, instantiating) = match failed {
         Failed::Instantiate(e) => (e, true),
@@ -706,9 +721,7 @@ fn classify_trap(failed: Failed, state: &HostState, fuel: u64) -> ExecError {
         return ExecError::OutOfFuel { units: fuel };
     }
     if state.limiter.hit {
-        return ExecError::MemoryLimit {
-            limit: state.limiter.limit(),
-        };
+        return memory_error(&state.limiter);
     }
     // The JavaScript engine's event loop ran out of work while the
     // script's promise was pending: it says so on stderr and traps.

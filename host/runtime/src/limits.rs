@@ -151,6 +151,33 @@ pub struct RuntimeConfig {
     /// Write `/tmp/perf-<pid>.map` naming compiled wasm functions, for
     /// profiling with `perf` (ARCHITECTURE.md, "Profiling").
     pub perf_map: bool,
+    /// Most bytes of linear memory all executions may hold at once (each is
+    /// also bounded by its environment's `memory_bytes`), and one
+    /// environment's executions three quarters of it: a growth past either
+    /// ends that execution with `MemoryBudget`. Default: half the machine's
+    /// memory (8 GiB where it cannot be read).
+    pub memory_budget_bytes: usize,
+}
+
+/// Half of the machine's memory (`/proc/meminfo`), or 8 GiB.
+pub fn default_memory_budget() -> usize {
+    let total_kib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|rest| {
+                    rest.trim()
+                        .trim_end_matches("kB")
+                        .trim()
+                        .parse::<usize>()
+                        .ok()
+                })
+        });
+    match total_kib {
+        Some(kib) => kib.saturating_mul(1024) / 2,
+        None => 8 << 30,
+    }
 }
 
 impl RuntimeConfig {
@@ -166,6 +193,7 @@ impl RuntimeConfig {
             retry_max_delay: Duration::from_secs(600),
             meter_fuel: true,
             perf_map: false,
+            memory_budget_bytes: default_memory_budget(),
         }
     }
 }

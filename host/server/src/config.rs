@@ -70,6 +70,9 @@ pub struct ServerConfig {
     pub log_retention_bytes: u64,
     /// How often the retention is enforced.
     pub log_retention_every: Duration,
+    /// Most linear memory all scripts may hold at once (one environment's
+    /// three quarters of it); `None`: half the machine's memory.
+    pub script_memory_budget: Option<usize>,
     /// Environments given a new secret key at this start (the one
     /// `initial_keys` names for them, else a new random one; the old key
     /// stops working): for a lost or leaked key.
@@ -171,6 +174,7 @@ impl ServerConfig {
             log_retention_bytes: 1 << 30,
             log_retention_every: Duration::from_secs(60),
             new_keys: Vec::new(),
+            script_memory_budget: None,
         }
     }
 }

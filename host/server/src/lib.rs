@@ -214,6 +214,9 @@ impl Server {
         }
         let mut runtime_config = RuntimeConfig::new(config.data_dir.join("cache"));
         runtime_config.cache_max_bytes = config.cache_max_bytes;
+        if let Some(budget) = config.script_memory_budget {
+            runtime_config.memory_budget_bytes = budget;
+        }
         // A nested `triggerAction` runs in its own instance without a
         // permit of its own (it draws on its caller's), so the pool has a
         // slot for every level an execution may nest: an execution that

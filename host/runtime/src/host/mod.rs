@@ -83,7 +83,7 @@ impl HostState {
         Self {
             wasi,
             table: ResourceTable::new(),
-            limiter: MemoryLimiter::new(limits),
+            limiter: MemoryLimiter::new(limits, &runtime, &services.environment.name),
             kind,
             exec,
             services,
@@ -179,6 +179,19 @@ impl wasmtime_wasi::HostWallClock for FrozenClock {
 pub(crate) struct MemoryLimiter {
     max_memory: usize,
     pub(crate) hit: bool,
+    /// The growth refused was past the runtime's memory budget, not this
+    /// execution's own limit.
+    pub(crate) budget_hit: bool,
+    budget: Arc<crate::engine::MemoryBudget>,
+    env_in_use: Arc<std::sync::atomic::AtomicUsize>,
+    /// Bytes this execution took from the budget (given back on drop).
+    taken: usize,
+}
+
+impl Drop for MemoryLimiter {
+    fn drop(&mut self) {
+        self.budget.give_back(&self.env_in_use, self.taken);
+    }
 }
 
 /// Tables of a script hold functions, not data: a million entries is far
@@ -186,28 +199,47 @@ pub(crate) struct MemoryLimiter {
 const MAX_TABLE_ELEMENTS: usize = 1_000_000;
 
 impl MemoryLimiter {
-    fn new(limits: &Limits) -> Self {
+    fn new(limits: &Limits, runtime: &Runtime, environment: &str) -> Self {
+        let budget = runtime.inner.memory.clone();
+        let env_in_use = budget.env_counter(environment);
         Self {
             max_memory: limits.memory_bytes,
             hit: false,
+            budget_hit: false,
+            budget,
+            env_in_use,
+            taken: 0,
         }
     }
 
     pub(crate) fn limit(&self) -> usize {
         self.max_memory
     }
+
+    pub(crate) fn budget(&self) -> usize {
+        self.budget.budget
+    }
 }
 
 impl wasmtime::ResourceLimiter for MemoryLimiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
         if desired > self.max_memory {
             self.hit = true;
             return Ok(false);
+        }
+        let more = desired.saturating_sub(current);
+        if more > 0 {
+            if !self.budget.take(&self.env_in_use, more) {
+                self.hit = true;
+                self.budget_hit = true;
+                return Ok(false);
+            }
+            self.taken += more;
         }
         Ok(true)
     }
