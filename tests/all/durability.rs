@@ -340,8 +340,9 @@ async fn an_async_action_accepted_before_a_sigkill_completes_after_the_restart()
         let before = posts.load(Ordering::SeqCst);
         let t = Instant::now();
         while posts.load(Ordering::SeqCst) == before {
+            // Generous: a loaded CI machine starts the server slowly.
             assert!(
-                t.elapsed() < Duration::from_secs(10),
+                t.elapsed() < Duration::from_secs(30),
                 "attempt {attempt} never ran"
             );
             tokio::time::sleep(Duration::from_millis(5)).await;
