@@ -169,8 +169,10 @@ impl Client {
         assert_eq!(status, 200, "{body}");
     }
 
-    /// Polls an async action's status URL until it answers other than 202
-    /// (or `until` says stop); every answer's status, changes only.
+    /// Polls an async action's status URL until `until` says stop; every
+    /// answer's status, changes only, with 0 for "not finished" (a 404
+    /// whose payload names the action's state, as the original answers
+    /// 404 until there is a result).
     pub(crate) async fn poll_async(
         &self,
         conn: (&str, &str),
@@ -180,6 +182,12 @@ impl Client {
         let mut seen = Vec::new();
         for _ in 0..400 {
             let (status, body) = self.send_as(conn, "GET", location, None).await;
+            let status = if status == 404 && body["error"]["payload"]["status"].is_string() {
+                assert_eq!(body["error"]["code"], "not_found", "{body}");
+                0
+            } else {
+                status
+            };
             if seen.last() != Some(&status) {
                 seen.push(status);
             }
@@ -471,7 +479,7 @@ async fn deploy_connect_sync_read_act_isolate_and_restart_on(store: StoreKind) {
     assert_eq!(resp.status(), 202);
     let location = resp.headers()["location"].to_str().unwrap().to_string();
     let (seen, body) = dev
-        .poll_async(("hubspot", "demo"), &location, |s| s != 202)
+        .poll_async(("hubspot", "demo"), &location, |s| s != 0)
         .await;
     assert_eq!(seen.last(), Some(&200), "{body}");
     assert_eq!(body["id"], "201", "{body}");
@@ -801,7 +809,7 @@ async fn runs_report_changes_errors_keep_their_shapes_and_tokens_refresh_once() 
     let location = dev
         .trigger_async(c1, "misbehave", json!({"mode": "print"}), None)
         .await;
-    let (seen, done) = dev.poll_async(c1, &location, |s| s != 202).await;
+    let (seen, done) = dev.poll_async(c1, &location, |s| s != 0).await;
     assert_eq!(seen.last(), Some(&200), "{done}");
     assert_eq!(done, json!("printed"));
 
@@ -810,7 +818,7 @@ async fn runs_report_changes_errors_keep_their_shapes_and_tokens_refresh_once() 
     let location = dev
         .trigger_async(c1, "proxy", json!({"endpoint": "/flaky"}), Some(2))
         .await;
-    let (seen, body) = dev.poll_async(c1, &location, |s| s != 202).await;
+    let (seen, body) = dev.poll_async(c1, &location, |s| s != 0).await;
     assert_eq!(
         (seen.last(), body["error"]["code"].as_str()),
         (Some(&424), Some("script_http_error")),
@@ -851,7 +859,7 @@ async fn runs_report_changes_errors_keep_their_shapes_and_tokens_refresh_once() 
     assert_eq!(status, 200, "{body}");
     assert_eq!(import("second").await.0, 200);
     let attempts = flaky_calls.lock().unwrap().len();
-    let (seen, body) = dev.poll_async(c3, &location, |s| s != 202).await;
+    let (seen, body) = dev.poll_async(c3, &location, |s| s != 0).await;
     assert_eq!(
         (seen.last(), body["error"]["code"].as_str()),
         (Some(&404), Some("unknown_connection")),
@@ -880,7 +888,9 @@ async fn runs_report_changes_errors_keep_their_shapes_and_tokens_refresh_once() 
     assert_eq!(token_calls.load(Ordering::SeqCst), 1);
 
     // `force_refresh` refreshes a token imported moments ago (an import is
-    // not a refresh); forced again at once, the refresh just made serves.
+    // not a refresh), and again when asked again at once: as the
+    // original's, an app's explicit refresh always refreshes (a script's
+    // refused request does not, within minutes of the last refresh).
     for _ in 0..2 {
         let (status, body) = dev
             .send(
@@ -892,7 +902,7 @@ async fn runs_report_changes_errors_keep_their_shapes_and_tokens_refresh_once() 
         assert_eq!(status, 200, "{body}");
         assert_eq!(body["credentials"]["access_token"], "fresh-token", "{body}");
     }
-    assert_eq!(token_calls.load(Ordering::SeqCst), 2);
+    assert_eq!(token_calls.load(Ordering::SeqCst), 3);
     // The refresh token is shown only when asked for, in `raw` too.
     let (status, body) = dev
         .send(
@@ -2213,5 +2223,186 @@ async fn an_environment_whose_scripts_hang_leaves_the_other_its_share() {
         "prod's action waited {:?} for dev's hanging ones",
         started.elapsed()
     );
+    server.stop().await;
+}
+
+/// What `@nangohq/node` sends (checked against its 0.71 source): the
+/// records at `/records/?…`, connections at `/connections…` with the
+/// original's list filters, `syncs: []` for "every sync", and a sync
+/// status that leaves out what it does not know.
+#[tokio::test]
+async fn the_official_clients_requests_are_answered_as_the_original_answers_them() {
+    let fixture =
+        Fixture::from_file(&repo_root().join("examples/hubspot-rust/mock-api.yaml")).unwrap();
+    let mock = MockServer::start(fixture.handler()).await.unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let master = MasterKey::generate();
+    let server = start(data.path(), &master, &mock.url()).await;
+    let dev = Client::new(&server, DEV_KEY);
+    deploy(&dev).await;
+    for key in ["hubspot", "hubspot-eu"] {
+        let (status, body) = dev
+            .send(
+                "POST",
+                "/integrations",
+                Some(json!({"unique_key": key, "provider": "hubspot"})),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    for (pck, cid) in [
+        ("hubspot", "Demo-1"),
+        ("hubspot", "other"),
+        ("hubspot-eu", "eu"),
+    ] {
+        let (status, body) = dev
+            .send(
+                "POST",
+                "/connections",
+                Some(json!({"provider_config_key": pck, "connection_id": cid, "access_token": "demo-access-token"})),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        // Created in this order, listed newest first.
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let c = ("hubspot", "Demo-1");
+
+    // `syncs: []` is every sync of the connection.
+    let (status, body) = dev
+        .send_as(
+            c,
+            "POST",
+            "/sync/trigger",
+            Some(json!({"syncs": [], "provider_config_key": "hubspot", "connection_id": "Demo-1", "wait": true})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["runs"][0]["success"], true, "{body}");
+    assert_eq!(body["runs"][0]["results"]["Contact"]["added"], 5, "{body}");
+    let (status, body) = dev
+        .send_as(
+            ("hubspot-eu", "eu"),
+            "POST",
+            "/sync/pause",
+            Some(json!({"syncs": [], "provider_config_key": "hubspot-eu", "connection_id": "eu"})),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("no_syncs_found")),
+        "an integration with nothing deployed: {body}"
+    );
+
+    // `/records/` is `/records`.
+    let (status, with_slash) = dev
+        .send_as(c, "GET", "/records/?model=Contact&limit=3", None)
+        .await;
+    assert_eq!(status, 200, "{with_slash}");
+    let (_, without) = dev
+        .send_as(c, "GET", "/records?model=Contact&limit=3", None)
+        .await;
+    assert_eq!(with_slash, without);
+    assert_eq!(with_slash["records"].as_array().unwrap().len(), 3);
+
+    // The sync status leaves out a sync it does not know.
+    let (status, body) = dev
+        .send_as(
+            c,
+            "GET",
+            "/sync/status?provider_config_key=hubspot&syncs=nope,contacts&connection_id=Demo-1",
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let names: Vec<&str> = body["syncs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["contacts"], "{body}");
+
+    // The list and its filters.
+    let listed = |query: &'static str| {
+        let dev = &dev;
+        async move {
+            let (status, body) = dev.send("GET", &format!("/connections{query}"), None).await;
+            assert_eq!(status, 200, "{query}: {body}");
+            body["connections"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c["connection_id"].as_str().unwrap().to_string())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(listed("").await, ["eu", "other", "Demo-1"]);
+    assert_eq!(listed("/").await, ["eu", "other", "Demo-1"]);
+    assert_eq!(listed("?connectionId=other").await, ["other"]);
+    assert_eq!(listed("?integrationId=hubspot-eu").await, ["eu"]);
+    assert_eq!(
+        listed("?integrationId=hubspot,hubspot-eu").await,
+        ["eu", "other", "Demo-1"]
+    );
+    assert_eq!(listed("?search=demo").await, ["Demo-1"]);
+    assert_eq!(listed("?limit=2").await, ["eu", "other"]);
+    assert_eq!(listed("?limit=2&page=1").await, ["Demo-1"]);
+    assert!(listed("?endUserId=u1").await.is_empty());
+    let (_, body) = dev.send("GET", "/connections?connectionId=eu", None).await;
+    let item = &body["connections"][0];
+    assert_eq!(
+        (&item["errors"], &item["end_user"], &item["tags"]),
+        (&json!([]), &Value::Null, &json!({})),
+        "{body}"
+    );
+    assert!(item["created"].as_str().unwrap().ends_with('Z'), "{body}");
+    for bad in ["?colour=red", "?limit=0", "?limit=2001", "?page=-1"] {
+        let (status, body) = dev.send("GET", &format!("/connections{bad}"), None).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (400, Some("invalid_query_params")),
+            "{bad}: {body}"
+        );
+    }
+
+    // One connection, its metadata, its deletion.
+    let (status, body) = dev
+        .send(
+            "GET",
+            "/connections/Demo-1?provider_config_key=hubspot",
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, body["connection_id"].as_str()),
+        (200, Some("Demo-1")),
+        "{body}"
+    );
+    let (status, body) = dev
+        .send(
+            "PATCH",
+            "/connections/metadata",
+            Some(json!({"connection_id": "Demo-1", "provider_config_key": "hubspot", "metadata": {"team": "a"}})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (_, body) = dev
+        .send(
+            "GET",
+            "/connections/Demo-1?provider_config_key=hubspot",
+            None,
+        )
+        .await;
+    assert_eq!(body["metadata"], json!({"team": "a"}), "{body}");
+    let (status, body) = dev
+        .send(
+            "DELETE",
+            "/connections/other?provider_config_key=hubspot",
+            None,
+        )
+        .await;
+    assert!(status == 200 || status == 204, "{status} {body}");
+    assert_eq!(listed("?integrationId=hubspot").await, ["Demo-1"]);
     server.stop().await;
 }

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use sluice_project::deploy::sha256_hex;
 use sluice_runtime::ScriptKind;
 use sluice_server::ServerConfig;
-use sluice_server::webhooks::standard_signature;
+use sluice_server::webhooks::{nango_hmac_signature, standard_signature};
 use sluice_store::MasterKey;
 use sluice_tests::{MockRequest, MockResponse, MockServer, guests, repo_root};
 
@@ -226,6 +226,12 @@ async fn the_app_gets_signed_webhooks_per_changed_model_retried_until_it_is_back
         req.header("x-nango-signature"),
         Some(sha256_hex(format!("{DEV_KEY}{raw}").as_bytes()).as_str()),
         "X-Nango-Signature is hex(sha256(secret key + body))"
+    );
+    // What the original's client's verifyIncomingWebhookRequest checks
+    // (the function itself is checked against RFC 4231's vector).
+    assert_eq!(
+        req.header("x-nango-hmac-sha256"),
+        Some(nango_hmac_signature(DEV_KEY, &raw).as_str()),
     );
     let id = req.header("webhook-id").unwrap().to_string();
     let ts: i64 = req.header("webhook-timestamp").unwrap().parse().unwrap();

@@ -21,6 +21,21 @@ use sluice_store::EnvStore;
 /// 15 minutes; a request rarely takes more than a few).
 const REFRESH_MARGIN: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
 
+/// When a token that has not expired is refreshed all the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Force {
+    /// Only an expired (or expiring) token.
+    No,
+    /// `GET /connection/:id?force_refresh=true`: always, as the original's
+    /// manual refresh, unless another refresh replaced the token while
+    /// this one waited for the connection's lock.
+    Asked,
+    /// A script's request the provider refused (401): unless the token was
+    /// refreshed within the last five minutes (a burst of executions
+    /// refused at once is one refresh).
+    Refused,
+}
+
 /// Now plus `secs` seconds (an `expires_in` from a client or a token
 /// endpoint), or `None` when that is not a date chrono can hold.
 pub(crate) fn expires_after(secs: i64) -> Option<DateTime<Utc>> {
@@ -160,31 +175,42 @@ impl Connections {
     }
 
     /// The connection, refreshed first when its token expired or is about
-    /// to (`force`: refresh whatever the expiry says).
+    /// to, or whenever `force` says (see [`Force`]).
     pub async fn fresh(
         &self,
         pck: &str,
         cid: &str,
-        force: bool,
+        force: Force,
     ) -> Result<Connection, ConnectionError> {
         let c = self.stored(pck, cid).await?;
         let refreshable =
             c.credentials.kind() == "OAUTH2" && c.credentials.field("refresh_token").is_some();
-        if !(expiring(&c, Utc::now()) || (force && refreshable)) {
+        let forced = force != Force::No && refreshable;
+        if !(expiring(&c, Utc::now()) || forced) {
             return Ok(c);
         }
+        let seen = c.credentials.field("access_token").map(str::to_string);
         let lock = self.lock_for(pck, cid);
         let mut last = lock.lock().await;
         // Another execution may have refreshed while this one waited; a
-        // burst of forced refreshes (every execution's request refused at
-        // once) is one refresh. An import or a metadata change is not a
-        // refresh: `force` still refreshes after one.
+        // burst of forced refreshes is one refresh. An import or a
+        // metadata change is not a refresh: `force` still refreshes after
+        // one.
         let c = self.stored(pck, cid).await?;
-        let refreshed_lately = last.as_ref().is_some_and(|(at, token)| {
-            at.elapsed() < REFRESH_MARGIN.to_std().unwrap_or_default()
-                && c.credentials.field("access_token") == Some(token.as_str())
-        });
-        if !(expiring(&c, Utc::now()) || (force && !refreshed_lately)) {
+        let token = c.credentials.field("access_token");
+        let skip_forced = match force {
+            Force::No => true,
+            // Refreshed while this request waited for the lock.
+            Force::Asked => token != seen.as_deref(),
+            // Every execution's request refused at once: the token they
+            // were refused may already have been replaced, by a refresh
+            // that ended before this one began.
+            Force::Refused => last.as_ref().is_some_and(|(at, refreshed)| {
+                at.elapsed() < REFRESH_MARGIN.to_std().unwrap_or_default()
+                    && token == Some(refreshed.as_str())
+            }),
+        };
+        if !expiring(&c, Utc::now()) && skip_forced {
             return Ok(c);
         }
         match self.refresh(&c).await {
@@ -332,7 +358,7 @@ impl Connections {
 #[async_trait::async_trait]
 impl ConnectionStore for Connections {
     async fn get(&self, pck: &str, cid: &str) -> Result<Connection, ConnectionError> {
-        self.fresh(pck, cid, false).await
+        self.fresh(pck, cid, Force::No).await
     }
 
     async fn set_metadata(
@@ -355,7 +381,7 @@ impl ConnectionStore for Connections {
     }
 
     async fn credentials_refused(&self, pck: &str, cid: &str) -> Result<(), ConnectionError> {
-        self.fresh(pck, cid, true).await.map(|_| ())
+        self.fresh(pck, cid, Force::Refused).await.map(|_| ())
     }
 
     async fn integration(

@@ -5,8 +5,9 @@
 //! and jittered exponential backoff for a day and more, so a restart or a
 //! crash loses none.
 //!
-//! Every delivery is signed twice: the original's `X-Nango-Signature`
-//! (`hex(sha256(secret key + body))`), and Standard Webhooks
+//! Every delivery is signed as the original signs it, `X-Nango-Signature`
+//! (`hex(sha256(secret key + body))`) and `X-Nango-Hmac-Sha256`
+//! (`hex(HMAC-SHA256(secret key, body))`), and with Standard Webhooks
 //! (`webhook-id`, `webhook-timestamp`, `webhook-signature: v1,<base64
 //! HMAC-SHA256 of "id.timestamp.body">` with the environment's `whsec_`
 //! signing secret), so receivers verify with existing libraries and refuse
@@ -127,6 +128,16 @@ pub fn nango_signature(secret_key: &str, body: &str) -> String {
     h.update(secret_key.as_bytes());
     h.update(body.as_bytes());
     hex(&h.finalize())
+}
+
+/// `X-Nango-Hmac-Sha256`: `hex(HMAC-SHA256(secret key, body))`, what the
+/// original's current client (`verifyIncomingWebhookRequest`) checks.
+pub fn nango_hmac_signature(secret_key: &str, body: &str) -> String {
+    // HMAC takes a key of any length.
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret_key.as_bytes())
+        .unwrap_or_else(|_| unreachable!("HMAC keys may have any length"));
+    mac.update(body.as_bytes());
+    hex(&mac.finalize().into_bytes())
 }
 
 /// `webhook-signature` of Standard Webhooks: `v1,` and the base64 of
@@ -568,7 +579,9 @@ async fn send(app: &App, env: &EnvState, d: &Delivery) -> Result<(), (String, bo
         .header("webhook-id", &d.id)
         .header("webhook-timestamp", timestamp.to_string());
     if let Some(key) = &secret_key {
-        req = req.header("x-nango-signature", nango_signature(key, &d.body));
+        req = req
+            .header("x-nango-signature", nango_signature(key, &d.body))
+            .header("x-nango-hmac-sha256", nango_hmac_signature(key, &d.body));
     }
     if let Some(sig) = signing
         .as_deref()
@@ -605,6 +618,11 @@ mod tests {
     fn signatures_match_their_definitions() {
         // sha256("key" + "{}") in hex.
         assert_eq!(nango_signature("key", "{}"), hex(&Sha256::digest(b"key{}")));
+        // RFC 4231, test case 2.
+        assert_eq!(
+            nango_hmac_signature("Jefe", "what do ya want for nothing?"),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
         // The Standard Webhooks reference vector.
         let sig = standard_signature(
             "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",

@@ -188,10 +188,22 @@ pub async fn status(Env(env): Env, ApiPath(id): ApiPath<String>) -> ApiResult<Re
             }
             Err(err)
         }
-        _ => Ok((
-            StatusCode::ACCEPTED,
-            Json(json!({ "id": a.id, "status": a.status, "attempts": a.attempts })),
-        )
-            .into_response()),
+        // Not finished: 404 `not_found`, as the original answers until
+        // there is a result (`@nangohq/node`'s `getAsyncActionResult`
+        // returns any 2xx body as the action's output); the payload says
+        // where it is.
+        _ => {
+            let mut err = ApiError::not_found(
+                "not_found",
+                format!(
+                    "No result for action '{}' yet: it is {} (attempt {})",
+                    a.id, a.status, a.attempts
+                ),
+            );
+            err.payload = Some(Box::new(
+                json!({ "id": a.id, "status": a.status, "attempts": a.attempts }),
+            ));
+            Err(err)
+        }
     }
 }

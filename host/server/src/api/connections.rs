@@ -404,29 +404,134 @@ pub async fn finish_setups(app: &Arc<App>) -> Result<(), crate::ServerError> {
     Ok(())
 }
 
-#[derive(Deserialize)]
-pub struct ListQuery {
-    provider_config_key: Option<String>,
+/// The filters of `GET /connections` (and the legacy `GET /connection`),
+/// as the original's: `connectionId`, `integrationId` (a comma-separated
+/// list), `search` (part of the connection id, any case), `endUserId`,
+/// `endUserOrganizationId` and `tags[k]=v` (sluice keeps no end users or
+/// tags, so these match nothing), `limit` (1..2000, 10,000 when not
+/// given), `page` (from 0); newest first. `provider_config_key` is
+/// sluice's own, kept for its earlier clients. Anything else is 400
+/// `invalid_query_params`, as the original's strict query.
+#[derive(Default)]
+struct ListFilter {
+    connection_id: Option<String>,
+    integrations: Option<Vec<String>>,
+    search: Option<String>,
+    /// An end user, an organization or tags asked for: nothing matches.
+    unmatchable: bool,
+    limit: usize,
+    page: usize,
 }
 
-pub async fn list(Env(env): Env, ApiQuery(q): ApiQuery<ListQuery>) -> ApiResult<Json<Value>> {
-    let all = env
-        .store
-        .connections(q.provider_config_key.as_deref())
-        .await?;
-    let connections: Vec<Value> = all
+fn list_filter(pairs: Vec<(String, String)>) -> Result<ListFilter, ApiError> {
+    let bad = |m: String| ApiError::bad_request("invalid_query_params", m);
+    let mut f = ListFilter {
+        limit: 10_000,
+        ..Default::default()
+    };
+    let mut seen = std::collections::HashSet::new();
+    for (key, value) in pairs {
+        if !key.starts_with("tags[") && !seen.insert(key.clone()) {
+            return Err(bad(format!("`{key}` is given more than once")));
+        }
+        let text = |name: &str, max: usize| {
+            if value.is_empty() || value.chars().count() > max {
+                Err(bad(format!("`{name}` must be 1 to {max} characters")))
+            } else {
+                Ok(value.clone())
+            }
+        };
+        match key.as_str() {
+            "connectionId" => f.connection_id = Some(text("connectionId", 255)?),
+            "search" => f.search = Some(text("search", 255)?.to_lowercase()),
+            "integrationId" | "provider_config_key" => {
+                let keys: Vec<String> = text(&key, 1024)?
+                    .split(',')
+                    .map(|k| k.trim().to_string())
+                    .collect();
+                f.integrations = Some(match f.integrations.take() {
+                    // Both given: what both name.
+                    Some(before) => before.into_iter().filter(|k| keys.contains(k)).collect(),
+                    None => keys,
+                });
+            }
+            "endUserId" | "endUserOrganizationId" => {
+                text(&key, 255)?;
+                f.unmatchable = true;
+            }
+            "limit" => {
+                f.limit = value
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|l| (1..=2000).contains(l))
+                    .ok_or_else(|| bad(format!("`limit` must be 1 to 2000, got `{value}`")))?;
+            }
+            "page" => {
+                f.page = value
+                    .parse::<usize>()
+                    .map_err(|_| bad(format!("`page` must be 0 or more, got `{value}`")))?;
+            }
+            k if k.starts_with("tags[") && k.ends_with(']') => f.unmatchable = true,
+            other => return Err(bad(format!("unknown query parameter `{other}`"))),
+        }
+    }
+    Ok(f)
+}
+
+pub async fn list(
+    Env(env): Env,
+    ApiQuery(pairs): ApiQuery<Vec<(String, String)>>,
+) -> ApiResult<Json<Value>> {
+    let f = list_filter(pairs)?;
+    let mut all = if f.unmatchable {
+        Vec::new()
+    } else {
+        match f.integrations.as_deref() {
+            Some([one]) => env.store.connections(Some(one)).await?,
+            _ => env.store.connections(None).await?,
+        }
+    };
+    all.retain(|c| {
+        f.connection_id
+            .as_ref()
+            .is_none_or(|id| &c.connection_id == id)
+            && f.integrations
+                .as_ref()
+                .is_none_or(|keys| keys.contains(&c.provider_config_key))
+            && f.search
+                .as_ref()
+                .is_none_or(|s| c.connection_id.to_lowercase().contains(s))
+    });
+    all.sort_by(|a, b| {
+        (b.created_at, &b.provider_config_key, &b.connection_id).cmp(&(
+            a.created_at,
+            &a.provider_config_key,
+            &a.connection_id,
+        ))
+    });
+    let mut connections = Vec::new();
+    for c in all
         .iter()
-        .map(|c| {
-            json!({
-                "id": c.connection_id,
-                "connection_id": c.connection_id,
-                "provider_config_key": c.provider_config_key,
-                "provider": c.provider,
-                "created": c.created_at.to_rfc3339(),
-                "metadata": c.metadata,
-            })
-        })
-        .collect();
+        .skip(f.page.saturating_mul(f.limit))
+        .take(f.limit)
+    {
+        let key = format!("{}/{}", c.provider_config_key, c.connection_id);
+        let errors = match env.store.doc::<Value>(CONNECTION_ERRORS, &key).await {
+            Ok(Some(e)) => json!([e]),
+            _ => json!([]),
+        };
+        connections.push(json!({
+            "id": c.connection_id,
+            "connection_id": c.connection_id,
+            "provider_config_key": c.provider_config_key,
+            "provider": c.provider,
+            "errors": errors,
+            "end_user": null,
+            "tags": {},
+            "metadata": c.metadata,
+            "created": c.created_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        }));
+    }
     Ok(Json(json!({ "connections": connections })))
 }
 
@@ -474,7 +579,15 @@ pub async fn get(
     }
     let c = env
         .connections
-        .fresh(&pck, &id, q.force_refresh.unwrap_or(false))
+        .fresh(
+            &pck,
+            &id,
+            if q.force_refresh.unwrap_or(false) {
+                crate::refresh::Force::Asked
+            } else {
+                crate::refresh::Force::No
+            },
+        )
         .await
         .map_err(connection_error)?;
     let mut v = view(&env, &c).await;

@@ -237,8 +237,41 @@ async fn refuse_declared_oversize(
     next.run(req).await
 }
 
-/// Every route.
+/// Every route, reached with or without one trailing slash.
 pub fn router(app: Arc<App>) -> Router {
+    // A layer of the router that holds the routes runs after routing: the
+    // rewrite runs in an outer router, before the inner one routes.
+    Router::new()
+        .fallback_service(routes(app))
+        .layer(axum::middleware::from_fn(trim_trailing_slash))
+}
+
+/// `/records/` is `/records`, as the original's (Express's) routing has
+/// it: `@nangohq/node`'s `listRecords` asks for `/records/?model=…`. A
+/// proxied path keeps its slash: it is the upstream's path.
+async fn trim_trailing_slash(
+    mut req: Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let path = req.uri().path();
+    if path.len() > 1 && path.ends_with('/') && !path.starts_with("/proxy/") {
+        let trimmed = &path[..path.len() - 1];
+        let path_and_query = match req.uri().query() {
+            Some(q) => format!("{trimmed}?{q}"),
+            None => trimmed.to_string(),
+        };
+        let mut parts = req.uri().clone().into_parts();
+        if let Ok(pq) = path_and_query.parse() {
+            parts.path_and_query = Some(pq);
+            if let Ok(uri) = axum::http::Uri::from_parts(parts) {
+                *req.uri_mut() = uri;
+            }
+        }
+    }
+    next.run(req).await
+}
+
+fn routes(app: Arc<App>) -> Router {
     let body_limit = app.config.max_body_bytes;
     let component_limit = app.config.max_component_bytes;
     let body_timeout = app.config.body_timeout;
@@ -276,6 +309,20 @@ pub fn router(app: Arc<App>) -> Router {
         )
         .route(
             "/connection/{id}",
+            get(connections::get).delete(connections::delete),
+        )
+        // The current names (`@nangohq/node` 0.67 and later); the
+        // singular ones above are the original's deprecated aliases.
+        .route(
+            "/connections",
+            get(connections::list).post(connections::create),
+        )
+        .route(
+            "/connections/metadata",
+            post(connections::set_metadata).patch(connections::update_metadata),
+        )
+        .route(
+            "/connections/{id}",
             get(connections::get).delete(connections::delete),
         )
         .route(

@@ -182,13 +182,72 @@ async fn targets(
     Ok(out)
 }
 
-fn names(syncs: &[SyncName]) -> ApiResult<Vec<(String, String)>> {
-    if syncs.is_empty() {
-        return Err(ApiError::invalid_body(
-            "`syncs` must name at least one sync",
+/// Every sync of integration `pck`: each deployed sync's base, and the
+/// variants created (of connection `cid`, when it is named).
+async fn all_syncs(
+    env: &EnvState,
+    pck: &str,
+    cid: Option<&str>,
+) -> ApiResult<Vec<(String, String)>> {
+    let catalog = env.catalog()?;
+    let deployed: Vec<String> = catalog
+        .config
+        .integration(pck)
+        .map(|i| i.distinct_syncs().map(|s| s.name.clone()).collect())
+        .unwrap_or_default();
+    let mut names: Vec<(String, String)> = deployed
+        .iter()
+        .map(|n| (n.clone(), "base".to_string()))
+        .collect();
+    let prefix = match cid {
+        Some(cid) => format!("{pck}\u{1f}{cid}\u{1f}"),
+        None => format!("{pck}\u{1f}"),
+    };
+    let mut after: Option<String> = None;
+    let mut variants = std::collections::BTreeSet::new();
+    loop {
+        let page: Vec<(String, Value)> = env
+            .store
+            .docs(SYNC_VARIANTS, &prefix, after.as_deref(), 1000, false)
+            .await?;
+        let Some((last, _)) = page.last() else { break };
+        after = Some(last.clone());
+        for (key, doc) in page {
+            if let Some((_, sync, variant)) = crate::runner::parse_sync_key(&key)
+                && doc["deleting"] != true
+                && deployed.iter().any(|d| d == sync)
+            {
+                variants.insert((sync.to_string(), variant.to_string()));
+            }
+        }
+    }
+    names.extend(variants);
+    Ok(names)
+}
+
+/// The syncs a trigger, start or pause names: an empty list is every sync
+/// of the connection (of every connection when none is named), as the
+/// original's; 400 `no_syncs_found` when there is none.
+async fn names(
+    env: &EnvState,
+    pck: &str,
+    cid: Option<&str>,
+    syncs: &[SyncName],
+) -> ApiResult<Vec<(String, String)>> {
+    if !syncs.is_empty() {
+        return Ok(syncs.iter().map(SyncName::parts).collect());
+    }
+    if env.store.integration(pck).await?.is_none() {
+        return Err(ApiError::unknown_integration(pck));
+    }
+    let all = all_syncs(env, pck, cid).await?;
+    if all.is_empty() {
+        return Err(ApiError::bad_request(
+            "no_syncs_found",
+            format!("No syncs found given the inputs: integration `{pck}` has no sync deployed"),
         ));
     }
-    Ok(syncs.iter().map(SyncName::parts).collect())
+    Ok(all)
 }
 
 pub async fn trigger(
@@ -216,8 +275,8 @@ pub async fn trigger(
         (None, None, Some(true)) => SyncMode::FullRefreshAndClearCache,
         (None, None, _) => SyncMode::Incremental,
     };
-    let syncs = names(&body.syncs)?;
     let cid = body.connection_id.or(headers.connection_id);
+    let syncs = names(&env, &pck, cid.as_deref(), &body.syncs).await?;
     let targets = targets(&app, &env, &pck, cid, &syncs).await?;
     if let Some(t) = targets
         .iter()
@@ -288,8 +347,8 @@ async fn start_or_pause(
         .provider_config_key
         .or(headers.provider_config_key)
         .ok_or_else(|| ApiError::invalid_body("`provider_config_key` is required"))?;
-    let syncs = names(&body.syncs)?;
     let cid = body.connection_id.or(headers.connection_id);
+    let syncs = names(env, &pck, cid.as_deref(), &body.syncs).await?;
     for t in targets(app, env, &pck, cid, &syncs).await? {
         app.scheduler.set_paused(env, &t.key, paused).await?;
     }
@@ -348,40 +407,7 @@ pub async fn status(
     })?;
     let catalog = env.catalog()?;
     let names: Vec<(String, String)> = if syncs.trim() == "*" {
-        let deployed: Vec<String> = catalog
-            .config
-            .integration(&pck)
-            .map(|i| i.distinct_syncs().map(|s| s.name.clone()).collect())
-            .unwrap_or_default();
-        let mut names: Vec<(String, String)> = deployed
-            .iter()
-            .map(|n| (n.clone(), "base".to_string()))
-            .collect();
-        // And the variants created (of the connection, when it is named).
-        let prefix = match &cid {
-            Some(cid) => format!("{pck}\u{1f}{cid}\u{1f}"),
-            None => format!("{pck}\u{1f}"),
-        };
-        let mut after: Option<String> = None;
-        let mut variants = std::collections::BTreeSet::new();
-        loop {
-            let page: Vec<(String, Value)> = env
-                .store
-                .docs(SYNC_VARIANTS, &prefix, after.as_deref(), 1000, false)
-                .await?;
-            let Some((last, _)) = page.last() else { break };
-            after = Some(last.clone());
-            for (key, doc) in page {
-                if let Some((_, sync, variant)) = crate::runner::parse_sync_key(&key)
-                    && doc["deleting"] != true
-                    && deployed.iter().any(|d| d == sync)
-                {
-                    variants.insert((sync.to_string(), variant.to_string()));
-                }
-            }
-        }
-        names.extend(variants);
-        names
+        all_syncs(&env, &pck, cid.as_deref()).await?
     } else {
         syncs
             .split(',')
@@ -390,10 +416,37 @@ pub async fn status(
             .map(|s| SyncName::Name(s.to_string()).parts())
             .collect()
     };
+    // A sync the integration does not have, or a variant the connection
+    // does not have, is left out, as the original's status leaves it.
+    let integration = catalog.config.integration(&pck);
+    let mut known = Vec::with_capacity(names.len());
+    for (name, variant) in names {
+        if integration.and_then(|i| i.sync(&name)).is_none() {
+            continue;
+        }
+        if let Some(cid) = &cid
+            && variant != "base"
+        {
+            let conn = ConnectionRef {
+                provider_config_key: pck.clone(),
+                connection_id: cid.clone(),
+            };
+            if !crate::runner::variant_exists(&env, &sync_key(&conn, &name, &variant)).await? {
+                continue;
+            }
+        }
+        known.push((name, variant));
+    }
+    let names = known;
     let mut out = Vec::new();
     if names.is_empty() {
         if env.store.integration(&pck).await?.is_none() {
             return Err(ApiError::unknown_integration(&pck));
+        }
+        if let Some(cid) = &cid
+            && !env.store.connection_exists(&pck, cid).await?
+        {
+            return Err(ApiError::unknown_connection(&pck, cid));
         }
         return Ok(Json(json!({ "syncs": out })));
     }
