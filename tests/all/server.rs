@@ -2404,5 +2404,47 @@ async fn the_official_clients_requests_are_answered_as_the_original_answers_them
         .await;
     assert!(status == 200 || status == 204, "{status} {body}");
     assert_eq!(listed("?integrationId=hubspot").await, ["Demo-1"]);
+
+    // The deployed scripts, as the original's getScriptsConfig lists them.
+    let (status, body) = dev.send("GET", "/scripts/config", None).await;
+    assert_eq!(status, 200, "{body}");
+    let all = body.as_array().unwrap();
+    assert_eq!(all.len(), 1, "only the deployed integration: {body}");
+    assert_eq!(
+        (&all[0]["providerConfigKey"], &all[0]["provider"]),
+        (&json!("hubspot"), &json!("hubspot"))
+    );
+    let sync = &all[0]["syncs"][0];
+    assert_eq!(
+        (
+            &sync["name"],
+            &sync["type"],
+            &sync["runs"],
+            &sync["returns"]
+        ),
+        (
+            &json!("contacts"),
+            &json!("sync"),
+            &json!("every hour"),
+            &json!(["Contact"])
+        ),
+        "{body}"
+    );
+    assert!(
+        sync["json_schema"]["definitions"]["Contact"].is_object(),
+        "{body}"
+    );
+    assert_eq!(all[0]["actions"][0]["name"], "create-contact", "{body}");
+    let (status, body) = dev.send("GET", "/scripts/config?format=openai", None).await;
+    assert_eq!(status, 200, "{body}");
+    let names: Vec<&str> = body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["contacts", "create-contact"], "{body}");
+    let (status, _) = dev.send("GET", "/scripts/config?format=yaml", None).await;
+    assert_eq!(status, 400);
     server.stop().await;
 }

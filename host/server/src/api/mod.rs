@@ -10,6 +10,7 @@ pub mod integrations;
 pub mod logs;
 pub mod proxy;
 pub mod records;
+pub mod scripts;
 pub mod syncs;
 pub mod v1;
 pub mod webhook_settings;
@@ -363,6 +364,7 @@ fn routes(app: Arc<App>) -> Router {
             post(deploy::activate),
         )
         .route("/openapi.json", get(v1::openapi))
+        .route("/scripts/config", get(scripts::config))
         .route("/v1/{*path}", any(v1::dispatch))
         .route("/proxy/{*path}", any(proxy::forward))
         .fallback(not_found)
