@@ -2020,9 +2020,15 @@ async fn a_connection_is_never_left_without_its_integration() {
         let path = format!("/integrations/{key}");
         let delete = dev.send("DELETE", &path, None);
         let ((created, _), (deleted, _)) = tokio::join!(create, delete);
-        assert!(
-            !(created == 200 && deleted == 200),
-            "round {round}: the connection was created and its integration deleted"
+        assert_eq!(deleted, 200, "round {round}");
+        // Deleted with its integration, or refused for want of it.
+        let (_, list) = dev
+            .send("GET", &format!("/connections?integrationId={key}"), None)
+            .await;
+        assert_eq!(
+            list["connections"],
+            json!([]),
+            "round {round} (created: {created}): a connection left without its integration"
         );
     }
     server.stop().await;
@@ -2446,5 +2452,13 @@ async fn the_official_clients_requests_are_answered_as_the_original_answers_them
     assert_eq!(names, ["contacts", "create-contact"], "{body}");
     let (status, _) = dev.send("GET", "/scripts/config?format=yaml", None).await;
     assert_eq!(status, 400);
+
+    // An integration is deleted with its connections, as the original's.
+    let (status, body) = dev.send("DELETE", "/integrations/hubspot-eu", None).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(listed("?integrationId=hubspot-eu").await.is_empty());
+    let (status, _) = dev.send("GET", "/integrations/hubspot-eu", None).await;
+    assert_eq!(status, 404);
+    assert_eq!(listed("").await, ["Demo-1"]);
     server.stop().await;
 }

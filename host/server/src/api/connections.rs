@@ -630,18 +630,32 @@ pub async fn delete(
         sluice_nango_yaml::EventKind::PreConnectionDeletion,
     )
     .await;
+    if !delete_one(&app, &env, &conn).await? {
+        return Err(ApiError::unknown_connection(&pck, &id));
+    }
+    Ok(Json(json!({ "success": true })))
+}
+
+/// Deletes connection `conn` with its records, schedules and documents;
+/// `false` when there was none.
+pub(crate) async fn delete_one(
+    app: &App,
+    env: &crate::app::EnvState,
+    conn: &ConnectionRef,
+) -> ApiResult<bool> {
     // Its executions stop first (a sync still running would save records
     // after the deletion); new ones wait for the deletion, then find no
     // connection.
-    let _closed = env.runs.close(&conn).await;
-    app.scheduler.connection_deleted(&env, &conn).await?;
-    if !env.store.delete_connection(&pck, &id).await? {
-        return Err(ApiError::unknown_connection(&pck, &id));
+    let _closed = env.runs.close(conn).await;
+    app.scheduler.connection_deleted(env, conn).await?;
+    let (pck, id) = (&conn.provider_config_key, &conn.connection_id);
+    if !env.store.delete_connection(pck, id).await? {
+        return Ok(false);
     }
     env.store
         .delete_doc(CONNECTION_ERRORS, &format!("{pck}/{id}"))
         .await?;
-    Ok(Json(json!({ "success": true })))
+    Ok(true)
 }
 
 #[derive(Deserialize)]

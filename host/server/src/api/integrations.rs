@@ -7,6 +7,7 @@ use axum::extract::{RawQuery, State};
 use chrono::Utc;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use sluice_runtime::records::ConnectionRef;
 use sluice_store::Integration;
 
 use super::{ApiPath, Env, JsonBody};
@@ -212,13 +213,26 @@ pub async fn update(
     Ok(Json(json!({ "data": view(&i, false) })))
 }
 
-pub async fn delete(Env(env): Env, ApiPath(key): ApiPath<String>) -> ApiResult<Json<Value>> {
+/// Deletes an integration and, as the original does, its connections
+/// (with their records and schedules; their `pre-connection-deletion`
+/// scripts do not run, as they do not in the original). The connections
+/// go first: a deletion cut short by a crash leaves the integration, and
+/// repeating it finishes.
+pub async fn delete(
+    State(app): State<Arc<App>>,
+    Env(env): Env,
+    ApiPath(key): ApiPath<String>,
+) -> ApiResult<Json<Value>> {
     let _no_connection_created_meanwhile = env.integrations_lock.write().await;
-    if !env.store.connections(Some(&key)).await?.is_empty() {
-        return Err(ApiError::bad_request(
-            "integration_has_connections",
-            format!("integration `{key}` still has connections; delete them first"),
-        ));
+    if env.store.integration(&key).await?.is_none() {
+        return Err(ApiError::unknown_integration(&key));
+    }
+    for c in env.store.connections(Some(&key)).await? {
+        let conn = ConnectionRef {
+            provider_config_key: c.provider_config_key,
+            connection_id: c.connection_id,
+        };
+        super::connections::delete_one(&app, &env, &conn).await?;
     }
     if !env.store.delete_integration(&key).await? {
         return Err(ApiError::unknown_integration(&key));
