@@ -226,6 +226,38 @@ async fn a_signed_provider_webhook_runs_its_script_and_reaches_the_app_a_forged_
     assert_eq!(items(&c, "c2").await, Vec::<String>::new());
     assert_eq!(app.accepted().len(), 3);
 
+    // `forward_webhooks: false`: the script still runs, nothing is
+    // forwarded (the sync's own webhook is still sent).
+    let (code, out) = c
+        .send(
+            "PATCH",
+            "/integrations/lin",
+            Some(json!({"forward_webhooks": false})),
+        )
+        .await;
+    assert_eq!(
+        (code, &out["data"]["forward_webhooks"]),
+        (200, &json!(false)),
+        "{out}"
+    );
+    let quiet =
+        json!({"type": "Issue", "organizationId": "org-1", "model": "Item", "save": [{"id": "w2"}]})
+            .to_string();
+    let (code, _) = post(&c, &url, &quiet, &signed(&quiet)).await;
+    assert_eq!(code, 200);
+    app.wait_for("the second sync webhook", Duration::from_secs(10), |a| {
+        a.accepted().len() == 4
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(items(&c, "c1").await, ["w1", "w2"]);
+    let forwards = app
+        .accepted()
+        .iter()
+        .filter(|(_, b)| b["type"] == "forward")
+        .count();
+    assert_eq!((app.accepted().len(), forwards), (4, 2));
+
     // Unknown environment or integration, an empty body, not JSON.
     let (code, _) = post(&c, &format!("/webhook/{}/lin", uuid_zero()), &body, &[]).await;
     assert_eq!(code, 404);

@@ -391,7 +391,16 @@ impl ConnectionStore for Connections {
         with_credentials: bool,
     ) -> Result<Value, ConnectionError> {
         match self.store.integration(pck).await.map_err(backend)? {
-            Some(i) => Ok(crate::api::integrations::view(&i, with_credentials)),
+            Some(i) => {
+                let auth_mode = self
+                    .providers
+                    .get(&i.provider)
+                    .and_then(|p| p.auth_mode.clone());
+                Ok(crate::api::integrations::view(
+                    &i,
+                    with_credentials.then_some(auth_mode.as_deref()),
+                ))
+            }
             None => Err(ConnectionError::Refused {
                 code: "unknown_provider_config".into(),
                 message: format!("unknown integration `{pck}`"),

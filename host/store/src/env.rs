@@ -35,8 +35,16 @@ pub struct Integration {
     /// Encrypted at rest.
     #[serde(default)]
     pub webhook_secret: Option<String>,
+    /// Whether the provider's webhooks are forwarded to the app (the
+    /// original's `forward_webhooks`, `true` unless set).
+    #[serde(default = "yes")]
+    pub forward_webhooks: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// An integration as stored: its secrets sealed.
@@ -49,6 +57,8 @@ struct IntegrationRow {
     oauth_client_secret: Option<String>,
     oauth_scopes: Option<String>,
     webhook_secret: Option<String>,
+    #[serde(default = "yes")]
+    forward_webhooks: bool,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
@@ -112,6 +122,7 @@ fn encode_integration(ring: &Keyring, key: &[u8], i: &Integration) -> Result<Vec
         )?,
         oauth_scopes: i.oauth_scopes.clone(),
         webhook_secret: seal_opt(ring, key, "webhook_secret", i.webhook_secret.as_deref())?,
+        forward_webhooks: i.forward_webhooks,
         created_at: i.created_at,
         updated_at: i.updated_at,
     };
@@ -134,6 +145,7 @@ fn decode_integration(ring: &Keyring, key: &[u8], bytes: &[u8]) -> Result<Integr
         display_name: row.display_name,
         oauth_client_id: row.oauth_client_id,
         oauth_scopes: row.oauth_scopes,
+        forward_webhooks: row.forward_webhooks,
         created_at: row.created_at,
         updated_at: row.updated_at,
     })

@@ -172,6 +172,7 @@ fn integration(key: &str, secret: &str) -> Integration {
         oauth_client_secret: Some(secret.into()),
         oauth_scopes: Some("repo,user".into()),
         webhook_secret: Some("whsec-webhook-456".into()),
+        forward_webhooks: true,
         created_at: Utc::now(),
         updated_at: Utc::now(),
     }
@@ -824,6 +825,7 @@ pub async fn integrations_round_trip(b: &Reopen) {
     let bee = Integration {
         oauth_client_secret: None,
         webhook_secret: None,
+        forward_webhooks: false,
         ..integration("github-2", "unused")
     };
     env.put_integration(&bee).await.unwrap();

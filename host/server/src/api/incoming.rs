@@ -289,6 +289,15 @@ async fn forward(
     matched: &[String],
 ) -> ApiResult<()> {
     let pck = &a.provider_config_key;
+    // The integration says not to (`forward_webhooks: false`).
+    if env
+        .store
+        .integration(pck)
+        .await?
+        .is_some_and(|i| !i.forward_webhooks)
+    {
+        return Ok(());
+    }
     let settings = crate::webhooks::settings(env).await?;
     let forwarding = [&settings.primary_url, &settings.secondary_url]
         .into_iter()

@@ -30,6 +30,7 @@ pub struct IntegrationBody {
     display_name: Option<String>,
     credentials: Option<CredentialsBody>,
     webhook_secret: Option<String>,
+    forward_webhooks: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -43,16 +44,20 @@ pub struct CredentialsBody {
     webhook_secret: Option<String>,
 }
 
-pub(crate) fn view(i: &Integration, include_credentials: bool) -> Value {
+/// An integration as the API shows it; `auth_mode` (its provider's) is
+/// the credentials' `type` when they are included.
+pub(crate) fn view(i: &Integration, include_credentials: Option<Option<&str>>) -> Value {
     let mut v = json!({
         "unique_key": i.unique_key,
         "provider": i.provider,
         "display_name": i.display_name.clone().unwrap_or_else(|| i.provider.clone()),
+        "forward_webhooks": i.forward_webhooks,
         "created_at": i.created_at.to_rfc3339(),
         "updated_at": i.updated_at.to_rfc3339(),
     });
-    if include_credentials {
+    if let Some(auth_mode) = include_credentials {
         v["credentials"] = json!({
+            "type": auth_mode,
             "client_id": i.oauth_client_id,
             "client_secret": i.oauth_client_secret,
             "scopes": i.oauth_scopes,
@@ -82,6 +87,9 @@ fn apply(i: &mut Integration, body: IntegrationBody) {
     }
     if body.webhook_secret.is_some() {
         i.webhook_secret = body.webhook_secret;
+    }
+    if let Some(f) = body.forward_webhooks {
+        i.forward_webhooks = f;
     }
 }
 
@@ -124,24 +132,26 @@ pub async fn create(
         oauth_client_secret: None,
         oauth_scopes: None,
         webhook_secret: None,
+        forward_webhooks: true,
         created_at: now,
         updated_at: now,
     };
     apply(&mut i, body);
     env.store.put_integration(&i).await?;
-    Ok(Json(json!({ "data": view(&i, false) })))
+    Ok(Json(json!({ "data": view(&i, None) })))
 }
 
 pub async fn list(Env(env): Env) -> ApiResult<Json<Value>> {
     let all = env.store.integrations().await?;
     Ok(Json(json!({
-        "data": all.iter().map(|i| view(i, false)).collect::<Vec<_>>()
+        "data": all.iter().map(|i| view(i, None)).collect::<Vec<_>>()
     })))
 }
 
 /// `GET /integrations/:key?include=webhook&include=credentials` (also
 /// `include=webhook,credentials` and `include[]=…`).
 pub async fn get(
+    State(app): State<Arc<App>>,
     Env(env): Env,
     ApiPath(key): ApiPath<String>,
     RawQuery(raw): RawQuery,
@@ -170,7 +180,11 @@ pub async fn get(
         .integration(&key)
         .await?
         .ok_or_else(|| ApiError::unknown_integration(&key))?;
-    let mut data = view(&i, credentials);
+    let auth_mode = app
+        .providers
+        .get(&i.provider)
+        .and_then(|p| p.auth_mode.clone());
+    let mut data = view(&i, credentials.then_some(auth_mode.as_deref()));
     if webhook {
         // Where its provider sends webhooks (relative without `public_url`).
         let base = env
@@ -210,7 +224,7 @@ pub async fn update(
     apply(&mut i, body);
     i.updated_at = Utc::now();
     env.store.put_integration(&i).await?;
-    Ok(Json(json!({ "data": view(&i, false) })))
+    Ok(Json(json!({ "data": view(&i, None) })))
 }
 
 /// Deletes an integration and, as the original does, its connections
