@@ -305,8 +305,13 @@ impl Server {
         // end, a webhook round) holds the app, and with it the store: the
         // data directory can be opened again once they let go. Bounded: an
         // async action waiting to retry is left to end with the process.
+        // Work holding an environment (and its store) without the app —
+        // a task of the start's catch-up, a webhook delivery — counts too.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while Arc::strong_count(&self.app) > 1 && std::time::Instant::now() < deadline {
+        let held = |app: &Arc<App>| {
+            Arc::strong_count(app) > 1 || app.envs().any(|env| Arc::strong_count(env) > 1)
+        };
+        while held(&self.app) && std::time::Instant::now() < deadline {
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
     }

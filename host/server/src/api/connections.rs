@@ -169,6 +169,9 @@ fn credentials(mode: &str, body: &Map<String, Value>) -> ApiResult<Value> {
 async fn view(env: &crate::app::EnvState, c: &Connection) -> Value {
     let mut v = c.to_script_json();
     v["credentials"] = Value::Object(c.credentials.as_map().clone());
+    // sluice keeps no end users or tags: the original's fields, empty.
+    v["end_user"] = Value::Null;
+    v["tags"] = json!({});
     let key = format!("{}/{}", c.provider_config_key, c.connection_id);
     if let Ok(Some(e)) = env.store.doc::<Value>(CONNECTION_ERRORS, &key).await {
         v["errors"] = json!([e]);

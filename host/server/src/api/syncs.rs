@@ -495,7 +495,12 @@ pub async fn status(
             "name": t.name,
             "variant": t.variant,
             "status": status,
-            "type": last.map(|r| r.run_type),
+            // As the original reports it: a run that was not incremental
+            // (a full sync's, a first run) is `INITIAL`.
+            "type": match last.map(|r| r.run_type) {
+                Some(crate::runner::RunType::Incremental) => "INCREMENTAL",
+                _ => "INITIAL",
+            },
             "finishedAt": last.map(|r| r.finished_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
             "nextScheduledSyncAt": app.scheduler.next_run(&env, &t.key)
                 .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
