@@ -2300,6 +2300,21 @@ async fn the_official_clients_requests_are_answered_as_the_original_answers_them
         "an integration with nothing deployed: {body}"
     );
 
+    // A variant no connection has, named for every connection (no
+    // connection header): nothing to run, refused as the original's.
+    let resp = dev
+        .http
+        .post(format!("{}/sync/trigger", dev.base))
+        .bearer_auth(&dev.key)
+        .header("content-type", "application/json")
+        .body(json!({"syncs": ["contacts::nope"], "provider_config_key": "hubspot"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let body: Value = serde_json::from_str(&resp.text().await.unwrap()).unwrap();
+    assert_eq!(body["error"]["code"], "no_syncs_found", "{body}");
+
     // `/records/` is `/records`.
     let (status, with_slash) = dev
         .send_as(c, "GET", "/records/?model=Contact&limit=3", None)

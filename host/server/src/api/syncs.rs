@@ -182,6 +182,18 @@ async fn targets(
     Ok(out)
 }
 
+/// A trigger, start or pause that reaches no sync of any connection (no
+/// connection has it, or the variant named) is refused, as the original's.
+fn some_targets(targets: Vec<Target>) -> ApiResult<Vec<Target>> {
+    if targets.is_empty() {
+        return Err(ApiError::bad_request(
+            "no_syncs_found",
+            "No syncs found given the inputs: no connection of the integration has them",
+        ));
+    }
+    Ok(targets)
+}
+
 /// Every sync of integration `pck`: each deployed sync's base, and the
 /// variants created (of connection `cid`, when it is named).
 async fn all_syncs(
@@ -277,7 +289,7 @@ pub async fn trigger(
     };
     let cid = body.connection_id.or(headers.connection_id);
     let syncs = names(&env, &pck, cid.as_deref(), &body.syncs).await?;
-    let targets = targets(&app, &env, &pck, cid, &syncs).await?;
+    let targets = some_targets(targets(&app, &env, &pck, cid, &syncs).await?)?;
     if let Some(t) = targets
         .iter()
         .find(|t| !app.scheduler.is_scheduled(&env, &t.key))
@@ -349,7 +361,7 @@ async fn start_or_pause(
         .ok_or_else(|| ApiError::invalid_body("`provider_config_key` is required"))?;
     let cid = body.connection_id.or(headers.connection_id);
     let syncs = names(env, &pck, cid.as_deref(), &body.syncs).await?;
-    for t in targets(app, env, &pck, cid, &syncs).await? {
+    for t in some_targets(targets(app, env, &pck, cid, &syncs).await?)? {
         app.scheduler.set_paused(env, &t.key, paused).await?;
     }
     Ok(Json(json!({ "success": true })))
