@@ -2315,6 +2315,23 @@ async fn the_official_clients_requests_are_answered_as_the_original_answers_them
     let body: Value = serde_json::from_str(&resp.text().await.unwrap()).unwrap();
     assert_eq!(body["error"]["code"], "no_syncs_found", "{body}");
 
+    // A misspelt `X-Async` is refused, not run synchronously.
+    let resp = dev
+        .http
+        .post(format!("{}/action/trigger", dev.base))
+        .bearer_auth(&dev.key)
+        .header("connection-id", "Demo-1")
+        .header("provider-config-key", "hubspot")
+        .header("x-async", "ture")
+        .header("content-type", "application/json")
+        .body(json!({"action_name": "create-contact", "input": {}}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let body: Value = serde_json::from_str(&resp.text().await.unwrap()).unwrap();
+    assert_eq!(body["error"]["code"], "invalid_headers", "{body}");
+
     // `/records/` is `/records`.
     let (status, with_slash) = dev
         .send_as(c, "GET", "/records/?model=Contact&limit=3", None)

@@ -478,6 +478,12 @@ async fn action_errors_reach_the_caller_with_their_payload_and_other_failures_ar
     let f = failure(h.ts_action("fail", json!({"how": "network"})).await);
     assert_eq!(f.error_type, "script_network_error");
     assert!(f.message.starts_with("ECONNREFUSED"), "{}", f.message);
+    // The URL is named without its query, which can hold a key.
+    assert!(
+        f.message.contains("http://127.0.0.1:1/x?…") && !f.message.contains("query-secret-123"),
+        "{}",
+        f.message
+    );
     // The payload is the axios error's, as the original's.
     assert_eq!(f.payload["name"], "AxiosError", "{}", f.payload);
     assert_eq!(f.payload["code"], "ECONNREFUSED", "{}", f.payload);

@@ -1005,7 +1005,12 @@ async fn send_as<S: Sender>(
                         services.upstream.observe(req, &resp);
                         Err(HttpError::Status(resp))
                     }
-                    Err(e) => Err(HttpError::Failed(e)),
+                    Err(mut e) => {
+                        // The connection's secrets out of what the script,
+                        // the logs and the app's webhooks are told.
+                        e.message = state.redact(&e.message);
+                        Err(HttpError::Failed(e))
+                    }
                 };
             }
         }
@@ -1393,8 +1398,26 @@ fn network_error(e: reqwest::Error) -> NangoError {
         }
         source = s.source();
     }
+    // The URL without its query: a query can carry a key (an API key
+    // sent as `?api_key=`), and the message reaches the script, the logs
+    // and the app's webhooks.
+    let url = e.url().map(|u| {
+        let mut shown = u.clone();
+        shown.set_query(None);
+        shown.set_fragment(None);
+        let _ = shown.set_username("");
+        let _ = shown.set_password(None);
+        match u.query() {
+            Some(_) => format!("{shown}?…"),
+            None => shown.to_string(),
+        }
+    });
+    let e = e.without_url();
     let mut source: &dyn std::error::Error = &e;
-    let mut message = e.to_string();
+    let mut message = match url {
+        Some(url) => format!("{e} for url ({url})"),
+        None => e.to_string(),
+    };
     while let Some(s) = source.source() {
         message = format!("{message}: {s}");
         source = s;

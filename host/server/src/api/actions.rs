@@ -65,15 +65,24 @@ pub async fn run(
     input: Option<Value>,
     headers: &HeaderMap,
 ) -> ApiResult<Response> {
-    let is_async = headers
-        .get("x-async")
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .is_some_and(|v| {
-            ["true", "1", "yes", "on"]
-                .iter()
-                .any(|t| v.eq_ignore_ascii_case(t))
-        });
+    let is_async = match headers.get("x-async") {
+        None => false,
+        Some(v) => {
+            let v = v.to_str().unwrap_or("").trim();
+            let is = |words: &[&str]| words.iter().any(|t| v.eq_ignore_ascii_case(t));
+            if is(&["true", "1", "yes", "on"]) {
+                true
+            } else if is(&["false", "0", "no", "off", ""]) {
+                false
+            } else {
+                // A misspelt value ran the action synchronously.
+                return Err(ApiError::bad_request(
+                    "invalid_headers",
+                    format!("`X-Async` is `true` or `false`, not `{v}`"),
+                ));
+            }
+        }
+    };
     if !is_async {
         let report = runner::run_action(app, env, &conn, &action, input).await?;
         return match report.outcome {

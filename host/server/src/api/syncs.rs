@@ -507,8 +507,10 @@ pub async fn status(
             "name": t.name,
             "variant": t.variant,
             "status": status,
-            // As the original reports it: a run that was not incremental
-            // (a full sync's, a first run) is `INITIAL`.
+            // As the original reports it: its job type is `FULL` for a
+            // full sync's run (and a first run), `INCREMENTAL` for an
+            // incremental sync's with a `lastSyncDate`, and the status
+            // shows anything not incremental as `INITIAL`.
             "type": match last.map(|r| r.run_type) {
                 Some(crate::runner::RunType::Incremental) => "INCREMENTAL",
                 _ => "INITIAL",

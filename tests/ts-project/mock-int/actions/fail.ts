@@ -12,7 +12,8 @@ export default async function runAction(nango: NangoAction, input: FailInput): P
             throw e;
         }
         case 'network':
-            await nango.get({ endpoint: '/x', baseUrlOverride: 'http://127.0.0.1:1' });
+            // A key in the query stays out of the error message.
+            await nango.get({ endpoint: '/x', baseUrlOverride: 'http://127.0.0.1:1', params: { api_key: 'query-secret-123' } });
             throw new Error('unreachable');
         case 'never':
             // Nothing will ever settle it.
