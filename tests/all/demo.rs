@@ -158,3 +158,56 @@ async fn the_demo_serves_its_synced_records_and_runs_again_on_its_data() {
     assert_eq!(status, 200, "{page}");
     assert!(!page["records"].as_array().unwrap().is_empty(), "{page}");
 }
+
+/// `serve --demo` deploys its example over the dev environment's project:
+/// on a data directory it did not make it refuses, whatever keys are set,
+/// and changes nothing there.
+#[test]
+fn the_demo_refuses_a_data_directory_it_did_not_make() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_sluice-under-test"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(&data)
+        .env("NANGO_SECRET_KEY_DEV", "ops-dev-key-0001")
+        .env_remove("SLUICE_MASTER_KEY")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut printed = String::new();
+    for line in BufReader::new(serve.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        printed.push_str(&line);
+        printed.push('\n');
+        if line.starts_with("sluice is listening on ") {
+            break;
+        }
+    }
+    let _ = serve.kill();
+    let _ = serve.wait();
+    // The key the operator gave is not printed back.
+    assert!(
+        printed.contains("Environment `dev` has the secret key NANGO_SECRET_KEY_DEV gives")
+            && !printed.contains("ops-dev-key-0001"),
+        "{printed}"
+    );
+    // Readable by its owner only.
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(&data).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "{mode:o}");
+
+    let demo = Command::new(env!("CARGO_BIN_EXE_sluice-under-test"))
+        .args(["serve", "--demo", "--listen", "127.0.0.1:0", "--data"])
+        .arg(&data)
+        .env("NANGO_SECRET_KEY_DEV", "ops-dev-key-0001")
+        .env_remove("SLUICE_MASTER_KEY")
+        .output()
+        .unwrap();
+    assert!(!demo.status.success());
+    let stderr = String::from_utf8_lossy(&demo.stderr);
+    assert!(
+        stderr.contains("that `serve --demo` did not make"),
+        "{stderr}"
+    );
+    assert!(!data.join("demo-project").exists());
+}

@@ -866,3 +866,96 @@ async fn accepted_provider_webhooks_survive_sigkill() {
     server.child.kill().unwrap();
     server.child.wait().unwrap();
 }
+
+/// SIGTERM (what `docker stop` and systemd send) and Ctrl-C stop the
+/// server: it says so, exits 0, and what it had written without a flush
+/// yet (an execution's history) is on disk for the next start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_the_server_cleanly_keeping_what_it_wrote() {
+    let mock = MockServer::start(Arc::new(|req: &MockRequest| {
+        if req.method == "POST" {
+            MockResponse::json(
+                201,
+                &json!({"id": "201", "createdAt": "2024-04-01T09:00:00Z",
+                        "properties": {"firstname": "K", "lastname": "J", "email": "k@example.com"}}),
+            )
+        } else {
+            page(0)
+        }
+    }))
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let providers = dir.path().join("providers.yaml");
+    let yaml = std::fs::read_to_string(repo_root().join("host/runtime/providers.yaml")).unwrap();
+    std::fs::write(
+        &providers,
+        yaml.replace("https://api.hubapi.com", &mock.url()),
+    )
+    .unwrap();
+    let master = MasterKey::generate().to_base64();
+    for (round, signal) in ["TERM", "INT"].into_iter().enumerate() {
+        let mut server = start(&data, &providers, &master);
+        let c = Client::at(&server.url, DEV_KEY);
+        if round == 0 {
+            deploy(&c).await;
+            c.send(
+                "POST",
+                "/integrations",
+                Some(json!({"unique_key": "hubspot", "provider": "hubspot"})),
+            )
+            .await;
+            c.send(
+                "POST",
+                "/connection",
+                Some(json!({"provider_config_key": "hubspot", "connection_id": "demo", "access_token": "t"})),
+            )
+            .await;
+        }
+        let (status, body) = c
+            .send(
+                "POST",
+                "/action/trigger",
+                Some(json!({"action_name": "create-contact", "input": {"email": "k@example.com", "first_name": "K", "last_name": "J"}})),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        // At once: the history entry is not flushed yet (sled flushes
+        // every 500 ms on its own).
+        let killed = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(server.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        let t = Instant::now();
+        let exit = loop {
+            if let Some(s) = server.child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(40),
+                "SIG{signal}: still running"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert_eq!(exit.code(), Some(0), "SIG{signal}: {exit:?}");
+    }
+    let server = start(&data, &providers, &master);
+    let c = Client::at(&server.url, DEV_KEY);
+    let (_, history) = c
+        .send(
+            "GET",
+            "/executions?provider_config_key=hubspot&connection_id=demo",
+            None,
+        )
+        .await;
+    let actions = history["executions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["script"] == "create-contact" && e["success"] == true)
+        .count();
+    assert_eq!(actions, 2, "{history}");
+}

@@ -81,7 +81,10 @@ struct DeployArgs {
 
 #[derive(Debug, clap::Args)]
 struct ServeArgs {
-    /// The data directory (database, master key file, compiled components).
+    /// The data directory (database, master key file, compiled
+    /// components), created readable by its owner only. The master key that
+    /// seals credentials is SLUICE_MASTER_KEY (the base64 of 32 bytes) when
+    /// set, else <data>/master.key (created on first start, mode 0600).
     #[arg(long = "data", env = "SLUICE_DATA", default_value = "sluice-data")]
     data: PathBuf,
     /// The embedded database: `sled` (in <data>/db/) or `redb` (the file
@@ -89,8 +92,9 @@ struct ServeArgs {
     /// the one it holds, and a new data directory gets sled.
     #[arg(long, env = "SLUICE_STORE", default_value = "auto", value_parser = ["auto", "sled", "redb"])]
     store: String,
-    /// Where to listen.
-    #[arg(long, env = "SLUICE_LISTEN", default_value = "127.0.0.1:3003")]
+    /// Where to listen: an address and port, or a host name and port
+    /// (`localhost:3003`).
+    #[arg(long, env = "SLUICE_LISTEN", default_value = "127.0.0.1:3003", value_parser = parse_listen)]
     listen: std::net::SocketAddr,
     /// Providers added to the built-in catalogue (Nango's providers.yaml format).
     #[arg(long, env = "SLUICE_PROVIDERS")]
@@ -99,7 +103,8 @@ struct ServeArgs {
     #[arg(long, env = "SLUICE_PUBLIC_URL")]
     public_url: Option<String>,
     /// Most memory all running scripts may hold at once (one environment
-    /// three quarters of it), e.g. 8G; default: half the machine's memory.
+    /// three quarters of it), e.g. 8G, at least 64M; default: half the
+    /// memory of the machine, or of the container (its cgroup's limit).
     #[arg(long = "script-memory", env = "SLUICE_SCRIPT_MEMORY", value_parser = parse_size)]
     script_memory: Option<u64>,
     /// Give this environment a new secret key at this start (repeatable):
@@ -670,7 +675,49 @@ fn master_key(data: &std::path::Path) -> anyhow::Result<sluice_store::MasterKey>
     Ok(sluice_store::MasterKey::load_or_create(&file)?)
 }
 
+/// The least `--script-memory`: below it no script could start.
+const MIN_SCRIPT_MEMORY: u64 = 64 << 20;
+
+/// Creates the data directory readable by its owner only (it holds the
+/// records in the clear, and the master key file unless
+/// SLUICE_MASTER_KEY is set); one that others can read is reported.
+fn private_data_dir(data: &std::path::Path, out: &mut dyn Write) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+    if !data.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(data)
+            .with_context(|| format!("cannot create the data directory {}", data.display()))?;
+        return Ok(());
+    }
+    for (path, what) in [
+        (data.to_path_buf(), "the data directory"),
+        (data.join("master.key"), "the master key file"),
+    ] {
+        let Ok(meta) = std::fs::metadata(&path) else {
+            continue;
+        };
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            writeln!(
+                out,
+                "warning: {what} {} can be read by other users (mode {mode:o}): chmod go-rwx {}",
+                path.display(),
+                path.display()
+            )?;
+        }
+    }
+    Ok(())
+}
+
 async fn run_serve(args: ServeArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
+    if let Some(b) = args.script_memory
+        && b < MIN_SCRIPT_MEMORY
+    {
+        bail!("--script-memory must be at least 64M: no script could run in {b} bytes");
+    }
+    private_data_dir(&args.data, out)?;
     let master = master_key(&args.data)?;
     let mut providers = sluice_runtime::providers::ProviderCatalog::builtin()?;
     if let Some(p) = &args.providers {
@@ -708,18 +755,73 @@ async fn run_serve(args: ServeArgs, out: &mut dyn Write) -> anyhow::Result<i32> 
     let (server, _) =
         sluice_server::Server::start_announcing(config, master, providers, &initial, |created| {
             for (env, key) in created {
-                writeln!(
-                    out,
-                    "Environment `{env}` has a new secret key (shown once): {key}"
-                )?;
+                // A key the operator gave is not printed back (stdout
+                // often goes to a journal).
+                let given = initial
+                    .iter()
+                    .any(|(e, k)| e == env && k.as_deref() == Some(key.as_str()));
+                if given {
+                    writeln!(
+                        out,
+                        "Environment `{env}` has the secret key NANGO_SECRET_KEY_{} gives",
+                        env.to_uppercase()
+                    )?;
+                } else {
+                    writeln!(
+                        out,
+                        "Environment `{env}` has a new secret key (shown once): {key}"
+                    )?;
+                }
             }
             out.flush()
         })
         .await?;
     writeln!(out, "sluice is listening on {}", server.url())?;
     out.flush()?;
-    server.wait().await;
+    until_stopped(server, out).await?;
     Ok(0)
+}
+
+/// How long a stop waits for the requests in flight before it lets go.
+const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Serves until SIGTERM or SIGINT (Ctrl-C), then stops: no new
+/// connections, the requests in flight answered (30 s at most; a second
+/// signal stops at once), the database closed and flushed. Work cut short
+/// (a sync's run, an async action) is taken up at the next start as after
+/// a crash.
+pub(crate) async fn until_stopped(
+    server: sluice_server::Server,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("cannot watch for SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot watch for SIGINT")?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    writeln!(
+        out,
+        "Stopping: answering the requests in flight (at most {} s; signal again to stop at once) …",
+        STOP_GRACE.as_secs()
+    )?;
+    out.flush()?;
+    let stopped = tokio::select! {
+        r = tokio::time::timeout(STOP_GRACE, server.stop()) => r.is_ok(),
+        _ = term.recv() => false,
+        _ = int.recv() => false,
+    };
+    if stopped {
+        writeln!(out, "sluice stopped")?;
+    } else {
+        writeln!(
+            out,
+            "sluice stopped without waiting for the rest: what was cut short is taken up at the next start"
+        )?;
+    }
+    out.flush()?;
+    Ok(())
 }
 
 /// The environments a first start creates, each with the key its
@@ -761,6 +863,18 @@ fn parse_date(flag: &str, value: &str) -> anyhow::Result<DateTime<Utc>> {
 
 /// A size in bytes: digits, optionally followed by K, M or G (powers of
 /// 1024; `B`/`iB` suffixes accepted), e.g. `10G`, `512MiB`.
+/// `127.0.0.1:3003`, `[::1]:3003` or `localhost:3003` (its first address).
+fn parse_listen(text: &str) -> Result<std::net::SocketAddr, String> {
+    use std::net::ToSocketAddrs as _;
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    text.to_socket_addrs()
+        .map_err(|e| format!("`{text}` is not an address and port (e.g. 127.0.0.1:3003): {e}"))?
+        .next()
+        .ok_or_else(|| format!("`{text}` resolves to no address"))
+}
+
 fn parse_size(text: &str) -> Result<u64, String> {
     let t = text.trim();
     let t = t

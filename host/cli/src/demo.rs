@@ -89,6 +89,14 @@ pub async fn run(
     out: &mut dyn Write,
 ) -> anyhow::Result<i32> {
     let data = config.data_dir.clone();
+    // The demo deploys its example over whatever the dev environment has:
+    // only on a data directory it made itself (it keeps its key there).
+    if sluice_server::StoreKind::detect(&data).is_some() && !data.join("demo-dev.key").exists() {
+        bail!(
+            "{} holds a store that `serve --demo` did not make: the demo would deploy its example over the dev environment's project; use a new --data",
+            data.display()
+        );
+    }
     let project = data.join("demo-project");
     if !project.join("nango.yaml").exists() {
         sluice_project::init::init(&project, true)?;
@@ -127,7 +135,7 @@ pub async fn run(
         .await?;
     let key = match created.iter().find(|(env, _)| env == "dev") {
         Some((_, key)) => key.clone(),
-        None => match given.or_else(|| std::fs::read_to_string(&key_file).ok()) {
+        None => match std::fs::read_to_string(&key_file).ok().or(given) {
             Some(k) => k.trim().to_string(),
             None => bail!(
                 "this data directory already has its environments: set NANGO_SECRET_KEY_DEV to the dev key printed when it was created, or use a new --data"
@@ -255,7 +263,7 @@ pub async fn run(
         "The API's endpoints: curl {headers} {base}/openapi.json\nCtrl-C stops the server."
     )?;
     out.flush()?;
-    server.wait().await;
+    crate::cli::until_stopped(server, out).await?;
     drop(mock);
     Ok(0)
 }

@@ -159,9 +159,12 @@ pub struct RuntimeConfig {
     pub memory_budget_bytes: usize,
 }
 
-/// Half of the machine's memory (`/proc/meminfo`), or 8 GiB.
+/// Half of the memory the process may use: the machine's
+/// (`/proc/meminfo`), or its container's when a cgroup limit is lower
+/// (v2 `memory.max`, v1 `memory.limit_in_bytes`); 8 GiB when neither can
+/// be read.
 pub fn default_memory_budget() -> usize {
-    let total_kib = std::fs::read_to_string("/proc/meminfo")
+    let machine = std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|text| {
             text.lines()
@@ -173,11 +176,26 @@ pub fn default_memory_budget() -> usize {
                         .parse::<usize>()
                         .ok()
                 })
-        });
-    match total_kib {
-        Some(kib) => kib.saturating_mul(1024) / 2,
-        None => 8 << 30,
+        })
+        .map(|kib| kib.saturating_mul(1024));
+    let cgroup = [
+        "/sys/fs/cgroup/memory.max",
+        "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+    ]
+    .iter()
+    .find_map(|f| cgroup_limit(&std::fs::read_to_string(f).ok()?));
+    match (machine, cgroup) {
+        (Some(m), Some(c)) => m.min(c) / 2,
+        (Some(n), None) | (None, Some(n)) => n / 2,
+        (None, None) => 8 << 30,
     }
+}
+
+/// A cgroup memory limit file's bytes; none for `max` (v2's "no limit")
+/// or v1's page-rounded `i64::MAX`.
+fn cgroup_limit(text: &str) -> Option<usize> {
+    let n: u64 = text.trim().parse().ok()?;
+    (n < 1 << 60).then(|| usize::try_from(n).unwrap_or(usize::MAX))
 }
 
 impl RuntimeConfig {
@@ -195,5 +213,19 @@ impl RuntimeConfig {
             perf_map: false,
             memory_budget_bytes: default_memory_budget(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cgroup_limit;
+
+    #[test]
+    fn a_cgroup_limit_is_read_and_no_limit_is_none() {
+        assert_eq!(cgroup_limit("2147483648\n"), Some(2 << 30));
+        assert_eq!(cgroup_limit("max\n"), None);
+        // cgroup v1's "unlimited": i64::MAX rounded down to a page.
+        assert_eq!(cgroup_limit("9223372036854771712"), None);
+        assert_eq!(cgroup_limit(""), None);
     }
 }

@@ -232,7 +232,11 @@ async fn refuse_declared_oversize(
         return axum::response::IntoResponse::into_response(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "payload_too_large",
-            "The request body is over the size limit.",
+            format!(
+                "The request body is over the size limit of {} bytes ({} MiB).",
+                max,
+                max >> 20
+            ),
         ));
     }
     next.run(req).await
