@@ -323,6 +323,20 @@ async fn a_data_directory_of_one_store_is_refused_by_the_other() {
         .await
         .stop()
         .await;
+    // Both stores in one directory: refused, naming both.
+    std::fs::write(data.path().join("store.redb"), b"").unwrap();
+    let Err(e) = Server::start(
+        ServerConfig::new(data.path(), "127.0.0.1:0".parse().unwrap()),
+        master.clone(),
+        ProviderCatalog::builtin().unwrap(),
+        &[],
+    )
+    .await
+    else {
+        panic!("a directory with both stores opened");
+    };
+    let e = e.to_string();
+    assert!(e.contains("both a sled database"), "{e}");
 }
 
 async fn deploy_connect_sync_read_act_isolate_and_restart_on(store: StoreKind) {

@@ -140,6 +140,17 @@ impl StoreKind {
                 ),
             });
         }
+        if other.exists() {
+            // Which one holds the data is not for sluice to guess.
+            return Err(sluice_store::BackendError::Open {
+                location: at.display().to_string(),
+                cause: format!(
+                    "the data directory holds both a sled database ({}) and a redb one ({}): move the one not in use out of it",
+                    StoreKind::Sled.location(data_dir).display(),
+                    StoreKind::Redb.location(data_dir).display()
+                ),
+            });
+        }
         Ok(match self {
             StoreKind::Sled => std::sync::Arc::new(sluice_store_sled::SledBackend::open(&at)?),
             StoreKind::Redb => std::sync::Arc::new(sluice_store_redb::RedbBackend::open(&at)?),
