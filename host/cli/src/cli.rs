@@ -751,6 +751,12 @@ async fn run_serve(args: ServeArgs, out: &mut dyn Write) -> anyhow::Result<i32> 
         )
         .await;
     }
+    writeln!(
+        out,
+        "Opening {} (each environment's deployed scripts are loaded; compiled again, seconds per integration, when their cache is gone, as after an upgrade) …",
+        args.data.display()
+    )?;
+    out.flush()?;
     let initial = initial_keys();
     let (server, _) =
         sluice_server::Server::start_announcing(config, master, providers, &initial, |created| {
