@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use sluice_project::deploy::sha256_hex;
 use sluice_runtime::ScriptKind;
-use sluice_server::ServerConfig;
 use sluice_server::webhooks::{nango_hmac_signature, standard_signature};
+use sluice_server::{EventLog, ServerConfig};
 use sluice_store::MasterKey;
 use sluice_tests::{MockRequest, MockResponse, MockServer, guests, repo_root};
 
@@ -144,6 +144,10 @@ async fn the_app_gets_signed_webhooks_per_changed_model_retried_until_it_is_back
     let data = tempfile::tempdir().unwrap();
     let mut config = ServerConfig::new(data.path(), "127.0.0.1:0".parse().unwrap());
     config.webhook_retry_base = Duration::from_millis(50);
+    // What the operator is told (the CLI writes it to stderr).
+    let events = Arc::new(Mutex::new(Vec::<String>::new()));
+    let told = events.clone();
+    config.events = EventLog::new(move |line| told.lock().unwrap().push(line.to_string()));
     let server = start_with(config, &MasterKey::generate(), &up.providers()).await;
     let c = Client::new(&server, DEV_KEY);
     deploy_scripts(
@@ -286,6 +290,14 @@ async fn the_app_gets_signed_webhooks_per_changed_model_retried_until_it_is_back
     );
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(app.accepted().len(), 2, "delivered twice");
+    let told = events.lock().unwrap().clone();
+    assert!(
+        told.iter().any(|l| l.starts_with("dev: webhook ")
+            && l.contains("to the app failed (attempt 1)")
+            && l.contains("503")
+            && l.ends_with("it is tried again later")),
+        "{told:?}"
+    );
 
     // A failed run, with on_sync_error: its failure webhook.
     up.broken.store(true, Ordering::SeqCst);
@@ -297,6 +309,12 @@ async fn the_app_gets_signed_webhooks_per_changed_model_retried_until_it_is_back
     .await;
     let (_, body) = app.accepted().remove(2);
     assert_eq!(body["success"], false, "{body}");
+    let told = events.lock().unwrap().clone();
+    assert!(
+        told.iter()
+            .any(|l| l.starts_with("dev: sync `contacts` of connection `demo` (hubspot) failed: ")),
+        "{told:?}"
+    );
     assert_eq!(body["model"], "Contact", "{body}");
     assert_eq!(body["error"]["type"], "script_error", "{body}");
     assert!(body["error"]["description"].is_string(), "{body}");

@@ -738,6 +738,13 @@ async fn run_serve(args: ServeArgs, out: &mut dyn Write) -> anyhow::Result<i32> 
     config.schedule_time_scale = args.schedule_time_scale.max(1);
     config.sync_slots = args.sync_slots.max(1);
     config.webhook_retry_base = std::time::Duration::from_millis(args.webhook_retry_base_ms.max(1));
+    // What happens while it serves, one line each, on stderr.
+    config.events = sluice_server::EventLog::new(|line| {
+        eprintln!(
+            "{} {line}",
+            Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+        );
+    });
     if args.demo {
         let cache = args.cache_dir.unwrap_or_else(default_cache_dir);
         return crate::demo::run(

@@ -6,6 +6,41 @@ use std::time::Duration;
 
 use sluice_runtime::Limits;
 
+/// Where the server tells its operator what happens while it serves: a
+/// sync run that failed, a webhook to the app that failed or was given
+/// up on, work a stop cut short and taken up again. One line each; the
+/// CLI writes them to stderr. None by default (tests, embedding).
+#[derive(Clone, Default)]
+pub struct EventLog(Option<std::sync::Arc<Say>>);
+
+type Say = dyn Fn(&str) + Send + Sync;
+
+impl EventLog {
+    pub fn new(say: impl Fn(&str) + Send + Sync + 'static) -> Self {
+        Self(Some(std::sync::Arc::new(say)))
+    }
+
+    /// Reports `line` (cut to 1,000 characters).
+    pub fn say(&self, line: &str) {
+        if let Some(say) = &self.0 {
+            match line.char_indices().nth(1000) {
+                Some((at, _)) => say(&format!("{}…", &line[..at])),
+                None => say(line),
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for EventLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "EventLog(on)"
+        } else {
+            "EventLog(off)"
+        })
+    }
+}
+
 /// How a server runs.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -77,6 +112,8 @@ pub struct ServerConfig {
     /// `initial_keys` names for them, else a new random one; the old key
     /// stops working): for a lost or leaked key.
     pub new_keys: Vec<String>,
+    /// What the operator is told as it happens.
+    pub events: EventLog,
 }
 
 /// Which embedded database backs the store. Both sit behind the same
@@ -185,6 +222,7 @@ impl ServerConfig {
             log_retention_bytes: 1 << 30,
             log_retention_every: Duration::from_secs(60),
             new_keys: Vec::new(),
+            events: EventLog::default(),
             script_memory_budget: None,
         }
     }

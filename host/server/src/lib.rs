@@ -35,7 +35,7 @@ use sluice_runtime::{Runtime, RuntimeConfig};
 use sluice_store::{MasterKey, Store};
 
 pub use app::App;
-pub use config::{ServerConfig, StoreKind};
+pub use config::{EventLog, ServerConfig, StoreKind};
 
 /// Why a server could not start.
 #[derive(Debug, thiserror::Error)]

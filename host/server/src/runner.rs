@@ -879,11 +879,41 @@ pub async fn run_sync(
         state.webhooks_queued = stopped;
     })
     .await?;
+    if !summary.success && !stopped {
+        app.config.events.say(&format!(
+            "{}: sync `{}` of connection `{}` ({}) failed: {}",
+            env.name(),
+            sync_label(name, variant),
+            conn.connection_id,
+            conn.provider_config_key,
+            error_text(summary.error.as_ref()),
+        ));
+    }
     if !stopped {
         // The run is done and recorded whatever happens to its webhooks.
         queue_run_webhooks(app, env, &key, &models, &summary).await;
     }
     Ok(summary)
+}
+
+/// `name`, or `name::variant` for a variant.
+pub(crate) fn sync_label(name: &str, variant: &str) -> String {
+    if variant == "base" {
+        name.to_string()
+    } else {
+        format!("{name}::{variant}")
+    }
+}
+
+/// A stored error's message for one line of the event log.
+pub(crate) fn error_text(error: Option<&Value>) -> String {
+    match error {
+        Some(e) => e["message"]
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| e.to_string()),
+        None => "no error recorded".into(),
+    }
 }
 
 /// An async action, stored before the 202 so it survives a restart.
@@ -1021,6 +1051,14 @@ pub async fn resume_async_actions(app: &Arc<App>) -> Result<(), crate::ServerErr
                     continue;
                 }
                 if a.status == "pending" || a.status == "running" {
+                    app.config.events.say(&format!(
+                        "{}: async action `{}` ({}) of connection `{}` ({}) taken up again",
+                        env.name(),
+                        a.action,
+                        a.id,
+                        a.connection_id,
+                        a.provider_config_key,
+                    ));
                     if a.status == "running" {
                         // The attempt in flight died with the process.
                         a.attempts = a.attempts.saturating_sub(1);

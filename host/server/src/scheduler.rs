@@ -691,7 +691,14 @@ impl Scheduler {
                         // The history first: a crash before the state
                         // is written records it again (twice rather than
                         // never).
-                        if let Some((conn, sync, _)) = runner::parse_sync_key(&key) {
+                        if let Some((conn, sync, variant)) = runner::parse_sync_key(&key) {
+                            app.config.events.say(&format!(
+                                "{}: sync `{}` of connection `{}` ({}) was running when the server stopped: recorded as failed ({message})",
+                                env.name(),
+                                runner::sync_label(sync, variant),
+                                conn.connection_id,
+                                conn.provider_config_key,
+                            ));
                             app.logs
                                 .record_failure(
                                     env,

@@ -502,9 +502,21 @@ impl Webhooks {
                 let _ = env.store.delete_doc_unflushed(OUTBOX, &key).await;
             }
             Err((error, retry)) => {
-                d.last_error = Some(error);
                 let age = (Utc::now() - d.created_at).to_std().unwrap_or_default();
-                if !retry || age >= self.give_up_after {
+                let give_up = !retry || age >= self.give_up_after;
+                app.config.events.say(&format!(
+                    "{}: webhook {} to the app failed (attempt {}): {error}{}",
+                    env.name(),
+                    d.id,
+                    d.attempts,
+                    if give_up {
+                        "; given up on"
+                    } else {
+                        "; it is tried again later"
+                    }
+                ));
+                d.last_error = Some(error);
+                if give_up {
                     if env.store.put_doc(DEAD, &d.id, &d).await.is_ok() {
                         let _ = env.store.delete_doc(OUTBOX, &key).await;
                     }
