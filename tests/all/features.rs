@@ -55,6 +55,11 @@ async fn metadata_set_and_update_persist_and_the_connection_hides_refresh_tokens
     );
     assert_eq!(out["info"]["provider"], "mock");
     assert_eq!(out["info"]["environment"], "test");
+
+    // An input of `{}` (which the original passes on as no input) fits a
+    // Rust input struct whose fields are all optional.
+    let out = output(&h.action(guests::ACTION_FEATURES, json!({})).await);
+    assert_eq!(out["before"], out["after"], "{out}");
 }
 
 #[tokio::test]

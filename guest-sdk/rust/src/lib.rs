@@ -110,9 +110,15 @@ pub enum Error {
 }
 
 impl Error {
-    /// An `ActionError` with this payload.
+    /// An `ActionError` with this payload (an internal error saying so when
+    /// the payload does not serialise).
     pub fn action(payload: impl Serialize) -> Self {
-        Error::Action(serde_json::to_value(payload).ok())
+        match serde_json::to_value(payload) {
+            Ok(p) => Error::Action(Some(p)),
+            Err(e) => Error::Internal(format!(
+                "the ActionError payload cannot be written as JSON: {e}"
+            )),
+        }
     }
 
     /// An internal error with a message.
@@ -242,6 +248,7 @@ impl Nango {
                 provider_config_key: None,
                 connection_id: None,
             },
+            refused: None,
         }
     }
 
@@ -443,6 +450,9 @@ impl Nango {
 #[derive(Debug, Clone)]
 pub struct RequestBuilder {
     req: http::Request,
+    /// Why the request cannot be sent (a body that does not serialise):
+    /// `send` and `paginate` return it.
+    refused: Option<String>,
 }
 
 impl RequestBuilder {
@@ -476,10 +486,15 @@ impl RequestBuilder {
     }
 
     /// A JSON body.
+    /// A JSON body. One that does not serialise (a map with non-string
+    /// keys, say) makes `send` return the error, not a `null` body.
     pub fn json(mut self, body: &impl Serialize) -> Self {
-        self.req.data = Some(http::Body::Json(
-            serde_json::to_vec(body).unwrap_or_else(|_| b"null".to_vec()),
-        ));
+        match serde_json::to_vec(body) {
+            Ok(json) => self.req.data = Some(http::Body::Json(json)),
+            Err(e) => {
+                self.refused = Some(format!("the request body cannot be written as JSON: {e}"))
+            }
+        }
         self
     }
 
@@ -539,6 +554,9 @@ impl RequestBuilder {
 
     /// Sends the request; a non-2xx response is an [`Error::Http`].
     pub fn send(self) -> Result<Response, Error> {
+        if let Some(why) = self.refused {
+            return Err(Error::Internal(why));
+        }
         Ok(http::proxy(&self.req)?.into())
     }
 
@@ -546,9 +564,12 @@ impl RequestBuilder {
     /// over them (`{"type": "cursor", "cursor_name_in_request": ...}`).
     pub fn paginate<T: DeserializeOwned>(self, config: Option<Value>) -> Pages<T> {
         let config = config.map(|c| c.to_string().into_bytes());
-        let state = match http::paginate(&self.req, config.as_deref()) {
-            Ok(p) => PagesState::Running(p),
-            Err(e) => PagesState::Failed(Some(e.into())),
+        let state = match &self.refused {
+            Some(why) => PagesState::Failed(Some(Error::Internal(why.clone()))),
+            None => match http::paginate(&self.req, config.as_deref()) {
+                Ok(p) => PagesState::Running(p),
+                Err(e) => PagesState::Failed(Some(e.into())),
+            },
         };
         Pages {
             state,
@@ -609,14 +630,21 @@ pub mod __private {
         input: Option<Vec<u8>>,
         f: fn(&Nango, I) -> Result<O, Error>,
     ) -> Result<Option<Vec<u8>>, types::ScriptError> {
-        let input: I =
-            serde_json::from_slice(input.as_deref().unwrap_or(b"null")).map_err(|e| {
-                types::ScriptError::Sdk(types::NangoError {
-                    code: "invalid_action_input".into(),
-                    message: format!("the action input does not fit the script's input type: {e}"),
-                    payload: None,
-                })
-            })?;
+        // No input (the original also turns `{}` into none) fits an
+        // `Option` as `None`, and a struct whose fields are all optional as
+        // `{}`.
+        let input: Result<I, _> = match input.as_deref() {
+            Some(json) => serde_json::from_slice(json),
+            None => serde_json::from_slice(b"null")
+                .or_else(|e| serde_json::from_slice(b"{}").map_err(|_| e)),
+        };
+        let input = input.map_err(|e| {
+            types::ScriptError::Sdk(types::NangoError {
+                code: "invalid_action_input".into(),
+                message: format!("the action input does not fit the script's input type: {e}"),
+                payload: None,
+            })
+        })?;
         let output = f(&Nango::new(), input).map_err(Error::into_script_error)?;
         let value =
             serde_json::to_value(&output).map_err(|e| Error::from(e).into_script_error())?;

@@ -34,7 +34,11 @@ fn with_entry(interface: &str) -> proc_macro2::TokenStream {
     quote! { #key: ::sluice_sdk::bindings::nango::scripts::#module, }
 }
 
-fn generate(world: &str, imports: &[&str], guest: proc_macro2::TokenStream) -> proc_macro2::TokenStream {
+fn generate(
+    world: &str,
+    imports: &[&str],
+    guest: proc_macro2::TokenStream,
+) -> proc_macro2::TokenStream {
     let withs: Vec<_> = imports.iter().map(|i| with_entry(i)).collect();
     let world = format!("nango:scripts/{world}");
     quote! {
@@ -68,7 +72,10 @@ fn named_arg(attr: TokenStream, key: &str) -> syn::Result<Option<Ident>> {
                     found = Some(ident.clone());
                     continue;
                 }
-                return Err(syn::Error::new_spanned(nv.value, "expected a function name"));
+                return Err(syn::Error::new_spanned(
+                    nv.value,
+                    "expected a function name",
+                ));
             }
             other => {
                 return Err(syn::Error::new_spanned(
@@ -124,9 +131,12 @@ pub fn sync(attr: TokenStream, item: TokenStream) -> TokenStream {
 #[proc_macro_attribute]
 pub fn action(attr: TokenStream, item: TokenStream) -> TokenStream {
     if !attr.is_empty() {
-        return syn::Error::new(proc_macro2::Span::call_site(), "#[action] takes no arguments")
-            .to_compile_error()
-            .into();
+        return syn::Error::new(
+            proc_macro2::Span::call_site(),
+            "#[action] takes no arguments",
+        )
+        .to_compile_error()
+        .into();
     }
     let func = parse_macro_input!(item as ItemFn);
     let name = &func.sig.ident;
@@ -151,9 +161,12 @@ pub fn action(attr: TokenStream, item: TokenStream) -> TokenStream {
 #[proc_macro_attribute]
 pub fn on_event(attr: TokenStream, item: TokenStream) -> TokenStream {
     if !attr.is_empty() {
-        return syn::Error::new(proc_macro2::Span::call_site(), "#[on_event] takes no arguments")
-            .to_compile_error()
-            .into();
+        return syn::Error::new(
+            proc_macro2::Span::call_site(),
+            "#[on_event] takes no arguments",
+        )
+        .to_compile_error()
+        .into();
     }
     let func = parse_macro_input!(item as ItemFn);
     let name = &func.sig.ident;
