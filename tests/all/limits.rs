@@ -197,15 +197,21 @@ async fn the_memory_all_executions_hold_is_bounded_too() {
 }
 
 #[tokio::test]
-async fn a_panic_is_a_trap_with_the_guest_message_in_the_logs() {
+async fn a_panic_is_an_error_naming_its_message_and_place_also_in_the_logs() {
     let h = Harness::simple(ok).await;
     let report = h
         .action(guests::ACTION_MISBEHAVE, json!({"mode": "panic"}))
         .await;
+    // What the caller is told: the panic's place and message, not a wasm
+    // backtrace.
+    let Err(e @ ExecError::Panic { .. }) = &report.outcome else {
+        panic!("{:?}", report.outcome)
+    };
+    let told = e.to_string();
     assert!(
-        matches!(report.outcome, Err(ExecError::Trap { .. })),
-        "{:?}",
-        report.outcome
+        told.starts_with("script panicked at src/bin/action_misbehave.rs:")
+            && told.ends_with(": the script gave up"),
+        "{told}"
     );
     assert!(
         report
@@ -231,7 +237,7 @@ async fn a_panic_message_is_kept_when_the_logs_are_full() {
             .action(guests::ACTION_MISBEHAVE, json!({"mode": "panic"}))
             .await;
         assert!(
-            matches!(report.outcome, Err(ExecError::Trap { .. })),
+            matches!(report.outcome, Err(ExecError::Panic { .. })),
             "{:?}",
             report.outcome
         );

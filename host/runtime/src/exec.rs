@@ -373,6 +373,9 @@ pub enum ExecError {
     Script(ScriptFailure),
     #[error("script trapped: {message}")]
     Trap { message: String },
+    /// A Rust script's panic: where and its message (from its stderr).
+    #[error("script panicked at {message}")]
+    Panic { message: String },
     #[error(
         "the script never finished: it awaits a promise that never settles, with nothing left to wait for (no request or timer pending)"
     )]
@@ -727,6 +730,17 @@ fn classify_trap(failed: Failed, state: &HostState, fuel: u64) -> ExecError {
     // script's promise was pending: it says so on stderr and traps.
     if !instantiating && state.stderr.ends_with_text(NEVER_SETTLED) {
         return ExecError::NeverSettled;
+    }
+    // A panic aborts with `unreachable`: its message says more than the
+    // wasm backtrace.
+    if !instantiating
+        && matches!(
+            err.downcast_ref::<wasmtime::Trap>(),
+            Some(wasmtime::Trap::UnreachableCodeReached)
+        )
+        && let Some(message) = state.stderr.last_panic()
+    {
+        return ExecError::Panic { message };
     }
     let message = format!("{err:?}");
     if instantiating {

@@ -308,6 +308,34 @@ impl CapturedOutput {
         end.windows(needle.len()).any(|w| w == needle)
     }
 
+    /// The last Rust panic written (`thread '…' panicked at src/x.rs:8:20:`
+    /// and its message on the next line) as `src/x.rs:8:20: message`.
+    pub(crate) fn last_panic(&self) -> Option<String> {
+        let b = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let end: Vec<u8> = if b.truncated {
+            b.tail.iter().copied().collect()
+        } else {
+            b.bytes[b.bytes.len().saturating_sub(OUTPUT_TAIL_BYTES)..].to_vec()
+        };
+        let text = String::from_utf8_lossy(&end);
+        let at = text.rfind("panicked at ")?;
+        let rest = &text[at + "panicked at ".len()..];
+        let mut lines = rest.lines();
+        let place = lines.next()?.trim().trim_end_matches(':');
+        // Before Rust 1.73 the message came first, on the same line.
+        let message = lines.next().map(str::trim).unwrap_or("");
+        let message = if message.starts_with("note: ") {
+            ""
+        } else {
+            message
+        };
+        Some(if message.is_empty() {
+            place.to_string()
+        } else {
+            format!("{place}: {message}")
+        })
+    }
+
     /// What was captured (and forgets it).
     pub(crate) fn take(&self) -> Captured {
         let mut b = self.inner.lock().unwrap_or_else(|e| e.into_inner());
