@@ -40,6 +40,15 @@ pub enum CompileError {
         .0.join(", ")
     )]
     MissingScripts(Vec<String>),
+    #[error(
+        "script `{name}` of `{integration}` has more than one source: {}; keep one",
+        .sources.join(", ")
+    )]
+    AmbiguousScript {
+        integration: String,
+        name: String,
+        sources: Vec<String>,
+    },
     #[error(transparent)]
     Toolchain(#[from] ToolchainError),
     #[error("compiling {integration} failed:\n{}", messages.iter().map(|m| format!("  {m}")).collect::<Vec<_>>().join("\n"))]
@@ -238,6 +247,12 @@ pub fn kind_dir(k: yaml::ScriptKind) -> &'static str {
 /// `<pck>/`, `<syncs|…>/` and the root, as `<name>.ts`, `<name>.wasm` or a
 /// Rust crate `<name>/Cargo.toml`.
 pub fn find_source(root: &Path, pck: &str, name: &str, kind: yaml::ScriptKind) -> Option<Source> {
+    find_sources(root, pck, name, kind).into_iter().next()
+}
+
+/// Every source of a script in the first folder that has one (more than
+/// one is an error for the compile: which is meant is not for it to guess).
+pub fn find_sources(root: &Path, pck: &str, name: &str, kind: yaml::ScriptKind) -> Vec<Source> {
     let sub = kind_dir(kind);
     let dirs = [
         root.join(pck).join(sub),
@@ -246,20 +261,33 @@ pub fn find_source(root: &Path, pck: &str, name: &str, kind: yaml::ScriptKind) -
         root.to_path_buf(),
     ];
     for dir in dirs {
+        let mut found = Vec::new();
         let ts = dir.join(format!("{name}.ts"));
         if ts.is_file() {
-            return Some(Source::TypeScript(ts));
+            found.push(Source::TypeScript(ts));
         }
         let wasm = dir.join(format!("{name}.wasm"));
         if wasm.is_file() {
-            return Some(Source::Component(wasm));
+            found.push(Source::Component(wasm));
         }
         let krate = dir.join(name).join("Cargo.toml");
         if krate.is_file() {
-            return Some(Source::RustCrate(krate));
+            found.push(Source::RustCrate(krate));
+        }
+        if !found.is_empty() {
+            return found;
         }
     }
-    None
+    Vec::new()
+}
+
+/// `a sync`, `an action`, `an on-event script`.
+fn with_article(kind: ScriptKind) -> &'static str {
+    match kind {
+        ScriptKind::Sync => "a sync",
+        ScriptKind::Action => "an action",
+        ScriptKind::OnEvent => "an on-event script",
+    }
 }
 
 /// Writes `path` only when its content changes (keeps editors and
@@ -359,7 +387,24 @@ pub fn compile(
             continue;
         }
         for (name, kind) in integration.scripts() {
-            match find_source(&root, pck, name, kind) {
+            let mut found = find_sources(&root, pck, name, kind);
+            if found.len() > 1 {
+                return Err(CompileError::AmbiguousScript {
+                    integration: pck.clone(),
+                    name: name.to_string(),
+                    sources: found
+                        .iter()
+                        .map(|s| {
+                            s.path()
+                                .strip_prefix(&root)
+                                .unwrap_or(s.path())
+                                .display()
+                                .to_string()
+                        })
+                        .collect(),
+                });
+            }
+            match found.pop() {
                 Some(src) => {
                     sources
                         .entry(pck.clone())
@@ -442,9 +487,9 @@ pub fn compile(
                 return Err(CompileError::Load(sluice_runtime::LoadError::Invalid {
                     path: path.display().to_string(),
                     message: format!(
-                        "nango.yaml declares `{name}` as a {}, but the component is a {} script",
-                        runtime_kind(*kind),
-                        script.kind()
+                        "nango.yaml declares `{name}` as {}, but the component is {}",
+                        with_article(runtime_kind(*kind)),
+                        with_article(script.kind())
                     ),
                 }));
             }
@@ -559,4 +604,40 @@ pub(crate) fn build_bundle(
     );
     write_if_changed(&key_file, &key)?;
     Ok(component)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_script_with_two_sources_is_refused_naming_both() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::write(
+            root.join("nango.yaml"),
+            "integrations:\n  acme:\n    actions:\n      hello:\n        endpoint: POST /hello\n",
+        )
+        .unwrap();
+        let actions = root.join("acme").join("actions");
+        std::fs::create_dir_all(actions.join("hello")).unwrap();
+        std::fs::write(
+            actions.join("hello.ts"),
+            "export default async function () {}\n",
+        )
+        .unwrap();
+        std::fs::write(
+            actions.join("hello").join("Cargo.toml"),
+            "[package]\nname = \"hello\"\n",
+        )
+        .unwrap();
+        let cache = tempfile::tempdir().unwrap();
+        let opts = CompileOptions::new(root, cache.path());
+        let runtime = Runtime::new(opts.runtime_config(1)).unwrap();
+        let err = compile(&opts, &runtime, &mut Vec::new()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "script `hello` of `acme` has more than one source: acme/actions/hello.ts, acme/actions/hello/Cargo.toml; keep one"
+        );
+    }
 }

@@ -231,9 +231,9 @@ pub fn build_rust_script(
         return Err(ProjectError::Build {
             name: name.to_string(),
             reason: format!(
-                "cargo build exited with {} (is `{name}` a binary of {}?)",
+                "cargo build of {} failed ({}); cargo's messages are above (the crate must build a binary named `{name}`: its package name, or src/bin/{name}.rs)",
+                manifest.display(),
                 output.status,
-                manifest.display()
             ),
         });
     }
