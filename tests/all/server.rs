@@ -2300,6 +2300,8 @@ async fn the_official_clients_requests_are_answered_as_the_original_answers_them
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["runs"][0]["success"], true, "{body}");
     assert_eq!(body["runs"][0]["results"]["Contact"]["added"], 5, "{body}");
+    // On a connection without syncs (nothing deployed for its
+    // integration) it is nothing to do; for every connection, an error.
     let (status, body) = dev
         .send_as(
             ("hubspot-eu", "eu"),
@@ -2308,11 +2310,19 @@ async fn the_official_clients_requests_are_answered_as_the_original_answers_them
             Some(json!({"syncs": [], "provider_config_key": "hubspot-eu", "connection_id": "eu"})),
         )
         .await;
-    assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (400, Some("no_syncs_found")),
-        "an integration with nothing deployed: {body}"
-    );
+    assert_eq!((status, &body["success"]), (200, &json!(true)), "{body}");
+    let resp = dev
+        .http
+        .post(format!("{}/sync/pause", dev.base))
+        .bearer_auth(&dev.key)
+        .header("content-type", "application/json")
+        .body(json!({"syncs": [], "provider_config_key": "hubspot-eu"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let body: Value = serde_json::from_str(&resp.text().await.unwrap()).unwrap();
+    assert_eq!(body["error"]["code"], "no_syncs_found", "{body}");
 
     // A variant no connection has, named for every connection (no
     // connection header): nothing to run, refused as the original's.
@@ -2496,8 +2506,13 @@ async fn the_official_clients_requests_are_answered_as_the_original_answers_them
         .map(|f| f["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["contacts", "create-contact"], "{body}");
-    let (status, _) = dev.send("GET", "/scripts/config?format=yaml", None).await;
-    assert_eq!(status, 400);
+    // Any other format is the original's shape, as the original reads it.
+    let (status, body) = dev.send("GET", "/scripts/config?format=yaml", None).await;
+    assert_eq!(
+        (status, body[0]["providerConfigKey"].as_str()),
+        (200, Some("hubspot")),
+        "{body}"
+    );
 
     // An integration is deleted with its connections, as the original's.
     let (status, body) = dev.send("DELETE", "/integrations/hubspot-eu", None).await;

@@ -485,7 +485,6 @@ impl RequestBuilder {
         self
     }
 
-    /// A JSON body.
     /// A JSON body. One that does not serialise (a map with non-string
     /// keys, say) makes `send` return the error, not a `null` body.
     pub fn json(mut self, body: &impl Serialize) -> Self {

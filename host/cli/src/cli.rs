@@ -740,7 +740,9 @@ async fn run_serve(args: ServeArgs, out: &mut dyn Write) -> anyhow::Result<i32> 
     config.webhook_retry_base = std::time::Duration::from_millis(args.webhook_retry_base_ms.max(1));
     // What happens while it serves, one line each, on stderr.
     config.events = sluice_server::EventLog::new(|line| {
-        eprintln!(
+        // Not `eprintln!`, which panics when stderr is gone.
+        let _ = writeln!(
+            std::io::stderr(),
             "{} {line}",
             Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
         );
@@ -814,26 +816,36 @@ pub(crate) async fn until_stopped(
         _ = term.recv() => {}
         _ = int.recv() => {}
     }
-    writeln!(
+    // Said where it can be (a closed stdout does not stop the stop).
+    let _ = writeln!(
         out,
         "Stopping: answering the requests in flight (at most {} s; signal again to stop at once) …",
         STOP_GRACE.as_secs()
-    )?;
-    out.flush()?;
+    );
+    let _ = out.flush();
+    let store = server.app.store.clone();
     let stopped = tokio::select! {
         r = tokio::time::timeout(STOP_GRACE, server.stop()) => r.is_ok(),
         _ = term.recv() => false,
         _ = int.recv() => false,
     };
-    if stopped {
-        writeln!(out, "sluice stopped")?;
-    } else {
-        writeln!(
+    // Stopped or not, what was acknowledged is made durable before exit.
+    let flushed = matches!(
+        tokio::time::timeout(std::time::Duration::from_secs(10), store.flush()).await,
+        Ok(Ok(()))
+    );
+    let _ = match (stopped, flushed) {
+        (true, true) => writeln!(out, "sluice stopped"),
+        (false, true) => writeln!(
             out,
             "sluice stopped without waiting for the rest: what was cut short is taken up at the next start"
-        )?;
-    }
-    out.flush()?;
+        ),
+        (_, false) => writeln!(
+            out,
+            "sluice stopped, but the database could not be flushed: the last history and logs may be missing"
+        ),
+    };
+    let _ = out.flush();
     Ok(())
 }
 
@@ -874,8 +886,6 @@ fn parse_date(flag: &str, value: &str) -> anyhow::Result<DateTime<Utc>> {
     bail!("{flag} `{value}` is neither RFC 3339 nor YYYY-MM-DD")
 }
 
-/// A size in bytes: digits, optionally followed by K, M or G (powers of
-/// 1024; `B`/`iB` suffixes accepted), e.g. `10G`, `512MiB`.
 /// `127.0.0.1:3003`, `[::1]:3003` or `localhost:3003` (its first address).
 fn parse_listen(text: &str) -> Result<std::net::SocketAddr, String> {
     use std::net::ToSocketAddrs as _;
@@ -888,6 +898,8 @@ fn parse_listen(text: &str) -> Result<std::net::SocketAddr, String> {
         .ok_or_else(|| format!("`{text}` resolves to no address"))
 }
 
+/// A size in bytes: digits, optionally followed by K, M or G (powers of
+/// 1024; `B`/`iB` suffixes accepted), e.g. `10G`, `512MiB`.
 fn parse_size(text: &str) -> Result<u64, String> {
     let t = text.trim();
     let t = t

@@ -20,12 +20,14 @@ impl EventLog {
         Self(Some(std::sync::Arc::new(say)))
     }
 
-    /// Reports `line` (cut to 1,000 characters).
+    /// Reports `line`: one line (breaks become spaces), cut to 1,000
+    /// characters.
     pub fn say(&self, line: &str) {
         if let Some(say) = &self.0 {
+            let line = line.replace(['\n', '\r'], " ");
             match line.char_indices().nth(1000) {
                 Some((at, _)) => say(&format!("{}…", &line[..at])),
-                None => say(line),
+                None => say(&line),
             }
         }
     }

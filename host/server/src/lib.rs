@@ -314,5 +314,8 @@ impl Server {
         while held(&self.app) && std::time::Instant::now() < deadline {
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
+        // Whatever still holds the store (an async action waiting for its
+        // retry), what was acknowledged unflushed is made durable now.
+        let _ = self.app.store.flush().await;
     }
 }

@@ -905,14 +905,19 @@ pub(crate) fn sync_label(name: &str, variant: &str) -> String {
     }
 }
 
-/// A stored error's message for one line of the event log.
+/// A stored error's message for one line of the event log: its first
+/// line (a script's message can hold a stack, or lines of its own).
 pub(crate) fn error_text(error: Option<&Value>) -> String {
-    match error {
+    let text = match error {
         Some(e) => e["message"]
             .as_str()
             .map(str::to_string)
             .unwrap_or_else(|| e.to_string()),
         None => "no error recorded".into(),
+    };
+    match text.split_once('\n') {
+        Some((first, _)) => format!("{first} …"),
+        None => text,
     }
 }
 

@@ -606,15 +606,47 @@ async fn send(app: &App, env: &EnvState, d: &Delivery) -> Result<(), (String, bo
         Ok(resp) => {
             let s = resp.status();
             let retry = s.is_server_error() || s.as_u16() == 408 || s.as_u16() == 429;
-            Err((format!("{url} answered HTTP {s}"), retry))
+            Err((format!("{} answered HTTP {s}", shown_url(&url)), retry))
         }
-        Err(e) => Err((format!("cannot reach {url}: {e}"), true)),
+        Err(e) => Err((
+            format!("cannot reach {}: {}", shown_url(&url), e.without_url()),
+            true,
+        )),
+    }
+}
+
+/// A receiver's URL as errors and the event log name it: without the
+/// query or a user and password, which can hold a token.
+fn shown_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) => {
+            let had_query = u.query().is_some();
+            u.set_query(None);
+            u.set_fragment(None);
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            if had_query {
+                format!("{u}?…")
+            } else {
+                u.to_string()
+            }
+        }
+        Err(_) => "the app's webhook URL".into(),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_receivers_url_is_named_without_its_secrets() {
+        assert_eq!(
+            shown_url("https://u:p@app.example/hooks?token=s3cret#x"),
+            "https://app.example/hooks?…"
+        );
+        assert_eq!(shown_url("http://127.0.0.1:9/h"), "http://127.0.0.1:9/h");
+    }
 
     #[test]
     fn a_failure_webhook_describes_the_error_without_its_stack() {

@@ -306,6 +306,21 @@ impl Store {
         self.envs.to_vec()
     }
 
+    /// Makes every write acknowledged so far durable, those acknowledged
+    /// unflushed included (a stop calls it last): one durable write, which
+    /// the backends flush with all that came before it.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.shared
+            .backend
+            .apply(vec![Op::Put {
+                table: Table::Meta,
+                key: b"last-flush".to_vec(),
+                value: chrono::Utc::now().to_rfc3339().into_bytes(),
+            }])
+            .await?;
+        Ok(())
+    }
+
     /// Gives each named environment a new secret key — the one given, or a
     /// new random one — in one atomic write, and returns the store as it
     /// now is with the keys set (to show once): the old keys stop

@@ -68,11 +68,12 @@ pub async fn run(
     let is_async = match headers.get("x-async") {
         None => false,
         Some(v) => {
-            let v = v.to_str().unwrap_or("").trim();
+            // zod's `stringbool`, as the original reads it.
+            let v = v.to_str().map(str::trim).unwrap_or("(not text)");
             let is = |words: &[&str]| words.iter().any(|t| v.eq_ignore_ascii_case(t));
-            if is(&["true", "1", "yes", "on"]) {
+            if is(&["true", "1", "yes", "on", "y", "enabled"]) {
                 true
-            } else if is(&["false", "0", "no", "off", ""]) {
+            } else if is(&["false", "0", "no", "off", "n", "disabled"]) {
                 false
             } else {
                 // A misspelt value ran the action synchronously.
@@ -168,7 +169,8 @@ pub async fn run(
 
 /// The result of an async action: its output once it succeeded, its error
 /// (with the status a sync trigger would have answered) once it failed,
-/// `202 {id, status}` while it is pending or running.
+/// 404 `not_found` (its state in the payload) while it is pending or
+/// running.
 pub async fn status(Env(env): Env, ApiPath(id): ApiPath<String>) -> ApiResult<Response> {
     let a: AsyncAction = env
         .store

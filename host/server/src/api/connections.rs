@@ -186,8 +186,8 @@ pub async fn create(
 ) -> ApiResult<Json<Value>> {
     let pck = text(&body, "provider_config_key")
         .ok_or_else(|| ApiError::invalid_body("`provider_config_key` is required"))?;
-    // Held until the connection is stored: its integration cannot be
-    // deleted meanwhile.
+    // Held until the connection is stored and scheduled: its integration
+    // cannot be deleted meanwhile.
     let integration_kept = env.integrations_lock.read().await;
     let integration = env
         .store
@@ -272,7 +272,6 @@ pub async fn create(
             .await?;
     }
     env.store.put_connection(&c).await?;
-    drop(integration_kept);
     // `validate-connection` scripts (zero-yaml) run before the answer, with
     // the stored credentials: a failure refuses a new connection (it is
     // deleted again) and marks an existing one's credentials as failed,
@@ -322,6 +321,9 @@ pub async fn create(
         // `post-connection-creation` scripts run after the answer.
         tokio::spawn(post_creation(app.clone(), env.clone(), conn));
     }
+    // Until here: an integration deleted meanwhile would leave this
+    // connection's schedule behind.
+    drop(integration_kept);
     Ok(Json(view(&env, &c).await))
 }
 

@@ -12,28 +12,13 @@ use sluice_nango_yaml::generate::json_schema;
 use sluice_nango_yaml::{Endpoint, SyncType};
 
 use super::Env;
-use crate::error::{ApiError, ApiResult};
+use crate::error::ApiResult;
 
 pub async fn config(Env(env): Env, RawQuery(raw): RawQuery) -> ApiResult<Json<Value>> {
-    let mut openai = false;
-    for (k, v) in url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
-        match (k.as_ref(), v.as_ref()) {
-            ("format", "nango") => openai = false,
-            ("format", "openai") => openai = true,
-            ("format", other) => {
-                return Err(ApiError::bad_request(
-                    "invalid_query_params",
-                    format!("`format` is `nango` or `openai`, not `{other}`"),
-                ));
-            }
-            (other, _) => {
-                return Err(ApiError::bad_request(
-                    "invalid_query_params",
-                    format!("unknown query parameter `{other}`"),
-                ));
-            }
-        }
-    }
+    // As the original reads it: `format=openai`, anything else the
+    // original's shape.
+    let openai = url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes())
+        .any(|(k, v)| k == "format" && v == "openai");
     let Some(d) = env.deployment() else {
         // The original's answer when nothing is deployed.
         return Ok(Json(json!([])));
@@ -64,7 +49,7 @@ pub async fn config(Env(env): Env, RawQuery(raw): RawQuery) -> ApiResult<Json<Va
                       version: &str| {
             let used: Vec<&str> = models.iter().chain(input).map(String::as_str).collect();
             let defs = closure(&definitions, &used);
-            json!({
+            let mut script = json!({
                 "name": name,
                 "type": kind,
                 "returns": models,
@@ -77,7 +62,6 @@ pub async fn config(Env(env): Env, RawQuery(raw): RawQuery) -> ApiResult<Json<Va
                     "path": e.path,
                     "group": e.group,
                 })).collect::<Vec<_>>(),
-                "input": input,
                 "enabled": true,
                 "last_deployed": last_deployed,
                 "webhookSubscriptions": [],
@@ -88,7 +72,12 @@ pub async fn config(Env(env): Env, RawQuery(raw): RawQuery) -> ApiResult<Json<Va
                 "sdk_version": null,
                 "models": models.iter().map(|m| json!({"name": m, "fields": []})).collect::<Vec<_>>(),
                 "features": [],
-            })
+            });
+            // Left out when there is none, as the original's.
+            if let (Some(input), Some(v)) = (input, script.as_object_mut()) {
+                v.insert("input".into(), json!(input));
+            }
+            script
         };
         let mut syncs = Vec::new();
         for s in i.distinct_syncs() {

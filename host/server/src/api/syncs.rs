@@ -182,10 +182,12 @@ async fn targets(
     Ok(out)
 }
 
-/// A trigger, start or pause that reaches no sync of any connection (no
-/// connection has it, or the variant named) is refused, as the original's.
-fn some_targets(targets: Vec<Target>) -> ApiResult<Vec<Target>> {
-    if targets.is_empty() {
+/// A trigger, start or pause for every connection that reaches no sync
+/// (no connection has it, or the variant named) is refused, as the
+/// original's. (For one connection, a sync it lacks was refused already,
+/// and `syncs: []` on a connection without syncs is nothing to do.)
+fn some_targets(targets: Vec<Target>, one_connection: bool) -> ApiResult<Vec<Target>> {
+    if targets.is_empty() && !one_connection {
         return Err(ApiError::bad_request(
             "no_syncs_found",
             "No syncs found given the inputs: no connection of the integration has them",
@@ -239,7 +241,8 @@ async fn all_syncs(
 
 /// The syncs a trigger, start or pause names: an empty list is every sync
 /// of the connection (of every connection when none is named), as the
-/// original's; 400 `no_syncs_found` when there is none.
+/// original's; 400 `no_syncs_found` when there is none for every
+/// connection.
 async fn names(
     env: &EnvState,
     pck: &str,
@@ -253,7 +256,9 @@ async fn names(
         return Err(ApiError::unknown_integration(pck));
     }
     let all = all_syncs(env, pck, cid).await?;
-    if all.is_empty() {
+    // For one connection, none is nothing to do (the original answers
+    // success); for all of them, none is an error.
+    if all.is_empty() && cid.is_none() {
         return Err(ApiError::bad_request(
             "no_syncs_found",
             format!("No syncs found given the inputs: integration `{pck}` has no sync deployed"),
@@ -289,7 +294,8 @@ pub async fn trigger(
     };
     let cid = body.connection_id.or(headers.connection_id);
     let syncs = names(&env, &pck, cid.as_deref(), &body.syncs).await?;
-    let targets = some_targets(targets(&app, &env, &pck, cid, &syncs).await?)?;
+    let one = cid.is_some();
+    let targets = some_targets(targets(&app, &env, &pck, cid, &syncs).await?, one)?;
     if let Some(t) = targets
         .iter()
         .find(|t| !app.scheduler.is_scheduled(&env, &t.key))
@@ -361,7 +367,8 @@ async fn start_or_pause(
         .ok_or_else(|| ApiError::invalid_body("`provider_config_key` is required"))?;
     let cid = body.connection_id.or(headers.connection_id);
     let syncs = names(env, &pck, cid.as_deref(), &body.syncs).await?;
-    for t in some_targets(targets(app, env, &pck, cid, &syncs).await?)? {
+    let one = cid.is_some();
+    for t in some_targets(targets(app, env, &pck, cid, &syncs).await?, one)? {
         app.scheduler.set_paused(env, &t.key, paused).await?;
     }
     Ok(Json(json!({ "success": true })))
