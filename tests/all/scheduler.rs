@@ -785,3 +785,40 @@ async fn records_of(c: &Client, variant: &str) -> usize {
     assert_eq!(code, 200, "{page}");
     page["records"].as_array().unwrap().len()
 }
+
+/// A stop answers a trigger still waiting (`wait: true`) for its run at
+/// once, 503 `server_stopping`, rather than holding the stop for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_answers_the_triggers_still_waiting_for_their_run() {
+    let up = Upstream::start().await;
+    up.delay.store(2000, Ordering::SeqCst);
+    let data = tempfile::tempdir().unwrap();
+    let config = ServerConfig::new(data.path(), "127.0.0.1:0".parse().unwrap());
+    let server = start_with(config, &MasterKey::generate(), &up.providers()).await;
+    let c = Client::new(&server, DEV_KEY);
+    setup(&c).await;
+    // auto_start: its first run starts at once, and takes a while.
+    connect(&c, "demo", "t").await;
+    up.wait_runs(1, Duration::from_secs(10)).await;
+    // Queued behind the run going.
+    let url = server.url();
+    let waiting = tokio::spawn(async move {
+        Client::at(&url, DEV_KEY)
+            .send(
+                "POST",
+                "/sync/trigger",
+                Some(json!({"syncs": ["contacts"], "provider_config_key": "hubspot", "connection_id": "demo", "wait": true})),
+            )
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::timeout(Duration::from_secs(20), server.stop())
+        .await
+        .expect("the stop waited for the trigger's run");
+    let (code, body) = waiting.await.unwrap();
+    assert_eq!(
+        (code, body["error"]["code"].as_str()),
+        (503, Some("server_stopping")),
+        "{body}"
+    );
+}

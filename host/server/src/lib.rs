@@ -292,6 +292,7 @@ impl Server {
         self.logs.abort();
         let scheduler = std::mem::replace(&mut self.scheduler, tokio::spawn(async {}));
         let _ = scheduler.await;
+        self.app.scheduler.release_waiters();
         let webhooks = std::mem::replace(&mut self.webhooks, tokio::spawn(async {}));
         let _ = webhooks.await;
         if let Some(tx) = self.shutdown.take() {

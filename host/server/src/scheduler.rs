@@ -287,6 +287,16 @@ impl Scheduler {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Lets go of every trigger waiting (`wait: true`) for a run that has
+    /// not started: a stopping server answers them 503 `server_stopping`
+    /// at once rather than holding its stop until its grace runs out. The
+    /// triggers themselves are kept (stored) and run after the restart.
+    pub fn release_waiters(&self) {
+        for entry in self.lock().entries.values_mut() {
+            entry.waiters = None;
+        }
+    }
+
     fn scaled_ms(&self, d: Duration) -> i64 {
         let ms = d.as_millis().min(i64::MAX as u128) as i64;
         (ms / self.scale).max(1)
