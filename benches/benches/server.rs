@@ -140,7 +140,7 @@ async fn load(
                 let t = Instant::now();
                 let (status, out) = c.status(&method, &path, body.as_ref()).await;
                 times.push(t.elapsed());
-                assert_eq!(status, 200, "{path}: {out}");
+                assert!((200..300).contains(&status), "{path}: {status} {out}");
             }
         }));
     }

@@ -111,7 +111,7 @@ async fn an_apps_request_goes_out_with_the_connections_credentials() {
                         "access_token": "stale", "refresh_token": "rt", "expires_at": "2020-01-01T00:00:00Z"})),
         )
         .await;
-    assert_eq!(status, 200, "{body}");
+    assert_eq!(status, 201, "{body}");
 
     // Credentials refreshed first; path, query, body and the app's
     // forwarded headers go upstream, its own (the secret key, the
@@ -191,7 +191,7 @@ async fn an_apps_request_goes_out_with_the_connections_credentials() {
                         "access_token": "stale", "refresh_token": "revoked", "expires_at": "2020-01-01T00:00:00Z"})),
         )
         .await;
-    assert_eq!(status, 200, "{body}");
+    assert_eq!(status, 201, "{body}");
     let (status, _, text) = proxy(&dev, "GET", "/x", "c2", &[], None).await;
     assert_eq!(status, 400, "{text}");
     assert!(text.contains("invalid_credentials"), "{text}");

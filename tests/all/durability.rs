@@ -166,7 +166,7 @@ async fn sigkill_during_a_sync(store: &str) {
             Some(json!({"provider_config_key": "hubspot", "connection_id": "demo", "access_token": "t"})),
         )
         .await;
-    assert_eq!(status, 200, "{body}");
+    assert_eq!(status, 201, "{body}");
 
     // A small deterministic generator for the kill points (no extra crate).
     let mut seed: u64 = 0x9e37_79b9_7f4a_7c15 ^ kills as u64;

@@ -138,7 +138,7 @@ async fn event_scripts_run_on_creation_and_before_deletion() {
                     Some(json!({"provider_config_key": "hubspot", "connection_id": cid, "access_token": "t", "metadata": metadata})),
                 )
                 .await;
-            assert_eq!(code, 200, "{out}");
+            assert_eq!(code, 201, "{out}");
         }
     };
 
@@ -231,7 +231,7 @@ async fn a_failing_validate_connection_script_refuses_the_connection() {
 
     // Passes: the connection is created, the check ran before the answer.
     let (code, out) = create("good", Value::Null).await;
-    assert_eq!(code, 200, "{out}");
+    assert_eq!(code, 201, "{out}");
     assert_eq!(ran("good"), 1);
     assert_eq!(get("good").await.0, 200);
 
@@ -256,7 +256,7 @@ async fn a_failing_validate_connection_script_refuses_the_connection() {
     assert_eq!(view["errors"][0]["type"], "auth", "{view}");
     // Imported again with credentials that pass: the error is gone.
     let (code, out) = create("good", Value::Null).await;
-    assert_eq!(code, 200, "{out}");
+    assert_eq!(code, 201, "{out}");
     let (_, view) = get("good").await;
     assert_eq!(view["errors"], json!([]), "{view}");
 
@@ -274,7 +274,7 @@ async fn a_failing_validate_connection_script_refuses_the_connection() {
         .await;
     assert_eq!(code, 200, "{out}");
     let (code, out) = create("good", Value::Null).await;
-    assert_eq!(code, 200, "{out}");
+    assert_eq!(code, 201, "{out}");
     let (_, view) = get("good").await;
     assert_eq!(view["errors"], json!([]), "{view}");
     s.server.stop().await;
@@ -317,7 +317,7 @@ async fn a_creation_a_crash_cut_short_is_finished_at_the_next_start() {
                 Some(json!({"provider_config_key": "hubspot", "connection_id": cid, "access_token": "t"})),
             )
             .await;
-        assert_eq!(code, 200, "{out}");
+        assert_eq!(code, 201, "{out}");
     }
     let t = Instant::now();
     while s.ran("on-created", "x") + s.ran("on-created", "y") < 2 {

@@ -117,7 +117,7 @@ pub(crate) async fn setup(c: &Client, app: &App) {
                 ),
             )
             .await;
-        assert_eq!(code, 200, "{out}");
+        assert_eq!(code, 201, "{out}");
     }
     let (code, _) = c
         .send(
@@ -301,7 +301,7 @@ async fn a_batch_of_events_is_forwarded_once_per_connection_it_names() {
                 ),
             )
             .await;
-        assert_eq!(code, 200, "{out}");
+        assert_eq!(code, 201, "{out}");
     }
     let (code, _) = c
         .send(

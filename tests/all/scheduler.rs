@@ -113,7 +113,7 @@ pub(crate) async fn connect(c: &Client, cid: &str, token: &str) {
             Some(json!({"provider_config_key": "hubspot", "connection_id": cid, "access_token": token})),
         )
         .await;
-    assert_eq!(status, 200, "{body}");
+    assert_eq!(status, 201, "{body}");
 }
 
 async fn status(c: &Client) -> Value {

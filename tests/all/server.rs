@@ -166,7 +166,7 @@ impl Client {
         assert_eq!(status, 200, "{body}");
         connection["provider_config_key"] = json!(pck);
         let (status, body) = self.send("POST", "/connection", Some(connection)).await;
-        assert_eq!(status, 200, "{body}");
+        assert_eq!(status, 201, "{body}");
     }
 
     /// Polls an async action's status URL until `until` says stop; every
@@ -391,7 +391,7 @@ async fn deploy_connect_sync_read_act_isolate_and_restart_on(store: StoreKind) {
             })),
         )
         .await;
-    assert_eq!(status, 200, "{body}");
+    assert_eq!(status, 201, "{body}");
 
     // A sync run saves every contact of the recorded API.
     let (status, body) = dev
@@ -673,7 +673,7 @@ async fn runs_report_changes_errors_keep_their_shapes_and_tokens_refresh_once() 
                 })),
             )
             .await;
-        assert_eq!(status, 200, "{body}");
+        assert_eq!(status, 201, "{body}");
     }
     let trigger = json!({"syncs": ["records"], "provider_config_key": "mock-int", "connection_id": "c1", "wait": true});
 
@@ -853,7 +853,7 @@ async fn runs_report_changes_errors_keep_their_shapes_and_tokens_refresh_once() 
             Some(json!({"provider_config_key": "mock-int", "connection_id": "c3", "access_token": token})),
         )
     };
-    assert_eq!(import("first").await.0, 200);
+    assert_eq!(import("first").await.0, 201);
     let c3 = ("mock-int", "c3");
     let before = flaky_calls.lock().unwrap().len();
     let location = dev
@@ -871,7 +871,7 @@ async fn runs_report_changes_errors_keep_their_shapes_and_tokens_refresh_once() 
         )
         .await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(import("second").await.0, 200);
+    assert_eq!(import("second").await.0, 201);
     let attempts = flaky_calls.lock().unwrap().len();
     let (seen, body) = dev.poll_async(c3, &location, |s| s != 0).await;
     assert_eq!(
@@ -929,7 +929,7 @@ async fn runs_report_changes_errors_keep_their_shapes_and_tokens_refresh_once() 
             ),
         )
         .await;
-    assert_eq!(status, 200, "{body}");
+    assert_eq!(status, 201, "{body}");
     let (_, body) = dev
         .send("GET", "/connection/c5?provider_config_key=mock-int", None)
         .await;
@@ -959,7 +959,7 @@ async fn runs_report_changes_errors_keep_their_shapes_and_tokens_refresh_once() 
             ),
         )
         .await;
-    assert_eq!(status, 200, "{body}");
+    assert_eq!(status, 201, "{body}");
     let (status, body) = dev
         .send("GET", "/connection/c4?provider_config_key=mock-int", None)
         .await;
@@ -1235,7 +1235,7 @@ async fn client_errors_are_json_errors_naming_the_problem_and_a_reimport_keeps_m
             })),
         )
         .await;
-    assert_eq!(status, 200, "{body}");
+    assert_eq!(status, 201, "{body}");
     let (status, body) = dev
         .send(
             "GET",
@@ -1311,7 +1311,7 @@ async fn client_errors_are_json_errors_naming_the_problem_and_a_reimport_keeps_m
     let first =
         import(json!({"metadata": {"team": "sales"}, "connection_config": {"portal": "7"}}));
     let (status, body) = dev.send("POST", "/connection", Some(first)).await;
-    assert_eq!(status, 200, "{body}");
+    assert_eq!(status, 201, "{body}");
     let (status, body) = dev
         .send(
             "POST",
@@ -1319,7 +1319,7 @@ async fn client_errors_are_json_errors_naming_the_problem_and_a_reimport_keeps_m
             Some(import(json!({"access_token": "second"}))),
         )
         .await;
-    assert_eq!(status, 200, "{body}");
+    assert_eq!(status, 201, "{body}");
     let (status, conn) = dev
         .send("GET", "/connection/demo?provider_config_key=hubspot", None)
         .await;
@@ -1334,7 +1334,7 @@ async fn client_errors_are_json_errors_naming_the_problem_and_a_reimport_keeps_m
             Some(import(json!({"metadata": null}))),
         )
         .await;
-    assert_eq!(status, 200);
+    assert_eq!(status, 201);
     let (_, conn) = dev
         .send("GET", "/connection/demo?provider_config_key=hubspot", None)
         .await;
@@ -1519,7 +1519,7 @@ async fn dryrun_takes_the_connection_and_variables_from_a_running_server() {
             })),
         )
         .await;
-    assert_eq!(status, 200, "{body}");
+    assert_eq!(status, 201, "{body}");
     let (status, body) = dev
         .send(
             "PUT",
@@ -1583,7 +1583,7 @@ async fn dryrun_takes_the_connection_and_variables_from_a_running_server() {
             ),
         )
         .await;
-    assert_eq!(status, 200, "{body}");
+    assert_eq!(status, 201, "{body}");
     let with_input = |input: &'static str| {
         let mut a = args.clone();
         let at = a
@@ -1696,7 +1696,7 @@ async fn a_connection_cannot_send_the_token_refresh_to_a_private_address() {
             })),
         )
         .await;
-    assert_eq!(status, 200, "{body}");
+    assert_eq!(status, 201, "{body}");
     let (status, body) = dev
         .send("GET", "/connection/c1?provider_config_key=mock-int", None)
         .await;
@@ -1750,7 +1750,7 @@ async fn metadata_merges_stop_at_the_request_limit() {
             Some(json!({"provider_config_key": "mock-int", "connection_id": "c1", "api_key": "k"})),
         )
         .await;
-    assert_eq!(status, 200, "{body}");
+    assert_eq!(status, 201, "{body}");
     let mut refused = None;
     for n in 0..10 {
         let (status, body) = dev
@@ -2250,6 +2250,239 @@ async fn an_environment_whose_scripts_hang_leaves_the_other_its_share() {
 /// records at `/records/?…`, connections at `/connections…` with the
 /// original's list filters, `syncs: []` for "every sync", and a sync
 /// status that leaves out what it does not know.
+/// The provider catalogue the server runs with, as the original lists it.
+#[tokio::test]
+async fn the_provider_catalogue_is_listed() {
+    let data = tempfile::tempdir().unwrap();
+    let master = MasterKey::generate();
+    let yaml = std::fs::read_to_string(repo_root().join("host/runtime/providers.yaml"))
+        .unwrap()
+        .replace("https://api.hubapi.com", "http://127.0.0.1:9");
+    let extra = "zeta-ledger:\n    display_name: Acme Books\n    auth_mode: API_KEY\n    proxy:\n        base_url: http://127.0.0.1:9\n";
+    let config = ServerConfig::new(data.path(), "127.0.0.1:0".parse().unwrap());
+    let server = start_with(config, &master, &format!("{yaml}\n{extra}")).await;
+    let dev = Client::new(&server, DEV_KEY);
+    let (status, body) = dev.send("GET", "/providers", None).await;
+    assert_eq!(status, 200, "{body}");
+    let names: Vec<&str> = body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"hubspot") && names.contains(&"github"),
+        "{body}"
+    );
+    let (status, body) = dev.send("GET", "/providers?search=HUB", None).await;
+    assert_eq!(status, 200, "{body}");
+    let found: Vec<&str> = body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        found.contains(&"hubspot") && found.contains(&"github"),
+        "{body}"
+    );
+    assert!(found.len() < names.len(), "{body}");
+    // The search looks at the display name too.
+    let (status, body) = dev.send("GET", "/providers?search=acme", None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"].as_array().map(Vec::len), Some(1), "{body}");
+    assert_eq!(body["data"][0]["name"], "zeta-ledger", "{body}");
+    assert_eq!(body["data"][0]["display_name"], "Acme Books", "{body}");
+    let (status, body) = dev.send("GET", "/providers/hubspot", None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["name"], "hubspot", "{body}");
+    assert_eq!(body["data"]["auth_mode"], "OAUTH2", "{body}");
+    assert_eq!(
+        body["data"]["proxy"]["base_url"], "http://127.0.0.1:9",
+        "{body}"
+    );
+    for (path, status_code, code) in [
+        ("/providers/nope", 404, "not_found"),
+        ("/providers?colour=red", 400, "invalid_query_params"),
+    ] {
+        let (status, body) = dev.send("GET", path, None).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (status_code, Some(code)),
+            "{path}: {body}"
+        );
+    }
+    let (status, _) = Client::new(&server, "not-a-key")
+        .send("GET", "/providers", None)
+        .await;
+    assert_eq!(status, 401);
+}
+
+/// A connection's end user and tags, as the original's API takes, shows
+/// and filters them.
+#[tokio::test]
+async fn connections_keep_their_end_user_and_tags() {
+    let data = tempfile::tempdir().unwrap();
+    let master = MasterKey::generate();
+    // Nothing here reaches the upstream.
+    let server = start(data.path(), &master, "http://127.0.0.1:9").await;
+    let dev = Client::new(&server, DEV_KEY);
+    let (status, body) = dev
+        .send(
+            "POST",
+            "/integrations",
+            Some(json!({"unique_key": "hubspot", "provider": "hubspot"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let create = |body: Value| {
+        let dev = &dev;
+        async move { dev.send("POST", "/connections", Some(body)).await }
+    };
+    let (status, body) = create(json!({
+        "provider_config_key": "hubspot", "connection_id": "a",
+        "credentials": {"type": "OAUTH2", "access_token": "t"},
+        "end_user": {"id": "u1", "email": "u1@example.com", "tags": {"Plan": "pro"}},
+        "tags": {"Team": "core"},
+    }))
+    .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(
+        body["tags"],
+        json!({"end_user_id": "u1", "end_user_email": "u1@example.com", "plan": "pro", "team": "core"}),
+        "{body}"
+    );
+    assert_eq!(body["end_user"]["id"], "u1", "{body}");
+    assert_eq!(body["end_user"]["display_name"], Value::Null, "{body}");
+    let (status, body) = create(json!({
+        "provider_config_key": "hubspot", "connection_id": "b", "access_token": "t",
+        "tags": {"team": "edge"},
+    }))
+    .await;
+    assert_eq!(status, 201, "{body}");
+    // Imported again without them: kept.
+    let (status, body) = create(
+        json!({"provider_config_key": "hubspot", "connection_id": "a", "access_token": "t2"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["tags"]["team"], "core", "{body}");
+    assert_eq!(body["end_user"]["email"], "u1@example.com", "{body}");
+
+    let listed = |query: &'static str| {
+        let dev = &dev;
+        async move {
+            let (status, body) = dev.send("GET", &format!("/connections{query}"), None).await;
+            assert_eq!(status, 200, "{query}: {body}");
+            let mut ids: Vec<String> = body["connections"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c["connection_id"].as_str().unwrap().to_string())
+                .collect();
+            ids.sort();
+            ids
+        }
+    };
+    assert_eq!(listed("?endUserId=u1").await, ["a"]);
+    assert_eq!(listed("?tags[team]=edge").await, ["b"]);
+    assert_eq!(listed("?tags[TEAM]=core&tags[plan]=pro").await, ["a"]);
+    assert!(listed("?tags[team]=core&tags[plan]=free").await.is_empty());
+    assert!(listed("?endUserOrganizationId=o1").await.is_empty());
+    let (_, body) = dev.send("GET", "/connections?connectionId=a", None).await;
+    assert_eq!(
+        body["connections"][0]["end_user"]["tags"],
+        json!({"Plan": "pro"}),
+        "{body}"
+    );
+
+    // PATCH: tags alone replace the tags; an end user makes them again.
+    let (status, body) = dev
+        .send(
+            "PATCH",
+            "/connections/b?provider_config_key=hubspot",
+            Some(json!({"tags": {"region": "eu"}})),
+        )
+        .await;
+    assert_eq!((status, &body), (200, &json!({"success": true})));
+    assert_eq!(listed("?tags[region]=eu").await, ["b"]);
+    assert!(listed("?tags[team]=edge").await.is_empty());
+    let (status, body) = dev
+        .send(
+            "PATCH",
+            "/connections/b?provider_config_key=hubspot",
+            Some(json!({"end_user": {"id": "u2"}})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (_, body) = dev
+        .send("GET", "/connections/b?provider_config_key=hubspot", None)
+        .await;
+    assert_eq!(body["tags"], json!({"end_user_id": "u2"}), "{body}");
+    assert_eq!(body["credentials"]["access_token"], "t", "{body}");
+
+    // Refused, naming the problem, and nothing changed.
+    for (method, path, bad, code) in [
+        (
+            "POST",
+            "/connections",
+            json!({"provider_config_key": "hubspot", "connection_id": "c", "access_token": "t", "tags": {"9lives": "x"}}),
+            "invalid_body",
+        ),
+        (
+            "POST",
+            "/connections",
+            json!({"provider_config_key": "hubspot", "connection_id": "c", "access_token": "t", "end_user": {"email": "x@example.com"}}),
+            "invalid_body",
+        ),
+        (
+            "PATCH",
+            "/connections/b?provider_config_key=hubspot",
+            json!({"tags": {"a": "x", "A": "y"}}),
+            "invalid_body",
+        ),
+        (
+            "PATCH",
+            "/connections/b?provider_config_key=hubspot",
+            json!({"webhook_url_override": "https://example.com/hook"}),
+            "invalid_body",
+        ),
+        (
+            "PATCH",
+            "/connections/b?provider_config_key=hubspot",
+            json!({"metadata": {}}),
+            "invalid_body",
+        ),
+        (
+            "PATCH",
+            "/connections/b",
+            json!({"tags": {}}),
+            "invalid_query_params",
+        ),
+        (
+            "PATCH",
+            "/connections/b?provider_config_key=nope",
+            json!({"tags": {}}),
+            "unknown_provider_config",
+        ),
+        (
+            "PATCH",
+            "/connections/zz?provider_config_key=hubspot",
+            json!({"tags": {}}),
+            "not_found",
+        ),
+    ] {
+        let (status, body) = dev.send(method, path, Some(bad.clone())).await;
+        assert!(status >= 400, "{bad}: {status} {body}");
+        assert_eq!(body["error"]["code"], code, "{bad}: {body}");
+    }
+    let (_, body) = dev
+        .send("GET", "/connections/b?provider_config_key=hubspot", None)
+        .await;
+    assert_eq!(body["tags"], json!({"end_user_id": "u2"}), "{body}");
+    assert!(listed("?connectionId=c").await.is_empty());
+}
+
 #[tokio::test]
 async fn the_official_clients_requests_are_answered_as_the_original_answers_them() {
     let fixture =
@@ -2282,7 +2515,7 @@ async fn the_official_clients_requests_are_answered_as_the_original_answers_them
                 Some(json!({"provider_config_key": pck, "connection_id": cid, "access_token": "demo-access-token"})),
             )
             .await;
-        assert_eq!(status, 200, "{body}");
+        assert_eq!(status, 201, "{body}");
         // Created in this order, listed newest first.
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }

@@ -451,7 +451,7 @@ async fn a_deployed_zero_yaml_sync_keeps_its_checkpoint_between_runs_and_deletes
             })),
         )
         .await;
-    assert_eq!(status, 200, "{body}");
+    assert_eq!(status, 201, "{body}");
     let run = |mode: &'static str| {
         let dev = &dev;
         async move {

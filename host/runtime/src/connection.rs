@@ -1,6 +1,6 @@
 //! Connections: who a script acts for, with which credentials and metadata.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::RwLock;
 
 use chrono::{DateTime, Utc};
@@ -24,6 +24,13 @@ pub struct Connection {
     pub created_at: DateTime<Utc>,
     #[serde(default = "Utc::now")]
     pub updated_at: DateTime<Utc>,
+    /// The app's user this connection is for, as the API gave it
+    /// (`{id, email?, display_name?, tags?}`); `null` when none was given.
+    #[serde(default)]
+    pub end_user: Value,
+    /// The app's labels: lowercase keys to values (at most ten).
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
 }
 
 /// Credentials in the original's shape: an object with a `type` discriminator
@@ -136,8 +143,24 @@ impl Connection {
             "updated_at": self.updated_at.to_rfc3339(),
             "last_fetched_at": Utc::now().to_rfc3339(),
             "errors": [],
-            "end_user": null,
+            "end_user": self.end_user_view(),
+            "tags": self.tags,
         })
+    }
+
+    /// The end user as the original's API shows one: every field present,
+    /// `null` where not given; `null` without an end user.
+    pub fn end_user_view(&self) -> Value {
+        match &self.end_user {
+            Value::Object(u) => serde_json::json!({
+                "id": u.get("id").cloned().unwrap_or(Value::Null),
+                "display_name": u.get("display_name").cloned().unwrap_or(Value::Null),
+                "email": u.get("email").cloned().unwrap_or(Value::Null),
+                "tags": u.get("tags").cloned().unwrap_or(Value::Null),
+                "organization": null,
+            }),
+            _ => Value::Null,
+        }
     }
 
     /// Resolves a `providers.yaml` placeholder against this connection.
@@ -421,6 +444,8 @@ mod tests {
             metadata: serde_json::json!({"a": {"x": 1}, "b": 2}),
             created_at: Utc::now(),
             updated_at: Utc::now(),
+            end_user: serde_json::Value::Null,
+            tags: Default::default(),
         }]);
         let patch = serde_json::json!({"a": {"y": 1}})
             .as_object()

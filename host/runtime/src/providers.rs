@@ -178,6 +178,13 @@ impl ProviderCatalog {
         self.providers.get(name)
     }
 
+    /// Every provider, by name.
+    pub fn sorted(&self) -> Vec<&Provider> {
+        let mut all: Vec<&Provider> = self.providers.values().collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
+
     pub fn insert(&mut self, provider: Provider) {
         self.providers.insert(provider.name.clone(), provider);
     }

@@ -202,6 +202,8 @@ async fn run(name: &str, backend: Arc<dyn Backend>, n: usize) {
             metadata: json!({"i": i}),
             created_at: chrono::Utc::now(),
             updated_at: chrono::Utc::now(),
+            end_user: serde_json::Value::Null,
+            tags: Default::default(),
         };
         env.put_connection(&c).await.unwrap();
     }

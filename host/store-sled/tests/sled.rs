@@ -212,6 +212,8 @@ async fn no_file_holds_a_secret_in_plaintext() {
         metadata: json!({"note": "plaintext-marker-000"}),
         created_at: Utc::now(),
         updated_at: Utc::now(),
+        end_user: serde_json::Value::Null,
+        tags: Default::default(),
     })
     .await
     .unwrap();

@@ -74,6 +74,10 @@ struct ConnectionRow {
     metadata: Value,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
+    #[serde(default)]
+    end_user: Value,
+    #[serde(default)]
+    tags: std::collections::BTreeMap<String, String>,
 }
 
 /// Associated data of a sealed field: the table, the row's key and the
@@ -163,6 +167,8 @@ fn encode_connection(ring: &Keyring, key: &[u8], c: &Connection) -> Result<Vec<u
         metadata: c.metadata.clone(),
         created_at: c.created_at,
         updated_at: c.updated_at,
+        end_user: c.end_user.clone(),
+        tags: c.tags.clone(),
     };
     serde_json::to_vec(&row).map_err(|e| StoreError::encode("a connection", e))
 }
@@ -186,6 +192,8 @@ fn decode_connection(ring: &Keyring, key: &[u8], bytes: &[u8]) -> Result<Connect
         metadata: row.metadata,
         created_at: row.created_at,
         updated_at: row.updated_at,
+        end_user: row.end_user,
+        tags: row.tags,
     })
 }
 
@@ -424,6 +432,28 @@ impl EnvStore {
         self.delete_legacy_checkpoints(&conn).await?;
         self.delete_if_present(Table::Connections, prefix.into_bytes())
             .await
+    }
+
+    /// Gives a connection its end user (when `end_user` is some) and tags
+    /// (when `tags` is some), under its lock: a token refresh meanwhile
+    /// keeps its credentials.
+    pub async fn set_end_user_and_tags(
+        &self,
+        pck: &str,
+        cid: &str,
+        end_user: Option<Value>,
+        tags: Option<std::collections::BTreeMap<String, String>>,
+    ) -> Result<(), ConnectionError> {
+        self.modify_connection(pck, cid, |c| {
+            if let Some(u) = end_user {
+                c.end_user = u;
+            }
+            if let Some(t) = tags {
+                c.tags = t;
+            }
+            Ok(())
+        })
+        .await
     }
 
     /// Reads, changes and writes a connection under its lock.

@@ -160,6 +160,8 @@ fn connection(pck: &str, cid: &str, token: &str) -> Connection {
         metadata: json!({"team": "a"}),
         created_at: Utc::now(),
         updated_at: Utc::now(),
+        end_user: json!({"id": "u-1", "email": "u@example.com"}),
+        tags: [("end_user_id".to_string(), "u-1".to_string())].into(),
     }
 }
 

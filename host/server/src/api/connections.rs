@@ -11,7 +11,7 @@ use serde_json::{Map, Value, json};
 use sluice_runtime::connection::{Connection, ConnectionError, ConnectionStore as _, Credentials};
 use sluice_runtime::records::ConnectionRef;
 
-use super::{ApiPath, ApiQuery, Env, JsonBody};
+use super::{ApiPath, ApiQuery, Env, JsonBody, end_users};
 use crate::app::App;
 use crate::error::{ApiError, ApiResult};
 use crate::refresh::CONNECTION_ERRORS;
@@ -169,9 +169,6 @@ fn credentials(mode: &str, body: &Map<String, Value>) -> ApiResult<Value> {
 async fn view(env: &crate::app::EnvState, c: &Connection) -> Value {
     let mut v = c.to_script_json();
     v["credentials"] = Value::Object(c.credentials.as_map().clone());
-    // sluice keeps no end users or tags: the original's fields, empty.
-    v["end_user"] = Value::Null;
-    v["tags"] = json!({});
     let key = format!("{}/{}", c.provider_config_key, c.connection_id);
     if let Ok(Some(e)) = env.store.doc::<Value>(CONNECTION_ERRORS, &key).await {
         v["errors"] = json!([e]);
@@ -179,11 +176,30 @@ async fn view(env: &crate::app::EnvState, c: &Connection) -> Value {
     v
 }
 
+/// `end_user` and `tags` of a create or update: each `None` when the body
+/// does not give it; the tags merged with the end user's when either is
+/// given (as the original makes them).
+fn labels(body: &Map<String, Value>) -> ApiResult<(Option<Value>, Option<end_users::Tags>)> {
+    let end_user = match body.get("end_user") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(end_users::parse_end_user(v).map_err(ApiError::invalid_body)?),
+    };
+    let tags = match body.get("tags") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(end_users::parse_tags(v).map_err(ApiError::invalid_body)?),
+    };
+    if end_user.is_none() && tags.is_none() {
+        return Ok((None, None));
+    }
+    let tags = end_users::merged(end_user.as_ref(), tags).map_err(ApiError::invalid_body)?;
+    Ok((end_user, Some(tags)))
+}
+
 pub async fn create(
     State(app): State<Arc<App>>,
     Env(env): Env,
     JsonBody(body): JsonBody<Map<String, Value>>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<(axum::http::StatusCode, Json<Value>)> {
     let pck = text(&body, "provider_config_key")
         .ok_or_else(|| ApiError::invalid_body("`provider_config_key` is required"))?;
     // Held until the connection is stored and scheduled: its integration
@@ -235,16 +251,20 @@ pub async fn create(
             ));
         }
     };
+    // Like them, an end user or tags left out are kept.
+    let (end_user, tags) = labels(&body)?;
     let now = Utc::now();
     let existing = env.store.connection(&pck, &cid).await?;
     let created_at = existing.as_ref().map_or(now, |c| c.created_at);
     let is_new = existing.is_none();
-    let (stored_metadata, stored_config) = match existing {
-        Some(c) => (c.metadata, c.connection_config),
-        None => (Value::Null, Map::new()),
+    let (stored_metadata, stored_config, stored_end_user, stored_tags) = match existing {
+        Some(c) => (c.metadata, c.connection_config, c.end_user, c.tags),
+        None => (Value::Null, Map::new(), Value::Null, Default::default()),
     };
     let metadata = metadata.unwrap_or(stored_metadata);
     let connection_config = connection_config.unwrap_or(stored_config);
+    let end_user = end_user.unwrap_or(stored_end_user);
+    let tags = tags.unwrap_or(stored_tags);
     let c = Connection {
         connection_id: cid,
         provider_config_key: pck,
@@ -254,6 +274,8 @@ pub async fn create(
         metadata,
         created_at,
         updated_at: now,
+        end_user,
+        tags,
     };
     let conn = ConnectionRef {
         provider_config_key: c.provider_config_key.clone(),
@@ -324,7 +346,60 @@ pub async fn create(
     // Until here: an integration deleted meanwhile would leave this
     // connection's schedule behind.
     drop(integration_kept);
-    Ok(Json(view(&env, &c).await))
+    // 201 on every import, new or not, as the original answers.
+    Ok((axum::http::StatusCode::CREATED, Json(view(&env, &c).await)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatchQuery {
+    provider_config_key: String,
+}
+
+/// `PATCH /connections/:id?provider_config_key=`: a connection's
+/// `end_user` and `tags`, as the original's: given an end user, the tags
+/// become the end user's then the body's (the ones before are dropped);
+/// given tags only, they replace the tags. `webhook_url_override` is
+/// refused but for `""` (sluice sends a connection's webhooks to its
+/// environment's URLs).
+pub async fn patch(
+    Env(env): Env,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<PatchQuery>,
+    JsonBody(body): JsonBody<Map<String, Value>>,
+) -> ApiResult<Json<Value>> {
+    for key in body.keys() {
+        if !["end_user", "tags", "webhook_url_override"].contains(&key.as_str()) {
+            return Err(ApiError::invalid_body(format!(
+                "unknown field `{key}` (a connection's end_user, tags and webhook_url_override can be changed)"
+            )));
+        }
+    }
+    match body.get("webhook_url_override") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(s)) if s.is_empty() => {}
+        Some(_) => {
+            return Err(ApiError::invalid_body(
+                "`webhook_url_override` is not supported: sluice sends a connection's webhooks to its environment's URLs (PUT /sluice/webhook-settings)",
+            ));
+        }
+    }
+    let (end_user, tags) = labels(&body)?;
+    let pck = q.provider_config_key;
+    if env.store.integration(&pck).await?.is_none() {
+        return Err(ApiError::unknown_integration(&pck));
+    }
+    env.store
+        .set_end_user_and_tags(&pck, &id, end_user, tags)
+        .await
+        .map_err(|e| match e {
+            ConnectionError::NotFound { .. } => ApiError::not_found(
+                "not_found",
+                format!("No connection `{id}` for integration `{pck}`"),
+            ),
+            other => ApiError::internal(other.to_string()),
+        })?;
+    Ok(Json(json!({ "success": true })))
 }
 
 /// Where a new connection's creation is: stored (flushed) before each
@@ -412,8 +487,8 @@ pub async fn finish_setups(app: &Arc<App>) -> Result<(), crate::ServerError> {
 /// The filters of `GET /connections` (and the legacy `GET /connection`),
 /// as the original's: `connectionId`, `integrationId` (a comma-separated
 /// list), `search` (part of the connection id, any case), `endUserId`,
-/// `endUserOrganizationId` and `tags[k]=v` (sluice keeps no end users or
-/// tags, so these match nothing), `limit` (1..2000, 10,000 when not
+/// `endUserOrganizationId` (sluice keeps no organizations: it matches
+/// nothing) and `tags[k]=v` (every one), `limit` (1..2000, 10,000 when not
 /// given), `page` (from 0); newest first. `provider_config_key` is
 /// sluice's own, kept for its earlier clients. Anything else is 400
 /// `invalid_query_params`, as the original's strict query.
@@ -422,7 +497,10 @@ struct ListFilter {
     connection_id: Option<String>,
     integrations: Option<Vec<String>>,
     search: Option<String>,
-    /// An end user, an organization or tags asked for: nothing matches.
+    end_user_id: Option<String>,
+    /// `tags[key]=value`, keys lowercased: a connection has them all.
+    tags: Vec<(String, String)>,
+    /// An organization asked for (sluice keeps none): nothing matches.
     unmatchable: bool,
     limit: usize,
     page: usize,
@@ -460,7 +538,8 @@ fn list_filter(pairs: Vec<(String, String)>) -> Result<ListFilter, ApiError> {
                     None => keys,
                 });
             }
-            "endUserId" | "endUserOrganizationId" => {
+            "endUserId" => f.end_user_id = Some(text("endUserId", 255)?),
+            "endUserOrganizationId" => {
                 text(&key, 255)?;
                 f.unmatchable = true;
             }
@@ -476,7 +555,13 @@ fn list_filter(pairs: Vec<(String, String)>) -> Result<ListFilter, ApiError> {
                     .parse::<usize>()
                     .map_err(|_| bad(format!("`page` must be 0 or more, got `{value}`")))?;
             }
-            k if k.starts_with("tags[") && k.ends_with(']') => f.unmatchable = true,
+            k if k.starts_with("tags[") && k.ends_with(']') => {
+                let tag = &k["tags[".len()..k.len() - 1];
+                if f.tags.iter().any(|(t, _)| t.eq_ignore_ascii_case(tag)) {
+                    return Err(bad(format!("`tags[{tag}]` is given more than once")));
+                }
+                f.tags.push((tag.to_lowercase(), text(k, 255)?));
+            }
             other => return Err(bad(format!("unknown query parameter `{other}`"))),
         }
     }
@@ -506,6 +591,10 @@ pub async fn list(
             && f.search
                 .as_ref()
                 .is_none_or(|s| c.connection_id.to_lowercase().contains(s))
+            && f.end_user_id
+                .as_ref()
+                .is_none_or(|id| c.end_user.get("id").and_then(Value::as_str) == Some(id))
+            && f.tags.iter().all(|(k, v)| c.tags.get(k) == Some(v))
     });
     all.sort_by(|a, b| {
         (b.created_at, &b.provider_config_key, &b.connection_id).cmp(&(
@@ -531,8 +620,8 @@ pub async fn list(
             "provider_config_key": c.provider_config_key,
             "provider": c.provider,
             "errors": errors,
-            "end_user": null,
-            "tags": {},
+            "end_user": c.end_user_view(),
+            "tags": c.tags,
             "metadata": c.metadata,
             "created": c.created_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         }));

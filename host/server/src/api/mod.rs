@@ -5,9 +5,11 @@
 pub mod actions;
 pub mod connections;
 pub mod deploy;
+pub mod end_users;
 pub mod incoming;
 pub mod integrations;
 pub mod logs;
+pub mod providers;
 pub mod proxy;
 pub mod records;
 pub mod scripts;
@@ -328,12 +330,16 @@ fn routes(app: Arc<App>) -> Router {
         )
         .route(
             "/connections/{id}",
-            get(connections::get).delete(connections::delete),
+            get(connections::get)
+                .delete(connections::delete)
+                .patch(connections::patch),
         )
         .route(
             "/connection/{id}/metadata",
             post(connections::legacy_metadata).patch(connections::legacy_metadata),
         )
+        .route("/providers", get(providers::list))
+        .route("/providers/{provider}", get(providers::get))
         .route(
             "/integrations",
             get(integrations::list).post(integrations::create),

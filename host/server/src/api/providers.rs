@@ -1,0 +1,76 @@
+//! `GET /providers` and `GET /providers/:provider`: the provider catalogue
+//! the server runs with (`--providers`), as the original lists it
+//! (`@nangohq/node`'s `listProviders` and `getProvider`): each provider's
+//! definition, aliases resolved, with its `name`. The original's
+//! `logo_url` points at images its web app serves; sluice serves none and
+//! leaves it out.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sluice_runtime::providers::Provider;
+
+use super::{ApiPath, ApiQuery, Env};
+use crate::app::App;
+use crate::error::{ApiError, ApiResult};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    search: Option<String>,
+}
+
+fn shown(p: &Provider) -> Value {
+    let mut v = Value::Object(p.definition.clone());
+    v["name"] = json!(p.name);
+    v
+}
+
+/// The providers whose name or display name holds `search` (any case), or
+/// all of them.
+pub async fn list(
+    State(app): State<Arc<App>>,
+    Env(_env): Env,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> ApiResult<Json<Value>> {
+    let search = match q.search {
+        Some(s) if s.is_empty() || s.chars().count() > 255 => {
+            return Err(ApiError::bad_request(
+                "invalid_query_params",
+                "`search` must be 1 to 255 characters",
+            ));
+        }
+        s => s.map(|s| s.to_lowercase()),
+    };
+    let data: Vec<Value> = app
+        .providers
+        .sorted()
+        .into_iter()
+        .filter(|p| {
+            search.as_ref().is_none_or(|s| {
+                p.name.to_lowercase().contains(s)
+                    || p.definition
+                        .get("display_name")
+                        .and_then(Value::as_str)
+                        .is_some_and(|d| d.to_lowercase().contains(s))
+            })
+        })
+        .map(shown)
+        .collect();
+    Ok(Json(json!({ "data": data })))
+}
+
+pub async fn get(
+    State(app): State<Arc<App>>,
+    Env(_env): Env,
+    ApiPath(name): ApiPath<String>,
+) -> ApiResult<Json<Value>> {
+    let provider = app
+        .providers
+        .get(&name)
+        .ok_or_else(|| ApiError::not_found("not_found", format!("Unknown provider {name}")))?;
+    Ok(Json(json!({ "data": shown(provider) })))
+}
