@@ -589,6 +589,152 @@ fn ids(page: &Value) -> Vec<String> {
     ids
 }
 
+/// `PATCH /records/prune` empties a connection's records up to a cursor:
+/// they keep their place and metadata and show `pruned_at`, and a sync
+/// that saves them again fills them.
+#[tokio::test]
+async fn records_are_pruned_up_to_a_cursor_and_filled_again_by_a_sync() {
+    let providers = "mock:\n  auth_mode: API_KEY\n  proxy:\n    base_url: http://127.0.0.1:9\n";
+    let data = tempfile::tempdir().unwrap();
+    let config = ServerConfig::new(data.path(), "127.0.0.1:0".parse().unwrap());
+    let server = start_with(config, &MasterKey::generate(), providers).await;
+    let dev = Client::new(&server, DEV_KEY);
+    let c1 = ("mock-int", "c1");
+    let yaml = MOCK_YAML.split("    actions:").next().unwrap().to_string()
+        + "models:\n  Item:\n    id: string\n";
+    deploy_scripts(
+        &dev,
+        &yaml,
+        "mock-int",
+        &[(guests::SYNC_RECORDS, "records", ScriptKind::Sync)],
+    )
+    .await;
+    let (status, body) = dev
+        .send(
+            "POST",
+            "/integrations",
+            Some(json!({"unique_key": "mock-int", "provider": "mock"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let items: Vec<Value> = (1..=5)
+        .map(|i| json!({"id": i.to_string(), "name": format!("item {i}")}))
+        .collect();
+    let (status, body) = dev
+        .send(
+            "POST",
+            "/connections",
+            Some(json!({
+                "provider_config_key": "mock-int", "connection_id": "c1", "api_key": "k",
+                "metadata": {"model": "Item", "save": items, "fail_after": false},
+            })),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let trigger = json!({"syncs": ["records"], "provider_config_key": "mock-int", "connection_id": "c1", "wait": true});
+    let (status, body) = dev
+        .send_as(c1, "POST", "/sync/trigger", Some(trigger.clone()))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["runs"][0]["results"]["Item"]["added"], 5, "{body}");
+
+    let (_, before) = dev.send_as(c1, "GET", "/records?model=Item", None).await;
+    let before = before["records"].as_array().unwrap().clone();
+    assert_eq!(before.len(), 5);
+    assert!(
+        before
+            .iter()
+            .all(|r| r["_nango_metadata"]["pruned_at"].is_null())
+    );
+    let until = before[2]["_nango_metadata"]["cursor"].clone();
+    let prune = |limit: Option<u32>| {
+        let mut body = json!({"model": "Item", "until_cursor": until});
+        if let Some(l) = limit {
+            body["limit"] = json!(l);
+        }
+        body
+    };
+    let (status, body) = dev
+        .send_as(c1, "PATCH", "/records/prune", Some(prune(Some(2))))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, json!({"count": 2, "has_more": true}));
+    let (_, body) = dev
+        .send_as(c1, "PATCH", "/records/prune", Some(prune(None)))
+        .await;
+    assert_eq!(body, json!({"count": 1, "has_more": false}));
+
+    let (_, after) = dev.send_as(c1, "GET", "/records?model=Item", None).await;
+    let after = after["records"].as_array().unwrap().clone();
+    assert_eq!(after.len(), 5, "pruned records are still listed");
+    for (i, (a, b)) in after.iter().zip(&before).enumerate() {
+        assert_eq!(a["id"], b["id"]);
+        for field in ["cursor", "first_seen_at", "last_modified_at", "last_action"] {
+            assert_eq!(a["_nango_metadata"][field], b["_nango_metadata"][field]);
+        }
+        if i < 3 {
+            let keys: Vec<&String> = a.as_object().unwrap().keys().collect();
+            assert_eq!(keys, ["id", "_nango_metadata"], "{a}");
+            assert!(a["_nango_metadata"]["pruned_at"].is_string(), "{a}");
+        } else {
+            assert_eq!(a, b);
+        }
+    }
+
+    // What is wrong is named, and nothing is pruned.
+    let other = ("mock-int", "nope");
+    for (who, query, body, code) in [
+        (
+            c1,
+            "",
+            json!({"model": "Item", "until_cursor": until, "colour": 1}),
+            "invalid_body",
+        ),
+        (
+            c1,
+            "",
+            json!({"model": "Item", "until_cursor": "not-a-cursor"}),
+            "invalid_body",
+        ),
+        (
+            c1,
+            "",
+            json!({"model": "item", "until_cursor": until}),
+            "invalid_body",
+        ),
+        (
+            c1,
+            "",
+            json!({"model": "Item", "until_cursor": until, "limit": 0}),
+            "invalid_body",
+        ),
+        (c1, "?model=Item", prune(None), "invalid_query_params"),
+        (other, "", prune(None), "unknown_connection"),
+    ] {
+        let (status, answer) = dev
+            .send_as(
+                who,
+                "PATCH",
+                &format!("/records/prune{query}"),
+                Some(body.clone()),
+            )
+            .await;
+        assert_eq!(
+            (status, answer["error"]["code"].as_str()),
+            (400, Some(code)),
+            "{body}: {answer}"
+        );
+    }
+
+    // The sync saves them again, unchanged: they are whole, in place.
+    let (_, body) = dev
+        .send_as(c1, "POST", "/sync/trigger", Some(trigger.clone()))
+        .await;
+    assert_eq!(body["runs"][0]["results"]["Item"]["unchanged"], 5, "{body}");
+    let (_, again) = dev.send_as(c1, "GET", "/records?model=Item", None).await;
+    assert_eq!(again["records"].as_array().unwrap(), &before);
+}
+
 #[tokio::test]
 async fn runs_report_changes_errors_keep_their_shapes_and_tokens_refresh_once() {
     use sluice_tests::{MockRequest, MockResponse};

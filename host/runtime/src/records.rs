@@ -92,6 +92,10 @@ pub struct StoredRecord {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub deleted_at: Option<DateTime<Utc>>,
+    /// When `PATCH /records/prune` emptied its payload (`json` is then
+    /// empty); any write of the record fills it again.
+    #[serde(default)]
+    pub pruned_at: Option<DateTime<Utc>>,
     pub sync_id: Option<String>,
     pub job_id: Option<u64>,
 }
@@ -116,8 +120,12 @@ impl StoredRecord {
     }
 
     /// The record as the API and `getRecordsByIds` return it.
+    /// A pruned record is its id and metadata.
     pub fn to_view(&self) -> Value {
         let mut json = self.json.clone();
+        if self.pruned_at.is_some() {
+            json.insert("id".into(), Value::String(self.external_id.clone()));
+        }
         json.insert(
             "_nango_metadata".into(),
             serde_json::json!({
@@ -125,6 +133,7 @@ impl StoredRecord {
                 "last_modified_at": timestamp(self.updated_at),
                 "last_action": self.last_action(),
                 "deleted_at": self.deleted_at.map(timestamp),
+                "pruned_at": self.pruned_at.map(timestamp),
                 "cursor": encode_cursor(&self.position()),
             }),
         );
@@ -359,6 +368,7 @@ pub fn apply_save(
                 created_at: now,
                 updated_at: now,
                 deleted_at: None,
+                pruned_at: None,
                 sync_id: None,
                 job_id: None,
             })),
@@ -373,7 +383,13 @@ pub fn apply_save(
             r.deleted_at = None;
             (Some(stamp(r)), Outcome::Added)
         }
-        Some(old) if old.data_hash == incoming.hash => (Some(stamp(old)), Outcome::Unchanged),
+        Some(mut old) if old.data_hash == incoming.hash => {
+            // A pruned record gets its payload back, times unchanged.
+            if old.pruned_at.is_some() {
+                old.json = incoming.json;
+            }
+            (Some(stamp(old)), Outcome::Unchanged)
+        }
         Some(mut r) => {
             r.json = incoming.json;
             r.data_hash = incoming.hash;
@@ -417,6 +433,7 @@ pub fn apply_delete(
                 created_at: now,
                 updated_at: now,
                 deleted_at: None,
+                pruned_at: None,
                 sync_id: None,
                 job_id: None,
             },
@@ -581,7 +598,9 @@ pub fn plan_chunk(
             WriteKind::Update => apply_update(existing.as_ref(), incoming, ctx, merging, now)?,
         };
         changes.count(outcome);
-        if let Some(row) = row {
+        if let Some(mut row) = row {
+            // Every write fills the record's payload.
+            row.pruned_at = None;
             if matches!(
                 outcome,
                 Outcome::Added | Outcome::Updated | Outcome::Deleted

@@ -56,7 +56,7 @@ pub use backend::{
 pub use crypto::MasterKey;
 pub use env::{DocBatch, Integration};
 pub use error::StoreError;
-pub use records::{PAGE_BYTES, RawRecordsPage, RecordFilter, RecordsPage, RecordsQuery};
+pub use records::{PAGE_BYTES, Pruned, RawRecordsPage, RecordFilter, RecordsPage, RecordsQuery};
 pub use rows::RawRecord;
 pub use store::{EnvStore, SECRET_KEY, Store};
 

@@ -344,6 +344,11 @@ impl EnvStore {
             .iter()
             .map(|r| r.as_ref().map(|r| (r.position(), r.deleted_at.is_none())))
             .collect();
+        // A pruned record saved unchanged gets its payload written back.
+        let pruned: Vec<bool> = existing
+            .iter()
+            .map(|r| r.as_ref().is_some_and(|r| r.pruned_at.is_some()))
+            .collect();
         let mut count_row = CountRow::decode(
             self.backend()
                 .get(Table::RecordCounts, &scope.count_key)
@@ -380,7 +385,7 @@ impl EnvStore {
             let key = record_keys[*index]
                 .take()
                 .unwrap_or_else(|| scope.record_key(&row.external_id));
-            if kind == WriteKind::Save && *outcome == Outcome::Unchanged {
+            if kind == WriteKind::Save && *outcome == Outcome::Unchanged && !pruned[*index] {
                 unchanged.push((key, row));
                 continue;
             }
@@ -996,6 +1001,84 @@ impl EnvStore {
         Ok(removed)
     }
 
+    /// `PATCH /records/prune`: empties the payload of up to `limit`
+    /// records of a model, oldest first, among those at or before `until`
+    /// in `(updated_at, internal id)` order and not pruned yet. Each keeps
+    /// its id, times and place (so cursors stay valid and the count is
+    /// unchanged) and gets a `pruned_at`; a later write of the record
+    /// (even an unchanged save) fills its payload again. Writes a batch at
+    /// a time, each flushed, so a crash leaves some pruned and the rest
+    /// whole. `has_more`: records to prune are left at or before `until`.
+    pub async fn prune_records(
+        &self,
+        conn: &ConnectionRef,
+        model: &str,
+        until: &Position,
+        limit: usize,
+    ) -> Result<Pruned, StoreError> {
+        let scope = self.scope(conn, model);
+        let _lock = self.lock(scope.lock_key()).await?;
+        let now = rt::now();
+        // Keys order as positions do.
+        let until = scope.index_key(until);
+        let mut pruned = Pruned::default();
+        let mut after: Option<Vec<u8>> = None;
+        // Entries hold whole records: each read is sized from the largest
+        // entry of the one before, to hold about a page's bytes.
+        let mut batch = PAGE_FIRST_READ;
+        loop {
+            let entries = self
+                .backend()
+                .scan(
+                    Table::RecordIndex,
+                    scope.prefix.as_bytes(),
+                    after.as_deref(),
+                    batch,
+                    false,
+                )
+                .await?;
+            let mut ops = Vec::new();
+            let mut done = entries.len() < batch;
+            let largest = entries.iter().map(|(_, e)| e.len()).max().unwrap_or(1);
+            batch = (PAGE_BYTES / largest.max(1)).clamp(1, SCAN_BATCH);
+            for (key, entry) in &entries {
+                if key.as_slice() > until.as_slice() {
+                    done = true;
+                    break;
+                }
+                let (external_id, row) = rows::decode_entry(entry)?;
+                let (mut header, _) = rows::decode_header(row)?;
+                if header.pruned_at.is_some() {
+                    continue;
+                }
+                if pruned.count == limit as u64 {
+                    pruned.has_more = true;
+                    done = true;
+                    break;
+                }
+                header.pruned_at = Some(now);
+                ops.push(Op::Put {
+                    table: Table::RecordIndex,
+                    key: key.clone(),
+                    value: header.encode_entry_with(external_id, b"{}"),
+                });
+                ops.push(Op::Put {
+                    table: Table::Records,
+                    key: scope.record_key(external_id),
+                    value: header.encode_header(),
+                });
+                pruned.count += 1;
+            }
+            if !ops.is_empty() {
+                self.backend().apply(ops).await?;
+            }
+            if done {
+                return Ok(pruned);
+            }
+            after = entries.into_iter().next_back().map(|(k, _)| k);
+        }
+    }
+
     /// The number of non-deleted records of a model: a counter kept in step
     /// by every write, so reading it costs one lookup.
     pub async fn record_count(&self, conn: &ConnectionRef, model: &str) -> Result<u64, StoreError> {
@@ -1024,6 +1107,14 @@ impl EnvStore {
         .await?;
         Ok(out)
     }
+}
+
+/// What [`EnvStore::prune_records`] did: how many records it pruned, and
+/// whether more are left to prune up to its cursor.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    pub count: u64,
+    pub has_more: bool,
 }
 
 /// How many bytes of records a page reads at most (one record more than

@@ -4,7 +4,8 @@
 //!
 //! ```text
 //! [1: version = 1][16: internal id][8: created_at µs, i64 BE][8: updated_at µs]
-//! [1: deleted? 0|1][8: deleted_at µs, only when deleted][1: hash length][hash]
+//! [1: flags: 1 deleted, 2 pruned][8: deleted_at µs, only when deleted]
+//! [8: pruned_at µs, only when pruned][1: hash length][hash]
 //! [JSON text of the record, to the end]
 //! ```
 //!
@@ -40,6 +41,7 @@ pub(crate) struct RowHeader {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub deleted_at: Option<DateTime<Utc>>,
+    pub pruned_at: Option<DateTime<Utc>>,
     pub data_hash: String,
 }
 
@@ -50,6 +52,7 @@ impl RowHeader {
             created_at: r.created_at,
             updated_at: r.updated_at,
             deleted_at: r.deleted_at,
+            pruned_at: r.pruned_at,
             data_hash: r.data_hash.clone(),
         }
     }
@@ -107,12 +110,9 @@ impl RowHeader {
         out.extend_from_slice(self.internal_id.as_bytes());
         out.extend_from_slice(&self.created_at.timestamp_micros().to_be_bytes());
         out.extend_from_slice(&self.updated_at.timestamp_micros().to_be_bytes());
-        match self.deleted_at {
-            Some(t) => {
-                out.push(1);
-                out.extend_from_slice(&t.timestamp_micros().to_be_bytes());
-            }
-            None => out.push(0),
+        out.push(u8::from(self.deleted_at.is_some()) | (u8::from(self.pruned_at.is_some()) << 1));
+        for t in [self.deleted_at, self.pruned_at].into_iter().flatten() {
+            out.extend_from_slice(&t.timestamp_micros().to_be_bytes());
         }
         // The hash is 32 hex digits; a longer one would be truncated to
         // what one length byte can say.
@@ -179,10 +179,19 @@ fn decode_header_opt(row: &[u8]) -> Option<(RowHeader, &[u8])> {
     let internal_id = Uuid::from_slice(r.take(16)?).ok()?;
     let created_at = r.time()?;
     let updated_at = r.time()?;
-    let deleted_at = match r.take(1)? {
-        [0] => None,
-        [1] => Some(r.time()?),
-        _ => return None,
+    let flags = r.take(1)?[0];
+    if flags > 3 {
+        return None;
+    }
+    let deleted_at = if flags & 1 == 1 {
+        Some(r.time()?)
+    } else {
+        None
+    };
+    let pruned_at = if flags & 2 == 2 {
+        Some(r.time()?)
+    } else {
+        None
     };
     let hash_len = r.take(1)?[0] as usize;
     let data_hash = std::str::from_utf8(r.take(hash_len)?).ok()?.to_string();
@@ -192,6 +201,7 @@ fn decode_header_opt(row: &[u8]) -> Option<(RowHeader, &[u8])> {
             created_at,
             updated_at,
             deleted_at,
+            pruned_at,
             data_hash,
         },
         r.0,
@@ -222,6 +232,7 @@ pub(crate) fn decode_record(
         created_at: h.created_at,
         updated_at: h.updated_at,
         deleted_at: h.deleted_at,
+        pruned_at: h.pruned_at,
         sync_id: stamp.sync_id,
         job_id: stamp.job_id,
     })
@@ -236,6 +247,7 @@ pub struct RawRecord {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub deleted_at: Option<DateTime<Utc>>,
+    pub pruned_at: Option<DateTime<Utc>>,
     pub data_hash: String,
     /// The stored paging entry; the record's JSON starts at `json_start`.
     row: Vec<u8>,
@@ -267,6 +279,7 @@ impl RawRecord {
             created_at: self.created_at,
             updated_at: self.updated_at,
             deleted_at: self.deleted_at,
+            pruned_at: self.pruned_at,
             sync_id: None,
             job_id: None,
         })
@@ -282,8 +295,9 @@ impl RawRecord {
             .and_then(|j| j.strip_suffix(b"}"))
             .ok_or_else(|| StoreError::corrupt("record JSON", "not an object"))?;
         // A record that carries its own `_nango_metadata` key has it
-        // replaced in place; leave that rare case to the general path.
-        if has_metadata_key(body) {
+        // replaced in place, and a pruned one gets its id back: leave
+        // those rare cases to the general path.
+        if self.pruned_at.is_some() || has_metadata_key(body) {
             let view = self.to_stored()?.to_view();
             return serde_json::to_writer(out, &view)
                 .map_err(|e| StoreError::encode("a record view", e));
@@ -322,7 +336,8 @@ impl RawRecord {
             }
             None => out.extend_from_slice(b"null"),
         }
-        out.extend_from_slice(b",\"cursor\":\"");
+        // Not pruned: pruned records take the general path.
+        out.extend_from_slice(b",\"pruned_at\":null,\"cursor\":\"");
         let cursor = format!("{modified}||{}", self.internal_id);
         out.extend_from_slice(
             base64::engine::general_purpose::STANDARD
@@ -365,6 +380,7 @@ pub(crate) fn decode_raw(entry: Vec<u8>) -> Result<RawRecord, StoreError> {
         created_at: h.created_at,
         updated_at: h.updated_at,
         deleted_at: h.deleted_at,
+        pruned_at: h.pruned_at,
         data_hash: h.data_hash,
         row: entry,
         json_start,
@@ -471,6 +487,7 @@ mod tests {
             created_at: t,
             updated_at: t,
             deleted_at: Some(t),
+            pruned_at: Some(t + chrono::Duration::microseconds(5)),
             sync_id: Some("sync-1".into()),
             job_id: Some(7),
         };
@@ -500,6 +517,10 @@ mod tests {
         assert!(header_only.json.is_empty());
         assert_eq!(header_only.position(), record.position());
         assert_eq!(header_only.data_hash, record.data_hash);
+        assert_eq!(
+            (header_only.deleted_at, header_only.pruned_at),
+            (record.deleted_at, record.pruned_at)
+        );
         assert_eq!((header_only.sync_id, header_only.job_id), (None, None));
         assert!(decode_header(&row[..20]).is_err());
         assert!(decode_entry(&entry[..3]).is_err());

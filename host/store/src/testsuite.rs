@@ -92,6 +92,7 @@ macro_rules! backend_tests {
             a_job_run_takes_over_what_another_sync_stamped,
             a_scopes_count_row_knows_who_stamps_it,
             clear_records_counts_and_models,
+            pruning_empties_payloads_up_to_a_cursor,
             delete_connection_removes_its_records_and_docs,
             concurrent_writers_of_one_scope,
             data_key_rotation_keeps_secrets_readable,
@@ -2386,6 +2387,103 @@ pub async fn clear_records_counts_and_models(b: &Reopen) {
     let ch = save(&env, &c, "A", records(0, 3, 1)).await;
     assert_eq!(ch.added, 3);
     assert_eq!(env.clear_records(&c, "Nope").await.unwrap(), 0);
+}
+
+pub async fn pruning_empties_payloads_up_to_a_cursor(b: &Reopen) {
+    let (store, master) = fresh(b).await;
+    let env = dev(&store);
+    let c = conn("github", "c1");
+    save(&env, &c, "M", records(0, 300, 1)).await;
+    let before = page_all(&env, &c, "M", RecordsQuery::default()).await;
+    let until = before[199].position();
+    let pruned = env.prune_records(&c, "M", &until, 150).await.unwrap();
+    assert_eq!((pruned.count, pruned.has_more), (150, true));
+    let pruned = env.prune_records(&c, "M", &until, 150).await.unwrap();
+    assert_eq!((pruned.count, pruned.has_more), (50, false));
+    let pruned = env.prune_records(&c, "M", &until, 150).await.unwrap();
+    assert_eq!((pruned.count, pruned.has_more), (0, false));
+    // Exactly as many as were left: nothing more.
+    let last = before[249].position();
+    let pruned = env.prune_records(&c, "M", &last, 50).await.unwrap();
+    assert_eq!((pruned.count, pruned.has_more), (50, false));
+
+    drop(env);
+    drop(store);
+    let store = open(b, &master).await;
+    let env = dev(&store);
+    let after = page_all(&env, &c, "M", RecordsQuery::default()).await;
+    assert_eq!(after.len(), 300);
+    assert_eq!(env.record_count(&c, "M").await.unwrap(), 300);
+    for (i, (a, b)) in after.iter().zip(&before).enumerate() {
+        assert_eq!(
+            (a.position(), &a.external_id, a.created_at),
+            (b.position(), &b.external_id, b.created_at),
+            "pruning moves nothing"
+        );
+        let view = a.to_view();
+        if i < 250 {
+            assert!(a.json.is_empty() && a.pruned_at.is_some(), "{i}");
+            assert_eq!(view["id"], json!(a.external_id));
+            assert!(view.get("pad").is_none());
+            assert!(view["_nango_metadata"]["pruned_at"].is_string());
+        } else {
+            assert_eq!(a.json, b.json);
+            assert_eq!(view["_nango_metadata"]["pruned_at"], Value::Null);
+        }
+    }
+    // The spliced view of a pruned record is the decoded one.
+    let raw = env
+        .records_page_raw(&c, "M", &RecordsQuery::default())
+        .await
+        .unwrap();
+    let mut spliced = Vec::new();
+    raw.records[0].write_view(&mut spliced).unwrap();
+    assert_eq!(
+        serde_json::from_slice::<Value>(&spliced).unwrap(),
+        after[0].to_view()
+    );
+
+    // Saved again unchanged, a pruned record gets its payload back and
+    // keeps its place; changed, it is updated; merged into, it is the
+    // merge.
+    let first = &before[0];
+    let changed = &before[1];
+    let merged = &before[2];
+    let ch = save(&env, &c, "M", json!([first.json])).await;
+    assert_eq!((ch.unchanged, ch.updated), (1, 0));
+    let mut edited = changed.json.clone();
+    edited.insert("v".into(), json!(2));
+    let ch = save(&env, &c, "M", json!([edited])).await;
+    assert_eq!(ch.updated, 1);
+    write(
+        &env,
+        WriteKind::Update,
+        &c,
+        "M",
+        json!([{"id": merged.external_id, "note": "n"}]),
+        &WriteContext::default(),
+        &mut Merging::Override,
+    )
+    .await;
+    let ids = [
+        first.external_id.clone(),
+        changed.external_id.clone(),
+        merged.external_id.clone(),
+    ];
+    let got = env.records_by_ids(&c, "M", &ids).await.unwrap();
+    assert_eq!(got[0].json, first.json);
+    assert_eq!(got[0].position(), first.position());
+    assert_eq!(got[0].pruned_at, None);
+    assert_eq!(got[1].json, edited);
+    assert_eq!(got[1].pruned_at, None);
+    assert_eq!(
+        Value::Object(got[2].json.clone()),
+        json!({"id": merged.external_id, "note": "n"})
+    );
+    assert_eq!(got[2].pruned_at, None);
+    // Pruning again takes only what is whole.
+    let pruned = env.prune_records(&c, "M", &last, 1000).await.unwrap();
+    assert_eq!((pruned.count, pruned.has_more), (1, false));
 }
 
 pub async fn a_refresh_replaces_only_the_credentials_it_read(b: &Reopen) {

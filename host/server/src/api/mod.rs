@@ -24,7 +24,7 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
-use axum::routing::{any, get, post, put};
+use axum::routing::{any, get, patch, post, put};
 use serde::de::DeserializeOwned;
 
 use crate::app::{App, EnvState};
@@ -292,6 +292,7 @@ fn routes(app: Arc<App>) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/records", get(records::get_records))
+        .route("/records/prune", patch(records::prune))
         .route("/action/trigger", post(actions::trigger))
         .route("/action/{id}", get(actions::status))
         .route("/sync/trigger", post(syncs::trigger))

@@ -106,6 +106,13 @@ pub fn parse_query(raw: Option<&str>, model: Option<&str>) -> ApiResult<RecordsR
         }
     }
     let model = model.ok_or_else(|| invalid("`model` is required"))?;
+    let model = stored_model(&model, variant.as_deref()).map_err(invalid)?;
+    Ok(RecordsRequest { model, query })
+}
+
+/// The model records are kept under: `model`, checked as the original
+/// checks it, and `::variant` unless the variant is the base one.
+fn stored_model(model: &str, variant: Option<&str>) -> Result<String, String> {
     let valid = model.len() <= 255
         && model.chars().next().is_some_and(|c| c.is_ascii_uppercase())
         && model.len() >= 2
@@ -113,15 +120,80 @@ pub fn parse_query(raw: Option<&str>, model: Option<&str>) -> ApiResult<RecordsR
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
     if !valid {
-        return Err(invalid(format!(
+        return Err(format!(
             "`model` must match ^[A-Z][a-zA-Z0-9_-]+$, got `{model}`"
-        )));
+        ));
     }
-    let model = match variant.as_deref() {
-        None | Some("base") | Some("") => model,
+    Ok(match variant {
+        None | Some("base") | Some("") => model.to_string(),
         Some(v) => format!("{model}::{v}"),
+    })
+}
+
+/// The body of `PATCH /records/prune`, as the original's: strict.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PruneBody {
+    model: String,
+    variant: Option<String>,
+    until_cursor: String,
+    /// A number, or its text (the original coerces it).
+    limit: Option<Value>,
+}
+
+/// How many records a prune empties when the body does not say.
+pub const PRUNE_DEFAULT_LIMIT: usize = 1000;
+
+/// `PATCH /records/prune`: empties the payload of a connection's records
+/// of a model up to and including `until_cursor` (a record's
+/// `_nango_metadata.cursor`), at most `limit` (1 to 10,000, 1,000 when
+/// not given) at a time, oldest first. Each keeps its id and metadata and
+/// shows `pruned_at`; a later sync that saves it fills it again.
+/// `{count, has_more}`: with `has_more`, the same request prunes more.
+pub async fn prune(
+    Env(env): Env,
+    headers: ConnectionHeaders,
+    RawQuery(raw): RawQuery,
+    super::JsonBody(body): super::JsonBody<PruneBody>,
+) -> ApiResult<axum::Json<Value>> {
+    if raw.as_deref().is_some_and(|q| !q.is_empty()) {
+        return Err(invalid("`PATCH /records/prune` takes no query parameters"));
+    }
+    let bad = |m: String| ApiError::invalid_body(m);
+    let model = stored_model(&body.model, body.variant.as_deref()).map_err(bad)?;
+    if body.until_cursor.is_empty() || body.until_cursor.len() > 1000 {
+        return Err(bad("`until_cursor` must be 1 to 1000 characters".into()));
+    }
+    let until = decode_cursor(&body.until_cursor).ok_or_else(|| {
+        bad(format!(
+            "`until_cursor` is not a records cursor: `{}`",
+            body.until_cursor
+        ))
+    })?;
+    let limit = match &body.limit {
+        None | Some(Value::Null) => PRUNE_DEFAULT_LIMIT,
+        Some(v) => match v {
+            Value::Number(n) => n.as_u64(),
+            Value::String(s) => s.trim().parse::<u64>().ok(),
+            _ => None,
+        }
+        .and_then(|n| usize::try_from(n).ok())
+        .filter(|n| (1..=MAX_LIMIT).contains(n))
+        .ok_or_else(|| bad(format!("`limit` must be 1 to {MAX_LIMIT}, got {v}")))?,
     };
-    Ok(RecordsRequest { model, query })
+    let conn = connection_ref(&env, &headers).await?;
+    // One at a time with the connection's deletion: a prune's writes
+    // must not outlive the connection.
+    let _running = env.runs.enter(&conn).await;
+    let conn = connection_ref(&env, &headers).await?;
+    let pruned = env
+        .store
+        .prune_records(&conn, &model, &until, limit)
+        .await?;
+    Ok(axum::Json(serde_json::json!({
+        "count": pruned.count,
+        "has_more": pruned.has_more,
+    })))
 }
 
 /// The connection the headers name, checked to exist.
