@@ -2392,10 +2392,6 @@ async fn an_environment_whose_scripts_hang_leaves_the_other_its_share() {
     server.stop().await;
 }
 
-/// What `@nangohq/node` sends (checked against its 0.71 source): the
-/// records at `/records/?…`, connections at `/connections…` with the
-/// original's list filters, `syncs: []` for "every sync", and a sync
-/// status that leaves out what it does not know.
 /// The provider catalogue the server runs with, as the original lists it.
 #[tokio::test]
 async fn the_provider_catalogue_is_listed() {
@@ -2607,6 +2603,12 @@ async fn connections_keep_their_end_user_and_tags() {
         ),
         (
             "PATCH",
+            "/connections/b?provider_config_key=hubspot",
+            json!({"tags": null}),
+            "invalid_body",
+        ),
+        (
+            "PATCH",
             "/connections/b?provider_config_key=nope",
             json!({"tags": {}}),
             "unknown_provider_config",
@@ -2627,8 +2629,19 @@ async fn connections_keep_their_end_user_and_tags() {
         .await;
     assert_eq!(body["tags"], json!({"end_user_id": "u2"}), "{body}");
     assert!(listed("?connectionId=c").await.is_empty());
+    // A filter on what cannot be a tag is refused too.
+    let (status, body) = dev.send("GET", "/connections?tags[9a]=x", None).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("invalid_query_params")),
+        "{body}"
+    );
 }
 
+/// What `@nangohq/node` sends (checked against its 0.71 source): the
+/// records at `/records/?…`, connections at `/connections…` with the
+/// original's list filters, `syncs: []` for "every sync", and a sync
+/// status that leaves out what it does not know.
 #[tokio::test]
 async fn the_official_clients_requests_are_answered_as_the_original_answers_them() {
     let fixture =

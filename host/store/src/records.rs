@@ -303,7 +303,8 @@ impl EnvStore {
         // semantics look at: their headers (hash, times, position). A save
         // or delete replaces the JSON without reading it (an unchanged save
         // keeps the stored entry and only gets new stamps, which is all
-        // that is written for it below), so only batchUpdate, which merges
+        // that is written for it below, unless the record was pruned: then
+        // its entry gets the JSON back), so only batchUpdate, which merges
         // into the stored JSON, reads the entries. No write keeps the old
         // stamps, so they are not read: every row written gets the
         // writer's. `existing[i]` is the row of `chunk[i]`.

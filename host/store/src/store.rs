@@ -23,8 +23,14 @@ const FORMAT_KEY: &[u8] = b"format";
 /// secret key, sealed, for signing webhooks the original's way.
 pub const SECRET_KEY: &str = "secret-key";
 /// The layout this code reads and writes. A store with another marker is
-/// refused rather than misread, except [`FORMAT_1`], which is migrated.
-const FORMAT: &[u8] = b"sluice-store 2";
+/// refused rather than misread, except [`FORMAT_1`] and [`FORMAT_2`],
+/// which are migrated.
+const FORMAT: &[u8] = b"sluice-store 3";
+/// The layout before a record's header could mark it pruned
+/// ([`crate::rows`]): its rows read as they are, so opening such a store
+/// only moves the marker on, and a build that cannot read a pruned row
+/// refuses the store instead of failing on the row.
+const FORMAT_2: &[u8] = b"sluice-store 2";
 /// The layout before records moved into their paging entries
 /// ([`crate::rows`]); opening such a store migrates it.
 const FORMAT_1: &[u8] = b"sluice-store 1";
@@ -131,8 +137,10 @@ impl Store {
         let format = shared.backend.get(Table::Meta, FORMAT_KEY).await?;
         let (rows, created) = match format {
             Some(f) if f == FORMAT => (Self::load_rows(&shared).await?, Vec::new()),
-            Some(f) if f == FORMAT_1 => {
-                crate::records::migrate_from_format_1(&*shared.backend).await?;
+            Some(f) if f == FORMAT_1 || f == FORMAT_2 => {
+                if f == FORMAT_1 {
+                    crate::records::migrate_from_format_1(&*shared.backend).await?;
+                }
                 shared
                     .backend
                     .apply(vec![Op::Put {

@@ -375,8 +375,16 @@ pub async fn patch(
             )));
         }
     }
+    if let Some(key) = ["end_user", "tags", "webhook_url_override"]
+        .into_iter()
+        .find(|k| body.get(*k) == Some(&Value::Null))
+    {
+        return Err(ApiError::invalid_body(format!(
+            "`{key}` cannot be null (leave it out to keep it)"
+        )));
+    }
     match body.get("webhook_url_override") {
-        None | Some(Value::Null) => {}
+        None => {}
         Some(Value::String(s)) if s.is_empty() => {}
         Some(_) => {
             return Err(ApiError::invalid_body(
@@ -387,7 +395,11 @@ pub async fn patch(
     let (end_user, tags) = labels(&body)?;
     let pck = q.provider_config_key;
     if env.store.integration(&pck).await?.is_none() {
-        return Err(ApiError::unknown_integration(&pck));
+        // 400 here, as the original answers a PATCH.
+        return Err(ApiError::bad_request(
+            "unknown_provider_config",
+            format!("No integration `{pck}`"),
+        ));
     }
     env.store
         .set_end_user_and_tags(&pck, &id, end_user, tags)
@@ -557,10 +569,16 @@ fn list_filter(pairs: Vec<(String, String)>) -> Result<ListFilter, ApiError> {
             }
             k if k.starts_with("tags[") && k.ends_with(']') => {
                 let tag = &k["tags[".len()..k.len() - 1];
+                if let Some(problem) = end_users::key_problem(tag) {
+                    return Err(bad(format!("`tags[{tag}]`: {problem}")));
+                }
                 if f.tags.iter().any(|(t, _)| t.eq_ignore_ascii_case(tag)) {
                     return Err(bad(format!("`tags[{tag}]` is given more than once")));
                 }
                 f.tags.push((tag.to_lowercase(), text(k, 255)?));
+                if f.tags.len() > 10 {
+                    return Err(bad("at most 10 `tags[key]` filters".into()));
+                }
             }
             other => return Err(bad(format!("unknown query parameter `{other}`"))),
         }

@@ -18,7 +18,7 @@ const TAG_KEY_MAX: usize = 64;
 const TAG_VALUE_MAX: usize = 255;
 
 /// The original's rule for a tag key; the message is its own.
-fn key_problem(key: &str) -> Option<String> {
+pub(crate) fn key_problem(key: &str) -> Option<String> {
     let mut chars = key.chars();
     let starts_with_letter = chars.next().is_some_and(|c| c.is_ascii_alphabetic());
     if !starts_with_letter || !chars.all(|c| c.is_ascii_alphanumeric() || "_-./".contains(c)) {
@@ -176,8 +176,11 @@ fn truncated(s: &str, max: usize) -> String {
 }
 
 /// The tags the original makes from an end user: its id, email and
-/// display name, then its own tags (lowercased; they may replace the
-/// first three); when those would be more than ten, the first three only.
+/// display name, then its own tags (lowercased and cut to length; those
+/// whose key is not a tag key, or whose value is not a string, are
+/// skipped; they may replace the first three). When those would be more
+/// than ten, or are not valid tags (an empty value, an `end_user_email`
+/// that is not an address), the first three only.
 pub fn tags_from_end_user(end_user: &Value) -> Tags {
     let mut base = Tags::new();
     for (field, tag) in [
@@ -195,7 +198,7 @@ pub fn tags_from_end_user(end_user: &Value) -> Tags {
     if let Some(own) = end_user.get("tags").and_then(Value::as_object) {
         for (key, v) in own {
             let key = truncated(&key.to_lowercase(), TAG_KEY_MAX);
-            let Some(v) = v.as_str().filter(|v| !v.is_empty()) else {
+            let Some(v) = v.as_str() else {
                 continue;
             };
             if key_problem(&key).is_none() {
@@ -203,7 +206,10 @@ pub fn tags_from_end_user(end_user: &Value) -> Tags {
             }
         }
     }
-    if all.len() > TAG_MAX_COUNT { base } else { all }
+    let valid = all.len() <= TAG_MAX_COUNT
+        && all.values().all(|v| !v.is_empty())
+        && all.get("end_user_email").is_none_or(|e| is_email(e));
+    if valid { all } else { base }
 }
 
 /// What a request gives: the end user's tags, then its own on top, as
@@ -266,7 +272,7 @@ mod tests {
 
     #[test]
     fn an_end_user_makes_tags_as_the_original() {
-        let u = json!({"id": "u1", "email": "u@example.com", "tags": {"Plan": "pro", "end_user_id": "other", "empty": ""}});
+        let u = json!({"id": "u1", "email": "u@example.com", "tags": {"Plan": "pro", "end_user_id": "other", "9bad": "x"}});
         let t = tags_from_end_user(&u);
         assert_eq!(
             t,
@@ -276,6 +282,16 @@ mod tests {
                 ("plan".into(), "pro".into()),
             ])
         );
+        // An empty value, or an address that is not one: the first ones
+        // only.
+        let base = Tags::from([
+            ("end_user_email".into(), "u@example.com".into()),
+            ("end_user_id".into(), "u1".into()),
+        ]);
+        for own in [json!({"plan": ""}), json!({"end_user_email": "nope"})] {
+            let u = json!({"id": "u1", "email": "u@example.com", "tags": own});
+            assert_eq!(tags_from_end_user(&u), base, "{own}");
+        }
         // Too many with its own: the first ones only.
         let many: Map<String, Value> = (0..9).map(|i| (format!("k{i}"), json!("v"))).collect();
         let u = json!({"id": "u1", "email": "u@example.com", "tags": many});

@@ -173,7 +173,11 @@ pub async fn prune(
     let limit = match &body.limit {
         None | Some(Value::Null) => PRUNE_DEFAULT_LIMIT,
         Some(v) => match v {
-            Value::Number(n) => n.as_u64(),
+            Value::Number(n) => n.as_u64().or_else(|| {
+                n.as_f64()
+                    .filter(|f| f.fract() == 0.0 && *f >= 1.0 && *f <= MAX_LIMIT as f64)
+                    .map(|f| f as u64)
+            }),
             Value::String(s) => s.trim().parse::<u64>().ok(),
             _ => None,
         }
