@@ -320,6 +320,29 @@ impl EnvStore {
         self.write_connection(connection).await
     }
 
+    /// Writes `connection` (an import) under its lock, first letting
+    /// `keep` carry over what the import keeps of the stored one, read
+    /// under the same lock: a change made meanwhile (metadata, end user,
+    /// tags) is then not written back stale. Whether one was stored.
+    pub async fn put_connection_keeping(
+        &self,
+        connection: &mut Connection,
+        keep: impl FnOnce(Connection, &mut Connection),
+    ) -> Result<bool, StoreError> {
+        let _lock = self
+            .lock(self.connection_lock(&connection.provider_config_key, &connection.connection_id))
+            .await?;
+        let stored = self
+            .connection(&connection.provider_config_key, &connection.connection_id)
+            .await?;
+        let existed = stored.is_some();
+        if let Some(stored) = stored {
+            keep(stored, connection);
+        }
+        self.write_connection(connection).await?;
+        Ok(existed)
+    }
+
     /// Replaces a connection's credentials with `new` if they are still
     /// `old`, under the connection's lock: a token refresh read the
     /// connection before a request to the provider, and meanwhile the

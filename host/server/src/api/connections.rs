@@ -254,28 +254,26 @@ pub async fn create(
     // Like them, an end user or tags left out are kept.
     let (end_user, tags) = labels(&body)?;
     let now = Utc::now();
-    let existing = env.store.connection(&pck, &cid).await?;
-    let created_at = existing.as_ref().map_or(now, |c| c.created_at);
-    let is_new = existing.is_none();
-    let (stored_metadata, stored_config, stored_end_user, stored_tags) = match existing {
-        Some(c) => (c.metadata, c.connection_config, c.end_user, c.tags),
-        None => (Value::Null, Map::new(), Value::Null, Default::default()),
-    };
-    let metadata = metadata.unwrap_or(stored_metadata);
-    let connection_config = connection_config.unwrap_or(stored_config);
-    let end_user = end_user.unwrap_or(stored_end_user);
-    let tags = tags.unwrap_or(stored_tags);
-    let c = Connection {
+    let is_new = !env.store.connection_exists(&pck, &cid).await?;
+    // What the request leaves out is kept from the stored connection, read
+    // when it is written (under its lock).
+    let keep = (
+        metadata.is_none(),
+        connection_config.is_none(),
+        end_user.is_none(),
+        tags.is_none(),
+    );
+    let mut c = Connection {
         connection_id: cid,
         provider_config_key: pck,
         provider: integration.provider,
         credentials: creds,
-        connection_config,
-        metadata,
-        created_at,
+        connection_config: connection_config.unwrap_or_default(),
+        metadata: metadata.unwrap_or(Value::Null),
+        created_at: now,
         updated_at: now,
-        end_user,
-        tags,
+        end_user: end_user.unwrap_or(Value::Null),
+        tags: tags.unwrap_or_default(),
     };
     let conn = ConnectionRef {
         provider_config_key: c.provider_config_key.clone(),
@@ -293,7 +291,24 @@ pub async fn create(
             .put_doc(CONNECTION_SETUP, &setup_key, &setup)
             .await?;
     }
-    env.store.put_connection(&c).await?;
+    env.store
+        .put_connection_keeping(&mut c, |stored, c| {
+            c.created_at = stored.created_at;
+            let (metadata, config, end_user, tags) = keep;
+            if metadata {
+                c.metadata = stored.metadata;
+            }
+            if config {
+                c.connection_config = stored.connection_config;
+            }
+            if end_user {
+                c.end_user = stored.end_user;
+            }
+            if tags {
+                c.tags = stored.tags;
+            }
+        })
+        .await?;
     // `validate-connection` scripts (zero-yaml) run before the answer, with
     // the stored credentials: a failure refuses a new connection (it is
     // deleted again) and marks an existing one's credentials as failed,
