@@ -2446,6 +2446,7 @@ async fn the_provider_catalogue_is_listed() {
     for (path, status_code, code) in [
         ("/providers/nope", 404, "not_found"),
         ("/providers?colour=red", 400, "invalid_query_params"),
+        ("/providers/github?colour=red", 400, "invalid_query_params"),
     ] {
         let (status, body) = dev.send("GET", path, None).await;
         assert_eq!(
@@ -2598,6 +2599,12 @@ async fn connections_keep_their_end_user_and_tags() {
         (
             "PATCH",
             "/connections/b",
+            json!({"tags": {}}),
+            "missing_provider_config_key",
+        ),
+        (
+            "PATCH",
+            "/connections/b?provider_config_key=hubspot&colour=red",
             json!({"tags": {}}),
             "invalid_query_params",
         ),

@@ -368,7 +368,7 @@ pub async fn create(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PatchQuery {
-    provider_config_key: String,
+    provider_config_key: Option<String>,
 }
 
 /// `PATCH /connections/:id?provider_config_key=`: a connection's
@@ -408,7 +408,12 @@ pub async fn patch(
         }
     }
     let (end_user, tags) = labels(&body)?;
-    let pck = q.provider_config_key;
+    let pck = q.provider_config_key.ok_or_else(|| {
+        ApiError::bad_request(
+            "missing_provider_config_key",
+            "`provider_config_key` is required",
+        )
+    })?;
     if env.store.integration(&pck).await?.is_none() {
         // 400 here, as the original answers a PATCH.
         return Err(ApiError::bad_request(

@@ -63,10 +63,16 @@ pub async fn list(
     Ok(Json(json!({ "data": data })))
 }
 
+/// `GET /providers/:provider` takes no query parameters.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoQuery {}
+
 pub async fn get(
     State(app): State<Arc<App>>,
     Env(_env): Env,
     ApiPath(name): ApiPath<String>,
+    ApiQuery(NoQuery {}): ApiQuery<NoQuery>,
 ) -> ApiResult<Json<Value>> {
     let provider = app
         .providers
