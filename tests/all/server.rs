@@ -2636,6 +2636,38 @@ async fn connections_keep_their_end_user_and_tags() {
         .await;
     assert_eq!(body["tags"], json!({"end_user_id": "u2"}), "{body}");
     assert!(listed("?connectionId=c").await.is_empty());
+    // An import naming no integration, or one this environment lacks, is
+    // refused the way each route's original refuses it.
+    for (path, body, expected) in [
+        (
+            "/connection",
+            json!({"connection_id": "c", "access_token": "t"}),
+            (400, "missing_provider_config"),
+        ),
+        (
+            "/connection",
+            json!({"provider_config_key": "nope", "connection_id": "c", "access_token": "t"}),
+            (400, "unknown_provider_config"),
+        ),
+        (
+            "/connections",
+            json!({"connection_id": "c", "access_token": "t"}),
+            (400, "invalid_body"),
+        ),
+        (
+            "/connections",
+            json!({"provider_config_key": "nope", "connection_id": "c", "access_token": "t"}),
+            (404, "not_found"),
+        ),
+    ] {
+        let (status, out) = dev.send("POST", path, Some(body.clone())).await;
+        assert_eq!(
+            (status, out["error"]["code"].as_str().unwrap_or_default()),
+            expected,
+            "{path} {body}: {out}"
+        );
+    }
+    assert!(listed("?connectionId=c").await.is_empty());
     // A filter on what cannot be a tag is refused too.
     let (status, body) = dev.send("GET", "/connections?tags[9a]=x", None).await;
     assert_eq!(

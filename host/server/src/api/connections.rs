@@ -195,13 +195,57 @@ fn labels(body: &Map<String, Value>) -> ApiResult<(Option<Value>, Option<end_use
     Ok((end_user, Some(tags)))
 }
 
-pub async fn create(
+/// `POST /connection`, the original's older import route: a missing
+/// `provider_config_key` is 400 `missing_provider_config`, an unknown one
+/// 400 `unknown_provider_config`, as there.
+pub async fn create_legacy(
     State(app): State<Arc<App>>,
-    Env(env): Env,
+    env: Env,
+    JsonBody(body): JsonBody<Map<String, Value>>,
+) -> ApiResult<(axum::http::StatusCode, Json<Value>)> {
+    let Some(pck) = text(&body, "provider_config_key") else {
+        return Err(ApiError::bad_request(
+            "missing_provider_config",
+            "`provider_config_key` is required",
+        ));
+    };
+    create(app, env, body, pck, |pck| {
+        ApiError::bad_request(
+            "unknown_provider_config",
+            format!("No integration `{pck}` in this environment"),
+        )
+    })
+    .await
+}
+
+/// `POST /connections`, the original's public route: a missing
+/// `provider_config_key` is 400 `invalid_body`, an unknown one 404
+/// `not_found`, as there.
+pub async fn create_public(
+    State(app): State<Arc<App>>,
+    env: Env,
     JsonBody(body): JsonBody<Map<String, Value>>,
 ) -> ApiResult<(axum::http::StatusCode, Json<Value>)> {
     let pck = text(&body, "provider_config_key")
         .ok_or_else(|| ApiError::invalid_body("`provider_config_key` is required"))?;
+    create(app, env, body, pck, |pck| {
+        ApiError::not_found(
+            "not_found",
+            format!("Integration `{pck}` does not exist in this environment"),
+        )
+    })
+    .await
+}
+
+/// Imports a connection of integration `pck`; `unknown` is the error for
+/// an integration this environment does not have.
+async fn create(
+    app: Arc<App>,
+    Env(env): Env,
+    body: Map<String, Value>,
+    pck: String,
+    unknown: fn(&str) -> ApiError,
+) -> ApiResult<(axum::http::StatusCode, Json<Value>)> {
     // Held until the connection is stored and scheduled: its integration
     // cannot be deleted meanwhile.
     let integration_kept = env.integrations_lock.read().await;
@@ -209,7 +253,7 @@ pub async fn create(
         .store
         .integration(&pck)
         .await?
-        .ok_or_else(|| ApiError::unknown_integration(&pck))?;
+        .ok_or_else(|| unknown(&pck))?;
     let cid = match body.get("connection_id") {
         None | Some(Value::Null) => uuid::Uuid::new_v4().to_string(),
         Some(Value::String(id)) => id.clone(),

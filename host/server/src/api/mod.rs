@@ -309,7 +309,7 @@ fn routes(app: Arc<App>) -> Router {
         )
         .route(
             "/connection",
-            get(connections::list).post(connections::create),
+            get(connections::list).post(connections::create_legacy),
         )
         .route(
             "/connection/metadata",
@@ -323,7 +323,7 @@ fn routes(app: Arc<App>) -> Router {
         // singular ones above are the original's deprecated aliases.
         .route(
             "/connections",
-            get(connections::list).post(connections::create),
+            get(connections::list).post(connections::create_public),
         )
         .route(
             "/connections/metadata",
