@@ -2587,7 +2587,7 @@ async fn connections_keep_their_end_user_and_tags() {
         (
             "PATCH",
             "/connections/b?provider_config_key=hubspot",
-            json!({"webhook_url_override": "https://example.com/hook"}),
+            json!({"webhook_url_override": "mailto:hooks@example.com"}),
             "invalid_body",
         ),
         (

@@ -632,3 +632,167 @@ async fn a_hanging_receiver_does_not_hold_up_the_other_url() {
     }
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connections_webhook_url_override_gets_its_webhooks_instead_of_the_environments() {
+    let up = Upstream::start().await;
+    let (env_primary, env_secondary, own) =
+        (App::start().await, App::start().await, App::start().await);
+    let data = tempfile::tempdir().unwrap();
+    let mut config = ServerConfig::new(data.path(), "127.0.0.1:0".parse().unwrap());
+    config.webhook_retry_base = Duration::from_millis(50);
+    let server = start_with(config, &MasterKey::generate(), &up.providers()).await;
+    let c = Client::new(&server, DEV_KEY);
+    deploy_scripts(
+        &c,
+        YAML,
+        "hubspot",
+        &[(guests::HUBSPOT_RUST_CONTACTS, "contacts", ScriptKind::Sync)],
+    )
+    .await;
+    c.send(
+        "POST",
+        "/integrations",
+        Some(json!({"unique_key": "hubspot", "provider": "hubspot"})),
+    )
+    .await;
+    let (code, out) = c
+        .send(
+            "PUT",
+            "/sluice/webhook-settings",
+            Some(json!({"primary_url": env_primary.url(), "secondary_url": env_secondary.url()})),
+        )
+        .await;
+    assert_eq!(code, 200, "{out}");
+
+    // Not a URL: refused, naming the field, and no connection made.
+    for bad in [
+        json!("not a url"),
+        json!("ftp://example.com/x"),
+        json!(7),
+        json!(null),
+    ] {
+        let (code, out) = c
+            .send(
+                "POST",
+                "/connections",
+                Some(
+                    json!({"provider_config_key": "hubspot", "connection_id": "demo",
+                            "access_token": "t", "webhook_url_override": bad}),
+                ),
+            )
+            .await;
+        assert_eq!(code, 400, "{bad}: {out}");
+        assert!(
+            out["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("webhook_url_override"),
+            "{out}"
+        );
+    }
+    let (code, _) = c
+        .send("GET", "/connections/demo?provider_config_key=hubspot", None)
+        .await;
+    assert_eq!(code, 404);
+
+    // Imported with its own URL: shown, and a run's webhook goes there
+    // alone, signed as the environment's are.
+    let (code, out) = c
+        .send(
+            "POST",
+            "/connections",
+            Some(
+                json!({"provider_config_key": "hubspot", "connection_id": "demo",
+                        "access_token": "t", "webhook_url_override": own.url()}),
+            ),
+        )
+        .await;
+    assert_eq!(code, 201, "{out}");
+    assert_eq!(out["webhook_url_override"], json!(own.url()), "{out}");
+    let r = run(&c).await;
+    assert_eq!(r["results"]["Contact"]["added"], 2, "{r}");
+    own.wait_for("the run's webhook", Duration::from_secs(10), |a| {
+        a.accepted().len() == 1
+    })
+    .await;
+    let (req, body) = own.accepted().remove(0);
+    assert_eq!(
+        (body["type"].as_str(), body["connectionId"].as_str()),
+        (Some("sync"), Some("demo"))
+    );
+    let raw = String::from_utf8(req.body.clone()).unwrap();
+    assert_eq!(
+        req.header("x-nango-hmac-sha256"),
+        Some(nango_hmac_signature(DEV_KEY, &raw).as_str()),
+    );
+
+    // A re-import that leaves it out keeps it.
+    let (code, out) = c
+        .send(
+            "POST",
+            "/connections",
+            Some(json!({"provider_config_key": "hubspot", "connection_id": "demo", "access_token": "t2"})),
+        )
+        .await;
+    assert_eq!(code, 201, "{out}");
+    assert_eq!(out["webhook_url_override"], json!(own.url()), "{out}");
+    up.version.store(1, Ordering::SeqCst);
+    let r = run(&c).await;
+    assert_eq!(r["results"]["Contact"]["updated"], 2, "{r}");
+    own.wait_for("the second run's webhook", Duration::from_secs(10), |a| {
+        a.accepted().len() == 2
+    })
+    .await;
+
+    // PATCH with "" removes it: the environment's two URLs get the next.
+    let (code, out) = c
+        .send(
+            "PATCH",
+            "/connections/demo?provider_config_key=hubspot",
+            Some(json!({"webhook_url_override": "bad url"})),
+        )
+        .await;
+    assert_eq!(code, 400, "{out}");
+    let (code, out) = c
+        .send(
+            "PATCH",
+            "/connections/demo?provider_config_key=hubspot",
+            Some(json!({"webhook_url_override": ""})),
+        )
+        .await;
+    assert_eq!(code, 200, "{out}");
+    let (_, out) = c
+        .send("GET", "/connections/demo?provider_config_key=hubspot", None)
+        .await;
+    assert_eq!(out["webhook_url_override"], Value::Null, "{out}");
+    up.version.store(2, Ordering::SeqCst);
+    let r = run(&c).await;
+    assert_eq!(r["results"]["Contact"]["updated"], 2, "{r}");
+    for (app, what) in [(&env_primary, "primary"), (&env_secondary, "secondary")] {
+        app.wait_for(what, Duration::from_secs(10), |a| a.accepted().len() == 1)
+            .await;
+    }
+    // And PATCH sets one again.
+    let (code, out) = c
+        .send(
+            "PATCH",
+            "/connections/demo?provider_config_key=hubspot",
+            Some(json!({"webhook_url_override": own.url()})),
+        )
+        .await;
+    assert_eq!(code, 200, "{out}");
+    up.version.store(3, Ordering::SeqCst);
+    run(&c).await;
+    own.wait_for("the fourth run's webhook", Duration::from_secs(10), |a| {
+        a.accepted().len() == 3
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(env_primary.accepted().len(), 1);
+    assert_eq!(env_secondary.accepted().len(), 1);
+    assert_eq!(
+        own.refused() + env_primary.refused() + env_secondary.refused(),
+        0
+    );
+}

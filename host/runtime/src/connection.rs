@@ -31,6 +31,10 @@ pub struct Connection {
     /// The app's labels: lowercase keys to values (at most ten).
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
+    /// Where this connection's webhooks to the app go instead of the
+    /// environment's URLs; `None` for those.
+    #[serde(default)]
+    pub webhook_url_override: Option<String>,
 }
 
 /// Credentials in the original's shape: an object with a `type` discriminator
@@ -446,6 +450,7 @@ mod tests {
             updated_at: Utc::now(),
             end_user: serde_json::Value::Null,
             tags: Default::default(),
+            webhook_url_override: None,
         }]);
         let patch = serde_json::json!({"a": {"y": 1}})
             .as_object()

@@ -72,6 +72,10 @@ pub struct Settings {
     /// After async actions.
     #[serde(default = "yes")]
     pub on_async_action_completion: bool,
+    /// `primary_url` is a connection's `webhook_url_override` (see
+    /// [`settings_for`]): its deliveries keep that URL. Never stored.
+    #[serde(skip)]
+    pub connection_override: bool,
 }
 
 fn yes() -> bool {
@@ -86,6 +90,7 @@ impl Default for Settings {
             on_sync_completion_always: false,
             on_sync_error: false,
             on_async_action_completion: true,
+            connection_override: false,
         }
     }
 }
@@ -162,6 +167,26 @@ pub async fn settings(env: &EnvState) -> ApiResult<Settings> {
         .doc(SETTINGS, "settings")
         .await?
         .unwrap_or_default())
+}
+
+/// The webhook settings for connection `cid` of integration `pck`: the
+/// environment's, unless the connection has a `webhook_url_override`;
+/// then its webhooks go to that URL alone (the environment's secondary URL
+/// too is left out, as the original's `resolveWebhookSettings` does).
+pub async fn settings_for(env: &EnvState, pck: &str, cid: &str) -> ApiResult<Settings> {
+    let mut s = settings(env).await?;
+    let url = env
+        .store
+        .connection(pck, cid)
+        .await?
+        .and_then(|c| c.webhook_url_override)
+        .filter(|u| !u.is_empty());
+    if let Some(url) = url {
+        s.primary_url = Some(url);
+        s.secondary_url = None;
+        s.connection_override = true;
+    }
+    Ok(s)
 }
 
 /// The environment's Standard Webhooks secret, made on first use.
@@ -273,7 +298,8 @@ impl Webhooks {
                 next_at: now,
                 last_error: None,
                 headers: headers.to_vec(),
-                slot: Some(slot),
+                // A connection's own URL is kept as it was when queued.
+                slot: (!settings.connection_override).then_some(slot),
             };
             env.store
                 .put_doc(OUTBOX, &outbox_key(d.next_at, &d.id), &d)
@@ -297,7 +323,7 @@ impl Webhooks {
         seed: Option<&str>,
     ) -> ApiResult<()> {
         let seeded = |part: &str| seed.map(|s| format!("{s}:{part}"));
-        let settings = settings(env).await?;
+        let settings = settings_for(env, &conn.provider_config_key, &conn.connection_id).await?;
         if settings.primary_url.is_none() && settings.secondary_url.is_none() {
             return Ok(());
         }
@@ -363,7 +389,7 @@ impl Webhooks {
         env: &EnvState,
         a: &crate::runner::AsyncAction,
     ) -> ApiResult<()> {
-        let settings = settings(env).await?;
+        let settings = settings_for(env, &a.provider_config_key, &a.connection_id).await?;
         if !settings.on_async_action_completion {
             return Ok(());
         }

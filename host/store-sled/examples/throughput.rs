@@ -204,6 +204,7 @@ async fn run(name: &str, backend: Arc<dyn Backend>, n: usize) {
             updated_at: chrono::Utc::now(),
             end_user: serde_json::Value::Null,
             tags: Default::default(),
+            webhook_url_override: None,
         };
         env.put_connection(&c).await.unwrap();
     }

@@ -214,6 +214,7 @@ async fn no_file_holds_a_secret_in_plaintext() {
         updated_at: Utc::now(),
         end_user: serde_json::Value::Null,
         tags: Default::default(),
+        webhook_url_override: None,
     })
     .await
     .unwrap();

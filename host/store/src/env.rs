@@ -78,6 +78,8 @@ struct ConnectionRow {
     end_user: Value,
     #[serde(default)]
     tags: std::collections::BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    webhook_url_override: Option<String>,
 }
 
 /// Associated data of a sealed field: the table, the row's key and the
@@ -169,6 +171,7 @@ fn encode_connection(ring: &Keyring, key: &[u8], c: &Connection) -> Result<Vec<u
         updated_at: c.updated_at,
         end_user: c.end_user.clone(),
         tags: c.tags.clone(),
+        webhook_url_override: c.webhook_url_override.clone(),
     };
     serde_json::to_vec(&row).map_err(|e| StoreError::encode("a connection", e))
 }
@@ -194,6 +197,7 @@ fn decode_connection(ring: &Keyring, key: &[u8], bytes: &[u8]) -> Result<Connect
         updated_at: row.updated_at,
         end_user: row.end_user,
         tags: row.tags,
+        webhook_url_override: row.webhook_url_override,
     })
 }
 
@@ -457,15 +461,17 @@ impl EnvStore {
             .await
     }
 
-    /// Gives a connection its end user (when `end_user` is some) and tags
-    /// (when `tags` is some), under its lock: a token refresh meanwhile
-    /// keeps its credentials.
-    pub async fn set_end_user_and_tags(
+    /// Gives a connection its end user (when `end_user` is some), tags
+    /// (when `tags` is some) and webhook URL override (when
+    /// `webhook_url_override` is some; `Some(None)` removes it), under its
+    /// lock: a token refresh meanwhile keeps its credentials.
+    pub async fn set_labels(
         &self,
         pck: &str,
         cid: &str,
         end_user: Option<Value>,
         tags: Option<std::collections::BTreeMap<String, String>>,
+        webhook_url_override: Option<Option<String>>,
     ) -> Result<(), ConnectionError> {
         self.modify_connection(pck, cid, |c| {
             if let Some(u) = end_user {
@@ -473,6 +479,9 @@ impl EnvStore {
             }
             if let Some(t) = tags {
                 c.tags = t;
+            }
+            if let Some(w) = webhook_url_override {
+                c.webhook_url_override = w;
             }
             Ok(())
         })

@@ -163,6 +163,7 @@ fn connection(pck: &str, cid: &str, token: &str) -> Connection {
         updated_at: Utc::now(),
         end_user: json!({"id": "u-1", "email": "u@example.com"}),
         tags: [("end_user_id".to_string(), "u-1".to_string())].into(),
+        webhook_url_override: Some("https://hooks.example.com/c".into()),
     }
 }
 

@@ -169,6 +169,7 @@ fn credentials(mode: &str, body: &Map<String, Value>) -> ApiResult<Value> {
 async fn view(env: &crate::app::EnvState, c: &Connection) -> Value {
     let mut v = c.to_script_json();
     v["credentials"] = Value::Object(c.credentials.as_map().clone());
+    v["webhook_url_override"] = json!(c.webhook_url_override);
     let key = format!("{}/{}", c.provider_config_key, c.connection_id);
     if let Ok(Some(e)) = env.store.doc::<Value>(CONNECTION_ERRORS, &key).await {
         v["errors"] = json!([e]);
@@ -193,6 +194,27 @@ fn labels(body: &Map<String, Value>) -> ApiResult<(Option<Value>, Option<end_use
     }
     let tags = end_users::merged(end_user.as_ref(), tags).map_err(ApiError::invalid_body)?;
     Ok((end_user, Some(tags)))
+}
+
+/// A `webhook_url_override` given in a body: `Some(None)` for `""` (no
+/// override), `Some(Some(url))` for an http(s) URL, `None` when left out.
+/// Anything else is refused, naming the field.
+fn webhook_url_override(body: &Map<String, Value>) -> ApiResult<Option<Option<String>>> {
+    match body.get("webhook_url_override") {
+        None => Ok(None),
+        Some(Value::String(s)) if s.trim().is_empty() => Ok(Some(None)),
+        Some(Value::String(s)) => match reqwest::Url::parse(s.trim()) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {
+                Ok(Some(Some(s.trim().to_string())))
+            }
+            _ => Err(ApiError::invalid_body(format!(
+                "`webhook_url_override` must be an http or https URL (or \"\" for none), got {s:?}"
+            ))),
+        },
+        Some(other) => Err(ApiError::invalid_body(format!(
+            "`webhook_url_override` must be a string (a URL, or \"\" for none), got {other}"
+        ))),
+    }
 }
 
 /// `POST /connection`, the original's older import route: a missing
@@ -295,8 +317,10 @@ async fn create(
             ));
         }
     };
-    // Like them, an end user or tags left out are kept.
+    // Like them, an end user, tags or a webhook URL override left out are
+    // kept.
     let (end_user, tags) = labels(&body)?;
+    let webhook_url = webhook_url_override(&body)?;
     let now = Utc::now();
     let is_new = !env.store.connection_exists(&pck, &cid).await?;
     // What the request leaves out is kept from the stored connection, read
@@ -306,6 +330,7 @@ async fn create(
         connection_config.is_none(),
         end_user.is_none(),
         tags.is_none(),
+        webhook_url.is_none(),
     );
     let mut c = Connection {
         connection_id: cid,
@@ -318,6 +343,7 @@ async fn create(
         updated_at: now,
         end_user: end_user.unwrap_or(Value::Null),
         tags: tags.unwrap_or_default(),
+        webhook_url_override: webhook_url.flatten(),
     };
     let conn = ConnectionRef {
         provider_config_key: c.provider_config_key.clone(),
@@ -338,7 +364,7 @@ async fn create(
     env.store
         .put_connection_keeping(&mut c, |stored, c| {
             c.created_at = stored.created_at;
-            let (metadata, config, end_user, tags) = keep;
+            let (metadata, config, end_user, tags, webhook_url) = keep;
             if metadata {
                 c.metadata = stored.metadata;
             }
@@ -350,6 +376,9 @@ async fn create(
             }
             if tags {
                 c.tags = stored.tags;
+            }
+            if webhook_url {
+                c.webhook_url_override = stored.webhook_url_override;
             }
         })
         .await?;
@@ -418,9 +447,8 @@ pub struct PatchQuery {
 /// `PATCH /connections/:id?provider_config_key=`: a connection's
 /// `end_user` and `tags`, as the original's: given an end user, the tags
 /// become the end user's then the body's (the ones before are dropped);
-/// given tags only, they replace the tags. `webhook_url_override` is
-/// refused but for `""` (sluice sends a connection's webhooks to its
-/// environment's URLs).
+/// given tags only, they replace the tags. `webhook_url_override` sets
+/// where the connection's webhooks go (`""` removes it).
 pub async fn patch(
     Env(env): Env,
     ApiPath(id): ApiPath<String>,
@@ -442,15 +470,7 @@ pub async fn patch(
             "`{key}` cannot be null (leave it out to keep it)"
         )));
     }
-    match body.get("webhook_url_override") {
-        None => {}
-        Some(Value::String(s)) if s.is_empty() => {}
-        Some(_) => {
-            return Err(ApiError::invalid_body(
-                "`webhook_url_override` is not supported: sluice sends a connection's webhooks to its environment's URLs (PUT /sluice/webhook-settings)",
-            ));
-        }
-    }
+    let webhook_url = webhook_url_override(&body)?;
     let (end_user, tags) = labels(&body)?;
     let pck = q.provider_config_key.ok_or_else(|| {
         ApiError::bad_request(
@@ -466,7 +486,7 @@ pub async fn patch(
         ));
     }
     env.store
-        .set_end_user_and_tags(&pck, &id, end_user, tags)
+        .set_labels(&pck, &id, end_user, tags, webhook_url)
         .await
         .map_err(|e| match e {
             ConnectionError::NotFound { .. } => ApiError::not_found(

@@ -298,23 +298,30 @@ async fn forward(
     {
         return Ok(());
     }
-    let settings = crate::webhooks::settings(env).await?;
-    let forwarding = [&settings.primary_url, &settings.secondary_url]
-        .into_iter()
-        .flatten()
-        .any(|u| !u.is_empty());
-    if !forwarding {
-        return Ok(());
-    }
+    // Where each goes: the environment's URLs, or a matched connection's
+    // `webhook_url_override`.
+    let sends = |s: &crate::webhooks::Settings| {
+        [&s.primary_url, &s.secondary_url]
+            .into_iter()
+            .flatten()
+            .any(|u| !u.is_empty())
+    };
     if matched.is_empty() {
-        let seed = format!("{}:0", a.id);
-        app.webhooks
-            .enqueue_with(env, &settings, &a.forward, &a.headers, Some(&seed))
-            .await?;
+        let settings = crate::webhooks::settings(env).await?;
+        if sends(&settings) {
+            let seed = format!("{}:0", a.id);
+            app.webhooks
+                .enqueue_with(env, &settings, &a.forward, &a.headers, Some(&seed))
+                .await?;
+        }
         return Ok(());
     }
     // One forward per connection, each built as it is queued.
     for cid in matched {
+        let settings = crate::webhooks::settings_for(env, pck, cid).await?;
+        if !sends(&settings) {
+            continue;
+        }
         let body = json!({
             "from": a.provider,
             "providerConfigKey": pck,
