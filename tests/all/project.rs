@@ -209,6 +209,35 @@ async fn nango_yaml_errors_name_their_path_and_code_and_stop_the_compile() {
     let (code, _, err) = sluice(&argv).await;
     assert_eq!(code, 2);
     assert!(err.contains("is not valid YAML"), "{err}");
+
+    // An integration key that is a path is refused, and nothing is written
+    // beside the project.
+    let project = tmp.path().join("inner");
+    for key in ["../evil", "..", "a/b"] {
+        write(
+            &project,
+            "nango.yaml",
+            &format!(
+                "integrations:\n  '{key}':\n    actions:\n      pwn:\n        output: Out\n        endpoint: GET /x\nmodels:\n  Out:\n    id: string\n"
+            ),
+        );
+        for verb in ["generate", "compile"] {
+            let mut args = vec![verb.to_string(), "--dir".into(), s(&project)];
+            if verb == "compile" {
+                args.extend(build_flags("broken-yaml"));
+            }
+            let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+            let (code, _, err) = sluice(&argv).await;
+            assert_eq!(code, 2, "{verb} {key}: {err}");
+            assert!(
+                err.contains(&format!("integration key \"{key}\" must match"))
+                    && err.contains("[pattern]"),
+                "{verb} {key}: {err}"
+            );
+        }
+    }
+    assert!(!tmp.path().join("evil").exists());
+    assert!(!tmp.path().join("actions").exists());
 }
 
 const GENERATE_YAML: &str = r#"

@@ -788,11 +788,61 @@ async fn a_connections_webhook_url_override_gets_its_webhooks_instead_of_the_env
         a.accepted().len() == 3
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(env_primary.accepted().len(), 1);
-    assert_eq!(env_secondary.accepted().len(), 1);
     assert_eq!(
         own.refused() + env_primary.refused() + env_secondary.refused(),
         0
     );
+
+    // A delivery waiting for a retry goes to the connection's URL as it is
+    // at each attempt: moved, the new URL gets it; removed, nobody does.
+    let moved = App::start().await;
+    own.down.store(true, Ordering::SeqCst);
+    up.version.store(4, Ordering::SeqCst);
+    run(&c).await;
+    own.wait_for("a refused attempt", Duration::from_secs(10), |a| {
+        a.refused() >= 1
+    })
+    .await;
+    let (code, out) = c
+        .send(
+            "PATCH",
+            "/connections/demo?provider_config_key=hubspot",
+            Some(json!({"webhook_url_override": moved.url()})),
+        )
+        .await;
+    assert_eq!(code, 200, "{out}");
+    moved
+        .wait_for("the moved delivery", Duration::from_secs(10), |a| {
+            a.accepted().len() == 1
+        })
+        .await;
+    assert_eq!(moved.accepted()[0].1["connectionId"], "demo");
+    moved.down.store(true, Ordering::SeqCst);
+    up.version.store(5, Ordering::SeqCst);
+    run(&c).await;
+    moved
+        .wait_for("a refused attempt", Duration::from_secs(10), |a| {
+            a.refused() >= 1
+        })
+        .await;
+    let (code, out) = c
+        .send(
+            "PATCH",
+            "/connections/demo?provider_config_key=hubspot",
+            Some(json!({"webhook_url_override": ""})),
+        )
+        .await;
+    assert_eq!(code, 200, "{out}");
+    // An attempt under way as the URL went is refused; later ones would
+    // be accepted (retries come 50 ms doubling apart), but none is made.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    moved.down.store(false, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(
+        moved.accepted().len(),
+        1,
+        "delivered after the URL was removed"
+    );
+    assert_eq!(env_primary.accepted().len(), 1);
+    assert_eq!(env_secondary.accepted().len(), 1);
 }

@@ -428,6 +428,42 @@ async fn a_deployed_zero_yaml_sync_keeps_its_checkpoint_between_runs_and_deletes
     let (code, out, err) = sluice(&argv).await;
     assert_eq!(code, 0, "out: {out}\nerr: {err}");
 
+    // The API documents the deploy's zod models: each script's JSON
+    // schema, and an OpenAPI document whose every reference resolves.
+    let (status, config) = dev.send("GET", "/scripts/config", None).await;
+    assert_eq!(status, 200, "{config}");
+    let issues = config[0]["syncs"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["name"] == "issues"))
+        .unwrap_or_else(|| panic!("no issues sync in {config}"));
+    let issue = &issues["json_schema"]["definitions"]["Issue"];
+    assert_eq!(issue["type"], "object", "{issues}");
+    assert!(issue["properties"]["title"].is_object(), "{issues}");
+    let (status, api) = dev.send("GET", "/openapi.json", None).await;
+    assert_eq!(status, 200, "{api}");
+    fn refs(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::Object(m) => {
+                if let Some(Value::String(r)) = m.get("$ref") {
+                    out.push(r.clone());
+                }
+                m.values().for_each(|v| refs(v, out));
+            }
+            Value::Array(a) => a.iter().for_each(|v| refs(v, out)),
+            _ => {}
+        }
+    }
+    let mut found = Vec::new();
+    refs(&api, &mut found);
+    assert!(!found.is_empty(), "{api}");
+    for r in found {
+        let name = r.trim_start_matches("#/components/schemas/");
+        assert!(
+            api["components"]["schemas"][name].is_object(),
+            "{r} does not resolve in {api}"
+        );
+    }
+
     let conn = ("github", "acme");
     let (status, body) = dev
         .send_as(

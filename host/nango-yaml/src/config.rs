@@ -295,6 +295,25 @@ pub(crate) fn build(root: &Yaml, dir_name: Option<&str>) -> (Option<NangoYaml>, 
             pck = dir.to_string();
         }
         let path = p(&["integrations", &pck]);
+        // The key names the integration's folder and its files: it must be
+        // one the API takes, and not a path.
+        let key_ok = !pck.is_empty()
+            && pck.len() <= 255
+            && pck != "."
+            && pck != ".."
+            && pck
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "~:.@ _-".contains(c));
+        if !key_ok {
+            b.d.push(Diagnostic::schema(
+                "pattern",
+                format!(
+                    "integration key \"{pck}\" must match ^[a-zA-Z0-9~:.@ _-]+$ (at most 255 characters, not `.` or `..`)"
+                ),
+                &path,
+            ));
+            continue;
+        }
         let Some(body) = body.as_mapping() else {
             b.d.push(Diagnostic::schema("type", "must be object", &path));
             continue;

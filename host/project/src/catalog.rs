@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use serde_json::Value;
 use sluice_nango_yaml::{self as yaml, NangoYaml};
 use sluice_runtime::exec::{ScriptDirectory, ScriptValidation, SyncRun};
 use sluice_runtime::records::ConnectionRef;
@@ -20,6 +21,10 @@ pub struct Catalog {
     /// The models' JSON schema, checked leniently (warnings) and strictly.
     lenient: Arc<Validation>,
     strict: Arc<Validation>,
+    /// The models' JSON schema (`{"$schema", "definitions"}`) as the API
+    /// documents them: nango.yaml's, or a zero-yaml project's from its
+    /// definitions.
+    schema: Value,
 }
 
 impl std::fmt::Debug for Catalog {
@@ -40,12 +45,51 @@ impl Catalog {
         Self {
             lenient: Arc::new(Validation::new(&schema, false)),
             strict: Arc::new(Validation::new(&schema, true)),
+            schema,
             config,
             scripts: scripts
                 .into_iter()
                 .map(|(pck, name, s)| ((pck, name, s.kind()), s))
                 .collect(),
         }
+    }
+
+    /// The models' JSON schema (`definitions` by model name), for the
+    /// documents the API serves (`/scripts/config`, `/openapi.json`).
+    pub fn schema(&self) -> &Value {
+        &self.schema
+    }
+
+    /// Adds a zero-yaml project's model schemas, from the `json_schema`
+    /// of each script in its `.nango/nango.json` definitions, to what
+    /// [`Catalog::schema`] documents (the first schema of a name is kept).
+    /// Validation is left as it was: zero-yaml scripts check their models
+    /// with zod themselves.
+    pub fn with_definitions(mut self, definitions: &[Value]) -> Self {
+        let mut models = self.schema["definitions"]
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+        let scripts = definitions.iter().flat_map(|integration| {
+            ["syncs", "actions", "onEventScripts"]
+                .into_iter()
+                .filter_map(|kind| integration.get(kind)?.as_array())
+                .flatten()
+        });
+        for script in scripts {
+            let Some(defs) = script
+                .get("json_schema")
+                .and_then(|s| s.get("definitions"))
+                .and_then(Value::as_object)
+            else {
+                continue;
+            };
+            for (name, schema) in defs {
+                models.entry(name.clone()).or_insert_with(|| schema.clone());
+            }
+        }
+        self.schema["definitions"] = Value::Object(models);
+        self
     }
 
     /// The integration's script of this name and kind.

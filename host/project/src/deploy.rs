@@ -262,7 +262,11 @@ impl Manifest {
                 });
             }
         }
-        Ok(Catalog::new(config, scripts))
+        let catalog = Catalog::new(config, scripts);
+        Ok(match &self.nango_json {
+            Some(definitions) => catalog.with_definitions(definitions),
+            None => catalog,
+        })
     }
 }
 

@@ -72,10 +72,11 @@ pub struct Settings {
     /// After async actions.
     #[serde(default = "yes")]
     pub on_async_action_completion: bool,
-    /// `primary_url` is a connection's `webhook_url_override` (see
-    /// [`settings_for`]): its deliveries keep that URL. Never stored.
+    /// `Some((provider_config_key, connection_id))` when `primary_url` is
+    /// that connection's `webhook_url_override` (see [`settings_for`]).
+    /// Never stored.
     #[serde(skip)]
-    pub connection_override: bool,
+    pub connection_override: Option<(String, String)>,
 }
 
 fn yes() -> bool {
@@ -90,7 +91,7 @@ impl Default for Settings {
             on_sync_completion_always: false,
             on_sync_error: false,
             on_async_action_completion: true,
-            connection_override: false,
+            connection_override: None,
         }
     }
 }
@@ -114,9 +115,17 @@ pub struct Delivery {
     /// Which of the settings' URLs it goes to (0 primary, 1 secondary):
     /// each attempt goes to that URL as the settings say then, so a
     /// receiver moved while deliveries wait gets them, and one removed
-    /// gets none. `None` (queued before this was kept): `url`.
+    /// gets none. `None`: a connection's own URL (see `connection`), or
+    /// (queued before either was kept) `url`.
     #[serde(default)]
     pub slot: Option<u8>,
+    /// `(provider_config_key, connection_id)` when it goes to that
+    /// connection's `webhook_url_override`: each attempt goes to the
+    /// connection's URL then, and none once it is removed or the
+    /// connection deleted. (An older build, which does not know this
+    /// field, sends to `url`.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection: Option<(String, String)>,
 }
 
 fn outbox_key(next_at: DateTime<Utc>, id: &str) -> String {
@@ -174,19 +183,35 @@ pub async fn settings(env: &EnvState) -> ApiResult<Settings> {
 /// then its webhooks go to that URL alone (the environment's secondary URL
 /// too is left out, as the original's `resolveWebhookSettings` does).
 pub async fn settings_for(env: &EnvState, pck: &str, cid: &str) -> ApiResult<Settings> {
-    let mut s = settings(env).await?;
-    let url = env
-        .store
-        .connection(pck, cid)
-        .await?
-        .and_then(|c| c.webhook_url_override)
-        .filter(|u| !u.is_empty());
-    if let Some(url) = url {
-        s.primary_url = Some(url);
-        s.secondary_url = None;
-        s.connection_override = true;
+    Ok(for_connection(settings(env).await?, env, pck, cid).await)
+}
+
+/// `settings` (the environment's) for connection `cid` of `pck`; see
+/// [`settings_for`]. A connection that is gone, or whose row cannot be
+/// read, has no URL of its own.
+pub async fn for_connection(
+    mut settings: Settings,
+    env: &EnvState,
+    pck: &str,
+    cid: &str,
+) -> Settings {
+    if let Some(url) = override_url(env, pck, cid).await {
+        settings.primary_url = Some(url);
+        settings.secondary_url = None;
+        settings.connection_override = Some((pck.to_string(), cid.to_string()));
     }
-    Ok(s)
+    settings
+}
+
+/// The connection's `webhook_url_override`, when it exists and has one.
+async fn override_url(env: &EnvState, pck: &str, cid: &str) -> Option<String> {
+    env.store
+        .connection(pck, cid)
+        .await
+        .ok()
+        .flatten()
+        .and_then(|c| c.webhook_url_override)
+        .filter(|u| !u.is_empty())
 }
 
 /// The environment's Standard Webhooks secret, made on first use.
@@ -298,8 +323,8 @@ impl Webhooks {
                 next_at: now,
                 last_error: None,
                 headers: headers.to_vec(),
-                // A connection's own URL is kept as it was when queued.
-                slot: (!settings.connection_override).then_some(slot),
+                slot: settings.connection_override.is_none().then_some(slot),
+                connection: settings.connection_override.clone(),
             };
             env.store
                 .put_doc(OUTBOX, &outbox_key(d.next_at, &d.id), &d)
@@ -585,6 +610,12 @@ async fn send(app: &App, env: &EnvState, d: &Delivery) -> Result<(), (String, bo
         .flatten();
     let signing = signing_secret(env).await.ok();
     let url = match d.slot {
+        // The connection's URL as it is now; none once it was removed or
+        // the connection deleted.
+        None if let Some((pck, cid)) = &d.connection => match override_url(env, pck, cid).await {
+            Some(u) => u,
+            None => return Ok(()),
+        },
         None => d.url.clone(),
         Some(slot) => {
             let now = settings(env).await.map_err(|e| {

@@ -23,9 +23,14 @@ const FORMAT_KEY: &[u8] = b"format";
 /// secret key, sealed, for signing webhooks the original's way.
 pub const SECRET_KEY: &str = "secret-key";
 /// The layout this code reads and writes. A store with another marker is
-/// refused rather than misread, except [`FORMAT_1`] and [`FORMAT_2`],
-/// which are migrated.
-const FORMAT: &[u8] = b"sluice-store 3";
+/// refused rather than misread, except [`FORMAT_1`], [`FORMAT_2`] and
+/// [`FORMAT_3`], which are migrated.
+const FORMAT: &[u8] = b"sluice-store 4";
+/// The layout before a connection could have its own webhook URL: its rows
+/// read as they are, so opening such a store only moves the marker on, and
+/// a build that would drop the URL when it rewrites a connection refuses
+/// the store instead (its webhooks would go elsewhere without a word).
+const FORMAT_3: &[u8] = b"sluice-store 3";
 /// The layout before a record's header could mark it pruned
 /// ([`crate::rows`]): its rows read as they are, so opening such a store
 /// only moves the marker on, and a build that cannot read a pruned row
@@ -137,7 +142,7 @@ impl Store {
         let format = shared.backend.get(Table::Meta, FORMAT_KEY).await?;
         let (rows, created) = match format {
             Some(f) if f == FORMAT => (Self::load_rows(&shared).await?, Vec::new()),
-            Some(f) if f == FORMAT_1 || f == FORMAT_2 => {
+            Some(f) if f == FORMAT_1 || f == FORMAT_2 || f == FORMAT_3 => {
                 if f == FORMAT_1 {
                     crate::records::migrate_from_format_1(&*shared.backend).await?;
                 }

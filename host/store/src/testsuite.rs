@@ -2993,9 +2993,10 @@ pub async fn a_format_1_store_is_migrated(b: &Reopen) {
         assert_eq!((changes.unchanged, changes.updated), (1_000, 0));
     }
 
-    // Format 2 (before rows could be pruned) reads as it is and is marked
-    // format 3, so a build that cannot read pruned rows refuses the store;
-    // a format from a later build is refused here.
+    // Formats 2 (before rows could be pruned) and 3 (before a connection's
+    // webhook URL) read as they are and are marked format 4, so a build
+    // that cannot read what this one writes refuses the store; a format
+    // from a later build is refused here.
     let marker = |value: &'static [u8]| {
         vec![Op::Put {
             table: Table::Meta,
@@ -3003,29 +3004,32 @@ pub async fn a_format_1_store_is_migrated(b: &Reopen) {
             value: value.to_vec(),
         }]
     };
+    for older in [b"sluice-store 2", b"sluice-store 3"] {
+        let backend = b.open();
+        backend.apply(marker(older)).await.unwrap();
+        drop(backend);
+        let store = open(b, &master).await;
+        assert_eq!(
+            page_all(&dev(&store), &c, "M", RecordsQuery::default())
+                .await
+                .len(),
+            before.len()
+        );
+        drop(store);
+        let backend = b.open();
+        assert_eq!(
+            backend
+                .get(Table::Meta, b"format")
+                .await
+                .unwrap()
+                .as_deref(),
+            Some(b"sluice-store 4".as_slice())
+        );
+    }
     let backend = b.open();
-    backend.apply(marker(b"sluice-store 2")).await.unwrap();
-    drop(backend);
-    let store = open(b, &master).await;
-    assert_eq!(
-        page_all(&dev(&store), &c, "M", RecordsQuery::default())
-            .await
-            .len(),
-        before.len()
-    );
-    drop(store);
-    let backend = b.open();
-    assert_eq!(
-        backend
-            .get(Table::Meta, b"format")
-            .await
-            .unwrap()
-            .as_deref(),
-        Some(b"sluice-store 3".as_slice())
-    );
-    backend.apply(marker(b"sluice-store 4")).await.unwrap();
+    backend.apply(marker(b"sluice-store 5")).await.unwrap();
     let err = Store::open(backend, master.clone(), &initial())
         .await
         .unwrap_err();
-    assert!(err.to_string().contains("sluice-store 4"), "{err}");
+    assert!(err.to_string().contains("sluice-store 5"), "{err}");
 }

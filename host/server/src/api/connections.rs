@@ -196,23 +196,41 @@ fn labels(body: &Map<String, Value>) -> ApiResult<(Option<Value>, Option<end_use
     Ok((end_user, Some(tags)))
 }
 
+/// The longest `webhook_url_override` taken.
+const MAX_WEBHOOK_URL: usize = 2048;
+
 /// A `webhook_url_override` given in a body: `Some(None)` for `""` (no
 /// override), `Some(Some(url))` for an http(s) URL, `None` when left out.
 /// Anything else is refused, naming the field.
 fn webhook_url_override(body: &Map<String, Value>) -> ApiResult<Option<Option<String>>> {
+    let refused = |why: String| ApiError::invalid_body(format!("`webhook_url_override`: {why}"));
     match body.get("webhook_url_override") {
         None => Ok(None),
-        Some(Value::String(s)) if s.trim().is_empty() => Ok(Some(None)),
-        Some(Value::String(s)) => match reqwest::Url::parse(s.trim()) {
-            Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {
-                Ok(Some(Some(s.trim().to_string())))
-            }
-            _ => Err(ApiError::invalid_body(format!(
-                "`webhook_url_override` must be an http or https URL (or \"\" for none), got {s:?}"
-            ))),
-        },
+        Some(Value::String(s)) if s.is_empty() => Ok(Some(None)),
+        Some(Value::String(s)) if s.len() > MAX_WEBHOOK_URL => Err(refused(format!(
+            "a URL of at most {MAX_WEBHOOK_URL} bytes, got {}",
+            s.len()
+        ))),
+        Some(Value::String(s)) => {
+            crate::webhooks::check_url(s).map_err(|e| refused(e.message))?;
+            Ok(Some(Some(s.clone())))
+        }
+        Some(other) => Err(refused(format!(
+            "must be a string (an http or https URL, or \"\" for none), got {other}"
+        ))),
+    }
+}
+
+/// A body's `provider_config_key`: `None` when it is left out, `null` or
+/// `""` (the original takes those as missing); anything but a string is
+/// refused, naming what it is.
+fn body_pck(body: &Map<String, Value>) -> ApiResult<Option<String>> {
+    match body.get("provider_config_key") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.is_empty() => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
         Some(other) => Err(ApiError::invalid_body(format!(
-            "`webhook_url_override` must be a string (a URL, or \"\" for none), got {other}"
+            "`provider_config_key` must be a string, got {other}"
         ))),
     }
 }
@@ -225,7 +243,7 @@ pub async fn create_legacy(
     env: Env,
     JsonBody(body): JsonBody<Map<String, Value>>,
 ) -> ApiResult<(axum::http::StatusCode, Json<Value>)> {
-    let Some(pck) = text(&body, "provider_config_key") else {
+    let Some(pck) = body_pck(&body)? else {
         return Err(ApiError::bad_request(
             "missing_provider_config",
             "`provider_config_key` is required",
@@ -248,7 +266,7 @@ pub async fn create_public(
     env: Env,
     JsonBody(body): JsonBody<Map<String, Value>>,
 ) -> ApiResult<(axum::http::StatusCode, Json<Value>)> {
-    let pck = text(&body, "provider_config_key")
+    let pck = body_pck(&body)?
         .ok_or_else(|| ApiError::invalid_body("`provider_config_key` is required"))?;
     create(app, env, body, pck, |pck| {
         ApiError::not_found(

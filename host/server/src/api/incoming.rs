@@ -306,8 +306,8 @@ async fn forward(
             .flatten()
             .any(|u| !u.is_empty())
     };
+    let settings = crate::webhooks::settings(env).await?;
     if matched.is_empty() {
-        let settings = crate::webhooks::settings(env).await?;
         if sends(&settings) {
             let seed = format!("{}:0", a.id);
             app.webhooks
@@ -318,7 +318,7 @@ async fn forward(
     }
     // One forward per connection, each built as it is queued.
     for cid in matched {
-        let settings = crate::webhooks::settings_for(env, pck, cid).await?;
+        let settings = crate::webhooks::for_connection(settings.clone(), env, pck, cid).await;
         if !sends(&settings) {
             continue;
         }

@@ -8,7 +8,6 @@ use std::collections::BTreeSet;
 use axum::Json;
 use axum::extract::RawQuery;
 use serde_json::{Map, Value, json};
-use sluice_nango_yaml::generate::json_schema;
 use sluice_nango_yaml::{Endpoint, SyncType};
 
 use super::Env;
@@ -24,7 +23,7 @@ pub async fn config(Env(env): Env, RawQuery(raw): RawQuery) -> ApiResult<Json<Va
         return Ok(Json(json!([])));
     };
     let config = &d.catalog.config;
-    let schema = json_schema(config, "sluice");
+    let schema = d.catalog.schema();
     let definitions = schema["definitions"]
         .as_object()
         .cloned()

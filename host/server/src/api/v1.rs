@@ -10,7 +10,6 @@ use axum::extract::{RawQuery, Request, State};
 use axum::http::Method;
 use axum::response::Response;
 use serde_json::{Map, Value, json};
-use sluice_nango_yaml::generate::json_schema;
 use sluice_runtime::records::ConnectionRef;
 
 use super::{ApiPath, ConnectionHeaders, Env, actions, body_bytes, parse_json, records};
@@ -163,7 +162,7 @@ pub async fn openapi(Env(env): Env) -> ApiResult<Json<Value>> {
     let mut schemas = Map::new();
     if let Some(d) = env.deployment() {
         let config = &d.catalog.config;
-        let schema = json_schema(config, "sluice");
+        let schema = d.catalog.schema();
         if let Some(defs) = schema["definitions"].as_object() {
             for (name, s) in defs {
                 let text = s
