@@ -877,6 +877,31 @@ async fn migrate_to_zero_yaml_converts_the_yaml_example_which_then_compiles_and_
     assert_eq!(std::fs::read_to_string(&sync_file).unwrap(), broken);
 
     std::fs::write(&sync_file, &original).unwrap();
+    // So does a nango.yaml the zero-yaml format refuses (an incremental
+    // sync that tracks deletes: the migrated folder would not compile).
+    let yaml = std::fs::read_to_string(dir.join("nango.yaml")).unwrap();
+    let refused = yaml.replacen(
+        "                sync_type: incremental\n",
+        "                sync_type: incremental\n                track_deletes: true\n",
+        1,
+    );
+    assert_ne!(refused, yaml);
+    std::fs::write(dir.join("nango.yaml"), &refused).unwrap();
+    let (code, out, err) = sluice(&args("migrate-to-zero-yaml", dir, "migrated-github")).await;
+    assert_ne!(code, 0, "out: {out}\nerr: {err}");
+    assert!(
+        err.contains(
+            "syncs > github-issue-example: track_deletes is not supported for incremental syncs"
+        ) && err.contains("nothing was changed"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("nango.yaml")).unwrap(),
+        refused
+    );
+    assert!(!dir.join("index.ts").exists());
+    std::fs::write(dir.join("nango.yaml"), &yaml).unwrap();
+
     // The sync's run recorded as mocks, as a nango.yaml project's tests are.
     let mut record = args("dryrun", dir, "migrated-github");
     record.splice(

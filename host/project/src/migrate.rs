@@ -35,6 +35,11 @@ pub enum MigrateError {
         "{path} is declared in nango.yaml but has no TypeScript source there (only TypeScript scripts can be migrated)"
     )]
     MissingScript { path: String },
+    #[error(
+        "nango.yaml declares what the zero-yaml format refuses; nothing was changed:\n{}",
+        .0.iter().map(|m| format!("  {m}")).collect::<Vec<_>>().join("\n")
+    )]
+    Unsupported(Vec<String>),
     #[error(transparent)]
     Toolchain(#[from] ToolchainError),
     #[error("the scripts cannot be migrated; nothing was changed:\n{}", .0.iter().map(|m| format!("  {m}")).collect::<Vec<_>>().join("\n"))]
@@ -63,6 +68,23 @@ pub struct Migrated {
 }
 
 const GENERATOR: &str = "sluice migrate-to-zero-yaml";
+
+/// What nango.yaml accepts and a zero-yaml project's compile refuses, one
+/// line each, naming the script: migrated, the folder would not compile.
+fn unsupported(config: &NangoYaml) -> Vec<String> {
+    let mut out = Vec::new();
+    for i in &config.integrations {
+        for s in &i.syncs {
+            if s.track_deletes && s.sync_type == SyncType::Incremental {
+                out.push(format!(
+                    "integrations > {} > syncs > {}: track_deletes is not supported for incremental syncs (remove one of them first)",
+                    i.provider_config_key, s.name
+                ));
+            }
+        }
+    }
+    out
+}
 
 fn js_string(s: &str) -> String {
     // A JSON string is a JavaScript string literal.
@@ -561,6 +583,10 @@ pub fn migrate(
     }
     let loaded = sluice_nango_yaml::load(dir)?;
     let config = &loaded.config;
+    let refused = unsupported(config);
+    if !refused.is_empty() {
+        return Err(MigrateError::Unsupported(refused));
+    }
     let mut migrated = Migrated::default();
 
     let mut scripts = Vec::new();
@@ -641,6 +667,24 @@ mod tests {
         assert_eq!(updated["scripts"]["x"], "y");
         assert_eq!(updated["dependencies"], json!({"lodash": "4"}));
         assert_eq!(updated["devDependencies"]["zod"], "^4.0.0");
+    }
+
+    #[test]
+    fn an_incremental_sync_that_tracks_deletes_is_refused_before_anything_changes() {
+        let yaml = |extra: &str| {
+            format!(
+                "integrations:\n  gh:\n    syncs:\n      issues:\n        runs: every day\n        output: Issue\n        endpoint: GET /issues\n        track_deletes: true\n{extra}models:\n  Issue:\n    id: string\n"
+            )
+        };
+        let config = |text: &str| {
+            sluice_nango_yaml::parse_in(text, "nango.yaml", None)
+                .unwrap()
+                .config
+        };
+        assert!(unsupported(&config(&yaml(""))).is_empty());
+        let refused = unsupported(&config(&yaml("        sync_type: incremental\n")));
+        assert_eq!(refused.len(), 1, "{refused:?}");
+        assert!(refused[0].contains("gh > syncs > issues") && refused[0].contains("incremental"));
     }
 
     #[test]
