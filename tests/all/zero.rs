@@ -724,6 +724,52 @@ async fn dryrun_save_records_a_test_json_that_sluice_test_replays() {
     let (code, out, err) = sluice(&args("test", tmp.path(), "zero-project")).await;
     assert_eq!(code, 0, "out: {out}\nerr: {err}");
     assert!(out.ends_with("2 passed, 0 failed\n"), "{out}");
+
+    // Without test files, nothing runs the recordings: `sluice test` fails
+    // (as vitest does when it finds no test), and `--save` then writes the
+    // test file of the generated shape that replays each, once.
+    let tests = tmp.path().join("github/tests");
+    for entry in std::fs::read_dir(&tests).unwrap() {
+        let path = entry.unwrap().path();
+        if path.to_string_lossy().ends_with(".test.ts") {
+            std::fs::remove_file(path).unwrap();
+        }
+    }
+    let (code, out, err) = sluice(&args("test", tmp.path(), "zero-project")).await;
+    assert_eq!(code, 1, "out: {out}\nerr: {err}");
+    assert!(out.contains("a recording no tests/*.test.ts runs"), "{out}");
+    assert!(err.contains("no recorded tests were found"), "{err}");
+    for (script, input) in [
+        ("get-repo", Some(r#"{"owner":"acme","repo":"widgets"}"#)),
+        ("issues", None),
+    ] {
+        let (code, out, err) = sluice(&dryrun(script, input)).await;
+        assert_eq!(code, 0, "out: {out}\nerr: {err}");
+        assert!(
+            out.contains(&format!(
+                "github-{script}.test.ts, the test that replays it"
+            )),
+            "{out}"
+        );
+        let (code, out, err) = sluice(&dryrun(script, input)).await;
+        assert_eq!(code, 0, "out: {out}\nerr: {err}");
+        assert!(
+            !out.contains("the test that replays it"),
+            "written twice: {out}"
+        );
+    }
+    let (code, out, err) = sluice(&args("test", tmp.path(), "zero-project")).await;
+    assert_eq!(code, 0, "out: {out}\nerr: {err}");
+    assert!(out.ends_with("2 passed, 0 failed\n"), "{out}");
+    // And each fails when what it replays changes.
+    let path = tests.join("get-repo.test.json");
+    let mut recorded: Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    recorded["output"]["stars"] = json!(4);
+    std::fs::write(&path, recorded.to_string()).unwrap();
+    let (code, out, err) = sluice(&args("test", tmp.path(), "zero-project")).await;
+    assert_eq!(code, 1, "out: {out}\nerr: {err}");
+    assert!(out.ends_with("1 passed, 1 failed\n"), "{out}");
 }
 
 #[tokio::test]

@@ -544,6 +544,8 @@ async fn run_test(args: TestArgs, out: &mut dyn Write, err: &mut dyn Write) -> a
              (zero-yaml: <integration>/tests/<script>.test.json) or `--save-responses` \
              (nango.yaml: <integration>/mocks/)"
         )?;
+        // As vitest, which fails when it finds no test file.
+        return Ok(1);
     }
     Ok(if outcomes.iter().all(|o| o.failure.is_none()) {
         0

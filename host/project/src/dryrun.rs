@@ -243,6 +243,9 @@ pub struct DryRunResult {
     /// Where `--save` wrote the recording.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub saved_fixture: Option<PathBuf>,
+    /// The test file `--save` wrote to replay it (none when one did).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub saved_test: Option<PathBuf>,
     /// `--save` or `--save-responses` was asked for and the run failed:
     /// nothing was written.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
@@ -491,6 +494,29 @@ pub async fn dry_run(
         }
         _ => None,
     };
+    // A recording is run by a test file naming it: one of the generated
+    // shape is written when none does (as the original's `nango
+    // generate:tests` would), so `sluice test` replays it.
+    let saved_test = match (&opts.save_fixture, &saved_fixture) {
+        (Some(root), Some(_)) => {
+            let models = target.models.clone().unwrap_or_default();
+            let test = generated_test(
+                root,
+                &conn_ref.provider_config_key,
+                &script_name,
+                script.kind(),
+                &models,
+            );
+            match test {
+                Some((path, text)) => {
+                    write_text(&path, &text).map_err(failed_save(&path))?;
+                    Some(path)
+                }
+                None => None,
+            }
+        }
+        _ => None,
+    };
     let saved_mocks = match &opts.save_responses {
         Some(root) if save => {
             let dir = root.join(&conn_ref.provider_config_key).join("mocks");
@@ -539,8 +565,61 @@ pub async fn dry_run(
         fuel_consumed: report.fuel_consumed,
         saved_mocks,
         saved_fixture,
+        saved_test,
         save_skipped,
     })
+}
+
+/// The test file of the generated shape that replays `<script>.test.json`
+/// of `integration`, with where to write it; `None` when a test file there
+/// already runs that recording, when the script is not in the folder the
+/// generated test imports from (`../syncs/`, `../actions/`), or for an
+/// on-event script (the original generates none).
+fn generated_test(
+    root: &Path,
+    integration: &str,
+    script: &str,
+    kind: ScriptKind,
+    models: &[String],
+) -> Option<(PathBuf, String)> {
+    let folder = match kind {
+        ScriptKind::Sync => "syncs",
+        ScriptKind::Action => "actions",
+        ScriptKind::OnEvent => return None,
+    };
+    let dir = root.join(integration);
+    if !dir.join(folder).join(format!("{script}.ts")).is_file() {
+        return None;
+    }
+    let runs_it = crate::zerotest::discover(root, Some(integration))
+        .iter()
+        .any(|f| f.base == script || f.name == script);
+    let path = dir
+        .join("tests")
+        .join(format!("{integration}-{script}.test.ts"));
+    if runs_it || path.exists() {
+        return None;
+    }
+    let text = match kind {
+        ScriptKind::Sync => crate::migrate::sync_test(integration, script, &models.join(",")),
+        _ => {
+            let alnum = |s: &str| {
+                s.chars()
+                    .filter(char::is_ascii_alphanumeric)
+                    .collect::<String>()
+            };
+            let model = format!("ActionOutput_{}_{}", alnum(integration), alnum(script));
+            crate::migrate::action_test(integration, script, &model)
+        }
+    };
+    Some((path, text))
+}
+
+fn write_text(path: &Path, text: &str) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(path, text)
 }
 
 /// Prints a dry run the way the original CLI does.
@@ -617,6 +696,13 @@ pub fn render(result: &DryRunResult, out: &mut dyn Write) -> std::io::Result<()>
         writeln!(
             out,
             "Saved the run as a test recording in {}",
+            path.display()
+        )?;
+    }
+    if let Some(path) = &result.saved_test {
+        writeln!(
+            out,
+            "Wrote {}, the test that replays it (`sluice test`)",
             path.display()
         )?;
     }

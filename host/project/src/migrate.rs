@@ -458,7 +458,7 @@ fn js_single(s: &str) -> String {
     format!("'{escaped}'")
 }
 
-fn sync_test(key: &str, name: &str, models: &str) -> String {
+pub(crate) fn sync_test(key: &str, name: &str, models: &str) -> String {
     let (name_s, models_s) = (js_single(name), js_single(models));
     let import = js_single(&format!("../syncs/{name}.js"));
     format!(
@@ -540,7 +540,7 @@ describe({title}, () => {{
     )
 }
 
-fn action_test(key: &str, name: &str, model: &str) -> String {
+pub(crate) fn action_test(key: &str, name: &str, model: &str) -> String {
     let import = js_single(&format!("../actions/{name}.js"));
     format!(
         r#"import {{ expect, it, describe }} from 'vitest';
