@@ -40,8 +40,12 @@ pub fn ts_type(t: &Type) -> String {
             other => format!("{}[]", ts_type(other)),
         },
         Type::Union(members) => members.iter().map(ts_type).collect::<Vec<_>>().join(" | "),
-        Type::Inline(fields) => {
-            let body: Vec<String> = fields.iter().map(ts_field).collect();
+        Type::Inline(fields, dynamic) => {
+            let mut body: Vec<String> = Vec::new();
+            if let Some(d) = dynamic {
+                body.push(format!("[key: string]: {};", ts_type(d)));
+            }
+            body.extend(fields.iter().map(ts_field));
             format!("{{ {} }}", body.join(" "))
         }
     }
@@ -143,7 +147,7 @@ pub fn json_type(t: &Type) -> Value {
                 _ => json!({ "anyOf": kept }),
             }
         }
-        Type::Inline(fields) => object_schema(fields, None),
+        Type::Inline(fields, dynamic) => object_schema(fields, dynamic.as_deref()),
     }
 }
 
@@ -220,7 +224,21 @@ pub fn zod_type(t: &Type, declared: &std::collections::HashSet<&str>) -> String 
                 .collect::<Vec<_>>()
                 .join(", ")
         ),
-        Type::Inline(fields) => zod_object(fields, declared, 1),
+        Type::Inline(fields, dynamic) => zod_inline(fields, dynamic.as_deref(), declared, 1),
+    }
+}
+
+/// An inline object as zod: its fields, and `.catchall(T)` for `__string`.
+fn zod_inline(
+    fields: &[Field],
+    dynamic: Option<&Type>,
+    declared: &std::collections::HashSet<&str>,
+    depth: usize,
+) -> String {
+    let object = zod_object(fields, declared, depth);
+    match dynamic {
+        Some(t) => format!("{object}.catchall({})", zod_type(t, declared)),
+        None => object,
     }
 }
 
@@ -236,7 +254,9 @@ fn zod_object(
     let mut out = String::from("z.object({\n");
     for f in fields {
         let ty = match &f.ty {
-            Type::Inline(inner) => zod_object(inner, declared, depth + 1),
+            Type::Inline(inner, dynamic) => {
+                zod_inline(inner, dynamic.as_deref(), declared, depth + 1)
+            }
             other => zod_type(other, declared),
         };
         let optional = if f.optional { ".optional()" } else { "" };
@@ -252,7 +272,12 @@ fn model_refs(t: &Type, out: &mut Vec<String>) {
         Type::Ref(name) => out.push(name.clone()),
         Type::Array(inner) => model_refs(inner, out),
         Type::Union(members) => members.iter().for_each(|m| model_refs(m, out)),
-        Type::Inline(fields) => fields.iter().for_each(|f| model_refs(&f.ty, out)),
+        Type::Inline(fields, dynamic) => {
+            fields.iter().for_each(|f| model_refs(&f.ty, out));
+            if let Some(d) = dynamic {
+                model_refs(d, out);
+            }
+        }
         _ => {}
     }
 }
@@ -356,6 +381,9 @@ models:
         user-name?: string
         nested:
             deep?: number
+        labels_by_name:
+            __string: string
+            count: number
     CloseInput:
         id: string
 "#;
@@ -364,13 +392,30 @@ models:
     fn models_ts_and_schema() {
         let loaded = crate::parse(YAML, "nango.yaml").expect("valid");
         let ts = models_ts(&loaded.config, "// sdk", "test");
-        assert!(ts.contains("export interface Issue {\n  [key: string]: any;\n  title: string;\n  state: 'open' | 'closed';\n  labels: string[];\n  created: Date;\n  'user-name'?: string;\n  nested: { deep?: number; };\n  id: string;\n};"), "{ts}");
+        assert!(ts.contains("export interface Issue {\n  [key: string]: any;\n  title: string;\n  state: 'open' | 'closed';\n  labels: string[];\n  created: Date;\n  'user-name'?: string;\n  nested: { deep?: number; };\n  labels_by_name: { [key: string]: string; count: number; };\n  id: string;\n};"), "{ts}");
         assert!(ts.contains("export type Anonymous_github_action_close_output = boolean;"));
         assert!(ts.contains("// ------ SDK\n// sdk"));
         let schema = json_schema(&loaded.config, "test");
         let issue = &schema["definitions"]["Issue"];
         assert_eq!(issue["properties"]["created"]["format"], "date-time");
         assert_eq!(issue["additionalProperties"], json!({}));
+        // `__string` in a nested object: the same as in a model.
+        assert!(
+            ts.contains("  labels_by_name: { [key: string]: string; count: number; };\n"),
+            "{ts}"
+        );
+        let nested = &issue["properties"]["labels_by_name"];
+        assert_eq!(
+            nested["additionalProperties"],
+            json!({"type": "string"}),
+            "{nested}"
+        );
+        assert_eq!(nested["required"], json!(["count"]), "{nested}");
+        let zod = zod_models_ts(&loaded.config, "test");
+        assert!(
+            zod.contains("    labels_by_name: z.object({\n        count: z.number(),\n    }).catchall(z.string()),\n"),
+            "{zod}"
+        );
         assert!(
             !issue["required"]
                 .as_array()

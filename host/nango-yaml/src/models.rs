@@ -29,8 +29,9 @@ pub enum Type {
     Ref(String),
     Array(Box<Type>),
     Union(Vec<Type>),
-    /// An inline object.
-    Inline(Vec<Field>),
+    /// An inline object: its fields, and the type of any other key when
+    /// it sets `__string`.
+    Inline(Vec<Field>, Option<Box<Type>>),
 }
 
 /// A field of a model (or of an inline object).
@@ -143,8 +144,8 @@ impl Resolver<'_> {
             Yaml::Number(n) => Type::NumberLiteral(n.to_string()),
             Yaml::Null => Type::Null,
             Yaml::Mapping(map) => {
-                let (fields, _dynamic, _) = self.fields(map, path);
-                Type::Inline(fields)
+                let (fields, dynamic, _) = self.fields(map, path);
+                Type::Inline(fields, dynamic.map(Box::new))
             }
             Yaml::String(s) => self.text(s, path),
             Yaml::Tagged(t) => self.value(&t.value, path),
@@ -434,7 +435,12 @@ fn collect_refs<'a>(t: &'a Type, out: &mut Vec<&'a str>) {
         Type::Ref(r) => out.push(r),
         Type::Array(i) => collect_refs(i, out),
         Type::Union(m) => m.iter().for_each(|t| collect_refs(t, out)),
-        Type::Inline(fields) => fields.iter().for_each(|f| collect_refs(&f.ty, out)),
+        Type::Inline(fields, dynamic) => {
+            fields.iter().for_each(|f| collect_refs(&f.ty, out));
+            if let Some(d) = dynamic {
+                collect_refs(d, out);
+            }
+        }
         _ => {}
     }
 }
