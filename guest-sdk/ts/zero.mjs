@@ -292,6 +292,10 @@ export function definition({ code, file, name, integration, zodPath }) {
     if (!['action', 'sync', 'onEvent', 'function'].includes(def?.type)) {
         fail(undefined, `Script should be declared using utility function (createSync, createAction, createOnEvent) ${file}`);
     }
+    const helper = { sync: 'createSync', action: 'createAction', onEvent: 'createOnEvent' }[def.type];
+    if (helper && typeof def.exec !== 'function') {
+        fail(`${helper} > exec`, `exec must be a function (the script's body: exec: async (nango) => { ... }), got ${typeof def.exec}`);
+    }
     const I = modelKey(integration);
     const S = scriptKey(name);
     const features = [];

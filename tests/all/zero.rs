@@ -275,7 +275,7 @@ const HEADER: &str = "import { z } from 'zod';\nimport { createAction } from 'na
 
 #[tokio::test]
 async fn zero_yaml_compile_errors_name_the_file_and_the_rule() {
-    let cases: [(&str, &str); 6] = [
+    let cases: [(&str, &str); 7] = [
         (
             "import axios from 'axios';\nimport { createAction } from 'nango';\nexport default createAction({ description: 'x', input: undefined, output: undefined, exec: async () => axios.get('https://example.com') });\n",
             "Import of package 'axios' is not allowed. Allowed packages are: nango, nango/experimental, zod, crypto",
@@ -295,6 +295,11 @@ async fn zero_yaml_compile_errors_name_the_file_and_the_rule() {
         (
             "exec: async (nango) => { await nango.trackDeletesEnd('Item'); await nango.trackDeletesStart('Item'); return true; }",
             "trackDeletesStart for model 'Item' should be called before trackDeletesEnd",
+        ),
+        // A definition without its body: named at compile, not when run.
+        (
+            "run: async () => true",
+            "demo/actions/act.ts: createAction > exec > exec must be a function",
         ),
         // A syntax error, named by its place in the project (not relative
         // to where sluice runs).
