@@ -192,6 +192,67 @@ async fn bad_invocations_exit_2_naming_the_problem() {
         }
     }
 
+    // connections.yaml: a misspelt field or credentials type is named
+    // (it was ignored: a run without credentials or metadata), and a
+    // connection of another integration is said to be that.
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("connections.yaml");
+    let conns = file.display().to_string();
+    let entry = "connections:\n  - connection_id: demo\n    provider_config_key: other\n    provider: hubspot\n";
+    for (extra, expected) in [
+        (
+            "    credentials: {type: oauth2, access_token: t}\n",
+            "connections[0]: unknown credentials type `oauth2` (did you mean `OAUTH2`?)",
+        ),
+        (
+            "    credentials: {type: WHATEVER}\n",
+            "unknown credentials type `WHATEVER`",
+        ),
+        (
+            "    credentials: {type: OAUTH2, access_token: t}\n    metdata: {a: 1}\n",
+            "connections[0]: unknown field `metdata`",
+        ),
+        (
+            "    credentials: {type: OAUTH2, access_token: t}\n",
+            "no connection `demo` for integration `hubspot` in",
+        ),
+    ] {
+        std::fs::write(&file, format!("{entry}{extra}")).unwrap();
+        let argv = [
+            "dryrun",
+            "--dir",
+            &dir,
+            contacts,
+            "demo",
+            "--connections",
+            &conns,
+            "--integration-id",
+            "hubspot",
+        ];
+        let (code, _, err) = sluice(&argv).await;
+        assert_eq!(code, 2, "{extra}: {err}");
+        assert!(
+            err.contains(expected),
+            "{extra}: expected `{expected}` in: {err}"
+        );
+    }
+    assert!(
+        sluice(&[
+            "dryrun",
+            "--dir",
+            &dir,
+            contacts,
+            "demo",
+            "--connections",
+            &conns,
+            "--integration-id",
+            "hubspot"
+        ])
+        .await
+        .2
+        .contains("(it has: demo for integration `other`)")
+    );
+
     // A folder that is not a project is named as such, by every verb.
     let empty = tempfile::tempdir().unwrap();
     let empty = empty.path().display().to_string();

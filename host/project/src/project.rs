@@ -19,9 +19,11 @@ pub enum ProjectError {
     },
     #[error("{path} is not valid: {message}")]
     Invalid { path: String, message: String },
-    #[error("no connection `{connection_id}` in {path}{hint}")]
+    #[error("no connection `{connection_id}`{of_integration} in {path}{hint}")]
     UnknownConnection {
         connection_id: String,
+        /// ` for integration `X`` when one was asked for.
+        of_integration: String,
         path: String,
         hint: String,
     },
@@ -58,12 +60,91 @@ struct ConnectionsFile {
 /// Reads a connections file.
 pub fn load_connections(path: &Path) -> Result<Vec<Connection>, ProjectError> {
     let text = read(path)?;
+    let invalid = |message: String| ProjectError::Invalid {
+        path: path.display().to_string(),
+        message,
+    };
+    let raw: serde_norway::Value =
+        serde_norway::from_str(&text).map_err(|e| invalid(e.to_string()))?;
+    if let Some(entries) = raw.get("connections").and_then(|c| c.as_sequence()) {
+        for (i, entry) in entries.iter().enumerate() {
+            check_connection_entry(entry)
+                .map_err(|why| invalid(format!("connections[{i}]: {why}")))?;
+        }
+    }
     let file: ConnectionsFile =
-        serde_norway::from_str(&text).map_err(|e| ProjectError::Invalid {
-            path: path.display().to_string(),
-            message: e.to_string(),
-        })?;
+        serde_norway::from_value(raw).map_err(|e| invalid(e.to_string()))?;
     Ok(file.connections)
+}
+
+/// The keys a `connections.yaml` entry may have.
+const CONNECTION_KEYS: [&str; 8] = [
+    "connection_id",
+    "provider_config_key",
+    "provider",
+    "credentials",
+    "connection_config",
+    "metadata",
+    "end_user",
+    "tags",
+];
+
+/// Credential types, as the original's auth modes name them.
+const CREDENTIAL_TYPES: [&str; 17] = [
+    "OAUTH2",
+    "OAUTH2_CC",
+    "OAUTH1",
+    "BASIC",
+    "API_KEY",
+    "APP",
+    "APP_STORE",
+    "CUSTOM",
+    "JWT",
+    "SIGNATURE",
+    "TWO_STEP",
+    "TABLEAU",
+    "TBA",
+    "BILL",
+    "AWS_SIGV4",
+    "INSTALL_PLUGIN",
+    "NONE",
+];
+
+/// A misspelt key or credential type in a `connections.yaml` entry would
+/// otherwise be ignored: a run without credentials (retried for seconds on
+/// 401s), or without its metadata.
+fn check_connection_entry(entry: &serde_norway::Value) -> Result<(), String> {
+    let Some(map) = entry.as_mapping() else {
+        return Ok(()); // the typed read names it
+    };
+    for key in map.keys() {
+        let key = key.as_str().unwrap_or_default();
+        if !CONNECTION_KEYS.contains(&key) {
+            return Err(format!(
+                "unknown field `{key}`, expected one of {}",
+                CONNECTION_KEYS.map(|k| format!("`{k}`")).join(", ")
+            ));
+        }
+    }
+    let kind = map
+        .get("credentials")
+        .and_then(|c| c.get("type"))
+        .and_then(|t| t.as_str());
+    if let Some(kind) = kind
+        && !CREDENTIAL_TYPES.contains(&kind)
+    {
+        let upper = kind.to_ascii_uppercase();
+        let hint = if CREDENTIAL_TYPES.contains(&upper.as_str()) {
+            format!(" (did you mean `{upper}`?)")
+        } else {
+            String::new()
+        };
+        return Err(format!(
+            "unknown credentials type `{kind}`{hint}; known: {}",
+            CREDENTIAL_TYPES.join(", ")
+        ));
+    }
+    Ok(())
 }
 
 /// The connection a dry run names, by id and optionally integration.
@@ -81,12 +162,24 @@ pub fn pick_connection(
     match matching.as_slice() {
         [one] => Ok((*one).clone()),
         [] => {
-            let known: Vec<_> = connections
+            // One of this id for another integration is named with it.
+            let known: Vec<String> = connections
                 .iter()
-                .map(|c| c.connection_id.as_str())
+                .map(|c| match integration {
+                    Some(_) if c.connection_id == connection_id => {
+                        format!(
+                            "{} for integration `{}`",
+                            c.connection_id, c.provider_config_key
+                        )
+                    }
+                    _ => c.connection_id.clone(),
+                })
                 .collect();
             Err(ProjectError::UnknownConnection {
                 connection_id: connection_id.to_string(),
+                of_integration: integration
+                    .map(|i| format!(" for integration `{i}`"))
+                    .unwrap_or_default(),
                 path: path.display().to_string(),
                 hint: if known.is_empty() {
                     String::new()
