@@ -300,7 +300,21 @@ pub async fn run(
         Ok(cli) => cli,
         Err(e) => {
             let code = e.exit_code();
-            let text = e.render().ansi().to_string();
+            // Styled only for a terminal, and not when NO_COLOR is set
+            // (https://no-color.org): piped or logged, it is plain text.
+            use std::io::IsTerminal as _;
+            let terminal = if code == 0 {
+                std::io::stdout().is_terminal()
+            } else {
+                std::io::stderr().is_terminal()
+            };
+            let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+            let styled = e.render();
+            let text = if terminal && !no_color {
+                styled.ansi().to_string()
+            } else {
+                styled.to_string()
+            };
             let _ = if code == 0 {
                 write!(out, "{text}")
             } else {
@@ -629,15 +643,16 @@ async fn run_deploy(
         "the deploy",
     )?;
     // A key is its environment's: deploying `prod` with dev's key would
-    // deploy to dev.
-    if let Some(named) = &named {
-        let holds = sluice_project::deploy::environment_of(&host, &key).await?;
-        if &holds != named {
-            bail!(
-                "the secret key is environment `{holds}`'s, not `{named}`'s: nothing was deployed (give {named}'s key, NANGO_SECRET_KEY_{})",
-                named.to_uppercase()
-            );
-        }
+    // deploy to dev. Asked before the build either way: a wrong key or an
+    // unreachable server is said at once, not after compiling.
+    let holds = sluice_project::deploy::environment_of(&host, &key).await?;
+    if let Some(named) = &named
+        && &holds != named
+    {
+        bail!(
+            "the secret key is environment `{holds}`'s, not `{named}`'s: nothing was deployed (give {named}'s key, NANGO_SECRET_KEY_{})",
+            named.to_uppercase()
+        );
     }
     let options = args.build.options(None);
     let runtime = Runtime::new(options.runtime_config(1))?;
