@@ -865,6 +865,25 @@ async fn init_creates_a_zero_yaml_starter_that_passes_its_tests_and_dry_runs() {
         "my own\n"
     );
     assert!(!mine.path().join("index.ts").exists());
+    // A file where the starter needs a folder: refused before anything is
+    // written (it stopped halfway, and init then refused the folder).
+    let blocked = tempfile::tempdir().unwrap();
+    std::fs::write(blocked.path().join("github"), "").unwrap();
+    let (code, _, err) = sluice(&["init".to_string(), s(blocked.path())]).await;
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("github is a file where sluice init needs a folder"),
+        "{err}"
+    );
+    let left: Vec<_> = std::fs::read_dir(blocked.path()).unwrap().collect();
+    assert_eq!(left.len(), 1, "{left:?}");
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let (code, _, err) = sluice(&["init".to_string(), s(file.path())]).await;
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("is a file where sluice init needs a folder"),
+        "{err}"
+    );
 
     let (code, out, err) = sluice(&args("test", &dir, "init-zero-project-build")).await;
     assert_eq!(code, 0, "out: {out}\nerr: {err}");

@@ -20,6 +20,8 @@ pub enum InitError {
         path: String,
         source: std::io::Error,
     },
+    #[error("{path} is a file where sluice init needs a folder: nothing was written")]
+    NotAFolder { path: String },
     #[error(transparent)]
     Compile(#[from] CompileError),
 }
@@ -148,6 +150,18 @@ pub fn init(dir: &Path, yaml: bool) -> Result<Vec<PathBuf>, InitError> {
             dir: dir.display().to_string(),
             files: taken.join(", "),
         });
+    }
+    // A file where a folder goes would stop the writing halfway: checked
+    // first, so nothing is written.
+    for (rel, _) in template {
+        let mut folder = dir.join(rel);
+        while folder.pop() && folder.starts_with(dir) {
+            if folder.exists() && !folder.is_dir() {
+                return Err(InitError::NotAFolder {
+                    path: folder.display().to_string(),
+                });
+            }
+        }
     }
     if !yaml {
         let mut written = Vec::new();
