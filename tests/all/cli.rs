@@ -181,6 +181,10 @@ async fn bad_invocations_exit_2_naming_the_problem() {
             &[contacts, "demo", "--lastSyncDate", "yesterday"],
             &["neither RFC 3339 nor YYYY-MM-DD"],
         ),
+        (
+            &[contacts, "demo", "--metadata", "[1,2]"],
+            &["--metadata must be a JSON object", "[1,2]"],
+        ),
     ];
     for (args, expected) in cases {
         let mut argv = vec!["dryrun", "--dir", &dir];

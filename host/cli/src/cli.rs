@@ -374,6 +374,11 @@ async fn run_dryrun(
         .as_deref()
         .map(|m| json_argument("--metadata", m))
         .transpose()?;
+    if let Some(m) = &metadata
+        && !m.is_object()
+    {
+        bail!("--metadata must be a JSON object (a connection's metadata), got {m}");
+    }
     let last_sync_date = args
         .last_sync_date
         .as_deref()
@@ -581,11 +586,16 @@ fn dotenv(path: &std::path::Path) -> std::collections::HashMap<String, String> {
         .filter_map(|l| l.strip_prefix("export ").unwrap_or(l).split_once('='))
         .map(|(k, v)| {
             let v = v.trim();
-            let v = v
-                .strip_prefix('"')
-                .and_then(|v| v.strip_suffix('"'))
-                .or_else(|| v.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')))
-                .unwrap_or(v);
+            // Quoted: up to the closing quote; bare: up to a ` #` comment,
+            // as dotenv reads it.
+            let quoted = ['"', '\''].into_iter().find_map(|q| {
+                let rest = v.strip_prefix(q)?;
+                rest.find(q).map(|end| &rest[..end])
+            });
+            let v = quoted.unwrap_or_else(|| match v.find(" #") {
+                Some(at) => v[..at].trim_end(),
+                None => v,
+            });
             (k.trim().to_string(), v.to_string())
         })
         .collect()
@@ -707,6 +717,12 @@ fn private_data_dir(data: &std::path::Path, out: &mut dyn Write) -> anyhow::Resu
             .create(data)
             .with_context(|| format!("cannot create the data directory {}", data.display()))?;
         return Ok(());
+    }
+    if !data.is_dir() {
+        bail!(
+            "the data directory {} is not a directory: give --data a folder (a new one is created)",
+            data.display()
+        );
     }
     for (path, what) in [
         (data.to_path_buf(), "the data directory"),
@@ -951,7 +967,25 @@ fn default_cache_dir() -> PathBuf {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_size;
+    use super::{dotenv, parse_size};
+
+    #[test]
+    fn dotenv_reads_quotes_and_drops_comments_as_dotenv_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(".env");
+        std::fs::write(
+            &path,
+            "# a comment\nA=plain # the key\nexport B=\"quoted # kept\" # dropped\nC='single'\nD=no#comment\nE=\n",
+        )
+        .unwrap();
+        let env = dotenv(&path);
+        assert_eq!(env["A"], "plain");
+        assert_eq!(env["B"], "quoted # kept");
+        assert_eq!(env["C"], "single");
+        assert_eq!(env["D"], "no#comment");
+        assert_eq!(env["E"], "");
+        assert_eq!(env.len(), 5);
+    }
 
     #[test]
     fn sizes_take_binary_suffixes_and_reject_the_rest() {
