@@ -294,7 +294,7 @@ export function definition({ code, file, name, integration, zodPath }) {
     }
     const helper = { sync: 'createSync', action: 'createAction', onEvent: 'createOnEvent' }[def.type];
     if (helper && typeof def.exec !== 'function') {
-        fail(`${helper} > exec`, `exec must be a function (the script's body: exec: async (nango) => { ... }), got ${typeof def.exec}`);
+        fail(`${helper} > exec`, `must be a function (the script's body: exec: async (nango) => { ... }), got ${typeof def.exec}`);
     }
     const I = modelKey(integration);
     const S = scriptKey(name);

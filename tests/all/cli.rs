@@ -206,11 +206,11 @@ async fn bad_invocations_exit_2_naming_the_problem() {
     for (extra, expected) in [
         (
             "    credentials: {type: oauth2, access_token: t}\n",
-            "connections[0]: unknown credentials type `oauth2` (did you mean `OAUTH2`?)",
+            "connections[0]: credentials type `oauth2` is written `OAUTH2`",
         ),
         (
-            "    credentials: {type: WHATEVER}\n",
-            "unknown credentials type `WHATEVER`",
+            "    credentials: {type: OAUTH2}\n",
+            "OAUTH2 credentials need a string `access_token`",
         ),
         (
             "    credentials: {type: OAUTH2, access_token: t}\n    metdata: {a: 1}\n",

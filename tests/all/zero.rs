@@ -299,7 +299,7 @@ async fn zero_yaml_compile_errors_name_the_file_and_the_rule() {
         // A definition without its body: named at compile, not when run.
         (
             "run: async () => true",
-            "demo/actions/act.ts: createAction > exec > exec must be a function",
+            "demo/actions/act.ts: createAction > exec > must be a function",
         ),
         // A syntax error, named by its place in the project (not relative
         // to where sluice runs).
@@ -740,6 +740,17 @@ async fn dryrun_save_records_a_test_json_that_sluice_test_replays() {
             std::fs::remove_file(path).unwrap();
         }
     }
+    // A hand-written test sluice does not run is a test all the same.
+    let hand = tests.join("github-by-hand.test.ts");
+    std::fs::write(
+        &hand,
+        "import { expect, it, vi } from 'vitest';\nimport createAction from '../actions/get-repo.js';\n\nit('spies', async () => {\n    const spy = vi.fn();\n    spy(createAction);\n    expect(spy).toHaveBeenCalledTimes(1);\n});\n",
+    )
+    .unwrap();
+    let (code, out, err) = sluice(&args("test", tmp.path(), "zero-project")).await;
+    assert_eq!(code, 0, "out: {out}\nerr: {err}");
+    assert!(out.contains("1 hand-written test files not run"), "{out}");
+    std::fs::remove_file(&hand).unwrap();
     let (code, out, err) = sluice(&args("test", tmp.path(), "zero-project")).await;
     assert_eq!(code, 1, "out: {out}\nerr: {err}");
     assert!(out.contains("a recording no tests/*.test.ts runs"), "{out}");

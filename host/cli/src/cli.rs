@@ -556,7 +556,13 @@ async fn run_test(args: TestArgs, out: &mut dyn Write, err: &mut dyn Write) -> a
         environment: args.environment,
     };
     let outcomes = test::run_tests(&options, out, err).await?;
-    if outcomes.is_empty() {
+    // Test files sluice does not run (hand-written ones) are tests all the
+    // same: only a project without any is a failure.
+    let dir = &options.build.dir;
+    let has_test_files = sluice_project::zero::is_zero_yaml(dir)
+        && !sluice_project::zerotest::discover(dir, options.build.integration.as_deref())
+            .is_empty();
+    if outcomes.is_empty() && !has_test_files {
         writeln!(
             err,
             "no recorded tests were found: record them with `sluice dryrun <script> <connection> --save` \
@@ -586,17 +592,28 @@ fn dotenv(path: &std::path::Path) -> std::collections::HashMap<String, String> {
         .filter_map(|l| l.strip_prefix("export ").unwrap_or(l).split_once('='))
         .map(|(k, v)| {
             let v = v.trim();
-            // Quoted: up to the closing quote; bare: up to a ` #` comment,
-            // as dotenv reads it.
+            // Quoted: up to the closing quote (`\"` inside double quotes is
+            // a quote); bare: up to a comment after a space or tab (a `#`
+            // inside a bare value, as in a URL's fragment, is kept).
             let quoted = ['"', '\''].into_iter().find_map(|q| {
                 let rest = v.strip_prefix(q)?;
-                rest.find(q).map(|end| &rest[..end])
+                let mut escaped = false;
+                let end = rest.char_indices().find_map(|(i, c)| {
+                    let closes = c == q && !escaped;
+                    escaped = q == '"' && c == '\\' && !escaped;
+                    closes.then_some(i)
+                })?;
+                Some(if q == '"' {
+                    rest[..end].replace("\\\"", "\"")
+                } else {
+                    rest[..end].to_string()
+                })
             });
-            let v = quoted.unwrap_or_else(|| match v.find(" #") {
-                Some(at) => v[..at].trim_end(),
-                None => v,
+            let v = quoted.unwrap_or_else(|| match v.find(" #").or_else(|| v.find("\t#")) {
+                Some(at) => v[..at].trim_end().to_string(),
+                None => v.to_string(),
             });
-            (k.trim().to_string(), v.to_string())
+            (k.trim().to_string(), v)
         })
         .collect()
 }
@@ -970,12 +987,12 @@ mod tests {
     use super::{dotenv, parse_size};
 
     #[test]
-    fn dotenv_reads_quotes_and_drops_comments_as_dotenv_does() {
+    fn dotenv_reads_quotes_and_drops_comments() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(".env");
         std::fs::write(
             &path,
-            "# a comment\nA=plain # the key\nexport B=\"quoted # kept\" # dropped\nC='single'\nD=no#comment\nE=\n",
+            "# a comment\nA=plain # the key\nexport B=\"quoted # kept\" # dropped\nC='single'\nD=no#comment\nE=\nF=\"x\\\"y\"\nG=tab\t# c\n",
         )
         .unwrap();
         let env = dotenv(&path);
@@ -984,7 +1001,9 @@ mod tests {
         assert_eq!(env["C"], "single");
         assert_eq!(env["D"], "no#comment");
         assert_eq!(env["E"], "");
-        assert_eq!(env.len(), 5);
+        assert_eq!(env["F"], "x\"y");
+        assert_eq!(env["G"], "tab");
+        assert_eq!(env.len(), 7);
     }
 
     #[test]

@@ -219,7 +219,14 @@ struct Builder<'a> {
 }
 
 /// Builds the configuration; `None` when the file is too broken to model.
-pub(crate) fn build(root: &Yaml, dir_name: Option<&str>) -> (Option<NangoYaml>, Diagnostics) {
+/// `strict_keys`: integration keys must be ones the API takes (a new
+/// file: the CLI's, a new deploy's); a stored deployment is read as it was
+/// accepted.
+pub(crate) fn build(
+    root: &Yaml,
+    dir_name: Option<&str>,
+    strict_keys: bool,
+) -> (Option<NangoYaml>, Diagnostics) {
     let mut b = Builder {
         d: Diagnostics::default(),
         defined: BTreeSet::new(),
@@ -289,6 +296,7 @@ pub(crate) fn build(root: &Yaml, dir_name: Option<&str>) -> (Option<NangoYaml>, 
         let Some(mut pck) = scalar_text(key) else {
             continue;
         };
+        let from_folder = pck == "${PWD}" && dir_name.is_some();
         if pck == "${PWD}"
             && let Some(dir) = dir_name
         {
@@ -297,18 +305,20 @@ pub(crate) fn build(root: &Yaml, dir_name: Option<&str>) -> (Option<NangoYaml>, 
         let path = p(&["integrations", &pck]);
         // The key names the integration's folder and its files: it must be
         // one the API takes, and not a path.
-        let key_ok = !pck.is_empty()
-            && pck.len() <= 255
-            && pck != "."
-            && pck != ".."
-            && pck
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "~:.@ _-".contains(c));
+        let key_ok = !strict_keys
+            || !pck.is_empty()
+                && pck.len() <= 255
+                && pck != "."
+                && pck != ".."
+                && pck
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "~:.@ _-".contains(c));
         if !key_ok {
             b.d.push(Diagnostic::schema(
                 "pattern",
                 format!(
-                    "integration key \"{pck}\" must match ^[a-zA-Z0-9~:.@ _-]+$ (at most 255 characters, not `.` or `..`)"
+                    "integration key \"{pck}\"{} must match ^[a-zA-Z0-9~:.@ _-]+$ (at most 255 characters, not `.` or `..`)",
+                    if from_folder { " (the project folder's name, for ${PWD})" } else { "" }
                 ),
                 &path,
             ));

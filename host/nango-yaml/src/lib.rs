@@ -171,27 +171,40 @@ pub fn load(dir: &Path) -> Result<Loaded, YamlError> {
     let dir_name = std::fs::canonicalize(dir)
         .ok()
         .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()));
-    parse_named(&text, &shown, dir_name.as_deref())
+    parse_named(&text, &shown, dir_name.as_deref(), true)
 }
 
 /// Parses nango.yaml text; `origin` names it in errors.
 pub fn parse(text: &str, origin: &str) -> Result<Loaded, YamlError> {
-    parse_named(text, origin, None)
+    parse_named(text, origin, None, true)
 }
 
 /// Parses nango.yaml text read from a folder named `dir_name` (what
-/// `${PWD}` integration keys stand for).
+/// `${PWD}` integration keys stand for), as it was accepted when stored:
+/// integration keys are not checked (a deployment an earlier version took
+/// still loads). [`parse_new`] checks them.
 pub fn parse_in(text: &str, origin: &str, dir_name: Option<&str>) -> Result<Loaded, YamlError> {
-    parse_named(text, origin, dir_name)
+    parse_named(text, origin, dir_name, false)
 }
 
-fn parse_named(text: &str, origin: &str, dir_name: Option<&str>) -> Result<Loaded, YamlError> {
+/// [`parse_in`] for a new file (a new deploy): integration keys must be
+/// ones the API takes, as [`load`] requires.
+pub fn parse_new(text: &str, origin: &str, dir_name: Option<&str>) -> Result<Loaded, YamlError> {
+    parse_named(text, origin, dir_name, true)
+}
+
+fn parse_named(
+    text: &str,
+    origin: &str,
+    dir_name: Option<&str>,
+    strict_keys: bool,
+) -> Result<Loaded, YamlError> {
     let value: serde_norway::Value =
         serde_norway::from_str(text).map_err(|e| YamlError::Syntax {
             path: origin.to_string(),
             message: e.to_string(),
         })?;
-    let (config, diagnostics) = config::build(&value, dir_name);
+    let (config, diagnostics) = config::build(&value, dir_name, strict_keys);
     match config {
         Some(config) if !diagnostics.has_errors() => Ok(Loaded {
             config,
@@ -201,5 +214,33 @@ fn parse_named(text: &str, origin: &str, dir_name: Option<&str>) -> Result<Loade
             path: origin.to_string(),
             diagnostics,
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    const YAML: &str = "integrations:\n  'a/b':\n    actions:\n      go:\n        output: Out\n        endpoint: GET /x\nmodels:\n  Out:\n    id: string\n";
+
+    #[test]
+    fn integration_keys_are_checked_in_new_files_not_in_stored_deployments() {
+        for err in [
+            super::parse(YAML, "nango.yaml").unwrap_err(),
+            super::parse_new(YAML, "nango.yaml", None).unwrap_err(),
+        ] {
+            assert!(
+                err.to_string()
+                    .contains("integration key \"a/b\" must match"),
+                "{err}"
+            );
+        }
+        let stored = super::parse_in(YAML, "nango.yaml", None).unwrap();
+        assert_eq!(stored.config.integrations[0].provider_config_key, "a/b");
+        let pwd = YAML.replace("'a/b'", "${PWD}");
+        let err = super::parse_new(&pwd, "nango.yaml", Some("my folder (2)")).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("\"my folder (2)\" (the project folder's name, for ${PWD}) must match"),
+            "{err}"
+        );
     }
 }

@@ -156,7 +156,8 @@ impl Project {
 impl Manifest {
     /// The checks a new deploy passes beyond what [`Manifest::install`]
     /// needs: a zero-yaml deploy's definitions (see
-    /// [`crate::zero::check_definitions`]). Not made when a stored
+    /// [`crate::zero::check_definitions`]), a nango.yaml deploy's
+    /// integration keys (`yaml::parse_new`). Not made when a stored
     /// deployment is loaded again (at start, on a rollback), so a
     /// deployment an earlier version accepted still loads.
     pub fn check_new(&self) -> Result<(), DeployError> {
@@ -164,7 +165,10 @@ impl Manifest {
             Some(definitions) => {
                 crate::zero::check_definitions(definitions).map_err(DeployError::Definitions)
             }
-            None => Ok(()),
+            None => {
+                yaml::parse_new(&self.nango_yaml, "nango.yaml", self.dir_name.as_deref())?;
+                Ok(())
+            }
         }
     }
 

@@ -603,12 +603,14 @@ fn generated_test(
     let text = match kind {
         ScriptKind::Sync => crate::migrate::sync_test(integration, script, &models.join(",")),
         _ => {
-            let alnum = |s: &str| {
-                s.chars()
-                    .filter(char::is_ascii_alphanumeric)
-                    .collect::<String>()
-            };
-            let model = format!("ActionOutput_{}_{}", alnum(integration), alnum(script));
+            // Named as the compile names it (`zero.mjs`: the integration's
+            // other characters as `_`, the script's dropped).
+            let key: String = integration
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+                .collect();
+            let name: String = script.chars().filter(char::is_ascii_alphanumeric).collect();
+            let model = format!("ActionOutput_{key}_{name}");
             crate::migrate::action_test(integration, script, &model)
         }
     };

@@ -72,13 +72,14 @@ pub fn load_connections(path: &Path) -> Result<Vec<Connection>, ProjectError> {
                 .map_err(|why| invalid(format!("connections[{i}]: {why}")))?;
         }
     }
+    // Read again, typed, from the text: its errors give the line.
     let file: ConnectionsFile =
-        serde_norway::from_value(raw).map_err(|e| invalid(e.to_string()))?;
+        serde_norway::from_str(&text).map_err(|e| invalid(e.to_string()))?;
     Ok(file.connections)
 }
 
-/// The keys a `connections.yaml` entry may have.
-const CONNECTION_KEYS: [&str; 8] = [
+/// The keys a `connections.yaml` entry may have (a connection's fields).
+const CONNECTION_KEYS: [&str; 11] = [
     "connection_id",
     "provider_config_key",
     "provider",
@@ -87,10 +88,13 @@ const CONNECTION_KEYS: [&str; 8] = [
     "metadata",
     "end_user",
     "tags",
+    "webhook_url_override",
+    "created_at",
+    "updated_at",
 ];
 
 /// Credential types, as the original's auth modes name them.
-const CREDENTIAL_TYPES: [&str; 17] = [
+const CREDENTIAL_TYPES: [&str; 19] = [
     "OAUTH2",
     "OAUTH2_CC",
     "OAUTH1",
@@ -107,12 +111,16 @@ const CREDENTIAL_TYPES: [&str; 17] = [
     "BILL",
     "AWS_SIGV4",
     "INSTALL_PLUGIN",
+    "MCP_OAUTH2",
+    "MCP_OAUTH2_GENERIC",
     "NONE",
 ];
 
-/// A misspelt key or credential type in a `connections.yaml` entry would
-/// otherwise be ignored: a run without credentials (retried for seconds on
-/// 401s), or without its metadata.
+/// A misspelt key, or a credential type written in the wrong case, in a
+/// `connections.yaml` entry would otherwise be ignored: a run without
+/// credentials (retried for seconds on 401s), or without its metadata.
+/// (Another type is taken as it is: the host injects nothing for a type it
+/// does not know, as before.)
 fn check_connection_entry(entry: &serde_norway::Value) -> Result<(), String> {
     let Some(map) = entry.as_mapping() else {
         return Ok(()); // the typed read names it
@@ -134,15 +142,12 @@ fn check_connection_entry(entry: &serde_norway::Value) -> Result<(), String> {
         && !CREDENTIAL_TYPES.contains(&kind)
     {
         let upper = kind.to_ascii_uppercase();
-        let hint = if CREDENTIAL_TYPES.contains(&upper.as_str()) {
-            format!(" (did you mean `{upper}`?)")
-        } else {
-            String::new()
-        };
-        return Err(format!(
-            "unknown credentials type `{kind}`{hint}; known: {}",
-            CREDENTIAL_TYPES.join(", ")
-        ));
+        if CREDENTIAL_TYPES.contains(&upper.as_str()) {
+            return Err(format!(
+                "credentials type `{kind}` is written `{upper}` (types are upper case: {})",
+                CREDENTIAL_TYPES.join(", ")
+            ));
+        }
     }
     Ok(())
 }

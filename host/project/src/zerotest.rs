@@ -583,7 +583,7 @@ pub async fn run(
         // as the original's `nango generate:tests` writes them.
         let _ = writeln!(
             out,
-            "- {} (a recording no tests/*.test.ts runs: add one, like those `sluice init` writes)",
+            "- {} (a recording no tests/*.test.ts runs: add one, like those `sluice init` writes, or record it again with `sluice dryrun --save`, which writes one)",
             unrun.join(", ")
         );
     }

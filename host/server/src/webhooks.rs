@@ -183,35 +183,34 @@ pub async fn settings(env: &EnvState) -> ApiResult<Settings> {
 /// then its webhooks go to that URL alone (the environment's secondary URL
 /// too is left out, as the original's `resolveWebhookSettings` does).
 pub async fn settings_for(env: &EnvState, pck: &str, cid: &str) -> ApiResult<Settings> {
-    Ok(for_connection(settings(env).await?, env, pck, cid).await)
+    for_connection(settings(env).await?, env, pck, cid).await
 }
 
 /// `settings` (the environment's) for connection `cid` of `pck`; see
-/// [`settings_for`]. A connection that is gone, or whose row cannot be
-/// read, has no URL of its own.
+/// [`settings_for`]. A connection that is gone has no URL of its own; one
+/// that cannot be read is an error (its webhooks must not go elsewhere).
 pub async fn for_connection(
     mut settings: Settings,
     env: &EnvState,
     pck: &str,
     cid: &str,
-) -> Settings {
-    if let Some(url) = override_url(env, pck, cid).await {
+) -> ApiResult<Settings> {
+    if let Some(url) = override_url(env, pck, cid).await? {
         settings.primary_url = Some(url);
         settings.secondary_url = None;
         settings.connection_override = Some((pck.to_string(), cid.to_string()));
     }
-    settings
+    Ok(settings)
 }
 
 /// The connection's `webhook_url_override`, when it exists and has one.
-async fn override_url(env: &EnvState, pck: &str, cid: &str) -> Option<String> {
-    env.store
+async fn override_url(env: &EnvState, pck: &str, cid: &str) -> ApiResult<Option<String>> {
+    Ok(env
+        .store
         .connection(pck, cid)
-        .await
-        .ok()
-        .flatten()
+        .await?
         .and_then(|c| c.webhook_url_override)
-        .filter(|u| !u.is_empty())
+        .filter(|u| !u.is_empty()))
 }
 
 /// The environment's Standard Webhooks secret, made on first use.
@@ -613,8 +612,14 @@ async fn send(app: &App, env: &EnvState, d: &Delivery) -> Result<(), (String, bo
         // The connection's URL as it is now; none once it was removed or
         // the connection deleted.
         None if let Some((pck, cid)) = &d.connection => match override_url(env, pck, cid).await {
-            Some(u) => u,
-            None => return Ok(()),
+            Ok(Some(u)) => u,
+            Ok(None) => return Ok(()),
+            Err(e) => {
+                return Err((
+                    format!("cannot read the connection's webhook URL: {}", e.message),
+                    true,
+                ));
+            }
         },
         None => d.url.clone(),
         Some(slot) => {

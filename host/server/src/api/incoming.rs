@@ -318,7 +318,7 @@ async fn forward(
     }
     // One forward per connection, each built as it is queued.
     for cid in matched {
-        let settings = crate::webhooks::for_connection(settings.clone(), env, pck, cid).await;
+        let settings = crate::webhooks::for_connection(settings.clone(), env, pck, cid).await?;
         if !sends(&settings) {
             continue;
         }
