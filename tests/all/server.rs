@@ -1536,6 +1536,26 @@ async fn client_errors_are_json_errors_naming_the_problem_and_a_reimport_keeps_m
         body["error"]["message"].as_str().unwrap().contains("xyz"),
         "{body}"
     );
+    // An integration key that is a path is refused in a new deploy.
+    let (status, body) = dev
+        .send(
+            "POST",
+            "/sluice/deploy",
+            Some(json!({"nango_yaml": "integrations:\n  '../x':\n    actions:\n      go:\n        output: Out\n        endpoint: GET /x\nmodels:\n  Out:\n    id: string\n", "components": []})),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("invalid_deploy")),
+        "{body}"
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("integration key \"../x\" must match"),
+        "{body}"
+    );
     let small = b"not a component".to_vec();
     let resp = dev
         .http

@@ -166,7 +166,13 @@ impl Manifest {
                 crate::zero::check_definitions(definitions).map_err(DeployError::Definitions)
             }
             None => {
-                yaml::parse_new(&self.nango_yaml, "nango.yaml", self.dir_name.as_deref())?;
+                // A file that does not parse at all is `install`'s to
+                // report, after the components; here only what a stored
+                // deployment may have and a new one may not.
+                let dir = self.dir_name.as_deref();
+                if yaml::parse_in(&self.nango_yaml, "nango.yaml", dir).is_ok() {
+                    yaml::parse_new(&self.nango_yaml, "nango.yaml", dir)?;
+                }
                 Ok(())
             }
         }
