@@ -203,6 +203,17 @@ async fn bad_invocations_exit_2_naming_the_problem() {
     let file = tmp.path().join("connections.yaml");
     let conns = file.display().to_string();
     let entry = "connections:\n  - connection_id: demo\n    provider_config_key: other\n    provider: hubspot\n";
+    let argv = [
+        "dryrun",
+        "--dir",
+        &dir,
+        contacts,
+        "demo",
+        "--connections",
+        &conns,
+        "--integration-id",
+        "hubspot",
+    ];
     for (extra, expected) in [
         (
             "    credentials: {type: oauth2, access_token: t}\n",
@@ -222,17 +233,6 @@ async fn bad_invocations_exit_2_naming_the_problem() {
         ),
     ] {
         std::fs::write(&file, format!("{entry}{extra}")).unwrap();
-        let argv = [
-            "dryrun",
-            "--dir",
-            &dir,
-            contacts,
-            "demo",
-            "--connections",
-            &conns,
-            "--integration-id",
-            "hubspot",
-        ];
         let (code, _, err) = sluice(&argv).await;
         assert_eq!(code, 2, "{extra}: {err}");
         assert!(
@@ -241,20 +241,10 @@ async fn bad_invocations_exit_2_naming_the_problem() {
         );
     }
     assert!(
-        sluice(&[
-            "dryrun",
-            "--dir",
-            &dir,
-            contacts,
-            "demo",
-            "--connections",
-            &conns,
-            "--integration-id",
-            "hubspot"
-        ])
-        .await
-        .2
-        .contains("(it has: demo for integration `other`)")
+        sluice(&argv)
+            .await
+            .2
+            .contains("(it has: demo for integration `other`)")
     );
 
     // A folder that is not a project is named as such, by every verb.

@@ -125,6 +125,23 @@ impl Upstream {
     }
 }
 
+/// Deploys the contacts sync and creates its hubspot integration.
+async fn deploy_contacts(c: &Client) {
+    deploy_scripts(
+        c,
+        YAML,
+        "hubspot",
+        &[(guests::HUBSPOT_RUST_CONTACTS, "contacts", ScriptKind::Sync)],
+    )
+    .await;
+    c.send(
+        "POST",
+        "/integrations",
+        Some(json!({"unique_key": "hubspot", "provider": "hubspot"})),
+    )
+    .await;
+}
+
 async fn run(c: &Client) -> Value {
     let (code, out) = c
         .send(
@@ -150,19 +167,7 @@ async fn the_app_gets_signed_webhooks_per_changed_model_retried_until_it_is_back
     config.events = EventLog::new(move |line| told.lock().unwrap().push(line.to_string()));
     let server = start_with(config, &MasterKey::generate(), &up.providers()).await;
     let c = Client::new(&server, DEV_KEY);
-    deploy_scripts(
-        &c,
-        YAML,
-        "hubspot",
-        &[(guests::HUBSPOT_RUST_CONTACTS, "contacts", ScriptKind::Sync)],
-    )
-    .await;
-    c.send(
-        "POST",
-        "/integrations",
-        Some(json!({"unique_key": "hubspot", "provider": "hubspot"})),
-    )
-    .await;
+    deploy_contacts(&c).await;
     c.send(
         "POST",
         "/connection",
@@ -590,19 +595,7 @@ async fn a_hanging_receiver_does_not_hold_up_the_other_url() {
     let config = ServerConfig::new(data.path(), "127.0.0.1:0".parse().unwrap());
     let server = start_with(config, &MasterKey::generate(), &up.providers()).await;
     let c = Client::new(&server, DEV_KEY);
-    deploy_scripts(
-        &c,
-        YAML,
-        "hubspot",
-        &[(guests::HUBSPOT_RUST_CONTACTS, "contacts", ScriptKind::Sync)],
-    )
-    .await;
-    c.send(
-        "POST",
-        "/integrations",
-        Some(json!({"unique_key": "hubspot", "provider": "hubspot"})),
-    )
-    .await;
+    deploy_contacts(&c).await;
     c.send(
         "POST",
         "/connection",
@@ -633,6 +626,16 @@ async fn a_hanging_receiver_does_not_hold_up_the_other_url() {
     server.stop().await;
 }
 
+/// `PATCH /connections/demo` of hubspot with `webhook_url_override`.
+async fn set_override(c: &Client, url: &str) -> (u16, Value) {
+    c.send(
+        "PATCH",
+        "/connections/demo?provider_config_key=hubspot",
+        Some(json!({ "webhook_url_override": url })),
+    )
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connections_webhook_url_override_gets_its_webhooks_instead_of_the_environments() {
     let up = Upstream::start().await;
@@ -643,19 +646,7 @@ async fn a_connections_webhook_url_override_gets_its_webhooks_instead_of_the_env
     config.webhook_retry_base = Duration::from_millis(50);
     let server = start_with(config, &MasterKey::generate(), &up.providers()).await;
     let c = Client::new(&server, DEV_KEY);
-    deploy_scripts(
-        &c,
-        YAML,
-        "hubspot",
-        &[(guests::HUBSPOT_RUST_CONTACTS, "contacts", ScriptKind::Sync)],
-    )
-    .await;
-    c.send(
-        "POST",
-        "/integrations",
-        Some(json!({"unique_key": "hubspot", "provider": "hubspot"})),
-    )
-    .await;
+    deploy_contacts(&c).await;
     let (code, out) = c
         .send(
             "PUT",
@@ -746,21 +737,9 @@ async fn a_connections_webhook_url_override_gets_its_webhooks_instead_of_the_env
     .await;
 
     // PATCH with "" removes it: the environment's two URLs get the next.
-    let (code, out) = c
-        .send(
-            "PATCH",
-            "/connections/demo?provider_config_key=hubspot",
-            Some(json!({"webhook_url_override": "bad url"})),
-        )
-        .await;
+    let (code, out) = set_override(&c, "bad url").await;
     assert_eq!(code, 400, "{out}");
-    let (code, out) = c
-        .send(
-            "PATCH",
-            "/connections/demo?provider_config_key=hubspot",
-            Some(json!({"webhook_url_override": ""})),
-        )
-        .await;
+    let (code, out) = set_override(&c, "").await;
     assert_eq!(code, 200, "{out}");
     let (_, out) = c
         .send("GET", "/connections/demo?provider_config_key=hubspot", None)
@@ -774,13 +753,7 @@ async fn a_connections_webhook_url_override_gets_its_webhooks_instead_of_the_env
             .await;
     }
     // And PATCH sets one again.
-    let (code, out) = c
-        .send(
-            "PATCH",
-            "/connections/demo?provider_config_key=hubspot",
-            Some(json!({"webhook_url_override": own.url()})),
-        )
-        .await;
+    let (code, out) = set_override(&c, &own.url()).await;
     assert_eq!(code, 200, "{out}");
     up.version.store(3, Ordering::SeqCst);
     run(&c).await;
@@ -803,13 +776,7 @@ async fn a_connections_webhook_url_override_gets_its_webhooks_instead_of_the_env
         a.refused() >= 1
     })
     .await;
-    let (code, out) = c
-        .send(
-            "PATCH",
-            "/connections/demo?provider_config_key=hubspot",
-            Some(json!({"webhook_url_override": moved.url()})),
-        )
-        .await;
+    let (code, out) = set_override(&c, &moved.url()).await;
     assert_eq!(code, 200, "{out}");
     moved
         .wait_for("the moved delivery", Duration::from_secs(10), |a| {
@@ -825,13 +792,7 @@ async fn a_connections_webhook_url_override_gets_its_webhooks_instead_of_the_env
             a.refused() >= 1
         })
         .await;
-    let (code, out) = c
-        .send(
-            "PATCH",
-            "/connections/demo?provider_config_key=hubspot",
-            Some(json!({"webhook_url_override": ""})),
-        )
-        .await;
+    let (code, out) = set_override(&c, "").await;
     assert_eq!(code, 200, "{out}");
     // An attempt under way as the URL went is refused; later ones would
     // be accepted (retries come 50 ms doubling apart), but none is made.
