@@ -51,6 +51,26 @@ async fn dryrun_of_a_sync_prints_what_it_would_save() {
     );
     assert!(out.contains("\"Lovelace\""), "{out}");
     assert!(out.contains("[info] saved 5 contacts"), "{out}");
+    assert!(!err.contains("was not used"), "{err}");
+
+    // An input given to a sync is said to be unused, not silently dropped.
+    let (code, _, err) = sluice(&[
+        "dryrun",
+        guests::HUBSPOT_RUST_CONTACTS,
+        "demo",
+        "--dir",
+        &dir,
+        "--mock-upstream",
+        &fx,
+        "--input",
+        "{}",
+    ])
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("note: --input (only an action takes an input) was not used by"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -240,6 +260,26 @@ async fn bad_invocations_exit_2_naming_the_problem() {
             "{extra}: expected `{expected}` in: {err}"
         );
     }
+    // A mock fixture status HTTP has no use for is refused, naming the
+    // route (it was served as a 200).
+    let fixture = tmp.path().join("mock.yaml");
+    std::fs::write(&fixture, "routes:\n  - path: /x\n    status: 99\n").unwrap();
+    let fixture = fixture.display().to_string();
+    let (code, _, err) = sluice(&[
+        "dryrun",
+        "--dir",
+        &dir,
+        contacts,
+        "demo",
+        "--mock-upstream",
+        &fixture,
+    ])
+    .await;
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("routes[0] (GET /x): status 99 is not an HTTP status"),
+        "{err}"
+    );
     assert!(
         sluice(&argv)
             .await

@@ -420,6 +420,20 @@ async fn run_dryrun(
         save_fixture,
     };
     let result = dryrun::dry_run(&options, err).await?;
+    // Said, not silently dropped: an option the script's kind takes no use of.
+    use sluice_runtime::ScriptKind;
+    let unused = match result.kind {
+        ScriptKind::Sync | ScriptKind::OnEvent if options.input.is_some() => {
+            Some("--input (only an action takes an input)")
+        }
+        ScriptKind::Action | ScriptKind::OnEvent if options.variant.is_some() => {
+            Some("--variant (only a sync has variants)")
+        }
+        _ => None,
+    };
+    if let Some(what) = unused {
+        writeln!(err, "note: {what} was not used by `{}`", result.script)?;
+    }
     if args.json {
         writeln!(out, "{}", serde_json::to_string_pretty(&result)?)?;
     } else {

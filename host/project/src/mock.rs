@@ -247,10 +247,24 @@ impl Fixture {
             path: path.display().to_string(),
             source,
         })?;
-        serde_norway::from_str(&text).map_err(|e| FixtureError::Invalid {
+        let invalid = |message: String| FixtureError::Invalid {
             path: path.display().to_string(),
-            message: e.to_string(),
-        })
+            message,
+        };
+        let fixture: Fixture = serde_norway::from_str(&text).map_err(|e| invalid(e.to_string()))?;
+        // A status HTTP has no use for was served as a 200.
+        if let Some((i, r)) = fixture
+            .routes
+            .iter()
+            .enumerate()
+            .find(|(_, r)| !(200..=599).contains(&r.status))
+        {
+            return Err(invalid(format!(
+                "routes[{i}] ({} {}): status {} is not an HTTP status a response can have (200 to 599)",
+                r.method, r.path, r.status
+            )));
+        }
+        Ok(fixture)
     }
 
     /// A handler answering from the routes: the matching route with the most
