@@ -604,6 +604,33 @@ async fn a_deployed_zero_yaml_sync_keeps_its_checkpoint_between_runs_and_deletes
     assert_eq!(body["provider"], "github", "{body}");
     assert_eq!(body["credentials"]["client_id"], "the-client", "{body}");
     assert_eq!(body["credentials"]["client_secret"], "the-secret", "{body}");
+    // An input its zod model does not allow runs all the same, with a
+    // warning in the execution's log (the original's lenient validation).
+    let (status, body) = dev
+        .send_as(
+            conn,
+            "POST",
+            "/action/trigger",
+            Some(json!({"action_name": "integration-info", "input": {"extra": 1}})),
+        )
+        .await;
+    assert_eq!(
+        (status, &body["unique_key"]),
+        (200, &json!("github")),
+        "{body}"
+    );
+    let (status, logs) = dev
+        .send("GET", "/logs?script=integration-info&level=warn", None)
+        .await;
+    assert_eq!(status, 200, "{logs}");
+    assert!(
+        logs["logs"].as_array().is_some_and(|l| l.iter().any(|l| {
+            l["message"] == "Invalid action input"
+                && l.to_string()
+                    .contains("/ must NOT have additional properties: 'extra'")
+        })),
+        "{logs}"
+    );
 
     // The action named like the sync is deployed beside it.
     let (status, body) = dev
@@ -820,6 +847,41 @@ async fn zero_yaml_scripts_are_refused_fetch_and_bad_input_with_the_originals_er
     assert!(
         logs.contains("Invalid input provided: ") && logs.contains("at path owner"),
         "{logs}"
+    );
+    // Before the script runs, its input is checked against the JSON schema
+    // of its zod model (a warning, as the original's).
+    assert!(
+        logs.contains("Invalid action input")
+            && logs.contains("/owner must NOT have fewer than 1 characters")
+            && logs.contains("ActionInput_github_getrepo"),
+        "{logs}"
+    );
+    // With --validation, the run stops there with the original's code.
+    let mut argv = args("dryrun", tmp.path(), "zero-project");
+    argv.splice(1..1, ["get-repo".to_string(), "demo".to_string()]);
+    argv.extend([
+        "--mock-upstream".to_string(),
+        s(&tmp.path().join("mock-api.yaml")),
+        "--json".to_string(),
+        "--validation".to_string(),
+        "--input".to_string(),
+        r#"{"owner":7,"repo":"widgets"}"#.to_string(),
+    ]);
+    let (code, out, err) = sluice(&argv).await;
+    assert_ne!(code, 0, "out: {out}\nerr: {err}");
+    let result: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(result["error"]["type"], "invalid_action_input", "{result}");
+    assert!(
+        result["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("/owner must be string")),
+        "{result}"
+    );
+    assert!(
+        !result["logs"]
+            .to_string()
+            .contains("Invalid input provided"),
+        "the script ran: {result}"
     );
 
     // `fetch` is refused with a message naming what to use.

@@ -21,6 +21,10 @@ pub struct Catalog {
     /// The models' JSON schema, checked leniently (warnings) and strictly.
     lenient: Arc<Validation>,
     strict: Arc<Validation>,
+    /// A zero-yaml project's models by integration (lenient, strict): each
+    /// integration's scripts declare their own, and two integrations may
+    /// each have a model of the same name.
+    by_integration: BTreeMap<String, (Arc<Validation>, Arc<Validation>)>,
     /// The models' JSON schema (`{"$schema", "definitions"}`) as the API
     /// documents them: nango.yaml's, or a zero-yaml project's from its
     /// definitions.
@@ -46,6 +50,7 @@ impl Catalog {
             lenient: Arc::new(Validation::new(&schema, false)),
             strict: Arc::new(Validation::new(&schema, true)),
             schema,
+            by_integration: BTreeMap::new(),
             config,
             scripts: scripts
                 .into_iter()
@@ -61,32 +66,46 @@ impl Catalog {
     }
 
     /// Adds a zero-yaml project's model schemas, from the `json_schema`
-    /// of each script in its `.nango/nango.json` definitions, to what
-    /// [`Catalog::schema`] documents (the first schema of a name is kept).
-    /// Validation is left as it was: zero-yaml scripts check their models
-    /// with zod themselves.
+    /// of each script in its `.nango/nango.json` definitions: to what
+    /// [`Catalog::schema`] documents (the first schema of a name is kept),
+    /// and to what its executions validate, as the original checks action
+    /// input and output and saved records (ajv, warnings unless strict),
+    /// each integration against its own models.
     pub fn with_definitions(mut self, definitions: &[Value]) -> Self {
         let mut models = self.schema["definitions"]
             .as_object()
             .cloned()
             .unwrap_or_default();
-        let scripts = definitions.iter().flat_map(|integration| {
-            ["syncs", "actions", "onEventScripts"]
+        for integration in definitions {
+            let mut own = serde_json::Map::new();
+            let scripts = ["syncs", "actions", "onEventScripts"]
                 .into_iter()
                 .filter_map(|kind| integration.get(kind)?.as_array())
-                .flatten()
-        });
-        for script in scripts {
-            let Some(defs) = script
-                .get("json_schema")
-                .and_then(|s| s.get("definitions"))
-                .and_then(Value::as_object)
-            else {
+                .flatten();
+            for script in scripts {
+                let Some(defs) = script
+                    .get("json_schema")
+                    .and_then(|s| s.get("definitions"))
+                    .and_then(Value::as_object)
+                else {
+                    continue;
+                };
+                for (name, schema) in defs {
+                    models.entry(name.clone()).or_insert_with(|| schema.clone());
+                    own.entry(name.clone()).or_insert_with(|| schema.clone());
+                }
+            }
+            let Some(pck) = integration.get("providerConfigKey").and_then(Value::as_str) else {
                 continue;
             };
-            for (name, schema) in defs {
-                models.entry(name.clone()).or_insert_with(|| schema.clone());
-            }
+            let own = serde_json::json!({ "definitions": own });
+            self.by_integration.insert(
+                pck.to_string(),
+                (
+                    Arc::new(Validation::new(&own, false)),
+                    Arc::new(Validation::new(&own, true)),
+                ),
+            );
         }
         self.schema["definitions"] = Value::Object(models);
         self
@@ -130,11 +149,15 @@ impl Catalog {
     /// errors when `strict`, warnings otherwise.
     pub fn validation(&self, integration: &str, name: &str, strict: bool) -> ScriptValidation {
         let action = self.action_config(integration, name);
+        let (lenient, strict_one) = self
+            .by_integration
+            .get(integration)
+            .map_or((&self.lenient, &self.strict), |(l, s)| (l, s));
         ScriptValidation {
             schema: if strict {
-                self.strict.clone()
+                strict_one.clone()
             } else {
-                self.lenient.clone()
+                lenient.clone()
             },
             input: action.and_then(|a| a.input.clone()),
             output: action.and_then(|a| a.output.first().cloned()),

@@ -110,12 +110,16 @@ pub struct Project {
 impl Project {
     /// The project's scripts as they run (see [`Catalog`]).
     pub fn catalog(&self) -> Catalog {
-        Catalog::new(
+        let catalog = Catalog::new(
             self.config.clone(),
             self.scripts
                 .iter()
                 .map(|s| (s.integration.clone(), s.name.clone(), s.script.clone())),
-        )
+        );
+        match &self.definitions {
+            Some(definitions) => catalog.with_definitions(definitions),
+            None => catalog,
+        }
     }
 
     /// The script `name`, in `integration` when given; an error names the

@@ -1,8 +1,18 @@
 //! Validation of records and action input/output against the models' JSON
-//! schema (the draft-07 subset nango.yaml's models generate: `type`,
+//! schema: the draft-07 keywords nango.yaml's models generate (`type`,
 //! `properties`, `required`, `additionalProperties`, `items`, `anyOf`,
-//! `const`, `not`, `format: date-time`, local `$ref`s).
+//! `const`, `not`, `format: date-time`, local `$ref`s) and those zod 4's
+//! conversion adds for zero-yaml models (`enum`, `allOf`, `oneOf`, type
+//! lists, tuples, `propertyNames`, numeric and length bounds, `pattern`,
+//! the formats `date`, `email` and `uuid`), with ajv's messages. A keyword
+//! it does not know, or a `pattern` the `regex` crate cannot compile
+//! (look-around), is not checked: it never reports a value the original
+//! would accept.
 
+use std::collections::HashMap;
+use std::sync::LazyLock;
+
+use regex::Regex;
 use serde_json::{Map, Value};
 
 /// The models' schemas and whether a violation fails the call.
@@ -10,6 +20,8 @@ use serde_json::{Map, Value};
 pub struct Validation {
     /// `definitions` of the generated schema, by model name.
     definitions: Map<String, Value>,
+    /// Every `pattern` in them, compiled once (`None`: not checked).
+    patterns: HashMap<String, Option<Regex>>,
     /// Violations are errors (`--validation`) instead of warnings.
     pub strict: bool,
 }
@@ -50,12 +62,30 @@ fn value_count(value: &Value) -> usize {
 impl Validation {
     /// From a generated schema document (its `definitions`).
     pub fn new(schema: &Value, strict: bool) -> Self {
+        let definitions = schema
+            .get("definitions")
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default();
+        let mut patterns = HashMap::new();
+        let mut stack: Vec<&Value> = definitions.values().collect();
+        while let Some(v) = stack.pop() {
+            match v {
+                Value::Object(o) => {
+                    if let Some(Value::String(p)) = o.get("pattern") {
+                        patterns
+                            .entry(p.clone())
+                            .or_insert_with(|| compile_pattern(p));
+                    }
+                    stack.extend(o.values());
+                }
+                Value::Array(a) => stack.extend(a),
+                _ => {}
+            }
+        }
         Self {
-            definitions: schema
-                .get("definitions")
-                .and_then(Value::as_object)
-                .cloned()
-                .unwrap_or_default(),
+            definitions,
+            patterns,
             strict,
         }
     }
@@ -140,47 +170,128 @@ impl Validation {
             }
             return;
         }
-        if schema
-            .get("not")
-            .is_some_and(|n| n.as_object().is_some_and(Map::is_empty))
-        {
-            out.push(format!("{} must NOT be valid", at(path)));
-            return;
+        if let Some(not) = schema.get("not") {
+            let mut e = Vec::new();
+            self.visit(not, value, path, depth + 1, true, steps, &mut e);
+            if e.is_empty() {
+                out.push(format!("{} must NOT be valid", at(path)));
+                return;
+            }
         }
-        if let Some(t) = schema.get("type").and_then(Value::as_str)
-            && !has_type(value, t)
-        {
-            out.push(format!("{} must be {t}", at(path)));
-            return;
+        match schema.get("type") {
+            Some(Value::String(t)) if !has_type(value, t) => {
+                out.push(format!("{} must be {t}", at(path)));
+                return;
+            }
+            Some(Value::Array(types))
+                if !types
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .any(|t| has_type(value, t)) =>
+            {
+                let names: Vec<&str> = types.iter().filter_map(Value::as_str).collect();
+                out.push(format!("{} must be {}", at(path), names.join(",")));
+                return;
+            }
+            _ => {}
         }
         if let Some(c) = schema.get("const")
             && !same(c, value)
         {
             out.push(format!("{} must be equal to constant {c}", at(path)));
         }
-        if schema.get("format").and_then(Value::as_str) == Some("date-time")
-            && let Some(s) = value.as_str()
-            && chrono::DateTime::parse_from_rfc3339(s).is_err()
+        if let Some(Value::Array(allowed)) = schema.get("enum")
+            && !allowed.iter().any(|a| same(a, value))
         {
-            out.push(format!("{} must match format \"date-time\"", at(path)));
+            out.push(format!(
+                "{} must be equal to one of the allowed values",
+                at(path)
+            ));
         }
-        if let (Some(items), Value::Array(values)) = (schema.get("items"), value) {
+        if let Some(n) = value.as_f64() {
+            self.check_number(schema, n, path, out);
+        }
+        if let Some(s) = value.as_str() {
+            self.check_string(schema, s, path, out);
+        }
+        if let Some(Value::Array(all)) = schema.get("allOf") {
+            for s in all {
+                self.visit(s, value, path, depth + 1, probe, steps, out);
+            }
+        }
+        if let Some(Value::Array(options)) = schema.get("oneOf") {
+            let fitting = options
+                .iter()
+                .filter(|o| {
+                    let mut e = Vec::new();
+                    self.visit(o, value, path, depth + 1, true, steps, &mut e);
+                    e.is_empty()
+                })
+                .count();
+            if fitting != 1 {
+                out.push(format!(
+                    "{} must match exactly one schema in oneOf",
+                    at(path)
+                ));
+            }
+        }
+        if probe && !out.is_empty() {
+            return;
+        }
+        if let Value::Array(values) = value {
+            let count = values.len() as f64;
+            if let Some(min) = schema.get("minItems").and_then(Value::as_f64)
+                && count < min
+            {
+                out.push(format!("{} must NOT have fewer than {min} items", at(path)));
+            }
+            if let Some(max) = schema.get("maxItems").and_then(Value::as_f64)
+                && count > max
+            {
+                out.push(format!("{} must NOT have more than {max} items", at(path)));
+            }
+            // `items` is one schema for every element, or (a tuple) one
+            // per position, the rest checked against `additionalItems`.
             for (i, v) in values.iter().enumerate() {
-                self.visit(
-                    items,
-                    v,
-                    &Path::Index(path, i),
-                    depth + 1,
-                    probe,
-                    steps,
-                    out,
-                );
+                let item = match schema.get("items") {
+                    Some(Value::Array(positions)) => match positions.get(i) {
+                        Some(s) => Some(s),
+                        None => match schema.get("additionalItems") {
+                            Some(Value::Bool(false)) => {
+                                out.push(format!(
+                                    "{} must NOT have more than {} items",
+                                    at(path),
+                                    positions.len()
+                                ));
+                                break;
+                            }
+                            extra => extra,
+                        },
+                    },
+                    items => items,
+                };
+                if let Some(item) = item {
+                    self.visit(item, v, &Path::Index(path, i), depth + 1, probe, steps, out);
+                }
                 if probe && !out.is_empty() {
                     return;
                 }
             }
         }
         if let Value::Object(fields) = value {
+            if let Some(names) = schema.get("propertyNames") {
+                for k in fields.keys() {
+                    let mut e = Vec::new();
+                    let key = Value::String(k.clone());
+                    self.visit(names, &key, path, depth + 1, true, steps, &mut e);
+                    if !e.is_empty() {
+                        out.push(format!("{} property name '{k}' is invalid", at(path)));
+                        if probe {
+                            return;
+                        }
+                    }
+                }
+            }
             let properties = schema.get("properties").and_then(Value::as_object);
             if let Some(Value::Array(required)) = schema.get("required") {
                 for name in required.iter().filter_map(Value::as_str) {
@@ -209,6 +320,131 @@ impl Validation {
                 }
             }
         }
+    }
+}
+
+/// A schema's `pattern` as a regular expression, or `None` when the
+/// `regex` crate cannot take it (JavaScript's look-around and
+/// back-references) or it is too big.
+fn compile_pattern(pattern: &str) -> Option<Regex> {
+    regex::RegexBuilder::new(pattern)
+        .size_limit(1 << 20)
+        .build()
+        .ok()
+}
+
+/// ajv-formats' `email` (its fast mode) and `uuid`.
+static EMAIL: LazyLock<Option<Regex>> = LazyLock::new(|| {
+    compile_pattern(
+        r"(?i)^[a-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[a-z0-9!#$%&'*+/=?^_`{|}~-]+)*@(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$",
+    )
+});
+static UUID: LazyLock<Option<Regex>> = LazyLock::new(|| {
+    compile_pattern(r"(?i)^(?:urn:uuid:)?[0-9a-f]{8}-(?:[0-9a-f]{4}-){3}[0-9a-f]{12}$")
+});
+
+impl Validation {
+    /// `minimum`, `maximum`, their exclusive forms (draft-07: numbers) and
+    /// `multipleOf`.
+    fn check_number(
+        &self,
+        schema: &Map<String, Value>,
+        n: f64,
+        path: &Path<'_>,
+        out: &mut Vec<String>,
+    ) {
+        let bound = |k: &str| schema.get(k).and_then(Value::as_f64);
+        if let Some(min) = bound("minimum")
+            && n < min
+        {
+            out.push(format!("{} must be >= {}", path.at(), number(min)));
+        }
+        if let Some(max) = bound("maximum")
+            && n > max
+        {
+            out.push(format!("{} must be <= {}", path.at(), number(max)));
+        }
+        if let Some(min) = bound("exclusiveMinimum")
+            && n <= min
+        {
+            out.push(format!("{} must be > {}", path.at(), number(min)));
+        }
+        if let Some(max) = bound("exclusiveMaximum")
+            && n >= max
+        {
+            out.push(format!("{} must be < {}", path.at(), number(max)));
+        }
+        if let Some(m) = bound("multipleOf")
+            && m > 0.0
+            && (n / m).fract() != 0.0
+        {
+            out.push(format!("{} must be multiple of {}", path.at(), number(m)));
+        }
+    }
+
+    /// `minLength`/`maxLength` (in code points, as ajv counts), `pattern`
+    /// and `format`.
+    fn check_string(
+        &self,
+        schema: &Map<String, Value>,
+        s: &str,
+        path: &Path<'_>,
+        out: &mut Vec<String>,
+    ) {
+        let min = schema.get("minLength").and_then(Value::as_f64);
+        let max = schema.get("maxLength").and_then(Value::as_f64);
+        if min.is_some() || max.is_some() {
+            let len = s.chars().count() as f64;
+            if let Some(min) = min
+                && len < min
+            {
+                out.push(format!(
+                    "{} must NOT have fewer than {} characters",
+                    path.at(),
+                    number(min)
+                ));
+            }
+            if let Some(max) = max
+                && len > max
+            {
+                out.push(format!(
+                    "{} must NOT have more than {} characters",
+                    path.at(),
+                    number(max)
+                ));
+            }
+        }
+        if let Some(Value::String(p)) = schema.get("pattern")
+            && let Some(Some(re)) = self.patterns.get(p)
+            && !re.is_match(s)
+        {
+            out.push(format!("{} must match pattern \"{p}\"", path.at()));
+        }
+        let valid = match schema.get("format").and_then(Value::as_str) {
+            Some("date-time") => chrono::DateTime::parse_from_rfc3339(s).is_ok(),
+            Some("date") => {
+                s.len() == 10 && chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").is_ok()
+            }
+            Some("email") => EMAIL.as_ref().is_none_or(|re| re.is_match(s)),
+            Some("uuid") => UUID.as_ref().is_none_or(|re| re.is_match(s)),
+            _ => true,
+        };
+        if !valid {
+            let f = schema
+                .get("format")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            out.push(format!("{} must match format \"{f}\"", path.at()));
+        }
+    }
+}
+
+/// A bound as JavaScript prints it (`1`, not `1.0`).
+fn number(n: f64) -> String {
+    if n.fract() == 0.0 && n.abs() <= 9_007_199_254_740_991.0 {
+        format!("{}", n as i64)
+    } else {
+        n.to_string()
     }
 }
 
@@ -321,6 +557,72 @@ mod tests {
             vec![
                 "/ must have required property 'id'".to_string(),
                 "/ must have required property 'kind'".to_string()
+            ]
+        );
+    }
+
+    /// What zod 4's conversion writes for zero-yaml models, with ajv's
+    /// messages; what the `regex` crate cannot compile is not checked.
+    #[test]
+    fn zod_keywords_are_checked() {
+        let v = Validation::new(
+            &json!({"definitions": {"Input": {"type": "object", "properties": {
+                "count": {"type": "integer", "minimum": 1, "maximum": 9_007_199_254_740_991_u64},
+                "ratio": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1, "multipleOf": 0.25},
+                "name": {"type": "string", "minLength": 2, "maxLength": 4, "pattern": "^[a-zé]+$"},
+                "mail": {"type": "string", "format": "email", "pattern": "^(?!\\.)(?!.*\\.\\.)[^@]+@.+$"},
+                "id": {"type": "string", "format": "uuid"},
+                "day": {"type": "string", "format": "date"},
+                "kind": {"type": "string", "enum": ["a", "b"]},
+                "either": {"type": ["string", "null"]},
+                "pair": {"type": "array", "items": [{"type": "string"}, {"type": "number"}], "additionalItems": false},
+                "tags": {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": 2},
+                "labels": {"type": "object", "propertyNames": {"enum": ["x", "y"]}, "additionalProperties": {"type": "string"}},
+                "both": {"allOf": [{"type": "object", "required": ["a"]}, {"type": "object", "required": ["b"]}]},
+                "one": {"oneOf": [{"type": "string"}, {"type": "string", "minLength": 1}]},
+                "never": {"not": {"type": "string"}}
+            }}}}),
+            false,
+        );
+        let good = json!({"count": 3, "ratio": 0.5, "name": "été", "mail": "a.b@example.com",
+            "id": "123e4567-e89b-12d3-a456-426614174000", "day": "2024-02-29", "kind": "b",
+            "either": null, "pair": ["a", 1], "tags": ["t"], "labels": {"x": "1"},
+            "both": {"a": 1, "b": 2}, "one": "", "never": 1});
+        assert_eq!(v.check("Input", &good), Vec::<String>::new());
+        let bad = json!({"count": 0, "ratio": 1, "name": "ABCDE", "mail": "not-mail",
+            "id": "123", "day": "2023-02-29", "kind": "c", "either": 1, "pair": ["a", 1, 2],
+            "tags": [], "labels": {"z": "1"}, "both": {"a": 1}, "one": "x", "never": "s"});
+        let errors = v.check("Input", &bad);
+        for expected in [
+            "/count must be >= 1",
+            "/ratio must be < 1",
+            "/name must NOT have more than 4 characters",
+            "/name must match pattern \"^[a-zé]+$\"",
+            "/mail must match format \"email\"",
+            "/id must match format \"uuid\"",
+            "/day must match format \"date\"",
+            "/kind must be equal to one of the allowed values",
+            "/either must be string,null",
+            "/pair must NOT have more than 2 items",
+            "/tags must NOT have fewer than 1 items",
+            "/labels property name 'z' is invalid",
+            "/both must have required property 'b'",
+            "/one must match exactly one schema in oneOf",
+            "/never must NOT be valid",
+        ] {
+            assert!(
+                errors.iter().any(|e| e == expected),
+                "{expected} not in {errors:#?}"
+            );
+        }
+        assert_eq!(errors.len(), 15, "{errors:#?}");
+        let more = v.check("Input", &json!({"count": 1.5, "ratio": 0.3, "name": "a"}));
+        assert_eq!(
+            more,
+            vec![
+                "/count must be integer".to_string(),
+                "/ratio must be multiple of 0.25".to_string(),
+                "/name must NOT have fewer than 2 characters".to_string(),
             ]
         );
     }
