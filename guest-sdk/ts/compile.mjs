@@ -302,6 +302,8 @@ async function definitions(job) {
             const file = resolve(root, input);
             inputs.add(file);
             const isEntry = file === resolve(entry.file);
+            // A JSON file the scripts import is data (esbuild's loader), not code to check.
+            if (!isEntry && /\.json$/i.test(file)) continue;
             if (!isEntry && checked.has(file)) continue;
             checked.add(file);
             errors.push(...(await zero.checkSource(file, root, isEntry)));

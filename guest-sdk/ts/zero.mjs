@@ -214,23 +214,28 @@ const PHRASES = {
     'every week': 7 * 86400e3
 };
 const UNITS = [
-    [/^(years?|yrs?|y)$/, 365.25 * 86400e3],
-    [/^(months?|mo)$/, (365.25 / 12) * 86400e3],
-    [/^(weeks?|w)$/, 7 * 86400e3],
-    [/^(days?|d)$/, 86400e3],
-    [/^(hours?|hrs?|h)$/, 3600e3],
-    [/^(minutes?|mins?|m)$/, 60e3],
-    [/^(seconds?|secs?|s)$/, 1e3],
-    [/^(milliseconds?|msecs?|ms)$/, 1]
+    [/^(years?|yrs?|y)$/i, 365.25 * 86400e3],
+    [/^(months?|mo)$/i, (365.25 / 12) * 86400e3],
+    [/^(weeks?|w)$/i, 7 * 86400e3],
+    [/^(days?|d)$/i, 86400e3],
+    [/^(hours?|hrs?|h)$/i, 3600e3],
+    [/^(minutes?|mins?|m)$/i, 60e3],
+    [/^(seconds?|secs?|s)$/i, 1e3],
+    [/^(milliseconds?|msecs?|ms)$/i, 1]
 ];
 
-/** The frequency in milliseconds (§4.7), or undefined when invalid. */
+/**
+ * The frequency in milliseconds (§4.7), or undefined when invalid, as the
+ * original's compile reads it: the phrases exactly as written, else the
+ * first `every ` removed and the rest read by `ms` (whose units are
+ * case-insensitive, with no space around the value).
+ */
 export function frequencyMs(text) {
     if (typeof text !== 'string') return undefined;
-    const t = text.trim().toLowerCase();
-    if (t in PHRASES) return PHRASES[t];
-    const rest = t.replace(/^every /, '');
-    const m = /^(-?(?:\d+)?\.?\d+) *([a-z]*)$/.exec(rest);
+    if (Object.hasOwn(PHRASES, text)) return PHRASES[text];
+    const rest = text.replace('every ', '');
+    if (rest.length > 100) return undefined;
+    const m = /^(-?\d*\.?\d+) *([a-z]*)$/i.exec(rest);
     if (!m) return undefined;
     const n = parseFloat(m[1]);
     const unit = m[2] || 'ms';

@@ -258,6 +258,43 @@ async fn a_signed_provider_webhook_runs_its_script_and_reaches_the_app_a_forged_
         .count();
     assert_eq!((app.accepted().len(), forwards), (4, 2));
 
+    // A webhook script that fails: with `on_sync_error`, the app hears of
+    // it as of a failed sync run, of type WEBHOOK.
+    let (code, _) = c
+        .send(
+            "PUT",
+            "/sluice/webhook-settings",
+            Some(json!({"primary_url": app.url(), "on_sync_error": true})),
+        )
+        .await;
+    assert_eq!(code, 200);
+    let failing =
+        json!({"type": "Issue", "organizationId": "org-1", "model": "Item", "save": [{"name": "no id"}]})
+            .to_string();
+    let (code, _) = post(&c, &url, &failing, &signed(&failing)).await;
+    assert_eq!(code, 200);
+    app.wait_for("the failure webhook", Duration::from_secs(10), |a| {
+        a.accepted().len() == 5
+    })
+    .await;
+    let failed = &app.accepted()[4].1;
+    assert_eq!(
+        (
+            &failed["type"],
+            &failed["syncType"],
+            &failed["success"],
+            &failed["connectionId"]
+        ),
+        (
+            &json!("sync"),
+            &json!("WEBHOOK"),
+            &json!(false),
+            &json!("c1")
+        ),
+        "{failed}"
+    );
+    assert_eq!(failed["error"]["type"], "script_error", "{failed}");
+
     // Unknown environment or integration, an empty body, not JSON.
     let (code, _) = post(&c, &format!("/webhook/{}/lin", uuid_zero()), &body, &[]).await;
     assert_eq!(code, 404);
@@ -361,8 +398,23 @@ async fn webhooks_a_crash_cut_short_are_handled_at_start_their_scripts_given_up_
         .find(|e| e.name() == "dev")
         .unwrap()
         .clone();
-    for (n, restarts) in [(1, 0u32), (2, 2)] {
-        let body = json!({"type": "Issue", "organizationId": "org-1", "model": "Item",
+    // c2's r3 saved by a run whose end a crash kept the app from hearing
+    // of: the webhook is noted as having started its scripts before it.
+    let env_id = server.app.store.environment("dev").unwrap().id();
+    let before_r3 = Utc::now();
+    let r3 = json!({"type": "Issue", "organizationId": "org-2", "model": "Item", "save": [{"id": "r3"}]})
+        .to_string();
+    let (code, _) = post(&c, &format!("/webhook/{env_id}/lin"), &r3, &signed(&r3)).await;
+    assert_eq!(code, 200);
+    app.wait_for("r3's webhooks", Duration::from_secs(10), |a| {
+        a.accepted().len() == 2
+    })
+    .await;
+    // What the app gets from here on.
+    let skip = app.accepted().len();
+    for (n, restarts) in [(1, 0u32), (2, 2), (3, 0)] {
+        let org = if n == 3 { "org-2" } else { "org-1" };
+        let body = json!({"type": "Issue", "organizationId": org, "model": "Item",
                           "save": [{"id": format!("r{n}")}]});
         let accepted = Accepted {
             id: format!("cut-short-{n}"),
@@ -372,12 +424,15 @@ async fn webhooks_a_crash_cut_short_are_handled_at_start_their_scripts_given_up_
             routes: vec![Route {
                 input: body.clone(),
                 kind: Some("Issue".into()),
-                lookup: Some(Lookup::ConnectionId("c1".into())),
+                lookup: Some(Lookup::ConnectionId(
+                    if n == 3 { "c2" } else { "c1" }.into(),
+                )),
             }],
             forward: body,
             headers: Vec::new(),
-            forwarded: false,
+            forwarded: n == 3,
             restarts,
+            scripts_started_at: (n == 3).then_some(before_r3),
         };
         dev.store
             .put_doc(
@@ -396,6 +451,7 @@ async fn webhooks_a_crash_cut_short_are_handled_at_start_their_scripts_given_up_
     let forwards = |a: &App| {
         a.accepted()
             .into_iter()
+            .skip(skip)
             .filter(|(_, b)| b["type"] == "forward")
             .map(|(_, b)| b)
             .collect::<Vec<Value>>()
@@ -418,17 +474,46 @@ async fn webhooks_a_crash_cut_short_are_handled_at_start_their_scripts_given_up_
     // The run of r1 has ended (its sync webhook reached the app); r2's
     // script was not run.
     app.wait_for("r1's sync webhook", Duration::from_secs(10), |a| {
-        a.accepted().iter().any(|(_, b)| b["type"] == "sync")
+        a.accepted()
+            .iter()
+            .skip(skip)
+            .any(|(_, b)| b["type"] == "sync" && b["connectionId"] == "c1")
     })
     .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(items(&c, "c1").await, ["r1"]);
-    assert_eq!(
-        app.accepted()
+    // r3's webhook is not forwarded again; its script runs again and finds
+    // r3 unchanged, and the app is told of it all the same, from when the
+    // cut-short run started.
+    app.wait_for("r3's sync webhook", Duration::from_secs(10), |a| {
+        a.accepted()
             .iter()
-            .filter(|(_, b)| b["type"] == "sync")
-            .count(),
-        1
+            .skip(skip)
+            .any(|(_, b)| b["type"] == "sync" && b["connectionId"] == "c2")
+    })
+    .await;
+    let syncs: Vec<Value> = app
+        .accepted()
+        .into_iter()
+        .skip(skip)
+        .filter(|(_, b)| b["type"] == "sync")
+        .map(|(_, b)| b)
+        .collect();
+    assert_eq!(syncs.len(), 2, "{syncs:?}");
+    let resumed = syncs.iter().find(|b| b["connectionId"] == "c2").unwrap();
+    assert_eq!(
+        resumed["responseResults"],
+        json!({"added": 1, "updated": 0, "deleted": 0}),
+        "{resumed}"
     );
+    let after = chrono::DateTime::parse_from_rfc3339(resumed["modifiedAfter"].as_str().unwrap())
+        .unwrap()
+        .with_timezone(&Utc);
+    assert!(
+        (after - before_r3).num_milliseconds().abs() <= 1,
+        "{resumed}"
+    );
+    assert_eq!(forwards(&app).len(), 2, "r3 was forwarded again");
+    assert_eq!(items(&c, "c2").await, ["r3"]);
     server.stop().await;
 }

@@ -124,6 +124,15 @@ async fn an_executions_logs_are_found_paged_exported_and_hold_no_credentials() {
         (code, out["error"]["code"].as_str()),
         (400, Some("invalid_query_params"))
     );
+    // A filter given twice is refused, not silently replaced.
+    let (code, out) = c
+        .send("GET", "/logs?connection_id=demo&connection_id=other", None)
+        .await;
+    assert_eq!(
+        (code, out["error"]["message"].as_str()),
+        (400, Some("`connection_id` is given more than once")),
+        "{out}"
+    );
 
     // Pages of one line walk the same lines.
     let mut paged = Vec::new();

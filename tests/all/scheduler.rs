@@ -221,18 +221,29 @@ async fn syncs_run_on_their_schedule_pause_resume_change_frequency_and_never_ove
     tokio::time::sleep(Duration::from_millis(1200)).await;
     assert_eq!(up.runs(), slow_at, "ran sooner than its new frequency");
     assert_eq!(status(&c).await["frequency"], "every 1h");
-    // A frequency past the calendar is a slot never reached (the next slot
-    // being in the future, the new one was computed as a date and
-    // overflowed: the request panicked).
-    let (code, out) = c
-        .send(
-            "PUT",
-            "/sync/update-connection-frequency",
-            Some(freq(json!("every 100000000 years"))),
-        )
-        .await;
-    assert_eq!(code, 200, "{out}");
-    assert_eq!(status(&c).await["frequency"], "every 100000000 years");
+    // Frequencies the original's API refuses: a unit it does not take,
+    // an amount that is not whole, and (past a century) one whose slots
+    // leave the calendar (such a date once overflowed and panicked).
+    for f in [
+        "every 100000000 years",
+        "every 1.5h",
+        "every 5000 ms",
+        "every 99999999999 days",
+    ] {
+        let (code, out) = c
+            .send(
+                "PUT",
+                "/sync/update-connection-frequency",
+                Some(freq(json!(f))),
+            )
+            .await;
+        assert_eq!(
+            (code, out["error"]["code"].as_str()),
+            (400, Some("invalid_body")),
+            "{f}: {out}"
+        );
+    }
+    assert_eq!(status(&c).await["frequency"], "every 1h");
     // `null`: back to nango.yaml's `runs`, so runs resume.
     let (code, out) = c
         .send(

@@ -2455,6 +2455,16 @@ async fn the_provider_catalogue_is_listed() {
     assert_eq!(body["data"].as_array().map(Vec::len), Some(1), "{body}");
     assert_eq!(body["data"][0]["name"], "zeta-ledger", "{body}");
     assert_eq!(body["data"][0]["display_name"], "Acme Books", "{body}");
+    // An integration of it without a name of its own has its provider's.
+    let (status, body) = dev
+        .send(
+            "POST",
+            "/integrations",
+            Some(json!({"unique_key": "books", "provider": "zeta-ledger"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["display_name"], "Acme Books", "{body}");
     let (status, body) = dev.send("GET", "/providers/hubspot", None).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["data"]["name"], "hubspot", "{body}");

@@ -194,10 +194,33 @@ async fn the_app_gets_signed_webhooks_per_changed_model_retried_until_it_is_back
         .send(
             "PUT",
             "/sluice/webhook-settings",
-            Some(json!({"primary_url": app.url(), "on_sync_error": true})),
+            Some(json!({"primary_url": app.url()})),
         )
         .await;
     assert_eq!(code, 200, "{out}");
+    // A setting left out is kept: turning a flag on keeps the URL.
+    let (code, out) = c
+        .send(
+            "PATCH",
+            "/sluice/webhook-settings",
+            Some(json!({"on_sync_error": true})),
+        )
+        .await;
+    assert_eq!(code, 200, "{out}");
+    assert_eq!(
+        (out["primary_url"].as_str(), &out["on_sync_error"]),
+        (Some(app.url().as_str()), &json!(true)),
+        "{out}"
+    );
+    // An array is not read into the settings by position.
+    let (code, refused) = c
+        .send("PUT", "/sluice/webhook-settings", Some(json!([])))
+        .await;
+    assert_eq!(code, 400, "{refused}");
+    assert_eq!(
+        refused["error"]["message"], "the request body must be a JSON object, not an array",
+        "{refused}"
+    );
     let secret = out["signing_secret"].as_str().unwrap().to_string();
     assert!(secret.starts_with("whsec_"), "{out}");
     let (_, again) = c.send("GET", "/sluice/webhook-settings", None).await;

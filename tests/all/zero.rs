@@ -74,21 +74,29 @@ fn copy_dir(from: &Path, to: &Path) {
 fn copy_zero_project(to: &Path) {
     copy_dir(&repo_root().join("examples").join("github-zero"), to);
     write(to, "github/actions/fetch-url.ts", FETCH_URL);
+    write(to, "github/actions/code-from-strings.ts", CODE_FROM_STRINGS);
     write(to, "github/actions/integration-info.ts", INTEGRATION_INFO);
-    // An action with the sync's name (google-calendar's `settings` is both).
+    // An action with the sync's name (google-calendar's `settings` is both),
+    // reading a JSON file it imports (bundled as data, as esbuild does).
     write(to, "github/actions/issues.ts", ISSUES_ACTION);
+    write(
+        to,
+        "github/helpers/names.json",
+        "{ \"issues\": \"the issues action\" }\n",
+    );
     let index = std::fs::read_to_string(to.join("index.ts")).unwrap();
     write(
         to,
         "index.ts",
         &format!(
-            "{index}import './github/actions/fetch-url.js';\nimport './github/actions/integration-info.js';\nimport './github/actions/issues.js';\n"
+            "{index}import './github/actions/fetch-url.js';\nimport './github/actions/code-from-strings.js';\nimport './github/actions/integration-info.js';\nimport './github/actions/issues.js';\n"
         ),
     );
 }
 
 const ISSUES_ACTION: &str = r#"import { z } from 'zod';
 import { createAction } from 'nango';
+import names from '../helpers/names.json';
 
 export default createAction({
     description: 'Shares its name with the issues sync',
@@ -96,7 +104,7 @@ export default createAction({
     input: z.any(),
     output: z.object({ kind: z.string(), input: z.any() }),
 
-    exec: async (_nango, input) => ({ kind: 'the issues action', input: input === undefined ? 'undefined' : input })
+    exec: async (_nango, input) => ({ kind: names.issues, input: input === undefined ? 'undefined' : input })
 });
 "#;
 
@@ -111,6 +119,38 @@ export default createAction({
 
     exec: async (nango) => {
         return await nango.getIntegration({ include: ['credentials'] });
+    }
+});
+"#;
+
+const CODE_FROM_STRINGS: &str = r#"import { z } from 'zod';
+import { createAction } from 'nango';
+
+const Pair = z.object({ n: z.number() });
+
+// The original's sandbox generates no code from strings.
+export default createAction({
+    description: 'What eval and the Function constructors do',
+    version: '1.0.0',
+    input: z.any(),
+    output: z.any(),
+
+    exec: async () => {
+        const out: Record<string, string> = {};
+        const attempt = (k: string, f: () => unknown) => {
+            try {
+                out[k] = `ran: ${String(f())}`;
+            } catch (e) {
+                out[k] = String(e);
+            }
+        };
+        attempt('eval', () => eval('1 + 1'));
+        attempt('Function', () => new Function('return 1')());
+        attempt('constructor', () => (function () {}).constructor('return 1')());
+        attempt('async', () => (async function () {}).constructor('return 1'));
+        attempt('instanceof', () => (() => 1) instanceof Function);
+        attempt('zod', () => JSON.stringify(Pair.parse({ n: 1, extra: true })));
+        return out;
     }
 });
 "#;
@@ -328,21 +368,26 @@ async fn zero_yaml_compile_errors_name_the_file_and_the_rule() {
         );
     }
 
-    // A frequency the original refuses, named with its field.
+    // Frequencies the original refuses (too short; a phrase in another
+    // case; a space after the unit), named with their field.
     let tmp = tempfile::tempdir().unwrap();
     write(tmp.path(), ".nango/.gitkeep", "");
     write(tmp.path(), "index.ts", "import './demo/syncs/items.js';\n");
-    write(
-        tmp.path(),
-        "demo/syncs/items.ts",
-        "import { z } from 'zod';\nimport { createSync } from 'nango';\nexport default createSync({ description: 'x', frequency: 'every 10 seconds', models: { Item: z.object({ id: z.string() }) }, exec: async () => {} });\n",
-    );
-    let (code, _, err) = sluice(&args("compile", tmp.path(), "zero-errors-frequency")).await;
-    assert_eq!(code, 2, "{err}");
-    assert!(
-        err.contains("demo/syncs/items.ts: createSync > frequency > Interval is invalid"),
-        "{err}"
-    );
+    for frequency in ["every 10 seconds", "Every Hour", "every 1 hour "] {
+        write(
+            tmp.path(),
+            "demo/syncs/items.ts",
+            &format!(
+                "import {{ z }} from 'zod';\nimport {{ createSync }} from 'nango';\nexport default createSync({{ description: 'x', frequency: '{frequency}', models: {{ Item: z.object({{ id: z.string() }}) }}, exec: async () => {{}} }});\n"
+            ),
+        );
+        let (code, _, err) = sluice(&args("compile", tmp.path(), "zero-errors-frequency")).await;
+        assert_eq!(code, 2, "{frequency:?}: {err}");
+        assert!(
+            err.contains("demo/syncs/items.ts: createSync > frequency > Interval is invalid"),
+            "{frequency:?}: {err}"
+        );
+    }
 
     // An index.ts without entries.
     write(tmp.path(), "index.ts", "// nothing yet\n");
@@ -882,6 +927,21 @@ async fn zero_yaml_scripts_are_refused_fetch_and_bad_input_with_the_originals_er
             .to_string()
             .contains("Invalid input provided"),
         "the script ran: {result}"
+    );
+
+    // Code from strings is refused with V8's error; zod parses without it.
+    let mut argv = args("dryrun", tmp.path(), "zero-project");
+    argv.splice(1..1, ["code-from-strings".to_string(), "demo".to_string()]);
+    argv.push("--json".to_string());
+    let (code, out, err) = sluice(&argv).await;
+    assert_eq!(code, 0, "out: {out}\nerr: {err}");
+    let result: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let refused = "EvalError: Code generation from strings disallowed for this context";
+    assert_eq!(
+        result["output"],
+        json!({"eval": refused, "Function": refused, "constructor": refused, "async": refused,
+            "instanceof": "ran: true", "zod": "ran: {\"n\":1}"}),
+        "{result}"
     );
 
     // `fetch` is refused with a message naming what to use.

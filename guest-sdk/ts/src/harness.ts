@@ -264,7 +264,10 @@ export function equals(a: unknown, b: unknown, strict = false): boolean {
 function short(v: unknown): string {
     let text: string;
     try {
+        // A Date prints as its ISO string, like the string it may be
+        // compared with: say which side is the Date.
         text = v === undefined ? 'undefined' : (JSON.stringify(v) ?? String(v));
+        if (v instanceof Date) text = `a Date ${text}`;
     } catch {
         text = String(v);
     }

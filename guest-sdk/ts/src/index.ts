@@ -784,6 +784,36 @@ Object.defineProperty(globalThis, 'fetch', {
     }
 });
 
+// The original runs scripts in a context without code generation from
+// strings: `eval`, `Function` and its async and generator siblings throw
+// V8's EvalError. The constructors keep their prototypes, so `instanceof
+// Function` still holds; zod 4 sees it cannot JIT and parses without it.
+{
+    const refuse = (): never => {
+        throw new EvalError('Code generation from strings disallowed for this context');
+    };
+    const constructors = [
+        Function,
+        Object.getPrototypeOf(async function () {}).constructor,
+        Object.getPrototypeOf(function* () {}).constructor,
+        Object.getPrototypeOf(async function* () {}).constructor
+    ] as { prototype: object; name: string }[];
+    for (const original of constructors) {
+        const stand = function (): never {
+            return refuse();
+        };
+        Object.defineProperty(stand, 'name', { value: original.name });
+        Object.defineProperty(stand, 'prototype', { value: original.prototype });
+        Object.defineProperty(original.prototype, 'constructor', { configurable: true, writable: true, value: stand });
+        if (original === Function) {
+            Object.defineProperty(globalThis, 'Function', { configurable: true, writable: true, value: stand });
+        }
+    }
+    const noEval = (): never => refuse();
+    Object.defineProperty(noEval, 'name', { value: 'eval' });
+    Object.defineProperty(globalThis, 'eval', { configurable: true, writable: true, value: noEval });
+}
+
 // ------ Timers
 
 // The engine keeps a host clock subscription per pending timer and polls

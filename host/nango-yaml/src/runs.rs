@@ -5,6 +5,43 @@ use std::time::Duration;
 /// Syncs may not run more often than this.
 const MIN_INTERVAL: Duration = Duration::from_secs(30);
 
+/// Nor less often than this (a century): past it, the dates of a
+/// schedule leave what a timestamp holds.
+const MAX_INTERVAL: Duration = Duration::from_secs(100 * 31_557_600);
+
+/// Whether `frequency` has the shape the original's API takes for a
+/// connection's own frequency (its `frequencySchema`): an optional
+/// `every `, then a whole amount and a unit of seconds to days, or
+/// `month`, `week`, `half day`, `half hour`, `quarter hour`.
+pub fn api_frequency_shape(frequency: &str) -> bool {
+    let rest = frequency.strip_prefix("every ").unwrap_or(frequency);
+    if ["month", "week", "half day", "half hour", "quarter hour"].contains(&rest) {
+        return true;
+    }
+    let unit = rest.trim_start_matches(|c: char| c.is_ascii_digit());
+    let unit = unit.strip_prefix(char::is_whitespace).unwrap_or(unit);
+    matches!(
+        unit,
+        "s" | "sec"
+            | "secs"
+            | "second"
+            | "seconds"
+            | "m"
+            | "min"
+            | "mins"
+            | "minute"
+            | "minutes"
+            | "h"
+            | "hr"
+            | "hrs"
+            | "hour"
+            | "hours"
+            | "d"
+            | "day"
+            | "days"
+    )
+}
+
 /// The interval of a `runs` value, or the original's error code
 /// (`sync_interval_invalid`, `sync_interval_too_short`).
 pub fn parse_interval(runs: &str) -> Result<Duration, &'static str> {
@@ -28,6 +65,9 @@ pub fn parse_interval(runs: &str) -> Result<Duration, &'static str> {
     };
     if interval < MIN_INTERVAL {
         return Err("sync_interval_too_short");
+    }
+    if interval > MAX_INTERVAL {
+        return Err("sync_interval_invalid");
     }
     Ok(interval)
 }
@@ -72,6 +112,38 @@ mod tests {
             parse_interval("every -5 minutes"),
             Err("sync_interval_invalid")
         );
+    }
+
+    #[test]
+    fn the_apis_frequency_shape_is_the_originals() {
+        for ok in [
+            "every hour",
+            "every 2h",
+            "every 30 minutes",
+            "45m",
+            "every half day",
+            "week",
+            "every 1 day",
+        ] {
+            assert!(api_frequency_shape(ok), "{ok}");
+        }
+        for bad in [
+            "every 0.5 minutes",
+            "every 1.5h",
+            "every 5000 ms",
+            "every 2 weeks",
+            "Every hour",
+            "every 1  h",
+            "every -5 minutes",
+            "",
+        ] {
+            assert!(!api_frequency_shape(bad), "{bad}");
+        }
+        assert_eq!(
+            parse_interval("every 1000 years"),
+            Err("sync_interval_invalid")
+        );
+        assert!(parse_interval("every 99 years").is_ok());
     }
 
     #[test]

@@ -397,6 +397,7 @@ impl ConnectionStore for Connections {
                     .get(&i.provider)
                     .and_then(|p| p.auth_mode.clone());
                 Ok(crate::api::integrations::view(
+                    &self.providers,
                     &i,
                     with_credentials.then_some(auth_mode.as_deref()),
                 ))

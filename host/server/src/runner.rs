@@ -436,12 +436,17 @@ pub const WEBHOOK_MAX_RUN: std::time::Duration = std::time::Duration::from_secs(
 /// Runs `onWebhookPayloadReceived` of sync `name` (its base variant) for a
 /// connection with `payload`; its changes reach the app as `WEBHOOK`
 /// sync webhooks.
+/// Runs sync `name`'s webhook script for the connection and tells the app
+/// (a sync webhook of type `WEBHOOK` per changed model, or the failure).
+/// `resumed_since` is when a run of the same webhook a crash cut short
+/// started: the app then hears of every change since.
 pub async fn run_webhook(
     app: &App,
     env: &EnvState,
     conn: &ConnectionRef,
     name: &str,
     payload: &Value,
+    resumed_since: Option<DateTime<Utc>>,
 ) -> ApiResult<()> {
     let running = env.runs.enter(conn).await;
     let (catalog, script) = target(env, conn, name, ScriptKind::Sync).await?;
@@ -479,7 +484,7 @@ pub async fn run_webhook(
         ));
     };
     record_execution(app, env, conn, "webhook", name, &report).await;
-    let summary = RunSummary {
+    let mut summary = RunSummary {
         job: state.last_job,
         started_at,
         finished_at: Utc::now(),
@@ -493,13 +498,55 @@ pub async fn run_webhook(
         fuel: report.fuel_consumed,
         run_type: RunType::Incremental,
     };
-    if summary.success {
-        let _ = app
-            .webhooks
-            .sync_run(env, conn, name, "base", &models, &summary, "WEBHOOK", None)
-            .await;
+    if let Some(since) = resumed_since.filter(|_| summary.success) {
+        for model in &models {
+            match changes_since(env, conn, model, since).await {
+                Ok(c) => {
+                    summary.results.insert(model.clone(), c);
+                }
+                Err(e) => app.config.events.say(&format!(
+                    "cannot read what the cut-short webhook run of `{name}` changed: {e}"
+                )),
+            }
+        }
+        summary.started_at = since;
     }
+    let _ = app
+        .webhooks
+        .sync_run(env, conn, name, "base", &models, &summary, "WEBHOOK", None)
+        .await;
     Ok(())
+}
+
+/// The changes to the connection's `model` records since `since`, read
+/// from the records' own dates (a deleted record counts as deleted, one
+/// first seen since as added, any other as updated).
+async fn changes_since(
+    env: &EnvState,
+    conn: &ConnectionRef,
+    model: &str,
+    since: DateTime<Utc>,
+) -> Result<Changes, sluice_runtime::records::RecordError> {
+    use sluice_runtime::records::{Position, RecordStore as _};
+    let mut changes = Changes::default();
+    let mut after = Some(Position {
+        updated_at: since,
+        internal_id: uuid::Uuid::nil(),
+    });
+    while let Some(from) = after.take() {
+        let (page, next) = env.store.list(conn, model, Some(from), 1_000).await?;
+        for r in &page {
+            if r.deleted_at.is_some() {
+                changes.deleted += 1;
+            } else if r.created_at >= since {
+                changes.added += 1;
+            } else {
+                changes.updated += 1;
+            }
+        }
+        after = next;
+    }
+    Ok(changes)
 }
 
 /// The longest an event script may run (§5: 5 min).

@@ -647,7 +647,7 @@ async fn send(app: &App, env: &EnvState, d: &Delivery) -> Result<(), (String, bo
         req = req.header(k.as_str(), v.as_str());
     }
     let mut req = req
-        .timeout(Duration::from_secs(20))
+        .timeout(DELIVERY_TIMEOUT)
         .header("content-type", "application/json")
         .header("user-agent", concat!("sluice/", env!("CARGO_PKG_VERSION")))
         .header("webhook-id", &d.id)
@@ -670,12 +670,23 @@ async fn send(app: &App, env: &EnvState, d: &Delivery) -> Result<(), (String, bo
             let retry = s.is_server_error() || s.as_u16() == 408 || s.as_u16() == 429;
             Err((format!("{} answered HTTP {s}", shown_url(&url)), retry))
         }
+        Err(e) if e.is_timeout() => Err((
+            format!(
+                "{} did not answer within {} s",
+                shown_url(&url),
+                DELIVERY_TIMEOUT.as_secs()
+            ),
+            true,
+        )),
         Err(e) => Err((
             format!("cannot reach {}: {}", shown_url(&url), e.without_url()),
             true,
         )),
     }
 }
+
+/// How long a receiver has to answer a delivery.
+const DELIVERY_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// A receiver's URL as errors and the event log name it: without the
 /// query or a user and password, which can hold a token.

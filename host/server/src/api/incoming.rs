@@ -44,6 +44,12 @@ pub struct Accepted {
     /// down does not run at every start.
     #[serde(default)]
     pub restarts: u32,
+    /// When its scripts first started: noted (flushed) with `forwarded`,
+    /// before they run. A start that finds it set runs them again and
+    /// tells the app of every record changed since, as what the runs a
+    /// crash cut short saved is unchanged to the new ones.
+    #[serde(default)]
+    pub scripts_started_at: Option<DateTime<Utc>>,
 }
 
 impl Accepted {
@@ -128,7 +134,15 @@ pub async fn receive(
         oauth_client_secret: integration.oauth_client_secret.as_deref(),
     };
     let routed = match routing::route_webhook(&script, &request, &secrets) {
-        None => return Ok(StatusCode::NO_CONTENT.into_response()),
+        None => {
+            // Its signature cannot be checked, nor its connections found:
+            // nothing is forwarded unverified. Said, so it is not silent.
+            app.config.events.say(&format!(
+                "webhook for integration `{pck}` dropped: sluice has no `{script}` (the webhook_routing_script of provider `{}`); it was answered 204",
+                integration.provider
+            ));
+            return Ok(StatusCode::NO_CONTENT.into_response());
+        }
         Some(Err(refused)) => {
             let status = StatusCode::from_u16(refused.status).unwrap_or(StatusCode::BAD_REQUEST);
             return Err(ApiError::new(status, refused.code, refused.message));
@@ -146,6 +160,7 @@ pub async fn receive(
         headers: routing::forwarded_headers(&list),
         forwarded: false,
         restarts: 0,
+        scripts_started_at: None,
     };
     let key = format!("{:020}\u{1f}{}", now.timestamp_micros().max(0), accepted.id);
     env.store.put_doc(INCOMING, &key, &accepted).await?;
@@ -264,6 +279,7 @@ async fn handle_once(
         if !runs.is_empty() {
             let noted = Accepted {
                 forwarded: true,
+                scripts_started_at: Some(Utc::now()),
                 ..a.clone()
             };
             env.store.put_doc(INCOMING, key, &noted).await?;
@@ -274,8 +290,10 @@ async fn handle_once(
             provider_config_key: pck.clone(),
             connection_id: cid,
         };
-        // A script's failure is in the connection's history.
-        let _ = crate::runner::run_webhook(app, env, &conn, &sync, input).await;
+        // A script's failure is in the connection's history (and, when
+        // the app asked for them, in a failure webhook).
+        let _ =
+            crate::runner::run_webhook(app, env, &conn, &sync, input, a.scripts_started_at).await;
     }
     Ok(())
 }

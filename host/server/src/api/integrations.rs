@@ -45,12 +45,26 @@ pub struct CredentialsBody {
 }
 
 /// An integration as the API shows it; `auth_mode` (its provider's) is
-/// the credentials' `type` when they are included.
-pub(crate) fn view(i: &Integration, include_credentials: Option<Option<&str>>) -> Value {
+/// the credentials' `type` when they are included. Without a display name
+/// of its own it has its provider's (the catalogue's `display_name`, else
+/// the provider's key).
+pub(crate) fn view(
+    providers: &sluice_runtime::providers::ProviderCatalog,
+    i: &Integration,
+    include_credentials: Option<Option<&str>>,
+) -> Value {
+    let display_name = i.display_name.clone().unwrap_or_else(|| {
+        providers
+            .get(&i.provider)
+            .and_then(|p| p.definition.get("display_name"))
+            .and_then(Value::as_str)
+            .unwrap_or(&i.provider)
+            .to_string()
+    });
     let mut v = json!({
         "unique_key": i.unique_key,
         "provider": i.provider,
-        "display_name": i.display_name.clone().unwrap_or_else(|| i.provider.clone()),
+        "display_name": display_name,
         "forward_webhooks": i.forward_webhooks,
         "created_at": i.created_at.to_rfc3339(),
         "updated_at": i.updated_at.to_rfc3339(),
@@ -138,13 +152,13 @@ pub async fn create(
     };
     apply(&mut i, body);
     env.store.put_integration(&i).await?;
-    Ok(Json(json!({ "data": view(&i, None) })))
+    Ok(Json(json!({ "data": view(&app.providers, &i, None) })))
 }
 
-pub async fn list(Env(env): Env) -> ApiResult<Json<Value>> {
+pub async fn list(State(app): State<Arc<App>>, Env(env): Env) -> ApiResult<Json<Value>> {
     let all = env.store.integrations().await?;
     Ok(Json(json!({
-        "data": all.iter().map(|i| view(i, None)).collect::<Vec<_>>()
+        "data": all.iter().map(|i| view(&app.providers, i, None)).collect::<Vec<_>>()
     })))
 }
 
@@ -184,7 +198,11 @@ pub async fn get(
         .providers
         .get(&i.provider)
         .and_then(|p| p.auth_mode.clone());
-    let mut data = view(&i, credentials.then_some(auth_mode.as_deref()));
+    let mut data = view(
+        &app.providers,
+        &i,
+        credentials.then_some(auth_mode.as_deref()),
+    );
     if webhook {
         // Where its provider sends webhooks (relative without `public_url`).
         let base = env
@@ -198,6 +216,7 @@ pub async fn get(
 }
 
 pub async fn update(
+    State(app): State<Arc<App>>,
     Env(env): Env,
     ApiPath(key): ApiPath<String>,
     JsonBody(body): JsonBody<IntegrationBody>,
@@ -224,7 +243,7 @@ pub async fn update(
     apply(&mut i, body);
     i.updated_at = Utc::now();
     env.store.put_integration(&i).await?;
-    Ok(Json(json!({ "data": view(&i, None) })))
+    Ok(Json(json!({ "data": view(&app.providers, &i, None) })))
 }
 
 /// Deletes an integration and, as the original does, its connections
@@ -271,7 +290,7 @@ pub struct Variable {
 
 pub async fn put_variables(
     Env(env): Env,
-    JsonBody(vars): JsonBody<Vec<Variable>>,
+    super::JsonList(vars): super::JsonList<Variable>,
 ) -> ApiResult<Json<Value>> {
     let vars: Vec<(String, String)> = vars.into_iter().map(|v| (v.name, v.value)).collect();
     if vars.iter().any(|(n, _)| n.trim().is_empty()) {

@@ -33,8 +33,13 @@ fn parse(raw: Option<&str>, paged: bool) -> ApiResult<(Filter, usize, Option<Cur
     let mut f = Filter::default();
     let mut limit = 100;
     let mut cursor = None;
+    let mut seen = std::collections::HashSet::new();
     for (k, v) in url::form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
         let v = v.into_owned();
+        // One value a filter: a second would silently replace the first.
+        if !seen.insert(k.clone()) {
+            return Err(invalid(format!("`{k}` is given more than once")));
+        }
         match k.as_ref() {
             "provider_config_key" | "integration" => f.provider_config_key = Some(v),
             "connection_id" => f.connection_id = Some(v),

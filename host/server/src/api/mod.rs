@@ -77,7 +77,8 @@ impl FromRequestParts<Arc<App>> for Env {
     }
 }
 
-/// A JSON body: 413 past the size limit, 400 naming what is wrong.
+/// A JSON object body: 413 past the size limit, 400 naming what is wrong
+/// (an array is refused: serde would read it into a struct by position).
 pub struct JsonBody<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
@@ -86,6 +87,25 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
         let bytes = body_bytes(req, state).await?;
         parse_json(&bytes).map(JsonBody)
+    }
+}
+
+/// A JSON array body, as [`JsonBody`] otherwise.
+pub struct JsonList<T>(pub Vec<T>);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonList<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = body_bytes(req, state).await?;
+        if bytes.is_empty() {
+            return Err(ApiError::invalid_body(
+                "the request body is empty; send a JSON array",
+            ));
+        }
+        serde_json::from_slice(&bytes)
+            .map(JsonList)
+            .map_err(|e| ApiError::invalid_body(format!("the request body is not valid: {e}")))
     }
 }
 
@@ -124,12 +144,25 @@ pub async fn body_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes
     })
 }
 
-/// Parses JSON, naming the problem and where it is.
+/// Parses a JSON object, naming the problem and where it is.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     if bytes.is_empty() {
         return Err(ApiError::invalid_body(
             "the request body is empty; send JSON",
         ));
+    }
+    let kind = match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'[') => Some("an array"),
+        Some(b'"') => Some("a string"),
+        Some(b'-' | b'0'..=b'9') => Some("a number"),
+        Some(b't' | b'f') if serde_json::from_slice::<bool>(bytes).is_ok() => Some("a boolean"),
+        Some(b'n') if serde_json::from_slice::<()>(bytes).is_ok() => Some("null"),
+        _ => None,
+    };
+    if let Some(kind) = kind {
+        return Err(ApiError::invalid_body(format!(
+            "the request body must be a JSON object, not {kind}"
+        )));
     }
     serde_json::from_slice(bytes)
         .map_err(|e| ApiError::invalid_body(format!("the request body is not valid: {e}")))
@@ -367,7 +400,9 @@ fn routes(app: Arc<App>) -> Router {
         .route("/executions", get(logs::executions))
         .route(
             "/sluice/webhook-settings",
-            get(webhook_settings::get).put(webhook_settings::put),
+            get(webhook_settings::get)
+                .put(webhook_settings::put)
+                .patch(webhook_settings::put),
         )
         .route("/sluice/deployments", get(deploy::list))
         .route(

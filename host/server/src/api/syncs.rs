@@ -578,6 +578,11 @@ pub async fn update_frequency(
         .map(|s| (s.runs.clone(), s.interval))
         .ok_or_else(|| ApiError::not_found("unknown_sync", "the sync is not deployed"))?;
     let (shown, every) = match &body.frequency {
+        Some(f) if !sluice_nango_yaml::api_frequency_shape(f) => {
+            return Err(ApiError::invalid_body(format!(
+                "`{f}` is not a valid frequency: a whole number and a unit of seconds to days (`every 30m`, `every 2 hours`, `1d`), or `every month`, `week`, `half day`, `half hour` or `quarter hour`"
+            )));
+        }
         Some(f) => (f.clone(), interval(f)?),
         None => default,
     };

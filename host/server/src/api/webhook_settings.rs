@@ -20,13 +20,24 @@ pub async fn get(Env(env): Env) -> ApiResult<Json<Value>> {
     Ok(Json(view(&s, &webhooks::signing_secret(&env).await?)))
 }
 
-pub async fn put(Env(env): Env, JsonBody(mut body): JsonBody<Value>) -> ApiResult<Json<Value>> {
-    // What GET answers can be sent back: the signing secret it shows is
-    // not a setting (it does not change here).
-    if let Some(map) = body.as_object_mut() {
-        map.remove("signing_secret");
+/// `PUT` (or `PATCH`): the settings named in the body change, the others
+/// stay as they are (`null` removes a URL).
+pub async fn put(
+    Env(env): Env,
+    JsonBody(body): JsonBody<serde_json::Map<String, Value>>,
+) -> ApiResult<Json<Value>> {
+    let mut merged = match serde_json::to_value(webhooks::settings(&env).await?) {
+        Ok(Value::Object(m)) => m,
+        _ => serde_json::Map::new(),
+    };
+    for (k, v) in body {
+        // What GET answers can be sent back: the signing secret it shows
+        // is not a setting (it does not change here).
+        if k != "signing_secret" {
+            merged.insert(k, v);
+        }
     }
-    let s: Settings = serde_json::from_value(body).map_err(|e| {
+    let s: Settings = serde_json::from_value(Value::Object(merged)).map_err(|e| {
         crate::error::ApiError::invalid_body(format!("the request body is not valid: {e}"))
     })?;
     for url in [&s.primary_url, &s.secondary_url].into_iter().flatten() {
