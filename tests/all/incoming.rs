@@ -304,6 +304,50 @@ async fn a_signed_provider_webhook_runs_its_script_and_reaches_the_app_a_forged_
     assert_eq!(code, 204);
     let (code, out) = post(&c, &url, "{not json", &signed("{not json")).await;
     assert_eq!(code, 400, "{out}");
+
+    // A gzip body is read decompressed (signed as such), as the original's
+    // body parser does; an encoding sluice cannot read is 415, a body that
+    // does not decompress 400.
+    let zipped_body =
+        json!({"type": "Issue", "organizationId": "org-1", "model": "Item", "save": [{"id": "gz"}]})
+            .to_string();
+    let zipped = {
+        use std::io::Write as _;
+        let mut z = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        z.write_all(zipped_body.as_bytes()).unwrap();
+        z.finish().unwrap()
+    };
+    let send = |body: Vec<u8>, encoding: &'static str| {
+        let mut req = c
+            .http
+            .post(format!("{}{url}", c.base))
+            .header("content-type", "application/json")
+            .header("content-encoding", encoding)
+            .body(body);
+        for (k, v) in signed(&zipped_body) {
+            req = req.header(k, v);
+        }
+        async move {
+            let r = req.send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    let (code, out) = send(zipped.clone(), "gzip").await;
+    assert_eq!(code, 200, "{out}");
+    let t = std::time::Instant::now();
+    while !items(&c, "c1").await.contains(&"gz".to_string()) {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the gzip webhook's script never saved"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (code, out) = send(zipped.clone(), "br").await;
+    assert_eq!(code, 415, "{out}");
+    assert!(out.contains("unsupported_content_encoding"), "{out}");
+    let (code, out) = send(zipped[..zipped.len() / 2].to_vec(), "gzip").await;
+    assert_eq!(code, 400, "{out}");
+    assert!(out.contains("does not decompress"), "{out}");
     server.stop().await;
 }
 

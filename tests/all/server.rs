@@ -1601,6 +1601,38 @@ async fn client_errors_are_json_errors_naming_the_problem_and_a_reimport_keeps_m
             "{path}: {body}"
         );
     }
+    // A small gzip body that decompresses past the limit is 413 too, the
+    // decompression cut off there (a megabyte of zeros is a kilobyte).
+    let bomb = {
+        use std::io::Write as _;
+        let mut z = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        z.write_all(&vec![b' '; 1 << 20]).unwrap();
+        z.finish().unwrap()
+    };
+    assert!(bomb.len() < 4096, "{}", bomb.len());
+    let resp = dev
+        .http
+        .post(format!("{}/connection", dev.base))
+        .bearer_auth(DEV_KEY)
+        .header("content-type", "application/json")
+        .header("content-encoding", "gzip")
+        .body(bomb)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let body: Value = serde_json::from_str(&resp.text().await.unwrap()).unwrap_or(Value::Null);
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (413, Some("payload_too_large")),
+        "{body}"
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("once decompressed")),
+        "{body}"
+    );
     server.stop().await;
 }
 

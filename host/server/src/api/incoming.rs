@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sluice_runtime::records::ConnectionRef;
 
-use super::{ApiPath, RawBody};
+use super::{ApiPath, DecodedBody};
 use crate::app::{App, EnvState};
 use crate::error::{ApiError, ApiResult};
 use crate::routing::{self, Incoming, Lookup, Route, Secrets};
@@ -64,7 +64,7 @@ pub async fn receive(
     State(app): State<Arc<App>>,
     ApiPath((environment, pck)): ApiPath<(String, String)>,
     headers: HeaderMap,
-    RawBody(body): RawBody,
+    DecodedBody(body): DecodedBody,
 ) -> ApiResult<Response> {
     let env = uuid::Uuid::parse_str(&environment)
         .ok()

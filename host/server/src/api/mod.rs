@@ -85,9 +85,77 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let bytes = body_bytes(req, state).await?;
+        let DecodedBody(bytes) = DecodedBody::from_request(req, state).await?;
         parse_json(&bytes).map(JsonBody)
     }
+}
+
+/// A body as sent, decompressed when its `Content-Encoding` is `gzip` or
+/// `deflate` (as the original's body parser does), held to the route's
+/// size limit once decompressed too; another encoding is 415.
+pub struct DecodedBody(pub Bytes);
+
+/// The size limit of the route a request is for (set by
+/// [`refuse_declared_oversize`]).
+#[derive(Clone, Copy)]
+struct BodyLimit(usize);
+
+impl<S: Send + Sync> FromRequest<S> for DecodedBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let encoding = req
+            .headers()
+            .get(axum::http::header::CONTENT_ENCODING)
+            .map(|v| v.to_str().unwrap_or("?").trim().to_ascii_lowercase())
+            .filter(|e| !e.is_empty() && e != "identity");
+        let limit = req.extensions().get::<BodyLimit>().map(|l| l.0);
+        let bytes = body_bytes(req, state).await?;
+        let Some(encoding) = encoding else {
+            return Ok(DecodedBody(bytes));
+        };
+        let limit = limit.unwrap_or(usize::MAX);
+        tokio::task::spawn_blocking(move || decode(&encoding, &bytes, limit))
+            .await
+            .map_err(|e| ApiError::internal(format!("decompressing the body failed: {e}")))?
+            .map(DecodedBody)
+    }
+}
+
+/// `bytes` decompressed, at most `limit` bytes of it.
+fn decode(encoding: &str, bytes: &[u8], limit: usize) -> Result<Bytes, ApiError> {
+    use std::io::Read as _;
+    let reader: Box<dyn std::io::Read> = match encoding {
+        "gzip" | "x-gzip" => Box::new(flate2::read::MultiGzDecoder::new(bytes)),
+        "deflate" => Box::new(flate2::read::ZlibDecoder::new(bytes)),
+        other => {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_content_encoding",
+                format!(
+                    "The content encoding `{other}` is not supported: send gzip, deflate or none."
+                ),
+            ));
+        }
+    };
+    let mut out = Vec::new();
+    reader
+        .take(limit as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| {
+            ApiError::invalid_body(format!("the {encoding} body does not decompress: {e}"))
+        })?;
+    if out.len() > limit {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!(
+                "The request body is over the size limit of {limit} bytes ({} MiB) once decompressed.",
+                limit >> 20
+            ),
+        ));
+    }
+    Ok(Bytes::from(out))
 }
 
 /// A JSON array body, as [`JsonBody`] otherwise.
@@ -255,9 +323,10 @@ async fn method_not_allowed() -> ApiError {
 /// answer now, not after sending it.
 async fn refuse_declared_oversize(
     max: usize,
-    req: Request,
+    mut req: Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
+    req.extensions_mut().insert(BodyLimit(max));
     let declared = req
         .headers()
         .get(axum::http::header::CONTENT_LENGTH)
