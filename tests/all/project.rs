@@ -331,6 +331,13 @@ async fn imports_the_original_forbids_are_refused_by_name() {
         "demo/actions/fetch.ts",
         "import axios from 'axios';\nexport default async function runAction() { return axios.get('https://x'); }\n",
     );
+    // A zero-yaml index.ts beside nango.yaml is ignored, and said to be.
+    write(
+        tmp.path(),
+        "index.ts",
+        "import './demo/actions/fetch.js';\n",
+    );
+    write(tmp.path(), ".nango/.gitkeep", "");
     let mut args = vec!["compile".to_string(), "--dir".into(), s(tmp.path())];
     args.extend(build_flags("refused-import"));
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -338,6 +345,12 @@ async fn imports_the_original_forbids_are_refused_by_name() {
     assert_eq!(code, 2, "{err}");
     assert!(
         err.contains("Importing libraries is not allowed. Please remove the import \"axios\" from \"demo/actions/fetch.ts\""),
+        "{err}"
+    );
+    assert!(
+        err.contains(
+            "warning: nango.yaml makes this a nango.yaml project: index.ts and .nango/ are ignored"
+        ),
         "{err}"
     );
 

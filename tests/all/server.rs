@@ -1406,9 +1406,10 @@ async fn client_errors_are_json_errors_naming_the_problem_and_a_reimport_keeps_m
             .await;
         assert_eq!(status, 200, "{query}: {body}");
         let env = server.app.store.environment("dev").unwrap().id();
+        // Without `--public-url`, the URL the request came to.
         assert_eq!(
             body["data"]["webhook_url"],
-            format!("/webhook/{env}/hubspot"),
+            format!("{}/webhook/{env}/hubspot", dev.base),
             "{body}"
         );
         assert_eq!(body["data"]["credentials"]["type"], "OAUTH2", "{body}");

@@ -318,6 +318,45 @@ async fn the_app_gets_signed_webhooks_per_changed_model_retried_until_it_is_back
     );
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(app.accepted().len(), 2, "delivered twice");
+    // Every attempt is in the logs, under the connection, found by the
+    // webhook's id: the refused ones, then the one that went through.
+    let webhook_id = req.header("webhook-id").unwrap().to_string();
+    let t = std::time::Instant::now();
+    let lines = loop {
+        let (code, out) = c
+            .send(
+                "GET",
+                &format!("/logs?connection_id=demo&script=sync&q={webhook_id}"),
+                None,
+            )
+            .await;
+        assert_eq!(code, 200, "{out}");
+        let lines = out["logs"].as_array().cloned().unwrap_or_default();
+        if lines.iter().any(|l| l["level"] == "info") {
+            break lines;
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "{out}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        lines[0]["message"],
+        format!(
+            "webhook {webhook_id} sent to {} (attempt {})",
+            app.url(),
+            lines.len()
+        ),
+        "{lines:?}"
+    );
+    assert!(lines.len() >= 4, "{lines:?}");
+    assert!(
+        lines[1..].iter().all(|l| l["level"] == "warn"
+            && l["message"].as_str().unwrap().contains("503")
+            && l["message"]
+                .as_str()
+                .unwrap()
+                .ends_with("it is tried again later")),
+        "{lines:?}"
+    );
     let told = events.lock().unwrap().clone();
     assert!(
         told.iter().any(|l| l.starts_with("dev: webhook ")

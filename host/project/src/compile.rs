@@ -374,6 +374,13 @@ pub fn compile(
     for w in &loaded.warnings {
         let _ = writeln!(progress, "{w}");
     }
+    // Both formats in one folder: nango.yaml decides, as in the original.
+    if root.join("index.ts").is_file() && root.join(".nango").exists() {
+        let _ = writeln!(
+            progress,
+            "warning: nango.yaml makes this a nango.yaml project: index.ts and .nango/ are ignored (remove nango.yaml to use the zero-yaml format, or convert it with `sluice migrate-to-zero-yaml`)"
+        );
+    }
     let config = loaded.config;
     if let Some(i) = &opts.integration
         && config.integration(i).is_none()

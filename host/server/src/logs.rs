@@ -67,6 +67,20 @@ pub struct Execution {
     pub fuel: u64,
 }
 
+/// One attempt to send a webhook to the app, for the logs.
+pub struct DeliveryAttempt<'a> {
+    /// `webhook-id`.
+    pub id: &'a str,
+    /// The receiver, as errors show it (no query, no user); empty when
+    /// the attempt failed before sending.
+    pub url: String,
+    pub body: &'a str,
+    pub number: u32,
+    pub started_at: DateTime<Utc>,
+    pub error: Option<String>,
+    pub given_up: bool,
+}
+
 /// An execution's log document.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ExecutionLog {
@@ -252,6 +266,75 @@ impl Logs {
             dropped,
         };
         self.write(env, conn, &log).await;
+    }
+
+    /// Keeps one attempt to send a webhook to the app (kind `delivery`,
+    /// named by the webhook's `type`: `sync`, `forward`, `auth`,
+    /// `async_action`), under the connection its body names (none for a
+    /// provider's webhook that matched no connection).
+    pub async fn record_delivery(&self, env: &EnvState, attempt: &DeliveryAttempt<'_>) {
+        let body: Value = serde_json::from_str(attempt.body).unwrap_or(Value::Null);
+        let text = |k: &str| body[k].as_str().unwrap_or_default().to_string();
+        let conn = ConnectionRef {
+            provider_config_key: text("providerConfigKey"),
+            connection_id: text("connectionId"),
+        };
+        let kind = match text("type") {
+            t if t.is_empty() => "webhook".to_string(),
+            t => t,
+        };
+        let url = if attempt.url.is_empty() {
+            "(none)"
+        } else {
+            &attempt.url
+        };
+        let (level, message) = match &attempt.error {
+            None => (
+                "info",
+                format!(
+                    "webhook {} sent to {} (attempt {})",
+                    attempt.id, url, attempt.number
+                ),
+            ),
+            Some(e) => (
+                if attempt.given_up { "error" } else { "warn" },
+                format!(
+                    "webhook {} failed (attempt {}): {e}{}",
+                    attempt.id,
+                    attempt.number,
+                    if attempt.given_up {
+                        "; given up on"
+                    } else {
+                        "; it is tried again later"
+                    }
+                ),
+            ),
+        };
+        let execution = Execution {
+            id: new_id(attempt.started_at),
+            kind: "delivery".into(),
+            script: kind,
+            provider_config_key: conn.provider_config_key.clone(),
+            connection_id: conn.connection_id.clone(),
+            started_at: attempt.started_at,
+            duration_ms: (Utc::now() - attempt.started_at).num_milliseconds().max(0) as u64,
+            success: attempt.error.is_none(),
+            error: attempt.error.clone(),
+            changes: BTreeMap::new(),
+            fuel: 0,
+        };
+        let log = ExecutionLog {
+            lines: vec![Line {
+                at: Utc::now(),
+                level: level.into(),
+                source: "internal".into(),
+                message,
+                meta: Some(serde_json::json!({"webhook_id": attempt.id, "url": url})),
+            }],
+            execution,
+            dropped: 0,
+        };
+        self.write(env, &conn, &log).await;
     }
 
     /// Keeps an execution that has no report (a run stopped at its time

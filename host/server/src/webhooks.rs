@@ -543,10 +543,26 @@ impl Webhooks {
     }
 
     async fn attempt(&self, app: &App, env: &EnvState, key: String, mut d: Delivery) {
+        let started_at = Utc::now();
         let result = send(app, env, &d).await;
         d.attempts += 1;
+        let logged =
+            |url: String, error: Option<String>, given_up: bool| crate::logs::DeliveryAttempt {
+                id: &d.id,
+                url,
+                body: &d.body,
+                number: d.attempts,
+                started_at,
+                error,
+                given_up,
+            };
         match result {
-            Ok(()) => {
+            Ok(sent_to) => {
+                if let Some(url) = sent_to {
+                    app.logs
+                        .record_delivery(env, &logged(url, None, false))
+                        .await;
+                }
                 // Unflushed: a crash may bring it back, and it is sent
                 // again with the same id, which receivers deduplicate.
                 let _ = env.store.delete_doc_unflushed(OUTBOX, &key).await;
@@ -554,6 +570,9 @@ impl Webhooks {
             Err((error, retry)) => {
                 let age = (Utc::now() - d.created_at).to_std().unwrap_or_default();
                 let give_up = !retry || age >= self.give_up_after;
+                app.logs
+                    .record_delivery(env, &logged(String::new(), Some(error.clone()), give_up))
+                    .await;
                 app.config.events.say(&format!(
                     "{}: webhook {} to the app failed (attempt {}): {error}{}",
                     env.name(),
@@ -598,9 +617,11 @@ impl Webhooks {
     }
 }
 
-/// One attempt; `Err((why, retry?))`. Network errors, timeouts, 408, 429
-/// and 5xx are retried; other answers are final.
-async fn send(app: &App, env: &EnvState, d: &Delivery) -> Result<(), (String, bool)> {
+/// One attempt: `Ok(Some(url))` sent there (shown without its query),
+/// `Ok(None)` nothing to send it to any more, `Err((why, retry?))`.
+/// Network errors, timeouts, 408, 429 and 5xx are retried; other answers
+/// are final.
+async fn send(app: &App, env: &EnvState, d: &Delivery) -> Result<Option<String>, (String, bool)> {
     let secret_key = env
         .store
         .secret(sluice_store::SECRET_KEY)
@@ -613,7 +634,7 @@ async fn send(app: &App, env: &EnvState, d: &Delivery) -> Result<(), (String, bo
         // the connection deleted.
         None if let Some((pck, cid)) = &d.connection => match override_url(env, pck, cid).await {
             Ok(Some(u)) => u,
-            Ok(None) => return Ok(()),
+            Ok(None) => return Ok(None),
             Err(e) => {
                 return Err((
                     format!("cannot read the connection's webhook URL: {}", e.message),
@@ -637,7 +658,7 @@ async fn send(app: &App, env: &EnvState, d: &Delivery) -> Result<(), (String, bo
             match current.filter(|u| !u.is_empty()) {
                 Some(u) => u,
                 // The URL was removed: nothing to send to.
-                None => return Ok(()),
+                None => return Ok(None),
             }
         }
     };
@@ -664,7 +685,7 @@ async fn send(app: &App, env: &EnvState, d: &Delivery) -> Result<(), (String, bo
         req = req.header("webhook-signature", sig);
     }
     match req.body(d.body.clone()).send().await {
-        Ok(resp) if resp.status().is_success() => Ok(()),
+        Ok(resp) if resp.status().is_success() => Ok(Some(shown_url(&url))),
         Ok(resp) => {
             let s = resp.status();
             let retry = s.is_server_error() || s.as_u16() == 408 || s.as_u16() == 429;

@@ -166,6 +166,7 @@ pub async fn list(State(app): State<Arc<App>>, Env(env): Env) -> ApiResult<Json<
 /// `include=webhook,credentials` and `include[]=…`).
 pub async fn get(
     State(app): State<Arc<App>>,
+    headers: axum::http::HeaderMap,
     Env(env): Env,
     ApiPath(key): ApiPath<String>,
     RawQuery(raw): RawQuery,
@@ -204,13 +205,9 @@ pub async fn get(
         credentials.then_some(auth_mode.as_deref()),
     );
     if webhook {
-        // Where its provider sends webhooks (relative without `public_url`).
-        let base = env
-            .environment()
-            .webhook_base_url
-            .clone()
-            .unwrap_or_else(|| format!("/webhook/{}", env.store.id()));
-        data["webhook_url"] = json!(format!("{base}/{key}"));
+        // Where its provider sends webhooks.
+        let base = super::base_url(&app, &headers);
+        data["webhook_url"] = json!(format!("{base}/webhook/{}/{key}", env.store.id()));
     }
     Ok(Json(json!({ "data": data })))
 }

@@ -77,6 +77,33 @@ impl FromRequestParts<Arc<App>> for Env {
     }
 }
 
+/// Where this server is reached, for the URLs the API hands out:
+/// `public_url` when set, else the request's `Host` (with the scheme of
+/// `X-Forwarded-Proto`, else http); empty when there is neither.
+pub fn base_url(app: &App, headers: &axum::http::HeaderMap) -> String {
+    if let Some(u) = &app.config.public_url {
+        return u.trim_end_matches('/').to_string();
+    }
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+    };
+    let Some(host) = header("host").filter(|h| {
+        h.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-.:[]".contains(c))
+    }) else {
+        return String::new();
+    };
+    let scheme = match header("x-forwarded-proto") {
+        Some(p) if p.eq_ignore_ascii_case("https") => "https",
+        _ => "http",
+    };
+    format!("{scheme}://{host}")
+}
+
 /// A JSON object body: 413 past the size limit, 400 naming what is wrong
 /// (an array is refused: serde would read it into a struct by position).
 pub struct JsonBody<T>(pub T);

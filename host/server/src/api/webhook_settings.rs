@@ -53,15 +53,11 @@ pub async fn put(
 /// providers' webhooks go (`POST /webhook/<id>/<integration>`).
 pub async fn environment(
     axum::extract::State(app): axum::extract::State<std::sync::Arc<crate::app::App>>,
+    headers: axum::http::HeaderMap,
     Env(env): Env,
 ) -> ApiResult<Json<Value>> {
     let id = env.store.id();
-    let base = app
-        .config
-        .public_url
-        .as_deref()
-        .map(|u| u.trim_end_matches('/').to_string())
-        .unwrap_or_default();
+    let base = super::base_url(&app, &headers);
     Ok(Json(json!({
         "id": id,
         "name": env.name(),
