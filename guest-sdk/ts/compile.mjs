@@ -194,9 +194,16 @@ async function bundleScripts(job) {
             legalComments: 'none',
             charset: 'utf8',
             logLevel: 'silent',
+            // Beside the bundle (its text unchanged): sluice maps the
+            // engine's stack frames back to the scripts' own lines.
+            outfile: job.bundle,
+            sourcemap: 'external',
+            sourcesContent: false,
             plugins: [importPolicy(root, job.zero === true)]
         });
-        await writeFile(job.bundle, result.outputFiles[0].text);
+        for (const file of result.outputFiles) {
+            await writeFile(file.path, file.text);
+        }
         return { ok: true, warnings: messages(result.warnings, root) };
     } catch (e) {
         if (e && Array.isArray(e.errors)) return { ok: false, errors: messages(e.errors, root) };

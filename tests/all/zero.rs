@@ -128,6 +128,10 @@ import { createAction } from 'nango';
 
 const Pair = z.object({ n: z.number() });
 
+function fail(): never {
+    throw new Error('thrown on purpose');
+}
+
 // The original's sandbox generates no code from strings.
 export default createAction({
     description: 'What eval and the Function constructors do',
@@ -135,7 +139,8 @@ export default createAction({
     input: z.any(),
     output: z.any(),
 
-    exec: async () => {
+    exec: async (_nango, input) => {
+        if (input?.fail) fail();
         const out: Record<string, string> = {};
         const attempt = (k: string, f: () => unknown) => {
             try {
@@ -942,6 +947,24 @@ async fn zero_yaml_scripts_are_refused_fetch_and_bad_input_with_the_originals_er
         json!({"eval": refused, "Function": refused, "constructor": refused, "async": refused,
             "instanceof": "ran: true", "zod": "ran: {\"n\":1}"}),
         "{result}"
+    );
+
+    // A script's stack names its own file and lines, not the bundle's.
+    let mut argv = args("dryrun", tmp.path(), "zero-project");
+    argv.splice(1..1, ["code-from-strings".to_string(), "demo".to_string()]);
+    argv.extend([
+        "--json".to_string(),
+        "--input".to_string(),
+        r#"{"fail":true}"#.to_string(),
+    ]);
+    let (code, out, err) = sluice(&argv).await;
+    assert_eq!(code, 1, "out: {out}\nerr: {err}");
+    let result: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let logs = result["logs"].to_string();
+    assert!(
+        logs.contains("fail@github/actions/code-from-strings.ts:7:11")
+            && logs.contains("exec@github/actions/code-from-strings.ts:18:"),
+        "{logs}"
     );
 
     // `fetch` is refused with a message naming what to use.
