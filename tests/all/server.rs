@@ -474,6 +474,22 @@ async fn deploy_connect_sync_read_act_isolate_and_restart_on(store: StoreKind) {
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["records"].as_array().unwrap().len(), 1, "{body}");
+    // Any JSON body is an action endpoint's input (the original's body
+    // parser takes an array too): the action, not the API, refuses it.
+    let resp = dev
+        .http
+        .post(format!("{}/v1/contacts", dev.base))
+        .bearer_auth(&dev.key)
+        .header("connection-id", "demo")
+        .header("provider-config-key", "hubspot")
+        .header("content-type", "application/json")
+        .body("[1, 2]")
+        .send()
+        .await
+        .unwrap();
+    let refused: Value = serde_json::from_str(&resp.text().await.unwrap()).unwrap();
+    assert_ne!(refused["error"]["code"], "invalid_body", "{refused}");
+    assert!(refused["error"]["code"].is_string(), "{refused}");
     // `X-Async` on an action's endpoint queues it as on /action/trigger.
     let resp = dev
         .http

@@ -1549,7 +1549,27 @@ async fn each_scripts_test_sees_the_harness_as_its_own_module_left_it() {
     write(
         dir,
         "index.ts",
-        "import './shims/actions/first.js';\nimport './shims/actions/second.js';\n",
+        "import './shims/actions/first.js';\nimport './shims/actions/second.js';\nimport './shims/actions/third.js';\n",
+    );
+    // A test that fixes the connection (a hand-written shape the harness
+    // runs by building the literal it gives).
+    write(
+        dir,
+        "shims/actions/third.ts",
+        "import { z } from 'zod';\nimport { createAction } from 'nango';\n\nexport default createAction({\n    description: 'Answers with its connection config',\n    version: '1.0.0',\n    input: z.object({}),\n    output: z.object({ who: z.string() }),\n    exec: async (nango: any) => ({ who: (await nango.getConnection()).connection_config.tenant })\n});\n",
+    );
+    write(
+        dir,
+        "shims/tests/shims-third.test.ts",
+        &shim_test("third").replace(
+            "        const input = await nangoMock.getInput();",
+            "        nangoMock.getConnection = vi.fn().mockResolvedValue({ connection_config: { tenant: 'third' } });\n        const input = await nangoMock.getInput();",
+        ),
+    );
+    write(
+        dir,
+        "shims/tests/third.test.json",
+        &json!({"input": {}, "output": {"who": "third"}, "nango": {}, "api": {}}).to_string(),
     );
     for who in ["first", "second"] {
         write(dir, &format!("shims/actions/{who}.ts"), &shim_action(who));
@@ -1568,4 +1588,5 @@ async fn each_scripts_test_sees_the_harness_as_its_own_module_left_it() {
     assert_eq!(code, 0, "out: {out}\nerr: {err}");
     assert!(out.contains("✓ shims/shims-first (action, "), "{out}");
     assert!(out.contains("✓ shims/shims-second (action, "), "{out}");
+    assert!(out.contains("✓ shims/shims-third (action, "), "{out}");
 }

@@ -9,6 +9,7 @@
 
 import { Buffer } from 'buffer';
 import { sha1 } from '@noble/hashes/legacy.js';
+import { SdkFunction } from './codegen';
 import { ActionError } from './index';
 
 /** What the host asks for: one test file of a generated shape. */
@@ -303,7 +304,7 @@ const MISSING = (what: string) => new Error(`Missing mock data for ${what}`);
 function fixedConnection(source: string, fixture: unknown): unknown {
     const readFileSync = () => JSON.stringify(fixture ?? null);
     const resolve = (...parts: string[]) => parts.join('/');
-    return new Function('readFileSync', 'resolve', '__dirname', `return (${source});`)(readFileSync, resolve, '');
+    return new SdkFunction('readFileSync', 'resolve', '__dirname', `return (${source});`)(readFileSync, resolve, '');
 }
 
 /** lodash's `get`: a key that exists as written (`@odata.nextLink`) wins over a dotted path. */

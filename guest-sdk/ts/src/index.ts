@@ -10,6 +10,7 @@ import * as logging from 'nango:scripts/log@0.2.0';
 import * as conn from 'nango:scripts/connection@0.2.0';
 import * as records from 'nango:scripts/records@0.2.0';
 import * as syncContext from 'nango:scripts/sync-context@0.2.0';
+import './codegen';
 import { prewarm } from './prewarm';
 import { runTest, scopeOf, type TestSpec } from './harness';
 

@@ -15,6 +15,7 @@
 // language's builtins: no imports, no clock, no randomness, nothing a script
 // can observe afterwards.
 
+import { SdkFunction } from './codegen';
 const WARM = `
 const keep = [];
 const g = globalThis;
@@ -87,7 +88,7 @@ let kept: unknown[] = [];
 export function prewarm(imported: unknown): void {
     kept = [];
     try {
-        kept.push(new Function(WARM)());
+        kept.push(new SdkFunction(WARM)());
     } catch {
         // A builtin this engine lacks: the warm-up is an optimisation only.
     }

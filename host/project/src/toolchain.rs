@@ -53,6 +53,10 @@ const FILES: &[(&str, &str)] = &[
         include_str!("../../../guest-sdk/ts/src/prewarm.ts"),
     ),
     (
+        "src/codegen.ts",
+        include_str!("../../../guest-sdk/ts/src/codegen.ts"),
+    ),
+    (
         "src/wit.d.ts",
         include_str!("../../../guest-sdk/ts/src/wit.d.ts"),
     ),

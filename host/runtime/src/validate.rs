@@ -41,6 +41,10 @@ const MIN_STEPS: usize = 4_096;
 struct Steps {
     left: usize,
     ran_out: bool,
+    /// A part of the schema was not checked (a keyword or format this
+    /// validator does not know, a pattern it cannot compile, the depth
+    /// cap): a probe that found no violation then decides nothing.
+    unsure: bool,
 }
 
 /// The number of JSON values in `value` (itself included), without
@@ -105,6 +109,7 @@ impl Validation {
             let mut steps = Steps {
                 left: budget,
                 ran_out: false,
+                unsure: false,
             };
             self.visit(
                 schema,
@@ -125,8 +130,9 @@ impl Validation {
         errors
     }
 
-    /// Checks `value` against `schema`. A `probe` (an `anyOf` option being
-    /// tried) stops at its first violation: only whether it has any counts.
+    /// Checks `value` against `schema`. A `probe` (an `anyOf`, `oneOf` or
+    /// `not` option being tried) stops at its first violation: only
+    /// whether it has any counts.
     #[allow(clippy::too_many_arguments)]
     fn visit(
         &self,
@@ -141,16 +147,26 @@ impl Validation {
         let Some(schema) = schema.as_object() else {
             return;
         };
-        if depth > MAX_DEPTH || (probe && !out.is_empty()) {
+        if probe && !out.is_empty() {
+            return;
+        }
+        if depth > MAX_DEPTH {
+            steps.unsure = true;
             return;
         }
         if steps.left == 0 {
             steps.ran_out = true;
+            steps.unsure = true;
             return;
         }
         steps.left -= 1;
+        // One pass over the schema's keys (most have one to four).
+        let k = Keywords::of(schema);
+        if k.unknown {
+            steps.unsure = true;
+        }
         let at = |p: &Path<'_>| p.at();
-        if let Some(Value::String(r)) = schema.get("$ref") {
+        if let Some(Value::String(r)) = k.reference {
             if let Some(target) = r
                 .strip_prefix("#/definitions/")
                 .and_then(|name| self.definitions.get(name))
@@ -159,26 +175,22 @@ impl Validation {
             }
             return;
         }
-        if let Some(Value::Array(options)) = schema.get("anyOf") {
-            let fits = options.iter().any(|o| {
-                let mut e = Vec::new();
-                self.visit(o, value, path, depth + 1, true, steps, &mut e);
-                e.is_empty()
-            });
+        if let Some(Value::Array(options)) = k.any_of {
+            let fits = options
+                .iter()
+                .any(|o| self.fits(o, value, path, depth, steps) != Some(false));
             if !fits {
                 out.push(format!("{} must match a schema in anyOf", at(path)));
             }
             return;
         }
-        if let Some(not) = schema.get("not") {
-            let mut e = Vec::new();
-            self.visit(not, value, path, depth + 1, true, steps, &mut e);
-            if e.is_empty() {
-                out.push(format!("{} must NOT be valid", at(path)));
-                return;
-            }
+        if let Some(not) = k.not
+            && self.fits(not, value, path, depth, steps) == Some(true)
+        {
+            out.push(format!("{} must NOT be valid", at(path)));
+            return;
         }
-        match schema.get("type") {
+        match k.kind {
             Some(Value::String(t)) if !has_type(value, t) => {
                 out.push(format!("{} must be {t}", at(path)));
                 return;
@@ -195,12 +207,12 @@ impl Validation {
             }
             _ => {}
         }
-        if let Some(c) = schema.get("const")
+        if let Some(c) = k.constant
             && !same(c, value)
         {
             out.push(format!("{} must be equal to constant {c}", at(path)));
         }
-        if let Some(Value::Array(allowed)) = schema.get("enum")
+        if let Some(Value::Array(allowed)) = k.allowed
             && !allowed.iter().any(|a| same(a, value))
         {
             out.push(format!(
@@ -209,26 +221,28 @@ impl Validation {
             ));
         }
         if let Some(n) = value.as_f64() {
-            self.check_number(schema, n, path, out);
+            check_number(&k, n, path, out);
         }
         if let Some(s) = value.as_str() {
-            self.check_string(schema, s, path, out);
+            self.check_string(&k, s, path, steps, out);
         }
-        if let Some(Value::Array(all)) = schema.get("allOf") {
+        if let Some(Value::Array(all)) = k.all_of {
             for s in all {
                 self.visit(s, value, path, depth + 1, probe, steps, out);
             }
         }
-        if let Some(Value::Array(options)) = schema.get("oneOf") {
-            let fitting = options
-                .iter()
-                .filter(|o| {
-                    let mut e = Vec::new();
-                    self.visit(o, value, path, depth + 1, true, steps, &mut e);
-                    e.is_empty()
-                })
-                .count();
-            if fitting != 1 {
+        if let Some(Value::Array(options)) = k.one_of {
+            let mut fitting = 0;
+            let mut unsure = false;
+            for o in options {
+                match self.fits(o, value, path, depth, steps) {
+                    Some(true) => fitting += 1,
+                    Some(false) => {}
+                    None => unsure = true,
+                }
+            }
+            // An option that could not be told apart might be the one.
+            if fitting > 1 || (fitting == 0 && !unsure) {
                 out.push(format!(
                     "{} must match exactly one schema in oneOf",
                     at(path)
@@ -240,23 +254,31 @@ impl Validation {
         }
         if let Value::Array(values) = value {
             let count = values.len() as f64;
-            if let Some(min) = schema.get("minItems").and_then(Value::as_f64)
+            if let Some(min) = k.min_items.and_then(Value::as_f64)
                 && count < min
             {
-                out.push(format!("{} must NOT have fewer than {min} items", at(path)));
+                out.push(format!(
+                    "{} must NOT have fewer than {} items",
+                    at(path),
+                    number(min)
+                ));
             }
-            if let Some(max) = schema.get("maxItems").and_then(Value::as_f64)
+            if let Some(max) = k.max_items.and_then(Value::as_f64)
                 && count > max
             {
-                out.push(format!("{} must NOT have more than {max} items", at(path)));
+                out.push(format!(
+                    "{} must NOT have more than {} items",
+                    at(path),
+                    number(max)
+                ));
             }
             // `items` is one schema for every element, or (a tuple) one
             // per position, the rest checked against `additionalItems`.
             for (i, v) in values.iter().enumerate() {
-                let item = match schema.get("items") {
+                let item = match k.items {
                     Some(Value::Array(positions)) => match positions.get(i) {
                         Some(s) => Some(s),
-                        None => match schema.get("additionalItems") {
+                        None => match k.additional_items {
                             Some(Value::Bool(false)) => {
                                 out.push(format!(
                                     "{} must NOT have more than {} items",
@@ -279,34 +301,32 @@ impl Validation {
             }
         }
         if let Value::Object(fields) = value {
-            if let Some(names) = schema.get("propertyNames") {
-                for k in fields.keys() {
-                    let mut e = Vec::new();
-                    let key = Value::String(k.clone());
-                    self.visit(names, &key, path, depth + 1, true, steps, &mut e);
-                    if !e.is_empty() {
-                        out.push(format!("{} property name '{k}' is invalid", at(path)));
+            if let Some(names) = k.property_names {
+                for name in fields.keys() {
+                    let key = Value::String(name.clone());
+                    if self.fits(names, &key, path, depth, steps) == Some(false) {
+                        out.push(format!("{} property name '{name}' must be valid", at(path)));
                         if probe {
                             return;
                         }
                     }
                 }
             }
-            let properties = schema.get("properties").and_then(Value::as_object);
-            if let Some(Value::Array(required)) = schema.get("required") {
+            let properties = k.properties.and_then(Value::as_object);
+            if let Some(Value::Array(required)) = k.required {
                 for name in required.iter().filter_map(Value::as_str) {
                     if !fields.contains_key(name) {
                         out.push(format!("{} must have required property '{name}'", at(path)));
                     }
                 }
             }
-            for (k, v) in fields {
-                let here = Path::Key(path, k);
-                match properties.and_then(|p| p.get(k)) {
+            for (key, v) in fields {
+                let here = Path::Key(path, key);
+                match properties.and_then(|p| p.get(key)) {
                     Some(s) => self.visit(s, v, &here, depth + 1, probe, steps, out),
-                    None => match schema.get("additionalProperties") {
+                    None => match k.additional_properties {
                         Some(Value::Bool(false)) => out.push(format!(
-                            "{} must NOT have additional properties: '{k}'",
+                            "{} must NOT have additional properties: '{key}'",
                             at(path)
                         )),
                         Some(extra @ Value::Object(_)) => {
@@ -321,64 +341,29 @@ impl Validation {
             }
         }
     }
-}
 
-/// A schema's `pattern` as a regular expression, or `None` when the
-/// `regex` crate cannot take it (JavaScript's look-around and
-/// back-references) or it is too big.
-fn compile_pattern(pattern: &str) -> Option<Regex> {
-    regex::RegexBuilder::new(pattern)
-        .size_limit(1 << 20)
-        .build()
-        .ok()
-}
-
-/// ajv-formats' `email` (its fast mode) and `uuid`.
-static EMAIL: LazyLock<Option<Regex>> = LazyLock::new(|| {
-    compile_pattern(
-        r"(?i)^[a-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[a-z0-9!#$%&'*+/=?^_`{|}~-]+)*@(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$",
-    )
-});
-static UUID: LazyLock<Option<Regex>> = LazyLock::new(|| {
-    compile_pattern(r"(?i)^(?:urn:uuid:)?[0-9a-f]{8}-(?:[0-9a-f]{4}-){3}[0-9a-f]{12}$")
-});
-
-impl Validation {
-    /// `minimum`, `maximum`, their exclusive forms (draft-07: numbers) and
-    /// `multipleOf`.
-    fn check_number(
+    /// Whether `value` fits `schema`: `None` when a part of the schema this
+    /// validator does not check decided nothing (so the caller neither
+    /// counts it as a match nor as a mismatch).
+    fn fits(
         &self,
-        schema: &Map<String, Value>,
-        n: f64,
+        schema: &Value,
+        value: &Value,
         path: &Path<'_>,
-        out: &mut Vec<String>,
-    ) {
-        let bound = |k: &str| schema.get(k).and_then(Value::as_f64);
-        if let Some(min) = bound("minimum")
-            && n < min
-        {
-            out.push(format!("{} must be >= {}", path.at(), number(min)));
-        }
-        if let Some(max) = bound("maximum")
-            && n > max
-        {
-            out.push(format!("{} must be <= {}", path.at(), number(max)));
-        }
-        if let Some(min) = bound("exclusiveMinimum")
-            && n <= min
-        {
-            out.push(format!("{} must be > {}", path.at(), number(min)));
-        }
-        if let Some(max) = bound("exclusiveMaximum")
-            && n >= max
-        {
-            out.push(format!("{} must be < {}", path.at(), number(max)));
-        }
-        if let Some(m) = bound("multipleOf")
-            && m > 0.0
-            && (n / m).fract() != 0.0
-        {
-            out.push(format!("{} must be multiple of {}", path.at(), number(m)));
+        depth: usize,
+        steps: &mut Steps,
+    ) -> Option<bool> {
+        let outer = std::mem::take(&mut steps.unsure);
+        let mut e = Vec::new();
+        self.visit(schema, value, path, depth + 1, true, steps, &mut e);
+        let unsure = std::mem::replace(&mut steps.unsure, outer);
+        if !e.is_empty() {
+            Some(false)
+        } else if unsure {
+            steps.unsure = true;
+            None
+        } else {
+            Some(true)
         }
     }
 
@@ -386,13 +371,14 @@ impl Validation {
     /// and `format`.
     fn check_string(
         &self,
-        schema: &Map<String, Value>,
+        k: &Keywords<'_>,
         s: &str,
         path: &Path<'_>,
+        steps: &mut Steps,
         out: &mut Vec<String>,
     ) {
-        let min = schema.get("minLength").and_then(Value::as_f64);
-        let max = schema.get("maxLength").and_then(Value::as_f64);
+        let min = k.min_length.and_then(Value::as_f64);
+        let max = k.max_length.and_then(Value::as_f64);
         if min.is_some() || max.is_some() {
             let len = s.chars().count() as f64;
             if let Some(min) = min
@@ -414,30 +400,205 @@ impl Validation {
                 ));
             }
         }
-        if let Some(Value::String(p)) = schema.get("pattern")
-            && let Some(Some(re)) = self.patterns.get(p)
-            && !re.is_match(s)
-        {
-            out.push(format!("{} must match pattern \"{p}\"", path.at()));
-        }
-        let valid = match schema.get("format").and_then(Value::as_str) {
-            Some("date-time") => chrono::DateTime::parse_from_rfc3339(s).is_ok(),
-            Some("date") => {
-                s.len() == 10 && chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").is_ok()
+        if let Some(Value::String(p)) = k.pattern {
+            match self.patterns.get(p) {
+                Some(Some(re)) if !re.is_match(s) => {
+                    out.push(format!("{} must match pattern \"{p}\"", path.at()));
+                }
+                Some(Some(_)) => {}
+                _ => steps.unsure = true,
             }
-            Some("email") => EMAIL.as_ref().is_none_or(|re| re.is_match(s)),
-            Some("uuid") => UUID.as_ref().is_none_or(|re| re.is_match(s)),
-            _ => true,
+        }
+        let Some(format) = k.format.and_then(Value::as_str) else {
+            return;
+        };
+        let valid = match format {
+            "date-time" => chrono::DateTime::parse_from_rfc3339(s).is_ok(),
+            "date" => s.len() == 10 && chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").is_ok(),
+            "email" => EMAIL.as_ref().is_none_or(|re| re.is_match(s)),
+            "uuid" => UUID.as_ref().is_none_or(|re| re.is_match(s)),
+            _ => {
+                steps.unsure = true;
+                true
+            }
         };
         if !valid {
-            let f = schema
-                .get("format")
-                .and_then(Value::as_str)
-                .unwrap_or_default();
-            out.push(format!("{} must match format \"{f}\"", path.at()));
+            out.push(format!("{} must match format \"{format}\"", path.at()));
         }
     }
 }
+
+/// The keywords of one schema object, found in one pass over its keys.
+#[derive(Default)]
+struct Keywords<'a> {
+    reference: Option<&'a Value>,
+    any_of: Option<&'a Value>,
+    all_of: Option<&'a Value>,
+    one_of: Option<&'a Value>,
+    not: Option<&'a Value>,
+    kind: Option<&'a Value>,
+    constant: Option<&'a Value>,
+    allowed: Option<&'a Value>,
+    items: Option<&'a Value>,
+    additional_items: Option<&'a Value>,
+    min_items: Option<&'a Value>,
+    max_items: Option<&'a Value>,
+    properties: Option<&'a Value>,
+    required: Option<&'a Value>,
+    additional_properties: Option<&'a Value>,
+    property_names: Option<&'a Value>,
+    minimum: Option<&'a Value>,
+    maximum: Option<&'a Value>,
+    exclusive_minimum: Option<&'a Value>,
+    exclusive_maximum: Option<&'a Value>,
+    multiple_of: Option<&'a Value>,
+    min_length: Option<&'a Value>,
+    max_length: Option<&'a Value>,
+    pattern: Option<&'a Value>,
+    format: Option<&'a Value>,
+    /// A keyword that constrains values and is not checked here
+    /// (`uniqueItems`, `patternProperties`, `if`, …).
+    unknown: bool,
+}
+
+impl<'a> Keywords<'a> {
+    fn of(schema: &'a Map<String, Value>) -> Self {
+        let mut k = Keywords::default();
+        for (name, v) in schema {
+            let slot = match name.as_str() {
+                "$ref" => &mut k.reference,
+                "anyOf" => &mut k.any_of,
+                "allOf" => &mut k.all_of,
+                "oneOf" => &mut k.one_of,
+                "not" => &mut k.not,
+                "type" => &mut k.kind,
+                "const" => &mut k.constant,
+                "enum" => &mut k.allowed,
+                "items" => &mut k.items,
+                "additionalItems" => &mut k.additional_items,
+                "minItems" => &mut k.min_items,
+                "maxItems" => &mut k.max_items,
+                "properties" => &mut k.properties,
+                "required" => &mut k.required,
+                "additionalProperties" => &mut k.additional_properties,
+                "propertyNames" => &mut k.property_names,
+                "minimum" => &mut k.minimum,
+                "maximum" => &mut k.maximum,
+                "exclusiveMinimum" => &mut k.exclusive_minimum,
+                "exclusiveMaximum" => &mut k.exclusive_maximum,
+                "multipleOf" => &mut k.multiple_of,
+                "minLength" => &mut k.min_length,
+                "maxLength" => &mut k.max_length,
+                "pattern" => &mut k.pattern,
+                "format" => &mut k.format,
+                // Annotations: they constrain nothing.
+                "description" | "title" | "default" | "examples" | "$schema" | "$id"
+                | "$comment" | "readOnly" | "writeOnly" | "deprecated" | "definitions"
+                | "$defs" | "nullable" => continue,
+                _ => {
+                    k.unknown = true;
+                    continue;
+                }
+            };
+            *slot = Some(v);
+        }
+        k
+    }
+}
+
+/// `minimum`, `maximum`, their exclusive forms (draft-07: numbers) and
+/// `multipleOf`.
+fn check_number(k: &Keywords<'_>, n: f64, path: &Path<'_>, out: &mut Vec<String>) {
+    let bound = |v: Option<&Value>| v.and_then(Value::as_f64);
+    if let Some(min) = bound(k.minimum)
+        && n < min
+    {
+        out.push(format!("{} must be >= {}", path.at(), number(min)));
+    }
+    if let Some(max) = bound(k.maximum)
+        && n > max
+    {
+        out.push(format!("{} must be <= {}", path.at(), number(max)));
+    }
+    if let Some(min) = bound(k.exclusive_minimum)
+        && n <= min
+    {
+        out.push(format!("{} must be > {}", path.at(), number(min)));
+    }
+    if let Some(max) = bound(k.exclusive_maximum)
+        && n >= max
+    {
+        out.push(format!("{} must be < {}", path.at(), number(max)));
+    }
+    if let Some(m) = bound(k.multiple_of)
+        && m > 0.0
+        && (n / m).fract() != 0.0
+    {
+        out.push(format!("{} must be multiple of {}", path.at(), number(m)));
+    }
+}
+
+/// A schema's `pattern` as a regular expression, or `None` when the
+/// `regex` crate cannot take it (JavaScript's look-around and
+/// back-references) or it is too big.
+fn compile_pattern(pattern: &str) -> Option<Regex> {
+    regex::RegexBuilder::new(&ascii_classes(pattern)?)
+        .size_limit(1 << 20)
+        .build()
+        .ok()
+}
+
+/// `pattern` with `\d`, `\w` and their negations as JavaScript reads them
+/// (ASCII, where the `regex` crate's are Unicode), or `None` for a negated
+/// class inside brackets, which has no such spelling.
+fn ascii_classes(pattern: &str) -> Option<String> {
+    let mut out = String::with_capacity(pattern.len());
+    let mut chars = pattern.chars();
+    let mut in_class = false;
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                let Some(next) = chars.next() else {
+                    out.push(c);
+                    break;
+                };
+                match (next, in_class) {
+                    ('d', false) => out.push_str("[0-9]"),
+                    ('d', true) => out.push_str("0-9"),
+                    ('w', false) => out.push_str("[A-Za-z0-9_]"),
+                    ('w', true) => out.push_str("A-Za-z0-9_"),
+                    ('D', false) => out.push_str("[^0-9]"),
+                    ('W', false) => out.push_str("[^A-Za-z0-9_]"),
+                    ('D' | 'W', true) => return None,
+                    _ => {
+                        out.push(c);
+                        out.push(next);
+                    }
+                }
+            }
+            '[' if !in_class => {
+                in_class = true;
+                out.push(c);
+            }
+            ']' if in_class => {
+                in_class = false;
+                out.push(c);
+            }
+            _ => out.push(c),
+        }
+    }
+    Some(out)
+}
+
+/// ajv-formats' `email` (its full mode) and `uuid`.
+static EMAIL: LazyLock<Option<Regex>> = LazyLock::new(|| {
+    compile_pattern(
+        r"(?i)^[a-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[a-z0-9!#$%&'*+/=?^_`{|}~-]+)*@(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$",
+    )
+});
+static UUID: LazyLock<Option<Regex>> = LazyLock::new(|| {
+    compile_pattern(r"(?i)^(?:urn:uuid:)?[0-9a-f]{8}-(?:[0-9a-f]{4}-){3}[0-9a-f]{12}$")
+});
 
 /// A bound as JavaScript prints it (`1`, not `1.0`).
 fn number(n: f64) -> String {
@@ -605,7 +766,7 @@ mod tests {
             "/either must be string,null",
             "/pair must NOT have more than 2 items",
             "/tags must NOT have fewer than 1 items",
-            "/labels property name 'z' is invalid",
+            "/labels property name 'z' must be valid",
             "/both must have required property 'b'",
             "/one must match exactly one schema in oneOf",
             "/never must NOT be valid",
@@ -623,6 +784,51 @@ mod tests {
                 "/count must be integer".to_string(),
                 "/ratio must be multiple of 0.25".to_string(),
                 "/name must NOT have fewer than 2 characters".to_string(),
+            ]
+        );
+    }
+
+    #[test]
+    fn digit_and_word_classes_are_javascripts() {
+        assert_eq!(
+            ascii_classes(r"^\d+[\w-]$").as_deref(),
+            Some(r"^[0-9]+[A-Za-z0-9_-]$")
+        );
+        assert_eq!(ascii_classes(r"\D\\d").as_deref(), Some(r"[^0-9]\\d"));
+        assert_eq!(ascii_classes(r"[\D]"), None);
+        let re = compile_pattern(r"^\d+$").unwrap();
+        assert!(
+            re.is_match("123") && !re.is_match("١٢٣"),
+            "Arabic-Indic digits are not \\d in JS"
+        );
+    }
+
+    /// `not` and `oneOf` decide nothing on what this validator cannot
+    /// check: no violation is reported that ajv might not report.
+    #[test]
+    fn what_is_not_checked_reports_nothing_through_not_and_one_of() {
+        let v = Validation::new(
+            &json!({"definitions": {"M": {"type": "object", "properties": {
+                "a": {"not": {"type": "string", "pattern": "(?=x)"}},
+                "b": {"not": {"type": "array", "uniqueItems": true}},
+                "c": {"oneOf": [{"type": "string", "format": "hostname"}, {"type": "string", "minLength": 1}]},
+                "d": {"not": {"type": "string"}},
+                "e": {"oneOf": [{"type": "string"}, {"type": "string", "minLength": 1}]}
+            }}}}),
+            true,
+        );
+        assert_eq!(
+            v.check(
+                "M",
+                &json!({"a": "x", "b": [1, 2], "c": "host", "d": 1, "e": ""})
+            ),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            v.check("M", &json!({"d": "s", "e": "two"})),
+            vec![
+                "/d must NOT be valid".to_string(),
+                "/e must match exactly one schema in oneOf".to_string()
             ]
         );
     }

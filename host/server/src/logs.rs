@@ -71,8 +71,8 @@ pub struct Execution {
 pub struct DeliveryAttempt<'a> {
     /// `webhook-id`.
     pub id: &'a str,
-    /// The receiver, as errors show it (no query, no user); empty when
-    /// the attempt failed before sending.
+    /// The receiver, as errors show it (no query, no user, long path
+    /// segments masked); empty when the attempt failed before it knew.
     pub url: String,
     pub body: &'a str,
     pub number: u32,
@@ -273,21 +273,26 @@ impl Logs {
     /// `async_action`), under the connection its body names (none for a
     /// provider's webhook that matched no connection).
     pub async fn record_delivery(&self, env: &EnvState, attempt: &DeliveryAttempt<'_>) {
-        let body: Value = serde_json::from_str(attempt.body).unwrap_or(Value::Null);
-        let text = |k: &str| body[k].as_str().unwrap_or_default().to_string();
+        // Only these three fields (a forwarded body may be megabytes).
+        #[derive(Deserialize, Default)]
+        struct Head {
+            #[serde(rename = "type", default)]
+            kind: Option<String>,
+            #[serde(rename = "providerConfigKey", default)]
+            provider_config_key: Option<String>,
+            #[serde(rename = "connectionId", default)]
+            connection_id: Option<String>,
+        }
+        let head: Head = serde_json::from_str(attempt.body).unwrap_or_default();
         let conn = ConnectionRef {
-            provider_config_key: text("providerConfigKey"),
-            connection_id: text("connectionId"),
+            provider_config_key: head.provider_config_key.unwrap_or_default(),
+            connection_id: head.connection_id.unwrap_or_default(),
         };
-        let kind = match text("type") {
-            t if t.is_empty() => "webhook".to_string(),
-            t => t,
-        };
-        let url = if attempt.url.is_empty() {
-            "(none)"
-        } else {
-            &attempt.url
-        };
+        let kind = head
+            .kind
+            .filter(|t| !t.is_empty())
+            .unwrap_or_else(|| "webhook".to_string());
+        let url = attempt.url.as_str();
         let (level, message) = match &attempt.error {
             None => (
                 "info",
@@ -329,7 +334,11 @@ impl Logs {
                 level: level.into(),
                 source: "internal".into(),
                 message,
-                meta: Some(serde_json::json!({"webhook_id": attempt.id, "url": url})),
+                meta: Some(if url.is_empty() {
+                    serde_json::json!({"webhook_id": attempt.id})
+                } else {
+                    serde_json::json!({"webhook_id": attempt.id, "url": url})
+                }),
             }],
             execution,
             dropped: 0,

@@ -477,10 +477,28 @@ pub async fn run_webhook(
         return Err(deleted_during(conn));
     };
     let Ok(report) = ran else {
+        let message = format!("the webhook script of `{name}` ran longer than an hour");
+        // In the history, and to the app as any failed run.
+        app.logs
+            .record_failure(env, conn, "webhook", name, started_at, message.clone())
+            .await;
+        let summary = RunSummary {
+            run_type: RunType::Incremental,
+            ..RunSummary::failed(
+                state.last_job,
+                started_at,
+                "webhook_timeout",
+                message.clone(),
+            )
+        };
+        let _ = app
+            .webhooks
+            .sync_run(env, conn, name, "base", &models, &summary, "WEBHOOK", None)
+            .await;
         return Err(ApiError::new(
             axum::http::StatusCode::GATEWAY_TIMEOUT,
             "webhook_timeout",
-            format!("the webhook script of `{name}` ran longer than an hour"),
+            message,
         ));
     };
     record_execution(app, env, conn, "webhook", name, &report).await;

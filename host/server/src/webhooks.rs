@@ -567,11 +567,11 @@ impl Webhooks {
                 // again with the same id, which receivers deduplicate.
                 let _ = env.store.delete_doc_unflushed(OUTBOX, &key).await;
             }
-            Err((error, retry)) => {
+            Err((error, retry, url)) => {
                 let age = (Utc::now() - d.created_at).to_std().unwrap_or_default();
                 let give_up = !retry || age >= self.give_up_after;
                 app.logs
-                    .record_delivery(env, &logged(String::new(), Some(error.clone()), give_up))
+                    .record_delivery(env, &logged(url, Some(error.clone()), give_up))
                     .await;
                 app.config.events.say(&format!(
                     "{}: webhook {} to the app failed (attempt {}): {error}{}",
@@ -621,7 +621,11 @@ impl Webhooks {
 /// `Ok(None)` nothing to send it to any more, `Err((why, retry?))`.
 /// Network errors, timeouts, 408, 429 and 5xx are retried; other answers
 /// are final.
-async fn send(app: &App, env: &EnvState, d: &Delivery) -> Result<Option<String>, (String, bool)> {
+async fn send(
+    app: &App,
+    env: &EnvState,
+    d: &Delivery,
+) -> Result<Option<String>, (String, bool, String)> {
     let secret_key = env
         .store
         .secret(sluice_store::SECRET_KEY)
@@ -639,6 +643,7 @@ async fn send(app: &App, env: &EnvState, d: &Delivery) -> Result<Option<String>,
                 return Err((
                     format!("cannot read the connection's webhook URL: {}", e.message),
                     true,
+                    String::new(),
                 ));
             }
         },
@@ -648,6 +653,7 @@ async fn send(app: &App, env: &EnvState, d: &Delivery) -> Result<Option<String>,
                 (
                     format!("cannot read the webhook settings: {}", e.message),
                     true,
+                    String::new(),
                 )
             })?;
             let current = if slot == 0 {
@@ -684,24 +690,26 @@ async fn send(app: &App, env: &EnvState, d: &Delivery) -> Result<Option<String>,
     {
         req = req.header("webhook-signature", sig);
     }
+    let shown = shown_url(&url);
     match req.body(d.body.clone()).send().await {
-        Ok(resp) if resp.status().is_success() => Ok(Some(shown_url(&url))),
+        Ok(resp) if resp.status().is_success() => Ok(Some(shown)),
         Ok(resp) => {
             let s = resp.status();
             let retry = s.is_server_error() || s.as_u16() == 408 || s.as_u16() == 429;
-            Err((format!("{} answered HTTP {s}", shown_url(&url)), retry))
+            Err((format!("{shown} answered HTTP {s}"), retry, shown))
         }
         Err(e) if e.is_timeout() => Err((
             format!(
-                "{} did not answer within {} s",
-                shown_url(&url),
+                "{shown} did not answer within {} s",
                 DELIVERY_TIMEOUT.as_secs()
             ),
             true,
+            shown,
         )),
         Err(e) => Err((
-            format!("cannot reach {}: {}", shown_url(&url), e.without_url()),
+            format!("cannot reach {shown}: {}", e.without_url()),
             true,
+            shown,
         )),
     }
 }
@@ -719,6 +727,28 @@ fn shown_url(url: &str) -> String {
             u.set_fragment(None);
             let _ = u.set_username("");
             let _ = u.set_password(None);
+            // A path segment that looks like a token (Slack's and Zapier's
+            // hook URLs carry their secret in the path) is masked.
+            let path: Vec<String> = u
+                .path_segments()
+                .map(|segments| {
+                    segments
+                        .map(|p| {
+                            let token_like = p.len() >= 16
+                                && p.chars()
+                                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+                            if token_like {
+                                "***".to_string()
+                            } else {
+                                p.to_string()
+                            }
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            if !path.is_empty() {
+                u.set_path(&path.join("/"));
+            }
             if had_query {
                 format!("{u}?…")
             } else {
@@ -740,6 +770,10 @@ mod tests {
             "https://app.example/hooks?…"
         );
         assert_eq!(shown_url("http://127.0.0.1:9/h"), "http://127.0.0.1:9/h");
+        assert_eq!(
+            shown_url("https://hooks.slack.com/services/T0001/B0002/XXXXXXXXXXXXXXXXXXXXXXXX"),
+            "https://hooks.slack.com/services/T0001/B0002/***"
+        );
     }
 
     #[test]

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sluice_runtime::records::ConnectionRef;
 
-use super::{ApiPath, DecodedBody};
+use super::{ApiPath, RawBody};
 use crate::app::{App, EnvState};
 use crate::error::{ApiError, ApiResult};
 use crate::routing::{self, Incoming, Lookup, Route, Secrets};
@@ -64,7 +64,7 @@ pub async fn receive(
     State(app): State<Arc<App>>,
     ApiPath((environment, pck)): ApiPath<(String, String)>,
     headers: HeaderMap,
-    DecodedBody(body): DecodedBody,
+    RawBody(body): RawBody,
 ) -> ApiResult<Response> {
     let env = uuid::Uuid::parse_str(&environment)
         .ok()
@@ -94,6 +94,14 @@ pub async fn receive(
     else {
         return Ok(StatusCode::NO_CONTENT.into_response());
     };
+    // Decompressed only now, for an environment and an integration that
+    // take webhooks: the route has no key to check first.
+    let body = super::decoded(
+        super::content_encoding(&headers),
+        body,
+        app.config.max_body_bytes,
+    )
+    .await?;
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -136,11 +144,20 @@ pub async fn receive(
     let routed = match routing::route_webhook(&script, &request, &secrets) {
         None => {
             // Its signature cannot be checked, nor its connections found:
-            // nothing is forwarded unverified. Said, so it is not silent.
-            app.config.events.say(&format!(
-                "webhook for integration `{pck}` dropped: sluice has no `{script}` (the webhook_routing_script of provider `{}`); it was answered 204",
-                integration.provider
-            ));
+            // nothing is forwarded unverified. Said (once per integration
+            // and script), so it is not silent.
+            static SAID: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+            let what = format!("{}\u{1f}{pck}\u{1f}{script}", env.store.id());
+            let mut said = SAID
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if !said.contains(&what) && said.len() < 10_000 {
+                said.push(what);
+                app.config.events.say(&format!(
+                    "webhooks for integration `{pck}` are dropped: sluice has no `{script}` (the webhook_routing_script of provider `{}`); they are answered 204",
+                    integration.provider
+                ));
+            }
             return Ok(StatusCode::NO_CONTENT.into_response());
         }
         Some(Err(refused)) => {
@@ -285,15 +302,23 @@ async fn handle_once(
             env.store.put_doc(INCOMING, key, &noted).await?;
         }
     }
-    for (cid, sync, input) in runs {
+    // After a crash, the changes since the first attempt are told once
+    // per connection and sync: with its last run.
+    let last_of: std::collections::HashMap<(&str, &str), usize> = runs
+        .iter()
+        .enumerate()
+        .map(|(i, (cid, sync, _))| ((cid.as_str(), sync.as_str()), i))
+        .collect();
+    let last: std::collections::HashSet<usize> = last_of.into_values().collect();
+    for (i, (cid, sync, input)) in runs.iter().enumerate() {
         let conn = ConnectionRef {
             provider_config_key: pck.clone(),
-            connection_id: cid,
+            connection_id: cid.clone(),
         };
+        let resumed = a.scripts_started_at.filter(|_| last.contains(&i));
         // A script's failure is in the connection's history (and, when
         // the app asked for them, in a failure webhook).
-        let _ =
-            crate::runner::run_webhook(app, env, &conn, &sync, input, a.scripts_started_at).await;
+        let _ = crate::runner::run_webhook(app, env, &conn, sync, input, resumed).await;
     }
     Ok(())
 }

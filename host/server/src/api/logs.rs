@@ -36,8 +36,14 @@ fn parse(raw: Option<&str>, paged: bool) -> ApiResult<(Filter, usize, Option<Cur
     let mut seen = std::collections::HashSet::new();
     for (k, v) in url::form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
         let v = v.into_owned();
-        // One value a filter: a second would silently replace the first.
-        if !seen.insert(k.clone()) {
+        // One value a filter (under either of its names): a second would
+        // silently replace the first.
+        let canonical = match k.as_ref() {
+            "integration" => "provider_config_key",
+            "text" => "q",
+            other => other,
+        };
+        if !seen.insert(canonical.to_string()) {
             return Err(invalid(format!("`{k}` is given more than once")));
         }
         match k.as_ref() {

@@ -131,22 +131,44 @@ impl<S: Send + Sync> FromRequest<S> for DecodedBody {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let encoding = req
-            .headers()
-            .get(axum::http::header::CONTENT_ENCODING)
-            .map(|v| v.to_str().unwrap_or("?").trim().to_ascii_lowercase())
-            .filter(|e| !e.is_empty() && e != "identity");
+        let encoding = content_encoding(req.headers());
         let limit = req.extensions().get::<BodyLimit>().map(|l| l.0);
         let bytes = body_bytes(req, state).await?;
-        let Some(encoding) = encoding else {
-            return Ok(DecodedBody(bytes));
-        };
-        let limit = limit.unwrap_or(usize::MAX);
-        tokio::task::spawn_blocking(move || decode(&encoding, &bytes, limit))
+        decoded(encoding, bytes, limit.unwrap_or(usize::MAX))
             .await
-            .map_err(|e| ApiError::internal(format!("decompressing the body failed: {e}")))?
             .map(DecodedBody)
     }
+}
+
+/// The `Content-Encoding` a request's body was sent with (`None`: as is).
+pub fn content_encoding(headers: &axum::http::HeaderMap) -> Option<String> {
+    headers
+        .get(axum::http::header::CONTENT_ENCODING)
+        .map(|v| v.to_str().unwrap_or("?").trim().to_ascii_lowercase())
+        .filter(|e| !e.is_empty() && e != "identity")
+}
+
+/// Decompressions running at once, process-wide: each may hold up to a
+/// route's limit of memory and a core.
+static DECOMPRESSING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+
+/// `bytes` decompressed per `encoding` (as is without one), at most
+/// `limit` bytes of it, off the async workers.
+pub async fn decoded(
+    encoding: Option<String>,
+    bytes: Bytes,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
+    let Some(encoding) = encoding else {
+        return Ok(bytes);
+    };
+    let _turn = DECOMPRESSING
+        .acquire()
+        .await
+        .map_err(|e| ApiError::internal(format!("decompressing the body failed: {e}")))?;
+    tokio::task::spawn_blocking(move || decode(&encoding, &bytes, limit))
+        .await
+        .map_err(|e| ApiError::internal(format!("decompressing the body failed: {e}")))?
 }
 
 /// `bytes` decompressed, at most `limit` bytes of it.
@@ -167,7 +189,7 @@ fn decode(encoding: &str, bytes: &[u8], limit: usize) -> Result<Bytes, ApiError>
     };
     let mut out = Vec::new();
     reader
-        .take(limit as u64 + 1)
+        .take((limit as u64).saturating_add(1))
         .read_to_end(&mut out)
         .map_err(|e| {
             ApiError::invalid_body(format!("the {encoding} body does not decompress: {e}"))
@@ -192,7 +214,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonList<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let bytes = body_bytes(req, state).await?;
+        let DecodedBody(bytes) = DecodedBody::from_request(req, state).await?;
         if bytes.is_empty() {
             return Err(ApiError::invalid_body(
                 "the request body is empty; send a JSON array",
@@ -237,6 +259,12 @@ pub async fn body_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes
             ApiError::invalid_body(format!("cannot read the request body: {e}"))
         }
     })
+}
+
+/// Parses any JSON value (an action's input, say), naming the problem.
+pub fn parse_any_json(bytes: &[u8]) -> Result<serde_json::Value, ApiError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::invalid_body(format!("the request body is not valid: {e}")))
 }
 
 /// Parses a JSON object, naming the problem and where it is.

@@ -583,7 +583,14 @@ pub async fn update_frequency(
                 "`{f}` is not a valid frequency: a whole number and a unit of seconds to days (`every 30m`, `every 2 hours`, `1d`), or `every month`, `week`, `half day`, `half hour` or `quarter hour`"
             )));
         }
-        Some(f) => (f.clone(), interval(f)?),
+        Some(f) => match interval(f)? {
+            every if every > sluice_nango_yaml::MAX_API_INTERVAL => {
+                return Err(ApiError::invalid_body(format!(
+                    "`{f}` is not a valid frequency: at most a century"
+                )));
+            }
+            every => (f.clone(), every),
+        },
         None => default,
     };
     for t in targets {
@@ -675,7 +682,7 @@ pub async fn create_variant(
     Env(env): Env,
     headers: ConnectionHeaders,
     super::ApiPath((name, variant)): super::ApiPath<(String, String)>,
-    super::RawBody(body): super::RawBody,
+    super::DecodedBody(body): super::DecodedBody,
 ) -> ApiResult<Json<Value>> {
     let (conn, sync) = variant_target(&env, headers, &body, &name, &variant).await?;
     let sync = sync.ok_or_else(|| no_such_sync(&conn.provider_config_key, &name))?;
@@ -736,7 +743,7 @@ pub async fn delete_variant(
     Env(env): Env,
     headers: ConnectionHeaders,
     super::ApiPath((name, variant)): super::ApiPath<(String, String)>,
-    super::RawBody(body): super::RawBody,
+    super::DecodedBody(body): super::DecodedBody,
 ) -> ApiResult<Json<Value>> {
     let (conn, sync) = variant_target(&env, headers, &body, &name, &variant).await?;
     let key = sync_key(&conn, &name, &variant);

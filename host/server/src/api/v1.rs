@@ -12,9 +12,10 @@ use axum::response::Response;
 use serde_json::{Map, Value, json};
 use sluice_runtime::records::ConnectionRef;
 
-use super::{ApiPath, ConnectionHeaders, Env, actions, body_bytes, parse_json, records};
+use super::{ApiPath, ConnectionHeaders, DecodedBody, Env, actions, parse_any_json, records};
 use crate::app::App;
 use crate::error::{ApiError, ApiResult};
+use axum::extract::FromRequest as _;
 
 enum Target {
     Records { model: String },
@@ -88,11 +89,11 @@ pub async fn dispatch(
                         .collect();
                 (!map.is_empty()).then_some(Value::Object(map))
             } else {
-                let bytes = body_bytes(req, &()).await?;
+                let DecodedBody(bytes) = DecodedBody::from_request(req, &()).await?;
                 if bytes.is_empty() {
                     None
                 } else {
-                    Some(parse_json::<Value>(&bytes)?)
+                    Some(parse_any_json(&bytes)?)
                 }
             };
             let conn = ConnectionRef {

@@ -26,6 +26,10 @@ pub async fn put(
     Env(env): Env,
     JsonBody(body): JsonBody<serde_json::Map<String, Value>>,
 ) -> ApiResult<Json<Value>> {
+    // Read, merged and written one change at a time: two at once would
+    // each write back what the other changed.
+    static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _turn = ONE_AT_A_TIME.lock().await;
     let mut merged = match serde_json::to_value(webhooks::settings(&env).await?) {
         Ok(Value::Object(m)) => m,
         _ => serde_json::Map::new(),
