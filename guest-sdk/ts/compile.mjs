@@ -14,6 +14,7 @@
 //
 // Both print one JSON line: { "ok": true } or { "ok": false, "errors": [{ "file", "line", "message" }] }.
 
+import { existsSync } from 'node:fs';
 import { readFile, writeFile, mkdir, rename, rm } from 'node:fs/promises';
 import { dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -170,6 +171,84 @@ function messages(errors, root) {
     }));
 }
 
+/** The base64 VLQ numbers of one source-map segment. */
+function vlq(text) {
+    const out = [];
+    let value = 0;
+    let shift = 0;
+    for (const ch of text) {
+        const digit = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/'.indexOf(ch);
+        if (digit < 0) return out;
+        value += (digit & 31) * 2 ** shift;
+        if (digit & 32) {
+            shift += 5;
+            continue;
+        }
+        out.push(value % 2 === 1 ? -Math.floor(value / 2) : Math.floor(value / 2));
+        value = 0;
+        shift = 0;
+    }
+    return out;
+}
+
+/**
+ * Where each bundle line of the project's own files came from:
+ * `{files, ranges: [[first bundle line, file index, [[bundle column,
+ * line, column, …], …]], …]}` (for each bundle line, its segments as
+ * triples: 0-based columns, 1-based lines), or null when none is the
+ * project's.
+ */
+function sourceLines(map, dir, root) {
+    const files = [];
+    const index = new Map();
+    const own = (map.sources ?? []).map((s) => {
+        const abs = resolve(dir, s);
+        // The SDK, packages and the compiler's own virtual modules are not the project's.
+        if (abs.includes(`${sep}node_modules${sep}`) || !inside(root, abs) || !existsSync(abs)) return -1;
+        const rel = relative(root, abs).split(sep).join('/');
+        if (!index.has(rel)) {
+            index.set(rel, files.length);
+            files.push(rel);
+        }
+        return index.get(rel);
+    });
+    const ranges = [];
+    let current = null;
+    let source = 0;
+    let line = 0;
+    let column = 0;
+    const generated = (map.mappings ?? '').split(';');
+    for (let g = 0; g < generated.length; g++) {
+        let file = -1;
+        const segments = [];
+        let genColumn = 0;
+        for (const seg of generated[g].split(',')) {
+            if (!seg) continue;
+            const f = vlq(seg);
+            genColumn += f[0] ?? 0;
+            if (f.length >= 4) {
+                source += f[1];
+                line += f[2];
+                column += f[3];
+                if (segments.length === 0) file = own[source] ?? -1;
+                // A line of the project's file (a bundle line holds one file).
+                if ((own[source] ?? -1) === file) segments.push(genColumn, line + 1, column);
+            }
+        }
+        if (segments.length === 0 || file < 0) {
+            current = null;
+            continue;
+        }
+        if (!current || current.file !== file || current.start + current.lines.length !== g + 1) {
+            current = { start: g + 1, file, lines: [] };
+            ranges.push(current);
+        }
+        current.lines.push(segments);
+    }
+    if (ranges.length === 0) return null;
+    return { files, ranges: ranges.map((r) => [r.start, r.file, r.lines]) };
+}
+
 async function bundleScripts(job) {
     const esbuild = await import('esbuild');
     const root = resolve(job.root);
@@ -194,16 +273,21 @@ async function bundleScripts(job) {
             legalComments: 'none',
             charset: 'utf8',
             logLevel: 'silent',
-            // Beside the bundle (its text unchanged): sluice maps the
-            // engine's stack frames back to the scripts' own lines.
+            // Read below (not written): which bundle lines are the
+            // project's, for the SDK to name them in stacks.
             outfile: job.bundle,
             sourcemap: 'external',
             sourcesContent: false,
             plugins: [importPolicy(root, job.zero === true)]
         });
-        for (const file of result.outputFiles) {
-            await writeFile(file.path, file.text);
-        }
+        const js = result.outputFiles.find((f) => !f.path.endsWith('.map'));
+        const map = result.outputFiles.find((f) => f.path.endsWith('.map'));
+        let text = js.text;
+        // The project's own lines, for the SDK to name them in a stack
+        // (appended: the lines before, and so the map, are unchanged).
+        const table = map ? sourceLines(JSON.parse(map.text), dirname(job.bundle), root) : null;
+        if (table) text += `globalThis.__sluiceSourceLines = ${JSON.stringify(table)};\n`;
+        await writeFile(job.bundle, text);
         return { ok: true, warnings: messages(result.warnings, root) };
     } catch (e) {
         if (e && Array.isArray(e.errors)) return { ok: false, errors: messages(e.errors, root) };

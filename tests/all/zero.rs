@@ -682,6 +682,26 @@ async fn a_deployed_zero_yaml_sync_keeps_its_checkpoint_between_runs_and_deletes
         "{logs}"
     );
 
+    // On the server too, a script's stack names its own file and lines.
+    let (status, body) = dev
+        .send_as(
+            conn,
+            "POST",
+            "/action/trigger",
+            Some(json!({"action_name": "code-from-strings", "input": {"fail": true}})),
+        )
+        .await;
+    assert_eq!(status, 500, "{body}");
+    let (status, logs) = dev
+        .send("GET", "/logs?script=code-from-strings&level=error", None)
+        .await;
+    assert_eq!(status, 200, "{logs}");
+    assert!(
+        logs.to_string()
+            .contains("fail@github/actions/code-from-strings.ts:7:11"),
+        "{logs}"
+    );
+
     // The action named like the sync is deployed beside it.
     let (status, body) = dev
         .send_as(

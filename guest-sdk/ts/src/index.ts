@@ -771,6 +771,39 @@ export class FetchResponse {
     }
 }
 
+// ------ Stacks
+
+type SourceLines = { files: string[]; ranges: [number, number, number[][]][] };
+
+/**
+ * A stack whose frames in the project's own files name those files and
+ * their lines (`exec@github/actions/get-repo.ts:17:9`), from the table the
+ * compiler appends to the bundle; other frames as they are.
+ */
+function sourceStack(stack: string): string {
+    const table = (globalThis as { __sluiceSourceLines?: SourceLines }).__sluiceSourceLines;
+    if (!table) return stack;
+    return stack.replace(/([^\s@(]*\.js):(\d+):(\d+)/g, (all: string, _path: string, l: string, c: string) => {
+        const line = Number(l);
+        // The last range starting at or before the line.
+        let lo = 0;
+        let hi = table.ranges.length;
+        while (lo < hi) {
+            const mid = (lo + hi) >> 1;
+            if (table.ranges[mid]![0] <= line) lo = mid + 1;
+            else hi = mid;
+        }
+        const range = table.ranges[lo - 1];
+        const segments = range && range[2][line - range[0]];
+        if (!range || !segments) return all;
+        // The last segment at or before the (0-based) column.
+        const column = Number(c) - 1;
+        let at = 0;
+        for (let i = 0; i + 2 < segments.length && segments[i]! <= column; i += 3) at = i;
+        return `${table.files[range[1]]}:${segments[at + 1]}:${segments[at + 2]! + 1}`;
+    });
+}
+
 // ------ Globals the original's sandbox does not have
 
 // The engine has a `fetch` that cannot reach the network from a script
@@ -933,7 +966,7 @@ if (typeof nativeSetTimeout === 'function' && typeof nativeClearTimeout === 'fun
         } catch (e) {
             // The engine would drop it without a word; the logs say it.
             try {
-                const text = e instanceof Error ? `${e.name}: ${e.message}\n${e.stack ?? ''}` : safeStringify(e);
+                const text = e instanceof Error ? `${e.name}: ${e.message}\n${sourceStack(e.stack ?? '')}` : safeStringify(e);
                 logging.log('error', utf8(`Uncaught error in a timer callback: ${text}`), undefined);
             } catch {
                 // Past the log budget.
@@ -1018,7 +1051,7 @@ function scriptError(e: unknown): unknown {
         // logs; the caller gets the error itself, as from the original.
         if (e.stack) {
             try {
-                logging.log('error', utf8(`${head}\n${e.stack}`), undefined);
+                logging.log('error', utf8(`${head}\n${sourceStack(e.stack)}`), undefined);
             } catch {
                 // Past the log budget: the error still goes back.
             }

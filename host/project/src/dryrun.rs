@@ -270,8 +270,6 @@ struct Target {
     validation: Option<ScriptValidation>,
     /// The project's scripts, so `triggerAction` finds its other actions.
     catalog: Option<Arc<Catalog>>,
-    /// The project's root and build folder (its bundles' source maps).
-    build: Option<(PathBuf, PathBuf)>,
 }
 
 /// A script of the nango-integrations folder (compiled as needed), or a
@@ -306,7 +304,6 @@ fn resolve_target(
             track_deletes: run.track_deletes,
             validation: Some(catalog.validation(&found.integration, &found.name, opts.validation)),
             catalog: Some(catalog),
-            build: Some((project.root.clone(), project.build_dir.clone())),
         });
     }
     let component = project::resolve_script(dir, &opts.script)?;
@@ -322,7 +319,6 @@ fn resolve_target(
         track_deletes: false,
         validation: None,
         catalog: None,
-        build: None,
     })
 }
 
@@ -549,24 +545,10 @@ pub async fn dry_run(
             )
         })
         .collect();
-    let (output, mut error, mut error_message) = match &report.outcome {
+    let (output, error, error_message) = match &report.outcome {
         Ok(output) => (output.clone(), None, None),
         Err(e) => (None, Some(e.to_failure()), Some(e.to_string())),
     };
-    // Stack frames as the scripts' own files and lines.
-    let mut logs = report.logs;
-    if let Some((root, build_dir)) = &target.build {
-        let mut mapper = crate::stack::StackMapper::new(root, build_dir);
-        for l in &mut logs {
-            l.message = mapper.map(&l.message);
-        }
-        if let Some(m) = &mut error_message {
-            *m = mapper.map(m);
-        }
-        if let Some(f) = &mut error {
-            f.message = mapper.map(&f.message);
-        }
-    }
     Ok(DryRunResult {
         script: script_name,
         kind: script.kind(),
@@ -577,7 +559,7 @@ pub async fn dry_run(
         error,
         error_message,
         models,
-        logs,
+        logs: report.logs,
         logs_dropped: report.logs_dropped,
         duration_ms: report.duration.as_millis(),
         fuel_consumed: report.fuel_consumed,

@@ -21,7 +21,6 @@ pub mod migrate;
 pub mod mock;
 pub mod project;
 pub mod remote;
-pub mod stack;
 pub mod test;
 pub mod toolchain;
 pub mod zero;
