@@ -48,7 +48,17 @@ async fn an_apps_request_goes_out_with_the_connections_credentials() {
     let refreshes = Arc::new(AtomicUsize::new(0));
     let flaky = Arc::new(AtomicUsize::new(0));
     let (r, f) = (refreshes.clone(), flaky.clone());
+    // Another service on another port of the provider's host.
+    let internal = MockServer::start(Arc::new(|_: &MockRequest| {
+        MockResponse::json(200, &json!({"internal": "data"}))
+    }))
+    .await
+    .unwrap();
+    let away = format!("{}/stolen", internal.url());
     let handler = move |req: &MockRequest| match req.path.as_str() {
+        // A redirect within the provider's origin, and one to another port.
+        "/hop" => MockResponse::json(302, &json!({})).with_header("location", "/landing"),
+        "/away" => MockResponse::json(302, &json!({})).with_header("location", &away),
         "/oauth/token" if String::from_utf8_lossy(&req.body).contains("refresh_token=revoked") => {
             MockResponse::json(400, &json!({"error": "invalid_grant"}))
         }
@@ -152,6 +162,26 @@ async fn an_apps_request_goes_out_with_the_connections_credentials() {
     assert_eq!(sent.len(), 1);
     assert_eq!(sent[0].header("authorization"), Some("Bearer fresh"));
 
+    // A forwarded framing header is left out: the body goes whole.
+    let (status, _, text) = proxy(
+        &dev,
+        "POST",
+        "/v3/framed",
+        "c1",
+        &[
+            ("nango-proxy-content-length", "3"),
+            ("nango-proxy-connection", "close"),
+        ],
+        Some("abcdefgh"),
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&text).unwrap()["body"],
+        "abcdefgh",
+        "{text}"
+    );
+
     // Upstream statuses, headers and bodies come back as they are.
     let (status, headers, text) = proxy(&dev, "GET", "/missing", "c1", &[], None).await;
     assert_eq!(status, 404);
@@ -219,6 +249,30 @@ async fn an_apps_request_goes_out_with_the_connections_credentials() {
     .await;
     assert_eq!(status, 200, "{text}");
     assert_eq!(flaky.load(Ordering::SeqCst), 3);
+
+    // A redirect is followed within the provider's origin only: another
+    // port of its host gets nothing (the credentials would go with it),
+    // and the app gets the redirect as it came.
+    let (status, _, text) = proxy(&dev, "GET", "/hop", "c1", &[], None).await;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&text).unwrap()["path"],
+        "/landing",
+        "{text}"
+    );
+    // (Asked with a client that does not follow redirects itself.)
+    let mut no_follow = Client::new(&server, DEV_KEY);
+    no_follow.http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let (status, headers, text) = proxy(&no_follow, "GET", "/away", "c1", &[], None).await;
+    assert_eq!(status, 302, "{text}");
+    assert!(
+        headers["location"].to_str().unwrap().ends_with("/stolen"),
+        "{headers:?}"
+    );
+    assert!(internal.requests().is_empty(), "{:?}", internal.requests());
 
     // Bad requests name the problem; the egress check holds.
     for (headers, code) in [

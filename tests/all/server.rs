@@ -2134,6 +2134,15 @@ async fn slow_or_oversized_clients_do_not_hold_the_server() {
     )
     .await;
     assert!(short.starts_with("HTTP/1.1 400"), "{short}");
+    // A provider's webhook for an environment that does not exist is
+    // refused before its body is read (no key guards that route: nothing
+    // is held for it).
+    let unknown = answer(
+        b"POST /webhook/00000000-0000-0000-0000-000000000000/x HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{",
+    )
+    .await;
+    assert!(unknown.starts_with("HTTP/1.1 404"), "{unknown}");
+    assert!(unknown.contains("unknown_environment"), "{unknown}");
     // A body declared past the limit: 413 at once.
     let huge = answer(
         b"POST /connection HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer dev-secret-key-0001\r\nContent-Type: application/json\r\nContent-Length: 999999999999\r\n\r\n",

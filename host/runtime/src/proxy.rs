@@ -135,12 +135,19 @@ fn build_client_with(resolver: Option<Arc<Resolver>>) -> reqwest::Client {
     builder
         .user_agent(USER_AGENT)
         .pool_idle_timeout(Duration::from_secs(30))
+        // A redirect is followed only to the same origin (scheme, host and
+        // port): the request's credentials go with it, and another port of
+        // the provider's host is another service. No `Referer` either: it
+        // would carry a query-string credential to wherever it points.
+        .referer(false)
         .redirect(reqwest::redirect::Policy::custom(|attempt| {
-            let same_host = attempt
-                .previous()
-                .last()
-                .is_some_and(|prev| prev.host_str() == attempt.url().host_str());
-            if attempt.previous().len() > MAX_REDIRECTS || !same_host {
+            let same_origin = attempt.previous().last().is_some_and(|prev| {
+                let next = attempt.url();
+                prev.scheme() == next.scheme()
+                    && prev.host_str() == next.host_str()
+                    && prev.port_or_known_default() == next.port_or_known_default()
+            });
+            if attempt.previous().len() > MAX_REDIRECTS || !same_origin {
                 attempt.stop()
             } else {
                 attempt.follow()

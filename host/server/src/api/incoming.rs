@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{FromRequest as _, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
@@ -60,11 +60,20 @@ impl Accepted {
     }
 }
 
+/// Bytes of providers' webhook bodies held at once, process-wide, from
+/// reading to the end of their handling (the route has no key: a client
+/// sending large bodies waits for room instead of filling the memory).
+const WEBHOOK_BYTES_HELD: usize = 128 << 20;
+
+/// Room for [`WEBHOOK_BYTES_HELD`], in KiB.
+static WEBHOOK_ROOM: tokio::sync::Semaphore =
+    tokio::sync::Semaphore::const_new(WEBHOOK_BYTES_HELD >> 10);
+
 pub async fn receive(
     State(app): State<Arc<App>>,
     ApiPath((environment, pck)): ApiPath<(String, String)>,
     headers: HeaderMap,
-    RawBody(body): RawBody,
+    req: axum::extract::Request,
 ) -> ApiResult<Response> {
     let env = uuid::Uuid::parse_str(&environment)
         .ok()
@@ -81,9 +90,6 @@ pub async fn receive(
         .integration(&pck)
         .await?
         .ok_or_else(|| ApiError::unknown_integration(&pck))?;
-    if body.is_empty() {
-        return Ok(StatusCode::NO_CONTENT.into_response());
-    }
     let Some(script) = app
         .providers
         .get(&integration.provider)
@@ -94,14 +100,37 @@ pub async fn receive(
     else {
         return Ok(StatusCode::NO_CONTENT.into_response());
     };
-    // Decompressed only now, for an environment and an integration that
-    // take webhooks: the route has no key to check first.
-    let body = super::decoded(
-        super::content_encoding(&headers),
-        body,
-        app.config.max_body_bytes,
-    )
-    .await?;
+    // Read (and decompressed) only now, for an environment and an
+    // integration that take webhooks, and within the room for webhook
+    // bodies: the route has no key to check first.
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<usize>().ok());
+    let encoding = super::content_encoding(&headers);
+    let limit = app.config.max_body_bytes;
+    let held = match (declared, &encoding) {
+        (Some(n), None) => n.min(limit),
+        _ => limit,
+    }
+    .min(WEBHOOK_BYTES_HELD);
+    let kib = |bytes: usize| u32::try_from((bytes >> 10) + 1).unwrap_or(u32::MAX);
+    let mut room = WEBHOOK_ROOM
+        .acquire_many(kib(held))
+        .await
+        .map_err(|e| ApiError::internal(format!("no room for the webhook: {e}")))?;
+    let RawBody(body) = RawBody::from_request(req, &()).await?;
+    if body.is_empty() {
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
+    let body = super::decoded(encoding, body, limit).await?;
+    // Held from here on: what it takes (an undeclared or compressed
+    // length was given the most; never more than that, so no two wait on
+    // each other for more).
+    let needed = kib(body.len()) as usize;
+    if needed < room.num_permits() {
+        drop(room.split(room.num_permits() - needed));
+    }
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -181,7 +210,12 @@ pub async fn receive(
     };
     let key = format!("{:020}\u{1f}{}", now.timestamp_micros().max(0), accepted.id);
     env.store.put_doc(INCOMING, &key, &accepted).await?;
-    tokio::spawn(handle(app.clone(), env.clone(), key, accepted));
+    drop(body);
+    tokio::spawn(async move {
+        // The room is kept until it is handled: it holds the webhook.
+        let _room = room;
+        handle(app.clone(), env.clone(), key, accepted).await;
+    });
     let status = StatusCode::from_u16(routed.status).unwrap_or(StatusCode::OK);
     Ok(match routed.response {
         Ok(json) => (status, axum::Json(json)).into_response(),

@@ -70,6 +70,10 @@ pub async fn forward(
         base_url_override: options.base_url_override,
     };
     let started = chrono::Utc::now();
+    // An execution's permit, as a script's: what one environment's app
+    // requests hold (each response up to the runtime's response limit) is
+    // bounded, and never all of the server's.
+    let _permit = app.execution_permit(&env).await;
     let services = app.services(&env, None);
     // As long as an action may take: retries that wait on an upstream's
     // rate limit, or an upstream that never answers, do not hold the
@@ -180,7 +184,10 @@ impl Options {
             let value = value.to_str().map_err(|_| {
                 ApiError::bad_request("invalid_request", format!("the {name} header is not text"))
             })?;
-            if !rest.is_empty() {
+            // The body's framing is the server's to write for the request
+            // it sends (a forwarded length would cut the body short or
+            // leave the upstream waiting for more).
+            if !rest.is_empty() && !HOP_HEADERS.contains(&rest) {
                 forwarded.push((rest.to_string(), value.to_string()));
             }
         }
