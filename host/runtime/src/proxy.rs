@@ -143,9 +143,14 @@ fn build_client_with(resolver: Option<Arc<Resolver>>) -> reqwest::Client {
         .redirect(reqwest::redirect::Policy::custom(|attempt| {
             let same_origin = attempt.previous().last().is_some_and(|prev| {
                 let next = attempt.url();
-                prev.scheme() == next.scheme()
-                    && prev.host_str() == next.host_str()
-                    && prev.port_or_known_default() == next.port_or_known_default()
+                let same = prev.scheme() == next.scheme()
+                    && prev.port_or_known_default() == next.port_or_known_default();
+                // http to https on the default ports: the same site, secured.
+                let upgrade = prev.scheme() == "http"
+                    && prev.port().is_none()
+                    && next.scheme() == "https"
+                    && next.port().is_none();
+                prev.host_str() == next.host_str() && (same || upgrade)
             });
             if attempt.previous().len() > MAX_REDIRECTS || !same_origin {
                 attempt.stop()
