@@ -114,7 +114,10 @@ pub async fn receive(
         _ => limit,
     }
     .min(WEBHOOK_BYTES_HELD);
-    let kib = |bytes: usize| u32::try_from((bytes >> 10) + 1).unwrap_or(u32::MAX);
+    // In KiB, never more than the whole room (or it would wait for ever).
+    let kib = |bytes: usize| {
+        u32::try_from(((bytes >> 10) + 1).min(WEBHOOK_BYTES_HELD >> 10)).unwrap_or(u32::MAX)
+    };
     let mut room = WEBHOOK_ROOM
         .acquire_many(kib(held))
         .await
