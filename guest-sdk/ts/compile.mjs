@@ -16,7 +16,7 @@
 
 import { existsSync } from 'node:fs';
 import { readFile, writeFile, mkdir, rename, rm } from 'node:fs/promises';
-import { dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
+import { basename, dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const SDK = dirname(fileURLToPath(import.meta.url));
@@ -286,7 +286,11 @@ async function bundleScripts(job) {
         // The project's own lines, for the SDK to name them in a stack
         // (appended: the lines before, and so the map, are unchanged).
         const table = map ? sourceLines(JSON.parse(map.text), dirname(job.bundle), root) : null;
-        if (table) text += `globalThis.__sluiceSourceLines = ${JSON.stringify(table)};\n`;
+        if (table) {
+            // Frames of this file only (the engine's own files have lines too).
+            table.bundle = basename(job.bundle);
+            text += `globalThis.__sluiceSourceLines = ${JSON.stringify(table)};\n`;
+        }
         await writeFile(job.bundle, text);
         return { ok: true, warnings: messages(result.warnings, root) };
     } catch (e) {

@@ -773,7 +773,7 @@ export class FetchResponse {
 
 // ------ Stacks
 
-type SourceLines = { files: string[]; ranges: [number, number, number[][]][] };
+type SourceLines = { bundle: string; files: string[]; ranges: [number, number, number[][]][] };
 
 /**
  * A stack whose frames in the project's own files name those files and
@@ -783,7 +783,8 @@ type SourceLines = { files: string[]; ranges: [number, number, number[][]][] };
 function sourceStack(stack: string): string {
     const table = (globalThis as { __sluiceSourceLines?: SourceLines }).__sluiceSourceLines;
     if (!table) return stack;
-    return stack.replace(/([^\s@(]*\.js):(\d+):(\d+)/g, (all: string, _path: string, l: string, c: string) => {
+    return stack.replace(/([^\s@(]*\.js):(\d+):(\d+)/g, (all: string, path: string, l: string, c: string) => {
+        if (path !== table.bundle && !path.endsWith(`/${table.bundle}`)) return all;
         const line = Number(l);
         // The last range starting at or before the line.
         let lo = 0;
