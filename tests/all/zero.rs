@@ -1610,3 +1610,100 @@ async fn each_scripts_test_sees_the_harness_as_its_own_module_left_it() {
     assert!(out.contains("✓ shims/shims-second (action, "), "{out}");
     assert!(out.contains("✓ shims/shims-third (action, "), "{out}");
 }
+
+/// The processes whose parent is `pid`, with their command lines.
+fn children_of(pid: u32) -> Vec<(u32, String)> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(child) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // `pid (comm) state ppid …`: the name may hold spaces and parens.
+        let after = &stat[stat.rfind(')').map_or(0, |i| i + 1)..];
+        let ppid = after
+            .split_whitespace()
+            .nth(1)
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(pid) {
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            found.push((child, String::from_utf8_lossy(&cmdline).replace('\0', " ")));
+        }
+    }
+    found
+}
+
+/// Whether process `pid` still runs (a zombie waiting to be reaped does not).
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        let after = &stat[stat.rfind(')').map_or(0, |i| i + 1)..];
+        !matches!(after.split_whitespace().next(), Some("Z" | "X"))
+    })
+}
+
+/// A `sluice compile` killed half-way (SIGKILL, or a CI job's timeout)
+/// leaves no Node.js build running behind it: before, node went on
+/// componentizing for tens of seconds, and its files raced the next
+/// compile's.
+#[tokio::test]
+async fn a_compile_killed_half_way_leaves_no_node_running() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("project");
+    copy_dir(&repo_root().join("examples").join("github-zero"), &dir);
+    // A build folder of its own: nothing is componentized yet.
+    let build = tmp.path().join("build");
+    let mut compile = std::process::Command::new(env!("CARGO_BIN_EXE_sluice-under-test"))
+        .args([
+            "compile",
+            "--dir",
+            &s(&dir),
+            "--sdk",
+            &s(&ts_sdk()),
+            "--cache-dir",
+            guests::CACHE_DIR,
+            "--build-dir",
+            &s(&build),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let node = loop {
+        if let Some((pid, _)) = children_of(compile.id())
+            .into_iter()
+            .find(|(_, cmd)| cmd.contains("compile.mjs componentize"))
+        {
+            break pid;
+        }
+        assert!(
+            compile.try_wait().unwrap().is_none(),
+            "the compile ended before it componentized"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no componentize step started"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert!(running(node));
+    compile.kill().unwrap();
+    compile.wait().unwrap();
+    // The kernel signals node as sluice exits, before `wait` returns; node
+    // is gone as soon as it is scheduled (a componentize-js build takes
+    // seconds more: without the signal, node is still running then).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    while running(node) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        !running(node),
+        "node ({node}) still runs after sluice was killed"
+    );
+}

@@ -303,6 +303,7 @@ pub fn build_rust_script(
 ) -> Result<PathBuf, ProjectError> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut command = Command::new(cargo);
+    crate::toolchain::die_with_this_process(&mut command);
     if let Some(dir) = target_dir {
         command.env("CARGO_TARGET_DIR", dir);
     }

@@ -202,7 +202,9 @@ impl Toolchain {
 
     /// Runs `compile.mjs <step>` with `job` on its standard input.
     pub fn run(&self, step: &str, job: &Value) -> Result<StepResult, ToolchainError> {
-        let mut child = Command::new("node")
+        let mut command = Command::new("node");
+        die_with_this_process(&mut command);
+        let mut child = command
             .arg(self.dir.join("compile.mjs"))
             .arg(step)
             .stdin(Stdio::piped())
@@ -254,6 +256,37 @@ impl Toolchain {
         }
     }
 }
+
+/// A build step (node, cargo) is killed when sluice dies, however it dies
+/// (SIGKILL included): a `sluice compile` stopped half-way leaves no build
+/// going on behind it. The parent-death signal is the kernel's; it is sent
+/// when the thread that started the child ends, so the caller waits for
+/// the child on that thread (as [`Toolchain::run`] does).
+/// (A Wizer that node had started finishes its snapshot on its own and
+/// exits; its output goes to a temporary file nobody reads.)
+#[cfg(target_os = "linux")]
+pub(crate) fn die_with_this_process(command: &mut Command) {
+    use std::os::unix::process::CommandExt as _;
+    let parent = std::process::id();
+    // SAFETY: the closure runs in the child between fork and exec, and
+    // calls only async-signal-safe functions (prctl, getppid, _exit); it
+    // allocates nothing.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // sluice died before the signal was armed.
+            if libc::getppid() as u32 != parent {
+                libc::_exit(1);
+            }
+            Ok(())
+        });
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn die_with_this_process(_command: &mut Command) {}
 
 fn node_version() -> Result<(), ToolchainError> {
     let out = Command::new("node")
