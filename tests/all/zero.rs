@@ -827,6 +827,53 @@ async fn dryrun_save_records_a_test_json_that_sluice_test_replays() {
     assert_eq!(code, 0, "out: {out}\nerr: {err}");
     assert!(out.ends_with("2 passed, 0 failed\n"), "{out}");
 
+    // Each entry keeps the hash of its request, as the original's recorder
+    // writes it, and the harness matches by that hash first: with every
+    // recorded request changed so that it no longer matches, the tests
+    // still pass; with the hashes changed too, they fail.
+    let files =
+        ["get-repo", "issues"].map(|f| tmp.path().join(format!("github/tests/{f}.test.json")));
+    let originals = files
+        .each_ref()
+        .map(|f| std::fs::read_to_string(f).unwrap());
+    let tamper = |hashes_too: bool| {
+        for (file, text) in files.iter().zip(&originals) {
+            let mut recorded: Value = serde_json::from_str(text).unwrap();
+            let mut entries = 0;
+            for by_endpoint in recorded["api"].as_object_mut().unwrap().values_mut() {
+                for entry in by_endpoint.as_object_mut().unwrap().values_mut() {
+                    let list = match entry {
+                        Value::Array(list) => list.iter_mut().collect::<Vec<_>>(),
+                        one => vec![one],
+                    };
+                    for e in list {
+                        let hash = e["hash"].as_str().unwrap();
+                        assert_eq!(hash.len(), 40, "{e}");
+                        e["request"]["params"]["not-sent"] = json!("1");
+                        if hashes_too {
+                            e["hash"] = json!("0".repeat(40));
+                        }
+                        entries += 1;
+                    }
+                }
+            }
+            assert!(entries > 0, "{recorded}");
+            std::fs::write(file, recorded.to_string()).unwrap();
+        }
+    };
+    tamper(false);
+    let (code, out, err) = sluice(&args("test", tmp.path(), "zero-project")).await;
+    assert_eq!(code, 0, "out: {out}\nerr: {err}");
+    assert!(out.ends_with("2 passed, 0 failed\n"), "{out}");
+    tamper(true);
+    let (code, out, err) = sluice(&args("test", tmp.path(), "zero-project")).await;
+    assert_eq!(code, 1, "out: {out}\nerr: {err}");
+    assert!(out.ends_with("0 passed, 2 failed\n"), "{out}");
+    assert!(out.contains("No mock found for GET"), "{out}");
+    for (file, text) in files.iter().zip(&originals) {
+        std::fs::write(file, text).unwrap();
+    }
+
     // Without test files, nothing runs the recordings: `sluice test` fails
     // (as vitest does when it finds no test), and `--save` then writes the
     // test file of the generated shape that replays each, once.

@@ -787,6 +787,19 @@ fn fixture_entry(call: &RecordedCall) -> (String, Value) {
         }
         headers.insert(k.to_string(), Value::String(v.to_string()));
     }
+    let strings = |m: &Map<String, Value>| -> Vec<(String, String)> {
+        m.iter()
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+            .collect()
+    };
+    let data = id["data"].as_str().filter(|d| !d.is_empty());
+    let hash = sluice_runtime::replay::unified_hash(
+        &call.method,
+        &path,
+        &strings(&params),
+        &strings(&headers),
+        data,
+    );
     let mut request = Map::new();
     if !params.is_empty() {
         request.insert("params".into(), Value::Object(params));
@@ -794,7 +807,7 @@ fn fixture_entry(call: &RecordedCall) -> (String, Value) {
     if !headers.is_empty() {
         request.insert("headers".into(), Value::Object(headers));
     }
-    if let Some(data) = id["data"].as_str().filter(|d| !d.is_empty()) {
+    if let Some(data) = data {
         let parsed = serde_json::from_str::<Value>(data).unwrap_or(Value::String(data.into()));
         request.insert("data".into(), parsed);
     }
@@ -803,6 +816,7 @@ fn fixture_entry(call: &RecordedCall) -> (String, Value) {
         "response": file.get("response").cloned().unwrap_or(Value::Null),
         "status": call.status,
         "headers": file.get("headers").cloned().unwrap_or_else(|| json!({})),
+        "hash": hash,
         "request": Value::Object(request),
     });
     (path, entry)

@@ -13,7 +13,7 @@ use std::collections::VecDeque;
 use std::path::{Component, Path, PathBuf};
 
 use base64::Engine as _;
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 use sha1::Digest as _;
 
 use crate::bindings::http::{Body, HttpError, Method, Page, Query, Request};
@@ -298,6 +298,40 @@ pub fn identity(req: &Request) -> (String, String) {
     let text = js::stringify(&Value::Object(object));
     let hash = sha1_hex(text.as_bytes());
     (text, hash)
+}
+
+/// The hash a unified recording (`<script>.test.json`) keeps with each
+/// `api` entry: SHA-1 of the compact JSON of `{method, endpoint, params,
+/// headers, data}` (nango-zero §7.5.7), from the request as the entry
+/// records it: the endpoint path (a leading `/proxy/` or `/` removed), its
+/// params and headers as strings, sorted by key in code-unit order, and
+/// the body's data identity. The original's test harness matches an entry
+/// by this hash before it compares the request.
+pub fn unified_hash(
+    method: &str,
+    path: &str,
+    params: &[(String, String)],
+    headers: &[(String, String)],
+    data: Option<&str>,
+) -> String {
+    let endpoint = path
+        .strip_prefix("/proxy/")
+        .or_else(|| path.strip_prefix('/'))
+        .unwrap_or(path);
+    let pairs = |entries: &[(String, String)]| {
+        let mut sorted: Vec<&(String, String)> = entries.iter().collect();
+        sorted.sort_by(|a, b| js::compare(&a.0, &b.0));
+        Value::Array(sorted.into_iter().map(|(k, v)| json!([k, v])).collect())
+    };
+    let mut object = Map::new();
+    object.insert("method".into(), Value::String(method.into()));
+    object.insert("endpoint".into(), Value::String(endpoint.into()));
+    object.insert("params".into(), pairs(params));
+    object.insert("headers".into(), pairs(headers));
+    if let Some(d) = data {
+        object.insert("data".into(), Value::String(d.into()));
+    }
+    sha1_hex(js::stringify(&Value::Object(object)).as_bytes())
 }
 
 fn sha1_hex(bytes: &[u8]) -> String {
