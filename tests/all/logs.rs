@@ -287,6 +287,72 @@ async fn a_start_drops_history_entries_a_crash_left_without_their_log() {
     server.stop().await;
 }
 
+/// A connection whose sync failed lists it in its `errors` (§1.5:
+/// `{type: "sync", log_id}`, the log id finding the run's logs) until a
+/// run of the sync succeeds; before, a failed sync never showed there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_sync_is_in_its_connections_errors_until_a_run_succeeds() {
+    let up = Upstream::start().await;
+    let (server, c, _data) = server(&up, |_| {}).await;
+    let import = |token: &str| json!({"provider_config_key": "hubspot", "connection_id": "broken", "access_token": token});
+    let (code, out) = c
+        .send("POST", "/connection", Some(import("revoked-token")))
+        .await;
+    assert_eq!(code, 201, "{out}");
+    let run = || async {
+        let (code, out) = c
+            .send(
+                "POST",
+                "/sync/trigger",
+                Some(json!({"syncs": ["contacts"], "provider_config_key": "hubspot", "connection_id": "broken", "wait": true})),
+            )
+            .await;
+        assert_eq!(code, 200, "{out}");
+        out["runs"][0]["success"].as_bool().unwrap()
+    };
+    let errors = || async {
+        let (code, one) = c
+            .send(
+                "GET",
+                "/connection/broken?provider_config_key=hubspot",
+                None,
+            )
+            .await;
+        assert_eq!(code, 200, "{one}");
+        let (code, list) = c.send("GET", "/connection?connectionId=broken", None).await;
+        assert_eq!(code, 200, "{list}");
+        assert_eq!(list["connections"][0]["errors"], one["errors"], "{list}");
+        one["errors"].clone()
+    };
+    assert_eq!(errors().await, json!([]));
+    assert!(!run().await, "a revoked token fails the run");
+    let errs = errors().await;
+    assert_eq!(errs.as_array().unwrap().len(), 1, "{errs}");
+    assert_eq!(errs[0]["type"], "sync", "{errs}");
+    let log_id = errs[0]["log_id"].as_str().unwrap();
+    let lines = logs(&c, &format!("execution_id={log_id}")).await;
+    let lines = lines["logs"].as_array().unwrap();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["level"] == "error" && l["script"] == "contacts"),
+        "{lines:?}"
+    );
+    // The other connection's sync succeeded: nothing there.
+    let (_, demo) = c
+        .send("GET", "/connection/demo?provider_config_key=hubspot", None)
+        .await;
+    assert_eq!(demo["errors"], json!([]), "{demo}");
+    // New credentials, and a run that succeeds: the error is resolved.
+    let (code, out) = c
+        .send("POST", "/connection", Some(import("good-token")))
+        .await;
+    assert!(code == 200 || code == 201, "{out}");
+    assert!(run().await);
+    assert_eq!(errors().await, json!([]));
+    server.stop().await;
+}
+
 /// An execution whose log used `log_bytes_per_execution` still keeps the
 /// script's last error lines: a panic's message says why it failed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -48,6 +48,10 @@ impl Upstream {
                 let token = req.header("authorization").unwrap_or("").to_string();
                 s.lock().unwrap().push((Instant::now(), token));
             }
+            // A token the API does not take.
+            if req.header("authorization").is_some_and(|a| a.contains("revoked")) {
+                return MockResponse::json(401, &json!({"message": "token revoked"}));
+            }
             let contact = |id: &str| {
                 json!({"id": id, "createdAt": "2024-01-01T00:00:00Z", "properties": {"firstname": "F", "lastname": "L", "email": format!("{id}@example.com")}})
             };
@@ -208,6 +212,15 @@ async fn syncs_run_on_their_schedule_pause_resume_change_frequency_and_never_ove
 
     // A frequency of an hour: no run for a while.
     let freq = |f: Value| json!({"sync_name": "contacts", "provider_config_key": "hubspot", "connection_id": "demo", "frequency": f});
+    // The answer is the interval, as the original's `getInterval` gives it.
+    let (code, out) = c
+        .send(
+            "PUT",
+            "/sync/update-connection-frequency",
+            Some(freq(json!("every half hour"))),
+        )
+        .await;
+    assert_eq!((code, &out), (200, &json!({"frequency": "30m"})));
     let (code, out) = c
         .send(
             "PUT",
@@ -215,7 +228,7 @@ async fn syncs_run_on_their_schedule_pause_resume_change_frequency_and_never_ove
             Some(freq(json!("every 1h"))),
         )
         .await;
-    assert_eq!((code, &out), (200, &json!({"frequency": "every 1h"})));
+    assert_eq!((code, &out), (200, &json!({"frequency": "1h"})));
     settle(&c).await;
     let slow_at = up.runs();
     tokio::time::sleep(Duration::from_millis(1200)).await;

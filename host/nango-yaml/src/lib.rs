@@ -18,7 +18,7 @@ pub use config::{
     ScriptKind, SyncConfig, SyncType, YamlVersion,
 };
 pub use models::{Field, Model, Type};
-pub use runs::{MAX_API_INTERVAL, api_frequency_shape, parse_interval};
+pub use runs::{MAX_API_INTERVAL, api_frequency_shape, interval_text, parse_interval};
 
 /// How serious a finding is: errors stop a compile, warnings are printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

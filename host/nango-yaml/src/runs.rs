@@ -42,6 +42,25 @@ pub fn api_frequency_shape(frequency: &str) -> bool {
     )
 }
 
+/// A frequency as the original's API answers it (`getInterval`'s
+/// `interval`): a special phrase as its interval (`every day` → `1d`,
+/// `every half hour` → `30m`), anything else without its `every `
+/// (`every 2 hours` → `2 hours`).
+pub fn interval_text(frequency: &str) -> String {
+    let text = frequency.trim();
+    let special = match text {
+        "every half day" => "12h",
+        "every half hour" => "30m",
+        "every quarter hour" => "15m",
+        "every hour" => "1h",
+        "every day" => "1d",
+        "every week" => "1w",
+        "every month" => "30d",
+        _ => return text.strip_prefix("every ").unwrap_or(text).to_string(),
+    };
+    special.to_string()
+}
+
 /// The interval of a `runs` value, or the original's error code
 /// (`sync_interval_invalid`, `sync_interval_too_short`).
 pub fn parse_interval(runs: &str) -> Result<Duration, &'static str> {

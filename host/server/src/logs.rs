@@ -151,7 +151,8 @@ impl Logs {
     }
 
     /// Keeps an execution: its summary and its lines (best effort: the
-    /// history must not fail what it describes).
+    /// history must not fail what it describes). Returns its id (the
+    /// `execution_id` of `GET /logs`).
     pub async fn record(
         &self,
         env: &EnvState,
@@ -159,7 +160,7 @@ impl Logs {
         kind: &str,
         script: &str,
         report: &Report,
-    ) {
+    ) -> String {
         let finished = Utc::now();
         let started_at = finished
             - chrono::Duration::from_std(report.duration)
@@ -187,12 +188,14 @@ impl Logs {
                 meta: None,
             });
         }
+        let id = execution.id.clone();
         let log = ExecutionLog {
-            execution: execution.clone(),
+            execution,
             lines,
             dropped,
         };
         self.write(env, conn, &log).await;
+        id
     }
 
     /// The lines of an execution within the per-execution budget, and how
@@ -347,7 +350,7 @@ impl Logs {
     }
 
     /// Keeps an execution that has no report (a run stopped at its time
-    /// limit, say).
+    /// limit, say). Returns its id.
     pub async fn record_failure(
         &self,
         env: &EnvState,
@@ -356,7 +359,7 @@ impl Logs {
         script: &str,
         started_at: DateTime<Utc>,
         error: String,
-    ) {
+    ) -> String {
         let execution = Execution {
             id: new_id(started_at),
             kind: kind.into(),
@@ -381,7 +384,9 @@ impl Logs {
             execution,
             dropped: 0,
         };
+        let id = log.execution.id.clone();
         self.write(env, conn, &log).await;
+        id
     }
 
     async fn write(&self, env: &EnvState, conn: &ConnectionRef, log: &ExecutionLog) {

@@ -191,6 +191,10 @@ pub struct RunSummary {
     pub fuel: u64,
     #[serde(default, rename = "type")]
     pub run_type: RunType,
+    /// The run's execution in the logs, when it has one (a failed sync's
+    /// entry in its connection's `errors` names it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_id: Option<String>,
 }
 
 impl RunSummary {
@@ -205,6 +209,7 @@ impl RunSummary {
             error: Some(json!({ "type": code, "message": message })),
             fuel: 0,
             run_type: RunType::default(),
+            log_id: None,
         }
     }
 }
@@ -479,11 +484,13 @@ pub async fn run_webhook(
     let Ok(report) = ran else {
         let message = format!("the webhook script of `{name}` ran longer than an hour");
         // In the history, and to the app as any failed run.
-        app.logs
+        let log_id = app
+            .logs
             .record_failure(env, conn, "webhook", name, started_at, message.clone())
             .await;
         let summary = RunSummary {
             run_type: RunType::Incremental,
+            log_id: Some(log_id),
             ..RunSummary::failed(
                 state.last_job,
                 started_at,
@@ -501,7 +508,7 @@ pub async fn run_webhook(
             message,
         ));
     };
-    record_execution(app, env, conn, "webhook", name, &report).await;
+    let log_id = record_execution(app, env, conn, "webhook", name, &report).await;
     let mut summary = RunSummary {
         job: state.last_job,
         started_at,
@@ -515,6 +522,7 @@ pub async fn run_webhook(
             .map(|e| serde_json::to_value(e.to_failure()).unwrap_or(Value::Null)),
         fuel: report.fuel_consumed,
         run_type: RunType::Incremental,
+        log_id: Some(log_id),
     };
     if let Some(since) = resumed_since.filter(|_| summary.success) {
         for model in &models {
@@ -676,8 +684,8 @@ async fn record_execution(
     kind: &str,
     name: &str,
     report: &Report,
-) {
-    app.logs.record(env, conn, kind, name, report).await;
+) -> String {
+    app.logs.record(env, conn, kind, name, report).await
 }
 
 /// Whether the sync variant of state key `key` exists: created, and not
@@ -895,7 +903,7 @@ pub async fn run_sync(
             for full in &written {
                 let _ = env.store.forget_seen(conn, full, &id).await;
             }
-            record_execution(app, env, conn, "sync", name, &report).await;
+            let log_id = record_execution(app, env, conn, "sync", name, &report).await;
             RunSummary {
                 job,
                 started_at,
@@ -905,6 +913,7 @@ pub async fn run_sync(
                 error,
                 fuel: report.fuel_consumed,
                 run_type,
+                log_id: Some(log_id),
             }
         }
         stopped_or_late => {
@@ -925,11 +934,13 @@ pub async fn run_sync(
                     ),
                 ),
             };
-            app.logs
+            let log_id = app
+                .logs
                 .record_failure(env, conn, "sync", name, started_at, message.clone())
                 .await;
             RunSummary {
                 run_type,
+                log_id: Some(log_id),
                 ..RunSummary::failed(job, started_at, code, message)
             }
         }

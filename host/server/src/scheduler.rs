@@ -685,7 +685,7 @@ impl Scheduler {
                                     })
                             })
                             .unwrap_or(false);
-                        let summary = RunSummary {
+                        let mut summary = RunSummary {
                             run_type: match (state.last_sync_date, incremental) {
                                 (None, _) => runner::RunType::Initial,
                                 (Some(_), true) => runner::RunType::Incremental,
@@ -709,7 +709,8 @@ impl Scheduler {
                                 conn.connection_id,
                                 conn.provider_config_key,
                             ));
-                            app.logs
+                            let log_id = app
+                                .logs
                                 .record_failure(
                                     env,
                                     &conn,
@@ -719,6 +720,7 @@ impl Scheduler {
                                     format!("sync_interrupted: {message}"),
                                 )
                                 .await;
+                            summary.log_id = Some(log_id);
                         }
                         let last = summary.clone();
                         // The trigger it took runs again (queued with any

@@ -170,11 +170,64 @@ async fn view(env: &crate::app::EnvState, c: &Connection) -> Value {
     let mut v = c.to_script_json();
     v["credentials"] = Value::Object(c.credentials.as_map().clone());
     v["webhook_url_override"] = json!(c.webhook_url_override);
-    let key = format!("{}/{}", c.provider_config_key, c.connection_id);
-    if let Ok(Some(e)) = env.store.doc::<Value>(CONNECTION_ERRORS, &key).await {
-        v["errors"] = json!([e]);
-    }
+    v["errors"] = errors_of(env, &c.provider_config_key, &c.connection_id).await;
     v
+}
+
+/// A connection's `errors` (§1.5: `[{type, log_id}]`): its credentials'
+/// (`auth`: a refresh or a validate-connection check that failed), then
+/// each deployed sync whose last run failed (`sync`, naming that run's
+/// execution in the logs), until a run of it succeeds.
+async fn errors_of(env: &crate::app::EnvState, pck: &str, cid: &str) -> Value {
+    let mut errors = Vec::new();
+    if let Ok(Some(e)) = env
+        .store
+        .doc::<Value>(CONNECTION_ERRORS, &format!("{pck}/{cid}"))
+        .await
+    {
+        errors.push(e);
+    }
+    let conn = ConnectionRef {
+        provider_config_key: pck.to_string(),
+        connection_id: cid.to_string(),
+    };
+    let catalog = env.catalog().ok();
+    let prefix = crate::runner::sync_key_prefix(&conn);
+    let mut after: Option<String> = None;
+    // A connection has a state per sync and variant: a page at a time.
+    while let Ok(states) = env
+        .store
+        .docs::<crate::runner::SyncState>(
+            crate::runner::SYNC_STATE,
+            &prefix,
+            after.as_deref(),
+            500,
+            false,
+        )
+        .await
+    {
+        let Some((last, _)) = states.last() else {
+            break;
+        };
+        after = Some(last.clone());
+        for (key, state) in &states {
+            let Some(run) = state.last_run.as_ref().filter(|r| !r.success) else {
+                continue;
+            };
+            let deployed = crate::runner::parse_sync_key(key).is_some_and(|(_, sync, _)| {
+                catalog
+                    .as_ref()
+                    .is_some_and(|c| c.sync_config(pck, sync).is_some())
+            });
+            if deployed {
+                errors.push(json!({ "type": "sync", "log_id": run.log_id }));
+            }
+        }
+        if states.len() < 500 {
+            break;
+        }
+    }
+    Value::Array(errors)
 }
 
 /// `end_user` and `tags` of a create or update: each `None` when the body
@@ -729,11 +782,7 @@ pub async fn list(
         .skip(f.page.saturating_mul(f.limit))
         .take(f.limit)
     {
-        let key = format!("{}/{}", c.provider_config_key, c.connection_id);
-        let errors = match env.store.doc::<Value>(CONNECTION_ERRORS, &key).await {
-            Ok(Some(e)) => json!([e]),
-            _ => json!([]),
-        };
+        let errors = errors_of(&env, &c.provider_config_key, &c.connection_id).await;
         connections.push(json!({
             "id": c.connection_id,
             "connection_id": c.connection_id,

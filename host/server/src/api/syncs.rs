@@ -589,7 +589,7 @@ pub async fn update_frequency(
                     "`{f}` is not a valid frequency: at most a century"
                 )));
             }
-            every => (f.clone(), every),
+            every => (sluice_nango_yaml::interval_text(f), every),
         },
         None => default,
     };
