@@ -329,3 +329,92 @@ async fn an_apps_request_goes_out_with_the_connections_credentials() {
     );
     server.stop().await;
 }
+
+/// Limits are per environment on a server too (`serve --limits`): the
+/// host one environment's `allowed_hosts` names is called for it and
+/// refused for the other, and limits for an environment the server does
+/// not have are refused at start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_environment_has_its_own_limits() {
+    let mock = MockServer::start(Arc::new(|req: &MockRequest| {
+        MockResponse::json(200, &json!({"path": req.path}))
+    }))
+    .await
+    .unwrap();
+    // A second API of the provider, on another port.
+    let other = MockServer::start(Arc::new(|_: &MockRequest| {
+        MockResponse::json(200, &json!({"other": true}))
+    }))
+    .await
+    .unwrap();
+    let providers = format!(
+        "mock:\n  auth_mode: API_KEY\n  proxy:\n    base_url: {}\n    headers:\n      authorization: Bearer ${{apiKey}}\n",
+        mock.url()
+    );
+    let other_host = other.url().trim_start_matches("http://").to_string();
+    let data = tempfile::tempdir().unwrap();
+    let master = MasterKey::generate();
+    let mut config = ServerConfig::new(data.path(), "127.0.0.1:0".parse().unwrap());
+    let mut dev_limits = sluice_runtime::Limits::default();
+    dev_limits.allowed_hosts = vec![other_host.clone()];
+    config.env_limits.insert("dev".into(), dev_limits);
+    let server = start_with(config, &master, &providers).await;
+    for key in [DEV_KEY, PROD_KEY] {
+        let c = Client::new(&server, key);
+        let (status, body) = c
+            .send(
+                "POST",
+                "/integrations",
+                Some(json!({"unique_key": "mock-int", "provider": "mock"})),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        let (status, body) = c
+            .send(
+                "POST",
+                "/connection",
+                Some(json!({"provider_config_key": "mock-int", "connection_id": "c1", "api_key": "k"})),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let override_to_other = [("base-url-override", other.url())];
+    let headers: Vec<(&str, &str)> = override_to_other
+        .iter()
+        .map(|(k, v)| (*k, v.as_str()))
+        .collect();
+    let dev = Client::new(&server, DEV_KEY);
+    let (status, _, text) = proxy(&dev, "GET", "/x", "c1", &headers, None).await;
+    assert_eq!((status, text.as_str()), (200, r#"{"other":true}"#));
+    let prod = Client::new(&server, PROD_KEY);
+    let (status, _, text) = proxy(&prod, "GET", "/x", "c1", &headers, None).await;
+    assert_eq!(status, 403, "{text}");
+    assert!(
+        text.contains("egress_denied") && text.contains(&other_host),
+        "{text}"
+    );
+    // Both still reach the provider's own host.
+    let (status, _, _) = proxy(&prod, "GET", "/x", "c1", &[], None).await;
+    assert_eq!(status, 200);
+    server.stop().await;
+
+    let mut config = ServerConfig::new(data.path(), "127.0.0.1:0".parse().unwrap());
+    config
+        .env_limits
+        .insert("staging".into(), sluice_runtime::Limits::default());
+    let refused = sluice_server::Server::start(
+        config,
+        master,
+        sluice_runtime::providers::ProviderCatalog::builtin().unwrap(),
+        &[],
+    )
+    .await;
+    let err = match refused {
+        Ok(_) => panic!("limits for an unknown environment were taken"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains("limits are set for environment `staging`, which this server does not have"),
+        "{err}"
+    );
+}

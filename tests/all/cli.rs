@@ -462,3 +462,49 @@ async fn serve_refuses_a_store_without_its_master_key_and_writes_none() {
     assert!(err.contains("holds a store but no master.key"), "{err}");
     assert!(!tmp.path().join("master.key").exists());
 }
+
+/// `serve --limits FILE`: a file that is not sluice.yaml's format, or that
+/// sets limits for an environment the server lacks, stops the start with
+/// the reason (the limits would otherwise be silently the defaults).
+#[tokio::test]
+async fn serve_refuses_a_limits_file_it_cannot_apply() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data").display().to_string();
+    let file = tmp.path().join("limits.yaml");
+    let serve = |file: &std::path::Path| {
+        let file = file.display().to_string();
+        let data = data.clone();
+        async move {
+            sluice(&[
+                "serve",
+                "--data",
+                &data,
+                "--listen",
+                "127.0.0.1:0",
+                "--limits",
+                &file,
+            ])
+            .await
+        }
+    };
+    std::fs::write(
+        &file,
+        "environments:\n  prod:\n    limits:\n      fule: 10\n",
+    )
+    .unwrap();
+    let (code, _, err) = serve(&file).await;
+    assert_ne!(code, 0);
+    assert!(err.contains("is not a valid limits file"), "{err}");
+    assert!(err.contains("unknown field `fule`"), "{err}");
+    std::fs::write(
+        &file,
+        "environments:\n  staging:\n    limits:\n      allowed_hosts: [\"api.example.com\"]\n",
+    )
+    .unwrap();
+    let (code, _, err) = serve(&file).await;
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("limits are set for environment `staging`, which this server does not have (it has `dev`, `prod`)"),
+        "{err}"
+    );
+}

@@ -1438,6 +1438,75 @@ async fn client_errors_are_json_errors_naming_the_problem_and_a_reimport_keeps_m
         (400, Some("invalid_query_params")),
         "{body}"
     );
+    // Without a name of its own, an integration has its provider's.
+    let (_, body) = dev.send("GET", "/integrations/hubspot", None).await;
+    assert_eq!(body["data"]["display_name"], "HubSpot", "{body}");
+    // Credentials are checked as the original's API checks them: of the
+    // provider's auth mode, OAuth with a client id and secret, scopes a
+    // list. Before, each of these was taken (a typo found only when a
+    // token could not refresh).
+    for (credentials, says) in [
+        (
+            json!({"type": "API_KEY"}),
+            "incompatible credentials auth type `API_KEY` and provider auth `OAUTH2`",
+        ),
+        (
+            json!({"client_id": "a", "client_secret": "b"}),
+            "`credentials.type` is required",
+        ),
+        (
+            json!({"type": "OAUTH2", "client_id": "a"}),
+            "`credentials.client_secret` is required",
+        ),
+        (
+            json!({"type": "OAUTH2", "client_id": "a", "client_secret": "b", "scopes": "bad scope!"}),
+            "`credentials.scopes` must be scopes separated by commas",
+        ),
+    ] {
+        for (method, path, body) in [
+            (
+                "POST",
+                "/integrations",
+                json!({"unique_key": "checked", "provider": "hubspot", "credentials": credentials}),
+            ),
+            (
+                "PATCH",
+                "/integrations/hubspot",
+                json!({"credentials": credentials}),
+            ),
+        ] {
+            let (status, out) = dev.send(method, path, Some(body)).await;
+            assert_eq!(
+                (status, out["error"]["code"].as_str()),
+                (400, Some("invalid_body")),
+                "{method} {credentials}: {out}"
+            );
+            assert!(out.to_string().contains(says), "{out}");
+        }
+    }
+    let (status, out) = dev
+        .send(
+            "POST",
+            "/integrations",
+            Some(json!({"unique_key": "keyed", "provider": "stripe", "credentials": {"type": "OAUTH2", "client_id": "a", "client_secret": "b"}})),
+        )
+        .await;
+    assert_eq!(status, 400, "{out}");
+    assert!(
+        out.to_string()
+            .contains("incompatible credentials auth type `OAUTH2` and provider auth `API_KEY`"),
+        "{out}"
+    );
+    let (status, out) = dev.send("GET", "/integrations/checked", None).await;
+    assert_eq!(status, 404, "nothing was created: {out}");
+    let (status, out) = dev
+        .send(
+            "PATCH",
+            "/integrations/hubspot",
+            Some(json!({"credentials": {"type": "OAUTH2", "client_id": "a", "client_secret": "b", "scopes": "crm.objects.contacts.read,oauth"}})),
+        )
+        .await;
+    assert_eq!(status, 200, "{out}");
     // A key cannot change (it was accepted and ignored).
     let (status, body) = dev
         .send(

@@ -107,6 +107,13 @@ struct ServeArgs {
     /// memory of the machine, or of the container (its cgroup's limit).
     #[arg(long = "script-memory", env = "SLUICE_SCRIPT_MEMORY", value_parser = parse_size)]
     script_memory: Option<u64>,
+    /// Limits per environment, in sluice.yaml's format
+    /// (`environments: {prod: {limits: {allowed_hosts: [...], fuel: ...}}}`):
+    /// CPU, memory, timeouts and the hosts scripts may call. Environments
+    /// it does not name keep the defaults. Its `variables` are not applied
+    /// (PUT /environment-variables sets a server's).
+    #[arg(long, env = "SLUICE_LIMITS", value_name = "FILE")]
+    limits: Option<PathBuf>,
     /// Give this environment a new secret key at this start (repeatable):
     /// NANGO_SECRET_KEY_<ENV> if set, else a new random one, printed once;
     /// the old key stops working. For a lost or leaked key.
@@ -643,6 +650,32 @@ fn setting(name: &str, file: &std::collections::HashMap<String, String>) -> Opti
 /// `NANGO_HOSTPORT` and `NANGO_SECRET_KEY_<ENV>` from the process
 /// environment, then from `.env` (the current directory's, then the
 /// project's), as the original's CLI reads them.
+/// `serve --limits FILE`: each environment's limits, and the
+/// environments the file gives variables to (which serve does not apply).
+fn limits_from_file(
+    file: &std::path::Path,
+) -> anyhow::Result<(
+    std::collections::BTreeMap<String, sluice_runtime::Limits>,
+    Vec<String>,
+)> {
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("cannot read the limits file {}", file.display()))?;
+    let config: sluice_project::project::ProjectConfig = serde_norway::from_str(&text)
+        .with_context(|| format!("{} is not a valid limits file", file.display()))?;
+    let with_variables = config
+        .environments
+        .iter()
+        .filter(|(_, e)| !e.variables.is_empty())
+        .map(|(name, _)| name.clone())
+        .collect();
+    let limits = config
+        .environments
+        .into_iter()
+        .map(|(name, e)| (name, e.limits))
+        .collect();
+    Ok((limits, with_variables))
+}
+
 fn server_settings(
     dir: &std::path::Path,
     env: &str,
@@ -799,6 +832,17 @@ async fn run_serve(args: ServeArgs, out: &mut dyn Write) -> anyhow::Result<i32> 
         "redb" => sluice_server::StoreKind::Redb,
         _ => sluice_server::StoreKind::detect(&args.data).unwrap_or_default(),
     };
+    if let Some(file) = &args.limits {
+        let (limits, with_variables) = limits_from_file(file)?;
+        for env in with_variables {
+            writeln!(
+                out,
+                "note: {} gives environment `{env}` variables, which serve does not apply: PUT /environment-variables sets a server's",
+                file.display()
+            )?;
+        }
+        config.env_limits = limits;
+    }
     config.schedule_time_scale = args.schedule_time_scale.max(1);
     config.sync_slots = args.sync_slots.max(1);
     config.webhook_retry_base = std::time::Duration::from_millis(args.webhook_retry_base_ms.max(1));

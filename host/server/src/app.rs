@@ -146,12 +146,33 @@ impl App {
     ) -> Result<Self, crate::ServerError> {
         let http = sluice_runtime::proxy::default_client();
         let mut envs = HashMap::new();
+        if let Some(unknown) = config.env_limits.keys().find(|name| {
+            !store
+                .environments()
+                .iter()
+                .any(|e| e.name() == name.as_str())
+        }) {
+            return Err(crate::ServerError::Config(format!(
+                "limits are set for environment `{unknown}`, which this server does not have (it has {})",
+                store
+                    .environments()
+                    .iter()
+                    .map(|e| format!("`{}`", e.name()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
         for store_env in store.environments() {
             let variables = store_env.variables().await?;
+            let limits = config
+                .env_limits
+                .get(store_env.name())
+                .unwrap_or(&config.limits)
+                .clone();
             let environment = Environment {
                 name: store_env.name().to_string(),
                 variables,
-                limits: config.limits.clone(),
+                limits: limits.clone(),
                 webhook_base_url: config
                     .public_url
                     .as_ref()
@@ -162,7 +183,7 @@ impl App {
                     store_env.clone(),
                     providers.clone(),
                     http.clone(),
-                    config.limits.allowed_hosts.clone(),
+                    limits.allowed_hosts.clone(),
                 )),
                 store: store_env.clone(),
                 environment: RwLock::new(Arc::new(environment)),

@@ -52,8 +52,13 @@ pub struct ServerConfig {
     /// The embedded database the data directory holds.
     pub store: StoreKind,
     pub listen: SocketAddr,
-    /// Limits of every environment's executions.
+    /// Limits of every environment's executions, but those named in
+    /// `env_limits`.
     pub limits: Limits,
+    /// Limits of the environments named here (`sluice serve --limits`):
+    /// CPU, memory, timeouts, `allowed_hosts`... A name no environment
+    /// has is refused at start.
+    pub env_limits: std::collections::BTreeMap<String, Limits>,
     /// Executions running at once; more wait for a slot. Each live JS
     /// execution holds a few MiB, so this bounds memory too.
     pub max_concurrent_executions: usize,
@@ -204,6 +209,7 @@ impl ServerConfig {
             store: StoreKind::Sled,
             listen,
             limits: Limits::default(),
+            env_limits: std::collections::BTreeMap::new(),
             max_concurrent_executions: 64,
             max_body_bytes: 75 << 20,
             max_component_bytes: 256 << 20,

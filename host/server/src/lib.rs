@@ -55,6 +55,9 @@ pub enum ServerError {
     },
     #[error("cannot load the schedules: {0}")]
     Schedules(String),
+    /// The server's configuration does not fit its data.
+    #[error("{0}")]
+    Config(String),
     /// The keys of the environments just created could not be shown.
     #[error("cannot show the new environments' keys: {0}")]
     Announce(std::io::Error),

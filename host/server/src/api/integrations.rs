@@ -37,7 +37,7 @@ pub struct IntegrationBody {
 #[serde(deny_unknown_fields)]
 pub struct CredentialsBody {
     #[serde(rename = "type")]
-    _kind: Option<String>,
+    kind: Option<String>,
     client_id: Option<String>,
     client_secret: Option<String>,
     scopes: Option<String>,
@@ -79,6 +79,61 @@ pub(crate) fn view(
         });
     }
     v
+}
+
+/// The auth modes whose integrations hold OAuth client credentials.
+const OAUTH_MODES: [&str; 3] = ["OAUTH1", "OAUTH2", "TBA"];
+
+/// Checks an integration's `credentials` as the original's API does: of
+/// the provider's auth mode (`type`), and for OAuth a `client_id` and a
+/// `client_secret`, and `scopes` as a comma-separated list.
+fn check_credentials(auth_mode: Option<&str>, c: &CredentialsBody) -> ApiResult<()> {
+    let mode = auth_mode.unwrap_or("NONE");
+    let Some(kind) = c.kind.as_deref() else {
+        return Err(ApiError::invalid_body(format!(
+            "`credentials.type` is required: the provider's auth mode, `{mode}`"
+        )));
+    };
+    if kind != mode {
+        return Err(ApiError::invalid_body(format!(
+            "incompatible credentials auth type `{kind}` and provider auth `{mode}`"
+        )));
+    }
+    if !OAUTH_MODES.contains(&kind) {
+        if c.client_id.is_some() || c.client_secret.is_some() || c.scopes.is_some() {
+            return Err(ApiError::invalid_body(format!(
+                "`client_id`, `client_secret` and `scopes` are for OAuth integrations; provider auth is `{mode}`"
+            )));
+        }
+        return Ok(());
+    }
+    match c.client_id.as_deref() {
+        Some(id) if !id.is_empty() && id.len() <= 255 => {}
+        _ => {
+            return Err(ApiError::invalid_body(
+                "`credentials.client_id` is required (1 to 255 characters)",
+            ));
+        }
+    }
+    if c.client_secret.as_deref().is_none_or(str::is_empty) {
+        return Err(ApiError::invalid_body(
+            "`credentials.client_secret` is required",
+        ));
+    }
+    let scope_ok = |s: &str| {
+        !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || ":/_.-".contains(c))
+    };
+    if let Some(scopes) = c.scopes.as_deref()
+        && !scopes.is_empty()
+        && !scopes.split(',').all(scope_ok)
+    {
+        return Err(ApiError::invalid_body(format!(
+            "`credentials.scopes` must be scopes separated by commas (letters, digits and `:/_.-`), got `{scopes}`"
+        )));
+    }
+    Ok(())
 }
 
 fn apply(i: &mut Integration, body: IntegrationBody) {
@@ -125,11 +180,14 @@ pub async fn create(
         .provider
         .clone()
         .ok_or_else(|| ApiError::invalid_body("`provider` is required"))?;
-    if app.providers.get(&provider).is_none() {
+    let Some(definition) = app.providers.get(&provider) else {
         return Err(ApiError::bad_request(
             "invalid_body",
             format!("unknown provider `{provider}`: it is not in the providers catalogue"),
         ));
+    };
+    if let Some(c) = &body.credentials {
+        check_credentials(definition.auth_mode.as_deref(), c)?;
     }
     if env.store.integration(&key).await?.is_some() {
         return Err(ApiError::bad_request(
@@ -236,6 +294,13 @@ pub async fn update(
         return Err(ApiError::invalid_body(
             "the `unique_key` of an integration cannot change; create another integration",
         ));
+    }
+    if let Some(c) = &body.credentials {
+        let auth_mode = app
+            .providers
+            .get(&i.provider)
+            .and_then(|p| p.auth_mode.clone());
+        check_credentials(auth_mode.as_deref(), c)?;
     }
     apply(&mut i, body);
     i.updated_at = Utc::now();
