@@ -355,8 +355,10 @@ async fn each_environment_has_its_own_limits() {
     let data = tempfile::tempdir().unwrap();
     let master = MasterKey::generate();
     let mut config = ServerConfig::new(data.path(), "127.0.0.1:0".parse().unwrap());
-    let mut dev_limits = sluice_runtime::Limits::default();
-    dev_limits.allowed_hosts = vec![other_host.clone()];
+    let dev_limits = sluice_runtime::Limits {
+        allowed_hosts: vec![other_host.clone()],
+        ..Default::default()
+    };
     config.env_limits.insert("dev".into(), dev_limits);
     let server = start_with(config, &master, &providers).await;
     for key in [DEV_KEY, PROD_KEY] {
