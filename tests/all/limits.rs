@@ -27,6 +27,30 @@ async fn an_endless_loop_runs_out_of_fuel() {
     assert!(report.fuel_consumed >= 20_000_000 - 1000);
 }
 
+/// A Rust script's stack overflow traps out of bounds; the error says
+/// what commonly causes that and where, in one line, without the engine's
+/// tens of backtrace frames.
+#[tokio::test]
+async fn a_stack_overflow_is_named_in_one_line() {
+    let h = Harness::simple(ok).await;
+    let report = h
+        .action(guests::ACTION_MISBEHAVE, json!({"mode": "recurse"}))
+        .await;
+    let message = match &report.outcome {
+        Err(e @ ExecError::Trap { .. }) => e.to_string(),
+        other => panic!("expected a trap, got {other:?}"),
+    };
+    assert!(
+        message.starts_with("script trapped: wasm trap: out of bounds memory access (a Rust script whose stack overflowed"),
+        "{message}"
+    );
+    assert!(
+        message.contains(" in ") && message.contains("deeper"),
+        "{message}"
+    );
+    assert!(!message.contains('\n'), "{message}");
+}
+
 #[tokio::test]
 async fn a_triggered_action_spends_its_callers_fuel_not_a_fresh_budget() {
     let mut h = Harness::simple(ok).await;
@@ -262,8 +286,9 @@ fn a_corrupt_component_is_rejected_with_a_clear_error() {
     let err = rt.load_file(&garbage).unwrap_err();
     assert!(matches!(err, LoadError::Invalid { .. }), "{err:?}");
     assert!(
-        err.to_string()
-            .contains("garbage.wasm is not a valid WebAssembly component"),
+        err.to_string().contains(
+            "garbage.wasm is not a valid WebAssembly component: it is not WebAssembly (it does not start with the `\\0asm` magic bytes)"
+        ),
         "{err}"
     );
 
@@ -276,6 +301,8 @@ fn a_corrupt_component_is_rejected_with_a_clear_error() {
             .contains("truncated.wasm is not a valid WebAssembly component"),
         "{err}"
     );
+    // One line, not wasmtime's indented lists.
+    assert!(!err.to_string().contains('\n'), "{err}");
 
     let core = dir.path().join("core.wasm");
     std::fs::write(&core, b"\0asm\x01\0\0\0").unwrap();

@@ -422,5 +422,26 @@ integrations:
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // What was left out is said, where the lines would have been.
+    let (code, out) = c
+        .send_as(
+            ("hubspot", "demo"),
+            "POST",
+            "/action/trigger",
+            Some(json!({"action_name": "misbehave", "input": {"mode": "print"}})),
+        )
+        .await;
+    assert_eq!(code, 200, "{out}");
+    let note = logs(&c, "connection_id=demo&q=not%20kept").await;
+    let note = note["logs"].as_array().unwrap();
+    assert_eq!(note.len(), 1, "{note:?}");
+    assert_eq!(note[0]["level"], "warn");
+    assert!(
+        note[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("of this execution were not kept: past the 1 bytes kept per execution"),
+        "{note:?}"
+    );
     server.stop().await;
 }

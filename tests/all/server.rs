@@ -1108,6 +1108,37 @@ async fn runs_report_changes_errors_keep_their_shapes_and_tokens_refresh_once() 
         body["credentials"]["raw"]["refresh_token"], "rt-5",
         "{body}"
     );
+    // Without `raw`, the import is the raw token response, as the
+    // original keeps it (`getRawTokenResponse` had `{}`); without a token,
+    // the original's code.
+    let (status, body) = dev
+        .send(
+            "POST",
+            "/connection",
+            Some(
+                json!({"provider_config_key": "mock-int", "connection_id": "c6",
+                        "access_token": "a6", "scope": "read", "no_expiration": true}),
+            ),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (_, body) = dev
+        .send("GET", "/connection/c6?provider_config_key=mock-int", None)
+        .await;
+    assert_eq!(body["credentials"]["raw"]["access_token"], "a6", "{body}");
+    assert_eq!(body["credentials"]["raw"]["scope"], "read", "{body}");
+    let (status, body) = dev
+        .send(
+            "POST",
+            "/connection",
+            Some(json!({"provider_config_key": "mock-int", "connection_id": "c7"})),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("missing_access_token")),
+        "{body}"
+    );
 
     // A token endpoint answering megabytes: the refresh fails, naming why.
     let (status, body) = dev

@@ -58,6 +58,13 @@ pub enum CompileError {
     },
     #[error(transparent)]
     Load(#[from] sluice_runtime::LoadError),
+    #[error("nango.yaml declares `{name}` as {declared}, but its component ({path}) is {found}")]
+    WrongKind {
+        name: String,
+        path: String,
+        declared: &'static str,
+        found: &'static str,
+    },
     #[error(transparent)]
     Project(#[from] ProjectError),
     #[error("cannot write {path}: {source}")]
@@ -495,14 +502,16 @@ pub fn compile(
                 r.load_bytes(bytes, origin)
             })?;
             if script.kind() != runtime_kind(*kind) {
-                return Err(CompileError::Load(sluice_runtime::LoadError::Invalid {
-                    path: path.display().to_string(),
-                    message: format!(
-                        "nango.yaml declares `{name}` as {}, but the component is {}",
-                        with_article(runtime_kind(*kind)),
-                        with_article(script.kind())
-                    ),
-                }));
+                return Err(CompileError::WrongKind {
+                    name: name.clone(),
+                    path: path
+                        .strip_prefix(".")
+                        .unwrap_or(&path)
+                        .display()
+                        .to_string(),
+                    declared: with_article(runtime_kind(*kind)),
+                    found: with_article(script.kind()),
+                });
             }
             scripts.push(ProjectScript {
                 integration: pck.clone(),

@@ -45,7 +45,7 @@ pub enum LoadError {
     #[error("{path} is not a valid WebAssembly component: {message}")]
     Invalid { path: String, message: String },
     #[error(
-        "{path} does not implement a nango:scripts world: it exports none of `fetch-data`, `run-action`, `on-event`"
+        "{path} does not implement a nango:scripts world: it exports none of `fetch-data`, `run-action`, `on-event` (a Rust script marks its function with `#[sync]`, `#[action]` or `#[on_event]`)"
     )]
     NoEntryPoint { path: String },
     #[error(
@@ -352,9 +352,16 @@ impl Runtime {
                 message: "this is a core WebAssembly module, not a component (build for wasm32-wasip2 or run `wasm-tools component new`)".into(),
             });
         }
+        if !bytes.starts_with(b"\0asm") {
+            return Err(LoadError::Invalid {
+                path: origin.to_string(),
+                message: "it is not WebAssembly (it does not start with the `\\0asm` magic bytes)"
+                    .into(),
+            });
+        }
         let component = Component::new(engine, bytes).map_err(|e| LoadError::Invalid {
             path: origin.to_string(),
-            message: format!("{e:#}"),
+            message: one_line(&format!("{e:#}")),
         })?;
         let serialized = component.serialize().map_err(|e| LoadError::Invalid {
             path: origin.to_string(),
@@ -458,10 +465,36 @@ fn export_names(engine: &Engine, component: &Component) -> Vec<String> {
 }
 
 fn link_error(origin: &str, e: wasmtime::Error) -> LoadError {
+    let message = one_line(&format!("{e:#}"));
+    // A component built against another version of the contract imports
+    // interfaces this host does not have.
+    let theirs = message.split("nango:scripts/").skip(1).find_map(|rest| {
+        let version = rest.split_once('@')?.1;
+        let version: String = version
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '.' || *c == '-')
+            .collect();
+        (version != CONTRACT_VERSION).then_some(version)
+    });
+    let message = match theirs {
+        Some(version) => format!(
+            "it was built against the contract nango:scripts@{version}, and this sluice provides nango:scripts@{CONTRACT_VERSION}: rebuild it with this sluice's SDK ({message})"
+        ),
+        None => message,
+    };
     LoadError::Link {
         path: origin.to_string(),
-        message: format!("{e:#}"),
+        message,
     }
+}
+
+/// The version of the `nango:scripts` package this host implements (the
+/// `package` line of `wit/nango.wit`; a test keeps them equal).
+const CONTRACT_VERSION: &str = "0.2.0";
+
+/// An error chain on one line (wasmtime's messages hold indented lists).
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 fn typed_pre(
@@ -643,5 +676,35 @@ impl std::hash::Hasher for HashWriter<'_> {
     }
     fn write(&mut self, bytes: &[u8]) {
         self.0.update(bytes);
+    }
+}
+
+#[cfg(test)]
+mod contract_tests {
+    use super::*;
+
+    #[test]
+    fn the_contract_version_is_the_wit_packages() {
+        let wit = include_str!("../../../wit/nango.wit");
+        assert!(
+            wit.contains(&format!("package nango:scripts@{CONTRACT_VERSION};")),
+            "wit/nango.wit's package is not nango:scripts@{CONTRACT_VERSION}"
+        );
+    }
+
+    #[test]
+    fn a_link_error_names_the_contract_a_component_was_built_against() {
+        let e = wasmtime::Error::msg(
+            "component imports instance `nango:scripts/http@0.1.0`, but a matching implementation was not found in the linker\n\nCaused by:\n    0: instance export `send` has the wrong type",
+        );
+        let message = link_error("old.wasm", e).to_string();
+        assert!(
+            message.contains("built against the contract nango:scripts@0.1.0, and this sluice provides nango:scripts@0.2.0: rebuild it with this sluice's SDK"),
+            "{message}"
+        );
+        assert!(!message.contains('\n'), "{message}");
+        let e = wasmtime::Error::msg("import `nango:scripts/http@0.2.0` has the wrong type");
+        let message = link_error("new.wasm", e).to_string();
+        assert!(!message.contains("built against"), "{message}");
     }
 }

@@ -742,12 +742,41 @@ fn classify_trap(failed: Failed, state: &HostState, fuel: u64) -> ExecError {
     {
         return ExecError::Panic { message };
     }
-    let message = format!("{err:?}");
     if instantiating {
-        ExecError::Instantiate { message }
-    } else {
-        ExecError::Trap { message }
+        return ExecError::Instantiate {
+            message: format!("{err:?}"),
+        };
     }
+    ExecError::Trap {
+        message: trap_message(&err),
+    }
+}
+
+/// A trap in a sentence: its kind, what commonly causes it, and the
+/// innermost frames of the guest (the whole backtrace is tens of lines of
+/// engine functions, which an API client is not helped by).
+fn trap_message(err: &wasmtime::Error) -> String {
+    let Some(trap) = err.downcast_ref::<wasmtime::Trap>() else {
+        return format!("{err:?}");
+    };
+    let mut message = trap.to_string();
+    if matches!(trap, wasmtime::Trap::MemoryOutOfBounds) {
+        message.push_str(
+            " (a Rust script whose stack overflowed, by deep or endless recursion, ends this way too)",
+        );
+    }
+    if let Some(trace) = err.downcast_ref::<wasmtime::WasmBacktrace>() {
+        let frames: Vec<String> = trace
+            .frames()
+            .iter()
+            .filter_map(|f| f.func_name().map(str::to_string))
+            .take(3)
+            .collect();
+        if !frames.is_empty() {
+            message.push_str(&format!(" in {}", frames.join(" ← ")));
+        }
+    }
+    message
 }
 
 /// The original runner's error normalisation.

@@ -179,6 +179,24 @@ impl Logs {
             fuel: report.fuel_consumed,
         };
         let (mut lines, dropped) = self.kept_lines(&report.logs, report.logs_dropped);
+        if dropped > 0 {
+            // Said where the lines would have been read.
+            lines.push(Line {
+                at: finished,
+                level: "warn".into(),
+                source: "internal".into(),
+                message: format!(
+                    "{dropped} log line{} of this execution {} not kept: past the {} kept per execution, or the script's own log limits",
+                    if dropped == 1 { "" } else { "s" },
+                    if dropped == 1 { "was" } else { "were" },
+                    match self.max_bytes_per_execution {
+                        n if n % 1024 == 0 => format!("{} KiB", n / 1024),
+                        n => format!("{n} bytes"),
+                    }
+                ),
+                meta: None,
+            });
+        }
         if let Some(e) = &execution.error {
             lines.push(Line {
                 at: finished,

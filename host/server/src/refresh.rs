@@ -236,7 +236,7 @@ impl Connections {
                 let record = serde_json::json!({
                     "type": "auth",
                     "message": message,
-                    "at": Utc::now().to_rfc3339(),
+                    "at": Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
                 });
                 let _ = self
                     .store
@@ -344,7 +344,10 @@ impl Connections {
                 let at = expires_after(secs).ok_or_else(|| {
                     format!("the token endpoint's answer has an expires_in out of range: {secs}")
                 })?;
-                creds.insert("expires_at".into(), Value::String(at.to_rfc3339()));
+                creds.insert(
+                    "expires_at".into(),
+                    Value::String(at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+                );
             }
             None => {
                 creds.remove("expires_at");

@@ -33,9 +33,14 @@ fn text(body: &Map<String, Value>, key: &str) -> Option<String> {
 
 fn required(body: &Map<String, Value>, key: &str, mode: &str) -> ApiResult<String> {
     text(body, key).ok_or_else(|| {
-        ApiError::invalid_body(format!(
+        let message = format!(
             "{mode} connections need a string `{key}` (in the body, or in its `credentials`)"
-        ))
+        );
+        // The original's codes for the two it names.
+        match key {
+            "access_token" | "api_key" => ApiError::bad_request(&format!("missing_{key}"), message),
+            _ => ApiError::invalid_body(message),
+        }
     })
 }
 
@@ -78,7 +83,9 @@ fn with_credentials(body: &Map<String, Value>) -> std::borrow::Cow<'_, Map<Strin
 /// The credentials a `POST /connection` body carries, by auth mode.
 fn credentials(mode: &str, body: &Map<String, Value>) -> ApiResult<Value> {
     let raw = match body.get("raw") {
-        None | Some(Value::Null) => json!({}),
+        // As the original keeps it: the import itself (what a token
+        // response would have been), for `getRawTokenResponse`.
+        None | Some(Value::Null) => Value::Object(body.clone()),
         Some(Value::Object(raw)) => Value::Object(raw.clone()),
         Some(other) => {
             return Err(ApiError::invalid_body(format!(
@@ -93,7 +100,11 @@ fn credentials(mode: &str, body: &Map<String, Value>) -> ApiResult<Value> {
                     "`expires_at` must be an ISO 8601 date-time, got `{at}`"
                 ))
             })?;
-            return Ok(Some(parsed.with_timezone(&Utc).to_rfc3339()));
+            return Ok(Some(
+                parsed
+                    .with_timezone(&Utc)
+                    .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            ));
         }
         let expires_in = match body.get("expires_in") {
             None | Some(Value::Null) => None,
@@ -109,7 +120,9 @@ fn credentials(mode: &str, body: &Map<String, Value>) -> ApiResult<Value> {
                     "`expires_in` must be a number of seconds a date can be counted from now, got {secs}"
                 ))
             })?;
-            return Ok(Some(at.to_rfc3339()));
+            return Ok(Some(
+                at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            ));
         }
         Ok(None)
     };
@@ -465,7 +478,7 @@ async fn create(
                 .await?;
             env.store.delete_doc(CONNECTION_SETUP, &setup_key).await?;
         } else {
-            let record = json!({"type": "auth", "message": message, "at": Utc::now().to_rfc3339()});
+            let record = json!({"type": "auth", "message": message, "at": Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)});
             env.store.put_doc(CONNECTION_ERRORS, &key, &record).await?;
         }
         return Err(ApiError::bad_request(

@@ -109,7 +109,7 @@ fn summary(d: &DeploymentDoc, active: Option<u64>) -> Value {
         .collect();
     json!({
         "version": d.version,
-        "created_at": d.created_at.to_rfc3339(),
+        "created_at": d.created_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         "active": active == Some(d.version),
         "scripts": scripts,
     })

@@ -66,8 +66,8 @@ pub(crate) fn view(
         "provider": i.provider,
         "display_name": display_name,
         "forward_webhooks": i.forward_webhooks,
-        "created_at": i.created_at.to_rfc3339(),
-        "updated_at": i.updated_at.to_rfc3339(),
+        "created_at": i.created_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "updated_at": i.updated_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
     });
     if let Some(auth_mode) = include_credentials {
         v["credentials"] = json!({

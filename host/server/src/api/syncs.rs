@@ -721,7 +721,7 @@ pub async fn create_variant(
             SYNC_VARIANTS,
             &key,
             &json!({
-                "created_at": chrono::Utc::now().to_rfc3339(),
+                "created_at": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
                 "models": sync.output,
             }),
         )

@@ -29,6 +29,7 @@ fn run(nango: &Nango, input: Input) -> Result<Value, Error> {
             json!({ "message": "card declined", "code": 402 }),
         )),
         "panic" => panic!("the script gave up"),
+        "recurse" => Ok(json!(deeper(0))),
         "print" => {
             println!("to stdout");
             eprintln!("to stderr");
@@ -55,6 +56,15 @@ fn run(nango: &Nango, input: Input) -> Result<Value, Error> {
         }
         other => Err(Error::msg(format!("unknown mode {other}"))),
     }
+}
+
+/// Recursion without end: the stack overflows.
+fn deeper(n: u64) -> u64 {
+    let frame = std::hint::black_box([n; 64]);
+    if frame[0] == u64::MAX {
+        return 0;
+    }
+    deeper(n + 1).wrapping_add(frame[1])
 }
 
 fn main() {}
