@@ -469,3 +469,70 @@ async fn sluice_test_replays_recorded_mocks_and_reports_each_script() {
     );
     assert!(out.ends_with("0 passed, 2 failed\n"), "{out}");
 }
+
+/// `sluice init --rust`: the nango.yaml starter with its scripts as Rust
+/// crates and a copy of the SDK; out of the box they build, dry-run
+/// against the bundled mock, record their mocks and pass `sluice test`.
+#[tokio::test]
+async fn the_rust_starter_builds_dry_runs_and_passes_its_tests() {
+    // A fixed folder made anew each run; cargo's target folder is beside
+    // it, so later runs rebuild little.
+    let dir = PathBuf::from(guests::BUILD_DIR).join("init-rust-project");
+    let _ = std::fs::remove_dir_all(&dir);
+    let (code, out, err) = sluice(&["init", &s(&dir), "--rust"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("sluice-sdk"), "{out}");
+    assert!(
+        dir.join("demo-github-integration/syncs/github-issue-example/Cargo.toml")
+            .is_file()
+    );
+    let mock = s(&dir.join("mock-api.yaml"));
+    let run = |script: &str, extra: &[&str]| {
+        let mut args: Vec<String> = vec![
+            "dryrun".into(),
+            script.into(),
+            "demo".into(),
+            "--dir".into(),
+            s(&dir),
+            "--mock-upstream".into(),
+            mock.clone(),
+        ];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        args.extend(build_flags("init-rust-project-build"));
+        args
+    };
+    let args = run("github-issue-example", &["--save-responses"]);
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (code, out, err) = sluice(&argv).await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    for title in ["Found a bug", "Add a README", "Crash on start"] {
+        assert!(out.contains(title), "{title} missing from {out}");
+    }
+    assert!(!out.contains("Fix the crash"), "pull requests are skipped");
+    assert!(
+        out.contains("[info] Saving 2 issues of octocat/hello-world"),
+        "{out}"
+    );
+    assert!(!out.contains("Invalid"), "{out}");
+    let args = run(
+        "create-issue",
+        &["--input", r#"{"title": "New issue"}"#, "--save-responses"],
+    );
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (code, out, err) = sluice(&argv).await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("\"number\": 5"), "{out}");
+    assert!(!out.contains("Invalid"), "{out}");
+    let args = run("create-issue", &["--input", r#"{"body": "no title"}"#]);
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (code, out, _) = sluice(&argv).await;
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains(r#""message": "title is required""#), "{out}");
+
+    let mut args = vec!["test".to_string(), "--dir".into(), s(&dir)];
+    args.extend(build_flags("init-rust-project-build"));
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (code, out, err) = sluice(&argv).await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.ends_with("2 passed, 0 failed\n"), "{out}");
+}

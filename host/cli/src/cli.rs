@@ -177,6 +177,10 @@ struct InitArgs {
     /// (default: the current zero-yaml format).
     #[arg(long)]
     yaml: bool,
+    /// nango.yaml with the scripts in Rust: a crate per script, a crate
+    /// of shared models, and a copy of the Rust SDK (`sluice-sdk/`).
+    #[arg(long, conflicts_with = "yaml")]
+    rust: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -450,11 +454,17 @@ async fn run_dryrun(
 }
 
 fn run_init(args: InitArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
-    let written = init::init(&args.dir, args.yaml)?;
+    let starter = match (args.yaml, args.rust) {
+        (_, true) => init::Starter::Rust,
+        (true, false) => init::Starter::Yaml,
+        (false, false) => init::Starter::Zero,
+    };
+    let written = init::init(&args.dir, starter)?;
     for path in &written {
         writeln!(out, "created {}", path.display())?;
     }
-    let script = if args.yaml {
+    let yaml = starter != init::Starter::Zero;
+    let script = if yaml {
         "github-issue-example"
     } else {
         "issues"
@@ -465,7 +475,13 @@ fn run_init(args: InitArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
         args.dir.display(),
         args.dir.join("mock-api.yaml").display()
     )?;
-    if args.yaml {
+    if starter == init::Starter::Rust {
+        writeln!(
+            out,
+            "(the scripts are built for wasm32-wasip2: `rustup target add wasm32-wasip2` once)"
+        )?;
+    }
+    if yaml {
         // The older layout's tests replay mocks a dry run records.
         writeln!(
             out,

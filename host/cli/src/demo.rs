@@ -99,7 +99,7 @@ pub async fn run(
     }
     let project = data.join("demo-project");
     if !project.join("nango.yaml").exists() {
-        sluice_project::init::init(&project, true)?;
+        sluice_project::init::init(&project, sluice_project::init::Starter::Yaml)?;
     }
     let mock = mock_github(&project).await?;
     if let Some(mut github) = providers.get("github").cloned() {

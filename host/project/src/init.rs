@@ -124,18 +124,136 @@ const ZERO_TEMPLATE: &[(&str, &str)] = &[
     ),
 ];
 
+/// The Rust starter: `examples/github-ts`'s nango.yaml project with its
+/// scripts as crates (`examples/github-rust`), which name the SDK copy
+/// written beside them (`sluice-sdk/`) instead of the checkout's.
+const RUST_TEMPLATE: &[(&str, &str)] = &[
+    (
+        "nango.yaml",
+        include_str!("../../../examples/github-ts/nango.yaml"),
+    ),
+    (
+        "connections.yaml",
+        include_str!("../../../examples/github-ts/connections.yaml"),
+    ),
+    (
+        "mock-api.yaml",
+        include_str!("../../../examples/github-ts/mock-api.yaml"),
+    ),
+    (
+        ".gitignore",
+        include_str!("../../../examples/github-rust/.gitignore"),
+    ),
+    (
+        "demo-github-integration/helpers/Cargo.toml",
+        include_str!("../../../examples/github-rust/demo-github-integration/helpers/Cargo.toml"),
+    ),
+    (
+        "demo-github-integration/helpers/src/lib.rs",
+        include_str!("../../../examples/github-rust/demo-github-integration/helpers/src/lib.rs"),
+    ),
+    (
+        "demo-github-integration/syncs/github-issue-example/Cargo.toml",
+        include_str!(
+            "../../../examples/github-rust/demo-github-integration/syncs/github-issue-example/Cargo.toml"
+        ),
+    ),
+    (
+        "demo-github-integration/syncs/github-issue-example/src/main.rs",
+        include_str!(
+            "../../../examples/github-rust/demo-github-integration/syncs/github-issue-example/src/main.rs"
+        ),
+    ),
+    (
+        "demo-github-integration/actions/create-issue/Cargo.toml",
+        include_str!(
+            "../../../examples/github-rust/demo-github-integration/actions/create-issue/Cargo.toml"
+        ),
+    ),
+    (
+        "demo-github-integration/actions/create-issue/src/main.rs",
+        include_str!(
+            "../../../examples/github-rust/demo-github-integration/actions/create-issue/src/main.rs"
+        ),
+    ),
+    // The SDK, with the contract inside it.
+    (
+        "sluice-sdk/Cargo.toml",
+        include_str!("../../../guest-sdk/rust/Cargo.toml"),
+    ),
+    (
+        "sluice-sdk/src/lib.rs",
+        include_str!("../../../guest-sdk/rust/src/lib.rs"),
+    ),
+    (
+        "sluice-sdk/macros/Cargo.toml",
+        include_str!("../../../guest-sdk/rust/macros/Cargo.toml"),
+    ),
+    (
+        "sluice-sdk/macros/src/lib.rs",
+        include_str!("../../../guest-sdk/rust/macros/src/lib.rs"),
+    ),
+    (
+        "sluice-sdk/wit/nango.wit",
+        include_str!("../../../wit/nango.wit"),
+    ),
+];
+
+/// The versions the SDK is built and tested with: each script crate of the
+/// Rust starter starts from them (cargo adds the crate's own entries).
+const RUST_LOCK: &str = include_str!("../../../guest-sdk/rust/Cargo.lock");
+
+/// A Rust starter file as written: the crates name the SDK copy, and the
+/// copy finds the contract inside itself.
+fn rust_file(rel: &str, text: &str) -> String {
+    let swaps: &[(&str, &str)] = match rel {
+        "sluice-sdk/src/lib.rs" => &[(r#"path: "../../wit","#, r#"path: "wit","#)],
+        "sluice-sdk/macros/src/lib.rs" => &[(
+            r#"include_str!("../../../../wit/nango.wit")"#,
+            r#"include_str!("../../wit/nango.wit")"#,
+        )],
+        _ if rel.ends_with("Cargo.toml") => &[(
+            r#"path = "../../../../../guest-sdk/rust""#,
+            r#"path = "../../../sluice-sdk""#,
+        )],
+        _ => &[],
+    };
+    let mut out = text.to_string();
+    for (from, to) in swaps {
+        out = out.replace(from, to);
+    }
+    out
+}
+
+/// Which starter `sluice init` creates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Starter {
+    /// The current format: `index.ts`, zod models, recorded tests.
+    Zero,
+    /// nango.yaml with TypeScript scripts.
+    Yaml,
+    /// nango.yaml with Rust scripts (a crate each) and a copy of the SDK.
+    Rust,
+}
+
 /// Creates a starter folder: a zero-yaml project (`index.ts`, a sync and
-/// an action with their recorded tests), or with `yaml` the older layout
-/// (nango.yaml with a sync and an action); both with a local connection
-/// and a mock of the API they call, and both pass `sluice test`.
-pub fn init(dir: &Path, yaml: bool) -> Result<Vec<PathBuf>, InitError> {
+/// an action with their recorded tests), or the older layout (nango.yaml
+/// with a sync and an action, in TypeScript or in Rust); each with a local
+/// connection and a mock of the API they call, and each passes `sluice
+/// test`.
+pub fn init(dir: &Path, starter: Starter) -> Result<Vec<PathBuf>, InitError> {
     if dir.join("nango.yaml").exists() || dir.join("index.ts").exists() {
         return Err(InitError::Exists(dir.display().to_string()));
     }
+    let yaml = starter != Starter::Zero;
     // Nothing of the user's is replaced: a file the template has (a
     // `.gitignore`, a `connections.yaml` with credentials, a script) or a
     // `.nango` folder means the folder is not new.
-    let template = if yaml { TEMPLATE } else { ZERO_TEMPLATE };
+    let template = match starter {
+        Starter::Zero => ZERO_TEMPLATE,
+        Starter::Yaml => TEMPLATE,
+        Starter::Rust => RUST_TEMPLATE,
+    };
     let mut taken: Vec<&str> = template
         .iter()
         .map(|(rel, _)| *rel)
@@ -173,9 +291,18 @@ pub fn init(dir: &Path, yaml: bool) -> Result<Vec<PathBuf>, InitError> {
         return Ok(written);
     }
     let mut written = Vec::new();
-    for (rel, text) in TEMPLATE {
+    for (rel, text) in template {
         let path = dir.join(rel);
-        write(&path, text)?;
+        if starter == Starter::Rust {
+            write(&path, &rust_file(rel, text))?;
+            if rel.ends_with("/Cargo.toml") && !rel.starts_with("sluice-sdk/") {
+                let lock = path.with_file_name("Cargo.lock");
+                write(&lock, RUST_LOCK)?;
+                written.push(lock);
+            }
+        } else {
+            write(&path, text)?;
+        }
         written.push(path);
     }
     let loaded = yaml::load(dir).map_err(CompileError::from)?;
@@ -270,4 +397,24 @@ pub fn generate(dir: &Path) -> Result<(Vec<PathBuf>, Vec<yaml::Diagnostic>), Ini
         }
     }
     Ok((written, loaded.warnings))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The Rust starter's crates name the SDK copy, and the copy finds the
+    /// contract inside itself: nothing points into a sluice checkout.
+    #[test]
+    fn the_rust_starter_names_only_its_own_files() {
+        for (rel, text) in RUST_TEMPLATE {
+            let written = rust_file(rel, text);
+            assert!(!written.contains("guest-sdk"), "{rel}");
+            assert!(!written.contains("../../../../wit"), "{rel}");
+            assert!(!written.contains("../../wit\","), "{rel}");
+            if rel.ends_with("/Cargo.toml") && written.contains("sluice-sdk =") {
+                assert!(written.contains(r#"path = "../../../sluice-sdk""#), "{rel}");
+            }
+        }
+    }
 }
