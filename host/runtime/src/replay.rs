@@ -13,7 +13,7 @@ use std::collections::VecDeque;
 use std::path::{Component, Path, PathBuf};
 
 use base64::Engine as _;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use sha1::Digest as _;
 
 use crate::bindings::http::{Body, HttpError, Method, Page, Query, Request};
@@ -279,6 +279,21 @@ pub fn identity(req: &Request) -> (String, String) {
             text
         }
     });
+    let text = identity_text(method, endpoint, params, headers, data.as_deref());
+    let hash = sha1_hex(text.as_bytes());
+    (text, hash)
+}
+
+/// The compact JSON of `{method, endpoint, params, headers, data}` (in
+/// that order, `data` left out when absent; params and headers as pairs,
+/// in the order given) that an identity's hash is taken of (§7.5.7).
+fn identity_text(
+    method: &str,
+    endpoint: &str,
+    params: Vec<(String, Value)>,
+    headers: Vec<(String, Value)>,
+    data: Option<&str>,
+) -> String {
     let pairs = |entries: Vec<(String, Value)>| {
         Value::Array(
             entries
@@ -293,11 +308,9 @@ pub fn identity(req: &Request) -> (String, String) {
     object.insert("params".into(), pairs(params));
     object.insert("headers".into(), pairs(headers));
     if let Some(d) = data {
-        object.insert("data".into(), Value::String(d));
+        object.insert("data".into(), Value::String(d.into()));
     }
-    let text = js::stringify(&Value::Object(object));
-    let hash = sha1_hex(text.as_bytes());
-    (text, hash)
+    js::stringify(&Value::Object(object))
 }
 
 /// The hash a unified recording (`<script>.test.json`) keeps with each
@@ -318,20 +331,16 @@ pub fn unified_hash(
         .strip_prefix("/proxy/")
         .or_else(|| path.strip_prefix('/'))
         .unwrap_or(path);
-    let pairs = |entries: &[(String, String)]| {
-        let mut sorted: Vec<&(String, String)> = entries.iter().collect();
-        sorted.sort_by(|a, b| js::compare(&a.0, &b.0));
-        Value::Array(sorted.into_iter().map(|(k, v)| json!([k, v])).collect())
+    let sorted = |entries: &[(String, String)]| {
+        let mut out: Vec<(String, Value)> = entries
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect();
+        out.sort_by(|a, b| js::compare(&a.0, &b.0));
+        out
     };
-    let mut object = Map::new();
-    object.insert("method".into(), Value::String(method.into()));
-    object.insert("endpoint".into(), Value::String(endpoint.into()));
-    object.insert("params".into(), pairs(params));
-    object.insert("headers".into(), pairs(headers));
-    if let Some(d) = data {
-        object.insert("data".into(), Value::String(d.into()));
-    }
-    sha1_hex(js::stringify(&Value::Object(object)).as_bytes())
+    let text = identity_text(method, endpoint, sorted(params), sorted(headers), data);
+    sha1_hex(text.as_bytes())
 }
 
 fn sha1_hex(bytes: &[u8]) -> String {
