@@ -3115,6 +3115,12 @@ async fn the_official_clients_requests_are_answered_as_the_original_answers_them
         sync["json_schema"]["definitions"]["Contact"].is_object(),
         "{body}"
     );
+    // Each model's fields, from nango.yaml (they were listed empty).
+    assert_eq!(
+        sync["models"],
+        json!([{"name": "Contact", "fields": [{"name": "id", "type": "string"}]}]),
+        "{body}"
+    );
     assert_eq!(all[0]["actions"][0]["name"], "create-contact", "{body}");
     let (status, body) = dev.send("GET", "/scripts/config?format=openai", None).await;
     assert_eq!(status, 200, "{body}");

@@ -494,6 +494,12 @@ async fn a_deployed_zero_yaml_sync_keeps_its_checkpoint_between_runs_and_deletes
     let issue = &issues["json_schema"]["definitions"]["Issue"];
     assert_eq!(issue["type"], "object", "{issues}");
     assert!(issue["properties"]["title"].is_object(), "{issues}");
+    // The model's fields, from its schema.
+    let fields = issues["models"][0]["fields"].as_array().unwrap();
+    assert!(
+        fields.contains(&json!({"name": "title", "type": "string"})),
+        "{issues}"
+    );
     let (status, api) = dev.send("GET", "/openapi.json", None).await;
     assert_eq!(status, 200, "{api}");
     fn refs(v: &Value, out: &mut Vec<String>) {

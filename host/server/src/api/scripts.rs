@@ -69,7 +69,7 @@ pub async fn config(Env(env): Env, RawQuery(raw): RawQuery) -> ApiResult<Json<Va
                     "definitions": defs,
                 },
                 "sdk_version": null,
-                "models": models.iter().map(|m| json!({"name": m, "fields": []})).collect::<Vec<_>>(),
+                "models": models.iter().map(|m| json!({"name": m, "fields": fields(config, &definitions, m)})).collect::<Vec<_>>(),
                 "features": [],
             });
             // Left out when there is none, as the original's.
@@ -262,4 +262,61 @@ mod tests {
         let c = closure(definitions, &["Page"]);
         assert_eq!(c.keys().collect::<Vec<_>>(), ["Item", "Page"]);
     }
+}
+
+/// A model's fields as the original lists them (`{name, type}`): from
+/// nango.yaml, the TypeScript type of each; for a zero-yaml script, whose
+/// models are JSON schemas, each property's schema type (or the model it
+/// names).
+fn fields(
+    config: &sluice_nango_yaml::NangoYaml,
+    definitions: &Map<String, Value>,
+    model: &str,
+) -> Vec<Value> {
+    if let Some(m) = config.model(model) {
+        return m
+            .fields
+            .iter()
+            .map(|f| {
+                let mut field = json!({
+                    "name": f.name,
+                    "type": sluice_nango_yaml::generate::ts_type(&f.ty),
+                });
+                if f.optional {
+                    field["optional"] = json!(true);
+                }
+                field
+            })
+            .collect();
+    }
+    let Some(properties) = definitions
+        .get(model)
+        .and_then(|d| d["properties"].as_object())
+    else {
+        return Vec::new();
+    };
+    let required: Vec<&str> = definitions[model]["required"]
+        .as_array()
+        .map(|r| r.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    properties
+        .iter()
+        .map(|(name, schema)| {
+            let ty = match (&schema["type"], schema["$ref"].as_str()) {
+                (Value::String(t), _) => t.clone(),
+                (Value::Array(types), _) => types
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(" | "),
+                (_, Some(r)) => r.rsplit('/').next().unwrap_or(r).to_string(),
+                _ => "any".to_string(),
+            };
+            let mut field = json!({"name": name, "type": ty});
+            if !required.contains(&name.as_str()) {
+                field["optional"] = json!(true);
+            }
+            field
+        })
+        .collect()
 }
