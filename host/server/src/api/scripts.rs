@@ -224,46 +224,6 @@ fn non_empty(v: &Value) -> Option<String> {
     v.as_str().filter(|s| !s.is_empty()).map(str::to_string)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_actions_parameters_are_its_inputs_properties_described_by_its_description() {
-        let definitions = json!({
-            "Query": {"type": "object", "properties": {"q": {"type": "string"}, "n": {"type": "number"}}, "required": ["q"]},
-            "Page": {"type": "object", "properties": {"items": {"type": "array", "items": {"$ref": "#/definitions/Item"}}}},
-            "Item": {"type": "object"},
-            "Other": {"type": "object"},
-        });
-        let definitions = definitions.as_object().unwrap();
-        let configs = [json!({
-            "providerConfigKey": "gh",
-            "provider": "github",
-            "syncs": [{"name": "issues", "description": ""}],
-            "actions": [
-                {"name": "search", "description": "Searches.\n- q: what to look for\n  - n : how many\n- absent: nothing", "input": "Query"},
-                {"name": "ping", "description": ""},
-            ],
-        })];
-        let f = openai_functions(&configs, definitions);
-        assert_eq!(f[0]["description"], "Execute the issues sync for github");
-        assert_eq!(f[0]["parameters"]["properties"], json!({}));
-        assert_eq!(
-            f[1]["parameters"],
-            json!({"type": "object", "properties": {
-                "q": {"type": "string", "description": "what to look for"},
-                "n": {"type": "number", "description": "how many"},
-            }, "required": ["q"]})
-        );
-        assert_eq!(f[2]["description"], "Execute the ping action for github");
-        assert_eq!(f[2]["parameters"]["required"], json!([]));
-        // A script's schema holds its models and what they refer to.
-        let c = closure(definitions, &["Page"]);
-        assert_eq!(c.keys().collect::<Vec<_>>(), ["Item", "Page"]);
-    }
-}
-
 /// A model's fields as the original lists them (`{name, type}`): from
 /// nango.yaml, the TypeScript type of each; for a zero-yaml script, whose
 /// models are JSON schemas, each property's schema type (or the model it
@@ -319,4 +279,44 @@ fn fields(
             field
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_actions_parameters_are_its_inputs_properties_described_by_its_description() {
+        let definitions = json!({
+            "Query": {"type": "object", "properties": {"q": {"type": "string"}, "n": {"type": "number"}}, "required": ["q"]},
+            "Page": {"type": "object", "properties": {"items": {"type": "array", "items": {"$ref": "#/definitions/Item"}}}},
+            "Item": {"type": "object"},
+            "Other": {"type": "object"},
+        });
+        let definitions = definitions.as_object().unwrap();
+        let configs = [json!({
+            "providerConfigKey": "gh",
+            "provider": "github",
+            "syncs": [{"name": "issues", "description": ""}],
+            "actions": [
+                {"name": "search", "description": "Searches.\n- q: what to look for\n  - n : how many\n- absent: nothing", "input": "Query"},
+                {"name": "ping", "description": ""},
+            ],
+        })];
+        let f = openai_functions(&configs, definitions);
+        assert_eq!(f[0]["description"], "Execute the issues sync for github");
+        assert_eq!(f[0]["parameters"]["properties"], json!({}));
+        assert_eq!(
+            f[1]["parameters"],
+            json!({"type": "object", "properties": {
+                "q": {"type": "string", "description": "what to look for"},
+                "n": {"type": "number", "description": "how many"},
+            }, "required": ["q"]})
+        );
+        assert_eq!(f[2]["description"], "Execute the ping action for github");
+        assert_eq!(f[2]["parameters"]["required"], json!([]));
+        // A script's schema holds its models and what they refer to.
+        let c = closure(definitions, &["Page"]);
+        assert_eq!(c.keys().collect::<Vec<_>>(), ["Item", "Page"]);
+    }
 }
