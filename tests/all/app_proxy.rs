@@ -406,7 +406,7 @@ async fn each_environment_has_its_own_limits() {
         .insert("staging".into(), sluice_runtime::Limits::default());
     let refused = sluice_server::Server::start(
         config,
-        master,
+        master.clone(),
         sluice_runtime::providers::ProviderCatalog::builtin().unwrap(),
         &[],
     )
@@ -417,6 +417,30 @@ async fn each_environment_has_its_own_limits() {
     };
     assert!(
         err.contains("limits are set for environment `staging`, which this server does not have"),
+        "{err}"
+    );
+    // More memory than a sandbox slot holds: refused, not lowered.
+    let mut config = ServerConfig::new(data.path(), "127.0.0.1:0".parse().unwrap());
+    config.env_limits.insert(
+        "prod".into(),
+        sluice_runtime::Limits {
+            memory_bytes: 2 << 30,
+            ..Default::default()
+        },
+    );
+    let refused = sluice_server::Server::start(
+        config,
+        master,
+        sluice_runtime::providers::ProviderCatalog::builtin().unwrap(),
+        &[],
+    )
+    .await;
+    let err = match refused {
+        Ok(_) => panic!("more memory than a slot holds was taken"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains("the limits of environment `prod` give scripts 2147483648 bytes of memory; at most 1073741824 can be given"),
         "{err}"
     );
 }

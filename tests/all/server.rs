@@ -1127,6 +1127,26 @@ async fn runs_report_changes_errors_keep_their_shapes_and_tokens_refresh_once() 
         .await;
     assert_eq!(body["credentials"]["raw"]["access_token"], "a6", "{body}");
     assert_eq!(body["credentials"]["raw"]["scope"], "read", "{body}");
+    assert!(
+        body["credentials"]["raw"].get("connection_id").is_none(),
+        "{body}"
+    );
+    // The same in the nested form: its refresh token is shown nowhere
+    // (it was, inside `raw`).
+    let (status, body) = dev
+        .send(
+            "POST",
+            "/connection",
+            Some(json!({"provider_config_key": "mock-int", "connection_id": "c8",
+                        "credentials": {"type": "OAUTH2", "access_token": "a8", "refresh_token": "rt-8", "no_expiration": true}})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (_, body) = dev
+        .send("GET", "/connection/c8?provider_config_key=mock-int", None)
+        .await;
+    assert_eq!(body["credentials"]["raw"]["access_token"], "a8", "{body}");
+    assert!(!body.to_string().contains("rt-8"), "{body}");
     let (status, body) = dev
         .send(
             "POST",

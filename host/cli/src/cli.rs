@@ -662,10 +662,6 @@ fn setting(name: &str, file: &std::collections::HashMap<String, String>) -> Opti
         .filter(|v| !v.is_empty())
 }
 
-/// The server and the environment's secret key: flags first, then
-/// `NANGO_HOSTPORT` and `NANGO_SECRET_KEY_<ENV>` from the process
-/// environment, then from `.env` (the current directory's, then the
-/// project's), as the original's CLI reads them.
 /// `serve --limits FILE`: each environment's limits, and the
 /// environments the file gives variables to (which serve does not apply).
 fn limits_from_file(
@@ -692,6 +688,10 @@ fn limits_from_file(
     Ok((limits, with_variables))
 }
 
+/// The server and the environment's secret key: flags first, then
+/// `NANGO_HOSTPORT` and `NANGO_SECRET_KEY_<ENV>` from the process
+/// environment, then from `.env` (the current directory's, then the
+/// project's), as the original's CLI reads them.
 fn server_settings(
     dir: &std::path::Path,
     env: &str,

@@ -273,7 +273,9 @@ pub(crate) fn die_with_this_process(command: &mut Command) {
     // allocates nothing.
     unsafe {
         command.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+            // prctl is variadic: the signal goes as the unsigned long the
+            // kernel reads.
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
             // sluice died before the signal was armed.

@@ -64,13 +64,23 @@ impl Credentials {
     }
 
     /// The credentials as `getConnection` shows them: an OAuth refresh token is
-    /// removed, also from `raw`.
+    /// removed, also from `raw` (at any depth: a token response may nest it).
     pub fn redacted_for_script(&self) -> Value {
+        fn strip(v: &mut Value) {
+            match v {
+                Value::Object(m) => {
+                    m.remove("refresh_token");
+                    m.values_mut().for_each(strip);
+                }
+                Value::Array(items) => items.iter_mut().for_each(strip),
+                _ => {}
+            }
+        }
         let mut map = self.0.clone();
         if self.kind() == "OAUTH2" {
             map.remove("refresh_token");
-            if let Some(Value::Object(raw)) = map.get_mut("raw") {
-                raw.remove("refresh_token");
+            if let Some(raw) = map.get_mut("raw") {
+                strip(raw);
             }
         }
         Value::Object(map)
@@ -434,6 +444,13 @@ mod tests {
         let shown = c.redacted_for_script();
         assert!(shown.get("refresh_token").is_none());
         assert!(shown["raw"].get("refresh_token").is_none());
+        // Nested in a token response too.
+        let c: Credentials = serde_json::from_value(serde_json::json!({
+            "type": "OAUTH2", "access_token": "a",
+            "raw": {"credentials": {"refresh_token": "r"}, "list": [{"refresh_token": "r"}]}
+        }))
+        .unwrap();
+        assert!(!c.redacted_for_script().to_string().contains("\"r\""));
         assert_eq!(shown["raw"]["scope"], "x");
     }
 

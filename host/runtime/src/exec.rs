@@ -760,10 +760,16 @@ fn trap_message(err: &wasmtime::Error) -> String {
         return format!("{err:?}");
     };
     let mut message = trap.to_string();
-    if matches!(trap, wasmtime::Trap::MemoryOutOfBounds) {
-        message.push_str(
+    match trap {
+        wasmtime::Trap::MemoryOutOfBounds => message.push_str(
             " (a Rust script whose stack overflowed, by deep or endless recursion, ends this way too)",
-        );
+        ),
+        // A panic's message was looked for first; the JavaScript engine
+        // aborts this way when an allocation fails.
+        wasmtime::Trap::UnreachableCodeReached => message.push_str(
+            " (a script whose memory ran out, or that recursed too deep, ends this way too)",
+        ),
+        _ => {}
     }
     if let Some(trace) = err.downcast_ref::<wasmtime::WasmBacktrace>() {
         let frames: Vec<String> = trace

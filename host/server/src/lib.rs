@@ -224,9 +224,24 @@ impl Server {
         // permit of its own (it draws on its caller's), so the pool has a
         // slot for every level an execution may nest: an execution that
         // holds a permit always finds one free.
-        let levels = config.limits.max_trigger_depth.min(16) as usize + 1;
+        let deepest = config
+            .env_limits
+            .values()
+            .map(|l| l.max_trigger_depth)
+            .fold(config.limits.max_trigger_depth, u32::max);
+        let levels = deepest.min(16) as usize + 1;
         runtime_config.max_concurrent =
             (config.max_concurrent_executions.clamp(1, 1000) * levels) as u32;
+        // A limit the sandbox's pool cannot give is refused, not lowered
+        // without a word.
+        for (name, limits) in &config.env_limits {
+            if limits.memory_bytes > runtime_config.max_memory_bytes {
+                return Err(ServerError::Config(format!(
+                    "the limits of environment `{name}` give scripts {} bytes of memory; at most {} can be given",
+                    limits.memory_bytes, runtime_config.max_memory_bytes
+                )));
+            }
+        }
         let runtime = Runtime::new(runtime_config)?;
         let app = Arc::new(App::new(store, runtime, Arc::new(providers), config.clone()).await?);
         // Before anything can run (it sweeps history entries without logs).

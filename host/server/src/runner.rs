@@ -810,14 +810,16 @@ pub async fn run_sync(
     .await;
     if let Err(e) = cleared {
         let message = format!("clearing the sync's checkpoint or records failed: {e}");
+        let log_id = app
+            .logs
+            .record_failure(env, conn, "sync", name, started_at, message.clone())
+            .await;
         update_sync_state(env, &key, |state| {
             state.running = None;
-            state.last_run = Some(RunSummary::failed(
-                job,
-                started_at,
-                "sync_clear_failed",
-                message.clone(),
-            ));
+            state.last_run = Some(RunSummary {
+                log_id: Some(log_id),
+                ..RunSummary::failed(job, started_at, "sync_clear_failed", message.clone())
+            });
         })
         .await?;
         return Err(crate::error::ApiError::internal(message));

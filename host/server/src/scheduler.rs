@@ -1081,21 +1081,23 @@ impl Scheduler {
             .ok_or_else(|| ApiError::not_found("unknown_sync", "a malformed schedule key"))?;
         let waited = now_ms() - job.due_at;
         if job.scheduled && waited > self.max_wait_ms {
-            let summary = RunSummary::failed(
-                0,
-                Utc::now(),
-                "sync_not_started",
-                format!(
-                    "the run waited {} s for a free slot, longer than the {} s a sync may wait",
-                    waited / 1000,
-                    self.max_wait_ms / 1000
-                ),
+            let message = format!(
+                "the run waited {} s for a free slot, longer than the {} s a sync may wait",
+                waited / 1000,
+                self.max_wait_ms / 1000
             );
+            let mut summary =
+                RunSummary::failed(0, Utc::now(), "sync_not_started", message.clone());
             // Only where a state still is (not for a connection or variant
             // deleted since the dispatch: a state written now would be
             // inherited by one made again under its id).
             let _guard = env.sync_lock(&job.key).lock().await;
             if let Some(mut state) = env.store.doc::<SyncState>(SYNC_STATE, &job.key).await? {
+                let log_id = app
+                    .logs
+                    .record_failure(&env, &conn, "sync", sync, summary.started_at, message)
+                    .await;
+                summary.log_id = Some(log_id);
                 state.last_run = Some(summary.clone());
                 env.store.put_doc(SYNC_STATE, &job.key, &state).await?;
             }

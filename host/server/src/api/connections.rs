@@ -80,12 +80,32 @@ fn with_credentials(body: &Map<String, Value>) -> std::borrow::Cow<'_, Map<Strin
     std::borrow::Cow::Owned(out)
 }
 
+/// The fields of a `POST /connection` body that are the connection's own,
+/// not its token: left out of the default `raw`.
+const NOT_RAW: &[&str] = &[
+    "provider_config_key",
+    "connection_id",
+    "metadata",
+    "connection_config",
+    "end_user",
+    "tags",
+    "webhook_url_override",
+    "credentials",
+    "type",
+];
+
 /// The credentials a `POST /connection` body carries, by auth mode.
 fn credentials(mode: &str, body: &Map<String, Value>) -> ApiResult<Value> {
     let raw = match body.get("raw") {
-        // As the original keeps it: the import itself (what a token
-        // response would have been), for `getRawTokenResponse`.
-        None | Some(Value::Null) => Value::Object(body.clone()),
+        // As the original keeps it: the import's token fields (what a
+        // token response would have been), for `getRawTokenResponse`;
+        // not the connection's own settings, which change later.
+        None | Some(Value::Null) => Value::Object(
+            body.iter()
+                .filter(|(k, _)| !NOT_RAW.contains(&k.as_str()))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        ),
         Some(Value::Object(raw)) => Value::Object(raw.clone()),
         Some(other) => {
             return Err(ApiError::invalid_body(format!(
@@ -232,8 +252,9 @@ async fn errors_of(env: &crate::app::EnvState, pck: &str, cid: &str) -> Value {
                     .as_ref()
                     .is_some_and(|c| c.sync_config(pck, sync).is_some())
             });
-            if deployed {
-                errors.push(json!({ "type": "sync", "log_id": run.log_id }));
+            // A run recorded by an older version has no log to name.
+            if let (true, Some(log_id)) = (deployed, &run.log_id) {
+                errors.push(json!({ "type": "sync", "log_id": log_id }));
             }
         }
         if states.len() < 500 {
