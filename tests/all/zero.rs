@@ -687,6 +687,9 @@ async fn a_deployed_zero_yaml_sync_keeps_its_checkpoint_between_runs_and_deletes
         })),
         "{logs}"
     );
+    // The `{}` before it was checked as `{}` (as undefined, it was not an
+    // object).
+    assert!(!logs.to_string().contains("must be object"), "{logs}");
 
     // On the server too, a script's stack names its own file and lines.
     let (status, body) = dev
@@ -720,8 +723,8 @@ async fn a_deployed_zero_yaml_sync_keeps_its_checkpoint_between_runs_and_deletes
     assert_eq!(status, 200, "{body}");
     assert_eq!(
         body,
-        json!({"kind": "the issues action", "input": "undefined"}),
-        "an input of {{}} is undefined, as the original's"
+        json!({"kind": "the issues action", "input": {}}),
+        "a zero-yaml script's exec gets an input of {{}} as it is, as the original's (only a nango.yaml script's runAction gets undefined)"
     );
     // A missing input is `null`, as the original's (its JSON round trip).
     let (status, body) = dev

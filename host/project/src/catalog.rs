@@ -111,6 +111,12 @@ impl Catalog {
         self
     }
 
+    /// Whether the integration's scripts are zero-yaml ones (their models
+    /// came from their own definitions).
+    pub fn is_zero_yaml(&self, integration: &str) -> bool {
+        self.by_integration.contains_key(integration)
+    }
+
     /// The integration's script of this name and kind.
     pub fn script(&self, integration: &str, name: &str, kind: ScriptKind) -> Option<&Arc<Script>> {
         self.scripts
@@ -178,6 +184,7 @@ impl Catalog {
         let mut exec = Execution::new(name, connection, call);
         exec.sync = self.sync_run(&pck, name, "base");
         exec.validation = Some(self.validation(&pck, name, strict));
+        exec.empty_input_is_none = !self.is_zero_yaml(&pck);
         exec
     }
 }

@@ -456,6 +456,10 @@ pub async fn dry_run(
     exec.validation = target.validation.clone();
     // As the original's CLI dry run: a record given twice keeps its last.
     exec.duplicates_keep_last = true;
+    exec.empty_input_is_none = !target
+        .catalog
+        .as_ref()
+        .is_some_and(|c| c.is_zero_yaml(&conn_ref.provider_config_key));
     exec.sync = SyncRun {
         last_sync_date: opts.last_sync_date,
         variant: opts.variant.clone().unwrap_or_else(|| "base".into()),

@@ -118,6 +118,10 @@ pub struct Execution {
     /// occurrence (the original's CLI dry run) instead of its first (the
     /// original's platform).
     pub duplicates_keep_last: bool,
+    /// An action input of exactly `{}` reaches the script as no input, as
+    /// the original's runner passes it to a nango.yaml script's
+    /// `runAction`; a zero-yaml script's `exec` gets the `{}` itself.
+    pub empty_input_is_none: bool,
     /// How many `triggerAction`s led here.
     pub(crate) depth: u32,
     /// What the calling execution has left, for an action a script
@@ -145,6 +149,7 @@ impl Execution {
             clock: None,
             validation: None,
             duplicates_keep_last: false,
+            empty_input_is_none: true,
             depth: 0,
             within: None,
         }
@@ -600,10 +605,12 @@ async fn call(pre: &ScriptPre, store: &mut Store<HostState>, call: &Call) -> Cal
             Ok(out.map(|o| o.map(|json| parse_output(&json))))
         }
         (ScriptPre::Action(pre), Call::Action { input }) => {
-            // The original turns an input of exactly `{}` into `undefined`.
+            // The original turns an input of exactly `{}` into `undefined`
+            // for a nango.yaml script.
+            let none_if_empty = store.data().exec.empty_input_is_none;
             let input = input
                 .as_ref()
-                .filter(|i| !is_empty_object(i))
+                .filter(|i| !(none_if_empty && is_empty_object(i)))
                 .map(|i| i.clone().into_bytes());
             let validation = store.data().exec.validation.clone();
             if let Some(v) = &validation {

@@ -300,6 +300,8 @@ impl HostState {
             Call::Action { input },
         );
         exec.depth = self.exec.depth + 1;
+        // An action of the same project: the same format.
+        exec.empty_input_is_none = self.exec.empty_input_is_none;
         exec.within = Some(Budget {
             deadline: self.deadline,
             fuel,
