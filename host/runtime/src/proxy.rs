@@ -332,8 +332,13 @@ impl ProviderHost {
     /// it goes to the host a connection chose, and the allowlist does not
     /// name it.
     pub(crate) fn public_only(&self, url: &Url, allowed: &[String]) -> bool {
-        matches!(self, ProviderHost::Chosen(own) if host_port(url).as_ref() == Some(own))
-            && !in_allowlist(url, allowed)
+        let chosen =
+            matches!(self, ProviderHost::Chosen(own) if host_port(url).as_ref() == Some(own));
+        // Another host of the provider's domain: its name is the
+        // provider's to point, but never at this server's own network.
+        let sibling = matches!(self, ProviderHost::Own(own) if host_port(url).as_ref() != Some(own))
+            && provider_sibling(url, self);
+        (chosen || sibling) && !in_allowlist(url, allowed)
     }
 }
 
@@ -611,7 +616,8 @@ fn host_port(url: &Url) -> Option<String> {
     })
 }
 
-/// Whether `url` may be called: the provider's own host or the allowlist.
+/// Whether `url` may be called: the provider's own host, another host of
+/// its domain, or the allowlist.
 pub(crate) fn egress_allowed(url: &Url, provider_host: &ProviderHost, allowed: &[String]) -> bool {
     let Some(host_port) = host_port(url) else {
         return false;
@@ -620,7 +626,34 @@ pub(crate) fn egress_allowed(url: &Url, provider_host: &ProviderHost, allowed: &
     {
         return true;
     }
-    in_allowlist(url, allowed)
+    provider_sibling(url, provider_host) || in_allowlist(url, allowed)
+}
+
+/// Whether `url` is another host of the provider's own registrable domain
+/// (by the public suffix list, whose private section keeps shared hosting
+/// such as `*.herokuapp.com` apart), over https on the default port: the
+/// provider's other APIs, which templates reach with `baseUrlOverride`
+/// (`api2.amplitude.com` beside `amplitude.com`, `upload.box.com` beside
+/// `api.box.com`). Only for a base URL the provider's definition fixes,
+/// not one a connection's value chose.
+fn provider_sibling(url: &Url, provider_host: &ProviderHost) -> bool {
+    let ProviderHost::Own(own) = provider_host else {
+        return false;
+    };
+    if url.scheme() != "https" || url.port_or_known_default() != Some(443) {
+        return false;
+    }
+    let Some(url::Host::Domain(host)) = url.host() else {
+        return false;
+    };
+    let own_host = own.rsplit_once(':').map_or(own.as_str(), |(h, _)| h);
+    if own_host.starts_with('[') || own_host.parse::<std::net::IpAddr>().is_ok() {
+        return false;
+    }
+    match (psl::domain_str(host), psl::domain_str(own_host)) {
+        (Some(theirs), Some(ours)) => theirs.eq_ignore_ascii_case(ours),
+        _ => false,
+    }
 }
 
 /// Whether the environment's `allowed_hosts` names `url`'s host: a host
@@ -654,7 +687,10 @@ fn egress_check(
         ProviderHost::NotPublic(own) if host_port(url).as_ref() == Some(own) => format!(
             "requests to host `{host}` are not allowed: the connection's configuration chose the provider's host, and it is not a public address (loopback, private, link-local…); only the environment's allowed_hosts may name such a host"
         ),
-        ProviderHost::Own(own) | ProviderHost::Chosen(own) => format!(
+        ProviderHost::Own(own) => format!(
+            "requests to host `{host}` are not allowed: only the provider's host ({own}), other hosts of its domain over https, and the environment's allowed_hosts may be called"
+        ),
+        ProviderHost::Chosen(own) => format!(
             "requests to host `{host}` are not allowed: only the provider's host ({own}) and the environment's allowed_hosts may be called"
         ),
         _ => format!(
@@ -1572,6 +1608,69 @@ mod tests {
         let mut url = Url::parse("https://a.com/x").unwrap();
         set_query(&mut url, &pairs);
         assert!(url.as_str().ends_with("&k199999="));
+    }
+
+    /// Another host of the provider's registrable domain is the provider's
+    /// too (over https on 443), as templates call it with
+    /// `baseUrlOverride`; not a host of another domain, nor one under a
+    /// shared-hosting suffix, nor for a host a connection chose.
+    #[test]
+    fn egress_takes_the_providers_other_hosts() {
+        let own = |base: &str| ProviderHost::Own(host_port(&Url::parse(base).unwrap()).unwrap());
+        let url = |u: &str| Url::parse(u).unwrap();
+        let amplitude = own("https://amplitude.com/api");
+        assert!(egress_allowed(
+            &url("https://api2.amplitude.com/2/httpapi"),
+            &amplitude,
+            &[]
+        ));
+        assert!(amplitude.public_only(&url("https://api2.amplitude.com/x"), &[]));
+        assert!(!amplitude.public_only(&url("https://amplitude.com/x"), &[]));
+        let box_api = own("https://api.box.com/2.0");
+        assert!(egress_allowed(
+            &url("https://upload.box.com/api/2.0/files"),
+            &box_api,
+            &[]
+        ));
+        // Over http, or on another port: no.
+        assert!(!egress_allowed(
+            &url("http://upload.box.com/x"),
+            &box_api,
+            &[]
+        ));
+        assert!(!egress_allowed(
+            &url("https://upload.box.com:8443/x"),
+            &box_api,
+            &[]
+        ));
+        // Another domain, a look-alike, a public suffix itself: no.
+        for other in [
+            "https://box.com.evil.io/x",
+            "https://evilbox.com/x",
+            "https://co.uk/x",
+        ] {
+            assert!(!egress_allowed(&url(other), &box_api, &[]), "{other}");
+        }
+        let uk = own("https://api.shop.co.uk/v1");
+        assert!(egress_allowed(&url("https://files.shop.co.uk/x"), &uk, &[]));
+        assert!(!egress_allowed(&url("https://other.co.uk/x"), &uk, &[]));
+        // Shared hosting: each customer's name is its own domain.
+        let heroku = own("https://tenant-a.herokuapp.com/api");
+        assert!(!egress_allowed(
+            &url("https://tenant-b.herokuapp.com/api"),
+            &heroku,
+            &[]
+        ));
+        // A host a connection chose keeps to that host.
+        let chosen = ProviderHost::Chosen("acme.zendesk.com:443".into());
+        assert!(!egress_allowed(
+            &url("https://other.zendesk.com/api"),
+            &chosen,
+            &[]
+        ));
+        // An address is no domain.
+        let ip = own("https://10.0.0.1/api");
+        assert!(!egress_allowed(&url("https://10.0.0.2/api"), &ip, &[]));
     }
 
     #[test]
