@@ -1030,7 +1030,8 @@ async fn send_as<S: Sender>(
             }
             Err(e) => {
                 log_http(state, &prepared, None, elapsed);
-                (e.code == "script_network_error").then(|| e.message.clone())
+                (e.code == "script_network_error" && !e.message.starts_with(TLS_FAILURE))
+                    .then(|| e.message.clone())
             }
         };
         match wait_reason {
@@ -1433,6 +1434,20 @@ pub(crate) fn form_encoded(data: &serde_json::Map<String, Value>) -> String {
     out.finish()
 }
 
+/// The code a failed TLS handshake gets (a certificate refused, a peer
+/// that does not speak TLS): such a request is not tried again.
+const TLS_FAILURE: &str = "EPROTO";
+
+/// How rustls words a failed handshake, in a connection error's chain.
+const TLS_FAILURES: &[&str] = &[
+    "invalid peer certificate",
+    "received corrupt message",
+    "received fatal alert",
+    "peer is incompatible",
+    "peer misbehaved",
+    "peer sent no certificates",
+];
+
 fn network_error(e: reqwest::Error) -> NangoError {
     let mut source: Option<&dyn std::error::Error> = Some(&e);
     while let Some(s) = source {
@@ -1472,6 +1487,10 @@ fn network_error(e: reqwest::Error) -> NangoError {
     }
     let kind = if e.is_timeout() {
         "ETIMEDOUT"
+    } else if TLS_FAILURES.iter().any(|t| message.contains(t)) {
+        // Node's code for a TLS failure: not a network blip, and not
+        // retried (the original's retries leave it out too).
+        TLS_FAILURE
     } else if e.is_connect() && message.contains("dns error") {
         // Node's code for a name that does not resolve.
         "ENOTFOUND"
@@ -1729,6 +1748,32 @@ mod tests {
         Arc::new(|_host: String| {
             Box::pin(async { Ok(vec![SocketAddr::from(([127, 0, 0, 1], 0))]) })
         })
+    }
+
+    /// A server that does not speak TLS, asked over https: `EPROTO`, as
+    /// Node names it (it was `ECONNREFUSED`, and retried).
+    #[tokio::test]
+    async fn a_failed_tls_handshake_is_eproto() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let mut buf = [0u8; 4096];
+                let _ = socket.read(&mut buf).await;
+                let _ = socket
+                    .write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")
+                    .await;
+            }
+        });
+        let failed = default_client()
+            .get(format!("https://127.0.0.1:{port}/"))
+            .send()
+            .await
+            .unwrap_err();
+        let e = network_error(failed);
+        assert_eq!(e.code, "script_network_error");
+        assert!(e.message.starts_with("EPROTO: "), "{}", e.message);
     }
 
     #[tokio::test]
