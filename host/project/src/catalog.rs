@@ -25,6 +25,8 @@ pub struct Catalog {
     /// integration's scripts declare their own, and two integrations may
     /// each have a model of the same name.
     by_integration: BTreeMap<String, (Arc<Validation>, Arc<Validation>)>,
+    /// Those models' schemas, by integration (`definitions` by name).
+    own_definitions: BTreeMap<String, serde_json::Map<String, Value>>,
     /// The models' JSON schema (`{"$schema", "definitions"}`) as the API
     /// documents them: nango.yaml's, or a zero-yaml project's from its
     /// definitions.
@@ -51,6 +53,7 @@ impl Catalog {
             strict: Arc::new(Validation::new(&schema, true)),
             schema,
             by_integration: BTreeMap::new(),
+            own_definitions: BTreeMap::new(),
             config,
             scripts: scripts
                 .into_iter()
@@ -98,6 +101,7 @@ impl Catalog {
             let Some(pck) = integration.get("providerConfigKey").and_then(Value::as_str) else {
                 continue;
             };
+            self.own_definitions.insert(pck.to_string(), own.clone());
             let own = serde_json::json!({ "definitions": own });
             self.by_integration.insert(
                 pck.to_string(),
@@ -109,6 +113,13 @@ impl Catalog {
         }
         self.schema["definitions"] = Value::Object(models);
         self
+    }
+
+    /// A zero-yaml integration's own models (`definitions` by name): two
+    /// integrations may each have a model of one name, and
+    /// [`Catalog::schema`] documents the first.
+    pub fn own_definitions(&self, integration: &str) -> Option<&serde_json::Map<String, Value>> {
+        self.own_definitions.get(integration)
     }
 
     /// Whether the integration's scripts are zero-yaml ones (their models

@@ -157,13 +157,43 @@ fn add_operation(paths: &mut Map<String, Value>, path: &str, method: &str, op: V
     }
 }
 
+/// The prefix of an integration's own component names: its key with what
+/// a component name cannot hold (`^[a-zA-Z0-9._-]+$`) as `_`, and a `.`.
+fn component_prefix(pck: &str) -> String {
+    let key: String = pck
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("{key}.")
+}
+
 /// An OpenAPI 3.1 document of every endpoint deployed to the environment.
 pub async fn openapi(Env(env): Env) -> ApiResult<Json<Value>> {
+    let deployment = env.deployment();
+    let version = deployment
+        .as_ref()
+        .map(|d| d.version.to_string())
+        .unwrap_or_else(|| "0".into());
+    Ok(Json(document(
+        deployment.as_ref().map(|d| d.catalog.as_ref()),
+        env.name(),
+        &version,
+    )))
+}
+
+/// The OpenAPI document of a deployment's catalog.
+fn document(catalog: Option<&sluice_project::catalog::Catalog>, env: &str, version: &str) -> Value {
     let mut paths = Map::new();
     let mut schemas = Map::new();
-    if let Some(d) = env.deployment() {
-        let config = &d.catalog.config;
-        let schema = d.catalog.schema();
+    if let Some(catalog) = catalog {
+        let config = &catalog.config;
+        let schema = catalog.schema();
         if let Some(defs) = schema["definitions"].as_object() {
             for (name, s) in defs {
                 let text = s
@@ -175,8 +205,41 @@ pub async fn openapi(Env(env): Env) -> ApiResult<Json<Value>> {
                 );
             }
         }
-        let model_ref = |m: &str| json!({ "$ref": format!("#/components/schemas/{m}") });
+        // An integration whose models differ from those of the same names
+        // documented above (another integration's) has its own, under
+        // names prefixed with its key.
+        let mut prefixed: std::collections::BTreeSet<String> = Default::default();
         for i in &config.integrations {
+            let pck = &i.provider_config_key;
+            let Some(own) = catalog.own_definitions(pck) else {
+                continue;
+            };
+            if own
+                .iter()
+                .all(|(name, s)| schema["definitions"].get(name) == Some(s))
+            {
+                continue;
+            }
+            let prefix = component_prefix(pck);
+            for (name, s) in own {
+                let text = s
+                    .to_string()
+                    .replace("#/definitions/", &format!("#/components/schemas/{prefix}"));
+                schemas.insert(
+                    format!("{prefix}{name}"),
+                    serde_json::from_str(&text).unwrap_or(Value::Null),
+                );
+            }
+            prefixed.insert(pck.clone());
+        }
+        for i in &config.integrations {
+            let prefix = if prefixed.contains(&i.provider_config_key) {
+                component_prefix(&i.provider_config_key)
+            } else {
+                String::new()
+            };
+            let model_ref =
+                |m: &str| json!({ "$ref": format!("#/components/schemas/{prefix}{m}") });
             let headers = json!([
                 { "name": "Connection-Id", "in": "header", "required": true, "schema": { "type": "string" } },
                 { "name": "Provider-Config-Key", "in": "header", "required": true, "schema": { "type": "string", "enum": [i.provider_config_key] } },
@@ -222,16 +285,16 @@ pub async fn openapi(Env(env): Env) -> ApiResult<Json<Value>> {
             }
         }
     }
-    Ok(Json(json!({
+    json!({
         "openapi": "3.1.0",
-        "info": { "title": format!("sluice — environment {}", env.name()), "version": env.deployment().map(|d| d.version.to_string()).unwrap_or_else(|| "0".into()) },
+        "info": { "title": format!("sluice — environment {env}"), "version": version },
         "paths": paths,
         "components": {
             "schemas": schemas,
             "securitySchemes": { "secretKey": { "type": "http", "scheme": "bearer" } }
         },
         "security": [{ "secretKey": [] }],
-    })))
+    })
 }
 
 #[cfg(test)]
@@ -253,6 +316,56 @@ mod tests {
                 json!({ "content": { "application/json": { "schema": { "$ref": input } } } });
         }
         op
+    }
+
+    /// Two zero-yaml integrations with a model of one name and different
+    /// schemas: each endpoint names its own integration's (it named the
+    /// first integration's for both).
+    #[test]
+    fn each_integration_documents_its_own_models() {
+        let yaml = "
+integrations:
+  asana:
+    syncs:
+      users:
+        runs: every day
+        output: User
+        endpoint: GET /users
+  notion:
+    syncs:
+      users:
+        runs: every day
+        output: User
+        endpoint: GET /users
+models:
+  User:
+    id: string
+";
+        let config = sluice_nango_yaml::parse(yaml, "nango.yaml").unwrap().config;
+        let user = |field: &str| json!({"type": "object", "properties": {"id": {"type": "string"}, field: {"type": "string"}}, "additionalProperties": false});
+        let defs = |pck: &str, field: &str| json!({"providerConfigKey": pck, "syncs": [{"name": "users", "json_schema": {"definitions": {"User": user(field)}}}]});
+        let catalog = sluice_project::catalog::Catalog::new(config, [])
+            .with_definitions(&[defs("asana", "email"), defs("notion", "avatar_url")]);
+        let doc = document(Some(&catalog), "dev", "1");
+        fn refs(v: &Value, out: &mut Vec<String>) {
+            match v {
+                Value::Object(m) => {
+                    if let Some(r) = m.get("$ref").and_then(Value::as_str) {
+                        out.push(r.rsplit('/').next().unwrap_or(r).to_string());
+                    }
+                    m.values().for_each(|v| refs(v, out));
+                }
+                Value::Array(items) => items.iter().for_each(|v| refs(v, out)),
+                _ => {}
+            }
+        }
+        let mut names = Vec::new();
+        refs(&doc["paths"]["/v1/users"]["get"]["responses"], &mut names);
+        assert_eq!(names.len(), 2, "{doc}");
+        let schemas = &doc["components"]["schemas"];
+        let shown: Vec<&Value> = names.iter().map(|n| &schemas[n.as_str()]).collect();
+        assert!(shown.contains(&&user("email")), "{doc}");
+        assert!(shown.contains(&&user("avatar_url")), "{doc}");
     }
 
     #[test]
