@@ -167,6 +167,10 @@ async fn stdout_stderr_and_log_calls_become_logs() {
         user.contains(&("Error".into(), "to stderr".into(), None)),
         "{user:?}"
     );
+    // In the order the script wrote them (printed lines came after every
+    // log call).
+    let order: Vec<&str> = user.iter().map(|(_, m, _)| m.as_str()).collect();
+    assert_eq!(order, ["to stdout", "to stderr", "with meta"], "{user:?}");
 }
 
 #[tokio::test]

@@ -37,6 +37,8 @@ impl log::Host for HostState {
             Level::Warn => LogLevel::Warn,
             Level::Error => LogLevel::Error,
         };
+        // What the script printed before this call comes before it.
+        self.collect_printed_lines();
         let mut message = truncate_message(utf8_lossy(message));
         let meta = match meta {
             None => None,
@@ -71,6 +73,29 @@ impl log::Host for HostState {
 const STDERR_TAIL_LINES: usize = 20;
 
 impl HostState {
+    /// Moves the whole lines the guest printed so far into its logs, so that
+    /// they stand in order with its log calls (what is left, and the last
+    /// lines of stderr, [`HostState::collect_output`] takes at the end).
+    pub(crate) fn collect_printed_lines(&mut self) {
+        for (stream, level) in [
+            (self.stdout.clone(), LogLevel::Info),
+            (self.stderr.clone(), LogLevel::Error),
+        ] {
+            let Some(text) = stream.take_lines() else {
+                continue;
+            };
+            for line in text.lines().filter(|l| !l.trim().is_empty()) {
+                self.push_log(LogEntry {
+                    at: chrono::Utc::now(),
+                    level,
+                    source: LogSource::User,
+                    message: truncate_message(line.to_string()),
+                    meta: None,
+                });
+            }
+        }
+    }
+
     /// Moves the guest's captured stdout and stderr into its logs, a line each.
     pub(crate) fn collect_output(&mut self) {
         for (stream, level) in [

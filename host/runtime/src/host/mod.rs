@@ -267,6 +267,9 @@ pub(crate) const OUTPUT_TAIL_BYTES: usize = 64 << 10;
 
 struct OutputBuffer {
     bytes: Vec<u8>,
+    /// What went into `bytes` in all, lines already moved to the logs
+    /// included: the cap counts it.
+    kept: usize,
     cap: usize,
     truncated: bool,
     /// The last bytes written past the cap.
@@ -288,6 +291,7 @@ impl CapturedOutput {
         Self {
             inner: Arc::new(Mutex::new(OutputBuffer {
                 bytes: Vec::new(),
+                kept: 0,
                 cap,
                 truncated: false,
                 tail: std::collections::VecDeque::new(),
@@ -336,6 +340,18 @@ impl CapturedOutput {
         })
     }
 
+    /// The whole lines written since the last call, while nothing was cut
+    /// (past the cap, what is kept is sorted out at the end).
+    pub(crate) fn take_lines(&self) -> Option<String> {
+        let mut b = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if b.truncated {
+            return None;
+        }
+        let end = b.bytes.iter().rposition(|&c| c == b'\n')? + 1;
+        let lines: Vec<u8> = b.bytes.drain(..end).collect();
+        Some(String::from_utf8_lossy(&lines).into_owned())
+    }
+
     /// What was captured (and forgets it).
     pub(crate) fn take(&self) -> Captured {
         let mut b = self.inner.lock().unwrap_or_else(|e| e.into_inner());
@@ -374,9 +390,10 @@ impl tokio::io::AsyncWrite for CapturedOutput {
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         let mut b = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let room = b.cap.saturating_sub(b.bytes.len());
+        let room = b.cap.saturating_sub(b.kept);
         let n = buf.len().min(room);
         b.bytes.extend_from_slice(&buf[..n]);
+        b.kept += n;
         if buf.len() > room {
             b.truncated = true;
             let past = &buf[n..];
