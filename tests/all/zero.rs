@@ -1515,6 +1515,16 @@ async fn list_records_on_page_get_integration_and_uncontrolled_fetch_work_in_a_d
         "listRecords yields the stored records: {logs}"
     );
 
+    // An input of `{}` reaches a zero-yaml action as `{}` in a dry run too
+    // (as `undefined`, it was checked as not an object).
+    let (_, out, _) = sluice(&run("outside", Some("{}"))).await;
+    let result: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let logs = result["logs"].to_string();
+    assert!(
+        logs.contains("must have required property 'url'") && !logs.contains("must be object"),
+        "{logs}"
+    );
+
     // The provider's host (api.github.com) may be called; the dry run's
     // mock upstream answers for it. No credentials are added.
     let (code, out, err) = sluice(&run(
