@@ -294,6 +294,31 @@ async fn a_start_drops_history_entries_a_crash_left_without_their_log() {
 async fn a_failed_sync_is_in_its_connections_errors_until_a_run_succeeds() {
     let up = Upstream::start().await;
     let (server, c, _data) = server(&up, |_| {}).await;
+    // With an action beside the sync: a script's `getConnection` shows the
+    // errors too, as the original's (its SDK reads `GET /connection/:id`).
+    let yaml = YAML.replace(
+        "models:",
+        "    actions:\n      features:\n        endpoint: POST /features\nmodels:",
+    );
+    deploy_scripts(
+        &c,
+        &yaml,
+        "hubspot",
+        &[
+            (guests::HUBSPOT_RUST_CONTACTS, "contacts", ScriptKind::Sync),
+            (guests::ACTION_FEATURES, "features", ScriptKind::Action),
+        ],
+    )
+    .await;
+    let seen_by_script = || async {
+        c.send_as(
+            ("hubspot", "broken"),
+            "POST",
+            "/action/trigger",
+            Some(json!({"action_name": "features", "input": {}})),
+        )
+        .await
+    };
     let import = |token: &str| json!({"provider_config_key": "hubspot", "connection_id": "broken", "access_token": token});
     let (code, out) = c
         .send("POST", "/connection", Some(import("revoked-token")))
@@ -325,10 +350,16 @@ async fn a_failed_sync_is_in_its_connections_errors_until_a_run_succeeds() {
         one["errors"].clone()
     };
     assert_eq!(errors().await, json!([]));
+    let (code, out) = seen_by_script().await;
+    assert_eq!(code, 200, "{out}");
+    assert_eq!(out["connection"]["errors"], json!([]), "{out}");
     assert!(!run().await, "a revoked token fails the run");
     let errs = errors().await;
     assert_eq!(errs.as_array().unwrap().len(), 1, "{errs}");
     assert_eq!(errs[0]["type"], "sync", "{errs}");
+    let (code, out) = seen_by_script().await;
+    assert_eq!(code, 200, "{out}");
+    assert_eq!(out["connection"]["errors"], errs, "{out}");
     let log_id = errs[0]["log_id"].as_str().unwrap();
     let lines = logs(&c, &format!("execution_id={log_id}")).await;
     let lines = lines["logs"].as_array().unwrap();

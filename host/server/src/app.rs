@@ -236,10 +236,14 @@ impl App {
 
     /// What a script of `env` may reach: all of it that environment's.
     pub fn services(&self, env: &EnvState, catalog: Option<Arc<Catalog>>) -> Arc<Services> {
+        let connections = Arc::new(crate::refresh::ScriptConnections {
+            inner: env.connections.clone(),
+            catalog: catalog.clone(),
+        });
         let mut services = Services::new(
             env.environment(),
             self.providers.clone(),
-            env.connections.clone(),
+            connections,
             Arc::new(env.store.clone()),
         );
         if let Some(c) = catalog {

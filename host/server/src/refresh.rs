@@ -412,3 +412,67 @@ impl ConnectionStore for Connections {
         }
     }
 }
+
+/// An environment's connections as one execution's scripts see them: the
+/// environment's [`Connections`], with `getConnection` answering the
+/// connection's `errors` as `GET /connection/:id` does (those of the syncs
+/// of `catalog`, the deployment the execution runs).
+pub struct ScriptConnections {
+    pub inner: Arc<Connections>,
+    pub catalog: Option<Arc<sluice_project::catalog::Catalog>>,
+}
+
+#[async_trait::async_trait]
+impl ConnectionStore for ScriptConnections {
+    async fn get(&self, pck: &str, cid: &str) -> Result<Connection, ConnectionError> {
+        self.inner.get(pck, cid).await
+    }
+
+    async fn set_metadata(
+        &self,
+        pck: &str,
+        cid: &str,
+        metadata: Value,
+    ) -> Result<(), ConnectionError> {
+        self.inner.set_metadata(pck, cid, metadata).await
+    }
+
+    async fn update_metadata(
+        &self,
+        pck: &str,
+        cid: &str,
+        patch: Map<String, Value>,
+        max_bytes: usize,
+    ) -> Result<(), ConnectionError> {
+        self.inner.update_metadata(pck, cid, patch, max_bytes).await
+    }
+
+    async fn credentials_refused(&self, pck: &str, cid: &str) -> Result<(), ConnectionError> {
+        self.inner.credentials_refused(pck, cid).await
+    }
+
+    async fn script_view(&self, pck: &str, cid: &str) -> Result<Value, ConnectionError> {
+        let mut view = self.inner.get(pck, cid).await?.to_script_json();
+        view["errors"] = crate::api::connections::errors_of(
+            &self.inner.store,
+            self.catalog.as_deref(),
+            pck,
+            cid,
+        )
+        .await;
+        Ok(view)
+    }
+
+    async fn integration(
+        &self,
+        pck: &str,
+        cid: &str,
+        with_credentials: bool,
+    ) -> Result<Value, ConnectionError> {
+        self.inner.integration(pck, cid, with_credentials).await
+    }
+
+    async fn metadata(&self, pck: &str, cid: &str) -> Result<Value, ConnectionError> {
+        self.inner.metadata(pck, cid).await
+    }
+}

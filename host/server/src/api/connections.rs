@@ -203,18 +203,30 @@ async fn view(env: &crate::app::EnvState, c: &Connection) -> Value {
     let mut v = c.to_script_json();
     v["credentials"] = Value::Object(c.credentials.as_map().clone());
     v["webhook_url_override"] = json!(c.webhook_url_override);
-    v["errors"] = errors_of(env, &c.provider_config_key, &c.connection_id).await;
+    let catalog = env.catalog().ok();
+    v["errors"] = errors_of(
+        &env.store,
+        catalog.as_deref(),
+        &c.provider_config_key,
+        &c.connection_id,
+    )
+    .await;
     v
 }
 
 /// A connection's `errors` (§1.5: `[{type, log_id}]`): its credentials'
 /// (`auth`: a refresh or a validate-connection check that failed), then
 /// each deployed sync whose last run failed (`sync`, naming that run's
-/// execution in the logs), until a run of it succeeds.
-async fn errors_of(env: &crate::app::EnvState, pck: &str, cid: &str) -> Value {
+/// execution in the logs), until a run of it succeeds. `catalog` is the
+/// environment's deployment: a sync no longer deployed has no error.
+pub async fn errors_of(
+    store: &sluice_store::EnvStore,
+    catalog: Option<&sluice_project::catalog::Catalog>,
+    pck: &str,
+    cid: &str,
+) -> Value {
     let mut errors = Vec::new();
-    if let Ok(Some(e)) = env
-        .store
+    if let Ok(Some(e)) = store
         .doc::<Value>(CONNECTION_ERRORS, &format!("{pck}/{cid}"))
         .await
     {
@@ -224,12 +236,10 @@ async fn errors_of(env: &crate::app::EnvState, pck: &str, cid: &str) -> Value {
         provider_config_key: pck.to_string(),
         connection_id: cid.to_string(),
     };
-    let catalog = env.catalog().ok();
     let prefix = crate::runner::sync_key_prefix(&conn);
     let mut after: Option<String> = None;
     // A connection has a state per sync and variant: a page at a time.
-    while let Ok(states) = env
-        .store
+    while let Ok(states) = store
         .docs::<crate::runner::SyncState>(
             crate::runner::SYNC_STATE,
             &prefix,
@@ -248,9 +258,7 @@ async fn errors_of(env: &crate::app::EnvState, pck: &str, cid: &str) -> Value {
                 continue;
             };
             let deployed = crate::runner::parse_sync_key(key).is_some_and(|(_, sync, _)| {
-                catalog
-                    .as_ref()
-                    .is_some_and(|c| c.sync_config(pck, sync).is_some())
+                catalog.is_some_and(|c| c.sync_config(pck, sync).is_some())
             });
             // A run recorded by an older version has no log to name.
             if let (true, Some(log_id)) = (deployed, &run.log_id) {
@@ -811,12 +819,19 @@ pub async fn list(
         ))
     });
     let mut connections = Vec::new();
+    let catalog = env.catalog().ok();
     for c in all
         .iter()
         .skip(f.page.saturating_mul(f.limit))
         .take(f.limit)
     {
-        let errors = errors_of(&env, &c.provider_config_key, &c.connection_id).await;
+        let errors = errors_of(
+            &env.store,
+            catalog.as_deref(),
+            &c.provider_config_key,
+            &c.connection_id,
+        )
+        .await;
         connections.push(json!({
             "id": c.connection_id,
             "connection_id": c.connection_id,
