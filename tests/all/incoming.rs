@@ -351,6 +351,42 @@ async fn a_signed_provider_webhook_runs_its_script_and_reaches_the_app_a_forged_
     server.stop().await;
 }
 
+/// A sync subscribed to `*` runs for a webhook of any type, as the
+/// original's (before, only a subscription naming the type ran).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_subscribed_to_star_runs_for_every_webhook_type() {
+    let app = App::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let config = ServerConfig::new(data.path(), "127.0.0.1:0".parse().unwrap());
+    let server = start_with(config, &MasterKey::generate(), PROVIDERS).await;
+    let c = Client::new(&server, DEV_KEY);
+    setup(&c, &app).await;
+    deploy_scripts(
+        &c,
+        &YAML.replace("- Issue", "- '*'"),
+        "lin",
+        &[(guests::SYNC_RECORDS, "records", ScriptKind::Sync)],
+    )
+    .await;
+    let env = server.app.store.environment("dev").unwrap().id();
+    let url = format!("/webhook/{env}/lin");
+    let body = json!({"type": "Comment", "organizationId": "org-2", "model": "Item", "save": [{"id": "s1"}]})
+        .to_string();
+    let (code, out) = post(&c, &url, &body, &signed(&body)).await;
+    assert_eq!((code, out.as_str()), (200, r#"{"status":"success"}"#));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while items(&c, "c2").await.is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the `*` sync did not run for a Comment webhook"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(items(&c, "c2").await, ["s1"]);
+    assert_eq!(items(&c, "c1").await, Vec::<String>::new());
+    server.stop().await;
+}
+
 fn uuid_zero() -> &'static str {
     "00000000-0000-0000-0000-000000000000"
 }
@@ -468,6 +504,7 @@ async fn webhooks_a_crash_cut_short_are_handled_at_start_their_scripts_given_up_
             routes: vec![Route {
                 input: body.clone(),
                 kind: Some("Issue".into()),
+                header_kind: None,
                 lookup: Some(Lookup::ConnectionId(
                     if n == 3 { "c2" } else { "c1" }.into(),
                 )),

@@ -122,8 +122,10 @@ pub async fn receive(
         .acquire_many(kib(held))
         .await
         .map_err(|e| ApiError::internal(format!("no room for the webhook: {e}")))?;
+    // The query string: some scripts read a parameter of it.
+    let query = req.uri().query().unwrap_or("").to_string();
     let RawBody(body) = RawBody::from_request(req, &()).await?;
-    if body.is_empty() {
+    if body.is_empty() && !routing::accepts_empty_body(&script) {
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
     let body = super::decoded(encoding, body, limit).await?;
@@ -139,7 +141,9 @@ pub async fn receive(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_ascii_lowercase();
-    let parsed: Value = if content_type.starts_with("application/x-www-form-urlencoded") {
+    let parsed: Value = if body.is_empty() {
+        json!({})
+    } else if content_type.starts_with("application/x-www-form-urlencoded") {
         Value::Object(
             url::form_urlencoded::parse(&body)
                 .map(|(k, v)| (k.into_owned(), Value::String(v.into_owned())))
@@ -167,11 +171,19 @@ pub async fn receive(
         raw: &body,
         body: &parsed,
         content_type: &content_type,
+        query: &query,
+        now: Utc::now().timestamp(),
+    };
+    // The connection a script takes its secret from (GitLab's, PagerDuty's).
+    let connection_metadata = match routing::connection_to_read(&script, &request) {
+        Some(cid) => env.store.connection(&pck, &cid).await?.map(|c| c.metadata),
+        None => None,
     };
     let secrets = Secrets {
         webhook_secret: integration.webhook_secret.as_deref(),
         oauth_client_id: integration.oauth_client_id.as_deref(),
         oauth_client_secret: integration.oauth_client_secret.as_deref(),
+        connection_metadata: connection_metadata.as_ref(),
     };
     let routed = match routing::route_webhook(&script, &request, &secrets) {
         None => {
@@ -250,12 +262,10 @@ async fn connections(
     if all.is_none() {
         *all = Some(env.store.connections(Some(pck)).await?);
     }
-    Ok(all
-        .iter()
-        .flatten()
-        .filter(|c| routing::matches(lookup, &c.metadata, &c.connection_config))
-        .map(|c| c.connection_id.clone())
-        .collect())
+    Ok(routing::matching(
+        lookup,
+        all.as_deref().unwrap_or_default(),
+    ))
 }
 
 /// Forwards an accepted webhook to the app, runs the webhook scripts it
@@ -301,12 +311,7 @@ async fn handle_once(
             .and_then(|c| c.config.integration(&pck))
             .map(|i| {
                 i.distinct_syncs()
-                    .filter(|s| {
-                        route
-                            .kind
-                            .as_ref()
-                            .is_some_and(|k| s.webhook_subscriptions.iter().any(|w| w == k))
-                    })
+                    .filter(|s| route.runs(&s.webhook_subscriptions))
                     .map(|s| s.name.clone())
                     .collect()
             })
