@@ -2445,6 +2445,12 @@ async fn an_environments_secret_key_is_replaced_at_a_start_that_asks_for_it() {
         )
         .await;
     assert_eq!(status, 200, "{body}");
+    let signing_secret = |c: Client| async move {
+        let (status, body) = c.send("GET", "/sluice/webhook-settings", None).await;
+        assert_eq!(status, 200, "{body}");
+        body["signing_secret"].as_str().unwrap().to_string()
+    };
+    let old_signing = signing_secret(dev).await;
     server.stop().await;
 
     let restart = |new_keys: Vec<String>, dev_key: Option<&str>| {
@@ -2473,22 +2479,36 @@ async fn an_environments_secret_key_is_replaced_at_a_start_that_asks_for_it() {
     );
     server.stop().await;
 
-    let (server, shown) = restart(vec!["dev".into()], Some("the-new-dev-key")).await;
-    assert_eq!(shown, [("dev".to_string(), "the-new-dev-key".to_string())]);
+    let (server, shown) = restart(vec!["dev".into()], Some("the-new-dev-key-0003")).await;
+    assert_eq!(
+        shown,
+        [("dev".to_string(), "the-new-dev-key-0003".to_string())]
+    );
     let (status, _) = Client::new(&server, DEV_KEY)
         .send("GET", "/integrations", None)
         .await;
     assert_eq!(status, 401, "the old key still works");
-    let (status, body) = Client::new(&server, "the-new-dev-key")
+    let (status, body) = Client::new(&server, "the-new-dev-key-0003")
         .send("GET", "/integrations/crm", None)
         .await;
     assert_eq!(status, 200, "{body}");
+    // The old key could read the webhook signing secret: replaced too.
+    let new_signing = signing_secret(Client::new(&server, "the-new-dev-key-0003")).await;
+    assert!(new_signing.starts_with("whsec_"), "{new_signing}");
+    assert_ne!(new_signing, old_signing);
+    server.stop().await;
+    let (server, _) = restart(Vec::new(), None).await;
+    assert_eq!(
+        signing_secret(Client::new(&server, "the-new-dev-key-0003")).await,
+        new_signing,
+        "a start without --new-key keeps it"
+    );
     server.stop().await;
 
     // Generated when none is given; it holds after another restart.
     let (server, shown) = restart(vec!["dev".into()], None).await;
     let generated = shown[0].1.clone();
-    assert_ne!(generated, "the-new-dev-key");
+    assert_ne!(generated, "the-new-dev-key-0003");
     server.stop().await;
     let (server, _) = restart(Vec::new(), None).await;
     let (status, body) = Client::new(&server, &generated)
@@ -2496,7 +2516,7 @@ async fn an_environments_secret_key_is_replaced_at_a_start_that_asks_for_it() {
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(
-        Client::new(&server, "the-new-dev-key")
+        Client::new(&server, "the-new-dev-key-0003")
             .send("GET", "/integrations", None)
             .await
             .0,

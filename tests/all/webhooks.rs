@@ -221,10 +221,51 @@ async fn the_app_gets_signed_webhooks_per_changed_model_retried_until_it_is_back
         refused["error"]["message"], "the request body must be a JSON object, not an array",
         "{refused}"
     );
-    let secret = out["signing_secret"].as_str().unwrap().to_string();
-    assert!(secret.starts_with("whsec_"), "{out}");
+    assert!(
+        out["signing_secret"]
+            .as_str()
+            .unwrap()
+            .starts_with("whsec_"),
+        "{out}"
+    );
     let (_, again) = c.send("GET", "/sluice/webhook-settings", None).await;
     assert_eq!(again, out);
+    // Sent back as GET shows it: accepted; another value: refused (it is
+    // made, not set); a rotation gives a new one, kept from then on.
+    let (code, same) = c
+        .send("PUT", "/sluice/webhook-settings", Some(again.clone()))
+        .await;
+    assert_eq!((code, &same), (200, &out));
+    let (code, refused) = c
+        .send(
+            "PUT",
+            "/sluice/webhook-settings",
+            Some(json!({"signing_secret": "whsec_mine"})),
+        )
+        .await;
+    assert_eq!(code, 400, "{refused}");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("rotate_signing_secret"),
+        "{refused}"
+    );
+    let (code, rotated) = c
+        .send(
+            "PUT",
+            "/sluice/webhook-settings",
+            Some(json!({"rotate_signing_secret": true})),
+        )
+        .await;
+    assert_eq!(code, 200, "{rotated}");
+    let secret = rotated["signing_secret"].as_str().unwrap().to_string();
+    assert!(
+        secret.starts_with("whsec_") && secret != out["signing_secret"],
+        "{rotated}"
+    );
+    let (_, again) = c.send("GET", "/sluice/webhook-settings", None).await;
+    assert_eq!(again["signing_secret"], secret.as_str());
 
     // A run that added records: one webhook for its one model, signed.
     let r = run(&c).await;

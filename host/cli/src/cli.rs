@@ -116,7 +116,8 @@ struct ServeArgs {
     limits: Option<PathBuf>,
     /// Give this environment a new secret key at this start (repeatable):
     /// NANGO_SECRET_KEY_<ENV> if set, else a new random one, printed once;
-    /// the old key stops working. For a lost or leaked key.
+    /// the old key stops working, and the environment's webhook signing
+    /// secret is replaced too. For a lost or leaked key.
     #[arg(long = "new-key", value_name = "ENV", value_parser = ["dev", "prod"])]
     new_keys: Vec<String>,
     /// Also deploy the bundled example against a mock of its API, create

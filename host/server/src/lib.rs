@@ -200,6 +200,18 @@ impl Server {
             })
             .collect();
         let (store, replaced) = store.replace_secret_keys(&replace).await?;
+        // Whoever held the old key could read the webhook signing secret:
+        // it is replaced with the key (when there was one).
+        for (name, _) in &replaced {
+            if let Some(env) = store.environment(name)
+                && env.secret(webhooks::SIGNING_SECRET).await?.is_some()
+            {
+                webhooks::new_signing_secret(&env).await?;
+                eprintln!(
+                    "sluice: environment `{name}`'s webhook signing secret was replaced with its key (the old key could read it): receivers checking `webhook-signature` need the new one, from GET /sluice/webhook-settings"
+                );
+            }
+        }
         created.extend(replaced);
         announce(&created).map_err(ServerError::Announce)?;
         // A key given for an environment that has another is not taken

@@ -222,6 +222,14 @@ pub async fn signing_secret(env: &EnvState) -> ApiResult<String> {
     if let Some(s) = env.store.secret(SIGNING_SECRET).await? {
         return Ok(s);
     }
+    Ok(new_signing_secret(&env.store).await?)
+}
+
+/// Makes and stores a new Standard Webhooks secret for the environment
+/// (deliveries sent from now on are signed with it).
+pub async fn new_signing_secret(
+    store: &sluice_store::EnvStore,
+) -> Result<String, sluice_store::StoreError> {
     let mut raw = Vec::with_capacity(32);
     raw.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
     raw.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
@@ -229,7 +237,7 @@ pub async fn signing_secret(env: &EnvState) -> ApiResult<String> {
         "whsec_{}",
         base64::engine::general_purpose::STANDARD.encode(raw)
     );
-    env.store.set_secret(SIGNING_SECRET, &secret).await?;
+    store.set_secret(SIGNING_SECRET, &secret).await?;
     Ok(secret)
 }
 

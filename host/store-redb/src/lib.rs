@@ -152,10 +152,23 @@ impl RedbBackend {
             }
             Err(e) => return Err(fail(format!("cannot read it: {e}"))),
         }
-        let db = Database::builder()
-            .set_cache_size(CACHE_BYTES)
-            .create(path)
-            .map_err(|e| fail(open_cause(&e)))?;
+        // redb reports most damage as errors but panics on some (an
+        // unreachable branch in a damaged B-tree page): either way the
+        // database is refused, named, not recreated.
+        let db = std::panic::catch_unwind(|| {
+            Database::builder().set_cache_size(CACHE_BYTES).create(path)
+        })
+        .map_err(|panic| {
+            let why = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "redb panicked".into());
+            fail(format!(
+                "the database is unreadable (damaged): {why}; restore it from a backup"
+            ))
+        })?
+        .map_err(|e| fail(open_cause(&e)))?;
         // Every table exists from the start (a file of an older sluice may
         // lack a newer one), so reads never meet a missing one.
         create_tables(&db).map_err(fail)?;
@@ -540,6 +553,23 @@ mod tests {
             vec![7u8; 8192],
             "left as it was"
         );
+    }
+
+    /// A page damaged in the middle of the file (redb panics on it inside
+    /// its open): refused with the file named, not a crash of the server.
+    #[test]
+    fn a_damaged_file_is_refused_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.redb");
+        drop(RedbBackend::open(&path).unwrap());
+        let mut bytes = std::fs::read(&path).unwrap();
+        let end = bytes.len().min(8192 + 20_000);
+        bytes[8192..end].fill(0xff);
+        std::fs::write(&path, &bytes).unwrap();
+        let err = RedbBackend::open(&path).unwrap_err().to_string();
+        assert!(err.contains("store.redb"), "{err}");
+        assert!(err.contains("unreadable"), "{err}");
+        assert_eq!(std::fs::read(&path).unwrap(), bytes, "left as it was");
     }
 
     #[test]

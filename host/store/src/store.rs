@@ -242,12 +242,10 @@ impl Store {
                 )));
             }
             let secret = match given {
-                Some(k) if k.trim().is_empty() => {
-                    return Err(StoreError::Invalid(format!(
-                        "the secret key given for environment `{name}` is empty"
-                    )));
+                Some(k) => {
+                    check_secret_key(name, k)?;
+                    k.clone()
                 }
-                Some(k) => k.clone(),
                 None => Uuid::new_v4().to_string(),
             };
             if keys_out.iter().any(|(_, k)| k == &secret) {
@@ -363,12 +361,10 @@ impl Store {
                 ))
             })?;
             let secret = match given {
-                Some(k) if k.trim().is_empty() => {
-                    return Err(StoreError::Invalid(format!(
-                        "the secret key given for environment `{name}` is empty"
-                    )));
+                Some(k) => {
+                    check_secret_key(name, k)?;
+                    k.clone()
                 }
-                Some(k) => k.clone(),
                 None => Uuid::new_v4().to_string(),
             };
             let hash = sha256(secret.as_bytes());
@@ -725,6 +721,32 @@ impl Drop for ScopeGuard {
             map.remove(&self.key);
         }
     }
+}
+
+/// The fewest characters a given secret key may have (a generated one is a
+/// UUID, 36).
+pub const MIN_SECRET_KEY_CHARS: usize = 16;
+
+/// A key an operator gives: long enough not to be guessed, and only
+/// visible ASCII (it travels in an `Authorization` header).
+fn check_secret_key(name: &str, key: &str) -> Result<(), StoreError> {
+    if key.trim().is_empty() {
+        return Err(StoreError::Invalid(format!(
+            "the secret key given for environment `{name}` is empty"
+        )));
+    }
+    if !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(StoreError::Invalid(format!(
+            "the secret key given for environment `{name}` has a space or a character that is not visible ASCII (it travels in an `Authorization: Bearer` header)"
+        )));
+    }
+    if key.len() < MIN_SECRET_KEY_CHARS {
+        return Err(StoreError::Invalid(format!(
+            "the secret key given for environment `{name}` has {} characters, fewer than {MIN_SECRET_KEY_CHARS}: give a longer one (a UUID, as Nango's keys are), or none to have one generated",
+            key.len()
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -555,13 +555,37 @@ pub async fn secret_keys_authenticate_their_environment(b: &Reopen) {
     // Two environments given one key would make a key ambiguous.
     let other = Reopen::memory(MemoryBackend::new());
     let same = vec![
-        ("a".into(), Some("k".into())),
-        ("b".into(), Some("k".into())),
+        ("a".into(), Some("the-same-key-given-twice".into())),
+        ("b".into(), Some("the-same-key-given-twice".into())),
     ];
     let err = Store::open(other.open(), MasterKey::generate(), &same)
         .await
         .unwrap_err();
     assert!(err.to_string().contains("same secret key"), "{err}");
+
+    // A key anyone could guess, or one an `Authorization` header cannot
+    // carry, is refused, naming why; nothing is created.
+    for (key, why) in [
+        ("a", "fewer than 16"),
+        ("short-key", "fewer than 16"),
+        ("has a space in the middle", "a space"),
+        ("tab\tseparated-secret-key", "a space"),
+    ] {
+        let weak = Reopen::memory(MemoryBackend::new());
+        let err = Store::open(
+            weak.open(),
+            MasterKey::generate(),
+            &[("dev".into(), Some(key.into()))],
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains(why) && err.contains("`dev`"), "{key:?}: {err}");
+        let (_, created) = Store::open(weak.open(), MasterKey::generate(), &[("dev".into(), None)])
+            .await
+            .unwrap();
+        assert_eq!(created.len(), 1, "the refused start created something");
+    }
 }
 
 /// A lost or leaked key is replaced: the new one authenticates (after a

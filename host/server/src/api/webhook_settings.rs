@@ -34,11 +34,29 @@ pub async fn put(
         Ok(Value::Object(m)) => m,
         _ => serde_json::Map::new(),
     };
+    let current = webhooks::signing_secret(&env).await?;
+    let mut rotate = false;
     for (k, v) in body {
-        // What GET answers can be sent back: the signing secret it shows
-        // is not a setting (it does not change here).
-        if k != "signing_secret" {
-            merged.insert(k, v);
+        match k.as_str() {
+            // What GET answers can be sent back: the signing secret it
+            // shows is not set here; another one is refused.
+            "signing_secret" if v.as_str() == Some(current.as_str()) => {}
+            "signing_secret" => {
+                return Err(crate::error::ApiError::invalid_body(
+                    "`signing_secret` is made by sluice, not set: send `\"rotate_signing_secret\": true` for a new one",
+                ));
+            }
+            "rotate_signing_secret" => match v {
+                Value::Bool(b) => rotate = b,
+                _ => {
+                    return Err(crate::error::ApiError::invalid_body(
+                        "`rotate_signing_secret` must be true or false",
+                    ));
+                }
+            },
+            _ => {
+                merged.insert(k, v);
+            }
         }
     }
     let s: Settings = serde_json::from_value(Value::Object(merged)).map_err(|e| {
@@ -50,7 +68,13 @@ pub async fn put(
         }
     }
     env.store.put_doc(SETTINGS, "settings", &s).await?;
-    Ok(Json(view(&s, &webhooks::signing_secret(&env).await?)))
+    let secret = if rotate {
+        let _guard = env.sync_lock(webhooks::SIGNING_SECRET).lock().await;
+        webhooks::new_signing_secret(&env.store).await?
+    } else {
+        current
+    };
+    Ok(Json(view(&s, &secret)))
 }
 
 /// `GET /sluice/environment`: the environment the key names, and where its
