@@ -971,6 +971,12 @@ pub(crate) async fn until_stopped(
         ),
     };
     let _ = out.flush();
+    if !flushed {
+        // A store whose writes fail (a full disk) may never finish the
+        // write in hand, and closing it waits for that: the process ends
+        // here instead, with what was acknowledged already durable.
+        std::process::exit(1);
+    }
     Ok(())
 }
 

@@ -135,6 +135,8 @@ pub struct App {
     pub scheduler: Arc<crate::scheduler::Scheduler>,
     pub webhooks: Arc<crate::webhooks::Webhooks>,
     pub logs: Arc<crate::logs::Logs>,
+    /// Whether the store takes writes (`GET /health`, the operator's line).
+    pub health: crate::health::StoreHealth,
 }
 
 impl App {
@@ -204,6 +206,7 @@ impl App {
             scheduler: Arc::new(crate::scheduler::Scheduler::new(&config)),
             webhooks: Arc::new(crate::webhooks::Webhooks::new(&config)),
             logs: Arc::new(crate::logs::Logs::new(&config)),
+            health: Default::default(),
             store,
             runtime,
             providers,

@@ -63,6 +63,11 @@ impl ApiError {
     }
 }
 
+/// Marks a response that a failing store caused, for the operator's line
+/// ([`crate::health`]).
+#[derive(Debug, Clone)]
+pub struct StorageFailed(pub String);
+
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{} ({}): {}", self.status, self.code, self.message)
@@ -97,7 +102,22 @@ impl IntoResponse for ApiError {
         if let Some(extra) = self.extra {
             error.extend(*extra);
         }
-        (self.status, axum::Json(json!({ "error": error }))).into_response()
+        let failed = (self.status == StatusCode::SERVICE_UNAVAILABLE
+            && error.get("code").and_then(Value::as_str) == Some("storage_error"))
+        .then(|| {
+            StorageFailed(
+                error
+                    .get("message")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
+            )
+        });
+        let mut response = (self.status, axum::Json(json!({ "error": error }))).into_response();
+        if let Some(f) = failed {
+            response.extensions_mut().insert(f);
+        }
+        response
     }
 }
 

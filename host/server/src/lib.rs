@@ -19,6 +19,7 @@ pub mod api;
 pub mod app;
 pub mod config;
 pub mod error;
+pub mod health;
 pub mod logs;
 pub mod refresh;
 pub mod routing;

@@ -86,12 +86,28 @@ async fn install(
     })
     .await
     .map_err(|e| ApiError::internal(format!("the deploy's compile stopped: {e}")))?
-    .map_err(|e| ApiError::bad_request("invalid_deploy", e.to_string()))?;
+    .map_err(deploy_error)?;
     Ok(Deployed {
         version: 0,
         created_at: Utc::now(),
         catalog: Arc::new(catalog),
     })
+}
+
+/// A deploy's error: the deploy's own fault is 400 `invalid_deploy`; a
+/// component cache the server cannot write (a full disk) is the server's,
+/// 503 `storage_error`.
+fn deploy_error(e: sluice_project::deploy::DeployError) -> ApiError {
+    match &e {
+        sluice_project::deploy::DeployError::Load(sluice_runtime::LoadError::Cache { .. }) => {
+            ApiError::new(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "storage_error",
+                format!("the server could not store the deploy: {e}; nothing was deployed"),
+            )
+        }
+        _ => ApiError::bad_request("invalid_deploy", e.to_string()),
+    }
 }
 
 async fn next_version(env: &EnvState) -> ApiResult<u64> {

@@ -357,8 +357,35 @@ impl<S: Send + Sync> FromRequestParts<S> for ConnectionHeaders {
     }
 }
 
-async fn health() -> axum::Json<serde_json::Value> {
-    axum::Json(serde_json::json!({ "result": "ok" }))
+/// `{"result": "ok"}` while the store takes writes; 503 naming the
+/// failure when it does not (a full disk), so a load balancer or a
+/// supervisor sees it.
+async fn health(
+    axum::extract::State(app): axum::extract::State<Arc<App>>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    match app.health.probe(&app.store, &app.config.events).await {
+        Ok(()) => axum::Json(serde_json::json!({ "result": "ok" })).into_response(),
+        Err(message) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(serde_json::json!({
+                "result": "error",
+                "error": { "code": "storage_error", "message": message },
+            })),
+        )
+            .into_response(),
+    }
+}
+
+/// Tells the operator of a request the store failed ([`crate::health`]).
+async fn note_storage_failure(
+    axum::extract::State(app): axum::extract::State<Arc<App>>,
+    response: axum::response::Response,
+) -> axum::response::Response {
+    if let Some(f) = response.extensions().get::<crate::error::StorageFailed>() {
+        app.health.failed(&app.config.events, &f.0);
+    }
+    response
 }
 
 async fn not_found() -> ApiError {
@@ -559,6 +586,10 @@ fn routes(app: Arc<App>) -> Router {
                 req.extensions_mut().insert(BodyDeadline(at));
                 next.run(req)
             },
+        ))
+        .layer(axum::middleware::map_response_with_state(
+            app.clone(),
+            note_storage_failure,
         ))
         .with_state(app)
 }
