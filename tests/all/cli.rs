@@ -507,4 +507,42 @@ async fn serve_refuses_a_limits_file_it_cannot_apply() {
         err.contains("limits are set for environment `staging`, which this server does not have (it has `dev`, `prod`)"),
         "{err}"
     );
+    // Limits no script could run under are refused, naming the field.
+    for (limits, says) in [
+        ("memory_bytes: 10", "`memory_bytes: 10` is below"),
+        ("fuel: 10", "`fuel: 10` is below"),
+        (
+            "timeouts: {action: 0, sync: 60, webhook: 60, on_event: 60}",
+            "`timeouts.action` is 0",
+        ),
+        (
+            "allowed_hosts: [\"http://api.example.com\"]",
+            "entry `http://api.example.com` is not a host name",
+        ),
+    ] {
+        std::fs::write(
+            &file,
+            format!("environments:\n  prod:\n    limits:\n      {limits}\n"),
+        )
+        .unwrap();
+        let (code, _, err) = serve(&file).await;
+        assert_ne!(code, 0, "{limits}");
+        assert!(
+            err.contains("the limits of environment `prod`") && err.contains(says),
+            "{limits}: {err}"
+        );
+    }
+    // A public URL that is not one would make every webhook URL wrong.
+    let (code, _, err) = sluice(&[
+        "serve",
+        "--data",
+        &data,
+        "--listen",
+        "127.0.0.1:0",
+        "--public-url",
+        "notaurl",
+    ])
+    .await;
+    assert_ne!(code, 0);
+    assert!(err.contains("--public-url `notaurl` is not a URL"), "{err}");
 }

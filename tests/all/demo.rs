@@ -210,4 +210,21 @@ fn the_demo_refuses_a_data_directory_it_did_not_make() {
         "{stderr}"
     );
     assert!(!data.join("demo-project").exists());
+
+    // SLUICE_MASTER_KEY beside a master.key that holds another key: which
+    // one sealed the store is not guessed; refused, naming both.
+    let other = sluice_store::MasterKey::generate().to_base64();
+    let two_keys = Command::new(env!("CARGO_BIN_EXE_sluice-under-test"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(&data)
+        .env("SLUICE_MASTER_KEY", &other)
+        .output()
+        .unwrap();
+    assert!(!two_keys.status.success());
+    let stderr = String::from_utf8_lossy(&two_keys.stderr);
+    assert!(
+        stderr.contains("SLUICE_MASTER_KEY and")
+            && stderr.contains("master.key hold different master keys"),
+        "{stderr}"
+    );
 }

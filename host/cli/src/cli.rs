@@ -681,6 +681,16 @@ fn limits_from_file(
         .filter(|(_, e)| !e.variables.is_empty())
         .map(|(name, _)| name.clone())
         .collect();
+    if let Some((name, problem)) = config
+        .environments
+        .iter()
+        .find_map(|(name, e)| e.limits.problem().map(|p| (name, p)))
+    {
+        anyhow::bail!(
+            "{}: the limits of environment `{name}`: {problem}",
+            file.display()
+        );
+    }
     let limits = config
         .environments
         .into_iter()
@@ -766,8 +776,25 @@ async fn run_deploy(
 /// file in the data directory, created with mode 0600 on first start.
 fn master_key(data: &std::path::Path) -> anyhow::Result<sluice_store::MasterKey> {
     if let Ok(text) = std::env::var("SLUICE_MASTER_KEY") {
-        return sluice_store::MasterKey::from_base64(&text)
-            .context("SLUICE_MASTER_KEY must be the base64 of 32 bytes");
+        let key = sluice_store::MasterKey::from_base64(&text)
+            .context("SLUICE_MASTER_KEY must be the base64 of 32 bytes")?;
+        // Two keys for one store: which one sealed it is not for sluice to
+        // guess (taking the variable's would make the store unreadable
+        // without it, and the file's key wrong).
+        let file = data.join("master.key");
+        if file.exists() {
+            let in_file = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            let same = sluice_store::MasterKey::from_base64(in_file.trim())
+                .is_ok_and(|k| k.to_base64() == key.to_base64());
+            if !same {
+                anyhow::bail!(
+                    "SLUICE_MASTER_KEY and {} hold different master keys: keep the one that sealed this store (unset the variable, or move the file away); nothing was changed",
+                    file.display()
+                );
+            }
+        }
+        return Ok(key);
     }
     std::fs::create_dir_all(data)
         .with_context(|| format!("cannot create the data directory {}", data.display()))?;
@@ -830,6 +857,18 @@ async fn run_serve(args: ServeArgs, out: &mut dyn Write) -> anyhow::Result<i32> 
         && b < MIN_SCRIPT_MEMORY
     {
         bail!("--script-memory must be at least 64M: no script could run in {b} bytes");
+    }
+    if let Some(u) = &args.public_url {
+        let parsed = url::Url::parse(u).map_err(|e| {
+            anyhow::anyhow!(
+                "--public-url `{u}` is not a URL: {e} (give it as https://sluice.example.com)"
+            )
+        })?;
+        if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+            bail!(
+                "--public-url `{u}` must be an http or https URL with a host (https://sluice.example.com)"
+            );
+        }
     }
     private_data_dir(&args.data, out)?;
     let master = master_key(&args.data)?;

@@ -254,6 +254,12 @@ pub fn load_environment(dir: &Path, name: &str) -> Result<Environment, ProjectEr
                 .join(", "),
         });
     };
+    if let Some(problem) = env.limits.problem() {
+        return Err(ProjectError::Invalid {
+            path: path.display().to_string(),
+            message: format!("the limits of environment `{name}`: {problem}"),
+        });
+    }
     Ok(Environment {
         name: name.to_string(),
         variables: env

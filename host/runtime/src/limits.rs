@@ -87,6 +87,57 @@ impl Default for Timeouts {
     }
 }
 
+/// The least `memory_bytes`: a componentize-js script needs about 10 MiB
+/// to start.
+pub const MIN_MEMORY_BYTES: usize = 16 << 20;
+/// The least `fuel`: below it no script gets past its start.
+pub const MIN_FUEL: u64 = 1_000_000;
+
+impl Limits {
+    /// What makes these limits unusable (every script would fail with
+    /// them), in words naming the field; `None` when they are usable.
+    pub fn problem(&self) -> Option<String> {
+        if self.memory_bytes < MIN_MEMORY_BYTES {
+            return Some(format!(
+                "`memory_bytes: {}` is below {MIN_MEMORY_BYTES} (16 MiB): no script could start",
+                self.memory_bytes
+            ));
+        }
+        if let Some(fuel) = self.fuel
+            && fuel < MIN_FUEL
+        {
+            return Some(format!(
+                "`fuel: {fuel}` is below {MIN_FUEL}: no script could start (leave it out for the default)"
+            ));
+        }
+        let t = &self.timeouts;
+        for (name, d) in [
+            ("action", t.action),
+            ("sync", t.sync),
+            ("webhook", t.webhook),
+            ("on_event", t.on_event),
+        ] {
+            if d.is_zero() {
+                return Some(format!(
+                    "`timeouts.{name}` is 0: every such script would time out at once"
+                ));
+            }
+        }
+        for host in &self.allowed_hosts {
+            let bad = host.is_empty()
+                || host.contains("://")
+                || host.contains(['/', '?', '#', '@'])
+                || host.chars().any(char::is_whitespace);
+            if bad {
+                return Some(format!(
+                    "`allowed_hosts` entry `{host}` is not a host name: give `api.example.com`, `*.example.com` or `host:port`, without a scheme or path"
+                ));
+            }
+        }
+        None
+    }
+}
+
 impl Timeouts {
     /// The deadline of an execution of `kind`; webhook calls of a sync use
     /// `webhook`.
