@@ -35,7 +35,8 @@ enum Command {
     Init(InitArgs),
     /// Write models.ts and the models' JSON schemas, and a file for every declared script that has none.
     Generate(GenerateArgs),
-    /// Check nango.yaml, generate models.ts and build every script.
+    /// Check the project (nango.yaml, or a zero-yaml index.ts), generate its
+    /// models and build every script.
     Compile(CompileArgs),
     /// Run a script once against a local connection; nothing is persisted.
     Dryrun(DryrunArgs),
@@ -150,7 +151,8 @@ struct ServeArgs {
 /// Options every command that builds scripts shares.
 #[derive(Debug, clap::Args)]
 struct BuildArgs {
-    /// The nango-integrations folder (holding nango.yaml).
+    /// The nango-integrations folder (holding nango.yaml, or a zero-yaml
+    /// project's index.ts).
     #[arg(long, default_value = ".")]
     dir: PathBuf,
     /// Where precompiled components are cached.
@@ -186,7 +188,8 @@ struct InitArgs {
 
 #[derive(Debug, clap::Args)]
 struct GenerateArgs {
-    /// The nango-integrations folder (holding nango.yaml).
+    /// The nango-integrations folder (holding nango.yaml, or a zero-yaml
+    /// project's index.ts).
     #[arg(long, default_value = ".")]
     dir: PathBuf,
 }
@@ -223,8 +226,9 @@ struct TestArgs {
 
 #[derive(Debug, clap::Args)]
 struct DryrunArgs {
-    /// A script declared in nango.yaml (or a binary of the Rust crate in
-    /// --dir), or a .wasm component path.
+    /// A script of the project (declared in nango.yaml or imported by a
+    /// zero-yaml index.ts; or a binary of the Rust crate in --dir), or a
+    /// .wasm component path.
     script: String,
     /// The connection to run as (from the connections file).
     connection_id: String,
