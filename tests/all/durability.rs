@@ -871,7 +871,8 @@ async fn accepted_provider_webhooks_survive_sigkill() {
     server.child.wait().unwrap();
 }
 
-/// SIGTERM (what `docker stop` and systemd send) and Ctrl-C stop the
+/// SIGTERM (what `docker stop` and systemd send), Ctrl-C and SIGHUP (a
+/// closed terminal; by default it ended the process unflushed) stop the
 /// server: it says so, exits 0, and what it had written without a flush
 /// yet (an execution's history) is on disk for the next start.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -899,7 +900,7 @@ async fn sigterm_stops_the_server_cleanly_keeping_what_it_wrote() {
     )
     .unwrap();
     let master = MasterKey::generate().to_base64();
-    for (round, signal) in ["TERM", "INT"].into_iter().enumerate() {
+    for (round, signal) in ["TERM", "INT", "HUP"].into_iter().enumerate() {
         let mut server = start(&data, &providers, &master);
         let c = Client::at(&server.url, DEV_KEY);
         if round == 0 {
@@ -961,5 +962,5 @@ async fn sigterm_stops_the_server_cleanly_keeping_what_it_wrote() {
         .iter()
         .filter(|e| e["script"] == "create-contact" && e["success"] == true)
         .count();
-    assert_eq!(actions, 2, "{history}");
+    assert_eq!(actions, 3, "{history}");
 }

@@ -968,7 +968,7 @@ async fn run_serve(args: ServeArgs, out: &mut dyn Write) -> anyhow::Result<i32> 
 /// How long a stop waits for the requests in flight before it lets go.
 const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// Serves until SIGTERM or SIGINT (Ctrl-C), then stops: no new
+/// Serves until SIGTERM, SIGINT (Ctrl-C) or SIGHUP, then stops: no new
 /// connections, the requests in flight answered (30 s at most; a second
 /// signal stops at once), the database closed and flushed. Work cut short
 /// (a sync's run, an async action) is taken up at the next start as after
@@ -980,9 +980,13 @@ pub(crate) async fn until_stopped(
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).context("cannot watch for SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot watch for SIGINT")?;
+    // A closed terminal (SIGHUP) stops as SIGTERM does: by default it
+    // would end the process without the last flush.
+    let mut hup = signal(SignalKind::hangup()).context("cannot watch for SIGHUP")?;
     tokio::select! {
         _ = term.recv() => {}
         _ = int.recv() => {}
+        _ = hup.recv() => {}
     }
     // Said where it can be (a closed stdout does not stop the stop).
     let _ = writeln!(
@@ -996,6 +1000,7 @@ pub(crate) async fn until_stopped(
         r = tokio::time::timeout(STOP_GRACE, server.stop()) => r.is_ok(),
         _ = term.recv() => false,
         _ = int.recv() => false,
+        _ = hup.recv() => false,
     };
     // Stopped or not, what was acknowledged is made durable before exit.
     let flushed = matches!(
