@@ -993,10 +993,10 @@ pub(crate) fn error_text(error: Option<&Value>) -> String {
             .unwrap_or_else(|| e.to_string()),
         None => "no error recorded".into(),
     };
-    match text.split_once('\n') {
-        Some((first, _)) => format!("{first} …"),
-        None => text,
-    }
+    // On one line, indentation folded (a ZodError's message is indented
+    // JSON whose first line says nothing); the event log cuts it at 1,000
+    // characters.
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// An async action, stored before the 202 so it survives a restart.
@@ -1170,4 +1170,24 @@ pub async fn resume_async_actions(app: &Arc<App>) -> Result<(), crate::ServerErr
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::error_text;
+
+    /// The operator's line keeps the whole cause: a multi-line message (a
+    /// ZodError's indented JSON) is folded onto one line, not cut at its
+    /// first, which said only `ZodError: [`.
+    #[test]
+    fn a_multi_line_error_is_told_whole_on_one_line() {
+        let e = json!({"message": "ZodError: [\n  {\n    \"path\": [\"id\"],\n    \"message\": \"Required\"\n  }\n]"});
+        assert_eq!(
+            error_text(Some(&e)),
+            r#"ZodError: [ { "path": ["id"], "message": "Required" } ]"#
+        );
+        assert_eq!(error_text(None), "no error recorded");
+    }
 }
