@@ -265,12 +265,12 @@ fn text(v: Option<&Value>) -> Option<String> {
     }
 }
 
-/// The type at a path of the input.
+/// The type at a path of the input: a string only (the original compares
+/// with `===`, so a number or a boolean matches no subscription).
 fn kind_at(input: &Value, type_path: &str) -> Option<String> {
     get(input, type_path).and_then(|v| match v {
         Value::String(s) => Some(s.clone()),
-        Value::Null => None,
-        other => Some(other.to_string()),
+        _ => None,
     })
 }
 
@@ -351,7 +351,7 @@ pub fn route_webhook(
         ),
         "linearWebhookRouting" => (|| {
             let sig = req.header("linear-signature").ok_or_else(missing)?;
-            let secret = secrets.webhook_secret.ok_or_else(invalid)?;
+            let secret = set(secrets.webhook_secret).ok_or_else(invalid)?;
             if !same(&hex(&hmac256(secret.as_bytes(), req.raw)), sig) {
                 return Err(invalid());
             }
@@ -363,7 +363,7 @@ pub fn route_webhook(
         "hubspotWebhookRouting" => (|| {
             let sig = req.header("x-hubspot-signature").ok_or_else(missing)?;
             // Without the client secret anyone could sign: refused.
-            let secret = secrets.oauth_client_secret.ok_or_else(invalid)?;
+            let secret = set(secrets.oauth_client_secret).ok_or_else(invalid)?;
             let mut h = Sha256::new();
             h.update(secret.as_bytes());
             h.update(req.raw);
@@ -400,7 +400,7 @@ pub fn route_webhook(
         ),
         "checkrPartnerWebhookRouting" => (|| {
             let sig = req.header("x-checkr-signature").ok_or_else(missing)?;
-            if let Some(secret) = secrets.webhook_secret
+            if let Some(secret) = set(secrets.webhook_secret)
                 && !same(&hex(&hmac256(secret.as_bytes(), req.raw)), sig)
             {
                 return Err(invalid());
@@ -416,17 +416,19 @@ pub fn route_webhook(
             // integration's webhook secret and, when there is one,
             // requires the signature.
             let sig = req.header("x-hub-signature-256");
-            if secrets.webhook_secret.is_some() && sig.is_none() {
+            if set(secrets.webhook_secret).is_some() && sig.is_none() {
                 return Err(missing());
             }
             if let Some(sig) = sig {
-                let secret = secrets.webhook_secret.ok_or_else(invalid)?;
+                let secret = set(secrets.webhook_secret).ok_or_else(invalid)?;
                 let want = format!("sha256={}", hex(&hmac256(secret.as_bytes(), req.raw)));
                 if !same(&want, sig) {
                     return Err(invalid());
                 }
             }
-            let mut r = route(body, "action", "installation.id", Some("installation_id"));
+            // The original gives no type, only the header's event.
+            let mut r = route(body, "", "installation.id", Some("installation_id"));
+            r.kind = None;
             r.header_kind = req.header("x-github-event").map(str::to_string);
             ok(vec![r], body.clone())
         })(),
@@ -504,7 +506,7 @@ pub fn route_webhook(
         })(),
         "xeroWebhookRouting" => (|| {
             let sig = req.header("x-xero-signature").ok_or_else(missing)?;
-            let secret = secrets.webhook_secret.ok_or_else(invalid)?;
+            let secret = set(secrets.webhook_secret).ok_or_else(invalid)?;
             let want = base64::engine::general_purpose::STANDARD
                 .encode(hmac256(secret.as_bytes(), req.raw));
             if !same(&want, sig) {
@@ -932,10 +934,11 @@ mod tests {
         )
         .unwrap()
         .unwrap();
-        // A sync runs when subscribed to the body's action, to the event
-        // the header names, or to `*`; not to another event.
+        // A sync runs when subscribed to the event the header names or to
+        // `*`; not to another event, nor to the body's action (the
+        // original gives GitHub's webhooks no type but the header's).
         let subs = |s: &[&str]| s.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert!(r.routes[0].runs(&subs(&["created"])));
+        assert!(!r.routes[0].runs(&subs(&["created"])));
         assert!(r.routes[0].runs(&subs(&["pull_request", "issues"])));
         assert!(r.routes[0].runs(&subs(&["*"])));
         assert!(!r.routes[0].runs(&subs(&["pull_request"])));
@@ -960,6 +963,60 @@ mod tests {
         .unwrap()
         .unwrap_err();
         assert_eq!(e.code, "webhook_invalid_signature");
+    }
+
+    /// An empty secret (how one is cleared) signs nothing: Linear and Xero
+    /// refuse every webhook as without one, GitHub and Checkr route as
+    /// without one; a forged signature keyed with "" never passes.
+    #[test]
+    fn an_empty_secret_lets_no_forgery_through() {
+        let body = json!({"type": "Issue", "organizationId": "o1", "events": []});
+        let raw = body.to_string();
+        let empty = Secrets {
+            webhook_secret: Some(""),
+            ..NONE
+        };
+        let forged_hex = hex(&hmac256(b"", raw.as_bytes()));
+        let forged_b64 =
+            base64::engine::general_purpose::STANDARD.encode(hmac256(b"", raw.as_bytes()));
+        for (script, header, sig) in [
+            (
+                "linearWebhookRouting",
+                "linear-signature",
+                forged_hex.clone(),
+            ),
+            ("xeroWebhookRouting", "x-xero-signature", forged_b64),
+        ] {
+            let headers = vec![(header.to_string(), sig)];
+            let e = route_webhook(script, &incoming(&headers, raw.as_bytes(), &body), &empty)
+                .unwrap()
+                .unwrap_err();
+            assert_eq!(e.code, "webhook_invalid_signature", "{script}");
+        }
+        // Unsigned GitHub with an empty secret: routed as with none (not
+        // refused as missing a signature an empty key cannot make).
+        let gh = json!({"action": "created", "installation": {"id": 5}});
+        let gh_raw = gh.to_string();
+        assert!(
+            route_webhook(
+                "githubAppWebhookRouting",
+                &incoming(&[], gh_raw.as_bytes(), &gh),
+                &empty
+            )
+            .unwrap()
+            .is_ok()
+        );
+    }
+
+    /// A type is compared as the original compares it (`===`): a number
+    /// or a boolean at the type's path is no type.
+    #[test]
+    fn only_a_string_is_a_type() {
+        let body = json!({"type": 1, "organizationId": "o1"});
+        let r = route(&body, "type", "organizationId", None);
+        assert_eq!(r.kind, None);
+        assert!(!r.runs(&["1".to_string()]));
+        assert!(r.runs(&["*".to_string()]));
     }
 
     #[test]
@@ -1400,6 +1457,9 @@ mod tests {
             refusal(run(&svix(key, raw, NOW - 400), raw, &secrets)),
             INVALID
         );
+        // A secret that decodes to no key bytes signs nothing.
+        let keyless = webhook_secret("whsec_");
+        assert_eq!(refusal(run(&svix(b"", raw, NOW), raw, &keyless)), INVALID);
         assert_eq!(
             refusal(run(&svix(key, raw, NOW)[1..], raw, &secrets)),
             MISSING
@@ -1577,6 +1637,17 @@ mod tests {
         };
         assert_eq!(
             refusal(run(&[named, ("x-pagerduty-signature", &sig)], &two)),
+            (500, "webhook_invalid_secret")
+        );
+        // An empty secret in the list signs nothing.
+        let empty = json!({"webhookSecret": [""]});
+        let empty = Secrets {
+            connection_metadata: Some(&empty),
+            ..NONE
+        };
+        let keyless = format!("v1={}", hex(&hmac256(b"", raw.as_bytes())));
+        assert_eq!(
+            refusal(run(&[named, ("x-pagerduty-signature", &keyless)], &empty)),
             (500, "webhook_invalid_secret")
         );
         // No such connection: nothing routed; no header: 400.
@@ -1846,6 +1917,12 @@ mod tests {
             refusal(run(&[], "", &NONE)),
             (400, "webhook_missing_connection_id")
         );
+        // A secret that decodes to no key bytes signs nothing.
+        let keyless = webhook_secret("whsec_!!!");
+        assert_eq!(
+            refusal(run(&svix(b"", raw, NOW), q, &keyless)),
+            (500, "webhook_invalid_secret")
+        );
     }
 
     #[test]
@@ -1892,6 +1969,16 @@ mod tests {
         let empty = r#"{"events":[]}"#;
         let sig = hex(&hmac256(b"shh", empty.as_bytes()));
         assert_eq!(routes(run(&[("x-attio-signature", &sig)], empty)), vec![]);
+        // As the original: falsy `events` route nothing; an object is bad.
+        for (raw, ok) in [
+            (r#"{"events":""}"#, true),
+            (r#"{"events":0}"#, true),
+            (r#"{"events":{}}"#, false),
+        ] {
+            let sig = hex(&hmac256(b"shh", raw.as_bytes()));
+            let r = run(&[("x-attio-signature", &sig)], raw);
+            assert_eq!(r.is_ok(), ok, "{raw}");
+        }
     }
 
     #[test]

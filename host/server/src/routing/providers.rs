@@ -350,6 +350,10 @@ pub(super) fn fathom(req: &Incoming<'_>, secrets: &Secrets<'_>) -> Answer {
 
 fn fathom_signed(secret: &str, id: &str, sigs: &str, ts: &str, req: &Incoming<'_>) -> bool {
     let key = base64_loose(secret.strip_prefix("whsec_").unwrap_or(secret));
+    // A secret that decodes to no key would let anyone sign.
+    if key.is_empty() {
+        return false;
+    }
     let Some(at) = js_parse_int(ts) else {
         return false;
     };
@@ -392,7 +396,7 @@ const CONNECTWISE_HOSTS: [&str; 9] = [
 /// `key_url` that is missing or not ConnectWise's is refused as in the
 /// original. The type is `Type`; the connections are those whose
 /// `metadata.productInstanceId` is `ProductInstanceId`. (The original
-/// answers a missing signature with a 500.)
+/// answers every refusal with a 500 `internal_error`; sluice with 401.)
 pub(super) fn connectwise_psa(req: &Incoming<'_>, secrets: &Secrets<'_>) -> Answer {
     let body = req.body;
     let sig = req.header_set("x-content-signature").ok_or_else(missing)?;
@@ -569,7 +573,8 @@ pub(super) fn pagerduty(req: &Incoming<'_>, secrets: &Secrets<'_>) -> Answer {
             Some(Value::String(s)) => s.as_str(),
             Some(Value::Array(list)) => match list.as_slice() {
                 [] => return Err(invalid_secret("No webhook secret configured")),
-                [Value::String(s)] => s.as_str(),
+                // An empty one would let anyone sign.
+                [Value::String(s)] if !s.is_empty() => s.as_str(),
                 [_] => return Err(invalid_secret("Invalid webhook secret")),
                 _ => {
                     return Err(invalid_secret(
@@ -841,8 +846,11 @@ fn percent_decode(s: &str) -> Option<String> {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' {
-            let pair = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(pair, 16).ok()?);
+            let pair = bytes.get(i + 1..i + 3)?;
+            if !pair.iter().all(u8::is_ascii_hexdigit) {
+                return None;
+            }
+            out.push(u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?);
             i += 3;
         } else {
             out.push(bytes[i]);
@@ -942,6 +950,11 @@ pub(super) fn folk(req: &Incoming<'_>, secrets: &Secrets<'_>) -> Answer {
             return Err(invalid());
         };
         let key = base64_loose(secret.strip_prefix("whsec_").unwrap_or(secret));
+        if key.is_empty() {
+            return Err(invalid_secret(
+                "the integration's webhook secret decodes to no key bytes",
+            ));
+        }
         let want = hmac256(&key, &prefixed(&format!("{id}.{ts}."), req.raw));
         let signed = sigs
             .split(' ')
@@ -1012,7 +1025,15 @@ pub(super) fn attio(req: &Incoming<'_>, secrets: &Secrets<'_>) -> Answer {
                 ))
             })
             .collect(),
-        Some(_) => return Err(bad_body("an Attio payload's `events` is not a list")),
+        // The original crashes (500) on an object or a number, and
+        // routes nothing for anything else.
+        Some(Value::Object(_)) => {
+            return Err(bad_body("an Attio payload's `events` is not a list"));
+        }
+        Some(Value::Number(n)) if n.as_f64() != Some(0.0) => {
+            return Err(bad_body("an Attio payload's `events` is not a list"));
+        }
+        Some(_) => Vec::new(),
     };
     ok(routes, body.clone())
 }
