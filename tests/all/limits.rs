@@ -389,6 +389,45 @@ fn the_component_cache_keeps_the_most_recently_used_within_its_bound() {
     // An evicted component still loads: it is compiled again.
     load(&rt, b);
     assert!(cached(&rt, b));
+
+    // Cranelift's function cache is held to a quarter of the bound (it
+    // grew without one: gigabytes over many deploys).
+    let bound = (len_a + len_b.max(len_c)) / 4;
+    let unbounded = dir_bytes(&sizes.path().join("functions"));
+    assert!(
+        unbounded > bound,
+        "the test needs more functions ({unbounded} bytes) than the bound ({bound})"
+    );
+    let kept = dir_bytes(&dir.path().join("functions"));
+    assert!(
+        kept <= bound,
+        "{kept} bytes of functions kept, bound {bound}"
+    );
+
+    // A bound lowered since applies at the next start, not at the next
+    // compile: C, the least recently used, goes; B stays.
+    drop(rt);
+    let mut config = RuntimeConfig::new(dir.path());
+    config.max_concurrent = 2;
+    config.cache_max_bytes = len_b;
+    let rt = Runtime::new(config).unwrap();
+    assert!(!cached(&rt, c), "C is evicted at the start");
+    assert!(cached(&rt, b), "B, the most recent, is kept");
+}
+
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|e| match e.metadata() {
+                    Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+                    Ok(m) => m.len(),
+                    Err(_) => 0,
+                })
+                .sum()
+        })
+        .unwrap_or(0)
 }
 
 #[tokio::test]

@@ -206,6 +206,9 @@ impl Runtime {
             spawn_epoch_ticker(engine.clone(), config.epoch_tick, stop_ticker.clone());
         }
         let memory = Arc::new(MemoryBudget::new(config.memory_budget_bytes));
+        // A bound lowered since the last run applies now, not at the next
+        // compile.
+        evict_least_recent(&config.cache_dir, config.cache_max_bytes, Path::new(""));
         Ok(Self {
             inner: Arc::new(RuntimeInner {
                 engine,
@@ -532,6 +535,7 @@ fn engine_config(config: &RuntimeConfig) -> Config {
     // cache hits (see `FunctionCache`).
     let _ = c.enable_incremental_compilation(Arc::new(FunctionCache::new(
         config.cache_dir.join("functions"),
+        config.cache_max_bytes / 4,
     )));
     if config.pooling {
         let slots = config.max_concurrent.max(1);
@@ -603,14 +607,39 @@ fn evict_least_recent(dir: &Path, max_bytes: u64, keep: &Path) {
 /// compiled function, named by the SHA-256 of Cranelift's key (which covers
 /// the function's body and the compiler's settings). A missing or
 /// unreadable entry is a miss; a failed write is only a lost reuse.
+/// Bounded: past `max_bytes` (a quarter of `--cache-max`) it is emptied
+/// and fills again from the next compiles (its entries are never touched
+/// on a hit, so there is no order to evict in; a compile after it is
+/// emptied costs what a first one does).
 #[derive(Debug)]
 struct FunctionCache {
     dir: PathBuf,
+    max_bytes: u64,
+    /// Bytes in `dir` as far as known: measured at the first insert, then
+    /// counted up.
+    bytes: std::sync::Mutex<Option<u64>>,
 }
 
 impl FunctionCache {
-    fn new(dir: PathBuf) -> Self {
-        Self { dir }
+    fn new(dir: PathBuf, max_bytes: u64) -> Self {
+        Self {
+            dir,
+            max_bytes,
+            bytes: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Counts an entry of `len` bytes written, emptying the cache when it
+    /// passes its bound.
+    fn added(&self, len: u64) {
+        let mut bytes = self.bytes.lock().unwrap_or_else(|e| e.into_inner());
+        let now = bytes.unwrap_or_else(|| dir_bytes(&self.dir)) + len;
+        if now > self.max_bytes {
+            let _ = std::fs::remove_dir_all(&self.dir);
+            *bytes = Some(0);
+        } else {
+            *bytes = Some(now);
+        }
     }
 
     fn path(&self, key: &[u8]) -> PathBuf {
@@ -640,8 +669,29 @@ impl wasmtime::CacheStore for FunctionCache {
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
         ));
-        std::fs::write(&tmp, value).is_ok() && std::fs::rename(&tmp, &path).is_ok()
+        let len = value.len() as u64;
+        let written = std::fs::write(&tmp, value).is_ok() && std::fs::rename(&tmp, &path).is_ok();
+        if written {
+            self.added(len);
+        }
+        written
     }
+}
+
+/// The bytes of the files under `dir`, its subfolders included; 0 when it
+/// cannot be read.
+fn dir_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
 }
 
 /// Ticks the engine's epoch until the runtime is dropped. Each tick lets a
