@@ -603,18 +603,17 @@ pub(super) fn pagerduty(req: &Incoming<'_>, secrets: &Secrets<'_>) -> Answer {
 /// `x-notion-signature` must be `sha256=` and the hex HMAC-SHA256 of the
 /// body; unsigned webhooks pass without one, as in the original. Notion's
 /// verification request (a body with `verification_token`) is not
-/// checked and is forwarded to the app, which needs the token; the
-/// original also routes it, so a forged body with a `verification_token`
-/// reaches scripts unsigned there, while sluice routes it nowhere. The
+/// checked and its token (alone: whatever else an unsigned body carries
+/// is dropped) is forwarded to the app, which needs it; the original also
+/// routes it, so a forged body with a `verification_token` reaches
+/// scripts unsigned there, while sluice routes it nowhere. The
 /// type is `type`; the connections are those whose
 /// `connection_config.workspace_id` is `workspace_id`.
 pub(super) fn notion(req: &Incoming<'_>, secrets: &Secrets<'_>) -> Answer {
     let body = req.body;
-    if body
-        .as_object()
-        .is_some_and(|m| m.contains_key("verification_token"))
-    {
-        return ok(Vec::new(), body.clone());
+    if let Some(token) = body.as_object().and_then(|m| m.get("verification_token")) {
+        // Unsigned by nature: only the token (all Notion sends) goes on.
+        return ok(Vec::new(), json!({ "verification_token": token }));
     }
     if let Some(secret) = set(secrets.webhook_secret) {
         let sig = req.header_set("x-notion-signature").ok_or_else(missing)?;
