@@ -1421,6 +1421,38 @@ export default createSync({
 });
 "#;
 
+/// Link pagination as the zero-yaml SDK's: an empty first page is yielded
+/// and its link followed (the body's, the provider's `Link` header giving
+/// none), and a link that repeats ends it.
+const LINKS_SYNC: &str = r#"import { z } from 'zod';
+import { createSync } from 'nango';
+
+const LinkedItem = z.object({ id: z.string(), name: z.string() });
+
+export default createSync({
+    description: 'Items by link, the first page empty',
+    version: '1.0.0',
+    frequency: 'every hour',
+    autoStart: false,
+    syncType: 'full',
+    models: { LinkedItem },
+    endpoints: [{ method: 'GET', path: '/linked' }],
+
+    exec: async (nango) => {
+        const sizes: number[] = [];
+        const pages = nango.paginate<{ id: number; name: string }>({
+            endpoint: '/links',
+            paginate: { type: 'link', link_path_in_response_body: 'links.next', response_path: 'data' }
+        });
+        for await (const page of pages) {
+            sizes.push(page.length);
+            await nango.batchSave(page.map((i) => ({ id: String(i.id), name: i.name })), 'LinkedItem');
+        }
+        await nango.log(`link pages: ${sizes.join(',')}`);
+    }
+});
+"#;
+
 const MEMBERS_ACTION: &str = r#"import { z } from 'zod';
 import { createAction } from 'nango';
 
@@ -1460,6 +1492,12 @@ const MEMBERS_MOCK: &str = r#"routes:
       query: { cursor: c2 }
       headers: { x-page: "2" }
       body: { items: [{ id: 3, name: three }] }
+    - path: /links
+      query: {}
+      body: { data: [], links: { next: "/links?page=2" } }
+    - path: /links
+      query: { page: "2" }
+      body: { data: [{ id: 4, name: four }], links: { next: "/links?page=2" } }
     - method: POST
       path: /echo
       require_headers: { x-signed: "yes" }
@@ -1477,10 +1515,11 @@ async fn list_records_on_page_get_integration_and_uncontrolled_fetch_work_in_a_d
     write(
         dir,
         "index.ts",
-        "import './shop/syncs/items.js';\nimport './shop/actions/outside.js';\n",
+        "import './shop/syncs/items.js';\nimport './shop/syncs/links.js';\nimport './shop/actions/outside.js';\n",
     );
     std::fs::create_dir_all(dir.join(".nango")).unwrap();
     write(dir, "shop/syncs/items.ts", MEMBERS_SYNC);
+    write(dir, "shop/syncs/links.ts", LINKS_SYNC);
     write(dir, "shop/actions/outside.ts", MEMBERS_ACTION);
     write(dir, "mock-api.yaml", MEMBERS_MOCK);
     write(
@@ -1514,6 +1553,15 @@ async fn list_records_on_page_get_integration_and_uncontrolled_fetch_work_in_a_d
         logs.contains("listed: 1:ADDED 2:ADDED 3:ADDED"),
         "listRecords yields the stored records: {logs}"
     );
+
+    // Link pagination: the empty first page is yielded and its link
+    // followed; the second page's link repeats, which ends it. (It stopped
+    // at the empty page, losing the rest.)
+    let (code, out, err) = sluice(&run("links", None)).await;
+    assert_eq!(code, 0, "out: {out}\nerr: {err}");
+    let result: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let logs = result["logs"].to_string();
+    assert!(logs.contains("link pages: 0,1"), "{logs}");
 
     // An input of `{}` reaches a zero-yaml action as `{}` in a dry run too
     // (as `undefined`, it was checked as not an object).

@@ -195,7 +195,7 @@ impl Catalog {
         let mut exec = Execution::new(name, connection, call);
         exec.sync = self.sync_run(&pck, name, "base");
         exec.validation = Some(self.validation(&pck, name, strict));
-        exec.empty_input_is_none = !self.is_zero_yaml(&pck);
+        exec.zero_yaml = self.is_zero_yaml(&pck);
         exec
     }
 }

@@ -456,7 +456,7 @@ pub async fn dry_run(
     exec.validation = target.validation.clone();
     // As the original's CLI dry run: a record given twice keeps its last.
     exec.duplicates_keep_last = true;
-    exec.empty_input_is_none = !target
+    exec.zero_yaml = target
         .catalog
         .as_ref()
         .is_some_and(|c| c.is_zero_yaml(&conn_ref.provider_config_key));

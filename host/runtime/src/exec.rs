@@ -118,10 +118,15 @@ pub struct Execution {
     /// occurrence (the original's CLI dry run) instead of its first (the
     /// original's platform).
     pub duplicates_keep_last: bool,
-    /// An action input of exactly `{}` reaches the script as no input, as
-    /// the original's runner passes it to a nango.yaml script's
-    /// `runAction`; a zero-yaml script's `exec` gets the `{}` itself.
-    pub empty_input_is_none: bool,
+    /// The script is of the zero-yaml format, whose SDK differs from a
+    /// nango.yaml script's in two places: an action input of exactly `{}`
+    /// reaches its `exec` as `{}` (a nango.yaml script's `runAction` gets
+    /// no input, as the original's runner passes it), and link pagination
+    /// yields every page, empty or missing too, until there is no next
+    /// link (or it repeats), taking the body's link when the header gives
+    /// none (nango-zero.md §5.6; a nango.yaml script's stops at an empty
+    /// page).
+    pub zero_yaml: bool,
     /// How many `triggerAction`s led here.
     pub(crate) depth: u32,
     /// What the calling execution has left, for an action a script
@@ -149,7 +154,7 @@ impl Execution {
             clock: None,
             validation: None,
             duplicates_keep_last: false,
-            empty_input_is_none: true,
+            zero_yaml: false,
             depth: 0,
             within: None,
         }
@@ -607,7 +612,7 @@ async fn call(pre: &ScriptPre, store: &mut Store<HostState>, call: &Call) -> Cal
         (ScriptPre::Action(pre), Call::Action { input }) => {
             // The original turns an input of exactly `{}` into `undefined`
             // for a nango.yaml script.
-            let none_if_empty = store.data().exec.empty_input_is_none;
+            let none_if_empty = !store.data().exec.zero_yaml;
             let input = input
                 .as_ref()
                 .filter(|i| !(none_if_empty && is_empty_object(i)))

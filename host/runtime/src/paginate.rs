@@ -5,6 +5,10 @@
 //! ends the pagination before it is yielded; a cursor that is an empty string
 //! or not a string/number ends it after; offset pagination with a `limit`
 //! ends after a short page; link pagination ends when there is no next link.
+//! A zero-yaml script's link pagination is the newer SDK's (nango-zero.md
+//! §5.6 step 6): every page is yielded, empty or missing too, the body's
+//! link is taken when the header gives none, and a link that repeats ends
+//! it.
 
 use serde_json::{Map, Value};
 use url::Url;
@@ -23,6 +27,10 @@ pub struct Paginator {
     limit: Option<usize>,
     in_body: bool,
     done: bool,
+    /// The zero-yaml SDK's link rules (see the module's doc).
+    zero_yaml: bool,
+    /// The last link followed (zero-yaml: the same one again ends it).
+    previous_link: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -149,11 +157,19 @@ impl Paginator {
             limit: limit_value.as_ref().and_then(as_usize),
             in_body,
             done: false,
+            zero_yaml: false,
+            previous_link: None,
         };
         if let (Some(name), Some(limit)) = (limit_name, limit_value) {
             paginator.set_param(&name, limit)?;
         }
         Ok(paginator)
+    }
+
+    /// With the zero-yaml SDK's link rules (see the module's doc).
+    pub(crate) fn zero_yaml(mut self, zero_yaml: bool) -> Self {
+        self.zero_yaml = zero_yaml;
+        self
     }
 
     /// Sets a pagination parameter in the query (as a string) or the body
@@ -198,7 +214,8 @@ impl Paginator {
         Ok(())
     }
 
-    /// Fetches the next non-empty page.
+    /// Fetches the next page: the next non-empty one, but for a zero-yaml
+    /// script's link pagination, which yields every page.
     pub(crate) async fn next_page(
         &mut self,
         state: &mut HostState,
@@ -238,7 +255,8 @@ impl Paginator {
             Value::Array(a) => a.len(),
             _ => 0,
         };
-        if len == 0 {
+        let every_page = self.zero_yaml && matches!(self.strategy, Strategy::Link { .. });
+        if len == 0 && !every_page {
             self.done = true;
             return Ok(None);
         }
@@ -275,18 +293,34 @@ impl Paginator {
                 }
             }
             Strategy::Link { rel, body_path } => {
-                let link = match (rel.as_deref(), body_path.as_deref()) {
-                    (Some(rel), _) => response
+                let from_header = rel.as_deref().and_then(|rel| {
+                    response
                         .headers
                         .iter()
                         .find(|(n, _)| n == "link")
-                        .and_then(|(_, v)| link_with_rel(v, rel)),
-                    (None, Some(path)) => get_path(&data, path)
-                        .and_then(Value::as_str)
-                        .filter(|s| !s.is_empty())
-                        .map(str::to_string),
-                    (None, None) => None,
+                        .and_then(|(_, v)| link_with_rel(v, rel))
+                });
+                let from_body = || {
+                    body_path.as_deref().and_then(|path| {
+                        get_path(&data, path)
+                            .and_then(Value::as_str)
+                            .filter(|s| !s.is_empty())
+                            .map(str::to_string)
+                    })
                 };
+                let link = match (self.zero_yaml, rel.is_some()) {
+                    // The newer SDK falls back to the body's link.
+                    (true, _) => from_header.or_else(from_body),
+                    (false, true) => from_header,
+                    (false, false) => from_body(),
+                };
+                // The newer SDK stops at a link it just followed.
+                let link = link.filter(|l| {
+                    !(self.zero_yaml && self.previous_link.as_deref() == Some(l.as_str()))
+                });
+                if self.zero_yaml {
+                    self.previous_link.clone_from(&link);
+                }
                 match link {
                     Some(link) => {
                         match Url::parse(&link) {

@@ -100,15 +100,18 @@ impl Upstream {
     }
 
     /// A paginator for `req`: over the network, or over recordings.
+    /// `zero_yaml`: the script's SDK is the zero-yaml format's (see
+    /// [`crate::Execution::zero_yaml`]).
     pub(crate) fn pager(
         &self,
         req: Request,
         config: Map<String, Value>,
+        zero_yaml: bool,
     ) -> Result<Pager, HttpError> {
         if self.replaying() {
             ReplayPager::new(req, config).map(|p| Pager::Replay(Box::new(p)))
         } else {
-            Paginator::new(req, config).map(|p| Pager::Live(Box::new(p)))
+            Paginator::new(req, config).map(|p| Pager::Live(Box::new(p.zero_yaml(zero_yaml))))
         }
     }
 

@@ -301,7 +301,7 @@ impl HostState {
         );
         exec.depth = self.exec.depth + 1;
         // An action of the same project: the same format.
-        exec.empty_input_is_none = self.exec.empty_input_is_none;
+        exec.zero_yaml = self.exec.zero_yaml;
         exec.within = Some(Budget {
             deadline: self.deadline,
             fuel,

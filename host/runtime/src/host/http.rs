@@ -78,8 +78,11 @@ impl http::Host for HostState {
                 ),
             ))));
         };
-        let pager = crate::paginate::merged_config(&provider, config)
-            .and_then(|config| self.services.upstream.pager(req, config));
+        let pager = crate::paginate::merged_config(&provider, config).and_then(|config| {
+            self.services
+                .upstream
+                .pager(req, config, self.exec.zero_yaml)
+        });
         match pager {
             Ok(p) => Ok(Ok(self.table.push(p)?)),
             Err(e) => Ok(Err(e)),
