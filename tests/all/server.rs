@@ -874,6 +874,19 @@ async fn runs_report_changes_errors_keep_their_shapes_and_tokens_refresh_once() 
         (Some(0), Some(1), Some(1)),
         "{body}"
     );
+    // The connection's history counts the deletion too.
+    let (status, history) = dev
+        .send(
+            "GET",
+            "/executions?provider_config_key=mock-int&connection_id=c1&limit=1",
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{history}");
+    assert_eq!(
+        history["executions"][0]["changes"]["Item"]["deleted"], 1,
+        "{history}"
+    );
     let (_, page) = dev
         .send_as(c1, "GET", "/records?model=Item&filter=deleted", None)
         .await;

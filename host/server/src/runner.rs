@@ -858,7 +858,7 @@ pub async fn run_sync(
     let ran = outer.flatten();
     let stopped = ran.is_none();
     let summary = match ran {
-        Some(Ok(report)) => {
+        Some(Ok(mut report)) => {
             let mut results = report.changes.clone();
             let mut error = report
                 .outcome
@@ -905,6 +905,9 @@ pub async fn run_sync(
             for full in &written {
                 let _ = env.store.forget_seen(conn, full, &id).await;
             }
+            // The history counts what `track_deletes` deleted too, as the
+            // sync's status does.
+            report.changes.clone_from(&results);
             let log_id = record_execution(app, env, conn, "sync", name, &report).await;
             RunSummary {
                 job,
