@@ -387,6 +387,48 @@ async fn a_sync_subscribed_to_star_runs_for_every_webhook_type() {
     server.stop().await;
 }
 
+/// Clients that declare large webhook bodies and send them a byte at a
+/// time hold room only for what they sent: a signed webhook meanwhile is
+/// answered at once (the room was booked from the declared length, and
+/// three such clients left every other webhook unanswered).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_large_webhook_bodies_do_not_hold_up_the_others() {
+    use tokio::io::AsyncWriteExt as _;
+    let app = App::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let config = ServerConfig::new(data.path(), "127.0.0.1:0".parse().unwrap());
+    let server = start_with(config, &MasterKey::generate(), PROVIDERS).await;
+    let c = Client::new(&server, DEV_KEY);
+    setup(&c, &app).await;
+    let env = server.app.store.environment("dev").unwrap().id();
+    let url = format!("/webhook/{env}/lin");
+    let addr = server.url().trim_start_matches("http://").to_string();
+    let mut slow = Vec::new();
+    for _ in 0..3 {
+        let mut tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        tcp.write_all(
+            format!("POST {url} HTTP/1.1\r\nHost: x\r\nContent-Length: 60000000\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .unwrap();
+        tcp.write_all(&[b' '; 1000]).await.unwrap();
+        slow.push(tcp);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let body = json!({"type": "Issue", "organizationId": "org-1", "model": "Item", "save": [{"id": "w9"}]})
+        .to_string();
+    let answered = tokio::time::timeout(
+        Duration::from_secs(8),
+        post(&c, &url, &body, &signed(&body)),
+    )
+    .await;
+    let (code, out) = answered.expect("the signed webhook waited behind the slow bodies");
+    assert_eq!((code, out.as_str()), (200, r#"{"status":"success"}"#));
+    drop(slow);
+    server.stop().await;
+}
+
 fn uuid_zero() -> &'static str {
     "00000000-0000-0000-0000-000000000000"
 }

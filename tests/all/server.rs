@@ -3201,3 +3201,91 @@ async fn the_official_clients_requests_are_answered_as_the_original_answers_them
     assert_eq!(listed("").await, ["Demo-1"]);
     server.stop().await;
 }
+
+/// Sends `request` on a raw connection, then `close`s: shuts the writing
+/// side (the request is whole, the client waits) and reads what comes, or
+/// drops the connection at once (a client that timed out).
+async fn raw_request(server: &Server, request: String, close: bool) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let addr = server.url().trim_start_matches("http://").to_string();
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    if close {
+        drop(tcp);
+        return String::new();
+    }
+    tcp.shutdown().await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        tcp.read_to_end(&mut answer),
+    )
+    .await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// A client that gives up on a request (its connection closed right after
+/// sending it) does not cut the request short: a DELETE of an integration
+/// with 200 connections deletes them all (it had left some, and the
+/// integration, behind). And a client that shuts its side after sending
+/// (`nc -N`) gets its answer (it got none, though its write landed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_runs_to_its_end_when_its_client_goes_away() {
+    let data = tempfile::tempdir().unwrap();
+    let server = start(data.path(), &MasterKey::generate(), "http://127.0.0.1:9").await;
+    let dev = Client::new(&server, DEV_KEY);
+
+    let body = r#"{"unique_key":"half","provider":"hubspot"}"#;
+    let answer = raw_request(
+        &server,
+        format!(
+            "POST /integrations HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {DEV_KEY}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+        false,
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+    assert!(answer.contains(r#""unique_key":"half""#), "{answer}");
+
+    let (status, out) = dev
+        .send(
+            "POST",
+            "/integrations",
+            Some(json!({"unique_key": "crm", "provider": "hubspot"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{out}");
+    for i in 0..200 {
+        let (status, out) = dev
+            .send(
+                "POST",
+                "/connection",
+                Some(json!({"provider_config_key": "crm", "connection_id": format!("c{i}"), "access_token": "t"})),
+            )
+            .await;
+        assert_eq!(status, 201, "{out}");
+    }
+    raw_request(
+        &server,
+        format!("DELETE /integrations/crm HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {DEV_KEY}\r\n\r\n"),
+        true,
+    )
+    .await;
+    let t = std::time::Instant::now();
+    loop {
+        let (status, _) = dev.send("GET", "/integrations/crm", None).await;
+        if status == 404 {
+            break;
+        }
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(30),
+            "the integration is still there"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let (status, list) = dev.send("GET", "/connection?integrationId=crm", None).await;
+    assert_eq!(status, 200, "{list}");
+    assert_eq!(list["connections"], json!([]), "connections left behind");
+    server.stop().await;
+}

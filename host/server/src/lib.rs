@@ -125,6 +125,11 @@ async fn serve(
         let connection = hyper::server::conn::http1::Builder::new()
             .timer(hyper_util::rt::TokioTimer::new())
             .header_read_timeout(header_timeout)
+            // A client that has sent its request and shut its side of the
+            // connection (`nc -N`, `shutdown(SHUT_WR)`) still gets the
+            // answer; by default the request was dropped, unanswered,
+            // although its write had landed.
+            .half_close(true)
             .serve_connection(hyper_util::rt::TokioIo::new(tcp), service.clone());
         let connection = graceful.watch(connection);
         tokio::spawn(async move {

@@ -8,7 +8,8 @@
 
 use std::sync::Arc;
 
-use axum::extract::{FromRequest as _, State};
+use axum::body::Bytes;
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
@@ -16,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sluice_runtime::records::ConnectionRef;
 
-use super::{ApiPath, RawBody};
+use super::ApiPath;
 use crate::app::{App, EnvState};
 use crate::error::{ApiError, ApiResult};
 use crate::routing::{self, Incoming, Lookup, Route, Secrets};
@@ -69,6 +70,81 @@ const WEBHOOK_BYTES_HELD: usize = 128 << 20;
 static WEBHOOK_ROOM: tokio::sync::Semaphore =
     tokio::sync::Semaphore::const_new(WEBHOOK_BYTES_HELD >> 10);
 
+/// How long a webhook waits for room before it is refused (503, which
+/// providers retry): a few clients holding the room cannot keep the
+/// others waiting unanswered.
+const ROOM_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// `bytes` in KiB, rounded up, never more than the whole room (or it would
+/// wait for ever).
+fn kib(bytes: usize) -> usize {
+    bytes.div_ceil(1024).clamp(1, WEBHOOK_BYTES_HELD >> 10)
+}
+
+/// `n` KiB of the room, waiting at most [`ROOM_WAIT`] for it.
+async fn take_room(n: usize) -> ApiResult<tokio::sync::SemaphorePermit<'static>> {
+    let n = u32::try_from(n).unwrap_or(u32::MAX);
+    match tokio::time::timeout(ROOM_WAIT, WEBHOOK_ROOM.acquire_many(n)).await {
+        Ok(Ok(permit)) => Ok(permit),
+        Ok(Err(e)) => Err(ApiError::internal(format!("no room for the webhook: {e}"))),
+        Err(_) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "webhook_busy",
+            "the server is holding as many webhook bodies as it takes at once; retry later",
+        )),
+    }
+}
+
+/// The body, at most `limit` bytes, by the request's deadline, taking room
+/// for its bytes as they arrive: a client that declares a large body and
+/// sends it slowly holds only what it sent (booked from the declared
+/// length, three such clients held the room, and every other webhook
+/// waited unanswered).
+async fn read_within_room(
+    req: axum::extract::Request,
+    limit: usize,
+) -> ApiResult<(Bytes, tokio::sync::SemaphorePermit<'static>)> {
+    use futures_util::StreamExt as _;
+    let deadline = req.extensions().get::<super::BodyDeadline>().copied();
+    let mut room = take_room(1).await?;
+    let mut stream = req.into_body().into_data_stream();
+    let mut buf: Vec<u8> = Vec::new();
+    let read = async {
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| {
+                ApiError::invalid_body(format!("cannot read the request body: {e}"))
+            })?;
+            if buf.len() + chunk.len() > limit {
+                return Err(ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload_too_large",
+                    "The request body is over the size limit.",
+                ));
+            }
+            let needed = kib(buf.len() + chunk.len());
+            if needed > room.num_permits() {
+                room.merge(take_room(needed - room.num_permits()).await?);
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        Ok(())
+    };
+    match deadline {
+        Some(super::BodyDeadline(at)) => match tokio::time::timeout_at(at, read).await {
+            Ok(read) => read?,
+            Err(_) => {
+                return Err(ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "request_timeout",
+                    "The request body did not arrive in time.",
+                ));
+            }
+        },
+        None => read.await?,
+    }
+    Ok((Bytes::from(buf), room))
+}
+
 pub async fn receive(
     State(app): State<Arc<App>>,
     ApiPath((environment, pck)): ApiPath<(String, String)>,
@@ -103,38 +179,19 @@ pub async fn receive(
     // Read (and decompressed) only now, for an environment and an
     // integration that take webhooks, and within the room for webhook
     // bodies: the route has no key to check first.
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<usize>().ok());
     let encoding = super::content_encoding(&headers);
     let limit = app.config.max_body_bytes;
-    let held = match (declared, &encoding) {
-        (Some(n), None) => n.min(limit),
-        _ => limit,
-    }
-    .min(WEBHOOK_BYTES_HELD);
-    // In KiB, never more than the whole room (or it would wait for ever).
-    let kib = |bytes: usize| {
-        u32::try_from(((bytes >> 10) + 1).min(WEBHOOK_BYTES_HELD >> 10)).unwrap_or(u32::MAX)
-    };
-    let mut room = WEBHOOK_ROOM
-        .acquire_many(kib(held))
-        .await
-        .map_err(|e| ApiError::internal(format!("no room for the webhook: {e}")))?;
     // The query string: some scripts read a parameter of it.
     let query = req.uri().query().unwrap_or("").to_string();
-    let RawBody(body) = RawBody::from_request(req, &()).await?;
+    let (body, mut room) = read_within_room(req, limit).await?;
     if body.is_empty() && !routing::accepts_empty_body(&script) {
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
     let body = super::decoded(encoding, body, limit).await?;
-    // Held from here on: what it takes (an undeclared or compressed
-    // length was given the most; never more than that, so no two wait on
-    // each other for more).
-    let needed = kib(body.len()) as usize;
-    if needed < room.num_permits() {
-        drop(room.split(room.num_permits() - needed));
+    // A decompressed body holds more: its room grows to match.
+    let needed = kib(body.len());
+    if needed > room.num_permits() {
+        room.merge(take_room(needed - room.num_permits()).await?);
     }
     let content_type = headers
         .get(header::CONTENT_TYPE)

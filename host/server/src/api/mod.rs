@@ -228,7 +228,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonList<T> {
 
 /// When a request's body must have arrived whole (set by [`router`]).
 #[derive(Clone, Copy)]
-struct BodyDeadline(tokio::time::Instant);
+pub(crate) struct BodyDeadline(pub(crate) tokio::time::Instant);
 
 /// A request's body, 413 past the route's limit, 408 `request_timeout`
 /// when it has not arrived whole by the request's deadline.
@@ -374,6 +374,25 @@ async fn health(
             })),
         )
             .into_response(),
+    }
+}
+
+/// A request that may change something runs to its end even when its
+/// client goes away: its handler runs in a task of its own, which a
+/// dropped connection does not cancel (a `DELETE` whose client timed out
+/// had deleted a connection's records and left the connection, or some of
+/// an integration's connections). Reads are cancelled with their client.
+async fn run_to_completion(req: Request, next: axum::middleware::Next) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    if matches!(
+        *req.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS
+    ) {
+        return next.run(req).await;
+    }
+    match tokio::spawn(next.run(req)).await {
+        Ok(response) => response,
+        Err(e) => ApiError::internal(format!("the request's handler failed: {e}")).into_response(),
     }
 }
 
@@ -587,6 +606,7 @@ fn routes(app: Arc<App>) -> Router {
                 next.run(req)
             },
         ))
+        .layer(axum::middleware::from_fn(run_to_completion))
         .layer(axum::middleware::map_response_with_state(
             app.clone(),
             note_storage_failure,
