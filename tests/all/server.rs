@@ -1581,15 +1581,68 @@ async fn client_errors_are_json_errors_naming_the_problem_and_a_reimport_keeps_m
         .await;
     assert_eq!(status, 400, "{body}");
     assert!(body.to_string().contains("unique_key"), "{body}");
-    // Variables: a name given twice, or blank, is refused.
-    for vars in [
-        json!([{"name": "A", "value": "1"}, {"name": "A", "value": "2"}]),
-        json!([{"name": "  ", "value": "1"}]),
+    // Variables: a name given twice, or blank, is refused; so is what the
+    // original's bounds refuse (more than 100, a name over 256 or a value
+    // over 4,000 characters), a control character in a name and a field
+    // it does not know.
+    let many: Vec<Value> = (0..101)
+        .map(|i| json!({"name": format!("V{i}"), "value": "1"}))
+        .collect();
+    for (vars, says) in [
+        (
+            json!([{"name": "A", "value": "1"}, {"name": "A", "value": "2"}]),
+            "given twice",
+        ),
+        (json!([{"name": "  ", "value": "1"}]), "non-blank"),
+        (Value::Array(many), "at most 100"),
+        (
+            json!([{"name": "N".repeat(257), "value": "1"}]),
+            "at most 256",
+        ),
+        (
+            json!([{"name": "A\u{0}B", "value": "1"}]),
+            "control characters",
+        ),
+        (
+            json!([{"name": "A", "value": "v".repeat(4001)}]),
+            "at most 4000",
+        ),
+        (
+            json!([{"name": "A", "value": "1", "secret": true}]),
+            "unknown field `secret`",
+        ),
     ] {
         let (status, body) = dev.send("PUT", "/environment-variables", Some(vars)).await;
         assert_eq!(status, 400, "{body}");
         assert_eq!(body["error"]["code"], "invalid_body", "{body}");
+        assert!(
+            body["error"]["message"].as_str().unwrap().contains(says),
+            "{says}: {body}"
+        );
     }
+    // A Connection-Id that is not text is said to be so, not missing.
+    let resp = dev
+        .http
+        .get(format!("{}/records?model=Contact", dev.base))
+        .bearer_auth(&dev.key)
+        .header("provider-config-key", "hubspot")
+        .header(
+            "connection-id",
+            reqwest::header::HeaderValue::from_bytes(b"c\xff").unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    let body: Value = serde_json::from_str(&resp.text().await.unwrap()).unwrap();
+    assert_eq!(body["error"]["code"], "invalid_headers", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Connection-Id header is not text"),
+        "{body}"
+    );
 
     // New credentials keep the metadata and config they leave out; `null`
     // clears the metadata.

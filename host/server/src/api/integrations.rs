@@ -345,10 +345,16 @@ pub async fn get_variables(Env(env): Env) -> ApiResult<Json<Value>> {
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Variable {
     name: String,
     value: String,
 }
+
+/// The original's bounds on an environment's variables.
+const MAX_VARIABLES: usize = 100;
+const MAX_VARIABLE_NAME: usize = 256;
+const MAX_VARIABLE_VALUE: usize = 4000;
 
 pub async fn put_variables(
     Env(env): Env,
@@ -359,6 +365,31 @@ pub async fn put_variables(
         return Err(ApiError::invalid_body(
             "every variable needs a non-blank `name`",
         ));
+    }
+    if vars.len() > MAX_VARIABLES {
+        return Err(ApiError::invalid_body(format!(
+            "{} variables given; an environment has at most {MAX_VARIABLES}",
+            vars.len()
+        )));
+    }
+    for (name, value) in &vars {
+        let shown: String = name.chars().take(40).collect();
+        if name.chars().count() > MAX_VARIABLE_NAME {
+            return Err(ApiError::invalid_body(format!(
+                "variable `{shown}…`: a name has at most {MAX_VARIABLE_NAME} characters"
+            )));
+        }
+        if name.chars().any(char::is_control) {
+            return Err(ApiError::invalid_body(format!(
+                "variable `{}`: a name has no control characters",
+                shown.escape_debug()
+            )));
+        }
+        if value.chars().count() > MAX_VARIABLE_VALUE {
+            return Err(ApiError::invalid_body(format!(
+                "variable `{shown}`: a value has at most {MAX_VARIABLE_VALUE} characters"
+            )));
+        }
     }
     let mut seen = std::collections::HashSet::new();
     if let Some((name, _)) = vars.iter().find(|(n, _)| !seen.insert(n.as_str())) {

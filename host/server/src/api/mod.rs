@@ -342,17 +342,20 @@ impl<S: Send + Sync> FromRequestParts<S> for ConnectionHeaders {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
-        let get = |name: &str| {
-            parts
-                .headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string)
-                .filter(|s| !s.is_empty())
+        // Present but not text is said as such, not as missing.
+        let get = |name: &str, shown: &str| match parts.headers.get(name) {
+            None => Ok(None),
+            Some(v) => match v.to_str() {
+                Ok(s) => Ok(Some(s.to_string()).filter(|s| !s.is_empty())),
+                Err(_) => Err(ApiError::bad_request(
+                    "invalid_headers",
+                    format!("the {shown} header is not text (visible ASCII)"),
+                )),
+            },
         };
         Ok(ConnectionHeaders {
-            connection_id: get("connection-id"),
-            provider_config_key: get("provider-config-key"),
+            connection_id: get("connection-id", "Connection-Id")?,
+            provider_config_key: get("provider-config-key", "Provider-Config-Key")?,
         })
     }
 }
