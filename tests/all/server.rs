@@ -1620,6 +1620,22 @@ async fn client_errors_are_json_errors_naming_the_problem_and_a_reimport_keeps_m
             "{says}: {body}"
         );
     }
+    // A body declared other than JSON on a JSON route: 415, as the
+    // original's, and nothing is created.
+    let resp = dev
+        .http
+        .post(format!("{}/integrations", dev.base))
+        .bearer_auth(&dev.key)
+        .header("content-type", "text/plain")
+        .body(r#"{"unique_key": "plain", "provider": "hubspot"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 415);
+    let body: Value = serde_json::from_str(&resp.text().await.unwrap()).unwrap();
+    assert_eq!(body["error"]["code"], "invalid_content_type", "{body}");
+    let (status, _) = dev.send("GET", "/integrations/plain", None).await;
+    assert_eq!(status, 404, "created from a text/plain body");
     // A Connection-Id that is not text is said to be so, not missing.
     let resp = dev
         .http

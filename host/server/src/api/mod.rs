@@ -380,6 +380,46 @@ async fn health(
     }
 }
 
+/// The routes the original's API takes JSON on: a request to one with a
+/// `Content-Type` that is not JSON is refused, as there.
+const JSON_ROUTES: [&str; 11] = [
+    "/integrations",
+    "/connection",
+    "/connections",
+    "/environment-variables",
+    "/environment",
+    "/sync",
+    "/records",
+    "/scripts",
+    "/action",
+    "/v1",
+    "/providers",
+];
+
+/// 415 `invalid_content_type` for a body declared other than JSON on a
+/// JSON route (it was parsed as JSON whatever it said), as the original's
+/// `jsonContentTypeMiddleware`.
+async fn json_content_type(req: Request, next: axum::middleware::Next) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    let path = req.uri().path();
+    let json_route = JSON_ROUTES.iter().any(|p| {
+        path.strip_prefix(p)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    });
+    if json_route
+        && let Some(ct) = req.headers().get(axum::http::header::CONTENT_TYPE)
+        && !ct.as_bytes().starts_with(b"application/json")
+    {
+        return ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "invalid_content_type",
+            "Content-Type header must be application/json",
+        )
+        .into_response();
+    }
+    next.run(req).await
+}
+
 /// A request that may change something runs to its end even when its
 /// client goes away: its handler runs in a task of its own, which a
 /// dropped connection does not cancel (a `DELETE` whose client timed out
@@ -610,6 +650,7 @@ fn routes(app: Arc<App>) -> Router {
             },
         ))
         .layer(axum::middleware::from_fn(run_to_completion))
+        .layer(axum::middleware::from_fn(json_content_type))
         .layer(axum::middleware::map_response_with_state(
             app.clone(),
             note_storage_failure,
