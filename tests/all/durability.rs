@@ -59,7 +59,19 @@ fn start_args(
     master: &str,
     args: &[&str],
 ) -> Process {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice-under-test"))
+    let command = Command::new(env!("CARGO_BIN_EXE_sluice-under-test"));
+    start_command(command, data, providers, master, args)
+}
+
+/// [`start_args`] with `command` running the binary (say under `nohup`).
+fn start_command(
+    mut command: Command,
+    data: &std::path::Path,
+    providers: &std::path::Path,
+    master: &str,
+    args: &[&str],
+) -> Process {
+    let mut child = command
         .args(["serve", "--listen", "127.0.0.1:0", "--data"])
         .arg(data)
         .arg("--providers")
@@ -946,6 +958,30 @@ async fn sigterm_stops_the_server_cleanly_keeping_what_it_wrote() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
         assert_eq!(exit.code(), Some(0), "SIG{signal}: {exit:?}");
+    }
+    // Under `nohup` (SIGHUP ignored), a hangup is still ignored.
+    let mut nohup = Command::new("nohup");
+    nohup.arg(env!("CARGO_BIN_EXE_sluice-under-test"));
+    let mut server = start_command(nohup, &data, &providers, &master, &[]);
+    let signal = |name: &str, pid: u32| {
+        let sent = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(pid.to_string())
+            .status()
+            .unwrap();
+        assert!(sent.success());
+    };
+    signal("HUP", server.child.id());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        server.child.try_wait().unwrap().is_none(),
+        "a server started under nohup stopped at SIGHUP"
+    );
+    signal("TERM", server.child.id());
+    let t = Instant::now();
+    while server.child.try_wait().unwrap().is_none() {
+        assert!(t.elapsed() < Duration::from_secs(40), "still running");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let server = start(&data, &providers, &master);
     let c = Client::at(&server.url, DEV_KEY);

@@ -965,6 +965,26 @@ async fn run_serve(args: ServeArgs, out: &mut dyn Write) -> anyhow::Result<i32> 
     Ok(0)
 }
 
+/// The next SIGHUP, when it is watched; never otherwise.
+async fn hangup(hup: &mut Option<tokio::signal::unix::Signal>) {
+    match hup {
+        Some(h) => {
+            h.recv().await;
+        }
+        None => std::future::pending::<()>().await,
+    }
+}
+
+/// Whether SIGHUP is ignored in this process (`nohup`).
+fn hangup_ignored() -> bool {
+    // SAFETY: reads the current disposition only (a null new action).
+    unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(libc::SIGHUP, std::ptr::null(), &mut old) == 0
+            && old.sa_sigaction == libc::SIG_IGN
+    }
+}
+
 /// How long a stop waits for the requests in flight before it lets go.
 const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
 
@@ -981,12 +1001,17 @@ pub(crate) async fn until_stopped(
     let mut term = signal(SignalKind::terminate()).context("cannot watch for SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot watch for SIGINT")?;
     // A closed terminal (SIGHUP) stops as SIGTERM does: by default it
-    // would end the process without the last flush.
-    let mut hup = signal(SignalKind::hangup()).context("cannot watch for SIGHUP")?;
+    // would end the process without the last flush. Not when it is ignored
+    // (`nohup`, a supervisor's choice): watching it would undo that.
+    let mut hup = if hangup_ignored() {
+        None
+    } else {
+        Some(signal(SignalKind::hangup()).context("cannot watch for SIGHUP")?)
+    };
     tokio::select! {
         _ = term.recv() => {}
         _ = int.recv() => {}
-        _ = hup.recv() => {}
+        _ = hangup(&mut hup) => {}
     }
     // Said where it can be (a closed stdout does not stop the stop).
     let _ = writeln!(
@@ -1000,7 +1025,7 @@ pub(crate) async fn until_stopped(
         r = tokio::time::timeout(STOP_GRACE, server.stop()) => r.is_ok(),
         _ = term.recv() => false,
         _ = int.recv() => false,
-        _ = hup.recv() => false,
+        _ = hangup(&mut hup) => false,
     };
     // Stopped or not, what was acknowledged is made durable before exit.
     let flushed = matches!(
@@ -1022,7 +1047,8 @@ pub(crate) async fn until_stopped(
     if !flushed {
         // A store whose writes fail (a full disk) may never finish the
         // write in hand, and closing it waits for that: the process ends
-        // here instead, with what was acknowledged already durable.
+        // here instead (what was acknowledged durable is on disk; the
+        // unflushed history and logs may not be, as printed above).
         std::process::exit(1);
     }
     Ok(())

@@ -615,9 +615,10 @@ fn evict_least_recent(dir: &Path, max_bytes: u64, keep: &Path) {
 struct FunctionCache {
     dir: PathBuf,
     max_bytes: u64,
-    /// Bytes in `dir` as far as known: measured at the first insert, then
-    /// counted up.
-    bytes: std::sync::Mutex<Option<u64>>,
+    /// Bytes in `dir` as far as known: counted up from each insert, the
+    /// files there before this process added once measured (on a thread
+    /// of its own: a large cache takes a while to walk).
+    bytes: Arc<std::sync::Mutex<Option<u64>>>,
 }
 
 impl FunctionCache {
@@ -625,20 +626,49 @@ impl FunctionCache {
         Self {
             dir,
             max_bytes,
-            bytes: std::sync::Mutex::new(None),
+            bytes: Arc::new(std::sync::Mutex::new(None)),
         }
     }
 
     /// Counts an entry of `len` bytes written, emptying the cache when it
-    /// passes its bound.
+    /// passes its bound: the folder is renamed aside at once and deleted
+    /// on a thread of its own, so no compile waits for either.
     fn added(&self, len: u64) {
         let mut bytes = self.bytes.lock().unwrap_or_else(|e| e.into_inner());
-        let now = bytes.unwrap_or_else(|| dir_bytes(&self.dir)) + len;
+        let first = bytes.is_none();
+        let now = bytes.unwrap_or(0) + len;
         if now > self.max_bytes {
-            let _ = std::fs::remove_dir_all(&self.dir);
             *bytes = Some(0);
-        } else {
-            *bytes = Some(now);
+            drop(bytes);
+            static EMPTIED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let aside = self.dir.with_extension(format!(
+                "old-{}-{}",
+                std::process::id(),
+                EMPTIED.fetch_add(1, Ordering::Relaxed)
+            ));
+            if std::fs::rename(&self.dir, &aside).is_ok() {
+                let _ = std::thread::Builder::new()
+                    .name("sluice-cache-trim".into())
+                    .spawn(move || {
+                        let _ = std::fs::remove_dir_all(&aside);
+                    });
+            }
+            return;
+        }
+        *bytes = Some(now);
+        drop(bytes);
+        if first {
+            let (dir, counted) = (self.dir.clone(), self.bytes.clone());
+            let _ = std::thread::Builder::new()
+                .name("sluice-cache-size".into())
+                .spawn(move || {
+                    // What this process wrote meanwhile is counted already
+                    // and measured again here: an overestimate, which only
+                    // empties the cache a little early.
+                    let there = dir_bytes(&dir);
+                    let mut bytes = counted.lock().unwrap_or_else(|e| e.into_inner());
+                    *bytes = Some(bytes.unwrap_or(0) + there);
+                });
         }
     }
 

@@ -124,6 +124,8 @@ impl Limits {
             }
         }
         for host in &self.allowed_hosts {
+            // Matched trimmed (`proxy::in_allowlist`): checked so too.
+            let host = host.trim();
             let bad = host.is_empty()
                 || host.contains("://")
                 || host.contains(['/', '?', '#', '@'])

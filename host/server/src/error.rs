@@ -63,6 +63,9 @@ impl ApiError {
     }
 }
 
+/// How the message of a failing backend's error starts.
+const BACKEND_FAILED: &str = "the store failed: ";
+
 /// Marks a response that a failing store caused, for the operator's line
 /// ([`crate::health`]).
 #[derive(Debug, Clone)]
@@ -81,11 +84,14 @@ impl From<sluice_store::StoreError> for ApiError {
         if let sluice_store::StoreError::Invalid(message) = &e {
             return ApiError::bad_request("invalid_request", message.clone());
         }
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "storage_error",
-            format!("the store failed: {e}"),
-        )
+        // Only a failing backend (a full disk, a failing device) is the
+        // operator's to hear of ([`StorageFailed`]); a value that does not
+        // decode is this request's.
+        let message = match &e {
+            sluice_store::StoreError::Backend(_) => format!("{BACKEND_FAILED}{e}"),
+            _ => format!("the store cannot serve this: {e}"),
+        };
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "storage_error", message)
     }
 }
 
@@ -103,7 +109,11 @@ impl IntoResponse for ApiError {
             error.extend(*extra);
         }
         let failed = (self.status == StatusCode::SERVICE_UNAVAILABLE
-            && error.get("code").and_then(Value::as_str) == Some("storage_error"))
+            && error.get("code").and_then(Value::as_str) == Some("storage_error")
+            && error
+                .get("message")
+                .and_then(Value::as_str)
+                .is_some_and(|m| m.starts_with(BACKEND_FAILED)))
         .then(|| {
             StorageFailed(
                 error

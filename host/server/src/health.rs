@@ -17,11 +17,16 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// At most one line about failures this often (the others are counted).
 const SAY_EVERY: Duration = Duration::from_secs(10);
 
+/// Probes that time out in a row before the store counts as failing (a
+/// busy store's queue can hold one probe up; a stuck one holds them all).
+const TIMEOUTS_TO_FAIL: u32 = 3;
+
 #[derive(Default)]
 struct State {
     failing: bool,
     last_said: Option<Instant>,
     unsaid: u64,
+    timeouts: u32,
 }
 
 #[derive(Default)]
@@ -75,17 +80,40 @@ impl StoreHealth {
             return answer.clone();
         }
         let answer = match tokio::time::timeout(PROBE_TIMEOUT, store.flush()).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(format!("the store failed: {e}")),
-            Err(_) => Err(format!(
-                "the store did not take a write within {} s",
-                PROBE_TIMEOUT.as_secs()
-            )),
+            Ok(Ok(())) => {
+                self.state
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .timeouts = 0;
+                self.recovered(events);
+                Ok(())
+            }
+            Ok(Err(e)) => {
+                self.failed(events, &format!("the store failed: {e}"));
+                Err(())
+            }
+            Err(_) => {
+                let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+                s.timeouts += 1;
+                let stuck = s.timeouts >= TIMEOUTS_TO_FAIL;
+                drop(s);
+                if stuck {
+                    self.failed(
+                        events,
+                        &format!(
+                            "the store took no write within {} s, {TIMEOUTS_TO_FAIL} times in a row",
+                            PROBE_TIMEOUT.as_secs()
+                        ),
+                    );
+                    Err(())
+                } else {
+                    Ok(())
+                }
+            }
         };
-        match &answer {
-            Ok(()) => self.recovered(events),
-            Err(e) => self.failed(events, e),
-        }
+        // The cause is the operator's (in the log): the route has no key.
+        let answer = answer
+            .map_err(|()| "the store does not take writes (the server's log says why)".to_string());
         *last = Some((Instant::now(), answer.clone()));
         answer
     }
@@ -172,8 +200,9 @@ mod tests {
         // The last answer stands for a second.
         assert_eq!(health.probe(&store, &events).await, Ok(()));
         tokio::time::sleep(PROBE_FRESH).await;
+        // The unauthenticated answer names no cause; the operator's line does.
         let err = health.probe(&store, &events).await.unwrap_err();
-        assert!(err.contains("No space left on device"), "{err}");
+        assert!(err.contains("does not take writes"), "{err}");
         // Requests failing meanwhile: one line for them all within ten
         // seconds, counted in the next.
         health.failed(&events, "the store failed: x");

@@ -206,9 +206,14 @@ impl Server {
             })
             .collect();
         let (store, replaced) = store.replace_secret_keys(&replace).await?;
+        let rotated: Vec<String> = replaced.iter().map(|(name, _)| name.clone()).collect();
+        created.extend(replaced);
+        // Shown first: the new keys are stored, and nothing after may
+        // fail before they are seen.
+        announce(&created).map_err(ServerError::Announce)?;
         // Whoever held the old key could read the webhook signing secret:
         // it is replaced with the key (when there was one).
-        for (name, _) in &replaced {
+        for name in &rotated {
             if let Some(env) = store.environment(name)
                 && env.secret(webhooks::SIGNING_SECRET).await?.is_some()
             {
@@ -218,8 +223,6 @@ impl Server {
                 );
             }
         }
-        created.extend(replaced);
-        announce(&created).map_err(ServerError::Announce)?;
         // A key given for an environment that has another is not taken
         // (keys are set at the first start, or with `new_keys`): said, so
         // a 401 with it is not a mystery.

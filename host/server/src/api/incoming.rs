@@ -95,6 +95,29 @@ async fn take_room(n: usize) -> ApiResult<tokio::sync::SemaphorePermit<'static>>
     }
 }
 
+/// The largest webhook body taken (GitHub's cap is 25 MB; most are
+/// kilobytes), well under the room, so a few bodies never take it all.
+const WEBHOOK_MAX_BYTES: usize = 32 << 20;
+
+/// Grows `room` to `needed` KiB: at once when there is room; otherwise it
+/// lets go of what it holds and waits (at most [`ROOM_WAIT`]) for the
+/// whole, so no two bodies each hold part of the room waiting for the
+/// other's.
+async fn grow(room: &mut tokio::sync::SemaphorePermit<'static>, needed: usize) -> ApiResult<()> {
+    let have = room.num_permits();
+    if needed <= have {
+        return Ok(());
+    }
+    let more = u32::try_from(needed - have).unwrap_or(u32::MAX);
+    if let Ok(permit) = WEBHOOK_ROOM.try_acquire_many(more) {
+        room.merge(permit);
+        return Ok(());
+    }
+    drop(room.split(have));
+    room.merge(take_room(needed).await?);
+    Ok(())
+}
+
 /// The body, at most `limit` bytes, by the request's deadline, taking room
 /// for its bytes as they arrive: a client that declares a large body and
 /// sends it slowly holds only what it sent (booked from the declared
@@ -105,7 +128,23 @@ async fn read_within_room(
     limit: usize,
 ) -> ApiResult<(Bytes, tokio::sync::SemaphorePermit<'static>)> {
     use futures_util::StreamExt as _;
-    let deadline = req.extensions().get::<super::BodyDeadline>().copied();
+    let limit = limit.min(WEBHOOK_MAX_BYTES);
+    // A provider sends at datacenter speed: a minute, and a second more per
+    // 256 KiB declared, not the API's allowance for a slow link (which let
+    // a client trickle a large body for half an hour, holding its room).
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(limit as u64)
+        .min(limit as u64);
+    let own =
+        tokio::time::Instant::now() + std::time::Duration::from_secs(60 + declared / (256 << 10));
+    let deadline = match req.extensions().get::<super::BodyDeadline>().copied() {
+        Some(super::BodyDeadline(at)) => Some(super::BodyDeadline(at.min(own))),
+        None => Some(super::BodyDeadline(own)),
+    };
     let mut room = take_room(1).await?;
     let mut stream = req.into_body().into_data_stream();
     let mut buf: Vec<u8> = Vec::new();
@@ -121,10 +160,7 @@ async fn read_within_room(
                     "The request body is over the size limit.",
                 ));
             }
-            let needed = kib(buf.len() + chunk.len());
-            if needed > room.num_permits() {
-                room.merge(take_room(needed - room.num_permits()).await?);
-            }
+            grow(&mut room, kib(buf.len() + chunk.len())).await?;
             buf.extend_from_slice(&chunk);
         }
         Ok(())
@@ -180,7 +216,7 @@ pub async fn receive(
     // integration that take webhooks, and within the room for webhook
     // bodies: the route has no key to check first.
     let encoding = super::content_encoding(&headers);
-    let limit = app.config.max_body_bytes;
+    let limit = app.config.max_body_bytes.min(WEBHOOK_MAX_BYTES);
     // The query string: some scripts read a parameter of it.
     let query = req.uri().query().unwrap_or("").to_string();
     let (body, mut room) = read_within_room(req, limit).await?;
@@ -189,10 +225,7 @@ pub async fn receive(
     }
     let body = super::decoded(encoding, body, limit).await?;
     // A decompressed body holds more: its room grows to match.
-    let needed = kib(body.len());
-    if needed > room.num_permits() {
-        room.merge(take_room(needed - room.num_permits()).await?);
-    }
+    grow(&mut room, kib(body.len())).await?;
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

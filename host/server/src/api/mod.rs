@@ -424,7 +424,9 @@ async fn json_content_type(req: Request, next: axum::middleware::Next) -> axum::
 /// client goes away: its handler runs in a task of its own, which a
 /// dropped connection does not cancel (a `DELETE` whose client timed out
 /// had deleted a connection's records and left the connection, or some of
-/// an integration's connections). Reads are cancelled with their client.
+/// an integration's connections), and a panic in it is a 500. (With
+/// `half_close`, hyper does not watch the socket while a handler runs, so
+/// no request is cancelled by its client; this holds whatever hyper does.)
 async fn run_to_completion(req: Request, next: axum::middleware::Next) -> axum::response::Response {
     use axum::response::IntoResponse as _;
     if matches!(
