@@ -51,6 +51,7 @@ pub(crate) async fn start_with(
     master: &MasterKey,
     providers_yaml: &str,
 ) -> Server {
+    sluice_tests::watchdog();
     let mut providers = ProviderCatalog::builtin().unwrap();
     providers.extend(ProviderCatalog::from_yaml(providers_yaml, "test").unwrap());
     let keys = [
@@ -71,6 +72,7 @@ pub(crate) struct Client {
 
 impl Client {
     pub(crate) fn new(server: &Server, key: &str) -> Self {
+        sluice_tests::watchdog();
         Self {
             http: reqwest::Client::new(),
             base: server.url(),

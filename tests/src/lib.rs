@@ -24,8 +24,46 @@ pub mod guests {
     include!(concat!(env!("OUT_DIR"), "/guests.rs"));
 }
 
+/// Ends the test process, failing it, when it is still running
+/// [`watchdog_limit`] after its first call: a test stuck on something that
+/// never comes (a full disk, a lost wake-up) then fails the run with a
+/// message instead of holding it until CI's own time runs out. libtest's
+/// "has been running for over 60 seconds" lines above it name the test.
+/// A guard against hangs, not a speed check: the limit is far beyond any
+/// run of the suite.
+pub fn watchdog() {
+    static STARTED: OnceLock<()> = OnceLock::new();
+    STARTED.get_or_init(|| {
+        let limit = watchdog_limit();
+        std::thread::Builder::new()
+            .name("test-watchdog".into())
+            .spawn(move || {
+                std::thread::sleep(limit);
+                eprintln!(
+                    "\nsluice-tests: still running {} minutes after the first test started; \
+                     a test is stuck (the \"running for over 60 seconds\" lines name it). \
+                     Stopping the run.",
+                    limit.as_secs() / 60
+                );
+                std::process::exit(101);
+            })
+            .expect("spawning the test watchdog");
+    });
+}
+
+/// How long one test process may run: `SLUICE_TEST_WATCHDOG_SECS`, or 40
+/// minutes.
+fn watchdog_limit() -> Duration {
+    let secs = std::env::var("SLUICE_TEST_WATCHDOG_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(40 * 60);
+    Duration::from_secs(secs)
+}
+
 /// The repository root.
 pub fn repo_root() -> &'static Path {
+    watchdog();
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .unwrap_or(Path::new("."))
@@ -34,6 +72,7 @@ pub fn repo_root() -> &'static Path {
 /// One runtime per test process; components compile once per machine and
 /// are loaded from the cache afterwards.
 pub fn runtime() -> Runtime {
+    watchdog();
     static RUNTIME: OnceLock<Runtime> = OnceLock::new();
     RUNTIME
         .get_or_init(|| {
