@@ -2302,6 +2302,140 @@ async fn a_deploy_uses_only_components_its_environment_uploaded() {
     server.stop().await;
 }
 
+/// Only the newest deployments are kept for rollback, and a component that
+/// no kept deployment of any environment uses is deleted: a deploy naming
+/// it has to upload it again. One another environment deploys stays.
+#[tokio::test]
+async fn old_deployments_and_the_components_only_they_used_are_deleted() {
+    // How long an upload no deployment names is kept: the deploy that
+    // follows it comes within it.
+    const GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+    let data = tempfile::tempdir().unwrap();
+    let master = MasterKey::generate();
+    let config = || {
+        let mut config = ServerConfig::new(data.path(), "127.0.0.1:0".parse().unwrap());
+        config.keep_deployments = 2;
+        config.upload_grace = GRACE;
+        config
+    };
+    let server = start_with(config(), &master, "").await;
+    let dev = Client::new(&server, DEV_KEY);
+    let prod = Client::new(&server, PROD_KEY);
+    let sync = (guests::HUBSPOT_RUST_CONTACTS, "contacts", ScriptKind::Sync);
+    let create = (
+        guests::HUBSPOT_RUST_CREATE_CONTACT,
+        "create-contact",
+        ScriptKind::Action,
+    );
+    let noop = (guests::ACTION_NOOP, "noop", ScriptKind::Action);
+    let yaml_all = format!("{NANGO_YAML}\n").replace(
+        "    actions:\n",
+        "    actions:\n      noop:\n        endpoint: POST /noop\n",
+    );
+    let yaml_sync = "integrations:\n  hubspot:\n    syncs:\n      contacts:\n        runs: every hour\n        auto_start: false\n        output: Contact\n        endpoint: GET /contacts\nmodels:\n  Contact:\n    id: string\n";
+    let yaml_create = "integrations:\n  hubspot:\n    actions:\n      create-contact:\n        endpoint: POST /contacts\n        output: Contact\nmodels:\n  Contact:\n    id: string\n";
+
+    // prod uses `create-contact`; dev's first version all three scripts,
+    // its next two only the sync.
+    deploy_scripts(&prod, yaml_create, "hubspot", &[create]).await;
+    deploy_scripts(&dev, &yaml_all, "hubspot", &[sync, create, noop]).await;
+    let (_, first) = dev.send("GET", "/sluice/deployments", None).await;
+    let first_scripts = first["deployments"][0]["scripts"].as_array().unwrap().len();
+    assert_eq!(first_scripts, 3, "{first}");
+    deploy_scripts(&dev, yaml_sync, "hubspot", &[sync]).await;
+    // The third version, once the first one's uploads are past the grace.
+    tokio::time::sleep(GRACE + std::time::Duration::from_millis(200)).await;
+    deploy_scripts(&dev, yaml_sync, "hubspot", &[sync]).await;
+
+    let versions = |list: &Value| -> Vec<u64> {
+        list["deployments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["version"].as_u64().unwrap())
+            .collect()
+    };
+    let (_, list) = dev.send("GET", "/sluice/deployments", None).await;
+    assert_eq!(versions(&list), [3, 2]);
+    let (status, body) = dev
+        .send("POST", "/sluice/deployments/1/activate", None)
+        .await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(body["error"]["code"], "not_found", "{body}");
+    // Rolling back to a kept one works and deletes nothing.
+    let (status, body) = dev
+        .send("POST", "/sluice/deployments/2/activate", None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+
+    // The first version's manifest again, without uploading: `noop`,
+    // which only it used, was deleted (after the answer: waited for);
+    // `create-contact`, which prod deploys, was not.
+    let component = |path: &str| {
+        let bytes = std::fs::read(path).unwrap();
+        sha256_hex(&bytes)
+    };
+    let entry = |(path, name, kind): (&str, &str, ScriptKind)| ComponentEntry {
+        sha256: component(path),
+        size: std::fs::metadata(path).unwrap().len(),
+        bundle: false,
+        scripts: vec![ScriptEntry {
+            integration: "hubspot".into(),
+            name: name.into(),
+            kind,
+        }],
+    };
+    let manifest = serde_json::to_value(Manifest {
+        nango_yaml: yaml_all.clone(),
+        nango_json: None,
+        dir_name: None,
+        components: vec![entry(sync), entry(create), entry(noop)],
+    })
+    .unwrap();
+    let started = std::time::Instant::now();
+    let noop_sha = component(guests::ACTION_NOOP);
+    while server.app.store.blob(&noop_sha).await.unwrap().is_some() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "the unused component was never deleted"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let (status, body) = dev.send("POST", "/sluice/deploy", Some(manifest)).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["code"], "missing_components", "{body}");
+    assert_eq!(
+        body["error"]["payload"]["missing"],
+        json!([noop_sha]),
+        "{body}"
+    );
+
+    // Uploaded again, it deploys; after a restart every kept deployment
+    // still has its components (the start loads the active ones).
+    deploy_scripts(&dev, &yaml_all, "hubspot", &[sync, create, noop]).await;
+    server.stop().await;
+    let server = start_with(config(), &master, "").await;
+    let dev = Client::new(&server, DEV_KEY);
+    let prod = Client::new(&server, PROD_KEY);
+    let (_, list) = dev.send("GET", "/sluice/deployments", None).await;
+    let latest = versions(&list)[0];
+    assert_eq!(versions(&list), [latest, latest - 1]);
+    assert_eq!(list["deployments"][0]["active"], true, "{list}");
+    let (_, list) = prod.send("GET", "/sluice/deployments", None).await;
+    assert_eq!(versions(&list), [1]);
+    for version in [latest - 1, latest] {
+        let (status, body) = dev
+            .send(
+                "POST",
+                &format!("/sluice/deployments/{version}/activate"),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    server.stop().await;
+}
+
 /// Clients that hold connections without sending a request are
 /// disconnected; a body declared past the limit is refused before it is
 /// sent; every route answers a wrong method with the error shape.

@@ -146,6 +146,12 @@ struct ServeArgs {
     /// Scheduled sync runs at once, shared fairly between environments.
     #[arg(long, env = "SLUICE_SYNC_SLOTS", default_value_t = 16)]
     sync_slots: usize,
+    /// Deployment versions kept per environment for rollback (the active
+    /// one always); older ones, and the uploaded components no kept
+    /// deployment uses, are deleted at the next deploy or start.
+    #[arg(long = "keep-deploys", env = "SLUICE_KEEP_DEPLOYS", default_value_t = 20,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    keep_deploys: u64,
 }
 
 /// Options every command that builds scripts shares.
@@ -905,6 +911,7 @@ async fn run_serve(args: ServeArgs, out: &mut dyn Write) -> anyhow::Result<i32> 
     }
     config.schedule_time_scale = args.schedule_time_scale.max(1);
     config.sync_slots = args.sync_slots.max(1);
+    config.keep_deployments = usize::try_from(args.keep_deploys).unwrap_or(usize::MAX);
     config.webhook_retry_base = std::time::Duration::from_millis(args.webhook_retry_base_ms.max(1));
     // What happens while it serves, one line each, on stderr.
     config.events = sluice_server::EventLog::new(|line| {

@@ -137,6 +137,10 @@ pub struct App {
     pub logs: Arc<crate::logs::Logs>,
     /// Whether the store takes writes (`GET /health`, the operator's line).
     pub health: crate::health::StoreHealth,
+    /// Uploads, deploys and rollbacks hold it shared from their first read
+    /// of a component to their last write; reclaiming unused components
+    /// holds it alone, so it never deletes one a deploy is about to name.
+    pub components_gate: tokio::sync::RwLock<()>,
 }
 
 impl App {
@@ -207,6 +211,7 @@ impl App {
             webhooks: Arc::new(crate::webhooks::Webhooks::new(&config)),
             logs: Arc::new(crate::logs::Logs::new(&config)),
             health: Default::default(),
+            components_gate: Default::default(),
             store,
             runtime,
             providers,

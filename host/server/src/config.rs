@@ -78,6 +78,13 @@ pub struct ServerConfig {
     /// declares: a client sending a byte just inside `body_idle_timeout`
     /// cannot hold a connection for days.
     pub body_timeout: Duration,
+    /// Deployment versions kept per environment (the active one always):
+    /// each older one is deleted at the next deploy, and the components
+    /// no kept deployment of any environment uses are deleted with them.
+    pub keep_deployments: usize,
+    /// How long an uploaded component no deployment uses yet is kept (the
+    /// deploy that uploads it comes right after).
+    pub upload_grace: Duration,
     /// Most bytes of precompiled components kept in `<data>/cache`; the
     /// least recently used go first (an active deploy's is compiled again
     /// at the next start if it was evicted).
@@ -217,6 +224,8 @@ impl ServerConfig {
             body_idle_timeout: Duration::from_secs(30),
             body_timeout: Duration::from_secs(300),
             cache_max_bytes: sluice_runtime::DEFAULT_CACHE_MAX_BYTES,
+            keep_deployments: 20,
+            upload_grace: Duration::from_secs(3600),
             public_url: None,
             sync_slots: 16,
             sync_max_run: Duration::from_secs(24 * 3600),

@@ -280,6 +280,8 @@ impl Server {
         let webhooks_task = app.webhooks.spawn(&app);
         let logs_task = app.logs.spawn(&app, config.log_retention_every);
         let accepted = api::incoming::pending(&app).await?;
+        let reclaimer = app.clone();
+        tokio::spawn(async move { api::deploy::reclaim_at_start(&reclaimer).await });
         let resumer = app.clone();
         tokio::spawn(async move {
             for (env, key, a) in accepted {
@@ -355,7 +357,10 @@ impl Server {
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
         // Whatever still holds the store (an async action waiting for its
-        // retry), what was acknowledged unflushed is made durable now.
-        let _ = self.app.store.flush().await;
+        // retry), what was acknowledged unflushed is made durable now;
+        // bounded, as a store that cannot write (a full disk) may never
+        // finish its flush.
+        let _ =
+            tokio::time::timeout(std::time::Duration::from_secs(10), self.app.store.flush()).await;
     }
 }

@@ -437,6 +437,50 @@ impl Store {
     pub async fn blob(&self, sha256_hex: &str) -> Result<Option<Vec<u8>>, StoreError> {
         blob(&self.shared, sha256_hex).await
     }
+
+    /// Deletes the blob with this SHA-256 (hex); deleting a missing one is
+    /// no error.
+    pub async fn delete_blob(&self, sha256_hex: &str) -> Result<(), StoreError> {
+        let hash = unhex32(&sha256_hex.to_ascii_lowercase()).ok_or_else(|| {
+            StoreError::Invalid(format!("`{sha256_hex}` is not a SHA-256 in hex"))
+        })?;
+        self.shared
+            .backend
+            .apply(vec![Op::Delete {
+                table: Table::Blobs,
+                key: hash.to_vec(),
+            }])
+            .await?;
+        Ok(())
+    }
+
+    /// The SHA-256 (hex) of every stored blob, in order; the blobs
+    /// themselves are not read.
+    pub async fn blob_hashes(&self) -> Result<Vec<String>, StoreError> {
+        const PAGE: usize = 1000;
+        let mut hashes = Vec::new();
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let page = self
+                .shared
+                .backend
+                .scan_where(
+                    Table::Blobs,
+                    b"",
+                    after.as_deref(),
+                    PAGE,
+                    false,
+                    &mut |_| false,
+                )
+                .await?;
+            let full = page.len() == PAGE;
+            after = page.last().map(|(k, _)| k.clone());
+            hashes.extend(page.iter().map(|(k, _)| hex(k)));
+            if !full {
+                return Ok(hashes);
+            }
+        }
+    }
 }
 
 pub(crate) async fn put_blob(shared: &Shared, bytes: &[u8]) -> Result<String, StoreError> {

@@ -1391,7 +1391,7 @@ pub async fn a_document_deeper_than_a_parse_reads_back(b: &Reopen) {
 }
 
 pub async fn blobs_are_content_addressed(b: &Reopen) {
-    let (store, _) = fresh(b).await;
+    let (store, master) = fresh(b).await;
     let small = b"\0asm component".to_vec();
     let hash = store.put_blob(&small).await.unwrap();
     let expected: String = Sha256::digest(&small)
@@ -1423,6 +1423,23 @@ pub async fn blobs_are_content_addressed(b: &Reopen) {
         store.blob(&big_hash).await.unwrap().as_deref(),
         Some(big.as_slice())
     );
+
+    // Listed by hash, in order; a deleted one is gone after a reopen too,
+    // and deleting it again is no error.
+    let mut both = vec![hash.clone(), big_hash.clone()];
+    both.sort();
+    assert_eq!(store.blob_hashes().await.unwrap(), both);
+    store.delete_blob(&big_hash.to_uppercase()).await.unwrap();
+    store.delete_blob(&big_hash).await.unwrap();
+    assert_eq!(store.blob(&big_hash).await.unwrap(), None);
+    drop(store);
+    let store = open(b, &master).await;
+    assert_eq!(store.blob_hashes().await.unwrap(), vec![hash.clone()]);
+    assert_eq!(store.blob(&hash).await.unwrap(), Some(small));
+    assert!(matches!(
+        store.delete_blob("xyz").await,
+        Err(StoreError::Invalid(_))
+    ));
 }
 
 pub async fn secrets_are_sealed_at_rest(b: &Reopen) {

@@ -16,11 +16,28 @@ use super::{ApiPath, Env, JsonBody, RawBody};
 use crate::app::{ACTIVE, App, DEPLOYMENTS, Deployed, DeploymentDoc, EnvState, deployment_key};
 use crate::error::{ApiError, ApiResult};
 
-/// The components an environment uploaded (`sha256` → `true`): blobs are
-/// stored once for all environments, but a new deploy may use only those
-/// its own environment uploaded — another tenant's component is not
-/// reachable by knowing its hash, nor is whether it exists.
+/// The components an environment uploaded (`sha256` → [`Upload`]; `true`
+/// in stores written before uploads had a time): blobs are stored once for
+/// all environments, but a new deploy may use only those its own
+/// environment uploaded — another tenant's component is not reachable by
+/// knowing its hash, nor is whether it exists.
 const UPLOADED: &str = "uploaded-components";
+
+/// When an environment uploaded a component.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Upload {
+    at: chrono::DateTime<Utc>,
+}
+
+impl Upload {
+    /// The time of a stored entry; `None` for one of before times were
+    /// kept (`true`).
+    fn at(stored: &Value) -> Option<chrono::DateTime<Utc>> {
+        serde_json::from_value::<Upload>(stored.clone())
+            .ok()
+            .map(|u| u.at)
+    }
+}
 
 pub async fn put_component(
     State(app): State<Arc<App>>,
@@ -34,8 +51,11 @@ pub async fn put_component(
             "the body's SHA-256 is not `{sha}`"
         )));
     }
+    let _gate = app.components_gate.read().await;
     app.store.put_blob(&body).await?;
-    env.store.put_doc(UPLOADED, &sha, &true).await?;
+    env.store
+        .put_doc(UPLOADED, &sha, &Upload { at: Utc::now() })
+        .await?;
     Ok(Json(json!({ "sha256": sha, "size": body.len() })))
 }
 
@@ -61,7 +81,7 @@ async fn install(
             ));
         }
         if let Some(env) = uploaded_by
-            && env.store.doc::<bool>(UPLOADED, &c.sha256).await?.is_none()
+            && env.store.doc::<Value>(UPLOADED, &c.sha256).await?.is_none()
         {
             missing.push(c.sha256.clone());
             continue;
@@ -143,10 +163,13 @@ pub async fn deploy(
     manifest
         .check_new()
         .map_err(|e| ApiError::bad_request("invalid_deploy", e.to_string()))?;
+    // From reading the components to naming them in the stored deployment,
+    // none of them can be reclaimed.
+    let gate = app.components_gate.read().await;
     let mut deployed = install(&app, manifest.clone(), Some(&env)).await?;
     // Only now, with everything checked and compiled, is anything written;
     // one deploy or rollback at a time (two would take the same version).
-    let _one_at_a_time = env.config_lock.lock().await;
+    let one_at_a_time = env.config_lock.lock().await;
     let version = next_version(&env).await?;
     let doc = DeploymentDoc {
         version,
@@ -160,10 +183,146 @@ pub async fn deploy(
     deployed.version = version;
     env.set_deployment(Arc::new(deployed));
     app.scheduler.reconcile(&env).await?;
+    // The deploy stands; what it left unused goes after the answer.
+    let pruned = prune_versions(&app, &env, version).await;
+    drop((one_at_a_time, gate));
+    match pruned {
+        Ok(0) => {}
+        Ok(_) => {
+            let app = app.clone();
+            tokio::spawn(async move { reclaim_logged(&app).await });
+        }
+        Err(e) => app.config.events.say(&format!(
+            "environment `{}`: deleting deployments older than the newest {} failed: {}",
+            env.name(),
+            app.config.keep_deployments,
+            e.message
+        )),
+    }
     let mut answer = summary(&doc, Some(version));
     // Which environment the key named, for the CLI to say.
     answer["environment"] = json!(env.name());
     Ok(Json(answer))
+}
+
+/// Deletes the environment's deployments beyond the newest
+/// `keep_deployments` but the `active` one (the caller holds the
+/// environment's `config_lock`); how many went.
+async fn prune_versions(app: &App, env: &EnvState, active: u64) -> ApiResult<usize> {
+    let keep = app.config.keep_deployments.max(1);
+    let mut pruned = 0;
+    let mut seen = 0;
+    let mut after: Option<String> = None;
+    loop {
+        let page: Vec<(String, Value)> = env
+            .store
+            .docs(DEPLOYMENTS, "", after.as_deref(), 500, true)
+            .await?;
+        let Some((last, _)) = page.last() else {
+            return Ok(pruned);
+        };
+        after = Some(last.clone());
+        for (key, doc) in &page {
+            seen += 1;
+            let version = doc["version"].as_u64();
+            if seen > keep && version != Some(active) {
+                env.store.delete_doc(DEPLOYMENTS, key).await?;
+                pruned += 1;
+            }
+        }
+    }
+}
+
+/// [`reclaim`], its outcome told to the operator when it deleted
+/// something or failed.
+async fn reclaim_logged(app: &App) {
+    match reclaim(app).await {
+        Ok((0, _)) => {}
+        Ok((n, bytes)) => app.config.events.say(&format!(
+            "deleted {n} uploaded component(s) no kept deployment uses ({:.1} MB)",
+            bytes as f64 / 1e6
+        )),
+        Err(e) => app.config.events.say(&format!(
+            "deleting the components no deployment uses failed (they stay; the next deploy tries again): {}",
+            e.message
+        )),
+    }
+}
+
+/// Deletes every stored component that no kept deployment of any
+/// environment names and that no environment uploaded within
+/// `upload_grace` (a deploy about to name it); each environment's record
+/// of having uploaded it goes first, so a later deploy naming it asks for
+/// it again. How many were deleted, and their bytes.
+pub async fn reclaim(app: &App) -> ApiResult<(usize, u64)> {
+    let _alone = app.components_gate.write().await;
+    let recent = Utc::now()
+        - chrono::Duration::from_std(app.config.upload_grace).unwrap_or(chrono::Duration::MAX);
+    let mut live = std::collections::HashSet::new();
+    let mut uploads: Vec<(&EnvState, String)> = Vec::new();
+    for env in app.envs() {
+        let mut after: Option<String> = None;
+        loop {
+            let page: Vec<(String, DeploymentDoc)> = env
+                .store
+                .docs(DEPLOYMENTS, "", after.as_deref(), 100, false)
+                .await?;
+            let Some((last, _)) = page.last() else { break };
+            after = Some(last.clone());
+            for (_, d) in &page {
+                live.extend(d.manifest.components.iter().map(|c| c.sha256.clone()));
+            }
+        }
+        let mut after: Option<String> = None;
+        loop {
+            let page: Vec<(String, Value)> = env
+                .store
+                .docs(UPLOADED, "", after.as_deref(), 1000, false)
+                .await?;
+            let Some((last, _)) = page.last() else { break };
+            after = Some(last.clone());
+            for (sha, stored) in page {
+                if Upload::at(&stored).is_some_and(|at| at > recent) {
+                    live.insert(sha.clone());
+                }
+                uploads.push((env, sha));
+            }
+        }
+    }
+    for (env, sha) in &uploads {
+        if !live.contains(sha) {
+            env.store.delete_doc(UPLOADED, sha).await?;
+        }
+    }
+    let (mut deleted, mut bytes) = (0, 0u64);
+    for sha in app.store.blob_hashes().await? {
+        if live.contains(&sha) {
+            continue;
+        }
+        bytes += app.store.blob(&sha).await?.map_or(0, |b| b.len() as u64);
+        app.store.delete_blob(&sha).await?;
+        deleted += 1;
+    }
+    Ok((deleted, bytes))
+}
+
+/// At start: each environment's deployments beyond the kept number are
+/// deleted (the number may have been lowered), then the components no
+/// deployment uses.
+pub async fn reclaim_at_start(app: &Arc<App>) {
+    for env in app.envs() {
+        let _one_at_a_time = env.config_lock.lock().await;
+        let active = env.deployment().map_or(0, |d| d.version);
+        if let Err(e) = prune_versions(app, env, active).await {
+            app.config.events.say(&format!(
+                "environment `{}`: deleting deployments older than the newest {} failed: {}",
+                env.name(),
+                app.config.keep_deployments,
+                e.message
+            ));
+        }
+    }
+    reclaim_logged(app).await;
 }
 
 pub async fn list(Env(env): Env) -> ApiResult<Json<Value>> {
@@ -180,6 +339,7 @@ pub async fn activate(
     Env(env): Env,
     ApiPath(version): ApiPath<u64>,
 ) -> ApiResult<Json<Value>> {
+    let gate = app.components_gate.read().await;
     let doc: DeploymentDoc = env
         .store
         .doc(DEPLOYMENTS, &deployment_key(version))
@@ -189,7 +349,20 @@ pub async fn activate(
     deployed.version = version;
     deployed.created_at = doc.created_at;
     let _one_at_a_time = env.config_lock.lock().await;
+    // A deploy may have deleted it meanwhile (it was past the kept ones).
+    if env
+        .store
+        .doc::<Value>(DEPLOYMENTS, &deployment_key(version))
+        .await?
+        .is_none()
+    {
+        return Err(ApiError::not_found(
+            "not_found",
+            format!("no deployment {version}"),
+        ));
+    }
     env.store.put_doc(ACTIVE, "version", &version).await?;
+    drop(gate);
     env.set_deployment(Arc::new(deployed));
     app.scheduler.reconcile(&env).await?;
     let mut answer = summary(&doc, Some(version));
