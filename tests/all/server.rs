@@ -2302,9 +2302,11 @@ async fn a_deploy_uses_only_components_its_environment_uploaded() {
     server.stop().await;
 }
 
-/// Only the newest deployments are kept for rollback, and a component that
-/// no kept deployment of any environment uses is deleted: a deploy naming
-/// it has to upload it again. One another environment deploys stays.
+/// Only the newest deployments (and the active one) are kept for rollback,
+/// and a component that no kept deployment uses is deleted. An
+/// environment's claim to a component it uploaded goes with its own last
+/// deployment naming it, whatever the others use (so it learns nothing of
+/// them): a deploy naming it again uploads it again.
 #[tokio::test]
 async fn old_deployments_and_the_components_only_they_used_are_deleted() {
     // How long an upload no deployment names is kept: the deploy that
@@ -2312,13 +2314,13 @@ async fn old_deployments_and_the_components_only_they_used_are_deleted() {
     const GRACE: std::time::Duration = std::time::Duration::from_secs(2);
     let data = tempfile::tempdir().unwrap();
     let master = MasterKey::generate();
-    let config = || {
+    let config = |keep: usize| {
         let mut config = ServerConfig::new(data.path(), "127.0.0.1:0".parse().unwrap());
-        config.keep_deployments = 2;
+        config.keep_deployments = keep;
         config.upload_grace = GRACE;
         config
     };
-    let server = start_with(config(), &master, "").await;
+    let server = start_with(config(2), &master, "").await;
     let dev = Client::new(&server, DEV_KEY);
     let prod = Client::new(&server, PROD_KEY);
     let sync = (guests::HUBSPOT_RUST_CONTACTS, "contacts", ScriptKind::Sync);
@@ -2328,25 +2330,17 @@ async fn old_deployments_and_the_components_only_they_used_are_deleted() {
         ScriptKind::Action,
     );
     let noop = (guests::ACTION_NOOP, "noop", ScriptKind::Action);
-    let yaml_all = format!("{NANGO_YAML}\n").replace(
-        "    actions:\n",
-        "    actions:\n      noop:\n        endpoint: POST /noop\n",
-    );
-    let yaml_sync = "integrations:\n  hubspot:\n    syncs:\n      contacts:\n        runs: every hour\n        auto_start: false\n        output: Contact\n        endpoint: GET /contacts\nmodels:\n  Contact:\n    id: string\n";
-    let yaml_create = "integrations:\n  hubspot:\n    actions:\n      create-contact:\n        endpoint: POST /contacts\n        output: Contact\nmodels:\n  Contact:\n    id: string\n";
-
-    // prod uses `create-contact`; dev's first version all three scripts,
-    // its next two only the sync.
-    deploy_scripts(&prod, yaml_create, "hubspot", &[create]).await;
-    deploy_scripts(&dev, &yaml_all, "hubspot", &[sync, create, noop]).await;
-    let (_, first) = dev.send("GET", "/sluice/deployments", None).await;
-    let first_scripts = first["deployments"][0]["scripts"].as_array().unwrap().len();
-    assert_eq!(first_scripts, 3, "{first}");
-    deploy_scripts(&dev, yaml_sync, "hubspot", &[sync]).await;
-    // The third version, once the first one's uploads are past the grace.
-    tokio::time::sleep(GRACE + std::time::Duration::from_millis(200)).await;
-    deploy_scripts(&dev, yaml_sync, "hubspot", &[sync]).await;
-
+    let paginate = (guests::ACTION_PAGINATE, "paginate", ScriptKind::Action);
+    let sha = |path: &str| sha256_hex(&std::fs::read(path).unwrap());
+    let sync_yaml = "integrations:\n  hubspot:\n    syncs:\n      contacts:\n        runs: every hour\n        auto_start: false\n        output: Contact\n        endpoint: GET /contacts\n";
+    let models = "models:\n  Contact:\n    id: string\n";
+    let with_actions = |actions: &[&str]| {
+        let mut yaml = format!("{sync_yaml}    actions:\n");
+        for a in actions {
+            yaml += &format!("      {a}:\n        endpoint: POST /{a}\n");
+        }
+        yaml + models
+    };
     let versions = |list: &Value| -> Vec<u64> {
         list["deployments"]
             .as_array()
@@ -2355,6 +2349,23 @@ async fn old_deployments_and_the_components_only_they_used_are_deleted() {
             .map(|d| d["version"].as_u64().unwrap())
             .collect()
     };
+
+    // prod uses `create-contact`. dev's first version has it and `noop`,
+    // its second `paginate`, its third neither.
+    let prod_yaml = "integrations:\n  hubspot:\n    actions:\n      create-contact:\n        endpoint: POST /contacts\n        output: Contact\nmodels:\n  Contact:\n    id: string\n";
+    deploy_scripts(&prod, prod_yaml, "hubspot", &[create]).await;
+    let first_yaml = with_actions(&["create-contact", "noop"]);
+    deploy_scripts(&dev, &first_yaml, "hubspot", &[sync, create, noop]).await;
+    deploy_scripts(
+        &dev,
+        &with_actions(&["paginate"]),
+        "hubspot",
+        &[sync, paginate],
+    )
+    .await;
+    // The third, once the first two's uploads are past the grace.
+    tokio::time::sleep(GRACE + std::time::Duration::from_millis(200)).await;
+    deploy_scripts(&dev, &(sync_yaml.to_string() + models), "hubspot", &[sync]).await;
     let (_, list) = dev.send("GET", "/sluice/deployments", None).await;
     assert_eq!(versions(&list), [3, 2]);
     let (status, body) = dev
@@ -2362,21 +2373,37 @@ async fn old_deployments_and_the_components_only_they_used_are_deleted() {
         .await;
     assert_eq!(status, 404, "{body}");
     assert_eq!(body["error"]["code"], "not_found", "{body}");
-    // Rolling back to a kept one works and deletes nothing.
+
+    // `noop`, which only the deleted version used, is deleted (after the
+    // deploy's answer: waited for); `create-contact`, which prod uses,
+    // stays, and so does `paginate`, which a kept version uses: rolling
+    // back to it works.
+    let started = std::time::Instant::now();
+    while server
+        .app
+        .store
+        .has_blob(&sha(guests::ACTION_NOOP))
+        .await
+        .unwrap()
+    {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "the unused component was never deleted"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let create_sha = sha(guests::HUBSPOT_RUST_CREATE_CONTACT);
+    assert!(server.app.store.has_blob(&create_sha).await.unwrap());
     let (status, body) = dev
         .send("POST", "/sluice/deployments/2/activate", None)
         .await;
     assert_eq!(status, 200, "{body}");
 
-    // The first version's manifest again, without uploading: `noop`,
-    // which only it used, was deleted (after the answer: waited for);
-    // `create-contact`, which prod deploys, was not.
-    let component = |path: &str| {
-        let bytes = std::fs::read(path).unwrap();
-        sha256_hex(&bytes)
-    };
+    // The first version's manifest again, without uploading: dev must
+    // upload both actions again, `create-contact` too (dev no longer has
+    // it; that prod does is none of dev's business).
     let entry = |(path, name, kind): (&str, &str, ScriptKind)| ComponentEntry {
-        sha256: component(path),
+        sha256: sha(path),
         size: std::fs::metadata(path).unwrap().len(),
         bundle: false,
         scripts: vec![ScriptEntry {
@@ -2386,53 +2413,54 @@ async fn old_deployments_and_the_components_only_they_used_are_deleted() {
         }],
     };
     let manifest = serde_json::to_value(Manifest {
-        nango_yaml: yaml_all.clone(),
+        nango_yaml: first_yaml.clone(),
         nango_json: None,
         dir_name: None,
         components: vec![entry(sync), entry(create), entry(noop)],
     })
     .unwrap();
-    let started = std::time::Instant::now();
-    let noop_sha = component(guests::ACTION_NOOP);
-    while server.app.store.blob(&noop_sha).await.unwrap().is_some() {
-        assert!(
-            started.elapsed() < std::time::Duration::from_secs(20),
-            "the unused component was never deleted"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
     let (status, body) = dev.send("POST", "/sluice/deploy", Some(manifest)).await;
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["error"]["code"], "missing_components", "{body}");
     assert_eq!(
         body["error"]["payload"]["missing"],
-        json!([noop_sha]),
+        json!([create_sha, sha(guests::ACTION_NOOP)]),
         "{body}"
     );
 
-    // Uploaded again, it deploys; after a restart every kept deployment
-    // still has its components (the start loads the active ones).
-    deploy_scripts(&dev, &yaml_all, "hubspot", &[sync, create, noop]).await;
+    // Kept three, a fourth version; with version 2 active again, a start
+    // that keeps only one deletes version 3 but not the active one.
     server.stop().await;
-    let server = start_with(config(), &master, "").await;
+    let server = start_with(config(3), &master, "").await;
+    let dev = Client::new(&server, DEV_KEY);
+    deploy_scripts(&dev, &(sync_yaml.to_string() + models), "hubspot", &[sync]).await;
+    let (status, body) = dev
+        .send("POST", "/sluice/deployments/2/activate", None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (_, list) = dev.send("GET", "/sluice/deployments", None).await;
+    assert_eq!(versions(&list), [4, 3, 2]);
+    server.stop().await;
+    let server = start_with(config(1), &master, "").await;
     let dev = Client::new(&server, DEV_KEY);
     let prod = Client::new(&server, PROD_KEY);
-    let (_, list) = dev.send("GET", "/sluice/deployments", None).await;
-    let latest = versions(&list)[0];
-    assert_eq!(versions(&list), [latest, latest - 1]);
-    assert_eq!(list["deployments"][0]["active"], true, "{list}");
+    let started = std::time::Instant::now();
+    let list = loop {
+        let (_, list) = dev.send("GET", "/sluice/deployments", None).await;
+        if versions(&list).len() < 3 || started.elapsed() > std::time::Duration::from_secs(20) {
+            break list;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(versions(&list), [4, 2], "{list}");
+    assert_eq!(list["deployments"][1]["active"], true, "{list}");
     let (_, list) = prod.send("GET", "/sluice/deployments", None).await;
     assert_eq!(versions(&list), [1]);
-    for version in [latest - 1, latest] {
-        let (status, body) = dev
-            .send(
-                "POST",
-                &format!("/sluice/deployments/{version}/activate"),
-                None,
-            )
-            .await;
-        assert_eq!(status, 200, "{body}");
-    }
+
+    // Uploaded again, the first version's scripts deploy.
+    deploy_scripts(&dev, &first_yaml, "hubspot", &[sync, create, noop]).await;
+    let (_, list) = dev.send("GET", "/sluice/deployments", None).await;
+    assert_eq!(versions(&list), [5], "{list}");
     server.stop().await;
 }
 

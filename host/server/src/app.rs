@@ -141,6 +141,9 @@ pub struct App {
     /// of a component to their last write; reclaiming unused components
     /// holds it alone, so it never deletes one a deploy is about to name.
     pub components_gate: tokio::sync::RwLock<()>,
+    /// A reclaim of unused components is waiting to run
+    /// (`api::deploy::request_reclaim`).
+    pub reclaim_requested: std::sync::atomic::AtomicBool,
 }
 
 impl App {
@@ -212,6 +215,7 @@ impl App {
             logs: Arc::new(crate::logs::Logs::new(&config)),
             health: Default::default(),
             components_gate: Default::default(),
+            reclaim_requested: Default::default(),
             store,
             runtime,
             providers,

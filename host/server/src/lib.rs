@@ -360,7 +360,12 @@ impl Server {
         // retry), what was acknowledged unflushed is made durable now;
         // bounded, as a store that cannot write (a full disk) may never
         // finish its flush.
-        let _ =
+        let flushed =
             tokio::time::timeout(std::time::Duration::from_secs(10), self.app.store.flush()).await;
+        if !matches!(flushed, Ok(Ok(()))) {
+            self.app.config.events.say(
+                "the last flush at stop did not finish: what was acknowledged unflushed (history, logs) may be missing",
+            );
+        }
     }
 }

@@ -535,6 +535,11 @@ impl Logs {
                         let _ = me.prune_finished(env).await;
                     }
                 }
+                // Every sixtieth (hourly by default): components uploaded
+                // and never deployed.
+                if pass.is_multiple_of(60) {
+                    crate::api::deploy::request_reclaim(&app);
+                }
             }
         })
     }

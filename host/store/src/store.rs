@@ -438,6 +438,19 @@ impl Store {
         blob(&self.shared, sha256_hex).await
     }
 
+    /// Whether a blob with this SHA-256 (hex) is stored; it is not read.
+    pub async fn has_blob(&self, sha256_hex: &str) -> Result<bool, StoreError> {
+        let hash = unhex32(&sha256_hex.to_ascii_lowercase()).ok_or_else(|| {
+            StoreError::Invalid(format!("`{sha256_hex}` is not a SHA-256 in hex"))
+        })?;
+        let found = self
+            .shared
+            .backend
+            .scan_where(Table::Blobs, &hash, None, 1, false, &mut |_| false)
+            .await?;
+        Ok(!found.is_empty())
+    }
+
     /// Deletes the blob with this SHA-256 (hex); deleting a missing one is
     /// no error.
     pub async fn delete_blob(&self, sha256_hex: &str) -> Result<(), StoreError> {

@@ -1429,7 +1429,9 @@ pub async fn blobs_are_content_addressed(b: &Reopen) {
     let mut both = vec![hash.clone(), big_hash.clone()];
     both.sort();
     assert_eq!(store.blob_hashes().await.unwrap(), both);
+    assert!(store.has_blob(&big_hash).await.unwrap());
     store.delete_blob(&big_hash.to_uppercase()).await.unwrap();
+    assert!(!store.has_blob(&big_hash).await.unwrap());
     store.delete_blob(&big_hash).await.unwrap();
     assert_eq!(store.blob(&big_hash).await.unwrap(), None);
     drop(store);

@@ -2,7 +2,9 @@
 //! /sluice/components/:sha256`), then `POST /sluice/deploy` with the
 //! manifest. The deploy is compiled (Cranelift, off the request threads)
 //! and checked before anything changes; it becomes a new version, the
-//! previous ones are kept, and any can be made active again (rollback).
+//! newest `keep_deployments` are kept, and any of them can be made active
+//! again (rollback). Components no kept deployment names are deleted
+//! ([`reclaim`]).
 
 use std::sync::Arc;
 
@@ -16,28 +18,21 @@ use super::{ApiPath, Env, JsonBody, RawBody};
 use crate::app::{ACTIVE, App, DEPLOYMENTS, Deployed, DeploymentDoc, EnvState, deployment_key};
 use crate::error::{ApiError, ApiResult};
 
-/// The components an environment uploaded (`sha256` → [`Upload`]; `true`
-/// in stores written before uploads had a time): blobs are stored once for
-/// all environments, but a new deploy may use only those its own
-/// environment uploaded — another tenant's component is not reachable by
-/// knowing its hash, nor is whether it exists.
+/// The components an environment uploaded (`sha256` → `true`): blobs are
+/// stored once for all environments, but a new deploy may use only those
+/// its own environment uploaded — another tenant's component is not
+/// reachable by knowing its hash, nor is whether it exists (or whether
+/// another environment uses it: [`reclaim`] drops an environment's record
+/// by what that environment did alone).
 const UPLOADED: &str = "uploaded-components";
 
-/// When an environment uploaded a component.
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
-struct Upload {
-    at: chrono::DateTime<Utc>,
-}
+/// When the environment last uploaded each component (`sha256` → time);
+/// apart from [`UPLOADED`], whose `true` older builds read. A record
+/// without a time is old.
+const UPLOAD_TIMES: &str = "component-upload-times";
 
-impl Upload {
-    /// The time of a stored entry; `None` for one of before times were
-    /// kept (`true`).
-    fn at(stored: &Value) -> Option<chrono::DateTime<Utc>> {
-        serde_json::from_value::<Upload>(stored.clone())
-            .ok()
-            .map(|u| u.at)
-    }
-}
+/// The components of a deploy, read from the store.
+type Blobs = Arc<std::collections::HashMap<String, Vec<u8>>>;
 
 pub async fn put_component(
     State(app): State<Arc<App>>,
@@ -53,21 +48,31 @@ pub async fn put_component(
     }
     let _gate = app.components_gate.read().await;
     app.store.put_blob(&body).await?;
-    env.store
-        .put_doc(UPLOADED, &sha, &Upload { at: Utc::now() })
-        .await?;
+    env.store.put_doc(UPLOAD_TIMES, &sha, &Utc::now()).await?;
+    env.store.put_doc(UPLOADED, &sha, &true).await?;
     Ok(Json(json!({ "sha256": sha, "size": body.len() })))
 }
 
 /// Loads a manifest's components into the runtime (compiling what is not
-/// cached) on a blocking thread. A new deploy (`uploaded_by`) finds only
-/// the components its environment uploaded; a rollback or a start loads
-/// what the environment's own deployment names.
+/// cached): [`gather`], then [`compile`].
 async fn install(
     app: &Arc<App>,
     manifest: Manifest,
     uploaded_by: Option<&EnvState>,
 ) -> ApiResult<Deployed> {
+    let blobs = gather(app, &manifest, uploaded_by).await?;
+    compile(app, manifest, blobs).await
+}
+
+/// A manifest's components, read from the store. A new deploy
+/// (`uploaded_by`) finds only the components its environment uploaded; a
+/// rollback or a start, what the environment's own deployment names.
+/// Callers that may run beside [`reclaim`] hold `components_gate`.
+async fn gather(
+    app: &App,
+    manifest: &Manifest,
+    uploaded_by: Option<&EnvState>,
+) -> ApiResult<Blobs> {
     let mut blobs = std::collections::HashMap::new();
     let mut missing = Vec::new();
     for c in &manifest.components {
@@ -100,6 +105,12 @@ async fn install(
         )
         .with_payload(json!({ "missing": missing })));
     }
+    Ok(Arc::new(blobs))
+}
+
+/// Compiles (what is not cached) and loads a manifest's components on a
+/// blocking thread.
+async fn compile(app: &App, manifest: Manifest, blobs: Blobs) -> ApiResult<Deployed> {
     let runtime = app.runtime.clone();
     let catalog = tokio::task::spawn_blocking(move || {
         manifest.install(&runtime, |sha| blobs.get(sha).cloned())
@@ -163,12 +174,18 @@ pub async fn deploy(
     manifest
         .check_new()
         .map_err(|e| ApiError::bad_request("invalid_deploy", e.to_string()))?;
-    // From reading the components to naming them in the stored deployment,
-    // none of them can be reclaimed.
+    let blobs = {
+        let _gate = app.components_gate.read().await;
+        gather(&app, &manifest, Some(&env)).await?
+    };
+    let mut deployed = compile(&app, manifest.clone(), blobs.clone()).await?;
+    // Only now, with everything checked and compiled, is anything written:
+    // the components first (a reclaim during the compile may have deleted
+    // one), then, before any reclaim can run again, the deployment naming
+    // them. One deploy or rollback at a time (two would take the same
+    // version).
     let gate = app.components_gate.read().await;
-    let mut deployed = install(&app, manifest.clone(), Some(&env)).await?;
-    // Only now, with everything checked and compiled, is anything written;
-    // one deploy or rollback at a time (two would take the same version).
+    keep_blobs(&app, &blobs).await?;
     let one_at_a_time = env.config_lock.lock().await;
     let version = next_version(&env).await?;
     let doc = DeploymentDoc {
@@ -186,19 +203,15 @@ pub async fn deploy(
     // The deploy stands; what it left unused goes after the answer.
     let pruned = prune_versions(&app, &env, version).await;
     drop((one_at_a_time, gate));
-    match pruned {
-        Ok(0) => {}
-        Ok(_) => {
-            let app = app.clone();
-            tokio::spawn(async move { reclaim_logged(&app).await });
-        }
-        Err(e) => app.config.events.say(&format!(
+    if let Err(e) = pruned {
+        app.config.events.say(&format!(
             "environment `{}`: deleting deployments older than the newest {} failed: {}",
             env.name(),
             app.config.keep_deployments,
             e.message
-        )),
+        ));
     }
+    request_reclaim(&app);
     let mut answer = summary(&doc, Some(version));
     // Which environment the key named, for the CLI to say.
     answer["environment"] = json!(env.name());
@@ -233,6 +246,30 @@ async fn prune_versions(app: &App, env: &EnvState, active: u64) -> ApiResult<usi
     }
 }
 
+/// Writes back any of a deploy's components that a [`reclaim`] deleted
+/// while it compiled (the caller holds `components_gate`, so none goes
+/// again before its deployment names it).
+async fn keep_blobs(app: &App, blobs: &Blobs) -> ApiResult<()> {
+    for (sha, bytes) in blobs.iter() {
+        if !app.store.has_blob(sha).await? {
+            app.store.put_blob(bytes).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs [`reclaim`] soon, once for every request made before it starts.
+pub fn request_reclaim(app: &Arc<App>) {
+    if app
+        .reclaim_requested
+        .swap(true, std::sync::atomic::Ordering::SeqCst)
+    {
+        return;
+    }
+    let app = app.clone();
+    tokio::spawn(async move { reclaim_logged(&app).await });
+}
+
 /// [`reclaim`], its outcome told to the operator when it deleted
 /// something or failed.
 async fn reclaim_logged(app: &App) {
@@ -249,18 +286,28 @@ async fn reclaim_logged(app: &App) {
     }
 }
 
-/// Deletes every stored component that no kept deployment of any
-/// environment names and that no environment uploaded within
-/// `upload_grace` (a deploy about to name it); each environment's record
-/// of having uploaded it goes first, so a later deploy naming it asks for
-/// it again. How many were deleted, and their bytes.
+/// Deletes what no kept deployment needs. An environment's record of
+/// having uploaded a component goes when none of its own kept deployments
+/// names it and its upload is older than `upload_grace` (a deploy about to
+/// name it) — decided by what that environment did alone, so it learns
+/// nothing of the others; a deploy naming it then asks for it again. A
+/// component goes when no kept deployment of any environment names it and
+/// no environment's record of it is left (records first: a crash between
+/// leaves a component no one can name, deleted next time). How many
+/// components were deleted, and their bytes.
 pub async fn reclaim(app: &App) -> ApiResult<(usize, u64)> {
     let _alone = app.components_gate.write().await;
-    let recent = Utc::now()
-        - chrono::Duration::from_std(app.config.upload_grace).unwrap_or(chrono::Duration::MAX);
-    let mut live = std::collections::HashSet::new();
-    let mut uploads: Vec<(&EnvState, String)> = Vec::new();
+    // Requests from here on need another pass.
+    app.reclaim_requested
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    let recent = chrono::Duration::from_std(app.config.upload_grace)
+        .ok()
+        .and_then(|grace| Utc::now().checked_sub_signed(grace))
+        .unwrap_or(chrono::DateTime::<Utc>::MIN_UTC);
+    let mut named_anywhere = std::collections::HashSet::new();
+    let mut recorded = std::collections::HashSet::new();
     for env in app.envs() {
+        let mut named = std::collections::HashSet::new();
         let mut after: Option<String> = None;
         loop {
             let page: Vec<(String, DeploymentDoc)> = env
@@ -270,7 +317,12 @@ pub async fn reclaim(app: &App) -> ApiResult<(usize, u64)> {
             let Some((last, _)) = page.last() else { break };
             after = Some(last.clone());
             for (_, d) in &page {
-                live.extend(d.manifest.components.iter().map(|c| c.sha256.clone()));
+                named.extend(
+                    d.manifest
+                        .components
+                        .iter()
+                        .map(|c| c.sha256.to_ascii_lowercase()),
+                );
             }
         }
         let mut after: Option<String> = None;
@@ -281,22 +333,22 @@ pub async fn reclaim(app: &App) -> ApiResult<(usize, u64)> {
                 .await?;
             let Some((last, _)) = page.last() else { break };
             after = Some(last.clone());
-            for (sha, stored) in page {
-                if Upload::at(&stored).is_some_and(|at| at > recent) {
-                    live.insert(sha.clone());
+            for (sha, _) in page {
+                let uploaded: Option<chrono::DateTime<Utc>> =
+                    env.store.doc(UPLOAD_TIMES, &sha).await.ok().flatten();
+                if named.contains(&sha) || uploaded.is_some_and(|at| at > recent) {
+                    recorded.insert(sha);
+                } else {
+                    env.store.delete_doc(UPLOADED, &sha).await?;
+                    env.store.delete_doc(UPLOAD_TIMES, &sha).await?;
                 }
-                uploads.push((env, sha));
             }
         }
-    }
-    for (env, sha) in &uploads {
-        if !live.contains(sha) {
-            env.store.delete_doc(UPLOADED, sha).await?;
-        }
+        named_anywhere.extend(named);
     }
     let (mut deleted, mut bytes) = (0, 0u64);
     for sha in app.store.blob_hashes().await? {
-        if live.contains(&sha) {
+        if named_anywhere.contains(&sha) || recorded.contains(&sha) {
             continue;
         }
         bytes += app.store.blob(&sha).await?.map_or(0, |b| b.len() as u64);
@@ -339,15 +391,20 @@ pub async fn activate(
     Env(env): Env,
     ApiPath(version): ApiPath<u64>,
 ) -> ApiResult<Json<Value>> {
-    let gate = app.components_gate.read().await;
-    let doc: DeploymentDoc = env
-        .store
-        .doc(DEPLOYMENTS, &deployment_key(version))
-        .await?
-        .ok_or_else(|| ApiError::not_found("not_found", format!("no deployment {version}")))?;
-    let mut deployed = install(&app, doc.manifest.clone(), None).await?;
+    let (doc, blobs) = {
+        let _gate = app.components_gate.read().await;
+        let doc: DeploymentDoc = env
+            .store
+            .doc(DEPLOYMENTS, &deployment_key(version))
+            .await?
+            .ok_or_else(|| ApiError::not_found("not_found", format!("no deployment {version}")))?;
+        let blobs = gather(&app, &doc.manifest, None).await?;
+        (doc, blobs)
+    };
+    let mut deployed = compile(&app, doc.manifest.clone(), blobs.clone()).await?;
     deployed.version = version;
     deployed.created_at = doc.created_at;
+    let gate = app.components_gate.read().await;
     let _one_at_a_time = env.config_lock.lock().await;
     // A deploy may have deleted it meanwhile (it was past the kept ones).
     if env
@@ -361,6 +418,7 @@ pub async fn activate(
             format!("no deployment {version}"),
         ));
     }
+    keep_blobs(&app, &blobs).await?;
     env.store.put_doc(ACTIVE, "version", &version).await?;
     drop(gate);
     env.set_deployment(Arc::new(deployed));
