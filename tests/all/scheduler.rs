@@ -327,18 +327,15 @@ async fn syncs_run_on_their_schedule_pause_resume_change_frequency_and_never_ove
         .await;
     assert_eq!(
         (code, out["error"]["code"].as_str()),
-        (404, Some("unknown_sync")),
+        (400, Some("no_syncs_found")),
         "{out}"
     );
-    // An unknown integration is named as such, by status and trigger.
+    // An unknown integration has no syncs to show (as the original's status)
     let (code, out) = c
         .send("GET", "/sync/status?provider_config_key=nope&syncs=*", None)
         .await;
-    assert_eq!(
-        (code, out["error"]["code"].as_str()),
-        (404, Some("unknown_provider_config")),
-        "{out}"
-    );
+    assert_eq!((code, &out), (200, &json!({"syncs": []})));
+    // and a trigger names it (400, as the original's).
     let (code, out) = c
         .send(
             "POST",
@@ -348,7 +345,7 @@ async fn syncs_run_on_their_schedule_pause_resume_change_frequency_and_never_ove
         .await;
     assert_eq!(
         (code, out["error"]["code"].as_str()),
-        (404, Some("unknown_provider_config")),
+        (400, Some("unknown_provider_config")),
         "{out}"
     );
     // Webhook settings with a misspelt key are refused, not half-taken.
@@ -643,7 +640,7 @@ async fn a_sync_variant_runs_on_its_own_records_and_goes_when_deleted() {
     let (code, out) = c.send("POST", "/sync/nope/variant/eu", None).await;
     assert_eq!(
         (code, out["error"]["code"].as_str()),
-        (404, Some("unknown_sync")),
+        (400, Some("unknown_sync")),
         "{out}"
     );
 
@@ -744,13 +741,13 @@ async fn a_sync_variant_runs_on_its_own_records_and_goes_when_deleted() {
         .await;
     assert_eq!(
         (code, out["error"]["code"].as_str()),
-        (404, Some("unknown_sync")),
+        (400, Some("no_syncs_found")),
         "{out}"
     );
     let (code, out) = c.send("DELETE", "/sync/contacts/variant/eu", None).await;
     assert_eq!(
         (code, out["error"]["code"].as_str()),
-        (404, Some("unknown_sync")),
+        (404, Some("not_found")),
         "{out}"
     );
     let (code, out) = c.send("POST", "/sync/trigger", Some(run("contacts"))).await;

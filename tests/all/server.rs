@@ -532,7 +532,8 @@ async fn deploy_connect_sync_read_act_isolate_and_restart_on(store: StoreKind) {
             Some(json!({"action_name": "create-contact", "input": {}})),
         )
         .await;
-    assert_eq!(status, 404);
+    // As the original's: the connection is looked up first, 400.
+    assert_eq!(status, 400);
 
     // After a restart everything is still there, and the credentials are
     // nowhere in the data directory's files.
@@ -862,7 +863,7 @@ async fn runs_report_changes_errors_keep_their_shapes_and_tokens_refresh_once() 
             ))),
         )
         .await;
-    assert_eq!(status, 200);
+    assert_eq!(status, 201);
     let (_, body) = dev
         .send_as(c1, "POST", "/sync/trigger", Some(trigger.clone()))
         .await;
@@ -2234,7 +2235,7 @@ async fn metadata_merges_stop_at_the_request_limit() {
             Some(json!({"provider_config_key": "mock-int", "connection_id": "c1", "metadata": {"a": 1}})),
         )
         .await;
-    assert_eq!(status, 200, "{body}");
+    assert_eq!(status, 201, "{body}");
     assert_eq!(body["connection_id"], "c1", "{body}");
     let c1 = ("mock-int", "c1");
     let (status, body) = dev
@@ -2245,7 +2246,8 @@ async fn metadata_merges_stop_at_the_request_limit() {
             Some(json!({"b": 2})),
         )
         .await;
-    assert_eq!(status, 200, "{body}");
+    // Answered with the metadata sent, as the original's.
+    assert_eq!((status, &body), (200, &json!({"b": 2})));
     let (_, conn) = dev
         .send("GET", "/connection/c1?provider_config_key=mock-int", None)
         .await;
@@ -2253,7 +2255,7 @@ async fn metadata_merges_stop_at_the_request_limit() {
     let (status, body) = dev
         .send_as(c1, "POST", "/connection/c1/metadata", Some(json!({"c": 3})))
         .await;
-    assert_eq!(status, 200, "{body}");
+    assert_eq!((status, &body), (201, &json!({"c": 3})));
     let (_, conn) = dev
         .send("GET", "/connection/c1?provider_config_key=mock-int", None)
         .await;
@@ -3142,6 +3144,54 @@ async fn connections_keep_their_end_user_and_tags() {
         );
     }
     assert!(listed("?connectionId=c").await.is_empty());
+    // Credentials the integration's provider does not take (hubspot is
+    // OAuth 2), of a type that does not exist, with an empty token or a
+    // field no import has, are refused by name, and the connection is
+    // left as it was (an import of `NONE` emptied its credentials).
+    let (_, before) = dev
+        .send("GET", "/connections/b?provider_config_key=hubspot", None)
+        .await;
+    for (credentials, names) in [
+        (
+            json!({"credentials": {"type": "BOGUS"}}),
+            "`BOGUS` is not a credential type",
+        ),
+        (
+            json!({"credentials": {"type": "NONE"}}),
+            "Provider OAUTH2 does not support NONE auth",
+        ),
+        (
+            json!({"credentials": {"type": "API_KEY", "apiKey": "k"}}),
+            "Provider OAUTH2 does not support API_KEY auth",
+        ),
+        (
+            json!({"credentials": {"type": "OAUTH2", "access_token": ""}}),
+            "non-empty string `access_token`",
+        ),
+        (
+            json!({"credentials": {"type": "OAUTH2", "access_token": "t", "colour": "red"}}),
+            "`credentials.colour`",
+        ),
+        (json!({"acces_token": "t"}), "unknown field `acces_token`"),
+    ] {
+        let mut body = credentials.clone();
+        body["provider_config_key"] = json!("hubspot");
+        body["connection_id"] = json!("b");
+        let (status, out) = dev.send("POST", "/connections", Some(body)).await;
+        assert_eq!(status, 400, "{credentials}: {out}");
+        assert!(
+            out["error"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains(names),
+            "{credentials}: {out}"
+        );
+    }
+    let (_, after) = dev
+        .send("GET", "/connections/b?provider_config_key=hubspot", None)
+        .await;
+    assert_eq!(after["credentials"], before["credentials"]);
+    assert_eq!(after["credentials"]["type"], "OAUTH2", "{after}");
     // A filter on what cannot be a tag is refused too.
     let (status, body) = dev.send("GET", "/connections?tags[9a]=x", None).await;
     assert_eq!(
@@ -3289,6 +3339,105 @@ async fn the_official_clients_requests_are_answered_as_the_original_answers_them
         .map(|s| s["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["contacts"], "{body}");
+    // With its checkpoint (none here), and the original's answers for an
+    // integration or connection the environment does not have.
+    assert_eq!(body["syncs"][0]["checkpoint"], Value::Null, "{body}");
+    assert!(body["syncs"][0].get("checkpoint").is_some(), "{body}");
+    let (status, body) = dev
+        .send("GET", "/sync/status?provider_config_key=nope&syncs=*", None)
+        .await;
+    assert_eq!((status, &body), (200, &json!({"syncs": []})));
+    let (status, body) = dev
+        .send(
+            "GET",
+            "/sync/status?provider_config_key=hubspot&syncs=*&connection_id=zz",
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("invalid_body")),
+        "{body}"
+    );
+    for (syncs, code) in [
+        (json!(["nope"]), "no_syncs_found"),
+        (json!(["contacts"]), "unknown_provider_config"),
+    ] {
+        let pck = if code == "no_syncs_found" {
+            "hubspot"
+        } else {
+            "nope"
+        };
+        let (status, body) = dev
+            .send(
+                "POST",
+                "/sync/trigger",
+                Some(
+                    json!({"syncs": syncs, "provider_config_key": pck, "connection_id": "Demo-1"}),
+                ),
+            )
+            .await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (400, Some(code)),
+            "{body}"
+        );
+    }
+    let (status, body) = dev
+        .send(
+            "PUT",
+            "/sync/update-connection-frequency",
+            Some(json!({"sync_name": "nope", "provider_config_key": "hubspot", "connection_id": "Demo-1", "frequency": "every hour"})),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("unknown_sync")),
+        "{body}"
+    );
+    // An endpoint no script declares: the original's bare message.
+    let (status, body) = dev.send_as(c, "GET", "/v1/nope", None).await;
+    assert_eq!(
+        (status, body),
+        (404, json!({"message": "Unknown endpoint 'GET /nope'"}))
+    );
+    // Integrations: an unknown key is `not_found`, a taken one names the
+    // field as the original's does.
+    let (status, body) = dev.send("GET", "/integrations/nope", None).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("not_found")),
+        "{body}"
+    );
+    let (status, body) = dev
+        .send(
+            "POST",
+            "/integrations",
+            Some(json!({"unique_key": "hubspot", "provider": "hubspot"})),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("invalid_body")),
+        "{body}"
+    );
+    assert_eq!(
+        body["error"]["errors"][0]["path"],
+        json!(["uniqueKey"]),
+        "{body}"
+    );
+    let (status, body) = dev
+        .send(
+            "DELETE",
+            "/connections/zz?provider_config_key=hubspot",
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("unknown_connection")),
+        "{body}"
+    );
 
     // The list and its filters.
     let listed = |query: &'static str| {

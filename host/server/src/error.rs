@@ -51,11 +51,34 @@ impl ApiError {
         )
     }
 
+    /// 400, as the original's `unknown_provider_config` error.
     pub fn unknown_integration(pck: &str) -> Self {
-        Self::not_found(
+        Self::bad_request(
             "unknown_provider_config",
             format!("No integration `{pck}` in this environment"),
         )
+    }
+
+    /// `/integrations/:key` of a key this environment does not have: 404
+    /// `not_found`, as the original's.
+    pub fn unknown_integration_key(key: &str) -> Self {
+        Self::not_found(
+            "not_found",
+            format!("Integration `{key}` does not exist in this environment"),
+        )
+    }
+
+    /// 400 `invalid_body` with the original's `errors` list of one field's
+    /// problem (`{code, message, path}`), the message also as `message`.
+    pub fn invalid_field(path: &[&str], message: &str) -> Self {
+        let mut extra = serde_json::Map::new();
+        extra.insert(
+            "errors".into(),
+            json!([{ "code": "invalid_string", "message": message, "path": path }]),
+        );
+        let mut e = Self::invalid_body(message);
+        e.extra = Some(Box::new(extra));
+        e
     }
 
     pub fn invalid_body(message: impl Into<String>) -> Self {

@@ -335,16 +335,29 @@ pub fn failure_error(e: &ExecError) -> ApiError {
 }
 
 /// The deployed script `name` of the connection's integration, of `kind`,
-/// for a connection that exists (404 `not_found` / `unknown_sync`, 404
-/// `unknown_connection` otherwise).
+/// for a connection that exists. As the original, the connection is
+/// looked up first: `unknown_connection` (400 for an action, 404
+/// otherwise), then 404 `not_found` / `unknown_sync`.
 async fn target(
     env: &EnvState,
     conn: &ConnectionRef,
     name: &str,
     kind: ScriptKind,
 ) -> ApiResult<(Arc<Catalog>, Arc<Script>)> {
-    let catalog = env.catalog()?;
     let pck = &conn.provider_config_key;
+    if env
+        .store
+        .connection(pck, &conn.connection_id)
+        .await?
+        .is_none()
+    {
+        let mut e = ApiError::unknown_connection(pck, &conn.connection_id);
+        if kind == ScriptKind::Action {
+            e.status = axum::http::StatusCode::BAD_REQUEST;
+        }
+        return Err(e);
+    }
+    let catalog = env.catalog()?;
     let script = catalog.script(pck, name, kind).cloned().ok_or_else(|| {
         let code = if kind == ScriptKind::Sync {
             "unknown_sync"
@@ -353,14 +366,6 @@ async fn target(
         };
         ApiError::not_found(code, format!("integration `{pck}` has no {kind} `{name}`"))
     })?;
-    if env
-        .store
-        .connection(pck, &conn.connection_id)
-        .await?
-        .is_none()
-    {
-        return Err(ApiError::unknown_connection(pck, &conn.connection_id));
-    }
     Ok((catalog, script))
 }
 

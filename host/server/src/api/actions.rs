@@ -105,7 +105,17 @@ pub async fn run(
                 )
             })?,
     };
-    // Checked now, so a bad request is refused instead of failing later.
+    // Checked now, so a bad request is refused instead of failing later;
+    // the connection first, 400 as the original's.
+    let Some(stored) = env
+        .store
+        .connection(&conn.provider_config_key, &conn.connection_id)
+        .await?
+    else {
+        let mut e = ApiError::unknown_connection(&conn.provider_config_key, &conn.connection_id);
+        e.status = axum::http::StatusCode::BAD_REQUEST;
+        return Err(e);
+    };
     let catalog = env.catalog()?;
     if catalog
         .action_config(&conn.provider_config_key, &action)
@@ -126,16 +136,6 @@ pub async fn run(
             ),
         ));
     }
-    let Some(stored) = env
-        .store
-        .connection(&conn.provider_config_key, &conn.connection_id)
-        .await?
-    else {
-        return Err(ApiError::unknown_connection(
-            &conn.provider_config_key,
-            &conn.connection_id,
-        ));
-    };
     let now = Utc::now();
     let a = AsyncAction {
         id: uuid::Uuid::new_v4().to_string(),

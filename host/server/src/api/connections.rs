@@ -32,9 +32,9 @@ fn text(body: &Map<String, Value>, key: &str) -> Option<String> {
 }
 
 fn required(body: &Map<String, Value>, key: &str, mode: &str) -> ApiResult<String> {
-    text(body, key).ok_or_else(|| {
+    text(body, key).filter(|v| !v.is_empty()).ok_or_else(|| {
         let message = format!(
-            "{mode} connections need a string `{key}` (in the body, or in its `credentials`)"
+            "{mode} connections need a non-empty string `{key}` (in the body, or in its `credentials`)"
         );
         // The original's codes for the two it names.
         match key {
@@ -78,6 +78,142 @@ fn with_credentials(body: &Map<String, Value>) -> std::borrow::Cow<'_, Map<Strin
         out.entry(key.to_string()).or_insert_with(|| v.clone());
     }
     std::borrow::Cow::Owned(out)
+}
+
+/// The credential types `POST /connections` imports, and the fields each
+/// takes in its `credentials` object besides `type` (the original's, with
+/// the spellings the top of a body takes too: `api_key`, `access_token`
+/// for a client-credentials token, `expires_in`, `no_expiration`, `raw`).
+const CREDENTIAL_FIELDS: &[(&str, &[&str])] = &[
+    (
+        "OAUTH2",
+        &[
+            "access_token",
+            "refresh_token",
+            "expires_at",
+            "expires_in",
+            "no_expiration",
+            "raw",
+            "config_override",
+        ],
+    ),
+    (
+        "OAUTH2_CC",
+        &[
+            "token",
+            "access_token",
+            "client_id",
+            "client_secret",
+            "client_certificate",
+            "client_private_key",
+            "expires_at",
+            "expires_in",
+            "raw",
+        ],
+    ),
+    ("OAUTH1", &["oauth_token", "oauth_token_secret", "raw"]),
+    ("API_KEY", &["apiKey", "api_key"]),
+    ("BASIC", &["username", "password"]),
+    ("NONE", &[]),
+    ("TBA", &["token_id", "token_secret", "config_override"]),
+    ("APP", &["app_id", "installation_id"]),
+    ("CUSTOM", &["app_id", "installation_id"]),
+];
+
+/// The top-level fields `POST /connections` takes: the original's, and the
+/// older route's credential fields (which sluice takes there too).
+const PUBLIC_FIELDS: &[&str] = &[
+    "provider_config_key",
+    "connection_id",
+    "metadata",
+    "connection_config",
+    "end_user",
+    "tags",
+    "webhook_url_override",
+    "credentials",
+    "access_token",
+    "refresh_token",
+    "expires_at",
+    "expires_in",
+    "no_expiration",
+    "raw",
+    "api_key",
+    "username",
+    "password",
+    "oauth_token",
+    "oauth_token_secret",
+];
+
+/// The auth mode of a body's credentials: its `credentials.type`, which
+/// must be a type the original imports (or the provider's own mode) and
+/// the provider's mode when it has one, with no field its type does not
+/// take; else the provider's mode. `public`: `POST /connections`, whose
+/// body takes no field it does not know either.
+fn credentials_mode(
+    body: &Map<String, Value>,
+    provider_mode: Option<&str>,
+    public: bool,
+) -> ApiResult<String> {
+    if public && let Some(unknown) = body.keys().find(|k| !PUBLIC_FIELDS.contains(&k.as_str())) {
+        return Err(ApiError::invalid_body(format!(
+            "unknown field `{unknown}`; a connection takes {}",
+            PUBLIC_FIELDS.join(", ")
+        )));
+    }
+    let given = match body.get("credentials") {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(c)) => match c.get("type") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(t)) => Some((t.as_str(), c)),
+            Some(other) => {
+                return Err(ApiError::invalid_body(format!(
+                    "`credentials.type` must be a string, got {other}"
+                )));
+            }
+        },
+        Some(other) => {
+            return Err(ApiError::invalid_body(format!(
+                "`credentials` must be an object, got {other}"
+            )));
+        }
+    };
+    let Some((given, fields)) = given else {
+        return Ok(provider_mode.unwrap_or_default().to_string());
+    };
+    let known = CREDENTIAL_FIELDS.iter().find(|(t, _)| *t == given);
+    if known.is_none() && provider_mode != Some(given) {
+        return Err(ApiError::invalid_body(format!(
+            "`credentials.type` `{given}` is not a credential type; one of {}",
+            CREDENTIAL_FIELDS
+                .iter()
+                .map(|(t, _)| *t)
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    if let Some(mode) = provider_mode
+        && mode != given
+    {
+        // The original's words.
+        return Err(ApiError::invalid_body(format!(
+            "Provider {mode} does not support {given} auth"
+        )));
+    }
+    if let Some((_, allowed)) = known
+        && let Some(unknown) = fields
+            .keys()
+            .find(|k| k.as_str() != "type" && !allowed.contains(&k.as_str()))
+    {
+        return Err(ApiError::invalid_body(format!(
+            "unknown field `credentials.{unknown}` for {given} credentials; they take {}",
+            if allowed.is_empty() {
+                "no other field".to_string()
+            } else {
+                allowed.join(", ")
+            }
+        )));
+    }
+    Ok(given.to_string())
 }
 
 /// The fields of a `POST /connection` body that are the connection's own,
@@ -344,12 +480,19 @@ pub async fn create_legacy(
             "`provider_config_key` is required",
         ));
     };
-    create(app, env, body, pck, |pck| {
-        ApiError::bad_request(
-            "unknown_provider_config",
-            format!("No integration `{pck}` in this environment"),
-        )
-    })
+    create(
+        app,
+        env,
+        body,
+        pck,
+        |pck| {
+            ApiError::bad_request(
+                "unknown_provider_config",
+                format!("No integration `{pck}` in this environment"),
+            )
+        },
+        false,
+    )
     .await
 }
 
@@ -363,12 +506,19 @@ pub async fn create_public(
 ) -> ApiResult<(axum::http::StatusCode, Json<Value>)> {
     let pck = body_pck(&body)?
         .ok_or_else(|| ApiError::invalid_body("`provider_config_key` is required"))?;
-    create(app, env, body, pck, |pck| {
-        ApiError::not_found(
-            "not_found",
-            format!("Integration `{pck}` does not exist in this environment"),
-        )
-    })
+    create(
+        app,
+        env,
+        body,
+        pck,
+        |pck| {
+            ApiError::not_found(
+                "not_found",
+                format!("Integration `{pck}` does not exist in this environment"),
+            )
+        },
+        true,
+    )
     .await
 }
 
@@ -380,6 +530,7 @@ async fn create(
     body: Map<String, Value>,
     pck: String,
     unknown: fn(&str) -> ApiError,
+    public: bool,
 ) -> ApiResult<(axum::http::StatusCode, Json<Value>)> {
     // Held until the connection is stored and scheduled: its integration
     // cannot be deleted meanwhile.
@@ -403,13 +554,11 @@ async fn create(
             "`connection_id` must be 1 to {MAX_ID} characters of letters, digits and ,.;:=+~[]|@${{}}\"'\\/_ -"
         )));
     }
-    let mode = body
-        .get("credentials")
-        .and_then(|c| c.get("type"))
-        .and_then(Value::as_str)
-        .map(str::to_string)
-        .or_else(|| app.providers.get(&integration.provider)?.auth_mode.clone())
-        .unwrap_or_default();
+    let provider_mode = app
+        .providers
+        .get(&integration.provider)
+        .and_then(|p| p.auth_mode.clone());
+    let mode = credentials_mode(&body, provider_mode.as_deref(), public)?;
     let creds: Credentials = serde_json::from_value(credentials(&mode, &with_credentials(&body))?)
         .map_err(|e| ApiError::invalid_body(format!("invalid credentials: {e}")))?;
     // A re-import that leaves out `metadata` or `connection_config` keeps
@@ -451,7 +600,8 @@ async fn create(
         provider: integration.provider,
         credentials: creds,
         connection_config: connection_config.unwrap_or_default(),
-        metadata: metadata.unwrap_or(Value::Null),
+        // A new connection without metadata has `{}`, as the original's.
+        metadata: metadata.unwrap_or_else(|| json!({})),
         created_at: now,
         updated_at: now,
         end_user: end_user.unwrap_or(Value::Null),
@@ -930,8 +1080,14 @@ pub async fn delete(
         provider_config_key: pck.clone(),
         connection_id: id.clone(),
     };
+    // 400, as the original's.
+    let unknown = || {
+        let mut e = ApiError::unknown_connection(&pck, &id);
+        e.status = axum::http::StatusCode::BAD_REQUEST;
+        e
+    };
     if !env.store.connection_exists(&pck, &id).await? {
-        return Err(ApiError::unknown_connection(&pck, &id));
+        return Err(unknown());
     }
     // `pre-connection-deletion` scripts run first; their failure is kept
     // in the history and does not keep the connection.
@@ -943,7 +1099,7 @@ pub async fn delete(
     )
     .await;
     if !delete_one(&app, &env, &conn).await? {
-        return Err(ApiError::unknown_connection(&pck, &id));
+        return Err(unknown());
     }
     Ok(Json(json!({ "success": true })))
 }
@@ -1058,12 +1214,14 @@ async fn write_metadata(
     })))
 }
 
+/// `POST /connection(s)/metadata`: 201, as the original's.
 pub async fn set_metadata(
     State(app): State<Arc<App>>,
     Env(env): Env,
     JsonBody(body): JsonBody<MetadataBody>,
-) -> ApiResult<Json<Value>> {
-    write_metadata(&env, body, true, app.config.max_body_bytes).await
+) -> ApiResult<(axum::http::StatusCode, Json<Value>)> {
+    let written = write_metadata(&env, body, true, app.config.max_body_bytes).await?;
+    Ok((axum::http::StatusCode::CREATED, written))
 }
 
 pub async fn update_metadata(
@@ -1076,7 +1234,8 @@ pub async fn update_metadata(
 
 /// The legacy `POST`/`PATCH /connection/:id/metadata`: the body is the
 /// metadata, the integration in the `Provider-Config-Key` header (or the
-/// `provider_config_key` query parameter).
+/// `provider_config_key` query parameter); answered with the metadata
+/// sent, 201 for a POST, as the original's.
 pub async fn legacy_metadata(
     State(app): State<Arc<App>>,
     Env(env): Env,
@@ -1085,7 +1244,7 @@ pub async fn legacy_metadata(
     ApiPath(id): ApiPath<String>,
     ApiQuery(q): ApiQuery<OneQuery>,
     JsonBody(metadata): JsonBody<Value>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<(axum::http::StatusCode, Json<Value>)> {
     let pck = headers
         .provider_config_key
         .or(q.provider_config_key)
@@ -1101,5 +1260,11 @@ pub async fn legacy_metadata(
         metadata,
     };
     let replace = method == axum::http::Method::POST;
-    write_metadata(&env, body, replace, app.config.max_body_bytes).await
+    let Json(written) = write_metadata(&env, body, replace, app.config.max_body_bytes).await?;
+    let status = if replace {
+        axum::http::StatusCode::CREATED
+    } else {
+        axum::http::StatusCode::OK
+    };
+    Ok((status, Json(written["metadata"].clone())))
 }

@@ -197,11 +197,12 @@ pub async fn receive(
                 format!("no environment `{environment}`"),
             )
         })?;
-    let integration = env
-        .store
-        .integration(&pck)
-        .await?
-        .ok_or_else(|| ApiError::unknown_integration(&pck))?;
+    let integration = env.store.integration(&pck).await?.ok_or_else(|| {
+        ApiError::not_found(
+            "unknown_provider_config",
+            format!("No integration `{pck}` in this environment"),
+        )
+    })?;
     let Some(script) = app
         .providers
         .get(&integration.provider)

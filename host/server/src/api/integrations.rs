@@ -181,18 +181,19 @@ pub async fn create(
         .clone()
         .ok_or_else(|| ApiError::invalid_body("`provider` is required"))?;
     let Some(definition) = app.providers.get(&provider) else {
-        return Err(ApiError::bad_request(
-            "invalid_body",
-            format!("unknown provider `{provider}`: it is not in the providers catalogue"),
+        return Err(ApiError::invalid_field(
+            &["provider"],
+            &format!("unknown provider `{provider}`: it is not in the providers catalogue"),
         ));
     };
     if let Some(c) = &body.credentials {
         check_credentials(definition.auth_mode.as_deref(), c)?;
     }
     if env.store.integration(&key).await?.is_some() {
-        return Err(ApiError::bad_request(
-            "integration_already_exists",
-            format!("integration `{key}` already exists"),
+        // The original's answer, naming the field as it does.
+        return Err(ApiError::invalid_field(
+            &["uniqueKey"],
+            "Unique key already exists",
         ));
     }
     let now = Utc::now();
@@ -252,7 +253,7 @@ pub async fn get(
         .store
         .integration(&key)
         .await?
-        .ok_or_else(|| ApiError::unknown_integration(&key))?;
+        .ok_or_else(|| ApiError::unknown_integration_key(&key))?;
     let auth_mode = app
         .providers
         .get(&i.provider)
@@ -283,7 +284,7 @@ pub async fn update(
         .store
         .integration(&key)
         .await?
-        .ok_or_else(|| ApiError::unknown_integration(&key))?;
+        .ok_or_else(|| ApiError::unknown_integration_key(&key))?;
     if body.provider.as_ref().is_some_and(|p| *p != i.provider) {
         return Err(ApiError::invalid_body(
             "the provider of an integration cannot change; create another integration",
@@ -320,7 +321,7 @@ pub async fn delete(
 ) -> ApiResult<Json<Value>> {
     let _no_connection_created_meanwhile = env.integrations_lock.write().await;
     if env.store.integration(&key).await?.is_none() {
-        return Err(ApiError::unknown_integration(&key));
+        return Err(ApiError::unknown_integration_key(&key));
     }
     for c in env.store.connections(Some(&key)).await? {
         let conn = ConnectionRef {
@@ -330,7 +331,7 @@ pub async fn delete(
         super::connections::delete_one(&app, &env, &conn).await?;
     }
     if !env.store.delete_integration(&key).await? {
-        return Err(ApiError::unknown_integration(&key));
+        return Err(ApiError::unknown_integration_key(&key));
     }
     Ok(Json(json!({ "success": true })))
 }

@@ -99,11 +99,15 @@ async fn targets(
     }
     let catalog = env.catalog()?;
     let integration = catalog.config.integration(pck);
+    // As the original's: 400 `no_syncs_found` for a sync the connection
+    // does not have.
     for (name, _) in syncs.iter().copied() {
         if integration.and_then(|i| i.sync(name)).is_none() {
-            return Err(ApiError::not_found(
-                "unknown_sync",
-                format!("integration `{pck}` has no sync `{name}`"),
+            return Err(ApiError::bad_request(
+                "no_syncs_found",
+                format!(
+                    "No syncs found given the inputs: integration `{pck}` has no sync `{name}`"
+                ),
             ));
         }
     }
@@ -135,10 +139,10 @@ async fn targets(
             // A variant is only where it was created.
             if variant != "base" && !crate::runner::variant_exists(env, &key).await? {
                 if one {
-                    return Err(ApiError::not_found(
-                        "unknown_sync",
+                    return Err(ApiError::bad_request(
+                        "no_syncs_found",
                         format!(
-                            "connection `{}` has no variant `{variant}` of sync `{name}`",
+                            "No syncs found given the inputs: connection `{}` has no variant `{variant}` of sync `{name}`",
                             conn.connection_id
                         ),
                     ));
@@ -424,6 +428,18 @@ pub async fn status(
             "`syncs` is required: a comma list of sync names, or `*`",
         )
     })?;
+    // As the original's: an integration this environment does not have
+    // has no syncs; a connection it does not have is the body's fault.
+    if env.store.integration(&pck).await?.is_none() {
+        return Ok(Json(json!({ "syncs": [] })));
+    }
+    if let Some(cid) = &cid
+        && !env.store.connection_exists(&pck, cid).await?
+    {
+        return Err(ApiError::invalid_body(format!(
+            "Connection not found: no connection `{cid}` of integration `{pck}`"
+        )));
+    }
     let catalog = env.catalog()?;
     let names: Vec<(String, String)> = if syncs.trim() == "*" {
         all_syncs(&env, &pck, cid.as_deref()).await?
@@ -459,14 +475,6 @@ pub async fn status(
     let names = known;
     let mut out = Vec::new();
     if names.is_empty() {
-        if env.store.integration(&pck).await?.is_none() {
-            return Err(ApiError::unknown_integration(&pck));
-        }
-        if let Some(cid) = &cid
-            && !env.store.connection_exists(&pck, cid).await?
-        {
-            return Err(ApiError::unknown_connection(&pck, cid));
-        }
         return Ok(Json(json!({ "syncs": out })));
     }
     for t in targets(&app, &env, &pck, cid, &names).await? {
@@ -498,16 +506,27 @@ pub async fn status(
                 json!({"added": c.added, "updated": c.updated, "deleted": c.deleted}),
             );
         }
+        // Keyed by the model's name, a variant's too, as the original's.
         let mut counts = BTreeMap::new();
         for model in sync.map(|s| s.output.clone()).unwrap_or_default() {
             let full = if t.variant == "base" {
-                model
+                model.clone()
             } else {
                 format!("{model}::{}", t.variant)
             };
             let n = env.store.record_count(&t.conn, &full).await?;
-            counts.insert(full, n);
+            counts.insert(model, n);
         }
+        // The run's checkpoint (zero-yaml), `null` when there is none.
+        let checkpoint_key = if t.variant == "base" {
+            t.name.clone()
+        } else {
+            format!("{}::{}", t.name, t.variant)
+        };
+        let checkpoint =
+            sluice_runtime::records::RecordStore::checkpoint(&env.store, &t.conn, &checkpoint_key)
+                .await
+                .map_err(|e| ApiError::internal(format!("reading the sync's checkpoint: {e}")))?;
         out.push(json!({
             "id": sync_id(&t.conn, &t.name, &t.variant),
             "connection_id": t.conn.connection_id,
@@ -531,6 +550,7 @@ pub async fn status(
                 last.map(|r| if r.success { "SUCCESS" } else { "STOPPED" })
             },
             "recordCount": counts,
+            "checkpoint": checkpoint,
         }));
     }
     Ok(Json(json!({ "syncs": out })))
@@ -564,6 +584,8 @@ pub async fn update_frequency(
 ) -> ApiResult<Json<Value>> {
     let variant = body.sync_variant.unwrap_or_else(|| "base".into());
     let name = (body.sync_name.clone(), variant);
+    // The original's answers here: 400 `unknown_connection` (an unknown
+    // integration is a connection not found), 400 `unknown_sync`.
     let targets = targets(
         &app,
         &env,
@@ -571,12 +593,26 @@ pub async fn update_frequency(
         Some(body.connection_id),
         std::slice::from_ref(&name),
     )
-    .await?;
+    .await
+    .map_err(|mut e| {
+        match e.code.as_str() {
+            "unknown_provider_config" | "unknown_connection" => {
+                e.status = axum::http::StatusCode::BAD_REQUEST;
+                e.code = "unknown_connection".into();
+            }
+            "no_syncs_found" => {
+                e.status = axum::http::StatusCode::BAD_REQUEST;
+                e.code = "unknown_sync".into();
+            }
+            _ => {}
+        }
+        e
+    })?;
     let catalog = env.catalog()?;
     let default = catalog
         .sync_config(&body.provider_config_key, &body.sync_name)
         .map(|s| (s.runs.clone(), s.interval))
-        .ok_or_else(|| ApiError::not_found("unknown_sync", "the sync is not deployed"))?;
+        .ok_or_else(|| ApiError::bad_request("unknown_sync", "the sync is not deployed"))?;
     let (shown, every) = match &body.frequency {
         Some(f) if !sluice_nango_yaml::api_frequency_shape(f) => {
             return Err(ApiError::invalid_body(format!(
@@ -648,8 +684,12 @@ async fn variant_target(
             "`provider_config_key` and `connection_id` are required (in the body, or the Provider-Config-Key and Connection-Id headers)",
         ));
     };
-    if env.store.integration(&pck).await?.is_none() {
-        return Err(ApiError::unknown_integration(&pck));
+    // The original looks the connection up first: 400 `unknown_connection`
+    // for an integration it does not have too.
+    if env.store.integration(&pck).await?.is_none()
+        || !env.store.connection_exists(&pck, &cid).await?
+    {
+        return Err(variant_unknown_connection(&pck, &cid));
     }
     let sync = env
         .catalog()?
@@ -657,9 +697,6 @@ async fn variant_target(
         .integration(&pck)
         .and_then(|i| i.sync(name))
         .cloned();
-    if !env.store.connection_exists(&pck, &cid).await? {
-        return Err(ApiError::unknown_connection(&pck, &cid));
-    }
     let conn = ConnectionRef {
         provider_config_key: pck,
         connection_id: cid,
@@ -668,9 +705,17 @@ async fn variant_target(
 }
 
 fn no_such_sync(pck: &str, name: &str) -> ApiError {
-    ApiError::not_found(
+    ApiError::bad_request(
         "unknown_sync",
         format!("integration `{pck}` has no sync `{name}`"),
+    )
+}
+
+/// The variant routes' unknown connection: 400, as the original's.
+fn variant_unknown_connection(pck: &str, cid: &str) -> ApiError {
+    ApiError::bad_request(
+        "unknown_connection",
+        format!("No connection `{cid}` for integration `{pck}`"),
     )
 }
 
@@ -694,7 +739,7 @@ pub async fn create_variant(
         .connection_exists(&conn.provider_config_key, &conn.connection_id)
         .await?
     {
-        return Err(ApiError::unknown_connection(
+        return Err(variant_unknown_connection(
             &conn.provider_config_key,
             &conn.connection_id,
         ));
@@ -749,7 +794,7 @@ pub async fn delete_variant(
     let key = sync_key(&conn, &name, &variant);
     let Some(mut doc) = env.store.doc::<Value>(SYNC_VARIANTS, &key).await? else {
         return Err(ApiError::not_found(
-            "unknown_sync",
+            "not_found",
             format!(
                 "connection `{}` has no variant `{variant}` of sync `{name}`",
                 conn.connection_id

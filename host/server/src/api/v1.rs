@@ -22,11 +22,17 @@ enum Target {
     Action { name: String },
 }
 
-fn unknown(method: &Method, path: &str) -> ApiError {
-    ApiError::not_found(
-        "unknown_endpoint",
-        format!("Unknown endpoint '{method} {path}'"),
+/// An endpoint no script declares: 404 `{"message": "Unknown endpoint
+/// 'GET /x'"}`, the original's body (not its usual error shape).
+fn unknown(method: &Method, path: &str) -> Response {
+    use axum::response::IntoResponse as _;
+    (
+        axum::http::StatusCode::NOT_FOUND,
+        axum::Json(serde_json::json!({
+            "message": format!("Unknown endpoint '{method} {path}'")
+        })),
     )
+        .into_response()
 }
 
 pub async fn dispatch(
@@ -47,10 +53,9 @@ pub async fn dispatch(
         )
     })?;
     let catalog = env.catalog()?;
-    let integration = catalog
-        .config
-        .integration(&pck)
-        .ok_or_else(|| unknown(&method, &path))?;
+    let Some(integration) = catalog.config.integration(&pck) else {
+        return Ok(unknown(&method, &path));
+    };
     let mut target = None;
     for s in integration.distinct_syncs() {
         for (i, e) in s.endpoints.iter().enumerate() {
@@ -72,7 +77,10 @@ pub async fn dispatch(
             });
         }
     }
-    match target.ok_or_else(|| unknown(&method, &path))? {
+    let Some(target) = target else {
+        return Ok(unknown(&method, &path));
+    };
+    match target {
         Target::Records { model } => {
             let query = records::parse_query(raw.as_deref(), Some(&model))?;
             let conn = records::connection_ref(&env, &headers).await?;
