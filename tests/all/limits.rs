@@ -457,3 +457,23 @@ async fn without_fuel_metering_a_busy_loop_still_ends_at_its_deadline() {
     );
     assert_eq!(report.fuel_consumed, 0);
 }
+
+/// Output that is not JSON (only a component built without an SDK can
+/// return it) is refused naming the problem, as the contract says; JSON
+/// from the same component is its output.
+#[tokio::test]
+async fn output_that_is_not_json_is_refused() {
+    let h = Harness::simple(ok).await;
+    let report = h
+        .action(guests::ACTION_RAW_OUTPUT, json!("this is { not json"))
+        .await;
+    let Err(ExecError::Script(f)) = &report.outcome else {
+        panic!("expected a script failure, got {:?}", report.outcome);
+    };
+    assert_eq!(f.error_type, "script_output_not_json", "{}", f.message);
+    assert!(f.message.contains("`this is { not json`"), "{}", f.message);
+    let report = h
+        .action(guests::ACTION_RAW_OUTPUT, json!(r#"{"ok": true}"#))
+        .await;
+    assert_eq!(output(&report), json!({"ok": true}));
+}

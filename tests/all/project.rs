@@ -384,6 +384,8 @@ async fn scripts_without_a_file_are_listed() {
         err.contains("The following scripts are missing a corresponding .ts file: demo/actions/one.ts, demo/actions/two.ts"),
         "{err}"
     );
+    // And where a script in Rust would be.
+    assert!(err.contains("`<name>/Cargo.toml`"), "{err}");
 }
 
 /// Copies tests/ts-project into `to`, less its Rust script (whose path

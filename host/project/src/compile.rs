@@ -35,11 +35,18 @@ pub enum CompileError {
     UnknownIntegration(String),
     #[error("{0}")]
     NotAProject(String),
+    /// The original's message, then where else a script may be.
+    #[error(
+        "The following scripts are missing a corresponding .ts file: {} (a script in Rust is a crate in a folder of its name, `<name>/Cargo.toml`, beside where its .ts file would be; a prebuilt component is `<name>.wasm`)",
+        .0.join(", ")
+    )]
+    MissingScripts(Vec<String>),
+    /// A zero-yaml project's `index.ts` imports files that are not there.
     #[error(
         "The following scripts are missing a corresponding .ts file: {}",
         .0.join(", ")
     )]
-    MissingScripts(Vec<String>),
+    MissingImports(Vec<String>),
     #[error(
         "script `{name}` of `{integration}` has more than one source: {}; keep one",
         .sources.join(", ")

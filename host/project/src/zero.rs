@@ -436,7 +436,7 @@ pub(crate) fn compile(
         .map(|e| e.path.clone())
         .collect();
     if !missing.is_empty() {
-        return Err(CompileError::MissingScripts(missing));
+        return Err(CompileError::MissingImports(missing));
     }
     let toolchain = Toolchain::locate(opts.sdk.as_deref(), &opts.cache_dir, progress)?;
     let build = opts.build_dir();

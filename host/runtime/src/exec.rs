@@ -681,14 +681,15 @@ fn is_empty_object(json: &str) -> bool {
     matches!(serde_json::from_str::<Value>(json), Ok(Value::Object(m)) if m.is_empty())
 }
 
-/// Output that is not JSON is returned as a JSON string.
+/// Output that is not JSON becomes `{"message": <why>}`.
 fn parse_output(json: &[u8]) -> Value {
     parse_result(json).unwrap_or_else(|e| serde_json::json!({ "message": e.message }))
 }
 
-/// What a script returned: JSON, or text that is not JSON as a JSON
-/// string. JSON nested deeper than the host parses (128 levels) is an
-/// error, not text (it was returned as a string of its JSON).
+/// What a script returned, which the contract (`json` in the WIT) says is
+/// UTF-8 JSON: bytes that are not (only a component built without an SDK
+/// can return them) are refused as `script_output_not_json`, as is JSON
+/// nested deeper than the host parses (128 levels, `json_too_deep`).
 fn parse_result(json: &[u8]) -> Result<Value, crate::bindings::types::NangoError> {
     match serde_json::from_slice(json) {
         Ok(v) => Ok(v),
@@ -701,7 +702,18 @@ fn parse_result(json: &[u8]) -> Result<Value, crate::bindings::types::NangoError
                 payload: None,
             })
         }
-        Err(_) => Ok(Value::String(String::from_utf8_lossy(json).into_owned())),
+        Err(e) => {
+            let text = String::from_utf8_lossy(json);
+            let start: String = text.chars().take(80).collect();
+            Err(crate::bindings::types::NangoError {
+                code: "script_output_not_json".into(),
+                message: format!(
+                    "the script returned {} bytes that are not JSON ({e}), starting `{start}`",
+                    json.len()
+                ),
+                payload: None,
+            })
+        }
     }
 }
 
