@@ -87,14 +87,22 @@ async fn trigger_action_runs_another_action_and_returns_its_output() {
     let h = harness().await;
     h.scripts
         .insert("mock-int", "fetch-path", script(guests::ACTION_PROXY));
-    let out = output(
-        &h.action(
+    let report = h
+        .action(
             guests::ACTION_FEATURES,
             json!({"trigger": ["mock-int", "c1", "fetch-path", {"endpoint": "/nested"}]}),
         )
-        .await,
-    );
+        .await;
+    let out = output(&report);
     assert_eq!(out["triggered"]["data"], json!({"path": "/nested"}));
+    // What the triggered action logged is in the caller's log, marked.
+    let nested: Vec<&str> = report
+        .logs
+        .iter()
+        .map(|l| l.message.as_str())
+        .filter(|m| m.starts_with("[action fetch-path] "))
+        .collect();
+    assert!(!nested.is_empty(), "{:?}", report.logs);
 
     let report = h
         .action(

@@ -310,6 +310,15 @@ impl HostState {
         let services = Arc::clone(&self.services);
         let report = Box::pin(runtime.execute(&script, exec, services)).await;
         let burnt = report.fuel_consumed;
+        // Its log lines (its requests among them) are the caller's too,
+        // each marked with the action, within the caller's cap: the
+        // caller's execution is the one the history keeps.
+        let tag = format!("[action {action_name}] ");
+        for mut entry in report.logs {
+            entry.message.insert_str(0, &tag);
+            self.push_log(entry);
+        }
+        self.logs_dropped += report.logs_dropped;
         let result = match report.outcome {
             Ok(output) => Ok(output.map(|v| v.to_string().into())),
             Err(e) => {
