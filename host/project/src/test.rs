@@ -264,6 +264,20 @@ impl Replayer<'_> {
             .runtime
             .execute(&ps.script, exec, Arc::new(services))
             .await;
+        // Why a replayed `paginate` stopped early, if the host said.
+        let notes: Vec<String> = report
+            .logs
+            .iter()
+            .filter(|l| l.message.starts_with("paginate stopped: "))
+            .map(|l| l.message.clone())
+            .collect();
+        let with_notes = |why: String| {
+            if notes.is_empty() {
+                why
+            } else {
+                format!("{why} (note: {})", notes.join("; "))
+            }
+        };
         let output = report.outcome.map_err(|e| {
             let logs: Vec<String> = report
                 .logs
@@ -279,13 +293,13 @@ impl Replayer<'_> {
             }
         })?;
         match ps.kind {
-            ScriptKind::Sync => check_sync(&here, outputs, &calls.calls()),
+            ScriptKind::Sync => check_sync(&here, outputs, &calls.calls()).map_err(with_notes),
             _ => {
                 let expected = required(&here.join("output.json"))?;
                 let actual = output.unwrap_or(Value::Null);
                 match difference(&expected, &actual, "output") {
                     None => Ok(()),
-                    Some(d) => Err(d),
+                    Some(d) => Err(with_notes(d)),
                 }
             }
         }

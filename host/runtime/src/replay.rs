@@ -483,6 +483,9 @@ pub struct ReplayPager {
     pending: VecDeque<Value>,
     started: bool,
     done: bool,
+    /// A cursor path with dots that the page has nested, not as one
+    /// property: the harness stops there (said once, in the run's log).
+    pub(crate) nested_cursor: Option<String>,
 }
 
 fn text(config: &Map<String, Value>, key: &str) -> Option<String> {
@@ -534,6 +537,7 @@ impl ReplayPager {
             pending: VecDeque::new(),
             started: false,
             done: false,
+            nested_cursor: None,
         };
         if let Some(limit) = pager.limit.clone() {
             let name = text(&config, "limit_name_in_request").unwrap_or_else(|| "undefined".into());
@@ -644,6 +648,11 @@ impl ReplayPager {
                         Some(shown)
                     }
                     None => {
+                        if data.get(&path).is_none()
+                            && crate::paginate::get_path(&data, &path).is_some_and(truthy)
+                        {
+                            self.nested_cursor = Some(path.clone());
+                        }
                         self.done = true;
                         None
                     }
@@ -748,6 +757,38 @@ mod tests {
         assert!(text.contains(r#""data":"sha1:"#), "{text}");
         req.data = Some(Body::Text("short".into()));
         assert!(identity(&req).0.ends_with(r#""data":"short"}"#));
+    }
+
+    /// The harness reads a cursor path as one property name: a page that
+    /// has it nested ends the pagination, and the pager says why.
+    #[test]
+    fn a_nested_cursor_path_ends_the_replay_and_is_noted() {
+        let dir = tempfile::tempdir().unwrap();
+        let config: Map<String, Value> = serde_json::from_value(serde_json::json!({
+            "type": "cursor",
+            "cursor_name_in_request": "cursor",
+            "cursor_path_in_response": "meta.next",
+            "response_path": "items",
+        }))
+        .unwrap();
+        let mut pager = ReplayPager::new(request(Method::Get, "/items"), config).unwrap();
+        // The first request as the pager sends it (its parameters written
+        // back), recorded with a nested cursor.
+        let mut first = request(Method::Get, "/items");
+        first.params = Some(Query::Object("{}".into()));
+        let (_, hash) = identity(&first);
+        let folder = dir.path().join("nango/get/proxy/items/s");
+        std::fs::create_dir_all(&folder).unwrap();
+        std::fs::write(
+            folder.join(format!("{hash}.json")),
+            r#"{"status": 200, "headers": {}, "response": {"items": [1, 2], "meta": {"next": "page-2"}}}"#,
+        )
+        .unwrap();
+        let replay = Replay::new(dir.path());
+        let page = pager.next_page(&replay, "s", "base").unwrap().unwrap();
+        assert_eq!(page.items, b"[1,2]".to_vec());
+        assert!(pager.next_page(&replay, "s", "base").unwrap().is_none());
+        assert_eq!(pager.nested_cursor.as_deref(), Some("meta.next"));
     }
 
     #[test]

@@ -101,12 +101,21 @@ impl http::HostPaginator for HostState {
             Pager::Live(p) => p.next_page(self).await,
             Pager::Replay(p) => {
                 let services = self.services.clone();
-                match services.upstream.recordings() {
+                let page = match services.upstream.recordings() {
                     Some(replay) => {
                         p.next_page(replay, &self.exec.script_name, &self.exec.sync.variant)
                     }
                     None => Ok(None),
+                };
+                if let Some(path) = p.nested_cursor.take() {
+                    self.push_log(crate::exec::LogEntry::internal(
+                        crate::exec::LogLevel::Warn,
+                        format!(
+                            "paginate stopped: the cursor path `{path}` is read as one property name when recordings are replayed, as the original's test harness reads it, and this page has it nested (a dry run or the server follows the path)"
+                        ),
+                    ));
                 }
+                page
             }
         };
         *self.table.get_mut(&handle)? = pager;
