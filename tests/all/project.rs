@@ -459,6 +459,9 @@ async fn sluice_test_replays_recorded_mocks_and_reports_each_script() {
         "mock-int/mocks/lookup/input.json",
         r#"{"id": "43"}"#,
     );
+    // An action that starts another cannot pass a replay, and says why.
+    write(tmp.path(), "mock-int/mocks/trigger/input.json", "{}");
+    write(tmp.path(), "mock-int/mocks/trigger/output.json", "{}");
     let (code, out, _) = sluice(&argv).await;
     assert_eq!(code, 1, "{out}");
     assert!(
@@ -469,7 +472,14 @@ async fn sluice_test_replays_recorded_mocks_and_reports_each_script() {
         out.contains("✗ mock-int/lookup (action): ") && out.contains("Failed to load mock data"),
         "{out}"
     );
-    assert!(out.ends_with("0 passed, 2 failed\n"), "{out}");
+    assert!(
+        out.contains("✗ mock-int/trigger (action): ")
+            && out.contains(
+                "triggerAction of `echo` cannot run while recorded responses are replayed"
+            ),
+        "{out}"
+    );
+    assert!(out.ends_with("0 passed, 3 failed\n"), "{out}");
 }
 
 /// `sluice init --rust`: the nango.yaml starter with its scripts as Rust

@@ -274,13 +274,16 @@ impl HostState {
             );
         }
         let Some(script) = self.services.scripts.action(&pck, &action_name) else {
-            return (
-                Err(nango_error(
-                    "unknown_action",
-                    format!("integration `{pck}` has no action `{action_name}`"),
-                )),
-                0,
-            );
+            // A replay (`sluice test`) has no other script to run, as the
+            // original's harness has none.
+            let message = if self.services.upstream.recordings().is_some() {
+                format!(
+                    "triggerAction of `{action_name}` cannot run while recorded responses are replayed (`sluice test`, as the original's test harness); a dry run or the server runs it"
+                )
+            } else {
+                format!("integration `{pck}` has no action `{action_name}`")
+            };
+            return (Err(nango_error("unknown_action", message)), 0);
         };
         let Ok(input) = input.map(String::from_utf8).transpose() else {
             return (
