@@ -114,6 +114,30 @@ async fn trigger_action_runs_another_action_and_returns_its_output() {
         panic!("{:?}", report.outcome)
     };
     assert_eq!(f.error_type, "unknown_action");
+
+    // An ActionError of the triggered action that the caller lets through
+    // fails the caller with that ActionError's payload, not wrapped.
+    h.scripts
+        .insert("mock-int", "charge", script(guests::ACTION_MISBEHAVE));
+    let report = h
+        .action(
+            guests::ACTION_FEATURES,
+            json!({"trigger": ["mock-int", "c1", "charge", {"mode": "action-error"}]}),
+        )
+        .await;
+    let Err(ExecError::Script(f)) = &report.outcome else {
+        panic!("{:?}", report.outcome)
+    };
+    assert_eq!(
+        (f.error_type.as_str(), f.status, &f.payload),
+        (
+            "action_script_runtime_error",
+            500,
+            &json!({"message": "card declined", "code": 402})
+        ),
+        "{}",
+        f.message
+    );
 }
 
 #[tokio::test]

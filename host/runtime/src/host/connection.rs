@@ -326,11 +326,22 @@ impl HostState {
             Ok(output) => Ok(output.map(|v| v.to_string().into())),
             Err(e) => {
                 let failure = e.to_failure();
-                Err(NangoError {
-                    code: failure.error_type.clone(),
-                    message: format!("action `{action_name}` failed: {e}"),
-                    payload: serde_json::to_vec(&failure).ok(),
-                })
+                // An ActionError's payload is passed on as it was thrown: a
+                // caller that lets it through fails with it as if it had
+                // thrown it itself.
+                if failure.error_type == "action_script_runtime_error" {
+                    Err(NangoError {
+                        code: failure.error_type.clone(),
+                        message: format!("action `{action_name}` failed with an ActionError"),
+                        payload: serde_json::to_vec(&failure.payload).ok(),
+                    })
+                } else {
+                    Err(NangoError {
+                        code: failure.error_type.clone(),
+                        message: format!("action `{action_name}` failed: {e}"),
+                        payload: serde_json::to_vec(&failure).ok(),
+                    })
+                }
             }
         };
         (result, burnt)
