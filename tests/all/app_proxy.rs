@@ -296,7 +296,7 @@ async fn an_apps_request_goes_out_with_the_connections_credentials() {
     let prod = Client::new(&server, PROD_KEY);
     let before = mock.requests().len();
     let (status, _, text) = proxy(&prod, "GET", "/x", "c1", &[], None).await;
-    assert_eq!(status, 400, "{text}");
+    assert_eq!(status, 404, "{text}");
     assert!(text.contains("unknown_provider_config"), "{text}");
     assert_eq!(mock.requests().len(), before);
 

@@ -2943,8 +2943,14 @@ async fn the_provider_catalogue_is_listed() {
 async fn connections_keep_their_end_user_and_tags() {
     let data = tempfile::tempdir().unwrap();
     let master = MasterKey::generate();
-    // Nothing here reaches the upstream.
-    let server = start(data.path(), &master, "http://127.0.0.1:9").await;
+    // Nothing here reaches an upstream; a provider of basic auth besides.
+    let config = ServerConfig::new(data.path(), "127.0.0.1:0".parse().unwrap());
+    let server = start_with(
+        config,
+        &master,
+        "basic-api:\n    auth_mode: BASIC\n    proxy:\n        base_url: http://127.0.0.1:9\n",
+    )
+    .await;
     let dev = Client::new(&server, DEV_KEY);
     let (status, body) = dev
         .send(
@@ -3192,6 +3198,47 @@ async fn connections_keep_their_end_user_and_tags() {
         .await;
     assert_eq!(after["credentials"], before["credentials"]);
     assert_eq!(after["credentials"]["type"], "OAUTH2", "{after}");
+    // A credentials object needs its type there; basic auth may have an
+    // empty username, as the original's public import takes it.
+    let (status, out) = dev
+        .send(
+            "POST",
+            "/connections",
+            Some(json!({"provider_config_key": "hubspot", "connection_id": "b", "credentials": {"access_token": "t", "colour": "red"}})),
+        )
+        .await;
+    assert_eq!(status, 400, "{out}");
+    assert!(
+        out["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("`credentials.type` is required"),
+        "{out}"
+    );
+    let (status, body) = dev
+        .send(
+            "POST",
+            "/integrations",
+            Some(json!({"unique_key": "basic", "provider": "basic-api"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, out) = dev
+        .send(
+            "POST",
+            "/connections",
+            Some(json!({"provider_config_key": "basic", "connection_id": "k", "credentials": {"type": "BASIC", "username": "", "password": "key"}})),
+        )
+        .await;
+    assert_eq!(status, 201, "{out}");
+    assert_eq!(
+        (
+            &out["credentials"]["username"],
+            &out["credentials"]["password"]
+        ),
+        (&json!(""), &json!("key")),
+        "{out}"
+    );
     // A filter on what cannot be a tag is refused too.
     let (status, body) = dev.send("GET", "/connections?tags[9a]=x", None).await;
     assert_eq!(
@@ -3347,16 +3394,33 @@ async fn the_official_clients_requests_are_answered_as_the_original_answers_them
         .send("GET", "/sync/status?provider_config_key=nope&syncs=*", None)
         .await;
     assert_eq!((status, &body), (200, &json!({"syncs": []})));
+    for pck in ["hubspot", "nope"] {
+        let (status, body) = dev
+            .send(
+                "GET",
+                &format!("/sync/status?provider_config_key={pck}&syncs=*&connection_id=zz"),
+                None,
+            )
+            .await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (400, Some("invalid_body")),
+            "{body}"
+        );
+    }
+    // The connection is looked up before the syncs.
     let (status, body) = dev
         .send(
-            "GET",
-            "/sync/status?provider_config_key=hubspot&syncs=*&connection_id=zz",
-            None,
+            "POST",
+            "/sync/trigger",
+            Some(
+                json!({"syncs": ["nope"], "provider_config_key": "hubspot", "connection_id": "zz"}),
+            ),
         )
         .await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
-        (400, Some("invalid_body")),
+        (404, Some("unknown_connection")),
         "{body}"
     );
     for (syncs, code) in [

@@ -51,13 +51,13 @@ pub fn watchdog() {
     });
 }
 
-/// How long one test process may run: `SLUICE_TEST_WATCHDOG_SECS`, or 40
+/// How long one test process may run: `SLUICE_TEST_WATCHDOG_SECS`, or 60
 /// minutes.
 fn watchdog_limit() -> Duration {
     let secs = std::env::var("SLUICE_TEST_WATCHDOG_SECS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(40 * 60);
+        .unwrap_or(60 * 60);
     Duration::from_secs(secs)
 }
 

@@ -681,12 +681,21 @@ fn is_empty_object(json: &str) -> bool {
     matches!(serde_json::from_str::<Value>(json), Ok(Value::Object(m)) if m.is_empty())
 }
 
-/// Output that is not JSON becomes `{"message": <why>}`.
+/// JSON a script passed that is not an action's output (a webhook
+/// handler's answer, an error's payload, a test's result): text that is
+/// not JSON is kept as a JSON string; JSON nested too deep becomes
+/// `{"message": <why>}`.
 fn parse_output(json: &[u8]) -> Value {
-    parse_result(json).unwrap_or_else(|e| serde_json::json!({ "message": e.message }))
+    match parse_result(json) {
+        Ok(v) => v,
+        Err(e) if e.code == "script_output_not_json" => {
+            Value::String(String::from_utf8_lossy(json).into_owned())
+        }
+        Err(e) => serde_json::json!({ "message": e.message }),
+    }
 }
 
-/// What a script returned, which the contract (`json` in the WIT) says is
+/// An action's output, which the contract (`json` in the WIT) says is
 /// UTF-8 JSON: bytes that are not (only a component built without an SDK
 /// can return them) are refused as `script_output_not_json`, as is JSON
 /// nested deeper than the host parses (128 levels, `json_too_deep`).

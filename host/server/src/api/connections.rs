@@ -163,6 +163,13 @@ fn credentials_mode(
     let given = match body.get("credentials") {
         None | Some(Value::Null) => None,
         Some(Value::Object(c)) => match c.get("type") {
+            // The original's public import picks the credentials' shape by
+            // their type.
+            None | Some(Value::Null) if public => {
+                return Err(ApiError::invalid_body(
+                    "`credentials.type` is required (OAUTH2, API_KEY, BASIC, …)",
+                ));
+            }
             None | Some(Value::Null) => None,
             Some(Value::String(t)) => Some((t.as_str(), c)),
             Some(other) => {
@@ -230,8 +237,9 @@ const NOT_RAW: &[&str] = &[
     "type",
 ];
 
-/// The credentials a `POST /connection` body carries, by auth mode.
-fn credentials(mode: &str, body: &Map<String, Value>) -> ApiResult<Value> {
+/// The credentials a `POST /connection` body carries, by auth mode;
+/// `public`: `POST /connections`.
+fn credentials(mode: &str, body: &Map<String, Value>, public: bool) -> ApiResult<Value> {
     let raw = match body.get("raw") {
         // As the original keeps it: the import's token fields (what a
         // token response would have been), for `getRawTokenResponse`;
@@ -315,9 +323,17 @@ fn credentials(mode: &str, body: &Map<String, Value>) -> ApiResult<Value> {
             "oauth_token_secret": required(body, "oauth_token_secret", mode)?,
             "raw": raw,
         }),
+        // The original's public import takes an empty username (some
+        // providers use the password alone), its older one does not.
         "BASIC" => json!({
             "type": "BASIC",
-            "username": required(body, "username", mode)?,
+            "username": if public {
+                text(body, "username").ok_or_else(|| {
+                    ApiError::invalid_body("BASIC connections need a string `username` (it may be empty)")
+                })?
+            } else {
+                required(body, "username", mode)?
+            },
             "password": text(body, "password").unwrap_or_default(),
         }),
         "API_KEY" => json!({ "type": "API_KEY", "apiKey": required(body, "api_key", mode)? }),
@@ -559,8 +575,9 @@ async fn create(
         .get(&integration.provider)
         .and_then(|p| p.auth_mode.clone());
     let mode = credentials_mode(&body, provider_mode.as_deref(), public)?;
-    let creds: Credentials = serde_json::from_value(credentials(&mode, &with_credentials(&body))?)
-        .map_err(|e| ApiError::invalid_body(format!("invalid credentials: {e}")))?;
+    let creds: Credentials =
+        serde_json::from_value(credentials(&mode, &with_credentials(&body), public)?)
+            .map_err(|e| ApiError::invalid_body(format!("invalid credentials: {e}")))?;
     // A re-import that leaves out `metadata` or `connection_config` keeps
     // the stored ones (it is usually new credentials); `null` clears them.
     let metadata = match body.get("metadata") {

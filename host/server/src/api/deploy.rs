@@ -48,8 +48,10 @@ pub async fn put_component(
     }
     let _gate = app.components_gate.read().await;
     app.store.put_blob(&body).await?;
-    env.store.put_doc(UPLOAD_TIMES, &sha, &Utc::now()).await?;
+    // The record, then its time: a time is never left without its record
+    // (a record without one is taken for an old upload).
     env.store.put_doc(UPLOADED, &sha, &true).await?;
+    env.store.put_doc(UPLOAD_TIMES, &sha, &Utc::now()).await?;
     Ok(Json(json!({ "sha256": sha, "size": body.len() })))
 }
 
@@ -274,10 +276,9 @@ pub fn request_reclaim(app: &Arc<App>) {
 /// something or failed.
 async fn reclaim_logged(app: &App) {
     match reclaim(app).await {
-        Ok((0, _)) => {}
-        Ok((n, bytes)) => app.config.events.say(&format!(
-            "deleted {n} uploaded component(s) no kept deployment uses ({:.1} MB)",
-            bytes as f64 / 1e6
+        Ok(0) => {}
+        Ok(n) => app.config.events.say(&format!(
+            "deleted {n} uploaded component(s) no kept deployment uses"
         )),
         Err(e) => app.config.events.say(&format!(
             "deleting the components no deployment uses failed (they stay; the next deploy tries again): {}",
@@ -294,8 +295,8 @@ async fn reclaim_logged(app: &App) {
 /// component goes when no kept deployment of any environment names it and
 /// no environment's record of it is left (records first: a crash between
 /// leaves a component no one can name, deleted next time). How many
-/// components were deleted, and their bytes.
-pub async fn reclaim(app: &App) -> ApiResult<(usize, u64)> {
+/// components were deleted.
+pub async fn reclaim(app: &App) -> ApiResult<usize> {
     let _alone = app.components_gate.write().await;
     // Requests from here on need another pass.
     app.reclaim_requested
@@ -335,7 +336,7 @@ pub async fn reclaim(app: &App) -> ApiResult<(usize, u64)> {
             after = Some(last.clone());
             for (sha, _) in page {
                 let uploaded: Option<chrono::DateTime<Utc>> =
-                    env.store.doc(UPLOAD_TIMES, &sha).await.ok().flatten();
+                    env.store.doc(UPLOAD_TIMES, &sha).await?;
                 if named.contains(&sha) || uploaded.is_some_and(|at| at > recent) {
                     recorded.insert(sha);
                 } else {
@@ -346,16 +347,15 @@ pub async fn reclaim(app: &App) -> ApiResult<(usize, u64)> {
         }
         named_anywhere.extend(named);
     }
-    let (mut deleted, mut bytes) = (0, 0u64);
+    let mut deleted = 0;
     for sha in app.store.blob_hashes().await? {
         if named_anywhere.contains(&sha) || recorded.contains(&sha) {
             continue;
         }
-        bytes += app.store.blob(&sha).await?.map_or(0, |b| b.len() as u64);
         app.store.delete_blob(&sha).await?;
         deleted += 1;
     }
-    Ok((deleted, bytes))
+    Ok(deleted)
 }
 
 /// At start: each environment's deployments beyond the kept number are

@@ -46,7 +46,11 @@ pub async fn forward(
     if let Some(pck) = &headers.provider_config_key
         && env.store.integration(pck).await?.is_none()
     {
-        return Err(ApiError::unknown_integration(pck));
+        // 404 here, as the original's proxy answers.
+        return Err(ApiError::not_found(
+            "unknown_provider_config",
+            format!("No integration `{pck}` in this environment"),
+        ));
     }
     let conn = records::connection_ref(&env, &headers).await?;
     let method = req.method().clone();

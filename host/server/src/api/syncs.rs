@@ -97,6 +97,12 @@ async fn targets(
     if env.store.integration(pck).await?.is_none() {
         return Err(ApiError::unknown_integration(pck));
     }
+    // The connection before the syncs, as the original looks them up.
+    if let Some(cid) = &cid
+        && !env.store.connection_exists(pck, cid).await?
+    {
+        return Err(ApiError::unknown_connection(pck, cid));
+    }
     let catalog = env.catalog()?;
     let integration = catalog.config.integration(pck);
     // As the original's: 400 `no_syncs_found` for a sync the connection
@@ -396,15 +402,16 @@ pub async fn pause(
     start_or_pause(&app, &env, headers, body, true).await
 }
 
-/// `GET /sync/status?provider_config_key=&syncs=a,b|*&connection_id=`.
+/// `GET /sync/status?provider_config_key=&syncs=a,b|*&connection_id=`:
+/// from the query alone, as the original's (the connection headers other
+/// routes take are not read here).
 pub async fn status(
     State(app): State<Arc<App>>,
     Env(env): Env,
-    headers: ConnectionHeaders,
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Json<Value>> {
-    let mut pck = headers.provider_config_key;
-    let mut cid = headers.connection_id;
+    let mut pck = None;
+    let mut cid = None;
     let mut syncs: Option<String> = None;
     for (k, v) in url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
         match k.as_ref() {
@@ -428,17 +435,18 @@ pub async fn status(
             "`syncs` is required: a comma list of sync names, or `*`",
         )
     })?;
-    // As the original's: an integration this environment does not have
-    // has no syncs; a connection it does not have is the body's fault.
-    if env.store.integration(&pck).await?.is_none() {
-        return Ok(Json(json!({ "syncs": [] })));
-    }
+    // As the original's: a connection this environment does not have is
+    // the body's fault (looked up first); an integration it does not have
+    // has no syncs.
     if let Some(cid) = &cid
         && !env.store.connection_exists(&pck, cid).await?
     {
         return Err(ApiError::invalid_body(format!(
             "Connection not found: no connection `{cid}` of integration `{pck}`"
         )));
+    }
+    if env.store.integration(&pck).await?.is_none() {
+        return Ok(Json(json!({ "syncs": [] })));
     }
     let catalog = env.catalog()?;
     let names: Vec<(String, String)> = if syncs.trim() == "*" {
