@@ -1897,6 +1897,13 @@ async fn an_ended_async_action_is_kept_as_long_as_the_logs() {
     // Answered while kept, gone once older than the logs' retention.
     assert_eq!(seen.last(), Some(&404), "{seen:?}");
     assert!(seen.contains(&200), "{seen:?}");
+    // An id that is no UUID is the request's fault, as the original says.
+    let (status, body) = dev.send_as(c1, "GET", "/action/not-an-id", None).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("invalid_uri_params")),
+        "{body}"
+    );
     server.stop().await;
 }
 

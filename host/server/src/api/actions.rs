@@ -172,6 +172,13 @@ pub async fn run(
 /// 404 `not_found` (its state in the payload) while it is pending or
 /// running.
 pub async fn status(Env(env): Env, ApiPath(id): ApiPath<String>) -> ApiResult<Response> {
+    // An id is a UUID, as the original checks it (400 before any lookup).
+    if id.len() != 36 || uuid::Uuid::parse_str(&id).is_err() {
+        return Err(ApiError::bad_request(
+            "invalid_uri_params",
+            format!("`{id}` is not an async action's id (a UUID)"),
+        ));
+    }
     let a: AsyncAction = env
         .store
         .doc(ASYNC_ACTIONS, &id)
