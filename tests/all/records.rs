@@ -207,6 +207,21 @@ async fn fetch_data_reads_its_plan_from_metadata() {
     let report = h.sync(guests::SYNC_RECORDS, sync_run()).await;
     output(&report);
     assert_eq!(report.changes["Ticket"].added, 2);
+    // Metadata of another shape: the error says what was read, as what.
+    h.connections
+        .set_metadata("mock-int", "c1", json!({"model": 5}))
+        .await
+        .unwrap();
+    let report = h.sync(guests::SYNC_RECORDS, sync_run()).await;
+    let Err(ExecError::Script(f)) = &report.outcome else {
+        panic!("{:?}", report.outcome)
+    };
+    assert!(
+        f.message
+            .starts_with("reading the connection's metadata as Plan: invalid type: integer `5`"),
+        "{}",
+        f.message
+    );
     // The sync has no webhook handler of its own kind mismatch: calling it as an action fails.
     let wrong = h.action(guests::SYNC_RECORDS, json!({})).await;
     assert!(

@@ -206,6 +206,38 @@ impl From<serde_json::Error> for Error {
     }
 }
 
+/// `bytes` as a `T`, or an error naming `what` was read and as what:
+/// `reading the connection's metadata as Meta: invalid type: null, …`.
+fn decode<T: DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, Error> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        Error::Internal(format!(
+            "reading {what} as {}: {e}",
+            short_type_name(std::any::type_name::<T>())
+        ))
+    })
+}
+
+/// A type's name without module paths: `alloc::vec::Vec<my_script::Item>`
+/// as `Vec<Item>`.
+fn short_type_name(full: &str) -> String {
+    let mut out = String::with_capacity(full.len());
+    let mut token = String::new();
+    let flush = |token: &mut String, out: &mut String| {
+        out.push_str(token.rsplit("::").next().unwrap_or(token));
+        token.clear();
+    };
+    for c in full.chars() {
+        if c.is_alphanumeric() || c == '_' || c == ':' {
+            token.push(c);
+        } else {
+            flush(&mut token, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut token, &mut out);
+    out
+}
+
 fn to_json(value: &impl Serialize) -> Result<Vec<u8>, Error> {
     Ok(serde_json::to_vec(value)?)
 }
@@ -301,9 +333,7 @@ impl Nango {
 
     /// The current connection (the original's `getConnection()` object).
     pub fn connection(&self) -> Result<Value, Error> {
-        Ok(serde_json::from_slice(&connection::get_connection(
-            None, None,
-        )?)?)
+        decode("the connection", &connection::get_connection(None, None)?)
     }
 
     /// Another connection.
@@ -312,15 +342,15 @@ impl Nango {
         provider_config_key: &str,
         connection_id: &str,
     ) -> Result<Value, Error> {
-        Ok(serde_json::from_slice(&connection::get_connection(
-            Some(provider_config_key),
-            Some(connection_id),
-        )?)?)
+        decode(
+            &format!("connection `{connection_id}` of `{provider_config_key}`"),
+            &connection::get_connection(Some(provider_config_key), Some(connection_id))?,
+        )
     }
 
     /// The connection's metadata as `T` (use `Option<T>` or `Value` when it may be null).
     pub fn metadata<T: DeserializeOwned>(&self) -> Result<T, Error> {
-        Ok(serde_json::from_slice(&connection::get_metadata()?)?)
+        decode("the connection's metadata", &connection::get_metadata()?)
     }
 
     /// Replaces the metadata.
@@ -356,7 +386,10 @@ impl Nango {
         let input = to_json(input)?;
         let out =
             connection::trigger_action(provider_config_key, connection_id, action, Some(&input))?;
-        Ok(serde_json::from_slice(out.as_deref().unwrap_or(b"null"))?)
+        decode(
+            &format!("the output of action `{action}`"),
+            out.as_deref().unwrap_or(b"null"),
+        )
     }
 
     /// Saves records of `model` (each needs an `id`).
@@ -601,7 +634,7 @@ impl<T: DeserializeOwned> Iterator for Pages<T> {
                 e.map(Err)
             }
             PagesState::Running(p) => match p.next_page() {
-                Ok(Some(page)) => Some(serde_json::from_slice(&page.items).map_err(Error::from)),
+                Ok(Some(page)) => Some(decode("a page of paginate's items", &page.items)),
                 Ok(None) => {
                     self.state = PagesState::Done;
                     None
