@@ -120,9 +120,9 @@ const CREDENTIAL_FIELDS: &[(&str, &[&str])] = &[
     ("CUSTOM", &["app_id", "installation_id"]),
 ];
 
-/// The top-level fields `POST /connections` takes: the original's, and the
-/// older route's credential fields (which sluice takes there too).
-const PUBLIC_FIELDS: &[&str] = &[
+/// The fields of a `POST /connection(s)` body that are the connection's
+/// own, not its token (left out of the default `raw`).
+const CONNECTION_FIELDS: &[&str] = &[
     "provider_config_key",
     "connection_id",
     "metadata",
@@ -131,6 +131,11 @@ const PUBLIC_FIELDS: &[&str] = &[
     "tags",
     "webhook_url_override",
     "credentials",
+];
+
+/// The token fields the older `POST /connection` takes at the top of its
+/// body, which sluice's `POST /connections` takes too.
+const TOKEN_FIELDS: &[&str] = &[
     "access_token",
     "refresh_token",
     "expires_at",
@@ -154,10 +159,15 @@ fn credentials_mode(
     provider_mode: Option<&str>,
     public: bool,
 ) -> ApiResult<String> {
-    if public && let Some(unknown) = body.keys().find(|k| !PUBLIC_FIELDS.contains(&k.as_str())) {
+    if public
+        && let Some(unknown) = body.keys().find(|k| {
+            !CONNECTION_FIELDS.contains(&k.as_str()) && !TOKEN_FIELDS.contains(&k.as_str())
+        })
+    {
         return Err(ApiError::invalid_body(format!(
-            "unknown field `{unknown}`; a connection takes {}",
-            PUBLIC_FIELDS.join(", ")
+            "unknown field `{unknown}`; a connection takes {}, {}",
+            CONNECTION_FIELDS.join(", "),
+            TOKEN_FIELDS.join(", ")
         )));
     }
     let given = match body.get("credentials") {
@@ -223,20 +233,6 @@ fn credentials_mode(
     Ok(given.to_string())
 }
 
-/// The fields of a `POST /connection` body that are the connection's own,
-/// not its token: left out of the default `raw`.
-const NOT_RAW: &[&str] = &[
-    "provider_config_key",
-    "connection_id",
-    "metadata",
-    "connection_config",
-    "end_user",
-    "tags",
-    "webhook_url_override",
-    "credentials",
-    "type",
-];
-
 /// The credentials a `POST /connection` body carries, by auth mode;
 /// `public`: `POST /connections`.
 fn credentials(mode: &str, body: &Map<String, Value>, public: bool) -> ApiResult<Value> {
@@ -246,7 +242,7 @@ fn credentials(mode: &str, body: &Map<String, Value>, public: bool) -> ApiResult
         // not the connection's own settings, which change later.
         None | Some(Value::Null) => Value::Object(
             body.iter()
-                .filter(|(k, _)| !NOT_RAW.contains(&k.as_str()))
+                .filter(|(k, _)| k.as_str() != "type" && !CONNECTION_FIELDS.contains(&k.as_str()))
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
         ),
