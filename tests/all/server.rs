@@ -3017,6 +3017,8 @@ async fn connections_keep_their_end_user_and_tags() {
         }
     };
     assert_eq!(listed("?endUserId=u1").await, ["a"]);
+    // `search` finds the end user's email too, as the original's.
+    assert_eq!(listed("?search=U1@EXAMPLE").await, ["a"]);
     assert_eq!(listed("?tags[team]=edge").await, ["b"]);
     assert_eq!(listed("?tags[TEAM]=core&tags[plan]=pro").await, ["a"]);
     assert!(listed("?tags[team]=core&tags[plan]=free").await.is_empty());

@@ -858,7 +858,8 @@ pub async fn finish_setups(app: &Arc<App>) -> Result<(), crate::ServerError> {
 
 /// The filters of `GET /connections` (and the legacy `GET /connection`),
 /// as the original's: `connectionId`, `integrationId` (a comma-separated
-/// list), `search` (part of the connection id, any case), `endUserId`,
+/// list), `search` (part of the connection id, or of the end user's email
+/// or display name, any case), `endUserId`,
 /// `endUserOrganizationId` (sluice keeps no organizations: it matches
 /// nothing) and `tags[k]=v` (every one), `limit` (1..2000, 10,000 when not
 /// given), `page` (from 0); newest first. `provider_config_key` is
@@ -966,9 +967,19 @@ pub async fn list(
             && f.integrations
                 .as_ref()
                 .is_none_or(|keys| keys.contains(&c.provider_config_key))
-            && f.search
-                .as_ref()
-                .is_none_or(|s| c.connection_id.to_lowercase().contains(s))
+            && f.search.as_ref().is_none_or(|s| {
+                // The connection id, or the end user's email or display
+                // name, as the original's search.
+                let field = |k: &str| {
+                    c.end_user
+                        .get(k)
+                        .and_then(Value::as_str)
+                        .is_some_and(|v| v.to_lowercase().contains(s))
+                };
+                c.connection_id.to_lowercase().contains(s)
+                    || field("email")
+                    || field("display_name")
+            })
             && f.end_user_id
                 .as_ref()
                 .is_none_or(|id| c.end_user.get("id").and_then(Value::as_str) == Some(id))
