@@ -1497,6 +1497,19 @@ async fn client_errors_are_json_errors_naming_the_problem_and_a_reimport_keeps_m
         );
         assert_eq!(body["data"]["credentials"]["type"], "OAUTH2", "{body}");
     }
+    // A provider that sends no webhooks (no routing script) has none.
+    let (status, body) = dev
+        .send(
+            "POST",
+            "/integrations",
+            Some(json!({"unique_key": "no-hooks", "provider": "stripe"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (_, body) = dev
+        .send("GET", "/integrations/no-hooks?include=webhook", None)
+        .await;
+    assert_eq!(body["data"]["webhook_url"], Value::Null, "{body}");
     let (status, body) = dev
         .send("GET", "/integrations/hubspot?include=secrets", None)
         .await;

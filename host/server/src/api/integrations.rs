@@ -264,9 +264,18 @@ pub async fn get(
         credentials.then_some(auth_mode.as_deref()),
     );
     if webhook {
-        // Where its provider sends webhooks.
-        let base = super::base_url(&app, &headers);
-        data["webhook_url"] = json!(format!("{base}/webhook/{}/{key}", env.store.id()));
+        // Where its provider sends webhooks; `null` for a provider without
+        // a webhook routing script, which sends none, as the original's.
+        let routed = app
+            .providers
+            .get(&i.provider)
+            .is_some_and(|p| p.definition.contains_key("webhook_routing_script"));
+        data["webhook_url"] = if routed {
+            let base = super::base_url(&app, &headers);
+            json!(format!("{base}/webhook/{}/{key}", env.store.id()))
+        } else {
+            Value::Null
+        };
     }
     Ok(Json(json!({ "data": data })))
 }
