@@ -300,6 +300,27 @@ pub fn resolve_script(dir: &Path, script: &str) -> Result<PathBuf, ProjectError>
     })
 }
 
+/// Whether the toolchain the build ran with (chosen as for the build:
+/// from this process's directory and environment) lacks the standard
+/// library for `wasm32-wasip2`. `false` when that cannot be told.
+fn wasm_target_missing() -> bool {
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let Ok(out) = Command::new(rustc)
+        .args(["--print", "sysroot"])
+        .stderr(Stdio::null())
+        .output()
+    else {
+        return false;
+    };
+    if !out.status.success() {
+        return false;
+    }
+    let sysroot = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    !Path::new(&sysroot)
+        .join("lib/rustlib/wasm32-wasip2")
+        .is_dir()
+}
+
 /// Builds binary `name` of the crate at `manifest` for `wasm32-wasip2`
 /// (into `target_dir` when given, else the crate's own `target/`).
 pub fn build_rust_script(
@@ -333,10 +354,17 @@ pub fn build_rust_script(
             reason: format!("cannot run cargo: {e}"),
         })?;
     if !output.status.success() {
+        let hint = if wasm_target_missing() {
+            "the `wasm32-wasip2` target is not installed for the toolchain cargo used: run `rustup target add wasm32-wasip2`".to_string()
+        } else {
+            format!(
+                "the crate must build a binary named `{name}`: its package name, or src/bin/{name}.rs"
+            )
+        };
         return Err(ProjectError::Build {
             name: name.to_string(),
             reason: format!(
-                "cargo build of {} failed ({}); cargo's messages are above (the crate must build a binary named `{name}`: its package name, or src/bin/{name}.rs)",
+                "cargo build of {} failed ({}); cargo's messages are above ({hint})",
                 manifest.display(),
                 output.status,
             ),
