@@ -3214,6 +3214,14 @@ async fn connections_keep_their_end_user_and_tags() {
                 .contains(names),
             "{credentials}: {out}"
         );
+        // A validation error lists its problem as the original's do.
+        if out["error"]["code"] == "invalid_body" {
+            assert_eq!(
+                out["error"]["errors"],
+                json!([{"code": "custom", "message": out["error"]["message"], "path": []}]),
+                "{out}"
+            );
+        }
     }
     let (_, after) = dev
         .send("GET", "/connections/b?provider_config_key=hubspot", None)

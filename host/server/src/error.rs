@@ -86,6 +86,16 @@ impl ApiError {
     }
 }
 
+/// The codes of the original's request validation errors, which carry an
+/// `errors` list.
+const VALIDATION_CODES: [&str; 5] = [
+    "invalid_body",
+    "invalid_query_params",
+    "invalid_headers",
+    "invalid_uri_params",
+    "invalid_request",
+];
+
 /// How the message of a failing backend's error starts.
 const BACKEND_FAILED: &str = "the store failed: ";
 
@@ -130,6 +140,20 @@ impl IntoResponse for ApiError {
         }
         if let Some(extra) = self.extra {
             error.extend(*extra);
+        }
+        // The original's validation errors list their problems as
+        // `errors: [{code, message, path}]` (zod's issues), which clients
+        // show; ours name the problem in `message`, carried there as one
+        // issue whose field is not singled out (`path: []`) unless the
+        // error gave its own list.
+        if VALIDATION_CODES.contains(&error.get("code").and_then(Value::as_str).unwrap_or(""))
+            && !error.contains_key("errors")
+            && let Some(message) = error.get("message").cloned()
+        {
+            error.insert(
+                "errors".into(),
+                json!([{ "code": "custom", "message": message, "path": [] }]),
+            );
         }
         let failed = (self.status == StatusCode::SERVICE_UNAVAILABLE
             && error.get("code").and_then(Value::as_str) == Some("storage_error")
