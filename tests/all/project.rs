@@ -482,6 +482,48 @@ async fn sluice_test_replays_recorded_mocks_and_reports_each_script() {
     assert!(out.ends_with("0 passed, 3 failed\n"), "{out}");
 }
 
+/// `sluice generate` in a Rust project scaffolds a crate for a declared
+/// script without one (it wrote a `.ts` file there), and the crate builds
+/// and runs: the action fails with its placeholder ActionError.
+#[tokio::test]
+async fn generate_scaffolds_a_crate_in_a_rust_project() {
+    let dir = PathBuf::from(guests::BUILD_DIR).join("generate-rust-project");
+    let _ = std::fs::remove_dir_all(&dir);
+    let (code, _, err) = sluice(&["init", &s(&dir), "--rust"]).await;
+    assert_eq!(code, 0, "{err}");
+    let yaml_path = dir.join("nango.yaml");
+    let yaml = std::fs::read_to_string(&yaml_path).unwrap().replace(
+        "        actions:\n",
+        "        actions:\n            ping:\n                endpoint: POST /ping\n",
+    );
+    std::fs::write(&yaml_path, yaml).unwrap();
+    let (code, out, err) = sluice(&["generate", "--dir", &s(&dir)]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let krate = dir.join("demo-github-integration/actions/ping");
+    let main = std::fs::read_to_string(krate.join("src/main.rs")).unwrap();
+    assert!(main.contains("#[action]"), "{main}");
+    let manifest = std::fs::read_to_string(krate.join("Cargo.toml")).unwrap();
+    assert!(manifest.contains("name = \"ping\""), "{manifest}");
+    assert!(!dir.join("demo-github-integration/actions/ping.ts").exists());
+    // Built beside the starter's crates (their build is reused).
+    let mut args: Vec<String> = vec![
+        "dryrun".into(),
+        "ping".into(),
+        "demo".into(),
+        "--dir".into(),
+        s(&dir),
+        "--input".into(),
+        "{}".into(),
+        "--mock-upstream".into(),
+        s(&dir.join("mock-api.yaml")),
+    ];
+    args.extend(build_flags("init-rust-project-build"));
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (code, out, err) = sluice(&argv).await;
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(out.contains("not implemented"), "{out}\n{err}");
+}
+
 /// `sluice init --rust`: the nango.yaml starter with its scripts as Rust
 /// crates and a copy of the SDK; out of the box they build, dry-run
 /// against the bundled mock, record their mocks and pass `sluice test`.

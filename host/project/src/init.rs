@@ -367,8 +367,63 @@ fn scaffold(config: &NangoYaml, pck: &str, name: &str, kind: ScriptKind) -> Stri
     }
 }
 
+/// A missing script's crate in a Rust project (one `sluice init --rust`
+/// made, with its `sluice-sdk/` copy): its `Cargo.toml` and `src/main.rs`.
+fn rust_scaffold(config: &NangoYaml, pck: &str, name: &str, kind: ScriptKind) -> [String; 2] {
+    let what = match kind {
+        ScriptKind::Sync => "sync",
+        ScriptKind::Action => "action",
+        ScriptKind::OnEvent => "on-event script",
+    };
+    let manifest = format!(
+        "[package]\nname = \"{name}\"\ndescription = \"The {what} `{name}` of nango.yaml.\"\nversion = \"0.1.0\"\nedition = \"2024\"\npublish = false\n\n\
+         [dependencies]\nsluice-sdk = {{ path = \"../../../sluice-sdk\" }}\nserde = {{ version = \"1\", features = [\"derive\"] }}\nserde_json = \"1\"\n\n\
+         [profile.release]\ndebug = false\n\n\
+         # A crate of its own, outside any workspace around it.\n[workspace]\n"
+    );
+    let integration = config.integration(pck);
+    let main = match kind {
+        ScriptKind::Sync => {
+            let model = integration
+                .and_then(|i| i.sync(name))
+                .and_then(|s| s.output.first().cloned())
+                .unwrap_or_else(|| "Model".into());
+            format!(
+                "//! The sync `{name}` of nango.yaml.\n\n\
+                 use sluice_sdk::{{Error, Nango, sync}};\n\n\
+                 #[sync]\nfn fetch_data(nango: &Nango) -> Result<(), Error> {{\n    \
+                 // Fetch with nango.get(...) or nango.paginate(...), then save:\n    \
+                 // nango.batch_save(&records, \"{model}\")?;\n    \
+                 let _ = nango;\n    \
+                 Ok(())\n}}\n\nfn main() {{}}\n"
+            )
+        }
+        ScriptKind::Action => format!(
+            "//! The action `{name}` of nango.yaml.\n\n\
+             use serde_json::{{Value, json}};\n\
+             use sluice_sdk::{{Error, Nango, action}};\n\n\
+             #[action]\nfn run(nango: &Nango, input: Option<Value>) -> Result<Value, Error> {{\n    \
+             // Call the API with nango.get(...) / nango.post(...) and return the result;\n    \
+             // Err(Error::action(payload)) fails with a payload.\n    \
+             let _ = (nango, input);\n    \
+             Err(Error::action(json!({{ \"message\": \"not implemented\" }})))\n}}\n\nfn main() {{}}\n"
+        ),
+        ScriptKind::OnEvent => format!(
+            "//! The on-event script `{name}` of nango.yaml.\n\n\
+             use sluice_sdk::{{Error, Nango, on_event}};\n\n\
+             #[on_event]\nfn run(nango: &Nango) -> Result<(), Error> {{\n    \
+             // Runs after a connection is created or before it is deleted.\n    \
+             let _ = nango;\n    \
+             Ok(())\n}}\n\nfn main() {{}}\n"
+        ),
+    };
+    [manifest, main]
+}
+
 /// `sluice generate`: models.ts, `.nango/schema.json`, and a scaffold for
-/// every declared script without a file. Returns the files written.
+/// every declared script without a file: a `.ts` file, or in a Rust
+/// project (with the `sluice-sdk/` copy `sluice init --rust` writes) a
+/// crate. Returns the files written.
 pub fn generate(dir: &Path) -> Result<(Vec<PathBuf>, Vec<yaml::Diagnostic>), InitError> {
     if crate::zero::is_zero_yaml(dir) {
         return Err(CompileError::NotAProject(format!(
@@ -382,18 +437,30 @@ pub fn generate(dir: &Path) -> Result<(Vec<PathBuf>, Vec<yaml::Diagnostic>), Ini
     let config = &loaded.config;
     compile::generate_models(dir, config)?;
     let mut written = vec![dir.join("models.ts"), dir.join(".nango/schema.json")];
+    let rust = dir.join("sluice-sdk/Cargo.toml").is_file();
     for integration in &config.integrations {
         let pck = &integration.provider_config_key;
         for (name, kind) in integration.scripts() {
             if compile::find_source(dir, pck, name, kind).is_some() {
                 continue;
             }
-            let path = dir
-                .join(pck)
-                .join(compile::kind_dir(kind))
-                .join(format!("{name}.ts"));
-            write(&path, &scaffold(config, pck, name, kind))?;
-            written.push(path);
+            let folder = dir.join(pck).join(compile::kind_dir(kind));
+            if rust {
+                let crate_dir = folder.join(name);
+                let [manifest, main] = rust_scaffold(config, pck, name, kind);
+                for (path, text) in [
+                    (crate_dir.join("Cargo.toml"), manifest.as_str()),
+                    (crate_dir.join("src/main.rs"), main.as_str()),
+                    (crate_dir.join("Cargo.lock"), RUST_LOCK),
+                ] {
+                    write(&path, text)?;
+                    written.push(path);
+                }
+            } else {
+                let path = folder.join(format!("{name}.ts"));
+                write(&path, &scaffold(config, pck, name, kind))?;
+                written.push(path);
+            }
         }
     }
     Ok((written, loaded.warnings))
