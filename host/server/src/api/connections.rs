@@ -613,8 +613,10 @@ async fn create(
         provider: integration.provider,
         credentials: creds,
         connection_config: connection_config.unwrap_or_default(),
-        // A new connection without metadata has `{}`, as the original's.
-        metadata: metadata.unwrap_or_else(|| json!({})),
+        // A new connection without metadata has none (`null`), as in a
+        // dry run; the original shows `{}`, which a Rust script reading
+        // `Option<T>` would take for metadata of the wrong shape.
+        metadata: metadata.unwrap_or(Value::Null),
         created_at: now,
         updated_at: now,
         end_user: end_user.unwrap_or(Value::Null),
