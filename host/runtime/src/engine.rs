@@ -362,25 +362,31 @@ impl Runtime {
                     .into(),
             });
         }
-        let component = Component::new(engine, bytes).map_err(|e| LoadError::Invalid {
-            path: origin.to_string(),
-            message: one_line(&format!("{e:#}")),
-        })?;
-        let serialized = component.serialize().map_err(|e| LoadError::Invalid {
-            path: origin.to_string(),
-            message: format!("{e:#}"),
-        })?;
+        // Compiled straight to the artifact's bytes: a component built in
+        // memory first would have its code published (copied, made
+        // executable) only to be serialised and dropped.
+        let serialized = engine
+            .precompile_component(bytes)
+            .map_err(|e| LoadError::Invalid {
+                path: origin.to_string(),
+                message: one_line(&format!("{e:#}")),
+            })?;
         self.write_cache(&cached, &serialized)?;
-        drop(serialized);
-        // Loaded again from the file just written: its code is then mapped
-        // from that file (pages the kernel may share and drop) instead of
-        // held in anonymous memory for as long as the script lives — a
-        // project of hundreds of componentize-js components otherwise keeps
-        // tens of gigabytes resident.
+        // Loaded from the file just written: its code is then mapped from
+        // that file (pages the kernel may share and drop) instead of held in
+        // anonymous memory for as long as the script lives — a project of
+        // hundreds of componentize-js components otherwise keeps tens of
+        // gigabytes resident.
         // SAFETY: as above; the file was written by this engine just now.
         match unsafe { Component::deserialize_file(engine, &cached) } {
             Ok(mapped) => Ok(mapped),
-            Err(_) => Ok(component),
+            // SAFETY: the bytes were produced by this engine just now.
+            Err(_) => unsafe { Component::deserialize(engine, &serialized) }.map_err(|e| {
+                LoadError::Invalid {
+                    path: origin.to_string(),
+                    message: one_line(&format!("{e:#}")),
+                }
+            }),
         }
     }
 
@@ -527,6 +533,10 @@ fn engine_config(config: &RuntimeConfig) -> Config {
     // Scripts use no component-model concurrency; leaving it off keeps the
     // host↔guest call path short.
     c.concurrency_support(false);
+    // A trap names the guest's frames by function name (`trap_message`);
+    // the wasm offsets an address map would add are read by nothing, and
+    // generating it costs every precompile a few per cent.
+    c.generate_address_map(false);
     if config.perf_map {
         c.profiler(wasmtime::ProfilingStrategy::PerfMap);
     }
