@@ -15,7 +15,7 @@ use sluice_server::ServerConfig;
 use sluice_store::MasterKey;
 use sluice_tests::{MockRequest, MockResponse, MockServer, guests, repo_root};
 
-use crate::server::{Client, DEV_KEY, PROD_KEY, deploy_scripts, start_with};
+use crate::server::{Client, DEV_KEY, PROD_KEY, deploy_scripts, futures_join, start_with};
 
 const YAML: &str = "
 integrations:
@@ -627,6 +627,37 @@ async fn a_sync_variant_runs_on_its_own_records_and_goes_when_deleted() {
     assert_eq!(
         (code, out["error"]["code"].as_str()),
         (400, Some("sync_variant_already_exists")),
+        "{out}"
+    );
+    // Created by several requests at once: once.
+    let answers =
+        futures_join((0..8).map(|_| c.send("POST", "/sync/contacts/variant/w", None))).await;
+    let codes: Vec<u16> = answers.iter().map(|(code, _)| *code).collect();
+    assert_eq!(
+        codes.iter().filter(|c| **c == 200).count(),
+        1,
+        "{answers:?}"
+    );
+    assert!(
+        answers.iter().all(
+            |(code, out)| *code == 200 || out["error"]["code"] == "sync_variant_already_exists"
+        ),
+        "{answers:?}"
+    );
+    let (code, out) = c.send("DELETE", "/sync/contacts/variant/w", None).await;
+    assert_eq!(code, 200, "{out}");
+    // A parameter of the status given twice is refused, not read as its
+    // last value.
+    let (code, out) = c
+        .send(
+            "GET",
+            "/sync/status?provider_config_key=hubspot&syncs=nope&syncs=contacts&connection_id=demo",
+            None,
+        )
+        .await;
+    assert_eq!(
+        (code, out["error"]["code"].as_str()),
+        (400, Some("invalid_query_params")),
         "{out}"
     );
     for bad in ["/sync/contacts/variant/base", "/sync/contacts/variant/a::b"] {

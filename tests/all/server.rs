@@ -1218,7 +1218,9 @@ async fn runs_report_changes_errors_keep_their_shapes_and_tokens_refresh_once() 
 }
 
 /// Runs futures concurrently and collects their outputs in order.
-async fn futures_join<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
+pub(crate) async fn futures_join<F: std::future::Future>(
+    futures: impl Iterator<Item = F>,
+) -> Vec<F::Output> {
     let mut set = Vec::new();
     for f in futures {
         set.push(Box::pin(f));
@@ -2655,6 +2657,94 @@ async fn a_connection_is_never_left_without_its_integration() {
             list["connections"],
             json!([]),
             "round {round} (created: {created}): a connection left without its integration"
+        );
+    }
+    server.stop().await;
+}
+
+/// Requests for the same new integration at once: one creates it, the
+/// others are told the key is taken (they were each told 200 while all but
+/// the last one's credentials were lost). An integration's `credentials`
+/// and a metadata body's `connection_id` of the wrong shape are refused,
+/// naming the field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_integration_is_created_once_and_bodies_of_the_wrong_shape_are_named() {
+    let data = tempfile::tempdir().unwrap();
+    let server = start(data.path(), &MasterKey::generate(), "http://127.0.0.1:1").await;
+    let dev = Client::new(&server, DEV_KEY);
+    for round in 0..5 {
+        let key = format!("dup-{round}");
+        let answers = futures_join((0..8).map(|i| {
+            dev.send(
+                "POST",
+                "/integrations",
+                Some(json!({
+                    "unique_key": key,
+                    "provider": "hubspot",
+                    "credentials": {"type": "OAUTH2", "client_id": format!("client-{i}"), "client_secret": "s"},
+                })),
+            )
+        }))
+        .await;
+        let created: Vec<usize> = answers
+            .iter()
+            .enumerate()
+            .filter(|(_, (status, _))| *status == 200)
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(created.len(), 1, "round {round}: {answers:?}");
+        for (status, body) in &answers {
+            assert!(
+                *status == 200 || body["error"]["errors"][0]["path"] == json!(["uniqueKey"]),
+                "{status} {body}"
+            );
+        }
+        // The one told it created the integration has its credentials kept.
+        let (_, stored) = dev
+            .send(
+                "GET",
+                &format!("/integrations/{key}?include=credentials"),
+                None,
+            )
+            .await;
+        assert_eq!(
+            stored["data"]["credentials"]["client_id"],
+            format!("client-{}", created[0]),
+            "{stored}"
+        );
+    }
+    let (status, body) = dev
+        .send(
+            "POST",
+            "/integrations",
+            Some(json!({"unique_key": "arr", "provider": "hubspot", "credentials": ["OAUTH2", "cid", "secret", "s", null]})),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("`credentials` must be an object"),
+        "{body}"
+    );
+    let (status, _) = dev.send("GET", "/integrations/arr", None).await;
+    assert_eq!(status, 404, "an integration was stored");
+    for id in [json!(5), json!([1, 2])] {
+        let (status, body) = dev
+            .send(
+                "PATCH",
+                "/connection/metadata",
+                Some(json!({"provider_config_key": "dup-0", "connection_id": id, "metadata": {}})),
+            )
+            .await;
+        assert_eq!(status, 400, "{body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("`connection_id` must be a connection id"),
+            "{body}"
         );
     }
     server.stop().await;

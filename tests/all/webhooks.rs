@@ -251,6 +251,28 @@ async fn the_app_gets_signed_webhooks_per_changed_model_retried_until_it_is_back
             .contains("rotate_signing_secret"),
         "{refused}"
     );
+    // A setting of the wrong type or an unknown one is refused, naming it
+    // (and the whole list, the rotation included); nothing changes.
+    for (body, named) in [
+        (json!({"secondary_url": 5}), "`secondary_url` must be a URL"),
+        (
+            json!({"on_async_action_completion": 1}),
+            "`on_async_action_completion` must be true or false",
+        ),
+        (json!({"foo": 1}), "unknown setting `foo`"),
+    ] {
+        let (code, refused) = c
+            .send("PUT", "/sluice/webhook-settings", Some(body.clone()))
+            .await;
+        assert_eq!(code, 400, "{body}: {refused}");
+        let message = refused["error"]["message"].as_str().unwrap();
+        assert!(message.contains(named), "{body}: {refused}");
+        if named.starts_with("unknown") {
+            assert!(message.contains("rotate_signing_secret"), "{refused}");
+        }
+    }
+    let (_, unchanged) = c.send("GET", "/sluice/webhook-settings", None).await;
+    assert_eq!(unchanged, out);
     let (code, rotated) = c
         .send(
             "PUT",

@@ -183,8 +183,28 @@ fn endpoint(v: &Value) -> Option<Endpoint> {
 }
 
 /// A frequency of the zero-yaml grammar (`every day`, `every 30 minutes`,
-/// `2h`, …) as a duration; `None` when the original refuses it.
+/// `2h`, …) as a duration; `None` when the original refuses it, or when it
+/// is longer than a century (see [`frequency_problem`]).
 pub fn frequency(text: &str) -> Option<Duration> {
+    let ms = frequency_ms(text)?;
+    (30_000.0..=sluice_nango_yaml::MAX_API_INTERVAL.as_millis() as f64)
+        .contains(&ms)
+        .then(|| Duration::from_millis(ms as u64))
+}
+
+/// What is wrong with a frequency [`frequency`] refuses.
+pub fn frequency_problem(text: &str) -> &'static str {
+    match frequency_ms(text) {
+        None => "is not a frequency (`every day`, `every 30 minutes`, `2h`)",
+        Some(ms) if ms < 30_000.0 => {
+            "is too short: syncs may not run more often than every 30 seconds"
+        }
+        Some(_) => "is too long: at most a century",
+    }
+}
+
+/// The milliseconds a frequency of the zero-yaml grammar names, unbounded.
+fn frequency_ms(text: &str) -> Option<f64> {
     let t = text.trim().to_ascii_lowercase();
     let ms: f64 = match t.as_str() {
         "every half day" => 12.0 * 3_600_000.0,
@@ -215,7 +235,7 @@ pub fn frequency(text: &str) -> Option<Duration> {
             n * per
         }
     };
-    (ms >= 30_000.0).then(|| Duration::from_millis(ms as u64))
+    ms.is_finite().then_some(ms)
 }
 
 /// Checks definitions that arrive from outside (a deploy's
@@ -254,8 +274,9 @@ pub fn check_definitions(definitions: &[Value]) -> Result<(), String> {
                     let runs = s.get("runs").and_then(Value::as_str).unwrap_or_default();
                     if frequency(runs).is_none() {
                         return Err(format!(
-                            "{} {runs:?} is not a frequency (`every day`, `every 30 minutes`,                              `2h`; at least 30 seconds)",
-                            at("runs")
+                            "{} {runs:?} {}",
+                            at("runs"),
+                            frequency_problem(runs)
                         ));
                     }
                     match s.get("endpoints") {
@@ -819,6 +840,19 @@ mod tests {
         assert_eq!(frequency("1d"), Some(Duration::from_secs(86_400)));
         assert_eq!(frequency("every 10 seconds"), None, "shorter than 30 s");
         assert_eq!(frequency("sometimes"), None);
+        assert_eq!(
+            frequency("every 99999999999999999999999 years"),
+            None,
+            "longer than a century"
+        );
+        assert_eq!(
+            frequency_problem("every 99999999999999999999999 years"),
+            "is too long: at most a century"
+        );
+        assert_eq!(
+            frequency_problem("every 5 sec"),
+            "is too short: syncs may not run more often than every 30 seconds"
+        );
     }
 
     #[test]
@@ -857,7 +891,19 @@ mod tests {
         );
         assert!(
             refused(json!([{"providerConfigKey": "a", "syncs": [{"name": "s", "runs": "every 5 seconds"}]}]))
-                .starts_with("`a/s`: `runs` \"every 5 seconds\" is not a frequency")
+                .starts_with("`a/s`: `runs` \"every 5 seconds\" is too short")
+        );
+        assert_eq!(
+            refused(
+                json!([{"providerConfigKey": "a", "syncs": [{"name": "s", "runs": "every 9999999 years"}]}])
+            ),
+            "`a/s`: `runs` \"every 9999999 years\" is too long: at most a century"
+        );
+        assert!(
+            refused(
+                json!([{"providerConfigKey": "a", "syncs": [{"name": "s", "runs": "sometimes"}]}])
+            )
+            .starts_with("`a/s`: `runs` \"sometimes\" is not a frequency")
         );
         assert!(
             refused(json!([{"providerConfigKey": "a", "syncs": [{"name": "s"}]}]))

@@ -62,6 +62,9 @@ pub struct EnvState {
     /// race with one being created (left without its integration), nor an
     /// update put a deleted integration back.
     pub integrations_lock: tokio::sync::RwLock<()>,
+    /// Creating a sync variant: two requests for the same one must not
+    /// both find it free.
+    pub variants_lock: tokio::sync::Mutex<()>,
     /// This environment's share of the execution permits
     /// ([`crate::fair_share`]), taken before one of the process's.
     executions: Semaphore,
@@ -202,6 +205,7 @@ impl App {
                 runs: Default::default(),
                 config_lock: tokio::sync::Mutex::new(()),
                 integrations_lock: tokio::sync::RwLock::new(()),
+                variants_lock: tokio::sync::Mutex::new(()),
                 executions: Semaphore::new(crate::fair_share(
                     config.max_concurrent_executions.max(1),
                 )),

@@ -1153,7 +1153,10 @@ pub(crate) async fn delete_one(
 }
 
 #[derive(Deserialize)]
-#[serde(untagged)]
+#[serde(
+    untagged,
+    expecting = "`connection_id` must be a connection id (a string) or a list of them"
+)]
 pub enum OneOrMany {
     One(String),
     Many(Vec<String>),

@@ -28,6 +28,7 @@ pub struct IntegrationBody {
     unique_key: Option<String>,
     provider: Option<String>,
     display_name: Option<String>,
+    #[serde(default, deserialize_with = "credentials_object")]
     credentials: Option<CredentialsBody>,
     webhook_secret: Option<String>,
     forward_webhooks: Option<bool>,
@@ -42,6 +43,23 @@ pub struct CredentialsBody {
     client_secret: Option<String>,
     scopes: Option<String>,
     webhook_secret: Option<String>,
+}
+
+/// `credentials` as an object only: serde would read an array into its
+/// fields by position.
+fn credentials_object<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<CredentialsBody>, D::Error> {
+    use serde::de::Error;
+    match Option::<Value>::deserialize(d)? {
+        None => Ok(None),
+        Some(v @ Value::Object(_)) => serde_json::from_value(v)
+            .map(Some)
+            .map_err(|e| D::Error::custom(format!("`credentials`: {e}"))),
+        Some(other) => Err(D::Error::custom(format!(
+            "`credentials` must be an object, got {other}"
+        ))),
+    }
 }
 
 /// An integration as the API shows it; `auth_mode` (its provider's) is
@@ -189,6 +207,9 @@ pub async fn create(
     if let Some(c) = &body.credentials {
         check_credentials(definition.auth_mode.as_deref(), c)?;
     }
+    // One creator at a time: two requests for the same key must not both
+    // find it free and both answer 200, the second overwriting the first.
+    let _one_creator = env.integrations_lock.write().await;
     if env.store.integration(&key).await?.is_some() {
         // The original's answer, naming the field as it does.
         return Err(ApiError::invalid_field(

@@ -414,17 +414,26 @@ pub async fn status(
     let mut cid = None;
     let mut syncs: Option<String> = None;
     for (k, v) in url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
-        match k.as_ref() {
-            "provider_config_key" => pck = Some(v.into_owned()),
-            "connection_id" => cid = Some(v.into_owned()),
-            "syncs" => syncs = Some(v.into_owned()),
+        let slot = match k.as_ref() {
+            "provider_config_key" => &mut pck,
+            "connection_id" => &mut cid,
+            "syncs" => &mut syncs,
             other => {
                 return Err(ApiError::bad_request(
                     "invalid_query_params",
                     format!("unknown query parameter `{other}`"),
                 ));
             }
+        };
+        // As on the other routes: a parameter given twice is refused, not
+        // read as its last value.
+        if slot.is_some() {
+            return Err(ApiError::bad_request(
+                "invalid_query_params",
+                format!("`{k}` is given more than once"),
+            ));
         }
+        *slot = Some(v.into_owned());
     }
     let pck = pck.ok_or_else(|| {
         ApiError::bad_request("invalid_query_params", "`provider_config_key` is required")
@@ -740,8 +749,10 @@ pub async fn create_variant(
     let (conn, sync) = variant_target(&env, headers, &body, &name, &variant).await?;
     let sync = sync.ok_or_else(|| no_such_sync(&conn.provider_config_key, &name))?;
     let key = sync_key(&conn, &name, &variant);
-    // One at a time with the connection's deletion.
+    // One at a time with the connection's deletion, and with another
+    // creation of it.
     let _running = env.runs.enter(&conn).await;
+    let _one_creator = env.variants_lock.lock().await;
     if !env
         .store
         .connection_exists(&conn.provider_config_key, &conn.connection_id)

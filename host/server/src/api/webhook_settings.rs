@@ -54,8 +54,29 @@ pub async fn put(
                     ));
                 }
             },
-            _ => {
+            "primary_url" | "secondary_url" if !(v.is_string() || v.is_null()) => {
+                return Err(crate::error::ApiError::invalid_body(format!(
+                    "`{k}` must be a URL (a string), or null to remove it"
+                )));
+            }
+            "on_sync_completion_always" | "on_sync_error" | "on_async_action_completion"
+                if !v.is_boolean() =>
+            {
+                return Err(crate::error::ApiError::invalid_body(format!(
+                    "`{k}` must be true or false"
+                )));
+            }
+            "primary_url"
+            | "secondary_url"
+            | "on_sync_completion_always"
+            | "on_sync_error"
+            | "on_async_action_completion" => {
                 merged.insert(k, v);
+            }
+            _ => {
+                return Err(crate::error::ApiError::invalid_body(format!(
+                    "unknown setting `{k}`: the settings are `primary_url`, `secondary_url`, `on_sync_completion_always`, `on_sync_error`, `on_async_action_completion` and `rotate_signing_secret`"
+                )));
             }
         }
     }
