@@ -252,7 +252,12 @@ function sourceLines(map, dir, root) {
 async function bundleScripts(job) {
     const esbuild = await import('esbuild');
     const root = resolve(job.root);
-    await mkdir(dirname(job.bundle), { recursive: true });
+    // Absolute: esbuild places a relative outfile under its working
+    // directory (the root), and the map's sources are relative to it; a
+    // project named by a relative `--dir` then lost its source lines (and,
+    // its bundle text differing, was componentized again).
+    const bundle = resolve(job.bundle);
+    await mkdir(dirname(bundle), { recursive: true });
     try {
         const result = await esbuild.build({
             stdin: { contents: entrySource(job), resolveDir: root, sourcefile: ENTRY, loader: 'js' },
@@ -275,7 +280,7 @@ async function bundleScripts(job) {
             logLevel: 'silent',
             // Read below (not written): which bundle lines are the
             // project's, for the SDK to name them in stacks.
-            outfile: job.bundle,
+            outfile: bundle,
             sourcemap: 'external',
             sourcesContent: false,
             plugins: [importPolicy(root, job.zero === true)]
@@ -285,13 +290,13 @@ async function bundleScripts(job) {
         let text = js.text;
         // The project's own lines, for the SDK to name them in a stack
         // (appended: the lines before, and so the map, are unchanged).
-        const table = map ? sourceLines(JSON.parse(map.text), dirname(job.bundle), root) : null;
+        const table = map ? sourceLines(JSON.parse(map.text), dirname(bundle), root) : null;
         if (table) {
             // Frames of this file only (the engine's own files have lines too).
-            table.bundle = basename(job.bundle);
+            table.bundle = basename(bundle);
             text += `globalThis.__sluiceSourceLines = ${JSON.stringify(table)};\n`;
         }
-        await writeFile(job.bundle, text);
+        await writeFile(bundle, text);
         return { ok: true, warnings: messages(result.warnings, root) };
     } catch (e) {
         if (e && Array.isArray(e.errors)) return { ok: false, errors: messages(e.errors, root) };
@@ -301,22 +306,65 @@ async function bundleScripts(job) {
 
 async function componentizeBundle(job) {
     const { componentize } = await import('@bytecodealliance/componentize-js');
-    await mkdir(dirname(job.component), { recursive: true });
+    const target = resolve(job.component);
+    const wit = resolve(job.wit);
+    await mkdir(dirname(target), { recursive: true });
+    // The bundle by its file name alone (this process does one job): the
+    // engine names frames by the path it was given, and a stack should not
+    // carry where the deployer's build folder was.
+    process.chdir(dirname(resolve(job.bundle)));
     try {
         const { component } = await componentize({
-            sourcePath: job.bundle,
-            witPath: job.wit,
+            sourcePath: basename(job.bundle),
+            witPath: wit,
             worldName: 'bundle',
             disableFeatures: ['http', 'fetch-event']
         });
-        const tmp = `${job.component}.tmp${process.pid}`;
+        const tmp = `${target}.tmp${process.pid}`;
         await writeFile(tmp, component);
-        await rename(tmp, job.component);
+        await rename(tmp, target);
         return { ok: true };
     } catch (e) {
-        await rm(`${job.component}.tmp${process.pid}`, { force: true });
+        await rm(`${target}.tmp${process.pid}`, { force: true });
         return { ok: false, errors: [{ message: String(e && e.message ? e.message : e) }] };
     }
+}
+
+/** Where the definitions' bundle would go (it is never written). */
+const DEFINITIONS_OUT = '.sluice/definitions.cjs';
+
+/**
+ * An error thrown while a script's definition was read, at the line of the
+ * project's file it came from (the bundle's code runs in a `Function`,
+ * whose frames V8 names `<anonymous>:line:column`, two lines of wrapper
+ * first); the first frames as they are when none is the project's.
+ */
+function loadFailure(e, map, root) {
+    const first = e && e.stack ? String(e.stack).split('\n')[0] : String(e);
+    const table = map ? sourceLines(JSON.parse(map.text), dirname(join(root, DEFINITIONS_OUT)), root) : null;
+    const frames = e && e.stack ? String(e.stack).matchAll(/<anonymous>:(\d+):(\d+)/g) : [];
+    for (const [, l, c] of frames) {
+        const at = table && mapPosition(table, Number(l) - 2, Number(c) - 1);
+        if (at) return `loading the script failed at ${at}: ${first}`;
+    }
+    return `loading the script failed: ${e && e.stack ? String(e.stack).split('\n').slice(0, 3).map((l) => l.trim()).join(' ') : e}`;
+}
+
+/** A bundle position (1-based line, 0-based column) as `file:line:column`, from a `sourceLines` table. */
+function mapPosition(table, line, column) {
+    let lo = 0;
+    let hi = table.ranges.length;
+    while (lo < hi) {
+        const mid = (lo + hi) >> 1;
+        if (table.ranges[mid][0] <= line) lo = mid + 1;
+        else hi = mid;
+    }
+    const range = table.ranges[lo - 1];
+    const segments = range && range[2][line - range[0]];
+    if (!range || !segments) return null;
+    let at = 0;
+    for (let i = 0; i + 2 < segments.length && segments[i] <= column; i += 3) at = i;
+    return `${table.files[range[1]]}:${segments[at + 1]}:${segments[at + 2] + 1}`;
 }
 
 /** The `nango` module while definitions are read in Node: the helpers only. */
@@ -360,6 +408,11 @@ async function definitions(job) {
                 target: 'es2022',
                 preserveSymlinks: true,
                 logLevel: 'silent',
+                // Not written: the map names the line of an error thrown
+                // while the definition is read.
+                outfile: join(root, DEFINITIONS_OUT),
+                sourcemap: 'external',
+                sourcesContent: false,
                 plugins: [
                     {
                         name: 'sluice-definitions',
@@ -401,9 +454,10 @@ async function definitions(job) {
             if (!isEntry && /\.json$/i.test(file)) continue;
             if (!isEntry && checked.has(file)) continue;
             checked.add(file);
-            errors.push(...(await zero.checkSource(file, root, isEntry)));
+            errors.push(...(await zero.checkSource(file, root, isEntry, ZERO_ALLOWED)));
         }
-        const code = result.outputFiles[0].text;
+        const code = result.outputFiles.find((f) => !f.path.endsWith('.map')).text;
+        const map = result.outputFiles.find((f) => f.path.endsWith('.map'));
         try {
             const d = zero.definition({ code, file: relative(root, entry.file), name: entry.name, integration: job.integration, zodPath });
             for (const w of d.warnings) warnings.push({ file: relative(root, entry.file), message: w });
@@ -415,7 +469,7 @@ async function definitions(job) {
             else if (d.kind === 'action') out.actions.push(d.definition);
             else if (d.kind === 'onEvent') out.onEventScripts[d.event].push(entry.name);
         } catch (e) {
-            errors.push({ file: relative(root, entry.file), message: e && e.rule ? e.message : `loading the script failed: ${e && e.stack ? e.stack.split('\n').slice(0, 3).join(' ') : e}` });
+            errors.push({ file: relative(root, entry.file), message: e && e.rule ? e.message : loadFailure(e, map, root) });
         }
     }
     // Integration-wide rules (§4.7 post-validation).

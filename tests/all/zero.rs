@@ -320,10 +320,26 @@ const HEADER: &str = "import { z } from 'zod';\nimport { createAction } from 'na
 
 #[tokio::test]
 async fn zero_yaml_compile_errors_name_the_file_and_the_rule() {
-    let cases: [(&str, &str); 7] = [
+    let cases: [(&str, &str); 10] = [
+        // Top-level code that throws while the definition is read: named
+        // by the script's own line, not the bundle's.
+        (
+            "import { createAction } from 'nango';\nconst Input = z.object({});\nexport default createAction({ description: 'x', input: Input, output: undefined, exec: async () => true });\n",
+            "demo/actions/act.ts: loading the script failed at demo/actions/act.ts:2:15: ReferenceError: z is not defined",
+        ),
         (
             "import axios from 'axios';\nimport { createAction } from 'nango';\nexport default createAction({ description: 'x', input: undefined, output: undefined, exec: async () => axios.get('https://example.com') });\n",
             "Import of package 'axios' is not allowed. Allowed packages are: nango, nango/experimental, zod, crypto",
+        ),
+        // Refused though nothing uses it (the bundler drops such an
+        // import); a type import is allowed.
+        (
+            "import axios from 'axios';\nimport type { AxiosError } from 'axios';\nimport { createAction } from 'nango';\nexport default createAction({ description: 'x', input: undefined, output: undefined, exec: async () => true });\n",
+            "demo/actions/act.ts:1: Import of package 'axios' is not allowed.",
+        ),
+        (
+            "import { type AxiosError } from 'axios';\nimport lodash from 'lodash/get';\nimport { createAction } from 'nango';\nexport default createAction({ description: 'x', input: undefined, output: undefined, exec: async () => true });\n",
+            "demo/actions/act.ts:2: Import of package 'lodash' is not allowed.",
         ),
         (
             "exec: async (nango) => { nango.get({ endpoint: '/x' }); return true; }",
@@ -1053,6 +1069,51 @@ async fn zero_yaml_scripts_are_refused_fetch_and_bad_input_with_the_originals_er
     assert!(
         logs.contains("fail@github/actions/code-from-strings.ts:7:11")
             && logs.contains("exec@github/actions/code-from-strings.ts:18:"),
+        "{logs}"
+    );
+    // The same with the folders named relative to the working directory
+    // (as `sluice init` suggests): the lines are still the script's, and
+    // the bundle is the same (not componentized again).
+    let cwd = std::env::current_dir().unwrap();
+    let relative = |to: &Path| {
+        let common = cwd
+            .ancestors()
+            .find(|a| to.starts_with(a))
+            .expect("a common ancestor");
+        let ups = cwd.strip_prefix(common).unwrap().components().count();
+        let mut rel = PathBuf::new();
+        for _ in 0..ups {
+            rel.push("..");
+        }
+        rel.join(to.strip_prefix(common).unwrap())
+    };
+    let mut argv = vec![
+        "dryrun".to_string(),
+        "code-from-strings".to_string(),
+        "demo".to_string(),
+        "--dir".to_string(),
+        s(&relative(tmp.path())),
+        "--sdk".to_string(),
+        s(&ts_sdk()),
+        "--cache-dir".to_string(),
+        guests::CACHE_DIR.to_string(),
+        "--build-dir".to_string(),
+        s(&relative(
+            &Path::new(guests::BUILD_DIR).join("zero-project"),
+        )),
+    ];
+    argv.extend([
+        "--json".to_string(),
+        "--input".to_string(),
+        r#"{"fail":true}"#.to_string(),
+    ]);
+    let (code, out, err) = sluice(&argv).await;
+    assert_eq!(code, 1, "out: {out}\nerr: {err}");
+    assert!(!err.contains("componentize-js"), "built again: {err}");
+    let result: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let logs = result["logs"].to_string();
+    assert!(
+        logs.contains("exec@github/actions/code-from-strings.ts:18:"),
         "{logs}"
     );
 

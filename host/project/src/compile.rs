@@ -609,7 +609,16 @@ pub(crate) fn build_bundle(
         path: bundle.display().to_string(),
         source,
     })?;
-    let key = hex_digest(format!("{}{}", hex_digest(&text), toolchain.fingerprint()).as_bytes());
+    // The steps' own code too: how a bundle is componentized may change.
+    let key = hex_digest(
+        format!(
+            "{}{}{}",
+            hex_digest(&text),
+            toolchain.fingerprint(),
+            toolchain.steps_digest()
+        )
+        .as_bytes(),
+    );
     if component.is_file() && std::fs::read_to_string(&key_file).is_ok_and(|k| k.trim() == key) {
         return Ok(component);
     }
