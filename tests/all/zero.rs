@@ -1149,6 +1149,19 @@ async fn init_creates_a_zero_yaml_starter_that_passes_its_tests_and_dry_runs() {
     assert_eq!(code, 0, "out: {out}\nerr: {err}");
     assert!(out.contains("index.ts"), "{out}");
     assert!(!dir.join("nango.yaml").exists());
+    // What `npm install && npm run typecheck` needs: the original's
+    // package for its types, zod 4, and strict settings.
+    let package: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("package.json")).unwrap()).unwrap();
+    for dependency in ["nango", "zod", "typescript"] {
+        assert!(
+            package["devDependencies"][dependency].is_string(),
+            "{package}"
+        );
+    }
+    let tsconfig: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("tsconfig.json")).unwrap()).unwrap();
+    assert_eq!(tsconfig["compilerOptions"]["strict"], true, "{tsconfig}");
     let (code, _, err) = sluice(&["init".to_string(), s(&dir)]).await;
     assert_eq!(code, 2, "init refuses an existing folder");
     assert!(

@@ -83,6 +83,14 @@ const ZERO_TEMPLATE: &[(&str, &str)] = &[
         include_str!("../../../examples/github-zero/.nango/.gitkeep"),
     ),
     (
+        "package.json",
+        include_str!("../../../examples/github-zero/package.json"),
+    ),
+    (
+        "tsconfig.json",
+        include_str!("../../../examples/github-zero/tsconfig.json"),
+    ),
+    (
         "connections.yaml",
         include_str!("../../../examples/github-zero/connections.yaml"),
     ),
