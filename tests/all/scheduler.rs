@@ -77,6 +77,10 @@ impl Upstream {
         yaml.replace("https://api.hubapi.com", &self.mock.url())
     }
 
+    pub(crate) fn url(&self) -> String {
+        self.mock.url()
+    }
+
     /// Waits until `n` runs started (or panics after `limit`).
     async fn wait_runs(&self, n: usize, limit: Duration) {
         let t = Instant::now();
@@ -836,6 +840,41 @@ async fn records_of(c: &Client, variant: &str) -> usize {
         .await;
     assert_eq!(code, 200, "{page}");
     page["records"].as_array().unwrap().len()
+}
+
+/// A server whose requests go to a mock upstream (`serve
+/// --mock-upstream`): the provider keeps its real base URL, the sync's
+/// requests reach the mock, and `/proxy` too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_with_a_mock_upstream_sends_every_request_to_it() {
+    let up = Upstream::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let master = MasterKey::generate();
+    let mut config = ServerConfig::new(data.path(), "127.0.0.1:0".parse().unwrap());
+    config.upstream_redirect = Some(up.url().parse().unwrap());
+    let real = std::fs::read_to_string(repo_root().join("host/runtime/providers.yaml")).unwrap();
+    assert!(real.contains("https://api.hubapi.com"));
+    let server = start_with(config, &master, &real).await;
+    let c = Client::new(&server, DEV_KEY);
+    setup(&c).await;
+    connect(&c, "demo", "t").await;
+    let (code, out) = c
+        .send(
+            "POST",
+            "/sync/trigger",
+            Some(json!({"syncs": ["contacts"], "provider_config_key": "hubspot", "connection_id": "demo", "wait": true})),
+        )
+        .await;
+    assert_eq!(code, 200, "{out}");
+    assert_eq!(out["runs"][0]["success"], true, "{out}");
+    assert_eq!(records_of(&c, "base").await, 2);
+    let before = up.runs();
+    assert!(before >= 1);
+    let (code, out) = c.send("GET", "/proxy/crm/v3/objects/contacts", None).await;
+    assert_eq!(code, 200, "{out}");
+    assert_eq!(out["results"][0]["id"], "1", "{out}");
+    assert_eq!(up.runs(), before + 1, "{out}");
+    server.stop().await;
 }
 
 /// A stop answers a trigger still waiting (`wait: true`) for its run at

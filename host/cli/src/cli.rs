@@ -125,6 +125,11 @@ struct ServeArgs {
     /// its connection, run its sync once and print what to try next.
     #[arg(long)]
     demo: bool,
+    /// Serve this fixture (the format of `dryrun --mock-upstream`) as every
+    /// provider's API: each request a script or `/proxy` makes goes to it
+    /// instead, for trying a project on the server without the network.
+    #[arg(long = "mock-upstream", value_name = "FILE", conflicts_with = "demo")]
+    mock_upstream: Option<PathBuf>,
     /// Where precompiled components are cached (for --demo's compile).
     #[arg(long, env = "SLUICE_CACHE_DIR")]
     cache_dir: Option<PathBuf>,
@@ -935,6 +940,24 @@ async fn run_serve(args: ServeArgs, out: &mut dyn Write) -> anyhow::Result<i32> 
         )
         .await;
     }
+    // Kept until the server stops.
+    let _mock = match &args.mock_upstream {
+        Some(path) => {
+            let fixture = sluice_project::mock::Fixture::from_file(path)?;
+            let mock = sluice_project::mock::MockServer::start(fixture.handler())
+                .await
+                .context("cannot start the mock upstream")?;
+            config.upstream_redirect = Some(url::Url::parse(&mock.url())?);
+            writeln!(
+                out,
+                "Every request a script or /proxy makes goes to the mock of {} at {} (sluice serve --mock-upstream)",
+                path.display(),
+                mock.url()
+            )?;
+            Some(mock)
+        }
+        None => None,
+    };
     writeln!(
         out,
         "Opening {} (each environment's deployed scripts are loaded; compiled again, seconds per integration, when their cache is gone, as after an upgrade) …",

@@ -265,6 +265,12 @@ impl App {
         if let Some(c) = catalog {
             services.scripts = c;
         }
+        if let Some(to) = &self.config.upstream_redirect {
+            let mut network =
+                sluice_runtime::upstream::Network::new(sluice_runtime::proxy::default_client());
+            network.redirect = Some(to.clone());
+            services.upstream = sluice_runtime::upstream::Upstream::Network(network);
+        }
         Arc::new(services)
     }
 }

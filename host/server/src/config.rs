@@ -85,6 +85,11 @@ pub struct ServerConfig {
     /// How long an uploaded component no deployment uses yet is kept (the
     /// deploy that uploads it comes right after).
     pub upload_grace: Duration,
+    /// Every request a script makes goes to this server instead of its
+    /// host (path and query kept), after the egress check: a mock of the
+    /// providers' APIs (`sluice serve --mock-upstream`), for trying a
+    /// project without the network.
+    pub upstream_redirect: Option<url::Url>,
     /// Most bytes of precompiled components kept in `<data>/cache`; the
     /// least recently used go first (an active deploy's is compiled again
     /// at the next start if it was evicted).
@@ -226,6 +231,7 @@ impl ServerConfig {
             cache_max_bytes: sluice_runtime::DEFAULT_CACHE_MAX_BYTES,
             keep_deployments: 20,
             upload_grace: Duration::from_secs(3600),
+            upstream_redirect: None,
             public_url: None,
             sync_slots: 16,
             sync_max_run: Duration::from_secs(24 * 3600),
