@@ -340,9 +340,14 @@ const DEFINITIONS_OUT = '.sluice/definitions.cjs';
  * first); the first frames as they are when none is the project's.
  */
 function loadFailure(e, map, root) {
-    const first = e && e.stack ? String(e.stack).split('\n')[0] : String(e);
+    // The error itself (a ZodError's message spans lines), on one line.
+    let what = e instanceof Error ? `${e.name}: ${e.message}` : String(e);
+    what = what.replace(/\s+/g, ' ').trim();
+    const first = what.length > 2000 ? `${what.slice(0, 2000)}…` : what;
     const table = map ? sourceLines(JSON.parse(map.text), dirname(join(root, DEFINITIONS_OUT)), root) : null;
-    const frames = e && e.stack ? String(e.stack).matchAll(/<anonymous>:(\d+):(\d+)/g) : [];
+    // Frames of the bundle only (`definition` runs it in a `Function`);
+    // other code compiled from strings has `<anonymous>` frames too.
+    const frames = e && e.stack ? String(e.stack).matchAll(/eval at definition \([^)]*\), <anonymous>:(\d+):(\d+)/g) : [];
     for (const [, l, c] of frames) {
         const at = table && mapPosition(table, Number(l) - 2, Number(c) - 1);
         if (at) return `loading the script failed at ${at}: ${first}`;

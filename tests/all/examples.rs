@@ -132,3 +132,26 @@ async fn the_create_contact_action_turns_a_conflict_into_an_action_error() {
     assert_eq!(f.error_type, "action_script_runtime_error");
     assert_eq!(f.payload["email"], "dup@example.com");
 }
+
+/// A request the fixture has no route for is answered 404 naming it, query
+/// included, and the query its path's routes want (the usual cause).
+#[tokio::test]
+async fn the_mocks_404_names_the_request_and_the_query_its_routes_want() {
+    let fixture =
+        Fixture::from_file(&repo_root().join("examples/hubspot-rust/mock-api.yaml")).unwrap();
+    let mock = MockServer::start(fixture.handler()).await.unwrap();
+    let answer = reqwest::get(format!("{}/crm/v3/objects/contacts?limit=5", mock.url()))
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 404);
+    let body: serde_json::Value = serde_json::from_str(&answer.text().await.unwrap()).unwrap();
+    let error = body["error"].as_str().unwrap().to_string();
+    assert!(
+        error.starts_with("no mock route for GET /crm/v3/objects/contacts?limit=5 (the routes of this path want the query limit=2 or "),
+        "{error}"
+    );
+    let answer = reqwest::get(format!("{}/nope", mock.url())).await.unwrap();
+    let body: serde_json::Value = serde_json::from_str(&answer.text().await.unwrap()).unwrap();
+    let error = body["error"].clone();
+    assert_eq!(error, "no mock route for GET /nope");
+}

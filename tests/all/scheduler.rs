@@ -77,10 +77,6 @@ impl Upstream {
         yaml.replace("https://api.hubapi.com", &self.mock.url())
     }
 
-    pub(crate) fn url(&self) -> String {
-        self.mock.url()
-    }
-
     /// Waits until `n` runs started (or panics after `limit`).
     async fn wait_runs(&self, n: usize, limit: Duration) {
         let t = Instant::now();
@@ -843,21 +839,45 @@ async fn records_of(c: &Client, variant: &str) -> usize {
 }
 
 /// A server whose requests go to a mock upstream (`serve
-/// --mock-upstream`): the provider keeps its real base URL, the sync's
-/// requests reach the mock, and `/proxy` too.
+/// --mock-upstream`): the provider keeps its real base URL, and the sync's
+/// requests, `/proxy`'s and an expired token's refresh all reach the mock.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_with_a_mock_upstream_sends_every_request_to_it() {
-    let up = Upstream::start().await;
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let log = seen.clone();
+    let mock = MockServer::start(Arc::new(move |req: &MockRequest| {
+        let auth = req.header("authorization").unwrap_or("").to_string();
+        log.lock()
+            .unwrap()
+            .push(format!("{} {} {auth}", req.method, req.path));
+        if req.path == "/oauth/v1/token" {
+            return MockResponse::json(200, &json!({"access_token": "fresh", "expires_in": 3600}));
+        }
+        let contact = |id: &str| {
+            json!({"id": id, "createdAt": "2024-01-01T00:00:00Z", "properties": {"firstname": "F", "lastname": "L", "email": format!("{id}@example.com")}})
+        };
+        MockResponse::json(200, &json!({"results": [contact("1"), contact("2")]}))
+    }))
+    .await
+    .unwrap();
     let data = tempfile::tempdir().unwrap();
     let master = MasterKey::generate();
     let mut config = ServerConfig::new(data.path(), "127.0.0.1:0".parse().unwrap());
-    config.upstream_redirect = Some(up.url().parse().unwrap());
+    config.upstream_redirect = Some(mock.url().parse().unwrap());
     let real = std::fs::read_to_string(repo_root().join("host/runtime/providers.yaml")).unwrap();
-    assert!(real.contains("https://api.hubapi.com"));
+    assert!(real.contains("https://api.hubapi.com/oauth/v1/token"));
     let server = start_with(config, &master, &real).await;
     let c = Client::new(&server, DEV_KEY);
     setup(&c).await;
-    connect(&c, "demo", "t").await;
+    let (status, body) = c
+        .send(
+            "POST",
+            "/connection",
+            Some(json!({"provider_config_key": "hubspot", "connection_id": "demo",
+                "access_token": "old", "refresh_token": "rt", "expires_at": "2020-01-01T00:00:00Z"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
     let (code, out) = c
         .send(
             "POST",
@@ -868,12 +888,23 @@ async fn a_server_with_a_mock_upstream_sends_every_request_to_it() {
     assert_eq!(code, 200, "{out}");
     assert_eq!(out["runs"][0]["success"], true, "{out}");
     assert_eq!(records_of(&c, "base").await, 2);
-    let before = up.runs();
-    assert!(before >= 1);
     let (code, out) = c.send("GET", "/proxy/crm/v3/objects/contacts", None).await;
     assert_eq!(code, 200, "{out}");
     assert_eq!(out["results"][0]["id"], "1", "{out}");
-    assert_eq!(up.runs(), before + 1, "{out}");
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(
+        seen.iter()
+            .filter(|r| r.starts_with("POST /oauth/v1/token"))
+            .count(),
+        1,
+        "{seen:?}"
+    );
+    assert!(
+        seen.iter()
+            .any(|r| r.starts_with("GET /crm/v3/objects/contacts Bearer fresh")),
+        "{seen:?}"
+    );
+    assert!(!seen.iter().any(|r| r.ends_with("Bearer old")), "{seen:?}");
     server.stop().await;
 }
 

@@ -2087,6 +2087,51 @@ async fn concurrent_deploys_each_get_their_own_version() {
     server.stop().await;
 }
 
+/// A `/v1` action endpoint takes its body as the input for every method,
+/// as the original's (a DELETE's was ignored); a GET or DELETE without a
+/// body takes its query's parameters.
+#[tokio::test]
+async fn a_v1_action_endpoint_takes_the_body_of_a_delete() {
+    let data = tempfile::tempdir().unwrap();
+    let config = ServerConfig::new(data.path(), "127.0.0.1:0".parse().unwrap());
+    let server = start_with(config, &MasterKey::generate(), "").await;
+    let dev = Client::new(&server, DEV_KEY);
+    let yaml =
+        "integrations:\n  m:\n    actions:\n      misbehave:\n        endpoint: DELETE /things\n";
+    let scripts = [(guests::ACTION_MISBEHAVE, "misbehave", ScriptKind::Action)];
+    deploy_scripts(&dev, yaml, "m", &scripts).await;
+    let (status, body) = dev
+        .send(
+            "POST",
+            "/integrations",
+            Some(json!({"unique_key": "m", "provider": "hubspot"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = dev
+        .send_as(
+            ("m", "c"),
+            "POST",
+            "/connection",
+            Some(json!({"provider_config_key": "m", "connection_id": "c", "access_token": "t"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    for (path, input) in [
+        ("/v1/things", Some(json!({"mode": "action-error"}))),
+        ("/v1/things?mode=action-error", None),
+    ] {
+        let (status, body) = dev.send_as(("m", "c"), "DELETE", path, input).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (500, Some("action_script_runtime_error")),
+            "{path}: {body}"
+        );
+        assert_eq!(body["error"]["payload"]["code"], 402, "{body}");
+    }
+    server.stop().await;
+}
+
 /// A token URL whose host a connection's value chooses
 /// (`${connectionConfig.host}`) gets the integration's client secret and
 /// the refresh token: a connection cannot point it at the server's own
@@ -2725,9 +2770,10 @@ async fn one_integration_is_created_once_and_bodies_of_the_wrong_shape_are_named
         body["error"]["message"]
             .as_str()
             .unwrap()
-            .contains("`credentials` must be an object"),
+            .contains("`credentials` must be an object, got an array"),
         "{body}"
     );
+    assert!(!body.to_string().contains("secret"), "echoed: {body}");
     let (status, _) = dev.send("GET", "/integrations/arr", None).await;
     assert_eq!(status, 404, "an integration was stored");
     for id in [json!(5), json!([1, 2])] {

@@ -394,13 +394,7 @@ async fn zero_yaml_compile_errors_name_the_file_and_the_rule() {
     let tmp = tempfile::tempdir().unwrap();
     write(tmp.path(), ".nango/.gitkeep", "");
     write(tmp.path(), "index.ts", "import './demo/syncs/items.js';\n");
-    // sluice's own bound: past a century a schedule's dates overflow.
-    for frequency in [
-        "every 10 seconds",
-        "Every Hour",
-        "every 1 hour ",
-        "every 99999999 years",
-    ] {
+    for frequency in ["every 10 seconds", "Every Hour", "every 1 hour "] {
         write(
             tmp.path(),
             "demo/syncs/items.ts",
@@ -410,15 +404,8 @@ async fn zero_yaml_compile_errors_name_the_file_and_the_rule() {
         );
         let (code, _, err) = sluice(&args("compile", tmp.path(), "zero-errors-frequency")).await;
         assert_eq!(code, 2, "{frequency:?}: {err}");
-        let why = if frequency.contains("years") {
-            "Interval is too long: at most a century"
-        } else {
-            "Interval is invalid"
-        };
         assert!(
-            err.contains(&format!(
-                "demo/syncs/items.ts: createSync > frequency > {why}"
-            )),
+            err.contains("demo/syncs/items.ts: createSync > frequency > Interval is invalid"),
             "{frequency:?}: {err}"
         );
     }

@@ -794,12 +794,10 @@ impl Builder<'_> {
             Some(r) => match runs::parse_interval(r) {
                 Ok(i) => i,
                 Err(code) => {
-                    let why = match code {
-                        "sync_interval_too_short" => {
-                            "is too short: syncs may not run more often than every 30 seconds"
-                        }
-                        "sync_interval_too_long" => "is too long: at most a century",
-                        _ => "is not a valid interval",
+                    let why = if code == "sync_interval_too_short" {
+                        "is too short: syncs may not run more often than every 30 seconds"
+                    } else {
+                        "is not a valid interval"
                     };
                     self.d.push(Diagnostic::error(
                         "invalid_runs",

@@ -62,8 +62,7 @@ pub fn interval_text(frequency: &str) -> String {
 }
 
 /// The interval of a `runs` value, or the original's error code
-/// (`sync_interval_invalid`, `sync_interval_too_short`), or
-/// `sync_interval_too_long` past a century (the original has no bound).
+/// (`sync_interval_invalid`, `sync_interval_too_short`).
 pub fn parse_interval(runs: &str) -> Result<Duration, &'static str> {
     let text = runs.trim();
     let special = match text {
@@ -85,11 +84,6 @@ pub fn parse_interval(runs: &str) -> Result<Duration, &'static str> {
     };
     if interval < MIN_INTERVAL {
         return Err("sync_interval_too_short");
-    }
-    // Longer, a schedule's next date leaves what a timestamp holds and
-    // the sync would silently never run again.
-    if interval > MAX_API_INTERVAL {
-        return Err("sync_interval_too_long");
     }
     Ok(interval)
 }
@@ -133,15 +127,6 @@ mod tests {
         assert_eq!(
             parse_interval("every -5 minutes"),
             Err("sync_interval_invalid")
-        );
-        assert_eq!(
-            parse_interval("every 99999999 years"),
-            Err("sync_interval_too_long")
-        );
-        assert_eq!(
-            parse_interval("every 100 years"),
-            Ok(MAX_API_INTERVAL),
-            "a century is the longest"
         );
     }
 

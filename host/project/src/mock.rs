@@ -282,10 +282,36 @@ impl Fixture {
                 })
                 .max_by_key(|r| r.query.len());
             let Some(route) = found else {
-                return MockResponse::json(
-                    404,
-                    &serde_json::json!({"error": format!("no mock route for {} {}", req.method, req.path)}),
-                );
+                let query = url::form_urlencoded::Serializer::new(String::new())
+                    .extend_pairs(&req.query)
+                    .finish();
+                let shown = if query.is_empty() {
+                    req.path.clone()
+                } else {
+                    format!("{}?{query}", req.path)
+                };
+                // Routes of the path whose query constraints did not hold:
+                // the usual cause, named.
+                let wanted: Vec<String> = self
+                    .routes
+                    .iter()
+                    .filter(|r| r.method.eq_ignore_ascii_case(&req.method) && r.path == req.path)
+                    .map(|r| {
+                        r.query
+                            .iter()
+                            .map(|(k, v)| format!("{k}={v}"))
+                            .collect::<Vec<_>>()
+                            .join("&")
+                    })
+                    .collect();
+                let mut error = format!("no mock route for {} {shown}", req.method);
+                if !wanted.is_empty() {
+                    error.push_str(&format!(
+                        " (the routes of this path want the query {})",
+                        wanted.join(" or ")
+                    ));
+                }
+                return MockResponse::json(404, &serde_json::json!({ "error": error }));
             };
             for (name, value) in &route.require_headers {
                 if req.header(&name.to_ascii_lowercase()) != Some(value.as_str()) {

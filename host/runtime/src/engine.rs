@@ -335,8 +335,8 @@ impl Runtime {
         let engine = &self.inner.engine;
         let cached = self.cache_path(digest);
         if cached.exists() {
-            // SAFETY: the file was written by `Component::serialize` of an
-            // engine with the same compatibility hash (it is in the name), in
+            // SAFETY: the file was written by `Engine::precompile_component`
+            // of an engine with the same compatibility hash (it is in the name), in
             // a directory owned by this runtime; a truncated or foreign file
             // fails the header checks and is recompiled below.
             match unsafe { Component::deserialize_file(engine, &cached) } {

@@ -62,8 +62,11 @@ pub struct EnvState {
     /// race with one being created (left without its integration), nor an
     /// update put a deleted integration back.
     pub integrations_lock: tokio::sync::RwLock<()>,
-    /// Creating a sync variant: two requests for the same one must not
-    /// both find it free.
+    /// Creating an integration, and creating a sync variant: two requests
+    /// for the same one must not both find it free. (Apart from
+    /// `integrations_lock`, whose writer waits for every connection being
+    /// created, and then holds up the ones after it.)
+    pub integrations_created: tokio::sync::Mutex<()>,
     pub variants_lock: tokio::sync::Mutex<()>,
     /// This environment's share of the execution permits
     /// ([`crate::fair_share`]), taken before one of the process's.
@@ -191,12 +194,15 @@ impl App {
                     .map(|u| format!("{}/webhook/{}", u.trim_end_matches('/'), store_env.id())),
             };
             let state = EnvState {
-                connections: Arc::new(Connections::new(
-                    store_env.clone(),
-                    providers.clone(),
-                    http.clone(),
-                    limits.allowed_hosts.clone(),
-                )),
+                connections: Arc::new(
+                    Connections::new(
+                        store_env.clone(),
+                        providers.clone(),
+                        http.clone(),
+                        limits.allowed_hosts.clone(),
+                    )
+                    .redirected(config.upstream_redirect.clone()),
+                ),
                 store: store_env.clone(),
                 environment: RwLock::new(Arc::new(environment)),
                 deployment: RwLock::new(None),
@@ -205,6 +211,7 @@ impl App {
                 runs: Default::default(),
                 config_lock: tokio::sync::Mutex::new(()),
                 integrations_lock: tokio::sync::RwLock::new(()),
+                integrations_created: tokio::sync::Mutex::new(()),
                 variants_lock: tokio::sync::Mutex::new(()),
                 executions: Semaphore::new(crate::fair_share(
                     config.max_concurrent_executions.max(1),

@@ -64,6 +64,8 @@ pub struct Connections {
     /// The environment's `allowed_hosts`: the only way to a token URL whose
     /// host a connection's value chose and that is not a public address.
     allowed_hosts: Vec<String>,
+    /// `ServerConfig::upstream_redirect`: token requests go there too.
+    redirect: Option<url::Url>,
     locks: Mutex<HashMap<(String, String), RefreshLock>>,
 }
 
@@ -148,8 +150,16 @@ impl Connections {
             providers,
             http,
             allowed_hosts,
+            redirect: None,
             locks: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Token requests go to `to` instead of the provider's host (path and
+    /// query kept): the mock upstream of `serve --mock-upstream`.
+    pub fn redirected(mut self, to: Option<url::Url>) -> Self {
+        self.redirect = to;
+        self
     }
 
     fn lock_for(&self, pck: &str, cid: &str) -> RefreshLock {
@@ -262,12 +272,19 @@ impl Connections {
             .token_url
             .as_deref()
             .ok_or_else(|| format!("provider `{}` has no token_url", c.provider))?;
-        let (url, public_only) = token_url(template, c, &self.allowed_hosts)?;
-        let http = if public_only {
+        let (mut url, public_only) = token_url(template, c, &self.allowed_hosts)?;
+        let http = if public_only && self.redirect.is_none() {
             sluice_runtime::proxy::public_only_client()
         } else {
             self.http.clone()
         };
+        if let Some(to) = &self.redirect {
+            let mut u = url::Url::parse(&url).map_err(|e| format!("token URL `{url}`: {e}"))?;
+            let _ = u.set_scheme(to.scheme());
+            let _ = u.set_host(to.host_str());
+            let _ = u.set_port(to.port_or_known_default());
+            url = u.to_string();
+        }
         let integration = self
             .store
             .integration(&c.provider_config_key)

@@ -259,6 +259,13 @@ fn time(ms: i64) -> Option<DateTime<Utc>> {
     Utc.timestamp_millis_opt(ms).single()
 }
 
+/// An interval in ms, at most a century: a longer one (nango.yaml and
+/// zero-yaml set no bound, as the original's) would put a schedule's next
+/// date past what a timestamp holds, and the sync would never run again.
+fn capped_ms(d: Duration) -> i64 {
+    d.min(sluice_nango_yaml::MAX_API_INTERVAL).as_millis() as i64
+}
+
 /// The interval of a `runs` value, or `invalid_runs` naming the problem.
 pub fn interval(runs: &str) -> ApiResult<Duration> {
     sluice_nango_yaml::parse_interval(runs).map_err(|code| {
@@ -298,8 +305,7 @@ impl Scheduler {
     }
 
     fn scaled_ms(&self, d: Duration) -> i64 {
-        let ms = d.as_millis().min(i64::MAX as u128) as i64;
-        (ms / self.scale).max(1)
+        (capped_ms(d) / self.scale).max(1)
     }
 
     /// How many schedules are loaded.
@@ -1120,6 +1126,16 @@ impl Scheduler {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_interval_longer_than_a_century_runs_once_a_century() {
+        let century = capped_ms(sluice_nango_yaml::MAX_API_INTERVAL);
+        assert_eq!(capped_ms(Duration::from_secs(u64::MAX)), century);
+        assert_eq!(capped_ms(Duration::from_secs(3600)), 3_600_000);
+        // Its next slot is a date.
+        let e = entry(now_ms(), century);
+        assert!(time(e.slot_after(now_ms())).is_some());
+    }
 
     fn entry(anchor: i64, interval: i64) -> Entry {
         Entry {

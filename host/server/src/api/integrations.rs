@@ -56,8 +56,16 @@ fn credentials_object<'de, D: serde::Deserializer<'de>>(
         Some(v @ Value::Object(_)) => serde_json::from_value(v)
             .map(Some)
             .map_err(|e| D::Error::custom(format!("`credentials`: {e}"))),
+        // Named by its type: the value may hold a secret.
         Some(other) => Err(D::Error::custom(format!(
-            "`credentials` must be an object, got {other}"
+            "`credentials` must be an object, got {}",
+            match other {
+                Value::Array(_) => "an array",
+                Value::String(_) => "a string",
+                Value::Number(_) => "a number",
+                Value::Bool(_) => "a boolean",
+                _ => "something else",
+            }
         ))),
     }
 }
@@ -209,7 +217,7 @@ pub async fn create(
     }
     // One creator at a time: two requests for the same key must not both
     // find it free and both answer 200, the second overwriting the first.
-    let _one_creator = env.integrations_lock.write().await;
+    let _one_creator = env.integrations_created.lock().await;
     if env.store.integration(&key).await?.is_some() {
         // The original's answer, naming the field as it does.
         return Err(ApiError::invalid_field(

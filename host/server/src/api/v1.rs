@@ -1,6 +1,7 @@
 //! `/v1/*` (§4.8): each deployed script's declared endpoints. A sync
 //! endpoint reads its model's records as `GET /records` does; an action
-//! endpoint triggers the action with the body (or, for GET, the query) as
+//! endpoint triggers the action with the body (or, for a GET or DELETE
+//! without one, the query) as
 //! input. `GET /openapi.json` describes them, per environment.
 
 use std::sync::Arc;
@@ -90,19 +91,19 @@ pub async fn dispatch(
             let cid = headers.connection_id.clone().ok_or_else(|| {
                 ApiError::bad_request("missing_connection", "Missing the Connection-Id header")
             })?;
-            let input = if method == Method::GET || method == Method::DELETE {
+            // The body, as the original's for every method; a GET or
+            // DELETE without one takes its query's parameters (sluice's).
+            let DecodedBody(bytes) = DecodedBody::from_request(req, &()).await?;
+            let input = if !bytes.is_empty() {
+                Some(parse_any_json(&bytes)?)
+            } else if method == Method::GET || method == Method::DELETE {
                 let map: Map<String, Value> =
                     url::form_urlencoded::parse(raw.as_deref().unwrap_or("").as_bytes())
                         .map(|(k, v)| (k.into_owned(), Value::String(v.into_owned())))
                         .collect();
                 (!map.is_empty()).then_some(Value::Object(map))
             } else {
-                let DecodedBody(bytes) = DecodedBody::from_request(req, &()).await?;
-                if bytes.is_empty() {
-                    None
-                } else {
-                    Some(parse_any_json(&bytes)?)
-                }
+                None
             };
             let conn = ConnectionRef {
                 provider_config_key: pck,
