@@ -738,6 +738,21 @@ async fn a_sync_variant_runs_on_its_own_records_and_goes_when_deleted() {
         .await;
     assert_eq!(code, 200, "{out}");
     up.wait_runs(before + 1, Duration::from_secs(10)).await;
+    // While it runs, its status has no end and no result yet (the last
+    // run's were shown as this one's).
+    let (_, status) = c
+        .send(
+            "GET",
+            "/sync/status?provider_config_key=hubspot&syncs=contacts::eu&connection_id=demo",
+            None,
+        )
+        .await;
+    assert_eq!(status["syncs"][0]["status"], "RUNNING", "{status}");
+    assert!(
+        status["syncs"][0].get("finishedAt").is_none()
+            && status["syncs"][0].get("latestResult").is_none(),
+        "{status}"
+    );
     let resp = c
         .http
         .delete(format!("{}/sync/contacts/variant/eu", c.base))

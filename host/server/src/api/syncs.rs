@@ -544,7 +544,7 @@ pub async fn status(
             sluice_runtime::records::RecordStore::checkpoint(&env.store, &t.conn, &checkpoint_key)
                 .await
                 .map_err(|e| ApiError::internal(format!("reading the sync's checkpoint: {e}")))?;
-        out.push(json!({
+        let mut entry = json!({
             "id": sync_id(&t.conn, &t.name, &t.variant),
             "connection_id": t.conn.connection_id,
             "name": t.name,
@@ -568,7 +568,14 @@ pub async fn status(
             },
             "recordCount": counts,
             "checkpoint": checkpoint,
-        }));
+        });
+        // As the original's, whose latest job is then the running one: no
+        // end yet, and no result (the last run's belonged to another).
+        if running && let Some(fields) = entry.as_object_mut() {
+            fields.remove("finishedAt");
+            fields.remove("latestResult");
+        }
+        out.push(entry);
     }
     Ok(Json(json!({ "syncs": out })))
 }
