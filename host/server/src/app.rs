@@ -62,11 +62,12 @@ pub struct EnvState {
     /// race with one being created (left without its integration), nor an
     /// update put a deleted integration back.
     pub integrations_lock: tokio::sync::RwLock<()>,
-    /// Creating an integration, and creating a sync variant: two requests
-    /// for the same one must not both find it free. (Apart from
-    /// `integrations_lock`, whose writer waits for every connection being
-    /// created, and then holds up the ones after it.)
+    /// Creating an integration: two requests for the same key must not both
+    /// find it free. (Apart from `integrations_lock`, whose writer waits
+    /// for every connection being created, and then holds up the ones
+    /// after it.)
     pub integrations_created: tokio::sync::Mutex<()>,
+    /// Creating a sync variant: likewise.
     pub variants_lock: tokio::sync::Mutex<()>,
     /// This environment's share of the execution permits
     /// ([`crate::fair_share`]), taken before one of the process's.
