@@ -347,7 +347,7 @@ function loadFailure(e, map, root) {
     const table = map ? sourceLines(JSON.parse(map.text), dirname(join(root, DEFINITIONS_OUT)), root) : null;
     // Frames of the bundle only (`definition` runs it in a `Function`);
     // other code compiled from strings has `<anonymous>` frames too.
-    const frames = e && e.stack ? String(e.stack).matchAll(/eval at definition \([^)]*\), <anonymous>:(\d+):(\d+)/g) : [];
+    const frames = e && e.stack ? String(e.stack).matchAll(/eval at definition \(.*?\), <anonymous>:(\d+):(\d+)/g) : [];
     for (const [, l, c] of frames) {
         const at = table && mapPosition(table, Number(l) - 2, Number(c) - 1);
         if (at) return `loading the script failed at ${at}: ${first}`;

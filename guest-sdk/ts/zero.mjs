@@ -325,9 +325,6 @@ export function definition({ code, file, name, integration, zodPath }) {
     if (def.type === 'sync') {
         const ms = frequencyMs(def.frequency);
         if (ms === undefined || !(ms >= 30e3)) fail('createSync > frequency', 'Interval is invalid, check syntax here https://github.com/vercel/ms');
-        // sluice's bound (the original has none): longer, a schedule's next
-        // date leaves what a timestamp holds and the sync never runs again.
-        if (ms > 100 * 31557600e3) fail('createSync > frequency', 'Interval is too long: at most a century');
         const models = Object.entries(def.models ?? {});
         const endpoints = Array.isArray(def.endpoints) ? def.endpoints : [];
         if (def.endpoints && endpoints.length !== models.length) {

@@ -727,6 +727,17 @@ async fn a_sync_variant_runs_on_its_own_records_and_goes_when_deleted() {
     // Deleted while it runs: the run stops (nothing saved after), and
     // its records and schedule go; the base's stay. The connection is
     // named in the body, as the original's SDK sends it.
+    let (_, before_run) = c
+        .send(
+            "GET",
+            "/sync/status?provider_config_key=hubspot&syncs=contacts::eu&connection_id=demo",
+            None,
+        )
+        .await;
+    let last_finished = before_run["syncs"][0]["finishedAt"]
+        .as_str()
+        .expect("a finished run")
+        .to_string();
     up.delay.store(1000, Ordering::SeqCst);
     let before = up.runs();
     let (code, out) = c
@@ -738,20 +749,28 @@ async fn a_sync_variant_runs_on_its_own_records_and_goes_when_deleted() {
         .await;
     assert_eq!(code, 200, "{out}");
     up.wait_runs(before + 1, Duration::from_secs(10)).await;
-    // While it runs, its status has no end and no result yet (the last
-    // run's were shown as this one's).
-    let (_, status) = c
-        .send(
-            "GET",
-            "/sync/status?provider_config_key=hubspot&syncs=contacts::eu&connection_id=demo",
-            None,
-        )
-        .await;
+    // While it runs, its status shows this run's time and no result yet
+    // (the last run's were shown as this one's).
+    let started = Instant::now();
+    let status = loop {
+        let (_, status) = c
+            .send(
+                "GET",
+                "/sync/status?provider_config_key=hubspot&syncs=contacts::eu&connection_id=demo",
+                None,
+            )
+            .await;
+        if status["syncs"][0]["status"] == "RUNNING" || started.elapsed() > Duration::from_secs(5) {
+            break status;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert_eq!(status["syncs"][0]["status"], "RUNNING", "{status}");
+    assert_eq!(status["syncs"][0]["latestResult"], json!({}), "{status}");
+    let now_running = status["syncs"][0]["finishedAt"].as_str().unwrap();
     assert!(
-        status["syncs"][0].get("finishedAt").is_none()
-            && status["syncs"][0].get("latestResult").is_none(),
-        "{status}"
+        now_running > last_finished.as_str(),
+        "the last run's time ({last_finished}): {status}"
     );
     let resp = c
         .http

@@ -183,23 +183,23 @@ fn endpoint(v: &Value) -> Option<Endpoint> {
 }
 
 /// A frequency of the zero-yaml grammar (`every day`, `every 30 minutes`,
-/// `2h`, …) as a duration; `None` when the original refuses it, or when it
-/// is longer than a century (see [`frequency_problem`]).
+/// `2h`, …) as a duration; `None` when the original refuses it (see
+/// [`frequency_problem`]). One longer than a century is kept as written
+/// (as the original's, it has no upper bound): the scheduler runs it once a
+/// century.
 pub fn frequency(text: &str) -> Option<Duration> {
-    let ms = frequency_ms(text)?;
-    (30_000.0..=sluice_nango_yaml::MAX_API_INTERVAL.as_millis() as f64)
-        .contains(&ms)
-        .then(|| Duration::from_millis(ms as u64))
+    frequency_ms(text)
+        .filter(|ms| *ms >= 30_000.0)
+        .map(|ms| Duration::from_millis(ms as u64))
 }
 
 /// What is wrong with a frequency [`frequency`] refuses.
 pub fn frequency_problem(text: &str) -> &'static str {
     match frequency_ms(text) {
-        None => "is not a frequency (`every day`, `every 30 minutes`, `2h`)",
         Some(ms) if ms < 30_000.0 => {
             "is too short: syncs may not run more often than every 30 seconds"
         }
-        Some(_) => "is too long: at most a century",
+        _ => "is not a frequency (`every day`, `every 30 minutes`, `2h`)",
     }
 }
 
@@ -840,14 +840,18 @@ mod tests {
         assert_eq!(frequency("1d"), Some(Duration::from_secs(86_400)));
         assert_eq!(frequency("every 10 seconds"), None, "shorter than 30 s");
         assert_eq!(frequency("sometimes"), None);
-        assert_eq!(
-            frequency("every 99999999999999999999999 years"),
-            None,
-            "longer than a century"
+        assert!(
+            frequency("every 99999999999999999999999 years").is_some(),
+            "longer than a century: kept, and the scheduler caps it"
         );
-        assert_eq!(
-            frequency_problem("every 99999999999999999999999 years"),
-            "is too long: at most a century"
+        assert_eq!(frequency("every NaN days"), None);
+        // A deployed definition keeps it (it ran daily: the fallback of a
+        // frequency that did not parse).
+        let def = serde_json::json!({"providerConfigKey": "a", "syncs": [{"name": "s", "runs": "every 200 years", "output": []}]});
+        assert!(
+            integration_config(&def).syncs[0].interval > Duration::from_secs(100 * 31_557_600),
+            "{:?}",
+            integration_config(&def).syncs[0].interval
         );
         assert_eq!(
             frequency_problem("every 5 sec"),
@@ -894,10 +898,13 @@ mod tests {
                 .starts_with("`a/s`: `runs` \"every 5 seconds\" is too short")
         );
         assert_eq!(
-            refused(
+            check_definitions(
                 json!([{"providerConfigKey": "a", "syncs": [{"name": "s", "runs": "every 9999999 years"}]}])
+                    .as_array()
+                    .unwrap()
             ),
-            "`a/s`: `runs` \"every 9999999 years\" is too long: at most a century"
+            Ok(()),
+            "no upper bound, as the original's"
         );
         assert!(
             refused(

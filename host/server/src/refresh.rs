@@ -279,10 +279,13 @@ impl Connections {
             self.http.clone()
         };
         if let Some(to) = &self.redirect {
+            // Refused rather than sent to the real host (with the client
+            // secret) should the URL not take the mock's address.
             let mut u = url::Url::parse(&url).map_err(|e| format!("token URL `{url}`: {e}"))?;
-            let _ = u.set_scheme(to.scheme());
-            let _ = u.set_host(to.host_str());
-            let _ = u.set_port(to.port_or_known_default());
+            u.set_scheme(to.scheme())
+                .and_then(|()| u.set_host(to.host_str()).map_err(|_| ()))
+                .and_then(|()| u.set_port(to.port_or_known_default()))
+                .map_err(|()| format!("token URL `{url}` cannot be sent to the mock upstream {to}"))?;
             url = u.to_string();
         }
         let integration = self

@@ -381,9 +381,15 @@ impl Scheduler {
         let key: Key = Key::from(key);
         let mut st = self.lock();
         let old = st.remove(env, &key);
+        let interval_ms = self.scaled_ms(every);
         let mut entry = Entry {
-            interval_ms: self.scaled_ms(every),
-            anchor_ms: schedule.anchor.timestamp_millis(),
+            interval_ms,
+            // At most one interval ahead: an older version stored the end
+            // of the calendar for an interval past it, a slot never reached.
+            anchor_ms: schedule
+                .anchor
+                .timestamp_millis()
+                .min(now.saturating_add(interval_ms)),
             next_ms: 0,
             paused: schedule.paused,
             running: old.as_ref().is_some_and(|o| o.running),
@@ -941,8 +947,8 @@ impl Scheduler {
         let first = if due {
             now
         } else {
-            // An interval past the calendar (`every 1000000 years`) is a
-            // slot never reached, not an overflow.
+            // Intervals are at most a century (`capped_ms`); past the
+            // calendar would be a slot never reached, not an overflow.
             now.checked_add_signed(chrono::TimeDelta::milliseconds(interval_ms))
                 .unwrap_or(DateTime::<Utc>::MAX_UTC)
         };
@@ -1126,6 +1132,28 @@ impl Scheduler {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_schedule_stored_at_the_end_of_the_calendar_runs_again() {
+        let data = tempfile::tempdir().unwrap();
+        let scheduler = Scheduler::new(&crate::ServerConfig::new(
+            data.path(),
+            "127.0.0.1:0".parse().unwrap(),
+        ));
+        let env = Uuid::new_v4();
+        let schedule = ScheduleState {
+            paused: false,
+            frequency: Some("every 100000000 years".into()),
+            anchor: DateTime::<Utc>::MAX_UTC,
+        };
+        let state = SyncState {
+            schedule: Some(schedule.clone()),
+            ..Default::default()
+        };
+        scheduler.install(env, "k", &schedule, &state, Duration::from_secs(3600));
+        let next = scheduler.lock().entries[&(env, Key::from("k"))].next_ms;
+        assert!(next <= now_ms() + 3_600_000, "next run at {next}");
+    }
 
     #[test]
     fn an_interval_longer_than_a_century_runs_once_a_century() {

@@ -162,6 +162,10 @@ pub async fn decoded(
     let Some(encoding) = encoding else {
         return Ok(bytes);
     };
+    // Nothing to decompress (a GET that names an encoding).
+    if bytes.is_empty() {
+        return Ok(bytes);
+    }
     let _turn = DECOMPRESSING
         .acquire()
         .await

@@ -569,11 +569,15 @@ pub async fn status(
             "recordCount": counts,
             "checkpoint": checkpoint,
         });
-        // As the original's, whose latest job is then the running one: no
-        // end yet, and no result (the last run's belonged to another).
-        if running && let Some(fields) = entry.as_object_mut() {
-            fields.remove("finishedAt");
-            fields.remove("latestResult");
+        // The original's latest job is then the running one: its time
+        // (the job's last update; here its start) and its result (counts
+        // so far there; none here). The last run's belonged to another.
+        if running {
+            entry["finishedAt"] = json!(state.running.as_ref().map(|r| {
+                r.started_at
+                    .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+            }));
+            entry["latestResult"] = json!({});
         }
         out.push(entry);
     }
