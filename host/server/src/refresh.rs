@@ -285,7 +285,9 @@ impl Connections {
             u.set_scheme(to.scheme())
                 .and_then(|()| u.set_host(to.host_str()).map_err(|_| ()))
                 .and_then(|()| u.set_port(to.port_or_known_default()))
-                .map_err(|()| format!("token URL `{url}` cannot be sent to the mock upstream {to}"))?;
+                .map_err(|()| {
+                    format!("token URL `{url}` cannot be sent to the mock upstream {to}")
+                })?;
             url = u.to_string();
         }
         let integration = self
