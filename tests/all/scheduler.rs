@@ -154,8 +154,17 @@ async fn syncs_run_on_their_schedule_pause_resume_change_frequency_and_never_ove
     // auto_start: the connection's sync runs at once, then every 0.3 s.
     connect(&c, "demo", "t").await;
     up.wait_runs(4, Duration::from_secs(10)).await;
-    settle(&c).await;
-    let s = status(&c).await;
+    // A status between runs (they come every 0.3 s): a running one shows
+    // no result yet.
+    let t = Instant::now();
+    let s = loop {
+        let s = status(&c).await;
+        if s["status"] != "RUNNING" {
+            break s;
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "a run never ended");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
     assert_eq!(s["name"], "contacts", "{s}");
     assert_eq!(s["connection_id"], "demo", "{s}");
     assert_eq!(s["variant"], "base", "{s}");
@@ -582,11 +591,22 @@ async fn a_connection_deleted_during_its_run_leaves_nothing_for_a_new_one_of_tha
     // A connection of the same id starts afresh: no run of the old one in
     // its status, none of its records.
     up.delay.store(5000, Ordering::SeqCst);
+    let reconnected = chrono::Utc::now();
     connect(&c, "demo", "t2").await;
     up.wait_runs(2, Duration::from_secs(10)).await;
     let now = status(&c).await;
     assert_eq!(now["status"], "RUNNING", "{now}");
-    assert_eq!(now["finishedAt"], Value::Null, "{now}");
+    // Its time is the new run's (the running job's, as the original's),
+    // its result empty: nothing of the old connection's run.
+    let started: chrono::DateTime<chrono::Utc> = now["finishedAt"]
+        .as_str()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("{now}"));
+    assert!(
+        started >= reconnected - chrono::TimeDelta::milliseconds(5),
+        "{now}"
+    );
+    assert_eq!(now["latestResult"], json!({}), "{now}");
     // A sync named twice is one sync.
     let (code, body) = c
         .send(
