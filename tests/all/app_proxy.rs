@@ -444,3 +444,185 @@ async fn each_environment_has_its_own_limits() {
         "{err}"
     );
 }
+
+/// Requests missing what a route needs get the original's codes, each
+/// naming the header or parameter; `/proxy` passes the upstream's answer
+/// without a type of its own, and sends a request's `Content-Type` only
+/// with its body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_headers_and_parameters_get_the_originals_codes() {
+    let mock = MockServer::start(Arc::new(|req: &MockRequest| match req.path.as_str() {
+        "/empty" => MockResponse {
+            status: 204,
+            headers: Vec::new(),
+            body: Vec::new(),
+            delay: None,
+        },
+        _ => MockResponse::json(
+            200,
+            &json!({"content_type": req.headers.get("content-type"), "body": String::from_utf8_lossy(&req.body)}),
+        ),
+    }))
+    .await
+    .unwrap();
+    let providers = format!(
+        "mock:\n  auth_mode: API_KEY\n  proxy:\n    base_url: {}\n    headers:\n      authorization: Bearer ${{apiKey}}\nbasic:\n  auth_mode: BASIC\n  proxy:\n    base_url: {}\n",
+        mock.url(),
+        mock.url()
+    );
+    let data = tempfile::tempdir().unwrap();
+    let config = ServerConfig::new(data.path(), "127.0.0.1:0".parse().unwrap());
+    let server = start_with(config, &MasterKey::generate(), &providers).await;
+    let c = Client::new(&server, DEV_KEY);
+    for (key, provider) in [("mock-int", "mock"), ("basic-int", "basic")] {
+        let (status, body) = c
+            .send(
+                "POST",
+                "/integrations",
+                Some(json!({"unique_key": key, "provider": provider})),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let (status, body) = c
+        .send(
+            "POST",
+            "/connection",
+            Some(json!({"provider_config_key": "mock-int", "connection_id": "c1", "api_key": "k"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+
+    // An upstream 204 without a type comes back without one.
+    let (status, headers, text) = proxy(&c, "GET", "/empty", "c1", &[], None).await;
+    assert_eq!((status, text.as_str()), (204, ""));
+    assert_eq!(headers.get("content-type"), None, "{headers:?}");
+    // A GET has no body, so no type for it goes upstream; a POST's does.
+    let json_type = [("content-type", "application/json")];
+    let (status, _, text) = proxy(&c, "GET", "/echo", "c1", &json_type, None).await;
+    assert_eq!(status, 200, "{text}");
+    let seen: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(seen["content_type"], Value::Null, "{seen}");
+    let (_, _, text) = proxy(&c, "POST", "/echo", "c1", &json_type, Some(r#"{"a":1}"#)).await;
+    let seen: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        seen,
+        json!({"content_type": "application/json", "body": r#"{"a":1}"#})
+    );
+
+    // A missing header: 400 `invalid_headers`, naming it.
+    let without = |path: &str, header: &str| {
+        let mut req = c.http.get(format!("{}{path}", c.base)).bearer_auth(&c.key);
+        for (name, value) in [("connection-id", "c1"), ("provider-config-key", "mock-int")] {
+            if name != header {
+                req = req.header(name, value);
+            }
+        }
+        req.send()
+    };
+    for path in ["/records?model=Item", "/proxy/echo"] {
+        for header in ["connection-id", "provider-config-key"] {
+            let resp = without(path, header).await.unwrap();
+            assert_eq!(resp.status().as_u16(), 400, "{path} {header}");
+            let body: Value = serde_json::from_str(&resp.text().await.unwrap()).unwrap();
+            assert_eq!(body["error"]["code"], "invalid_headers", "{body}");
+            assert_eq!(
+                body["error"]["errors"][0]["path"],
+                json!([header]),
+                "{body}"
+            );
+        }
+    }
+
+    // A variant is letters, digits, `_` and `-`.
+    let resp = c
+        .http
+        .get(format!("{}/records?model=Item&variant=bad!", c.base))
+        .bearer_auth(&c.key)
+        .header("connection-id", "c1")
+        .header("provider-config-key", "mock-int")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    let body: Value = serde_json::from_str(&resp.text().await.unwrap()).unwrap();
+    assert_eq!(body["error"]["code"], "invalid_query_params", "{body}");
+
+    // A connection is named with its integration: a missing one is a
+    // query parameter problem, and nothing is deleted.
+    for method in ["GET", "DELETE"] {
+        let (status, body) = c.send(method, "/connection/c1", None).await;
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(body["error"]["code"], "invalid_query_params", "{body}");
+        assert_eq!(
+            body["error"]["errors"][0]["path"],
+            json!(["provider_config_key"]),
+            "{body}"
+        );
+    }
+    let (status, _) = c
+        .send("GET", "/connection/c1?provider_config_key=mock-int", None)
+        .await;
+    assert_eq!(status, 200);
+
+    // The original's own code for a trigger without its integration.
+    let resp = c
+        .http
+        .post(format!("{}/sync/trigger", c.base))
+        .bearer_auth(&c.key)
+        .header("content-type", "application/json")
+        .body(json!({"syncs": ["items"]}).to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let body: Value = serde_json::from_str(&resp.text().await.unwrap()).unwrap();
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("missing_provider_config_key")),
+        "{body}"
+    );
+
+    // A BASIC connection needs its username.
+    let (status, body) = c
+        .send(
+            "POST",
+            "/connection",
+            Some(
+                json!({"provider_config_key": "basic-int", "connection_id": "b1", "password": "p"}),
+            ),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("missing_basic_username")),
+        "{body}"
+    );
+
+    // An API_KEY integration has no client credentials to show: `null`.
+    let (status, body) = c
+        .send("GET", "/integrations/mock-int?include=credentials", None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["credentials"], Value::Null, "{body}");
+
+    // A display name is 1 to 255 characters; the stored one is kept.
+    for bad in [String::new(), "x".repeat(256)] {
+        let (status, body) = c
+            .send(
+                "PATCH",
+                "/integrations/mock-int",
+                Some(json!({"display_name": bad})),
+            )
+            .await;
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(
+            body["error"]["errors"][0]["path"],
+            json!(["display_name"]),
+            "{body}"
+        );
+    }
+    let (_, body) = c.send("GET", "/integrations/mock-int", None).await;
+    assert_eq!(body["data"]["display_name"], "mock", "{body}");
+    server.stop().await;
+}

@@ -254,6 +254,18 @@ async fn a_failing_validate_connection_script_refuses_the_connection() {
     let (code, view) = get("good").await;
     assert_eq!(code, 200);
     assert_eq!(view["errors"][0]["type"], "auth", "{view}");
+    // The error names the check's execution in the logs.
+    let log_id = view["errors"][0]["log_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{view}"));
+    let (code, found) = c
+        .send("GET", &format!("/logs?execution_id={log_id}"), None)
+        .await;
+    assert_eq!(code, 200, "{found}");
+    assert!(
+        found["logs"].as_array().is_some_and(|l| !l.is_empty()),
+        "{found}"
+    );
     // Imported again with credentials that pass: the error is gone.
     let (code, out) = create("good", Value::Null).await;
     assert_eq!(code, 201, "{out}");

@@ -20,7 +20,10 @@ async fn an_endless_loop_runs_out_of_fuel() {
     match &report.outcome {
         Err(e @ ExecError::OutOfFuel { units }) => {
             assert_eq!(*units, 20_000_000);
-            assert_eq!(e.to_string(), "out of fuel after 20000000 units");
+            assert_eq!(
+                e.to_string(),
+                "used up its CPU budget: out of fuel after 20000000 units (the `fuel` limit)"
+            );
         }
         other => panic!("expected out of fuel, got {other:?}"),
     }
@@ -44,11 +47,76 @@ async fn a_stack_overflow_is_named_in_one_line() {
         message.starts_with("script trapped: wasm trap: out of bounds memory access (a Rust script whose stack overflowed"),
         "{message}"
     );
+    // Rust's names demangled, without their hash.
     assert!(
-        message.contains(" in ") && message.contains("deeper"),
+        message.contains(" in action_misbehave::deeper"),
         "{message}"
     );
+    assert!(!message.contains("_ZN"), "{message}");
     assert!(!message.contains('\n'), "{message}");
+}
+
+/// A panic is said as Rust says it, without the `RUST_BACKTRACE` note (a
+/// script has no environment to set it in).
+#[tokio::test]
+async fn a_rust_panic_is_logged_without_a_note_the_script_cannot_act_on() {
+    let h = Harness::simple(ok).await;
+    let report = h
+        .action(guests::ACTION_MISBEHAVE, json!({"mode": "panic"}))
+        .await;
+    match &report.outcome {
+        Err(e @ ExecError::Panic { .. }) => assert_eq!(
+            e.to_string(),
+            "script panicked at src/bin/action_misbehave.rs:31:20: the script gave up"
+        ),
+        other => panic!("expected a panic, got {other:?}"),
+    }
+    let lines: Vec<&str> = report.logs.iter().map(|l| l.message.as_str()).collect();
+    assert!(
+        lines.iter().any(|m| m.contains("the script gave up")),
+        "{lines:?}"
+    );
+    assert!(
+        !lines.iter().any(|m| m.contains("RUST_BACKTRACE")),
+        "{lines:?}"
+    );
+}
+
+/// An action given no input whose type needs one is told what the type
+/// needs, not about a `null` it was never sent.
+#[tokio::test]
+async fn a_rust_action_without_the_input_it_needs_is_told_what_is_missing() {
+    let h = Harness::simple(ok).await;
+    let report = h.action(guests::ACTION_MISBEHAVE, json!({})).await;
+    let message = match &report.outcome {
+        Err(e) => e.to_failure().message,
+        other => panic!("expected a failure, got {other:?}"),
+    };
+    assert!(
+        message.contains("given no input") && message.contains("missing field `mode`"),
+        "{message}"
+    );
+    assert!(!message.contains("null"), "{message}");
+}
+
+/// One allocation too large for the allocator to ask the host for (it
+/// gives up before growing the memory, so no limit is hit): the
+/// allocator's own words and the limit, not an `unreachable` trap in its
+/// frames.
+#[tokio::test]
+async fn a_rust_allocation_past_the_limit_is_named_with_the_limit() {
+    let h = Harness::simple(ok).await;
+    let report = h
+        .action(guests::ACTION_MISBEHAVE, json!({"mode": "huge"}))
+        .await;
+    let message = match &report.outcome {
+        Err(e) => e.to_string(),
+        other => panic!("expected a failure, got {other:?}"),
+    };
+    assert_eq!(
+        message,
+        "script trapped: memory allocation of 2147483647 bytes failed (the script's memory limit is 256 MiB)"
+    );
 }
 
 #[tokio::test]

@@ -429,7 +429,9 @@ integrations:
         )
         .await;
     assert!(code >= 400, "{code} {out}");
-    let message = out["error"]["message"].as_str().unwrap_or_default();
+    let message = out["error"]["payload"]["message"]
+        .as_str()
+        .unwrap_or_default();
     assert!(
         message.starts_with("script panicked at ") && message.ends_with("the script gave up"),
         "{out}"

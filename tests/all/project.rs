@@ -388,6 +388,43 @@ async fn scripts_without_a_file_are_listed() {
     assert!(err.contains("`<name>/Cargo.toml`"), "{err}");
 }
 
+/// A Rust script's failed build adds a hint only where cargo's messages
+/// do not say it: a crate without the script's binary is told how to name
+/// it, a crate that does not compile is not sent looking for a name.
+#[tokio::test]
+async fn a_rust_build_failure_hints_at_the_binary_name_only_when_it_is_missing() {
+    for (package, main, named) in [
+        ("other", "fn main() {}\n", true),
+        ("one", "fn main() { let x: u8 = \"no\"; }\n", false),
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        write(
+            tmp.path(),
+            "nango.yaml",
+            "integrations:\n    demo:\n        actions:\n            one:\n                endpoint: POST /one\nmodels: {}\n",
+        );
+        write(
+            tmp.path(),
+            "demo/actions/one/Cargo.toml",
+            &format!(
+                "[package]\nname = \"{package}\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\n[workspace]\n"
+            ),
+        );
+        write(tmp.path(), "demo/actions/one/src/main.rs", main);
+        let mut args = vec!["compile".to_string(), "--dir".into(), s(tmp.path())];
+        args.extend(build_flags(&format!("rust-hint-{package}")));
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (code, _, err) = sluice(&argv).await;
+        assert_ne!(code, 0, "{err}");
+        assert!(err.contains("cargo build of"), "{err}");
+        assert_eq!(
+            err.contains("the crate must build a binary named `one`"),
+            named,
+            "{err}"
+        );
+    }
+}
+
 /// Copies tests/ts-project into `to`, less its Rust script (whose path
 /// dependency on the SDK only resolves in the checkout): the TypeScript
 /// bundle, and so its build, stays the same.

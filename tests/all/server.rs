@@ -969,6 +969,28 @@ async fn runs_report_changes_errors_keep_their_shapes_and_tokens_refresh_once() 
         body["error"]["payload"],
         json!({"message": "card declined", "code": 402})
     );
+    // Any other failure: the original's fixed message for its code, what
+    // happened in the payload.
+    let (status, body) = dev
+        .send_as(
+            c1,
+            "POST",
+            "/action/trigger",
+            Some(action("misbehave", json!({"mode": "panic"}))),
+        )
+        .await;
+    assert_eq!(status, 500, "{body}");
+    assert_eq!(body["error"]["code"], "script_internal_error");
+    assert_eq!(
+        body["error"]["message"],
+        "An internal error occurred during the script execution"
+    );
+    assert!(
+        body["error"]["payload"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("the script gave up")),
+        "{body}"
+    );
     let (status, body) = dev
         .send_as(
             c1,
@@ -1195,6 +1217,23 @@ async fn runs_report_changes_errors_keep_their_shapes_and_tokens_refresh_once() 
     assert!(
         status >= 400 && body.to_string().contains("longer than 1048576 bytes"),
         "{status} {body}"
+    );
+    // The connection's error names the refresh's log, as the original's
+    // `errors: [{type: "auth", log_id}]`, and the log says why.
+    let (_, list) = dev.send("GET", "/connection?connectionId=c4", None).await;
+    let error = &list["connections"][0]["errors"][0];
+    assert_eq!(error["type"], "auth", "{list}");
+    let log_id = error["log_id"].as_str().unwrap_or_else(|| panic!("{list}"));
+    let (status, found) = dev
+        .send("GET", &format!("/logs?execution_id={log_id}"), None)
+        .await;
+    assert_eq!(status, 200, "{found}");
+    assert!(
+        found["logs"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("refresh_token failed")
+                && m.contains("longer than 1048576 bytes")),
+        "{found}"
     );
 
     // Bad bodies: named, and nothing changes.

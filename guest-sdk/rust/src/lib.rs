@@ -654,7 +654,35 @@ pub mod __private {
 
     pub use wit_bindgen;
 
+    /// A panic is written as Rust writes it (`panicked at <place>:` and
+    /// the message on the next line, which the host reads), without the
+    /// `RUST_BACKTRACE` note a script cannot act on: it has no
+    /// environment, and the host names the frames itself.
+    fn quiet_panics() {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| {
+            std::panic::set_hook(Box::new(|info| {
+                let message = info
+                    .payload()
+                    .downcast_ref::<&str>()
+                    .copied()
+                    .or_else(|| info.payload().downcast_ref::<String>().map(String::as_str))
+                    .unwrap_or("Box<dyn Any>");
+                match info.location() {
+                    Some(at) => eprintln!(
+                        "thread 'main' panicked at {}:{}:{}:\n{message}",
+                        at.file(),
+                        at.line(),
+                        at.column()
+                    ),
+                    None => eprintln!("thread 'main' panicked at (unknown place):\n{message}"),
+                }
+            }));
+        });
+    }
+
     pub fn run_script(f: fn(&Nango) -> Result<(), Error>) -> Result<(), types::ScriptError> {
+        quiet_panics();
         f(&Nango::new()).map_err(Error::into_script_error)
     }
 
@@ -662,18 +690,29 @@ pub mod __private {
         input: Option<Vec<u8>>,
         f: fn(&Nango, I) -> Result<O, Error>,
     ) -> Result<Option<Vec<u8>>, types::ScriptError> {
+        quiet_panics();
         // No input (the original also turns `{}` into none) fits an
         // `Option` as `None`, and a struct whose fields are all optional as
         // `{}`.
-        let input: Result<I, _> = match input.as_deref() {
-            Some(json) => serde_json::from_slice(json),
-            None => serde_json::from_slice(b"null")
-                .or_else(|e| serde_json::from_slice(b"{}").map_err(|_| e)),
+        let input: Result<I, String> = match input.as_deref() {
+            Some(json) => serde_json::from_slice(json).map_err(|e| {
+                format!("the action input does not fit the script's input type: {e}")
+            }),
+            // Said as `{}` fails: what the script's type needs of an
+            // input (`missing field `id``), not of a `null` nobody sent.
+            None => serde_json::from_slice(b"null").or_else(|_| {
+                serde_json::from_slice(b"{}").map_err(|e| {
+                    format!(
+                        "the action was given no input (none, or `{{}}`), and the script's input type needs one: {}",
+                        e.to_string().trim_end_matches(" at line 1 column 2")
+                    )
+                })
+            }),
         };
-        let input = input.map_err(|e| {
+        let input = input.map_err(|message| {
             types::ScriptError::Sdk(types::NangoError {
                 code: "invalid_action_input".into(),
-                message: format!("the action input does not fit the script's input type: {e}"),
+                message,
                 payload: None,
             })
         })?;
@@ -687,6 +726,7 @@ pub mod __private {
         payload: Vec<u8>,
         f: fn(&Nango, Value) -> Result<Option<Value>, Error>,
     ) -> Result<Option<Vec<u8>>, types::ScriptError> {
+        quiet_panics();
         let payload: Value = serde_json::from_slice(&payload)
             .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&payload).into_owned()));
         let out = f(&Nango::new(), payload).map_err(Error::into_script_error)?;

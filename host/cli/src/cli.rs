@@ -199,8 +199,8 @@ struct InitArgs {
 
 #[derive(Debug, clap::Args)]
 struct GenerateArgs {
-    /// The nango-integrations folder (holding nango.yaml, or a zero-yaml
-    /// project's index.ts).
+    /// The nango-integrations folder holding nango.yaml (a zero-yaml
+    /// project's models come from its scripts: nothing to generate).
     #[arg(long, default_value = ".")]
     dir: PathBuf,
 }

@@ -227,7 +227,7 @@ pub struct DryRunResult {
     pub output: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<ScriptFailure>,
-    /// The error as one line (`out of fuel after N units`, ...).
+    /// The error as one line (`used up its CPU budget: out of fuel after N units`, ...).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error_message: Option<String>,
     pub models: BTreeMap<String, ModelResult>,

@@ -321,6 +321,40 @@ fn wasm_target_missing() -> bool {
         .is_dir()
 }
 
+/// Whether the crate at `manifest` has a binary target `name`, as `cargo
+/// metadata` reads it (offline, no dependencies); `None` when it cannot
+/// tell (a manifest cargo cannot read says so itself).
+fn has_bin(cargo: &str, manifest: &Path, name: &str) -> Option<bool> {
+    let out = Command::new(cargo)
+        .args([
+            "metadata",
+            "--no-deps",
+            "--offline",
+            "--format-version",
+            "1",
+        ])
+        .arg("--manifest-path")
+        .arg(manifest)
+        .stderr(Stdio::null())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())?;
+    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    let manifest = manifest.canonicalize().ok()?;
+    let package = meta["packages"].as_array()?.iter().find(|p| {
+        p["manifest_path"]
+            .as_str()
+            .and_then(|m| Path::new(m).canonicalize().ok())
+            .is_some_and(|m| m == manifest)
+    })?;
+    Some(package["targets"].as_array()?.iter().any(|t| {
+        t["name"] == name
+            && t["kind"]
+                .as_array()
+                .is_some_and(|k| k.iter().any(|k| k == "bin"))
+    }))
+}
+
 /// Builds binary `name` of the crate at `manifest` for `wasm32-wasip2`
 /// (into `target_dir` when given, else the crate's own `target/`).
 pub fn build_rust_script(
@@ -328,8 +362,19 @@ pub fn build_rust_script(
     name: &str,
     target_dir: Option<&Path>,
 ) -> Result<PathBuf, ProjectError> {
+    // Said before cargo spends a minute building the dependencies.
+    static TARGET_MISSING: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    if *TARGET_MISSING.get_or_init(wasm_target_missing) {
+        return Err(ProjectError::Build {
+            name: name.to_string(),
+            reason: format!(
+                "cannot build {}: the `wasm32-wasip2` target is not installed for the Rust toolchain: run `rustup target add wasm32-wasip2`",
+                manifest.display()
+            ),
+        });
+    }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut command = Command::new(cargo);
+    let mut command = Command::new(&cargo);
     crate::toolchain::die_with_this_process(&mut command);
     if let Some(dir) = target_dir {
         command.env("CARGO_TARGET_DIR", dir);
@@ -354,17 +399,20 @@ pub fn build_rust_script(
             reason: format!("cannot run cargo: {e}"),
         })?;
     if !output.status.success() {
+        // A hint only for what cargo's own messages do not say plainly.
         let hint = if wasm_target_missing() {
-            "the `wasm32-wasip2` target is not installed for the toolchain cargo used: run `rustup target add wasm32-wasip2`".to_string()
-        } else {
+            " (the `wasm32-wasip2` target is not installed for the toolchain cargo used: run `rustup target add wasm32-wasip2`)".to_string()
+        } else if has_bin(&cargo, manifest, name) == Some(false) {
             format!(
-                "the crate must build a binary named `{name}`: its package name, or src/bin/{name}.rs"
+                " (the crate must build a binary named `{name}`: its package name, or src/bin/{name}.rs)"
             )
+        } else {
+            String::new()
         };
         return Err(ProjectError::Build {
             name: name.to_string(),
             reason: format!(
-                "cargo build of {} failed ({}); cargo's messages are above ({hint})",
+                "cargo build of {} failed ({}); cargo's messages are above{hint}",
                 manifest.display(),
                 output.status,
             ),

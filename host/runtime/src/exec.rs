@@ -368,7 +368,7 @@ pub enum ExecError {
         kind: ScriptKind,
         call: ScriptKind,
     },
-    #[error("out of fuel after {units} units")]
+    #[error("used up its CPU budget: out of fuel after {units} units (the `fuel` limit)")]
     OutOfFuel { units: u64 },
     #[error("timed out after {}", human_duration(*after))]
     Timeout { after: Duration },
@@ -736,6 +736,10 @@ pub const MAX_JSON_DEPTH: usize = 128;
 /// loop is empty and the exported call's promise has not settled.
 const NEVER_SETTLED: &str = "event loop error, but no exception is pending";
 
+/// What Rust's allocator writes before it aborts: `memory allocation of N
+/// bytes failed`.
+const ALLOCATION_FAILED: &str = "memory allocation of ";
+
 fn memory_error(limiter: &crate::host::MemoryLimiter) -> ExecError {
     if limiter.budget_hit {
         ExecError::MemoryBudget {
@@ -780,6 +784,19 @@ fn classify_trap(failed: Failed, state: &HostState, fuel: u64) -> ExecError {
             message: format!("{err:?}"),
         };
     }
+    // Rust's allocator says what it could not get before it aborts.
+    if matches!(
+        err.downcast_ref::<wasmtime::Trap>(),
+        Some(wasmtime::Trap::UnreachableCodeReached)
+    ) && let Some(line) = state.stderr.last_line_with(ALLOCATION_FAILED)
+    {
+        return ExecError::Trap {
+            message: format!(
+                "{line} (the script's memory limit is {})",
+                human_bytes(state.limiter.limit())
+            ),
+        };
+    }
     ExecError::Trap {
         message: trap_message(&err),
     }
@@ -808,7 +825,11 @@ fn trap_message(err: &wasmtime::Error) -> String {
         let frames: Vec<String> = trace
             .frames()
             .iter()
-            .filter_map(|f| f.func_name().map(str::to_string))
+            // Rust's names demangled, without their hash.
+            .filter_map(|f| {
+                f.func_name()
+                    .map(|n| format!("{:#}", rustc_demangle::demangle(n)))
+            })
             .take(3)
             .collect();
         if !frames.is_empty() {

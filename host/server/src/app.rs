@@ -178,6 +178,7 @@ impl App {
                     .join(", ")
             )));
         }
+        let logs = Arc::new(crate::logs::Logs::new(&config));
         for store_env in store.environments() {
             let variables = store_env.variables().await?;
             let limits = config
@@ -202,7 +203,8 @@ impl App {
                         http.clone(),
                         limits.allowed_hosts.clone(),
                     )
-                    .redirected(config.upstream_redirect.clone()),
+                    .redirected(config.upstream_redirect.clone())
+                    .logged(logs.clone()),
                 ),
                 store: store_env.clone(),
                 environment: RwLock::new(Arc::new(environment)),
@@ -224,7 +226,7 @@ impl App {
             executions: Arc::new(Semaphore::new(config.max_concurrent_executions)),
             scheduler: Arc::new(crate::scheduler::Scheduler::new(&config)),
             webhooks: Arc::new(crate::webhooks::Webhooks::new(&config)),
-            logs: Arc::new(crate::logs::Logs::new(&config)),
+            logs,
             health: Default::default(),
             components_gate: Default::default(),
             reclaim_requested: Default::default(),

@@ -81,6 +81,35 @@ impl ApiError {
         e
     }
 
+    /// 400 `invalid_headers` for a required header that is missing, with
+    /// the original's `errors` list naming it (zod's path: the header's
+    /// lower-case name).
+    pub fn missing_header(name: &str) -> Self {
+        let message = format!("Missing the {name} header");
+        let mut extra = serde_json::Map::new();
+        extra.insert(
+            "errors".into(),
+            json!([{ "code": "invalid_type", "message": message, "path": [name.to_ascii_lowercase()] }]),
+        );
+        let mut e = Self::bad_request("invalid_headers", message);
+        e.extra = Some(Box::new(extra));
+        e
+    }
+
+    /// 400 `invalid_query_params` for a required query parameter that is
+    /// missing, with the original's `errors` list naming it.
+    pub fn missing_query_param(name: &str) -> Self {
+        let message = format!("`{name}` is required");
+        let mut extra = serde_json::Map::new();
+        extra.insert(
+            "errors".into(),
+            json!([{ "code": "invalid_type", "message": message, "path": [name] }]),
+        );
+        let mut e = Self::bad_request("invalid_query_params", message);
+        e.extra = Some(Box::new(extra));
+        e
+    }
+
     pub fn invalid_body(message: impl Into<String>) -> Self {
         Self::bad_request("invalid_body", message)
     }

@@ -28,6 +28,7 @@ use sluice_runtime::exec::{LogEntry, LogLevel, LogSource};
 use sluice_runtime::records::{Changes, ConnectionRef};
 
 use crate::app::{App, EnvState};
+use sluice_store::EnvStore;
 
 /// Summaries per connection.
 pub const EXECUTIONS: &str = "executions";
@@ -141,11 +142,11 @@ impl Logs {
         }
     }
 
-    fn size(&self, env: &EnvState) -> Arc<AtomicU64> {
+    fn size(&self, store: &EnvStore) -> Arc<AtomicU64> {
         self.sizes
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .entry(env.store.id())
+            .entry(store.id())
             .or_default()
             .clone()
     }
@@ -212,7 +213,7 @@ impl Logs {
             lines,
             dropped,
         };
-        self.write(env, conn, &log).await;
+        self.write(&env.store, conn, &log).await;
         id
     }
 
@@ -286,7 +287,7 @@ impl Logs {
             lines,
             dropped,
         };
-        self.write(env, conn, &log).await;
+        self.write(&env.store, conn, &log).await;
     }
 
     /// Keeps one attempt to send a webhook to the app (kind `delivery`,
@@ -364,7 +365,7 @@ impl Logs {
             execution,
             dropped: 0,
         };
-        self.write(env, &conn, &log).await;
+        self.write(&env.store, &conn, &log).await;
     }
 
     /// Keeps an execution that has no report (a run stopped at its time
@@ -372,6 +373,21 @@ impl Logs {
     pub async fn record_failure(
         &self,
         env: &EnvState,
+        conn: &ConnectionRef,
+        kind: &str,
+        script: &str,
+        started_at: DateTime<Utc>,
+        error: String,
+    ) -> String {
+        self.record_failure_in(&env.store, conn, kind, script, started_at, error)
+            .await
+    }
+
+    /// [`Logs::record_failure`] in an environment's store (for what runs
+    /// below its state: a token refresh).
+    pub async fn record_failure_in(
+        &self,
+        store: &EnvStore,
         conn: &ConnectionRef,
         kind: &str,
         script: &str,
@@ -403,11 +419,11 @@ impl Logs {
             dropped: 0,
         };
         let id = log.execution.id.clone();
-        self.write(env, conn, &log).await;
+        self.write(store, conn, &log).await;
         id
     }
 
-    async fn write(&self, env: &EnvState, conn: &ConnectionRef, log: &ExecutionLog) {
+    async fn write(&self, store: &EnvStore, conn: &ConnectionRef, log: &ExecutionLog) {
         let e = &log.execution;
         let history_key = format!(
             "{}\u{1f}{}\u{1f}{}",
@@ -420,7 +436,7 @@ impl Logs {
         // be found (the other order let a retention pass between the two
         // delete the log and miss the entry written after it). A crash
         // between the two may keep an entry without its log.
-        let mut batch = env.store.doc_batch();
+        let mut batch = store.doc_batch();
         let Ok(_) = batch.put(EXECUTIONS, &history_key, e) else {
             return;
         };
@@ -428,7 +444,7 @@ impl Logs {
             return;
         };
         if batch.apply_unflushed_in_order().await.is_ok() {
-            self.size(env).fetch_add(bytes as u64, Ordering::Relaxed);
+            self.size(store).fetch_add(bytes as u64, Ordering::Relaxed);
         }
     }
 
@@ -454,7 +470,7 @@ impl Logs {
                     .sum::<u64>();
                 ids.extend(page.into_iter().map(|(id, _)| id));
             }
-            self.size(env).store(total, Ordering::Relaxed);
+            self.size(&env.store).store(total, Ordering::Relaxed);
             let mut after: Option<String> = None;
             loop {
                 let page: Vec<(String, Value)> = env
@@ -479,7 +495,7 @@ impl Logs {
         let oldest_kept = Utc::now()
             - chrono::Duration::from_std(self.retention_age)
                 .unwrap_or_else(|_| chrono::Duration::days(3650));
-        let size = self.size(env);
+        let size = self.size(&env.store);
         let mut deleted = 0;
         loop {
             let page: Vec<(String, ExecutionLog)> =

@@ -66,6 +66,9 @@ pub struct Connections {
     allowed_hosts: Vec<String>,
     /// `ServerConfig::upstream_redirect`: token requests go there too.
     redirect: Option<url::Url>,
+    /// Where a failed refresh is kept (kind `auth`, named
+    /// `refresh_token`), so the connection's error names its log.
+    logs: Option<Arc<crate::logs::Logs>>,
     locks: Mutex<HashMap<(String, String), RefreshLock>>,
 }
 
@@ -151,6 +154,7 @@ impl Connections {
             http,
             allowed_hosts,
             redirect: None,
+            logs: None,
             locks: Mutex::new(HashMap::new()),
         }
     }
@@ -159,6 +163,12 @@ impl Connections {
     /// query kept): the mock upstream of `serve --mock-upstream`.
     pub fn redirected(mut self, to: Option<url::Url>) -> Self {
         self.redirect = to;
+        self
+    }
+
+    /// Failed refreshes are kept in `logs`.
+    pub fn logged(mut self, logs: Arc<crate::logs::Logs>) -> Self {
+        self.logs = Some(logs);
         self
     }
 
@@ -223,6 +233,7 @@ impl Connections {
         if !expiring(&c, Utc::now()) && skip_forced {
             return Ok(c);
         }
+        let started = Utc::now();
         match self.refresh(&c).await {
             Ok(credentials) => {
                 // Only the credentials are written, and only if nothing
@@ -243,8 +254,30 @@ impl Connections {
                 Ok(c)
             }
             Err(message) => {
+                // As the original's `errors: [{type: "auth", log_id}]`.
+                let log_id = match &self.logs {
+                    Some(logs) => {
+                        let conn = sluice_runtime::records::ConnectionRef {
+                            provider_config_key: pck.to_string(),
+                            connection_id: cid.to_string(),
+                        };
+                        let id = logs
+                            .record_failure_in(
+                                &self.store,
+                                &conn,
+                                "auth",
+                                "refresh_token",
+                                started,
+                                message.clone(),
+                            )
+                            .await;
+                        Some(id)
+                    }
+                    None => None,
+                };
                 let record = serde_json::json!({
                     "type": "auth",
+                    "log_id": log_id,
                     "message": message,
                     "at": Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
                 });

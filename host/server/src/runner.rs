@@ -324,6 +324,21 @@ pub fn failure_error(e: &ExecError) -> ApiError {
                 extra: Some(Box::new(extra)),
             }
         }
+        // The original's fixed messages for these two; what went wrong
+        // is in the payload (`{name, message}` of what the script threw,
+        // or sluice's own reason: a trap, the CPU or memory limit).
+        code @ ("script_internal_error" | "script_network_error") => {
+            let message = if code == "script_network_error" {
+                "A network error occurred during an HTTP call"
+            } else {
+                "An internal error occurred during the script execution"
+            };
+            let payload = match f.payload {
+                Value::Null => json!({ "message": f.message }),
+                other => other,
+            };
+            ApiError::new(status, code, message).with_payload(payload)
+        }
         _ => {
             let mut err = ApiError::new(status, &f.error_type, f.message.clone());
             if !f.payload.is_null() {
@@ -602,7 +617,7 @@ pub async fn validate_connection(
     app: &App,
     env: &EnvState,
     conn: &ConnectionRef,
-) -> Result<(), String> {
+) -> Result<(), EventFailure> {
     run_events(
         app,
         env,
@@ -611,6 +626,14 @@ pub async fn validate_connection(
         true,
     )
     .await
+}
+
+/// An event script that failed: why, and its execution in the logs (none
+/// when the connection went away during it).
+#[derive(Debug)]
+pub struct EventFailure {
+    pub message: String,
+    pub log_id: Option<String>,
 }
 
 /// Runs the event scripts of `event` in the order declared, each kept in
@@ -622,7 +645,7 @@ async fn run_events(
     conn: &ConnectionRef,
     event: sluice_nango_yaml::EventKind,
     stop_at_failure: bool,
-) -> Result<(), String> {
+) -> Result<(), EventFailure> {
     let Some(catalog) = env.deployment().map(|d| d.catalog.clone()) else {
         return Ok(());
     };
@@ -655,26 +678,33 @@ async fn run_events(
             .until_stopped(tokio::time::timeout(EVENT_MAX_RUN, run))
             .await
         else {
-            return Err("the connection was deleted during the script".into());
+            return Err(EventFailure {
+                message: "the connection was deleted during the script".into(),
+                log_id: None,
+            });
         };
         let failure = match ran {
             Ok(report) => {
-                record_execution(app, env, conn, "event", &name, &report).await;
-                report.outcome.as_ref().err().map(ToString::to_string)
+                let log_id = record_execution(app, env, conn, "event", &name, &report).await;
+                (report.outcome.as_ref().err()).map(|e| (e.to_string(), log_id))
             }
             Err(_) => {
                 let message = format!(
                     "stopped after {} s, the longest an event script may run",
                     EVENT_MAX_RUN.as_secs()
                 );
-                app.logs
+                let log_id = app
+                    .logs
                     .record_failure(env, conn, "event", &name, started_at, message.clone())
                     .await;
-                Some(message)
+                Some((message, log_id))
             }
         };
-        if let Some(message) = failure.filter(|_| stop_at_failure) {
-            return Err(format!("script `{name}` failed: {message}"));
+        if let Some((message, log_id)) = failure.filter(|_| stop_at_failure) {
+            return Err(EventFailure {
+                message: format!("script `{name}` failed: {message}"),
+                log_id: Some(log_id),
+            });
         }
     }
     Ok(())

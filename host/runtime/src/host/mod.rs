@@ -312,6 +312,22 @@ impl CapturedOutput {
         end.windows(needle.len()).any(|w| w == needle)
     }
 
+    /// The last line of the output's tail that starts with `prefix`.
+    pub(crate) fn last_line_with(&self, prefix: &str) -> Option<String> {
+        let b = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let end: Vec<u8> = if b.truncated {
+            b.tail.iter().copied().collect()
+        } else {
+            b.bytes[b.bytes.len().saturating_sub(OUTPUT_TAIL_BYTES)..].to_vec()
+        };
+        let text = String::from_utf8_lossy(&end);
+        text.lines()
+            .rev()
+            .map(str::trim)
+            .find(|l| l.starts_with(prefix))
+            .map(str::to_string)
+    }
+
     /// The last Rust panic written (`thread '…' panicked at src/x.rs:8:20:`
     /// and its message on the next line) as `src/x.rs:8:20: message`.
     pub(crate) fn last_panic(&self) -> Option<String> {

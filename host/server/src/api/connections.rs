@@ -36,9 +36,10 @@ fn required(body: &Map<String, Value>, key: &str, mode: &str) -> ApiResult<Strin
         let message = format!(
             "{mode} connections need a non-empty string `{key}` (in the body, or in its `credentials`)"
         );
-        // The original's codes for the two it names.
+        // The original's codes for the ones it names.
         match key {
             "access_token" | "api_key" => ApiError::bad_request(&format!("missing_{key}"), message),
+            "username" => ApiError::bad_request("missing_basic_username", message),
             _ => ApiError::invalid_body(message),
         }
     })
@@ -664,7 +665,8 @@ async fn create(
     // the stored credentials: a failure refuses a new connection (it is
     // deleted again) and marks an existing one's credentials as failed,
     // as the original does on a reconnect.
-    if let Err(message) = crate::runner::validate_connection(&app, &env, &conn).await {
+    if let Err(failure) = crate::runner::validate_connection(&app, &env, &conn).await {
+        let message = failure.message;
         let key = format!("{}/{}", conn.provider_config_key, conn.connection_id);
         if is_new {
             env.store
@@ -672,7 +674,12 @@ async fn create(
                 .await?;
             env.store.delete_doc(CONNECTION_SETUP, &setup_key).await?;
         } else {
-            let record = json!({"type": "auth", "message": message, "at": Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)});
+            let record = json!({
+                "type": "auth",
+                "log_id": failure.log_id,
+                "message": message,
+                "at": Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            });
             env.store.put_doc(CONNECTION_ERRORS, &key, &record).await?;
         }
         return Err(ApiError::bad_request(
@@ -1053,12 +1060,8 @@ pub async fn get(
     ApiPath(id): ApiPath<String>,
     ApiQuery(q): ApiQuery<OneQuery>,
 ) -> ApiResult<Json<Value>> {
-    let pck = q.provider_config_key.ok_or_else(|| {
-        ApiError::bad_request(
-            "missing_provider_config_key",
-            "`provider_config_key` is required",
-        )
-    })?;
+    let pck = (q.provider_config_key)
+        .ok_or_else(|| ApiError::missing_query_param("provider_config_key"))?;
     if env.store.integration(&pck).await?.is_none() {
         return Err(ApiError::bad_request(
             "unknown_provider_config",
@@ -1096,12 +1099,8 @@ pub async fn delete(
     ApiPath(id): ApiPath<String>,
     ApiQuery(q): ApiQuery<OneQuery>,
 ) -> ApiResult<Json<Value>> {
-    let pck = q.provider_config_key.ok_or_else(|| {
-        ApiError::bad_request(
-            "missing_provider_config_key",
-            "`provider_config_key` is required",
-        )
-    })?;
+    let pck = (q.provider_config_key)
+        .ok_or_else(|| ApiError::missing_query_param("provider_config_key"))?;
     let conn = ConnectionRef {
         provider_config_key: pck.clone(),
         connection_id: id.clone(),

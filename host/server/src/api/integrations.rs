@@ -96,13 +96,22 @@ pub(crate) fn view(
         "updated_at": i.updated_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
     });
     if let Some(auth_mode) = include_credentials {
-        v["credentials"] = json!({
-            "type": auth_mode,
-            "client_id": i.oauth_client_id,
-            "client_secret": i.oauth_client_secret,
-            "scopes": i.oauth_scopes,
-            "webhook_secret": i.webhook_secret,
-        });
+        // As the original's: OAuth client credentials, or `null` for a
+        // provider that has none; sluice takes a webhook secret for any
+        // auth mode, shown alone when there is one.
+        v["credentials"] = if auth_mode.is_some_and(|m| OAUTH_MODES.contains(&m)) {
+            json!({
+                "type": auth_mode,
+                "client_id": i.oauth_client_id,
+                "client_secret": i.oauth_client_secret,
+                "scopes": i.oauth_scopes,
+                "webhook_secret": i.webhook_secret,
+            })
+        } else if let Some(secret) = &i.webhook_secret {
+            json!({ "type": auth_mode, "webhook_secret": secret })
+        } else {
+            Value::Null
+        };
     }
     v
 }
@@ -162,6 +171,17 @@ fn check_credentials(auth_mode: Option<&str>, c: &CredentialsBody) -> ApiResult<
     Ok(())
 }
 
+/// A `display_name` of 1 to 255 characters, as the original's.
+fn check_display_name(body: &IntegrationBody) -> ApiResult<()> {
+    match body.display_name.as_deref() {
+        Some(d) if d.is_empty() || d.chars().count() > 255 => Err(ApiError::invalid_field(
+            &["display_name"],
+            "`display_name` must be 1 to 255 characters",
+        )),
+        _ => Ok(()),
+    }
+}
+
 fn apply(i: &mut Integration, body: IntegrationBody) {
     if let Some(d) = body.display_name {
         i.display_name = Some(d);
@@ -212,6 +232,7 @@ pub async fn create(
             &format!("unknown provider `{provider}`: it is not in the providers catalogue"),
         ));
     };
+    check_display_name(&body)?;
     if let Some(c) = &body.credentials {
         check_credentials(definition.auth_mode.as_deref(), c)?;
     }
@@ -334,6 +355,7 @@ pub async fn update(
             "the `unique_key` of an integration cannot change; create another integration",
         ));
     }
+    check_display_name(&body)?;
     if let Some(c) = &body.credentials {
         let auth_mode = app
             .providers

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use sluice_runtime::proxy::{AppRequest, AppRequestError, send_for_app};
 
 use super::{ConnectionHeaders, Env, body_bytes, records};
@@ -62,13 +62,19 @@ pub async fn forward(
             None => path.to_string(),
         }
     };
-    let options = Options::of(req.headers())?;
+    let mut options = Options::of(req.headers())?;
     let body = body_bytes(req, &()).await?;
+    let body = (method != Method::GET && !body.is_empty()).then(|| body.to_vec());
+    if body.is_some()
+        && let Some(ct) = options.body_type
+    {
+        options.forwarded.push(("content-type".into(), ct));
+    }
     let call = AppRequest {
         method: method.as_str().to_string(),
         endpoint: endpoint.clone(),
         headers: options.forwarded,
-        body: (method != Method::GET && !body.is_empty()).then(|| body.to_vec()),
+        body,
         retries: options.retries,
         retry_on: options.retry_on,
         base_url_override: options.base_url_override,
@@ -126,6 +132,10 @@ pub async fn forward(
 /// What the app's headers ask of the request.
 struct Options {
     forwarded: Vec<(String, String)>,
+    /// The request's own `Content-Type`: sent upstream with its body (a
+    /// request without one has no type to name), unless the app named
+    /// another with `Nango-Proxy-Content-Type`.
+    body_type: Option<String>,
     retries: u32,
     retry_on: Vec<u16>,
     base_url_override: Option<String>,
@@ -195,14 +205,11 @@ impl Options {
                 forwarded.push((rest.to_string(), value.to_string()));
             }
         }
-        // The body's own type, unless the app names another for upstream.
-        if let Some(ct) = content_type
-            && !forwarded.iter().any(|(n, _)| n == "content-type")
-        {
-            forwarded.push(("content-type".into(), ct));
-        }
+        let body_type =
+            content_type.filter(|_| !forwarded.iter().any(|(n, _)| n == "content-type"));
         Ok(Options {
             forwarded,
+            body_type,
             retries,
             retry_on,
             base_url_override,
@@ -225,7 +232,12 @@ fn answer(status: u16, headers: &[(String, String)], body: Vec<u8>) -> Response 
             out.append(n, v);
         }
     }
-    (status, out, body).into_response()
+    // Only the upstream's headers: no `Content-Type` of ours for an
+    // answer that had none (a 204).
+    let mut response = Response::new(axum::body::Body::from(body));
+    *response.status_mut() = status;
+    *response.headers_mut() = out;
+    response
 }
 
 /// Why the request got no upstream answer, as the API's error shape.

@@ -125,7 +125,15 @@ fn stored_model(model: &str, variant: Option<&str>) -> Result<String, String> {
         ));
     }
     Ok(match variant {
-        None | Some("base") | Some("") => model.to_string(),
+        None | Some("base") => model.to_string(),
+        Some(v)
+            if v.is_empty()
+                || !v
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') =>
+        {
+            return Err(format!("`variant` must match ^[a-zA-Z0-9_-]+$, got `{v}`"));
+        }
         Some(v) => format!("{model}::{v}"),
     })
 }
@@ -205,15 +213,11 @@ pub async fn connection_ref(
     env: &EnvState,
     headers: &ConnectionHeaders,
 ) -> ApiResult<ConnectionRef> {
-    let cid = headers.connection_id.clone().ok_or_else(|| {
-        ApiError::bad_request("missing_connection", "Missing the Connection-Id header")
-    })?;
-    let pck = headers.provider_config_key.clone().ok_or_else(|| {
-        ApiError::bad_request(
-            "missing_provider_config_key",
-            "Missing the Provider-Config-Key header",
-        )
-    })?;
+    // 400 `invalid_headers` naming the header, as the original's.
+    let cid =
+        (headers.connection_id.clone()).ok_or_else(|| ApiError::missing_header("Connection-Id"))?;
+    let pck = (headers.provider_config_key.clone())
+        .ok_or_else(|| ApiError::missing_header("Provider-Config-Key"))?;
     if !env.store.connection_exists(&pck, &cid).await? {
         return Err(ApiError::new(
             axum::http::StatusCode::BAD_REQUEST,

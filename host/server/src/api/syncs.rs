@@ -286,7 +286,13 @@ pub async fn trigger(
     let pck = body
         .provider_config_key
         .or(headers.provider_config_key)
-        .ok_or_else(|| ApiError::invalid_body("`provider_config_key` is required"))?;
+        .ok_or_else(|| {
+            // The original's code and message for this one.
+            ApiError::bad_request(
+                "missing_provider_config_key",
+                "Missing provider_config_key. Provide it in the body or headers.",
+            )
+        })?;
     let mode = match (body.opts, body.sync_mode, body.full_resync) {
         (Some(_), Some(_), _) | (Some(_), _, Some(_)) => {
             return Err(ApiError::invalid_body(

@@ -47,12 +47,8 @@ pub async fn dispatch(
     let method = req.method().clone();
     let request_headers = req.headers().clone();
     let path = format!("/{}", path.trim_start_matches('/'));
-    let pck = headers.provider_config_key.clone().ok_or_else(|| {
-        ApiError::bad_request(
-            "missing_provider_config_key",
-            "Missing the Provider-Config-Key header",
-        )
-    })?;
+    let pck = (headers.provider_config_key.clone())
+        .ok_or_else(|| ApiError::missing_header("Provider-Config-Key"))?;
     let catalog = env.catalog()?;
     let Some(integration) = catalog.config.integration(&pck) else {
         return Ok(unknown(&method, &path));
@@ -88,9 +84,8 @@ pub async fn dispatch(
             records::page(&env, &conn, query).await
         }
         Target::Action { name } => {
-            let cid = headers.connection_id.clone().ok_or_else(|| {
-                ApiError::bad_request("missing_connection", "Missing the Connection-Id header")
-            })?;
+            let cid = (headers.connection_id.clone())
+                .ok_or_else(|| ApiError::missing_header("Connection-Id"))?;
             // The body, as the original's for every method; a GET or
             // DELETE without one takes its query's parameters (sluice's).
             let DecodedBody(bytes) = DecodedBody::from_request(req, &()).await?;

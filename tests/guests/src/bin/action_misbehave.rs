@@ -30,6 +30,11 @@ fn run(nango: &Nango, input: Input) -> Result<Value, Error> {
         )),
         "panic" => panic!("the script gave up"),
         "recurse" => Ok(json!(deeper(0))),
+        "huge" => {
+            // One allocation the allocator cannot even ask the host for.
+            let block = vec![1u8; (1 << 31) - 1];
+            Ok(json!(std::hint::black_box(&block).len()))
+        }
         "print" => {
             println!("to stdout");
             eprintln!("to stderr");
