@@ -425,6 +425,34 @@ async fn a_rust_build_failure_hints_at_the_binary_name_only_when_it_is_missing()
     }
 }
 
+/// A crate that builds but exports no script is named by its folder, not
+/// by the file cargo built.
+#[tokio::test]
+async fn a_rust_crate_without_a_script_is_named_by_its_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    write(
+        tmp.path(),
+        "nango.yaml",
+        "integrations:\n    demo:\n        actions:\n            one:\n                endpoint: POST /one\nmodels: {}\n",
+    );
+    write(
+        tmp.path(),
+        "demo/actions/one/Cargo.toml",
+        "[package]\nname = \"one\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\n[workspace]\n",
+    );
+    write(tmp.path(), "demo/actions/one/src/main.rs", "fn main() {}\n");
+    let mut args = vec!["compile".to_string(), "--dir".into(), s(tmp.path())];
+    args.extend(build_flags("rust-no-script"));
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (code, _, err) = sluice(&argv).await;
+    assert_ne!(code, 0, "{err}");
+    assert!(
+        err.contains("the crate demo/actions/one does not implement a nango:scripts world"),
+        "{err}"
+    );
+    assert!(!err.contains(".wasm"), "{err}");
+}
+
 /// Copies tests/ts-project into `to`, less its Rust script (whose path
 /// dependency on the SDK only resolves in the checkout): the TypeScript
 /// bundle, and so its build, stays the same.

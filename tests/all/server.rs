@@ -1784,6 +1784,12 @@ async fn client_errors_are_json_errors_naming_the_problem_and_a_reimport_keeps_m
             400,
             "invalid_query_params",
         ),
+        (
+            "GET",
+            "/connection/demo?provider_config_key=hubspot&colour=red",
+            400,
+            "invalid_query_params",
+        ),
         ("DELETE", "/health", 405, "method_not_allowed"),
     ] {
         let (got, body) = dev.send(method, path, None).await;

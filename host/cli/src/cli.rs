@@ -770,6 +770,7 @@ async fn run_deploy(
             named.to_uppercase()
         );
     }
+    let has_sluice_yaml = args.build.dir.join("sluice.yaml").is_file();
     let options = args.build.options(None);
     let runtime = Runtime::new(options.runtime_config(1))?;
     let project = compile::compile(&options, &runtime, err)?;
@@ -784,6 +785,14 @@ async fn run_deploy(
         project.scripts.len(),
         if project.scripts.len() == 1 { "" } else { "s" }
     )?;
+    // What a dry run takes from sluice.yaml stays behind: said, so a
+    // variable the scripts read is not found empty on the server.
+    if has_sluice_yaml {
+        writeln!(
+            err,
+            "note: sluice.yaml is not deployed: a server's variables are set with PUT /environment-variables, its limits with `sluice serve --limits`"
+        )?;
+    }
     Ok(0)
 }
 

@@ -497,16 +497,22 @@ pub fn compile(
             }
         }
         for (name, kind, source) in list {
-            let path = match source {
+            // What a load error names: the component, or the crate the
+            // user wrote rather than the file cargo built from it.
+            let (path, shown) = match source {
                 Source::TypeScript(_) => continue,
-                Source::Component(p) => p.clone(),
+                Source::Component(p) => (p.clone(), None),
                 Source::RustCrate(manifest) => {
                     let _ = writeln!(progress, "Building {name} with cargo…");
-                    project::build_rust_script(manifest, name, Some(&build.join("cargo")))?
+                    let built =
+                        project::build_rust_script(manifest, name, Some(&build.join("cargo")))?;
+                    let krate = manifest.parent().unwrap_or(manifest);
+                    let krate = krate.strip_prefix(&root).unwrap_or(krate);
+                    (built, Some(format!("the crate {}", krate.display())))
                 }
             };
             let script = precompile(runtime, &path, name, progress, |r, bytes, origin| {
-                r.load_bytes(bytes, origin)
+                r.load_bytes(bytes, shown.as_deref().unwrap_or(origin))
             })?;
             if script.kind() != runtime_kind(*kind) {
                 return Err(CompileError::WrongKind {

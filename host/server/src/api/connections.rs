@@ -1030,7 +1030,10 @@ pub async fn list(
     Ok(Json(json!({ "connections": connections })))
 }
 
+/// A connection's query, as the original's: strict (a misspelt
+/// `force_refresh` would otherwise be dropped without a word).
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct OneQuery {
     provider_config_key: Option<String>,
     #[serde(default)]
