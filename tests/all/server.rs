@@ -1117,6 +1117,17 @@ async fn runs_report_changes_errors_keep_their_shapes_and_tokens_refresh_once() 
         assert_eq!(body["credentials"]["access_token"], "fresh-token", "{body}");
     }
     assert_eq!(token_calls.load(Ordering::SeqCst), 3);
+    // The official SDK's `getConnection` query, every flag sent: taken
+    // (a strict query must still know `refresh_github_app_jwt_token`).
+    let (status, body) = dev
+        .send(
+            "GET",
+            "/connections/c1?provider_config_key=mock-int&force_refresh=false&refresh_token=false&refresh_github_app_jwt_token=false",
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(token_calls.load(Ordering::SeqCst), 3);
     // The refresh token is shown only when asked for, in `raw` too.
     let (status, body) = dev
         .send(
@@ -1235,6 +1246,25 @@ async fn runs_report_changes_errors_keep_their_shapes_and_tokens_refresh_once() 
                 && m.contains("longer than 1048576 bytes")),
         "{found}"
     );
+    // Failing the same way again at once keeps that log: an app polling
+    // a dead connection does not fill the logs.
+    let (status, _) = dev
+        .send("GET", "/connection/c4?provider_config_key=mock-int", None)
+        .await;
+    assert!(status >= 400);
+    let (_, list) = dev.send("GET", "/connection?connectionId=c4", None).await;
+    assert_eq!(
+        list["connections"][0]["errors"][0]["log_id"], log_id,
+        "{list}"
+    );
+    let (_, found) = dev
+        .send(
+            "GET",
+            "/logs?connection_id=c4&q=refresh_token%20failed",
+            None,
+        )
+        .await;
+    assert_eq!(found["logs"].as_array().map(Vec::len), Some(1), "{found}");
 
     // Bad bodies: named, and nothing changes.
     let raw = |body: Vec<u8>| {

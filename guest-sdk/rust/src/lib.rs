@@ -668,15 +668,20 @@ pub mod __private {
                     .copied()
                     .or_else(|| info.payload().downcast_ref::<String>().map(String::as_str))
                     .unwrap_or("Box<dyn Any>");
-                match info.location() {
-                    Some(at) => eprintln!(
+                // A failed write is let go (`eprintln!` would panic in the
+                // hook, and abort with a message about stderr instead).
+                use std::io::Write as _;
+                let mut stderr = std::io::stderr().lock();
+                let _ = match info.location() {
+                    Some(at) => writeln!(
+                        stderr,
                         "thread 'main' panicked at {}:{}:{}:\n{message}",
                         at.file(),
                         at.line(),
                         at.column()
                     ),
-                    None => eprintln!("thread 'main' panicked at (unknown place):\n{message}"),
-                }
+                    None => writeln!(stderr, "thread 'main' panicked at (unknown place):\n{message}"),
+                };
             }));
         });
     }

@@ -512,7 +512,16 @@ pub fn compile(
                 }
             };
             let script = precompile(runtime, &path, name, progress, |r, bytes, origin| {
-                r.load_bytes(bytes, shown.as_deref().unwrap_or(origin))
+                r.load_bytes(bytes, origin)
+            })
+            .map_err(|e| match (e, &shown) {
+                (
+                    CompileError::Load(sluice_runtime::LoadError::NoEntryPoint { .. }),
+                    Some(krate),
+                ) => CompileError::Load(sluice_runtime::LoadError::NoEntryPoint {
+                    path: krate.clone(),
+                }),
+                (e, _) => e,
             })?;
             if script.kind() != runtime_kind(*kind) {
                 return Err(CompileError::WrongKind {

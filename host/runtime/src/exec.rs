@@ -736,9 +736,13 @@ pub const MAX_JSON_DEPTH: usize = 128;
 /// loop is empty and the exported call's promise has not settled.
 const NEVER_SETTLED: &str = "event loop error, but no exception is pending";
 
-/// What Rust's allocator writes before it aborts: `memory allocation of N
-/// bytes failed`.
-const ALLOCATION_FAILED: &str = "memory allocation of ";
+/// Whether `line` is what Rust's allocator writes before it aborts:
+/// `memory allocation of N bytes failed`.
+fn allocation_failed(line: &str) -> bool {
+    line.strip_prefix("memory allocation of ")
+        .and_then(|rest| rest.strip_suffix(" bytes failed"))
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
 
 fn memory_error(limiter: &crate::host::MemoryLimiter) -> ExecError {
     if limiter.budget_hit {
@@ -788,7 +792,8 @@ fn classify_trap(failed: Failed, state: &HostState, fuel: u64) -> ExecError {
     if matches!(
         err.downcast_ref::<wasmtime::Trap>(),
         Some(wasmtime::Trap::UnreachableCodeReached)
-    ) && let Some(line) = state.stderr.last_line_with(ALLOCATION_FAILED)
+    ) && let Some(line) = state.stderr.last_line()
+        && allocation_failed(&line)
     {
         return ExecError::Trap {
             message: format!(

@@ -254,7 +254,32 @@ impl Connections {
                 Ok(c)
             }
             Err(message) => {
+                let refused = || ConnectionError::Refused {
+                    code: INVALID_CREDENTIALS.into(),
+                    message: format!(
+                        "the access token of connection `{cid}` expired and could not be refreshed: {message}"
+                    ),
+                };
                 // As the original's `errors: [{type: "auth", log_id}]`.
+                // The same failure within half a minute keeps the log it
+                // already has: an app polling a connection whose refresh
+                // fails must not fill the logs (and evict others).
+                let key = format!("{pck}/{cid}");
+                let previous: Option<serde_json::Value> =
+                    self.store.doc(CONNECTION_ERRORS, &key).await.ok().flatten();
+                let repeated = previous.filter(|p| {
+                    p["message"].as_str() == Some(message.as_str())
+                        && p["log_id"].is_string()
+                        && p["at"]
+                            .as_str()
+                            .and_then(|at| DateTime::parse_from_rfc3339(at).ok())
+                            .is_some_and(|at| {
+                                Utc::now() - at.with_timezone(&Utc) < chrono::Duration::seconds(30)
+                            })
+                });
+                if repeated.is_some() {
+                    return Err(refused());
+                }
                 let log_id = match &self.logs {
                     Some(logs) => {
                         let conn = sluice_runtime::records::ConnectionRef {
@@ -281,16 +306,8 @@ impl Connections {
                     "message": message,
                     "at": Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
                 });
-                let _ = self
-                    .store
-                    .put_doc(CONNECTION_ERRORS, &format!("{pck}/{cid}"), &record)
-                    .await;
-                Err(ConnectionError::Refused {
-                    code: INVALID_CREDENTIALS.into(),
-                    message: format!(
-                        "the access token of connection `{cid}` expired and could not be refreshed: {message}"
-                    ),
-                })
+                let _ = self.store.put_doc(CONNECTION_ERRORS, &key, &record).await;
+                Err(refused())
             }
         }
     }

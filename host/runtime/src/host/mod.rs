@@ -312,8 +312,10 @@ impl CapturedOutput {
         end.windows(needle.len()).any(|w| w == needle)
     }
 
-    /// The last line of the output's tail that starts with `prefix`.
-    pub(crate) fn last_line_with(&self, prefix: &str) -> Option<String> {
+    /// The last line of the output that is not blank, nor Rust's note on
+    /// `RUST_BACKTRACE` (which std writes after an allocation failure's
+    /// message too).
+    pub(crate) fn last_line(&self) -> Option<String> {
         let b = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let end: Vec<u8> = if b.truncated {
             b.tail.iter().copied().collect()
@@ -324,7 +326,7 @@ impl CapturedOutput {
         text.lines()
             .rev()
             .map(str::trim)
-            .find(|l| l.starts_with(prefix))
+            .find(|l| !l.is_empty() && !l.starts_with("note: run with `RUST_BACKTRACE"))
             .map(str::to_string)
     }
 

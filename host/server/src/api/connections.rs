@@ -1040,6 +1040,11 @@ pub struct OneQuery {
     force_refresh: Option<bool>,
     #[serde(default)]
     refresh_token: Option<bool>,
+    /// Sent by the official SDK's `getConnection` (GitHub App JWTs, which
+    /// sluice does not mint): taken and ignored, as a strict query would
+    /// otherwise refuse every such call.
+    #[serde(default, rename = "refresh_github_app_jwt_token")]
+    _refresh_github_app_jwt_token: Option<bool>,
 }
 
 fn connection_error(e: ConnectionError) -> ApiError {

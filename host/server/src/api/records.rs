@@ -128,11 +128,14 @@ fn stored_model(model: &str, variant: Option<&str>) -> Result<String, String> {
         None | Some("base") => model.to_string(),
         Some(v)
             if v.is_empty()
+                || v.len() > 255
                 || !v
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') =>
         {
-            return Err(format!("`variant` must match ^[a-zA-Z0-9_-]+$, got `{v}`"));
+            return Err(format!(
+                "`variant` must match ^[a-zA-Z0-9_-]+$ (at most 255 characters), got `{v}`"
+            ));
         }
         Some(v) => format!("{model}::{v}"),
     })
