@@ -764,12 +764,15 @@ async fn runs_report_changes_errors_keep_their_shapes_and_tokens_refresh_once() 
     let calls = token_calls.clone();
     let flaky_calls = Arc::new(std::sync::Mutex::new(Vec::new()));
     let flaky = flaky_calls.clone();
+    let huge_calls = Arc::new(AtomicUsize::new(0));
+    let huge = huge_calls.clone();
     let handler = move |req: &MockRequest| match req.path.as_str() {
         "/flaky" => {
             flaky.lock().unwrap().push(std::time::Instant::now());
             MockResponse::json(503, &json!({"message": "busy"}))
         }
         "/oauth/token" if String::from_utf8_lossy(&req.body).contains("refresh_token=rt-huge") => {
+            huge.fetch_add(1, Ordering::SeqCst);
             MockResponse::json(200, &json!({"access_token": "x".repeat(2 << 20)}))
         }
         "/oauth/token" => {
@@ -1246,12 +1249,28 @@ async fn runs_report_changes_errors_keep_their_shapes_and_tokens_refresh_once() 
                 && m.contains("longer than 1048576 bytes")),
         "{found}"
     );
-    // Failing the same way again at once keeps that log: an app polling
-    // a dead connection does not fill the logs.
-    let (status, _) = dev
+    // Asked again at once, the token endpoint is not called (the
+    // original's 30 s cooldown after a failure) unless the app forces it;
+    // failing the same way again keeps that log: an app polling a dead
+    // connection neither hammers the provider nor fills the logs.
+    assert_eq!(huge_calls.load(Ordering::SeqCst), 1);
+    let (status, body) = dev
         .send("GET", "/connection/c4?provider_config_key=mock-int", None)
         .await;
+    assert!(
+        status >= 400 && body.to_string().contains("longer than 1048576 bytes"),
+        "{status} {body}"
+    );
+    assert_eq!(huge_calls.load(Ordering::SeqCst), 1);
+    let (status, _) = dev
+        .send(
+            "GET",
+            "/connection/c4?provider_config_key=mock-int&force_refresh=true",
+            None,
+        )
+        .await;
     assert!(status >= 400);
+    assert_eq!(huge_calls.load(Ordering::SeqCst), 2);
     let (_, list) = dev.send("GET", "/connection?connectionId=c4", None).await;
     assert_eq!(
         list["connections"][0]["errors"][0]["log_id"], log_id,

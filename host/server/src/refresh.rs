@@ -51,10 +51,37 @@ const TOKEN_TIMEOUT: Duration = Duration::from_secs(30);
 /// The collection of connection errors (`{pck}/{cid}` → the error).
 pub const CONNECTION_ERRORS: &str = "connection-errors";
 
-/// Held while a connection's token is refreshed.
-/// One refresh at a time per connection; it holds when this process last
-/// refreshed the connection and the access token it got.
-type RefreshLock = Arc<tokio::sync::Mutex<Option<(std::time::Instant, String)>>>;
+/// Held while a connection's token is refreshed: one refresh at a time
+/// per connection.
+type RefreshLock = Arc<tokio::sync::Mutex<RefreshState>>;
+
+/// What this process knows of a connection's refreshes.
+#[derive(Default)]
+struct RefreshState {
+    /// When it last refreshed the connection, and the access token it got.
+    refreshed: Option<(std::time::Instant, String)>,
+    /// When a refresh last failed, for which credentials (a digest), and
+    /// why.
+    failed: Option<(std::time::Instant, [u8; 32], String)>,
+}
+
+/// After a failed refresh, the same credentials are not sent to the
+/// token endpoint again for this long, unless the app asks
+/// (`force_refresh`): as the original's cooldown, so executions and apps
+/// using a dead connection do not hammer the provider.
+const REFRESH_FAILURE_COOLDOWN: Duration = Duration::from_secs(30);
+
+/// A digest of the tokens a refresh sends (a re-import with new ones is
+/// tried at once).
+fn tokens_digest(c: &Connection) -> [u8; 32] {
+    use sha2::Digest as _;
+    let mut h = sha2::Sha256::new();
+    for field in ["refresh_token", "access_token"] {
+        h.update(c.credentials.field(field).unwrap_or_default().as_bytes());
+        h.update([0]);
+    }
+    h.finalize().into()
+}
 
 /// One environment's connections, refreshing OAuth2 tokens.
 pub struct Connections {
@@ -211,7 +238,7 @@ impl Connections {
         }
         let seen = c.credentials.field("access_token").map(str::to_string);
         let lock = self.lock_for(pck, cid);
-        let mut last = lock.lock().await;
+        let mut state = lock.lock().await;
         // Another execution may have refreshed while this one waited; a
         // burst of forced refreshes is one refresh. An import or a
         // metadata change is not a refresh: `force` still refreshes after
@@ -225,7 +252,7 @@ impl Connections {
             // Every execution's request refused at once: the token they
             // were refused may already have been replaced, by a refresh
             // that ended before this one began.
-            Force::Refused => last.as_ref().is_some_and(|(at, refreshed)| {
+            Force::Refused => state.refreshed.as_ref().is_some_and(|(at, refreshed)| {
                 at.elapsed() < REFRESH_MARGIN.to_std().unwrap_or_default()
                     && token == Some(refreshed.as_str())
             }),
@@ -233,9 +260,23 @@ impl Connections {
         if !expiring(&c, Utc::now()) && skip_forced {
             return Ok(c);
         }
+        let digest = tokens_digest(&c);
+        if force != Force::Asked
+            && let Some((at, failed_for, message)) = &state.failed
+            && at.elapsed() < REFRESH_FAILURE_COOLDOWN
+            && *failed_for == digest
+        {
+            return Err(ConnectionError::Refused {
+                code: INVALID_CREDENTIALS.into(),
+                message: format!(
+                    "the access token of connection `{cid}` expired and could not be refreshed (tried again after 30 s): {message}"
+                ),
+            });
+        }
         let started = Utc::now();
         match self.refresh(&c).await {
             Ok(credentials) => {
+                state.failed = None;
                 // Only the credentials are written, and only if nothing
                 // replaced them (or deleted the connection) meanwhile.
                 let c = self
@@ -245,7 +286,7 @@ impl Connections {
                     .map_err(backend)?
                     .ok_or_else(|| not_found(pck, cid))?;
                 if let Some(token) = c.credentials.field("access_token") {
-                    *last = Some((std::time::Instant::now(), token.to_string()));
+                    state.refreshed = Some((std::time::Instant::now(), token.to_string()));
                 }
                 let _ = self
                     .store
@@ -254,6 +295,7 @@ impl Connections {
                 Ok(c)
             }
             Err(message) => {
+                state.failed = Some((std::time::Instant::now(), digest, message.clone()));
                 let refused = || ConnectionError::Refused {
                     code: INVALID_CREDENTIALS.into(),
                     message: format!(
