@@ -395,6 +395,23 @@ async fn deploy_connect_sync_read_act_isolate_and_restart_on(store: StoreKind) {
         .await;
     assert_eq!(status, 201, "{body}");
 
+    // Before its first run a sync has no latest job: the original leaves
+    // out what it would say of one.
+    let (status, body) = dev
+        .send(
+            "GET",
+            "/sync/status?provider_config_key=hubspot&syncs=contacts&connection_id=demo",
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let never_ran = body["syncs"][0].as_object().unwrap();
+    assert_eq!(never_ran["name"], "contacts", "{body}");
+    for key in ["finishedAt", "latestResult", "latestExecutionStatus"] {
+        assert!(!never_ran.contains_key(key), "{key}: {body}");
+    }
+    assert!(never_ran.contains_key("nextScheduledSyncAt"), "{body}");
+
     // A sync run saves every contact of the recorded API.
     let (status, body) = dev
         .send(
@@ -1284,6 +1301,25 @@ async fn runs_report_changes_errors_keep_their_shapes_and_tokens_refresh_once() 
         )
         .await;
     assert_eq!(found["logs"].as_array().map(Vec::len), Some(1), "{found}");
+    // Imported again (the same tokens, say with a fixed configuration):
+    // tried at once.
+    let (status, body) = dev
+        .send(
+            "POST",
+            "/connection",
+            Some(
+                json!({"provider_config_key": "mock-int", "connection_id": "c4",
+                        "access_token": "old", "refresh_token": "rt-huge",
+                        "expires_at": "2020-01-01T00:00:00Z"}),
+            ),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, _) = dev
+        .send("GET", "/connection/c4?provider_config_key=mock-int", None)
+        .await;
+    assert!(status >= 400);
+    assert_eq!(huge_calls.load(Ordering::SeqCst), 3);
 
     // Bad bodies: named, and nothing changes.
     let raw = |body: Vec<u8>| {
@@ -1491,6 +1527,52 @@ async fn deploys_are_versions_a_bad_one_changes_nothing_and_rollback_works() {
     assert!(
         api["components"]["schemas"]["GithubIssue"].is_object(),
         "{api}"
+    );
+    // A page's records carry `_nango_metadata`, its query parameters and
+    // the error body are described, as a generated client needs them.
+    let get = &api["paths"]["/v1/github/issues"]["get"];
+    let items = &get["responses"]["200"]["content"]["application/json"]["schema"]["properties"]["records"]
+        ["items"]["allOf"];
+    assert_eq!(
+        items[0]["$ref"], "#/components/schemas/GithubIssue",
+        "{get}"
+    );
+    assert_eq!(
+        items[1]["properties"]["_nango_metadata"]["$ref"],
+        "#/components/schemas/sluice.RecordMetadata",
+        "{get}"
+    );
+    let params: Vec<&str> = get["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    for name in [
+        "Connection-Id",
+        "cursor",
+        "limit",
+        "modified_after",
+        "filter",
+        "ids",
+    ] {
+        assert!(params.contains(&name), "{name}: {params:?}");
+    }
+    assert_eq!(
+        api["components"]["schemas"]["sluice.RecordMetadata"]["properties"]["last_action"]["enum"],
+        json!(["ADDED", "UPDATED", "DELETED"]),
+        "{api}"
+    );
+    let action = api["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .find_map(|p| p["post"].as_object())
+        .expect("an action endpoint");
+    assert_eq!(
+        action["responses"]["424"]["content"]["application/json"]["schema"]["$ref"],
+        "#/components/schemas/sluice.Error",
+        "{action:?}"
     );
     server.stop().await;
 }

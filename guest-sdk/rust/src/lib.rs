@@ -680,7 +680,10 @@ pub mod __private {
                         at.line(),
                         at.column()
                     ),
-                    None => writeln!(stderr, "thread 'main' panicked at (unknown place):\n{message}"),
+                    None => writeln!(
+                        stderr,
+                        "thread 'main' panicked at (unknown place):\n{message}"
+                    ),
                 };
             }));
         });

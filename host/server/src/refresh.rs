@@ -32,7 +32,8 @@ pub enum Force {
     Asked,
     /// A script's request the provider refused (401): unless the token was
     /// refreshed within the last five minutes (a burst of executions
-    /// refused at once is one refresh).
+    /// refused at once is one refresh), or a refresh of the same tokens
+    /// failed within the cooldown (as `No`).
     Refused,
 }
 
@@ -199,13 +200,37 @@ impl Connections {
         self
     }
 
+    /// The connection was imported anew (or deleted): a refresh that
+    /// failed before is no reason to refuse the next one.
+    pub fn forget_failure(&self, pck: &str, cid: &str) {
+        let lock = self
+            .locks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&(pck.to_string(), cid.to_string()))
+            .cloned();
+        // A refresh under way records its own outcome; waiting for it
+        // (up to the token endpoint's timeout) would hold the request.
+        if let Some(mut state) = lock.as_ref().and_then(|l| l.try_lock().ok()) {
+            state.failed = None;
+        }
+    }
+
     fn lock_for(&self, pck: &str, cid: &str) -> RefreshLock {
         let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
         // A lock only the map holds guards no refresh: past a thousand,
         // those go (one per connection ever refreshed, deleted ones too,
         // would otherwise stay for the life of the process).
+        // A failure still in its cooldown stays too.
         if locks.len() >= 1024 {
-            locks.retain(|_, l| Arc::strong_count(l) > 1);
+            locks.retain(|_, l| {
+                Arc::strong_count(l) > 1
+                    || l.try_lock().map_or(true, |s| {
+                        s.failed
+                            .as_ref()
+                            .is_some_and(|(at, ..)| at.elapsed() < REFRESH_FAILURE_COOLDOWN)
+                    })
+            });
         }
         locks
             .entry((pck.to_string(), cid.to_string()))
@@ -269,7 +294,8 @@ impl Connections {
             return Err(ConnectionError::Refused {
                 code: INVALID_CREDENTIALS.into(),
                 message: format!(
-                    "the access token of connection `{cid}` expired and could not be refreshed (tried again after 30 s): {message}"
+                    "the access token of connection `{cid}` expired and could not be refreshed: {message} (not tried again for {} s after a failure; force_refresh=true tries now)",
+                    REFRESH_FAILURE_COOLDOWN.as_secs()
                 ),
             });
         }

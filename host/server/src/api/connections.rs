@@ -699,6 +699,7 @@ async fn create(
     // before): an error recorded for the old ones is stale.
     let key = format!("{}/{}", conn.provider_config_key, conn.connection_id);
     env.store.delete_doc(CONNECTION_ERRORS, &key).await?;
+    (env.connections).forget_failure(&conn.provider_config_key, &conn.connection_id);
     if is_new {
         // Checked: what is left is its `post-connection-creation` scripts,
         // which a start runs if a crash comes first.
@@ -1156,6 +1157,7 @@ pub(crate) async fn delete_one(
     env.store
         .delete_doc(CONNECTION_ERRORS, &format!("{pck}/{id}"))
         .await?;
+    env.connections.forget_failure(pck, id);
     Ok(true)
 }
 

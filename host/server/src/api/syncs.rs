@@ -584,6 +584,14 @@ pub async fn status(
                     .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
             }));
             entry["latestResult"] = json!({});
+        } else if last.is_none()
+            && let Some(fields) = entry.as_object_mut()
+        {
+            // A sync that never ran has no latest job: the original leaves
+            // its fields out.
+            for key in ["finishedAt", "latestResult", "latestExecutionStatus"] {
+                fields.remove(key);
+            }
         }
         out.push(entry);
     }

@@ -191,10 +191,95 @@ pub async fn openapi(Env(env): Env) -> ApiResult<Json<Value>> {
     )))
 }
 
+/// The component schema of a record's `_nango_metadata`.
+const RECORD_METADATA: &str = "sluice.RecordMetadata";
+
+/// The component schema of the API's error body.
+const ERROR: &str = "sluice.Error";
+
+/// A response with the API's error body.
+fn error_response(description: &str) -> Value {
+    json!({
+        "description": description,
+        "content": { "application/json": { "schema": { "$ref": format!("#/components/schemas/{ERROR}") } } }
+    })
+}
+
+/// The query parameters of a records page.
+fn records_query() -> [Value; 5] {
+    let param = |name: &str, description: &str, schema: Value| json!({ "name": name, "in": "query", "required": false, "description": description, "schema": schema });
+    [
+        param(
+            "cursor",
+            "The `next_cursor` of the page before",
+            json!({ "type": "string" }),
+        ),
+        param(
+            "limit",
+            "Records per page (default 100)",
+            json!({ "type": "integer", "minimum": 1, "maximum": 10000 }),
+        ),
+        param(
+            "modified_after",
+            "Only records changed at or after this time",
+            json!({ "type": "string", "format": "date-time" }),
+        ),
+        param(
+            "filter",
+            "Only records last `added`, `updated` or `deleted` (comma-separated)",
+            json!({ "type": "string" }),
+        ),
+        param(
+            "ids",
+            "Only these record ids",
+            json!({ "type": "array", "items": { "type": "string" } }),
+        ),
+    ]
+}
+
+/// The schemas every document has beside the models'.
+fn own_schemas() -> [(String, Value); 2] {
+    let at = json!({ "type": "string", "format": "date-time" });
+    let at_or_null = json!({ "type": ["string", "null"], "format": "date-time" });
+    [
+        (
+            RECORD_METADATA.to_string(),
+            json!({
+                "type": "object",
+                "required": ["first_seen_at", "last_modified_at", "last_action", "deleted_at", "cursor"],
+                "properties": {
+                    "first_seen_at": at,
+                    "last_modified_at": at,
+                    "last_action": { "type": "string", "enum": ["ADDED", "UPDATED", "DELETED"] },
+                    "deleted_at": at_or_null,
+                    "pruned_at": at_or_null,
+                    "cursor": { "type": "string" }
+                }
+            }),
+        ),
+        (
+            ERROR.to_string(),
+            json!({
+                "type": "object",
+                "required": ["error"],
+                "properties": { "error": {
+                    "type": "object",
+                    "required": ["code"],
+                    "properties": {
+                        "code": { "type": "string" },
+                        "message": { "type": "string" },
+                        "payload": {}
+                    }
+                }}
+            }),
+        ),
+    ]
+}
+
 /// The OpenAPI document of a deployment's catalog.
 fn document(catalog: Option<&sluice_project::catalog::Catalog>, env: &str, version: &str) -> Value {
     let mut paths = Map::new();
-    let mut schemas = Map::new();
+    let mut schemas: Map<String, Value> = own_schemas().into_iter().collect();
     if let Some(catalog) = catalog {
         let config = &catalog.config;
         let schema = catalog.schema();
@@ -253,30 +338,59 @@ fn document(catalog: Option<&sluice_project::catalog::Catalog>, env: &str, versi
                     let Some(model) = s.output.get(n).or_else(|| s.output.first()) else {
                         continue;
                     };
+                    let mut parameters = headers.as_array().cloned().unwrap_or_default();
+                    parameters.extend(records_query());
                     let op = json!({
                         "summary": s.description,
                         "operationId": format!("{}-{}", i.provider_config_key, s.name),
                         "tags": [i.provider_config_key],
-                        "parameters": headers,
-                        "responses": { "200": { "description": "A page of records", "content": { "application/json": { "schema": {
-                            "type": "object",
-                            "properties": {
-                                "records": { "type": "array", "items": model_ref(model) },
-                                "next_cursor": { "type": ["string", "null"] }
-                            }
-                        }}}}}
+                        "parameters": parameters,
+                        "responses": {
+                            "200": { "description": "A page of records", "content": { "application/json": { "schema": {
+                                "type": "object",
+                                "required": ["records", "next_cursor"],
+                                "properties": {
+                                    "records": { "type": "array", "items": { "allOf": [
+                                        model_ref(model),
+                                        {
+                                            "type": "object",
+                                            "required": ["_nango_metadata"],
+                                            "properties": { "_nango_metadata": { "$ref": format!("#/components/schemas/{RECORD_METADATA}") } }
+                                        }
+                                    ]}},
+                                    "next_cursor": { "type": ["string", "null"] }
+                                }
+                            }}}},
+                            "400": error_response("A query parameter or header the records API does not take, or an unknown connection"),
+                            "401": error_response("A missing or unknown secret key"),
+                        }
                     });
                     add_operation(&mut paths, &e.path, e.method.as_str(), op);
                 }
             }
             for a in &i.actions {
                 let Some(e) = &a.endpoint else { continue };
+                let mut parameters = headers.as_array().cloned().unwrap_or_default();
+                parameters.extend([
+                    json!({ "name": "X-Async", "in": "header", "required": false, "description": "`true`: answer 202 at once and run the action in the background (`GET /action/{id}`)", "schema": { "type": "string" } }),
+                    json!({ "name": "X-Max-Retries", "in": "header", "required": false, "description": "An async action's retries, 0 to 5", "schema": { "type": "string" } }),
+                ]);
                 let mut op = json!({
                     "summary": a.description,
                     "operationId": format!("{}-{}", i.provider_config_key, a.name),
                     "tags": [i.provider_config_key],
-                    "parameters": headers,
-                    "responses": { "200": { "description": "The action's output" } }
+                    "parameters": parameters,
+                    "responses": {
+                        "200": { "description": "The action's output" },
+                        "202": { "description": "Started in the background (`X-Async`)", "content": { "application/json": { "schema": {
+                            "type": "object",
+                            "properties": { "id": { "type": "string" }, "statusUrl": { "type": "string" } }
+                        }}}},
+                        "400": error_response("An input the action's schema refuses, or an unknown connection"),
+                        "401": error_response("A missing or unknown secret key"),
+                        "424": error_response("The provider's API answered with an error (`script_http_error`, its answer in `upstream`)"),
+                        "500": error_response("The script failed: an `ActionError` (`action_script_runtime_error`, its payload) or another failure"),
+                    }
                 });
                 if let Some(input) = &a.input {
                     op["requestBody"] = json!({ "content": { "application/json": { "schema": model_ref(input) } } });
