@@ -809,6 +809,16 @@ async fn runs_report_changes_errors_keep_their_shapes_and_tokens_refresh_once() 
         }
         "/whoami" => MockResponse::json(401, &json!({"error": "expired"})),
         "/missing" => MockResponse::json(404, &json!({"message": "no such thing"})),
+        "/wrapped" => MockResponse::json(
+            422,
+            &json!({"payload": {"reason": "bad-input"}, "other": 1}),
+        ),
+        "/text" => MockResponse {
+            status: 409,
+            headers: vec![("content-type".into(), "text/plain".into())],
+            body: b"conflict text".to_vec(),
+            delay: None,
+        },
         _ => MockResponse::json(200, &json!({})),
     };
     let mock = MockServer::start(Arc::new(handler)).await.unwrap();
@@ -1026,6 +1036,26 @@ async fn runs_report_changes_errors_keep_their_shapes_and_tokens_refresh_once() 
         body["error"]["payload"],
         json!({"message": "no such thing"})
     );
+    // As the original's runner: a body's `payload` member is the payload,
+    // a body that is not an object becomes `{message}`; the upstream's
+    // body is reported the same way.
+    for (endpoint, status, payload) in [
+        ("/wrapped", 422, json!({"reason": "bad-input"})),
+        ("/text", 409, json!({"message": "conflict text"})),
+    ] {
+        let (code, body) = dev
+            .send_as(
+                c1,
+                "POST",
+                "/action/trigger",
+                Some(action("proxy", json!({"endpoint": endpoint}))),
+            )
+            .await;
+        assert_eq!(code, 424, "{body}");
+        assert_eq!(body["error"]["upstream"]["status"], status, "{body}");
+        assert_eq!(body["error"]["payload"], payload, "{body}");
+        assert_eq!(body["error"]["upstream"]["body"], payload, "{body}");
+    }
     let (status, body) = dev
         .send_as(
             c1,

@@ -776,11 +776,21 @@ fn fixture_entry(call: &RecordedCall) -> (String, Value) {
         params.insert(k.to_string(), Value::String(text));
     }
     let mut headers = Map::new();
+    let mut seen = std::collections::HashSet::new();
     for pair in id["headers"].as_array().into_iter().flatten() {
         let (Some(k), Some(v)) = (pair[0].as_str(), pair[1].as_str()) else {
             continue;
         };
+        // As the harness reads a request's headers (§7.5.5): without the
+        // `Nango-Proxy-` prefix, the first of a name kept.
+        let k = match k.get(..12) {
+            Some(prefix) if prefix.eq_ignore_ascii_case("nango-proxy-") => &k[12..],
+            _ => k,
+        };
         let lower = k.to_ascii_lowercase();
+        if !seen.insert(lower.clone()) {
+            continue;
+        }
         let lower_value = v.to_ascii_lowercase();
         if UNRECORDED_HEADERS.contains(&lower.as_str())
             || (lower == "content-type"
@@ -997,4 +1007,45 @@ impl Mocks<'_> {
 
 fn is_zero(n: &u64) -> bool {
     *n == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A header the script sent with the `Nango-Proxy-` prefix is recorded
+    /// (and hashed) without it, as the harness reads the replayed
+    /// request's: a recording `--save` wrote matches its own test.
+    #[test]
+    fn a_recorded_request_drops_the_nango_proxy_prefix_as_the_harness_does() {
+        let call = RecordedCall {
+            method: "post".into(),
+            endpoint: "uni/post".into(),
+            identity: json!({
+                "method": "POST",
+                "endpoint": "uni/post",
+                "params": [],
+                "headers": [["Nango-Proxy-X-Other", "o"], ["X-Custom", "v1"], ["x-other", "later"]],
+                "data": "{\"a\":1}",
+            }),
+            hash: String::new(),
+            status: 200,
+            headers: Vec::new(),
+            body: b"{}".to_vec(),
+        };
+        let (path, entry) = fixture_entry(&call);
+        assert_eq!(path, "/uni/post");
+        assert_eq!(
+            entry["request"]["headers"],
+            json!({"X-Other": "o", "X-Custom": "v1"})
+        );
+        let replayed = sluice_runtime::replay::unified_hash(
+            "post",
+            "/uni/post",
+            &[],
+            &[("X-Custom".into(), "v1".into()), ("X-Other".into(), "o".into())],
+            Some("{\"a\":1}"),
+        );
+        assert_eq!(entry["hash"], replayed);
+    }
 }

@@ -844,6 +844,20 @@ fn trap_message(err: &wasmtime::Error) -> String {
     message
 }
 
+/// An upstream error's body as the original runner reports it: its
+/// `payload` member when it has one, else the body; one that is not an
+/// object (or array) as `{message}`.
+pub fn http_error_body(data: &Value) -> Value {
+    let inner = match data {
+        Value::Object(m) if m.contains_key("payload") => &m["payload"],
+        other => other,
+    };
+    match inner {
+        Value::Object(_) | Value::Array(_) => inner.clone(),
+        other => serde_json::json!({ "message": other }),
+    }
+}
+
 /// The original runner's error normalisation.
 pub(crate) fn failure_from(error: ScriptError) -> ScriptFailure {
     match error {
@@ -877,7 +891,7 @@ pub(crate) fn failure_from(error: ScriptError) -> ScriptFailure {
             ScriptFailure {
                 error_type: "script_http_error".into(),
                 message: format!("upstream answered HTTP {}", response.status),
-                payload: upstream["data"].clone(),
+                payload: http_error_body(&upstream["data"]),
                 status: response.status,
                 upstream_response: Some(upstream),
             }

@@ -314,7 +314,7 @@ pub fn failure_error(e: &ExecError) -> ApiError {
             let mut extra = serde_json::Map::new();
             extra.insert(
                 "upstream".into(),
-                json!({ "status": upstream["status"], "headers": headers, "body": upstream["data"] }),
+                json!({ "status": upstream["status"], "headers": headers, "body": f.payload }),
             );
             ApiError {
                 status: axum::http::StatusCode::FAILED_DEPENDENCY,
