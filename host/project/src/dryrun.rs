@@ -1043,7 +1043,10 @@ mod tests {
             "post",
             "/uni/post",
             &[],
-            &[("X-Custom".into(), "v1".into()), ("X-Other".into(), "o".into())],
+            &[
+                ("X-Custom".into(), "v1".into()),
+                ("X-Other".into(), "o".into()),
+            ],
             Some("{\"a\":1}"),
         );
         assert_eq!(entry["hash"], replayed);
