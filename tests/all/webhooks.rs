@@ -957,3 +957,77 @@ async fn a_connections_webhook_url_override_gets_its_webhooks_instead_of_the_env
     assert_eq!(env_primary.accepted().len(), 1);
     assert_eq!(env_secondary.accepted().len(), 1);
 }
+
+/// A receiver that redirects is not followed: an HTTP client would follow
+/// a 302 with a GET without the body, which the receiver could answer 200
+/// to, and the webhook would count as sent. It is tried again instead,
+/// and the log names where the receiver points.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_that_redirects_is_not_followed_nor_counted_as_sent() {
+    let up = Upstream::start().await;
+    let fast = App::start().await;
+    let posts = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let gets = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (p, g) = (posts.clone(), gets.clone());
+    let moved = MockServer::start(Arc::new(move |req: &MockRequest| {
+        if req.method == "GET" {
+            g.fetch_add(1, Ordering::SeqCst);
+            return MockResponse::json(200, &json!({"ok": true}));
+        }
+        p.fetch_add(1, Ordering::SeqCst);
+        MockResponse::json(302, &json!({})).with_header("location", "/elsewhere")
+    }))
+    .await
+    .unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let config = ServerConfig::new(data.path(), "127.0.0.1:0".parse().unwrap());
+    let server = start_with(config, &MasterKey::generate(), &up.providers()).await;
+    let c = Client::new(&server, DEV_KEY);
+    deploy_contacts(&c).await;
+    c.send(
+        "POST",
+        "/connection",
+        Some(
+            json!({"provider_config_key": "hubspot", "connection_id": "demo", "access_token": "t"}),
+        ),
+    )
+    .await;
+    let (code, out) = c
+        .send(
+            "PUT",
+            "/sluice/webhook-settings",
+            Some(json!({"primary_url": format!("{}/hooks", moved.url()), "secondary_url": fast.url()})),
+        )
+        .await;
+    assert_eq!(code, 200, "{out}");
+    up.version.store(1, Ordering::SeqCst);
+    let r = run(&c).await;
+    assert_eq!(r["success"], true, "{r}");
+    fast.wait_for(
+        "the webhook at the secondary URL",
+        Duration::from_secs(8),
+        |a| a.accepted().len() == 1,
+    )
+    .await;
+    let t = std::time::Instant::now();
+    let logged = loop {
+        let (_, found) = c.send("GET", "/logs?q=a%20redirect%20to", None).await;
+        if found["logs"].as_array().is_some_and(|l| !l.is_empty()) {
+            break found;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(8),
+            "no redirect logged: {found}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        logged["logs"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("/elsewhere") && m.contains("tried again")),
+        "{logged}"
+    );
+    assert!(posts.load(Ordering::SeqCst) >= 1);
+    assert_eq!(gets.load(Ordering::SeqCst), 0, "the redirect was followed");
+    server.stop().await;
+}

@@ -670,9 +670,17 @@ pub fn matches(lookup: &Lookup, metadata: &Value, config: &Map<String, Value>) -
     }
 }
 
-/// The incoming headers forwarded to the app: all but these prefixes.
+/// The incoming headers forwarded to the app: all but these prefixes
+/// (credentials, the message's framing and hop-by-hop headers, which
+/// describe the provider's request, not the one sent to the app), and at
+/// most [`MAX_FORWARDED_HEADER_BYTES`] of them.
 pub fn forwarded_headers(headers: &[(String, String)]) -> Vec<(String, String)> {
-    const DROP: [&str; 15] = [
+    const DROP: [&str; 20] = [
+        "transfer-encoding",
+        "te",
+        "trailer",
+        "upgrade",
+        "expect",
         "host",
         "authorization",
         "connection",
@@ -689,17 +697,63 @@ pub fn forwarded_headers(headers: &[(String, String)]) -> Vec<(String, String)> 
         "www-authenticate",
         "server",
     ];
+    let mut room = MAX_FORWARDED_HEADER_BYTES;
     headers
         .iter()
-        .filter(|(k, _)| !DROP.iter().any(|d| k.starts_with(d)))
+        .filter(|(k, _)| {
+            !DROP
+                .iter()
+                .any(|d| k == d || (d.ends_with('-') && k.starts_with(d)))
+        })
         .filter(|(k, _)| !k.starts_with("webhook-") && !k.starts_with("x-nango-"))
+        // Past the bound, a header is left out (a receiver refuses a
+        // request whose headers are too large, and the provider was
+        // answered already).
+        .filter(|(k, v)| {
+            let size = k.len() + v.len() + 4;
+            let fits = size <= room;
+            if fits {
+                room -= size;
+            }
+            fits
+        })
         .cloned()
         .collect()
 }
 
+/// The most header bytes a forwarded webhook carries from the provider's.
+pub const MAX_FORWARDED_HEADER_BYTES: usize = 16 * 1024;
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A forward carries the provider's own headers, not those that framed
+    /// its request (a `Transfer-Encoding: chunked` sent on made a receiver
+    /// read an empty body), and not megabytes of them.
+    #[test]
+    fn a_forward_leaves_out_hop_by_hop_headers_and_stops_at_its_bound() {
+        let h = |k: &str, v: &str| (k.to_string(), v.to_string());
+        let sent = forwarded_headers(&[
+            h("transfer-encoding", "chunked"),
+            h("te", "trailers"),
+            h("expect", "100-continue"),
+            h("upgrade", "h2c"),
+            h("proxy-authorization", "x"),
+            h("tenant-id", "t1"),
+            h("x-hub-signature-256", "sha256=ab"),
+            h("x-big", &"b".repeat(MAX_FORWARDED_HEADER_BYTES)),
+            h("x-after", "kept"),
+        ]);
+        assert_eq!(
+            sent,
+            [
+                h("tenant-id", "t1"),
+                h("x-hub-signature-256", "sha256=ab"),
+                h("x-after", "kept"),
+            ]
+        );
+    }
 
     fn incoming<'a>(
         headers: &'a [(String, String)],

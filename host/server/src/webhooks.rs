@@ -552,7 +552,7 @@ impl Webhooks {
 
     async fn attempt(&self, app: &App, env: &EnvState, key: String, mut d: Delivery) {
         let started_at = Utc::now();
-        let result = send(app, env, &d).await;
+        let result = send(env, &d).await;
         d.attempts += 1;
         let logged =
             |url: String, error: Option<String>, given_up: bool| crate::logs::DeliveryAttempt {
@@ -629,11 +629,7 @@ impl Webhooks {
 /// `Ok(None)` nothing to send it to any more, `Err((why, retry?))`.
 /// Network errors, timeouts, 408, 429 and 5xx are retried; other answers
 /// are final.
-async fn send(
-    app: &App,
-    env: &EnvState,
-    d: &Delivery,
-) -> Result<Option<String>, (String, bool, String)> {
+async fn send(env: &EnvState, d: &Delivery) -> Result<Option<String>, (String, bool, String)> {
     let secret_key = env
         .store
         .secret(sluice_store::SECRET_KEY)
@@ -677,7 +673,7 @@ async fn send(
         }
     };
     let timestamp = Utc::now().timestamp();
-    let mut req = app.http.post(&url);
+    let mut req = delivery_client().post(&url);
     for (k, v) in &d.headers {
         req = req.header(k.as_str(), v.as_str());
     }
@@ -701,6 +697,27 @@ async fn send(
     let shown = shown_url(&url);
     match req.body(d.body.clone()).send().await {
         Ok(resp) if resp.status().is_success() => Ok(Some(shown)),
+        // Not followed: an HTTP client follows a 301 or 302 with a GET
+        // without the body, which a receiver could answer 200 to. Tried
+        // again, as the URL may be fixed meanwhile.
+        Ok(resp) if resp.status().is_redirection() => {
+            let s = resp.status();
+            let to = resp
+                .headers()
+                .get("location")
+                .and_then(|l| l.to_str().ok())
+                // A relative one is read against the URL it came from.
+                .and_then(|l| url::Url::parse(&url).and_then(|u| u.join(l)).ok())
+                .map(|l| shown_url(l.as_str()))
+                .unwrap_or_else(|| "nowhere".into());
+            Err((
+                format!(
+                    "{shown} answered HTTP {s}, a redirect to {to}: webhooks are not sent on to another URL (set that one)"
+                ),
+                true,
+                shown,
+            ))
+        }
         Ok(resp) => {
             let s = resp.status();
             let retry = s.is_server_error() || s.as_u16() == 408 || s.as_u16() == 429;
@@ -720,6 +737,19 @@ async fn send(
             shown,
         )),
     }
+}
+
+/// The client deliveries go out with: it follows no redirect.
+fn delivery_client() -> reqwest::Client {
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    CLIENT
+        .get_or_init(|| {
+            reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap_or_default()
+        })
+        .clone()
 }
 
 /// How long a receiver has to answer a delivery.
