@@ -299,15 +299,20 @@ impl CapturedOutput {
         }
     }
 
-    /// Whether the end of what was written (the tail past the cap, or the
-    /// last 64 KiB kept) contains `needle`.
-    pub(crate) fn ends_with_text(&self, needle: &str) -> bool {
+    /// The end of what was written: the tail past the cap, or the last
+    /// 64 KiB kept.
+    fn end(&self) -> Vec<u8> {
         let b = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let end: Vec<u8> = if b.truncated {
+        if b.truncated {
             b.tail.iter().copied().collect()
         } else {
             b.bytes[b.bytes.len().saturating_sub(OUTPUT_TAIL_BYTES)..].to_vec()
-        };
+        }
+    }
+
+    /// Whether the end of what was written contains `needle`.
+    pub(crate) fn ends_with_text(&self, needle: &str) -> bool {
+        let end = self.end();
         let needle = needle.as_bytes();
         end.windows(needle.len()).any(|w| w == needle)
     }
@@ -316,12 +321,7 @@ impl CapturedOutput {
     /// `RUST_BACKTRACE` (which std writes after an allocation failure's
     /// message too).
     pub(crate) fn last_line(&self) -> Option<String> {
-        let b = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let end: Vec<u8> = if b.truncated {
-            b.tail.iter().copied().collect()
-        } else {
-            b.bytes[b.bytes.len().saturating_sub(OUTPUT_TAIL_BYTES)..].to_vec()
-        };
+        let end = self.end();
         let text = String::from_utf8_lossy(&end);
         text.lines()
             .rev()
@@ -333,12 +333,7 @@ impl CapturedOutput {
     /// The last Rust panic written (`thread '…' panicked at src/x.rs:8:20:`
     /// and its message on the next line) as `src/x.rs:8:20: message`.
     pub(crate) fn last_panic(&self) -> Option<String> {
-        let b = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let end: Vec<u8> = if b.truncated {
-            b.tail.iter().copied().collect()
-        } else {
-            b.bytes[b.bytes.len().saturating_sub(OUTPUT_TAIL_BYTES)..].to_vec()
-        };
+        let end = self.end();
         let text = String::from_utf8_lossy(&end);
         let at = text.rfind("panicked at ")?;
         let rest = &text[at + "panicked at ".len()..];
