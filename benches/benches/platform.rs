@@ -498,6 +498,7 @@ fn main() {
                 changes: Default::default(),
                 tracked_deletes: Vec::new(),
                 fuel_consumed: 1,
+                memory_bytes: 0,
                 duration: Duration::from_millis(5),
             };
             let reports: Vec<_> = (0..1000).map(report).collect();

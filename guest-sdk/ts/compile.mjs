@@ -296,8 +296,22 @@ async function bundleScripts(job) {
             table.bundle = basename(bundle);
             text += `globalThis.__sluiceSourceLines = ${JSON.stringify(table)};\n`;
         }
+        const warnings = messages(result.warnings, root);
+        // nango.yaml scripts: the original CLI's checks on their sources,
+        // once they bundle (a syntax error is named by the bundler).
+        if (job.zero !== true) {
+            const { lintYamlScript } = await import('./zero.mjs');
+            const errors = [];
+            for (const s of job.scripts) {
+                if (!s.kind) continue;
+                const found = await lintYamlScript(resolve(root, s.file), root, s.kind, job.models ?? []);
+                errors.push(...found.errors);
+                warnings.push(...found.warnings);
+            }
+            if (errors.length > 0) return { ok: false, errors, warnings };
+        }
         await writeFile(bundle, text);
-        return { ok: true, warnings: messages(result.warnings, root) };
+        return { ok: true, warnings };
     } catch (e) {
         if (e && Array.isArray(e.errors)) return { ok: false, errors: messages(e.errors, root) };
         throw e;

@@ -1,12 +1,13 @@
 // The zero-yaml half of `compile.mjs`: the original's source checks on a
-// script's files, and its definition (what `createSync`/`createAction`/
-// `createOnEvent` were given) read by loading the script in Node, with the
-// models' JSON schema from zod 4. ../../shared/nango-zero.md §4 describes
-// what the original does; messages are its own.
+// script's files (and the nango.yaml era's: `lintYamlScript`), and its
+// definition (what `createSync`/`createAction`/`createOnEvent` were given)
+// read by loading the script in Node, with the models' JSON schema from
+// zod 4. ../../shared/nango-zero.md §4 describes what the original does;
+// messages are its own.
 
 import { readFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
-import { dirname, join, relative, resolve } from 'node:path';
+import { dirname, join, relative, resolve, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const SDK = dirname(fileURLToPath(import.meta.url));
@@ -39,7 +40,6 @@ const MUST_AWAIT = new Set([
 const BATCHING = new Set(['batchSave', 'batchDelete', 'batchUpdate']);
 const PROXY_VERBS = new Set(['proxy', 'get', 'post', 'put', 'patch', 'delete']);
 const HELPERS = new Set(['createSync', 'createAction', 'createOnEvent', 'createFunction']);
-const FUNCTIONS = new Set(['FunctionDeclaration', 'FunctionExpression', 'ArrowFunctionExpression']);
 
 function lineOf(text, offset) {
     let line = 1;
@@ -69,22 +69,20 @@ function nangoCall(node) {
     return c.property?.name;
 }
 
-/** Whether a `nango.x()` call is awaited, chained, returned or an arrow's result. */
-function handled(node, parents) {
-    let child = node;
-    for (let i = parents.length - 1; i >= 0; i--) {
-        const p = parents[i];
-        if (p.type === 'AwaitExpression' || p.type === 'ReturnStatement') return true;
-        if (p.type === 'MemberExpression' && p.object === child && ['then', 'catch', 'finally'].includes(p.property?.name)) return true;
-        if (p.type === 'ArrowFunctionExpression' && p.body === child) return true;
-        if (FUNCTIONS.has(p.type)) return false;
-        if (p.type === 'ExpressionStatement' || p.type === 'VariableDeclarator') {
-            // keep looking only through expressions
-            if (p.type === 'ExpressionStatement') return false;
-        }
-        child = p;
-    }
-    return false;
+/**
+ * Whether a `nango.x()` call passes the original's await rule: some
+ * ancestor, however far up (across functions too), is an `await`, a
+ * `.then`/`.catch` member or a `return` statement. So `await
+ * Promise.all(ids.map(async (id) => { nango.log(id); }))` passes and
+ * `const p = nango.get(...); await p;` does not, as in the original.
+ */
+function handled(parents) {
+    return parents.some(
+        (p) =>
+            p.type === 'AwaitExpression' ||
+            p.type === 'ReturnStatement' ||
+            (p.type === 'MemberExpression' && p.property?.type === 'Identifier' && (p.property.name === 'then' || p.property.name === 'catch'))
+    );
 }
 
 /**
@@ -121,7 +119,7 @@ export async function checkSource(file, root, entry, allowed) {
     walk(program, (node, parents) => {
         const m = nangoCall(node);
         if (m === undefined) return;
-        if (MUST_AWAIT.has(m) && !handled(node, parents)) {
+        if (MUST_AWAIT.has(m) && !handled(parents)) {
             err(node.start, `nango.${m}() calls must be awaited in "${where}". Not awaiting can lead to unexpected results.`);
         }
         const arg = node.arguments?.[0];
@@ -218,6 +216,150 @@ export async function checkSource(file, root, entry, allowed) {
         }
     }
     return errors;
+}
+
+// ------ The nango.yaml era's checks
+
+/** Calls the yaml era's CLI wants awaited (a shorter list than §4.5's). */
+const YAML_MUST_AWAIT = new Set([
+    'batchSend',
+    'batchSave',
+    'batchDelete',
+    'log',
+    'getFieldMapping',
+    'setFieldMapping',
+    'getMetadata',
+    'setMetadata',
+    'proxy',
+    'get',
+    'post',
+    'put',
+    'patch',
+    'delete',
+    'getConnection',
+    'getEnvironmentVariables',
+    'triggerAction'
+]);
+const YAML_DEPRECATED = { batchSend: 'batchSave', getFieldMapping: 'getMetadata', setFieldMapping: 'setMetadata' };
+
+const FUNCTION_TYPES = new Set(['FunctionDeclaration', 'FunctionExpression', 'ArrowFunctionExpression']);
+
+/** Whether a function returns a value, its nested functions left out. */
+function returnsValue(fn) {
+    let found = false;
+    const visit = (node) => {
+        if (found || !node || typeof node !== 'object') return;
+        if (Array.isArray(node)) return node.forEach(visit);
+        if (FUNCTION_TYPES.has(node.type)) return;
+        if (node.type === 'ReturnStatement' && node.argument) {
+            found = true;
+            return;
+        }
+        for (const [k, v] of Object.entries(node)) if (k !== 'type' && v && typeof v === 'object') visit(v);
+    };
+    if (fn.body?.type === 'BlockStatement') visit(fn.body.body);
+    return found;
+}
+/**
+ * The nango.yaml era's checks on a script's file and, with the same script
+ * kind, on the project files it imports (the original CLI's
+ * `callsAreUsedCorrectly`, nango-surface.md §6): SDK calls awaited, no
+ * record batching in an action, a model named by a batching call declared
+ * in nango.yaml, `retryOn` only with `retries`, a sync's `fetchData`
+ * returning nothing, `setMergingStrategy` first. `kind` is `sync`,
+ * `action` or `on-event`; `models` every model name of the nango.yaml.
+ * Messages are the original's; deprecated calls are warnings.
+ */
+export async function lintYamlScript(file, root, kind, models, seen = new Set()) {
+    const errors = [];
+    const warnings = [];
+    if (seen.has(file)) return { errors, warnings };
+    seen.add(file);
+    const { parseSync } = await import('oxc-parser');
+    let text;
+    try {
+        text = await readFile(file, 'utf8');
+    } catch {
+        return { errors, warnings };
+    }
+    const where = relative(root, file);
+    const parsed = parseSync(file, text, { sourceType: 'module' });
+    // A syntax error is the bundler's to name, with its place.
+    if (parsed.errors.length > 0) return { errors, warnings };
+    const program = parsed.program;
+    const at = (offset) => ({ file: where, line: lineOf(text, offset) });
+    const err = (offset, message) => errors.push({ ...at(offset), message });
+    const proxies = [];
+    const batching = [];
+    const merging = [];
+    walk(program, (node, parents) => {
+        const m = nangoCall(node);
+        if (m === undefined) return;
+        const line = lineOf(text, node.start);
+        if (YAML_DEPRECATED[m]) {
+            warnings.push({ ...at(node.start), message: `nango.${m}() used at line ${line} is deprecated. Use nango.${YAML_DEPRECATED[m]}() instead.` });
+        }
+        if (kind === 'action' && (BATCHING.has(m) || m === 'batchSend')) {
+            err(node.start, `nango.${m}() calls are not allowed in an action script. Please remove it at "${where}:${line}".`);
+        }
+        if (YAML_MUST_AWAIT.has(m) && !handled(parents)) {
+            err(node.start, `nango.${m}() calls must be awaited in "${where}:${line}". Not awaiting can lead to unexpected results.`);
+        }
+        const args = node.arguments ?? [];
+        if ((BATCHING.has(m) || m === 'setMergingStrategy') && args.length > 1) {
+            const last = args[args.length - 1];
+            if (last.type === 'Literal' && typeof last.value === 'string' && !models.includes(last.value)) {
+                err(
+                    node.start,
+                    `"${last.value}" is not a valid model name. Please check "${where}:${line}". The possible model names are: ${models.join(', ')}`
+                );
+            }
+        }
+        if (args[0]?.type === 'ObjectExpression') {
+            const keys = args[0].properties.filter((p) => p.type === 'Property' && !p.computed).map((p) => p.key?.name);
+            if (keys.includes('retryOn') && !keys.includes('retries')) {
+                err(node.start, `Usage of 'retryOn' without 'retries' at "${where}:${line}". 'retryOn' should not be used if 'retries' is not set.`);
+            }
+        }
+        if (PROXY_VERBS.has(m)) proxies.push(line);
+        if (BATCHING.has(m)) batching.push(line);
+        if (m === 'setMergingStrategy') merging.push(line);
+    });
+    if (kind === 'sync') {
+        for (const st of program.body) {
+            const fn = st.type === 'ExportDefaultDeclaration' ? st.declaration : undefined;
+            if (fn && FUNCTION_TYPES.has(fn.type) && returnsValue(fn)) {
+                err(
+                    fn.start,
+                    `The default exported function fetchData at "${where}:${lineOf(text, fn.start)}" must not return a value. Sync scripts should not return but rather use batchSave to save data.`
+                );
+            }
+        }
+    }
+    if (merging.length > 0) {
+        const first = Math.min(...merging);
+        if (batching.length > 0 && merging.some((l) => l > Math.min(...batching))) {
+            errors.push({ file: where, line: first, message: `setMergingStrategy should be called before any batching records function in "${where}:${first}".` });
+        }
+        if (proxies.length > 0 && merging.some((l) => l > Math.min(...proxies))) {
+            errors.push({ file: where, line: first, message: `setMergingStrategy should be called before any proxy function in "${where}:${first}".` });
+        }
+    }
+    // The project files it imports, checked as part of the same script.
+    for (const st of program.body) {
+        if (st.type !== 'ImportDeclaration' || st.importKind === 'type') continue;
+        const specifiers = st.specifiers ?? [];
+        if (specifiers.length > 0 && specifiers.every((sp) => sp.importKind === 'type')) continue;
+        const from = st.source?.value;
+        if (typeof from !== 'string' || !from.startsWith('.')) continue;
+        const target = resolve(dirname(file), from).replace(/\.js$/, '');
+        const ts = target.endsWith('.ts') ? target : `${target}.ts`;
+        if (ts.endsWith('models.ts') || !ts.startsWith(resolve(root) + sep)) continue;
+        const more = await lintYamlScript(ts, root, kind, models, seen);
+        errors.push(...more.errors);
+        warnings.push(...more.warnings);
+    }
+    return { errors, warnings };
 }
 
 // ------ Definitions

@@ -42,6 +42,7 @@ async fn dryrun_of_a_sync_prints_what_it_would_save() {
         &dir,
         "--mock-upstream",
         &fx,
+        "--diagnostics",
     ])
     .await;
     assert_eq!(code, 0, "{err}");
@@ -52,6 +53,22 @@ async fn dryrun_of_a_sync_prints_what_it_would_save() {
     assert!(out.contains("\"Lovelace\""), "{out}");
     assert!(out.contains("[info] saved 5 contacts"), "{out}");
     assert!(!err.contains("was not used"), "{err}");
+    // `--diagnostics`: what the run used of its limits (the defaults).
+    let used = |what: &str| {
+        let line = out
+            .lines()
+            .find(|l| l.trim_start().starts_with(what))
+            .unwrap_or_else(|| panic!("no {what} line in {out}"));
+        line.split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse::<f64>()
+            .unwrap()
+    };
+    assert!(out.contains("Diagnostics:"), "{out}");
+    assert!(used("CPU") > 0.0, "{out}");
+    assert!(used("memory") > 0.0, "{out}");
+    assert!(out.contains("of 256.0 MiB"), "{out}");
 
     // An input given to a sync is said to be unused, not silently dropped.
     let (code, _, err) = sluice(&[
@@ -88,6 +105,9 @@ async fn dryrun_json_is_machine_readable() {
         "--json",
         "--lastSyncDate",
         "2024-01-02",
+        // The original's global flag and its current name for --validation.
+        "--auto-confirm",
+        "--validate",
     ])
     .await;
     assert_eq!(code, 0);
@@ -199,7 +219,9 @@ async fn bad_invocations_exit_2_naming_the_problem() {
         ),
         (
             &[contacts, "demo", "--lastSyncDate", "yesterday"],
-            &["neither RFC 3339 nor YYYY-MM-DD"],
+            &[
+                "`yesterday` is not a date: expected RFC 3339, YYYY-MM-DD or YYYY-MM-DD HH:MM[:SS] (UTC)",
+            ],
         ),
         (
             &[contacts, "demo", "--metadata", "[1,2]"],

@@ -138,6 +138,19 @@ async fn trigger_action_runs_another_action_and_returns_its_output() {
         "{}",
         f.message
     );
+
+    // A connection that does not exist: refused before the action runs
+    // (`charge` would have failed with its ActionError, as above).
+    let report = h
+        .action(
+            guests::ACTION_FEATURES,
+            json!({"trigger": ["mock-int", "nobody", "charge", {"mode": "action-error"}]}),
+        )
+        .await;
+    let Err(ExecError::Script(f)) = &report.outcome else {
+        panic!("{:?}", report.outcome)
+    };
+    assert_eq!(f.error_type, "unknown_connection", "{}", f.message);
 }
 
 #[tokio::test]

@@ -367,6 +367,59 @@ async fn imports_the_original_forbids_are_refused_by_name() {
     );
 }
 
+/// The original CLI's checks on a nango.yaml project's sources, with its
+/// messages: each names the file and line, a helper file the script
+/// imports is checked as the script, and the project is not built.
+#[tokio::test]
+async fn nango_yaml_scripts_get_the_originals_source_checks() {
+    let tmp = tempfile::tempdir().unwrap();
+    write(
+        tmp.path(),
+        "nango.yaml",
+        "integrations:\n    demo:\n        syncs:\n            items:\n                runs: every day\n                output: Item\n                endpoint: GET /items\n        actions:\n            make:\n                endpoint: POST /make\n                output: Item\nmodels:\n    Item:\n        id: string\n",
+    );
+    write(
+        tmp.path(),
+        "demo/syncs/items.ts",
+        "import { count } from '../helpers/count';\nexport default async function fetchData(nango: any) {\n    nango.log('starting');\n    await nango.batchSave([], 'Itme');\n    await nango.get({ endpoint: '/x', retryOn: [500] });\n    return count(nango);\n}\n",
+    );
+    write(
+        tmp.path(),
+        "demo/helpers/count.ts",
+        "export function count(nango: any) {\n    const later = nango.getConnection();\n    return later;\n}\n",
+    );
+    write(
+        tmp.path(),
+        "demo/actions/make.ts",
+        "export default async function runAction(nango: any) {\n    await nango.batchSave([{ id: '1' }], 'Item');\n    await Promise.all(['1'].map(async (id) => { nango.log(id); }));\n    await nango.batchSend([], 'Item');\n    return { id: '1' };\n}\n",
+    );
+    let mut args = vec!["compile".to_string(), "--dir".into(), s(tmp.path())];
+    args.extend(build_flags("yaml-lint"));
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (code, _, err) = sluice(&argv).await;
+    assert_eq!(code, 2, "{err}");
+    for message in [
+        "nango.log() calls must be awaited in \"demo/syncs/items.ts:3\". Not awaiting can lead to unexpected results.",
+        "\"Itme\" is not a valid model name. Please check \"demo/syncs/items.ts:4\". The possible model names are: Item",
+        "Usage of 'retryOn' without 'retries' at \"demo/syncs/items.ts:5\". 'retryOn' should not be used if 'retries' is not set.",
+        "The default exported function fetchData at \"demo/syncs/items.ts:2\" must not return a value.",
+        "nango.getConnection() calls must be awaited in \"demo/helpers/count.ts:2\".",
+        "nango.batchSave() calls are not allowed in an action script. Please remove it at \"demo/actions/make.ts:2\".",
+    ] {
+        assert!(err.contains(message), "expected {message:?} in\n{err}");
+    }
+    // Accepted as the original accepts them: a call inside an awaited
+    // expression, a deprecated call (a warning).
+    assert!(!err.contains("demo/actions/make.ts:3"), "{err}");
+    assert!(
+        err.contains(
+            "nango.batchSend() used at line 4 is deprecated. Use nango.batchSave() instead."
+        ),
+        "{err}"
+    );
+    assert!(!err.contains("Compiling demo"), "{err}");
+}
+
 #[tokio::test]
 async fn scripts_without_a_file_are_listed() {
     let tmp = tempfile::tempdir().unwrap();

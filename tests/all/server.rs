@@ -1468,7 +1468,10 @@ async fn deploys_are_versions_a_bad_one_changes_nothing_and_rollback_works() {
         err.contains("environment `dev`'s, not `prod`'s") && err.contains("nothing was deployed"),
         "{err}"
     );
-    for (version, extra) in [(1, &[][..]), (2, &["dev", "--auto-confirm"][..])] {
+    for (version, extra) in [
+        (1, &[][..]),
+        (2, &["dev", "--auto-confirm", "--allow-destructive"][..]),
+    ] {
         let (code, out, err) = sluice_deploy(&server.url(), DEV_KEY, extra).await;
         assert_eq!(code, 0, "{out}{err}");
         assert!(

@@ -389,6 +389,39 @@ async fn zero_yaml_compile_errors_name_the_file_and_the_rule() {
         );
     }
 
+    // The original's await rule: a call passes when any enclosing
+    // expression is awaited, chained or returned (functions between
+    // included), and fails otherwise, even when its promise is awaited
+    // later. The first script is refused; nothing is said of the second.
+    let tmp = tempfile::tempdir().unwrap();
+    write(tmp.path(), ".nango/.gitkeep", "");
+    write(
+        tmp.path(),
+        "index.ts",
+        "import './demo/actions/act.js';\nimport './demo/actions/ok.js';\n",
+    );
+    write(
+        tmp.path(),
+        "demo/actions/act.ts",
+        &format!(
+            "{HEADER}export default createAction({{ description: 'x', input: z.object({{}}), output: z.boolean(),\n  exec: async (nango) => {{ const later = nango.get({{ endpoint: '/x' }}); await later; return true; }}\n}});\n"
+        ),
+    );
+    write(
+        tmp.path(),
+        "demo/actions/ok.ts",
+        &format!(
+            "{HEADER}export default createAction({{ description: 'x', input: z.object({{}}), output: z.boolean(),\n  exec: async (nango) => {{\n    await Promise.all(['a', 'b'].map(async (id) => {{ nango.log(id); }}));\n    nango.get({{ endpoint: '/y' }}).then(() => undefined);\n    const sent = ['c'].map((id) => {{ return nango.post({{ endpoint: '/z', data: id }}); }});\n    await Promise.all(sent);\n    return true;\n  }}\n}});\n"
+        ),
+    );
+    let (code, out, err) = sluice(&args("compile", tmp.path(), "zero-errors-await")).await;
+    assert_eq!(code, 2, "{out}\n{err}");
+    assert!(
+        err.contains("demo/actions/act.ts:4: nango.get() calls must be awaited"),
+        "{err}"
+    );
+    assert!(!err.contains("ok.ts"), "{err}");
+
     // Frequencies the original refuses (too short; a phrase in another
     // case; a space after the unit), named with their field.
     let tmp = tempfile::tempdir().unwrap();
@@ -806,8 +839,16 @@ async fn dryrun_save_records_a_test_json_that_sluice_test_replays() {
         out.contains("Saved the run as a test recording in"),
         "{out}"
     );
-    let (code, out, err) = sluice(&dryrun("issues", None)).await;
+    // `--save-responses` is the same option in a zero-yaml project, as in
+    // the original's current CLI (it wrote the nango.yaml era's `mocks/`,
+    // which no zero-yaml test reads).
+    let mut argv = dryrun("issues", None);
+    for a in argv.iter_mut().filter(|a| *a == "--save") {
+        *a = "--save-responses".into();
+    }
+    let (code, out, err) = sluice(&argv).await;
     assert_eq!(code, 0, "out: {out}\nerr: {err}");
+    assert!(!tmp.path().join("github/mocks").exists());
 
     let recorded: Value = serde_json::from_str(
         &std::fs::read_to_string(tmp.path().join("github/tests/get-repo.test.json")).unwrap(),
@@ -845,6 +886,23 @@ async fn dryrun_save_records_a_test_json_that_sluice_test_replays() {
     assert_eq!(
         std::fs::read(tmp.path().join("github/tests/get-repo.test.json")).unwrap(),
         good
+    );
+
+    // `--checkpoint` is what the sync's getCheckpoint finds: it asks for
+    // the issues updated since then.
+    let mut argv = args("dryrun", tmp.path(), "zero-project");
+    argv.splice(1..1, ["issues".to_string(), "demo".to_string()]);
+    argv.extend([
+        "--mock-upstream".to_string(),
+        s(&tmp.path().join("mock-api.yaml")),
+        "--json".to_string(),
+        "--checkpoint".to_string(),
+        r#"{"since":"2026-01-15T00:00:00Z"}"#.to_string(),
+    ]);
+    let (_, out, err) = sluice(&argv).await;
+    assert!(
+        out.contains("since=2026-01-15T00%3A00%3A00Z"),
+        "out: {out}\nerr: {err}"
     );
 
     // The recordings replay: both tests pass, with no network.

@@ -27,6 +27,11 @@ use sluice_project::test::{self, TestOptions};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Accepted on every command, as the original's global flag: sluice
+    /// never asks for a confirmation (a deploy keeps every version for a
+    /// rollback).
+    #[arg(long = "auto-confirm", global = true)]
+    auto_confirm: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -75,9 +80,11 @@ struct DeployArgs {
     /// The environment's secret key (default: NANGO_SECRET_KEY_<ENV>).
     #[arg(long)]
     secret_key: Option<String>,
-    /// Accepted for the original's CI lines: sluice never asks.
-    #[arg(long = "auto-confirm", alias = "allow-destructive")]
-    auto_confirm: bool,
+    /// Accepted for the original's CI lines: sluice never asks before a
+    /// deploy that removes syncs or models (the previous version stays for
+    /// a rollback).
+    #[arg(long = "allow-destructive")]
+    allow_destructive: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -227,7 +234,8 @@ struct TestArgs {
     /// A providers file in Nango's providers.yaml format (pagination defaults).
     #[arg(long, env = "SLUICE_PROVIDERS")]
     providers: Option<PathBuf>,
-    /// Freeze the scripts' clock at this time (RFC 3339 or YYYY-MM-DD).
+    /// Freeze the scripts' clock at this time (RFC 3339, YYYY-MM-DD or
+    /// YYYY-MM-DD HH:MM[:SS] in UTC).
     #[arg(long)]
     now: Option<String>,
     /// The environment whose variables and limits apply.
@@ -276,7 +284,12 @@ struct DryrunArgs {
     /// Metadata for the run, replacing the connection's: JSON, or @file.json.
     #[arg(short = 'm', long)]
     metadata: Option<String>,
-    /// The last successful sync's start (RFC 3339 or YYYY-MM-DD).
+    /// The checkpoint a sync's getCheckpoint finds, as if a previous run
+    /// had saved it (zero-yaml syncs): a JSON object, or @file.json.
+    #[arg(short = 'c', long)]
+    checkpoint: Option<String>,
+    /// The last successful sync's start (RFC 3339, YYYY-MM-DD or
+    /// YYYY-MM-DD HH:MM[:SS] in UTC).
     #[arg(short = 'l', long = "lastSyncDate", alias = "last-sync-date")]
     last_sync_date: Option<String>,
     /// Run the sync as this variant.
@@ -290,14 +303,22 @@ struct DryrunArgs {
     json: bool,
     /// Fail on input, output or records that do not match their models
     /// (otherwise a warning is logged).
-    #[arg(long)]
+    #[arg(long, visible_alias = "validate")]
     validation: bool,
     /// Save the responses and results as mocks for `sluice test`, under
     /// <dir>/<integration>/mocks (or $NANGO_MOCKS_RESPONSE_DIRECTORY/<integration>/mocks).
+    /// In a zero-yaml project the same as --save, as in the original's
+    /// current CLI.
     #[arg(long = "save-responses")]
     save_responses: bool,
+    /// Print what the run used of its limits: wall time, CPU (fuel) and
+    /// the script's memory.
+    #[arg(long)]
+    diagnostics: bool,
     /// Save the run as a test recording for `sluice test`:
-    /// <dir>/<integration>/tests/<script>.test.json (zero-yaml projects).
+    /// <dir>/<integration>/tests/<script>.test.json (zero-yaml projects);
+    /// the run is validated as with --validation, so nothing invalid is
+    /// recorded.
     #[arg(long)]
     save: bool,
 }
@@ -350,6 +371,8 @@ pub async fn run(
             return code;
         }
     };
+    // Nothing asks: the flag only keeps the original's command lines working.
+    let _never_asks = cli.auto_confirm;
     let result = match cli.command {
         Command::Init(args) => run_init(args, out),
         Command::Generate(args) => run_generate(args, out, err),
@@ -406,13 +429,27 @@ async fn run_dryrun(
     {
         bail!("--metadata must be a JSON object (a connection's metadata), got {m}");
     }
+    let checkpoint = args
+        .checkpoint
+        .as_deref()
+        .map(|c| json_argument("--checkpoint", c))
+        .transpose()?;
+    if let Some(c) = &checkpoint
+        && !c.is_object()
+    {
+        bail!("--checkpoint must be a JSON object (what saveCheckpoint saves), got {c}");
+    }
     let last_sync_date = args
         .last_sync_date
         .as_deref()
         .map(|d| parse_date("--lastSyncDate", d))
         .transpose()?;
-    let save_fixture = args.save.then(|| args.build.dir.clone());
-    let save_responses = args.save_responses.then(|| {
+    // The original's current CLI has one option for both names in a
+    // zero-yaml project, and validates what it saves.
+    let zero = sluice_project::zero::is_zero_yaml(&args.build.dir);
+    let save = args.save || (zero && args.save_responses);
+    let save_fixture = save.then(|| args.build.dir.clone());
+    let save_responses = (args.save_responses && !zero).then(|| {
         std::env::var_os("NANGO_MOCKS_RESPONSE_DIRECTORY")
             .map(PathBuf::from)
             .unwrap_or_else(|| args.build.dir.clone())
@@ -440,9 +477,10 @@ async fn run_dryrun(
         input,
         metadata,
         last_sync_date,
+        checkpoint,
         variant: args.variant,
         mock_upstream: args.mock_upstream,
-        validation: args.validation,
+        validation: args.validation || save,
         save_responses,
         save_fixture,
     };
@@ -456,6 +494,9 @@ async fn run_dryrun(
         ScriptKind::Action | ScriptKind::OnEvent if options.variant.is_some() => {
             Some("--variant (only a sync has variants)")
         }
+        ScriptKind::Action | ScriptKind::OnEvent if options.checkpoint.is_some() => {
+            Some("--checkpoint (only a sync has checkpoints)")
+        }
         _ => None,
     };
     if let Some(what) = unused {
@@ -465,6 +506,9 @@ async fn run_dryrun(
         writeln!(out, "{}", serde_json::to_string_pretty(&result)?)?;
     } else {
         dryrun::render(&result, out)?;
+        if args.diagnostics {
+            dryrun::render_diagnostics(&result, out)?;
+        }
     }
     Ok(if result.success { 0 } else { 1 })
 }
@@ -748,7 +792,7 @@ async fn run_deploy(
 ) -> anyhow::Result<i32> {
     // Nothing to confirm: a deploy replaces the environment's project, and
     // every version is kept for a rollback.
-    let _never_asks = args.auto_confirm;
+    let _never_asks = args.allow_destructive;
     let named = args.environment.or(args.env);
     let env = named.clone().unwrap_or_else(|| "dev".into());
     let (host, key) = server_settings(
@@ -1122,12 +1166,26 @@ fn parse_date(flag: &str, value: &str) -> anyhow::Result<DateTime<Utc>> {
     if let Ok(d) = DateTime::parse_from_rfc3339(value) {
         return Ok(d.with_timezone(&Utc));
     }
+    // A date and time without a zone, as `new Date()` takes it: in the
+    // time zone scripts run in (UTC).
+    for format in [
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M",
+        "%Y-%m-%d %H:%M",
+    ] {
+        if let Ok(t) = chrono::NaiveDateTime::parse_from_str(value, format) {
+            return Ok(t.and_utc());
+        }
+    }
     if let Ok(d) = NaiveDate::parse_from_str(value, "%Y-%m-%d")
         && let Some(t) = d.and_hms_opt(0, 0, 0)
     {
         return Ok(t.and_utc());
     }
-    bail!("{flag} `{value}` is neither RFC 3339 nor YYYY-MM-DD")
+    bail!(
+        "{flag} `{value}` is not a date: expected RFC 3339, YYYY-MM-DD or YYYY-MM-DD HH:MM[:SS] (UTC)"
+    )
 }
 
 /// `127.0.0.1:3003`, `[::1]:3003` or `localhost:3003` (its first address).
@@ -1178,7 +1236,24 @@ fn default_cache_dir() -> PathBuf {
 
 #[cfg(test)]
 mod tests {
-    use super::{dotenv, parse_size};
+    use super::{dotenv, parse_date, parse_size};
+
+    #[test]
+    fn dates_take_the_forms_new_date_reads_in_utc() {
+        for (text, at) in [
+            ("2024-01-02", "2024-01-02T00:00:00+00:00"),
+            ("2024-01-02T10:30:00+02:00", "2024-01-02T08:30:00+00:00"),
+            ("2024-01-02T10:30:00", "2024-01-02T10:30:00+00:00"),
+            ("2024-01-02 10:30:05.250", "2024-01-02T10:30:05.250+00:00"),
+            ("2024-01-02 10:30", "2024-01-02T10:30:00+00:00"),
+        ] {
+            assert_eq!(parse_date("-l", text).unwrap().to_rfc3339(), at, "{text}");
+        }
+        for bad in ["yesterday", "2024-13-01", "2024-01-02 25:00"] {
+            let e = parse_date("-l", bad).unwrap_err().to_string();
+            assert!(e.contains(&format!("-l `{bad}` is not a date")), "{e}");
+        }
+    }
 
     #[test]
     fn dotenv_reads_quotes_and_drops_comments() {

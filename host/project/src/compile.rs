@@ -476,8 +476,29 @@ pub fn compile(
                 .iter()
                 .map(|(n, _, src)| (n.clone(), src.path().to_path_buf()))
                 .collect();
+            let lint = YamlLint {
+                kinds: ts
+                    .iter()
+                    .map(|(n, k, _)| {
+                        let kind = match k {
+                            yaml::ScriptKind::Sync => "sync",
+                            yaml::ScriptKind::Action => "action",
+                            yaml::ScriptKind::OnEvent => "on-event",
+                        };
+                        (n.clone(), kind)
+                    })
+                    .collect(),
+                models: config.models.iter().map(|m| m.name.clone()).collect(),
+            };
             let component = build_bundle(
-                toolchain, &root, &build, &wit_dir, pck, &files, false, progress,
+                toolchain,
+                &root,
+                &build,
+                &wit_dir,
+                pck,
+                &files,
+                Some(&lint),
+                progress,
             )?;
             let kinds: Vec<(String, ScriptKind)> = ts
                 .iter()
@@ -583,10 +604,19 @@ pub(crate) fn precompile<T>(
     Ok(out)
 }
 
+/// What the nango.yaml era's source checks need (`lintYamlScript` in
+/// `zero.mjs`): each script's kind by name, and every model the nango.yaml
+/// declares.
+pub(crate) struct YamlLint {
+    pub kinds: BTreeMap<String, &'static str>,
+    pub models: Vec<String>,
+}
+
 /// Bundles an integration's TypeScript scripts and componentizes the
-/// bundle unless the same bundle was componentized before.
-/// `zero` bundles zero-yaml scripts (`nango` is the SDK's zero-yaml module,
-/// `zod` is zod 4).
+/// bundle unless the same bundle was componentized before. `yaml` bundles
+/// nango.yaml scripts, checked as the original CLI checks them; without it
+/// they are zero-yaml scripts (`nango` is the SDK's zero-yaml module, `zod`
+/// is zod 4), checked when their definitions are read.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn build_bundle(
     toolchain: &Toolchain,
@@ -595,7 +625,7 @@ pub(crate) fn build_bundle(
     wit_dir: &Path,
     pck: &str,
     scripts: &[(String, PathBuf)],
-    zero: bool,
+    yaml: Option<&YamlLint>,
     progress: &mut dyn Write,
 ) -> Result<PathBuf, CompileError> {
     let bundle = build.join(format!("{pck}.js"));
@@ -603,8 +633,16 @@ pub(crate) fn build_bundle(
     let key_file = build.join(format!("{pck}.key"));
     let job = json!({
         "root": root,
-        "scripts": scripts.iter().map(|(name, file)| json!({ "name": name, "file": file })).collect::<Vec<_>>(),
-        "zero": zero,
+        "scripts": scripts
+            .iter()
+            .map(|(name, file)| json!({
+                "name": name,
+                "file": file,
+                "kind": yaml.and_then(|l| l.kinds.get(name)),
+            }))
+            .collect::<Vec<_>>(),
+        "zero": yaml.is_none(),
+        "models": yaml.map(|l| &l.models),
         "bundle": bundle,
         "component": component,
         "wit": wit_dir,

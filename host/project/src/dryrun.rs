@@ -50,6 +50,9 @@ pub struct DryRunOptions {
     /// Replaces the connection's metadata for this run.
     pub metadata: Option<Value>,
     pub last_sync_date: Option<DateTime<Utc>>,
+    /// The checkpoint a sync's `getCheckpoint` finds (`--checkpoint`), as
+    /// if a previous run had saved it.
+    pub checkpoint: Option<Value>,
     pub variant: Option<String>,
     /// Serve this fixture on 127.0.0.1 and send every upstream request there.
     pub mock_upstream: Option<PathBuf>,
@@ -104,6 +107,8 @@ pub enum DryRunError {
         "--save writes a zero-yaml project's test recording (<integration>/tests/<script>.test.json), which {dir} is not: a nango.yaml project's tests replay mocks/, which --save-responses writes"
     )]
     SaveNotZeroYaml { dir: String },
+    #[error("cannot set the --checkpoint: {0}")]
+    Checkpoint(String),
 }
 
 /// The records a model received, as the script passed them.
@@ -237,6 +242,10 @@ pub struct DryRunResult {
     pub logs_dropped: u64,
     pub duration_ms: u128,
     pub fuel_consumed: u64,
+    /// The most linear memory the script held.
+    pub memory_bytes: u64,
+    /// The limits the run had, to read the figures above against.
+    pub limits: RunLimits,
     /// Where `--save-responses` wrote the mocks.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub saved_mocks: Option<PathBuf>,
@@ -250,6 +259,15 @@ pub struct DryRunResult {
     /// nothing was written.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub save_skipped: bool,
+}
+
+/// The limits of a dry run (the environment's in `sluice.yaml`).
+#[derive(Debug, Serialize)]
+pub struct RunLimits {
+    /// `None`: CPU is not metered.
+    pub fuel: Option<u64>,
+    pub memory_bytes: u64,
+    pub timeout_ms: u128,
 }
 
 #[derive(Debug, Serialize)]
@@ -402,6 +420,19 @@ pub async fn dry_run(
     if let Some(server) = &opts.server {
         environment.variables = server.environment_variables().await?;
     }
+    let limits = {
+        let l = &environment.limits;
+        let timeout = match script.kind() {
+            ScriptKind::Sync => l.timeouts.sync,
+            ScriptKind::Action => l.timeouts.action,
+            ScriptKind::OnEvent => l.timeouts.on_event,
+        };
+        RunLimits {
+            fuel: l.fuel,
+            memory_bytes: l.memory_bytes as u64,
+            timeout_ms: timeout.as_millis(),
+        }
+    };
     let environment = Arc::new(environment);
 
     let mock = match &opts.mock_upstream {
@@ -468,6 +499,13 @@ pub async fn dry_run(
         ..SyncRun::default()
     };
     let variant = exec.sync.variant.clone();
+    if let (Some(checkpoint), ScriptKind::Sync) = (&opts.checkpoint, script.kind()) {
+        let key = exec.sync.model_full_name(&script_name);
+        records
+            .set_checkpoint(&conn_ref, &key, Some(checkpoint.clone()))
+            .await
+            .map_err(|e| DryRunError::Checkpoint(e.to_string()))?;
+    }
     let report = runtime.execute(&script, exec, Arc::new(services)).await;
     let recorded = recorder.map(|r| r.take()).unwrap_or_default();
     let run = SavedRun {
@@ -567,6 +605,8 @@ pub async fn dry_run(
         logs_dropped: report.logs_dropped,
         duration_ms: report.duration.as_millis(),
         fuel_consumed: report.fuel_consumed,
+        memory_bytes: report.memory_bytes,
+        limits,
         saved_mocks,
         saved_fixture,
         saved_test,
@@ -691,8 +731,10 @@ pub fn render(result: &DryRunResult, out: &mut dyn Write) -> std::io::Result<()>
     } else {
         writeln!(
             out,
-            "Done in {}ms ({} fuel units).",
-            result.duration_ms, result.fuel_consumed
+            "Done in {}ms ({} fuel units, {} of memory).",
+            result.duration_ms,
+            result.fuel_consumed,
+            mib(result.memory_bytes)
         )?;
     }
     if let Some(dir) = &result.saved_mocks {
@@ -1007,6 +1049,43 @@ impl Mocks<'_> {
 
 fn is_zero(n: &u64) -> bool {
     *n == 0
+}
+
+/// Bytes as MiB with one decimal (`18.4 MiB`).
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / f64::from(1u32 << 20))
+}
+
+/// `--diagnostics`: what the run used of each of its limits.
+pub fn render_diagnostics(result: &DryRunResult, out: &mut dyn Write) -> std::io::Result<()> {
+    let l = &result.limits;
+    writeln!(out, "Diagnostics:")?;
+    writeln!(
+        out,
+        "  wall time  {} ms (the timeout is {} s)",
+        result.duration_ms,
+        l.timeout_ms / 1000
+    )?;
+    match l.fuel {
+        Some(fuel) => writeln!(
+            out,
+            "  CPU        {} fuel units of {fuel} ({:.2} %)",
+            result.fuel_consumed,
+            result.fuel_consumed as f64 * 100.0 / fuel.max(1) as f64
+        )?,
+        None => writeln!(
+            out,
+            "  CPU        {} fuel units (not metered)",
+            result.fuel_consumed
+        )?,
+    }
+    writeln!(
+        out,
+        "  memory     {} of {} ({:.1} %)",
+        mib(result.memory_bytes),
+        mib(l.memory_bytes),
+        result.memory_bytes as f64 * 100.0 / l.memory_bytes.max(1) as f64
+    )
 }
 
 #[cfg(test)]

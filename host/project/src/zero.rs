@@ -612,7 +612,7 @@ fn compile_integration(
             wit_dir,
             &name,
             &chunk,
-            true,
+            None,
             &mut progress,
         ) {
             Ok(c) => c,

@@ -451,6 +451,8 @@ pub struct Report {
     /// `deleteRecordsFromPreviousExecutions` were called for them.
     pub tracked_deletes: Vec<String>,
     pub fuel_consumed: u64,
+    /// The most linear memory the script held (its memories only grow).
+    pub memory_bytes: u64,
     pub duration: Duration,
 }
 
@@ -553,6 +555,7 @@ impl Runtime {
         };
         let fuel_consumed = fuel.saturating_sub(store.get_fuel().unwrap_or(fuel));
         let mut state = store.into_data();
+        let memory_bytes = state.limiter.taken() as u64;
         state.collect_output();
         Report {
             outcome,
@@ -565,6 +568,7 @@ impl Runtime {
                 .filter_map(|(model, ended)| ended.then_some(model))
                 .collect(),
             fuel_consumed,
+            memory_bytes,
             duration: started.elapsed(),
         }
     }
@@ -579,6 +583,7 @@ impl Report {
             changes: BTreeMap::new(),
             tracked_deletes: Vec::new(),
             fuel_consumed: 0,
+            memory_bytes: 0,
             duration: started.elapsed(),
         }
     }

@@ -915,12 +915,32 @@ impl Sender for HostState {
     }
 }
 
+/// Notes a connection's secrets for [`redact`], each also as a URL carries
+/// it: a key put in a query (`api_key=${apiKey}`) is form-encoded there
+/// (`Sk+k/y==` is `Sk%2Bk%2Fy%3D%3D`), and in a path percent-encoded.
 fn note_secrets(secrets: &mut Vec<String>, c: &Connection) {
     for s in c.credentials.secrets() {
-        if !secrets.contains(&s) {
-            secrets.push(s);
+        let form: String = url::form_urlencoded::byte_serialize(s.as_bytes()).collect();
+        let strict = percent_encoded(&s);
+        for variant in [s, form, strict] {
+            if !secrets.contains(&variant) {
+                secrets.push(variant);
+            }
         }
     }
+}
+
+/// Every byte but the unreserved ones (`A-Z a-z 0-9 - . _ ~`) as `%XX`.
+fn percent_encoded(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 fn redact(secrets: &[String], text: &str) -> String {
@@ -1586,6 +1606,30 @@ mod tests {
             form_encoded(&m),
             "a+b=c%26d&n=1&t=true&list%5B%5D=1&list%5B%5D=x+y&ids%5B%5D=3\
              &nested%5Bk%5D%5B0%5D=1&nested%5Bk%5D%5B1%5D%5Bz%5D=2&meta%7B%7D=%7B%22j%22%3A1%7D"
+        );
+    }
+
+    #[test]
+    fn a_secret_is_redacted_as_a_url_carries_it_too() {
+        let c: Connection = serde_json::from_value(serde_json::json!({
+            "connection_id": "c", "provider_config_key": "p", "provider": "p",
+            "credentials": {"type": "API_KEY", "apiKey": "Sk+SECRET/key= é"}
+        }))
+        .unwrap();
+        let mut secrets = Vec::new();
+        note_secrets(&mut secrets, &c);
+        let mut url = Url::parse("https://a.com/x").unwrap();
+        set_query(&mut url, &[("api_key".into(), "Sk+SECRET/key= é".into())]);
+        assert_eq!(
+            redact(&secrets, url.as_str()),
+            "https://a.com/x?api_key=***"
+        );
+        assert_eq!(
+            redact(
+                &secrets,
+                "/k/Sk%2BSECRET%2Fkey%3D%20%C3%A9/v and Sk+SECRET/key= é"
+            ),
+            "/k/***/v and ***"
         );
     }
 

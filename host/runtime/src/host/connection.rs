@@ -285,6 +285,11 @@ impl HostState {
             };
             return (Err(nango_error("unknown_action", message)), 0);
         };
+        // A connection that does not exist is refused before the action
+        // runs (and is charged and logged), as the original's API does.
+        if let Err(e) = self.connection(&pck, &cid).await {
+            return (Err(e), 0);
+        }
         let Ok(input) = input.map(String::from_utf8).transpose() else {
             return (
                 Err(nango_error(

@@ -219,6 +219,11 @@ impl MemoryLimiter {
     pub(crate) fn budget(&self) -> usize {
         self.budget.budget
     }
+
+    /// The linear memory this execution has grown to, in all.
+    pub(crate) fn taken(&self) -> usize {
+        self.taken
+    }
 }
 
 impl wasmtime::ResourceLimiter for MemoryLimiter {
