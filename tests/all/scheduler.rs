@@ -561,6 +561,84 @@ async fn a_sync_removed_and_deployed_again_during_its_run_keeps_its_schedule() {
     up.wait_runs(3, Duration::from_secs(10)).await;
 }
 
+/// At real speed (`every 30s`), nothing runs that is not due: not after a
+/// restart when the sync was resumed while it ran (the resume's "run now"
+/// was that run), nor when a deploy brings back a sync whose queued
+/// trigger a deploy without it had answered as removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_run_that_is_not_due_after_a_resume_during_a_run_or_a_removed_trigger() {
+    let up = Upstream::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let master = MasterKey::generate();
+    let config = ServerConfig::new(data.path(), "127.0.0.1:0".parse().unwrap());
+    let server = start_with(config.clone(), &master, &up.providers()).await;
+    let c = Client::new(&server, DEV_KEY);
+    setup(&c).await;
+    let body =
+        json!({"syncs": ["contacts"], "provider_config_key": "hubspot", "connection_id": "demo"});
+
+    // The first run lasts; it is paused and resumed while it runs.
+    up.delay.store(1500, Ordering::SeqCst);
+    connect(&c, "demo", "t").await;
+    up.wait_runs(1, Duration::from_secs(10)).await;
+    for route in ["/sync/pause", "/sync/start"] {
+        let (code, out) = c.send("POST", route, Some(body.clone())).await;
+        assert_eq!(code, 200, "{out}");
+    }
+    settle(&c).await;
+    server.stop().await;
+    let server = start_with(config.clone(), &master, &up.providers()).await;
+    let c = Client::new(&server, DEV_KEY);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(up.runs(), 1, "a run after the restart, none due");
+
+    // A trigger queued behind a run, then the sync deployed away (the
+    // waiting caller is told) and back.
+    let (code, _) = c.send("POST", "/sync/trigger", Some(body.clone())).await;
+    assert_eq!(code, 200);
+    up.wait_runs(2, Duration::from_secs(10)).await;
+    let mut waiting = body.clone();
+    waiting["wait"] = json!(true);
+    let queued = {
+        let c = Client::new(&server, DEV_KEY);
+        tokio::spawn(async move { c.send("POST", "/sync/trigger", Some(waiting)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    deploy_scripts(
+        &c,
+        "integrations:\n  hubspot:\n    actions:\n      create-contact:\n        endpoint: POST /contacts\n        output: Contact\nmodels:\n  Contact:\n    id: string\n",
+        "hubspot",
+        &[(
+            guests::HUBSPOT_RUST_CREATE_CONTACT,
+            "create-contact",
+            ScriptKind::Action,
+        )],
+    )
+    .await;
+    let (code, out) = queued.await.unwrap();
+    assert_eq!(
+        (code, &out["error"]["code"]),
+        (404, &json!("unknown_sync")),
+        "{out}"
+    );
+    up.delay.store(0, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    deploy_scripts(
+        &c,
+        YAML,
+        "hubspot",
+        &[(guests::HUBSPOT_RUST_CONTACTS, "contacts", ScriptKind::Sync)],
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        up.runs(),
+        2,
+        "the removed trigger ran when the sync came back"
+    );
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_deleted_during_its_run_leaves_nothing_for_a_new_one_of_that_id() {
     let up = Upstream::start().await;

@@ -1506,6 +1506,23 @@ async fn deploys_are_versions_a_bad_one_changes_nothing_and_rollback_works() {
         body["error"]["message"].as_str().unwrap().contains("runs"),
         "{body}"
     );
+    // A frequency nango.yaml parses and the original's deploy refuses (a
+    // whole amount only).
+    let (status, body) = dev
+        .send(
+            "POST",
+            "/sluice/deploy",
+            Some(json!({"nango_yaml": "integrations:\n  x:\n    syncs:\n      s:\n        runs: every 1.5 hours\n        output: M\n        endpoint: GET /m\nmodels:\n  M:\n    id: string\n", "components": []})),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("sync `s` of `x`: the frequency `every 1.5 hours` is not one a deploy takes"),
+        "{body}"
+    );
     // So is a zero-yaml deploy whose definitions are not valid ones
     // (before, a bad frequency became one day and a nameless sync ran).
     for (definitions, names) in [

@@ -693,6 +693,22 @@ async fn a_deployed_zero_yaml_sync_keeps_its_checkpoint_between_runs_and_deletes
         "{out}"
     );
     assert_eq!(since_of_last(), None, "opts.reset kept the checkpoint");
+    // The deprecated `full_resync: true` is a full refresh that deletes
+    // nothing, as the original's (it had emptied the records first: every
+    // one came back as added, the deleted one's tombstone gone).
+    let (status, out) = trigger(json!({"syncs": ["issues"], "provider_config_key": "github", "connection_id": "acme", "wait": true, "full_resync": true})).await;
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(since_of_last(), None, "full_resync kept the checkpoint");
+    assert_eq!(out["runs"][0]["results"]["Issue"]["added"], 0, "{out}");
+    let (_, page) = dev.send_as(conn, "GET", "/records?model=Issue", None).await;
+    assert!(
+        page["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["id"] == "102" && !r["_nango_metadata"]["deleted_at"].is_null()),
+        "{page}"
+    );
 
     // getIntegration reads the environment's integration, its OAuth client
     // included when asked.
@@ -1194,6 +1210,16 @@ async fn init_creates_a_zero_yaml_starter_that_passes_its_tests_and_dry_runs() {
     assert_eq!(code, 0, "out: {out}\nerr: {err}");
     assert!(out.contains("index.ts"), "{out}");
     assert!(!dir.join("nango.yaml").exists());
+    // As the original's init: a `.env` naming what the CLI reads (all
+    // commented out), kept out of git.
+    let env = std::fs::read_to_string(dir.join(".env")).unwrap();
+    assert!(env.contains("#NANGO_SECRET_KEY_DEV="), "{env}");
+    assert!(
+        std::fs::read_to_string(dir.join(".gitignore"))
+            .unwrap()
+            .lines()
+            .any(|l| l == ".env")
+    );
     // What `npm install && npm run typecheck` needs: the original's
     // package for its types, zod 4, and strict settings.
     let package: Value =

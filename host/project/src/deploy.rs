@@ -74,6 +74,18 @@ pub enum DeployError {
     },
     #[error("the deploy's nango.json is invalid: {0}")]
     Definitions(String),
+    /// The original platform's deploy is stricter than its nango.yaml
+    /// parser: a frequency is a whole amount and a unit (its
+    /// `frequencySchema`), so `every 1.5 hours` compiles and is refused
+    /// at deploy, as there.
+    #[error(
+        "sync `{name}` of `{integration}`: the frequency `{runs}` is not one a deploy takes: a whole amount and a unit of seconds to days (`every 90 minutes`), or `every month`, `every week`, `every half day`, `every half hour`, `every quarter hour`"
+    )]
+    Frequency {
+        integration: String,
+        name: String,
+        runs: String,
+    },
     #[error("cannot read {path}: {source}")]
     Read {
         path: String,
@@ -161,21 +173,37 @@ impl Manifest {
     /// deployment is loaded again (at start, on a rollback), so a
     /// deployment an earlier version accepted still loads.
     pub fn check_new(&self) -> Result<(), DeployError> {
-        match &self.nango_json {
+        let config = match &self.nango_json {
             Some(definitions) => {
-                crate::zero::check_definitions(definitions).map_err(DeployError::Definitions)
+                crate::zero::check_definitions(definitions).map_err(DeployError::Definitions)?;
+                crate::zero::config(definitions)
             }
             None => {
                 // A file that does not parse at all is `install`'s to
                 // report, after the components; here only what a stored
                 // deployment may have and a new one may not.
                 let dir = self.dir_name.as_deref();
-                if yaml::parse_in(&self.nango_yaml, "nango.yaml", dir).is_ok() {
-                    yaml::parse_new(&self.nango_yaml, "nango.yaml", dir)?;
+                match yaml::parse_in(&self.nango_yaml, "nango.yaml", dir) {
+                    Ok(parsed) => {
+                        yaml::parse_new(&self.nango_yaml, "nango.yaml", dir)?;
+                        parsed.config
+                    }
+                    Err(_) => return Ok(()),
                 }
-                Ok(())
+            }
+        };
+        for integration in &config.integrations {
+            for sync in &integration.syncs {
+                if !sync.runs.is_empty() && !yaml::api_frequency_shape(&sync.runs) {
+                    return Err(DeployError::Frequency {
+                        integration: integration.provider_config_key.clone(),
+                        name: sync.name.clone(),
+                        runs: sync.runs.clone(),
+                    });
+                }
             }
         }
+        Ok(())
     }
 
     /// Checks nango.yaml and loads every component (compiling those not in

@@ -71,6 +71,19 @@ const TEMPLATE: &[(&str, &str)] = &[
     ),
 ];
 
+/// The `.env` a starter gets (its `.gitignore` keeps it out of git).
+const ENV_FILE: &str = "# Read by `sluice deploy` and `sluice dryrun --from-server`, from here or
+# from the environment.
+
+# An environment's secret key (`sluice serve` prints them at its first start,
+# or takes them from these variables then).
+#NANGO_SECRET_KEY_DEV=xxxx-xxx-xxxx
+#NANGO_SECRET_KEY_PROD=xxxx-xxx-xxxx
+
+# The server (default: http://127.0.0.1:3003, a local `sluice serve`).
+#NANGO_HOSTPORT=http://127.0.0.1:3003
+";
+
 /// The zero-yaml starter (the default, as in the original's current CLI):
 /// `examples/github-zero`, file for file.
 const ZERO_TEMPLATE: &[(&str, &str)] = &[
@@ -289,8 +302,15 @@ pub fn init(dir: &Path, starter: Starter) -> Result<Vec<PathBuf>, InitError> {
             }
         }
     }
+    // As the original's init: a `.env` saying what the CLI reads, all of
+    // it commented out (the defaults stand), kept if there is one.
+    let mut written = Vec::new();
+    let env = dir.join(".env");
+    if !env.exists() {
+        write(&env, ENV_FILE)?;
+        written.push(env);
+    }
     if !yaml {
-        let mut written = Vec::new();
         for (rel, text) in ZERO_TEMPLATE {
             let path = dir.join(rel);
             write(&path, text)?;
@@ -298,7 +318,6 @@ pub fn init(dir: &Path, starter: Starter) -> Result<Vec<PathBuf>, InitError> {
         }
         return Ok(written);
     }
-    let mut written = Vec::new();
     for (rel, text) in template {
         let path = dir.join(rel);
         if starter == Starter::Rust {

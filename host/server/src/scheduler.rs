@@ -404,12 +404,14 @@ impl Scheduler {
             waiters: old.and_then(|o| o.waiters),
             removed: false,
         };
-        // The latest slot at or before now; due now unless a run started
-        // at or after it.
-        let last_started = state
+        // The latest slot at or before now; due now unless a run was
+        // going at it or started after it (a slot that falls during a run
+        // is skipped, as in memory: a sync resumed while it runs has its
+        // anchor inside that run).
+        let last_ended = state
             .last_run
             .as_ref()
-            .map(|r| r.started_at.timestamp_millis());
+            .map(|r| r.finished_at.timestamp_millis());
         let latest_slot = if now < entry.anchor_ms {
             None
         } else {
@@ -418,7 +420,7 @@ impl Scheduler {
         // A missed slot is run now, once (its wait counts from now: the
         // time the server was down is not time spent waiting for a slot).
         entry.next_ms = match latest_slot {
-            Some(slot) if last_started.is_none_or(|s| s < slot) => now,
+            Some(slot) if last_ended.is_none_or(|e| e < slot) => now,
             _ => entry.slot_after(now),
         };
         st.entries.insert((env, key.clone()), entry);
@@ -427,8 +429,10 @@ impl Scheduler {
         self.wake.notify_one();
     }
 
-    /// Forgets the schedules of `env` for which `keep` is false.
-    fn retain(&self, env: Uuid, keep: impl Fn(&str) -> bool) {
+    /// Forgets the schedules of `env` for which `keep` is false; returns
+    /// those that had a trigger queued (stored too, see
+    /// [`Scheduler::forget_queued`]).
+    fn retain(&self, env: Uuid, keep: impl Fn(&str) -> bool) -> Vec<Key> {
         let mut st = self.lock();
         let gone: Vec<Key> = st
             .entries
@@ -436,7 +440,15 @@ impl Scheduler {
             .filter(|(e, k)| *e == env && !keep(k))
             .map(|(_, k)| k.clone())
             .collect();
+        let mut queued = Vec::new();
         for k in gone {
+            if st
+                .entries
+                .get(&(env, k.clone()))
+                .is_some_and(|e| e.queued.is_some())
+            {
+                queued.push(k.clone());
+            }
             if let Some(entry) = st.entries.get_mut(&(env, k.clone()))
                 && entry.running
             {
@@ -454,6 +466,17 @@ impl Scheduler {
                 }
             }
         }
+        queued
+    }
+
+    /// Deletes the stored triggers of schedules just removed: their callers
+    /// were told the sync was removed before it ran, and a later deploy
+    /// that brings the sync back must not run them then.
+    async fn forget_queued(&self, env: &EnvState, keys: Vec<Key>) -> ApiResult<()> {
+        for key in keys {
+            update_sync_state(env, &key, |s| s.queued = None).await?;
+        }
+        Ok(())
     }
 
     /// Makes the schedules of `env` match its active deployment and its
@@ -465,8 +488,8 @@ impl Scheduler {
         let _one_at_a_time = env.schedules_lock.lock().await;
         let id = env.store.id();
         let Some(catalog) = env.deployment().map(|d| d.catalog.clone()) else {
-            self.retain(id, |_| false);
-            return Ok(());
+            let queued = self.retain(id, |_| false);
+            return self.forget_queued(env, queued).await;
         };
         // The variants created (few): each connection's are scheduled
         // beside its base syncs.
@@ -515,8 +538,8 @@ impl Scheduler {
                 }
             }
         }
-        self.retain(id, |k| wanted.contains(k));
-        Ok(())
+        let queued = self.retain(id, |k| wanted.contains(k));
+        self.forget_queued(env, queued).await
     }
 
     /// The schedules of a new connection (after it is stored).

@@ -305,7 +305,9 @@ pub async fn trigger(
         (Some(o), None, None) if o.reset => SyncMode::FullRefresh,
         (Some(_), None, None) => SyncMode::Incremental,
         (None, Some(m), _) => m,
-        (None, None, Some(true)) => SyncMode::FullRefreshAndClearCache,
+        // As the original: the deprecated flag asks for a full run, and
+        // deletes nothing (only `full_refresh_and_clear_cache` does).
+        (None, None, Some(true)) => SyncMode::FullRefresh,
         (None, None, _) => SyncMode::Incremental,
     };
     let cid = body.connection_id.or(headers.connection_id);
