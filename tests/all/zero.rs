@@ -1304,6 +1304,101 @@ async fn init_creates_a_zero_yaml_starter_that_passes_its_tests_and_dry_runs() {
     }
 }
 
+/// `sluice create`, as the original's `nango create`: each kind's scaffold
+/// and its import in index.ts; the project then compiles and the scripts
+/// run as written.
+#[tokio::test]
+async fn create_adds_scripts_that_compile_and_run_as_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    write(tmp.path(), ".nango/.gitkeep", "");
+    write(tmp.path(), "index.ts", "// the project's scripts");
+    let create = |kind: &str, name: &str| {
+        vec![
+            "create".to_string(),
+            kind.to_string(),
+            "acme".to_string(),
+            name.to_string(),
+            "--dir".to_string(),
+            s(tmp.path()),
+        ]
+    };
+    for (kind, name, file) in [
+        ("--sync", "calendar-events", "acme/syncs/calendar-events.ts"),
+        ("--action", "create-event", "acme/actions/create-event.ts"),
+        ("--on-event", "welcome", "acme/on-events/welcome.ts"),
+    ] {
+        let (code, out, err) = sluice(&create(kind, name)).await;
+        assert_eq!(code, 0, "{err}");
+        assert!(out.contains(file), "{out}");
+    }
+    let index = std::fs::read_to_string(tmp.path().join("index.ts")).unwrap();
+    assert_eq!(
+        index,
+        "// the project's scripts\nimport './acme/syncs/calendar-events.js';\nimport './acme/actions/create-event.js';\nimport './acme/on-events/welcome.js';\n"
+    );
+    // An existing script is never replaced; a name is a file name.
+    let (code, _, err) = sluice(&create("--action", "create-event")).await;
+    assert_eq!(code, 2);
+    assert!(err.contains("File already exists"), "{err}");
+    let (code, _, err) = sluice(&create("--action", "../up")).await;
+    assert_eq!(code, 2);
+    assert!(err.contains("`../up` may hold only letters"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(tmp.path().join("index.ts")).unwrap(),
+        index
+    );
+
+    let (code, out, err) = sluice(&args("compile", tmp.path(), "zero-create")).await;
+    assert_eq!(code, 0, "out: {out}\nerr: {err}");
+    let nango: Value = serde_json::from_str(
+        &std::fs::read_to_string(tmp.path().join(".nango/nango.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(nango[0]["syncs"][0]["name"], "calendar-events", "{nango}");
+    assert_eq!(
+        nango[0]["syncs"][0]["output"],
+        json!(["CalendarEvents"]),
+        "{nango}"
+    );
+    assert_eq!(nango[0]["actions"][0]["name"], "create-event", "{nango}");
+    assert_eq!(
+        nango[0]["onEventScripts"]["post-connection-creation"],
+        json!(["welcome"]),
+        "{nango}"
+    );
+    write(
+        tmp.path(),
+        "connections.yaml",
+        "connections:\n  - connection_id: demo\n    provider_config_key: acme\n    provider: github\n    credentials: { type: OAUTH2, access_token: x }\n",
+    );
+    let mut dryrun = args("dryrun", tmp.path(), "zero-create");
+    dryrun.splice(1..1, ["create-event".to_string(), "demo".to_string()]);
+    dryrun.extend([
+        "--input".to_string(),
+        "{}".to_string(),
+        "--json".to_string(),
+    ]);
+    let (code, out, err) = sluice(&dryrun).await;
+    assert_eq!(code, 0, "out: {out}\nerr: {err}");
+    let result: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(result["output"], json!({"ok": true}), "{result}");
+
+    // A nango.yaml project declares its scripts in nango.yaml.
+    let yaml = tempfile::tempdir().unwrap();
+    write(yaml.path(), "nango.yaml", "integrations: {}\n");
+    let (code, _, err) = sluice(&[
+        "create".to_string(),
+        "--sync".to_string(),
+        "acme".to_string(),
+        "x".to_string(),
+        "--dir".to_string(),
+        s(yaml.path()),
+    ])
+    .await;
+    assert_eq!(code, 2);
+    assert!(err.contains("is not a zero-yaml project"), "{err}");
+}
+
 #[tokio::test]
 async fn migrate_to_zero_yaml_converts_the_yaml_example_which_then_compiles_and_runs() {
     let tmp = tempfile::tempdir().unwrap();

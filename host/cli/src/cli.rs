@@ -40,6 +40,9 @@ enum Command {
     Init(InitArgs),
     /// Write models.ts and the models' JSON schemas, and a file for every declared script that has none.
     Generate(GenerateArgs),
+    /// Add a zero-yaml script: <integration>/<syncs|actions|on-events>/<name>.ts
+    /// and its import in index.ts.
+    Create(CreateArgs),
     /// Check the project (nango.yaml, or a zero-yaml index.ts), generate its
     /// models and build every script.
     Compile(CompileArgs),
@@ -202,6 +205,27 @@ struct InitArgs {
     /// of shared models, and a copy of the Rust SDK (`sluice-sdk/`).
     #[arg(long, conflicts_with = "yaml")]
     rust: bool,
+}
+
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("kind").required(true).args(["sync", "action", "on_event"])))]
+struct CreateArgs {
+    /// A sync.
+    #[arg(long)]
+    sync: bool,
+    /// An action.
+    #[arg(long)]
+    action: bool,
+    /// An on-event script.
+    #[arg(long = "on-event")]
+    on_event: bool,
+    /// The integration (its folder), e.g. `google-calendar`.
+    integration: String,
+    /// The script's name, e.g. `calendar-events`.
+    name: String,
+    /// The zero-yaml project.
+    #[arg(long, default_value = ".")]
+    dir: PathBuf,
 }
 
 #[derive(Debug, clap::Args)]
@@ -376,6 +400,7 @@ pub async fn run(
     let result = match cli.command {
         Command::Init(args) => run_init(args, out),
         Command::Generate(args) => run_generate(args, out, err),
+        Command::Create(args) => run_create(args, out),
         Command::Compile(args) => run_compile(args, out, err),
         Command::Dryrun(args) => run_dryrun(args, out, err).await,
         Command::Test(args) => run_test(args, out, err).await,
@@ -551,6 +576,17 @@ fn run_init(args: InitArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
     } else {
         writeln!(out, "and: sluice test --dir {}", args.dir.display())?;
     }
+    Ok(0)
+}
+
+fn run_create(args: CreateArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
+    let (kind, what) = match (args.sync, args.action) {
+        (true, _) => (init::NewScript::Sync, "sync"),
+        (_, true) => (init::NewScript::Action, "action"),
+        _ => (init::NewScript::OnEvent, "on-event"),
+    };
+    let path = init::create(&args.dir, kind, &args.integration, &args.name)?;
+    writeln!(out, "Created {what}: {}", path.display())?;
     Ok(0)
 }
 

@@ -24,6 +24,14 @@ pub enum InitError {
     NotAFolder { path: String },
     #[error(transparent)]
     Compile(#[from] CompileError),
+    #[error(
+        "{0} is not a zero-yaml project (no index.ts and .nango/, or a nango.yaml): sluice create adds zero-yaml scripts; in a nango.yaml project declare the script in nango.yaml and run sluice generate"
+    )]
+    NotZeroYaml(String),
+    #[error("{what} `{name}` may hold only letters, digits, `_` and `-`")]
+    BadName { what: &'static str, name: String },
+    #[error("File already exists: {0}")]
+    ScriptExists(String),
 }
 
 fn write(path: &Path, text: &str) -> Result<(), InitError> {
@@ -445,6 +453,154 @@ fn rust_scaffold(config: &NangoYaml, pck: &str, name: &str, kind: ScriptKind) ->
         ),
     };
     [manifest, main]
+}
+
+/// The kind of script `sluice create` scaffolds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NewScript {
+    Sync,
+    Action,
+    OnEvent,
+}
+
+/// `sluice create`, as the original's `nango create`: a new zero-yaml
+/// script `<integration>/<syncs|actions|on-events>/<name>.ts` and its
+/// import at the end of `index.ts`. The scaffold compiles as written (a
+/// model and endpoint named after the script, a frequency, an event), to
+/// be filled in; an existing file is never replaced.
+pub fn create(
+    dir: &Path,
+    kind: NewScript,
+    integration: &str,
+    name: &str,
+) -> Result<PathBuf, InitError> {
+    if !crate::zero::is_zero_yaml(dir) {
+        return Err(InitError::NotZeroYaml(dir.display().to_string()));
+    }
+    for (what, text) in [("the integration", integration), ("the script name", name)] {
+        let ok = !text.is_empty()
+            && text
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        if !ok {
+            return Err(InitError::BadName {
+                what,
+                name: text.to_string(),
+            });
+        }
+    }
+    let folder = match kind {
+        NewScript::Sync => "syncs",
+        NewScript::Action => "actions",
+        NewScript::OnEvent => "on-events",
+    };
+    let rel = format!("{integration}/{folder}/{name}.ts");
+    let path = dir.join(&rel);
+    if path.exists() {
+        return Err(InitError::ScriptExists(path.display().to_string()));
+    }
+    let model: String = name
+        .split(['-', '_'])
+        .filter(|w| !w.is_empty())
+        .map(|w| {
+            let mut c = w.chars();
+            c.next()
+                .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+                .unwrap_or_default()
+        })
+        .collect();
+    // A name of digits alone makes no identifier.
+    let model = if model.starts_with(|c: char| c.is_ascii_digit()) {
+        format!("M{model}")
+    } else {
+        model
+    };
+    let text = match kind {
+        NewScript::Sync => format!(
+            "import {{ z }} from 'zod';
+import {{ createSync }} from 'nango';
+
+// One record of the sync; `id` identifies it.
+const {model}Schema = z.object({{
+    id: z.string()
+}});
+
+const sync = createSync({{
+    description: 'TODO: what {name} syncs',
+    version: '1.0.0',
+    frequency: 'every hour',
+    autoStart: true,
+    syncType: 'full',
+    endpoints: [{{ method: 'GET', path: '/{name}' }}],
+    models: {{ {model}: {model}Schema }},
+
+    exec: async (nango) => {{
+        // Read the provider's API (nango.get, nango.paginate), then save
+        // what it gave: await nango.batchSave(records, '{model}');
+        await nango.log('{name}: nothing fetched yet');
+    }}
+}});
+
+export type NangoSyncLocal = Parameters<(typeof sync)['exec']>[0];
+export default sync;
+"
+        ),
+        NewScript::Action => format!(
+            "import {{ z }} from 'zod';
+import {{ createAction }} from 'nango';
+
+const Input = z.object({{}});
+const Output = z.object({{ ok: z.boolean() }});
+
+const action = createAction({{
+    description: 'TODO: what {name} does',
+    version: '1.0.0',
+    endpoint: {{ method: 'POST', path: '/{name}' }},
+    input: Input,
+    output: Output,
+
+    exec: async (nango, input) => {{
+        // Call the provider's API (nango.post, nango.get, ...) with the input.
+        await nango.log(`{name}: ${{JSON.stringify(input)}}`);
+        return {{ ok: true }};
+    }}
+}});
+
+export type NangoActionLocal = Parameters<(typeof action)['exec']>[0];
+export default action;
+"
+        ),
+        NewScript::OnEvent => format!(
+            "import {{ createOnEvent }} from 'nango';
+
+// Runs when a connection is created (`pre-connection-deletion`: before one
+// is deleted).
+export default createOnEvent({{
+    description: 'TODO: what {name} does',
+    version: '1.0.0',
+    event: 'post-connection-creation',
+
+    exec: async (nango) => {{
+        await nango.log('{name}: connection ' + nango.connectionId);
+    }}
+}});
+"
+        ),
+    };
+    let index = dir.join("index.ts");
+    let mut imports = std::fs::read_to_string(&index).map_err(|source| InitError::Write {
+        path: index.display().to_string(),
+        source,
+    })?;
+    if !imports.is_empty() && !imports.ends_with('\n') {
+        imports.push('\n');
+    }
+    imports.push_str(&format!("import './{integration}/{folder}/{name}.js';\n"));
+    // The script first: an import of a missing file would break the
+    // project if writing it failed.
+    write(&path, &text)?;
+    write(&index, &imports)?;
+    Ok(path)
 }
 
 /// `sluice generate`: models.ts, `.nango/schema.json`, and a scaffold for
