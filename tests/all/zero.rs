@@ -1275,6 +1275,39 @@ async fn init_creates_a_zero_yaml_starter_that_passes_its_tests_and_dry_runs() {
         "{err}"
     );
 
+    // `generate:tests`, as the original's: the test files of the starter's
+    // two recordings, written again as the starter has them.
+    let tests = dir.join("github/tests");
+    let starter: Vec<(PathBuf, String)> = ["github-get-repo.test.ts", "github-issues.test.ts"]
+        .iter()
+        .map(|f| {
+            (
+                tests.join(f),
+                std::fs::read_to_string(tests.join(f)).unwrap(),
+            )
+        })
+        .collect();
+    for (path, _) in &starter {
+        std::fs::remove_file(path).unwrap();
+    }
+    let (code, out, err) = sluice(&args("generate:tests", &dir, "init-zero-project-build")).await;
+    assert_eq!(code, 0, "out: {out}\nerr: {err}");
+    assert!(out.contains("Generated 2 test file(s):"), "{out}");
+    for (path, text) in &starter {
+        assert_eq!(
+            &std::fs::read_to_string(path).unwrap(),
+            text,
+            "{}",
+            path.display()
+        );
+    }
+    let mut only = args("generate:tests", &dir, "init-zero-project-build");
+    only.extend(["-a".to_string(), "get-repo".to_string()]);
+    let (code, out, err) = sluice(&only).await;
+    assert_eq!(code, 0, "out: {out}\nerr: {err}");
+    assert!(out.contains("Generated 1 test file(s):"), "{out}");
+    assert!(out.contains("github-get-repo.test.ts"), "{out}");
+
     let (code, out, err) = sluice(&args("test", &dir, "init-zero-project-build")).await;
     assert_eq!(code, 0, "out: {out}\nerr: {err}");
     assert!(out.ends_with("2 passed, 0 failed\n"), "{out}");

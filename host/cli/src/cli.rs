@@ -43,6 +43,10 @@ enum Command {
     /// Add a zero-yaml script: <integration>/<syncs|actions|on-events>/<name>.ts
     /// and its import in index.ts.
     Create(CreateArgs),
+    /// Write the test file of the generated shape for each zero-yaml sync
+    /// and action with a recording (<integration>/tests/<name>.test.json).
+    #[command(name = "generate:tests")]
+    GenerateTests(GenerateTestsArgs),
     /// Check the project (nango.yaml, or a zero-yaml index.ts), generate its
     /// models and build every script.
     Compile(CompileArgs),
@@ -229,6 +233,21 @@ struct CreateArgs {
 }
 
 #[derive(Debug, clap::Args)]
+struct GenerateTestsArgs {
+    #[command(flatten)]
+    build: BuildArgs,
+    /// Only this integration's scripts.
+    #[arg(short = 'i', long)]
+    integration: Option<String>,
+    /// Only this sync.
+    #[arg(short = 's', long, conflicts_with = "action")]
+    sync: Option<String>,
+    /// Only this action.
+    #[arg(short = 'a', long)]
+    action: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
 struct GenerateArgs {
     /// The nango-integrations folder holding nango.yaml (a zero-yaml
     /// project's models come from its scripts: nothing to generate).
@@ -401,6 +420,7 @@ pub async fn run(
         Command::Init(args) => run_init(args, out),
         Command::Generate(args) => run_generate(args, out, err),
         Command::Create(args) => run_create(args, out),
+        Command::GenerateTests(args) => run_generate_tests(args, out, err),
         Command::Compile(args) => run_compile(args, out, err),
         Command::Dryrun(args) => run_dryrun(args, out, err).await,
         Command::Test(args) => run_test(args, out, err).await,
@@ -587,6 +607,47 @@ fn run_create(args: CreateArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
     };
     let path = init::create(&args.dir, kind, &args.integration, &args.name)?;
     writeln!(out, "Created {what}: {}", path.display())?;
+    Ok(0)
+}
+
+fn run_generate_tests(
+    args: GenerateTestsArgs,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> anyhow::Result<i32> {
+    let dir = args.build.dir.clone();
+    if !sluice_project::zero::is_zero_yaml(&dir) {
+        bail!(
+            "{} is not a zero-yaml project: generate:tests writes the tests of a zero-yaml project's recordings (a nango.yaml project's `sluice test` replays mocks/ with no test files)",
+            dir.display()
+        );
+    }
+    // Compiled first, as the original does: the definitions name each
+    // script's kind and output model.
+    let options = args.build.options(args.integration.clone());
+    let runtime = Runtime::new(options.runtime_config(1))?;
+    let project = compile::compile(&options, &runtime, err)?;
+    let definitions = project.definitions.unwrap_or_default();
+    let filter = dryrun::TestFilter {
+        integration: args.integration,
+        sync: args.sync,
+        action: args.action,
+    };
+    let done = dryrun::generate_tests(&dir, &definitions, &filter)?;
+    for s in &done.skipped {
+        writeln!(err, "skipped {s}")?;
+    }
+    if done.written.is_empty() {
+        writeln!(
+            out,
+            "No test files were generated. Make sure you have mocks in place (sluice dryrun <script> <connection> --save records one)."
+        )?;
+    } else {
+        writeln!(out, "Generated {} test file(s):", done.written.len())?;
+        for path in &done.written {
+            writeln!(out, "  {}", path.display())?;
+        }
+    }
     Ok(0)
 }
 

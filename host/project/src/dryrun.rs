@@ -626,6 +626,33 @@ fn generated_test(
     kind: ScriptKind,
     models: &[String],
 ) -> Option<(PathBuf, String)> {
+    // A dry run knows a sync's models; an action's test names its output
+    // model as the compile names an anonymous one.
+    let models = if kind == ScriptKind::Sync {
+        models
+    } else {
+        &[]
+    };
+    let (path, text) = test_file(root, integration, script, kind, models)?;
+    let runs_it = crate::zerotest::discover(root, Some(integration))
+        .iter()
+        .any(|f| f.base == script || f.name == script);
+    if runs_it || path.exists() {
+        return None;
+    }
+    Some((path, text))
+}
+
+/// The test file of the generated shape for a script of `integration`
+/// (`<integration>/tests/<integration>-<script>.test.ts`) and its text;
+/// `None` for an on-event script or one outside `syncs/` and `actions/`.
+fn test_file(
+    root: &Path,
+    integration: &str,
+    script: &str,
+    kind: ScriptKind,
+    models: &[String],
+) -> Option<(PathBuf, String)> {
     let folder = match kind {
         ScriptKind::Sync => "syncs",
         ScriptKind::Action => "actions",
@@ -635,15 +662,9 @@ fn generated_test(
     if !dir.join(folder).join(format!("{script}.ts")).is_file() {
         return None;
     }
-    let runs_it = crate::zerotest::discover(root, Some(integration))
-        .iter()
-        .any(|f| f.base == script || f.name == script);
     let path = dir
         .join("tests")
         .join(format!("{integration}-{script}.test.ts"));
-    if runs_it || path.exists() {
-        return None;
-    }
     let text = match kind {
         ScriptKind::Sync => crate::migrate::sync_test(integration, script, &models.join(",")),
         _ => {
@@ -654,11 +675,102 @@ fn generated_test(
                 .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
                 .collect();
             let name: String = script.chars().filter(char::is_ascii_alphanumeric).collect();
-            let model = format!("ActionOutput_{key}_{name}");
+            let model = models
+                .first()
+                .cloned()
+                .unwrap_or_else(|| format!("ActionOutput_{key}_{name}"));
             crate::migrate::action_test(integration, script, &model)
         }
     };
     Some((path, text))
+}
+
+/// What `generate:tests` is asked for: one integration, sync or action.
+#[derive(Debug, Default)]
+pub struct TestFilter {
+    pub integration: Option<String>,
+    pub sync: Option<String>,
+    pub action: Option<String>,
+}
+
+/// What `generate:tests` did.
+#[derive(Debug, Default)]
+pub struct GeneratedTests {
+    pub written: Vec<PathBuf>,
+    /// Scripts with a recording whose test could not be generated, and why.
+    pub skipped: Vec<String>,
+}
+
+/// `sluice generate:tests`, as the original's: for each sync and action of
+/// a compiled zero-yaml project that has a recording
+/// (`<integration>/tests/<script>.test.json`, or
+/// `<integration>-<script>.test.json`, or a legacy `mocks/<script>`), the
+/// test file of the generated shape that replays it, written again.
+pub fn generate_tests(
+    root: &Path,
+    definitions: &[Value],
+    filter: &TestFilter,
+) -> Result<GeneratedTests, std::io::Error> {
+    let mut done = GeneratedTests::default();
+    for def in definitions {
+        let Some(integration) = def["providerConfigKey"].as_str() else {
+            continue;
+        };
+        if filter
+            .integration
+            .as_deref()
+            .is_some_and(|i| i != integration)
+        {
+            continue;
+        }
+        let scripts = [("syncs", ScriptKind::Sync), ("actions", ScriptKind::Action)];
+        for (list, kind) in scripts {
+            for script in def[list].as_array().into_iter().flatten() {
+                let Some(name) = script["name"].as_str() else {
+                    continue;
+                };
+                let wanted = match (&filter.sync, &filter.action) {
+                    (None, None) => true,
+                    (Some(s), _) if kind == ScriptKind::Sync => s == name,
+                    (_, Some(a)) if kind == ScriptKind::Action => a == name,
+                    _ => false,
+                };
+                if !wanted {
+                    continue;
+                }
+                let dir = root.join(integration);
+                let recorded = [
+                    dir.join("tests").join(format!("{name}.test.json")),
+                    dir.join("tests")
+                        .join(format!("{integration}-{name}.test.json")),
+                    dir.join("mocks").join(name),
+                ]
+                .iter()
+                .any(|p| p.exists());
+                if !recorded {
+                    continue;
+                }
+                let models: Vec<String> = match &script["output"] {
+                    Value::Array(list) => list
+                        .iter()
+                        .filter_map(|m| m.as_str().map(str::to_string))
+                        .collect(),
+                    Value::String(m) => vec![m.clone()],
+                    _ => Vec::new(),
+                };
+                match test_file(root, integration, name, kind, &models) {
+                    Some((path, text)) => {
+                        write_text(&path, &text)?;
+                        done.written.push(path);
+                    }
+                    None => done.skipped.push(format!(
+                        "{integration}/{name}: its file is not {integration}/{list}/{name}.ts, which the generated test imports"
+                    )),
+                }
+            }
+        }
+    }
+    Ok(done)
 }
 
 fn write_text(path: &Path, text: &str) -> std::io::Result<()> {
