@@ -64,8 +64,15 @@ function walk(node, visit, parents = []) {
 
 function nangoCall(node) {
     if (node.type !== 'CallExpression') return undefined;
-    const c = node.callee;
-    if (c?.type !== 'MemberExpression' || c.computed || c.object?.type !== 'Identifier' || c.object.name !== 'nango') return undefined;
+    let c = node.callee;
+    while (c?.type === 'ParenthesizedExpression') c = c.expression;
+    // `nango?.log()` is an optional call, which the original's visitor
+    // (Babel's CallExpression) does not see.
+    if (node.optional || c?.optional) return undefined;
+    if (c?.type !== 'MemberExpression' || c.computed) return undefined;
+    let object = c.object;
+    while (object?.type === 'ParenthesizedExpression') object = object.expression;
+    if (object?.type !== 'Identifier' || object.name !== 'nango') return undefined;
     return c.property?.name;
 }
 
@@ -346,10 +353,14 @@ export async function lintYamlScript(file, root, kind, models, seen = new Set())
         }
     }
     // The project files it imports, checked as part of the same script.
+    // Followed as the original follows them: an import naming a value
+    // with braces, or naming nothing (`import './x'`); not a default or
+    // namespace import.
     for (const st of program.body) {
         if (st.type !== 'ImportDeclaration' || st.importKind === 'type') continue;
         const specifiers = st.specifiers ?? [];
-        if (specifiers.length > 0 && specifiers.every((sp) => sp.importKind === 'type')) continue;
+        const named = specifiers.some((sp) => sp.type === 'ImportSpecifier' && sp.importKind !== 'type');
+        if (specifiers.length > 0 && !named) continue;
         const from = st.source?.value;
         if (typeof from !== 'string' || !from.startsWith('.')) continue;
         const target = resolve(dirname(file), from).replace(/\.js$/, '');

@@ -68,7 +68,7 @@ async fn dryrun_of_a_sync_prints_what_it_would_save() {
     assert!(out.contains("Diagnostics:"), "{out}");
     assert!(used("CPU") > 0.0, "{out}");
     assert!(used("memory") > 0.0, "{out}");
-    assert!(out.contains("of 256.0 MiB"), "{out}");
+    assert!(out.contains("(the limit is 256.0 MiB per memory)"), "{out}");
 
     // An input given to a sync is said to be unused, not silently dropped.
     let (code, _, err) = sluice(&[
@@ -567,4 +567,32 @@ async fn serve_refuses_a_limits_file_it_cannot_apply() {
     .await;
     assert_ne!(code, 0);
     assert!(err.contains("--public-url `notaurl` is not a URL"), "{err}");
+}
+
+/// `sluice version`, as the original's `nango version`: the CLI's version,
+/// and the contract its scripts are built against.
+#[tokio::test]
+async fn version_names_the_script_contract() {
+    let mut out = Vec::new();
+    let code = sluice::cli::run(
+        ["sluice", "version"].map(Into::into),
+        &mut out,
+        &mut Vec::new(),
+    )
+    .await;
+    assert_eq!(code, 0);
+    let out = String::from_utf8(out).unwrap();
+    let wit = std::fs::read_to_string(repo_root().join("wit/nango.wit")).unwrap();
+    let package = wit
+        .lines()
+        .find_map(|l| l.strip_prefix("package "))
+        .and_then(|p| p.strip_suffix(';'))
+        .unwrap();
+    assert_eq!(
+        out,
+        format!(
+            "sluice {} (scripts: {package})\n",
+            env!("CARGO_PKG_VERSION")
+        )
+    );
 }

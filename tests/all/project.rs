@@ -381,7 +381,14 @@ async fn nango_yaml_scripts_get_the_originals_source_checks() {
     write(
         tmp.path(),
         "demo/syncs/items.ts",
-        "import { count } from '../helpers/count';\nexport default async function fetchData(nango: any) {\n    nango.log('starting');\n    await nango.batchSave([], 'Itme');\n    await nango.get({ endpoint: '/x', retryOn: [500] });\n    return count(nango);\n}\n",
+        "import { count } from '../helpers/count';\nexport default async function fetchData(nango: any) {\n    nango.log('starting');\n    await nango.batchSave([], 'Itme');\n    await nango.get({ endpoint: '/x', retryOn: [500] });\n    return count(nango);\n}\nimport toItem from '../helpers/to-item';\nexport const optional = (nango: any) => nango?.log(toItem(1));\n",
+    );
+    // Imported by default: not checked, as in the original (which follows
+    // only `{ named }` imports); its default export returns a value.
+    write(
+        tmp.path(),
+        "demo/helpers/to-item.ts",
+        "export default function toItem(raw: any) {\n    return { id: String(raw) };\n}\n",
     );
     write(
         tmp.path(),
@@ -411,6 +418,9 @@ async fn nango_yaml_scripts_get_the_originals_source_checks() {
     // Accepted as the original accepts them: a call inside an awaited
     // expression, a deprecated call (a warning).
     assert!(!err.contains("demo/actions/make.ts:3"), "{err}");
+    // An optional call (`nango?.log`) is not one the original checks.
+    assert!(!err.contains("demo/syncs/items.ts:9"), "{err}");
+    assert!(!err.contains("to-item.ts"), "{err}");
     assert!(
         err.contains(
             "nango.batchSend() used at line 4 is deprecated. Use nango.batchSave() instead."

@@ -58,6 +58,9 @@ enum Command {
     Serve(ServeArgs),
     /// Compile the folder and deploy it to a server's environment.
     Deploy(DeployArgs),
+    /// Print sluice's version and the script contract (WIT package) it
+    /// runs.
+    Version,
     /// Convert a nango.yaml folder to the zero-yaml format (createSync,
     /// createAction, zod models, index.ts), then compile it.
     #[command(name = "migrate-to-zero-yaml")]
@@ -420,6 +423,14 @@ pub async fn run(
         Command::Init(args) => run_init(args, out),
         Command::Generate(args) => run_generate(args, out, err),
         Command::Create(args) => run_create(args, out),
+        Command::Version => writeln!(
+            out,
+            "sluice {} (scripts: nango:scripts@{})",
+            env!("CARGO_PKG_VERSION"),
+            sluice_runtime::CONTRACT_VERSION
+        )
+        .map(|()| 0)
+        .map_err(Into::into),
         Command::GenerateTests(args) => run_generate_tests(args, out, err),
         Command::Compile(args) => run_compile(args, out, err),
         Command::Dryrun(args) => run_dryrun(args, out, err).await,
@@ -1275,6 +1286,12 @@ fn parse_date(flag: &str, value: &str) -> anyhow::Result<DateTime<Utc>> {
             return Ok(t.and_utc());
         }
     }
+    // Minutes with a zone (`2024-01-02T10:30Z`, `…T10:30+02:00`).
+    if let Ok(d) = DateTime::parse_from_str(value, "%Y-%m-%dT%H:%M%#z")
+        .or_else(|_| DateTime::parse_from_str(&value.replace('Z', "+00:00"), "%Y-%m-%dT%H:%M%#z"))
+    {
+        return Ok(d.with_timezone(&Utc));
+    }
     if let Ok(d) = NaiveDate::parse_from_str(value, "%Y-%m-%d")
         && let Some(t) = d.and_hms_opt(0, 0, 0)
     {
@@ -1343,6 +1360,8 @@ mod tests {
             ("2024-01-02T10:30:00", "2024-01-02T10:30:00+00:00"),
             ("2024-01-02 10:30:05.250", "2024-01-02T10:30:05.250+00:00"),
             ("2024-01-02 10:30", "2024-01-02T10:30:00+00:00"),
+            ("2024-01-02T10:30Z", "2024-01-02T10:30:00+00:00"),
+            ("2024-01-02T10:30+02:00", "2024-01-02T08:30:00+00:00"),
         ] {
             assert_eq!(parse_date("-l", text).unwrap().to_rfc3339(), at, "{text}");
         }

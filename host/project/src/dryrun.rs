@@ -242,7 +242,7 @@ pub struct DryRunResult {
     pub logs_dropped: u64,
     pub duration_ms: u128,
     pub fuel_consumed: u64,
-    /// The most linear memory the script held.
+    /// The most linear memory the script held, all its memories together.
     pub memory_bytes: u64,
     /// The limits the run had, to read the figures above against.
     pub limits: RunLimits,
@@ -1191,12 +1191,12 @@ pub fn render_diagnostics(result: &DryRunResult, out: &mut dyn Write) -> std::io
             result.fuel_consumed
         )?,
     }
+    // The limit is per linear memory; the figure is all of them.
     writeln!(
         out,
-        "  memory     {} of {} ({:.1} %)",
+        "  memory     {} in all (the limit is {} per memory)",
         mib(result.memory_bytes),
-        mib(l.memory_bytes),
-        result.memory_bytes as f64 * 100.0 / l.memory_bytes.max(1) as f64
+        mib(l.memory_bytes)
     )
 }
 

@@ -499,7 +499,7 @@ fn link_error(origin: &str, e: wasmtime::Error) -> LoadError {
 
 /// The version of the `nango:scripts` package this host implements (the
 /// `package` line of `wit/nango.wit`; a test keeps them equal).
-const CONTRACT_VERSION: &str = "0.2.0";
+pub const CONTRACT_VERSION: &str = "0.2.0";
 
 /// An error chain on one line (wasmtime's messages hold indented lists).
 fn one_line(text: &str) -> String {

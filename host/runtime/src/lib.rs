@@ -28,7 +28,7 @@ pub mod template;
 pub mod upstream;
 pub mod validate;
 
-pub use engine::{LoadError, Runtime, Script, ScriptKind};
+pub use engine::{CONTRACT_VERSION, LoadError, Runtime, Script, ScriptKind};
 pub use exec::{Call, Environment, ExecError, Execution, Report, Services};
 pub use limits::{DEFAULT_CACHE_MAX_BYTES, Limits, RuntimeConfig, Timeouts};
 pub use upstream::Upstream;

@@ -921,8 +921,12 @@ impl Sender for HostState {
 fn note_secrets(secrets: &mut Vec<String>, c: &Connection) {
     for s in c.credentials.secrets() {
         let form: String = url::form_urlencoded::byte_serialize(s.as_bytes()).collect();
-        let strict = percent_encoded(&s);
-        for variant in [s, form, strict] {
+        let strict = percent_encoded(&s, |_| false);
+        // `encodeURIComponent`'s, which a script may build a URL with.
+        let component = percent_encoded(&s, |b| b"!'()*".contains(&b));
+        // The URL parser's in a path: `+`, `/`, `=` and the like as they are.
+        let path = percent_encoded(&s, |b| b.is_ascii_graphic() && !b"\"#<>?`{}".contains(&b));
+        for variant in [s, form, strict, component, path] {
             if !secrets.contains(&variant) {
                 secrets.push(variant);
             }
@@ -930,11 +934,12 @@ fn note_secrets(secrets: &mut Vec<String>, c: &Connection) {
     }
 }
 
-/// Every byte but the unreserved ones (`A-Z a-z 0-9 - . _ ~`) as `%XX`.
-fn percent_encoded(text: &str) -> String {
+/// Every byte but the unreserved ones (`A-Z a-z 0-9 - . _ ~`) and those
+/// `keep` keeps as `%XX`.
+fn percent_encoded(text: &str, keep: impl Fn(u8) -> bool) -> String {
     let mut out = String::with_capacity(text.len());
     for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') || keep(b) {
             out.push(b as char);
         } else {
             out.push_str(&format!("%{b:02X}"));
@@ -1631,6 +1636,17 @@ mod tests {
             ),
             "/k/***/v and ***"
         );
+        // In a path, as the URL parser leaves it; and as a script's
+        // `encodeURIComponent` writes it.
+        let url = Url::parse("https://a.com/bot/Sk+SECRET/key= é/x").unwrap();
+        assert_eq!(redact(&secrets, url.as_str()), "https://a.com/bot/***/x");
+        let c: Connection = serde_json::from_value(serde_json::json!({
+            "connection_id": "c", "provider_config_key": "p", "provider": "p",
+            "credentials": {"type": "API_KEY", "apiKey": "ab!c/d(e)"}
+        }))
+        .unwrap();
+        note_secrets(&mut secrets, &c);
+        assert_eq!(redact(&secrets, "?k=ab!c%2Fd(e)"), "?k=***");
     }
 
     #[test]

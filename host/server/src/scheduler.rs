@@ -408,10 +408,19 @@ impl Scheduler {
         // going at it or started after it (a slot that falls during a run
         // is skipped, as in memory: a sync resumed while it runs has its
         // anchor inside that run).
-        let last_ended = state
-            .last_run
-            .as_ref()
-            .map(|r| r.finished_at.timestamp_millis());
+        // A run a crash cut short covers only the slots before its start
+        // (its end is the restart that recorded it).
+        let last_ended = state.last_run.as_ref().map(|r| {
+            let interrupted = r
+                .error
+                .as_ref()
+                .is_some_and(|e| e["type"] == "sync_interrupted");
+            if interrupted {
+                r.started_at.timestamp_millis()
+            } else {
+                r.finished_at.timestamp_millis()
+            }
+        });
         let latest_slot = if now < entry.anchor_ms {
             None
         } else {
@@ -452,8 +461,17 @@ impl Scheduler {
             if let Some(entry) = st.entries.get_mut(&(env, k.clone()))
                 && entry.running
             {
-                // Its run ends by itself; then the entry goes.
+                // Its run ends by itself; then the entry goes. A trigger
+                // queued behind it goes now (a deploy that brings the sync
+                // back before the run ends must not find it).
                 entry.removed = true;
+                entry.queued = None;
+                for w in entry.waiters.take().into_iter().flat_map(|w| w.0) {
+                    let _ = w.send(Err(ApiError::not_found(
+                        "unknown_sync",
+                        "the sync was removed before it ran",
+                    )));
+                }
                 st.place(env, &k);
                 continue;
             }
@@ -474,7 +492,10 @@ impl Scheduler {
     /// that brings the sync back must not run them then.
     async fn forget_queued(&self, env: &EnvState, keys: Vec<Key>) -> ApiResult<()> {
         for key in keys {
-            update_sync_state(env, &key, |s| s.queued = None).await?;
+            let stored: Option<runner::SyncState> = env.store.doc(SYNC_STATE, &key).await?;
+            if stored.is_some_and(|s| s.queued.is_some()) {
+                update_sync_state(env, &key, |s| s.queued = None).await?;
+            }
         }
         Ok(())
     }
