@@ -430,6 +430,41 @@ async fn nango_yaml_scripts_get_the_originals_source_checks() {
     assert!(!err.contains("Compiling demo"), "{err}");
 }
 
+/// A script name two integrations declare: named before anything is
+/// built (a dry run had compiled both first).
+#[tokio::test]
+async fn a_dry_run_of_an_ambiguous_name_asks_for_the_integration_first() {
+    let tmp = tempfile::tempdir().unwrap();
+    write(
+        tmp.path(),
+        "nango.yaml",
+        "integrations:\n    one:\n        actions:\n            ping:\n                endpoint: POST /ping\n    two:\n        actions:\n            ping:\n                endpoint: POST /ping\nmodels: {}\n",
+    );
+    for i in ["one", "two"] {
+        write(
+            tmp.path(),
+            &format!("{i}/actions/ping.ts"),
+            "export default async function runAction() { return { ok: true }; }\n",
+        );
+    }
+    let mut args = vec![
+        "dryrun".to_string(),
+        "ping".into(),
+        "demo".into(),
+        "--dir".into(),
+        s(tmp.path()),
+    ];
+    args.extend(build_flags("ambiguous-name"));
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (code, _, err) = sluice(&argv).await;
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("several integrations declare it (one, two): pass --integration-id"),
+        "{err}"
+    );
+    assert!(!err.contains("Compiling"), "{err}");
+}
+
 #[tokio::test]
 async fn scripts_without_a_file_are_listed() {
     let tmp = tempfile::tempdir().unwrap();

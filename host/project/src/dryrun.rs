@@ -290,6 +290,46 @@ struct Target {
     catalog: Option<Arc<Catalog>>,
 }
 
+/// A script name several integrations declare, said before anything is
+/// compiled (the compile would have built them all first). What cannot be
+/// read here is left for the compile to report.
+fn refuse_ambiguous(dir: &Path, script: &str) -> Result<(), DryRunError> {
+    let mut integrations: Vec<String> = if dir.join("nango.yaml").exists() {
+        match sluice_nango_yaml::load(dir) {
+            Ok(loaded) => loaded
+                .config
+                .integrations
+                .iter()
+                .filter(|i| i.scripts().any(|(name, _)| name == script))
+                .map(|i| i.provider_config_key.clone())
+                .collect(),
+            Err(_) => return Ok(()),
+        }
+    } else {
+        match crate::zero::entries(dir) {
+            Ok(entries) => entries
+                .into_iter()
+                .filter(|e| e.name == script)
+                .map(|e| e.integration)
+                .collect(),
+            Err(_) => return Ok(()),
+        }
+    };
+    integrations.sort();
+    integrations.dedup();
+    if integrations.len() > 1 {
+        return Err(ProjectError::UnknownScript {
+            name: script.to_string(),
+            reason: format!(
+                "several integrations declare it ({}): pass --integration-id",
+                integrations.join(", ")
+            ),
+        }
+        .into());
+    }
+    Ok(())
+}
+
 /// A script of the nango-integrations folder (compiled as needed), or a
 /// Rust crate's binary, or a `.wasm` path.
 fn resolve_target(
@@ -307,6 +347,9 @@ fn resolve_target(
         .into());
     }
     if !is_path && (dir.join("nango.yaml").exists() || crate::zero::is_zero_yaml(dir)) {
+        if opts.build.integration.is_none() {
+            refuse_ambiguous(dir, &opts.script)?;
+        }
         let project = compile::compile(&opts.build, runtime, progress)?;
         // A sync and an action may share a name: an input means the action.
         let prefer = opts.input.as_ref().map(|_| ScriptKind::Action);
