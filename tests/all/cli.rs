@@ -596,3 +596,38 @@ async fn version_names_the_script_contract() {
         )
     );
 }
+
+/// `--debug` on any command (the original's global flag): what the
+/// command decided, on stderr; nothing of it without the flag.
+#[tokio::test]
+async fn debug_says_what_the_command_decided() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(
+        tmp.path().join("nango.yaml"),
+        "integrations: {}\nmodels: {}\n",
+    )
+    .unwrap();
+    let run = |debug: bool| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_sluice-under-test"));
+        command.args(["compile", "--dir"]).arg(tmp.path());
+        command.args(["--cache-dir", guests::CACHE_DIR]);
+        if debug {
+            command.arg("--debug");
+        }
+        command.output().unwrap()
+    };
+    let quiet = run(false);
+    assert!(quiet.status.success(), "{quiet:?}");
+    assert!(!String::from_utf8_lossy(&quiet.stderr).contains("debug:"));
+    let said = run(true);
+    assert!(said.status.success(), "{said:?}");
+    let err = String::from_utf8_lossy(&said.stderr);
+    assert!(
+        err.contains(&format!(
+            "debug: {}: a nango.yaml project; builds in {}",
+            tmp.path().display(),
+            tmp.path().join(".sluice/build").display()
+        )),
+        "{err}"
+    );
+}

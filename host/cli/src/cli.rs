@@ -32,6 +32,10 @@ struct Cli {
     /// rollback).
     #[arg(long = "auto-confirm", global = true)]
     auto_confirm: bool,
+    /// Say what the command decides and reuses as it goes (the project's
+    /// format, folders, the SDK, cache hits, the server), on stderr.
+    #[arg(long, global = true)]
+    debug: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -419,6 +423,9 @@ pub async fn run(
     };
     // Nothing asks: the flag only keeps the original's command lines working.
     let _never_asks = cli.auto_confirm;
+    if cli.debug {
+        sluice_project::debug::enable();
+    }
     let result = match cli.command {
         Command::Init(args) => run_init(args, out),
         Command::Generate(args) => run_generate(args, out, err),
@@ -910,6 +917,9 @@ async fn run_deploy(
         args.secret_key,
         "the deploy",
     )?;
+    sluice_project::debug::say(err, || {
+        format!("deploying to {host}, environment `{env}` (the key's environment is checked first)")
+    });
     // A key is its environment's: deploying `prod` with dev's key would
     // deploy to dev. Asked before the build either way: a wrong key or an
     // unreachable server is said at once, not after compiling.

@@ -380,7 +380,18 @@ pub fn compile(
     // Absolute (without resolving symlinks: an integration's folder may be
     // a link, and its files must still count as inside the project).
     let root = std::path::absolute(&opts.dir).unwrap_or_else(|_| opts.dir.clone());
-    if crate::zero::is_zero_yaml(&root) {
+    let zero = crate::zero::is_zero_yaml(&root);
+    crate::debug::say(progress, || {
+        format!(
+            "{}: a {} project; builds in {}, precompiled components cached in {} (at most {} MiB)",
+            root.display(),
+            if zero { "zero-yaml" } else { "nango.yaml" },
+            opts.build_dir().display(),
+            opts.cache_dir.display(),
+            opts.cache_max_bytes >> 20
+        )
+    });
+    if zero {
         return crate::zero::compile(opts, &root, runtime, progress);
     }
     not_a_project(&root)?;
@@ -592,6 +603,10 @@ pub(crate) fn precompile<T>(
     let started = Instant::now();
     if !cached {
         let _ = writeln!(progress, "Precompiling {what}…");
+    } else {
+        crate::debug::say(progress, || {
+            format!("{what}: its precompiled artifact is in the cache")
+        });
     }
     let out = load(runtime, &bytes, &origin)?;
     if !cached {
@@ -673,6 +688,12 @@ pub(crate) fn build_bundle(
         .as_bytes(),
     );
     if component.is_file() && std::fs::read_to_string(&key_file).is_ok_and(|k| k.trim() == key) {
+        crate::debug::say(progress, || {
+            format!(
+                "{pck}: bundle unchanged, its component {} is reused",
+                component.display()
+            )
+        });
         return Ok(component);
     }
     let _ = writeln!(

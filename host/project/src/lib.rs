@@ -11,9 +11,11 @@
 //! - [`migrate`]: `sluice migrate-to-zero-yaml`.
 //! - [`remote`]: a connection and variables read from a running server.
 //! - [`mock`]: a mock upstream API on 127.0.0.1 (fixtures and tests).
+//! - [`debug`]: `--debug`'s lines.
 
 pub mod catalog;
 pub mod compile;
+pub mod debug;
 pub mod deploy;
 pub mod dryrun;
 pub mod init;

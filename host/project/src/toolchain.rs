@@ -159,6 +159,9 @@ impl Toolchain {
                     dir: dir.display().to_string(),
                 });
             }
+            crate::debug::say(progress, || {
+                format!("TypeScript SDK at {} (given)", dir.display())
+            });
             return Ok(Self {
                 dir: dir.to_path_buf(),
             });
@@ -174,6 +177,7 @@ impl Toolchain {
             install(&dir, progress)?;
             prune_installs(cache_dir, &dir, UNUSED_INSTALL_AGE);
         }
+        crate::debug::say(progress, || format!("TypeScript SDK at {}", dir.display()));
         Ok(Self { dir })
     }
 
