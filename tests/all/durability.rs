@@ -1000,3 +1000,67 @@ async fn sigterm_stops_the_server_cleanly_keeping_what_it_wrote() {
         .count();
     assert_eq!(actions, 3, "{history}");
 }
+
+/// A DELETE of an integration (each of its connections deleted in turn)
+/// killed at random points: after the restart the integration is there
+/// with all its connections, or gone with all of them; never some (the
+/// deletion is marked first and finished at the start).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_integration_deletion_cut_short_by_sigkill_is_finished_at_the_start() {
+    use crate::scheduler::{Upstream, connect};
+
+    const CONNECTIONS: usize = 40;
+    let up = Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let providers = dir.path().join("providers.yaml");
+    std::fs::write(&providers, up.providers()).unwrap();
+    let master = MasterKey::generate().to_base64();
+    let mut server = start(&data, &providers, &master);
+    let mut finished = 0;
+    for delay_ms in [2u64, 8, 15, 25, 40, 60] {
+        let c = Client::at(&server.url, DEV_KEY);
+        let (code, out) = c
+            .send(
+                "POST",
+                "/integrations",
+                Some(json!({"unique_key": "hubspot", "provider": "hubspot"})),
+            )
+            .await;
+        assert_eq!(code, 200, "{out}");
+        for i in 0..CONNECTIONS {
+            connect(&c, &format!("c{i}"), "t").await;
+        }
+        // Its answer is cut off by the kill: no client that unwraps it.
+        let deleting = reqwest::Client::new()
+            .delete(format!("{}/integrations/hubspot", server.url))
+            .bearer_auth(DEV_KEY)
+            .send();
+        let deleting = tokio::spawn(deleting);
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        server.child.kill().unwrap();
+        server.child.wait().unwrap();
+        let _ = deleting.await;
+
+        server = start(&data, &providers, &master);
+        let c = Client::at(&server.url, DEV_KEY);
+        let (code, _) = c.send("GET", "/integrations/hubspot", None).await;
+        let (_, list) = c
+            .send("GET", "/connections?integrationId=hubspot", None)
+            .await;
+        let left = list["connections"].as_array().unwrap().len();
+        match code {
+            200 => assert_eq!(left, CONNECTIONS, "the integration kept some connections"),
+            404 => {
+                assert_eq!(left, 0, "connections outlived their integration");
+                finished += 1;
+            }
+            other => panic!("GET /integrations/hubspot answered {other}"),
+        }
+        if code == 200 {
+            let (code, out) = c.send("DELETE", "/integrations/hubspot", None).await;
+            assert_eq!(code, 200, "{out}");
+        }
+    }
+    assert!(finished > 0, "no kill came after the deletion began");
+}

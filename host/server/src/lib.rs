@@ -56,6 +56,9 @@ pub enum ServerError {
     },
     #[error("cannot load the schedules: {0}")]
     Schedules(String),
+    /// A deletion a crash cut short could not be finished at start.
+    #[error("cannot finish a deletion a stop cut short: {0}")]
+    Deletion(String),
     /// The server's configuration does not fit its data.
     #[error("{0}")]
     Config(String),
@@ -272,6 +275,7 @@ impl Server {
         // Before the schedules: a connection whose check a crash cut short
         // is deleted, not scheduled.
         api::connections::finish_setups(&app).await?;
+        api::connections::finish_deletions(&app).await?;
         app.scheduler
             .load(&app)
             .await

@@ -789,6 +789,12 @@ pub async fn patch(
 /// next start ([`finish_setups`]).
 pub const CONNECTION_SETUP: &str = "connection-setup";
 
+/// Deletions begun and not finished, by `connection/<pck>/<id>` or
+/// `integration/<key>`: written (flushed) before anything is deleted, gone
+/// once everything is, and finished at the next start when a crash cut one
+/// short (see [`finish_deletions`]).
+pub const DELETIONS: &str = "deletions";
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Setup {
     stage: SetupStage,
@@ -1149,16 +1155,72 @@ pub(crate) async fn delete_one(
     // after the deletion); new ones wait for the deletion, then find no
     // connection.
     let _closed = env.runs.close(conn).await;
-    app.scheduler.connection_deleted(env, conn).await?;
     let (pck, id) = (&conn.provider_config_key, &conn.connection_id);
-    if !env.store.delete_connection(pck, id).await? {
-        return Ok(false);
+    // Marked first: a deletion a crash cuts short (its schedules gone, some
+    // of its records) is finished at the next start, not left half done
+    // with a live connection.
+    let mark = format!("connection/{pck}/{id}");
+    let exists = env.store.connection_exists(pck, id).await?;
+    if exists {
+        env.store.put_doc(DELETIONS, &mark, &json!({})).await?;
     }
+    app.scheduler.connection_deleted(env, conn).await?;
+    let deleted = env.store.delete_connection(pck, id).await?;
     env.store
         .delete_doc(CONNECTION_ERRORS, &format!("{pck}/{id}"))
         .await?;
     env.connections.forget_failure(pck, id);
-    Ok(true)
+    if exists {
+        env.store.delete_doc(DELETIONS, &mark).await?;
+    }
+    Ok(deleted)
+}
+
+/// At start, before the schedules load: the deletions of connections and
+/// integrations a crash cut short are finished (connections first, an
+/// integration's then the integration).
+pub async fn finish_deletions(app: &Arc<App>) -> Result<(), crate::ServerError> {
+    for env in app.envs() {
+        let marks: Vec<(String, Value)> =
+            env.store.docs(DELETIONS, "", None, 10_000, false).await?;
+        let (integrations, connections): (Vec<&str>, Vec<&str>) = marks
+            .iter()
+            .map(|(k, _)| k.as_str())
+            .partition(|k| k.starts_with("integration/"));
+        for key in connections {
+            if let Some((pck, id)) = key
+                .strip_prefix("connection/")
+                .and_then(|k| k.split_once('/'))
+            {
+                let conn = ConnectionRef {
+                    provider_config_key: pck.to_string(),
+                    connection_id: id.to_string(),
+                };
+                delete_one(app, env, &conn).await.map_err(|e| {
+                    crate::ServerError::Deletion(format!("{key}: {}: {}", e.code, e.message))
+                })?;
+            }
+            env.store.delete_doc(DELETIONS, key).await?;
+        }
+        for key in integrations {
+            if let Some(unique) = key.strip_prefix("integration/") {
+                super::integrations::delete_all(app, env, unique)
+                    .await
+                    .map_err(|e| {
+                        crate::ServerError::Deletion(format!("{key}: {}: {}", e.code, e.message))
+                    })?;
+            }
+            env.store.delete_doc(DELETIONS, key).await?;
+        }
+        if !marks.is_empty() {
+            app.config.events.say(&format!(
+                "{}: finished {} deletion(s) a stop had cut short",
+                env.name(),
+                marks.len()
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[derive(Deserialize)]

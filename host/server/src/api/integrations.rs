@@ -371,9 +371,9 @@ pub async fn update(
 
 /// Deletes an integration and, as the original does, its connections
 /// (with their records and schedules; their `pre-connection-deletion`
-/// scripts do not run, as they do not in the original). The connections
-/// go first: a deletion cut short by a crash leaves the integration, and
-/// repeating it finishes.
+/// scripts do not run, as they do not in the original). Marked first: a
+/// deletion a crash cuts short is finished at the next start, not left
+/// with some of its connections.
 pub async fn delete(
     State(app): State<Arc<App>>,
     Env(env): Env,
@@ -383,17 +383,35 @@ pub async fn delete(
     if env.store.integration(&key).await?.is_none() {
         return Err(ApiError::unknown_integration_key(&key));
     }
-    for c in env.store.connections(Some(&key)).await? {
+    if !delete_all(&app, &env, &key).await? {
+        return Err(ApiError::unknown_integration_key(&key));
+    }
+    Ok(Json(json!({ "success": true })))
+}
+
+/// Deletes integration `key` with its connections, marked (flushed) first
+/// and unmarked last; `false` when there was none.
+pub(crate) async fn delete_all(
+    app: &App,
+    env: &crate::app::EnvState,
+    key: &str,
+) -> ApiResult<bool> {
+    let mark = format!("integration/{key}");
+    env.store
+        .put_doc(super::connections::DELETIONS, &mark, &json!({}))
+        .await?;
+    for c in env.store.connections(Some(key)).await? {
         let conn = ConnectionRef {
             provider_config_key: c.provider_config_key,
             connection_id: c.connection_id,
         };
-        super::connections::delete_one(&app, &env, &conn).await?;
+        super::connections::delete_one(app, env, &conn).await?;
     }
-    if !env.store.delete_integration(&key).await? {
-        return Err(ApiError::unknown_integration_key(&key));
-    }
-    Ok(Json(json!({ "success": true })))
+    let deleted = env.store.delete_integration(key).await?;
+    env.store
+        .delete_doc(super::connections::DELETIONS, &mark)
+        .await?;
+    Ok(deleted)
 }
 
 pub async fn get_variables(Env(env): Env) -> ApiResult<Json<Value>> {
