@@ -59,8 +59,13 @@ async fn an_apps_request_goes_out_with_the_connections_credentials() {
         // A redirect within the provider's origin, and one to another port.
         "/hop" => MockResponse::json(302, &json!({})).with_header("location", "/landing"),
         "/away" => MockResponse::json(302, &json!({})).with_header("location", &away),
+        // Refused, echoing what it was sent (the refresh token, the
+        // client secret), as some providers do.
         "/oauth/token" if String::from_utf8_lossy(&req.body).contains("refresh_token=revoked") => {
-            MockResponse::json(400, &json!({"error": "invalid_grant"}))
+            MockResponse::json(
+                400,
+                &json!({"error": "invalid_grant", "sent": String::from_utf8_lossy(&req.body)}),
+            )
         }
         "/oauth/token" => {
             r.fetch_add(1, Ordering::SeqCst);
@@ -109,7 +114,7 @@ async fn an_apps_request_goes_out_with_the_connections_credentials() {
         .send(
             "POST",
             "/integrations",
-            Some(json!({"unique_key": "mock-int", "provider": "mock", "credentials": {"type": "OAUTH2", "client_id": "cid", "client_secret": "cs"}})),
+            Some(json!({"unique_key": "mock-int", "provider": "mock", "credentials": {"type": "OAUTH2", "client_id": "cid", "client_secret": "the-client-secret"}})),
         )
         .await;
     assert_eq!(status, 200, "{body}");
@@ -225,6 +230,19 @@ async fn an_apps_request_goes_out_with_the_connections_credentials() {
     let (status, _, text) = proxy(&dev, "GET", "/x", "c2", &[], None).await;
     assert_eq!(status, 400, "{text}");
     assert!(text.contains("invalid_credentials"), "{text}");
+    // What the endpoint echoed is not shown, nor kept in the connection's
+    // errors or the logs: the refresh token and the client secret.
+    let (_, view) = dev
+        .send("GET", "/connection/c2?provider_config_key=mock-int", None)
+        .await;
+    let (_, logs) = dev.send("GET", "/logs?connection_id=c2", None).await;
+    for shown in [text.clone(), view.to_string(), logs.to_string()] {
+        assert!(shown.contains("invalid_grant"), "{shown}");
+        assert!(
+            !shown.contains("revoked") && !shown.contains("the-client-secret"),
+            "{shown}"
+        );
+    }
 
     // Retries: Retry-On adds 409 to what is retried, Retries bounds them.
     let (status, _, text) = proxy(
@@ -326,6 +344,24 @@ async fn an_apps_request_goes_out_with_the_connections_credentials() {
             .iter()
             .any(|e| e["script"] == "POST /v3/items/a%20b" && e["success"] == true),
         "{history}"
+    );
+    // A call refused before any attempt (the egress check) has a line
+    // saying why in its log, as a failed script has.
+    let refused = calls
+        .iter()
+        .find(|e| e["error"].as_str().is_some_and(|m| m.contains("egress")))
+        .unwrap_or_else(|| panic!("{history}"));
+    let id = refused["id"].as_str().unwrap();
+    let (_, lines) = dev
+        .send("GET", &format!("/logs?execution_id={id}&level=error"), None)
+        .await;
+    assert!(
+        lines["logs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["message"].as_str().is_some_and(|m| m.contains("egress"))),
+        "{lines}"
     );
     server.stop().await;
 }

@@ -243,3 +243,23 @@ async fn http_logs_never_show_credentials() {
     );
     assert!(http[0].message.contains("key=***"), "{}", http[0].message);
 }
+
+/// An upstream error body that echoes the connection's token: the failure
+/// a script reports (its message, payload and upstream response, which the
+/// logs and the history keep) shows `***` instead.
+#[tokio::test]
+async fn a_failure_does_not_carry_the_connections_token() {
+    let h = Harness::simple(|_| {
+        MockResponse::json(500, &json!({"error": "internal: token tok-123 rejected"}))
+    })
+    .await;
+    let report = h
+        .action(guests::ACTION_PROXY, json!({"endpoint": "/echo"}))
+        .await;
+    let Err(e) = &report.outcome else {
+        panic!("{:?}", report.outcome)
+    };
+    let shown = format!("{e} {:?}", e.to_failure());
+    assert!(shown.contains("***"), "{shown}");
+    assert!(!shown.contains("tok-123"), "{shown}");
+}

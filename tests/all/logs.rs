@@ -115,6 +115,18 @@ async fn an_executions_logs_are_found_paged_exported_and_hold_no_credentials() {
     );
     let times: Vec<&str> = all.iter().map(|l| l["at"].as_str().unwrap()).collect();
     assert!(times.windows(2).all(|w| w[0] >= w[1]), "{times:?}");
+    // A window of one line's `at` as shown takes that line (it had been
+    // compared to the nanosecond, past what is shown).
+    let at = lines[0]["at"].as_str().unwrap().replace('+', "%2B");
+    let one = logs(&c, &format!("execution_id={execution}&from={at}&to={at}")).await;
+    assert!(
+        one["logs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["message"] == "saved 2 contacts"),
+        "{one}"
+    );
     // Filters that exclude it.
     assert_eq!(logs(&c, "level=error").await["logs"], json!([]));
     assert_eq!(logs(&c, "script=other").await["logs"], json!([]));

@@ -395,6 +395,44 @@ pub enum ExecError {
 }
 
 impl ExecError {
+    /// The same error with `redact` applied to every text it carries (its
+    /// message, and the strings of a script failure's payload and upstream
+    /// response): an upstream's error body that echoes the connection's
+    /// token must not carry it into the logs.
+    pub(crate) fn redacted(self, redact: impl Fn(&str) -> String) -> Self {
+        fn strings(v: &mut Value, redact: &impl Fn(&str) -> String) {
+            let mut stack = vec![v];
+            while let Some(v) = stack.pop() {
+                match v {
+                    Value::String(s) => *s = redact(s),
+                    Value::Array(items) => stack.extend(items.iter_mut()),
+                    Value::Object(map) => stack.extend(map.values_mut()),
+                    _ => {}
+                }
+            }
+        }
+        match self {
+            ExecError::Script(mut f) => {
+                f.message = redact(&f.message);
+                strings(&mut f.payload, &redact);
+                if let Some(u) = f.upstream_response.as_mut() {
+                    strings(u, &redact);
+                }
+                ExecError::Script(f)
+            }
+            ExecError::Trap { message } => ExecError::Trap {
+                message: redact(&message),
+            },
+            ExecError::Panic { message } => ExecError::Panic {
+                message: redact(&message),
+            },
+            ExecError::Instantiate { message } => ExecError::Instantiate {
+                message: redact(&message),
+            },
+            other => other,
+        }
+    }
+
     /// The failure in the original's `{type, payload, status}` terms.
     pub fn to_failure(&self) -> ScriptFailure {
         match self {
@@ -556,6 +594,11 @@ impl Runtime {
         let fuel_consumed = fuel.saturating_sub(store.get_fuel().unwrap_or(fuel));
         let mut state = store.into_data();
         let memory_bytes = state.limiter.taken() as u64;
+        let outcome = if state.secrets.is_empty() {
+            outcome
+        } else {
+            outcome.map_err(|e| e.redacted(|t| crate::proxy::redact(&state.secrets, t)))
+        };
         state.collect_output();
         Report {
             outcome,

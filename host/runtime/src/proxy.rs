@@ -915,21 +915,37 @@ impl Sender for HostState {
     }
 }
 
-/// Notes a connection's secrets for [`redact`], each also as a URL carries
-/// it: a key put in a query (`api_key=${apiKey}`) is form-encoded there
-/// (`Sk+k/y==` is `Sk%2Bk%2Fy%3D%3D`), and in a path percent-encoded.
+/// Notes a connection's secrets for [`redact`] (see [`note_secret`]).
 fn note_secrets(secrets: &mut Vec<String>, c: &Connection) {
     for s in c.credentials.secrets() {
-        let form: String = url::form_urlencoded::byte_serialize(s.as_bytes()).collect();
-        let strict = percent_encoded(&s, |_| false);
-        // `encodeURIComponent`'s, which a script may build a URL with.
-        let component = percent_encoded(&s, |b| b"!'()*".contains(&b));
-        // The URL parser's in a path: `+`, `/`, `=` and the like as they are.
-        let path = percent_encoded(&s, |b| b.is_ascii_graphic() && !b"\"#<>?`{}".contains(&b));
-        for variant in [s, form, strict, component, path] {
-            if !secrets.contains(&variant) {
-                secrets.push(variant);
-            }
+        note_secret(secrets, s);
+    }
+}
+
+/// `text` with each of `values` of at least 4 characters, as written and
+/// as a URL carries it, replaced by `***` (what a log line or an error
+/// message must not show: a refresh token, a client secret).
+pub fn redact_values<'a>(text: &str, values: impl IntoIterator<Item = &'a str>) -> String {
+    let mut secrets = Vec::new();
+    for v in values.into_iter().filter(|v| v.len() >= 4) {
+        note_secret(&mut secrets, v.to_string());
+    }
+    redact(&secrets, text)
+}
+
+/// Notes a secret for [`redact`], also as a URL carries it: a key put in a
+/// query (`api_key=${apiKey}`) is form-encoded there (`Sk+k/y==` is
+/// `Sk%2Bk%2Fy%3D%3D`), in a path percent-encoded.
+fn note_secret(secrets: &mut Vec<String>, s: String) {
+    let form: String = url::form_urlencoded::byte_serialize(s.as_bytes()).collect();
+    let strict = percent_encoded(&s, |_| false);
+    // `encodeURIComponent`'s, which a script may build a URL with.
+    let component = percent_encoded(&s, |b| b"!'()*".contains(&b));
+    // The URL parser's in a path: `+`, `/`, `=` and the like as they are.
+    let path = percent_encoded(&s, |b| b.is_ascii_graphic() && !b"\"#<>?`{}".contains(&b));
+    for variant in [s, form, strict, component, path] {
+        if !secrets.contains(&variant) {
+            secrets.push(variant);
         }
     }
 }
@@ -948,7 +964,7 @@ fn percent_encoded(text: &str, keep: impl Fn(u8) -> bool) -> String {
     out
 }
 
-fn redact(secrets: &[String], text: &str) -> String {
+pub(crate) fn redact(secrets: &[String], text: &str) -> String {
     let mut out = text.to_string();
     for s in secrets {
         out = out.replace(s.as_str(), "***");
@@ -1243,6 +1259,17 @@ impl Sender for AppSender {
             self.logs.push(entry);
         }
     }
+}
+
+/// A URL as a log line shows it: a user name or password in it as `***`.
+fn shown_url(url: &Url) -> String {
+    if url.username().is_empty() && url.password().is_none() {
+        return url.to_string();
+    }
+    let mut shown = url.clone();
+    let _ = shown.set_username("***");
+    let _ = shown.set_password(None);
+    shown.to_string()
 }
 
 /// `nango.uncontrolledFetch`: the script's own request to an absolute URL,
@@ -1568,11 +1595,12 @@ async fn receive(
 
 /// An `http` log line for one attempt, credentials scrubbed.
 fn log_http<S: Sender>(state: &mut S, p: &Prepared, status: Option<u16>, elapsed: Duration) {
-    let url = p.url.as_str();
+    let url = state.redact(&shown_url(&p.url));
+    // Cut after the redaction: a secret across the cut leaves nothing.
     let url = if url.len() > 2048 {
-        format!("{}…", state.redact(prefix(url, 2048)))
+        format!("{}…", prefix(&url, 2048))
     } else {
-        state.redact(url)
+        url
     };
     let outcome = status.map_or_else(|| "no response".to_string(), |s| s.to_string());
     let level = match status {
@@ -1647,6 +1675,14 @@ mod tests {
         .unwrap();
         note_secrets(&mut secrets, &c);
         assert_eq!(redact(&secrets, "?k=ab!c%2Fd(e)"), "?k=***");
+    }
+
+    #[test]
+    fn a_logged_url_shows_no_user_or_password() {
+        let url = Url::parse("https://admin:s3cret@api.example.com/x?a=1").unwrap();
+        assert_eq!(shown_url(&url), "https://***@api.example.com/x?a=1");
+        let url = Url::parse("https://api.example.com/x").unwrap();
+        assert_eq!(shown_url(&url), "https://api.example.com/x");
     }
 
     #[test]

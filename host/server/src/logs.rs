@@ -37,6 +37,8 @@ pub const LOGS: &str = "logs";
 
 /// A script's last error lines kept past `log_bytes_per_execution`.
 const LAST_ERRORS_KEPT: usize = 20;
+/// Of a last error line past the budget, the characters kept.
+const LAST_ERROR_CHARS: usize = 2048;
 
 /// One log line as stored and returned.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -234,8 +236,25 @@ impl Logs {
             .collect();
         for (i, l) in logs.iter().enumerate() {
             let size = l.message.len() + l.meta.as_ref().map_or(0, |m| m.to_string().len()) + 48;
-            if bytes + size > self.max_bytes_per_execution && !last_errors.contains(&i) {
-                dropped += 1;
+            if bytes + size > self.max_bytes_per_execution {
+                if !last_errors.contains(&i) {
+                    dropped += 1;
+                    continue;
+                }
+                // Past the budget, a last error line is kept as its first
+                // few KiB without its meta: what it says, bounded (20 of
+                // them at most).
+                let mut message: String = l.message.chars().take(LAST_ERROR_CHARS).collect();
+                if message.len() < l.message.len() {
+                    message.push('…');
+                }
+                lines.push(Line {
+                    at: l.at,
+                    level: "error".into(),
+                    source: "user".into(),
+                    message,
+                    meta: None,
+                });
                 continue;
             }
             bytes += size;
@@ -281,7 +300,18 @@ impl Logs {
             changes: BTreeMap::new(),
             fuel: 0,
         };
-        let (lines, dropped) = self.kept_lines(&lines, 0);
+        let (mut lines, dropped) = self.kept_lines(&lines, 0);
+        // Why it failed, as a line too (a call refused before any attempt,
+        // for its credentials or the egress rules, had none).
+        if let Some(e) = &execution.error {
+            lines.push(Line {
+                at: Utc::now(),
+                level: "error".into(),
+                source: "internal".into(),
+                message: format!("{} failed: {e}", execution.script),
+                meta: None,
+            });
+        }
         let log = ExecutionLog {
             execution,
             lines,
@@ -744,6 +774,9 @@ impl Filter {
             let Ok(at) = DateTime::parse_from_rfc3339(&l.at) else {
                 return false;
             };
+            // Compared as shown (to the microsecond): a `to` copied from a
+            // line's `at` takes that line.
+            let at = chrono::SubsecRound::trunc_subsecs(at, 6);
             if self.from.is_some_and(|f| at < f) || self.to.is_some_and(|t| at > t) {
                 return false;
             }

@@ -460,6 +460,15 @@ impl Connections {
         }
         let body = String::from_utf8_lossy(&bytes).into_owned();
         if !status.is_success() {
+            // An endpoint may echo what it was sent: the refresh token and
+            // the client secret are not shown (nor stored in the errors
+            // and the logs this message goes to).
+            let secrets = c.credentials.secrets();
+            let values = secrets
+                .iter()
+                .map(String::as_str)
+                .chain(integration.oauth_client_secret.as_deref());
+            let body = sluice_runtime::proxy::redact_values(&body, values);
             let shown: String = body.chars().take(300).collect();
             return Err(format!(
                 "the token endpoint answered HTTP {status}: {shown}"
