@@ -99,7 +99,10 @@ pub async fn export(Env(env): Env, RawQuery(raw): RawQuery) -> ApiResult<Respons
     let start = filter
         .from
         .map(|f| format!("{:020}", (f.timestamp_micros() - 86_400_000_000).max(0)));
-    // A page of executions at a time: memory is one page whatever the size.
+    // A page of executions at a time: memory is one page whatever the size
+    // of the export, and a page is small (16 executions of at most about
+    // 300 KiB each): an export a slow client reads holds a few MiB.
+    const PAGE: usize = 16;
     let stream = futures_util::stream::unfold(
         (env, filter, start, false),
         |(env, filter, after, done)| async move {
@@ -108,7 +111,7 @@ pub async fn export(Env(env): Env, RawQuery(raw): RawQuery) -> ApiResult<Respons
             }
             let page: Vec<(String, Option<Vec<u8>>)> = match env
                 .store
-                .docs_raw(LOGS, "", after.as_deref(), 100, false, &mut |_| true)
+                .docs_raw(LOGS, "", after.as_deref(), PAGE, false, &mut |_| true)
                 .await
             {
                 Ok(p) => p,
@@ -119,7 +122,7 @@ pub async fn export(Env(env): Env, RawQuery(raw): RawQuery) -> ApiResult<Respons
             };
             let (last, _) = page.last()?;
             let next = Some(last.clone());
-            let done = page.len() < 100;
+            let done = page.len() < PAGE;
             let mut chunk = String::new();
             // Executions that started after `to` (their ids say when)
             // have no line before it: the export ends there.
