@@ -245,10 +245,11 @@ async fn http_logs_never_show_credentials() {
 }
 
 /// An upstream error body that echoes the connection's token: the failure
-/// a script reports (its message, payload and upstream response, which the
-/// logs and the history keep) shows `***` instead.
+/// as the logs and the history keep it (its message, payload and upstream
+/// response) shows `***` instead; the app that called gets the payload as
+/// the upstream sent it, as from the original.
 #[tokio::test]
-async fn a_failure_does_not_carry_the_connections_token() {
+async fn a_logged_failure_does_not_carry_the_connections_token() {
     let h = Harness::simple(|_| {
         MockResponse::json(500, &json!({"error": "internal: token tok-123 rejected"}))
     })
@@ -259,7 +260,12 @@ async fn a_failure_does_not_carry_the_connections_token() {
     let Err(e) = &report.outcome else {
         panic!("{:?}", report.outcome)
     };
-    let shown = format!("{e} {:?}", e.to_failure());
+    assert_eq!(
+        e.to_failure().payload,
+        json!({"error": "internal: token tok-123 rejected"})
+    );
+    let logged = report.logged_error().unwrap();
+    let shown = format!("{logged} {:?}", logged.to_failure());
     assert!(shown.contains("***"), "{shown}");
     assert!(!shown.contains("tok-123"), "{shown}");
 }

@@ -1307,6 +1307,11 @@ async fn init_creates_a_zero_yaml_starter_that_passes_its_tests_and_dry_runs() {
     assert_eq!(code, 0, "out: {out}\nerr: {err}");
     assert!(out.contains("Generated 1 test file(s):"), "{out}");
     assert!(out.contains("github-get-repo.test.ts"), "{out}");
+    let mut unknown = args("generate:tests", &dir, "init-zero-project-build");
+    unknown.extend(["-a".to_string(), "nope".to_string()]);
+    let (code, _, err) = sluice(&unknown).await;
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("Action \"nope\" not found"), "{err}");
 
     let (code, out, err) = sluice(&args("test", &dir, "init-zero-project-build")).await;
     assert_eq!(code, 0, "out: {out}\nerr: {err}");
@@ -1359,6 +1364,8 @@ async fn create_adds_scripts_that_compile_and_run_as_written() {
         ("--sync", "calendar-events", "acme/syncs/calendar-events.ts"),
         ("--action", "create-event", "acme/actions/create-event.ts"),
         ("--on-event", "welcome", "acme/on-events/welcome.ts"),
+        // A one-letter name still makes a model name zod-to-JSON takes.
+        ("--sync", "x", "acme/syncs/x.ts"),
     ] {
         let (code, out, err) = sluice(&create(kind, name)).await;
         assert_eq!(code, 0, "{err}");
@@ -1367,15 +1374,20 @@ async fn create_adds_scripts_that_compile_and_run_as_written() {
     let index = std::fs::read_to_string(tmp.path().join("index.ts")).unwrap();
     assert_eq!(
         index,
-        "// the project's scripts\nimport './acme/syncs/calendar-events.js';\nimport './acme/actions/create-event.js';\nimport './acme/on-events/welcome.js';\n"
+        "// the project's scripts\nimport './acme/syncs/calendar-events.js';\nimport './acme/actions/create-event.js';\nimport './acme/on-events/welcome.js';\nimport './acme/syncs/x.js';\n"
     );
     // An existing script is never replaced; a name is a file name.
     let (code, _, err) = sluice(&create("--action", "create-event")).await;
     assert_eq!(code, 2);
     assert!(err.contains("File already exists"), "{err}");
-    let (code, _, err) = sluice(&create("--action", "../up")).await;
-    assert_eq!(code, 2);
-    assert!(err.contains("`../up` may hold only letters"), "{err}");
+    for bad in ["../up", "__"] {
+        let (code, _, err) = sluice(&create("--action", bad)).await;
+        assert_eq!(code, 2);
+        assert!(
+            err.contains(&format!("`{bad}` may hold only letters")),
+            "{err}"
+        );
+    }
     assert_eq!(
         std::fs::read_to_string(tmp.path().join("index.ts")).unwrap(),
         index
@@ -1387,12 +1399,20 @@ async fn create_adds_scripts_that_compile_and_run_as_written() {
         &std::fs::read_to_string(tmp.path().join(".nango/nango.json")).unwrap(),
     )
     .unwrap();
-    assert_eq!(nango[0]["syncs"][0]["name"], "calendar-events", "{nango}");
+    let output_of = |name: &str| {
+        nango[0]["syncs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == name)
+            .map(|s| s["output"].clone())
+    };
     assert_eq!(
-        nango[0]["syncs"][0]["output"],
-        json!(["CalendarEvents"]),
+        output_of("calendar-events"),
+        Some(json!(["CalendarEvents"])),
         "{nango}"
     );
+    assert_eq!(output_of("x"), Some(json!(["XRecord"])), "{nango}");
     assert_eq!(nango[0]["actions"][0]["name"], "create-event", "{nango}");
     assert_eq!(
         nango[0]["onEventScripts"]["post-connection-creation"],

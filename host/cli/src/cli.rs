@@ -918,7 +918,18 @@ async fn run_deploy(
         "the deploy",
     )?;
     sluice_project::debug::say(err, || {
-        format!("deploying to {host}, environment `{env}` (the key's environment is checked first)")
+        // A user and password in the URL are not shown.
+        let shown = match url::Url::parse(&host) {
+            Ok(mut u) if !u.username().is_empty() || u.password().is_some() => {
+                let _ = u.set_username("***");
+                let _ = u.set_password(None);
+                u.to_string()
+            }
+            _ => host.clone(),
+        };
+        format!(
+            "deploying to {shown}, environment `{env}` (the key's environment is checked first)"
+        )
     });
     // A key is its environment's: deploying `prod` with dev's key would
     // deploy to dev. Asked before the build either way: a wrong key or an

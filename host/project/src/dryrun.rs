@@ -736,6 +736,16 @@ pub struct TestFilter {
     pub action: Option<String>,
 }
 
+/// Why `generate:tests` wrote nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum GenerateTestsError {
+    /// The integration, sync or action asked for is not in the project.
+    #[error("{0}")]
+    NotFound(String),
+    #[error(transparent)]
+    Write(#[from] std::io::Error),
+}
+
 /// What `generate:tests` did.
 #[derive(Debug, Default)]
 pub struct GeneratedTests {
@@ -753,7 +763,43 @@ pub fn generate_tests(
     root: &Path,
     definitions: &[Value],
     filter: &TestFilter,
-) -> Result<GeneratedTests, std::io::Error> {
+) -> Result<GeneratedTests, GenerateTestsError> {
+    // What the filter names exists, as the original checks (it said
+    // nothing and wrote nothing).
+    let named = |list: &str, name: &str| {
+        definitions.iter().any(|d| {
+            filter
+                .integration
+                .as_deref()
+                .is_none_or(|i| d["providerConfigKey"] == i)
+                && d[list]
+                    .as_array()
+                    .is_some_and(|l| l.iter().any(|s| s["name"] == name))
+        })
+    };
+    if let Some(i) = &filter.integration
+        && !definitions
+            .iter()
+            .any(|d| d["providerConfigKey"] == i.as_str())
+    {
+        return Err(GenerateTestsError::NotFound(format!(
+            "Integration \"{i}\" not found"
+        )));
+    }
+    if let Some(s) = &filter.sync
+        && !named("syncs", s)
+    {
+        return Err(GenerateTestsError::NotFound(format!(
+            "Sync \"{s}\" not found"
+        )));
+    }
+    if let Some(a) = &filter.action
+        && !named("actions", a)
+    {
+        return Err(GenerateTestsError::NotFound(format!(
+            "Action \"{a}\" not found"
+        )));
+    }
     let mut done = GeneratedTests::default();
     for def in definitions {
         let Some(integration) = def["providerConfigKey"].as_str() else {

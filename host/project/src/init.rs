@@ -28,7 +28,9 @@ pub enum InitError {
         "{0} is not a zero-yaml project (no index.ts and .nango/, or a nango.yaml): sluice create adds zero-yaml scripts; in a nango.yaml project declare the script in nango.yaml and run sluice generate"
     )]
     NotZeroYaml(String),
-    #[error("{what} `{name}` may hold only letters, digits, `_` and `-`")]
+    #[error(
+        "{what} `{name}` may hold only letters, digits, `_` and `-`, and a letter or digit at least"
+    )]
     BadName { what: &'static str, name: String },
     #[error("File already exists: {0}")]
     ScriptExists(String),
@@ -478,7 +480,7 @@ pub fn create(
         return Err(InitError::NotZeroYaml(dir.display().to_string()));
     }
     for (what, text) in [("the integration", integration), ("the script name", name)] {
-        let ok = !text.is_empty()
+        let ok = text.chars().any(|c| c.is_ascii_alphanumeric())
             && text
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
@@ -509,12 +511,15 @@ pub fn create(
                 .unwrap_or_default()
         })
         .collect();
-    // A name of digits alone makes no identifier.
-    let model = if model.starts_with(|c: char| c.is_ascii_digit()) {
+    // A model name starts with a capital and has two characters at least.
+    let mut model = if model.starts_with(|c: char| c.is_ascii_digit()) {
         format!("M{model}")
     } else {
         model
     };
+    if model.len() < 2 {
+        model.push_str("Record");
+    }
     let text = match kind {
         NewScript::Sync => format!(
             "import {{ z }} from 'zod';

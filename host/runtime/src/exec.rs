@@ -399,7 +399,7 @@ impl ExecError {
     /// message, and the strings of a script failure's payload and upstream
     /// response): an upstream's error body that echoes the connection's
     /// token must not carry it into the logs.
-    pub(crate) fn redacted(self, redact: impl Fn(&str) -> String) -> Self {
+    pub fn redacted(self, redact: impl Fn(&str) -> String) -> Self {
         fn strings(v: &mut Value, redact: &impl Fn(&str) -> String) {
             let mut stack = vec![v];
             while let Some(v) = stack.pop() {
@@ -492,6 +492,33 @@ pub struct Report {
     /// The most linear memory the script held (its memories only grow).
     pub memory_bytes: u64,
     pub duration: Duration,
+    /// The secrets of the connections the execution used, with the forms
+    /// a URL gives them: what is stored or logged of it is redacted with
+    /// them ([`Report::redact`], [`Report::logged_error`]); the outcome
+    /// itself is as the script left it, for the app that called it.
+    pub secrets: Vec<String>,
+}
+
+impl Report {
+    /// `text` with the execution's connection secrets as `***`.
+    pub fn redact(&self, text: &str) -> String {
+        if self.secrets.is_empty() {
+            text.to_string()
+        } else {
+            crate::proxy::redact(&self.secrets, text)
+        }
+    }
+
+    /// The failure as the logs and the history keep it: its texts redacted
+    /// (an upstream error body that echoes the token keeps it out).
+    pub fn logged_error(&self) -> Option<ExecError> {
+        let e = self.outcome.as_ref().err()?.clone();
+        Some(if self.secrets.is_empty() {
+            e
+        } else {
+            e.redacted(|t| self.redact(t))
+        })
+    }
 }
 
 /// Largest fuel a store can hold; used when an environment meters nothing.
@@ -594,11 +621,7 @@ impl Runtime {
         let fuel_consumed = fuel.saturating_sub(store.get_fuel().unwrap_or(fuel));
         let mut state = store.into_data();
         let memory_bytes = state.limiter.taken() as u64;
-        let outcome = if state.secrets.is_empty() {
-            outcome
-        } else {
-            outcome.map_err(|e| e.redacted(|t| crate::proxy::redact(&state.secrets, t)))
-        };
+
         state.collect_output();
         Report {
             outcome,
@@ -613,6 +636,7 @@ impl Runtime {
             fuel_consumed,
             memory_bytes,
             duration: started.elapsed(),
+            secrets: state.secrets,
         }
     }
 }
@@ -628,6 +652,7 @@ impl Report {
             fuel_consumed: 0,
             memory_bytes: 0,
             duration: started.elapsed(),
+            secrets: Vec::new(),
         }
     }
 }

@@ -943,7 +943,9 @@ fn note_secret(secrets: &mut Vec<String>, s: String) {
     let component = percent_encoded(&s, |b| b"!'()*".contains(&b));
     // The URL parser's in a path: `+`, `/`, `=` and the like as they are.
     let path = percent_encoded(&s, |b| b.is_ascii_graphic() && !b"\"#<>?`{}".contains(&b));
-    for variant in [s, form, strict, component, path] {
+    // As a JSON text escapes it (`\/`), as some token endpoints answer.
+    let json_escaped = s.replace('/', "\\/");
+    for variant in [s, form, strict, component, path, json_escaped] {
         if !secrets.contains(&variant) {
             secrets.push(variant);
         }
@@ -965,8 +967,12 @@ fn percent_encoded(text: &str, keep: impl Fn(u8) -> bool) -> String {
 }
 
 pub(crate) fn redact(secrets: &[String], text: &str) -> String {
+    // Longest first: a short secret inside a longer one must not cut the
+    // longer one into pieces that are then not found.
+    let mut order: Vec<&String> = secrets.iter().collect();
+    order.sort_by_key(|s| std::cmp::Reverse(s.len()));
     let mut out = text.to_string();
-    for s in secrets {
+    for s in order {
         out = out.replace(s.as_str(), "***");
     }
     out
@@ -1675,6 +1681,13 @@ mod tests {
         .unwrap();
         note_secrets(&mut secrets, &c);
         assert_eq!(redact(&secrets, "?k=ab!c%2Fd(e)"), "?k=***");
+        // As a JSON text may escape it; and a secret inside a longer one
+        // leaves no piece of the longer one.
+        assert_eq!(redact(&secrets, r#"{"k":"ab!c\/d(e)"}"#), r#"{"k":"***"}"#);
+        assert_eq!(
+            redact_values("token abcdefgh and abcd", ["abcd", "abcdefgh"]),
+            "token *** and ***"
+        );
     }
 
     #[test]

@@ -274,8 +274,10 @@ impl Server {
         runner::resume_async_actions(&app).await?;
         // Before the schedules: a connection whose check a crash cut short
         // is deleted, not scheduled.
-        api::connections::finish_setups(&app).await?;
+        // Deletions first: a connection a deletion was taking away runs no
+        // post-creation scripts.
         api::connections::finish_deletions(&app).await?;
+        api::connections::finish_setups(&app).await?;
         app.scheduler
             .load(&app)
             .await

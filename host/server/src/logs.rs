@@ -177,7 +177,7 @@ impl Logs {
             started_at,
             duration_ms: report.duration.as_millis() as u64,
             success: report.outcome.is_ok(),
-            error: report.outcome.as_ref().err().map(|e| e.to_string()),
+            error: report.logged_error().map(|e| e.to_string()),
             changes: report.changes.clone(),
             fuel: report.fuel_consumed,
         };
@@ -300,10 +300,11 @@ impl Logs {
             changes: BTreeMap::new(),
             fuel: 0,
         };
+        let attempted = !lines.is_empty();
         let (mut lines, dropped) = self.kept_lines(&lines, 0);
-        // Why it failed, as a line too (a call refused before any attempt,
-        // for its credentials or the egress rules, had none).
-        if let Some(e) = &execution.error {
+        // A call refused before any attempt (for its credentials or the
+        // egress rules) says why in a line (an attempt has its own).
+        if let Some(e) = execution.error.as_ref().filter(|_| !attempted) {
             lines.push(Line {
                 at: Utc::now(),
                 level: "error".into(),

@@ -536,9 +536,7 @@ pub async fn run_webhook(
         success: report.outcome.is_ok(),
         results: report.changes.clone(),
         error: report
-            .outcome
-            .as_ref()
-            .err()
+            .logged_error()
             .map(|e| serde_json::to_value(e.to_failure()).unwrap_or(Value::Null)),
         fuel: report.fuel_consumed,
         run_type: RunType::Incremental,
@@ -686,7 +684,7 @@ async fn run_events(
         let failure = match ran {
             Ok(report) => {
                 let log_id = record_execution(app, env, conn, "event", &name, &report).await;
-                (report.outcome.as_ref().err()).map(|e| (e.to_string(), log_id))
+                report.logged_error().map(|e| (e.to_string(), log_id))
             }
             Err(_) => {
                 let message = format!(
@@ -896,9 +894,7 @@ pub async fn run_sync(
         Some(Ok(mut report)) => {
             let mut results = report.changes.clone();
             let mut error = report
-                .outcome
-                .as_ref()
-                .err()
+                .logged_error()
                 .map(|e| serde_json::to_value(e.to_failure()).unwrap_or(Value::Null));
             // nango.yaml's `track_deletes` covers every model; a script's
             // trackDeletesStart/End the models it names.

@@ -117,11 +117,19 @@ impl HostState {
             // budget.
             let total = head.len() + tail.len();
             let tail_from = total.saturating_sub(STDERR_TAIL_LINES);
+            // The connection's secrets are not kept from the guest's output
+            // (a panic's message may quote an upstream answer that echoes
+            // the token).
+            let secrets = self.secrets.clone();
             let entry = |line: &str| LogEntry {
                 at: chrono::Utc::now(),
                 level,
                 source: LogSource::User,
-                message: truncate_message(line.to_string()),
+                message: truncate_message(if secrets.is_empty() {
+                    line.to_string()
+                } else {
+                    crate::proxy::redact(&secrets, line)
+                }),
                 meta: None,
             };
             for (i, line) in head.iter().enumerate() {

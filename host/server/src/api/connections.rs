@@ -630,6 +630,11 @@ async fn create(
     };
     let setup_key = format!("{}/{}", conn.provider_config_key, conn.connection_id);
     if is_new {
+        // A deletion of a connection of this id that failed half way left
+        // its mark: this new one must not be deleted at the next start.
+        env.store
+            .delete_doc(DELETIONS, &format!("connection/{setup_key}"))
+            .await?;
         // Stored first: a crash before the check passes leaves a
         // connection that the next start deletes, not one kept unchecked.
         let setup = Setup {
@@ -1181,8 +1186,19 @@ pub(crate) async fn delete_one(
 /// integration's then the integration).
 pub async fn finish_deletions(app: &Arc<App>) -> Result<(), crate::ServerError> {
     for env in app.envs() {
-        let marks: Vec<(String, Value)> =
-            env.store.docs(DELETIONS, "", None, 10_000, false).await?;
+        let mut marks: Vec<(String, Value)> = Vec::new();
+        loop {
+            let after = marks.last().map(|(k, _)| k.clone());
+            let page: Vec<(String, Value)> = env
+                .store
+                .docs(DELETIONS, "", after.as_deref(), 500, false)
+                .await?;
+            let full = page.len() == 500;
+            marks.extend(page);
+            if !full {
+                break;
+            }
+        }
         let (integrations, connections): (Vec<&str>, Vec<&str>) = marks
             .iter()
             .map(|(k, _)| k.as_str())

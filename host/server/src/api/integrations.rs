@@ -260,6 +260,15 @@ pub async fn create(
         updated_at: now,
     };
     apply(&mut i, body);
+    // A deletion of an integration of this key that failed half way (a
+    // store error) left its mark: this new one must not be deleted at the
+    // next start.
+    env.store
+        .delete_doc(
+            super::connections::DELETIONS,
+            &format!("integration/{}", i.unique_key),
+        )
+        .await?;
     env.store.put_integration(&i).await?;
     Ok(Json(json!({ "data": view(&app.providers, &i, None) })))
 }
