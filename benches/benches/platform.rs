@@ -293,6 +293,7 @@ fn main() {
                     }],
                 })
                 .collect(),
+            version: None,
         };
         let (code, out) = c
             .send("POST", "/sluice/deploy", Some(serde_json::to_value(&manifest).unwrap()))

@@ -346,6 +346,7 @@ fn main() {
                 entry(rust_ping, false, "rust-ping", ScriptKind::Action),
                 entry(rust_save, false, "save-rust", ScriptKind::Sync),
             ],
+            version: None,
         };
         let t = Instant::now();
         let (status, body) = c

@@ -276,6 +276,7 @@ async fn deploy_manifest(
         nango_json,
         dir_name: None,
         components,
+        version: None,
     };
     let (status, body) = c
         .send(
@@ -1470,7 +1471,16 @@ async fn deploys_are_versions_a_bad_one_changes_nothing_and_rollback_works() {
     );
     for (version, extra) in [
         (1, &[][..]),
-        (2, &["dev", "--auto-confirm", "--allow-destructive"][..]),
+        (
+            2,
+            &[
+                "dev",
+                "--auto-confirm",
+                "--allow-destructive",
+                "-v",
+                "2.0.0",
+            ][..],
+        ),
     ] {
         let (code, out, err) = sluice_deploy(&server.url(), DEV_KEY, extra).await;
         assert_eq!(code, 0, "{out}{err}");
@@ -1479,6 +1489,29 @@ async fn deploys_are_versions_a_bad_one_changes_nothing_and_rollback_works() {
             "{out}"
         );
     }
+    // `-v` tags every deployed script with its version, as the original's.
+    let (_, config) = dev.send("GET", "/scripts/config", None).await;
+    let versions: Vec<&Value> = config
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|i| {
+            i["syncs"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .chain(i["actions"].as_array().into_iter().flatten())
+        })
+        .map(|s| &s["version"])
+        .collect();
+    assert!(!versions.is_empty(), "{config}");
+    assert!(versions.iter().all(|v| *v == "2.0.0"), "{config}");
+    let (code, _, err) = sluice_deploy(&server.url(), DEV_KEY, &["-v", " "]).await;
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("the version ` ` is not one a deploy takes"),
+        "{err}"
+    );
     let (_, list) = dev.send("GET", "/sluice/deployments", None).await;
     let versions: Vec<(u64, bool)> = list["deployments"]
         .as_array()
@@ -2585,6 +2618,7 @@ async fn a_deploy_uses_only_components_its_environment_uploaded() {
                 kind: ScriptKind::Sync,
             }],
         }],
+        version: None,
     };
     let body = serde_json::to_value(&manifest).unwrap();
     let (status, out) = prod.send("POST", "/sluice/deploy", Some(body)).await;
@@ -2712,6 +2746,7 @@ async fn old_deployments_and_the_components_only_they_used_are_deleted() {
         nango_json: None,
         dir_name: None,
         components: vec![entry(sync), entry(create), entry(noop)],
+        version: None,
     })
     .unwrap();
     let (status, body) = dev.send("POST", "/sluice/deploy", Some(manifest)).await;

@@ -99,6 +99,10 @@ struct DeployArgs {
     /// a rollback).
     #[arg(long = "allow-destructive")]
     allow_destructive: bool,
+    /// Tag every deployed sync and action with this version (instead of
+    /// each one's own), as the original's `--version`.
+    #[arg(short = 'v', long = "version")]
+    version: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -947,7 +951,8 @@ async fn run_deploy(
     let options = args.build.options(None);
     let runtime = Runtime::new(options.runtime_config(1))?;
     let project = compile::compile(&options, &runtime, err)?;
-    let deployed = sluice_project::deploy::upload(&project, &host, &key).await?;
+    let deployed =
+        sluice_project::deploy::upload(&project, &host, &key, args.version.as_deref()).await?;
     // The environment the key belongs to, whatever `--env` said.
     let environment = deployed["environment"].as_str().unwrap_or(&env);
     writeln!(

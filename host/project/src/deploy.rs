@@ -46,6 +46,10 @@ pub struct Manifest {
     #[serde(default)]
     pub dir_name: Option<String>,
     pub components: Vec<ComponentEntry>,
+    /// `sluice deploy -v`: the version every deployed sync and action is
+    /// tagged with, instead of its own (as the original's `--version`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
 }
 
 /// Why a deploy cannot be installed.
@@ -74,6 +78,10 @@ pub enum DeployError {
     },
     #[error("the deploy's nango.json is invalid: {0}")]
     Definitions(String),
+    #[error(
+        "the version `{0}` is not one a deploy takes: 1 to 255 characters, no control characters"
+    )]
+    Version(String),
     /// The original platform's deploy is stricter than its nango.yaml
     /// parser: a frequency is a whole amount and a unit (its
     /// `frequencySchema`), so `every 1.5 hours` compiles and is refused
@@ -159,6 +167,7 @@ impl Project {
                     .file_name()
                     .map(|n| n.to_string_lossy().into_owned()),
                 components: components.into_values().collect(),
+                version: None,
             },
             files,
         ))
@@ -173,6 +182,11 @@ impl Manifest {
     /// deployment is loaded again (at start, on a rollback), so a
     /// deployment an earlier version accepted still loads.
     pub fn check_new(&self) -> Result<(), DeployError> {
+        if let Some(v) = &self.version
+            && (v.trim().is_empty() || v.len() > 255 || v.chars().any(char::is_control))
+        {
+            return Err(DeployError::Version(v.clone()));
+        }
         let config = match &self.nango_json {
             Some(definitions) => {
                 crate::zero::check_definitions(definitions).map_err(DeployError::Definitions)?;
@@ -215,12 +229,22 @@ impl Manifest {
         runtime: &Runtime,
         component: impl Fn(&str) -> Option<Vec<u8>>,
     ) -> Result<Catalog, DeployError> {
-        let config = match &self.nango_json {
+        let mut config = match &self.nango_json {
             Some(definitions) => crate::zero::config(definitions),
             None => {
                 yaml::parse_in(&self.nango_yaml, "nango.yaml", self.dir_name.as_deref())?.config
             }
         };
+        if let Some(version) = &self.version {
+            for i in &mut config.integrations {
+                for s in &mut i.syncs {
+                    s.version = version.clone();
+                }
+                for a in &mut i.actions {
+                    a.version = version.clone();
+                }
+            }
+        }
         // A sync and an action may share a name: scripts are declared by
         // integration, name and kind.
         let mut declared: BTreeSet<(String, String, ScriptKind)> = BTreeSet::new();
@@ -356,8 +380,10 @@ pub async fn upload(
     project: &Project,
     base: &str,
     secret_key: &str,
+    version: Option<&str>,
 ) -> Result<serde_json::Value, UploadError> {
-    let (manifest, files) = project.manifest()?;
+    let (mut manifest, files) = project.manifest()?;
+    manifest.version = version.map(str::to_string);
     let http = reqwest::Client::builder()
         .user_agent(sluice_runtime::proxy::USER_AGENT)
         .build()
