@@ -269,3 +269,32 @@ async fn a_logged_failure_does_not_carry_the_connections_token() {
     assert!(shown.contains("***"), "{shown}");
     assert!(!shown.contains("tok-123"), "{shown}");
 }
+
+/// A triggered action's failure quoting its connection's token, passed on
+/// by its caller (which made no request of its own): redacted where the
+/// caller's failure is logged.
+#[tokio::test]
+async fn a_triggered_actions_secret_is_redacted_in_its_callers_logged_failure() {
+    let h = Harness::simple(|_| {
+        MockResponse::json(500, &json!({"error": "internal: token tok-123 rejected"}))
+    })
+    .await;
+    h.scripts
+        .insert("mock-int", "fetch-path", script(guests::ACTION_PROXY));
+    let report = h
+        .action(
+            guests::ACTION_FEATURES,
+            json!({"trigger": ["mock-int", "c1", "fetch-path", {"endpoint": "/echo"}]}),
+        )
+        .await;
+    let logged = report
+        .logged_error()
+        .unwrap_or_else(|| panic!("{:?}", report.outcome));
+    let shown = format!("{logged} {:?}", logged.to_failure());
+    assert!(!shown.contains("tok-123"), "{shown}");
+    let raw = format!("{:?}", report.outcome);
+    assert!(
+        raw.contains("tok-123"),
+        "the caller's failure quotes it: {raw}"
+    );
+}

@@ -921,16 +921,11 @@ async fn run_deploy(
         args.secret_key,
         "the deploy",
     )?;
+    // A user and password in the server's URL are shown as `***`, in
+    // what is printed and in errors.
+    let shown = shown_host(&host);
+    let hide = |e: anyhow::Error| hide_userinfo(e, &host);
     sluice_project::debug::say(err, || {
-        // A user and password in the URL are not shown.
-        let shown = match url::Url::parse(&host) {
-            Ok(mut u) if !u.username().is_empty() || u.password().is_some() => {
-                let _ = u.set_username("***");
-                let _ = u.set_password(None);
-                u.to_string()
-            }
-            _ => host.clone(),
-        };
         format!(
             "deploying to {shown}, environment `{env}` (the key's environment is checked first)"
         )
@@ -938,7 +933,9 @@ async fn run_deploy(
     // A key is its environment's: deploying `prod` with dev's key would
     // deploy to dev. Asked before the build either way: a wrong key or an
     // unreachable server is said at once, not after compiling.
-    let holds = sluice_project::deploy::environment_of(&host, &key).await?;
+    let holds = sluice_project::deploy::environment_of(&host, &key)
+        .await
+        .map_err(|e| hide(e.into()))?;
     if let Some(named) = &named
         && &holds != named
     {
@@ -951,13 +948,14 @@ async fn run_deploy(
     let options = args.build.options(None);
     let runtime = Runtime::new(options.runtime_config(1))?;
     let project = compile::compile(&options, &runtime, err)?;
-    let deployed =
-        sluice_project::deploy::upload(&project, &host, &key, args.version.as_deref()).await?;
+    let deployed = sluice_project::deploy::upload(&project, &host, &key, args.version.as_deref())
+        .await
+        .map_err(|e| hide(e.into()))?;
     // The environment the key belongs to, whatever `--env` said.
     let environment = deployed["environment"].as_str().unwrap_or(&env);
     writeln!(
         out,
-        "Deployed version {} to `{}` at {host}: {} script{}.",
+        "Deployed version {} to `{}` at {shown}: {} script{}.",
         deployed["version"],
         environment,
         project.scripts.len(),
@@ -972,6 +970,45 @@ async fn run_deploy(
         )?;
     }
     Ok(0)
+}
+
+/// A server URL as printed: a user name and password in it as `***`.
+fn shown_host(host: &str) -> String {
+    match url::Url::parse(host) {
+        Ok(mut u) if !u.username().is_empty() || u.password().is_some() => {
+            let _ = u.set_username("***");
+            let _ = u.set_password(None);
+            u.to_string()
+        }
+        _ => host.to_string(),
+    }
+}
+
+/// `e` with the user name and password of `host` (as given, and as a URL
+/// library writes them) shown as `***`.
+fn hide_userinfo(e: anyhow::Error, host: &str) -> anyhow::Error {
+    let Ok(u) = url::Url::parse(host) else {
+        return e;
+    };
+    if u.username().is_empty() && u.password().is_none() {
+        return e;
+    }
+    let written = match u.password() {
+        Some(p) => format!("{}:{p}@", u.username()),
+        None => format!("{}@", u.username()),
+    };
+    let as_given = host
+        .split_once("://")
+        .and_then(|(_, rest)| rest.split_once('@'))
+        .map(|(info, _)| format!("{info}@"))
+        .unwrap_or_default();
+    let mut text = error_chain(&e);
+    for info in [written, as_given] {
+        if !info.is_empty() {
+            text = text.replace(&info, "***@");
+        }
+    }
+    anyhow::anyhow!(text)
 }
 
 /// The master key: `SLUICE_MASTER_KEY` (base64 of 32 bytes), or the key
@@ -1376,7 +1413,19 @@ fn default_cache_dir() -> PathBuf {
 
 #[cfg(test)]
 mod tests {
-    use super::{dotenv, parse_date, parse_size};
+    use super::{dotenv, hide_userinfo, parse_date, parse_size, shown_host};
+
+    #[test]
+    fn a_servers_user_and_password_are_not_shown() {
+        let host = "https://ci:p%40ss@nango.example.com";
+        assert_eq!(shown_host(host), "https://***@nango.example.com/");
+        let e = anyhow::anyhow!("cannot reach https://ci:p%40ss@nango.example.com/sluice/deploy");
+        assert_eq!(
+            hide_userinfo(e, host).to_string(),
+            "cannot reach https://***@nango.example.com/sluice/deploy"
+        );
+        assert_eq!(shown_host("http://127.0.0.1:3003"), "http://127.0.0.1:3003");
+    }
 
     #[test]
     fn dates_take_the_forms_new_date_reads_in_utc() {

@@ -183,7 +183,7 @@ impl Manifest {
     /// deployment an earlier version accepted still loads.
     pub fn check_new(&self) -> Result<(), DeployError> {
         if let Some(v) = &self.version
-            && (v.trim().is_empty() || v.len() > 255 || v.chars().any(char::is_control))
+            && (v.trim().is_empty() || v.chars().count() > 255 || v.chars().any(char::is_control))
         {
             return Err(DeployError::Version(v.clone()));
         }

@@ -630,9 +630,12 @@ pub async fn dry_run(
             )
         })
         .collect();
-    let (output, error, error_message) = match &report.outcome {
-        Ok(output) => (output.clone(), None, None),
-        Err(e) => (None, Some(e.to_failure()), Some(e.to_string())),
+    // A failure as the terminal (or a CI log) shows it: redacted, as the
+    // server's logs keep it.
+    let (output, error, error_message) = match (&report.outcome, report.logged_error()) {
+        (Ok(output), _) => (output.clone(), None, None),
+        (Err(_), Some(e)) => (None, Some(e.to_failure()), Some(e.to_string())),
+        (Err(e), None) => (None, Some(e.to_failure()), Some(e.to_string())),
     };
     Ok(DryRunResult {
         script: script_name,

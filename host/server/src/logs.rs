@@ -276,7 +276,9 @@ impl Logs {
     }
 
     /// Keeps an app's request through `/proxy` (kind `proxy`, named by its
-    /// method and path) with the log lines of its attempts.
+    /// method and path) with the log lines of its attempts; `answered`:
+    /// the upstream's answer was passed on (`error` then says its status).
+    #[allow(clippy::too_many_arguments)]
     pub async fn record_proxy(
         &self,
         env: &EnvState,
@@ -284,6 +286,7 @@ impl Logs {
         call: &str,
         started_at: DateTime<Utc>,
         error: Option<String>,
+        answered: bool,
         lines: Vec<LogEntry>,
     ) {
         let call: String = call.chars().take(512).collect();
@@ -300,11 +303,11 @@ impl Logs {
             changes: BTreeMap::new(),
             fuel: 0,
         };
-        let attempted = !lines.is_empty();
         let (mut lines, dropped) = self.kept_lines(&lines, 0);
-        // A call refused before any attempt (for its credentials or the
-        // egress rules) says why in a line (an attempt has its own).
-        if let Some(e) = execution.error.as_ref().filter(|_| !attempted) {
+        // A call that got no answer to pass on (refused for its
+        // credentials or the egress rules, or failed between attempts)
+        // says why in a line; an upstream's answer has its attempt's line.
+        if let Some(e) = execution.error.as_ref().filter(|_| !answered) {
             lines.push(Line {
                 at: Utc::now(),
                 level: "error".into(),

@@ -120,6 +120,7 @@ pub async fn forward(
             &format!("{method} {path}"),
             started,
             error,
+            outcome.is_ok(),
             lines,
         )
         .await;
