@@ -294,6 +294,8 @@ fn main() {
                 })
                 .collect(),
             version: None,
+            scope: None,
+            script_versions: Default::default(),
         };
         let (code, out) = c
             .send("POST", "/sluice/deploy", Some(serde_json::to_value(&manifest).unwrap()))

@@ -347,6 +347,8 @@ fn main() {
                 entry(rust_save, false, "save-rust", ScriptKind::Sync),
             ],
             version: None,
+            scope: None,
+            script_versions: Default::default(),
         };
         let t = Instant::now();
         let (status, body) = c

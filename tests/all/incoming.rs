@@ -156,9 +156,7 @@ async fn a_signed_provider_webhook_runs_its_script_and_reaches_the_app_a_forged_
     let url = format!("/webhook/{env}/lin");
 
     // Signed, for org-1's Issue: c1's webhook handler saves w1.
-    let body =
-        json!({"type": "Issue", "organizationId": "org-1", "model": "Item", "save": [{"id": "w1"}]})
-            .to_string();
+    let body = r#"{"type":"Issue","organizationId":"org-1","model":"Item","save":[{"id":"w1"}],"amount":1.0,"big":1e21}"#.to_string();
     let (code, out) = post(&c, &url, &body, &signed(&body)).await;
     assert_eq!((code, out.as_str()), (200, r#"{"status":"success"}"#));
     app.wait_for(
@@ -177,9 +175,15 @@ async fn a_signed_provider_webhook_runs_its_script_and_reaches_the_app_a_forged_
     assert_eq!(
         forward.1,
         json!({"from": "linear-test", "providerConfigKey": "lin", "type": "forward",
-               "payload": serde_json::from_str::<Value>(&body).unwrap(), "connectionId": "c1"})
+               "payload": {"type": "Issue", "organizationId": "org-1", "model": "Item", "save": [{"id": "w1"}], "amount": 1, "big": 1e21},
+               "connectionId": "c1"})
     );
     assert_eq!(forward.0.header("linear-delivery"), Some("delivery-1"));
+    // Written as the original's `JSON.stringify` writes it, so an app
+    // checking the older signature over its own `JSON.stringify` of the
+    // parsed body gets the signed bytes.
+    let raw = String::from_utf8(forward.0.body.clone()).unwrap();
+    assert!(raw.contains(r#""amount":1,"big":1e+21}"#), "{raw}");
     let sync = got
         .iter()
         .find(|(_, b)| b["type"] == "sync")

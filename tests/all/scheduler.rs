@@ -669,21 +669,14 @@ async fn a_connection_deleted_during_its_run_leaves_nothing_for_a_new_one_of_tha
     // A connection of the same id starts afresh: no run of the old one in
     // its status, none of its records.
     up.delay.store(5000, Ordering::SeqCst);
-    let reconnected = chrono::Utc::now();
     connect(&c, "demo", "t2").await;
     up.wait_runs(2, Duration::from_secs(10)).await;
     let now = status(&c).await;
     assert_eq!(now["status"], "RUNNING", "{now}");
-    // Its time is the new run's (the running job's, as the original's),
-    // its result empty: nothing of the old connection's run.
-    let started: chrono::DateTime<chrono::Utc> = now["finishedAt"]
-        .as_str()
-        .and_then(|t| t.parse().ok())
-        .unwrap_or_else(|| panic!("{now}"));
-    assert!(
-        started >= reconnected - chrono::TimeDelta::milliseconds(5),
-        "{now}"
-    );
+    // Not finished (the current original leaves `finishedAt` out while
+    // its job runs), its result empty: nothing of the old connection's
+    // run.
+    assert!(now.get("finishedAt").is_none(), "{now}");
     assert_eq!(now["latestResult"], json!({}), "{now}");
     // A sync named twice is one sync.
     let (code, body) = c
@@ -847,7 +840,7 @@ async fn a_sync_variant_runs_on_its_own_records_and_goes_when_deleted() {
         .await;
     assert_eq!(code, 200, "{out}");
     up.wait_runs(before + 1, Duration::from_secs(10)).await;
-    // While it runs, its status shows this run's time and no result yet
+    // While it runs, its status shows no finish time and no result yet
     // (the last run's were shown as this one's).
     let started = Instant::now();
     let status = loop {
@@ -865,9 +858,8 @@ async fn a_sync_variant_runs_on_its_own_records_and_goes_when_deleted() {
     };
     assert_eq!(status["syncs"][0]["status"], "RUNNING", "{status}");
     assert_eq!(status["syncs"][0]["latestResult"], json!({}), "{status}");
-    let now_running = status["syncs"][0]["finishedAt"].as_str().unwrap();
     assert!(
-        now_running > last_finished.as_str(),
+        status["syncs"][0].get("finishedAt").is_none(),
         "the last run's time ({last_finished}): {status}"
     );
     let resp = c

@@ -277,6 +277,8 @@ async fn deploy_manifest(
         dir_name: None,
         components,
         version: None,
+        scope: None,
+        script_versions: Default::default(),
     };
     let (status, body) = c
         .send(
@@ -624,6 +626,113 @@ fn ids(page: &Value) -> Vec<String> {
         .collect();
     ids.sort();
     ids
+}
+
+/// A `trackDeletesStart` outlives its run (a sync that resumes from its
+/// checkpoint after a failed run does not start again): the end, in a
+/// later run, deletes only what no run since the start saved; an end with
+/// no start fails the run, as the original's.
+#[tokio::test]
+async fn a_track_deletes_start_stands_until_its_end_in_a_later_run() {
+    let providers = "mock:\n  auth_mode: API_KEY\n  proxy:\n    base_url: http://127.0.0.1:9\n";
+    let data = tempfile::tempdir().unwrap();
+    let config = ServerConfig::new(data.path(), "127.0.0.1:0".parse().unwrap());
+    let server = start_with(config, &MasterKey::generate(), providers).await;
+    let dev = Client::new(&server, DEV_KEY);
+    let c1 = ("mock-int", "c1");
+    let yaml = MOCK_YAML.split("    actions:").next().unwrap().to_string()
+        + "models:\n  Item:\n    id: string\n";
+    deploy_scripts(
+        &dev,
+        &yaml,
+        "mock-int",
+        &[(guests::SYNC_RECORDS, "records", ScriptKind::Sync)],
+    )
+    .await;
+    let (status, body) = dev
+        .send(
+            "POST",
+            "/integrations",
+            Some(json!({"unique_key": "mock-int", "provider": "mock"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let save = |ids: &[&str]| json!(ids.iter().map(|i| json!({"id": i})).collect::<Vec<_>>());
+    let (status, body) = dev
+        .send(
+            "POST",
+            "/connections",
+            Some(json!({
+                "provider_config_key": "mock-int", "connection_id": "c1", "api_key": "k",
+                "metadata": {"model": "Item", "save": save(&["a", "b", "c", "d"])},
+            })),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let run = |plan: Value| {
+        let dev = &dev;
+        async move {
+            let (status, _) = dev
+                .send_as(
+                    c1,
+                    "POST",
+                    "/connection/metadata",
+                    Some(json!({"connection_id": "c1", "provider_config_key": "mock-int", "metadata": plan})),
+                )
+                .await;
+            assert_eq!(status, 201);
+            let trigger = json!({"syncs": ["records"], "provider_config_key": "mock-int", "connection_id": "c1", "wait": true});
+            let (status, body) = dev
+                .send_as(c1, "POST", "/sync/trigger", Some(trigger))
+                .await;
+            assert_eq!(status, 200, "{body}");
+            body["runs"][0].clone()
+        }
+    };
+    let alive = || {
+        let dev = &dev;
+        async move {
+            let (_, page) = dev.send_as(c1, "GET", "/records?model=Item", None).await;
+            let mut ids: Vec<String> = page["records"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|r| r["_nango_metadata"]["deleted_at"].is_null())
+                .map(|r| r["id"].as_str().unwrap().to_string())
+                .collect();
+            ids.sort();
+            ids
+        }
+    };
+    let first = run(json!({"model": "Item", "save": save(&["a", "b", "c", "d"])})).await;
+    assert_eq!(first["success"], true, "{first}");
+    // Starts, sees a (unchanged) and e (new), fails.
+    let failed = run(json!({"model": "Item", "save": save(&["a", "e"]), "track_start": true, "fail_after": true})).await;
+    assert_eq!(failed["success"], false, "{failed}");
+    // Resumes without a start, sees b, ends: c and d go; a and e, seen
+    // since the start, stay.
+    let ended = run(json!({"model": "Item", "save": save(&["b"]), "track_end": true})).await;
+    assert_eq!(ended["success"], true, "{ended}");
+    assert_eq!(ended["results"]["Item"]["deleted"], 2, "{ended}");
+    assert_eq!(alive().await, ["a", "b", "e"]);
+    // The start ended with its deletes: an end alone now fails the run
+    // and deletes nothing.
+    let alone = run(json!({"model": "Item", "save": save(&["b"]), "track_end": true})).await;
+    assert_eq!(alone["success"], false, "{alone}");
+    assert!(
+        alone["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("No track deletes starting point found for model 'Item'.")),
+        "{alone}"
+    );
+    assert_eq!(alive().await, ["a", "b", "e"]);
+    // A start and an end in one run: what it did not save goes.
+    let both =
+        run(json!({"model": "Item", "save": save(&["b"]), "track_start": true, "track_end": true}))
+            .await;
+    assert_eq!(both["success"], true, "{both}");
+    assert_eq!(alive().await, ["b"]);
+    server.stop().await;
 }
 
 /// `PATCH /records/prune` empties a connection's records up to a cursor:
@@ -1657,6 +1766,42 @@ async fn deploys_are_versions_a_bad_one_changes_nothing_and_rollback_works() {
         "#/components/schemas/sluice.Error",
         "{action:?}"
     );
+
+    // `deploy -a/-s` deploys one script of the project, the original's
+    // single-script deploy; a name the project lacks is said before
+    // anything is sent.
+    let (code, out, err) = sluice_deploy(&server.url(), DEV_KEY, &["-a", "create-issue"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains(": action `create-issue`, 1 script; the deployment has 2 scripts in all."),
+        "{out}"
+    );
+    let (code, out, err) = sluice_deploy(&server.url(), DEV_KEY, &["-s", "nope"]).await;
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        err.contains("the project has no sync `nope` to deploy: nothing was deployed"),
+        "{err}"
+    );
+    // A user and password in the server's URL are not sent (they went as a
+    // second authorization, which the server read first: every such deploy
+    // was refused); a URL without a scheme is named.
+    let with_user = server.url().replacen("http://", "http://ci:p%40ss@", 1);
+    let (code, out, err) = sluice_deploy(&with_user, DEV_KEY, &["-a", "create-issue"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        err.contains("the user and password in the server URL are not sent"),
+        "{err}"
+    );
+    assert!(!format!("{out}{err}").contains("p%40ss"), "{out}{err}");
+    let bare = server.url().replacen("http://", "", 1);
+    let (code, _, err) = sluice_deploy(&bare, DEV_KEY, &[]).await;
+    assert_ne!(code, 0);
+    assert!(
+        err.contains(&format!(
+            "the server URL `{bare}` is not one the deploy can reach"
+        )),
+        "{err}"
+    );
     server.stop().await;
 }
 
@@ -2324,6 +2469,214 @@ async fn dryrun_takes_the_connection_and_variables_from_a_running_server() {
     assert!(err.contains("--integration-id"), "{err}");
 }
 
+/// Uploads a component holding `scripts` (integration, name, kind).
+async fn component(c: &Client, path: &str, scripts: &[(&str, &str, ScriptKind)]) -> ComponentEntry {
+    let bytes = std::fs::read(path).unwrap();
+    let sha = sha256_hex(&bytes);
+    let resp = c
+        .http
+        .put(format!("{}/sluice/components/{sha}", c.base))
+        .bearer_auth(&c.key)
+        .body(bytes.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    ComponentEntry {
+        sha256: sha,
+        size: bytes.len() as u64,
+        bundle: false,
+        scripts: scripts
+            .iter()
+            .map(|&(integration, name, kind)| ScriptEntry {
+                integration: integration.into(),
+                name: name.into(),
+                kind,
+            })
+            .collect(),
+    }
+}
+
+/// Each deployed sync and action: `integration/name` → (runs, version).
+async fn deployed_scripts(c: &Client) -> std::collections::BTreeMap<String, (Value, Value)> {
+    let (status, config) = c.send("GET", "/scripts/config", None).await;
+    assert_eq!(status, 200, "{config}");
+    let mut out = std::collections::BTreeMap::new();
+    for i in config.as_array().unwrap() {
+        for list in ["syncs", "actions"] {
+            for s in i[list].as_array().into_iter().flatten() {
+                let key = format!(
+                    "{}/{}",
+                    i["providerConfigKey"].as_str().unwrap(),
+                    s["name"].as_str().unwrap()
+                );
+                out.insert(key, (s["runs"].clone(), s["version"].clone()));
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_deploy_of_one_sync_action_or_integration_keeps_the_environments_other_scripts() {
+    let data = tempfile::tempdir().unwrap();
+    let master = MasterKey::generate();
+    let config = ServerConfig::new(data.path(), "127.0.0.1:0".parse().unwrap());
+    let server = start_with(config, &master, "").await;
+    let dev = Client::new(&server, DEV_KEY);
+    let yaml = |runs: &str, b_actions: &[&str]| {
+        let mut y = format!(
+            "integrations:\n  a:\n    syncs:\n      contacts:\n        runs: {runs}\n        auto_start: false\n        output: Contact\n        endpoint: GET /contacts\n    actions:\n      create-contact:\n        endpoint: POST /contacts\n        output: Contact\n  b:\n    actions:\n"
+        );
+        for a in b_actions {
+            y.push_str(&format!("      {a}:\n        endpoint: POST /{a}\n"));
+        }
+        y + "models:\n  Contact:\n    id: string\n"
+    };
+    let manifest = |nango_yaml: String, components: Vec<ComponentEntry>| {
+        json!(Manifest {
+            nango_yaml,
+            nango_json: None,
+            dir_name: None,
+            components,
+            version: None,
+            scope: None,
+            script_versions: Default::default(),
+        })
+    };
+    let a = [
+        component(
+            &dev,
+            guests::HUBSPOT_RUST_CONTACTS,
+            &[("a", "contacts", ScriptKind::Sync)],
+        )
+        .await,
+        component(
+            &dev,
+            guests::HUBSPOT_RUST_CREATE_CONTACT,
+            &[("a", "create-contact", ScriptKind::Action)],
+        )
+        .await,
+    ];
+    let b = |names: &'static [&'static str]| {
+        let scripts: Vec<(&str, &str, ScriptKind)> = names
+            .iter()
+            .map(|n| ("b", *n, ScriptKind::Action))
+            .collect();
+        let dev = &dev;
+        async move { component(dev, guests::ACTION_NOOP, &scripts).await }
+    };
+    let with = |b: ComponentEntry| {
+        let mut all = a.to_vec();
+        all.push(b);
+        all
+    };
+    let mut first = manifest(yaml("every hour", &["ping"]), with(b(&["ping"]).await));
+    first["version"] = json!("1.0.0");
+    let (status, body) = dev.send("POST", "/sluice/deploy", Some(first)).await;
+    assert_eq!(status, 200, "{body}");
+
+    // `--sync contacts`: the project changed the sync's frequency and
+    // added `b/pong`; only the sync is deployed, the rest stays as it was
+    // (with the version it was deployed with).
+    let mut single = manifest(
+        yaml("every 2 hours", &["ping", "pong"]),
+        with(b(&["ping", "pong"]).await),
+    );
+    single["scope"] = json!({"sync": "contacts"});
+    let (status, body) = dev
+        .send("POST", "/sluice/deploy", Some(single.clone()))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["version"], 2, "{body}");
+    let scripts = deployed_scripts(&dev).await;
+    assert_eq!(
+        scripts.keys().collect::<Vec<_>>(),
+        ["a/contacts", "a/create-contact", "b/ping"],
+        "{scripts:?}"
+    );
+    assert_eq!(scripts["a/contacts"].0, "every 2 hours");
+    assert_eq!(scripts["a/create-contact"].1, "1.0.0");
+    assert_eq!(scripts["b/ping"].1, "1.0.0");
+
+    // `--integration b`: b's scripts are the project's (ping gone, pong
+    // new), a's stay.
+    let mut whole = manifest(yaml("every 3 hours", &["pong"]), with(b(&["pong"]).await));
+    whole["scope"] = json!({"integration": "b"});
+    let (status, body) = dev.send("POST", "/sluice/deploy", Some(whole)).await;
+    assert_eq!(status, 200, "{body}");
+    let scripts = deployed_scripts(&dev).await;
+    assert_eq!(
+        scripts.keys().collect::<Vec<_>>(),
+        ["a/contacts", "a/create-contact", "b/pong"],
+        "{scripts:?}"
+    );
+    assert_eq!(scripts["a/contacts"].0, "every 2 hours");
+
+    // A name the project does not have is refused and changes nothing;
+    // so is `--sync` with `--action`.
+    for (scope, says) in [
+        (
+            json!({"action": "nope"}),
+            "the project has no action `nope` to deploy",
+        ),
+        (
+            json!({"sync": "contacts", "integration": "b"}),
+            "no sync `contacts` of integration `b`",
+        ),
+        (
+            json!({"sync": "contacts", "action": "pong"}),
+            "`--sync` or `--action`, not both",
+        ),
+    ] {
+        single["scope"] = scope;
+        let (status, body) = dev
+            .send("POST", "/sluice/deploy", Some(single.clone()))
+            .await;
+        assert_eq!(status, 400, "{body}");
+        assert!(
+            body["error"]["message"].as_str().unwrap().contains(says),
+            "{says}: {body}"
+        );
+    }
+    // A zero-yaml part of a project is not merged into a nango.yaml
+    // deployment.
+    let (status, body) = dev
+        .send(
+            "POST",
+            "/sluice/deploy",
+            Some(json!({
+                "nango_yaml": "",
+                "nango_json": [{"providerConfigKey": "b", "actions": [{"name": "pong", "endpoint": {"method": "POST", "path": "/pong"}}]}],
+                "components": [b(&["pong"]).await],
+                "scope": {"action": "pong"},
+            })),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("in the same format"),
+        "{body}"
+    );
+    let (_, list) = dev.send("GET", "/sluice/deployments", None).await;
+    assert_eq!(list["deployments"][0]["version"], 3, "{list}");
+
+    // After a restart the merged deployment loads as any other.
+    server.stop().await;
+    let config = ServerConfig::new(data.path(), "127.0.0.1:0".parse().unwrap());
+    let server = start_with(config, &master, "").await;
+    let dev = Client::new(&server, DEV_KEY);
+    let scripts = deployed_scripts(&dev).await;
+    assert_eq!(
+        scripts.keys().collect::<Vec<_>>(),
+        ["a/contacts", "a/create-contact", "b/pong"]
+    );
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_deploys_each_get_their_own_version() {
     let data = tempfile::tempdir().unwrap();
@@ -2619,6 +2972,8 @@ async fn a_deploy_uses_only_components_its_environment_uploaded() {
             }],
         }],
         version: None,
+        scope: None,
+        script_versions: Default::default(),
     };
     let body = serde_json::to_value(&manifest).unwrap();
     let (status, out) = prod.send("POST", "/sluice/deploy", Some(body)).await;
@@ -2747,6 +3102,8 @@ async fn old_deployments_and_the_components_only_they_used_are_deleted() {
         dir_name: None,
         components: vec![entry(sync), entry(create), entry(noop)],
         version: None,
+        scope: None,
+        script_versions: Default::default(),
     })
     .unwrap();
     let (status, body) = dev.send("POST", "/sluice/deploy", Some(manifest)).await;

@@ -454,6 +454,38 @@ impl Nango {
         Ok(records::set_merging_strategy(model, strategy)?)
     }
 
+    /// The checkpoint this sync last saved for the connection (zero-yaml
+    /// `getCheckpoint`), if any.
+    pub fn checkpoint<T: DeserializeOwned>(&self) -> Result<Option<T>, Error> {
+        match records::get_checkpoint()? {
+            Some(bytes) => Ok(Some(decode("the checkpoint", &bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Replaces the checkpoint (a flat object of strings, numbers and
+    /// booleans); durable when it returns.
+    pub fn save_checkpoint<T: Serialize>(&self, checkpoint: &T) -> Result<(), Error> {
+        Ok(records::save_checkpoint(&to_json(checkpoint)?)?)
+    }
+
+    pub fn clear_checkpoint(&self) -> Result<(), Error> {
+        Ok(records::clear_checkpoint()?)
+    }
+
+    /// `trackDeletesStart(model)`: the sync refreshes every record of
+    /// `model` from here on, until [`Nango::track_deletes_end`] in this
+    /// run or a later one (a sync resuming from its checkpoint).
+    pub fn track_deletes_start(&self, model: &str) -> Result<(), Error> {
+        Ok(records::track_deletes_start(model)?)
+    }
+
+    /// `trackDeletesEnd(model)`: when the run succeeds, the records of
+    /// `model` no run saved since the start are deleted.
+    pub fn track_deletes_end(&self, model: &str) -> Result<(), Error> {
+        Ok(records::track_deletes_end(model)?)
+    }
+
     /// Start of the last successful run (RFC 3339).
     pub fn last_sync_date(&self) -> Option<String> {
         sync_context::last_sync_date()

@@ -667,21 +667,31 @@ export class NangoSync extends NangoAction {
         call(() => records.clearCheckpoint());
     }
 
-    /** The run refreshes every record of `model` from here on. */
+    /**
+     * The sync refreshes every record of `model` from here on, until
+     * trackDeletesEnd — in this run or a later one (a sync resuming from
+     * its checkpoint), as the original's: a start made stands, another
+     * changes nothing.
+     */
     async trackDeletesStart(model: string): Promise<void> {
         call(() => records.trackDeletesStart(model));
     }
     /**
-     * After trackDeletesStart: the model's records this run did not save
-     * are deleted when the run succeeds (sluice deletes them then, so none
-     * is deleted yet and `deletedKeys` is empty; the run's results count them).
+     * After trackDeletesStart: the model's records no run saved since the
+     * start are deleted when this run succeeds (sluice deletes them then,
+     * so none is deleted yet and `deletedKeys` is empty; the run's results
+     * count them). A sync's run without a start throws, as the original's.
      */
     async trackDeletesEnd(model: string): Promise<{ deletedKeys: string[] }> {
         call(() => records.trackDeletesEnd(model));
         return { deletedKeys: [] };
     }
-    /** @deprecated use trackDeletesStart/trackDeletesEnd */
+    /**
+     * @deprecated use trackDeletesStart/trackDeletesEnd. The model's records
+     * this run did not save are deleted when it succeeds.
+     */
     async deleteRecordsFromPreviousExecutions(model: string): Promise<{ deletedKeys: string[] }> {
+        call(() => records.trackDeletesStart(model));
         return this.trackDeletesEnd(model);
     }
 }

@@ -103,6 +103,19 @@ struct DeployArgs {
     /// each one's own), as the original's `--version`.
     #[arg(short = 'v', long = "version")]
     version: Option<String>,
+    /// Deploy only the sync of this name (of every integration with one,
+    /// or of `--integration`'s); the environment's other scripts stay as
+    /// deployed.
+    #[arg(short = 's', long = "sync", conflicts_with = "action")]
+    sync: Option<String>,
+    /// Deploy only the action of this name (as `--sync`).
+    #[arg(short = 'a', long = "action")]
+    action: Option<String>,
+    /// Deploy only this integration's scripts: its syncs, actions and
+    /// event scripts replace the deployed ones (those it no longer has
+    /// are removed); other integrations' stay as deployed.
+    #[arg(short = 'i', long = "integration")]
+    integration: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -528,6 +541,7 @@ async fn run_dryrun(
             args.host,
             args.secret_key,
             "the dry run",
+            err,
         )?;
         Some(ServerSource { host, secret_key })
     } else {
@@ -887,6 +901,7 @@ fn server_settings(
     host: Option<String>,
     secret_key: Option<String>,
     purpose: &str,
+    err: &mut dyn Write,
 ) -> anyhow::Result<(String, String)> {
     let mut file = dotenv(std::path::Path::new(".env"));
     for (k, v) in dotenv(&dir.join(".env")) {
@@ -901,7 +916,26 @@ fn server_settings(
     let host = host
         .or_else(|| setting("NANGO_HOSTPORT", &file))
         .unwrap_or_else(|| "http://127.0.0.1:3003".into());
-    Ok((host, key))
+    let Some(mut url) = url::Url::parse(&host)
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https") && u.has_host())
+    else {
+        bail!(
+            "the server URL `{}` is not one {purpose} can reach: give its scheme and host, as http://127.0.0.1:3003",
+            shown_host(&host)
+        );
+    };
+    // The request's authorization is the secret key: a user and password
+    // would go as a second one (which the server takes first).
+    if !url.username().is_empty() || url.password().is_some() {
+        let _ = url.set_username("");
+        let _ = url.set_password(None);
+        writeln!(
+            err,
+            "note: the user and password in the server URL are not sent: the environment's secret key is the requests' authorization"
+        )?;
+    }
+    Ok((url.as_str().trim_end_matches('/').to_string(), key))
 }
 
 async fn run_deploy(
@@ -920,11 +954,10 @@ async fn run_deploy(
         args.host,
         args.secret_key,
         "the deploy",
+        err,
     )?;
-    // A user and password in the server's URL are shown as `***`, in
-    // what is printed and in errors.
-    let shown = shown_host(&host);
-    let hide = |e: anyhow::Error| hide_userinfo(e, &host);
+    // `server_settings` took out any user and password.
+    let shown = &host;
     sluice_project::debug::say(err, || {
         format!(
             "deploying to {shown}, environment `{env}` (the key's environment is checked first)"
@@ -933,9 +966,7 @@ async fn run_deploy(
     // A key is its environment's: deploying `prod` with dev's key would
     // deploy to dev. Asked before the build either way: a wrong key or an
     // unreachable server is said at once, not after compiling.
-    let holds = sluice_project::deploy::environment_of(&host, &key)
-        .await
-        .map_err(|e| hide(e.into()))?;
+    let holds = sluice_project::deploy::environment_of(&host, &key).await?;
     if let Some(named) = &named
         && &holds != named
     {
@@ -947,20 +978,59 @@ async fn run_deploy(
     let has_sluice_yaml = args.build.dir.join("sluice.yaml").is_file();
     let options = args.build.options(None);
     let runtime = Runtime::new(options.runtime_config(1))?;
+    let scope = sluice_project::deploy::DeployScope {
+        integration: args.integration,
+        sync: args.sync,
+        action: args.action,
+    };
+    let scope = (scope != Default::default()).then_some(scope);
     let project = compile::compile(&options, &runtime, err)?;
-    let deployed = sluice_project::deploy::upload(&project, &host, &key, args.version.as_deref())
-        .await
-        .map_err(|e| hide(e.into()))?;
+    // Said before anything is sent.
+    let in_scope = project
+        .scripts
+        .iter()
+        .filter(|s| {
+            scope
+                .as_ref()
+                .is_none_or(|sc| sc.takes(&s.integration, &s.name, s.kind))
+        })
+        .count();
+    if let Some(scope) = &scope
+        && in_scope == 0
+    {
+        bail!("the project has no {scope} to deploy: nothing was deployed");
+    }
+    let deployed = sluice_project::deploy::upload(
+        &project,
+        &host,
+        &key,
+        args.version.as_deref(),
+        scope.as_ref(),
+    )
+    .await?;
     // The environment the key belongs to, whatever `--env` said.
     let environment = deployed["environment"].as_str().unwrap_or(&env);
-    writeln!(
-        out,
-        "Deployed version {} to `{}` at {shown}: {} script{}.",
-        deployed["version"],
-        environment,
-        project.scripts.len(),
-        if project.scripts.len() == 1 { "" } else { "s" }
-    )?;
+    let plural = |n: usize| if n == 1 { "" } else { "s" };
+    match &scope {
+        None => writeln!(
+            out,
+            "Deployed version {} to `{}` at {shown}: {in_scope} script{}.",
+            deployed["version"],
+            environment,
+            plural(in_scope)
+        )?,
+        Some(scope) => {
+            let all = deployed["scripts"].as_array().map_or(0, Vec::len);
+            writeln!(
+                out,
+                "Deployed version {} to `{}` at {shown}: {scope}, {in_scope} script{}; the deployment has {all} script{} in all.",
+                deployed["version"],
+                environment,
+                plural(in_scope),
+                plural(all)
+            )?
+        }
+    }
     // What a dry run takes from sluice.yaml stays behind: said, so a
     // variable the scripts read is not found empty on the server.
     if has_sluice_yaml {
@@ -982,33 +1052,6 @@ fn shown_host(host: &str) -> String {
         }
         _ => host.to_string(),
     }
-}
-
-/// `e` with the user name and password of `host` (as given, and as a URL
-/// library writes them) shown as `***`.
-fn hide_userinfo(e: anyhow::Error, host: &str) -> anyhow::Error {
-    let Ok(u) = url::Url::parse(host) else {
-        return e;
-    };
-    if u.username().is_empty() && u.password().is_none() {
-        return e;
-    }
-    let written = match u.password() {
-        Some(p) => format!("{}:{p}@", u.username()),
-        None => format!("{}@", u.username()),
-    };
-    let as_given = host
-        .split_once("://")
-        .and_then(|(_, rest)| rest.split_once('@'))
-        .map(|(info, _)| format!("{info}@"))
-        .unwrap_or_default();
-    let mut text = error_chain(&e);
-    for info in [written, as_given] {
-        if !info.is_empty() {
-            text = text.replace(&info, "***@");
-        }
-    }
-    anyhow::anyhow!(text)
 }
 
 /// The master key: `SLUICE_MASTER_KEY` (base64 of 32 bytes), or the key
@@ -1413,17 +1456,12 @@ fn default_cache_dir() -> PathBuf {
 
 #[cfg(test)]
 mod tests {
-    use super::{dotenv, hide_userinfo, parse_date, parse_size, shown_host};
+    use super::{dotenv, parse_date, parse_size, shown_host};
 
     #[test]
     fn a_servers_user_and_password_are_not_shown() {
         let host = "https://ci:p%40ss@nango.example.com";
         assert_eq!(shown_host(host), "https://***@nango.example.com/");
-        let e = anyhow::anyhow!("cannot reach https://ci:p%40ss@nango.example.com/sluice/deploy");
-        assert_eq!(
-            hide_userinfo(e, host).to_string(),
-            "cannot reach https://***@nango.example.com/sluice/deploy"
-        );
         assert_eq!(shown_host("http://127.0.0.1:3003"), "http://127.0.0.1:3003");
     }
 

@@ -159,7 +159,7 @@ pub async fn run(
     let mut progress = Vec::new();
     let compiled = compile::compile(&options, &runtime, &mut progress)
         .with_context(|| String::from_utf8_lossy(&progress).into_owned())?;
-    let deployed = sluice_project::deploy::upload(&compiled, &base, &key, None).await?;
+    let deployed = sluice_project::deploy::upload(&compiled, &base, &key, None, None).await?;
 
     let http = reqwest::Client::new();
     let existing = call(

@@ -50,6 +50,71 @@ pub struct Manifest {
     /// tagged with, instead of its own (as the original's `--version`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+    /// `sluice deploy -i/-s/-a`: the part of the project this deploy
+    /// replaces; the server merges it into the environment's active
+    /// deployment ([`Manifest::merged`]). A stored deployment has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<DeployScope>,
+    /// The versions scripts of a merged deployment ([`Manifest::merged`])
+    /// were deployed with by `--version` (by [`version_key`]), over their
+    /// own and over [`Manifest::version`].
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub script_versions: BTreeMap<String, String>,
+}
+
+/// A script's key in [`Manifest::script_versions`].
+pub fn version_key(integration: &str, name: &str, kind: ScriptKind) -> String {
+    format!("{kind}:{integration}/{name}")
+}
+
+/// Which scripts a deploy replaces (the original's deploy modes): one
+/// integration's (`--integration`: its syncs, actions and event scripts,
+/// the ones it no longer has removed), or the syncs or actions of one name
+/// (`--sync`/`--action`, in every integration the project has one of the
+/// name, or in `--integration`'s alone). The environment's other scripts
+/// stay as deployed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeployScope {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub integration: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+}
+
+impl DeployScope {
+    /// `--sync` or `--action`: the name and kind.
+    fn single(&self) -> Option<(&str, ScriptKind)> {
+        match (&self.sync, &self.action) {
+            (Some(s), _) => Some((s, ScriptKind::Sync)),
+            (None, Some(a)) => Some((a, ScriptKind::Action)),
+            (None, None) => None,
+        }
+    }
+
+    /// Whether a script of the deployed project is one this deploy takes.
+    pub fn takes(&self, integration: &str, name: &str, kind: ScriptKind) -> bool {
+        if self
+            .integration
+            .as_deref()
+            .is_some_and(|i| i != integration)
+        {
+            return false;
+        }
+        self.single().is_none_or(|(n, k)| n == name && k == kind)
+    }
+}
+
+impl std::fmt::Display for DeployScope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.single(), &self.integration) {
+            (Some((name, kind)), Some(i)) => write!(f, "{kind} `{name}` of integration `{i}`"),
+            (Some((name, kind)), None) => write!(f, "{kind} `{name}`"),
+            (None, Some(i)) => write!(f, "integration `{i}`"),
+            (None, None) => write!(f, "the whole project"),
+        }
+    }
 }
 
 /// Why a deploy cannot be installed.
@@ -94,6 +159,14 @@ pub enum DeployError {
         name: String,
         runs: String,
     },
+    #[error("a deploy takes `--sync` or `--action`, not both")]
+    ScopeBoth,
+    #[error("the project has no {0} to deploy: nothing was deployed")]
+    NothingInScope(String),
+    #[error(
+        "deploying part of a project ({scope}) needs the environment's active deployment in the same format, {need}: deploy the whole project"
+    )]
+    ScopeFormat { scope: String, need: &'static str },
     #[error("cannot read {path}: {source}")]
     Read {
         path: String,
@@ -168,6 +241,8 @@ impl Project {
                     .map(|n| n.to_string_lossy().into_owned()),
                 components: components.into_values().collect(),
                 version: None,
+                scope: None,
+                script_versions: BTreeMap::new(),
             },
             files,
         ))
@@ -235,13 +310,21 @@ impl Manifest {
                 yaml::parse_in(&self.nango_yaml, "nango.yaml", self.dir_name.as_deref())?.config
             }
         };
-        if let Some(version) = &self.version {
-            for i in &mut config.integrations {
-                for s in &mut i.syncs {
-                    s.version = version.clone();
+        for i in &mut config.integrations {
+            let pck = &i.provider_config_key;
+            let tagged = |name: &str, kind| {
+                self.script_versions
+                    .get(&version_key(pck, name, kind))
+                    .or(self.version.as_ref())
+            };
+            for s in &mut i.syncs {
+                if let Some(v) = tagged(&s.name, ScriptKind::Sync) {
+                    s.version = v.clone();
                 }
-                for a in &mut i.actions {
-                    a.version = version.clone();
+            }
+            for a in &mut i.actions {
+                if let Some(v) = tagged(&a.name, ScriptKind::Action) {
+                    a.version = v.clone();
                 }
             }
         }
@@ -332,6 +415,318 @@ impl Manifest {
     }
 }
 
+/// A script by integration, name and kind.
+type ScriptId = (String, String, ScriptKind);
+
+impl Manifest {
+    /// A deploy of part of a project ([`Manifest::scope`]) as the whole
+    /// deployment it makes of the environment's `active` one: the scripts
+    /// in scope (their definitions and components) from this deploy, every
+    /// other from `active`, as they were deployed (with the version each
+    /// was deployed with). Models are both deploys', this one's where
+    /// both have one of a name. A manifest without a scope is returned as
+    /// it is.
+    pub fn merged(mut self, active: Option<&Manifest>) -> Result<Manifest, DeployError> {
+        let Some(scope) = self.scope.take() else {
+            return Ok(self);
+        };
+        if scope.sync.is_some() && scope.action.is_some() {
+            return Err(DeployError::ScopeBoth);
+        }
+        if scope == DeployScope::default() {
+            return Ok(self);
+        }
+        let taken: BTreeSet<ScriptId> = self
+            .components
+            .iter()
+            .flat_map(|c| &c.scripts)
+            .filter(|s| scope.takes(&s.integration, &s.name, s.kind))
+            .map(|s| (s.integration.clone(), s.name.clone(), s.kind))
+            .collect();
+        if taken.is_empty() {
+            return Err(DeployError::NothingInScope(scope.to_string()));
+        }
+        // What goes from the active deployment: the scripts taken, or with
+        // `--integration` alone, all of that integration's.
+        let whole = match (&scope.integration, scope.single()) {
+            (Some(i), None) => Some(i.as_str()),
+            _ => None,
+        };
+        let replaced = |s: &ScriptEntry| {
+            whole.map_or_else(
+                || taken.contains(&(s.integration.clone(), s.name.clone(), s.kind)),
+                |i| s.integration == i,
+            )
+        };
+        let mut components: Vec<ComponentEntry> = Vec::new();
+        let kept = active.map(|a| a.components.as_slice()).unwrap_or_default();
+        for c in kept {
+            let scripts: Vec<ScriptEntry> =
+                c.scripts.iter().filter(|s| !replaced(s)).cloned().collect();
+            if !scripts.is_empty() {
+                components.push(ComponentEntry {
+                    scripts,
+                    ..c.clone()
+                });
+            }
+        }
+        for c in &self.components {
+            let scripts = c
+                .scripts
+                .iter()
+                .filter(|s| taken.contains(&(s.integration.clone(), s.name.clone(), s.kind)));
+            match components.iter_mut().find(|k| k.sha256 == c.sha256) {
+                Some(same) => same.scripts.extend(scripts.cloned()),
+                None => {
+                    let scripts: Vec<ScriptEntry> = scripts.cloned().collect();
+                    if !scripts.is_empty() {
+                        components.push(ComponentEntry {
+                            scripts,
+                            ..c.clone()
+                        });
+                    }
+                }
+            }
+        }
+        // Each script keeps the `--version` it was deployed with.
+        let mut script_versions = BTreeMap::new();
+        if let Some(a) = active {
+            for s in a.components.iter().flat_map(|c| &c.scripts) {
+                if replaced(s) {
+                    continue;
+                }
+                let key = version_key(&s.integration, &s.name, s.kind);
+                if let Some(v) = a.script_versions.get(&key).or(a.version.as_ref()) {
+                    script_versions.insert(key, v.clone());
+                }
+            }
+        }
+        if let Some(v) = &self.version {
+            for (i, n, kind) in &taken {
+                script_versions.insert(version_key(i, n, *kind), v.clone());
+            }
+        }
+        let shown = scope.to_string();
+        let (nango_yaml, nango_json) = match (&self.nango_json, active) {
+            (Some(new), _) => {
+                let old = match active {
+                    None => &[][..],
+                    Some(a) => a.nango_json.as_deref().ok_or(DeployError::ScopeFormat {
+                        scope: shown,
+                        need: "zero-yaml (this project is)",
+                    })?,
+                };
+                let merged = merge_definitions(old, new, whole, &taken);
+                (String::new(), Some(merged))
+            }
+            (None, Some(a)) if a.nango_json.is_some() => {
+                return Err(DeployError::ScopeFormat {
+                    scope: shown,
+                    need: "nango.yaml (this project is)",
+                });
+            }
+            (None, _) => {
+                let old = active.map(|a| YamlSide {
+                    text: &a.nango_yaml,
+                    dir_name: a.dir_name.as_deref(),
+                });
+                let new = YamlSide {
+                    text: &self.nango_yaml,
+                    dir_name: self.dir_name.as_deref(),
+                };
+                let merged =
+                    merge_yaml(old, new, whole, &taken).ok_or(DeployError::ScopeFormat {
+                        scope: shown,
+                        need: "nango.yaml with `integrations:` of `syncs`/`actions` (v2)",
+                    })?;
+                (merged, None)
+            }
+        };
+        Ok(Manifest {
+            nango_yaml,
+            nango_json,
+            dir_name: self.dir_name,
+            components,
+            version: None,
+            scope: None,
+            script_versions,
+        })
+    }
+}
+
+/// The definitions (`.nango/nango.json`) of a merged zero-yaml deployment.
+fn merge_definitions(
+    old: &[serde_json::Value],
+    new: &[serde_json::Value],
+    whole: Option<&str>,
+    taken: &BTreeSet<ScriptId>,
+) -> Vec<serde_json::Value> {
+    use serde_json::{Value, json};
+    let key = |d: &Value| {
+        d["providerConfigKey"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let mut out: Vec<Value> = old.to_vec();
+    for def in new {
+        let pck = key(def);
+        let def = def.clone();
+        let at = out.iter().position(|d| key(d) == pck);
+        if whole == Some(pck.as_str()) {
+            match at {
+                Some(i) => out[i] = def,
+                None => out.push(def),
+            }
+            continue;
+        }
+        for (list, kind) in [("syncs", ScriptKind::Sync), ("actions", ScriptKind::Action)] {
+            let Some(scripts) = def.get(list).and_then(Value::as_array) else {
+                continue;
+            };
+            for script in scripts {
+                let name = script["name"].as_str().unwrap_or_default().to_string();
+                if !taken.contains(&(pck.clone(), name.clone(), kind)) {
+                    continue;
+                }
+                let i = match out.iter().position(|d| key(d) == pck) {
+                    Some(i) => i,
+                    None => {
+                        out.push(json!({ "providerConfigKey": pck }));
+                        out.len() - 1
+                    }
+                };
+                let target = &mut out[i];
+                if !target.get(list).is_some_and(Value::is_array) {
+                    target[list] = json!([]);
+                }
+                if let Some(list) = target[list].as_array_mut() {
+                    match list.iter().position(|s| s["name"] == name.as_str()) {
+                        Some(j) => list[j] = script.clone(),
+                        None => list.push(script.clone()),
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// One deploy's nango.yaml, for [`merge_yaml`].
+#[derive(Clone, Copy)]
+struct YamlSide<'a> {
+    text: &'a str,
+    /// What `${PWD}` integration keys stand for.
+    dir_name: Option<&'a str>,
+}
+
+/// A nango.yaml (v2) as a mapping whose integration keys are resolved
+/// (`${PWD}`); `None` for a file that is not one.
+fn yaml_root(side: YamlSide<'_>) -> Option<serde_norway::Mapping> {
+    use serde_norway::Value as Yaml;
+    let root: Yaml = serde_norway::from_str(side.text).ok()?;
+    let mut root = match root {
+        Yaml::Mapping(m) => m,
+        _ => return None,
+    };
+    let integrations = match root.get("integrations") {
+        Some(Yaml::Mapping(m)) => m.clone(),
+        None | Some(Yaml::Null) => serde_norway::Mapping::new(),
+        Some(_) => return None,
+    };
+    let mut resolved = serde_norway::Mapping::new();
+    for (k, body) in integrations {
+        let key = match (k.as_str(), side.dir_name) {
+            (Some("${PWD}"), Some(dir)) => Yaml::from(dir),
+            _ => k,
+        };
+        let body = match body {
+            Yaml::Mapping(m) => m,
+            Yaml::Null => serde_norway::Mapping::new(),
+            _ => return None,
+        };
+        // v1 keeps scripts right under the integration.
+        if body.keys().any(|k| {
+            !matches!(
+                k.as_str(),
+                Some("syncs" | "actions" | "on-events" | "post-connection-scripts")
+            )
+        }) {
+            return None;
+        }
+        resolved.insert(key, Yaml::Mapping(body));
+    }
+    root.insert(Yaml::from("integrations"), Yaml::Mapping(resolved));
+    Some(root)
+}
+
+/// The nango.yaml of a merged deployment; `None` when either file is not
+/// nango.yaml v2.
+fn merge_yaml(
+    old: Option<YamlSide<'_>>,
+    new: YamlSide<'_>,
+    whole: Option<&str>,
+    taken: &BTreeSet<ScriptId>,
+) -> Option<String> {
+    use serde_norway::{Mapping, Value as Yaml};
+    let new = yaml_root(new)?;
+    let mut out = match old {
+        Some(old) => yaml_root(old)?,
+        None => {
+            let mut m = Mapping::new();
+            m.insert(Yaml::from("integrations"), Yaml::Mapping(Mapping::new()));
+            m
+        }
+    };
+    let new_integrations = new.get("integrations")?.as_mapping()?.clone();
+    let integrations = out.get_mut("integrations")?.as_mapping_mut()?;
+    for (key, body) in &new_integrations {
+        let pck = key.as_str().unwrap_or_default();
+        if whole == Some(pck) {
+            integrations.insert(key.clone(), body.clone());
+            continue;
+        }
+        for (list, kind) in [("syncs", ScriptKind::Sync), ("actions", ScriptKind::Action)] {
+            let Some(scripts) = body.get(list).and_then(Yaml::as_mapping) else {
+                continue;
+            };
+            for (name, script) in scripts {
+                let name_text = name.as_str().unwrap_or_default().to_string();
+                if !taken.contains(&(pck.to_string(), name_text, kind)) {
+                    continue;
+                }
+                let target = integrations
+                    .entry(key.clone())
+                    .or_insert_with(|| Yaml::Mapping(Mapping::new()));
+                if !target.is_mapping() {
+                    *target = Yaml::Mapping(Mapping::new());
+                }
+                let target = target.as_mapping_mut()?;
+                let list = target
+                    .entry(Yaml::from(list))
+                    .or_insert_with(|| Yaml::Mapping(Mapping::new()));
+                if !list.is_mapping() {
+                    *list = Yaml::Mapping(Mapping::new());
+                }
+                list.as_mapping_mut()?.insert(name.clone(), script.clone());
+            }
+        }
+    }
+    if let Some(Yaml::Mapping(models)) = new.get("models") {
+        let target = out
+            .entry(Yaml::from("models"))
+            .or_insert_with(|| Yaml::Mapping(Mapping::new()));
+        if !target.is_mapping() {
+            *target = Yaml::Mapping(Mapping::new());
+        }
+        let target = target.as_mapping_mut()?;
+        for (name, model) in models {
+            target.insert(name.clone(), model.clone());
+        }
+    }
+    serde_norway::to_string(&Yaml::Mapping(out)).ok()
+}
+
 /// Why an upload to a server failed.
 #[derive(Debug, thiserror::Error)]
 pub enum UploadError {
@@ -381,9 +776,11 @@ pub async fn upload(
     base: &str,
     secret_key: &str,
     version: Option<&str>,
+    scope: Option<&DeployScope>,
 ) -> Result<serde_json::Value, UploadError> {
     let (mut manifest, files) = project.manifest()?;
     manifest.version = version.map(str::to_string);
+    manifest.scope = scope.cloned();
     let http = reqwest::Client::builder()
         .user_agent(sluice_runtime::proxy::USER_AGENT)
         .build()
@@ -438,4 +835,201 @@ pub async fn upload(
         return Err(UploadError::Refused { status, body });
     }
     Ok(serde_json::from_str(&body).unwrap_or(serde_json::Value::Null))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn entry(sha: &str, scripts: &[(&str, &str, ScriptKind)]) -> ComponentEntry {
+        ComponentEntry {
+            sha256: sha.repeat(64),
+            size: 1,
+            bundle: true,
+            scripts: scripts
+                .iter()
+                .map(|&(i, n, kind)| ScriptEntry {
+                    integration: i.into(),
+                    name: n.into(),
+                    kind,
+                })
+                .collect(),
+        }
+    }
+
+    fn names(m: &Manifest) -> Vec<String> {
+        let mut v: Vec<String> = m
+            .components
+            .iter()
+            .flat_map(|c| &c.scripts)
+            .map(|s| format!("{}/{}/{}", &c_sha(m, s), s.integration, s.name))
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn c_sha(m: &Manifest, s: &ScriptEntry) -> String {
+        m.components
+            .iter()
+            .find(|c| c.scripts.contains(s))
+            .map(|c| c.sha256[..1].to_string())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn a_zero_yaml_sync_deployed_alone_replaces_only_itself_and_keeps_versions() {
+        let active = Manifest {
+            nango_yaml: String::new(),
+            nango_json: Some(vec![
+                json!({"providerConfigKey": "gh", "syncs": [{"name": "issues", "runs": "every hour", "version": "1"}], "actions": [{"name": "close", "version": "1"}], "onEventScripts": {"post-connection-creation": ["setup"]}}),
+                json!({"providerConfigKey": "sf", "actions": [{"name": "ping"}]}),
+            ]),
+            dir_name: None,
+            components: vec![
+                entry(
+                    "a",
+                    &[
+                        ("gh", "issues", ScriptKind::Sync),
+                        ("gh", "close", ScriptKind::Action),
+                        ("gh", "setup", ScriptKind::OnEvent),
+                    ],
+                ),
+                entry("b", &[("sf", "ping", ScriptKind::Action)]),
+            ],
+            version: Some("7".into()),
+            scope: None,
+            script_versions: BTreeMap::new(),
+        };
+        let new = Manifest {
+            nango_yaml: String::new(),
+            nango_json: Some(vec![
+                json!({"providerConfigKey": "gh", "syncs": [{"name": "issues", "runs": "every day", "version": "2"}], "actions": [{"name": "close", "version": "2"}, {"name": "open"}]}),
+            ]),
+            dir_name: None,
+            components: vec![entry(
+                "c",
+                &[
+                    ("gh", "issues", ScriptKind::Sync),
+                    ("gh", "close", ScriptKind::Action),
+                    ("gh", "open", ScriptKind::Action),
+                ],
+            )],
+            version: None,
+            scope: Some(DeployScope {
+                sync: Some("issues".into()),
+                ..Default::default()
+            }),
+            script_versions: BTreeMap::new(),
+        };
+        let merged = new.clone().merged(Some(&active)).unwrap();
+        assert_eq!(
+            names(&merged),
+            ["a/gh/close", "a/gh/setup", "b/sf/ping", "c/gh/issues"]
+        );
+        let defs = merged.nango_json.unwrap();
+        assert_eq!(defs[0]["syncs"][0]["runs"], "every day");
+        assert_eq!(defs[0]["syncs"][0]["version"], "2");
+        assert_eq!(
+            defs[0]["actions"],
+            json!([{"name": "close", "version": "1"}])
+        );
+        // The rest keeps the `--version` it was deployed with.
+        let versions: Vec<(&str, &str)> = merged
+            .script_versions
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(
+            versions,
+            [
+                ("action:gh/close", "7"),
+                ("action:sf/ping", "7"),
+                ("on-event:gh/setup", "7")
+            ]
+        );
+        assert_eq!(
+            defs[0]["onEventScripts"],
+            json!({"post-connection-creation": ["setup"]})
+        );
+        assert_eq!(merged.scope, None);
+
+        // `--integration gh`: gh's event script went with its old
+        // definition; sf stays.
+        let mut whole = new;
+        whole.scope = Some(DeployScope {
+            integration: Some("gh".into()),
+            ..Default::default()
+        });
+        let merged = whole.merged(Some(&active)).unwrap();
+        assert_eq!(
+            names(&merged),
+            ["b/sf/ping", "c/gh/close", "c/gh/issues", "c/gh/open"]
+        );
+        let defs = merged.nango_json.unwrap();
+        assert!(defs[0].get("onEventScripts").is_none(), "{defs:?}");
+        assert_eq!(defs[1]["providerConfigKey"], "sf");
+    }
+
+    #[test]
+    fn a_yaml_action_deployed_alone_is_merged_into_the_active_files_integrations_and_models() {
+        let active = Manifest {
+            nango_yaml: "integrations:\n  ${PWD}:\n    syncs:\n      s:\n        runs: every hour\n        output: A\n        endpoint: GET /a\nmodels:\n  A:\n    id: string\n".into(),
+            nango_json: None,
+            dir_name: Some("gh".into()),
+            components: vec![entry("a", &[("gh", "s", ScriptKind::Sync)])],
+            version: None,
+            scope: None,
+            script_versions: BTreeMap::new(),
+        };
+        let new = Manifest {
+            nango_yaml: "integrations:\n  gh:\n    actions:\n      act:\n        output: B\n        endpoint: POST /b\n      other:\n        endpoint: POST /c\nmodels:\n  B:\n    id: number\n".into(),
+            nango_json: None,
+            dir_name: Some("elsewhere".into()),
+            components: vec![entry(
+                "b",
+                &[
+                    ("gh", "act", ScriptKind::Action),
+                    ("gh", "other", ScriptKind::Action),
+                ],
+            )],
+            version: Some("3.1".into()),
+            scope: Some(DeployScope {
+                action: Some("act".into()),
+                ..Default::default()
+            }),
+            script_versions: BTreeMap::new(),
+        };
+        let merged = new.merged(Some(&active)).unwrap();
+        assert_eq!(names(&merged), ["a/gh/s", "b/gh/act"]);
+        let config = yaml::parse_new(&merged.nango_yaml, "nango.yaml", None)
+            .unwrap()
+            .config;
+        let gh = &config.integrations[0];
+        assert_eq!(gh.provider_config_key, "gh");
+        assert_eq!(gh.syncs[0].name, "s");
+        let actions: Vec<&str> = gh.actions.iter().map(|a| a.name.as_str()).collect();
+        assert_eq!(actions, ["act"]);
+        // `-v` tags the deployed action alone.
+        assert_eq!(
+            merged.script_versions,
+            BTreeMap::from([("action:gh/act".to_string(), "3.1".to_string())])
+        );
+        let models: Vec<&str> = config.models.iter().map(|m| m.name.as_str()).collect();
+        assert!(models.contains(&"A") && models.contains(&"B"), "{models:?}");
+
+        // A nango.yaml part is not merged into a zero-yaml deployment.
+        let zero = Manifest {
+            nango_yaml: String::new(),
+            nango_json: Some(vec![]),
+            ..active.clone()
+        };
+        let mut part = active;
+        part.scope = Some(DeployScope {
+            sync: Some("s".into()),
+            ..Default::default()
+        });
+        let e = part.merged(Some(&zero)).unwrap_err().to_string();
+        assert!(e.contains("in the same format, nango.yaml"), "{e}");
+    }
 }

@@ -100,6 +100,31 @@ impl SyncRun {
     }
 }
 
+/// A model whose deletes a sync tracks (`trackDeletesStart`, then
+/// `trackDeletesEnd`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrackedDeletes {
+    /// The model's full name (`Model::variant` for a variant).
+    pub model: String,
+    /// The job of the start: records last saved before it are the ones
+    /// to delete. A start outlives its run, as the original's does (a
+    /// sync that resumes from a checkpoint ends what an earlier run
+    /// started); `None` outside a job run (a dry run): this run.
+    pub since_job: Option<u64>,
+    /// Where the start is kept ([`track_deletes_key`]), to clear once its
+    /// deletes are made.
+    pub start_key: Option<String>,
+    /// Whether `trackDeletesEnd` was called.
+    pub ended: bool,
+}
+
+/// Where a job run's `trackDeletesStart` of `model` is kept, among the
+/// connection's checkpoints (the original's key): `sync` is the sync's
+/// full name (with its variant).
+pub fn track_deletes_key(sync: &str, model: &str) -> String {
+    format!("{sync}:trackDeletes:{model}")
+}
+
 /// One execution request.
 #[derive(Debug, Clone)]
 pub struct Execution {
@@ -484,10 +509,10 @@ pub struct Report {
     pub logs_dropped: u64,
     /// Record changes per model (full name).
     pub changes: BTreeMap<String, Changes>,
-    /// Models (full names) whose records this run did not save are to be
-    /// deleted if it succeeded: `trackDeletesStart`/`trackDeletesEnd` or
-    /// `deleteRecordsFromPreviousExecutions` were called for them.
-    pub tracked_deletes: Vec<String>,
+    /// Models whose records not saved since their start are to be
+    /// deleted if the run succeeded: `trackDeletesEnd` (or
+    /// `deleteRecordsFromPreviousExecutions`) was called for them.
+    pub tracked_deletes: Vec<TrackedDeletes>,
     pub fuel_consumed: u64,
     /// The most linear memory the script held (its memories only grow).
     pub memory_bytes: u64,
@@ -628,11 +653,7 @@ impl Runtime {
             logs: state.logs,
             logs_dropped: state.logs_dropped,
             changes: state.changes,
-            tracked_deletes: state
-                .tracked
-                .into_iter()
-                .filter_map(|(model, ended)| ended.then_some(model))
-                .collect(),
+            tracked_deletes: state.tracked.into_values().filter(|t| t.ended).collect(),
             fuel_consumed,
             memory_bytes,
             duration: started.elapsed(),

@@ -29,6 +29,8 @@ pub mod upstream;
 pub mod validate;
 
 pub use engine::{CONTRACT_VERSION, LoadError, Runtime, Script, ScriptKind};
-pub use exec::{Call, Environment, ExecError, Execution, Report, Services};
+pub use exec::{
+    Call, Environment, ExecError, Execution, Report, Services, TrackedDeletes, track_deletes_key,
+};
 pub use limits::{DEFAULT_CACHE_MAX_BYTES, Limits, RuntimeConfig, Timeouts};
 pub use upstream::Upstream;

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sluice_project::catalog::Catalog;
 use sluice_runtime::records::{Changes, ConnectionRef};
-use sluice_runtime::{Call, ExecError, Report, Script, ScriptKind};
+use sluice_runtime::{Call, ExecError, Report, Script, ScriptKind, TrackedDeletes};
 
 use crate::app::{App, EnvState};
 use crate::error::{ApiError, ApiResult};
@@ -896,29 +896,48 @@ pub async fn run_sync(
             let mut error = report
                 .logged_error()
                 .map(|e| serde_json::to_value(e.to_failure()).unwrap_or(Value::Null));
-            // nango.yaml's `track_deletes` covers every model; a script's
-            // trackDeletesStart/End the models it names.
-            let mut tracked: Vec<String> = if track_deletes {
-                models.iter().map(|m| full_name(m)).collect()
+            // nango.yaml's `track_deletes` covers every model, this run's
+            // saves; a script's trackDeletesStart/End the models it names,
+            // since its start (which an earlier run may have made).
+            let mut tracked: Vec<TrackedDeletes> = if track_deletes {
+                models
+                    .iter()
+                    .map(|m| TrackedDeletes {
+                        model: full_name(m),
+                        since_job: None,
+                        start_key: None,
+                        ended: true,
+                    })
+                    .collect()
             } else {
                 Vec::new()
             };
-            for m in &report.tracked_deletes {
-                if !tracked.contains(m) {
-                    tracked.push(m.clone());
+            for t in &report.tracked_deletes {
+                match tracked.iter_mut().find(|k| k.model == t.model) {
+                    // Both: the earlier start keeps more.
+                    Some(k) => {
+                        k.since_job = t.since_job;
+                        k.start_key.clone_from(&t.start_key);
+                    }
+                    None => tracked.push(t.clone()),
                 }
             }
             // Every model the run wrote or tracks, for forgetting below.
             let mut written: Vec<String> = report.changes.keys().cloned().collect();
-            for m in &tracked {
-                if !written.contains(m) {
-                    written.push(m.clone());
+            for t in &tracked {
+                if !written.contains(&t.model) {
+                    written.push(t.model.clone());
                 }
             }
+            let mut ended = Vec::new();
             if error.is_none() {
-                for full in tracked {
-                    match env.store.delete_stale(conn, &full, &id, job).await {
-                        Ok(deleted) => results.entry(full).or_default().deleted += deleted,
+                for t in &tracked {
+                    let since = t.since_job.unwrap_or(job);
+                    match env.store.delete_stale(conn, &t.model, &id, since).await {
+                        Ok(deleted) => {
+                            results.entry(t.model.clone()).or_default().deleted += deleted;
+                            ended.extend(t.start_key.clone());
+                        }
                         Err(e) => {
                             // The run fails (lastSyncDate stays), and says why.
                             error = Some(json!({
@@ -930,11 +949,27 @@ pub async fn run_sync(
                     }
                 }
             }
-            // What the run noted as seen is for its `track_deletes` only.
-            // Left behind (a failed write) it only takes space until the
-            // sync's next run forgets it.
+            // A start whose deletes are made is over; one whose run failed
+            // stands for the next run's end. Left behind (a failed write),
+            // the next end deletes from the same start, which keeps more.
+            for key in &ended {
+                let _ = sluice_runtime::records::RecordStore::set_checkpoint(
+                    &env.store, conn, key, None,
+                )
+                .await;
+            }
+            // What the run noted as seen is for `track_deletes` only: kept
+            // (stamped) while a start is open, so a later run's end keeps
+            // what this one saw; else forgotten. Left behind (a failed
+            // write) it only takes space until the sync's next run settles
+            // it.
             for full in &written {
-                let _ = env.store.forget_seen(conn, full, &id).await;
+                let open = open_start(env, conn, name, variant, &models, full, &ended).await;
+                let _ = if open {
+                    env.store.keep_seen(conn, full, &id).await
+                } else {
+                    env.store.forget_seen(conn, full, &id).await
+                };
             }
             // The history counts what `track_deletes` deleted too, as the
             // sync's status does.
@@ -1204,6 +1239,37 @@ pub async fn resume_async_actions(app: &Arc<App>) -> Result<(), crate::ServerErr
         }
     }
     Ok(())
+}
+
+/// Whether a `trackDeletesStart` of the model (full name `full`) is kept
+/// for the sync and not among the starts just `ended`. Unknown is open:
+/// keeping notes only costs stamps.
+async fn open_start(
+    env: &EnvState,
+    conn: &ConnectionRef,
+    name: &str,
+    variant: &str,
+    models: &[String],
+    full: &str,
+    ended: &[String],
+) -> bool {
+    let with_variant = |m: &str| {
+        if variant == "base" {
+            m.to_string()
+        } else {
+            format!("{m}::{variant}")
+        }
+    };
+    let Some(model) = models.iter().find(|m| with_variant(m) == full) else {
+        return false;
+    };
+    let key = sluice_runtime::track_deletes_key(&with_variant(name), model);
+    if ended.contains(&key) {
+        return false;
+    }
+    sluice_runtime::records::RecordStore::checkpoint(&env.store, conn, &key)
+        .await
+        .map_or(true, |v| v.is_some())
 }
 
 #[cfg(test)]

@@ -492,9 +492,14 @@ impl Scheduler {
     /// that brings the sync back must not run them then.
     async fn forget_queued(&self, env: &EnvState, keys: Vec<Key>) -> ApiResult<()> {
         for key in keys {
+            // Under the state's lock, as [`Scheduler::trigger`] stores a
+            // trigger: one it stores after this finds its schedule gone
+            // (removed before this runs) and stores nothing.
+            let _guard = env.sync_lock(&key).lock().await;
             let stored: Option<runner::SyncState> = env.store.doc(SYNC_STATE, &key).await?;
-            if stored.is_some_and(|s| s.queued.is_some()) {
-                update_sync_state(env, &key, |s| s.queued = None).await?;
+            if let Some(mut state) = stored.filter(|s| s.queued.is_some()) {
+                state.queued = None;
+                env.store.put_doc(SYNC_STATE, &key, &state).await?;
             }
         }
         Ok(())
@@ -861,6 +866,11 @@ impl Scheduler {
         }
         let mut batch = env.store.doc_batch();
         for (key, q) in &queued {
+            // A schedule a deploy removed meanwhile: its callers were told
+            // so, and a deploy that brings the sync back must not run it.
+            if !self.is_scheduled(env, key) {
+                continue;
+            }
             // A scheduled sync has its state (written with its schedule):
             // none means its connection was deleted meanwhile, and a state
             // written now would outlive it.

@@ -306,7 +306,11 @@ impl Webhooks {
         headers: &[(String, String)],
         seed: Option<&str>,
     ) -> ApiResult<()> {
-        let body = body.to_string();
+        // As the original's `JSON.stringify` writes it (`1.0` as `1`, big
+        // integers as the nearest double): an app that checks the older
+        // signature over its own `JSON.stringify(JSON.parse(body))` gets
+        // the bytes that were signed.
+        let body = sluice_runtime::js::stringify(body);
         let now = Utc::now();
         for (slot, url) in [(0u8, &settings.primary_url), (1, &settings.secondary_url)]
             .into_iter()

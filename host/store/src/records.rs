@@ -735,20 +735,21 @@ impl EnvStore {
 
     /// `track_deletes` after a successful run: soft-deletes every
     /// non-deleted record of the model last written by `sync_id` in a job
-    /// before `current_job` (`deleted_at = updated_at = now`), and returns
-    /// how many. Reads the small stamps, not the rows, to find them; writes
-    /// a batch at a time.
+    /// before `since_job` (the run's own job, or the job of a
+    /// `trackDeletesStart` an earlier run made) (`deleted_at = updated_at
+    /// = now`), and returns how many. Reads the small stamps, not the rows,
+    /// to find them; writes a batch at a time.
     pub async fn delete_stale(
         &self,
         conn: &ConnectionRef,
         model: &str,
         sync_id: &str,
-        current_job: u64,
+        since_job: u64,
     ) -> Result<u64, StoreError> {
         let scope = self.scope(conn, model);
         let _lock = self.lock(scope.lock_key()).await?;
-        // What the job saw unchanged gets its stamps now.
-        self.settle_seen(&scope, sync_id, Some(current_job)).await?;
+        // What the sync's jobs saw unchanged gets its stamps now.
+        self.settle_seen(&scope, sync_id, true).await?;
         let now = self.write_time(&scope).await?;
         let mut count_row = CountRow::decode(
             self.backend()
@@ -779,7 +780,7 @@ impl EnvStore {
                     owners.push(stamp.sync_id.clone());
                 }
                 if stamp.sync_id.as_deref() == Some(sync_id)
-                    && stamp.job_id.is_some_and(|j| j < current_job)
+                    && stamp.job_id.is_some_and(|j| j < since_job)
                 {
                     stale.push(key.clone());
                 }
@@ -872,21 +873,37 @@ impl EnvStore {
     ) -> Result<(), StoreError> {
         let scope = self.scope(conn, model);
         let _lock = self.lock(scope.lock_key()).await?;
-        self.settle_seen(&scope, sync_id, None).await
+        self.settle_seen(&scope, sync_id, false).await
+    }
+
+    /// Stamps what sync `sync_id`'s jobs noted as seen in this model, each
+    /// record with the job that saw it, then deletes the notes: the
+    /// server calls it instead of [`EnvStore::forget_seen`] when a
+    /// `trackDeletesStart` is still open, so a later run's
+    /// `trackDeletesEnd` keeps what this one saw.
+    pub async fn keep_seen(
+        &self,
+        conn: &ConnectionRef,
+        model: &str,
+        sync_id: &str,
+    ) -> Result<(), StoreError> {
+        let scope = self.scope(conn, model);
+        let _lock = self.lock(scope.lock_key()).await?;
+        self.settle_seen(&scope, sync_id, true).await
     }
 
     /// Deletes sync `sync_id`'s seen notes in a scope (the caller holds its
-    /// lock), first stamping the records job `stamp_job` saw that the sync
-    /// still stamps (a record another writer stamped since keeps that
-    /// stamp, as it would had the job stamped it when it saw it).
+    /// lock), first (`stamp`) stamping the records each note lists with the
+    /// note's job where the sync still stamps them with an older one (a
+    /// record another writer stamped since keeps that stamp, as it would
+    /// had the job stamped it when it saw it).
     async fn settle_seen(
         &self,
         scope: &Scope,
         sync_id: &str,
-        stamp_job: Option<u64>,
+        stamp: bool,
     ) -> Result<(), StoreError> {
         let notes = scope.prefix.clone().part(sync_id);
-        let of_job = stamp_job.map(|job| notes.clone().part(job.to_be_bytes()));
         loop {
             let entries = self
                 .backend()
@@ -897,9 +914,14 @@ impl EnvStore {
             }
             let mut ops = Vec::new();
             for (key, value) in &entries {
-                if let (Some(of_job), Some(job)) = (&of_job, stamp_job)
-                    && key.starts_with(of_job.as_bytes())
-                {
+                // The note's key: the sync's prefix, its job (a part: its
+                // length, 8, then the job), a number.
+                let at = notes.as_bytes().len() + 4;
+                let job = key
+                    .get(at..at + 8)
+                    .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                    .map(u64::from_be_bytes);
+                if stamp && let Some(job) = job {
                     let keys: Vec<Vec<u8>> = rows::decode_ids(value)?
                         .into_iter()
                         .map(|id| scope.prefix.clone().tail(id))
@@ -908,7 +930,10 @@ impl EnvStore {
                     let stamp = Stamp::job(sync_id, job).encode();
                     for (key, old) in keys.into_iter().zip(stamps) {
                         let Some(old) = old else { continue };
-                        if rows::decode_stamp(&old)?.sync_id.as_deref() == Some(sync_id) {
+                        let old = rows::decode_stamp(&old)?;
+                        if old.sync_id.as_deref() == Some(sync_id)
+                            && old.job_id.is_none_or(|j| j < job)
+                        {
                             ops.push(Op::Put {
                                 table: Table::RecordStamps,
                                 key,

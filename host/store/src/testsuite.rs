@@ -89,6 +89,7 @@ macro_rules! backend_tests {
             filter_modified_after_and_ids,
             delete_stale_soft_deletes_untouched_rows,
             a_job_run_notes_what_it_saw_unchanged,
+            a_start_kept_across_runs_keeps_what_each_run_saw,
             a_job_run_takes_over_what_another_sync_stamped,
             a_scopes_count_row_knows_who_stamps_it,
             clear_records_counts_and_models,
@@ -2292,6 +2293,51 @@ pub async fn a_job_run_notes_what_it_saw_unchanged(b: &Reopen) {
     assert_eq!(seen_notes(&env, &c, "M").await, 1);
     env.clear_records(&c, "M").await.unwrap();
     assert_eq!(seen_notes(&env, &c, "M").await, 0);
+}
+
+/// A `trackDeletesStart` an earlier run made (a sync resuming from its
+/// checkpoint): its end deletes only what no run since the start saw, the
+/// notes of a run that did not finish (a crash) or whose notes were kept
+/// (`keep_seen`, a failed run) included.
+pub async fn a_start_kept_across_runs_keeps_what_each_run_saw(b: &Reopen) {
+    let (store, _) = fresh(b).await;
+    let env = dev(&store);
+    let c = conn("github", "c1");
+    let w = |records: Value, ctx: WriteContext| save_as(&env, &c, records, ctx);
+    let ids = |n: std::ops::Range<usize>| {
+        json!(
+            n.map(|i| json!({"id": format!("r{i}")}))
+                .collect::<Vec<_>>()
+        )
+    };
+    w(ids(0..100), run("s1", 1)).await;
+    // Job 2 starts, sees r0..r29 unchanged and fails: its notes are kept
+    // (stamped); job 3 sees r30..r49 and is cut short (its notes stay);
+    // job 4 sees r50..r59 and ends.
+    w(ids(0..30), run("s1", 2)).await;
+    env.keep_seen(&c, "M", "s1").await.unwrap();
+    assert_eq!(seen_notes(&env, &c, "M").await, 0);
+    assert_eq!(stamps_of(&env, &c, &["r0"]).await[0].1, Some(2));
+    w(ids(30..50), run("s1", 3)).await;
+    w(ids(50..60), run("s1", 4)).await;
+    assert_eq!(env.delete_stale(&c, "M", "s1", 2).await.unwrap(), 40);
+    let alive: Vec<String> = page_all(&env, &c, "M", RecordsQuery::default())
+        .await
+        .into_iter()
+        .filter(|r| r.deleted_at.is_none())
+        .map(|r| r.external_id)
+        .collect();
+    assert_eq!(alive.len(), 60);
+    assert!(
+        alive
+            .iter()
+            .all(|id| id[1..].parse::<usize>().unwrap() < 60)
+    );
+    // A stamp never goes back: an older job's note does not lower it.
+    w(ids(0..1), run("s1", 6)).await;
+    w(json!([{"id": "r0", "v": 2}]), run("s1", 7)).await;
+    assert_eq!(env.delete_stale(&c, "M", "s1", 7).await.unwrap(), 59);
+    assert_eq!(stamps_of(&env, &c, &["r0"]).await[0].1, Some(7));
 }
 
 pub async fn a_job_run_takes_over_what_another_sync_stamped(b: &Reopen) {

@@ -38,9 +38,9 @@ pub struct HostState {
     logs_bytes: usize,
     pub(crate) changes: BTreeMap<String, Changes>,
     pub(crate) merging: HashMap<String, Merging>,
-    /// Models whose deletes the script tracks (`trackDeletesStart`/`End`):
-    /// full name → whether `End` was called.
-    pub(crate) tracked: BTreeMap<String, bool>,
+    /// Models whose deletes the script tracks (`trackDeletesStart`/`End`),
+    /// by full name.
+    pub(crate) tracked: BTreeMap<String, crate::exec::TrackedDeletes>,
     /// getConnection results of this execution; metadata writes invalidate.
     pub(crate) connection_cache: HashMap<(String, String), Connection>,
     pub(crate) stdout: CapturedOutput,

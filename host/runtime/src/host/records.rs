@@ -10,7 +10,7 @@ use crate::batch::{self, Check, RecordInfo};
 use crate::bindings::records::{self, MergingStrategy};
 use crate::bindings::sync_context;
 use crate::bindings::types::NangoError;
-use crate::exec::LogLevel;
+use crate::exec::{LogLevel, TrackedDeletes};
 use crate::proxy::nango_error;
 use crate::records::{
     BatchCall, CHUNK_SIZE, IDS_PER_LOOKUP, Merging, RecordError, WriteContext, WriteKind,
@@ -500,21 +500,45 @@ impl records::Host for HostState {
             Ok(f) => f,
             Err(e) => return Ok(Err(e)),
         };
+        // A start made stands until its end, as the original's: another
+        // start changes nothing.
         if self.tracked.contains_key(&full) {
-            return Ok(Err(nango_error(
-                "invalid_request",
-                format!("trackDeletesStart for model '{model}' was already called in this run"),
-            )));
+            return Ok(Ok(()));
         }
-        if self.changes.contains_key(&full) {
-            return Ok(Err(nango_error(
-                "invalid_request",
-                format!(
-                    "trackDeletesStart for model '{model}' should be called before any batching records function"
-                ),
-            )));
-        }
-        self.tracked.insert(full, false);
+        let tracked = match self.kept_start(&model).await {
+            Ok(Some((key, Some(since)))) => TrackedDeletes {
+                model: full.clone(),
+                since_job: Some(since),
+                start_key: Some(key),
+                ended: false,
+            },
+            Ok(Some((key, None))) => {
+                let job = self.exec.sync.job_id.unwrap_or_default();
+                let start = serde_json::json!({ "syncJobId": job });
+                if let Err(e) = self
+                    .services
+                    .records
+                    .set_checkpoint(&self.exec.connection, &key, Some(start))
+                    .await
+                {
+                    return Ok(Err(record_error(e)));
+                }
+                TrackedDeletes {
+                    model: full.clone(),
+                    since_job: Some(job),
+                    start_key: Some(key),
+                    ended: false,
+                }
+            }
+            Ok(None) => TrackedDeletes {
+                model: full.clone(),
+                since_job: None,
+                start_key: None,
+                ended: false,
+            },
+            Err(e) => return Ok(Err(e)),
+        };
+        self.tracked.insert(full, tracked);
         Ok(Ok(()))
     }
 
@@ -529,9 +553,60 @@ impl records::Host for HostState {
             Ok(f) => f,
             Err(e) => return Ok(Err(e)),
         };
-        // `deleteRecordsFromPreviousExecutions` is an end without a start.
-        self.tracked.insert(full, true);
+        if let Some(t) = self.tracked.get_mut(&full) {
+            t.ended = true;
+            return Ok(Ok(()));
+        }
+        let tracked = match self.kept_start(&model).await {
+            // An earlier run's start (a sync resuming from a checkpoint).
+            Ok(Some((key, Some(since)))) => TrackedDeletes {
+                model: full.clone(),
+                since_job: Some(since),
+                start_key: Some(key),
+                ended: true,
+            },
+            Ok(Some((_, None))) => {
+                return Ok(Err(nango_error(
+                    "invalid_request",
+                    format!("No track deletes starting point found for model '{model}'."),
+                )));
+            }
+            // Outside a job run (a dry run, a test) an end alone tracks
+            // this run's saves.
+            Ok(None) => TrackedDeletes {
+                model: full.clone(),
+                since_job: None,
+                start_key: None,
+                ended: true,
+            },
+            Err(e) => return Ok(Err(e)),
+        };
+        self.tracked.insert(full, tracked);
         Ok(Ok(()))
+    }
+}
+
+impl HostState {
+    /// In a sync's job run: where its start of `model` is kept and the job
+    /// of the start kept there, if any; `None` outside a job run.
+    async fn kept_start(
+        &mut self,
+        model: &str,
+    ) -> Result<Option<(String, Option<u64>)>, NangoError> {
+        if !self.exec.sync.job_run || self.exec.sync.job_id.is_none() {
+            return Ok(None);
+        }
+        let key = crate::exec::track_deletes_key(&self.checkpoint_key(), model);
+        let kept = self
+            .services
+            .records
+            .checkpoint(&self.exec.connection, &key)
+            .await
+            .map_err(record_error)?;
+        Ok(Some((
+            key,
+            kept.and_then(|v| v.get("syncJobId").and_then(Value::as_u64)),
+        )))
     }
 }
 

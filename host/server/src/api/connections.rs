@@ -598,6 +598,16 @@ async fn create(
     let (end_user, tags) = labels(&body)?;
     let webhook_url = webhook_url_override(&body)?;
     let now = Utc::now();
+    // A deletion of this id under way is waited for: what it deletes is
+    // not this import's.
+    drop(
+        env.runs
+            .enter(&ConnectionRef {
+                provider_config_key: pck.clone(),
+                connection_id: cid.clone(),
+            })
+            .await,
+    );
     let is_new = !env.store.connection_exists(&pck, &cid).await?;
     // What the request leaves out is kept from the stored connection, read
     // when it is written (under its lock).
@@ -718,6 +728,24 @@ async fn create(
     }
     // The `auto_start` syncs start now; the others are scheduled paused.
     app.scheduler.connection_created(&env, &conn).await?;
+    // A deletion that began after the wait above and went first leaves no
+    // connection: its schedules go again, and the import is not answered
+    // as stored.
+    if !env
+        .store
+        .connection_exists(&conn.provider_config_key, &conn.connection_id)
+        .await?
+    {
+        app.scheduler.connection_deleted(&env, &conn).await?;
+        return Err(ApiError::new(
+            axum::http::StatusCode::CONFLICT,
+            "connection_deleted",
+            format!(
+                "connection `{}` was deleted while this request stored it: it is not stored; send it again",
+                conn.connection_id
+            ),
+        ));
+    }
     if is_new {
         // `post-connection-creation` scripts run after the answer.
         tokio::spawn(post_creation(app.clone(), env.clone(), conn));
@@ -1171,6 +1199,10 @@ pub(crate) async fn delete_one(
     }
     app.scheduler.connection_deleted(env, conn).await?;
     let deleted = env.store.delete_connection(pck, id).await?;
+    // Again, now that the connection is gone: a deploy, a rollback or an
+    // import that read it while its records went may have scheduled it
+    // again; none reads it from here on.
+    app.scheduler.connection_deleted(env, conn).await?;
     env.store
         .delete_doc(CONNECTION_ERRORS, &format!("{pck}/{id}"))
         .await?;

@@ -143,6 +143,14 @@ fn deploy_error(e: sluice_project::deploy::DeployError) -> ApiError {
     }
 }
 
+/// The environment's active deployment as stored.
+async fn active_doc(env: &EnvState) -> ApiResult<Option<DeploymentDoc>> {
+    let Some(version) = env.store.doc::<u64>(ACTIVE, "version").await? else {
+        return Ok(None);
+    };
+    Ok(env.store.doc(DEPLOYMENTS, &deployment_key(version)).await?)
+}
+
 async fn next_version(env: &EnvState) -> ApiResult<u64> {
     let last: Vec<(String, DeploymentDoc)> = env.store.docs(DEPLOYMENTS, "", None, 1, true).await?;
     Ok(last.first().map(|(_, d)| d.version + 1).unwrap_or(1))
@@ -173,6 +181,18 @@ pub async fn deploy(
     for c in &mut manifest.components {
         c.sha256.make_ascii_lowercase();
     }
+    // A deploy of part of a project (`sluice deploy -i/-s/-a`) is merged
+    // into the active deployment: the rest of it stays as deployed.
+    let scoped = manifest.scope.is_some();
+    let base = if scoped {
+        active_doc(&env).await?
+    } else {
+        None
+    };
+    let base_version = base.as_ref().map(|d| d.version);
+    let manifest = manifest
+        .merged(base.as_ref().map(|d| &d.manifest))
+        .map_err(|e| ApiError::bad_request("invalid_deploy", e.to_string()))?;
     manifest
         .check_new()
         .map_err(|e| ApiError::bad_request("invalid_deploy", e.to_string()))?;
@@ -189,6 +209,13 @@ pub async fn deploy(
     let gate = app.components_gate.read().await;
     keep_blobs(&app, &blobs).await?;
     let one_at_a_time = env.config_lock.lock().await;
+    if scoped && active_doc(&env).await?.map(|d| d.version) != base_version {
+        return Err(ApiError::new(
+            axum::http::StatusCode::CONFLICT,
+            "deploy_conflict",
+            "another deploy or a rollback changed the environment's active deployment while this one compiled: nothing was deployed; deploy again",
+        ));
+    }
     let version = next_version(&env).await?;
     let doc = DeploymentDoc {
         version,

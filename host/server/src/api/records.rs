@@ -278,8 +278,21 @@ pub async fn get_records(
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Response> {
     let req = parse_query(raw.as_deref(), None)?;
-    let conn = connection_ref(&env, &headers).await?;
-    page(&env, &conn, req).await
+    connection_page(&env, &headers, req).await
+}
+
+/// The page of the headers' connection. A deletion of it under way (its
+/// records go a chunk at a time, the connection last) is waited for, then
+/// finds no connection: a page is never of a connection half deleted.
+pub async fn connection_page(
+    env: &EnvState,
+    headers: &ConnectionHeaders,
+    req: RecordsRequest,
+) -> ApiResult<Response> {
+    let conn = connection_ref(env, headers).await?;
+    let _inside = env.runs.enter(&conn).await;
+    let conn = connection_ref(env, headers).await?;
+    page(env, &conn, req).await
 }
 
 /// Whether `model` (`Model::variant`) is a model of a sync variant of

@@ -577,14 +577,14 @@ pub async fn status(
             "recordCount": counts,
             "checkpoint": checkpoint,
         });
-        // The original's latest job is then the running one: its time
-        // (the job's last update; here its start) and its result (counts
+        // The original's latest job is then the running one: not finished
+        // (the current original leaves `finishedAt` out, so an app waiting
+        // for it to change waits for the run's end) and its result (counts
         // so far there; none here). The last run's belonged to another.
         if running {
-            entry["finishedAt"] = json!(state.running.as_ref().map(|r| {
-                r.started_at
-                    .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-            }));
+            if let Some(fields) = entry.as_object_mut() {
+                fields.remove("finishedAt");
+            }
             entry["latestResult"] = json!({});
         } else if last.is_none()
             && let Some(fields) = entry.as_object_mut()

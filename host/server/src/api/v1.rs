@@ -80,8 +80,7 @@ pub async fn dispatch(
     match target {
         Target::Records { model } => {
             let query = records::parse_query(raw.as_deref(), Some(&model))?;
-            let conn = records::connection_ref(&env, &headers).await?;
-            records::page(&env, &conn, query).await
+            records::connection_page(&env, &headers, query).await
         }
         Target::Action { name } => {
             let cid = (headers.connection_id.clone())

@@ -16,15 +16,24 @@ struct Plan {
     update: Vec<Value>,
     lookup: Vec<String>,
     fail_after: bool,
+    /// `trackDeletesStart` before the writes, `trackDeletesEnd` after.
+    track_start: bool,
+    track_end: bool,
 }
 
 fn apply(nango: &Nango, plan: &Plan) -> Result<Value, Error> {
     if plan.ignore_if_modified_after {
         nango.set_merging_strategy(MergingStrategy::IgnoreIfModifiedAfter, &plan.model)?;
     }
+    if plan.track_start {
+        nango.track_deletes_start(&plan.model)?;
+    }
     nango.batch_save(&plan.save, &plan.model)?;
     nango.batch_delete(&plan.delete, &plan.model)?;
     nango.batch_update(&plan.update, &plan.model)?;
+    if plan.track_end {
+        nango.track_deletes_end(&plan.model)?;
+    }
     if plan.fail_after {
         return Err(Error::msg("failing after the writes"));
     }
