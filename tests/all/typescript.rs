@@ -27,6 +27,7 @@ fn upstream(req: &MockRequest) -> MockResponse {
                     "authorization": req.header("authorization"),
                     "trace": req.header("x-trace"),
                     "contentType": req.header("content-type"),
+                    "accept": req.header("accept"),
                     "body": String::from_utf8_lossy(&req.body),
                 }),
             )
@@ -92,6 +93,14 @@ async fn http_verbs_return_axios_shaped_responses_and_errors() {
     assert_eq!(get["data"]["authorization"], "Bearer tok-ts");
     assert_eq!(get["data"]["trace"], "t (mock)", "a relative import ran");
 
+    // axios's defaults, as the original sends them: its Accept, and a
+    // form content type on a POST without a body.
+    assert_eq!(get["data"]["accept"], "application/json, text/plain, */*");
+    assert_eq!(out["empty"]["method"], "POST");
+    assert_eq!(
+        out["empty"]["contentType"],
+        "application/x-www-form-urlencoded"
+    );
     assert_eq!(out["post"]["method"], "POST");
     assert_eq!(out["post"]["body"], r#"{"a":1}"#);
     assert_eq!(out["post"]["contentType"], "application/json");
@@ -192,6 +201,15 @@ async fn records_methods_pagination_and_the_sync_context() {
         .run(&ts_script("records"), "records", Call::Sync, sync)
         .await;
     output(&report);
+    // An unknown strategy is refused, as the original's.
+    assert!(
+        report
+            .logs
+            .iter()
+            .any(|l| l.message == "merging: Unsupported merging strategy: newest"),
+        "{:?}",
+        report.logs
+    );
 
     let pages: Vec<Vec<(String, String)>> = h
         .mock

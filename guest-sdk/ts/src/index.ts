@@ -650,7 +650,11 @@ export class NangoSync extends NangoAction {
     }
 
     async setMergingStrategy(merging: { strategy: MergingStrategy }, model: string): Promise<void> {
-        const strategy = merging?.strategy === 'ignore_if_modified_after' ? 'ignore-if-modified-after' : 'override';
+        const given = merging?.strategy as string;
+        if (given !== 'ignore_if_modified_after' && given !== 'override') {
+            throw new Error(`Unsupported merging strategy: ${given}`);
+        }
+        const strategy = given === 'ignore_if_modified_after' ? 'ignore-if-modified-after' : 'override';
         call(() => records.setMergingStrategy(model, strategy));
     }
 

@@ -459,7 +459,7 @@ pub async fn run(
         Command::Compile(args) => run_compile(args, out, err),
         Command::Dryrun(args) => run_dryrun(args, out, err).await,
         Command::Test(args) => run_test(args, out, err).await,
-        Command::Serve(args) => run_serve(args, out).await,
+        Command::Serve(args) => run_serve(args, out, err).await,
         Command::Deploy(args) => run_deploy(args, out, err).await,
         Command::MigrateToZeroYaml(args) => run_migrate(args, out, err),
     };
@@ -568,19 +568,26 @@ async fn run_dryrun(
     let result = dryrun::dry_run(&options, err).await?;
     // Said, not silently dropped: an option the script's kind takes no use of.
     use sluice_runtime::ScriptKind;
-    let unused = match result.kind {
-        ScriptKind::Sync | ScriptKind::OnEvent if options.input.is_some() => {
-            Some("--input (only an action takes an input)")
-        }
-        ScriptKind::Action | ScriptKind::OnEvent if options.variant.is_some() => {
-            Some("--variant (only a sync has variants)")
-        }
-        ScriptKind::Action | ScriptKind::OnEvent if options.checkpoint.is_some() => {
-            Some("--checkpoint (only a sync has checkpoints)")
-        }
-        _ => None,
-    };
-    if let Some(what) = unused {
+    let sync = result.kind == ScriptKind::Sync;
+    let unused = [
+        (
+            result.kind != ScriptKind::Action && options.input.is_some(),
+            "--input (only an action takes an input)",
+        ),
+        (
+            !sync && options.variant.is_some(),
+            "--variant (only a sync has variants)",
+        ),
+        (
+            !sync && options.checkpoint.is_some(),
+            "--checkpoint (only a sync has checkpoints)",
+        ),
+        (
+            !sync && options.last_sync_date.is_some(),
+            "--lastSyncDate (only a sync has a last sync date)",
+        ),
+    ];
+    for (_, what) in unused.iter().filter(|(unused, _)| *unused) {
         writeln!(err, "note: {what} was not used by `{}`", result.script)?;
     }
     if args.json {
@@ -1098,7 +1105,7 @@ const MIN_SCRIPT_MEMORY: u64 = 64 << 20;
 /// Creates the data directory readable by its owner only (it holds the
 /// records in the clear, and the master key file unless
 /// SLUICE_MASTER_KEY is set); one that others can read is reported.
-fn private_data_dir(data: &std::path::Path, out: &mut dyn Write) -> anyhow::Result<()> {
+fn private_data_dir(data: &std::path::Path, err: &mut dyn Write) -> anyhow::Result<()> {
     use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
     if !data.exists() {
         std::fs::DirBuilder::new()
@@ -1124,7 +1131,7 @@ fn private_data_dir(data: &std::path::Path, out: &mut dyn Write) -> anyhow::Resu
         let mode = meta.permissions().mode() & 0o777;
         if mode & 0o077 != 0 {
             writeln!(
-                out,
+                err,
                 "warning: {what} {} can be read by other users (mode {mode:o}): chmod go-rwx {}",
                 path.display(),
                 path.display()
@@ -1134,7 +1141,11 @@ fn private_data_dir(data: &std::path::Path, out: &mut dyn Write) -> anyhow::Resu
     Ok(())
 }
 
-async fn run_serve(args: ServeArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
+async fn run_serve(
+    args: ServeArgs,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> anyhow::Result<i32> {
     if let Some(b) = args.script_memory
         && b < MIN_SCRIPT_MEMORY
     {
@@ -1152,7 +1163,7 @@ async fn run_serve(args: ServeArgs, out: &mut dyn Write) -> anyhow::Result<i32> 
             );
         }
     }
-    private_data_dir(&args.data, out)?;
+    private_data_dir(&args.data, err)?;
     let master = master_key(&args.data)?;
     let mut providers = sluice_runtime::providers::ProviderCatalog::builtin()?;
     if let Some(p) = &args.providers {

@@ -144,7 +144,11 @@ pub async fn run(
     };
     let base = server.url();
 
-    writeln!(out, "Compiling the example in {} …", project.display())?;
+    writeln!(
+        out,
+        "Compiling the example in {} … (the first time, sluice installs its TypeScript toolchain with npm first: a minute or two)",
+        project.display()
+    )?;
     out.flush()?;
     let options = CompileOptions {
         dir: project.clone(),
@@ -256,7 +260,7 @@ pub async fn run(
     )?;
     writeln!(
         out,
-        "See its status and next scheduled run:\n  curl {headers} '{base}/sync/status?provider_config_key={INTEGRATION}&syncs=*'\n"
+        "See its status and next scheduled run:\n  curl -H 'Authorization: Bearer {key}' '{base}/sync/status?provider_config_key={INTEGRATION}&syncs=*&connection_id=demo'\n"
     )?;
     writeln!(
         out,

@@ -49,7 +49,7 @@ pub enum LoadError {
     )]
     NoEntryPoint { path: String },
     #[error(
-        "{path} is a bundle of several scripts (it exports `fetch-data`, `run-action` and `on-event`): load it with the kinds of its scripts"
+        "{path} is a bundle of several scripts (it exports `fetch-data`, `run-action` and `on-event`): run one of them by its name in its project (`sluice dryrun <script> <connection> --dir <project>`)"
     )]
     Bundle { path: String },
     #[error("{path} is not a bundle of scripts: it does not export `{export}`")]
@@ -185,8 +185,16 @@ pub struct Runtime {
 
 impl Runtime {
     pub fn new(config: RuntimeConfig) -> Result<Self, LoadError> {
-        let engine = Engine::new(&engine_config(&config))
-            .map_err(|e| LoadError::Engine(format!("{e:#}")))?;
+        let engine = Engine::new(&engine_config(&config)).map_err(|e| {
+            let text = format!("{e:#}");
+            // The instance pool reserves its address space up front.
+            let hint = if text.contains("mmap") || text.contains("reserve") {
+                " (the sandbox reserves terabytes of address space, not memory: is virtual memory limited, `ulimit -v`?)"
+            } else {
+                ""
+            };
+            LoadError::Engine(format!("{text}{hint}"))
+        })?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|e| LoadError::Engine(format!("{e:#}")))?;

@@ -1357,6 +1357,9 @@ fn unauthorized_when_refused(e: NangoError) -> HttpError {
 /// refreshed (`ConnectionError::Refused`).
 pub const INVALID_CREDENTIALS: &str = "invalid_credentials";
 
+/// axios's default `Accept`.
+const AXIOS_ACCEPT: &str = "application/json, text/plain, */*";
+
 /// One attempt on the wire.
 pub(crate) async fn transmit(
     http: &reqwest::Client,
@@ -1375,6 +1378,19 @@ pub(crate) async fn transmit(
     let mut builder = http.request(method, url);
     let has_content_type = p.headers.iter().any(|(n, _)| n == "content-type");
     let multipart = matches!(p.body, Some(Body::Multipart(_)));
+    // What the original's axios sends when the script does not say: its
+    // `Accept`, and a form content type on a POST, PUT or PATCH whose body
+    // is not JSON (none, text or bytes). Some APIs answer by them (XML
+    // unless JSON is accepted).
+    if !p.headers.iter().any(|(n, _)| n == "accept") {
+        builder = builder.header("accept", AXIOS_ACCEPT);
+    }
+    if !has_content_type
+        && matches!(p.method, Method::Post | Method::Put | Method::Patch)
+        && matches!(p.body, None | Some(Body::Text(_) | Body::Bytes(_)))
+    {
+        builder = builder.header("content-type", "application/x-www-form-urlencoded");
+    }
     for (name, value) in &p.headers {
         // A script's `content-type: multipart/form-data` has no boundary;
         // reqwest sets the real one.

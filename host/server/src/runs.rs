@@ -22,8 +22,13 @@ type Key = (String, String);
 
 struct Gate {
     lock: Arc<RwLock<()>>,
-    /// `true` while a deletion waits for the executions inside.
+    /// `true` while a deletion waits for the executions inside or holds
+    /// the gate.
     stop: watch::Sender<bool>,
+    /// The deletions waiting for or holding the gate: the stop is lifted
+    /// when the last one is done (an execution let in between two
+    /// deletions is stopped by the second, not run to its end first).
+    closing: Mutex<usize>,
 }
 
 /// One environment's gates, by connection.
@@ -48,6 +53,7 @@ impl ConnectionRuns {
                 Arc::new(Gate {
                     lock: Arc::new(RwLock::new(())),
                     stop: watch::Sender::new(false),
+                    closing: Mutex::new(0),
                 })
             })
             .clone();
@@ -96,7 +102,11 @@ impl ConnectionRuns {
     }
 
     async fn close_slot(&self, slot: Slot) -> Closed {
-        slot.gate.stop.send_replace(true);
+        {
+            let mut closing = slot.gate.closing.lock().unwrap_or_else(|e| e.into_inner());
+            *closing += 1;
+            slot.gate.stop.send_replace(true);
+        }
         // Made before the wait: should the deletion be abandoned while it
         // waits (its request dropped), dropping this lifts the stop.
         let mut closed = Closed { guard: None, slot };
@@ -158,8 +168,18 @@ pub struct Closed {
 
 impl Drop for Closed {
     fn drop(&mut self) {
-        // Executions that waited run unstopped, after the deletion.
-        self.slot.gate.stop.send_replace(false);
+        // Executions that waited run unstopped after the deletion, unless
+        // another deletion waits too.
+        {
+            let mut closing = self
+                .slot
+                .gate
+                .closing
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            *closing = closing.saturating_sub(1);
+            self.slot.gate.stop.send_replace(*closing > 0);
+        }
         self.guard.take();
     }
 }
@@ -227,5 +247,41 @@ mod tests {
         assert!(abandoned.is_err());
         let ran = inside.until_stopped(async { 1 }).await;
         assert_eq!(ran, Some(1), "runs go on after an abandoned deletion");
+        drop(inside);
+
+        // Two deletions queued: a run let in between them is stopped by
+        // the second at once, not run to its end first.
+        let first = runs.close(&conn("a")).await;
+        let between = tokio::spawn({
+            let runs = runs.clone();
+            async move {
+                let r = runs.enter(&conn("a")).await;
+                r.until_stopped(tokio::time::sleep(Duration::from_secs(30)))
+                    .await
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let second = tokio::spawn({
+            let runs = runs.clone();
+            async move { runs.close(&conn("a")).await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        drop(first);
+        let stopped = tokio::time::timeout(Duration::from_secs(5), between)
+            .await
+            .expect("the run between the deletions was not stopped")
+            .unwrap();
+        assert_eq!(stopped, None);
+        let second = tokio::time::timeout(Duration::from_secs(5), second)
+            .await
+            .unwrap()
+            .unwrap();
+        drop(second);
+        let ran = runs
+            .enter(&conn("a"))
+            .await
+            .until_stopped(async { 2 })
+            .await;
+        assert_eq!(ran, Some(2), "the stop is lifted after the last deletion");
     }
 }

@@ -8,6 +8,11 @@ interface Upstream {
 
 export default async function fetchData(nango: NangoSync): Promise<void> {
     await nango.setMergingStrategy({ strategy: 'override' }, 'Item');
+    try {
+        await nango.setMergingStrategy({ strategy: 'newest' as 'override' }, 'Item');
+    } catch (e) {
+        await nango.log(`merging: ${(e as Error).message}`);
+    }
     const saved: Item[] = [];
     const pages = nango.paginate<Upstream>({
         endpoint: '/items',
