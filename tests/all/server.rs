@@ -1389,6 +1389,15 @@ async fn runs_report_changes_errors_keep_their_shapes_and_tokens_refresh_once() 
         status >= 400 && body.to_string().contains("longer than 1048576 bytes"),
         "{status} {body}"
     );
+    // As the original's, the refusal carries the connection as stored
+    // (its refresh token left out unless asked for).
+    let shown = &body["error"]["payload"]["connection"];
+    assert_eq!(shown["connection_id"], "c4", "{body}");
+    assert_eq!(shown["credentials"]["access_token"], "old", "{body}");
+    assert!(
+        shown["credentials"].get("refresh_token").is_none(),
+        "{body}"
+    );
     // The connection's error names the refresh's log, as the original's
     // `errors: [{type: "auth", log_id}]`, and the log says why.
     let (_, list) = dev.send("GET", "/connection?connectionId=c4", None).await;

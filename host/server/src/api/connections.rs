@@ -1116,7 +1116,18 @@ pub async fn get(
             format!("No integration `{pck}` in this environment"),
         ));
     }
-    let c = env
+    let shown = |mut v: Value| {
+        if q.refresh_token != Some(true)
+            && let Some(creds) = v["credentials"].as_object_mut()
+        {
+            creds.remove("refresh_token");
+            if let Some(raw) = creds.get_mut("raw").and_then(Value::as_object_mut) {
+                raw.remove("refresh_token");
+            }
+        }
+        v
+    };
+    let fresh = env
         .connections
         .fresh(
             &pck,
@@ -1127,18 +1138,22 @@ pub async fn get(
                 crate::refresh::Force::No
             },
         )
-        .await
-        .map_err(connection_error)?;
-    let mut v = view(&env, &c).await;
-    if q.refresh_token != Some(true)
-        && let Some(creds) = v["credentials"].as_object_mut()
-    {
-        creds.remove("refresh_token");
-        if let Some(raw) = creds.get_mut("raw").and_then(Value::as_object_mut) {
-            raw.remove("refresh_token");
+        .await;
+    let c = match fresh {
+        Ok(c) => c,
+        // As the original's: a refusal carries the connection as stored,
+        // for an app that marks it broken from the answer.
+        Err(e @ ConnectionError::Refused { .. }) => {
+            let stored = env.store.connection(&pck, &id).await?;
+            let mut error = connection_error(e);
+            if let Some(c) = stored {
+                error = error.with_payload(json!({ "connection": shown(view(&env, &c).await) }));
+            }
+            return Err(error);
         }
-    }
-    Ok(Json(v))
+        Err(e) => return Err(connection_error(e)),
+    };
+    Ok(Json(shown(view(&env, &c).await)))
 }
 
 pub async fn delete(
