@@ -732,6 +732,37 @@ async fn a_track_deletes_start_stands_until_its_end_in_a_later_run() {
             .await;
     assert_eq!(both["success"], true, "{both}");
     assert_eq!(alive().await, ["b"]);
+    // A full refresh starts over: a start left open goes with the
+    // checkpoint, as the original's (every checkpoint of the sync).
+    let open = run(
+        json!({"model": "Item", "save": save(&["b"]), "track_start": true, "fail_after": true}),
+    )
+    .await;
+    assert_eq!(open["success"], false, "{open}");
+    let (status, _) = dev
+        .send_as(
+            c1,
+            "POST",
+            "/connection/metadata",
+            Some(json!({"connection_id": "c1", "provider_config_key": "mock-int", "metadata": {"model": "Item", "save": save(&["b"]), "track_end": true}})),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let (status, body) = dev
+        .send_as(
+            c1,
+            "POST",
+            "/sync/trigger",
+            Some(json!({"syncs": ["records"], "provider_config_key": "mock-int", "connection_id": "c1", "wait": true, "sync_mode": "full_refresh"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body["runs"][0]["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("No track deletes starting point")),
+        "{body}"
+    );
     server.stop().await;
 }
 
@@ -2648,6 +2679,36 @@ async fn a_deploy_of_one_sync_action_or_integration_keeps_the_environments_other
             "{says}: {body}"
         );
     }
+    // A model the scripts left as they were use cannot change under
+    // them; nor does a scoped deploy take a version a deploy refuses.
+    let mut changed = manifest(
+        yaml("every 2 hours", &["pong"]).replace("    id: string\n", "    id: number\n"),
+        with(b(&["pong"]).await),
+    );
+    changed["scope"] = json!({"sync": "contacts"});
+    let (status, body) = dev
+        .send("POST", "/sluice/deploy", Some(changed.clone()))
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("the model `Contact` of this deploy differs from the deployed one"),
+        "{body}"
+    );
+    let mut versioned = single.clone();
+    versioned["scope"] = json!({"sync": "contacts"});
+    versioned["version"] = json!(" ");
+    let (status, body) = dev.send("POST", "/sluice/deploy", Some(versioned)).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("is not one a deploy takes"),
+        "{body}"
+    );
     // A zero-yaml part of a project is not merged into a nango.yaml
     // deployment.
     let (status, body) = dev

@@ -83,6 +83,7 @@ async fn http_verbs_return_axios_shaped_responses_and_errors() {
 
     let get = &out["get"];
     assert_eq!(get["status"], 200);
+    assert_eq!(get["statusText"], "OK");
     assert_eq!(get["contentType"], "application/json");
     assert_eq!(get["data"]["method"], "GET");
     assert_eq!(
@@ -379,6 +380,30 @@ async fn connection_metadata_environment_token_and_logs() {
             .logs
             .iter()
             .any(|l| l.message.contains("from console.error") && l.level == LogLevel::Error)
+    );
+
+    // The environment's NANGO_LOGGER_LEVEL keeps the script's lines at
+    // and above it, as the original's.
+    let mut h = h;
+    h.environment
+        .variables
+        .push(("NANGO_LOGGER_LEVEL".into(), "warn".into()));
+    let report = h.ts_action("connection", json!({})).await;
+    let user: Vec<(LogLevel, &str)> = report
+        .logs
+        .iter()
+        .filter(|l| l.source == LogSource::User)
+        .map(|l| (l.level, l.message.as_str()))
+        .collect();
+    assert!(user.contains(&(LogLevel::Warn, "careful")), "{user:?}");
+    assert!(
+        user.contains(&(LogLevel::Error, "with a payload")),
+        "{user:?}"
+    );
+    assert!(
+        !user.contains(&(LogLevel::Info, "plain message"))
+            && !user.contains(&(LogLevel::Debug, "verbose maps to debug")),
+        "{user:?}"
     );
 }
 

@@ -169,7 +169,8 @@ function toAxios(r: http.Response, config: ProxyConfiguration): AxiosResponse {
     return {
         data: responseData(r.body, config.responseType),
         status: r.status,
-        statusText: '',
+        // axios's is the answer's reason phrase: the standard one here.
+        statusText: STATUS_TEXT[r.status] ?? '',
         headers: headersObject(r.headers),
         config,
         request: {}
@@ -649,11 +650,16 @@ export class NangoSync extends NangoAction {
         return out;
     }
 
+    private readonly mergingSet = new Set<string>();
     async setMergingStrategy(merging: { strategy: MergingStrategy }, model: string): Promise<void> {
         const given = merging?.strategy as string;
-        if (given !== 'ignore_if_modified_after' && given !== 'override') {
+        const known = given === 'ignore_if_modified_after' || given === 'override';
+        // As the original's: a model whose strategy is set keeps it (the
+        // host says so), whatever is asked; else an unknown one throws.
+        if (!known && !this.mergingSet.has(model)) {
             throw new Error(`Unsupported merging strategy: ${given}`);
         }
+        this.mergingSet.add(model);
         const strategy = given === 'ignore_if_modified_after' ? 'ignore-if-modified-after' : 'override';
         call(() => records.setMergingStrategy(model, strategy));
     }

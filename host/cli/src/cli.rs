@@ -973,7 +973,8 @@ async fn run_deploy(
     // A key is its environment's: deploying `prod` with dev's key would
     // deploy to dev. Asked before the build either way: a wrong key or an
     // unreachable server is said at once, not after compiling.
-    let holds = sluice_project::deploy::environment_of(&host, &key).await?;
+    let server = sluice_project::deploy::environment_of(&host, &key).await?;
+    let holds = server.name;
     if let Some(named) = &named
         && &holds != named
     {
@@ -991,6 +992,15 @@ async fn run_deploy(
         action: args.action,
     };
     let scope = (scope != Default::default()).then_some(scope);
+    // A server without them would deploy the project whole, dropping the
+    // scripts only it has.
+    if let Some(scope) = &scope
+        && !server.takes_scopes
+    {
+        bail!(
+            "the server at {shown} does not take a deploy of part of a project ({scope}): nothing was deployed; upgrade it, or deploy the whole project"
+        );
+    }
     let project = compile::compile(&options, &runtime, err)?;
     // Said before anything is sent.
     let in_scope = project
@@ -1057,7 +1067,17 @@ fn shown_host(host: &str) -> String {
             let _ = u.set_password(None);
             u.to_string()
         }
-        _ => host.to_string(),
+        Ok(u) if matches!(u.scheme(), "http" | "https") => host.to_string(),
+        // Not a URL sluice can send to (`ci:secret@host:3003` has the
+        // scheme `ci`): whatever is before an `@` may be a password.
+        _ => match host.rsplit_once('@') {
+            Some((before, after)) => {
+                let scheme = before.split_once("://").map_or("", |(s, _)| s);
+                let sep = if scheme.is_empty() { "" } else { "://" };
+                format!("{scheme}{sep}***@{after}")
+            }
+            None => host.to_string(),
+        },
     }
 }
 
@@ -1474,6 +1494,8 @@ mod tests {
         let host = "https://ci:p%40ss@nango.example.com";
         assert_eq!(shown_host(host), "https://***@nango.example.com/");
         assert_eq!(shown_host("http://127.0.0.1:3003"), "http://127.0.0.1:3003");
+        assert_eq!(shown_host("ci:secret@host:3003"), "***@host:3003");
+        assert_eq!(shown_host("ftp://ci:secret@host"), "ftp://***@host/");
     }
 
     #[test]

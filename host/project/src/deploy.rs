@@ -62,6 +62,12 @@ pub struct Manifest {
     pub script_versions: BTreeMap<String, String>,
 }
 
+/// A `--version` a deploy takes: 1 to 255 characters, not blank, no
+/// control characters.
+fn valid_version(v: &str) -> bool {
+    !v.trim().is_empty() && v.chars().count() <= 255 && !v.chars().any(char::is_control)
+}
+
 /// A script's key in [`Manifest::script_versions`].
 pub fn version_key(integration: &str, name: &str, kind: ScriptKind) -> String {
     format!("{kind}:{integration}/{name}")
@@ -167,6 +173,10 @@ pub enum DeployError {
         "deploying part of a project ({scope}) needs the environment's active deployment in the same format, {need}: deploy the whole project"
     )]
     ScopeFormat { scope: String, need: &'static str },
+    #[error(
+        "the model `{model}` of this deploy differs from the deployed one, which scripts this deploy leaves as they are use: deploy them too, or the whole project"
+    )]
+    ScopeModel { model: String },
     #[error("cannot read {path}: {source}")]
     Read {
         path: String,
@@ -257,10 +267,10 @@ impl Manifest {
     /// deployment is loaded again (at start, on a rollback), so a
     /// deployment an earlier version accepted still loads.
     pub fn check_new(&self) -> Result<(), DeployError> {
-        if let Some(v) = &self.version
-            && (v.trim().is_empty() || v.chars().count() > 255 || v.chars().any(char::is_control))
-        {
-            return Err(DeployError::Version(v.clone()));
+        for v in self.version.iter().chain(self.script_versions.values()) {
+            if !valid_version(v) {
+                return Err(DeployError::Version(v.clone()));
+            }
         }
         let config = match &self.nango_json {
             Some(definitions) => {
@@ -430,6 +440,9 @@ impl Manifest {
         let Some(scope) = self.scope.take() else {
             return Ok(self);
         };
+        if let Some(v) = self.version.as_deref().filter(|v| !valid_version(v)) {
+            return Err(DeployError::Version(v.to_string()));
+        }
         if scope.sync.is_some() && scope.action.is_some() {
             return Err(DeployError::ScopeBoth);
         }
@@ -516,7 +529,8 @@ impl Manifest {
                         need: "zero-yaml (this project is)",
                     })?,
                 };
-                let merged = merge_definitions(old, new, whole, &taken);
+                let merged = merge_definitions(old, new, whole, &taken)
+                    .map_err(|model| DeployError::ScopeModel { model })?;
                 (String::new(), Some(merged))
             }
             (None, Some(a)) if a.nango_json.is_some() => {
@@ -534,11 +548,16 @@ impl Manifest {
                     text: &self.nango_yaml,
                     dir_name: self.dir_name.as_deref(),
                 };
-                let merged =
-                    merge_yaml(old, new, whole, &taken).ok_or(DeployError::ScopeFormat {
-                        scope: shown,
-                        need: "nango.yaml with `integrations:` of `syncs`/`actions` (v2)",
-                    })?;
+                let merged = match merge_yaml(old, new, whole, &taken) {
+                    Ok(merged) => merged,
+                    Err(None) => {
+                        return Err(DeployError::ScopeFormat {
+                            scope: shown,
+                            need: "nango.yaml with `integrations:` of `syncs`/`actions` (v2)",
+                        });
+                    }
+                    Err(Some(model)) => return Err(DeployError::ScopeModel { model }),
+                };
                 (merged, None)
             }
         };
@@ -560,7 +579,7 @@ fn merge_definitions(
     new: &[serde_json::Value],
     whole: Option<&str>,
     taken: &BTreeSet<ScriptId>,
-) -> Vec<serde_json::Value> {
+) -> Result<Vec<serde_json::Value>, String> {
     use serde_json::{Value, json};
     let key = |d: &Value| {
         d["providerConfigKey"]
@@ -609,7 +628,41 @@ fn merge_definitions(
             }
         }
     }
-    out
+    // An integration's models are its scripts' (`json_schema`), one of a
+    // name for all of them: a deployed script's must be the one the
+    // scripts left as they were have.
+    for def in &out {
+        let pck = key(def);
+        let mut deployed: BTreeMap<&str, &Value> = BTreeMap::new();
+        let mut kept: BTreeMap<&str, &Value> = BTreeMap::new();
+        for (list, kind) in [("syncs", ScriptKind::Sync), ("actions", ScriptKind::Action)] {
+            for script in def
+                .get(list)
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let name = script["name"].as_str().unwrap_or_default().to_string();
+                let side = if taken.contains(&(pck.clone(), name, kind)) {
+                    &mut deployed
+                } else {
+                    &mut kept
+                };
+                let defs = script
+                    .pointer("/json_schema/definitions")
+                    .and_then(Value::as_object);
+                for (model, schema) in defs.into_iter().flatten() {
+                    side.entry(model.as_str()).or_insert(schema);
+                }
+            }
+        }
+        for (model, schema) in &deployed {
+            if kept.get(model).is_some_and(|k| k != schema) {
+                return Err((*model).to_string());
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// One deploy's nango.yaml, for [`merge_yaml`].
@@ -667,19 +720,26 @@ fn merge_yaml(
     new: YamlSide<'_>,
     whole: Option<&str>,
     taken: &BTreeSet<ScriptId>,
-) -> Option<String> {
+) -> Result<String, Option<String>> {
     use serde_norway::{Mapping, Value as Yaml};
-    let new = yaml_root(new)?;
+    let new = yaml_root(new).ok_or(None)?;
     let mut out = match old {
-        Some(old) => yaml_root(old)?,
+        Some(old) => yaml_root(old).ok_or(None)?,
         None => {
             let mut m = Mapping::new();
             m.insert(Yaml::from("integrations"), Yaml::Mapping(Mapping::new()));
             m
         }
     };
-    let new_integrations = new.get("integrations")?.as_mapping()?.clone();
-    let integrations = out.get_mut("integrations")?.as_mapping_mut()?;
+    let new_integrations = new
+        .get("integrations")
+        .and_then(Yaml::as_mapping)
+        .ok_or(None)?
+        .clone();
+    let integrations = out
+        .get_mut("integrations")
+        .and_then(Yaml::as_mapping_mut)
+        .ok_or(None)?;
     for (key, body) in &new_integrations {
         let pck = key.as_str().unwrap_or_default();
         if whole == Some(pck) {
@@ -701,30 +761,127 @@ fn merge_yaml(
                 if !target.is_mapping() {
                     *target = Yaml::Mapping(Mapping::new());
                 }
-                let target = target.as_mapping_mut()?;
+                let target = target.as_mapping_mut().ok_or(None)?;
                 let list = target
                     .entry(Yaml::from(list))
                     .or_insert_with(|| Yaml::Mapping(Mapping::new()));
                 if !list.is_mapping() {
                     *list = Yaml::Mapping(Mapping::new());
                 }
-                list.as_mapping_mut()?.insert(name.clone(), script.clone());
+                list.as_mapping_mut()
+                    .ok_or(None)?
+                    .insert(name.clone(), script.clone());
             }
         }
     }
-    if let Some(Yaml::Mapping(models)) = new.get("models") {
-        let target = out
-            .entry(Yaml::from("models"))
-            .or_insert_with(|| Yaml::Mapping(Mapping::new()));
-        if !target.is_mapping() {
-            *target = Yaml::Mapping(Mapping::new());
-        }
-        let target = target.as_mapping_mut()?;
-        for (name, model) in models {
-            target.insert(name.clone(), model.clone());
+    // The models the deployed scripts use (and the models those name)
+    // come with them; one the scripts left as they were use too must be
+    // the same (a model is the deployment's, not a script's).
+    let empty = Mapping::new();
+    let new_models = new
+        .get("models")
+        .and_then(Yaml::as_mapping)
+        .unwrap_or(&empty);
+    let old_models = out
+        .get("models")
+        .and_then(Yaml::as_mapping)
+        .cloned()
+        .unwrap_or_default();
+    let (mut deployed, mut kept) = (Vec::new(), Vec::new());
+    for (key, body) in out
+        .get("integrations")
+        .and_then(Yaml::as_mapping)
+        .unwrap_or(&empty)
+    {
+        let pck = key.as_str().unwrap_or_default();
+        for (list, kind) in [("syncs", ScriptKind::Sync), ("actions", ScriptKind::Action)] {
+            for (name, script) in body.get(list).and_then(Yaml::as_mapping).unwrap_or(&empty) {
+                let id = (
+                    pck.to_string(),
+                    name.as_str().unwrap_or_default().to_string(),
+                    kind,
+                );
+                if taken.contains(&id) {
+                    deployed.extend(script_models(script));
+                } else {
+                    kept.extend(script_models(script));
+                }
+            }
         }
     }
-    serde_norway::to_string(&Yaml::Mapping(out)).ok()
+    let deployed = model_closure(new_models, deployed);
+    let kept = model_closure(&old_models, kept);
+    for name in &deployed {
+        let (Some(new_model), Some(old_model)) = (new_models.get(name), old_models.get(name))
+        else {
+            continue;
+        };
+        if new_model != old_model && kept.contains(name) {
+            return Err(Some(name.clone()));
+        }
+    }
+    let target = out
+        .entry(Yaml::from("models"))
+        .or_insert_with(|| Yaml::Mapping(Mapping::new()));
+    if !target.is_mapping() {
+        *target = Yaml::Mapping(Mapping::new());
+    }
+    let target = target.as_mapping_mut().ok_or(None)?;
+    for name in &deployed {
+        if let Some(model) = new_models.get(name) {
+            target.insert(Yaml::from(name.as_str()), model.clone());
+        }
+    }
+    serde_norway::to_string(&Yaml::Mapping(out)).map_err(|_| None)
+}
+
+/// The model names a nango.yaml script names (`output`, `input`).
+fn script_models(script: &serde_norway::Value) -> Vec<String> {
+    use serde_norway::Value as Yaml;
+    let mut out = Vec::new();
+    for field in ["output", "input"] {
+        match script.get(field) {
+            Some(Yaml::String(s)) => out.push(s.clone()),
+            Some(Yaml::Sequence(items)) => {
+                out.extend(items.iter().filter_map(Yaml::as_str).map(str::to_string));
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// `start` and every model of `models` they name, through their fields'
+/// types and `__extends`, by name.
+fn model_closure(models: &serde_norway::Mapping, start: Vec<String>) -> BTreeSet<String> {
+    use serde_norway::Value as Yaml;
+    fn words(v: &Yaml, out: &mut Vec<String>) {
+        match v {
+            Yaml::String(s) => out.extend(
+                s.split(|c: char| !(c.is_alphanumeric() || c == '_'))
+                    .filter(|w| !w.is_empty())
+                    .map(str::to_string),
+            ),
+            Yaml::Sequence(items) => items.iter().for_each(|i| words(i, out)),
+            Yaml::Mapping(m) => m.iter().for_each(|(_, v)| words(v, out)),
+            Yaml::Tagged(t) => words(&t.value, out),
+            _ => {}
+        }
+    }
+    let mut seen = BTreeSet::new();
+    let mut todo = start;
+    while let Some(name) = todo.pop() {
+        let Some(model) = models.get(name.as_str()) else {
+            continue;
+        };
+        if !seen.insert(name) {
+            continue;
+        }
+        let mut named = Vec::new();
+        words(model, &mut named);
+        todo.extend(named.into_iter().filter(|w| !seen.contains(w)));
+    }
+    seen
 }
 
 /// Why an upload to a server failed.
@@ -738,9 +895,23 @@ pub enum UploadError {
     Refused { status: u16, body: String },
 }
 
-/// The name of the environment whose secret key `secret_key` is
-/// (`GET /sluice/environment`).
-pub async fn environment_of(base: &str, secret_key: &str) -> Result<String, UploadError> {
+/// The environment a secret key names, as a server says it (`GET
+/// /sluice/environment`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerEnvironment {
+    pub name: String,
+    /// Whether the server takes a deploy of part of a project
+    /// ([`DeployScope`]); an older one would deploy it as the whole
+    /// project.
+    pub takes_scopes: bool,
+}
+
+/// The environment whose secret key `secret_key` is (`GET
+/// /sluice/environment`).
+pub async fn environment_of(
+    base: &str,
+    secret_key: &str,
+) -> Result<ServerEnvironment, UploadError> {
     let url = format!("{}/sluice/environment", base.trim_end_matches('/'));
     let unreachable = |source| UploadError::Unreachable {
         url: url.clone(),
@@ -758,11 +929,14 @@ pub async fn environment_of(base: &str, secret_key: &str) -> Result<String, Uplo
         .map_err(unreachable)?;
     let status = resp.status().as_u16();
     let body = resp.text().await.unwrap_or_default();
-    let name = serde_json::from_str::<serde_json::Value>(&body)
-        .ok()
-        .and_then(|v| v["name"].as_str().map(str::to_string));
-    match name {
-        Some(name) if status == 200 => Ok(name),
+    let answer = serde_json::from_str::<serde_json::Value>(&body).unwrap_or_default();
+    match answer["name"].as_str() {
+        Some(name) if status == 200 => Ok(ServerEnvironment {
+            name: name.to_string(),
+            takes_scopes: answer["deploy_scopes"]
+                .as_array()
+                .is_some_and(|s| s.iter().any(|k| k == "sync")),
+        }),
         _ => Err(UploadError::Refused { status, body }),
     }
 }
@@ -969,6 +1143,61 @@ mod tests {
         let defs = merged.nango_json.unwrap();
         assert!(defs[0].get("onEventScripts").is_none(), "{defs:?}");
         assert_eq!(defs[1]["providerConfigKey"], "sf");
+    }
+
+    #[test]
+    fn a_zero_yaml_script_deployed_alone_cannot_change_a_model_its_siblings_use() {
+        let schema = |kind: &str| json!({"definitions": {"Issue": {"type": "object", "properties": {"id": {"type": kind}}}}});
+        let active = Manifest {
+            nango_yaml: String::new(),
+            nango_json: Some(vec![json!({"providerConfigKey": "gh",
+                "syncs": [{"name": "issues", "json_schema": schema("string")}],
+                "actions": [{"name": "close", "json_schema": schema("string")}]})]),
+            dir_name: None,
+            components: vec![entry(
+                "a",
+                &[
+                    ("gh", "issues", ScriptKind::Sync),
+                    ("gh", "close", ScriptKind::Action),
+                ],
+            )],
+            version: None,
+            scope: None,
+            script_versions: BTreeMap::new(),
+        };
+        let part = |kind: &str| Manifest {
+            nango_json: Some(vec![json!({"providerConfigKey": "gh",
+                "syncs": [{"name": "issues", "json_schema": schema(kind)}],
+                "actions": [{"name": "close", "json_schema": schema(kind)}]})]),
+            components: vec![entry(
+                "c",
+                &[
+                    ("gh", "issues", ScriptKind::Sync),
+                    ("gh", "close", ScriptKind::Action),
+                ],
+            )],
+            scope: Some(DeployScope {
+                sync: Some("issues".into()),
+                ..Default::default()
+            }),
+            ..active.clone()
+        };
+        let e = part("number")
+            .merged(Some(&active))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("the model `Issue` of this deploy differs"),
+            "{e}"
+        );
+        // Unchanged, it merges; the whole integration may change it.
+        assert!(part("string").merged(Some(&active)).is_ok());
+        let mut whole = part("number");
+        whole.scope = Some(DeployScope {
+            integration: Some("gh".into()),
+            ..Default::default()
+        });
+        assert!(whole.merged(Some(&active)).is_ok());
     }
 
     #[test]

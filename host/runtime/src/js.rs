@@ -8,8 +8,13 @@ use serde_json::{Number, Value};
 
 /// A number as JavaScript prints it (`1`, `1.5`, `1e+21`, `1e-7`).
 pub fn number(n: &Number) -> String {
-    if let Some(i) = n.as_i64() {
+    // Past 2^53 JavaScript only has the nearest double.
+    const EXACT: u64 = 1 << 53;
+    if let Some(i) = n.as_i64().filter(|i| i.unsigned_abs() <= EXACT) {
         return i.to_string();
+    }
+    if let Some(i) = n.as_i64() {
+        return format_f64(i as f64);
     }
     if let Some(u) = n.as_u64() {
         // Past 2^53 JavaScript only has the nearest double.
@@ -111,6 +116,9 @@ mod tests {
             (json!(1e-7), "1e-7"),
             (json!(0.000001), "0.000001"),
             (json!(100.0), "100"),
+            (json!(9007199254740993_i64), "9007199254740992"),
+            (json!(-9007199254740993_i64), "-9007199254740992"),
+            (json!(1234567890123456789_u64), "1234567890123456800"),
         ];
         for (v, expected) in cases {
             assert_eq!(to_string(&v), expected, "{v}");

@@ -819,16 +819,22 @@ pub async fn run_sync(
     })
     .await?;
     let cleared = async {
-        // A full refresh starts over: the script's checkpoint goes too.
+        // A full refresh starts over: the script's checkpoint goes too,
+        // and its trackDeletes starts, as the original's (every checkpoint
+        // of the sync).
         if mode != SyncMode::Incremental {
-            sluice_runtime::records::RecordStore::set_checkpoint(
-                &env.store,
-                conn,
-                &full_name(name),
-                None,
-            )
-            .await
-            .map_err(|e| e.to_string())?;
+            let sync_name = full_name(name);
+            let mut keys = vec![sync_name.clone()];
+            keys.extend(
+                models
+                    .iter()
+                    .map(|m| sluice_runtime::track_deletes_key(&sync_name, m)),
+            );
+            for key in keys {
+                sluice_runtime::records::RecordStore::set_checkpoint(&env.store, conn, &key, None)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
         }
         if mode == SyncMode::FullRefreshAndClearCache {
             for m in &models {

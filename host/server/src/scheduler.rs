@@ -613,6 +613,27 @@ impl Scheduler {
     /// Forgets a deleted connection's schedules and their state.
     pub async fn connection_deleted(&self, env: &EnvState, conn: &ConnectionRef) -> ApiResult<()> {
         let _one_at_a_time = env.schedules_lock.lock().await;
+        self.forget_connection(env, conn).await
+    }
+
+    /// [`Scheduler::connection_deleted`] once the connection is gone from
+    /// the store: what a deploy or an import scheduled while it went, unless
+    /// an import made it again meanwhile (its schedules are its own).
+    pub async fn connection_gone(&self, env: &EnvState, conn: &ConnectionRef) -> ApiResult<()> {
+        let _one_at_a_time = env.schedules_lock.lock().await;
+        if env
+            .store
+            .connection_exists(&conn.provider_config_key, &conn.connection_id)
+            .await?
+        {
+            return Ok(());
+        }
+        self.forget_connection(env, conn).await
+    }
+
+    /// The work of [`Scheduler::connection_deleted`] (the caller holds
+    /// `schedules_lock`).
+    async fn forget_connection(&self, env: &EnvState, conn: &ConnectionRef) -> ApiResult<()> {
         let prefix = runner::sync_key_prefix(conn);
         self.retain(env.store.id(), |k| !k.starts_with(&prefix));
         loop {

@@ -31,12 +31,18 @@ impl log::Host for HostState {
         message: Vec<u8>,
         meta: Option<Vec<u8>>,
     ) -> wasmtime::Result<()> {
-        let level = match level {
-            Level::Debug => LogLevel::Debug,
-            Level::Info => LogLevel::Info,
-            Level::Warn => LogLevel::Warn,
-            Level::Error => LogLevel::Error,
+        let (level, rank) = match level {
+            Level::Debug => (LogLevel::Debug, 0),
+            Level::Info => (LogLevel::Info, 1),
+            Level::Warn => (LogLevel::Warn, 2),
+            Level::Error => (LogLevel::Error, 3),
         };
+        // The environment's `NANGO_LOGGER_LEVEL`, as the original's: lines
+        // below it are not kept (unset, every line is: the original's
+        // default keeps `warn` and above).
+        if rank < self.least_log_rank() {
+            return Ok(());
+        }
         // What the script printed before this call comes before it.
         self.collect_printed_lines();
         let mut message = truncate_message(utf8_lossy(message));
@@ -73,6 +79,25 @@ impl log::Host for HostState {
 const STDERR_TAIL_LINES: usize = 20;
 
 impl HostState {
+    /// The least level of a script's line kept: `NANGO_LOGGER_LEVEL`
+    /// among the environment's variables (`debug`, `info`, `warn`,
+    /// `error`, `off`), else every line.
+    fn least_log_rank(&self) -> u8 {
+        let set = self
+            .services
+            .environment
+            .variables
+            .iter()
+            .find(|(name, _)| name == "NANGO_LOGGER_LEVEL");
+        match set.map(|(_, v)| v.as_str()) {
+            Some("info") => 1,
+            Some("warn") => 2,
+            Some("error") => 3,
+            Some("off") => 4,
+            _ => 0,
+        }
+    }
+
     /// Moves the whole lines the guest printed so far into its logs, so that
     /// they stand in order with its log calls (what is left, and the last
     /// lines of stderr, [`HostState::collect_output`] takes at the end).

@@ -603,9 +603,14 @@ impl HostState {
             .checkpoint(&self.exec.connection, &key)
             .await
             .map_err(record_error)?;
+        // A start of a later job than this one is another life's: a sync
+        // state made again (a variant deleted and made again) counts its
+        // jobs from 1. Taken as none.
+        let job = self.exec.sync.job_id.unwrap_or_default();
         Ok(Some((
             key,
-            kept.and_then(|v| v.get("syncJobId").and_then(Value::as_u64)),
+            kept.and_then(|v| v.get("syncJobId").and_then(Value::as_u64))
+                .filter(|since| *since <= job),
         )))
     }
 }

@@ -736,7 +736,7 @@ async fn create(
         .connection_exists(&conn.provider_config_key, &conn.connection_id)
         .await?
     {
-        app.scheduler.connection_deleted(&env, &conn).await?;
+        app.scheduler.connection_gone(&env, &conn).await?;
         return Err(ApiError::new(
             axum::http::StatusCode::CONFLICT,
             "connection_deleted",
@@ -1216,8 +1216,9 @@ pub(crate) async fn delete_one(
     let deleted = env.store.delete_connection(pck, id).await?;
     // Again, now that the connection is gone: a deploy, a rollback or an
     // import that read it while its records went may have scheduled it
-    // again; none reads it from here on.
-    app.scheduler.connection_deleted(env, conn).await?;
+    // again; none reads it from here on (an import that made it again
+    // since keeps its own).
+    app.scheduler.connection_gone(env, conn).await?;
     env.store
         .delete_doc(CONNECTION_ERRORS, &format!("{pck}/{id}"))
         .await?;

@@ -184,6 +184,8 @@ pub async fn deploy(
     // A deploy of part of a project (`sluice deploy -i/-s/-a`) is merged
     // into the active deployment: the rest of it stays as deployed.
     let scoped = manifest.scope.is_some();
+    // Only a merge makes them (from what was deployed).
+    manifest.script_versions.clear();
     let base = if scoped {
         active_doc(&env).await?
     } else {

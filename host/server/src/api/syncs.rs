@@ -870,14 +870,19 @@ pub async fn delete_variant(
     for model in &models {
         env.store.clear_records(&conn, model).await?;
     }
-    sluice_runtime::records::RecordStore::set_checkpoint(
-        &env.store,
-        &conn,
-        &format!("{name}{suffix}"),
-        None,
-    )
-    .await
-    .map_err(|e| ApiError::internal(e.to_string()))?;
+    // Its checkpoint and its trackDeletes starts (a variant made again
+    // under the name counts its jobs from 1: a start of the old one's
+    // would delete what the new one saves).
+    let sync_name = format!("{name}{suffix}");
+    let mut keys = vec![sync_name.clone()];
+    keys.extend(models.iter().map(|m| {
+        sluice_runtime::track_deletes_key(&sync_name, m.strip_suffix(&suffix).unwrap_or(m))
+    }));
+    for key in keys {
+        sluice_runtime::records::RecordStore::set_checkpoint(&env.store, &conn, &key, None)
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+    }
     env.store.delete_doc(SYNC_VARIANTS, &key).await?;
     Ok(Json(json!({ "success": true })))
 }

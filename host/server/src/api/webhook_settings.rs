@@ -111,6 +111,10 @@ pub async fn environment(
         "id": id,
         "name": env.name(),
         "webhook_url": format!("{base}/webhook/{id}/{{integration}}"),
+        // What `POST /sluice/deploy` takes besides a whole project: a
+        // deploy's `scope` (a CLI asks before sending one; a server
+        // without this would take it for a whole project).
+        "deploy_scopes": ["integration", "sync", "action"],
     })))
 }
 

@@ -8,7 +8,7 @@ function describe(e: any) {
 export default async function runAction(nango: NangoAction, input: HttpInput): Promise<Record<string, unknown>> {
     const out: Record<string, unknown> = {};
     const got = await nango.get({ endpoint: '/echo', params: { limit: 10, tags: ['a', 'b'], q: 'x y' }, headers: { 'X-Trace': label('t') } });
-    out['get'] = { status: got.status, data: got.data, contentType: got.headers['content-type'] };
+    out['get'] = { status: got.status, statusText: got.statusText, data: got.data, contentType: got.headers['content-type'] };
     out['post'] = (await nango.post({ endpoint: '/echo', data: { a: 1 } })).data;
     out['empty'] = (await nango.post({ endpoint: '/echo' })).data;
     out['put'] = (await nango.put({ endpoint: '/echo', data: 'raw text', headers: { 'Content-Type': 'text/plain' } })).data;

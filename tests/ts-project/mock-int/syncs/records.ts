@@ -9,7 +9,7 @@ interface Upstream {
 export default async function fetchData(nango: NangoSync): Promise<void> {
     await nango.setMergingStrategy({ strategy: 'override' }, 'Item');
     try {
-        await nango.setMergingStrategy({ strategy: 'newest' as 'override' }, 'Item');
+        await nango.setMergingStrategy({ strategy: 'newest' as 'override' }, 'Report');
     } catch (e) {
         await nango.log(`merging: ${(e as Error).message}`);
     }
