@@ -351,7 +351,23 @@ pub async fn trigger(
             })?,
             None => continue,
         };
-        let summary = outcome?;
+        let summary = match outcome {
+            Ok(summary) => summary,
+            // One connection's trigger answers as its run did; one of many
+            // says so in its entry, beside the others that ran.
+            Err(e) if one => return Err(e),
+            Err(e) => {
+                runs.push(json!({
+                    "connection_id": t.conn.connection_id,
+                    "sync": t.name,
+                    "variant": t.variant,
+                    "success": false,
+                    "results": {},
+                    "error": {"type": e.code, "message": e.message},
+                }));
+                continue;
+            }
+        };
         runs.push(json!({
             "connection_id": t.conn.connection_id,
             "sync": t.name,
