@@ -34,7 +34,8 @@ async fn batch_save_delete_update_and_lookup() {
                 ],
                 "delete": [{"id": "3"}],
                 "update": [{"id": "2", "extra": {"n": 1}}, {"id": "404", "title": "ignored"}],
-                "lookup": ["1", "2", "3", "404"]
+                "lookup": ["1", "2", "3", "404"],
+                "list": 2
             }),
         )
         .await;
@@ -50,6 +51,9 @@ async fn batch_save_delete_update_and_lookup() {
     assert_eq!(found["2"]["_nango_metadata"]["last_action"], "UPDATED");
     assert_eq!(found["3"]["_nango_metadata"]["last_action"], "DELETED");
     assert!(found.get("404").is_none());
+    // The Rust SDK's `list_records` pages through them in modification
+    // order, the deleted one included, as the records API lists them.
+    assert_eq!(out["listed"], json!([[1, "3"], ["2"]]), "{out}");
     assert_eq!(
         report.changes["Ticket"],
         Changes {

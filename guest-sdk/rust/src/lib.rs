@@ -454,6 +454,30 @@ impl Nango {
         Ok(records::set_merging_strategy(model, strategy)?)
     }
 
+    /// One page of the connection's stored records of `model` in
+    /// modification order (deleted ones included, as the records API
+    /// lists them; zero-yaml `listRecords`): at most `limit` (1 to 1,000)
+    /// after `cursor`, and the cursor of the next page, if any.
+    pub fn list_records<T: DeserializeOwned>(
+        &self,
+        model: &str,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> Result<(Vec<T>, Option<String>), Error> {
+        let page = records::list_records(model, cursor, limit)?;
+        let found: Vec<T> = decode(&format!("the records of `{model}`"), &page.records)?;
+        Ok((found, page.next_cursor))
+    }
+
+    /// This script's integration as `GET /integrations/:key` shows it
+    /// (zero-yaml `getIntegration`); `includes` may name `webhook` and
+    /// `credentials`.
+    pub fn integration(&self, includes: &[&str]) -> Result<Value, Error> {
+        let includes: Vec<String> = includes.iter().map(|s| s.to_string()).collect();
+        let out = connection::get_integration(&includes)?;
+        decode("the integration", &out)
+    }
+
     /// The checkpoint this sync last saved for the connection (zero-yaml
     /// `getCheckpoint`), if any.
     pub fn checkpoint<T: DeserializeOwned>(&self) -> Result<Option<T>, Error> {

@@ -19,6 +19,8 @@ struct Plan {
     /// `trackDeletesStart` before the writes, `trackDeletesEnd` after.
     track_start: bool,
     track_end: bool,
+    /// `listRecords` pages of this size after the writes.
+    list: Option<u32>,
 }
 
 fn apply(nango: &Nango, plan: &Plan) -> Result<Value, Error> {
@@ -38,8 +40,22 @@ fn apply(nango: &Nango, plan: &Plan) -> Result<Value, Error> {
         return Err(Error::msg("failing after the writes"));
     }
     let found = nango.records_by_ids::<Value>(&plan.lookup, &plan.model)?;
+    let mut listed = Vec::new();
+    if let Some(limit) = plan.list {
+        let mut cursor: Option<String> = None;
+        loop {
+            let (page, next) =
+                nango.list_records::<Value>(&plan.model, cursor.as_deref(), limit)?;
+            listed.push(page.iter().map(|r| r["id"].clone()).collect::<Vec<_>>());
+            match next {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+    }
     Ok(json!({
         "found": found,
+        "listed": listed,
         "last_sync_date": nango.last_sync_date(),
         "variant": nango.variant(),
         "track_deletes": nango.track_deletes(),
