@@ -2679,6 +2679,39 @@ async fn a_deploy_of_one_sync_action_or_integration_keeps_the_environments_other
             "{says}: {body}"
         );
     }
+    // The part's own faults are named as a whole deploy's are; a script
+    // it does not declare, an empty or misspelt scope are refused.
+    let mut broken = single.clone();
+    broken["scope"] = json!({"sync": "contacts"});
+    for (yaml, says) in [
+        ("integrations: [\n".to_string(), "nango.yaml"),
+        (
+            yaml("every 2 hours", &["pong"]).replace("  a:\n", "  other:\n"),
+            "`a/contacts` is not declared in nango.yaml",
+        ),
+    ] {
+        broken["nango_yaml"] = json!(yaml);
+        let (status, body) = dev
+            .send("POST", "/sluice/deploy", Some(broken.clone()))
+            .await;
+        assert_eq!(status, 400, "{body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains(says) && !message.contains("same format"),
+            "{says}: {body}"
+        );
+    }
+    for (scope, says) in [
+        (json!({}), "names an `integration`, a `sync` or an `action`"),
+        (json!({"synk": "contacts"}), "synk"),
+    ] {
+        broken["scope"] = scope;
+        let (status, body) = dev
+            .send("POST", "/sluice/deploy", Some(broken.clone()))
+            .await;
+        assert_eq!(status, 400, "{body}");
+        assert!(body.to_string().contains(says), "{says}: {body}");
+    }
     // A model the scripts left as they were use cannot change under
     // them; nor does a scoped deploy take a version a deploy refuses.
     let mut changed = manifest(

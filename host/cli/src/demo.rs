@@ -123,6 +123,10 @@ pub async fn run(
             for (env, key) in created {
                 if env == "dev" {
                     write_private(&key_file, key)?;
+                } else if initial.iter().any(|(e, k)| e == env && k.is_some()) {
+                    // Given by the operator (NANGO_SECRET_KEY_<ENV>): not
+                    // printed back, as `serve` does not.
+                    writeln!(out, "Environment `{env}` takes the key given for it.\n")?;
                 } else {
                     writeln!(
                         out,

@@ -193,12 +193,98 @@ pub fn parse_new(text: &str, origin: &str, dir_name: Option<&str>) -> Result<Loa
     parse_named(text, origin, dir_name, true)
 }
 
+/// How deep `[`/`{` may nest in nango.yaml: the YAML parser's own limit
+/// (128) is found only after scanning the whole text, at a cost that grows
+/// with the square of the nesting.
+const MAX_FLOW_DEPTH: usize = 128;
+
+/// The most alias uses (`*name`) times the text's length: each use copies
+/// what its anchor holds, so a list of N items named N times makes N²
+/// values (a 20 KB file took a gigabyte).
+const MAX_ALIAS_WEIGHT: usize = 20_000_000;
+
+/// What the YAML parser would take too long or too much memory to find
+/// wrong, checked in one pass over the text: flow collections (`[`, `{`)
+/// nested past [`MAX_FLOW_DEPTH`], and alias uses past
+/// [`MAX_ALIAS_WEIGHT`]. Quoted scalars and comments are skipped; a plain
+/// scalar's brackets count (a file near the limits is not a nango.yaml).
+pub fn check_size(text: &str) -> Result<(), String> {
+    let (mut depth, mut deepest, mut aliases) = (0usize, 0usize, 0usize);
+    let mut chars = text.chars().peekable();
+    let mut prev = '\n';
+    while let Some(c) = chars.next() {
+        match c {
+            '#' if prev.is_whitespace() => {
+                for n in chars.by_ref() {
+                    if n == '\n' {
+                        break;
+                    }
+                }
+                prev = '\n';
+                continue;
+            }
+            '\'' if prev.is_whitespace() || "[{,:".contains(prev) => {
+                while let Some(n) = chars.next() {
+                    if n == '\'' {
+                        if chars.peek() == Some(&'\'') {
+                            chars.next();
+                        } else {
+                            break;
+                        }
+                    }
+                }
+            }
+            '"' if prev.is_whitespace() || "[{,:".contains(prev) => {
+                while let Some(n) = chars.next() {
+                    match n {
+                        '\\' => {
+                            chars.next();
+                        }
+                        '"' => break,
+                        _ => {}
+                    }
+                }
+            }
+            '[' | '{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            ']' | '}' => depth = depth.saturating_sub(1),
+            '*' if (prev.is_whitespace() || "[{,:".contains(prev))
+                && chars
+                    .peek()
+                    .is_some_and(|n| n.is_alphanumeric() || *n == '_' || *n == '-') =>
+            {
+                aliases += 1;
+            }
+            _ => {}
+        }
+        prev = c;
+    }
+    if deepest > MAX_FLOW_DEPTH {
+        return Err(format!(
+            "`[` and `{{` nest {deepest} levels deep, more than the {MAX_FLOW_DEPTH} YAML takes"
+        ));
+    }
+    if aliases.saturating_mul(text.len()) > MAX_ALIAS_WEIGHT {
+        return Err(format!(
+            "{aliases} aliases (`*name`) in {} bytes: each copies its anchor, more than a nango.yaml needs",
+            text.len()
+        ));
+    }
+    Ok(())
+}
+
 fn parse_named(
     text: &str,
     origin: &str,
     dir_name: Option<&str>,
     strict_keys: bool,
 ) -> Result<Loaded, YamlError> {
+    check_size(text).map_err(|message| YamlError::Syntax {
+        path: origin.to_string(),
+        message,
+    })?;
     let value: serde_norway::Value =
         serde_norway::from_str(text).map_err(|e| YamlError::Syntax {
             path: origin.to_string(),
@@ -214,6 +300,34 @@ fn parse_named(
             path: origin.to_string(),
             diagnostics,
         }),
+    }
+}
+
+#[cfg(test)]
+mod size_tests {
+    use super::check_size;
+
+    #[test]
+    fn deep_flow_nesting_and_alias_bombs_are_refused_before_parsing() {
+        let deep = format!("x: {}{}", "[".repeat(40_000), "]".repeat(40_000));
+        let e = super::parse(&deep, "nango.yaml").unwrap_err().to_string();
+        assert!(e.contains("nest 40000 levels deep"), "{e}");
+        let n = 4000;
+        let bomb = format!(
+            "big: &b [{}]\nrefs: [{}]\n",
+            vec!["1"; n].join(","),
+            vec!["*b"; n].join(",")
+        );
+        let e = check_size(&bomb).unwrap_err();
+        assert!(e.contains("4000 aliases"), "{e}");
+        // Quoted and commented brackets and stars do not count; a few
+        // aliases in a small file pass.
+        let fine = "a: &x {k: '[[[ *y'}\nb: *x # [[[[ *z\nc: \"{{{ \\\" *w\"\n";
+        assert_eq!(check_size(fine), Ok(()));
+        assert_eq!(
+            check_size(&format!("d: {}1{}", "[".repeat(128), "]".repeat(128))),
+            Ok(())
+        );
     }
 }
 

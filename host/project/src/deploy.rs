@@ -80,6 +80,7 @@ pub fn version_key(integration: &str, name: &str, kind: ScriptKind) -> String {
 /// name, or in `--integration`'s alone). The environment's other scripts
 /// stay as deployed.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DeployScope {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub integration: Option<String>,
@@ -167,6 +168,10 @@ pub enum DeployError {
     },
     #[error("a deploy takes `--sync` or `--action`, not both")]
     ScopeBoth,
+    #[error("a deploy's `scope` names an `integration`, a `sync` or an `action`")]
+    ScopeEmpty,
+    #[error("`{integration}/{name}` is in two of the deploy's components")]
+    Duplicate { integration: String, name: String },
     #[error("the project has no {0} to deploy: nothing was deployed")]
     NothingInScope(String),
     #[error(
@@ -270,6 +275,15 @@ impl Manifest {
         for v in self.version.iter().chain(self.script_versions.values()) {
             if !valid_version(v) {
                 return Err(DeployError::Version(v.clone()));
+            }
+        }
+        let mut seen = BTreeSet::new();
+        for s in self.components.iter().flat_map(|c| &c.scripts) {
+            if !seen.insert((&s.integration, &s.name, s.kind)) {
+                return Err(DeployError::Duplicate {
+                    integration: s.integration.clone(),
+                    name: s.name.clone(),
+                });
             }
         }
         let config = match &self.nango_json {
@@ -447,8 +461,19 @@ impl Manifest {
             return Err(DeployError::ScopeBoth);
         }
         if scope == DeployScope::default() {
-            return Ok(self);
+            return Err(DeployError::ScopeEmpty);
         }
+        // The part itself is checked first, so its own faults are named as
+        // they are in a whole deploy's.
+        let part_config = match &self.nango_json {
+            Some(definitions) => {
+                crate::zero::check_definitions(definitions).map_err(DeployError::Definitions)?;
+                crate::zero::config(definitions)
+            }
+            None => {
+                yaml::parse_new(&self.nango_yaml, "nango.yaml", self.dir_name.as_deref())?.config
+            }
+        };
         let taken: BTreeSet<ScriptId> = self
             .components
             .iter()
@@ -458,6 +483,24 @@ impl Manifest {
             .collect();
         if taken.is_empty() {
             return Err(DeployError::NothingInScope(scope.to_string()));
+        }
+        // Each script taken is declared by this deploy: a definition it
+        // lacks would leave the deployed one over the new component.
+        let mut declared: BTreeSet<ScriptId> = BTreeSet::new();
+        for i in &part_config.integrations {
+            for (name, kind) in i.scripts() {
+                declared.insert((
+                    i.provider_config_key.clone(),
+                    name.to_string(),
+                    runtime_kind(kind),
+                ));
+            }
+        }
+        if let Some((integration, name, _)) = taken.iter().find(|t| !declared.contains(*t)) {
+            return Err(DeployError::Undeclared {
+                integration: integration.clone(),
+                name: name.clone(),
+            });
         }
         // What goes from the active deployment: the scripts taken, or with
         // `--integration` alone, all of that integration's.
@@ -483,21 +526,29 @@ impl Manifest {
                 });
             }
         }
+        let mut by_sha: std::collections::HashMap<String, usize> = components
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.sha256.clone(), i))
+            .collect();
         for c in &self.components {
-            let scripts = c
+            let scripts: Vec<ScriptEntry> = c
                 .scripts
                 .iter()
-                .filter(|s| taken.contains(&(s.integration.clone(), s.name.clone(), s.kind)));
-            match components.iter_mut().find(|k| k.sha256 == c.sha256) {
-                Some(same) => same.scripts.extend(scripts.cloned()),
+                .filter(|s| taken.contains(&(s.integration.clone(), s.name.clone(), s.kind)))
+                .cloned()
+                .collect();
+            if scripts.is_empty() {
+                continue;
+            }
+            match by_sha.get(&c.sha256) {
+                Some(&at) => components[at].scripts.extend(scripts),
                 None => {
-                    let scripts: Vec<ScriptEntry> = scripts.cloned().collect();
-                    if !scripts.is_empty() {
-                        components.push(ComponentEntry {
-                            scripts,
-                            ..c.clone()
-                        });
-                    }
+                    by_sha.insert(c.sha256.clone(), components.len());
+                    components.push(ComponentEntry {
+                        scripts,
+                        ..c.clone()
+                    });
                 }
             }
         }
@@ -1151,7 +1202,7 @@ mod tests {
         let active = Manifest {
             nango_yaml: String::new(),
             nango_json: Some(vec![json!({"providerConfigKey": "gh",
-                "syncs": [{"name": "issues", "json_schema": schema("string")}],
+                "syncs": [{"name": "issues", "runs": "every day", "json_schema": schema("string")}],
                 "actions": [{"name": "close", "json_schema": schema("string")}]})]),
             dir_name: None,
             components: vec![entry(
@@ -1167,7 +1218,7 @@ mod tests {
         };
         let part = |kind: &str| Manifest {
             nango_json: Some(vec![json!({"providerConfigKey": "gh",
-                "syncs": [{"name": "issues", "json_schema": schema(kind)}],
+                "syncs": [{"name": "issues", "runs": "every day", "json_schema": schema(kind)}],
                 "actions": [{"name": "close", "json_schema": schema(kind)}]})]),
             components: vec![entry(
                 "c",

@@ -299,6 +299,19 @@ pub fn check_definitions(definitions: &[Value]) -> Result<(), String> {
                         Some(_) => return Err(format!("{} is not a list of strings", at(field))),
                     }
                 }
+                // As a deploy's `--version`: at most 255 characters, none a
+                // control character.
+                match s.get("version") {
+                    None | Some(Value::Null) => {}
+                    Some(Value::String(v))
+                        if v.chars().count() <= 255 && !v.chars().any(char::is_control) => {}
+                    Some(_) => {
+                        return Err(format!(
+                            "{} is not a version: a string of at most 255 characters, no control characters",
+                            at("version")
+                        ));
+                    }
+                }
             }
         }
         match obj.get("onEventScripts") {

@@ -469,7 +469,7 @@ impl Scheduler {
                 for w in entry.waiters.take().into_iter().flat_map(|w| w.0) {
                     let _ = w.send(Err(ApiError::not_found(
                         "unknown_sync",
-                        "the sync was removed before it ran",
+                        "the sync's schedule was removed before it ran (the sync removed by a deploy, or its connection deleted)",
                     )));
                 }
                 st.place(env, &k);
@@ -479,7 +479,7 @@ impl Scheduler {
                 for w in entry.waiters.into_iter().flat_map(|w| w.0) {
                     let _ = w.send(Err(ApiError::not_found(
                         "unknown_sync",
-                        "the sync was removed before it ran",
+                        "the sync's schedule was removed before it ran (the sync removed by a deploy, or its connection deleted)",
                     )));
                 }
             }
@@ -1146,7 +1146,7 @@ impl Scheduler {
                 for w in gone.waiters.into_iter().flat_map(|w| w.0) {
                     let _ = w.send(Err(ApiError::not_found(
                         "unknown_sync",
-                        "the sync was removed before it ran",
+                        "the sync's schedule was removed before it ran (the sync removed by a deploy, or its connection deleted)",
                     )));
                 }
             }

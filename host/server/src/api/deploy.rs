@@ -26,6 +26,9 @@ use crate::error::{ApiError, ApiResult};
 /// by what that environment did alone).
 const UPLOADED: &str = "uploaded-components";
 
+/// The largest nango.yaml or nango.json a deploy takes.
+const MAX_DEFINITIONS_BYTES: usize = 8 << 20;
+
 /// When the environment last uploaded each component (`sha256` → time);
 /// apart from [`UPLOADED`], whose `true` older builds read. A record
 /// without a time is old.
@@ -192,12 +195,33 @@ pub async fn deploy(
         None
     };
     let base_version = base.as_ref().map(|d| d.version);
-    let manifest = manifest
-        .merged(base.as_ref().map(|d| &d.manifest))
-        .map_err(|e| ApiError::bad_request("invalid_deploy", e.to_string()))?;
-    manifest
-        .check_new()
-        .map_err(|e| ApiError::bad_request("invalid_deploy", e.to_string()))?;
+    // A deploy's definitions are held in memory, parsed, while it is
+    // active (a nango.yaml takes ~100 times its size): bounded far above
+    // any project's.
+    if manifest.nango_yaml.len() > MAX_DEFINITIONS_BYTES
+        || manifest
+            .nango_json
+            .as_ref()
+            .is_some_and(|d| serde_json::to_vec(d).map_or(0, |v| v.len()) > MAX_DEFINITIONS_BYTES)
+    {
+        return Err(ApiError::bad_request(
+            "invalid_deploy",
+            format!(
+                "the deploy's nango.yaml or nango.json is larger than {} MiB",
+                MAX_DEFINITIONS_BYTES >> 20
+            ),
+        ));
+    }
+    // Parsing and merging the definitions is CPU work: off the request
+    // threads.
+    let manifest = tokio::task::spawn_blocking(move || {
+        let manifest = manifest.merged(base.as_ref().map(|d| &d.manifest))?;
+        manifest.check_new()?;
+        Ok::<_, sluice_project::deploy::DeployError>(manifest)
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("the deploy's check stopped: {e}")))?
+    .map_err(|e| ApiError::bad_request("invalid_deploy", e.to_string()))?;
     let blobs = {
         let _gate = app.components_gate.read().await;
         gather(&app, &manifest, Some(&env)).await?
@@ -407,9 +431,12 @@ pub async fn reclaim_at_start(app: &Arc<App>) {
 }
 
 pub async fn list(Env(env): Env) -> ApiResult<Json<Value>> {
+    // The active one first: a deploy landing before the list is read is
+    // in it (read the other way round, the list could miss the version
+    // that became active).
+    let active = env.deployment().map(|d| d.version);
     let docs: Vec<(String, DeploymentDoc)> =
         env.store.docs(DEPLOYMENTS, "", None, 1000, true).await?;
-    let active = env.deployment().map(|d| d.version);
     Ok(Json(json!({
         "deployments": docs.iter().map(|(_, d)| summary(d, active)).collect::<Vec<_>>()
     })))
