@@ -138,7 +138,9 @@ async fn the_demo_serves_its_synced_records_and_runs_again_on_its_data() {
         .filter_map(|r| r["title"].as_str())
         .collect();
     assert!(titles.contains(&"Found a bug"), "{page}");
-    // The prod key given at the first start is prod's.
+    // The prod key given at the first start is prod's, and not printed
+    // back (the demo's own dev key is, for its curl lines).
+    assert!(!printed.contains("demo-prod-key-0001"), "{printed}");
     let (status, body) = get(&base, "demo-prod-key-0001", "/connection").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["connections"], serde_json::json!([]), "{body}");

@@ -2687,7 +2687,7 @@ async fn a_deploy_of_one_sync_action_or_integration_keeps_the_environments_other
         ("integrations: [\n".to_string(), "nango.yaml"),
         (
             yaml("every 2 hours", &["pong"]).replace("  a:\n", "  other:\n"),
-            "`a/contacts` is not declared in nango.yaml",
+            "`a/contacts` is not declared in the deploy's nango.yaml",
         ),
     ] {
         broken["nango_yaml"] = json!(yaml);

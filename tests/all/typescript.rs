@@ -369,6 +369,11 @@ async fn connection_metadata_environment_token_and_logs() {
     assert!(user.contains(&(LogLevel::Error, "with a payload", Some(&json!({"a": 1})))));
     assert!(user.contains(&(LogLevel::Info, r#"{"an":"object"}"#, None)));
     assert!(user.contains(&(LogLevel::Debug, "verbose maps to debug", None)));
+    // `setLogger` keeps only the lines at and above its level.
+    assert!(
+        !user.iter().any(|(_, m, _)| *m == "below the script level"),
+        "{user:?}"
+    );
     assert!(
         report
             .logs

@@ -492,6 +492,16 @@ export class NangoAction {
         return value;
     }
 
+    private scriptLogLevel: string | undefined;
+    /**
+     * `setLogger({level})`: lines below `level` are not kept (`off`: none).
+     * The environment's NANGO_LOGGER_LEVEL applies as well (in the original
+     * this one wins over it).
+     */
+    setLogger(logger: { level: 'debug' | 'info' | 'warn' | 'error' | 'off' }): void {
+        this.scriptLogLevel = logger?.level;
+    }
+
     async log(...args: unknown[]): Promise<void> {
         let count = args.length;
         if (count === 0) return;
@@ -501,6 +511,8 @@ export class NangoAction {
             level = LEVELS[String((last as { level: unknown }).level)] ?? 'info';
             count--;
         }
+        const below = LOG_RANKS[this.scriptLogLevel ?? 'debug'];
+        if (below !== undefined && (LOG_RANKS[level] ?? 1) < below) return;
         // Indexing, not destructuring: an interpreter runs the iterator protocol for that.
         // A level object alone leaves no message (the original logs `undefined`).
         const message = count > 0 ? args[0] : undefined;
@@ -624,6 +636,8 @@ export class NangoSync extends NangoAction {
             const part = i === 0 && results.length <= 10000 ? results : results.slice(i, i + 10000);
             call(() => f(model, utf8(JSON.stringify(part))));
         }
+        // The model's merging strategy is set from here on (the host's too).
+        this.mergingSet.add(model);
         return true;
     }
 
@@ -659,9 +673,9 @@ export class NangoSync extends NangoAction {
         if (!known && !this.mergingSet.has(model)) {
             throw new Error(`Unsupported merging strategy: ${given}`);
         }
-        this.mergingSet.add(model);
         const strategy = given === 'ignore_if_modified_after' ? 'ignore-if-modified-after' : 'override';
         call(() => records.setMergingStrategy(model, strategy));
+        this.mergingSet.add(model);
     }
 
     /** The checkpoint this sync saved last for this connection, or `null`. */
@@ -707,6 +721,8 @@ export class NangoSync extends NangoAction {
 }
 
 // ------ uncontrolledFetch's answer
+
+const LOG_RANKS: Record<string, number> = { debug: 0, info: 1, warn: 2, error: 3, off: 4 };
 
 const STATUS_TEXT: Record<number, string> = {
     200: 'OK', 201: 'Created', 202: 'Accepted', 204: 'No Content', 301: 'Moved Permanently', 302: 'Found', 304: 'Not Modified',

@@ -137,7 +137,7 @@ pub enum DeployError {
     Load(#[from] sluice_runtime::LoadError),
     #[error("nango.yaml declares `{integration}/{name}`, but no component holds it")]
     MissingScript { integration: String, name: String },
-    #[error("`{integration}/{name}` is not declared in nango.yaml")]
+    #[error("`{integration}/{name}` is not declared in the deploy's nango.yaml (or nango.json)")]
     Undeclared { integration: String, name: String },
     #[error(
         "nango.yaml declares `{integration}/{name}` as a {declared}, but its component is a {found} script"
@@ -170,7 +170,7 @@ pub enum DeployError {
     ScopeBoth,
     #[error("a deploy's `scope` names an `integration`, a `sync` or an `action`")]
     ScopeEmpty,
-    #[error("`{integration}/{name}` is in two of the deploy's components")]
+    #[error("`{integration}/{name}` is listed twice among the deploy's components")]
     Duplicate { integration: String, name: String },
     #[error("the project has no {0} to deploy: nothing was deployed")]
     NothingInScope(String),
@@ -496,10 +496,21 @@ impl Manifest {
                 ));
             }
         }
-        if let Some((integration, name, _)) = taken.iter().find(|t| !declared.contains(*t)) {
-            return Err(DeployError::Undeclared {
-                integration: integration.clone(),
-                name: name.clone(),
+        if let Some((integration, name, kind)) = taken.iter().find(|t| !declared.contains(*t)) {
+            let other = declared
+                .iter()
+                .find(|(i, n, _)| i == integration && n == name);
+            return Err(match other {
+                Some((_, _, want)) => DeployError::WrongKind {
+                    integration: integration.clone(),
+                    name: name.clone(),
+                    declared: *want,
+                    found: *kind,
+                },
+                None => DeployError::Undeclared {
+                    integration: integration.clone(),
+                    name: name.clone(),
+                },
             });
         }
         // What goes from the active deployment: the scripts taken, or with

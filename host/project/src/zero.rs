@@ -303,8 +303,12 @@ pub fn check_definitions(definitions: &[Value]) -> Result<(), String> {
                 // control character.
                 match s.get("version") {
                     None | Some(Value::Null) => {}
+                    // Empty, as the original writes a version left out.
                     Some(Value::String(v))
-                        if v.chars().count() <= 255 && !v.chars().any(char::is_control) => {}
+                        if v.is_empty()
+                            || (!v.trim().is_empty()
+                                && v.chars().count() <= 255
+                                && !v.chars().any(char::is_control)) => {}
                     Some(_) => {
                         return Err(format!(
                             "{} is not a version: a string of at most 255 characters, no control characters",

@@ -90,11 +90,12 @@ impl HostState {
             .iter()
             .find(|(name, _)| name == "NANGO_LOGGER_LEVEL");
         match set.map(|(_, v)| v.as_str()) {
+            None | Some("debug") => 0,
             Some("info") => 1,
-            Some("warn") => 2,
             Some("error") => 3,
             Some("off") => 4,
-            _ => 0,
+            // `warn`, and a value it does not know, as the original's.
+            Some(_) => 2,
         }
     }
 

@@ -249,9 +249,9 @@ impl HostState {
             self.changes.entry(full.clone()).or_default().add(changes);
             first_index += len;
         }
-        if merging != Merging::Override {
-            self.merging.insert(full, merging);
-        }
+        // Set from here on, as the original's: a `setMergingStrategy`
+        // after a write is skipped (with a warning).
+        self.merging.insert(full, merging);
         Ok(())
     }
 }
@@ -262,9 +262,7 @@ impl HostState {
     /// writes would later look newer than its strategy allows), and the
     /// error goes to the script.
     fn keep_merging(&mut self, model: String, merging: Merging, e: RecordError) -> NangoError {
-        if merging != Merging::Override {
-            self.merging.insert(model, merging);
-        }
+        self.merging.insert(model, merging);
         record_error(e)
     }
 

@@ -29,6 +29,30 @@ const UPLOADED: &str = "uploaded-components";
 /// The largest nango.yaml or nango.json a deploy takes.
 const MAX_DEFINITIONS_BYTES: usize = 8 << 20;
 
+/// Deploys whose definitions are checked at once.
+static DEFINITION_CHECKS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+
+/// The length of `v` serialized, counted without writing it out (it stops
+/// counting a little past the bound).
+fn json_len(v: &[Value]) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0 += b.len();
+            if self.0 > MAX_DEFINITIONS_BYTES {
+                return Err(std::io::Error::other("past the bound"));
+            }
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut n = Count(0);
+    let _ = serde_json::to_writer(&mut n, v);
+    n.0
+}
+
 /// When the environment last uploaded each component (`sha256` → time);
 /// apart from [`UPLOADED`], whose `true` older builds read. A record
 /// without a time is old.
@@ -202,7 +226,7 @@ pub async fn deploy(
         || manifest
             .nango_json
             .as_ref()
-            .is_some_and(|d| serde_json::to_vec(d).map_or(0, |v| v.len()) > MAX_DEFINITIONS_BYTES)
+            .is_some_and(|d| json_len(d) > MAX_DEFINITIONS_BYTES)
     {
         return Err(ApiError::bad_request(
             "invalid_deploy",
@@ -212,8 +236,9 @@ pub async fn deploy(
             ),
         ));
     }
-    // Parsing and merging the definitions is CPU work: off the request
-    // threads.
+    // Parsing and merging the definitions is CPU work and memory: off the
+    // request threads, one deploy's at a time.
+    let _one_check = DEFINITION_CHECKS.acquire().await;
     let manifest = tokio::task::spawn_blocking(move || {
         let manifest = manifest.merged(base.as_ref().map(|d| &d.manifest))?;
         manifest.check_new()?;

@@ -11,6 +11,9 @@ export default async function runAction(nango: NangoAction): Promise<Record<stri
     await nango.log('with a payload', { a: 1 }, { level: 'error' });
     await nango.log({ an: 'object' });
     await nango.log('verbose maps to debug', { level: 'verbose' });
+    (nango as unknown as { setLogger(l: { level: string }): void }).setLogger({ level: 'error' });
+    await nango.log('below the script level', { level: 'warn' });
+    (nango as unknown as { setLogger(l: { level: string }): void }).setLogger({ level: 'debug' });
     console.log('from console.log');
     console.error('from console.error');
     return {
