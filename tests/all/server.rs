@@ -1596,6 +1596,39 @@ async fn sluice_deploy(base: &str, key: &str, extra: &[&str]) -> (i32, String, S
     )
 }
 
+/// A server that does not say it takes a deploy of part of a project (an
+/// older sluice) would deploy it whole: the CLI refuses before sending.
+#[tokio::test]
+async fn a_partial_deploy_is_not_sent_to_a_server_that_would_take_it_whole() {
+    let older = MockServer::start(std::sync::Arc::new(
+        |req: &sluice_tests::MockRequest| match req.path.as_str() {
+            "/sluice/environment" => sluice_tests::MockResponse::json(200, &json!({"name": "dev"})),
+            _ => sluice_tests::MockResponse::json(404, &json!({})),
+        },
+    ))
+    .await
+    .unwrap();
+    let (code, out, err) =
+        sluice_deploy(&older.url(), DEV_KEY, &["-s", "github-issue-example"]).await;
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        err.contains("does not take a deploy of part of a project (sync `github-issue-example`): nothing was deployed"),
+        "{err}"
+    );
+    assert!(
+        older
+            .requests()
+            .iter()
+            .all(|r| r.path == "/sluice/environment"),
+        "{:?}",
+        older
+            .requests()
+            .iter()
+            .map(|r| r.path.clone())
+            .collect::<Vec<_>>()
+    );
+}
+
 #[tokio::test]
 async fn deploys_are_versions_a_bad_one_changes_nothing_and_rollback_works() {
     let data = tempfile::tempdir().unwrap();
