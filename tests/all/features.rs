@@ -298,3 +298,118 @@ async fn a_triggered_actions_secret_is_redacted_in_its_callers_logged_failure() 
         "the caller's failure quotes it: {raw}"
     );
 }
+
+/// Locks are the environment's: an execution holds a key against every
+/// other (a nested action included) until it releases it, its time to live
+/// runs out or it ends, however it ends.
+#[tokio::test]
+async fn a_lock_is_held_by_one_execution_until_released_lapsed_or_ended() {
+    let mut h = Harness::new(
+        |req| {
+            let answer = MockResponse::json(200, &json!({"open": req.path == "/later"}));
+            match req.path.as_str() {
+                "/later" => MockResponse {
+                    delay: Some(std::time::Duration::from_millis(50)),
+                    ..answer
+                },
+                "/broken" => MockResponse::json(500, &json!({"error": "down"})),
+                _ => answer,
+            }
+        },
+        "mock:\n  auth_mode: OAUTH2\n  proxy:\n    base_url: {base}\n",
+        json!({"type": "OAUTH2", "access_token": "at-1"}),
+    )
+    .await;
+    // The harness runs its actions as `test-action`: the nested runs find
+    // the same script under that name.
+    h.scripts
+        .insert("mock-int", "test-action", script(guests::ACTION_LOCK));
+    let long = 600_000;
+    let out = output(
+        &h.action(
+            guests::ACTION_LOCK,
+            json!({"steps": [
+                {"acquire": "k", "ttl_ms": long},
+                {"acquire": "k", "ttl_ms": long},
+                {"nested": {"steps": [
+                    {"acquire": "k", "ttl_ms": long},
+                    {"release": "k"},
+                    {"acquire": "n", "ttl_ms": long},
+                ]}},
+                {"acquire": "n", "ttl_ms": long},
+                {"acquire": "short", "ttl_ms": 1},
+                {"wait_open": "/later"},
+                {"nested": {"steps": [{"acquire": "short", "ttl_ms": long}]}},
+                {"release": "short"},
+                {"release": "k"},
+                {"release": "k"},
+                {"acquire": "", "ttl_ms": long},
+                {"acquire": "x".repeat(256), "ttl_ms": long},
+                {"acquire": "x", "ttl_ms": 0},
+                {"acquire": "kept", "ttl_ms": long},
+            ]}),
+        )
+        .await,
+    );
+    let bad_key = json!({"code": "invalid_lock", "message": "Invalid lock key (must be between 1 and 255 characters)"});
+    assert_eq!(
+        out,
+        json!([
+            true,
+            true,
+            // The nested run cannot take its caller's key, nor release it;
+            // its own key is released when it ends.
+            [false, false, true],
+            true,
+            true,
+            1,
+            // `short` had lapsed: the nested run took it (and released it
+            // by ending), so it is not its first taker's to release.
+            [true],
+            false,
+            true,
+            false,
+            bad_key,
+            bad_key,
+            {"code": "invalid_lock", "message": "Invalid lock TTL (must be greater than 0)"},
+            true,
+        ])
+    );
+    // `kept` and `n` were released when the execution ended.
+    assert!(h.locks.is_empty(), "{:?}", h.locks);
+    let out = output(
+        &h.action(
+            guests::ACTION_LOCK,
+            json!({"steps": [
+                {"acquire": "kept", "ttl_ms": long},
+                {"nested": {"steps": [{"acquire": "kept", "ttl_ms": long}]}},
+            ]}),
+        )
+        .await,
+    );
+    assert_eq!(out, json!([true, [false]]));
+
+    // A failed execution's locks go with it.
+    let report = h
+        .action(
+            guests::ACTION_LOCK,
+            json!({"steps": [{"acquire": "f", "ttl_ms": long}, {"wait_open": "/broken"}]}),
+        )
+        .await;
+    assert!(report.outcome.is_err(), "{:?}", report.outcome);
+    assert!(h.locks.is_empty(), "{:?}", h.locks);
+    // And a timed-out one's (it waits for a gate that never opens).
+    h.limits().timeouts.action = std::time::Duration::from_millis(300);
+    let report = h
+        .action(
+            guests::ACTION_LOCK,
+            json!({"steps": [{"acquire": "t", "ttl_ms": long}, {"wait_open": "/never"}]}),
+        )
+        .await;
+    assert!(
+        matches!(report.outcome, Err(ExecError::Timeout { .. })),
+        "{:?}",
+        report.outcome
+    );
+    assert!(h.locks.is_empty(), "{:?}", h.locks);
+}

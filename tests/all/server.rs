@@ -3547,6 +3547,27 @@ async fn one_integration_is_created_once_and_bodies_of_the_wrong_shape_are_named
             "{body}"
         );
     }
+    // A value of the wrong type or an unknown choice deep in a body is
+    // named by where it is.
+    for (body, says) in [
+        (
+            json!({"syncs": ["contacts"], "provider_config_key": "dup-0", "sync_mode": "sideways"}),
+            "at `sync_mode`: unknown variant `sideways`",
+        ),
+        (
+            json!({"syncs": ["contacts"], "provider_config_key": "dup-0", "opts": {"reset": "yes"}}),
+            "at `opts.reset`: invalid type: string \"yes\", expected a boolean",
+        ),
+    ] {
+        let (status, out) = dev.send("POST", "/sync/trigger", Some(body)).await;
+        assert_eq!(
+            (status, out["error"]["code"].as_str()),
+            (400, Some("invalid_body")),
+            "{out}"
+        );
+        let message = out["error"]["message"].as_str().unwrap();
+        assert!(message.contains(says), "{message}");
+    }
     server.stop().await;
 }
 
@@ -3765,6 +3786,96 @@ async fn an_environment_whose_scripts_hang_leaves_the_other_its_share() {
         "prod's action waited {:?} for dev's hanging ones",
         started.elapsed()
     );
+    server.stop().await;
+}
+
+/// A lock an action holds keeps other executions of its environment out,
+/// not those of another environment, and is free again once the action
+/// has ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_is_its_environments_and_ends_with_the_action_that_holds_it() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let open = std::sync::Arc::new(AtomicBool::new(false));
+    let gate = open.clone();
+    let mock = MockServer::start(std::sync::Arc::new(move |_: &sluice_tests::MockRequest| {
+        sluice_tests::MockResponse {
+            delay: Some(std::time::Duration::from_millis(20)),
+            ..sluice_tests::MockResponse::json(200, &json!({"open": gate.load(Ordering::SeqCst)}))
+        }
+    }))
+    .await
+    .unwrap();
+    let providers = format!(
+        "mock:\n  auth_mode: API_KEY\n  proxy:\n    base_url: {}\n",
+        mock.url()
+    );
+    let data = tempfile::tempdir().unwrap();
+    let config = ServerConfig::new(data.path(), "127.0.0.1:0".parse().unwrap());
+    let server = start_with(config, &MasterKey::generate(), &providers).await;
+    let yaml =
+        "integrations:\n  mock-int:\n    actions:\n      lock:\n        endpoint: POST /lock\n";
+    let mut clients = Vec::new();
+    for key in [DEV_KEY, PROD_KEY] {
+        let c = Client::new(&server, key);
+        deploy_scripts(
+            &c,
+            yaml,
+            "mock-int",
+            &[(guests::ACTION_LOCK, "lock", ScriptKind::Action)],
+        )
+        .await;
+        c.integration_and_connection(
+            "mock-int",
+            "mock",
+            json!({"connection_id": "c1", "api_key": "k"}),
+        )
+        .await;
+        clients.push(c);
+    }
+    let (dev, prod) = (&clients[0], &clients[1]);
+    let c1 = ("mock-int", "c1");
+    let take = |key: &str| json!({"steps": [{"acquire": key, "ttl_ms": 600_000}]});
+    async fn run(c: &Client, input: Value) -> Value {
+        let (status, body) = c
+            .send_as(
+                ("mock-int", "c1"),
+                "POST",
+                "/action/trigger",
+                Some(json!({"action_name": "lock", "input": input})),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+    // Dev's holder takes the lock and waits for the gate.
+    let holder = dev
+        .trigger_async(
+            c1,
+            "lock",
+            json!({"steps": [{"acquire": "ledger", "ttl_ms": 600_000}, {"wait_open": "/gate"}]}),
+            None,
+        )
+        .await;
+    let t = std::time::Instant::now();
+    while !mock.requests().iter().any(|r| r.path == "/gate") {
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(30),
+            "the holder never started"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(run(dev, take("ledger")).await, json!([false]));
+    assert_eq!(run(dev, take("other")).await, json!([true]));
+    assert_eq!(
+        run(prod, take("ledger")).await,
+        json!([true]),
+        "another environment's lock of the same name"
+    );
+    open.store(true, Ordering::SeqCst);
+    let (seen, done) = dev.poll_async(c1, &holder, |s| s != 0).await;
+    assert_eq!(seen.last(), Some(&200), "{done}");
+    assert_eq!(done[0], true, "{done}");
+    assert_eq!(run(dev, take("ledger")).await, json!([true]));
     server.stop().await;
 }
 

@@ -587,6 +587,32 @@ async fn trigger_action_runs_another_typescript_action() {
     );
 }
 
+/// `tryAcquireLock` and `releaseLock` from TypeScript: the key is held
+/// against a nested run until released, the original's errors for a bad
+/// key or ttl, and a lock still held is released when the execution ends.
+#[tokio::test]
+async fn typescript_locks_hold_against_other_executions_until_released() {
+    let h = harness().await;
+    h.scripts.insert("mock-int", "lock", ts_script("lock"));
+    let out = output(&h.ts_action("lock", json!({})).await);
+    assert_eq!(
+        out,
+        json!({
+            "first": true,
+            "again": true,
+            "nested": {"first": false},
+            "emptyKey": "Invalid lock key (must be between 1 and 255 characters)",
+            "longKey": "Invalid lock key (must be between 1 and 255 characters)",
+            "zeroTtl": "Invalid lock TTL (must be greater than 0)",
+            "released": true,
+            "releasedAgain": false,
+            "afterRelease": {"first": true},
+            "kept": true,
+        })
+    );
+    assert!(h.locks.is_empty(), "{:?}", h.locks);
+}
+
 /// Timers run in due order, one per turn, cleared ones never; 50,000 at
 /// once all run (the engine's own timers ran out of host handles there,
 /// and cost time no fuel counted).

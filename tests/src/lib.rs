@@ -183,6 +183,9 @@ pub struct Harness {
     pub environment: Environment,
     /// Where requests go, when not the network through the default clients.
     pub upstream: Option<sluice_runtime::Upstream>,
+    /// The environment's locks, one table for every execution (as a
+    /// server's environment has).
+    pub locks: Arc<sluice_runtime::locks::Locks>,
 }
 
 impl Harness {
@@ -217,6 +220,7 @@ impl Harness {
                 ..Environment::default()
             },
             upstream: None,
+            locks: Arc::default(),
         }
     }
 
@@ -244,6 +248,7 @@ impl Harness {
             self.records.clone(),
         );
         services.scripts = self.scripts.clone();
+        services.locks = self.locks.clone();
         if let Some(upstream) = &self.upstream {
             services.upstream = upstream.clone();
         }

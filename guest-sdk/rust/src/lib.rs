@@ -375,6 +375,27 @@ impl Nango {
         Ok(connection::get_webhook_url()?)
     }
 
+    /// `tryAcquireLock`: takes lock `key` of the environment for this
+    /// execution, until `ttl` from now, [`Nango::release_lock`] or the
+    /// execution's end. `false` while another execution holds it; this
+    /// execution's own lock is renewed.
+    pub fn try_acquire_lock(&self, key: &str, ttl: std::time::Duration) -> Result<bool, Error> {
+        let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+        // A ttl under a millisecond is one millisecond, not none.
+        let ms = if ms == 0 && !ttl.is_zero() { 1 } else { ms };
+        Ok(connection::try_acquire_lock(key, ms)?)
+    }
+
+    /// `releaseLock`: whether this execution held `key` (it no longer does).
+    pub fn release_lock(&self, key: &str) -> Result<bool, Error> {
+        Ok(connection::release_lock(key)?)
+    }
+
+    /// `releaseAllLocks`: releases every lock this execution holds.
+    pub fn release_all_locks(&self) {
+        connection::release_all_locks()
+    }
+
     /// Runs another action and returns its output.
     pub fn trigger_action<O: DeserializeOwned>(
         &self,

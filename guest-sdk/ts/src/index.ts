@@ -348,7 +348,6 @@ export class NangoAction {
     readonly dryRun = false;
     readonly runnerFlags = {};
     readonly ActionError = ActionError;
-    private locks = new Map<string, number>();
 
     constructor() {
         const i = conn.info();
@@ -576,20 +575,26 @@ export class NangoAction {
         }
         return parsed;
     }
-    /** Locks live for the execution (one script run is one instance). */
+    /**
+     * A lock of the environment, shared by all its executions (as the
+     * original's): false while another execution holds `key`; released by
+     * `releaseLock`, when `ttlMs` runs out, or when this execution ends.
+     */
     async tryAcquireLock({ key, ttlMs }: { key: string; ttlMs: number }): Promise<boolean> {
-        if (!key || key.length > 255) throw new SDKError('invalid_request', 'lock key must be 1 to 255 characters');
-        if (!(ttlMs > 0)) throw new SDKError('invalid_request', 'lock ttlMs must be positive');
-        // Every lock here is this execution's own: as the original's same
-        // owner, it re-acquires (and renews) it.
-        this.locks.set(key, Date.now() + ttlMs);
-        return true;
+        if (typeof key !== 'string' || key.length === 0 || key.length > 255) {
+            throw new Error('Invalid lock key (must be between 1 and 255 characters)');
+        }
+        if (typeof ttlMs !== 'number' || !(ttlMs > 0)) {
+            throw new Error('Invalid lock TTL (must be greater than 0)');
+        }
+        const ms = BigInt(Math.min(Math.ceil(ttlMs), Number.MAX_SAFE_INTEGER));
+        return call(() => conn.tryAcquireLock(key, ms));
     }
     async releaseLock({ key }: { key: string }): Promise<boolean> {
-        return this.locks.delete(key);
+        return call(() => conn.releaseLock(String(key)));
     }
     async releaseAllLocks(): Promise<void> {
-        this.locks.clear();
+        conn.releaseAllLocks();
     }
 }
 

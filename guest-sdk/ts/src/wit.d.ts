@@ -94,6 +94,9 @@ declare module 'nango:scripts/connection@0.2.0' {
         actionName: string,
         input: Uint8Array | undefined
     ): Uint8Array | undefined;
+    export function tryAcquireLock(key: string, ttlMs: bigint): boolean;
+    export function releaseLock(key: string): boolean;
+    export function releaseAllLocks(): void;
 }
 
 declare module 'nango:scripts/records@0.2.0' {

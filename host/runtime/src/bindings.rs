@@ -5,7 +5,8 @@
 //! `trappable` so a host bug or a broken resource handle ends the execution
 //! instead of being handed to the guest as a value; expected failures are
 //! the WIT `nango-error` / `http-error` values. The imports that only read
-//! execution state stay synchronous: they are the cheapest calls a guest makes.
+//! execution state, and the locks (an in-memory table), stay synchronous:
+//! they are the cheapest calls a guest makes.
 
 use wasmtime::component::{HasSelf, Linker};
 
@@ -17,6 +18,9 @@ mod imports {
             "nango:scripts/log": trappable,
             "nango:scripts/sync-context": trappable,
             "nango:scripts/connection.info": trappable,
+            "nango:scripts/connection.try-acquire-lock": trappable,
+            "nango:scripts/connection.release-lock": trappable,
+            "nango:scripts/connection.release-all-locks": trappable,
             default: async | trappable,
         },
         with: {

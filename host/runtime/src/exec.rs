@@ -269,6 +269,10 @@ pub struct Services {
     pub records: Arc<dyn RecordStore>,
     pub scripts: Arc<dyn ScriptDirectory>,
     pub upstream: Upstream,
+    /// The environment's locks (`tryAcquireLock`): a server gives every
+    /// execution of an environment the same table; [`Services::new`]
+    /// makes a fresh one.
+    pub locks: Arc<crate::locks::Locks>,
 }
 
 impl Services {
@@ -285,6 +289,7 @@ impl Services {
             records,
             scripts: Arc::new(ScriptSet::default()),
             upstream: Upstream::network(crate::proxy::default_client()),
+            locks: Arc::default(),
         }
     }
 }

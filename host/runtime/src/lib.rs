@@ -19,6 +19,7 @@ pub mod exec;
 mod host;
 pub mod js;
 pub mod limits;
+pub mod locks;
 pub mod paginate;
 pub mod providers;
 pub mod proxy;

@@ -72,6 +72,9 @@ pub struct EnvState {
     /// This environment's share of the execution permits
     /// ([`crate::fair_share`]), taken before one of the process's.
     executions: Semaphore,
+    /// The locks its scripts take (`nango.tryAcquireLock`), one table for
+    /// every execution of the environment.
+    locks: Arc<sluice_runtime::locks::Locks>,
 }
 
 impl EnvState {
@@ -219,6 +222,7 @@ impl App {
                 executions: Semaphore::new(crate::fair_share(
                     config.max_concurrent_executions.max(1),
                 )),
+                locks: Arc::default(),
             };
             envs.insert(store_env.id(), Arc::new(state));
         }
@@ -272,6 +276,7 @@ impl App {
             connections,
             Arc::new(env.store.clone()),
         );
+        services.locks = env.locks.clone();
         if let Some(c) = catalog {
             services.scripts = c;
         }

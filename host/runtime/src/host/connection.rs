@@ -205,6 +205,27 @@ impl connection::Host for HostState {
         Ok(Ok(view.to_string().into_bytes()))
     }
 
+    fn try_acquire_lock(
+        &mut self,
+        key: String,
+        ttl_ms: u64,
+    ) -> wasmtime::Result<Result<bool, NangoError>> {
+        let ttl = std::time::Duration::from_millis(ttl_ms);
+        Ok(self
+            .locks
+            .try_acquire(&key, ttl)
+            .map_err(|e| nango_error(e.code(), e.to_string())))
+    }
+
+    fn release_lock(&mut self, key: String) -> wasmtime::Result<Result<bool, NangoError>> {
+        Ok(Ok(self.locks.release(&key)))
+    }
+
+    fn release_all_locks(&mut self) -> wasmtime::Result<()> {
+        self.locks.release_all();
+        Ok(())
+    }
+
     async fn trigger_action(
         &mut self,
         pck: String,

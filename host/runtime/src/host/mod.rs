@@ -55,6 +55,9 @@ pub struct HostState {
     /// The response of the page a paginator returned last and the next
     /// page's parameter (`last-page`).
     pub(crate) last_page: Option<(crate::bindings::types::Response, serde_json::Value)>,
+    /// The locks this execution holds (released when the store is
+    /// dropped, however the execution ended).
+    pub(crate) locks: crate::locks::LockHolder,
 }
 
 impl HostState {
@@ -80,6 +83,7 @@ impl HostState {
             wasi.wall_clock(FrozenClock(at));
         }
         let wasi = wasi.build();
+        let locks = crate::locks::LockHolder::new(services.locks.clone());
         Self {
             wasi,
             table: ResourceTable::new(),
@@ -101,6 +105,7 @@ impl HostState {
             provider: None,
             deadline,
             last_page: None,
+            locks,
         }
     }
 

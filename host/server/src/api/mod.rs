@@ -224,10 +224,33 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonList<T> {
                 "the request body is empty; send a JSON array",
             ));
         }
-        serde_json::from_slice(&bytes)
-            .map(JsonList)
-            .map_err(|e| ApiError::invalid_body(format!("the request body is not valid: {e}")))
+        deserialize_body(&bytes).map(JsonList)
     }
+}
+
+/// Deserialises a request body, the error naming where in the body it is
+/// (`end_user.email`, `syncs[1]`: serde's own message names the field only
+/// when one is missing or unknown).
+fn deserialize_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    // Tracking the path costs an allocation per key: only a body that
+    // fails is read again with it.
+    if let Ok(value) = serde_json::from_slice(bytes) {
+        return Ok(value);
+    }
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let invalid = |e: String| ApiError::invalid_body(format!("the request body is not valid: {e}"));
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let e = e.into_inner();
+        // Syntax errors have no place in the data, only a line and column.
+        if path == "." || !e.is_data() {
+            invalid(e.to_string())
+        } else {
+            invalid(format!("at `{path}`: {e}"))
+        }
+    })?;
+    de.end().map_err(|e| invalid(e.to_string()))?;
+    Ok(value)
 }
 
 /// When a request's body must have arrived whole (set by [`router`]).
@@ -291,8 +314,7 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             "the request body must be a JSON object, not {kind}"
         )));
     }
-    serde_json::from_slice(bytes)
-        .map_err(|e| ApiError::invalid_body(format!("the request body is not valid: {e}")))
+    deserialize_body(bytes)
 }
 
 /// Path parameters: 400 `invalid_uri_params` naming what does not parse
