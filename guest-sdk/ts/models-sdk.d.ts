@@ -149,6 +149,8 @@ export declare class NangoAction {
   getIntegration(queries?: { include?: ('webhook' | 'credentials')[] }): Promise<any>;
   uncontrolledFetch(options: { url: URL | string; method?: string; headers?: Record<string, string>; body?: string | Uint8Array | null }): Promise<{ ok: boolean; status: number; statusText: string; headers: { get(name: string): string | null }; text(): Promise<string>; json(): Promise<any>; arrayBuffer(): Promise<ArrayBuffer> }>;
   triggerAction<In = unknown, Out = unknown>(providerConfigKey: string, connectionId: string, actionName: string, input?: In): Promise<Out>;
+  triggerSync(providerConfigKey: string, connectionId: string, sync: string | { name: string; variant: string }, optsOrSyncMode?: { reset?: boolean; emptyCache?: boolean } | 'incremental' | 'full_refresh' | 'full_refresh_and_clear_cache' | boolean): Promise<void>;
+  startSync(providerConfigKey: string, syncs: (string | { name: string; variant: string })[], connectionId?: string): Promise<void>;
   zodValidateInput<T = any, Z = any>(args: { zodSchema: Z; input: T }): Promise<{ success: true; data: T }>;
   tryAcquireLock(args: { key: string; ttlMs: number }): Promise<boolean>;
   releaseLock(args: { key: string }): Promise<boolean>;

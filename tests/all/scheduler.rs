@@ -1068,3 +1068,136 @@ async fn a_stop_answers_the_triggers_still_waiting_for_their_run() {
         "{body}"
     );
 }
+
+/// A script's `triggerSync` runs a sync of its own environment now and its
+/// `startSync` un-pauses one; what the API would refuse reaches the script
+/// with the API's code and status, and another environment's connection is
+/// not found.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_script_triggers_and_starts_syncs_of_its_own_environment() {
+    let up = Upstream::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let config = ServerConfig::new(data.path(), "127.0.0.1:0".parse().unwrap());
+    let server = start_with(config, &MasterKey::generate(), &up.providers()).await;
+    let yaml = "
+integrations:
+  hubspot:
+    syncs:
+      contacts:
+        runs: every day
+        auto_start: false
+        output: Contact
+        endpoint: GET /contacts
+    actions:
+      control:
+        endpoint: POST /control
+models:
+  Contact:
+    id: string
+";
+    let dev = Client::new(&server, DEV_KEY);
+    let prod = Client::new(&server, PROD_KEY);
+    for (c, cid) in [(&dev, "demo"), (&prod, "other")] {
+        deploy_scripts(
+            c,
+            yaml,
+            "hubspot",
+            &[
+                (guests::HUBSPOT_RUST_CONTACTS, "contacts", ScriptKind::Sync),
+                (guests::ACTION_SYNC_CONTROL, "control", ScriptKind::Action),
+            ],
+        )
+        .await;
+        let (status, body) = c
+            .send(
+                "POST",
+                "/integrations",
+                Some(json!({"unique_key": "hubspot", "provider": "hubspot"})),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        connect(c, cid, "tok").await;
+    }
+    async fn control(c: &Client, input: Value) -> Value {
+        let (status, body) = c
+            .send_as(
+                ("hubspot", "demo"),
+                "POST",
+                "/action/trigger",
+                Some(json!({"action_name": "control", "input": input})),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+    async fn control_as(c: &Client, cid: &str, input: Value) -> Value {
+        let (status, body) = c
+            .send_as(
+                ("hubspot", cid),
+                "POST",
+                "/action/trigger",
+                Some(json!({"action_name": "control", "input": input})),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    assert_eq!(up.runs(), 0, "auto_start is off");
+    let out = control(
+        &dev,
+        json!({"trigger": ["hubspot", "demo", "contacts", null]}),
+    )
+    .await;
+    assert_eq!(out, json!({"ok": true}));
+    up.wait_runs(1, Duration::from_secs(30)).await;
+    settle(&dev).await;
+    assert_eq!(status(&dev).await["latestExecutionStatus"], "SUCCESS");
+
+    let out = control(&dev, json!({"trigger": ["hubspot", "demo", "nope", null]})).await;
+    assert_eq!(
+        (&out["error"]["code"], &out["error"]["status"]),
+        (&json!("no_syncs_found"), &json!(400)),
+        "{out}"
+    );
+    let out = control(
+        &dev,
+        json!({"trigger": ["hubspot", "demo", "contacts", "sideways"]}),
+    )
+    .await;
+    assert_eq!(out["error"]["code"], "invalid_body", "{out}");
+    assert!(
+        out["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("at `sync_mode`"),
+        "{out}"
+    );
+    // Prod's script names dev's connection: there is none in prod.
+    let out = control_as(
+        &prod,
+        "other",
+        json!({"trigger": ["hubspot", "demo", "contacts", null]}),
+    )
+    .await;
+    assert_eq!(
+        (&out["error"]["code"], &out["error"]["status"]),
+        (&json!("unknown_connection"), &json!(404)),
+        "{out}"
+    );
+
+    // Paused through the API, started by the script.
+    let (code, body) = dev
+        .send(
+            "POST",
+            "/sync/pause",
+            Some(json!({"syncs": ["contacts"], "provider_config_key": "hubspot", "connection_id": "demo"})),
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(status(&dev).await["status"], "PAUSED");
+    let out = control(&dev, json!({"start": ["hubspot", ["contacts"], "demo"]})).await;
+    assert_eq!(out, json!({"ok": true}));
+    assert_ne!(status(&dev).await["status"], "PAUSED");
+    server.stop().await;
+}

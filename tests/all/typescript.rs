@@ -613,6 +613,108 @@ async fn typescript_locks_hold_against_other_executions_until_released() {
     assert!(h.locks.is_empty(), "{:?}", h.locks);
 }
 
+/// What a script's `triggerSync`/`startSync` asked of the server.
+#[derive(Default)]
+struct RecordedSyncs(std::sync::Mutex<Vec<(&'static str, Value)>>);
+
+#[async_trait::async_trait]
+impl sluice_runtime::exec::SyncControl for RecordedSyncs {
+    async fn trigger(&self, body: &[u8]) -> Result<(), sluice_runtime::exec::SyncControlError> {
+        let body: Value = serde_json::from_slice(body).unwrap();
+        let refused = body["syncs"] == json!(["nope"]);
+        self.0.lock().unwrap().push(("trigger", body));
+        if refused {
+            return Err(sluice_runtime::exec::SyncControlError {
+                status: 400,
+                code: "no_syncs_found".into(),
+                message: "no sync `nope`".into(),
+            });
+        }
+        Ok(())
+    }
+    async fn start(&self, body: &[u8]) -> Result<(), sluice_runtime::exec::SyncControlError> {
+        let body: Value = serde_json::from_slice(body).unwrap();
+        self.0.lock().unwrap().push(("start", body));
+        Ok(())
+    }
+}
+
+/// `triggerSync` and `startSync` send the API the bodies the original's
+/// SDK sends, for each of its call shapes; a refusal is thrown with the
+/// API's code and status; without a server they are logged and run nothing.
+#[tokio::test]
+async fn typescript_trigger_and_start_sync_send_the_originals_bodies() {
+    let mut h = harness().await;
+    let recorded = Arc::new(RecordedSyncs::default());
+    h.sync_control = Some(recorded.clone());
+    let out = output(&h.ts_action("syncs", json!({})).await);
+    assert_eq!(
+        out,
+        json!({
+            "refused": {"code": "no_syncs_found", "message": "no sync `nope`", "payload": {"status": 400}},
+            "notArray": "Syncs must be an array of strings. If it is a single sync, please wrap it in an array.",
+        })
+    );
+    let base = |syncs: Value| json!({"syncs": syncs, "provider_config_key": "mock-int", "connection_id": "c1"});
+    let with = |mut body: Value, key: &str, value: Value| {
+        body[key] = value;
+        body
+    };
+    let sent = recorded.0.lock().unwrap().clone();
+    assert_eq!(
+        sent,
+        vec![
+            ("trigger", base(json!(["records"]))),
+            (
+                "trigger",
+                with(
+                    base(json!([{"name": "records", "variant": "v2"}])),
+                    "sync_mode",
+                    json!("full_refresh")
+                )
+            ),
+            (
+                "trigger",
+                with(base(json!(["records"])), "sync_mode", json!("incremental"))
+            ),
+            (
+                "trigger",
+                with(
+                    base(json!(["records"])),
+                    "sync_mode",
+                    json!("full_refresh_and_clear_cache")
+                )
+            ),
+            (
+                "trigger",
+                with(
+                    base(json!(["records"])),
+                    "opts",
+                    json!({"reset": true, "emptyCache": true})
+                )
+            ),
+            (
+                "start",
+                json!({"syncs": ["records", "listing"], "provider_config_key": "mock-int"})
+            ),
+            ("start", base(json!(["records"]))),
+            ("trigger", base(json!(["nope"]))),
+        ]
+    );
+
+    // Without a server: logged, nothing refused.
+    h.sync_control = None;
+    let report = h.ts_action("syncs", json!({})).await;
+    assert_eq!(output(&report)["refused"], "not refused");
+    assert!(
+        report.logs.iter().any(|l| l
+            .message
+            .starts_with("triggerSync({\"syncs\":[\"records\"],\"provider_config_key\":\"mock-int\",\"connection_id\":\"c1\"}): not run here")),
+        "{:?}",
+        report.logs
+    );
+}
+
 /// Timers run in due order, one per turn, cleared ones never; 50,000 at
 /// once all run (the engine's own timers ran out of host handles there,
 /// and cost time no fuel counted).

@@ -186,6 +186,8 @@ pub struct Harness {
     /// The environment's locks, one table for every execution (as a
     /// server's environment has).
     pub locks: Arc<sluice_runtime::locks::Locks>,
+    /// Where `triggerSync`/`startSync` go (none: logged, as in a dry run).
+    pub sync_control: Option<Arc<dyn sluice_runtime::exec::SyncControl>>,
 }
 
 impl Harness {
@@ -221,6 +223,7 @@ impl Harness {
             },
             upstream: None,
             locks: Arc::default(),
+            sync_control: None,
         }
     }
 
@@ -249,6 +252,7 @@ impl Harness {
         );
         services.scripts = self.scripts.clone();
         services.locks = self.locks.clone();
+        services.syncs = self.sync_control.clone();
         if let Some(upstream) = &self.upstream {
             services.upstream = upstream.clone();
         }

@@ -396,6 +396,42 @@ impl Nango {
         connection::release_all_locks()
     }
 
+    /// `triggerSync`: runs `sync` (`name` or `name::variant`) of a
+    /// connection now (`POST /sync/trigger`), in `sync_mode`
+    /// (`incremental`, `full_refresh`, `full_refresh_and_clear_cache`;
+    /// none is incremental). A server's only: a dry run logs it.
+    pub fn trigger_sync(
+        &self,
+        provider_config_key: &str,
+        connection_id: &str,
+        sync: &str,
+        sync_mode: Option<&str>,
+    ) -> Result<(), Error> {
+        let body = serde_json::json!({
+            "syncs": [sync],
+            "provider_config_key": provider_config_key,
+            "connection_id": connection_id,
+            "sync_mode": sync_mode,
+        });
+        Ok(connection::trigger_sync(&to_json(&body)?)?)
+    }
+
+    /// `startSync`: un-pauses `syncs` of one connection, or of every
+    /// connection of the integration (`POST /sync/start`).
+    pub fn start_sync(
+        &self,
+        provider_config_key: &str,
+        syncs: &[&str],
+        connection_id: Option<&str>,
+    ) -> Result<(), Error> {
+        let body = serde_json::json!({
+            "syncs": syncs,
+            "provider_config_key": provider_config_key,
+            "connection_id": connection_id,
+        });
+        Ok(connection::start_sync(&to_json(&body)?)?)
+    }
+
     /// Runs another action and returns its output.
     pub fn trigger_action<O: DeserializeOwned>(
         &self,

@@ -560,6 +560,35 @@ export class NangoAction {
         const out = call(() => conn.triggerAction(providerConfigKey, connectionId, actionName, jsonBytes(input)));
         return (out === undefined ? undefined : fromJson(out)) as Out;
     }
+    /**
+     * Runs a sync of a connection now, as `POST /sync/trigger` (the body the
+     * original's SDK sends: a boolean mode is `full_refresh` or
+     * `incremental`, an object is `opts`). A server's only: elsewhere it is
+     * logged and runs nothing. A refusal throws the API's error code.
+     */
+    async triggerSync(
+        providerConfigKey: string,
+        connectionId: string,
+        sync: string | { name: string; variant: string },
+        optsOrSyncMode?: { reset?: boolean; emptyCache?: boolean } | 'incremental' | 'full_refresh' | 'full_refresh_and_clear_cache' | boolean
+    ): Promise<void> {
+        const common = { syncs: [sync], provider_config_key: providerConfigKey, connection_id: connectionId };
+        let body: Record<string, unknown>;
+        if (typeof optsOrSyncMode === 'string' || typeof optsOrSyncMode === 'boolean') {
+            const mode = typeof optsOrSyncMode === 'boolean' ? (optsOrSyncMode ? 'full_refresh' : 'incremental') : optsOrSyncMode;
+            body = { ...common, sync_mode: mode };
+        } else {
+            body = { ...common, opts: optsOrSyncMode !== undefined && typeof optsOrSyncMode === 'object' ? optsOrSyncMode : undefined };
+        }
+        call(() => conn.triggerSync(jsonBytes(body)!));
+    }
+    /** Un-pauses syncs of the integration (one connection's, or all), as `POST /sync/start`. */
+    async startSync(providerConfigKey: string, syncs: (string | { name: string; variant: string })[], connectionId?: string): Promise<void> {
+        if (!providerConfigKey) throw new Error('Provider Config Key is required');
+        if (!syncs) throw new Error('Sync is required');
+        if (!Array.isArray(syncs)) throw new Error('Syncs must be an array of strings. If it is a single sync, please wrap it in an array.');
+        call(() => conn.startSync(jsonBytes({ syncs, provider_config_key: providerConfigKey, connection_id: connectionId })!));
+    }
     async zodValidateInput<T = any, Z = any>({ zodSchema, input }: { zodSchema: Z; input: T }): Promise<any> {
         if (this.replaying) {
             // The original's test harness, whose recordings `sluice test`

@@ -97,6 +97,8 @@ declare module 'nango:scripts/connection@0.2.0' {
     export function tryAcquireLock(key: string, ttlMs: bigint): boolean;
     export function releaseLock(key: string): boolean;
     export function releaseAllLocks(): void;
+    export function triggerSync(body: Uint8Array): void;
+    export function startSync(body: Uint8Array): void;
 }
 
 declare module 'nango:scripts/records@0.2.0' {

@@ -259,6 +259,24 @@ impl ScriptDirectory for ScriptSet {
     }
 }
 
+/// Starting syncs from a script (`nango.triggerSync`, `nango.startSync`):
+/// a server's, acting in the environment of the [`Services`] it is in.
+#[async_trait::async_trait]
+pub trait SyncControl: Send + Sync {
+    /// A `POST /sync/trigger` body.
+    async fn trigger(&self, body: &[u8]) -> Result<(), SyncControlError>;
+    /// A `POST /sync/start` body.
+    async fn start(&self, body: &[u8]) -> Result<(), SyncControlError>;
+}
+
+/// Why a [`SyncControl`] refused: the API's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncControlError {
+    pub status: u16,
+    pub code: String,
+    pub message: String,
+}
+
 /// What executions may use: everything a script can reach, all of one
 /// environment. A server keeps one `Services` per environment, built from
 /// that environment's stores, so no lookup a script makes can leave it.
@@ -273,6 +291,9 @@ pub struct Services {
     /// execution of an environment the same table; [`Services::new`]
     /// makes a fresh one.
     pub locks: Arc<crate::locks::Locks>,
+    /// Where `triggerSync`/`startSync` go: none outside a server (a dry
+    /// run logs them).
+    pub syncs: Option<Arc<dyn SyncControl>>,
 }
 
 impl Services {
@@ -290,6 +311,7 @@ impl Services {
             scripts: Arc::new(ScriptSet::default()),
             upstream: Upstream::network(crate::proxy::default_client()),
             locks: Arc::default(),
+            syncs: None,
         }
     }
 }

@@ -154,9 +154,17 @@ pub struct App {
     /// A reclaim of unused components is waiting to run
     /// (`api::deploy::request_reclaim`).
     pub reclaim_requested: std::sync::atomic::AtomicBool,
+    /// This app, for what scripts are handed that must reach it
+    /// (`triggerSync`); set once it is in its `Arc` ([`App::set_self`]).
+    me: std::sync::OnceLock<std::sync::Weak<App>>,
 }
 
 impl App {
+    /// Records the `Arc` this app lives in.
+    pub fn set_self(self: &Arc<Self>) {
+        let _ = self.me.set(Arc::downgrade(self));
+    }
+
     pub async fn new(
         store: Store,
         runtime: Runtime,
@@ -234,6 +242,7 @@ impl App {
             health: Default::default(),
             components_gate: Default::default(),
             reclaim_requested: Default::default(),
+            me: std::sync::OnceLock::new(),
             store,
             runtime,
             providers,
@@ -277,6 +286,15 @@ impl App {
             Arc::new(env.store.clone()),
         );
         services.locks = env.locks.clone();
+        if let (Some(app), Some(env)) = (
+            self.me.get().and_then(std::sync::Weak::upgrade),
+            self.envs.get(&env.store.id()),
+        ) {
+            services.syncs = Some(Arc::new(crate::api::syncs::ScriptSyncs {
+                app,
+                env: env.clone(),
+            }));
+        }
         if let Some(c) = catalog {
             services.scripts = c;
         }

@@ -268,6 +268,7 @@ impl Server {
         }
         let runtime = Runtime::new(runtime_config)?;
         let app = Arc::new(App::new(store, runtime, Arc::new(providers), config.clone()).await?);
+        app.set_self();
         // Before anything can run (it sweeps history entries without logs).
         app.logs.load(&app).await?;
         api::deploy::load_active(&app).await?;

@@ -226,6 +226,14 @@ impl connection::Host for HostState {
         Ok(())
     }
 
+    async fn trigger_sync(&mut self, body: Vec<u8>) -> wasmtime::Result<Result<(), NangoError>> {
+        Ok(self.sync_control("triggerSync", body).await)
+    }
+
+    async fn start_sync(&mut self, body: Vec<u8>) -> wasmtime::Result<Result<(), NangoError>> {
+        Ok(self.sync_control("startSync", body).await)
+    }
+
     async fn trigger_action(
         &mut self,
         pck: String,
@@ -240,6 +248,41 @@ impl connection::Host for HostState {
             .trigger_action_within(pck, cid, action_name, input, None)
             .await
             .0)
+    }
+}
+
+impl HostState {
+    /// `triggerSync` or `startSync` with its API body, through the
+    /// server's [`crate::exec::SyncControl`]; logged and not run without
+    /// one.
+    async fn sync_control(&mut self, what: &str, body: Vec<u8>) -> Result<(), NangoError> {
+        let Some(control) = self.services.syncs.clone() else {
+            self.push_log(crate::exec::LogEntry::internal(
+                crate::exec::LogLevel::Info,
+                format!(
+                    "{what}({}): not run here; only a server runs other syncs",
+                    String::from_utf8_lossy(&body)
+                        .chars()
+                        .take(500)
+                        .collect::<String>()
+                ),
+            ));
+            return Ok(());
+        };
+        let result = if what == "triggerSync" {
+            control.trigger(&body).await
+        } else {
+            control.start(&body).await
+        };
+        result.map_err(|e| NangoError {
+            code: e.code,
+            message: e.message,
+            payload: Some(
+                serde_json::json!({ "status": e.status })
+                    .to_string()
+                    .into_bytes(),
+            ),
+        })
     }
 }
 

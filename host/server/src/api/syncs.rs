@@ -10,6 +10,7 @@ use axum::Json;
 use axum::extract::{RawQuery, State};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use sluice_runtime::exec::{SyncControl, SyncControlError};
 use sluice_runtime::records::ConnectionRef;
 
 use super::{ConnectionHeaders, Env, JsonBody};
@@ -283,6 +284,61 @@ pub async fn trigger(
     headers: ConnectionHeaders,
     JsonBody(body): JsonBody<TriggerBody>,
 ) -> ApiResult<Json<Value>> {
+    trigger_body(&app, &env, headers, body).await
+}
+
+/// A script's `nango.triggerSync` and `nango.startSync`: the bodies the
+/// original's SDK posts to the API, handled as the API handles them, in the
+/// environment of the script (the only one this holds).
+pub struct ScriptSyncs {
+    pub app: Arc<App>,
+    pub env: Arc<EnvState>,
+}
+
+fn control_error(e: ApiError) -> SyncControlError {
+    SyncControlError {
+        status: e.status.as_u16(),
+        code: e.code,
+        message: e.message,
+    }
+}
+
+#[async_trait::async_trait]
+impl SyncControl for ScriptSyncs {
+    async fn trigger(&self, body: &[u8]) -> Result<(), SyncControlError> {
+        let mut body: TriggerBody = super::parse_json(body).map_err(control_error)?;
+        // A script does not wait for the runs it asks for (it would hold
+        // its execution's permit, which a run may need).
+        body.wait = false;
+        let none = ConnectionHeaders {
+            connection_id: None,
+            provider_config_key: None,
+        };
+        trigger_body(&self.app, &self.env, none, body)
+            .await
+            .map(|_| ())
+            .map_err(control_error)
+    }
+
+    async fn start(&self, body: &[u8]) -> Result<(), SyncControlError> {
+        let body: StartPauseBody = super::parse_json(body).map_err(control_error)?;
+        let none = ConnectionHeaders {
+            connection_id: None,
+            provider_config_key: None,
+        };
+        start_or_pause(&self.app, &self.env, none, body, false)
+            .await
+            .map(|_| ())
+            .map_err(control_error)
+    }
+}
+
+async fn trigger_body(
+    app: &App,
+    env: &EnvState,
+    headers: ConnectionHeaders,
+    body: TriggerBody,
+) -> ApiResult<Json<Value>> {
     let pck = body
         .provider_config_key
         .or(headers.provider_config_key)
@@ -311,12 +367,12 @@ pub async fn trigger(
         (None, None, _) => SyncMode::Incremental,
     };
     let cid = body.connection_id.or(headers.connection_id);
-    let syncs = names(&env, &pck, cid.as_deref(), &body.syncs).await?;
+    let syncs = names(env, &pck, cid.as_deref(), &body.syncs).await?;
     let one = cid.is_some();
-    let targets = some_targets(targets(&app, &env, &pck, cid, &syncs).await?, one)?;
+    let targets = some_targets(targets(app, env, &pck, cid, &syncs).await?, one)?;
     if let Some(t) = targets
         .iter()
-        .find(|t| !app.scheduler.is_scheduled(&env, &t.key))
+        .find(|t| !app.scheduler.is_scheduled(env, &t.key))
     {
         return Err(ApiError::not_found(
             "unknown_sync",
@@ -324,7 +380,7 @@ pub async fn trigger(
         ));
     }
     let keys: Vec<&str> = targets.iter().map(|t| t.key.as_str()).collect();
-    let receivers = app.scheduler.trigger(&env, &keys, mode, body.wait).await?;
+    let receivers = app.scheduler.trigger(env, &keys, mode, body.wait).await?;
     let mut waiting = Vec::new();
     for (t, rx) in targets.into_iter().zip(receivers) {
         // Removed since the check above: as if it had not been there.
