@@ -135,7 +135,7 @@ export declare class NangoAction {
   log(message: any, options?: { level?: 'debug' | 'info' | 'warn' | 'error' } | Record<string, any>): Promise<void>;
   log(message: any, payload: any, options: { level?: 'debug' | 'info' | 'warn' | 'error' }): Promise<void>;
 
-  getConnection(providerConfigKeyOverride?: string, connectionIdOverride?: string): Promise<Connection>;
+  getConnection(providerConfigKeyOverride?: string, connectionIdOverride?: string, options?: { refreshToken?: boolean; refreshGithubAppJwtToken?: boolean; forceRefresh?: boolean }): Promise<Connection>;
   getToken(): Promise<string | Record<string, any>>;
   getMetadata<T = Record<string, any>>(): Promise<T>;
   setMetadata(metadata: Record<string, any>): Promise<void>;
@@ -151,6 +151,7 @@ export declare class NangoAction {
   triggerAction<In = unknown, Out = unknown>(providerConfigKey: string, connectionId: string, actionName: string, input?: In): Promise<Out>;
   triggerSync(providerConfigKey: string, connectionId: string, sync: string | { name: string; variant: string }, optsOrSyncMode?: { reset?: boolean; emptyCache?: boolean } | 'incremental' | 'full_refresh' | 'full_refresh_and_clear_cache' | boolean): Promise<void>;
   startSync(providerConfigKey: string, syncs: (string | { name: string; variant: string })[], connectionId?: string): Promise<void>;
+  getFlowAttributes<A = object>(): A | null;
   zodValidateInput<T = any, Z = any>(args: { zodSchema: Z; input: T }): Promise<{ success: true; data: T }>;
   tryAcquireLock(args: { key: string; ttlMs: number }): Promise<boolean>;
   releaseLock(args: { key: string }): Promise<boolean>;

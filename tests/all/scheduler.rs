@@ -1199,5 +1199,7 @@ models:
     let out = control(&dev, json!({"start": ["hubspot", ["contacts"], "demo"]})).await;
     assert_eq!(out, json!({"ok": true}));
     assert_ne!(status(&dev).await["status"], "PAUSED");
+    // Started, it runs at once (then every day).
+    up.wait_runs(2, Duration::from_secs(30)).await;
     server.stop().await;
 }

@@ -3789,6 +3789,104 @@ async fn an_environment_whose_scripts_hang_leaves_the_other_its_share() {
     server.stop().await;
 }
 
+/// `getConnection`'s options in a script: `forceRefresh` refreshes a token
+/// that has not expired (once per call, as the API's `force_refresh`), and
+/// the refresh token is shown only with `refreshToken`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scripts_get_connection_refreshes_and_shows_the_refresh_token_when_asked() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let refreshes = std::sync::Arc::new(AtomicUsize::new(0));
+    let counted = refreshes.clone();
+    let mock = MockServer::start(std::sync::Arc::new(move |req: &sluice_tests::MockRequest| {
+        if req.path == "/oauth/token" {
+            let n = counted.fetch_add(1, Ordering::SeqCst) + 1;
+            return sluice_tests::MockResponse::json(
+                200,
+                &json!({"access_token": format!("fresh-{n}"), "refresh_token": "rt-2", "expires_in": 3600}),
+            );
+        }
+        sluice_tests::MockResponse::json(200, &json!({}))
+    }))
+    .await
+    .unwrap();
+    let providers = format!(
+        "mock:\n  auth_mode: OAUTH2\n  token_url: {0}/oauth/token\n  proxy:\n    base_url: {0}\n",
+        mock.url()
+    );
+    let data = tempfile::tempdir().unwrap();
+    let config = ServerConfig::new(data.path(), "127.0.0.1:0".parse().unwrap());
+    let server = start_with(config, &MasterKey::generate(), &providers).await;
+    let dev = Client::new(&server, DEV_KEY);
+    let yaml = "integrations:\n  mock-int:\n    actions:\n      features:\n        endpoint: POST /features\n";
+    deploy_scripts(
+        &dev,
+        yaml,
+        "mock-int",
+        &[(guests::ACTION_FEATURES, "features", ScriptKind::Action)],
+    )
+    .await;
+    let (status, body) = dev
+        .send(
+            "POST",
+            "/integrations",
+            Some(json!({"unique_key": "mock-int", "provider": "mock", "credentials": {"type": "OAUTH2", "client_id": "cid", "client_secret": "csecret"}})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = dev
+        .send(
+            "POST",
+            "/connection",
+            Some(json!({"provider_config_key": "mock-int", "connection_id": "c1",
+                "access_token": "old", "refresh_token": "rt-1", "expires_at": "2099-01-01T00:00:00Z"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let refreshed = |force: bool, show: bool| {
+        let dev = &dev;
+        async move {
+            let (status, body) = dev
+                .send_as(
+                    ("mock-int", "c1"),
+                    "POST",
+                    "/action/trigger",
+                    Some(json!({"action_name": "features", "input": {"refreshed": [force, show]}})),
+                )
+                .await;
+            assert_eq!(status, 200, "{body}");
+            body["refreshed"]["credentials"].clone()
+        }
+    };
+    let creds = refreshed(false, false).await;
+    assert_eq!(
+        (&creds["access_token"], creds.get("refresh_token")),
+        (&json!("old"), None),
+        "{creds}"
+    );
+    assert_eq!(refreshes.load(Ordering::SeqCst), 0);
+    let creds = refreshed(false, true).await;
+    assert_eq!(
+        (&creds["access_token"], &creds["refresh_token"]),
+        (&json!("old"), &json!("rt-1")),
+        "{creds}"
+    );
+    assert_eq!(refreshes.load(Ordering::SeqCst), 0);
+    let creds = refreshed(true, false).await;
+    assert_eq!(
+        (&creds["access_token"], creds.get("refresh_token")),
+        (&json!("fresh-1"), None),
+        "{creds}"
+    );
+    let creds = refreshed(true, true).await;
+    assert_eq!(
+        (&creds["access_token"], &creds["refresh_token"]),
+        (&json!("fresh-2"), &json!("rt-2")),
+        "{creds}"
+    );
+    assert_eq!(refreshes.load(Ordering::SeqCst), 2);
+    server.stop().await;
+}
+
 /// A lock an action holds keeps other executions of its environment out,
 /// not those of another environment, and is free again once the action
 /// has ended.

@@ -357,6 +357,14 @@ async fn connection_metadata_environment_token_and_logs() {
         out["token"], "tok-ts",
         "getToken of OAUTH2 is the access token"
     );
+    assert_eq!(
+        out["flowAttributes"],
+        "There is no current sync to get attributes from"
+    );
+    assert_eq!(
+        out["refreshToken"], "secret-refresh",
+        "shown when asked for (and empty overrides are none)"
+    );
 
     let user: Vec<(LogLevel, &str, Option<&Value>)> = report
         .logs

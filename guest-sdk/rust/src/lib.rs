@@ -336,6 +336,27 @@ impl Nango {
         decode("the connection", &connection::get_connection(None, None)?)
     }
 
+    /// `getConnection(key, id, {forceRefresh, refreshToken})`: a connection
+    /// (this execution's when `None`), its OAuth2 token refreshed first
+    /// when `force_refresh`, its refresh tokens shown when `refresh_token`.
+    pub fn connection_with(
+        &self,
+        provider_config_key: Option<&str>,
+        connection_id: Option<&str>,
+        force_refresh: bool,
+        refresh_token: bool,
+    ) -> Result<Value, Error> {
+        decode(
+            "the connection",
+            &connection::get_connection_with(
+                provider_config_key,
+                connection_id,
+                force_refresh,
+                refresh_token,
+            )?,
+        )
+    }
+
     /// Another connection.
     pub fn connection_for(
         &self,

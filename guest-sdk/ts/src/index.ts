@@ -524,8 +524,20 @@ export class NangoAction {
         logging.log(level, utf8(text), meta);
     }
 
-    async getConnection(providerConfigKeyOverride?: string, connectionIdOverride?: string): Promise<any> {
-        return fromJson(call(() => conn.getConnection(providerConfigKeyOverride, connectionIdOverride)));
+    async getConnection(
+        providerConfigKeyOverride?: string,
+        connectionIdOverride?: string,
+        options?: { refreshToken?: boolean; refreshGithubAppJwtToken?: boolean; forceRefresh?: boolean }
+    ): Promise<any> {
+        // As the original's, an empty override is none.
+        const pck = providerConfigKeyOverride || undefined;
+        const cid = connectionIdOverride || undefined;
+        const force = Boolean(options?.forceRefresh || options?.refreshGithubAppJwtToken);
+        const refreshToken = Boolean(options?.refreshToken);
+        if (force || refreshToken) {
+            return fromJson(call(() => conn.getConnectionWith(pck, cid, force, refreshToken)));
+        }
+        return fromJson(call(() => conn.getConnection(pck, cid)));
     }
     async getToken(): Promise<any> {
         const c = await this.getConnection();
@@ -581,6 +593,10 @@ export class NangoAction {
             body = { ...common, opts: optsOrSyncMode !== undefined && typeof optsOrSyncMode === 'object' ? optsOrSyncMode : undefined };
         }
         call(() => conn.triggerSync(jsonBytes(body)!));
+    }
+    /** A sync's attributes; an action has none, and throws as the original's does. */
+    getFlowAttributes<A = object>(): A | null {
+        throw new Error('There is no current sync to get attributes from');
     }
     /** Un-pauses syncs of the integration (one connection's, or all), as `POST /sync/start`. */
     async startSync(providerConfigKey: string, syncs: (string | { name: string; variant: string })[], connectionId?: string): Promise<void> {
@@ -639,6 +655,11 @@ export class NangoSync extends NangoAction {
         this.lastSyncDate = last === undefined ? undefined : new Date(last);
         this.variant = syncContext.variant();
         this.track_deletes = syncContext.trackDeletes();
+    }
+
+    /** The sync's attributes: sluice's deploys set none, so `{}`. */
+    override getFlowAttributes<A = object>(): A | null {
+        return {} as A;
     }
 
     modelFullName(model: string): string {

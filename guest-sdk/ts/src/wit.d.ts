@@ -82,6 +82,12 @@ declare module 'nango:scripts/connection@0.2.0' {
     }
     export function info(): ScriptInfo;
     export function getConnection(providerConfigKey: string | undefined, connectionId: string | undefined): Uint8Array;
+    export function getConnectionWith(
+        providerConfigKey: string | undefined,
+        connectionId: string | undefined,
+        forceRefresh: boolean,
+        refreshToken: boolean
+    ): Uint8Array;
     export function getMetadata(): Uint8Array;
     export function setMetadata(metadata: Uint8Array): void;
     export function updateMetadata(metadata: Uint8Array): void;

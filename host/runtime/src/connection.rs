@@ -145,6 +145,17 @@ impl From<Credentials> for Map<String, Value> {
 impl Connection {
     /// The original's `getConnection` response shape.
     pub fn to_script_json(&self) -> Value {
+        self.to_script_json_with(false)
+    }
+
+    /// [`Connection::to_script_json`], with the refresh tokens in the
+    /// credentials when `refresh_token` (`getConnection`'s option).
+    pub fn to_script_json_with(&self, refresh_token: bool) -> Value {
+        let credentials = if refresh_token {
+            Value::Object(self.credentials.as_map().clone())
+        } else {
+            self.credentials.redacted_for_script()
+        };
         serde_json::json!({
             "id": self.connection_id,
             "connection_id": self.connection_id,
@@ -152,7 +163,7 @@ impl Connection {
             "provider": self.provider,
             "connection_config": self.connection_config,
             "metadata": self.metadata,
-            "credentials": self.credentials.redacted_for_script(),
+            "credentials": credentials,
             "created_at": self.created_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             "updated_at": self.updated_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             "last_fetched_at": Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
@@ -276,6 +287,26 @@ pub trait ConnectionStore: Send + Sync {
             .get(provider_config_key, connection_id)
             .await?
             .to_script_json())
+    }
+
+    /// What `getConnection(…, {forceRefresh, refreshToken})` answers: a
+    /// store that can refresh OAuth2 tokens refreshes first when
+    /// `force_refresh`; the refresh tokens stay in the credentials when
+    /// `refresh_token`. Without either, [`ConnectionStore::script_view`].
+    async fn script_view_with(
+        &self,
+        provider_config_key: &str,
+        connection_id: &str,
+        _force_refresh: bool,
+        refresh_token: bool,
+    ) -> Result<Value, ConnectionError> {
+        if !refresh_token {
+            return self.script_view(provider_config_key, connection_id).await;
+        }
+        Ok(self
+            .get(provider_config_key, connection_id)
+            .await?
+            .to_script_json_with(true))
     }
 
     /// What `getIntegration` answers for the integration

@@ -232,6 +232,17 @@ impl ConnectionStore for RecordedConnections {
         self.file("nango/getConnection")
     }
 
+    /// The recording, whatever the options (as the original's harness).
+    async fn script_view_with(
+        &self,
+        _: &str,
+        _: &str,
+        _: bool,
+        _: bool,
+    ) -> Result<Value, ConnectionError> {
+        self.file("nango/getConnection")
+    }
+
     async fn metadata(&self, _: &str, _: &str) -> Result<Value, ConnectionError> {
         self.file("nango/getMetadata")
     }

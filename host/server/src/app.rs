@@ -286,6 +286,10 @@ impl App {
             Arc::new(env.store.clone()),
         );
         services.locks = env.locks.clone();
+        debug_assert!(
+            self.me.get().is_some(),
+            "App::set_self was not called: scripts' triggerSync would do nothing"
+        );
         if let (Some(app), Some(env)) = (
             self.me.get().and_then(std::sync::Weak::upgrade),
             self.envs.get(&env.store.id()),

@@ -601,7 +601,27 @@ impl ConnectionStore for ScriptConnections {
     }
 
     async fn script_view(&self, pck: &str, cid: &str) -> Result<Value, ConnectionError> {
-        let mut view = self.inner.get(pck, cid).await?.to_script_json();
+        self.script_view_with(pck, cid, false, false).await
+    }
+
+    /// As `GET /connection/:id` with `force_refresh` and `refresh_token`.
+    async fn script_view_with(
+        &self,
+        pck: &str,
+        cid: &str,
+        force_refresh: bool,
+        refresh_token: bool,
+    ) -> Result<Value, ConnectionError> {
+        let force = if force_refresh {
+            Force::Asked
+        } else {
+            Force::No
+        };
+        let mut view = self
+            .inner
+            .fresh(pck, cid, force)
+            .await?
+            .to_script_json_with(refresh_token);
         view["errors"] = crate::api::connections::errors_of(
             &self.inner.store,
             self.catalog.as_deref(),

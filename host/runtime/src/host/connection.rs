@@ -96,6 +96,28 @@ impl connection::Host for HostState {
             .map_err(store_error))
     }
 
+    async fn get_connection_with(
+        &mut self,
+        pck: Option<String>,
+        cid: Option<String>,
+        force_refresh: bool,
+        refresh_token: bool,
+    ) -> wasmtime::Result<Result<Vec<u8>, NangoError>> {
+        let pck = pck.unwrap_or_else(|| self.exec.connection.provider_config_key.clone());
+        let cid = cid.unwrap_or_else(|| self.exec.connection.connection_id.clone());
+        if force_refresh {
+            // Requests of this execution take the new token.
+            self.forget_connection(&pck, &cid);
+        }
+        Ok(self
+            .services
+            .connections
+            .script_view_with(&pck, &cid, force_refresh, refresh_token)
+            .await
+            .map(|v| v.to_string().into())
+            .map_err(store_error))
+    }
+
     async fn get_metadata(&mut self) -> wasmtime::Result<Result<Vec<u8>, NangoError>> {
         let me = &self.exec.connection;
         Ok(self

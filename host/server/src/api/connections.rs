@@ -845,6 +845,21 @@ enum SetupStage {
     PostCreation,
 }
 
+/// Whether `conn` is a new connection whose `validate-connection` check has
+/// not passed yet: not created as far as anyone else is concerned (its
+/// syncs are scheduled once it passes; should it fail, it is deleted).
+pub(crate) async fn validating(
+    env: &crate::app::EnvState,
+    conn: &ConnectionRef,
+) -> Result<bool, sluice_store::StoreError> {
+    let key = format!("{}/{}", conn.provider_config_key, conn.connection_id);
+    Ok(env
+        .store
+        .doc::<Setup>(CONNECTION_SETUP, &key)
+        .await?
+        .is_some_and(|s| s.stage == SetupStage::Validating))
+}
+
 /// Runs a new connection's `post-connection-creation` scripts, then
 /// forgets its setup.
 async fn post_creation(app: Arc<App>, env: Arc<crate::app::EnvState>, conn: ConnectionRef) {

@@ -161,10 +161,14 @@ async fn targets(
                 // one being deleted: its gate waits for the deletion,
                 // after which it is gone and gets no schedule.
                 let _running = env.runs.enter(&conn).await;
+                // Nor one whose creation is still being checked (a
+                // `validate-connection` script may ask for its syncs): it
+                // is scheduled once the check passes.
                 if !env
                     .store
                     .connection_exists(pck, &conn.connection_id)
                     .await?
+                    || super::connections::validating(env, &conn).await?
                 {
                     if one {
                         return Err(ApiError::unknown_connection(pck, &conn.connection_id));

@@ -13,6 +13,8 @@ struct Input {
     trigger: Option<(String, String, String, Value)>,
     /// Another connection to read: (integration, connection id).
     other: Option<(String, String)>,
+    /// This connection again, `(force_refresh, refresh_token)`.
+    refreshed: Option<(bool, bool)>,
 }
 
 #[action]
@@ -35,6 +37,12 @@ fn run(nango: &Nango, input: Input) -> Result<Value, Error> {
         Some((pck, cid)) => Some(nango.connection_for(pck, cid)?),
         None => None,
     };
+    let refreshed = match input.refreshed {
+        Some((force, refresh_token)) => {
+            Some(nango.connection_with(None, None, force, refresh_token)?)
+        }
+        None => None,
+    };
     let info = nango.info();
     Ok(json!({
         "before": before,
@@ -51,6 +59,7 @@ fn run(nango: &Nango, input: Input) -> Result<Value, Error> {
         },
         "triggered": triggered,
         "other": other,
+        "refreshed": refreshed,
     }))
 }
 

@@ -26,6 +26,14 @@ export default async function runAction(nango: NangoAction): Promise<Record<stri
         after,
         env: await nango.getEnvironmentVariables(),
         webhookUrl: await nango.getWebhookURL(),
-        token: await nango.getToken()
+        token: await nango.getToken(),
+        refreshToken: (await nango.getConnection('', '', { refreshToken: true })).credentials.refresh_token,
+        flowAttributes: (() => {
+            try {
+                return nango.getFlowAttributes();
+            } catch (e) {
+                return (e as Error).message;
+            }
+        })()
     };
 }
