@@ -307,6 +307,23 @@ fn control_error(e: ApiError) -> SyncControlError {
     }
 }
 
+/// Runs `change` in a task of its own: a script ended meanwhile (a
+/// timeout, its connection deleted) does not cut it short, as a client
+/// that goes away does not cut an API request short.
+async fn whole<F>(change: F) -> Result<(), SyncControlError>
+where
+    F: std::future::Future<Output = ApiResult<Json<Value>>> + Send + 'static,
+{
+    match tokio::spawn(change).await {
+        Ok(done) => done.map(|_| ()).map_err(control_error),
+        Err(e) => Err(SyncControlError {
+            status: 500,
+            code: "server_error".into(),
+            message: format!("the request did not finish: {e}"),
+        }),
+    }
+}
+
 #[async_trait::async_trait]
 impl SyncControl for ScriptSyncs {
     async fn trigger(&self, body: &[u8]) -> Result<(), SyncControlError> {
@@ -318,10 +335,8 @@ impl SyncControl for ScriptSyncs {
             connection_id: None,
             provider_config_key: None,
         };
-        trigger_body(&self.app, &self.env, none, body)
-            .await
-            .map(|_| ())
-            .map_err(control_error)
+        let (app, env) = (self.app.clone(), self.env.clone());
+        whole(async move { trigger_body(&app, &env, none, body).await }).await
     }
 
     async fn start(&self, body: &[u8]) -> Result<(), SyncControlError> {
@@ -330,10 +345,8 @@ impl SyncControl for ScriptSyncs {
             connection_id: None,
             provider_config_key: None,
         };
-        start_or_pause(&self.app, &self.env, none, body, false)
-            .await
-            .map(|_| ())
-            .map_err(control_error)
+        let (app, env) = (self.app.clone(), self.env.clone());
+        whole(async move { start_or_pause(&app, &env, none, body, false).await }).await
     }
 }
 
