@@ -278,6 +278,7 @@ impl HostState {
     /// server's [`crate::exec::SyncControl`]; logged and not run without
     /// one.
     async fn sync_control(&mut self, what: &str, body: Vec<u8>) -> Result<(), NangoError> {
+        self.check_payload(&format!("the {what} request"), body.len())?;
         let Some(control) = self.services.syncs.clone() else {
             self.push_log(crate::exec::LogEntry::internal(
                 crate::exec::LogLevel::Info,
