@@ -292,6 +292,85 @@ async fn a_failing_validate_connection_script_refuses_the_connection() {
     s.server.stop().await;
 }
 
+/// A connection whose `validate-connection` check is running is not yet
+/// created: a sync its check asks for is refused (the connection is not
+/// found), so a connection refused by its check leaves no schedule, trigger
+/// or run behind for the next one of its id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_being_validated_gets_no_sync_runs_from_its_check() {
+    let s = EventsServer::start().await;
+    let c = &s.c;
+    let definitions = vec![json!({
+        "providerConfigKey": "hubspot",
+        "syncs": [{"name": "contacts", "runs": "every day", "output": ["Contact"], "auto_start": false}],
+        "actions": [],
+        "onEventScripts": {
+            "post-connection-creation": [],
+            "pre-connection-deletion": [],
+            "validate-connection": ["check"]
+        }
+    })];
+    deploy_definitions(
+        c,
+        definitions,
+        "hubspot",
+        &[
+            (guests::HUBSPOT_RUST_CONTACTS, "contacts", ScriptKind::Sync),
+            (guests::ON_EVENT_NOTIFY, "check", ScriptKind::OnEvent),
+        ],
+    )
+    .await;
+    let (code, out) = c
+        .send(
+            "POST",
+            "/connection",
+            Some(
+                json!({"provider_config_key": "hubspot", "connection_id": "v", "access_token": "t",
+                "metadata": {"trigger_sync": "contacts", "fail_events": true}}),
+            ),
+        )
+        .await;
+    assert_eq!(
+        (code, out["error"]["code"].as_str()),
+        (400, Some("connection_test_failed")),
+        "{out}"
+    );
+    let triggers: Vec<Value> = s
+        .events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|e| e["connection"] == "v")
+        .map(|e| e["trigger"].clone())
+        .collect();
+    assert_eq!(triggers, vec![json!("unknown_connection")]);
+    // Created again with credentials that pass: a new connection, its sync
+    // scheduled paused (`auto_start: false`) with no run asked for.
+    let (code, out) = c
+        .send(
+            "POST",
+            "/connection",
+            Some(json!({"provider_config_key": "hubspot", "connection_id": "v", "access_token": "t"})),
+        )
+        .await;
+    assert_eq!(code, 201, "{out}");
+    let (code, status) = c
+        .send(
+            "GET",
+            "/sync/status?provider_config_key=hubspot&syncs=contacts&connection_id=v",
+            None,
+        )
+        .await;
+    assert_eq!(code, 200, "{status}");
+    let sync = &status["syncs"][0];
+    assert_eq!(
+        (&sync["status"], &sync["latestExecutionStatus"]),
+        (&json!("PAUSED"), &Value::Null),
+        "{status}"
+    );
+    s.server.stop().await;
+}
+
 async fn wait(what: &str, cond: impl Fn() -> bool) {
     let t = Instant::now();
     while !cond() {
