@@ -11,6 +11,7 @@ mod features;
 mod incoming;
 mod limits;
 mod logs;
+mod oauth;
 mod paginate;
 mod project;
 mod proxy;

@@ -157,6 +157,8 @@ pub struct App {
     /// This app, for what scripts are handed that must reach it
     /// (`triggerSync`); set once it is in its `Arc` ([`App::set_self`]).
     me: std::sync::OnceLock<std::sync::Weak<App>>,
+    /// Frontend SDKs waiting on the websocket for an OAuth flow's result.
+    pub oauth_clients: crate::api::oauth::Clients,
 }
 
 impl App {
@@ -243,6 +245,7 @@ impl App {
             components_gate: Default::default(),
             reclaim_requested: Default::default(),
             me: std::sync::OnceLock::new(),
+            oauth_clients: Default::default(),
             store,
             runtime,
             providers,

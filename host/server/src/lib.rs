@@ -105,7 +105,12 @@ async fn serve(
     mut stop: tokio::sync::oneshot::Receiver<()>,
 ) {
     let (header_timeout, body_idle_timeout) = timeouts;
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    // At `stop` each connection is told to finish (an idle one closes at
+    // once, one with a request in flight after its answer); `open` closes
+    // when the last connection's task has ended. (hyper-util's
+    // `GracefulShutdown` does not take connections that can upgrade.)
+    let (closing, closing_rx) = tokio::sync::watch::channel(false);
+    let (open, mut all_closed) = tokio::sync::mpsc::channel::<()>(1);
     let service = hyper_util::service::TowerToHyperService::new(
         tower_http::timeout::RequestBodyTimeout::new(router, body_idle_timeout),
     );
@@ -133,14 +138,27 @@ async fn serve(
             // answer; by default the request was dropped, unanswered,
             // although its write had landed.
             .half_close(true)
-            .serve_connection(hyper_util::rt::TokioIo::new(tcp), service.clone());
-        let connection = graceful.watch(connection);
+            .serve_connection(hyper_util::rt::TokioIo::new(tcp), service.clone())
+            // The OAuth flow's websocket (`GET /` upgraded).
+            .with_upgrades();
+        let mut closing = closing_rx.clone();
+        let open = open.clone();
         tokio::spawn(async move {
-            let _ = connection.await;
+            let mut connection = std::pin::pin!(connection);
+            tokio::select! {
+                _ = connection.as_mut() => {}
+                _ = async { closing.wait_for(|c| *c).await.map(|_| ()) } => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = connection.await;
+                }
+            }
+            drop(open);
         });
     }
     drop(listener);
-    graceful.shutdown().await;
+    let _ = closing.send(true);
+    drop(open);
+    let _ = all_closed.recv().await;
 }
 
 /// How much of a shared pool (execution permits, sync slots) one

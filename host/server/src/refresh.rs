@@ -169,7 +169,125 @@ fn expiring(c: &Connection, now: DateTime<Utc>) -> bool {
         && expires_at(&c.credentials).is_some_and(|at| at - REFRESH_MARGIN <= now)
 }
 
+/// Sends a token request and reads its JSON answer, a chunk at a time up
+/// to a bound (decompressed): a token is a few kilobytes, and an endpoint
+/// streaming gigabytes must not fill the server's memory. A refusal's
+/// text is shown with `secrets` redacted (an endpoint may echo what it
+/// was sent).
+async fn token_answer<'a>(
+    request: reqwest::RequestBuilder,
+    secrets: impl IntoIterator<Item = &'a str>,
+) -> Result<Map<String, Value>, String> {
+    let mut response = request
+        .header("accept", "application/json")
+        .timeout(TOKEN_TIMEOUT)
+        .send()
+        .await
+        .map_err(|e| format!("the token endpoint did not answer: {}", with_sources(&e)))?;
+    let status = response.status();
+    let mut bytes: Vec<u8> = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| format!("the token endpoint's answer was cut: {e}"))?
+    {
+        if bytes.len() + chunk.len() > MAX_TOKEN_RESPONSE {
+            return Err(format!(
+                "the token endpoint's answer is longer than {MAX_TOKEN_RESPONSE} bytes"
+            ));
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    let body = String::from_utf8_lossy(&bytes).into_owned();
+    if !status.is_success() {
+        let body = sluice_runtime::proxy::redact_values(&body, secrets);
+        let shown: String = body.chars().take(300).collect();
+        return Err(format!(
+            "the token endpoint answered HTTP {status}: {shown}"
+        ));
+    }
+    serde_json::from_str(&body)
+        .map_err(|e| format!("the token endpoint's answer is not a JSON object: {e}"))
+}
+
 impl Connections {
+    /// The client and URL a token request for connection `c` goes to:
+    /// `template` expanded with its values (a host they choose must be a
+    /// public address), or the mock upstream when the server has one.
+    fn token_target(
+        &self,
+        template: &str,
+        c: &Connection,
+    ) -> Result<(reqwest::Client, String), String> {
+        let (mut url, public_only) = token_url(template, c, &self.allowed_hosts)?;
+        let http = if public_only && self.redirect.is_none() {
+            sluice_runtime::proxy::public_only_client()
+        } else {
+            self.http.clone()
+        };
+        if let Some(to) = &self.redirect {
+            // Refused rather than sent to the real host (with the client
+            // secret) should the URL not take the mock's address.
+            let mut u = url::Url::parse(&url).map_err(|e| format!("token URL `{url}`: {e}"))?;
+            u.set_scheme(to.scheme())
+                .and_then(|()| u.set_host(to.host_str()).map_err(|_| ()))
+                .and_then(|()| u.set_port(to.port_or_known_default()))
+                .map_err(|()| {
+                    format!("token URL `{url}` cannot be sent to the mock upstream {to}")
+                })?;
+            url = u.to_string();
+        }
+        Ok((http, url))
+    }
+
+    /// The OAuth2 authorization-code grant (the last step of the OAuth
+    /// flow): `code` exchanged at the provider's token URL, expanded with
+    /// the new connection's values (`c`, whose credentials are not used).
+    /// Returns the token endpoint's answer.
+    pub(crate) async fn exchange_code(
+        &self,
+        c: &Connection,
+        form: Vec<(String, String)>,
+        basic: Option<(&str, &str)>,
+        json_body: bool,
+        client_secret: &str,
+    ) -> Result<Map<String, Value>, String> {
+        let provider = self
+            .providers
+            .get(&c.provider)
+            .ok_or_else(|| format!("provider `{}` is not in the catalogue", c.provider))?;
+        let template = provider
+            .token_url
+            .as_deref()
+            .ok_or_else(|| format!("provider `{}` has no token_url", c.provider))?;
+        let (http, url) = self.token_target(template, c)?;
+        let mut request = http.post(&url).header("user-agent", "Nango");
+        if let Some((id, secret)) = basic {
+            request = request.basic_auth(id, Some(secret));
+        }
+        request = if json_body {
+            let body: Map<String, Value> = form
+                .iter()
+                .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                .collect();
+            request
+                .header("content-type", "application/json")
+                .body(Value::Object(body).to_string())
+        } else {
+            let encoded = url::form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(&form)
+                .finish();
+            request
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(encoded)
+        };
+        let code = form
+            .iter()
+            .find(|(k, _)| k == "code")
+            .map(|(_, v)| v.as_str());
+        token_answer(request, [client_secret].into_iter().chain(code)).await
+    }
+
     pub fn new(
         store: EnvStore,
         providers: Arc<ProviderCatalog>,
@@ -390,24 +508,7 @@ impl Connections {
             .token_url
             .as_deref()
             .ok_or_else(|| format!("provider `{}` has no token_url", c.provider))?;
-        let (mut url, public_only) = token_url(template, c, &self.allowed_hosts)?;
-        let http = if public_only && self.redirect.is_none() {
-            sluice_runtime::proxy::public_only_client()
-        } else {
-            self.http.clone()
-        };
-        if let Some(to) = &self.redirect {
-            // Refused rather than sent to the real host (with the client
-            // secret) should the URL not take the mock's address.
-            let mut u = url::Url::parse(&url).map_err(|e| format!("token URL `{url}`: {e}"))?;
-            u.set_scheme(to.scheme())
-                .and_then(|()| u.set_host(to.host_str()).map_err(|_| ()))
-                .and_then(|()| u.set_port(to.port_or_known_default()))
-                .map_err(|()| {
-                    format!("token URL `{url}` cannot be sent to the mock upstream {to}")
-                })?;
-            url = u.to_string();
-        }
+        let (http, url) = self.token_target(template, c)?;
         let integration = self
             .store
             .integration(&c.provider_config_key)
@@ -431,51 +532,19 @@ impl Connections {
         let encoded = url::form_urlencoded::Serializer::new(String::new())
             .extend_pairs(&form)
             .finish();
-        let response = http
+        let request = http
             .post(&url)
-            .header("accept", "application/json")
             .header("content-type", "application/x-www-form-urlencoded")
-            .body(encoded)
-            .timeout(TOKEN_TIMEOUT)
-            .send()
-            .await
-            .map_err(|e| format!("the token endpoint did not answer: {}", with_sources(&e)))?;
-        let status = response.status();
-        // Read a chunk at a time up to a bound (decompressed): a token is a
-        // few kilobytes, and an endpoint streaming gigabytes must not fill
-        // the server's memory.
-        let mut response = response;
-        let mut bytes: Vec<u8> = Vec::new();
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|e| format!("the token endpoint's answer was cut: {e}"))?
-        {
-            if bytes.len() + chunk.len() > MAX_TOKEN_RESPONSE {
-                return Err(format!(
-                    "the token endpoint's answer is longer than {MAX_TOKEN_RESPONSE} bytes"
-                ));
-            }
-            bytes.extend_from_slice(&chunk);
-        }
-        let body = String::from_utf8_lossy(&bytes).into_owned();
-        if !status.is_success() {
-            // An endpoint may echo what it was sent: the refresh token and
-            // the client secret are not shown (nor stored in the errors
-            // and the logs this message goes to).
-            let secrets = c.credentials.secrets();
-            let values = secrets
-                .iter()
-                .map(String::as_str)
-                .chain(integration.oauth_client_secret.as_deref());
-            let body = sluice_runtime::proxy::redact_values(&body, values);
-            let shown: String = body.chars().take(300).collect();
-            return Err(format!(
-                "the token endpoint answered HTTP {status}: {shown}"
-            ));
-        }
-        let raw: Map<String, Value> = serde_json::from_str(&body)
-            .map_err(|e| format!("the token endpoint's answer is not a JSON object: {e}"))?;
+            .body(encoded);
+        // An endpoint may echo what it was sent: the refresh token and the
+        // client secret are not shown (nor stored in the errors and the
+        // logs this message goes to).
+        let secrets = c.credentials.secrets();
+        let values = secrets
+            .iter()
+            .map(String::as_str)
+            .chain(integration.oauth_client_secret.as_deref());
+        let raw = token_answer(request, values).await?;
         let token = raw
             .get("access_token")
             .and_then(Value::as_str)

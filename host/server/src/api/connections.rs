@@ -545,9 +545,6 @@ async fn create(
     unknown: fn(&str) -> ApiError,
     public: bool,
 ) -> ApiResult<(axum::http::StatusCode, Json<Value>)> {
-    // Held until the connection is stored and scheduled: its integration
-    // cannot be deleted meanwhile.
-    let integration_kept = env.integrations_lock.read().await;
     let integration = env
         .store
         .integration(&pck)
@@ -597,6 +594,64 @@ async fn create(
     // kept.
     let (end_user, tags) = labels(&body)?;
     let webhook_url = webhook_url_override(&body)?;
+    let draft = Draft {
+        provider_config_key: pck,
+        connection_id: cid,
+        credentials: creds,
+        metadata,
+        connection_config,
+        end_user,
+        tags,
+        webhook_url,
+    };
+    let c = store(&app, &env, draft, unknown).await?;
+    // 201 on every import, new or not, as the original answers.
+    Ok((axum::http::StatusCode::CREATED, Json(view(&env, &c).await)))
+}
+
+/// A connection to store: what a request gives. Each `None` is left as
+/// stored (a new connection: none); `Some(None)` of `webhook_url` removes
+/// the override.
+pub(crate) struct Draft {
+    pub provider_config_key: String,
+    pub connection_id: String,
+    pub credentials: Credentials,
+    pub metadata: Option<Value>,
+    pub connection_config: Option<Map<String, Value>>,
+    pub end_user: Option<Value>,
+    pub tags: Option<end_users::Tags>,
+    pub webhook_url: Option<Option<String>>,
+}
+
+/// Stores a connection, new or not, as an import does: checked by the
+/// integration's `validate-connection` scripts (a new one that fails is
+/// deleted again), its errors cleared, its syncs scheduled, and a new
+/// one's `post-connection-creation` scripts started. `unknown` is the
+/// error for an integration this environment does not have.
+pub(crate) async fn store(
+    app: &Arc<App>,
+    env: &Arc<crate::app::EnvState>,
+    draft: Draft,
+    unknown: fn(&str) -> ApiError,
+) -> ApiResult<Connection> {
+    let Draft {
+        provider_config_key: pck,
+        connection_id: cid,
+        credentials: creds,
+        metadata,
+        connection_config,
+        end_user,
+        tags,
+        webhook_url,
+    } = draft;
+    // Held until the connection is stored and scheduled: its integration
+    // cannot be deleted meanwhile.
+    let integration_kept = env.integrations_lock.read().await;
+    let integration = env
+        .store
+        .integration(&pck)
+        .await?
+        .ok_or_else(|| unknown(&pck))?;
     let now = Utc::now();
     // A deletion of this id under way is waited for: what it deletes is
     // not this import's.
@@ -680,7 +735,7 @@ async fn create(
     // the stored credentials: a failure refuses a new connection (it is
     // deleted again) and marks an existing one's credentials as failed,
     // as the original does on a reconnect.
-    if let Err(failure) = crate::runner::validate_connection(&app, &env, &conn).await {
+    if let Err(failure) = crate::runner::validate_connection(app, env, &conn).await {
         let message = failure.message;
         let key = format!("{}/{}", conn.provider_config_key, conn.connection_id);
         if is_new {
@@ -727,7 +782,7 @@ async fn create(
             .await?;
     }
     // The `auto_start` syncs start now; the others are scheduled paused.
-    app.scheduler.connection_created(&env, &conn).await?;
+    app.scheduler.connection_created(env, &conn).await?;
     // A deletion that began after the wait above and went first leaves no
     // connection: its schedules go again, and the import is not answered
     // as stored.
@@ -736,7 +791,7 @@ async fn create(
         .connection_exists(&conn.provider_config_key, &conn.connection_id)
         .await?
     {
-        app.scheduler.connection_gone(&env, &conn).await?;
+        app.scheduler.connection_gone(env, &conn).await?;
         return Err(ApiError::new(
             axum::http::StatusCode::CONFLICT,
             "connection_deleted",
@@ -753,8 +808,7 @@ async fn create(
     // Until here: an integration deleted meanwhile would leave this
     // connection's schedule behind.
     drop(integration_kept);
-    // 201 on every import, new or not, as the original answers.
-    Ok((axum::http::StatusCode::CREATED, Json(view(&env, &c).await)))
+    Ok(c)
 }
 
 #[derive(Deserialize)]

@@ -3,12 +3,14 @@
 //! connection headers) and the router.
 
 pub mod actions;
+pub mod connect;
 pub mod connections;
 pub mod deploy;
 pub mod end_users;
 pub mod incoming;
 pub mod integrations;
 pub mod logs;
+pub mod oauth;
 pub mod providers;
 pub mod proxy;
 pub mod records;
@@ -408,8 +410,9 @@ async fn health(
 
 /// The routes the original's API takes JSON on: a request to one with a
 /// `Content-Type` that is not JSON is refused, as there.
-const JSON_ROUTES: [&str; 11] = [
+const JSON_ROUTES: [&str; 12] = [
     "/integrations",
+    "/connect",
     "/connection",
     "/connections",
     "/environment-variables",
@@ -565,6 +568,15 @@ fn routes(app: Arc<App>) -> Router {
         }));
     Router::new()
         .route("/health", get(health))
+        .route("/", get(oauth::websocket))
+        .route("/connect/sessions", post(connect::create))
+        .route("/connect/sessions/reconnect", post(connect::reconnect))
+        .route(
+            "/connect/session",
+            get(connect::get).delete(connect::delete),
+        )
+        .route("/oauth/connect/{key}", get(oauth::connect))
+        .route("/oauth/callback", get(oauth::callback))
         .route("/records", get(records::get_records))
         .route("/records/prune", patch(records::prune))
         .route("/action/trigger", post(actions::trigger))

@@ -1,0 +1,952 @@
+//! The OAuth2 authorization-code flow that creates a connection from a
+//! browser, as the original's: the app's backend creates a connect session
+//! ([`super::connect`]), the browser opens `GET /oauth/connect/:key?
+//! connect_session_token=…` (a popup, or `@nangohq/frontend`'s `auth()`),
+//! which redirects to the provider's authorization URL; the provider sends
+//! the browser back to `GET /oauth/callback?code&state`, where the code is
+//! exchanged for tokens at the provider's token URL and the connection is
+//! stored as an import stores one (validated, its syncs scheduled, its
+//! `post-connection-creation` scripts run). The browser gets the
+//! original's page, which tells its opener (`postMessage` and a
+//! `BroadcastChannel`); a frontend SDK waiting on the websocket (`GET /`
+//! upgraded) gets `{message_type: "success" | "error", …}`.
+//!
+//! A flow between the redirect and the callback is a document of its
+//! environment (`oauth_flows`, keyed by its `state`), used once; one never
+//! finished lapses after an hour. PKCE (S256) is used unless the provider
+//! says `disable_pkce`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::State;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+use sha2::{Digest as _, Sha256};
+use sluice_runtime::connection::{Connection, Credentials};
+
+use super::connect::{self, ConnectSession};
+use super::connections::{self, Draft};
+use crate::app::{App, EnvState};
+use crate::error::ApiError;
+
+/// The document collection of an environment's OAuth flows under way.
+const FLOWS: &str = "oauth_flows";
+
+/// How long a flow waits for its callback.
+const FLOW_TTL: chrono::Duration = chrono::Duration::hours(1);
+
+/// The longest query string taken from the browser or the provider.
+const MAX_QUERY: usize = 16 << 10;
+
+/// An OAuth flow between the redirect and the callback.
+#[derive(Serialize, Deserialize)]
+struct Flow {
+    provider_config_key: String,
+    provider: String,
+    connection_id: String,
+    callback_url: String,
+    /// PKCE's verifier (`None`: the provider disables PKCE).
+    code_verifier: Option<String>,
+    connection_config: Map<String, Value>,
+    end_user: Option<Value>,
+    tags: crate::api::end_users::Tags,
+    webhook_url_override: Option<String>,
+    /// The frontend SDK's websocket client waiting for the result.
+    ws_client_id: Option<String>,
+    /// A reconnect: the connection exists and gets new credentials.
+    reconnect: bool,
+    expires_at: DateTime<Utc>,
+}
+
+/// The websocket clients of frontend SDKs waiting for a flow's result, by
+/// the id this server gave each (`connection_ack`).
+#[derive(Default)]
+pub struct Clients {
+    senders: Mutex<HashMap<String, tokio::sync::mpsc::UnboundedSender<String>>>,
+}
+
+/// The most websocket clients waiting at once (each is a browser in the
+/// middle of connecting an account).
+const MAX_CLIENTS: usize = 10_000;
+
+impl Clients {
+    fn notify(&self, id: Option<&str>, message: Value) {
+        let Some(id) = id else {
+            return;
+        };
+        let sender = self
+            .senders
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
+        if let Some(s) = sender {
+            let _ = s.send(message.to_string());
+        }
+    }
+}
+
+/// `GET /` upgraded to a websocket: the frontend SDK's channel. The server
+/// names the client (`{message_type: "connection_ack", ws_client_id}`),
+/// the SDK passes that id to `/oauth/connect`, and the flow's result is
+/// sent here; then the socket closes. A plain `GET /` is 404.
+pub async fn websocket(
+    State(app): State<Arc<App>>,
+    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Response {
+    let Ok(ws) = ws else {
+        return ApiError::not_found("not_found", "no such route").into_response();
+    };
+    ws.max_message_size(64 << 10)
+        .on_upgrade(move |socket| client(app, socket))
+}
+
+async fn client(app: Arc<App>, mut socket: WebSocket) {
+    let id = uuid::Uuid::new_v4().to_string();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    {
+        let mut senders = app
+            .oauth_clients
+            .senders
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if senders.len() >= MAX_CLIENTS {
+            return;
+        }
+        senders.insert(id.clone(), tx);
+    }
+    let ack = json!({"message_type": "connection_ack", "ws_client_id": id}).to_string();
+    if socket.send(Message::Text(ack.into())).await.is_ok() {
+        // Until the flow's result, the client closing, or the flow's
+        // lifetime.
+        let deadline = tokio::time::sleep(FLOW_TTL.to_std().unwrap_or_default());
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                result = rx.recv() => {
+                    if let Some(text) = result {
+                        let _ = socket.send(Message::Text(text.into())).await;
+                    }
+                    break;
+                }
+                incoming = socket.recv() => match incoming {
+                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
+                    Some(Ok(_)) => {}
+                },
+                _ = &mut deadline => break,
+            }
+        }
+    }
+    app.oauth_clients
+        .senders
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&id);
+    let _ = socket.send(Message::Close(None)).await;
+}
+
+/// The page the browser gets at the end of the flow (or when it cannot
+/// start): it tells the window that opened it (`postMessage`, and a
+/// `BroadcastChannel` named `nango-oauth-callback`, as the original's
+/// page), and closes itself on success.
+fn page(error: Option<(&str, &str)>) -> Response {
+    let (status, title, detail, message) = match error {
+        None => (
+            StatusCode::OK,
+            "Successful connection \u{2705}",
+            "You can close this window.".to_string(),
+            json!({"type": "nango_oauth_callback_success"}),
+        ),
+        Some((kind, text)) => (
+            StatusCode::BAD_REQUEST,
+            "Connection failed \u{2715}",
+            text.to_string(),
+            json!({"type": "nango_oauth_callback_error", "payload": {"message": text, "errorType": kind}}),
+        ),
+    };
+    // The message goes into a script: `<`, `>` and `&` escaped so no text
+    // of a provider's can end the script element.
+    let message = message
+        .to_string()
+        .replace('<', "\\u003c")
+        .replace('>', "\\u003e")
+        .replace('&', "\\u0026");
+    let detail = detail
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;");
+    let close = if error.is_none() {
+        "setTimeout(function () { window.close(); }, 500);"
+    } else {
+        ""
+    };
+    let html = format!(
+        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>Connection</title></head>\n<body>\n<h1>{title}</h1>\n<p id=\"detail\">{detail}</p>\n<script>\n(function () {{\n  var message = {message};\n  window.__nangoOAuthError = message.type === 'nango_oauth_callback_error' ? message.payload : null;\n  try {{ if (window.opener) {{ window.opener.postMessage(message, '*'); }} }} catch (e) {{}}\n  try {{ var channel = new BroadcastChannel('nango-oauth-callback'); channel.postMessage(message); }} catch (e) {{}}\n  window.addEventListener('message', function (event) {{\n    if (event.data && event.data.type === 'nango_oauth_callback_ack') {{ window.close(); }}\n  }});\n  {close}\n}})();\n</script>\n</body></html>\n"
+    );
+    (
+        status,
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        html,
+    )
+        .into_response()
+}
+
+/// A failure shown to the browser (the page) and to the waiting frontend
+/// SDK (`{message_type: "error", …}`).
+struct Failure {
+    kind: &'static str,
+    message: String,
+}
+
+fn failure(kind: &'static str, message: impl Into<String>) -> Failure {
+    Failure {
+        kind,
+        message: message.into(),
+    }
+}
+
+fn fail(app: &App, ws: Option<&str>, pck: &str, cid: &str, f: Failure) -> Response {
+    app.oauth_clients.notify(
+        ws,
+        json!({
+            "message_type": "error",
+            "provider_config_key": pck,
+            "connection_id": cid,
+            "error_type": f.kind,
+            "error_desc": f.message,
+        }),
+    );
+    page(Some((f.kind, &f.message)))
+}
+
+/// A query string's pairs (repeated keys kept in order); `params[x]=v`
+/// and `authorization_params[x]=v` are collected apart, as the
+/// original's `qs` parsing makes them objects.
+struct Query {
+    plain: Vec<(String, String)>,
+    params: Map<String, Value>,
+    authorization_params: Map<String, Value>,
+}
+
+impl Query {
+    fn parse(raw: Option<&str>) -> Result<Self, ApiError> {
+        let raw = raw.unwrap_or("");
+        if raw.len() > MAX_QUERY {
+            return Err(ApiError::bad_request(
+                "invalid_query_params",
+                format!("the query string is longer than {MAX_QUERY} bytes"),
+            ));
+        }
+        let mut q = Query {
+            plain: Vec::new(),
+            params: Map::new(),
+            authorization_params: Map::new(),
+        };
+        for (k, v) in url::form_urlencoded::parse(raw.as_bytes()) {
+            let nested = |prefix: &str| {
+                k.strip_prefix(prefix)
+                    .and_then(|r| r.strip_suffix(']'))
+                    .map(str::to_string)
+            };
+            if let Some(key) = nested("params[") {
+                q.params.insert(key, Value::String(v.into_owned()));
+            } else if let Some(key) = nested("authorization_params[") {
+                q.authorization_params
+                    .insert(key, Value::String(v.into_owned()));
+            } else {
+                q.plain.push((k.into_owned(), v.into_owned()));
+            }
+        }
+        Ok(q)
+    }
+
+    fn get(&self, key: &str) -> Option<&str> {
+        self.plain
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+            .filter(|v| !v.is_empty())
+    }
+}
+
+fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// A provider definition's string map (`authorization_params`,
+/// `token_params`), each value expanded with the connection's values;
+/// the keys whose placeholders have none are named.
+fn expanded_params(
+    definition: &Map<String, Value>,
+    key: &str,
+    c: &Connection,
+) -> Result<Vec<(String, String)>, Vec<String>> {
+    let mut out = Vec::new();
+    let mut missing = Vec::new();
+    for (k, v) in definition
+        .get(key)
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+    {
+        let Some(template) = text(v) else {
+            continue;
+        };
+        match sluice_runtime::template::expand(&template, &|name| c.lookup(name)) {
+            Some(value) => out.push((k.clone(), value)),
+            None => missing.push(template),
+        }
+    }
+    if missing.is_empty() {
+        Ok(out)
+    } else {
+        Err(missing)
+    }
+}
+
+/// A connection carrying only the values the provider's templates read
+/// (`${connectionConfig.x}`).
+fn template_connection(
+    pck: &str,
+    cid: &str,
+    provider: &str,
+    config: &Map<String, Value>,
+) -> Connection {
+    let now = Utc::now();
+    Connection {
+        connection_id: cid.to_string(),
+        provider_config_key: pck.to_string(),
+        provider: provider.to_string(),
+        credentials: Credentials::try_from(Map::new()).unwrap_or_else(|_| unreachable!()),
+        connection_config: config.clone(),
+        metadata: Value::Null,
+        created_at: now,
+        updated_at: now,
+        end_user: Value::Null,
+        tags: Default::default(),
+        webhook_url_override: None,
+    }
+}
+
+/// `GET /oauth/connect/:key?connect_session_token=…`: starts the flow
+/// (302 to the provider's authorization URL).
+pub async fn connect(
+    State(app): State<Arc<App>>,
+    axum::extract::Path(key): axum::extract::Path<String>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+) -> Response {
+    match start(&app, &key, uri.query(), &headers).await {
+        Ok(Ok(location)) => (
+            StatusCode::FOUND,
+            [
+                (header::LOCATION, location),
+                (header::CACHE_CONTROL, "no-store".to_string()),
+            ],
+        )
+            .into_response(),
+        Ok(Err((ws, f))) => fail(&app, ws.as_deref(), &key, "", f),
+        Err(e) => e.into_response(),
+    }
+}
+
+type Started = Result<Result<String, (Option<String>, Failure)>, ApiError>;
+
+async fn start(app: &App, key: &str, query: Option<&str>, headers: &HeaderMap) -> Started {
+    let q = Query::parse(query)?;
+    let Some(token) = q.get("connect_session_token") else {
+        let (code, message) = if q.get("public_key").is_some() {
+            (
+                "deprecated_authentication",
+                "public keys are not supported: create a connect session (POST /connect/sessions) and pass its token as `connect_session_token`",
+            )
+        } else {
+            (
+                "missing_connect_session_token",
+                "the OAuth flow needs a connect session: pass the token of POST /connect/sessions as `connect_session_token`",
+            )
+        };
+        return Err(ApiError::new(StatusCode::UNAUTHORIZED, code, message));
+    };
+    let (env, session) = connect::find(app, token).await?;
+    if q.get("connection_id").is_some() {
+        return Err(ApiError::bad_request(
+            "invalid_query_params",
+            "connection_id is forbidden when using session token",
+        ));
+    }
+    if !session.allows(key) {
+        return Err(ApiError::bad_request(
+            "integration_not_allowed",
+            format!("this connect session does not allow integration `{key}`"),
+        ));
+    }
+    let ws = q.get("ws_client_id").map(str::to_string);
+    match flow(app, &env, &session, key, &q, headers).await {
+        Ok(Ok(location)) => Ok(Ok(location)),
+        Ok(Err(f)) => Ok(Err((ws, f))),
+        Err(e) => Err(e),
+    }
+}
+
+/// The authorization URL for integration `key`, with its flow stored.
+async fn flow(
+    app: &App,
+    env: &EnvState,
+    session: &ConnectSession,
+    key: &str,
+    q: &Query,
+    headers: &HeaderMap,
+) -> Result<Result<String, Failure>, ApiError> {
+    let Some(integration) = env.store.integration(key).await? else {
+        return Ok(Err(failure(
+            "provider_config_err",
+            format!("Could not find a Provider Config matching the \"{key}\" key."),
+        )));
+    };
+    let Some(provider) = app.providers.get(&integration.provider) else {
+        return Ok(Err(failure(
+            "unknown_config_key",
+            format!(
+                "The provider `{}` of integration `{key}` is not in the server's catalogue.",
+                integration.provider
+            ),
+        )));
+    };
+    let mode = provider.auth_mode.as_deref().unwrap_or("");
+    if mode != "OAUTH2" {
+        return Ok(Err(failure(
+            "unsupported_auth_mode",
+            format!(
+                "The OAuth flow connects OAUTH2 integrations; `{}` is {}: create its connections with POST /connections.",
+                integration.provider,
+                if mode.is_empty() {
+                    "of no auth mode"
+                } else {
+                    mode
+                }
+            ),
+        )));
+    }
+    let (Some(client_id), Some(_)) = (
+        integration
+            .oauth_client_id
+            .as_deref()
+            .filter(|s| !s.is_empty()),
+        integration
+            .oauth_client_secret
+            .as_deref()
+            .filter(|s| !s.is_empty()),
+    ) else {
+        return Ok(Err(failure(
+            "provider_config_err",
+            format!("Provider Config \"{key}\" is missing client ID, secret and/or scopes."),
+        )));
+    };
+    let definition = &provider.definition;
+    let defaults = session.defaults(key);
+    // The browser's `params[…]` (strings only), under the session's
+    // `connection_config`, which wins.
+    let mut config: Map<String, Value> = q
+        .params
+        .iter()
+        .filter(|(k, v)| v.is_string() && k.as_str() != "webhook_url")
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    if let Some(Value::Object(own)) = defaults.get("connection_config") {
+        config.extend(own.clone());
+    }
+    let scopes_override = config
+        .remove("oauth_scopes_override")
+        .and_then(|v| v.as_str().map(str::to_string));
+    let user_scope = match defaults.get("user_scopes").and_then(Value::as_str) {
+        Some(s) => Some(s.to_string()),
+        None if session.integrations_config_defaults.contains_key(key) => None,
+        None => q.get("user_scope").map(str::to_string),
+    };
+    if let Some(s) = &user_scope {
+        config.insert("user_scope".into(), Value::String(s.clone()));
+    }
+    let connection_id = session
+        .connection_id
+        .clone()
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    if session.connection_id.is_some() && !env.store.connection_exists(key, &connection_id).await? {
+        return Err(ApiError::bad_request(
+            "invalid_connection",
+            format!("the connection `{connection_id}` this session reconnects no longer exists"),
+        ));
+    }
+    let c = template_connection(key, &connection_id, &integration.provider, &config);
+    let template = definition
+        .get("authorization_url")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let missing_config = |url: &str| {
+        failure(
+            "url_param_err",
+            format!(
+                "Missing Connection Config param(s) in Auth request to interpolate url {url}. Provided Connection Config: {}",
+                Value::Object(config.clone())
+            ),
+        )
+    };
+    let Ok(expanded) = sluice_runtime::template::expand_url(template, &|k| c.lookup(k)) else {
+        return Ok(Err(missing_config(template)));
+    };
+    let mut url = match url::Url::parse(&expanded.url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") => u,
+        _ => {
+            return Ok(Err(failure(
+                "unknown_err",
+                format!(
+                    "Unknown error during the Oauth flow. The provider's authorization URL `{}` is not an http(s) URL.",
+                    expanded.url
+                ),
+            )));
+        }
+    };
+    url.set_query(None);
+    url.set_fragment(None);
+    let mut params = match expanded_params(definition, "authorization_params", &c) {
+        Ok(p) => p,
+        Err(_) => return Ok(Err(missing_config(template))),
+    };
+    if let Err(_missing) = expanded_params(definition, "token_params", &c) {
+        return Ok(Err(missing_config(template)));
+    }
+    if let Some(grant) = definition
+        .get("token_params")
+        .and_then(|p| p.get("grant_type"))
+        .and_then(Value::as_str)
+        && grant != "authorization_code"
+    {
+        return Ok(Err(failure(
+            "grant_type_err",
+            format!(
+                "The grant type `{grant}` of provider `{}` is not authorization_code.",
+                integration.provider
+            ),
+        )));
+    }
+    let pkce = definition
+        .get("disable_pkce")
+        .is_none_or(|v| v != &Value::Bool(true));
+    let code_verifier = pkce.then(connect::random_hex);
+    if let Some(verifier) = &code_verifier {
+        let challenge =
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(verifier));
+        params.push(("code_challenge".into(), challenge));
+        params.push(("code_challenge_method".into(), "S256".into()));
+    }
+    if integration.provider == "slack"
+        && let Some(s) = &user_scope
+    {
+        params.push(("user_scope".into(), s.clone()));
+    }
+    // The session's `authorization_params` replace the browser's.
+    let own = match defaults.get("authorization_params") {
+        Some(Value::Object(p)) => p.clone(),
+        _ => q.authorization_params.clone(),
+    };
+    for (k, v) in own {
+        params.retain(|(p, _)| *p != k);
+        if let Some(v) = v.as_str().filter(|v| *v != "undefined") {
+            params.push((k, v.to_string()));
+        }
+    }
+    let separator = definition
+        .get("scope_separator")
+        .and_then(Value::as_str)
+        .unwrap_or(" ");
+    let mut scopes: Vec<String> = scopes_override
+        .or(integration.oauth_scopes.clone())
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect();
+    for s in definition
+        .get("default_scopes")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+    {
+        if !scopes.iter().any(|have| have == s) {
+            scopes.push(s.to_string());
+        }
+    }
+    let state = uuid::Uuid::new_v4().to_string();
+    let callback_url = format!("{}/oauth/callback", super::base_url(app, headers));
+    let mut all: Vec<(String, String)> = vec![
+        ("response_type".into(), "code".into()),
+        ("client_id".into(), client_id.to_string()),
+        ("redirect_uri".into(), callback_url.clone()),
+        ("scope".into(), scopes.join(separator)),
+        ("state".into(), state.clone()),
+    ];
+    for (k, v) in params {
+        match all.iter_mut().find(|(have, _)| *have == k) {
+            Some(slot) => slot.1 = v,
+            None => all.push((k, v)),
+        }
+    }
+    url.query_pairs_mut().extend_pairs(&all);
+    let flow = Flow {
+        provider_config_key: key.to_string(),
+        provider: integration.provider.clone(),
+        connection_id,
+        callback_url,
+        code_verifier,
+        connection_config: config,
+        end_user: session.end_user.clone(),
+        tags: session.tags.clone(),
+        webhook_url_override: session.webhook_url_override.clone(),
+        ws_client_id: q.get("ws_client_id").map(str::to_string),
+        reconnect: session.connection_id.is_some(),
+        expires_at: Utc::now() + FLOW_TTL,
+    };
+    env.store.put_doc(FLOWS, &state, &flow).await?;
+    Ok(Ok(url.to_string()))
+}
+
+/// Deletes an environment's flows that lapsed (called now and then).
+pub(crate) async fn sweep(env: &EnvState) {
+    let now = Utc::now();
+    let mut after: Option<String> = None;
+    loop {
+        let Ok(page) = env
+            .store
+            .docs::<Flow>(FLOWS, "", after.as_deref(), 256, false)
+            .await
+        else {
+            return;
+        };
+        for (key, f) in &page {
+            if f.expires_at <= now {
+                let _ = env.store.delete_doc(FLOWS, key).await;
+            }
+        }
+        match page.last() {
+            Some((key, _)) if page.len() == 256 => after = Some(key.clone()),
+            _ => break,
+        }
+    }
+}
+
+/// `GET /oauth/callback?code&state`: the provider sends the browser back
+/// here. The code is exchanged and the connection stored; the work runs
+/// to its end even if the browser goes away.
+pub async fn callback(State(app): State<Arc<App>>, uri: axum::http::Uri) -> Response {
+    let query = uri.query().map(str::to_string);
+    match tokio::spawn(finish(app, query)).await {
+        Ok(response) => response,
+        Err(e) => page(Some((
+            "unknown_err",
+            &format!("Unknown error during the Oauth flow. {e}"),
+        ))),
+    }
+}
+
+/// What a provider says in the callback's query when it refused.
+const PROVIDER_ERRORS: [&str; 6] = [
+    "error",
+    "error_description",
+    "error_reason",
+    "error_uri",
+    "status_code",
+    "error_message",
+];
+
+async fn finish(app: Arc<App>, query: Option<String>) -> Response {
+    let q = match Query::parse(query.as_deref()) {
+        Ok(q) => q,
+        Err(e) => return page(Some(("invalid_query_params", &e.message))),
+    };
+    let Some(state) = q.get("state") else {
+        return page(Some(("invalid_oauth_state", "No state found in callback")));
+    };
+    // The flow is found in its environment and used once.
+    let mut found = None;
+    for env in app.envs() {
+        match env.store.doc::<Flow>(FLOWS, state).await {
+            Ok(Some(flow)) => {
+                if let Err(e) = env.store.delete_doc(FLOWS, state).await {
+                    return page(Some((
+                        "unknown_err",
+                        &format!("Unknown error during the Oauth flow. {e}"),
+                    )));
+                }
+                found = Some((env.clone(), flow));
+                break;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                return page(Some((
+                    "invalid_oauth_state",
+                    &format!("the flow of state {state} cannot be read: {e}"),
+                )));
+            }
+        }
+    }
+    let Some((env, flow)) = found.filter(|(_, f)| f.expires_at > Utc::now()) else {
+        return page(Some((
+            "invalid_oauth_state",
+            &format!("No session found for state: \"{state}\""),
+        )));
+    };
+    let ws = flow.ws_client_id.clone();
+    let (pck, cid) = (flow.provider_config_key.clone(), flow.connection_id.clone());
+    match exchange(&app, &env, &q, flow).await {
+        Ok(()) => {
+            app.oauth_clients.notify(
+                ws.as_deref(),
+                json!({
+                    "message_type": "success",
+                    "provider_config_key": pck,
+                    "connection_id": cid,
+                    "is_pending": false,
+                }),
+            );
+            page(None)
+        }
+        Err(f) => fail(&app, ws.as_deref(), &pck, &cid, f),
+    }
+}
+
+/// A dot path into a JSON value (`team.id`).
+fn at_path<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
+    path.split('.').try_fold(v, |v, k| v.get(k))
+}
+
+/// The callback's code exchanged for tokens, and the connection stored.
+async fn exchange(
+    app: &Arc<App>,
+    env: &Arc<EnvState>,
+    q: &Query,
+    flow: Flow,
+) -> Result<(), Failure> {
+    let provider = app.providers.get(&flow.provider).ok_or_else(|| {
+        failure(
+            "unknown_config_key",
+            format!(
+                "The provider `{}` is not in the server's catalogue.",
+                flow.provider
+            ),
+        )
+    })?;
+    let definition = &provider.definition;
+    let code_param = definition
+        .get("authorization_code_param_in_callback")
+        .and_then(Value::as_str)
+        .unwrap_or("code");
+    let Some(code) = q.get(code_param) else {
+        let said: Vec<String> = PROVIDER_ERRORS
+            .iter()
+            .filter_map(|k| q.get(k).map(|v| format!("{k}: {v}")))
+            .collect();
+        let mut message = "Did not get authorization code in the callback.".to_string();
+        if !said.is_empty() {
+            message = format!("{message} Provider error: {}", said.join("; "));
+        }
+        return Err(failure("callback_err", message));
+    };
+    let integration = env
+        .store
+        .integration(&flow.provider_config_key)
+        .await
+        .map_err(|e| {
+            failure(
+                "unknown_err",
+                format!("Unknown error during the Oauth flow. {e}"),
+            )
+        })?
+        .ok_or_else(|| {
+            failure(
+                "provider_config_err",
+                format!(
+                    "Could not find a Provider Config matching the \"{}\" key.",
+                    flow.provider_config_key
+                ),
+            )
+        })?;
+    let (client_id, client_secret) = (
+        integration.oauth_client_id.clone().unwrap_or_default(),
+        integration.oauth_client_secret.clone().unwrap_or_default(),
+    );
+    // The callback's values a provider sends there (`redirect_uri_metadata`).
+    let mut callback_metadata = Map::new();
+    for k in definition
+        .get("redirect_uri_metadata")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+    {
+        if let Some(v) = q.get(k) {
+            callback_metadata.insert(k.to_string(), Value::String(v.to_string()));
+        }
+    }
+    let mut values = callback_metadata.clone();
+    values.extend(flow.connection_config.clone());
+    let c = template_connection(
+        &flow.provider_config_key,
+        &flow.connection_id,
+        &flow.provider,
+        &values,
+    );
+    let mut form: Vec<(String, String)> = vec![
+        ("grant_type".into(), "authorization_code".into()),
+        ("code".into(), code.to_string()),
+        ("redirect_uri".into(), flow.callback_url.clone()),
+    ];
+    let header_auth = definition
+        .get("authorization_method")
+        .and_then(Value::as_str)
+        == Some("header");
+    if !header_auth {
+        form.push(("client_id".into(), client_id.clone()));
+        form.push(("client_secret".into(), client_secret.clone()));
+    }
+    if let Some(v) = &flow.code_verifier {
+        form.push(("code_verifier".into(), v.clone()));
+    }
+    let token_params = expanded_params(definition, "token_params", &c).map_err(|missing| {
+        failure(
+            "url_param_err",
+            format!(
+                "Missing Connection Config param(s) for the token request: {}",
+                missing.join(", ")
+            ),
+        )
+    })?;
+    for (k, v) in token_params {
+        form.retain(|(have, _)| *have != k);
+        form.push((k, v));
+    }
+    let basic = header_auth
+        || definition
+            .get("token_request_auth_method")
+            .and_then(Value::as_str)
+            == Some("basic");
+    let json_body = definition.get("body_format").and_then(Value::as_str) == Some("json");
+    let raw = env
+        .connections
+        .exchange_code(
+            &c,
+            form,
+            basic.then_some((client_id.as_str(), client_secret.as_str())),
+            json_body,
+            &client_secret,
+        )
+        .await
+        .map_err(|e| {
+            failure(
+                "unknown_err",
+                format!("Unknown error during the Oauth flow. {e}"),
+            )
+        })?;
+    let raw_value = Value::Object(raw.clone());
+    let access_token = definition
+        .get("alternate_access_token_response_path")
+        .and_then(Value::as_str)
+        .and_then(|p| at_path(&raw_value, p))
+        .or_else(|| raw.get("access_token"))
+        .and_then(Value::as_str)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| {
+            failure(
+                "unknown_err",
+                "Unknown error during the Oauth flow. The token endpoint's answer has no access_token.",
+            )
+        })?;
+    let mut creds = Map::new();
+    creds.insert("type".into(), Value::String("OAUTH2".into()));
+    creds.insert(
+        "access_token".into(),
+        Value::String(access_token.to_string()),
+    );
+    if let Some(r) = raw.get("refresh_token").and_then(Value::as_str) {
+        creds.insert("refresh_token".into(), Value::String(r.to_string()));
+    }
+    let expires_in = raw.get("expires_in").and_then(|v| {
+        v.as_i64()
+            .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
+    });
+    if let Some(at) = expires_in.and_then(crate::refresh::expires_after) {
+        creds.insert(
+            "expires_at".into(),
+            Value::String(at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+        );
+    }
+    creds.insert("raw".into(), raw_value.clone());
+    let credentials: Credentials = serde_json::from_value(Value::Object(creds)).map_err(|e| {
+        failure(
+            "unknown_err",
+            format!("Unknown error during the Oauth flow. {e}"),
+        )
+    })?;
+    // The token answer's values the provider lists
+    // (`token_response_metadata`, strings and booleans), then the
+    // callback's, then the flow's own (an empty one filled from them).
+    let mut config = Map::new();
+    for k in definition
+        .get("token_response_metadata")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+    {
+        if let Some(v) = at_path(&raw_value, k).filter(|v| v.is_string() || v.is_boolean()) {
+            config.insert(k.to_string(), v.clone());
+        }
+    }
+    config.extend(callback_metadata);
+    for (k, v) in flow.connection_config {
+        if v.as_str() == Some("") && config.contains_key(&k) {
+            continue;
+        }
+        config.insert(k, v);
+    }
+    let draft = Draft {
+        provider_config_key: flow.provider_config_key,
+        connection_id: flow.connection_id,
+        credentials,
+        metadata: None,
+        connection_config: Some(config),
+        end_user: if flow.reconnect { None } else { flow.end_user },
+        tags: (!flow.reconnect || !flow.tags.is_empty()).then_some(flow.tags),
+        webhook_url: flow.webhook_url_override.map(Some),
+    };
+    connections::store(app, env, draft, |pck| {
+        ApiError::not_found(
+            "not_found",
+            format!("Integration `{pck}` does not exist in this environment"),
+        )
+    })
+    .await
+    .map_err(|e| {
+        let kind = if e.code == "connection_test_failed" {
+            "connection_validation_failed"
+        } else {
+            "unknown_err"
+        };
+        failure(kind, e.message)
+    })?;
+    Ok(())
+}

@@ -1,0 +1,493 @@
+//! Connecting an account from a browser against a real `sluice serve`:
+//! a connect session, the OAuth2 authorization-code flow with a mock
+//! provider (its authorization step played by the test, as a browser
+//! would follow it; its token endpoint a mock server), the frontend SDK's
+//! websocket, and the refusals.
+
+use std::sync::{Arc, Mutex};
+
+use base64::Engine as _;
+use futures_util::StreamExt as _;
+use serde_json::{Value, json};
+use sha2::{Digest as _, Sha256};
+use sluice_server::ServerConfig;
+use sluice_store::MasterKey;
+use sluice_tests::{MockRequest, MockResponse, MockServer};
+
+use crate::server::{Client, DEV_KEY, PROD_KEY, start_with};
+
+/// A browser: no redirects followed, so each step is seen.
+fn browser() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// The provider's answers: the token endpoint checks the grant (the code,
+/// PKCE's verifier against the challenge the authorization URL carried,
+/// the redirect URI, the client's credentials) and hands out tokens.
+struct Provider {
+    /// The code the "user" approved, and the challenge that came with it.
+    approved: Mutex<Option<(String, String)>>,
+    /// The token endpoint refuses every grant.
+    refuse: Mutex<bool>,
+    issued: Mutex<u32>,
+}
+
+fn provider_handler(p: Arc<Provider>) -> sluice_project::mock::Handler {
+    Arc::new(move |req: &MockRequest| {
+        if req.path != "/oauth/token" {
+            return MockResponse::json(404, &json!({}));
+        }
+        if *p.refuse.lock().unwrap() {
+            return MockResponse::json(
+                400,
+                &json!({"error": "invalid_grant", "echo": String::from_utf8_lossy(&req.body)}),
+            );
+        }
+        let form: std::collections::HashMap<String, String> =
+            url::form_urlencoded::parse(&req.body)
+                .into_owned()
+                .collect();
+        let Some((code, challenge)) = p.approved.lock().unwrap().clone() else {
+            return MockResponse::json(400, &json!({"error": "nothing approved"}));
+        };
+        let verifier = form.get("code_verifier").cloned().unwrap_or_default();
+        let computed =
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(&verifier));
+        let ok = form.get("grant_type").map(String::as_str) == Some("authorization_code")
+            && form.get("code") == Some(&code)
+            && computed == challenge
+            && form.get("client_id").map(String::as_str) == Some("cid")
+            && form.get("client_secret").map(String::as_str) == Some("csecret")
+            && form
+                .get("redirect_uri")
+                .is_some_and(|u| u.ends_with("/oauth/callback"));
+        if !ok {
+            return MockResponse::json(400, &json!({"error": "bad grant", "form": form}));
+        }
+        let mut n = p.issued.lock().unwrap();
+        *n += 1;
+        MockResponse::json(
+            200,
+            &json!({
+                "access_token": format!("at-{n}"),
+                "refresh_token": format!("rt-{n}"),
+                "expires_in": 3600,
+                "team": {"id": "T1", "name": "Team"},
+            }),
+        )
+    })
+}
+
+fn providers_yaml(mock: &str) -> String {
+    format!(
+        "mockoauth:\n  auth_mode: OAUTH2\n  authorization_url: {mock}/authorize?ignored=1\n  token_url: {mock}/oauth/token\n  authorization_params:\n    prompt: consent\n  default_scopes:\n    - offline\n  scope_separator: ','\n  token_response_metadata:\n    - team.id\n  proxy:\n    base_url: {mock}\n"
+    )
+}
+
+async fn session(dev: &Client, body: Value) -> (u16, Value) {
+    dev.send("POST", "/connect/sessions", Some(body)).await
+}
+
+/// The frontend SDK's websocket: its client id from `connection_ack`.
+async fn websocket(
+    base: &str,
+) -> (
+    String,
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+) {
+    let url = format!("{}/", base.replacen("http://", "ws://", 1));
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let ack = next_json(&mut ws).await;
+    assert_eq!(ack["message_type"], "connection_ack", "{ack}");
+    (ack["ws_client_id"].as_str().unwrap().to_string(), ws)
+}
+
+async fn next_json(
+    ws: &mut tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+) -> Value {
+    let message = tokio::time::timeout(std::time::Duration::from_secs(30), ws.next())
+        .await
+        .expect("a websocket message within 30 s")
+        .expect("the socket is open")
+        .unwrap();
+    serde_json::from_str(message.to_text().unwrap()).unwrap()
+}
+
+/// Opens `/oauth/connect/…` as the browser: the 302's authorization URL,
+/// its query as pairs.
+async fn authorize(base: &str, query: &str) -> (url::Url, Vec<(String, String)>) {
+    let resp = browser()
+        .get(format!("{base}/oauth/connect/oauth-int?{query}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 302, "{}", resp.text().await.unwrap());
+    let location = url::Url::parse(resp.headers()["location"].to_str().unwrap()).unwrap();
+    let pairs = location.query_pairs().into_owned().collect();
+    (location, pairs)
+}
+
+fn param<'a>(pairs: &'a [(String, String)], key: &str) -> &'a str {
+    pairs
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+        .unwrap_or_else(|| panic!("no `{key}` in {pairs:?}"))
+}
+
+/// The provider sends the browser back: the callback's status and page.
+async fn callback(base: &str, query: &str) -> (u16, String) {
+    let resp = browser()
+        .get(format!("{base}/oauth/callback?{query}"))
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.text().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_connects_an_oauth2_account_through_a_connect_session() {
+    let provider = Arc::new(Provider {
+        approved: Mutex::new(None),
+        refuse: Mutex::new(false),
+        issued: Mutex::new(0),
+    });
+    let mock = MockServer::start(provider_handler(provider.clone()))
+        .await
+        .unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let master = MasterKey::generate();
+    let config = ServerConfig::new(data.path(), "127.0.0.1:0".parse().unwrap());
+    let server = start_with(config, &master, &providers_yaml(&mock.url())).await;
+    let dev = Client::new(&server, DEV_KEY);
+    let base = server.url();
+    let (status, body) = dev
+        .send(
+            "POST",
+            "/integrations",
+            Some(json!({"unique_key": "oauth-int", "provider": "mockoauth",
+                "credentials": {"type": "OAUTH2", "client_id": "cid", "client_secret": "csecret", "scopes": "read,write"}})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+
+    // The app's backend creates a session for its user.
+    let (status, body) = session(
+        &dev,
+        json!({"end_user": {"id": "u1", "email": "u1@example.com"}, "allowed_integrations": ["oauth-int"]}),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let token = body["data"]["token"].as_str().unwrap().to_string();
+    assert!(
+        token.starts_with("nango_connect_session_") && token.len() == 22 + 64,
+        "{token}"
+    );
+    let expires =
+        chrono::DateTime::parse_from_rfc3339(body["data"]["expires_at"].as_str().unwrap()).unwrap();
+    let minutes = (expires.with_timezone(&chrono::Utc) - chrono::Utc::now()).num_minutes();
+    assert!((28..=30).contains(&minutes), "{body}");
+    // The browser's view of its session.
+    let as_session = Client::at(&base, &token);
+    let (status, body) = as_session.send("GET", "/connect/session", None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["endUser"]["id"], "u1", "{body}");
+    assert_eq!(body["data"]["allowed_integrations"], json!(["oauth-int"]));
+    // The token is not a secret key.
+    let (status, body) = as_session.send("GET", "/connections", None).await;
+    assert_eq!(status, 401, "{body}");
+
+    // The frontend SDK: a websocket, then the popup.
+    let (ws_id, mut ws) = websocket(&base).await;
+    let (location, pairs) = authorize(
+        &base,
+        &format!("connect_session_token={token}&ws_client_id={ws_id}&params[region]=eu"),
+    )
+    .await;
+    assert_eq!(
+        format!(
+            "{}{}",
+            location.origin().ascii_serialization(),
+            location.path()
+        ),
+        format!("{}/authorize", mock.url())
+    );
+    assert_eq!(param(&pairs, "response_type"), "code");
+    assert_eq!(param(&pairs, "client_id"), "cid");
+    assert_eq!(
+        param(&pairs, "redirect_uri"),
+        format!("{base}/oauth/callback")
+    );
+    assert_eq!(param(&pairs, "scope"), "read,write,offline");
+    assert_eq!(param(&pairs, "prompt"), "consent");
+    assert_eq!(param(&pairs, "code_challenge_method"), "S256");
+    assert!(!pairs.iter().any(|(k, _)| k == "ignored"), "{pairs:?}");
+    let state = param(&pairs, "state").to_string();
+    // The user approves: the provider remembers the code with the
+    // challenge, and sends the browser back.
+    *provider.approved.lock().unwrap() = Some((
+        "code-1".to_string(),
+        param(&pairs, "code_challenge").to_string(),
+    ));
+    let (status, page) = callback(&base, &format!("code=code-1&state={state}")).await;
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("nango_oauth_callback_success"), "{page}");
+    let done = next_json(&mut ws).await;
+    assert_eq!(done["message_type"], "success", "{done}");
+    assert_eq!(done["provider_config_key"], "oauth-int");
+    let cid = done["connection_id"].as_str().unwrap().to_string();
+    assert_eq!(cid.len(), 36, "a UUID: {cid}");
+
+    // The connection is stored with its tokens, the browser's and the
+    // token answer's values, and the session's end user.
+    let (status, c) = dev
+        .send(
+            "GET",
+            &format!("/connections/{cid}?provider_config_key=oauth-int&refresh_token=true"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{c}");
+    assert_eq!(c["credentials"]["type"], "OAUTH2", "{c}");
+    assert_eq!(c["credentials"]["access_token"], "at-1", "{c}");
+    assert_eq!(c["credentials"]["refresh_token"], "rt-1", "{c}");
+    assert!(c["credentials"]["expires_at"].is_string(), "{c}");
+    assert_eq!(c["credentials"]["raw"]["team"]["name"], "Team", "{c}");
+    assert_eq!(c["connection_config"]["region"], "eu", "{c}");
+    assert_eq!(c["connection_config"]["team.id"], "T1", "{c}");
+    assert_eq!(c["end_user"]["id"], "u1", "{c}");
+    // Another environment sees nothing of it.
+    let prod = Client::new(&server, PROD_KEY);
+    let (status, body) = prod
+        .send(
+            "GET",
+            &format!("/connections/{cid}?provider_config_key=oauth-int"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("unknown_provider_config")),
+        "{body}"
+    );
+
+    // A state is used once.
+    let (status, page) = callback(&base, &format!("code=code-1&state={state}")).await;
+    assert_eq!(status, 400, "{page}");
+    assert!(page.contains("No session found for state"), "{page}");
+    assert_eq!(*provider.issued.lock().unwrap(), 1);
+
+    // Reconnecting: the same connection gets new tokens.
+    let (status, body) = dev
+        .send(
+            "POST",
+            "/connect/sessions/reconnect",
+            Some(json!({"connection_id": cid, "integration_id": "oauth-int"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let again = body["data"]["token"].as_str().unwrap().to_string();
+    let (_, pairs) = authorize(&base, &format!("connect_session_token={again}")).await;
+    *provider.approved.lock().unwrap() = Some((
+        "code-2".to_string(),
+        param(&pairs, "code_challenge").to_string(),
+    ));
+    let (status, page) = callback(
+        &base,
+        &format!("state={}&code=code-2", param(&pairs, "state")),
+    )
+    .await;
+    assert_eq!(status, 200, "{page}");
+    let (_, c) = dev
+        .send(
+            "GET",
+            &format!("/connections/{cid}?provider_config_key=oauth-int"),
+            None,
+        )
+        .await;
+    assert_eq!(c["credentials"]["access_token"], "at-2", "{c}");
+    assert_eq!(c["end_user"]["id"], "u1", "kept: {c}");
+    let (_, list) = dev.send("GET", "/connections", None).await;
+    assert_eq!(list["connections"].as_array().unwrap().len(), 1, "{list}");
+
+    // A deleted session's token no longer works.
+    let resp = reqwest::Client::new()
+        .delete(format!("{base}/connect/session"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 204);
+    let (status, body) = as_session.send("GET", "/connect/session", None).await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(body["error"]["code"], "unknown_connect_session_token");
+    let resp = browser()
+        .get(format!(
+            "{base}/oauth/connect/oauth-int?connect_session_token={token}"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+
+    // The connection the flow stored is there after a restart.
+    server.stop().await;
+    let config = ServerConfig::new(data.path(), "127.0.0.1:0".parse().unwrap());
+    let server = start_with(config, &master, &providers_yaml(&mock.url())).await;
+    let dev = Client::new(&server, DEV_KEY);
+    let (status, c) = dev
+        .send(
+            "GET",
+            &format!("/connections/{cid}?provider_config_key=oauth-int"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{c}");
+    assert_eq!(c["credentials"]["access_token"], "at-2", "{c}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oauth_flow_the_provider_or_its_token_endpoint_refuses_stores_nothing() {
+    let provider = Arc::new(Provider {
+        approved: Mutex::new(None),
+        refuse: Mutex::new(true),
+        issued: Mutex::new(0),
+    });
+    let mock = MockServer::start(provider_handler(provider.clone()))
+        .await
+        .unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let config = ServerConfig::new(data.path(), "127.0.0.1:0".parse().unwrap());
+    let server = start_with(config, &MasterKey::generate(), &providers_yaml(&mock.url())).await;
+    let dev = Client::new(&server, DEV_KEY);
+    let base = server.url();
+    for (key, creds) in [
+        (
+            "oauth-int",
+            json!({"type": "OAUTH2", "client_id": "cid", "client_secret": "csecret"}),
+        ),
+        (
+            "other-int",
+            json!({"type": "OAUTH2", "client_id": "cid", "client_secret": "csecret"}),
+        ),
+    ] {
+        let (status, body) = dev
+            .send(
+                "POST",
+                "/integrations",
+                Some(json!({"unique_key": key, "provider": "mockoauth", "credentials": creds})),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    // Sessions name what they allow; an unknown integration is refused.
+    let (status, body) = session(
+        &dev,
+        json!({"end_user": {"id": "u1"}, "allowed_integrations": ["nope"]}),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("`nope`"),
+        "{body}"
+    );
+    let (status, body) = session(&dev, json!({"allowed_integrations": ["oauth-int"]})).await;
+    assert_eq!(status, 400, "an end user or tags: {body}");
+    let (status, body) = session(
+        &dev,
+        json!({"end_user": {"id": "u1"}, "allowed_integrations": ["oauth-int"]}),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let token = body["data"]["token"].as_str().unwrap().to_string();
+
+    let open = |query: String| {
+        let base = base.clone();
+        async move {
+            let resp = browser()
+                .get(format!("{base}/oauth/connect/{query}"))
+                .send()
+                .await
+                .unwrap();
+            let status = resp.status().as_u16();
+            let text = resp.text().await.unwrap();
+            (status, text)
+        }
+    };
+    let (status, body) = open(format!("other-int?connect_session_token={token}")).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("integration_not_allowed"), "{body}");
+    let (status, body) = open(format!(
+        "oauth-int?connect_session_token={token}&connection_id=x"
+    ))
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("invalid_query_params"), "{body}");
+    let (status, body) =
+        open("oauth-int?connect_session_token=nango_connect_session_zz".into()).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(
+        body.contains("invalid_connect_session_token_format"),
+        "{body}"
+    );
+    let (status, body) = open("oauth-int".into()).await;
+    assert_eq!(status, 401, "{body}");
+
+    // The user says no: the provider's words reach the page and the SDK,
+    // escaped.
+    let (ws_id, mut ws) = websocket(&base).await;
+    let (_, pairs) = authorize(
+        &base,
+        &format!("connect_session_token={token}&ws_client_id={ws_id}"),
+    )
+    .await;
+    let state = param(&pairs, "state").to_string();
+    let (status, page) = callback(
+        &base,
+        &format!(
+            "state={state}&error=access_denied&error_description={}",
+            url::form_urlencoded::byte_serialize(b"no </script><script>alert(1)</script>")
+                .collect::<String>()
+        ),
+    )
+    .await;
+    assert_eq!(status, 400, "{page}");
+    assert!(page.contains("Did not get authorization code"), "{page}");
+    assert!(page.contains("error: access_denied"), "{page}");
+    assert!(!page.contains("<script>alert"), "{page}");
+    let said = next_json(&mut ws).await;
+    assert_eq!(said["message_type"], "error", "{said}");
+    assert_eq!(said["error_type"], "callback_err", "{said}");
+
+    // The token endpoint refuses the code: nothing is stored, and its
+    // echo of the client secret is not shown.
+    let (_, pairs) = authorize(&base, &format!("connect_session_token={token}")).await;
+    let (status, page) = callback(
+        &base,
+        &format!("state={}&code=code-1", param(&pairs, "state")),
+    )
+    .await;
+    assert_eq!(status, 400, "{page}");
+    assert!(page.contains("HTTP 400"), "{page}");
+    assert!(!page.contains("csecret"), "{page}");
+    let (_, list) = dev.send("GET", "/connections", None).await;
+    assert_eq!(list["connections"], json!([]), "{list}");
+
+    // A plain GET / is no route; a callback without a state is refused.
+    let (status, _) = dev.send("GET", "/", None).await;
+    assert_eq!(status, 404);
+    let (status, page) = callback(&base, "code=x").await;
+    assert_eq!(status, 400);
+    assert!(page.contains("No state found"), "{page}");
+    server.stop().await;
+}
