@@ -83,7 +83,8 @@ fn provider_handler(p: Arc<Provider>) -> sluice_project::mock::Handler {
 
 fn providers_yaml(mock: &str) -> String {
     format!(
-        "mockoauth:\n  auth_mode: OAUTH2\n  authorization_url: {mock}/authorize?ignored=1\n  token_url: {mock}/oauth/token\n  authorization_params:\n    prompt: consent\n  default_scopes:\n    - offline\n  scope_separator: ','\n  token_response_metadata:\n    - team.id\n  proxy:\n    base_url: {mock}\n"
+        "mockoauth:\n  auth_mode: OAUTH2\n  authorization_url: {mock}/authorize?ignored=1\n  token_url: {mock}/oauth/token\n  authorization_params:\n    prompt: consent\n  default_scopes:\n    - offline\n  scope_separator: ','\n  token_response_metadata:\n    - team.id\n  proxy:\n    base_url: {mock}\n\
+         mockhost:\n  auth_mode: OAUTH2\n  authorization_url: {mock}/authorize\n  token_url: https://${{connectionConfig.domain}}/oauth/token\n  proxy:\n    base_url: {mock}\n"
     )
 }
 
@@ -224,7 +225,7 @@ async fn a_browser_connects_an_oauth2_account_through_a_connect_session() {
         param(&pairs, "redirect_uri"),
         format!("{base}/oauth/callback")
     );
-    assert_eq!(param(&pairs, "scope"), "read,write,offline");
+    assert_eq!(param(&pairs, "scope"), "read,write");
     assert_eq!(param(&pairs, "prompt"), "consent");
     assert_eq!(param(&pairs, "code_challenge_method"), "S256");
     assert!(!pairs.iter().any(|(k, _)| k == "ignored"), "{pairs:?}");
@@ -483,11 +484,80 @@ async fn an_oauth_flow_the_provider_or_its_token_endpoint_refuses_stores_nothing
     let (_, list) = dev.send("GET", "/connections", None).await;
     assert_eq!(list["connections"], json!([]), "{list}");
 
+    // Where the client secret goes is the app's to say: a browser value
+    // that would be the token URL's whole host is refused, the session's
+    // is taken. An integration without scopes asks for the provider's
+    // default ones.
+    let (status, body) = dev
+        .send(
+            "POST",
+            "/integrations",
+            Some(json!({"unique_key": "host-int", "provider": "mockhost",
+                "credentials": {"type": "OAUTH2", "client_id": "cid", "client_secret": "csecret"}})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = session(
+        &dev,
+        json!({"end_user": {"id": "u2"}, "allowed_integrations": ["host-int", "other-int"]}),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let browser_token = body["data"]["token"].as_str().unwrap().to_string();
+    let (status, page) = open(format!(
+        "host-int?connect_session_token={browser_token}&params[domain]=attacker.example"
+    ))
+    .await;
+    assert_eq!(status, 400, "{page}");
+    assert!(
+        page.contains("url_param_err") && page.contains("`domain`"),
+        "{page}"
+    );
+    let (status, _) = open(format!("other-int?connect_session_token={browser_token}")).await;
+    assert_eq!(status, 302);
+    let resp = browser()
+        .get(format!(
+            "{base}/oauth/connect/other-int?connect_session_token={browser_token}"
+        ))
+        .send()
+        .await
+        .unwrap();
+    let location = url::Url::parse(resp.headers()["location"].to_str().unwrap()).unwrap();
+    let pairs: Vec<(String, String)> = location.query_pairs().into_owned().collect();
+    assert_eq!(param(&pairs, "scope"), "offline");
+    let (status, body) = session(
+        &dev,
+        json!({"end_user": {"id": "u2"}, "allowed_integrations": ["host-int"],
+            "integrations_config_defaults": {"host-int": {"connection_config": {"domain": "login.example.com"}}}}),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let pinned = body["data"]["token"].as_str().unwrap().to_string();
+    let (status, page) = open(format!(
+        "host-int?connect_session_token={pinned}&params[domain]=attacker.example"
+    ))
+    .await;
+    assert_eq!(status, 302, "{page}");
+
     // A plain GET / is no route; a callback without a state is refused.
     let (status, _) = dev.send("GET", "/", None).await;
     assert_eq!(status, 404);
     let (status, page) = callback(&base, "code=x").await;
     assert_eq!(status, 400);
     assert!(page.contains("No state found"), "{page}");
+
+    // A frontend still waiting when the server stops is told: its socket
+    // closes, and the stop does not wait for it.
+    let (_, mut waiting) = websocket(&base).await;
     server.stop().await;
+    let end = tokio::time::timeout(std::time::Duration::from_secs(10), waiting.next())
+        .await
+        .expect("the socket ends at the stop");
+    assert!(
+        matches!(
+            end,
+            None | Some(Err(_)) | Some(Ok(tokio_tungstenite::tungstenite::Message::Close(_)))
+        ),
+        "{end:?}"
+    );
 }

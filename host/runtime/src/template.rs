@@ -102,6 +102,27 @@ pub fn expand_url(
     Err(UrlTemplateError::Missing)
 }
 
+/// The placeholders of a URL template (in any of its `A || B`
+/// alternatives) whose value is the whole host or the whole URL: whoever
+/// gives one chooses where the URL goes, any public address. (A
+/// placeholder beside fixed text, `${connectionConfig.subdomain}.x.com`,
+/// stays within the template's domain.)
+pub fn host_choosing_keys(template: &str) -> Vec<String> {
+    let mut keys = Vec::new();
+    for alternative in template.split(" || ") {
+        let alternative = alternative.trim();
+        let (host_keys, whole) = host_placeholders(alternative);
+        if !whole {
+            continue;
+        }
+        match alternative.strip_prefix("${") {
+            Some(rest) => keys.extend(rest.find('}').map(|end| rest[..end].trim().to_string())),
+            None => keys.extend(host_keys),
+        }
+    }
+    keys
+}
+
 /// The placeholders in the host of a URL template, and whether one of them
 /// is the whole host (nothing fixed beside it: the value may carry its own
 /// path, `https://${connectionConfig.baseUrl}`) or the whole URL.
@@ -176,6 +197,22 @@ fn matching_close(s: &str) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_keys_that_choose_a_whole_host_are_named() {
+        assert_eq!(
+            host_choosing_keys("https://${connectionConfig.domain}/oauth/token"),
+            vec!["connectionConfig.domain".to_string()]
+        );
+        assert_eq!(
+            host_choosing_keys("${connectionConfig.instance_url}/token || https://x.com/t"),
+            vec!["connectionConfig.instance_url".to_string()]
+        );
+        assert!(
+            host_choosing_keys("https://${connectionConfig.subdomain}.zendesk.com/t").is_empty()
+        );
+        assert!(host_choosing_keys("https://x.com/${connectionConfig.path}").is_empty());
+    }
 
     fn lookup(key: &str) -> Option<String> {
         match key {

@@ -158,7 +158,7 @@ pub struct App {
     /// (`triggerSync`); set once it is in its `Arc` ([`App::set_self`]).
     me: std::sync::OnceLock<std::sync::Weak<App>>,
     /// Frontend SDKs waiting on the websocket for an OAuth flow's result.
-    pub oauth_clients: crate::api::oauth::Clients,
+    pub oauth_clients: Arc<crate::api::oauth::Clients>,
 }
 
 impl App {

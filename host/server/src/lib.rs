@@ -353,6 +353,7 @@ impl Server {
     /// Stops the scheduler (runs in progress end where they are, as in a
     /// crash), stops accepting and waits for requests in flight.
     pub async fn stop(mut self) {
+        self.app.oauth_clients.close();
         self.scheduler.abort();
         self.webhooks.abort();
         self.logs.abort();

@@ -450,6 +450,9 @@ pub async fn get(auth: SessionAuth) -> Json<Value> {
             e
         }),
         "expires_at": s.expires_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        // Where the frontend SDK opens its websocket (a self-hosted
+        // original's default too).
+        "websocketsPath": "/",
     });
     if let Some(a) = &s.allowed_integrations {
         data["allowed_integrations"] = json!(a);

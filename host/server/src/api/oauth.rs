@@ -16,7 +16,7 @@
 //! finished lapses after an hour. PKCE (S256) is used unless the provider
 //! says `disable_pkce`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use axum::extract::State;
@@ -61,19 +61,45 @@ struct Flow {
     ws_client_id: Option<String>,
     /// A reconnect: the connection exists and gets new credentials.
     reconnect: bool,
+    /// The `connection_config` keys the app gave (the session's
+    /// defaults): the only ones that may choose a URL's whole host.
+    #[serde(default)]
+    trusted: Vec<String>,
     expires_at: DateTime<Utc>,
 }
 
 /// The websocket clients of frontend SDKs waiting for a flow's result, by
-/// the id this server gave each (`connection_ack`).
-#[derive(Default)]
+/// the id this server gave each (`connection_ack`); and the flows whose
+/// callback is being handled (a `state` is used once, however many
+/// callbacks come at once).
 pub struct Clients {
     senders: Mutex<HashMap<String, tokio::sync::mpsc::UnboundedSender<String>>>,
+    taking: Mutex<HashSet<String>>,
+    /// Set at the server's stop: every socket closes.
+    closing: tokio::sync::watch::Sender<bool>,
+}
+
+impl Default for Clients {
+    fn default() -> Self {
+        Self {
+            senders: Mutex::default(),
+            taking: Mutex::default(),
+            closing: tokio::sync::watch::channel(false).0,
+        }
+    }
 }
 
 /// The most websocket clients waiting at once (each is a browser in the
 /// middle of connecting an account).
 const MAX_CLIENTS: usize = 10_000;
+
+/// How long a websocket waits for its flow's result: a user signing in
+/// at the provider, two-factor step included.
+const CLIENT_LIFE: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
+/// The largest frame or message a client may send (it has nothing to say
+/// but a close).
+const MAX_CLIENT_FRAME: usize = 4 << 10;
 
 impl Clients {
     fn notify(&self, id: Option<&str>, message: Value) {
@@ -89,6 +115,26 @@ impl Clients {
             let _ = s.send(message.to_string());
         }
     }
+
+    /// Every socket closes (the server stops).
+    pub fn close(&self) {
+        let _ = self.closing.send(true);
+    }
+
+    /// Marks `state` as being taken; `false` if another callback has it.
+    fn take(&self, state: &str) -> bool {
+        self.taking
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(state.to_string())
+    }
+
+    fn taken(&self, state: &str) {
+        self.taking
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(state);
+    }
 }
 
 /// `GET /` upgraded to a websocket: the frontend SDK's channel. The server
@@ -102,29 +148,37 @@ pub async fn websocket(
     let Ok(ws) = ws else {
         return ApiError::not_found("not_found", "no such route").into_response();
     };
-    ws.max_message_size(64 << 10)
-        .on_upgrade(move |socket| client(app, socket))
+    let clients = app.oauth_clients.clone();
+    ws.max_message_size(MAX_CLIENT_FRAME)
+        .max_frame_size(MAX_CLIENT_FRAME)
+        .on_upgrade(move |socket| client(clients, socket))
 }
 
-async fn client(app: Arc<App>, mut socket: WebSocket) {
+async fn client(clients: Arc<Clients>, mut socket: WebSocket) {
     let id = uuid::Uuid::new_v4().to_string();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    {
-        let mut senders = app
-            .oauth_clients
-            .senders
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if senders.len() >= MAX_CLIENTS {
-            return;
+    let full = {
+        let mut senders = clients.senders.lock().unwrap_or_else(|e| e.into_inner());
+        let full = senders.len() >= MAX_CLIENTS;
+        if !full {
+            senders.insert(id.clone(), tx);
         }
-        senders.insert(id.clone(), tx);
+        full
+    };
+    if full {
+        let said = json!({
+            "message_type": "error",
+            "error_type": "too_many_clients",
+            "error_desc": format!("{MAX_CLIENTS} browsers are waiting for a connection already; try again later"),
+        });
+        let _ = socket.send(Message::Text(said.to_string().into())).await;
+        let _ = socket.send(Message::Close(None)).await;
+        return;
     }
+    let mut closing = clients.closing.subscribe();
     let ack = json!({"message_type": "connection_ack", "ws_client_id": id}).to_string();
     if socket.send(Message::Text(ack.into())).await.is_ok() {
-        // Until the flow's result, the client closing, or the flow's
-        // lifetime.
-        let deadline = tokio::time::sleep(FLOW_TTL.to_std().unwrap_or_default());
+        let deadline = tokio::time::sleep(CLIENT_LIFE);
         tokio::pin!(deadline);
         loop {
             tokio::select! {
@@ -138,11 +192,12 @@ async fn client(app: Arc<App>, mut socket: WebSocket) {
                     Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
                     Some(Ok(_)) => {}
                 },
+                _ = async { closing.wait_for(|c| *c).await.map(|_| ()) } => break,
                 _ = &mut deadline => break,
             }
         }
     }
-    app.oauth_clients
+    clients
         .senders
         .lock()
         .unwrap_or_else(|e| e.into_inner())
@@ -459,26 +514,46 @@ async fn flow(
     let definition = &provider.definition;
     let defaults = session.defaults(key);
     // The browser's `params[…]` (strings only), under the session's
-    // `connection_config`, which wins.
+    // `connection_config`, which wins. With a session, the scopes are the
+    // app's to choose: the browser's `user_scope` and
+    // `params[oauth_scopes_override]` are not taken (as the original).
     let mut config: Map<String, Value> = q
         .params
         .iter()
-        .filter(|(k, v)| v.is_string() && k.as_str() != "webhook_url")
+        .filter(|(k, v)| {
+            v.is_string()
+                && !matches!(
+                    k.as_str(),
+                    "webhook_url" | "oauth_scopes_override" | "user_scope"
+                )
+        })
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    if let Some(Value::Object(own)) = defaults.get("connection_config") {
-        config.extend(own.clone());
-    }
+    let own = match defaults.get("connection_config") {
+        Some(Value::Object(own)) => own.clone(),
+        _ => Map::new(),
+    };
+    let trusted: Vec<String> = own.keys().cloned().collect();
+    config.extend(own);
     let scopes_override = config
         .remove("oauth_scopes_override")
         .and_then(|v| v.as_str().map(str::to_string));
-    let user_scope = match defaults.get("user_scopes").and_then(Value::as_str) {
-        Some(s) => Some(s.to_string()),
-        None if session.integrations_config_defaults.contains_key(key) => None,
-        None => q.get("user_scope").map(str::to_string),
-    };
+    let user_scope = defaults
+        .get("user_scopes")
+        .and_then(Value::as_str)
+        .map(str::to_string);
     if let Some(s) = &user_scope {
         config.insert("user_scope".into(), Value::String(s.clone()));
+    }
+    // A value that makes up a URL's whole host must be the app's: the
+    // client secret goes to the token URL.
+    for (which, template) in ["authorization_url", "token_url"]
+        .iter()
+        .filter_map(|w| Some((*w, definition_url(definition, w)?)))
+    {
+        if let Some(key) = untrusted_host_key(&template, &trusted, config.keys()) {
+            return Ok(Err(host_refused(key, which)));
+        }
     }
     let connection_id = session
         .connection_id
@@ -572,6 +647,8 @@ async fn flow(
         .get("scope_separator")
         .and_then(Value::as_str)
         .unwrap_or(" ");
+    // The session's override, else the integration's, else (an
+    // integration created without any) the provider's `default_scopes`.
     let mut scopes: Vec<String> = scopes_override
         .or(integration.oauth_scopes.clone())
         .unwrap_or_default()
@@ -580,16 +657,15 @@ async fn flow(
         .filter(|s| !s.is_empty())
         .map(str::to_string)
         .collect();
-    for s in definition
-        .get("default_scopes")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-    {
-        if !scopes.iter().any(|have| have == s) {
-            scopes.push(s.to_string());
-        }
+    if scopes.is_empty() {
+        scopes = definition
+            .get("default_scopes")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .map(str::to_string)
+            .collect();
     }
     let state = uuid::Uuid::new_v4().to_string();
     let callback_url = format!("{}/oauth/callback", super::base_url(app, headers));
@@ -619,10 +695,47 @@ async fn flow(
         webhook_url_override: session.webhook_url_override.clone(),
         ws_client_id: q.get("ws_client_id").map(str::to_string),
         reconnect: session.connection_id.is_some(),
+        trusted,
         expires_at: Utc::now() + FLOW_TTL,
     };
     env.store.put_doc(FLOWS, &state, &flow).await?;
     Ok(Ok(url.to_string()))
+}
+
+/// A provider's URL template (`authorization_url`, `token_url`: a string,
+/// or for `token_url` one per grant type, OAuth2's used).
+fn definition_url(definition: &Map<String, Value>, key: &str) -> Option<String> {
+    match definition.get(key)? {
+        Value::String(s) => Some(s.clone()),
+        Value::Object(m) => m
+            .get("OAUTH2")
+            .or_else(|| m.values().next())
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        _ => None,
+    }
+}
+
+/// A key among `given` that makes up `template`'s whole host and is not
+/// one the app gave (`trusted`).
+fn untrusted_host_key<'a>(
+    template: &str,
+    trusted: &[String],
+    given: impl Iterator<Item = &'a String> + Clone,
+) -> Option<String> {
+    sluice_runtime::template::host_choosing_keys(template)
+        .into_iter()
+        .filter_map(|k| k.strip_prefix("connectionConfig.").map(str::to_string))
+        .find(|k| given.clone().any(|g| g == k) && !trusted.contains(k))
+}
+
+fn host_refused(key: String, which: &str) -> Failure {
+    failure(
+        "url_param_err",
+        format!(
+            "`{key}` makes up the whole host of the provider's {which}: only the app may give it (the connect session's integrations_config_defaults.<integration>.connection_config), not the browser or the provider's redirect"
+        ),
+    )
 }
 
 /// Deletes an environment's flows that lapsed (called now and then).
@@ -682,6 +795,18 @@ async fn finish(app: Arc<App>, query: Option<String>) -> Response {
         return page(Some(("invalid_oauth_state", "No state found in callback")));
     };
     // The flow is found in its environment and used once.
+    if !app.oauth_clients.take(state) {
+        return page(Some((
+            "invalid_oauth_state",
+            &format!("No session found for state: \"{state}\""),
+        )));
+    }
+    let response = finish_state(&app, &q, state).await;
+    app.oauth_clients.taken(state);
+    response
+}
+
+async fn finish_state(app: &Arc<App>, q: &Query, state: &str) -> Response {
     let mut found = None;
     for env in app.envs() {
         match env.store.doc::<Flow>(FLOWS, state).await {
@@ -712,7 +837,7 @@ async fn finish(app: Arc<App>, query: Option<String>) -> Response {
     };
     let ws = flow.ws_client_id.clone();
     let (pck, cid) = (flow.provider_config_key.clone(), flow.connection_id.clone());
-    match exchange(&app, &env, &q, flow).await {
+    match exchange(app, &env, q, flow).await {
         Ok(()) => {
             app.oauth_clients.notify(
                 ws.as_deref(),
@@ -725,7 +850,7 @@ async fn finish(app: Arc<App>, query: Option<String>) -> Response {
             );
             page(None)
         }
-        Err(f) => fail(&app, ws.as_deref(), &pck, &cid, f),
+        Err(f) => fail(app, ws.as_deref(), &pck, &cid, f),
     }
 }
 
@@ -785,6 +910,15 @@ async fn exchange(
                 ),
             )
         })?;
+    if integration.provider != flow.provider {
+        return Err(failure(
+            "provider_config_err",
+            format!(
+                "Integration \"{}\" changed its provider during the flow; start again.",
+                flow.provider_config_key
+            ),
+        ));
+    }
     let (client_id, client_secret) = (
         integration.oauth_client_id.clone().unwrap_or_default(),
         integration.oauth_client_secret.clone().unwrap_or_default(),
@@ -801,6 +935,11 @@ async fn exchange(
         if let Some(v) = q.get(k) {
             callback_metadata.insert(k.to_string(), Value::String(v.to_string()));
         }
+    }
+    if let Some(template) = definition_url(definition, "token_url")
+        && let Some(key) = untrusted_host_key(&template, &flow.trusted, callback_metadata.keys())
+    {
+        return Err(host_refused(key, "token_url"));
     }
     let mut values = callback_metadata.clone();
     values.extend(flow.connection_config.clone());
@@ -862,33 +1001,50 @@ async fn exchange(
             )
         })?;
     let raw_value = Value::Object(raw.clone());
-    let access_token = definition
-        .get("alternate_access_token_response_path")
-        .and_then(Value::as_str)
-        .and_then(|p| at_path(&raw_value, p))
-        .or_else(|| raw.get("access_token"))
-        .and_then(Value::as_str)
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| {
-            failure(
-                "unknown_err",
-                "Unknown error during the Oauth flow. The token endpoint's answer has no access_token.",
-            )
-        })?;
+    // `access_token`, else where the provider says it is; an object there
+    // holds the token's fields (as the original reads them).
+    let tokens = match raw.get("access_token") {
+        Some(Value::String(t)) if !t.is_empty() => &raw_value,
+        _ => definition
+            .get("alternate_access_token_response_path")
+            .and_then(Value::as_str)
+            .and_then(|p| at_path(&raw_value, p))
+            .unwrap_or(&raw_value),
+    };
+    let (access_token, tokens) = match tokens {
+        Value::String(t) => (Some(t.as_str()), &raw_value),
+        Value::Object(m) => (m.get("access_token").and_then(Value::as_str), tokens),
+        _ => (None, tokens),
+    };
+    let access_token = access_token.filter(|t| !t.is_empty()).ok_or_else(|| {
+        failure(
+            "unknown_err",
+            "Unknown error during the Oauth flow. The token endpoint's answer has no access_token.",
+        )
+    })?;
     let mut creds = Map::new();
     creds.insert("type".into(), Value::String("OAUTH2".into()));
     creds.insert(
         "access_token".into(),
         Value::String(access_token.to_string()),
     );
-    if let Some(r) = raw.get("refresh_token").and_then(Value::as_str) {
+    if let Some(r) = tokens.get("refresh_token").and_then(Value::as_str) {
         creds.insert("refresh_token".into(), Value::String(r.to_string()));
     }
-    let expires_in = raw.get("expires_in").and_then(|v| {
-        v.as_i64()
-            .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
+    // The answer's own `expires_at`, else now + `expires_in` (seconds,
+    // a number or a numeric string; 0 or none: the token does not expire).
+    let given_at = tokens
+        .get("expires_at")
+        .and_then(Value::as_str)
+        .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+        .map(|d| d.with_timezone(&Utc));
+    let expires_in = tokens.get("expires_in").and_then(|v| {
+        v.as_f64()
+            .or_else(|| v.as_str().and_then(|s| s.trim().parse::<f64>().ok()))
+            .filter(|secs| secs.is_finite() && *secs >= 1.0 && *secs < 1e12)
+            .map(|secs| secs as i64)
     });
-    if let Some(at) = expires_in.and_then(crate::refresh::expires_after) {
+    if let Some(at) = given_at.or_else(|| expires_in.and_then(crate::refresh::expires_after)) {
         creds.insert(
             "expires_at".into(),
             Value::String(at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
