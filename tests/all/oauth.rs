@@ -119,6 +119,27 @@ async fn next_json(
     serde_json::from_str(message.to_text().unwrap()).unwrap()
 }
 
+/// The `auth` webhooks the app got, once there are `n`.
+async fn wait_auth(hooks: &MockServer, n: usize) -> Vec<Value> {
+    let limit = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let got: Vec<Value> = hooks
+            .requests()
+            .iter()
+            .filter_map(MockRequest::json)
+            .filter(|b| b["type"] == "auth")
+            .collect();
+        if got.len() >= n {
+            return got;
+        }
+        assert!(
+            std::time::Instant::now() < limit,
+            "{n} auth webhooks: {got:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 /// Opens `/oauth/connect/…` as the browser: the 302's authorization URL,
 /// its query as pairs.
 async fn authorize(base: &str, query: &str) -> (url::Url, Vec<(String, String)>) {
@@ -174,6 +195,21 @@ async fn a_browser_connects_an_oauth2_account_through_a_connect_session() {
             "/integrations",
             Some(json!({"unique_key": "oauth-int", "provider": "mockoauth",
                 "credentials": {"type": "OAUTH2", "client_id": "cid", "client_secret": "csecret", "scopes": "read,write"}})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+
+    // The app listens for webhooks.
+    let hooks = MockServer::start(Arc::new(|_: &MockRequest| {
+        MockResponse::json(200, &json!({}))
+    }))
+    .await
+    .unwrap();
+    let (status, body) = dev
+        .send(
+            "PUT",
+            "/sluice/webhook-settings",
+            Some(json!({"primary_url": format!("{}/hooks", hooks.url())})),
         )
         .await;
     assert_eq!(status, 200, "{body}");
@@ -263,6 +299,17 @@ async fn a_browser_connects_an_oauth2_account_through_a_connect_session() {
     assert_eq!(c["connection_config"]["region"], "eu", "{c}");
     assert_eq!(c["connection_config"]["team.id"], "T1", "{c}");
     assert_eq!(c["end_user"]["id"], "u1", "{c}");
+    // The app hears of the new connection (`auth`, `creation`).
+    let auth = wait_auth(&hooks, 1).await;
+    assert_eq!(auth[0]["operation"], "creation", "{auth:?}");
+    assert_eq!(auth[0]["connectionId"], cid.as_str());
+    assert_eq!(auth[0]["providerConfigKey"], "oauth-int");
+    assert_eq!(auth[0]["authMode"], "OAUTH2");
+    assert_eq!(auth[0]["provider"], "mockoauth");
+    assert_eq!(auth[0]["environment"], "dev");
+    assert_eq!(auth[0]["success"], true);
+    assert_eq!(auth[0]["endUser"]["endUserId"], "u1");
+    assert_eq!(auth[0]["endUser"]["endUserEmail"], "u1@example.com");
     // Another environment sees nothing of it.
     let prod = Client::new(&server, PROD_KEY);
     let (status, body) = prod
@@ -314,6 +361,9 @@ async fn a_browser_connects_an_oauth2_account_through_a_connect_session() {
         .await;
     assert_eq!(c["credentials"]["access_token"], "at-2", "{c}");
     assert_eq!(c["end_user"]["id"], "u1", "kept: {c}");
+    let auth = wait_auth(&hooks, 2).await;
+    assert_eq!(auth[1]["operation"], "override", "{auth:?}");
+    assert_eq!(auth[1]["connectionId"], cid.as_str());
     let (_, list) = dev.send("GET", "/connections", None).await;
     assert_eq!(list["connections"].as_array().unwrap().len(), 1, "{list}");
 
@@ -369,6 +419,19 @@ async fn an_oauth_flow_the_provider_or_its_token_endpoint_refuses_stores_nothing
     let server = start_with(config, &MasterKey::generate(), &providers_yaml(&mock.url())).await;
     let dev = Client::new(&server, DEV_KEY);
     let base = server.url();
+    let hooks = MockServer::start(Arc::new(|_: &MockRequest| {
+        MockResponse::json(200, &json!({}))
+    }))
+    .await
+    .unwrap();
+    let (status, body) = dev
+        .send(
+            "PUT",
+            "/sluice/webhook-settings",
+            Some(json!({"primary_url": format!("{}/hooks", hooks.url())})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
     for (key, creds) in [
         (
             "oauth-int",
@@ -483,6 +546,35 @@ async fn an_oauth_flow_the_provider_or_its_token_endpoint_refuses_stores_nothing
     assert!(!page.contains("csecret"), "{page}");
     let (_, list) = dev.send("GET", "/connections", None).await;
     assert_eq!(list["connections"], json!([]), "{list}");
+    // The app hears of both failures.
+    let auth = wait_auth(&hooks, 2).await;
+    for a in &auth {
+        assert_eq!(a["success"], false, "{a}");
+        assert_eq!(a["operation"], "creation", "{a}");
+        assert_eq!(a["endUser"]["endUserId"], "u1", "{a}");
+    }
+    assert_eq!(auth[0]["error"]["type"], "callback_err", "{auth:?}");
+    assert!(
+        auth[1]["error"]["description"]
+            .as_str()
+            .unwrap()
+            .contains("HTTP 400")
+            && !auth[1].to_string().contains("csecret"),
+        "{auth:?}"
+    );
+
+    // A session keeps its last 16 flows, not every one it starts.
+    let mut states = Vec::new();
+    for _ in 0..17 {
+        let (_, pairs) = authorize(&base, &format!("connect_session_token={token}")).await;
+        states.push(param(&pairs, "state").to_string());
+    }
+    let (status, page) = callback(&base, &format!("state={}&code=c", states[0])).await;
+    assert_eq!(status, 400, "{page}");
+    assert!(page.contains("No session found for state"), "{page}");
+    let (status, page) = callback(&base, &format!("state={}&code=c", states[1])).await;
+    assert_eq!(status, 400, "{page}");
+    assert!(page.contains("HTTP 400"), "kept, and exchanged: {page}");
 
     // Where the client secret goes is the app's to say: a browser value
     // that would be the token URL's whole host is refused, the session's

@@ -72,6 +72,11 @@ pub struct Settings {
     /// After async actions.
     #[serde(default = "yes")]
     pub on_async_action_completion: bool,
+    /// When a connection is created (`type: "auth"`, `operation:
+    /// "creation"`); on, as in the original's new environments. A
+    /// connection given new credentials (`"override"`) is always told.
+    #[serde(default = "yes")]
+    pub on_auth_creation: bool,
     /// `Some((provider_config_key, connection_id))` when `primary_url` is
     /// that connection's `webhook_url_override` (see [`settings_for`]).
     /// Never stored.
@@ -91,6 +96,7 @@ impl Default for Settings {
             on_sync_completion_always: false,
             on_sync_error: false,
             on_async_action_completion: true,
+            on_auth_creation: true,
             connection_override: None,
         }
     }
@@ -444,6 +450,49 @@ impl Webhooks {
         let seed = format!("async-action:{}", a.id);
         self.enqueue_with(env, &settings, &body, &[], Some(&seed))
             .await
+    }
+
+    /// The original's `auth` webhook of a connection created (`creation`)
+    /// or given new credentials (`override`), or of a browser flow that
+    /// failed (`error`: `{type, description}`).
+    pub async fn auth(
+        &self,
+        env: &EnvState,
+        c: &sluice_runtime::connection::Connection,
+        auth_mode: &str,
+        operation: &str,
+        error: Option<Value>,
+    ) -> ApiResult<()> {
+        let settings = settings_for(env, &c.provider_config_key, &c.connection_id).await?;
+        if operation == "creation" && !settings.on_auth_creation {
+            return Ok(());
+        }
+        let mut body = json!({
+            "from": "nango",
+            "type": "auth",
+            "connectionId": c.connection_id,
+            "providerConfigKey": c.provider_config_key,
+            "authMode": auth_mode,
+            "provider": c.provider,
+            "environment": env.name(),
+            "operation": operation,
+            "success": error.is_none(),
+        });
+        if !c.tags.is_empty() {
+            body["tags"] = json!(c.tags);
+        }
+        if let Some(e) = c.end_user.as_object() {
+            body["endUser"] = json!({
+                "endUserId": e.get("id"),
+                "endUserEmail": e.get("email"),
+                "organizationId": c.tags.get("organization_id"),
+                "tags": e.get("tags").filter(|t| t.is_object()).cloned().unwrap_or_else(|| json!({})),
+            });
+        }
+        if let Some(e) = error {
+            body["error"] = e;
+        }
+        self.enqueue(env, &settings, &body).await
     }
 
     /// Starts the delivery worker; it stops when the app is dropped.

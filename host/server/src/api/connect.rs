@@ -81,7 +81,7 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// Where a token's session is kept.
-fn token_key(token: &str) -> String {
+pub(crate) fn token_key(token: &str) -> String {
     hex(&Sha256::digest(token.as_bytes()))
 }
 

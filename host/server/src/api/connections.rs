@@ -805,6 +805,18 @@ pub(crate) async fn store(
         // `post-connection-creation` scripts run after the answer.
         tokio::spawn(post_creation(app.clone(), env.clone(), conn));
     }
+    // The app hears of it (`type: "auth"`), as from the original.
+    let operation = if is_new { "creation" } else { "override" };
+    if let Err(e) = app
+        .webhooks
+        .auth(env, &c, c.credentials.kind(), operation, None)
+        .await
+    {
+        app.config.events.say(&format!(
+            "the auth webhook of connection `{}` could not be queued: {}",
+            c.connection_id, e.message
+        ));
+    }
     // Until here: an integration deleted meanwhile would leave this
     // connection's schedule behind.
     drop(integration_kept);

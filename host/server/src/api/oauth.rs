@@ -75,6 +75,11 @@ struct Flow {
 pub struct Clients {
     senders: Mutex<HashMap<String, tokio::sync::mpsc::UnboundedSender<String>>>,
     taking: Mutex<HashSet<String>>,
+    /// The flows each connect session (by its token's hash) started, and
+    /// when the session lapses: a session keeps its last
+    /// [`MAX_FLOWS_PER_SESSION`] (a browser reloading the page), not
+    /// every one a script could make in its 30 minutes.
+    flows: Mutex<HashMap<String, (DateTime<Utc>, std::collections::VecDeque<String>)>>,
     /// Set at the server's stop: every socket closes.
     closing: tokio::sync::watch::Sender<bool>,
 }
@@ -84,10 +89,14 @@ impl Default for Clients {
         Self {
             senders: Mutex::default(),
             taking: Mutex::default(),
+            flows: Mutex::default(),
             closing: tokio::sync::watch::channel(false).0,
         }
     }
 }
+
+/// The most flows under way per connect session.
+const MAX_FLOWS_PER_SESSION: usize = 16;
 
 /// The most websocket clients waiting at once (each is a browser in the
 /// middle of connecting an account).
@@ -113,6 +122,25 @@ impl Clients {
             .remove(id);
         if let Some(s) = sender {
             let _ = s.send(message.to_string());
+        }
+    }
+
+    /// Notes flow `state` of session `session`; returns the state of a
+    /// flow it replaces (to be deleted), if any.
+    fn started(&self, session: &str, lapses: DateTime<Utc>, state: &str) -> Option<String> {
+        let mut flows = self.flows.lock().unwrap_or_else(|e| e.into_inner());
+        if flows.len() >= 1024 {
+            let now = Utc::now();
+            flows.retain(|_, (at, _)| *at > now);
+        }
+        let (_, states) = flows
+            .entry(session.to_string())
+            .or_insert_with(|| (lapses, Default::default()));
+        states.push_back(state.to_string());
+        if states.len() > MAX_FLOWS_PER_SESSION {
+            states.pop_front()
+        } else {
+            None
         }
     }
 
@@ -450,7 +478,8 @@ async fn start(app: &App, key: &str, query: Option<&str>, headers: &HeaderMap) -
         ));
     }
     let ws = q.get("ws_client_id").map(str::to_string);
-    match flow(app, &env, &session, key, &q, headers).await {
+    let session_key = connect::token_key(token);
+    match flow(app, &env, &session, &session_key, key, &q, headers).await {
         Ok(Ok(location)) => Ok(Ok(location)),
         Ok(Err(f)) => Ok(Err((ws, f))),
         Err(e) => Err(e),
@@ -462,6 +491,7 @@ async fn flow(
     app: &App,
     env: &EnvState,
     session: &ConnectSession,
+    session_key: &str,
     key: &str,
     q: &Query,
     headers: &HeaderMap,
@@ -699,6 +729,12 @@ async fn flow(
         expires_at: Utc::now() + FLOW_TTL,
     };
     env.store.put_doc(FLOWS, &state, &flow).await?;
+    if let Some(replaced) = app
+        .oauth_clients
+        .started(session_key, session.expires_at, &state)
+    {
+        env.store.delete_doc(FLOWS, &replaced).await?;
+    }
     Ok(Ok(url.to_string()))
 }
 
@@ -837,6 +873,10 @@ async fn finish_state(app: &Arc<App>, q: &Query, state: &str) -> Response {
     };
     let ws = flow.ws_client_id.clone();
     let (pck, cid) = (flow.provider_config_key.clone(), flow.connection_id.clone());
+    let mut failed = template_connection(&pck, &cid, &flow.provider, &Map::new());
+    failed.end_user = flow.end_user.clone().unwrap_or(Value::Null);
+    failed.tags = flow.tags.clone();
+    let reconnect = flow.reconnect;
     match exchange(app, &env, q, flow).await {
         Ok(()) => {
             app.oauth_clients.notify(
@@ -850,7 +890,22 @@ async fn finish_state(app: &Arc<App>, q: &Query, state: &str) -> Response {
             );
             page(None)
         }
-        Err(f) => fail(app, ws.as_deref(), &pck, &cid, f),
+        Err(f) => {
+            // The app hears of a failed creation too (`success: false`).
+            let error = json!({"type": f.kind, "description": f.message});
+            let operation = if reconnect { "override" } else { "creation" };
+            if let Err(e) = app
+                .webhooks
+                .auth(&env, &failed, "OAUTH2", operation, Some(error))
+                .await
+            {
+                app.config.events.say(&format!(
+                    "the auth webhook of a failed flow for connection `{cid}` could not be queued: {}",
+                    e.message
+                ));
+            }
+            fail(app, ws.as_deref(), &pck, &cid, f)
+        }
     }
 }
 

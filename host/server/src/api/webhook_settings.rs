@@ -59,7 +59,10 @@ pub async fn put(
                     "`{k}` must be a URL (a string), or null to remove it"
                 )));
             }
-            "on_sync_completion_always" | "on_sync_error" | "on_async_action_completion"
+            "on_sync_completion_always"
+            | "on_sync_error"
+            | "on_async_action_completion"
+            | "on_auth_creation"
                 if !v.is_boolean() =>
             {
                 return Err(crate::error::ApiError::invalid_body(format!(
@@ -70,12 +73,13 @@ pub async fn put(
             | "secondary_url"
             | "on_sync_completion_always"
             | "on_sync_error"
-            | "on_async_action_completion" => {
+            | "on_async_action_completion"
+            | "on_auth_creation" => {
                 merged.insert(k, v);
             }
             _ => {
                 return Err(crate::error::ApiError::invalid_body(format!(
-                    "unknown setting `{k}`: the settings are `primary_url`, `secondary_url`, `on_sync_completion_always`, `on_sync_error`, `on_async_action_completion` and `rotate_signing_secret`"
+                    "unknown setting `{k}`: the settings are `primary_url`, `secondary_url`, `on_sync_completion_always`, `on_sync_error`, `on_async_action_completion`, `on_auth_creation` and `rotate_signing_secret`"
                 )));
             }
         }
