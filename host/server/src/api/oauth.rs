@@ -79,7 +79,7 @@ pub struct Clients {
     /// when the session lapses: a session keeps its last
     /// [`MAX_FLOWS_PER_SESSION`] (a browser reloading the page), not
     /// every one a script could make in its 30 minutes.
-    flows: Mutex<HashMap<String, (DateTime<Utc>, std::collections::VecDeque<String>)>>,
+    flows: Mutex<HashMap<String, SessionFlows>>,
     /// Set at the server's stop: every socket closes.
     closing: tokio::sync::watch::Sender<bool>,
 }
@@ -94,6 +94,10 @@ impl Default for Clients {
         }
     }
 }
+
+/// When a connect session lapses, and the states of the flows it started,
+/// oldest first.
+type SessionFlows = (DateTime<Utc>, std::collections::VecDeque<String>);
 
 /// The most flows under way per connect session.
 const MAX_FLOWS_PER_SESSION: usize = 16;
