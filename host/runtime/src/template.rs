@@ -102,41 +102,56 @@ pub fn expand_url(
     Err(UrlTemplateError::Missing)
 }
 
-/// The placeholders of a URL template (in any of its `A || B`
-/// alternatives) whose value is the whole host or the whole URL: whoever
-/// gives one chooses where the URL goes, any public address. (A
-/// placeholder beside fixed text, `${connectionConfig.subdomain}.x.com`,
-/// stays within the template's domain.)
-pub fn host_choosing_keys(template: &str) -> Vec<String> {
-    let mut keys = Vec::new();
-    for alternative in template.split(" || ") {
-        let alternative = alternative.trim();
-        let (host_keys, whole) = host_placeholders(alternative);
-        if !whole {
-            continue;
-        }
-        match alternative.strip_prefix("${") {
-            Some(rest) => keys.extend(rest.find('}').map(|end| rest[..end].trim().to_string())),
-            None => keys.extend(host_keys),
-        }
+/// The placeholders of one URL template alternative (no `A || B`) whose
+/// value can choose the URL's registrable domain: the whole host, the
+/// whole URL, or any placeholder of a host that does not end in fixed
+/// text naming a domain (`.zendesk.com` after
+/// `${connectionConfig.subdomain}` keeps it within zendesk.com;
+/// `accounts.zoho.${connectionConfig.extension}` or `api.${x}.com` do
+/// not). Whoever gives one of them chooses where the URL goes.
+pub fn host_choosing_keys(alternative: &str) -> Vec<String> {
+    let alternative = alternative.trim();
+    if let Some(rest) = alternative.strip_prefix("${") {
+        return rest
+            .find('}')
+            .map(|end| rest[..end].trim().to_string())
+            .into_iter()
+            .collect();
     }
-    keys
+    let (host_keys, whole) = host_placeholders(alternative);
+    if host_keys.is_empty() || whole {
+        return host_keys;
+    }
+    // The fixed text after the last placeholder (its port aside) must be
+    // a label and a top-level domain at least: `.x.com`.
+    let suffix = host_suffix(alternative);
+    let suffix = suffix.split(':').next().unwrap_or("");
+    let labels: Vec<&str> = suffix.split('.').collect();
+    let names_a_domain =
+        labels.len() >= 3 && labels[0].is_empty() && labels[1..].iter().all(|l| !l.is_empty());
+    if names_a_domain {
+        Vec::new()
+    } else {
+        host_keys
+    }
 }
 
-/// The placeholders in the host of a URL template, and whether one of them
-/// is the whole host (nothing fixed beside it: the value may carry its own
-/// path, `https://${connectionConfig.baseUrl}`) or the whole URL.
-fn host_placeholders(template: &str) -> (Vec<String>, bool) {
-    let template = template.trim();
-    if template.starts_with("${") {
-        return (Vec::new(), true);
+/// The fixed text of a URL template's host after its last placeholder.
+fn host_suffix(template: &str) -> &str {
+    let authority = authority(template);
+    match authority.rfind('}') {
+        Some(last) => &authority[last + 1..],
+        None => "",
     }
+}
+
+/// A URL template's authority (`host[:port]`, its placeholders whole): up
+/// to the first `/`, `?` or `#` outside a placeholder.
+fn authority(template: &str) -> &str {
     let Some(scheme_end) = template.find("://") else {
-        return (Vec::new(), false);
+        return "";
     };
     let authority = &template[scheme_end + 3..];
-    // The host ends at the first `/`, `?` or `#` outside a placeholder.
-    let mut end = authority.len();
     let mut depth = 0usize;
     let bytes = authority.as_bytes();
     let mut i = 0;
@@ -147,15 +162,26 @@ fn host_placeholders(template: &str) -> (Vec<String>, bool) {
                 i += 1;
             }
             b'}' if depth > 0 => depth -= 1,
-            b'/' | b'?' | b'#' if depth == 0 => {
-                end = i;
-                break;
-            }
+            b'/' | b'?' | b'#' if depth == 0 => return &authority[..i],
             _ => {}
         }
         i += 1;
     }
-    let authority = &authority[..end];
+    authority
+}
+
+/// The placeholders in the host of a URL template, and whether one of them
+/// is the whole host (nothing fixed beside it: the value may carry its own
+/// path, `https://${connectionConfig.baseUrl}`) or the whole URL.
+fn host_placeholders(template: &str) -> (Vec<String>, bool) {
+    let template = template.trim();
+    if template.starts_with("${") {
+        return (Vec::new(), true);
+    }
+    if !template.contains("://") {
+        return (Vec::new(), false);
+    }
+    let authority = authority(template);
     let mut keys = Vec::new();
     let mut rest = authority;
     while let Some(start) = rest.find("${") {
@@ -199,19 +225,33 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_keys_that_choose_a_whole_host_are_named() {
+    fn the_keys_that_choose_a_host_are_named() {
+        let keys = |t: &str| host_choosing_keys(t);
+        let one = |k: &str| vec![format!("connectionConfig.{k}")];
         assert_eq!(
-            host_choosing_keys("https://${connectionConfig.domain}/oauth/token"),
-            vec!["connectionConfig.domain".to_string()]
+            keys("https://${connectionConfig.domain}/oauth/token"),
+            one("domain")
         );
         assert_eq!(
-            host_choosing_keys("${connectionConfig.instance_url}/token || https://x.com/t"),
-            vec!["connectionConfig.instance_url".to_string()]
+            keys("${connectionConfig.instance_url}/token"),
+            one("instance_url")
         );
-        assert!(
-            host_choosing_keys("https://${connectionConfig.subdomain}.zendesk.com/t").is_empty()
+        assert_eq!(
+            keys("https://accounts.zoho.${connectionConfig.extension}/t"),
+            one("extension")
         );
-        assert!(host_choosing_keys("https://x.com/${connectionConfig.path}").is_empty());
+        assert_eq!(
+            keys("https://api.${connectionConfig.domain}.com/t"),
+            one("domain")
+        );
+        assert_eq!(
+            keys("https://${connectionConfig.domain}:8443/t"),
+            one("domain")
+        );
+        assert!(keys("https://${connectionConfig.subdomain}.zendesk.com/t").is_empty());
+        assert!(keys("https://${connectionConfig.subdomain}.zendesk.com:443/t").is_empty());
+        assert!(keys("https://x.com/${connectionConfig.path}").is_empty());
+        assert!(keys("https://x.com/t").is_empty());
     }
 
     fn lookup(key: &str) -> Option<String> {

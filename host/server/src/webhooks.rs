@@ -20,7 +20,7 @@ use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
 
@@ -75,7 +75,9 @@ pub struct Settings {
     /// When a connection is created (`type: "auth"`, `operation:
     /// "creation"`); on, as in the original's new environments. A
     /// connection given new credentials (`"override"`) is always told.
-    #[serde(default = "yes")]
+    /// Stored only when off: a settings document an earlier sluice reads
+    /// (it refuses fields it does not know) is one it wrote.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
     pub on_auth_creation: bool,
     /// `Some((provider_config_key, connection_id))` when `primary_url` is
     /// that connection's `webhook_url_override` (see [`settings_for`]).
@@ -86,6 +88,10 @@ pub struct Settings {
 
 fn yes() -> bool {
     true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 impl Default for Settings {
@@ -100,6 +106,19 @@ impl Default for Settings {
             connection_override: None,
         }
     }
+}
+
+/// What an `auth` webhook tells ([`Webhooks::auth`]).
+pub struct AuthEvent<'a> {
+    pub connection: &'a sluice_runtime::connection::Connection,
+    /// The provider's auth mode (`OAUTH2`, `API_KEY`, …).
+    pub auth_mode: &'a str,
+    /// `creation` or `override`.
+    pub operation: &'a str,
+    /// Whether the connection's end user is told (a connect session's;
+    /// the original leaves it out for imports).
+    pub end_user: bool,
+    pub error: Option<Value>,
 }
 
 /// One delivery of one webhook to one URL.
@@ -452,19 +471,20 @@ impl Webhooks {
             .await
     }
 
-    /// The original's `auth` webhook of a connection created (`creation`)
-    /// or given new credentials (`override`), or of a browser flow that
-    /// failed (`error`: `{type, description}`).
-    pub async fn auth(
-        &self,
-        env: &EnvState,
-        c: &sluice_runtime::connection::Connection,
-        auth_mode: &str,
-        operation: &str,
-        error: Option<Value>,
-    ) -> ApiResult<()> {
-        let settings = settings_for(env, &c.provider_config_key, &c.connection_id).await?;
-        if operation == "creation" && !settings.on_auth_creation {
+    /// The original's `auth` webhook: a connection created (`creation`,
+    /// when `on_auth_creation`) or given new credentials (`override`), or
+    /// a failure to (`error`: `{type, description}`). Sent to the
+    /// connection's `webhook_url_override` when it has one.
+    pub async fn auth(&self, env: &EnvState, event: AuthEvent<'_>) -> ApiResult<()> {
+        let c = event.connection;
+        let mut settings = settings(env).await?;
+        if let Some(url) = c.webhook_url_override.as_ref().filter(|u| !u.is_empty()) {
+            settings.primary_url = Some(url.clone());
+            settings.secondary_url = None;
+            settings.connection_override =
+                Some((c.provider_config_key.clone(), c.connection_id.clone()));
+        }
+        if event.operation == "creation" && !settings.on_auth_creation {
             return Ok(());
         }
         let mut body = json!({
@@ -472,25 +492,38 @@ impl Webhooks {
             "type": "auth",
             "connectionId": c.connection_id,
             "providerConfigKey": c.provider_config_key,
-            "authMode": auth_mode,
+            "authMode": event.auth_mode,
             "provider": c.provider,
             "environment": env.name(),
-            "operation": operation,
-            "success": error.is_none(),
+            "operation": event.operation,
+            "success": event.error.is_none(),
         });
-        if !c.tags.is_empty() {
-            body["tags"] = json!(c.tags);
-        }
-        if let Some(e) = c.end_user.as_object() {
-            body["endUser"] = json!({
-                "endUserId": e.get("id"),
-                "endUserEmail": e.get("email"),
-                "organizationId": c.tags.get("organization_id"),
-                "tags": e.get("tags").filter(|t| t.is_object()).cloned().unwrap_or_else(|| json!({})),
-            });
-        }
-        if let Some(e) = error {
-            body["error"] = e;
+        match event.error {
+            Some(e) => body["error"] = e,
+            None => {
+                body["tags"] = json!(c.tags);
+                if event.end_user
+                    && let Some(e) = c.end_user.as_object()
+                {
+                    let mut user = Map::new();
+                    for (from, to) in [("id", "endUserId"), ("email", "endUserEmail")] {
+                        if let Some(v) = e.get(from).filter(|v| v.is_string()) {
+                            user.insert(to.into(), v.clone());
+                        }
+                    }
+                    if let Some(org) = c.tags.get("organization_id") {
+                        user.insert("organizationId".into(), json!(org));
+                    }
+                    user.insert(
+                        "tags".into(),
+                        e.get("tags")
+                            .filter(|t| t.is_object())
+                            .cloned()
+                            .unwrap_or_else(|| json!({})),
+                    );
+                    body["endUser"] = Value::Object(user);
+                }
+            }
         }
         self.enqueue(env, &settings, &body).await
     }

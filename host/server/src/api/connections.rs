@@ -603,6 +603,7 @@ async fn create(
         end_user,
         tags,
         webhook_url,
+        tell_end_user: false,
     };
     let c = store(&app, &env, draft, unknown).await?;
     // 201 on every import, new or not, as the original answers.
@@ -621,6 +622,8 @@ pub(crate) struct Draft {
     pub end_user: Option<Value>,
     pub tags: Option<end_users::Tags>,
     pub webhook_url: Option<Option<String>>,
+    /// The `auth` webhook names the end user (a connect session's).
+    pub tell_end_user: bool,
 }
 
 /// Stores a connection, new or not, as an import does: checked by the
@@ -643,6 +646,7 @@ pub(crate) async fn store(
         end_user,
         tags,
         webhook_url,
+        tell_end_user,
     } = draft;
     // Held until the connection is stored and scheduled: its integration
     // cannot be deleted meanwhile.
@@ -751,6 +755,17 @@ pub(crate) async fn store(
                 "at": Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             });
             env.store.put_doc(CONNECTION_ERRORS, &key, &record).await?;
+            // As the original's failed reconnection.
+            let event = crate::webhooks::AuthEvent {
+                connection: &c,
+                auth_mode: &auth_mode(app, &c),
+                operation: "override",
+                end_user: false,
+                error: Some(
+                    json!({"type": "connection_validation_failed", "description": message}),
+                ),
+            };
+            tell(app, env, event).await;
         }
         return Err(ApiError::bad_request(
             "connection_test_failed",
@@ -806,17 +821,14 @@ pub(crate) async fn store(
         tokio::spawn(post_creation(app.clone(), env.clone(), conn));
     }
     // The app hears of it (`type: "auth"`), as from the original.
-    let operation = if is_new { "creation" } else { "override" };
-    if let Err(e) = app
-        .webhooks
-        .auth(env, &c, c.credentials.kind(), operation, None)
-        .await
-    {
-        app.config.events.say(&format!(
-            "the auth webhook of connection `{}` could not be queued: {}",
-            c.connection_id, e.message
-        ));
-    }
+    let event = crate::webhooks::AuthEvent {
+        connection: &c,
+        auth_mode: &auth_mode(app, &c),
+        operation: if is_new { "creation" } else { "override" },
+        end_user: tell_end_user,
+        error: None,
+    };
+    tell(app, env, event).await;
     // Until here: an integration deleted meanwhile would leave this
     // connection's schedule behind.
     drop(integration_kept);
@@ -924,6 +936,32 @@ pub(crate) async fn validating(
         .doc::<Setup>(CONNECTION_SETUP, &key)
         .await?
         .is_some_and(|s| s.stage == SetupStage::Validating))
+}
+
+/// The auth mode the `auth` webhook names: the provider's, else the
+/// credentials' type (`NONE` for none).
+pub(crate) fn auth_mode(app: &App, c: &Connection) -> String {
+    app.providers
+        .get(&c.provider)
+        .and_then(|p| p.auth_mode.clone())
+        .or_else(|| Some(c.credentials.kind().to_string()).filter(|k| !k.is_empty()))
+        .unwrap_or_else(|| "NONE".into())
+}
+
+/// Queues an `auth` webhook; a store that cannot take it is told to the
+/// operator (what it is about is stored already).
+pub(crate) async fn tell(
+    app: &App,
+    env: &crate::app::EnvState,
+    event: crate::webhooks::AuthEvent<'_>,
+) {
+    let cid = event.connection.connection_id.clone();
+    if let Err(e) = app.webhooks.auth(env, event).await {
+        app.config.events.say(&format!(
+            "the auth webhook of connection `{cid}` could not be queued: {}",
+            e.message
+        ));
+    }
 }
 
 /// Runs a new connection's `post-connection-creation` scripts, then

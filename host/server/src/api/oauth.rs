@@ -585,7 +585,7 @@ async fn flow(
         .iter()
         .filter_map(|w| Some((*w, definition_url(definition, w)?)))
     {
-        if let Some(key) = untrusted_host_key(&template, &trusted, config.keys()) {
+        if let Some(key) = untrusted_host_key(&template, &trusted, &config) {
             return Ok(Err(host_refused(key, which)));
         }
     }
@@ -756,17 +756,26 @@ fn definition_url(definition: &Map<String, Value>, key: &str) -> Option<String> 
     }
 }
 
-/// A key among `given` that makes up `template`'s whole host and is not
-/// one the app gave (`trusted`).
-fn untrusted_host_key<'a>(
+/// A `connection_config` key that the app did not give (`trusted`) and
+/// that chooses the host of `template` as `values` expand it (the first
+/// of its `A || B` alternatives they complete).
+fn untrusted_host_key(
     template: &str,
     trusted: &[String],
-    given: impl Iterator<Item = &'a String> + Clone,
+    values: &Map<String, Value>,
 ) -> Option<String> {
-    sluice_runtime::template::host_choosing_keys(template)
+    let lookup = |k: &str| {
+        k.strip_prefix("connectionConfig.")
+            .and_then(|k| values.get(k))
+            .and_then(text)
+    };
+    let used = template
+        .split(" || ")
+        .find(|alternative| sluice_runtime::template::expand(alternative, &lookup).is_some())?;
+    sluice_runtime::template::host_choosing_keys(used)
         .into_iter()
         .filter_map(|k| k.strip_prefix("connectionConfig.").map(str::to_string))
-        .find(|k| given.clone().any(|g| g == k) && !trusted.contains(k))
+        .find(|k| values.contains_key(k) && !trusted.contains(k))
 }
 
 fn host_refused(key: String, which: &str) -> Failure {
@@ -835,15 +844,30 @@ async fn finish(app: Arc<App>, query: Option<String>) -> Response {
         return page(Some(("invalid_oauth_state", "No state found in callback")));
     };
     // The flow is found in its environment and used once.
-    if !app.oauth_clients.take(state) {
+    let Some(_taking) = Taking::new(&app.oauth_clients, state) else {
         return page(Some((
             "invalid_oauth_state",
             &format!("No session found for state: \"{state}\""),
         )));
+    };
+    finish_state(&app, &q, state).await
+}
+
+/// A callback's hold on its `state`, let go when it ends (a panic too).
+struct Taking<'a>(&'a Clients, String);
+
+impl<'a> Taking<'a> {
+    fn new(clients: &'a Clients, state: &str) -> Option<Self> {
+        clients
+            .take(state)
+            .then(|| Taking(clients, state.to_string()))
     }
-    let response = finish_state(&app, &q, state).await;
-    app.oauth_clients.taken(state);
-    response
+}
+
+impl Drop for Taking<'_> {
+    fn drop(&mut self) {
+        self.0.taken(&self.1);
+    }
 }
 
 async fn finish_state(app: &Arc<App>, q: &Query, state: &str) -> Response {
@@ -878,9 +902,7 @@ async fn finish_state(app: &Arc<App>, q: &Query, state: &str) -> Response {
     let ws = flow.ws_client_id.clone();
     let (pck, cid) = (flow.provider_config_key.clone(), flow.connection_id.clone());
     let mut failed = template_connection(&pck, &cid, &flow.provider, &Map::new());
-    failed.end_user = flow.end_user.clone().unwrap_or(Value::Null);
-    failed.tags = flow.tags.clone();
-    let reconnect = flow.reconnect;
+    failed.webhook_url_override = flow.webhook_url_override.clone();
     match exchange(app, &env, q, flow).await {
         Ok(()) => {
             app.oauth_clients.notify(
@@ -895,19 +917,16 @@ async fn finish_state(app: &Arc<App>, q: &Query, state: &str) -> Response {
             page(None)
         }
         Err(f) => {
-            // The app hears of a failed creation too (`success: false`).
-            let error = json!({"type": f.kind, "description": f.message});
-            let operation = if reconnect { "override" } else { "creation" };
-            if let Err(e) = app
-                .webhooks
-                .auth(&env, &failed, "OAUTH2", operation, Some(error))
-                .await
-            {
-                app.config.events.say(&format!(
-                    "the auth webhook of a failed flow for connection `{cid}` could not be queued: {}",
-                    e.message
-                ));
-            }
+            // The app hears of a failed creation too (`success: false`;
+            // `creation` even for a reconnect, as the original's).
+            let event = crate::webhooks::AuthEvent {
+                connection: &failed,
+                auth_mode: "OAUTH2",
+                operation: "creation",
+                end_user: false,
+                error: Some(json!({"type": f.kind, "description": f.message})),
+            };
+            connections::tell(app, &env, event).await;
             fail(app, ws.as_deref(), &pck, &cid, f)
         }
     }
@@ -995,13 +1014,13 @@ async fn exchange(
             callback_metadata.insert(k.to_string(), Value::String(v.to_string()));
         }
     }
+    let mut values = callback_metadata.clone();
+    values.extend(flow.connection_config.clone());
     if let Some(template) = definition_url(definition, "token_url")
-        && let Some(key) = untrusted_host_key(&template, &flow.trusted, callback_metadata.keys())
+        && let Some(key) = untrusted_host_key(&template, &flow.trusted, &values)
     {
         return Err(host_refused(key, "token_url"));
     }
-    let mut values = callback_metadata.clone();
-    values.extend(flow.connection_config.clone());
     let c = template_connection(
         &flow.provider_config_key,
         &flow.connection_id,
@@ -1133,7 +1152,9 @@ async fn exchange(
     }
     config.extend(callback_metadata);
     for (k, v) in flow.connection_config {
-        if v.as_str() == Some("") && config.contains_key(&k) {
+        // An empty value the browser gave is filled from the provider's
+        // answer; the app's stands.
+        if v.as_str() == Some("") && config.contains_key(&k) && !flow.trusted.contains(&k) {
             continue;
         }
         config.insert(k, v);
@@ -1147,6 +1168,7 @@ async fn exchange(
         end_user: if flow.reconnect { None } else { flow.end_user },
         tags: (!flow.reconnect || !flow.tags.is_empty()).then_some(flow.tags),
         webhook_url: flow.webhook_url_override.map(Some),
+        tell_end_user: true,
     };
     connections::store(app, env, draft, |pck| {
         ApiError::not_found(

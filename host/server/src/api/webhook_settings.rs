@@ -11,6 +11,7 @@ use crate::webhooks::{self, SETTINGS, Settings};
 
 fn view(s: &Settings, secret: &str) -> Value {
     let mut v = serde_json::to_value(s).unwrap_or(Value::Null);
+    v["on_auth_creation"] = json!(s.on_auth_creation);
     v["signing_secret"] = json!(secret);
     v
 }
