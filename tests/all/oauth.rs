@@ -745,3 +745,64 @@ async fn an_import_sends_the_originals_auth_webhooks_and_the_setting_stops_creat
     );
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_sends_the_client_and_params_as_the_provider_takes_them() {
+    // A provider that takes the client as Basic and a JSON body, with
+    // parameters of its own for a refresh.
+    let mock = MockServer::start(Arc::new(|req: &MockRequest| {
+        let body = req.json().unwrap_or_default();
+        let basic = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode("cid:csecret")
+        );
+        let ok = req.path == "/oauth/token"
+            && req.header("authorization") == Some(basic.as_str())
+            && req.header("content-type") == Some("application/json")
+            && body["grant_type"] == "refresh_token"
+            && body["refresh_token"] == "rt-old"
+            && body["audience"] == "api-eu"
+            && body.get("client_secret").is_none();
+        if ok {
+            MockResponse::json(200, &json!({"access_token": "at-new", "expires_in": 3600}))
+        } else {
+            MockResponse::json(400, &json!({"error": "bad refresh", "got": body}))
+        }
+    }))
+    .await
+    .unwrap();
+    let providers = format!(
+        "jsonauth:\n  auth_mode: OAUTH2\n  authorization_url: {0}/authorize\n  token_url: {0}/oauth/token\n  authorization_method: header\n  body_format: json\n  token_params:\n    grant_type: authorization_code\n  refresh_params:\n    grant_type: refresh_token\n    audience: api-${{connectionConfig.region}}\n  proxy:\n    base_url: {0}\n",
+        mock.url()
+    );
+    let data = tempfile::tempdir().unwrap();
+    let config = ServerConfig::new(data.path(), "127.0.0.1:0".parse().unwrap());
+    let server = start_with(config, &MasterKey::generate(), &providers).await;
+    let dev = Client::new(&server, DEV_KEY);
+    let (status, body) = dev
+        .send(
+            "POST",
+            "/integrations",
+            Some(json!({"unique_key": "j", "provider": "jsonauth",
+                "credentials": {"type": "OAUTH2", "client_id": "cid", "client_secret": "csecret"}})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = dev
+        .send(
+            "POST",
+            "/connections",
+            Some(json!({"provider_config_key": "j", "connection_id": "c1",
+                "connection_config": {"region": "eu"},
+                "credentials": {"type": "OAUTH2", "access_token": "at-old", "refresh_token": "rt-old",
+                    "expires_at": "2020-01-01T00:00:00Z"}})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, c) = dev
+        .send("GET", "/connections/c1?provider_config_key=j", None)
+        .await;
+    assert_eq!(status, 200, "{c}");
+    assert_eq!(c["credentials"]["access_token"], "at-new", "{c}");
+    server.stop().await;
+}

@@ -240,17 +240,20 @@ impl Connections {
         Ok((http, url))
     }
 
-    /// The OAuth2 authorization-code grant (the last step of the OAuth
-    /// flow): `code` exchanged at the provider's token URL, expanded with
-    /// the new connection's values (`c`, whose credentials are not used).
-    /// Returns the token endpoint's answer.
-    pub(crate) async fn exchange_code(
+    /// A token request to the provider's token URL for connection `c`
+    /// (expanded with its values): `form` plus the client's credentials
+    /// as the provider takes them (in the body, or Basic with
+    /// `authorization_method: header`, and Basic too with
+    /// `token_request_auth_method: basic`), as a form or as JSON
+    /// (`body_format: json`), as the original's OAuth client sends them.
+    /// A refusal's text is shown with `secrets` and the client secret
+    /// redacted. Returns the endpoint's answer.
+    pub(crate) async fn token_grant(
         &self,
         c: &Connection,
-        form: Vec<(String, String)>,
-        basic: Option<(&str, &str)>,
-        json_body: bool,
-        client_secret: &str,
+        mut form: Vec<(String, String)>,
+        (client_id, client_secret): (&str, &str),
+        secrets: &[&str],
     ) -> Result<Map<String, Value>, String> {
         let provider = self
             .providers
@@ -261,11 +264,23 @@ impl Connections {
             .as_deref()
             .ok_or_else(|| format!("provider `{}` has no token_url", c.provider))?;
         let (http, url) = self.token_target(template, c)?;
+        let definition = &provider.definition;
+        let said = |key: &str| definition.get(key).and_then(Value::as_str);
+        let header_auth = said("authorization_method") == Some("header");
         let mut request = http.post(&url).header("user-agent", "Nango");
-        if let Some((id, secret)) = basic {
-            request = request.basic_auth(id, Some(secret));
+        if !header_auth {
+            for (k, v) in [("client_id", client_id), ("client_secret", client_secret)] {
+                if !v.is_empty() && !form.iter().any(|(have, _)| have == k) {
+                    form.push((k.to_string(), v.to_string()));
+                }
+            }
         }
-        request = if json_body {
+        if (header_auth || said("token_request_auth_method") == Some("basic"))
+            && !client_id.is_empty()
+        {
+            request = request.basic_auth(client_id, Some(client_secret));
+        }
+        request = if said("body_format") == Some("json") {
             let body: Map<String, Value> = form
                 .iter()
                 .map(|(k, v)| (k.clone(), Value::String(v.clone())))
@@ -281,11 +296,11 @@ impl Connections {
                 .header("content-type", "application/x-www-form-urlencoded")
                 .body(encoded)
         };
-        let code = form
+        let redacted = secrets
             .iter()
-            .find(|(k, _)| k == "code")
-            .map(|(_, v)| v.as_str());
-        token_answer(request, [client_secret].into_iter().chain(code)).await
+            .copied()
+            .chain(Some(client_secret).filter(|s| !s.is_empty()));
+        token_answer(request, redacted).await
     }
 
     pub fn new(
@@ -508,7 +523,9 @@ impl Connections {
             .token_url
             .as_deref()
             .ok_or_else(|| format!("provider `{}` has no token_url", c.provider))?;
-        let (http, url) = self.token_target(template, c)?;
+        // Refused before anything is read or sent (a host the
+        // connection chose that is not public).
+        self.token_target(template, c)?;
         let integration = self
             .store
             .integration(&c.provider_config_key)
@@ -520,31 +537,41 @@ impl Connections {
             .field("refresh_token")
             .ok_or("the connection has no refresh token")?;
         let mut form = vec![
-            ("grant_type", "refresh_token".to_string()),
-            ("refresh_token", refresh_token.to_string()),
+            ("grant_type".to_string(), "refresh_token".to_string()),
+            ("refresh_token".to_string(), refresh_token.to_string()),
         ];
-        if let Some(id) = &integration.oauth_client_id {
-            form.push(("client_id", id.clone()));
+        // The provider's `refresh_params`, else its `token_params` (as the
+        // original's refresh), without replacing the grant itself.
+        let definition = &provider.definition;
+        let extra = definition
+            .get("refresh_params")
+            .or_else(|| definition.get("token_params"))
+            .and_then(Value::as_object);
+        for (k, v) in extra.into_iter().flatten() {
+            let Some(v) = v.as_str() else { continue };
+            if k == "grant_type" || k == "refresh_token" {
+                continue;
+            }
+            let v = sluice_runtime::template::expand(v, &|name| c.lookup(name))
+                .unwrap_or_else(|| v.to_string());
+            form.push((k.clone(), v));
         }
-        if let Some(secret) = &integration.oauth_client_secret {
-            form.push(("client_secret", secret.clone()));
-        }
-        let encoded = url::form_urlencoded::Serializer::new(String::new())
-            .extend_pairs(&form)
-            .finish();
-        let request = http
-            .post(&url)
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(encoded);
         // An endpoint may echo what it was sent: the refresh token and the
         // client secret are not shown (nor stored in the errors and the
         // logs this message goes to).
         let secrets = c.credentials.secrets();
-        let values = secrets
-            .iter()
-            .map(String::as_str)
-            .chain(integration.oauth_client_secret.as_deref());
-        let raw = token_answer(request, values).await?;
+        let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
+        let raw = self
+            .token_grant(
+                c,
+                form,
+                (
+                    integration.oauth_client_id.as_deref().unwrap_or(""),
+                    integration.oauth_client_secret.as_deref().unwrap_or(""),
+                ),
+                &secrets,
+            )
+            .await?;
         let token = raw
             .get("access_token")
             .and_then(Value::as_str)

@@ -1032,14 +1032,6 @@ async fn exchange(
         ("code".into(), code.to_string()),
         ("redirect_uri".into(), flow.callback_url.clone()),
     ];
-    let header_auth = definition
-        .get("authorization_method")
-        .and_then(Value::as_str)
-        == Some("header");
-    if !header_auth {
-        form.push(("client_id".into(), client_id.clone()));
-        form.push(("client_secret".into(), client_secret.clone()));
-    }
     if let Some(v) = &flow.code_verifier {
         form.push(("code_verifier".into(), v.clone()));
     }
@@ -1056,21 +1048,9 @@ async fn exchange(
         form.retain(|(have, _)| *have != k);
         form.push((k, v));
     }
-    let basic = header_auth
-        || definition
-            .get("token_request_auth_method")
-            .and_then(Value::as_str)
-            == Some("basic");
-    let json_body = definition.get("body_format").and_then(Value::as_str) == Some("json");
     let raw = env
         .connections
-        .exchange_code(
-            &c,
-            form,
-            basic.then_some((client_id.as_str(), client_secret.as_str())),
-            json_body,
-            &client_secret,
-        )
+        .token_grant(&c, form, (&client_id, &client_secret), &[code])
         .await
         .map_err(|e| {
             failure(
