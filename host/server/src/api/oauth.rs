@@ -717,6 +717,7 @@ async fn flow(
         }
     }
     url.query_pairs_mut().extend_pairs(&all);
+    let location = rewritten(definition, url, &scopes.join(separator));
     let flow = Flow {
         provider_config_key: key.to_string(),
         provider: integration.provider.clone(),
@@ -739,7 +740,74 @@ async fn flow(
     {
         env.store.delete_doc(FLOWS, &replaced).await?;
     }
-    Ok(Ok(url.to_string()))
+    Ok(Ok(location))
+}
+
+/// The authorization URL as the provider's definition asks, in the
+/// original's order: the scopes unencoded (`authorization_url_skip_encode`
+/// naming `scopes`), the query after a fragment
+/// (`authorization_url_fragment`), text replaced
+/// (`authorization_url_replacements`, each key's first occurrence), and
+/// empty parameters dropped (`authorization_url_skip_empty`).
+fn rewritten(definition: &Map<String, Value>, mut url: url::Url, scopes: &str) -> String {
+    let skip_encode = match definition.get("authorization_url_skip_encode") {
+        Some(Value::String(s)) => s.contains("scopes"),
+        Some(Value::Array(a)) => a.iter().any(|v| v.as_str() == Some("scopes")),
+        _ => false,
+    };
+    if skip_encode {
+        let kept: Vec<(String, String)> = url
+            .query_pairs()
+            .filter(|(k, _)| k != "scope")
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        let mut query = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(&kept)
+            .finish();
+        if !scopes.is_empty() {
+            if !query.is_empty() {
+                query.push('&');
+            }
+            query.push_str("scope=");
+            query.push_str(scopes);
+        }
+        url.set_query(Some(&query));
+    }
+    let mut uri = url.to_string();
+    if let Some(fragment) = definition
+        .get("authorization_url_fragment")
+        .and_then(Value::as_str)
+    {
+        let search = url.query().map(|q| format!("?{q}")).unwrap_or_default();
+        let mut bare = url.clone();
+        bare.set_query(None);
+        uri = format!("{bare}#{fragment}{search}");
+    }
+    if let Some(Value::Object(replacements)) = definition.get("authorization_url_replacements") {
+        for (from, to) in replacements {
+            if let Some(to) = to.as_str() {
+                uri = uri.replacen(from.as_str(), to, 1);
+            }
+        }
+    }
+    if definition
+        .get("authorization_url_skip_empty")
+        .is_some_and(|v| v == &Value::Bool(true))
+        && let Ok(mut parsed) = url::Url::parse(&uri)
+    {
+        let kept: Vec<(String, String)> = parsed
+            .query_pairs()
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        if kept.is_empty() {
+            parsed.set_query(None);
+        } else {
+            parsed.query_pairs_mut().clear().extend_pairs(&kept);
+        }
+        uri = parsed.to_string();
+    }
+    uri
 }
 
 /// A provider's URL template (`authorization_url`, `token_url`: a string,
@@ -1166,4 +1234,67 @@ async fn exchange(
         failure(kind, e.message)
     })?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn definition(yaml: Value) -> Map<String, Value> {
+        yaml.as_object().cloned().unwrap_or_default()
+    }
+
+    fn url(query: &[(&str, &str)]) -> url::Url {
+        let mut u =
+            url::Url::parse("https://p.example/authorize").unwrap_or_else(|e| panic!("{e}"));
+        u.query_pairs_mut().extend_pairs(query);
+        u
+    }
+
+    #[test]
+    fn the_authorization_url_is_rewritten_as_the_provider_asks() {
+        let q = [
+            ("client_id", "c"),
+            ("scope", "a b"),
+            ("state", "s"),
+            ("empty", ""),
+        ];
+        // Untouched without options.
+        assert_eq!(
+            rewritten(&Map::new(), url(&q), "a b"),
+            "https://p.example/authorize?client_id=c&scope=a+b&state=s&empty="
+        );
+        assert_eq!(
+            rewritten(
+                &definition(json!({"authorization_url_skip_encode": ["scopes"]})),
+                url(&q),
+                "a:b,c"
+            ),
+            "https://p.example/authorize?client_id=c&state=s&empty=&scope=a:b,c"
+        );
+        assert_eq!(
+            rewritten(
+                &definition(json!({"authorization_url_fragment": "/login"})),
+                url(&q[..1]),
+                ""
+            ),
+            "https://p.example/authorize#/login?client_id=c"
+        );
+        assert_eq!(
+            rewritten(
+                &definition(json!({"authorization_url_replacements": {"client_id": "app_id"}})),
+                url(&q[..1]),
+                ""
+            ),
+            "https://p.example/authorize?app_id=c"
+        );
+        assert_eq!(
+            rewritten(
+                &definition(json!({"authorization_url_skip_empty": true})),
+                url(&q),
+                ""
+            ),
+            "https://p.example/authorize?client_id=c&scope=a+b&state=s"
+        );
+    }
 }
