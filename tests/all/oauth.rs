@@ -563,6 +563,14 @@ async fn an_oauth_flow_the_provider_or_its_token_endpoint_refuses_stores_nothing
         "{auth:?}"
     );
 
+    // The user's own OAuth app: its client id goes to the provider.
+    let (_, pairs) = authorize(
+        &base,
+        &format!("connect_session_token={token}&credentials[oauth_client_id_override]=own&credentials[oauth_client_secret_override]=own-secret"),
+    )
+    .await;
+    assert_eq!(param(&pairs, "client_id"), "own");
+
     // A session keeps its last 16 flows, not every one it starts.
     let mut states = Vec::new();
     for _ in 0..17 {
@@ -752,12 +760,18 @@ async fn a_refresh_sends_the_client_and_params_as_the_provider_takes_them() {
     // parameters of its own for a refresh.
     let mock = MockServer::start(Arc::new(|req: &MockRequest| {
         let body = req.json().unwrap_or_default();
-        let basic = format!(
-            "Basic {}",
-            base64::engine::general_purpose::STANDARD.encode("cid:csecret")
-        );
+        let basic = |client: &str| {
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(client)
+            )
+        };
+        // A connection of the user's own OAuth app refreshes with it.
+        if req.header("authorization") == Some(basic("own:own-secret").as_str()) {
+            return MockResponse::json(200, &json!({"access_token": "at-own"}));
+        }
         let ok = req.path == "/oauth/token"
-            && req.header("authorization") == Some(basic.as_str())
+            && req.header("authorization") == Some(basic("cid:csecret").as_str())
             && req.header("content-type") == Some("application/json")
             && body["grant_type"] == "refresh_token"
             && body["refresh_token"] == "rt-old"
@@ -804,5 +818,21 @@ async fn a_refresh_sends_the_client_and_params_as_the_provider_takes_them() {
         .await;
     assert_eq!(status, 200, "{c}");
     assert_eq!(c["credentials"]["access_token"], "at-new", "{c}");
+    let (status, body) = dev
+        .send(
+            "POST",
+            "/connections",
+            Some(json!({"provider_config_key": "j", "connection_id": "c2",
+                "credentials": {"type": "OAUTH2", "access_token": "at-old", "refresh_token": "rt-old",
+                    "expires_at": "2020-01-01T00:00:00Z",
+                    "config_override": {"client_id": "own", "client_secret": "own-secret"}}})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, c) = dev
+        .send("GET", "/connections/c2?provider_config_key=j", None)
+        .await;
+    assert_eq!(status, 200, "{c}");
+    assert_eq!(c["credentials"]["access_token"], "at-own", "{c}");
     server.stop().await;
 }

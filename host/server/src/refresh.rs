@@ -169,6 +169,28 @@ fn expiring(c: &Connection, now: DateTime<Utc>) -> bool {
         && expires_at(&c.credentials).is_some_and(|at| at - REFRESH_MARGIN <= now)
 }
 
+/// The OAuth client a connection's token is refreshed with: its own
+/// (`credentials.config_override`, a user's own OAuth app: both id and
+/// secret), else the integration's.
+fn client_of<'a>(
+    c: &'a Connection,
+    integration: &'a sluice_store::Integration,
+) -> (&'a str, &'a str) {
+    let own = c.credentials.as_map().get("config_override");
+    let field = |k: &str| {
+        own.and_then(|o| o.get(k))
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+    };
+    match (field("client_id"), field("client_secret")) {
+        (Some(id), Some(secret)) => (id, secret),
+        _ => (
+            integration.oauth_client_id.as_deref().unwrap_or(""),
+            integration.oauth_client_secret.as_deref().unwrap_or(""),
+        ),
+    }
+}
+
 /// Sends a token request and reads its JSON answer, a chunk at a time up
 /// to a bound (decompressed): a token is a few kilobytes, and an endpoint
 /// streaming gigabytes must not fill the server's memory. A refusal's
@@ -562,15 +584,7 @@ impl Connections {
         let secrets = c.credentials.secrets();
         let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
         let raw = self
-            .token_grant(
-                c,
-                form,
-                (
-                    integration.oauth_client_id.as_deref().unwrap_or(""),
-                    integration.oauth_client_secret.as_deref().unwrap_or(""),
-                ),
-                &secrets,
-            )
+            .token_grant(c, form, client_of(c, &integration), &secrets)
             .await?;
         let token = raw
             .get("access_token")

@@ -148,6 +148,15 @@ const TOKEN_FIELDS: &[&str] = &[
     "password",
     "oauth_token",
     "oauth_token_secret",
+    "oauth_client_id_override",
+    "oauth_client_secret_override",
+];
+
+/// The fields naming a connection's own OAuth app (kept out of `raw`).
+const CLIENT_OVERRIDE_FIELDS: &[&str] = &[
+    "config_override",
+    "oauth_client_id_override",
+    "oauth_client_secret_override",
 ];
 
 /// The auth mode of a body's credentials: its `credentials.type`, which
@@ -243,7 +252,11 @@ fn credentials(mode: &str, body: &Map<String, Value>, public: bool) -> ApiResult
         // not the connection's own settings, which change later.
         None | Some(Value::Null) => Value::Object(
             body.iter()
-                .filter(|(k, _)| k.as_str() != "type" && !CONNECTION_FIELDS.contains(&k.as_str()))
+                .filter(|(k, _)| {
+                    k.as_str() != "type"
+                        && !CONNECTION_FIELDS.contains(&k.as_str())
+                        && !CLIENT_OVERRIDE_FIELDS.contains(&k.as_str())
+                })
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
         ),
@@ -300,6 +313,37 @@ fn credentials(mode: &str, body: &Map<String, Value>, public: bool) -> ApiResult
             let no_expiration = body.get("no_expiration").and_then(Value::as_bool) == Some(true);
             if !no_expiration && let Some(at) = expires_at()? {
                 c["expires_at"] = json!(at);
+            }
+            // The connection's own OAuth app, for its refreshes: the
+            // original's `config_override`, or the top-level
+            // `oauth_client_{id,secret}_override`.
+            let given = match body.get("config_override") {
+                Some(Value::Object(o)) => (
+                    o.get("client_id").cloned(),
+                    o.get("client_secret").cloned(),
+                ),
+                None | Some(Value::Null) => (
+                    body.get("oauth_client_id_override").cloned(),
+                    body.get("oauth_client_secret_override").cloned(),
+                ),
+                Some(other) => {
+                    return Err(ApiError::invalid_body(format!(
+                        "`config_override` must be an object {{client_id, client_secret}}, got {other}"
+                    )));
+                }
+            };
+            match given {
+                (None, None) => {}
+                (Some(Value::String(id)), Some(Value::String(secret)))
+                    if !id.is_empty() && !secret.is_empty() =>
+                {
+                    c["config_override"] = json!({"client_id": id, "client_secret": secret});
+                }
+                _ => {
+                    return Err(ApiError::invalid_body(
+                        "a connection's own OAuth app needs both a client id and a client secret (non-empty strings)",
+                    ));
+                }
             }
             c
         }

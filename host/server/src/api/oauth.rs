@@ -61,6 +61,10 @@ struct Flow {
     ws_client_id: Option<String>,
     /// A reconnect: the connection exists and gets new credentials.
     reconnect: bool,
+    /// The user's own OAuth app (`credentials[oauth_client_*_override]`):
+    /// the code is exchanged, and the token refreshed, with it.
+    #[serde(default)]
+    client_override: Option<(String, String)>,
     /// The `connection_config` keys the app gave (the session's
     /// defaults): the only ones that may choose a URL's whole host.
     #[serde(default)]
@@ -321,6 +325,10 @@ struct Query {
     plain: Vec<(String, String)>,
     params: Map<String, Value>,
     authorization_params: Map<String, Value>,
+    /// `credentials[oauth_client_id_override]` and
+    /// `credentials[oauth_client_secret_override]`: the user's own OAuth
+    /// app for this connection.
+    credentials: Map<String, Value>,
 }
 
 impl Query {
@@ -336,6 +344,7 @@ impl Query {
             plain: Vec::new(),
             params: Map::new(),
             authorization_params: Map::new(),
+            credentials: Map::new(),
         };
         for (k, v) in url::form_urlencoded::parse(raw.as_bytes()) {
             let nested = |prefix: &str| {
@@ -345,6 +354,8 @@ impl Query {
             };
             if let Some(key) = nested("params[") {
                 q.params.insert(key, Value::String(v.into_owned()));
+            } else if let Some(key) = nested("credentials[") {
+                q.credentials.insert(key, Value::String(v.into_owned()));
             } else if let Some(key) = nested("authorization_params[") {
                 q.authorization_params
                     .insert(key, Value::String(v.into_owned()));
@@ -530,15 +541,35 @@ async fn flow(
             ),
         )));
     }
+    // The user's own OAuth app (both or neither), else the integration's.
+    let client_override = match (
+        q.credentials
+            .get("oauth_client_id_override")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty()),
+        q.credentials
+            .get("oauth_client_secret_override")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty()),
+    ) {
+        (Some(id), Some(secret)) => Some((id.to_string(), secret.to_string())),
+        _ => None,
+    };
     let (Some(client_id), Some(_)) = (
-        integration
-            .oauth_client_id
-            .as_deref()
-            .filter(|s| !s.is_empty()),
-        integration
-            .oauth_client_secret
-            .as_deref()
-            .filter(|s| !s.is_empty()),
+        client_override
+            .as_ref()
+            .map(|(id, _)| id.as_str())
+            .or(integration
+                .oauth_client_id
+                .as_deref()
+                .filter(|s| !s.is_empty())),
+        client_override
+            .as_ref()
+            .map(|(_, s)| s.as_str())
+            .or(integration
+                .oauth_client_secret
+                .as_deref()
+                .filter(|s| !s.is_empty())),
     ) else {
         return Ok(Err(failure(
             "provider_config_err",
@@ -731,6 +762,7 @@ async fn flow(
         ws_client_id: q.get("ws_client_id").map(str::to_string),
         reconnect: session.connection_id.is_some(),
         trusted,
+        client_override,
         expires_at: Utc::now() + FLOW_TTL,
     };
     env.store.put_doc(FLOWS, &state, &flow).await?;
@@ -1065,10 +1097,12 @@ async fn exchange(
             ),
         ));
     }
-    let (client_id, client_secret) = (
-        integration.oauth_client_id.clone().unwrap_or_default(),
-        integration.oauth_client_secret.clone().unwrap_or_default(),
-    );
+    let (client_id, client_secret) = flow.client_override.clone().unwrap_or_else(|| {
+        (
+            integration.oauth_client_id.clone().unwrap_or_default(),
+            integration.oauth_client_secret.clone().unwrap_or_default(),
+        )
+    });
     // The callback's values a provider sends there (`redirect_uri_metadata`).
     let mut callback_metadata = Map::new();
     for k in definition
@@ -1177,6 +1211,12 @@ async fn exchange(
         );
     }
     creds.insert("raw".into(), raw_value.clone());
+    if let Some((id, secret)) = &flow.client_override {
+        creds.insert(
+            "config_override".into(),
+            json!({"client_id": id, "client_secret": secret}),
+        );
+    }
     let credentials: Credentials = serde_json::from_value(Value::Object(creds)).map_err(|e| {
         failure(
             "unknown_err",
