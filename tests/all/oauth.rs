@@ -834,5 +834,67 @@ async fn a_refresh_sends_the_client_and_params_as_the_provider_takes_them() {
         .await;
     assert_eq!(status, 200, "{c}");
     assert_eq!(c["credentials"]["access_token"], "at-own", "{c}");
+
+    // A refresh that fails is told to the app (`on_auth_refresh_error`,
+    // on by default).
+    let hooks = MockServer::start(Arc::new(|_: &MockRequest| {
+        MockResponse::json(200, &json!({}))
+    }))
+    .await
+    .unwrap();
+    let (status, body) = dev
+        .send(
+            "PUT",
+            "/sluice/webhook-settings",
+            Some(json!({"primary_url": format!("{}/hooks", hooks.url())})),
+        )
+        .await;
+    assert_eq!(
+        (status, &body["on_auth_refresh_error"]),
+        (200, &json!(true)),
+        "{body}"
+    );
+    let (status, body) = dev
+        .send(
+            "POST",
+            "/connections",
+            Some(json!({"provider_config_key": "j", "connection_id": "c3",
+                "credentials": {"type": "OAUTH2", "access_token": "at-old", "refresh_token": "rt-revoked",
+                    "expires_at": "2020-01-01T00:00:00Z"}})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = dev
+        .send("GET", "/connections/c3?provider_config_key=j", None)
+        .await;
+    assert_ne!(status, 200, "{body}");
+    let limit = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let refresh = loop {
+        let auth = wait_auth(&hooks, 1).await;
+        if let Some(r) = auth.iter().find(|a| a["operation"] == "refresh") {
+            break r.clone();
+        }
+        assert!(
+            std::time::Instant::now() < limit,
+            "no refresh webhook: {auth:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(refresh["connectionId"], "c3", "{refresh}");
+    assert_eq!(refresh["success"], false, "{refresh}");
+    assert_eq!(refresh["authMode"], "OAUTH2", "{refresh}");
+    assert_eq!(
+        refresh["error"]["type"], "refresh_token_external_error",
+        "{refresh}"
+    );
+    assert!(
+        refresh["error"]["description"]
+            .as_str()
+            .unwrap()
+            .contains("HTTP 400")
+            && !refresh.to_string().contains("rt-revoked")
+            && !refresh.to_string().contains("csecret"),
+        "{refresh}"
+    );
     server.stop().await;
 }

@@ -44,6 +44,11 @@ pub struct Deployed {
 /// One environment as the server holds it.
 pub struct EnvState {
     pub store: EnvStore,
+    /// Its connections' failed refreshes, for the app's `auth` webhook
+    /// (taken by the task [`App::set_self`] starts).
+    refresh_failures: std::sync::Mutex<
+        Option<tokio::sync::mpsc::Receiver<(sluice_runtime::connection::Connection, String)>>,
+    >,
     pub connections: Arc<Connections>,
     environment: RwLock<Arc<Environment>>,
     deployment: RwLock<Option<Arc<Deployed>>>,
@@ -165,6 +170,39 @@ impl App {
     /// Records the `Arc` this app lives in.
     pub fn set_self(self: &Arc<Self>) {
         let _ = self.me.set(Arc::downgrade(self));
+        // Each environment's failed refreshes become the app's `auth`
+        // webhooks (`operation: "refresh"`, when `on_auth_refresh_error`).
+        // The task holds neither the app nor the environment: it ends
+        // with them.
+        for env in self.envs() {
+            let Some(mut failures) = env
+                .refresh_failures
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take()
+            else {
+                continue;
+            };
+            let (app, env) = (Arc::downgrade(self), Arc::downgrade(env));
+            tokio::spawn(async move {
+                while let Some((c, message)) = failures.recv().await {
+                    let (Some(app), Some(env)) = (app.upgrade(), env.upgrade()) else {
+                        return;
+                    };
+                    let event = crate::webhooks::AuthEvent {
+                        connection: &c,
+                        auth_mode: &crate::api::connections::auth_mode(&app, &c),
+                        operation: "refresh",
+                        end_user: false,
+                        error: Some(serde_json::json!({
+                            "type": "refresh_token_external_error",
+                            "description": message,
+                        })),
+                    };
+                    crate::api::connections::tell(&app, &env, event).await;
+                }
+            });
+        }
     }
 
     pub async fn new(
@@ -208,6 +246,7 @@ impl App {
                     .as_ref()
                     .map(|u| format!("{}/webhook/{}", u.trim_end_matches('/'), store_env.id())),
             };
+            let (refresh_failed, refresh_failures) = tokio::sync::mpsc::channel(1024);
             let state = EnvState {
                 connections: Arc::new(
                     Connections::new(
@@ -217,8 +256,10 @@ impl App {
                         limits.allowed_hosts.clone(),
                     )
                     .redirected(config.upstream_redirect.clone())
-                    .logged(logs.clone()),
+                    .logged(logs.clone())
+                    .reporting(refresh_failed),
                 ),
+                refresh_failures: std::sync::Mutex::new(Some(refresh_failures)),
                 store: store_env.clone(),
                 environment: RwLock::new(Arc::new(environment)),
                 deployment: RwLock::new(None),

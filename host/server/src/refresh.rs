@@ -98,6 +98,9 @@ pub struct Connections {
     /// `refresh_token`), so the connection's error names its log.
     logs: Option<Arc<crate::logs::Logs>>,
     locks: Mutex<HashMap<(String, String), RefreshLock>>,
+    /// Where a failed refresh is told (the app's `auth` webhook with
+    /// `operation: "refresh"`); full, a failure is not told.
+    failures: Option<tokio::sync::mpsc::Sender<(Connection, String)>>,
 }
 
 fn backend(e: impl std::fmt::Display) -> ConnectionError {
@@ -339,7 +342,14 @@ impl Connections {
             redirect: None,
             logs: None,
             locks: Mutex::new(HashMap::new()),
+            failures: None,
         }
+    }
+
+    /// Failed refreshes are sent to `to` as well.
+    pub fn reporting(mut self, to: tokio::sync::mpsc::Sender<(Connection, String)>) -> Self {
+        self.failures = Some(to);
+        self
     }
 
     /// Token requests go to `to` instead of the provider's host (path and
@@ -530,6 +540,9 @@ impl Connections {
                     "at": Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
                 });
                 let _ = self.store.put_doc(CONNECTION_ERRORS, &key, &record).await;
+                if let Some(to) = &self.failures {
+                    let _ = to.try_send((c.clone(), message.clone()));
+                }
                 Err(refused())
             }
         }

@@ -79,6 +79,10 @@ pub struct Settings {
     /// (it refuses fields it does not know) is one it wrote.
     #[serde(default = "yes", skip_serializing_if = "is_true")]
     pub on_auth_creation: bool,
+    /// When a token refresh fails (`operation: "refresh"`); on, as in the
+    /// original's new environments. Stored only when off.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub on_auth_refresh_error: bool,
     /// `Some((provider_config_key, connection_id))` when `primary_url` is
     /// that connection's `webhook_url_override` (see [`settings_for`]).
     /// Never stored.
@@ -103,6 +107,7 @@ impl Default for Settings {
             on_sync_error: false,
             on_async_action_completion: true,
             on_auth_creation: true,
+            on_auth_refresh_error: true,
             connection_override: None,
         }
     }
@@ -484,7 +489,9 @@ impl Webhooks {
             settings.connection_override =
                 Some((c.provider_config_key.clone(), c.connection_id.clone()));
         }
-        if event.operation == "creation" && !settings.on_auth_creation {
+        if (event.operation == "creation" && !settings.on_auth_creation)
+            || (event.operation == "refresh" && !settings.on_auth_refresh_error)
+        {
             return Ok(());
         }
         let mut body = json!({

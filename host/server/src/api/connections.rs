@@ -318,10 +318,9 @@ fn credentials(mode: &str, body: &Map<String, Value>, public: bool) -> ApiResult
             // original's `config_override`, or the top-level
             // `oauth_client_{id,secret}_override`.
             let given = match body.get("config_override") {
-                Some(Value::Object(o)) => (
-                    o.get("client_id").cloned(),
-                    o.get("client_secret").cloned(),
-                ),
+                Some(Value::Object(o)) => {
+                    (o.get("client_id").cloned(), o.get("client_secret").cloned())
+                }
                 None | Some(Value::Null) => (
                     body.get("oauth_client_id_override").cloned(),
                     body.get("oauth_client_secret_override").cloned(),

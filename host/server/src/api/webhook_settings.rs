@@ -12,6 +12,7 @@ use crate::webhooks::{self, SETTINGS, Settings};
 fn view(s: &Settings, secret: &str) -> Value {
     let mut v = serde_json::to_value(s).unwrap_or(Value::Null);
     v["on_auth_creation"] = json!(s.on_auth_creation);
+    v["on_auth_refresh_error"] = json!(s.on_auth_refresh_error);
     v["signing_secret"] = json!(secret);
     v
 }
@@ -64,6 +65,7 @@ pub async fn put(
             | "on_sync_error"
             | "on_async_action_completion"
             | "on_auth_creation"
+            | "on_auth_refresh_error"
                 if !v.is_boolean() =>
             {
                 return Err(crate::error::ApiError::invalid_body(format!(
@@ -75,12 +77,13 @@ pub async fn put(
             | "on_sync_completion_always"
             | "on_sync_error"
             | "on_async_action_completion"
-            | "on_auth_creation" => {
+            | "on_auth_creation"
+            | "on_auth_refresh_error" => {
                 merged.insert(k, v);
             }
             _ => {
                 return Err(crate::error::ApiError::invalid_body(format!(
-                    "unknown setting `{k}`: the settings are `primary_url`, `secondary_url`, `on_sync_completion_always`, `on_sync_error`, `on_async_action_completion`, `on_auth_creation` and `rotate_signing_secret`"
+                    "unknown setting `{k}`: the settings are `primary_url`, `secondary_url`, `on_sync_completion_always`, `on_sync_error`, `on_async_action_completion`, `on_auth_creation`, `on_auth_refresh_error` and `rotate_signing_secret`"
                 )));
             }
         }
