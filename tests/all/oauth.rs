@@ -84,7 +84,8 @@ fn provider_handler(p: Arc<Provider>) -> sluice_project::mock::Handler {
 fn providers_yaml(mock: &str) -> String {
     format!(
         "mockoauth:\n  auth_mode: OAUTH2\n  authorization_url: {mock}/authorize?ignored=1\n  token_url: {mock}/oauth/token\n  authorization_params:\n    prompt: consent\n  default_scopes:\n    - offline\n  scope_separator: ','\n  token_response_metadata:\n    - team.id\n  proxy:\n    base_url: {mock}\n\
-         mockhost:\n  auth_mode: OAUTH2\n  authorization_url: {mock}/authorize\n  token_url: https://${{connectionConfig.domain}}/oauth/token\n  proxy:\n    base_url: {mock}\n"
+         mockhost:\n  auth_mode: OAUTH2\n  authorization_url: {mock}/authorize\n  token_url: https://${{connectionConfig.domain}}/oauth/token\n  proxy:\n    base_url: {mock}\n\
+         mockkey:\n  auth_mode: API_KEY\n  proxy:\n    base_url: {mock}\n    headers:\n      x-api-key: ${{apiKey}}\n"
     )
 }
 
@@ -751,6 +752,95 @@ async fn an_import_sends_the_originals_auth_webhooks_and_the_setting_stops_creat
         3,
         "no creation webhook for c2"
     );
+
+    // A user types an API key in the browser (Connect UI, the frontend
+    // SDK): a connection of the session's end user.
+    let (status, body) = dev
+        .send(
+            "PATCH",
+            "/sluice/webhook-settings",
+            Some(json!({"on_auth_creation": true})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = dev
+        .send(
+            "POST",
+            "/integrations",
+            Some(json!({"unique_key": "key-int", "provider": "mockkey"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = session(
+        &dev,
+        json!({"end_user": {"id": "u7"}, "allowed_integrations": ["key-int", "oauth-int"]}),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let token = body["data"]["token"].as_str().unwrap().to_string();
+    let post = |path: String, body: Value| {
+        let url = format!("{}{path}", server.url());
+        async move {
+            let resp = reqwest::Client::new()
+                .post(url)
+                .header("content-type", "application/json")
+                .body(body.to_string())
+                .send()
+                .await
+                .unwrap();
+            let status = resp.status().as_u16();
+            (
+                status,
+                serde_json::from_str::<Value>(&resp.text().await.unwrap()).unwrap(),
+            )
+        }
+    };
+    let (status, body) = post(
+        format!("/api-auth/api-key/key-int?connect_session_token={token}&params[region]=eu"),
+        json!({"apiKey": "user-key"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["providerConfigKey"], "key-int");
+    let cid = body["connectionId"].as_str().unwrap().to_string();
+    let (status, c) = dev
+        .send(
+            "GET",
+            &format!("/connections/{cid}?provider_config_key=key-int"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{c}");
+    assert_eq!(c["credentials"]["apiKey"], "user-key", "{c}");
+    assert_eq!(c["connection_config"]["region"], "eu", "{c}");
+    assert_eq!(c["end_user"]["id"], "u7", "{c}");
+    let auth = wait_auth(&hooks, 4).await;
+    assert_eq!(auth[3]["connectionId"], cid.as_str(), "{auth:?}");
+    assert_eq!(auth[3]["authMode"], "API_KEY");
+    assert_eq!(auth[3]["endUser"]["endUserId"], "u7");
+    // An OAuth integration takes no key; a body of another shape is named.
+    let (status, body) = post(
+        format!("/api-auth/api-key/oauth-int?connect_session_token={token}"),
+        json!({"apiKey": "k"}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("invalid_auth_mode")),
+        "{body}"
+    );
+    let (status, body) = post(
+        format!("/api-auth/api-key/key-int?connect_session_token={token}"),
+        json!({"api_key": "k"}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("invalid_body")),
+        "{body}"
+    );
+    let (status, body) = post("/api-auth/api-key/key-int".into(), json!({"apiKey": "k"})).await;
+    assert_eq!(status, 401, "{body}");
     server.stop().await;
 }
 

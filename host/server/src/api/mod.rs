@@ -410,9 +410,10 @@ async fn health(
 
 /// The routes the original's API takes JSON on: a request to one with a
 /// `Content-Type` that is not JSON is refused, as there.
-const JSON_ROUTES: [&str; 12] = [
+const JSON_ROUTES: [&str; 13] = [
     "/integrations",
     "/connect",
+    "/api-auth",
     "/connection",
     "/connections",
     "/environment-variables",
@@ -577,6 +578,8 @@ fn routes(app: Arc<App>) -> Router {
         )
         .route("/oauth/connect/{key}", get(oauth::connect))
         .route("/oauth/callback", get(oauth::callback))
+        .route("/api-auth/api-key/{key}", post(oauth::api_key))
+        .route("/api-auth/basic/{key}", post(oauth::basic))
         .route("/records", get(records::get_records))
         .route("/records/prune", patch(records::prune))
         .route("/action/trigger", post(actions::trigger))

@@ -465,6 +465,52 @@ type Started = Result<Result<String, (Option<String>, Failure)>, ApiError>;
 
 async fn start(app: &App, key: &str, query: Option<&str>, headers: &HeaderMap) -> Started {
     let q = Query::parse(query)?;
+    let (env, session, session_key) = browser_session(app, key, &q).await?;
+    let ws = q.get("ws_client_id").map(str::to_string);
+    match flow(app, &env, &session, &session_key, key, &q, headers).await {
+        Ok(Ok(location)) => Ok(Ok(location)),
+        Ok(Err(f)) => Ok(Err((ws, f))),
+        Err(e) => Err(e),
+    }
+}
+
+/// A connection's `connection_config` from the browser's `params[…]`
+/// (strings only) under the session's `connection_config` for the
+/// integration (`defaults`), which wins; and the keys the app gave. With
+/// a session, the scopes are the app's to choose: the browser's
+/// `user_scope` and `params[oauth_scopes_override]` are not taken (as the
+/// original).
+fn session_config(q: &Query, defaults: &Map<String, Value>) -> (Map<String, Value>, Vec<String>) {
+    let mut config: Map<String, Value> = q
+        .params
+        .iter()
+        .filter(|(k, v)| {
+            v.is_string()
+                && !matches!(
+                    k.as_str(),
+                    "webhook_url" | "oauth_scopes_override" | "user_scope"
+                )
+        })
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let own = match defaults.get("connection_config") {
+        Some(Value::Object(own)) => own.clone(),
+        _ => Map::new(),
+    };
+    let trusted: Vec<String> = own.keys().cloned().collect();
+    config.extend(own);
+    (config, trusted)
+}
+
+/// The connect session a browser's request names
+/// (`?connect_session_token=`), allowing integration `key`; the
+/// original's refusals (401 for the token, 400 for a `connection_id`,
+/// which a session chooses, or an integration it does not allow).
+async fn browser_session(
+    app: &App,
+    key: &str,
+    q: &Query,
+) -> Result<(Arc<EnvState>, ConnectSession, String), ApiError> {
     let Some(token) = q.get("connect_session_token") else {
         let (code, message) = if q.get("public_key").is_some() {
             (
@@ -474,7 +520,7 @@ async fn start(app: &App, key: &str, query: Option<&str>, headers: &HeaderMap) -
         } else {
             (
                 "missing_connect_session_token",
-                "the OAuth flow needs a connect session: pass the token of POST /connect/sessions as `connect_session_token`",
+                "connecting an account needs a connect session: pass the token of POST /connect/sessions as `connect_session_token`",
             )
         };
         return Err(ApiError::new(StatusCode::UNAUTHORIZED, code, message));
@@ -492,13 +538,146 @@ async fn start(app: &App, key: &str, query: Option<&str>, headers: &HeaderMap) -
             format!("this connect session does not allow integration `{key}`"),
         ));
     }
-    let ws = q.get("ws_client_id").map(str::to_string);
-    let session_key = connect::token_key(token);
-    match flow(app, &env, &session, &session_key, key, &q, headers).await {
-        Ok(Ok(location)) => Ok(Ok(location)),
-        Ok(Err(f)) => Ok(Err((ws, f))),
-        Err(e) => Err(e),
+    Ok((env, session, connect::token_key(token)))
+}
+
+/// `POST /api-auth/api-key/:key?connect_session_token=…` (`{apiKey}`):
+/// the browser (Connect UI, `@nangohq/frontend`) creates an API_KEY
+/// connection with the user's key.
+pub async fn api_key(
+    State(app): State<Arc<App>>,
+    axum::extract::Path(key): axum::extract::Path<String>,
+    uri: axum::http::Uri,
+    super::JsonBody(body): super::JsonBody<Map<String, Value>>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let api_key = match (body.get("apiKey"), body.len()) {
+        (Some(Value::String(k)), 1) if (1..=1024).contains(&k.chars().count()) => k.clone(),
+        _ => {
+            return Err(ApiError::invalid_body(
+                "the body is `{\"apiKey\": \"…\"}` (1 to 1,024 characters) and nothing else",
+            ));
+        }
+    };
+    let credentials = json!({"type": "API_KEY", "apiKey": api_key});
+    browser_credentials(&app, &key, uri.query(), "API_KEY", credentials).await
+}
+
+/// `POST /api-auth/basic/:key?connect_session_token=…` (`{username,
+/// password}`, either may be empty).
+pub async fn basic(
+    State(app): State<Arc<App>>,
+    axum::extract::Path(key): axum::extract::Path<String>,
+    uri: axum::http::Uri,
+    super::JsonBody(body): super::JsonBody<Map<String, Value>>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let field = |k: &str| match body.get(k) {
+        Some(Value::String(v)) if v.chars().count() <= 1024 => Some(v.clone()),
+        _ => None,
+    };
+    let (Some(username), Some(password), 2) = (field("username"), field("password"), body.len())
+    else {
+        return Err(ApiError::invalid_body(
+            "the body is `{\"username\": \"…\", \"password\": \"…\"}` (strings of at most 1,024 characters) and nothing else",
+        ));
+    };
+    let credentials = json!({"type": "BASIC", "username": username, "password": password});
+    browser_credentials(&app, &key, uri.query(), "BASIC", credentials).await
+}
+
+/// A connection of integration `key` with credentials the user typed,
+/// for the connect session the query names; stored as an import is
+/// (checked, scheduled, the app told). Answers the original's
+/// `{connectionId, providerConfigKey}`.
+async fn browser_credentials(
+    app: &Arc<App>,
+    key: &str,
+    query: Option<&str>,
+    mode: &str,
+    credentials: Value,
+) -> Result<axum::Json<Value>, ApiError> {
+    let q = Query::parse(query)?;
+    let (env, session, _) = browser_session(app, key, &q).await?;
+    let integration = env.store.integration(key).await?.ok_or_else(|| {
+        ApiError::not_found(
+            "unknown_provider_config",
+            format!("No integration `{key}` in this environment"),
+        )
+    })?;
+    let provider_mode = app
+        .providers
+        .get(&integration.provider)
+        .map(|p| p.auth_mode.clone().unwrap_or_default())
+        .ok_or_else(|| {
+            ApiError::not_found(
+                "unknown_provider_template",
+                format!(
+                    "The provider `{}` is not in the server's catalogue",
+                    integration.provider
+                ),
+            )
+        })?;
+    if provider_mode != mode {
+        return Err(ApiError::bad_request(
+            "invalid_auth_mode",
+            format!(
+                "integration `{key}` ({}) is {}, not {mode}",
+                integration.provider,
+                if provider_mode.is_empty() {
+                    "of no auth mode"
+                } else {
+                    &provider_mode
+                }
+            ),
+        ));
     }
+    let connection_id = match &session.connection_id {
+        Some(cid) => {
+            if !env.store.connection_exists(key, cid).await? {
+                return Err(ApiError::bad_request(
+                    "invalid_connection",
+                    format!("the connection `{cid}` this session reconnects no longer exists"),
+                ));
+            }
+            cid.clone()
+        }
+        None => uuid::Uuid::new_v4().to_string(),
+    };
+    let (config, _) = session_config(&q, &session.defaults(key));
+    let credentials: Credentials = serde_json::from_value(credentials)
+        .map_err(|e| ApiError::invalid_body(format!("invalid credentials: {e}")))?;
+    let reconnect = session.connection_id.is_some();
+    let draft = Draft {
+        provider_config_key: key.to_string(),
+        connection_id: connection_id.clone(),
+        credentials,
+        metadata: None,
+        connection_config: Some(config),
+        end_user: if reconnect {
+            None
+        } else {
+            session.end_user.clone()
+        },
+        tags: (!reconnect || !session.tags.is_empty()).then(|| session.tags.clone()),
+        webhook_url: session.webhook_url_override.clone().map(Some),
+        tell_end_user: true,
+    };
+    connections::store(app, &env, draft, |pck| {
+        ApiError::not_found(
+            "unknown_provider_config",
+            format!("No integration `{pck}` in this environment"),
+        )
+    })
+    .await
+    .map_err(|mut e| {
+        if e.code == "connection_test_failed" {
+            e.code = "connection_validation_failed".into();
+        }
+        e
+    })?;
+    Ok(axum::Json(json!({
+        "connectionId": connection_id,
+        "providerConfigKey": key,
+    })))
 }
 
 /// The authorization URL for integration `key`, with its flow stored.
@@ -578,28 +757,7 @@ async fn flow(
     };
     let definition = &provider.definition;
     let defaults = session.defaults(key);
-    // The browser's `params[…]` (strings only), under the session's
-    // `connection_config`, which wins. With a session, the scopes are the
-    // app's to choose: the browser's `user_scope` and
-    // `params[oauth_scopes_override]` are not taken (as the original).
-    let mut config: Map<String, Value> = q
-        .params
-        .iter()
-        .filter(|(k, v)| {
-            v.is_string()
-                && !matches!(
-                    k.as_str(),
-                    "webhook_url" | "oauth_scopes_override" | "user_scope"
-                )
-        })
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    let own = match defaults.get("connection_config") {
-        Some(Value::Object(own)) => own.clone(),
-        _ => Map::new(),
-    };
-    let trusted: Vec<String> = own.keys().cloned().collect();
-    config.extend(own);
+    let (mut config, trusted) = session_config(q, &defaults);
     let scopes_override = config
         .remove("oauth_scopes_override")
         .and_then(|v| v.as_str().map(str::to_string));
