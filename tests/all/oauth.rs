@@ -571,6 +571,13 @@ async fn an_oauth_flow_the_provider_or_its_token_endpoint_refuses_stores_nothing
     )
     .await;
     assert_eq!(param(&pairs, "client_id"), "own");
+    // Or in the connection config: used, not kept in it.
+    let (_, pairs) = authorize(
+        &base,
+        &format!("connect_session_token={token}&params[oauth_client_id_override]=own2&params[oauth_client_secret_override]=own2-secret&params[region]=eu"),
+    )
+    .await;
+    assert_eq!(param(&pairs, "client_id"), "own2");
 
     // A session keeps its last 16 flows, not every one it starts.
     let mut states = Vec::new();
@@ -841,6 +848,26 @@ async fn an_import_sends_the_originals_auth_webhooks_and_the_setting_stops_creat
     );
     let (status, body) = post("/api-auth/api-key/key-int".into(), json!({"apiKey": "k"})).await;
     assert_eq!(status, 401, "{body}");
+    // A page on another origin may call it: the preflight is answered.
+    let resp = reqwest::Client::new()
+        .request(
+            reqwest::Method::OPTIONS,
+            format!("{}/api-auth/api-key/key-int", server.url()),
+        )
+        .header("origin", "https://app.example")
+        .header("access-control-request-method", "POST")
+        .header("access-control-request-headers", "content-type")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 204);
+    assert_eq!(resp.headers()["access-control-allow-origin"], "*");
+    assert!(
+        resp.headers()["access-control-allow-headers"]
+            .to_str()
+            .unwrap()
+            .contains("Content-Type")
+    );
     server.stop().await;
 }
 
@@ -924,6 +951,22 @@ async fn a_refresh_sends_the_client_and_params_as_the_provider_takes_them() {
         .await;
     assert_eq!(status, 200, "{c}");
     assert_eq!(c["credentials"]["access_token"], "at-own", "{c}");
+    // Empty or null overrides are left out, as before they were taken.
+    let (status, body) = dev
+        .send(
+            "POST",
+            "/connection",
+            Some(
+                json!({"provider_config_key": "j", "connection_id": "c4", "access_token": "t",
+                "oauth_client_id_override": null, "oauth_client_secret_override": ""}),
+            ),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    assert!(
+        body["credentials"].get("config_override").is_none(),
+        "{body}"
+    );
 
     // A refresh that fails is told to the app (`on_auth_refresh_error`,
     // on by default).

@@ -100,9 +100,16 @@ impl Credentials {
             "pat_secret",
             "oauth_token_secret",
         ];
+        // A connection's own OAuth app (`config_override`) has a secret too.
+        let own_client = self
+            .0
+            .get("config_override")
+            .and_then(|o| o.get("client_secret"))
+            .and_then(Value::as_str);
         SECRET_FIELDS
             .iter()
             .filter_map(|f| self.field(f))
+            .chain(own_client)
             .filter(|s| s.len() >= 4)
             .map(str::to_string)
             .collect()
@@ -454,6 +461,16 @@ impl ConnectionStore for MemoryConnections {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_connections_own_client_secret_is_among_its_secrets() {
+        let c: Credentials = serde_json::from_value(serde_json::json!({
+            "type": "OAUTH2", "access_token": "token-1",
+            "config_override": {"client_id": "own", "client_secret": "own-secret"},
+        }))
+        .unwrap();
+        assert_eq!(c.secrets(), vec!["token-1".to_string(), "own-secret".to_string()]);
+    }
 
     #[test]
     fn credentials_are_checked_on_load() {

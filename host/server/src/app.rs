@@ -164,6 +164,9 @@ pub struct App {
     me: std::sync::OnceLock<std::sync::Weak<App>>,
     /// Frontend SDKs waiting on the websocket for an OAuth flow's result.
     pub oauth_clients: Arc<crate::api::oauth::Clients>,
+    /// The tasks telling the app of failed refreshes (stopped with the
+    /// server).
+    pub refresh_tellers: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 impl App {
@@ -184,7 +187,7 @@ impl App {
                 continue;
             };
             let (app, env) = (Arc::downgrade(self), Arc::downgrade(env));
-            tokio::spawn(async move {
+            let task = tokio::spawn(async move {
                 while let Some((c, message)) = failures.recv().await {
                     let (Some(app), Some(env)) = (app.upgrade(), env.upgrade()) else {
                         return;
@@ -202,6 +205,10 @@ impl App {
                     crate::api::connections::tell(&app, &env, event).await;
                 }
             });
+            self.refresh_tellers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(task);
         }
     }
 
@@ -287,6 +294,7 @@ impl App {
             reclaim_requested: Default::default(),
             me: std::sync::OnceLock::new(),
             oauth_clients: Default::default(),
+            refresh_tellers: Default::default(),
             store,
             runtime,
             providers,

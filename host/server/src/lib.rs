@@ -354,6 +354,15 @@ impl Server {
     /// crash), stops accepting and waits for requests in flight.
     pub async fn stop(mut self) {
         self.app.oauth_clients.close();
+        for task in self
+            .app
+            .refresh_tellers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+        {
+            task.abort();
+        }
         self.scheduler.abort();
         self.webhooks.abort();
         self.logs.abort();

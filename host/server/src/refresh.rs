@@ -64,7 +64,15 @@ struct RefreshState {
     /// When a refresh last failed, for which credentials (a digest), and
     /// why.
     failed: Option<(std::time::Instant, [u8; 32], String)>,
+    /// When the app was last told of a failed refresh (its `auth`
+    /// webhook): once per failing stretch, then at most every
+    /// [`TELL_AGAIN_AFTER`], however often the refresh is tried.
+    told: Option<std::time::Instant>,
 }
+
+/// How often the app is told again of a connection whose refreshes keep
+/// failing.
+const TELL_AGAIN_AFTER: Duration = Duration::from_secs(3600);
 
 /// After a failed refresh, the same credentials are not sent to the
 /// token endpoint again for this long, unless the app asks
@@ -300,9 +308,14 @@ impl Connections {
                 }
             }
         }
-        if (header_auth || said("token_request_auth_method") == Some("basic"))
-            && !client_id.is_empty()
-        {
+        if header_auth && !client_id.is_empty() {
+            // As RFC 6749 §2.3.1 (and the original's OAuth client) has
+            // it: each form-encoded before they are joined.
+            let encode =
+                |v: &str| url::form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>();
+            request = request.basic_auth(encode(client_id), Some(encode(client_secret)));
+        } else if said("token_request_auth_method") == Some("basic") && !client_id.is_empty() {
+            // The original builds this one itself, unencoded.
             request = request.basic_auth(client_id, Some(client_secret));
         }
         request = if said("body_format") == Some("json") {
@@ -468,6 +481,7 @@ impl Connections {
         match self.refresh(&c).await {
             Ok(credentials) => {
                 state.failed = None;
+                state.told = None;
                 // Only the credentials are written, and only if nothing
                 // replaced them (or deleted the connection) meanwhile.
                 let c = self
@@ -540,8 +554,11 @@ impl Connections {
                     "at": Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
                 });
                 let _ = self.store.put_doc(CONNECTION_ERRORS, &key, &record).await;
-                if let Some(to) = &self.failures {
-                    let _ = to.try_send((c.clone(), message.clone()));
+                if let Some(to) = &self.failures
+                    && state.told.is_none_or(|at| at.elapsed() >= TELL_AGAIN_AFTER)
+                    && to.try_send((c.clone(), message.clone())).is_ok()
+                {
+                    state.told = Some(std::time::Instant::now());
                 }
                 Err(refused())
             }
@@ -583,12 +600,22 @@ impl Connections {
             .or_else(|| definition.get("token_params"))
             .and_then(Value::as_object);
         for (k, v) in extra.into_iter().flatten() {
-            let Some(v) = v.as_str() else { continue };
             if k == "grant_type" || k == "refresh_token" {
                 continue;
             }
-            let v = sluice_runtime::template::expand(v, &|name| c.lookup(name))
-                .unwrap_or_else(|| v.to_string());
+            // A number or boolean as its text; a template the connection
+            // cannot complete is left out (not sent as `${…}`).
+            let v = match v {
+                Value::String(t) => {
+                    match sluice_runtime::template::expand(t, &|name| c.lookup(name)) {
+                        Some(v) => v,
+                        None => continue,
+                    }
+                }
+                Value::Number(n) => n.to_string(),
+                Value::Bool(b) => b.to_string(),
+                _ => continue,
+            };
             form.push((k.clone(), v));
         }
         // An endpoint may echo what it was sent: the refresh token and the

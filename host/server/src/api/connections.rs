@@ -316,33 +316,20 @@ fn credentials(mode: &str, body: &Map<String, Value>, public: bool) -> ApiResult
             }
             // The connection's own OAuth app, for its refreshes: the
             // original's `config_override`, or the top-level
-            // `oauth_client_{id,secret}_override`.
+            // `oauth_client_{id,secret}_override`; taken when both are
+            // non-empty strings (anything else is left out, as before).
             let given = match body.get("config_override") {
-                Some(Value::Object(o)) => {
-                    (o.get("client_id").cloned(), o.get("client_secret").cloned())
-                }
-                None | Some(Value::Null) => (
-                    body.get("oauth_client_id_override").cloned(),
-                    body.get("oauth_client_secret_override").cloned(),
+                Some(Value::Object(o)) => (o.get("client_id"), o.get("client_secret")),
+                _ => (
+                    body.get("oauth_client_id_override"),
+                    body.get("oauth_client_secret_override"),
                 ),
-                Some(other) => {
-                    return Err(ApiError::invalid_body(format!(
-                        "`config_override` must be an object {{client_id, client_secret}}, got {other}"
-                    )));
-                }
             };
-            match given {
-                (None, None) => {}
-                (Some(Value::String(id)), Some(Value::String(secret)))
-                    if !id.is_empty() && !secret.is_empty() =>
-                {
-                    c["config_override"] = json!({"client_id": id, "client_secret": secret});
-                }
-                _ => {
-                    return Err(ApiError::invalid_body(
-                        "a connection's own OAuth app needs both a client id and a client secret (non-empty strings)",
-                    ));
-                }
+            if let (Some(Value::String(id)), Some(Value::String(secret))) = given
+                && !id.is_empty()
+                && !secret.is_empty()
+            {
+                c["config_override"] = json!({"client_id": id, "client_secret": secret});
             }
             c
         }

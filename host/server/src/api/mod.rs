@@ -698,5 +698,49 @@ fn routes(app: Arc<App>) -> Router {
             app.clone(),
             note_storage_failure,
         ))
+        .layer(axum::middleware::from_fn(cors))
         .with_state(app)
+}
+
+/// Browsers may call the API from any origin, as the original's public
+/// API lets them (`Access-Control-Allow-Origin: *`; every route
+/// authenticates by header, none by cookie): the Connect UI and the
+/// frontend SDK call `/api-auth/*` and `/connect/session` from the app's
+/// pages. A preflight is answered here, before any route.
+async fn cors(req: Request, next: axum::middleware::Next) -> axum::response::Response {
+    use axum::http::{HeaderValue, Method, header};
+    use axum::response::IntoResponse as _;
+    if req.method() == Method::OPTIONS
+        && req
+            .headers()
+            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
+    {
+        return (
+            StatusCode::NO_CONTENT,
+            [
+                (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
+                (
+                    header::ACCESS_CONTROL_ALLOW_METHODS,
+                    "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS",
+                ),
+                (
+                    header::ACCESS_CONTROL_ALLOW_HEADERS,
+                    "Authorization, Content-Type, Accept, Origin, X-Requested-With, Provider-Config-Key, Connection-Id, X-Async, X-Max-Retries, Nango-Is-Dry-Run, Nango-Is-Sync",
+                ),
+                (header::ACCESS_CONTROL_MAX_AGE, "600"),
+            ],
+        )
+            .into_response();
+    }
+    let mut response = next.run(req).await;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static("Content-Type, Content-Length, Location, X-Nango-Signature"),
+    );
+    response
 }

@@ -502,6 +502,21 @@ fn session_config(q: &Query, defaults: &Map<String, Value>) -> (Map<String, Valu
     (config, trusted)
 }
 
+/// Takes `oauth_client_id_override` and `oauth_client_secret_override`
+/// out of a connection config: the pair when both are non-empty strings.
+fn take_client_override(config: &mut Map<String, Value>) -> Option<(String, String)> {
+    let id = config.remove("oauth_client_id_override");
+    let secret = config.remove("oauth_client_secret_override");
+    match (id, secret) {
+        (Some(Value::String(id)), Some(Value::String(secret)))
+            if !id.is_empty() && !secret.is_empty() =>
+        {
+            Some((id, secret))
+        }
+        _ => None,
+    }
+}
+
 /// The connect session a browser's request names
 /// (`?connect_session_token=`), allowing integration `key`; the
 /// original's refusals (401 for the token, 400 for a `connection_id`,
@@ -642,7 +657,9 @@ async fn browser_credentials(
         }
         None => uuid::Uuid::new_v4().to_string(),
     };
-    let (config, _) = session_config(&q, &session.defaults(key));
+    let (mut config, _) = session_config(&q, &session.defaults(key));
+    // Nothing to do with an OAuth app here; never stored.
+    let _ = take_client_override(&mut config);
     let credentials: Credentials = serde_json::from_value(credentials)
         .map_err(|e| ApiError::invalid_body(format!("invalid credentials: {e}")))?;
     let reconnect = session.connection_id.is_some();
@@ -720,6 +737,13 @@ async fn flow(
             ),
         )));
     }
+    let definition = &provider.definition;
+    let defaults = session.defaults(key);
+    let (mut config, trusted) = session_config(q, &defaults);
+    // A user's own OAuth app named in the connection config (the
+    // session's, else the browser's `params`) wins over `credentials[…]`;
+    // it is used, never stored in the config nor shown.
+    let config_override = take_client_override(&mut config);
     // The user's own OAuth app (both or neither), else the integration's.
     let client_override = match (
         q.credentials
@@ -734,6 +758,7 @@ async fn flow(
         (Some(id), Some(secret)) => Some((id.to_string(), secret.to_string())),
         _ => None,
     };
+    let client_override = config_override.or(client_override);
     let (Some(client_id), Some(_)) = (
         client_override
             .as_ref()
@@ -755,9 +780,6 @@ async fn flow(
             format!("Provider Config \"{key}\" is missing client ID, secret and/or scopes."),
         )));
     };
-    let definition = &provider.definition;
-    let defaults = session.defaults(key);
-    let (mut config, trusted) = session_config(q, &defaults);
     let scopes_override = config
         .remove("oauth_scopes_override")
         .and_then(|v| v.as_str().map(str::to_string));
