@@ -85,7 +85,8 @@ fn providers_yaml(mock: &str) -> String {
     format!(
         "mockoauth:\n  auth_mode: OAUTH2\n  authorization_url: {mock}/authorize?ignored=1\n  token_url: {mock}/oauth/token\n  authorization_params:\n    prompt: consent\n  default_scopes:\n    - offline\n  scope_separator: ','\n  token_response_metadata:\n    - team.id\n  proxy:\n    base_url: {mock}\n\
          mockhost:\n  auth_mode: OAUTH2\n  authorization_url: {mock}/authorize\n  token_url: https://${{connectionConfig.domain}}/oauth/token\n  proxy:\n    base_url: {mock}\n\
-         mockkey:\n  auth_mode: API_KEY\n  proxy:\n    base_url: {mock}\n    headers:\n      x-api-key: ${{apiKey}}\n"
+         mockkey:\n  auth_mode: API_KEY\n  proxy:\n    base_url: {mock}\n    headers:\n      x-api-key: ${{apiKey}}\n\
+         mocknone:\n  auth_mode: NONE\n  proxy:\n    base_url: {mock}\n"
     )
 }
 
@@ -778,9 +779,17 @@ async fn an_import_sends_the_originals_auth_webhooks_and_the_setting_stops_creat
         )
         .await;
     assert_eq!(status, 200, "{body}");
+    let (status, body) = dev
+        .send(
+            "POST",
+            "/integrations",
+            Some(json!({"unique_key": "none-int", "provider": "mocknone"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
     let (status, body) = session(
         &dev,
-        json!({"end_user": {"id": "u7"}, "allowed_integrations": ["key-int", "oauth-int"]}),
+        json!({"end_user": {"id": "u7"}, "allowed_integrations": ["key-int", "oauth-int", "none-int"]}),
     )
     .await;
     assert_eq!(status, 201, "{body}");
@@ -848,6 +857,22 @@ async fn an_import_sends_the_originals_auth_webhooks_and_the_setting_stops_creat
     );
     let (status, body) = post("/api-auth/api-key/key-int".into(), json!({"apiKey": "k"})).await;
     assert_eq!(status, 401, "{body}");
+    // A provider that takes no credentials.
+    let (status, body) = post(
+        format!("/auth/unauthenticated/none-int?connect_session_token={token}"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let none_cid = body["connectionId"].as_str().unwrap().to_string();
+    let (status, c) = dev
+        .send(
+            "GET",
+            &format!("/connections/{none_cid}?provider_config_key=none-int"),
+            None,
+        )
+        .await;
+    assert_eq!((status, &c["end_user"]["id"]), (200, &json!("u7")), "{c}");
     // A page on another origin may call it: the preflight is answered.
     let resp = reqwest::Client::new()
         .request(

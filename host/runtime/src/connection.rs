@@ -469,7 +469,10 @@ mod tests {
             "config_override": {"client_id": "own", "client_secret": "own-secret"},
         }))
         .unwrap();
-        assert_eq!(c.secrets(), vec!["token-1".to_string(), "own-secret".to_string()]);
+        assert_eq!(
+            c.secrets(),
+            vec!["token-1".to_string(), "own-secret".to_string()]
+        );
     }
 
     #[test]

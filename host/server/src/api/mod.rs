@@ -580,6 +580,7 @@ fn routes(app: Arc<App>) -> Router {
         .route("/oauth/callback", get(oauth::callback))
         .route("/api-auth/api-key/{key}", post(oauth::api_key))
         .route("/api-auth/basic/{key}", post(oauth::basic))
+        .route("/auth/unauthenticated/{key}", post(oauth::unauthenticated))
         .route("/records", get(records::get_records))
         .route("/records/prune", patch(records::prune))
         .route("/action/trigger", post(actions::trigger))

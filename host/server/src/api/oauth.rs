@@ -599,6 +599,16 @@ pub async fn basic(
     browser_credentials(&app, &key, uri.query(), "BASIC", credentials).await
 }
 
+/// `POST /auth/unauthenticated/:key?connect_session_token=…`: a connection
+/// of an integration whose provider takes no credentials (`NONE`).
+pub async fn unauthenticated(
+    State(app): State<Arc<App>>,
+    axum::extract::Path(key): axum::extract::Path<String>,
+    uri: axum::http::Uri,
+) -> Result<axum::Json<Value>, ApiError> {
+    browser_credentials(&app, &key, uri.query(), "NONE", json!({})).await
+}
+
 /// A connection of integration `key` with credentials the user typed,
 /// for the connect session the query names; stored as an import is
 /// (checked, scheduled, the app told). Answers the original's
