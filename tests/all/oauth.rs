@@ -901,6 +901,22 @@ async fn a_refresh_sends_the_client_and_params_as_the_provider_takes_them() {
     // A provider that takes the client as Basic and a JSON body, with
     // parameters of its own for a refresh.
     let mock = MockServer::start(Arc::new(|req: &MockRequest| {
+        // A client-credentials provider: a new token for the client.
+        if req.path == "/cc/token" {
+            let form: std::collections::HashMap<String, String> =
+                url::form_urlencoded::parse(&req.body)
+                    .into_owned()
+                    .collect();
+            let ok = form.get("grant_type").map(String::as_str) == Some("client_credentials")
+                && form.get("client_id").map(String::as_str) == Some("app")
+                && form.get("client_secret").map(String::as_str) == Some("app-secret")
+                && form.get("scope").map(String::as_str) == Some("a b");
+            return if ok {
+                MockResponse::json(200, &json!({"access_token": "cc-new", "expires_in": 3600}))
+            } else {
+                MockResponse::json(400, &json!({"error": "bad cc", "form": form}))
+            };
+        }
         let body = req.json().unwrap_or_default();
         let basic = |client: &str| {
             format!(
@@ -928,7 +944,8 @@ async fn a_refresh_sends_the_client_and_params_as_the_provider_takes_them() {
     .await
     .unwrap();
     let providers = format!(
-        "jsonauth:\n  auth_mode: OAUTH2\n  authorization_url: {0}/authorize\n  token_url: {0}/oauth/token\n  authorization_method: header\n  body_format: json\n  token_params:\n    grant_type: authorization_code\n  refresh_params:\n    grant_type: refresh_token\n    audience: api-${{connectionConfig.region}}\n  proxy:\n    base_url: {0}\n",
+        "ccprov:\n  auth_mode: OAUTH2_CC\n  token_url: {0}/cc/token\n  token_params:\n    grant_type: client_credentials\n  proxy:\n    base_url: {0}\n\
+         jsonauth:\n  auth_mode: OAUTH2\n  authorization_url: {0}/authorize\n  token_url: {0}/oauth/token\n  authorization_method: header\n  body_format: json\n  token_params:\n    grant_type: authorization_code\n  refresh_params:\n    grant_type: refresh_token\n    audience: api-${{connectionConfig.region}}\n  proxy:\n    base_url: {0}\n",
         mock.url()
     );
     let data = tempfile::tempdir().unwrap();
@@ -976,6 +993,34 @@ async fn a_refresh_sends_the_client_and_params_as_the_provider_takes_them() {
         .await;
     assert_eq!(status, 200, "{c}");
     assert_eq!(c["credentials"]["access_token"], "at-own", "{c}");
+    // A client-credentials token that expired is asked for again with
+    // the connection's client.
+    let (status, body) = dev
+        .send(
+            "POST",
+            "/integrations",
+            Some(json!({"unique_key": "cc", "provider": "ccprov"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = dev
+        .send(
+            "POST",
+            "/connections",
+            Some(json!({"provider_config_key": "cc", "connection_id": "m1",
+                "connection_config": {"oauth_scopes": "a,b"},
+                "credentials": {"type": "OAUTH2_CC", "token": "cc-old", "client_id": "app",
+                    "client_secret": "app-secret", "expires_at": "2020-01-01T00:00:00Z"}})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, c) = dev
+        .send("GET", "/connections/m1?provider_config_key=cc", None)
+        .await;
+    assert_eq!(status, 200, "{c}");
+    assert_eq!(c["credentials"]["token"], "cc-new", "{c}");
+    assert_eq!(c["credentials"]["client_id"], "app", "kept: {c}");
+
     // Empty or null overrides are left out, as before they were taken.
     let (status, body) = dev
         .send(

@@ -342,6 +342,25 @@ fn credentials(mode: &str, body: &Map<String, Value>, public: bool) -> ApiResult
             if let Some(at) = expires_at()? {
                 c["expires_at"] = json!(at);
             }
+            // The client it was issued to: a new token is asked for with
+            // it when this one expires.
+            for field in [
+                "client_id",
+                "client_secret",
+                "client_certificate",
+                "client_private_key",
+            ] {
+                if let Some(v) = optional_text(body, field)? {
+                    c[field] = json!(v);
+                }
+            }
+            if let Some(raw) = c["raw"].as_object_mut()
+                && !body.contains_key("raw")
+            {
+                // Not a token's answer: the client's secrets stay out.
+                raw.remove("client_secret");
+                raw.remove("client_private_key");
+            }
             c
         }
         "OAUTH1" => json!({
