@@ -1020,6 +1020,64 @@ async fn a_refresh_sends_the_client_and_params_as_the_provider_takes_them() {
     assert_eq!(status, 200, "{c}");
     assert_eq!(c["credentials"]["token"], "cc-new", "{c}");
     assert_eq!(c["credentials"]["client_id"], "app", "kept: {c}");
+    // A user connects their own client from the browser: its first token
+    // is asked for at once; a client the provider refuses stores nothing.
+    let (status, body) = dev
+        .send(
+            "POST",
+            "/connect/sessions",
+            Some(json!({"end_user": {"id": "u9"}, "allowed_integrations": ["cc"],
+                "integrations_config_defaults": {"cc": {"connection_config": {"oauth_scopes": "a,b"}}}})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let token = body["data"]["token"].as_str().unwrap().to_string();
+    let connect_cc = |secret: &'static str| {
+        let url = format!(
+            "{}/oauth2/auth/cc?connect_session_token={token}",
+            server.url()
+        );
+        async move {
+            let resp = reqwest::Client::new()
+                .post(url)
+                .header("content-type", "application/json")
+                .body(json!({"client_id": "app", "client_secret": secret}).to_string())
+                .send()
+                .await
+                .unwrap();
+            let status = resp.status().as_u16();
+            (
+                status,
+                serde_json::from_str::<Value>(&resp.text().await.unwrap()).unwrap(),
+            )
+        }
+    };
+    let (status, body) = connect_cc("wrong-secret").await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("client_credentials_fetch_error")),
+        "{body}"
+    );
+    assert!(!body.to_string().contains("wrong-secret"), "{body}");
+    let (status, body) = connect_cc("app-secret").await;
+    assert_eq!(status, 200, "{body}");
+    let cc_cid = body["connectionId"].as_str().unwrap().to_string();
+    let (status, c) = dev
+        .send(
+            "GET",
+            &format!("/connections/{cc_cid}?provider_config_key=cc"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{c}");
+    assert_eq!(c["credentials"]["token"], "cc-new", "{c}");
+    assert_eq!(c["end_user"]["id"], "u9", "{c}");
+    let (_, list) = dev.send("GET", "/connections?integrationId=cc", None).await;
+    assert_eq!(
+        list["connections"].as_array().map(Vec::len),
+        Some(2),
+        "m1 and the new one: {list}"
+    );
 
     // Empty or null overrides are left out, as before they were taken.
     let (status, body) = dev

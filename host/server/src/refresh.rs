@@ -580,7 +580,7 @@ impl Connections {
     /// provider's `token_params`, `client_credentials` by default; the
     /// scopes of its `connection_config.oauth_scopes`), as the original
     /// renews one.
-    async fn renew_client_credentials(
+    pub(crate) async fn renew_client_credentials(
         &self,
         c: &Connection,
         definition: &Map<String, Value>,

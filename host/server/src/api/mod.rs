@@ -410,10 +410,11 @@ async fn health(
 
 /// The routes the original's API takes JSON on: a request to one with a
 /// `Content-Type` that is not JSON is refused, as there.
-const JSON_ROUTES: [&str; 13] = [
+const JSON_ROUTES: [&str; 14] = [
     "/integrations",
     "/connect",
     "/api-auth",
+    "/oauth2",
     "/connection",
     "/connections",
     "/environment-variables",
@@ -581,6 +582,7 @@ fn routes(app: Arc<App>) -> Router {
         .route("/api-auth/api-key/{key}", post(oauth::api_key))
         .route("/api-auth/basic/{key}", post(oauth::basic))
         .route("/auth/unauthenticated/{key}", post(oauth::unauthenticated))
+        .route("/oauth2/auth/{key}", post(oauth::client_credentials))
         .route("/records", get(records::get_records))
         .route("/records/prune", patch(records::prune))
         .route("/action/trigger", post(actions::trigger))

@@ -599,6 +599,38 @@ pub async fn basic(
     browser_credentials(&app, &key, uri.query(), "BASIC", credentials).await
 }
 
+/// `POST /oauth2/auth/:key?connect_session_token=…` (`{client_id,
+/// client_secret}`): a client-credentials (`OAUTH2_CC`) connection for
+/// the user's own client; its first token is asked for at once.
+pub async fn client_credentials(
+    State(app): State<Arc<App>>,
+    axum::extract::Path(key): axum::extract::Path<String>,
+    uri: axum::http::Uri,
+    super::JsonBody(body): super::JsonBody<Map<String, Value>>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let text = |k: &str| {
+        body.get(k)
+            .and_then(Value::as_str)
+            .filter(|v| !v.is_empty())
+    };
+    let Some(client_id) = text("client_id") else {
+        return Err(ApiError::bad_request(
+            "missing_client_id",
+            "`client_id` is required",
+        ));
+    };
+    let Some(client_secret) = text("client_secret") else {
+        return Err(ApiError::bad_request(
+            "missing_client_secret",
+            "`client_secret` is required",
+        ));
+    };
+    // `token` is asked for before the connection is stored.
+    let credentials = json!({"type": "OAUTH2_CC", "token": "-", "client_id": client_id,
+        "client_secret": client_secret});
+    browser_credentials(&app, &key, uri.query(), "OAUTH2_CC", credentials).await
+}
+
 /// `POST /auth/unauthenticated/:key?connect_session_token=…`: a connection
 /// of an integration whose provider takes no credentials (`NONE`).
 pub async fn unauthenticated(
@@ -670,8 +702,46 @@ async fn browser_credentials(
     let (mut config, _) = session_config(&q, &session.defaults(key));
     // Nothing to do with an OAuth app here; never stored.
     let _ = take_client_override(&mut config);
-    let credentials: Credentials = serde_json::from_value(credentials)
+    let mut credentials: Credentials = serde_json::from_value(credentials)
         .map_err(|e| ApiError::invalid_body(format!("invalid credentials: {e}")))?;
+    if mode == "OAUTH2_CC" {
+        // The client's first token, asked for now (its scopes the
+        // integration's unless the session's config names them).
+        if let Some(scopes) = integration.oauth_scopes.as_ref().filter(|s| !s.is_empty()) {
+            config
+                .entry("oauth_scopes")
+                .or_insert_with(|| Value::String(scopes.clone()));
+        }
+        let mut c = template_connection(key, &connection_id, &integration.provider, &config);
+        c.credentials = credentials;
+        let definition = &app
+            .providers
+            .get(&integration.provider)
+            .map(|p| p.definition.clone())
+            .unwrap_or_default();
+        credentials = env
+            .connections
+            .renew_client_credentials(&c, definition)
+            .await
+            .map_err(|e| {
+                ApiError::bad_request(
+                    "client_credentials_fetch_error",
+                    format!("the provider did not give a token for this client: {e}"),
+                )
+            })?;
+        for k in definition
+            .get("token_response_metadata")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+        {
+            let raw = credentials.as_map().get("raw").cloned().unwrap_or_default();
+            if let Some(v) = at_path(&raw, k).filter(|v| v.is_string() || v.is_boolean()) {
+                config.insert(k.to_string(), v.clone());
+            }
+        }
+    }
     let reconnect = session.connection_id.is_some();
     let draft = Draft {
         provider_config_key: key.to_string(),
