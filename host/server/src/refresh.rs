@@ -192,6 +192,28 @@ fn refreshable(c: &Connection) -> bool {
     }
 }
 
+/// A provider's parameters for a token request (`token_params`,
+/// `refresh_params`), but the `skip`ped ones: a number or boolean as its
+/// text, a template expanded with connection `c`'s values; one the
+/// connection cannot complete is left out (not sent as `${…}`).
+fn provider_params(params: Option<&Value>, c: &Connection, skip: &[&str]) -> Vec<(String, String)> {
+    params
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .filter(|(k, _)| !skip.contains(&k.as_str()))
+        .filter_map(|(k, v)| {
+            let v = match v {
+                Value::String(t) => sluice_runtime::template::expand(t, &|name| c.lookup(name))?,
+                Value::Number(n) => n.to_string(),
+                Value::Bool(b) => b.to_string(),
+                _ => return None,
+            };
+            Some((k.clone(), v))
+        })
+        .collect()
+}
+
 /// The OAuth client a connection's token is refreshed with: its own
 /// (`credentials.config_override`, a user's own OAuth app: both id and
 /// secret), else the integration's.
@@ -587,26 +609,7 @@ impl Connections {
     ) -> Result<Credentials, String> {
         let field = |k: &str| c.credentials.field(k).unwrap_or("");
         let (client_id, client_secret) = (field("client_id"), field("client_secret"));
-        let mut form: Vec<(String, String)> = Vec::new();
-        for (k, v) in definition
-            .get("token_params")
-            .and_then(Value::as_object)
-            .into_iter()
-            .flatten()
-        {
-            let v = match v {
-                Value::String(t) => {
-                    match sluice_runtime::template::expand(t, &|name| c.lookup(name)) {
-                        Some(v) => v,
-                        None => continue,
-                    }
-                }
-                Value::Number(n) => n.to_string(),
-                Value::Bool(b) => b.to_string(),
-                _ => continue,
-            };
-            form.push((k.clone(), v));
-        }
+        let mut form = provider_params(definition.get("token_params"), c, &[]);
         if !form.iter().any(|(k, _)| k == "grant_type") {
             form.insert(0, ("grant_type".into(), "client_credentials".into()));
         }
@@ -703,27 +706,8 @@ impl Connections {
         let definition = &provider.definition;
         let extra = definition
             .get("refresh_params")
-            .or_else(|| definition.get("token_params"))
-            .and_then(Value::as_object);
-        for (k, v) in extra.into_iter().flatten() {
-            if k == "grant_type" || k == "refresh_token" {
-                continue;
-            }
-            // A number or boolean as its text; a template the connection
-            // cannot complete is left out (not sent as `${…}`).
-            let v = match v {
-                Value::String(t) => {
-                    match sluice_runtime::template::expand(t, &|name| c.lookup(name)) {
-                        Some(v) => v,
-                        None => continue,
-                    }
-                }
-                Value::Number(n) => n.to_string(),
-                Value::Bool(b) => b.to_string(),
-                _ => continue,
-            };
-            form.push((k.clone(), v));
-        }
+            .or_else(|| definition.get("token_params"));
+        form.extend(provider_params(extra, c, &["grant_type", "refresh_token"]));
         // An endpoint may echo what it was sent: the refresh token and the
         // client secret are not shown (nor stored in the errors and the
         // logs this message goes to).
