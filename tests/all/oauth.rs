@@ -86,7 +86,8 @@ fn providers_yaml(mock: &str) -> String {
         "mockoauth:\n  auth_mode: OAUTH2\n  authorization_url: {mock}/authorize?ignored=1\n  token_url: {mock}/oauth/token\n  authorization_params:\n    prompt: consent\n  default_scopes:\n    - offline\n  scope_separator: ','\n  token_response_metadata:\n    - team.id\n  proxy:\n    base_url: {mock}\n\
          mockhost:\n  auth_mode: OAUTH2\n  authorization_url: {mock}/authorize\n  token_url: https://${{connectionConfig.domain}}/oauth/token\n  proxy:\n    base_url: {mock}\n\
          mockkey:\n  auth_mode: API_KEY\n  proxy:\n    base_url: {mock}\n    headers:\n      x-api-key: ${{apiKey}}\n\
-         mocknone:\n  auth_mode: NONE\n  proxy:\n    base_url: {mock}\n"
+         mocknone:\n  auth_mode: NONE\n  proxy:\n    base_url: {mock}\n\
+         mockpath:\n  auth_mode: OAUTH2\n  authorization_url: {mock}/authorize\n  token_url: {mock}/${{connectionConfig.tenant}}/token\n  proxy:\n    base_url: {mock}\n"
     )
 }
 
@@ -403,6 +404,47 @@ async fn a_browser_connects_an_oauth2_account_through_a_connect_session() {
         .await;
     assert_eq!(status, 200, "{c}");
     assert_eq!(c["credentials"]["access_token"], "at-2", "{c}");
+
+    // A connection deleted while its reconnect flow was at the provider
+    // is not brought back by the callback.
+    let base = server.url();
+    let (status, body) = dev
+        .send(
+            "POST",
+            "/connect/sessions/reconnect",
+            Some(json!({"connection_id": cid, "integration_id": "oauth-int"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let again = body["data"]["token"].as_str().unwrap().to_string();
+    let (_, pairs) = authorize(&base, &format!("connect_session_token={again}")).await;
+    *provider.approved.lock().unwrap() = Some((
+        "code-3".to_string(),
+        param(&pairs, "code_challenge").to_string(),
+    ));
+    let (status, body) = dev
+        .send(
+            "DELETE",
+            &format!("/connections/{cid}?provider_config_key=oauth-int"),
+            None,
+        )
+        .await;
+    assert!(status < 300, "{body}");
+    let (status, page) = callback(
+        &base,
+        &format!("state={}&code=code-3", param(&pairs, "state")),
+    )
+    .await;
+    assert_eq!(status, 400, "{page}");
+    assert!(page.contains("was deleted"), "{page}");
+    let (status, _) = dev
+        .send(
+            "GET",
+            &format!("/connections/{cid}?provider_config_key=oauth-int"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 404);
     server.stop().await;
 }
 
@@ -580,6 +622,49 @@ async fn an_oauth_flow_the_provider_or_its_token_endpoint_refuses_stores_nothing
     .await;
     assert_eq!(param(&pairs, "client_id"), "own2");
 
+    // The browser's authorization params do not replace the flow's own.
+    let (_, pairs) = authorize(
+        &base,
+        &format!("connect_session_token={token}&authorization_params[redirect_uri]=http://evil.example/cb&authorization_params[state]=x&authorization_params[prompt]=none"),
+    )
+    .await;
+    assert_eq!(
+        param(&pairs, "redirect_uri"),
+        format!("{base}/oauth/callback")
+    );
+    assert_ne!(param(&pairs, "state"), "x");
+    assert_eq!(param(&pairs, "prompt"), "none", "theirs to give: {pairs:?}");
+    // A HEAD of the callback (a link checker) leaves the flow alone.
+    let state = param(&pairs, "state").to_string();
+    let resp = browser()
+        .head(format!("{base}/oauth/callback?state={state}&code=c"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let (status, page) = callback(&base, &format!("state={state}&code=c")).await;
+    assert_eq!(status, 400, "{page}");
+    assert!(page.contains("HTTP 400"), "exchanged, not lost: {page}");
+    // A flow whose session was deleted does not finish.
+    let (status, body) = session(
+        &dev,
+        json!({"end_user": {"id": "u1"}, "allowed_integrations": ["oauth-int"]}),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let short = body["data"]["token"].as_str().unwrap().to_string();
+    let (_, pairs) = authorize(&base, &format!("connect_session_token={short}")).await;
+    let resp = reqwest::Client::new()
+        .delete(format!("{base}/connect/session"))
+        .bearer_auth(&short)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 204);
+    let (status, page) = callback(&base, &format!("state={}&code=c", param(&pairs, "state"))).await;
+    assert_eq!(status, 400, "{page}");
+    assert!(page.contains("connect session was deleted"), "{page}");
+
     // A session keeps its last 16 flows, not every one it starts.
     let mut states = Vec::new();
     for _ in 0..17 {
@@ -618,6 +703,34 @@ async fn an_oauth_flow_the_provider_or_its_token_endpoint_refuses_stores_nothing
     ))
     .await;
     assert_eq!(status, 400, "{page}");
+    // Nor may a browser's value move the request along the token URL's path.
+    let (status, body) = dev
+        .send(
+            "POST",
+            "/integrations",
+            Some(json!({"unique_key": "path-int", "provider": "mockpath",
+                "credentials": {"type": "OAUTH2", "client_id": "cid", "client_secret": "csecret"}})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = session(
+        &dev,
+        json!({"end_user": {"id": "u3"}, "allowed_integrations": ["path-int"]}),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let path_token = body["data"]["token"].as_str().unwrap().to_string();
+    let (status, path_page) = open(format!(
+        "path-int?connect_session_token={path_token}&params[tenant]=..%2F..%2Fevil"
+    ))
+    .await;
+    assert_eq!(status, 400, "{path_page}");
+    assert!(path_page.contains("`tenant`"), "{path_page}");
+    let (status, _) = open(format!(
+        "path-int?connect_session_token={path_token}&params[tenant]=acme-1"
+    ))
+    .await;
+    assert_eq!(status, 302);
     assert!(
         page.contains("url_param_err") && page.contains("`domain`"),
         "{page}"
@@ -857,6 +970,27 @@ async fn an_import_sends_the_originals_auth_webhooks_and_the_setting_stops_creat
     );
     let (status, body) = post("/api-auth/api-key/key-int".into(), json!({"apiKey": "k"})).await;
     assert_eq!(status, 401, "{body}");
+    // The session is checked before the body is read, and a key with a
+    // line break is refused.
+    let (status, body) = post(
+        format!(
+            "/api-auth/api-key/key-int?connect_session_token=nango_connect_session_{}",
+            "0".repeat(64)
+        ),
+        json!({"not": "read"}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (401, Some("unknown_connect_session_token")),
+        "{body}"
+    );
+    let (status, body) = post(
+        format!("/api-auth/api-key/key-int?connect_session_token={token}"),
+        json!({"apiKey": "k\r\nX-Evil: 1"}),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
     // A provider that takes no credentials.
     let (status, body) = post(
         format!("/auth/unauthenticated/none-int?connect_session_token={token}"),

@@ -273,6 +273,13 @@ pub async fn new_signing_secret(
 
 /// Checks a URL an app gives for its webhooks.
 pub fn check_url(url: &str) -> ApiResult<()> {
+    // As a connection's `webhook_url_override`.
+    if url.len() > 2048 {
+        return Err(ApiError::invalid_body(format!(
+            "a webhook URL is at most 2,048 bytes, got {}",
+            url.len()
+        )));
+    }
     let parsed = url::Url::parse(url)
         .map_err(|e| ApiError::invalid_body(format!("`{url}` is not a URL: {e}")))?;
     if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {

@@ -27,6 +27,9 @@ pub(crate) const SESSIONS: &str = "connect_sessions";
 
 const TOKEN_PREFIX: &str = "nango_connect_session_";
 
+/// The most integrations one session names.
+const MAX_NAMED: usize = 1_000;
+
 /// How long a session's token works (the original's 30 minutes).
 const SESSION_TTL: chrono::Duration = chrono::Duration::minutes(30);
 
@@ -115,8 +118,9 @@ pub(crate) async fn find(app: &App, token: &str) -> ApiResult<(Arc<EnvState>, Co
     let key = token_key(token);
     for env in app.envs() {
         if let Some(session) = env.store.doc::<ConnectSession>(SESSIONS, &key).await? {
+            // Expired: refused (the sweep deletes it later, once the
+            // flows it started cannot need it).
             if session.expires_at <= Utc::now() {
-                env.store.delete_doc(SESSIONS, &key).await?;
                 break;
             }
             return Ok((env.clone(), session));
@@ -292,6 +296,12 @@ async fn session_from(
         }
     };
     let defaults = body.integrations_config_defaults.unwrap_or_default();
+    let named = body.allowed_integrations.as_ref().map_or(0, Vec::len) + defaults.len();
+    if named > MAX_NAMED {
+        return Err(ApiError::invalid_body(format!(
+            "a session names at most {MAX_NAMED} integrations (`allowed_integrations` and `integrations_config_defaults`), got {named}"
+        )));
+    }
     for (key, value) in &defaults {
         check_defaults(key, value)?;
     }
@@ -385,7 +395,9 @@ async fn sweep(env: &EnvState) {
             return;
         };
         for (key, s) in &page {
-            if s.expires_at <= now {
+            // Kept an hour past its expiry: a flow it started (an hour
+            // at most) still finds it.
+            if s.expires_at + chrono::Duration::hours(1) <= now {
                 let _ = env.store.delete_doc(SESSIONS, key).await;
             }
         }

@@ -439,7 +439,10 @@ async fn json_content_type(req: Request, next: axum::middleware::Next) -> axum::
     });
     if json_route
         && let Some(ct) = req.headers().get(axum::http::header::CONTENT_TYPE)
-        && !ct.as_bytes().starts_with(b"application/json")
+        && !ct
+            .as_bytes()
+            .get(..16)
+            .is_some_and(|t| t.eq_ignore_ascii_case(b"application/json"))
     {
         return ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -557,6 +560,26 @@ async fn trim_trailing_slash(
     next.run(req).await
 }
 
+/// The routes a browser sends a user's credentials to, with a connect
+/// session: the session is checked before the body is read, and the body
+/// is small.
+fn browser_credentials(app: Arc<App>) -> Router<Arc<App>> {
+    let limit = oauth::MAX_BROWSER_CREDENTIALS;
+    Router::new()
+        .route("/api-auth/api-key/{key}", post(oauth::api_key))
+        .route("/api-auth/basic/{key}", post(oauth::basic))
+        .route("/auth/unauthenticated/{key}", post(oauth::unauthenticated))
+        .route("/oauth2/auth/{key}", post(oauth::client_credentials))
+        .route_layer(axum::middleware::from_fn_with_state(
+            app,
+            oauth::session_first,
+        ))
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn(move |req, next| {
+            refuse_declared_oversize(limit, req, next)
+        }))
+}
+
 fn routes(app: Arc<App>) -> Router {
     let body_limit = app.config.max_body_bytes;
     let component_limit = app.config.max_component_bytes;
@@ -579,10 +602,7 @@ fn routes(app: Arc<App>) -> Router {
         )
         .route("/oauth/connect/{key}", get(oauth::connect))
         .route("/oauth/callback", get(oauth::callback))
-        .route("/api-auth/api-key/{key}", post(oauth::api_key))
-        .route("/api-auth/basic/{key}", post(oauth::basic))
-        .route("/auth/unauthenticated/{key}", post(oauth::unauthenticated))
-        .route("/oauth2/auth/{key}", post(oauth::client_credentials))
+        .merge(browser_credentials(app.clone()))
         .route("/records", get(records::get_records))
         .route("/records/prune", patch(records::prune))
         .route("/action/trigger", post(actions::trigger))

@@ -41,6 +41,18 @@ const FLOWS: &str = "oauth_flows";
 /// How long a flow waits for its callback.
 const FLOW_TTL: chrono::Duration = chrono::Duration::hours(1);
 
+/// The authorization URL's parameters that bind the flow to this server
+/// and this browser: neither the browser's nor the session's
+/// `authorization_params` replace them.
+const FLOW_PARAMS: [&str; 6] = [
+    "state",
+    "redirect_uri",
+    "client_id",
+    "response_type",
+    "code_challenge",
+    "code_challenge_method",
+];
+
 /// The longest query string taken from the browser or the provider.
 const MAX_QUERY: usize = 16 << 10;
 
@@ -61,6 +73,10 @@ struct Flow {
     ws_client_id: Option<String>,
     /// A reconnect: the connection exists and gets new credentials.
     reconnect: bool,
+    /// The connect session that started it (its token's hash): a flow
+    /// whose session was deleted meanwhile does not finish.
+    #[serde(default)]
+    session_key: Option<String>,
     /// The user's own OAuth app (`credentials[oauth_client_*_override]`):
     /// the code is exchanged, and the token refreshed, with it.
     #[serde(default)]
@@ -185,8 +201,13 @@ pub async fn websocket(
         return ApiError::not_found("not_found", "no such route").into_response();
     };
     let clients = app.oauth_clients.clone();
+    // Small buffers (tungstenite's are 128 KiB each way): a socket that
+    // waits costs kilobytes, not a quarter of a megabyte.
     ws.max_message_size(MAX_CLIENT_FRAME)
         .max_frame_size(MAX_CLIENT_FRAME)
+        .read_buffer_size(MAX_CLIENT_FRAME)
+        .write_buffer_size(0)
+        .max_write_buffer_size(64 << 10)
         .on_upgrade(move |socket| client(clients, socket))
 }
 
@@ -444,9 +465,14 @@ fn template_connection(
 pub async fn connect(
     State(app): State<Arc<App>>,
     axum::extract::Path(key): axum::extract::Path<String>,
+    method: axum::http::Method,
     uri: axum::http::Uri,
     headers: HeaderMap,
 ) -> Response {
+    // A HEAD starts no flow.
+    if method == axum::http::Method::HEAD {
+        return StatusCode::OK.into_response();
+    }
     match start(&app, &key, uri.query(), &headers).await {
         Ok(Ok(location)) => (
             StatusCode::FOUND,
@@ -556,6 +582,46 @@ async fn browser_session(
     Ok((env, session, connect::token_key(token)))
 }
 
+/// Before a browser's credentials are read: its connect session must be
+/// one, allowing the integration (so no body is read, up to the route's
+/// limit, for a request no session stands behind).
+pub async fn session_first(
+    State(app): State<Arc<App>>,
+    mut req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    use axum::RequestExt as _;
+    let key = match req.extract_parts::<axum::extract::Path<String>>().await {
+        Ok(axum::extract::Path(key)) => key,
+        Err(e) => {
+            return ApiError::bad_request("invalid_uri_params", e.body_text()).into_response();
+        }
+    };
+    let q = match Query::parse(req.uri().query()) {
+        Ok(q) => q,
+        Err(e) => return e.into_response(),
+    };
+    if let Err(e) = browser_session(&app, &key, &q).await {
+        return e.into_response();
+    }
+    next.run(req).await
+}
+
+/// The most bytes of credentials a browser sends (a key, a password, a
+/// client's secret).
+pub const MAX_BROWSER_CREDENTIALS: usize = 64 << 10;
+
+/// Typed credentials are kept as typed, but a control character (a line
+/// break that would end up in a header) is refused.
+fn typed(field: &str, value: &str) -> Result<(), ApiError> {
+    if value.chars().any(char::is_control) {
+        return Err(ApiError::invalid_body(format!(
+            "`{field}` holds a control character (a line break, a tab…)"
+        )));
+    }
+    Ok(())
+}
+
 /// `POST /api-auth/api-key/:key?connect_session_token=…` (`{apiKey}`):
 /// the browser (Connect UI, `@nangohq/frontend`) creates an API_KEY
 /// connection with the user's key.
@@ -573,6 +639,7 @@ pub async fn api_key(
             ));
         }
     };
+    typed("apiKey", &api_key)?;
     let credentials = json!({"type": "API_KEY", "apiKey": api_key});
     browser_credentials(&app, &key, uri.query(), "API_KEY", credentials).await
 }
@@ -595,6 +662,8 @@ pub async fn basic(
             "the body is `{\"username\": \"…\", \"password\": \"…\"}` (strings of at most 1,024 characters) and nothing else",
         ));
     };
+    typed("username", &username)?;
+    typed("password", &password)?;
     let credentials = json!({"type": "BASIC", "username": username, "password": password});
     browser_credentials(&app, &key, uri.query(), "BASIC", credentials).await
 }
@@ -625,6 +694,8 @@ pub async fn client_credentials(
             "`client_secret` is required",
         ));
     };
+    typed("client_id", client_id)?;
+    typed("client_secret", client_secret)?;
     // `token` is asked for before the connection is stored.
     let credentials = json!({"type": "OAUTH2_CC", "token": "-", "client_id": client_id,
         "client_secret": client_secret});
@@ -879,6 +950,9 @@ async fn flow(
         if let Some(key) = untrusted_host_key(&template, &trusted, &config) {
             return Ok(Err(host_refused(key, which)));
         }
+        if let Some(key) = untrusted_url_value(&template, &trusted, &config) {
+            return Ok(Err(value_refused(key, which)));
+        }
     }
     let connection_id = session
         .connection_id
@@ -963,6 +1037,11 @@ async fn flow(
         _ => q.authorization_params.clone(),
     };
     for (k, v) in own {
+        // What binds the flow to this server and this browser is not
+        // theirs to replace.
+        if FLOW_PARAMS.contains(&k.as_str()) {
+            continue;
+        }
         params.retain(|(p, _)| *p != k);
         if let Some(v) = v.as_str().filter(|v| *v != "undefined") {
             params.push((k, v.to_string()));
@@ -1023,6 +1102,7 @@ async fn flow(
         reconnect: session.connection_id.is_some(),
         trusted,
         client_override,
+        session_key: Some(session_key.to_string()),
         expires_at: Utc::now() + FLOW_TTL,
     };
     env.store.put_doc(FLOWS, &state, &flow).await?;
@@ -1138,6 +1218,39 @@ fn untrusted_host_key(
         .find(|k| values.contains_key(k) && !trusted.contains(k))
 }
 
+/// A `connection_config` key the app did not give whose value goes into
+/// `template` (a path segment, a query value) and holds more than
+/// letters, digits and `._~-` (or is `.` or `..`): such a value could
+/// move the request, with the client secret, elsewhere on the host.
+fn untrusted_url_value(
+    template: &str,
+    trusted: &[String],
+    values: &Map<String, Value>,
+) -> Option<String> {
+    values
+        .iter()
+        .filter(|(k, _)| !trusted.contains(k))
+        .filter(|(k, _)| template.contains(&format!("connectionConfig.{k}}}")))
+        .find(|(_, v)| {
+            let v = v.as_str().unwrap_or("");
+            v == "."
+                || v == ".."
+                || !v
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._~-".contains(c))
+        })
+        .map(|(k, _)| k.clone())
+}
+
+fn value_refused(key: String, which: &str) -> Failure {
+    failure(
+        "url_param_err",
+        format!(
+            "`{key}` goes into the provider's {which}: a value from the browser or the provider's redirect may hold letters, digits and `._~-` only"
+        ),
+    )
+}
+
 fn host_refused(key: String, which: &str) -> Failure {
     failure(
         "url_param_err",
@@ -1174,7 +1287,15 @@ pub(crate) async fn sweep(env: &EnvState) {
 /// `GET /oauth/callback?code&state`: the provider sends the browser back
 /// here. The code is exchanged and the connection stored; the work runs
 /// to its end even if the browser goes away.
-pub async fn callback(State(app): State<Arc<App>>, uri: axum::http::Uri) -> Response {
+pub async fn callback(
+    State(app): State<Arc<App>>,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+) -> Response {
+    // A link checker's HEAD neither exchanges the code nor uses the state.
+    if method == axum::http::Method::HEAD {
+        return StatusCode::OK.into_response();
+    }
     let query = uri.query().map(str::to_string);
     match tokio::spawn(finish(app, query)).await {
         Ok(response) => response,
@@ -1348,6 +1469,44 @@ async fn exchange(
                 ),
             )
         })?;
+    if let Some(session) = &flow.session_key
+        && env
+            .store
+            .doc::<ConnectSession>(connect::SESSIONS, session)
+            .await
+            .map_err(|e| {
+                failure(
+                    "unknown_err",
+                    format!("Unknown error during the Oauth flow. {e}"),
+                )
+            })?
+            .is_none()
+    {
+        return Err(failure(
+            "unknown_err",
+            "Unknown error during the Oauth flow: its connect session was deleted.",
+        ));
+    }
+    if flow.reconnect
+        && !env
+            .store
+            .connection_exists(&flow.provider_config_key, &flow.connection_id)
+            .await
+            .map_err(|e| {
+                failure(
+                    "unknown_err",
+                    format!("Unknown error during the Oauth flow. {e}"),
+                )
+            })?
+    {
+        return Err(failure(
+            "invalid_connection",
+            format!(
+                "The connection `{}` this flow reconnects was deleted.",
+                flow.connection_id
+            ),
+        ));
+    }
     if integration.provider != flow.provider {
         return Err(failure(
             "provider_config_err",
@@ -1378,10 +1537,13 @@ async fn exchange(
     }
     let mut values = callback_metadata.clone();
     values.extend(flow.connection_config.clone());
-    if let Some(template) = definition_url(definition, "token_url")
-        && let Some(key) = untrusted_host_key(&template, &flow.trusted, &values)
-    {
-        return Err(host_refused(key, "token_url"));
+    if let Some(template) = definition_url(definition, "token_url") {
+        if let Some(key) = untrusted_host_key(&template, &flow.trusted, &values) {
+            return Err(host_refused(key, "token_url"));
+        }
+        if let Some(key) = untrusted_url_value(&template, &flow.trusted, &values) {
+            return Err(value_refused(key, "token_url"));
+        }
     }
     let c = template_connection(
         &flow.provider_config_key,
