@@ -653,6 +653,7 @@ async fn create(
         tags,
         webhook_url,
         tell_end_user: false,
+        reconnect: false,
     };
     let c = store(&app, &env, draft, unknown).await?;
     // 201 on every import, new or not, as the original answers.
@@ -673,6 +674,9 @@ pub(crate) struct Draft {
     pub webhook_url: Option<Option<String>>,
     /// The `auth` webhook names the end user (a connect session's).
     pub tell_end_user: bool,
+    /// A reconnect: the connection must still exist (one deleted
+    /// meanwhile is not created again).
+    pub reconnect: bool,
 }
 
 /// Stores a connection, new or not, as an import does: checked by the
@@ -696,6 +700,7 @@ pub(crate) async fn store(
         tags,
         webhook_url,
         tell_end_user,
+        reconnect,
     } = draft;
     // Held until the connection is stored and scheduled: its integration
     // cannot be deleted meanwhile.
@@ -717,6 +722,12 @@ pub(crate) async fn store(
             .await,
     );
     let is_new = !env.store.connection_exists(&pck, &cid).await?;
+    if reconnect && is_new {
+        return Err(ApiError::bad_request(
+            "invalid_connection",
+            format!("the connection `{cid}` being reconnected was deleted"),
+        ));
+    }
     // What the request leaves out is kept from the stored connection, read
     // when it is written (under its lock).
     let keep = (

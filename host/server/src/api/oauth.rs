@@ -828,6 +828,7 @@ async fn browser_credentials(
         tags: (!reconnect || !session.tags.is_empty()).then(|| session.tags.clone()),
         webhook_url: session.webhook_url_override.clone().map(Some),
         tell_end_user: true,
+        reconnect,
     };
     connections::store(app, &env, draft, |pck| {
         ApiError::not_found(
@@ -1384,6 +1385,7 @@ async fn finish_state(app: &Arc<App>, q: &Query, state: &str) -> Response {
     let (pck, cid) = (flow.provider_config_key.clone(), flow.connection_id.clone());
     let mut failed = template_connection(&pck, &cid, &flow.provider, &Map::new());
     failed.webhook_url_override = flow.webhook_url_override.clone();
+    let reconnect = flow.reconnect;
     match exchange(app, &env, q, flow).await {
         Ok(()) => {
             app.oauth_clients.notify(
@@ -1399,15 +1401,19 @@ async fn finish_state(app: &Arc<App>, q: &Query, state: &str) -> Response {
         }
         Err(f) => {
             // The app hears of a failed creation too (`success: false`;
-            // `creation` even for a reconnect, as the original's).
-            let event = crate::webhooks::AuthEvent {
-                connection: &failed,
-                auth_mode: "OAUTH2",
-                operation: "creation",
-                end_user: false,
-                error: Some(json!({"type": f.kind, "description": f.message})),
-            };
-            connections::tell(app, &env, event).await;
+            // `creation` even for a reconnect, as the original's), unless
+            // the reconnected connection's own check refused it, which
+            // told the app already (`override`).
+            if !(reconnect && f.kind == "connection_validation_failed") {
+                let event = crate::webhooks::AuthEvent {
+                    connection: &failed,
+                    auth_mode: "OAUTH2",
+                    operation: "creation",
+                    end_user: false,
+                    error: Some(json!({"type": f.kind, "description": f.message})),
+                };
+                connections::tell(app, &env, event).await;
+            }
             fail(app, ws.as_deref(), &pck, &cid, f)
         }
     }
@@ -1679,6 +1685,7 @@ async fn exchange(
         tags: (!flow.reconnect || !flow.tags.is_empty()).then_some(flow.tags),
         webhook_url: flow.webhook_url_override.map(Some),
         tell_end_user: true,
+        reconnect: flow.reconnect,
     };
     connections::store(app, env, draft, |pck| {
         ApiError::not_found(
@@ -1688,10 +1695,10 @@ async fn exchange(
     })
     .await
     .map_err(|e| {
-        let kind = if e.code == "connection_test_failed" {
-            "connection_validation_failed"
-        } else {
-            "unknown_err"
+        let kind = match e.code.as_str() {
+            "connection_test_failed" => "connection_validation_failed",
+            "invalid_connection" => "invalid_connection",
+            _ => "unknown_err",
         };
         failure(kind, e.message)
     })?;
