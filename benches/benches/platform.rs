@@ -223,9 +223,15 @@ fn main() {
         });
     }
 
-    // `SLUICE_STORE=redb` runs the server parts on redb (default sled).
+    // `SLUICE_STORE=redb` runs the server parts on redb (default sled);
+    // `SLUICE_STORE=postgres` on a new schema of the PostgreSQL server
+    // `SLUICE_TEST_POSTGRES` names.
     let store = match std::env::var("SLUICE_STORE").as_deref() {
         Ok("redb") => sluice_server::StoreKind::Redb,
+        Ok("postgres") => sluice_server::StoreKind::Postgres(
+            rt.block_on(sluice_tests::postgres_schema())
+                .expect("SLUICE_STORE=postgres needs SLUICE_TEST_POSTGRES"),
+        ),
         _ => sluice_server::StoreKind::Sled,
     };
     println!("store: {}", store.name());
@@ -244,7 +250,7 @@ fn main() {
         let start = |scale: u32| {
             let mut config = ServerConfig::new(data.path(), "127.0.0.1:0".parse().unwrap());
             config.schedule_time_scale = scale;
-            config.store = store;
+            config.store = store.clone();
             let mut providers = sluice_runtime::providers::ProviderCatalog::builtin().unwrap();
             providers.extend(
                 sluice_runtime::providers::ProviderCatalog::from_yaml(&providers_yaml, "bench")

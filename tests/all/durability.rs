@@ -122,21 +122,33 @@ async fn stored_ids(c: &Client) -> HashSet<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_during_a_sync_loses_no_acknowledged_batch() {
-    sigkill_during_a_sync("sled").await;
+    sigkill_during_a_sync("sled", &["--store", "sled"], 50).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_during_a_sync_loses_no_acknowledged_batch_on_redb() {
-    sigkill_during_a_sync("redb").await;
+    sigkill_during_a_sync("redb", &["--store", "redb"], 50).await;
 }
 
-/// The kill loop on the `store` backend (`--store`).
-async fn sigkill_during_a_sync(store: &str) {
-    let args = ["--store", store];
+/// On PostgreSQL (`SLUICE_TEST_POSTGRES`): a killed server's commits are
+/// the database's, and its successor takes the store's lock over from the
+/// dead connection at once. Fewer kills: what dies is only the client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_during_a_sync_loses_no_acknowledged_batch_on_postgres() {
+    let Some(url) = sluice_tests::postgres_schema().await else {
+        return;
+    };
+    let args = ["--store", "postgres", "--database-url", &url];
+    sigkill_during_a_sync("postgres", &args, 15).await;
+}
+
+/// The kill loop on a backend (`args` choose it), `kills` times unless
+/// `SLUICE_KILLS` says otherwise.
+async fn sigkill_during_a_sync(store: &str, args: &[&str], kills: usize) {
     let kills: usize = std::env::var("SLUICE_KILLS")
         .ok()
         .and_then(|k| k.parse().ok())
-        .unwrap_or(50);
+        .unwrap_or(kills);
     let highest = Arc::new(AtomicUsize::new(0));
     let seen = highest.clone();
     let mock = MockServer::start(Arc::new(move |req: &MockRequest| {
@@ -160,7 +172,7 @@ async fn sigkill_during_a_sync(store: &str) {
     .unwrap();
     let master = MasterKey::generate().to_base64();
 
-    let mut server = start_args(&data, &providers, &master, &args);
+    let mut server = start_args(&data, &providers, &master, args);
     let c = Client::at(&server.url, DEV_KEY);
     deploy(&c).await;
     let (status, body) = c
@@ -213,7 +225,7 @@ async fn sigkill_during_a_sync(store: &str) {
 
         // The store opens clean, and every page before the highest one the
         // upstream was asked for is there.
-        server = start_args(&data, &providers, &master, &args);
+        server = start_args(&data, &providers, &master, args);
         let c = Client::at(&server.url, DEV_KEY);
         let ids = stored_ids(&c).await;
         let missing: Vec<usize> = (0..requested * 2)

@@ -300,6 +300,15 @@ async fn deploy_connect_sync_read_act_isolate_and_restart_on_redb() {
     deploy_connect_sync_read_act_isolate_and_restart_on(StoreKind::Redb).await;
 }
 
+/// The same on PostgreSQL (`SLUICE_TEST_POSTGRES`; `.ci/run` starts one):
+/// the restart at its end reconnects to the same schema.
+#[tokio::test]
+async fn deploy_connect_sync_read_act_isolate_and_restart_on_postgres() {
+    if let Some(url) = sluice_tests::postgres_schema().await {
+        deploy_connect_sync_read_act_isolate_and_restart_on(StoreKind::Postgres(url)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_data_directory_of_one_store_is_refused_by_the_other() {
     let data = tempfile::tempdir().unwrap();
@@ -350,7 +359,7 @@ async fn deploy_connect_sync_read_act_isolate_and_restart_on(store: StoreKind) {
     let mock = MockServer::start(fixture.handler()).await.unwrap();
     let data = tempfile::tempdir().unwrap();
     let master = MasterKey::generate();
-    let server = start_on(store, data.path(), &master, &mock.url()).await;
+    let server = start_on(store.clone(), data.path(), &master, &mock.url()).await;
     let dev = Client::new(&server, DEV_KEY);
     let prod = Client::new(&server, PROD_KEY);
 

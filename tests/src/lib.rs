@@ -62,6 +62,33 @@ fn watchdog_limit() -> Duration {
 }
 
 /// The repository root.
+/// A new, empty schema on the PostgreSQL server that `SLUICE_TEST_POSTGRES`
+/// names (a connection string whose user may create schemas; `.ci/run`
+/// starts a server and sets it), as a connection string whose
+/// `search_path` is that schema. `None` without the variable, said on
+/// stderr: the PostgreSQL tests do not run then. A server that is named
+/// but cannot be reached fails the test.
+pub async fn postgres_schema() -> Option<String> {
+    let Some(url) = std::env::var("SLUICE_TEST_POSTGRES")
+        .ok()
+        .filter(|u| !u.is_empty())
+    else {
+        eprintln!("SLUICE_TEST_POSTGRES is not set: this PostgreSQL test does not run");
+        return None;
+    };
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to SLUICE_TEST_POSTGRES: {e}"));
+    tokio::spawn(connection);
+    let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
+    client
+        .batch_execute(&format!("CREATE SCHEMA {schema}"))
+        .await
+        .unwrap();
+    let joiner = if url.contains('?') { '&' } else { '?' };
+    Some(format!("{url}{joiner}options=-csearch_path%3D{schema}"))
+}
+
 pub fn repo_root() -> &'static Path {
     watchdog();
     Path::new(env!("CARGO_MANIFEST_DIR"))

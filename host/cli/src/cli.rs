@@ -126,11 +126,19 @@ struct ServeArgs {
     /// set, else <data>/master.key (created on first start, mode 0600).
     #[arg(long = "data", env = "SLUICE_DATA", default_value = "sluice-data")]
     data: PathBuf,
-    /// The embedded database: `sled` (in <data>/db/) or `redb` (the file
-    /// <data>/store.redb). A data directory holds one of them; `auto` opens
-    /// the one it holds, and a new data directory gets sled.
-    #[arg(long, env = "SLUICE_STORE", default_value = "auto", value_parser = ["auto", "sled", "redb"])]
+    /// The database: `sled` (in <data>/db/), `redb` (the file
+    /// <data>/store.redb) or `postgres` (a PostgreSQL server, at
+    /// --database-url). A data directory holds one embedded database;
+    /// `auto` opens the one it holds, PostgreSQL when --database-url is
+    /// given, and sled for a new data directory.
+    #[arg(long, env = "SLUICE_STORE", default_value = "auto", value_parser = ["auto", "sled", "redb", "postgres"])]
     store: String,
+    /// The PostgreSQL connection string for `--store postgres`
+    /// (`postgres://user:password@host:5432/dbname`; the tables go in the
+    /// first schema of its search_path). One server per store: a second
+    /// one on the same schema is refused.
+    #[arg(long, env = "SLUICE_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
     /// Where to listen: an address and port, or a host name and port
     /// (`localhost:3003`).
     #[arg(long, env = "SLUICE_LISTEN", default_value = "127.0.0.1:3003", value_parser = parse_listen)]
@@ -1196,9 +1204,16 @@ async fn run_serve(
     config.script_memory_budget = args
         .script_memory
         .map(|b| usize::try_from(b).unwrap_or(usize::MAX));
-    config.store = match args.store.as_str() {
-        "sled" => sluice_server::StoreKind::Sled,
-        "redb" => sluice_server::StoreKind::Redb,
+    config.store = match (args.store.as_str(), args.database_url) {
+        ("sled", None) => sluice_server::StoreKind::Sled,
+        ("redb", None) => sluice_server::StoreKind::Redb,
+        ("postgres" | "auto", Some(url)) => sluice_server::StoreKind::Postgres(url),
+        ("postgres", None) => {
+            anyhow::bail!("--store postgres needs --database-url (or SLUICE_DATABASE_URL)")
+        }
+        (kind, Some(_)) => anyhow::bail!(
+            "--database-url is for --store postgres; --store {kind} keeps its database in the data directory"
+        ),
         _ => sluice_server::StoreKind::detect(&args.data).unwrap_or_default(),
     };
     if let Some(file) = &args.limits {

@@ -135,81 +135,107 @@ pub struct ServerConfig {
     pub events: EventLog,
 }
 
-/// Which embedded database backs the store. Both sit behind the same
-/// port and pass the same suite; a data directory holds one of them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// Which database backs the store. All sit behind the same port and pass
+/// the same suite; a data directory holds one of the embedded ones.
+#[derive(Clone, PartialEq, Eq, Default)]
 pub enum StoreKind {
     /// sled 0.34, in `<data>/db/`.
     #[default]
     Sled,
     /// redb, in the file `<data>/store.redb`.
     Redb,
+    /// PostgreSQL, at this libpq connection string (the data directory
+    /// keeps the master key file and the component cache).
+    Postgres(String),
+}
+
+impl std::fmt::Debug for StoreKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The connection string may hold a password: never printed.
+        f.write_str(self.name())
+    }
 }
 
 impl StoreKind {
-    /// Where this kind keeps its data under the data directory.
-    pub fn location(self, data_dir: &std::path::Path) -> PathBuf {
+    /// Where an embedded kind keeps its data under the data directory.
+    pub fn location(&self, data_dir: &std::path::Path) -> Option<PathBuf> {
         match self {
-            StoreKind::Sled => data_dir.join("db"),
-            StoreKind::Redb => data_dir.join("store.redb"),
+            StoreKind::Sled => Some(data_dir.join("db")),
+            StoreKind::Redb => Some(data_dir.join("store.redb")),
+            StoreKind::Postgres(_) => None,
         }
     }
 
-    pub fn name(self) -> &'static str {
+    pub fn name(&self) -> &'static str {
         match self {
             StoreKind::Sled => "sled",
             StoreKind::Redb => "redb",
+            StoreKind::Postgres(_) => "postgres",
         }
     }
 
-    /// The kind whose database `data_dir` already holds, if any.
+    /// The embedded kind whose database `data_dir` already holds, if any.
     pub fn detect(data_dir: &std::path::Path) -> Option<StoreKind> {
         [StoreKind::Sled, StoreKind::Redb]
             .into_iter()
-            .find(|k| k.location(data_dir).exists())
+            .find(|k| k.location(data_dir).is_some_and(|at| at.exists()))
     }
 
-    fn other(self) -> StoreKind {
-        match self {
-            StoreKind::Sled => StoreKind::Redb,
-            StoreKind::Redb => StoreKind::Sled,
-        }
-    }
-
-    /// Opens this kind's database in `data_dir`. A data directory that
-    /// holds the other kind's database is refused: starting on an empty
-    /// store beside a full one would look like data loss.
+    /// Opens this kind's database. A data directory that holds another
+    /// kind's database is refused: starting on an empty store beside a
+    /// full one would look like data loss.
     pub fn open(
-        self,
+        &self,
         data_dir: &std::path::Path,
     ) -> Result<std::sync::Arc<dyn sluice_store::Backend>, sluice_store::BackendError> {
-        let at = self.location(data_dir);
-        let other = self.other().location(data_dir);
-        if other.exists() && !at.exists() {
-            return Err(sluice_store::BackendError::Open {
-                location: at.display().to_string(),
-                cause: format!(
-                    "the data directory holds a {} database ({}); start with --store {}",
-                    self.other().name(),
-                    other.display(),
-                    self.other().name()
-                ),
-            });
+        let held = StoreKind::detect(data_dir);
+        if let StoreKind::Postgres(url) = self {
+            if let Some(held) = held {
+                return Err(sluice_store::BackendError::Open {
+                    location: data_dir.display().to_string(),
+                    cause: format!(
+                        "the data directory holds a {} database ({}); start with --store {}, or give the PostgreSQL store a data directory of its own",
+                        held.name(),
+                        held.location(data_dir).unwrap_or_default().display(),
+                        held.name()
+                    ),
+                });
+            }
+            return Ok(std::sync::Arc::new(
+                sluice_store_postgres::PostgresBackend::open(url)?,
+            ));
         }
-        if other.exists() {
+        let at = self.location(data_dir).unwrap_or_default();
+        let others: Vec<StoreKind> = [StoreKind::Sled, StoreKind::Redb]
+            .into_iter()
+            .filter(|k| k != self && k.location(data_dir).is_some_and(|o| o.exists()))
+            .collect();
+        if let Some(other) = others.first() {
+            let other_at = other.location(data_dir).unwrap_or_default();
+            if !at.exists() {
+                return Err(sluice_store::BackendError::Open {
+                    location: at.display().to_string(),
+                    cause: format!(
+                        "the data directory holds a {} database ({}); start with --store {}",
+                        other.name(),
+                        other_at.display(),
+                        other.name()
+                    ),
+                });
+            }
             // Which one holds the data is not for sluice to guess.
             return Err(sluice_store::BackendError::Open {
                 location: at.display().to_string(),
                 cause: format!(
                     "the data directory holds both a sled database ({}) and a redb one ({}): move the one not in use out of it",
-                    StoreKind::Sled.location(data_dir).display(),
-                    StoreKind::Redb.location(data_dir).display()
+                    data_dir.join("db").display(),
+                    data_dir.join("store.redb").display()
                 ),
             });
         }
         Ok(match self {
-            StoreKind::Sled => std::sync::Arc::new(sluice_store_sled::SledBackend::open(&at)?),
             StoreKind::Redb => std::sync::Arc::new(sluice_store_redb::RedbBackend::open(&at)?),
+            _ => std::sync::Arc::new(sluice_store_sled::SledBackend::open(&at)?),
         })
     }
 }

@@ -203,9 +203,16 @@ impl Server {
                 addr: config.listen,
                 source,
             })?;
-        let backend = config
-            .store
-            .open(&config.data_dir)
+        // Opening waits on files or, for PostgreSQL, on the network: not
+        // on a worker thread.
+        let (kind, data_dir) = (config.store.clone(), config.data_dir.clone());
+        let backend = tokio::task::spawn_blocking(move || kind.open(&data_dir))
+            .await
+            .map_err(|e| {
+                ServerError::Open(sluice_store::BackendError::Storage(format!(
+                    "opening the store failed: {e}"
+                )))
+            })?
             .map_err(ServerError::Open)?;
         let (store, mut created) = Store::open(backend, master, initial_keys).await?;
         // New keys asked for (an environment created just now has one).
