@@ -179,6 +179,20 @@ fn said(e: &tokio_postgres::Error) -> String {
     }
 }
 
+/// Whether `e` means the connection is gone (closed, reset, or ended by
+/// the server: a shutdown, a restart, `pg_terminate_backend`), so the
+/// same request may succeed on a new one. The client may not know it yet.
+fn broken(e: &tokio_postgres::Error, client: &Client) -> bool {
+    e.is_closed()
+        || client.is_closed()
+        || e.code().is_some_and(|c| {
+            let c = c.code();
+            c.starts_with("08") || c.starts_with("57P")
+        })
+        || (e.as_db_error().is_none()
+            && std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>()))
+}
+
 fn storage(e: &tokio_postgres::Error) -> BackendError {
     BackendError::Storage(format!("PostgreSQL: {}", said(e)))
 }
@@ -359,8 +373,11 @@ async fn connect_writer(config: &Config, wait: Duration) -> Result<Writer, Write
 }
 
 /// Connects everything [`PostgresBackend::open`] needs.
-async fn connect_all(config: &Config) -> Result<(Writer, Vec<Reader>), WriterError> {
-    let writer = connect_writer(config, LOCK_WAIT).await?;
+async fn connect_all(
+    config: &Config,
+    lock_wait: Duration,
+) -> Result<(Writer, Vec<Reader>), WriterError> {
+    let writer = connect_writer(config, lock_wait).await?;
     let mut readers = Vec::new();
     for _ in 0..READERS {
         readers.push(connect_reader(config).await?);
@@ -376,6 +393,12 @@ impl PostgresBackend {
     /// open is refused with an error naming the database (never its
     /// password) and the cause; nothing is created or changed then.
     pub fn open(url: &str) -> Result<PostgresBackend, BackendError> {
+        Self::open_waiting(url, LOCK_WAIT)
+    }
+
+    /// [`PostgresBackend::open`], waiting at most `lock_wait` for another
+    /// process to let go of the store.
+    pub fn open_waiting(url: &str, lock_wait: Duration) -> Result<PostgresBackend, BackendError> {
         let mut config: Config = url.parse().map_err(|e| BackendError::Open {
             location: "the PostgreSQL connection string".into(),
             cause: format!(
@@ -403,7 +426,7 @@ impl PostgresBackend {
         let (answer, answered) = std::sync::mpsc::channel();
         let setup_config = config.clone();
         handle.spawn(async move {
-            let _ = answer.send(connect_all(&setup_config).await);
+            let _ = answer.send(connect_all(&setup_config, lock_wait).await);
         });
         let connected = answered
             .recv()
@@ -458,26 +481,30 @@ impl PostgresBackend {
             self.inner.next_reader.fetch_add(1, Ordering::Relaxed) % self.inner.readers.len();
         let reader = lock(&self.inner.readers[slot]).clone();
         let reader = if reader.client.is_closed() {
-            self.reconnect(slot).await?
+            self.reconnect(slot, &reader).await?
         } else {
             reader
         };
         match read(Arc::clone(&reader)).await {
             Ok(v) => Ok(v),
-            Err(_) if reader.client.is_closed() => {
-                let reader = self.reconnect(slot).await?;
+            Err(e) if broken(&e, &reader.client) => {
+                let reader = self.reconnect(slot, &reader).await?;
                 read(reader).await.map_err(|e| storage(&e))
             }
             Err(e) => Err(storage(&e)),
         }
     }
 
-    /// Replaces reader `slot` with a new connection (unless another caller
-    /// just did).
-    async fn reconnect(&self, slot: usize) -> Result<Arc<Reader>, BackendError> {
+    /// Replaces reader `slot`, found broken in `seen`, with a new
+    /// connection (unless another caller just did).
+    async fn reconnect(
+        &self,
+        slot: usize,
+        seen: &Arc<Reader>,
+    ) -> Result<Arc<Reader>, BackendError> {
         let _one = self.inner.reconnecting[slot].lock().await;
         let current = lock(&self.inner.readers[slot]).clone();
-        if !current.client.is_closed() {
+        if !Arc::ptr_eq(&current, seen) && !current.client.is_closed() {
             return Ok(current);
         }
         let config = self.inner.config.clone();
@@ -750,15 +777,17 @@ async fn write_retrying(
         };
         match write(w, ops, durable).await {
             Ok(()) => return Ok(()),
-            Err(e) if w.client.is_closed() && attempt == 0 => {
-                let _ = e;
-                continue;
+            Err(e) if broken(&e, &w.client) => {
+                *writer = None;
+                if attempt == 1 {
+                    return Err(storage(&e));
+                }
             }
             Err(e) => return Err(storage(&e)),
         }
     }
     Err(BackendError::Storage(
-        "the database connection broke twice during one write".into(),
+        "the database connection broke during the write".into(),
     ))
 }
 
