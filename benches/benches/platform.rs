@@ -54,7 +54,7 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOC: Counting = Counting;
 
-const KEY: &str = "bench-dev-key";
+const KEY: &str = "bench-dev-key-0000";
 const SECRET: &str = "bench-linear-secret";
 
 const YAML: &str = "

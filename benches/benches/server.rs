@@ -29,7 +29,7 @@ use sluice_runtime::ScriptKind;
 use sluice_store::MasterKey;
 use sluice_tests::{MockResponse, MockServer, compile_options, guests, repo_root, runtime};
 
-const KEY: &str = "bench-dev-key";
+const KEY: &str = "bench-dev-key-0000";
 const RECORDS: usize = 100_000;
 
 const NANGO_YAML: &str = "

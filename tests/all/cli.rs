@@ -485,6 +485,68 @@ async fn serve_refuses_a_store_without_its_master_key_and_writes_none() {
     assert!(!tmp.path().join("master.key").exists());
 }
 
+/// `serve --store postgres`: the connection string is needed, only for
+/// it, never beside an embedded store's data directory, and never printed
+/// (a server that cannot be reached is named without its password).
+#[tokio::test]
+async fn serve_on_postgres_refuses_what_cannot_work() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data").display().to_string();
+    let serve = |extra: &[&str]| {
+        let mut args = vec!["serve", "--data", &data, "--listen", "127.0.0.1:0"];
+        args.extend_from_slice(extra);
+        let args: Vec<String> = args.into_iter().map(String::from).collect();
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            sluice(&args).await
+        }
+    };
+    let (code, _, err) = serve(&["--store", "postgres"]).await;
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("--store postgres needs --database-url"),
+        "{err}"
+    );
+    let (code, _, err) = serve(&["--store", "redb", "--database-url", "postgres://h/db"]).await;
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("--database-url is for --store postgres"),
+        "{err}"
+    );
+    let (code, _, err) = serve(&["--database-url", "postgres://u:pw@h:notaport/db"]).await;
+    assert_ne!(code, 0);
+    assert!(err.contains("does not parse"), "{err}");
+    assert!(!err.contains("pw@"), "{err}");
+    // Nothing listens on port 1: refused, naming the server but not the
+    // password.
+    let (code, _, err) = serve(&[
+        "--store",
+        "postgres",
+        "--database-url",
+        "postgres://someone:hunter2@127.0.0.1:1/db",
+    ])
+    .await;
+    assert_ne!(code, 0);
+    assert!(err.contains("postgres://someone@127.0.0.1:1/db"), "{err}");
+    assert!(!err.contains("hunter2"), "{err}");
+    // A data directory with a sled store in it is not given to PostgreSQL.
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tmp.path().join("data");
+        std::fs::create_dir_all(dir.join("db")).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let key = dir.join("master.key");
+        std::fs::write(&key, sluice_store::MasterKey::generate().to_base64()).unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let (code, _, err) = serve(&["--database-url", "postgres://someone@127.0.0.1:1/db"]).await;
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("holds a sled database") && err.contains("a data directory of its own"),
+        "{err}"
+    );
+}
+
 /// `serve --limits FILE`: a file that is not sluice.yaml's format, or that
 /// sets limits for an environment the server lacks, stops the start with
 /// the reason (the limits would otherwise be silently the defaults).

@@ -63,15 +63,28 @@ use tokio_postgres::{Client, Config, NoTls, Statement};
 
 /// Connections that serve reads.
 const READERS: usize = 4;
-/// A writer group stops growing past this many ops.
+/// A writer group stops growing past this many ops...
 const GROUP_OPS: usize = 50_000;
+/// ...or this many bytes of keys and values.
+const GROUP_BYTES: usize = 64 << 20;
+/// One statement's parameters stay under this many bytes (PostgreSQL takes
+/// no message over 1 GiB).
+const STATEMENT_BYTES: usize = 128 << 20;
+/// How long a write whose connection broke is retried (on new connections)
+/// before it is answered with an error.
+const RETRY_FOR: Duration = Duration::from_secs(60);
+/// How long connecting (TCP, TLS, login, the lock aside) may take.
+const CONNECT_WITHIN: Duration = Duration::from_secs(30);
+/// A reader slot whose reconnect failed fails its callers at once for
+/// this long, rather than each trying again.
+const READER_BACKOFF: Duration = Duration::from_secs(1);
 /// How long an open waits for another process's lock on the store.
 const LOCK_WAIT: Duration = Duration::from_secs(10);
 /// How long a drop waits for the writer to finish what it was given.
 const DRAIN_WAIT: Duration = Duration::from_secs(60);
-/// The first half of the advisory lock's key (the second is the schema's
-/// hash): "slce".
-const LOCK_CLASS: i32 = 0x736c_6365;
+/// The seed of the advisory lock's key, a 64-bit hash of the schema's
+/// name: "slce".
+const LOCK_SEED: i64 = 0x736c_6365;
 
 /// The PostgreSQL table of a store table.
 fn table_name(table: Table) -> String {
@@ -122,6 +135,15 @@ struct Writer {
     client: Client,
     upserts: Vec<Statement>,
     deletes: Vec<Statement>,
+    session: Session,
+}
+
+/// A server session: its process id and start time (together unique; a
+/// pid alone is reused).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Session {
+    pid: i32,
+    started: String,
 }
 
 struct Inner {
@@ -132,8 +154,9 @@ struct Inner {
     runtime: Option<tokio::runtime::Runtime>,
     handle: tokio::runtime::Handle,
     readers: Vec<Mutex<Arc<Reader>>>,
-    /// Held while a reader slot is being reconnected.
-    reconnecting: Vec<tokio::sync::Mutex<()>>,
+    /// Held while a reader slot is being reconnected; holds the slot's
+    /// last failed attempt.
+    reconnecting: Vec<tokio::sync::Mutex<Option<(Instant, String)>>>,
     next_reader: AtomicUsize,
     writes: Mutex<Option<mpsc::UnboundedSender<WriteRequest>>>,
     /// Answers once the writer task has ended.
@@ -287,7 +310,9 @@ async fn connect_reader(config: &Config) -> Result<Reader, tokio_postgres::Error
 #[derive(Debug)]
 enum WriterError {
     Postgres(tokio_postgres::Error),
-    /// Words for the operator.
+    /// The server did not answer in time (words for the operator).
+    Unanswered(String),
+    /// Words for the operator: waiting will not help.
     Refused(String),
 }
 
@@ -301,31 +326,74 @@ impl std::fmt::Display for WriterError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             WriterError::Postgres(e) => f.write_str(&said(e)),
-            WriterError::Refused(why) => f.write_str(why),
+            WriterError::Unanswered(why) | WriterError::Refused(why) => f.write_str(why),
         }
     }
 }
 
 /// Connects the writer: takes the store's lock (waiting up to `wait` for
 /// another holder to let go), creates the tables where missing and
-/// prepares the writes.
-async fn connect_writer(config: &Config, wait: Duration) -> Result<Writer, WriterError> {
-    let client = connect(config).await?;
-    let schema: Option<String> = client
-        .query_one("SELECT current_schema()::text", &[])
-        .await?
-        .try_get(0)?;
+/// prepares the writes. `previous` is this backend's own last writing
+/// session: when the database still has it (the connection broke on this
+/// side only, or the server has not noticed yet), it is ended so its lock
+/// goes with it, rather than waiting for the server's keepalives (hours by
+/// default) with every write failing meanwhile.
+async fn connect_writer(
+    config: &Config,
+    wait: Duration,
+    previous: Option<&Session>,
+) -> Result<Writer, WriterError> {
+    let client = timeout(connect(config)).await?;
+    // Dead peers are noticed in about a minute, not the server's default
+    // two hours (a dead writer keeps the store's lock till then), and a
+    // durable commit is durable whatever the role's default says.
+    client
+        .batch_execute(
+            "SET tcp_keepalives_idle = 30; SET tcp_keepalives_interval = 10; SET tcp_keepalives_count = 3;",
+        )
+        .await?;
+    let row = client
+        .query_one(
+            "SELECT current_schema()::text, pg_backend_pid(), backend_start::text, current_setting('synchronous_commit'), pg_is_in_recovery() FROM pg_stat_activity WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .await?;
+    let schema: Option<String> = row.try_get(0)?;
+    let session = Session {
+        pid: row.try_get(1)?,
+        started: row.try_get(2)?,
+    };
+    let synchronous: String = row.try_get(3)?;
+    let standby: bool = row.try_get(4)?;
     let Some(schema) = schema else {
         return Err(WriterError::Refused(
             "no schema to keep the tables in: the search_path names none that exists (create it, or fix the connection string's options)".into(),
         ));
     };
+    if standby {
+        return Err(WriterError::Refused(
+            "the server is a standby (read-only): give the primary's address".into(),
+        ));
+    }
+    if synchronous == "off" {
+        client.batch_execute("SET synchronous_commit TO on").await?;
+    }
+    if let Some(previous) = previous {
+        // Ours: ended, so its lock is released (same pid and start: not a
+        // reused pid of another process).
+        client
+            .query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid = $1 AND backend_start::text = $2",
+                &[&previous.pid, &previous.started],
+            )
+            .await?;
+    }
     let started = Instant::now();
     loop {
         let locked: bool = client
             .query_one(
-                "SELECT pg_try_advisory_lock($1, hashtext($2))",
-                &[&LOCK_CLASS, &schema],
+                "SELECT pg_try_advisory_lock(hashtextextended($1, $2))",
+                &[&schema, &LOCK_SEED],
             )
             .await?
             .try_get(0)?;
@@ -369,7 +437,22 @@ async fn connect_writer(config: &Config, wait: Duration) -> Result<Writer, Write
         client,
         upserts,
         deletes,
+        session,
     })
+}
+
+/// `connect` within [`CONNECT_WITHIN`]: a server that takes the connection
+/// and never answers is given up on.
+async fn timeout<T>(
+    connecting: impl Future<Output = Result<T, tokio_postgres::Error>>,
+) -> Result<T, WriterError> {
+    match tokio::time::timeout(CONNECT_WITHIN, connecting).await {
+        Ok(done) => Ok(done?),
+        Err(_) => Err(WriterError::Unanswered(format!(
+            "the server did not answer within {} s",
+            CONNECT_WITHIN.as_secs()
+        ))),
+    }
 }
 
 /// Connects everything [`PostgresBackend::open`] needs.
@@ -377,10 +460,12 @@ async fn connect_all(
     config: &Config,
     lock_wait: Duration,
 ) -> Result<(Writer, Vec<Reader>), WriterError> {
-    let writer = connect_writer(config, lock_wait).await?;
+    // The writer first: it takes the lock and makes the tables the
+    // readers' statements name.
+    let writer = connect_writer(config, lock_wait, None).await?;
     let mut readers = Vec::new();
     for _ in 0..READERS {
-        readers.push(connect_reader(config).await?);
+        readers.push(timeout(connect_reader(config)).await?);
     }
     Ok((writer, readers))
 }
@@ -391,7 +476,8 @@ impl PostgresBackend {
     /// does not parse, a server that cannot be reached or refuses the
     /// login, a schema that does not exist, or a store another process has
     /// open is refused with an error naming the database (never its
-    /// password) and the cause; nothing is created or changed then.
+    /// password) and the cause; nothing is changed then (the empty tables
+    /// may have been made, when it failed after taking the lock).
     pub fn open(url: &str) -> Result<PostgresBackend, BackendError> {
         Self::open_waiting(url, LOCK_WAIT)
     }
@@ -410,6 +496,19 @@ impl PostgresBackend {
         }
         if config.get_application_name().is_none() {
             config.application_name("sluice");
+        }
+        // A peer that vanished is noticed in about a minute: unanswered
+        // data for 30 s, or an idle connection's keepalives unanswered.
+        if config.get_tcp_user_timeout().is_none() {
+            config.tcp_user_timeout(Duration::from_secs(30));
+        }
+        if config.get_keepalives_idle() > Duration::from_secs(30) {
+            config.keepalives_idle(Duration::from_secs(30));
+        }
+        // With several hosts, the writable one (reads too: a standby may
+        // lag behind what was just written).
+        if config.get_target_session_attrs() == tokio_postgres::config::TargetSessionAttrs::Any {
+            config.target_session_attrs(tokio_postgres::config::TargetSessionAttrs::ReadWrite);
         }
         let location = describe(&config);
         let fail = |cause: String| BackendError::Open {
@@ -453,7 +552,7 @@ impl PostgresBackend {
                 runtime: Some(runtime),
                 reconnecting: readers
                     .iter()
-                    .map(|_| tokio::sync::Mutex::new(()))
+                    .map(|_| tokio::sync::Mutex::new(None))
                     .collect(),
                 readers: readers
                     .into_iter()
@@ -477,14 +576,7 @@ impl PostgresBackend {
         &self,
         read: impl Fn(Arc<Reader>) -> BoxFuture<Result<T, tokio_postgres::Error>>,
     ) -> Result<T, BackendError> {
-        let slot =
-            self.inner.next_reader.fetch_add(1, Ordering::Relaxed) % self.inner.readers.len();
-        let reader = lock(&self.inner.readers[slot]).clone();
-        let reader = if reader.client.is_closed() {
-            self.reconnect(slot, &reader).await?
-        } else {
-            reader
-        };
+        let (slot, reader) = self.reader().await?;
         match read(Arc::clone(&reader)).await {
             Ok(v) => Ok(v),
             Err(e) if broken(&e, &reader.client) => {
@@ -495,35 +587,56 @@ impl PostgresBackend {
         }
     }
 
+    /// The next reading connection, round robin, and its slot; replaced
+    /// first when it is known to be broken.
+    async fn reader(&self) -> Result<(usize, Arc<Reader>), BackendError> {
+        let slot =
+            self.inner.next_reader.fetch_add(1, Ordering::Relaxed) % self.inner.readers.len();
+        let reader = lock(&self.inner.readers[slot]).clone();
+        if reader.client.is_closed() {
+            return Ok((slot, self.reconnect(slot, &reader).await?));
+        }
+        Ok((slot, reader))
+    }
+
     /// Replaces reader `slot`, found broken in `seen`, with a new
-    /// connection (unless another caller just did).
+    /// connection (unless another caller just did). An attempt that
+    /// failed less than [`READER_BACKOFF`] ago is answered with its error.
     async fn reconnect(
         &self,
         slot: usize,
         seen: &Arc<Reader>,
     ) -> Result<Arc<Reader>, BackendError> {
-        let _one = self.inner.reconnecting[slot].lock().await;
+        let mut failed = self.inner.reconnecting[slot].lock().await;
         let current = lock(&self.inner.readers[slot]).clone();
         if !Arc::ptr_eq(&current, seen) && !current.client.is_closed() {
             return Ok(current);
         }
+        if let Some((when, why)) = failed.as_ref()
+            && when.elapsed() < READER_BACKOFF
+        {
+            return Err(BackendError::Storage(why.clone()));
+        }
         let config = self.inner.config.clone();
-        let reader = self
+        let connected = self
             .inner
             .handle
-            .spawn(async move { connect_reader(&config).await })
+            .spawn(async move { timeout(connect_reader(&config)).await })
             .await
-            .map_err(|e| BackendError::Storage(format!("a database task failed: {e}")))?
-            .map_err(|e| {
-                BackendError::Storage(format!(
-                    "cannot reach the database at {}: {}",
-                    self.inner.location,
-                    said(&e)
-                ))
-            })?;
-        let reader = Arc::new(reader);
-        *lock(&self.inner.readers[slot]) = Arc::clone(&reader);
-        Ok(reader)
+            .map_err(|e| BackendError::Storage(format!("a database task failed: {e}")))?;
+        match connected {
+            Ok(reader) => {
+                *failed = None;
+                let reader = Arc::new(reader);
+                *lock(&self.inner.readers[slot]) = Arc::clone(&reader);
+                Ok(reader)
+            }
+            Err(e) => {
+                let why = format!("cannot reach the database at {}: {e}", self.inner.location);
+                *failed = Some((Instant::now(), why.clone()));
+                Err(BackendError::Storage(why))
+            }
+        }
     }
 
     fn submit(&self, ops: Vec<Op>, durable: bool) -> PendingWrite {
@@ -557,6 +670,71 @@ fn pairs(rows: Vec<tokio_postgres::Row>) -> Result<Pairs, tokio_postgres::Error>
     rows.into_iter()
         .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
         .collect()
+}
+
+/// A scan's range as `lower <= k` and, when bounded, `k < upper`; `None`
+/// when it is empty. An excluded lower bound's smallest successor is the
+/// key with a zero byte appended.
+fn bounds(
+    prefix: &[u8],
+    after: Option<&[u8]>,
+    reverse: bool,
+) -> Option<(Vec<u8>, Option<Vec<u8>>)> {
+    let (lower, upper) = scan_range(prefix, after, reverse)?;
+    let lower = match lower {
+        Bound::Included(k) => k,
+        Bound::Excluded(mut k) => {
+            k.push(0);
+            k
+        }
+        Bound::Unbounded => Vec::new(),
+    };
+    let upper = match upper {
+        Bound::Excluded(k) => Some(k),
+        Bound::Included(mut k) => {
+            k.push(0);
+            Some(k)
+        }
+        Bound::Unbounded => None,
+    };
+    Some((lower, upper))
+}
+
+type Param<'a> = &'a (dyn tokio_postgres::types::ToSql + Sync);
+
+/// Entries a `scan_where` returns: each key, with its value when kept.
+type Tested = Vec<(Vec<u8>, Option<Vec<u8>>)>;
+
+/// A scan whose rows are tested by `keep` as they arrive, so one that
+/// keeps few values (the keys of component blobs) never holds more than
+/// one of the others.
+async fn stream_scan(
+    reader: &Reader,
+    table: Table,
+    (lower, upper): (&[u8], Option<&[u8]>),
+    limit: i64,
+    reverse: bool,
+    keep: &mut (dyn for<'v> FnMut(&'v [u8]) -> bool + Send),
+) -> Result<Tested, tokio_postgres::Error> {
+    use futures_util::StreamExt as _;
+    let reads = &reader.reads[table.index()];
+    let (statement, params): (&Statement, Vec<Param>) = match (&upper, reverse) {
+        (Some(upper), false) => (&reads.forward, vec![&lower, upper, &limit]),
+        (None, false) => (&reads.forward_open, vec![&lower, &limit]),
+        (Some(upper), true) => (&reads.backward, vec![&lower, upper, &limit]),
+        (None, true) => (&reads.backward_open, vec![&lower, &limit]),
+    };
+    let rows = reader.client.query_raw(statement, params).await?;
+    let mut rows = std::pin::pin!(rows);
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().await {
+        let row = row?;
+        let key: Vec<u8> = row.try_get(0)?;
+        let value: &[u8] = row.try_get(1)?;
+        let kept = keep(value);
+        out.push((key, kept.then(|| value.to_vec())));
+    }
+    Ok(out)
 }
 
 #[async_trait::async_trait]
@@ -597,18 +775,9 @@ impl Backend for PostgresBackend {
                 })
             })
             .await?;
-        let mut found: HashMap<Vec<u8>, Vec<u8>> = found.into_iter().collect();
-        let mut out = Vec::with_capacity(keys.len());
-        for (i, key) in keys.iter().enumerate() {
-            // A key asked for twice gets its value twice.
-            let again = keys[i + 1..].contains(key);
-            out.push(if again {
-                found.get(key).cloned()
-            } else {
-                found.remove(key)
-            });
-        }
-        Ok(out)
+        let found: HashMap<Vec<u8>, Vec<u8>> = found.into_iter().collect();
+        // A key asked for twice gets its value twice.
+        Ok(keys.iter().map(|key| found.get(key).cloned()).collect())
     }
 
     async fn scan(
@@ -619,30 +788,12 @@ impl Backend for PostgresBackend {
         limit: usize,
         reverse: bool,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, BackendError> {
-        let Some((lower, upper)) = scan_range(prefix, after, reverse) else {
+        let Some((lower, upper)) = bounds(prefix, after, reverse) else {
             return Ok(Vec::new());
         };
         if limit == 0 {
             return Ok(Vec::new());
         }
-        // `lower <= k`: an excluded bound's smallest successor is the key
-        // with a zero byte appended.
-        let lower = match lower {
-            Bound::Included(k) => k,
-            Bound::Excluded(mut k) => {
-                k.push(0);
-                k
-            }
-            Bound::Unbounded => Vec::new(),
-        };
-        let upper = match upper {
-            Bound::Excluded(k) => Some(k),
-            Bound::Included(mut k) => {
-                k.push(0);
-                Some(k)
-            }
-            Bound::Unbounded => None,
-        };
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.read(move |reader| {
             let (lower, upper) = (lower.clone(), upper.clone());
@@ -680,6 +831,37 @@ impl Backend for PostgresBackend {
         .await
     }
 
+    async fn scan_where(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+        reverse: bool,
+        keep: &mut (dyn for<'v> FnMut(&'v [u8]) -> bool + Send),
+    ) -> Result<Tested, BackendError> {
+        let Some((lower, upper)) = bounds(prefix, after, reverse) else {
+            return Ok(Vec::new());
+        };
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let range = (lower.as_slice(), upper.as_deref());
+        let (slot, mut reader) = self.reader().await?;
+        let mut retried = false;
+        loop {
+            match stream_scan(&reader, table, range, limit, reverse, keep).await {
+                Ok(found) => return Ok(found),
+                Err(e) if !retried && broken(&e, &reader.client) => {
+                    retried = true;
+                    reader = self.reconnect(slot, &reader).await?;
+                }
+                Err(e) => return Err(storage(&e)),
+            }
+        }
+    }
+
     async fn apply(&self, ops: Vec<Op>) -> Result<(), BackendError> {
         self.submit(ops, true).await
     }
@@ -705,14 +887,20 @@ async fn write_loop(
     writer: Writer,
     mut queue: mpsc::UnboundedReceiver<WriteRequest>,
 ) {
+    let mut previous = Some(writer.session.clone());
     let mut writer = Some(writer);
+    // Set while the database cannot be reached: each later group is tried
+    // once, not for a minute each.
+    let mut unreachable = false;
     while let Some(first) = queue.recv().await {
         let mut ops = first.ops.len();
+        let mut bytes = op_bytes(&first.ops);
         let mut group = vec![first];
-        while ops < GROUP_OPS {
+        while ops < GROUP_OPS && bytes < GROUP_BYTES {
             match queue.try_recv() {
                 Ok(next) => {
                     ops += next.ops.len();
+                    bytes += op_bytes(&next.ops);
                     group.push(next);
                 }
                 Err(_) => break,
@@ -720,7 +908,13 @@ async fn write_loop(
         }
         let durable = group.iter().any(|r| r.durable);
         let all: Vec<&Op> = group.iter().flat_map(|r| r.ops.iter()).collect();
-        let result = write_retrying(&config, &mut writer, &all, durable).await;
+        let mut w = WriteState {
+            config: &config,
+            writer: &mut writer,
+            previous: &mut previous,
+            unreachable: &mut unreachable,
+        };
+        let result = w.write(&all, durable).await;
         drop(all);
         match result {
             Ok(()) => {
@@ -728,18 +922,35 @@ async fn write_loop(
                     let _ = request.done.send(Ok(()));
                 }
             }
-            Err(e) if group.len() == 1 => {
-                if let Some(request) = group.pop() {
-                    let _ = request.done.send(Err(e));
+            Err(Failure::Unreachable(e)) => {
+                for request in group {
+                    let _ = request.done.send(Err(BackendError::Storage(e.clone())));
                 }
             }
-            Err(_) => {
-                // One batch must not fail the others: each alone.
+            Err(Failure::Refused(e)) if group.len() == 1 => {
+                for request in group {
+                    let _ = request.done.send(Err(BackendError::Storage(e.clone())));
+                }
+            }
+            Err(Failure::Refused(_)) => {
+                // The database refused something in one of the batches
+                // (a key too long for its index, say): each alone, so one
+                // batch cannot fail the others.
                 for request in group {
                     let ops: Vec<&Op> = request.ops.iter().collect();
-                    let result = write_retrying(&config, &mut writer, &ops, request.durable).await;
+                    let mut w = WriteState {
+                        config: &config,
+                        writer: &mut writer,
+                        previous: &mut previous,
+                        unreachable: &mut unreachable,
+                    };
+                    let result = w.write(&ops, request.durable).await;
                     drop(ops);
-                    let _ = request.done.send(result);
+                    let _ = request.done.send(result.map_err(|f| {
+                        BackendError::Storage(match f {
+                            Failure::Unreachable(e) | Failure::Refused(e) => e,
+                        })
+                    }));
                 }
             }
         }
@@ -754,41 +965,102 @@ async fn write_loop(
     }
 }
 
-/// Writes `ops` in one transaction, reconnecting first when the writing
-/// connection is broken, and once more when it breaks during the write.
-async fn write_retrying(
-    config: &Config,
-    writer: &mut Option<Writer>,
-    ops: &[&Op],
-    durable: bool,
-) -> Result<(), BackendError> {
-    for attempt in 0..2 {
-        if writer.as_ref().is_none_or(|w| w.client.is_closed()) {
-            *writer = None;
-            // A server that lost its connection (a database restart) takes
-            // the lock back at once, or not at all: another process may
-            // have the store by now.
-            *writer = Some(connect_writer(config, Duration::ZERO).await.map_err(|e| {
-                BackendError::Storage(format!("cannot reconnect to the database: {e}"))
-            })?);
-        }
-        let Some(w) = writer.as_mut() else {
-            continue;
-        };
-        match write(w, ops, durable).await {
-            Ok(()) => return Ok(()),
-            Err(e) if broken(&e, &w.client) => {
-                *writer = None;
-                if attempt == 1 {
-                    return Err(storage(&e));
+/// The bytes of keys and values in `ops`.
+fn op_bytes(ops: &[Op]) -> usize {
+    ops.iter()
+        .map(|op| match op {
+            Op::Put { key, value, .. } => key.len() + value.len(),
+            Op::Delete { key, .. } => key.len(),
+        })
+        .sum()
+}
+
+/// Why a write failed.
+enum Failure {
+    /// The database could not be reached, or the connection kept breaking,
+    /// for [`RETRY_FOR`]: nothing about the batch.
+    Unreachable(String),
+    /// The database refused the transaction (nothing of it happened).
+    Refused(String),
+}
+
+/// The writer task's connection state, lent to one write.
+struct WriteState<'a> {
+    config: &'a Config,
+    writer: &'a mut Option<Writer>,
+    previous: &'a mut Option<Session>,
+    unreachable: &'a mut bool,
+}
+
+impl WriteState<'_> {
+    /// Writes `ops` in one transaction. When the connection is broken, or
+    /// breaks during the write, it is replaced and the write made again,
+    /// for up to [`RETRY_FOR`] (once, while the database is known to be
+    /// unreachable): every op sets a key to a value or deletes it, so a
+    /// transaction whose commit landed before the break leaves, made
+    /// again, what it left; and nothing written later can come between,
+    /// since the new connection writes only once it holds the store's lock,
+    /// which the old one held until it was gone.
+    async fn write(&mut self, ops: &[&Op], durable: bool) -> Result<(), Failure> {
+        let deadline = Instant::now()
+            + if *self.unreachable {
+                Duration::ZERO
+            } else {
+                RETRY_FOR
+            };
+        let mut pause = Duration::from_millis(100);
+        loop {
+            let last_try = Instant::now() >= deadline;
+            if self.writer.as_ref().is_none_or(|w| w.client.is_closed()) {
+                *self.writer = None;
+                match connect_writer(self.config, LOCK_WAIT, self.previous.as_ref()).await {
+                    Ok(w) => {
+                        *self.previous = Some(w.session.clone());
+                        *self.writer = Some(w);
+                    }
+                    Err(WriterError::Refused(why)) => {
+                        // Another server took the store, or it is a standby
+                        // now: not a matter of waiting.
+                        *self.unreachable = true;
+                        return Err(Failure::Unreachable(format!(
+                            "cannot write to the database: {why}"
+                        )));
+                    }
+                    Err(e) if last_try => {
+                        *self.unreachable = true;
+                        return Err(Failure::Unreachable(format!(
+                            "cannot reach the database to write: {e}"
+                        )));
+                    }
+                    Err(_) => {
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(Duration::from_secs(5));
+                        continue;
+                    }
                 }
             }
-            Err(e) => return Err(storage(&e)),
+            let Some(w) = self.writer.as_mut() else {
+                continue;
+            };
+            match write(w, ops, durable).await {
+                Ok(()) => {
+                    *self.unreachable = false;
+                    return Ok(());
+                }
+                Err(e) if broken(&e, &w.client) => {
+                    *self.writer = None;
+                    if last_try {
+                        *self.unreachable = true;
+                        return Err(Failure::Unreachable(format!(
+                            "the database connection broke during the write (it may have been committed; it was not made again): {}",
+                            said(&e)
+                        )));
+                    }
+                }
+                Err(e) => return Err(Failure::Refused(format!("PostgreSQL: {}", said(&e)))),
+            }
         }
     }
-    Err(BackendError::Storage(
-        "the database connection broke during the write".into(),
-    ))
 }
 
 /// One transaction: the last op on each key wins, then one upsert and one
@@ -809,47 +1081,63 @@ async fn write(
             }
         }
     }
-    let n = Table::ALL.len();
-    let mut put_keys: Vec<Vec<&[u8]>> = vec![Vec::new(); n];
-    let mut put_values: Vec<Vec<&[u8]>> = vec![Vec::new(); n];
-    let mut delete_keys: Vec<Vec<&[u8]>> = vec![Vec::new(); n];
+    // Statements of at most STATEMENT_BYTES each: (table, keys, values
+    // for an upsert or none for a delete).
+    type Chunk<'a> = (usize, Vec<&'a [u8]>, Option<Vec<&'a [u8]>>, usize);
+    let mut puts: Vec<Chunk> = Vec::new();
+    let mut removals: Vec<Chunk> = Vec::new();
     for ((table, key), value) in last {
-        match value {
-            Some(value) => {
-                put_keys[table].push(key);
-                put_values[table].push(value);
+        let chunks = if value.is_some() {
+            &mut puts
+        } else {
+            &mut removals
+        };
+        let size = key.len() + value.map_or(0, <[u8]>::len);
+        let fits = chunks
+            .last()
+            .is_some_and(|(t, _, _, bytes)| *t == table && bytes + size <= STATEMENT_BYTES);
+        if !fits {
+            chunks.push((table, Vec::new(), value.map(|_| Vec::new()), 0));
+        }
+        if let Some((_, keys, values, bytes)) = chunks.last_mut() {
+            keys.push(key);
+            if let (Some(values), Some(value)) = (values.as_mut(), value) {
+                values.push(value);
             }
-            None => delete_keys[table].push(key),
+            *bytes += size;
         }
     }
     let Writer {
         client,
         upserts,
         deletes,
+        ..
     } = writer;
     let tx = client.transaction().await?;
     if !durable {
         tx.batch_execute("SET LOCAL synchronous_commit TO OFF")
             .await?;
     }
-    type Param<'a> = &'a (dyn tokio_postgres::types::ToSql + Sync);
-    let put_params: Vec<[Param; 2]> = (0..n)
-        .map(|t| [&put_keys[t] as Param, &put_values[t] as Param])
+    let put_params: Vec<[Param; 2]> = puts
+        .iter()
+        .map(|(_, keys, values, _)| [keys as Param, values as Param])
         .collect();
-    let delete_params: Vec<[Param; 1]> = (0..n).map(|t| [&delete_keys[t] as Param]).collect();
-    let mut statements = Vec::new();
-    for t in 0..n {
-        if !put_keys[t].is_empty() {
-            statements.push(tx.execute(&upserts[t], &put_params[t]));
-        }
-    }
-    let mut removals = Vec::new();
-    for t in 0..n {
-        if !delete_keys[t].is_empty() {
-            removals.push(tx.execute(&deletes[t], &delete_params[t]));
-        }
-    }
+    let delete_params: Vec<[Param; 1]> = removals
+        .iter()
+        .map(|(_, keys, _, _)| [keys as Param])
+        .collect();
+    // Each key is in one statement only, so they may run in any order:
+    // sent together, answered together.
+    let statements = puts
+        .iter()
+        .zip(&put_params)
+        .map(|((t, ..), params)| tx.execute(&upserts[*t], params))
+        .chain(
+            removals
+                .iter()
+                .zip(&delete_params)
+                .map(|((t, ..), params)| tx.execute(&deletes[*t], params)),
+        );
     try_join_all(statements).await?;
-    try_join_all(removals).await?;
     tx.commit().await
 }

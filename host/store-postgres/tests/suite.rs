@@ -216,3 +216,127 @@ async fn dropped_connections_are_replaced() {
         .to_string();
     assert!(err.contains("another sluice server"), "{err}");
 }
+
+/// A TCP proxy to the test server whose `cut` closes the client side of
+/// every connection and leaves the server side open, as a NAT that forgot
+/// the connections, or a crashed machine, leaves them: the server does not
+/// know its sessions are gone.
+struct Proxy {
+    port: u16,
+    cut: tokio::sync::watch::Sender<bool>,
+}
+
+impl Proxy {
+    async fn start(target: std::net::SocketAddr) -> Proxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (cut, cuts) = tokio::sync::watch::channel(false);
+        let kept: Arc<std::sync::Mutex<Vec<tokio::net::TcpStream>>> = Arc::default();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(target).await else {
+                    continue;
+                };
+                let mut cuts = cuts.clone();
+                let kept = Arc::clone(&kept);
+                tokio::spawn(async move {
+                    let (mut client, mut server) = (client, server);
+                    let cut = {
+                        let (mut cr, mut cw) = client.split();
+                        let (mut sr, mut sw) = server.split();
+                        tokio::select! {
+                            _ = tokio::io::copy(&mut cr, &mut sw) => false,
+                            _ = tokio::io::copy(&mut sr, &mut cw) => false,
+                            _ = cuts.wait_for(|cut| *cut) => true,
+                        }
+                    };
+                    if cut {
+                        kept.lock().unwrap().push(server);
+                    }
+                    drop(client);
+                });
+            }
+        });
+        Proxy { port, cut }
+    }
+}
+
+/// The writing connection vanishes on this side only (the database still
+/// has its session, and with it the store's lock, for as long as its
+/// keepalives take): the next write ends that session, which the backend
+/// knows for its own, takes the lock back and is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_session_the_database_still_holds_is_taken_over() {
+    let Some((url, _)) = schema_url() else {
+        return;
+    };
+    let config: tokio_postgres::Config = url.parse().unwrap();
+    let host = match &config.get_hosts()[0] {
+        tokio_postgres::config::Host::Tcp(h) => h.clone(),
+        other => panic!("SLUICE_TEST_POSTGRES is not a TCP address: {other:?}"),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let target = tokio::net::lookup_host((host.as_str(), port))
+        .await
+        .unwrap()
+        .next()
+        .unwrap();
+    let proxy = Proxy::start(target).await;
+    let (authority_start, authority_end) = {
+        let at = url.find('@').unwrap() + 1;
+        (at, at + url[at..].find('/').unwrap())
+    };
+    let through = format!(
+        "{}127.0.0.1:{}{}",
+        &url[..authority_start],
+        proxy.port,
+        &url[authority_end..]
+    );
+    let backend = PostgresBackend::open(&through).unwrap();
+    backend.apply(vec![put(b"a", b"1")]).await.unwrap();
+    proxy.cut.send(true).unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    proxy.cut.send(false).unwrap();
+    backend.apply(vec![put(b"b", b"2")]).await.unwrap();
+    let all = backend
+        .scan(Table::Docs, b"", None, 10, false)
+        .await
+        .unwrap();
+    assert_eq!(
+        all,
+        vec![
+            (b"a".to_vec(), b"1".to_vec()),
+            (b"b".to_vec(), b"2".to_vec())
+        ]
+    );
+}
+
+/// A batch bigger than one PostgreSQL message may be (here 160 MB of
+/// component blobs in one apply) is written in several statements of one
+/// transaction; listing the blobs' keys reads them one at a time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_of_large_values_is_written_and_listed() {
+    let Some((url, _)) = schema_url() else {
+        return;
+    };
+    let backend = PostgresBackend::open(&url).unwrap();
+    let blob = |i: u8| vec![i; 16 << 20];
+    let ops: Vec<Op> = (0..10u8)
+        .map(|i| Op::Put {
+            table: Table::Blobs,
+            key: vec![i],
+            value: blob(i),
+        })
+        .collect();
+    backend.apply(ops).await.unwrap();
+    let keys = backend
+        .scan_where(Table::Blobs, b"", None, 100, false, &mut |v| v[0] == 3)
+        .await
+        .unwrap();
+    assert_eq!(keys.len(), 10);
+    for (i, (key, value)) in keys.iter().enumerate() {
+        assert_eq!(key, &vec![i as u8]);
+        assert_eq!(value.is_some(), i == 3, "{i}");
+    }
+    assert_eq!(keys[3].1.as_deref(), Some(blob(3).as_slice()));
+}
