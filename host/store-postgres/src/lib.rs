@@ -61,6 +61,9 @@ use tokio::sync::mpsc;
 use tokio_postgres::config::Host;
 use tokio_postgres::{Client, Config, NoTls, Statement};
 
+mod tls;
+use tls::Tls;
+
 /// Connections that serve reads.
 const READERS: usize = 4;
 /// A writer group stops growing past this many ops...
@@ -150,7 +153,7 @@ struct Inner {
     /// The database, for messages: hosts, port, database and user, never
     /// the password.
     location: String,
-    config: Config,
+    target: Target,
     runtime: Option<tokio::runtime::Runtime>,
     handle: tokio::runtime::Handle,
     readers: Vec<Mutex<Arc<Reader>>>,
@@ -244,15 +247,33 @@ fn describe(config: &Config) -> String {
     format!("postgres://{user}@{}/{db}", hosts.join(","))
 }
 
-/// Opens a connection whose I/O runs on the current (the backend's) runtime.
-async fn connect(config: &Config) -> Result<Client, tokio_postgres::Error> {
-    let (client, connection) = config.connect(NoTls).await?;
-    tokio::spawn(async move {
-        // Ends when the client is dropped or the server goes away; a
-        // broken connection shows as `Client::is_closed`.
-        let _ = connection.await;
-    });
-    Ok(client)
+/// Where and how to connect.
+#[derive(Clone)]
+struct Target {
+    config: Config,
+    tls: Tls,
+}
+
+impl Target {
+    /// Opens a connection whose I/O runs on the current (the backend's)
+    /// runtime.
+    async fn connect(&self) -> Result<Client, tokio_postgres::Error> {
+        // The connection task ends when the client is dropped or the
+        // server goes away; a broken connection shows as
+        // `Client::is_closed`.
+        match &self.tls {
+            Tls::Plain => {
+                let (client, connection) = self.config.connect(NoTls).await?;
+                tokio::spawn(connection);
+                Ok(client)
+            }
+            Tls::Verified(make) => {
+                let (client, connection) = self.config.connect(make.clone()).await?;
+                tokio::spawn(connection);
+                Ok(client)
+            }
+        }
+    }
 }
 
 async fn prepare_reads(client: &Client) -> Result<Vec<Reads>, tokio_postgres::Error> {
@@ -300,8 +321,8 @@ async fn prepare_reads(client: &Client) -> Result<Vec<Reads>, tokio_postgres::Er
     Ok(reads)
 }
 
-async fn connect_reader(config: &Config) -> Result<Reader, tokio_postgres::Error> {
-    let client = connect(config).await?;
+async fn connect_reader(target: &Target) -> Result<Reader, tokio_postgres::Error> {
+    let client = target.connect().await?;
     let reads = prepare_reads(&client).await?;
     Ok(Reader { client, reads })
 }
@@ -339,11 +360,11 @@ impl std::fmt::Display for WriterError {
 /// goes with it, rather than waiting for the server's keepalives (hours by
 /// default) with every write failing meanwhile.
 async fn connect_writer(
-    config: &Config,
+    target: &Target,
     wait: Duration,
     previous: Option<&Session>,
 ) -> Result<Writer, WriterError> {
-    let client = timeout(connect(config)).await?;
+    let client = timeout(target.connect()).await?;
     // Dead peers are noticed in about a minute, not the server's default
     // two hours (a dead writer keeps the store's lock till then), and a
     // durable commit is durable whatever the role's default says.
@@ -457,15 +478,15 @@ async fn timeout<T>(
 
 /// Connects everything [`PostgresBackend::open`] needs.
 async fn connect_all(
-    config: &Config,
+    target: &Target,
     lock_wait: Duration,
 ) -> Result<(Writer, Vec<Reader>), WriterError> {
     // The writer first: it takes the lock and makes the tables the
     // readers' statements name.
-    let writer = connect_writer(config, lock_wait, None).await?;
+    let writer = connect_writer(target, lock_wait, None).await?;
     let mut readers = Vec::new();
     for _ in 0..READERS {
-        readers.push(timeout(connect_reader(config)).await?);
+        readers.push(timeout(connect_reader(target)).await?);
     }
     Ok((writer, readers))
 }
@@ -485,11 +506,15 @@ impl PostgresBackend {
     /// [`PostgresBackend::open`], waiting at most `lock_wait` for another
     /// process to let go of the store.
     pub fn open_waiting(url: &str, lock_wait: Duration) -> Result<PostgresBackend, BackendError> {
-        let mut config: Config = url.parse().map_err(|e| BackendError::Open {
+        let unparsed = |cause: String| BackendError::Open {
             location: "the PostgreSQL connection string".into(),
-            cause: format!(
+            cause,
+        };
+        let (url, wanted) = tls::split(url).map_err(unparsed)?;
+        let mut config: Config = url.parse().map_err(|e| {
+            unparsed(format!(
                 "it does not parse ({e}); write it as postgres://user:password@host:5432/dbname"
-            ),
+            ))
         })?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(10));
@@ -515,6 +540,11 @@ impl PostgresBackend {
             location: location.clone(),
             cause,
         };
+        let tls = tls::connector(&wanted).map_err(fail)?;
+        let target = Target {
+            config: config.clone(),
+            tls,
+        };
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("sluice-postgres")
@@ -523,9 +553,9 @@ impl PostgresBackend {
             .map_err(|e| fail(format!("cannot start its connections' threads: {e}")))?;
         let handle = runtime.handle().clone();
         let (answer, answered) = std::sync::mpsc::channel();
-        let setup_config = config.clone();
+        let setup = target.clone();
         handle.spawn(async move {
-            let _ = answer.send(connect_all(&setup_config, lock_wait).await);
+            let _ = answer.send(connect_all(&setup, lock_wait).await);
         });
         let connected = answered
             .recv()
@@ -539,15 +569,15 @@ impl PostgresBackend {
         };
         let (writes, queue) = mpsc::unbounded_channel();
         let (ended, writer_ended) = std::sync::mpsc::channel();
-        let writer_config = config.clone();
+        let writer_target = target.clone();
         handle.spawn(async move {
-            write_loop(writer_config, writer, queue).await;
+            write_loop(writer_target, writer, queue).await;
             let _ = ended.send(());
         });
         Ok(PostgresBackend {
             inner: Arc::new(Inner {
                 location,
-                config,
+                target,
                 handle,
                 runtime: Some(runtime),
                 reconnecting: readers
@@ -617,11 +647,11 @@ impl PostgresBackend {
         {
             return Err(BackendError::Storage(why.clone()));
         }
-        let config = self.inner.config.clone();
+        let target = self.inner.target.clone();
         let connected = self
             .inner
             .handle
-            .spawn(async move { timeout(connect_reader(&config)).await })
+            .spawn(async move { timeout(connect_reader(&target)).await })
             .await
             .map_err(|e| BackendError::Storage(format!("a database task failed: {e}")))?;
         match connected {
@@ -883,7 +913,7 @@ impl Backend for PostgresBackend {
 /// The writer task: takes every waiting request, commits them together,
 /// answers each; ends when the queue closes and is empty.
 async fn write_loop(
-    config: Config,
+    target: Target,
     writer: Writer,
     mut queue: mpsc::UnboundedReceiver<WriteRequest>,
 ) {
@@ -909,7 +939,7 @@ async fn write_loop(
         let durable = group.iter().any(|r| r.durable);
         let all: Vec<&Op> = group.iter().flat_map(|r| r.ops.iter()).collect();
         let mut w = WriteState {
-            config: &config,
+            target: &target,
             writer: &mut writer,
             previous: &mut previous,
             unreachable: &mut unreachable,
@@ -939,7 +969,7 @@ async fn write_loop(
                 for request in group {
                     let ops: Vec<&Op> = request.ops.iter().collect();
                     let mut w = WriteState {
-                        config: &config,
+                        target: &target,
                         writer: &mut writer,
                         previous: &mut previous,
                         unreachable: &mut unreachable,
@@ -986,7 +1016,7 @@ enum Failure {
 
 /// The writer task's connection state, lent to one write.
 struct WriteState<'a> {
-    config: &'a Config,
+    target: &'a Target,
     writer: &'a mut Option<Writer>,
     previous: &'a mut Option<Session>,
     unreachable: &'a mut bool,
@@ -1013,7 +1043,7 @@ impl WriteState<'_> {
             let last_try = Instant::now() >= deadline;
             if self.writer.as_ref().is_none_or(|w| w.client.is_closed()) {
                 *self.writer = None;
-                match connect_writer(self.config, LOCK_WAIT, self.previous.as_ref()).await {
+                match connect_writer(self.target, LOCK_WAIT, self.previous.as_ref()).await {
                     Ok(w) => {
                         *self.previous = Some(w.session.clone());
                         *self.writer = Some(w);

@@ -270,28 +270,8 @@ async fn a_writer_session_the_database_still_holds_is_taken_over() {
     let Some((url, _)) = schema_url() else {
         return;
     };
-    let config: tokio_postgres::Config = url.parse().unwrap();
-    let host = match &config.get_hosts()[0] {
-        tokio_postgres::config::Host::Tcp(h) => h.clone(),
-        other => panic!("SLUICE_TEST_POSTGRES is not a TCP address: {other:?}"),
-    };
-    let port = config.get_ports().first().copied().unwrap_or(5432);
-    let target = tokio::net::lookup_host((host.as_str(), port))
-        .await
-        .unwrap()
-        .next()
-        .unwrap();
-    let proxy = Proxy::start(target).await;
-    let (authority_start, authority_end) = {
-        let at = url.find('@').unwrap() + 1;
-        (at, at + url[at..].find('/').unwrap())
-    };
-    let through = format!(
-        "{}127.0.0.1:{}{}",
-        &url[..authority_start],
-        proxy.port,
-        &url[authority_end..]
-    );
+    let proxy = Proxy::start(server_address(&url).await).await;
+    let through = at(&url, &format!("127.0.0.1:{}", proxy.port));
     let backend = PostgresBackend::open(&through).unwrap();
     backend.apply(vec![put(b"a", b"1")]).await.unwrap();
     proxy.cut.send(true).unwrap();
@@ -339,4 +319,127 @@ async fn a_batch_of_large_values_is_written_and_listed() {
         assert_eq!(value.is_some(), i == 3, "{i}");
     }
     assert_eq!(keys[3].1.as_deref(), Some(blob(3).as_slice()));
+}
+
+/// A TLS front for the test server, as a managed database has: it answers
+/// PostgreSQL's SSLRequest, shakes hands with a certificate for
+/// `localhost` from a CA made here, and forwards the decrypted stream.
+/// Returns its port and the CA's certificate (PEM).
+async fn tls_front(target: std::net::SocketAddr) -> (u16, String) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "sluice test CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, &ca_key);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![leaf.der().clone()],
+            rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap(),
+        )
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                // SSLRequest: length 8, code 80877103.
+                let mut request = [0u8; 8];
+                if client.read_exact(&mut request).await.is_err()
+                    || request != [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f]
+                    || client.write_all(b"S").await.is_err()
+                {
+                    return;
+                }
+                let Ok(mut tls) = acceptor.accept(client).await else {
+                    return;
+                };
+                let Ok(mut server) = tokio::net::TcpStream::connect(target).await else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut server).await;
+            });
+        }
+    });
+    (port, ca.pem())
+}
+
+/// The test server's address, and `url` with another host and port.
+async fn server_address(url: &str) -> std::net::SocketAddr {
+    let config: tokio_postgres::Config = url.parse().unwrap();
+    let host = match &config.get_hosts()[0] {
+        tokio_postgres::config::Host::Tcp(h) => h.clone(),
+        other => panic!("SLUICE_TEST_POSTGRES is not a TCP address: {other:?}"),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    tokio::net::lookup_host((host.as_str(), port))
+        .await
+        .unwrap()
+        .next()
+        .unwrap()
+}
+
+fn at(url: &str, host_port: &str) -> String {
+    let start = url.find('@').unwrap() + 1;
+    let end = start + url[start..].find('/').unwrap();
+    format!("{}{host_port}{}", &url[..start], &url[end..])
+}
+
+/// `sslmode=verify-full` (or `require`) with `sslrootcert`: the store is
+/// reached over TLS, the server's certificate checked against that CA;
+/// without the CA (the system's roots) the certificate is refused, saying
+/// so; a CA file that does not exist is named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_is_used_and_the_certificate_checked_when_asked() {
+    let Some((url, _)) = schema_url() else {
+        return;
+    };
+    let (port, ca) = tls_front(server_address(&url).await).await;
+    let ca_file =
+        std::env::temp_dir().join(format!("sluice-ca-{}.pem", uuid::Uuid::new_v4().simple()));
+    std::fs::write(&ca_file, ca).unwrap();
+    let through = at(&url, &format!("localhost:{port}"));
+    for mode in ["verify-full", "require"] {
+        let tls = format!(
+            "{through}&hostaddr=127.0.0.1&sslmode={mode}&sslrootcert={}",
+            ca_file.display()
+        );
+        let backend = PostgresBackend::open(&tls).unwrap();
+        backend
+            .apply(vec![put(b"k", mode.as_bytes())])
+            .await
+            .unwrap();
+        assert_eq!(
+            backend.get(Table::Docs, b"k").await.unwrap().unwrap(),
+            mode.as_bytes()
+        );
+    }
+    let err = PostgresBackend::open(&format!("{through}&hostaddr=127.0.0.1&sslmode=require"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("certificate"), "{err}");
+    let err = PostgresBackend::open(&format!(
+        "{through}&hostaddr=127.0.0.1&sslmode=require&sslrootcert=/no/such/ca.pem"
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("cannot read sslrootcert /no/such/ca.pem"),
+        "{err}"
+    );
+    let _ = std::fs::remove_file(&ca_file);
 }
