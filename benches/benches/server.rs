@@ -1,6 +1,8 @@
 //! The server under load: a real `sluice serve` process (this bench's own
 //! executable re-run as the `sluice` command line, on 127.0.0.1:0, sled in
-//! a temp directory, or redb with `SLUICE_STORE=redb`) driven over loopback by HTTP clients in this process,
+//! a temp directory, or redb with `SLUICE_STORE=redb`, or a new schema of
+//! the PostgreSQL server `SLUICE_TEST_POSTGRES` names with
+//! `SLUICE_STORE=postgres`) driven over loopback by HTTP clients in this process,
 //! bounded in requests and time, printing medians and p99 beside the
 //! targets of `../shared/PERF.md`. The two processes share the machine's
 //! cores, as a load generator on the same host does.
@@ -217,11 +219,22 @@ struct ServerProcess {
 }
 
 impl ServerProcess {
-    fn start(data: &std::path::Path, providers: &std::path::Path) -> ServerProcess {
+    /// A new server; with `SLUICE_STORE=postgres`, on a new schema of the
+    /// PostgreSQL server `SLUICE_TEST_POSTGRES` names (one server per store).
+    async fn start(data: &std::path::Path, providers: &std::path::Path) -> ServerProcess {
         use std::io::BufRead;
+        let database = if std::env::var("SLUICE_STORE").as_deref() == Ok("postgres") {
+            let url = sluice_tests::postgres_schema()
+                .await
+                .expect("SLUICE_STORE=postgres needs SLUICE_TEST_POSTGRES");
+            vec!["--database-url".to_string(), url]
+        } else {
+            Vec::new()
+        };
         let mut child = std::process::Command::new(std::env::current_exe().unwrap())
             .args(["serve", "--listen", "127.0.0.1:0", "--data"])
             .arg(data)
+            .args(database)
             .arg("--providers")
             .arg(providers)
             .env(SERVE_CHILD, "1")
@@ -317,7 +330,7 @@ fn main() {
             format!("mock:\n  auth_mode: OAUTH2\n  proxy:\n    base_url: {}\n", mock.url()),
         )
         .unwrap();
-        let server = ServerProcess::start(&data.path().join("data"), &providers);
+        let server = ServerProcess::start(&data.path().join("data"), &providers).await;
         let c = Client {
             http: reqwest::Client::new(),
             base: server.url.clone(),
@@ -471,7 +484,7 @@ fn main() {
         // A fresh server process: its memory is what 10,000 connections
         // cost, not the page cache the records parts above warmed.
         if part("memory") {
-        let fresh = ServerProcess::start(&data.path().join("memory"), &providers);
+        let fresh = ServerProcess::start(&data.path().join("memory"), &providers).await;
         let m = Client {
             http: reqwest::Client::new(),
             base: fresh.url.clone(),

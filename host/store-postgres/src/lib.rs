@@ -98,7 +98,9 @@ type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 /// A PostgreSQL database as a [`Backend`]. Cheap to clone; the connections
 /// close when the last clone is dropped, after the writer committed every
-/// write it was given.
+/// write it was given: that drop blocks its thread until then (a minute
+/// at most; writes still queued after it are lost, as they would be in a
+/// crash), as the embedded backends' drops wait for their writer threads.
 #[derive(Clone)]
 pub struct PostgresBackend {
     inner: Arc<Inner>,
@@ -1143,31 +1145,45 @@ async fn write(
         deletes,
         ..
     } = writer;
-    let tx = client.transaction().await?;
-    if !durable {
-        tx.batch_execute("SET LOCAL synchronous_commit TO OFF")
-            .await?;
+    // Two round trips: one opens the transaction; the statements and the
+    // COMMIT go together (a statement that fails aborts the transaction,
+    // and the COMMIT after it then rolls it back).
+    let begin = if durable {
+        "BEGIN"
+    } else {
+        "BEGIN; SET LOCAL synchronous_commit TO OFF"
+    };
+    let result = async {
+        client.batch_execute(begin).await?;
+        let put_params: Vec<[Param; 2]> = puts
+            .iter()
+            .map(|(_, keys, values, _)| [keys as Param, values as Param])
+            .collect();
+        let delete_params: Vec<[Param; 1]> = removals
+            .iter()
+            .map(|(_, keys, _, _)| [keys as Param])
+            .collect();
+        // Each key is in one statement only, so they may run in any order.
+        let statements = puts
+            .iter()
+            .zip(&put_params)
+            .map(|((t, ..), params)| client.execute(&upserts[*t], params))
+            .chain(
+                removals
+                    .iter()
+                    .zip(&delete_params)
+                    .map(|((t, ..), params)| client.execute(&deletes[*t], params)),
+            );
+        let (written, committed) =
+            futures_util::future::join(try_join_all(statements), client.batch_execute("COMMIT"))
+                .await;
+        written?;
+        committed
     }
-    let put_params: Vec<[Param; 2]> = puts
-        .iter()
-        .map(|(_, keys, values, _)| [keys as Param, values as Param])
-        .collect();
-    let delete_params: Vec<[Param; 1]> = removals
-        .iter()
-        .map(|(_, keys, _, _)| [keys as Param])
-        .collect();
-    // Each key is in one statement only, so they may run in any order:
-    // sent together, answered together.
-    let statements = puts
-        .iter()
-        .zip(&put_params)
-        .map(|((t, ..), params)| tx.execute(&upserts[*t], params))
-        .chain(
-            removals
-                .iter()
-                .zip(&delete_params)
-                .map(|((t, ..), params)| tx.execute(&deletes[*t], params)),
-        );
-    try_join_all(statements).await?;
-    tx.commit().await
+    .await;
+    if result.is_err() && !client.is_closed() {
+        // Whatever failed, the connection leaves no transaction open.
+        let _ = client.batch_execute("ROLLBACK").await;
+    }
+    result
 }

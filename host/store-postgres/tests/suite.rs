@@ -443,3 +443,40 @@ async fn tls_is_used_and_the_certificate_checked_when_asked() {
     );
     let _ = std::fs::remove_file(&ca_file);
 }
+
+/// A batch the database refuses (a key longer than PostgreSQL indexes)
+/// writes none of its ops and says why; batches committed in the same
+/// group are written; the connection goes on writing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_batch_writes_nothing_and_fails_no_other() {
+    let Some((url, _)) = schema_url() else {
+        return;
+    };
+    let backend = PostgresBackend::open(&url).unwrap();
+    // Random bytes do not compress below the index's limit.
+    let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+    let long: Vec<u8> = (0..4000)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed as u8
+        })
+        .collect();
+    let refused = backend.start_unflushed_in_order(vec![put(b"before", b"x"), put(&long, b"y")]);
+    let fine = backend.apply(vec![put(b"other", b"z")]);
+    let (refused, fine) = tokio::join!(refused, fine);
+    let err = refused.unwrap_err().to_string();
+    assert!(err.contains("index row size"), "{err}");
+    fine.unwrap();
+    assert_eq!(backend.get(Table::Docs, b"before").await.unwrap(), None);
+    assert_eq!(
+        backend.get(Table::Docs, b"other").await.unwrap().unwrap(),
+        b"z"
+    );
+    backend.apply(vec![put(b"after", b"w")]).await.unwrap();
+    assert_eq!(
+        backend.get(Table::Docs, b"after").await.unwrap().unwrap(),
+        b"w"
+    );
+}
