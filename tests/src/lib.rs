@@ -61,7 +61,6 @@ fn watchdog_limit() -> Duration {
     Duration::from_secs(secs)
 }
 
-/// The repository root.
 /// A new, empty schema on the PostgreSQL server that `SLUICE_TEST_POSTGRES`
 /// names (a connection string whose user may create schemas; `.ci/run`
 /// starts a server and sets it), as a connection string whose
@@ -89,6 +88,7 @@ pub async fn postgres_schema() -> Option<String> {
     Some(format!("{url}{joiner}options=-csearch_path%3D{schema}"))
 }
 
+/// The repository root.
 pub fn repo_root() -> &'static Path {
     watchdog();
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -1204,7 +1204,10 @@ async fn run_serve(
     config.script_memory_budget = args
         .script_memory
         .map(|b| usize::try_from(b).unwrap_or(usize::MAX));
-    config.store = match (args.store.as_str(), args.database_url) {
+    // An empty SLUICE_DATABASE_URL (`${DATABASE_URL:-}` in a compose
+    // file) is no URL.
+    let database_url = args.database_url.filter(|u| !u.trim().is_empty());
+    config.store = match (args.store.as_str(), database_url) {
         ("sled", None) => sluice_server::StoreKind::Sled,
         ("redb", None) => sluice_server::StoreKind::Redb,
         ("postgres" | "auto", Some(url)) => sluice_server::StoreKind::Postgres(url),

@@ -70,6 +70,9 @@ const READERS: usize = 4;
 const GROUP_OPS: usize = 50_000;
 /// ...or this many bytes of keys and values.
 const GROUP_BYTES: usize = 64 << 20;
+/// The largest key and value PostgreSQL takes (one message is at most
+/// 1 GiB), with room for the message's own fields.
+const MAX_OP_BYTES: usize = (1 << 30) - (1 << 20);
 /// One statement's parameters stay under this many bytes (PostgreSQL takes
 /// no message over 1 GiB).
 const STATEMENT_BYTES: usize = 128 << 20;
@@ -217,8 +220,6 @@ fn broken(e: &tokio_postgres::Error, client: &Client) -> bool {
             let c = c.code();
             c.starts_with("08") || c.starts_with("57P")
         })
-        || (e.as_db_error().is_none()
-            && std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>()))
 }
 
 fn storage(e: &tokio_postgres::Error) -> BackendError {
@@ -999,12 +1000,15 @@ async fn write_loop(
 
 /// The bytes of keys and values in `ops`.
 fn op_bytes(ops: &[Op]) -> usize {
-    ops.iter()
-        .map(|op| match op {
-            Op::Put { key, value, .. } => key.len() + value.len(),
-            Op::Delete { key, .. } => key.len(),
-        })
-        .sum()
+    ops.iter().map(size).sum()
+}
+
+/// The bytes of an op's key and value.
+fn size(op: &Op) -> usize {
+    match op {
+        Op::Put { key, value, .. } => key.len() + value.len(),
+        Op::Delete { key, .. } => key.len(),
+    }
 }
 
 /// Why a write failed.
@@ -1034,6 +1038,13 @@ impl WriteState<'_> {
     /// since the new connection writes only once it holds the store's lock,
     /// which the old one held until it was gone.
     async fn write(&mut self, ops: &[&Op], durable: bool) -> Result<(), Failure> {
+        if let Some(op) = ops.iter().find(|op| size(op) > MAX_OP_BYTES) {
+            return Err(Failure::Refused(format!(
+                "a value of {} bytes in table `{}` is more than PostgreSQL takes in one message (1 GiB)",
+                size(op),
+                op.table().name()
+            )));
+        }
         let deadline = Instant::now()
             + if *self.unreachable {
                 Duration::ZERO
@@ -1081,6 +1092,12 @@ impl WriteState<'_> {
                 }
                 Err(e) if broken(&e, &w.client) => {
                     *self.writer = None;
+                    if !last_try {
+                        // Not at once: a failure that repeats (a pooler
+                        // cutting connections) is not a busy loop.
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(Duration::from_secs(5));
+                    }
                     if last_try {
                         *self.unreachable = true;
                         return Err(Failure::Unreachable(format!(
@@ -1145,9 +1162,7 @@ async fn write(
         deletes,
         ..
     } = writer;
-    // Two round trips: one opens the transaction; the statements and the
-    // COMMIT go together (a statement that fails aborts the transaction,
-    // and the COMMIT after it then rolls it back).
+    // Three round trips: BEGIN, the statements (sent together), COMMIT.
     let begin = if durable {
         "BEGIN"
     } else {
@@ -1174,11 +1189,11 @@ async fn write(
                     .zip(&delete_params)
                     .map(|((t, ..), params)| client.execute(&deletes[*t], params)),
             );
-        let (written, committed) =
-            futures_util::future::join(try_join_all(statements), client.batch_execute("COMMIT"))
-                .await;
-        written?;
-        committed
+        // COMMIT only once every statement is answered: one refused by
+        // the client before it was sent would otherwise leave the others
+        // to be committed.
+        try_join_all(statements).await?;
+        client.batch_execute("COMMIT").await
     }
     .await;
     if result.is_err() && !client.is_closed() {

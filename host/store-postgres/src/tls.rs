@@ -36,39 +36,40 @@ pub(crate) struct Wanted {
 
 /// Takes `sslmode` and `sslrootcert` out of a connection string (a URL's
 /// query, or `key=value` pairs), and puts back `sslmode=require` where TLS
-/// is asked for, so tokio-postgres negotiates it.
+/// is asked for, so tokio-postgres negotiates it. Everything else is left
+/// as it was, byte for byte; no value but those two is read or quoted.
 pub(crate) fn split(conn: &str) -> Result<(String, Wanted), String> {
     let mut wanted = Wanted::default();
-    let mut take = |key: &str, value: &str| -> Result<bool, String> {
-        match key {
-            "sslmode" => {
-                wanted.tls = match value {
-                    "require" | "verify-ca" | "verify-full" => true,
-                    "disable" | "allow" | "prefer" => false,
-                    other => {
-                        return Err(format!(
-                            "sslmode `{other}` is not one of disable, allow, prefer, require, verify-ca, verify-full"
-                        ));
-                    }
-                };
-                Ok(true)
-            }
-            "sslrootcert" => {
-                wanted.root_cert = Some(value.to_string()).filter(|v| v != "system");
-                Ok(true)
-            }
-            _ => Ok(false),
+    let mut take = |key: &str, value: &str| -> Result<(), String> {
+        if key == "sslmode" {
+            wanted.tls = match value {
+                "require" | "verify-ca" | "verify-full" => true,
+                "disable" | "allow" | "prefer" => false,
+                other => {
+                    return Err(format!(
+                        "sslmode `{other}` is not one of disable, allow, prefer, require, verify-ca, verify-full"
+                    ));
+                }
+            };
+        } else {
+            wanted.root_cert = Some(value.to_string()).filter(|v| v != "system");
         }
+        Ok(())
     };
-    let rest = if conn.starts_with("postgres://") || conn.starts_with("postgresql://") {
+    let ours = |key: &str| key == "sslmode" || key == "sslrootcert";
+    let url = conn.starts_with("postgres://") || conn.starts_with("postgresql://");
+    let rest = if url {
         match conn.split_once('?') {
             None => conn.to_string(),
             Some((base, query)) => {
                 let mut kept = Vec::new();
-                for pair in query.split('&') {
+                for pair in query.split('&').filter(|p| !p.is_empty()) {
                     let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-                    let value = percent_decode(value)?;
-                    if !take(key, &value)? {
+                    if ours(key) {
+                        let value = percent_decode(value)
+                            .ok_or_else(|| format!("the value of {key} has a broken %-escape"))?;
+                        take(key, &value)?;
+                    } else {
                         kept.push(pair);
                     }
                 }
@@ -80,50 +81,110 @@ pub(crate) fn split(conn: &str) -> Result<(String, Wanted), String> {
             }
         }
     } else {
-        // key=value pairs; a quoted value (with spaces) is kept as it is
-        // unless it is one of the two keys.
-        let mut kept = Vec::new();
-        for pair in conn.split_whitespace() {
-            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            let value = value.trim_matches('\'');
-            if !take(key.trim(), value)? {
-                kept.push(pair);
+        let mut rest = String::new();
+        let mut from = 0;
+        for (key, value, span) in pairs(conn)? {
+            if ours(&key) {
+                take(&key, &value)?;
+                rest.push_str(&conn[from..span.0]);
+                from = span.1;
             }
         }
-        kept.join(" ")
+        rest.push_str(&conn[from..]);
+        rest.trim().to_string()
     };
-    let rest = if wanted.tls {
-        let joiner = if rest.starts_with("postgres") {
-            if rest.contains('?') { "&" } else { "?" }
-        } else {
-            " "
-        };
-        format!("{rest}{joiner}sslmode=require")
-    } else {
-        rest
+    let rest = match (wanted.tls, url) {
+        (false, _) => rest,
+        (true, true) if rest.contains('?') => format!("{rest}&sslmode=require"),
+        (true, true) => format!("{rest}?sslmode=require"),
+        (true, false) => format!("{rest} sslmode=require"),
     };
     Ok((rest, wanted))
 }
 
-/// `%XX` escapes of a URL's query value.
-fn percent_decode(value: &str) -> Result<String, String> {
+/// A keyword string's pair: key, value, byte span.
+type Pair = (String, String, (usize, usize));
+
+/// The `key=value` pairs of a libpq keyword string, as libpq reads them
+/// (spaces around `=`, values in single quotes with `\` escapes): each
+/// key, its value unescaped, and the byte span of the whole pair.
+fn pairs(conn: &str) -> Result<Vec<Pair>, String> {
+    let bytes = conn.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    let skip_spaces = |i: &mut usize| {
+        while *i < bytes.len() && bytes[*i].is_ascii_whitespace() {
+            *i += 1;
+        }
+    };
+    loop {
+        skip_spaces(&mut i);
+        if i >= bytes.len() {
+            return Ok(out);
+        }
+        let start = i;
+        while i < bytes.len() && bytes[i] != b'=' && !bytes[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        let key = conn[start..i].to_string();
+        skip_spaces(&mut i);
+        if bytes.get(i) != Some(&b'=') {
+            return Err(format!(
+                "`{key}` in the connection string has no `=` after it"
+            ));
+        }
+        i += 1;
+        skip_spaces(&mut i);
+        let mut value = Vec::new();
+        if bytes.get(i) == Some(&b'\'') {
+            i += 1;
+            loop {
+                match bytes.get(i) {
+                    None => return Err(format!("the value of `{key}` has no closing quote")),
+                    Some(b'\'') => {
+                        i += 1;
+                        break;
+                    }
+                    Some(b'\\') if i + 1 < bytes.len() => {
+                        value.push(bytes[i + 1]);
+                        i += 2;
+                    }
+                    Some(&b) => {
+                        value.push(b);
+                        i += 1;
+                    }
+                }
+            }
+        } else {
+            while i < bytes.len() && !bytes[i].is_ascii_whitespace() {
+                if bytes[i] == b'\\' && i + 1 < bytes.len() {
+                    i += 1;
+                }
+                value.push(bytes[i]);
+                i += 1;
+            }
+        }
+        let value =
+            String::from_utf8(value).map_err(|_| format!("the value of `{key}` is not UTF-8"))?;
+        out.push((key, value, (start, i)));
+    }
+}
+
+/// `%XX` escapes of a URL's query value; `None` for a broken one.
+fn percent_decode(value: &str) -> Option<String> {
     let bytes = value.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' {
-            let hex = value
-                .get(i + 1..i + 3)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or_else(|| format!("`{value}` has a broken %-escape"))?;
-            out.push(hex);
+            out.push(u8::from_str_radix(value.get(i + 1..i + 3)?, 16).ok()?);
             i += 3;
         } else {
-            out.push(if bytes[i] == b'+' { b' ' } else { bytes[i] });
+            out.push(bytes[i]);
             i += 1;
         }
     }
-    String::from_utf8(out).map_err(|_| format!("`{value}` is not UTF-8"))
+    String::from_utf8(out).ok()
 }
 
 /// The connector for `wanted`.
@@ -180,7 +241,7 @@ mod tests {
     #[test]
     fn ssl_options_are_taken_out_and_require_put_back() {
         let (rest, wanted) = split(
-            "postgres://u:p@h:5432/db?sslmode=verify-full&sslrootcert=%2Fetc%2Fca.pem&options=-cx",
+            "postgres://u:p@h:5432/db?sslmode=verify-full&sslrootcert=%2Fetc%2Fc++%2Fca.pem&options=-cx&",
         )
         .unwrap();
         assert_eq!(rest, "postgres://u:p@h:5432/db?options=-cx&sslmode=require");
@@ -188,7 +249,7 @@ mod tests {
             wanted,
             Wanted {
                 tls: true,
-                root_cert: Some("/etc/ca.pem".into())
+                root_cert: Some("/etc/c++/ca.pem".into())
             }
         );
         let (rest, wanted) = split("postgres://u@h/db?sslmode=prefer").unwrap();
@@ -197,20 +258,41 @@ mod tests {
         let (rest, wanted) = split("postgres://u@h/db").unwrap();
         assert_eq!(rest, "postgres://u@h/db");
         assert!(!wanted.tls);
-        let (rest, wanted) =
-            split("host=h dbname=db sslmode=require sslrootcert=system user=u").unwrap();
-        assert_eq!(rest, "host=h dbname=db user=u sslmode=require");
+        // Other values are never read: a broken escape in a password is
+        // for tokio-postgres to judge, and is never quoted.
+        let (rest, _) = split("postgres://h/db?user=u&password=se%zzcret").unwrap();
+        assert_eq!(rest, "postgres://h/db?user=u&password=se%zzcret");
+        let err = split("postgres://h/db?sslrootcert=%zz").unwrap_err();
+        assert!(err.contains("sslrootcert has a broken %-escape"), "{err}");
+        let err = split("postgres://h/db?sslmode=maybe").unwrap_err();
+        assert!(err.contains("sslmode `maybe`"), "{err}");
+    }
+
+    #[test]
+    fn keyword_strings_keep_every_other_pair_as_written() {
+        let (rest, wanted) = split(
+            "host=h password='a  b sslmode=disable' sslmode = require sslrootcert='/ca dir/x.pem' user=u",
+        )
+        .unwrap();
+        assert_eq!(
+            rest,
+            "host=h password='a  b sslmode=disable'   user=u sslmode=require"
+        );
         assert_eq!(
             wanted,
             Wanted {
                 tls: true,
-                root_cert: None
+                root_cert: Some("/ca dir/x.pem".into())
             }
         );
-        let err = split("postgres://h/db?sslmode=maybe").unwrap_err();
-        assert!(err.contains("sslmode `maybe`"), "{err}");
-        let err = split("postgres://h/db?sslrootcert=%zz").unwrap_err();
-        assert!(err.contains("broken %-escape"), "{err}");
+        let (rest, wanted) = split("host=h sslrootcert=system sslmode=verify-ca").unwrap();
+        assert_eq!(rest, "host=h sslmode=require");
+        assert_eq!(wanted.root_cert, None);
+        assert!(
+            split("host=h password='open")
+                .unwrap_err()
+                .contains("no closing quote")
+        );
     }
 
     #[test]

@@ -296,7 +296,7 @@ async fn a_writer_session_the_database_still_holds_is_taken_over() {
 /// transaction; listing the blobs' keys reads them one at a time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_of_large_values_is_written_and_listed() {
-    let Some((url, _)) = schema_url() else {
+    let Some((url, plain)) = schema_url() else {
         return;
     };
     let backend = PostgresBackend::open(&url).unwrap();
@@ -319,6 +319,9 @@ async fn a_batch_of_large_values_is_written_and_listed() {
         assert_eq!(value.is_some(), i == 3, "{i}");
     }
     assert_eq!(keys[3].1.as_deref(), Some(blob(3).as_slice()));
+    drop(backend);
+    let schema = url.rsplit("search_path%3D").next().unwrap().to_string();
+    execute(&plain, format!("DROP SCHEMA {schema} CASCADE"));
 }
 
 /// A TLS front for the test server, as a managed database has: it answers
@@ -428,6 +431,15 @@ async fn tls_is_used_and_the_certificate_checked_when_asked() {
             mode.as_bytes()
         );
     }
+    // The certificate is for localhost: another name is refused.
+    let by_address = at(&url, &format!("127.0.0.1:{port}"));
+    let err = PostgresBackend::open(&format!(
+        "{by_address}&sslmode=verify-full&sslrootcert={}",
+        ca_file.display()
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("certificate"), "{err}");
     let err = PostgresBackend::open(&format!("{through}&hostaddr=127.0.0.1&sslmode=require"))
         .unwrap_err()
         .to_string();
@@ -463,13 +475,22 @@ async fn a_refused_batch_writes_nothing_and_fails_no_other() {
             seed as u8
         })
         .collect();
-    let refused = backend.start_unflushed_in_order(vec![put(b"before", b"x"), put(&long, b"y")]);
+    // Two tables: two statements, of which the second is refused.
+    let before = Op::Put {
+        table: Table::Variables,
+        key: b"before".to_vec(),
+        value: b"x".to_vec(),
+    };
+    let refused = backend.start_unflushed_in_order(vec![before, put(&long, b"y")]);
     let fine = backend.apply(vec![put(b"other", b"z")]);
     let (refused, fine) = tokio::join!(refused, fine);
     let err = refused.unwrap_err().to_string();
     assert!(err.contains("index row size"), "{err}");
     fine.unwrap();
-    assert_eq!(backend.get(Table::Docs, b"before").await.unwrap(), None);
+    assert_eq!(
+        backend.get(Table::Variables, b"before").await.unwrap(),
+        None
+    );
     assert_eq!(
         backend.get(Table::Docs, b"other").await.unwrap().unwrap(),
         b"z"

@@ -114,7 +114,9 @@ impl Op {
 
 /// A backend failed. The store never retries or papers over these: the
 /// operation that got one did not happen (for [`Backend::apply`]: none of
-/// its ops happened).
+/// its ops happened) — but for a networked backend whose connection broke
+/// while a commit was under way and stayed broken while it retried, which
+/// cannot know whether the commit landed and says so in the error.
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
     /// The storage could not be opened. Nothing was created or deleted.
