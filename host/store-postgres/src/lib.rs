@@ -821,47 +821,15 @@ impl Backend for PostgresBackend {
         limit: usize,
         reverse: bool,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, BackendError> {
-        let Some((lower, upper)) = bounds(prefix, after, reverse) else {
-            return Ok(Vec::new());
-        };
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.read(move |reader| {
-            let (lower, upper) = (lower.clone(), upper.clone());
-            Box::pin(async move {
-                let reads = &reader.reads[table.index()];
-                let rows = match (&upper, reverse) {
-                    (Some(upper), false) => {
-                        reader
-                            .client
-                            .query(&reads.forward, &[&lower, upper, &limit])
-                            .await?
-                    }
-                    (None, false) => {
-                        reader
-                            .client
-                            .query(&reads.forward_open, &[&lower, &limit])
-                            .await?
-                    }
-                    (Some(upper), true) => {
-                        reader
-                            .client
-                            .query(&reads.backward, &[&lower, upper, &limit])
-                            .await?
-                    }
-                    (None, true) => {
-                        reader
-                            .client
-                            .query(&reads.backward_open, &[&lower, &limit])
-                            .await?
-                    }
-                };
-                pairs(rows)
-            })
-        })
-        .await
+        // Every value kept: the streamed scan (which also retries on a new
+        // connection).
+        let found = self
+            .scan_where(table, prefix, after, limit, reverse, &mut |_| true)
+            .await?;
+        Ok(found
+            .into_iter()
+            .map(|(k, v)| (k, v.unwrap_or_default()))
+            .collect())
     }
 
     async fn scan_where(
