@@ -139,6 +139,13 @@ struct ServeArgs {
     /// one on the same schema is refused.
     #[arg(long, env = "SLUICE_DATABASE_URL", hide_env_values = true)]
     database_url: Option<String>,
+    /// Start as a standby of the server that holds the PostgreSQL store:
+    /// answer 503 (`standby`), check that this server's master key opens
+    /// the store and compile its deployments, and take over as soon as
+    /// that server stops or is cut off. A server whose store another one
+    /// took over stops (exit status 3).
+    #[arg(long)]
+    standby: bool,
     /// Where to listen: an address and port, or a host name and port
     /// (`localhost:3003`).
     #[arg(long, env = "SLUICE_LISTEN", default_value = "127.0.0.1:3003", value_parser = parse_listen)]
@@ -1219,6 +1226,12 @@ async fn run_serve(
         ),
         _ => sluice_server::StoreKind::detect(&args.data).unwrap_or_default(),
     };
+    if args.standby && !matches!(config.store, sluice_server::StoreKind::Postgres(_)) {
+        anyhow::bail!(
+            "--standby waits for a store another server holds: it needs --store postgres and --database-url (an embedded store in the data directory is this server's alone)"
+        );
+    }
+    config.standby = args.standby;
     if let Some(file) = &args.limits {
         let (limits, with_variables) = limits_from_file(file)?;
         for env in with_variables {
@@ -1279,6 +1292,13 @@ async fn run_serve(
         "Opening {} (each environment's deployed scripts are loaded; compiled again, seconds per integration, when their cache is gone, as after an upgrade) …",
         args.data.display()
     )?;
+    if args.standby {
+        writeln!(
+            out,
+            "Standby: listening on {} with 503 `standby` until the store is free, then taking over",
+            args.listen
+        )?;
+    }
     out.flush()?;
     let initial = initial_keys();
     let (server, _) =
@@ -1307,8 +1327,7 @@ async fn run_serve(
         .await?;
     writeln!(out, "sluice is listening on {}", server.url())?;
     out.flush()?;
-    until_stopped(server, out).await?;
-    Ok(0)
+    until_stopped(server, out).await
 }
 
 /// The next SIGHUP, when it is watched; never otherwise.
@@ -1338,11 +1357,12 @@ const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
 /// connections, the requests in flight answered (30 s at most; a second
 /// signal stops at once), the database closed and flushed. Work cut short
 /// (a sync's run, an async action) is taken up at the next start as after
-/// a crash.
+/// a crash. A server whose store another server took over stops the same
+/// way, with exit status 3. The exit status is returned.
 pub(crate) async fn until_stopped(
     server: sluice_server::Server,
     out: &mut dyn Write,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<i32> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).context("cannot watch for SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot watch for SIGINT")?;
@@ -1354,10 +1374,16 @@ pub(crate) async fn until_stopped(
     } else {
         Some(signal(SignalKind::hangup()).context("cannot watch for SIGHUP")?)
     };
+    let store = server.app.store.clone();
+    let mut status = 0;
     tokio::select! {
         _ = term.recv() => {}
         _ = int.recv() => {}
         _ = hangup(&mut hup) => {}
+        why = store.taken_over() => {
+            let _ = writeln!(out, "sluice: {why}");
+            status = 3;
+        }
     }
     // Said where it can be (a closed stdout does not stop the stop).
     let _ = writeln!(
@@ -1366,13 +1392,19 @@ pub(crate) async fn until_stopped(
         STOP_GRACE.as_secs()
     );
     let _ = out.flush();
-    let store = server.app.store.clone();
     let stopped = tokio::select! {
         r = tokio::time::timeout(STOP_GRACE, server.stop()) => r.is_ok(),
         _ = term.recv() => false,
         _ = int.recv() => false,
         _ = hangup(&mut hup) => false,
     };
+    if status != 0 {
+        // Nothing can be flushed: the store takes no more writes from
+        // this process (what it acknowledged durable is in it).
+        let _ = writeln!(out, "sluice stopped: the store is another server's now");
+        let _ = out.flush();
+        return Ok(status);
+    }
     // Stopped or not, what was acknowledged is made durable before exit.
     let flushed = matches!(
         tokio::time::timeout(std::time::Duration::from_secs(10), store.flush()).await,
@@ -1397,7 +1429,7 @@ pub(crate) async fn until_stopped(
         // unflushed history and logs may not be, as printed above).
         std::process::exit(1);
     }
-    Ok(())
+    Ok(0)
 }
 
 /// The environments a first start creates, each with the key its

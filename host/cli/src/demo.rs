@@ -271,7 +271,7 @@ pub async fn run(
         "The API's endpoints: curl {headers} {base}/openapi.json\nCtrl-C stops the server."
     )?;
     out.flush()?;
-    crate::cli::until_stopped(server, out).await?;
+    let status = crate::cli::until_stopped(server, out).await?;
     drop(mock);
-    Ok(0)
+    Ok(status)
 }

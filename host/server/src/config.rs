@@ -51,6 +51,10 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     /// The embedded database the data directory holds.
     pub store: StoreKind,
+    /// Start as a standby (PostgreSQL stores only): wait for the store
+    /// while another server holds it, answering 503 meanwhile and keeping
+    /// the component cache warm, and take over once it is let go.
+    pub standby: bool,
     pub listen: SocketAddr,
     /// Limits of every environment's executions, but those named in
     /// `env_limits`.
@@ -245,6 +249,7 @@ impl ServerConfig {
         Self {
             data_dir: data_dir.into(),
             store: StoreKind::Sled,
+            standby: false,
             listen,
             limits: Limits::default(),
             env_limits: std::collections::BTreeMap::new(),

@@ -26,6 +26,7 @@ pub mod routing;
 pub mod runner;
 pub mod runs;
 pub mod scheduler;
+mod standby;
 pub mod webhooks;
 
 use std::net::SocketAddr;
@@ -203,17 +204,49 @@ impl Server {
                 addr: config.listen,
                 source,
             })?;
+        let mut runtime_config = RuntimeConfig::new(config.data_dir.join("cache"));
+        runtime_config.cache_max_bytes = config.cache_max_bytes;
+        if let Some(budget) = config.script_memory_budget {
+            runtime_config.memory_budget_bytes = budget;
+        }
+        // A nested `triggerAction` runs in its own instance without a
+        // permit of its own (it draws on its caller's), so the pool has a
+        // slot for every level an execution may nest: an execution that
+        // holds a permit always finds one free.
+        let deepest = config
+            .env_limits
+            .values()
+            .map(|l| l.max_trigger_depth)
+            .fold(config.limits.max_trigger_depth, u32::max);
+        let levels = deepest.min(16) as usize + 1;
+        runtime_config.max_concurrent =
+            (config.max_concurrent_executions.clamp(1, 1000) * levels) as u32;
+        // A limit the sandbox's pool cannot give is refused, not lowered
+        // without a word.
+        for (name, limits) in &config.env_limits {
+            if limits.memory_bytes > runtime_config.max_memory_bytes {
+                return Err(ServerError::Config(format!(
+                    "the limits of environment `{name}` give scripts {} bytes of memory; at most {} can be given",
+                    limits.memory_bytes, runtime_config.max_memory_bytes
+                )));
+            }
+        }
+        let runtime = Runtime::new(runtime_config)?;
         // Opening waits on files or, for PostgreSQL, on the network: not
-        // on a worker thread.
-        let (kind, data_dir) = (config.store.clone(), config.data_dir.clone());
-        let backend = tokio::task::spawn_blocking(move || kind.open(&data_dir))
-            .await
-            .map_err(|e| {
-                ServerError::Open(sluice_store::BackendError::Storage(format!(
-                    "opening the store failed: {e}"
-                )))
-            })?
-            .map_err(ServerError::Open)?;
+        // on a worker thread. A standby waits for the store first.
+        let backend = if config.standby {
+            standby::take_store(&config, &master, &runtime, &listener).await?
+        } else {
+            let (kind, data_dir) = (config.store.clone(), config.data_dir.clone());
+            tokio::task::spawn_blocking(move || kind.open(&data_dir))
+                .await
+                .map_err(|e| {
+                    ServerError::Open(sluice_store::BackendError::Storage(format!(
+                        "opening the store failed: {e}"
+                    )))
+                })?
+                .map_err(ServerError::Open)?
+        };
         let (store, mut created) = Store::open(backend, master, initial_keys).await?;
         // New keys asked for (an environment created just now has one).
         let mut names: Vec<&String> = Vec::new();
@@ -264,34 +297,6 @@ impl Server {
                 );
             }
         }
-        let mut runtime_config = RuntimeConfig::new(config.data_dir.join("cache"));
-        runtime_config.cache_max_bytes = config.cache_max_bytes;
-        if let Some(budget) = config.script_memory_budget {
-            runtime_config.memory_budget_bytes = budget;
-        }
-        // A nested `triggerAction` runs in its own instance without a
-        // permit of its own (it draws on its caller's), so the pool has a
-        // slot for every level an execution may nest: an execution that
-        // holds a permit always finds one free.
-        let deepest = config
-            .env_limits
-            .values()
-            .map(|l| l.max_trigger_depth)
-            .fold(config.limits.max_trigger_depth, u32::max);
-        let levels = deepest.min(16) as usize + 1;
-        runtime_config.max_concurrent =
-            (config.max_concurrent_executions.clamp(1, 1000) * levels) as u32;
-        // A limit the sandbox's pool cannot give is refused, not lowered
-        // without a word.
-        for (name, limits) in &config.env_limits {
-            if limits.memory_bytes > runtime_config.max_memory_bytes {
-                return Err(ServerError::Config(format!(
-                    "the limits of environment `{name}` give scripts {} bytes of memory; at most {} can be given",
-                    limits.memory_bytes, runtime_config.max_memory_bytes
-                )));
-            }
-        }
-        let runtime = Runtime::new(runtime_config)?;
         let app = Arc::new(App::new(store, runtime, Arc::new(providers), config.clone()).await?);
         app.set_self();
         // Before anything can run (it sweeps history entries without logs).

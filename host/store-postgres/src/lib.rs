@@ -86,11 +86,25 @@ const CONNECT_WITHIN: Duration = Duration::from_secs(30);
 const READER_BACKOFF: Duration = Duration::from_secs(1);
 /// How long an open waits for another process's lock on the store.
 const LOCK_WAIT: Duration = Duration::from_secs(10);
+/// An idle writing connection is checked this often, so a lost session
+/// (and with it the store's lock) is noticed while nothing is written.
+const PING_EVERY: Duration = Duration::from_secs(5);
+/// A check the server has not answered in this long counts as a broken
+/// connection.
+const PING_WITHIN: Duration = Duration::from_secs(10);
 /// How long a drop waits for the writer to finish what it was given.
 const DRAIN_WAIT: Duration = Duration::from_secs(60);
 /// The seed of the advisory lock's key, a 64-bit hash of the schema's
 /// name: "slce".
 const LOCK_SEED: i64 = 0x736c_6365;
+
+/// SQL that ends the database session of the server holding the store in
+/// the connection's schema (the first of its `search_path`), as the
+/// database does by itself when it stops hearing from that server: the
+/// store's lock goes with the session, so a standby takes over, and the
+/// server that held it, finding the lock taken when it reconnects, stops.
+/// For an operator who wants a takeover now, and for tests.
+pub const END_HOLDER_SQL: &str = "SELECT pg_terminate_backend(l.pid) FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) AND ((l.classid::bigint << 32) | l.objid::bigint) = hashtextextended(current_schema(), 1936483173)";
 
 /// The PostgreSQL table of a store table.
 fn table_name(table: Table) -> String {
@@ -169,6 +183,11 @@ struct Inner {
     writes: Mutex<Option<mpsc::UnboundedSender<WriteRequest>>>,
     /// Answers once the writer task has ended.
     writer_ended: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
+    /// Set, with the reason, once another process took the store's lock
+    /// from this backend.
+    taken: tokio::sync::watch::Sender<Option<String>>,
+    /// Opened by [`PostgresBackend::open_reading`]: no writer at all.
+    read_only: bool,
 }
 
 impl Drop for Inner {
@@ -338,6 +357,8 @@ enum WriterError {
     Unanswered(String),
     /// Words for the operator: waiting will not help.
     Refused(String),
+    /// Another process holds the store's lock (words for the operator).
+    Busy(String),
 }
 
 impl From<tokio_postgres::Error> for WriterError {
@@ -350,7 +371,9 @@ impl std::fmt::Display for WriterError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             WriterError::Postgres(e) => f.write_str(&said(e)),
-            WriterError::Unanswered(why) | WriterError::Refused(why) => f.write_str(why),
+            WriterError::Unanswered(why) | WriterError::Refused(why) | WriterError::Busy(why) => {
+                f.write_str(why)
+            }
         }
     }
 }
@@ -425,7 +448,7 @@ async fn connect_writer(
             break;
         }
         if started.elapsed() >= wait {
-            return Err(WriterError::Refused(format!(
+            return Err(WriterError::Busy(format!(
                 "another sluice server is using the store in schema `{schema}` of this database (one server per store: its locks and schedules live in its process); stop it, or give this one a schema of its own"
             )));
         }
@@ -479,17 +502,43 @@ async fn timeout<T>(
     }
 }
 
-/// Connects everything [`PostgresBackend::open`] needs.
+/// How a backend is opened.
+#[derive(Clone, Copy)]
+enum Mode {
+    /// Reading and writing, waiting at most this long for the store's lock.
+    Write(Duration),
+    /// Reading only, without the lock.
+    Read,
+}
+
+/// Connects everything [`PostgresBackend::open`] needs (no writer when
+/// only reading).
 async fn connect_all(
     target: &Target,
-    lock_wait: Duration,
-) -> Result<(Writer, Vec<Reader>), WriterError> {
+    mode: Mode,
+) -> Result<(Option<Writer>, Vec<Reader>), WriterError> {
     // The writer first: it takes the lock and makes the tables the
     // readers' statements name.
-    let writer = connect_writer(target, lock_wait, None).await?;
+    let writer = match mode {
+        Mode::Write(lock_wait) => Some(connect_writer(target, lock_wait, None).await?),
+        Mode::Read => None,
+    };
     let mut readers = Vec::new();
     for _ in 0..READERS {
-        readers.push(timeout(connect_reader(target)).await?);
+        match timeout(connect_reader(target)).await {
+            Ok(reader) => readers.push(reader),
+            // A store not created yet has none of the tables the reads
+            // name (only a writer creates them).
+            Err(WriterError::Postgres(e))
+                if writer.is_none()
+                    && e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) =>
+            {
+                return Err(WriterError::Refused(
+                    "no sluice store is in this schema yet (a server opening it to write creates one)".into(),
+                ));
+            }
+            Err(e) => return Err(e),
+        }
     }
     Ok((writer, readers))
 }
@@ -507,8 +556,21 @@ impl PostgresBackend {
     }
 
     /// [`PostgresBackend::open`], waiting at most `lock_wait` for another
-    /// process to let go of the store.
+    /// process to let go of the store; [`BackendError::Busy`] when it does
+    /// not.
     pub fn open_waiting(url: &str, lock_wait: Duration) -> Result<PostgresBackend, BackendError> {
+        Self::open_with(url, Mode::Write(lock_wait))
+    }
+
+    /// The store for reading only, whoever holds it (a standby checking
+    /// the store it waits for, and reading what it will serve): every
+    /// write is refused, and nothing is created, so a schema without a
+    /// store is refused.
+    pub fn open_reading(url: &str) -> Result<PostgresBackend, BackendError> {
+        Self::open_with(url, Mode::Read)
+    }
+
+    fn open_with(url: &str, mode: Mode) -> Result<PostgresBackend, BackendError> {
         let unparsed = |cause: String| BackendError::Open {
             location: "the PostgreSQL connection string".into(),
             cause,
@@ -558,25 +620,40 @@ impl PostgresBackend {
         let (answer, answered) = std::sync::mpsc::channel();
         let setup = target.clone();
         handle.spawn(async move {
-            let _ = answer.send(connect_all(&setup, lock_wait).await);
+            let _ = answer.send(connect_all(&setup, mode).await);
         });
         let connected = answered
             .recv()
             .map_err(|_| fail("its connection task stopped".into()));
-        let (writer, readers) = match connected.and_then(|c| c.map_err(|e| fail(e.to_string()))) {
+        let (writer, readers) = match connected.and_then(|c| {
+            c.map_err(|e| match e {
+                WriterError::Busy(cause) => BackendError::Busy {
+                    location: location.clone(),
+                    cause,
+                },
+                e => fail(e.to_string()),
+            })
+        }) {
             Ok(both) => both,
             Err(e) => {
                 runtime.shutdown_background();
                 return Err(e);
             }
         };
-        let (writes, queue) = mpsc::unbounded_channel();
-        let (ended, writer_ended) = std::sync::mpsc::channel();
-        let writer_target = target.clone();
-        handle.spawn(async move {
-            write_loop(writer_target, writer, queue).await;
-            let _ = ended.send(());
-        });
+        let (taken, _) = tokio::sync::watch::channel(None);
+        let (mut writes, mut writer_ended) = (None, None);
+        if let Some(writer) = writer {
+            let (sender, queue) = mpsc::unbounded_channel();
+            let (ended, ended_rx) = std::sync::mpsc::channel();
+            let writer_target = target.clone();
+            let lost = taken.clone();
+            handle.spawn(async move {
+                write_loop(writer_target, writer, queue, lost).await;
+                let _ = ended.send(());
+            });
+            writes = Some(sender);
+            writer_ended = Some(ended_rx);
+        }
         Ok(PostgresBackend {
             inner: Arc::new(Inner {
                 location,
@@ -592,8 +669,10 @@ impl PostgresBackend {
                     .map(|r| Mutex::new(Arc::new(r)))
                     .collect(),
                 next_reader: AtomicUsize::new(0),
-                writes: Mutex::new(Some(writes)),
-                writer_ended: Mutex::new(Some(writer_ended)),
+                writes: Mutex::new(writes),
+                writer_ended: Mutex::new(writer_ended),
+                read_only: matches!(mode, Mode::Read),
+                taken,
             }),
         })
     }
@@ -675,6 +754,14 @@ impl PostgresBackend {
     fn submit(&self, ops: Vec<Op>, durable: bool) -> PendingWrite {
         if ops.is_empty() {
             return Box::pin(std::future::ready(Ok(())));
+        }
+        if self.inner.read_only {
+            return Box::pin(std::future::ready(Err(BackendError::Storage(
+                "this connection to the store only reads".into(),
+            ))));
+        }
+        if let Some(why) = self.inner.taken.borrow().clone() {
+            return Box::pin(std::future::ready(Err(BackendError::Storage(why))));
         }
         let closed = || BackendError::Storage("the database's writer has stopped".into());
         let (done, answer) = tokio::sync::oneshot::channel();
@@ -879,6 +966,24 @@ impl Backend for PostgresBackend {
     fn start_unflushed_in_order(&self, ops: Vec<Op>) -> PendingWrite {
         self.submit(ops, false)
     }
+
+    async fn taken_over(&self) -> String {
+        let mut taken = self.inner.taken.subscribe();
+        let why = match taken.wait_for(Option::is_some).await {
+            Ok(why) => why.clone(),
+            Err(_) => None,
+        };
+        match why {
+            Some(why) => why,
+            // The sender lives as long as this backend.
+            None => std::future::pending().await,
+        }
+    }
+}
+
+/// What the writer says once another process took the store's lock.
+fn taken_reason(why: &str) -> String {
+    format!("the store was taken over by another server, and this one writes to it no more: {why}")
 }
 
 /// The writer task: takes every waiting request, commits them together,
@@ -887,13 +992,29 @@ async fn write_loop(
     target: Target,
     writer: Writer,
     mut queue: mpsc::UnboundedReceiver<WriteRequest>,
+    taken: tokio::sync::watch::Sender<Option<String>>,
 ) {
     let mut previous = Some(writer.session.clone());
     let mut writer = Some(writer);
     // Set while the database cannot be reached: each later group is tried
     // once, not for a minute each.
     let mut unreachable = false;
-    while let Some(first) = queue.recv().await {
+    loop {
+        let first = match tokio::time::timeout(PING_EVERY, queue.recv()).await {
+            Ok(Some(first)) => first,
+            Ok(None) => break,
+            Err(_) => {
+                // Idle: is the session (and the lock) still ours?
+                if taken.borrow().is_none() {
+                    check(&target, &mut writer, &mut previous, &taken).await;
+                }
+                continue;
+            }
+        };
+        if let Some(why) = taken.borrow().clone() {
+            let _ = first.done.send(Err(BackendError::Storage(why)));
+            continue;
+        }
         let mut ops = first.ops.len();
         let mut bytes = op_bytes(&first.ops);
         let mut group = vec![first];
@@ -914,6 +1035,7 @@ async fn write_loop(
             writer: &mut writer,
             previous: &mut previous,
             unreachable: &mut unreachable,
+            taken: &taken,
         };
         let result = w.write(&all, durable).await;
         drop(all);
@@ -944,6 +1066,7 @@ async fn write_loop(
                         writer: &mut writer,
                         previous: &mut previous,
                         unreachable: &mut unreachable,
+                        taken: &taken,
                     };
                     let result = w.write(&ops, request.durable).await;
                     drop(ops);
@@ -963,6 +1086,38 @@ async fn write_loop(
             .client
             .execute("SELECT pg_advisory_unlock_all()", &[])
             .await;
+    }
+}
+
+/// Checks the idle writing connection; when it is gone (the database
+/// ended the session, or stopped answering), connects again, taking the
+/// store's lock back (this backend's own old session, if the database
+/// still has it, is ended first). When another process holds the lock
+/// by then, the store was taken over: `taken` says so, and nothing is
+/// written again. A database out of reach is tried again at the next
+/// check.
+async fn check(
+    target: &Target,
+    writer: &mut Option<Writer>,
+    previous: &mut Option<Session>,
+    taken: &tokio::sync::watch::Sender<Option<String>>,
+) {
+    if let Some(w) = writer.as_ref() {
+        let answered = tokio::time::timeout(PING_WITHIN, w.client.simple_query("")).await;
+        if matches!(answered, Ok(Ok(_))) {
+            return;
+        }
+        *writer = None;
+    }
+    match connect_writer(target, LOCK_WAIT, previous.as_ref()).await {
+        Ok(w) => {
+            *previous = Some(w.session.clone());
+            *writer = Some(w);
+        }
+        Err(WriterError::Busy(why)) => {
+            taken.send_replace(Some(taken_reason(&why)));
+        }
+        Err(_) => {}
     }
 }
 
@@ -994,6 +1149,7 @@ struct WriteState<'a> {
     writer: &'a mut Option<Writer>,
     previous: &'a mut Option<Session>,
     unreachable: &'a mut bool,
+    taken: &'a tokio::sync::watch::Sender<Option<String>>,
 }
 
 impl WriteState<'_> {
@@ -1029,9 +1185,15 @@ impl WriteState<'_> {
                         *self.previous = Some(w.session.clone());
                         *self.writer = Some(w);
                     }
+                    Err(WriterError::Busy(why)) => {
+                        // Another server took the store: for good.
+                        let why = taken_reason(&why);
+                        self.taken.send_replace(Some(why.clone()));
+                        return Err(Failure::Unreachable(why));
+                    }
                     Err(WriterError::Refused(why)) => {
-                        // Another server took the store, or it is a standby
-                        // now: not a matter of waiting.
+                        // The server is a standby now: not a matter of
+                        // waiting.
                         *self.unreachable = true;
                         return Err(Failure::Unreachable(format!(
                             "cannot write to the database: {why}"

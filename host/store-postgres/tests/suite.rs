@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sluice_store::testsuite::Reopen;
+use sluice_store::testsuite::{CutProxy, Reopen};
 use sluice_store::{Backend, Op, Table};
 use sluice_store_postgres::PostgresBackend;
 
@@ -115,6 +115,13 @@ async fn a_second_server_on_one_store_is_refused() {
         err.contains("another sluice server is using the store"),
         "{err}"
     );
+    assert!(
+        matches!(
+            PostgresBackend::open_waiting(&url, Duration::ZERO),
+            Err(sluice_store::BackendError::Busy { .. })
+        ),
+        "a held store is not told apart as busy"
+    );
     // The refused open changed nothing.
     assert_eq!(
         first.get(Table::Docs, b"k").await.unwrap().unwrap(),
@@ -136,6 +143,70 @@ async fn a_second_server_on_one_store_is_refused() {
         b"last"
     );
     let _ = plain;
+}
+
+/// A backend opened for reading reads what the store's writer wrote,
+/// while the writer holds it, and refuses every write; a schema with no
+/// store in it is refused, and nothing is created there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reading_backend_reads_and_writes_nothing() {
+    let Some((url, _)) = schema_url() else {
+        return;
+    };
+    let err = PostgresBackend::open_reading(&url).unwrap_err().to_string();
+    assert!(err.contains("no sluice store is in this schema"), "{err}");
+    let writer = PostgresBackend::open(&url).unwrap();
+    writer.apply(vec![put(b"k", b"v")]).await.unwrap();
+    let reader = PostgresBackend::open_reading(&url).unwrap();
+    assert_eq!(reader.get(Table::Docs, b"k").await.unwrap().unwrap(), b"v");
+    let err = reader
+        .apply(vec![put(b"k", b"other")])
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("only reads"), "{err}");
+    writer.apply(vec![put(b"k", b"w")]).await.unwrap();
+    assert_eq!(reader.get(Table::Docs, b"k").await.unwrap().unwrap(), b"w");
+}
+
+/// The database ends the writing session (it stopped hearing from the
+/// server: here the connection is cut on the server's side and the
+/// session ended, as its keepalives would) and another process takes the
+/// store: once it can reach the database again, the first backend finds
+/// the lock taken (its idle check, without a write), says so, and writes
+/// nothing more; what it had written is the new holder's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_taken_over_is_let_go() {
+    let Some((url, _)) = schema_url() else {
+        return;
+    };
+    let proxy = CutProxy::start(server_address(&url).await).await;
+    let through = at(&url, &format!("127.0.0.1:{}", proxy.port));
+    let first = PostgresBackend::open(&through).unwrap();
+    first.apply(vec![put(b"k", b"first")]).await.unwrap();
+    proxy.cut.send(true).unwrap();
+    execute(&url, sluice_store_postgres::END_HOLDER_SQL.to_string());
+    let second = PostgresBackend::open_waiting(&url, Duration::from_secs(10)).unwrap();
+    proxy.cut.send(false).unwrap();
+    let why = tokio::time::timeout(Duration::from_secs(60), first.taken_over())
+        .await
+        .expect("the first backend did not notice the store was taken over");
+    assert!(why.contains("taken over by another server"), "{why}");
+    let err = first
+        .apply(vec![put(b"k", b"stale")])
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("taken over"), "{err}");
+    assert_eq!(
+        second.get(Table::Docs, b"k").await.unwrap().unwrap(),
+        b"first"
+    );
+    second.apply(vec![put(b"k", b"second")]).await.unwrap();
+    assert_eq!(
+        second.get(Table::Docs, b"k").await.unwrap().unwrap(),
+        b"second"
+    );
 }
 
 /// A bad connection string, a server that is not there and a schema that
@@ -217,50 +288,6 @@ async fn dropped_connections_are_replaced() {
     assert!(err.contains("another sluice server"), "{err}");
 }
 
-/// A TCP proxy to the test server whose `cut` closes the client side of
-/// every connection and leaves the server side open, as a NAT that forgot
-/// the connections, or a crashed machine, leaves them: the server does not
-/// know its sessions are gone.
-struct Proxy {
-    port: u16,
-    cut: tokio::sync::watch::Sender<bool>,
-}
-
-impl Proxy {
-    async fn start(target: std::net::SocketAddr) -> Proxy {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let (cut, cuts) = tokio::sync::watch::channel(false);
-        let kept: Arc<std::sync::Mutex<Vec<tokio::net::TcpStream>>> = Arc::default();
-        tokio::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
-                let Ok(server) = tokio::net::TcpStream::connect(target).await else {
-                    continue;
-                };
-                let mut cuts = cuts.clone();
-                let kept = Arc::clone(&kept);
-                tokio::spawn(async move {
-                    let (mut client, mut server) = (client, server);
-                    let cut = {
-                        let (mut cr, mut cw) = client.split();
-                        let (mut sr, mut sw) = server.split();
-                        tokio::select! {
-                            _ = tokio::io::copy(&mut cr, &mut sw) => false,
-                            _ = tokio::io::copy(&mut sr, &mut cw) => false,
-                            _ = cuts.wait_for(|cut| *cut) => true,
-                        }
-                    };
-                    if cut {
-                        kept.lock().unwrap().push(server);
-                    }
-                    drop(client);
-                });
-            }
-        });
-        Proxy { port, cut }
-    }
-}
-
 /// The writing connection vanishes on this side only (the database still
 /// has its session, and with it the store's lock, for as long as its
 /// keepalives take): the next write ends that session, which the backend
@@ -270,7 +297,7 @@ async fn a_writer_session_the_database_still_holds_is_taken_over() {
     let Some((url, _)) = schema_url() else {
         return;
     };
-    let proxy = Proxy::start(server_address(&url).await).await;
+    let proxy = CutProxy::start(server_address(&url).await).await;
     let through = at(&url, &format!("127.0.0.1:{}", proxy.port));
     let backend = PostgresBackend::open(&through).unwrap();
     backend.apply(vec![put(b"a", b"1")]).await.unwrap();

@@ -405,6 +405,10 @@ impl CloneError for Result<(), BackendError> {
                 cause: cause.clone(),
             }),
             Err(BackendError::Storage(s)) => Err(BackendError::Storage(s.clone())),
+            Err(BackendError::Busy { location, cause }) => Err(BackendError::Busy {
+                location: location.clone(),
+                cause: cause.clone(),
+            }),
         }
     }
 }

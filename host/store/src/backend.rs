@@ -125,6 +125,10 @@ pub enum BackendError {
     /// A read or write failed.
     #[error("database error: {0}")]
     Storage(String),
+    /// Another server has the store open (a networked store takes one
+    /// server at a time). Nothing was created or deleted.
+    #[error("cannot open the database at {location}: {cause}")]
+    Busy { location: String, cause: String },
 }
 
 /// The most keys (or scanned entries) a backend's read may have to run on
@@ -227,6 +231,15 @@ pub trait Backend: Send + Sync + 'static {
     /// whatever depends on them waiting itself (the store holds a records
     /// scope's lock until its stamps are written).
     fn start_unflushed_in_order(&self, ops: Vec<Op>) -> PendingWrite;
+
+    /// Resolves, with the reason, once another process has taken this
+    /// store over (a networked store held by one server at a time, whose
+    /// hold this process lost): this backend writes nothing more, and what
+    /// it reads is no longer its own. Never, for a store no other process
+    /// can open meanwhile (the embedded ones).
+    async fn taken_over(&self) -> String {
+        std::future::pending().await
+    }
 }
 
 /// A write already handed to a backend: resolves when it is applied.

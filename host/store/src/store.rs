@@ -317,6 +317,12 @@ impl Store {
         self.envs.to_vec()
     }
 
+    /// Resolves, with the reason, once another process has taken the
+    /// store over ([`Backend::taken_over`]).
+    pub async fn taken_over(&self) -> String {
+        self.shared.backend.taken_over().await
+    }
+
     /// Makes every write acknowledged so far durable, those acknowledged
     /// unflushed included (a stop calls it last): one durable write, which
     /// the backends flush with all that came before it.

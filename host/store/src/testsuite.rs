@@ -3144,3 +3144,51 @@ pub async fn a_format_1_store_is_migrated(b: &Reopen) {
         .unwrap_err();
     assert!(err.to_string().contains("sluice-store 5"), "{err}");
 }
+
+/// A TCP proxy (to a database server, say) whose `cut` closes the client side of
+/// every connection and leaves the server side open, as a NAT that forgot
+/// the connections, or a crashed machine, leaves them: the server does not
+/// know its sessions are gone.
+pub struct CutProxy {
+    pub port: u16,
+    /// `true` cuts every connection and each new one at once; `false`
+    /// lets new ones through again.
+    pub cut: tokio::sync::watch::Sender<bool>,
+}
+
+impl CutProxy {
+    pub async fn start(target: std::net::SocketAddr) -> CutProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a loopback port for the proxy");
+        let port = listener.local_addr().expect("the proxy's address").port();
+        let (cut, cuts) = tokio::sync::watch::channel(false);
+        let kept: Arc<std::sync::Mutex<Vec<tokio::net::TcpStream>>> = Arc::default();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(target).await else {
+                    continue;
+                };
+                let mut cuts = cuts.clone();
+                let kept = Arc::clone(&kept);
+                tokio::spawn(async move {
+                    let (mut client, mut server) = (client, server);
+                    let cut = {
+                        let (mut cr, mut cw) = client.split();
+                        let (mut sr, mut sw) = server.split();
+                        tokio::select! {
+                            _ = tokio::io::copy(&mut cr, &mut sw) => false,
+                            _ = tokio::io::copy(&mut sr, &mut cw) => false,
+                            _ = cuts.wait_for(|cut| *cut) => true,
+                        }
+                    };
+                    if cut {
+                        kept.lock().unwrap_or_else(|e| e.into_inner()).push(server);
+                    }
+                    drop(client);
+                });
+            }
+        });
+        CutProxy { port, cut }
+    }
+}

@@ -1,0 +1,204 @@
+//! A standby server (`sluice serve --standby`, PostgreSQL stores): it
+//! waits while another server holds the store, and takes over once that
+//! one lets go (stopped, killed, or cut off long enough for the database
+//! to end its session).
+//!
+//! Meanwhile it listens, answering every request 503 `standby` (so a load
+//! balancer's health check sees it is not serving), checks with a
+//! read-only connection that its master key opens the store (a standby
+//! that could not read the credentials would be found out only at the
+//! takeover otherwise), and compiles each environment's active deployment
+//! into its component cache, so the takeover loads them without compiling.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sluice_runtime::Runtime;
+use sluice_store::{Backend, BackendError, MasterKey, Store, StoreError};
+use sluice_store_postgres::PostgresBackend;
+
+use crate::app::{ACTIVE, DEPLOYMENTS, DeploymentDoc, deployment_key};
+use crate::{ServerConfig, ServerError, StoreKind};
+
+/// How long one attempt waits for the store's lock before the standby
+/// looks at the store again (new deployments to compile).
+const ATTEMPT: Duration = Duration::from_secs(10);
+/// The pause after an attempt that failed for another reason (the
+/// database out of reach).
+const RETRY_AFTER: Duration = Duration::from_secs(5);
+
+/// Waits for the store `config` names, answering on `listener`
+/// meanwhile; returns it once this process holds it.
+pub(crate) async fn take_store(
+    config: &ServerConfig,
+    master: &MasterKey,
+    runtime: &Runtime,
+    listener: &tokio::net::TcpListener,
+) -> Result<Arc<dyn Backend>, ServerError> {
+    let StoreKind::Postgres(url) = &config.store else {
+        return Err(ServerError::Config(format!(
+            "a standby waits for a store another server holds, which needs --store postgres (a {} store is in this server's data directory, where no other server can hold it)",
+            config.store.name()
+        )));
+    };
+    tokio::select! {
+        taken = wait(config, url, master, runtime) => taken,
+        never = answer_standby(listener) => match never {},
+    }
+}
+
+async fn wait(
+    config: &ServerConfig,
+    url: &str,
+    master: &MasterKey,
+    runtime: &Runtime,
+) -> Result<Arc<dyn Backend>, ServerError> {
+    let mut compiled: HashSet<(String, u64)> = HashSet::new();
+    let mut first = true;
+    let mut last_said = String::new();
+    loop {
+        let attempt = {
+            let url = url.to_string();
+            tokio::task::spawn_blocking(move || PostgresBackend::open_waiting(&url, ATTEMPT))
+                .await
+                .map_err(|e| {
+                    ServerError::Open(BackendError::Storage(format!(
+                        "opening the store failed: {e}"
+                    )))
+                })?
+        };
+        match attempt {
+            Ok(backend) => {
+                if !first {
+                    config
+                        .events
+                        .say("standby: the store is free; this server takes it over");
+                }
+                return Ok(Arc::new(backend));
+            }
+            Err(BackendError::Busy { location, .. }) => {
+                if first {
+                    config.events.say(&format!(
+                        "standby: another server holds the store at {location}; this one answers 503 until it takes over"
+                    ));
+                }
+                match prepare(config, url, master, runtime, &mut compiled).await {
+                    Ok(()) => {}
+                    Err(e @ StoreError::WrongMasterKey { .. }) => return Err(e.into()),
+                    Err(e) => {
+                        let line = format!("standby: cannot read the store yet: {e}");
+                        if line != last_said {
+                            config.events.say(&line);
+                            last_said = line;
+                        }
+                    }
+                }
+            }
+            // A standby that cannot start at all says so at once; one that
+            // loses the database later waits for it.
+            Err(e) if first => return Err(ServerError::Open(e)),
+            Err(e) => {
+                let line = format!("standby: {e}; trying again");
+                if line != last_said {
+                    config.events.say(&line);
+                    last_said = line;
+                }
+                tokio::time::sleep(RETRY_AFTER).await;
+            }
+        }
+        first = false;
+    }
+}
+
+/// Opens the store for reading, which checks that `master` opens it, and
+/// compiles each environment's active deployment not compiled yet.
+async fn prepare(
+    config: &ServerConfig,
+    url: &str,
+    master: &MasterKey,
+    runtime: &Runtime,
+    compiled: &mut HashSet<(String, u64)>,
+) -> Result<(), StoreError> {
+    let reading = {
+        let url = url.to_string();
+        tokio::task::spawn_blocking(move || PostgresBackend::open_reading(&url))
+            .await
+            .map_err(|e| BackendError::Storage(format!("opening the store failed: {e}")))??
+    };
+    let (store, _) = Store::open(Arc::new(reading), master.clone(), &[]).await?;
+    for env in store.environments() {
+        let Some(version) = env.doc::<u64>(ACTIVE, "version").await? else {
+            continue;
+        };
+        let key = (env.name().to_string(), version);
+        if compiled.contains(&key) {
+            continue;
+        }
+        let Some(doc) = env
+            .doc::<DeploymentDoc>(DEPLOYMENTS, &deployment_key(version))
+            .await?
+        else {
+            continue;
+        };
+        let mut blobs = std::collections::HashMap::new();
+        for c in &doc.manifest.components {
+            if let Some(b) = store.blob(&c.sha256).await? {
+                blobs.insert(c.sha256.clone(), b);
+            }
+        }
+        let runtime = runtime.clone();
+        let manifest = doc.manifest;
+        let installed = tokio::task::spawn_blocking(move || {
+            manifest.install(&runtime, |sha| blobs.get(sha).cloned())
+        })
+        .await;
+        // Tried once: a deployment that does not load here fails the
+        // takeover's own load too, which names it, as any start would.
+        match installed {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => config.events.say(&format!(
+                "standby: deployment {version} of environment `{}` does not load: {e}",
+                key.0
+            )),
+            Err(e) => config.events.say(&format!(
+                "standby: compiling deployment {version} of environment `{}` stopped: {e}",
+                key.0
+            )),
+        }
+        compiled.insert(key);
+    }
+    Ok(())
+}
+
+/// Answers every connection on `listener` with 503 `standby`, closing it
+/// after the one response.
+async fn answer_standby(listener: &tokio::net::TcpListener) -> std::convert::Infallible {
+    loop {
+        let Ok((tcp, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(|_request| async {
+                let body = serde_json::json!({"error": {
+                    "code": "standby",
+                    "message": "this sluice server is a standby: it serves once the server holding the store stops",
+                }});
+                let mut response = hyper::Response::new(axum::body::Body::from(body.to_string()));
+                *response.status_mut() = hyper::StatusCode::SERVICE_UNAVAILABLE;
+                response.headers_mut().insert(
+                    hyper::header::CONTENT_TYPE,
+                    hyper::header::HeaderValue::from_static("application/json"),
+                );
+                Ok::<_, std::convert::Infallible>(response)
+            });
+            let connection = hyper::server::conn::http1::Builder::new()
+                .keep_alive(false)
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
+                .serve_connection(hyper_util::rt::TokioIo::new(tcp), service);
+            let _ = tokio::time::timeout(Duration::from_secs(30), connection).await;
+        });
+    }
+}
