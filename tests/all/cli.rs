@@ -513,6 +513,9 @@ async fn serve_on_postgres_refuses_what_cannot_work() {
         err.contains("--database-url is for --store postgres"),
         "{err}"
     );
+    let (code, _, err) = serve(&["--store", "sled", "--standby"]).await;
+    assert_ne!(code, 0);
+    assert!(err.contains("--standby waits for a store"), "{err}");
     let (code, _, err) = serve(&["--database-url", "postgres://u:pw@h:notaport/db"]).await;
     assert_ne!(code, 0);
     assert!(err.contains("does not parse"), "{err}");

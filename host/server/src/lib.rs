@@ -407,9 +407,14 @@ impl Server {
         // retry), what was acknowledged unflushed is made durable now;
         // bounded, as a store that cannot write (a full disk) may never
         // finish its flush.
-        let flushed =
-            tokio::time::timeout(std::time::Duration::from_secs(10), self.app.store.flush()).await;
-        if !matches!(flushed, Ok(Ok(()))) {
+        // (Not when another server took the store over: it takes no more
+        // writes from this one, and what this one committed is in it.)
+        let flushed = tokio::select! {
+            biased;
+            _ = self.app.store.taken_over() => None,
+            flushed = tokio::time::timeout(std::time::Duration::from_secs(10), self.app.store.flush()) => Some(flushed),
+        };
+        if flushed.is_some_and(|f| !matches!(f, Ok(Ok(())))) {
             self.app.config.events.say(
                 "the last flush at stop did not finish: what was acknowledged unflushed (history, logs) may be missing",
             );

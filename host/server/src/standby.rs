@@ -42,8 +42,12 @@ pub(crate) async fn take_store(
             config.store.name()
         )));
     };
+    let at = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|_| config.listen.to_string());
     tokio::select! {
-        taken = wait(config, url, master, runtime) => taken,
+        taken = wait(config, url, master, runtime, &at) => taken,
         never = answer_standby(listener) => match never {},
     }
 }
@@ -53,8 +57,10 @@ async fn wait(
     url: &str,
     master: &MasterKey,
     runtime: &Runtime,
+    at: &str,
 ) -> Result<Arc<dyn Backend>, ServerError> {
     let mut compiled: HashSet<(String, u64)> = HashSet::new();
+    let mut reading: Option<Store> = None;
     let mut first = true;
     let mut last_said = String::new();
     loop {
@@ -80,13 +86,15 @@ async fn wait(
             Err(BackendError::Busy { location, .. }) => {
                 if first {
                     config.events.say(&format!(
-                        "standby: another server holds the store at {location}; this one answers 503 until it takes over"
+                        "standby: another server holds the store at {location}; this one answers 503 on {at} until it takes over"
                     ));
                 }
-                match prepare(config, url, master, runtime, &mut compiled).await {
+                match prepare(config, url, master, runtime, &mut reading, &mut compiled).await {
                     Ok(()) => {}
                     Err(e @ StoreError::WrongMasterKey { .. }) => return Err(e.into()),
                     Err(e) => {
+                        // Opened again next time.
+                        reading = None;
                         let line = format!("standby: cannot read the store yet: {e}");
                         if line != last_said {
                             config.events.say(&line);
@@ -111,22 +119,29 @@ async fn wait(
     }
 }
 
-/// Opens the store for reading, which checks that `master` opens it, and
-/// compiles each environment's active deployment not compiled yet.
+/// Opens the store for reading (once: `reading` keeps it), which checks
+/// that `master` opens it, and compiles each environment's active
+/// deployment not compiled yet.
 async fn prepare(
     config: &ServerConfig,
     url: &str,
     master: &MasterKey,
     runtime: &Runtime,
+    reading: &mut Option<Store>,
     compiled: &mut HashSet<(String, u64)>,
 ) -> Result<(), StoreError> {
-    let reading = {
-        let url = url.to_string();
-        tokio::task::spawn_blocking(move || PostgresBackend::open_reading(&url))
-            .await
-            .map_err(|e| BackendError::Storage(format!("opening the store failed: {e}")))??
+    if reading.is_none() {
+        let backend = {
+            let url = url.to_string();
+            tokio::task::spawn_blocking(move || PostgresBackend::open_reading(&url))
+                .await
+                .map_err(|e| BackendError::Storage(format!("opening the store failed: {e}")))??
+        };
+        *reading = Some(Store::open(Arc::new(backend), master.clone(), &[]).await?.0);
+    }
+    let Some(store) = reading.as_ref() else {
+        return Ok(());
     };
-    let (store, _) = Store::open(Arc::new(reading), master.clone(), &[]).await?;
     for env in store.environments() {
         let Some(version) = env.doc::<u64>(ACTIVE, "version").await? else {
             continue;

@@ -21,7 +21,16 @@
 //! backend holds a session-level advisory lock for its schema on its
 //! writing connection for as long as it is open; a second open waits up to
 //! ten seconds for it (a restarted server whose previous process is still
-//! being torn down) and is then refused with an error saying so.
+//! being torn down) and is then refused with [`BackendError::Busy`].
+//!
+//! A server that loses its session (the database ended it: a restart,
+//! keepalives unanswered, `pg_terminate_backend`) connects again and takes
+//! the lock back, unless another process took it meanwhile (a standby,
+//! `sluice serve --standby`, waiting for it): then the store was taken
+//! over; the backend writes nothing more and [`Backend::taken_over`]
+//! resolves. An idle writer checks its session every five seconds, and at
+//! once when the connection ends. [`PostgresBackend::open_reading`] opens
+//! the store without the lock, for reading only.
 //!
 //! # Durability, atomicity and group commit
 //!
@@ -158,6 +167,8 @@ struct Writer {
     upserts: Vec<Statement>,
     deletes: Vec<Statement>,
     session: Session,
+    /// Resolves when the connection has ended (then never again).
+    ended: futures_util::future::Fuse<tokio::sync::oneshot::Receiver<()>>,
 }
 
 /// A server session: its process id and start time (together unique; a
@@ -280,21 +291,37 @@ impl Target {
     /// Opens a connection whose I/O runs on the current (the backend's)
     /// runtime.
     async fn connect(&self) -> Result<Client, tokio_postgres::Error> {
+        Ok(self.connect_watched().await?.0)
+    }
+
+    /// [`Target::connect`], with a receiver that resolves when the
+    /// connection has ended (the server ended the session, or it broke).
+    async fn connect_watched(
+        &self,
+    ) -> Result<(Client, tokio::sync::oneshot::Receiver<()>), tokio_postgres::Error> {
         // The connection task ends when the client is dropped or the
         // server goes away; a broken connection shows as
         // `Client::is_closed`.
-        match &self.tls {
+        let (ended, ended_rx) = tokio::sync::oneshot::channel();
+        let client = match &self.tls {
             Tls::Plain => {
                 let (client, connection) = self.config.connect(NoTls).await?;
-                tokio::spawn(connection);
-                Ok(client)
+                tokio::spawn(async move {
+                    let _ = connection.await;
+                    let _ = ended.send(());
+                });
+                client
             }
             Tls::Verified(make) => {
                 let (client, connection) = self.config.connect(make.clone()).await?;
-                tokio::spawn(connection);
-                Ok(client)
+                tokio::spawn(async move {
+                    let _ = connection.await;
+                    let _ = ended.send(());
+                });
+                client
             }
-        }
+        };
+        Ok((client, ended_rx))
     }
 }
 
@@ -390,7 +417,7 @@ async fn connect_writer(
     wait: Duration,
     previous: Option<&Session>,
 ) -> Result<Writer, WriterError> {
-    let client = timeout(target.connect()).await?;
+    let (client, ended) = timeout(target.connect_watched()).await?;
     // Dead peers are noticed in about a minute, not the server's default
     // two hours (a dead writer keeps the store's lock till then), and a
     // durable commit is durable whatever the role's default says.
@@ -447,7 +474,26 @@ async fn connect_writer(
         if locked {
             break;
         }
-        if started.elapsed() >= wait {
+        // After this backend's own session ended (a reconnect), a lock
+        // held by any other session is another process's: no waiting.
+        let other = match previous {
+            Some(previous) => {
+                let holders = client
+                    .query(
+                        "SELECT a.pid, a.backend_start::text FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) AND ((l.classid::bigint << 32) | l.objid::bigint) = hashtextextended($1, $2)",
+                        &[&schema, &LOCK_SEED],
+                    )
+                    .await?;
+                holders.iter().any(|row| {
+                    let pid: Option<i32> = row.try_get(0).ok();
+                    let started: Option<String> = row.try_get(1).ok();
+                    pid != Some(previous.pid)
+                        || started.as_deref() != Some(previous.started.as_str())
+                })
+            }
+            None => false,
+        };
+        if other || started.elapsed() >= wait {
             return Err(WriterError::Busy(format!(
                 "another sluice server is using the store in schema `{schema}` of this database (one server per store: its locks and schedules live in its process); stop it, or give this one a schema of its own"
             )));
@@ -485,6 +531,7 @@ async fn connect_writer(
         upserts,
         deletes,
         session,
+        ended: futures_util::FutureExt::fuse(ended),
     })
 }
 
@@ -1000,16 +1047,30 @@ async fn write_loop(
     // once, not for a minute each.
     let mut unreachable = false;
     loop {
-        let first = match tokio::time::timeout(PING_EVERY, queue.recv()).await {
-            Ok(Some(first)) => first,
-            Ok(None) => break,
-            Err(_) => {
-                // Idle: is the session (and the lock) still ours?
-                if taken.borrow().is_none() {
-                    check(&target, &mut writer, &mut previous, &taken).await;
+        // Idle, the session is checked every few seconds, and at once when
+        // its connection ends (the database ended the session).
+        let ended = async {
+            match writer.as_mut() {
+                Some(w) => {
+                    let _ = (&mut w.ended).await;
                 }
-                continue;
+                None => std::future::pending().await,
             }
+        };
+        let first = tokio::select! {
+            first = queue.recv() => match first {
+                Some(first) => Some(first),
+                None => break,
+            },
+            () = ended => None,
+            () = tokio::time::sleep(PING_EVERY) => None,
+        };
+        let Some(first) = first else {
+            // Is the session (and the lock) still ours?
+            if taken.borrow().is_none() {
+                check(&target, &mut writer, &mut previous, &taken).await;
+            }
+            continue;
         };
         if let Some(why) = taken.borrow().clone() {
             let _ = first.done.send(Err(BackendError::Storage(why)));
