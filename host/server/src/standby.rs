@@ -66,7 +66,10 @@ async fn wait(
     loop {
         let attempt = {
             let url = url.to_string();
-            tokio::task::spawn_blocking(move || PostgresBackend::open_waiting(&url, ATTEMPT))
+            // The first attempt does not wait: a standby says at once what
+            // it waits for, and checks its master key then.
+            let wait = if first { Duration::ZERO } else { ATTEMPT };
+            tokio::task::spawn_blocking(move || PostgresBackend::open_waiting(&url, wait))
                 .await
                 .map_err(|e| {
                     ServerError::Open(BackendError::Storage(format!(
