@@ -21,8 +21,9 @@ use sluice_store_postgres::PostgresBackend;
 use crate::app::{ACTIVE, DEPLOYMENTS, DeploymentDoc, deployment_key};
 use crate::{ServerConfig, ServerError, StoreKind};
 
-/// How long one attempt waits for the store's lock before the standby
-/// looks at the store again (new deployments to compile).
+/// How long one attempt waits for the store's lock (the lock is polled
+/// every 100 ms meanwhile), and how often the standby looks for new
+/// deployments to compile.
 const ATTEMPT: Duration = Duration::from_secs(10);
 /// The pause after an attempt that failed for another reason (the
 /// database out of reach).
@@ -59,56 +60,51 @@ async fn wait(
     runtime: &Runtime,
     at: &str,
 ) -> Result<Arc<dyn Backend>, ServerError> {
-    let mut compiled: HashSet<(String, u64)> = HashSet::new();
-    let mut reading: Option<Store> = None;
-    let mut first = true;
+    // The first attempt does not wait: a standby says at once what it
+    // waits for, and checks its master key then. A standby that cannot
+    // start at all says so at once; one that loses the database later
+    // waits for it.
+    match attempt(url, Duration::ZERO).await? {
+        Ok(backend) => return Ok(Arc::new(backend)),
+        Err(BackendError::Busy { location, .. }) => config.events.say(&format!(
+            "standby: another server holds the store at {location}; this one answers 503 on {at} until it takes over"
+        )),
+        Err(e) => return Err(ServerError::Open(e)),
+    }
+    // The lock is asked for all along, also while deployments compile.
+    tokio::select! {
+        taken = take(config, url) => taken,
+        failed = keep_ready(config, url, master, runtime) => Err(failed),
+    }
+}
+
+/// One try for the store, waiting at most `wait` for its lock.
+async fn attempt(
+    url: &str,
+    wait: Duration,
+) -> Result<Result<PostgresBackend, BackendError>, ServerError> {
+    let url = url.to_string();
+    tokio::task::spawn_blocking(move || PostgresBackend::open_waiting(&url, wait))
+        .await
+        .map_err(|e| {
+            ServerError::Open(BackendError::Storage(format!(
+                "opening the store failed: {e}"
+            )))
+        })
+}
+
+/// Asks for the store until it is this process's.
+async fn take(config: &ServerConfig, url: &str) -> Result<Arc<dyn Backend>, ServerError> {
     let mut last_said = String::new();
     loop {
-        let attempt = {
-            let url = url.to_string();
-            // The first attempt does not wait: a standby says at once what
-            // it waits for, and checks its master key then.
-            let wait = if first { Duration::ZERO } else { ATTEMPT };
-            tokio::task::spawn_blocking(move || PostgresBackend::open_waiting(&url, wait))
-                .await
-                .map_err(|e| {
-                    ServerError::Open(BackendError::Storage(format!(
-                        "opening the store failed: {e}"
-                    )))
-                })?
-        };
-        match attempt {
+        match attempt(url, ATTEMPT).await? {
             Ok(backend) => {
-                if !first {
-                    config
-                        .events
-                        .say("standby: the store is free; this server takes it over");
-                }
+                config
+                    .events
+                    .say("standby: the store is free; this server takes it over");
                 return Ok(Arc::new(backend));
             }
-            Err(BackendError::Busy { location, .. }) => {
-                if first {
-                    config.events.say(&format!(
-                        "standby: another server holds the store at {location}; this one answers 503 on {at} until it takes over"
-                    ));
-                }
-                match prepare(config, url, master, runtime, &mut reading, &mut compiled).await {
-                    Ok(()) => {}
-                    Err(e @ StoreError::WrongMasterKey { .. }) => return Err(e.into()),
-                    Err(e) => {
-                        // Opened again next time.
-                        reading = None;
-                        let line = format!("standby: cannot read the store yet: {e}");
-                        if line != last_said {
-                            config.events.say(&line);
-                            last_said = line;
-                        }
-                    }
-                }
-            }
-            // A standby that cannot start at all says so at once; one that
-            // loses the database later waits for it.
-            Err(e) if first => return Err(ServerError::Open(e)),
+            Err(BackendError::Busy { .. }) => {}
             Err(e) => {
                 let line = format!("standby: {e}; trying again");
                 if line != last_said {
@@ -118,7 +114,36 @@ async fn wait(
                 tokio::time::sleep(RETRY_AFTER).await;
             }
         }
-        first = false;
+    }
+}
+
+/// Checks the master key and compiles the deployments, again every
+/// [`ATTEMPT`]; returns only the error that ends the standby (a master key
+/// that does not open the store).
+async fn keep_ready(
+    config: &ServerConfig,
+    url: &str,
+    master: &MasterKey,
+    runtime: &Runtime,
+) -> ServerError {
+    let mut compiled: HashSet<(String, u64)> = HashSet::new();
+    let mut reading: Option<Store> = None;
+    let mut last_said = String::new();
+    loop {
+        match prepare(config, url, master, runtime, &mut reading, &mut compiled).await {
+            Ok(()) => {}
+            Err(e @ StoreError::WrongMasterKey { .. }) => return e.into(),
+            Err(e) => {
+                // Opened again next time.
+                reading = None;
+                let line = format!("standby: cannot read the store yet: {e}");
+                if line != last_said {
+                    config.events.say(&line);
+                    last_said = line;
+                }
+            }
+        }
+        tokio::time::sleep(ATTEMPT).await;
     }
 }
 

@@ -110,9 +110,11 @@ const LOCK_SEED: i64 = 0x736c_6365;
 /// SQL that ends the database session of the server holding the store in
 /// the connection's schema (the first of its `search_path`), as the
 /// database does by itself when it stops hearing from that server: the
-/// store's lock goes with the session, so a standby takes over, and the
-/// server that held it, finding the lock taken when it reconnects, stops.
-/// For an operator who wants a takeover now, and for tests.
+/// store's lock goes with the session, and whoever asks first gets it —
+/// the server itself, reconnecting at once, when it can still reach the
+/// database; a waiting standby when it cannot (then the server, finding
+/// the lock taken when it reconnects, stops). For tests of that; to hand a
+/// store over on purpose, stop its server.
 pub const END_HOLDER_SQL: &str = "SELECT pg_terminate_backend(l.pid) FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) AND ((l.classid::bigint << 32) | l.objid::bigint) = hashtextextended(current_schema(), 1936483173)";
 
 /// The PostgreSQL table of a store table.
@@ -171,13 +173,20 @@ struct Writer {
     ended: futures_util::future::Fuse<tokio::sync::oneshot::Receiver<()>>,
 }
 
-/// A server session: its process id and start time (together unique; a
-/// pid alone is reused).
+/// A server session: its process id and start time in microseconds
+/// since the epoch (together unique; a pid alone is reused).
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Session {
     pid: i32,
-    started: String,
+    started: i64,
 }
+
+/// A session's start, as [`Session::started`] holds it (a number: text
+/// would follow the session's `TimeZone` and `DateStyle`).
+const SESSION_START: &str = "(extract(epoch from backend_start) * 1000000)::int8";
+
+/// How many of its own earlier writing sessions a backend remembers.
+const OWN_SESSIONS: usize = 16;
 
 struct Inner {
     /// The database, for messages: hosts, port, database and user, never
@@ -407,28 +416,37 @@ impl std::fmt::Display for WriterError {
 
 /// Connects the writer: takes the store's lock (waiting up to `wait` for
 /// another holder to let go), creates the tables where missing and
-/// prepares the writes. `previous` is this backend's own last writing
-/// session: when the database still has it (the connection broke on this
-/// side only, or the server has not noticed yet), it is ended so its lock
-/// goes with it, rather than waiting for the server's keepalives (hours by
-/// default) with every write failing meanwhile.
+/// prepares the writes. `own` lists this backend's earlier writing
+/// sessions (none at the first open); each new session is added before it
+/// asks for the lock, and on success the list is that session alone.
+///
+/// On a reconnect (`own` not empty), the earlier sessions the database
+/// still has (the connection broke on this side only, or the server has
+/// not noticed yet) are ended, so the lock goes with them rather than
+/// after the server's keepalives; then a lock held by a session not in
+/// `own` is another process's at once ([`WriterError::Busy`]: the store
+/// was taken over), and one held by an own session is waited for, up to
+/// `wait`, then reported as a failure to try again. At the first open,
+/// any holder is waited for up to `wait`, then `Busy`.
 async fn connect_writer(
     target: &Target,
     wait: Duration,
-    previous: Option<&Session>,
+    own: &mut Vec<Session>,
 ) -> Result<Writer, WriterError> {
     let (client, ended) = timeout(target.connect_watched()).await?;
     // Dead peers are noticed in about a minute, not the server's default
-    // two hours (a dead writer keeps the store's lock till then), and a
-    // durable commit is durable whatever the role's default says.
+    // two hours (a dead writer keeps the store's lock till then): by
+    // keepalives while idle, and by the user timeout while an answer to
+    // it goes unacknowledged (keepalives stop then). A durable commit is
+    // durable whatever the role's default says.
     client
         .batch_execute(
-            "SET tcp_keepalives_idle = 30; SET tcp_keepalives_interval = 10; SET tcp_keepalives_count = 3;",
+            "SET tcp_keepalives_idle = 30; SET tcp_keepalives_interval = 10; SET tcp_keepalives_count = 3; SET tcp_user_timeout = 30000;",
         )
         .await?;
     let row = client
         .query_one(
-            "SELECT current_schema()::text, pg_backend_pid(), backend_start::text, current_setting('synchronous_commit'), pg_is_in_recovery() FROM pg_stat_activity WHERE pid = pg_backend_pid()",
+            &format!("SELECT current_schema()::text, pg_backend_pid(), {SESSION_START}, current_setting('synchronous_commit'), pg_is_in_recovery() FROM pg_stat_activity WHERE pid = pg_backend_pid()"),
             &[],
         )
         .await?;
@@ -452,15 +470,20 @@ async fn connect_writer(
     if synchronous == "off" {
         client.batch_execute("SET synchronous_commit TO on").await?;
     }
-    if let Some(previous) = previous {
+    let reconnect = !own.is_empty();
+    for previous in own.iter() {
         // Ours: ended, so its lock is released (same pid and start: not a
         // reused pid of another process).
         client
             .query(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid = $1 AND backend_start::text = $2",
+                &format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid = $1 AND {SESSION_START} = $2"),
                 &[&previous.pid, &previous.started],
             )
             .await?;
+    }
+    own.push(session.clone());
+    if own.len() > OWN_SESSIONS {
+        own.remove(0);
     }
     let started = Instant::now();
     loop {
@@ -474,29 +497,38 @@ async fn connect_writer(
         if locked {
             break;
         }
-        // After this backend's own session ended (a reconnect), a lock
-        // held by any other session is another process's: no waiting.
-        let other = match previous {
-            Some(previous) => {
-                let holders = client
-                    .query(
-                        "SELECT a.pid, a.backend_start::text FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) AND ((l.classid::bigint << 32) | l.objid::bigint) = hashtextextended($1, $2)",
-                        &[&schema, &LOCK_SEED],
-                    )
-                    .await?;
-                holders.iter().any(|row| {
-                    let pid: Option<i32> = row.try_get(0).ok();
-                    let started: Option<String> = row.try_get(1).ok();
-                    pid != Some(previous.pid)
-                        || started.as_deref() != Some(previous.started.as_str())
-                })
-            }
-            None => false,
-        };
-        if other || started.elapsed() >= wait {
-            return Err(WriterError::Busy(format!(
+        let busy = || {
+            WriterError::Busy(format!(
                 "another sluice server is using the store in schema `{schema}` of this database (one server per store: its locks and schedules live in its process); stop it, or give this one a schema of its own"
-            )));
+            ))
+        };
+        if reconnect {
+            // A lock held by a session that is not one of this backend's
+            // is another process's: no waiting.
+            let holders = client
+                .query(
+                    &format!("SELECT a.pid, {SESSION_START} FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) AND ((l.classid::bigint << 32) | l.objid::bigint) = hashtextextended($1, $2)"),
+                    &[&schema, &LOCK_SEED],
+                )
+                .await?;
+            let other = holders.iter().any(|row| {
+                let holder = (row.try_get::<_, i32>(0), row.try_get::<_, i64>(1));
+                match holder {
+                    (Ok(pid), Ok(started)) => !own.contains(&Session { pid, started }),
+                    _ => false,
+                }
+            });
+            if other {
+                return Err(busy());
+            }
+            if started.elapsed() >= wait {
+                return Err(WriterError::Unanswered(format!(
+                    "an earlier session of this server still holds the store's lock after {} s",
+                    wait.as_secs()
+                )));
+            }
+        } else if started.elapsed() >= wait {
+            return Err(busy());
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -526,6 +558,7 @@ async fn connect_writer(
         upserts.push(upsert);
         deletes.push(delete);
     }
+    own.retain(|s| *s == session);
     Ok(Writer {
         client,
         upserts,
@@ -567,7 +600,7 @@ async fn connect_all(
     // The writer first: it takes the lock and makes the tables the
     // readers' statements name.
     let writer = match mode {
-        Mode::Write(lock_wait) => Some(connect_writer(target, lock_wait, None).await?),
+        Mode::Write(lock_wait) => Some(connect_writer(target, lock_wait, &mut Vec::new()).await?),
         Mode::Read => None,
     };
     let mut readers = Vec::new();
@@ -1030,7 +1063,9 @@ impl Backend for PostgresBackend {
 
 /// What the writer says once another process took the store's lock.
 fn taken_reason(why: &str) -> String {
-    format!("the store was taken over by another server, and this one writes to it no more: {why}")
+    format!(
+        "the store was taken over by another server, and this one writes to it no more (a write under way then may have been committed): {why}"
+    )
 }
 
 /// The writer task: takes every waiting request, commits them together,
@@ -1041,7 +1076,8 @@ async fn write_loop(
     mut queue: mpsc::UnboundedReceiver<WriteRequest>,
     taken: tokio::sync::watch::Sender<Option<String>>,
 ) {
-    let mut previous = Some(writer.session.clone());
+    // This backend's writing sessions, the current one last.
+    let mut own = vec![writer.session.clone()];
     let mut writer = Some(writer);
     // Set while the database cannot be reached: each later group is tried
     // once, not for a minute each.
@@ -1068,7 +1104,7 @@ async fn write_loop(
         let Some(first) = first else {
             // Is the session (and the lock) still ours?
             if taken.borrow().is_none() {
-                check(&target, &mut writer, &mut previous, &taken).await;
+                check(&target, &mut writer, &mut own, &taken).await;
             }
             continue;
         };
@@ -1094,7 +1130,7 @@ async fn write_loop(
         let mut w = WriteState {
             target: &target,
             writer: &mut writer,
-            previous: &mut previous,
+            own: &mut own,
             unreachable: &mut unreachable,
             taken: &taken,
         };
@@ -1125,7 +1161,7 @@ async fn write_loop(
                     let mut w = WriteState {
                         target: &target,
                         writer: &mut writer,
-                        previous: &mut previous,
+                        own: &mut own,
                         unreachable: &mut unreachable,
                         taken: &taken,
                     };
@@ -1160,19 +1196,23 @@ async fn write_loop(
 async fn check(
     target: &Target,
     writer: &mut Option<Writer>,
-    previous: &mut Option<Session>,
+    own: &mut Vec<Session>,
     taken: &tokio::sync::watch::Sender<Option<String>>,
 ) {
     if let Some(w) = writer.as_ref() {
         let answered = tokio::time::timeout(PING_WITHIN, w.client.simple_query("")).await;
-        if matches!(answered, Ok(Ok(_))) {
-            return;
+        match answered {
+            Ok(Ok(_)) => return,
+            // Slow, not gone (a database stalled on its disk): dropping
+            // the connection would give its lock up. A dead one is ended
+            // by its keepalives and user timeout.
+            Err(_) if !w.client.is_closed() => return,
+            _ => {}
         }
         *writer = None;
     }
-    match connect_writer(target, LOCK_WAIT, previous.as_ref()).await {
+    match connect_writer(target, LOCK_WAIT, own).await {
         Ok(w) => {
-            *previous = Some(w.session.clone());
             *writer = Some(w);
         }
         Err(WriterError::Busy(why)) => {
@@ -1208,7 +1248,7 @@ enum Failure {
 struct WriteState<'a> {
     target: &'a Target,
     writer: &'a mut Option<Writer>,
-    previous: &'a mut Option<Session>,
+    own: &'a mut Vec<Session>,
     unreachable: &'a mut bool,
     taken: &'a tokio::sync::watch::Sender<Option<String>>,
 }
@@ -1230,6 +1270,11 @@ impl WriteState<'_> {
                 op.table().name()
             )));
         }
+        if let Some(why) = self.taken.borrow().clone() {
+            // Never the lock again, even if it is free by now: this
+            // process's state is not the store's any more.
+            return Err(Failure::Unreachable(why));
+        }
         let deadline = Instant::now()
             + if *self.unreachable {
                 Duration::ZERO
@@ -1241,9 +1286,8 @@ impl WriteState<'_> {
             let last_try = Instant::now() >= deadline;
             if self.writer.as_ref().is_none_or(|w| w.client.is_closed()) {
                 *self.writer = None;
-                match connect_writer(self.target, LOCK_WAIT, self.previous.as_ref()).await {
+                match connect_writer(self.target, LOCK_WAIT, self.own).await {
                     Ok(w) => {
-                        *self.previous = Some(w.session.clone());
                         *self.writer = Some(w);
                     }
                     Err(WriterError::Busy(why)) => {
