@@ -63,15 +63,16 @@ fn start_args(
     start_command(command, data, providers, master, args)
 }
 
-/// [`start_args`] with `command` running the binary (say under `nohup`).
-fn start_command(
-    mut command: Command,
+/// `command` set to serve on a free loopback port with `data`,
+/// `providers`, `master` and `args`, its stdout piped.
+pub(crate) fn serve<'c>(
+    command: &'c mut Command,
     data: &std::path::Path,
     providers: &std::path::Path,
     master: &str,
     args: &[&str],
-) -> Process {
-    let mut child = command
+) -> &'c mut Command {
+    command
         .args(["serve", "--listen", "127.0.0.1:0", "--data"])
         .arg(data)
         .arg("--providers")
@@ -81,6 +82,17 @@ fn start_command(
         .env("NANGO_SECRET_KEY_DEV", DEV_KEY)
         .env("NANGO_SECRET_KEY_PROD", "prod-durability-key")
         .stdout(Stdio::piped())
+}
+
+/// [`start_args`] with `command` running the binary (say under `nohup`).
+fn start_command(
+    mut command: Command,
+    data: &std::path::Path,
+    providers: &std::path::Path,
+    master: &str,
+    args: &[&str],
+) -> Process {
+    let mut child = serve(&mut command, data, providers, master, args)
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
@@ -100,7 +112,94 @@ fn start_command(
     Process { child, url }
 }
 
-async fn stored_ids(c: &Client) -> HashSet<String> {
+/// The paging HubSpot mock every kill test syncs from, and a providers
+/// file pointing HubSpot at it.
+pub(crate) struct Upstream {
+    /// Serves until dropped.
+    _mock: MockServer,
+    /// The highest page asked for: every page before it was acknowledged.
+    pub highest: Arc<AtomicUsize>,
+    /// Requests in all.
+    pub calls: Arc<AtomicUsize>,
+    pub providers: std::path::PathBuf,
+}
+
+impl Upstream {
+    pub(crate) async fn start(dir: &std::path::Path) -> Upstream {
+        let highest = Arc::new(AtomicUsize::new(0));
+        let calls = Arc::new(AtomicUsize::new(0));
+        let (seen, called) = (highest.clone(), calls.clone());
+        let mock = MockServer::start(Arc::new(move |req: &MockRequest| {
+            let after: usize = req
+                .query_param("after")
+                .and_then(|a| a.parse().ok())
+                .unwrap_or(0);
+            seen.fetch_max(after, Ordering::SeqCst);
+            called.fetch_add(1, Ordering::SeqCst);
+            page(after)
+        }))
+        .await
+        .unwrap();
+        let providers = dir.join("providers.yaml");
+        let yaml =
+            std::fs::read_to_string(repo_root().join("host/runtime/providers.yaml")).unwrap();
+        std::fs::write(
+            &providers,
+            yaml.replace("https://api.hubapi.com", &mock.url()),
+        )
+        .unwrap();
+        Upstream {
+            _mock: mock,
+            highest,
+            calls,
+            providers,
+        }
+    }
+}
+
+/// Deploys the test project, and makes the `hubspot` integration and the
+/// connection `demo` the syncs run for.
+pub(crate) async fn connect_demo(c: &Client) {
+    deploy(c).await;
+    let (status, body) = c
+        .send(
+            "POST",
+            "/integrations",
+            Some(json!({"unique_key": "hubspot", "provider": "hubspot"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = c
+        .send(
+            "POST",
+            "/connection",
+            Some(json!({"provider_config_key": "hubspot", "connection_id": "demo", "access_token": "t"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+}
+
+/// The `POST /sync/trigger` body of the kill tests' sync.
+pub(crate) fn contacts_trigger() -> serde_json::Value {
+    json!({"syncs": ["contacts"], "provider_config_key": "hubspot", "connection_id": "demo"})
+}
+
+/// Every record of every page before `requested` (each acknowledged) is
+/// in `ids`, and no page is stored in part.
+pub(crate) fn assert_acknowledged_kept(ids: &HashSet<String>, requested: usize, round: usize) {
+    let missing: Vec<usize> = (0..requested * 2)
+        .filter(|id| !ids.contains(&id.to_string()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "round {round}: pages up to {requested} were acknowledged, {} records are missing (first {:?})",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
+    assert_eq!(ids.len() % 2, 0, "round {round}: a page was stored in part");
+}
+
+pub(crate) async fn stored_ids(c: &Client) -> HashSet<String> {
     let mut ids = HashSet::new();
     let mut cursor: Option<String> = None;
     loop {
@@ -149,48 +248,15 @@ async fn sigkill_during_a_sync(store: &str, args: &[&str], kills: usize) {
         .ok()
         .and_then(|k| k.parse().ok())
         .unwrap_or(kills);
-    let highest = Arc::new(AtomicUsize::new(0));
-    let seen = highest.clone();
-    let mock = MockServer::start(Arc::new(move |req: &MockRequest| {
-        let after: usize = req
-            .query_param("after")
-            .and_then(|a| a.parse().ok())
-            .unwrap_or(0);
-        seen.fetch_max(after, Ordering::SeqCst);
-        page(after)
-    }))
-    .await
-    .unwrap();
     let dir = tempfile::tempdir().unwrap();
+    let upstream = Upstream::start(dir.path()).await;
+    let (highest, providers) = (upstream.highest.clone(), upstream.providers.clone());
     let data = dir.path().join("data");
-    let providers = dir.path().join("providers.yaml");
-    let yaml = std::fs::read_to_string(repo_root().join("host/runtime/providers.yaml")).unwrap();
-    std::fs::write(
-        &providers,
-        yaml.replace("https://api.hubapi.com", &mock.url()),
-    )
-    .unwrap();
     let master = MasterKey::generate().to_base64();
 
     let mut server = start_args(&data, &providers, &master, args);
     let c = Client::at(&server.url, DEV_KEY);
-    deploy(&c).await;
-    let (status, body) = c
-        .send(
-            "POST",
-            "/integrations",
-            Some(json!({"unique_key": "hubspot", "provider": "hubspot"})),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
-    let (status, body) = c
-        .send(
-            "POST",
-            "/connection",
-            Some(json!({"provider_config_key": "hubspot", "connection_id": "demo", "access_token": "t"})),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
+    connect_demo(&c).await;
 
     // A small deterministic generator for the kill points (no extra crate).
     let mut seed: u64 = 0x9e37_79b9_7f4a_7c15 ^ kills as u64;
@@ -209,10 +275,7 @@ async fn sigkill_during_a_sync(store: &str, args: &[&str], kills: usize) {
                 .post(format!("{}/sync/trigger", server.url))
                 .bearer_auth(DEV_KEY)
                 .header("content-type", "application/json")
-                .body(
-                    json!({"syncs": ["contacts"], "provider_config_key": "hubspot", "connection_id": "demo"})
-                        .to_string(),
-                )
+                .body(contacts_trigger().to_string())
                 .send(),
         );
         let wait = Duration::from_millis(10 + next() % 250);
@@ -228,16 +291,7 @@ async fn sigkill_during_a_sync(store: &str, args: &[&str], kills: usize) {
         server = start_args(&data, &providers, &master, args);
         let c = Client::at(&server.url, DEV_KEY);
         let ids = stored_ids(&c).await;
-        let missing: Vec<usize> = (0..requested * 2)
-            .filter(|id| !ids.contains(&id.to_string()))
-            .collect();
-        assert!(
-            missing.is_empty(),
-            "round {round}: pages up to {requested} were acknowledged, {} records are missing (first {:?})",
-            missing.len(),
-            &missing[..missing.len().min(5)]
-        );
-        assert_eq!(ids.len() % 2, 0, "round {round}: a page was stored in part");
+        assert_acknowledged_kept(&ids, requested, round);
     }
     println!(
         "{store}: {kills} kills in {:.1}s; the sync reached page {most_pages} of {PAGES}",
@@ -1075,300 +1129,4 @@ async fn an_integration_deletion_cut_short_by_sigkill_is_finished_at_the_start()
         }
     }
     assert!(finished > 0, "no kill came after the deletion began");
-}
-
-/// A server process whose output lines arrive on channels.
-struct Watched {
-    child: Child,
-    stdout: std::sync::mpsc::Receiver<String>,
-    stderr: std::sync::mpsc::Receiver<String>,
-}
-
-impl Drop for Watched {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Watched {
-    fn start(
-        data: &std::path::Path,
-        providers: &std::path::Path,
-        master: &str,
-        args: &[&str],
-    ) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sluice-under-test"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-            .arg(data)
-            .arg("--providers")
-            .arg(providers)
-            .args(args)
-            .env("SLUICE_MASTER_KEY", master)
-            .env("NANGO_SECRET_KEY_DEV", DEV_KEY)
-            .env("NANGO_SECRET_KEY_PROD", "prod-durability-key")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let forward = |from: Box<dyn std::io::Read + Send>, echo: bool| {
-            let (tx, rx) = std::sync::mpsc::channel();
-            std::thread::spawn(move || {
-                for line in BufReader::new(from).lines().map_while(Result::ok) {
-                    if echo {
-                        eprintln!("{line}");
-                    }
-                    let _ = tx.send(line);
-                }
-            });
-            rx
-        };
-        let stdout = forward(Box::new(child.stdout.take().unwrap()), false);
-        let stderr = forward(Box::new(child.stderr.take().unwrap()), true);
-        Watched {
-            child,
-            stdout,
-            stderr,
-        }
-    }
-
-    /// The text after `prefix` in the first line of `lines` holding it,
-    /// waiting at most `within`.
-    fn line_after(
-        lines: &std::sync::mpsc::Receiver<String>,
-        prefix: &str,
-        within: Duration,
-    ) -> String {
-        let deadline = Instant::now() + within;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = lines
-                .recv_timeout(left)
-                .unwrap_or_else(|_| panic!("no line with `{prefix}` within {within:?}"));
-            if let Some(at) = line.find(prefix) {
-                return line[at + prefix.len()..].to_string();
-            }
-        }
-    }
-
-    /// The server's URL once it serves.
-    fn serving(&self, within: Duration) -> String {
-        Self::line_after(&self.stdout, "sluice is listening on ", within)
-            .trim()
-            .to_string()
-    }
-}
-
-/// How `child` exited, waiting at most `within`.
-async fn exit_within(child: &mut Child, within: Duration) -> std::process::ExitStatus {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the process did not exit within {within:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Failover on PostgreSQL (`serve --standby`): a standby answers 503
-/// `standby` while another server holds the store and compiles the
-/// deployed scripts meanwhile. When the database ends the holder's session
-/// (it stopped hearing from it: here its connection is cut and the session
-/// ended, as the database's keepalives would), the standby takes over at
-/// once with every batch the old server acknowledged, and the old server,
-/// reaching the database again, finds the store taken and stops with exit
-/// status 3. A second standby then takes over from the new server killed
-/// with SIGKILL, and runs the sync on.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_standby_takes_over_and_the_server_it_replaced_stops_on_postgres() {
-    let Some(url) = sluice_tests::postgres_schema().await else {
-        return;
-    };
-    let highest = Arc::new(AtomicUsize::new(0));
-    let calls = Arc::new(AtomicUsize::new(0));
-    let (seen, called) = (highest.clone(), calls.clone());
-    let mock = MockServer::start(Arc::new(move |req: &MockRequest| {
-        let after: usize = req
-            .query_param("after")
-            .and_then(|a| a.parse().ok())
-            .unwrap_or(0);
-        seen.fetch_max(after, Ordering::SeqCst);
-        called.fetch_add(1, Ordering::SeqCst);
-        page(after)
-    }))
-    .await
-    .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let providers = dir.path().join("providers.yaml");
-    let yaml = std::fs::read_to_string(repo_root().join("host/runtime/providers.yaml")).unwrap();
-    std::fs::write(
-        &providers,
-        yaml.replace("https://api.hubapi.com", &mock.url()),
-    )
-    .unwrap();
-    let master = MasterKey::generate().to_base64();
-    // The first server reaches the database through a proxy that can cut
-    // it off.
-    let parsed = url::Url::parse(&url).unwrap();
-    let database =
-        tokio::net::lookup_host((parsed.host_str().unwrap(), parsed.port().unwrap_or(5432)))
-            .await
-            .unwrap()
-            .next()
-            .unwrap();
-    let proxy = sluice_store::testsuite::CutProxy::start(database).await;
-    let mut through = parsed.clone();
-    through.set_ip_host("127.0.0.1".parse().unwrap()).unwrap();
-    through.set_port(Some(proxy.port)).unwrap();
-    let through = through.to_string();
-
-    let first = Watched::start(
-        &dir.path().join("a"),
-        &providers,
-        &master,
-        &["--store", "postgres", "--database-url", &through],
-    );
-    let first_url = first.serving(Duration::from_secs(120));
-    let c = Client::at(&first_url, DEV_KEY);
-    deploy(&c).await;
-    let (status, body) = c
-        .send(
-            "POST",
-            "/integrations",
-            Some(json!({"unique_key": "hubspot", "provider": "hubspot"})),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
-    let (status, body) = c
-        .send(
-            "POST",
-            "/connection",
-            Some(json!({"provider_config_key": "hubspot", "connection_id": "demo", "access_token": "t"})),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
-    let trigger =
-        json!({"syncs": ["contacts"], "provider_config_key": "hubspot", "connection_id": "demo"});
-
-    // A standby, with a data directory of its own (the master key is the
-    // same): 503 `standby`, and the deployment compiled into its cache.
-    let standby_args = [
-        "--store",
-        "postgres",
-        "--database-url",
-        url.as_str(),
-        "--standby",
-    ];
-    let second = Watched::start(&dir.path().join("b"), &providers, &master, &standby_args);
-    let at = Watched::line_after(
-        &second.stderr,
-        "this one answers 503 on ",
-        Duration::from_secs(60),
-    );
-    let at = at.split_whitespace().next().unwrap().to_string();
-    let standby = Client::at(&format!("http://{at}"), DEV_KEY);
-    let (status, body) = standby.send("GET", "/health", None).await;
-    assert_eq!(status, 503, "{body}");
-    assert_eq!(body["error"]["code"], "standby", "{body}");
-    let (status, _) = standby.send("GET", "/connection", None).await;
-    assert_eq!(status, 503);
-    let compiled = |data: &std::path::Path| {
-        std::fs::read_dir(data.join("cache"))
-            .map(|d| d.count() > 0)
-            .unwrap_or(false)
-    };
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !compiled(&dir.path().join("b")) {
-        assert!(Instant::now() < deadline, "the standby compiled nothing");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    // A standby whose master key does not open the store is refused at
-    // its start, not at the takeover.
-    let mut wrong = Watched::start(
-        &dir.path().join("w"),
-        &providers,
-        &MasterKey::generate().to_base64(),
-        &standby_args,
-    );
-    let status = exit_within(&mut wrong.child, Duration::from_secs(60)).await;
-    assert_ne!(status.code(), Some(0), "{status:?}");
-    let said: Vec<String> = wrong.stderr.try_iter().collect();
-    assert!(
-        said.iter()
-            .any(|l| l.contains("wrong master key for this store")),
-        "{said:?}"
-    );
-
-    // The first server syncs; then it is cut off and its session ended.
-    let (status, body) = c.send("POST", "/sync/trigger", Some(trigger.clone())).await;
-    assert_eq!(status, 200, "{body}");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while highest.load(Ordering::SeqCst) < 5 {
-        assert!(Instant::now() < deadline, "the sync did not get going");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    proxy.cut.send(true).unwrap();
-    let (admin, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
-    admin
-        .batch_execute(sluice_store_postgres::END_HOLDER_SQL)
-        .await
-        .unwrap();
-    let second_url = second.serving(Duration::from_secs(60));
-    let requested = highest.load(Ordering::SeqCst);
-    let c = Client::at(&second_url, DEV_KEY);
-    let ids = stored_ids(&c).await;
-    let missing = (0..requested * 2)
-        .filter(|id| !ids.contains(&id.to_string()))
-        .count();
-    assert_eq!(
-        missing, 0,
-        "acknowledged pages up to {requested} are missing records"
-    );
-
-    // The first server reaches the database again, finds the store taken
-    // and stops.
-    proxy.cut.send(false).unwrap();
-    let mut first = first;
-    let status = exit_within(&mut first.child, Duration::from_secs(60)).await;
-    assert_eq!(status.code(), Some(3), "{status:?}");
-    let said: Vec<String> = first.stdout.try_iter().collect();
-    assert!(
-        said.iter()
-            .any(|l| l.contains("taken over by another server")),
-        "{said:?}"
-    );
-
-    // A second standby takes over from the new server killed with SIGKILL,
-    // and runs the sync.
-    let third = Watched::start(&dir.path().join("c"), &providers, &master, &standby_args);
-    Watched::line_after(
-        &third.stderr,
-        "this one answers 503 on ",
-        Duration::from_secs(60),
-    );
-    let mut second = second;
-    second.child.kill().unwrap();
-    second.child.wait().unwrap();
-    let third_url = third.serving(Duration::from_secs(60));
-    let c = Client::at(&third_url, DEV_KEY);
-    let before = calls.load(Ordering::SeqCst);
-    let (status, body) = c.send("POST", "/sync/trigger", Some(trigger)).await;
-    assert_eq!(status, 200, "{body}");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while calls.load(Ordering::SeqCst) == before {
-        assert!(
-            Instant::now() < deadline,
-            "the new server did not run the sync"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let ids = stored_ids(&c).await;
-    assert!(ids.len() >= requested * 2, "{} records", ids.len());
 }

@@ -7,6 +7,7 @@ mod demo;
 mod durability;
 mod events;
 mod examples;
+mod failover;
 mod features;
 mod incoming;
 mod limits;
