@@ -26,8 +26,10 @@ use crate::{ServerConfig, ServerError, StoreKind};
 /// deployments to compile.
 const ATTEMPT: Duration = Duration::from_secs(10);
 /// The pause after an attempt that failed for another reason (the
-/// database out of reach).
-const RETRY_AFTER: Duration = Duration::from_secs(5);
+/// database out of reach): longer than the server's own reconnects (every
+/// five seconds), so after a database restart the server that held the
+/// store takes it back rather than a standby taking over.
+const RETRY_AFTER: Duration = Duration::from_secs(15);
 
 /// Waits for the store `config` names, answering on `listener`
 /// meanwhile; returns it once this process holds it.
