@@ -4873,3 +4873,136 @@ async fn a_request_runs_to_its_end_when_its_client_goes_away() {
     assert_eq!(list["connections"], json!([]), "connections left behind");
     server.stop().await;
 }
+
+/// `sluice copy-store`: a stopped server's sled store copied into a new
+/// redb data directory (its master key file with it), then onto
+/// PostgreSQL when `SLUICE_TEST_POSTGRES` names a server: each copy's
+/// server has the same environments, keys, deployment, integration,
+/// connection (credentials sealed under the same master key), variables
+/// and synced records. A destination that holds a store, a source that
+/// holds none, and a spec that names no store are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_store_moves_a_stopped_servers_store() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    std::fs::create_dir_all(&a).unwrap();
+    std::fs::set_permissions(&a, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let master = MasterKey::generate();
+    std::fs::write(a.join("master.key"), master.to_base64()).unwrap();
+    std::fs::set_permissions(a.join("master.key"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    let fixture =
+        Fixture::from_file(&repo_root().join("examples/hubspot-rust/mock-api.yaml")).unwrap();
+    let mock = MockServer::start(fixture.handler()).await.unwrap();
+    let server = start(&a, &master, &mock.url()).await;
+    let c = Client::new(&server, DEV_KEY);
+    deploy(&c).await;
+    c.send(
+        "POST",
+        "/integrations",
+        Some(json!({"unique_key": "hubspot", "provider": "hubspot"})),
+    )
+    .await;
+    let (status, body) = c
+        .send(
+            "POST",
+            "/connection",
+            Some(json!({"provider_config_key": "hubspot", "connection_id": "demo", "access_token": "demo-access-token"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = c
+        .send(
+            "PUT",
+            "/environment-variables",
+            Some(json!([{"name": "REGION", "value": "eu"}])),
+        )
+        .await;
+    assert!(status < 300, "{body}");
+    let (status, body) = c
+        .send(
+            "POST",
+            "/sync/trigger",
+            Some(json!({"syncs": ["contacts"], "provider_config_key": "hubspot", "connection_id": "demo", "wait": true})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["runs"][0]["results"]["Contact"]["added"], 5, "{body}");
+    let (_, records) = c.send("GET", "/records?model=Contact", None).await;
+    assert!(
+        !records["records"].as_array().unwrap().is_empty(),
+        "{records}"
+    );
+    server.stop().await;
+
+    let same = |server: &Server| {
+        let c = Client::new(server, DEV_KEY);
+        let records = records.clone();
+        async move {
+            let (status, body) = c
+                .send("GET", "/connection/demo?provider_config_key=hubspot", None)
+                .await;
+            assert_eq!(status, 200, "{body}");
+            assert_eq!(
+                body["credentials"]["access_token"], "demo-access-token",
+                "{body}"
+            );
+            let (_, variables) = c.send("GET", "/environment-variables", None).await;
+            assert_eq!(variables, json!([{"name": "REGION", "value": "eu"}]));
+            let (_, got) = c.send("GET", "/records?model=Contact", None).await;
+            assert_eq!(got, records);
+            // The deployment came along: the sync runs on the copy.
+            let (status, body) = c
+                .send(
+                    "POST",
+                    "/sync/trigger",
+                    Some(json!({"syncs": ["contacts"], "provider_config_key": "hubspot", "connection_id": "demo", "wait": true})),
+                )
+                .await;
+            assert_eq!(status, 200, "{body}");
+        }
+    };
+
+    let from = format!("sled:{}", a.display());
+    let to = format!("redb:{}", b.display());
+    let (code, out, err) = sluice_cli(&["copy-store", "--from", &from, "--to", &to]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("Copied ") && out.contains("opens with the source's master key"),
+        "{out}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(b.join("master.key"))
+            .unwrap()
+            .trim(),
+        master.to_base64()
+    );
+    let copy = start_on(StoreKind::Redb, &b, &master, &mock.url()).await;
+    same(&copy).await;
+    copy.stop().await;
+
+    // Refused: a destination holding a store, a source holding none, a
+    // spec naming none.
+    let (code, _, err) = sluice_cli(&["copy-store", "--from", &from, "--to", &to]).await;
+    assert_ne!(code, 0);
+    assert!(err.contains("already holds a redb store"), "{err}");
+    let nothing = format!("sled:{}", tmp.path().join("none").display());
+    let (code, _, err) =
+        sluice_cli(&["copy-store", "--from", &nothing, "--to", "redb:/tmp/x"]).await;
+    assert_ne!(code, 0);
+    assert!(err.contains("holds no sled store"), "{err}");
+    let (code, _, err) = sluice_cli(&["copy-store", "--from", "mysql://h/db", "--to", &to]).await;
+    assert_ne!(code, 0);
+    assert!(err.contains("names no store"), "{err}");
+
+    let Some(url) = sluice_tests::postgres_schema().await else {
+        return;
+    };
+    let (code, out, err) = sluice_cli(&["copy-store", "--from", &to, "--to", &url]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(!out.contains(":sluice@"), "the password was printed: {out}");
+    let pg = tmp.path().join("pg");
+    let copy = start_on(StoreKind::Postgres(url), &pg, &master, &mock.url()).await;
+    same(&copy).await;
+    copy.stop().await;
+}

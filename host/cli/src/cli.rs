@@ -69,6 +69,23 @@ enum Command {
     /// createAction, zod models, index.ts), then compile it.
     #[command(name = "migrate-to-zero-yaml")]
     MigrateToZeroYaml(MigrateArgs),
+    /// Copy a whole store, its server stopped, into a new empty one: an
+    /// embedded store onto PostgreSQL (or back, or between sled and redb).
+    #[command(name = "copy-store")]
+    CopyStore(CopyStoreArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct CopyStoreArgs {
+    /// The store to copy (no server may have it open): `sled:<data
+    /// directory>`, `redb:<data directory>`, or a PostgreSQL connection
+    /// string (`postgres://user:password@host:5432/dbname`).
+    #[arg(long)]
+    from: String,
+    /// The new store, empty, in the same forms. A new data directory gets
+    /// the source data directory's master key file, when it has one.
+    #[arg(long)]
+    to: String,
 }
 
 #[derive(Debug, clap::Args)]
@@ -477,6 +494,7 @@ pub async fn run(
         Command::Serve(args) => run_serve(args, out, err).await,
         Command::Deploy(args) => run_deploy(args, out, err).await,
         Command::MigrateToZeroYaml(args) => run_migrate(args, out, err),
+        Command::CopyStore(args) => run_copy_store(args, out, err).await,
     };
     match result {
         Ok(code) => code,
@@ -1132,6 +1150,179 @@ fn master_key(data: &std::path::Path) -> anyhow::Result<sluice_store::MasterKey>
         );
     }
     Ok(sluice_store::MasterKey::load_or_create(&file)?)
+}
+
+/// A store named on the command line: its kind, and its data directory
+/// for the embedded kinds.
+fn store_spec(spec: &str) -> anyhow::Result<(sluice_server::StoreKind, Option<PathBuf>)> {
+    if spec.starts_with("postgres://") || spec.starts_with("postgresql://") {
+        return Ok((sluice_server::StoreKind::Postgres(spec.to_string()), None));
+    }
+    match spec.split_once(':') {
+        Some(("sled", dir)) if !dir.is_empty() => {
+            Ok((sluice_server::StoreKind::Sled, Some(PathBuf::from(dir))))
+        }
+        Some(("redb", dir)) if !dir.is_empty() => {
+            Ok((sluice_server::StoreKind::Redb, Some(PathBuf::from(dir))))
+        }
+        _ => anyhow::bail!(
+            "`{}` names no store: give sled:<data directory>, redb:<data directory> or postgres://user:password@host:5432/dbname",
+            if spec.contains("://") {
+                "the connection string"
+            } else {
+                spec
+            }
+        ),
+    }
+}
+
+/// Opens a store named on the command line, off the async workers.
+async fn open_spec(
+    kind: &sluice_server::StoreKind,
+    dir: &Option<PathBuf>,
+) -> anyhow::Result<std::sync::Arc<dyn sluice_store::Backend>> {
+    let (kind, dir) = (kind.clone(), dir.clone());
+    let opened = tokio::task::spawn_blocking(move || match (&kind, &dir) {
+        (sluice_server::StoreKind::Postgres(url), _) => {
+            sluice_server::StoreKind::open_postgres(url)
+        }
+        (kind, Some(dir)) => kind.open(dir),
+        (_, None) => Err(sluice_store::BackendError::Storage(
+            "an embedded store needs its data directory".into(),
+        )),
+    })
+    .await
+    .context("opening the store stopped")??;
+    Ok(opened)
+}
+
+async fn run_copy_store(
+    args: CopyStoreArgs,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> anyhow::Result<i32> {
+    let (from_kind, from_dir) = store_spec(&args.from)?;
+    let (to_kind, to_dir) = store_spec(&args.to)?;
+    let describe = |kind: &sluice_server::StoreKind, dir: &Option<PathBuf>| match (kind, dir) {
+        (_, Some(dir)) => format!("the {} store in {}", kind.name(), dir.display()),
+        (sluice_server::StoreKind::Postgres(url), None) => match url::Url::parse(url) {
+            // Never the password.
+            Ok(u) => format!(
+                "the PostgreSQL store at {}://{}@{}{}{}",
+                u.scheme(),
+                u.username(),
+                u.host_str().unwrap_or(""),
+                u.port().map(|p| format!(":{p}")).unwrap_or_default(),
+                u.path()
+            ),
+            Err(_) => "the PostgreSQL store".to_string(),
+        },
+        _ => "the store".to_string(),
+    };
+    let (from_name, to_name) = (describe(&from_kind, &from_dir), describe(&to_kind, &to_dir));
+    if let Some(dir) = &from_dir {
+        let at = from_kind.location(dir).unwrap_or_default();
+        if !at.exists() {
+            anyhow::bail!(
+                "{} holds no {} store ({} is missing)",
+                dir.display(),
+                from_kind.name(),
+                at.display()
+            );
+        }
+    }
+    let same_dir = match (&from_dir, &to_dir) {
+        (Some(a), Some(b)) => {
+            a == b || std::fs::canonicalize(a).ok() == std::fs::canonicalize(b).ok()
+        }
+        (None, None) => args.from == args.to,
+        _ => false,
+    };
+    if same_dir {
+        anyhow::bail!("--from and --to name the same place: copy into a new store");
+    }
+    if let Some(dir) = &to_dir {
+        if let Some(held) = sluice_server::StoreKind::detect(dir) {
+            anyhow::bail!(
+                "{} already holds a {} store: copy into a new data directory",
+                dir.display(),
+                held.name()
+            );
+        }
+        private_data_dir(dir, err)?;
+    }
+    let from = open_spec(&from_kind, &from_dir).await?;
+    let to = open_spec(&to_kind, &to_dir).await?;
+    writeln!(out, "Copying {from_name} into {to_name} …")?;
+    out.flush()?;
+    let started = std::time::Instant::now();
+    let report = sluice_store::copy_store(&*from, &*to, |_, _| {}).await?;
+    for (table, rows, bytes) in &report.tables {
+        if *rows > 0 {
+            writeln!(
+                out,
+                "  {:<14} {rows:>10} rows {:>12} bytes",
+                table.name(),
+                bytes
+            )?;
+        }
+    }
+    writeln!(
+        out,
+        "Copied {} rows ({} bytes) in {:.1} s",
+        report.rows(),
+        report.bytes(),
+        started.elapsed().as_secs_f64()
+    )?;
+    // The copy's credentials are sealed under the source's master key.
+    let key_file = from_dir.as_ref().map(|d| d.join("master.key"));
+    let master = match std::env::var("SLUICE_MASTER_KEY") {
+        Ok(text) => Some(
+            sluice_store::MasterKey::from_base64(&text)
+                .context("SLUICE_MASTER_KEY must be the base64 of 32 bytes")?,
+        ),
+        Err(_) => match key_file.as_ref().filter(|f| f.exists()) {
+            Some(file) => Some(sluice_store::MasterKey::from_base64(
+                std::fs::read_to_string(file)
+                    .with_context(|| format!("cannot read {}", file.display()))?
+                    .trim(),
+            )?),
+            None => None,
+        },
+    };
+    match master {
+        Some(master) => match sluice_store::Store::open(to.clone(), master, &[]).await {
+            Ok(_) => writeln!(out, "The copy opens with the source's master key.")?,
+            Err(e) => writeln!(
+                err,
+                "warning: the copy does not open with the master key given ({e}): start its server with the key that sealed {from_name}"
+            )?,
+        },
+        None => writeln!(
+            out,
+            "Start the copy's server with the master key of {from_name} (SLUICE_MASTER_KEY)."
+        )?,
+    }
+    if let (Some(file), Some(dir)) = (key_file.filter(|f| f.exists()), &to_dir) {
+        let target = dir.join("master.key");
+        if !target.exists() {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::copy(&file, &target).with_context(|| {
+                format!("cannot copy {} to {}", file.display(), target.display())
+            })?;
+            std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o600))?;
+            writeln!(out, "{} now holds the master key file too.", dir.display())?;
+        }
+    } else if let (None, Some(file)) = (&to_dir, from_dir.as_ref().map(|d| d.join("master.key"))) {
+        if std::env::var("SLUICE_MASTER_KEY").is_err() && file.exists() {
+            writeln!(
+                out,
+                "Its server needs the master key of {from_name}: give it as SLUICE_MASTER_KEY (what {} holds), or put that file in the server's data directory.",
+                file.display()
+            )?;
+        }
+    }
+    Ok(0)
 }
 
 /// The least `--script-memory`: below it no script could start.

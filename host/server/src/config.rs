@@ -185,6 +185,16 @@ impl StoreKind {
             .find(|k| k.location(data_dir).is_some_and(|at| at.exists()))
     }
 
+    /// The PostgreSQL store at `url` (a libpq connection string), without
+    /// a data directory.
+    pub fn open_postgres(
+        url: &str,
+    ) -> Result<std::sync::Arc<dyn sluice_store::Backend>, sluice_store::BackendError> {
+        Ok(std::sync::Arc::new(
+            sluice_store_postgres::PostgresBackend::open(url)?,
+        ))
+    }
+
     /// Opens this kind's database. A data directory that holds another
     /// kind's database is refused: starting on an empty store beside a
     /// full one would look like data loss.
@@ -205,9 +215,7 @@ impl StoreKind {
                     ),
                 });
             }
-            return Ok(std::sync::Arc::new(
-                sluice_store_postgres::PostgresBackend::open(url)?,
-            ));
+            return Self::open_postgres(url);
         }
         let at = self.location(data_dir).unwrap_or_default();
         let others: Vec<StoreKind> = [StoreKind::Sled, StoreKind::Redb]

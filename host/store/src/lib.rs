@@ -21,6 +21,7 @@
 //! reads the master key and the initial secret keys and passes them in.
 
 mod backend;
+mod copy;
 mod crypto;
 mod env;
 mod error;
@@ -53,6 +54,7 @@ pub use backend::{
     Backend, BackendError, INLINE_READ_KEYS, KeyRange, MemoryBackend, Op, PendingWrite, Table,
     on_multi_thread_runtime, prefix_end, scan_range,
 };
+pub use copy::{CopyReport, copy_store};
 pub use crypto::MasterKey;
 pub use env::{DocBatch, Integration};
 pub use error::StoreError;

@@ -17,7 +17,7 @@ use crate::error::StoreError;
 use crate::keys::{self, KeyBuf};
 
 /// `Meta` key of the format marker.
-const FORMAT_KEY: &[u8] = b"format";
+pub(crate) const FORMAT_KEY: &[u8] = b"format";
 
 /// The environment secret ([`EnvStore::secret`]) holding the environment's
 /// secret key, sealed, for signing webhooks the original's way.
@@ -220,7 +220,7 @@ impl Store {
             .is_empty()
         {
             return Err(StoreError::Metadata(
-                "environments exist but the format marker is missing".into(),
+                "environments exist but the format marker is missing (a `sluice copy-store` cut short? copy again into an empty store)".into(),
             ));
         }
         if initial.is_empty() {

@@ -117,6 +117,7 @@ macro_rules! backend_tests {
             data_key_rotation_keeps_secrets_readable,
             master_key_rewrap,
             reopen_keeps_everything,
+            a_store_is_copied_whole,
             a_format_1_store_is_migrated,
         );
     };
@@ -3017,6 +3018,133 @@ pub async fn reopen_keeps_everything(b: &Reopen) {
     save(&env, &c, "M", json!([{"id": "later"}])).await;
     let newest = env.newest_position(&c, "M").await.unwrap().unwrap();
     assert!(newest > before.last().unwrap().position());
+}
+
+/// `copy_store` onto this backend and off it: everything reads back as
+/// it did (environments, keys, sealed credentials, variables, documents,
+/// blobs, records and their paging, stamps and counts) under the same
+/// master key; a destination with rows, a source that is no store, and a
+/// copy cut short (environments, no format marker) are refused.
+pub async fn a_store_is_copied_whole(b: &Reopen) {
+    let source = Reopen::memory(MemoryBackend::new());
+    let (store, master) = fresh(&source).await;
+    let env = dev(&store);
+    let c = conn("github", "c1");
+    env.put_integration(&integration("github", "s"))
+        .await
+        .unwrap();
+    env.put_connection(&connection("github", "c1", "tok"))
+        .await
+        .unwrap();
+    env.set_variables(vec![("A".into(), "1".into())])
+        .await
+        .unwrap();
+    env.put_doc("d", "k", &json!({"x": 1})).await.unwrap();
+    let hash = store.put_blob(&vec![7u8; 3 << 20]).await.unwrap();
+    save_many(&env, &c, "M", 0, 2_500, 1).await;
+    write(
+        &env,
+        WriteKind::Delete,
+        &c,
+        "M",
+        json!([{"id": "r00500"}]),
+        &job("s", 7),
+        &mut Merging::Override,
+    )
+    .await;
+    let before = page_all(&env, &c, "M", RecordsQuery::default()).await;
+    let id = env.id();
+    drop((store, env));
+
+    let mut seen = Vec::new();
+    let report = crate::copy_store(&*source.open(), &*b.open(), |t, n| seen.push((t, n)))
+        .await
+        .unwrap();
+    assert!(report.rows() > 2_500, "{report:?}");
+    assert!(report.bytes() > 3 << 20, "{report:?}");
+    assert!(
+        seen.iter()
+            .any(|(t, n)| *t == Table::Records && *n == 2_500)
+    );
+
+    let (before, c, hash) = (&before, &c, &hash);
+    let check = |store: Store| async move {
+        let env = dev(&store);
+        assert_eq!(env.id(), id);
+        assert!(store.environment_by_key("prod-secret-given").is_some());
+        assert_eq!(
+            env.connection("github", "c1")
+                .await
+                .unwrap()
+                .unwrap()
+                .credentials
+                .token(),
+            Some("tok")
+        );
+        assert_eq!(env.variables().await.unwrap().len(), 1);
+        assert_eq!(
+            env.doc::<Value>("d", "k").await.unwrap(),
+            Some(json!({"x": 1}))
+        );
+        assert_eq!(
+            store.blob(hash).await.unwrap().map(|b| b.len()),
+            Some(3 << 20)
+        );
+        assert_eq!(
+            &page_all(&env, c, "M", RecordsQuery::default()).await,
+            before
+        );
+        assert_eq!(env.record_count(c, "M").await.unwrap(), 2_499);
+    };
+    let (copied, created) = Store::open(b.open(), master.clone(), &initial())
+        .await
+        .unwrap();
+    assert!(created.is_empty());
+    check(copied).await;
+
+    // Off this backend, onto another.
+    let back = Reopen::memory(MemoryBackend::new());
+    crate::copy_store(&*b.open(), &*back.open(), |_, _| {})
+        .await
+        .unwrap();
+    check(open(&back, &master).await).await;
+
+    let err = crate::copy_store(&*source.open(), &*b.open(), |_, _| {})
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("the destination is not empty"), "{err}");
+    let empty = Reopen::memory(MemoryBackend::new());
+    let err = crate::copy_store(&*empty.open(), &*back.open(), |_, _| {})
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("holds no sluice store"), "{err}");
+
+    // Cut short after the environments: refused, not taken for new.
+    let cut = MemoryBackend::new();
+    let rows = source
+        .open()
+        .scan(Table::Environments, &[], None, usize::MAX, false)
+        .await
+        .unwrap();
+    cut.apply(
+        rows.into_iter()
+            .map(|(key, value)| Op::Put {
+                table: Table::Environments,
+                key,
+                value,
+            })
+            .collect(),
+    )
+    .await
+    .unwrap();
+    let err = Store::open(Arc::new(cut), master, &initial())
+        .await
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(err.contains("copy-store"), "{err}");
 }
 
 /// A store written in format 1 (each record's JSON in its row by id, its

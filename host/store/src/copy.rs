@@ -1,0 +1,124 @@
+//! Copying a whole store from one backend to another (`sluice
+//! copy-store`): an embedded store onto PostgreSQL when one machine is no
+//! longer enough, or back, or between sled and redb.
+//!
+//! The copy is of the stored bytes, so credentials stay sealed under the
+//! same master key, which the copy's server needs. Environments are
+//! written first and the format marker last: a copy cut short has
+//! environments without a marker, which `Store::open` refuses (never
+//! taking it for a new store), and copying again needs an empty store.
+
+use crate::store::FORMAT_KEY;
+use crate::{Backend, Op, StoreError, Table};
+
+/// At most this many bytes of keys and values go in one write.
+const BATCH_BYTES: usize = 32 << 20;
+/// Entries read per scan (blobs, each up to a component's size, one at a
+/// time).
+const SCAN_ENTRIES: usize = 1_000;
+
+/// What [`copy_store`] copied: per table, rows and bytes of keys and
+/// values.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct CopyReport {
+    pub tables: Vec<(Table, u64, u64)>,
+}
+
+impl CopyReport {
+    /// Rows in all.
+    pub fn rows(&self) -> u64 {
+        self.tables.iter().map(|(_, rows, _)| rows).sum()
+    }
+
+    /// Bytes of keys and values in all.
+    pub fn bytes(&self) -> u64 {
+        self.tables.iter().map(|(_, _, bytes)| bytes).sum()
+    }
+}
+
+/// Copies every row of `from` into `to`, which must be empty; `from`
+/// must hold a store (its format marker) and must not change meanwhile
+/// (open it exclusively: no server on it). `progress` is told each table
+/// and the rows copied of it so far. Nothing of `from` is changed; when
+/// it fails, `to` may hold part of the copy (refused by `Store::open`;
+/// empty it and copy again).
+pub async fn copy_store(
+    from: &dyn Backend,
+    to: &dyn Backend,
+    mut progress: impl FnMut(Table, u64),
+) -> Result<CopyReport, StoreError> {
+    let Some(format) = from.get(Table::Meta, FORMAT_KEY).await? else {
+        return Err(StoreError::Invalid(
+            "the source holds no sluice store (it has no format marker)".into(),
+        ));
+    };
+    for table in Table::ALL {
+        if !to.scan(table, &[], None, 1, false).await?.is_empty() {
+            return Err(StoreError::Invalid(format!(
+                "the destination is not empty (its table `{}` has rows): copy into a new store",
+                table.name()
+            )));
+        }
+    }
+    let order = std::iter::once(Table::Environments)
+        .chain(Table::ALL.into_iter().filter(|t| *t != Table::Environments));
+    let mut report = CopyReport::default();
+    for table in order {
+        let (mut rows, mut bytes) = (0u64, 0u64);
+        let mut after: Option<Vec<u8>> = None;
+        let mut ops = Vec::new();
+        let mut held = 0usize;
+        let limit = if table == Table::Blobs {
+            1
+        } else {
+            SCAN_ENTRIES
+        };
+        loop {
+            let entries = from
+                .scan(table, &[], after.as_deref(), limit, false)
+                .await?;
+            let Some((last, _)) = entries.last() else {
+                break;
+            };
+            after = Some(last.clone());
+            for (key, value) in entries {
+                if table == Table::Meta && key == FORMAT_KEY {
+                    continue;
+                }
+                rows += 1;
+                let size = key.len() + value.len();
+                bytes += size as u64;
+                held += size;
+                ops.push(Op::Put { table, key, value });
+            }
+            if held >= BATCH_BYTES || ops.len() >= SCAN_ENTRIES {
+                // Unflushed: the marker's durable write at the end makes
+                // everything before it durable.
+                to.apply_unflushed(std::mem::take(&mut ops)).await?;
+                held = 0;
+                progress(table, rows);
+            }
+        }
+        if table == Table::Environments {
+            // Durable before anything else is written: whatever of a copy
+            // cut short survives has them, and is refused for it.
+            to.apply(ops).await?;
+        } else if !ops.is_empty() {
+            to.apply_unflushed(ops).await?;
+        }
+        progress(table, rows);
+        report.tables.push((table, rows, bytes));
+    }
+    let marker = (FORMAT_KEY.len() + format.len()) as u64;
+    to.apply(vec![Op::Put {
+        table: Table::Meta,
+        key: FORMAT_KEY.to_vec(),
+        value: format,
+    }])
+    .await?;
+    if let Some(meta) = report.tables.iter_mut().find(|(t, ..)| *t == Table::Meta) {
+        meta.1 += 1;
+        meta.2 += marker;
+    }
+    Ok(report)
+}
