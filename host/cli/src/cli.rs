@@ -1313,14 +1313,15 @@ async fn run_copy_store(
             std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o600))?;
             writeln!(out, "{} now holds the master key file too.", dir.display())?;
         }
-    } else if let (None, Some(file)) = (&to_dir, from_dir.as_ref().map(|d| d.join("master.key"))) {
-        if std::env::var("SLUICE_MASTER_KEY").is_err() && file.exists() {
-            writeln!(
-                out,
-                "Its server needs the master key of {from_name}: give it as SLUICE_MASTER_KEY (what {} holds), or put that file in the server's data directory.",
-                file.display()
-            )?;
-        }
+    } else if let (None, Some(file)) = (&to_dir, from_dir.as_ref().map(|d| d.join("master.key")))
+        && std::env::var("SLUICE_MASTER_KEY").is_err()
+        && file.exists()
+    {
+        writeln!(
+            out,
+            "Its server needs the master key of {from_name}: give it as SLUICE_MASTER_KEY (what {} holds), or put that file in the server's data directory.",
+            file.display()
+        )?;
     }
     Ok(0)
 }
