@@ -4986,6 +4986,20 @@ async fn copy_store_moves_a_stopped_servers_store() {
     let (code, _, err) = sluice_cli(&["copy-store", "--from", &from, "--to", &to]).await;
     assert_ne!(code, 0);
     assert!(err.contains("already holds a redb store"), "{err}");
+    let other = tmp.path().join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::write(other.join("master.key"), MasterKey::generate().to_base64()).unwrap();
+    let (code, _, err) = sluice_cli(&[
+        "copy-store",
+        "--from",
+        &from,
+        "--to",
+        &format!("redb:{}", other.display()),
+    ])
+    .await;
+    assert_ne!(code, 0);
+    assert!(err.contains("holds another master key"), "{err}");
+    assert!(!other.join("store.redb").exists());
     let nothing = format!("sled:{}", tmp.path().join("none").display());
     let (code, _, err) =
         sluice_cli(&["copy-store", "--from", &nothing, "--to", "redb:/tmp/x"]).await;
@@ -4993,7 +5007,7 @@ async fn copy_store_moves_a_stopped_servers_store() {
     assert!(err.contains("holds no sled store"), "{err}");
     let (code, _, err) = sluice_cli(&["copy-store", "--from", "mysql://h/db", "--to", &to]).await;
     assert_ne!(code, 0);
-    assert!(err.contains("names no store"), "{err}");
+    assert!(err.contains("a store is given as"), "{err}");
 
     let Some(url) = sluice_tests::postgres_schema().await else {
         return;

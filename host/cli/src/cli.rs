@@ -1153,37 +1153,47 @@ fn master_key(data: &std::path::Path) -> anyhow::Result<sluice_store::MasterKey>
 }
 
 /// A store named on the command line: its kind, and its data directory
-/// for the embedded kinds.
+/// for the embedded kinds. Errors never repeat the text (it may hold a
+/// password).
 fn store_spec(spec: &str) -> anyhow::Result<(sluice_server::StoreKind, Option<PathBuf>)> {
-    if spec.starts_with("postgres://") || spec.starts_with("postgresql://") {
+    let dir = |d: &str| match d.strip_prefix("~/") {
+        Some(rest) => std::env::var_os("HOME")
+            .map(|home| PathBuf::from(home).join(rest))
+            .unwrap_or_else(|| PathBuf::from(d)),
+        None => PathBuf::from(d),
+    };
+    match spec.split_once(':') {
+        Some(("sled", d)) if !d.is_empty() => {
+            return Ok((sluice_server::StoreKind::Sled, Some(dir(d))));
+        }
+        Some(("redb", d)) if !d.is_empty() => {
+            return Ok((sluice_server::StoreKind::Redb, Some(dir(d))));
+        }
+        _ => {}
+    }
+    // A URL, or libpq's `host=… dbname=…` pairs.
+    if spec.starts_with("postgres://") || spec.starts_with("postgresql://") || spec.contains('=') {
         return Ok((sluice_server::StoreKind::Postgres(spec.to_string()), None));
     }
-    match spec.split_once(':') {
-        Some(("sled", dir)) if !dir.is_empty() => {
-            Ok((sluice_server::StoreKind::Sled, Some(PathBuf::from(dir))))
-        }
-        Some(("redb", dir)) if !dir.is_empty() => {
-            Ok((sluice_server::StoreKind::Redb, Some(PathBuf::from(dir))))
-        }
-        _ => anyhow::bail!(
-            "`{}` names no store: give sled:<data directory>, redb:<data directory> or postgres://user:password@host:5432/dbname",
-            if spec.contains("://") {
-                "the connection string"
-            } else {
-                spec
-            }
-        ),
-    }
+    anyhow::bail!(
+        "a store is given as sled:<data directory>, redb:<data directory> or a PostgreSQL connection string (postgres://user:password@host:5432/dbname)"
+    )
 }
 
-/// Opens a store named on the command line, off the async workers.
+/// Opens a store named on the command line, off the async workers. A
+/// PostgreSQL `source` must hold a store already (nothing is created in a
+/// schema that has none).
 async fn open_spec(
     kind: &sluice_server::StoreKind,
     dir: &Option<PathBuf>,
+    source: bool,
 ) -> anyhow::Result<std::sync::Arc<dyn sluice_store::Backend>> {
     let (kind, dir) = (kind.clone(), dir.clone());
     let opened = tokio::task::spawn_blocking(move || match (&kind, &dir) {
         (sluice_server::StoreKind::Postgres(url), _) => {
+            if source {
+                sluice_server::StoreKind::check_postgres(url)?;
+            }
             sluice_server::StoreKind::open_postgres(url)
         }
         (kind, Some(dir)) => kind.open(dir),
@@ -1196,13 +1206,36 @@ async fn open_spec(
     Ok(opened)
 }
 
+/// The master key that sealed the source: `SLUICE_MASTER_KEY`, or the
+/// source data directory's key file.
+fn source_master(
+    from_dir: &Option<PathBuf>,
+) -> anyhow::Result<Option<(sluice_store::MasterKey, Option<PathBuf>)>> {
+    if let Ok(text) = std::env::var("SLUICE_MASTER_KEY") {
+        let key = sluice_store::MasterKey::from_base64(&text)
+            .context("SLUICE_MASTER_KEY must be the base64 of 32 bytes")?;
+        return Ok(Some((key, None)));
+    }
+    let Some(file) = from_dir.as_ref().map(|d| d.join("master.key")) else {
+        return Ok(None);
+    };
+    if !file.exists() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(&file)
+        .with_context(|| format!("cannot read {}", file.display()))?;
+    let key = sluice_store::MasterKey::from_base64(text.trim())
+        .with_context(|| format!("{} holds no master key", file.display()))?;
+    Ok(Some((key, Some(file))))
+}
+
 async fn run_copy_store(
     args: CopyStoreArgs,
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> anyhow::Result<i32> {
-    let (from_kind, from_dir) = store_spec(&args.from)?;
-    let (to_kind, to_dir) = store_spec(&args.to)?;
+    let (from_kind, from_dir) = store_spec(&args.from).context("--from")?;
+    let (to_kind, to_dir) = store_spec(&args.to).context("--to")?;
     let describe = |kind: &sluice_server::StoreKind, dir: &Option<PathBuf>| match (kind, dir) {
         (_, Some(dir)) => format!("the {} store in {}", kind.name(), dir.display()),
         (sluice_server::StoreKind::Postgres(url), None) => match url::Url::parse(url) {
@@ -1231,16 +1264,17 @@ async fn run_copy_store(
             );
         }
     }
-    let same_dir = match (&from_dir, &to_dir) {
+    let same_place = match (&from_dir, &to_dir) {
         (Some(a), Some(b)) => {
             a == b || std::fs::canonicalize(a).ok() == std::fs::canonicalize(b).ok()
         }
         (None, None) => args.from == args.to,
         _ => false,
     };
-    if same_dir {
+    if same_place {
         anyhow::bail!("--from and --to name the same place: copy into a new store");
     }
+    let master = source_master(&from_dir)?;
     if let Some(dir) = &to_dir {
         if let Some(held) = sluice_server::StoreKind::detect(dir) {
             anyhow::bail!(
@@ -1249,14 +1283,40 @@ async fn run_copy_store(
                 held.name()
             );
         }
+        let existing = dir.join("master.key");
+        if let (Some((key, _)), true) = (&master, existing.exists()) {
+            let there = std::fs::read_to_string(&existing)
+                .with_context(|| format!("cannot read {}", existing.display()))?;
+            if sluice_store::MasterKey::from_base64(there.trim())
+                .map(|k| k.to_base64())
+                .ok()
+                != Some(key.to_base64())
+            {
+                anyhow::bail!(
+                    "{} holds another master key than the one that sealed {from_name}: the copy could not be read with it; copy into a new data directory",
+                    existing.display()
+                );
+            }
+        }
+    }
+    let from = open_spec(&from_kind, &from_dir, true).await?;
+    // Checked before anything is made at the destination.
+    sluice_store::check_source(&*from)
+        .await
+        .with_context(|| from_name.clone())?;
+    if let Some(dir) = &to_dir {
         private_data_dir(dir, err)?;
     }
-    let from = open_spec(&from_kind, &from_dir).await?;
-    let to = open_spec(&to_kind, &to_dir).await?;
+    let to = open_spec(&to_kind, &to_dir, false).await?;
     writeln!(out, "Copying {from_name} into {to_name} …")?;
     out.flush()?;
     let started = std::time::Instant::now();
-    let report = sluice_store::copy_store(&*from, &*to, |_, _| {}).await?;
+    let report = sluice_store::copy_store(&*from, &*to, |_, _| {})
+        .await
+        .with_context(|| match &to_dir {
+            Some(dir) => format!("the copy stopped; {} may hold part of it: delete it before copying again", dir.display()),
+            None => format!("the copy stopped; {to_name} may hold part of it: empty its schema before copying again"),
+        })?;
     for (table, rows, bytes) in &report.tables {
         if *rows > 0 {
             writeln!(
@@ -1274,56 +1334,55 @@ async fn run_copy_store(
         report.bytes(),
         started.elapsed().as_secs_f64()
     )?;
+    let mut status = 0;
     // The copy's credentials are sealed under the source's master key.
-    let key_file = from_dir.as_ref().map(|d| d.join("master.key"));
-    let master = match std::env::var("SLUICE_MASTER_KEY") {
-        Ok(text) => Some(
-            sluice_store::MasterKey::from_base64(&text)
-                .context("SLUICE_MASTER_KEY must be the base64 of 32 bytes")?,
-        ),
-        Err(_) => match key_file.as_ref().filter(|f| f.exists()) {
-            Some(file) => Some(sluice_store::MasterKey::from_base64(
-                std::fs::read_to_string(file)
-                    .with_context(|| format!("cannot read {}", file.display()))?
-                    .trim(),
-            )?),
-            None => None,
-        },
-    };
-    match master {
-        Some(master) => match sluice_store::Store::open(to.clone(), master, &[]).await {
+    match &master {
+        // Opening a store of an older format migrates it: left to the
+        // copy's first server, which checks the key then.
+        Some(_) if !report.current_format => writeln!(
+            out,
+            "The copy is of an older store format: its first server start migrates it, and checks the master key then."
+        )?,
+        Some((key, _)) => match sluice_store::Store::open(to.clone(), key.clone(), &[]).await {
             Ok(_) => writeln!(out, "The copy opens with the source's master key.")?,
-            Err(e) => writeln!(
-                err,
-                "warning: the copy does not open with the master key given ({e}): start its server with the key that sealed {from_name}"
-            )?,
+            Err(e) => {
+                writeln!(
+                    err,
+                    "error: the copy does not open with the master key given ({e}): start its server with the key that sealed {from_name}"
+                )?;
+                status = 1;
+            }
         },
         None => writeln!(
             out,
             "Start the copy's server with the master key of {from_name} (SLUICE_MASTER_KEY)."
         )?,
     }
-    if let (Some(file), Some(dir)) = (key_file.filter(|f| f.exists()), &to_dir) {
-        let target = dir.join("master.key");
-        if !target.exists() {
-            use std::os::unix::fs::PermissionsExt as _;
-            std::fs::copy(&file, &target).with_context(|| {
-                format!("cannot copy {} to {}", file.display(), target.display())
-            })?;
-            std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o600))?;
+    match (&master, &to_dir) {
+        (Some((_, Some(file))), Some(dir)) if !dir.join("master.key").exists() => {
+            use std::io::Write as _;
+            use std::os::unix::fs::OpenOptionsExt as _;
+            let target = dir.join("master.key");
+            let text =
+                std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&target)
+                .with_context(|| format!("cannot create {}", target.display()))?;
+            f.write_all(&text)?;
+            f.sync_all()?;
             writeln!(out, "{} now holds the master key file too.", dir.display())?;
         }
-    } else if let (None, Some(file)) = (&to_dir, from_dir.as_ref().map(|d| d.join("master.key")))
-        && std::env::var("SLUICE_MASTER_KEY").is_err()
-        && file.exists()
-    {
-        writeln!(
+        (Some((_, Some(file))), None) => writeln!(
             out,
             "Its server needs the master key of {from_name}: give it as SLUICE_MASTER_KEY (what {} holds), or put that file in the server's data directory.",
             file.display()
-        )?;
+        )?,
+        _ => {}
     }
-    Ok(0)
+    Ok(status)
 }
 
 /// The least `--script-memory`: below it no script could start.

@@ -195,6 +195,12 @@ impl StoreKind {
         ))
     }
 
+    /// Whether the schema `url` names holds a PostgreSQL store, reading
+    /// only: an error saying so when it holds none (nothing is created).
+    pub fn check_postgres(url: &str) -> Result<(), sluice_store::BackendError> {
+        sluice_store_postgres::PostgresBackend::open_reading(url).map(drop)
+    }
+
     /// Opens this kind's database. A data directory that holds another
     /// kind's database is refused: starting on an empty store beside a
     /// full one would look like data loss.

@@ -515,7 +515,10 @@ async fn connect_writer(
                 let holder = (row.try_get::<_, i32>(0), row.try_get::<_, i64>(1));
                 match holder {
                     (Ok(pid), Ok(started)) => !own.contains(&Session { pid, started }),
-                    _ => false,
+                    // A session whose start this role may not see (another
+                    // role's, without `pg_read_all_stats`) is not ours:
+                    // ours are this role's.
+                    _ => true,
                 }
             });
             if other {

@@ -8,13 +8,14 @@
 //! environments without a marker, which `Store::open` refuses (never
 //! taking it for a new store), and copying again needs an empty store.
 
-use crate::store::FORMAT_KEY;
+use crate::store::{FORMAT, FORMAT_1, FORMAT_2, FORMAT_3, FORMAT_KEY};
 use crate::{Backend, Op, StoreError, Table};
 
-/// At most this many bytes of keys and values go in one write.
+/// At most this many bytes of keys and values go in one write, and about
+/// as many are read per scan.
 const BATCH_BYTES: usize = 32 << 20;
-/// Entries read per scan (blobs, each up to a component's size, one at a
-/// time).
+/// The most entries read per scan (fewer once large ones are seen: a scan
+/// reads about [`BATCH_BYTES`]).
 const SCAN_ENTRIES: usize = 1_000;
 
 /// What [`copy_store`] copied: per table, rows and bytes of keys and
@@ -22,6 +23,9 @@ const SCAN_ENTRIES: usize = 1_000;
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct CopyReport {
     pub tables: Vec<(Table, u64, u64)>,
+    /// Whether the store is of this build's format; an older one is
+    /// migrated by the first server that opens the copy.
+    pub current_format: bool,
 }
 
 impl CopyReport {
@@ -36,6 +40,24 @@ impl CopyReport {
     }
 }
 
+/// The format marker of the store `from` holds, when it is one this build
+/// copies whole: this format or an older one it migrates (a newer store
+/// may have tables this build does not know, and would lose them).
+pub async fn check_source(from: &dyn Backend) -> Result<Vec<u8>, StoreError> {
+    let Some(format) = from.get(Table::Meta, FORMAT_KEY).await? else {
+        return Err(StoreError::Invalid(
+            "the source holds no sluice store (it has no format marker)".into(),
+        ));
+    };
+    if ![FORMAT, FORMAT_3, FORMAT_2, FORMAT_1].contains(&format.as_slice()) {
+        return Err(StoreError::Invalid(format!(
+            "the source is a store of format {:?}, which this sluice does not know (a newer one wrote it): copy it with that version",
+            String::from_utf8_lossy(&format)
+        )));
+    }
+    Ok(format)
+}
+
 /// Copies every row of `from` into `to`, which must be empty; `from`
 /// must hold a store (its format marker) and must not change meanwhile
 /// (open it exclusively: no server on it). `progress` is told each table
@@ -47,11 +69,7 @@ pub async fn copy_store(
     to: &dyn Backend,
     mut progress: impl FnMut(Table, u64),
 ) -> Result<CopyReport, StoreError> {
-    let Some(format) = from.get(Table::Meta, FORMAT_KEY).await? else {
-        return Err(StoreError::Invalid(
-            "the source holds no sluice store (it has no format marker)".into(),
-        ));
-    };
+    let format = check_source(from).await?;
     for table in Table::ALL {
         if !to.scan(table, &[], None, 1, false).await?.is_empty() {
             return Err(StoreError::Invalid(format!(
@@ -62,21 +80,27 @@ pub async fn copy_store(
     }
     let order = std::iter::once(Table::Environments)
         .chain(Table::ALL.into_iter().filter(|t| *t != Table::Environments));
-    let mut report = CopyReport::default();
+    let mut report = CopyReport {
+        current_format: format == FORMAT,
+        ..CopyReport::default()
+    };
     for table in order {
         let (mut rows, mut bytes) = (0u64, 0u64);
         let mut after: Option<Vec<u8>> = None;
         let mut ops = Vec::new();
         let mut held = 0usize;
-        let limit = if table == Table::Blobs {
-            1
-        } else {
-            SCAN_ENTRIES
-        };
+        // One entry first; then as many as make about BATCH_BYTES at the
+        // largest size seen.
+        let (mut limit, mut largest) = (1usize, 0usize);
         loop {
             let entries = from
                 .scan(table, &[], after.as_deref(), limit, false)
                 .await?;
+            largest = entries
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .fold(largest, usize::max);
+            limit = (BATCH_BYTES / largest.max(1)).clamp(1, SCAN_ENTRIES);
             let Some((last, _)) = entries.last() else {
                 break;
             };

@@ -25,20 +25,20 @@ pub const SECRET_KEY: &str = "secret-key";
 /// The layout this code reads and writes. A store with another marker is
 /// refused rather than misread, except [`FORMAT_1`], [`FORMAT_2`] and
 /// [`FORMAT_3`], which are migrated.
-const FORMAT: &[u8] = b"sluice-store 4";
+pub(crate) const FORMAT: &[u8] = b"sluice-store 4";
 /// The layout before a connection could have its own webhook URL: its rows
 /// read as they are, so opening such a store only moves the marker on, and
 /// a build that would drop the URL when it rewrites a connection refuses
 /// the store instead (its webhooks would go elsewhere without a word).
-const FORMAT_3: &[u8] = b"sluice-store 3";
+pub(crate) const FORMAT_3: &[u8] = b"sluice-store 3";
 /// The layout before a record's header could mark it pruned
 /// ([`crate::rows`]): its rows read as they are, so opening such a store
 /// only moves the marker on, and a build that cannot read a pruned row
 /// refuses the store instead of failing on the row.
-const FORMAT_2: &[u8] = b"sluice-store 2";
+pub(crate) const FORMAT_2: &[u8] = b"sluice-store 2";
 /// The layout before records moved into their paging entries
 /// ([`crate::rows`]); opening such a store migrates it.
-const FORMAT_1: &[u8] = b"sluice-store 1";
+pub(crate) const FORMAT_1: &[u8] = b"sluice-store 1";
 
 /// An environment's row: what is needed to authenticate it and to open its
 /// secrets. The secret key itself is not stored, only its SHA-256 (keys are

@@ -3120,6 +3120,22 @@ pub async fn a_store_is_copied_whole(b: &Reopen) {
         .unwrap_err()
         .to_string();
     assert!(err.contains("holds no sluice store"), "{err}");
+    // A store a newer sluice wrote may hold tables this one would drop.
+    let newer = MemoryBackend::new();
+    newer
+        .apply(vec![Op::Put {
+            table: Table::Meta,
+            key: b"format".to_vec(),
+            value: b"sluice-store 99".to_vec(),
+        }])
+        .await
+        .unwrap();
+    let fresh_back = MemoryBackend::new();
+    let err = crate::copy_store(&newer, &fresh_back, |_, _| {})
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("which this sluice does not know"), "{err}");
 
     // Cut short after the environments: refused, not taken for new.
     let cut = MemoryBackend::new();
