@@ -74,9 +74,21 @@ async fn wait(
         Err(e) => return Err(ServerError::Open(e)),
     }
     // The lock is asked for all along, also while deployments compile.
+    // Once it is had, a compile under way is finished first (the start
+    // then finds it cached, rather than compiling it again beside it).
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let ready = keep_ready(config, url, master, runtime, stopped);
+    tokio::pin!(ready);
     tokio::select! {
-        taken = take(config, url) => taken,
-        failed = keep_ready(config, url, master, runtime) => Err(failed),
+        taken = take(config, url) => {
+            let _ = stop.send(true);
+            let _ = ready.await;
+            taken
+        }
+        failed = &mut ready => match failed {
+            Some(e) => Err(e),
+            None => std::future::pending().await,
+        },
     }
 }
 
@@ -120,21 +132,33 @@ async fn take(config: &ServerConfig, url: &str) -> Result<Arc<dyn Backend>, Serv
 }
 
 /// Checks the master key and compiles the deployments, again every
-/// [`ATTEMPT`]; returns only the error that ends the standby (a master key
-/// that does not open the store).
+/// [`ATTEMPT`], until `stop` says so (then `None`, once the compile under
+/// way has finished); returns the error that ends the standby (a master
+/// key that does not open the store).
 async fn keep_ready(
     config: &ServerConfig,
     url: &str,
     master: &MasterKey,
     runtime: &Runtime,
-) -> ServerError {
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Option<ServerError> {
     let mut compiled: HashSet<(String, u64)> = HashSet::new();
     let mut reading: Option<Store> = None;
     let mut last_said = String::new();
     loop {
-        match prepare(config, url, master, runtime, &mut reading, &mut compiled).await {
+        match prepare(
+            config,
+            url,
+            master,
+            runtime,
+            &mut reading,
+            &mut compiled,
+            &stop,
+        )
+        .await
+        {
             Ok(()) => {}
-            Err(e @ StoreError::WrongMasterKey { .. }) => return e.into(),
+            Err(e @ StoreError::WrongMasterKey { .. }) => return Some(e.into()),
             Err(e) => {
                 // Opened again next time.
                 reading = None;
@@ -145,7 +169,13 @@ async fn keep_ready(
                 }
             }
         }
-        tokio::time::sleep(ATTEMPT).await;
+        if *stop.borrow() {
+            return None;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(ATTEMPT) => {}
+            _ = stop.changed() => return None,
+        }
     }
 }
 
@@ -159,6 +189,7 @@ async fn prepare(
     runtime: &Runtime,
     reading: &mut Option<Store>,
     compiled: &mut HashSet<(String, u64)>,
+    stop: &tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), StoreError> {
     if reading.is_none() {
         let backend = {
@@ -173,6 +204,9 @@ async fn prepare(
         return Ok(());
     };
     for env in store.environments() {
+        if *stop.borrow() {
+            return Ok(());
+        }
         let Some(version) = env.doc::<u64>(ACTIVE, "version").await? else {
             continue;
         };
