@@ -82,8 +82,9 @@ struct CopyStoreArgs {
     /// string (`postgres://user:password@host:5432/dbname`).
     #[arg(long)]
     from: String,
-    /// The new store, empty, in the same forms. A new data directory gets
-    /// the source data directory's master key file, when it has one.
+    /// The new store, empty, in the same forms. Unless SLUICE_MASTER_KEY
+    /// is set, a new data directory gets the source data directory's
+    /// master key file, when it has one.
     #[arg(long)]
     to: String,
 }
@@ -153,14 +154,15 @@ struct ServeArgs {
     /// The PostgreSQL connection string for `--store postgres`
     /// (`postgres://user:password@host:5432/dbname`; the tables go in the
     /// first schema of its search_path). One server per store: a second
-    /// one on the same schema is refused.
+    /// one on the same schema is refused, unless it is a --standby.
     #[arg(long, env = "SLUICE_DATABASE_URL", hide_env_values = true)]
     database_url: Option<String>,
     /// Start as a standby of the server that holds the PostgreSQL store:
     /// answer 503 (`standby`), check that this server's master key opens
     /// the store and compile its deployments, and take over as soon as
-    /// that server stops or is cut off. A server whose store another one
-    /// took over stops (exit status 3).
+    /// that server's database session ends (it stopped or died; one cut
+    /// off, once the database drops it, in about a minute). A server whose
+    /// store another one took over stops (exit status 3).
     #[arg(long)]
     standby: bool,
     /// Where to listen: an address and port, or a host name and port

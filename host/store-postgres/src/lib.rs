@@ -110,11 +110,11 @@ const LOCK_SEED: i64 = 0x736c_6365;
 /// SQL that ends the database session of the server holding the store in
 /// the connection's schema (the first of its `search_path`), as the
 /// database does by itself when it stops hearing from that server: the
-/// store's lock goes with the session, and whoever asks first gets it —
-/// the server itself, reconnecting at once, when it can still reach the
-/// database; a waiting standby when it cannot (then the server, finding
-/// the lock taken when it reconnects, stops). For tests of that; to hand a
-/// store over on purpose, stop its server.
+/// store's lock goes with the session, and whoever asks first gets it: a
+/// server that can still reach the database reconnects at once and races
+/// a waiting standby for it (either may win); one that cannot leaves it to
+/// the standby, and stops once it reconnects and finds the lock taken. For
+/// tests of that; to hand a store over on purpose, stop its server.
 pub const END_HOLDER_SQL: &str = "SELECT pg_terminate_backend(l.pid) FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) AND ((l.classid::bigint << 32) | l.objid::bigint) = hashtextextended(current_schema(), 1936483173)";
 
 /// The PostgreSQL table of a store table.

@@ -11,8 +11,8 @@
 use crate::store::{FORMAT, FORMAT_1, FORMAT_2, FORMAT_3, FORMAT_KEY};
 use crate::{Backend, Op, StoreError, Table};
 
-/// At most this many bytes of keys and values go in one write, and about
-/// as many are read per scan.
+/// About this many bytes of keys and values go in one write (a write is
+/// sent once this much is held), and about as many are read per scan.
 const BATCH_BYTES: usize = 32 << 20;
 /// The most entries read per scan (fewer once large ones are seen: a scan
 /// reads about [`BATCH_BYTES`]).
