@@ -1548,8 +1548,7 @@ async fn run_serve(
     if args.standby {
         writeln!(
             out,
-            "Standby: listening on {} with 503 `standby` until the store is free, then taking over",
-            args.listen
+            "Standby: answering 503 `standby` until the store is free, then taking over"
         )?;
     }
     out.flush()?;
