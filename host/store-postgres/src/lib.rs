@@ -98,8 +98,9 @@ const LOCK_WAIT: Duration = Duration::from_secs(10);
 /// An idle writing connection is checked this often, so a lost session
 /// (and with it the store's lock) is noticed while nothing is written.
 const PING_EVERY: Duration = Duration::from_secs(5);
-/// A check the server has not answered in this long counts as a broken
-/// connection.
+/// A check the server has not answered in this long is given up; the
+/// connection is kept unless it has closed (a stalled database keeps the
+/// lock; a dead connection is ended by its keepalives and user timeout).
 const PING_WITHIN: Duration = Duration::from_secs(10);
 /// How long a drop waits for the writer to finish what it was given.
 const DRAIN_WAIT: Duration = Duration::from_secs(60);
