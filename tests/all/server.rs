@@ -3383,6 +3383,68 @@ async fn slow_or_oversized_clients_do_not_hold_the_server() {
     server.stop().await;
 }
 
+/// Past `max_connections` a new connection waits, unanswered, until an
+/// open one closes (clients cannot take the descriptors scripts' requests
+/// and the store need); the operator is told.
+#[tokio::test]
+async fn connections_past_the_bound_wait_until_one_closes() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let data = tempfile::tempdir().unwrap();
+    let mut config = ServerConfig::new(data.path(), "127.0.0.1:0".parse().unwrap());
+    config.max_connections = 2;
+    let told = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let lines = told.clone();
+    config.events =
+        sluice_server::EventLog::new(move |line| lines.lock().unwrap().push(line.to_string()));
+    let server = start_with(config, &MasterKey::generate(), "").await;
+    let addr = server.addr;
+    const HEALTH: &[u8] = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n";
+    // Reads one answer's head (the health answer is small).
+    async fn head(tcp: &mut tokio::net::TcpStream, within: std::time::Duration) -> Option<String> {
+        let mut out = vec![0u8; 4096];
+        match tokio::time::timeout(within, tcp.read(&mut out)).await {
+            Ok(Ok(n)) if n > 0 => Some(String::from_utf8_lossy(&out[..n]).into_owned()),
+            Ok(_) => Some(String::new()),
+            Err(_) => None,
+        }
+    }
+    let long = std::time::Duration::from_secs(10);
+    // Two clients, each answered once and kept open (keep-alive).
+    let mut first = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut second = tokio::net::TcpStream::connect(addr).await.unwrap();
+    for tcp in [&mut first, &mut second] {
+        tcp.write_all(HEALTH).await.unwrap();
+        let answer = head(tcp, long).await.expect("an open slot answers");
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    }
+    // A third waits: connected (the listen queue), not answered.
+    let mut third = tokio::net::TcpStream::connect(addr).await.unwrap();
+    third.write_all(HEALTH).await.unwrap();
+    assert_eq!(
+        head(&mut third, std::time::Duration::from_secs(1)).await,
+        None,
+        "a connection past the bound was answered"
+    );
+    // The ones open still are.
+    second.write_all(HEALTH).await.unwrap();
+    let answer = head(&mut second, long).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    // One closes: the third is answered.
+    drop(first);
+    let answer = head(&mut third, long)
+        .await
+        .expect("the waiting connection was not taken when one closed");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let told = told.lock().unwrap().clone();
+    assert!(
+        told.iter()
+            .any(|l| l.contains("all 2 client connections are open")),
+        "{told:?}"
+    );
+    drop((second, third));
+    server.stop().await;
+}
+
 /// Creating a connection and deleting its integration at once: never both
 /// (a connection left without its integration was hidden from listings
 /// and came back, old credentials and all, with a new integration of that

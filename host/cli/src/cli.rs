@@ -223,6 +223,11 @@ struct ServeArgs {
     /// Scheduled sync runs at once, shared fairly between environments.
     #[arg(long, env = "SLUICE_SYNC_SLOTS", default_value_t = 16)]
     sync_slots: usize,
+    /// Client connections open at once; more wait until one closes.
+    /// Default: 10,000, or half the process's open-file limit when that is
+    /// lower (the rest is for scripts' requests, webhooks and the store).
+    #[arg(long, env = "SLUICE_MAX_CONNECTIONS", value_parser = clap::value_parser!(u64).range(1..))]
+    max_connections: Option<u64>,
     /// Deployment versions kept per environment for rollback (the active
     /// one always); older ones, and the uploaded components no kept
     /// deployment uses, are deleted at the next deploy or start.
@@ -1496,6 +1501,26 @@ async fn run_serve(
         }
         config.env_limits = limits;
     }
+    // Connections, scripts' requests, webhooks and the store all take
+    // file descriptors: use all the process may have.
+    let open_files = raise_open_files_limit();
+    config.max_connections = match args.max_connections {
+        Some(n) => {
+            if open_files.is_some_and(|limit| n >= limit) {
+                writeln!(
+                    out,
+                    "note: --max-connections {n} is not below the open-file limit ({}): the server may run out of file descriptors for scripts' requests and the store first",
+                    open_files.unwrap_or_default()
+                )?;
+            }
+            usize::try_from(n).unwrap_or(usize::MAX)
+        }
+        None => open_files.map_or(10_000, |limit| {
+            usize::try_from(limit / 2)
+                .unwrap_or(usize::MAX)
+                .clamp(16, 10_000)
+        }),
+    };
     config.schedule_time_scale = args.schedule_time_scale.max(1);
     config.sync_slots = args.sync_slots.max(1);
     config.keep_deployments = usize::try_from(args.keep_deploys).unwrap_or(usize::MAX);
@@ -1590,6 +1615,31 @@ async fn hangup(hup: &mut Option<tokio::signal::unix::Signal>) {
         }
         None => std::future::pending::<()>().await,
     }
+}
+
+/// Raises the process's soft limit of open files to its hard limit and
+/// returns the soft limit then in force (`None` when it cannot be read or
+/// is unlimited).
+fn raise_open_files_limit() -> Option<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a valid rlimit for the call to fill.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return None;
+    }
+    if limit.rlim_cur < limit.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: limit.rlim_max,
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: a valid rlimit, read above; a refusal keeps the old one.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            limit = raised;
+        }
+    }
+    (limit.rlim_cur != libc::RLIM_INFINITY).then_some(limit.rlim_cur)
 }
 
 /// Whether SIGHUP is ignored in this process (`nohup`).

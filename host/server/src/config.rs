@@ -77,6 +77,11 @@ pub struct ServerConfig {
     pub header_timeout: Duration,
     /// The longest pause while a request's body arrives.
     pub body_idle_timeout: Duration,
+    /// Client connections open at once; past it the server accepts no
+    /// more until one closes (they wait in the listen queue), so clients
+    /// cannot use up the file descriptors that scripts' requests, the
+    /// webhooks and the store need.
+    pub max_connections: usize,
     /// How long a request's whole body may take to arrive, from the end
     /// of its headers, plus a second per 64 KiB its `Content-Length`
     /// declares: a client sending a byte just inside `body_idle_timeout`
@@ -272,6 +277,7 @@ impl ServerConfig {
             max_component_bytes: 256 << 20,
             header_timeout: Duration::from_secs(30),
             body_idle_timeout: Duration::from_secs(30),
+            max_connections: 10_000,
             body_timeout: Duration::from_secs(300),
             cache_max_bytes: sluice_runtime::DEFAULT_CACHE_MAX_BYTES,
             keep_deployments: 20,

@@ -103,6 +103,7 @@ async fn serve(
     listener: tokio::net::TcpListener,
     router: axum::Router,
     timeouts: (std::time::Duration, std::time::Duration),
+    slots: ConnectionSlots,
     mut stop: tokio::sync::oneshot::Receiver<()>,
 ) {
     let (header_timeout, body_idle_timeout) = timeouts;
@@ -116,6 +117,10 @@ async fn serve(
         tower_http::timeout::RequestBodyTimeout::new(router, body_idle_timeout),
     );
     loop {
+        let slot = tokio::select! {
+            slot = slots.take() => slot,
+            _ = &mut stop => break,
+        };
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             _ = &mut stop => break,
@@ -153,6 +158,7 @@ async fn serve(
                     let _ = connection.await;
                 }
             }
+            drop(slot);
             drop(open);
         });
     }
@@ -160,6 +166,57 @@ async fn serve(
     let _ = closing.send(true);
     drop(open);
     let _ = all_closed.recv().await;
+}
+
+/// Bounds the client connections open at once
+/// ([`ServerConfig::max_connections`]): a connection is accepted only with
+/// a slot, held until it closes, so past the bound new connections wait
+/// in the listen queue.
+#[derive(Clone)]
+pub(crate) struct ConnectionSlots {
+    slots: Arc<tokio::sync::Semaphore>,
+    max: usize,
+    events: EventLog,
+    /// When the operator was last told that every slot was taken.
+    told: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
+}
+
+impl ConnectionSlots {
+    pub(crate) fn new(max: usize, events: EventLog) -> Self {
+        let max = max.clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
+        Self {
+            slots: Arc::new(tokio::sync::Semaphore::new(max)),
+            max,
+            events,
+            told: Arc::default(),
+        }
+    }
+
+    /// A free slot, waited for when every one is taken (the operator is
+    /// told so, at most once a minute).
+    pub(crate) async fn take(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        if let Ok(slot) = self.slots.clone().try_acquire_owned() {
+            return Some(slot);
+        }
+        let now = std::time::Instant::now();
+        let tell = {
+            let mut told = self.told.lock().unwrap_or_else(|e| e.into_inner());
+            let tell =
+                told.is_none_or(|at| now.duration_since(at) >= std::time::Duration::from_secs(60));
+            if tell {
+                *told = Some(now);
+            }
+            tell
+        };
+        if tell {
+            self.events.say(&format!(
+                "connections: all {} client connections are open; new ones wait until one closes (--max-connections)",
+                self.max
+            ));
+        }
+        // The semaphore is never closed.
+        self.slots.clone().acquire_owned().await.ok()
+    }
 }
 
 /// How much of a shared pool (execution permits, sync slots) one
@@ -335,7 +392,8 @@ impl Server {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let router = api::router(app.clone());
         let timeouts = (config.header_timeout, config.body_idle_timeout);
-        let task = tokio::spawn(serve(listener, router, timeouts, rx));
+        let slots = ConnectionSlots::new(config.max_connections, config.events.clone());
+        let task = tokio::spawn(serve(listener, router, timeouts, slots, rx));
         Ok((
             Server {
                 addr,

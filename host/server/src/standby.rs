@@ -51,7 +51,7 @@ pub(crate) async fn take_store(
         .unwrap_or_else(|_| config.listen.to_string());
     tokio::select! {
         taken = wait(config, url, master, runtime, &at) => taken,
-        never = answer_standby(listener) => match never {},
+        never = answer_standby(listener, crate::ConnectionSlots::new(config.max_connections, config.events.clone())) => match never {},
     }
 }
 
@@ -252,13 +252,18 @@ async fn prepare(
 
 /// Answers every connection on `listener` with 503 `standby`, closing it
 /// after the one response.
-async fn answer_standby(listener: &tokio::net::TcpListener) -> std::convert::Infallible {
+async fn answer_standby(
+    listener: &tokio::net::TcpListener,
+    slots: crate::ConnectionSlots,
+) -> std::convert::Infallible {
     loop {
+        let slot = slots.take().await;
         let Ok((tcp, _)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
         tokio::spawn(async move {
+            let _slot = slot;
             let service = hyper::service::service_fn(|_request| async {
                 let body = serde_json::json!({"error": {
                     "code": "standby",
