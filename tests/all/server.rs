@@ -3860,6 +3860,125 @@ async fn an_environment_whose_scripts_hang_leaves_the_other_its_share() {
     server.stop().await;
 }
 
+/// An environment's async actions waiting or running are bounded, in
+/// number and in the bytes of their inputs: past either, 429
+/// `too_many_request` naming the bound, nothing queued; another
+/// environment is not held up, and a place frees when an action ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn async_actions_waiting_are_bounded_per_environment() {
+    let mock = MockServer::start(std::sync::Arc::new(|req: &sluice_tests::MockRequest| {
+        let answer = sluice_tests::MockResponse::json(200, &json!({"path": req.path}));
+        match req.path.as_str() {
+            "/slow" => answer.delayed(std::time::Duration::from_secs(60)),
+            "/wait" => answer.delayed(std::time::Duration::from_secs(6)),
+            _ => answer,
+        }
+    }))
+    .await
+    .unwrap();
+    let providers = format!(
+        "mock:\n  auth_mode: API_KEY\n  proxy:\n    base_url: {}\n",
+        mock.url()
+    );
+    let data = tempfile::tempdir().unwrap();
+    let mut config = ServerConfig::new(data.path(), "127.0.0.1:0".parse().unwrap());
+    config.max_async_actions = 3;
+    config.max_async_action_bytes = 2048;
+    let server = start_with(config, &MasterKey::generate(), &providers).await;
+    let yaml =
+        "integrations:\n  mock-int:\n    actions:\n      proxy:\n        endpoint: POST /proxy\n";
+    let mut clients = Vec::new();
+    for key in [DEV_KEY, PROD_KEY] {
+        let c = Client::new(&server, key);
+        deploy_scripts(
+            &c,
+            yaml,
+            "mock-int",
+            &[(guests::ACTION_PROXY, "proxy", ScriptKind::Action)],
+        )
+        .await;
+        c.integration_and_connection(
+            "mock-int",
+            "mock",
+            json!({"connection_id": "c1", "api_key": "k"}),
+        )
+        .await;
+        clients.push(c);
+    }
+    let (dev, prod) = (&clients[0], &clients[1]);
+    let c1 = ("mock-int", "c1");
+    let queue = |c: &'static str, input: Value| {
+        let client = if c == "dev" { dev } else { prod };
+        async move {
+            let resp = client
+                .http
+                .post(format!("{}/action/trigger", client.base))
+                .bearer_auth(&client.key)
+                .header("connection-id", "c1")
+                .header("provider-config-key", "mock-int")
+                .header("x-async", "true")
+                .header("content-type", "application/json")
+                .body(json!({"action_name": "proxy", "input": input}).to_string())
+                .send()
+                .await
+                .unwrap();
+            let status = resp.status().as_u16();
+            let location = resp
+                .headers()
+                .get("location")
+                .map(|l| l.to_str().unwrap().to_string());
+            let body: Value = serde_json::from_str(&resp.text().await.unwrap()).unwrap();
+            (status, location, body)
+        }
+    };
+    // Dev fills its three places: two hang, one ends in a few seconds.
+    for endpoint in ["/slow", "/slow", "/wait"] {
+        let (status, _, body) = queue("dev", json!({"endpoint": endpoint})).await;
+        assert_eq!(status, 202, "{body}");
+    }
+    let (status, _, refused) = queue("dev", json!({"endpoint": "/fast"})).await;
+    assert_eq!(status, 429, "{refused}");
+    assert_eq!(refused["error"]["code"], "too_many_request", "{refused}");
+    assert_eq!(refused["error"]["payload"]["waiting"], 3, "{refused}");
+    let message = refused["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("environment `dev` has 3 async actions"),
+        "{message}"
+    );
+    // Prod is not held up by dev's queue...
+    let (status, location, body) = queue("prod", json!({"endpoint": "/fast"})).await;
+    assert_eq!(status, 202, "{body}");
+    let (_, done) = prod.poll_async(c1, &location.unwrap(), |s| s == 200).await;
+    assert_eq!(done["data"]["path"], "/fast", "{done}");
+    // ...and has its own bound on the bytes of inputs.
+    let big = json!({"endpoint": "/fast", "pad": "x".repeat(3000)});
+    let (status, _, refused) = queue("prod", big).await;
+    assert_eq!(status, 429, "{refused}");
+    assert_eq!(
+        refused["error"]["payload"]["max_waiting_bytes"], 2048,
+        "{refused}"
+    );
+    // Once dev's short action has ended, dev may queue one more.
+    let t = std::time::Instant::now();
+    loop {
+        let (status, _, body) = queue("dev", json!({"endpoint": "/fast"})).await;
+        if status == 202 {
+            break;
+        }
+        assert_eq!(status, 429, "{body}");
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(30),
+            "no place freed when dev's action ended"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert!(
+        mock.requests().iter().any(|r| r.path == "/wait"),
+        "the short action never ran"
+    );
+    server.stop().await;
+}
+
 /// `getConnection`'s options in a script: `forceRefresh` refreshes a token
 /// that has not expired (once per call, as the API's `force_refresh`), and
 /// the refresh token is shown only with `refreshToken`.

@@ -228,6 +228,15 @@ struct ServeArgs {
     /// lower (the rest is for scripts' requests, webhooks and the store).
     #[arg(long, env = "SLUICE_MAX_CONNECTIONS", value_parser = clap::value_parser!(u64).range(1..))]
     max_connections: Option<u64>,
+    /// Async actions one environment may have waiting or running; past it
+    /// `X-Async` triggers answer 429 `too_many_request`.
+    #[arg(long, env = "SLUICE_MAX_ASYNC_ACTIONS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    max_async_actions: u64,
+    /// Bytes of input those actions may hold (each is kept in memory until
+    /// it ends), e.g. 256M; likewise.
+    #[arg(long, env = "SLUICE_MAX_ASYNC_ACTION_BYTES", default_value = "256M", value_parser = parse_size)]
+    max_async_action_bytes: u64,
     /// Deployment versions kept per environment for rollback (the active
     /// one always); older ones, and the uploaded components no kept
     /// deployment uses, are deleted at the next deploy or start.
@@ -1521,6 +1530,9 @@ async fn run_serve(
                 .clamp(16, 10_000)
         }),
     };
+    config.max_async_actions = usize::try_from(args.max_async_actions).unwrap_or(usize::MAX);
+    config.max_async_action_bytes =
+        usize::try_from(args.max_async_action_bytes).unwrap_or(usize::MAX);
     config.schedule_time_scale = args.schedule_time_scale.max(1);
     config.sync_slots = args.sync_slots.max(1);
     config.keep_deployments = usize::try_from(args.keep_deploys).unwrap_or(usize::MAX);

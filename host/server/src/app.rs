@@ -80,6 +80,67 @@ pub struct EnvState {
     /// The locks its scripts take (`nango.tryAcquireLock`), one table for
     /// every execution of the environment.
     locks: Arc<sluice_runtime::locks::Locks>,
+    /// Its async actions accepted and not yet ended.
+    pub async_actions: Arc<AsyncQueue>,
+}
+
+/// An environment's async actions accepted and not yet ended, and the
+/// bytes of their inputs (each is held in memory until it ends): bounded
+/// by `ServerConfig::max_async_actions` and `max_async_action_bytes`, so
+/// one tenant's flood of actions cannot take the server's memory.
+#[derive(Default)]
+pub struct AsyncQueue {
+    /// (actions, bytes).
+    waiting: std::sync::Mutex<(usize, usize)>,
+}
+
+/// One action's place in its [`AsyncQueue`], given back when dropped.
+pub struct AsyncTicket {
+    queue: Arc<AsyncQueue>,
+    bytes: usize,
+}
+
+impl AsyncQueue {
+    /// A place for an action whose input takes `bytes`, unless the queue
+    /// holds `max_actions` actions already or `bytes` more would take it
+    /// past `max_bytes`: then what it holds, as (actions, bytes).
+    pub fn admit(
+        self: &Arc<Self>,
+        bytes: usize,
+        max_actions: usize,
+        max_bytes: usize,
+    ) -> Result<AsyncTicket, (usize, usize)> {
+        let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+        let (actions, held) = *waiting;
+        if actions >= max_actions || held.saturating_add(bytes) > max_bytes {
+            return Err((actions, held));
+        }
+        *waiting = (actions + 1, held + bytes);
+        Ok(AsyncTicket {
+            queue: self.clone(),
+            bytes,
+        })
+    }
+
+    /// A place whatever the queue holds (an action accepted before a
+    /// restart is taken up again in any case).
+    pub fn hold(self: &Arc<Self>, bytes: usize) -> AsyncTicket {
+        let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+        waiting.0 += 1;
+        waiting.1 = waiting.1.saturating_add(bytes);
+        AsyncTicket {
+            queue: self.clone(),
+            bytes,
+        }
+    }
+}
+
+impl Drop for AsyncTicket {
+    fn drop(&mut self) {
+        let mut waiting = self.queue.waiting.lock().unwrap_or_else(|e| e.into_inner());
+        waiting.0 = waiting.0.saturating_sub(1);
+        waiting.1 = waiting.1.saturating_sub(self.bytes);
+    }
 }
 
 impl EnvState {
@@ -281,6 +342,7 @@ impl App {
                     config.max_concurrent_executions.max(1),
                 )),
                 locks: Arc::default(),
+                async_actions: Arc::default(),
             };
             envs.insert(store_env.id(), Arc::new(state));
         }

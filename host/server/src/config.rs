@@ -123,6 +123,12 @@ pub struct ServerConfig {
     /// Wait before an async action's first retry (`X-Max-Retries`); each
     /// later one doubles, up to five minutes.
     pub action_retry_base: Duration,
+    /// Async actions an environment may have accepted and not yet ended;
+    /// past it `POST /action/trigger` with `X-Async` answers 429.
+    pub max_async_actions: usize,
+    /// Bytes of input those actions may hold (each is kept in memory until
+    /// it ends); likewise.
+    pub max_async_action_bytes: usize,
     /// A webhook still failing this long after it was made is given up on.
     pub webhook_give_up_after: Duration,
     /// Most bytes of log lines kept per execution (the rest are counted).
@@ -290,6 +296,8 @@ impl ServerConfig {
             schedule_time_scale: 1,
             webhook_retry_base: Duration::from_secs(3),
             action_retry_base: Duration::from_secs(1),
+            max_async_actions: 10_000,
+            max_async_action_bytes: 256 << 20,
             webhook_give_up_after: Duration::from_secs(25 * 3600),
             log_bytes_per_execution: 256 << 10,
             log_retention_age: Duration::from_secs(14 * 24 * 3600),

@@ -1116,7 +1116,14 @@ fn queued_before() -> bool {
 
 /// Runs an async action to its end, retrying failures up to its
 /// `max_retries`, saving each state change.
-pub async fn drive_async_action(app: Arc<App>, env: Arc<EnvState>, mut a: AsyncAction) {
+/// Its place in the environment's queue of async actions is `_ticket`'s,
+/// given back when it ends.
+pub async fn drive_async_action(
+    app: Arc<App>,
+    env: Arc<EnvState>,
+    mut a: AsyncAction,
+    _ticket: crate::app::AsyncTicket,
+) {
     let conn = ConnectionRef {
         provider_config_key: a.provider_config_key.clone(),
         connection_id: a.connection_id.clone(),
@@ -1239,12 +1246,22 @@ pub async fn resume_async_actions(app: &Arc<App>) -> Result<(), crate::ServerErr
                             continue;
                         }
                     }
-                    tokio::spawn(drive_async_action(app.clone(), env.clone(), a));
+                    let ticket = env.async_actions.hold(input_bytes(&a.input));
+                    tokio::spawn(drive_async_action(app.clone(), env.clone(), a, ticket));
                 }
             }
         }
     }
     Ok(())
+}
+
+/// What an async action's input counts for in its environment's queue:
+/// its length as JSON.
+pub fn input_bytes(input: &Option<Value>) -> usize {
+    input
+        .as_ref()
+        .and_then(|v| serde_json::to_vec(v).ok())
+        .map_or(0, |v| v.len())
 }
 
 /// Whether a `trackDeletesStart` of the model (full name `full`) is kept

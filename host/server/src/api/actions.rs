@@ -136,6 +136,34 @@ pub async fn run(
             ),
         ));
     }
+    // A place in the environment's queue, before anything is stored.
+    let bytes = runner::input_bytes(&input);
+    let ticket = env
+        .async_actions
+        .admit(
+            bytes,
+            app.config.max_async_actions,
+            app.config.max_async_action_bytes,
+        )
+        .map_err(|(actions, held)| {
+            let mut e = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_request",
+                format!(
+                    "environment `{}` has {actions} async actions waiting or running, holding {held} bytes of input (at most {} actions and {} bytes); this one ({bytes} bytes) was not queued: try again once some have ended",
+                    env.name(),
+                    app.config.max_async_actions,
+                    app.config.max_async_action_bytes,
+                ),
+            );
+            e.payload = Some(Box::new(json!({
+                "waiting": actions,
+                "waiting_bytes": held,
+                "max_waiting": app.config.max_async_actions,
+                "max_waiting_bytes": app.config.max_async_action_bytes,
+            })));
+            e
+        })?;
     let now = Utc::now();
     let a = AsyncAction {
         id: uuid::Uuid::new_v4().to_string(),
@@ -158,7 +186,12 @@ pub async fn run(
     env.store.put_doc(ASYNC_ACTIONS, &a.id, &a).await?;
     let status_url = format!("/action/{}", a.id);
     let id = a.id.clone();
-    tokio::spawn(runner::drive_async_action(app.clone(), env.clone(), a));
+    tokio::spawn(runner::drive_async_action(
+        app.clone(),
+        env.clone(),
+        a,
+        ticket,
+    ));
     Ok((
         StatusCode::ACCEPTED,
         [(header::LOCATION, status_url.clone())],
