@@ -781,6 +781,75 @@ async fn a_hanging_receiver_does_not_hold_up_the_other_url() {
     server.stop().await;
 }
 
+/// A receiver that hangs holds at most a quarter of its environment's
+/// sends (16): with more webhooks waiting for it than the environment may
+/// send at once, the other URL still gets each of its own at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_receiver_holds_at_most_its_share_of_the_sends() {
+    let fast = App::start().await;
+    let hung = Arc::new(Mutex::new(0usize));
+    let h = hung.clone();
+    let slow = MockServer::start(Arc::new(move |_req: &MockRequest| {
+        *h.lock().unwrap() += 1;
+        MockResponse::json(200, &json!({})).delayed(Duration::from_secs(60))
+    }))
+    .await
+    .unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let providers = "mock:\n  auth_mode: OAUTH2\n  proxy:\n    base_url: http://127.0.0.1:9\n";
+    let config = ServerConfig::new(data.path(), "127.0.0.1:0".parse().unwrap());
+    let server = start_with(config, &MasterKey::generate(), providers).await;
+    let c = Client::new(&server, DEV_KEY);
+    deploy_scripts(
+        &c,
+        "integrations:\n  m:\n    actions:\n      noop:\n        endpoint: POST /noop\n",
+        "m",
+        &[(guests::ACTION_NOOP, "noop", ScriptKind::Action)],
+    )
+    .await;
+    c.integration_and_connection(
+        "m",
+        "mock",
+        json!({"connection_id": "c1", "access_token": "t"}),
+    )
+    .await;
+    let (code, out) = c
+        .send(
+            "PUT",
+            "/sluice/webhook-settings",
+            Some(json!({"primary_url": format!("{}/hooks", slow.url()),
+                        "secondary_url": fast.url(),
+                        "on_async_action_completion": true})),
+        )
+        .await;
+    assert_eq!(code, 200, "{out}");
+    // 80 webhooks for each URL: more than the environment's 64 sends.
+    for _ in 0..80 {
+        c.trigger_async(("m", "c1"), "noop", json!(null), None)
+            .await;
+    }
+    fast.wait_for("all 80 webhooks", Duration::from_secs(30), |a| {
+        a.accepted().len() == 80
+    })
+    .await;
+    let t = Instant::now();
+    while *hung.lock().unwrap() < 16 {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the hanging receiver got {} of its webhooks",
+            *hung.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        *hung.lock().unwrap(),
+        16,
+        "the hanging receiver was sent more than its share at once"
+    );
+    server.stop().await;
+}
+
 /// `PATCH /connections/demo` of hubspot with `webhook_url_override`.
 async fn set_override(c: &Client, url: &str) -> (u16, Value) {
     c.send(

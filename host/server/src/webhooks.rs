@@ -292,16 +292,26 @@ pub fn check_url(url: &str) -> ApiResult<()> {
 
 /// Most deliveries of one environment sent at once.
 const IN_FLIGHT: usize = 64;
+/// Most of them sent at once to one URL: a receiver that hangs holds a
+/// quarter of the environment's sends, the other URLs the rest.
+const IN_FLIGHT_PER_URL: usize = IN_FLIGHT / 4;
+/// Most of an environment's outbox read in one pass for due deliveries
+/// whose URL has room (past it, what a hung receiver's deliveries hide
+/// waits for the next passes).
+const SCAN: usize = 1024;
+
+/// The deliveries being sent, by outbox key, with where each goes.
+type Flying = std::collections::HashMap<String, String>;
 
 /// The outbox worker and its timing.
 pub struct Webhooks {
     wake: Notify,
-    /// The deliveries being sent, by environment (their outbox keys): each
-    /// is sent on its own, at most [`IN_FLIGHT`] at once per environment, so
-    /// a receiver that hangs holds up only the deliveries sent to it — not
-    /// the other URL's, nor later ones, nor another environment's.
-    in_flight:
-        std::sync::Mutex<std::collections::HashMap<uuid::Uuid, std::collections::HashSet<String>>>,
+    /// The deliveries being sent, by environment: each is sent on its own,
+    /// at most [`IN_FLIGHT`] at once per environment and
+    /// [`IN_FLIGHT_PER_URL`] to one URL, so a receiver that hangs holds up
+    /// only the deliveries sent to it — not the other URLs', nor another
+    /// environment's.
+    in_flight: std::sync::Mutex<std::collections::HashMap<uuid::Uuid, Flying>>,
     /// First retry delay; each later one doubles, up to `max_delay`.
     base_delay: Duration,
     max_delay: Duration,
@@ -576,8 +586,8 @@ impl Webhooks {
     }
 
     /// Starts sending every due delivery not already in flight (up to
-    /// [`IN_FLIGHT`] per environment); returns when the next one is due. A
-    /// send that ends wakes the worker.
+    /// [`IN_FLIGHT`] per environment, [`IN_FLIGHT_PER_URL`] per URL);
+    /// returns when the next one is due. A send that ends wakes the worker.
     async fn deliver_due(
         self: &Arc<Self>,
         app: &Arc<App>,
@@ -591,42 +601,69 @@ impl Webhooks {
             if flying.len() >= IN_FLIGHT {
                 continue;
             }
-            let Ok(batch) = env
-                .store
-                .docs::<Delivery>(OUTBOX, "", None, IN_FLIGHT + flying.len(), false)
+            let mut per_url = std::collections::HashMap::<String, usize>::new();
+            for target in flying.values() {
+                *per_url.entry(target.clone()).or_default() += 1;
+            }
+            // The settings' URLs as they are now (a delivery to a slot
+            // goes to its URL then).
+            let slots = settings(&env)
                 .await
-            else {
-                continue;
-            };
+                .map(|s| [s.primary_url, s.secondary_url])
+                .unwrap_or_default();
             let mut room = IN_FLIGHT - flying.len();
-            for (key, d) in batch {
-                if d.next_at > now {
-                    earliest = Some(earliest.map_or(d.next_at, |e| e.min(d.next_at)));
+            let mut after: Option<String> = None;
+            let mut scanned = 0;
+            'pages: while room > 0 && scanned < SCAN {
+                let page = (IN_FLIGHT + flying.len()).min(SCAN - scanned);
+                let Ok(batch) = env
+                    .store
+                    .docs::<Delivery>(OUTBOX, "", after.as_deref(), page, false)
+                    .await
+                else {
+                    break;
+                };
+                let full = batch.len() == page;
+                scanned += batch.len();
+                for (key, d) in batch {
+                    after = Some(key.clone());
+                    if d.next_at > now {
+                        earliest = Some(earliest.map_or(d.next_at, |e| e.min(d.next_at)));
+                        break 'pages;
+                    }
+                    if flying.contains_key(&key) {
+                        continue;
+                    }
+                    let target = target(&d, &slots);
+                    let to_it = per_url.entry(target.clone()).or_default();
+                    if *to_it >= IN_FLIGHT_PER_URL {
+                        continue;
+                    }
+                    *to_it += 1;
+                    room -= 1;
+                    self.set_flying(id, &key, Some(target));
+                    let (me, app, env) = (self.clone(), app.clone(), env.clone());
+                    sends.spawn(async move {
+                        // The attempt stores its outcome (the delivery gone or
+                        // moved to its next time) before it lands.
+                        me.attempt(&app, &env, key.clone(), d).await;
+                        me.set_flying(id, &key, None);
+                        me.wake.notify_one();
+                    });
+                    if room == 0 {
+                        break 'pages;
+                    }
+                }
+                if !full {
                     break;
                 }
-                if flying.contains(&key) {
-                    continue;
-                }
-                if room == 0 {
-                    break;
-                }
-                room -= 1;
-                self.set_flying(id, &key, true);
-                let (me, app, env) = (self.clone(), app.clone(), env.clone());
-                sends.spawn(async move {
-                    // The attempt stores its outcome (the delivery gone or
-                    // moved to its next time) before it lands.
-                    me.attempt(&app, &env, key.clone(), d).await;
-                    me.set_flying(id, &key, false);
-                    me.wake.notify_one();
-                });
             }
         }
         earliest
     }
 
-    /// The keys of `env`'s deliveries in flight.
-    fn flying(&self, env: uuid::Uuid) -> std::collections::HashSet<String> {
+    /// `env`'s deliveries in flight.
+    fn flying(&self, env: uuid::Uuid) -> Flying {
         self.in_flight
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -635,13 +672,15 @@ impl Webhooks {
             .unwrap_or_default()
     }
 
-    fn set_flying(&self, env: uuid::Uuid, key: &str, flying: bool) {
+    /// Notes delivery `key` of `env` in flight to `target`, or (`None`) no
+    /// longer.
+    fn set_flying(&self, env: uuid::Uuid, key: &str, target: Option<String>) {
         let mut map = self
             .in_flight
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if flying {
-            map.entry(env).or_default().insert(key.to_string());
+        if let Some(target) = target {
+            map.entry(env).or_default().insert(key.to_string(), target);
         } else if let Some(set) = map.get_mut(&env) {
             set.remove(key);
             if set.is_empty() {
@@ -722,6 +761,20 @@ impl Webhooks {
         let r = h.finalize()[0] as f64 / 255.0; // 0..=1
         let factor = 0.8 + 0.4 * r;
         chrono::Duration::from_std(exp.mul_f64(factor)).unwrap_or(chrono::Duration::seconds(1))
+    }
+}
+
+/// Where delivery `d` goes, for the bound per URL: its slot's URL in the
+/// settings `slots` (primary, secondary) as they are now, else the URL
+/// it was queued with (for a connection's own URL, the one it had then).
+fn target(d: &Delivery, slots: &[Option<String>; 2]) -> String {
+    match d.slot {
+        Some(n) => slots
+            .get(usize::from(n))
+            .cloned()
+            .flatten()
+            .unwrap_or_else(|| format!("slot {n}")),
+        _ => d.url.clone(),
     }
 }
 
