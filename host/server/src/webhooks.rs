@@ -607,7 +607,7 @@ impl Webhooks {
             }
             // The settings' URLs as they are now (a delivery to a slot
             // goes to its URL then).
-            let slots = settings(&env)
+            let slots = settings(env)
                 .await
                 .map(|s| [s.primary_url, s.secondary_url])
                 .unwrap_or_default();
