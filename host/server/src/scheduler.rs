@@ -546,10 +546,10 @@ impl Scheduler {
                 continue;
             }
             let pck = &integration.provider_config_key;
-            for c in env.store.connections(Some(pck)).await? {
+            for cid in env.store.connection_ids(pck).await? {
                 let conn = ConnectionRef {
                     provider_config_key: pck.clone(),
-                    connection_id: c.connection_id,
+                    connection_id: cid,
                 };
                 for sync in integration.distinct_syncs() {
                     let key = sync_key(&conn, &sync.name, "base");

@@ -425,6 +425,34 @@ impl EnvStore {
         Ok(out)
     }
 
+    /// Calls `f` with each connection of integration `pck` (every
+    /// integration's: `None`) in turn, holding one at a time (a listing
+    /// keeps what it needs, not every connection's metadata at once).
+    pub async fn each_connection(
+        &self,
+        pck: Option<&str>,
+        mut f: impl FnMut(Connection),
+    ) -> Result<(), StoreError> {
+        let prefix = match pck {
+            Some(pck) => self.prefix().part(pck),
+            None => self.prefix(),
+        };
+        let ring = self.inner.keyring.read().await;
+        self.scan_all(Table::Connections, prefix.as_bytes(), |key, value| {
+            f(decode_connection(&ring, key, value)?);
+            Ok(())
+        })
+        .await
+    }
+
+    /// The ids of the connections of integration `pck`, in order.
+    pub async fn connection_ids(&self, pck: &str) -> Result<Vec<String>, StoreError> {
+        let mut ids = Vec::new();
+        self.each_connection(Some(pck), |c| ids.push(c.connection_id))
+            .await?;
+        Ok(ids)
+    }
+
     /// Deletes a connection with its records (every model) and the
     /// documents scoped to it; `false` when there was no connection (its
     /// records, if any, are deleted all the same). The records go first,

@@ -1180,53 +1180,35 @@ pub async fn list(
     ApiQuery(pairs): ApiQuery<Vec<(String, String)>>,
 ) -> ApiResult<Json<Value>> {
     let f = list_filter(pairs)?;
-    let mut all = if f.unmatchable {
-        Vec::new()
-    } else {
-        match f.integrations.as_deref() {
-            Some([one]) => env.store.connections(Some(one)).await?,
-            _ => env.store.connections(None).await?,
-        }
-    };
-    all.retain(|c| {
-        f.connection_id
-            .as_ref()
-            .is_none_or(|id| &c.connection_id == id)
-            && f.integrations
-                .as_ref()
-                .is_none_or(|keys| keys.contains(&c.provider_config_key))
-            && f.search.as_ref().is_none_or(|s| {
-                // The connection id, or the end user's email or display
-                // name, as the original's search.
-                let field = |k: &str| {
-                    c.end_user
-                        .get(k)
-                        .and_then(Value::as_str)
-                        .is_some_and(|v| v.to_lowercase().contains(s))
-                };
-                c.connection_id.to_lowercase().contains(s)
-                    || field("email")
-                    || field("display_name")
+    // What the page is chosen by, per matching connection: its metadata
+    // is not kept (each connection is read again if it is on the page).
+    let mut all: Vec<(chrono::DateTime<chrono::Utc>, String, String)> = Vec::new();
+    if !f.unmatchable {
+        let scope = match f.integrations.as_deref() {
+            Some([one]) => Some(one.as_str()),
+            _ => None,
+        };
+        env.store
+            .each_connection(scope, |c| {
+                if list_matches(&f, &c) {
+                    all.push((c.created_at, c.provider_config_key, c.connection_id));
+                }
             })
-            && f.end_user_id
-                .as_ref()
-                .is_none_or(|id| c.end_user.get("id").and_then(Value::as_str) == Some(id))
-            && f.tags.iter().all(|(k, v)| c.tags.get(k) == Some(v))
-    });
-    all.sort_by(|a, b| {
-        (b.created_at, &b.provider_config_key, &b.connection_id).cmp(&(
-            a.created_at,
-            &a.provider_config_key,
-            &a.connection_id,
-        ))
-    });
+            .await?;
+    }
+    // Newest first.
+    all.sort_by(|a, b| b.cmp(a));
     let mut connections = Vec::new();
     let catalog = env.catalog().ok();
-    for c in all
+    for (_, pck, cid) in all
         .iter()
         .skip(f.page.saturating_mul(f.limit))
         .take(f.limit)
     {
+        // Deleted since it was listed: left out.
+        let Some(c) = env.store.connection(pck, cid).await? else {
+            continue;
+        };
         let errors = errors_of(
             &env.store,
             catalog.as_deref(),
@@ -1247,6 +1229,31 @@ pub async fn list(
         }));
     }
     Ok(Json(json!({ "connections": connections })))
+}
+
+/// Whether connection `c` is one `GET /connection` lists under filter `f`.
+fn list_matches(f: &ListFilter, c: &sluice_runtime::connection::Connection) -> bool {
+    f.connection_id
+        .as_ref()
+        .is_none_or(|id| &c.connection_id == id)
+        && f.integrations
+            .as_ref()
+            .is_none_or(|keys| keys.contains(&c.provider_config_key))
+        && f.search.as_ref().is_none_or(|s| {
+            // The connection id, or the end user's email or display
+            // name, as the original's search.
+            let field = |k: &str| {
+                c.end_user
+                    .get(k)
+                    .and_then(Value::as_str)
+                    .is_some_and(|v| v.to_lowercase().contains(s))
+            };
+            c.connection_id.to_lowercase().contains(s) || field("email") || field("display_name")
+        })
+        && f.end_user_id
+            .as_ref()
+            .is_none_or(|id| c.end_user.get("id").and_then(Value::as_str) == Some(id))
+        && f.tags.iter().all(|(k, v)| c.tags.get(k) == Some(v))
 }
 
 /// A connection's query, as the original's: strict (a misspelt

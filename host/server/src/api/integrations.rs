@@ -409,10 +409,10 @@ pub(crate) async fn delete_all(
     env.store
         .put_doc(super::connections::DELETIONS, &mark, &json!({}))
         .await?;
-    for c in env.store.connections(Some(key)).await? {
+    for cid in env.store.connection_ids(key).await? {
         let conn = ConnectionRef {
-            provider_config_key: c.provider_config_key,
-            connection_id: c.connection_id,
+            provider_config_key: key.to_string(),
+            connection_id: cid,
         };
         super::connections::delete_one(app, env, &conn).await?;
     }

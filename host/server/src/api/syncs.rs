@@ -126,13 +126,7 @@ async fn targets(
             }
             vec![cid]
         }
-        None => env
-            .store
-            .connections(Some(pck))
-            .await?
-            .into_iter()
-            .map(|c| c.connection_id)
-            .collect(),
+        None => env.store.connection_ids(pck).await?,
     };
     let one = given;
     let mut out = Vec::new();
