@@ -445,8 +445,99 @@ fn bounds(range: &KeyRange) -> (std::ops::Bound<&[u8]>, std::ops::Bound<&[u8]>) 
     )
 }
 
+/// A read transaction held for as long as the view is: redb's snapshot
+/// of the whole file at one commit, which later commits do not change
+/// (pages it reads are not reused meanwhile, so the file may grow while it
+/// is held).
+struct RedbSnapshot {
+    txn: Arc<redb::ReadTransaction>,
+}
+
+impl RedbSnapshot {
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&redb::ReadTransaction) -> Result<T, BackendError> + Send + 'static,
+    ) -> Result<T, BackendError> {
+        let txn = Arc::clone(&self.txn);
+        tokio::task::spawn_blocking(move || f(&txn))
+            .await
+            .map_err(|e| BackendError::Storage(format!("a database task failed: {e}")))?
+    }
+}
+
+fn read_only() -> BackendError {
+    BackendError::Storage("a snapshot of the store is read only".into())
+}
+
+#[async_trait::async_trait]
+impl Backend for RedbSnapshot {
+    async fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
+        let key = key.to_vec();
+        self.read(move |txn| {
+            let t = txn.open_table(definition(table)).map_err(storage)?;
+            Ok(t.get(key.as_slice())
+                .map_err(storage)?
+                .map(|v| v.value().to_vec()))
+        })
+        .await
+    }
+
+    async fn get_many(
+        &self,
+        table: Table,
+        keys: &[Vec<u8>],
+    ) -> Result<Vec<Option<Vec<u8>>>, BackendError> {
+        let keys = keys.to_vec();
+        self.read(move |txn| {
+            let t = txn.open_table(definition(table)).map_err(storage)?;
+            keys.iter()
+                .map(|k| {
+                    Ok(t.get(k.as_slice())
+                        .map_err(storage)?
+                        .map(|v| v.value().to_vec()))
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn scan(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+        reverse: bool,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, BackendError> {
+        let Some(range) = scan_range(prefix, after, reverse) else {
+            return Ok(Vec::new());
+        };
+        self.read(move |txn| {
+            let t = txn.open_table(definition(table)).map_err(storage)?;
+            let mut out = Vec::new();
+            pull(&t, &range, reverse, limit, &mut out, &mut |_, v| v.to_vec())?;
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn apply(&self, _ops: Vec<Op>) -> Result<(), BackendError> {
+        Err(read_only())
+    }
+
+    fn start_unflushed_in_order(&self, _ops: Vec<Op>) -> PendingWrite {
+        Box::pin(std::future::ready(Err(read_only())))
+    }
+}
+
 #[async_trait::async_trait]
 impl Backend for RedbBackend {
+    /// redb's own snapshot: a read transaction, held as long as the view.
+    async fn snapshot(&self) -> Result<Option<Box<dyn Backend>>, BackendError> {
+        let txn = self.inner.db.begin_read().map_err(storage)?;
+        Ok(Some(Box::new(RedbSnapshot { txn: Arc::new(txn) })))
+    }
+
     async fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
         let key = key.to_vec();
         self.read(1, move |txn| {

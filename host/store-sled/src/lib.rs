@@ -43,7 +43,7 @@ use std::sync::{Arc, mpsc};
 use sled::Transactional as _;
 use sluice_store::writer::{WriteRequest, WriterThread, take_group};
 use sluice_store::{
-    Backend, BackendError, INLINE_READ_KEYS, KeyRange, Op, PendingWrite, Table,
+    Backend, BackendError, INLINE_READ_KEYS, KeyRange, Op, PendingWrite, ReadOnly, Table,
     on_multi_thread_runtime, scan_range,
 };
 
@@ -66,6 +66,8 @@ struct Inner {
     path: PathBuf,
     /// One tree per table, indexed by [`Table::index`].
     trees: Vec<sled::Tree>,
+    /// Held by snapshots: the writer writes nothing while one is.
+    pause: Arc<Pause>,
     writer: WriterThread,
     _unlocked: WaitForUnlock,
 }
@@ -94,63 +96,135 @@ impl Drop for WaitForUnlock {
     }
 }
 
+/// What keeps the writer still while a snapshot is read: sled 0.34 has
+/// no snapshots of its own, so a [`Backend::snapshot`] holds the writer
+/// back (writes wait in its queue) until the view is dropped, and reads
+/// the trees as they are.
+#[derive(Default)]
+struct Pause {
+    state: std::sync::Mutex<PauseState>,
+    changed: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct PauseState {
+    /// Snapshots held.
+    held: usize,
+    /// The writer is writing a group (and flushing it).
+    writing: bool,
+}
+
+impl Pause {
+    fn lock(&self) -> std::sync::MutexGuard<'_, PauseState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The writer, before a group: waits while a snapshot is held.
+    fn start_writing(&self) {
+        let mut state = self.lock();
+        while state.held > 0 {
+            state = self.changed.wait(state).unwrap_or_else(|e| e.into_inner());
+        }
+        state.writing = true;
+    }
+
+    fn done_writing(&self) {
+        self.lock().writing = false;
+        self.changed.notify_all();
+    }
+
+    /// Holds the writer back once the group it is writing (if any) is
+    /// written; blocks until then.
+    fn hold(self: &Arc<Self>) -> PauseGuard {
+        let mut state = self.lock();
+        state.held += 1;
+        while state.writing {
+            state = self.changed.wait(state).unwrap_or_else(|e| e.into_inner());
+        }
+        PauseGuard(Arc::clone(self))
+    }
+}
+
+/// A snapshot's hold on the writer, let go when dropped.
+struct PauseGuard(Arc<Pause>);
+
+impl Drop for PauseGuard {
+    fn drop(&mut self) {
+        let mut state = self.0.lock();
+        state.held = state.held.saturating_sub(1);
+        drop(state);
+        self.0.changed.notify_all();
+    }
+}
+
 /// The writer thread: takes every batch that is waiting, applies them
 /// (see below for how), answers the unflushed ones, then flushes once and
 /// answers the durable ones. Concurrent durable writers share one flush
 /// (group commit), and no write, flush or wake-up of a waiting writer runs
 /// on a tokio worker or the blocking pool.
-fn write_loop(db: &sled::Db, trees: &[sled::Tree], requests: &mpsc::Receiver<WriteRequest>) {
+fn write_loop(
+    db: &sled::Db,
+    trees: &[sled::Tree],
+    pause: &Pause,
+    requests: &mpsc::Receiver<WriteRequest>,
+) {
     while let Ok(first) = requests.recv() {
-        let group = take_group(first, requests);
-        // sled writes each batch or transaction with its global write
-        // lock held (it waits for every reader and holds new ones, on
-        // tokio workers, back) and writes out its log buffer twice (each
-        // a disk write, handed to sled's I/O threads); a single insert or
-        // remove does neither. So requests that need no batch (one op, or
-        // ops that may land one by one) are written op by op, and each run
-        // of consecutive atomic ones in one batch (should that fail, each
-        // is tried alone, so one bad batch fails alone). Arrival order is
-        // kept, so the last write to a key wins.
-        let mut results: Vec<Result<(), BackendError>> = Vec::with_capacity(group.len());
-        let mut i = 0;
-        while i < group.len() {
-            let batched = |r: &WriteRequest| r.atomic && r.ops.len() > 1;
-            if !batched(&group[i]) {
-                results.push(group[i].ops.iter().try_for_each(|op| apply_one(trees, op)));
-                i += 1;
-                continue;
-            }
-            let start = i;
-            while i < group.len() && batched(&group[i]) {
-                i += 1;
-            }
-            let run = &group[start..i];
-            match apply_batch(trees, run.iter().flat_map(|r| &r.ops)) {
-                Ok(()) => results.extend(run.iter().map(|_| Ok(()))),
-                Err(e) if run.len() == 1 => results.push(Err(e)),
-                Err(_) => results.extend(run.iter().map(|r| apply_batch(trees, &r.ops))),
-            }
-        }
-        // Writes acknowledged unflushed (and failed ones) are answered now,
-        // visible as they are; the durable ones after the flush.
-        let mut durable = Vec::new();
-        for (r, result) in group.into_iter().zip(results) {
-            if r.durable && result.is_ok() {
-                durable.push(r.done);
-            } else {
-                let _ = r.done.send(result);
-            }
-        }
-        if durable.is_empty() {
+        pause.start_writing();
+        write_group(db, trees, take_group(first, requests));
+        pause.done_writing();
+    }
+}
+
+/// Writes one group and answers its requests (see [`write_loop`]).
+fn write_group(db: &sled::Db, trees: &[sled::Tree], group: Vec<WriteRequest>) {
+    // sled writes each batch or transaction with its global write
+    // lock held (it waits for every reader and holds new ones, on
+    // tokio workers, back) and writes out its log buffer twice (each
+    // a disk write, handed to sled's I/O threads); a single insert or
+    // remove does neither. So requests that need no batch (one op, or
+    // ops that may land one by one) are written op by op, and each run
+    // of consecutive atomic ones in one batch (should that fail, each
+    // is tried alone, so one bad batch fails alone). Arrival order is
+    // kept, so the last write to a key wins.
+    let mut results: Vec<Result<(), BackendError>> = Vec::with_capacity(group.len());
+    let mut i = 0;
+    while i < group.len() {
+        let batched = |r: &WriteRequest| r.atomic && r.ops.len() > 1;
+        if !batched(&group[i]) {
+            results.push(group[i].ops.iter().try_for_each(|op| apply_one(trees, op)));
+            i += 1;
             continue;
         }
-        let flushed = db.flush().map(|_| ()).map_err(|e| {
-            // Applied but not known to be on disk: not acknowledged.
-            format!("flushing the database failed: {e}")
-        });
-        for done in durable {
-            let _ = done.send(flushed.clone().map_err(BackendError::Storage));
+        let start = i;
+        while i < group.len() && batched(&group[i]) {
+            i += 1;
         }
+        let run = &group[start..i];
+        match apply_batch(trees, run.iter().flat_map(|r| &r.ops)) {
+            Ok(()) => results.extend(run.iter().map(|_| Ok(()))),
+            Err(e) if run.len() == 1 => results.push(Err(e)),
+            Err(_) => results.extend(run.iter().map(|r| apply_batch(trees, &r.ops))),
+        }
+    }
+    // Writes acknowledged unflushed (and failed ones) are answered now,
+    // visible as they are; the durable ones after the flush.
+    let mut durable = Vec::new();
+    for (r, result) in group.into_iter().zip(results) {
+        if r.durable && result.is_ok() {
+            durable.push(r.done);
+        } else {
+            let _ = r.done.send(result);
+        }
+    }
+    if durable.is_empty() {
+        return;
+    }
+    let flushed = db.flush().map(|_| ()).map_err(|e| {
+        // Applied but not known to be on disk: not acknowledged.
+        format!("flushing the database failed: {e}")
+    });
+    for done in durable {
+        let _ = done.send(flushed.clone().map_err(BackendError::Storage));
     }
 }
 
@@ -313,16 +387,19 @@ impl SledBackend {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| fail(format!("cannot open its trees: {e}")))?;
         let writer_trees = trees.clone();
+        let pause = Arc::new(Pause::default());
+        let writer_pause = Arc::clone(&pause);
         // The writer thread holds the `Db`; dropping the backend joins it
         // (see `Inner` for the rest of the close).
         let writer = WriterThread::spawn("sluice-sled-writer", move |rx| {
-            write_loop(&db, &writer_trees, &rx)
+            write_loop(&db, &writer_trees, &writer_pause, &rx)
         })
         .map_err(|e| fail(format!("cannot start its writer thread: {e}")))?;
         Ok(SledBackend {
             inner: Arc::new(Inner {
                 path: dir.to_path_buf(),
                 trees,
+                pause,
                 writer,
                 _unlocked: WaitForUnlock(dir.join("db")),
             }),
@@ -508,6 +585,16 @@ impl Backend for SledBackend {
 
     fn start_unflushed_in_order(&self, ops: Vec<Op>) -> PendingWrite {
         self.inner.writer.submit(ops, false, false)
+    }
+
+    /// The trees as they are, the writer held back (writes wait in its
+    /// queue) until the snapshot is dropped.
+    async fn snapshot(&self) -> Result<Option<Box<dyn Backend>>, BackendError> {
+        let pause = Arc::clone(&self.inner.pause);
+        let guard = tokio::task::spawn_blocking(move || pause.hold())
+            .await
+            .map_err(|e| BackendError::Storage(format!("a database task failed: {e}")))?;
+        Ok(Some(Box::new(ReadOnly::new(self.clone(), guard))))
     }
 }
 

@@ -240,6 +240,72 @@ pub trait Backend: Send + Sync + 'static {
     async fn taken_over(&self) -> String {
         std::future::pending().await
     }
+
+    /// A read-only view of the whole store as it is now, which later
+    /// writes do not change while it is held (an online backup reads
+    /// one): a consistent copy of every table at one moment. `None` when
+    /// this backend cannot take one (a networked database, backed up by
+    /// its own tools). A backend may hold its writes back while the view
+    /// is held (sled does); drop it as soon as it is read.
+    async fn snapshot(&self) -> Result<Option<Box<dyn Backend>>, BackendError> {
+        Ok(None)
+    }
+}
+
+/// A backend's reads, its writes refused; held with `guard` (what keeps
+/// the view still: a paused writer), dropped with it. What
+/// [`Backend::snapshot`] returns for a backend whose own reads see one
+/// moment while the guard is held.
+pub struct ReadOnly<B, G = ()> {
+    inner: B,
+    _guard: G,
+}
+
+impl<B: Backend, G: Send + Sync + 'static> ReadOnly<B, G> {
+    pub fn new(inner: B, guard: G) -> Self {
+        Self {
+            inner,
+            _guard: guard,
+        }
+    }
+}
+
+fn read_only() -> BackendError {
+    BackendError::Storage("a snapshot of the store is read only".into())
+}
+
+#[async_trait::async_trait]
+impl<B: Backend, G: Send + Sync + 'static> Backend for ReadOnly<B, G> {
+    async fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
+        self.inner.get(table, key).await
+    }
+
+    async fn get_many(
+        &self,
+        table: Table,
+        keys: &[Vec<u8>],
+    ) -> Result<Vec<Option<Vec<u8>>>, BackendError> {
+        self.inner.get_many(table, keys).await
+    }
+
+    async fn scan(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+        reverse: bool,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, BackendError> {
+        self.inner.scan(table, prefix, after, limit, reverse).await
+    }
+
+    async fn apply(&self, _ops: Vec<Op>) -> Result<(), BackendError> {
+        Err(read_only())
+    }
+
+    fn start_unflushed_in_order(&self, _ops: Vec<Op>) -> PendingWrite {
+        Box::pin(std::future::ready(Err(read_only())))
+    }
 }
 
 /// A write already handed to a backend: resolves when it is applied.
@@ -361,6 +427,13 @@ impl Backend for MemoryBackend {
     async fn apply(&self, ops: Vec<Op>) -> Result<(), BackendError> {
         self.apply_now(ops);
         Ok(())
+    }
+
+    async fn snapshot(&self) -> Result<Option<Box<dyn Backend>>, BackendError> {
+        let copy = MemoryBackend {
+            tables: Arc::new(RwLock::new(self.read().clone())),
+        };
+        Ok(Some(Box::new(ReadOnly::new(copy, ()))))
     }
 
     fn start_unflushed_in_order(&self, ops: Vec<Op>) -> PendingWrite {

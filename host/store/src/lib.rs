@@ -51,8 +51,8 @@ pub(crate) fn decode<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8]) -> serde_js
 pub mod testsuite;
 
 pub use backend::{
-    Backend, BackendError, INLINE_READ_KEYS, KeyRange, MemoryBackend, Op, PendingWrite, Table,
-    on_multi_thread_runtime, prefix_end, scan_range,
+    Backend, BackendError, INLINE_READ_KEYS, KeyRange, MemoryBackend, Op, PendingWrite, ReadOnly,
+    Table, on_multi_thread_runtime, prefix_end, scan_range,
 };
 pub use copy::{CopyReport, check_source, copy_store};
 pub use crypto::MasterKey;

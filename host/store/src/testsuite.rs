@@ -118,6 +118,7 @@ macro_rules! backend_tests {
             master_key_rewrap,
             reopen_keeps_everything,
             a_store_is_copied_whole,
+            a_snapshot_sees_one_moment,
             a_format_1_store_is_migrated,
         );
     };
@@ -3025,6 +3026,83 @@ pub async fn reopen_keeps_everything(b: &Reopen) {
 /// blobs, records and their paging, stamps and counts) under the same
 /// master key; a destination with rows, a source that is no store, and a
 /// copy cut short (environments, no format marker) are refused.
+/// A snapshot reads the store as it was when taken, whatever is written
+/// meanwhile (a backend may hold those writes back until it is dropped),
+/// and takes no write itself.
+pub async fn a_snapshot_sees_one_moment(b: &Reopen) {
+    let backend = b.open();
+    let put = |k: &str, v: &str| Op::Put {
+        table: Table::Docs,
+        key: format!("snap/{k}").into_bytes(),
+        value: v.as_bytes().to_vec(),
+    };
+    backend.apply(vec![put("a", "1"), put("b", "1")]).await.unwrap();
+    let Some(snapshot) = backend.snapshot().await.unwrap() else {
+        // This backend's store is backed up by its own tools.
+        return;
+    };
+    let writer = backend.clone();
+    let write = tokio::spawn(async move {
+        writer
+            .apply(vec![
+                put("a", "2"),
+                Op::Delete {
+                    table: Table::Docs,
+                    key: b"snap/b".to_vec(),
+                },
+                put("c", "1"),
+            ])
+            .await
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let seen = snapshot
+        .scan(Table::Docs, b"snap/", None, 10, false)
+        .await
+        .unwrap();
+    assert_eq!(
+        seen,
+        vec![
+            (b"snap/a".to_vec(), b"1".to_vec()),
+            (b"snap/b".to_vec(), b"1".to_vec())
+        ]
+    );
+    assert_eq!(
+        snapshot.get(Table::Docs, b"snap/c").await.unwrap(),
+        None
+    );
+    assert_eq!(
+        snapshot
+            .get_many(Table::Docs, &[b"snap/a".to_vec(), b"snap/c".to_vec()])
+            .await
+            .unwrap(),
+        vec![Some(b"1".to_vec()), None]
+    );
+    let refused = snapshot.apply(vec![put("d", "1")]).await.unwrap_err();
+    assert!(refused.to_string().contains("read only"), "{refused}");
+    drop(snapshot);
+    tokio::time::timeout(std::time::Duration::from_secs(10), write)
+        .await
+        .expect("a write held back by a snapshot did not land once it was dropped")
+        .unwrap()
+        .unwrap();
+    let now = backend
+        .scan(Table::Docs, b"snap/", None, 10, false)
+        .await
+        .unwrap();
+    assert_eq!(
+        now,
+        vec![
+            (b"snap/a".to_vec(), b"2".to_vec()),
+            (b"snap/c".to_vec(), b"1".to_vec())
+        ]
+    );
+    let again = backend.snapshot().await.unwrap().unwrap();
+    assert_eq!(
+        again.get(Table::Docs, b"snap/a").await.unwrap(),
+        Some(b"2".to_vec())
+    );
+}
+
 pub async fn a_store_is_copied_whole(b: &Reopen) {
     let source = Reopen::memory(MemoryBackend::new());
     let (store, master) = fresh(&source).await;
