@@ -516,6 +516,25 @@ async fn serve_on_postgres_refuses_what_cannot_work() {
     let (code, _, err) = serve(&["--store", "sled", "--standby"]).await;
     assert_ne!(code, 0);
     assert!(err.contains("--standby waits for a store"), "{err}");
+    // Backups are of embedded stores, outside their data directory, at
+    // most once a minute.
+    let backups = tmp.path().join("backups").display().to_string();
+    let (code, _, err) = serve(&[
+        "--database-url",
+        "postgres://u:pw@127.0.0.1:1/db",
+        "--backup-dir",
+        &backups,
+    ])
+    .await;
+    assert_ne!(code, 0);
+    assert!(err.contains("PostgreSQL's own tools"), "{err}");
+    let inside = format!("{data}/backups");
+    let (code, _, err) = serve(&["--store", "sled", "--backup-dir", &inside]).await;
+    assert_ne!(code, 0);
+    assert!(err.contains("is inside the data directory"), "{err}");
+    let (code, _, err) = serve(&["--backup-dir", &backups, "--backup-every", "30s"]).await;
+    assert_ne!(code, 0);
+    assert!(err.contains("the unit is m, h or d"), "{err}");
     let (code, _, err) = serve(&["--database-url", "postgres://u:pw@h:notaport/db"]).await;
     assert_ne!(code, 0);
     assert!(err.contains("does not parse"), "{err}");

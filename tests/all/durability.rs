@@ -305,6 +305,89 @@ async fn sigkill_during_a_sync(store: &str, args: &[&str], kills: usize) {
     server.child.wait().unwrap();
 }
 
+/// SIGUSR1 backs the store up while a sync writes to it: the backup,
+/// once its folder has its name, survives a SIGKILL of the server, and a
+/// server started on it (with the master key) serves a whole prefix of
+/// the sync's pages, none in part.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_asked_for_with_sigusr1_during_a_sync_survives_sigkill_and_serves() {
+    for store in ["sled", "redb"] {
+        let dir = tempfile::tempdir().unwrap();
+        let upstream = Upstream::start(dir.path()).await;
+        let (highest, providers) = (upstream.highest.clone(), upstream.providers.clone());
+        let (data, backups) = (dir.path().join("data"), dir.path().join("backups"));
+        let master = MasterKey::generate().to_base64();
+        let backups_arg = backups.display().to_string();
+        let args = ["--store", store, "--backup-dir", &backups_arg];
+        let mut server = start_args(&data, &providers, &master, &args);
+        let c = Client::at(&server.url, DEV_KEY);
+        connect_demo(&c).await;
+        let trigger = tokio::spawn(
+            reqwest::Client::new()
+                .post(format!("{}/sync/trigger", server.url))
+                .bearer_auth(DEV_KEY)
+                .header("content-type", "application/json")
+                .body(contacts_trigger().to_string())
+                .send(),
+        );
+        let t = Instant::now();
+        while highest.load(Ordering::SeqCst) < 20 {
+            assert!(
+                t.elapsed() < Duration::from_secs(60),
+                "the sync never got going"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let signalled = Command::new("kill")
+            .args(["-USR1", &server.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(signalled.success());
+        let backup = loop {
+            let whole = std::fs::read_dir(&backups).ok().and_then(|entries| {
+                entries
+                    .flatten()
+                    .map(|e| e.path())
+                    .find(|p| p.extension().is_none_or(|x| x != "partial") && p.is_dir())
+            });
+            if let Some(path) = whole {
+                break path;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(120),
+                "{store}: no backup was taken"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        // The sync goes on after the backup.
+        let at_backup = highest.load(Ordering::SeqCst);
+        let t = Instant::now();
+        while highest.load(Ordering::SeqCst) < at_backup + 5 {
+            assert!(
+                t.elapsed() < Duration::from_secs(60),
+                "{store}: the sync stopped at the backup"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        server.child.kill().unwrap();
+        server.child.wait().unwrap();
+        trigger.abort();
+
+        server = start_args(&backup, &providers, &master, &[]);
+        let c = Client::at(&server.url, DEV_KEY);
+        let ids = stored_ids(&c).await;
+        assert!(!ids.is_empty(), "{store}: the backup holds no record");
+        let prefix: HashSet<String> = (0..ids.len()).map(|i| i.to_string()).collect();
+        assert_eq!(
+            ids, prefix,
+            "{store}: the backup is not a whole prefix of the pages"
+        );
+        assert_eq!(ids.len() % 2, 0, "{store}: a page was backed up in part");
+        server.child.kill().unwrap();
+        server.child.wait().unwrap();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_async_action_accepted_before_a_sigkill_completes_after_the_restart() {
     let posts = Arc::new(AtomicUsize::new(0));

@@ -3383,6 +3383,202 @@ async fn slow_or_oversized_clients_do_not_hold_the_server() {
     server.stop().await;
 }
 
+/// An online backup (sled and redb): taken while the server goes on
+/// writing, it holds the store at one moment between the writes
+/// acknowledged before it and those after; the server keeps serving and
+/// writing; the newest `keep` are kept; a server started on one (a redb
+/// data directory, given the master key) serves the connection, the
+/// records and the deployed sync.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_online_backup_is_the_store_at_one_moment_and_serves() {
+    for kind in [StoreKind::Sled, StoreKind::Redb] {
+        let tmp = tempfile::tempdir().unwrap();
+        let (data, backups) = (tmp.path().join("data"), tmp.path().join("backups"));
+        let master = MasterKey::generate();
+        let fixture =
+            Fixture::from_file(&repo_root().join("examples/hubspot-rust/mock-api.yaml")).unwrap();
+        let mock = MockServer::start(fixture.handler()).await.unwrap();
+        let yaml =
+            std::fs::read_to_string(repo_root().join("host/runtime/providers.yaml")).unwrap();
+        let providers = yaml.replace("https://api.hubapi.com", &mock.url());
+        let mut config = ServerConfig::new(&data, "127.0.0.1:0".parse().unwrap());
+        config.store = kind.clone();
+        config.backup = Some(sluice_server::backup::BackupConfig {
+            dir: backups.clone(),
+            every: None,
+            keep: 2,
+        });
+        let told = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let lines = told.clone();
+        config.events =
+            sluice_server::EventLog::new(move |line| lines.lock().unwrap().push(line.to_string()));
+        let server = start_with(config, &master, &providers).await;
+        let c = Client::new(&server, DEV_KEY);
+        deploy(&c).await;
+        c.integration_and_connection(
+            "hubspot",
+            "hubspot",
+            json!({"connection_id": "demo", "access_token": "demo-access-token"}),
+        )
+        .await;
+        let (status, body) = c
+            .send(
+                "POST",
+                "/sync/trigger",
+                Some(json!({"syncs": ["contacts"], "provider_config_key": "hubspot", "connection_id": "demo", "wait": true})),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        let (_, records) = c.send("GET", "/records?model=Contact", None).await;
+        assert!(
+            !records["records"].as_array().unwrap().is_empty(),
+            "{records}"
+        );
+
+        // A writer that goes on all along: REGION = v1, v2, ...
+        let acked = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writer = {
+            let (acked, stop) = (acked.clone(), stop.clone());
+            let c = Client::new(&server, DEV_KEY);
+            tokio::spawn(async move {
+                let mut n = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    n += 1;
+                    let (status, body) = c
+                        .send(
+                            "PUT",
+                            "/environment-variables",
+                            Some(json!([{"name": "REGION", "value": format!("v{n}")}])),
+                        )
+                        .await;
+                    assert!(status < 300, "{body}");
+                    acked.store(n, std::sync::atomic::Ordering::SeqCst);
+                }
+            })
+        };
+        while acked.load(std::sync::atomic::Ordering::SeqCst) < 3 {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let mut taken = Vec::new();
+        for _ in 0..3 {
+            let before = acked.load(std::sync::atomic::Ordering::SeqCst);
+            let backup = server.back_up().await.unwrap();
+            let after = acked.load(std::sync::atomic::Ordering::SeqCst);
+            assert!(backup.rows > 0, "{backup:?}");
+            taken.push((backup.path, before, after));
+            // Writes go on between backups.
+            while acked.load(std::sync::atomic::Ordering::SeqCst) < after + 2 {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        }
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        writer.await.unwrap();
+        let told = told.lock().unwrap().clone();
+        assert!(
+            told.iter()
+                .filter(|l| l.contains("backup: the store ("))
+                .count()
+                == 3,
+            "{told:?}"
+        );
+        assert!(
+            told.iter().any(|l| l.contains("1 older removed")),
+            "{told:?}"
+        );
+        let mut kept: Vec<String> = std::fs::read_dir(&backups)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        kept.sort();
+        let names: Vec<String> = taken[1..]
+            .iter()
+            .map(|(p, ..)| p.file_name().unwrap().to_str().unwrap().to_string())
+            .collect();
+        assert_eq!(kept, names, "the two newest are kept");
+        server.stop().await;
+
+        // The newest backup, served.
+        let (path, before, after) = taken.pop().unwrap();
+        let copy = start_on(StoreKind::Redb, &path, &master, &mock.url()).await;
+        let c = Client::new(&copy, DEV_KEY);
+        let (status, body) = c
+            .send("GET", "/connection/demo?provider_config_key=hubspot", None)
+            .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(
+            body["credentials"]["access_token"], "demo-access-token",
+            "{body}"
+        );
+        let (_, got) = c.send("GET", "/records?model=Contact", None).await;
+        assert_eq!(got, records);
+        let (_, variables) = c.send("GET", "/environment-variables", None).await;
+        let region = variables[0]["value"].as_str().unwrap();
+        let n: u64 = region.trim_start_matches('v').parse().unwrap();
+        assert!(
+            before <= n && n <= after + 1,
+            "{kind:?}: the backup holds write {n}, acknowledged between {before} and {after}"
+        );
+        let (status, body) = c
+            .send(
+                "POST",
+                "/sync/trigger",
+                Some(json!({"syncs": ["contacts"], "provider_config_key": "hubspot", "connection_id": "demo", "wait": true})),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        copy.stop().await;
+    }
+}
+
+/// `--backup-every`: backups come on their own, the first at once when
+/// the folder has none; only the newest `keep` stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backups_come_on_their_schedule() {
+    let tmp = tempfile::tempdir().unwrap();
+    let backups = tmp.path().join("backups");
+    let mut config = ServerConfig::new(tmp.path().join("data"), "127.0.0.1:0".parse().unwrap());
+    config.backup = Some(sluice_server::backup::BackupConfig {
+        dir: backups.clone(),
+        every: Some(std::time::Duration::from_millis(300)),
+        keep: 2,
+    });
+    let told = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let lines = told.clone();
+    config.events =
+        sluice_server::EventLog::new(move |line| lines.lock().unwrap().push(line.to_string()));
+    let server = start_with(config, &MasterKey::generate(), "").await;
+    let t = std::time::Instant::now();
+    while told
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.contains("backup: the store ("))
+        .count()
+        < 3
+    {
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(30),
+            "{:?}",
+            told.lock().unwrap()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    server.stop().await;
+    // (A backup the stop cut short stays `.partial`, for the next to remove.)
+    let kept = std::fs::read_dir(&backups)
+        .unwrap()
+        .filter(|e| {
+            !e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".partial")
+        })
+        .count();
+    assert_eq!(kept, 2, "{:?}", told.lock().unwrap());
+}
+
 /// Past `max_connections` a new connection waits, unanswered, until an
 /// open one closes (clients cannot take the descriptors scripts' requests
 /// and the store need); the operator is told.

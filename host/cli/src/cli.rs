@@ -237,6 +237,22 @@ struct ServeArgs {
     /// it ends), e.g. 256M; likewise.
     #[arg(long, env = "SLUICE_MAX_ASYNC_ACTION_BYTES", default_value = "256M", value_parser = parse_size)]
     max_async_action_bytes: u64,
+    /// Back the store up while it serves (sled and redb stores): each
+    /// backup is a folder here, `<UTC time>`, holding the whole store at
+    /// one moment as a redb data directory (serve it with --data and the
+    /// master key, which is not copied, or copy-store it elsewhere). Taken
+    /// every --backup-every, and on SIGUSR1.
+    #[arg(long = "backup-dir", env = "SLUICE_BACKUP_DIR", value_name = "DIR")]
+    backup_dir: Option<PathBuf>,
+    /// How often a backup is taken (`30m`, `6h`, `1d`; at least a
+    /// minute), counted from the newest in --backup-dir; without it only
+    /// SIGUSR1 takes one.
+    #[arg(long = "backup-every", env = "SLUICE_BACKUP_EVERY", value_parser = parse_every, requires = "backup_dir")]
+    backup_every: Option<std::time::Duration>,
+    /// Backups kept in --backup-dir; older ones are deleted after each new one.
+    #[arg(long = "backup-keep", env = "SLUICE_BACKUP_KEEP", default_value_t = 7,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    backup_keep: u64,
     /// Deployment versions kept per environment for rollback (the active
     /// one always); older ones, and the uploaded components no kept
     /// deployment uses, are deleted at the next deploy or start.
@@ -1499,6 +1515,26 @@ async fn run_serve(
         );
     }
     config.standby = args.standby;
+    if let Some(dir) = args.backup_dir {
+        if matches!(config.store, sluice_server::StoreKind::Postgres(_)) {
+            anyhow::bail!(
+                "--backup-dir backs up a sled or redb store; back a PostgreSQL store up with PostgreSQL's own tools (pg_dump, base backups)"
+            );
+        }
+        let dir = absolute(&dir)?;
+        if dir.starts_with(absolute(&args.data)?) {
+            anyhow::bail!(
+                "--backup-dir {} is inside the data directory {}: keep backups on another disk, or at least outside it",
+                dir.display(),
+                args.data.display()
+            );
+        }
+        config.backup = Some(sluice_server::backup::BackupConfig {
+            dir,
+            every: args.backup_every,
+            keep: usize::try_from(args.backup_keep).unwrap_or(usize::MAX),
+        });
+    }
     if let Some(file) = &args.limits {
         let (limits, with_variables) = limits_from_file(file)?;
         for env in with_variables {
@@ -1688,16 +1724,35 @@ pub(crate) async fn until_stopped(
     } else {
         Some(signal(SignalKind::hangup()).context("cannot watch for SIGHUP")?)
     };
+    // SIGUSR1: a backup now (`--backup-dir`), beside the serving.
+    let mut usr1 = signal(SignalKind::user_defined1()).context("cannot watch for SIGUSR1")?;
+    let mut asked: Option<tokio::task::JoinHandle<()>> = None;
     let store = server.app.store.clone();
     let mut status = 0;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-        _ = hangup(&mut hup) => {}
-        why = store.taken_over() => {
-            let _ = writeln!(out, "sluice: {why}");
-            status = 3;
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hangup(&mut hup) => break,
+            why = store.taken_over() => {
+                let _ = writeln!(out, "sluice: {why}");
+                status = 3;
+                break;
+            }
+            _ = usr1.recv() => {
+                let app = server.app.clone();
+                asked = Some(tokio::spawn(async move {
+                    // Told on stderr, as a scheduled one is.
+                    let _ = sluice_server::backup::back_up_and_tell(&app).await;
+                }));
+            }
         }
+    }
+    // A backup asked for is given up: the stop does not wait for it (on
+    // sled it holds the writes back).
+    if let Some(task) = asked {
+        task.abort();
+        let _ = task.await;
     }
     // Said where it can be (a closed stdout does not stop the stop).
     let _ = writeln!(
@@ -1817,6 +1872,34 @@ fn parse_listen(text: &str) -> Result<std::net::SocketAddr, String> {
 
 /// A size in bytes: digits, optionally followed by K, M or G (powers of
 /// 1024; `B`/`iB` suffixes accepted), e.g. `10G`, `512MiB`.
+/// `--backup-every`: a number with `m`, `h` or `d`, at least a minute.
+fn parse_every(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    let (number, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration: give a number with m, h or d (6h)"))?;
+    let secs = match unit {
+        "m" | "min" => 60,
+        "h" => 3_600,
+        "d" => 86_400,
+        _ => return Err(format!("`{text}`: the unit is m, h or d (6h)")),
+    };
+    let every = n.saturating_mul(secs);
+    if every < 60 {
+        return Err(format!("`{text}`: at least a minute"));
+    }
+    Ok(std::time::Duration::from_secs(every))
+}
+
+/// `path` made absolute (against the current folder), not resolved.
+fn absolute(path: &std::path::Path) -> anyhow::Result<PathBuf> {
+    std::path::absolute(path).with_context(|| format!("cannot make {} absolute", path.display()))
+}
+
 fn parse_size(text: &str) -> Result<u64, String> {
     let t = text.trim();
     let t = t

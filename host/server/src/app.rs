@@ -228,6 +228,8 @@ pub struct App {
     /// The tasks telling the app of failed refreshes (stopped with the
     /// server).
     pub refresh_tellers: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// Online backups (one at a time).
+    pub backups: crate::backup::Backups,
 }
 
 impl App {
@@ -357,6 +359,7 @@ impl App {
             me: std::sync::OnceLock::new(),
             oauth_clients: Default::default(),
             refresh_tellers: Default::default(),
+            backups: Default::default(),
             store,
             runtime,
             providers,

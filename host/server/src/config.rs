@@ -123,6 +123,8 @@ pub struct ServerConfig {
     /// Wait before an async action's first retry (`X-Max-Retries`); each
     /// later one doubles, up to five minutes.
     pub action_retry_base: Duration,
+    /// Online backups of the store (embedded stores only).
+    pub backup: Option<crate::backup::BackupConfig>,
     /// Async actions an environment may have accepted and not yet ended;
     /// past it `POST /action/trigger` with `X-Async` answers 429.
     pub max_async_actions: usize,
@@ -296,6 +298,7 @@ impl ServerConfig {
             schedule_time_scale: 1,
             webhook_retry_base: Duration::from_secs(3),
             action_retry_base: Duration::from_secs(1),
+            backup: None,
             max_async_actions: 10_000,
             max_async_action_bytes: 256 << 20,
             webhook_give_up_after: Duration::from_secs(25 * 3600),

@@ -17,6 +17,7 @@
 
 pub mod api;
 pub mod app;
+pub mod backup;
 pub mod config;
 pub mod error;
 pub mod health;
@@ -87,6 +88,8 @@ pub struct Server {
     webhooks: tokio::task::JoinHandle<()>,
     /// The log retention's task.
     logs: tokio::task::JoinHandle<()>,
+    /// The backups' schedule (`--backup-every`).
+    backups: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for Server {
@@ -94,6 +97,9 @@ impl Drop for Server {
         self.scheduler.abort();
         self.webhooks.abort();
         self.logs.abort();
+        if let Some(b) = &self.backups {
+            b.abort();
+        }
     }
 }
 
@@ -394,6 +400,7 @@ impl Server {
         let timeouts = (config.header_timeout, config.body_idle_timeout);
         let slots = ConnectionSlots::new(config.max_connections, config.events.clone());
         let task = tokio::spawn(serve(listener, router, timeouts, slots, rx));
+        let backups = backup::spawn_schedule(&app);
         Ok((
             Server {
                 addr,
@@ -403,6 +410,7 @@ impl Server {
                 scheduler: scheduler_task,
                 webhooks: webhooks_task,
                 logs: logs_task,
+                backups,
             },
             created,
         ))
@@ -418,6 +426,12 @@ impl Server {
     pub async fn wait(mut self) {
         let task = std::mem::replace(&mut self.task, tokio::spawn(async {}));
         let _ = task.await;
+    }
+
+    /// Takes a backup of the store now (`--backup-dir`), telling the
+    /// operator how it went.
+    pub async fn back_up(&self) -> Result<backup::Backup, backup::BackupError> {
+        backup::back_up_and_tell(&self.app).await
     }
 
     /// Stops the scheduler (runs in progress end where they are, as in a
@@ -436,6 +450,12 @@ impl Server {
         self.scheduler.abort();
         self.webhooks.abort();
         self.logs.abort();
+        // A backup under way is given up (its folder stays `.partial`,
+        // removed by the next): on sled it holds the writes back.
+        if let Some(b) = self.backups.take() {
+            b.abort();
+            let _ = b.await;
+        }
         let scheduler = std::mem::replace(&mut self.scheduler, tokio::spawn(async {}));
         let _ = scheduler.await;
         self.app.scheduler.release_waiters();

@@ -435,6 +435,23 @@ impl Store {
     }
 
     /// Stores a blob (a component file) under its SHA-256, returned as hex.
+    /// Copies the whole store as it is now into `to`, an empty backend
+    /// (an online backup: the store goes on meanwhile), through a
+    /// [`Backend::snapshot`]; `None` when this store's backend takes none
+    /// (PostgreSQL: its own tools back it up). The snapshot is let go as
+    /// soon as it is read (sled holds its writes back until then).
+    pub async fn back_up_into(
+        &self,
+        to: &dyn Backend,
+    ) -> Result<Option<crate::CopyReport>, StoreError> {
+        let Some(snapshot) = self.shared.backend.snapshot().await? else {
+            return Ok(None);
+        };
+        let report = crate::copy_store(&*snapshot, to, |_, _| {}).await;
+        drop(snapshot);
+        report.map(Some)
+    }
+
     pub async fn put_blob(&self, bytes: &[u8]) -> Result<String, StoreError> {
         put_blob(&self.shared, bytes).await
     }

@@ -3036,7 +3036,10 @@ pub async fn a_snapshot_sees_one_moment(b: &Reopen) {
         key: format!("snap/{k}").into_bytes(),
         value: v.as_bytes().to_vec(),
     };
-    backend.apply(vec![put("a", "1"), put("b", "1")]).await.unwrap();
+    backend
+        .apply(vec![put("a", "1"), put("b", "1")])
+        .await
+        .unwrap();
     let Some(snapshot) = backend.snapshot().await.unwrap() else {
         // This backend's store is backed up by its own tools.
         return;
@@ -3066,10 +3069,7 @@ pub async fn a_snapshot_sees_one_moment(b: &Reopen) {
             (b"snap/b".to_vec(), b"1".to_vec())
         ]
     );
-    assert_eq!(
-        snapshot.get(Table::Docs, b"snap/c").await.unwrap(),
-        None
-    );
+    assert_eq!(snapshot.get(Table::Docs, b"snap/c").await.unwrap(), None);
     assert_eq!(
         snapshot
             .get_many(Table::Docs, &[b"snap/a".to_vec(), b"snap/c".to_vec()])
