@@ -8,8 +8,9 @@
 //! `../shared/PERF.md`.
 //!
 //! `SLUICE_BENCH_ONLY` picks parts: `memory`, `dispatch`, `reload`,
-//! `webhooks`, `logs`; `reload` stores `SLUICE_BENCH_SCHEDULES` (100,000)
-//! paused schedules and restarts the server.
+//! `webhooks`, `logs`, `backup` (of the store the parts before it
+//! filled); `reload` stores `SLUICE_BENCH_SCHEDULES` (100,000) paused
+//! schedules and restarts the server.
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::sync::Arc;
@@ -246,11 +247,19 @@ fn main() {
             mock.url()
         );
         let data = tempfile::tempdir().unwrap();
+        let backups = tempfile::tempdir().unwrap();
         let master = MasterKey::generate();
         let start = |scale: u32| {
             let mut config = ServerConfig::new(data.path(), "127.0.0.1:0".parse().unwrap());
             config.schedule_time_scale = scale;
             config.store = store.clone();
+            if !matches!(store, sluice_server::StoreKind::Postgres(_)) {
+                config.backup = Some(sluice_server::backup::BackupConfig {
+                    dir: backups.path().to_path_buf(),
+                    every: None,
+                    keep: 1,
+                });
+            }
             let mut providers = sluice_runtime::providers::ProviderCatalog::builtin().unwrap();
             providers.extend(
                 sluice_runtime::providers::ProviderCatalog::from_yaml(&providers_yaml, "bench")
@@ -542,6 +551,40 @@ fn main() {
                     "p95 ≤ 100 ms".into(),
                 ));
             }
+        }
+        // An online backup of the store as the parts above left it (the
+        // logs part's million lines make it large), with a durable write
+        // made while it runs: how long that write waits (sled holds writes
+        // back while its snapshot is read; redb does not).
+        if part("backup") && !matches!(store, sluice_server::StoreKind::Postgres(_)) {
+            let cc = c.clone();
+            let write = async move {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                let t = Instant::now();
+                let (code, out) = cc
+                    .send(
+                        "PUT",
+                        "/environment-variables",
+                        Some(json!([{"name": "DURING_BACKUP", "value": "1"}])),
+                    )
+                    .await;
+                assert!(code < 300, "{out}");
+                t.elapsed()
+            };
+            let (backup, waited) = tokio::join!(server.back_up(), write);
+            let backup = backup.unwrap();
+            rows.push((
+                "online backup of the whole store (`serve --backup-dir`)".into(),
+                format!(
+                    "{} rows, {:.0} MiB in {:.2} s ({:.0} MiB/s) · a write during it took {}",
+                    backup.rows,
+                    backup.bytes as f64 / 1048576.0,
+                    backup.took.as_secs_f64(),
+                    backup.bytes as f64 / 1048576.0 / backup.took.as_secs_f64(),
+                    ms(waited)
+                ),
+                "—".into(),
+            ));
         }
         server.stop().await;
     });
