@@ -3581,7 +3581,8 @@ async fn backups_come_on_their_schedule() {
 
 /// Past `max_connections` a new connection waits, unanswered, until an
 /// open one closes (clients cannot take the descriptors scripts' requests
-/// and the store need); the operator is told.
+/// and the store need); a websocket (the frontend SDK's) counts as long as
+/// it is open; the operator is told.
 #[tokio::test]
 async fn connections_past_the_bound_wait_until_one_closes() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -3605,14 +3606,15 @@ async fn connections_past_the_bound_wait_until_one_closes() {
         }
     }
     let long = std::time::Duration::from_secs(10);
-    // Two clients, each answered once and kept open (keep-alive).
-    let mut first = tokio::net::TcpStream::connect(addr).await.unwrap();
+    // A websocket, open, and a client answered once and kept open
+    // (keep-alive).
+    let (first, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/"))
+        .await
+        .unwrap();
     let mut second = tokio::net::TcpStream::connect(addr).await.unwrap();
-    for tcp in [&mut first, &mut second] {
-        tcp.write_all(HEALTH).await.unwrap();
-        let answer = head(tcp, long).await.expect("an open slot answers");
-        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-    }
+    second.write_all(HEALTH).await.unwrap();
+    let answer = head(&mut second, long).await.expect("an open slot answers");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     // A third waits: connected (the listen queue), not answered.
     let mut third = tokio::net::TcpStream::connect(addr).await.unwrap();
     third.write_all(HEALTH).await.unwrap();
@@ -3625,7 +3627,7 @@ async fn connections_past_the_bound_wait_until_one_closes() {
     second.write_all(HEALTH).await.unwrap();
     let answer = head(&mut second, long).await.unwrap();
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-    // One closes: the third is answered.
+    // The websocket closes: the third is answered.
     drop(first);
     let answer = head(&mut third, long)
         .await
@@ -4154,6 +4156,12 @@ async fn async_actions_waiting_are_bounded_per_environment() {
         refused["error"]["payload"]["max_waiting_bytes"], 2048,
         "{refused}"
     );
+    // Counted as the memory it is held in: 200 zeros are 401 bytes of
+    // JSON, and far more as values.
+    let zeros = json!({"endpoint": "/fast", "pad": vec![0; 200]});
+    assert!(zeros.to_string().len() < 1024);
+    let (status, _, refused) = queue("prod", zeros).await;
+    assert_eq!(status, 429, "{refused}");
     // Once dev's short action has ended, dev may queue one more.
     let t = std::time::Instant::now();
     loop {

@@ -850,6 +850,70 @@ async fn a_hanging_receiver_holds_at_most_its_share_of_the_sends() {
     server.stop().await;
 }
 
+/// A delivery queued behind more than a pass reads (1,024) that wait for
+/// a hung receiver still goes out within seconds: each pass goes on
+/// where the last one stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_behind_many_for_a_hung_receiver_still_goes_out() {
+    let fast = App::start().await;
+    let slow = MockServer::start(Arc::new(|_req: &MockRequest| {
+        MockResponse::json(200, &json!({})).delayed(Duration::from_secs(60))
+    }))
+    .await
+    .unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let mut config = ServerConfig::new(data.path(), "127.0.0.1:0".parse().unwrap());
+    config.store = sluice_server::StoreKind::Redb;
+    let server = start_with(config, &MasterKey::generate(), "").await;
+    let c = Client::new(&server, DEV_KEY);
+    let hung = format!("{}/hooks", slow.url());
+    let (code, out) = c
+        .send(
+            "PUT",
+            "/sluice/webhook-settings",
+            Some(json!({"primary_url": hung})),
+        )
+        .await;
+    assert_eq!(code, 200, "{out}");
+    let env = server
+        .app
+        .envs()
+        .find(|e| e.name() == "dev")
+        .unwrap()
+        .clone();
+    let mut settings = sluice_server::webhooks::settings(&env).await.unwrap();
+    for n in 0..1_200 {
+        server
+            .app
+            .webhooks
+            .enqueue(&env, &settings, &json!({"type": "test", "n": n}))
+            .await
+            .unwrap();
+    }
+    let (code, out) = c
+        .send(
+            "PUT",
+            "/sluice/webhook-settings",
+            Some(json!({"primary_url": hung, "secondary_url": fast.url()})),
+        )
+        .await;
+    assert_eq!(code, 200, "{out}");
+    settings.secondary_url = Some(fast.url());
+    server
+        .app
+        .webhooks
+        .enqueue(&env, &settings, &json!({"type": "test", "n": "last"}))
+        .await
+        .unwrap();
+    fast.wait_for(
+        "the delivery behind the hung ones",
+        Duration::from_secs(15),
+        |a| a.accepted().iter().any(|(_, b)| b["n"] == "last"),
+    )
+    .await;
+    server.stop().await;
+}
+
 /// `PATCH /connections/demo` of hubspot with `webhook_url_override`.
 async fn set_override(c: &Client, url: &str) -> (u16, Value) {
     c.send(

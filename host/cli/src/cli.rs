@@ -1726,7 +1726,7 @@ pub(crate) async fn until_stopped(
     };
     // SIGUSR1: a backup now (`--backup-dir`), beside the serving.
     let mut usr1 = signal(SignalKind::user_defined1()).context("cannot watch for SIGUSR1")?;
-    let mut asked: Option<tokio::task::JoinHandle<()>> = None;
+    let mut asked = tokio::task::JoinSet::new();
     let store = server.app.store.clone();
     let mut status = 0;
     loop {
@@ -1740,20 +1740,19 @@ pub(crate) async fn until_stopped(
                 break;
             }
             _ = usr1.recv() => {
+                while asked.try_join_next().is_some() {}
                 let app = server.app.clone();
-                asked = Some(tokio::spawn(async move {
-                    // Told on stderr, as a scheduled one is.
+                asked.spawn(async move {
+                    // Told on stderr, as a scheduled one is (or that one
+                    // is being taken already).
                     let _ = sluice_server::backup::back_up_and_tell(&app).await;
-                }));
+                });
             }
         }
     }
     // A backup asked for is given up: the stop does not wait for it (on
     // sled it holds the writes back).
-    if let Some(task) = asked {
-        task.abort();
-        let _ = task.await;
-    }
+    asked.shutdown().await;
     // Said where it can be (a closed stdout does not stop the stop).
     let _ = writeln!(
         out,
@@ -1891,6 +1890,9 @@ fn parse_every(text: &str) -> Result<std::time::Duration, String> {
     let every = n.saturating_mul(secs);
     if every < 60 {
         return Err(format!("`{text}`: at least a minute"));
+    }
+    if every > 366 * 86_400 {
+        return Err(format!("`{text}`: at most a year"));
     }
     Ok(std::time::Duration::from_secs(every))
 }

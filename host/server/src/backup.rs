@@ -68,6 +68,13 @@ pub struct Backups {
     running: tokio::sync::Mutex<()>,
 }
 
+impl Backups {
+    /// Whether a backup is being taken (on sled, writes wait meanwhile).
+    pub fn running(&self) -> bool {
+        self.running.try_lock().is_err()
+    }
+}
+
 /// The time format of a backup folder's name (UTC, no colons).
 const NAME_FORMAT: &str = "%Y-%m-%dT%H-%M-%S%.3fZ";
 const PARTIAL: &str = ".partial";
@@ -120,14 +127,19 @@ pub async fn back_up(app: &App) -> Result<Backup, BackupError> {
         path: path.display().to_string(),
         message,
     };
-    prepare(&config.dir).map_err(failed)?;
     {
-        use std::os::unix::fs::DirBuilderExt as _;
-        // Its owner's alone, as a data directory is.
-        std::fs::DirBuilder::new()
-            .mode(0o700)
-            .create(&partial)
-            .map_err(|e| failed(format!("cannot create its folder: {e}")))?;
+        let (dir, partial) = (config.dir.clone(), partial.clone());
+        blocking(move || {
+            prepare(&dir)?;
+            use std::os::unix::fs::DirBuilderExt as _;
+            // Its owner's alone, as a data directory is.
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(&partial)
+                .map_err(|e| format!("cannot create its folder: {e}"))
+        })
+        .await
+        .map_err(failed)?;
     }
     let copied = async {
         let to = sluice_store_redb::RedbBackend::open(&partial.join("store.redb"))
@@ -141,15 +153,38 @@ pub async fn back_up(app: &App) -> Result<Backup, BackupError> {
         // synced) before the folder is renamed.
     }
     .await;
-    let report = match copied.and_then(|r| finish(&partial, &path).map(|()| r).map_err(failed)) {
+    let finished = match copied {
+        Ok(report) => {
+            let (partial, path) = (partial.clone(), path.clone());
+            blocking(move || finish(&partial, &path))
+                .await
+                .map(|()| report)
+                .map_err(failed)
+        }
+        Err(e) => Err(e),
+    };
+    let report = match finished {
         Ok(report) => report,
         Err(e) => {
             // Nothing half-written is left to take for a backup.
-            let _ = std::fs::remove_dir_all(&partial);
+            let partial = partial.clone();
+            let _ = blocking(move || std::fs::remove_dir_all(&partial).map_err(|e| e.to_string()))
+                .await;
             return Err(e);
         }
     };
-    let removed = prune(&config.dir, config.keep).map_err(failed)?;
+    let (dir, keep) = (config.dir.clone(), config.keep);
+    // The backup is whole whatever the pruning does: its failure is said,
+    // not the backup's.
+    let removed = match blocking(move || prune(&dir, keep)).await {
+        Ok(n) => n,
+        Err(e) => {
+            app.config
+                .events
+                .say(&format!("backup: cannot remove older backups: {e}"));
+            0
+        }
+    };
     Ok(Backup {
         path,
         rows: report.rows(),
@@ -157,6 +192,16 @@ pub async fn back_up(app: &App) -> Result<Backup, BackupError> {
         took: started.elapsed(),
         removed,
     })
+}
+
+/// Runs file-system work (removing a backup of gigabytes, syncing) off
+/// the tokio workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, String> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| format!("a file task failed: {e}"))?
 }
 
 /// Creates the backup folder (owner only) and removes what a backup cut
@@ -180,8 +225,12 @@ fn prepare(dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// Renames the finished backup into place, durably.
+/// Renames the finished backup into place, durably (its own folder
+/// synced first, so the name never stands for a folder without its file).
 fn finish(partial: &Path, path: &Path) -> Result<(), String> {
+    std::fs::File::open(partial)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| format!("cannot sync the backup's folder: {e}"))?;
     std::fs::rename(partial, path)
         .map_err(|e| format!("cannot rename the finished backup: {e}"))?;
     let parent = path.parent().unwrap_or(Path::new("."));
@@ -241,7 +290,9 @@ pub fn spawn_schedule(app: &Arc<App>) -> Option<tokio::task::JoinHandle<()>> {
                 .ok()
                 .and_then(|all| all.last().map(|(at, _)| *at));
             let wait = newest
-                .and_then(|at| (at + every).signed_duration_since(Utc::now()).to_std().ok())
+                .zip(chrono::Duration::from_std(every).ok())
+                .and_then(|(at, every)| at.checked_add_signed(every))
+                .and_then(|next| next.signed_duration_since(Utc::now()).to_std().ok())
                 .unwrap_or(Duration::ZERO)
                 .min(every);
             tokio::time::sleep(wait).await;

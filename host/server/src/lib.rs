@@ -142,6 +142,18 @@ async fn serve(
         };
         // Answers are small and written at once: don't let Nagle hold them.
         let _ = tcp.set_nodelay(true);
+        // Each request carries the connection's slot: a websocket it
+        // upgrades to keeps it (the connection's task ends at the upgrade).
+        let slot = slot.map(|s| HeldSlot(Arc::new(s)));
+        let with_slot = {
+            let (service, slot) = (service.clone(), slot.clone());
+            hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                if let Some(slot) = &slot {
+                    req.extensions_mut().insert(slot.clone());
+                }
+                hyper::service::Service::call(&service, req)
+            })
+        };
         let connection = hyper::server::conn::http1::Builder::new()
             .timer(hyper_util::rt::TokioTimer::new())
             .header_read_timeout(header_timeout)
@@ -150,7 +162,7 @@ async fn serve(
             // answer; by default the request was dropped, unanswered,
             // although its write had landed.
             .half_close(true)
-            .serve_connection(hyper_util::rt::TokioIo::new(tcp), service.clone())
+            .serve_connection(hyper_util::rt::TokioIo::new(tcp), with_slot)
             // The OAuth flow's websocket (`GET /` upgraded).
             .with_upgrades();
         let mut closing = closing_rx.clone();
@@ -224,6 +236,11 @@ impl ConnectionSlots {
         self.slots.clone().acquire_owned().await.ok()
     }
 }
+
+/// A client connection's slot, in each of its requests' extensions: the
+/// websocket a request upgrades to holds it until it closes.
+#[derive(Clone)]
+pub struct HeldSlot(#[allow(dead_code)] Arc<tokio::sync::OwnedSemaphorePermit>);
 
 /// How much of a shared pool (execution permits, sync slots) one
 /// environment may hold: three quarters, so another environment always

@@ -1256,12 +1256,25 @@ pub async fn resume_async_actions(app: &Arc<App>) -> Result<(), crate::ServerErr
 }
 
 /// What an async action's input counts for in its environment's queue:
-/// its length as JSON.
+/// the memory it is held in (a JSON value per node, and its text), which
+/// for a body of small values is tens of times its length as JSON.
 pub fn input_bytes(input: &Option<Value>) -> usize {
-    input
-        .as_ref()
-        .and_then(|v| serde_json::to_vec(v).ok())
-        .map_or(0, |v| v.len())
+    // Each node is a `Value`; an object's entry holds its key too.
+    fn footprint(v: &Value) -> usize {
+        let node = std::mem::size_of::<Value>();
+        match v {
+            Value::Null | Value::Bool(_) | Value::Number(_) => node,
+            Value::String(s) => node + s.len(),
+            Value::Array(items) => node + items.iter().map(footprint).sum::<usize>(),
+            Value::Object(map) => {
+                node + map
+                    .iter()
+                    .map(|(k, v)| std::mem::size_of::<String>() + 8 + k.len() + footprint(v))
+                    .sum::<usize>()
+            }
+        }
+    }
+    input.as_ref().map_or(0, footprint)
 }
 
 /// Whether a `trackDeletesStart` of the model (full name `full`) is kept

@@ -296,8 +296,7 @@ const IN_FLIGHT: usize = 64;
 /// quarter of the environment's sends, the other URLs the rest.
 const IN_FLIGHT_PER_URL: usize = IN_FLIGHT / 4;
 /// Most of an environment's outbox read in one pass for due deliveries
-/// whose URL has room (past it, what a hung receiver's deliveries hide
-/// waits for the next passes).
+/// whose URL has room; the next pass goes on where it stopped.
 const SCAN: usize = 1024;
 
 /// The deliveries being sent, by outbox key, with where each goes.
@@ -312,6 +311,9 @@ pub struct Webhooks {
     /// only the deliveries sent to it — not the other URLs', nor another
     /// environment's.
     in_flight: std::sync::Mutex<std::collections::HashMap<uuid::Uuid, Flying>>,
+    /// Per environment, the outbox key a pass stopped at when it had read
+    /// [`SCAN`] deliveries: the next pass goes on from there.
+    resume_at: std::sync::Mutex<std::collections::HashMap<uuid::Uuid, String>>,
     /// First retry delay; each later one doubles, up to `max_delay`.
     base_delay: Duration,
     max_delay: Duration,
@@ -324,6 +326,7 @@ impl Webhooks {
         Webhooks {
             wake: Notify::new(),
             in_flight: Default::default(),
+            resume_at: Default::default(),
             base_delay: config.webhook_retry_base,
             max_delay: Duration::from_secs(3600).max(config.webhook_retry_base),
             give_up_after: config.webhook_give_up_after,
@@ -612,9 +615,18 @@ impl Webhooks {
                 .map(|s| [s.primary_url, s.secondary_url])
                 .unwrap_or_default();
             let mut room = IN_FLIGHT - flying.len();
-            let mut after: Option<String> = None;
+            // Where the last pass stopped at its bound, else the head.
+            let mut after: Option<String> = self.resume(id);
             let mut scanned = 0;
-            'pages: while room > 0 && scanned < SCAN {
+            // The scan stopped at its bound: the next pass goes on from
+            // there (round the outbox), so what lies past a hung
+            // receiver's deliveries is reached in a few passes.
+            let mut carry_on = false;
+            'pages: while room > 0 {
+                if scanned >= SCAN {
+                    carry_on = true;
+                    break;
+                }
                 let page = (IN_FLIGHT + flying.len()).min(SCAN - scanned);
                 let Ok(batch) = env
                     .store
@@ -658,8 +670,29 @@ impl Webhooks {
                     break;
                 }
             }
+            self.set_resume(id, after.filter(|_| carry_on));
         }
         earliest
+    }
+
+    /// Where `env`'s next pass starts (see [`Webhooks::deliver_due`]).
+    fn resume(&self, env: uuid::Uuid) -> Option<String> {
+        self.resume_at
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&env)
+            .cloned()
+    }
+
+    fn set_resume(&self, env: uuid::Uuid, at: Option<String>) {
+        let mut map = self
+            .resume_at
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match at {
+            Some(at) => map.insert(env, at),
+            None => map.remove(&env),
+        };
     }
 
     /// `env`'s deliveries in flight.

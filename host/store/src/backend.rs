@@ -257,8 +257,10 @@ pub trait Backend: Send + Sync + 'static {
 /// [`Backend::snapshot`] returns for a backend whose own reads see one
 /// moment while the guard is held.
 pub struct ReadOnly<B, G = ()> {
-    inner: B,
+    // Dropped first: a writer it holds back is let go before the backend
+    // (perhaps its last handle, whose drop joins that writer) goes.
     _guard: G,
+    inner: B,
 }
 
 impl<B: Backend, G: Send + Sync + 'static> ReadOnly<B, G> {

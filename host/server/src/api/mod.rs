@@ -395,7 +395,11 @@ async fn health(
     axum::extract::State(app): axum::extract::State<Arc<App>>,
 ) -> axum::response::Response {
     use axum::response::IntoResponse as _;
-    match app.health.probe(&app.store, &app.config.events).await {
+    match app
+        .health
+        .probe(&app.store, &app.config.events, || app.backups.running())
+        .await
+    {
         Ok(()) => axum::Json(serde_json::json!({ "result": "ok" })).into_response(),
         Err(message) => (
             StatusCode::SERVICE_UNAVAILABLE,

@@ -195,6 +195,7 @@ impl Clients {
 /// sent here; then the socket closes. A plain `GET /` is 404.
 pub async fn websocket(
     State(app): State<Arc<App>>,
+    slot: Option<axum::Extension<crate::HeldSlot>>,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
     let Ok(ws) = ws else {
@@ -208,7 +209,11 @@ pub async fn websocket(
         .read_buffer_size(MAX_CLIENT_FRAME)
         .write_buffer_size(0)
         .max_write_buffer_size(64 << 10)
-        .on_upgrade(move |socket| client(clients, socket))
+        .on_upgrade(move |socket| async move {
+            // The socket counts against `max_connections` until it closes.
+            let _slot = slot;
+            client(clients, socket).await
+        })
 }
 
 async fn client(clients: Arc<Clients>, mut socket: WebSocket) {
