@@ -1038,6 +1038,7 @@ mod tests {
         let w = Webhooks {
             wake: Notify::new(),
             in_flight: Default::default(),
+            resume_at: Default::default(),
             base_delay: Duration::from_secs(3),
             max_delay: Duration::from_secs(3600),
             give_up_after: Duration::from_secs(25 * 3600),
