@@ -1200,15 +1200,18 @@ pub async fn list(
     all.sort_by(|a, b| b.cmp(a));
     let mut connections = Vec::new();
     let catalog = env.catalog().ok();
-    for (_, pck, cid) in all
-        .iter()
-        .skip(f.page.saturating_mul(f.limit))
-        .take(f.limit)
-    {
-        // Deleted since it was listed: left out.
+    for (_, pck, cid) in all.iter().skip(f.page.saturating_mul(f.limit)) {
+        if connections.len() >= f.limit {
+            break;
+        }
+        // Deleted, or no longer matching, since it was listed: the next
+        // one takes its place, so the page stays full.
         let Some(c) = env.store.connection(pck, cid).await? else {
             continue;
         };
+        if !list_matches(&f, &c) {
+            continue;
+        }
         let errors = errors_of(
             &env.store,
             catalog.as_deref(),
