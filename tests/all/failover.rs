@@ -11,6 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use serde_json::json;
 use sluice_store::MasterKey;
 
 use crate::durability::{
@@ -242,11 +243,59 @@ async fn a_standby_takes_over_and_the_server_it_replaced_stops_on_postgres() {
     // A second standby takes over from the new server killed with SIGKILL,
     // and runs the sync.
     let third = Watched::start(&dir.path().join("c"), &providers, &master, &standby_args);
-    Watched::line_after(
+    let at = Watched::line_after(
         &third.stderr,
         "this one answers 503 on ",
         Duration::from_secs(60),
     );
+    // Meanwhile the standby answers `GET /records` from the store: the
+    // pages the server holding it answers; a wrong key is refused, and
+    // everything else is 503 `standby`.
+    let at = at.split_whitespace().next().unwrap().to_string();
+    let reader = Client::at(&format!("http://{at}"), DEV_KEY);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while reader.send("GET", "/records?model=Contact", None).await.0 != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "the standby never read the store"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // (The server may still be taking up the sync the cut cut short, so
+    // the records only grow between the three reads.)
+    let before = stored_ids(&reader).await;
+    let held = stored_ids(&Client::at(&second_url, DEV_KEY)).await;
+    let after = stored_ids(&reader).await;
+    assert!(!before.is_empty());
+    assert!(
+        before.is_subset(&held) && held.is_subset(&after),
+        "{} ⊆ {} ⊆ {}",
+        before.len(),
+        held.len(),
+        after.len()
+    );
+    let (status, body) = Client::at(&format!("http://{at}"), "not-a-key")
+        .send("GET", "/records?model=Contact", None)
+        .await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (401, &json!("unknown_account")),
+        "{body}"
+    );
+    let (status, body) = reader
+        .send_as(("hubspot", "nobody"), "GET", "/records?model=Contact", None)
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["code"], "unknown_connection", "{body}");
+    for (method, path) in [
+        ("GET", "/health"),
+        ("GET", "/connection"),
+        ("POST", "/records"),
+    ] {
+        let (status, body) = reader.send(method, path, None).await;
+        assert_eq!(status, 503, "{method} {path}: {body}");
+        assert_eq!(body["error"]["code"], "standby", "{body}");
+    }
     let mut second = second;
     second.child.kill().unwrap();
     second.child.wait().unwrap();

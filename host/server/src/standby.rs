@@ -3,12 +3,16 @@
 //! one lets go (stopped, killed, or cut off long enough for the database
 //! to end its session).
 //!
-//! Meanwhile it listens, answering every request 503 `standby` (so a load
-//! balancer's health check sees it is not serving), checks with a
-//! read-only connection that its master key opens the store (a standby
-//! that could not read the credentials would be found out only at the
-//! takeover otherwise), and compiles each environment's active deployment
-//! into its component cache, so the takeover loads them without compiling.
+//! Meanwhile it listens, answering `GET /records` from the store (read
+//! over connections of its own: reads scale out onto standbys) and every
+//! other request 503 `standby` (so a load balancer's health check sees it
+//! is not serving), checks with a read-only connection that its master
+//! key opens the store (a standby that could not read the credentials
+//! would be found out only at the takeover otherwise), reads the
+//! environments and their keys again every ten seconds (a key replaced
+//! on the server stops working here too), and compiles each environment's
+//! active deployment into its component cache, so the takeover loads them
+//! without compiling.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -49,11 +53,17 @@ pub(crate) async fn take_store(
         .local_addr()
         .map(|a| a.to_string())
         .unwrap_or_else(|_| config.listen.to_string());
+    let reading = Reading::default();
+    let slots = crate::ConnectionSlots::new(config.max_connections, config.events.clone());
     tokio::select! {
-        taken = wait(config, url, master, runtime, &at) => taken,
-        never = answer_standby(listener, crate::ConnectionSlots::new(config.max_connections, config.events.clone())) => match never {},
+        taken = wait(config, url, master, runtime, &at, &reading) => taken,
+        never = answer_standby(listener, slots, reading.clone()) => match never {},
     }
 }
+
+/// The store as a standby reads it, once it could be opened (and again
+/// every [`ATTEMPT`]); `None` while it cannot be read.
+type Reading = Arc<std::sync::RwLock<Option<Store>>>;
 
 async fn wait(
     config: &ServerConfig,
@@ -61,6 +71,7 @@ async fn wait(
     master: &MasterKey,
     runtime: &Runtime,
     at: &str,
+    shared: &Reading,
 ) -> Result<Arc<dyn Backend>, ServerError> {
     // The first attempt does not wait: a standby says at once what it
     // waits for, and checks its master key then. A standby that cannot
@@ -77,7 +88,7 @@ async fn wait(
     // Once it is had, a compile under way is finished first (the start
     // then finds it cached, rather than compiling it again beside it).
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let ready = keep_ready(config, url, master, runtime, stopped);
+    let ready = keep_ready(config, url, master, runtime, stopped, shared);
     tokio::pin!(ready);
     tokio::select! {
         taken = take(config, url) => {
@@ -141,6 +152,7 @@ async fn keep_ready(
     master: &MasterKey,
     runtime: &Runtime,
     mut stop: tokio::sync::watch::Receiver<bool>,
+    shared: &Reading,
 ) -> Option<ServerError> {
     let mut compiled: HashSet<(String, u64)> = HashSet::new();
     let mut reading: Option<Store> = None;
@@ -154,6 +166,7 @@ async fn keep_ready(
             &mut reading,
             &mut compiled,
             &stop,
+            shared,
         )
         .await
         {
@@ -162,6 +175,7 @@ async fn keep_ready(
             Err(e) => {
                 // Opened again next time.
                 reading = None;
+                *shared.write().unwrap_or_else(|e| e.into_inner()) = None;
                 let line = format!("standby: cannot read the store yet: {e}");
                 if line != last_said {
                     config.events.say(&line);
@@ -182,6 +196,7 @@ async fn keep_ready(
 /// Opens the store for reading (once: `reading` keeps it), which checks
 /// that `master` opens it, and compiles each environment's active
 /// deployment not compiled yet.
+#[allow(clippy::too_many_arguments)]
 async fn prepare(
     config: &ServerConfig,
     url: &str,
@@ -190,16 +205,25 @@ async fn prepare(
     reading: &mut Option<Store>,
     compiled: &mut HashSet<(String, u64)>,
     stop: &tokio::sync::watch::Receiver<bool>,
+    shared: &Reading,
 ) -> Result<(), StoreError> {
-    if reading.is_none() {
-        let backend = {
-            let url = url.to_string();
-            tokio::task::spawn_blocking(move || PostgresBackend::open_reading(&url))
-                .await
-                .map_err(|e| BackendError::Storage(format!("opening the store failed: {e}")))??
-        };
-        *reading = Some(Store::open(Arc::new(backend), master.clone(), &[]).await?.0);
-    }
+    let fresh = match reading.as_ref() {
+        // The environments and their keys as they are now.
+        Some(store) => store.reload().await?,
+        None => {
+            let backend = {
+                let url = url.to_string();
+                tokio::task::spawn_blocking(move || PostgresBackend::open_reading(&url))
+                    .await
+                    .map_err(|e| {
+                        BackendError::Storage(format!("opening the store failed: {e}"))
+                    })??
+            };
+            Store::open(Arc::new(backend), master.clone(), &[]).await?.0
+        }
+    };
+    *shared.write().unwrap_or_else(|e| e.into_inner()) = Some(fresh.clone());
+    *reading = Some(fresh);
     let Some(store) = reading.as_ref() else {
         return Ok(());
     };
@@ -250,11 +274,12 @@ async fn prepare(
     Ok(())
 }
 
-/// Answers every connection on `listener` with 503 `standby`, closing it
-/// after the one response.
+/// Answers `GET /records` from the store, and every other request 503
+/// `standby`, on `listener`.
 async fn answer_standby(
     listener: &tokio::net::TcpListener,
     slots: crate::ConnectionSlots,
+    reading: Reading,
 ) -> std::convert::Infallible {
     loop {
         let slot = slots.take().await;
@@ -262,27 +287,53 @@ async fn answer_standby(
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
+        let reading = reading.clone();
         tokio::spawn(async move {
             let _slot = slot;
-            let service = hyper::service::service_fn(|_request| async {
-                let body = serde_json::json!({"error": {
-                    "code": "standby",
-                    "message": "this sluice server is a standby: it serves once the server holding the store stops",
-                }});
-                let mut response = hyper::Response::new(axum::body::Body::from(body.to_string()));
-                *response.status_mut() = hyper::StatusCode::SERVICE_UNAVAILABLE;
-                response.headers_mut().insert(
-                    hyper::header::CONTENT_TYPE,
-                    hyper::header::HeaderValue::from_static("application/json"),
-                );
-                Ok::<_, std::convert::Infallible>(response)
+            let service = hyper::service::service_fn(move |request: hyper::Request<_>| {
+                let store = reading.read().unwrap_or_else(|e| e.into_inner()).clone();
+                async move { Ok::<_, std::convert::Infallible>(answer(store, request).await) }
             });
             let connection = hyper::server::conn::http1::Builder::new()
-                .keep_alive(false)
                 .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10))
+                .header_read_timeout(Duration::from_secs(30))
                 .serve_connection(hyper_util::rt::TokioIo::new(tcp), service);
-            let _ = tokio::time::timeout(Duration::from_secs(30), connection).await;
+            let _ = tokio::time::timeout(Duration::from_secs(600), connection).await;
         });
     }
+}
+
+/// A standby's answer: `GET /records` from the store once it can be read,
+/// 503 `standby` to everything else.
+async fn answer(
+    store: Option<Store>,
+    request: hyper::Request<hyper::body::Incoming>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    if request.method() == hyper::Method::GET
+        && request.uri().path() == "/records"
+        && let Some(store) = store
+    {
+        return match crate::api::records::standby_page(
+            &store,
+            request.headers(),
+            request.uri().query(),
+        )
+        .await
+        {
+            Ok(page) => page,
+            Err(e) => e.into_response(),
+        };
+    }
+    let body = serde_json::json!({"error": {
+        "code": "standby",
+        "message": "this sluice server is a standby: it answers GET /records, and serves everything once the server holding the store stops",
+    }});
+    let mut response = axum::response::Response::new(axum::body::Body::from(body.to_string()));
+    *response.status_mut() = hyper::StatusCode::SERVICE_UNAVAILABLE;
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    response
 }

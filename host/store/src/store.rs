@@ -435,6 +435,18 @@ impl Store {
     }
 
     /// Stores a blob (a component file) under its SHA-256, returned as hex.
+    /// The store opened again over the same backend and master key: its
+    /// environments (names, secret keys, data keys) as they are stored
+    /// now. For a reader of a store another process writes (a standby),
+    /// which sees a key replaced there only so.
+    pub async fn reload(&self) -> Result<Store, StoreError> {
+        Ok(
+            Store::open(self.shared.backend.clone(), self.shared.master(), &[])
+                .await?
+                .0,
+        )
+    }
+
     /// Copies the whole store as it is now into `to`, an empty backend
     /// (an online backup: the store goes on meanwhile), through a
     /// [`Backend::snapshot`]; `None` when this store's backend takes none

@@ -41,40 +41,12 @@ impl FromRequestParts<Arc<App>> for Env {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, ApiError> {
-        let header = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .ok_or_else(|| {
-                ApiError::new(
-                    StatusCode::UNAUTHORIZED,
-                    "missing_auth_header",
-                    "Authentication failed. The request is missing the Authorization header.",
-                )
-            })?;
-        let malformed = || {
-            ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "malformed_auth_header",
-                "Authentication failed. The Authorization header must be `Bearer <secret key>`.",
-            )
-        };
-        let text = header.to_str().map_err(|_| malformed())?;
-        let key = text
-            .strip_prefix("Bearer ")
-            .map(str::trim)
-            .filter(|k| !k.is_empty())
-            .ok_or_else(malformed)?;
+        let key = bearer_key(&parts.headers)?;
         let env = app
             .store
             .environment_by_key(key)
             .and_then(|e| app.env(&e))
-            .ok_or_else(|| {
-                ApiError::new(
-                    StatusCode::UNAUTHORIZED,
-                    "unknown_account",
-                    "Authentication failed. The secret key is not valid for any environment.",
-                )
-            })?;
+            .ok_or_else(unknown_account)?;
         Ok(Env(env))
     }
 }
@@ -360,6 +332,41 @@ impl<S: Send + Sync> FromRequest<S> for RawBody {
     }
 }
 
+/// The secret key of `Authorization: Bearer <key>`, or the original's
+/// 401 naming what is wrong with the header.
+pub fn bearer_key(headers: &axum::http::HeaderMap) -> Result<&str, ApiError> {
+    let header = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "missing_auth_header",
+                "Authentication failed. The request is missing the Authorization header.",
+            )
+        })?;
+    let malformed = || {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "malformed_auth_header",
+            "Authentication failed. The Authorization header must be `Bearer <secret key>`.",
+        )
+    };
+    let text = header.to_str().map_err(|_| malformed())?;
+    text.strip_prefix("Bearer ")
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+        .ok_or_else(malformed)
+}
+
+/// The 401 of a secret key no environment has.
+pub fn unknown_account() -> ApiError {
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "unknown_account",
+        "Authentication failed. The secret key is not valid for any environment.",
+    )
+}
+
 /// The `Connection-Id` and `Provider-Config-Key` headers.
 pub struct ConnectionHeaders {
     pub connection_id: Option<String>,
@@ -370,8 +377,14 @@ impl<S: Send + Sync> FromRequestParts<S> for ConnectionHeaders {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        ConnectionHeaders::from_headers(&parts.headers)
+    }
+}
+
+impl ConnectionHeaders {
+    pub fn from_headers(headers: &axum::http::HeaderMap) -> Result<Self, ApiError> {
         // Present but not text is said as such, not as missing.
-        let get = |name: &str, shown: &str| match parts.headers.get(name) {
+        let get = |name: &str, shown: &str| match headers.get(name) {
             None => Ok(None),
             Some(v) => match v.to_str() {
                 Ok(s) => Ok(Some(s.to_string()).filter(|s| !s.is_empty())),

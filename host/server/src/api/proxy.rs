@@ -52,7 +52,7 @@ pub async fn forward(
             format!("No integration `{pck}` in this environment"),
         ));
     }
-    let conn = records::connection_ref(&env, &headers).await?;
+    let conn = records::connection_ref(&env.store, &headers).await?;
     let method = req.method().clone();
     let endpoint = {
         let uri = req.uri();

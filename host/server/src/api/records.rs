@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sluice_runtime::records::{ConnectionRef, decode_cursor, encode_cursor};
-use sluice_store::{RecordFilter, RecordsQuery};
+use sluice_store::{EnvStore, RecordFilter, RecordsQuery};
 
 use super::{ConnectionHeaders, Env};
 use crate::app::{App, EnvState};
@@ -196,11 +196,11 @@ pub async fn prune(
         .filter(|n| (1..=MAX_LIMIT).contains(n))
         .ok_or_else(|| bad(format!("`limit` must be 1 to {MAX_LIMIT}, got {v}")))?,
     };
-    let conn = connection_ref(&env, &headers).await?;
+    let conn = connection_ref(&env.store, &headers).await?;
     // One at a time with the connection's deletion: a prune's writes
     // must not outlive the connection.
     let _running = env.runs.enter(&conn).await;
-    let conn = connection_ref(&env, &headers).await?;
+    let conn = connection_ref(&env.store, &headers).await?;
     let pruned = env
         .store
         .prune_records(&conn, &model, &until, limit)
@@ -213,7 +213,7 @@ pub async fn prune(
 
 /// The connection the headers name, checked to exist.
 pub async fn connection_ref(
-    env: &EnvState,
+    store: &EnvStore,
     headers: &ConnectionHeaders,
 ) -> ApiResult<ConnectionRef> {
     // 400 `invalid_headers` naming the header, as the original's.
@@ -221,7 +221,7 @@ pub async fn connection_ref(
         (headers.connection_id.clone()).ok_or_else(|| ApiError::missing_header("Connection-Id"))?;
     let pck = (headers.provider_config_key.clone())
         .ok_or_else(|| ApiError::missing_header("Provider-Config-Key"))?;
-    if !env.store.connection_exists(&pck, &cid).await? {
+    if !store.connection_exists(&pck, &cid).await? {
         return Err(ApiError::new(
             axum::http::StatusCode::BAD_REQUEST,
             "unknown_connection",
@@ -237,20 +237,17 @@ pub async fn connection_ref(
 /// One page as the API returns it, written from the stored JSON text
 /// without parsing each record.
 pub async fn page(
-    env: &EnvState,
+    store: &EnvStore,
     conn: &ConnectionRef,
     req: RecordsRequest,
 ) -> ApiResult<Response> {
-    if variant_deleted(env, conn, &req.model).await? {
+    if variant_deleted(store, conn, &req.model).await? {
         // Its records are on their way out (a DELETE cut short leaves
         // them until it is repeated): gone for readers already.
         let empty = serde_json::json!({ "records": [], "next_cursor": null });
         return Ok(axum::Json(empty).into_response());
     }
-    let page = env
-        .store
-        .records_page_raw(conn, &req.model, &req.query)
-        .await?;
+    let page = store.records_page_raw(conn, &req.model, &req.query).await?;
     // Each record's view is its stored JSON and at most ~290 bytes of
     // metadata: sized once, the page is written without growing.
     let size: usize = page.records.iter().map(|r| r.json().len() + 300).sum();
@@ -289,20 +286,59 @@ pub async fn connection_page(
     headers: &ConnectionHeaders,
     req: RecordsRequest,
 ) -> ApiResult<Response> {
-    let conn = connection_ref(env, headers).await?;
+    let conn = connection_ref(&env.store, headers).await?;
     let _inside = env.runs.enter(&conn).await;
-    let conn = connection_ref(env, headers).await?;
-    page(env, &conn, req).await
+    let conn = connection_ref(&env.store, headers).await?;
+    page(&env.store, &conn, req).await
+}
+
+/// `GET /records` as a standby answers it, from the store another server
+/// writes (read over its own connections, so each page is as the store
+/// is): the environment from the secret key, the connection's headers,
+/// the same query rules and page. A connection that server is deleting
+/// (its mark stored before its records go) reads as unknown, since the
+/// standby cannot wait for that deletion as the server's own readers do.
+pub async fn standby_page(
+    store: &sluice_store::Store,
+    headers: &axum::http::HeaderMap,
+    raw: Option<&str>,
+) -> ApiResult<Response> {
+    let key = super::bearer_key(headers)?;
+    let env = store
+        .environment_by_key(key)
+        .ok_or_else(super::unknown_account)?;
+    let req = parse_query(raw, None)?;
+    let headers = ConnectionHeaders::from_headers(headers)?;
+    let conn = connection_ref(&env, &headers).await?;
+    let (pck, cid) = (&conn.provider_config_key, &conn.connection_id);
+    let deleting = env
+        .doc::<Value>(
+            super::connections::DELETIONS,
+            &format!("connection/{pck}/{cid}"),
+        )
+        .await?
+        .is_some()
+        || env
+            .doc::<Value>(super::connections::DELETIONS, &format!("integration/{pck}"))
+            .await?
+            .is_some();
+    if deleting {
+        return Err(ApiError::new(
+            axum::http::StatusCode::BAD_REQUEST,
+            "unknown_connection",
+            format!("No connection `{cid}` for integration `{pck}`"),
+        ));
+    }
+    page(&env, &conn, req).await
 }
 
 /// Whether `model` (`Model::variant`) is a model of a sync variant of
 /// `conn` marked deleted.
-async fn variant_deleted(env: &EnvState, conn: &ConnectionRef, model: &str) -> ApiResult<bool> {
+async fn variant_deleted(store: &EnvStore, conn: &ConnectionRef, model: &str) -> ApiResult<bool> {
     let Some((base, variant)) = model.split_once("::") else {
         return Ok(false);
     };
-    let docs: Vec<(String, serde_json::Value)> = env
-        .store
+    let docs: Vec<(String, serde_json::Value)> = store
         .docs(
             crate::runner::SYNC_VARIANTS,
             &crate::runner::sync_key_prefix(conn),
