@@ -267,6 +267,9 @@ async fn a_standby_takes_over_and_the_server_it_replaced_stops_on_postgres() {
     let held = stored_ids(&Client::at(&second_url, DEV_KEY)).await;
     let after = stored_ids(&reader).await;
     assert!(!before.is_empty());
+    // As the server's router: `@nangohq/node` asks for `/records/`.
+    let (status, body) = reader.send("GET", "/records/?model=Contact", None).await;
+    assert_eq!(status, 200, "{body}");
     assert!(
         before.is_subset(&held) && held.is_subset(&after),
         "{} ⊆ {} ⊆ {}",

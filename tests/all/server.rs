@@ -4081,7 +4081,7 @@ async fn async_actions_waiting_are_bounded_per_environment() {
     let data = tempfile::tempdir().unwrap();
     let mut config = ServerConfig::new(data.path(), "127.0.0.1:0".parse().unwrap());
     config.max_async_actions = 3;
-    config.max_async_action_bytes = 2048;
+    config.max_async_action_bytes = 4096;
     let server = start_with(config, &MasterKey::generate(), &providers).await;
     let yaml =
         "integrations:\n  mock-int:\n    actions:\n      proxy:\n        endpoint: POST /proxy\n";
@@ -4148,20 +4148,36 @@ async fn async_actions_waiting_are_bounded_per_environment() {
     assert_eq!(status, 202, "{body}");
     let (_, done) = prod.poll_async(c1, &location.unwrap(), |s| s == 200).await;
     assert_eq!(done["data"]["path"], "/fast", "{done}");
-    // ...and has its own bound on the bytes of inputs.
-    let big = json!({"endpoint": "/fast", "pad": "x".repeat(3000)});
+    // ...and has its own bound on the bytes of inputs: a hanging action
+    // holds part of it, and one that would take the queue past it waits
+    // for room (429)...
+    let (status, _, body) = queue(
+        "prod",
+        json!({"endpoint": "/slow", "pad": "x".repeat(1500)}),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    let big = json!({"endpoint": "/fast", "pad": "x".repeat(2500)});
     let (status, _, refused) = queue("prod", big).await;
     assert_eq!(status, 429, "{refused}");
     assert_eq!(
-        refused["error"]["payload"]["max_waiting_bytes"], 2048,
+        refused["error"]["payload"]["max_waiting_bytes"], 4096,
         "{refused}"
     );
+    // ...while one no room would ever fit is 413 at once.
+    let (status, _, refused) = queue(
+        "prod",
+        json!({"endpoint": "/fast", "pad": "x".repeat(5000)}),
+    )
+    .await;
+    assert_eq!(status, 413, "{refused}");
+    assert_eq!(refused["error"]["code"], "payload_too_large", "{refused}");
     // Counted as the memory it is held in: 200 zeros are 401 bytes of
     // JSON, and far more as values.
     let zeros = json!({"endpoint": "/fast", "pad": vec![0; 200]});
     assert!(zeros.to_string().len() < 1024);
     let (status, _, refused) = queue("prod", zeros).await;
-    assert_eq!(status, 429, "{refused}");
+    assert_eq!(status, 413, "{refused}");
     // Once dev's short action has ended, dev may queue one more.
     let t = std::time::Instant::now();
     loop {

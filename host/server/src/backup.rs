@@ -66,12 +66,23 @@ pub enum BackupError {
 #[derive(Default)]
 pub struct Backups {
     running: tokio::sync::Mutex<()>,
+    /// Set while one is taken (read by `/health`).
+    busy: std::sync::atomic::AtomicBool,
 }
 
 impl Backups {
     /// Whether a backup is being taken (on sled, writes wait meanwhile).
     pub fn running(&self) -> bool {
-        self.running.try_lock().is_err()
+        self.busy.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Clears [`Backups::busy`] when the backup ends, however it ends.
+struct Busy<'a>(&'a std::sync::atomic::AtomicBool);
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
@@ -119,6 +130,10 @@ pub async fn back_up(app: &App) -> Result<Backup, BackupError> {
     let Ok(_running) = app.backups.running.try_lock() else {
         return Err(BackupError::Running);
     };
+    app.backups
+        .busy
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let _busy = Busy(&app.backups.busy);
     let started = Instant::now();
     let name = Utc::now().format(NAME_FORMAT).to_string();
     let path = config.dir.join(&name);
@@ -142,15 +157,23 @@ pub async fn back_up(app: &App) -> Result<Backup, BackupError> {
         .map_err(failed)?;
     }
     let copied = async {
-        let to = sluice_store_redb::RedbBackend::open(&partial.join("store.redb"))
-            .map_err(|e| failed(e.to_string()))?;
-        app.store
-            .back_up_into(&to)
-            .await
+        let file = partial.join("store.redb");
+        let to = blocking(move || {
+            sluice_store_redb::RedbBackend::open(&file).map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(failed)?;
+        let report = app.store.back_up_into(&to).await;
+        // The destination closes (its writer joined, its last commit
+        // synced) before the folder is renamed; off the workers.
+        let _ = blocking(move || {
+            drop(to);
+            Ok(())
+        })
+        .await;
+        report
             .map_err(|e| failed(e.to_string()))?
             .ok_or(BackupError::NotEmbedded)
-        // The destination closes here (its writer joined, its commits
-        // synced) before the folder is renamed.
     }
     .await;
     let finished = match copied {
@@ -286,7 +309,9 @@ pub fn spawn_schedule(app: &Arc<App>) -> Option<tokio::task::JoinHandle<()>> {
     let app: Weak<App> = Arc::downgrade(app);
     Some(tokio::spawn(async move {
         loop {
-            let newest = backups_in(&dir)
+            let listed = dir.clone();
+            let newest = blocking(move || backups_in(&listed).map_err(|e| e.to_string()))
+                .await
                 .ok()
                 .and_then(|all| all.last().map(|(at, _)| *at));
             let wait = newest

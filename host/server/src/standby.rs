@@ -55,9 +55,28 @@ pub(crate) async fn take_store(
         .unwrap_or_else(|_| config.listen.to_string());
     let reading = Reading::default();
     let slots = crate::ConnectionSlots::new(config.max_connections, config.events.clone());
+    // Dropped when this returns: the standby's connections then finish
+    // the request in flight and close (the server answers from here on).
+    let (_serving, taken) = tokio::sync::watch::channel(());
     tokio::select! {
         taken = wait(config, url, master, runtime, &at, &reading) => taken,
-        never = answer_standby(listener, slots, reading.clone()) => match never {},
+        never = refresh(&reading) => match never {},
+        never = answer_standby(listener, slots, reading.clone(), taken) => match never {},
+    }
+}
+
+/// Reads the environments and their keys again every [`ATTEMPT`], apart
+/// from the compiles (a key replaced on the server stops working here
+/// within that, however long a compile takes); `None` while the store
+/// cannot be read.
+async fn refresh(reading: &Reading) -> std::convert::Infallible {
+    loop {
+        tokio::time::sleep(ATTEMPT).await;
+        let current = reading.read().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(store) = current {
+            let fresh = store.reload().await.ok();
+            *reading.write().unwrap_or_else(|e| e.into_inner()) = fresh;
+        }
     }
 }
 
@@ -280,6 +299,7 @@ async fn answer_standby(
     listener: &tokio::net::TcpListener,
     slots: crate::ConnectionSlots,
     reading: Reading,
+    taken: tokio::sync::watch::Receiver<()>,
 ) -> std::convert::Infallible {
     loop {
         let slot = slots.take().await;
@@ -288,6 +308,7 @@ async fn answer_standby(
             continue;
         };
         let reading = reading.clone();
+        let mut taken = taken.clone();
         tokio::spawn(async move {
             let _slot = slot;
             let service = hyper::service::service_fn(move |request: hyper::Request<_>| {
@@ -298,7 +319,20 @@ async fn answer_standby(
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(Duration::from_secs(30))
                 .serve_connection(hyper_util::rt::TokioIo::new(tcp), service);
-            let _ = tokio::time::timeout(Duration::from_secs(600), connection).await;
+            let mut connection = std::pin::pin!(connection);
+            let ended = tokio::time::timeout(Duration::from_secs(600), async {
+                tokio::select! {
+                    _ = connection.as_mut() => true,
+                    // The store was taken: no keep-alive past the request
+                    // in flight.
+                    _ = taken.changed() => false,
+                }
+            })
+            .await;
+            if matches!(ended, Ok(false)) {
+                connection.as_mut().graceful_shutdown();
+                let _ = tokio::time::timeout(Duration::from_secs(30), connection).await;
+            }
         });
     }
 }
@@ -310,8 +344,12 @@ async fn answer(
     request: hyper::Request<hyper::body::Incoming>,
 ) -> axum::response::Response {
     use axum::response::IntoResponse as _;
-    if request.method() == hyper::Method::GET
-        && request.uri().path() == "/records"
+    // As the server's router: a trailing slash (`@nangohq/node` asks for
+    // `/records/`) and HEAD are taken.
+    let path = request.uri().path();
+    let records = path.strip_suffix('/').unwrap_or(path) == "/records";
+    if matches!(*request.method(), hyper::Method::GET | hyper::Method::HEAD)
+        && records
         && let Some(store) = store
     {
         return match crate::api::records::standby_page(

@@ -434,7 +434,6 @@ impl Store {
         Ok(())
     }
 
-    /// Stores a blob (a component file) under its SHA-256, returned as hex.
     /// The store opened again over the same backend and master key: its
     /// environments (names, secret keys, data keys) as they are stored
     /// now. For a reader of a store another process writes (a standby),
@@ -464,6 +463,7 @@ impl Store {
         report.map(Some)
     }
 
+    /// Stores a blob (a component file) under its SHA-256, returned as hex.
     pub async fn put_blob(&self, bytes: &[u8]) -> Result<String, StoreError> {
         put_blob(&self.shared, bytes).await
     }

@@ -138,6 +138,17 @@ pub async fn run(
     }
     // A place in the environment's queue, before anything is stored.
     let bytes = runner::input_bytes(&input);
+    if bytes > app.config.max_async_action_bytes {
+        // No wait would make room for it.
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!(
+                "this async action's input takes {bytes} bytes in memory, more than an environment's waiting actions may hold ({}): run it without X-Async, or send a smaller input",
+                app.config.max_async_action_bytes
+            ),
+        ));
+    }
     let ticket = env
         .async_actions
         .admit(

@@ -202,6 +202,9 @@ pub async fn websocket(
         return ApiError::not_found("not_found", "no such route").into_response();
     };
     let clients = app.oauth_clients.clone();
+    // Unauthenticated and up to 15 minutes long: at most a quarter of the
+    // client connections may be such sockets.
+    let cap = MAX_CLIENTS.min((app.config.max_connections / 4).max(1));
     // Small buffers (tungstenite's are 128 KiB each way): a socket that
     // waits costs kilobytes, not a quarter of a megabyte.
     ws.max_message_size(MAX_CLIENT_FRAME)
@@ -212,16 +215,16 @@ pub async fn websocket(
         .on_upgrade(move |socket| async move {
             // The socket counts against `max_connections` until it closes.
             let _slot = slot;
-            client(clients, socket).await
+            client(clients, socket, cap).await
         })
 }
 
-async fn client(clients: Arc<Clients>, mut socket: WebSocket) {
+async fn client(clients: Arc<Clients>, mut socket: WebSocket, cap: usize) {
     let id = uuid::Uuid::new_v4().to_string();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let full = {
         let mut senders = clients.senders.lock().unwrap_or_else(|e| e.into_inner());
-        let full = senders.len() >= MAX_CLIENTS;
+        let full = senders.len() >= cap;
         if !full {
             senders.insert(id.clone(), tx);
         }
@@ -231,7 +234,7 @@ async fn client(clients: Arc<Clients>, mut socket: WebSocket) {
         let said = json!({
             "message_type": "error",
             "error_type": "too_many_clients",
-            "error_desc": format!("{MAX_CLIENTS} browsers are waiting for a connection already; try again later"),
+            "error_desc": format!("{cap} browsers are waiting for a connection already; try again later"),
         });
         let _ = socket.send(Message::Text(said.to_string().into())).await;
         let _ = socket.send(Message::Close(None)).await;

@@ -303,15 +303,49 @@ pub async fn standby_page(
     headers: &axum::http::HeaderMap,
     raw: Option<&str>,
 ) -> ApiResult<Response> {
+    // In the server's order: the content type, the key, the headers, the
+    // query, the connection.
+    if let Some(refused) = super::content_type_refused("/records", headers) {
+        return Err(refused);
+    }
     let key = super::bearer_key(headers)?;
     let env = store
         .environment_by_key(key)
         .ok_or_else(super::unknown_account)?;
-    let req = parse_query(raw, None)?;
     let headers = ConnectionHeaders::from_headers(headers)?;
+    let req = parse_query(raw, None)?;
     let conn = connection_ref(&env, &headers).await?;
+    let gone = || {
+        ApiError::new(
+            axum::http::StatusCode::BAD_REQUEST,
+            "unknown_connection",
+            format!(
+                "No connection `{}` for integration `{}`",
+                conn.connection_id, conn.provider_config_key
+            ),
+        )
+    };
+    if being_deleted(&env, &conn).await? {
+        return Err(gone());
+    }
+    let page = page(&env, &conn, req).await?;
+    // A deletion that began while the page was read may have taken part
+    // of it: not shown.
+    if being_deleted(&env, &conn).await?
+        || !env
+            .connection_exists(&conn.provider_config_key, &conn.connection_id)
+            .await?
+    {
+        return Err(gone());
+    }
+    Ok(page)
+}
+
+/// Whether the server holding the store is deleting `conn` or its
+/// integration (their marks are stored before anything goes).
+async fn being_deleted(env: &EnvStore, conn: &ConnectionRef) -> ApiResult<bool> {
     let (pck, cid) = (&conn.provider_config_key, &conn.connection_id);
-    let deleting = env
+    Ok(env
         .doc::<Value>(
             super::connections::DELETIONS,
             &format!("connection/{pck}/{cid}"),
@@ -321,15 +355,7 @@ pub async fn standby_page(
         || env
             .doc::<Value>(super::connections::DELETIONS, &format!("integration/{pck}"))
             .await?
-            .is_some();
-    if deleting {
-        return Err(ApiError::new(
-            axum::http::StatusCode::BAD_REQUEST,
-            "unknown_connection",
-            format!("No connection `{cid}` for integration `{pck}`"),
-        ));
-    }
-    page(&env, &conn, req).await
+            .is_some())
 }
 
 /// Whether `model` (`Model::variant`) is a model of a sync variant of
