@@ -3973,6 +3973,28 @@ async fn an_environments_secret_key_is_replaced_at_a_start_that_asks_for_it() {
     server.stop().await;
 }
 
+/// Deploys the action `name` (the component `guest`) of integration
+/// `mock-int` (provider `mock`) to dev and prod, each with connection
+/// `c1`: their clients.
+async fn action_in_both_environments(server: &Server, name: &str, guest: &str) -> Vec<Client> {
+    let yaml = format!(
+        "integrations:\n  mock-int:\n    actions:\n      {name}:\n        endpoint: POST /{name}\n"
+    );
+    let mut clients = Vec::new();
+    for key in [DEV_KEY, PROD_KEY] {
+        let c = Client::new(server, key);
+        deploy_scripts(&c, &yaml, "mock-int", &[(guest, name, ScriptKind::Action)]).await;
+        c.integration_and_connection(
+            "mock-int",
+            "mock",
+            json!({"connection_id": "c1", "api_key": "k"}),
+        )
+        .await;
+        clients.push(c);
+    }
+    clients
+}
+
 /// An environment whose scripts hang holds at most three quarters of the
 /// execution permits: another environment's action still runs at once
 /// (it waited for the hanging ones, all permits being theirs).
@@ -3999,26 +4021,7 @@ async fn an_environment_whose_scripts_hang_leaves_the_other_its_share() {
     let mut config = ServerConfig::new(data.path(), "127.0.0.1:0".parse().unwrap());
     config.max_concurrent_executions = 4;
     let server = start_with(config, &MasterKey::generate(), &providers).await;
-    let yaml =
-        "integrations:\n  mock-int:\n    actions:\n      proxy:\n        endpoint: POST /proxy\n";
-    let mut clients = Vec::new();
-    for key in [DEV_KEY, PROD_KEY] {
-        let c = Client::new(&server, key);
-        deploy_scripts(
-            &c,
-            yaml,
-            "mock-int",
-            &[(guests::ACTION_PROXY, "proxy", ScriptKind::Action)],
-        )
-        .await;
-        c.integration_and_connection(
-            "mock-int",
-            "mock",
-            json!({"connection_id": "c1", "api_key": "k"}),
-        )
-        .await;
-        clients.push(c);
-    }
+    let clients = action_in_both_environments(&server, "proxy", guests::ACTION_PROXY).await;
     let (dev, prod) = (&clients[0], &clients[1]);
     let c1 = ("mock-int", "c1");
     // Dev: more hanging actions than there are permits.
@@ -4083,26 +4086,7 @@ async fn async_actions_waiting_are_bounded_per_environment() {
     config.max_async_actions = 3;
     config.max_async_action_bytes = 4096;
     let server = start_with(config, &MasterKey::generate(), &providers).await;
-    let yaml =
-        "integrations:\n  mock-int:\n    actions:\n      proxy:\n        endpoint: POST /proxy\n";
-    let mut clients = Vec::new();
-    for key in [DEV_KEY, PROD_KEY] {
-        let c = Client::new(&server, key);
-        deploy_scripts(
-            &c,
-            yaml,
-            "mock-int",
-            &[(guests::ACTION_PROXY, "proxy", ScriptKind::Action)],
-        )
-        .await;
-        c.integration_and_connection(
-            "mock-int",
-            "mock",
-            json!({"connection_id": "c1", "api_key": "k"}),
-        )
-        .await;
-        clients.push(c);
-    }
+    let clients = action_in_both_environments(&server, "proxy", guests::ACTION_PROXY).await;
     let (dev, prod) = (&clients[0], &clients[1]);
     let c1 = ("mock-int", "c1");
     let queue = |c: &'static str, input: Value| {
@@ -4320,26 +4304,7 @@ async fn a_lock_is_its_environments_and_ends_with_the_action_that_holds_it() {
     let data = tempfile::tempdir().unwrap();
     let config = ServerConfig::new(data.path(), "127.0.0.1:0".parse().unwrap());
     let server = start_with(config, &MasterKey::generate(), &providers).await;
-    let yaml =
-        "integrations:\n  mock-int:\n    actions:\n      lock:\n        endpoint: POST /lock\n";
-    let mut clients = Vec::new();
-    for key in [DEV_KEY, PROD_KEY] {
-        let c = Client::new(&server, key);
-        deploy_scripts(
-            &c,
-            yaml,
-            "mock-int",
-            &[(guests::ACTION_LOCK, "lock", ScriptKind::Action)],
-        )
-        .await;
-        c.integration_and_connection(
-            "mock-int",
-            "mock",
-            json!({"connection_id": "c1", "api_key": "k"}),
-        )
-        .await;
-        clients.push(c);
-    }
+    let clients = action_in_both_environments(&server, "lock", guests::ACTION_LOCK).await;
     let (dev, prod) = (&clients[0], &clients[1]);
     let c1 = ("mock-int", "c1");
     let take = |key: &str| json!({"steps": [{"acquire": key, "ttl_ms": 600_000}]});

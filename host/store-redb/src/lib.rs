@@ -445,6 +445,32 @@ fn bounds(range: &KeyRange) -> (std::ops::Bound<&[u8]>, std::ops::Bound<&[u8]>) 
     )
 }
 
+/// The value of `key` in `table`, read in `txn`.
+fn get_in(
+    txn: &redb::ReadTransaction,
+    table: Table,
+    key: &[u8],
+) -> Result<Option<Vec<u8>>, BackendError> {
+    let t = txn.open_table(definition(table)).map_err(storage)?;
+    Ok(t.get(key).map_err(storage)?.map(|v| v.value().to_vec()))
+}
+
+/// The values of `keys` in `table`, read in `txn`.
+fn get_many_in(
+    txn: &redb::ReadTransaction,
+    table: Table,
+    keys: &[Vec<u8>],
+) -> Result<Vec<Option<Vec<u8>>>, BackendError> {
+    let t = txn.open_table(definition(table)).map_err(storage)?;
+    keys.iter()
+        .map(|k| {
+            Ok(t.get(k.as_slice())
+                .map_err(storage)?
+                .map(|v| v.value().to_vec()))
+        })
+        .collect()
+}
+
 /// A read transaction held for as long as the view is: redb's snapshot
 /// of the whole file at one commit, which later commits do not change
 /// (pages it reads are not reused meanwhile, so the file may grow while it
@@ -473,13 +499,7 @@ fn read_only() -> BackendError {
 impl Backend for RedbSnapshot {
     async fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
         let key = key.to_vec();
-        self.read(move |txn| {
-            let t = txn.open_table(definition(table)).map_err(storage)?;
-            Ok(t.get(key.as_slice())
-                .map_err(storage)?
-                .map(|v| v.value().to_vec()))
-        })
-        .await
+        self.read(move |txn| get_in(txn, table, &key)).await
     }
 
     async fn get_many(
@@ -488,17 +508,7 @@ impl Backend for RedbSnapshot {
         keys: &[Vec<u8>],
     ) -> Result<Vec<Option<Vec<u8>>>, BackendError> {
         let keys = keys.to_vec();
-        self.read(move |txn| {
-            let t = txn.open_table(definition(table)).map_err(storage)?;
-            keys.iter()
-                .map(|k| {
-                    Ok(t.get(k.as_slice())
-                        .map_err(storage)?
-                        .map(|v| v.value().to_vec()))
-                })
-                .collect()
-        })
-        .await
+        self.read(move |txn| get_many_in(txn, table, &keys)).await
     }
 
     async fn scan(
@@ -540,13 +550,7 @@ impl Backend for RedbBackend {
 
     async fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
         let key = key.to_vec();
-        self.read(1, move |txn| {
-            let t = txn.open_table(definition(table)).map_err(storage)?;
-            Ok(t.get(key.as_slice())
-                .map_err(storage)?
-                .map(|v| v.value().to_vec()))
-        })
-        .await
+        self.read(1, move |txn| get_in(txn, table, &key)).await
     }
 
     async fn get_many(
@@ -558,17 +562,8 @@ impl Backend for RedbBackend {
             return Ok(Vec::new());
         }
         let keys = keys.to_vec();
-        self.read(keys.len(), move |txn| {
-            let t = txn.open_table(definition(table)).map_err(storage)?;
-            keys.iter()
-                .map(|k| {
-                    Ok(t.get(k.as_slice())
-                        .map_err(storage)?
-                        .map(|v| v.value().to_vec()))
-                })
-                .collect()
-        })
-        .await
+        self.read(keys.len(), move |txn| get_many_in(txn, table, &keys))
+            .await
     }
 
     async fn scan(
