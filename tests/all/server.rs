@@ -2579,6 +2579,68 @@ async fn component(c: &Client, path: &str, scripts: &[(&str, &str, ScriptKind)])
     }
 }
 
+/// An environment's components uploaded and not yet deployed are bounded
+/// in bytes: past it an upload is 429 and stored nothing; the same
+/// component again takes no more room; a deploy frees what it names; the
+/// other environment has its own room.
+#[tokio::test]
+async fn uploads_not_yet_deployed_are_bounded_per_environment() {
+    let data = tempfile::tempdir().unwrap();
+    let guest = std::fs::read(guests::ACTION_NOOP).unwrap();
+    let size = guest.len();
+    let mut config = ServerConfig::new(data.path(), "127.0.0.1:0".parse().unwrap());
+    // The component, and one and a half blobs of its size.
+    config.max_pending_upload_bytes = size * 5 / 2;
+    let server = start_with(config, &MasterKey::generate(), "").await;
+    let dev = Client::new(&server, DEV_KEY);
+    let put = |c: &Client, bytes: Vec<u8>| {
+        let request = c
+            .http
+            .put(format!(
+                "{}/sluice/components/{}",
+                c.base,
+                sha256_hex(&bytes)
+            ))
+            .bearer_auth(&c.key)
+            .body(bytes);
+        async move {
+            let resp = request.send().await.unwrap();
+            let status = resp.status().as_u16();
+            (
+                status,
+                serde_json::from_str::<Value>(&resp.text().await.unwrap()).unwrap(),
+            )
+        }
+    };
+    let blob = |n: u8| vec![n; size];
+    assert_eq!(put(&dev, guest.clone()).await.0, 200);
+    assert_eq!(put(&dev, blob(1)).await.0, 200);
+    let (status, body) = put(&dev, blob(2)).await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["error"]["code"], "too_many_request", "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("uploaded and not deployed"), "{message}");
+    assert_eq!(
+        server.app.store.blob(&sha256_hex(&blob(2))).await.unwrap(),
+        None,
+        "a refused upload was stored"
+    );
+    // The same component again: no more room taken.
+    assert_eq!(put(&dev, blob(1)).await.0, 200);
+    // Prod has room of its own.
+    assert_eq!(put(&Client::new(&server, PROD_KEY), blob(2)).await.0, 200);
+    // Deploying the component frees its room.
+    deploy_scripts(
+        &dev,
+        "integrations:\n  m:\n    actions:\n      noop:\n        endpoint: POST /noop\n",
+        "m",
+        &[(guests::ACTION_NOOP, "noop", ScriptKind::Action)],
+    )
+    .await;
+    assert_eq!(put(&dev, blob(2)).await.0, 200);
+    server.stop().await;
+}
+
 /// Each deployed sync and action: `integration/name` → (runs, version).
 async fn deployed_scripts(c: &Client) -> std::collections::BTreeMap<String, (Value, Value)> {
     let (status, config) = c.send("GET", "/scripts/config", None).await;

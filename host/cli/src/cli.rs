@@ -237,6 +237,11 @@ struct ServeArgs {
     /// it ends), e.g. 256M; likewise.
     #[arg(long, env = "SLUICE_MAX_ASYNC_ACTION_BYTES", default_value = "256M", value_parser = parse_size)]
     max_async_action_bytes: u64,
+    /// Bytes of components one environment may have uploaded and not yet
+    /// deployed (unused uploads are deleted within two hours), e.g. 8G;
+    /// past it an upload answers 429.
+    #[arg(long = "max-pending-uploads", env = "SLUICE_MAX_PENDING_UPLOADS", default_value = "8G", value_parser = parse_size)]
+    max_pending_uploads: u64,
     /// Back the store up while it serves (sled and redb stores): each
     /// backup is a folder here, `<UTC time>`, holding the whole store at
     /// one moment as a redb data directory (serve it with --data and the
@@ -1567,6 +1572,8 @@ async fn run_serve(
         }),
     };
     config.max_async_actions = usize::try_from(args.max_async_actions).unwrap_or(usize::MAX);
+    config.max_pending_upload_bytes =
+        usize::try_from(args.max_pending_uploads).unwrap_or(usize::MAX);
     config.max_async_action_bytes =
         usize::try_from(args.max_async_action_bytes).unwrap_or(usize::MAX);
     config.schedule_time_scale = args.schedule_time_scale.max(1);

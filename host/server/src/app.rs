@@ -82,6 +82,11 @@ pub struct EnvState {
     locks: Arc<sluice_runtime::locks::Locks>,
     /// Its async actions accepted and not yet ended.
     pub async_actions: Arc<AsyncQueue>,
+    /// Components it uploaded that none of its deploys has named yet
+    /// (`sha256` → when, bytes), bounded by
+    /// `ServerConfig::max_pending_upload_bytes`: kept until the unused
+    /// ones are deleted, a tenant's uploads must not fill the disk.
+    pub pending_uploads: std::sync::Mutex<HashMap<String, (std::time::Instant, usize)>>,
 }
 
 /// An environment's async actions accepted and not yet ended, and the
@@ -345,6 +350,7 @@ impl App {
                 )),
                 locks: Arc::default(),
                 async_actions: Arc::default(),
+                pending_uploads: Default::default(),
             };
             envs.insert(store_env.id(), Arc::new(state));
         }

@@ -123,6 +123,10 @@ pub struct ServerConfig {
     /// Wait before an async action's first retry (`X-Max-Retries`); each
     /// later one doubles, up to five minutes.
     pub action_retry_base: Duration,
+    /// Bytes of components an environment may have uploaded and not yet
+    /// deployed (they are kept up to two `upload_grace`s); past it an
+    /// upload answers 429.
+    pub max_pending_upload_bytes: usize,
     /// Online backups of the store (embedded stores only).
     pub backup: Option<crate::backup::BackupConfig>,
     /// Async actions an environment may have accepted and not yet ended;
@@ -298,6 +302,7 @@ impl ServerConfig {
             schedule_time_scale: 1,
             webhook_retry_base: Duration::from_secs(3),
             action_retry_base: Duration::from_secs(1),
+            max_pending_upload_bytes: 8 << 30,
             backup: None,
             max_async_actions: 10_000,
             max_async_action_bytes: 256 << 20,

@@ -73,8 +73,42 @@ pub async fn put_component(
             "the body's SHA-256 is not `{sha}`"
         )));
     }
+    // Room among the environment's uploads not yet deployed (an upload
+    // of one it has is only seen again).
+    {
+        let mut pending = env
+            .pending_uploads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        // Past two grace periods an unused upload has been deleted.
+        let forgotten = app.config.upload_grace.saturating_mul(2);
+        pending.retain(|_, (at, _)| at.elapsed() < forgotten);
+        if !pending.contains_key(&sha) {
+            let held: usize = pending.values().map(|(_, n)| n).sum();
+            let max = app.config.max_pending_upload_bytes;
+            if held.saturating_add(body.len()) > max {
+                return Err(ApiError::new(
+                    axum::http::StatusCode::TOO_MANY_REQUESTS,
+                    "too_many_request",
+                    format!(
+                        "environment `{}` has {held} bytes of components uploaded and not deployed (at most {max}); this one ({} bytes) was not stored: deploy what was uploaded, or wait for the unused uploads to be deleted (within two hours)",
+                        env.name(),
+                        body.len()
+                    ),
+                ));
+            }
+        }
+        pending.insert(sha.clone(), (std::time::Instant::now(), body.len()));
+    }
     let _gate = app.components_gate.read().await;
-    app.store.put_blob(&body).await?;
+    if let Err(e) = app.store.put_blob(&body).await {
+        // Not stored: it holds no room.
+        env.pending_uploads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&sha);
+        return Err(e.into());
+    }
     // The record, then its time: a time is never left without its record
     // (a record without one is taken for an old upload).
     env.store.put_doc(UPLOADED, &sha, &true).await?;
@@ -292,6 +326,15 @@ pub async fn deploy(
         ));
     }
     request_reclaim(&app);
+    {
+        let mut pending = env
+            .pending_uploads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        for c in &doc.manifest.components {
+            pending.remove(&c.sha256.to_ascii_lowercase());
+        }
+    }
     let mut answer = summary(&doc, Some(version));
     // Which environment the key named, for the CLI to say.
     answer["environment"] = json!(env.name());
