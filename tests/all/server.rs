@@ -2359,8 +2359,11 @@ async fn client_errors_are_json_errors_naming_the_problem_and_a_reimport_keeps_m
     server.stop().await;
 }
 
-#[tokio::test]
-async fn an_ended_async_action_is_kept_as_long_as_the_logs() {
+/// A server with the proxy action deployed and connection `c1`, its
+/// retention as `tune` sets it.
+async fn with_proxy_action(
+    tune: impl FnOnce(&mut ServerConfig),
+) -> (MockServer, tempfile::TempDir, Server) {
     let mock = MockServer::start(std::sync::Arc::new(|_: &sluice_tests::MockRequest| {
         sluice_tests::MockResponse::json(200, &json!({"ok": true}))
     }))
@@ -2372,8 +2375,8 @@ async fn an_ended_async_action_is_kept_as_long_as_the_logs() {
     );
     let data = tempfile::tempdir().unwrap();
     let mut config = ServerConfig::new(data.path(), "127.0.0.1:0".parse().unwrap());
-    config.log_retention_age = std::time::Duration::from_secs(1);
     config.log_retention_every = std::time::Duration::from_millis(50);
+    tune(&mut config);
     let server = start_with(config, &MasterKey::generate(), &providers).await;
     let dev = Client::new(&server, DEV_KEY);
     deploy_scripts(
@@ -2389,6 +2392,16 @@ async fn an_ended_async_action_is_kept_as_long_as_the_logs() {
         json!({"connection_id": "c1", "api_key": "k"}),
     )
     .await;
+    (mock, data, server)
+}
+
+#[tokio::test]
+async fn an_ended_async_action_is_kept_as_long_as_the_logs() {
+    let (_mock, _data, server) = with_proxy_action(|config| {
+        config.log_retention_age = std::time::Duration::from_secs(1);
+    })
+    .await;
+    let dev = Client::new(&server, DEV_KEY);
     let c1 = ("mock-int", "c1");
     let location = dev
         .trigger_async(c1, "proxy", json!({"endpoint": "/x"}), None)
@@ -2406,6 +2419,47 @@ async fn an_ended_async_action_is_kept_as_long_as_the_logs() {
         "{body}"
     );
     server.stop().await;
+}
+
+/// Ended async actions are kept up to a size per environment, whatever
+/// their age: past it the oldest go (their logs stay, under the logs' own
+/// bounds); under it they stay.
+#[tokio::test]
+async fn ended_async_actions_past_their_bound_go_and_under_it_stay() {
+    for (bound, kept) in [(1, false), (1 << 30, true)] {
+        let (_mock, _data, server) = with_proxy_action(|config| {
+            config.finished_retention_bytes = bound;
+        })
+        .await;
+        let dev = Client::new(&server, DEV_KEY);
+        let c1 = ("mock-int", "c1");
+        let location = dev
+            .trigger_async(c1, "proxy", json!({"endpoint": "/x"}), None)
+            .await;
+        if kept {
+            let (_, output) = dev.poll_async(c1, &location, |s| s == 200).await;
+            // Several retention passes (a tenth of them prune ended work).
+            tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+            let (status, body) = dev.send_as(c1, "GET", &location, None).await;
+            assert_eq!((status, &body), (200, &output));
+        } else {
+            let (seen, body) = dev.poll_async(c1, &location, |s| s == 404).await;
+            assert_eq!(body["error"]["code"], "not_found", "{body}");
+            assert_eq!(seen.last(), Some(&404), "{seen:?}");
+        }
+        // The action's execution is still in the logs either way.
+        let (status, logs) = dev
+            .send(
+                "GET",
+                "/logs?provider_config_key=mock-int&script=proxy",
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{logs}");
+        let lines = logs["logs"].as_array().map_or(0, Vec::len);
+        assert!(lines > 0, "{logs}");
+        server.stop().await;
+    }
 }
 
 /// `sluice dryrun --from-server` as a user runs it (in process).

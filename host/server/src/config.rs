@@ -145,6 +145,9 @@ pub struct ServerConfig {
     pub log_retention_bytes: u64,
     /// How often the retention is enforced.
     pub log_retention_every: Duration,
+    /// Past this many bytes of ended async actions and webhooks given up
+    /// on per environment (each kept as long as the logs), the oldest go.
+    pub finished_retention_bytes: u64,
     /// Most linear memory all scripts may hold at once (one environment's
     /// three quarters of it); `None`: half the machine's memory.
     pub script_memory_budget: Option<usize>,
@@ -311,6 +314,7 @@ impl ServerConfig {
             log_retention_age: Duration::from_secs(14 * 24 * 3600),
             log_retention_bytes: 1 << 30,
             log_retention_every: Duration::from_secs(60),
+            finished_retention_bytes: 1 << 30,
             new_keys: Vec::new(),
             events: EventLog::default(),
             script_memory_budget: None,

@@ -125,6 +125,9 @@ pub struct Logs {
     pub retention_age: Duration,
     /// Past this many bytes of logs, the oldest are deleted.
     pub retention_bytes: u64,
+    /// Past this many bytes of ended async actions and webhooks given up
+    /// on, the oldest are deleted.
+    pub finished_bytes: u64,
     /// Bytes of log documents stored, per environment (counted at start).
     sizes: std::sync::Mutex<BTreeMap<uuid::Uuid, Arc<AtomicU64>>>,
 }
@@ -140,6 +143,7 @@ impl Logs {
             max_bytes_per_execution: config.log_bytes_per_execution,
             retention_age: config.log_retention_age,
             retention_bytes: config.log_retention_bytes,
+            finished_bytes: config.finished_retention_bytes,
             sizes: Default::default(),
         }
     }
@@ -595,49 +599,107 @@ impl Logs {
     }
 
     /// Deletes async actions that ended, and webhooks given up on, longer
-    /// ago than the logs are kept: `GET /action/:id` then answers 404.
+    /// ago than the logs are kept (`GET /action/:id` then answers 404), and
+    /// past [`Logs::finished_bytes`] of them the oldest, ten seconds' worth
+    /// at a time: a first pass over both collections adds up their sizes
+    /// per ten seconds (in constant memory: one sum per ten seconds of the
+    /// retention at most), a second deletes those older than the newest
+    /// that fit.
     pub async fn prune_finished(&self, env: &EnvState) -> Result<usize, sluice_store::StoreError> {
         let oldest_kept = Utc::now()
             - chrono::Duration::from_std(self.retention_age)
                 .unwrap_or_else(|_| chrono::Duration::days(3650));
-        let actions = prune(
-            env,
-            crate::runner::ASYNC_ACTIONS,
-            |a: &crate::runner::AsyncAction| {
-                matches!(a.status.as_str(), "succeeded" | "failed") && a.updated_at < oldest_kept
-            },
-        )
-        .await?;
-        let dead = prune(
-            env,
-            crate::webhooks::DEAD,
-            |d: &crate::webhooks::Delivery| d.created_at < oldest_kept,
-        )
-        .await?;
-        Ok(actions + dead)
+        const BUCKET: i64 = 10;
+        let kinds: [(&str, EndedAt); 2] = [
+            (crate::runner::ASYNC_ACTIONS, action_ended_at),
+            (crate::webhooks::DEAD, given_up_at),
+        ];
+        let mut sizes: BTreeMap<i64, u64> = BTreeMap::new();
+        for (collection, ended_at) in kinds {
+            each_raw(env, collection, |raw| {
+                if let Some(at) = ended_at(raw).filter(|at| *at >= oldest_kept) {
+                    *sizes.entry(at.timestamp().div_euclid(BUCKET)).or_default() +=
+                        raw.len() as u64;
+                }
+                false
+            })
+            .await?;
+        }
+        let mut cutoff = oldest_kept;
+        let mut kept = 0u64;
+        for (bucket, bytes) in sizes.iter().rev() {
+            kept = kept.saturating_add(*bytes);
+            if kept > self.finished_bytes {
+                if let Some(end) = DateTime::from_timestamp((bucket + 1) * BUCKET, 0) {
+                    cutoff = cutoff.max(end);
+                }
+                break;
+            }
+        }
+        let mut deleted = 0;
+        for (collection, ended_at) in kinds {
+            deleted += each_raw(env, collection, |raw| {
+                ended_at(raw).is_some_and(|at| at < cutoff)
+            })
+            .await?;
+        }
+        Ok(deleted)
     }
 }
 
-/// Deletes the documents of `collection` that `gone` picks (unflushed: one
-/// a crash brings back goes at the next pass); returns how many.
-async fn prune<T: serde::de::DeserializeOwned>(
+/// When a document of ended work ended (read from its JSON without
+/// keeping the rest); `None` for work still going or a document it
+/// cannot read (kept).
+type EndedAt = fn(&[u8]) -> Option<DateTime<Utc>>;
+
+/// An async action that succeeded or failed: when it did.
+fn action_ended_at(raw: &[u8]) -> Option<DateTime<Utc>> {
+    #[derive(Deserialize)]
+    struct Action<'a> {
+        #[serde(borrow)]
+        status: std::borrow::Cow<'a, str>,
+        updated_at: DateTime<Utc>,
+    }
+    let a: Action = serde_json::from_slice(raw).ok()?;
+    matches!(a.status.as_ref(), "succeeded" | "failed").then_some(a.updated_at)
+}
+
+/// A webhook given up on: when it was made (its age is counted from it).
+fn given_up_at(raw: &[u8]) -> Option<DateTime<Utc>> {
+    #[derive(Deserialize)]
+    struct Dead {
+        created_at: DateTime<Utc>,
+    }
+    serde_json::from_slice::<Dead>(raw)
+        .ok()
+        .map(|d| d.created_at)
+}
+
+/// Calls `gone` with each document of `collection` as stored, a page at
+/// a time, and deletes those it picks (unflushed: one a crash brings back
+/// goes at the next pass); returns how many.
+async fn each_raw(
     env: &EnvState,
     collection: &str,
-    gone: impl Fn(&T) -> bool,
+    mut gone: impl FnMut(&[u8]) -> bool + Send,
 ) -> Result<usize, sluice_store::StoreError> {
     let mut after: Option<String> = None;
     let mut deleted = 0;
     loop {
-        let page: Vec<(String, T)> = env
+        // The documents picked come back with their bytes, the others with
+        // their key alone.
+        let page = env
             .store
-            .docs(collection, "", after.as_deref(), 500, false)
+            .docs_raw(collection, "", after.as_deref(), 500, false, &mut |raw| {
+                gone(raw)
+            })
             .await?;
         let Some((last, _)) = page.last() else {
             return Ok(deleted);
         };
         after = Some(last.clone());
-        for (key, doc) in &page {
-            if gone(doc) {
+        for (key, picked) in &page {
+            if picked.is_some() {
                 env.store.delete_doc_unflushed(collection, key).await?;
                 deleted += 1;
             }

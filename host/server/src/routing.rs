@@ -622,27 +622,74 @@ fn hubspot_order(events: &[Value]) -> Vec<&Value> {
         .collect()
 }
 
-/// The ids of the connections (of the webhook's integration) a lookup
-/// other than `ConnectionId` finds, in their order; for `FirstOf`, those
-/// of its first step that finds any.
-pub fn matching(
-    lookup: &Lookup,
-    connections: &[sluice_runtime::connection::Connection],
-) -> Vec<String> {
-    let find = |l: &Lookup| -> Vec<String> {
-        connections
-            .iter()
-            .filter(|c| matches(l, &c.metadata, &c.connection_config))
-            .map(|c| c.connection_id.clone())
-            .collect()
-    };
-    match lookup {
-        Lookup::FirstOf(steps) => steps
-            .iter()
-            .map(find)
-            .find(|ids| !ids.is_empty())
-            .unwrap_or_default(),
-        other => find(other),
+/// Which connections a webhook's lookups find, fed the integration's
+/// connections one at a time in connection id order, keeping only the
+/// ids that match (so an integration's connections are never all in
+/// memory). `ConnectionId` lookups are not its business: the caller reads
+/// the one connection.
+pub struct Matcher<'a> {
+    /// Each lookup matched on its own: a `FirstOf`'s steps one by one, so
+    /// the first step finding any can be chosen at the end.
+    steps: Vec<&'a Lookup>,
+    index: std::collections::HashMap<&'a Lookup, usize>,
+    ids: Vec<Vec<String>>,
+}
+
+impl<'a> Matcher<'a> {
+    pub fn new(lookups: impl IntoIterator<Item = &'a Lookup>) -> Self {
+        let mut m = Matcher {
+            steps: Vec::new(),
+            index: std::collections::HashMap::new(),
+            ids: Vec::new(),
+        };
+        let add = |m: &mut Matcher<'a>, l: &'a Lookup| {
+            if !m.index.contains_key(l) {
+                m.index.insert(l, m.steps.len());
+                m.steps.push(l);
+                m.ids.push(Vec::new());
+            }
+        };
+        for lookup in lookups {
+            match lookup {
+                Lookup::ConnectionId(_) => {}
+                Lookup::FirstOf(list) => list.iter().for_each(|l| add(&mut m, l)),
+                other => add(&mut m, other),
+            }
+        }
+        m
+    }
+
+    /// Whether there is nothing to match (no connection need be read).
+    pub fn is_empty(&self) -> bool {
+        self.steps.is_empty()
+    }
+
+    /// Notes the next connection.
+    pub fn see(&mut self, c: &sluice_runtime::connection::Connection) {
+        for (step, ids) in self.steps.iter().zip(self.ids.iter_mut()) {
+            if matches(step, &c.metadata, &c.connection_config) {
+                ids.push(c.connection_id.clone());
+            }
+        }
+    }
+
+    /// The ids a lookup given to [`Matcher::new`] found, in order; for
+    /// `FirstOf`, those of its first step that finds any.
+    pub fn found(&self, lookup: &Lookup) -> Vec<String> {
+        let of = |l: &Lookup| {
+            self.index
+                .get(l)
+                .map(|&i| self.ids[i].clone())
+                .unwrap_or_default()
+        };
+        match lookup {
+            Lookup::FirstOf(list) => list
+                .iter()
+                .map(of)
+                .find(|ids| !ids.is_empty())
+                .unwrap_or_default(),
+            other => of(other),
+        }
     }
 }
 
@@ -2092,6 +2139,11 @@ mod tests {
             cc("emailAddressHash", "h"),
             meta("emailAddress", "a@b.co"),
         ]);
+        let matching = |lookup: &Lookup, all: &[sluice_runtime::connection::Connection]| {
+            let mut m = Matcher::new([lookup]);
+            all.iter().for_each(|c| m.see(c));
+            m.found(lookup)
+        };
         assert_eq!(matching(&steps, &all), ["by-hash"]);
         let steps = Lookup::FirstOf(vec![
             cc("emailAddressHash", "none"),
@@ -2101,6 +2153,19 @@ mod tests {
         let none = Lookup::FirstOf(vec![cc("emailAddressHash", "none")]);
         assert!(matching(&none, &all).is_empty());
         assert_eq!(matching(&Lookup::All, &all).len(), 3);
+        // Lookups sharing a step, matched in one pass over the connections.
+        let steps = Lookup::FirstOf(vec![
+            cc("emailAddressHash", "none"),
+            meta("emailAddress", "a@b.co"),
+        ]);
+        let shared = meta("emailAddress", "a@b.co");
+        let by_id = Lookup::ConnectionId("other".into());
+        let mut m = Matcher::new([&steps, &shared, &Lookup::All, &by_id]);
+        all.iter().for_each(|c| m.see(c));
+        assert_eq!(m.found(&steps), ["by-meta"]);
+        assert_eq!(m.found(&shared), ["by-meta"]);
+        assert_eq!(m.found(&Lookup::All), ["by-meta", "by-hash", "other"]);
+        assert!(m.found(&by_id).is_empty(), "read by the caller");
     }
 
     #[test]

@@ -334,29 +334,40 @@ pub async fn receive(
     })
 }
 
-/// The connections of the integration a route names.
-async fn connections(
+/// The connections each lookup of a webhook's routes finds, in order of
+/// connection id: a lookup by connection id is one read; the others
+/// (metadata, configuration, every connection) are matched in one pass
+/// over the integration's connections that holds one at a time.
+async fn resolve<'a>(
     env: &EnvState,
     pck: &str,
-    lookup: &Lookup,
-    all: &mut Option<Vec<sluice_runtime::connection::Connection>>,
-) -> ApiResult<Vec<String>> {
-    if let Lookup::ConnectionId(cid) = lookup {
-        return Ok(if env.store.connection_exists(pck, cid).await? {
-            vec![cid.clone()]
-        } else {
-            Vec::new()
-        });
+    routes: &'a [routing::Route],
+) -> ApiResult<std::collections::HashMap<&'a Lookup, Vec<String>>> {
+    let lookups: Vec<&'a Lookup> = routes.iter().filter_map(|r| r.lookup.as_ref()).collect();
+    let mut matcher = routing::Matcher::new(lookups.iter().copied());
+    if !matcher.is_empty() {
+        env.store
+            .each_connection(Some(pck), |c| matcher.see(&c))
+            .await?;
     }
-    // The integration's connections are read (and opened) once per
-    // webhook, however many of its events look them up.
-    if all.is_none() {
-        *all = Some(env.store.connections(Some(pck)).await?);
+    let mut found = std::collections::HashMap::new();
+    for lookup in lookups {
+        if found.contains_key(lookup) {
+            continue;
+        }
+        let ids = match lookup {
+            Lookup::ConnectionId(cid) => {
+                if env.store.connection_exists(pck, cid).await? {
+                    vec![cid.clone()]
+                } else {
+                    Vec::new()
+                }
+            }
+            other => matcher.found(other),
+        };
+        found.insert(lookup, ids);
     }
-    Ok(routing::matching(
-        lookup,
-        all.as_deref().unwrap_or_default(),
-    ))
+    Ok(found)
 }
 
 /// Forwards an accepted webhook to the app, runs the webhook scripts it
@@ -381,22 +392,13 @@ async fn handle_once(
     // once (a batch of thousands of events names a few connections).
     let mut matched: Vec<String> = Vec::new();
     let mut seen: std::collections::HashSet<String> = std::collections::HashSet::new();
-    let mut found: std::collections::HashMap<&Lookup, Vec<String>> =
-        std::collections::HashMap::new();
-    let mut all = None;
+    let found = resolve(env, &pck, &a.routes).await?;
     let mut runs: Vec<(String, String, &Value)> = Vec::new();
     for route in &a.routes {
         let Some(lookup) = &route.lookup else {
             continue;
         };
-        let ids = match found.get(lookup) {
-            Some(ids) => ids.clone(),
-            None => {
-                let ids = connections(env, &pck, lookup, &mut all).await?;
-                found.insert(lookup, ids.clone());
-                ids
-            }
-        };
+        let ids = found.get(lookup).cloned().unwrap_or_default();
         let subscribed: Vec<String> = catalog
             .as_ref()
             .and_then(|c| c.config.integration(&pck))
