@@ -12,6 +12,7 @@ mod features;
 mod incoming;
 mod limits;
 mod logs;
+mod metrics;
 mod oauth;
 mod paginate;
 mod project;

@@ -37,11 +37,28 @@ async fn start(data: &Path, master: &MasterKey, upstream: &str) -> Server {
     start_on(StoreKind::Sled, data, master, upstream).await
 }
 
-async fn start_on(store: StoreKind, data: &Path, master: &MasterKey, upstream: &str) -> Server {
+pub(crate) async fn start_on(
+    store: StoreKind,
+    data: &Path,
+    master: &MasterKey,
+    upstream: &str,
+) -> Server {
+    start_tuned(store, data, master, upstream, |_| {}).await
+}
+
+/// [`start_on`], `tune` changing the configuration first.
+pub(crate) async fn start_tuned(
+    store: StoreKind,
+    data: &Path,
+    master: &MasterKey,
+    upstream: &str,
+    tune: impl FnOnce(&mut ServerConfig),
+) -> Server {
     let yaml = std::fs::read_to_string(repo_root().join("host/runtime/providers.yaml")).unwrap();
     let hubspot = yaml.replace("https://api.hubapi.com", upstream);
     let mut config = ServerConfig::new(data, "127.0.0.1:0".parse().unwrap());
     config.store = store;
+    tune(&mut config);
     start_with(config, master, &hubspot).await
 }
 

@@ -169,6 +169,11 @@ struct ServeArgs {
     /// (`localhost:3003`).
     #[arg(long, env = "SLUICE_LISTEN", default_value = "127.0.0.1:3003", value_parser = parse_listen)]
     listen: std::net::SocketAddr,
+    /// Where to answer `GET /metrics` (Prometheus's text format), on a
+    /// listener of its own apart from the API: keep it on a private
+    /// address. Off unless given.
+    #[arg(long, env = "SLUICE_METRICS_LISTEN", value_parser = parse_listen)]
+    metrics_listen: Option<std::net::SocketAddr>,
     /// Providers added to the built-in catalogue (Nango's providers.yaml format).
     #[arg(long, env = "SLUICE_PROVIDERS")]
     providers: Option<PathBuf>,
@@ -1493,6 +1498,7 @@ async fn run_serve(
         providers.extend(sluice_runtime::providers::ProviderCatalog::from_file(p)?);
     }
     let mut config = sluice_server::ServerConfig::new(&args.data, args.listen);
+    config.metrics_listen = args.metrics_listen;
     config.public_url = args.public_url;
     config.cache_max_bytes = args.cache_max;
     config.new_keys = args.new_keys;
@@ -1658,6 +1664,9 @@ async fn run_serve(
         })
         .await?;
     writeln!(out, "sluice is listening on {}", server.url())?;
+    if let Some(at) = server.metrics_addr() {
+        writeln!(out, "metrics: http://{at}/metrics")?;
+    }
     out.flush()?;
     until_stopped(server, out).await
 }

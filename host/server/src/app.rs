@@ -127,6 +127,11 @@ impl AsyncQueue {
         })
     }
 
+    /// What it holds now: (actions, bytes).
+    pub fn waiting(&self) -> (usize, usize) {
+        *self.waiting.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// A place whatever the queue holds (an action accepted before a
     /// restart is taken up again in any case).
     pub fn hold(self: &Arc<Self>, bytes: usize) -> AsyncTicket {
@@ -235,6 +240,8 @@ pub struct App {
     pub refresh_tellers: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// Online backups (one at a time).
     pub backups: crate::backup::Backups,
+    /// What `--metrics-listen` serves.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl App {
@@ -304,7 +311,8 @@ impl App {
                     .join(", ")
             )));
         }
-        let logs = Arc::new(crate::logs::Logs::new(&config));
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        let logs = Arc::new(crate::logs::Logs::new(&config, metrics.clone()));
         for store_env in store.environments() {
             let variables = store_env.variables().await?;
             let limits = config
@@ -366,6 +374,7 @@ impl App {
             oauth_clients: Default::default(),
             refresh_tellers: Default::default(),
             backups: Default::default(),
+            metrics,
             store,
             runtime,
             providers,

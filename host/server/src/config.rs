@@ -82,6 +82,9 @@ pub struct ServerConfig {
     /// cannot use up the file descriptors that scripts' requests, the
     /// webhooks and the store need.
     pub max_connections: usize,
+    /// Where `GET /metrics` (Prometheus's text format) is answered, on a
+    /// listener of its own; `None`: nowhere.
+    pub metrics_listen: Option<SocketAddr>,
     /// How long a request's whole body may take to arrive, from the end
     /// of its headers, plus a second per 64 KiB its `Content-Length`
     /// declares: a client sending a byte just inside `body_idle_timeout`
@@ -293,6 +296,7 @@ impl ServerConfig {
             header_timeout: Duration::from_secs(30),
             body_idle_timeout: Duration::from_secs(30),
             max_connections: 10_000,
+            metrics_listen: None,
             body_timeout: Duration::from_secs(300),
             cache_max_bytes: sluice_runtime::DEFAULT_CACHE_MAX_BYTES,
             keep_deployments: 20,

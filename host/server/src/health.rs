@@ -61,6 +61,11 @@ impl StoreHealth {
         ));
     }
 
+    /// Whether the store is failing now (`GET /health` answers 503).
+    pub fn failing(&self) -> bool {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).failing
+    }
+
     fn recovered(&self, events: &EventLog) {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if std::mem::take(&mut s.failing) {

@@ -22,6 +22,7 @@ pub mod config;
 pub mod error;
 pub mod health;
 pub mod logs;
+pub mod metrics;
 pub mod refresh;
 pub mod routing;
 pub mod runner;
@@ -90,6 +91,8 @@ pub struct Server {
     logs: tokio::task::JoinHandle<()>,
     /// The backups' schedule (`--backup-every`).
     backups: Option<tokio::task::JoinHandle<()>>,
+    /// Where `GET /metrics` is answered (`--metrics-listen`), and its task.
+    metrics: Option<(SocketAddr, tokio::task::JoinHandle<()>)>,
 }
 
 impl Drop for Server {
@@ -99,6 +102,9 @@ impl Drop for Server {
         self.logs.abort();
         if let Some(b) = &self.backups {
             b.abort();
+        }
+        if let Some((_, m)) = &self.metrics {
+            m.abort();
         }
     }
 }
@@ -184,6 +190,15 @@ async fn serve(
     let _ = closing.send(true);
     drop(open);
     let _ = all_closed.recv().await;
+}
+
+/// A task aborted when this is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Bounds the client connections open at once
@@ -284,6 +299,24 @@ impl Server {
                 addr: config.listen,
                 source,
             })?;
+        let metrics_listener = match config.metrics_listen {
+            Some(addr) => Some(Arc::new(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| ServerError::Listen { addr, source })?,
+            )),
+            None => None,
+        };
+        // A standby's metrics are 503 until it takes over.
+        let standby_metrics = metrics_listener
+            .as_ref()
+            .filter(|_| config.standby)
+            .map(|l| {
+                AbortOnDrop(tokio::spawn(metrics::serve(
+                    l.clone(),
+                    std::sync::Weak::new(),
+                )))
+            });
         let mut runtime_config = RuntimeConfig::new(config.data_dir.join("cache"));
         runtime_config.cache_max_bytes = config.cache_max_bytes;
         if let Some(budget) = config.script_memory_budget {
@@ -416,8 +449,23 @@ impl Server {
         let router = api::router(app.clone());
         let timeouts = (config.header_timeout, config.body_idle_timeout);
         let slots = ConnectionSlots::new(config.max_connections, config.events.clone());
+        app.metrics.count_slots(slots.slots.clone(), slots.max);
         let task = tokio::spawn(serve(listener, router, timeouts, slots, rx));
         let backups = backup::spawn_schedule(&app);
+        drop(standby_metrics);
+        let metrics = match metrics_listener {
+            Some(listener) => {
+                let at = listener
+                    .local_addr()
+                    .map_err(|source| ServerError::Listen {
+                        addr: config.listen,
+                        source,
+                    })?;
+                let task = tokio::spawn(metrics::serve(listener, Arc::downgrade(&app)));
+                Some((at, task))
+            }
+            None => None,
+        };
         Ok((
             Server {
                 addr,
@@ -428,6 +476,7 @@ impl Server {
                 webhooks: webhooks_task,
                 logs: logs_task,
                 backups,
+                metrics,
             },
             created,
         ))
@@ -436,6 +485,12 @@ impl Server {
     /// The base URL, `http://127.0.0.1:<port>`.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// Where `GET /metrics` is answered (`--metrics-listen`), the port
+    /// the real one.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(|(addr, _)| *addr)
     }
 
     /// Waits until the server stops (it runs until [`Server::stop`] or the
@@ -467,6 +522,9 @@ impl Server {
         self.scheduler.abort();
         self.webhooks.abort();
         self.logs.abort();
+        if let Some((_, m)) = self.metrics.take() {
+            m.abort();
+        }
         // A backup under way is given up (its folder stays `.partial`,
         // removed by the next): on sled it holds the writes back.
         if let Some(b) = self.backups.take() {

@@ -128,6 +128,8 @@ pub struct Logs {
     /// Past this many bytes of ended async actions and webhooks given up
     /// on, the oldest are deleted.
     pub finished_bytes: u64,
+    /// Where executions and deliveries are counted.
+    metrics: Arc<crate::metrics::Metrics>,
     /// Bytes of log documents stored, per environment (counted at start).
     sizes: std::sync::Mutex<BTreeMap<uuid::Uuid, Arc<AtomicU64>>>,
 }
@@ -138,14 +140,20 @@ fn new_id(start: DateTime<Utc>) -> String {
 }
 
 impl Logs {
-    pub fn new(config: &crate::ServerConfig) -> Self {
+    pub fn new(config: &crate::ServerConfig, metrics: Arc<crate::metrics::Metrics>) -> Self {
         Logs {
+            metrics,
             max_bytes_per_execution: config.log_bytes_per_execution,
             retention_age: config.log_retention_age,
             retention_bytes: config.log_retention_bytes,
             finished_bytes: config.finished_retention_bytes,
             sizes: Default::default(),
         }
+    }
+
+    /// Bytes of logs `store`'s environment keeps.
+    pub fn bytes(&self, store: &EnvStore) -> u64 {
+        self.size(store).load(Ordering::Relaxed)
     }
 
     fn size(&self, store: &EnvStore) -> Arc<AtomicU64> {
@@ -343,6 +351,8 @@ impl Logs {
             #[serde(rename = "connectionId", default)]
             connection_id: Option<String>,
         }
+        self.metrics
+            .delivery(env.store.name(), attempt.error.is_none(), attempt.given_up);
         let head: Head = serde_json::from_str(attempt.body).unwrap_or_default();
         let conn = ConnectionRef {
             provider_config_key: head.provider_config_key.unwrap_or_default(),
@@ -463,6 +473,10 @@ impl Logs {
 
     async fn write(&self, store: &EnvStore, conn: &ConnectionRef, log: &ExecutionLog) {
         let e = &log.execution;
+        // A delivery is counted apart (`record_delivery`).
+        if e.kind != "delivery" {
+            self.metrics.execution(store.name(), e);
+        }
         let history_key = format!(
             "{}\u{1f}{}\u{1f}{}",
             conn.provider_config_key, conn.connection_id, e.id

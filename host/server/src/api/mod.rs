@@ -556,9 +556,53 @@ async fn refuse_declared_oversize(
 pub fn router(app: Arc<App>) -> Router {
     // A layer of the router that holds the routes runs after routing: the
     // rewrite runs in an outer router, before the inner one routes.
+    let metrics = app.metrics.clone();
     Router::new()
         .fallback_service(routes(app))
         .layer(axum::middleware::from_fn(trim_trailing_slash))
+        .layer(axum::middleware::from_fn(move |req, next| {
+            measure(metrics.clone(), req, next)
+        }))
+}
+
+/// The route template a request matched (`/connection/{id}`), carried
+/// out on its response for [`measure`], which runs before routing.
+#[derive(Clone)]
+struct RouteTemplate(String);
+
+async fn tag_route(req: Request, next: axum::middleware::Next) -> axum::response::Response {
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_string());
+    let mut response = next.run(req).await;
+    if let Some(route) = route {
+        response.extensions_mut().insert(RouteTemplate(route));
+    }
+    response
+}
+
+/// Counts and times every request (`sluice_http_requests_total`), by its
+/// route's template; one that matched none is `unmatched`.
+async fn measure(
+    metrics: Arc<crate::metrics::Metrics>,
+    req: Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let started = std::time::Instant::now();
+    let method = req.method().clone();
+    let response = next.run(req).await;
+    let route = response
+        .extensions()
+        .get::<RouteTemplate>()
+        .map_or("unmatched", |r| r.0.as_str());
+    metrics.request(
+        method.as_str(),
+        route,
+        response.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
+    response
 }
 
 /// `/records/` is `/records`, as the original's (Express's) routing has
@@ -725,6 +769,7 @@ fn routes(app: Arc<App>) -> Router {
             refuse_declared_oversize(body_limit, req, next)
         }))
         .merge(components)
+        .route_layer(axum::middleware::from_fn(tag_route))
         .layer(axum::middleware::from_fn(
             move |mut req: Request, next: axum::middleware::Next| {
                 // A large body (a component, up to 256 MiB) gets a second
