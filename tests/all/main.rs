@@ -20,6 +20,7 @@ mod proxy;
 mod records;
 mod scheduler;
 mod server;
+mod two_step;
 mod typescript;
 mod webhooks;
 mod zero;

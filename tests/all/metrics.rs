@@ -126,12 +126,30 @@ async fn metrics_count_requests_executions_records_and_deliveries() {
         )
         .await;
     assert_eq!(status, 200, "{body}");
-    let (status, body) = dev.send("GET", "/connection/demo?provider_config_key=hubspot", None).await;
+    let (status, body) = dev
+        .send("GET", "/connection/demo?provider_config_key=hubspot", None)
+        .await;
     assert_eq!(status, 200, "{body}");
-    let (status, _) = dev.send("GET", "/connection/nobody?provider_config_key=hubspot", None).await;
+    let (status, _) = dev
+        .send(
+            "GET",
+            "/connection/nobody?provider_config_key=hubspot",
+            None,
+        )
+        .await;
     assert_eq!(status, 404);
     let (status, _) = dev.send("GET", "/no/such/route", None).await;
     assert_eq!(status, 404);
+    // A method a client made up is `other`, not a series of its own.
+    let brewed = reqwest::Client::new()
+        .request(
+            reqwest::Method::from_bytes(b"BREW").unwrap(),
+            format!("{}/no/such/route", server.url()),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(brewed.status(), 404);
     app.wait_for("the sync's webhook", Duration::from_secs(10), |a| {
         !a.accepted().is_empty()
     })
@@ -191,6 +209,11 @@ async fn metrics_count_requests_executions_records_and_deliveries() {
         ),
         1.0
     );
+    assert_eq!(
+        count(r#"sluice_http_requests_total{method="other",route="unmatched",status="404"}"#),
+        1.0
+    );
+    assert!(!after.contains("BREW"), "{after}");
     assert!(
         !after.contains("nobody") && !after.contains("demo"),
         "{after}"

@@ -88,6 +88,19 @@ impl Credentials {
 
     /// The secret values, to keep them out of logs.
     pub fn secrets(&self) -> Vec<String> {
+        // TWO_STEP credentials are the user's own fields, named as each
+        // provider names them (`clientSecret`, `userPassword`,
+        // `privateKey`…): every one is kept out.
+        if self.kind() == "TWO_STEP" {
+            return self
+                .0
+                .iter()
+                .filter(|(k, _)| !matches!(k.as_str(), "type" | "expires_at"))
+                .filter_map(|(_, v)| v.as_str())
+                .filter(|s| s.len() >= 4)
+                .map(str::to_string)
+                .collect();
+        }
         const SECRET_FIELDS: &[&str] = &[
             "access_token",
             "refresh_token",

@@ -29,6 +29,7 @@ pub mod runner;
 pub mod runs;
 pub mod scheduler;
 mod standby;
+mod two_step;
 pub mod webhooks;
 
 use std::net::SocketAddr;
@@ -300,18 +301,19 @@ impl Server {
                 source,
             })?;
         let metrics_listener = match config.metrics_listen {
-            Some(addr) => Some(Arc::new(
-                tokio::net::TcpListener::bind(addr)
-                    .await
-                    .map_err(|source| ServerError::Listen { addr, source })?,
-            )),
+            Some(addr) => {
+                let listen = |source| ServerError::Listen { addr, source };
+                let listener = tokio::net::TcpListener::bind(addr).await.map_err(listen)?;
+                let at = listener.local_addr().map_err(listen)?;
+                Some((Arc::new(listener), at))
+            }
             None => None,
         };
         // A standby's metrics are 503 until it takes over.
         let standby_metrics = metrics_listener
             .as_ref()
             .filter(|_| config.standby)
-            .map(|l| {
+            .map(|(l, _)| {
                 AbortOnDrop(tokio::spawn(metrics::serve(
                     l.clone(),
                     std::sync::Weak::new(),
@@ -453,19 +455,10 @@ impl Server {
         let task = tokio::spawn(serve(listener, router, timeouts, slots, rx));
         let backups = backup::spawn_schedule(&app);
         drop(standby_metrics);
-        let metrics = match metrics_listener {
-            Some(listener) => {
-                let at = listener
-                    .local_addr()
-                    .map_err(|source| ServerError::Listen {
-                        addr: config.listen,
-                        source,
-                    })?;
-                let task = tokio::spawn(metrics::serve(listener, Arc::downgrade(&app)));
-                Some((at, task))
-            }
-            None => None,
-        };
+        let metrics = metrics_listener.map(|(listener, at)| {
+            let task = tokio::spawn(metrics::serve(listener, Arc::downgrade(&app)));
+            (at, task)
+        });
         Ok((
             Server {
                 addr,

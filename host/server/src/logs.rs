@@ -624,19 +624,30 @@ impl Logs {
             - chrono::Duration::from_std(self.retention_age)
                 .unwrap_or_else(|_| chrono::Duration::days(3650));
         const BUCKET: i64 = 10;
+        // Nothing that ends after the count starts is deleted: it was not
+        // counted.
+        let started = Utc::now();
         let kinds: [(&str, EndedAt); 2] = [
             (crate::runner::ASYNC_ACTIONS, action_ended_at),
             (crate::webhooks::DEAD, given_up_at),
         ];
         let mut sizes: BTreeMap<i64, u64> = BTreeMap::new();
         for (collection, ended_at) in kinds {
-            each_raw(env, collection, |raw| {
-                if let Some(at) = ended_at(raw).filter(|at| *at >= oldest_kept) {
-                    *sizes.entry(at.timestamp().div_euclid(BUCKET)).or_default() +=
-                        raw.len() as u64;
-                }
-                false
-            })
+            each_raw(
+                env,
+                collection,
+                |raw| {
+                    ended_at(raw)
+                        .filter(|at| *at >= oldest_kept)
+                        .map(|at| (at.timestamp().div_euclid(BUCKET), raw.len() as u64))
+                },
+                |sized| {
+                    if let Some((bucket, bytes)) = sized {
+                        *sizes.entry(bucket).or_default() += bytes;
+                    }
+                    false
+                },
+            )
             .await?;
         }
         let mut cutoff = oldest_kept;
@@ -645,16 +656,19 @@ impl Logs {
             kept = kept.saturating_add(*bytes);
             if kept > self.finished_bytes {
                 if let Some(end) = DateTime::from_timestamp((bucket + 1) * BUCKET, 0) {
-                    cutoff = cutoff.max(end);
+                    cutoff = cutoff.max(end.min(started));
                 }
                 break;
             }
         }
         let mut deleted = 0;
         for (collection, ended_at) in kinds {
-            deleted += each_raw(env, collection, |raw| {
-                ended_at(raw).is_some_and(|at| at < cutoff)
-            })
+            deleted += each_raw(
+                env,
+                collection,
+                |raw| ended_at(raw).is_some_and(|at| at < cutoff),
+                |gone| gone,
+            )
             .await?;
         }
         Ok(deleted)
@@ -689,31 +703,37 @@ fn given_up_at(raw: &[u8]) -> Option<DateTime<Utc>> {
         .map(|d| d.created_at)
 }
 
-/// Calls `gone` with each document of `collection` as stored, a page at
-/// a time, and deletes those it picks (unflushed: one a crash brings back
-/// goes at the next pass); returns how many.
-async fn each_raw(
+/// Reads each document of `collection` as stored with `look` (in place,
+/// nothing copied out), a page at a time, then hands what it saw to
+/// `then`, in order, and deletes those `then` picks (unflushed: one a
+/// crash brings back goes at the next pass); returns how many.
+/// (A store may read a page again after a dropped connection, calling
+/// `look` twice for its first rows: only the last reading of each page
+/// is handed on.)
+async fn each_raw<T: Send>(
     env: &EnvState,
     collection: &str,
-    mut gone: impl FnMut(&[u8]) -> bool + Send,
+    mut look: impl FnMut(&[u8]) -> T + Send,
+    mut then: impl FnMut(T) -> bool,
 ) -> Result<usize, sluice_store::StoreError> {
     let mut after: Option<String> = None;
     let mut deleted = 0;
     loop {
-        // The documents picked come back with their bytes, the others with
-        // their key alone.
+        let mut seen: Vec<T> = Vec::new();
         let page = env
             .store
             .docs_raw(collection, "", after.as_deref(), 500, false, &mut |raw| {
-                gone(raw)
+                seen.push(look(raw));
+                false
             })
             .await?;
         let Some((last, _)) = page.last() else {
             return Ok(deleted);
         };
         after = Some(last.clone());
-        for (key, picked) in &page {
-            if picked.is_some() {
+        let this_reading = seen.split_off(seen.len().saturating_sub(page.len()));
+        for ((key, _), seen) in page.iter().zip(this_reading) {
+            if then(seen) {
                 env.store.delete_doc_unflushed(collection, key).await?;
                 deleted += 1;
             }

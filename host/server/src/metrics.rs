@@ -159,7 +159,7 @@ impl Metrics {
         );
         registry.register(
             "sluice_executions",
-            "Executions ended, by environment, kind (sync, action, webhook, event, proxy) and outcome (success, failure)",
+            "Executions ended, by environment, kind (sync, action, webhook, event, proxy, auth: a failed token refresh) and outcome (success, failure)",
             m.executions.clone(),
         );
         registry.register(
@@ -238,8 +238,8 @@ impl Metrics {
             m.open_fds.clone(),
         );
         registry.register(
-            "process_start_time_seconds",
-            "When the process started, in seconds since the Unix epoch",
+            "sluice_start_time_seconds",
+            "When this server started serving (a standby: when it took over), in seconds since the Unix epoch",
             m.start_time.clone(),
         );
         registry.register(
@@ -343,9 +343,10 @@ impl Metrics {
             .set(i64::try_from(max).unwrap_or(i64::MAX));
         self.executions_running
             .set(i64::try_from(max.saturating_sub(free)).unwrap_or(0));
+        let counts = app.scheduler.counts_by_environment();
         for env in app.envs() {
             let labels = env_labels(env.store.name());
-            let (schedules, running) = app.scheduler.counts(env);
+            let (schedules, running) = counts.get(&env.store.id()).copied().unwrap_or_default();
             self.schedules
                 .get_or_create(&labels)
                 .set(i64::try_from(schedules).unwrap_or(i64::MAX));
@@ -377,11 +378,13 @@ impl Metrics {
     }
 }
 
-/// The process's resident memory (Linux: `/proc/self/statm`).
+/// The process's resident memory (Linux: `VmRSS` of `/proc/self/status`,
+/// in kB whatever the page size).
 fn resident_bytes() -> Option<i64> {
-    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
-    let pages: i64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    Some(pages * 4096)
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?;
+    let kb: i64 = line.split_whitespace().next()?.parse().ok()?;
+    Some(kb * 1024)
 }
 
 /// The content type of the text format.
@@ -422,6 +425,14 @@ fn answer(
             hyper::header::CONTENT_TYPE,
             hyper::header::HeaderValue::from_static(content_type),
         );
+        if status != 200 {
+            // Not kept alive: a standby's scraper reconnects to the task
+            // that serves once it has taken over.
+            r.headers_mut().insert(
+                hyper::header::CONNECTION,
+                hyper::header::HeaderValue::from_static("close"),
+            );
+        }
         r
     };
     if req.uri().path() != "/metrics" || req.method() != hyper::Method::GET {

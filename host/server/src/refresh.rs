@@ -188,6 +188,8 @@ fn refreshable(c: &Connection) -> bool {
             .credentials
             .field("client_id")
             .is_some_and(|id| !id.is_empty()),
+        // Asked for again with the user's credentials it keeps.
+        "TWO_STEP" => true,
         _ => false,
     }
 }
@@ -671,6 +673,44 @@ impl Connections {
         serde_json::from_value(Value::Object(creds)).map_err(|e| e.to_string())
     }
 
+    /// A TWO_STEP connection's token, asked for with the credentials and
+    /// configuration `c` holds as the provider's definition says (see
+    /// [`crate::two_step`]); the credentials to keep with it.
+    pub(crate) async fn two_step_token(&self, c: &Connection) -> Result<Credentials, String> {
+        let provider = self
+            .providers
+            .get(&c.provider)
+            .ok_or_else(|| format!("provider `{}` is not in the catalogue", c.provider))?;
+        let template = provider
+            .token_url
+            .as_deref()
+            .ok_or_else(|| format!("provider `{}` has no token_url", c.provider))?;
+        let definition = &provider.definition;
+        let asked = crate::two_step::request(definition, c)?;
+        let (http, url) = self.token_target(template, c)?;
+        let mut request = if asked.get {
+            http.get(&url)
+        } else {
+            http.post(&url)
+        };
+        request = request.header("user-agent", "Nango");
+        let mut typed = false;
+        for (name, value) in &asked.headers {
+            typed |= name.eq_ignore_ascii_case("content-type");
+            request = request.header(name.as_str(), value.as_str());
+        }
+        if let Some((content_type, body)) = asked.body {
+            if !typed {
+                request = request.header("content-type", content_type);
+            }
+            request = request.body(body);
+        }
+        // The user's secrets are kept out of a refusal's text.
+        let secrets = c.credentials.secrets();
+        let raw = token_answer(request, secrets.iter().map(String::as_str)).await?;
+        crate::two_step::credentials(definition, c, raw)
+    }
+
     /// Asks the provider's token URL for a new access token.
     async fn refresh(&self, c: &Connection) -> Result<Credentials, String> {
         let provider = self
@@ -692,6 +732,9 @@ impl Connections {
             .ok_or_else(|| format!("integration `{}` does not exist", c.provider_config_key))?;
         if c.credentials.kind() == "OAUTH2_CC" {
             return self.renew_client_credentials(c, &provider.definition).await;
+        }
+        if c.credentials.kind() == "TWO_STEP" {
+            return self.two_step_token(c).await;
         }
         let refresh_token = c
             .credentials

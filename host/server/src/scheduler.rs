@@ -327,6 +327,19 @@ impl Scheduler {
             .unwrap_or_default()
     }
 
+    /// Per environment, its schedules and how many of them are running,
+    /// in one pass.
+    pub fn counts_by_environment(&self) -> HashMap<Uuid, (usize, usize)> {
+        let st = self.lock();
+        let mut out: HashMap<Uuid, (usize, usize)> = HashMap::new();
+        for ((env, _), entry) in st.entries.iter().filter(|(_, e)| !e.removed) {
+            let counts = out.entry(*env).or_default();
+            counts.0 += 1;
+            counts.1 += usize::from(entry.running);
+        }
+        out
+    }
+
     /// The schedules of `env`, and how many of them are running.
     pub fn counts(&self, env: &EnvState) -> (usize, usize) {
         let id = env.store.id();

@@ -639,6 +639,25 @@ async fn create(
             ));
         }
     };
+    // A TWO_STEP connection imported without its token: asked for now,
+    // with the credentials and configuration given (or, on a re-import
+    // leaving the configuration out, the stored one).
+    let (creds, connection_config) = if mode == "TWO_STEP" && creds.field("token").is_none() {
+        let config = match &connection_config {
+            Some(config) => config.clone(),
+            None => env
+                .store
+                .connection(&pck, &cid)
+                .await?
+                .map(|c| c.connection_config)
+                .unwrap_or_default(),
+        };
+        let (creds, config) =
+            two_step_token(&app, &env, &pck, &cid, &integration.provider, creds, config).await?;
+        (creds, Some(config))
+    } else {
+        (creds, connection_config)
+    };
     // Like them, an end user, tags or a webhook URL override left out are
     // kept.
     let (end_user, tags) = labels(&body)?;
@@ -658,6 +677,46 @@ async fn create(
     let c = store(&app, &env, draft, unknown).await?;
     // 201 on every import, new or not, as the original answers.
     Ok((axum::http::StatusCode::CREATED, Json(view(&env, &c).await)))
+}
+
+/// A new TWO_STEP connection's first token, asked for with the user's
+/// credentials `creds` and configuration `config`: the credentials to
+/// store, and the configuration with what the provider's answer adds to
+/// it (`token_response_metadata`). A refusal is 400
+/// `two_step_credentials_fetch_error`, naming the endpoint's answer.
+pub(crate) async fn two_step_token(
+    app: &Arc<App>,
+    env: &Arc<crate::app::EnvState>,
+    pck: &str,
+    cid: &str,
+    provider: &str,
+    creds: Credentials,
+    mut config: Map<String, Value>,
+) -> ApiResult<(Credentials, Map<String, Value>)> {
+    let now = Utc::now();
+    let c = Connection {
+        connection_id: cid.to_string(),
+        provider_config_key: pck.to_string(),
+        provider: provider.to_string(),
+        credentials: creds,
+        connection_config: config.clone(),
+        metadata: Value::Null,
+        created_at: now,
+        updated_at: now,
+        end_user: Value::Null,
+        tags: Default::default(),
+        webhook_url_override: None,
+    };
+    let creds = env.connections.two_step_token(&c).await.map_err(|e| {
+        ApiError::bad_request(
+            "two_step_credentials_fetch_error",
+            format!("the provider gave no token for these credentials: {e}"),
+        )
+    })?;
+    if let Some(p) = app.providers.get(provider) {
+        config.extend(crate::two_step::metadata(&p.definition, &creds));
+    }
+    Ok((creds, config))
 }
 
 /// A connection to store: what a request gives. Each `None` is left as

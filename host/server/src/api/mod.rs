@@ -590,14 +590,25 @@ async fn measure(
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     let started = std::time::Instant::now();
-    let method = req.method().clone();
+    // A fixed set: a client may send any token as a method, and each
+    // label value is a series kept for good.
+    let method = match *req.method() {
+        axum::http::Method::GET => "GET",
+        axum::http::Method::HEAD => "HEAD",
+        axum::http::Method::POST => "POST",
+        axum::http::Method::PUT => "PUT",
+        axum::http::Method::PATCH => "PATCH",
+        axum::http::Method::DELETE => "DELETE",
+        axum::http::Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    };
     let response = next.run(req).await;
     let route = response
         .extensions()
         .get::<RouteTemplate>()
         .map_or("unmatched", |r| r.0.as_str());
     metrics.request(
-        method.as_str(),
+        method,
         route,
         response.status().as_u16(),
         started.elapsed().as_secs_f64(),
@@ -640,6 +651,7 @@ fn browser_credentials(app: Arc<App>) -> Router<Arc<App>> {
         .route("/api-auth/basic/{key}", post(oauth::basic))
         .route("/auth/unauthenticated/{key}", post(oauth::unauthenticated))
         .route("/oauth2/auth/{key}", post(oauth::client_credentials))
+        .route("/auth/two-step/{key}", post(oauth::two_step))
         .route_layer(axum::middleware::from_fn_with_state(
             app,
             oauth::session_first,

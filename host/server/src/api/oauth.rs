@@ -710,6 +710,55 @@ pub async fn client_credentials(
     browser_credentials(&app, &key, uri.query(), "OAUTH2_CC", credentials).await
 }
 
+/// `POST /auth/two-step/:key?connect_session_token=…` (the user's
+/// credentials, as the provider's definition names them): a TWO_STEP
+/// connection; its first token is asked for at once.
+pub async fn two_step(
+    State(app): State<Arc<App>>,
+    axum::extract::Path(key): axum::extract::Path<String>,
+    uri: axum::http::Uri,
+    super::JsonBody(body): super::JsonBody<Map<String, Value>>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let mut credentials = Map::new();
+    for (field, value) in body {
+        // A private key's lines are kept; other control characters are not.
+        let Value::String(value) = value else {
+            return Err(ApiError::invalid_body(format!(
+                "`{field}` must be a string: the body holds the credentials the provider asks for"
+            )));
+        };
+        if field == "type" {
+            continue;
+        }
+        if value
+            .chars()
+            .any(|ch| ch.is_control() && ch != '\n' && ch != '\r')
+        {
+            return Err(ApiError::invalid_body(format!(
+                "`{field}` holds a control character"
+            )));
+        }
+        if matches!(
+            field.as_str(),
+            "token" | "expires_at" | "raw" | "refresh_token"
+        ) {
+            return Err(ApiError::invalid_body(format!(
+                "`{field}` is the provider's to give, not the user's"
+            )));
+        }
+        credentials.insert(field, Value::String(value));
+    }
+    credentials.insert("type".into(), json!("TWO_STEP"));
+    browser_credentials(
+        &app,
+        &key,
+        uri.query(),
+        "TWO_STEP",
+        Value::Object(credentials),
+    )
+    .await
+}
+
 /// `POST /auth/unauthenticated/:key?connect_session_token=…`: a connection
 /// of an integration whose provider takes no credentials (`NONE`).
 pub async fn unauthenticated(
@@ -820,6 +869,18 @@ async fn browser_credentials(
                 config.insert(k.to_string(), v.clone());
             }
         }
+    }
+    if mode == "TWO_STEP" {
+        (credentials, config) = connections::two_step_token(
+            app,
+            &env,
+            key,
+            &connection_id,
+            &integration.provider,
+            credentials,
+            config,
+        )
+        .await?;
     }
     let reconnect = session.connection_id.is_some();
     let draft = Draft {

@@ -1,0 +1,654 @@
+//! TWO_STEP connections (58 providers of the catalogue: Workday, Tableau,
+//! Toast, NetSuite client credentials…): the user gives their own
+//! credentials, and the token scripts' requests carry is what the
+//! provider's token endpoint answers for them. The token is asked for when
+//! the connection is made (imported with `credentials.type: TWO_STEP` and
+//! no token, or from the browser at `POST /auth/two-step/:key`), and
+//! again with the same credentials once it expires.
+//!
+//! The provider's definition says how: `token_url`, `token_params` (a
+//! body whose strings are templates of the credentials, the connection's
+//! configuration and `${now}`), `token_headers`, `body_format` (`json`, the
+//! default, or `form`), `token_request_method` (`GET` sends no body), and
+//! where the answer holds the token and its expiry (`token_response`:
+//! dotted paths; `token_expiration_strategy` `expireIn`, seconds or a
+//! duration such as `1h`, or `expireAt`, a date, the default), else
+//! `token_expires_in_ms`; a token that is a JWT with an `exp` and no
+//! expiry in the answer expires then. `token_response_metadata` names
+//! fields of the answer kept in the connection's configuration.
+//! What a few definitions add (a JWT signed with the user's key, a SAML or
+//! JWT assertion, further steps, XML bodies, a separate refresh request)
+//! is refused with a message naming it.
+
+use base64::Engine as _;
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+use sluice_runtime::connection::{Connection, Credentials};
+
+/// What a token request sends.
+pub(crate) struct TokenRequest {
+    pub get: bool,
+    pub headers: Vec<(String, String)>,
+    /// The content type and the body (none for `GET`).
+    pub body: Option<(&'static str, String)>,
+}
+
+/// The credential fields that are the token's, not the user's.
+const TOKEN_FIELDS: &[&str] = &["type", "token", "refresh_token", "expires_at", "raw"];
+
+/// Why a provider's TWO_STEP definition cannot be followed, if it cannot.
+pub(crate) fn unsupported(definition: &Map<String, Value>) -> Option<String> {
+    let named = [
+        ("assertion", "a signed assertion"),
+        ("additional_steps", "further requests after the first"),
+        ("refresh_token_params", "a refresh request of its own"),
+        (
+            "token_response_headers",
+            "values taken from the answer's headers",
+        ),
+    ];
+    for (key, what) in named {
+        if definition.contains_key(key) {
+            return Some(format!(
+                "its definition asks for {what} (`{key}`), which sluice's TWO_STEP connections do not do yet"
+            ));
+        }
+    }
+    match definition.get("body_format").and_then(Value::as_str) {
+        None | Some("json") | Some("form") => None,
+        Some(other) => Some(format!(
+            "its token request is `{other}` (`body_format`); sluice sends `json` and `form`"
+        )),
+    }
+}
+
+/// The value of template placeholder `key` for connection `c`: its
+/// credentials (`credentials.x`, or `x` alone, as the original resolves
+/// them; not the token it is asking to replace), its configuration
+/// (`connectionConfig.x`), `now`, or `token`: the JWT signed for this
+/// request (`signed`), if any.
+fn lookup(c: &Connection, signed: Option<&str>, key: &str) -> Option<String> {
+    match key {
+        "now" => return Some(Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+        "token" | "credentials.token" => return signed.map(str::to_string),
+        _ => {}
+    }
+    let bare = key.strip_prefix("credentials.").unwrap_or(key);
+    if TOKEN_FIELDS.contains(&bare) {
+        return None;
+    }
+    c.lookup(key)
+        .or_else(|| match c.credentials.as_map().get(key)? {
+            Value::String(s) => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            Value::Bool(b) => Some(b.to_string()),
+            _ => None,
+        })
+}
+
+/// `v` with every string expanded as a template with `look`; a string with
+/// a placeholder it cannot fill is left out (its key, or its array item).
+fn expand(v: &Value, look: &dyn Fn(&str) -> Option<String>) -> Option<Value> {
+    Some(match v {
+        Value::String(t) => Value::String(sluice_runtime::template::expand(t, look)?),
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .filter_map(|(k, v)| Some((k.clone(), expand(v, look)?)))
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.iter().filter_map(|v| expand(v, look)).collect()),
+        other => other.clone(),
+    })
+}
+
+/// The JWT a definition's `signature` asks for (RS256, signed with the
+/// user's private key from `token.signing_key`; its claims `token.payload`
+/// with `iat` and `exp` added), or `None` for a definition without one.
+fn signed_token(definition: &Map<String, Value>, c: &Connection) -> Result<Option<String>, String> {
+    use rsa::signature::{SignatureEncoding as _, Signer as _};
+    let Some(signature) = definition.get("signature") else {
+        return Ok(None);
+    };
+    let protocol = signature
+        .get("protocol")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    if protocol != "RSA" {
+        return Err(format!(
+            "its token is to be signed with `{protocol}` (`signature.protocol`); sluice signs with RSA (RS256)"
+        ));
+    }
+    let spec = definition
+        .get("token")
+        .and_then(Value::as_object)
+        .ok_or("its definition has a `signature` but no `token` to sign")?;
+    let look = |k: &str| lookup(c, None, k);
+    let header = spec
+        .get("header")
+        .and_then(|h| expand(h, &look))
+        .unwrap_or_else(|| serde_json::json!({"alg": "RS256", "typ": "JWT"}));
+    let alg = header.get("alg").and_then(Value::as_str).unwrap_or("RS256");
+    if alg != "RS256" {
+        return Err(format!(
+            "its token is to be signed with `{alg}` (`token.header.alg`); sluice signs RS256"
+        ));
+    }
+    let mut claims = match spec.get("payload").and_then(|p| expand(p, &look)) {
+        Some(Value::Object(m)) => m,
+        _ => Map::new(),
+    };
+    let now = Utc::now().timestamp();
+    let lifetime = spec
+        .get("expires_in_ms")
+        .and_then(Value::as_i64)
+        .unwrap_or(3_600_000)
+        .clamp(1_000, 86_400_000)
+        / 1000;
+    claims.insert("iat".into(), Value::from(now));
+    claims.insert("exp".into(), Value::from(now + lifetime));
+    let key_text = spec
+        .get("signing_key")
+        .and_then(Value::as_str)
+        .and_then(|t| sluice_runtime::template::expand(t, &look))
+        .ok_or("the credentials have no signing key (`token.signing_key`)")?;
+    let key = private_key(&key_text)?;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let input = format!(
+        "{}.{}",
+        b64.encode(header.to_string()),
+        b64.encode(Value::Object(claims).to_string())
+    );
+    let signer = rsa::pkcs1v15::SigningKey::<sha2::Sha256>::new(key);
+    let signature = signer
+        .try_sign(input.as_bytes())
+        .map_err(|e| format!("the token could not be signed: {e}"))?;
+    Ok(Some(format!(
+        "{input}.{}",
+        b64.encode(signature.to_bytes())
+    )))
+}
+
+/// An RSA private key as users paste one: PEM, PKCS#8 (`BEGIN PRIVATE
+/// KEY`) or PKCS#1 (`BEGIN RSA PRIVATE KEY`), its line breaks real, written
+/// `\n`, or missing (the base64 on one line).
+fn private_key(text: &str) -> Result<rsa::RsaPrivateKey, String> {
+    use rsa::pkcs1::DecodeRsaPrivateKey as _;
+    use rsa::pkcs8::DecodePrivateKey as _;
+    let refused = || {
+        "the signing key is not an RSA private key in PEM (`-----BEGIN PRIVATE KEY-----` or `-----BEGIN RSA PRIVATE KEY-----`)".to_string()
+    };
+    let text = text.replace("\\n", "\n");
+    let begin = text.find("-----BEGIN ").ok_or_else(refused)?;
+    let label_end = text[begin + 11..].find("-----").ok_or_else(refused)? + begin + 11;
+    let label = &text[begin + 11..label_end];
+    let end_marker = format!("-----END {label}-----");
+    let body_end = text.find(&end_marker).ok_or_else(refused)?;
+    let body: String = text[label_end + 5..body_end]
+        .chars()
+        .filter(|ch| !ch.is_whitespace())
+        .collect();
+    let mut pem = format!("-----BEGIN {label}-----\n");
+    for line in body.as_bytes().chunks(64) {
+        pem.push_str(std::str::from_utf8(line).map_err(|_| refused())?);
+        pem.push('\n');
+    }
+    pem.push_str(&end_marker);
+    pem.push('\n');
+    match label {
+        "RSA PRIVATE KEY" => rsa::RsaPrivateKey::from_pkcs1_pem(&pem).map_err(|_| refused()),
+        _ => rsa::RsaPrivateKey::from_pkcs8_pem(&pem).map_err(|_| refused()),
+    }
+}
+
+/// The token request for connection `c` as `definition` describes it.
+pub(crate) fn request(
+    definition: &Map<String, Value>,
+    c: &Connection,
+) -> Result<TokenRequest, String> {
+    if let Some(why) = unsupported(definition) {
+        return Err(why);
+    }
+    let signed = signed_token(definition, c)?;
+    let look = |k: &str| lookup(c, signed.as_deref(), k);
+    let get = definition
+        .get("token_request_method")
+        .and_then(Value::as_str)
+        .is_some_and(|m| m.eq_ignore_ascii_case("GET"));
+    let mut headers = Vec::new();
+    for (name, value) in definition
+        .get("token_headers")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+    {
+        let Some(Value::String(value)) = expand(value, &look) else {
+            continue;
+        };
+        headers.push((name.clone(), value));
+    }
+    let body = if get {
+        None
+    } else {
+        let params = definition
+            .get("token_params")
+            .and_then(|p| expand(p, &look))
+            .unwrap_or_else(|| Value::Object(Map::new()));
+        Some(
+            if definition.get("body_format").and_then(Value::as_str) == Some("form") {
+                let mut form = url::form_urlencoded::Serializer::new(String::new());
+                for (k, v) in params.as_object().into_iter().flatten() {
+                    let text = match v {
+                        Value::String(s) => s.clone(),
+                        Value::Null => continue,
+                        other => other.to_string(),
+                    };
+                    form.append_pair(k, &text);
+                }
+                ("application/x-www-form-urlencoded", form.finish())
+            } else {
+                ("application/json", params.to_string())
+            },
+        )
+    };
+    Ok(TokenRequest { get, headers, body })
+}
+
+fn at_path<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
+    path.split('.').try_fold(v, |v, k| v.get(k))
+}
+
+fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// A duration as `1h`, `30m`, `45s`, `500ms`, `2d` (or a bare number of
+/// milliseconds), in milliseconds.
+fn duration_ms(text: &str) -> Option<i64> {
+    let t = text.trim();
+    let split = t
+        .find(|ch: char| !(ch.is_ascii_digit() || ch == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let n: f64 = number.parse().ok()?;
+    let per = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "ms" => 1.0,
+        "s" | "sec" | "secs" | "second" | "seconds" => 1_000.0,
+        "m" | "min" | "mins" | "minute" | "minutes" => 60_000.0,
+        "h" | "hr" | "hrs" | "hour" | "hours" => 3_600_000.0,
+        "d" | "day" | "days" => 86_400_000.0,
+        _ => return None,
+    };
+    let ms = n * per;
+    (0.0..1e15).contains(&ms).then_some(ms as i64)
+}
+
+/// A date as an answer gives one: RFC 3339, or seconds (milliseconds past
+/// 10^11) since the epoch.
+fn date(v: &Value) -> Option<DateTime<Utc>> {
+    let number = match v {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => match DateTime::parse_from_rfc3339(s.trim()) {
+            Ok(d) => return Some(d.with_timezone(&Utc)),
+            Err(_) => s.trim().parse::<f64>().ok(),
+        },
+        _ => None,
+    }?;
+    let ms = if number > 1e11 {
+        number
+    } else {
+        number * 1000.0
+    };
+    (ms.is_finite() && ms.abs() < 1e15)
+        .then(|| DateTime::from_timestamp_millis(ms as i64))
+        .flatten()
+}
+
+/// When a JWT says it expires (`exp`), if `token` is one.
+fn jwt_expiry(token: &str) -> Option<DateTime<Utc>> {
+    let mut parts = token.split('.');
+    let (_, payload, _, None) = (parts.next()?, parts.next()?, parts.next()?, parts.next()) else {
+        return None;
+    };
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    let claims: Value = serde_json::from_slice(&bytes).ok()?;
+    let exp = claims.get("exp")?.as_f64()?;
+    (exp.is_finite() && exp.abs() < 1e12)
+        .then(|| DateTime::from_timestamp(exp as i64, 0))
+        .flatten()
+}
+
+/// The credentials to keep for connection `c` from its token endpoint's
+/// answer `raw`: the user's own fields, the token, when it expires, a
+/// refresh token if the answer has one, and the answer itself.
+pub(crate) fn credentials(
+    definition: &Map<String, Value>,
+    c: &Connection,
+    raw: Map<String, Value>,
+) -> Result<Credentials, String> {
+    let answer = Value::Object(raw);
+    let shape = definition
+        .get("token_response")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    let path = |k: &str| shape.get(k).and_then(Value::as_str);
+    let token = match path("token") {
+        Some(p) => at_path(&answer, p).and_then(text).ok_or_else(|| {
+            format!("the token endpoint's answer has no token at `{p}` (`token_response.token`)")
+        })?,
+        None => {
+            return Err(
+                "the provider's definition names no `token_response.token` (an answer that is the token itself is not taken yet)"
+                    .into(),
+            );
+        }
+    };
+    let now = Utc::now();
+    let expiration = path("token_expiration").and_then(|p| at_path(&answer, p));
+    let strategy = path("token_expiration_strategy").unwrap_or("expireAt");
+    let mut expires_at = match (expiration, strategy) {
+        (Some(v), "expireIn") => {
+            let ms = match v {
+                Value::Number(n) => n.as_f64().map(|s| s * 1000.0),
+                Value::String(s) => match s.trim().parse::<f64>() {
+                    Ok(secs) => Some(secs * 1000.0),
+                    Err(_) => duration_ms(s).map(|ms| ms as f64),
+                },
+                _ => None,
+            }
+            .filter(|ms| ms.is_finite() && *ms >= 0.0 && *ms < 1e15)
+            .ok_or_else(|| {
+                format!("the token's expiry `{v}` is not a number of seconds or a duration")
+            })?;
+            Some(now + chrono::Duration::milliseconds(ms as i64))
+        }
+        (Some(v), _) => {
+            Some(date(v).ok_or_else(|| format!("the token's expiry `{v}` is not a date"))?)
+        }
+        (None, _) => match definition
+            .get("token_expires_in_ms")
+            .and_then(Value::as_i64)
+        {
+            Some(ms) if ms > 0 && ms < 1_000_000_000_000 => {
+                Some(now + chrono::Duration::milliseconds(ms))
+            }
+            _ => None,
+        },
+    };
+    if expiration.is_none()
+        && let Some(exp) = jwt_expiry(&token)
+    {
+        expires_at = Some(expires_at.map_or(exp, |at| at.min(exp)));
+    }
+    let mut creds: Map<String, Value> = c
+        .credentials
+        .as_map()
+        .iter()
+        .filter(|(k, _)| !TOKEN_FIELDS.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    creds.insert("type".into(), Value::String("TWO_STEP".into()));
+    creds.insert("token".into(), Value::String(token));
+    if let Some(r) = path("refresh_token")
+        .and_then(|p| at_path(&answer, p))
+        .and_then(text)
+    {
+        creds.insert("refresh_token".into(), Value::String(r));
+    }
+    if let Some(at) = expires_at {
+        creds.insert(
+            "expires_at".into(),
+            Value::String(at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+        );
+    }
+    creds.insert("raw".into(), answer);
+    Credentials::try_from(creds)
+}
+
+/// The fields of the answer the definition keeps in the connection's
+/// configuration (`token_response_metadata`).
+pub(crate) fn metadata(definition: &Map<String, Value>, creds: &Credentials) -> Map<String, Value> {
+    let raw = creds.as_map().get("raw").cloned().unwrap_or_default();
+    definition
+        .get("token_response_metadata")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .filter_map(|k| {
+            let v =
+                at_path(&raw, k).filter(|v| v.is_string() || v.is_number() || v.is_boolean())?;
+            Some((k.to_string(), v.clone()))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use serde_json::json;
+
+    use super::*;
+
+    fn connection(creds: Value, config: Value) -> Connection {
+        serde_json::from_value(json!({
+            "connection_id": "c", "provider_config_key": "p", "provider": "x",
+            "credentials": creds, "connection_config": config,
+        }))
+        .unwrap()
+    }
+
+    fn definition(v: Value) -> Map<String, Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn a_request_is_built_from_the_credentials_and_the_configuration() {
+        let c = connection(
+            json!({"type": "TWO_STEP", "clientId": "id", "clientSecret": "s3cret"}),
+            json!({"tenant": "t1"}),
+        );
+        let d = definition(json!({
+            "token_params": {"client_id": "${credentials.clientId}", "secret": "${clientSecret}",
+                "nested": {"tenant": "${connectionConfig.tenant}", "n": 3}, "missing": "${credentials.nope}"},
+            "token_headers": {"authorization": "Basic ${base64(${credentials.clientId}:${credentials.clientSecret})}"},
+        }));
+        let r = request(&d, &c).unwrap();
+        assert!(!r.get);
+        let (content_type, body) = r.body.unwrap();
+        assert_eq!(content_type, "application/json");
+        let body: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            body,
+            json!({"client_id": "id", "secret": "s3cret", "nested": {"tenant": "t1", "n": 3}})
+        );
+        assert_eq!(
+            r.headers,
+            [(
+                "authorization".to_string(),
+                "Basic aWQ6czNjcmV0".to_string()
+            )]
+        );
+        let mut form = d.clone();
+        form.insert("body_format".into(), json!("form"));
+        let (content_type, body) = request(&form, &c).unwrap().body.unwrap();
+        assert_eq!(content_type, "application/x-www-form-urlencoded");
+        assert!(
+            body.starts_with("client_id=id&secret=s3cret&nested="),
+            "{body}"
+        );
+        let mut get = d.clone();
+        get.insert("token_request_method".into(), json!("GET"));
+        assert!(request(&get, &c).unwrap().body.is_none());
+        let mut xml = d;
+        xml.insert("body_format".into(), json!("xml"));
+        let Err(e) = request(&xml, &c) else {
+            panic!("an XML body was built")
+        };
+        assert!(e.contains("`xml`"), "{e}");
+    }
+
+    #[test]
+    fn the_answer_gives_the_token_its_expiry_and_the_metadata() {
+        let c = connection(
+            json!({"type": "TWO_STEP", "clientId": "id", "token": "old", "expires_at": "2020-01-01T00:00:00Z"}),
+            json!({}),
+        );
+        let d = definition(json!({
+            "token_response": {"token": "token.accessToken", "token_expiration": "token.expiresIn",
+                "token_expiration_strategy": "expireIn"},
+            "token_response_metadata": ["region"],
+        }));
+        let creds = credentials(
+            &d,
+            &c,
+            definition(json!({"token": {"accessToken": "new", "expiresIn": 3600}, "region": "eu"})),
+        )
+        .unwrap();
+        assert_eq!(creds.field("token"), Some("new"));
+        assert_eq!(creds.field("clientId"), Some("id"));
+        let at = DateTime::parse_from_rfc3339(creds.field("expires_at").unwrap()).unwrap();
+        let left = at.with_timezone(&Utc) - Utc::now();
+        assert!((3590..=3600).contains(&left.num_seconds()), "{left}");
+        assert_eq!(metadata(&d, &creds), definition(json!({"region": "eu"})));
+        // A duration, a date, a fixed lifetime, none, a JWT's own `exp`.
+        let with = |shape: Value, extra: Value, answer: Value| {
+            let mut d = definition(json!({"token_response": shape}));
+            d.extend(definition(extra));
+            credentials(&d, &c, definition(answer))
+                .map(|c| c.field("expires_at").map(str::to_string))
+        };
+        let hour = with(
+            json!({"token": "t", "token_expiration": "e", "token_expiration_strategy": "expireIn"}),
+            json!({}),
+            json!({"t": "x", "e": "1h"}),
+        )
+        .unwrap()
+        .unwrap();
+        let left = DateTime::parse_from_rfc3339(&hour)
+            .unwrap()
+            .with_timezone(&Utc)
+            - Utc::now();
+        assert!((3590..=3600).contains(&left.num_seconds()), "{left}");
+        assert_eq!(
+            with(
+                json!({"token": "t", "token_expiration": "e"}),
+                json!({}),
+                json!({"t": "x", "e": "2030-05-01T10:00:00Z"})
+            ),
+            Ok(Some("2030-05-01T10:00:00.000Z".into()))
+        );
+        assert_eq!(
+            with(
+                json!({"token": "t", "token_expiration": "e"}),
+                json!({}),
+                json!({"t": "x", "e": 1_900_000_000})
+            ),
+            Ok(Some("2030-03-17T17:46:40.000Z".into()))
+        );
+        assert_eq!(
+            with(
+                json!({"token": "t"}),
+                json!({"token_expires_in_ms": 0}),
+                json!({"t": "x"})
+            ),
+            Ok(None)
+        );
+        assert!(
+            with(
+                json!({"token": "t"}),
+                json!({"token_expires_in_ms": 60000}),
+                json!({"t": "x"})
+            )
+            .unwrap()
+            .is_some()
+        );
+        let claims =
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(br#"{"exp":1900000000}"#);
+        assert_eq!(
+            with(
+                json!({"token": "t"}),
+                json!({}),
+                json!({"t": format!("e30.{claims}.sig")})
+            ),
+            Ok(Some("2030-03-17T17:46:40.000Z".into()))
+        );
+        // No token where the definition says: named.
+        let Err(e) = with(json!({"token": "a.b"}), json!({}), json!({"a": {}})) else {
+            panic!("a token was found")
+        };
+        assert!(e.contains("`a.b`"), "{e}");
+        let Err(e) = with(
+            json!({"token": "t", "token_expiration": "e", "token_expiration_strategy": "expireIn"}),
+            json!({}),
+            json!({"t": "x", "e": "soon"}),
+        ) else {
+            panic!("`soon` was taken as a duration")
+        };
+        assert!(e.contains("soon"), "{e}");
+    }
+
+    /// A key made for this test alone (`openssl genpkey`, RSA 1024).
+    const TEST_KEY: &str = "-----BEGIN PRIVATE KEY-----\nMIICeAIBADANBgkqhkiG9w0BAQEFAASCAmIwggJeAgEAAoGBANrxS7bpvixLGk01\n5IM+k7OiwUJwjuxAdQa9jArPt8LlFFPwBWKB7AsKIjQJKp+I3owo5cM/MoSJtOfn\njh9ry7M7BLLJZIn1xB7LB/3t4dCm8yZXLhP6XJtv+HwIDgAmNFhKUoDGP6G7szoO\nROLT5PKlMVNCXKEjQyNjwTTaaQAjAgMBAAECgYEAwvuTn3FpMM8tvEdbm9qV9avj\niwTs88+vqPITjulQURxsTxh54zGrgmVi8o6bS/q7n30oqgpVNh3hY4ofUzJP9EfM\nsRcf8ODvC56Pn80EJ5pnDoFu4/NK9gY+5cVsVDHUhrh7HB9qzbX+Ao1dtytVkoHo\nDBc0sJWsUH5SAsngXjECQQDvURVkItCXW3i3uS765Smm6bhWRE7BVQOpBhcSshwk\nUkWDG9TMVtJZkByEKQvuP0+duWd27gycMCHwoSJ0ownZAkEA6jSb2RdsdR3OA27j\nLOt/51FYmMiEWscDe8fy+jxnY/6gAlO1ySp/Qv8W1xJyPhdfFuELfzbOajxIiu1K\n3siAWwJAE2IB1YZsVpX2BQtenruI0BgF8ha+OjJkhYAUxlLerKJtNt0+Mv6lMtPV\nO28HpFhEXoXxt1Q4eT38wbyLSd8aoQJBAKadHI4ZYtgChw/cMBNByjEmpq+yXq4x\nzGGfwlSQ6kCx4OUm5jkhWX2w+W+xuMJBYC1nlgU/WSMslbL30v6ghucCQQCs1H6u\nU6ft/14uegGE5HJ1vDCqGgfuALcklf5xYqDyXhJmCZZb1aO0B1BUWkxKK2GBo9/Q\n5T5tpHyl6tkbnLx/\n-----END PRIVATE KEY-----";
+
+    #[test]
+    fn a_signed_definition_sends_a_jwt_signed_with_the_users_key() {
+        use rsa::pkcs1v15::{Signature, VerifyingKey};
+        use rsa::signature::Verifier as _;
+        let d = definition(json!({
+            "signature": {"protocol": "RSA"},
+            "body_format": "form",
+            "token": {"signing_key": "${credentials.privateKey}", "expires_in_ms": 3600000,
+                "header": {"alg": "RS256", "typ": "JWT"},
+                "payload": {"iss": "${credentials.clientId}", "aud": "https://${connectionConfig.host}",
+                    "sub": "${credentials.username}"}},
+            "token_params": {"grant_type": "urn:ietf:params:oauth:grant-type:jwt-bearer", "assertion": "${token}"},
+        }));
+        // The key as pasted on one line, its breaks written `\\n`.
+        let one_line = TEST_KEY.replace('\n', "\\n");
+        for pasted in [TEST_KEY.to_string(), one_line] {
+            let c = connection(
+                json!({"type": "TWO_STEP", "clientId": "app", "privateKey": pasted}),
+                json!({"host": "login.example.com"}),
+            );
+            let (_, body) = request(&d, &c).unwrap().body.unwrap();
+            let form: std::collections::HashMap<String, String> =
+                url::form_urlencoded::parse(body.as_bytes())
+                    .into_owned()
+                    .collect();
+            let jwt = &form["assertion"];
+            let parts: Vec<&str> = jwt.split('.').collect();
+            assert_eq!(parts.len(), 3, "{jwt}");
+            let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+            let claims: Value = serde_json::from_slice(&b64.decode(parts[1]).unwrap()).unwrap();
+            assert_eq!(claims["iss"], "app");
+            assert_eq!(claims["aud"], "https://login.example.com");
+            assert!(claims.get("sub").is_none(), "no username: no claim");
+            assert_eq!(
+                claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(),
+                3600
+            );
+            let key = private_key(TEST_KEY).unwrap();
+            let verifier = VerifyingKey::<sha2::Sha256>::new(key.to_public_key());
+            let signature = Signature::try_from(b64.decode(parts[2]).unwrap().as_slice()).unwrap();
+            verifier
+                .verify(format!("{}.{}", parts[0], parts[1]).as_bytes(), &signature)
+                .unwrap();
+        }
+        let c = connection(
+            json!({"type": "TWO_STEP", "clientId": "app", "privateKey": "not a key"}),
+            json!({}),
+        );
+        let Err(e) = request(&d, &c) else {
+            panic!("a token was signed with no key")
+        };
+        assert!(e.contains("PEM"), "{e}");
+    }
+}
