@@ -46,7 +46,19 @@ impl Provider {
                             "region": "eu"}),
                 );
             }
-            let newest = format!("Bearer tok-{}", issued.load(Ordering::SeqCst));
+            let n = issued.load(Ordering::SeqCst);
+            if req.path == "/api/tableau" {
+                // Tableau's way: the token in its own header, and no other.
+                let own = format!("tok-{n}");
+                return if req.header("x-tableau-auth") == Some(own.as_str())
+                    && req.header("authorization").is_none()
+                {
+                    MockResponse::json(200, &json!({"me": "ok"}))
+                } else {
+                    MockResponse::json(401, &json!({"message": "x-tableau-auth only"}))
+                };
+            }
+            let newest = format!("Bearer tok-{n}");
             if req.header("authorization") == Some(newest.as_str()) {
                 MockResponse::json(200, &json!({"me": "ok"}))
             } else {
@@ -66,6 +78,7 @@ impl Provider {
         let url = self.mock.url();
         format!(
             "toastish:\n  auth_mode: TWO_STEP\n  body_format: json\n  token_url: {url}/auth/${{connectionConfig.tenant}}/login\n  token_params:\n    clientId: ${{credentials.clientId}}\n    clientSecret: ${{credentials.clientSecret}}\n    userAccessType: MACHINE\n  token_headers:\n    content-type: application/json\n    x-app: sluice-test\n  token_response:\n    token: token.accessToken\n    token_expiration: token.expiresIn\n    token_expiration_strategy: expireIn\n  token_response_metadata:\n    - region\n  proxy:\n    base_url: {url}/api\n\
+             tabish:\n  auth_mode: TWO_STEP\n  token_url: {url}/auth/t1/login\n  token_params:\n    clientId: ${{credentials.clientId}}\n    clientSecret: ${{credentials.clientSecret}}\n    userAccessType: MACHINE\n  token_headers:\n    x-app: sluice-test\n  token_response:\n    token: token.accessToken\n  proxy:\n    base_url: {url}/api\n    headers:\n      x-tableau-auth: ${{accessToken}}\n\
              signed:\n  auth_mode: TWO_STEP\n  assertion:\n    type: saml\n  token_url: {url}/auth/t1/login\n  token_response:\n    token: access_token\n  proxy:\n    base_url: {url}/api\n"
         )
     }
@@ -94,7 +107,11 @@ async fn a_two_step_connection_gets_its_token_and_a_new_one_when_it_expires() {
     let config = ServerConfig::new(data.path(), "127.0.0.1:0".parse().unwrap());
     let server = start_with(config, &MasterKey::generate(), &provider.yaml()).await;
     let dev = Client::new(&server, DEV_KEY);
-    for (key, p) in [("toast", "toastish"), ("signed", "signed")] {
+    for (key, p) in [
+        ("toast", "toastish"),
+        ("tab", "tabish"),
+        ("signed", "signed"),
+    ] {
         let (status, body) = dev
             .send(
                 "POST",
@@ -169,6 +186,22 @@ async fn a_two_step_connection_gets_its_token_and_a_new_one_when_it_expires() {
         .await;
     assert_eq!(status, 404);
 
+    // A provider whose own header carries the token gets no
+    // `Authorization` besides (the default body is JSON).
+    let (status, body) = dev
+        .send(
+            "POST",
+            "/connections",
+            Some(json!({"provider_config_key": "tab", "connection_id": "t1",
+                        "credentials": {"type": "TWO_STEP", "clientId": "id", "clientSecret": "s3cret"}})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = dev
+        .send_as(("tab", "t1"), "GET", "/proxy/tableau", None)
+        .await;
+    assert_eq!((status, &body["me"]), (200, &json!("ok")), "{body}");
+
     // A definition asking for what sluice does not do is named.
     let (status, body) = dev
         .send(
@@ -228,7 +261,7 @@ async fn a_two_step_connection_gets_its_token_and_a_new_one_when_it_expires() {
     assert_eq!(status, 200, "{body}");
     let cid = body["connectionId"].as_str().unwrap().to_string();
     let made = connection(&dev, &cid).await;
-    assert_eq!(made["credentials"]["token"], "tok-4", "{made}");
+    assert_eq!(made["credentials"]["token"], "tok-5", "{made}");
     assert_eq!(made["connection_config"]["tenant"], "t1", "{made}");
     assert_eq!(made["connection_config"]["region"], "eu", "{made}");
     assert_eq!(made["end_user"]["id"], "u1", "{made}");

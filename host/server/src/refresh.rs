@@ -174,22 +174,27 @@ fn with_sources(e: &dyn std::error::Error) -> String {
 }
 
 /// Whether a connection's token should be refreshed before use.
-fn expiring(c: &Connection, now: DateTime<Utc>) -> bool {
-    refreshable(c) && expires_at(&c.credentials).is_some_and(|at| at - REFRESH_MARGIN <= now)
+fn expiring(c: &Connection, now: DateTime<Utc>, providers: &ProviderCatalog) -> bool {
+    refreshable(c, providers)
+        && expires_at(&c.credentials).is_some_and(|at| at - REFRESH_MARGIN <= now)
 }
 
 /// Whether a connection's token can be renewed: an OAuth2 one with a
 /// refresh token, or a client-credentials one (`OAUTH2_CC`) with its
 /// client id (a new token is asked for with it, as the original does).
-fn refreshable(c: &Connection) -> bool {
+fn refreshable(c: &Connection, providers: &ProviderCatalog) -> bool {
     match c.credentials.kind() {
         "OAUTH2" => c.credentials.field("refresh_token").is_some(),
         "OAUTH2_CC" => c
             .credentials
             .field("client_id")
             .is_some_and(|id| !id.is_empty()),
-        // Asked for again with the user's credentials it keeps.
-        "TWO_STEP" => true,
+        // Asked for again with the user's credentials it keeps, when its
+        // provider's definition is one sluice follows (else the token it
+        // was imported with is used as it is).
+        "TWO_STEP" => providers
+            .get(&c.provider)
+            .is_some_and(|p| crate::two_step::unsupported(&p.definition).is_none()),
         _ => false,
     }
 }
@@ -252,13 +257,19 @@ async fn token_answer<'a>(
         .timeout(TOKEN_TIMEOUT)
         .send()
         .await
-        .map_err(|e| format!("the token endpoint did not answer: {}", with_sources(&e)))?;
+        // Without the URL, whose query may carry credentials.
+        .map_err(|e| {
+            format!(
+                "the token endpoint did not answer: {}",
+                with_sources(&e.without_url())
+            )
+        })?;
     let status = response.status();
     let mut bytes: Vec<u8> = Vec::new();
     while let Some(chunk) = response
         .chunk()
         .await
-        .map_err(|e| format!("the token endpoint's answer was cut: {e}"))?
+        .map_err(|e| format!("the token endpoint's answer was cut: {}", e.without_url()))?
     {
         if bytes.len() + chunk.len() > MAX_TOKEN_RESPONSE {
             return Err(format!(
@@ -469,8 +480,8 @@ impl Connections {
         force: Force,
     ) -> Result<Connection, ConnectionError> {
         let c = self.stored(pck, cid).await?;
-        let forced = force != Force::No && refreshable(&c);
-        if !(expiring(&c, Utc::now()) || forced) {
+        let forced = force != Force::No && refreshable(&c, &self.providers);
+        if !(expiring(&c, Utc::now(), &self.providers) || forced) {
             return Ok(c);
         }
         let seen = c.credentials.token().map(str::to_string);
@@ -494,7 +505,7 @@ impl Connections {
                     && token == Some(refreshed.as_str())
             }),
         };
-        if !expiring(&c, Utc::now()) && skip_forced {
+        if !expiring(&c, Utc::now(), &self.providers) && skip_forced {
             return Ok(c);
         }
         let digest = tokens_digest(&c);

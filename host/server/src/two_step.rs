@@ -42,6 +42,7 @@ pub(crate) fn unsupported(definition: &Map<String, Value>) -> Option<String> {
         ("assertion", "a signed assertion"),
         ("additional_steps", "further requests after the first"),
         ("refresh_token_params", "a refresh request of its own"),
+        ("refresh_token_headers", "a refresh request of its own"),
         (
             "token_response_headers",
             "values taken from the answer's headers",
@@ -53,6 +54,16 @@ pub(crate) fn unsupported(definition: &Map<String, Value>) -> Option<String> {
                 "its definition asks for {what} (`{key}`), which sluice's TWO_STEP connections do not do yet"
             ));
         }
+    }
+    let token_path = definition
+        .get("token_response")
+        .and_then(|r| r.get("token"))
+        .and_then(Value::as_str);
+    if token_path.is_none_or(str::is_empty) {
+        return Some(
+            "its token endpoint answers with the token itself (no `token_response.token`), which sluice's TWO_STEP connections do not read yet"
+                .into(),
+        );
     }
     match definition.get("body_format").and_then(Value::as_str) {
         None | Some("json") | Some("form") => None,
@@ -71,6 +82,7 @@ fn lookup(c: &Connection, signed: Option<&str>, key: &str) -> Option<String> {
     match key {
         "now" => return Some(Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
         "token" | "credentials.token" => return signed.map(str::to_string),
+        _ if key.starts_with("now") => return now_expression(key, Utc::now()),
         _ => {}
     }
     let bare = key.strip_prefix("credentials.").unwrap_or(key);
@@ -84,6 +96,44 @@ fn lookup(c: &Connection, signed: Option<&str>, key: &str) -> Option<String> {
             Value::Bool(b) => Some(b.to_string()),
             _ => None,
         })
+}
+
+/// `now:FORMAT` and `now+N:UNIT:FORMAT` (`${now+7:days:YYYY-MM-DD}`,
+/// Tripletex's): the time, moved by `N` units (`seconds`, `minutes`,
+/// `hours`, `days`, `weeks`), formatted with `YYYY`, `MM`, `DD`, `HH`,
+/// `mm`, `ss`, `X` (epoch seconds) or `x` (milliseconds).
+fn now_expression(key: &str, now: DateTime<Utc>) -> Option<String> {
+    let rest = key.strip_prefix("now")?;
+    let (at, format) = if let Some(format) = rest.strip_prefix(':') {
+        (now, format)
+    } else {
+        let (amount, rest) = rest.split_once(':')?;
+        let (unit, format) = rest.split_once(':')?;
+        let n: i64 = amount.parse().ok()?;
+        let step = match unit.trim_end_matches('s') {
+            "second" => chrono::Duration::try_seconds(n)?,
+            "minute" => chrono::Duration::try_minutes(n)?,
+            "hour" => chrono::Duration::try_hours(n)?,
+            "day" => chrono::Duration::try_days(n)?,
+            "week" => chrono::Duration::try_weeks(n)?,
+            _ => return None,
+        };
+        (now.checked_add_signed(step)?, format)
+    };
+    Some(match format {
+        "X" => at.timestamp().to_string(),
+        "x" => at.timestamp_millis().to_string(),
+        _ => {
+            use chrono::{Datelike as _, Timelike as _};
+            format
+                .replace("YYYY", &format!("{:04}", at.year()))
+                .replace("MM", &format!("{:02}", at.month()))
+                .replace("DD", &format!("{:02}", at.day()))
+                .replace("HH", &format!("{:02}", at.hour()))
+                .replace("mm", &format!("{:02}", at.minute()))
+                .replace("ss", &format!("{:02}", at.second()))
+        }
+    })
 }
 
 /// `v` with every string expanded as a template with `look`; a string with
@@ -182,8 +232,9 @@ fn private_key(text: &str) -> Result<rsa::RsaPrivateKey, String> {
     let label_end = text[begin + 11..].find("-----").ok_or_else(refused)? + begin + 11;
     let label = &text[begin + 11..label_end];
     let end_marker = format!("-----END {label}-----");
-    let body_end = text.find(&end_marker).ok_or_else(refused)?;
-    let body: String = text[label_end + 5..body_end]
+    let body_start = label_end + 5;
+    let body_end = text[body_start..].find(&end_marker).ok_or_else(refused)? + body_start;
+    let body: String = text[body_start..body_end]
         .chars()
         .filter(|ch| !ch.is_whitespace())
         .collect();
@@ -307,6 +358,21 @@ fn date(v: &Value) -> Option<DateTime<Utc>> {
         .flatten()
 }
 
+/// Tableau's `estimatedTimeToExpiration`, `D:HH:MM` from now.
+fn day_hour_minute(v: &Value, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let mut parts = v.as_str()?.split(':');
+    let (Some(d), Some(h), Some(m), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return None;
+    };
+    let (d, h, m): (i64, i64, i64) = (d.parse().ok()?, h.parse().ok()?, m.parse().ok()?);
+    if !(0..24).contains(&h) || !(0..60).contains(&m) || !(0..100_000).contains(&d) {
+        return None;
+    }
+    now.checked_add_signed(chrono::Duration::minutes((d * 24 + h) * 60 + m))
+}
+
 /// When a JWT says it expires (`exp`), if `token` is one.
 fn jwt_expiry(token: &str) -> Option<DateTime<Utc>> {
     let mut parts = token.split('.');
@@ -352,26 +418,29 @@ pub(crate) fn credentials(
     let now = Utc::now();
     let expiration = path("token_expiration").and_then(|p| at_path(&answer, p));
     let strategy = path("token_expiration_strategy").unwrap_or("expireAt");
-    let mut expires_at = match (expiration, strategy) {
-        (Some(v), "expireIn") => {
-            let ms = match v {
-                Value::Number(n) => n.as_f64().map(|s| s * 1000.0),
-                Value::String(s) => match s.trim().parse::<f64>() {
-                    Ok(secs) => Some(secs * 1000.0),
-                    Err(_) => duration_ms(s).map(|ms| ms as f64),
-                },
-                _ => None,
-            }
-            .filter(|ms| ms.is_finite() && *ms >= 0.0 && *ms < 1e15)
-            .ok_or_else(|| {
-                format!("the token's expiry `{v}` is not a number of seconds or a duration")
-            })?;
-            Some(now + chrono::Duration::milliseconds(ms as i64))
+    // An expiry that is empty, zero or not understood is none (as the
+    // original leaves it), and the definition's fixed lifetime applies.
+    let expiration = expiration.filter(|v| match v {
+        Value::String(s) => !s.trim().is_empty(),
+        Value::Number(n) => n.as_f64() != Some(0.0),
+        _ => false,
+    });
+    let given = match (expiration, strategy) {
+        (Some(v), "expireIn") => match v {
+            Value::Number(n) => n.as_f64().map(|s| s * 1000.0),
+            Value::String(s) => match s.trim().parse::<f64>() {
+                Ok(secs) => Some(secs * 1000.0),
+                Err(_) => duration_ms(s).map(|ms| ms as f64),
+            },
+            _ => None,
         }
-        (Some(v), _) => {
-            Some(date(v).ok_or_else(|| format!("the token's expiry `{v}` is not a date"))?)
-        }
-        (None, _) => match definition
+        .filter(|ms| (1.0..1e15).contains(ms))
+        .and_then(|ms| now.checked_add_signed(chrono::Duration::milliseconds(ms as i64))),
+        (Some(v), _) => date(v).or_else(|| day_hour_minute(v, now)),
+        (None, _) => None,
+    };
+    let mut expires_at = given.or_else(|| {
+        match definition
             .get("token_expires_in_ms")
             .and_then(Value::as_i64)
         {
@@ -379,9 +448,9 @@ pub(crate) fn credentials(
                 Some(now + chrono::Duration::milliseconds(ms))
             }
             _ => None,
-        },
-    };
-    if expiration.is_none()
+        }
+    });
+    if given.is_none()
         && let Some(exp) = jwt_expiry(&token)
     {
         expires_at = Some(expires_at.map_or(exp, |at| at.min(exp)));
@@ -456,6 +525,7 @@ mod tests {
             json!({"tenant": "t1"}),
         );
         let d = definition(json!({
+            "token_response": {"token": "access_token"},
             "token_params": {"client_id": "${credentials.clientId}", "secret": "${clientSecret}",
                 "nested": {"tenant": "${connectionConfig.tenant}", "n": 3}, "missing": "${credentials.nope}"},
             "token_headers": {"authorization": "Basic ${base64(${credentials.clientId}:${credentials.clientSecret})}"},
@@ -585,14 +655,66 @@ mod tests {
             panic!("a token was found")
         };
         assert!(e.contains("`a.b`"), "{e}");
-        let Err(e) = with(
-            json!({"token": "t", "token_expiration": "e", "token_expiration_strategy": "expireIn"}),
+        // An expiry not understood, empty or zero is none: the fixed
+        // lifetime applies, if any.
+        let expire_in =
+            json!({"token": "t", "token_expiration": "e", "token_expiration_strategy": "expireIn"});
+        for e in [json!("soon"), json!(""), json!(0), Value::Null] {
+            assert_eq!(
+                with(expire_in.clone(), json!({}), json!({"t": "x", "e": e})),
+                Ok(None),
+                "{e}"
+            );
+        }
+        assert!(
+            with(
+                expire_in,
+                json!({"token_expires_in_ms": 60000}),
+                json!({"t": "x", "e": 0})
+            )
+            .unwrap()
+            .is_some()
+        );
+        // Tableau's `D:HH:MM`.
+        let tableau = with(
+            json!({"token": "t", "token_expiration": "e"}),
             json!({}),
-            json!({"t": "x", "e": "soon"}),
-        ) else {
-            panic!("`soon` was taken as a duration")
-        };
-        assert!(e.contains("soon"), "{e}");
+            json!({"t": "x", "e": "177:05:38"}),
+        )
+        .unwrap()
+        .unwrap();
+        let left = DateTime::parse_from_rfc3339(&tableau)
+            .unwrap()
+            .with_timezone(&Utc)
+            - Utc::now();
+        assert_eq!(left.num_minutes() + 1, (177 * 24 + 5) * 60 + 38, "{left}");
+    }
+
+    #[test]
+    fn now_expressions_and_odd_keys() {
+        let at = DateTime::parse_from_rfc3339("2026-12-30T08:09:10Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(
+            now_expression("now+7:days:YYYY-MM-DD", at).as_deref(),
+            Some("2027-01-06")
+        );
+        assert_eq!(
+            now_expression("now-1:hours:HH:mm:ss", at).as_deref(),
+            Some("07:09:10")
+        );
+        assert_eq!(now_expression("now:X", at).as_deref(), Some("1798618150"));
+        assert_eq!(now_expression("now+1:fortnights:YYYY", at), None);
+        assert_eq!(now_expression("now+99999999999999:days:YYYY", at), None);
+        // Armour lines that overlap or hold nothing are refused, not a panic.
+        for key in [
+            "-----BEGIN X-----END X-----",
+            "-----BEGIN -----END -----",
+            "-----BEGIN é",
+            "-----BEGIN X-----\n-----END Y-----",
+        ] {
+            assert!(private_key(key).is_err(), "{key}");
+        }
     }
 
     /// A key made for this test alone (`openssl genpkey`, RSA 1024).
@@ -603,6 +725,7 @@ mod tests {
         use rsa::pkcs1v15::{Signature, VerifyingKey};
         use rsa::signature::Verifier as _;
         let d = definition(json!({
+            "token_response": {"token": "access_token"},
             "signature": {"protocol": "RSA"},
             "body_format": "form",
             "token": {"signing_key": "${credentials.privateKey}", "expires_in_ms": 3600000,

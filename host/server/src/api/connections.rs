@@ -639,9 +639,14 @@ async fn create(
             ));
         }
     };
-    // A TWO_STEP connection imported without its token: asked for now,
-    // with the credentials and configuration given (or, on a re-import
-    // leaving the configuration out, the stored one).
+    // Like them, an end user, tags or a webhook URL override left out are
+    // kept.
+    let (end_user, tags) = labels(&body)?;
+    let webhook_url = webhook_url_override(&body)?;
+    // A TWO_STEP connection imported without its token: asked for now
+    // (the rest of the body checked first), with the credentials and
+    // configuration given (or, on a re-import leaving the configuration
+    // out, the stored one).
     let (creds, connection_config) = if mode == "TWO_STEP" && creds.field("token").is_none() {
         let config = match &connection_config {
             Some(config) => config.clone(),
@@ -658,10 +663,6 @@ async fn create(
     } else {
         (creds, connection_config)
     };
-    // Like them, an end user, tags or a webhook URL override left out are
-    // kept.
-    let (end_user, tags) = labels(&body)?;
-    let webhook_url = webhook_url_override(&body)?;
     let draft = Draft {
         provider_config_key: pck,
         connection_id: cid,
