@@ -9,6 +9,7 @@ mod events;
 mod examples;
 mod failover;
 mod features;
+mod github_app;
 mod incoming;
 mod limits;
 mod logs;

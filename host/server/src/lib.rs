@@ -20,6 +20,7 @@ pub mod app;
 pub mod backup;
 pub mod config;
 pub mod error;
+mod github_app;
 pub mod health;
 pub mod logs;
 pub mod metrics;

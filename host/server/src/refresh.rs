@@ -189,6 +189,10 @@ fn refreshable(c: &Connection, providers: &ProviderCatalog) -> bool {
             .credentials
             .field("client_id")
             .is_some_and(|id| !id.is_empty()),
+        // An installation token, asked for again by the app.
+        "APP" => providers
+            .get(&c.provider)
+            .is_some_and(|p| p.auth_mode.as_deref() == Some("APP")),
         // Asked for again with the user's credentials it keeps, when its
         // provider's definition is one sluice follows (else the token it
         // was imported with is used as it is).
@@ -252,8 +256,15 @@ async fn token_answer<'a>(
     request: reqwest::RequestBuilder,
     secrets: impl IntoIterator<Item = &'a str>,
 ) -> Result<Map<String, Value>, String> {
+    read_token_answer(request.header("accept", "application/json"), secrets).await
+}
+
+/// [`token_answer`] for a request that says itself what it accepts.
+async fn read_token_answer<'a>(
+    request: reqwest::RequestBuilder,
+    secrets: impl IntoIterator<Item = &'a str>,
+) -> Result<Map<String, Value>, String> {
     let mut response = request
-        .header("accept", "application/json")
         .timeout(TOKEN_TIMEOUT)
         .send()
         .await
@@ -705,10 +716,14 @@ impl Connections {
             http.post(&url)
         };
         request = request.header("user-agent", "Nango");
-        let mut typed = false;
+        let (mut typed, mut accepts) = (false, false);
         for (name, value) in &asked.headers {
             typed |= name.eq_ignore_ascii_case("content-type");
+            accepts |= name.eq_ignore_ascii_case("accept");
             request = request.header(name.as_str(), value.as_str());
+        }
+        if !accepts {
+            request = request.header("accept", "application/json");
         }
         if let Some((content_type, body)) = asked.body {
             if !typed {
@@ -718,8 +733,51 @@ impl Connections {
         }
         // The user's secrets are kept out of a refusal's text.
         let secrets = c.credentials.secrets();
-        let raw = token_answer(request, secrets.iter().map(String::as_str)).await?;
+        let raw = read_token_answer(request, secrets.iter().map(String::as_str)).await?;
         crate::two_step::credentials(definition, c, raw)
+    }
+
+    /// An installation token for GitHub App connection `c`
+    /// (`connection_config.installation_id`), asked for by the app
+    /// `integration` holds with a JWT it signs (see [`crate::github_app`]).
+    pub(crate) async fn app_token(
+        &self,
+        c: &Connection,
+        integration: &sluice_store::Integration,
+    ) -> Result<Credentials, String> {
+        let provider = self
+            .providers
+            .get(&c.provider)
+            .ok_or_else(|| format!("provider `{}` is not in the catalogue", c.provider))?;
+        let template = provider
+            .token_url
+            .as_deref()
+            .ok_or_else(|| format!("provider `{}` has no token_url", c.provider))?;
+        let (Some(app_id), Some(key)) = (
+            integration
+                .oauth_client_id
+                .as_deref()
+                .filter(|s| !s.is_empty()),
+            integration
+                .oauth_client_secret
+                .as_deref()
+                .filter(|s| !s.is_empty()),
+        ) else {
+            return Err(format!(
+                "integration `{}` has no GitHub App (`credentials: {{type: APP, app_id, app_link, private_key}}`)",
+                integration.unique_key
+            ));
+        };
+        let pem = crate::github_app::private_key_pem(key)?;
+        let jwt = crate::github_app::app_jwt(app_id, &pem, Utc::now().timestamp())?;
+        let (http, url) = self.token_target(template, c)?;
+        let request = http
+            .post(&url)
+            .header("user-agent", "Nango")
+            .header("accept", "application/vnd.github.v3+json")
+            .bearer_auth(&jwt);
+        let raw = read_token_answer(request, [jwt.as_str()]).await?;
+        crate::github_app::credentials(raw)
     }
 
     /// Asks the provider's token URL for a new access token.
@@ -746,6 +804,9 @@ impl Connections {
         }
         if c.credentials.kind() == "TWO_STEP" {
             return self.two_step_token(c).await;
+        }
+        if c.credentials.kind() == "APP" {
+            return self.app_token(c, &integration).await;
         }
         let refresh_token = c
             .credentials

@@ -155,7 +155,6 @@ fn expand(v: &Value, look: &dyn Fn(&str) -> Option<String>) -> Option<Value> {
 /// user's private key from `token.signing_key`; its claims `token.payload`
 /// with `iat` and `exp` added), or `None` for a definition without one.
 fn signed_token(definition: &Map<String, Value>, c: &Connection) -> Result<Option<String>, String> {
-    use rsa::signature::{SignatureEncoding as _, Signer as _};
     let Some(signature) = definition.get("signature") else {
         return Ok(None);
     };
@@ -201,21 +200,29 @@ fn signed_token(definition: &Map<String, Value>, c: &Connection) -> Result<Optio
         .and_then(Value::as_str)
         .and_then(|t| sluice_runtime::template::expand(t, &look))
         .ok_or("the credentials have no signing key (`token.signing_key`)")?;
-    let key = private_key(&key_text)?;
+    sign_rs256(&header, &claims, &key_text).map(Some)
+}
+
+/// A JWT of `header` and `claims`, signed RS256 with the PEM private key
+/// `key_text` (see [`private_key`]).
+pub(crate) fn sign_rs256(
+    header: &Value,
+    claims: &Map<String, Value>,
+    key_text: &str,
+) -> Result<String, String> {
+    use rsa::signature::{SignatureEncoding as _, Signer as _};
+    let key = private_key(key_text)?;
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
     let input = format!(
         "{}.{}",
         b64.encode(header.to_string()),
-        b64.encode(Value::Object(claims).to_string())
+        b64.encode(Value::Object(claims.clone()).to_string())
     );
     let signer = rsa::pkcs1v15::SigningKey::<sha2::Sha256>::new(key);
     let signature = signer
         .try_sign(input.as_bytes())
         .map_err(|e| format!("the token could not be signed: {e}"))?;
-    Ok(Some(format!(
-        "{input}.{}",
-        b64.encode(signature.to_bytes())
-    )))
+    Ok(format!("{input}.{}", b64.encode(signature.to_bytes())))
 }
 
 /// An RSA private key as users paste one: PEM, PKCS#8 (`BEGIN PRIVATE

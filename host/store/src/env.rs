@@ -39,6 +39,10 @@ pub struct Integration {
     /// original's `forward_webhooks`, `true` unless set).
     #[serde(default = "yes")]
     pub forward_webhooks: bool,
+    /// A GitHub App's public page (`APP` integrations: its id is
+    /// `oauth_client_id`, its private key `oauth_client_secret`).
+    #[serde(default)]
+    pub app_link: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -59,6 +63,8 @@ struct IntegrationRow {
     webhook_secret: Option<String>,
     #[serde(default = "yes")]
     forward_webhooks: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    app_link: Option<String>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
@@ -129,6 +135,7 @@ fn encode_integration(ring: &Keyring, key: &[u8], i: &Integration) -> Result<Vec
         oauth_scopes: i.oauth_scopes.clone(),
         webhook_secret: seal_opt(ring, key, "webhook_secret", i.webhook_secret.as_deref())?,
         forward_webhooks: i.forward_webhooks,
+        app_link: i.app_link.clone(),
         created_at: i.created_at,
         updated_at: i.updated_at,
     };
@@ -152,6 +159,7 @@ fn decode_integration(ring: &Keyring, key: &[u8], bytes: &[u8]) -> Result<Integr
         oauth_client_id: row.oauth_client_id,
         oauth_scopes: row.oauth_scopes,
         forward_webhooks: row.forward_webhooks,
+        app_link: row.app_link,
         created_at: row.created_at,
         updated_at: row.updated_at,
     })

@@ -202,6 +202,7 @@ fn integration(key: &str, secret: &str) -> Integration {
         oauth_scopes: Some("repo,user".into()),
         webhook_secret: Some("whsec-webhook-456".into()),
         forward_webhooks: true,
+        app_link: Some("https://github.com/apps/sluice-test".into()),
         created_at: Utc::now(),
         updated_at: Utc::now(),
     }

@@ -618,9 +618,18 @@ async fn create(
         .get(&integration.provider)
         .and_then(|p| p.auth_mode.clone());
     let mode = credentials_mode(&body, provider_mode.as_deref(), public)?;
-    let creds: Credentials =
+    // A GitHub App connection imported without a token: the app asks for
+    // one (below).
+    let app_install = mode == "APP"
+        && with_credentials(&body)
+            .get("access_token")
+            .is_none_or(Value::is_null);
+    let creds: Credentials = if app_install {
+        Credentials::try_from(Map::new()).map_err(ApiError::invalid_body)?
+    } else {
         serde_json::from_value(credentials(&mode, &with_credentials(&body), public)?)
-            .map_err(|e| ApiError::invalid_body(format!("invalid credentials: {e}")))?;
+            .map_err(|e| ApiError::invalid_body(format!("invalid credentials: {e}")))?
+    };
     // A re-import that leaves out `metadata` or `connection_config` keeps
     // the stored ones (it is usually new credentials); `null` clears them.
     let metadata = match body.get("metadata") {
@@ -647,7 +656,8 @@ async fn create(
     // (the rest of the body checked first), with the credentials and
     // configuration given (or, on a re-import leaving the configuration
     // out, the stored one).
-    let (creds, connection_config) = if mode == "TWO_STEP" && creds.field("token").is_none() {
+    let needs_token = app_install || (mode == "TWO_STEP" && creds.field("token").is_none());
+    let (creds, connection_config) = if needs_token {
         let config = match &connection_config {
             Some(config) => config.clone(),
             None => env
@@ -657,8 +667,11 @@ async fn create(
                 .map(|c| c.connection_config)
                 .unwrap_or_default(),
         };
-        let (creds, config) =
-            two_step_token(&app, &env, &pck, &cid, &integration.provider, creds, config).await?;
+        let (creds, config) = if app_install {
+            app_token(&env, &pck, &cid, &integration, config).await?
+        } else {
+            two_step_token(&app, &env, &pck, &cid, &integration.provider, creds, config).await?
+        };
         (creds, Some(config))
     } else {
         (creds, connection_config)
@@ -680,6 +693,60 @@ async fn create(
     Ok((axum::http::StatusCode::CREATED, Json(view(&env, &c).await)))
 }
 
+/// A connection not yet stored, to ask for its first token.
+fn unstored(
+    pck: &str,
+    cid: &str,
+    provider: &str,
+    creds: Credentials,
+    config: &Map<String, Value>,
+) -> Connection {
+    let now = Utc::now();
+    Connection {
+        connection_id: cid.to_string(),
+        provider_config_key: pck.to_string(),
+        provider: provider.to_string(),
+        credentials: creds,
+        connection_config: config.clone(),
+        metadata: Value::Null,
+        created_at: now,
+        updated_at: now,
+        end_user: Value::Null,
+        tags: Default::default(),
+        webhook_url_override: None,
+    }
+}
+
+/// A new GitHub App connection's first installation token, asked for by
+/// the integration's app for `config.installation_id`. A refusal is 400
+/// `github_app_token_fetch_error`, naming GitHub's answer.
+async fn app_token(
+    env: &Arc<crate::app::EnvState>,
+    pck: &str,
+    cid: &str,
+    integration: &sluice_store::Integration,
+    config: Map<String, Value>,
+) -> ApiResult<(Credentials, Map<String, Value>)> {
+    if config.get("installation_id").is_none_or(Value::is_null) {
+        return Err(ApiError::invalid_body(
+            "`connection_config.installation_id` is required: the installation of the GitHub App this connection is for (or give the connection's `access_token`)",
+        ));
+    }
+    let empty = Credentials::try_from(Map::new()).map_err(ApiError::invalid_body)?;
+    let c = unstored(pck, cid, &integration.provider, empty, &config);
+    let creds = env
+        .connections
+        .app_token(&c, integration)
+        .await
+        .map_err(|e| {
+            ApiError::bad_request(
+                "github_app_token_fetch_error",
+                format!("GitHub gave no installation token: {e}"),
+            )
+        })?;
+    Ok((creds, config))
+}
+
 /// A new TWO_STEP connection's first token, asked for with the user's
 /// credentials `creds` and configuration `config`: the credentials to
 /// store, and the configuration with what the provider's answer adds to
@@ -694,20 +761,7 @@ pub(crate) async fn two_step_token(
     creds: Credentials,
     mut config: Map<String, Value>,
 ) -> ApiResult<(Credentials, Map<String, Value>)> {
-    let now = Utc::now();
-    let c = Connection {
-        connection_id: cid.to_string(),
-        provider_config_key: pck.to_string(),
-        provider: provider.to_string(),
-        credentials: creds,
-        connection_config: config.clone(),
-        metadata: Value::Null,
-        created_at: now,
-        updated_at: now,
-        end_user: Value::Null,
-        tags: Default::default(),
-        webhook_url_override: None,
-    };
+    let c = unstored(pck, cid, provider, creds, &config);
     let creds = env.connections.two_step_token(&c).await.map_err(|e| {
         ApiError::bad_request(
             "two_step_credentials_fetch_error",

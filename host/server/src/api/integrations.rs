@@ -43,6 +43,10 @@ pub struct CredentialsBody {
     client_secret: Option<String>,
     scopes: Option<String>,
     webhook_secret: Option<String>,
+    /// A GitHub App's (`APP`): its id, public page and private key.
+    app_id: Option<String>,
+    app_link: Option<String>,
+    private_key: Option<String>,
 }
 
 /// `credentials` as an object only: serde would read an array into its
@@ -99,7 +103,15 @@ pub(crate) fn view(
         // As the original's: OAuth client credentials, or `null` for a
         // provider that has none; sluice takes a webhook secret for any
         // auth mode, shown alone when there is one.
-        v["credentials"] = if auth_mode.is_some_and(|m| OAUTH_MODES.contains(&m)) {
+        v["credentials"] = if auth_mode == Some("APP") {
+            json!({
+                "type": "APP",
+                "app_id": i.oauth_client_id,
+                "app_link": i.app_link,
+                "private_key": i.oauth_client_secret,
+                "webhook_secret": i.webhook_secret,
+            })
+        } else if auth_mode.is_some_and(|m| OAUTH_MODES.contains(&m)) {
             json!({
                 "type": auth_mode,
                 "client_id": i.oauth_client_id,
@@ -133,6 +145,37 @@ fn check_credentials(auth_mode: Option<&str>, c: &CredentialsBody) -> ApiResult<
         return Err(ApiError::invalid_body(format!(
             "incompatible credentials auth type `{kind}` and provider auth `{mode}`"
         )));
+    }
+    if kind != "APP" && (c.app_id.is_some() || c.app_link.is_some() || c.private_key.is_some()) {
+        return Err(ApiError::invalid_body(format!(
+            "`app_id`, `app_link` and `private_key` are for GitHub App integrations; provider auth is `{mode}`"
+        )));
+    }
+    if kind == "APP" {
+        if c.client_id.is_some() || c.client_secret.is_some() || c.scopes.is_some() {
+            return Err(ApiError::invalid_body(
+                "a GitHub App integration takes `app_id`, `app_link` and `private_key`, not OAuth client credentials",
+            ));
+        }
+        match c.app_id.as_deref() {
+            Some(id) if !id.is_empty() && id.len() <= 255 => {}
+            _ => {
+                return Err(ApiError::invalid_body(
+                    "`credentials.app_id` is required (1 to 255 characters)",
+                ));
+            }
+        }
+        let link = c.app_link.as_deref().unwrap_or_default();
+        if url::Url::parse(link).map_or(true, |u| !matches!(u.scheme(), "http" | "https")) {
+            return Err(ApiError::invalid_body(
+                "`credentials.app_link` is required: the app's public page, https://github.com/apps/<name>",
+            ));
+        }
+        let pem = crate::github_app::private_key_pem(c.private_key.as_deref().unwrap_or_default())
+            .map_err(ApiError::invalid_body)?;
+        crate::github_app::app_jwt("check", &pem, 0)
+            .map_err(|e| ApiError::invalid_body(format!("`credentials.private_key`: {e}")))?;
+        return Ok(());
     }
     if !OAUTH_MODES.contains(&kind) {
         if c.client_id.is_some() || c.client_secret.is_some() || c.scopes.is_some() {
@@ -187,6 +230,15 @@ fn apply(i: &mut Integration, body: IntegrationBody) {
         i.display_name = Some(d);
     }
     if let Some(c) = body.credentials {
+        if c.app_id.is_some() {
+            i.oauth_client_id = c.app_id;
+        }
+        if c.private_key.is_some() {
+            i.oauth_client_secret = c.private_key;
+        }
+        if c.app_link.is_some() {
+            i.app_link = c.app_link;
+        }
         if c.client_id.is_some() {
             i.oauth_client_id = c.client_id;
         }
@@ -256,6 +308,7 @@ pub async fn create(
         oauth_scopes: None,
         webhook_secret: None,
         forward_webhooks: true,
+        app_link: None,
         created_at: now,
         updated_at: now,
     };
