@@ -178,6 +178,49 @@ async fn a_github_app_connection_gets_installation_tokens_from_its_app() {
     assert_eq!((status, &body["login"]), (200, &json!("octocat")), "{body}");
     assert_eq!(github.asked(), 3);
 
+    // The original's shape: the installation in the credentials; and a
+    // token given as it is, kept without asking.
+    let asked = github.asked();
+    let (status, body) = dev
+        .send(
+            "POST",
+            "/connections",
+            Some(json!({"provider_config_key": "gh", "connection_id": "c5",
+                        "credentials": {"type": "APP", "app_id": "123", "installation_id": "42"}})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["connection_config"]["installation_id"], "42", "{body}");
+    assert!(
+        body["credentials"]["access_token"]
+            .as_str()
+            .unwrap()
+            .starts_with("ghs_"),
+        "{body}"
+    );
+    assert_eq!(github.asked(), asked + 1);
+    let (status, body) = dev
+        .send(
+            "POST",
+            "/connections",
+            Some(json!({"provider_config_key": "gh", "connection_id": "c6",
+                        "credentials": {"type": "APP", "installation_id": "42", "access_token": "ghs_given"}})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["credentials"]["access_token"], "ghs_given", "{body}");
+    assert_eq!(github.asked(), asked + 1);
+    // An installation id is digits: nothing else reaches the token URL.
+    let (status, body) = dev
+        .send(
+            "POST",
+            "/connections",
+            Some(import("c7", Some("42/../../x"))),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(github.asked(), asked + 1);
+
     // No installation named, or one GitHub does not know: refused, nothing
     // stored.
     let (status, body) = dev

@@ -573,23 +573,35 @@ fn oauth_encode(text: &str) -> String {
     out
 }
 
-/// `text` percent-decoded as JavaScript's `decodeURIComponent` does (a
-/// `+` stays a `+`); `None` when it is not valid.
-fn percent_decode(text: &str) -> Option<String> {
+/// A query's name or value as OAuth 1.0a signs it (RFC 5849 §3.4.1.3.1:
+/// decoded as a form, a `+` a space, as the provider decodes it); a `%`
+/// that starts no escape stays itself, and bytes that are not UTF-8 are
+/// taken as lossy text.
+fn form_decode(text: &str) -> String {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = text.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
+        let escaped = (bytes[i] == b'%')
+            .then(|| text.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match (bytes[i], escaped) {
+            (_, Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b'+', None) => {
+                out.push(b' ');
+                i += 1;
+            }
+            (b, None) => {
+                out.push(b);
+                i += 1;
+            }
         }
     }
-    String::from_utf8(out).ok()
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// NetSuite's token-based authentication (`TBA` credentials): an OAuth
@@ -643,10 +655,7 @@ pub(crate) fn tba_header(
         .filter(|p| !p.is_empty())
     {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        params.push((
-            oauth_encode(&percent_decode(k)?),
-            oauth_encode(&percent_decode(v)?),
-        ));
+        params.push((oauth_encode(&form_decode(k)), oauth_encode(&form_decode(v))));
     }
     params.sort();
     let joined = params
@@ -1788,7 +1797,7 @@ mod tests {
 
     /// The signature checked against an independent computation of OAuth
     /// 1.0a HMAC-SHA256 (Python's `hmac`, `urllib.parse.quote` with `-._~`
-    /// safe) for the same inputs.
+    /// safe) for the same inputs: the query `limit=2`, `q=name IS "A B"`.
     #[test]
     fn a_tba_request_is_signed_as_netsuite_checks_it() {
         let c = |creds: Value, config: Value| -> Connection {
@@ -1804,13 +1813,13 @@ mod tests {
             serde_json::json!({"accountId": "123456-sb1"}),
         );
         let url = Url::parse(
-            "https://123456-sb1.suitetalk.api.netsuite.com/services/rest/record/v1/customer?limit=2&q=name IS \"A+B\"",
+            "https://123456-sb1.suitetalk.api.netsuite.com/services/rest/record/v1/customer?limit=2&q=name+IS%20%22A+B%22",
         )
         .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
             tba_header("get", &url, &connection, "abc123", 1_700_000_000).as_deref(),
             Some(
-                "OAuth realm=\"123456_SB1\", oauth_consumer_key=\"ck\", oauth_nonce=\"abc123\", oauth_signature=\"G35cOizLYntPzqaJ2ayv8gVkaLQzMXUJVQ%2BNGbZ1WOQ%3D\", oauth_signature_method=\"HMAC-SHA256\", oauth_timestamp=\"1700000000\", oauth_token=\"tid\", oauth_version=\"1.0\""
+                "OAuth realm=\"123456_SB1\", oauth_consumer_key=\"ck\", oauth_nonce=\"abc123\", oauth_signature=\"s3jC%2BlDujHy%2BBWylZA5QfQ09j0JYmLH2Nvv95%2BEwhsI%3D\", oauth_signature_method=\"HMAC-SHA256\", oauth_timestamp=\"1700000000\", oauth_token=\"tid\", oauth_version=\"1.0\""
             )
         );
         // The consumer from the connection's configuration instead.
@@ -1822,6 +1831,10 @@ mod tests {
             tba_header("GET", &url, &from_config, "abc123", 1_700_000_000),
             tba_header("GET", &url, &connection, "abc123", 1_700_000_000)
         );
+        // A `%` that starts no escape is signed as itself, not dropped.
+        let odd = Url::parse("https://x.example/p?a=100%&b=%zz").unwrap_or_else(|e| panic!("{e}"));
+        assert!(tba_header("GET", &odd, &connection, "n", 1).is_some());
+        assert_eq!(form_decode("a+b%20c%2Bd%"), "a b c+d%");
         // Without a consumer, no header (and no panic).
         let without = c(
             serde_json::json!({"type": "TBA", "token_id": "tid", "token_secret": "ts"}),

@@ -34,17 +34,30 @@ pub(crate) fn private_key_pem(given: &str) -> Result<String, String> {
 
 /// The JWT app `app_id` signs (RS256 with its private key `pem`) to ask
 /// for an installation's token: issued a minute back (for clocks that
-/// drift, as GitHub advises), valid ten minutes.
+/// drift, as GitHub advises), valid nine minutes (GitHub takes ten at
+/// most, by its own clock).
 pub(crate) fn app_jwt(app_id: &str, pem: &str, now: i64) -> Result<String, String> {
     let mut claims = Map::new();
     claims.insert("iat".into(), Value::from(now - 60));
-    claims.insert("exp".into(), Value::from(now + 600));
+    claims.insert("exp".into(), Value::from(now + 540));
     claims.insert("iss".into(), Value::String(app_id.to_string()));
     crate::two_step::sign_rs256(
         &serde_json::json!({"alg": "RS256", "typ": "JWT"}),
         &claims,
         pem,
     )
+}
+
+/// The installation a GitHub App connection names
+/// (`connection_config.installation_id`): digits, as GitHub's ids are
+/// (the id goes into the token URL's path).
+pub(crate) fn installation_id(config: &Map<String, Value>) -> Option<String> {
+    let id = match config.get("installation_id")? {
+        Value::String(s) => s.trim().to_string(),
+        Value::Number(n) => n.to_string(),
+        _ => return None,
+    };
+    (!id.is_empty() && id.len() <= 20 && id.bytes().all(|b| b.is_ascii_digit())).then_some(id)
 }
 
 /// An installation token's answer (`{token, expires_at, permissions…}`)

@@ -190,9 +190,12 @@ fn refreshable(c: &Connection, providers: &ProviderCatalog) -> bool {
             .field("client_id")
             .is_some_and(|id| !id.is_empty()),
         // An installation token, asked for again by the app.
-        "APP" => providers
-            .get(&c.provider)
-            .is_some_and(|p| p.auth_mode.as_deref() == Some("APP")),
+        "APP" => {
+            crate::github_app::installation_id(&c.connection_config).is_some()
+                && providers
+                    .get(&c.provider)
+                    .is_some_and(|p| p.auth_mode.as_deref() == Some("APP"))
+        }
         // Asked for again with the user's credentials it keeps, when its
         // provider's definition is one sluice follows (else the token it
         // was imported with is used as it is).
@@ -768,6 +771,12 @@ impl Connections {
                 integration.unique_key
             ));
         };
+        if crate::github_app::installation_id(&c.connection_config).is_none() {
+            return Err(
+                "the connection names no installation: `connection_config.installation_id` must be the installation's id (digits)"
+                    .into(),
+            );
+        }
         let pem = crate::github_app::private_key_pem(key)?;
         let jwt = crate::github_app::app_jwt(app_id, &pem, Utc::now().timestamp())?;
         let (http, url) = self.token_target(template, c)?;

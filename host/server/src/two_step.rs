@@ -428,8 +428,11 @@ pub(crate) fn credentials(
     // An expiry that is empty, zero or not understood is none (as the
     // original leaves it), and the definition's fixed lifetime applies.
     let expiration = expiration.filter(|v| match v {
-        Value::String(s) => !s.trim().is_empty(),
-        Value::Number(n) => n.as_f64() != Some(0.0),
+        Value::String(s) => {
+            let s = s.trim();
+            !s.is_empty() && s.parse::<f64>().ok().is_none_or(|n| n > 0.0)
+        }
+        Value::Number(n) => n.as_f64().is_some_and(|n| n > 0.0),
         _ => false,
     });
     let given = match (expiration, strategy) {
@@ -445,7 +448,10 @@ pub(crate) fn credentials(
         .and_then(|ms| now.checked_add_signed(chrono::Duration::milliseconds(ms as i64))),
         (Some(v), _) => date(v).or_else(|| day_hour_minute(v, now)),
         (None, _) => None,
-    };
+    }
+    // An expiry already past (`0:00:00`, a date gone) would ask for a
+    // token at every use: none.
+    .filter(|at| *at > now);
     let mut expires_at = given.or_else(|| {
         match definition
             .get("token_expires_in_ms")
@@ -666,7 +672,14 @@ mod tests {
         // lifetime applies, if any.
         let expire_in =
             json!({"token": "t", "token_expiration": "e", "token_expiration_strategy": "expireIn"});
-        for e in [json!("soon"), json!(""), json!(0), Value::Null] {
+        for e in [
+            json!("soon"),
+            json!(""),
+            json!(0),
+            json!("0"),
+            json!(-5),
+            Value::Null,
+        ] {
             assert_eq!(
                 with(expire_in.clone(), json!({}), json!({"t": "x", "e": e})),
                 Ok(None),
@@ -682,7 +695,15 @@ mod tests {
             .unwrap()
             .is_some()
         );
-        // Tableau's `D:HH:MM`.
+
+        let expire_at = json!({"token": "t", "token_expiration": "e"});
+        for e in [json!("0"), json!("0:00:00"), json!("2001-01-01T00:00:00Z")] {
+            assert_eq!(
+                with(expire_at.clone(), json!({}), json!({"t": "x", "e": e})),
+                Ok(None),
+                "{e}"
+            );
+        } // Tableau's `D:HH:MM`.
         let tableau = with(
             json!({"token": "t", "token_expiration": "e"}),
             json!({}),

@@ -117,7 +117,17 @@ const CREDENTIAL_FIELDS: &[(&str, &[&str])] = &[
     ("BASIC", &["username", "password"]),
     ("NONE", &[]),
     ("TBA", &["token_id", "token_secret", "config_override"]),
-    ("APP", &["app_id", "installation_id"]),
+    (
+        "APP",
+        &[
+            "app_id",
+            "installation_id",
+            "access_token",
+            "expires_at",
+            "expires_in",
+            "raw",
+        ],
+    ),
     ("CUSTOM", &["app_id", "installation_id"]),
 ];
 
@@ -383,6 +393,19 @@ fn credentials(mode: &str, body: &Map<String, Value>, public: bool) -> ApiResult
             "password": text(body, "password").unwrap_or_default(),
         }),
         "API_KEY" => json!({ "type": "API_KEY", "apiKey": required(body, "api_key", mode)? }),
+        // A GitHub App installation's token given as it is (without one,
+        // the app asks for it: see `create`).
+        "APP" => {
+            let mut c = json!({
+                "type": "APP",
+                "access_token": required(body, "access_token", mode)?,
+                "raw": raw,
+            });
+            if let Some(at) = expires_at()? {
+                c["expires_at"] = json!(at);
+            }
+            c
+        }
         "NONE" | "" => json!({}),
         other => match body.get("credentials") {
             Some(Value::Object(c)) => Value::Object(c.clone()),
@@ -656,6 +679,30 @@ async fn create(
     // (the rest of the body checked first), with the credentials and
     // configuration given (or, on a re-import leaving the configuration
     // out, the stored one).
+    // A GitHub App's installation, named in the credentials as the
+    // original's import takes it (or at the top of the older route's
+    // body), is kept in the connection's configuration, where its tokens
+    // are asked for.
+    let installation = (mode == "APP")
+        .then(|| with_credentials(&body).get("installation_id").cloned())
+        .flatten()
+        .filter(|v| !v.is_null());
+    let connection_config = match installation {
+        Some(id) => {
+            let mut config = match connection_config {
+                Some(config) => config,
+                None => env
+                    .store
+                    .connection(&pck, &cid)
+                    .await?
+                    .map(|c| c.connection_config)
+                    .unwrap_or_default(),
+            };
+            config.entry("installation_id").or_insert(id);
+            Some(config)
+        }
+        None => connection_config,
+    };
     let needs_token = app_install || (mode == "TWO_STEP" && creds.field("token").is_none());
     let (creds, connection_config) = if needs_token {
         let config = match &connection_config {
@@ -727,9 +774,9 @@ async fn app_token(
     integration: &sluice_store::Integration,
     config: Map<String, Value>,
 ) -> ApiResult<(Credentials, Map<String, Value>)> {
-    if config.get("installation_id").is_none_or(Value::is_null) {
+    if crate::github_app::installation_id(&config).is_none() {
         return Err(ApiError::invalid_body(
-            "`connection_config.installation_id` is required: the installation of the GitHub App this connection is for (or give the connection's `access_token`)",
+            "`credentials.installation_id` (or `connection_config.installation_id`) is required: the id (digits) of the GitHub App installation this connection is for",
         ));
     }
     let empty = Credentials::try_from(Map::new()).map_err(ApiError::invalid_body)?;

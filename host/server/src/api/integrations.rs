@@ -157,24 +157,27 @@ fn check_credentials(auth_mode: Option<&str>, c: &CredentialsBody) -> ApiResult<
                 "a GitHub App integration takes `app_id`, `app_link` and `private_key`, not OAuth client credentials",
             ));
         }
-        match c.app_id.as_deref() {
-            Some(id) if !id.is_empty() && id.len() <= 255 => {}
-            _ => {
-                return Err(ApiError::invalid_body(
-                    "`credentials.app_id` is required (1 to 255 characters)",
-                ));
-            }
-        }
-        let link = c.app_link.as_deref().unwrap_or_default();
-        if url::Url::parse(link).map_or(true, |u| !matches!(u.scheme(), "http" | "https")) {
+        // Each given is checked (an update may change one, or only the
+        // webhook secret); a connection's token needs all three.
+        if let Some(id) = c.app_id.as_deref()
+            && (id.is_empty() || id.len() > 255)
+        {
             return Err(ApiError::invalid_body(
-                "`credentials.app_link` is required: the app's public page, https://github.com/apps/<name>",
+                "`credentials.app_id` must be 1 to 255 characters",
             ));
         }
-        let pem = crate::github_app::private_key_pem(c.private_key.as_deref().unwrap_or_default())
-            .map_err(ApiError::invalid_body)?;
-        crate::github_app::app_jwt("check", &pem, 0)
-            .map_err(|e| ApiError::invalid_body(format!("`credentials.private_key`: {e}")))?;
+        if let Some(link) = c.app_link.as_deref()
+            && url::Url::parse(link).map_or(true, |u| !matches!(u.scheme(), "http" | "https"))
+        {
+            return Err(ApiError::invalid_body(
+                "`credentials.app_link` must be the app's public page, https://github.com/apps/<name>",
+            ));
+        }
+        if let Some(key) = c.private_key.as_deref() {
+            let pem = crate::github_app::private_key_pem(key).map_err(ApiError::invalid_body)?;
+            crate::github_app::app_jwt("check", &pem, 0)
+                .map_err(|e| ApiError::invalid_body(format!("`credentials.private_key`: {e}")))?;
+        }
         return Ok(());
     }
     if !OAUTH_MODES.contains(&kind) {
