@@ -305,6 +305,22 @@ async fn read_token_answer<'a>(
 }
 
 impl Connections {
+    /// Connection `c`'s provider and the template of its token URL.
+    fn token_source(
+        &self,
+        c: &Connection,
+    ) -> Result<(&sluice_runtime::providers::Provider, &str), String> {
+        let provider = self
+            .providers
+            .get(&c.provider)
+            .ok_or_else(|| format!("provider `{}` is not in the catalogue", c.provider))?;
+        let template = provider
+            .token_url
+            .as_deref()
+            .ok_or_else(|| format!("provider `{}` has no token_url", c.provider))?;
+        Ok((provider, template))
+    }
+
     /// The client and URL a token request for connection `c` goes to:
     /// `template` expanded with its values (a host they choose must be a
     /// public address), or the mock upstream when the server has one.
@@ -349,14 +365,7 @@ impl Connections {
         (client_id, client_secret): (&str, &str),
         secrets: &[&str],
     ) -> Result<Map<String, Value>, String> {
-        let provider = self
-            .providers
-            .get(&c.provider)
-            .ok_or_else(|| format!("provider `{}` is not in the catalogue", c.provider))?;
-        let template = provider
-            .token_url
-            .as_deref()
-            .ok_or_else(|| format!("provider `{}` has no token_url", c.provider))?;
+        let (provider, template) = self.token_source(c)?;
         let (http, url) = self.token_target(template, c)?;
         let definition = &provider.definition;
         let said = |key: &str| definition.get(key).and_then(Value::as_str);
@@ -702,14 +711,7 @@ impl Connections {
     /// configuration `c` holds as the provider's definition says (see
     /// [`crate::two_step`]); the credentials to keep with it.
     pub(crate) async fn two_step_token(&self, c: &Connection) -> Result<Credentials, String> {
-        let provider = self
-            .providers
-            .get(&c.provider)
-            .ok_or_else(|| format!("provider `{}` is not in the catalogue", c.provider))?;
-        let template = provider
-            .token_url
-            .as_deref()
-            .ok_or_else(|| format!("provider `{}` has no token_url", c.provider))?;
+        let (provider, template) = self.token_source(c)?;
         let definition = &provider.definition;
         let asked = crate::two_step::request(definition, c)?;
         let (http, url) = self.token_target(template, c)?;
@@ -748,14 +750,7 @@ impl Connections {
         c: &Connection,
         integration: &sluice_store::Integration,
     ) -> Result<Credentials, String> {
-        let provider = self
-            .providers
-            .get(&c.provider)
-            .ok_or_else(|| format!("provider `{}` is not in the catalogue", c.provider))?;
-        let template = provider
-            .token_url
-            .as_deref()
-            .ok_or_else(|| format!("provider `{}` has no token_url", c.provider))?;
+        let (_, template) = self.token_source(c)?;
         let (Some(app_id), Some(key)) = (
             integration
                 .oauth_client_id
@@ -791,14 +786,7 @@ impl Connections {
 
     /// Asks the provider's token URL for a new access token.
     async fn refresh(&self, c: &Connection) -> Result<Credentials, String> {
-        let provider = self
-            .providers
-            .get(&c.provider)
-            .ok_or_else(|| format!("provider `{}` is not in the catalogue", c.provider))?;
-        let template = provider
-            .token_url
-            .as_deref()
-            .ok_or_else(|| format!("provider `{}` has no token_url", c.provider))?;
+        let (provider, template) = self.token_source(c)?;
         // Refused before anything is read or sent (a host the
         // connection chose that is not public).
         self.token_target(template, c)?;

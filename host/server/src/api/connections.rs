@@ -740,30 +740,6 @@ async fn create(
     Ok((axum::http::StatusCode::CREATED, Json(view(&env, &c).await)))
 }
 
-/// A connection not yet stored, to ask for its first token.
-fn unstored(
-    pck: &str,
-    cid: &str,
-    provider: &str,
-    creds: Credentials,
-    config: &Map<String, Value>,
-) -> Connection {
-    let now = Utc::now();
-    Connection {
-        connection_id: cid.to_string(),
-        provider_config_key: pck.to_string(),
-        provider: provider.to_string(),
-        credentials: creds,
-        connection_config: config.clone(),
-        metadata: Value::Null,
-        created_at: now,
-        updated_at: now,
-        end_user: Value::Null,
-        tags: Default::default(),
-        webhook_url_override: None,
-    }
-}
-
 /// A new GitHub App connection's first installation token, asked for by
 /// the integration's app for `config.installation_id`. A refusal is 400
 /// `github_app_token_fetch_error`, naming GitHub's answer.
@@ -780,7 +756,8 @@ async fn app_token(
         ));
     }
     let empty = Credentials::try_from(Map::new()).map_err(ApiError::invalid_body)?;
-    let c = unstored(pck, cid, &integration.provider, empty, &config);
+    let mut c = super::oauth::template_connection(pck, cid, &integration.provider, &config);
+    c.credentials = empty;
     let creds = env
         .connections
         .app_token(&c, integration)
@@ -808,7 +785,8 @@ pub(crate) async fn two_step_token(
     creds: Credentials,
     mut config: Map<String, Value>,
 ) -> ApiResult<(Credentials, Map<String, Value>)> {
-    let c = unstored(pck, cid, provider, creds, &config);
+    let mut c = super::oauth::template_connection(pck, cid, provider, &config);
+    c.credentials = creds;
     let creds = env.connections.two_step_token(&c).await.map_err(|e| {
         ApiError::bad_request(
             "two_step_credentials_fetch_error",

@@ -446,7 +446,7 @@ fn expanded_params(
 
 /// A connection carrying only the values the provider's templates read
 /// (`${connectionConfig.x}`).
-fn template_connection(
+pub(crate) fn template_connection(
     pck: &str,
     cid: &str,
     provider: &str,
