@@ -675,10 +675,6 @@ async fn create(
     // kept.
     let (end_user, tags) = labels(&body)?;
     let webhook_url = webhook_url_override(&body)?;
-    // A TWO_STEP connection imported without its token: asked for now
-    // (the rest of the body checked first), with the credentials and
-    // configuration given (or, on a re-import leaving the configuration
-    // out, the stored one).
     // A GitHub App's installation, named in the credentials as the
     // original's import takes it (or at the top of the older route's
     // body), is kept in the connection's configuration, where its tokens
@@ -703,6 +699,10 @@ async fn create(
         }
         None => connection_config,
     };
+    // A TWO_STEP connection imported without its token, or a GitHub App
+    // installation's: asked for now (the rest of the body checked first),
+    // with the credentials and configuration given (or, on a re-import
+    // leaving the configuration out, the stored one).
     let needs_token = app_install || (mode == "TWO_STEP" && creds.field("token").is_none());
     let (creds, connection_config) = if needs_token {
         let config = match &connection_config {
