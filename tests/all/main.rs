@@ -11,6 +11,7 @@ mod failover;
 mod features;
 mod github_app;
 mod incoming;
+mod jwt;
 mod limits;
 mod logs;
 mod metrics;

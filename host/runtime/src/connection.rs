@@ -88,10 +88,11 @@ impl Credentials {
 
     /// The secret values, to keep them out of logs.
     pub fn secrets(&self) -> Vec<String> {
-        // TWO_STEP credentials are the user's own fields, named as each
-        // provider names them (`clientSecret`, `userPassword`,
-        // `privateKey`…): every one is kept out.
-        if self.kind() == "TWO_STEP" {
+        // TWO_STEP, JWT and SIGNATURE credentials are the user's own
+        // fields, named as each provider names them (`clientSecret`,
+        // `userPassword`, `privateKey`, `apiSecretKey`…): every one is
+        // kept out.
+        if matches!(self.kind(), "TWO_STEP" | "JWT" | "SIGNATURE") {
             return self
                 .0
                 .iter()

@@ -62,9 +62,48 @@ pub fn expand_url(
     template: &str,
     lookup: &dyn Fn(&str) -> Option<String>,
 ) -> Result<ExpandedUrl, UrlTemplateError> {
+    expand_url_with(template, lookup, false)
+}
+
+/// Like [`expand_url`], with every value placed after the host
+/// percent-encoded as JavaScript's `encodeURIComponent` does, as the
+/// original builds token URLs: a password with a `&` in a query
+/// (`?password=${credentials.password}`) stays one value.
+pub fn expand_url_encoded(
+    template: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<ExpandedUrl, UrlTemplateError> {
+    expand_url_with(template, lookup, true)
+}
+
+/// `value` percent-encoded as `encodeURIComponent` encodes it: all but
+/// letters, digits and `-_.!~*'()`.
+pub fn encode_uri_component(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.!~*'()".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn expand_url_with(
+    template: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    encode: bool,
+) -> Result<ExpandedUrl, UrlTemplateError> {
     let refused = std::cell::RefCell::new(None);
     for alternative in template.split(" || ") {
         let (host_keys, whole_host) = host_placeholders(alternative);
+        // The placeholder that is the whole URL (`${connectionConfig.instance_url}/token`)
+        // keeps its `://` and slashes.
+        let leading = alternative
+            .trim()
+            .strip_prefix("${")
+            .and_then(|r| r.find('}').map(|end| r[..end].trim().to_string()));
         // A computed value (`${base64(…)}`) in a host is not checked
         // character by character: refused.
         if let Some(key) = host_keys.iter().find(|k| k.starts_with("base64(")) {
@@ -86,6 +125,9 @@ pub fn expand_url(
                         value: value.chars().take(100).collect(),
                     });
                 return None;
+            }
+            if encode && !host_keys.iter().any(|k| k == key) && leading.as_deref() != Some(key) {
+                return Some(encode_uri_component(&value));
             }
             Some(value)
         };
@@ -343,6 +385,25 @@ mod tests {
         assert!(url.host_from_connection);
 
         // Fallbacks: the first alternative that resolves.
+        // Token URLs: values after the host encoded, the host's not.
+        let values = |k: &str| match k {
+            "credentials.password" => Some("p&ss=w/rd é".to_string()),
+            "connectionConfig.subdomain" => Some("acme".to_string()),
+            "connectionConfig.instance_url" => Some("https://x.example.com".to_string()),
+            _ => None,
+        };
+        let token = expand_url_encoded(
+            "https://${connectionConfig.subdomain}.jobs.com/auth?password=${credentials.password}",
+            &values,
+        )
+        .unwrap();
+        assert_eq!(
+            token.url,
+            "https://acme.jobs.com/auth?password=p%26ss%3Dw%2Frd%20%C3%A9"
+        );
+        let whole =
+            expand_url_encoded("${connectionConfig.instance_url}/oauth/token", &values).unwrap();
+        assert_eq!(whole.url, "https://x.example.com/oauth/token");
         let fallback = expand_url(
             "https://${connectionConfig.nope}.x.com || https://api.x.com",
             &values,

@@ -41,10 +41,11 @@ pub(crate) fn app_jwt(app_id: &str, pem: &str, now: i64) -> Result<String, Strin
     claims.insert("iat".into(), Value::from(now - 60));
     claims.insert("exp".into(), Value::from(now + 540));
     claims.insert("iss".into(), Value::String(app_id.to_string()));
-    crate::two_step::sign_rs256(
+    crate::jwt::sign(
+        "RS256",
         &serde_json::json!({"alg": "RS256", "typ": "JWT"}),
         &claims,
-        pem,
+        &crate::jwt::Key::Pem(pem.to_string()),
     )
 }
 

@@ -22,6 +22,7 @@ pub mod config;
 pub mod error;
 mod github_app;
 pub mod health;
+mod jwt;
 pub mod logs;
 pub mod metrics;
 pub mod refresh;

@@ -140,8 +140,8 @@ fn token_url(
     allowed_hosts: &[String],
 ) -> Result<(String, bool), String> {
     use sluice_runtime::template::UrlTemplateError;
-    let expanded =
-        sluice_runtime::template::expand_url(template, &|k| c.lookup(k)).map_err(|e| match e {
+    let expanded = sluice_runtime::template::expand_url_encoded(template, &|k| c.lookup(k))
+        .map_err(|e| match e {
             UrlTemplateError::Missing => format!("cannot build the token URL `{template}`"),
             e => format!("the token URL `{template}`: {e}"),
         })?;
@@ -176,7 +176,20 @@ fn with_sources(e: &dyn std::error::Error) -> String {
 /// Whether a connection's token should be refreshed before use.
 fn expiring(c: &Connection, now: DateTime<Utc>, providers: &ProviderCatalog) -> bool {
     refreshable(c, providers)
-        && expires_at(&c.credentials).is_some_and(|at| at - REFRESH_MARGIN <= now)
+        && expires_at(&c.credentials).is_some_and(|at| at - margin(c, providers) <= now)
+}
+
+/// How long before it expires a connection's token is replaced: five
+/// minutes, or a fifth of the lifetime of a token sluice makes itself
+/// (Ghost's and Emarsys's live five minutes: made again in the last one,
+/// not before every request).
+fn margin(c: &Connection, providers: &ProviderCatalog) -> chrono::TimeDelta {
+    match (c.credentials.kind(), providers.get(&c.provider)) {
+        ("JWT" | "SIGNATURE", Some(p)) => REFRESH_MARGIN.min(chrono::TimeDelta::milliseconds(
+            crate::jwt::lifetime_ms(&p.definition) / 5,
+        )),
+        _ => REFRESH_MARGIN,
+    }
 }
 
 /// Whether a connection's token can be renewed: an OAuth2 one with a
@@ -202,6 +215,11 @@ fn refreshable(c: &Connection, providers: &ProviderCatalog) -> bool {
         "TWO_STEP" => providers
             .get(&c.provider)
             .is_some_and(|p| crate::two_step::unsupported(&p.definition).is_none()),
+        // Made again from the user's credentials it keeps, when its
+        // provider makes such tokens.
+        kind @ ("JWT" | "SIGNATURE") => providers
+            .get(&c.provider)
+            .is_some_and(|p| p.auth_mode.as_deref() == Some(kind)),
         _ => false,
     }
 }
@@ -784,8 +802,16 @@ impl Connections {
         crate::github_app::credentials(raw)
     }
 
-    /// Asks the provider's token URL for a new access token.
+    /// Asks the provider's token URL for a new access token (or makes a
+    /// JWT or SIGNATURE connection's, which needs no request).
     async fn refresh(&self, c: &Connection) -> Result<Credentials, String> {
+        if matches!(c.credentials.kind(), "JWT" | "SIGNATURE") {
+            let provider = self
+                .providers
+                .get(&c.provider)
+                .ok_or_else(|| format!("provider `{}` is not in the catalogue", c.provider))?;
+            return crate::jwt::renewed(&provider.definition, c);
+        }
         let (provider, template) = self.token_source(c)?;
         // Refused before anything is read or sent (a host the
         // connection chose that is not public).

@@ -151,111 +151,13 @@ fn expand(v: &Value, look: &dyn Fn(&str) -> Option<String>) -> Option<Value> {
     })
 }
 
-/// The JWT a definition's `signature` asks for (RS256, signed with the
-/// user's private key from `token.signing_key`; its claims `token.payload`
-/// with `iat` and `exp` added), or `None` for a definition without one.
+/// The JWT a definition's `signature` asks for (see [`crate::jwt`]), or
+/// `None` for a definition without one.
 fn signed_token(definition: &Map<String, Value>, c: &Connection) -> Result<Option<String>, String> {
-    let Some(signature) = definition.get("signature") else {
+    if definition.get("signature").is_none() {
         return Ok(None);
-    };
-    let protocol = signature
-        .get("protocol")
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    if protocol != "RSA" {
-        return Err(format!(
-            "its token is to be signed with `{protocol}` (`signature.protocol`); sluice signs with RSA (RS256)"
-        ));
     }
-    let spec = definition
-        .get("token")
-        .and_then(Value::as_object)
-        .ok_or("its definition has a `signature` but no `token` to sign")?;
-    let look = |k: &str| lookup(c, None, k);
-    let header = spec
-        .get("header")
-        .and_then(|h| expand(h, &look))
-        .unwrap_or_else(|| serde_json::json!({"alg": "RS256", "typ": "JWT"}));
-    let alg = header.get("alg").and_then(Value::as_str).unwrap_or("RS256");
-    if alg != "RS256" {
-        return Err(format!(
-            "its token is to be signed with `{alg}` (`token.header.alg`); sluice signs RS256"
-        ));
-    }
-    let mut claims = match spec.get("payload").and_then(|p| expand(p, &look)) {
-        Some(Value::Object(m)) => m,
-        _ => Map::new(),
-    };
-    let now = Utc::now().timestamp();
-    let lifetime = spec
-        .get("expires_in_ms")
-        .and_then(Value::as_i64)
-        .unwrap_or(3_600_000)
-        .clamp(1_000, 86_400_000)
-        / 1000;
-    claims.insert("iat".into(), Value::from(now));
-    claims.insert("exp".into(), Value::from(now + lifetime));
-    let key_text = spec
-        .get("signing_key")
-        .and_then(Value::as_str)
-        .and_then(|t| sluice_runtime::template::expand(t, &look))
-        .ok_or("the credentials have no signing key (`token.signing_key`)")?;
-    sign_rs256(&header, &claims, &key_text).map(Some)
-}
-
-/// A JWT of `header` and `claims`, signed RS256 with the PEM private key
-/// `key_text` (see [`private_key`]).
-pub(crate) fn sign_rs256(
-    header: &Value,
-    claims: &Map<String, Value>,
-    key_text: &str,
-) -> Result<String, String> {
-    use rsa::signature::{SignatureEncoding as _, Signer as _};
-    let key = private_key(key_text)?;
-    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    let input = format!(
-        "{}.{}",
-        b64.encode(header.to_string()),
-        b64.encode(Value::Object(claims.clone()).to_string())
-    );
-    let signer = rsa::pkcs1v15::SigningKey::<sha2::Sha256>::new(key);
-    let signature = signer
-        .try_sign(input.as_bytes())
-        .map_err(|e| format!("the token could not be signed: {e}"))?;
-    Ok(format!("{input}.{}", b64.encode(signature.to_bytes())))
-}
-
-/// An RSA private key as users paste one: PEM, PKCS#8 (`BEGIN PRIVATE
-/// KEY`) or PKCS#1 (`BEGIN RSA PRIVATE KEY`), its line breaks real, written
-/// `\n`, or missing (the base64 on one line).
-fn private_key(text: &str) -> Result<rsa::RsaPrivateKey, String> {
-    use rsa::pkcs1::DecodeRsaPrivateKey as _;
-    use rsa::pkcs8::DecodePrivateKey as _;
-    let refused = || {
-        "the signing key is not an RSA private key in PEM (`-----BEGIN PRIVATE KEY-----` or `-----BEGIN RSA PRIVATE KEY-----`)".to_string()
-    };
-    let text = text.replace("\\n", "\n");
-    let begin = text.find("-----BEGIN ").ok_or_else(refused)?;
-    let label_end = text[begin + 11..].find("-----").ok_or_else(refused)? + begin + 11;
-    let label = &text[begin + 11..label_end];
-    let end_marker = format!("-----END {label}-----");
-    let body_start = label_end + 5;
-    let body_end = text[body_start..].find(&end_marker).ok_or_else(refused)? + body_start;
-    let body: String = text[body_start..body_end]
-        .chars()
-        .filter(|ch| !ch.is_whitespace())
-        .collect();
-    let mut pem = format!("-----BEGIN {label}-----\n");
-    for line in body.as_bytes().chunks(64) {
-        pem.push_str(std::str::from_utf8(line).map_err(|_| refused())?);
-        pem.push('\n');
-    }
-    pem.push_str(&end_marker);
-    pem.push('\n');
-    match label {
-        "RSA PRIVATE KEY" => rsa::RsaPrivateKey::from_pkcs1_pem(&pem).map_err(|_| refused()),
-        _ => rsa::RsaPrivateKey::from_pkcs8_pem(&pem).map_err(|_| refused()),
-    }
+    crate::jwt::make(definition, c, Utc::now().timestamp()).map(|made| Some(made.token))
 }
 
 /// The token request for connection `c` as `definition` describes it.
@@ -734,19 +636,9 @@ mod tests {
         assert_eq!(now_expression("now:X", at).as_deref(), Some("1798618150"));
         assert_eq!(now_expression("now+1:fortnights:YYYY", at), None);
         assert_eq!(now_expression("now+99999999999999:days:YYYY", at), None);
-        // Armour lines that overlap or hold nothing are refused, not a panic.
-        for key in [
-            "-----BEGIN X-----END X-----",
-            "-----BEGIN -----END -----",
-            "-----BEGIN é",
-            "-----BEGIN X-----\n-----END Y-----",
-        ] {
-            assert!(private_key(key).is_err(), "{key}");
-        }
     }
 
-    /// A key made for this test alone (`openssl genpkey`, RSA 1024).
-    const TEST_KEY: &str = "-----BEGIN PRIVATE KEY-----\nMIICeAIBADANBgkqhkiG9w0BAQEFAASCAmIwggJeAgEAAoGBANrxS7bpvixLGk01\n5IM+k7OiwUJwjuxAdQa9jArPt8LlFFPwBWKB7AsKIjQJKp+I3owo5cM/MoSJtOfn\njh9ry7M7BLLJZIn1xB7LB/3t4dCm8yZXLhP6XJtv+HwIDgAmNFhKUoDGP6G7szoO\nROLT5PKlMVNCXKEjQyNjwTTaaQAjAgMBAAECgYEAwvuTn3FpMM8tvEdbm9qV9avj\niwTs88+vqPITjulQURxsTxh54zGrgmVi8o6bS/q7n30oqgpVNh3hY4ofUzJP9EfM\nsRcf8ODvC56Pn80EJ5pnDoFu4/NK9gY+5cVsVDHUhrh7HB9qzbX+Ao1dtytVkoHo\nDBc0sJWsUH5SAsngXjECQQDvURVkItCXW3i3uS765Smm6bhWRE7BVQOpBhcSshwk\nUkWDG9TMVtJZkByEKQvuP0+duWd27gycMCHwoSJ0ownZAkEA6jSb2RdsdR3OA27j\nLOt/51FYmMiEWscDe8fy+jxnY/6gAlO1ySp/Qv8W1xJyPhdfFuELfzbOajxIiu1K\n3siAWwJAE2IB1YZsVpX2BQtenruI0BgF8ha+OjJkhYAUxlLerKJtNt0+Mv6lMtPV\nO28HpFhEXoXxt1Q4eT38wbyLSd8aoQJBAKadHI4ZYtgChw/cMBNByjEmpq+yXq4x\nzGGfwlSQ6kCx4OUm5jkhWX2w+W+xuMJBYC1nlgU/WSMslbL30v6ghucCQQCs1H6u\nU6ft/14uegGE5HJ1vDCqGgfuALcklf5xYqDyXhJmCZZb1aO0B1BUWkxKK2GBo9/Q\n5T5tpHyl6tkbnLx/\n-----END PRIVATE KEY-----";
+    use crate::jwt::tests::RSA_KEY as TEST_KEY;
 
     #[test]
     fn a_signed_definition_sends_a_jwt_signed_with_the_users_key() {
@@ -786,7 +678,7 @@ mod tests {
                 claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(),
                 3600
             );
-            let key = private_key(TEST_KEY).unwrap();
+            let key = crate::jwt::rsa_key(TEST_KEY).unwrap();
             let verifier = VerifyingKey::<sha2::Sha256>::new(key.to_public_key());
             let signature = Signature::try_from(b64.decode(parts[2]).unwrap().as_slice()).unwrap();
             verifier

@@ -704,6 +704,14 @@ async fn create(
     // with the credentials and configuration given (or, on a re-import
     // leaving the configuration out, the stored one).
     let needs_token = app_install || (mode == "TWO_STEP" && creds.field("token").is_none());
+    // A JWT or SIGNATURE connection without its token: made now, from the
+    // credentials given (no request; see `crate::jwt`).
+    let creds = if matches!(mode.as_str(), "JWT" | "SIGNATURE") && creds.field("token").is_none() {
+        let config = connection_config.clone().unwrap_or_default();
+        made_token(&app, &pck, &cid, &integration.provider, creds, &config)?
+    } else {
+        creds
+    };
     let (creds, connection_config) = if needs_token {
         let config = match &connection_config {
             Some(config) => config.clone(),
@@ -769,6 +777,34 @@ async fn app_token(
             )
         })?;
     Ok((creds, config))
+}
+
+/// A new JWT or SIGNATURE connection's token, made from the user's
+/// credentials `creds` and configuration `config` as the provider's
+/// definition says (see [`crate::jwt`]). A refusal is 400
+/// `failed_to_generate` (the original's code), naming what is missing.
+pub(crate) fn made_token(
+    app: &App,
+    pck: &str,
+    cid: &str,
+    provider: &str,
+    creds: Credentials,
+    config: &Map<String, Value>,
+) -> ApiResult<Credentials> {
+    let refused = |e: String| {
+        ApiError::bad_request(
+            "failed_to_generate",
+            format!("no token could be made from these credentials: {e}"),
+        )
+    };
+    let definition = app
+        .providers
+        .get(provider)
+        .map(|p| &p.definition)
+        .ok_or_else(|| refused(format!("the provider `{provider}` is not in the catalogue")))?;
+    let mut c = super::oauth::template_connection(pck, cid, provider, config);
+    c.credentials = creds;
+    crate::jwt::renewed(definition, &c).map_err(refused)
 }
 
 /// A new TWO_STEP connection's first token, asked for with the user's

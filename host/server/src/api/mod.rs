@@ -652,6 +652,8 @@ fn browser_credentials(app: Arc<App>) -> Router<Arc<App>> {
         .route("/auth/unauthenticated/{key}", post(oauth::unauthenticated))
         .route("/oauth2/auth/{key}", post(oauth::client_credentials))
         .route("/auth/two-step/{key}", post(oauth::two_step))
+        .route("/auth/jwt/{key}", post(oauth::jwt))
+        .route("/auth/signature/{key}", post(oauth::signature))
         .route_layer(axum::middleware::from_fn_with_state(
             app,
             oauth::session_first,

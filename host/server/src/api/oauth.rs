@@ -710,26 +710,13 @@ pub async fn client_credentials(
     browser_credentials(&app, &key, uri.query(), "OAUTH2_CC", credentials).await
 }
 
-/// `POST /auth/two-step/:key?connect_session_token=…` (the user's
-/// credentials, as the provider's definition names them): a TWO_STEP
-/// connection; its first token is asked for at once.
-pub async fn two_step(
-    State(app): State<Arc<App>>,
-    axum::extract::Path(key): axum::extract::Path<String>,
-    uri: axum::http::Uri,
-    super::JsonBody(body): super::JsonBody<Map<String, Value>>,
-) -> Result<axum::Json<Value>, ApiError> {
-    let mut credentials = Map::new();
-    for (field, value) in body {
-        // A private key's lines are kept; other control characters are not.
-        let Value::String(value) = value else {
-            return Err(ApiError::invalid_body(format!(
-                "`{field}` must be a string: the body holds the credentials the provider asks for"
-            )));
-        };
-        if field == "type" {
-            continue;
-        }
+/// The credentials a browser sends for a connection of mode `kind` whose
+/// fields each provider names (`privateKey`, `issuerId`, `username`…):
+/// strings (a private key's lines kept, other control characters
+/// refused), or, for JWT, objects of strings (Ghost's key given as
+/// `{id, secret}`); never the token the connection is to get.
+fn users_credentials(body: Map<String, Value>, kind: &str) -> Result<Value, ApiError> {
+    fn checked(field: &str, value: &str) -> Result<(), ApiError> {
         if value
             .chars()
             .any(|ch| ch.is_control() && ch != '\n' && ch != '\r')
@@ -737,6 +724,13 @@ pub async fn two_step(
             return Err(ApiError::invalid_body(format!(
                 "`{field}` holds a control character"
             )));
+        }
+        Ok(())
+    }
+    let mut credentials = Map::new();
+    for (field, value) in body {
+        if field == "type" {
+            continue;
         }
         if matches!(
             field.as_str(),
@@ -746,17 +740,83 @@ pub async fn two_step(
                 "`{field}` is the provider's to give, not the user's"
             )));
         }
-        credentials.insert(field, Value::String(value));
+        match &value {
+            Value::String(v) => checked(&field, v)?,
+            Value::Object(m) if kind == "JWT" => {
+                for (k, v) in m {
+                    let Value::String(v) = v else {
+                        return Err(ApiError::invalid_body(format!(
+                            "`{field}.{k}` must be a string"
+                        )));
+                    };
+                    checked(&format!("{field}.{k}"), v)?;
+                }
+            }
+            _ => {
+                return Err(ApiError::invalid_body(format!(
+                    "`{field}` must be a string: the body holds the credentials the provider asks for"
+                )));
+            }
+        }
+        credentials.insert(field, value);
     }
-    credentials.insert("type".into(), json!("TWO_STEP"));
-    browser_credentials(
-        &app,
-        &key,
-        uri.query(),
-        "TWO_STEP",
-        Value::Object(credentials),
-    )
-    .await
+    credentials.insert("type".into(), json!(kind));
+    Ok(Value::Object(credentials))
+}
+
+/// `POST /auth/two-step/:key?connect_session_token=…` (the user's
+/// credentials, as the provider's definition names them): a TWO_STEP
+/// connection; its first token is asked for at once.
+pub async fn two_step(
+    State(app): State<Arc<App>>,
+    axum::extract::Path(key): axum::extract::Path<String>,
+    uri: axum::http::Uri,
+    super::JsonBody(body): super::JsonBody<Map<String, Value>>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let credentials = users_credentials(body, "TWO_STEP")?;
+    browser_credentials(&app, &key, uri.query(), "TWO_STEP", credentials).await
+}
+
+/// `POST /auth/jwt/:key?connect_session_token=…` (the user's credentials,
+/// as the provider's definition names them: Apple's `issuerId`,
+/// `privateKeyId` and `privateKey`, Ghost's `privateKey`…): a JWT
+/// connection; its token is made at once (see [`crate::jwt`]).
+pub async fn jwt(
+    State(app): State<Arc<App>>,
+    axum::extract::Path(key): axum::extract::Path<String>,
+    uri: axum::http::Uri,
+    super::JsonBody(body): super::JsonBody<Map<String, Value>>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let credentials = users_credentials(body, "JWT")?;
+    browser_credentials(&app, &key, uri.query(), "JWT", credentials).await
+}
+
+/// `POST /auth/signature/:key?connect_session_token=…` (`{username,
+/// password}`, neither empty): a SIGNATURE connection (Emarsys's WSSE);
+/// its token is made at once.
+pub async fn signature(
+    State(app): State<Arc<App>>,
+    axum::extract::Path(key): axum::extract::Path<String>,
+    uri: axum::http::Uri,
+    super::JsonBody(body): super::JsonBody<Map<String, Value>>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let field = |k: &str| match body.get(k) {
+        Some(Value::String(v)) if (1..=1024).contains(&v.chars().count()) => Some(v.clone()),
+        _ => None,
+    };
+    let extra = body
+        .keys()
+        .any(|k| !matches!(k.as_str(), "username" | "password" | "type"));
+    let (Some(username), Some(password), false) = (field("username"), field("password"), extra)
+    else {
+        return Err(ApiError::invalid_body(
+            "the body is `{\"username\": \"…\", \"password\": \"…\"}` (strings of 1 to 1,024 characters) and nothing else",
+        ));
+    };
+    typed("username", &username)?;
+    typed("password", &password)?;
+    let credentials = json!({"type": "SIGNATURE", "username": username, "password": password});
+    browser_credentials(&app, &key, uri.query(), "SIGNATURE", credentials).await
 }
 
 /// `POST /auth/unauthenticated/:key?connect_session_token=…`: a connection
@@ -881,6 +941,16 @@ async fn browser_credentials(
             config,
         )
         .await?;
+    }
+    if matches!(mode, "JWT" | "SIGNATURE") {
+        credentials = connections::made_token(
+            app,
+            key,
+            &connection_id,
+            &integration.provider,
+            credentials,
+            &config,
+        )?;
     }
     let reconnect = session.connection_id.is_some();
     let draft = Draft {
