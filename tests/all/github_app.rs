@@ -101,7 +101,7 @@ async fn a_github_app_connection_gets_installation_tokens_from_its_app() {
     let github = GitHub::start().await;
     let url = github.mock.url();
     let providers = format!(
-        "github-app-test:\n  auth_mode: APP\n  token_url: {url}/app/installations/${{connectionConfig.installation_id}}/access_tokens\n  proxy:\n    base_url: {url}/api\n"
+        "github-app-test:\n  auth_mode: APP\n  authorization_url: ${{connectionConfig.appPublicLink}}/installations/new\n  token_url: {url}/app/installations/${{connectionConfig.installation_id}}/access_tokens\n  proxy:\n    base_url: {url}/api\n"
     );
     let data = tempfile::tempdir().unwrap();
     let config = ServerConfig::new(data.path(), "127.0.0.1:0".parse().unwrap());
@@ -247,5 +247,132 @@ async fn a_github_app_connection_gets_installation_tokens_from_its_app() {
             .await;
         assert_eq!(status, 404);
     }
+
+    // From the browser: to the app's installation page (the
+    // integration's, whatever the browser says), then GitHub's return to
+    // the app's Setup URL with the installation it made.
+    let (status, body) = dev
+        .send(
+            "POST",
+            "/connect/sessions",
+            Some(json!({"end_user": {"id": "u1"}, "allowed_integrations": ["gh"]})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let token = body["data"]["token"].as_str().unwrap().to_string();
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let install_page = || async {
+        let resp = browser
+            .get(format!(
+                "{}/oauth/connect/gh?connect_session_token={token}&params[appPublicLink]=https://evil.example",
+                server.url()
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 302, "{}", resp.text().await.unwrap());
+        let location = url::Url::parse(resp.headers()["location"].to_str().unwrap()).unwrap();
+        let state = location
+            .query_pairs()
+            .find(|(k, _)| k == "state")
+            .map(|(_, v)| v.into_owned())
+            .unwrap();
+        (location, state)
+    };
+    let back = |query: String| {
+        let browser = &browser;
+        let base = server.url();
+        async move {
+            let resp = browser
+                .get(format!("{base}/app-auth/connect?{query}"))
+                .header(
+                    "referer",
+                    "https://github.com/organizations/acme/settings/installations",
+                )
+                .send()
+                .await
+                .unwrap();
+            let status = resp.status().as_u16();
+            let location = resp
+                .headers()
+                .get("location")
+                .map(|l| l.to_str().unwrap().to_string());
+            (status, location, resp.text().await.unwrap())
+        }
+    };
+    let (location, state) = install_page().await;
+    assert_eq!(
+        location.as_str().split('?').next(),
+        Some("https://github.com/apps/sluice/installations/new"),
+        "{location}"
+    );
+    let asked = github.asked();
+    let (status, _, page) = back(format!(
+        "installation_id=42&setup_action=install&state={state}"
+    ))
+    .await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(github.asked(), asked + 1);
+    let (status, body) = dev.send("GET", "/connections?endUserId=u1", None).await;
+    assert_eq!(status, 200, "{body}");
+    let made = &body["connections"][0];
+    let cid = made["connection_id"].as_str().unwrap().to_string();
+    let (status, body) = dev
+        .send(
+            "GET",
+            &format!("/connections/{cid}?provider_config_key=gh"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["connection_config"]["installation_id"], "42", "{body}");
+    assert_eq!(
+        body["connection_config"]["appPublicLink"], "https://github.com/apps/sluice",
+        "{body}"
+    );
+    assert!(
+        body["credentials"]["access_token"]
+            .as_str()
+            .unwrap()
+            .starts_with("ghs_"),
+        "{body}"
+    );
+    let (status, body) = dev.send_as(("gh", &cid), "GET", "/proxy/user", None).await;
+    assert_eq!((status, &body["login"]), (200, &json!("octocat")), "{body}");
+    // A state serves once.
+    let (status, _, page) = back(format!(
+        "installation_id=42&setup_action=install&state={state}"
+    ))
+    .await;
+    assert_eq!(status, 400, "{page}");
+    // An installation waiting for an owner's approval, or none at all:
+    // named, nothing stored.
+    let (_, state) = install_page().await;
+    let (status, _, page) = back(format!("setup_action=request&state={state}")).await;
+    assert_eq!(status, 400, "{page}");
+    assert!(page.contains("approval"), "{page}");
+    let (_, state) = install_page().await;
+    let (status, _, page) = back(format!("setup_action=install&state={state}")).await;
+    assert_eq!(status, 400, "{page}");
+    assert!(page.contains("installation_id"), "{page}");
+    let (status, body) = dev.send("GET", "/connections?endUserId=u1", None).await;
+    assert_eq!(
+        body["connections"].as_array().map(Vec::len),
+        Some(1),
+        "{status} {body}"
+    );
+    // An installation an owner approved later comes back with no flow:
+    // the browser goes back where it came from.
+    let (status, location, _) = back("installation_id=42&setup_action=install".into()).await;
+    assert_eq!(
+        (status, location.as_deref()),
+        (
+            302,
+            Some("https://github.com/organizations/acme/settings/installations")
+        )
+    );
     server.stop().await;
 }

@@ -686,6 +686,7 @@ fn routes(app: Arc<App>) -> Router {
         )
         .route("/oauth/connect/{key}", get(oauth::connect))
         .route("/oauth/callback", get(oauth::callback))
+        .route("/app-auth/connect", get(oauth::callback))
         .merge(browser_credentials(app.clone()))
         .route("/records", get(records::get_records))
         .route("/records/prune", patch(records::prune))

@@ -1014,11 +1014,25 @@ async fn flow(
         )));
     };
     let mode = provider.auth_mode.as_deref().unwrap_or("");
+    if mode == "APP" {
+        return app_flow(
+            app,
+            env,
+            session,
+            session_key,
+            key,
+            q,
+            headers,
+            &integration,
+            &provider.definition,
+        )
+        .await;
+    }
     if mode != "OAUTH2" {
         return Ok(Err(failure(
             "unsupported_auth_mode",
             format!(
-                "The OAuth flow connects OAUTH2 integrations; `{}` is {}: create its connections with POST /connections.",
+                "The OAuth flow connects OAUTH2 and GitHub App (APP) integrations; `{}` is {}: create its connections with POST /connections.",
                 integration.provider,
                 if mode.is_empty() {
                     "of no auth mode"
@@ -1094,16 +1108,7 @@ async fn flow(
             return Ok(Err(value_refused(key, which)));
         }
     }
-    let connection_id = session
-        .connection_id
-        .clone()
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    if session.connection_id.is_some() && !env.store.connection_exists(key, &connection_id).await? {
-        return Err(ApiError::bad_request(
-            "invalid_connection",
-            format!("the connection `{connection_id}` this session reconnects no longer exists"),
-        ));
-    }
+    let connection_id = flow_connection(env, session, key).await?;
     let c = template_connection(key, &connection_id, &integration.provider, &config);
     let template = definition
         .get("authorization_url")
@@ -1245,14 +1250,128 @@ async fn flow(
         session_key: Some(session_key.to_string()),
         expires_at: Utc::now() + FLOW_TTL,
     };
-    env.store.put_doc(FLOWS, &state, &flow).await?;
+    keep_flow(app, env, session, session_key, &state, &flow).await?;
+    Ok(Ok(location))
+}
+
+/// The connection a flow of `session` creates: the one it reconnects
+/// (which must still exist), else a new id.
+async fn flow_connection(
+    env: &EnvState,
+    session: &ConnectSession,
+    key: &str,
+) -> Result<String, ApiError> {
+    let connection_id = session
+        .connection_id
+        .clone()
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    if session.connection_id.is_some() && !env.store.connection_exists(key, &connection_id).await? {
+        return Err(ApiError::bad_request(
+            "invalid_connection",
+            format!("the connection `{connection_id}` this session reconnects no longer exists"),
+        ));
+    }
+    Ok(connection_id)
+}
+
+/// Stores flow `flow` under its `state` until the browser comes back; a
+/// session keeps its last [`MAX_FLOWS_PER_SESSION`].
+async fn keep_flow(
+    app: &App,
+    env: &EnvState,
+    session: &ConnectSession,
+    session_key: &str,
+    state: &str,
+    flow: &Flow,
+) -> Result<(), ApiError> {
+    env.store.put_doc(FLOWS, state, flow).await?;
     if let Some(replaced) = app
         .oauth_clients
-        .started(session_key, session.expires_at, &state)
+        .started(session_key, session.expires_at, state)
     {
         env.store.delete_doc(FLOWS, &replaced).await?;
     }
-    Ok(Ok(location))
+    Ok(())
+}
+
+/// A GitHub App's installation flow (`APP`, `github-app`): the browser
+/// goes to the app's public page (the provider's `authorization_url`,
+/// `${connectionConfig.appPublicLink}/installations/new`, the
+/// integration's `app_link`) with the flow's `state`; GitHub sends it
+/// back to the app's Setup URL, `<public url>/app-auth/connect` (or the
+/// OAuth callback), with the installation it made, as the original's
+/// flow goes.
+#[allow(clippy::too_many_arguments)]
+async fn app_flow(
+    app: &App,
+    env: &EnvState,
+    session: &ConnectSession,
+    session_key: &str,
+    key: &str,
+    q: &Query,
+    headers: &HeaderMap,
+    integration: &sluice_store::Integration,
+    definition: &Map<String, Value>,
+) -> Result<Result<String, Failure>, ApiError> {
+    let set = |v: &Option<String>| v.as_deref().is_some_and(|s| !s.is_empty());
+    let link = integration.app_link.clone().filter(|s| !s.is_empty());
+    let (Some(link), true, true) = (
+        link,
+        set(&integration.oauth_client_id),
+        set(&integration.oauth_client_secret),
+    ) else {
+        return Ok(Err(failure(
+            "provider_config_err",
+            format!(
+                "Provider Config \"{key}\" has no GitHub App: give it `credentials: {{type: APP, app_id, app_link, private_key}}`."
+            ),
+        )));
+    };
+    let defaults = session.defaults(key);
+    let (mut config, trusted) = session_config(q, &defaults);
+    // Nothing to do with an OAuth app here; never stored.
+    let _ = take_client_override(&mut config);
+    // The app's own page, whatever the browser said.
+    config.insert("appPublicLink".into(), Value::String(link));
+    let connection_id = flow_connection(env, session, key).await?;
+    let c = template_connection(key, &connection_id, &integration.provider, &config);
+    let template = definition
+        .get("authorization_url")
+        .and_then(Value::as_str)
+        .unwrap_or("${connectionConfig.appPublicLink}/installations/new");
+    let url = sluice_runtime::template::expand_url(template, &|k| c.lookup(k))
+        .ok()
+        .and_then(|e| url::Url::parse(&e.url).ok())
+        .filter(|u| matches!(u.scheme(), "http" | "https"));
+    let Some(mut url) = url else {
+        return Ok(Err(failure(
+            "url_param_err",
+            format!(
+                "The app's installation URL `{template}` cannot be made from the integration's app_link."
+            ),
+        )));
+    };
+    let state = uuid::Uuid::new_v4().to_string();
+    url.query_pairs_mut().append_pair("state", &state);
+    let flow = Flow {
+        provider_config_key: key.to_string(),
+        provider: integration.provider.clone(),
+        connection_id,
+        callback_url: format!("{}/app-auth/connect", super::base_url(app, headers)),
+        code_verifier: None,
+        connection_config: config,
+        end_user: session.end_user.clone(),
+        tags: session.tags.clone(),
+        webhook_url_override: session.webhook_url_override.clone(),
+        ws_client_id: q.get("ws_client_id").map(str::to_string),
+        reconnect: session.connection_id.is_some(),
+        trusted,
+        client_override: None,
+        session_key: Some(session_key.to_string()),
+        expires_at: Utc::now() + FLOW_TTL,
+    };
+    keep_flow(app, env, session, session_key, &state, &flow).await?;
+    Ok(Ok(url.to_string()))
 }
 
 /// The authorization URL as the provider's definition asks, in the
@@ -1431,13 +1550,18 @@ pub async fn callback(
     State(app): State<Arc<App>>,
     method: axum::http::Method,
     uri: axum::http::Uri,
+    headers: HeaderMap,
 ) -> Response {
     // A link checker's HEAD neither exchanges the code nor uses the state.
     if method == axum::http::Method::HEAD {
         return StatusCode::OK.into_response();
     }
     let query = uri.query().map(str::to_string);
-    match tokio::spawn(finish(app, query)).await {
+    let referer = headers
+        .get(header::REFERER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    match tokio::spawn(finish(app, query, referer)).await {
         Ok(response) => response,
         Err(e) => page(Some((
             "unknown_err",
@@ -1456,12 +1580,23 @@ const PROVIDER_ERRORS: [&str; 6] = [
     "error_message",
 ];
 
-async fn finish(app: Arc<App>, query: Option<String>) -> Response {
+async fn finish(app: Arc<App>, query: Option<String>, referer: Option<String>) -> Response {
     let q = match Query::parse(query.as_deref()) {
         Ok(q) => q,
         Err(e) => return page(Some(("invalid_query_params", &e.message))),
     };
     let Some(state) = q.get("state") else {
+        // GitHub sends an installation an organization's owner approved
+        // (or changed) later without the state of any flow: the browser
+        // goes back where it came from, as in the original.
+        if q.get("installation_id").is_some() && q.get("setup_action").is_some() {
+            let back = referer
+                .filter(|r| {
+                    url::Url::parse(r).is_ok_and(|u| matches!(u.scheme(), "http" | "https"))
+                })
+                .unwrap_or_else(|| "https://github.com".into());
+            return (StatusCode::FOUND, [(header::LOCATION, back)]).into_response();
+        }
         return page(Some(("invalid_oauth_state", "No state found in callback")));
     };
     // The flow is found in its environment and used once.
@@ -1525,6 +1660,11 @@ async fn finish_state(app: &Arc<App>, q: &Query, state: &str) -> Response {
     let mut failed = template_connection(&pck, &cid, &flow.provider, &Map::new());
     failed.webhook_url_override = flow.webhook_url_override.clone();
     let reconnect = flow.reconnect;
+    let auth_mode = app
+        .providers
+        .get(&flow.provider)
+        .and_then(|p| p.auth_mode.clone())
+        .unwrap_or_else(|| "OAUTH2".into());
     match exchange(app, &env, q, flow).await {
         Ok(()) => {
             app.oauth_clients.notify(
@@ -1546,7 +1686,7 @@ async fn finish_state(app: &Arc<App>, q: &Query, state: &str) -> Response {
             if !(reconnect && f.kind == "connection_validation_failed") {
                 let event = crate::webhooks::AuthEvent {
                     connection: &failed,
-                    auth_mode: "OAUTH2",
+                    auth_mode: &auth_mode,
                     operation: "creation",
                     end_user: false,
                     error: Some(json!({"type": f.kind, "description": f.message})),
@@ -1568,7 +1708,7 @@ async fn exchange(
     app: &Arc<App>,
     env: &Arc<EnvState>,
     q: &Query,
-    flow: Flow,
+    mut flow: Flow,
 ) -> Result<(), Failure> {
     let provider = app.providers.get(&flow.provider).ok_or_else(|| {
         failure(
@@ -1580,11 +1720,13 @@ async fn exchange(
         )
     })?;
     let definition = &provider.definition;
+    let installing = provider.auth_mode.as_deref() == Some("APP");
     let code_param = definition
         .get("authorization_code_param_in_callback")
         .and_then(Value::as_str)
         .unwrap_or("code");
-    let Some(code) = q.get(code_param) else {
+    let code = q.get(code_param);
+    if code.is_none() && !installing {
         let said: Vec<String> = PROVIDER_ERRORS
             .iter()
             .filter_map(|k| q.get(k).map(|v| format!("{k}: {v}")))
@@ -1594,7 +1736,7 @@ async fn exchange(
             message = format!("{message} Provider error: {}", said.join("; "));
         }
         return Err(failure("callback_err", message));
-    };
+    }
     let integration = env
         .store
         .integration(&flow.provider_config_key)
@@ -1661,6 +1803,9 @@ async fn exchange(
             ),
         ));
     }
+    let Some(code) = code.filter(|_| !installing) else {
+        return install(app, env, q, flow, &integration).await;
+    };
     let (client_id, client_secret) = flow.client_override.clone().unwrap_or_else(|| {
         (
             integration.oauth_client_id.clone().unwrap_or_default(),
@@ -1806,7 +1951,7 @@ async fn exchange(
         }
     }
     config.extend(callback_metadata);
-    for (k, v) in flow.connection_config {
+    for (k, v) in std::mem::take(&mut flow.connection_config) {
         // An empty value the browser gave is filled from the provider's
         // answer; the app's stands.
         if v.as_str() == Some("") && config.contains_key(&k) && !flow.trusted.contains(&k) {
@@ -1814,6 +1959,65 @@ async fn exchange(
         }
         config.insert(k, v);
     }
+    store_flow_connection(app, env, flow, credentials, config).await
+}
+
+/// GitHub's return from an app's installation page (`installation_id`,
+/// `setup_action`): the installation's token asked for by the app, and
+/// the connection stored with the installation in its configuration.
+async fn install(
+    app: &Arc<App>,
+    env: &Arc<EnvState>,
+    q: &Query,
+    flow: Flow,
+    integration: &sluice_store::Integration,
+) -> Result<(), Failure> {
+    if q.get("setup_action") == Some("request") {
+        return Err(failure(
+            "wrong_auth_mode",
+            "The installation waits for an organization owner's approval: GitHub App (APP) connections are made once the app is installed (the request flow is github-app-oauth's).",
+        ));
+    }
+    let mut config = flow.connection_config.clone();
+    if let Some(id) = q.get("installation_id") {
+        config.insert("installation_id".into(), Value::String(id.to_string()));
+    }
+    if crate::github_app::installation_id(&config).is_none() {
+        return Err(failure(
+            "missing_installation_id",
+            "GitHub sent no installation (`installation_id`, digits) back from the app's installation page.",
+        ));
+    }
+    if let Some(id) = integration.oauth_client_id.as_deref() {
+        config.insert("app_id".into(), Value::String(id.to_string()));
+    }
+    let c = template_connection(
+        &flow.provider_config_key,
+        &flow.connection_id,
+        &flow.provider,
+        &config,
+    );
+    let credentials = env
+        .connections
+        .app_token(&c, integration)
+        .await
+        .map_err(|e| {
+            failure(
+                "github_app_token_fetch_error",
+                format!("GitHub gave no installation token: {e}"),
+            )
+        })?;
+    store_flow_connection(app, env, flow, credentials, config).await
+}
+
+/// Stores the connection a flow made, as an import is stored.
+async fn store_flow_connection(
+    app: &Arc<App>,
+    env: &Arc<EnvState>,
+    flow: Flow,
+    credentials: Credentials,
+    config: Map<String, Value>,
+) -> Result<(), Failure> {
     let draft = Draft {
         provider_config_key: flow.provider_config_key,
         connection_id: flow.connection_id,
