@@ -108,7 +108,7 @@ impl Provider {
     fn yaml(&self) -> String {
         let url = self.mock.url();
         format!(
-            "ghost-admin:\n  auth_mode: JWT\n  signature:\n    protocol: HMAC\n  token:\n    signing_key: ${{credentials.privateKey.secret}}\n    expires_in_ms: 300000\n    header:\n      alg: HS256\n      kid: ${{credentials.privateKey.id}}\n    payload:\n      aud: /admin/\n  proxy:\n    base_url: {url}/ghost\n    headers:\n      authorization: Ghost ${{accessToken}}\n\
+            "ghost-admin:\n  auth_mode: JWT\n  signature:\n    protocol: HMAC\n  token:\n    signing_key: ${{credentials.privateKey.secret}}\n    expires_in_ms: 300000\n    header:\n      alg: HS256\n      kid: ${{credentials.privateKey.id}}\n    payload:\n      aud: /admin/\n      sub: ${{connectionConfig.site}}\n  proxy:\n    base_url: {url}/ghost\n    headers:\n      authorization: Ghost ${{accessToken}}\n\
              emarsys:\n  auth_mode: SIGNATURE\n  signature:\n    protocol: WSSE\n  token:\n    expires_in_ms: 300000\n  proxy:\n    base_url: {url}/emarsys\n    headers:\n      x-wsse: ${{accessToken}}\n"
         )
     }
@@ -206,6 +206,63 @@ async fn jwt_and_signature_connections_carry_tokens_made_from_the_users_credenti
     let g2 = connection(&dev, "ghost", "g2").await;
     assert_eq!(g2["credentials"]["token"], json!(remade), "{g2}");
     assert!(seconds_left(&g2) > 200, "{g2}");
+
+    // Imported with a token but no expiry: made again before use.
+    let (status, body) = dev
+        .send(
+            "POST",
+            "/connections",
+            Some(
+                json!({"provider_config_key": "ghost", "connection_id": "g5",
+                        "credentials": {"type": "JWT", "privateKey": ghost_key, "token": "given"}}),
+            ),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = dev
+        .send_as(("ghost", "g5"), "GET", "/proxy/posts", None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(ghost_accepts(&provider.last()), "{}", provider.last());
+
+    // The configuration's values go into the claims; a re-import that
+    // leaves the configuration out signs with the stored one.
+    let claims = |jwt: &str| -> Value {
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        serde_json::from_slice(&b64.decode(jwt.split('.').nth(1).unwrap()).unwrap()).unwrap()
+    };
+    let (status, body) = dev
+        .send(
+            "POST",
+            "/connections",
+            Some(
+                json!({"provider_config_key": "ghost", "connection_id": "g4",
+                        "connection_config": {"site": "blog-1"},
+                        "credentials": {"type": "JWT", "privateKey": ghost_key}}),
+            ),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(
+        claims(body["credentials"]["token"].as_str().unwrap())["sub"],
+        "blog-1"
+    );
+    let (status, body) = dev
+        .send(
+            "POST",
+            "/connections",
+            Some(
+                json!({"provider_config_key": "ghost", "connection_id": "g4",
+                        "credentials": {"type": "JWT", "privateKey": ghost_key}}),
+            ),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(
+        claims(body["credentials"]["token"].as_str().unwrap())["sub"],
+        "blog-1"
+    );
+    assert!(claims(&first).get("sub").is_none(), "no site: no claim");
 
     // Credentials the definition cannot sign with: refused, named, and
     // nothing stored.

@@ -14,6 +14,7 @@ mod incoming;
 mod jwt;
 mod limits;
 mod logs;
+mod mcp;
 mod metrics;
 mod oauth;
 mod paginate;

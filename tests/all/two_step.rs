@@ -29,6 +29,18 @@ impl Provider {
         let issued = Arc::new(AtomicU32::new(0));
         let (l, life) = (logins.clone(), lifetime.clone());
         let mock = MockServer::start(Arc::new(move |req: &MockRequest| {
+            if req.path == "/auth/query-login" {
+                // Credentials in the token URL's query (JobDiva's way):
+                // each one value, however it is spelt.
+                let (user, password) = (req.query_param("username"), req.query_param("password"));
+                return if (user, password) == (Some("ann@example.com"), Some("p&ss=1 +x%"))
+                    && req.query.len() == 2
+                {
+                    MockResponse::json(200, &json!({"token": "q-token"}))
+                } else {
+                    MockResponse::json(401, &json!({"message": "bad login"}))
+                };
+            }
             if req.path == "/auth/t1/login" {
                 let body = req.json().unwrap_or_default();
                 l.lock().unwrap().push(body.clone());
@@ -79,6 +91,7 @@ impl Provider {
         format!(
             "toastish:\n  auth_mode: TWO_STEP\n  body_format: json\n  token_url: {url}/auth/${{connectionConfig.tenant}}/login\n  token_params:\n    clientId: ${{credentials.clientId}}\n    clientSecret: ${{credentials.clientSecret}}\n    userAccessType: MACHINE\n  token_headers:\n    content-type: application/json\n    x-app: sluice-test\n  token_response:\n    token: token.accessToken\n    token_expiration: token.expiresIn\n    token_expiration_strategy: expireIn\n  token_response_metadata:\n    - region\n  proxy:\n    base_url: {url}/api\n\
              tabish:\n  auth_mode: TWO_STEP\n  token_url: {url}/auth/t1/login\n  token_params:\n    clientId: ${{credentials.clientId}}\n    clientSecret: ${{credentials.clientSecret}}\n    userAccessType: MACHINE\n  token_headers:\n    x-app: sluice-test\n  token_response:\n    token: token.accessToken\n  proxy:\n    base_url: {url}/api\n    headers:\n      x-tableau-auth: ${{accessToken}}\n\
+             querying:\n  auth_mode: TWO_STEP\n  token_url: {url}/auth/query-login?username=${{credentials.username}}&password=${{credentials.password}}\n  token_response:\n    token: token\n  proxy:\n    base_url: {url}/api\n\
              signed:\n  auth_mode: TWO_STEP\n  assertion:\n    type: saml\n  token_url: {url}/auth/t1/login\n  token_response:\n    token: access_token\n  proxy:\n    base_url: {url}/api\n"
         )
     }
@@ -111,6 +124,7 @@ async fn a_two_step_connection_gets_its_token_and_a_new_one_when_it_expires() {
         ("toast", "toastish"),
         ("tab", "tabish"),
         ("signed", "signed"),
+        ("query", "querying"),
     ] {
         let (status, body) = dev
             .send(
@@ -201,6 +215,22 @@ async fn a_two_step_connection_gets_its_token_and_a_new_one_when_it_expires() {
         .send_as(("tab", "t1"), "GET", "/proxy/tableau", None)
         .await;
     assert_eq!((status, &body["me"]), (200, &json!("ok")), "{body}");
+
+    // Credentials in a token URL's query are encoded, each staying one
+    // value.
+    let (status, body) = dev
+        .send(
+            "POST",
+            "/connections",
+            Some(
+                json!({"provider_config_key": "query", "connection_id": "q1",
+                        "credentials": {"type": "TWO_STEP", "username": "ann@example.com",
+                                        "password": "p&ss=1 +x%"}}),
+            ),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["credentials"]["token"], "q-token", "{body}");
 
     // A definition asking for what sluice does not do is named.
     let (status, body) = dev

@@ -92,15 +92,32 @@ impl Credentials {
         // fields, named as each provider names them (`clientSecret`,
         // `userPassword`, `privateKey`, `apiSecretKey`…): every one is
         // kept out.
+        // Nested ones too (Ghost's key as `{id, secret}`), and the part
+        // of a value after its first `:` (Ghost's `id:secret`, whose
+        // secret half is what signs).
         if matches!(self.kind(), "TWO_STEP" | "JWT" | "SIGNATURE") {
-            return self
-                .0
-                .iter()
-                .filter(|(k, _)| !matches!(k.as_str(), "type" | "expires_at"))
-                .filter_map(|(_, v)| v.as_str())
-                .filter(|s| s.len() >= 4)
-                .map(str::to_string)
-                .collect();
+            fn collect(v: &Value, halves: bool, out: &mut Vec<String>) {
+                match v {
+                    Value::String(s) => {
+                        out.push(s.clone());
+                        if let Some((_, after)) = s.split_once(':').filter(|_| halves) {
+                            out.push(after.to_string());
+                        }
+                    }
+                    Value::Object(m) => m.values().for_each(|v| collect(v, halves, out)),
+                    Value::Array(items) => items.iter().for_each(|v| collect(v, halves, out)),
+                    _ => {}
+                }
+            }
+            let halves = self.kind() == "JWT";
+            let mut out = Vec::new();
+            for (k, v) in &self.0 {
+                if !matches!(k.as_str(), "type" | "expires_at" | "raw") {
+                    collect(v, halves, &mut out);
+                }
+            }
+            out.retain(|s| s.len() >= 4);
+            return out;
         }
         const SECRET_FIELDS: &[&str] = &[
             "access_token",
@@ -475,6 +492,35 @@ impl ConnectionStore for MemoryConnections {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_value_of_credentials_named_by_their_provider_is_a_secret() {
+        let c: Credentials = serde_json::from_value(serde_json::json!({
+            "type": "JWT",
+            "privateKey": {"id": "65a1b2", "secret": "0a0b0c0d"},
+            "issuerId": "issuer-1",
+            "token": "eyJ.x.y",
+            "expires_at": "2030-01-01T00:00:00Z",
+        }))
+        .unwrap();
+        let secrets = c.secrets();
+        for s in ["65a1b2", "0a0b0c0d", "issuer-1", "eyJ.x.y"] {
+            assert!(secrets.iter().any(|have| have == s), "{s}: {secrets:?}");
+        }
+        assert!(
+            !secrets.iter().any(|s| s.starts_with("2030")),
+            "{secrets:?}"
+        );
+        let c: Credentials = serde_json::from_value(
+            serde_json::json!({"type": "JWT", "privateKey": "65a1b2:0a0b0c0d"}),
+        )
+        .unwrap();
+        assert!(
+            c.secrets().iter().any(|s| s == "0a0b0c0d"),
+            "{:?}",
+            c.secrets()
+        );
+    }
 
     #[test]
     fn a_connections_own_client_secret_is_among_its_secrets() {

@@ -250,11 +250,16 @@ pub(crate) fn make(
             Value::from(exp)
         },
     );
+    // A definition that names no algorithm gets its protocol's first.
     let alg = spec
         .get("header")
         .and_then(|h| h.get("alg"))
         .and_then(Value::as_str)
-        .unwrap_or("HS256")
+        .unwrap_or(match protocol {
+            "RSA" => "RS256",
+            "EC" => "ES256",
+            _ => "HS256",
+        })
         .to_string();
     let mut header = Map::new();
     header.insert("alg".into(), Value::String(alg.clone()));
@@ -377,18 +382,21 @@ fn hmac_sign(alg: &str, secret: &[u8], input: &[u8]) -> Vec<u8> {
     }
 }
 
+/// PKCS#1 v1.5 with the key blinded by a fresh random value (the same
+/// signature; no timing to learn the key from).
 fn rsa_sign(alg: &str, key: &rsa::RsaPrivateKey, input: &[u8]) -> Result<Vec<u8>, String> {
-    use rsa::signature::{SignatureEncoding as _, Signer as _};
+    use rsa::signature::{RandomizedSigner as _, SignatureEncoding as _};
     let key = key.clone();
+    let mut rng = rsa::rand_core::OsRng;
     let signed = match alg {
         "RS384" => rsa::pkcs1v15::SigningKey::<sha2::Sha384>::new(key)
-            .try_sign(input)
+            .try_sign_with_rng(&mut rng, input)
             .map(|s| s.to_vec()),
         "RS512" => rsa::pkcs1v15::SigningKey::<sha2::Sha512>::new(key)
-            .try_sign(input)
+            .try_sign_with_rng(&mut rng, input)
             .map(|s| s.to_vec()),
         _ => rsa::pkcs1v15::SigningKey::<sha2::Sha256>::new(key)
-            .try_sign(input)
+            .try_sign_with_rng(&mut rng, input)
             .map(|s| s.to_vec()),
     };
     signed.map_err(|e| format!("the token could not be signed: {e}"))
@@ -602,6 +610,100 @@ pub(crate) mod tests {
             jwt,
             "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCIsImtpZCI6ImFiYyJ9.eyJhdWQiOiIvYWRtaW4vIiwiaWF0IjoxMDAwLCJleHAiOjEzMDB9.McRzz8vFJWeFQPsyiBB9wcANVorDDhEF2i5COPD51JY"
         );
+    }
+
+    #[test]
+    fn every_algorithm_verifies_independently() {
+        use hmac::Mac as _;
+        use rsa::pkcs1v15::{Signature, VerifyingKey};
+        use rsa::signature::Verifier as _;
+        let claims = definition(json!({"iss": "x"}));
+        let input_of = |jwt: &str| jwt.rsplit_once('.').unwrap().0.to_string();
+        for alg in ["HS256", "HS384", "HS512"] {
+            let jwt = sign(
+                alg,
+                &json!({"alg": alg}),
+                &claims,
+                &Key::Hmac(b"k3y".to_vec()),
+            )
+            .unwrap();
+            let signature = parts(&jwt).2;
+            let input = input_of(&jwt);
+            let ok = match alg {
+                "HS384" => {
+                    let mut m = hmac::Hmac::<sha2::Sha384>::new_from_slice(b"k3y").unwrap();
+                    m.update(input.as_bytes());
+                    m.verify_slice(&signature).is_ok()
+                }
+                "HS512" => {
+                    let mut m = hmac::Hmac::<sha2::Sha512>::new_from_slice(b"k3y").unwrap();
+                    m.update(input.as_bytes());
+                    m.verify_slice(&signature).is_ok()
+                }
+                _ => {
+                    let mut m = hmac::Hmac::<sha2::Sha256>::new_from_slice(b"k3y").unwrap();
+                    m.update(input.as_bytes());
+                    m.verify_slice(&signature).is_ok()
+                }
+            };
+            assert!(ok, "{alg}");
+        }
+        let public = rsa_key(RSA_KEY).unwrap().to_public_key();
+        for alg in ["RS256", "RS384", "RS512"] {
+            let jwt = sign(
+                alg,
+                &json!({"alg": alg}),
+                &claims,
+                &Key::Pem(RSA_KEY.into()),
+            )
+            .unwrap();
+            let signature = Signature::try_from(parts(&jwt).2.as_slice()).unwrap();
+            let input = input_of(&jwt);
+            let verified = match alg {
+                "RS384" => VerifyingKey::<sha2::Sha384>::new(public.clone())
+                    .verify(input.as_bytes(), &signature),
+                "RS512" => VerifyingKey::<sha2::Sha512>::new(public.clone())
+                    .verify(input.as_bytes(), &signature),
+                _ => VerifyingKey::<sha2::Sha256>::new(public.clone())
+                    .verify(input.as_bytes(), &signature),
+            };
+            assert!(verified.is_ok(), "{alg}");
+        }
+    }
+
+    #[test]
+    fn heymarket_signs_with_its_utf8_key_as_the_original_reads_it() {
+        use hmac::Mac as _;
+        // `${a}||${b}` is not an alternative in a signing key: the original
+        // fills both in, and signs with the text.
+        let d = definition(json!({
+            "auth_mode": "JWT",
+            "signature": {"protocol": "HMAC", "hmac_secret_encoding": "utf8"},
+            "token": {"signing_key": "${credentials.apiSecretId}||${credentials.apiSecretKey}",
+                "expires_in_ms": 300000, "header": {"alg": "HS256", "typ": "JWT"},
+                "payload": {"iss": "${credentials.apiSecretId}"}},
+        }));
+        let c = connection(
+            "heymarket",
+            json!({"type": "JWT", "apiSecretId": "id-1", "apiSecretKey": "sekret"}),
+            json!({}),
+        );
+        let made = make(&d, &c, 1_800_000_000).unwrap();
+        let mut m = hmac::Hmac::<sha2::Sha256>::new_from_slice(b"id-1||sekret").unwrap();
+        m.update(made.token.rsplit_once('.').unwrap().0.as_bytes());
+        m.verify_slice(&parts(&made.token).2).unwrap();
+        // No algorithm named: the protocol's (RSA: RS256).
+        let d = definition(json!({
+            "signature": {"protocol": "RSA"},
+            "token": {"signing_key": "${credentials.privateKey}", "payload": {}},
+        }));
+        let c = connection(
+            "custom",
+            json!({"type": "JWT", "privateKey": RSA_KEY}),
+            json!({}),
+        );
+        let made = make(&d, &c, 1_800_000_000).unwrap();
+        assert_eq!(parts(&made.token).0["alg"], "RS256");
     }
 
     #[test]

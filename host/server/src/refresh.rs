@@ -175,8 +175,15 @@ fn with_sources(e: &dyn std::error::Error) -> String {
 
 /// Whether a connection's token should be refreshed before use.
 fn expiring(c: &Connection, now: DateTime<Utc>, providers: &ProviderCatalog) -> bool {
-    refreshable(c, providers)
-        && expires_at(&c.credentials).is_some_and(|at| at - margin(c, providers) <= now)
+    if !refreshable(c, providers) {
+        return false;
+    }
+    match expires_at(&c.credentials) {
+        Some(at) => at - margin(c, providers) <= now,
+        // A token sluice makes is short-lived: one imported without its
+        // expiry is made again before use (and then has one).
+        None => matches!(c.credentials.kind(), "JWT" | "SIGNATURE"),
+    }
 }
 
 /// How long before it expires a connection's token is replaced: five
@@ -800,6 +807,66 @@ impl Connections {
             .bearer_auth(&jwt);
         let raw = read_token_answer(request, [jwt.as_str()]).await?;
         crate::github_app::credentials(raw)
+    }
+
+    /// An OAuth client registered with an MCP server (RFC 7591, the
+    /// provider's `registration_url`): a public client
+    /// (`token_endpoint_auth_method: none`) named `name` whose redirect is
+    /// `callback`, with the `grant_types` and `response_types` of the
+    /// provider's `registration_params`. Its id, and its secret if the
+    /// server gave one.
+    pub(crate) async fn register_client(
+        &self,
+        definition: &Map<String, Value>,
+        callback: &str,
+        name: &str,
+    ) -> Result<(String, Option<String>), String> {
+        let url = definition
+            .get("registration_url")
+            .and_then(Value::as_str)
+            .ok_or("the provider has no `registration_url`")?;
+        let mut url =
+            url::Url::parse(url).map_err(|e| format!("`registration_url` `{url}`: {e}"))?;
+        if let Some(to) = &self.redirect {
+            url.set_scheme(to.scheme())
+                .and_then(|()| url.set_host(to.host_str()).map_err(|_| ()))
+                .and_then(|()| url.set_port(to.port_or_known_default()))
+                .map_err(|()| {
+                    format!("`registration_url` cannot be sent to the mock upstream {to}")
+                })?;
+        }
+        let mut body = Map::new();
+        body.insert("redirect_uris".into(), serde_json::json!([callback]));
+        body.insert("token_endpoint_auth_method".into(), "none".into());
+        body.insert("client_name".into(), name.into());
+        for (k, v) in definition
+            .get("registration_params")
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+        {
+            if k == "response_types" || k == "grant_types" {
+                body.insert(k.clone(), v.clone());
+            }
+        }
+        let request = self
+            .http
+            .post(url.as_str())
+            .header("user-agent", "Nango")
+            .header("accept", "application/json")
+            .header("content-type", "application/json")
+            .body(Value::Object(body).to_string());
+        let answer = read_token_answer(request, []).await?;
+        let id = answer
+            .get("client_id")
+            .and_then(Value::as_str)
+            .filter(|id| !id.is_empty() && id.len() <= 255)
+            .ok_or("its answer has no `client_id` (of at most 255 characters)")?;
+        let secret = answer
+            .get("client_secret")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty());
+        Ok((id.to_string(), secret.map(str::to_string)))
     }
 
     /// Asks the provider's token URL for a new access token (or makes a

@@ -228,8 +228,10 @@ fn credentials_mode(
                 .join(", ")
         )));
     }
+    // An MCP server's tokens are OAuth2's.
     if let Some(mode) = provider_mode
         && mode != given
+        && !(mode == "MCP_OAUTH2" && given == "OAUTH2")
     {
         // The original's words.
         return Err(ApiError::invalid_body(format!(
@@ -707,7 +709,17 @@ async fn create(
     // A JWT or SIGNATURE connection without its token: made now, from the
     // credentials given (no request; see `crate::jwt`).
     let creds = if matches!(mode.as_str(), "JWT" | "SIGNATURE") && creds.field("token").is_none() {
-        let config = connection_config.clone().unwrap_or_default();
+        // Made with the configuration given, or (a re-import leaving it
+        // out) the stored one.
+        let config = match &connection_config {
+            Some(config) => config.clone(),
+            None => env
+                .store
+                .connection(&pck, &cid)
+                .await?
+                .map(|c| c.connection_config)
+                .unwrap_or_default(),
+        };
         made_token(&app, &pck, &cid, &integration.provider, creds, &config)?
     } else {
         creds

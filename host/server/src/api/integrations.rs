@@ -129,7 +129,18 @@ pub(crate) fn view(
 }
 
 /// The auth modes whose integrations hold OAuth client credentials.
-const OAUTH_MODES: [&str; 3] = ["OAUTH1", "OAUTH2", "TBA"];
+const OAUTH_MODES: [&str; 4] = ["OAUTH1", "OAUTH2", "TBA", "MCP_OAUTH2"];
+
+/// How an MCP server's OAuth client comes to be (`client_registration`):
+/// `dynamic` (registered by sluice when the integration is created,
+/// RFC 7591), else `static` (the app's own, given as OAuth2's).
+fn registers_itself(definition: &serde_json::Map<String, Value>) -> bool {
+    definition
+        .get("client_registration")
+        .and_then(Value::as_str)
+        == Some("dynamic")
+        && definition.contains_key("registration_url")
+}
 
 /// Checks an integration's `credentials` as the original's API does: of
 /// the provider's auth mode (`type`), and for OAuth a `client_id` and a
@@ -188,7 +199,11 @@ fn check_credentials(auth_mode: Option<&str>, c: &CredentialsBody) -> ApiResult<
         }
         return Ok(());
     }
+    // An MCP server's client may be registered by sluice (none given),
+    // and may be public (no secret).
+    let mcp = kind == "MCP_OAUTH2";
     match c.client_id.as_deref() {
+        None if mcp => {}
         Some(id) if !id.is_empty() && id.len() <= 255 => {}
         _ => {
             return Err(ApiError::invalid_body(
@@ -196,7 +211,7 @@ fn check_credentials(auth_mode: Option<&str>, c: &CredentialsBody) -> ApiResult<
             ));
         }
     }
-    if c.client_secret.as_deref().is_none_or(str::is_empty) {
+    if !mcp && c.client_secret.as_deref().is_none_or(str::is_empty) {
         return Err(ApiError::invalid_body(
             "`credentials.client_secret` is required",
         ));
@@ -265,6 +280,7 @@ fn apply(i: &mut Integration, body: IntegrationBody) {
 
 pub async fn create(
     State(app): State<Arc<App>>,
+    headers: axum::http::HeaderMap,
     Env(env): Env,
     JsonBody(body): JsonBody<IntegrationBody>,
 ) -> ApiResult<Json<Value>> {
@@ -291,6 +307,16 @@ pub async fn create(
     if let Some(c) = &body.credentials {
         check_credentials(definition.auth_mode.as_deref(), c)?;
     }
+    let client_given = body
+        .credentials
+        .as_ref()
+        .is_some_and(|c| c.client_id.is_some());
+    let mcp = definition.auth_mode.as_deref() == Some("MCP_OAUTH2");
+    if mcp && !client_given && !registers_itself(&definition.definition) {
+        return Err(ApiError::invalid_body(format!(
+            "provider `{provider}` takes the app's own OAuth client: `credentials: {{type: MCP_OAUTH2, client_id, client_secret}}`"
+        )));
+    }
     // One creator at a time: two requests for the same key must not both
     // find it free and both answer 200, the second overwriting the first.
     let _one_creator = env.integrations_created.lock().await;
@@ -316,6 +342,32 @@ pub async fn create(
         updated_at: now,
     };
     apply(&mut i, body);
+    if mcp && !client_given {
+        // The MCP server registers a client for this integration, whose
+        // redirect is this server's OAuth callback (as the original's).
+        let callback = format!("{}/oauth/callback", super::base_url(&app, &headers));
+        let name = format!(
+            "sluice - {} - {}",
+            env.store.name(),
+            definition
+                .definition
+                .get("display_name")
+                .and_then(Value::as_str)
+                .unwrap_or(&i.provider)
+        );
+        let (id, secret) = env
+            .connections
+            .register_client(&definition.definition, &callback, &name)
+            .await
+            .map_err(|e| {
+                ApiError::bad_request(
+                    "client_registration_failed",
+                    format!("the MCP server registered no OAuth client: {e}"),
+                )
+            })?;
+        i.oauth_client_id = Some(id);
+        i.oauth_client_secret = Some(secret.unwrap_or_default());
+    }
     // A deletion of an integration of this key that failed half way (a
     // store error) left its mark: this new one must not be deleted at the
     // next start.

@@ -1028,11 +1028,14 @@ async fn flow(
         )
         .await;
     }
-    if mode != "OAUTH2" {
+    // An MCP server's OAuth is OAuth2's, with PKCE always and a client
+    // that may be public (no secret).
+    let mcp = mode == "MCP_OAUTH2";
+    if mode != "OAUTH2" && !mcp {
         return Ok(Err(failure(
             "unsupported_auth_mode",
             format!(
-                "The OAuth flow connects OAUTH2 and GitHub App (APP) integrations; `{}` is {}: create its connections with POST /connections.",
+                "The OAuth flow connects OAUTH2, MCP_OAUTH2 and GitHub App (APP) integrations; `{}` is {}: create its connections with POST /connections.",
                 integration.provider,
                 if mode.is_empty() {
                     "of no auth mode"
@@ -1078,7 +1081,8 @@ async fn flow(
             .or(integration
                 .oauth_client_secret
                 .as_deref()
-                .filter(|s| !s.is_empty())),
+                .filter(|s| mcp || !s.is_empty()))
+            .or(mcp.then_some("")),
     ) else {
         return Ok(Err(failure(
             "provider_config_err",
@@ -1161,9 +1165,10 @@ async fn flow(
             ),
         )));
     }
-    let pkce = definition
-        .get("disable_pkce")
-        .is_none_or(|v| v != &Value::Bool(true));
+    let pkce = mcp
+        || definition
+            .get("disable_pkce")
+            .is_none_or(|v| v != &Value::Bool(true));
     let code_verifier = pkce.then(connect::random_hex);
     if let Some(verifier) = &code_verifier {
         let challenge =

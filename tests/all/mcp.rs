@@ -1,0 +1,275 @@
+//! MCP servers' OAuth (`MCP_OAUTH2`): an integration whose provider
+//! registers clients (`client_registration: dynamic`) gets one when it is
+//! created; a user connects through the OAuth2 flow with PKCE, as a
+//! public client; tokens are refreshed with the client id alone.
+
+use std::sync::{Arc, Mutex};
+
+use serde_json::{Value, json};
+use sluice_server::ServerConfig;
+use sluice_store::MasterKey;
+use sluice_tests::{MockRequest, MockResponse, MockServer};
+
+use crate::server::{Client, DEV_KEY, start_with};
+
+/// What the MCP server was sent: registrations and token requests.
+#[derive(Default)]
+struct Seen {
+    registrations: Vec<Value>,
+    token_requests: Vec<Vec<(String, String)>>,
+}
+
+async fn mcp_server(seen: Arc<Mutex<Seen>>) -> MockServer {
+    MockServer::start(Arc::new(move |req: &MockRequest| {
+        let form = || -> Vec<(String, String)> {
+            url::form_urlencoded::parse(&req.body)
+                .into_owned()
+                .collect()
+        };
+        match req.path.as_str() {
+            "/register" => {
+                let body = req.json().unwrap_or_default();
+                seen.lock().unwrap().registrations.push(body);
+                MockResponse::json(
+                    201,
+                    &json!({"client_id": "dyn-client-1",
+                    "token_endpoint_auth_method": "none"}),
+                )
+            }
+            "/broken/register" => MockResponse::json(503, &json!({"error": "registration closed"})),
+            "/token" => {
+                let form = form();
+                seen.lock().unwrap().token_requests.push(form.clone());
+                let get = |k: &str| {
+                    form.iter()
+                        .find(|(have, _)| have == k)
+                        .map(|(_, v)| v.as_str())
+                };
+                let public =
+                    get("client_id") == Some("dyn-client-1") && get("client_secret").is_none();
+                match (get("grant_type"), public) {
+                    (Some("authorization_code"), true)
+                        if get("code") == Some("c0de")
+                            && get("code_verifier").is_some_and(|v| v.len() >= 43) =>
+                    {
+                        MockResponse::json(
+                            200,
+                            &json!({"access_token": "mcp-at-1",
+                            "refresh_token": "mcp-rt", "expires_in": 3600}),
+                        )
+                    }
+                    (Some("refresh_token"), true) if get("refresh_token") == Some("mcp-rt") => {
+                        MockResponse::json(
+                            200,
+                            &json!({"access_token": "mcp-at-2",
+                            "refresh_token": "mcp-rt", "expires_in": 3600}),
+                        )
+                    }
+                    _ => MockResponse::json(400, &json!({"error": "invalid_grant"})),
+                }
+            }
+            _ => {
+                if req.header("authorization") == Some("Bearer mcp-at-1")
+                    || req.header("authorization") == Some("Bearer mcp-at-2")
+                {
+                    MockResponse::json(200, &json!({"jsonrpc": "2.0", "result": {"tools": []}}))
+                } else {
+                    MockResponse::json(401, &json!({"error": "invalid_token"}))
+                }
+            }
+        }
+    }))
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_mcp_server_registers_sluice_and_its_users_connect_through_the_oauth_flow() {
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let mock = mcp_server(seen.clone()).await;
+    let url = mock.url();
+    let providers = format!(
+        "mcpish:\n  auth_mode: MCP_OAUTH2\n  client_registration: dynamic\n  authorization_url: {url}/authorize\n  token_url: {url}/token\n  registration_url: {url}/register\n  registration_params:\n    response_types: [code]\n    grant_types: [authorization_code, refresh_token]\n  authorization_params:\n    response_type: code\n  token_params:\n    grant_type: authorization_code\n  refresh_params:\n    grant_type: refresh_token\n  disable_pkce: true\n  proxy:\n    base_url: {url}\n\
+         mcp-broken:\n  auth_mode: MCP_OAUTH2\n  client_registration: dynamic\n  authorization_url: {url}/authorize\n  token_url: {url}/token\n  registration_url: {url}/broken/register\n\
+         mcp-static:\n  auth_mode: MCP_OAUTH2\n  client_registration: static\n  authorization_url: {url}/authorize\n  token_url: {url}/token\n  proxy:\n    base_url: {url}\n"
+    );
+    let data = tempfile::tempdir().unwrap();
+    let config = ServerConfig::new(data.path(), "127.0.0.1:0".parse().unwrap());
+    let server = start_with(config, &MasterKey::generate(), &providers).await;
+    let dev = Client::new(&server, DEV_KEY);
+
+    // Created: a public client registered for it, redirected to this
+    // server's callback.
+    let (status, body) = dev
+        .send(
+            "POST",
+            "/integrations",
+            Some(json!({"unique_key": "mcp", "provider": "mcpish"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let registration = seen.lock().unwrap().registrations[0].clone();
+    assert_eq!(
+        registration["redirect_uris"],
+        json!([format!("{}/oauth/callback", server.url())]),
+        "{registration}"
+    );
+    assert_eq!(registration["token_endpoint_auth_method"], "none");
+    assert_eq!(
+        registration["grant_types"],
+        json!(["authorization_code", "refresh_token"])
+    );
+    assert!(
+        registration["client_name"]
+            .as_str()
+            .unwrap()
+            .contains("dev"),
+        "{registration}"
+    );
+    let (status, body) = dev
+        .send("GET", "/integrations/mcp?include=credentials", None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["credentials"]["type"], "MCP_OAUTH2", "{body}");
+    assert_eq!(
+        body["data"]["credentials"]["client_id"], "dyn-client-1",
+        "{body}"
+    );
+
+    // A registration refused: named, no integration.
+    let (status, body) = dev
+        .send(
+            "POST",
+            "/integrations",
+            Some(json!({"unique_key": "broken", "provider": "mcp-broken"})),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(
+        body["error"]["code"], "client_registration_failed",
+        "{body}"
+    );
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("503"),
+        "{body}"
+    );
+    let (status, _) = dev.send("GET", "/integrations/broken", None).await;
+    assert_eq!(status, 404);
+    // A provider without registration takes the app's own client, which
+    // may be public.
+    let (status, body) = dev
+        .send(
+            "POST",
+            "/integrations",
+            Some(json!({"unique_key": "st", "provider": "mcp-static"})),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("client_id"),
+        "{body}"
+    );
+    let (status, body) = dev
+        .send(
+            "POST",
+            "/integrations",
+            Some(json!({"unique_key": "st", "provider": "mcp-static",
+                        "credentials": {"type": "MCP_OAUTH2", "client_id": "mine"}})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+
+    // A user connects: PKCE whatever the definition says, the registered
+    // client, no secret.
+    let (status, body) = dev
+        .send(
+            "POST",
+            "/connect/sessions",
+            Some(json!({"end_user": {"id": "u1"}, "allowed_integrations": ["mcp"]})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let token = body["data"]["token"].as_str().unwrap().to_string();
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let resp = browser
+        .get(format!(
+            "{}/oauth/connect/mcp?connect_session_token={token}",
+            server.url()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 302, "{}", resp.text().await.unwrap());
+    let location = url::Url::parse(resp.headers()["location"].to_str().unwrap()).unwrap();
+    assert!(
+        location.as_str().starts_with(&format!("{url}/authorize?")),
+        "{location}"
+    );
+    let pairs: Vec<(String, String)> = location.query_pairs().into_owned().collect();
+    let param = |k: &str| {
+        pairs
+            .iter()
+            .find(|(have, _)| have == k)
+            .map(|(_, v)| v.clone())
+    };
+    assert_eq!(param("client_id").as_deref(), Some("dyn-client-1"));
+    assert_eq!(param("code_challenge_method").as_deref(), Some("S256"));
+    assert!(param("code_challenge").is_some(), "{location}");
+    let state = param("state").unwrap();
+    let resp = browser
+        .get(format!(
+            "{}/oauth/callback?code=c0de&state={state}",
+            server.url()
+        ))
+        .send()
+        .await
+        .unwrap();
+    let (status, page) = (resp.status().as_u16(), resp.text().await.unwrap());
+    assert_eq!(status, 200, "{page}");
+    let (_, body) = dev.send("GET", "/connections?endUserId=u1", None).await;
+    let cid = body["connections"][0]["connection_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (status, body) = dev
+        .send_as(
+            ("mcp", &cid),
+            "POST",
+            "/proxy/mcp",
+            Some(json!({"jsonrpc": "2.0", "method": "tools/list", "id": 1})),
+        )
+        .await;
+    assert_eq!((status, &body["jsonrpc"]), (200, &json!("2.0")), "{body}");
+
+    // Refreshed with the client id alone.
+    let (status, body) = dev
+        .send(
+            "GET",
+            &format!("/connections/{cid}?provider_config_key=mcp&force_refresh=true"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["credentials"]["access_token"], "mcp-at-2", "{body}");
+    assert_eq!(seen.lock().unwrap().token_requests.len(), 2);
+
+    // Tokens from elsewhere are imported as OAuth2's.
+    let (status, body) = dev
+        .send(
+            "POST",
+            "/connections",
+            Some(
+                json!({"provider_config_key": "mcp", "connection_id": "imported",
+                        "credentials": {"type": "OAUTH2", "access_token": "mcp-at-1"}}),
+            ),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    server.stop().await;
+}
