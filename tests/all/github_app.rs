@@ -358,6 +358,23 @@ async fn a_github_app_connection_gets_installation_tokens_from_its_app() {
     let (status, _, page) = back(format!("setup_action=install&state={state}")).await;
     assert_eq!(status, 400, "{page}");
     assert!(page.contains("installation_id"), "{page}");
+    // The browser cannot name the installation itself.
+    let resp = browser
+        .get(format!(
+            "{}/oauth/connect/gh?connect_session_token={token}&params[installation_id]=42",
+            server.url()
+        ))
+        .send()
+        .await
+        .unwrap();
+    let location = url::Url::parse(resp.headers()["location"].to_str().unwrap()).unwrap();
+    let state = location
+        .query_pairs()
+        .find(|(k, _)| k == "state")
+        .map(|(_, v)| v.into_owned())
+        .unwrap();
+    let (status, _, page) = back(format!("setup_action=install&state={state}")).await;
+    assert_eq!(status, 400, "{page}");
     let (status, body) = dev.send("GET", "/connections?endUserId=u1", None).await;
     assert_eq!(
         body["connections"].as_array().map(Vec::len),

@@ -43,6 +43,11 @@ pub struct Integration {
     /// `oauth_client_id`, its private key `oauth_client_secret`).
     #[serde(default)]
     pub app_link: Option<String>,
+    /// The redirect URI an OAuth client was registered with by sluice
+    /// (`MCP_OAUTH2` providers' dynamic registration): the one its flows
+    /// send.
+    #[serde(default)]
+    pub registered_redirect: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -65,6 +70,8 @@ struct IntegrationRow {
     forward_webhooks: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     app_link: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    registered_redirect: Option<String>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
@@ -136,6 +143,7 @@ fn encode_integration(ring: &Keyring, key: &[u8], i: &Integration) -> Result<Vec
         webhook_secret: seal_opt(ring, key, "webhook_secret", i.webhook_secret.as_deref())?,
         forward_webhooks: i.forward_webhooks,
         app_link: i.app_link.clone(),
+        registered_redirect: i.registered_redirect.clone(),
         created_at: i.created_at,
         updated_at: i.updated_at,
     };
@@ -160,6 +168,7 @@ fn decode_integration(ring: &Keyring, key: &[u8], bytes: &[u8]) -> Result<Integr
         oauth_scopes: row.oauth_scopes,
         forward_webhooks: row.forward_webhooks,
         app_link: row.app_link,
+        registered_redirect: row.registered_redirect,
         created_at: row.created_at,
         updated_at: row.updated_at,
     })

@@ -203,6 +203,7 @@ fn integration(key: &str, secret: &str) -> Integration {
         webhook_secret: Some("whsec-webhook-456".into()),
         forward_webhooks: true,
         app_link: Some("https://github.com/apps/sluice-test".into()),
+        registered_redirect: Some("https://sluice.example.com/oauth/callback".into()),
         created_at: Utc::now(),
         updated_at: Utc::now(),
     }

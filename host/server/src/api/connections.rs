@@ -214,8 +214,21 @@ fn credentials_mode(
             )));
         }
     };
+    // An MCP server's tokens are OAuth2's, whichever type names them.
+    let oauth2 = |mode: &str| {
+        if mode == "MCP_OAUTH2" {
+            "OAUTH2".to_string()
+        } else {
+            mode.to_string()
+        }
+    };
     let Some((given, fields)) = given else {
-        return Ok(provider_mode.unwrap_or_default().to_string());
+        return Ok(oauth2(provider_mode.unwrap_or_default()));
+    };
+    let given = if given == "MCP_OAUTH2" && provider_mode == Some(given) {
+        "OAUTH2"
+    } else {
+        given
     };
     let known = CREDENTIAL_FIELDS.iter().find(|(t, _)| *t == given);
     if known.is_none() && provider_mode != Some(given) {

@@ -310,22 +310,40 @@ pub async fn create(
     let client_given = body
         .credentials
         .as_ref()
-        .is_some_and(|c| c.client_id.is_some());
+        .is_some_and(|c| c.client_id.is_some() || c.client_secret.is_some());
     let mcp = definition.auth_mode.as_deref() == Some("MCP_OAUTH2");
-    if mcp && !client_given && !registers_itself(&definition.definition) {
+    let registering = mcp && registers_itself(&definition.definition);
+    if registering && client_given {
+        return Err(ApiError::invalid_body(format!(
+            "provider `{provider}` registers sluice's OAuth client itself when the integration is created: give no `client_id` or `client_secret`"
+        )));
+    }
+    if mcp && !registering && !client_given {
         return Err(ApiError::invalid_body(format!(
             "provider `{provider}` takes the app's own OAuth client: `credentials: {{type: MCP_OAUTH2, client_id, client_secret}}`"
         )));
     }
+    let taken = || {
+        // The original's answer, naming the field as it does.
+        ApiError::invalid_field(&["uniqueKey"], "Unique key already exists")
+    };
+    // The MCP server registers a client for this integration (as the
+    // original's), redirected to this server's OAuth callback; asked
+    // before the creation lock is taken (a slow server holds up no other
+    // creation), the key checked free first and again below.
+    let registered = if registering {
+        if env.store.integration(&key).await?.is_some() {
+            return Err(taken());
+        }
+        Some(register(&app, &env, &headers, &definition.definition, &provider).await?)
+    } else {
+        None
+    };
     // One creator at a time: two requests for the same key must not both
     // find it free and both answer 200, the second overwriting the first.
     let _one_creator = env.integrations_created.lock().await;
     if env.store.integration(&key).await?.is_some() {
-        // The original's answer, naming the field as it does.
-        return Err(ApiError::invalid_field(
-            &["uniqueKey"],
-            "Unique key already exists",
-        ));
+        return Err(taken());
     }
     let now = Utc::now();
     let mut i = Integration {
@@ -338,35 +356,15 @@ pub async fn create(
         webhook_secret: None,
         forward_webhooks: true,
         app_link: None,
+        registered_redirect: None,
         created_at: now,
         updated_at: now,
     };
     apply(&mut i, body);
-    if mcp && !client_given {
-        // The MCP server registers a client for this integration, whose
-        // redirect is this server's OAuth callback (as the original's).
-        let callback = format!("{}/oauth/callback", super::base_url(&app, &headers));
-        let name = format!(
-            "sluice - {} - {}",
-            env.store.name(),
-            definition
-                .definition
-                .get("display_name")
-                .and_then(Value::as_str)
-                .unwrap_or(&i.provider)
-        );
-        let (id, secret) = env
-            .connections
-            .register_client(&definition.definition, &callback, &name)
-            .await
-            .map_err(|e| {
-                ApiError::bad_request(
-                    "client_registration_failed",
-                    format!("the MCP server registered no OAuth client: {e}"),
-                )
-            })?;
+    if let Some((id, secret, redirect)) = registered {
         i.oauth_client_id = Some(id);
         i.oauth_client_secret = Some(secret.unwrap_or_default());
+        i.registered_redirect = Some(redirect);
     }
     // A deletion of an integration of this key that failed half way (a
     // store error) left its mark: this new one must not be deleted at the
@@ -379,6 +377,46 @@ pub async fn create(
         .await?;
     env.store.put_integration(&i).await?;
     Ok(Json(json!({ "data": view(&app.providers, &i, None) })))
+}
+
+/// A client registered with an MCP server for a new integration of
+/// `provider`: its id, its secret if it has one, and the redirect it was
+/// registered with (`--public-url`'s callback, else the one this
+/// request's host makes, which the browser must then reach the server
+/// by).
+async fn register(
+    app: &App,
+    env: &crate::app::EnvState,
+    headers: &axum::http::HeaderMap,
+    definition: &serde_json::Map<String, Value>,
+    provider: &str,
+) -> ApiResult<(String, Option<String>, String)> {
+    let base = super::base_url(app, headers);
+    if !(base.starts_with("http://") || base.starts_with("https://")) {
+        return Err(ApiError::invalid_body(
+            "the MCP server must be told where users come back to, and this request names no host: start the server with --public-url",
+        ));
+    }
+    let callback = format!("{base}/oauth/callback");
+    let name = format!(
+        "sluice - {} - {}",
+        env.store.name(),
+        definition
+            .get("display_name")
+            .and_then(Value::as_str)
+            .unwrap_or(provider)
+    );
+    let (id, secret) = env
+        .connections
+        .register_client(definition, &callback, &name)
+        .await
+        .map_err(|e| {
+            ApiError::bad_request(
+                "client_registration_failed",
+                format!("the MCP server registered no OAuth client: {e}"),
+            )
+        })?;
+    Ok((id, secret, callback))
 }
 
 pub async fn list(State(app): State<Arc<App>>, Env(env): Env) -> ApiResult<Json<Value>> {
@@ -474,11 +512,15 @@ pub async fn update(
     }
     check_display_name(&body)?;
     if let Some(c) = &body.credentials {
-        let auth_mode = app
-            .providers
-            .get(&i.provider)
-            .and_then(|p| p.auth_mode.clone());
+        let provider = app.providers.get(&i.provider);
+        let auth_mode = provider.and_then(|p| p.auth_mode.clone());
         check_credentials(auth_mode.as_deref(), c)?;
+        // The original's refusal: a client sluice registered stays.
+        if i.registered_redirect.is_some() && (c.client_id.is_some() || c.client_secret.is_some()) {
+            return Err(ApiError::invalid_body(
+                "Client credentials can't be updated for dynamic client registration",
+            ));
+        }
     }
     apply(&mut i, body);
     i.updated_at = Utc::now();

@@ -1181,8 +1181,11 @@ async fn flow(
     {
         params.push(("user_scope".into(), s.clone()));
     }
-    // The session's `authorization_params` replace the browser's.
+    // The session's `authorization_params` replace the browser's; an MCP
+    // server's are its definition's alone (its `resource`), as the
+    // original's.
     let own = match defaults.get("authorization_params") {
+        _ if mcp => Map::new(),
         Some(Value::Object(p)) => p.clone(),
         _ => q.authorization_params.clone(),
     };
@@ -1222,7 +1225,12 @@ async fn flow(
             .collect();
     }
     let state = uuid::Uuid::new_v4().to_string();
-    let callback_url = format!("{}/oauth/callback", super::base_url(app, headers));
+    // A client sluice registered is redirected where it was registered to.
+    let callback_url = integration
+        .registered_redirect
+        .clone()
+        .filter(|_| mcp)
+        .unwrap_or_else(|| format!("{}/oauth/callback", super::base_url(app, headers)));
     let mut all: Vec<(String, String)> = vec![
         ("response_type".into(), "code".into()),
         ("client_id".into(), client_id.to_string()),
@@ -1334,9 +1342,12 @@ async fn app_flow(
     };
     let defaults = session.defaults(key);
     let (mut config, trusted) = session_config(q, &defaults);
+    // The connect session's configuration only, as the original keeps:
+    // nothing the browser says (an installation it names) is taken.
+    config.retain(|k, _| trusted.contains(k));
     // Nothing to do with an OAuth app here; never stored.
     let _ = take_client_override(&mut config);
-    // The app's own page, whatever the browser said.
+    // The app's own page.
     config.insert("appPublicLink".into(), Value::String(link));
     let connection_id = flow_connection(env, session, key).await?;
     let c = template_connection(key, &connection_id, &integration.provider, &config);
@@ -1594,7 +1605,9 @@ async fn finish(app: Arc<App>, query: Option<String>, referer: Option<String>) -
         // GitHub sends an installation an organization's owner approved
         // (or changed) later without the state of any flow: the browser
         // goes back where it came from, as in the original.
-        if q.get("installation_id").is_some() && q.get("setup_action").is_some() {
+        if q.get("installation_id").is_some()
+            && matches!(q.get("setup_action"), Some("install" | "update"))
+        {
             let back = referer
                 .filter(|r| {
                     url::Url::parse(r).is_ok_and(|u| matches!(u.scheme(), "http" | "https"))
@@ -1983,7 +1996,9 @@ async fn install(
             "The installation waits for an organization owner's approval: GitHub App (APP) connections are made once the app is installed (the request flow is github-app-oauth's).",
         ));
     }
+    // The installation GitHub names, and no other.
     let mut config = flow.connection_config.clone();
+    config.remove("installation_id");
     if let Some(id) = q.get("installation_id") {
         config.insert("installation_id".into(), Value::String(id.to_string()));
     }
