@@ -17,6 +17,7 @@ mod logs;
 mod mcp;
 mod metrics;
 mod oauth;
+mod oauth1;
 mod paginate;
 mod project;
 mod proxy;

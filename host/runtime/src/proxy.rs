@@ -516,11 +516,48 @@ pub(crate) fn prepare(
             tba_header(method_name(req.method), &url, connection, &nonce, now)
                 .map(|h| ("authorization".to_string(), h))
         }
+        // Signed as the provider's definition says (`signature_method`,
+        // HMAC-SHA1 unless it names another), for the integration's app.
         "OAUTH1" => {
-            return Err(failed(
-                "unsupported_auth",
-                "OAUTH1 connections cannot be proxied",
-            ));
+            let method = provider
+                .definition
+                .get("signature_method")
+                .and_then(Value::as_str)
+                .unwrap_or("HMAC-SHA1");
+            if !matches!(method, "HMAC-SHA1" | "HMAC-SHA256" | "PLAINTEXT") {
+                return Err(failed(
+                    "unsupported_auth",
+                    format!(
+                        "OAuth1 signatures `{method}` are not made by sluice (HMAC-SHA1, HMAC-SHA256 and PLAINTEXT are)"
+                    ),
+                ));
+            }
+            let (Some(consumer), Some(token), Some(secret)) = (
+                consumer(connection),
+                creds.field("oauth_token"),
+                creds.field("oauth_token_secret"),
+            ) else {
+                return Err(failed(
+                    "unsupported_auth",
+                    "OAuth1 requires the integration's oauth_client_id and oauth_client_secret and the connection's oauth_token and oauth_token_secret",
+                ));
+            };
+            let nonce = uuid::Uuid::new_v4().simple().to_string();
+            let now = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            oauth1_authorization(&OAuth1 {
+                method: method_name(req.method),
+                url: &url,
+                consumer,
+                token: (token, secret),
+                signature_method: method,
+                realm: None,
+                nonce: &nonce,
+                timestamp: now,
+                params: &[],
+            })
+            .map(|h| ("authorization".to_string(), h))
         }
         _ => None,
     };
@@ -620,64 +657,141 @@ pub(crate) fn tba_header(
     nonce: &str,
     timestamp: u64,
 ) -> Option<String> {
-    use hmac::Mac as _;
     let creds = &connection.credentials;
-    let own = creds.as_map().get("config_override");
-    let config = |k: &str| connection.connection_config.get(k).and_then(Value::as_str);
-    let consumer = |own_key: &str, config_key: &str| {
+    let realm = connection
+        .connection_config
+        .get("accountId")
+        .and_then(Value::as_str)?
+        .replacen('-', "_", 1)
+        .to_uppercase();
+    oauth1_authorization(&OAuth1 {
+        method,
+        url,
+        consumer: consumer(connection)?,
+        token: (creds.field("token_id")?, creds.field("token_secret")?),
+        signature_method: "HMAC-SHA256",
+        realm: Some(&realm),
+        nonce,
+        timestamp,
+        params: &[],
+    })
+}
+
+/// The OAuth 1.0a consumer of connection `c`: its
+/// `credentials.config_override` (`client_id`, `client_secret`; for an
+/// OAUTH1 connection, the integration's app, which the request path puts
+/// there), else its configuration's `oauth_client_id` and
+/// `oauth_client_secret`.
+fn consumer(c: &Connection) -> Option<(&str, &str)> {
+    let own = c.credentials.as_map().get("config_override");
+    let config = |k: &str| c.connection_config.get(k).and_then(Value::as_str);
+    let pick = |own_key: &str, config_key: &str| {
         own.and_then(|o| o.get(own_key))
             .and_then(Value::as_str)
             .filter(|v| !v.is_empty())
             .or_else(|| config(config_key).filter(|v| !v.is_empty()))
     };
-    let consumer_key = consumer("client_id", "oauth_client_id")?;
-    let consumer_secret = consumer("client_secret", "oauth_client_secret")?;
-    let token = creds.field("token_id")?;
-    let token_secret = creds.field("token_secret")?;
-    let realm = config("accountId")?.replacen('-', "_", 1).to_uppercase();
-    let timestamp = timestamp.to_string();
+    Some((
+        pick("client_id", "oauth_client_id")?,
+        pick("client_secret", "oauth_client_secret")?,
+    ))
+}
+
+/// What an OAuth 1.0a request signature is made of.
+#[derive(Clone, Copy)]
+pub struct OAuth1<'a> {
+    pub method: &'a str,
+    pub url: &'a Url,
+    /// The consumer's key and secret.
+    pub consumer: (&'a str, &'a str),
+    /// The token and its secret (a request token's before the user's
+    /// grant: none).
+    pub token: (&'a str, &'a str),
+    /// `HMAC-SHA1`, `HMAC-SHA256` or `PLAINTEXT`.
+    pub signature_method: &'a str,
+    pub realm: Option<&'a str>,
+    pub nonce: &'a str,
+    pub timestamp: u64,
+    /// Further parameters signed: a form body's, and `oauth_` fields of
+    /// the flow (`oauth_callback`, `oauth_verifier`), which the header
+    /// carries too.
+    pub params: &'a [(String, String)],
+}
+
+/// An OAuth 1.0a `Authorization` header (RFC 5849): the base string of
+/// the method, the URL and its query (read as a form: `+` is a space) and
+/// the `oauth_` fields, signed with the consumer's and the token's
+/// secrets. `None` for a signature method sluice does not make.
+pub fn oauth1_authorization(o: &OAuth1<'_>) -> Option<String> {
+    use hmac::Mac as _;
+    let timestamp = o.timestamp.to_string();
     let mut oauth: Vec<(&str, &str)> = vec![
-        ("oauth_consumer_key", consumer_key),
-        ("oauth_nonce", nonce),
-        ("oauth_signature_method", "HMAC-SHA256"),
+        ("oauth_consumer_key", o.consumer.0),
+        ("oauth_nonce", o.nonce),
+        ("oauth_signature_method", o.signature_method),
         ("oauth_timestamp", &timestamp),
-        ("oauth_token", token),
         ("oauth_version", "1.0"),
     ];
-    let mut params: Vec<(String, String)> = oauth
-        .iter()
-        .map(|(k, v)| (oauth_encode(k), oauth_encode(v)))
-        .collect();
-    for pair in url
-        .query()
-        .unwrap_or_default()
-        .split('&')
-        .filter(|p| !p.is_empty())
-    {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        params.push((oauth_encode(&form_decode(k)), oauth_encode(&form_decode(v))));
+    if !o.token.0.is_empty() {
+        oauth.push(("oauth_token", o.token.0));
     }
-    params.sort();
-    let joined = params
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join("&");
-    let base_url = &url[..url::Position::AfterPath];
-    let base = format!(
-        "{}&{}&{}",
-        method.to_ascii_uppercase(),
-        oauth_encode(base_url),
-        oauth_encode(&joined)
-    );
-    let key = format!(
-        "{}&{}",
-        oauth_encode(consumer_secret),
-        oauth_encode(token_secret)
-    );
-    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key.as_bytes()).ok()?;
-    mac.update(base.as_bytes());
-    let signature = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    for (k, v) in o.params {
+        if k.starts_with("oauth_") {
+            oauth.push((k, v));
+        }
+    }
+    let key = format!("{}&{}", oauth_encode(o.consumer.1), oauth_encode(o.token.1));
+    let signature = if o.signature_method == "PLAINTEXT" {
+        key
+    } else {
+        let mut params: Vec<(String, String)> = oauth
+            .iter()
+            .map(|(k, v)| (oauth_encode(k), oauth_encode(v)))
+            .chain(
+                o.params
+                    .iter()
+                    .filter(|(k, _)| !k.starts_with("oauth_"))
+                    .map(|(k, v)| (oauth_encode(k), oauth_encode(v))),
+            )
+            .collect();
+        for pair in o
+            .url
+            .query()
+            .unwrap_or_default()
+            .split('&')
+            .filter(|p| !p.is_empty())
+        {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            params.push((oauth_encode(&form_decode(k)), oauth_encode(&form_decode(v))));
+        }
+        params.sort();
+        let joined = params
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("&");
+        let base_url = &o.url[..url::Position::AfterPath];
+        let base = format!(
+            "{}&{}&{}",
+            o.method.to_ascii_uppercase(),
+            oauth_encode(base_url),
+            oauth_encode(&joined)
+        );
+        let digest = match o.signature_method {
+            "HMAC-SHA256" => {
+                let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key.as_bytes()).ok()?;
+                mac.update(base.as_bytes());
+                mac.finalize().into_bytes().to_vec()
+            }
+            "HMAC-SHA1" => {
+                let mut mac = hmac::Hmac::<sha1::Sha1>::new_from_slice(key.as_bytes()).ok()?;
+                mac.update(base.as_bytes());
+                mac.finalize().into_bytes().to_vec()
+            }
+            _ => return None,
+        };
+        base64::engine::general_purpose::STANDARD.encode(digest)
+    };
     oauth.push(("oauth_signature", &signature));
     oauth.sort();
     let fields = oauth
@@ -685,7 +799,10 @@ pub(crate) fn tba_header(
         .map(|(k, v)| format!("{}=\"{}\"", oauth_encode(k), oauth_encode(v)))
         .collect::<Vec<_>>()
         .join(", ");
-    Some(format!("OAuth realm=\"{realm}\", {fields}"))
+    Some(match o.realm {
+        Some(realm) => format!("OAuth realm=\"{realm}\", {fields}"),
+        None => format!("OAuth {fields}"),
+    })
 }
 
 /// Most headers a script may set on one request.
@@ -1144,6 +1261,40 @@ pub(crate) async fn send(state: &mut HostState, req: &Request) -> Result<Respons
     send_as(state, &current, max_response_bytes, req).await
 }
 
+/// An OAUTH1 connection with its integration's app as its consumer
+/// (`credentials.config_override`, in memory only), as the original signs
+/// for it; unchanged when it names its own or the store knows none.
+async fn with_oauth1_consumer(
+    services: &Services,
+    pck: &str,
+    cid: &str,
+    mut connection: Connection,
+) -> Connection {
+    if connection.credentials.kind() != "OAUTH1" || consumer(&connection).is_some() {
+        return connection;
+    }
+    let Ok(integration) = services.connections.integration(pck, cid, true).await else {
+        return connection;
+    };
+    let field = |k: &str| {
+        integration["credentials"][k]
+            .as_str()
+            .filter(|v| !v.is_empty())
+    };
+    let (Some(id), Some(secret)) = (field("client_id"), field("client_secret")) else {
+        return connection;
+    };
+    let mut map = connection.credentials.as_map().clone();
+    map.insert(
+        "config_override".into(),
+        serde_json::json!({"client_id": id, "client_secret": secret}),
+    );
+    if let Ok(creds) = crate::connection::Credentials::try_from(map) {
+        connection.credentials = creds;
+    }
+    connection
+}
+
 /// Sends `req` for `sender`, whose own connection is `current` (the one
 /// whose provider the request goes to), with retries.
 async fn send_as<S: Sender>(
@@ -1194,6 +1345,7 @@ async fn send_as<S: Sender>(
             .as_ref()
             .is_some_and(|c| *c != connection.credentials);
         last_creds = Some(connection.credentials.clone());
+        let connection = with_oauth1_consumer(&services, &pck, &cid, connection).await;
         state.note_secrets(&connection);
         let mut prepared = prepare(req, &provider, &connection)?;
         egress_check(&prepared.url, &provider_host, allowed).map_err(HttpError::Failed)?;
@@ -1798,6 +1950,47 @@ mod tests {
     /// The signature checked against an independent computation of OAuth
     /// 1.0a HMAC-SHA256 (Python's `hmac`, `urllib.parse.quote` with `-._~`
     /// safe) for the same inputs: the query `limit=2`, `q=name IS "A B"`.
+    #[test]
+    fn oauth1_requests_are_signed_as_rfc_5849_says() {
+        // From an independent RFC 5849 signer (Python's hmac over the same
+        // base string): the query read as a form, `+` a space.
+        let url = Url::parse("https://api.trello.com/1/members/me?fields=all&x=a+b").unwrap();
+        let o = OAuth1 {
+            method: "get",
+            url: &url,
+            consumer: ("ck", "c secret"),
+            token: ("tok", "t&secret"),
+            signature_method: "HMAC-SHA1",
+            realm: None,
+            nonce: "n0nce",
+            timestamp: 1_700_000_000,
+            params: &[],
+        };
+        assert_eq!(
+            oauth1_authorization(&o).as_deref(),
+            Some(
+                "OAuth oauth_consumer_key=\"ck\", oauth_nonce=\"n0nce\", oauth_signature=\"%2FzxSbaqG9f8EZ7La1g7nT60Gt0c%3D\", oauth_signature_method=\"HMAC-SHA1\", oauth_timestamp=\"1700000000\", oauth_token=\"tok\", oauth_version=\"1.0\""
+            )
+        );
+        // PLAINTEXT (SmugMug's): the secrets themselves.
+        let plain = oauth1_authorization(&OAuth1 {
+            signature_method: "PLAINTEXT",
+            ..o
+        })
+        .unwrap();
+        assert!(
+            plain.contains("oauth_signature=\"c%2520secret%26t%2526secret\""),
+            "{plain}"
+        );
+        assert!(
+            oauth1_authorization(&OAuth1 {
+                signature_method: "RSA-SHA1",
+                ..o
+            })
+            .is_none()
+        );
+    }
+
     #[test]
     fn a_tba_request_is_signed_as_netsuite_checks_it() {
         let c = |creds: Value, config: Value| -> Connection {

@@ -292,6 +292,18 @@ async fn read_token_answer<'a>(
     request: reqwest::RequestBuilder,
     secrets: impl IntoIterator<Item = &'a str>,
 ) -> Result<Map<String, Value>, String> {
+    let body = token_answer_text(request, secrets).await?;
+    serde_json::from_str(&body)
+        .map_err(|e| format!("the token endpoint's answer is not a JSON object: {e}"))
+}
+
+/// A token endpoint's answer as text, read a chunk at a time up to
+/// [`MAX_TOKEN_RESPONSE`]; a refusal named with its status and words,
+/// `secrets` redacted.
+async fn token_answer_text<'a>(
+    request: reqwest::RequestBuilder,
+    secrets: impl IntoIterator<Item = &'a str>,
+) -> Result<String, String> {
     let mut response = request
         .timeout(TOKEN_TIMEOUT)
         .send()
@@ -325,8 +337,7 @@ async fn read_token_answer<'a>(
             "the token endpoint answered HTTP {status}: {shown}"
         ));
     }
-    serde_json::from_str(&body)
-        .map_err(|e| format!("the token endpoint's answer is not a JSON object: {e}"))
+    Ok(body)
 }
 
 impl Connections {
@@ -807,6 +818,70 @@ impl Connections {
             .bearer_auth(&jwt);
         let raw = read_token_answer(request, [jwt.as_str()]).await?;
         crate::github_app::credentials(raw)
+    }
+
+    /// One step of the OAuth 1.0a flow (a request token, or the access
+    /// token for one the user granted): `params` sent as a form to `url`
+    /// (the provider's, from the catalogue) by `method`, signed
+    /// (`signature_method`) for `consumer` and `token`; the form the
+    /// provider answers.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn oauth1_step(
+        &self,
+        url: &str,
+        method: &str,
+        consumer: (&str, &str),
+        token: (&str, &str),
+        signature_method: &str,
+        params: &[(String, String)],
+    ) -> Result<Vec<(String, String)>, String> {
+        let mut url = url::Url::parse(url).map_err(|e| format!("`{url}`: {e}"))?;
+        if let Some(to) = &self.redirect {
+            url.set_scheme(to.scheme())
+                .and_then(|()| url.set_host(to.host_str()).map_err(|_| ()))
+                .and_then(|()| url.set_port(to.port_or_known_default()))
+                .map_err(|()| format!("`{url}` cannot be sent to the mock upstream {to}"))?;
+        }
+        let method = if method.eq_ignore_ascii_case("GET") {
+            "GET"
+        } else {
+            "POST"
+        };
+        let nonce = uuid::Uuid::new_v4().simple().to_string();
+        let header = sluice_runtime::proxy::oauth1_authorization(&sluice_runtime::proxy::OAuth1 {
+            method,
+            url: &url,
+            consumer,
+            token,
+            signature_method,
+            realm: None,
+            nonce: &nonce,
+            timestamp: Utc::now().timestamp().max(0) as u64,
+            params,
+        })
+        .ok_or_else(|| {
+            format!("OAuth1 signatures `{signature_method}` are not made by sluice (HMAC-SHA1, HMAC-SHA256 and PLAINTEXT are)")
+        })?;
+        let form = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(params)
+            .finish();
+        let request = if method == "GET" {
+            let mut with_query = url.clone();
+            with_query.query_pairs_mut().extend_pairs(params);
+            self.http.get(with_query.as_str())
+        } else {
+            self.http
+                .post(url.as_str())
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(form)
+        };
+        let request = request
+            .header("user-agent", "Nango")
+            .header("authorization", header);
+        let body = token_answer_text(request, [consumer.1, token.1]).await?;
+        Ok(url::form_urlencoded::parse(body.trim().as_bytes())
+            .into_owned()
+            .collect())
     }
 
     /// An OAuth client registered with an MCP server (RFC 7591, the

@@ -85,6 +85,10 @@ struct Flow {
     /// defaults): the only ones that may choose a URL's whole host.
     #[serde(default)]
     trusted: Vec<String>,
+    /// An OAuth 1.0a flow's request token secret (its token comes back
+    /// with the user).
+    #[serde(default)]
+    request_token_secret: Option<String>,
     expires_at: DateTime<Utc>,
 }
 
@@ -1014,6 +1018,20 @@ async fn flow(
         )));
     };
     let mode = provider.auth_mode.as_deref().unwrap_or("");
+    if mode == "OAUTH1" {
+        return oauth1_flow(
+            app,
+            env,
+            session,
+            session_key,
+            key,
+            q,
+            headers,
+            &integration,
+            &provider.definition,
+        )
+        .await;
+    }
     if mode == "APP" {
         return app_flow(
             app,
@@ -1035,7 +1053,7 @@ async fn flow(
         return Ok(Err(failure(
             "unsupported_auth_mode",
             format!(
-                "The OAuth flow connects OAUTH2, MCP_OAUTH2 and GitHub App (APP) integrations; `{}` is {}: create its connections with POST /connections.",
+                "The OAuth flow connects OAUTH2, OAUTH1, MCP_OAUTH2 and GitHub App (APP) integrations; `{}` is {}: create its connections with POST /connections.",
                 integration.provider,
                 if mode.is_empty() {
                     "of no auth mode"
@@ -1261,6 +1279,7 @@ async fn flow(
         trusted,
         client_override,
         session_key: Some(session_key.to_string()),
+        request_token_secret: None,
         expires_at: Utc::now() + FLOW_TTL,
     };
     keep_flow(app, env, session, session_key, &state, &flow).await?;
@@ -1305,6 +1324,251 @@ async fn keep_flow(
         env.store.delete_doc(FLOWS, &replaced).await?;
     }
     Ok(())
+}
+
+/// A definition's strings of `key` (`request_params`, `token_params`…) as
+/// parameters.
+fn string_params(definition: &Map<String, Value>, key: &str) -> Vec<(String, String)> {
+    definition
+        .get(key)
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .filter_map(|(k, v)| match v {
+            Value::String(s) => Some((k.clone(), s.clone())),
+            Value::Number(n) => Some((k.clone(), n.to_string())),
+            Value::Bool(b) => Some((k.clone(), b.to_string())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The OAuth 1.0a flow (`OAUTH1`: Trello, Twitter, Garmin, SmugMug): a
+/// request token asked for with the integration's app as the consumer
+/// (the provider's `request_url`, its `request_params`, this server's
+/// callback with the flow's `state`), then the browser sent to the
+/// provider's `authorization_url` with it; the provider sends the user
+/// back with the token and a verifier, exchanged at its `token_url`.
+#[allow(clippy::too_many_arguments)]
+async fn oauth1_flow(
+    app: &App,
+    env: &EnvState,
+    session: &ConnectSession,
+    session_key: &str,
+    key: &str,
+    q: &Query,
+    headers: &HeaderMap,
+    integration: &sluice_store::Integration,
+    definition: &Map<String, Value>,
+) -> Result<Result<String, Failure>, ApiError> {
+    let set = |v: &Option<String>| v.clone().filter(|s| !s.is_empty());
+    let (Some(client_id), Some(client_secret)) = (
+        set(&integration.oauth_client_id),
+        set(&integration.oauth_client_secret),
+    ) else {
+        return Ok(Err(failure(
+            "provider_config_err",
+            format!("Provider Config \"{key}\" is missing client ID, secret and/or scopes."),
+        )));
+    };
+    let (Some(request_url), Some(authorization_url)) = (
+        definition.get("request_url").and_then(Value::as_str),
+        definition.get("authorization_url").and_then(Value::as_str),
+    ) else {
+        return Ok(Err(failure(
+            "provider_config_err",
+            format!(
+                "The provider `{}` has no `request_url` or `authorization_url`.",
+                integration.provider
+            ),
+        )));
+    };
+    let Some(mut url) = url::Url::parse(authorization_url)
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https"))
+    else {
+        return Ok(Err(failure(
+            "url_param_err",
+            format!(
+                "The provider's authorization URL `{authorization_url}` is not an http(s) URL."
+            ),
+        )));
+    };
+    let defaults = session.defaults(key);
+    let (mut config, trusted) = session_config(q, &defaults);
+    let _ = take_client_override(&mut config);
+    let connection_id = flow_connection(env, session, key).await?;
+    let state = uuid::Uuid::new_v4().to_string();
+    let callback_url = format!("{}/oauth/callback", super::base_url(app, headers));
+    let mut with_state = url::Url::parse(&callback_url)
+        .map_err(|e| ApiError::bad_request("invalid_request", format!("the callback URL: {e}")))?;
+    with_state.query_pairs_mut().append_pair("state", &state);
+    let signature_method = definition
+        .get("signature_method")
+        .and_then(Value::as_str)
+        .unwrap_or("HMAC-SHA1");
+    let mut params = vec![("oauth_callback".to_string(), with_state.to_string())];
+    params.extend(string_params(definition, "request_params"));
+    let method = definition
+        .get("request_http_method")
+        .and_then(Value::as_str)
+        .unwrap_or("POST");
+    let answer = match env
+        .connections
+        .oauth1_step(
+            request_url,
+            method,
+            (&client_id, &client_secret),
+            ("", ""),
+            signature_method,
+            &params,
+        )
+        .await
+    {
+        Ok(answer) => answer,
+        Err(e) => {
+            return Ok(Err(failure(
+                "token_err",
+                format!("Error in the OAuth1 request token: {e}"),
+            )));
+        }
+    };
+    let field = |k: &str| {
+        answer
+            .iter()
+            .find(|(have, _)| have == k)
+            .map(|(_, v)| v.clone())
+            .filter(|v| !v.is_empty())
+    };
+    let (Some(request_token), Some(request_token_secret)) =
+        (field("oauth_token"), field("oauth_token_secret"))
+    else {
+        return Ok(Err(failure(
+            "token_err",
+            "Error in the OAuth1 request token: the provider's answer has no oauth_token and oauth_token_secret.",
+        )));
+    };
+    let scopes: Vec<&str> = integration
+        .oauth_scopes
+        .as_deref()
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    let separator = definition
+        .get("scope_separator")
+        .and_then(Value::as_str)
+        .unwrap_or(" ");
+    {
+        let mut query = url.query_pairs_mut();
+        query.append_pair("oauth_token", &request_token);
+        query.append_pair("scope", &scopes.join(separator));
+        for (k, v) in string_params(definition, "authorization_params") {
+            if k != "oauth_token" && k != "oauth_callback" && k != "scope" {
+                query.append_pair(&k, &v);
+            }
+        }
+        query.append_pair("oauth_callback", with_state.as_str());
+    }
+    let flow = Flow {
+        provider_config_key: key.to_string(),
+        provider: integration.provider.clone(),
+        connection_id,
+        callback_url: with_state.to_string(),
+        code_verifier: None,
+        connection_config: config,
+        end_user: session.end_user.clone(),
+        tags: session.tags.clone(),
+        webhook_url_override: session.webhook_url_override.clone(),
+        ws_client_id: q.get("ws_client_id").map(str::to_string),
+        reconnect: session.connection_id.is_some(),
+        trusted,
+        client_override: None,
+        session_key: Some(session_key.to_string()),
+        request_token_secret: Some(request_token_secret),
+        expires_at: Utc::now() + FLOW_TTL,
+    };
+    keep_flow(app, env, session, session_key, &state, &flow).await?;
+    Ok(Ok(url.to_string()))
+}
+
+/// The OAuth 1.0a callback (`oauth_token`, `oauth_verifier`): the
+/// granted request token exchanged at the provider's `token_url` for the
+/// connection's token and secret.
+async fn oauth1_exchange(
+    app: &Arc<App>,
+    env: &Arc<EnvState>,
+    q: &Query,
+    flow: Flow,
+    integration: &sluice_store::Integration,
+    definition: &Map<String, Value>,
+) -> Result<(), Failure> {
+    let (Some(token), Some(verifier)) = (q.get("oauth_token"), q.get("oauth_verifier")) else {
+        return Err(failure(
+            "invalid_callback",
+            "The OAuth1 callback has no oauth_token or oauth_verifier.",
+        ));
+    };
+    let token_url = definition_url(definition, "token_url")
+        .ok_or_else(|| failure("provider_config_err", "The provider has no `token_url`."))?;
+    let method = definition
+        .get("token_http_method")
+        .and_then(Value::as_str)
+        .unwrap_or("POST");
+    let signature_method = definition
+        .get("signature_method")
+        .and_then(Value::as_str)
+        .unwrap_or("HMAC-SHA1");
+    let mut params = vec![("oauth_verifier".to_string(), verifier.to_string())];
+    params.extend(string_params(definition, "token_params"));
+    let answer = env
+        .connections
+        .oauth1_step(
+            &token_url,
+            method,
+            (
+                integration.oauth_client_id.as_deref().unwrap_or(""),
+                integration.oauth_client_secret.as_deref().unwrap_or(""),
+            ),
+            (token, flow.request_token_secret.as_deref().unwrap_or("")),
+            signature_method,
+            &params,
+        )
+        .await
+        .map_err(|e| {
+            failure(
+                "unknown_err",
+                format!("Unknown error during the Oauth flow. {e}"),
+            )
+        })?;
+    let raw: Map<String, Value> = answer
+        .iter()
+        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+        .collect();
+    let text = |k: &str| raw.get(k).and_then(Value::as_str).filter(|v| !v.is_empty());
+    let (Some(oauth_token), Some(oauth_token_secret)) =
+        (text("oauth_token"), text("oauth_token_secret"))
+    else {
+        return Err(failure(
+            "unknown_err",
+            "Unknown error during the Oauth flow. The provider's answer has no oauth_token and oauth_token_secret.",
+        ));
+    };
+    let credentials: Credentials = serde_json::from_value(json!({
+        "type": "OAUTH1",
+        "oauth_token": oauth_token,
+        "oauth_token_secret": oauth_token_secret,
+        "raw": raw,
+    }))
+    .map_err(|e| {
+        failure(
+            "unknown_err",
+            format!("Unknown error during the Oauth flow. {e}"),
+        )
+    })?;
+    let config = flow.connection_config.clone();
+    store_flow_connection(app, env, flow, credentials, config).await
 }
 
 /// A GitHub App's installation flow (`APP`, `github-app`): the browser
@@ -1384,6 +1648,7 @@ async fn app_flow(
         trusted,
         client_override: None,
         session_key: Some(session_key.to_string()),
+        request_token_secret: None,
         expires_at: Utc::now() + FLOW_TTL,
     };
     keep_flow(app, env, session, session_key, &state, &flow).await?;
@@ -1739,12 +2004,13 @@ async fn exchange(
     })?;
     let definition = &provider.definition;
     let installing = provider.auth_mode.as_deref() == Some("APP");
+    let oauth1 = provider.auth_mode.as_deref() == Some("OAUTH1");
     let code_param = definition
         .get("authorization_code_param_in_callback")
         .and_then(Value::as_str)
         .unwrap_or("code");
     let code = q.get(code_param);
-    if code.is_none() && !installing {
+    if code.is_none() && !installing && !oauth1 {
         let said: Vec<String> = PROVIDER_ERRORS
             .iter()
             .filter_map(|k| q.get(k).map(|v| format!("{k}: {v}")))
@@ -1820,6 +2086,9 @@ async fn exchange(
                 flow.provider_config_key
             ),
         ));
+    }
+    if oauth1 {
+        return oauth1_exchange(app, env, q, flow, &integration, definition).await;
     }
     let Some(code) = code.filter(|_| !installing) else {
         return install(app, env, q, flow, &integration).await;
