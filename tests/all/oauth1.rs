@@ -122,11 +122,8 @@ async fn oauth1_connections_are_signed_and_made_through_the_three_legged_flow() 
                 ])
             }
             "/oauth/access_token" => {
-                let body: BTreeMap<String, String> = url::form_urlencoded::parse(&req.body)
-                    .into_owned()
-                    .collect();
                 if fields.get("oauth_token").map(String::as_str) != Some("req-tok")
-                    || body.get("oauth_verifier").map(String::as_str) != Some("v3r")
+                    || fields.get("oauth_verifier").map(String::as_str) != Some("v3r")
                 {
                     return MockResponse::json(401, &json!({"error": "not granted"}));
                 }
@@ -192,6 +189,23 @@ async fn oauth1_connections_are_signed_and_made_through_the_three_legged_flow() 
         (200, &json!("all of it")),
         "{body}"
     );
+    // A consumer in the connection's configuration (which a browser's
+    // params can fill) signs nothing: the integration's app does.
+    let (status, body) = dev
+        .send(
+            "POST",
+            "/connections",
+            Some(json!({"provider_config_key": "trello", "connection_id": "t2",
+                        "connection_config": {"oauth_client_id": "evil", "oauth_client_secret": "x"},
+                        "credentials": {"type": "OAUTH1", "oauth_token": "acc-tok",
+                                        "oauth_token_secret": "acc secret"}})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = dev
+        .send_as(("trello", "t2"), "GET", "/proxy/1/members/me", None)
+        .await;
+    assert_eq!(status, 200, "{body}");
     // The app's secret is not the script's to see.
     let (status, body) = dev
         .send("GET", "/connections/t1?provider_config_key=trello", None)
@@ -303,6 +317,40 @@ async fn oauth1_connections_are_signed_and_made_through_the_three_legged_flow() 
     let (status, page) = back(format!("state={state}&oauth_token=req-tok")).await;
     assert_eq!(status, 400, "{page}");
     assert!(page.contains("oauth_verifier"), "{page}");
+    // Another flow's token, or the user's refusal: named, nothing stored.
+    let new_state = || async {
+        let resp = browser
+            .get(format!(
+                "{}/oauth/connect/trello?connect_session_token={token}",
+                server.url()
+            ))
+            .send()
+            .await
+            .unwrap();
+        let location = url::Url::parse(resp.headers()["location"].to_str().unwrap()).unwrap();
+        let callback: String = location
+            .query_pairs()
+            .find(|(k, _)| k == "oauth_callback")
+            .map(|(_, v)| v.into_owned())
+            .unwrap();
+        url::Url::parse(&callback)
+            .unwrap()
+            .query_pairs()
+            .find(|(k, _)| k == "state")
+            .map(|(_, v)| v.into_owned())
+            .unwrap()
+    };
+    let state = new_state().await;
+    let (status, page) = back(format!(
+        "state={state}&oauth_token=other&oauth_verifier=v3r"
+    ))
+    .await;
+    assert_eq!(status, 400, "{page}");
+    assert!(page.contains("another request token"), "{page}");
+    let state = new_state().await;
+    let (status, page) = back(format!("state={state}&denied=req-tok")).await;
+    assert_eq!(status, 400, "{page}");
+    assert!(page.contains("denied"), "{page}");
     let (_, body) = dev.send("GET", "/connections?endUserId=u1", None).await;
     assert_eq!(
         body["connections"].as_array().map(Vec::len),

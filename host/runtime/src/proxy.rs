@@ -684,7 +684,15 @@ pub(crate) fn tba_header(
 /// `oauth_client_secret`.
 fn consumer(c: &Connection) -> Option<(&str, &str)> {
     let own = c.credentials.as_map().get("config_override");
-    let config = |k: &str| c.connection_config.get(k).and_then(Value::as_str);
+    // A browser's `params` may fill the configuration: only TBA's
+    // consumer is read there (the original's), never OAUTH1's.
+    let tba = c.credentials.kind() == "TBA";
+    let config = |k: &str| {
+        c.connection_config
+            .get(k)
+            .and_then(Value::as_str)
+            .filter(|_| tba)
+    };
     let pick = |own_key: &str, config_key: &str| {
         own.and_then(|o| o.get(own_key))
             .and_then(Value::as_str)
@@ -770,11 +778,19 @@ pub fn oauth1_authorization(o: &OAuth1<'_>) -> Option<String> {
             .map(|(k, v)| format!("{k}={v}"))
             .collect::<Vec<_>>()
             .join("&");
-        let base_url = &o.url[..url::Position::AfterPath];
+        // Scheme, host, a port that is not the scheme's, path: no user
+        // or password (the Host header carries none), no query.
+        let base_url = format!(
+            "{}://{}{}{}",
+            o.url.scheme(),
+            o.url.host_str().unwrap_or_default(),
+            o.url.port().map(|p| format!(":{p}")).unwrap_or_default(),
+            o.url.path()
+        );
         let base = format!(
             "{}&{}&{}",
             o.method.to_ascii_uppercase(),
-            oauth_encode(base_url),
+            oauth_encode(&base_url),
             oauth_encode(&joined)
         );
         let digest = match o.signature_method {
@@ -1270,7 +1286,9 @@ async fn with_oauth1_consumer(
     cid: &str,
     mut connection: Connection,
 ) -> Connection {
-    if connection.credentials.kind() != "OAUTH1" || consumer(&connection).is_some() {
+    // The integration's app signs, as in the original (none given: a
+    // `config_override` the connection's store put there).
+    if connection.credentials.kind() != "OAUTH1" {
         return connection;
     }
     let Ok(integration) = services.connections.integration(pck, cid, true).await else {
@@ -1947,9 +1965,6 @@ fn log_http<S: Sender>(state: &mut S, p: &Prepared, status: Option<u16>, elapsed
 mod tests {
     use super::*;
 
-    /// The signature checked against an independent computation of OAuth
-    /// 1.0a HMAC-SHA256 (Python's `hmac`, `urllib.parse.quote` with `-._~`
-    /// safe) for the same inputs: the query `limit=2`, `q=name IS "A B"`.
     #[test]
     fn oauth1_requests_are_signed_as_rfc_5849_says() {
         // From an independent RFC 5849 signer (Python's hmac over the same
@@ -1991,6 +2006,9 @@ mod tests {
         );
     }
 
+    /// The signature checked against an independent computation of OAuth
+    /// 1.0a HMAC-SHA256 (Python's `hmac`, `urllib.parse.quote` with `-._~`
+    /// safe) for the same inputs: the query `limit=2`, `q=name IS "A B"`.
     #[test]
     fn a_tba_request_is_signed_as_netsuite_checks_it() {
         let c = |creds: Value, config: Value| -> Connection {

@@ -862,12 +862,22 @@ impl Connections {
         .ok_or_else(|| {
             format!("OAuth1 signatures `{signature_method}` are not made by sluice (HMAC-SHA1, HMAC-SHA256 and PLAINTEXT are)")
         })?;
+        // The `oauth_` parameters go in the header alone (RFC 5849 §3.5:
+        // in one place only), the others in the form or the query.
+        let others: Vec<&(String, String)> = params
+            .iter()
+            .filter(|(k, _)| !k.starts_with("oauth_"))
+            .collect();
         let form = url::form_urlencoded::Serializer::new(String::new())
-            .extend_pairs(params)
+            .extend_pairs(others.iter().copied())
             .finish();
         let request = if method == "GET" {
             let mut with_query = url.clone();
-            with_query.query_pairs_mut().extend_pairs(params);
+            if !others.is_empty() {
+                with_query
+                    .query_pairs_mut()
+                    .extend_pairs(others.iter().copied());
+            }
             self.http.get(with_query.as_str())
         } else {
             self.http

@@ -85,10 +85,10 @@ struct Flow {
     /// defaults): the only ones that may choose a URL's whole host.
     #[serde(default)]
     trusted: Vec<String>,
-    /// An OAuth 1.0a flow's request token secret (its token comes back
-    /// with the user).
+    /// An OAuth 1.0a flow's request token and its secret (the token comes
+    /// back with the user).
     #[serde(default)]
-    request_token_secret: Option<String>,
+    request_token: Option<(String, String)>,
     expires_at: DateTime<Utc>,
 }
 
@@ -1279,7 +1279,7 @@ async fn flow(
         trusted,
         client_override,
         session_key: Some(session_key.to_string()),
-        request_token_secret: None,
+        request_token: None,
         expires_at: Utc::now() + FLOW_TTL,
     };
     keep_flow(app, env, session, session_key, &state, &flow).await?;
@@ -1486,7 +1486,7 @@ async fn oauth1_flow(
         trusted,
         client_override: None,
         session_key: Some(session_key.to_string()),
-        request_token_secret: Some(request_token_secret),
+        request_token: Some((request_token, request_token_secret)),
         expires_at: Utc::now() + FLOW_TTL,
     };
     keep_flow(app, env, session, session_key, &state, &flow).await?;
@@ -1504,12 +1504,28 @@ async fn oauth1_exchange(
     integration: &sluice_store::Integration,
     definition: &Map<String, Value>,
 ) -> Result<(), Failure> {
+    if let Some(denied) = q.get("denied") {
+        return Err(failure(
+            "callback_err",
+            format!("The user did not grant access (denied: {denied})."),
+        ));
+    }
     let (Some(token), Some(verifier)) = (q.get("oauth_token"), q.get("oauth_verifier")) else {
         return Err(failure(
             "invalid_callback",
             "The OAuth1 callback has no oauth_token or oauth_verifier.",
         ));
     };
+    let (expected, request_token_secret) = flow.request_token.clone().unwrap_or_default();
+    if !bool::from(subtle::ConstantTimeEq::ct_eq(
+        token.as_bytes(),
+        expected.as_bytes(),
+    )) {
+        return Err(failure(
+            "invalid_callback",
+            "The OAuth1 callback names another request token than this flow's.",
+        ));
+    }
     let token_url = definition_url(definition, "token_url")
         .ok_or_else(|| failure("provider_config_err", "The provider has no `token_url`."))?;
     let method = definition
@@ -1531,7 +1547,7 @@ async fn oauth1_exchange(
                 integration.oauth_client_id.as_deref().unwrap_or(""),
                 integration.oauth_client_secret.as_deref().unwrap_or(""),
             ),
-            (token, flow.request_token_secret.as_deref().unwrap_or("")),
+            (token, &request_token_secret),
             signature_method,
             &params,
         )
@@ -1648,7 +1664,7 @@ async fn app_flow(
         trusted,
         client_override: None,
         session_key: Some(session_key.to_string()),
-        request_token_secret: None,
+        request_token: None,
         expires_at: Utc::now() + FLOW_TTL,
     };
     keep_flow(app, env, session, session_key, &state, &flow).await?;
