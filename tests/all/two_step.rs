@@ -245,10 +245,7 @@ async fn a_two_step_connection_gets_its_token_and_a_new_one_when_it_expires() {
         .await;
     assert_eq!(status, 400, "{body}");
     assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("`assertion`"),
+        body["error"]["message"].as_str().unwrap().contains("saml"),
         "{body}"
     );
 
@@ -295,5 +292,229 @@ async fn a_two_step_connection_gets_its_token_and_a_new_one_when_it_expires() {
     assert_eq!(made["connection_config"]["tenant"], "t1", "{made}");
     assert_eq!(made["connection_config"]["region"], "eu", "{made}");
     assert_eq!(made["end_user"]["id"], "u1", "{made}");
+    server.stop().await;
+}
+
+/// The claims of JWT `jwt`, and its header.
+fn jwt_parts(jwt: &str) -> (Value, Value) {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let part = |i: usize| -> Value {
+        serde_json::from_slice(
+            &b64.decode(jwt.split('.').nth(i).unwrap_or_default())
+                .unwrap_or_default(),
+        )
+        .unwrap_or_default()
+    };
+    (part(1), part(0))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_step_assertions_answers_that_are_tokens_refresh_requests_and_session_cookies() {
+    let seen = Arc::new(Mutex::new(Vec::<(String, Value)>::new()));
+    let s = seen.clone();
+    let mock = MockServer::start(Arc::new(move |req: &MockRequest| {
+        let form: std::collections::BTreeMap<String, String> =
+            url::form_urlencoded::parse(&req.body)
+                .into_owned()
+                .collect();
+        s.lock()
+            .unwrap()
+            .push((req.path.clone(), req.json().unwrap_or_else(|| json!(form))));
+        match req.path.as_str() {
+            // NetSuite's machine-to-machine token: a JWT assertion.
+            "/m2m/token" => {
+                let (claims, header) = jwt_parts(
+                    form.get("client_assertion")
+                        .map(String::as_str)
+                        .unwrap_or(""),
+                );
+                if claims["iss"] == "client-1"
+                    && header["kid"] == "cert-1"
+                    && header["alg"] == "RS256"
+                    && claims["jti"].as_str().is_some_and(|j| j.len() == 36)
+                    && claims["exp"].as_i64().unwrap_or(0) - claims["iat"].as_i64().unwrap_or(0)
+                        == 3600
+                    && form.get("grant_type").map(String::as_str) == Some("client_credentials")
+                {
+                    MockResponse::json(
+                        200,
+                        &json!({"access_token": "m2m-token", "expires_in": 3600}),
+                    )
+                } else {
+                    MockResponse::json(401, &json!({"error": "invalid_client"}))
+                }
+            }
+            // JobDiva's: the answer is the token.
+            "/jobdiva/authenticate" => {
+                if req.query_param("password") == Some("pw") {
+                    MockResponse::json(200, &json!("jd-token"))
+                } else {
+                    MockResponse::json(401, &json!("bad login"))
+                }
+            }
+            // Aspire's: a login, then refreshes with its refresh token.
+            "/aspire/Authorization" => {
+                MockResponse::json(200, &json!({"Token": "asp-1", "RefreshToken": "rt-1"}))
+            }
+            "/aspire/Authorization/RefreshToken" => {
+                let body = req.json().unwrap_or_default();
+                // Each use of a token this short-lived refreshes it.
+                if body == json!({"RefreshToken": "rt-1"})
+                    || body == json!({"RefreshToken": "rt-2"})
+                {
+                    MockResponse::json(200, &json!({"Token": "asp-2", "RefreshToken": "rt-2"}))
+                } else {
+                    MockResponse::json(401, &json!({"error": "stale refresh token"}))
+                }
+            }
+            // SAP Business One's: a session cookie.
+            "/b1/Login" => {
+                let mut r = MockResponse::json(200, &json!({"SessionId": "sess-1"}));
+                r.headers.push((
+                    "set-cookie".into(),
+                    "B1SESSION=sess-1; path=/b1s; HttpOnly".into(),
+                ));
+                r.headers
+                    .push(("set-cookie".into(), "ROUTEID=.node1; path=/".into()));
+                r
+            }
+            "/b1/Items" => {
+                if req.header("cookie") == Some("B1SESSION=sess-1; ROUTEID=.node1")
+                    && req.header("authorization").is_none()
+                {
+                    MockResponse::json(200, &json!({"value": []}))
+                } else {
+                    MockResponse::json(401, &json!({"error": "no session"}))
+                }
+            }
+            "/aspire/api/Properties" => {
+                if req.header("authorization") == Some("Bearer asp-2") {
+                    MockResponse::json(200, &json!({"ok": true}))
+                } else {
+                    MockResponse::json(401, &json!({"error": "stale"}))
+                }
+            }
+            _ => MockResponse::json(404, &json!({})),
+        }
+    }))
+    .await
+    .unwrap();
+    let url = mock.url();
+    let providers = format!(
+        "m2m:\n  auth_mode: TWO_STEP\n  body_format: form\n  token_url: {url}/m2m/token\n  token_params:\n    grant_type: client_credentials\n    client_assertion_type: urn:ietf:params:oauth:client-assertion-type:jwt-bearer\n    client_assertion: ${{credentials.assertion}}\n  assertion:\n    type: jwt\n    key: ${{assertionOption.privateKey}}\n    lifetimeInSeconds: 3600\n    header:\n      alg: RS256\n      kid: ${{credentials.certificateId}}\n    payload:\n      iss: ${{credentials.clientId}}\n      aud: {url}/m2m/token\n      jti: ${{random}}\n  token_response:\n    token: access_token\n    token_expiration: expires_in\n    token_expiration_strategy: expireIn\n  proxy:\n    base_url: {url}\n\
+         saml:\n  auth_mode: TWO_STEP\n  token_url: {url}/saml\n  assertion:\n    type: saml\n  token_response:\n    token: access_token\n\
+         jobdiva:\n  auth_mode: TWO_STEP\n  token_request_method: GET\n  token_url: {url}/jobdiva/authenticate?username=${{credentials.username}}&password=${{credentials.password}}\n  token_response:\n    token: ''\n  proxy:\n    base_url: {url}\n\
+         aspire:\n  auth_mode: TWO_STEP\n  body_format: json\n  token_url: {url}/aspire/Authorization\n  refresh_url: {url}/aspire/Authorization/RefreshToken\n  token_params:\n    ClientId: ${{credentials.clientId}}\n    Secret: ${{credentials.secret}}\n  refresh_token_params:\n    RefreshToken: ${{refresh_token}}\n  token_expires_in_ms: 1000\n  token_response:\n    token: Token\n    refresh_token: RefreshToken\n  proxy:\n    base_url: {url}/aspire\n\
+         b1:\n  auth_mode: TWO_STEP\n  body_format: json\n  token_url: {url}/b1/Login\n  token_params:\n    UserName: ${{credentials.userName}}\n    Password: ${{credentials.password}}\n  token_response:\n    token: SessionId\n  token_response_headers:\n    - set-cookie\n  proxy:\n    base_url: {url}/b1\n    headers:\n      cookie: ${{credentials._cookies}}\n"
+    );
+    let data = tempfile::tempdir().unwrap();
+    let config = ServerConfig::new(data.path(), "127.0.0.1:0".parse().unwrap());
+    let server = start_with(config, &MasterKey::generate(), &providers).await;
+    let dev = Client::new(&server, DEV_KEY);
+    for p in ["m2m", "saml", "jobdiva", "aspire", "b1"] {
+        let (status, body) = dev
+            .send(
+                "POST",
+                "/integrations",
+                Some(json!({"unique_key": p, "provider": p})),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let import = |pck: &str, creds: Value| {
+        let mut creds = creds;
+        creds["type"] = json!("TWO_STEP");
+        json!({"provider_config_key": pck, "connection_id": "c1", "credentials": creds})
+    };
+
+    // A JWT assertion signed with the user's key.
+    let (status, body) = dev
+        .send(
+            "POST",
+            "/connections",
+            Some(import(
+                "m2m",
+                json!({"clientId": "client-1", "certificateId": "cert-1",
+                "assertionOption": {"privateKey": crate::github_app::APP_KEY}}),
+            )),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["credentials"]["token"], "m2m-token", "{body}");
+    // A SAML assertion: named, nothing stored.
+    let (status, body) = dev
+        .send(
+            "POST",
+            "/connections",
+            Some(import("saml", json!({"apiKey": "k"}))),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("saml"),
+        "{body}"
+    );
+
+    // The answer is the token.
+    let (status, body) = dev
+        .send(
+            "POST",
+            "/connections",
+            Some(import(
+                "jobdiva",
+                json!({"username": "ann", "password": "pw"}),
+            )),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["credentials"]["token"], "jd-token", "{body}");
+
+    // A refresh request of its own, with the refresh token the login gave.
+    let (status, body) = dev
+        .send(
+            "POST",
+            "/connections",
+            Some(import("aspire", json!({"clientId": "id", "secret": "s"}))),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["credentials"]["refresh_token"], "rt-1", "{body}");
+    let (status, body) = dev
+        .send_as(("aspire", "c1"), "GET", "/proxy/api/Properties", None)
+        .await;
+    assert_eq!((status, &body["ok"]), (200, &json!(true)), "{body}");
+    let refreshes: Vec<Value> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(p, _)| p == "/aspire/Authorization/RefreshToken")
+        .map(|(_, b)| b.clone())
+        .collect();
+    assert_eq!(
+        refreshes.first(),
+        Some(&json!({"RefreshToken": "rt-1"})),
+        "{refreshes:?}"
+    );
+
+    // A session cookie from the answer's headers, sent as the provider's
+    // proxy headers say (and no bearer token besides).
+    let (status, body) = dev
+        .send(
+            "POST",
+            "/connections",
+            Some(import(
+                "b1",
+                json!({"userName": "manager", "password": "pw"}),
+            )),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(
+        body["credentials"]["_cookies"], "B1SESSION=sess-1; ROUTEID=.node1",
+        "{body}"
+    );
+    let (status, body) = dev.send_as(("b1", "c1"), "GET", "/proxy/Items", None).await;
+    assert_eq!(status, 200, "{body}");
     server.stop().await;
 }

@@ -303,6 +303,104 @@ pub(crate) fn make(
     Ok(Made { token, lifetime_ms })
 }
 
+/// The algorithms [`sign`] makes.
+pub(crate) const ALGORITHMS: &[&str] = &[
+    "HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256",
+];
+
+/// The JWT assertion a TWO_STEP definition's `assertion` (`type: jwt`)
+/// describes for connection `c` at `now` (NetSuite's and Apple Business
+/// Manager's client credentials): `assertion.header` and
+/// `assertion.payload` filled from `${credentials.x}`,
+/// `${connectionConfig.x}`, `${assertionOption.x}` (what the user gave
+/// besides: their private key) and `${random}`, with `iat` and `exp`
+/// (`lifetimeInSeconds`, an hour by default), signed with `assertion.key`
+/// as the header's `alg` says. `None` for a definition without one.
+pub(crate) fn assertion(
+    definition: &Map<String, Value>,
+    c: &Connection,
+    now: i64,
+) -> Result<Option<String>, String> {
+    let Some(spec) = definition.get("assertion").and_then(Value::as_object) else {
+        return Ok(None);
+    };
+    let creds: Map<String, Value> = c
+        .credentials
+        .as_map()
+        .iter()
+        .filter(|(k, _)| !TOKEN_FIELDS.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let mut values = Map::new();
+    values.insert(
+        "assertionOption".into(),
+        creds.get("assertionOption").cloned().unwrap_or_default(),
+    );
+    values.insert("credentials".into(), Value::Object(creds));
+    values.insert(
+        "connectionConfig".into(),
+        Value::Object(c.connection_config.clone()),
+    );
+    values.insert(
+        "random".into(),
+        Value::String(uuid::Uuid::new_v4().to_string()),
+    );
+    let text = |v: &Value| -> Result<Value, String> {
+        Ok(match v {
+            Value::String(s) => Value::String(interpolate(s, &values)?),
+            other => other.clone(),
+        })
+    };
+    let lifetime = spec
+        .get("lifetimeInSeconds")
+        .and_then(|v| v.as_i64().or_else(|| v.as_str()?.trim().parse().ok()))
+        .unwrap_or(3600)
+        .clamp(1, 10 * 366 * 86_400);
+    let mut claims = Map::new();
+    claims.insert("iat".into(), Value::from(now));
+    claims.insert("exp".into(), Value::from(now + lifetime));
+    for (k, v) in spec
+        .get("payload")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+    {
+        claims.insert(k.clone(), text(v)?);
+    }
+    let mut header = Map::new();
+    header.insert("typ".into(), Value::String("JWT".into()));
+    for (k, v) in spec
+        .get("header")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+    {
+        header.insert(k.clone(), text(v)?);
+    }
+    let alg = header
+        .get("alg")
+        .and_then(Value::as_str)
+        .unwrap_or("HS256")
+        .to_string();
+    header.insert("alg".into(), Value::String(alg.clone()));
+    let key = spec
+        .get("key")
+        .and_then(Value::as_str)
+        .ok_or("its `assertion` names no `key`")?;
+    let key_text = interpolate(key, &values)?;
+    if unresolved(&key_text) || key_text.trim().is_empty() {
+        return Err(format!(
+            "the credentials do not hold the key the assertion is signed with (`{key}`: give it as `credentials.assertionOption.privateKey`)"
+        ));
+    }
+    let key = if alg.starts_with("HS") {
+        Key::Hmac(key_text.into_bytes())
+    } else {
+        Key::Pem(key_text)
+    };
+    sign(&alg, &Value::Object(header), &claims, &key).map(Some)
+}
+
 /// A signing key: an HMAC secret, or a PEM private key's text.
 pub(crate) enum Key {
     Hmac(Vec<u8>),
@@ -704,6 +802,52 @@ pub(crate) mod tests {
         );
         let made = make(&d, &c, 1_800_000_000).unwrap();
         assert_eq!(parts(&made.token).0["alg"], "RS256");
+    }
+
+    #[test]
+    fn assertions_are_signed_with_the_key_the_user_gave_besides() {
+        use rsa::pkcs1v15::{Signature, VerifyingKey};
+        use rsa::signature::Verifier as _;
+        let d = definition(json!({
+            "assertion": {"type": "jwt", "key": "${assertionOption.privateKey}",
+                "lifetimeInSeconds": 3600,
+                "header": {"alg": "RS256", "kid": "${credentials.certificateId}"},
+                "payload": {"iss": "${credentials.clientId}", "jti": "${random}",
+                    "aud": "https://${connectionConfig.accountId}.example.com/token"}},
+        }));
+        let c = connection(
+            "netsuite-client-credentials",
+            json!({"type": "TWO_STEP", "clientId": "c-1", "certificateId": "k-1",
+                   "assertionOption": {"privateKey": RSA_KEY}}),
+            json!({"accountId": "123"}),
+        );
+        let jwt = assertion(&d, &c, 1_800_000_000).unwrap().unwrap();
+        let (header, claims, signature) = parts(&jwt);
+        assert_eq!(
+            (&header["alg"], &header["kid"]),
+            (&json!("RS256"), &json!("k-1"))
+        );
+        assert_eq!(claims["iss"], "c-1");
+        assert_eq!(claims["aud"], "https://123.example.com/token");
+        assert_eq!(claims["exp"], 1_800_003_600);
+        assert_eq!(claims["jti"].as_str().map(str::len), Some(36));
+        VerifyingKey::<sha2::Sha256>::new(rsa_key(RSA_KEY).unwrap().to_public_key())
+            .verify(
+                jwt.rsplit_once('.').unwrap().0.as_bytes(),
+                &Signature::try_from(signature.as_slice()).unwrap(),
+            )
+            .unwrap();
+        // Without the key: named.
+        let c = connection(
+            "x",
+            json!({"type": "TWO_STEP", "clientId": "c-1"}),
+            json!({}),
+        );
+        let Err(e) = assertion(&d, &c, 0) else {
+            panic!("signed without a key")
+        };
+        assert!(e.contains("assertionOption.privateKey"), "{e}");
+        assert_eq!(assertion(&definition(json!({})), &c, 0), Ok(None));
     }
 
     #[test]

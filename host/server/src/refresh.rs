@@ -304,6 +304,16 @@ async fn token_answer_text<'a>(
     request: reqwest::RequestBuilder,
     secrets: impl IntoIterator<Item = &'a str>,
 ) -> Result<String, String> {
+    token_answer_with_headers(request, secrets)
+        .await
+        .map(|(body, _)| body)
+}
+
+/// [`token_answer_text`] and the answer's headers.
+async fn token_answer_with_headers<'a>(
+    request: reqwest::RequestBuilder,
+    secrets: impl IntoIterator<Item = &'a str>,
+) -> Result<(String, reqwest::header::HeaderMap), String> {
     let mut response = request
         .timeout(TOKEN_TIMEOUT)
         .send()
@@ -316,6 +326,7 @@ async fn token_answer_text<'a>(
             )
         })?;
     let status = response.status();
+    let headers = response.headers().clone();
     let mut bytes: Vec<u8> = Vec::new();
     while let Some(chunk) = response
         .chunk()
@@ -337,7 +348,7 @@ async fn token_answer_text<'a>(
             "the token endpoint answered HTTP {status}: {shown}"
         ));
     }
-    Ok(body)
+    Ok((body, headers))
 }
 
 impl Connections {
@@ -747,9 +758,25 @@ impl Connections {
     /// configuration `c` holds as the provider's definition says (see
     /// [`crate::two_step`]); the credentials to keep with it.
     pub(crate) async fn two_step_token(&self, c: &Connection) -> Result<Credentials, String> {
+        match self.two_step_request(c).await {
+            // A refresh refused (its refresh token gone stale): asked for
+            // anew with the credentials the connection keeps.
+            Err(_) if c.credentials.field("refresh_token").is_some() => {
+                let mut fresh = c.clone();
+                let mut map = c.credentials.as_map().clone();
+                map.remove("refresh_token");
+                fresh.credentials = Credentials::try_from(map)?;
+                self.two_step_request(&fresh).await
+            }
+            other => other,
+        }
+    }
+
+    async fn two_step_request(&self, c: &Connection) -> Result<Credentials, String> {
         let (provider, template) = self.token_source(c)?;
         let definition = &provider.definition;
         let asked = crate::two_step::request(definition, c)?;
+        let template = asked.url.as_deref().unwrap_or(template);
         let (http, url) = self.token_target(template, c)?;
         let mut request = if asked.get {
             http.get(&url)
@@ -774,8 +801,22 @@ impl Connections {
         }
         // The user's secrets are kept out of a refusal's text.
         let secrets = c.credentials.secrets();
-        let raw = read_token_answer(request, secrets.iter().map(String::as_str)).await?;
-        crate::two_step::credentials(definition, c, raw)
+        let (body, headers) =
+            token_answer_with_headers(request, secrets.iter().map(String::as_str)).await?;
+        // JSON, or (a definition taking the whole answer as the token)
+        // the text itself.
+        let answer = serde_json::from_str::<Value>(&body)
+            .unwrap_or_else(|_| Value::String(body.trim().to_string()));
+        let named_path = definition
+            .get("token_response")
+            .and_then(|r| r.get("token"))
+            .and_then(Value::as_str)
+            .is_some_and(|p| !p.is_empty());
+        if named_path && !answer.is_object() {
+            return Err("the token endpoint's answer is not a JSON object".into());
+        }
+        let from_headers = crate::two_step::header_values(definition, &headers);
+        crate::two_step::credentials(definition, c, answer, from_headers)
     }
 
     /// An installation token for GitHub App connection `c`

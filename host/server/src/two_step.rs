@@ -31,6 +31,8 @@ pub(crate) struct TokenRequest {
     pub headers: Vec<(String, String)>,
     /// The content type and the body (none for `GET`).
     pub body: Option<(&'static str, String)>,
+    /// Where a refresh goes instead of the token URL (`refresh_url`).
+    pub url: Option<String>,
 }
 
 /// The credential fields that are the token's, not the user's.
@@ -38,32 +40,30 @@ const TOKEN_FIELDS: &[&str] = &["type", "token", "refresh_token", "expires_at", 
 
 /// Why a provider's TWO_STEP definition cannot be followed, if it cannot.
 pub(crate) fn unsupported(definition: &Map<String, Value>) -> Option<String> {
-    let named = [
-        ("assertion", "a signed assertion"),
-        ("additional_steps", "further requests after the first"),
-        ("refresh_token_params", "a refresh request of its own"),
-        ("refresh_token_headers", "a refresh request of its own"),
-        (
-            "token_response_headers",
-            "values taken from the answer's headers",
-        ),
-    ];
-    for (key, what) in named {
-        if definition.contains_key(key) {
-            return Some(format!(
-                "its definition asks for {what} (`{key}`), which sluice's TWO_STEP connections do not do yet"
-            ));
-        }
-    }
-    let token_path = definition
-        .get("token_response")
-        .and_then(|r| r.get("token"))
-        .and_then(Value::as_str);
-    if token_path.is_none_or(str::is_empty) {
+    if definition.contains_key("additional_steps") {
         return Some(
-            "its token endpoint answers with the token itself (no `token_response.token`), which sluice's TWO_STEP connections do not read yet"
+            "its definition asks for further requests after the first (`additional_steps`), which sluice's TWO_STEP connections do not do yet"
                 .into(),
         );
+    }
+    if let Some(assertion) = definition.get("assertion") {
+        let kind = assertion.get("type").and_then(Value::as_str).unwrap_or("");
+        if kind != "jwt" {
+            return Some(format!(
+                "its definition asks for a `{kind}` assertion (`assertion.type`), which sluice does not make (JWT assertions it does)"
+            ));
+        }
+        let alg = assertion
+            .get("header")
+            .and_then(|h| h.get("alg"))
+            .and_then(Value::as_str)
+            .unwrap_or("HS256");
+        if !crate::jwt::ALGORITHMS.contains(&alg) {
+            return Some(format!(
+                "its assertion is signed `{alg}` (`assertion.header.alg`); sluice signs {}",
+                crate::jwt::ALGORITHMS.join(", ")
+            ));
+        }
     }
     match definition.get("body_format").and_then(Value::as_str) {
         None | Some("json") | Some("form") => None,
@@ -73,15 +73,31 @@ pub(crate) fn unsupported(definition: &Map<String, Value>) -> Option<String> {
     }
 }
 
+/// What a token request makes before it is sent: the JWT its definition's
+/// `signature` asks for, its JWT `assertion`, and whether it is a
+/// refresh (the stored refresh token sent).
+struct Made {
+    signed: Option<String>,
+    assertion: Option<String>,
+    refreshing: bool,
+}
+
 /// The value of template placeholder `key` for connection `c`: its
 /// credentials (`credentials.x`, or `x` alone, as the original resolves
 /// them; not the token it is asking to replace), its configuration
-/// (`connectionConfig.x`), `now`, or `token`: the JWT signed for this
-/// request (`signed`), if any.
-fn lookup(c: &Connection, signed: Option<&str>, key: &str) -> Option<String> {
+/// (`connectionConfig.x`), `now`, `random`, or what the request made
+/// (`token`, `assertion`, a refresh's `refresh_token`).
+fn lookup(c: &Connection, made: &Made, key: &str) -> Option<String> {
     match key {
         "now" => return Some(Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
-        "token" | "credentials.token" => return signed.map(str::to_string),
+        "token" | "credentials.token" => return made.signed.clone(),
+        "assertion" | "credentials.assertion" => return made.assertion.clone(),
+        // A refresh request's (`refresh_token_params`,
+        // `refresh_token_headers`).
+        "refresh_token" | "credentials.refresh_token" if made.refreshing => {
+            return c.credentials.field("refresh_token").map(str::to_string);
+        }
+        "random" => return Some(uuid::Uuid::new_v4().to_string()),
         _ if key.starts_with("now") => return now_expression(key, Utc::now()),
         _ => {}
     }
@@ -168,15 +184,40 @@ pub(crate) fn request(
     if let Some(why) = unsupported(definition) {
         return Err(why);
     }
-    let signed = signed_token(definition, c)?;
-    let look = |k: &str| lookup(c, signed.as_deref(), k);
+    // A definition with a refresh request of its own (Aspire's, SalesMsg's)
+    // sends it while the connection holds a refresh token.
+    let refreshing = (definition.contains_key("refresh_token_params")
+        || definition.contains_key("refresh_token_headers"))
+        && c.credentials.field("refresh_token").is_some();
+    let made = Made {
+        signed: signed_token(definition, c)?,
+        assertion: crate::jwt::assertion(definition, c, Utc::now().timestamp())?,
+        refreshing,
+    };
+    let look = |k: &str| lookup(c, &made, k);
     let get = definition
         .get("token_request_method")
         .and_then(Value::as_str)
         .is_some_and(|m| m.eq_ignore_ascii_case("GET"));
+    let (params_key, headers_key) = if refreshing {
+        (
+            "refresh_token_params",
+            if definition.contains_key("refresh_token_headers") {
+                "refresh_token_headers"
+            } else {
+                "token_headers"
+            },
+        )
+    } else {
+        ("token_params", "token_headers")
+    };
+    let url = refreshing
+        .then(|| definition.get("refresh_url").and_then(Value::as_str))
+        .flatten()
+        .map(str::to_string);
     let mut headers = Vec::new();
     for (name, value) in definition
-        .get("token_headers")
+        .get(headers_key)
         .and_then(Value::as_object)
         .into_iter()
         .flatten()
@@ -190,7 +231,7 @@ pub(crate) fn request(
         None
     } else {
         let params = definition
-            .get("token_params")
+            .get(params_key)
             .and_then(|p| expand(p, &look))
             .unwrap_or_else(|| Value::Object(Map::new()));
         Some(
@@ -210,7 +251,12 @@ pub(crate) fn request(
             },
         )
     };
-    Ok(TokenRequest { get, headers, body })
+    Ok(TokenRequest {
+        get,
+        headers,
+        body,
+        url,
+    })
 }
 
 fn at_path<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
@@ -304,25 +350,29 @@ fn jwt_expiry(token: &str) -> Option<DateTime<Utc>> {
 pub(crate) fn credentials(
     definition: &Map<String, Value>,
     c: &Connection,
-    raw: Map<String, Value>,
+    answer: Value,
+    from_headers: Map<String, Value>,
 ) -> Result<Credentials, String> {
-    let answer = Value::Object(raw);
     let shape = definition
         .get("token_response")
         .and_then(Value::as_object)
         .cloned()
         .unwrap_or_default();
-    let path = |k: &str| shape.get(k).and_then(Value::as_str);
+    let path = |k: &str| {
+        shape
+            .get(k)
+            .and_then(Value::as_str)
+            .filter(|p| !p.is_empty())
+    };
     let token = match path("token") {
         Some(p) => at_path(&answer, p).and_then(text).ok_or_else(|| {
             format!("the token endpoint's answer has no token at `{p}` (`token_response.token`)")
         })?,
-        None => {
-            return Err(
-                "the provider's definition names no `token_response.token` (an answer that is the token itself is not taken yet)"
-                    .into(),
-            );
-        }
+        // No path: the answer is the token (JobDiva's).
+        None => text(&answer)
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty())
+            .ok_or("the token endpoint's answer is not a token (the provider's definition takes the whole answer as one)")?,
     };
     let now = Utc::now();
     let expiration = path("token_expiration").and_then(|p| at_path(&answer, p));
@@ -377,6 +427,13 @@ pub(crate) fn credentials(
         .filter(|(k, _)| !TOKEN_FIELDS.contains(&k.as_str()))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
+    // Values of the answer's headers the definition names (SAP Business
+    // One's session cookie as `_cookies`).
+    for (k, v) in from_headers {
+        if !TOKEN_FIELDS.contains(&k.as_str()) {
+            creds.insert(k, v);
+        }
+    }
     creds.insert("type".into(), Value::String("TWO_STEP".into()));
     creds.insert("token".into(), Value::String(token));
     if let Some(r) = path("refresh_token")
@@ -393,6 +450,46 @@ pub(crate) fn credentials(
     }
     creds.insert("raw".into(), answer);
     Credentials::try_from(creds)
+}
+
+/// The values of an answer's headers a definition names
+/// (`token_response_headers`): each cookie of `set-cookie` by its name and
+/// all of them as `_cookies` (`a=1; b=2`, for a `cookie` header), any
+/// other header by its name, as the original takes them.
+pub(crate) fn header_values(
+    definition: &Map<String, Value>,
+    headers: &reqwest::header::HeaderMap,
+) -> Map<String, Value> {
+    let mut out = Map::new();
+    let mut cookies = Vec::new();
+    for name in definition
+        .get("token_response_headers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+    {
+        let name = name.to_ascii_lowercase();
+        if name == "set-cookie" {
+            for value in headers.get_all("set-cookie") {
+                let Ok(value) = value.to_str() else { continue };
+                let pair = value.split(';').next().unwrap_or_default();
+                if let Some((k, v)) = pair.split_once('=')
+                    && !k.trim().is_empty()
+                {
+                    let (k, v) = (k.trim(), v.trim());
+                    out.insert(k.to_string(), Value::String(v.to_string()));
+                    cookies.push(format!("{k}={v}"));
+                }
+            }
+        } else if let Some(v) = headers.get(&name).and_then(|v| v.to_str().ok()) {
+            out.insert(name, Value::String(v.to_string()));
+        }
+    }
+    if !cookies.is_empty() {
+        out.insert("_cookies".into(), Value::String(cookies.join("; ")));
+    }
+    out
 }
 
 /// The fields of the answer the definition keeps in the connection's
@@ -494,7 +591,8 @@ mod tests {
         let creds = credentials(
             &d,
             &c,
-            definition(json!({"token": {"accessToken": "new", "expiresIn": 3600}, "region": "eu"})),
+            json!({"token": {"accessToken": "new", "expiresIn": 3600}, "region": "eu"}),
+            Map::new(),
         )
         .unwrap();
         assert_eq!(creds.field("token"), Some("new"));
@@ -507,7 +605,7 @@ mod tests {
         let with = |shape: Value, extra: Value, answer: Value| {
             let mut d = definition(json!({"token_response": shape}));
             d.extend(definition(extra));
-            credentials(&d, &c, definition(answer))
+            credentials(&d, &c, answer, Map::new())
                 .map(|c| c.field("expires_at").map(str::to_string))
         };
         let hour = with(
