@@ -40,6 +40,22 @@ const TOKEN_FIELDS: &[&str] = &["type", "token", "refresh_token", "expires_at", 
 
 /// Why a provider's TWO_STEP definition cannot be followed, if it cannot.
 pub(crate) fn unsupported(definition: &Map<String, Value>) -> Option<String> {
+    // Computed template values sluice does not compute (Avanan's signed
+    // headers).
+    let text = Value::Object(definition.clone()).to_string();
+    for function in [
+        "sha256Hex(",
+        "sha256Base64(",
+        "hmacSha1Hex(",
+        "ed25519Sign(",
+        "awsSigV4(",
+    ] {
+        if text.contains(&format!("${{{function}")) {
+            return Some(format!(
+                "its templates compute `{function}…)`, which sluice's TWO_STEP connections do not do yet"
+            ));
+        }
+    }
     if definition.contains_key("additional_steps") {
         return Some(
             "its definition asks for further requests after the first (`additional_steps`), which sluice's TWO_STEP connections do not do yet"
