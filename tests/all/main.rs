@@ -2,6 +2,7 @@
 //! on 127.0.0.1, and the runtime in between.
 
 mod app_proxy;
+mod bill;
 mod cli;
 mod demo;
 mod durability;

@@ -120,6 +120,8 @@ impl Credentials {
             return out;
         }
         const SECRET_FIELDS: &[&str] = &[
+            "session_id",
+            "dev_key",
             "access_token",
             "refresh_token",
             "token",

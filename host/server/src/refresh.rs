@@ -223,8 +223,8 @@ fn refreshable(c: &Connection, providers: &ProviderCatalog) -> bool {
             .get(&c.provider)
             .is_some_and(|p| crate::two_step::unsupported(&p.definition).is_none()),
         // Made again from the user's credentials it keeps, when its
-        // provider makes such tokens.
-        kind @ ("JWT" | "SIGNATURE") => providers
+        // provider makes such tokens (or, BILL, logs in).
+        kind @ ("JWT" | "SIGNATURE" | "BILL") => providers
             .get(&c.provider)
             .is_some_and(|p| p.auth_mode.as_deref() == Some(kind)),
         _ => false,
@@ -819,6 +819,67 @@ impl Connections {
         crate::two_step::credentials(definition, c, answer, from_headers)
     }
 
+    /// A Bill.com connection's session (`BILL`): a login at the
+    /// provider's token URL with the user's `username`, `password`,
+    /// `organization_id` and `dev_key`, as the original logs in; the
+    /// session lasts 35 minutes from its last use there, so it is renewed
+    /// after 35 minutes here.
+    pub(crate) async fn bill_session(&self, c: &Connection) -> Result<Credentials, String> {
+        let (_, template) = self.token_source(c)?;
+        let field = |k: &str| c.credentials.field(k).filter(|v| !v.is_empty());
+        let (Some(username), Some(password), Some(organization), Some(dev_key)) = (
+            field("username"),
+            field("password"),
+            field("organization_id"),
+            field("dev_key"),
+        ) else {
+            return Err(
+                "BILL credentials need a `username`, a `password`, an `organization_id` and a `dev_key`"
+                    .into(),
+            );
+        };
+        let (http, url) = self.token_target(template, c)?;
+        let body = serde_json::json!({
+            "username": username,
+            "password": password,
+            "organizationId": organization,
+            "devKey": dev_key,
+        });
+        let request = http
+            .post(&url)
+            .header("user-agent", "Nango")
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        let raw = token_answer(request, [password, dev_key]).await?;
+        let session = raw
+            .get("sessionId")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .ok_or("Bill's answer has no `sessionId`")?;
+        let mut creds = Map::new();
+        creds.insert("type".into(), Value::String("BILL".into()));
+        creds.insert("username".into(), Value::String(username.into()));
+        creds.insert("password".into(), Value::String(password.into()));
+        creds.insert(
+            "organization_id".into(),
+            raw.get("organizationId")
+                .cloned()
+                .unwrap_or_else(|| Value::String(organization.into())),
+        );
+        creds.insert("dev_key".into(), Value::String(dev_key.into()));
+        creds.insert("session_id".into(), Value::String(session.into()));
+        if let Some(user) = raw.get("userId") {
+            creds.insert("user_id".into(), user.clone());
+        }
+        let at = Utc::now() + chrono::TimeDelta::minutes(35);
+        creds.insert(
+            "expires_at".into(),
+            Value::String(at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+        );
+        creds.insert("raw".into(), Value::Object(raw));
+        Credentials::try_from(creds)
+    }
+
     /// An installation token for GitHub App connection `c`
     /// (`connection_config.installation_id`), asked for by the app
     /// `integration` holds with a JWT it signs (see [`crate::github_app`]).
@@ -1023,6 +1084,9 @@ impl Connections {
         }
         if c.credentials.kind() == "APP" {
             return self.app_token(c, &integration).await;
+        }
+        if c.credentials.kind() == "BILL" {
+            return self.bill_session(c).await;
         }
         let refresh_token = c
             .credentials

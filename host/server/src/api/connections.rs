@@ -719,6 +719,24 @@ async fn create(
     // with the credentials and configuration given (or, on a re-import
     // leaving the configuration out, the stored one).
     let needs_token = app_install || (mode == "TWO_STEP" && creds.field("token").is_none());
+    // A Bill.com connection without its session: logged in now.
+    let creds = if mode == "BILL" && creds.field("session_id").is_none() {
+        let mut c = super::oauth::template_connection(
+            &pck,
+            &cid,
+            &integration.provider,
+            &connection_config.clone().unwrap_or_default(),
+        );
+        c.credentials = creds;
+        env.connections.bill_session(&c).await.map_err(|e| {
+            ApiError::bad_request(
+                "bill_tokens_fetch_error",
+                format!("Bill gave no session for these credentials: {e}"),
+            )
+        })?
+    } else {
+        creds
+    };
     // A JWT or SIGNATURE connection without its token: made now, from the
     // credentials given (no request; see `crate::jwt`).
     let creds = if matches!(mode.as_str(), "JWT" | "SIGNATURE") && creds.field("token").is_none() {

@@ -654,6 +654,7 @@ fn browser_credentials(app: Arc<App>) -> Router<Arc<App>> {
         .route("/auth/two-step/{key}", post(oauth::two_step))
         .route("/auth/jwt/{key}", post(oauth::jwt))
         .route("/auth/signature/{key}", post(oauth::signature))
+        .route("/auth/bill/{key}", post(oauth::bill))
         .route_layer(axum::middleware::from_fn_with_state(
             app,
             oauth::session_first,

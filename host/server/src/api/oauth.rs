@@ -823,6 +823,40 @@ pub async fn signature(
     browser_credentials(&app, &key, uri.query(), "SIGNATURE", credentials).await
 }
 
+/// `POST /auth/bill/:key?connect_session_token=…` (`{username, password,
+/// organization_id, dev_key}`, none empty): a Bill.com connection; its
+/// session is opened at once.
+pub async fn bill(
+    State(app): State<Arc<App>>,
+    axum::extract::Path(key): axum::extract::Path<String>,
+    uri: axum::http::Uri,
+    super::JsonBody(body): super::JsonBody<Map<String, Value>>,
+) -> Result<axum::Json<Value>, ApiError> {
+    const FIELDS: [&str; 4] = ["username", "password", "organization_id", "dev_key"];
+    let mut credentials = Map::new();
+    credentials.insert("type".into(), json!("BILL"));
+    for field in FIELDS {
+        match body.get(field) {
+            Some(Value::String(v)) if (1..=1024).contains(&v.chars().count()) => {
+                typed(field, v)?;
+                credentials.insert(field.into(), Value::String(v.clone()));
+            }
+            _ => {
+                return Err(ApiError::invalid_body(format!(
+                    "`{field}` is required: a string of 1 to 1,024 characters"
+                )));
+            }
+        }
+    }
+    if let Some(other) = body.keys().find(|k| !FIELDS.contains(&k.as_str())) {
+        return Err(ApiError::invalid_body(format!(
+            "unknown field `{other}`; the body is {}",
+            FIELDS.join(", ")
+        )));
+    }
+    browser_credentials(&app, &key, uri.query(), "BILL", Value::Object(credentials)).await
+}
+
 /// `POST /auth/unauthenticated/:key?connect_session_token=…`: a connection
 /// of an integration whose provider takes no credentials (`NONE`).
 pub async fn unauthenticated(
@@ -945,6 +979,16 @@ async fn browser_credentials(
             config,
         )
         .await?;
+    }
+    if mode == "BILL" {
+        let mut c = template_connection(key, &connection_id, &integration.provider, &config);
+        c.credentials = credentials;
+        credentials = env.connections.bill_session(&c).await.map_err(|e| {
+            ApiError::bad_request(
+                "bill_tokens_fetch_error",
+                format!("Bill gave no session for these credentials: {e}"),
+            )
+        })?;
     }
     if matches!(mode, "JWT" | "SIGNATURE") {
         credentials = connections::made_token(
