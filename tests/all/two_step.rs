@@ -166,7 +166,7 @@ async fn a_two_step_connection_gets_its_token_and_a_new_one_when_it_expires() {
 
     // A token about to expire is replaced, with the same credentials,
     // before the next request.
-    provider.lifetime.store(60, Ordering::SeqCst);
+    provider.lifetime.store(1, Ordering::SeqCst);
     let (status, body) = dev
         .send("POST", "/connections", Some(import("c2", "s3cret")))
         .await;
@@ -442,6 +442,30 @@ async fn two_step_assertions_answers_that_are_tokens_refresh_requests_and_sessio
         .await;
     assert_eq!(status, 201, "{body}");
     assert_eq!(body["credentials"]["token"], "m2m-token", "{body}");
+    // The key the user gave is kept to sign the next assertions, and
+    // never shown.
+    assert!(
+        body["credentials"].get("assertionOption").is_none(),
+        "{body}"
+    );
+    let (status, body) = dev
+        .send(
+            "GET",
+            "/connections/c1?provider_config_key=m2m&force_refresh=true",
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["credentials"]["token"], "m2m-token", "{body}");
+    assert!(!body.to_string().contains("PRIVATE KEY"), "{body}");
+    assert_eq!(
+        seen.lock()
+            .unwrap()
+            .iter()
+            .filter(|(p, _)| p == "/m2m/token")
+            .count(),
+        2
+    );
     // A SAML assertion: named, nothing stored.
     let (status, body) = dev
         .send(

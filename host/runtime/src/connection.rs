@@ -37,6 +37,16 @@ pub struct Connection {
     pub webhook_url_override: Option<String>,
 }
 
+/// Whether `key` names a refresh token (`refresh_token`, `RefreshToken`,
+/// `refreshToken`, `refresh-token`).
+pub fn is_refresh_token_key(key: &str) -> bool {
+    let mut letters = key
+        .chars()
+        .filter(|c| !matches!(c, '_' | '-'))
+        .map(|c| c.to_ascii_lowercase());
+    "refreshtoken".chars().all(|c| letters.next() == Some(c)) && letters.next().is_none()
+}
+
 /// Credentials in the original's shape: an object with a `type` discriminator
 /// (`OAUTH2`, `API_KEY`, `BASIC`, ...) and the fields of that type.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -63,13 +73,22 @@ impl Credentials {
         &self.0
     }
 
-    /// The credentials as `getConnection` shows them: an OAuth refresh token is
-    /// removed, also from `raw` (at any depth: a token response may nest it).
+    /// The credentials as `getConnection` shows them: a refresh token is
+    /// removed, also from `raw` (at any depth, however the provider spells
+    /// it: `refresh_token`, `RefreshToken`, `refreshToken`), and so is a
+    /// private key given only to sign assertions (`assertionOption`).
     pub fn redacted_for_script(&self) -> Value {
+        self.shown(false)
+    }
+
+    /// The credentials as the API shows them: without the private key a
+    /// user gave to sign assertions, and, unless `refresh_tokens`, without
+    /// refresh tokens (see [`Credentials::redacted_for_script`]).
+    pub fn shown(&self, refresh_tokens: bool) -> Value {
         fn strip(v: &mut Value) {
             match v {
                 Value::Object(m) => {
-                    m.remove("refresh_token");
+                    m.retain(|k, _| !is_refresh_token_key(k));
                     m.values_mut().for_each(strip);
                 }
                 Value::Array(items) => items.iter_mut().for_each(strip),
@@ -77,7 +96,8 @@ impl Credentials {
             }
         }
         let mut map = self.0.clone();
-        if self.kind() == "OAUTH2" {
+        map.remove("assertionOption");
+        if !refresh_tokens {
             map.remove("refresh_token");
             if let Some(raw) = map.get_mut("raw") {
                 strip(raw);

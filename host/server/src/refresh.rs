@@ -195,6 +195,14 @@ fn margin(c: &Connection, providers: &ProviderCatalog) -> chrono::TimeDelta {
         ("JWT" | "SIGNATURE", Some(p)) => REFRESH_MARGIN.min(chrono::TimeDelta::milliseconds(
             crate::jwt::lifetime_ms(&p.definition) / 5,
         )),
+        // A provider's token shorter-lived than the margin (from when it
+        // was stored) is replaced in the last fifth of its life, not at
+        // every use.
+        ("TWO_STEP", _) => expires_at(&c.credentials)
+            .map(|at| (at - c.updated_at) / 5)
+            .map_or(REFRESH_MARGIN, |fifth| {
+                REFRESH_MARGIN.min(fifth.max(chrono::TimeDelta::seconds(1)))
+            }),
         _ => REFRESH_MARGIN,
     }
 }
@@ -759,23 +767,46 @@ impl Connections {
     /// [`crate::two_step`]); the credentials to keep with it.
     pub(crate) async fn two_step_token(&self, c: &Connection) -> Result<Credentials, String> {
         match self.two_step_request(c).await {
-            // A refresh refused (its refresh token gone stale): asked for
-            // anew with the credentials the connection keeps.
-            Err(_) if c.credentials.field("refresh_token").is_some() => {
+            // A refresh request the provider refused (its refresh token gone
+            // stale): asked for anew with the credentials the connection
+            // keeps. Not on a timeout or a 5xx, which the token URL would
+            // only see more of.
+            Err((true, e))
+                if ["HTTP 400", "HTTP 401", "HTTP 403"]
+                    .iter()
+                    .any(|status| e.contains(status)) =>
+            {
                 let mut fresh = c.clone();
                 let mut map = c.credentials.as_map().clone();
                 map.remove("refresh_token");
                 fresh.credentials = Credentials::try_from(map)?;
-                self.two_step_request(&fresh).await
+                self.two_step_request(&fresh)
+                    .await
+                    .map_err(|(_, again)| format!("{e}; asked anew: {again}"))
             }
-            other => other,
+            other => other.map_err(|(_, e)| e),
         }
     }
 
-    async fn two_step_request(&self, c: &Connection) -> Result<Credentials, String> {
-        let (provider, template) = self.token_source(c)?;
+    /// One TWO_STEP token request; an error says whether it was a
+    /// refresh.
+    async fn two_step_request(&self, c: &Connection) -> Result<Credentials, (bool, String)> {
+        let (provider, template) = self.token_source(c).map_err(|e| (false, e))?;
         let definition = &provider.definition;
-        let asked = crate::two_step::request(definition, c)?;
+        let asked = crate::two_step::request(definition, c).map_err(|e| (false, e))?;
+        let refreshing = asked.refreshing;
+        self.send_two_step(c, definition, template, asked)
+            .await
+            .map_err(|e| (refreshing, e))
+    }
+
+    async fn send_two_step(
+        &self,
+        c: &Connection,
+        definition: &Map<String, Value>,
+        template: &str,
+        asked: crate::two_step::TokenRequest,
+    ) -> Result<Credentials, String> {
         let template = asked.url.as_deref().unwrap_or(template);
         let (http, url) = self.token_target(template, c)?;
         let mut request = if asked.get {
@@ -799,8 +830,10 @@ impl Connections {
             }
             request = request.body(body);
         }
-        // The user's secrets are kept out of a refusal's text.
-        let secrets = c.credentials.secrets();
+        // The user's secrets, and what was signed with them, are kept out
+        // of a refusal's text.
+        let mut secrets = c.credentials.secrets();
+        secrets.extend(asked.made.iter().cloned());
         let (body, headers) =
             token_answer_with_headers(request, secrets.iter().map(String::as_str)).await?;
         // JSON, or (a definition taking the whole answer as the token)

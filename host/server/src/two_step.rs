@@ -33,26 +33,36 @@ pub(crate) struct TokenRequest {
     pub body: Option<(&'static str, String)>,
     /// Where a refresh goes instead of the token URL (`refresh_url`).
     pub url: Option<String>,
+    /// What was made for it (a signed JWT, an assertion): kept out of a
+    /// refusal's text like the user's secrets.
+    pub made: Vec<String>,
+    /// A refresh request (the stored refresh token sent).
+    pub refreshing: bool,
 }
+
+/// The credential field listing the fields the last answer's headers gave
+/// (replaced by the next answer's, never the user's).
+const HEADER_KEYS: &str = "_header_keys";
 
 /// The credential fields that are the token's, not the user's.
 const TOKEN_FIELDS: &[&str] = &["type", "token", "refresh_token", "expires_at", "raw"];
 
 /// Why a provider's TWO_STEP definition cannot be followed, if it cannot.
 pub(crate) fn unsupported(definition: &Map<String, Value>) -> Option<String> {
-    // Computed template values sluice does not compute (Avanan's signed
-    // headers).
+    // Computed template values other than the ones sluice computes
+    // (`base64`, `fingerprint`): Avanan's `sha256Hex(…)` signatures.
     let text = Value::Object(definition.clone()).to_string();
-    for function in [
-        "sha256Hex(",
-        "sha256Base64(",
-        "hmacSha1Hex(",
-        "ed25519Sign(",
-        "awsSigV4(",
-    ] {
-        if text.contains(&format!("${{{function}")) {
+    for (at, _) in text.match_indices("${") {
+        let name: String = text[at + 2..]
+            .chars()
+            .take_while(|ch| ch.is_ascii_alphanumeric() || *ch == '_')
+            .collect();
+        if !name.is_empty()
+            && text[at + 2 + name.len()..].starts_with('(')
+            && !matches!(name.as_str(), "base64" | "fingerprint")
+        {
             return Some(format!(
-                "its templates compute `{function}…)`, which sluice's TWO_STEP connections do not do yet"
+                "its templates compute `{name}(…)`, which sluice's TWO_STEP connections do not do yet"
             ));
         }
     }
@@ -272,6 +282,13 @@ pub(crate) fn request(
         headers,
         body,
         url,
+        made: made
+            .signed
+            .iter()
+            .chain(made.assertion.iter())
+            .cloned()
+            .collect(),
+        refreshing,
     })
 }
 
@@ -385,10 +402,15 @@ pub(crate) fn credentials(
             format!("the token endpoint's answer has no token at `{p}` (`token_response.token`)")
         })?,
         // No path: the answer is the token (JobDiva's).
+        // A page of text (an HTML error answered 200) is not one.
         None => text(&answer)
             .map(|t| t.trim().to_string())
-            .filter(|t| !t.is_empty())
-            .ok_or("the token endpoint's answer is not a token (the provider's definition takes the whole answer as one)")?,
+            .filter(|t| {
+                !t.is_empty()
+                    && t.len() <= 4096
+                    && !t.chars().any(|ch| ch.is_whitespace() || ch.is_control() || ch == '<')
+            })
+            .ok_or("the token endpoint's answer is not a token (the provider's definition takes the whole answer as one: at most 4 KiB, no spaces or markup)")?,
     };
     let now = Utc::now();
     let expiration = path("token_expiration").and_then(|p| at_path(&answer, p));
@@ -436,19 +458,40 @@ pub(crate) fn credentials(
     {
         expires_at = Some(expires_at.map_or(exp, |at| at.min(exp)));
     }
+    // The user's own fields: not the token's, nor what the previous
+    // answer's headers gave (listed in `_header_keys`).
+    let previous: Vec<String> = c
+        .credentials
+        .as_map()
+        .get(HEADER_KEYS)
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .map(str::to_string)
+        .collect();
     let mut creds: Map<String, Value> = c
         .credentials
         .as_map()
         .iter()
-        .filter(|(k, _)| !TOKEN_FIELDS.contains(&k.as_str()))
+        .filter(|(k, _)| {
+            !TOKEN_FIELDS.contains(&k.as_str())
+                && k.as_str() != HEADER_KEYS
+                && !previous.contains(k)
+        })
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     // Values of the answer's headers the definition names (SAP Business
-    // One's session cookie as `_cookies`).
+    // One's session cookie as `_cookies`), never in place of the user's.
+    let mut taken = Vec::new();
     for (k, v) in from_headers {
-        if !TOKEN_FIELDS.contains(&k.as_str()) {
+        if !TOKEN_FIELDS.contains(&k.as_str()) && k != HEADER_KEYS && !creds.contains_key(&k) {
+            taken.push(Value::String(k.clone()));
             creds.insert(k, v);
         }
+    }
+    if !taken.is_empty() {
+        creds.insert(HEADER_KEYS.into(), Value::Array(taken));
     }
     creds.insert("type".into(), Value::String("TWO_STEP".into()));
     creds.insert("token".into(), Value::String(token));
@@ -732,6 +775,38 @@ mod tests {
             .with_timezone(&Utc)
             - Utc::now();
         assert_eq!(left.num_minutes() + 1, (177 * 24 + 5) * 60 + 38, "{left}");
+    }
+
+    #[test]
+    fn answers_taken_whole_and_header_values_keep_to_their_place() {
+        let c = connection(
+            json!({"type": "TWO_STEP", "userName": "ann", "password": "pw",
+                   "_cookies": "OLD=1", "OLD": "1", "_header_keys": ["_cookies", "OLD"]}),
+            json!({}),
+        );
+        let whole = definition(json!({"token_response": {"token": ""}}));
+        let creds = credentials(&whole, &c, json!(" jd-token\n"), Map::new()).unwrap();
+        assert_eq!(creds.field("token"), Some("jd-token"));
+        // A page answered 200 is not a token.
+        for page in ["<html><body>Sign in</body></html>", "two words", ""] {
+            assert!(
+                credentials(&whole, &c, json!(page), Map::new()).is_err(),
+                "{page}"
+            );
+        }
+        // The answer's headers never replace the user's fields; the last
+        // answer's are replaced by this one's.
+        let from_headers: Map<String, Value> = definition(json!({
+            "password": "from-a-cookie", "B1SESSION": "s-2", "_cookies": "B1SESSION=s-2"}));
+        let d = definition(json!({"token_response": {"token": "SessionId"}}));
+        let creds = credentials(&d, &c, json!({"SessionId": "s-2"}), from_headers).unwrap();
+        assert_eq!(creds.field("password"), Some("pw"));
+        assert_eq!(creds.field("_cookies"), Some("B1SESSION=s-2"));
+        assert_eq!(creds.field("OLD"), None);
+        assert_eq!(
+            creds.as_map()["_header_keys"],
+            json!(["B1SESSION", "_cookies"])
+        );
     }
 
     #[test]

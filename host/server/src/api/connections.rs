@@ -437,7 +437,8 @@ fn credentials(mode: &str, body: &Map<String, Value>, public: bool) -> ApiResult
 /// credentials and any recorded error.
 async fn view(env: &crate::app::EnvState, c: &Connection) -> Value {
     let mut v = c.to_script_json();
-    v["credentials"] = Value::Object(c.credentials.as_map().clone());
+    // Never the private key a user gave to sign assertions.
+    v["credentials"] = c.credentials.shown(true);
     v["webhook_url_override"] = json!(c.webhook_url_override);
     let catalog = env.catalog().ok();
     v["errors"] = errors_of(
@@ -1524,13 +1525,12 @@ pub async fn get(
         ));
     }
     let shown = |mut v: Value| {
-        if q.refresh_token != Some(true)
-            && let Some(creds) = v["credentials"].as_object_mut()
+        if let Some(creds) = v
+            .get("credentials")
+            .cloned()
+            .and_then(|c| Credentials::try_from(c.as_object()?.clone()).ok())
         {
-            creds.remove("refresh_token");
-            if let Some(raw) = creds.get_mut("raw").and_then(Value::as_object_mut) {
-                raw.remove("refresh_token");
-            }
+            v["credentials"] = creds.shown(q.refresh_token == Some(true));
         }
         v
     };

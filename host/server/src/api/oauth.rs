@@ -746,7 +746,9 @@ fn users_credentials(body: Map<String, Value>, kind: &str) -> Result<Value, ApiE
         }
         match &value {
             Value::String(v) => checked(&field, v)?,
-            Value::Object(m) if kind == "JWT" => {
+            // Ghost's key as `{id, secret}`; a TWO_STEP assertion's key as
+            // `assertionOption: {privateKey}`.
+            Value::Object(m) if kind == "JWT" || kind == "TWO_STEP" => {
                 for (k, v) in m {
                     let Value::String(v) = v else {
                         return Err(ApiError::invalid_body(format!(
