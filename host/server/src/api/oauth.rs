@@ -806,23 +806,43 @@ pub async fn signature(
     uri: axum::http::Uri,
     super::JsonBody(body): super::JsonBody<Map<String, Value>>,
 ) -> Result<axum::Json<Value>, ApiError> {
-    let field = |k: &str| match body.get(k) {
-        Some(Value::String(v)) if (1..=1024).contains(&v.chars().count()) => Some(v.clone()),
-        _ => None,
-    };
-    let extra = body
-        .keys()
-        .any(|k| !matches!(k.as_str(), "username" | "password" | "type"));
-    let (Some(username), Some(password), false) = (field("username"), field("password"), extra)
-    else {
-        return Err(ApiError::invalid_body(
-            "the body is `{\"username\": \"…\", \"password\": \"…\"}` (strings of 1 to 1,024 characters) and nothing else",
-        ));
-    };
-    typed("username", &username)?;
-    typed("password", &password)?;
-    let credentials = json!({"type": "SIGNATURE", "username": username, "password": password});
+    let credentials = required_fields(&body, "SIGNATURE", &["username", "password"])?;
     browser_credentials(&app, &key, uri.query(), "SIGNATURE", credentials).await
+}
+
+/// Credentials of type `kind` from a body of exactly `fields` (and an
+/// optional `type`), each a string of 1 to 1,024 characters without
+/// control characters.
+fn required_fields(
+    body: &Map<String, Value>,
+    kind: &str,
+    fields: &[&str],
+) -> Result<Value, ApiError> {
+    let mut credentials = Map::new();
+    credentials.insert("type".into(), json!(kind));
+    for field in fields {
+        match body.get(*field) {
+            Some(Value::String(v)) if (1..=1024).contains(&v.chars().count()) => {
+                typed(field, v)?;
+                credentials.insert((*field).into(), Value::String(v.clone()));
+            }
+            _ => {
+                return Err(ApiError::invalid_body(format!(
+                    "`{field}` is required: a string of 1 to 1,024 characters"
+                )));
+            }
+        }
+    }
+    if let Some(other) = body
+        .keys()
+        .find(|k| k.as_str() != "type" && !fields.contains(&k.as_str()))
+    {
+        return Err(ApiError::invalid_body(format!(
+            "unknown field `{other}`; the body is {}",
+            fields.join(", ")
+        )));
+    }
+    Ok(Value::Object(credentials))
 }
 
 /// `POST /auth/bill/:key?connect_session_token=…` (`{username, password,
@@ -834,29 +854,12 @@ pub async fn bill(
     uri: axum::http::Uri,
     super::JsonBody(body): super::JsonBody<Map<String, Value>>,
 ) -> Result<axum::Json<Value>, ApiError> {
-    const FIELDS: [&str; 4] = ["username", "password", "organization_id", "dev_key"];
-    let mut credentials = Map::new();
-    credentials.insert("type".into(), json!("BILL"));
-    for field in FIELDS {
-        match body.get(field) {
-            Some(Value::String(v)) if (1..=1024).contains(&v.chars().count()) => {
-                typed(field, v)?;
-                credentials.insert(field.into(), Value::String(v.clone()));
-            }
-            _ => {
-                return Err(ApiError::invalid_body(format!(
-                    "`{field}` is required: a string of 1 to 1,024 characters"
-                )));
-            }
-        }
-    }
-    if let Some(other) = body.keys().find(|k| !FIELDS.contains(&k.as_str())) {
-        return Err(ApiError::invalid_body(format!(
-            "unknown field `{other}`; the body is {}",
-            FIELDS.join(", ")
-        )));
-    }
-    browser_credentials(&app, &key, uri.query(), "BILL", Value::Object(credentials)).await
+    let credentials = required_fields(
+        &body,
+        "BILL",
+        &["username", "password", "organization_id", "dev_key"],
+    )?;
+    browser_credentials(&app, &key, uri.query(), "BILL", credentials).await
 }
 
 /// `POST /auth/unauthenticated/:key?connect_session_token=…`: a connection
