@@ -38,6 +38,16 @@ fn dec(s: &str) -> String {
 /// HMAC-SHA1 signature is right for consumer secret `csecret` and the
 /// secret of the token it names (`secrets`).
 fn verified(req: &MockRequest, secrets: &BTreeMap<&str, &str>) -> Option<BTreeMap<String, String>> {
+    verified_as(req, secrets, "HMAC-SHA1")
+}
+
+/// [`verified`] for signature method `method` (`HMAC-SHA1`,
+/// `HMAC-SHA256`); a `realm` is not signed (RFC 5849 §3.4.1.3.1).
+fn verified_as(
+    req: &MockRequest,
+    secrets: &BTreeMap<&str, &str>,
+    method: &str,
+) -> Option<BTreeMap<String, String>> {
     let header = req.header("authorization")?.strip_prefix("OAuth ")?;
     let mut fields = BTreeMap::new();
     for part in header.split(", ") {
@@ -45,7 +55,8 @@ fn verified(req: &MockRequest, secrets: &BTreeMap<&str, &str>) -> Option<BTreeMa
         fields.insert(dec(k), dec(v.trim_matches('"')));
     }
     let signature = fields.remove("oauth_signature")?;
-    if fields.get("oauth_signature_method").map(String::as_str) != Some("HMAC-SHA1") {
+    let realm = fields.remove("realm");
+    if fields.get("oauth_signature_method").map(String::as_str) != Some(method) {
         return None;
     }
     let token_secret = match fields.get("oauth_token") {
@@ -71,12 +82,20 @@ fn verified(req: &MockRequest, secrets: &BTreeMap<&str, &str>) -> Option<BTreeMa
         enc(&format!("http://{}{}", req.header("host")?, req.path)),
         enc(&joined.join("&"))
     );
-    let mut mac = hmac::Hmac::<sha1::Sha1>::new_from_slice(
-        format!("csecret&{}", enc(token_secret)).as_bytes(),
-    )
-    .ok()?;
-    mac.update(base.as_bytes());
-    let expected = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    let key = format!("csecret&{}", enc(token_secret));
+    let digest = if method == "HMAC-SHA256" {
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key.as_bytes()).ok()?;
+        mac.update(base.as_bytes());
+        mac.finalize().into_bytes().to_vec()
+    } else {
+        let mut mac = hmac::Hmac::<sha1::Sha1>::new_from_slice(key.as_bytes()).ok()?;
+        mac.update(base.as_bytes());
+        mac.finalize().into_bytes().to_vec()
+    };
+    let expected = base64::engine::general_purpose::STANDARD.encode(digest);
+    if let Some(realm) = realm {
+        fields.insert("realm".into(), realm);
+    }
     (expected == signature && fields.get("oauth_consumer_key").map(String::as_str) == Some("ck"))
         .then_some(fields)
 }
@@ -357,5 +376,109 @@ async fn oauth1_connections_are_signed_and_made_through_the_three_legged_flow() 
         Some(1),
         "{body}"
     );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn netsuite_tba_connections_sign_for_the_integrations_consumer() {
+    let mock = MockServer::start(Arc::new(move |req: &MockRequest| {
+        let secrets: BTreeMap<&str, &str> = [("tba-tok", "tba secret")].into();
+        match verified_as(req, &secrets, "HMAC-SHA256") {
+            Some(fields) if fields.get("realm").map(String::as_str) == Some("123456_SB1") => {
+                MockResponse::json(200, &json!({"items": []}))
+            }
+            _ => MockResponse::json(401, &json!({"error": "invalid login attempt"})),
+        }
+    }))
+    .await
+    .unwrap();
+    let url = mock.url();
+    let providers = format!("nsish:\n  auth_mode: TBA\n  proxy:\n    base_url: {url}\n");
+    let data = tempfile::tempdir().unwrap();
+    let config = ServerConfig::new(data.path(), "127.0.0.1:0".parse().unwrap());
+    let server = start_with(config, &MasterKey::generate(), &providers).await;
+    let dev = Client::new(&server, DEV_KEY);
+    let (status, body) = dev
+        .send(
+            "POST",
+            "/integrations",
+            Some(json!({"unique_key": "ns", "provider": "nsish",
+                        "credentials": {"type": "TBA", "client_id": "ck", "client_secret": "csecret"}})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    // Imported with the token alone: the integration's consumer signs.
+    let (status, body) = dev
+        .send(
+            "POST",
+            "/connections",
+            Some(json!({"provider_config_key": "ns", "connection_id": "n1",
+                        "connection_config": {"accountId": "123456-sb1"},
+                        "credentials": {"type": "TBA", "token_id": "tba-tok", "token_secret": "tba secret"}})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = dev
+        .send_as(
+            ("ns", "n1"),
+            "GET",
+            "/proxy/services/rest/record/v1/customer?limit=5",
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+
+    // From the browser.
+    let (status, body) = dev
+        .send(
+            "POST",
+            "/connect/sessions",
+            Some(json!({"end_user": {"id": "u1"}, "allowed_integrations": ["ns"]})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let token = body["data"]["token"].as_str().unwrap().to_string();
+    let post = |body: serde_json::Value| {
+        let url = format!(
+            "{}/auth/tba/ns?connect_session_token={token}&params[accountId]=123456-sb1",
+            server.url()
+        );
+        async move {
+            let resp = reqwest::Client::new()
+                .post(url)
+                .header("content-type", "application/json")
+                .body(body.to_string())
+                .send()
+                .await
+                .unwrap();
+            let status = resp.status().as_u16();
+            let body: serde_json::Value =
+                serde_json::from_str(&resp.text().await.unwrap()).unwrap();
+            (status, body)
+        }
+    };
+    let (status, body) = post(json!({"token_id": "tba-tok"})).await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = post(json!({"token_id": "tba-tok", "token_secret": "tba secret"})).await;
+    assert_eq!(status, 200, "{body}");
+    let cid = body["connectionId"].as_str().unwrap().to_string();
+    let (status, body) = dev
+        .send_as(
+            ("ns", &cid),
+            "GET",
+            "/proxy/services/rest/record/v1/customer",
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    // The integration's secret is not copied into the connection.
+    let (_, body) = dev
+        .send(
+            "GET",
+            &format!("/connections/{cid}?provider_config_key=ns"),
+            None,
+        )
+        .await;
+    assert!(!body.to_string().contains("csecret"), "{body}");
     server.stop().await;
 }

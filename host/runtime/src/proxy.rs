@@ -1279,17 +1279,21 @@ pub(crate) async fn send(state: &mut HostState, req: &Request) -> Result<Respons
 
 /// An OAUTH1 connection with its integration's app as its consumer
 /// (`credentials.config_override`, in memory only), as the original signs
-/// for it; unchanged when it names its own or the store knows none.
+/// for it, and a TBA connection naming no consumer of its own likewise;
+/// unchanged when the store knows none.
 async fn with_oauth1_consumer(
     services: &Services,
     pck: &str,
     cid: &str,
     mut connection: Connection,
 ) -> Connection {
-    // The integration's app signs, as in the original (none given: a
-    // `config_override` the connection's store put there).
-    if connection.credentials.kind() != "OAUTH1" {
-        return connection;
+    // OAUTH1: the integration's app signs, as in the original (none given:
+    // a `config_override` the connection's store put there). TBA: the
+    // connection's own consumer, else the integration's.
+    match connection.credentials.kind() {
+        "OAUTH1" => {}
+        "TBA" if consumer(&connection).is_none() => {}
+        _ => return connection,
     }
     let Ok(integration) = services.connections.integration(pck, cid, true).await else {
         return connection;

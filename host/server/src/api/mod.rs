@@ -655,6 +655,7 @@ fn browser_credentials(app: Arc<App>) -> Router<Arc<App>> {
         .route("/auth/jwt/{key}", post(oauth::jwt))
         .route("/auth/signature/{key}", post(oauth::signature))
         .route("/auth/bill/{key}", post(oauth::bill))
+        .route("/auth/tba/{key}", post(oauth::tba))
         .route_layer(axum::middleware::from_fn_with_state(
             app,
             oauth::session_first,

@@ -845,6 +845,48 @@ fn required_fields(
     Ok(Value::Object(credentials))
 }
 
+/// `POST /auth/tba/:key?connect_session_token=…&params[accountId]=…`
+/// (`{token_id, token_secret, oauth_client_id_override?,
+/// oauth_client_secret_override?}`): a NetSuite token-based
+/// authentication connection; its requests are signed for the
+/// integration's consumer unless the user names their own.
+pub async fn tba(
+    State(app): State<Arc<App>>,
+    axum::extract::Path(key): axum::extract::Path<String>,
+    uri: axum::http::Uri,
+    super::JsonBody(mut body): super::JsonBody<Map<String, Value>>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let mut own = Map::new();
+    for (field, own_key) in [
+        ("oauth_client_id_override", "client_id"),
+        ("oauth_client_secret_override", "client_secret"),
+    ] {
+        match body.remove(field) {
+            None | Some(Value::Null) => {}
+            Some(Value::String(v)) if v.is_empty() => {}
+            Some(Value::String(v)) if v.chars().count() <= 1024 => {
+                typed(field, &v)?;
+                own.insert(own_key.into(), Value::String(v));
+            }
+            Some(_) => {
+                return Err(ApiError::invalid_body(format!(
+                    "`{field}` must be a string of at most 1,024 characters"
+                )));
+            }
+        }
+    }
+    let mut credentials = required_fields(&body, "TBA", &["token_id", "token_secret"])?;
+    if !own.is_empty() {
+        if own.len() != 2 {
+            return Err(ApiError::invalid_body(
+                "`oauth_client_id_override` and `oauth_client_secret_override` go together",
+            ));
+        }
+        credentials["config_override"] = Value::Object(own);
+    }
+    browser_credentials(&app, &key, uri.query(), "TBA", credentials).await
+}
+
 /// `POST /auth/bill/:key?connect_session_token=…` (`{username, password,
 /// organization_id, dev_key}`, none empty): a Bill.com connection; its
 /// session is opened at once.
