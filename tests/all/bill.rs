@@ -15,8 +15,11 @@ use crate::server::{Client, DEV_KEY, start_with};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bill_connection_opens_its_session_with_the_users_credentials() {
     let logins = Arc::new(Mutex::new(Vec::<Value>::new()));
-    let l = logins.clone();
+    // The session the API takes: each login opens the next one.
+    let current = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let (l, cur) = (logins.clone(), current.clone());
     let mock = MockServer::start(Arc::new(move |req: &MockRequest| {
+        use std::sync::atomic::Ordering;
         if req.path == "/connect/v3/login" {
             let body = req.json().unwrap_or_default();
             l.lock().unwrap().push(body.clone());
@@ -24,16 +27,23 @@ async fn a_bill_connection_opens_its_session_with_the_users_credentials() {
                 == json!({"username": "ann@example.com", "password": "pw",
                           "organizationId": "org-1", "devKey": "dev-1"})
             {
+                let n = cur.fetch_add(1, Ordering::SeqCst) + 1;
                 MockResponse::json(
                     200,
-                    &json!({"sessionId": "sess-1", "organizationId": "org-1",
-                    "userId": "user-1"}),
+                    &json!({"sessionId": format!("sess-{n}"),
+                    "organizationId": "org-1", "userId": "user-1"}),
                 )
             } else {
-                MockResponse::json(400, &json!({"errorMessage": "wrong password pw?"}))
+                // Echoing what it was sent, as some do.
+                MockResponse::json(
+                    400,
+                    &json!({"errorMessage": format!("wrong password {}", body["password"])}),
+                )
             };
         }
-        if req.header("sessionid") == Some("sess-1") && req.header("devkey") == Some("dev-1") {
+        let newest = format!("sess-{}", cur.load(Ordering::SeqCst));
+        if req.header("sessionid") == Some(newest.as_str()) && req.header("devkey") == Some("dev-1")
+        {
             MockResponse::json(200, &json!({"results": []}))
         } else {
             MockResponse::json(401, &json!({"error": "no session"}))
@@ -79,12 +89,28 @@ async fn a_bill_connection_opens_its_session_with_the_users_credentials() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(logins.lock().unwrap().len(), 1);
 
+    // A session Bill closed (another login meanwhile): the requests
+    // refused at once (the API's /proxy does not retry unasked) open one
+    // new session, which the next request carries.
+    current.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let (a, b) = tokio::join!(
+        dev.send_as(("bill", "b1"), "GET", "/proxy/v3/vendors", None),
+        dev.send_as(("bill", "b1"), "GET", "/proxy/v3/vendors", None)
+    );
+    assert_eq!((a.0, b.0), (401, 401), "{a:?} {b:?}");
+    let (status, body) = dev
+        .send_as(("bill", "b1"), "GET", "/proxy/v3/vendors", None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(logins.lock().unwrap().len(), 2);
+
     // Refused: named, the password redacted, nothing stored.
     let (status, body) = dev
         .send("POST", "/connections", Some(import("b2", "wrong")))
         .await;
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["error"]["code"], "bill_tokens_fetch_error", "{body}");
+    assert!(!body.to_string().contains("wrong"), "{body}");
     let (status, _) = dev
         .send("GET", "/connections/b2?provider_config_key=bill", None)
         .await;

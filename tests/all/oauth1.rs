@@ -440,7 +440,7 @@ async fn netsuite_tba_connections_sign_for_the_integrations_consumer() {
     let token = body["data"]["token"].as_str().unwrap().to_string();
     let post = |body: serde_json::Value| {
         let url = format!(
-            "{}/auth/tba/ns?connect_session_token={token}&params[accountId]=123456-sb1",
+            "{}/auth/tba/ns?connect_session_token={token}&params[accountId]=123456-sb1&params[oauth_client_id]=evil&params[oauth_client_secret]=evil-secret",
             server.url()
         );
         async move {
@@ -458,6 +458,9 @@ async fn netsuite_tba_connections_sign_for_the_integrations_consumer() {
         }
     };
     let (status, body) = post(json!({"token_id": "tba-tok"})).await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) =
+        post(json!({"token_id": "tba-tok", "token_secret": "tba secret", "type": "OAUTH2"})).await;
     assert_eq!(status, 400, "{body}");
     let (status, body) = post(json!({"token_id": "tba-tok", "token_secret": "tba secret"})).await;
     assert_eq!(status, 200, "{body}");
@@ -480,5 +483,7 @@ async fn netsuite_tba_connections_sign_for_the_integrations_consumer() {
         )
         .await;
     assert!(!body.to_string().contains("csecret"), "{body}");
+    // Nor the consumer the browser named in its params.
+    assert!(!body.to_string().contains("evil"), "{body}");
     server.stop().await;
 }

@@ -66,7 +66,10 @@ impl Credentials {
 
     /// The bearer token of the token-based types.
     pub fn token(&self) -> Option<&str> {
-        self.field("access_token").or_else(|| self.field("token"))
+        self.field("access_token")
+            .or_else(|| self.field("token"))
+            // A Bill.com session stands for its token.
+            .or_else(|| self.field("session_id").filter(|_| self.kind() == "BILL"))
     }
 
     pub fn as_map(&self) -> &Map<String, Value> {

@@ -1202,6 +1202,17 @@ fn note_secrets(secrets: &mut Vec<String>, c: &Connection) {
     for s in c.credentials.secrets() {
         note_secret(secrets, s);
     }
+    // A TBA consumer's secret may be in the configuration (where the
+    // original keeps the integration's).
+    if c.credentials.kind() == "TBA"
+        && let Some(s) = c
+            .connection_config
+            .get("oauth_client_secret")
+            .and_then(Value::as_str)
+            .filter(|s| s.len() >= 4)
+    {
+        note_secret(secrets, s.to_string());
+    }
 }
 
 /// `text` with each of `values` of at least 4 characters, as written and

@@ -85,7 +85,7 @@ const REFRESH_FAILURE_COOLDOWN: Duration = Duration::from_secs(30);
 fn tokens_digest(c: &Connection) -> [u8; 32] {
     use sha2::Digest as _;
     let mut h = sha2::Sha256::new();
-    for field in ["refresh_token", "access_token", "token"] {
+    for field in ["refresh_token", "access_token", "token", "session_id"] {
         h.update(c.credentials.field(field).unwrap_or_default().as_bytes());
         h.update([0]);
     }
@@ -182,7 +182,7 @@ fn expiring(c: &Connection, now: DateTime<Utc>, providers: &ProviderCatalog) -> 
         Some(at) => at - margin(c, providers) <= now,
         // A token sluice makes is short-lived: one imported without its
         // expiry is made again before use (and then has one).
-        None => matches!(c.credentials.kind(), "JWT" | "SIGNATURE"),
+        None => matches!(c.credentials.kind(), "JWT" | "SIGNATURE" | "BILL"),
     }
 }
 
@@ -855,8 +855,8 @@ impl Connections {
     /// A Bill.com connection's session (`BILL`): a login at the
     /// provider's token URL with the user's `username`, `password`,
     /// `organization_id` and `dev_key`, as the original logs in; the
-    /// session lasts 35 minutes from its last use there, so it is renewed
-    /// after 35 minutes here.
+    /// session lasts 35 minutes from its last use there: it expires after
+    /// 35 minutes here, and is renewed five minutes before.
     pub(crate) async fn bill_session(&self, c: &Connection) -> Result<Credentials, String> {
         let (_, template) = self.token_source(c)?;
         let field = |k: &str| c.credentials.field(k).filter(|v| !v.is_empty());
@@ -893,11 +893,16 @@ impl Connections {
         creds.insert("type".into(), Value::String("BILL".into()));
         creds.insert("username".into(), Value::String(username.into()));
         creds.insert("password".into(), Value::String(password.into()));
+        // Bill's own spelling of the organization when it gives one, else
+        // the user's (the next login needs it).
+        let organization = raw
+            .get("organizationId")
+            .and_then(Value::as_str)
+            .filter(|o| !o.is_empty())
+            .unwrap_or(organization);
         creds.insert(
             "organization_id".into(),
-            raw.get("organizationId")
-                .cloned()
-                .unwrap_or_else(|| Value::String(organization.into())),
+            Value::String(organization.to_string()),
         );
         creds.insert("dev_key".into(), Value::String(dev_key.into()));
         creds.insert("session_id".into(), Value::String(session.into()));

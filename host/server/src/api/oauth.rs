@@ -818,6 +818,11 @@ fn required_fields(
     kind: &str,
     fields: &[&str],
 ) -> Result<Value, ApiError> {
+    if body.get("type").is_some_and(|t| t.as_str() != Some(kind)) {
+        return Err(ApiError::invalid_body(format!(
+            "`type` is `{kind}` here, if given"
+        )));
+    }
     let mut credentials = Map::new();
     credentials.insert("type".into(), json!(kind));
     for field in fields {
@@ -972,9 +977,18 @@ async fn browser_credentials(
         }
         None => uuid::Uuid::new_v4().to_string(),
     };
-    let (mut config, _) = session_config(&q, &session.defaults(key));
+    let (mut config, trusted) = session_config(&q, &session.defaults(key));
     // Nothing to do with an OAuth app here; never stored.
     let _ = take_client_override(&mut config);
+    // A TBA consumer is the integration's, or the user's own override:
+    // not one the browser's `params` put in the configuration.
+    if mode == "TBA" {
+        for k in ["oauth_client_id", "oauth_client_secret"] {
+            if !trusted.iter().any(|t| t == k) {
+                config.remove(k);
+            }
+        }
+    }
     let mut credentials: Credentials = serde_json::from_value(credentials)
         .map_err(|e| ApiError::invalid_body(format!("invalid credentials: {e}")))?;
     if mode == "OAUTH2_CC" {
