@@ -89,15 +89,19 @@ async fn a_bill_connection_opens_its_session_with_the_users_credentials() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(logins.lock().unwrap().len(), 1);
 
-    // A session Bill closed (another login meanwhile): the requests
-    // refused at once (the API's /proxy does not retry unasked) open one
-    // new session, which the next request carries.
+    // A session Bill closed (another login meanwhile): requests refused
+    // with it (the API's /proxy does not retry unasked) open one new
+    // session between them, which later requests carry (one sent after
+    // the renewal already does).
     current.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     let (a, b) = tokio::join!(
         dev.send_as(("bill", "b1"), "GET", "/proxy/v3/vendors", None),
         dev.send_as(("bill", "b1"), "GET", "/proxy/v3/vendors", None)
     );
-    assert_eq!((a.0, b.0), (401, 401), "{a:?} {b:?}");
+    assert!(
+        [a.0, b.0].contains(&401) && [a.0, b.0].iter().all(|s| [200, 401].contains(s)),
+        "{a:?} {b:?}"
+    );
     let (status, body) = dev
         .send_as(("bill", "b1"), "GET", "/proxy/v3/vendors", None)
         .await;
