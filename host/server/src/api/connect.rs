@@ -174,6 +174,46 @@ impl axum::extract::FromRequestParts<Arc<App>> for SessionAuth {
     }
 }
 
+/// A request authenticated by a secret key or by a connect session's
+/// token, as the original's `GET /integrations` and `/providers` are: the
+/// Connect UI reads them with its session's token.
+pub(crate) enum KeyOrSession {
+    Key(Arc<EnvState>),
+    Session(Arc<EnvState>, Box<ConnectSession>),
+}
+
+impl KeyOrSession {
+    /// The environment either names.
+    pub(crate) fn env(&self) -> &Arc<EnvState> {
+        match self {
+            KeyOrSession::Key(env) | KeyOrSession::Session(env, _) => env,
+        }
+    }
+
+    /// Whether integration `key` may be shown: all of the environment's
+    /// to a key, a session's allowed ones to a session.
+    pub(crate) fn shows(&self, key: &str) -> bool {
+        match self {
+            KeyOrSession::Key(_) => true,
+            KeyOrSession::Session(_, session) => session.allows(key),
+        }
+    }
+}
+
+impl axum::extract::FromRequestParts<Arc<App>> for KeyOrSession {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, ApiError> {
+        let token = super::bearer_key(&parts.headers)?;
+        if token.starts_with(TOKEN_PREFIX) {
+            let (env, session) = find(app, token).await?;
+            return Ok(KeyOrSession::Session(env, Box::new(session)));
+        }
+        let super::Env(env) = super::Env::from_request_parts(parts, app).await?;
+        Ok(KeyOrSession::Key(env))
+    }
+}
+
 /// `POST /connect/sessions` and `/connect/sessions/reconnect` bodies.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -343,16 +383,14 @@ async fn issue(
         .put_doc(SESSIONS, &token_key(&token), &session)
         .await?;
     sweep(env).await;
-    // No hosted Connect UI comes with sluice: the link leads to this
-    // server's OAuth flow for the one integration a session allows, as
-    // an app would open it.
+    // The link opens this server's Connect UI with the session, as the
+    // original's opens its hosted one; empty when the server knows no
+    // address of its own (no `--public-url` and no `Host`).
     let base = super::base_url(app, headers);
-    let connect_link = match session.allowed_integrations.as_deref() {
-        Some([only]) => format!(
-            "{base}/oauth/connect/{}?connect_session_token={token}",
-            url::form_urlencoded::byte_serialize(only.as_bytes()).collect::<String>()
-        ),
-        _ => String::new(),
+    let connect_link = if base.is_empty() {
+        String::new()
+    } else {
+        format!("{base}/connect?session_token={token}")
     };
     Ok((
         StatusCode::CREATED,

@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use sluice_runtime::records::ConnectionRef;
 use sluice_store::Integration;
 
+use super::connect::KeyOrSession;
 use super::{ApiPath, Env, JsonBody};
 use crate::app::App;
 use crate::error::{ApiError, ApiResult};
@@ -419,10 +420,20 @@ async fn register(
     Ok((id, secret, callback))
 }
 
-pub async fn list(State(app): State<Arc<App>>, Env(env): Env) -> ApiResult<Json<Value>> {
-    let all = env.store.integrations().await?;
+/// `GET /integrations`, with the environment's secret key or a connect
+/// session's token (the Connect UI's list: the integrations the session
+/// allows).
+pub(crate) async fn list(
+    State(app): State<Arc<App>>,
+    auth: KeyOrSession,
+) -> ApiResult<Json<Value>> {
+    let all = auth.env().store.integrations().await?;
     Ok(Json(json!({
-        "data": all.iter().map(|i| view(&app.providers, i, None)).collect::<Vec<_>>()
+        "data": all
+            .iter()
+            .filter(|i| auth.shows(&i.unique_key))
+            .map(|i| view(&app.providers, i, None))
+            .collect::<Vec<_>>()
     })))
 }
 

@@ -4,6 +4,7 @@
 
 pub mod actions;
 pub mod connect;
+pub mod connect_ui;
 pub mod connections;
 pub mod deploy;
 pub mod end_users;
@@ -680,6 +681,7 @@ fn routes(app: Arc<App>) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/", get(oauth::websocket))
+        .route("/connect", get(connect_ui::page))
         .route("/connect/sessions", post(connect::create))
         .route("/connect/sessions/reconnect", post(connect::reconnect))
         .route(

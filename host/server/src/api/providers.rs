@@ -3,7 +3,8 @@
 //! (`@nangohq/node`'s `listProviders` and `getProvider`): each provider's
 //! definition, aliases resolved, with its `name`. The original's
 //! `logo_url` points at images its web app serves; sluice serves none and
-//! leaves it out.
+//! leaves it out. A connect session's token reads them too (the Connect
+//! UI shows each integration's fields from its provider's definition).
 
 use std::sync::Arc;
 
@@ -13,7 +14,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sluice_runtime::providers::Provider;
 
-use super::{ApiPath, ApiQuery, Env};
+use super::connect::KeyOrSession;
+use super::{ApiPath, ApiQuery};
 use crate::app::App;
 use crate::error::{ApiError, ApiResult};
 
@@ -31,9 +33,9 @@ fn shown(p: &Provider) -> Value {
 
 /// The providers whose name or display name holds `search` (any case), or
 /// all of them.
-pub async fn list(
+pub(crate) async fn list(
     State(app): State<Arc<App>>,
-    Env(_env): Env,
+    _auth: KeyOrSession,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> ApiResult<Json<Value>> {
     let search = match q.search {
@@ -68,9 +70,9 @@ pub async fn list(
 #[serde(deny_unknown_fields)]
 pub struct NoQuery {}
 
-pub async fn get(
+pub(crate) async fn get(
     State(app): State<Arc<App>>,
-    Env(_env): Env,
+    _auth: KeyOrSession,
     ApiPath(name): ApiPath<String>,
     ApiQuery(NoQuery {}): ApiQuery<NoQuery>,
 ) -> ApiResult<Json<Value>> {

@@ -1,0 +1,331 @@
+//! sluice's Connect UI against a real `sluice serve`: the page, its
+//! headers, the session's link to it, the reads it makes with a session's
+//! token, and the page's own script (as served) driven in Node
+//! (`tests/connect-ui/drive.mjs`): each integration's form from its
+//! provider, the checks on what a user typed, and the requests that
+//! connect, which the server then holds.
+
+use base64::Engine as _;
+use serde_json::{Value, json};
+use sha2::{Digest as _, Sha256};
+use sluice_server::ServerConfig;
+use sluice_store::MasterKey;
+use sluice_tests::{MockRequest, MockResponse, MockServer};
+
+use crate::server::{Client, DEV_KEY, PROD_KEY, start_with};
+
+fn providers_yaml(mock: &str) -> String {
+    format!(
+        "uikey:\n  display_name: UI Key\n  auth_mode: API_KEY\n  docs_connect: https://docs.example.test/uikey\n  proxy:\n    base_url: {mock}\n    headers:\n      x-api-key: ${{apiKey}}\n  credentials:\n    apiKey:\n      type: string\n      title: Secret token\n      description: From your settings page\n      pattern: '^sk_'\n      secret: true\n  connection_config:\n    subdomain:\n      type: string\n      title: Subdomain\n      pattern: '^[a-z0-9-]+$'\n      prefix: 'https://'\n      suffix: .uikey.test\n      order: 1\n    region:\n      type: string\n      title: Region\n      enum: [eu, us]\n    internal:\n      type: string\n      automated: true\n\
+         uibasic:\n  auth_mode: BASIC\n  proxy:\n    base_url: {mock}\n\
+         uioauth:\n  auth_mode: OAUTH2\n  authorization_url: {mock}/authorize\n  token_url: {mock}/oauth/token\n  proxy:\n    base_url: {mock}\n\
+         uinone:\n  auth_mode: NONE\n  proxy:\n    base_url: {mock}\n"
+    )
+}
+
+fn csp_hash(text: &str) -> String {
+    format!(
+        "'sha256-{}'",
+        base64::engine::general_purpose::STANDARD.encode(Sha256::digest(text.as_bytes()))
+    )
+}
+
+fn between<'a>(html: &'a str, open: &str, close: &str) -> &'a str {
+    let start = html.find(open).unwrap_or_else(|| panic!("no {open}")) + open.len();
+    let end = start + html[start..].find(close).unwrap();
+    &html[start..end]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_connects_accounts_through_the_connect_ui() {
+    let mock = MockServer::start(std::sync::Arc::new(|_: &MockRequest| {
+        MockResponse::json(404, &json!({}))
+    }))
+    .await
+    .unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let master = MasterKey::generate();
+    let config = ServerConfig::new(data.path(), "127.0.0.1:0".parse().unwrap());
+    let server = start_with(config, &master, &providers_yaml(&mock.url())).await;
+    let base = server.url();
+    let dev = Client::new(&server, DEV_KEY);
+    let prod = Client::new(&server, PROD_KEY);
+    for (key, provider, credentials) in [
+        ("key-int", "uikey", None),
+        ("basic-int", "uibasic", None),
+        (
+            "oauth-int",
+            "uioauth",
+            Some(json!({"type": "OAUTH2", "client_id": "cid", "client_secret": "cs"})),
+        ),
+        ("none-int", "uinone", None),
+        ("other-int", "uibasic", None),
+    ] {
+        let mut body = json!({"unique_key": key, "provider": provider});
+        if let Some(c) = credentials {
+            body["credentials"] = c;
+        }
+        let (status, body) = dev.send("POST", "/integrations", Some(body)).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let (status, body) = prod
+        .send(
+            "POST",
+            "/integrations",
+            Some(json!({"unique_key": "prod-int", "provider": "uibasic"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+
+    // The page: one document, its script and style allowed by their
+    // hashes and nothing else; any app may frame it; no referrer.
+    let http = reqwest::Client::new();
+    for path in ["/connect", "/connect/"] {
+        let resp = http.get(format!("{base}{path}")).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "{path}");
+        let headers = resp.headers().clone();
+        let html = resp.text().await.unwrap();
+        assert_eq!(headers["content-type"], "text/html; charset=utf-8");
+        assert_eq!(headers["referrer-policy"], "no-referrer");
+        assert!(!headers.contains_key("x-frame-options"));
+        let policy = headers["content-security-policy"].to_str().unwrap();
+        let script = between(&html, "<script>", "</script>");
+        let style = between(&html, "<style>", "</style>");
+        assert!(script.contains("SluiceConnect") && style.contains("#sluice-connect"));
+        assert!(
+            policy.contains(&format!("script-src {};", csp_hash(script)))
+                && policy.contains(&format!("style-src {};", csp_hash(style)))
+                && policy.contains("default-src 'none'")
+                && policy.contains("frame-ancestors *"),
+            "{policy}"
+        );
+    }
+
+    // The app's backend creates a session; its link opens the page.
+    let (status, body) = dev
+        .send(
+            "POST",
+            "/connect/sessions",
+            Some(json!({
+                "end_user": {"id": "u1"},
+                "allowed_integrations": ["key-int", "basic-int", "oauth-int", "none-int"],
+                "integrations_config_defaults": {"key-int": {"connection_config": {"region": "eu"}}}
+            })),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let token = body["data"]["token"].as_str().unwrap().to_string();
+    let link = body["data"]["connect_link"].as_str().unwrap();
+    assert_eq!(link, format!("{base}/connect?session_token={token}"));
+    let resp = http.get(link).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.text().await.unwrap().contains("id=\"sluice-connect\""));
+
+    // What the page reads with the session's token: the integrations it
+    // allows, and their providers; nothing else a secret key reads.
+    let as_session = Client::at(&base, &token);
+    let (status, body) = as_session.send("GET", "/integrations", None).await;
+    assert_eq!(status, 200, "{body}");
+    let mut keys: Vec<&str> = body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["unique_key"].as_str().unwrap())
+        .collect();
+    keys.sort_unstable();
+    assert_eq!(keys, ["basic-int", "key-int", "none-int", "oauth-int"]);
+    assert!(body["data"][0].get("credentials").is_none(), "{body}");
+    let (status, body) = as_session.send("GET", "/providers/uikey", None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["auth_mode"], "API_KEY");
+    let (status, body) = as_session.send("GET", "/providers?search=ui", None).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = as_session.send("GET", "/connections", None).await;
+    assert_eq!(status, 401, "{body}");
+    let (status, body) = as_session.send("GET", "/integrations/key-int", None).await;
+    assert_eq!(status, 401, "{body}");
+
+    // The page's own code, driven as a user would use it.
+    let plan = json!([
+        {"name": "key-bad", "integration": "key-int", "send": true,
+         "values": {"credentials.apiKey": "pk_wrong", "params.subdomain": "Acme!"}},
+        {"name": "key-empty", "integration": "key-int", "send": true, "values": {}},
+        {"name": "key", "integration": "key-int", "send": true,
+         "values": {"credentials.apiKey": "sk_live_1", "params.subdomain": "acme"}},
+        {"name": "basic-refused", "integration": "basic-int", "send": true,
+         "values": {"credentials.username": "ann", "credentials.password": "pw\u{7}"}},
+        {"name": "basic", "integration": "basic-int", "send": true,
+         "values": {"credentials.username": "ann", "credentials.password": "s3cret"}},
+        {"name": "oauth", "integration": "oauth-int", "send": false, "values": {}},
+        {"name": "none", "integration": "none-int", "send": true, "values": {}},
+        {"name": "other", "integration": "other-int", "send": true, "values": {}}
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let plan_path = dir.path().join("plan.json");
+    std::fs::write(&plan_path, plan.to_string()).unwrap();
+    let driver = concat!(env!("CARGO_MANIFEST_DIR"), "/connect-ui/drive.mjs");
+    let args = [base.clone(), token.clone(), plan_path.display().to_string()];
+    // Off the runtime's workers: the server answers Node from them.
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("node")
+            .arg(driver)
+            .args(&args)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let r = &seen["results"];
+    assert_eq!(seen["api"], base.as_str());
+    assert_eq!(seen["session"]["endUser"]["id"], "u1", "{seen}");
+
+    // The API-key form: the ordered field first, the key (secret, the
+    // provider's title), the preconfigured region hidden, the automated
+    // field absent.
+    let fields: Vec<(String, bool, bool)> = r["key"]["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["key"].as_str().unwrap().to_string(),
+                f["hidden"].as_bool().unwrap(),
+                f["secret"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            ("params.subdomain".to_string(), false, false),
+            ("credentials.apiKey".to_string(), false, true),
+            ("params.region".to_string(), true, false),
+        ],
+        "{seen}"
+    );
+    assert_eq!(r["key"]["fields"][1]["title"], "Secret token");
+    // What the user typed wrong is named and nothing is sent.
+    assert_eq!(
+        r["key-bad"]["problems"],
+        json!({"credentials.apiKey": "Incorrect Secret token", "params.subdomain": "Incorrect Subdomain"}),
+        "{seen}"
+    );
+    assert!(r["key-bad"].get("connected").is_none() && r["key-bad"].get("refused").is_none());
+    assert_eq!(
+        r["key-empty"]["problems"],
+        json!({"credentials.apiKey": "This field is required", "params.subdomain": "This field is required"}),
+        "{seen}"
+    );
+    // A good form connects; the server holds what the user typed and the
+    // session's preset.
+    assert_eq!(
+        r["key"]["connected"]["providerConfigKey"], "key-int",
+        "{seen}"
+    );
+    let cid = r["key"]["connected"]["connectionId"].as_str().unwrap();
+    let (status, c) = dev
+        .send(
+            "GET",
+            &format!("/connections/{cid}?provider_config_key=key-int"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{c}");
+    assert_eq!(c["credentials"]["apiKey"], "sk_live_1", "{c}");
+    assert_eq!(c["connection_config"]["subdomain"], "acme", "{c}");
+    assert_eq!(c["connection_config"]["region"], "eu", "{c}");
+    assert_eq!(c["end_user"]["id"], "u1", "{c}");
+
+    // The server's refusal reaches the page with its code; only the good
+    // attempt is stored.
+    assert_eq!(r["basic-refused"]["refused"]["status"], 400, "{seen}");
+    assert_eq!(r["basic-refused"]["refused"]["code"], "invalid_body");
+    let basic = r["basic"]["connected"]["connectionId"].as_str().unwrap();
+    let (status, list) = dev
+        .send("GET", "/connections?integrationId=basic-int", None)
+        .await;
+    assert_eq!(status, 200, "{list}");
+    let ids: Vec<&str> = list["connections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["connection_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [basic], "{list}");
+    let (_, c) = dev
+        .send(
+            "GET",
+            &format!("/connections/{basic}?provider_config_key=basic-int"),
+            None,
+        )
+        .await;
+    assert_eq!(c["credentials"]["password"], "s3cret", "{c}");
+
+    // OAuth asks nothing and starts at once, in the provider's window:
+    // the page's URL is one the server takes (it sends the user on).
+    assert_eq!(r["oauth"]["auto"], true, "{seen}");
+    let popup = r["oauth"]["request"]["popup"].as_str().unwrap();
+    assert!(
+        popup.starts_with(&format!(
+            "{base}/oauth/connect/oauth-int?connect_session_token={token}"
+        )),
+        "{popup}"
+    );
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let resp = browser.get(popup).send().await.unwrap();
+    assert_eq!(resp.status(), 302);
+    let location = resp.headers()["location"].to_str().unwrap();
+    assert!(
+        location.starts_with(&format!("{}/authorize?", mock.url())),
+        "{location}"
+    );
+    // No credentials: a connection at once.
+    assert_eq!(r["none"]["connected"]["providerConfigKey"], "none-int");
+    // An integration the session does not allow is not offered.
+    assert_eq!(r["other"]["missing"], true, "{seen}");
+
+    // A session that names no integration shows its environment's, never
+    // another's; a secret key still lists them all.
+    let (status, body) = dev
+        .send(
+            "POST",
+            "/connect/sessions",
+            Some(json!({"end_user": {"id": "u2"}})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let open = Client::at(&base, body["data"]["token"].as_str().unwrap());
+    for client in [&open, &dev] {
+        let (status, body) = client.send("GET", "/integrations", None).await;
+        assert_eq!(status, 200, "{body}");
+        let n = body["data"].as_array().unwrap().len();
+        assert_eq!(n, 5, "{body}");
+        assert!(!body.to_string().contains("prod-int"));
+    }
+    // An ended session reads nothing.
+    let (status, _) = open.send("DELETE", "/connect/session", None).await;
+    assert_eq!(status, 204);
+    let (status, body) = open.send("GET", "/integrations", None).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (401, Some("unknown_connect_session_token")),
+        "{body}"
+    );
+    let (status, body) = Client::at(&base, "nango_connect_session_short")
+        .send("GET", "/providers/uikey", None)
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (401, Some("invalid_connect_session_token_format")),
+        "{body}"
+    );
+}
