@@ -36,8 +36,10 @@ fn between<'a>(html: &'a str, open: &str, close: &str) -> &'a str {
     &html[start..end]
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_user_connects_accounts_through_the_connect_ui() {
+/// A server with the test's providers and, in dev, `key-int` (API key),
+/// `basic-int` and `other-int` (basic), `oauth-int` (OAuth2) and
+/// `none-int` (no auth); in prod, `prod-int`.
+async fn setup() -> (sluice_server::Server, MockServer, tempfile::TempDir, Client) {
     let mock = MockServer::start(std::sync::Arc::new(|_: &MockRequest| {
         MockResponse::json(404, &json!({}))
     }))
@@ -47,7 +49,6 @@ async fn a_user_connects_accounts_through_the_connect_ui() {
     let master = MasterKey::generate();
     let config = ServerConfig::new(data.path(), "127.0.0.1:0".parse().unwrap());
     let server = start_with(config, &master, &providers_yaml(&mock.url())).await;
-    let base = server.url();
     let dev = Client::new(&server, DEV_KEY);
     let prod = Client::new(&server, PROD_KEY);
     for (key, provider, credentials) in [
@@ -76,7 +77,52 @@ async fn a_user_connects_accounts_through_the_connect_ui() {
         )
         .await;
     assert_eq!(status, 200, "{body}");
+    (server, mock, data, dev)
+}
 
+/// Runs `tests/connect-ui/<script>` with `args` (off the runtime's
+/// workers: the server answers Node from them); its JSON output.
+async fn node(script: &str, args: Vec<String>) -> Value {
+    let path = format!("{}/connect-ui/{script}", env!("CARGO_MANIFEST_DIR"));
+    let out = tokio::task::spawn_blocking(move || {
+        // The page's OAuth flow needs a WebSocket: Node 22 has one, Node
+        // 20 behind a flag.
+        let has_websocket = std::process::Command::new("node")
+            .args([
+                "-e",
+                "process.exit(typeof WebSocket === 'function' ? 0 : 1)",
+            ])
+            .status()
+            .is_ok_and(|s| s.success());
+        let mut node = std::process::Command::new("node");
+        if !has_websocket {
+            node.arg("--experimental-websocket");
+        }
+        node.arg(path).args(&args).output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+async fn session(dev: &Client, body: Value) -> (String, String) {
+    let (status, body) = dev.send("POST", "/connect/sessions", Some(body)).await;
+    assert_eq!(status, 201, "{body}");
+    (
+        body["data"]["token"].as_str().unwrap().to_string(),
+        body["data"]["connect_link"].as_str().unwrap().to_string(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_connects_accounts_through_the_connect_ui() {
+    let (server, mock, _data, dev) = setup().await;
+    let base = server.url();
     // The page: one document, its script and style allowed by their
     // hashes and nothing else; any app may frame it; no referrer.
     let http = reqwest::Client::new();
@@ -102,22 +148,17 @@ async fn a_user_connects_accounts_through_the_connect_ui() {
     }
 
     // The app's backend creates a session; its link opens the page.
-    let (status, body) = dev
-        .send(
-            "POST",
-            "/connect/sessions",
-            Some(json!({
-                "end_user": {"id": "u1"},
-                "allowed_integrations": ["key-int", "basic-int", "oauth-int", "none-int"],
-                "integrations_config_defaults": {"key-int": {"connection_config": {"region": "eu"}}}
-            })),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
-    let token = body["data"]["token"].as_str().unwrap().to_string();
-    let link = body["data"]["connect_link"].as_str().unwrap();
+    let (token, link) = session(
+        &dev,
+        json!({
+            "end_user": {"id": "u1"},
+            "allowed_integrations": ["key-int", "basic-int", "oauth-int", "none-int"],
+            "integrations_config_defaults": {"key-int": {"connection_config": {"region": "eu"}}}
+        }),
+    )
+    .await;
     assert_eq!(link, format!("{base}/connect?session_token={token}"));
-    let resp = http.get(link).send().await.unwrap();
+    let resp = http.get(&link).send().await.unwrap();
     assert_eq!(resp.status(), 200);
     assert!(resp.text().await.unwrap().contains("id=\"sluice-connect\""));
 
@@ -163,24 +204,11 @@ async fn a_user_connects_accounts_through_the_connect_ui() {
     let dir = tempfile::tempdir().unwrap();
     let plan_path = dir.path().join("plan.json");
     std::fs::write(&plan_path, plan.to_string()).unwrap();
-    let driver = concat!(env!("CARGO_MANIFEST_DIR"), "/connect-ui/drive.mjs");
-    let args = [base.clone(), token.clone(), plan_path.display().to_string()];
-    // Off the runtime's workers: the server answers Node from them.
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new("node")
-            .arg(driver)
-            .args(&args)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let seen: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let seen = node(
+        "drive.mjs",
+        vec![base.clone(), token.clone(), plan_path.display().to_string()],
+    )
+    .await;
     let r = &seen["results"];
     assert_eq!(seen["api"], base.as_str());
     assert_eq!(seen["session"]["endUser"]["id"], "u1", "{seen}");
@@ -295,15 +323,8 @@ async fn a_user_connects_accounts_through_the_connect_ui() {
 
     // A session that names no integration shows its environment's, never
     // another's; a secret key still lists them all.
-    let (status, body) = dev
-        .send(
-            "POST",
-            "/connect/sessions",
-            Some(json!({"end_user": {"id": "u2"}})),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
-    let open = Client::at(&base, body["data"]["token"].as_str().unwrap());
+    let (token, _) = session(&dev, json!({"end_user": {"id": "u2"}})).await;
+    let open = Client::at(&base, &token);
     for client in [&open, &dev] {
         let (status, body) = client.send("GET", "/integrations", None).await;
         assert_eq!(status, 200, "{body}");
@@ -328,4 +349,193 @@ async fn a_user_connects_accounts_through_the_connect_ui() {
         (401, Some("invalid_connect_session_token_format")),
         "{body}"
     );
+}
+
+/// Plays `steps` on the page at `url` (framed by an app when `embedded`).
+async fn play(url: &str, embedded: bool, steps: Value) -> Value {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = dir.path().join("plan.json");
+    std::fs::write(
+        &plan,
+        json!({"url": url, "embedded": embedded, "steps": steps}).to_string(),
+    )
+    .unwrap();
+    node("page.mjs", vec![plan.display().to_string()]).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_connect_ui_page_lists_asks_connects_and_tells_the_app() {
+    let (server, _mock, _data, dev) = setup().await;
+    let base = server.url();
+
+    // Framed by the app, which hands the page its session's token.
+    let (token, _) = session(
+        &dev,
+        json!({
+            "end_user": {"id": "u1"},
+            "allowed_integrations": ["key-int", "basic-int"],
+            "integrations_config_defaults": {"key-int": {"connection_config": {"region": "us"}}}
+        }),
+    )
+    .await;
+    let seen = play(
+        &format!("{base}/connect/"),
+        true,
+        json!([
+            {"do": "token", "token": token},
+            {"do": "wait", "text": "Select an integration"},
+            {"do": "snapshot", "name": "list"},
+            {"do": "click", "text": "UI Key"},
+            {"do": "wait", "text": "Link UI Key"},
+            {"do": "snapshot", "name": "form"},
+            {"do": "fill", "id": "f-credentials_apiKey", "value": "pk_typo"},
+            {"do": "fill", "id": "f-params_subdomain", "value": "acme"},
+            {"do": "submit"},
+            {"do": "wait", "text": "Incorrect Secret token"},
+            {"do": "fill", "id": "f-credentials_apiKey", "value": "sk_from_page"},
+            {"do": "submit"},
+            {"do": "event", "type": "connect"},
+            {"do": "wait", "text": "Connected"},
+            {"do": "snapshot", "name": "done"},
+            {"do": "click", "text": "Finish"},
+            {"do": "event", "type": "close"}
+        ]),
+    )
+    .await;
+    let list = &seen["snapshots"]["list"]["buttons"];
+    assert!(
+        list.as_array().unwrap().contains(&json!("UI Key"))
+            && list.as_array().unwrap().contains(&json!("uibasic"))
+            && !list.to_string().contains("other-int"),
+        "{seen}"
+    );
+    // The form: the provider's fields with their affixes; the key hidden
+    // as typed; the preset region not asked.
+    let form = &seen["snapshots"]["form"];
+    assert_eq!(
+        form["inputs"],
+        json!([
+            {"id": "f-params_subdomain", "type": "text", "value": ""},
+            {"id": "f-credentials_apiKey", "type": "password", "value": ""}
+        ]),
+        "{seen}"
+    );
+    let text = form["text"].as_str().unwrap();
+    assert!(
+        text.contains("https://")
+            && text.contains(".uikey.test")
+            && text.contains("From your settings page")
+            && !text.contains("Region"),
+        "{text}"
+    );
+    // The app heard `ready`, then the connection, then `close`.
+    let events = seen["events"].as_array().unwrap();
+    let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["ready", "connect", "close"], "{seen}");
+    assert_eq!(events[1]["payload"]["providerConfigKey"], "key-int");
+    let cid = events[1]["payload"]["connectionId"].as_str().unwrap();
+    let (status, c) = dev
+        .send(
+            "GET",
+            &format!("/connections/{cid}?provider_config_key=key-int"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{c}");
+    assert_eq!(c["credentials"]["apiKey"], "sk_from_page", "{c}");
+    assert_eq!(c["connection_config"]["subdomain"], "acme", "{c}");
+    assert_eq!(c["connection_config"]["region"], "us", "{c}");
+
+    // A connect link opened alone, for one integration: straight to its
+    // form; the server's refusal shown; then connected.
+    let (_, link) = session(
+        &dev,
+        json!({"end_user": {"id": "u2"}, "allowed_integrations": ["basic-int"]}),
+    )
+    .await;
+    let seen = play(
+        &link,
+        false,
+        json!([
+            {"do": "wait", "text": "Link uibasic"},
+            {"do": "snapshot", "name": "form"},
+            {"do": "fill", "id": "f-credentials_username", "value": "ann"},
+            {"do": "fill", "id": "f-credentials_password", "value": "pw\u{7}"},
+            {"do": "submit"},
+            {"do": "wait", "text": "holds a control character"},
+            {"do": "snapshot", "name": "refused"},
+            {"do": "fill", "id": "f-credentials_password", "value": "s3cret"},
+            {"do": "submit"},
+            {"do": "wait", "text": "Connected"},
+            {"do": "snapshot", "name": "done"}
+        ]),
+    )
+    .await;
+    assert!(
+        !seen["snapshots"]["form"]["buttons"]
+            .to_string()
+            .contains("Back"),
+        "{seen}"
+    );
+    assert_eq!(seen["events"], json!([]), "alone, it tells no app: {seen}");
+    let done = seen["snapshots"]["done"]["text"].as_str().unwrap();
+    assert!(done.contains("You can close this page."), "{done}");
+    let (status, list) = dev
+        .send("GET", "/connections?integrationId=basic-int", None)
+        .await;
+    assert_eq!(status, 200, "{list}");
+    let connections = list["connections"].as_array().unwrap();
+    assert_eq!(connections.len(), 1, "{list}");
+    assert_eq!(connections[0]["end_user"]["id"], "u2", "{list}");
+
+    // OAuth in the provider's window: the user refuses there, and the
+    // page shows why and tells the app.
+    let (token, _) = session(
+        &dev,
+        json!({"end_user": {"id": "u3"}, "allowed_integrations": ["oauth-int"]}),
+    )
+    .await;
+    let seen = play(
+        &format!("{base}/connect"),
+        true,
+        json!([
+            {"do": "token", "token": token},
+            {"do": "wait", "text": "Connect with uioauth"},
+            {"do": "submit"},
+            {"do": "deny", "why": "The user said no"},
+            {"do": "event", "type": "error"},
+            {"do": "wait", "text": "The user said no"}
+        ]),
+    )
+    .await;
+    let popup = seen["snapshots"]["popup"].as_str().unwrap();
+    assert!(
+        popup.starts_with(&format!(
+            "{base}/oauth/connect/oauth-int?connect_session_token={token}&ws_client_id="
+        )),
+        "{popup}"
+    );
+    let events = seen["events"].as_array().unwrap();
+    assert_eq!(events[0]["type"], "ready", "{seen}");
+    assert_eq!(events[1]["type"], "error", "{seen}");
+    assert!(
+        events[1]["payload"]["errorMessage"]
+            .as_str()
+            .unwrap()
+            .contains("The user said no"),
+        "{seen}"
+    );
+    let (_, list) = dev
+        .send("GET", "/connections?integrationId=oauth-int", None)
+        .await;
+    assert_eq!(list["connections"], json!([]), "{list}");
+
+    // Opened with no session at all: said so.
+    let seen = play(
+        &format!("{base}/connect"),
+        false,
+        json!([{"do": "wait", "text": "can't be opened directly"}]),
+    )
+    .await;
+    assert_eq!(seen["events"], json!([]));
 }
