@@ -18,6 +18,7 @@ fn providers_yaml(mock: &str) -> String {
     format!(
         "uikey:\n  display_name: UI Key\n  auth_mode: API_KEY\n  docs_connect: https://docs.example.test/uikey\n  proxy:\n    base_url: {mock}\n    headers:\n      x-api-key: ${{apiKey}}\n  credentials:\n    apiKey:\n      type: string\n      title: Secret token\n      description: From your settings page\n      pattern: '^sk_'\n      secret: true\n  connection_config:\n    subdomain:\n      type: string\n      title: Subdomain\n      pattern: '^[a-z0-9-]+$'\n      prefix: 'https://'\n      suffix: .uikey.test\n      order: 1\n    region:\n      type: string\n      title: Region\n      enum: [eu, us]\n    internal:\n      type: string\n      automated: true\n\
          uibasic:\n  auth_mode: BASIC\n  proxy:\n    base_url: {mock}\n\
+         uitoken:\n  display_name: UI Token\n  auth_mode: BASIC\n  proxy:\n    base_url: {mock}\n  credentials:\n    username:\n      type: string\n      title: API token\n    password:\n      type: string\n      hidden: true\n      default_value: ''\n\
          uioauth:\n  auth_mode: OAUTH2\n  authorization_url: {mock}/authorize\n  token_url: {mock}/oauth/token\n  proxy:\n    base_url: {mock}\n\
          uinone:\n  auth_mode: NONE\n  proxy:\n    base_url: {mock}\n"
     )
@@ -37,8 +38,9 @@ fn between<'a>(html: &'a str, open: &str, close: &str) -> &'a str {
 }
 
 /// A server with the test's providers and, in dev, `key-int` (API key),
-/// `basic-int` and `other-int` (basic), `oauth-int` (OAuth2) and
-/// `none-int` (no auth); in prod, `prod-int`.
+/// `basic-int` and `other-int` (basic), `token-int` (basic, the password
+/// hidden and empty), `oauth-int` (OAuth2) and `none-int` (no auth); in
+/// prod, `prod-int`.
 async fn setup() -> (sluice_server::Server, MockServer, tempfile::TempDir, Client) {
     let mock = MockServer::start(std::sync::Arc::new(|_: &MockRequest| {
         MockResponse::json(404, &json!({}))
@@ -60,6 +62,7 @@ async fn setup() -> (sluice_server::Server, MockServer, tempfile::TempDir, Clien
             Some(json!({"type": "OAUTH2", "client_id": "cid", "client_secret": "cs"})),
         ),
         ("none-int", "uinone", None),
+        ("token-int", "uitoken", None),
         ("other-int", "uibasic", None),
     ] {
         let mut body = json!({"unique_key": key, "provider": provider});
@@ -85,6 +88,14 @@ async fn setup() -> (sluice_server::Server, MockServer, tempfile::TempDir, Clien
 async fn node(script: &str, args: Vec<String>) -> Value {
     let path = format!("{}/connect-ui/{script}", env!("CARGO_MANIFEST_DIR"));
     let out = tokio::task::spawn_blocking(move || {
+        // Node 20 or later is the TypeScript toolchain's own need.
+        if std::process::Command::new("node")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
+            panic!("these tests run the Connect UI's script in Node: `node` (20 or later) is not on PATH");
+        }
         // The page's OAuth flow needs a WebSocket: Node 22 has one, Node
         // 20 behind a flag.
         let has_websocket = std::process::Command::new("node")
@@ -142,7 +153,7 @@ async fn a_user_connects_accounts_through_the_connect_ui() {
             policy.contains(&format!("script-src {};", csp_hash(script)))
                 && policy.contains(&format!("style-src {};", csp_hash(style)))
                 && policy.contains("default-src 'none'")
-                && policy.contains("frame-ancestors *"),
+                && !policy.contains("frame-ancestors"),
             "{policy}"
         );
     }
@@ -152,7 +163,7 @@ async fn a_user_connects_accounts_through_the_connect_ui() {
         &dev,
         json!({
             "end_user": {"id": "u1"},
-            "allowed_integrations": ["key-int", "basic-int", "oauth-int", "none-int"],
+            "allowed_integrations": ["key-int", "basic-int", "oauth-int", "none-int", "token-int"],
             "integrations_config_defaults": {"key-int": {"connection_config": {"region": "eu"}}}
         }),
     )
@@ -174,7 +185,10 @@ async fn a_user_connects_accounts_through_the_connect_ui() {
         .map(|i| i["unique_key"].as_str().unwrap())
         .collect();
     keys.sort_unstable();
-    assert_eq!(keys, ["basic-int", "key-int", "none-int", "oauth-int"]);
+    assert_eq!(
+        keys,
+        ["basic-int", "key-int", "none-int", "oauth-int", "token-int"]
+    );
     assert!(body["data"][0].get("credentials").is_none(), "{body}");
     let (status, body) = as_session.send("GET", "/providers/uikey", None).await;
     assert_eq!(status, 200, "{body}");
@@ -199,6 +213,8 @@ async fn a_user_connects_accounts_through_the_connect_ui() {
          "values": {"credentials.username": "ann", "credentials.password": "s3cret"}},
         {"name": "oauth", "integration": "oauth-int", "send": false, "values": {}},
         {"name": "none", "integration": "none-int", "send": true, "values": {}},
+        {"name": "token", "integration": "token-int", "send": true,
+         "values": {"credentials.username": " tok 1 "}},
         {"name": "other", "integration": "other-int", "send": true, "values": {}}
     ]);
     let dir = tempfile::tempdir().unwrap();
@@ -318,6 +334,23 @@ async fn a_user_connects_accounts_through_the_connect_ui() {
     );
     // No credentials: a connection at once.
     assert_eq!(r["none"]["connected"]["providerConfigKey"], "none-int");
+    // A hidden password with an empty default: the token alone, as
+    // typed (spaces kept), the password sent empty.
+    assert_eq!(r["token"]["fields"][1]["hidden"], true, "{seen}");
+    let tid = r["token"]["connected"]["connectionId"].as_str().unwrap();
+    let (status, c) = dev
+        .send(
+            "GET",
+            &format!("/connections/{tid}?provider_config_key=token-int"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{c}");
+    assert_eq!(
+        (&c["credentials"]["username"], &c["credentials"]["password"]),
+        (&json!(" tok 1 "), &json!("")),
+        "{c}"
+    );
     // An integration the session does not allow is not offered.
     assert_eq!(r["other"]["missing"], true, "{seen}");
 
@@ -329,7 +362,7 @@ async fn a_user_connects_accounts_through_the_connect_ui() {
         let (status, body) = client.send("GET", "/integrations", None).await;
         assert_eq!(status, 200, "{body}");
         let n = body["data"].as_array().unwrap().len();
-        assert_eq!(n, 5, "{body}");
+        assert_eq!(n, 6, "{body}");
         assert!(!body.to_string().contains("prod-int"));
     }
     // An ended session reads nothing.
@@ -529,6 +562,31 @@ async fn the_connect_ui_page_lists_asks_connects_and_tells_the_app() {
         .send("GET", "/connections?integrationId=oauth-int", None)
         .await;
     assert_eq!(list["connections"], json!([]), "{list}");
+
+    // The app ends the session while the provider's window loads: the
+    // window's refusal reaches the page, which says why.
+    let (token, _) = session(
+        &dev,
+        json!({"end_user": {"id": "u4"}, "allowed_integrations": ["oauth-int"]}),
+    )
+    .await;
+    let seen = play(
+        &format!("{base}/connect"),
+        true,
+        json!([
+            {"do": "token", "token": token},
+            {"do": "wait", "text": "Connect with uioauth"},
+            {"do": "submit"},
+            {"do": "end-then-open", "token": token},
+            {"do": "event", "type": "error"},
+            {"do": "wait", "text": "does not match any account"}
+        ]),
+    )
+    .await;
+    assert_eq!(
+        seen["events"][1]["payload"]["errorType"], "unknown_connect_session_token",
+        "{seen}"
+    );
 
     // Opened with no session at all: said so.
     let seen = play(

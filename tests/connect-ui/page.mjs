@@ -6,7 +6,7 @@
 // text, click a button, type in a field, submit.
 //
 // node page.mjs <plan.json>
-// plan: {url, embedded, steps: [{do: "token"|"wait"|"event"|"click"|"fill"|"submit"|"deny"|"snapshot", …}]}
+// plan: {url, embedded, steps: [{do: "token"|"wait"|"event"|"click"|"fill"|"submit"|"deny"|"end-then-open"|"snapshot", …}]}
 // Prints {events, snapshots} as JSON; exits 1 naming a step that failed.
 import { readFileSync } from 'node:fs';
 import vm from 'node:vm';
@@ -153,6 +153,17 @@ for (const step of plan.steps) {
       const state = new URL(res.headers.get('location')).searchParams.get('state');
       snapshots.popup = win.location.href;
       await fetch(`${url.origin}/oauth/callback?error=access_denied&error_description=${encodeURIComponent(step.why)}&state=${state}`);
+      break;
+    }
+    case 'end-then-open': {
+      // The app ends the session while the provider's window loads.
+      const win = await until('the provider window', () => popups.find((w) => w.location.href !== 'about:blank'));
+      const ended = await fetch(`${url.origin}/connect/session`, { method: 'DELETE', headers: { Authorization: `Bearer ${step.token}` } });
+      if (ended.status !== 204) {
+        console.error(`DELETE /connect/session answered ${ended.status}`);
+        process.exit(1);
+      }
+      await fetch(win.location.href, { redirect: 'manual' });
       break;
     }
     case 'snapshot': {

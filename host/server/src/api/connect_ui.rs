@@ -35,24 +35,33 @@ fn hash(text: &str) -> String {
 }
 
 static PAGE: LazyLock<Page> = LazyLock::new(|| {
+    // A browser hashes the text as parsed, its line breaks made `\n`: a
+    // checkout with CRLF endings would otherwise be refused its own
+    // script.
+    let script = SCRIPT.replace("\r\n", "\n");
+    let style = STYLE.replace("\r\n", "\n");
     // Neither may end its element early.
-    debug_assert!(!SCRIPT.contains("</script") && !STYLE.contains("</style"));
+    debug_assert!(!script.contains("</script") && !style.contains("</style"));
     let html = TEMPLATE
+        .replace("\r\n", "\n")
         .replacen(
             "<style>STYLE</style>",
-            &format!("<style>{STYLE}</style>"),
+            &format!("<style>{style}</style>"),
             1,
         )
         .replacen(
             "<script>SCRIPT</script>",
-            &format!("<script>{SCRIPT}</script>"),
+            &format!("<script>{script}</script>"),
             1,
         );
+    // No `frame-ancestors`: any app frames it, an Electron or Capacitor
+    // one too (their schemes match no source). `ws:` and `wss:` for the
+    // flows' websocket, which older browsers do not take as 'self'.
     let policy = format!(
-        "default-src 'none'; script-src {}; style-src {}; connect-src 'self'; \
-         form-action 'none'; base-uri 'none'; frame-ancestors *",
-        hash(SCRIPT),
-        hash(STYLE)
+        "default-src 'none'; script-src {}; style-src {}; connect-src 'self' ws: wss:; \
+         form-action 'none'; base-uri 'none'",
+        hash(&script),
+        hash(&style)
     );
     Page { html, policy }
 });

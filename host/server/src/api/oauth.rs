@@ -495,7 +495,26 @@ pub async fn connect(
         )
             .into_response(),
         Ok(Err((ws, f))) => fail(&app, ws.as_deref(), &key, "", f),
-        Err(e) => e.into_response(),
+        Err(e) => {
+            // A refusal before any flow (the session expired or ended,
+            // the integration not allowed) reaches the waiting frontend
+            // SDK or Connect UI too, as the original's does; else it would
+            // wait on a window showing the error.
+            let ws = Query::parse(uri.query())
+                .ok()
+                .and_then(|q| q.get("ws_client_id").map(str::to_string));
+            app.oauth_clients.notify(
+                ws.as_deref(),
+                json!({
+                    "message_type": "error",
+                    "provider_config_key": key,
+                    "connection_id": "",
+                    "error_type": e.code,
+                    "error_desc": e.message,
+                }),
+            );
+            e.into_response()
+        }
     }
 }
 

@@ -41,8 +41,21 @@
   // user gives one of their own (both or neither).
   var OPTIONAL_BASE = { oauth_client_id_override: true, oauth_client_secret_override: true };
 
-  // Modes connected in a window of the provider's (the OAuth flows).
-  var POPUP_MODES = ['OAUTH2', 'OAUTH1', 'CUSTOM', 'APP', 'MCP_OAUTH2', 'MCP_OAUTH2_GENERIC', 'INSTALL_PLUGIN'];
+  // What each of these modes' routes takes, as the frontend SDK sends
+  // it: nothing else of the form goes (a route refuses unknown fields).
+  var OWN_FIELDS = {
+    API_KEY: ['apiKey'],
+    BASIC: ['username', 'password'],
+    OAUTH2_CC: ['client_id', 'client_secret', 'client_certificate', 'client_private_key'],
+    TBA: ['token_id', 'token_secret', 'oauth_client_id_override', 'oauth_client_secret_override'],
+    BILL: ['username', 'password', 'organization_id', 'dev_key'],
+    SIGNATURE: ['username', 'password']
+  };
+
+  // Modes connected in a window of the provider's (the OAuth flows the
+  // server runs; `CUSTOM`, `MCP_OAUTH2_GENERIC`, `INSTALL_PLUGIN` and
+  // `AWS_SIGV4` it does not).
+  var POPUP_MODES = ['OAUTH2', 'OAUTH1', 'APP', 'MCP_OAUTH2'];
 
   function own(obj, key) {
     return obj !== null && typeof obj === 'object' && Object.prototype.hasOwnProperty.call(obj, key);
@@ -97,7 +110,8 @@
   // credentials, the rest of `connection_config`, the assertion's).
   // A field the session preconfigures is not asked for: the server
   // applies the session's value. `auto` is true when nothing is left to
-  // ask (an OAuth flow starts at once, as the original's does).
+  // ask: the form is the one button that opens the provider's window
+  // (a window opened without a click is blocked).
   function fields(provider, integration, session) {
     var mode = provider.auth_mode || 'NONE';
     var list = [];
@@ -140,7 +154,8 @@
     var v = typeof value === 'string' ? value : '';
     if (f.hidden) return null;
     if (v === '') {
-      if (f.optional || f.defaultValue === '') return null;
+      // Left empty, a field with a default sends its default.
+      if (f.optional || f.defaultValue !== undefined) return null;
       return 'This field is required';
     }
     if (f['enum'] && f['enum'].indexOf(v) < 0) return 'Choose one of: ' + f['enum'].join(', ');
@@ -192,7 +207,7 @@
       if (f.preset) return;
       var v = values[f.group + '.' + f.name];
       if (typeof v !== 'string' || v === '') {
-        if (f.defaultValue === undefined || f.defaultValue === '') return;
+        if (f.defaultValue === undefined) return;
         v = f.defaultValue;
       }
       if (f.group === 'credentials') credentials[f.name] = v;
@@ -201,6 +216,19 @@
     });
     var key = encodeURIComponent(integration.unique_key);
     var mode = form.mode;
+    if (own(OWN_FIELDS, mode)) {
+      var kept = {};
+      OWN_FIELDS[mode].forEach(function (name) {
+        if (own(credentials, name)) kept[name] = credentials[name];
+      });
+      // Basic credentials go as a pair, either part possibly empty
+      // (a provider whose key is the username hides the password).
+      if (mode === 'BASIC' || mode === 'SIGNATURE') {
+        kept.username = kept.username || '';
+        kept.password = kept.password || '';
+      }
+      credentials = kept;
+    }
     if (POPUP_MODES.indexOf(mode) >= 0) {
       return { popup: base + '/oauth/connect/' + key + query(token, params) };
     }
@@ -288,7 +316,9 @@
   var embedded = root.parent && root.parent !== root;
   var search = new URLSearchParams(root.location.search);
   var base = apiBase(root.location.href);
-  var state = { client: null, session: null, single: false, dirty: false };
+  // `flow`: the provider's window waited on, cancelled when the user
+  // leaves its form.
+  var state = { client: null, session: null, single: false, dirty: false, flow: null };
 
   var theme = search.get('theme');
   if (theme === 'light' || theme === 'dark') document.documentElement.setAttribute('data-theme', theme);
@@ -324,7 +354,13 @@
     return row;
   }
 
+  function cancel() {
+    if (state.flow) state.flow();
+    state.flow = null;
+  }
+
   function show(nodes) {
+    cancel();
     app.textContent = '';
     nodes.forEach(function (n) { if (n) app.appendChild(n); });
   }
@@ -338,8 +374,11 @@
     message('Something went wrong', text);
   }
 
+  // A token the app gives again (the SDK's `setSessionToken`) starts
+  // over: the first may have ended.
   function start(token) {
-    if (state.client) return;
+    if (state.client && state.client.token === token) return;
+    cancel();
     state.client = new Client(base, token);
     message('Loading\u2026', '');
     state.client.session().then(function (s) {
@@ -416,7 +455,8 @@
     body.addEventListener('submit', function (e) {
       e.preventDefault();
       var values = {};
-      Object.keys(inputs).forEach(function (k) { values[k] = inputs[k].value.trim(); });
+      // As typed: a key or a password may hold spaces.
+      Object.keys(inputs).forEach(function (k) { values[k] = inputs[k].value; });
       var bad = problems(spec, values);
       Object.keys(errors).forEach(function (k) { errors[k].textContent = bad[k] || ''; });
       if (Object.keys(bad).length > 0) return;
@@ -474,14 +514,20 @@
     var settled = false;
     var ws = new WebSocket(base.replace(/^http/, 'ws') + '/');
     var watch = null;
-    function finish(fn) {
-      if (settled) return;
+    function stop() {
       settled = true;
+      state.flow = null;
       if (watch) clearInterval(watch);
       try { ws.close(); } catch (e) { /* closed */ }
       setTimeout(function () { try { win.close(); } catch (e) { /* gone */ } }, 500);
+    }
+    function finish(fn) {
+      if (settled) return;
+      stop();
       fn();
     }
+    // Leaving the form ends the wait (and the window).
+    state.flow = function () { if (!settled) stop(); };
     ws.onmessage = function (evt) {
       var data;
       try { data = JSON.parse(evt.data); } catch (e) { return; }
@@ -495,6 +541,10 @@
     };
     ws.onerror = function () {
       finish(function () { refuse(status, submit, 'unknown_error', 'Lost the connection to the server.'); });
+    };
+    // Closed without a result (the server stopped, or the wait ran out).
+    ws.onclose = function () {
+      finish(function () { refuse(status, submit, 'unknown_error', 'The server stopped waiting for the authorization. Try again.'); });
     };
     watch = setInterval(function () {
       if (win.closed && search.get('detectClosedAuthWindow') === 'true') {
