@@ -273,3 +273,269 @@ async fn an_mcp_server_registers_sluice_and_its_users_connect_through_the_oauth_
     assert_eq!(status, 201, "{body}");
     server.stop().await;
 }
+
+/// A generic MCP server (`MCP_OAUTH2_GENERIC`) at
+/// `https://mcp.example.com/mcp` whose authorization server is
+/// `https://auth.example.com/tenant`, both served by one mock (the
+/// server's upstream redirect): metadata, registration, tokens, and the
+/// MCP endpoint itself.
+async fn generic_mcp_server(seen: Arc<Mutex<Seen>>) -> MockServer {
+    MockServer::start(Arc::new(move |req: &MockRequest| {
+        let form: Vec<(String, String)> = url::form_urlencoded::parse(&req.body)
+            .into_owned()
+            .collect();
+        let get = |k: &str| {
+            form.iter()
+                .find(|(have, _)| have == k)
+                .map(|(_, v)| v.as_str())
+        };
+        match (req.method.as_str(), req.path.as_str()) {
+            ("GET", "/.well-known/oauth-protected-resource/mcp") => MockResponse::json(
+                200,
+                &json!({"resource": "https://mcp.example.com/mcp",
+                        "authorization_servers": ["https://auth.example.com/tenant"],
+                        "scopes_supported": ["tools:read", "tools:call"]}),
+            ),
+            ("GET", "/.well-known/oauth-authorization-server/tenant") => MockResponse::json(
+                200,
+                &json!({"issuer": "https://auth.example.com/tenant",
+                        "authorization_endpoint": "https://auth.example.com/tenant/authorize",
+                        "token_endpoint": "https://auth.example.com/tenant/token",
+                        "registration_endpoint": "https://auth.example.com/tenant/register",
+                        "response_types_supported": ["code"],
+                        "code_challenge_methods_supported": ["S256"]}),
+            ),
+            ("POST", "/tenant/register") => {
+                seen.lock()
+                    .unwrap()
+                    .registrations
+                    .push(req.json().unwrap_or_default());
+                MockResponse::json(201, &json!({"client_id": "gen-1"}))
+            }
+            ("POST", "/tenant/token") => {
+                seen.lock().unwrap().token_requests.push(form.clone());
+                let public = get("client_id") == Some("gen-1")
+                    && get("client_secret").is_none()
+                    && get("resource") == Some("https://mcp.example.com/mcp");
+                match (get("grant_type"), public) {
+                    (Some("authorization_code"), true) if get("code") == Some("c0de") => {
+                        MockResponse::json(
+                            200,
+                            &json!({"access_token": "gen-at-1", "refresh_token": "gen-rt",
+                                    "expires_in": 3600}),
+                        )
+                    }
+                    (Some("refresh_token"), true) if get("refresh_token") == Some("gen-rt") => {
+                        MockResponse::json(
+                            200,
+                            &json!({"access_token": "gen-at-2", "expires_in": 3600}),
+                        )
+                    }
+                    _ => MockResponse::json(400, &json!({"error": "invalid_grant"})),
+                }
+            }
+            ("GET", "/mcp/tools") => match req.header("authorization") {
+                Some("Bearer gen-at-1") | Some("Bearer gen-at-2") => {
+                    MockResponse::json(200, &json!({"tools": ["search"]}))
+                }
+                _ => MockResponse::json(401, &json!({"error": "invalid_token"})),
+            },
+            _ => MockResponse::json(404, &json!({"error": "not found"})),
+        }
+    }))
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_connects_a_generic_mcp_server_sluice_finds_and_registers_with() {
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let mock = generic_mcp_server(seen.clone()).await;
+    let providers = "mcpgen:\n  auth_mode: MCP_OAUTH2_GENERIC\n  connection_config:\n    mcp_server_url:\n      type: string\n      title: MCP Server URL\n  proxy:\n    base_url: ${connectionConfig.mcp_server_url}\n";
+    let data = tempfile::tempdir().unwrap();
+    let mut config = ServerConfig::new(data.path(), "127.0.0.1:0".parse().unwrap());
+    config.upstream_redirect = Some(mock.url().parse().unwrap());
+    let server = start_with(config, &MasterKey::generate(), providers).await;
+    let base = server.url();
+    let dev = Client::new(&server, DEV_KEY);
+    let (status, body) = dev
+        .send(
+            "POST",
+            "/integrations",
+            Some(json!({"unique_key": "gen", "provider": "mcpgen"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = dev
+        .send(
+            "POST",
+            "/connect/sessions",
+            Some(json!({"end_user": {"id": "u1"}, "allowed_integrations": ["gen"]})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let token = body["data"]["token"].as_str().unwrap().to_string();
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let open = |params: &str| {
+        let url = format!("{base}/oauth/connect/gen?connect_session_token={token}{params}");
+        let browser = browser.clone();
+        async move {
+            let resp = browser.get(url).send().await.unwrap();
+            let status = resp.status().as_u16();
+            let location = resp
+                .headers()
+                .get("location")
+                .map(|l| l.to_str().unwrap().to_string());
+            (status, location, resp.text().await.unwrap())
+        }
+    };
+
+    // Servers sluice will not go to, or cannot authorize with: named.
+    for (params, words) in [
+        ("", "params[mcp_server_url]"),
+        (
+            "&params[mcp_server_url]=http://mcp.example.com/mcp",
+            "https",
+        ),
+        (
+            "&params[mcp_server_url]=https://127.0.0.1/mcp",
+            "domain name",
+        ),
+        (
+            "&params[mcp_server_url]=https://localhost/mcp",
+            "not a public host",
+        ),
+        (
+            "&params[mcp_server_url]=https://nometa.example.com/other",
+            "found no OAuth metadata",
+        ),
+    ] {
+        let (status, _, page) = open(params).await;
+        assert_eq!(status, 400, "{params}: {page}");
+        assert!(page.contains(words), "{params}: {page}");
+    }
+    assert!(seen.lock().unwrap().registrations.is_empty());
+
+    // The user names the server; sluice finds its authorization server,
+    // registers a public client for this connection and sends the user
+    // there with PKCE, the resource's scopes and the resource. A value
+    // the browser gives for what discovery sets is not taken.
+    let (status, location, page) = open(
+        "&params[mcp_server_url]=https://mcp.example.com/mcp&params[oauth_token_url]=https://evil.example.com/steal",
+    )
+    .await;
+    assert_eq!(status, 302, "{page}");
+    let location = url::Url::parse(&location.unwrap()).unwrap();
+    assert!(
+        location
+            .as_str()
+            .starts_with("https://auth.example.com/tenant/authorize?"),
+        "{location}"
+    );
+    let pairs: std::collections::HashMap<String, String> =
+        location.query_pairs().into_owned().collect();
+    assert_eq!(pairs["client_id"], "gen-1");
+    assert_eq!(pairs["code_challenge_method"], "S256");
+    assert_eq!(pairs["scope"], "tools:read tools:call");
+    assert_eq!(pairs["resource"], "https://mcp.example.com/mcp");
+    assert_eq!(pairs["redirect_uri"], format!("{base}/oauth/callback"));
+    let registration = seen.lock().unwrap().registrations[0].clone();
+    assert_eq!(
+        registration["redirect_uris"],
+        json!([format!("{base}/oauth/callback")])
+    );
+    assert_eq!(registration["token_endpoint_auth_method"], "none");
+    assert_eq!(registration["scope"], "tools:read tools:call");
+
+    let resp = browser
+        .get(format!(
+            "{base}/oauth/callback?code=c0de&state={}",
+            pairs["state"]
+        ))
+        .send()
+        .await
+        .unwrap();
+    let (status, page) = (resp.status().as_u16(), resp.text().await.unwrap());
+    assert_eq!(status, 200, "{page}");
+    // The code went with PKCE's verifier, the client id alone and the
+    // resource.
+    let exchange = seen.lock().unwrap().token_requests[0].clone();
+    let verifier = &exchange
+        .iter()
+        .find(|(k, _)| k == "code_verifier")
+        .unwrap()
+        .1;
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    assert_eq!(
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(verifier)),
+        pairs["code_challenge"]
+    );
+    let (_, body) = dev.send("GET", "/connections?endUserId=u1", None).await;
+    let cid = body["connections"][0]["connection_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (status, c) = dev
+        .send(
+            "GET",
+            &format!("/connections/{cid}?provider_config_key=gen"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{c}");
+    assert_eq!(c["credentials"]["access_token"], "gen-at-1", "{c}");
+    let cc = &c["connection_config"];
+    assert_eq!(cc["mcp_server_url"], "https://mcp.example.com/mcp", "{c}");
+    assert_eq!(
+        cc["oauth_token_url"], "https://auth.example.com/tenant/token",
+        "{c}"
+    );
+    assert_eq!(cc["oauth_resource_url"], "https://mcp.example.com/mcp");
+    assert!(
+        cc["oauth_metadata"]
+            .as_str()
+            .unwrap()
+            .contains("registration_endpoint")
+    );
+
+    // Requests go to the server the user named, with the token.
+    let (status, body) = dev
+        .send_as(("gen", &cid), "GET", "/proxy/tools", None)
+        .await;
+    assert_eq!(
+        (status, &body["tools"]),
+        (200, &json!(["search"])),
+        "{body}"
+    );
+
+    // Refreshed at the token endpoint discovery found, with the
+    // connection's own client and the resource.
+    let (status, body) = dev
+        .send(
+            "GET",
+            &format!(
+                "/connections/{cid}?provider_config_key=gen&force_refresh=true&refresh_token=true"
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["credentials"]["access_token"], "gen-at-2", "{body}");
+    assert_eq!(body["credentials"]["refresh_token"], "gen-rt", "{body}");
+    let refresh = seen.lock().unwrap().token_requests[1].clone();
+    assert!(
+        refresh.contains(&("grant_type".into(), "refresh_token".into()))
+            && refresh.contains(&("client_id".into(), "gen-1".into()))
+            && refresh.contains(&("resource".into(), "https://mcp.example.com/mcp".into())),
+        "{refresh:?}"
+    );
+    let (status, body) = dev
+        .send_as(("gen", &cid), "GET", "/proxy/tools", None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    server.stop().await;
+}

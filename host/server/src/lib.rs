@@ -24,6 +24,7 @@ mod github_app;
 pub mod health;
 mod jwt;
 pub mod logs;
+mod mcp;
 pub mod metrics;
 pub mod refresh;
 pub mod routing;

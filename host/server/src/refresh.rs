@@ -274,8 +274,15 @@ fn client_of<'a>(
             .and_then(Value::as_str)
             .filter(|s| !s.is_empty())
     };
+    // A public client (a generic MCP server's, registered for the
+    // connection) has an empty secret, given as such.
+    let public = own
+        .and_then(|o| o.get("client_secret"))
+        .and_then(Value::as_str)
+        == Some("");
     match (field("client_id"), field("client_secret")) {
         (Some(id), Some(secret)) => (id, secret),
+        (Some(id), None) if public => (id, ""),
         _ => (
             integration.oauth_client_id.as_deref().unwrap_or(""),
             integration.oauth_client_secret.as_deref().unwrap_or(""),
@@ -322,28 +329,43 @@ async fn token_answer_with_headers<'a>(
     request: reqwest::RequestBuilder,
     secrets: impl IntoIterator<Item = &'a str>,
 ) -> Result<(String, reqwest::header::HeaderMap), String> {
+    answer_with_headers(request, secrets, "the token endpoint").await
+}
+
+/// The JSON object `what` (an endpoint named for messages) answers,
+/// read as a token endpoint's is: bounded, a refusal named with its
+/// status and words.
+pub(crate) async fn json_answer(
+    request: reqwest::RequestBuilder,
+    what: &str,
+) -> Result<Map<String, Value>, String> {
+    let (body, _) =
+        answer_with_headers(request.header("accept", "application/json"), [], what).await?;
+    serde_json::from_str(&body).map_err(|e| format!("{what}'s answer is not a JSON object: {e}"))
+}
+
+async fn answer_with_headers<'a>(
+    request: reqwest::RequestBuilder,
+    secrets: impl IntoIterator<Item = &'a str>,
+    what: &str,
+) -> Result<(String, reqwest::header::HeaderMap), String> {
     let mut response = request
         .timeout(TOKEN_TIMEOUT)
         .send()
         .await
         // Without the URL, whose query may carry credentials.
-        .map_err(|e| {
-            format!(
-                "the token endpoint did not answer: {}",
-                with_sources(&e.without_url())
-            )
-        })?;
+        .map_err(|e| format!("{what} did not answer: {}", with_sources(&e.without_url())))?;
     let status = response.status();
     let headers = response.headers().clone();
     let mut bytes: Vec<u8> = Vec::new();
     while let Some(chunk) = response
         .chunk()
         .await
-        .map_err(|e| format!("the token endpoint's answer was cut: {}", e.without_url()))?
+        .map_err(|e| format!("{what}'s answer was cut: {}", e.without_url()))?
     {
         if bytes.len() + chunk.len() > MAX_TOKEN_RESPONSE {
             return Err(format!(
-                "the token endpoint's answer is longer than {MAX_TOKEN_RESPONSE} bytes"
+                "{what}'s answer is longer than {MAX_TOKEN_RESPONSE} bytes"
             ));
         }
         bytes.extend_from_slice(&chunk);
@@ -352,9 +374,7 @@ async fn token_answer_with_headers<'a>(
     if !status.is_success() {
         let body = sluice_runtime::proxy::redact_values(&body, secrets);
         let shown: String = body.chars().take(300).collect();
-        return Err(format!(
-            "the token endpoint answered HTTP {status}: {shown}"
-        ));
+        return Err(format!("{what} answered HTTP {status}: {shown}"));
     }
     Ok((body, headers))
 }
@@ -369,11 +389,59 @@ impl Connections {
             .providers
             .get(&c.provider)
             .ok_or_else(|| format!("provider `{}` is not in the catalogue", c.provider))?;
+        // A generic MCP server's is the one its metadata named when the
+        // user connected, kept in the connection's configuration: a host
+        // the connection chose, so public addresses only.
+        if provider.auth_mode.as_deref() == Some("MCP_OAUTH2_GENERIC") {
+            return Ok((provider, crate::mcp::TOKEN_URL_TEMPLATE));
+        }
         let template = provider
             .token_url
             .as_deref()
             .ok_or_else(|| format!("provider `{}` has no token_url", c.provider))?;
         Ok((provider, template))
+    }
+
+    /// The client and URL for a request to `url`, which a user or a
+    /// server's metadata chose (a generic MCP server's, its authorization
+    /// server's): https, a domain name that is public (resolved to public
+    /// addresses only) unless `allowed_hosts` names it; sent to the mock
+    /// upstream when the server has one.
+    pub(crate) fn chosen_target(
+        &self,
+        url: &str,
+        what: &str,
+    ) -> Result<(reqwest::Client, String), String> {
+        let mut parsed =
+            url::Url::parse(url).map_err(|e| format!("{what} `{url}` is not a URL: {e}"))?;
+        if parsed.scheme() != "https" {
+            return Err(format!("{what} `{url}` must be an https URL"));
+        }
+        if !matches!(parsed.host(), Some(url::Host::Domain(_))) {
+            return Err(format!(
+                "{what} `{url}` must name its host (a domain name, not an address)"
+            ));
+        }
+        let allowed = sluice_runtime::proxy::in_allowlist(&parsed, &self.allowed_hosts);
+        if !allowed && !sluice_runtime::proxy::public_host(&parsed) {
+            return Err(format!(
+                "{what} `{url}` is not a public host (localhost, an internal name…); only the environment's allowed_hosts may name such a host"
+            ));
+        }
+        if let Some(to) = &self.redirect {
+            parsed
+                .set_scheme(to.scheme())
+                .and_then(|()| parsed.set_host(to.host_str()).map_err(|_| ()))
+                .and_then(|()| parsed.set_port(to.port_or_known_default()))
+                .map_err(|()| format!("{what} cannot be sent to the mock upstream {to}"))?;
+            return Ok((self.http.clone(), parsed.to_string()));
+        }
+        let http = if allowed {
+            self.http.clone()
+        } else {
+            sluice_runtime::proxy::public_only_client()
+        };
+        Ok((http, parsed.to_string()))
     }
 
     /// The client and URL a token request for connection `c` goes to:
@@ -1074,9 +1142,18 @@ impl Connections {
                 body.insert(k.clone(), v.clone());
             }
         }
-        let request = self
-            .http
-            .post(url.as_str())
+        Self::register_at(self.http.clone(), url.as_str(), body).await
+    }
+
+    /// Registers a client at `url` (RFC 7591) with `body`: its id, and its
+    /// secret if the server gave one.
+    pub(crate) async fn register_at(
+        http: reqwest::Client,
+        url: &str,
+        body: Map<String, Value>,
+    ) -> Result<(String, Option<String>), String> {
+        let request = http
+            .post(url)
             .header("user-agent", "Nango")
             .header("accept", "application/json")
             .header("content-type", "application/json")
@@ -1141,6 +1218,16 @@ impl Connections {
             .get("refresh_params")
             .or_else(|| definition.get("token_params"));
         form.extend(provider_params(extra, c, &["grant_type", "refresh_token"]));
+        // A generic MCP server's token names its resource (RFC 8707).
+        if provider.auth_mode.as_deref() == Some("MCP_OAUTH2_GENERIC")
+            && let Some(resource) = c
+                .connection_config
+                .get("oauth_resource_url")
+                .and_then(Value::as_str)
+                .filter(|r| !r.is_empty())
+        {
+            form.push(("resource".into(), resource.to_string()));
+        }
         // An endpoint may echo what it was sent: the refresh token and the
         // client secret are not shown (nor stored in the errors and the
         // logs this message goes to).

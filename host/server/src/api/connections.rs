@@ -215,8 +215,9 @@ fn credentials_mode(
         }
     };
     // An MCP server's tokens are OAuth2's, whichever type names them.
+    let mcp = |mode: &str| matches!(mode, "MCP_OAUTH2" | "MCP_OAUTH2_GENERIC");
     let oauth2 = |mode: &str| {
-        if mode == "MCP_OAUTH2" {
+        if mcp(mode) {
             "OAUTH2".to_string()
         } else {
             mode.to_string()
@@ -225,7 +226,7 @@ fn credentials_mode(
     let Some((given, fields)) = given else {
         return Ok(oauth2(provider_mode.unwrap_or_default()));
     };
-    let given = if given == "MCP_OAUTH2" && provider_mode == Some(given) {
+    let given = if mcp(given) && provider_mode == Some(given) {
         "OAUTH2"
     } else {
         given
@@ -244,7 +245,7 @@ fn credentials_mode(
     // An MCP server's tokens are OAuth2's.
     if let Some(mode) = provider_mode
         && mode != given
-        && !(mode == "MCP_OAUTH2" && given == "OAUTH2")
+        && !(mcp(mode) && given == "OAUTH2")
     {
         // The original's words.
         return Err(ApiError::invalid_body(format!(

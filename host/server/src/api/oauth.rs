@@ -1142,6 +1142,19 @@ async fn flow(
         )));
     };
     let mode = provider.auth_mode.as_deref().unwrap_or("");
+    if mode == "MCP_OAUTH2_GENERIC" {
+        return mcp_generic_flow(
+            app,
+            env,
+            session,
+            session_key,
+            key,
+            q,
+            headers,
+            &integration,
+        )
+        .await;
+    }
     if mode == "OAUTH1" {
         return oauth1_flow(
             app,
@@ -1177,7 +1190,7 @@ async fn flow(
         return Ok(Err(failure(
             "unsupported_auth_mode",
             format!(
-                "The OAuth flow connects OAUTH2, OAUTH1, MCP_OAUTH2 and GitHub App (APP) integrations; `{}` is {}: create its connections with POST /connections.",
+                "The OAuth flow connects OAUTH2, OAUTH1, MCP_OAUTH2, MCP_OAUTH2_GENERIC and GitHub App (APP) integrations; `{}` is {}: create its connections with POST /connections.",
                 integration.provider,
                 if mode.is_empty() {
                     "of no auth mode"
@@ -1408,6 +1421,150 @@ async fn flow(
     };
     keep_flow(app, env, session, session_key, &state, &flow).await?;
     Ok(Ok(location))
+}
+
+/// A generic MCP server's flow (see [`crate::mcp`]): the server the user
+/// names (`params[mcp_server_url]`, or the session's), its authorization
+/// server found, a public client registered for this connection, then
+/// OAuth2's authorization code with PKCE and the resource.
+#[allow(clippy::too_many_arguments)]
+async fn mcp_generic_flow(
+    app: &App,
+    env: &EnvState,
+    session: &ConnectSession,
+    session_key: &str,
+    key: &str,
+    q: &Query,
+    headers: &HeaderMap,
+    integration: &sluice_store::Integration,
+) -> Result<Result<String, Failure>, ApiError> {
+    let defaults = session.defaults(key);
+    let (mut config, trusted) = session_config(q, &defaults);
+    // Discovery's, never a browser's or a session's.
+    for k in crate::mcp::DISCOVERED_KEYS {
+        config.remove(k);
+    }
+    let Some(server) = config
+        .get("mcp_server_url")
+        .and_then(Value::as_str)
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+    else {
+        return Ok(Err(failure(
+            "missing_connection_config",
+            "A generic MCP server's connection needs its URL: `params[mcp_server_url]` (or the session's `connection_config.mcp_server_url`).",
+        )));
+    };
+    let found = match crate::mcp::discover(&env.connections, &server).await {
+        Ok(found) => found,
+        Err(e) => {
+            return Ok(Err(failure(
+                "unknown_err",
+                format!("Could not find how to authorize with the MCP server `{server}`: {e}"),
+            )));
+        }
+    };
+    let base = super::base_url(app, headers);
+    if base.is_empty() {
+        return Ok(Err(failure(
+            "unknown_err",
+            "The MCP server must be told where users come back to, and this request names no host: start the server with --public-url.",
+        )));
+    }
+    let callback_url = format!("{base}/oauth/callback");
+    let Some(registration) = found.registration_endpoint.as_deref() else {
+        return Ok(Err(failure(
+            "unknown_err",
+            format!(
+                "The MCP server `{server}`'s authorization server registers no clients (its metadata names no public https `registration_endpoint`), and sluice has none of its own to give it."
+            ),
+        )));
+    };
+    let name = format!("sluice - {} - {key}", env.store.name());
+    let (client_id, client_secret) = match crate::mcp::register(
+        &env.connections,
+        registration,
+        &callback_url,
+        &name,
+        found.scopes.as_deref(),
+    )
+    .await
+    {
+        Ok(client) => client,
+        Err(e) => {
+            return Ok(Err(failure(
+                "client_registration_failed",
+                format!(
+                    "The MCP server `{server}`'s authorization server refused to register a client: {e}"
+                ),
+            )));
+        }
+    };
+    let connection_id = flow_connection(env, session, key).await?;
+    let verifier = connect::random_hex();
+    let challenge =
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(&verifier));
+    let state = uuid::Uuid::new_v4().to_string();
+    let mut url = match url::Url::parse(&found.authorization_endpoint) {
+        Ok(u) => u,
+        Err(e) => {
+            return Ok(Err(failure(
+                "unknown_err",
+                format!("The authorization_endpoint is not a URL: {e}"),
+            )));
+        }
+    };
+    {
+        let mut pairs = url.query_pairs_mut();
+        pairs
+            .append_pair("response_type", "code")
+            .append_pair("client_id", &client_id)
+            .append_pair("code_challenge", &challenge)
+            .append_pair("code_challenge_method", "S256")
+            .append_pair("redirect_uri", &callback_url)
+            .append_pair("state", &state);
+        if let Some(scopes) = &found.scopes {
+            pairs.append_pair("scope", scopes);
+        }
+        if let Some(resource) = &found.resource {
+            pairs.append_pair("resource", resource);
+        }
+    }
+    config.insert("mcp_server_url".into(), Value::String(server));
+    config.insert(
+        "oauth_token_url".into(),
+        Value::String(found.token_endpoint.clone()),
+    );
+    config.insert(
+        "oauth_metadata".into(),
+        Value::String(Value::Object(found.metadata).to_string()),
+    );
+    if let Some(resource) = found.resource {
+        config.insert("oauth_resource_url".into(), Value::String(resource));
+    }
+    let flow = Flow {
+        provider_config_key: key.to_string(),
+        provider: integration.provider.clone(),
+        connection_id,
+        callback_url,
+        code_verifier: Some(verifier),
+        connection_config: config,
+        end_user: session.end_user.clone(),
+        tags: session.tags.clone(),
+        webhook_url_override: session.webhook_url_override.clone(),
+        ws_client_id: q.get("ws_client_id").map(str::to_string),
+        reconnect: session.connection_id.is_some(),
+        trusted,
+        // The connection's own client, kept in its credentials (a public
+        // one's secret empty).
+        client_override: Some((client_id, client_secret.unwrap_or_default())),
+        session_key: Some(session_key.to_string()),
+        request_token: None,
+        expires_at: Utc::now() + FLOW_TTL,
+    };
+    keep_flow(app, env, session, session_key, &state, &flow).await?;
+    Ok(Ok(url.to_string()))
 }
 
 /// The connection a flow of `session` creates: the one it reconnects
@@ -2288,6 +2445,16 @@ async fn exchange(
     for (k, v) in token_params {
         form.retain(|(have, _)| *have != k);
         form.push((k, v));
+    }
+    // A generic MCP server's token names its resource (RFC 8707).
+    if provider.auth_mode.as_deref() == Some("MCP_OAUTH2_GENERIC")
+        && let Some(resource) = flow
+            .connection_config
+            .get("oauth_resource_url")
+            .and_then(Value::as_str)
+            .filter(|r| !r.is_empty())
+    {
+        form.push(("resource".into(), resource.to_string()));
     }
     let raw = env
         .connections

@@ -53,9 +53,8 @@
   };
 
   // Modes connected in a window of the provider's (the OAuth flows the
-  // server runs; `CUSTOM`, `MCP_OAUTH2_GENERIC`, `INSTALL_PLUGIN` and
-  // `AWS_SIGV4` it does not).
-  var POPUP_MODES = ['OAUTH2', 'OAUTH1', 'APP', 'MCP_OAUTH2'];
+  // server runs; `CUSTOM`, `INSTALL_PLUGIN` and `AWS_SIGV4` it does not).
+  var POPUP_MODES = ['OAUTH2', 'OAUTH1', 'APP', 'MCP_OAUTH2', 'MCP_OAUTH2_GENERIC'];
 
   function own(obj, key) {
     return obj !== null && typeof obj === 'object' && Object.prototype.hasOwnProperty.call(obj, key);
