@@ -274,11 +274,13 @@ async fn an_mcp_server_registers_sluice_and_its_users_connect_through_the_oauth_
     server.stop().await;
 }
 
-/// A generic MCP server (`MCP_OAUTH2_GENERIC`) at
-/// `https://mcp.example.com/mcp` whose authorization server is
-/// `https://auth.example.com/tenant`, both served by one mock (the
-/// server's upstream redirect): metadata, registration, tokens, and the
-/// MCP endpoint itself.
+/// Generic MCP servers (`MCP_OAUTH2_GENERIC`), all served by one mock
+/// (the server's upstream redirect): `https://mcp.example.com/<case>`,
+/// whose authorization server is `https://auth.example.com/<case>`.
+/// `mcp` is a good one (a public client); `secret` registers a client
+/// with a secret (Basic at the token endpoint); the others each break
+/// one rule: `http-token`, `local-token` (its token endpoint),
+/// `no-register`, `no-s256`, `wrong-issuer`, `wrong-resource`.
 async fn generic_mcp_server(seen: Arc<Mutex<Seen>>) -> MockServer {
     MockServer::start(Arc::new(move |req: &MockRequest| {
         let form: Vec<(String, String)> = url::form_urlencoded::parse(&req.body)
@@ -289,35 +291,85 @@ async fn generic_mcp_server(seen: Arc<Mutex<Seen>>) -> MockServer {
                 .find(|(have, _)| have == k)
                 .map(|(_, v)| v.as_str())
         };
-        match (req.method.as_str(), req.path.as_str()) {
-            ("GET", "/.well-known/oauth-protected-resource/mcp") => MockResponse::json(
+        let path = req.path.as_str();
+        if req.method == "GET"
+            && let Some(case) = path.strip_prefix("/.well-known/oauth-protected-resource/")
+        {
+            let resource = if case == "wrong-resource" {
+                "https://elsewhere.example.com/mcp".to_string()
+            } else {
+                format!("https://mcp.example.com/{case}")
+            };
+            return MockResponse::json(
                 200,
-                &json!({"resource": "https://mcp.example.com/mcp",
-                        "authorization_servers": ["https://auth.example.com/tenant"],
+                &json!({"resource": resource,
+                        "authorization_servers": [format!("https://auth.example.com/{case}")],
                         "scopes_supported": ["tools:read", "tools:call"]}),
-            ),
-            ("GET", "/.well-known/oauth-authorization-server/tenant") => MockResponse::json(
-                200,
-                &json!({"issuer": "https://auth.example.com/tenant",
-                        "authorization_endpoint": "https://auth.example.com/tenant/authorize",
-                        "token_endpoint": "https://auth.example.com/tenant/token",
-                        "registration_endpoint": "https://auth.example.com/tenant/register",
-                        "response_types_supported": ["code"],
-                        "code_challenge_methods_supported": ["S256"]}),
-            ),
-            ("POST", "/tenant/register") => {
+            );
+        }
+        if req.method == "GET"
+            && let Some(case) = path.strip_prefix("/.well-known/oauth-authorization-server/")
+        {
+            let at = format!("https://auth.example.com/{case}");
+            let mut m = json!({"issuer": at,
+                    "authorization_endpoint": format!("{at}/authorize"),
+                    "token_endpoint": format!("{at}/token"),
+                    "registration_endpoint": format!("{at}/register"),
+                    "response_types_supported": ["code"],
+                    "code_challenge_methods_supported": ["S256"],
+                    "service_documentation": "x".repeat(10_000)});
+            match case {
+                "http-token" => {
+                    m["token_endpoint"] = json!(format!("http://auth.example.com/{case}/token"));
+                }
+                "local-token" => m["token_endpoint"] = json!("https://localhost/token"),
+                "no-register" => {
+                    m.as_object_mut().unwrap().remove("registration_endpoint");
+                }
+                "no-s256" => m["code_challenge_methods_supported"] = json!(["plain"]),
+                "wrong-issuer" => m["issuer"] = json!("https://evil.example.com"),
+                _ => {}
+            }
+            return MockResponse::json(200, &m);
+        }
+        match (req.method.as_str(), path) {
+            ("POST", "/mcp/register" | "/secret/register") => {
                 seen.lock()
                     .unwrap()
                     .registrations
                     .push(req.json().unwrap_or_default());
-                MockResponse::json(201, &json!({"client_id": "gen-1"}))
+                if path == "/secret/register" {
+                    MockResponse::json(
+                        201,
+                        &json!({"client_id": "conf-1", "client_secret": "conf-s3cret"}),
+                    )
+                } else {
+                    MockResponse::json(201, &json!({"client_id": "gen-1"}))
+                }
             }
-            ("POST", "/tenant/token") => {
-                seen.lock().unwrap().token_requests.push(form.clone());
-                let public = get("client_id") == Some("gen-1")
-                    && get("client_secret").is_none()
-                    && get("resource") == Some("https://mcp.example.com/mcp");
-                match (get("grant_type"), public) {
+            ("POST", "/mcp/token" | "/secret/token") => {
+                let mut seen_form = form.clone();
+                if let Some(auth) = req.header("authorization") {
+                    seen_form.push(("authorization-header".into(), auth.to_string()));
+                }
+                seen.lock().unwrap().token_requests.push(seen_form);
+                let basic = format!(
+                    "Basic {}",
+                    base64::Engine::encode(
+                        &base64::engine::general_purpose::STANDARD,
+                        "conf-1:conf-s3cret"
+                    )
+                );
+                let client_ok = if path == "/secret/token" {
+                    req.header("authorization") == Some(basic.as_str())
+                        && get("client_secret").is_none()
+                } else {
+                    get("client_id") == Some("gen-1") && get("client_secret").is_none()
+                };
+                let case = &path[1..path.len() - "/token".len()];
+                let resource = format!("https://mcp.example.com/{case}");
+                let ok = client_ok && get("resource") == Some(resource.as_str());
+                match (get("grant_type"), ok) {
                     (Some("authorization_code"), true) if get("code") == Some("c0de") => {
                         MockResponse::json(
                             200,
@@ -345,6 +397,14 @@ async fn generic_mcp_server(seen: Arc<Mutex<Seen>>) -> MockServer {
     }))
     .await
     .unwrap()
+}
+
+/// The value of `key` in a query's pairs.
+fn pair(url: &url::Url, key: &str) -> String {
+    url.query_pairs()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.to_string())
+        .unwrap_or_else(|| panic!("no {key} in {url}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -379,7 +439,7 @@ async fn a_user_connects_a_generic_mcp_server_sluice_finds_and_registers_with() 
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
-    let open = |params: &str| {
+    let open = |params: String| {
         let url = format!("{base}/oauth/connect/gen?connect_session_token={token}{params}");
         let browser = browser.clone();
         async move {
@@ -388,32 +448,57 @@ async fn a_user_connects_a_generic_mcp_server_sluice_finds_and_registers_with() 
             let location = resp
                 .headers()
                 .get("location")
-                .map(|l| l.to_str().unwrap().to_string());
+                .map(|l| url::Url::parse(l.to_str().unwrap()).unwrap());
             (status, location, resp.text().await.unwrap())
+        }
+    };
+    let server_is = |url: &str| format!("&params[mcp_server_url]={url}");
+    let callback = |state: String| {
+        let url = format!("{base}/oauth/callback?code=c0de&state={state}");
+        let browser = browser.clone();
+        async move {
+            let resp = browser.get(url).send().await.unwrap();
+            (resp.status().as_u16(), resp.text().await.unwrap())
         }
     };
 
     // Servers sluice will not go to, or cannot authorize with: named.
     for (params, words) in [
-        ("", "params[mcp_server_url]"),
+        (String::new(), "params[mcp_server_url]"),
         (
-            "&params[mcp_server_url]=http://mcp.example.com/mcp",
-            "https",
+            server_is("http://mcp.example.com/mcp"),
+            "URL `http://mcp.example.com/mcp` must be an https URL",
         ),
+        (server_is("https://127.0.0.1/mcp"), "domain name"),
+        (server_is("https://localhost/mcp"), "not a public host"),
+        (server_is("https://mcp.example.com/mcp%3Fx=1"), "query"),
         (
-            "&params[mcp_server_url]=https://127.0.0.1/mcp",
-            "domain name",
-        ),
-        (
-            "&params[mcp_server_url]=https://localhost/mcp",
-            "not a public host",
-        ),
-        (
-            "&params[mcp_server_url]=https://nometa.example.com/other",
+            server_is("https://nometa.example.com"),
             "found no OAuth metadata",
         ),
+        (
+            server_is("https://mcp.example.com/http-token"),
+            "token_endpoint `http://auth.example.com/http-token/token` must be an https URL",
+        ),
+        (
+            server_is("https://mcp.example.com/local-token"),
+            "token_endpoint `https://localhost/token` is not a public host",
+        ),
+        (
+            server_is("https://mcp.example.com/no-register"),
+            "registers no clients",
+        ),
+        (server_is("https://mcp.example.com/no-s256"), "S256"),
+        (
+            server_is("https://mcp.example.com/wrong-issuer"),
+            "names another issuer",
+        ),
+        (
+            server_is("https://mcp.example.com/wrong-resource"),
+            "describes `https://elsewhere.example.com/mcp`",
+        ),
     ] {
-        let (status, _, page) = open(params).await;
+        let (status, _, page) = open(params.clone()).await;
         assert_eq!(status, 400, "{params}: {page}");
         assert!(page.contains(words), "{params}: {page}");
     }
@@ -421,27 +506,30 @@ async fn a_user_connects_a_generic_mcp_server_sluice_finds_and_registers_with() 
 
     // The user names the server; sluice finds its authorization server,
     // registers a public client for this connection and sends the user
-    // there with PKCE, the resource's scopes and the resource. A value
-    // the browser gives for what discovery sets is not taken.
-    let (status, location, page) = open(
-        "&params[mcp_server_url]=https://mcp.example.com/mcp&params[oauth_token_url]=https://evil.example.com/steal",
-    )
+    // there with PKCE, the resource's scopes and the resource. What the
+    // browser gives for what discovery sets, or for a client, is not
+    // taken.
+    let (status, location, page) = open(format!(
+        "{}&params[oauth_token_url]=https://evil.example.com/steal&params[oauth_resource_url]=https://evil.example.com/r&params[oauth_client_id_override]=leak&params[oauth_client_secret_override]=leak",
+        server_is("https://mcp.example.com/mcp")
+    ))
     .await;
     assert_eq!(status, 302, "{page}");
-    let location = url::Url::parse(&location.unwrap()).unwrap();
+    let location = location.unwrap();
     assert!(
         location
             .as_str()
-            .starts_with("https://auth.example.com/tenant/authorize?"),
+            .starts_with("https://auth.example.com/mcp/authorize?"),
         "{location}"
     );
-    let pairs: std::collections::HashMap<String, String> =
-        location.query_pairs().into_owned().collect();
-    assert_eq!(pairs["client_id"], "gen-1");
-    assert_eq!(pairs["code_challenge_method"], "S256");
-    assert_eq!(pairs["scope"], "tools:read tools:call");
-    assert_eq!(pairs["resource"], "https://mcp.example.com/mcp");
-    assert_eq!(pairs["redirect_uri"], format!("{base}/oauth/callback"));
+    assert_eq!(pair(&location, "client_id"), "gen-1");
+    assert_eq!(pair(&location, "code_challenge_method"), "S256");
+    assert_eq!(pair(&location, "scope"), "tools:read tools:call");
+    assert_eq!(pair(&location, "resource"), "https://mcp.example.com/mcp");
+    assert_eq!(
+        pair(&location, "redirect_uri"),
+        format!("{base}/oauth/callback")
+    );
     let registration = seen.lock().unwrap().registrations[0].clone();
     assert_eq!(
         registration["redirect_uris"],
@@ -450,15 +538,7 @@ async fn a_user_connects_a_generic_mcp_server_sluice_finds_and_registers_with() 
     assert_eq!(registration["token_endpoint_auth_method"], "none");
     assert_eq!(registration["scope"], "tools:read tools:call");
 
-    let resp = browser
-        .get(format!(
-            "{base}/oauth/callback?code=c0de&state={}",
-            pairs["state"]
-        ))
-        .send()
-        .await
-        .unwrap();
-    let (status, page) = (resp.status().as_u16(), resp.text().await.unwrap());
+    let (status, page) = callback(pair(&location, "state")).await;
     assert_eq!(status, 200, "{page}");
     // The code went with PKCE's verifier, the client id alone and the
     // resource.
@@ -472,7 +552,7 @@ async fn a_user_connects_a_generic_mcp_server_sluice_finds_and_registers_with() 
     use sha2::Digest as _;
     assert_eq!(
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(verifier)),
-        pairs["code_challenge"]
+        pair(&location, "code_challenge")
     );
     let (_, body) = dev.send("GET", "/connections?endUserId=u1", None).await;
     let cid = body["connections"][0]["connection_id"]
@@ -491,16 +571,23 @@ async fn a_user_connects_a_generic_mcp_server_sluice_finds_and_registers_with() 
     let cc = &c["connection_config"];
     assert_eq!(cc["mcp_server_url"], "https://mcp.example.com/mcp", "{c}");
     assert_eq!(
-        cc["oauth_token_url"], "https://auth.example.com/tenant/token",
+        cc["oauth_token_url"], "https://auth.example.com/mcp/token",
         "{c}"
     );
     assert_eq!(cc["oauth_resource_url"], "https://mcp.example.com/mcp");
-    assert!(
-        cc["oauth_metadata"]
-            .as_str()
-            .unwrap()
-            .contains("registration_endpoint")
+    assert_eq!(cc["oauth_client_auth"], "none");
+    let metadata: Value = serde_json::from_str(cc["oauth_metadata"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        metadata["registration_endpoint"],
+        "https://auth.example.com/mcp/register"
     );
+    // What sluice does not use is not kept; nothing the browser named for
+    // the client either.
+    assert!(
+        metadata.get("service_documentation").is_none(),
+        "{metadata}"
+    );
+    assert!(!c.to_string().contains("leak"), "{c}");
 
     // Requests go to the server the user named, with the token.
     let (status, body) = dev
@@ -537,5 +624,92 @@ async fn a_user_connects_a_generic_mcp_server_sluice_finds_and_registers_with() 
         .send_as(("gen", &cid), "GET", "/proxy/tools", None)
         .await;
     assert_eq!(status, 200, "{body}");
+
+    // A server that gives the registered client a secret: Basic at the
+    // token endpoint (RFC 7591's default), for the code and the refresh.
+    let (status, location, page) = open(server_is("https://mcp.example.com/secret")).await;
+    assert_eq!(status, 302, "{page}");
+    let (status, page) = callback(pair(&location.unwrap(), "state")).await;
+    assert_eq!(status, 200, "{page}");
+    let (_, body) = dev.send("GET", "/connections?endUserId=u1", None).await;
+    let secret_cid = body["connections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["connection_id"].as_str().unwrap().to_string())
+        .find(|id| *id != cid)
+        .unwrap();
+    let (status, body) = dev
+        .send(
+            "GET",
+            &format!("/connections/{secret_cid}?provider_config_key=gen&force_refresh=true"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["credentials"]["access_token"], "gen-at-2", "{body}");
+    assert_eq!(
+        body["connection_config"]["oauth_client_auth"],
+        "client_secret_basic"
+    );
+
+    // A connection exported from the original (its client and metadata as
+    // JSON text in its configuration) is imported and refreshes.
+    let (status, body) = dev
+        .send(
+            "POST",
+            "/connections",
+            Some(json!({
+                "provider_config_key": "gen", "connection_id": "from-nango",
+                "credentials": {"type": "OAUTH2", "access_token": "old", "refresh_token": "gen-rt"},
+                "connection_config": {
+                    "mcp_server_url": "https://mcp.example.com/mcp",
+                    "oauth_resource_url": "https://mcp.example.com/mcp",
+                    "oauth_metadata": "{\"token_endpoint\":\"https://auth.example.com/mcp/token\"}",
+                    "oauth_client_info": "{\"client_id\":\"gen-1\"}"
+                }
+            })),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = dev
+        .send(
+            "GET",
+            "/connections/from-nango?provider_config_key=gen&force_refresh=true",
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["credentials"]["access_token"], "gen-at-2", "{body}");
+    assert!(
+        body["connection_config"].get("oauth_client_info").is_none(),
+        "{body}"
+    );
+    // An imported token URL is held to discovery's rules at each use.
+    let (status, body) = dev
+        .send(
+            "POST",
+            "/connections",
+            Some(json!({
+                "provider_config_key": "gen", "connection_id": "bad-url",
+                "credentials": {"type": "OAUTH2", "access_token": "old", "refresh_token": "gen-rt",
+                                "config_override": {"client_id": "gen-1"}},
+                "connection_config": {"mcp_server_url": "https://mcp.example.com/mcp",
+                                      "oauth_token_url": "http://auth.example.com/mcp/token"}
+            })),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = dev
+        .send(
+            "GET",
+            "/connections/bad-url?provider_config_key=gen&force_refresh=true",
+            None,
+        )
+        .await;
+    assert!(
+        status >= 400 && body.to_string().contains("must be an https URL"),
+        "{status} {body}"
+    );
     server.stop().await;
 }

@@ -379,6 +379,14 @@ async fn answer_with_headers<'a>(
     Ok((body, headers))
 }
 
+/// A client an authorization server registered (RFC 7591).
+pub(crate) struct Registered {
+    pub client_id: String,
+    pub client_secret: Option<String>,
+    /// How it authenticates at the token endpoint, as the server said.
+    pub auth_method: Option<String>,
+}
+
 impl Connections {
     /// Connection `c`'s provider and the template of its token URL.
     fn token_source(
@@ -404,9 +412,10 @@ impl Connections {
 
     /// The client and URL for a request to `url`, which a user or a
     /// server's metadata chose (a generic MCP server's, its authorization
-    /// server's): https, a domain name that is public (resolved to public
-    /// addresses only) unless `allowed_hosts` names it; sent to the mock
-    /// upstream when the server has one.
+    /// server's): https, a domain name that is public, resolved to public
+    /// addresses only — whatever `allowed_hosts` says, since that list is
+    /// the operator's for scripts, not for what a browser or a remote
+    /// server names; sent to the mock upstream when the server has one.
     pub(crate) fn chosen_target(
         &self,
         url: &str,
@@ -422,10 +431,9 @@ impl Connections {
                 "{what} `{url}` must name its host (a domain name, not an address)"
             ));
         }
-        let allowed = sluice_runtime::proxy::in_allowlist(&parsed, &self.allowed_hosts);
-        if !allowed && !sluice_runtime::proxy::public_host(&parsed) {
+        if !sluice_runtime::proxy::public_host(&parsed) {
             return Err(format!(
-                "{what} `{url}` is not a public host (localhost, an internal name…); only the environment's allowed_hosts may name such a host"
+                "{what} `{url}` is not a public host (localhost, an internal name…)"
             ));
         }
         if let Some(to) = &self.redirect {
@@ -436,12 +444,10 @@ impl Connections {
                 .map_err(|()| format!("{what} cannot be sent to the mock upstream {to}"))?;
             return Ok((self.http.clone(), parsed.to_string()));
         }
-        let http = if allowed {
-            self.http.clone()
-        } else {
-            sluice_runtime::proxy::public_only_client()
-        };
-        Ok((http, parsed.to_string()))
+        Ok((
+            sluice_runtime::proxy::public_only_client(),
+            parsed.to_string(),
+        ))
     }
 
     /// The client and URL a token request for connection `c` goes to:
@@ -452,6 +458,19 @@ impl Connections {
         template: &str,
         c: &Connection,
     ) -> Result<(reqwest::Client, String), String> {
+        // A generic MCP server's: checked as discovery checked it, at
+        // every use (an import may have set it).
+        if template == crate::mcp::TOKEN_URL_TEMPLATE {
+            let url = c
+                .connection_config
+                .get("oauth_token_url")
+                .and_then(Value::as_str)
+                .filter(|u| !u.is_empty())
+                .ok_or(
+                    "the connection has no `oauth_token_url` (its MCP server's token endpoint)",
+                )?;
+            return self.chosen_target(url, "the token URL");
+        }
         let (mut url, public_only) = token_url(template, c, &self.allowed_hosts)?;
         let http = if public_only && self.redirect.is_none() {
             sluice_runtime::proxy::public_only_client()
@@ -492,7 +511,14 @@ impl Connections {
         let (http, url) = self.token_target(template, c)?;
         let definition = &provider.definition;
         let said = |key: &str| definition.get(key).and_then(Value::as_str);
-        let header_auth = said("authorization_method") == Some("header");
+        // A client an MCP server registered for the connection says how
+        // it authenticates (RFC 7591: Basic unless it said otherwise).
+        let header_auth = said("authorization_method") == Some("header")
+            || (template == crate::mcp::TOKEN_URL_TEMPLATE
+                && c.connection_config
+                    .get("oauth_client_auth")
+                    .and_then(Value::as_str)
+                    == Some("client_secret_basic"));
         let mut request = http.post(&url).header("user-agent", "Nango");
         if !header_auth {
             for (k, v) in [("client_id", client_id), ("client_secret", client_secret)] {
@@ -1142,7 +1168,8 @@ impl Connections {
                 body.insert(k.clone(), v.clone());
             }
         }
-        Self::register_at(self.http.clone(), url.as_str(), body).await
+        let client = Self::register_at(self.http.clone(), url.as_str(), body).await?;
+        Ok((client.client_id, client.client_secret))
     }
 
     /// Registers a client at `url` (RFC 7591) with `body`: its id, and its
@@ -1151,7 +1178,7 @@ impl Connections {
         http: reqwest::Client,
         url: &str,
         body: Map<String, Value>,
-    ) -> Result<(String, Option<String>), String> {
+    ) -> Result<Registered, String> {
         let request = http
             .post(url)
             .header("user-agent", "Nango")
@@ -1168,7 +1195,14 @@ impl Connections {
             .get("client_secret")
             .and_then(Value::as_str)
             .filter(|s| !s.is_empty());
-        Ok((id.to_string(), secret.map(str::to_string)))
+        Ok(Registered {
+            client_id: id.to_string(),
+            client_secret: secret.map(str::to_string),
+            auth_method: answer
+                .get("token_endpoint_auth_method")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+        })
     }
 
     /// Asks the provider's token URL for a new access token (or makes a

@@ -776,6 +776,27 @@ async fn create(
     } else {
         (creds, connection_config)
     };
+    // A generic MCP server's connection keeps its token URL and client
+    // as sluice's flow leaves them (an export of the original's has them
+    // elsewhere).
+    let (creds, connection_config) = if provider_mode.as_deref() == Some("MCP_OAUTH2_GENERIC") {
+        let mut config = match connection_config {
+            Some(config) => config,
+            None => env
+                .store
+                .connection(&pck, &cid)
+                .await?
+                .map(|c| c.connection_config)
+                .unwrap_or_default(),
+        };
+        let mut map = creds.as_map().clone();
+        let body = with_credentials(&body);
+        crate::mcp::imported(&mut config, &mut map, body.get("config_override"));
+        let creds = Credentials::try_from(map).map_err(ApiError::invalid_body)?;
+        (creds, Some(config))
+    } else {
+        (creds, connection_config)
+    };
     let draft = Draft {
         provider_config_key: pck,
         connection_id: cid,

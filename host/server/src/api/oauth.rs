@@ -1440,10 +1440,14 @@ async fn mcp_generic_flow(
 ) -> Result<Result<String, Failure>, ApiError> {
     let defaults = session.defaults(key);
     let (mut config, trusted) = session_config(q, &defaults);
-    // Discovery's, never a browser's or a session's.
+    // Discovery's, never a browser's or a session's; and no client or
+    // scopes of anyone else's: the connection registers its own.
     for k in crate::mcp::DISCOVERED_KEYS {
         config.remove(k);
     }
+    let _ = take_client_override(&mut config);
+    config.remove("oauth_scopes_override");
+    config.remove("user_scope");
     let Some(server) = config
         .get("mcp_server_url")
         .and_then(Value::as_str)
@@ -1456,6 +1460,8 @@ async fn mcp_generic_flow(
             "A generic MCP server's connection needs its URL: `params[mcp_server_url]` (or the session's `connection_config.mcp_server_url`).",
         )));
     };
+    // A reconnect of a connection deleted meanwhile goes no further.
+    let connection_id = flow_connection(env, session, key).await?;
     let found = match crate::mcp::discover(&env.connections, &server).await {
         Ok(found) => found,
         Err(e) => {
@@ -1482,7 +1488,7 @@ async fn mcp_generic_flow(
         )));
     };
     let name = format!("sluice - {} - {key}", env.store.name());
-    let (client_id, client_secret) = match crate::mcp::register(
+    let client = match crate::mcp::register(
         &env.connections,
         registration,
         &callback_url,
@@ -1501,7 +1507,12 @@ async fn mcp_generic_flow(
             )));
         }
     };
-    let connection_id = flow_connection(env, session, key).await?;
+    let client_auth = crate::mcp::client_auth(&client).to_string();
+    let crate::refresh::Registered {
+        client_id,
+        client_secret,
+        ..
+    } = client;
     let verifier = connect::random_hex();
     let challenge =
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(&verifier));
@@ -1543,6 +1554,7 @@ async fn mcp_generic_flow(
     if let Some(resource) = found.resource {
         config.insert("oauth_resource_url".into(), Value::String(resource));
     }
+    config.insert("oauth_client_auth".into(), Value::String(client_auth));
     let flow = Flow {
         provider_config_key: key.to_string(),
         provider: integration.provider.clone(),
