@@ -105,8 +105,11 @@ async fn dryrun_json_is_machine_readable() {
         "--json",
         "--lastSyncDate",
         "2024-01-02",
-        // The original's global flag and its current name for --validation.
+        // The original's global flags and its current name for --validation.
         "--auto-confirm",
+        "--no-interactive",
+        "--no-dependency-update",
+        "--no-telemetry",
         "--validate",
     ])
     .await;

@@ -328,6 +328,22 @@ async fn text_beyond_ascii_reaches_the_host_and_comes_back_intact() {
 }
 
 #[tokio::test]
+async fn get_token_gives_an_oauth1_connections_token_and_secret_as_the_original() {
+    let h = Harness::new(
+        upstream,
+        "mock:\n  auth_mode: OAUTH1\n  proxy:\n    base_url: {base}\n",
+        json!({"type": "OAUTH1", "oauth_token": "ot-1", "oauth_token_secret": "ots-1"}),
+    )
+    .await;
+    let out = output(&h.ts_action("connection", json!({})).await);
+    assert_eq!(
+        out["token"],
+        json!({"oAuthToken": "ot-1", "oAuthTokenSecret": "ots-1"}),
+        "{out}"
+    );
+}
+
+#[tokio::test]
 async fn connection_metadata_environment_token_and_logs() {
     let h = harness().await;
     h.connections

@@ -1206,7 +1206,14 @@ async fn init_creates_a_zero_yaml_starter_that_passes_its_tests_and_dry_runs() {
     // the (unchanged) starter is reused between runs.
     let dir = PathBuf::from(guests::BUILD_DIR).join("init-zero-project");
     let _ = std::fs::remove_dir_all(&dir);
-    let (code, out, err) = sluice(&["init".to_string(), s(&dir)]).await;
+    // The original's `init --copy` and global flags, as a CI line has them.
+    let (code, out, err) = sluice(&[
+        "init".to_string(),
+        s(&dir),
+        "--copy".to_string(),
+        "--no-interactive".to_string(),
+    ])
+    .await;
     assert_eq!(code, 0, "out: {out}\nerr: {err}");
     assert!(out.contains("index.ts"), "{out}");
     assert!(!dir.join("nango.yaml").exists());

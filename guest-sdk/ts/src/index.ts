@@ -539,10 +539,15 @@ export class NangoAction {
         }
         return fromJson(call(() => conn.getConnection(pck, cid)));
     }
+    // As the original's: OAuth2's access token, OAuth1's token and
+    // secret (`{oAuthToken, oAuthTokenSecret}`, for a script that signs
+    // its own requests), else the credentials.
     async getToken(): Promise<any> {
         const c = await this.getConnection();
         const creds = c?.credentials ?? {};
-        return creds.type === 'OAUTH2' ? creds.access_token : creds;
+        if (creds.type === 'OAUTH2') return creds.access_token;
+        if (creds.type === 'OAUTH1') return { oAuthToken: creds.oauth_token, oAuthTokenSecret: creds.oauth_token_secret };
+        return creds;
     }
     async getMetadata<T = Record<string, unknown>>(): Promise<T> {
         return fromJson(call(() => conn.getMetadata())) as T;

@@ -36,6 +36,16 @@ struct Cli {
     /// format, folders, the SDK, cache hits, the server), on stderr.
     #[arg(long, global = true)]
     debug: bool,
+    /// Accepted on every command, as the original's global flags, so
+    /// command lines written for it (CI scripts) run unchanged: sluice
+    /// never prompts, never updates or installs a project's dependencies
+    /// by itself, and sends no telemetry.
+    #[arg(long = "no-interactive", global = true, hide = true)]
+    no_interactive: bool,
+    #[arg(long = "no-dependency-update", global = true, hide = true)]
+    no_dependency_update: bool,
+    #[arg(long = "no-telemetry", global = true, hide = true)]
+    no_telemetry: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -307,6 +317,10 @@ struct InitArgs {
     /// of shared models, and a copy of the Rust SDK (`sluice-sdk/`).
     #[arg(long, conflicts_with = "yaml")]
     rust: bool,
+    /// Accepted as the original's `init --copy` (only copy the files):
+    /// sluice's init only ever writes the files.
+    #[arg(long, hide = true)]
+    copy: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -513,7 +527,12 @@ pub async fn run(
         }
     };
     // Nothing asks: the flag only keeps the original's command lines working.
-    let _never_asks = cli.auto_confirm;
+    let _never_asks = (
+        cli.auto_confirm,
+        cli.no_interactive,
+        cli.no_dependency_update,
+        cli.no_telemetry,
+    );
     if cli.debug {
         sluice_project::debug::enable();
     }
@@ -677,6 +696,8 @@ async fn run_dryrun(
 }
 
 fn run_init(args: InitArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
+    // `--copy` asks for what init does anyway.
+    let _only_copies = args.copy;
     let starter = match (args.yaml, args.rust) {
         (_, true) => init::Starter::Rust,
         (true, false) => init::Starter::Yaml,
