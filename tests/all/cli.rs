@@ -435,6 +435,62 @@ async fn a_dry_run_may_name_the_other_connections_of_connections_yaml() {
     assert!(out.contains("Bearer tok-2"), "{out}");
 }
 
+/// A project with `nango` installed has the original's whole providers
+/// catalogue (`node_modules/@nangohq/providers/providers.yaml`): a dry run
+/// reads it without `--providers`, and says what to do when it is not
+/// there.
+#[tokio::test]
+async fn a_dry_run_reads_the_installed_originals_providers_catalogue() {
+    use sluice_tests::{MockRequest, MockResponse, MockServer};
+    let mock = MockServer::start(std::sync::Arc::new(|req: &MockRequest| {
+        MockResponse::json(200, &json!({"auth": req.header("authorization")}))
+    }))
+    .await
+    .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(
+        tmp.path().join("connections.yaml"),
+        "connections:\n  - connection_id: c1\n    provider_config_key: acme-int\n    provider: acme-crm\n    credentials: {type: OAUTH2, access_token: tok-1}\n",
+    )
+    .unwrap();
+    let dir = tmp.path().display().to_string();
+    let args = [
+        "dryrun",
+        guests::ACTION_PROXY,
+        "c1",
+        "--dir",
+        &dir,
+        "--debug",
+        "--input",
+        r#"{"endpoint": "/who"}"#,
+    ];
+    let run = || sluice(&args);
+    let (code, out, err) = run().await;
+    assert_ne!(code, 0, "{out}\n{err}");
+    assert!(
+        err.contains("`acme-crm` is not in the providers catalogue") && err.contains("npm install"),
+        "{err}"
+    );
+    let installed = tmp.path().join("node_modules/@nangohq/providers");
+    std::fs::create_dir_all(&installed).unwrap();
+    std::fs::write(
+        installed.join("providers.yaml"),
+        format!(
+            "acme-crm:\n  auth_mode: OAUTH2\n  proxy:\n    base_url: {}\n",
+            mock.url()
+        ),
+    )
+    .unwrap();
+    let (code, out, err) = run().await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("Bearer tok-1"), "{out}");
+    assert!(
+        err.contains("debug: providers: the installed catalogue")
+            && err.contains("node_modules/@nangohq/providers/providers.yaml"),
+        "{err}"
+    );
+}
+
 /// A dry run says how many log lines it left out past the limits (it
 /// showed the first ones and said nothing of the rest).
 #[tokio::test]

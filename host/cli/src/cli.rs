@@ -1514,10 +1514,13 @@ async fn run_serve(
     }
     private_data_dir(&args.data, err)?;
     let master = master_key(&args.data)?;
-    let mut providers = sluice_runtime::providers::ProviderCatalog::builtin()?;
-    if let Some(p) = &args.providers {
-        providers.extend(sluice_runtime::providers::ProviderCatalog::from_file(p)?);
-    }
+    // The original's catalogue when the folder the server starts in has
+    // `nango` installed, then --providers.
+    let providers = sluice_project::providers::catalog(
+        std::path::Path::new("."),
+        args.providers.as_deref(),
+        err,
+    )?;
     let mut config = sluice_server::ServerConfig::new(&args.data, args.listen);
     config.metrics_listen = args.metrics_listen;
     config.public_url = args.public_url;

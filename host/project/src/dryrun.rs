@@ -11,7 +11,6 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 use sluice_runtime::connection::{Connection, ConnectionStore, MemoryConnections};
 use sluice_runtime::exec::{LogEntry, ScriptFailure, ScriptValidation, SyncRun};
-use sluice_runtime::providers::ProviderCatalog;
 use sluice_runtime::records::{
     Changes, ConnectionRef, Incoming, MemoryRecords, Merging, Position, RecordError, RecordStore,
     StoredRecord, WriteContext, WriteKind,
@@ -90,7 +89,7 @@ pub enum DryRunError {
         source: std::io::Error,
     },
     #[error(
-        "the connection's provider `{provider}` is not in the providers catalogue (add it with --providers FILE)"
+        "the connection's provider `{provider}` is not in the providers catalogue (the built-in one, and the original's when the project has `nango` installed: `npm install` it, or add the provider with --providers FILE)"
     )]
     UnknownProvider { provider: String },
     #[error(transparent)]
@@ -440,10 +439,8 @@ pub async fn dry_run(
     if let Some(m) = &opts.metadata {
         connection.metadata = m.clone();
     }
-    let mut providers = ProviderCatalog::builtin()?;
-    if let Some(p) = &opts.providers_file {
-        providers.extend(ProviderCatalog::from_file(p)?);
-    }
+    let providers =
+        crate::providers::catalog(&opts.build.dir, opts.providers_file.as_deref(), progress)?;
     if providers.get(&connection.provider).is_none() {
         return Err(DryRunError::UnknownProvider {
             provider: connection.provider.clone(),

@@ -22,6 +22,7 @@ pub mod init;
 pub mod migrate;
 pub mod mock;
 pub mod project;
+pub mod providers;
 pub mod remote;
 pub mod test;
 pub mod toolchain;

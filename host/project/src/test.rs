@@ -88,11 +88,11 @@ pub async fn run_tests(
     let mut build = opts.build.clone();
     build.tested_scripts = true;
     let project = compile::compile(&build, &runtime, progress)?;
-    let mut providers = ProviderCatalog::builtin()?;
-    if let Some(p) = &opts.providers_file {
-        providers.extend(ProviderCatalog::from_file(p)?);
-    }
-    let providers = Arc::new(providers);
+    let providers = Arc::new(crate::providers::catalog(
+        &opts.build.dir,
+        opts.providers_file.as_deref(),
+        progress,
+    )?);
     let environment = Arc::new(project::load_environment(
         &opts.build.dir,
         &opts.environment,

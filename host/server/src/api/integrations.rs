@@ -301,7 +301,9 @@ pub async fn create(
     let Some(definition) = app.providers.get(&provider) else {
         return Err(ApiError::invalid_field(
             &["provider"],
-            &format!("unknown provider `{provider}`: it is not in the providers catalogue"),
+            &format!(
+                "unknown provider `{provider}`: it is not in the server's providers catalogue (the built-in one, the original's when the server starts in a folder with `nango` installed, and --providers FILE)"
+            ),
         ));
     };
     check_display_name(&body)?;
