@@ -2545,8 +2545,36 @@ async fn dryrun_takes_the_connection_and_variables_from_a_running_server() {
         r#"{"set_metadata": null}"#,
     ];
     let (code, _, err) = sluice_cli(&common).await;
-    assert_eq!(code, 2, "without --from-server the connection is unknown");
-    assert!(err.contains("connections.yaml"), "{err}");
+    assert_eq!(
+        code, 2,
+        "without a key or a connections file, nothing to read"
+    );
+    assert!(
+        err.contains("connections.yaml") && err.contains("NANGO_SECRET_KEY_DEV"),
+        "{err}"
+    );
+    // With the environment's key in the project's .env and no connections
+    // file, the connection is the server's, as the original's dry run
+    // always reads it.
+    std::fs::write(
+        dir.path().join(".env"),
+        format!("NANGO_SECRET_KEY_DEV={DEV_KEY}\nNANGO_HOSTPORT={base}\n"),
+    )
+    .unwrap();
+    let mut implicit = common.to_vec();
+    implicit.extend(["--integration-id", "crm"]);
+    let (code, out, err) = sluice_cli(&implicit).await;
+    assert_eq!(code, 0, "{err}\n{out}");
+    assert!(
+        err.contains("the connection is read from the server at"),
+        "{err}"
+    );
+    let result: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        result["output"]["connection"]["credentials"]["access_token"],
+        "token-held-by-the-server"
+    );
+    std::fs::remove_file(dir.path().join(".env")).unwrap();
 
     let mut args = common.to_vec();
     args.extend([

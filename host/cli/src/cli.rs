@@ -628,16 +628,40 @@ async fn run_dryrun(
             .map(PathBuf::from)
             .unwrap_or_else(|| args.build.dir.clone())
     });
-    let server = if args.from_server {
-        let (host, secret_key) = server_settings(
+    // As the original's dry run, which always reads the connection from
+    // the server: without a connections file of its own, a project whose
+    // environment's secret key is set (in the environment or .env) reads
+    // it from the server too.
+    let local = args
+        .connections
+        .clone()
+        .unwrap_or_else(|| args.build.dir.join("connections.yaml"));
+    let from_server = args.from_server || (args.connections.is_none() && !local.exists());
+    let server = if from_server {
+        match server_settings(
             &args.build.dir,
             &args.environment,
             args.host,
             args.secret_key,
             "the dry run",
             err,
-        )?;
-        Some(ServerSource { host, secret_key })
+        ) {
+            Ok((host, secret_key)) => {
+                if !args.from_server {
+                    writeln!(
+                        err,
+                        "note: no {}: the connection is read from the server at {host} (give a connections file with --connections to run without it)",
+                        local.display()
+                    )?;
+                }
+                Some(ServerSource { host, secret_key })
+            }
+            Err(e) if args.from_server => return Err(e),
+            Err(e) => bail!(
+                "no {} to read the connection from, nor a server: {e} (a dry run reads its connection from connections.yaml, or from the server with the environment's secret key)",
+                local.display()
+            ),
+        }
     } else {
         None
     };
