@@ -17,6 +17,7 @@ mod jwt;
 mod limits;
 mod logs;
 mod mcp;
+mod mcp_tools;
 mod metrics;
 mod oauth;
 mod oauth1;

@@ -11,6 +11,7 @@ pub mod end_users;
 pub mod incoming;
 pub mod integrations;
 pub mod logs;
+pub mod mcp_tools;
 pub mod oauth;
 pub mod providers;
 pub mod proxy;
@@ -777,6 +778,7 @@ fn routes(app: Arc<App>) -> Router {
             "/sluice/deployments/{version}/activate",
             post(deploy::activate),
         )
+        .route("/mcp", get(mcp_tools::get).post(mcp_tools::post))
         .route("/openapi.json", get(v1::openapi))
         .route("/scripts/config", get(scripts::config))
         .route("/v1/{*path}", any(v1::dispatch))
