@@ -485,7 +485,7 @@ async fn a_dry_run_reads_the_installed_originals_providers_catalogue() {
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(out.contains("Bearer tok-1"), "{out}");
     assert!(
-        err.contains("debug: providers: the installed catalogue")
+        err.contains("built-in, 1 from")
             && err.contains("node_modules/@nangohq/providers/providers.yaml"),
         "{err}"
     );

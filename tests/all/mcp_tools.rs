@@ -195,7 +195,24 @@ async fn an_agent_lists_and_calls_a_connections_actions_as_mcp_tools() {
         )
         .await;
     assert_eq!(status, 200, "{body}");
-    assert!(body.to_string().contains("create-contact"), "{body}");
+    assert!(
+        body["executions"].as_array().unwrap().iter().any(|e| {
+            e["kind"] == "action" && e["script"] == "create-contact" && e["success"] == true
+        }),
+        "{body}"
+    );
+    // An action that fails is a JSON-RPC error carrying the failure as
+    // `POST /action/trigger` would answer it.
+    let (status, body) = mcp(
+        &dev,
+        demo,
+        r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"create-contact","arguments":{}}}"#,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["error"]["code"], -32603, "{body}");
+    let failure: Value = serde_json::from_str(body["error"]["message"].as_str().unwrap()).unwrap();
+    assert!(failure["code"].is_string(), "{failure}");
 
     // What cannot be done is a JSON-RPC error, not a crash.
     let (_, body) = mcp(
@@ -242,6 +259,68 @@ async fn an_agent_lists_and_calls_a_connections_actions_as_mcp_tools() {
     assert_eq!(status, 200, "{body}");
     let ids: Vec<&Value> = body.as_array().unwrap().iter().map(|a| &a["id"]).collect();
     assert_eq!(ids, [&json!("a"), &json!("b")], "{body}");
+
+    // A batch is bounded, and a message that is not one is refused.
+    let many = format!(
+        "[{}]",
+        vec![r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#; 17].join(",")
+    );
+    let (status, body) = mcp(&dev, demo, &many).await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (400, &json!(-32600)),
+        "{body}"
+    );
+    let (status, body) = mcp(&dev, demo, "42").await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (400, &json!(-32600)),
+        "{body}"
+    );
+
+    // Another environment with a connection of the same names sees none
+    // of dev's tools (nothing is deployed there).
+    let prod = Client::new(&server, PROD_KEY);
+    let (status, body) = prod
+        .send(
+            "POST",
+            "/integrations",
+            Some(json!({"unique_key": "hubspot", "provider": "hubspot"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = prod
+        .send(
+            "POST",
+            "/connection",
+            Some(
+                json!({"provider_config_key": "hubspot", "connection_id": "demo",
+                        "access_token": "prod-token"}),
+            ),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = mcp(
+        &prod,
+        demo,
+        r#"{"jsonrpc":"2.0","id":8,"method":"tools/list"}"#,
+    )
+    .await;
+    assert_eq!(
+        (status, &body["result"]["tools"]),
+        (200, &json!([])),
+        "{body}"
+    );
+    let (_, body) = mcp(
+        &prod,
+        demo,
+        r#"{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"create-contact","arguments":{"email":"a@b.c"}}}"#,
+    )
+    .await;
+    assert_eq!(
+        body["error"]["message"], "Action create-contact not found",
+        "{body}"
+    );
 
     // No server-sent stream, as the original.
     let resp = dev

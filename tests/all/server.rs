@@ -2544,37 +2544,56 @@ async fn dryrun_takes_the_connection_and_variables_from_a_running_server() {
         "--input",
         r#"{"set_metadata": null}"#,
     ];
-    let (code, _, err) = sluice_cli(&common).await;
-    assert_eq!(
-        code, 2,
-        "without a key or a connections file, nothing to read"
-    );
-    assert!(
-        err.contains("connections.yaml") && err.contains("NANGO_SECRET_KEY_DEV"),
-        "{err}"
-    );
-    // With the environment's key in the project's .env and no connections
-    // file, the connection is the server's, as the original's dry run
-    // always reads it.
-    std::fs::write(
-        dir.path().join(".env"),
-        format!("NANGO_SECRET_KEY_DEV={DEV_KEY}\nNANGO_HOSTPORT={base}\n"),
-    )
-    .unwrap();
-    let mut implicit = common.to_vec();
-    implicit.extend(["--integration-id", "crm"]);
-    let (code, out, err) = sluice_cli(&implicit).await;
-    assert_eq!(code, 0, "{err}\n{out}");
-    assert!(
-        err.contains("the connection is read from the server at"),
-        "{err}"
-    );
-    let result: Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(
-        result["output"]["connection"]["credentials"]["access_token"],
-        "token-held-by-the-server"
-    );
-    std::fs::remove_file(dir.path().join(".env")).unwrap();
+    // The in-process CLI reads the process's environment first: a
+    // developer's own key there would be used (and sent to their host).
+    let own_key = std::env::var_os("NANGO_SECRET_KEY_DEV").is_some()
+        || std::env::var_os("NANGO_HOSTPORT").is_some();
+    if own_key {
+        eprintln!(
+            "NANGO_SECRET_KEY_DEV or NANGO_HOSTPORT is set here: the dry run's fallback to the server is not checked"
+        );
+    } else {
+        let (code, _, err) = sluice_cli(&common).await;
+        assert_eq!(code, 2, "without a key or a connections file: {err}");
+        assert!(
+            err.contains("connections.yaml") && err.contains("NANGO_SECRET_KEY_DEV"),
+            "{err}"
+        );
+        // With the environment's key in the project's .env and no
+        // connections file, the connection is the server's, as the
+        // original's dry run always reads it.
+        std::fs::write(
+            dir.path().join(".env"),
+            format!("NANGO_SECRET_KEY_DEV={DEV_KEY}\nNANGO_HOSTPORT={base}\n"),
+        )
+        .unwrap();
+        let mut implicit = common.to_vec();
+        implicit.extend(["--integration-id", "crm"]);
+        let (code, out, err) = sluice_cli(&implicit).await;
+        assert_eq!(code, 0, "{err}\n{out}");
+        assert!(
+            err.contains("are read from the server at") && err.contains("environment `dev`"),
+            "{err}"
+        );
+        let result: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(
+            result["output"]["connection"]["credentials"]["access_token"],
+            "token-held-by-the-server"
+        );
+        // Another environment's key in place of dev's reads nothing.
+        std::fs::write(
+            dir.path().join(".env"),
+            format!("NANGO_SECRET_KEY_DEV={PROD_KEY}\nNANGO_HOSTPORT={base}\n"),
+        )
+        .unwrap();
+        let (code, out, err) = sluice_cli(&implicit).await;
+        assert_eq!(code, 2, "{err}\n{out}");
+        assert!(
+            err.contains("is environment `prod`'s, not `dev`'s: nothing was read"),
+            "{err}"
+        );
+    }
+    let _ = std::fs::remove_file(dir.path().join(".env"));
 
     let mut args = common.to_vec();
     args.extend([

@@ -636,31 +636,50 @@ async fn run_dryrun(
         .connections
         .clone()
         .unwrap_or_else(|| args.build.dir.join("connections.yaml"));
-    let from_server = args.from_server || (args.connections.is_none() && !local.exists());
-    let server = if from_server {
-        match server_settings(
+    let server = if args.from_server {
+        let (host, secret_key) = server_settings(
             &args.build.dir,
             &args.environment,
             args.host,
             args.secret_key,
             "the dry run",
             err,
+        )?;
+        Some(ServerSource { host, secret_key })
+    } else if args.connections.is_none() && args.build.dir.is_dir() && !local.exists() {
+        match server_settings(
+            &args.build.dir,
+            &args.environment,
+            None,
+            None,
+            "the dry run",
+            err,
         ) {
             Ok((host, secret_key)) => {
-                if !args.from_server {
-                    writeln!(
-                        err,
-                        "note: no {}: the connection is read from the server at {host} (give a connections file with --connections to run without it)",
+                // Not the environment the user meant, nothing is read:
+                // the key is checked as a deploy checks it.
+                let server = sluice_project::deploy::environment_of(&host, &secret_key).await?;
+                if server.name != args.environment {
+                    bail!(
+                        "the secret key NANGO_SECRET_KEY_{} is environment `{}`'s, not `{}`'s: nothing was read (and there is no {})",
+                        args.environment.to_uppercase(),
+                        server.name,
+                        args.environment,
                         local.display()
-                    )?;
+                    );
                 }
+                writeln!(
+                    err,
+                    "note: no {}: the connection and the environment's variables are read from the server at {host}, environment `{}` (NANGO_SECRET_KEY_{}); --from-server --host URL for another server, --connections FILE for a local file",
+                    local.display(),
+                    args.environment,
+                    args.environment.to_uppercase()
+                )?;
                 Some(ServerSource { host, secret_key })
             }
-            Err(e) if args.from_server => return Err(e),
-            Err(e) => bail!(
-                "no {} to read the connection from, nor a server: {e} (a dry run reads its connection from connections.yaml, or from the server with the environment's secret key)",
-                local.display()
-            ),
+            // No key either: the dry run says the file is missing, and
+            // names both ways.
+            Err(_) => None,
         }
     } else {
         None
@@ -1539,12 +1558,12 @@ async fn run_serve(
     private_data_dir(&args.data, err)?;
     let master = master_key(&args.data)?;
     // The original's catalogue when the folder the server starts in has
-    // `nango` installed, then --providers.
-    let providers = sluice_project::providers::catalog(
-        std::path::Path::new("."),
-        args.providers.as_deref(),
-        err,
-    )?;
+    // `nango` installed (for the names sluice's lacks), then --providers;
+    // said every time, since it depends on that folder.
+    let loaded =
+        sluice_project::providers::load(std::path::Path::new("."), args.providers.as_deref(), err)?;
+    writeln!(err, "providers: {}", loaded.summary)?;
+    let providers = loaded.providers;
     let mut config = sluice_server::ServerConfig::new(&args.data, args.listen);
     config.metrics_listen = args.metrics_listen;
     config.public_url = args.public_url;

@@ -92,6 +92,11 @@ pub enum DryRunError {
         "the connection's provider `{provider}` is not in the providers catalogue (the built-in one, and the original's when the project has `nango` installed: `npm install` it, or add the provider with --providers FILE)"
     )]
     UnknownProvider { provider: String },
+    #[error(
+        "no {path} to read the connection from: write one (or give --connections FILE), or read it from a server: set NANGO_SECRET_KEY_{} (in the environment or .env) with NANGO_HOSTPORT, or pass --from-server --host URL --secret-key KEY",
+        environment.to_uppercase()
+    )]
+    NoConnections { path: String, environment: String },
     #[error(transparent)]
     Remote(#[from] RemoteError),
     #[error(
@@ -419,6 +424,12 @@ pub async fn dry_run(
                 .connections_file
                 .clone()
                 .unwrap_or_else(|| opts.build.dir.join("connections.yaml"));
+            if opts.connections_file.is_none() && !connections_path.exists() {
+                return Err(DryRunError::NoConnections {
+                    path: connections_path.display().to_string(),
+                    environment: opts.environment.clone(),
+                });
+            }
             let connections = project::load_connections(&connections_path)?;
             let own = project::pick_connection(
                 &connections,

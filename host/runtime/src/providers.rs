@@ -174,6 +174,19 @@ impl ProviderCatalog {
         self.providers.extend(other.providers);
     }
 
+    /// Adds those of `other`'s providers whose names it lacks, keeping its
+    /// own; how many were added.
+    pub fn extend_missing(&mut self, other: ProviderCatalog) -> usize {
+        let mut added = 0;
+        for (name, provider) in other.providers {
+            if let std::collections::hash_map::Entry::Vacant(slot) = self.providers.entry(name) {
+                slot.insert(provider);
+                added += 1;
+            }
+        }
+        added
+    }
+
     pub fn get(&self, name: &str) -> Option<&Provider> {
         self.providers.get(name)
     }

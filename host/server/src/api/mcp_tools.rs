@@ -18,7 +18,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 use sluice_runtime::records::ConnectionRef;
 
-use super::{ConnectionHeaders, Env, RawBody};
+use super::{ConnectionHeaders, DecodedBody, Env};
 use crate::app::{App, EnvState};
 use crate::error::{ApiError, ApiResult};
 
@@ -31,6 +31,11 @@ const INVALID_REQUEST: i64 = -32600;
 const METHOD_NOT_FOUND: i64 = -32601;
 const INVALID_PARAMS: i64 = -32602;
 const INTERNAL_ERROR: i64 = -32603;
+
+/// The most messages one POST may carry (batches are the 2025-03-26
+/// protocol's; each `tools/call` runs an action, one after another, within
+/// the one request).
+const MAX_BATCH: usize = 16;
 
 fn error(id: Value, code: i64, message: impl Into<String>) -> Value {
     json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message.into()}})
@@ -54,7 +59,7 @@ pub async fn post(
     State(app): State<Arc<App>>,
     Env(env): Env,
     headers: ConnectionHeaders,
-    RawBody(body): RawBody,
+    DecodedBody(body): DecodedBody,
 ) -> ApiResult<Response> {
     let (Some(cid), Some(pck)) = (headers.connection_id, headers.provider_config_key) else {
         return Err(ApiError::bad_request(
@@ -84,14 +89,28 @@ pub async fn post(
         }
     };
     let (batch, messages) = match message {
-        Value::Array(items) if !items.is_empty() => (true, items),
-        Value::Array(_) => {
+        Value::Array(items) if !items.is_empty() && items.len() <= MAX_BATCH => (true, items),
+        Value::Array(items) if items.is_empty() => {
             return Ok((
                 StatusCode::BAD_REQUEST,
                 Json(error(
                     Value::Null,
                     INVALID_REQUEST,
                     "Invalid Request: an empty batch",
+                )),
+            )
+                .into_response());
+        }
+        Value::Array(items) => {
+            return Ok((
+                StatusCode::BAD_REQUEST,
+                Json(error(
+                    Value::Null,
+                    INVALID_REQUEST,
+                    format!(
+                        "Invalid Request: a batch of {} messages; at most {MAX_BATCH}",
+                        items.len()
+                    ),
                 )),
             )
                 .into_response());
@@ -111,7 +130,15 @@ pub async fn post(
     Ok(if batch {
         Json(Value::Array(answers)).into_response()
     } else {
-        Json(answers.remove(0)).into_response()
+        let answer = answers.remove(0);
+        // A message that is not one is refused as the transport refuses
+        // it (400); a method's own error is still a 200 answer.
+        let status = if answer["error"]["code"] == INVALID_REQUEST {
+            StatusCode::BAD_REQUEST
+        } else {
+            StatusCode::OK
+        };
+        (status, Json(answer)).into_response()
     })
 }
 
