@@ -2134,3 +2134,65 @@ async fn a_compile_killed_half_way_leaves_no_node_running() {
         "node ({node}) still runs after sluice was killed"
     );
 }
+
+/// `sluice dev` (the original's `dev`): compiles, says what failed, and
+/// compiles again when a file changes, without exiting.
+#[tokio::test]
+async fn dev_compiles_again_when_a_file_changes() {
+    use std::io::BufRead as _;
+    let tmp = tempfile::tempdir().unwrap();
+    let body = |b: &str| {
+        format!(
+            "{HEADER}export default createAction({{ description: 'x', input: z.object({{}}), output: z.boolean(),\n  {b}\n}});\n"
+        )
+    };
+    project_with(
+        tmp.path(),
+        &body("exec: async () => { const = 1; return true; }"),
+    );
+    let mut dev = std::process::Command::new(env!("CARGO_BIN_EXE_sluice-under-test"))
+        .args(args("dev", tmp.path(), "zero-dev"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let stderr = dev.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = String::new();
+    let mut wait_for = |needle: &str| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        while !seen.contains(needle) {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    seen.push_str(&line);
+                    seen.push('\n');
+                }
+                Err(_) => panic!("no {needle:?} from sluice dev; it said:\n{seen}"),
+            }
+        }
+        seen.clear();
+    };
+    wait_for("demo/actions/act.ts:4: Expected identifier but found \"=\"");
+    wait_for("Watching");
+    // The user saves another mistake: compiled again, the new one named.
+    std::fs::write(
+        tmp.path().join("demo/actions/act.ts"),
+        body("exec: async (nango) => { nango.get({ endpoint: '/x' }); return true; }"),
+    )
+    .unwrap();
+    wait_for("changed: demo/actions/act.ts");
+    wait_for("nango.get() calls must be awaited");
+    // It is still running, waiting for the next change.
+    assert!(dev.try_wait().unwrap().is_none());
+    dev.kill().unwrap();
+    dev.wait().unwrap();
+}

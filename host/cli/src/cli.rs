@@ -64,6 +64,9 @@ enum Command {
     /// Check the project (nango.yaml, or a zero-yaml index.ts), generate its
     /// models and build every script.
     Compile(CompileArgs),
+    /// Compile the project, then again each time one of its files
+    /// changes, saying what failed (the original's `dev`; Ctrl-C stops).
+    Dev(CompileArgs),
     /// Run a script once against a local connection; nothing is persisted.
     Dryrun(DryrunArgs),
     /// Replay each script's recorded mocks and compare its results.
@@ -550,6 +553,7 @@ pub async fn run(
         .map_err(Into::into),
         Command::GenerateTests(args) => run_generate_tests(args, out, err),
         Command::Compile(args) => run_compile(args, out, err),
+        Command::Dev(args) => run_dev(args, out, err),
         Command::Dryrun(args) => run_dryrun(args, out, err).await,
         Command::Test(args) => run_test(args, out, err).await,
         Command::Serve(args) => run_serve(args, out, err).await,
@@ -916,6 +920,57 @@ fn run_compile(args: CompileArgs, out: &mut dyn Write, err: &mut dyn Write) -> a
         if integrations.len() == 1 { "" } else { "s" }
     )?;
     Ok(0)
+}
+
+/// `sluice dev`: compiles, then waits for a change of the project's
+/// sources (polled twice a second; builds, dependencies and what a
+/// compile writes are not watched) and compiles again, until stopped. A
+/// failed compile is said and waited past, not an exit.
+fn run_dev(args: CompileArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result<i32> {
+    use sluice_project::watch::Snapshot;
+    let options = args.build.options(args.integration);
+    let runtime = Runtime::new(options.runtime_config(1))?;
+    let dir = options.dir.clone();
+    loop {
+        let before = Snapshot::take(&dir);
+        match compile::compile(&options, &runtime, err) {
+            Ok(project) => writeln!(
+                out,
+                "Compiled {} script{}. Watching {} for changes (Ctrl-C to stop).",
+                project.scripts.len(),
+                if project.scripts.len() == 1 { "" } else { "s" },
+                dir.display()
+            )?,
+            Err(e) => writeln!(
+                err,
+                "error: {:#}\nWatching {} for changes (Ctrl-C to stop).",
+                anyhow::Error::from(e),
+                dir.display()
+            )?,
+        }
+        out.flush()?;
+        err.flush()?;
+        // A file the user saved while it compiled is compiled next, at
+        // once; else the next change is waited for, and then a moment
+        // more (an editor saving several files).
+        let mut changed = Snapshot::take(&dir).changed_since(&before);
+        while changed.is_empty() {
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            changed = Snapshot::take(&dir).changed_since(&before);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let shown: Vec<String> = changed
+            .iter()
+            .take(5)
+            .map(|p| p.display().to_string())
+            .collect();
+        writeln!(
+            err,
+            "changed: {}{}",
+            shown.join(", "),
+            if changed.len() > 5 { ", …" } else { "" }
+        )?;
+    }
 }
 
 async fn run_test(args: TestArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result<i32> {

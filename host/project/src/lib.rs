@@ -26,5 +26,6 @@ pub mod providers;
 pub mod remote;
 pub mod test;
 pub mod toolchain;
+pub mod watch;
 pub mod zero;
 pub mod zerotest;

@@ -1,0 +1,136 @@
+//! What `sluice dev` watches: a project's source files and when each last
+//! changed, compared between two looks (polling: no watcher service, and
+//! the same on every system).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+/// Folders that hold no source of the project's (dependencies, builds,
+/// what compiling writes).
+const SKIPPED: [&str; 8] = [
+    "node_modules",
+    ".sluice",
+    ".nango",
+    "build",
+    "dist",
+    "target",
+    ".git",
+    "sluice-sdk",
+];
+
+/// Kinds of file a project's build reads.
+const SOURCES: [&str; 9] = ["ts", "mts", "cts", "js", "mjs", "json", "yaml", "yml", "rs"];
+
+/// Files a compile writes into the project itself (`models.ts` from
+/// nango.yaml): a change of theirs is not the user's.
+pub const GENERATED: [&str; 1] = ["models.ts"];
+
+/// The most files looked at: a folder beyond that is not a project.
+const MAX_FILES: usize = 50_000;
+
+/// Each source file's size and modification time.
+#[derive(Debug, Default, PartialEq, Eq, Clone)]
+pub struct Snapshot(BTreeMap<PathBuf, (u64, Option<SystemTime>)>);
+
+impl Snapshot {
+    /// The source files under `dir`, now.
+    pub fn take(dir: &Path) -> Snapshot {
+        let mut files = BTreeMap::new();
+        let mut todo = vec![dir.to_path_buf()];
+        while let Some(d) = todo.pop() {
+            let Ok(entries) = std::fs::read_dir(&d) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                let name = e.file_name();
+                let name = name.to_string_lossy();
+                let Ok(kind) = e.file_type() else { continue };
+                if kind.is_dir() {
+                    if !SKIPPED.contains(&name.as_ref()) {
+                        todo.push(e.path());
+                    }
+                } else if kind.is_file()
+                    && Path::new(name.as_ref())
+                        .extension()
+                        .and_then(|x| x.to_str())
+                        .is_some_and(|x| SOURCES.contains(&x))
+                    && files.len() < MAX_FILES
+                    && let Ok(meta) = e.metadata()
+                {
+                    let rel = e
+                        .path()
+                        .strip_prefix(dir)
+                        .unwrap_or(&e.path())
+                        .to_path_buf();
+                    files.insert(rel, (meta.len(), meta.modified().ok()));
+                }
+            }
+        }
+        Snapshot(files)
+    }
+
+    /// The files added, removed or changed since `before` (relative to
+    /// the project), generated ones left out.
+    pub fn changed_since(&self, before: &Snapshot) -> Vec<PathBuf> {
+        let mut out: Vec<PathBuf> = self
+            .0
+            .iter()
+            .filter(|(p, stamp)| before.0.get(*p) != Some(*stamp))
+            .map(|(p, _)| p.clone())
+            .chain(
+                before
+                    .0
+                    .keys()
+                    .filter(|p| !self.0.contains_key(*p))
+                    .cloned(),
+            )
+            .filter(|p| {
+                !GENERATED
+                    .iter()
+                    .any(|g| p.as_os_str() == std::ffi::OsStr::new(g))
+            })
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sources_are_watched_and_builds_and_generated_files_are_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |rel: &str, text: &str| {
+            let p = dir.path().join(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, text).unwrap();
+        };
+        write("index.ts", "import './github/syncs/a.js';\n");
+        write("github/syncs/a.ts", "export default 1;\n");
+        let before = Snapshot::take(dir.path());
+        write("node_modules/zod/index.js", "x");
+        write(".nango/nango.json", "[]");
+        write(".sluice/build/a.js", "x");
+        write("models.ts", "export interface A {}\n");
+        write("notes.txt", "x");
+        assert_eq!(
+            Snapshot::take(dir.path()).changed_since(&before),
+            Vec::<PathBuf>::new()
+        );
+        write("github/syncs/a.ts", "export default 22;\n");
+        write("github/helpers.ts", "export const h = 1;\n");
+        std::fs::remove_file(dir.path().join("index.ts")).unwrap();
+        assert_eq!(
+            Snapshot::take(dir.path()).changed_since(&before),
+            [
+                PathBuf::from("github/helpers.ts"),
+                PathBuf::from("github/syncs/a.ts"),
+                PathBuf::from("index.ts"),
+            ]
+        );
+    }
+}
