@@ -2150,14 +2150,24 @@ async fn dev_compiles_again_when_a_file_changes() {
         tmp.path(),
         &body("exec: async () => { const = 1; return true; }"),
     );
-    let mut dev = std::process::Command::new(env!("CARGO_BIN_EXE_sluice-under-test"))
-        .args(args("dev", tmp.path(), "zero-dev"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    /// Killed however the test ends.
+    struct Running(std::process::Child);
+    impl Drop for Running {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut dev = Running(
+        std::process::Command::new(env!("CARGO_BIN_EXE_sluice-under-test"))
+            .args(args("dev", tmp.path(), "zero-dev"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     let (tx, rx) = std::sync::mpsc::channel::<String>();
-    let stderr = dev.stderr.take().unwrap();
+    let stderr = dev.0.stderr.take().unwrap();
     std::thread::spawn(move || {
         for line in std::io::BufReader::new(stderr).lines() {
             let Ok(line) = line else { break };
@@ -2192,7 +2202,12 @@ async fn dev_compiles_again_when_a_file_changes() {
     wait_for("changed: demo/actions/act.ts");
     wait_for("nango.get() calls must be awaited");
     // It is still running, waiting for the next change.
-    assert!(dev.try_wait().unwrap().is_none());
-    dev.kill().unwrap();
-    dev.wait().unwrap();
+    assert!(dev.0.try_wait().unwrap().is_none());
+    drop(dev);
+
+    // A folder that is no project: said, and nothing to watch.
+    let empty = tempfile::tempdir().unwrap();
+    let (code, _, err) = sluice(&args("dev", empty.path(), "zero-dev-empty")).await;
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("is not a nango-integrations folder"), "{err}");
 }

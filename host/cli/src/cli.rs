@@ -187,7 +187,8 @@ struct ServeArgs {
     /// address. Off unless given.
     #[arg(long, env = "SLUICE_METRICS_LISTEN", value_parser = parse_listen)]
     metrics_listen: Option<std::net::SocketAddr>,
-    /// Providers added to the built-in catalogue (Nango's providers.yaml format).
+    /// Providers added to the catalogue (Nango's providers.yaml format),
+    /// over the built-in one and an installed @nangohq/providers.
     #[arg(long, env = "SLUICE_PROVIDERS")]
     providers: Option<PathBuf>,
     /// The URL clients reach this server at (for webhook URLs).
@@ -389,7 +390,8 @@ struct TestArgs {
     /// Only this script.
     #[arg(long)]
     script: Option<String>,
-    /// A providers file in Nango's providers.yaml format (pagination defaults).
+    /// A providers file in Nango's providers.yaml format, over the built-in
+    /// catalogue and an installed @nangohq/providers.
     #[arg(long, env = "SLUICE_PROVIDERS")]
     providers: Option<PathBuf>,
     /// Freeze the scripts' clock at this time (RFC 3339, YYYY-MM-DD or
@@ -407,14 +409,17 @@ struct DryrunArgs {
     /// zero-yaml index.ts; or a binary of the Rust crate in --dir), or a
     /// .wasm component path.
     script: String,
-    /// The connection to run as (from the connections file).
+    /// The connection to run as (from the connections file, or the
+    /// server's: --from-server, or no connections file and the
+    /// environment's secret key set).
     connection_id: String,
     #[command(flatten)]
     build: BuildArgs,
     /// The integration, when the script or connection id exists for several.
     #[arg(long = "integration-id")]
     integration_id: Option<String>,
-    /// Local connections (default: <dir>/connections.yaml).
+    /// Local connections (default: <dir>/connections.yaml; without it, and
+    /// with NANGO_SECRET_KEY_<ENV> set, the server's).
     #[arg(long, conflicts_with = "from_server")]
     connections: Option<PathBuf>,
     /// Take the connection (credentials refreshed by the server, metadata,
@@ -430,7 +435,8 @@ struct DryrunArgs {
     /// NANGO_SECRET_KEY_<ENV>, from the environment or .env).
     #[arg(long, requires = "from_server")]
     secret_key: Option<String>,
-    /// A providers file in Nango's providers.yaml format, added to the built-in catalogue.
+    /// A providers file in Nango's providers.yaml format, over the built-in
+    /// catalogue and an installed @nangohq/providers.
     #[arg(long, env = "SLUICE_PROVIDERS")]
     providers: Option<PathBuf>,
     /// The environment whose variables and limits apply (from <dir>/sluice.yaml).
@@ -650,41 +656,44 @@ async fn run_dryrun(
             err,
         )?;
         Some(ServerSource { host, secret_key })
-    } else if args.connections.is_none() && args.build.dir.is_dir() && !local.exists() {
-        match server_settings(
+    } else if args.connections.is_none()
+        && args.build.dir.is_dir()
+        && !local.exists()
+        && secret_key_set(&args.build.dir, &args.environment)
+    {
+        let key_var = format!("NANGO_SECRET_KEY_{}", args.environment.to_uppercase());
+        let (host, secret_key) = server_settings(
             &args.build.dir,
             &args.environment,
             None,
             None,
             "the dry run",
             err,
-        ) {
-            Ok((host, secret_key)) => {
-                // Not the environment the user meant, nothing is read:
-                // the key is checked as a deploy checks it.
-                let server = sluice_project::deploy::environment_of(&host, &secret_key).await?;
-                if server.name != args.environment {
-                    bail!(
-                        "the secret key NANGO_SECRET_KEY_{} is environment `{}`'s, not `{}`'s: nothing was read (and there is no {})",
-                        args.environment.to_uppercase(),
-                        server.name,
-                        args.environment,
-                        local.display()
-                    );
-                }
-                writeln!(
-                    err,
-                    "note: no {}: the connection and the environment's variables are read from the server at {host}, environment `{}` (NANGO_SECRET_KEY_{}); --from-server --host URL for another server, --connections FILE for a local file",
-                    local.display(),
-                    args.environment,
-                    args.environment.to_uppercase()
-                )?;
-                Some(ServerSource { host, secret_key })
-            }
-            // No key either: the dry run says the file is missing, and
-            // names both ways.
-            Err(_) => None,
+        )
+        .map_err(|e| anyhow::anyhow!("no {}, and {key_var} is set: {e:#}", local.display()))?;
+        // Asked first whose the key is, as a deploy asks: a key of another
+        // environment, or a server that is not sluice's, reads nothing.
+        match sluice_project::deploy::environment_of(&host, &secret_key).await {
+            Ok(server) if server.name == args.environment => {}
+            Ok(server) => bail!(
+                "the secret key {key_var} is environment `{}`'s, not `{}`'s: nothing was read (and there is no {})",
+                server.name,
+                args.environment,
+                local.display()
+            ),
+            Err(e) => bail!(
+                "no {}: the dry run asked the server at {host} for the connection ({key_var} is set), and it did not answer as a sluice server does ({}); give --connections FILE for a local file, or run `sluice serve` there",
+                local.display(),
+                e.to_string().replace("refused the deploy", "refused")
+            ),
         }
+        writeln!(
+            err,
+            "note: no {}: the connection and the environment's variables are read from the server at {host}, environment `{}` ({key_var}); --from-server --host URL for another server, --connections FILE for a local file",
+            local.display(),
+            args.environment,
+        )?;
+        Some(ServerSource { host, secret_key })
     } else {
         None
     };
@@ -931,8 +940,30 @@ fn run_dev(args: CompileArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyho
     let options = args.build.options(args.integration);
     let runtime = Runtime::new(options.runtime_config(1))?;
     let dir = options.dir.clone();
+    if !dir.is_dir() {
+        bail!("{} is not a folder", dir.display());
+    }
+    let mut first = true;
+    let mut warned_full = false;
     loop {
-        let before = Snapshot::take(&dir);
+        // What compiling writes is not a change of the user's: the build
+        // and cache folders, wherever they were put.
+        let excluded: Vec<PathBuf> = [options.build_dir(), options.cache_dir.clone()]
+            .into_iter()
+            .flat_map(|p| {
+                let canonical = p.canonicalize().ok();
+                std::iter::once(dir.join(&p)).chain(canonical)
+            })
+            .collect();
+        let before = Snapshot::take(&dir, &excluded);
+        if before.is_full() && !warned_full {
+            warned_full = true;
+            writeln!(
+                err,
+                "warning: {} holds too many files to watch them all: some changes will not be seen",
+                dir.display()
+            )?;
+        }
         match compile::compile(&options, &runtime, err) {
             Ok(project) => writeln!(
                 out,
@@ -941,6 +972,8 @@ fn run_dev(args: CompileArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyho
                 if project.scripts.len() == 1 { "" } else { "s" },
                 dir.display()
             )?,
+            // Not a project at all: nothing to watch for.
+            Err(e @ compile::CompileError::NotAProject(_)) if first => return Err(e.into()),
             Err(e) => writeln!(
                 err,
                 "error: {:#}\nWatching {} for changes (Ctrl-C to stop).",
@@ -948,15 +981,16 @@ fn run_dev(args: CompileArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyho
                 dir.display()
             )?,
         }
+        first = false;
         out.flush()?;
         err.flush()?;
         // A file the user saved while it compiled is compiled next, at
         // once; else the next change is waited for, and then a moment
         // more (an editor saving several files).
-        let mut changed = Snapshot::take(&dir).changed_since(&before);
+        let mut changed = Snapshot::take(&dir, &excluded).changed_since(&before);
         while changed.is_empty() {
             std::thread::sleep(std::time::Duration::from_millis(500));
-            changed = Snapshot::take(&dir).changed_since(&before);
+            changed = Snapshot::take(&dir, &excluded).changed_since(&before);
         }
         std::thread::sleep(std::time::Duration::from_millis(300));
         let shown: Vec<String> = changed
@@ -1096,6 +1130,17 @@ fn limits_from_file(
 /// `NANGO_HOSTPORT` and `NANGO_SECRET_KEY_<ENV>` from the process
 /// environment, then from `.env` (the current directory's, then the
 /// project's), as the original's CLI reads them.
+/// Whether the environment's secret key is set (`NANGO_SECRET_KEY_<ENV>`,
+/// in the environment, `./.env` or the project's `.env`), as
+/// [`server_settings`] looks for it.
+fn secret_key_set(dir: &std::path::Path, env: &str) -> bool {
+    let mut file = dotenv(std::path::Path::new(".env"));
+    for (k, v) in dotenv(&dir.join(".env")) {
+        file.entry(k).or_insert(v);
+    }
+    setting(&format!("NANGO_SECRET_KEY_{}", env.to_uppercase()), &file).is_some()
+}
+
 fn server_settings(
     dir: &std::path::Path,
     env: &str,
@@ -1615,8 +1660,12 @@ async fn run_serve(
     // The original's catalogue when the folder the server starts in has
     // `nango` installed (for the names sluice's lacks), then --providers;
     // said every time, since it depends on that folder.
-    let loaded =
-        sluice_project::providers::load(std::path::Path::new("."), args.providers.as_deref(), err)?;
+    let loaded = sluice_project::providers::load(
+        std::path::Path::new("."),
+        args.providers.as_deref(),
+        sluice_project::providers::installed_wanted(),
+        err,
+    )?;
     writeln!(err, "providers: {}", loaded.summary)?;
     let providers = loaded.providers;
     let mut config = sluice_server::ServerConfig::new(&args.data, args.listen);

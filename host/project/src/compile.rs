@@ -237,7 +237,7 @@ impl CompileOptions {
         config
     }
 
-    pub(crate) fn build_dir(&self) -> PathBuf {
+    pub fn build_dir(&self) -> PathBuf {
         self.build_dir
             .clone()
             .unwrap_or_else(|| self.dir.join(BUILD_DIR))

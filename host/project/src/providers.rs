@@ -36,9 +36,9 @@ pub fn installed(dir: &Path) -> Option<PathBuf> {
     })
 }
 
-/// Whether the installed catalogue is read (`SLUICE_INSTALLED_PROVIDERS`
+/// Whether the installed catalogue is to be read (`SLUICE_INSTALLED_PROVIDERS`
 /// is not `0`, `false` or `off`).
-fn installed_wanted() -> bool {
+pub fn installed_wanted() -> bool {
     !matches!(
         std::env::var("SLUICE_INSTALLED_PROVIDERS").as_deref(),
         Ok("0" | "false" | "off")
@@ -59,13 +59,12 @@ pub struct Loaded {
 pub fn load(
     dir: &Path,
     explicit: Option<&Path>,
+    use_installed: bool,
     progress: &mut dyn std::io::Write,
 ) -> Result<Loaded, ProviderError> {
     let mut providers = ProviderCatalog::builtin()?;
     let mut summary = format!("{} built-in", providers.len());
-    if installed_wanted()
-        && let Some(found) = installed(dir)
-    {
+    if use_installed && let Some(found) = installed(dir) {
         match ProviderCatalog::from_file(&found) {
             Ok(theirs) => {
                 let added = providers.extend_missing(theirs);
@@ -87,13 +86,15 @@ pub fn load(
     Ok(Loaded { providers, summary })
 }
 
-/// [`load`]'s catalogue, saying what it read on `progress` under `--debug`.
+/// [`load`]'s catalogue (the installed one unless
+/// `SLUICE_INSTALLED_PROVIDERS=0`), saying what it read on `progress`
+/// under `--debug`.
 pub fn catalog(
     dir: &Path,
     explicit: Option<&Path>,
     progress: &mut dyn std::io::Write,
 ) -> Result<ProviderCatalog, ProviderError> {
-    let loaded = load(dir, explicit, progress)?;
+    let loaded = load(dir, explicit, installed_wanted(), progress)?;
     crate::debug::say(progress, || format!("providers: {}", loaded.summary));
     Ok(loaded.providers)
 }
@@ -133,7 +134,7 @@ mod tests {
                 .starts_with(project.canonicalize().unwrap())
         );
         let mut sink = Vec::new();
-        let catalog = catalog(&project, None, &mut sink).unwrap();
+        let catalog = load(&project, None, true, &mut sink).unwrap().providers;
         assert!(catalog.get("acme").is_some() && catalog.get("github").is_some());
         assert!(catalog.get("other").is_none());
     }
@@ -172,7 +173,7 @@ mod tests {
         )
         .unwrap();
         let mut sink = Vec::new();
-        let loaded = load(root.path(), None, &mut sink).unwrap();
+        let loaded = load(root.path(), None, true, &mut sink).unwrap();
         assert_eq!(
             loaded.providers.get("stripe").unwrap().auth_mode.as_deref(),
             Some("API_KEY")
@@ -185,7 +186,7 @@ mod tests {
             "stripe:\n  auth_mode: OAUTH2\nacme:\n  auth_mode: BASIC\n",
         )
         .unwrap();
-        let loaded = load(root.path(), Some(&given), &mut sink).unwrap();
+        let loaded = load(root.path(), Some(&given), true, &mut sink).unwrap();
         assert_eq!(
             loaded.providers.get("stripe").unwrap().auth_mode.as_deref(),
             Some("OAUTH2")
@@ -207,7 +208,7 @@ mod tests {
         )
         .unwrap();
         let mut sink = Vec::new();
-        let loaded = load(root.path(), None, &mut sink).unwrap();
+        let loaded = load(root.path(), None, true, &mut sink).unwrap();
         assert!(loaded.providers.get("github").is_some());
         let warned = String::from_utf8(sink).unwrap();
         assert!(

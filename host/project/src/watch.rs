@@ -34,11 +34,16 @@ const MAX_FILES: usize = 50_000;
 pub struct Snapshot(BTreeMap<PathBuf, (u64, Option<SystemTime>)>);
 
 impl Snapshot {
-    /// The source files under `dir`, now.
-    pub fn take(dir: &Path) -> Snapshot {
+    /// The source files under `dir`, now, but those under `excluded`
+    /// (the build and cache folders, wherever they were put; compared as
+    /// given and canonical). Symbolic links are not followed.
+    pub fn take(dir: &Path, excluded: &[PathBuf]) -> Snapshot {
         let mut files = BTreeMap::new();
         let mut todo = vec![dir.to_path_buf()];
         while let Some(d) = todo.pop() {
+            if files.len() >= MAX_FILES {
+                break;
+            }
             let Ok(entries) = std::fs::read_dir(&d) else {
                 continue;
             };
@@ -47,8 +52,12 @@ impl Snapshot {
                 let name = name.to_string_lossy();
                 let Ok(kind) = e.file_type() else { continue };
                 if kind.is_dir() {
-                    if !SKIPPED.contains(&name.as_ref()) {
-                        todo.push(e.path());
+                    let path = e.path();
+                    let here = path.canonicalize().unwrap_or_else(|_| path.clone());
+                    if !SKIPPED.contains(&name.as_ref())
+                        && !excluded.iter().any(|x| *x == path || *x == here)
+                    {
+                        todo.push(path);
                     }
                 } else if kind.is_file()
                     && Path::new(name.as_ref())
@@ -68,6 +77,12 @@ impl Snapshot {
             }
         }
         Snapshot(files)
+    }
+
+    /// Whether the look stopped at its bound (later files are not
+    /// watched).
+    pub fn is_full(&self) -> bool {
+        self.0.len() >= MAX_FILES
     }
 
     /// The files added, removed or changed since `before` (relative to
@@ -111,21 +126,25 @@ mod tests {
         };
         write("index.ts", "import './github/syncs/a.js';\n");
         write("github/syncs/a.ts", "export default 1;\n");
-        let before = Snapshot::take(dir.path());
+        let out = dir.path().join("out");
+        let excluded = std::slice::from_ref(&out);
+        let before = Snapshot::take(dir.path(), excluded);
         write("node_modules/zod/index.js", "x");
         write(".nango/nango.json", "[]");
         write(".sluice/build/a.js", "x");
         write("models.ts", "export interface A {}\n");
         write("notes.txt", "x");
+        // A build folder put inside the project (`--build-dir out`).
+        write("out/github.js", "x");
         assert_eq!(
-            Snapshot::take(dir.path()).changed_since(&before),
+            Snapshot::take(dir.path(), excluded).changed_since(&before),
             Vec::<PathBuf>::new()
         );
         write("github/syncs/a.ts", "export default 22;\n");
         write("github/helpers.ts", "export const h = 1;\n");
         std::fs::remove_file(dir.path().join("index.ts")).unwrap();
         assert_eq!(
-            Snapshot::take(dir.path()).changed_since(&before),
+            Snapshot::take(dir.path(), excluded).changed_since(&before),
             [
                 PathBuf::from("github/helpers.ts"),
                 PathBuf::from("github/syncs/a.ts"),

@@ -281,12 +281,10 @@ async fn call(app: &App, env: &EnvState, conn: &ConnectionRef, id: Value, params
     let Some(name) = params["name"].as_str() else {
         return error(id, INVALID_PARAMS, "Invalid params: `name` names the tool");
     };
-    let known = env.deployment().is_some_and(|d| {
-        d.catalog.config.integrations.iter().any(|i| {
-            i.provider_config_key == conn.provider_config_key
-                && i.actions.iter().any(|a| a.name == name)
-        })
-    });
+    // The tools `tools/list` shows, and no other action.
+    let known = tools(env, &conn.provider_config_key)
+        .iter()
+        .any(|t| t["name"] == name);
     if !known {
         return error(id, INTERNAL_ERROR, format!("Action {name} not found"));
     }
