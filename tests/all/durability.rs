@@ -1213,3 +1213,66 @@ async fn an_integration_deletion_cut_short_by_sigkill_is_finished_at_the_start()
     }
     assert!(finished > 0, "no kill came after the deletion began");
 }
+
+/// A server started with a catalogue that lacks a stored integration's
+/// provider (started elsewhere, without its --providers) says so at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_names_integrations_whose_provider_its_catalogue_lacks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let with = tmp.path().join("with.yaml");
+    std::fs::write(
+        &with,
+        "acme-crm:\n  auth_mode: API_KEY\n  proxy:\n    base_url: https://api.acme.example\n",
+    )
+    .unwrap();
+    let without = tmp.path().join("without.yaml");
+    std::fs::write(&without, "").unwrap();
+    let master = MasterKey::generate().to_base64();
+    let server = start(&data, &with, &master);
+    let c = Client::at(&server.url, DEV_KEY);
+    let (status, body) = c
+        .send(
+            "POST",
+            "/integrations",
+            Some(json!({"unique_key": "acme-int", "provider": "acme-crm"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    drop(server);
+
+    let mut command = Command::new(env!("CARGO_BIN_EXE_sluice-under-test"));
+    let mut child = serve(&mut command, &data, &without, &master, &[])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut seen = Vec::new();
+    let said = loop {
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(line) if line.contains("not in this server's providers catalogue") => break line,
+            Ok(line) => seen.push(line),
+            Err(_) => {
+                let _ = child.kill();
+                panic!("never said; stderr:\n{}", seen.join("\n"));
+            }
+        }
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        said.contains("environment `dev`'s integration `acme-int` (provider `acme-crm`)"),
+        "{said}"
+    );
+}

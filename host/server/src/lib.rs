@@ -415,6 +415,30 @@ impl Server {
                 );
             }
         }
+        // An integration whose provider this server's catalogue lacks (it
+        // was created under another catalogue: a server started elsewhere,
+        // without its --providers) cannot refresh or proxy: said now, not
+        // at its first failed request.
+        for env in store.environments() {
+            let Ok(integrations) = env.integrations().await else {
+                continue;
+            };
+            let missing: Vec<String> = integrations
+                .iter()
+                .filter(|i| providers.get(&i.provider).is_none())
+                .map(|i| format!("`{}` (provider `{}`)", i.unique_key, i.provider))
+                .collect();
+            if !missing.is_empty() {
+                eprintln!(
+                    "sluice: environment `{}`'s integration{} {} use{} a provider not in this server's providers catalogue: {} connections cannot refresh or be proxied until the server has it (--providers, or start it where `nango` is installed)",
+                    env.name(),
+                    if missing.len() == 1 { "" } else { "s" },
+                    missing.join(", "),
+                    if missing.len() == 1 { "s" } else { "" },
+                    if missing.len() == 1 { "its" } else { "their" }
+                );
+            }
+        }
         let app = Arc::new(App::new(store, runtime, Arc::new(providers), config.clone()).await?);
         app.set_self();
         // Before anything can run (it sweeps history entries without logs).
