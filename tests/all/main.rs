@@ -4,6 +4,7 @@
 mod app_proxy;
 mod bill;
 mod cli;
+mod config_legacy;
 mod connect_ui;
 mod demo;
 mod durability;

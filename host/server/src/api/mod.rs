@@ -3,6 +3,7 @@
 //! connection headers) and the router.
 
 pub mod actions;
+pub mod config_legacy;
 pub mod connect;
 pub mod connect_ui;
 pub mod connections;
@@ -740,6 +741,16 @@ fn routes(app: Arc<App>) -> Router {
         .route(
             "/connection/{id}/metadata",
             post(connections::legacy_metadata).patch(connections::legacy_metadata),
+        )
+        .route(
+            "/config",
+            get(config_legacy::list)
+                .post(config_legacy::create)
+                .put(config_legacy::update),
+        )
+        .route(
+            "/config/{key}",
+            get(config_legacy::get).delete(config_legacy::delete),
         )
         .route("/providers", get(providers::list))
         .route("/providers/{provider}", get(providers::get))
