@@ -1,4 +1,4 @@
-//! The older `@nangohq/node` clients' `/config` routes (before 0.62.1:
+//! The older `@nangohq/node` clients' `/config` routes (up to 0.62.1:
 //! `createIntegration(provider, key, credentials)`, `updateIntegration`,
 //! `getIntegration(key, includeCredentials)`), against a real server.
 
@@ -22,7 +22,7 @@ async fn older_clients_manage_integrations_through_config() {
             "/config",
             Some(json!({"provider": "github", "provider_config_key": "gh",
                         "oauth_client_id": "cid", "oauth_client_secret": "cs",
-                        "oauth_scopes": "repo,user"})),
+                        "oauth_scopes": "repo, user"})),
         )
         .await;
     assert_eq!(status, 200, "{body}");
@@ -30,7 +30,8 @@ async fn older_clients_manage_integrations_through_config() {
         body,
         json!({"config": {"unique_key": "gh", "provider": "github"}})
     );
-    // The same integration the current routes see.
+    // The same integration the current routes see (the scopes, given with
+    // a space, stored as the original stores them).
     let (status, body) = dev
         .send("GET", "/integrations/gh?include=credentials", None)
         .await;
@@ -98,6 +99,19 @@ async fn older_clients_manage_integrations_through_config() {
                    "oauth_client_id": "a", "oauth_client_secret": "b", "oauth_scopes": ["repo"]}),
             "invalid_oauth_scopes",
         ),
+        (
+            json!({"provider": "github", "provider_config_key": "x", "oauth_client_secret": "b"}),
+            "missing_client_id",
+        ),
+        (
+            json!({"provider": "github", "provider_config_key": "x", "oauth_client_id": "a"}),
+            "missing_client_secret",
+        ),
+        (
+            json!({"provider": "github", "provider_config_key": "x",
+                   "oauth_client_id": "a", "oauth_client_secret": "b", "custom": {"app_id": "1"}}),
+            "invalid_body",
+        ),
     ] {
         let (status, answer) = dev.send("POST", "/config", Some(body.clone())).await;
         assert_eq!(
@@ -116,18 +130,43 @@ async fn older_clients_manage_integrations_through_config() {
                         "oauth_client_id": "a", "oauth_client_secret": "b"})),
         )
         .await;
-    assert_eq!(status, 400, "a second `gh`: {body}");
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("duplicate_provider_config")),
+        "a second `gh`: {body}"
+    );
+    let (status, body) = dev
+        .send(
+            "PUT",
+            "/config",
+            Some(json!({"provider": "github", "provider_config_key": "nope",
+                        "oauth_client_id": "a", "oauth_client_secret": "b"})),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("unknown_provider_config")),
+        "{body}"
+    );
     let (status, body) = dev.send("GET", "/config/nope", None).await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
-        (404, Some("unknown_provider_config")),
+        (400, Some("unknown_provider_config")),
         "{body}"
     );
+    // Another environment's key reaches none of it.
+    let prod = Client::new(&server, PROD_KEY);
+    let (status, _) = prod.send("GET", "/config/gh", None).await;
+    assert_eq!(status, 400);
+    let (status, _) = prod.send("DELETE", "/config/gh", None).await;
+    assert_eq!(status, 404);
+    let (status, _) = dev.send("GET", "/config/gh", None).await;
+    assert_eq!(status, 200, "dev's `gh` is still there");
 
     // `DELETE /config/gh` deletes it as `/integrations` does.
     let (status, body) = dev.send("DELETE", "/config/gh", None).await;
     assert_eq!((status, &body), (200, &json!({"success": true})));
     let (status, _) = dev.send("GET", "/config/gh", None).await;
-    assert_eq!(status, 404);
+    assert_eq!(status, 400);
     server.stop().await;
 }

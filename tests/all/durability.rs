@@ -1272,7 +1272,9 @@ async fn a_server_names_integrations_whose_provider_its_catalogue_lacks() {
     let _ = child.kill();
     let _ = child.wait();
     assert!(
-        said.contains("environment `dev`'s integration `acme-int` (provider `acme-crm`)"),
+        said.contains(
+            "environment `dev`: provider `acme-crm` is not in this server's providers catalogue, and 1 integration uses it (`acme-int`)"
+        ),
         "{said}"
     );
 }

@@ -415,30 +415,6 @@ impl Server {
                 );
             }
         }
-        // An integration whose provider this server's catalogue lacks (it
-        // was created under another catalogue: a server started elsewhere,
-        // without its --providers) cannot refresh or proxy: said now, not
-        // at its first failed request.
-        for env in store.environments() {
-            let Ok(integrations) = env.integrations().await else {
-                continue;
-            };
-            let missing: Vec<String> = integrations
-                .iter()
-                .filter(|i| providers.get(&i.provider).is_none())
-                .map(|i| format!("`{}` (provider `{}`)", i.unique_key, i.provider))
-                .collect();
-            if !missing.is_empty() {
-                eprintln!(
-                    "sluice: environment `{}`'s integration{} {} use{} a provider not in this server's providers catalogue: {} connections cannot refresh or be proxied until the server has it (--providers, or start it where `nango` is installed)",
-                    env.name(),
-                    if missing.len() == 1 { "" } else { "s" },
-                    missing.join(", "),
-                    if missing.len() == 1 { "s" } else { "" },
-                    if missing.len() == 1 { "its" } else { "their" }
-                );
-            }
-        }
         let app = Arc::new(App::new(store, runtime, Arc::new(providers), config.clone()).await?);
         app.set_self();
         // Before anything can run (it sweeps history entries without logs).
@@ -451,6 +427,7 @@ impl Server {
         // post-creation scripts.
         api::connections::finish_deletions(&app).await?;
         api::connections::finish_setups(&app).await?;
+        missing_providers(&app).await;
         app.scheduler
             .load(&app)
             .await
@@ -590,6 +567,48 @@ impl Server {
         if flushed.is_some_and(|f| !matches!(f, Ok(Ok(())))) {
             self.app.config.events.say(
                 "the last flush at stop did not finish: what was acknowledged unflushed (history, logs) may be missing",
+            );
+        }
+    }
+}
+
+/// Names, on stderr, the integrations whose provider this server's
+/// catalogue lacks (created under another catalogue: a server started
+/// elsewhere, without its --providers): their connections cannot refresh
+/// or be proxied, said now rather than at their first failed request. By
+/// provider, a few keys each, so a line stays short.
+async fn missing_providers(app: &App) {
+    for env in app.store.environments() {
+        let integrations = match env.integrations().await {
+            Ok(all) => all,
+            Err(e) => {
+                eprintln!(
+                    "sluice: environment `{}`'s integrations could not be checked against the providers catalogue: {e}",
+                    env.name()
+                );
+                continue;
+            }
+        };
+        let mut by_provider: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
+        for i in &integrations {
+            if app.providers.get(&i.provider).is_none() {
+                by_provider
+                    .entry(i.provider.as_str())
+                    .or_default()
+                    .push(i.unique_key.as_str());
+            }
+        }
+        for (provider, keys) in by_provider {
+            let shown: Vec<String> = keys.iter().take(10).map(|k| format!("`{k}`")).collect();
+            eprintln!(
+                "sluice: environment `{}`: provider `{provider}` is not in this server's providers catalogue, and {} integration{} use{} it ({}{}): {} connections cannot refresh or be proxied until the server has it (--providers, or start it where `nango` is installed)",
+                env.name(),
+                keys.len(),
+                if keys.len() == 1 { "" } else { "s" },
+                if keys.len() == 1 { "s" } else { "" },
+                shown.join(", "),
+                if keys.len() > 10 { ", …" } else { "" },
+                if keys.len() == 1 { "its" } else { "their" }
             );
         }
     }

@@ -1,4 +1,4 @@
-//! The older clients' `/config` routes (`@nangohq/node` before 0.62.1:
+//! The older clients' `/config` routes (`@nangohq/node` up to 0.62.1:
 //! `getIntegration('key', includeCredentials)`, `createIntegration(provider,
 //! key, credentials)` and `updateIntegration(…)`, which some apps still
 //! call), answered in their `{config}` / `{configs}` shapes and done by the
@@ -26,6 +26,9 @@ pub struct LegacyBody {
     oauth_client_secret: Option<String>,
     oauth_scopes: Option<Value>,
     app_link: Option<String>,
+    /// The original's CUSTOM-mode credentials, which sluice does not take:
+    /// refused rather than dropped.
+    custom: Option<Value>,
 }
 
 fn refused(code: &str, message: &str) -> ApiError {
@@ -45,9 +48,17 @@ fn integration_body(
         .get(provider)
         .and_then(|p| p.auth_mode.clone())
         .unwrap_or_default();
+    // As the original stores them: commas or spaces between, none empty.
     let scopes = match &b.oauth_scopes {
         None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(s.clone()),
+        Some(Value::String(s)) => Some(
+            s.split([',', ' '])
+                .map(str::trim)
+                .filter(|x| !x.is_empty())
+                .collect::<Vec<_>>()
+                .join(","),
+        )
+        .filter(|s| !s.is_empty()),
         Some(_) => {
             return Err(refused(
                 "invalid_oauth_scopes",
@@ -76,8 +87,15 @@ fn integration_body(
     serde_json::from_value(body).map_err(|e| ApiError::invalid_body(e.to_string()))
 }
 
-/// The key and provider a legacy body must name, with the original's codes.
-fn named(b: &LegacyBody) -> ApiResult<(String, String)> {
+/// The key and provider a legacy body must name, with the original's
+/// codes; the provider must be in the catalogue.
+fn named(app: &App, b: &LegacyBody) -> ApiResult<(String, String)> {
+    if b.custom.as_ref().is_some_and(|c| !c.is_null()) {
+        return Err(refused(
+            "invalid_body",
+            "`custom` (CUSTOM-mode app credentials) is not taken by sluice",
+        ));
+    }
     let key = b
         .provider_config_key
         .clone()
@@ -98,7 +116,23 @@ fn named(b: &LegacyBody) -> ApiResult<(String, String)> {
                 "Missing Provider Template (provider)",
             )
         })?;
+    if app.providers.get(&provider).is_none() {
+        return Err(refused(
+            "unknown_provider_template",
+            &format!(
+                "Unknown provider `{provider}`: it is not in the server's providers catalogue"
+            ),
+        ));
+    }
     Ok((key, provider))
+}
+
+/// The original's 400 for an integration the environment does not have.
+fn unknown_config(key: &str) -> ApiError {
+    refused(
+        "unknown_provider_config",
+        &format!("Integration `{key}` does not exist in this environment"),
+    )
 }
 
 /// `POST /config`: `{config: {unique_key, provider}}`.
@@ -108,13 +142,39 @@ pub async fn create(
     Env(env): Env,
     JsonBody(b): JsonBody<LegacyBody>,
 ) -> ApiResult<Json<Value>> {
-    let (key, provider) = named(&b)?;
-    if app.providers.get(&provider).is_none() {
-        return Err(refused(
-            "unknown_provider_template",
-            &format!(
-                "Unknown provider `{provider}`: it is not in the server's providers catalogue"
-            ),
+    let (key, provider) = named(&app, &b)?;
+    // The original's checks and codes, before anything is made.
+    let mode = app
+        .providers
+        .get(&provider)
+        .and_then(|p| p.auth_mode.clone())
+        .unwrap_or_default();
+    let set = |v: &Option<String>| v.as_deref().is_some_and(|s| !s.is_empty());
+    let missing = match mode.as_str() {
+        "OAUTH1" | "OAUTH2" if !set(&b.oauth_client_id) => {
+            Some(("missing_client_id", "Missing Client ID (oauth_client_id)"))
+        }
+        "OAUTH1" | "OAUTH2" if !set(&b.oauth_client_secret) => Some((
+            "missing_client_secret",
+            "Missing Client Secret (oauth_client_secret)",
+        )),
+        "APP" if !set(&b.oauth_client_id) => {
+            Some(("missing_app_id", "Missing App ID (oauth_client_id)"))
+        }
+        "APP" if !set(&b.oauth_client_secret) => Some((
+            "missing_app_secret",
+            "Missing App private key (oauth_client_secret)",
+        )),
+        _ => None,
+    };
+    if let Some((code, message)) = missing {
+        return Err(refused(code, message));
+    }
+    if env.store.integration(&key).await?.is_some() {
+        return Err(ApiError::new(
+            axum::http::StatusCode::CONFLICT,
+            "duplicate_provider_config",
+            format!("There is already an integration `{key}` in this environment"),
         ));
     }
     let body = integration_body(&app, &key, &provider, &b)?;
@@ -130,7 +190,10 @@ pub async fn update(
     Env(env): Env,
     JsonBody(b): JsonBody<LegacyBody>,
 ) -> ApiResult<Json<Value>> {
-    let (key, provider) = named(&b)?;
+    let (key, provider) = named(&app, &b)?;
+    if env.store.integration(&key).await?.is_none() {
+        return Err(unknown_config(&key));
+    }
     let body = integration_body(&app, &key, &provider, &b)?;
     let _updated =
         integrations::update(State(app), Env(env), ApiPath(key.clone()), JsonBody(body)).await?;
@@ -148,8 +211,9 @@ pub async fn list(State(app): State<Arc<App>>, Env(env): Env) -> ApiResult<Json<
 }
 
 /// `GET /config/:key?include_creds=true`: `{config: {unique_key, provider,
-/// syncs, actions}}`, with the credentials, auth mode and connection count
-/// when asked.
+/// syncs, actions}}`, with the credentials `GET /integrations/:key?
+/// include=credentials` shows, the auth mode and the connection count when
+/// asked.
 pub async fn get(
     State(app): State<Arc<App>>,
     Env(env): Env,
@@ -158,12 +222,11 @@ pub async fn get(
 ) -> ApiResult<Json<Value>> {
     let with_credentials = url::form_urlencoded::parse(raw.as_deref().unwrap_or("").as_bytes())
         .any(|(k, v)| k == "include_creds" && v == "true");
-    let i = env.store.integration(&key).await?.ok_or_else(|| {
-        ApiError::not_found(
-            "unknown_provider_config",
-            format!("Integration `{key}` does not exist in this environment"),
-        )
-    })?;
+    let i = env
+        .store
+        .integration(&key)
+        .await?
+        .ok_or_else(|| unknown_config(&key))?;
     let provider = app.providers.get(&i.provider);
     let deployed = env.deployment();
     let declared = deployed.as_ref().and_then(|d| {
@@ -189,10 +252,7 @@ pub async fn get(
     let actions: Vec<Value> = declared
         .iter()
         .flat_map(|c| c.actions.iter())
-        .map(|a| {
-            json!({"name": a.name,
-                   "description": if a.description.is_empty() { None } else { Some(&a.description) }})
-        })
+        .map(|a| json!({"name": a.name, "created_at": when, "updated_at": when}))
         .collect();
     let mut config = json!({
         "unique_key": i.unique_key,
@@ -203,16 +263,26 @@ pub async fn get(
     if with_credentials {
         let connections = env.store.connection_ids(&key).await?.len();
         let auth_mode = provider.and_then(|p| p.auth_mode.clone());
-        config["client_id"] = json!(i.oauth_client_id);
-        config["client_secret"] = json!(i.oauth_client_secret);
-        config["scopes"] = json!(i.oauth_scopes);
-        config["app_link"] = json!(i.app_link);
+        // What `GET /integrations/:key?include=credentials` shows, and no
+        // more (a provider of no OAuth client shows none).
+        let shown = integrations::view(&app.providers, &i, Some(auth_mode.as_deref()));
+        let c = &shown["credentials"];
+        let app_mode = auth_mode.as_deref() == Some("APP");
+        let field = |k: &str| c.get(k).cloned().unwrap_or(Value::Null);
+        config["client_id"] = field(if app_mode { "app_id" } else { "client_id" });
+        config["client_secret"] = field(if app_mode {
+            "private_key"
+        } else {
+            "client_secret"
+        });
+        config["scopes"] = field("scopes");
+        config["app_link"] = field("app_link");
+        config["webhook_secret"] = field("webhook_secret");
         config["auth_mode"] = json!(auth_mode);
         config["created_at"] = json!(
             i.created_at
                 .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
         );
-        config["webhook_secret"] = json!(i.webhook_secret);
         config["docs"] = provider
             .and_then(|p| p.definition.get("docs").cloned())
             .unwrap_or(Value::Null);
@@ -222,7 +292,8 @@ pub async fn get(
 }
 
 /// `DELETE /config/:key`: as `DELETE /integrations/:key` (its connections
-/// go with it), `{success: true}`.
+/// go with it), `{success: true}`; the original's 404 `not_found` for an
+/// unknown one.
 pub async fn delete(
     State(app): State<Arc<App>>,
     Env(env): Env,

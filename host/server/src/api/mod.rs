@@ -433,8 +433,10 @@ async fn health(
 
 /// The routes the original's API takes JSON on: a request to one with a
 /// `Content-Type` that is not JSON is refused, as there.
-const JSON_ROUTES: [&str; 14] = [
+const JSON_ROUTES: [&str; 16] = [
     "/integrations",
+    "/config",
+    "/mcp",
     "/connect",
     "/api-auth",
     "/oauth2",
