@@ -2569,6 +2569,16 @@ async fn dryrun_takes_the_connection_and_variables_from_a_running_server() {
         .unwrap();
         let mut implicit = common.to_vec();
         implicit.extend(["--integration-id", "crm"]);
+        // A script that is not there is said first: nothing is asked of
+        // the server for it.
+        let mut missing = implicit.clone();
+        missing[1] = "/no/such/script.wasm";
+        let (code, _, err) = sluice_cli(&missing).await;
+        assert_eq!(code, 2, "{err}");
+        assert!(
+            err.contains("cannot find script `/no/such/script.wasm`") && !err.contains("server"),
+            "{err}"
+        );
         let (code, out, err) = sluice_cli(&implicit).await;
         assert_eq!(code, 0, "{err}\n{out}");
         assert!(

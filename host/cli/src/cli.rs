@@ -646,6 +646,9 @@ async fn run_dryrun(
         .connections
         .clone()
         .unwrap_or_else(|| args.build.dir.join("connections.yaml"));
+    // The server chosen without --from-server: the dry run asks it whose
+    // the key is before reading anything.
+    let mut implicit_server = None;
     let server = if args.from_server {
         let (host, secret_key) = server_settings(
             &args.build.dir,
@@ -661,6 +664,7 @@ async fn run_dryrun(
         && !local.exists()
         && secret_key_set(&args.build.dir, &args.environment)
     {
+        implicit_server = Some(args.environment.clone());
         let key_var = format!("NANGO_SECRET_KEY_{}", args.environment.to_uppercase());
         let (host, secret_key) = server_settings(
             &args.build.dir,
@@ -671,28 +675,6 @@ async fn run_dryrun(
             err,
         )
         .map_err(|e| anyhow::anyhow!("no {}, and {key_var} is set: {e:#}", local.display()))?;
-        // Asked first whose the key is, as a deploy asks: a key of another
-        // environment, or a server that is not sluice's, reads nothing.
-        match sluice_project::deploy::environment_of(&host, &secret_key).await {
-            Ok(server) if server.name == args.environment => {}
-            Ok(server) => bail!(
-                "the secret key {key_var} is environment `{}`'s, not `{}`'s: nothing was read (and there is no {})",
-                server.name,
-                args.environment,
-                local.display()
-            ),
-            Err(e) => bail!(
-                "no {}: the dry run asked the server at {host} for the connection ({key_var} is set), and it did not answer as a sluice server does ({}); give --connections FILE for a local file, or run `sluice serve` there",
-                local.display(),
-                e.to_string().replace("refused the deploy", "refused")
-            ),
-        }
-        writeln!(
-            err,
-            "note: no {}: the connection and the environment's variables are read from the server at {host}, environment `{}` ({key_var}); --from-server --host URL for another server, --connections FILE for a local file",
-            local.display(),
-            args.environment,
-        )?;
         Some(ServerSource { host, secret_key })
     } else {
         None
@@ -700,6 +682,7 @@ async fn run_dryrun(
     let options = DryRunOptions {
         build: args.build.options(args.integration_id),
         server,
+        implicit_server,
         script: args.script,
         connection_id: args.connection_id,
         connections_file: args.connections,

@@ -981,6 +981,8 @@ pub async fn environment_of(
     };
     let http = reqwest::Client::builder()
         .user_agent(sluice_runtime::proxy::USER_AGENT)
+        // A host that never answers is said, not waited on for ever.
+        .timeout(std::time::Duration::from_secs(30))
         .build()
         .map_err(unreachable)?;
     let resp = http

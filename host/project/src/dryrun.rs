@@ -32,6 +32,10 @@ pub struct DryRunOptions {
     /// scripts, or where `.wasm` paths are relative to), where to build and
     /// cache, and the integration (`--integration-id`).
     pub build: CompileOptions,
+    /// `server` was chosen without `--from-server` (no connections file,
+    /// the environment's key set): the environment its key must be, asked
+    /// of the server once the script is found, before anything is read.
+    pub implicit_server: Option<String>,
     /// A script name (declared in nango.yaml, or a binary of the crate in
     /// the folder) or a `.wasm` path.
     pub script: String,
@@ -97,6 +101,8 @@ pub enum DryRunError {
         environment.to_uppercase()
     )]
     NoConnections { path: String, environment: String },
+    #[error("{0}")]
+    ImplicitServer(String),
     #[error(transparent)]
     Remote(#[from] RemoteError),
     #[error(
@@ -387,6 +393,41 @@ fn resolve_target(
     })
 }
 
+/// A server chosen because there is no connections file: it must be a
+/// sluice server that takes the key as environment `expected`'s (a key of
+/// another environment, or another server, reads nothing); said on
+/// `progress` when it is.
+async fn confirm_server(
+    opts: &DryRunOptions,
+    server: &ServerSource,
+    expected: &str,
+    progress: &mut dyn Write,
+) -> Result<(), DryRunError> {
+    let local = opts.build.dir.join("connections.yaml");
+    let key_var = format!("NANGO_SECRET_KEY_{}", expected.to_uppercase());
+    let host = &server.host;
+    match crate::deploy::environment_of(host, &server.secret_key).await {
+        Ok(s) if s.name == expected => {
+            let _ = writeln!(
+                progress,
+                "note: no {}: the connection and the environment's variables are read from the server at {host}, environment `{expected}` ({key_var}); --from-server --host URL for another server, --connections FILE for a local file",
+                local.display()
+            );
+            Ok(())
+        }
+        Ok(s) => Err(DryRunError::ImplicitServer(format!(
+            "the secret key {key_var} is environment `{}`'s, not `{expected}`'s: nothing was read (and there is no {})",
+            s.name,
+            local.display()
+        ))),
+        Err(e) => Err(DryRunError::ImplicitServer(format!(
+            "no {}: the dry run asked the server at {host} for the connection ({key_var} is set), and it did not answer as a sluice server does ({}); give --connections FILE for a local file, or run `sluice serve` there",
+            local.display(),
+            e.to_string().replace("refused the deploy", "refused")
+        ))),
+    }
+}
+
 /// Runs the dry run; build progress goes to `progress`.
 pub async fn dry_run(
     opts: &DryRunOptions,
@@ -407,6 +448,9 @@ pub async fn dry_run(
         .integration
         .as_deref()
         .or(target.integration.as_deref());
+    if let (Some(server), Some(expected)) = (&opts.server, &opts.implicit_server) {
+        confirm_server(opts, server, expected, progress).await?;
+    }
     // The script's own connection, and the others of connections.yaml,
     // which it may name (`getConnection`, `proxy({connectionId})`,
     // `triggerAction`) as it may any of its environment's on a server.
