@@ -81,10 +81,26 @@ function inside(root, file) {
     return rel === '' || (!rel.startsWith('..') && !isAbsolute(rel));
 }
 
+/** What a test file written by hand may import besides the project's own files. */
+const TEST_MODULES = {
+    vitest: join(SDK, 'src/vitest.ts'),
+    fs: join(SDK, 'src/node/test-fs.ts'),
+    'node:fs': join(SDK, 'src/node/test-fs.ts'),
+    'fs/promises': join(SDK, 'src/node/test-fs.ts'),
+    'node:fs/promises': join(SDK, 'src/node/test-fs.ts'),
+    path: join(SDK, 'src/node/test-path.ts'),
+    'node:path': join(SDK, 'src/node/test-path.ts')
+};
+
+function escapeRegExp(text) {
+    return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+}
+
 /** Enforces the original's import rules on the project's own files. */
-function importPolicy(root, zero) {
+function importPolicy(root, zero, tests = []) {
     const sdkDir = SDK + sep;
     const entry = join(root, ENTRY);
+    const testFiles = new Set(tests.map((t) => resolve(t.file)));
     return {
         name: 'sluice-imports',
         setup(build) {
@@ -93,6 +109,9 @@ function importPolicy(root, zero) {
                 if (args.path.startsWith('nango:')) return { path: args.path, external: true };
                 if (args.path.startsWith('sluice-scope:')) return { path: args.path.slice('sluice-scope:'.length), namespace: 'sluice-scope' };
                 if (args.namespace === 'sluice-scope') return undefined;
+                if (args.path.startsWith('sluice-test:')) return { path: args.path.slice('sluice-test:'.length), namespace: 'sluice-test' };
+                if (args.namespace === 'sluice-test') return undefined;
+                if (testFiles.has(args.importer) && args.path in TEST_MODULES) return { path: TEST_MODULES[args.path] };
                 // The generated entry imports the SDK and the scripts themselves.
                 if (args.importer === entry) return undefined;
                 const fromProject = !args.importer.startsWith(sdkDir) && !args.importer.includes(`${sep}node_modules${sep}`);
@@ -140,6 +159,21 @@ function importPolicy(root, zero) {
                 contents: unsupportedModule(args.path),
                 loader: 'js'
             }));
+            build.onLoad({ filter: /.*/, namespace: 'sluice-test' }, (args) => ({
+                contents: `import { vitestFile } from ${JSON.stringify(join(SDK, 'src/vitest.ts'))};\nvitestFile(${JSON.stringify(args.path)});\n`,
+                resolveDir: SDK,
+                loader: 'js'
+            }));
+            if (testFiles.size > 0) {
+                // A test file sees vitest's module globals (on its first line:
+                // the file's lines stay where they are).
+                const filter = new RegExp(`^(${[...testFiles].map(escapeRegExp).join('|')})$`);
+                build.onLoad({ filter }, async (args) => {
+                    const text = await readFile(args.path, 'utf8');
+                    const globals = `const __dirname = ${JSON.stringify(dirname(args.path))}, __filename = ${JSON.stringify(args.path)}, global = globalThis;`;
+                    return { contents: globals + text, loader: 'ts' };
+                });
+            }
             build.onLoad({ filter: /.*/, namespace: 'sluice-scope' }, (args) => ({
                 contents: `import { vitestScope } from ${JSON.stringify(join(SDK, 'src/harness.ts'))};\nvitestScope(${JSON.stringify(args.path)});\n`,
                 resolveDir: SDK,
@@ -159,6 +193,12 @@ function entrySource(job) {
         lines.push(`import * as s${i} from ${JSON.stringify(s.file)};`);
         table.push(`${JSON.stringify(s.name)}: s${i}`);
     });
+    // Test files written by hand (`sluice test` only): each records its
+    // describe/it calls under its key as its module loads.
+    for (const t of job.tests ?? []) {
+        lines.push(`import ${JSON.stringify(`sluice-test:${t.key}`)};`);
+        lines.push(`import ${JSON.stringify(t.file)};`);
+    }
     lines.push(`export const { fetchData, onWebhookPayloadReceived, runAction, onEvent, runTest } = bundle({ ${table.join(', ')} });`);
     return lines.join('\n') + '\n';
 }
@@ -258,6 +298,28 @@ async function bundleScripts(job) {
     // its bundle text differing, was componentized again).
     const bundle = resolve(job.bundle);
     await mkdir(dirname(bundle), { recursive: true });
+    // A test file written by hand that does not bundle (a package it
+    // imports, a syntax error) is left out and said, never the scripts'.
+    let tests = job.tests ?? [];
+    const skipped = [];
+    for (;;) {
+        const done = await bundleOnce(esbuild, root, bundle, { ...job, tests });
+        if (done.ok || tests.length === 0) return { ...done, skipped };
+        const bad = new Set();
+        for (const e of done.errors) {
+            const file = e.file ? resolve(root, e.file) : undefined;
+            for (const t of tests) if (file === resolve(t.file)) bad.add(t.key);
+        }
+        const drop = bad.size > 0 ? tests.filter((t) => bad.has(t.key)) : tests;
+        for (const t of drop) {
+            const own = done.errors.filter((e) => !bad.size || (e.file && resolve(root, e.file) === resolve(t.file)));
+            skipped.push({ key: t.key, message: own.map((e) => (e.file ? `${e.file}:${e.line ?? '?'}: ${e.message}` : e.message)).join('; ') });
+        }
+        tests = tests.filter((t) => !drop.includes(t));
+    }
+}
+
+async function bundleOnce(esbuild, root, bundle, job) {
     try {
         const result = await esbuild.build({
             stdin: { contents: entrySource(job), resolveDir: root, sourcefile: ENTRY, loader: 'js' },
@@ -283,7 +345,7 @@ async function bundleScripts(job) {
             outfile: bundle,
             sourcemap: 'external',
             sourcesContent: false,
-            plugins: [importPolicy(root, job.zero === true)]
+            plugins: [importPolicy(root, job.zero === true, job.tests)]
         });
         const js = result.outputFiles.find((f) => !f.path.endsWith('.map'));
         const map = result.outputFiles.find((f) => f.path.endsWith('.map'));

@@ -983,16 +983,54 @@ async fn dryrun_save_records_a_test_json_that_sluice_test_replays() {
             std::fs::remove_file(path).unwrap();
         }
     }
-    // A hand-written test sluice does not run is a test all the same.
+    // Tests written by hand run as written, compiled in with their script:
+    // vitest's describe/it and hooks, vi.fn and spies on the mock's
+    // members, the fixture read with `fs`, and matchers; a changed
+    // expectation fails, naming the test and what differs. One that mocks
+    // modules (vi.mock) is said and not run, and counts as a test all the
+    // same.
     let hand = tests.join("github-by-hand.test.ts");
+    let by_hand = "import { expect, it, describe, vi, beforeEach, afterEach } from 'vitest';\nimport { readFileSync } from 'node:fs';\nimport { resolve } from 'node:path';\nimport createAction from '../actions/get-repo.js';\n\ndescribe('get-repo by hand', () => {\n    let nangoMock: any;\n    beforeEach(() => {\n        nangoMock = new global.vitest.NangoActionMock({ dirname: __dirname, name: 'get-repo', Model: 'Repo' });\n    });\n    afterEach(() => vi.restoreAllMocks());\n\n    it('maps the recording', async () => {\n        const recording = JSON.parse(readFileSync(resolve(__dirname, 'get-repo.test.json'), 'utf-8'));\n        const repo = await createAction.exec(nangoMock, recording.input);\n        expect(nangoMock.get).toHaveBeenCalledTimes(1);\n        expect(repo).toMatchObject({ fullName: expect.stringContaining('/') });\n        expect(repo).toEqual(recording.output);\n    });\n\n    it('says a missing repository', async () => {\n        nangoMock.get.mockResolvedValueOnce({ status: 404, data: {} });\n        await expect(createAction.exec(nangoMock, { owner: 'a', repo: 'b' })).rejects.toThrow('Repository not found');\n    });\n});\n";
+    std::fs::write(&hand, by_hand).unwrap();
     std::fs::write(
-        &hand,
-        "import { expect, it, vi } from 'vitest';\nimport createAction from '../actions/get-repo.js';\n\nit('spies', async () => {\n    const spy = vi.fn();\n    spy(createAction);\n    expect(spy).toHaveBeenCalledTimes(1);\n});\n",
+        tests.join("github-changed.test.ts"),
+        by_hand
+            .replace("toHaveBeenCalledTimes(1)", "toHaveBeenCalledTimes(2)")
+            .replace("'Repository not found'", "'Gone'"),
+    )
+    .unwrap();
+    std::fs::write(
+        tests.join("github-mocked.test.ts"),
+        "import { expect, it, vi } from 'vitest';\nimport createAction from '../actions/get-repo.js';\nvi.mock('../helpers/mappers.js');\n\nit('mocks a module', () => {\n    expect(createAction).toBeDefined();\n});\n",
     )
     .unwrap();
     let (code, out, err) = sluice(&args("test", tmp.path(), "zero-project")).await;
+    assert_eq!(code, 1, "out: {out}\nerr: {err}");
+    assert!(
+        out.contains("✓ github/github-by-hand (action, hand-written, "),
+        "{out}"
+    );
+    assert!(
+        out.contains("✗ github/github-changed (action, hand-written): get-repo by hand > maps the recording: AssertionError: expected vi.fn() to have been called 2 times, it was called 1 times; get-repo by hand > says a missing repository: AssertionError: expected the error \"Repository not found\" to match \"Gone\""),
+        "{out}"
+    );
+    assert!(
+        out.contains("- github/github-mocked (hand-written test: not run: it uses vi.mock (module mocks), which sluice test does not have)"),
+        "{out}"
+    );
+    assert!(
+        out.ends_with("1 passed, 1 failed (hand-written: 1 passed, 1 failed; 1 hand-written test files not run)\n"),
+        "{out}"
+    );
+    for f in ["github-changed", "github-mocked"] {
+        std::fs::remove_file(tests.join(format!("{f}.test.ts"))).unwrap();
+    }
+    let (code, out, err) = sluice(&args("test", tmp.path(), "zero-project")).await;
     assert_eq!(code, 0, "out: {out}\nerr: {err}");
-    assert!(out.contains("1 hand-written test files not run"), "{out}");
+    assert!(
+        out.ends_with("1 passed, 0 failed (hand-written: 1 passed, 0 failed)\n"),
+        "{out}"
+    );
     std::fs::remove_file(&hand).unwrap();
     let (code, out, err) = sluice(&args("test", tmp.path(), "zero-project")).await;
     assert_eq!(code, 1, "out: {out}\nerr: {err}");

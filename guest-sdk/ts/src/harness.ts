@@ -11,11 +11,19 @@ import { Buffer } from 'buffer';
 import { sha1 } from '@noble/hashes/legacy.js';
 import { SdkFunction } from './codegen';
 import { ActionError } from './index';
+import { isMockFunction, runFile, vi } from './vitest';
+import { setTestFiles } from './node/test-fs';
 
 /** What the host asks for: one test file of a generated shape. */
 export interface TestSpec {
-    /** `action`: one `it` comparing the output; `sync`: the checks below. */
-    kind: 'action' | 'sync';
+    /** `action`: one `it` comparing the output; `sync`: the checks below;
+     * `file`: a test file written by hand, bundled into the component,
+     * run with the vitest of ./vitest.ts. */
+    kind: 'action' | 'sync' | 'file';
+    /** The bundled test file's key (`file` only). */
+    file?: string;
+    /** The files its `fs` reads (its recording), by absolute path (`file` only). */
+    files?: Record<string, string>;
     /** The second `it` of a sync test: `delete` (fresh mock, JSON equality when the
      * fixture expects deletes), `delete-some` (some single call equal),
      * `track` (trackDeletesStart/End called), `no-delete` (batchDelete never
@@ -230,6 +238,15 @@ function isObject(v: unknown): v is Record<string, unknown> {
 /** vitest's `toEqual` (`strict` = `toStrictEqual` on JSON values). */
 export function equals(a: unknown, b: unknown, strict = false): boolean {
     if (Object.is(a, b)) return true;
+    // expect.objectContaining(…) and the other asymmetric matchers, on either side.
+    const matcher = (x: unknown): ((other: unknown) => unknown) | undefined => {
+        const f = isObject(x) ? (x as any).asymmetricMatch : undefined;
+        return typeof f === 'function' ? f.bind(x) : undefined;
+    };
+    const mb = matcher(b);
+    if (mb) return Boolean(mb(a));
+    const ma = matcher(a);
+    if (ma) return Boolean(ma(b));
     if (!isObject(a) || !isObject(b)) return false;
     const ta = Object.prototype.toString.call(a);
     if (ta !== Object.prototype.toString.call(b)) return false;
@@ -262,7 +279,7 @@ export function equals(a: unknown, b: unknown, strict = false): boolean {
     return true;
 }
 
-function short(v: unknown): string {
+export function short(v: unknown): string {
     let text: string;
     try {
         // A Date prints as its ISO string, like the string it may be
@@ -276,7 +293,7 @@ function short(v: unknown): string {
 }
 
 /** Where two values first differ, for the failure message. */
-function difference(expected: unknown, actual: unknown, path: string): string {
+export function difference(expected: unknown, actual: unknown, path: string): string {
     if (Array.isArray(expected) && Array.isArray(actual)) {
         for (let i = 0; i < Math.min(expected.length, actual.length); i++) {
             if (!equals(actual[i], expected[i], true)) return difference(expected[i], actual[i], `${path}[${i}]`);
@@ -780,6 +797,7 @@ class Expectation extends Error {
 export async function runTest(spec: TestSpec, def: Definition, scope?: VitestScope): Promise<ItResult[]> {
     const { NangoActionMock, NangoSyncMock } = scope ?? { NangoActionMock: NangoActionMockBase, NangoSyncMock: SyncMockBase };
     (globalThis as any).vitest = { NangoActionMock, NangoSyncMock };
+    if (spec.kind === 'file') return runHandWritten(spec, { NangoActionMock, NangoSyncMock });
     const results: ItResult[] = [];
     if (!def || typeof def.exec !== 'function') {
         results.push({ name: 'load', ok: false, message: 'the script has no default export with an exec function' });
@@ -843,6 +861,70 @@ export async function runTest(spec: TestSpec, def: Definition, scope?: VitestSco
         }
     });
     return results;
+}
+
+// ------ Test files written by hand
+
+/** The members `nango/test`'s mocks make `vi.fn`s of (so a test can spy on,
+ * fix or count them); `batchSave` and `batchDelete` are bare `vi.fn()`s. */
+const MOCKED_MEMBERS = [
+    'log',
+    'getConnection',
+    'getMetadata',
+    'updateMetadata',
+    'deleteRecordsFromPreviousExecutions',
+    'trackDeletesStart',
+    'trackDeletesEnd',
+    'paginate',
+    'get',
+    'post',
+    'patch',
+    'put',
+    'delete',
+    'proxy',
+    'getWebhookURL',
+    'zodValidateInput',
+    'getCheckpoint',
+    'saveCheckpoint',
+    'clearCheckpoint',
+    'listRecords'
+];
+
+function mockMembers(mock: any, sync: boolean): void {
+    for (const name of MOCKED_MEMBERS) {
+        const f = mock[name];
+        if (typeof f === 'function' && !isMockFunction(f)) mock[name] = vi.fn(f.bind(mock));
+    }
+    if (sync) {
+        mock.batchSave = vi.fn();
+        mock.batchDelete = vi.fn();
+    }
+}
+
+/**
+ * Runs a bundled test file: its mocks are the original's (constructed with
+ * `{dirname, name, Model}`, every member a `vi.fn`), answering from the
+ * fixture the host found for the file, with the mock classes its script's
+ * module loaded with.
+ */
+async function runHandWritten(spec: TestSpec, scope: VitestScope): Promise<ItResult[]> {
+    const ctx: Context = { spec };
+    const A = class NangoActionMock extends scope.NangoActionMock {
+        constructor(_options?: unknown) {
+            super(ctx);
+            mockMembers(this, false);
+        }
+    };
+    const S = class NangoSyncMock extends scope.NangoSyncMock {
+        constructor(_options?: unknown) {
+            super(ctx);
+            mockMembers(this, true);
+        }
+    };
+    (globalThis as any).vitest = { NangoActionMock: A, NangoSyncMock: S };
+    if (!spec.file) return [{ name: 'load', ok: false, message: 'no test file named' }];
+    setTestFiles(spec.files ?? {});
+    return runFile(spec.file);
 }
 
 // Scripts look for `globalThis.vitest` when their module loads (§7.10),

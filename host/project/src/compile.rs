@@ -119,6 +119,10 @@ pub struct Project {
     /// A zero-yaml project's definitions (`.nango/nango.json`'s entries),
     /// which its deploys carry instead of nango.yaml.
     pub definitions: Option<Vec<serde_json::Value>>,
+    /// Test files written by hand that `sluice test` compiled in with their
+    /// scripts (by key, see [`crate::zerotest::TestFile::key`]), and those
+    /// it had to leave out, with why.
+    pub hand_tests: BTreeMap<String, Result<(), String>>,
 }
 
 impl Project {
@@ -509,6 +513,8 @@ pub fn compile(
                 pck,
                 &files,
                 Some(&lint),
+                &[],
+                &mut Vec::new(),
                 progress,
             )?;
             let kinds: Vec<(String, ScriptKind)> = ts
@@ -583,6 +589,7 @@ pub fn compile(
         warnings: loaded.warnings,
         scripts,
         definitions: None,
+        hand_tests: BTreeMap::new(),
     })
 }
 
@@ -641,6 +648,8 @@ pub(crate) fn build_bundle(
     pck: &str,
     scripts: &[(String, PathBuf)],
     yaml: Option<&YamlLint>,
+    tests: &[(String, PathBuf)],
+    skipped: &mut Vec<(String, String)>,
     progress: &mut dyn Write,
 ) -> Result<PathBuf, CompileError> {
     let bundle = build.join(format!("{pck}.js"));
@@ -658,6 +667,10 @@ pub(crate) fn build_bundle(
             .collect::<Vec<_>>(),
         "zero": yaml.is_none(),
         "models": yaml.map(|l| &l.models),
+        "tests": tests
+            .iter()
+            .map(|(key, file)| json!({ "key": key, "file": file }))
+            .collect::<Vec<_>>(),
         "bundle": bundle,
         "component": component,
         "wit": wit_dir,
@@ -670,6 +683,12 @@ pub(crate) fn build_bundle(
     for w in &result.warnings {
         let _ = writeln!(progress, "warning: {w}");
     }
+    skipped.extend(
+        result
+            .skipped
+            .iter()
+            .map(|t| (t.key.clone(), t.message.clone())),
+    );
     if !result.ok {
         return Err(failed(result.errors));
     }

@@ -69,6 +69,18 @@ const FILES: &[(&str, &str)] = &[
         include_str!("../../../guest-sdk/ts/src/node/url.ts"),
     ),
     (
+        "src/vitest.ts",
+        include_str!("../../../guest-sdk/ts/src/vitest.ts"),
+    ),
+    (
+        "src/node/test-fs.ts",
+        include_str!("../../../guest-sdk/ts/src/node/test-fs.ts"),
+    ),
+    (
+        "src/node/test-path.ts",
+        include_str!("../../../guest-sdk/ts/src/node/test-path.ts"),
+    ),
+    (
         "src/node/crypto.ts",
         include_str!("../../../guest-sdk/ts/src/node/crypto.ts"),
     ),
@@ -136,6 +148,16 @@ pub struct StepResult {
     /// The `migrate` step's rewritten sources, by absolute path.
     #[serde(default)]
     pub files: std::collections::BTreeMap<String, String>,
+    /// The `bundle` step's test files left out (they did not bundle).
+    #[serde(default)]
+    pub skipped: Vec<SkippedTest>,
+}
+
+/// A test file written by hand that the `bundle` step left out, and why.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SkippedTest {
+    pub key: String,
+    pub message: String,
 }
 
 /// An installed SDK with its npm dependencies.

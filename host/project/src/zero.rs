@@ -484,6 +484,7 @@ pub(crate) fn compile(
     let mut definitions = Vec::new();
     let mut integrations = Vec::new();
     let mut scripts = Vec::new();
+    let mut hand_tests = BTreeMap::new();
     let selected: Vec<&(String, Vec<Entry>)> = all
         .iter()
         .filter(|(id, _)| wanted.as_ref().is_none_or(|i| i == id))
@@ -508,8 +509,16 @@ pub(crate) fn compile(
                     let Some((id, list)) = selected.get(i).map(|e| (&e.0, &e.1)) else {
                         break;
                     };
-                    let done =
-                        compile_integration(&toolchain, root, &build, &wit_dir, runtime, id, list);
+                    // `sluice test` compiles in the integration's test
+                    // files written by hand, with the scripts they test.
+                    let tests = if opts.tested_scripts {
+                        crate::zerotest::hand_tests(root, id)
+                    } else {
+                        Vec::new()
+                    };
+                    let done = compile_integration(
+                        &toolchain, root, &build, &wit_dir, runtime, id, list, &tests,
+                    );
                     *results[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(done);
                 }
             });
@@ -521,6 +530,7 @@ pub(crate) fn compile(
         };
         let c = done?;
         let _ = progress.write_all(&c.progress);
+        hand_tests.extend(c.hand_tests);
         scripts.extend(c.scripts);
         definitions.push(c.definition);
         integrations.push(c.config);
@@ -545,6 +555,7 @@ pub(crate) fn compile(
         warnings: Vec::new(),
         scripts,
         definitions: Some(definitions),
+        hand_tests,
     })
 }
 
@@ -560,10 +571,13 @@ struct Compiled {
     definition: Value,
     config: Integration,
     scripts: Vec<ProjectScript>,
+    /// The test files written by hand compiled in, or why one was not.
+    hand_tests: BTreeMap<String, Result<(), String>>,
     /// What it printed while compiling.
     progress: Vec<u8>,
 }
 
+#[allow(clippy::too_many_arguments)]
 fn compile_integration(
     toolchain: &Toolchain,
     root: &Path,
@@ -572,8 +586,10 @@ fn compile_integration(
     runtime: &Runtime,
     id: &str,
     list: &[Entry],
+    tests: &[crate::zerotest::HandTest],
 ) -> Result<Compiled, CompileError> {
     let mut progress = Vec::new();
+    let mut hand_tests: BTreeMap<String, Result<(), String>> = BTreeMap::new();
     let (definition, file_kinds) =
         cached_definitions(toolchain, root, build, id, list, &mut progress)?;
     let config = integration_config(&definition);
@@ -617,21 +633,53 @@ fn compile_integration(
     let mut queue: std::collections::VecDeque<Vec<(String, PathBuf)>> = chunks.into();
     let mut built = 0usize;
     while let Some(chunk) = queue.pop_front() {
-        let name = if single && built == 0 && queue.is_empty() {
+        let mut name = if single && built == 0 && queue.is_empty() {
             id.to_string()
         } else {
             format!("{id}.{}", built + 1)
         };
-        let component = match compile::build_bundle(
-            toolchain,
-            root,
-            build,
-            wit_dir,
-            &name,
-            &chunk,
-            None,
-            &mut progress,
-        ) {
+        // The hand-written tests of this chunk's scripts go in with them
+        // (under their own build name, so that the deployed component
+        // stays the one `compile` builds).
+        let chunk_tests: Vec<(String, PathBuf)> = tests
+            .iter()
+            .filter(|t| {
+                chunk.iter().any(|(_, f)| {
+                    t.script_file.is_some() && std::fs::canonicalize(f).ok() == t.script_file
+                })
+            })
+            .map(|t| (t.key.clone(), t.file.clone()))
+            .collect();
+        if !chunk_tests.is_empty() {
+            name.push_str(".tests");
+        }
+        let mut skipped = Vec::new();
+        let bundled = |progress: &mut Vec<u8>,
+                       skipped: &mut Vec<(String, String)>,
+                       with: &[(String, PathBuf)]| {
+            compile::build_bundle(
+                toolchain, root, build, wit_dir, &name, &chunk, None, with, skipped, progress,
+            )
+        };
+        let attempt = match bundled(&mut progress, &mut skipped, &chunk_tests) {
+            // A test file whose module fails as the snapshot loads it
+            // must not cost the scripts their tests: once more without.
+            Err(CompileError::Build { messages, .. }) if !chunk_tests.is_empty() => {
+                let why: Vec<String> = messages.iter().map(|m| m.to_string()).collect();
+                for (key, _) in &chunk_tests {
+                    skipped.push((key.clone(), why.join("; ")));
+                }
+                bundled(&mut progress, &mut Vec::new(), &[])
+            }
+            other => other,
+        };
+        for (key, _) in &chunk_tests {
+            hand_tests.insert(key.clone(), Ok(()));
+        }
+        for (key, why) in skipped {
+            hand_tests.insert(key, Err(why));
+        }
+        let component = match attempt {
             Ok(c) => c,
             Err(CompileError::Build { messages, .. })
                 if chunk.len() > 1
@@ -673,6 +721,7 @@ fn compile_integration(
         definition,
         config,
         scripts,
+        hand_tests,
         progress,
     })
 }

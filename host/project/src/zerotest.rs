@@ -64,7 +64,47 @@ pub struct TestFile {
     /// The object literal (JavaScript source) a hand-written test replaces
     /// the mock's `getConnection` result with.
     pub connection: Option<String>,
+    /// `<integration>/tests/<file>` by the real folder (an alias folder's
+    /// test is its integration's file): how a hand-written test compiled
+    /// into its script's component is named there.
+    pub key: String,
+    /// What of vitest a hand-written test uses that `sluice test` does not
+    /// run.
+    pub unsupported: Option<&'static str>,
 }
+
+/// A hand-written test file to compile in with the script it tests.
+#[derive(Debug, Clone)]
+pub struct HandTest {
+    pub key: String,
+    /// The file, under the project's folder as given.
+    pub file: PathBuf,
+    /// The script it imports, canonical (`None` when it does not exist).
+    pub script_file: Option<PathBuf>,
+}
+
+/// The test files written by hand in `integration`'s own folder that
+/// `sluice test` runs by compiling them in.
+pub fn hand_tests(root: &Path, integration: &str) -> Vec<HandTest> {
+    discover(root, Some(integration))
+        .into_iter()
+        .filter(|tf| tf.shape.is_none() && tf.unsupported.is_none())
+        .map(|tf| HandTest {
+            file: std::path::absolute(root.join(&tf.key)).unwrap_or_else(|_| root.join(&tf.key)),
+            script_file: std::fs::canonicalize(&tf.script_file).ok(),
+            key: tf.key,
+        })
+        .collect()
+}
+
+/// The vitest features a hand-written test may use that `sluice test`
+/// does not have, by the text that shows them.
+const UNSUPPORTED: [(&str, &str); 4] = [
+    ("vi.mock(", "vi.mock (module mocks)"),
+    ("vi.doMock(", "vi.doMock (module mocks)"),
+    (".each(", "each (parameterised tests)"),
+    ("advanceTimers", "fake timers that advance"),
+];
 
 fn strip_comments(text: &str) -> String {
     // Bytes are copied whole: what is dropped (a comment) starts and ends
@@ -185,7 +225,24 @@ pub fn read_test_file(path: &Path, integration: &str) -> Option<TestFile> {
     let frozen = quoted_after(&text, "setSystemTime(new Date(")
         .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
         .map(|t| t.with_timezone(&Utc));
+    let real = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let key = real
+        .components()
+        .rev()
+        .take(3)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join("/");
+    let unsupported = UNSUPPORTED
+        .iter()
+        .find(|(marker, _)| text.contains(marker))
+        .map(|(_, what)| *what);
     Some(TestFile {
+        key,
+        unsupported,
         path: path.to_path_buf(),
         integration: integration.to_string(),
         base,
@@ -509,23 +566,42 @@ pub async fn run(
         {
             continue;
         }
-        let Some(shape) = tf.shape.clone() else {
-            hand_written += 1;
-            let _ = writeln!(
-                out,
-                "- {}/{} (hand-written test: not run)",
-                tf.integration, tf.base
-            );
-            continue;
-        };
-        let kind = match shape {
-            Shape::Action => ScriptKind::Action,
-            Shape::Sync { .. } => ScriptKind::Sync,
+        // A test written by hand runs as written when it was compiled in
+        // with its script (vitest's API as far as guest-sdk/ts/src/vitest.ts
+        // has it); otherwise it is said and not run.
+        if tf.shape.is_none() {
+            let why = match (tf.unsupported, project.hand_tests.get(&tf.key)) {
+                (Some(what), _) => Some(format!("it uses {what}, which sluice test does not have")),
+                (None, Some(Ok(()))) => None,
+                (None, Some(Err(why))) => Some(format!("it does not compile: {why}")),
+                (None, None) => Some(format!(
+                    "its script `{}` is not among the compiled scripts",
+                    tf.script
+                )),
+            };
+            if let Some(why) = why {
+                hand_written += 1;
+                let _ = writeln!(
+                    out,
+                    "- {}/{} (hand-written test: not run: {why})",
+                    tf.integration, tf.base
+                );
+                continue;
+            }
+        }
+        let kind = match &tf.shape {
+            Some(Shape::Action) => ScriptKind::Action,
+            Some(Shape::Sync { .. }) => ScriptKind::Sync,
+            None => project
+                .scripts
+                .iter()
+                .find(|s| s.name == tf.script)
+                .map_or(ScriptKind::Action, |s| s.kind),
         };
         let started = Instant::now();
         let failure = run_one(
             &tf,
-            &shape,
+            tf.shape.as_ref(),
             opts,
             runtime,
             project,
@@ -545,7 +621,7 @@ pub async fn run(
         };
         // A fixed connection or a frozen clock makes a test hand-written
         // (its outcome is not the fixture's alone); it runs, counted apart.
-        let hand = tf.connection.is_some() || tf.frozen.is_some();
+        let hand = tf.shape.is_none() || tf.connection.is_some() || tf.frozen.is_some();
         let tag = if hand { ", hand-written" } else { "" };
         let _ = match &outcome.failure {
             None => writeln!(
@@ -603,7 +679,7 @@ pub async fn run(
 #[allow(clippy::too_many_arguments)]
 async fn run_one(
     tf: &TestFile,
-    shape: &Shape,
+    shape: Option<&Shape>,
     opts: &TestOptions,
     runtime: &Runtime,
     project: &Project,
@@ -677,14 +753,37 @@ async fn run_one(
         .unwrap_or_else(|| tf.integration.clone());
     let provider = providers.get(&provider_name);
     let mut spec = json!({
-        "kind": if matches!(shape, Shape::Action) { "action" } else { "sync" },
+        "kind": match shape {
+            Some(Shape::Action) => "action",
+            Some(Shape::Sync { .. }) => "sync",
+            None => "file",
+        },
         "name": tf.name,
         "models": tf.models,
         "providerConfigKey": tf.integration,
         "fixture": fixture.unwrap_or(Value::Null),
         "providerKnown": provider.is_some(),
     });
-    if let Shape::Sync { second, shared } = shape {
+    if shape.is_none() {
+        // The bundled file by its key; its `fs` reads the recordings next
+        // to it (by the path its `__dirname` gives).
+        spec["file"] = json!(tf.key);
+        let file = project.root.join(&tf.key);
+        let file = std::path::absolute(&file).unwrap_or(file);
+        let dir = file.parent().unwrap_or(&project.root);
+        let mut files = Map::new();
+        for name in [&tf.base, &tf.name] {
+            let at = tests.join(format!("{name}.test.json"));
+            if let Ok(text) = std::fs::read_to_string(&at) {
+                files.insert(
+                    dir.join(format!("{name}.test.json")).display().to_string(),
+                    Value::String(text),
+                );
+            }
+        }
+        spec["files"] = Value::Object(files);
+    }
+    if let Some(Shape::Sync { second, shared }) = shape {
         spec["second"] = json!(second);
         spec["sharedMock"] = json!(shared);
     }

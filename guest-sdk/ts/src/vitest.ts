@@ -1,0 +1,652 @@
+// `sluice test` on test files written by hand: the part of vitest 2 they
+// use (describe/it and hooks, expect and its matchers, vi.fn/vi.spyOn and
+// the mock functions' API, a frozen clock), running inside the component
+// like the rest of the harness. The entry imports each bundled test file
+// after `vitestFile(key)`: its `describe`/`it` calls are recorded then, and
+// their bodies run when the host asks for that file (`runFile`), with the
+// fixture the host passed. Anything of vitest not here is refused by name.
+
+import { equals, difference, short } from './harness';
+
+type Fn = (...args: any[]) => any;
+
+// ------ Mock functions (vi.fn, vi.spyOn)
+
+let callOrder = 0;
+
+interface MockState {
+    calls: unknown[][];
+    results: { type: 'return' | 'throw'; value: unknown }[];
+    instances: unknown[];
+    invocationCallOrder: number[];
+    lastCall: unknown[] | undefined;
+}
+
+export interface Mock extends Fn {
+    mock: MockState;
+    _isMockFunction: true;
+    [key: string]: any;
+}
+
+const allMocks = new Set<Mock>();
+
+function freshState(): MockState {
+    return { calls: [], results: [], instances: [], invocationCallOrder: [], lastCall: undefined };
+}
+
+export function isMockFunction(f: unknown): f is Mock {
+    return typeof f === 'function' && (f as Mock)._isMockFunction === true;
+}
+
+/** vi.fn(impl): a function that records its calls; `restore` undoes a spy. */
+function fn(original?: Fn, restore?: () => void): Mock {
+    let implementation: Fn | undefined = original;
+    let onces: Fn[] = [];
+    let name = 'vi.fn()';
+    const mock = function (this: unknown, ...args: unknown[]) {
+        const state = mock.mock;
+        state.calls.push(args);
+        state.lastCall = args;
+        state.instances.push(this);
+        state.invocationCallOrder.push(++callOrder);
+        const f = onces.length > 0 ? onces.shift() : implementation;
+        try {
+            const value = f ? (new.target ? Reflect.construct(f, args, new.target) : f.apply(this, args)) : undefined;
+            state.results.push({ type: 'return', value });
+            return value;
+        } catch (e) {
+            state.results.push({ type: 'throw', value: e });
+            throw e;
+        }
+    } as unknown as Mock;
+    mock.mock = freshState();
+    mock._isMockFunction = true;
+    mock.getMockName = () => name;
+    mock.mockName = (n: string) => ((name = n), mock);
+    mock.getMockImplementation = () => implementation;
+    mock.mockImplementation = (f: Fn) => ((implementation = f), mock);
+    mock.mockImplementationOnce = (f: Fn) => (onces.push(f), mock);
+    mock.mockReturnValue = (v: unknown) => mock.mockImplementation(() => v);
+    mock.mockReturnValueOnce = (v: unknown) => mock.mockImplementationOnce(() => v);
+    mock.mockResolvedValue = (v: unknown) => mock.mockImplementation(() => Promise.resolve(v));
+    mock.mockResolvedValueOnce = (v: unknown) => mock.mockImplementationOnce(() => Promise.resolve(v));
+    mock.mockRejectedValue = (e: unknown) => mock.mockImplementation(() => Promise.reject(e));
+    mock.mockRejectedValueOnce = (e: unknown) => mock.mockImplementationOnce(() => Promise.reject(e));
+    mock.mockReturnThis = () =>
+        mock.mockImplementation(function (this: unknown) {
+            return this;
+        });
+    mock.mockClear = () => ((mock.mock = freshState()), mock);
+    // vitest 2: a reset mock returns undefined; a restored one is what it
+    // was made with (a spy's own property again).
+    mock.mockReset = () => {
+        mock.mockClear();
+        implementation = () => undefined;
+        onces = [];
+        return mock;
+    };
+    mock.mockRestore = () => {
+        mock.mockClear();
+        implementation = original;
+        onces = [];
+        if (restore) restore();
+        return mock;
+    };
+    allMocks.add(mock);
+    return mock;
+}
+
+function spyOn(obj: any, key: string | symbol, access?: 'get' | 'set'): Mock {
+    if (obj === null || (typeof obj !== 'object' && typeof obj !== 'function')) {
+        throw new TypeError(`vi.spyOn could not spy on ${String(key)}: the target is ${short(obj)}`);
+    }
+    if (access) throw new Error('vi.spyOn with a getter or setter is not supported by sluice test');
+    const current = obj[key];
+    if (isMockFunction(current)) return current;
+    if (typeof current !== 'function') {
+        throw new TypeError(`vi.spyOn: ${String(key)} is not a function (it is ${short(current)})`);
+    }
+    const own = Object.prototype.hasOwnProperty.call(obj, key);
+    const spy = fn(current, () => {
+        if (own) obj[key] = current;
+        else delete obj[key];
+    });
+    obj[key] = spy;
+    return spy;
+}
+
+// ------ The clock (vi.useFakeTimers / vi.setSystemTime)
+
+const RealDate = Date;
+let frozenAt: number | undefined;
+
+class FrozenDate extends RealDate {
+    constructor(...args: any[]) {
+        if (args.length === 0 && frozenAt !== undefined) super(frozenAt);
+        else super(...(args as []));
+    }
+    static now(): number {
+        return frozenAt ?? RealDate.now();
+    }
+}
+
+function useFakeTimers(config?: { now?: number | Date }): typeof vi {
+    (globalThis as any).Date = FrozenDate;
+    if (config?.now !== undefined) frozenAt = new RealDate(config.now).getTime();
+    else if (frozenAt === undefined) frozenAt = RealDate.now();
+    return vi;
+}
+
+function useRealTimers(): typeof vi {
+    (globalThis as any).Date = RealDate;
+    frozenAt = undefined;
+    return vi;
+}
+
+function unsupported(what: string): () => never {
+    return () => {
+        throw new Error(`${what} is not supported by sluice test`);
+    };
+}
+
+export const vi = {
+    fn: (impl?: Fn) => fn(impl),
+    spyOn,
+    isMockFunction,
+    mocked: <T>(x: T) => x,
+    clearAllMocks: () => {
+        for (const m of allMocks) m.mockClear();
+        return vi;
+    },
+    resetAllMocks: () => {
+        for (const m of allMocks) m.mockReset();
+        return vi;
+    },
+    restoreAllMocks: () => {
+        for (const m of allMocks) m.mockRestore();
+        return vi;
+    },
+    useFakeTimers,
+    useRealTimers,
+    setSystemTime: (t: string | number | Date) => {
+        frozenAt = new RealDate(t as any).getTime();
+        (globalThis as any).Date = FrozenDate;
+        return vi;
+    },
+    getRealSystemTime: () => RealDate.now(),
+    isFakeTimers: () => (globalThis as any).Date === FrozenDate,
+    mock: unsupported('vi.mock'),
+    doMock: unsupported('vi.doMock'),
+    stubGlobal: unsupported('vi.stubGlobal'),
+    advanceTimersByTime: unsupported('vi.advanceTimersByTime'),
+    advanceTimersByTimeAsync: unsupported('vi.advanceTimersByTimeAsync'),
+    runAllTimers: unsupported('vi.runAllTimers'),
+    runAllTimersAsync: unsupported('vi.runAllTimersAsync')
+};
+
+// ------ expect
+
+export class AssertionError extends Error {
+    constructor(message: string) {
+        super(message);
+        this.name = 'AssertionError';
+    }
+}
+
+let assertionsMade = 0;
+let assertionsWanted: number | undefined;
+
+abstract class Asymmetric {
+    abstract asymmetricMatch(other: unknown): boolean;
+    abstract toString(): string;
+    toJSON(): string {
+        return this.toString();
+    }
+}
+
+class ObjectContaining extends Asymmetric {
+    constructor(private sample: Record<string, unknown>) {
+        super();
+    }
+    asymmetricMatch(other: any): boolean {
+        if (other === null || typeof other !== 'object') return false;
+        return Object.keys(this.sample).every((k) => k in other && equals(other[k], this.sample[k]));
+    }
+    toString(): string {
+        return `ObjectContaining ${short(this.sample)}`;
+    }
+}
+
+class ArrayContaining extends Asymmetric {
+    constructor(private sample: unknown[]) {
+        super();
+    }
+    asymmetricMatch(other: unknown): boolean {
+        return Array.isArray(other) && this.sample.every((s) => other.some((o) => equals(o, s)));
+    }
+    toString(): string {
+        return `ArrayContaining ${short(this.sample)}`;
+    }
+}
+
+class StringMatching extends Asymmetric {
+    constructor(private pattern: string | RegExp, private contains: boolean) {
+        super();
+    }
+    asymmetricMatch(other: unknown): boolean {
+        if (typeof other !== 'string') return false;
+        return this.contains ? other.includes(String(this.pattern)) : new RegExp(this.pattern).test(other);
+    }
+    toString(): string {
+        return `${this.contains ? 'StringContaining' : 'StringMatching'} ${String(this.pattern)}`;
+    }
+}
+
+class Any extends Asymmetric {
+    constructor(private of: any) {
+        super();
+    }
+    asymmetricMatch(other: unknown): boolean {
+        const t = this.of;
+        if (t === String) return typeof other === 'string' || other instanceof String;
+        if (t === Number) return typeof other === 'number' || other instanceof Number;
+        if (t === Boolean) return typeof other === 'boolean' || other instanceof Boolean;
+        if (t === Function) return typeof other === 'function';
+        if (t === BigInt) return typeof other === 'bigint';
+        if (t === Symbol) return typeof other === 'symbol';
+        if (t === Object) return typeof other === 'object' && other !== null;
+        return other instanceof t;
+    }
+    toString(): string {
+        return `Any<${this.of?.name ?? '?'}>`;
+    }
+}
+
+class Anything extends Asymmetric {
+    asymmetricMatch(other: unknown): boolean {
+        return other !== null && other !== undefined;
+    }
+    toString(): string {
+        return 'Anything';
+    }
+}
+
+/** `toMatchObject`: every property `expected` has, matching recursively. */
+function matchesObject(actual: any, expected: any): boolean {
+    if (expected && typeof expected.asymmetricMatch === 'function') return expected.asymmetricMatch(actual);
+    if (Array.isArray(expected)) {
+        return Array.isArray(actual) && actual.length === expected.length && expected.every((e, i) => matchesObject(actual[i], e));
+    }
+    if (expected !== null && typeof expected === 'object' && !(expected instanceof Date) && !(expected instanceof RegExp)) {
+        if (actual === null || typeof actual !== 'object') return false;
+        return Object.keys(expected).every((k) => k in actual && matchesObject(actual[k], expected[k]));
+    }
+    return equals(actual, expected);
+}
+
+function thrownMatches(thrown: any, expected: any): boolean {
+    if (expected === undefined) return true;
+    const message = thrown && typeof thrown === 'object' && 'message' in thrown ? String(thrown.message) : String(thrown);
+    if (typeof expected === 'string') return message.includes(expected);
+    if (expected instanceof RegExp) return expected.test(message);
+    if (typeof expected === 'function') return thrown instanceof expected;
+    if (expected && typeof expected.asymmetricMatch === 'function') return expected.asymmetricMatch(thrown);
+    if (expected instanceof Error) return message === expected.message;
+    if (expected !== null && typeof expected === 'object') return matchesObject(thrown, expected);
+    return false;
+}
+
+function mockOf(actual: unknown, matcher: string): Mock {
+    if (!isMockFunction(actual)) throw new AssertionError(`${matcher}: ${short(actual)} is not a spy or a mock function`);
+    return actual;
+}
+
+function argsEqual(call: unknown[], args: unknown[]): boolean {
+    return equals(call, args);
+}
+
+type Check = (actual: any, ...args: any[]) => { pass: boolean; message: string };
+
+const MATCHERS: Record<string, Check> = {
+    toBe: (a, e) => ({ pass: Object.is(a, e), message: `expected ${short(a)} to be ${short(e)}` }),
+    toEqual: (a, e) => ({ pass: equals(a, e), message: `values differ: ${difference(e, a, 'value')}` }),
+    toStrictEqual: (a, e) => ({ pass: equals(a, e, true), message: `values differ: ${difference(e, a, 'value')}` }),
+    toMatchObject: (a, e) => ({ pass: matchesObject(a, e), message: `expected ${short(a)} to match ${short(e)}` }),
+    toHaveLength: (a, n) => ({ pass: a != null && a.length === n, message: `expected length ${n}, got ${a == null ? short(a) : a.length}` }),
+    toContain: (a, x) => ({
+        pass: typeof a === 'string' ? a.includes(x) : a != null && typeof a[Symbol.iterator] === 'function' && [...a].includes(x),
+        message: `expected ${short(a)} to contain ${short(x)}`
+    }),
+    toContainEqual: (a, x) => ({
+        pass: a != null && typeof a[Symbol.iterator] === 'function' && [...a].some((v) => equals(v, x)),
+        message: `expected ${short(a)} to contain an item equal to ${short(x)}`
+    }),
+    toBeDefined: (a) => ({ pass: a !== undefined, message: `expected ${short(a)} to be defined` }),
+    toBeUndefined: (a) => ({ pass: a === undefined, message: `expected ${short(a)} to be undefined` }),
+    toBeNull: (a) => ({ pass: a === null, message: `expected ${short(a)} to be null` }),
+    toBeTruthy: (a) => ({ pass: !!a, message: `expected ${short(a)} to be truthy` }),
+    toBeFalsy: (a) => ({ pass: !a, message: `expected ${short(a)} to be falsy` }),
+    toBeNaN: (a) => ({ pass: Number.isNaN(a), message: `expected ${short(a)} to be NaN` }),
+    toBeTypeOf: (a, t) => ({ pass: typeof a === t, message: `expected ${short(a)} to be of type ${t}` }),
+    toBeInstanceOf: (a, c) => ({ pass: a instanceof c, message: `expected ${short(a)} to be an instance of ${c?.name}` }),
+    toBeGreaterThan: (a, n) => ({ pass: a > n, message: `expected ${short(a)} to be greater than ${short(n)}` }),
+    toBeGreaterThanOrEqual: (a, n) => ({ pass: a >= n, message: `expected ${short(a)} to be greater than or equal to ${short(n)}` }),
+    toBeLessThan: (a, n) => ({ pass: a < n, message: `expected ${short(a)} to be less than ${short(n)}` }),
+    toBeLessThanOrEqual: (a, n) => ({ pass: a <= n, message: `expected ${short(a)} to be less than or equal to ${short(n)}` }),
+    toMatch: (a, p) => ({
+        pass: typeof a === 'string' && (typeof p === 'string' ? a.includes(p) : p.test(a)),
+        message: `expected ${short(a)} to match ${String(p)}`
+    }),
+    toHaveProperty: (a, path, ...value) => {
+        const keys = Array.isArray(path) ? path : String(path).split('.');
+        let at: any = a;
+        for (const k of keys) {
+            if (at === null || at === undefined || !(k in Object(at))) {
+                return { pass: false, message: `expected ${short(a)} to have property ${String(path)}` };
+            }
+            at = at[k];
+        }
+        const pass = value.length === 0 || equals(at, value[0]);
+        return { pass, message: `expected property ${String(path)} of ${short(a)} to equal ${short(value[0])}` };
+    },
+    toThrow: (a, e) => ({ pass: a.threw && thrownMatches(a.error, e), message: a.threw ? `expected the error ${short(a.error?.message ?? a.error)} to match ${short(e)}` : 'expected a throw, nothing was thrown' }),
+    toHaveBeenCalled: (a) => {
+        const m = mockOf(a, 'toHaveBeenCalled');
+        return { pass: m.mock.calls.length > 0, message: `expected ${m.getMockName()} to have been called (${m.mock.calls.length} calls)` };
+    },
+    toHaveBeenCalledOnce: (a) => {
+        const m = mockOf(a, 'toHaveBeenCalledOnce');
+        return { pass: m.mock.calls.length === 1, message: `expected ${m.getMockName()} to have been called once, it was called ${m.mock.calls.length} times` };
+    },
+    toHaveBeenCalledTimes: (a, n) => {
+        const m = mockOf(a, 'toHaveBeenCalledTimes');
+        return { pass: m.mock.calls.length === n, message: `expected ${m.getMockName()} to have been called ${n} times, it was called ${m.mock.calls.length} times` };
+    },
+    toHaveBeenCalledWith: (a, ...args) => {
+        const m = mockOf(a, 'toHaveBeenCalledWith');
+        return {
+            pass: m.mock.calls.some((c) => argsEqual(c, args)),
+            message: `expected a call with ${short(args)}; calls: ${short(m.mock.calls)}`
+        };
+    },
+    toHaveBeenLastCalledWith: (a, ...args) => {
+        const m = mockOf(a, 'toHaveBeenLastCalledWith');
+        const last = m.mock.calls[m.mock.calls.length - 1];
+        return { pass: last !== undefined && argsEqual(last, args), message: `expected the last call to be with ${short(args)}, it was ${short(last)}` };
+    },
+    toHaveBeenNthCalledWith: (a, n, ...args) => {
+        const m = mockOf(a, 'toHaveBeenNthCalledWith');
+        const call = m.mock.calls[n - 1];
+        return { pass: call !== undefined && argsEqual(call, args), message: `expected call ${n} to be with ${short(args)}, it was ${short(call)}` };
+    },
+    toHaveReturned: (a) => {
+        const m = mockOf(a, 'toHaveReturned');
+        return { pass: m.mock.results.some((r) => r.type === 'return'), message: `expected ${m.getMockName()} to have returned` };
+    },
+    toHaveReturnedWith: (a, v) => {
+        const m = mockOf(a, 'toHaveReturnedWith');
+        return { pass: m.mock.results.some((r) => r.type === 'return' && equals(r.value, v)), message: `expected ${m.getMockName()} to have returned ${short(v)}` };
+    }
+};
+const ALIASES: Record<string, string> = {
+    toThrowError: 'toThrow',
+    toBeCalled: 'toHaveBeenCalled',
+    toBeCalledTimes: 'toHaveBeenCalledTimes',
+    toBeCalledWith: 'toHaveBeenCalledWith',
+    lastCalledWith: 'toHaveBeenLastCalledWith',
+    toHaveBeenCalledExactlyOnceWith: 'toHaveBeenCalledWith',
+    toReturn: 'toHaveReturned',
+    toReturnWith: 'toHaveReturnedWith'
+};
+
+type Mode = 'value' | 'resolves' | 'rejects';
+
+function assertion(actual: unknown, negated: boolean, mode: Mode, label?: string): any {
+    const run = (name: string, check: Check, args: unknown[], subject: unknown) => {
+        assertionsMade++;
+        let value = subject;
+        if (name === 'toThrow' && mode === 'value') {
+            if (typeof subject !== 'function') throw new AssertionError(`toThrow: ${short(subject)} is not a function`);
+            try {
+                (subject as Fn)();
+                value = { threw: false };
+            } catch (error) {
+                value = { threw: true, error };
+            }
+        } else if (name === 'toThrow') {
+            value = { threw: mode === 'rejects', error: subject };
+        }
+        const { pass, message } = check(value, ...args);
+        if (pass === negated) {
+            const prefix = label ? `${label}: ` : '';
+            throw new AssertionError(prefix + (negated ? `not: ${message}` : message));
+        }
+    };
+    return new Proxy(
+        {},
+        {
+            get(_t, prop) {
+                if (prop === 'not') return assertion(actual, !negated, mode, label);
+                if (prop === 'resolves' || prop === 'rejects') return assertion(actual, negated, prop, label);
+                if (typeof prop !== 'string') return undefined;
+                const name = ALIASES[prop] ?? prop;
+                const check = MATCHERS[name];
+                if (!check) {
+                    return () => {
+                        throw new Error(`expect(…).${prop} is not supported by sluice test`);
+                    };
+                }
+                return (...args: unknown[]) => {
+                    if (mode === 'value') return run(name, check, args, actual);
+                    return Promise.resolve(actual).then(
+                        (v) => {
+                            if (mode === 'rejects') {
+                                assertionsMade++;
+                                throw new AssertionError(`expected the promise to reject, it resolved to ${short(v)}`);
+                            }
+                            run(name, check, args, v);
+                        },
+                        (e) => {
+                            if (mode === 'resolves') {
+                                assertionsMade++;
+                                throw new AssertionError(`expected the promise to resolve, it rejected with ${short(e?.message ?? e)}`);
+                            }
+                            run(name, check, args, e);
+                        }
+                    );
+                };
+            }
+        }
+    );
+}
+
+export const expect: any = (actual: unknown, label?: string) => assertion(actual, false, 'value', label);
+expect.objectContaining = (o: Record<string, unknown>) => new ObjectContaining(o);
+expect.arrayContaining = (a: unknown[]) => new ArrayContaining(a);
+expect.stringContaining = (s: string) => new StringMatching(s, true);
+expect.stringMatching = (p: string | RegExp) => new StringMatching(p, false);
+expect.any = (c: unknown) => new Any(c);
+expect.anything = () => new Anything();
+expect.fail = (message?: string) => {
+    throw new AssertionError(message ?? 'expect.fail()');
+};
+expect.assertions = (n: number) => {
+    assertionsWanted = n;
+};
+expect.hasAssertions = () => {
+    assertionsWanted = -1;
+};
+
+// ------ describe / it and the hooks
+
+interface Test {
+    kind: 'test';
+    name: string;
+    fn?: Fn;
+    skip: boolean;
+}
+
+interface Suite {
+    kind: 'suite';
+    name: string;
+    body?: Fn;
+    skip: boolean;
+    items: (Suite | Test)[];
+    beforeAll: Fn[];
+    afterAll: Fn[];
+    beforeEach: Fn[];
+    afterEach: Fn[];
+}
+
+function newSuite(name: string, body?: Fn, skip = false): Suite {
+    return { kind: 'suite', name, body, skip, items: [], beforeAll: [], afterAll: [], beforeEach: [], afterEach: [] };
+}
+
+const files = new Map<string, Suite>();
+let current: Suite | undefined;
+
+/** The test file whose module loads next (the entry calls this before importing it). */
+export function vitestFile(key: string): void {
+    current = newSuite(key);
+    files.set(key, current);
+}
+
+function here(what: string): Suite {
+    if (!current) throw new Error(`${what} was called outside a test file`);
+    return current;
+}
+
+function addTest(name: string, f: Fn | undefined, skip: boolean): void {
+    here('it').items.push({ kind: 'test', name: String(name), fn: f, skip: skip || f === undefined });
+}
+
+function addSuite(name: string, body: Fn | undefined, skip: boolean): void {
+    here('describe').items.push(newSuite(String(name), body, skip));
+}
+
+const each = (what: string) => () => {
+    throw new Error(`${what}.each is not supported by sluice test`);
+};
+
+export const it: any = (name: string, f?: Fn) => addTest(name, f, false);
+it.skip = (name: string, f?: Fn) => addTest(name, f, true);
+it.todo = (name: string) => addTest(name, undefined, true);
+it.only = (name: string, f?: Fn) => addTest(name, f, false);
+it.skipIf = (cond: unknown) => (name: string, f?: Fn) => addTest(name, f, !!cond);
+it.runIf = (cond: unknown) => (name: string, f?: Fn) => addTest(name, f, !cond);
+it.each = each('it');
+export const test = it;
+
+export const describe: any = (name: string, body?: Fn) => addSuite(name, body, false);
+describe.skip = (name: string, body?: Fn) => addSuite(name, body, true);
+describe.only = (name: string, body?: Fn) => addSuite(name, body, false);
+describe.todo = (name: string) => addSuite(name, undefined, true);
+describe.each = each('describe');
+export const suite = describe;
+
+export const beforeAll = (f: Fn) => void here('beforeAll').beforeAll.push(f);
+export const afterAll = (f: Fn) => void here('afterAll').afterAll.push(f);
+export const beforeEach = (f: Fn) => void here('beforeEach').beforeEach.push(f);
+export const afterEach = (f: Fn) => void here('afterEach').afterEach.push(f);
+
+/** Runs the `describe` bodies (vitest's collection), depth first. */
+function collect(s: Suite): void {
+    for (const item of s.items) {
+        if (item.kind !== 'suite' || !item.body) continue;
+        const body = item.body;
+        item.body = undefined;
+        const outer = current;
+        current = item;
+        try {
+            body();
+        } finally {
+            current = outer;
+        }
+        collect(item);
+    }
+}
+
+export interface FileResult {
+    name: string;
+    ok: boolean;
+    message?: string;
+}
+
+function describeError(e: unknown): string {
+    if (e instanceof Error) return `${e.name}: ${e.message}`;
+    return short(e);
+}
+
+async function runSuite(s: Suite, path: string[], outer: Suite[], results: FileResult[]): Promise<void> {
+    const chain = [...outer, s];
+    const tests = (x: Suite): Test[] => x.items.flatMap((i) => (i.kind === 'test' ? [i] : i.skip ? [] : tests(i)));
+    const failAll = (why: string) => {
+        for (const t of tests(s)) if (!t.skip) results.push({ name: [...path, t.name].join(' > '), ok: false, message: why });
+    };
+    try {
+        for (const h of s.beforeAll) await h();
+    } catch (e) {
+        failAll(`beforeAll: ${describeError(e)}`);
+        return;
+    }
+    for (const item of s.items) {
+        if (item.kind === 'suite') {
+            if (!item.skip) await runSuite(item, [...path, item.name], chain, results);
+            continue;
+        }
+        if (item.skip || !item.fn) continue;
+        const name = [...path, item.name].join(' > ');
+        assertionsMade = 0;
+        assertionsWanted = undefined;
+        let failure: string | undefined;
+        try {
+            for (const x of chain) for (const h of x.beforeEach) await h();
+            await item.fn();
+            if (assertionsWanted === -1 && assertionsMade === 0) failure = 'AssertionError: expected at least one assertion (expect.hasAssertions)';
+            else if (assertionsWanted !== undefined && assertionsWanted >= 0 && assertionsMade !== assertionsWanted) {
+                failure = `AssertionError: expected ${assertionsWanted} assertions, ${assertionsMade} were made`;
+            }
+        } catch (e) {
+            failure = describeError(e);
+        }
+        for (const x of [...chain].reverse()) {
+            for (const h of x.afterEach) {
+                try {
+                    await h();
+                } catch (e) {
+                    failure ??= `afterEach: ${describeError(e)}`;
+                }
+            }
+        }
+        results.push(failure === undefined ? { name, ok: true } : { name, ok: false, message: failure });
+    }
+    try {
+        for (const h of s.afterAll) await h();
+    } catch (e) {
+        results.push({ name: [...path, 'afterAll'].join(' > '), ok: false, message: describeError(e) });
+    }
+}
+
+/** Whether the test file `key` was bundled into this component. */
+export function hasFile(key: string): boolean {
+    return files.has(key);
+}
+
+/** Runs test file `key`: collection, then every test in order. */
+export async function runFile(key: string): Promise<FileResult[]> {
+    const root = files.get(key);
+    if (!root) return [{ name: 'load', ok: false, message: `the test file ${key} is not in this component` }];
+    const results: FileResult[] = [];
+    try {
+        collect(root);
+    } catch (e) {
+        return [{ name: 'collect', ok: false, message: describeError(e) }];
+    }
+    try {
+        await runSuite(root, [], [], results);
+    } finally {
+        useRealTimers();
+    }
+    if (results.length === 0) results.push({ name: 'collect', ok: false, message: 'no test found in the file' });
+    return results;
+}
