@@ -101,6 +101,7 @@ function importPolicy(root, zero, tests = []) {
     const sdkDir = SDK + sep;
     const entry = join(root, ENTRY);
     const testFiles = new Set(tests.map((t) => resolve(t.file)));
+    const testDirs = new Set([...testFiles].map((f) => dirname(f)));
     return {
         name: 'sluice-imports',
         setup(build) {
@@ -111,7 +112,10 @@ function importPolicy(root, zero, tests = []) {
                 if (args.namespace === 'sluice-scope') return undefined;
                 if (args.path.startsWith('sluice-test:')) return { path: args.path.slice('sluice-test:'.length), namespace: 'sluice-test' };
                 if (args.namespace === 'sluice-test') return undefined;
-                if (testFiles.has(args.importer) && args.path in TEST_MODULES) return { path: TEST_MODULES[args.path] };
+                // The test files and what they import from their own folder.
+                if (args.path in TEST_MODULES && (testFiles.has(args.importer) || testDirs.has(dirname(args.importer)))) {
+                    return { path: TEST_MODULES[args.path] };
+                }
                 // The generated entry imports the SDK and the scripts themselves.
                 if (args.importer === entry) return undefined;
                 const fromProject = !args.importer.startsWith(sdkDir) && !args.importer.includes(`${sep}node_modules${sep}`);
@@ -170,7 +174,16 @@ function importPolicy(root, zero, tests = []) {
                 const filter = new RegExp(`^(${[...testFiles].map(escapeRegExp).join('|')})$`);
                 build.onLoad({ filter }, async (args) => {
                     const text = await readFile(args.path, 'utf8');
-                    const globals = `const __dirname = ${JSON.stringify(dirname(args.path))}, __filename = ${JSON.stringify(args.path)}, global = globalThis;`;
+                    // Each only where the file does not declare it itself.
+                    const declared = (name) => new RegExp(`\\b(const|let|var|function|class)\\s+${name}\\b`).test(text);
+                    const globals = [
+                        ['__dirname', JSON.stringify(dirname(args.path))],
+                        ['__filename', JSON.stringify(args.path)],
+                        ['global', 'globalThis']
+                    ]
+                        .filter(([name]) => !declared(name))
+                        .map(([name, value]) => `const ${name} = ${value};`)
+                        .join(' ');
                     return { contents: globals + text, loader: 'ts' };
                 });
             }

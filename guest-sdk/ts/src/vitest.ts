@@ -175,6 +175,7 @@ export const vi = {
     },
     getRealSystemTime: () => RealDate.now(),
     isFakeTimers: () => (globalThis as any).Date === FrozenDate,
+    hoisted: <T>(factory: () => T) => factory(),
     mock: unsupported('vi.mock'),
     doMock: unsupported('vi.doMock'),
     stubGlobal: unsupported('vi.stubGlobal'),
@@ -394,7 +395,6 @@ const ALIASES: Record<string, string> = {
     toBeCalledTimes: 'toHaveBeenCalledTimes',
     toBeCalledWith: 'toHaveBeenCalledWith',
     lastCalledWith: 'toHaveBeenLastCalledWith',
-    toHaveBeenCalledExactlyOnceWith: 'toHaveBeenCalledWith',
     toReturn: 'toHaveReturned',
     toReturnWith: 'toHaveReturnedWith'
 };
@@ -438,7 +438,17 @@ function assertion(actual: unknown, negated: boolean, mode: Mode, label?: string
                 }
                 return (...args: unknown[]) => {
                     if (mode === 'value') return run(name, check, args, actual);
-                    return Promise.resolve(actual).then(
+                    // vitest calls a function given to resolves/rejects.
+                    let subject: unknown;
+                    try {
+                        subject = typeof actual === 'function' ? (actual as Fn)() : actual;
+                    } catch (e) {
+                        subject = Promise.reject(e);
+                    }
+                    if (!subject || typeof (subject as any).then !== 'function') {
+                        throw new TypeError(`${prop} needs a promise (or a function returning one), it was given ${short(subject)}`);
+                    }
+                    return (subject as Promise<unknown>).then(
                         (v) => {
                             if (mode === 'rejects') {
                                 assertionsMade++;
@@ -524,9 +534,12 @@ function addSuite(name: string, body: Fn | undefined, skip: boolean): void {
     here('describe').items.push(newSuite(String(name), body, skip));
 }
 
-const each = (what: string) => () => {
-    throw new Error(`${what}.each is not supported by sluice test`);
-};
+// Registered as a failing test, not thrown: a test file's module loads
+// when the component is built, and must not fail the build.
+const each = (what: string) => () => (name: string) =>
+    addTest(`${String(name)} (${what}.each)`, () => {
+        throw new Error(`${what}.each is not supported by sluice test`);
+    }, false);
 
 export const it: any = (name: string, f?: Fn) => addTest(name, f, false);
 it.skip = (name: string, f?: Fn) => addTest(name, f, true);
@@ -583,8 +596,12 @@ async function runSuite(s: Suite, path: string[], outer: Suite[], results: FileR
     const failAll = (why: string) => {
         for (const t of tests(s)) if (!t.skip) results.push({ name: [...path, t.name].join(' > '), ok: false, message: why });
     };
+    const cleanups: Fn[] = [];
     try {
-        for (const h of s.beforeAll) await h();
+        for (const h of s.beforeAll) {
+            const cleanup = await h();
+            if (typeof cleanup === 'function') cleanups.unshift(cleanup);
+        }
     } catch (e) {
         failAll(`beforeAll: ${describeError(e)}`);
         return;
@@ -599,8 +616,14 @@ async function runSuite(s: Suite, path: string[], outer: Suite[], results: FileR
         assertionsMade = 0;
         assertionsWanted = undefined;
         let failure: string | undefined;
+        const cleanups: Fn[] = [];
         try {
-            for (const x of chain) for (const h of x.beforeEach) await h();
+            for (const x of chain) {
+                for (const h of x.beforeEach) {
+                    const cleanup = await h();
+                    if (typeof cleanup === 'function') cleanups.unshift(cleanup);
+                }
+            }
             await item.fn();
             if (assertionsWanted === -1 && assertionsMade === 0) failure = 'AssertionError: expected at least one assertion (expect.hasAssertions)';
             else if (assertionsWanted !== undefined && assertionsWanted >= 0 && assertionsMade !== assertionsWanted) {
@@ -609,8 +632,9 @@ async function runSuite(s: Suite, path: string[], outer: Suite[], results: FileR
         } catch (e) {
             failure = describeError(e);
         }
+        // vitest 2 runs after-hooks as a stack: the last registered first.
         for (const x of [...chain].reverse()) {
-            for (const h of x.afterEach) {
+            for (const h of [...x.afterEach].reverse()) {
                 try {
                     await h();
                 } catch (e) {
@@ -618,10 +642,18 @@ async function runSuite(s: Suite, path: string[], outer: Suite[], results: FileR
                 }
             }
         }
+        for (const h of cleanups) {
+            try {
+                await h();
+            } catch (e) {
+                failure ??= `beforeEach cleanup: ${describeError(e)}`;
+            }
+        }
         results.push(failure === undefined ? { name, ok: true } : { name, ok: false, message: failure });
     }
     try {
-        for (const h of s.afterAll) await h();
+        for (const h of [...s.afterAll].reverse()) await h();
+        for (const h of cleanups) await h();
     } catch (e) {
         results.push({ name: [...path, 'afterAll'].join(' > '), ok: false, message: describeError(e) });
     }

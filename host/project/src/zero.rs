@@ -664,7 +664,12 @@ fn compile_integration(
         let attempt = match bundled(&mut progress, &mut skipped, &chunk_tests) {
             // A test file whose module fails as the snapshot loads it
             // must not cost the scripts their tests: once more without.
-            Err(CompileError::Build { messages, .. }) if !chunk_tests.is_empty() => {
+            // (A snapshot out of memory is split below instead.)
+            Err(CompileError::Build { messages, .. })
+                if !chunk_tests.is_empty()
+                    && (chunk.len() == 1
+                        || !messages.iter().any(|m| m.message.contains("out of memory"))) =>
+            {
                 let why: Vec<String> = messages.iter().map(|m| m.to_string()).collect();
                 for (key, _) in &chunk_tests {
                     skipped.push((key.clone(), why.join("; ")));

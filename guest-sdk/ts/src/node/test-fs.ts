@@ -2,16 +2,18 @@
 // read for the test (its recording), nothing else — a test has no
 // filesystem in the sandbox.
 
+import { resolve } from './test-path';
+
 /** The files the host passed for the running test, by absolute path. */
 const files = new Map<string, string>();
 
 export function setTestFiles(entries: Record<string, string>): void {
     files.clear();
-    for (const [path, text] of Object.entries(entries)) files.set(path, text);
+    for (const [path, text] of Object.entries(entries)) files.set(resolve(path), text);
 }
 
 function read(path: unknown): string {
-    const p = String(path instanceof URL ? path.pathname : path);
+    const p = resolve(String(path instanceof URL ? path.pathname : path));
     const text = files.get(p);
     if (text === undefined) {
         const e = new Error(`ENOENT: sluice test gives a test only its own recording, not ${p}`) as Error & { code: string };
@@ -26,7 +28,7 @@ export function readFileSync(path: unknown, _options?: unknown): string {
 }
 
 export function existsSync(path: unknown): boolean {
-    return files.has(String(path));
+    return files.has(resolve(String(path)));
 }
 
 export async function readFile(path: unknown, _options?: unknown): Promise<string> {
