@@ -63,12 +63,35 @@ async function resolveZero(build, root, args) {
     return undefined;
 }
 
-/** A stand-in for a package sluice cannot run: loading works, using it throws. */
+/**
+ * A stand-in for a package sluice cannot run: loading works, calling it or
+ * any of its members throws. A test may replace members (vi.spyOn, or
+ * vi.mock of the package, which finds the stand-in by name), as it would
+ * on the real package.
+ */
 function unsupportedModule(pkg) {
     const message = `"${pkg}" needs Node's network and filesystem, which sluice scripts do not have (use nango.proxy for HTTP)`;
     // CommonJS, so that any named import of it resolves (to a use that throws).
+    // Its members throw when called (a class of it constructs an object
+    // that does nothing: the call that needs the network is what fails).
+    // Named imports read through the namespace's prototype, so they see
+    // members a test replaced after the bundle loaded.
     return `const fail = () => { throw new Error(${JSON.stringify(message)}); };
-module.exports = new Proxy(function () {}, { get: (_t, k) => (k === '__esModule' || typeof k === 'symbol' ? undefined : fail()), apply: fail, construct: fail });`;
+const member = function () { if (!new.target) fail(); };
+const own = {};
+const read = (k) => (Object.prototype.hasOwnProperty.call(own, k) ? own[k] : k === '__esModule' || k === 'then' || typeof k === 'symbol' ? undefined : member);
+const names = new Proxy(Object.create(null), { get: (_t, k) => read(k) });
+const stub = new Proxy(function () {}, {
+    get: (_t, k) => read(k),
+    set: (_t, k, v) => ((own[k] = v), true),
+    deleteProperty: (_t, k) => delete own[k],
+    has: (t, k) => k in own || k in t,
+    getPrototypeOf: () => names,
+    apply: fail,
+    construct: fail
+});
+(globalThis.__sluiceStubs ??= new Map()).set(${JSON.stringify(pkg)}, stub);
+module.exports = stub;`;
 }
 
 function packageName(spec) {
@@ -175,7 +198,8 @@ function importPolicy(root, zero, tests = []) {
                 build.onLoad({ filter }, async (args) => {
                     const text = await readFile(args.path, 'utf8');
                     // Each only where the file does not declare it itself.
-                    const declared = (name) => new RegExp(`\\b(const|let|var|function|class)\\s+${name}\\b`).test(text);
+                    // (at its top level: unindented, as formatted code has it)
+                    const declared = (name) => new RegExp(`^(export\\s+)?(const|let|var|function|class)\\s+${name}\\b`, 'm').test(text);
                     const globals = [
                         ['__dirname', JSON.stringify(dirname(args.path))],
                         ['__filename', JSON.stringify(args.path)],
@@ -184,7 +208,9 @@ function importPolicy(root, zero, tests = []) {
                         .filter(([name]) => !declared(name))
                         .map(([name, value]) => `const ${name} = ${value};`)
                         .join(' ');
-                    return { contents: globals + text, loader: 'ts' };
+                    // Its own URL, as in Node (the bundle has no file of its own).
+                    const own = text.replaceAll('import.meta.url', JSON.stringify(`file://${args.path}`));
+                    return { contents: globals + own, loader: 'ts' };
                 });
             }
             build.onLoad({ filter: /.*/, namespace: 'sluice-scope' }, (args) => ({

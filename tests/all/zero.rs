@@ -1004,6 +1004,18 @@ async fn dryrun_save_records_a_test_json_that_sluice_test_replays() {
         "import { expect, it, vi } from 'vitest';\nimport createAction from '../actions/get-repo.js';\nvi.mock('../helpers/mappers.js');\n\nit('mocks a module', () => {\n    expect(createAction).toBeDefined();\n});\n",
     )
     .unwrap();
+    // A package sluice stands in for (soap needs Node's network) can be
+    // mocked as in vitest: the script sees the factory's members.
+    std::fs::write(
+        tmp.path().join("github/actions/legacy-soap.ts"),
+        "import soap from 'soap';\nimport { z } from 'zod';\nimport { createAction } from 'nango';\n\nexport default createAction({\n    description: 'Asks a SOAP service',\n    version: '1.0.0',\n    input: z.object({}),\n    output: z.object({ answer: z.string() }),\n    exec: async () => {\n        const client = await soap.createClientAsync('https://example.com/service?wsdl');\n        const [r] = await client.AskAsync({});\n        return { answer: r.answer };\n    }\n});\n",
+    )
+    .unwrap();
+    std::fs::write(
+        tests.join("github-legacy-soap.test.ts"),
+        "import { expect, it, vi } from 'vitest';\nimport createAction from '../actions/legacy-soap.js';\n\nvi.mock('soap', () => ({\n    default: { createClientAsync: vi.fn().mockResolvedValue({ AskAsync: vi.fn().mockResolvedValue([{ answer: '42' }]) }) }\n}));\n\nit('answers from the mocked client', async () => {\n    const nangoMock = new global.vitest.NangoActionMock({ dirname: __dirname, name: 'legacy-soap', Model: 'Answer' });\n    expect(await createAction.exec(nangoMock, {})).toEqual({ answer: '42' });\n});\n",
+    )
+    .unwrap();
     let (code, out, err) = sluice(&args("test", tmp.path(), "zero-project")).await;
     assert_eq!(code, 1, "out: {out}\nerr: {err}");
     assert!(
@@ -1011,20 +1023,25 @@ async fn dryrun_save_records_a_test_json_that_sluice_test_replays() {
         "{out}"
     );
     assert!(
+        out.contains("✓ github/github-legacy-soap (action, hand-written, "),
+        "{out}"
+    );
+    assert!(
         out.contains("✗ github/github-changed (action, hand-written): get-repo by hand > maps the recording: AssertionError: expected vi.fn() to have been called 2 times, it was called 1 times; get-repo by hand > says a missing repository: AssertionError: expected the error \"Repository not found\" to match \"Gone\""),
         "{out}"
     );
     assert!(
-        out.contains("- github/github-mocked (hand-written test: not run: it uses vi.mock (module mocks), which sluice test does not have)"),
+        out.contains("- github/github-mocked (hand-written test: not run: it uses vi.mock of a project module, which sluice test does not have)"),
         "{out}"
     );
     assert!(
-        out.ends_with("1 passed, 1 failed (hand-written: 1 passed, 1 failed; 1 hand-written test files not run)\n"),
+        out.ends_with("2 passed, 1 failed (hand-written: 2 passed, 1 failed; 1 hand-written test files not run)\n"),
         "{out}"
     );
-    for f in ["github-changed", "github-mocked"] {
+    for f in ["github-changed", "github-mocked", "github-legacy-soap"] {
         std::fs::remove_file(tests.join(format!("{f}.test.ts"))).unwrap();
     }
+    std::fs::remove_file(tmp.path().join("github/actions/legacy-soap.ts")).unwrap();
     let (code, out, err) = sluice(&args("test", tmp.path(), "zero-project")).await;
     assert_eq!(code, 0, "out: {out}\nerr: {err}");
     assert!(
@@ -2036,8 +2053,8 @@ async fn each_scripts_test_sees_the_harness_as_its_own_module_left_it() {
         "index.ts",
         "import './shims/actions/first.js';\nimport './shims/actions/second.js';\nimport './shims/actions/third.js';\n",
     );
-    // A test that fixes the connection (a hand-written shape the harness
-    // runs by building the literal it gives).
+    // A test that fixes the connection (written by hand: it runs as
+    // written, compiled in with its script).
     write(
         dir,
         "shims/actions/third.ts",
@@ -2046,7 +2063,9 @@ async fn each_scripts_test_sees_the_harness_as_its_own_module_left_it() {
     write(
         dir,
         "shims/tests/shims-third.test.ts",
-        &shim_test("third").replace(
+        &shim_test("third")
+            .replace("{ expect, it, describe }", "{ expect, it, describe, vi }")
+            .replace(
             "        const input = await nangoMock.getInput();",
             "        nangoMock.getConnection = vi.fn().mockResolvedValue({ connection_config: { tenant: 'third' } });\n        const input = await nangoMock.getInput();",
         ),
@@ -2073,7 +2092,10 @@ async fn each_scripts_test_sees_the_harness_as_its_own_module_left_it() {
     assert_eq!(code, 0, "out: {out}\nerr: {err}");
     assert!(out.contains("✓ shims/shims-first (action, "), "{out}");
     assert!(out.contains("✓ shims/shims-second (action, "), "{out}");
-    assert!(out.contains("✓ shims/shims-third (action, "), "{out}");
+    assert!(
+        out.contains("✓ shims/shims-third (action, hand-written, "),
+        "{out}"
+    );
 }
 
 /// The processes whose parent is `pid`, with their command lines.

@@ -9,7 +9,6 @@
 
 import { Buffer } from 'buffer';
 import { sha1 } from '@noble/hashes/legacy.js';
-import { SdkFunction } from './codegen';
 import { ActionError } from './index';
 import { isMockFunction, runFile, vi } from './vitest';
 import { setTestFiles } from './node/test-fs';
@@ -24,6 +23,9 @@ export interface TestSpec {
     file?: string;
     /** The files its `fs` reads (its recording), by absolute path (`file` only). */
     files?: Record<string, string>;
+    /** The recordings of the mocks' names, when the test file has none of
+     * its own (`file` only): a mock answers from its `name`'s. */
+    fixtures?: Record<string, unknown>;
     /** The second `it` of a sync test: `delete` (fresh mock, JSON equality when the
      * fixture expects deletes), `delete-some` (some single call equal),
      * `track` (trackDeletesStart/End called), `no-delete` (batchDelete never
@@ -45,8 +47,6 @@ export interface TestSpec {
     pagination?: Record<string, unknown>;
     /** Whether the provider catalogue knows `providerConfigKey`. */
     providerKnown: boolean;
-    /** A hand-written test's fixed `getConnection` result, as JavaScript source. */
-    connection?: string;
 }
 
 export interface ItResult {
@@ -312,18 +312,6 @@ export function difference(expected: unknown, actual: unknown, path: string): st
 
 const MISSING = (what: string) => new Error(`Missing mock data for ${what}`);
 
-/** The object literal a hand-written test gives `getConnection` (a fresh copy per call, as a literal is). */
-/**
- * The connection a test fixes, from its source text. Tests that read their
- * own recording first (`readFileSync(resolve(__dirname, '…test.json'))`)
- * get the recording from these stand-ins.
- */
-function fixedConnection(source: string, fixture: unknown): unknown {
-    const readFileSync = () => JSON.stringify(fixture ?? null);
-    const resolve = (...parts: string[]) => parts.join('/');
-    return new SdkFunction('readFileSync', 'resolve', '__dirname', `return (${source});`)(readFileSync, resolve, '');
-}
-
 /** lodash's `get`: a key that exists as written (`@odata.nextLink`) wins over a dotted path. */
 function dotted(obj: unknown, path: string): unknown {
     if (obj !== null && typeof obj === 'object' && path in (obj as object)) return (obj as any)[path];
@@ -412,7 +400,6 @@ export class NangoActionMock {
     }
 
     async getConnection(..._args: unknown[]): Promise<unknown> {
-        if (this.spec.connection !== undefined) return fixedConnection(this.spec.connection, this.spec.fixture);
         if (!this.spec.fixture) return this.legacyRequired('nango/getConnection.json');
         const v = this.spec.fixture.nango?.getConnection;
         if (v === undefined) throw MISSING('getConnection');
@@ -542,7 +529,9 @@ export class NangoActionMock {
         const method = String(cfg.method).toLowerCase();
         const bodyMode = method === 'post' || method === 'put' || method === 'patch';
         const bag: Record<string, any> = (bodyMode ? cfg.data : cfg.params) ?? {};
-        if (p['limit'] !== undefined && p['limit'] !== null && p['limit_name_in_request']) bag[p['limit_name_in_request']] = p['limit'];
+        // As the original's mock: a limit with no name is sent as the
+        // parameter `undefined` (and recorded so).
+        if (p['limit']) bag[String(p['limit_name_in_request'])] = p['limit'];
         const write = () => {
             if (bodyMode) cfg.data = nest(bag);
             else cfg.params = bag;
@@ -908,16 +897,21 @@ function mockMembers(mock: any, sync: boolean): void {
  * module loaded with.
  */
 async function runHandWritten(spec: TestSpec, scope: VitestScope): Promise<ItResult[]> {
-    const ctx: Context = { spec };
+    const ctxOf = (options: any): Context => {
+        const name = options?.name;
+        const fixtures = spec.fixtures;
+        if (typeof name !== 'string' || !fixtures || !Object.prototype.hasOwnProperty.call(fixtures, name)) return { spec };
+        return { spec: { ...spec, name, fixture: fixtures[name] } };
+    };
     const A = class NangoActionMock extends scope.NangoActionMock {
-        constructor(_options?: unknown) {
-            super(ctx);
+        constructor(options?: unknown) {
+            super(ctxOf(options));
             mockMembers(this, false);
         }
     };
     const S = class NangoSyncMock extends scope.NangoSyncMock {
-        constructor(_options?: unknown) {
-            super(ctx);
+        constructor(options?: unknown) {
+            super(ctxOf(options));
             mockMembers(this, true);
         }
     };

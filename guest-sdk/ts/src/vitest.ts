@@ -130,7 +130,18 @@ class FrozenDate extends RealDate {
     }
 }
 
+/** Whether a test file is running (not loading, as the component is built). */
+let running = false;
+/** The clock a test file froze at its top level, as its module loaded. */
+const loadedClocks = new Map<string, number>();
+
 function useFakeTimers(config?: { now?: number | Date }): typeof vi {
+    // At a file's top level, the freeze is the file's, applied when it
+    // runs: the snapshot's scripts and other tests keep the real clock.
+    if (!running && currentKey !== undefined) {
+        loadedClocks.set(currentKey, config?.now !== undefined ? new RealDate(config.now).getTime() : RealDate.now());
+        return vi;
+    }
     (globalThis as any).Date = FrozenDate;
     if (config?.now !== undefined) frozenAt = new RealDate(config.now).getTime();
     else if (frozenAt === undefined) frozenAt = RealDate.now();
@@ -141,6 +152,49 @@ function useRealTimers(): typeof vi {
     (globalThis as any).Date = RealDate;
     frozenAt = undefined;
     return vi;
+}
+
+// ------ vi.mock of the packages sluice stands in for (soap, botbuilder,
+// unzipper): their members become the factory's, as the test's scripts
+// see them. Project modules cannot be mocked: the bundle has linked them.
+
+type Factory = (importOriginal: () => Promise<unknown>) => unknown;
+const moduleMocks = new Map<string, { spec: unknown; factory?: Factory }[]>();
+
+function mockModule(spec: unknown, factory?: Factory): void {
+    if (running || currentKey === undefined) throw new Error('vi.mock must be called at the top level of a test file');
+    const list = moduleMocks.get(currentKey) ?? [];
+    list.push({ spec, factory });
+    moduleMocks.set(currentKey, list);
+}
+
+function stubs(): Map<string, any> {
+    return ((globalThis as any).__sluiceStubs as Map<string, any> | undefined) ?? new Map();
+}
+
+async function applyModuleMocks(key: string): Promise<void> {
+    for (const { spec, factory } of moduleMocks.get(key) ?? []) {
+        let stub: any;
+        let name = String(spec);
+        if (spec && typeof (spec as any).then === 'function') {
+            const ns: any = await (spec as Promise<unknown>);
+            stub = [...stubs().values()].find((s) => s === ns?.default || s === ns);
+            name = 'a module';
+        } else {
+            stub = stubs().get(String(spec));
+        }
+        if (!stub) {
+            throw new Error(`vi.mock of ${name} is not supported by sluice test: only packages sluice stands in for (${[...stubs().keys()].join(', ') || 'none in this bundle'}) can be mocked`);
+        }
+        if (!factory) throw new Error(`vi.mock(${name}) without a factory (automocking) is not supported by sluice test`);
+        const mocked: any = await factory(async () => ({ default: stub }));
+        if (mocked === null || typeof mocked !== 'object') throw new Error(`the vi.mock factory of ${name} returned ${short(mocked)}, not a module object`);
+        for (const k of Object.keys(mocked)) if (k !== 'default') stub[k] = mocked[k];
+        const d = mocked.default;
+        if (d && d !== stub && (typeof d === 'object' || typeof d === 'function')) {
+            for (const k of Object.keys(d)) stub[k] = d[k];
+        }
+    }
 }
 
 function unsupported(what: string): () => never {
@@ -169,6 +223,10 @@ export const vi = {
     useFakeTimers,
     useRealTimers,
     setSystemTime: (t: string | number | Date) => {
+        if (!running && currentKey !== undefined) {
+            loadedClocks.set(currentKey, new RealDate(t as any).getTime());
+            return vi;
+        }
         frozenAt = new RealDate(t as any).getTime();
         (globalThis as any).Date = FrozenDate;
         return vi;
@@ -176,8 +234,8 @@ export const vi = {
     getRealSystemTime: () => RealDate.now(),
     isFakeTimers: () => (globalThis as any).Date === FrozenDate,
     hoisted: <T>(factory: () => T) => factory(),
-    mock: unsupported('vi.mock'),
-    doMock: unsupported('vi.doMock'),
+    mock: mockModule,
+    doMock: mockModule,
     stubGlobal: unsupported('vi.stubGlobal'),
     advanceTimersByTime: unsupported('vi.advanceTimersByTime'),
     advanceTimersByTimeAsync: unsupported('vi.advanceTimersByTimeAsync'),
@@ -494,6 +552,7 @@ interface Test {
     name: string;
     fn?: Fn;
     skip: boolean;
+    only?: boolean;
 }
 
 interface Suite {
@@ -501,6 +560,7 @@ interface Suite {
     name: string;
     body?: Fn;
     skip: boolean;
+    only?: boolean;
     items: (Suite | Test)[];
     beforeAll: Fn[];
     afterAll: Fn[];
@@ -514,10 +574,12 @@ function newSuite(name: string, body?: Fn, skip = false): Suite {
 
 const files = new Map<string, Suite>();
 let current: Suite | undefined;
+let currentKey: string | undefined;
 
 /** The test file whose module loads next (the entry calls this before importing it). */
 export function vitestFile(key: string): void {
     current = newSuite(key);
+    currentKey = key;
     files.set(key, current);
 }
 
@@ -526,12 +588,14 @@ function here(what: string): Suite {
     return current;
 }
 
-function addTest(name: string, f: Fn | undefined, skip: boolean): void {
-    here('it').items.push({ kind: 'test', name: String(name), fn: f, skip: skip || f === undefined });
+function addTest(name: string, f: Fn | undefined, skip: boolean, only = false): void {
+    here('it').items.push({ kind: 'test', name: String(name), fn: f, skip: skip || f === undefined, only });
 }
 
-function addSuite(name: string, body: Fn | undefined, skip: boolean): void {
-    here('describe').items.push(newSuite(String(name), body, skip));
+function addSuite(name: string, body: Fn | undefined, skip: boolean, only = false): void {
+    const s = newSuite(String(name), body, skip);
+    s.only = only;
+    here('describe').items.push(s);
 }
 
 // Registered as a failing test, not thrown: a test file's module loads
@@ -544,7 +608,7 @@ const each = (what: string) => () => (name: string) =>
 export const it: any = (name: string, f?: Fn) => addTest(name, f, false);
 it.skip = (name: string, f?: Fn) => addTest(name, f, true);
 it.todo = (name: string) => addTest(name, undefined, true);
-it.only = (name: string, f?: Fn) => addTest(name, f, false);
+it.only = (name: string, f?: Fn) => addTest(name, f, false, true);
 it.skipIf = (cond: unknown) => (name: string, f?: Fn) => addTest(name, f, !!cond);
 it.runIf = (cond: unknown) => (name: string, f?: Fn) => addTest(name, f, !cond);
 it.each = each('it');
@@ -552,7 +616,7 @@ export const test = it;
 
 export const describe: any = (name: string, body?: Fn) => addSuite(name, body, false);
 describe.skip = (name: string, body?: Fn) => addSuite(name, body, true);
-describe.only = (name: string, body?: Fn) => addSuite(name, body, false);
+describe.only = (name: string, body?: Fn) => addSuite(name, body, false, true);
 describe.todo = (name: string) => addSuite(name, undefined, true);
 describe.each = each('describe');
 export const suite = describe;
@@ -659,6 +723,24 @@ async function runSuite(s: Suite, path: string[], outer: Suite[], results: FileR
     }
 }
 
+function hasOnly(s: Suite): boolean {
+    return s.items.some((i) => i.only === true || (i.kind === 'suite' && hasOnly(i)));
+}
+
+/** Skips what `.only` leaves out (everything in an `only` suite stays). */
+function keepOnly(s: Suite, inOnly: boolean): void {
+    for (const i of s.items) {
+        const kept = inOnly || i.only === true;
+        if (i.kind === 'test') {
+            if (!kept) i.skip = true;
+        } else if (kept || hasOnly(i)) {
+            keepOnly(i, kept && !hasOnly(i));
+        } else {
+            i.skip = true;
+        }
+    }
+}
+
 /** Whether the test file `key` was bundled into this component. */
 export function hasFile(key: string): boolean {
     return files.has(key);
@@ -669,10 +751,21 @@ export async function runFile(key: string): Promise<FileResult[]> {
     const root = files.get(key);
     if (!root) return [{ name: 'load', ok: false, message: `the test file ${key} is not in this component` }];
     const results: FileResult[] = [];
+    running = true;
     try {
         collect(root);
     } catch (e) {
         return [{ name: 'collect', ok: false, message: describeError(e) }];
+    }
+    // `.only` anywhere: the rest of the file is skipped, as in vitest.
+    if (hasOnly(root)) keepOnly(root, false);
+    const clock = loadedClocks.get(key);
+    if (clock !== undefined) vi.setSystemTime(clock);
+    try {
+        await applyModuleMocks(key);
+    } catch (e) {
+        useRealTimers();
+        return [{ name: 'vi.mock', ok: false, message: describeError(e) }];
     }
     try {
         await runSuite(root, [], [], results);

@@ -61,9 +61,6 @@ pub struct TestFile {
     pub shape: Option<Shape>,
     /// The instant `vi.setSystemTime(...)` freezes the clock at.
     pub frozen: Option<DateTime<Utc>>,
-    /// The object literal (JavaScript source) a hand-written test replaces
-    /// the mock's `getConnection` result with.
-    pub connection: Option<String>,
     /// `<integration>/tests/<file>` by the real folder (an alias folder's
     /// test is its integration's file): how a hand-written test compiled
     /// into its script's component is named there.
@@ -97,11 +94,34 @@ pub fn hand_tests(root: &Path, integration: &str) -> Vec<HandTest> {
         .collect()
 }
 
+/// Every `name: '…'` a test file gives (its mocks' names).
+fn mock_names(path: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(path)
+        .map(|t| strip_comments(&t))
+        .unwrap_or_default();
+    let mut names: Vec<String> = Vec::new();
+    let mut rest = text.as_str();
+    while let Some(at) = rest.find("name:") {
+        let after = &rest[at..];
+        if let Some(name) = quoted_after(after, "name:")
+            && !name.is_empty()
+            && !name.contains('/')
+            && !names.contains(&name)
+        {
+            names.push(name);
+        }
+        rest = &after["name:".len()..];
+    }
+    names
+}
+
 /// The vitest features a hand-written test may use that `sluice test`
 /// does not have, by the text that shows them.
-const UNSUPPORTED: [(&str, &str); 4] = [
-    ("vi.mock(", "vi.mock (module mocks)"),
-    ("vi.doMock(", "vi.doMock (module mocks)"),
+const UNSUPPORTED: [(&str, &str); 6] = [
+    ("vi.mock('.", "vi.mock of a project module"),
+    ("vi.mock(\".", "vi.mock of a project module"),
+    ("vi.mock(import('.", "vi.mock of a project module"),
+    ("vi.mock(import(\".", "vi.mock of a project module"),
     (".each(", "each (parameterised tests)"),
     ("advanceTimers", "fake timers that advance"),
 ];
@@ -213,11 +233,7 @@ pub fn read_test_file(path: &Path, integration: &str) -> Option<TestFile> {
     let models: Vec<String> = quoted_after(&text, "Model:")
         .map(|m| m.split(',').map(str::to_string).collect())
         .unwrap_or_default();
-    let (rest, connection) = match connection_override(&text) {
-        Some((rest, literal)) => (rest, Some(literal)),
-        None => (text.clone(), None),
-    };
-    let flat: String = rest
+    let flat: String = text
         .chars()
         .filter(|c| !c.is_whitespace())
         .map(|c| if c == '"' { '\'' } else { c })
@@ -250,102 +266,11 @@ pub fn read_test_file(path: &Path, integration: &str) -> Option<TestFile> {
         script_file,
         name,
         models,
-        shape: shape(&flat),
+        // A test that freezes the clock is written by hand: it runs as
+        // written.
+        shape: if frozen.is_some() { None } else { shape(&flat) },
         frozen,
-        connection,
     })
-}
-
-/// The ways hand-written tests give the mock a fixed `getConnection`.
-const CONNECTION_OVERRIDES: [&str; 4] = [
-    "nangoMock.getConnection = vi.fn().mockResolvedValue(",
-    "nangoMock.getConnection = vi.fn(async () => (",
-    "nangoMock.getConnection.mockResolvedValue(",
-    "vi.spyOn(nangoMock, 'getConnection').mockResolvedValue(",
-];
-
-/// The end (exclusive) of the balanced `{…}` starting at `start`.
-fn object_end(text: &str, start: usize) -> Option<usize> {
-    let b = text.as_bytes();
-    let mut depth = 0usize;
-    let mut quote: Option<u8> = None;
-    let mut i = start;
-    while i < b.len() {
-        let c = b[i];
-        if let Some(q) = quote {
-            if c == b'\\' {
-                i += 2;
-                continue;
-            }
-            if c == q {
-                quote = None;
-            }
-        } else if c == b'\'' || c == b'"' || c == b'`' {
-            quote = Some(c);
-        } else if c == b'{' {
-            depth += 1;
-        } else if c == b'}' {
-            depth -= 1;
-            if depth == 0 {
-                return Some(i + 1);
-            }
-        }
-        i += 1;
-    }
-    None
-}
-
-/// The `const` declarations right before `at` in its block
-/// (millionverifier's tests compute the connection's key from the
-/// recording first): where they start and their text. The mock's own
-/// declaration stays in the test.
-fn prelude_consts(text: &str, at: usize) -> Option<(usize, String)> {
-    let boundary = |c: char| matches!(c, ';' | '{' | '}');
-    // Statements from the end, while they are other `const`s (a statement
-    // starts after a `;`, `{` or `}`).
-    let mut from = at;
-    let mut rest = text[..at].trim_end();
-    while rest.ends_with(';') {
-        let before = &rest[..rest.len() - 1];
-        let start = before.rfind(boundary).map_or(0, |i| i + 1);
-        let stmt = before[start..].trim();
-        if !stmt.starts_with("const ") || stmt.contains("nangoMock") {
-            break;
-        }
-        from = start + (before[start..].len() - before[start..].trim_start().len());
-        rest = &rest[..start];
-    }
-    (from < at).then(|| (from, text[from..at].to_string()))
-}
-
-/// A test's fixed `getConnection` result: the test's text without the
-/// statement, and the object literal (an expression: with the `const`s
-/// the test computes it from first, when there are such).
-fn connection_override(text: &str) -> Option<(String, String)> {
-    let (at, marker) = CONNECTION_OVERRIDES
-        .iter()
-        .find_map(|m| text.find(m).map(|i| (i, *m)))?;
-    let open = at + marker.len() + text[at + marker.len()..].find('{')?;
-    if !text[at + marker.len()..open].trim().is_empty() {
-        return None;
-    }
-    let end = object_end(text, open)?;
-    let literal = text[open..end].to_string();
-    let stop = end + text[end..].find(';')? + 1;
-    // Only `)`, `))` or a cast may follow the literal.
-    let tail = text[end..stop - 1].trim();
-    if !(tail.starts_with(')') || tail.is_empty()) {
-        return None;
-    }
-    if let Some((from, consts)) = prelude_consts(text, at) {
-        let rest = format!("{}{}", &text[..from], &text[stop..]);
-        return Some((
-            rest,
-            format!("(() => {{{consts}\nreturn ({literal});\n}})()"),
-        ));
-    }
-    let rest = format!("{}{}", &text[..at], &text[stop..]);
-    Some((rest, literal))
 }
 
 /// Anything a generated test never does.
@@ -369,9 +294,7 @@ const HAND_WRITTEN: [&str; 16] = [
 ];
 
 fn shape(flat: &str) -> Option<Shape> {
-    // A frozen clock alone does not make a test hand-written.
-    let without_clock = flat.replace("vi.useFakeTimers()", "");
-    if HAND_WRITTEN.iter().any(|m| without_clock.contains(m)) {
+    if HAND_WRITTEN.iter().any(|m| flat.contains(m)) {
         return None;
     }
     let its = count(flat, "it('");
@@ -624,9 +547,8 @@ pub async fn run(
             failure,
             duration: started.elapsed(),
         };
-        // A fixed connection or a frozen clock makes a test hand-written
-        // (its outcome is not the fixture's alone); it runs, counted apart.
-        let hand = tf.shape.is_none() || tf.connection.is_some() || tf.frozen.is_some();
+        // A test written by hand runs as written, counted apart.
+        let hand = tf.shape.is_none();
         let tag = if hand { ", hand-written" } else { "" };
         let _ = match &outcome.failure {
             None => writeln!(
@@ -733,6 +655,7 @@ async fn run_one(
     };
     let tests = folder.join("tests");
     let mut fixture = read_json(&tests.join(format!("{}.test.json", tf.base)))?;
+    let own_fixture = fixture.is_some();
     if fixture.is_none() && tf.base != tf.name {
         fixture = read_json(&tests.join(format!("{}.test.json", tf.name)))?;
     }
@@ -791,6 +714,17 @@ async fn run_one(
             }
         }
         spec["files"] = Value::Object(files);
+        // Each mock's recording, as the original finds it: the test file's
+        // own `<file>.test.json`, else the one of the mock's `name`.
+        if !own_fixture {
+            let mut fixtures = Map::new();
+            for name in mock_names(&tf.path) {
+                if let Some(f) = read_json(&tests.join(format!("{name}.test.json")))? {
+                    fixtures.insert(name, f);
+                }
+            }
+            spec["fixtures"] = Value::Object(fixtures);
+        }
     }
     if let Some(Shape::Sync { second, shared }) = shape {
         spec["second"] = json!(second);
@@ -798,9 +732,6 @@ async fn run_one(
     }
     if let Some(l) = legacy {
         spec["legacy"] = l;
-    }
-    if let Some(c) = &tf.connection {
-        spec["connection"] = json!(c);
     }
     if let Some(p) = provider.and_then(|p| p.proxy.paginate.clone()) {
         spec["pagination"] = Value::Object(p);
@@ -862,31 +793,6 @@ async fn run_one(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_fixed_get_connection_is_lifted_out_of_the_test() {
-        let text = "it('x', async () => {\n  nangoMock.getConnection = vi.fn().mockResolvedValue({\n    connection_config: { tenant_id: 'a}b' },\n    metadata: {}\n  });\n  const input = 1;\n});";
-        let (rest, literal) = connection_override(text).unwrap();
-        assert_eq!(
-            literal,
-            "{\n    connection_config: { tenant_id: 'a}b' },\n    metadata: {}\n  }"
-        );
-        assert_eq!(rest, "it('x', async () => {\n  \n  const input = 1;\n});");
-        assert_eq!(
-            connection_override("nangoMock.getConnection = vi.fn().mockResolvedValue(makeConn());"),
-            None
-        );
-
-        // Constants the literal uses, computed first, go with it.
-        let text = "it('x', async () => {\n  const mockData = JSON.parse(readFileSync(p, 'utf-8'));\n  const key = mockData.k;\n  nangoMock.getConnection.mockResolvedValue({ credentials: { apiKey: key } });\n  const input = 1;\n});";
-        let (rest, literal) = connection_override(text).unwrap();
-        assert_eq!(rest, "it('x', async () => {\n  \n  const input = 1;\n});");
-        assert!(literal.starts_with("(() => {const mockData = JSON.parse(readFileSync(p, 'utf-8'));\n  const key = mockData.k;"), "{literal}");
-        assert!(
-            literal.ends_with("return ({ credentials: { apiKey: key } });\n})()"),
-            "{literal}"
-        );
-    }
 
     #[test]
     fn comments_go_and_text_beyond_ascii_stays_as_written() {

@@ -1,5 +1,5 @@
-// Node's `url` module as scripts use it: the WHATWG classes, and `parse`
-// for the legacy object form.
+// Node's `url` module as scripts use it: the WHATWG classes, `parse` for
+// the legacy object form, and `file:` URLs to paths and back.
 export const URL = globalThis.URL;
 export const URLSearchParams = globalThis.URLSearchParams;
 
@@ -23,4 +23,15 @@ export function format(u: URL | string): string {
     return String(u);
 }
 
-export default { URL, URLSearchParams, parse, format };
+/** A `file:` URL's path (tests find their recordings with it). */
+export function fileURLToPath(u: URL | string): string {
+    const url = new globalThis.URL(String(u));
+    if (url.protocol !== 'file:') throw new TypeError(`The URL must be of scheme file: ${String(u)}`);
+    return decodeURIComponent(url.pathname);
+}
+
+export function pathToFileURL(path: string): URL {
+    return new globalThis.URL(`file://${encodeURI(path)}`);
+}
+
+export default { URL, URLSearchParams, parse, format, fileURLToPath, pathToFileURL };
