@@ -17,7 +17,7 @@
 import { existsSync } from 'node:fs';
 import { readFile, writeFile, mkdir, rename, rm } from 'node:fs/promises';
 import { basename, dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 
 const SDK = dirname(fileURLToPath(import.meta.url));
 
@@ -72,20 +72,24 @@ async function resolveZero(build, root, args) {
 function unsupportedModule(pkg) {
     const message = `"${pkg}" needs Node's network and filesystem, which sluice scripts do not have (use nango.proxy for HTTP)`;
     // CommonJS, so that any named import of it resolves (to a use that throws).
-    // Its members throw when called (a class of it constructs an object
-    // that does nothing: the call that needs the network is what fails).
+    // Its members throw when called, however deep (a class of it constructs
+    // an object that does nothing: the call that needs the network is what
+    // fails).
     // Named imports read through the namespace's prototype, so they see
     // members a test replaced after the bundle loaded.
     return `const fail = () => { throw new Error(${JSON.stringify(message)}); };
-const member = function () { if (!new.target) fail(); };
-const own = {};
-const read = (k) => (Object.prototype.hasOwnProperty.call(own, k) ? own[k] : k === '__esModule' || k === 'then' || typeof k === 'symbol' ? undefined : member);
+const inert = (k) => k === 'then' || typeof k === 'symbol';
+const member = new Proxy(function () {}, { get: (_t, k) => (inert(k) ? undefined : member), apply: fail, construct: () => member });
+const own = Object.create(null);
+const read = (k) => (k in own ? own[k] : k === '__esModule' || inert(k) ? undefined : member);
 const names = new Proxy(Object.create(null), { get: (_t, k) => read(k) });
 const stub = new Proxy(function () {}, {
     get: (_t, k) => read(k),
     set: (_t, k, v) => ((own[k] = v), true),
-    deleteProperty: (_t, k) => delete own[k],
+    deleteProperty: (t, k) => (k in own ? delete own[k] : Reflect.deleteProperty(t, k)),
     has: (t, k) => k in own || k in t,
+    getOwnPropertyDescriptor: (t, k) =>
+        k in own ? { value: own[k], writable: true, enumerable: true, configurable: true } : Reflect.getOwnPropertyDescriptor(t, k),
     getPrototypeOf: () => names,
     apply: fail,
     construct: fail
@@ -209,7 +213,7 @@ function importPolicy(root, zero, tests = []) {
                         .map(([name, value]) => `const ${name} = ${value};`)
                         .join(' ');
                     // Its own URL, as in Node (the bundle has no file of its own).
-                    const own = text.replaceAll('import.meta.url', JSON.stringify(`file://${args.path}`));
+                    const own = text.replaceAll('import.meta.url', JSON.stringify(pathToFileURL(args.path).href));
                     return { contents: globals + own, loader: 'ts' };
                 });
             }

@@ -1031,7 +1031,7 @@ async fn dryrun_save_records_a_test_json_that_sluice_test_replays() {
         "{out}"
     );
     assert!(
-        out.contains("- github/github-mocked (hand-written test: not run: it uses vi.mock of a project module, which sluice test does not have)"),
+        out.contains("- github/github-mocked (hand-written test: not run: it uses vi.mock of a module other than the packages sluice stands in for (soap, botbuilder, unzipper), which sluice test does not have)"),
         "{out}"
     );
     assert!(

@@ -139,7 +139,9 @@ function useFakeTimers(config?: { now?: number | Date }): typeof vi {
     // At a file's top level, the freeze is the file's, applied when it
     // runs: the snapshot's scripts and other tests keep the real clock.
     if (!running && currentKey !== undefined) {
-        loadedClocks.set(currentKey, config?.now !== undefined ? new RealDate(config.now).getTime() : RealDate.now());
+        // (NaN: "now" when the file runs, not when the component was built.)
+        if (config?.now !== undefined) loadedClocks.set(currentKey, new RealDate(config.now).getTime());
+        else if (!loadedClocks.has(currentKey)) loadedClocks.set(currentKey, NaN);
         return vi;
     }
     (globalThis as any).Date = FrozenDate;
@@ -752,21 +754,24 @@ export async function runFile(key: string): Promise<FileResult[]> {
     if (!root) return [{ name: 'load', ok: false, message: `the test file ${key} is not in this component` }];
     const results: FileResult[] = [];
     running = true;
-    try {
-        collect(root);
-    } catch (e) {
-        return [{ name: 'collect', ok: false, message: describeError(e) }];
-    }
-    // `.only` anywhere: the rest of the file is skipped, as in vitest.
-    if (hasOnly(root)) keepOnly(root, false);
+    // What vitest does before the describe bodies run: the file's top-level
+    // clock, and its (hoisted) module mocks.
     const clock = loadedClocks.get(key);
-    if (clock !== undefined) vi.setSystemTime(clock);
+    if (clock !== undefined) vi.setSystemTime(Number.isNaN(clock) ? RealDate.now() : clock);
     try {
         await applyModuleMocks(key);
     } catch (e) {
         useRealTimers();
         return [{ name: 'vi.mock', ok: false, message: describeError(e) }];
     }
+    try {
+        collect(root);
+    } catch (e) {
+        useRealTimers();
+        return [{ name: 'collect', ok: false, message: describeError(e) }];
+    }
+    // `.only` anywhere: the rest of the file is skipped, as in vitest.
+    if (hasOnly(root)) keepOnly(root, false);
     try {
         await runSuite(root, [], [], results);
     } finally {
