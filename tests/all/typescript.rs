@@ -782,6 +782,56 @@ async fn node_built_ins_work_and_the_clock_is_utc() {
 }
 
 #[tokio::test]
+async fn locale_compare_collator_and_normalize_answer_as_nodes() {
+    // The engine has no ICU: without the host's collation `localeCompare`
+    // compared code units ("Zebra" < "apple") and `normalize` was missing.
+    // Every expected value here is what Node.js 22 answers.
+    let h = harness().await;
+    let out = output(&h.ts_action("intl", json!({})).await);
+    assert_eq!(
+        out["sorted"],
+        json!([
+            "_x", "-x", "apple", "Apple", "äpple", "banana", "Banana", "item 10", "item 9", "Zebra"
+        ])
+    );
+    assert_eq!(
+        out["numeric"],
+        json!([
+            "_x", "-x", "apple", "Apple", "äpple", "banana", "Banana", "item 9", "item 10", "Zebra"
+        ])
+    );
+    assert_eq!(out["swedish"], json!(["a", "z", "ä"]));
+    assert_eq!(out["base"], 0);
+    assert_eq!(
+        out["resolved"],
+        json!({"locale": "en-u-kn", "usage": "sort", "sensitivity": "accent",
+               "ignorePunctuation": false, "collation": "default", "numeric": true,
+               "caseFirst": "false"})
+    );
+    assert_eq!(out["withoutNew"], -1);
+    assert_eq!(out["slug"], "Creme Brulee a la carte");
+    assert_eq!(out["nfc"], true);
+    assert_eq!(out["nfkc"], "fi");
+    assert_eq!(
+        out["badForm"],
+        "RangeError: The normalization form should be one of NFC, NFD, NFKC, NFKD."
+    );
+    assert_eq!(
+        out["badTag"],
+        "RangeError: Incorrect locale information provided"
+    );
+    assert_eq!(
+        out["badOption"],
+        "RangeError: Value loud out of range for Intl.Collator options property sensitivity"
+    );
+    let dates = out["dates"].as_str().unwrap_or_default();
+    assert!(
+        dates.starts_with("TypeError: Intl.DateTimeFormat is not available in sluice"),
+        "{out}"
+    );
+}
+
+#[tokio::test]
 async fn a_typescript_busy_loop_runs_out_of_fuel() {
     let mut h = harness().await;
     h.limits().fuel = Some(200_000_000);

@@ -11,6 +11,7 @@ import * as conn from 'nango:scripts/connection@0.2.0';
 import * as records from 'nango:scripts/records@0.2.0';
 import * as syncContext from 'nango:scripts/sync-context@0.2.0';
 import './codegen';
+import './intl';
 import { prewarm } from './prewarm';
 import { runTest, scopeOf, type TestSpec } from './harness';
 

@@ -131,3 +131,25 @@ declare module 'nango:scripts/sync-context@0.2.0' {
     export function variant(): string;
     export function trackDeletes(): boolean;
 }
+
+declare module 'nango:scripts/intl@0.2.0' {
+    export type Sensitivity = 'base' | 'accent' | 'case' | 'variant';
+    export type CaseFirst = 'upper-first' | 'lower-first' | 'off';
+    export type NormalForm = 'nfc' | 'nfd' | 'nfkc' | 'nfkd';
+    export interface CollatorOptions {
+        locale: string;
+        sensitivity: Sensitivity;
+        ignorePunctuation: boolean;
+        numeric?: boolean;
+        caseFirst?: CaseFirst;
+    }
+    export interface CollatorInfo {
+        id: number;
+        locale: string;
+        numeric: boolean;
+        caseFirst: CaseFirst;
+    }
+    export function collator(options: CollatorOptions): CollatorInfo;
+    export function compare(collator: number, a: Uint8Array, b: Uint8Array): number;
+    export function normalize(form: NormalForm, s: Uint8Array): Uint8Array;
+}

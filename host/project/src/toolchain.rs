@@ -57,6 +57,10 @@ const FILES: &[(&str, &str)] = &[
         include_str!("../../../guest-sdk/ts/src/codegen.ts"),
     ),
     (
+        "src/intl.ts",
+        include_str!("../../../guest-sdk/ts/src/intl.ts"),
+    ),
+    (
         "src/wit.d.ts",
         include_str!("../../../guest-sdk/ts/src/wit.d.ts"),
     ),

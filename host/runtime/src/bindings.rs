@@ -16,6 +16,7 @@ mod imports {
         world: "sdk",
         imports: {
             "nango:scripts/log": trappable,
+            "nango:scripts/intl": trappable,
             "nango:scripts/sync-context": trappable,
             "nango:scripts/connection.info": trappable,
             "nango:scripts/connection.try-acquire-lock": trappable,
@@ -29,7 +30,7 @@ mod imports {
     });
 }
 
-pub use imports::nango::scripts::{connection, http, log, records, sync_context, types};
+pub use imports::nango::scripts::{connection, http, intl, log, records, sync_context, types};
 
 mod sync_world {
     wasmtime::component::bindgen!({

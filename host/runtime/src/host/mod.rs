@@ -3,6 +3,7 @@
 
 pub(crate) mod connection;
 mod http;
+mod intl;
 mod log;
 mod records;
 
@@ -58,6 +59,8 @@ pub struct HostState {
     /// The locks this execution holds (released when the store is
     /// dropped, however the execution ended).
     pub(crate) locks: crate::locks::LockHolder,
+    /// The collators the script made (`nango:scripts/intl`).
+    pub(crate) collators: intl::Collators,
 }
 
 impl HostState {
@@ -106,6 +109,7 @@ impl HostState {
             deadline,
             last_page: None,
             locks,
+            collators: intl::Collators::default(),
         }
     }
 

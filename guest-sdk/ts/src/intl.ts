@@ -1,0 +1,221 @@
+// Collation and Unicode normalization as Node.js does them. The engine is
+// built without ICU: its `localeCompare` compares UTF-16 code units, it has
+// no `String.prototype.normalize` and no `Intl`. These come from the host
+// (nango:scripts/intl, ICU4X with CLDR's data): `localeCompare`,
+// `Intl.Collator` and `normalize` answer as Node's do. The rest of `Intl`
+// (dates, numbers, plurals, …) is not there: its constructors throw a
+// TypeError saying so.
+
+import * as intl from 'nango:scripts/intl@0.2.0';
+
+const UTF8_OUT = new TextEncoder();
+const UTF8_IN = new TextDecoder();
+
+type Sensitivity = 'base' | 'accent' | 'case' | 'variant';
+type CaseFirst = 'upper' | 'lower' | 'false';
+
+/** ECMA-402's GetOption for a string option with its allowed values. */
+function stringOption<T extends string>(options: Record<string, unknown>, name: string, allowed: readonly T[], fallback: T | undefined): T | undefined {
+    const value = options[name];
+    if (value === undefined) return fallback;
+    const text = String(value);
+    if (!(allowed as readonly string[]).includes(text)) {
+        throw new RangeError(`Value ${text} out of range for Intl.Collator options property ${name}`);
+    }
+    return text as T;
+}
+
+/** The first tag of `locales` (a tag, a list of tags or `undefined`). */
+function firstTag(locales: unknown): string {
+    if (locales === undefined) return '';
+    if (typeof locales === 'string') return locales;
+    if (locales === null) throw new TypeError('Cannot convert undefined or null to object');
+    const list = Array.from(locales as ArrayLike<unknown>);
+    for (const tag of list) {
+        if (typeof tag !== 'string' && (typeof tag !== 'object' || tag === null)) {
+            throw new TypeError(`Language ID should be string or object.`);
+        }
+    }
+    return list.length === 0 ? '' : String(list[0]);
+}
+
+interface Resolved {
+    id: number;
+    locale: string;
+    usage: 'sort' | 'search';
+    sensitivity: Sensitivity;
+    ignorePunctuation: boolean;
+    numeric: boolean;
+    caseFirst: CaseFirst;
+}
+
+// One host collator per distinct options in this execution.
+const made = new Map<string, Resolved>();
+
+function resolve(locales: unknown, options: unknown): Resolved {
+    const tag = firstTag(locales);
+    const opts: Record<string, unknown> = options === undefined ? {} : Object(options);
+    const usage = stringOption(opts, 'usage', ['sort', 'search'] as const, 'sort')!;
+    const sensitivity = stringOption(opts, 'sensitivity', ['base', 'accent', 'case', 'variant'] as const, 'variant')!;
+    const ignorePunctuation = opts.ignorePunctuation === undefined ? false : Boolean(opts.ignorePunctuation);
+    const numeric = opts.numeric === undefined ? undefined : Boolean(opts.numeric);
+    const caseFirst = stringOption(opts, 'caseFirst', ['upper', 'lower', 'false'] as const, undefined);
+    const key = JSON.stringify([tag, sensitivity, ignorePunctuation, numeric, caseFirst, usage]);
+    const known = made.get(key);
+    if (known) return known;
+    let info: intl.CollatorInfo;
+    try {
+        info = intl.collator({
+            locale: tag,
+            sensitivity,
+            ignorePunctuation,
+            numeric,
+            caseFirst: caseFirst === undefined ? undefined : caseFirst === 'upper' ? 'upper-first' : caseFirst === 'lower' ? 'lower-first' : 'off'
+        });
+    } catch (e) {
+        const message = e && typeof e === 'object' && 'payload' in e ? String((e as { payload: unknown }).payload) : String(e);
+        throw new RangeError(message);
+    }
+    const resolved: Resolved = {
+        id: info.id,
+        locale: info.locale,
+        usage,
+        sensitivity,
+        ignorePunctuation,
+        numeric: info.numeric,
+        caseFirst: info.caseFirst === 'upper-first' ? 'upper' : info.caseFirst === 'lower-first' ? 'lower' : 'false'
+    };
+    made.set(key, resolved);
+    return resolved;
+}
+
+function compareWith(id: number, a: string, b: string): number {
+    if (a === b) return 0;
+    return intl.compare(id, UTF8_OUT.encode(a), UTF8_OUT.encode(b));
+}
+
+const COMPARE = Symbol('compare');
+const RESOLVED = Symbol('resolved');
+
+/** `Intl.Collator`, callable with or without `new`, as the built-in. */
+function Collator(this: unknown, locales?: unknown, options?: unknown): CollatorInstance {
+    const self: CollatorInstance = this instanceof Collator ? (this as CollatorInstance) : Object.create(Collator.prototype);
+    Object.defineProperty(self, RESOLVED, { value: resolve(locales, options) });
+    return self;
+}
+interface CollatorInstance {
+    [RESOLVED]: Resolved;
+    [COMPARE]?: (a: unknown, b: unknown) => number;
+}
+function resolvedOf(self: unknown, member: string): Resolved {
+    const r = self && typeof self === 'object' ? (self as CollatorInstance)[RESOLVED] : undefined;
+    if (r === undefined) throw new TypeError(`Method Intl.Collator.prototype.${member} called on incompatible receiver ${String(self)}`);
+    return r;
+}
+Object.defineProperty(Collator.prototype, 'compare', {
+    configurable: true,
+    enumerable: false,
+    // A getter returning one bound function per collator, as the built-in.
+    get(this: CollatorInstance) {
+        const r = resolvedOf(this, 'compare');
+        if (!this[COMPARE]) {
+            const id = r.id;
+            Object.defineProperty(this, COMPARE, { value: (a: unknown, b: unknown) => compareWith(id, String(a), String(b)) });
+        }
+        return this[COMPARE];
+    }
+});
+Object.defineProperty(Collator.prototype, 'resolvedOptions', {
+    configurable: true,
+    writable: true,
+    enumerable: false,
+    value: function resolvedOptions(this: unknown) {
+        const r = resolvedOf(this, 'resolvedOptions');
+        return {
+            locale: r.locale,
+            usage: r.usage,
+            sensitivity: r.sensitivity,
+            ignorePunctuation: r.ignorePunctuation,
+            collation: 'default',
+            numeric: r.numeric,
+            caseFirst: r.caseFirst
+        };
+    }
+});
+Object.defineProperty(Collator.prototype, Symbol.toStringTag, { configurable: true, value: 'Intl.Collator' });
+Object.defineProperty(Collator, 'supportedLocalesOf', {
+    configurable: true,
+    writable: true,
+    enumerable: false,
+    value: function supportedLocalesOf(locales?: unknown) {
+        if (locales === undefined) return [];
+        const list = typeof locales === 'string' ? [locales] : Array.from(locales as ArrayLike<unknown>);
+        return list.map((tag) => resolve(String(tag), undefined).locale);
+    }
+});
+
+/** The parts of `Intl` sluice's engine cannot give: a clear error, not `undefined`. */
+function unavailable(name: string) {
+    const missing = function () {
+        throw new TypeError(
+            `Intl.${name} is not available in sluice: its JavaScript engine is built without ICU. ` +
+                `Intl.Collator, localeCompare and String.prototype.normalize are (as in Node.js); ` +
+                `format dates with toISOString or by hand.`
+        );
+    };
+    Object.defineProperty(missing, 'name', { value: name });
+    return missing;
+}
+
+function install(): void {
+    const define = (target: object, name: string, value: unknown) =>
+        Object.defineProperty(target, name, { configurable: true, writable: true, enumerable: false, value });
+
+    const localeCompare = function localeCompare(this: unknown, that: unknown, locales?: unknown, options?: unknown): number {
+        if (this === null || this === undefined) {
+            throw new TypeError('String.prototype.localeCompare called on null or undefined');
+        }
+        const a = String(this);
+        const b = String(that);
+        return compareWith(resolve(locales, options).id, a, b);
+    };
+    Object.defineProperty(localeCompare, 'length', { value: 1 });
+    define(String.prototype, 'localeCompare', localeCompare);
+
+    if (typeof (String.prototype as { normalize?: unknown }).normalize !== 'function') {
+        const normalize = function normalize(this: unknown, form?: unknown): string {
+            if (this === null || this === undefined) {
+                throw new TypeError('String.prototype.normalize called on null or undefined');
+            }
+            const text = String(this);
+            const f = form === undefined ? 'NFC' : String(form);
+            if (f !== 'NFC' && f !== 'NFD' && f !== 'NFKC' && f !== 'NFKD') {
+                throw new RangeError('The normalization form should be one of NFC, NFD, NFKC, NFKD.');
+            }
+            // ASCII is the same in every form.
+            if (/^[\x00-\x7f]*$/.test(text)) return text;
+            return UTF8_IN.decode(intl.normalize(f.toLowerCase() as intl.NormalForm, UTF8_OUT.encode(text)));
+        };
+        define(String.prototype, 'normalize', normalize);
+    }
+
+    const g = globalThis as { Intl?: Record<string, unknown> };
+    if (g.Intl === undefined) {
+        const Intl: Record<string, unknown> = {};
+        Object.defineProperty(Intl, Symbol.toStringTag, { configurable: true, value: 'Intl' });
+        for (const name of ['DateTimeFormat', 'NumberFormat', 'PluralRules', 'RelativeTimeFormat', 'ListFormat', 'DisplayNames', 'Segmenter', 'Locale', 'DurationFormat']) {
+            define(Intl, name, unavailable(name));
+        }
+        define(Intl, 'getCanonicalLocales', function getCanonicalLocales(locales?: unknown) {
+            if (locales === undefined) return [];
+            const list = typeof locales === 'string' ? [locales] : Array.from(locales as ArrayLike<unknown>);
+            return [...new Set(list.map((tag) => resolve(String(tag), undefined).locale))];
+        });
+        define(Intl, 'Collator', Collator);
+        define(globalThis, 'Intl', Intl);
+    } else if (typeof g.Intl.Collator !== 'function') {
+        define(g.Intl, 'Collator', Collator);
+    }
+}
+
+install();

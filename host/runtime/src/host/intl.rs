@@ -1,0 +1,297 @@
+//! `nango:scripts/intl`: collation and Unicode normalization with ICU4X's
+//! data, for a JavaScript engine built without ICU (the TypeScript SDK
+//! makes `localeCompare`, `Intl.Collator` and `normalize` of these).
+
+use std::cmp::Ordering;
+use std::collections::HashMap;
+
+use icu_collator::options::{AlternateHandling, CaseLevel, CollatorOptions, Strength};
+use icu_collator::preferences::{CollationCaseFirst, CollationNumericOrdering};
+use icu_collator::{CollatorBorrowed, CollatorPreferences};
+use icu_locale_core::Locale;
+use icu_normalizer::{ComposingNormalizerBorrowed, DecomposingNormalizerBorrowed};
+
+use super::HostState;
+use super::log::utf8_lossy;
+use crate::bindings::intl::{
+    self, CaseFirst, CollatorInfo, CollatorOptions as Requested, NormalForm, Sensitivity,
+};
+
+/// Node's default locale where scripts run (and the original's).
+const DEFAULT_LOCALE: &str = "en-US";
+/// Collators of different options one execution may hold.
+pub(crate) const MAX_COLLATORS: usize = 256;
+/// V8's message for a tag that is not a well-formed language tag.
+const BAD_TAG: &str = "Incorrect locale information provided";
+
+/// The collators an execution made, by number; the same options give the
+/// same collator.
+#[derive(Default)]
+pub(crate) struct Collators {
+    made: Vec<CollatorBorrowed<'static>>,
+    by_options: HashMap<Key, CollatorInfo>,
+    /// The default collator, for a number this execution did not make.
+    fallback: Option<CollatorBorrowed<'static>>,
+}
+
+#[derive(PartialEq, Eq, Hash)]
+struct Key {
+    locale: String,
+    sensitivity: u8,
+    ignore_punctuation: bool,
+    numeric: Option<bool>,
+    case_first: Option<u8>,
+}
+
+fn parse_locale(tag: &str) -> Result<Locale, String> {
+    let tag = if tag.is_empty() { DEFAULT_LOCALE } else { tag };
+    Locale::try_from_str(tag).map_err(|_| BAD_TAG.to_string())
+}
+
+fn make(requested: &Requested) -> Result<(CollatorBorrowed<'static>, CollatorInfo), String> {
+    let locale = parse_locale(&requested.locale)?;
+    let mut prefs = CollatorPreferences::from(&locale);
+    // Options win over the tag's `-u-kn` and `-u-kf`, as in ECMA-402.
+    if let Some(numeric) = requested.numeric {
+        prefs.numeric_ordering = Some(if numeric {
+            CollationNumericOrdering::True
+        } else {
+            CollationNumericOrdering::False
+        });
+    }
+    if let Some(case_first) = requested.case_first {
+        prefs.case_first = Some(match case_first {
+            CaseFirst::UpperFirst => CollationCaseFirst::Upper,
+            CaseFirst::LowerFirst => CollationCaseFirst::Lower,
+            CaseFirst::Off => CollationCaseFirst::False,
+        });
+    }
+    // ECMA-402's sensitivities as ICU's strength and case level (V8's).
+    let mut options = CollatorOptions::default();
+    let (strength, case_level) = match requested.sensitivity {
+        Sensitivity::Base => (Strength::Primary, CaseLevel::Off),
+        Sensitivity::Accent => (Strength::Secondary, CaseLevel::Off),
+        Sensitivity::Case => (Strength::Primary, CaseLevel::On),
+        Sensitivity::Variant => (Strength::Tertiary, CaseLevel::Off),
+    };
+    options.strength = Some(strength);
+    options.case_level = Some(case_level);
+    if requested.ignore_punctuation {
+        options.alternate_handling = Some(AlternateHandling::Shifted);
+    }
+    let collator = CollatorBorrowed::try_new(prefs, options)
+        .map_err(|e| format!("no collation data for `{}`: {e}", locale.id))?;
+    let resolved = collator.resolved_options();
+    let info = CollatorInfo {
+        id: 0,
+        locale: resolved_tag(&locale, requested),
+        numeric: resolved.numeric == CollationNumericOrdering::True,
+        case_first: match resolved.case_first {
+            CollationCaseFirst::Upper => CaseFirst::UpperFirst,
+            CollationCaseFirst::Lower => CaseFirst::LowerFirst,
+            _ => CaseFirst::Off,
+        },
+    };
+    Ok((collator, info))
+}
+
+/// The tag `resolvedOptions()` reports: the language, script and region
+/// asked for, with the tag's collation keywords (`co`, `kf`, `kn`) that an
+/// option did not replace, as ECMA-402 resolves them.
+fn resolved_tag(locale: &Locale, requested: &Requested) -> String {
+    let mut tag = locale.id.to_string();
+    let mut first = true;
+    for (key, value) in locale.extensions.unicode.keywords.iter() {
+        let key = key.as_str();
+        let replaced = match key {
+            "kn" => requested.numeric.is_some(),
+            "kf" => requested.case_first.is_some(),
+            "co" => false,
+            _ => true,
+        };
+        if replaced {
+            continue;
+        }
+        tag.push_str(if first { "-u-" } else { "-" });
+        first = false;
+        tag.push_str(key);
+        let value = value.to_string();
+        if !value.is_empty() && value != "true" {
+            tag.push('-');
+            tag.push_str(&value);
+        }
+    }
+    tag
+}
+
+impl Collators {
+    fn open(&mut self, requested: Requested) -> Result<CollatorInfo, String> {
+        let key = Key {
+            locale: requested.locale.clone(),
+            sensitivity: requested.sensitivity as u8,
+            ignore_punctuation: requested.ignore_punctuation,
+            numeric: requested.numeric,
+            case_first: requested.case_first.map(|c| c as u8),
+        };
+        if let Some(info) = self.by_options.get(&key) {
+            return Ok(info.clone());
+        }
+        if self.made.len() >= MAX_COLLATORS {
+            return Err(format!(
+                "this execution already made {MAX_COLLATORS} collators of different options"
+            ));
+        }
+        let (collator, mut info) = make(&requested)?;
+        info.id = u32::try_from(self.made.len()).unwrap_or(u32::MAX);
+        self.made.push(collator);
+        self.by_options.insert(key, info.clone());
+        Ok(info)
+    }
+
+    fn compare(&mut self, id: u32, a: &str, b: &str) -> Ordering {
+        let index = usize::try_from(id).unwrap_or(usize::MAX);
+        if index >= self.made.len() {
+            // Not one this execution made: the default collator.
+            if self.fallback.is_none() {
+                let default = Requested {
+                    locale: String::new(),
+                    sensitivity: Sensitivity::Variant,
+                    ignore_punctuation: false,
+                    numeric: None,
+                    case_first: None,
+                };
+                self.fallback = make(&default).ok().map(|(collator, _)| collator);
+            }
+            return match &self.fallback {
+                Some(collator) => collator.compare(a, b),
+                None => a.cmp(b),
+            };
+        }
+        self.made[index].compare(a, b)
+    }
+}
+
+impl intl::Host for HostState {
+    fn collator(&mut self, options: Requested) -> wasmtime::Result<Result<CollatorInfo, String>> {
+        Ok(self.collators.open(options))
+    }
+
+    fn compare(&mut self, collator: u32, a: Vec<u8>, b: Vec<u8>) -> wasmtime::Result<i8> {
+        let (a, b) = (utf8_lossy(a), utf8_lossy(b));
+        Ok(match self.collators.compare(collator, &a, &b) {
+            Ordering::Less => -1,
+            Ordering::Equal => 0,
+            Ordering::Greater => 1,
+        })
+    }
+
+    fn normalize(&mut self, form: NormalForm, s: Vec<u8>) -> wasmtime::Result<Vec<u8>> {
+        let text = utf8_lossy(s);
+        let normalized = match form {
+            NormalForm::Nfc => ComposingNormalizerBorrowed::new_nfc().normalize(&text),
+            NormalForm::Nfkc => ComposingNormalizerBorrowed::new_nfkc().normalize(&text),
+            NormalForm::Nfd => DecomposingNormalizerBorrowed::new_nfd().normalize(&text),
+            NormalForm::Nfkd => DecomposingNormalizerBorrowed::new_nfkd().normalize(&text),
+        };
+        Ok(normalized.into_owned().into_bytes())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn requested(locale: &str, sensitivity: Sensitivity) -> Requested {
+        Requested {
+            locale: locale.into(),
+            sensitivity,
+            ignore_punctuation: false,
+            numeric: None,
+            case_first: None,
+        }
+    }
+
+    fn sorted(c: &mut Collators, id: u32, words: &[&str]) -> Vec<String> {
+        let mut v: Vec<String> = words.iter().map(|w| w.to_string()).collect();
+        v.sort_by(|a, b| c.compare(id, a, b));
+        v
+    }
+
+    #[test]
+    fn the_default_collation_is_nodes_not_code_units() {
+        let mut c = Collators::default();
+        let id = c.open(requested("", Sensitivity::Variant)).unwrap().id;
+        // Node: ['_a', '-a', 'a', 'A', 'á', 'b', 'B', 'Z'] (punctuation
+        // first, case and accents after the letter).
+        assert_eq!(
+            sorted(&mut c, id, &["Z", "b", "a", "B", "A", "á", "-a", "_a"]),
+            ["_a", "-a", "a", "A", "á", "b", "B", "Z"]
+        );
+        assert_eq!(c.compare(id, "a", "a"), Ordering::Equal);
+    }
+
+    #[test]
+    fn sensitivities_numeric_and_case_first_are_ecma_402s() {
+        let mut c = Collators::default();
+        let base = c.open(requested("en", Sensitivity::Base)).unwrap().id;
+        assert_eq!(c.compare(base, "a", "Á"), Ordering::Equal);
+        let accent = c.open(requested("en", Sensitivity::Accent)).unwrap().id;
+        assert_eq!(c.compare(accent, "a", "A"), Ordering::Equal);
+        assert_eq!(c.compare(accent, "a", "á"), Ordering::Less);
+        let case = c.open(requested("en", Sensitivity::Case)).unwrap().id;
+        assert_eq!(c.compare(case, "a", "á"), Ordering::Equal);
+        assert_eq!(c.compare(case, "a", "A"), Ordering::Less);
+        let mut numeric = requested("en", Sensitivity::Variant);
+        numeric.numeric = Some(true);
+        let info = c.open(numeric).unwrap();
+        assert!(info.numeric);
+        assert_eq!(c.compare(info.id, "item 9", "item 10"), Ordering::Less);
+        let from_tag = c.open(requested("en-u-kn", Sensitivity::Variant)).unwrap();
+        assert!(from_tag.numeric, "the tag's -u-kn");
+        assert_eq!(from_tag.locale, "en-u-kn");
+        let mut replaced = requested("de-DE-u-kn-true-kf-upper", Sensitivity::Variant);
+        replaced.numeric = Some(false);
+        let replaced = c.open(replaced).unwrap();
+        assert!(!replaced.numeric);
+        assert_eq!(replaced.locale, "de-DE-u-kf-upper");
+        let mut upper = requested("en", Sensitivity::Variant);
+        upper.case_first = Some(CaseFirst::UpperFirst);
+        let info = c.open(upper).unwrap();
+        assert_eq!(c.compare(info.id, "A", "a"), Ordering::Less);
+        // Swedish sorts ä after z; English beside a.
+        let sv = c.open(requested("sv", Sensitivity::Variant)).unwrap().id;
+        assert_eq!(c.compare(sv, "ä", "z"), Ordering::Greater);
+        let en = c.open(requested("en", Sensitivity::Variant)).unwrap().id;
+        assert_eq!(c.compare(en, "ä", "z"), Ordering::Less);
+        let mut punct = requested("en", Sensitivity::Variant);
+        punct.ignore_punctuation = true;
+        let punct = c.open(punct).unwrap().id;
+        assert_eq!(c.compare(punct, "a-b", "ab"), Ordering::Equal);
+    }
+
+    #[test]
+    fn options_are_reused_tags_checked_and_collators_bounded() {
+        let mut c = Collators::default();
+        let a = c.open(requested("de-DE", Sensitivity::Base)).unwrap();
+        assert_eq!(a.locale, "de-DE");
+        let again = c.open(requested("de-DE", Sensitivity::Base)).unwrap();
+        assert_eq!(a.id, again.id);
+        assert_eq!(
+            c.open(requested("en_US!", Sensitivity::Base)).unwrap_err(),
+            BAD_TAG
+        );
+        assert_eq!(
+            c.open(requested("", Sensitivity::Base)).unwrap().locale,
+            "en-US"
+        );
+        for i in c.made.len()..MAX_COLLATORS {
+            let mut r = requested("en", Sensitivity::Variant);
+            r.locale = format!("en-x-{i}");
+            c.open(r).unwrap();
+        }
+        let err = c.open(requested("fr", Sensitivity::Base)).unwrap_err();
+        assert!(err.contains("256 collators"), "{err}");
+        // An id that is not one made compares as the default.
+        assert_eq!(c.compare(9_999, "a", "B"), Ordering::Less);
+    }
+}
