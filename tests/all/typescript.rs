@@ -824,12 +824,32 @@ async fn locale_compare_collator_and_normalize_answer_as_nodes() {
         out["badOption"],
         "RangeError: Value loud out of range for Intl.Collator options property sensitivity"
     );
-    let dates = out["dates"].as_str().unwrap_or_default();
+    let numbers = out["numbers"].as_str().unwrap_or_default();
     assert!(
-        dates.starts_with("TypeError: Intl.DateTimeFormat is not available in sluice"),
+        numbers.starts_with("TypeError: Intl.NumberFormat is not available in sluice"),
         "{out}"
     );
+    // en-US dates as Node's (its outputs for the same calls, TZ=UTC).
+    let mut dates = out["dates"].clone();
+    let other = dates
+        .as_object_mut()
+        .and_then(|d| d.remove("otherLocale"))
+        .unwrap_or_default();
+    assert!(
+        other.as_str().unwrap_or_default().starts_with(
+            "TypeError: Intl.DateTimeFormat is available for en-US only in sluice (asked: de-DE)"
+        ),
+        "{other}"
+    );
+    let node: Value = serde_json::from_str(NODE_DATES).unwrap();
+    for (key, expected) in node.as_object().unwrap() {
+        assert_eq!(&dates[key], expected, "dates.{key}");
+    }
+    assert_eq!(dates, node);
 }
+
+/// What Node.js 20 answers to the `dates()` calls of `actions/intl.ts`.
+const NODE_DATES: &str = r#"{"default":"1/2/2026, 3:04:05 AM","date":"1/2/2026","time":"3:04:05 AM","netsuite":"01/02/26 08:34 AM","newYork":"1/1/2026, 10:04:05 PM EST","summer":"5:04:05 PM Pacific Daylight Time","h24":"24:04","h23":"00:04","styles":"Friday, January 2, 2026 at 3:04:05 AM UTC","medium":"Jan 2, 2026, 12:04 PM","short":"1/2/26","words":"Friday, January 2, 2026 at 3 AM","weekdayLast":"2 Fri","monthDay":"Jan 2, 3:04 AM","odd":"2026 (day: 2)","fraction":"03:04:05.123 AM","offset":"1/2/2026, GMT+5:30","era":"1/2/2026 AD, 3:04:05 AM","parts":[{"type":"month","value":"01"},{"type":"literal","value":"/"},{"type":"day","value":"02"},{"type":"literal","value":"/"},{"type":"year","value":"2026"}],"resolved":{"locale":"en-US","calendar":"gregory","numberingSystem":"latn","timeZone":"UTC","hourCycle":"h24","hour12":false,"hour":"2-digit","minute":"2-digit"},"zone":"UTC","invalid":"Invalid Date","badZone":"RangeError: Invalid time zone specified: Mars/Olympus","styleAndField":"TypeError: Can't set option month when dateStyle is used"}"#;
 
 #[tokio::test]
 async fn a_typescript_busy_loop_runs_out_of_fuel() {

@@ -1,12 +1,15 @@
-// Collation and Unicode normalization as Node.js does them. The engine is
-// built without ICU: its `localeCompare` compares UTF-16 code units, it has
-// no `String.prototype.normalize` and no `Intl`. These come from the host
-// (nango:scripts/intl, ICU4X with CLDR's data): `localeCompare`,
-// `Intl.Collator` and `normalize` answer as Node's do. The rest of `Intl`
-// (dates, numbers, plurals, …) is not there: its constructors throw a
+// Collation, Unicode normalization and en-US dates as Node.js does them.
+// The engine is built without ICU: its `localeCompare` compares UTF-16
+// code units, it has no `String.prototype.normalize` and no `Intl`. These
+// come from the host (nango:scripts/intl, ICU4X with CLDR's data, and the
+// IANA time zones): `localeCompare`, `Intl.Collator` and `normalize`
+// answer as Node's do in every locale, `Intl.DateTimeFormat` and
+// `Date.prototype.toLocale*String` in `en-US` (./intl-date.ts). The rest
+// of `Intl` (numbers, plurals, …) is not there: its constructors throw a
 // TypeError saying so.
 
 import * as intl from 'nango:scripts/intl@0.2.0';
+import { englishLocale, formatToParts, resolveOptions, resolvedOptionsOf, type Defaults } from './intl-date';
 
 const UTF8_OUT = new TextEncoder();
 const UTF8_IN = new TextDecoder();
@@ -154,13 +157,105 @@ Object.defineProperty(Collator, 'supportedLocalesOf', {
     }
 });
 
+const FORMAT = Symbol('format');
+const DATE_RESOLVED = Symbol('dateResolved');
+type DateOptions = ReturnType<typeof resolveOptions>;
+
+function dateFormatLocale(locales: unknown): string {
+    const locale = englishLocale(locales);
+    if (locale === undefined) {
+        throw new TypeError(
+            `Intl.DateTimeFormat is available for en-US only in sluice (asked: ${String(firstTag(locales))}): ` +
+                `its JavaScript engine is built without ICU's locale data.`
+        );
+    }
+    return locale;
+}
+
+function toTime(date: unknown): number {
+    if (date === undefined) return Date.now();
+    return date instanceof Date ? date.getTime() : Number(date);
+}
+
+/** `Intl.DateTimeFormat` in en-US, callable with or without `new`. */
+function DateTimeFormat(this: unknown, locales?: unknown, options?: unknown): DateTimeFormatInstance {
+    const self: DateTimeFormatInstance = this instanceof DateTimeFormat ? (this as DateTimeFormatInstance) : Object.create(DateTimeFormat.prototype);
+    Object.defineProperty(self, DATE_RESOLVED, { value: resolveOptions(dateFormatLocale(locales), options, 'any', 'date') });
+    return self;
+}
+interface DateTimeFormatInstance {
+    [DATE_RESOLVED]: DateOptions;
+    [FORMAT]?: (date?: unknown) => string;
+}
+function dateResolvedOf(self: unknown, member: string): DateOptions {
+    const r = self && typeof self === 'object' ? (self as DateTimeFormatInstance)[DATE_RESOLVED] : undefined;
+    if (r === undefined) throw new TypeError(`Method Intl.DateTimeFormat.prototype.${member} called on incompatible receiver ${String(self)}`);
+    return r;
+}
+const joinParts = (parts: { value: string }[]) => parts.map((p) => p.value).join('');
+Object.defineProperty(DateTimeFormat.prototype, 'format', {
+    configurable: true,
+    enumerable: false,
+    get(this: DateTimeFormatInstance) {
+        const r = dateResolvedOf(this, 'format');
+        if (!this[FORMAT]) {
+            Object.defineProperty(this, FORMAT, { value: (date?: unknown) => joinParts(formatToParts(r, toTime(date))) });
+        }
+        return this[FORMAT];
+    }
+});
+for (const [name, value] of [
+    [
+        'formatToParts',
+        function formatToPartsOf(this: unknown, date?: unknown) {
+            return formatToParts(dateResolvedOf(this, 'formatToParts'), toTime(date));
+        }
+    ],
+    [
+        'resolvedOptions',
+        function resolvedOptions(this: unknown) {
+            return resolvedOptionsOf(dateResolvedOf(this, 'resolvedOptions'));
+        }
+    ],
+    ['formatRange', unavailable('DateTimeFormat.prototype.formatRange')],
+    ['formatRangeToParts', unavailable('DateTimeFormat.prototype.formatRangeToParts')]
+] as const) {
+    Object.defineProperty(DateTimeFormat.prototype, name, { configurable: true, writable: true, enumerable: false, value });
+}
+Object.defineProperty(DateTimeFormat.prototype, Symbol.toStringTag, { configurable: true, value: 'Intl.DateTimeFormat' });
+Object.defineProperty(DateTimeFormat, 'supportedLocalesOf', {
+    configurable: true,
+    writable: true,
+    enumerable: false,
+    value: function supportedLocalesOf(locales?: unknown) {
+        if (locales === undefined) return [];
+        const list = typeof locales === 'string' ? [locales] : Array.from(locales as ArrayLike<unknown>);
+        return list.filter((tag) => englishLocale(String(tag)) !== undefined).map((tag) => englishLocale(String(tag))!);
+    }
+});
+
+/** `Date.prototype.toLocale*String` in en-US; other locales keep the engine's. */
+function dateMethod(name: 'toLocaleString' | 'toLocaleDateString' | 'toLocaleTimeString', required: 'any' | 'date' | 'time', defaults: Defaults) {
+    const engine = Date.prototype[name] as (this: Date, ...args: unknown[]) => string;
+    const method = function (this: unknown, locales?: unknown, options?: unknown): string {
+        if (!(this instanceof Date)) throw new TypeError(`this is not a Date object.`);
+        const locale = englishLocale(locales);
+        if (locale === undefined) return engine.call(this, locales, options);
+        const time = this.getTime();
+        if (Number.isNaN(time)) return 'Invalid Date';
+        return joinParts(formatToParts(resolveOptions(locale, options, required, defaults), time));
+    };
+    Object.defineProperty(method, 'name', { value: name });
+    Object.defineProperty(method, 'length', { value: 0 });
+    Object.defineProperty(Date.prototype, name, { configurable: true, writable: true, enumerable: false, value: method });
+}
+
 /** The parts of `Intl` sluice's engine cannot give: a clear error, not `undefined`. */
 function unavailable(name: string) {
     const missing = function () {
         throw new TypeError(
             `Intl.${name} is not available in sluice: its JavaScript engine is built without ICU. ` +
-                `Intl.Collator, localeCompare and String.prototype.normalize are (as in Node.js); ` +
-                `format dates with toISOString or by hand.`
+                `Intl.Collator, localeCompare, String.prototype.normalize and en-US dates are (as in Node.js).`
         );
     };
     Object.defineProperty(missing, 'name', { value: name });
@@ -203,7 +298,7 @@ function install(): void {
     if (g.Intl === undefined) {
         const Intl: Record<string, unknown> = {};
         Object.defineProperty(Intl, Symbol.toStringTag, { configurable: true, value: 'Intl' });
-        for (const name of ['DateTimeFormat', 'NumberFormat', 'PluralRules', 'RelativeTimeFormat', 'ListFormat', 'DisplayNames', 'Segmenter', 'Locale', 'DurationFormat']) {
+        for (const name of ['NumberFormat', 'PluralRules', 'RelativeTimeFormat', 'ListFormat', 'DisplayNames', 'Segmenter', 'Locale', 'DurationFormat']) {
             define(Intl, name, unavailable(name));
         }
         define(Intl, 'getCanonicalLocales', function getCanonicalLocales(locales?: unknown) {
@@ -212,7 +307,11 @@ function install(): void {
             return [...new Set(list.map((tag) => resolve(String(tag), undefined).locale))];
         });
         define(Intl, 'Collator', Collator);
+        define(Intl, 'DateTimeFormat', DateTimeFormat);
         define(globalThis, 'Intl', Intl);
+        dateMethod('toLocaleString', 'any', 'all');
+        dateMethod('toLocaleDateString', 'date', 'date');
+        dateMethod('toLocaleTimeString', 'time', 'time');
     } else if (typeof g.Intl.Collator !== 'function') {
         define(g.Intl, 'Collator', Collator);
     }

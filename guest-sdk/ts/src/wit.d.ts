@@ -152,4 +152,10 @@ declare module 'nango:scripts/intl@0.2.0' {
     export function collator(options: CollatorOptions): CollatorInfo;
     export function compare(collator: number, a: Uint8Array, b: Uint8Array): number;
     export function normalize(form: NormalForm, s: Uint8Array): Uint8Array;
+    export interface ZoneInfo {
+        name: string;
+        offsetMinutes: number;
+        abbreviation: string;
+    }
+    export function zoneAt(zone: string, epochMs: number): ZoneInfo;
 }

@@ -61,6 +61,10 @@ const FILES: &[(&str, &str)] = &[
         include_str!("../../../guest-sdk/ts/src/intl.ts"),
     ),
     (
+        "src/intl-date.ts",
+        include_str!("../../../guest-sdk/ts/src/intl-date.ts"),
+    ),
+    (
         "src/wit.d.ts",
         include_str!("../../../guest-sdk/ts/src/wit.d.ts"),
     ),

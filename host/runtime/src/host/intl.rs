@@ -14,7 +14,7 @@ use icu_normalizer::{ComposingNormalizerBorrowed, DecomposingNormalizerBorrowed}
 use super::HostState;
 use super::log::utf8_lossy;
 use crate::bindings::intl::{
-    self, CaseFirst, CollatorInfo, CollatorOptions as Requested, NormalForm, Sensitivity,
+    self, CaseFirst, CollatorInfo, CollatorOptions as Requested, NormalForm, Sensitivity, ZoneInfo,
 };
 
 /// Node's default locale where scripts run (and the original's).
@@ -171,7 +171,37 @@ impl Collators {
     }
 }
 
+/// The IANA zone `zone` (any case) at `epoch_ms`, or V8's message.
+fn zone_at(zone: &str, epoch_ms: f64) -> Result<ZoneInfo, String> {
+    use chrono::{Offset, TimeZone};
+    use chrono_tz::OffsetName;
+    let tz = chrono_tz::Tz::from_str_insensitive(zone)
+        .map_err(|_| format!("Invalid time zone specified: {zone}"))?;
+    // JavaScript's dates reach ±8.64e15 ms; chrono's fewer years. Past
+    // them the offset of chrono's last representable instant holds.
+    let ms = if epoch_ms.is_finite() {
+        epoch_ms.clamp(-8.2e15, 8.2e15) as i64
+    } else {
+        0
+    };
+    let at = chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default();
+    let local = tz.offset_from_utc_datetime(&at.naive_utc());
+    Ok(ZoneInfo {
+        name: tz.name().to_string(),
+        offset_minutes: local.fix().local_minus_utc() / 60,
+        abbreviation: local.abbreviation().unwrap_or_default().to_string(),
+    })
+}
+
 impl intl::Host for HostState {
+    fn zone_at(
+        &mut self,
+        zone: String,
+        epoch_ms: f64,
+    ) -> wasmtime::Result<Result<ZoneInfo, String>> {
+        Ok(zone_at(&zone, epoch_ms))
+    }
+
     fn collator(&mut self, options: Requested) -> wasmtime::Result<Result<CollatorInfo, String>> {
         Ok(self.collators.open(options))
     }
@@ -267,6 +297,32 @@ mod tests {
         punct.ignore_punctuation = true;
         let punct = c.open(punct).unwrap().id;
         assert_eq!(c.compare(punct, "a-b", "ab"), Ordering::Equal);
+    }
+
+    #[test]
+    fn time_zones_by_name_in_any_case_with_their_offsets_then() {
+        // 2026-01-02T03:04:05Z and 2026-07-02T03:04:05Z.
+        let (winter, summer) = (1_767_323_045_000.0, 1_782_961_445_000.0);
+        let ny = zone_at("america/new_york", winter).unwrap();
+        assert_eq!(
+            (
+                ny.name.as_str(),
+                ny.offset_minutes,
+                ny.abbreviation.as_str()
+            ),
+            ("America/New_York", -300, "EST")
+        );
+        assert_eq!(
+            zone_at("America/New_York", summer).unwrap().offset_minutes,
+            -240
+        );
+        assert_eq!(zone_at("Asia/Kolkata", winter).unwrap().offset_minutes, 330);
+        assert_eq!(zone_at("UTC", winter).unwrap().offset_minutes, 0);
+        assert_eq!(
+            zone_at("Mars/Olympus", winter).unwrap_err(),
+            "Invalid time zone specified: Mars/Olympus"
+        );
+        assert_eq!(zone_at("UTC", f64::NAN).unwrap().offset_minutes, 0);
     }
 
     #[test]

@@ -8,6 +8,41 @@ function attempt(f: () => unknown): unknown {
     }
 }
 
+function dates(): Record<string, unknown> {
+    const at = new Date(Date.UTC(2026, 0, 2, 3, 4, 5, 123));
+    const midnight = new Date(Date.UTC(2026, 6, 2, 0, 4, 5));
+    const f = (options?: Intl.DateTimeFormatOptions, date = at) => attempt(() => new Intl.DateTimeFormat('en-US', options).format(date));
+    return {
+        default: at.toLocaleString('en-US'),
+        date: at.toLocaleDateString(),
+        time: at.toLocaleTimeString('en-US'),
+        netsuite: at
+            .toLocaleString('en-US', { year: '2-digit', month: '2-digit', day: '2-digit', hour: '2-digit', minute: '2-digit', hour12: true, timeZone: 'Asia/Kolkata' })
+            .replace(',', ''),
+        newYork: at.toLocaleString('en-US', { timeZone: 'america/new_york', timeZoneName: 'short' }),
+        summer: f({ timeZone: 'America/Los_Angeles', timeStyle: 'full' }, midnight),
+        h24: f({ hour: 'numeric', minute: 'numeric', hour12: false }, midnight),
+        h23: f({ hour: 'numeric', minute: 'numeric', hourCycle: 'h23' }, midnight),
+        styles: f({ dateStyle: 'full', timeStyle: 'long' }),
+        medium: f({ dateStyle: 'medium', timeStyle: 'short', timeZone: 'Asia/Tokyo' }),
+        short: f({ dateStyle: 'short' }),
+        words: f({ weekday: 'long', year: 'numeric', month: 'long', day: 'numeric', hour: 'numeric' }),
+        weekdayLast: f({ weekday: 'short', day: 'numeric' }),
+        monthDay: f({ month: 'short', day: 'numeric', hour: 'numeric', minute: '2-digit' }),
+        odd: f({ day: 'numeric', year: 'numeric' }),
+        fraction: f({ hour: '2-digit', minute: '2-digit', second: '2-digit', fractionalSecondDigits: 3 }),
+        offset: f({ timeZone: 'Asia/Kolkata', timeZoneName: 'shortOffset' }),
+        era: at.toLocaleString('en-US', { era: 'short' }),
+        parts: new Intl.DateTimeFormat('en-US', { month: '2-digit', day: '2-digit', year: 'numeric' }).formatToParts(at),
+        resolved: new Intl.DateTimeFormat('en-US', { hour: 'numeric', minute: 'numeric', hour12: false }).resolvedOptions(),
+        zone: new Intl.DateTimeFormat().resolvedOptions().timeZone,
+        invalid: new Date(NaN).toLocaleString('en-US'),
+        badZone: f({ timeZone: 'Mars/Olympus' }),
+        styleAndField: f({ dateStyle: 'short', month: 'long' }),
+        otherLocale: f.call(null, undefined) && attempt(() => new Intl.DateTimeFormat('de-DE').format(at))
+    };
+}
+
 export default async function runAction(_nango: NangoAction): Promise<Record<string, unknown>> {
     const words = ['Zebra', 'banana', 'apple', 'Banana', 'Apple', 'äpple', '_x', '-x', 'item 10', 'item 9'];
     const byName = new Intl.Collator('en', { numeric: true });
@@ -24,6 +59,7 @@ export default async function runAction(_nango: NangoAction): Promise<Record<str
         badForm: attempt(() => 'x'.normalize('NFX')),
         badTag: attempt(() => 'a'.localeCompare('b', 'en_US!')),
         badOption: attempt(() => new Intl.Collator('en', { sensitivity: 'loud' as 'base' })),
-        dates: attempt(() => new Intl.DateTimeFormat('en-US').format(new Date(0)))
+        numbers: attempt(() => new Intl.NumberFormat('en-US').format(1)),
+        dates: dates()
     };
 }

@@ -1,0 +1,404 @@
+// `Intl.DateTimeFormat` for `en-US` (and `en`), with time zones from the
+// host, formatting as Node.js 20 and 22 do (CLDR's en patterns as V8 uses
+// them: `1/2/2026, 3:04:05 AM`, `hour12: false` as `h24`, ASCII spaces).
+// Other locales are refused with a TypeError naming them; the engine's own
+// `Date.prototype.toLocale*String` stays theirs.
+
+import * as intl from 'nango:scripts/intl@0.2.0';
+
+const MONTHS = ['January', 'February', 'March', 'April', 'May', 'June', 'July', 'August', 'September', 'October', 'November', 'December'];
+const DAYS = ['Sunday', 'Monday', 'Tuesday', 'Wednesday', 'Thursday', 'Friday', 'Saturday'];
+const ERAS = { narrow: ['B', 'A'], short: ['BC', 'AD'], long: ['Before Christ', 'Anno Domini'] };
+
+type Text = 'narrow' | 'short' | 'long';
+type Num = 'numeric' | '2-digit';
+type Style = 'full' | 'long' | 'medium' | 'short';
+type Cycle = 'h11' | 'h12' | 'h23' | 'h24';
+type ZoneName = 'short' | 'long' | 'shortOffset' | 'longOffset' | 'shortGeneric' | 'longGeneric';
+
+interface Fields {
+    weekday?: Text;
+    era?: Text;
+    year?: Num;
+    month?: Num | Text;
+    day?: Num;
+    hour?: Num;
+    minute?: Num;
+    second?: Num;
+    fractionalSecondDigits?: 1 | 2 | 3;
+    timeZoneName?: ZoneName;
+}
+
+interface Resolved extends Fields {
+    locale: string;
+    timeZone: string;
+    hourCycle?: Cycle;
+    dateStyle?: Style;
+    timeStyle?: Style;
+}
+
+export interface Part {
+    type: string;
+    value: string;
+}
+
+/** Whether `tag` is a locale this formatter has: `en`, `en-US` (any case, any `-u-` extension). */
+export function englishLocale(locales: unknown): string | undefined {
+    let tag: unknown = locales;
+    if (Array.isArray(locales)) tag = locales.length === 0 ? undefined : locales[0];
+    if (tag === undefined) return 'en-US';
+    const m = /^(en)(?:-(us))?(?:-u-.*)?$/i.exec(String(tag));
+    if (!m) return undefined;
+    return m[2] ? 'en-US' : 'en';
+}
+
+const UTC_NAMES = new Set(
+    ['utc', 'etc/utc', 'gmt', 'etc/gmt', 'uct', 'etc/uct', 'universal', 'etc/universal', 'zulu', 'etc/zulu', 'greenwich', 'etc/greenwich', 'gmt0', 'etc/gmt0', 'gmt+0', 'gmt-0', 'etc/gmt+0', 'etc/gmt-0']
+);
+
+interface Zone {
+    name: string;
+    offset: number;
+    abbreviation: string;
+}
+
+function zoneAt(timeZone: string, ms: number): Zone {
+    if (timeZone === 'UTC') return { name: 'UTC', offset: 0, abbreviation: 'UTC' };
+    try {
+        const z = intl.zoneAt(timeZone, ms);
+        return { name: z.name, offset: z.offsetMinutes, abbreviation: z.abbreviation };
+    } catch (e) {
+        const message = e && typeof e === 'object' && 'payload' in e ? String((e as { payload: unknown }).payload) : String(e);
+        throw new RangeError(message);
+    }
+}
+
+// CLDR's English names of the US zones; other zones are named by their offset.
+const US_NAMES: Record<string, [string, string]> = {
+    EST: ['Eastern Standard Time', 'ET'],
+    EDT: ['Eastern Daylight Time', 'ET'],
+    CST: ['Central Standard Time', 'CT'],
+    CDT: ['Central Daylight Time', 'CT'],
+    MST: ['Mountain Standard Time', 'MT'],
+    MDT: ['Mountain Daylight Time', 'MT'],
+    PST: ['Pacific Standard Time', 'PT'],
+    PDT: ['Pacific Daylight Time', 'PT'],
+    AKST: ['Alaska Standard Time', 'AKT'],
+    AKDT: ['Alaska Daylight Time', 'AKT'],
+    HST: ['Hawaii-Aleutian Standard Time', 'HST'],
+    HDT: ['Hawaii-Aleutian Daylight Time', 'HST']
+};
+const GENERIC_LONG: Record<string, string> = {
+    ET: 'Eastern Time',
+    CT: 'Central Time',
+    MT: 'Mountain Time',
+    PT: 'Pacific Time',
+    AKT: 'Alaska Time',
+    HST: 'Hawaii-Aleutian Time'
+};
+
+function gmt(offset: number, long: boolean): string {
+    if (offset === 0) return 'GMT';
+    const sign = offset < 0 ? '-' : '+';
+    const h = Math.floor(Math.abs(offset) / 60);
+    const m = Math.abs(offset) % 60;
+    if (long) return `GMT${sign}${String(h).padStart(2, '0')}:${String(m).padStart(2, '0')}`;
+    return m === 0 ? `GMT${sign}${h}` : `GMT${sign}${h}:${String(m).padStart(2, '0')}`;
+}
+
+function zoneName(zone: Zone, style: ZoneName): string {
+    if (zone.name === 'UTC' && (style === 'short' || style === 'long')) {
+        return style === 'short' ? 'UTC' : 'Coordinated Universal Time';
+    }
+    const us = /^(America|US|Pacific\/Honolulu)/.test(zone.name) ? US_NAMES[zone.abbreviation] : undefined;
+    switch (style) {
+        case 'short':
+            return us ? zone.abbreviation : gmt(zone.offset, false);
+        case 'long':
+            return us ? us[0] : gmt(zone.offset, true);
+        case 'shortGeneric':
+            return us ? us[1] : gmt(zone.offset, false);
+        case 'longGeneric':
+            return us ? GENERIC_LONG[us[1]]! : gmt(zone.offset, true);
+        case 'shortOffset':
+            return gmt(zone.offset, false);
+        case 'longOffset':
+            return gmt(zone.offset, true);
+    }
+}
+
+function option<T extends string>(options: Record<string, unknown>, name: string, allowed: readonly T[]): T | undefined {
+    const value = options[name];
+    if (value === undefined) return undefined;
+    const text = String(value);
+    if (!(allowed as readonly string[]).includes(text)) {
+        throw new RangeError(`Value ${text} out of range for Intl.DateTimeFormat options property ${name}`);
+    }
+    return text as T;
+}
+
+const TEXT = ['narrow', 'short', 'long'] as const;
+const NUM = ['numeric', '2-digit'] as const;
+const STYLE = ['full', 'long', 'medium', 'short'] as const;
+const COMPONENTS = ['weekday', 'era', 'year', 'month', 'day', 'hour', 'minute', 'second', 'fractionalSecondDigits', 'timeZoneName'] as const;
+
+/** ECMA-402's `required` and `defaults` of ToDateTimeOptions. */
+export type Defaults = 'date' | 'time' | 'all';
+
+export function resolveOptions(locale: string, options: unknown, required: 'any' | 'date' | 'time', defaults: Defaults): Resolved {
+    const opts: Record<string, unknown> = options === undefined ? {} : Object(options);
+    const hour12 = opts.hour12 === undefined ? undefined : Boolean(opts.hour12);
+    const hourCycleOption = option(opts, 'hourCycle', ['h11', 'h12', 'h23', 'h24'] as const);
+    let timeZone = 'UTC';
+    if (opts.timeZone !== undefined) {
+        const asked = String(opts.timeZone);
+        timeZone = UTC_NAMES.has(asked.toLowerCase()) ? 'UTC' : zoneAt(asked, 0).name;
+    }
+    const f: Fields = {
+        weekday: option(opts, 'weekday', TEXT),
+        era: option(opts, 'era', TEXT),
+        year: option(opts, 'year', NUM),
+        month: option(opts, 'month', [...NUM, ...TEXT] as const),
+        day: option(opts, 'day', NUM),
+        hour: option(opts, 'hour', NUM),
+        minute: option(opts, 'minute', NUM),
+        second: option(opts, 'second', NUM),
+        timeZoneName: option(opts, 'timeZoneName', ['short', 'long', 'shortOffset', 'longOffset', 'shortGeneric', 'longGeneric'] as const)
+    };
+    if (opts.fractionalSecondDigits !== undefined) {
+        const n = Number(opts.fractionalSecondDigits);
+        if (!(n >= 1 && n <= 3)) throw new RangeError(`fractionalSecondDigits value is out of range.`);
+        f.fractionalSecondDigits = Math.floor(n) as 1 | 2 | 3;
+    }
+    if (opts.dayPeriod !== undefined) {
+        throw new TypeError(`Intl.DateTimeFormat's dayPeriod option is not available in sluice`);
+    }
+    const dateStyle = option(opts, 'dateStyle', STYLE);
+    const timeStyle = option(opts, 'timeStyle', STYLE);
+    const r: Resolved = { locale, timeZone };
+    if (dateStyle !== undefined || timeStyle !== undefined) {
+        for (const name of COMPONENTS) {
+            if (f[name] !== undefined) throw new TypeError(`Can't set option ${name} when ${dateStyle !== undefined ? 'dateStyle' : 'timeStyle'} is used`);
+        }
+        if (required === 'date' && dateStyle === undefined) throw new TypeError(`Invalid option : timeStyle`);
+        if (required === 'time' && timeStyle === undefined) throw new TypeError(`Invalid option : dateStyle`);
+        r.dateStyle = dateStyle;
+        r.timeStyle = timeStyle;
+    } else {
+        const hasDate = f.weekday !== undefined || f.year !== undefined || f.month !== undefined || f.day !== undefined;
+        const hasTime = f.hour !== undefined || f.minute !== undefined || f.second !== undefined || f.fractionalSecondDigits !== undefined;
+        const needDefaults = (required === 'date' && !hasDate) || (required === 'time' && !hasTime) || (required === 'any' && !hasDate && !hasTime);
+        if (needDefaults && (defaults === 'date' || defaults === 'all')) {
+            f.year = 'numeric';
+            f.month = 'numeric';
+            f.day = 'numeric';
+        }
+        if (needDefaults && (defaults === 'time' || defaults === 'all')) {
+            f.hour = 'numeric';
+            f.minute = 'numeric';
+            f.second = 'numeric';
+        }
+        Object.assign(r, f);
+    }
+    if (r.hour !== undefined || timeStyle !== undefined) {
+        // en-US's hour cycle is h12; `hour12: false` is h24 in V8 (Node 20, 22).
+        r.hourCycle = hour12 === true ? 'h12' : hour12 === false ? 'h24' : (hourCycleOption ?? 'h12');
+    }
+    // What the pattern shows: an hour of the 24-hour cycles, and minutes and
+    // seconds after another field, are two digits.
+    if (r.hour !== undefined && (r.hourCycle === 'h23' || r.hourCycle === 'h24')) r.hour = '2-digit';
+    if (r.minute !== undefined && (r.hour !== undefined || r.second !== undefined)) r.minute = '2-digit';
+    if (r.second !== undefined && r.minute !== undefined) r.second = '2-digit';
+    // Alone, a minute or a second is never padded (en's `m` and `s`).
+    if (r.minute !== undefined && r.hour === undefined && r.second === undefined) r.minute = 'numeric';
+    if (r.second !== undefined && r.minute === undefined && r.hour === undefined) r.second = 'numeric';
+    return r;
+}
+
+function pad(n: number, width: number): string {
+    return String(n).padStart(width, '0');
+}
+
+/** The fields of a style, as the en patterns show them. */
+function styleFields(r: Resolved): { fields: Fields; joiner: string } {
+    const fields: Fields = {};
+    switch (r.dateStyle) {
+        case 'full':
+            Object.assign(fields, { weekday: 'long', month: 'long', day: 'numeric', year: 'numeric' });
+            break;
+        case 'long':
+            Object.assign(fields, { month: 'long', day: 'numeric', year: 'numeric' });
+            break;
+        case 'medium':
+            Object.assign(fields, { month: 'short', day: 'numeric', year: 'numeric' });
+            break;
+        case 'short':
+            Object.assign(fields, { month: 'numeric', day: 'numeric', year: '2-digit' });
+            break;
+    }
+    switch (r.timeStyle) {
+        case 'full':
+            Object.assign(fields, { hour: 'numeric', minute: '2-digit', second: '2-digit', timeZoneName: 'long' });
+            break;
+        case 'long':
+            Object.assign(fields, { hour: 'numeric', minute: '2-digit', second: '2-digit', timeZoneName: 'short' });
+            break;
+        case 'medium':
+            Object.assign(fields, { hour: 'numeric', minute: '2-digit', second: '2-digit' });
+            break;
+        case 'short':
+            Object.assign(fields, { hour: 'numeric', minute: '2-digit' });
+            break;
+    }
+    if (fields.hour !== undefined && (r.hourCycle === 'h23' || r.hourCycle === 'h24')) fields.hour = '2-digit';
+    const joiner = r.dateStyle === 'full' || r.dateStyle === 'long' ? ' at ' : ', ';
+    return { fields, joiner };
+}
+
+export function formatToParts(r: Resolved, ms: number): Part[] {
+    if (!Number.isFinite(ms) || Math.abs(ms) > 8.64e15) throw new RangeError('Invalid time value');
+    const zone = zoneAt(r.timeZone, ms);
+    const local = new Date(ms + zone.offset * 60_000);
+    const styled = r.dateStyle !== undefined || r.timeStyle !== undefined;
+    const { fields: f, joiner: styleJoiner } = styled ? styleFields(r) : { fields: r as Fields, joiner: '' };
+
+    const date: Part[] = [];
+    const lit = (parts: Part[], value: string) => parts.push({ type: 'literal', value });
+    const year = local.getUTCFullYear();
+    const yearText = f.year === '2-digit' ? pad(((year % 100) + 100) % 100, 2) : String(year);
+    const dayText = f.day === '2-digit' ? pad(local.getUTCDate(), 2) : String(local.getUTCDate());
+    const month = local.getUTCMonth();
+    const weekday = f.weekday && DAYS[local.getUTCDay()]!;
+    const weekdayText = weekday && (f.weekday === 'long' ? weekday : f.weekday === 'short' ? weekday.slice(0, 3) : weekday[0]!);
+    const textMonth = f.month === 'long' || f.month === 'short' || f.month === 'narrow';
+    const monthText =
+        f.month === undefined
+            ? ''
+            : f.month === 'long'
+              ? MONTHS[month]!
+              : f.month === 'short'
+                ? MONTHS[month]!.slice(0, 3)
+                : f.month === 'narrow'
+                  ? MONTHS[month]![0]!
+                  : f.month === '2-digit'
+                    ? pad(month + 1, 2)
+                    : String(month + 1);
+    const core: Part[] = [];
+    let appendDay = false;
+    if (textMonth) {
+        core.push({ type: 'month', value: monthText });
+        if (f.day !== undefined) {
+            lit(core, ' ');
+            core.push({ type: 'day', value: dayText });
+        }
+        if (f.year !== undefined) {
+            lit(core, f.day !== undefined ? ', ' : ' ');
+            core.push({ type: 'year', value: yearText });
+        }
+    } else {
+        const numeric: Part[] = [];
+        if (f.month !== undefined) numeric.push({ type: 'month', value: monthText });
+        if (f.day !== undefined && (f.month !== undefined || f.year === undefined)) numeric.push({ type: 'day', value: dayText });
+        else if (f.day !== undefined) appendDay = true;
+        if (f.year !== undefined) numeric.push({ type: 'year', value: yearText });
+        numeric.forEach((p, i) => {
+            if (i > 0) lit(core, '/');
+            core.push(p);
+        });
+    }
+    if (f.era !== undefined) {
+        if (core.length > 0) lit(core, ' ');
+        core.push({ type: 'era', value: ERAS[f.era][year > 0 ? 1 : 0]! });
+    }
+    if (weekdayText) {
+        const dayOnly = f.day !== undefined && f.month === undefined && f.year === undefined;
+        if (core.length === 0) {
+            date.push({ type: 'weekday', value: weekdayText });
+        } else if (dayOnly || (f.month !== undefined && f.day === undefined) || (f.month === undefined && f.year !== undefined)) {
+            // en's `Ed` is `d E`; a month or a year without a day puts the weekday last.
+            date.push(...core);
+            lit(date, ' ');
+            date.push({ type: 'weekday', value: weekdayText });
+        } else {
+            date.push({ type: 'weekday', value: weekdayText });
+            lit(date, ', ');
+            date.push(...core);
+        }
+    } else {
+        date.push(...core);
+    }
+    if (appendDay) {
+        lit(date, ' (day: ');
+        date.push({ type: 'day', value: dayText });
+        lit(date, ')');
+    }
+
+    const time: Part[] = [];
+    const cycle = r.hourCycle ?? 'h12';
+    const h = local.getUTCHours();
+    if (f.hour !== undefined) {
+        const hour = cycle === 'h12' ? h % 12 || 12 : cycle === 'h11' ? h % 12 : cycle === 'h24' ? h || 24 : h;
+        time.push({ type: 'hour', value: f.hour === '2-digit' ? pad(hour, 2) : String(hour) });
+    }
+    let appendSecond = false;
+    if (f.minute !== undefined) {
+        if (time.length > 0) lit(time, ':');
+        time.push({ type: 'minute', value: f.minute === '2-digit' ? pad(local.getUTCMinutes(), 2) : String(local.getUTCMinutes()) });
+    }
+    if (f.second !== undefined) {
+        if (f.hour !== undefined && f.minute === undefined) {
+            appendSecond = true;
+        } else {
+            if (time.length > 0) lit(time, ':');
+            time.push({ type: 'second', value: f.second === '2-digit' ? pad(local.getUTCSeconds(), 2) : String(local.getUTCSeconds()) });
+        }
+    }
+    if (f.fractionalSecondDigits !== undefined) {
+        if (time.length > 0) lit(time, '.');
+        time.push({ type: 'fractionalSecond', value: pad(local.getUTCMilliseconds(), 3).slice(0, f.fractionalSecondDigits) });
+    }
+    if (f.hour !== undefined && (cycle === 'h11' || cycle === 'h12')) {
+        lit(time, ' ');
+        time.push({ type: 'dayPeriod', value: h < 12 ? 'AM' : 'PM' });
+    }
+    if (appendSecond) {
+        lit(time, ' (second: ');
+        time.push({ type: 'second', value: String(local.getUTCSeconds()) });
+        lit(time, ')');
+    }
+
+    const parts: Part[] = [...date];
+    if (time.length > 0) {
+        if (date.length > 0) {
+            const joiner = styled
+                ? styleJoiner
+                : f.month === 'long' && f.day !== undefined
+                  ? ' at '
+                  : weekdayText && f.month === undefined && f.day === undefined && f.year === undefined
+                    ? ' '
+                    : ', ';
+            lit(parts, joiner);
+        }
+        parts.push(...time);
+    }
+    if (f.timeZoneName !== undefined) {
+        lit(parts, time.length > 0 ? ' ' : ', ');
+        parts.push({ type: 'timeZoneName', value: zoneName(zone, f.timeZoneName) });
+    }
+    return parts;
+}
+
+/** `resolvedOptions()` in V8's order. */
+export function resolvedOptionsOf(r: Resolved): Record<string, unknown> {
+    const out: Record<string, unknown> = { locale: r.locale, calendar: 'gregory', numberingSystem: 'latn', timeZone: r.timeZone };
+    if (r.hourCycle !== undefined) {
+        out.hourCycle = r.hourCycle;
+        out.hour12 = r.hourCycle === 'h11' || r.hourCycle === 'h12';
+    }
+    for (const name of COMPONENTS) {
+        if (r[name] !== undefined) out[name] = r[name];
+    }
+    if (r.dateStyle !== undefined) out.dateStyle = r.dateStyle;
+    if (r.timeStyle !== undefined) out.timeStyle = r.timeStyle;
+    return out;
+}
