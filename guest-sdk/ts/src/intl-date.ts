@@ -42,14 +42,35 @@ export interface Part {
     value: string;
 }
 
-/** Whether `tag` is a locale this formatter has: `en`, `en-US` (any case, any `-u-` extension). */
-export function englishLocale(locales: unknown): string | undefined {
+/** The locale this formatter has: `en` or `en-US` (any case). */
+export interface English {
+    locale: string;
+    /** The tag's `-u-hc`. */
+    hourCycle?: Cycle;
+}
+
+/**
+ * `locales` as a locale this formatter has, or `undefined`: another
+ * language, or a calendar or numbering system (`-u-ca`, `-u-nu`) other
+ * than the Gregorian and Latin digits.
+ */
+export function englishLocale(locales: unknown): English | undefined {
     let tag: unknown = locales;
     if (Array.isArray(locales)) tag = locales.length === 0 ? undefined : locales[0];
-    if (tag === undefined) return 'en-US';
-    const m = /^(en)(?:-(us))?(?:-u-.*)?$/i.exec(String(tag));
+    if (tag === undefined) return { locale: 'en-US' };
+    const m = /^(en)(?:-(us))?(?:-u((?:-[a-z0-9]{2,8})+))?$/i.exec(String(tag));
     if (!m) return undefined;
-    return m[2] ? 'en-US' : 'en';
+    const english: English = { locale: m[2] ? 'en-US' : 'en' };
+    const keywords = (m[3] ?? '').toLowerCase().split('-').slice(1);
+    for (let i = 0; i < keywords.length; i++) {
+        const key = keywords[i]!;
+        if (key.length !== 2) continue;
+        const value = keywords[i + 1] !== undefined && keywords[i + 1]!.length > 2 ? keywords[i + 1]! : '';
+        if (key === 'hc' && (value === 'h11' || value === 'h12' || value === 'h23' || value === 'h24')) english.hourCycle = value;
+        if (key === 'ca' && value !== 'gregory') return undefined;
+        if (key === 'nu' && value !== 'latn') return undefined;
+    }
+    return english;
 }
 
 const UTC_NAMES = new Set(
@@ -97,8 +118,9 @@ const GENERIC_LONG: Record<string, string> = {
     HST: 'Hawaii-Aleutian Time'
 };
 
-function gmt(offset: number, long: boolean): string {
-    if (offset === 0) return 'GMT';
+/** `GMT+1`, `GMT+5:30`, `GMT+01:00`; `GMT` at zero unless `explicit` (`GMT+0`). */
+function gmt(offset: number, long: boolean, explicit: boolean): string {
+    if (offset === 0 && !explicit) return 'GMT';
     const sign = offset < 0 ? '-' : '+';
     const h = Math.floor(Math.abs(offset) / 60);
     const m = Math.abs(offset) % 60;
@@ -113,17 +135,17 @@ function zoneName(zone: Zone, style: ZoneName): string {
     const us = /^(America|US|Pacific\/Honolulu)/.test(zone.name) ? US_NAMES[zone.abbreviation] : undefined;
     switch (style) {
         case 'short':
-            return us ? zone.abbreviation : gmt(zone.offset, false);
+            return us ? zone.abbreviation : gmt(zone.offset, false, false);
         case 'long':
-            return us ? us[0] : gmt(zone.offset, true);
+            return us ? us[0] : gmt(zone.offset, true, false);
         case 'shortGeneric':
-            return us ? us[1] : gmt(zone.offset, false);
+            return us ? us[1] : gmt(zone.offset, false, true);
         case 'longGeneric':
-            return us ? GENERIC_LONG[us[1]]! : gmt(zone.offset, true);
+            return us ? GENERIC_LONG[us[1]]! : gmt(zone.offset, true, true);
         case 'shortOffset':
-            return gmt(zone.offset, false);
+            return gmt(zone.offset, false, true);
         case 'longOffset':
-            return gmt(zone.offset, true);
+            return gmt(zone.offset, true, true);
     }
 }
 
@@ -145,8 +167,10 @@ const COMPONENTS = ['weekday', 'era', 'year', 'month', 'day', 'hour', 'minute', 
 /** ECMA-402's `required` and `defaults` of ToDateTimeOptions. */
 export type Defaults = 'date' | 'time' | 'all';
 
-export function resolveOptions(locale: string, options: unknown, required: 'any' | 'date' | 'time', defaults: Defaults): Resolved {
+export function resolveOptions(english: English, options: unknown, required: 'any' | 'date' | 'time', defaults: Defaults): Resolved {
+    if (options === null) throw new TypeError('Cannot convert undefined or null to object');
     const opts: Record<string, unknown> = options === undefined ? {} : Object(options);
+    const locale = english.locale;
     const hour12 = opts.hour12 === undefined ? undefined : Boolean(opts.hour12);
     const hourCycleOption = option(opts, 'hourCycle', ['h11', 'h12', 'h23', 'h24'] as const);
     let timeZone = 'UTC';
@@ -180,8 +204,8 @@ export function resolveOptions(locale: string, options: unknown, required: 'any'
         for (const name of COMPONENTS) {
             if (f[name] !== undefined) throw new TypeError(`Can't set option ${name} when ${dateStyle !== undefined ? 'dateStyle' : 'timeStyle'} is used`);
         }
-        if (required === 'date' && dateStyle === undefined) throw new TypeError(`Invalid option : timeStyle`);
-        if (required === 'time' && timeStyle === undefined) throw new TypeError(`Invalid option : dateStyle`);
+        if (required === 'date' && (dateStyle === undefined || timeStyle !== undefined)) throw new TypeError(`Invalid option : timeStyle`);
+        if (required === 'time' && (timeStyle === undefined || dateStyle !== undefined)) throw new TypeError(`Invalid option : dateStyle`);
         r.dateStyle = dateStyle;
         r.timeStyle = timeStyle;
     } else {
@@ -202,7 +226,7 @@ export function resolveOptions(locale: string, options: unknown, required: 'any'
     }
     if (r.hour !== undefined || timeStyle !== undefined) {
         // en-US's hour cycle is h12; `hour12: false` is h24 in V8 (Node 20, 22).
-        r.hourCycle = hour12 === true ? 'h12' : hour12 === false ? 'h24' : (hourCycleOption ?? 'h12');
+        r.hourCycle = hour12 === true ? 'h12' : hour12 === false ? 'h24' : (hourCycleOption ?? english.hourCycle ?? 'h12');
     }
     // What the pattern shows: an hour of the 24-hour cycles, and minutes and
     // seconds after another field, are two digits.
@@ -217,6 +241,34 @@ export function resolveOptions(locale: string, options: unknown, required: 'any'
 
 function pad(n: number, width: number): string {
     return String(n).padStart(width, '0');
+}
+
+const DAY_MS = 86_400_000;
+
+/** The calendar fields of a local time in ms, past the range of `Date` too (proleptic Gregorian). */
+function fieldsOf(localMs: number) {
+    const days = Math.floor(localMs / DAY_MS);
+    const inDay = localMs - days * DAY_MS;
+    // Days to civil date (H. Hinnant's algorithm).
+    const z = days + 719_468;
+    const era = Math.floor(z / 146_097);
+    const doe = z - era * 146_097;
+    const yoe = Math.floor((doe - Math.floor(doe / 1460) + Math.floor(doe / 36_524) - Math.floor(doe / 146_096)) / 365);
+    const doy = doe - (365 * yoe + Math.floor(yoe / 4) - Math.floor(yoe / 100));
+    const mp = Math.floor((5 * doy + 2) / 153);
+    const day = doy - Math.floor((153 * mp + 2) / 5) + 1;
+    const month = mp < 10 ? mp + 2 : mp - 10;
+    const year = yoe + era * 400 + (month <= 1 ? 1 : 0);
+    return {
+        year,
+        month,
+        day,
+        weekday: (((days + 4) % 7) + 7) % 7,
+        hour: Math.floor(inDay / 3_600_000),
+        minute: Math.floor(inDay / 60_000) % 60,
+        second: Math.floor(inDay / 1000) % 60,
+        millisecond: inDay % 1000
+    };
 }
 
 /** The fields of a style, as the en patterns show them. */
@@ -258,17 +310,18 @@ function styleFields(r: Resolved): { fields: Fields; joiner: string } {
 export function formatToParts(r: Resolved, ms: number): Part[] {
     if (!Number.isFinite(ms) || Math.abs(ms) > 8.64e15) throw new RangeError('Invalid time value');
     const zone = zoneAt(r.timeZone, ms);
-    const local = new Date(ms + zone.offset * 60_000);
+    const local = fieldsOf(ms + zone.offset * 60_000);
     const styled = r.dateStyle !== undefined || r.timeStyle !== undefined;
     const { fields: f, joiner: styleJoiner } = styled ? styleFields(r) : { fields: r as Fields, joiner: '' };
 
     const date: Part[] = [];
     const lit = (parts: Part[], value: string) => parts.push({ type: 'literal', value });
-    const year = local.getUTCFullYear();
-    const yearText = f.year === '2-digit' ? pad(((year % 100) + 100) % 100, 2) : String(year);
-    const dayText = f.day === '2-digit' ? pad(local.getUTCDate(), 2) : String(local.getUTCDate());
-    const month = local.getUTCMonth();
-    const weekday = f.weekday && DAYS[local.getUTCDay()]!;
+    // Years before 1 are counted back in the BC era (1 BC is year 0).
+    const year = local.year > 0 ? local.year : 1 - local.year;
+    const yearText = f.year === '2-digit' ? pad(year % 100, 2) : String(year);
+    const dayText = f.day === '2-digit' ? pad(local.day, 2) : String(local.day);
+    const month = local.month;
+    const weekday = f.weekday && DAYS[local.weekday]!;
     const weekdayText = weekday && (f.weekday === 'long' ? weekday : f.weekday === 'short' ? weekday.slice(0, 3) : weekday[0]!);
     const textMonth = f.month === 'long' || f.month === 'short' || f.month === 'narrow';
     const monthText =
@@ -308,7 +361,7 @@ export function formatToParts(r: Resolved, ms: number): Part[] {
     }
     if (f.era !== undefined) {
         if (core.length > 0) lit(core, ' ');
-        core.push({ type: 'era', value: ERAS[f.era][year > 0 ? 1 : 0]! });
+        core.push({ type: 'era', value: ERAS[f.era][local.year > 0 ? 1 : 0]! });
     }
     if (weekdayText) {
         const dayOnly = f.day !== undefined && f.month === undefined && f.year === undefined;
@@ -335,7 +388,7 @@ export function formatToParts(r: Resolved, ms: number): Part[] {
 
     const time: Part[] = [];
     const cycle = r.hourCycle ?? 'h12';
-    const h = local.getUTCHours();
+    const h = local.hour;
     if (f.hour !== undefined) {
         const hour = cycle === 'h12' ? h % 12 || 12 : cycle === 'h11' ? h % 12 : cycle === 'h24' ? h || 24 : h;
         time.push({ type: 'hour', value: f.hour === '2-digit' ? pad(hour, 2) : String(hour) });
@@ -343,39 +396,44 @@ export function formatToParts(r: Resolved, ms: number): Part[] {
     let appendSecond = false;
     if (f.minute !== undefined) {
         if (time.length > 0) lit(time, ':');
-        time.push({ type: 'minute', value: f.minute === '2-digit' ? pad(local.getUTCMinutes(), 2) : String(local.getUTCMinutes()) });
+        time.push({ type: 'minute', value: f.minute === '2-digit' ? pad(local.minute, 2) : String(local.minute) });
     }
     if (f.second !== undefined) {
         if (f.hour !== undefined && f.minute === undefined) {
             appendSecond = true;
         } else {
             if (time.length > 0) lit(time, ':');
-            time.push({ type: 'second', value: f.second === '2-digit' ? pad(local.getUTCSeconds(), 2) : String(local.getUTCSeconds()) });
+            time.push({ type: 'second', value: f.second === '2-digit' ? pad(local.second, 2) : String(local.second) });
         }
     }
     if (f.fractionalSecondDigits !== undefined) {
         if (time.length > 0) lit(time, '.');
-        time.push({ type: 'fractionalSecond', value: pad(local.getUTCMilliseconds(), 3).slice(0, f.fractionalSecondDigits) });
+        time.push({ type: 'fractionalSecond', value: pad(local.millisecond, 3).slice(0, f.fractionalSecondDigits) });
     }
     if (f.hour !== undefined && (cycle === 'h11' || cycle === 'h12')) {
-        lit(time, ' ');
+        // CLDR's narrow no-break space; V8's `format` makes it a space.
+        lit(time, '\u202f');
         time.push({ type: 'dayPeriod', value: h < 12 ? 'AM' : 'PM' });
     }
     if (appendSecond) {
         lit(time, ' (second: ');
-        time.push({ type: 'second', value: String(local.getUTCSeconds()) });
+        time.push({ type: 'second', value: String(local.second) });
         lit(time, ')');
     }
 
     const parts: Part[] = [...date];
     if (time.length > 0) {
         if (date.length > 0) {
+            const weekdayOnly = weekdayText && f.month === undefined && f.day === undefined && f.year === undefined;
             const joiner = styled
                 ? styleJoiner
-                : f.month === 'long' && f.day !== undefined
+                : f.month === 'long'
                   ? ' at '
-                  : weekdayText && f.month === undefined && f.day === undefined && f.year === undefined
-                    ? ' '
+                  : weekdayOnly
+                    ? // en's `E h a`, `E HH:mm`; a lone 24-hour hour has no such pattern.
+                      (cycle === 'h23' || cycle === 'h24') && f.hour !== undefined && f.minute === undefined
+                        ? ', '
+                        : ' '
                     : ', ';
             lit(parts, joiner);
         }

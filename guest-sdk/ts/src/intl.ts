@@ -5,11 +5,11 @@
 // IANA time zones): `localeCompare`, `Intl.Collator` and `normalize`
 // answer as Node's do in every locale, `Intl.DateTimeFormat` and
 // `Date.prototype.toLocale*String` in `en-US` (./intl-date.ts). The rest
-// of `Intl` (numbers, plurals, …) is not there: its constructors throw a
-// TypeError saying so.
+// of `Intl` (numbers, plurals, …) is not there: those constructors are
+// undefined, as feature tests expect of an engine without them.
 
 import * as intl from 'nango:scripts/intl@0.2.0';
-import { englishLocale, formatToParts, resolveOptions, resolvedOptionsOf, type Defaults } from './intl-date';
+import { englishLocale, formatToParts, resolveOptions, resolvedOptionsOf, type Defaults, type English } from './intl-date';
 
 const UTF8_OUT = new TextEncoder();
 const UTF8_IN = new TextDecoder();
@@ -28,18 +28,48 @@ function stringOption<T extends string>(options: Record<string, unknown>, name: 
     return text as T;
 }
 
-/** The first tag of `locales` (a tag, a list of tags or `undefined`). */
-function firstTag(locales: unknown): string {
-    if (locales === undefined) return '';
-    if (typeof locales === 'string') return locales;
-    if (locales === null) throw new TypeError('Cannot convert undefined or null to object');
-    const list = Array.from(locales as ArrayLike<unknown>);
-    for (const tag of list) {
-        if (typeof tag !== 'string' && (typeof tag !== 'object' || tag === null)) {
-            throw new TypeError(`Language ID should be string or object.`);
+/** The first tag of `locales` (a tag, a list of tags or `undefined`); `undefined` for none. */
+function firstTag(locales: unknown): string | undefined {
+    if (locales === undefined) return undefined;
+    let tag: string | undefined;
+    if (typeof locales === 'string') {
+        tag = locales;
+    } else {
+        if (locales === null) throw new TypeError('Cannot convert undefined or null to object');
+        const list = Array.from(locales as ArrayLike<unknown>);
+        for (const t of list) {
+            if (typeof t !== 'string' && (typeof t !== 'object' || t === null)) {
+                throw new TypeError(`Language ID should be string or object.`);
+            }
         }
+        tag = list.length === 0 ? undefined : String(list[0]);
     }
-    return list.length === 0 ? '' : String(list[0]);
+    if (tag === '') throw new RangeError('Incorrect locale information provided');
+    return tag;
+}
+
+/** A BCP 47 language tag in its canonical case, or a RangeError as V8's. */
+function canonicalTag(tag: string): string {
+    const wellFormed =
+        /^[a-z]{2,3}(-[a-z]{4})?(-([a-z]{2}|\d{3}))?(-([a-z\d]{5,8}|\d[a-z\d]{3}))*(-[a-wyz\d](-[a-z\d]{2,8})+)*(-x(-[a-z\d]{1,8})+)?$/i;
+    if (tag.length > 255 || !wellFormed.test(tag)) throw new RangeError('Incorrect locale information provided');
+    let extension = false;
+    return tag
+        .split('-')
+        .map((part, i) => {
+            if (part.length === 1) extension = true;
+            if (i === 0 || extension) return part.toLowerCase();
+            if (part.length === 4 && /^[a-z]+$/i.test(part)) return part[0]!.toUpperCase() + part.slice(1).toLowerCase();
+            if (part.length === 2) return part.toUpperCase();
+            return part.toLowerCase();
+        })
+        .join('-');
+}
+
+function canonicalList(locales: unknown): string[] {
+    if (locales === undefined) return [];
+    const list = typeof locales === 'string' ? [locales] : Array.from(locales as ArrayLike<unknown>);
+    return [...new Set(list.map((tag) => canonicalTag(String(tag))))];
 }
 
 interface Resolved {
@@ -56,7 +86,8 @@ interface Resolved {
 const made = new Map<string, Resolved>();
 
 function resolve(locales: unknown, options: unknown): Resolved {
-    const tag = firstTag(locales);
+    const tag = firstTag(locales) ?? '';
+    if (options === null) throw new TypeError('Cannot convert undefined or null to object');
     const opts: Record<string, unknown> = options === undefined ? {} : Object(options);
     const usage = stringOption(opts, 'usage', ['sort', 'search'] as const, 'sort')!;
     const sensitivity = stringOption(opts, 'sensitivity', ['base', 'accent', 'case', 'variant'] as const, 'variant')!;
@@ -102,7 +133,7 @@ const RESOLVED = Symbol('resolved');
 
 /** `Intl.Collator`, callable with or without `new`, as the built-in. */
 function Collator(this: unknown, locales?: unknown, options?: unknown): CollatorInstance {
-    const self: CollatorInstance = this instanceof Collator ? (this as CollatorInstance) : Object.create(Collator.prototype);
+    const self: CollatorInstance = new.target ? (this as CollatorInstance) : Object.create(Collator.prototype);
     Object.defineProperty(self, RESOLVED, { value: resolve(locales, options) });
     return self;
 }
@@ -151,25 +182,24 @@ Object.defineProperty(Collator, 'supportedLocalesOf', {
     writable: true,
     enumerable: false,
     value: function supportedLocalesOf(locales?: unknown) {
-        if (locales === undefined) return [];
-        const list = typeof locales === 'string' ? [locales] : Array.from(locales as ArrayLike<unknown>);
-        return list.map((tag) => resolve(String(tag), undefined).locale);
+        return canonicalList(locales);
     }
 });
+Object.defineProperty(Collator, 'length', { value: 0 });
 
 const FORMAT = Symbol('format');
 const DATE_RESOLVED = Symbol('dateResolved');
 type DateOptions = ReturnType<typeof resolveOptions>;
 
-function dateFormatLocale(locales: unknown): string {
-    const locale = englishLocale(locales);
-    if (locale === undefined) {
+function dateFormatLocale(locales: unknown): English {
+    const english = englishLocale(locales);
+    if (english === undefined) {
         throw new TypeError(
             `Intl.DateTimeFormat is available for en-US only in sluice (asked: ${String(firstTag(locales))}): ` +
                 `its JavaScript engine is built without ICU's locale data.`
         );
     }
-    return locale;
+    return english;
 }
 
 function toTime(date: unknown): number {
@@ -179,7 +209,7 @@ function toTime(date: unknown): number {
 
 /** `Intl.DateTimeFormat` in en-US, callable with or without `new`. */
 function DateTimeFormat(this: unknown, locales?: unknown, options?: unknown): DateTimeFormatInstance {
-    const self: DateTimeFormatInstance = this instanceof DateTimeFormat ? (this as DateTimeFormatInstance) : Object.create(DateTimeFormat.prototype);
+    const self: DateTimeFormatInstance = new.target ? (this as DateTimeFormatInstance) : Object.create(DateTimeFormat.prototype);
     Object.defineProperty(self, DATE_RESOLVED, { value: resolveOptions(dateFormatLocale(locales), options, 'any', 'date') });
     return self;
 }
@@ -192,7 +222,8 @@ function dateResolvedOf(self: unknown, member: string): DateOptions {
     if (r === undefined) throw new TypeError(`Method Intl.DateTimeFormat.prototype.${member} called on incompatible receiver ${String(self)}`);
     return r;
 }
-const joinParts = (parts: { value: string }[]) => parts.map((p) => p.value).join('');
+// V8's `format` writes CLDR's narrow no-break space as a space (its parts keep it).
+const joinParts = (parts: { value: string }[]) => parts.map((p) => p.value).join('').replace(/\u202f/g, ' ');
 Object.defineProperty(DateTimeFormat.prototype, 'format', {
     configurable: true,
     enumerable: false,
@@ -228,22 +259,21 @@ Object.defineProperty(DateTimeFormat, 'supportedLocalesOf', {
     writable: true,
     enumerable: false,
     value: function supportedLocalesOf(locales?: unknown) {
-        if (locales === undefined) return [];
-        const list = typeof locales === 'string' ? [locales] : Array.from(locales as ArrayLike<unknown>);
-        return list.filter((tag) => englishLocale(String(tag)) !== undefined).map((tag) => englishLocale(String(tag))!);
+        return canonicalList(locales).filter((tag) => englishLocale(tag) !== undefined);
     }
 });
+Object.defineProperty(DateTimeFormat, 'length', { value: 0 });
 
 /** `Date.prototype.toLocale*String` in en-US; other locales keep the engine's. */
 function dateMethod(name: 'toLocaleString' | 'toLocaleDateString' | 'toLocaleTimeString', required: 'any' | 'date' | 'time', defaults: Defaults) {
     const engine = Date.prototype[name] as (this: Date, ...args: unknown[]) => string;
     const method = function (this: unknown, locales?: unknown, options?: unknown): string {
         if (!(this instanceof Date)) throw new TypeError(`this is not a Date object.`);
-        const locale = englishLocale(locales);
-        if (locale === undefined) return engine.call(this, locales, options);
+        const english = englishLocale(locales);
+        if (english === undefined) return engine.call(this, locales, options);
         const time = this.getTime();
         if (Number.isNaN(time)) return 'Invalid Date';
-        return joinParts(formatToParts(resolveOptions(locale, options, required, defaults), time));
+        return joinParts(formatToParts(resolveOptions(english, options, required, defaults), time));
     };
     Object.defineProperty(method, 'name', { value: name });
     Object.defineProperty(method, 'length', { value: 0 });
@@ -274,6 +304,7 @@ function install(): void {
         const b = String(that);
         return compareWith(resolve(locales, options).id, a, b);
     };
+    Object.defineProperty(localeCompare, 'name', { value: 'localeCompare' });
     Object.defineProperty(localeCompare, 'length', { value: 1 });
     define(String.prototype, 'localeCompare', localeCompare);
 
@@ -289,8 +320,16 @@ function install(): void {
             }
             // ASCII is the same in every form.
             if (/^[\x00-\x7f]*$/.test(text)) return text;
-            return UTF8_IN.decode(intl.normalize(f.toLowerCase() as intl.NormalForm, UTF8_OUT.encode(text)));
+            let normalized: Uint8Array;
+            try {
+                normalized = intl.normalize(f.toLowerCase() as intl.NormalForm, UTF8_OUT.encode(text));
+            } catch (e) {
+                throw new RangeError(e && typeof e === 'object' && 'payload' in e ? String((e as { payload: unknown }).payload) : String(e));
+            }
+            return UTF8_IN.decode(normalized);
         };
+        Object.defineProperty(normalize, 'name', { value: 'normalize' });
+        Object.defineProperty(normalize, 'length', { value: 0 });
         define(String.prototype, 'normalize', normalize);
     }
 
@@ -298,13 +337,10 @@ function install(): void {
     if (g.Intl === undefined) {
         const Intl: Record<string, unknown> = {};
         Object.defineProperty(Intl, Symbol.toStringTag, { configurable: true, value: 'Intl' });
-        for (const name of ['NumberFormat', 'PluralRules', 'RelativeTimeFormat', 'ListFormat', 'DisplayNames', 'Segmenter', 'Locale', 'DurationFormat']) {
-            define(Intl, name, unavailable(name));
-        }
+        // The constructors sluice cannot give (NumberFormat, PluralRules,
+        // …) stay undefined, so code that tests for them takes its fallback.
         define(Intl, 'getCanonicalLocales', function getCanonicalLocales(locales?: unknown) {
-            if (locales === undefined) return [];
-            const list = typeof locales === 'string' ? [locales] : Array.from(locales as ArrayLike<unknown>);
-            return [...new Set(list.map((tag) => resolve(String(tag), undefined).locale))];
+            return canonicalList(locales);
         });
         define(Intl, 'Collator', Collator);
         define(Intl, 'DateTimeFormat', DateTimeFormat);

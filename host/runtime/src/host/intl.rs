@@ -23,6 +23,13 @@ const DEFAULT_LOCALE: &str = "en-US";
 pub(crate) const MAX_COLLATORS: usize = 256;
 /// V8's message for a tag that is not a well-formed language tag.
 const BAD_TAG: &str = "Incorrect locale information provided";
+/// The longest tag taken (V8 refuses longer ones too): parsing a tag's
+/// variants costs the square of their count.
+const MAX_TAG_BYTES: usize = 255;
+/// The most text `normalize` gives back (a character can grow eighteen
+/// times in NFKD); past it, V8's message for a string too long.
+pub(crate) const MAX_NORMALIZED_BYTES: usize = 64 << 20;
+const TOO_LONG: &str = "Invalid string length";
 
 /// The collators an execution made, by number; the same options give the
 /// same collator.
@@ -45,6 +52,9 @@ struct Key {
 
 fn parse_locale(tag: &str) -> Result<Locale, String> {
     let tag = if tag.is_empty() { DEFAULT_LOCALE } else { tag };
+    if tag.len() > MAX_TAG_BYTES {
+        return Err(BAD_TAG.to_string());
+    }
     Locale::try_from_str(tag).map_err(|_| BAD_TAG.to_string())
 }
 
@@ -215,16 +225,38 @@ impl intl::Host for HostState {
         })
     }
 
-    fn normalize(&mut self, form: NormalForm, s: Vec<u8>) -> wasmtime::Result<Vec<u8>> {
-        let text = utf8_lossy(s);
-        let normalized = match form {
-            NormalForm::Nfc => ComposingNormalizerBorrowed::new_nfc().normalize(&text),
-            NormalForm::Nfkc => ComposingNormalizerBorrowed::new_nfkc().normalize(&text),
-            NormalForm::Nfd => DecomposingNormalizerBorrowed::new_nfd().normalize(&text),
-            NormalForm::Nfkd => DecomposingNormalizerBorrowed::new_nfkd().normalize(&text),
-        };
-        Ok(normalized.into_owned().into_bytes())
+    fn normalize(
+        &mut self,
+        form: NormalForm,
+        s: Vec<u8>,
+    ) -> wasmtime::Result<Result<Vec<u8>, String>> {
+        Ok(normalize(form, &utf8_lossy(s)).map(String::into_bytes))
     }
+}
+
+/// A string that refuses to grow past [`MAX_NORMALIZED_BYTES`].
+struct Bounded(String);
+
+impl std::fmt::Write for Bounded {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        if self.0.len() + s.len() > MAX_NORMALIZED_BYTES {
+            return Err(std::fmt::Error);
+        }
+        self.0.push_str(s);
+        Ok(())
+    }
+}
+
+fn normalize(form: NormalForm, text: &str) -> Result<String, String> {
+    let mut out = Bounded(String::with_capacity(text.len().min(MAX_NORMALIZED_BYTES)));
+    match form {
+        NormalForm::Nfc => ComposingNormalizerBorrowed::new_nfc().normalize_to(text, &mut out),
+        NormalForm::Nfkc => ComposingNormalizerBorrowed::new_nfkc().normalize_to(text, &mut out),
+        NormalForm::Nfd => DecomposingNormalizerBorrowed::new_nfd().normalize_to(text, &mut out),
+        NormalForm::Nfkd => DecomposingNormalizerBorrowed::new_nfkd().normalize_to(text, &mut out),
+    }
+    .map_err(|_| TOO_LONG.to_string())?;
+    Ok(out.0)
 }
 
 #[cfg(test)]
@@ -323,6 +355,18 @@ mod tests {
             "Invalid time zone specified: Mars/Olympus"
         );
         assert_eq!(zone_at("UTC", f64::NAN).unwrap().offset_minutes, 0);
+    }
+
+    #[test]
+    fn normalization_forms_and_a_bound_on_what_they_give() {
+        assert_eq!(normalize(NormalForm::Nfd, "é").unwrap(), "e\u{301}");
+        assert_eq!(normalize(NormalForm::Nfc, "e\u{301}").unwrap(), "é");
+        assert_eq!(normalize(NormalForm::Nfkc, "\u{fb01}").unwrap(), "fi");
+        // U+FDFA: 3 bytes in, 33 out.
+        let big = "\u{fdfa}".repeat(MAX_NORMALIZED_BYTES / 30);
+        assert_eq!(normalize(NormalForm::Nfkd, &big).unwrap_err(), TOO_LONG);
+        let long_tag = format!("en{}", "-abcdefgh".repeat(40));
+        assert_eq!(parse_locale(&long_tag).unwrap_err(), BAD_TAG);
     }
 
     #[test]

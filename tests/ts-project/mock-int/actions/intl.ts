@@ -39,6 +39,15 @@ function dates(): Record<string, unknown> {
         invalid: new Date(NaN).toLocaleString('en-US'),
         badZone: f({ timeZone: 'Mars/Olympus' }),
         styleAndField: f({ dateStyle: 'short', month: 'long' }),
+        partsSpace: new Intl.DateTimeFormat('en-US', { hour: 'numeric', minute: 'numeric' }).formatToParts(at).map((p) => p.value),
+        monthYearTime: f({ month: 'long', year: 'numeric', hour: 'numeric', minute: '2-digit' }),
+        weekdayHour24: f({ weekday: 'long', hour: 'numeric', hour12: false }),
+        weekdayTime24: f({ weekday: 'long', hour: 'numeric', minute: 'numeric', hour12: false }),
+        bc: new Date(Date.UTC(-50, 2, 3)).toLocaleDateString('en-US', { year: 'numeric', month: 'numeric', day: 'numeric', era: 'short' }),
+        farFuture: f({ month: 'short', day: 'numeric', year: 'numeric', timeZone: 'Asia/Tokyo' }, new Date(8.64e15)),
+        tagCycle: at.toLocaleString('en-US-u-hc-h23'),
+        bothStyles: attempt(() => at.toLocaleDateString('en-US', { dateStyle: 'full', timeStyle: 'short' })),
+        utcOffset: f({ timeZone: 'UTC', timeZoneName: 'shortOffset' }),
         otherLocale: f.call(null, undefined) && attempt(() => new Intl.DateTimeFormat('de-DE').format(at))
     };
 }
@@ -59,7 +68,10 @@ export default async function runAction(_nango: NangoAction): Promise<Record<str
         badForm: attempt(() => 'x'.normalize('NFX')),
         badTag: attempt(() => 'a'.localeCompare('b', 'en_US!')),
         badOption: attempt(() => new Intl.Collator('en', { sensitivity: 'loud' as 'base' })),
-        numbers: attempt(() => new Intl.NumberFormat('en-US').format(1)),
+        numberFormat: typeof (Intl as { NumberFormat?: unknown }).NumberFormat,
+        canonical: Intl.getCanonicalLocales(['EN-us', 'zh-hant-tw', 'en-US']),
+        emptyTag: attempt(() => 'a'.localeCompare('b', '')),
+        recalled: (Intl.Collator as unknown as (this: unknown, l: string) => Intl.Collator).call(new Intl.Collator('en'), 'sv').resolvedOptions().locale,
         dates: dates()
     };
 }
