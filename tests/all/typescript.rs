@@ -825,7 +825,35 @@ async fn locale_compare_collator_and_normalize_answer_as_nodes() {
         "RangeError: Value loud out of range for Intl.Collator options property sensitivity"
     );
     // What sluice cannot give stays undefined, for feature tests.
-    assert_eq!(out["numberFormat"], "undefined");
+    assert_eq!(out["pluralRules"], "undefined");
+    // en-US numbers as Node's; what is not there says so.
+    let mut numbers = out["numbers"].clone();
+    let mut refused = |key: &str| {
+        numbers
+            .as_object_mut()
+            .and_then(|n| n.remove(key))
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default()
+    };
+    let compact = refused("compact");
+    assert!(
+        compact.starts_with(
+            "TypeError: Intl.NumberFormat's notation 'compact' is not available in sluice"
+        ),
+        "{compact}"
+    );
+    let german = refused("german");
+    assert!(
+        german.starts_with(
+            "TypeError: Intl.NumberFormat is available for en-US only in sluice (asked: de-DE)"
+        ),
+        "{german}"
+    );
+    let node: Value = serde_json::from_str(NODE_NUMBERS).unwrap();
+    for (key, expected) in node.as_object().unwrap() {
+        assert_eq!(&numbers[key], expected, "numbers.{key}");
+    }
+    assert_eq!(numbers, node);
     assert_eq!(out["canonical"], json!(["en-US", "zh-Hant-TW"]));
     assert_eq!(
         out["emptyTag"],
@@ -850,6 +878,10 @@ async fn locale_compare_collator_and_normalize_answer_as_nodes() {
     }
     assert_eq!(dates, node);
 }
+
+/// What Node.js 20 answers to the `numbers()` calls of `actions/intl.ts`
+/// (but `compact` and `german`, which sluice refuses).
+const NODE_NUMBERS: &str = r#"{"plain":"1,234,567.891","en":"1,234.50","halfUp":"1.01","usd":"-$1,234.50","accounting":"($1,234.50)","chf":"CHF\u00a01,234.50","jpy":"¥1,235","percent":"25.7%","significant":"0.000123","big":"123,456,789","huge":"1,000,000,000,000,000,000,000","sign":"+5","parts":[{"type":"minusSign","value":"-"},{"type":"currency","value":"$"},{"type":"integer","value":"1"},{"type":"group","value":","},{"type":"integer","value":"234"},{"type":"decimal","value":"."},{"type":"fraction","value":"50"}],"resolved":{"locale":"en-US","numberingSystem":"latn","style":"currency","currency":"USD","currencyDisplay":"symbol","currencySign":"standard","minimumIntegerDigits":1,"minimumFractionDigits":2,"maximumFractionDigits":2,"useGrouping":"auto","notation":"standard","signDisplay":"auto","roundingMode":"halfExpand","roundingIncrement":1,"trailingZeroDisplay":"auto","roundingPriority":"auto"},"noCurrency":"TypeError: Currency code is required with currency style."}"#;
 
 /// What Node.js 20 answers to the `dates()` calls of `actions/intl.ts`
 /// (`partsSpace` keeps CLDR's U+202F before `AM`; `format` gives a space).

@@ -4,12 +4,15 @@
 // come from the host (nango:scripts/intl, ICU4X with CLDR's data, and the
 // IANA time zones): `localeCompare`, `Intl.Collator` and `normalize`
 // answer as Node's do in every locale, `Intl.DateTimeFormat` and
-// `Date.prototype.toLocale*String` in `en-US` (./intl-date.ts). The rest
-// of `Intl` (numbers, plurals, …) is not there: those constructors are
-// undefined, as feature tests expect of an engine without them.
+// `Date.prototype.toLocale*String` in `en-US` (./intl-date.ts), and
+// `Intl.NumberFormat` and `Number.prototype.toLocaleString` too
+// (./intl-number.ts). The rest of `Intl` (plurals, lists, …) is not
+// there: those constructors are undefined, as feature tests expect of an
+// engine without them.
 
 import * as intl from 'nango:scripts/intl@0.2.0';
 import { englishLocale, formatToParts, resolveOptions, resolvedOptionsOf, type Defaults, type English } from './intl-date';
+import { formatNumberToParts, numberResolvedOptions, resolveNumberOptions, type NumberOptions } from './intl-number';
 
 const UTF8_OUT = new TextEncoder();
 const UTF8_IN = new TextDecoder();
@@ -264,6 +267,89 @@ Object.defineProperty(DateTimeFormat, 'supportedLocalesOf', {
 });
 Object.defineProperty(DateTimeFormat, 'length', { value: 0 });
 
+const joinNumber = (parts: { value: string }[]) => parts.map((p) => p.value).join('');
+const NUMBER_RESOLVED = Symbol('numberResolved');
+const NUMBER_FORMAT = Symbol('numberFormat');
+
+function numberFormatLocale(locales: unknown): English {
+    const english = englishLocale(locales);
+    if (english === undefined) {
+        throw new TypeError(
+            `Intl.NumberFormat is available for en-US only in sluice (asked: ${String(firstTag(locales))}): ` +
+                `its JavaScript engine is built without ICU's locale data.`
+        );
+    }
+    return english;
+}
+
+/** `Intl.NumberFormat` in en-US, callable with or without `new`. */
+function NumberFormat(this: unknown, locales?: unknown, options?: unknown): NumberFormatInstance {
+    const self: NumberFormatInstance = new.target ? (this as NumberFormatInstance) : Object.create(NumberFormat.prototype);
+    Object.defineProperty(self, NUMBER_RESOLVED, { value: resolveNumberOptions(numberFormatLocale(locales), options) });
+    return self;
+}
+interface NumberFormatInstance {
+    [NUMBER_RESOLVED]: NumberOptions;
+    [NUMBER_FORMAT]?: (value?: unknown) => string;
+}
+function numberResolvedOf(self: unknown, member: string): NumberOptions {
+    const r = self && typeof self === 'object' ? (self as NumberFormatInstance)[NUMBER_RESOLVED] : undefined;
+    if (r === undefined) throw new TypeError(`Method Intl.NumberFormat.prototype.${member} called on incompatible receiver ${String(self)}`);
+    return r;
+}
+Object.defineProperty(NumberFormat.prototype, 'format', {
+    configurable: true,
+    enumerable: false,
+    get(this: NumberFormatInstance) {
+        const r = numberResolvedOf(this, 'format');
+        if (!this[NUMBER_FORMAT]) {
+            Object.defineProperty(this, NUMBER_FORMAT, { value: (value?: unknown) => joinNumber(formatNumberToParts(r, value)) });
+        }
+        return this[NUMBER_FORMAT];
+    }
+});
+for (const [name, value] of [
+    [
+        'formatToParts',
+        function formatToParts(this: unknown, value?: unknown) {
+            return formatNumberToParts(numberResolvedOf(this, 'formatToParts'), value);
+        }
+    ],
+    [
+        'resolvedOptions',
+        function resolvedOptions(this: unknown) {
+            return numberResolvedOptions(numberResolvedOf(this, 'resolvedOptions'));
+        }
+    ],
+    ['formatRange', unavailable('NumberFormat.prototype.formatRange')],
+    ['formatRangeToParts', unavailable('NumberFormat.prototype.formatRangeToParts')]
+] as const) {
+    Object.defineProperty(NumberFormat.prototype, name, { configurable: true, writable: true, enumerable: false, value });
+}
+Object.defineProperty(NumberFormat.prototype, Symbol.toStringTag, { configurable: true, value: 'Intl.NumberFormat' });
+Object.defineProperty(NumberFormat, 'supportedLocalesOf', {
+    configurable: true,
+    writable: true,
+    enumerable: false,
+    value: function supportedLocalesOf(locales?: unknown) {
+        return canonicalList(locales).filter((tag) => englishLocale(tag) !== undefined);
+    }
+});
+Object.defineProperty(NumberFormat, 'length', { value: 0 });
+
+/** `Number.prototype.toLocaleString` and BigInt's in en-US; other locales keep the engine's. */
+function numberMethod(proto: object, check: (v: unknown) => boolean, kind: string) {
+    const engine = (proto as { toLocaleString: (this: unknown, ...args: unknown[]) => string }).toLocaleString;
+    const method = function toLocaleString(this: unknown, locales?: unknown, options?: unknown): string {
+        if (!check(this)) throw new TypeError(`${kind}.prototype.toLocaleString requires that 'this' be a ${kind}`);
+        const english = englishLocale(locales);
+        if (english === undefined) return engine.call(this, locales, options);
+        return joinNumber(formatNumberToParts(resolveNumberOptions(english, options), (this as { valueOf(): unknown }).valueOf()));
+    };
+    Object.defineProperty(method, 'length', { value: 0 });
+    Object.defineProperty(proto, 'toLocaleString', { configurable: true, writable: true, enumerable: false, value: method });
+}
+
 /** `Date.prototype.toLocale*String` in en-US; other locales keep the engine's. */
 function dateMethod(name: 'toLocaleString' | 'toLocaleDateString' | 'toLocaleTimeString', required: 'any' | 'date' | 'time', defaults: Defaults) {
     const engine = Date.prototype[name] as (this: Date, ...args: unknown[]) => string;
@@ -337,17 +423,22 @@ function install(): void {
     if (g.Intl === undefined) {
         const Intl: Record<string, unknown> = {};
         Object.defineProperty(Intl, Symbol.toStringTag, { configurable: true, value: 'Intl' });
-        // The constructors sluice cannot give (NumberFormat, PluralRules,
-        // …) stay undefined, so code that tests for them takes its fallback.
+        // The constructors sluice cannot give (PluralRules, ListFormat, …)
+        // stay undefined, so code that tests for them takes its fallback.
         define(Intl, 'getCanonicalLocales', function getCanonicalLocales(locales?: unknown) {
             return canonicalList(locales);
         });
         define(Intl, 'Collator', Collator);
         define(Intl, 'DateTimeFormat', DateTimeFormat);
+        define(Intl, 'NumberFormat', NumberFormat);
         define(globalThis, 'Intl', Intl);
         dateMethod('toLocaleString', 'any', 'all');
         dateMethod('toLocaleDateString', 'date', 'date');
         dateMethod('toLocaleTimeString', 'time', 'time');
+        numberMethod(Number.prototype, (v) => typeof v === 'number' || v instanceof Number, 'Number');
+        if (typeof BigInt === 'function') {
+            numberMethod(BigInt.prototype, (v) => typeof v === 'bigint' || (typeof v === 'object' && v !== null && Object.prototype.toString.call(v) === '[object BigInt]'), 'BigInt');
+        }
     } else if (typeof g.Intl.Collator !== 'function') {
         define(g.Intl, 'Collator', Collator);
     }

@@ -65,6 +65,10 @@ const FILES: &[(&str, &str)] = &[
         include_str!("../../../guest-sdk/ts/src/intl-date.ts"),
     ),
     (
+        "src/intl-number.ts",
+        include_str!("../../../guest-sdk/ts/src/intl-number.ts"),
+    ),
+    (
         "src/wit.d.ts",
         include_str!("../../../guest-sdk/ts/src/wit.d.ts"),
     ),

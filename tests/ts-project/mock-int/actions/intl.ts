@@ -8,6 +8,29 @@ function attempt(f: () => unknown): unknown {
     }
 }
 
+function numbers(): Record<string, unknown> {
+    const usd = new Intl.NumberFormat('en-US', { style: 'currency', currency: 'USD' });
+    return {
+        plain: (1234567.891).toLocaleString(),
+        en: (1234.5).toLocaleString('en-US', { minimumFractionDigits: 2 }),
+        halfUp: new Intl.NumberFormat('en-US', { maximumFractionDigits: 2 }).format(1.005),
+        usd: usd.format(-1234.5),
+        accounting: new Intl.NumberFormat('en-US', { style: 'currency', currency: 'USD', currencySign: 'accounting' }).format(-1234.5),
+        chf: new Intl.NumberFormat('en-US', { style: 'currency', currency: 'CHF' }).format(1234.5),
+        jpy: new Intl.NumberFormat('en-US', { style: 'currency', currency: 'JPY' }).format(1234.5),
+        percent: new Intl.NumberFormat('en-US', { style: 'percent', maximumFractionDigits: 1 }).format(0.2567),
+        significant: new Intl.NumberFormat('en-US', { maximumSignificantDigits: 3 }).format(0.000123456),
+        big: (123456789n).toLocaleString('en-US'),
+        huge: (1e21).toLocaleString('en-US'),
+        sign: new Intl.NumberFormat('en-US', { signDisplay: 'exceptZero' }).format(5),
+        parts: usd.formatToParts(-1234.5),
+        resolved: usd.resolvedOptions(),
+        noCurrency: attempt(() => new Intl.NumberFormat('en-US', { style: 'currency' })),
+        compact: attempt(() => new Intl.NumberFormat('en-US', { notation: 'compact' }).format(1234)),
+        german: attempt(() => new Intl.NumberFormat('de-DE').format(1234.5))
+    };
+}
+
 function dates(): Record<string, unknown> {
     const at = new Date(Date.UTC(2026, 0, 2, 3, 4, 5, 123));
     const midnight = new Date(Date.UTC(2026, 6, 2, 0, 4, 5));
@@ -68,7 +91,8 @@ export default async function runAction(_nango: NangoAction): Promise<Record<str
         badForm: attempt(() => 'x'.normalize('NFX')),
         badTag: attempt(() => 'a'.localeCompare('b', 'en_US!')),
         badOption: attempt(() => new Intl.Collator('en', { sensitivity: 'loud' as 'base' })),
-        numberFormat: typeof (Intl as { NumberFormat?: unknown }).NumberFormat,
+        pluralRules: typeof (Intl as { PluralRules?: unknown }).PluralRules,
+        numbers: numbers(),
         canonical: Intl.getCanonicalLocales(['EN-us', 'zh-hant-tw', 'en-US']),
         emptyTag: attempt(() => 'a'.localeCompare('b', '')),
         recalled: (Intl.Collator as unknown as (this: unknown, l: string) => Intl.Collator).call(new Intl.Collator('en'), 'sv').resolvedOptions().locale,
