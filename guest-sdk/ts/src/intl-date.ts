@@ -1,10 +1,12 @@
 // `Intl.DateTimeFormat` for `en-US` (and `en`), with time zones from the
 // host, formatting as Node.js 20 and 22 do (CLDR's en patterns as V8 uses
-// them: `1/2/2026, 3:04:05 AM`, `hour12: false` as `h24`, ASCII spaces).
+// them: `1/2/2026, 3:04:05 AM`, `hour12: false` as `h24`, ASCII spaces in
+// `format`), zones named as CLDR's en names them (./tz-names.ts).
 // Other locales are refused with a TypeError naming them; the engine's own
 // `Date.prototype.toLocale*String` stays theirs.
 
 import * as intl from 'nango:scripts/intl@0.2.0';
+import { TZ_NAMES } from './tz-names';
 
 const MONTHS = ['January', 'February', 'March', 'April', 'May', 'June', 'July', 'August', 'September', 'October', 'November', 'December'];
 const DAYS = ['Sunday', 'Monday', 'Tuesday', 'Wednesday', 'Thursday', 'Friday', 'Saturday'];
@@ -80,43 +82,24 @@ const UTC_NAMES = new Set(
 interface Zone {
     name: string;
     offset: number;
-    abbreviation: string;
+    daylight: boolean;
 }
 
 function zoneAt(timeZone: string, ms: number): Zone {
-    if (timeZone === 'UTC') return { name: 'UTC', offset: 0, abbreviation: 'UTC' };
+    if (timeZone === 'UTC') return { name: 'UTC', offset: 0, daylight: false };
     try {
         const z = intl.zoneAt(timeZone, ms);
-        return { name: z.name, offset: z.offsetMinutes, abbreviation: z.abbreviation };
+        return { name: z.name, offset: z.offsetMinutes, daylight: z.daylight };
     } catch (e) {
         const message = e && typeof e === 'object' && 'payload' in e ? String((e as { payload: unknown }).payload) : String(e);
         throw new RangeError(message);
     }
 }
 
-// CLDR's English names of the US zones; other zones are named by their offset.
-const US_NAMES: Record<string, [string, string]> = {
-    EST: ['Eastern Standard Time', 'ET'],
-    EDT: ['Eastern Daylight Time', 'ET'],
-    CST: ['Central Standard Time', 'CT'],
-    CDT: ['Central Daylight Time', 'CT'],
-    MST: ['Mountain Standard Time', 'MT'],
-    MDT: ['Mountain Daylight Time', 'MT'],
-    PST: ['Pacific Standard Time', 'PT'],
-    PDT: ['Pacific Daylight Time', 'PT'],
-    AKST: ['Alaska Standard Time', 'AKT'],
-    AKDT: ['Alaska Daylight Time', 'AKT'],
-    HST: ['Hawaii-Aleutian Standard Time', 'HST'],
-    HDT: ['Hawaii-Aleutian Daylight Time', 'HST']
-};
-const GENERIC_LONG: Record<string, string> = {
-    ET: 'Eastern Time',
-    CT: 'Central Time',
-    MT: 'Mountain Time',
-    PT: 'Pacific Time',
-    AKT: 'Alaska Time',
-    HST: 'Hawaii-Aleutian Time'
-};
+/** The zone's name as V8 reports it (`Asia/Calcutta` for the database's `Asia/Kolkata`). */
+function canonicalZone(name: string): string {
+    return TZ_NAMES.canonical[name] ?? name;
+}
 
 /** `GMT+1`, `GMT+5:30`, `GMT+01:00`; `GMT` at zero unless `explicit` (`GMT+0`). */
 function gmt(offset: number, long: boolean, explicit: boolean): string {
@@ -128,20 +111,19 @@ function gmt(offset: number, long: boolean, explicit: boolean): string {
     return m === 0 ? `GMT${sign}${h}` : `GMT${sign}${h}:${String(m).padStart(2, '0')}`;
 }
 
+/** CLDR's en name of the zone (./tz-names.ts), else its offset as CLDR writes it. */
 function zoneName(zone: Zone, style: ZoneName): string {
-    if (zone.name === 'UTC' && (style === 'short' || style === 'long')) {
-        return style === 'short' ? 'UTC' : 'Coordinated Universal Time';
-    }
-    const us = /^(America|US|Pacific\/Honolulu)/.test(zone.name) ? US_NAMES[zone.abbreviation] : undefined;
+    const index = TZ_NAMES.zones[zone.name];
+    const names = index === undefined ? {} : TZ_NAMES.names[index]!;
     switch (style) {
         case 'short':
-            return us ? zone.abbreviation : gmt(zone.offset, false, false);
+            return (zone.daylight ? names.ds : names.s) ?? gmt(zone.offset, false, false);
         case 'long':
-            return us ? us[0] : gmt(zone.offset, true, false);
+            return (zone.daylight ? names.dl : names.l) ?? gmt(zone.offset, true, false);
         case 'shortGeneric':
-            return us ? us[1] : gmt(zone.offset, false, true);
+            return names.gs ?? gmt(zone.offset, false, true);
         case 'longGeneric':
-            return us ? GENERIC_LONG[us[1]]! : gmt(zone.offset, true, true);
+            return names.gl ?? gmt(zone.offset, true, true);
         case 'shortOffset':
             return gmt(zone.offset, false, true);
         case 'longOffset':
@@ -448,7 +430,7 @@ export function formatToParts(r: Resolved, ms: number): Part[] {
 
 /** `resolvedOptions()` in V8's order. */
 export function resolvedOptionsOf(r: Resolved): Record<string, unknown> {
-    const out: Record<string, unknown> = { locale: r.locale, calendar: 'gregory', numberingSystem: 'latn', timeZone: r.timeZone };
+    const out: Record<string, unknown> = { locale: r.locale, calendar: 'gregory', numberingSystem: 'latn', timeZone: canonicalZone(r.timeZone) };
     if (r.hourCycle !== undefined) {
         out.hourCycle = r.hourCycle;
         out.hour12 = r.hourCycle === 'h11' || r.hourCycle === 'h12';

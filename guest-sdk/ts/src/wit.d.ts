@@ -156,6 +156,7 @@ declare module 'nango:scripts/intl@0.2.0' {
         name: string;
         offsetMinutes: number;
         abbreviation: string;
+        daylight: boolean;
     }
     export function zoneAt(zone: string, epochMs: number): ZoneInfo;
 }

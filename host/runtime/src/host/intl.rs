@@ -184,7 +184,7 @@ impl Collators {
 /// The IANA zone `zone` (any case) at `epoch_ms`, or V8's message.
 fn zone_at(zone: &str, epoch_ms: f64) -> Result<ZoneInfo, String> {
     use chrono::{Offset, TimeZone};
-    use chrono_tz::OffsetName;
+    use chrono_tz::{OffsetComponents, OffsetName};
     let tz = chrono_tz::Tz::from_str_insensitive(zone)
         .map_err(|_| format!("Invalid time zone specified: {zone}"))?;
     // JavaScript's dates reach ±8.64e15 ms; chrono's fewer years. Past
@@ -200,6 +200,7 @@ fn zone_at(zone: &str, epoch_ms: f64) -> Result<ZoneInfo, String> {
         name: tz.name().to_string(),
         offset_minutes: local.fix().local_minus_utc() / 60,
         abbreviation: local.abbreviation().unwrap_or_default().to_string(),
+        daylight: !local.dst_offset().is_zero(),
     })
 }
 

@@ -71,6 +71,9 @@ function dates(): Record<string, unknown> {
         tagCycle: at.toLocaleString('en-US-u-hc-h23'),
         bothStyles: attempt(() => at.toLocaleDateString('en-US', { dateStyle: 'full', timeStyle: 'short' })),
         utcOffset: f({ timeZone: 'UTC', timeZoneName: 'shortOffset' }),
+        paris: f({ timeZone: 'Europe/Paris', timeStyle: 'full' }),
+        londonSummer: f({ timeZone: 'Europe/London', timeZoneName: 'long' }, midnight),
+        kolkata: new Intl.DateTimeFormat('en-US', { timeZone: 'asia/kolkata' }).resolvedOptions().timeZone,
         otherLocale: f.call(null, undefined) && attempt(() => new Intl.DateTimeFormat('de-DE').format(at))
     };
 }
