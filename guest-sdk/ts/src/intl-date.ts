@@ -6,6 +6,7 @@
 // `Date.prototype.toLocale*String` stays theirs.
 
 import * as intl from 'nango:scripts/intl@0.2.0';
+import { Refused } from './intl-number';
 import { TZ_NAMES } from './tz-names';
 
 const MONTHS = ['January', 'February', 'March', 'April', 'May', 'June', 'July', 'August', 'September', 'October', 'November', 'December'];
@@ -75,9 +76,6 @@ export function englishLocale(locales: unknown): English | undefined {
     return english;
 }
 
-const UTC_NAMES = new Set(
-    ['utc', 'etc/utc', 'gmt', 'etc/gmt', 'uct', 'etc/uct', 'universal', 'etc/universal', 'zulu', 'etc/zulu', 'greenwich', 'etc/greenwich', 'gmt0', 'etc/gmt0', 'gmt+0', 'gmt-0', 'etc/gmt+0', 'etc/gmt-0']
-);
 
 interface Zone {
     name: string;
@@ -101,9 +99,8 @@ function canonicalZone(name: string): string {
     return TZ_NAMES.canonical[name] ?? name;
 }
 
-/** `GMT+1`, `GMT+5:30`, `GMT+01:00`; `GMT` at zero unless `explicit` (`GMT+0`). */
-function gmt(offset: number, long: boolean, explicit: boolean): string {
-    if (offset === 0 && !explicit) return 'GMT';
+/** `GMT+1`, `GMT+5:30`, `GMT+01:00`, `GMT+0` (CLDR's offset format). */
+function gmt(offset: number, long: boolean): string {
     const sign = offset < 0 ? '-' : '+';
     const h = Math.floor(Math.abs(offset) / 60);
     const m = Math.abs(offset) % 60;
@@ -117,17 +114,17 @@ function zoneName(zone: Zone, style: ZoneName): string {
     const names = index === undefined ? {} : TZ_NAMES.names[index]!;
     switch (style) {
         case 'short':
-            return (zone.daylight ? names.ds : names.s) ?? gmt(zone.offset, false, false);
+            return (zone.daylight ? names.ds : names.s) ?? gmt(zone.offset, false);
         case 'long':
-            return (zone.daylight ? names.dl : names.l) ?? gmt(zone.offset, true, false);
+            return (zone.daylight ? names.dl : names.l) ?? gmt(zone.offset, true);
         case 'shortGeneric':
-            return names.gs ?? gmt(zone.offset, false, true);
+            return names.gs ?? gmt(zone.offset, false);
         case 'longGeneric':
-            return names.gl ?? gmt(zone.offset, true, true);
+            return names.gl ?? gmt(zone.offset, true);
         case 'shortOffset':
-            return gmt(zone.offset, false, true);
+            return gmt(zone.offset, false);
         case 'longOffset':
-            return gmt(zone.offset, true, true);
+            return gmt(zone.offset, true);
     }
 }
 
@@ -158,7 +155,7 @@ export function resolveOptions(english: English, options: unknown, required: 'an
     let timeZone = 'UTC';
     if (opts.timeZone !== undefined) {
         const asked = String(opts.timeZone);
-        timeZone = UTC_NAMES.has(asked.toLowerCase()) ? 'UTC' : zoneAt(asked, 0).name;
+        timeZone = asked.toLowerCase() === 'utc' ? 'UTC' : zoneAt(asked, 0).name;
     }
     const f: Fields = {
         weekday: option(opts, 'weekday', TEXT),
@@ -177,7 +174,7 @@ export function resolveOptions(english: English, options: unknown, required: 'an
         f.fractionalSecondDigits = Math.floor(n) as 1 | 2 | 3;
     }
     if (opts.dayPeriod !== undefined) {
-        throw new TypeError(`Intl.DateTimeFormat's dayPeriod option is not available in sluice`);
+        throw new Refused(`Intl.DateTimeFormat's dayPeriod option is not available in sluice`);
     }
     const dateStyle = option(opts, 'dateStyle', STYLE);
     const timeStyle = option(opts, 'timeStyle', STYLE);

@@ -1,10 +1,12 @@
 // `Intl.NumberFormat` for `en-US` (and `en`), formatting as Node.js does:
 // the number's shortest decimal form (what `String(x)` prints, as ICU
 // takes it) rounded half away from zero in decimal, so `1.005` to two
-// digits is `1.01`; grouping by three; CLDR's en currency symbols. Styles
+// digits is `1.01`; grouping by three; CLDR's en currency data
+// (./currencies.ts). Styles
 // `decimal`, `percent` and `currency`; `unit`, compact and scientific
 // notations and currency names are refused with a TypeError naming them.
 
+import { CURRENCIES } from './currencies';
 import type { English } from './intl-date';
 
 export interface Part {
@@ -29,40 +31,14 @@ export interface NumberOptions {
     maximumSignificantDigits?: number;
     useGrouping: Grouping;
     signDisplay: SignDisplay;
+    trailingZeroDisplay?: 'auto' | 'stripIfInteger';
 }
 
-// CLDR's en symbols; other currencies show their code and a no-break space.
-const SYMBOLS: Record<string, [string, string]> = {
-    USD: ['$', '$'],
-    EUR: ['€', '€'],
-    GBP: ['£', '£'],
-    JPY: ['¥', '¥'],
-    CNY: ['CN¥', '¥'],
-    INR: ['₹', '₹'],
-    CAD: ['CA$', '$'],
-    AUD: ['A$', '$'],
-    NZD: ['NZ$', '$'],
-    HKD: ['HK$', '$'],
-    TWD: ['NT$', '$'],
-    MXN: ['MX$', '$'],
-    BRL: ['R$', 'R$'],
-    KRW: ['₩', '₩'],
-    ILS: ['₪', '₪'],
-    VND: ['₫', '₫'],
-    PHP: ['₱', '₱'],
-    XAF: ['FCFA', 'FCFA'],
-    XOF: ['F\u202fCFA', 'F\u202fCFA'],
-    XCD: ['EC$', '$'],
-    XPF: ['CFPF', 'CFPF']
-};
-// ISO 4217's minor units where they are not two.
-const DIGITS: Record<string, number> = {
-    BIF: 0, CLP: 0, DJF: 0, GNF: 0, ISK: 0, JPY: 0, KMF: 0, KRW: 0, PYG: 0, RWF: 0, UGX: 0, UYI: 0, VND: 0, VUV: 0, XAF: 0, XOF: 0, XPF: 0,
-    BHD: 3, IQD: 3, JOD: 3, KWD: 3, LYD: 3, OMR: 3, TND: 3, CLF: 4, UYW: 4
-};
+/** An option sluice does not format (`toLocaleString` then keeps the engine's). */
+export class Refused extends TypeError {}
 
 function refused(what: string): never {
-    throw new TypeError(`Intl.NumberFormat's ${what} is not available in sluice: its JavaScript engine is built without ICU's locale data.`);
+    throw new Refused(`Intl.NumberFormat's ${what} is not available in sluice: its JavaScript engine is built without ICU's locale data.`);
 }
 
 function stringOption<T extends string>(opts: Record<string, unknown>, name: string, allowed: readonly T[], fallback: T): T {
@@ -106,6 +82,10 @@ export function resolveNumberOptions(english: English, options: unknown): Number
         r.currencyDisplay = stringOption(opts, 'currencyDisplay', ['symbol', 'narrowSymbol', 'code'] as const, 'symbol');
         r.currencySign = stringOption(opts, 'currencySign', ['standard', 'accounting'] as const, 'standard');
     }
+    stringOption(opts, 'localeMatcher', ['lookup', 'best fit'] as const, 'best fit');
+    if (opts.numberingSystem !== undefined && String(opts.numberingSystem) !== 'latn') refused(`numberingSystem '${String(opts.numberingSystem)}'`);
+    if (opts.roundingPriority !== undefined && opts.roundingPriority !== 'auto') refused(`roundingPriority '${String(opts.roundingPriority)}'`);
+    r.trailingZeroDisplay = stringOption(opts, 'trailingZeroDisplay', ['auto', 'stripIfInteger'] as const, 'auto');
     const notation = String(opts.notation ?? 'standard');
     if (notation !== 'standard') refused(`notation '${notation}'`);
     if (opts.roundingMode !== undefined && opts.roundingMode !== 'halfExpand') refused(`roundingMode '${String(opts.roundingMode)}'`);
@@ -120,18 +100,23 @@ export function resolveNumberOptions(english: English, options: unknown): Number
         r.maximumSignificantDigits = maxSig ?? 21;
         if (r.minimumSignificantDigits > r.maximumSignificantDigits) throw new RangeError('maximumSignificantDigits value is out of range.');
     } else {
-        const currencyDigits = r.style === 'currency' ? (DIGITS[r.currency!] ?? 2) : 0;
+        const currencyDigits = r.style === 'currency' ? (CURRENCIES[r.currency!]?.d ?? 2) : 0;
         const defaultMin = r.style === 'currency' ? currencyDigits : 0;
         const defaultMax = r.style === 'currency' ? currencyDigits : r.style === 'percent' ? 0 : 3;
         if (minFrac !== undefined && maxFrac !== undefined && minFrac > maxFrac) throw new RangeError('maximumFractionDigits value is out of range.');
         r.minimumFractionDigits = minFrac ?? (maxFrac !== undefined ? Math.min(defaultMin, maxFrac) : defaultMin);
         r.maximumFractionDigits = maxFrac ?? Math.max(defaultMax, r.minimumFractionDigits);
     }
+    // ECMA-402's GetBooleanOrStringNumberFormatOption.
     const grouping = opts.useGrouping;
     if (grouping !== undefined) {
-        if (grouping === false || grouping === 'false') r.useGrouping = false;
-        else if (grouping === true || grouping === 'true' || grouping === 'always') r.useGrouping = 'always';
-        else r.useGrouping = stringOption(opts, 'useGrouping', ['auto', 'always', 'min2'] as const, 'auto');
+        if (grouping === true) r.useGrouping = 'always';
+        else if (!grouping) r.useGrouping = false;
+        else {
+            const text = String(grouping);
+            if (text === 'true' || text === 'false') r.useGrouping = 'auto';
+            else r.useGrouping = stringOption({ useGrouping: text }, 'useGrouping', ['auto', 'always', 'min2'] as const, 'auto');
+        }
     }
     r.signDisplay = stringOption(opts, 'signDisplay', ['auto', 'never', 'always', 'exceptZero', 'negative'] as const, 'auto');
     return r;
@@ -210,20 +195,16 @@ function digitsText(d: Decimal, r: NumberOptions): { integer: string; fraction: 
 
 function groups(integer: string, grouping: Grouping): string[] {
     if (grouping === false || integer.length <= 3 || (grouping === 'min2' && integer.length < 5)) return [integer];
-    const out: string[] = [];
-    let end = integer.length;
-    while (end > 3) {
-        out.unshift(integer.slice(end - 3, end));
-        end -= 3;
-    }
-    out.unshift(integer.slice(0, end));
+    const first = integer.length % 3 || 3;
+    const out = [integer.slice(0, first)];
+    for (let i = first; i < integer.length; i += 3) out.push(integer.slice(i, i + 3));
     return out;
 }
 
 export function formatNumberToParts(r: NumberOptions, value: unknown): Part[] {
     let x: number | bigint | string;
     if (typeof value === 'bigint') x = value;
-    else if (typeof value === 'string' && /^\s*[+-]?(\d+\.?\d*|\.\d+)(e[+-]?\d+)?\s*$/i.test(value)) x = value.trim();
+    else if (typeof value === 'string' && /^\s*[+-]?(\d+\.?\d*|\.\d+)(e[+-]?\d+)?\s*$/i.test(value) && Number.isFinite(Number(value))) x = value.trim();
     else x = Number(value);
     const negative = typeof x === 'bigint' ? x < 0n : typeof x === 'string' ? x.startsWith('-') : x < 0 || Object.is(x, -0);
     const magnitude: number | bigint | string = typeof x === 'bigint' ? (x < 0n ? -x : x) : typeof x === 'string' ? x.replace(/^[+-]/, '') : Math.abs(x);
@@ -236,7 +217,9 @@ export function formatNumberToParts(r: NumberOptions, value: unknown): Part[] {
     } else {
         let d = decimalOf(magnitude);
         if (r.style === 'percent' && d.digits !== '0') d = { digits: d.digits, exponent: d.exponent + 2 };
-        const { integer, fraction } = digitsText(d, r);
+        const text = digitsText(d, r);
+        const integer = text.integer;
+        const fraction = r.trailingZeroDisplay === 'stripIfInteger' && /^0*$/.test(text.fraction) ? '' : text.fraction;
         zero = /^0*$/.test(integer + fraction);
         const grouped = groups(integer, r.useGrouping);
         grouped.forEach((g, i) => {
@@ -250,14 +233,14 @@ export function formatNumberToParts(r: NumberOptions, value: unknown): Part[] {
     }
     if (r.style === 'percent') body.push({ type: 'percentSign', value: '%' });
     if (r.style === 'currency') {
-        const symbols = SYMBOLS[r.currency!];
-        if (r.currencyDisplay === 'code' || symbols === undefined) {
-            // CLDR's currency spacing: a no-break space between a code and digits.
-            const digits = body[0]?.type === 'integer';
-            body.unshift(...(digits ? [{ type: 'currency', value: r.currency! }, { type: 'literal', value: '\u00a0' }] : [{ type: 'currency', value: r.currency! }]));
-        } else {
-            body.unshift({ type: 'currency', value: r.currencyDisplay === 'narrowSymbol' ? symbols[1] : symbols[0] });
-        }
+        const data = CURRENCIES[r.currency!];
+        const code = `${r.currency!}\u00a0`;
+        let symbol = r.currencyDisplay === 'code' ? code : r.currencyDisplay === 'narrowSymbol' ? (data?.n ?? data?.s ?? code) : (data?.s ?? code);
+        // The no-break space parts a symbol from digits only (`CHF NaN` has none).
+        const apart = symbol.endsWith('\u00a0');
+        if (apart) symbol = symbol.slice(0, -1);
+        const digits = body[0]?.type === 'integer';
+        body.unshift(...(apart && digits ? [{ type: 'currency', value: symbol }, { type: 'literal', value: '\u00a0' }] : [{ type: 'currency', value: symbol }]));
     }
     const isNaN = body.some((p) => p.type === 'nan');
     let sign: '' | '-' | '+' = '';
@@ -290,7 +273,8 @@ export function numberResolvedOptions(r: NumberOptions): Record<string, unknown>
     if (r.style === 'currency') {
         out.currency = r.currency;
         out.currencyDisplay = r.currencyDisplay;
-        out.currencySign = r.currencySign;
+        // V8 reports accounting signs as standard when no sign shows.
+        out.currencySign = r.signDisplay === 'never' ? 'standard' : r.currencySign;
     }
     out.minimumIntegerDigits = r.minimumIntegerDigits;
     if (r.maximumSignificantDigits !== undefined) {
@@ -306,7 +290,7 @@ export function numberResolvedOptions(r: NumberOptions): Record<string, unknown>
         signDisplay: r.signDisplay,
         roundingMode: 'halfExpand',
         roundingIncrement: 1,
-        trailingZeroDisplay: 'auto',
+        trailingZeroDisplay: r.trailingZeroDisplay ?? 'auto',
         roundingPriority: 'auto'
     });
     return out;

@@ -12,7 +12,7 @@
 
 import * as intl from 'nango:scripts/intl@0.2.0';
 import { englishLocale, formatToParts, resolveOptions, resolvedOptionsOf, type Defaults, type English } from './intl-date';
-import { formatNumberToParts, numberResolvedOptions, resolveNumberOptions, type NumberOptions } from './intl-number';
+import { formatNumberToParts, numberResolvedOptions, Refused, resolveNumberOptions, type NumberOptions } from './intl-number';
 
 const UTF8_OUT = new TextEncoder();
 const UTF8_IN = new TextDecoder();
@@ -337,20 +337,34 @@ Object.defineProperty(NumberFormat, 'supportedLocalesOf', {
 });
 Object.defineProperty(NumberFormat, 'length', { value: 0 });
 
-/** `Number.prototype.toLocaleString` and BigInt's in en-US; other locales keep the engine's. */
-function numberMethod(proto: object, check: (v: unknown) => boolean, kind: string) {
-    const engine = (proto as { toLocaleString: (this: unknown, ...args: unknown[]) => string }).toLocaleString;
+/**
+ * `Number.prototype.toLocaleString` and BigInt's in en-US. Other locales,
+ * and options sluice does not format, keep the engine's (as before sluice
+ * had any: the plain number).
+ */
+function numberMethod(proto: { toLocaleString: unknown; valueOf: () => unknown }) {
+    const engine = proto.toLocaleString as (this: unknown, ...args: unknown[]) => string;
+    // The built-in `valueOf` checks `this` and unwraps it, whatever a
+    // script made of its own `valueOf`.
+    const unwrap = proto.valueOf;
     const method = function toLocaleString(this: unknown, locales?: unknown, options?: unknown): string {
-        if (!check(this)) throw new TypeError(`${kind}.prototype.toLocaleString requires that 'this' be a ${kind}`);
+        const value = unwrap.call(this);
         const english = englishLocale(locales);
         if (english === undefined) return engine.call(this, locales, options);
-        return joinNumber(formatNumberToParts(resolveNumberOptions(english, options), (this as { valueOf(): unknown }).valueOf()));
+        let resolved: NumberOptions;
+        try {
+            resolved = resolveNumberOptions(english, options);
+        } catch (e) {
+            if (e instanceof Refused) return engine.call(this, locales, options);
+            throw e;
+        }
+        return joinNumber(formatNumberToParts(resolved, value));
     };
     Object.defineProperty(method, 'length', { value: 0 });
     Object.defineProperty(proto, 'toLocaleString', { configurable: true, writable: true, enumerable: false, value: method });
 }
 
-/** `Date.prototype.toLocale*String` in en-US; other locales keep the engine's. */
+/** `Date.prototype.toLocale*String` in en-US; other locales, and options sluice does not format, keep the engine's. */
 function dateMethod(name: 'toLocaleString' | 'toLocaleDateString' | 'toLocaleTimeString', required: 'any' | 'date' | 'time', defaults: Defaults) {
     const engine = Date.prototype[name] as (this: Date, ...args: unknown[]) => string;
     const method = function (this: unknown, locales?: unknown, options?: unknown): string {
@@ -359,7 +373,15 @@ function dateMethod(name: 'toLocaleString' | 'toLocaleDateString' | 'toLocaleTim
         if (english === undefined) return engine.call(this, locales, options);
         const time = this.getTime();
         if (Number.isNaN(time)) return 'Invalid Date';
-        return joinParts(formatToParts(resolveOptions(english, options, required, defaults), time));
+        let resolved: ReturnType<typeof resolveOptions>;
+        try {
+            resolved = resolveOptions(english, options, required, defaults);
+        } catch (e) {
+            // An option sluice does not format keeps the engine's string.
+            if (e instanceof Refused) return engine.call(this, locales, options);
+            throw e;
+        }
+        return joinParts(formatToParts(resolved, time));
     };
     Object.defineProperty(method, 'name', { value: name });
     Object.defineProperty(method, 'length', { value: 0 });
@@ -435,10 +457,8 @@ function install(): void {
         dateMethod('toLocaleString', 'any', 'all');
         dateMethod('toLocaleDateString', 'date', 'date');
         dateMethod('toLocaleTimeString', 'time', 'time');
-        numberMethod(Number.prototype, (v) => typeof v === 'number' || v instanceof Number, 'Number');
-        if (typeof BigInt === 'function') {
-            numberMethod(BigInt.prototype, (v) => typeof v === 'bigint' || (typeof v === 'object' && v !== null && Object.prototype.toString.call(v) === '[object BigInt]'), 'BigInt');
-        }
+        numberMethod(Number.prototype as unknown as { toLocaleString: unknown; valueOf: () => unknown });
+        if (typeof BigInt === 'function') numberMethod(BigInt.prototype as unknown as { toLocaleString: unknown; valueOf: () => unknown });
     } else if (typeof g.Intl.Collator !== 'function') {
         define(g.Intl, 'Collator', Collator);
     }

@@ -26,7 +26,7 @@ for (const name of [...names].sort()) {
   const oj = offsetAt(name, jan), ou = offsetAt(name, jul);
   const dstAt = oj === ou ? null : oj > ou ? jan : jul;
   const stdAt = dstAt === jan ? jul : jan;
-  const isGmt = (s) => /^GMT([+-]|$)/.test(s);
+  const isGmt = (s) => /^GMT[+-]/.test(s);
   const entry = {
     s: nameAt(name, stdAt, 'short'), l: nameAt(name, stdAt, 'long'),
     ds: dstAt ? nameAt(name, dstAt, 'short') : undefined, dl: dstAt ? nameAt(name, dstAt, 'long') : undefined,

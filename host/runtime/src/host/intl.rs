@@ -196,11 +196,28 @@ fn zone_at(zone: &str, epoch_ms: f64) -> Result<ZoneInfo, String> {
     };
     let at = chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default();
     let local = tz.offset_from_utc_datetime(&at.naive_utc());
+    let offset = local.fix().local_minus_utc();
+    // Daylight time as CLDR names it: the year's larger offset. The
+    // database's own flag is negative in Dublin's winter (its standard
+    // time is the summer's), which CLDR calls Greenwich Mean Time.
+    let daylight = {
+        use chrono::Datelike;
+        let year = at.year();
+        let offset_on = |month: u32| {
+            chrono::NaiveDate::from_ymd_opt(year, month, 15)
+                .and_then(|d| d.and_hms_opt(12, 0, 0))
+                .map(|t| tz.offset_from_utc_datetime(&t).fix().local_minus_utc())
+        };
+        match (offset_on(1), offset_on(7)) {
+            (Some(january), Some(july)) => offset > january.min(july),
+            _ => !local.dst_offset().is_zero(),
+        }
+    };
     Ok(ZoneInfo {
         name: tz.name().to_string(),
-        offset_minutes: local.fix().local_minus_utc() / 60,
+        offset_minutes: offset / 60,
         abbreviation: local.abbreviation().unwrap_or_default().to_string(),
-        daylight: !local.dst_offset().is_zero(),
+        daylight,
     })
 }
 
