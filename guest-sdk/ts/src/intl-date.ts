@@ -7,6 +7,7 @@
 
 import * as intl from 'nango:scripts/intl@0.2.0';
 import { Refused } from './intl-number';
+import { getOption, hostMessage } from './intl-options';
 import { TZ_NAMES } from './tz-names';
 
 const MONTHS = ['January', 'February', 'March', 'April', 'May', 'June', 'July', 'August', 'September', 'October', 'November', 'December'];
@@ -89,8 +90,7 @@ function zoneAt(timeZone: string, ms: number): Zone {
         const z = intl.zoneAt(timeZone, ms);
         return { name: z.name, offset: z.offsetMinutes, daylight: z.daylight };
     } catch (e) {
-        const message = e && typeof e === 'object' && 'payload' in e ? String((e as { payload: unknown }).payload) : String(e);
-        throw new RangeError(message);
+        throw new RangeError(hostMessage(e));
     }
 }
 
@@ -128,16 +128,6 @@ function zoneName(zone: Zone, style: ZoneName): string {
     }
 }
 
-function option<T extends string>(options: Record<string, unknown>, name: string, allowed: readonly T[]): T | undefined {
-    const value = options[name];
-    if (value === undefined) return undefined;
-    const text = String(value);
-    if (!(allowed as readonly string[]).includes(text)) {
-        throw new RangeError(`Value ${text} out of range for Intl.DateTimeFormat options property ${name}`);
-    }
-    return text as T;
-}
-
 const TEXT = ['narrow', 'short', 'long'] as const;
 const NUM = ['numeric', '2-digit'] as const;
 const STYLE = ['full', 'long', 'medium', 'short'] as const;
@@ -151,22 +141,22 @@ export function resolveOptions(english: English, options: unknown, required: 'an
     const opts: Record<string, unknown> = options === undefined ? {} : Object(options);
     const locale = english.locale;
     const hour12 = opts.hour12 === undefined ? undefined : Boolean(opts.hour12);
-    const hourCycleOption = option(opts, 'hourCycle', ['h11', 'h12', 'h23', 'h24'] as const);
+    const hourCycleOption = getOption('DateTimeFormat', opts, 'hourCycle', ['h11', 'h12', 'h23', 'h24'] as const);
     let timeZone = 'UTC';
     if (opts.timeZone !== undefined) {
         const asked = String(opts.timeZone);
         timeZone = asked.toLowerCase() === 'utc' ? 'UTC' : zoneAt(asked, 0).name;
     }
     const f: Fields = {
-        weekday: option(opts, 'weekday', TEXT),
-        era: option(opts, 'era', TEXT),
-        year: option(opts, 'year', NUM),
-        month: option(opts, 'month', [...NUM, ...TEXT] as const),
-        day: option(opts, 'day', NUM),
-        hour: option(opts, 'hour', NUM),
-        minute: option(opts, 'minute', NUM),
-        second: option(opts, 'second', NUM),
-        timeZoneName: option(opts, 'timeZoneName', ['short', 'long', 'shortOffset', 'longOffset', 'shortGeneric', 'longGeneric'] as const)
+        weekday: getOption('DateTimeFormat', opts, 'weekday', TEXT),
+        era: getOption('DateTimeFormat', opts, 'era', TEXT),
+        year: getOption('DateTimeFormat', opts, 'year', NUM),
+        month: getOption('DateTimeFormat', opts, 'month', [...NUM, ...TEXT] as const),
+        day: getOption('DateTimeFormat', opts, 'day', NUM),
+        hour: getOption('DateTimeFormat', opts, 'hour', NUM),
+        minute: getOption('DateTimeFormat', opts, 'minute', NUM),
+        second: getOption('DateTimeFormat', opts, 'second', NUM),
+        timeZoneName: getOption('DateTimeFormat', opts, 'timeZoneName', ['short', 'long', 'shortOffset', 'longOffset', 'shortGeneric', 'longGeneric'] as const)
     };
     if (opts.fractionalSecondDigits !== undefined) {
         const n = Number(opts.fractionalSecondDigits);
@@ -176,8 +166,8 @@ export function resolveOptions(english: English, options: unknown, required: 'an
     if (opts.dayPeriod !== undefined) {
         throw new Refused(`Intl.DateTimeFormat's dayPeriod option is not available in sluice`);
     }
-    const dateStyle = option(opts, 'dateStyle', STYLE);
-    const timeStyle = option(opts, 'timeStyle', STYLE);
+    const dateStyle = getOption('DateTimeFormat', opts, 'dateStyle', STYLE);
+    const timeStyle = getOption('DateTimeFormat', opts, 'timeStyle', STYLE);
     const r: Resolved = { locale, timeZone };
     if (dateStyle !== undefined || timeStyle !== undefined) {
         for (const name of COMPONENTS) {

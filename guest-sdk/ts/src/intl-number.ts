@@ -7,6 +7,7 @@
 // notations and currency names are refused with a TypeError naming them.
 
 import { CURRENCIES } from './currencies';
+import { getOption } from './intl-options';
 import type { English } from './intl-date';
 
 export interface Part {
@@ -41,16 +42,6 @@ function refused(what: string): never {
     throw new Refused(`Intl.NumberFormat's ${what} is not available in sluice: its JavaScript engine is built without ICU's locale data.`);
 }
 
-function stringOption<T extends string>(opts: Record<string, unknown>, name: string, allowed: readonly T[], fallback: T): T {
-    const value = opts[name];
-    if (value === undefined) return fallback;
-    const text = String(value);
-    if (!(allowed as readonly string[]).includes(text)) {
-        throw new RangeError(`Value ${text} out of range for Intl.NumberFormat options property ${name}`);
-    }
-    return text as T;
-}
-
 function digitsOption(opts: Record<string, unknown>, name: string, min: number, max: number): number | undefined {
     const value = opts[name];
     if (value === undefined) return undefined;
@@ -66,7 +57,7 @@ export function resolveNumberOptions(english: English, options: unknown): Number
     if (style === 'unit') refused(`style 'unit'`);
     const r: NumberOptions = {
         locale: english.locale,
-        style: stringOption(opts, 'style', ['decimal', 'percent', 'currency'] as const, 'decimal'),
+        style: getOption('NumberFormat', opts, 'style', ['decimal', 'percent', 'currency'] as const, 'decimal'),
         minimumIntegerDigits: 1,
         useGrouping: 'auto',
         signDisplay: 'auto'
@@ -79,13 +70,13 @@ export function resolveNumberOptions(english: English, options: unknown): Number
     if (r.style === 'currency') {
         if (r.currency === undefined) throw new TypeError('Currency code is required with currency style.');
         if (opts.currencyDisplay === 'name') refused(`currencyDisplay 'name'`);
-        r.currencyDisplay = stringOption(opts, 'currencyDisplay', ['symbol', 'narrowSymbol', 'code'] as const, 'symbol');
-        r.currencySign = stringOption(opts, 'currencySign', ['standard', 'accounting'] as const, 'standard');
+        r.currencyDisplay = getOption('NumberFormat', opts, 'currencyDisplay', ['symbol', 'narrowSymbol', 'code'] as const, 'symbol');
+        r.currencySign = getOption('NumberFormat', opts, 'currencySign', ['standard', 'accounting'] as const, 'standard');
     }
-    stringOption(opts, 'localeMatcher', ['lookup', 'best fit'] as const, 'best fit');
+    getOption('NumberFormat', opts, 'localeMatcher', ['lookup', 'best fit'] as const, 'best fit');
     if (opts.numberingSystem !== undefined && String(opts.numberingSystem) !== 'latn') refused(`numberingSystem '${String(opts.numberingSystem)}'`);
     if (opts.roundingPriority !== undefined && opts.roundingPriority !== 'auto') refused(`roundingPriority '${String(opts.roundingPriority)}'`);
-    r.trailingZeroDisplay = stringOption(opts, 'trailingZeroDisplay', ['auto', 'stripIfInteger'] as const, 'auto');
+    r.trailingZeroDisplay = getOption('NumberFormat', opts, 'trailingZeroDisplay', ['auto', 'stripIfInteger'] as const, 'auto');
     const notation = String(opts.notation ?? 'standard');
     if (notation !== 'standard') refused(`notation '${notation}'`);
     if (opts.roundingMode !== undefined && opts.roundingMode !== 'halfExpand') refused(`roundingMode '${String(opts.roundingMode)}'`);
@@ -115,10 +106,10 @@ export function resolveNumberOptions(english: English, options: unknown): Number
         else {
             const text = String(grouping);
             if (text === 'true' || text === 'false') r.useGrouping = 'auto';
-            else r.useGrouping = stringOption({ useGrouping: text }, 'useGrouping', ['auto', 'always', 'min2'] as const, 'auto');
+            else r.useGrouping = getOption('NumberFormat', { useGrouping: text }, 'useGrouping', ['auto', 'always', 'min2'] as const, 'auto');
         }
     }
-    r.signDisplay = stringOption(opts, 'signDisplay', ['auto', 'never', 'always', 'exceptZero', 'negative'] as const, 'auto');
+    r.signDisplay = getOption('NumberFormat', opts, 'signDisplay', ['auto', 'never', 'always', 'exceptZero', 'negative'] as const, 'auto');
     return r;
 }
 

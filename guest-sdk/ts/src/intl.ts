@@ -11,6 +11,7 @@
 // engine without them.
 
 import * as intl from 'nango:scripts/intl@0.2.0';
+import { getOption, hostMessage } from './intl-options';
 import { englishLocale, formatToParts, resolveOptions, resolvedOptionsOf, type Defaults, type English } from './intl-date';
 import { formatNumberToParts, numberResolvedOptions, Refused, resolveNumberOptions, type NumberOptions } from './intl-number';
 
@@ -19,17 +20,6 @@ const UTF8_IN = new TextDecoder();
 
 type Sensitivity = 'base' | 'accent' | 'case' | 'variant';
 type CaseFirst = 'upper' | 'lower' | 'false';
-
-/** ECMA-402's GetOption for a string option with its allowed values. */
-function stringOption<T extends string>(options: Record<string, unknown>, name: string, allowed: readonly T[], fallback: T | undefined): T | undefined {
-    const value = options[name];
-    if (value === undefined) return fallback;
-    const text = String(value);
-    if (!(allowed as readonly string[]).includes(text)) {
-        throw new RangeError(`Value ${text} out of range for Intl.Collator options property ${name}`);
-    }
-    return text as T;
-}
 
 /** The first tag of `locales` (a tag, a list of tags or `undefined`); `undefined` for none. */
 function firstTag(locales: unknown): string | undefined {
@@ -92,11 +82,11 @@ function resolve(locales: unknown, options: unknown): Resolved {
     const tag = firstTag(locales) ?? '';
     if (options === null) throw new TypeError('Cannot convert undefined or null to object');
     const opts: Record<string, unknown> = options === undefined ? {} : Object(options);
-    const usage = stringOption(opts, 'usage', ['sort', 'search'] as const, 'sort')!;
-    const sensitivity = stringOption(opts, 'sensitivity', ['base', 'accent', 'case', 'variant'] as const, 'variant')!;
+    const usage = getOption('Collator', opts, 'usage', ['sort', 'search'] as const, 'sort')!;
+    const sensitivity = getOption('Collator', opts, 'sensitivity', ['base', 'accent', 'case', 'variant'] as const, 'variant')!;
     const ignorePunctuation = opts.ignorePunctuation === undefined ? false : Boolean(opts.ignorePunctuation);
     const numeric = opts.numeric === undefined ? undefined : Boolean(opts.numeric);
-    const caseFirst = stringOption(opts, 'caseFirst', ['upper', 'lower', 'false'] as const, undefined);
+    const caseFirst = getOption('Collator', opts, 'caseFirst', ['upper', 'lower', 'false'] as const, undefined);
     const key = JSON.stringify([tag, sensitivity, ignorePunctuation, numeric, caseFirst, usage]);
     const known = made.get(key);
     if (known) return known;
@@ -110,8 +100,7 @@ function resolve(locales: unknown, options: unknown): Resolved {
             caseFirst: caseFirst === undefined ? undefined : caseFirst === 'upper' ? 'upper-first' : caseFirst === 'lower' ? 'lower-first' : 'off'
         });
     } catch (e) {
-        const message = e && typeof e === 'object' && 'payload' in e ? String((e as { payload: unknown }).payload) : String(e);
-        throw new RangeError(message);
+        throw new RangeError(hostMessage(e));
     }
     const resolved: Resolved = {
         id: info.id,
@@ -190,152 +179,109 @@ Object.defineProperty(Collator, 'supportedLocalesOf', {
 });
 Object.defineProperty(Collator, 'length', { value: 0 });
 
-const FORMAT = Symbol('format');
-const DATE_RESOLVED = Symbol('dateResolved');
-type DateOptions = ReturnType<typeof resolveOptions>;
-
-function dateFormatLocale(locales: unknown): English {
-    const english = englishLocale(locales);
-    if (english === undefined) {
-        throw new TypeError(
-            `Intl.DateTimeFormat is available for en-US only in sluice (asked: ${String(firstTag(locales))}): ` +
-                `its JavaScript engine is built without ICU's locale data.`
-        );
-    }
-    return english;
-}
-
 function toTime(date: unknown): number {
     if (date === undefined) return Date.now();
     return date instanceof Date ? date.getTime() : Number(date);
 }
 
-/** `Intl.DateTimeFormat` in en-US, callable with or without `new`. */
-function DateTimeFormat(this: unknown, locales?: unknown, options?: unknown): DateTimeFormatInstance {
-    const self: DateTimeFormatInstance = new.target ? (this as DateTimeFormatInstance) : Object.create(DateTimeFormat.prototype);
-    Object.defineProperty(self, DATE_RESOLVED, { value: resolveOptions(dateFormatLocale(locales), options, 'any', 'date') });
-    return self;
-}
-interface DateTimeFormatInstance {
-    [DATE_RESOLVED]: DateOptions;
-    [FORMAT]?: (date?: unknown) => string;
-}
-function dateResolvedOf(self: unknown, member: string): DateOptions {
-    const r = self && typeof self === 'object' ? (self as DateTimeFormatInstance)[DATE_RESOLVED] : undefined;
-    if (r === undefined) throw new TypeError(`Method Intl.DateTimeFormat.prototype.${member} called on incompatible receiver ${String(self)}`);
-    return r;
-}
-// V8's `format` writes CLDR's narrow no-break space as a space (its parts keep it).
+// V8's date `format` writes CLDR's narrow no-break space as a space (its
+// parts keep it); numbers keep theirs.
 const joinParts = (parts: { value: string }[]) => parts.map((p) => p.value).join('').replace(/\u202f/g, ' ');
-Object.defineProperty(DateTimeFormat.prototype, 'format', {
-    configurable: true,
-    enumerable: false,
-    get(this: DateTimeFormatInstance) {
-        const r = dateResolvedOf(this, 'format');
-        if (!this[FORMAT]) {
-            Object.defineProperty(this, FORMAT, { value: (date?: unknown) => joinParts(formatToParts(r, toTime(date))) });
-        }
-        return this[FORMAT];
-    }
-});
-for (const [name, value] of [
-    [
-        'formatToParts',
-        function formatToPartsOf(this: unknown, date?: unknown) {
-            return formatToParts(dateResolvedOf(this, 'formatToParts'), toTime(date));
-        }
-    ],
-    [
-        'resolvedOptions',
-        function resolvedOptions(this: unknown) {
-            return resolvedOptionsOf(dateResolvedOf(this, 'resolvedOptions'));
-        }
-    ],
-    ['formatRange', unavailable('DateTimeFormat.prototype.formatRange')],
-    ['formatRangeToParts', unavailable('DateTimeFormat.prototype.formatRangeToParts')]
-] as const) {
-    Object.defineProperty(DateTimeFormat.prototype, name, { configurable: true, writable: true, enumerable: false, value });
-}
-Object.defineProperty(DateTimeFormat.prototype, Symbol.toStringTag, { configurable: true, value: 'Intl.DateTimeFormat' });
-Object.defineProperty(DateTimeFormat, 'supportedLocalesOf', {
-    configurable: true,
-    writable: true,
-    enumerable: false,
-    value: function supportedLocalesOf(locales?: unknown) {
-        return canonicalList(locales).filter((tag) => englishLocale(tag) !== undefined);
-    }
-});
-Object.defineProperty(DateTimeFormat, 'length', { value: 0 });
-
 const joinNumber = (parts: { value: string }[]) => parts.map((p) => p.value).join('');
-const NUMBER_RESOLVED = Symbol('numberResolved');
-const NUMBER_FORMAT = Symbol('numberFormat');
 
-function numberFormatLocale(locales: unknown): English {
-    const english = englishLocale(locales);
-    if (english === undefined) {
-        throw new TypeError(
-            `Intl.NumberFormat is available for en-US only in sluice (asked: ${String(firstTag(locales))}): ` +
-                `its JavaScript engine is built without ICU's locale data.`
-        );
-    }
-    return english;
+interface Formatter<R> {
+    /** `DateTimeFormat`, `NumberFormat`. */
+    name: string;
+    resolve(english: English, options: unknown): R;
+    parts(resolved: R, value: unknown): { type: string; value: string }[];
+    join(parts: { value: string }[]): string;
+    resolvedOptions(resolved: R): Record<string, unknown>;
 }
 
-/** `Intl.NumberFormat` in en-US, callable with or without `new`. */
-function NumberFormat(this: unknown, locales?: unknown, options?: unknown): NumberFormatInstance {
-    const self: NumberFormatInstance = new.target ? (this as NumberFormatInstance) : Object.create(NumberFormat.prototype);
-    Object.defineProperty(self, NUMBER_RESOLVED, { value: resolveNumberOptions(numberFormatLocale(locales), options) });
-    return self;
-}
-interface NumberFormatInstance {
-    [NUMBER_RESOLVED]: NumberOptions;
-    [NUMBER_FORMAT]?: (value?: unknown) => string;
-}
-function numberResolvedOf(self: unknown, member: string): NumberOptions {
-    const r = self && typeof self === 'object' ? (self as NumberFormatInstance)[NUMBER_RESOLVED] : undefined;
-    if (r === undefined) throw new TypeError(`Method Intl.NumberFormat.prototype.${member} called on incompatible receiver ${String(self)}`);
-    return r;
-}
-Object.defineProperty(NumberFormat.prototype, 'format', {
-    configurable: true,
-    enumerable: false,
-    get(this: NumberFormatInstance) {
-        const r = numberResolvedOf(this, 'format');
-        if (!this[NUMBER_FORMAT]) {
-            Object.defineProperty(this, NUMBER_FORMAT, { value: (value?: unknown) => joinNumber(formatNumberToParts(r, value)) });
+/**
+ * An en-US `Intl` formatter constructor, callable with or without `new`,
+ * with the built-in's members: `format` (a getter of one bound function),
+ * `formatToParts`, `resolvedOptions`, `supportedLocalesOf`; `formatRange`
+ * says it is not available. Another locale is a TypeError naming it.
+ */
+function formatter<R>(f: Formatter<R>): (locales?: unknown, options?: unknown) => object {
+    const RESOLVED = Symbol(`${f.name} options`);
+    const BOUND = Symbol(`${f.name} format`);
+    type Instance = { [RESOLVED]?: R; [BOUND]?: (value?: unknown) => string };
+    const ctor = function (this: unknown, locales?: unknown, options?: unknown): Instance {
+        const english = englishLocale(locales);
+        if (english === undefined) {
+            throw new TypeError(
+                `Intl.${f.name} is available for en-US only in sluice (asked: ${String(firstTag(locales))}): ` +
+                    `its JavaScript engine is built without ICU's locale data.`
+            );
         }
-        return this[NUMBER_FORMAT];
+        const self: Instance = new.target ? (this as Instance) : Object.create(ctor.prototype);
+        Object.defineProperty(self, RESOLVED, { value: f.resolve(english, options) });
+        return self;
+    };
+    const resolvedOf = (self: unknown, member: string): R => {
+        const r = self && typeof self === 'object' ? (self as Instance)[RESOLVED] : undefined;
+        if (r === undefined) throw new TypeError(`Method Intl.${f.name}.prototype.${member} called on incompatible receiver ${String(self)}`);
+        return r;
+    };
+    Object.defineProperty(ctor, 'name', { value: f.name });
+    Object.defineProperty(ctor, 'length', { value: 0 });
+    Object.defineProperty(ctor.prototype, 'format', {
+        configurable: true,
+        enumerable: false,
+        get(this: Instance) {
+            const r = resolvedOf(this, 'format');
+            if (!this[BOUND]) Object.defineProperty(this, BOUND, { value: (value?: unknown) => f.join(f.parts(r, value)) });
+            return this[BOUND];
+        }
+    });
+    const members: [string, unknown][] = [
+        [
+            'formatToParts',
+            function formatToParts(this: unknown, value?: unknown) {
+                return f.parts(resolvedOf(this, 'formatToParts'), value);
+            }
+        ],
+        [
+            'resolvedOptions',
+            function resolvedOptions(this: unknown) {
+                return f.resolvedOptions(resolvedOf(this, 'resolvedOptions'));
+            }
+        ],
+        ['formatRange', unavailable(`${f.name}.prototype.formatRange`)],
+        ['formatRangeToParts', unavailable(`${f.name}.prototype.formatRangeToParts`)]
+    ];
+    for (const [name, value] of members) {
+        Object.defineProperty(ctor.prototype, name, { configurable: true, writable: true, enumerable: false, value });
     }
-});
-for (const [name, value] of [
-    [
-        'formatToParts',
-        function formatToParts(this: unknown, value?: unknown) {
-            return formatNumberToParts(numberResolvedOf(this, 'formatToParts'), value);
+    Object.defineProperty(ctor.prototype, Symbol.toStringTag, { configurable: true, value: `Intl.${f.name}` });
+    Object.defineProperty(ctor, 'supportedLocalesOf', {
+        configurable: true,
+        writable: true,
+        enumerable: false,
+        value: function supportedLocalesOf(locales?: unknown) {
+            return canonicalList(locales).filter((tag) => englishLocale(tag) !== undefined);
         }
-    ],
-    [
-        'resolvedOptions',
-        function resolvedOptions(this: unknown) {
-            return numberResolvedOptions(numberResolvedOf(this, 'resolvedOptions'));
-        }
-    ],
-    ['formatRange', unavailable('NumberFormat.prototype.formatRange')],
-    ['formatRangeToParts', unavailable('NumberFormat.prototype.formatRangeToParts')]
-] as const) {
-    Object.defineProperty(NumberFormat.prototype, name, { configurable: true, writable: true, enumerable: false, value });
+    });
+    return ctor as unknown as (locales?: unknown, options?: unknown) => object;
 }
-Object.defineProperty(NumberFormat.prototype, Symbol.toStringTag, { configurable: true, value: 'Intl.NumberFormat' });
-Object.defineProperty(NumberFormat, 'supportedLocalesOf', {
-    configurable: true,
-    writable: true,
-    enumerable: false,
-    value: function supportedLocalesOf(locales?: unknown) {
-        return canonicalList(locales).filter((tag) => englishLocale(tag) !== undefined);
-    }
+
+const DateTimeFormat = formatter({
+    name: 'DateTimeFormat',
+    resolve: (english, options) => resolveOptions(english, options, 'any', 'date'),
+    parts: (r, value) => formatToParts(r, toTime(value)),
+    join: joinParts,
+    resolvedOptions: resolvedOptionsOf
 });
-Object.defineProperty(NumberFormat, 'length', { value: 0 });
+
+const NumberFormat = formatter<NumberOptions>({
+    name: 'NumberFormat',
+    resolve: resolveNumberOptions,
+    parts: formatNumberToParts,
+    join: joinNumber,
+    resolvedOptions: numberResolvedOptions
+});
 
 /**
  * `Number.prototype.toLocaleString` and BigInt's in en-US. Other locales,
@@ -432,7 +378,7 @@ function install(): void {
             try {
                 normalized = intl.normalize(f.toLowerCase() as intl.NormalForm, UTF8_OUT.encode(text));
             } catch (e) {
-                throw new RangeError(e && typeof e === 'object' && 'payload' in e ? String((e as { payload: unknown }).payload) : String(e));
+                throw new RangeError(hostMessage(e));
             }
             return UTF8_IN.decode(normalized);
         };

@@ -69,6 +69,10 @@ const FILES: &[(&str, &str)] = &[
         include_str!("../../../guest-sdk/ts/src/intl-number.ts"),
     ),
     (
+        "src/intl-options.ts",
+        include_str!("../../../guest-sdk/ts/src/intl-options.ts"),
+    ),
+    (
         "src/tz-names.ts",
         include_str!("../../../guest-sdk/ts/src/tz-names.ts"),
     ),
