@@ -69,6 +69,10 @@ const FILES: &[(&str, &str)] = &[
         include_str!("../../../guest-sdk/ts/src/intl-number.ts"),
     ),
     (
+        "src/currencies.ts",
+        include_str!("../../../guest-sdk/ts/src/currencies.ts"),
+    ),
+    (
         "src/intl-options.ts",
         include_str!("../../../guest-sdk/ts/src/intl-options.ts"),
     ),
@@ -470,6 +474,33 @@ fn install(dir: &Path, progress: &mut dyn Write) -> Result<(), ToolchainError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An SDK source file missing from `FILES` is missing from every
+    /// installed toolchain: scripts fail to bundle ("Could not resolve").
+    #[test]
+    fn every_sdk_source_file_is_carried() {
+        let sdk = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../guest-sdk/ts");
+        let mut missing = Vec::new();
+        let mut dirs = vec![sdk.join("src")];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    dirs.push(path);
+                    continue;
+                }
+                let rel = path
+                    .strip_prefix(&sdk)
+                    .unwrap()
+                    .to_string_lossy()
+                    .replace('\\', "/");
+                if !FILES.iter().any(|(name, _)| *name == rel) {
+                    missing.push(rel);
+                }
+            }
+        }
+        assert!(missing.is_empty(), "not in FILES: {missing:?}");
+    }
 
     #[test]
     fn other_versions_installs_unused_for_a_while_are_pruned() {
