@@ -1,6 +1,7 @@
 //! `nango:scripts/intl`: collation and Unicode normalization with ICU4X's
-//! data, for a JavaScript engine built without ICU (the TypeScript SDK
-//! makes `localeCompare`, `Intl.Collator` and `normalize` of these).
+//! data, and the IANA time zones with chrono-tz's, for a JavaScript engine
+//! built without ICU (the TypeScript SDK makes `localeCompare`,
+//! `Intl.Collator`, `normalize` and en-US's `Intl.DateTimeFormat` of these).
 
 use std::cmp::Ordering;
 use std::collections::HashMap;
