@@ -374,6 +374,9 @@ async function bundleOnce(esbuild, root, bundle, job) {
             format: 'esm',
             platform: 'neutral',
             target: 'es2022',
+            // The engine has the `v` flag: its literals stay literals, so
+            // that `rewritePropertyEscapes` sees those with `\p{…}`.
+            supported: { 'regexp-set-notation': true },
             mainFields: ['module', 'main'],
             conditions: ['import', 'default'],
             preserveSymlinks: true,
@@ -392,10 +395,12 @@ async function bundleOnce(esbuild, root, bundle, job) {
         });
         const js = result.outputFiles.find((f) => !f.path.endsWith('.map'));
         const map = result.outputFiles.find((f) => f.path.endsWith('.map'));
-        let text = js.text;
         // The project's own lines, for the SDK to name them in a stack
         // (appended: the lines before, and so the map, are unchanged).
         const table = map ? sourceLines(JSON.parse(map.text), dirname(bundle), root) : null;
+        const rewritten = await rewritePropertyEscapes(js.text, table);
+        if (rewritten.errors.length > 0) return { ok: false, errors: rewritten.errors };
+        let text = rewritten.text;
         if (table) {
             // Frames of this file only (the engine's own files have lines too).
             table.bundle = basename(bundle);
@@ -421,6 +426,69 @@ async function bundleOnce(esbuild, root, bundle, job) {
         if (e && Array.isArray(e.errors)) return { ok: false, errors: messages(e.errors, root) };
         throw e;
     }
+}
+
+/**
+ * Regular expression literals with Unicode property escapes (`/\p{L}/u`,
+ * `/[^\P{Lu}]/v`) rewritten to the same sets spelled as code point ranges.
+ * The engine is built without ICU, so it knows no Unicode properties and
+ * refuses such a literal when it parses the bundle, which would fail every
+ * script of the integration. Babel's rewriter (regexpu-core) does the work,
+ * with its Unicode data; only literals change, each within its line (the
+ * source map's lines stay right). A property it does not know is an error
+ * at the literal's line, as Node's parser would make it. A pattern built at
+ * run time (`new RegExp('\\p{L}', 'u')`) still meets the engine's refusal.
+ */
+async function rewritePropertyEscapes(text, table) {
+    const errors = [];
+    if (!/\\[pP]\{/.test(text)) return { text, errors };
+    const { parseSync } = await import('oxc-parser');
+    const { default: rewritePattern } = await import('regexpu-core');
+    const parsed = parseSync(ENTRY, text, { sourceType: 'module' });
+    const literals = [];
+    const walk = (node) => {
+        if (Array.isArray(node)) {
+            for (const n of node) walk(n);
+        } else if (node && typeof node === 'object') {
+            if (node.type === 'Literal' && node.regex) literals.push(node);
+            for (const key in node) if (key !== 'regex') walk(node[key]);
+        }
+    };
+    walk(parsed.program);
+    let out = '';
+    let at = 0;
+    for (const lit of literals.sort((a, b) => a.start - b.start)) {
+        const { pattern, flags } = lit.regex;
+        if (!/[uv]/.test(flags) || !/\\[pP]\{/.test(pattern)) continue;
+        let rewritten;
+        try {
+            rewritten = rewritePattern(pattern, flags, { unicodePropertyEscapes: 'transform', unicodeSetsFlag: 'transform' });
+        } catch (e) {
+            const where = bundlePosition(text, lit.start, table);
+            const what = String(e && e.message ? e.message : e).replace(/^Unknown property/, 'Invalid property name');
+            errors.push({ ...where, message: `Invalid regular expression: /${pattern}/${flags}: ${what}` });
+            continue;
+        }
+        out += text.slice(at, lit.start) + `/${rewritten}/${flags.replace('v', 'u')}`;
+        at = lit.end;
+    }
+    return { text: out + text.slice(at), errors };
+}
+
+/** The project's file and line of a bundle offset, when it is the project's. */
+function bundlePosition(text, offset, table) {
+    if (!table) return {};
+    const before = text.slice(0, offset);
+    const line = before.split('\n').length;
+    const column = offset - (before.lastIndexOf('\n') + 1);
+    for (const [start, file, lines] of table.ranges) {
+        const segments = lines[line - start];
+        if (line < start || !segments) continue;
+        let found = segments[1];
+        for (let i = 0; i < segments.length; i += 3) if (segments[i] <= column) found = segments[i + 1];
+        return { file: table.files[file], line: found };
+    }
+    return {};
 }
 
 async function componentizeBundle(job) {

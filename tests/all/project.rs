@@ -365,6 +365,20 @@ async fn imports_the_original_forbids_are_refused_by_name() {
         err.contains("All imported files must live within the nango-integrations directory"),
         "{err}"
     );
+
+    // A Unicode property escape the engine cannot be given (known ones are
+    // spelled out as code point ranges), named at its line as Node would.
+    write(
+        tmp.path(),
+        "demo/actions/fetch.ts",
+        "export default async function runAction() {\n    return /\\p{Letterz}+/u.test('a');\n}\n",
+    );
+    let (code, _, err) = sluice(&argv).await;
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("demo/actions/fetch.ts:2: Invalid regular expression: /\\p{Letterz}+/u: Invalid property name: Letterz"),
+        "{err}"
+    );
 }
 
 /// The original CLI's checks on a nango.yaml project's sources, with its

@@ -877,7 +877,12 @@ async fn locale_compare_collator_and_normalize_answer_as_nodes() {
         assert_eq!(&dates[key], expected, "dates.{key}");
     }
     assert_eq!(dates, node);
+    let node: Value = serde_json::from_str(NODE_REGEX).unwrap();
+    assert_eq!(out["regex"], node);
 }
+
+/// What Node.js 20 answers to the `regex()` calls of `actions/intl.ts`.
+const NODE_REGEX: &str = r#"{"letters":["Crème","Brûlée","東京","Αθήνα"],"notLetters":"Crème_Brûlée_東京_Αθήνα_","inClass":["C","B","Α","4","2"],"negatedClass":[",","&","4","2","٣","!"],"longNames":["Crème","Brûlée","東京","Αθήνα","42٣"],"script":"Αθήνα","scriptExtensions":true,"diacritics":"Creme Brulee","caseInsensitive":true,"sets":["B","Д"],"emoji":["👍","✅"],"named":{"word":"Ünïcode","n":"٤٢"},"notRewritten":true}"#;
 
 /// What Node.js 20 answers to the `numbers()` calls of `actions/intl.ts`
 /// (but `compact` and `german`, which sluice refuses).

@@ -82,6 +82,28 @@ function dates(): Record<string, unknown> {
     };
 }
 
+// Unicode property escapes, which the engine (no ICU) does not know: the
+// compiler spells them out as code point ranges.
+function regex(): Record<string, unknown> {
+    const text = 'Crème Brûlée, 東京 & Αθήνα 42٣!';
+    return {
+        letters: text.match(/\p{L}+/gu),
+        notLetters: text.replace(/\P{L}+/gu, '_'),
+        inClass: text.match(/[\p{Lu}\d]/gu),
+        negatedClass: text.match(/[^\p{L}\s]/gu),
+        longNames: text.match(/[\p{Letter}\p{General_Category=Decimal_Number}]+/gu),
+        script: text.match(/\p{Script=Greek}+/u)?.[0],
+        scriptExtensions: /^\p{scx=Hira}$/u.test('ー'),
+        diacritics: 'Crème Brûlée'.normalize('NFD').replace(/\p{Diacritic}/gu, ''),
+        caseInsensitive: /^\p{Lu}+$/iu.test('abc'),
+        sets: 'aBc1Д'.match(/[\p{L}--\p{Ll}]/gv),
+        emoji: 'ok 👍 ✅'.match(/\p{Extended_Pictographic}/gu),
+        named: /(?<word>\p{L}+)-(?<n>\p{Nd}+)/u.exec('Ünïcode-٤٢')?.groups,
+        // Without the u flag `\p` is a plain `p`.
+        notRewritten: /\p{L}/.test('p{L}')
+    };
+}
+
 export default async function runAction(_nango: NangoAction): Promise<Record<string, unknown>> {
     const words = ['Zebra', 'banana', 'apple', 'Banana', 'Apple', 'äpple', '_x', '-x', 'item 10', 'item 9'];
     const byName = new Intl.Collator('en', { numeric: true });
@@ -103,6 +125,7 @@ export default async function runAction(_nango: NangoAction): Promise<Record<str
         canonical: Intl.getCanonicalLocales(['EN-us', 'zh-hant-tw', 'en-US']),
         emptyTag: attempt(() => 'a'.localeCompare('b', '')),
         recalled: (Intl.Collator as unknown as (this: unknown, l: string) => Intl.Collator).call(new Intl.Collator('en'), 'sv').resolvedOptions().locale,
-        dates: dates()
+        dates: dates(),
+        regex: regex()
     };
 }
