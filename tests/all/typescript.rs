@@ -892,6 +892,32 @@ const NODE_NUMBERS: &str = r#"{"plain":"1,234,567.891","en":"1,234.50","halfUp":
 /// (`partsSpace` keeps CLDR's U+202F before `AM`; `format` gives a space).
 const NODE_DATES: &str = r#"{"default":"1/2/2026, 3:04:05 AM","date":"1/2/2026","time":"3:04:05 AM","netsuite":"01/02/26 08:34 AM","newYork":"1/1/2026, 10:04:05 PM EST","summer":"5:04:05 PM Pacific Daylight Time","h24":"24:04","h23":"00:04","styles":"Friday, January 2, 2026 at 3:04:05 AM UTC","medium":"Jan 2, 2026, 12:04 PM","short":"1/2/26","words":"Friday, January 2, 2026 at 3 AM","weekdayLast":"2 Fri","monthDay":"Jan 2, 3:04 AM","odd":"2026 (day: 2)","fraction":"03:04:05.123 AM","offset":"1/2/2026, GMT+5:30","era":"1/2/2026 AD, 3:04:05 AM","parts":[{"type":"month","value":"01"},{"type":"literal","value":"/"},{"type":"day","value":"02"},{"type":"literal","value":"/"},{"type":"year","value":"2026"}],"resolved":{"locale":"en-US","calendar":"gregory","numberingSystem":"latn","timeZone":"UTC","hourCycle":"h24","hour12":false,"hour":"2-digit","minute":"2-digit"},"zone":"UTC","invalid":"Invalid Date","badZone":"RangeError: Invalid time zone specified: Mars/Olympus","styleAndField":"TypeError: Can't set option month when dateStyle is used","partsSpace":["3",":","04","\u202f","AM"],"monthYearTime":"January 2026 at 3:04 AM","weekdayHour24":"Friday, 03","weekdayTime24":"Friday 03:04","bc":"3/3/51 BC","farFuture":"Sep 13, 275760","tagCycle":"1/2/2026, 03:04:05","bothStyles":"TypeError: Invalid option : timeStyle","utcOffset":"1/2/2026, GMT+0","paris":"4:04:05 AM Central European Standard Time","londonSummer":"7/2/2026, British Summer Time","kolkata":"Asia/Calcutta"}"#;
 
+/// A paginator holds its request on the host until it is dropped: the SDK
+/// drops it when its pages are read to the end or its loop is left, so a
+/// script may open any number in turn; ones it keeps open are bounded by
+/// the payload limit, as one request is.
+#[tokio::test]
+async fn paginators_are_released_when_their_loop_ends_and_bounded_while_open() {
+    let mut h = harness().await;
+    h.limits().max_payload_bytes = 32 * 1024;
+    // 100 paginators of ~1.7 KB each, 50 read to the end (3 items) and
+    // 50 left after their first page (2 items).
+    let out = output(&h.ts_action("pagers", json!({"rounds": 100})).await);
+    assert_eq!(out, json!({"items": 250, "opened": 0}));
+    let out = output(
+        &h.ts_action("pagers", json!({"rounds": 100, "leave": true}))
+            .await,
+    );
+    let error = out["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("the execution's open paginators hold")
+            && error.contains("over the limit of 32768 bytes"),
+        "{out}"
+    );
+    let opened = out["opened"].as_u64().unwrap_or_default();
+    assert!((10..20).contains(&opened), "{out}");
+}
+
 #[tokio::test]
 async fn a_typescript_busy_loop_runs_out_of_fuel() {
     let mut h = harness().await;

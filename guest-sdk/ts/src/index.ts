@@ -87,6 +87,8 @@ export class SDKError extends Error {
 }
 
 const RAW = Symbol('sluice.raw');
+/** The method that drops an imported resource (componentize-js's bindings). */
+const DISPOSE: symbol = (Symbol as { dispose?: symbol }).dispose ?? Symbol.for('dispose');
 
 /** A failed request, shaped like the Axios error the original throws. */
 export class AxiosError extends Error {
@@ -425,6 +427,17 @@ export class NangoAction {
         } catch (e) {
             throw httpError(e, config);
         }
+        try {
+            yield* this.pagesOf<T>(pages, config);
+        } finally {
+            // Read to its end, or its loop left: the host lets go of the
+            // request it holds (it bounds what open paginators hold).
+            (pages as unknown as Record<symbol, (() => void) | undefined>)[DISPOSE]?.();
+        }
+        return undefined;
+    }
+
+    private async *pagesOf<T>(pages: http.Paginator, config: ProxyConfiguration): AsyncGenerator<T[], undefined, void> {
         for (;;) {
             let page: http.Page | undefined;
             try {

@@ -294,7 +294,14 @@ impl Manifest {
             None => {
                 // A file that does not parse at all is `install`'s to
                 // report, after the components; here only what a stored
-                // deployment may have and a new one may not.
+                // deployment may have and a new one may not. Its size
+                // first: anchors copied millions of times, or brackets
+                // nested thousands deep, cost the parser gigabytes or
+                // minutes before it could say anything.
+                yaml::check_size(&self.nango_yaml).map_err(|message| yaml::YamlError::Syntax {
+                    path: "nango.yaml".to_string(),
+                    message,
+                })?;
                 let dir = self.dir_name.as_deref();
                 match yaml::parse_in(&self.nango_yaml, "nango.yaml", dir) {
                     Ok(parsed) => {
@@ -1324,5 +1331,32 @@ mod tests {
         });
         let e = part.merged(Some(&zero)).unwrap_err().to_string();
         assert!(e.contains("in the same format, nango.yaml"), "{e}");
+    }
+
+    /// A small nango.yaml whose anchors copy one list thousands of times
+    /// (30 KB, gigabytes once parsed) is refused before it is parsed, in a
+    /// whole deploy as in a scoped one.
+    #[test]
+    fn a_nango_yaml_that_would_expand_to_millions_of_values_is_refused_unparsed() {
+        let list = vec!["x"; 6000].join(",");
+        let copies = vec!["*a"; 6000].join(",");
+        let bomb = format!("a: &a [{list}]\nb: [{copies}]\n");
+        let deploy = |scope: Option<DeployScope>| Manifest {
+            nango_yaml: bomb.clone(),
+            nango_json: None,
+            dir_name: None,
+            components: vec![entry("a", &[("gh", "s", ScriptKind::Sync)])],
+            version: None,
+            scope,
+            script_versions: BTreeMap::new(),
+        };
+        let e = deploy(None).check_new().unwrap_err().to_string();
+        assert!(e.contains("more than 4000000 values"), "{e}");
+        let scoped = deploy(Some(DeployScope {
+            integration: Some("gh".into()),
+            ..Default::default()
+        }));
+        let e = scoped.merged(None).unwrap_err().to_string();
+        assert!(e.contains("more than 4000000 values"), "{e}");
     }
 }

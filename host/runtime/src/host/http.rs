@@ -4,7 +4,7 @@ use serde_json::Value;
 use wasmtime::component::Resource;
 
 use super::HostState;
-use crate::bindings::http::{self, Body, HttpError, Page, PageResponse, Request};
+use crate::bindings::http::{self, Body, HttpError, Page, PageResponse, Query, Request};
 use crate::bindings::types::{self, Response};
 use crate::paginate::Pager;
 use crate::proxy::nango_error;
@@ -22,6 +22,36 @@ impl HostState {
         self.check_payload("the request body", size)
             .map_err(HttpError::Failed)
     }
+}
+
+/// What a paginator holds beside its request's text (its state, the
+/// table's entry), counted so that empty requests are bounded too.
+const PAGER_OVERHEAD: usize = 1024;
+
+/// The bytes a request holds: its text and values.
+fn request_bytes(req: &Request) -> usize {
+    let body = match &req.data {
+        None => 0,
+        Some(Body::Json(t) | Body::Text(t)) => t.len(),
+        Some(Body::Bytes(b)) => b.len(),
+        Some(Body::Multipart(fields)) => fields.iter().map(|(k, v)| k.len() + v.len()).sum(),
+    };
+    let params = match &req.params {
+        None => 0,
+        Some(Query::Text(t)) => t.len(),
+        Some(Query::Object(j)) => j.len(),
+    };
+    let headers: usize = req.headers.iter().map(|(k, v)| k.len() + v.len()).sum();
+    let strings = [
+        Some(&req.endpoint),
+        req.base_url_override.as_ref(),
+        req.provider_config_key.as_ref(),
+        req.connection_id.as_ref(),
+    ];
+    body + params
+        + headers
+        + strings.iter().flatten().map(|s| s.len()).sum::<usize>()
+        + req.retry_on.len() * 2
 }
 
 impl http::Host for HostState {
@@ -50,6 +80,19 @@ impl http::Host for HostState {
     ) -> wasmtime::Result<Result<Resource<Pager>, HttpError>> {
         if let Err(e) = self.check_body(&req) {
             return Ok(Err(e));
+        }
+        let held = request_bytes(&req)
+            .saturating_add(config.as_ref().map_or(0, Vec::len))
+            .saturating_add(PAGER_OVERHEAD);
+        let max = self.limits().max_payload_bytes;
+        if self.pager_bytes.saturating_add(held) > max {
+            return Ok(Err(HttpError::Failed(nango_error(
+                "payload_too_large",
+                format!(
+                    "the execution's open paginators hold {} bytes, and this one {held} more, over the limit of {max} bytes (a paginator is released when its pages are read to the end or its loop is left)",
+                    self.pager_bytes
+                ),
+            ))));
         }
         let config = match config.as_deref().map(serde_json::from_slice::<Value>) {
             None | Some(Ok(Value::Null)) => None,
@@ -84,7 +127,12 @@ impl http::Host for HostState {
                 .pager(req, config, self.exec.zero_yaml)
         });
         match pager {
-            Ok(p) => Ok(Ok(self.table.push(p)?)),
+            Ok(p) => {
+                let handle = self.table.push(p)?;
+                self.pagers.insert(handle.rep(), held);
+                self.pager_bytes += held;
+                Ok(Ok(handle))
+            }
             Err(e) => Ok(Err(e)),
         }
     }
@@ -135,6 +183,9 @@ impl http::HostPaginator for HostState {
     }
 
     async fn drop(&mut self, handle: Resource<Pager>) -> wasmtime::Result<()> {
+        if let Some(held) = self.pagers.remove(&handle.rep()) {
+            self.pager_bytes -= held;
+        }
         self.table.delete(handle)?;
         Ok(())
     }

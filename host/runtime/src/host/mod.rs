@@ -61,6 +61,11 @@ pub struct HostState {
     pub(crate) locks: crate::locks::LockHolder,
     /// The collators the script made (`nango:scripts/intl`).
     pub(crate) collators: intl::Collators,
+    /// What each live paginator holds (its request), by resource, and
+    /// their sum: bounded by the payload limit, as one request is (a
+    /// script that never drops its paginators cannot pile up requests).
+    pub(crate) pagers: HashMap<u32, usize>,
+    pub(crate) pager_bytes: usize,
 }
 
 impl HostState {
@@ -110,6 +115,8 @@ impl HostState {
             last_page: None,
             locks,
             collators: intl::Collators::default(),
+            pagers: HashMap::new(),
+            pager_bytes: 0,
         }
     }
 
