@@ -429,21 +429,28 @@ async function bundleOnce(esbuild, root, bundle, job) {
 }
 
 /**
- * Regular expression literals with Unicode property escapes (`/\p{L}/u`,
- * `/[^\P{Lu}]/v`) rewritten to the same sets spelled as code point ranges.
- * The engine is built without ICU, so it knows no Unicode properties and
- * refuses such a literal when it parses the bundle, which would fail every
- * script of the integration. Babel's rewriter (regexpu-core) does the work,
- * with its Unicode data; only literals change, each within its line (the
- * source map's lines stay right). A property it does not know is an error
- * at the literal's line, as Node's parser would make it. A pattern built at
- * run time (`new RegExp('\\p{L}', 'u')`) still meets the engine's refusal.
+ * Unicode property escapes (`\p{L}`, `\P{Script=Greek}`) spelled out as
+ * the code point ranges they stand for. The engine is built without ICU:
+ * it knows no Unicode property, refuses a regular expression literal with
+ * one when it parses the bundle (which failed every script of the
+ * integration) and one made at run time when it is made. The ranges are
+ * read from Node's own regular expressions (the Unicode data and case
+ * folding of the Node that compiles), for each escape as its flags make
+ * it (`i` closes a set under case folding, which the engine does only for
+ * some characters; `v` complements after folding):
+ * - literals are rewritten in the bundle, each within its line (the
+ *   source map's lines stay right); a literal Node refuses is a compile
+ *   error at the project's line, with Node's message;
+ * - patterns made at run time (`new RegExp('\\p{L}+', 'u')`, zod's
+ *   `emoji()`) get a stand-in `RegExp` that rewrites them, with a table
+ *   of the properties the bundle's text names (`\p{…}` in its strings) on
+ *   the bundle's first line (esbuild's helpers, none of the project's).
  */
 async function rewritePropertyEscapes(text, table) {
     const errors = [];
     if (!/\\[pP]\{/.test(text)) return { text, errors };
+    const sets = new PropertySets();
     const { parseSync } = await import('oxc-parser');
-    const { default: rewritePattern } = await import('regexpu-core');
     const parsed = parseSync(ENTRY, text, { sourceType: 'module' });
     const literals = [];
     const walk = (node) => {
@@ -460,19 +467,233 @@ async function rewritePropertyEscapes(text, table) {
     for (const lit of literals.sort((a, b) => a.start - b.start)) {
         const { pattern, flags } = lit.regex;
         if (!/[uv]/.test(flags) || !/\\[pP]\{/.test(pattern)) continue;
-        let rewritten;
+        let refused;
         try {
-            rewritten = rewritePattern(pattern, flags, { unicodePropertyEscapes: 'transform', unicodeSetsFlag: 'transform' });
+            new RegExp(pattern, flags);
         } catch (e) {
-            const where = bundlePosition(text, lit.start, table);
-            const what = String(e && e.message ? e.message : e).replace(/^Unknown property/, 'Invalid property name');
-            errors.push({ ...where, message: `Invalid regular expression: /${pattern}/${flags}: ${what}` });
+            refused = String(e && e.message ? e.message : e);
+        }
+        let rewritten;
+        if (refused === undefined) {
+            rewritten = rewriteProperties(pattern, flags, (name, negated, f) => sets.lookup(name, negated, f));
+            if (/\\[pP]\{/.test(rewritten.replace(/\\\\/g, ''))) {
+                refused = `Invalid regular expression: /${pattern}/${flags}: properties of strings (\\p{RGI_Emoji}…) are not available in sluice`;
+            }
+        }
+        if (refused !== undefined) {
+            errors.push({ ...bundlePosition(text, lit.start, table), message: refused });
             continue;
         }
-        out += text.slice(at, lit.start) + `/${rewritten}/${flags.replace('v', 'u')}`;
+        out += text.slice(at, lit.start) + `/${rewritten}/${flags}`;
         at = lit.end;
     }
-    return { text: out + text.slice(at), errors };
+    text = out + text.slice(at);
+    // Names left in the text are in strings: patterns made at run time.
+    const names = new Set();
+    for (const m of text.matchAll(/\\[pP]\{([A-Za-z0-9_=]+)\}/g)) names.add(m[1]);
+    const runtime = {};
+    for (const name of names) {
+        const entry = sets.entry(name);
+        if (entry) runtime[name] = entry;
+    }
+    if (Object.keys(runtime).length > 0) {
+        // One line (minified), so that the bundle's lines stay where the
+        // source map has them.
+        const esbuild = await import('esbuild');
+        const install = `(${installPropertyEscapes})(${JSON.stringify(runtime)}, ${rewriteProperties});`;
+        let line = (await esbuild.transform(install, { minify: true, target: 'es2022', charset: 'utf8' })).code.trim();
+        if (!line.endsWith(';')) line += ';';
+        if (line.includes('\n')) throw new Error('the Unicode property table does not fit on one line');
+        text = line + text;
+    }
+    return { text, errors };
+}
+
+/**
+ * `source` with each `\p{name}`/`\P{name}` that `lookup(name, negated,
+ * flags)` knows replaced by its ranges: a class of its own, but within a
+ * class of a `u` pattern (which cannot nest), where they join the others.
+ * Runs in Node and, for patterns made at run time, in the engine.
+ */
+function rewriteProperties(source, flags, lookup) {
+    const nested = flags.includes('v');
+    const escape = /[pP]\{([A-Za-z0-9_=]+)\}/y;
+    let depth = 0;
+    let out = '';
+    for (let i = 0; i < source.length; i++) {
+        const c = source[i];
+        if (c === '\\') {
+            escape.lastIndex = i + 1;
+            const m = escape.exec(source);
+            const set = m ? lookup(m[1], source[i + 1] === 'P', flags) : undefined;
+            if (set !== undefined) {
+                out += depth === 0 || nested ? `[${set}]` : set;
+                i += m[0].length;
+            } else {
+                out += source.slice(i, i + 2);
+                i++;
+            }
+            continue;
+        }
+        if (c === '[' && (depth === 0 || nested)) depth++;
+        else if (c === ']' && depth > 0) depth--;
+        out += c;
+    }
+    return out;
+}
+
+/**
+ * The code point sets of Unicode properties as Node's regular expressions
+ * have them, as class contents (`\u{41}-\u{5a}…`), each read once: `pu`
+ * (`\p{X}` without `i`), `Pu` (its complement), `piu` (`\p{X}` with `i`:
+ * closed under case folding, with `v` too), `Piu` (`\P{X}` with `i`, `u`
+ * flag: the closure of the complement) and `Piv` (`\P{X}` with `i`, `v`
+ * flag: the complement of the closure).
+ */
+class PropertySets {
+    #done = new Map();
+
+    /** What `rewriteProperties` puts for an escape; undefined for no property. */
+    lookup(name, negated, flags) {
+        const i = flags.includes('i');
+        const kind = !i ? (negated ? 'Pu' : 'pu') : !negated ? 'piu' : flags.includes('v') ? 'Piv' : 'Piu';
+        return this.get(name, kind);
+    }
+
+    /** The five sets of a property (0 for an `i` one equal to its `u` one), for the engine's table. */
+    entry(name) {
+        if (this.get(name, 'pu') === undefined) return undefined;
+        const [pu, Pu, piu, Piu, Piv] = ['pu', 'Pu', 'piu', 'Piu', 'Piv'].map((k) => this.get(name, k));
+        return [pu, Pu, piu === pu ? 0 : piu, Piu === Pu ? 0 : Piu, Piv === Pu ? 0 : Piv];
+    }
+
+    get(name, kind) {
+        const key = `${kind}:${name}`;
+        if (!this.#done.has(key)) this.#done.set(key, this.#read(name, kind));
+        return this.#done.get(key);
+    }
+
+    #read(name, kind) {
+        try {
+            new RegExp(`\\p{${name}}`, 'u');
+        } catch {
+            return undefined; // not a property (or one of strings)
+        }
+        const ranges = {
+            pu: () => scanSet(`\\p{${name}}`, 'u'),
+            Pu: () => complement(scanSet(`\\p{${name}}`, 'u')),
+            piu: () => scanSet(`\\p{${name}}`, 'iu'),
+            Piu: () => scanSet(`\\P{${name}}`, 'iu'),
+            Piv: () => complement(scanSet(`\\p{${name}}`, 'iu'))
+        }[kind]();
+        const one = (cp) => `\\u{${cp.toString(16)}}`;
+        return ranges.map(([from, to]) => (from === to ? one(from) : `${one(from)}-${one(to)}`)).join('');
+    }
+}
+
+/**
+ * Every code point as text, in four runs in which no two surrogates pair
+ * up: [0, D7FF], the low surrogates, the high ones, [E000, 10FFFF].
+ */
+let everyCodePoint;
+function codePointRuns() {
+    if (everyCodePoint) return everyCodePoint;
+    const run = (from, to) => {
+        const units = [];
+        for (let cp = from; cp <= to; cp++) {
+            if (cp > 0xffff) units.push(0xd800 + ((cp - 0x10000) >> 10), 0xdc00 + ((cp - 0x10000) & 0x3ff));
+            else units.push(cp);
+        }
+        // By code units: a decoder would make each lone surrogate U+FFFD.
+        let text = '';
+        for (let at = 0; at < units.length; at += 8192) text += String.fromCharCode(...units.slice(at, at + 8192));
+        return text;
+    };
+    everyCodePoint = [run(0, 0xd7ff), run(0xdc00, 0xdfff), run(0xd800, 0xdbff), run(0xe000, 0x10ffff)];
+    return everyCodePoint;
+}
+
+/** The ranges of code points that `escape` (one code point's worth) matches with `flags`. */
+function scanSet(escape, flags) {
+    const re = new RegExp(`(?:${escape})+`, `${flags}g`);
+    const found = [];
+    for (const run of codePointRuns()) {
+        for (const m of run.matchAll(re)) {
+            const text = m[0];
+            const first = text.codePointAt(0);
+            const tail = text.charCodeAt(text.length - 1);
+            const paired = text.length >= 2 && tail >= 0xdc00 && tail <= 0xdfff && text.charCodeAt(text.length - 2) >= 0xd800 && text.charCodeAt(text.length - 2) <= 0xdbff;
+            found.push([first, paired ? text.codePointAt(text.length - 2) : tail]);
+        }
+    }
+    found.sort((a, b) => a[0] - b[0]);
+    const merged = [];
+    for (const r of found) {
+        const last = merged[merged.length - 1];
+        if (last && r[0] <= last[1] + 1) last[1] = Math.max(last[1], r[1]);
+        else merged.push([r[0], r[1]]);
+    }
+    return merged;
+}
+
+/** The code points not in `ranges` (sorted, disjoint). */
+function complement(ranges) {
+    const out = [];
+    let next = 0;
+    for (const [from, to] of ranges) {
+        if (from > next) out.push([next, from - 1]);
+        next = to + 1;
+    }
+    if (next <= 0x10ffff) out.push([next, 0x10ffff]);
+    return out;
+}
+
+/**
+ * Runs in the script's engine (its text goes in the bundle): `RegExp`
+ * becomes a constructor that rewrites the Unicode property escapes of a
+ * `u`/`v` pattern with the table's sets (`[name]: [pu, Pu, piu, Piu,
+ * Piv]`, see `PropertySets`) and builds the engine's own. Regular
+ * expressions are still the engine's: the same prototype (`instanceof
+ * RegExp` holds, subclasses work), and its statics (`RegExp.$1`) are read
+ * through. A name the table lacks is left for the engine to refuse.
+ */
+function installPropertyEscapes(table, rewrite) {
+    const Native = globalThis.RegExp;
+    const any = /\\[pP]\{/;
+    const lookup = (name, negated, flags) => {
+        const sets = Object.prototype.hasOwnProperty.call(table, name) ? table[name] : undefined;
+        if (!sets) return undefined;
+        if (!flags.includes('i')) return negated ? sets[1] : sets[0];
+        if (!negated) return sets[2] || sets[0];
+        return flags.includes('v') ? sets[4] || sets[1] : sets[3] || sets[1];
+    };
+    const done = new Map();
+    function RegExp(pattern, flags) {
+        if (typeof pattern === 'string' && typeof flags === 'string' && (flags.includes('u') || flags.includes('v')) && any.test(pattern)) {
+            const key = `${flags}/${pattern}`;
+            let rewritten = done.get(key);
+            if (rewritten === undefined) {
+                rewritten = rewrite(pattern, flags, lookup);
+                if (done.size < 1024) done.set(key, rewritten);
+            }
+            pattern = rewritten;
+        }
+        if (new.target === undefined) return Native(pattern, flags);
+        return Reflect.construct(Native, [pattern, flags], new.target === RegExp ? Native : new.target);
+    }
+    RegExp.prototype = Native.prototype;
+    Object.setPrototypeOf(RegExp, Native);
+    for (const name of ['input', '$_', 'lastMatch', '$&', 'lastParen', '$+', 'leftContext', '$`', 'rightContext', "$'", '$1', '$2', '$3', '$4', '$5', '$6', '$7', '$8', '$9']) {
+        if (Object.getOwnPropertyDescriptor(Native, name)) {
+            const settable = name === 'input' || name === '$_';
+            Object.defineProperty(RegExp, name, {
+                get: () => Native[name],
+                set: settable ? (value) => (Native[name] = value) : undefined,
+                configurable: true
+            });
+        }
+    }
+    Object.defineProperty(globalThis, 'RegExp', { value: RegExp, writable: true, configurable: true, enumerable: false });
 }
 
 /** The project's file and line of a bundle offset, when it is the project's. */

@@ -1,3 +1,4 @@
+import { z } from 'zod';
 import type { NangoAction } from '../../models';
 
 function attempt(f: () => unknown): unknown {
@@ -84,7 +85,12 @@ function dates(): Record<string, unknown> {
 
 // Unicode property escapes, which the engine (no ICU) does not know: the
 // compiler spells them out as code point ranges.
+class Digits extends RegExp {}
+
 function regex(): Record<string, unknown> {
+    const digits = new Digits('\\p{Nd}+', 'u');
+    /(\d)/.exec('x5');
+    const legacy = RegExp.$1;
     const text = 'Crème Brûlée, 東京 & Αθήνα 42٣!';
     return {
         letters: text.match(/\p{L}+/gu),
@@ -100,7 +106,23 @@ function regex(): Record<string, unknown> {
         emoji: 'ok 👍 ✅'.match(/\p{Extended_Pictographic}/gu),
         named: /(?<word>\p{L}+)-(?<n>\p{Nd}+)/u.exec('Ünïcode-٤٢')?.groups,
         // Without the u flag `\p` is a plain `p`.
-        notRewritten: /\p{L}/.test('p{L}')
+        notRewritten: /\p{L}/.test('p{L}'),
+        // Patterns made at run time, zod's `emoji()` among them.
+        dynamic: new RegExp('^\\p{Lu}\\p{Ll}+$', 'u').test('Ödön'),
+        dynamicClass: 'a1-Б'.match(new RegExp('[\\p{L}\\d]', 'gu')),
+        dynamicNegated: 'a1-Б'.replace(new RegExp('[^\\P{L}]', 'gu'), '*'),
+        dynamicSets: 'aBc1Д'.match(new RegExp('[\\p{L}--[a-z]]', 'gv')),
+        called: RegExp('\\P{L}+', 'gu')[Symbol.replace]('ab12cd', '_'),
+        zodEmoji: [z.string().emoji().safeParse('👍✅').success, z.string().emoji().safeParse('a').success],
+        instance: new RegExp('\\p{L}', 'u') instanceof RegExp,
+        subclass: [digits instanceof Digits, digits instanceof RegExp, digits.test('x٣٤')],
+        split: 'a1b٢c'.split(new RegExp('\\p{Nd}', 'u')),
+        legacy,
+        // Case-insensitive sets are closed under Unicode case folding (the
+        // engine folds few characters itself): ſ, the Kelvin sign, Deseret.
+        caseFolded: [/^\p{Lu}$/iu.test('ſ'), /^\p{Ll}$/iu.test('\u212a'), /^\p{Lu}+$/iu.test('𐐨'), new RegExp('^\\p{Lu}$', 'iu').test('ſ')],
+        // `\P` with `i`: the u flag folds the complement, v complements the folded set.
+        complements: [/^\P{Lu}$/iu.test('a'), /^\P{Lu}$/iv.test('a'), new RegExp('^\\P{Lu}$', 'iv').test('a'), /^[^\P{Lu}]$/iv.test('a')]
     };
 }
 
