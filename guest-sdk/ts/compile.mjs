@@ -475,7 +475,10 @@ async function rewritePropertyEscapes(text, table) {
         }
         let rewritten;
         if (refused === undefined) {
-            rewritten = rewriteProperties(pattern, flags, (name, negated, f) => sets.lookup(name, negated, f));
+            // The engine does not fold case in a `v` class's set
+            // operations: with `i`, such a class is the set Node gives it.
+            const source = flags.includes('v') && flags.includes('i') ? foldClasses(pattern, flags) : pattern;
+            rewritten = rewriteProperties(source, flags, (name, negated, f) => sets.lookup(name, negated, f));
             if (/\\[pP]\{/.test(rewritten.replace(/\\\\/g, ''))) {
                 refused = `Invalid regular expression: /${pattern}/${flags}: properties of strings (\\p{RGI_Emoji}…) are not available in sluice`;
             }
@@ -507,6 +510,47 @@ async function rewritePropertyEscapes(text, table) {
         text = line + text;
     }
     return { text, errors };
+}
+
+/**
+ * A `v` pattern with each top-level class that names a property or holds
+ * a set operation (`--`, `&&`) replaced by the code points Node's
+ * regular expression matches with it and these flags (its case folding
+ * included); a class with strings (`\q{…}`) is left as it is.
+ */
+function foldClasses(source, flags) {
+    const set = flags.replace(/[^iv]/g, '');
+    let out = '';
+    let start = -1;
+    let depth = 0;
+    for (let i = 0; i < source.length; i++) {
+        const c = source[i];
+        if (c === '\\') {
+            if (depth === 0) out += source.slice(i, i + 2);
+            i++;
+            continue;
+        }
+        if (c === '[') {
+            if (depth === 0) start = i;
+            depth++;
+        } else if (c === ']' && depth > 0) {
+            depth--;
+            if (depth === 0) {
+                const cls = source.slice(start, i + 1);
+                const folds = /\\[pP]\{|--|&&/.test(cls.replace(/\\\\/g, '')) && !/\\q\{/.test(cls);
+                out += folds ? `[${rangeText(scanSet(cls, set))}]` : cls;
+            }
+            continue;
+        }
+        if (depth === 0) out += c;
+    }
+    return depth === 0 ? out : source;
+}
+
+/** Code point ranges as class contents, escaped (valid with `u` and `v`). */
+function rangeText(ranges) {
+    const one = (cp) => `\\u{${cp.toString(16)}}`;
+    return ranges.map(([from, to]) => (from === to ? one(from) : `${one(from)}-${one(to)}`)).join('');
 }
 
 /**
@@ -586,8 +630,7 @@ class PropertySets {
             Piu: () => scanSet(`\\P{${name}}`, 'iu'),
             Piv: () => complement(scanSet(`\\p{${name}}`, 'iu'))
         }[kind]();
-        const one = (cp) => `\\u{${cp.toString(16)}}`;
-        return ranges.map(([from, to]) => (from === to ? one(from) : `${one(from)}-${one(to)}`)).join('');
+        return rangeText(ranges);
     }
 }
 
@@ -669,6 +712,8 @@ function installPropertyEscapes(table, rewrite) {
     };
     const done = new Map();
     function RegExp(pattern, flags) {
+        // An expression given new flags is made again from its source.
+        if (pattern instanceof Native && typeof flags === 'string' && any.test(pattern.source)) pattern = pattern.source;
         if (typeof pattern === 'string' && typeof flags === 'string' && (flags.includes('u') || flags.includes('v')) && any.test(pattern)) {
             const key = `${flags}/${pattern}`;
             let rewritten = done.get(key);
@@ -681,8 +726,19 @@ function installPropertyEscapes(table, rewrite) {
         if (new.target === undefined) return Native(pattern, flags);
         return Reflect.construct(Native, [pattern, flags], new.target === RegExp ? Native : new.target);
     }
-    RegExp.prototype = Native.prototype;
+    Object.defineProperty(RegExp, 'prototype', { value: Native.prototype, writable: false });
+    Object.defineProperty(RegExp, 'name', { value: 'RegExp' });
+    Object.defineProperty(RegExp, 'toString', { value: () => 'function RegExp() { [native code] }', configurable: true, writable: true });
     Object.setPrototypeOf(RegExp, Native);
+    // `re.constructor === RegExp` holds; the species stays the engine's
+    // own, so that `split` and `replace` keep their fast paths.
+    Object.defineProperty(Native.prototype, 'constructor', { value: RegExp, writable: true, configurable: true, enumerable: false });
+    Object.defineProperty(RegExp, Symbol.species, {
+        get() {
+            return this === RegExp ? Native : this;
+        },
+        configurable: true
+    });
     for (const name of ['input', '$_', 'lastMatch', '$&', 'lastParen', '$+', 'leftContext', '$`', 'rightContext', "$'", '$1', '$2', '$3', '$4', '$5', '$6', '$7', '$8', '$9']) {
         if (Object.getOwnPropertyDescriptor(Native, name)) {
             const settable = name === 'input' || name === '$_';

@@ -85,7 +85,9 @@ impl http::Host for HostState {
             .saturating_add(config.as_ref().map_or(0, Vec::len))
             .saturating_add(PAGER_OVERHEAD);
         let max = self.limits().max_payload_bytes;
-        if self.pager_bytes.saturating_add(held) > max {
+        // One open paginator is always allowed: its body passed the
+        // payload limit above.
+        if self.pager_bytes > 0 && self.pager_bytes.saturating_add(held) > max {
             return Ok(Err(HttpError::Failed(nango_error(
                 "payload_too_large",
                 format!(

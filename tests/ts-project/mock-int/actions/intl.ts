@@ -122,6 +122,11 @@ function regex(): Record<string, unknown> {
         // engine folds few characters itself): ſ, the Kelvin sign, Deseret.
         caseFolded: [/^\p{Lu}$/iu.test('ſ'), /^\p{Ll}$/iu.test('\u212a'), /^\p{Lu}+$/iu.test('𐐨'), new RegExp('^\\p{Lu}$', 'iu').test('ſ')],
         // `\P` with `i`: the u flag folds the complement, v complements the folded set.
+        // A `v` class's set operations with `i` fold case, as Node's do.
+        foldedSets: ['a', 'A', 'é', 'É', 'ſ'].map((c) => (/^[\p{L}--[a-z]]$/iv.test(c) ? 1 : 0)).join(''),
+        // A pattern without `u` given it, and `RegExp` as itself.
+        reflagged: new RegExp(/\p{L}/, 'u').test('é'),
+        itself: [/x/.constructor === RegExp, RegExp.name],
         complements: [/^\P{Lu}$/iu.test('a'), /^\P{Lu}$/iv.test('a'), new RegExp('^\\P{Lu}$', 'iv').test('a'), /^[^\P{Lu}]$/iv.test('a')]
     };
 }
