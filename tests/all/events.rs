@@ -248,12 +248,24 @@ async fn a_failing_validate_connection_script_refuses_the_connection() {
     assert_eq!(get("bad").await.0, 404, "a refused connection was kept");
 
     // Fails on a reconnect: refused, the connection stays, marked with the
-    // error.
-    let (code, out) = create("good", json!({"fail_events": true})).await;
+    // error, with the credentials and metadata it had (the refused ones
+    // are not kept).
+    let (code, out) = c
+        .send(
+            "POST",
+            "/connection",
+            Some(
+                json!({"provider_config_key": "hubspot", "connection_id": "good",
+                        "access_token": "refused", "metadata": {"fail_events": true}}),
+            ),
+        )
+        .await;
     assert_eq!(code, 400, "{out}");
     let (code, view) = get("good").await;
     assert_eq!(code, 200);
     assert_eq!(view["errors"][0]["type"], "auth", "{view}");
+    assert_eq!(view["credentials"]["access_token"], "t", "{view}");
+    assert_eq!(view["metadata"], Value::Null, "{view}");
     // The error names the check's execution in the logs.
     let log_id = view["errors"][0]["log_id"]
         .as_str()

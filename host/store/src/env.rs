@@ -390,6 +390,28 @@ impl EnvStore {
         Ok(Some(connection))
     }
 
+    /// Puts back what a write changed, under the connection's lock, if
+    /// its credentials are still `written`: `restore` makes the connection
+    /// from the stored one. A connection deleted or given other
+    /// credentials since is left as it is (`false`).
+    pub async fn restore_connection(
+        &self,
+        pck: &str,
+        cid: &str,
+        written: &Credentials,
+        restore: impl FnOnce(Connection) -> Connection,
+    ) -> Result<bool, StoreError> {
+        let _lock = self.lock(self.connection_lock(pck, cid)).await?;
+        let Some(stored) = self.connection(pck, cid).await? else {
+            return Ok(false);
+        };
+        if stored.credentials != *written {
+            return Ok(false);
+        }
+        self.write_connection(&restore(stored)).await?;
+        Ok(true)
+    }
+
     async fn write_connection(&self, connection: &Connection) -> Result<(), StoreError> {
         let key = self.connection_key(&connection.provider_config_key, &connection.connection_id);
         let ring = self.inner.keyring.read().await;

@@ -962,7 +962,26 @@ pub(crate) async fn store(
             })
             .await,
     );
-    let is_new = !env.store.connection_exists(&pck, &cid).await?;
+    // An integration whose deletion failed half way is deleted at the
+    // next start, with every connection it then has: none is added to it.
+    if env
+        .store
+        .doc::<Value>(DELETIONS, &format!("integration/{pck}"))
+        .await?
+        .is_some()
+    {
+        return Err(ApiError::new(
+            axum::http::StatusCode::CONFLICT,
+            "integration_being_deleted",
+            format!(
+                "the integration `{pck}` is being deleted (its deletion stopped half way and finishes at the next start): delete it again, then create it anew"
+            ),
+        ));
+    }
+    // The stored connection, kept to be put back if the new credentials
+    // fail its `validate-connection` check.
+    let before = env.store.connection(&pck, &cid).await?;
+    let is_new = before.is_none();
     if reconnect && is_new {
         return Err(ApiError::bad_request(
             "invalid_connection",
@@ -999,12 +1018,12 @@ pub(crate) async fn store(
         connection_id: c.connection_id.clone(),
     };
     let setup_key = format!("{}/{}", conn.provider_config_key, conn.connection_id);
+    // A deletion of this connection that failed half way left its mark:
+    // imported again, it must not be deleted at the next start.
+    env.store
+        .delete_doc(DELETIONS, &format!("connection/{setup_key}"))
+        .await?;
     if is_new {
-        // A deletion of a connection of this id that failed half way left
-        // its mark: this new one must not be deleted at the next start.
-        env.store
-            .delete_doc(DELETIONS, &format!("connection/{setup_key}"))
-            .await?;
         // Stored first: a crash before the check passes leaves a
         // connection that the next start deletes, not one kept unchecked.
         let setup = Setup {
@@ -1049,6 +1068,44 @@ pub(crate) async fn store(
                 .await?;
             env.store.delete_doc(CONNECTION_SETUP, &setup_key).await?;
         } else {
+            // Wrong credentials lose nothing stored: the connection's own
+            // are put back, and what this request changed with them.
+            if let Some(old) = before {
+                let (metadata, config, end_user, tags, webhook_url) = keep;
+                env.store
+                    .restore_connection(
+                        &conn.provider_config_key,
+                        &conn.connection_id,
+                        &c.credentials,
+                        |stored| Connection {
+                            credentials: old.credentials,
+                            updated_at: old.updated_at,
+                            metadata: if metadata {
+                                stored.metadata
+                            } else {
+                                old.metadata
+                            },
+                            connection_config: if config {
+                                stored.connection_config
+                            } else {
+                                old.connection_config
+                            },
+                            end_user: if end_user {
+                                stored.end_user
+                            } else {
+                                old.end_user
+                            },
+                            tags: if tags { stored.tags } else { old.tags },
+                            webhook_url_override: if webhook_url {
+                                stored.webhook_url_override
+                            } else {
+                                old.webhook_url_override
+                            },
+                            ..stored
+                        },
+                    )
+                    .await?;
+            }
             let record = json!({
                 "type": "auth",
                 "log_id": failure.log_id,
