@@ -54,6 +54,10 @@ pub struct EnvState {
     deployment: RwLock<Option<Arc<Deployed>>>,
     /// Writers of sync state documents take the lock of their key's stripe.
     sync_locks: Vec<tokio::sync::Mutex<()>>,
+    /// Imports of a connection take the lock of its stripe, from reading
+    /// whether it exists to their answer: two at once would both take it
+    /// for new, and the one refused would delete the other's.
+    import_locks: Vec<tokio::sync::Mutex<()>>,
     /// Changes of the set of schedules (deploys, connections created or
     /// deleted) happen one at a time.
     pub schedules_lock: tokio::sync::Mutex<()>,
@@ -164,6 +168,14 @@ impl EnvState {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         key.hash(&mut h);
         &self.sync_locks[(h.finish() % self.sync_locks.len() as u64) as usize]
+    }
+
+    /// The lock an import of connection `cid` of integration `pck` holds.
+    pub fn import_lock(&self, pck: &str, cid: &str) -> &tokio::sync::Mutex<()> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (pck, cid).hash(&mut h);
+        &self.import_locks[(h.finish() % self.import_locks.len() as u64) as usize]
     }
 
     pub fn environment(&self) -> Arc<Environment> {
@@ -347,6 +359,7 @@ impl App {
                 environment: RwLock::new(Arc::new(environment)),
                 deployment: RwLock::new(None),
                 sync_locks: (0..64).map(|_| tokio::sync::Mutex::new(())).collect(),
+                import_locks: (0..64).map(|_| tokio::sync::Mutex::new(())).collect(),
                 schedules_lock: tokio::sync::Mutex::new(()),
                 runs: Default::default(),
                 config_lock: tokio::sync::Mutex::new(()),

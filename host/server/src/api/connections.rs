@@ -946,6 +946,8 @@ pub(crate) async fn store(
     // Held until the connection is stored and scheduled: its integration
     // cannot be deleted meanwhile.
     let integration_kept = env.integrations_lock.read().await;
+    // One import of this connection at a time, until its answer.
+    let one_import = env.import_lock(&pck, &cid).lock().await;
     let integration = env
         .store
         .integration(&pck)
@@ -1189,6 +1191,7 @@ pub(crate) async fn store(
     tell(app, env, event).await;
     // Until here: an integration deleted meanwhile would leave this
     // connection's schedule behind.
+    drop(one_import);
     drop(integration_kept);
     Ok(c)
 }
