@@ -1838,7 +1838,7 @@ async fn write_metadata(
             ));
         }
     }
-    for cid in &ids {
+    for (done, cid) in ids.iter().enumerate() {
         let result = if replace {
             app_env
                 .store
@@ -1850,14 +1850,32 @@ async fn write_metadata(
                 .update_metadata(pck, cid, metadata.clone(), max_bytes)
                 .await
         };
+        // Changed since the check (deleted, or its metadata grown by a
+        // script): what was already written is said.
+        let changed = if done == 0 {
+            String::new()
+        } else {
+            format!(
+                "; this request had already changed the metadata of {}",
+                ids[..done]
+                    .iter()
+                    .map(|c| format!("`{c}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        };
         result.map_err(|e| match e {
-            ConnectionError::NotFound { .. } => ApiError::unknown_connection(pck, cid),
+            ConnectionError::NotFound { .. } => {
+                let e = ApiError::unknown_connection(pck, cid);
+                let message = format!("{}{changed}", e.message);
+                ApiError { message, ..e }
+            }
             e @ ConnectionError::MetadataTooLarge { .. } => ApiError::new(
                 axum::http::StatusCode::PAYLOAD_TOO_LARGE,
                 "payload_too_large",
-                format!("connection `{cid}`: {e}"),
+                format!("connection `{cid}`: {e}{changed}"),
             ),
-            other => ApiError::internal(other.to_string()),
+            other => ApiError::internal(format!("{other}{changed}")),
         })?;
     }
     Ok(Json(json!({
