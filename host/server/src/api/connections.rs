@@ -955,15 +955,15 @@ pub(crate) async fn store(
         .ok_or_else(|| unknown(&pck))?;
     let now = Utc::now();
     // A deletion of this id under way is waited for: what it deletes is
-    // not this import's.
-    drop(
-        env.runs
-            .enter(&ConnectionRef {
-                provider_config_key: pck.clone(),
-                connection_id: cid.clone(),
-            })
-            .await,
-    );
+    // not this import's. One that comes after waits until the connection
+    // is written (and its deletion mark cleared), not for the check.
+    let entered = env
+        .runs
+        .enter(&ConnectionRef {
+            provider_config_key: pck.clone(),
+            connection_id: cid.clone(),
+        })
+        .await;
     // An integration whose deletion failed half way is deleted at the
     // next start, with every connection it then has: none is added to it.
     if env
@@ -980,10 +980,7 @@ pub(crate) async fn store(
             ),
         ));
     }
-    // The stored connection, kept to be put back if the new credentials
-    // fail its `validate-connection` check.
-    let before = env.store.connection(&pck, &cid).await?;
-    let is_new = before.is_none();
+    let is_new = !env.store.connection_exists(&pck, &cid).await?;
     if reconnect && is_new {
         return Err(ApiError::bad_request(
             "invalid_connection",
@@ -1036,8 +1033,12 @@ pub(crate) async fn store(
             .put_doc(CONNECTION_SETUP, &setup_key, &setup)
             .await?;
     }
+    // The connection as it was, read under its lock as it is replaced: put
+    // back if the new credentials fail its `validate-connection` check.
+    let mut before = None;
     env.store
         .put_connection_keeping(&mut c, |stored, c| {
+            before = Some(stored.clone());
             c.created_at = stored.created_at;
             let (metadata, config, end_user, tags, webhook_url) = keep;
             if metadata {
@@ -1057,6 +1058,7 @@ pub(crate) async fn store(
             }
         })
         .await?;
+    drop(entered);
     // `validate-connection` scripts (zero-yaml) run before the answer, with
     // the stored credentials: a failure refuses a new connection (it is
     // deleted again) and marks an existing one's credentials as failed,
@@ -1852,30 +1854,31 @@ async fn write_metadata(
         };
         // Changed since the check (deleted, or its metadata grown by a
         // script): what was already written is said.
-        let changed = if done == 0 {
-            String::new()
-        } else {
+        let changed = || {
+            let mut written: Vec<&String> = ids[..done].iter().filter(|c| *c != cid).collect();
+            written.sort();
+            written.dedup();
+            if written.is_empty() {
+                return String::new();
+            }
+            let names: Vec<String> = written.iter().map(|c| format!("`{c}`")).collect();
             format!(
                 "; this request had already changed the metadata of {}",
-                ids[..done]
-                    .iter()
-                    .map(|c| format!("`{c}`"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                names.join(", ")
             )
         };
         result.map_err(|e| match e {
             ConnectionError::NotFound { .. } => {
                 let e = ApiError::unknown_connection(pck, cid);
-                let message = format!("{}{changed}", e.message);
+                let message = format!("{}{}", e.message, changed());
                 ApiError { message, ..e }
             }
             e @ ConnectionError::MetadataTooLarge { .. } => ApiError::new(
                 axum::http::StatusCode::PAYLOAD_TOO_LARGE,
                 "payload_too_large",
-                format!("connection `{cid}`: {e}{changed}"),
+                format!("connection `{cid}`: {e}{}", changed()),
             ),
-            other => ApiError::internal(format!("{other}{changed}")),
+            other => ApiError::internal(format!("{other}{}", changed())),
         })?;
     }
     Ok(Json(json!({
