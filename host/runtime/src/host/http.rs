@@ -13,13 +13,7 @@ impl types::Host for HostState {}
 
 impl HostState {
     fn check_body(&self, req: &Request) -> Result<(), HttpError> {
-        let size = match &req.data {
-            None => 0,
-            Some(Body::Json(t) | Body::Text(t)) => t.len(),
-            Some(Body::Bytes(b)) => b.len(),
-            Some(Body::Multipart(fields)) => fields.iter().map(|(k, v)| k.len() + v.len()).sum(),
-        };
-        self.check_payload("the request body", size)
+        self.check_payload("the request body", body_bytes(req))
             .map_err(HttpError::Failed)
     }
 }
@@ -28,14 +22,19 @@ impl HostState {
 /// table's entry), counted so that empty requests are bounded too.
 const PAGER_OVERHEAD: usize = 1024;
 
-/// The bytes a request holds: its text and values.
-fn request_bytes(req: &Request) -> usize {
-    let body = match &req.data {
+/// The bytes of a request's body.
+fn body_bytes(req: &Request) -> usize {
+    match &req.data {
         None => 0,
         Some(Body::Json(t) | Body::Text(t)) => t.len(),
         Some(Body::Bytes(b)) => b.len(),
         Some(Body::Multipart(fields)) => fields.iter().map(|(k, v)| k.len() + v.len()).sum(),
-    };
+    }
+}
+
+/// The bytes a request holds: its text and values.
+fn request_bytes(req: &Request) -> usize {
+    let body = body_bytes(req);
     let params = match &req.params {
         None => 0,
         Some(Query::Text(t)) => t.len(),
