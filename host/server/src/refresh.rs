@@ -770,7 +770,10 @@ impl Connections {
                     "message": message,
                     "at": Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
                 });
-                let _ = self.store.put_doc(CONNECTION_ERRORS, &key, &record).await;
+                let _ = self
+                    .store
+                    .put_doc_for_connection(pck, cid, CONNECTION_ERRORS, &key, &record)
+                    .await;
                 if let Some(to) = &self.failures
                     && state.told.is_none_or(|at| at.elapsed() >= TELL_AGAIN_AFTER)
                     && to.try_send((c.clone(), message.clone())).is_ok()

@@ -738,6 +738,27 @@ impl EnvStore {
         self.put_doc_in(DocSpace::Env, collection, key, value).await
     }
 
+    /// [`EnvStore::put_doc`] only while the connection `pck`/`cid` exists,
+    /// checked under its lock (which [`EnvStore::delete_connection`]
+    /// holds): a note about a connection (its last error) that a deletion
+    /// overtook is not written after the deletion removed the older one.
+    /// Whether it was written.
+    pub async fn put_doc_for_connection<T: Serialize + ?Sized>(
+        &self,
+        pck: &str,
+        cid: &str,
+        collection: &str,
+        key: &str,
+        value: &T,
+    ) -> Result<bool, StoreError> {
+        let _lock = self.lock(self.connection_lock(pck, cid)).await?;
+        if !self.connection_exists(pck, cid).await? {
+            return Ok(false);
+        }
+        self.put_doc(collection, key, value).await?;
+        Ok(true)
+    }
+
     /// Like [`EnvStore::put_doc`], acknowledged before it is flushed: for
     /// history a crash may lose (sled flushes within 500 ms by itself).
     pub async fn put_doc_unflushed<T: Serialize + ?Sized>(

@@ -1116,7 +1116,17 @@ pub(crate) async fn store(
                 "message": message,
                 "at": Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             });
-            env.store.put_doc(CONNECTION_ERRORS, &key, &record).await?;
+            // Not for a connection deleted meanwhile (a new one of its
+            // id would show this error).
+            env.store
+                .put_doc_for_connection(
+                    &conn.provider_config_key,
+                    &conn.connection_id,
+                    CONNECTION_ERRORS,
+                    &key,
+                    &record,
+                )
+                .await?;
             // As the original's failed reconnection.
             let event = crate::webhooks::AuthEvent {
                 connection: &c,
