@@ -996,13 +996,18 @@ async fn dryrun_save_records_a_test_json_that_sluice_test_replays() {
     // modules (vi.mock) is said and not run, and counts as a test all the
     // same.
     let hand = tests.join("github-by-hand.test.ts");
-    let by_hand = "import { expect, it, describe, vi, beforeEach, afterEach } from 'vitest';\nimport { readFileSync } from 'node:fs';\nimport { resolve } from 'node:path';\nimport createAction from '../actions/get-repo.js';\n\ndescribe('get-repo by hand', () => {\n    let nangoMock: any;\n    beforeEach(() => {\n        nangoMock = new global.vitest.NangoActionMock({ dirname: __dirname, name: 'get-repo', Model: 'Repo' });\n    });\n    afterEach(() => vi.restoreAllMocks());\n\n    it('maps the recording', async () => {\n        const recording = JSON.parse(readFileSync(resolve(__dirname, 'get-repo.test.json'), 'utf-8'));\n        const repo = await createAction.exec(nangoMock, recording.input);\n        expect(nangoMock.get).toHaveBeenCalledTimes(1);\n        expect(repo).toMatchObject({ fullName: expect.stringContaining('/') });\n        expect(repo).toEqual(recording.output);\n    });\n\n    it('says a missing repository', async () => {\n        nangoMock.get.mockResolvedValueOnce({ status: 404, data: {} });\n        await expect(createAction.exec(nangoMock, { owner: 'a', repo: 'b' })).rejects.toThrow('Repository not found');\n    });\n});\n";
+    let by_hand = "import { expect, it, describe, vi, beforeEach, afterEach } from 'vitest';\nimport { readFileSync } from 'node:fs';\nimport { resolve } from 'node:path';\nimport createAction from '../actions/get-repo.js';\n\ndescribe('get-repo by hand', () => {\n    let nangoMock: any;\n    beforeEach(() => {\n        nangoMock = new global.vitest.NangoActionMock({ dirname: __dirname, name: 'get-repo', Model: 'Repo' });\n    });\n    afterEach(() => vi.restoreAllMocks());\n\n    it('maps the recording', async () => {\n        const recording = JSON.parse(readFileSync(resolve(__dirname, 'get-repo.test.json'), 'utf-8'));\n        const repo = await createAction.exec(nangoMock, recording.input);\n        expect(nangoMock.get).toHaveBeenCalledTimes(1);\n        expect(repo).toMatchObject({ fullName: expect.stringContaining('/') });\n        expect(repo).toEqual(recording.output);\n    });\n\n    it('says a missing repository', async () => {\n        nangoMock.get.mockResolvedValueOnce({ status: 404, data: {} });\n        await expect(createAction.exec(nangoMock, { owner: 'a', repo: 'b' })).rejects.toThrow('Repository not found');\n    });\n});\n\ndescribe.each([\n    { owner: 'acme', full: 'acme/widgets' },\n    { owner: 'globex', full: 'globex/widgets' }\n])('names of $owner', ({ owner, full }) => {\n    it.each([\n        [1, 2, 3],\n        [2, 3, 5]\n    ])('adds %i + %i = %i (case %#)', (a, b, sum) => {\n        expect(a + b).toBe(sum);\n    });\n    it.for([['widgets', 1]])('joins %s', ([repo, n]) => {\n        expect(`${owner}/${repo}`).toBe(full);\n        expect(n).toBe(1);\n    });\n});\n\nit.each`\n    a    | b    | sum\n    ${1} | ${1} | ${2}\n    ${2} | ${2} | ${4}\n`('table $a + $b', ({ a, b, sum }) => {\n    expect(a + b).toBe(sum);\n});\n\nit('advances fake timers', async () => {\n    vi.useFakeTimers({ now: new Date('2024-01-01T00:00:00Z') });\n    const seen: string[] = [];\n    setTimeout(() => seen.push('once'), 1000);\n    const every = setInterval(() => seen.push(`tick ${new Date().toISOString()}`), 400);\n    vi.advanceTimersByTime(900);\n    expect(seen).toEqual(['tick 2024-01-01T00:00:00.400Z', 'tick 2024-01-01T00:00:00.800Z']);\n    expect(Date.now()).toBe(Date.parse('2024-01-01T00:00:00.900Z'));\n    vi.advanceTimersByTime(100);\n    expect(seen.at(-1)).toBe('once');\n    clearInterval(every);\n    expect(vi.getTimerCount()).toBe(0);\n    const later = (async () => {\n        await new Promise((r) => setTimeout(r, 60_000));\n        return new Promise((r) => setTimeout(() => r(Date.now()), 60_000));\n    })();\n    await vi.advanceTimersByTimeAsync(120_000);\n    await expect(later).resolves.toBe(Date.parse('2024-01-01T00:02:01Z'));\n    setInterval(() => undefined, 10);\n    expect(() => vi.runAllTimers()).toThrow('Aborting after running 10000 timers');\n    vi.useRealTimers();\n});\n";
     std::fs::write(&hand, by_hand).unwrap();
     std::fs::write(
         tests.join("github-changed.test.ts"),
         by_hand
             .replace("toHaveBeenCalledTimes(1)", "toHaveBeenCalledTimes(2)")
-            .replace("'Repository not found'", "'Gone'"),
+            .replace("'Repository not found'", "'Gone'")
+            .replace("[2, 3, 5]", "[2, 3, 6]")
+            .replace(
+                "'tick 2024-01-01T00:00:00.800Z'",
+                "'tick 2024-01-01T00:00:00.700Z'",
+            ),
     )
     .unwrap();
     std::fs::write(
@@ -1033,7 +1038,7 @@ async fn dryrun_save_records_a_test_json_that_sluice_test_replays() {
         "{out}"
     );
     assert!(
-        out.contains("✗ github/github-changed (action, hand-written): get-repo by hand > maps the recording: AssertionError: expected vi.fn() to have been called 2 times, it was called 1 times; get-repo by hand > says a missing repository: AssertionError: expected the error \"Repository not found\" to match \"Gone\""),
+        out.contains("✗ github/github-changed (action, hand-written): get-repo by hand > maps the recording: AssertionError: expected vi.fn() to have been called 2 times, it was called 1 times; get-repo by hand > says a missing repository: AssertionError: expected the error \"Repository not found\" to match \"Gone\"; names of 'acme' > adds 2 + 3 = 6 (case 1): AssertionError: expected 5 to be 6; names of 'globex' > adds 2 + 3 = 6 (case 1): AssertionError: expected 5 to be 6; advances fake timers: AssertionError: "),
         "{out}"
     );
     assert!(

@@ -115,7 +115,10 @@ function spyOn(obj: any, key: string | symbol, access?: 'get' | 'set'): Mock {
     return spy;
 }
 
-// ------ The clock (vi.useFakeTimers / vi.setSystemTime)
+// ------ The clock and fake timers (vi.useFakeTimers, vi.setSystemTime,
+// vi.advanceTimersByTime…), as vitest 2's defaults: `Date` and the timer
+// functions are faked, `performance` and microtasks are not. A faked timer
+// runs only when the test advances the clock, at its own instant.
 
 const RealDate = Date;
 let frozenAt: number | undefined;
@@ -132,25 +135,177 @@ class FrozenDate extends RealDate {
 
 /** Whether a test file is running (not loading, as the component is built). */
 let running = false;
-/** The clock a test file froze at its top level, as its module loaded. */
+/** The clock a test file set at its top level, as its module loaded. */
 const loadedClocks = new Map<string, number>();
+/** The files whose top level called `vi.useFakeTimers()` (and with what). */
+const loadedFakes = new Map<string, FakeConfig | undefined>();
 
-function useFakeTimers(config?: { now?: number | Date }): typeof vi {
-    // At a file's top level, the freeze is the file's, applied when it
-    // runs: the snapshot's scripts and other tests keep the real clock.
+interface FakeConfig {
+    now?: number | Date;
+    toFake?: string[];
+    loopLimit?: number;
+}
+
+interface FakeTimer {
+    id: number;
+    /** When it is due, in ms of the fake clock's own time line. */
+    at: number;
+    seq: number;
+    fn: Fn;
+    args: unknown[];
+    every?: number;
+}
+
+const TIMER_NAMES = ['setTimeout', 'clearTimeout', 'setInterval', 'clearInterval', 'setImmediate', 'clearImmediate'];
+
+interface Fakes {
+    /** The fake clock's time line: advanced by the test, never by itself. */
+    tick: number;
+    timers: Map<number, FakeTimer>;
+    nextId: number;
+    nextSeq: number;
+    loopLimit: number;
+    /** The globals replaced, to put back. */
+    saved: Map<string, PropertyDescriptor | undefined>;
+}
+
+let fakes: Fakes | undefined;
+
+function installFakeTimers(config?: FakeConfig): void {
+    const toFake = config?.toFake ?? [...TIMER_NAMES, 'Date'];
+    if (toFake.includes('Date')) {
+        (globalThis as any).Date = FrozenDate;
+        if (config?.now !== undefined) frozenAt = new RealDate(config.now).getTime();
+        else if (frozenAt === undefined) frozenAt = RealDate.now();
+    } else if (config?.now !== undefined) {
+        frozenAt = new RealDate(config.now).getTime();
+    }
+    if (fakes !== undefined) return;
+    const f: Fakes = { tick: 0, timers: new Map(), nextId: 1, nextSeq: 0, loopLimit: config?.loopLimit ?? 10_000, saved: new Map() };
+    const define = (name: string, value: Fn) => {
+        if (!toFake.includes(name)) return;
+        f.saved.set(name, Object.getOwnPropertyDescriptor(globalThis, name));
+        Object.defineProperty(globalThis, name, { configurable: true, writable: true, value });
+    };
+    // Node's rule, as the real timers here: below 1 ms or not a number is 1 ms.
+    const delayOf = (ms: unknown) => {
+        const n = Number(ms);
+        return n >= 1 && n <= 0x7fffffff ? n : 1;
+    };
+    const add = (fn: unknown, delay: number, args: unknown[], every?: number) => {
+        if (typeof fn !== 'function') throw new TypeError(`The "callback" argument must be of type function. Received ${typeof fn}`);
+        const t: FakeTimer = { id: f.nextId++, at: f.tick + delay, seq: f.nextSeq++, fn: fn as Fn, args, every };
+        f.timers.set(t.id, t);
+        return t.id;
+    };
+    const clear = (id: unknown) => void f.timers.delete(typeof id === 'string' ? Number(id) : (id as number));
+    define('setTimeout', (fn: unknown, ms?: unknown, ...args: unknown[]) => add(fn, delayOf(ms), args));
+    define('setInterval', (fn: unknown, ms?: unknown, ...args: unknown[]) => add(fn, delayOf(ms), args, delayOf(ms)));
+    define('setImmediate', (fn: unknown, ...args: unknown[]) => add(fn, 0, args));
+    define('clearTimeout', clear);
+    define('clearInterval', clear);
+    define('clearImmediate', clear);
+    fakes = f;
+}
+
+function uninstallFakeTimers(): void {
+    if (fakes === undefined) return;
+    for (const [name, d] of fakes.saved) {
+        if (d === undefined) delete (globalThis as any)[name];
+        else Object.defineProperty(globalThis, name, d);
+    }
+    fakes = undefined;
+}
+
+function fakeTimers(what: string): Fakes {
+    if (fakes === undefined) throw new Error(`${what}: timers are not mocked. Make sure to call "vi.useFakeTimers()" first.`);
+    return fakes;
+}
+
+/** The next timer due at or before `until`, in order of (due, made). */
+function nextDue(f: Fakes, until: number): FakeTimer | undefined {
+    let next: FakeTimer | undefined;
+    for (const t of f.timers.values()) {
+        if (t.at <= until && (next === undefined || t.at < next.at || (t.at === next.at && t.seq < next.seq))) next = t;
+    }
+    return next;
+}
+
+/** Moves the fake clock to `t`'s instant and runs it (an interval stays, due again). */
+function runTimer(f: Fakes, t: FakeTimer): void {
+    if (frozenAt !== undefined) frozenAt += t.at - f.tick;
+    f.tick = t.at;
+    if (t.every === undefined) f.timers.delete(t.id);
+    else {
+        t.at += t.every;
+        t.seq = f.nextSeq++;
+    }
+    t.fn(...t.args);
+}
+
+function moveTo(f: Fakes, until: number): void {
+    if (frozenAt !== undefined) frozenAt += until - f.tick;
+    f.tick = until;
+}
+
+/** A turn of the real event loop: every pending promise callback runs. */
+function realTurn(f: Fakes): Promise<void> {
+    const d = f.saved.get('setTimeout');
+    const real = (d?.value ?? d?.get?.()) as Fn | undefined;
+    if (typeof real !== 'function') return Promise.resolve();
+    return new Promise((r) => real(r, 0));
+}
+
+function advance(what: string, until: (f: Fakes) => number, limit: boolean): typeof vi {
+    const f = fakeTimers(what);
+    const end = until(f);
+    let ran = 0;
+    for (let t = nextDue(f, end); t !== undefined; t = nextDue(f, end)) {
+        if (limit && ++ran > f.loopLimit) throw loopError(f);
+        runTimer(f, t);
+    }
+    if (end !== Infinity) moveTo(f, end);
+    return vi;
+}
+
+async function advanceAsync(what: string, until: (f: Fakes) => number, limit: boolean): Promise<typeof vi> {
+    const f = fakeTimers(what);
+    const end = until(f);
+    let ran = 0;
+    await realTurn(f);
+    for (let t = nextDue(f, end); t !== undefined; t = nextDue(f, end)) {
+        if (limit && ++ran > f.loopLimit) throw loopError(f);
+        runTimer(f, t);
+        await realTurn(f);
+        if (fakes !== f) return vi;
+    }
+    if (end !== Infinity) moveTo(f, end);
+    return vi;
+}
+
+function loopError(f: Fakes): Error {
+    return new Error(`Aborting after running ${f.loopLimit} timers, assuming an infinite loop!`);
+}
+
+const lastDue = (f: Fakes) => Math.max(f.tick, ...[...f.timers.values()].map((t) => t.at));
+const nextAt = (f: Fakes) => nextDue(f, Infinity)?.at ?? f.tick;
+
+function useFakeTimers(config?: FakeConfig): typeof vi {
+    // At a file's top level, the fake timers are the file's, installed when
+    // it runs: the snapshot's scripts and other tests keep the real ones.
     if (!running && currentKey !== undefined) {
+        loadedFakes.set(currentKey, config);
         // (NaN: "now" when the file runs, not when the component was built.)
         if (config?.now !== undefined) loadedClocks.set(currentKey, new RealDate(config.now).getTime());
         else if (!loadedClocks.has(currentKey)) loadedClocks.set(currentKey, NaN);
         return vi;
     }
-    (globalThis as any).Date = FrozenDate;
-    if (config?.now !== undefined) frozenAt = new RealDate(config.now).getTime();
-    else if (frozenAt === undefined) frozenAt = RealDate.now();
+    installFakeTimers(config);
     return vi;
 }
 
 function useRealTimers(): typeof vi {
+    uninstallFakeTimers();
     (globalThis as any).Date = RealDate;
     frozenAt = undefined;
     return vi;
@@ -229,20 +384,38 @@ export const vi = {
             loadedClocks.set(currentKey, new RealDate(t as any).getTime());
             return vi;
         }
+        // The timers stay due when they were, in the fake clock's own time.
         frozenAt = new RealDate(t as any).getTime();
         (globalThis as any).Date = FrozenDate;
         return vi;
     },
     getRealSystemTime: () => RealDate.now(),
-    isFakeTimers: () => (globalThis as any).Date === FrozenDate,
+    getMockedSystemTime: () => (frozenAt === undefined ? null : new RealDate(frozenAt)),
+    isFakeTimers: () => fakes !== undefined,
+    advanceTimersByTime: (ms: number) => advance('vi.advanceTimersByTime', (f) => f.tick + Math.max(0, Number(ms) || 0), false),
+    advanceTimersByTimeAsync: (ms: number) =>
+        advanceAsync('vi.advanceTimersByTimeAsync', (f) => f.tick + Math.max(0, Number(ms) || 0), false),
+    advanceTimersToNextTimer: (steps = 1) => {
+        for (let i = 0; i < steps; i++) advance('vi.advanceTimersToNextTimer', nextAt, false);
+        return vi;
+    },
+    advanceTimersToNextTimerAsync: async (steps = 1) => {
+        for (let i = 0; i < steps; i++) await advanceAsync('vi.advanceTimersToNextTimerAsync', nextAt, false);
+        return vi;
+    },
+    runAllTimers: () => advance('vi.runAllTimers', () => Infinity, true),
+    runAllTimersAsync: () => advanceAsync('vi.runAllTimersAsync', () => Infinity, true),
+    runOnlyPendingTimers: () => advance('vi.runOnlyPendingTimers', lastDue, false),
+    runOnlyPendingTimersAsync: () => advanceAsync('vi.runOnlyPendingTimersAsync', lastDue, false),
+    getTimerCount: () => fakeTimers('vi.getTimerCount').timers.size,
+    clearAllTimers: () => {
+        fakes?.timers.clear();
+        return vi;
+    },
     hoisted: <T>(factory: () => T) => factory(),
     mock: mockModule,
     doMock: mockModule,
-    stubGlobal: unsupported('vi.stubGlobal'),
-    advanceTimersByTime: unsupported('vi.advanceTimersByTime'),
-    advanceTimersByTimeAsync: unsupported('vi.advanceTimersByTimeAsync'),
-    runAllTimers: unsupported('vi.runAllTimers'),
-    runAllTimersAsync: unsupported('vi.runAllTimersAsync')
+    stubGlobal: unsupported('vi.stubGlobal')
 };
 
 // ------ expect
@@ -600,27 +773,228 @@ function addSuite(name: string, body: Fn | undefined, skip: boolean, only = fals
     here('describe').items.push(s);
 }
 
-// Registered as a failing test, not thrown: a test file's module loads
-// when the component is built, and must not fail the build.
-const each = (what: string) => () => (name: string) =>
-    addTest(`${String(name)} (${what}.each)`, () => {
-        throw new Error(`${what}.each is not supported by sluice test`);
-    }, false);
+/** vitest's `(name, fn)`, `(name, options, fn)` and `(name, fn, timeout)`. */
+function handlerOf(a: unknown, b: unknown): Fn | undefined {
+    if (typeof a === 'function') return a as Fn;
+    if (typeof b === 'function') return b as Fn;
+    return undefined;
+}
 
-export const it: any = (name: string, f?: Fn) => addTest(name, f, false);
-it.skip = (name: string, f?: Fn) => addTest(name, f, true);
-it.todo = (name: string) => addTest(name, undefined, true);
-it.only = (name: string, f?: Fn) => addTest(name, f, false, true);
-it.skipIf = (cond: unknown) => (name: string, f?: Fn) => addTest(name, f, !!cond);
-it.runIf = (cond: unknown) => (name: string, f?: Fn) => addTest(name, f, !cond);
-it.each = each('it');
+function nameOf(name: unknown): string {
+    return typeof name === 'string' ? name : typeof name === 'function' ? name.name || '<anonymous>' : String(name);
+}
+
+// ------ Parameterised tests (.each, .for) and their titles, as vitest 2
+// formats them: `%#`/`%$` the case's index (from 0 / from 1), printf's
+// `%s %d %i %f %j %o %O %c %%` the case's values in turn, and `$key` (or
+// `$a.b`, `$0`) a value of an object case.
+
+const QUOTE = /^[A-Za-z_$][\w$]*$/;
+
+/** Roughly what vitest's (loupe's) inspect prints. */
+function inspect(v: unknown, depth = 2, seen: unknown[] = []): string {
+    if (typeof v === 'string') return `'${v.replace(/\\/g, '\\\\').replace(/'/g, "\\'")}'`;
+    if (typeof v === 'number') return Object.is(v, -0) ? '-0' : String(v);
+    if (typeof v === 'bigint') return `${v}n`;
+    if (typeof v === 'function') return `[Function ${v.name || '<anonymous>'}]`;
+    if (typeof v === 'symbol') return v.toString();
+    if (v === null || typeof v !== 'object') return String(v);
+    if (seen.includes(v)) return '[Circular]';
+    if (v instanceof RealDate) return Number.isNaN(v.getTime()) ? 'Invalid Date' : v.toISOString();
+    if (v instanceof RegExp) return String(v);
+    if (v instanceof Error) return `${v.name}: ${v.message}`;
+    const inner = [...seen, v];
+    if (Array.isArray(v)) {
+        if (v.length === 0) return '[]';
+        if (depth < 0) return '[Array]';
+        return `[ ${v.map((x) => inspect(x, depth - 1, inner)).join(', ')} ]`;
+    }
+    const keys = Object.keys(v);
+    if (keys.length === 0) return '{}';
+    if (depth < 0) return '[Object]';
+    const entries = keys.map((k) => `${QUOTE.test(k) ? k : inspect(k)}: ${inspect((v as any)[k], depth - 1, inner)}`);
+    return `{ ${entries.join(', ')} }`;
+}
+
+/** vitest's `objDisplay` with its default truncation at 40 characters. */
+function display(v: unknown): string {
+    const text = inspect(v);
+    if (text.length < 40) return text;
+    if (Array.isArray(v)) return `[ Array(${v.length}) ]`;
+    if (v !== null && typeof v === 'object') {
+        const keys = Object.keys(v);
+        return keys.length > 2 ? `{ Object (${keys.slice(0, 2).join(', ')}, ...) }` : `{ Object (${keys.join(', ')}) }`;
+    }
+    if (typeof v === 'string') return `${text.slice(0, 39)}…`;
+    return text;
+}
+
+/** Node's `util.format` as vitest has it. */
+function format(template: string, values: unknown[]): string {
+    let i = 0;
+    let out = template.replace(/%[sdjifoOc%]/g, (x) => {
+        if (x === '%%') return '%';
+        if (i >= values.length) return x;
+        const v = values[i++];
+        switch (x) {
+            case '%s':
+                if (typeof v === 'bigint') return `${v}n`;
+                if (typeof v === 'number' && Object.is(v, -0)) return '-0';
+                if (typeof v === 'object' && v !== null) return inspect(v, 0);
+                return String(v);
+            case '%d':
+                return typeof v === 'bigint' ? `${v}n` : Number(v).toString();
+            case '%i':
+                return typeof v === 'bigint' ? `${v}n` : Number.parseInt(String(v)).toString();
+            case '%f':
+                return Number.parseFloat(String(v)).toString();
+            case '%j':
+                try {
+                    return String(JSON.stringify(v));
+                } catch {
+                    return '[Circular]';
+                }
+            case '%o':
+            case '%O':
+                return inspect(v);
+            case '%c':
+                return '';
+            default:
+                return x;
+        }
+    });
+    for (; i < values.length; i++) {
+        const v = values[i];
+        out += ` ${v === null || typeof v !== 'object' ? String(v) : inspect(v)}`;
+    }
+    return out;
+}
+
+function attr(source: unknown, path: string): unknown {
+    let cur: any = source;
+    for (const part of path.split('.')) {
+        if (cur === null || cur === undefined) return undefined;
+        cur = cur[part];
+    }
+    return cur;
+}
+
+function title(template: string, items: unknown[], index: number): string {
+    let t = template;
+    if (t.includes('%#') || t.includes('%$')) {
+        t = t
+            .replace(/%%/g, '\u0000')
+            .replace(/%#/g, String(index))
+            .replace(/%\$/g, String(index + 1))
+            .replace(/\u0000/g, '%%');
+    }
+    const count = t.split('%').length - 1;
+    let out = format(t, items.slice(0, count));
+    const first = items[0];
+    const objectCase = first !== null && typeof first === 'object' && !Array.isArray(first);
+    out = out.replace(/\$([$\w.]+)/g, (whole, key: string) => {
+        const arrayKey = /^\d+$/.test(key);
+        if (!objectCase && !arrayKey) return whole;
+        const fromArray = arrayKey ? attr(items, key) : undefined;
+        const value = objectCase ? (attr(first, key) ?? fromArray) : fromArray;
+        return display(value);
+    });
+    return out;
+}
+
+/** The cases of a tagged template table (`it.each\`a | b ${1} | ${2}\``). */
+function tableCases(strings: readonly string[], values: unknown[]): Record<string, unknown>[] {
+    const header = strings.join('').trim().replace(/ /g, '').split('\n').map((l) => l.split('|'))[0];
+    const cases: Record<string, unknown>[] = [];
+    for (let i = 0; i < Math.floor(values.length / header.length); i++) {
+        const c: Record<string, unknown> = {};
+        header.forEach((h, j) => (c[h] = values[i * header.length + j]));
+        cases.push(c);
+    }
+    return cases;
+}
+
+type Register = (name: string, body: Fn | undefined) => void;
+
+/**
+ * `.each` (array cases spread into the function when every case is an
+ * array) and `.for` (each case as it is). A malformed table is a failing
+ * test, not a throw: the file's module loads as the component is built.
+ */
+function parameterised(what: string, register: Register, spread: boolean) {
+    return (cases: unknown, ...values: unknown[]) => {
+        const table =
+            Array.isArray(cases) && values.length > 0 && Array.isArray((cases as any).raw)
+                ? tableCases(cases as string[], values)
+                : cases;
+        return (name: unknown, a?: unknown, b?: unknown) => {
+            const template = nameOf(name);
+            if (!Array.isArray(table)) {
+                addTest(`${template} (${what})`, () => {
+                    throw new TypeError(`${what} expects an array of cases or a template table, got ${short(table)}`);
+                }, false);
+                return;
+            }
+            const handler = handlerOf(a, b);
+            const arrays = spread && table.every((c) => Array.isArray(c));
+            table.forEach((c, i) => {
+                const items = Array.isArray(c) ? c : [c];
+                const body = handler && (arrays ? () => handler(...items) : () => handler(c));
+                register(title(template, items, i), body);
+            });
+        };
+    };
+}
+
+function testApi(skip: boolean, only: boolean): any {
+    const t: any = (name: unknown, a?: unknown, b?: unknown) => addTest(nameOf(name), handlerOf(a, b), skip, only);
+    const register = (name: string, body: Fn | undefined) => addTest(name, body, skip, only);
+    t.each = parameterised(`${only ? 'it.only' : skip ? 'it.skip' : 'it'}.each`, register, true);
+    t.for = parameterised(`${only ? 'it.only' : skip ? 'it.skip' : 'it'}.for`, register, false);
+    return t;
+}
+
+function suiteApi(skip: boolean, only: boolean): any {
+    const d: any = (name: unknown, a?: unknown, b?: unknown) => addSuite(nameOf(name), handlerOf(a, b), skip, only);
+    const register = (name: string, body: Fn | undefined) => addSuite(name, body, skip, only);
+    d.each = parameterised(`${only ? 'describe.only' : skip ? 'describe.skip' : 'describe'}.each`, register, true);
+    d.for = parameterised(`${only ? 'describe.only' : skip ? 'describe.skip' : 'describe'}.for`, register, false);
+    return d;
+}
+
+/** A test that passes when its body fails (`it.fails`). */
+function failing(f: Fn | undefined): Fn | undefined {
+    if (!f) return f;
+    return async (...args: unknown[]) => {
+        try {
+            await f(...args);
+        } catch {
+            return;
+        }
+        throw new AssertionError('expect test to fail');
+    };
+}
+
+export const it: any = testApi(false, false);
+it.skip = testApi(true, false);
+it.only = testApi(false, true);
+it.todo = (name: unknown) => addTest(nameOf(name), undefined, true);
+it.skipIf = (cond: unknown) => (cond ? it.skip : it);
+it.runIf = (cond: unknown) => (cond ? it : it.skip);
+it.fails = (name: unknown, a?: unknown, b?: unknown) => addTest(nameOf(name), failing(handlerOf(a, b)), false);
+// Tests of a file run one at a time here: `concurrent` is `sequential`.
+it.concurrent = it;
+it.sequential = it;
 export const test = it;
 
-export const describe: any = (name: string, body?: Fn) => addSuite(name, body, false);
-describe.skip = (name: string, body?: Fn) => addSuite(name, body, true);
-describe.only = (name: string, body?: Fn) => addSuite(name, body, false, true);
-describe.todo = (name: string) => addSuite(name, undefined, true);
-describe.each = each('describe');
+export const describe: any = suiteApi(false, false);
+describe.skip = suiteApi(true, false);
+describe.only = suiteApi(false, true);
+describe.todo = (name: unknown) => addSuite(nameOf(name), undefined, true);
+describe.skipIf = (cond: unknown) => (cond ? describe.skip : describe);
+describe.runIf = (cond: unknown) => (cond ? describe : describe.skip);
+describe.concurrent = describe;
+describe.sequential = describe;
 export const suite = describe;
 
 export const beforeAll = (f: Fn) => void here('beforeAll').beforeAll.push(f);
@@ -757,6 +1131,7 @@ export async function runFile(key: string): Promise<FileResult[]> {
     // What vitest does before the describe bodies run: the file's top-level
     // clock, and its (hoisted) module mocks.
     const clock = loadedClocks.get(key);
+    if (loadedFakes.has(key)) installFakeTimers({ ...loadedFakes.get(key), now: undefined });
     if (clock !== undefined) vi.setSystemTime(Number.isNaN(clock) ? RealDate.now() : clock);
     try {
         await applyModuleMocks(key);

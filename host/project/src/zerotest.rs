@@ -129,11 +129,7 @@ fn mock_names(path: &Path) -> Vec<String> {
 
 /// The vitest features a hand-written test may use that `sluice test`
 /// does not have, by the text that shows them.
-const UNSUPPORTED: [(&str, &str); 3] = [
-    ("vi.doMock(", "vi.doMock (module mocks made in a test)"),
-    (".each(", "each (parameterised tests)"),
-    ("advanceTimers", "fake timers that advance"),
-];
+const UNSUPPORTED: [(&str, &str); 1] = [("vi.doMock(", "vi.doMock (module mocks made in a test)")];
 
 fn strip_comments(text: &str) -> String {
     // Bytes are copied whole: what is dropped (a comment) starts and ends
