@@ -656,15 +656,23 @@ impl EnvStore {
             (Some(a), Some(b)) => Some(a.max(b)),
             (a, b) => a.or(b),
         };
-        let mut out = Vec::with_capacity(want.min(PAGE_FIRST_READ));
+        // No read holds a snapshot across the scans (nor, on sled, within
+        // one): a record a sync moves to the end of the order meanwhile
+        // can be read at its old place and its new one. The later, newer,
+        // one is kept, as the record is once in a page.
+        let mut out: Vec<Option<RawRecord>> = Vec::with_capacity(want.min(PAGE_FIRST_READ));
+        let mut at: HashMap<uuid::Uuid, usize> = HashMap::with_capacity(want.min(PAGE_FIRST_READ));
+        let mut live = 0usize;
+        let done =
+            |out: Vec<Option<RawRecord>>, cut: bool| Ok((out.into_iter().flatten().collect(), cut));
         // Bytes of the records kept, and the largest entry read.
         let (mut kept, mut largest) = (0usize, 0usize);
         loop {
             // With a filter, rows are dropped after reading; read ahead more.
             let batch = if query.filter.is_some() {
-                (want - out.len()).max(SCAN_BATCH)
+                (want - live).max(SCAN_BATCH)
             } else {
-                want - out.len()
+                want - live
             };
             // As many as fit in what is left of the byte bound at the size
             // of the largest read so far, and never more than
@@ -695,16 +703,21 @@ impl EnvStore {
                     continue;
                 }
                 kept = kept.saturating_add(size);
-                out.push(record);
-                if out.len() == want {
-                    return Ok((out, false));
+                if let Some(earlier) = at.insert(record.internal_id, out.len()) {
+                    out[earlier] = None;
+                    live -= 1;
+                }
+                out.push(Some(record));
+                live += 1;
+                if live == want {
+                    return done(out, false);
                 }
                 if kept >= PAGE_BYTES {
-                    return Ok((out, true));
+                    return done(out, true);
                 }
             }
             if read < batch {
-                return Ok((out, false));
+                return done(out, false);
             }
             after = last;
         }
@@ -750,7 +763,6 @@ impl EnvStore {
         let _lock = self.lock(scope.lock_key()).await?;
         // What the sync's jobs saw unchanged gets its stamps now.
         self.settle_seen(&scope, sync_id, true).await?;
-        let now = self.write_time(&scope).await?;
         let mut count_row = CountRow::decode(
             self.backend()
                 .get(Table::RecordCounts, &scope.count_key)
@@ -802,6 +814,12 @@ impl EnvStore {
                 .backend()
                 .get_many(Table::RecordIndex, &index_keys)
                 .await?;
+            // Each batch lands after everything written before it, the
+            // batches before it included: a client paging by cursor
+            // between two batches (no lock keeps it out) finds the later
+            // ones after its cursor, where one time for all would put
+            // some of them behind it, by id.
+            let now = self.write_time(&scope).await?;
             let mut ops = Vec::new();
             for (((key, mut header), old_key), entry) in
                 alive.into_iter().zip(index_keys).zip(entries)

@@ -106,6 +106,8 @@ macro_rules! backend_tests {
             raw_pages_match_decoded_pages,
             filter_modified_after_and_ids,
             delete_stale_soft_deletes_untouched_rows,
+            track_deletes_lands_each_batch_after_the_ones_before,
+            a_page_holds_each_record_once_while_a_sync_writes,
             a_job_run_notes_what_it_saw_unchanged,
             a_start_kept_across_runs_keeps_what_each_run_saw,
             a_job_run_takes_over_what_another_sync_stamped,
@@ -2274,6 +2276,84 @@ pub async fn delete_stale_soft_deletes_untouched_rows(b: &Reopen) {
     let all = page_all(&env, &c, "M", RecordsQuery::default()).await;
     assert_ordered_unique(&all);
     assert_eq!(all.last().unwrap().external_id, "c");
+}
+
+/// `track_deletes` writes its deletions a batch at a time, and a client
+/// may page by cursor between two batches: each batch lands after every
+/// record of the batches before it, so a cursor taken after one batch
+/// finds the later ones after it (one time for all put them in id order,
+/// some behind such a cursor).
+pub async fn track_deletes_lands_each_batch_after_the_ones_before(b: &Reopen) {
+    let (store, _) = fresh(b).await;
+    let env = dev(&store);
+    let c = conn("github", "c1");
+    let n = 2_500;
+    let mut start = 0;
+    while start < n {
+        let end = (start + rt::CHUNK_SIZE).min(n);
+        let ids: Vec<Value> = (start..end)
+            .map(|i| json!({"id": format!("r{i:05}")}))
+            .collect();
+        save_as(&env, &c, Value::Array(ids), job("s1", 1)).await;
+        start = end;
+    }
+    assert_eq!(env.delete_stale(&c, "M", "s1", 2).await.unwrap(), 2_500);
+    let all = page_all(&env, &c, "M", RecordsQuery::default()).await;
+    assert_ordered_unique(&all);
+    assert_eq!(all.len(), n);
+    assert!(all.iter().all(|r| r.deleted_at.is_some()));
+    // The batches go in the order of the stamps, by id: a thousand each.
+    let batch_of = |r: &StoredRecord| r.external_id[1..].parse::<usize>().unwrap() / 1_000;
+    for pair in all.windows(2) {
+        assert!(
+            batch_of(&pair[0]) <= batch_of(&pair[1]),
+            "{} (batch {}) comes before {} (batch {})",
+            pair[0].external_id,
+            batch_of(&pair[0]),
+            pair[1].external_id,
+            batch_of(&pair[1])
+        );
+    }
+}
+
+/// A page is read in several scans of the paging index, with no snapshot
+/// across them: a record a sync moves to the end of the order meanwhile
+/// is still in the page once, at its new place.
+pub async fn a_page_holds_each_record_once_while_a_sync_writes(b: &Reopen) {
+    let (store, _) = fresh(b).await;
+    let env = dev(&store);
+    let c = conn("github", "c1");
+    save_many(&env, &c, "Issue", 0, 3_000, 1).await;
+    let writing = std::sync::atomic::AtomicBool::new(true);
+    let writer = async {
+        for version in 2..8 {
+            save_many(&env, &c, "Issue", 0, 3_000, version).await;
+        }
+        writing.store(false, std::sync::atomic::Ordering::SeqCst);
+    };
+    let reader = async {
+        let query = RecordsQuery {
+            limit: 10_000,
+            ..Default::default()
+        };
+        let mut pages = 0;
+        while writing.load(std::sync::atomic::Ordering::SeqCst) || pages == 0 {
+            let page = env.records_page(&c, "Issue", &query).await.unwrap();
+            let ids: HashSet<&str> = page
+                .records
+                .iter()
+                .map(|r| r.external_id.as_str())
+                .collect();
+            assert_eq!(ids.len(), page.records.len(), "a record is in a page twice");
+            assert_eq!(ids.len(), 3_000);
+            assert_ordered_unique(&page.records);
+            pages += 1;
+            tokio::task::yield_now().await;
+        }
+        pages
+    };
+    let ((), pages) = tokio::join!(writer, reader);
+    assert!(pages > 0);
 }
 
 pub async fn a_job_run_notes_what_it_saw_unchanged(b: &Reopen) {

@@ -269,22 +269,25 @@ impl HostState {
     async fn records_by_ids(&mut self, model: &str, ids: &[u8]) -> Result<Vec<u8>, NangoError> {
         self.require_sync("getRecordsByIds")?;
         self.check_payload("the getRecordsByIds ids", ids.len())?;
-        let ids: Vec<String> = serde_json::from_slice(ids).map_err(|e| {
+        // At most MAX_IDS_PER_CALL ids, refused while they are read: a
+        // payload of millions of short ids would cost the host tens of
+        // times its size in strings.
+        let BoundedIds(mut ids) = serde_json::from_slice(ids).map_err(|e| {
             nango_error(
                 "invalid_request",
-                format!("getRecordsByIds: ids must be a JSON array of strings: {e}"),
+                format!("getRecordsByIds: ids must be a JSON array of at most {MAX_IDS_PER_CALL} strings: {e}"),
             )
         })?;
         let full = self.model_name(model)?;
         // An id asked for twice is answered once, and the answer stops at
         // the payload limit: what the host builds stays bounded by what a
         // script may send, however its ids repeat or its records weigh.
-        let mut seen = std::collections::HashSet::with_capacity(ids.len());
-        let ids: Vec<String> = ids
-            .into_iter()
-            .filter(|id| seen.insert(id.clone()))
-            .collect();
-        drop(seen);
+        let first: Vec<bool> = {
+            let mut seen = std::collections::HashSet::with_capacity(ids.len());
+            ids.iter().map(|id| seen.insert(id.as_str())).collect()
+        };
+        let mut first = first.into_iter();
+        ids.retain(|_| first.next().unwrap_or(false));
         let max = self.limits().max_payload_bytes;
         let mut out = vec![b'['];
         for chunk in ids.chunks(IDS_PER_LOOKUP) {
@@ -312,6 +315,42 @@ impl HostState {
         }
         out.push(b']');
         Ok(out)
+    }
+}
+
+/// The most ids one `getRecordsByIds` call takes (as many as one
+/// `batchSave` takes records).
+const MAX_IDS_PER_CALL: usize = batch::MAX_RECORDS_PER_CALL;
+
+/// A JSON array of at most [`MAX_IDS_PER_CALL`] strings, refused at the
+/// next one while it is read.
+struct BoundedIds(Vec<String>);
+
+impl<'de> serde::Deserialize<'de> for BoundedIds {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Ids;
+        impl<'de> serde::de::Visitor<'de> for Ids {
+            type Value = BoundedIds;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                write!(f, "an array of at most {MAX_IDS_PER_CALL} strings")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<BoundedIds, A::Error> {
+                let mut ids = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1024));
+                while let Some(id) = seq.next_element::<String>()? {
+                    if ids.len() == MAX_IDS_PER_CALL {
+                        return Err(serde::de::Error::custom(format!(
+                            "more than {MAX_IDS_PER_CALL} ids; ask for fewer at a time"
+                        )));
+                    }
+                    ids.push(id);
+                }
+                Ok(BoundedIds(ids))
+            }
+        }
+        d.deserialize_seq(Ids)
     }
 }
 
