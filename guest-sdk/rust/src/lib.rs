@@ -510,16 +510,24 @@ impl Nango {
         model: &str,
     ) -> Result<HashMap<String, T>, Error> {
         let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
-        let found: Vec<Value> =
-            serde_json::from_slice(&records::get_records_by_ids(model, &to_json(&ids)?)?)?;
-        let mut out = HashMap::with_capacity(found.len());
-        for record in found {
-            let id = match record.get("id") {
-                Some(Value::String(s)) => s.clone(),
-                Some(other) => other.to_string(),
-                None => continue,
-            };
-            out.insert(id, serde_json::from_value(record)?);
+        let mut out = HashMap::new();
+        // In parts, as the batches: the host takes at most 100,000 ids a
+        // call (and at least one call, which an action is refused).
+        let parts: Vec<&[String]> = match ids.is_empty() {
+            true => vec![&[]],
+            false => ids.chunks(CALL_RECORDS).collect(),
+        };
+        for part in parts {
+            let found: Vec<Value> =
+                serde_json::from_slice(&records::get_records_by_ids(model, &to_json(&part)?)?)?;
+            for record in found {
+                let id = match record.get("id") {
+                    Some(Value::String(s)) => s.clone(),
+                    Some(other) => other.to_string(),
+                    None => continue,
+                };
+                out.insert(id, serde_json::from_value(record)?);
+            }
         }
         Ok(out)
     }

@@ -729,11 +729,16 @@ export class NangoSync extends NangoAction {
     async getRecordsByIds<K = string | number, T = any>(ids: K[], model: string): Promise<Map<K, T>> {
         const byString = new Map<string, K>();
         for (const id of ids) byString.set(String(id), id);
-        const found = fromJson(call(() => records.getRecordsByIds(model, utf8(JSON.stringify([...byString.keys()]))))) as Record<string, unknown>[];
+        // In parts of 10,000 ids: the host takes at most 100,000 a call.
+        const keys = [...byString.keys()];
         const out = new Map<K, T>();
-        for (const r of found) {
-            const key = byString.get(String(r['id']));
-            if (key !== undefined) out.set(key, r as T);
+        for (let i = 0; i < keys.length || i === 0; i += 10_000) {
+            const part = keys.slice(i, i + 10_000);
+            const found = fromJson(call(() => records.getRecordsByIds(model, utf8(JSON.stringify(part))))) as Record<string, unknown>[];
+            for (const r of found) {
+                const key = byString.get(String(r['id']));
+                if (key !== undefined) out.set(key, r as T);
+            }
         }
         return out;
     }

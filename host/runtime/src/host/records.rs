@@ -721,3 +721,36 @@ impl sync_context::Host for HostState {
         Ok(self.exec.sync.track_deletes)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{BoundedIds, MAX_IDS_PER_CALL};
+
+    /// A component that calls the import itself (not through an SDK,
+    /// which sends parts) is refused past the limit, by name, as the ids
+    /// are read.
+    #[test]
+    fn a_lookup_takes_at_most_its_limit_of_ids() {
+        let ids = |n: usize| {
+            serde_json::to_vec(&(0..n).map(|i| i.to_string()).collect::<Vec<_>>()).unwrap()
+        };
+        let BoundedIds(read) = serde_json::from_slice(&ids(MAX_IDS_PER_CALL)).unwrap();
+        assert_eq!(read.len(), MAX_IDS_PER_CALL);
+        let err = serde_json::from_slice::<BoundedIds>(&ids(MAX_IDS_PER_CALL + 1))
+            .err()
+            .unwrap();
+        assert!(
+            err.to_string()
+                .contains("more than 100000 ids; ask for fewer at a time"),
+            "{err}"
+        );
+        let err = serde_json::from_slice::<BoundedIds>(br#"{"a":1}"#)
+            .err()
+            .unwrap();
+        assert!(
+            err.to_string()
+                .contains("an array of at most 100000 strings"),
+            "{err}"
+        );
+    }
+}
