@@ -149,7 +149,12 @@ fn token_url(
         return Ok((expanded.url, false));
     }
     let url = url::Url::parse(&expanded.url)
-        .map_err(|e| format!("the token URL `{}` is not a URL: {e}", expanded.url))?;
+        // The template, not the URL made from it: that may hold credentials
+        // (`?password=${credentials.password}`), and this message reaches
+        // the connection's errors, its logs and the script.
+        .map_err(|e| {
+            format!("the token URL `{template}` with this connection's values is not a URL: {e}")
+        })?;
     if sluice_runtime::proxy::in_allowlist(&url, allowed_hosts) {
         return Ok((expanded.url, false));
     }

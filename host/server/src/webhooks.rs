@@ -816,13 +816,26 @@ fn target(d: &Delivery, slots: &[Option<String>; 2]) -> String {
 /// Network errors, timeouts, 408, 429 and 5xx are retried; other answers
 /// are final.
 async fn send(env: &EnvState, d: &Delivery) -> Result<Option<String>, (String, bool, String)> {
+    // A delivery is never sent unsigned because a secret could not be
+    // read: a receiver that checks signatures would refuse it for good.
     let secret_key = env
         .store
         .secret(sluice_store::SECRET_KEY)
         .await
-        .ok()
-        .flatten();
-    let signing = signing_secret(env).await.ok();
+        .map_err(|e| {
+            (
+                format!("cannot read the environment's secret key to sign it: {e}"),
+                true,
+                String::new(),
+            )
+        })?;
+    let signing = Some(signing_secret(env).await.map_err(|e| {
+        (
+            format!("cannot read the webhook signing secret: {}", e.message),
+            true,
+            String::new(),
+        )
+    })?);
     let url = match d.slot {
         // The connection's URL as it is now; none once it was removed or
         // the connection deleted.

@@ -39,8 +39,8 @@ pub struct Accepted {
     /// Its forwards are queued (only its scripts are left to run).
     #[serde(default)]
     pub forwarded: bool,
-    /// Starts that found it still to handle: its handling was cut short.
-    /// Past [`crate::runner::TRIGGER_ATTEMPTS`] its scripts are given up
+    /// Starts that found its scripts started: they were cut short. Past
+    /// [`crate::runner::TRIGGER_ATTEMPTS`] its scripts are given up
     /// (its forwards are still made), so a script that takes the process
     /// down does not run at every start.
     #[serde(default)]
@@ -57,7 +57,9 @@ impl Accepted {
     /// Its scripts were cut short too often to run again; its routes
     /// still name the connections its forwards are for.
     pub fn scripts_given_up(&self) -> bool {
-        self.restarts >= crate::runner::TRIGGER_ATTEMPTS
+        // (Starts counted before their scripts had started, by an earlier
+        // version, cut nothing short.)
+        self.restarts >= crate::runner::TRIGGER_ATTEMPTS && self.scripts_started_at.is_some()
     }
 }
 
@@ -532,15 +534,21 @@ pub async fn pending(
             let Some((last, _)) = page.last() else { break };
             after = Some(last.clone());
             for (k, mut a) in page {
-                a.restarts += 1;
-                // Said once, at the start that gives them up.
-                if a.restarts == crate::runner::TRIGGER_ATTEMPTS && !a.routes.is_empty() {
-                    eprintln!(
-                        "sluice: the scripts of webhook {} ({}) were cut short {} times; they are not run again",
-                        a.id, a.provider_config_key, a.restarts
-                    );
+                // Only a webhook whose scripts had started was cut short
+                // by the stop: one still waiting its turn (behind others,
+                // or for an execution) keeps its scripts however many
+                // restarts it waits through.
+                if a.scripts_started_at.is_some() {
+                    a.restarts += 1;
+                    // Said once, at the start that gives them up.
+                    if a.restarts == crate::runner::TRIGGER_ATTEMPTS && !a.routes.is_empty() {
+                        eprintln!(
+                            "sluice: the scripts of webhook {} ({}) were cut short {} times; they are not run again",
+                            a.id, a.provider_config_key, a.restarts
+                        );
+                    }
+                    env.store.put_doc(INCOMING, &k, &a).await?;
                 }
-                env.store.put_doc(INCOMING, &k, &a).await?;
                 out.push((env.clone(), k, a));
             }
         }
