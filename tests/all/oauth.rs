@@ -17,6 +17,20 @@ use sluice_tests::{MockRequest, MockResponse, MockServer};
 use crate::server::{Client, DEV_KEY, PROD_KEY, start_with};
 
 /// A browser: no redirects followed, so each step is seen.
+/// Whether any file under `dir` holds `needle`.
+fn files_contain(dir: &std::path::Path, needle: &[u8]) -> bool {
+    std::fs::read_dir(dir).unwrap().any(|entry| {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files_contain(&path, needle)
+        } else {
+            std::fs::read(&path)
+                .map(|bytes| bytes.windows(needle.len()).any(|w| w == needle))
+                .unwrap_or(false)
+        }
+    })
+}
+
 fn browser() -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
@@ -59,8 +73,13 @@ fn provider_handler(p: Arc<Provider>) -> sluice_project::mock::Handler {
         let ok = form.get("grant_type").map(String::as_str) == Some("authorization_code")
             && form.get("code") == Some(&code)
             && computed == challenge
-            && form.get("client_id").map(String::as_str) == Some("cid")
-            && form.get("client_secret").map(String::as_str) == Some("csecret")
+            && matches!(
+                (
+                    form.get("client_id").map(String::as_str),
+                    form.get("client_secret").map(String::as_str)
+                ),
+                (Some("cid"), Some("csecret")) | (Some("own"), Some("own-secret"))
+            )
             && form
                 .get("redirect_uri")
                 .is_some_and(|u| u.ends_with("/oauth/callback"));
@@ -369,6 +388,46 @@ async fn a_browser_connects_an_oauth2_account_through_a_connect_session() {
     assert_eq!(auth[1]["connectionId"], cid.as_str());
     let (_, list) = dev.send("GET", "/connections", None).await;
     assert_eq!(list["connections"].as_array().unwrap().len(), 1, "{list}");
+
+    // The app's own OAuth client for a user, in the session's defaults:
+    // the browser's view of the session shows no secret, the data
+    // directory holds none in the clear while the flow waits for the
+    // provider, and the code is exchanged with it.
+    let (status, body) = session(
+        &dev,
+        json!({"end_user": {"id": "u3"}, "allowed_integrations": ["oauth-int"],
+            "integrations_config_defaults": {"oauth-int": {"connection_config": {
+                "oauth_client_id_override": "own", "oauth_client_secret_override": "own-secret"}}}}),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let own = body["data"]["token"].as_str().unwrap().to_string();
+    let (status, body) = Client::at(&base, &own)
+        .send("GET", "/connect/session", None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["data"]["integrations_config_defaults"]["oauth-int"]["connection_config"],
+        json!({"oauth_client_id_override": "own"}),
+        "{body}"
+    );
+    let (_, pairs) = authorize(&base, &format!("connect_session_token={own}")).await;
+    assert_eq!(param(&pairs, "client_id"), "own");
+    assert!(
+        !files_contain(data.path(), b"own-secret"),
+        "the client secret is in the clear in the data directory"
+    );
+    *provider.approved.lock().unwrap() = Some((
+        "code-own".to_string(),
+        param(&pairs, "code_challenge").to_string(),
+    ));
+    let (status, page) = callback(
+        &base,
+        &format!("state={}&code=code-own", param(&pairs, "state")),
+    )
+    .await;
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("nango_oauth_callback_success"), "{page}");
 
     // A deleted session's token no longer works.
     let resp = reqwest::Client::new()

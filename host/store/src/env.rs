@@ -759,6 +759,47 @@ impl EnvStore {
         Ok(true)
     }
 
+    /// `value` sealed for document `collection`/`key` (bound to that
+    /// place: it opens nowhere else), as text to keep in the document:
+    /// the secrets of a short-lived document (an OAuth flow's client
+    /// secret, a connect session's defaults). A data key rotation does not
+    /// re-seal documents, so after one such a value no longer opens: keep
+    /// it only in documents that live minutes.
+    pub async fn seal_for_doc<T: Serialize + ?Sized>(
+        &self,
+        collection: &str,
+        key: &str,
+        value: &T,
+    ) -> Result<String, StoreError> {
+        let what = format!("document {collection}/{key}");
+        let plain = serde_json::to_vec(value).map_err(|e| StoreError::encode(&what, e))?;
+        let ring = self.inner.keyring.read().await;
+        let aad = aad(
+            Table::Docs,
+            &self.doc_key(DocSpace::Env, collection, key),
+            "sealed",
+        );
+        ring.seal_text(&aad, &plain)
+    }
+
+    /// Opens what [`EnvStore::seal_for_doc`] sealed for `collection`/`key`.
+    pub async fn open_for_doc<T: DeserializeOwned>(
+        &self,
+        collection: &str,
+        key: &str,
+        sealed: &str,
+    ) -> Result<T, StoreError> {
+        let what = format!("the sealed part of document {collection}/{key}");
+        let ring = self.inner.keyring.read().await;
+        let aad = aad(
+            Table::Docs,
+            &self.doc_key(DocSpace::Env, collection, key),
+            "sealed",
+        );
+        let plain = ring.open_text(&aad, sealed, &what)?;
+        serde_json::from_slice(&plain).map_err(|e| StoreError::corrupt(what, e))
+    }
+
     /// Like [`EnvStore::put_doc`], acknowledged before it is flushed: for
     /// history a crash may lose (sled flushes within 500 ms by itself).
     pub async fn put_doc_unflushed<T: Serialize + ?Sized>(

@@ -59,6 +59,11 @@ pub(crate) struct ConnectSession {
     pub connection_id: Option<String>,
     pub created_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
+    /// `integrations_config_defaults` (which may hold a client secret),
+    /// sealed with the environment's data key while the session is
+    /// stored; there the map is empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed_defaults: Option<String>,
 }
 
 impl ConnectSession {
@@ -117,11 +122,15 @@ pub(crate) async fn find(app: &App, token: &str) -> ApiResult<(Arc<EnvState>, Co
     }
     let key = token_key(token);
     for env in app.envs() {
-        if let Some(session) = env.store.doc::<ConnectSession>(SESSIONS, &key).await? {
+        if let Some(mut session) = env.store.doc::<ConnectSession>(SESSIONS, &key).await? {
             // Expired: refused (the sweep deletes it later, once the
             // flows it started cannot need it).
             if session.expires_at <= Utc::now() {
                 break;
+            }
+            if let Some(sealed) = session.sealed_defaults.take() {
+                session.integrations_config_defaults =
+                    env.store.open_for_doc(SESSIONS, &key, &sealed).await?;
             }
             return Ok((env.clone(), session));
         }
@@ -367,6 +376,7 @@ async fn session_from(
         connection_id,
         created_at: now,
         expires_at: now + SESSION_TTL,
+        sealed_defaults: None,
     })
 }
 
@@ -379,9 +389,13 @@ async fn issue(
     session: ConnectSession,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let token = format!("{TOKEN_PREFIX}{}", random_hex());
-    env.store
-        .put_doc(SESSIONS, &token_key(&token), &session)
-        .await?;
+    let key = token_key(&token);
+    let mut stored = session.clone();
+    if !stored.integrations_config_defaults.is_empty() {
+        let defaults = std::mem::take(&mut stored.integrations_config_defaults);
+        stored.sealed_defaults = Some(env.store.seal_for_doc(SESSIONS, &key, &defaults).await?);
+    }
+    env.store.put_doc(SESSIONS, &key, &stored).await?;
     sweep(env).await;
     // The link opens this server's Connect UI with the session, as the
     // original's opens its hosted one; empty when the server knows no
@@ -508,13 +522,36 @@ pub async fn get(auth: SessionAuth) -> Json<Value> {
         data["allowed_integrations"] = json!(a);
     }
     if !s.integrations_config_defaults.is_empty() {
+        // The browser holds the session's token: the app's defaults go to
+        // it without their secrets (a client secret override).
         data["integrations_config_defaults"] =
-            Value::Object(s.integrations_config_defaults.clone());
+            without_secrets(Value::Object(s.integrations_config_defaults.clone()));
     }
     if s.connection_id.is_some() {
         data["isReconnecting"] = Value::Bool(true);
     }
     Json(json!({ "data": data }))
+}
+
+/// `value` without the object members whose name says they are secret
+/// (`oauth_client_secret_override`, a `password`, a `private_key`), at
+/// any depth.
+fn without_secrets(value: Value) -> Value {
+    match value {
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .filter(|(k, _)| {
+                    let k = k.to_ascii_lowercase();
+                    !["secret", "password", "private_key", "privatekey"]
+                        .iter()
+                        .any(|s| k.contains(s))
+                })
+                .map(|(k, v)| (k, without_secrets(v)))
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.into_iter().map(without_secrets).collect()),
+        other => other,
+    }
 }
 
 /// `DELETE /connect/session`: the token stops working.

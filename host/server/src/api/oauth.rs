@@ -57,7 +57,7 @@ const FLOW_PARAMS: [&str; 6] = [
 const MAX_QUERY: usize = 16 << 10;
 
 /// An OAuth flow between the redirect and the callback.
-#[derive(Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 struct Flow {
     provider_config_key: String,
     provider: String,
@@ -90,6 +90,63 @@ struct Flow {
     #[serde(default)]
     request_token: Option<(String, String)>,
     expires_at: DateTime<Utc>,
+    /// The two secrets above (the client's and the request token's),
+    /// sealed with the environment's data key while the flow is stored;
+    /// there they are empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sealed: Option<String>,
+}
+
+/// What a stored flow keeps sealed.
+#[derive(Serialize, Deserialize)]
+struct FlowSecrets {
+    client_secret: Option<String>,
+    request_token_secret: Option<String>,
+}
+
+impl Flow {
+    /// The flow as stored: its secrets sealed for `state`'s document.
+    async fn sealed(&self, env: &EnvState, state: &str) -> Result<Flow, ApiError> {
+        let secrets = FlowSecrets {
+            client_secret: self.client_override.as_ref().map(|(_, s)| s.clone()),
+            request_token_secret: self.request_token.as_ref().map(|(_, s)| s.clone()),
+        };
+        let sealed = env.store.seal_for_doc(FLOWS, state, &secrets).await?;
+        Ok(Flow {
+            client_override: self
+                .client_override
+                .as_ref()
+                .map(|(id, _)| (id.clone(), String::new())),
+            request_token: self
+                .request_token
+                .as_ref()
+                .map(|(t, _)| (t.clone(), String::new())),
+            sealed: Some(sealed),
+            ..self.clone()
+        })
+    }
+
+    /// The stored flow `state` with its secrets opened (one stored before
+    /// they were sealed has them in place).
+    async fn opened(
+        mut self,
+        env: &EnvState,
+        state: &str,
+    ) -> Result<Flow, sluice_store::StoreError> {
+        if let Some(sealed) = self.sealed.take() {
+            let secrets: FlowSecrets = env.store.open_for_doc(FLOWS, state, &sealed).await?;
+            if let (Some((_, s)), Some(secret)) = (&mut self.client_override, secrets.client_secret)
+            {
+                *s = secret;
+            }
+            if let (Some((_, s)), Some(secret)) =
+                (&mut self.request_token, secrets.request_token_secret)
+            {
+                *s = secret;
+            }
+        }
+        Ok(self)
+    }
 }
 
 /// The websocket clients of frontend SDKs waiting for a flow's result, by
@@ -1418,6 +1475,7 @@ async fn flow(
         session_key: Some(session_key.to_string()),
         request_token: None,
         expires_at: Utc::now() + FLOW_TTL,
+        sealed: None,
     };
     keep_flow(app, env, session, session_key, &state, &flow).await?;
     Ok(Ok(location))
@@ -1574,6 +1632,7 @@ async fn mcp_generic_flow(
         session_key: Some(session_key.to_string()),
         request_token: None,
         expires_at: Utc::now() + FLOW_TTL,
+        sealed: None,
     };
     keep_flow(app, env, session, session_key, &state, &flow).await?;
     Ok(Ok(url.to_string()))
@@ -1609,7 +1668,9 @@ async fn keep_flow(
     state: &str,
     flow: &Flow,
 ) -> Result<(), ApiError> {
-    env.store.put_doc(FLOWS, state, flow).await?;
+    env.store
+        .put_doc(FLOWS, state, &flow.sealed(env, state).await?)
+        .await?;
     if let Some(replaced) = app
         .oauth_clients
         .started(session_key, session.expires_at, state)
@@ -1781,6 +1842,7 @@ async fn oauth1_flow(
         session_key: Some(session_key.to_string()),
         request_token: Some((request_token, request_token_secret)),
         expires_at: Utc::now() + FLOW_TTL,
+        sealed: None,
     };
     keep_flow(app, env, session, session_key, &state, &flow).await?;
     Ok(Ok(url.to_string()))
@@ -1959,6 +2021,7 @@ async fn app_flow(
         session_key: Some(session_key.to_string()),
         request_token: None,
         expires_at: Utc::now() + FLOW_TTL,
+        sealed: None,
     };
     keep_flow(app, env, session, session_key, &state, &flow).await?;
     Ok(Ok(url.to_string()))
@@ -2221,7 +2284,11 @@ impl Drop for Taking<'_> {
 async fn finish_state(app: &Arc<App>, q: &Query, state: &str) -> Response {
     let mut found = None;
     for env in app.envs() {
-        match env.store.doc::<Flow>(FLOWS, state).await {
+        let read = match env.store.doc::<Flow>(FLOWS, state).await {
+            Ok(Some(flow)) => flow.opened(&env, state).await.map(Some),
+            other => other,
+        };
+        match read {
             Ok(Some(flow)) => {
                 if let Err(e) = env.store.delete_doc(FLOWS, state).await {
                     return page(Some((
