@@ -2285,7 +2285,7 @@ async fn finish_state(app: &Arc<App>, q: &Query, state: &str) -> Response {
     let mut found = None;
     for env in app.envs() {
         let read = match env.store.doc::<Flow>(FLOWS, state).await {
-            Ok(Some(flow)) => flow.opened(&env, state).await.map(Some),
+            Ok(Some(flow)) => flow.opened(env, state).await.map(Some),
             other => other,
         };
         match read {
