@@ -302,6 +302,31 @@ const SCAN: usize = 1024;
 /// The deliveries being sent, by outbox key, with where each goes.
 type Flying = std::collections::HashMap<String, String>;
 
+/// What the outbox worker keeps of a delivery it has read.
+#[derive(Clone)]
+struct Head {
+    slot: Option<u8>,
+    url: String,
+    /// Its last outcome could not be stored (the store refused the write):
+    /// not tried again before then, so a failing store does not make the
+    /// worker send it in a loop.
+    not_before: Option<DateTime<Utc>>,
+}
+
+/// An environment's [`Head`]s, by outbox key.
+type Heads = std::collections::HashMap<String, Head>;
+
+/// The most heads kept per environment (past it they are read again).
+const MAX_HEADS: usize = 65_536;
+
+/// When the delivery of outbox key `key` is due (see [`outbox_key`]).
+fn due_at(key: &str) -> DateTime<Utc> {
+    key.get(..20)
+        .and_then(|ms| ms.parse::<i64>().ok())
+        .and_then(DateTime::from_timestamp_millis)
+        .unwrap_or_else(Utc::now)
+}
+
 /// The outbox worker and its timing.
 pub struct Webhooks {
     wake: Notify,
@@ -314,6 +339,10 @@ pub struct Webhooks {
     /// Per environment, the outbox key a pass stopped at when it had read
     /// [`SCAN`] deliveries: the next pass goes on from there.
     resume_at: std::sync::Mutex<std::collections::HashMap<uuid::Uuid, String>>,
+    /// Per environment, what a pass needs of the deliveries it has read,
+    /// by outbox key: a pass over a backlog (a receiver down, large
+    /// forwarded webhooks) reads their keys, not their bodies.
+    heads: std::sync::Mutex<std::collections::HashMap<uuid::Uuid, Heads>>,
     /// First retry delay; each later one doubles, up to `max_delay`.
     base_delay: Duration,
     max_delay: Duration,
@@ -327,6 +356,7 @@ impl Webhooks {
             wake: Notify::new(),
             in_flight: Default::default(),
             resume_at: Default::default(),
+            heads: Default::default(),
             base_delay: config.webhook_retry_base,
             max_delay: Duration::from_secs(3600).max(config.webhook_retry_base),
             give_up_after: config.webhook_give_up_after,
@@ -628,29 +658,62 @@ impl Webhooks {
                     break;
                 }
                 let page = (IN_FLIGHT + flying.len()).min(SCAN - scanned);
+                // Keys only: a delivery's body is read when it is sent.
                 let Ok(batch) = env
                     .store
-                    .docs::<Delivery>(OUTBOX, "", after.as_deref(), page, false)
+                    .docs_raw(OUTBOX, "", after.as_deref(), page, false, &mut |_| false)
                     .await
                 else {
                     break;
                 };
                 let full = batch.len() == page;
                 scanned += batch.len();
-                for (key, d) in batch {
+                for (key, _) in batch {
                     after = Some(key.clone());
-                    if d.next_at > now {
-                        earliest = Some(earliest.map_or(d.next_at, |e| e.min(d.next_at)));
+                    let due = due_at(&key);
+                    if due > now {
+                        earliest = Some(earliest.map_or(due, |e| e.min(due)));
                         break 'pages;
                     }
                     if flying.contains_key(&key) {
                         continue;
                     }
-                    let target = target(&d, &slots);
+                    let (mut read, head) = match self.head(id, &key) {
+                        Some(head) => (None, head),
+                        None => match env.store.doc::<Delivery>(OUTBOX, &key).await {
+                            Ok(Some(d)) => {
+                                let head = Head {
+                                    slot: d.slot,
+                                    url: d.url.clone(),
+                                    not_before: None,
+                                };
+                                self.set_head(id, &key, Some(head.clone()));
+                                (Some(d), head)
+                            }
+                            // Sent meanwhile, or unreadable (the next pass
+                            // tries again).
+                            _ => continue,
+                        },
+                    };
+                    if let Some(at) = head.not_before.filter(|at| *at > now) {
+                        earliest = Some(earliest.map_or(at, |e| e.min(at)));
+                        continue;
+                    }
+                    let target = target(head.slot, &head.url, &slots);
                     let to_it = per_url.entry(target.clone()).or_default();
                     if *to_it >= IN_FLIGHT_PER_URL {
                         continue;
                     }
+                    let d = match read.take() {
+                        Some(d) => d,
+                        None => match env.store.doc::<Delivery>(OUTBOX, &key).await {
+                            Ok(Some(d)) => d,
+                            _ => {
+                                self.set_head(id, &key, None);
+                                continue;
+                            }
+                        },
+                    };
                     *to_it += 1;
                     room -= 1;
                     self.set_flying(id, &key, Some(target));
@@ -673,6 +736,76 @@ impl Webhooks {
             self.set_resume(id, after.filter(|_| carry_on));
         }
         earliest
+    }
+
+    /// The head kept of `env`'s delivery `key`.
+    fn head(&self, env: uuid::Uuid, key: &str) -> Option<Head> {
+        self.heads
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&env)
+            .and_then(|h| h.get(key))
+            .cloned()
+    }
+
+    /// Keeps (or, `None`, forgets) the head of `env`'s delivery `key`.
+    fn set_head(&self, env: uuid::Uuid, key: &str, head: Option<Head>) {
+        let mut map = self
+            .heads
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match head {
+            Some(head) => {
+                let heads = map.entry(env).or_default();
+                if heads.len() >= MAX_HEADS {
+                    heads.clear();
+                }
+                heads.insert(key.to_string(), head);
+            }
+            None => {
+                if let Some(heads) = map.get_mut(&env) {
+                    heads.remove(key);
+                    if heads.is_empty() {
+                        map.remove(&env);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The outcome of delivery `key` was stored (`Ok`): its head goes.
+    /// Not stored: it stays in the outbox as it was, due, and is held
+    /// back until `retry_at` (told to the operator).
+    fn outcome_stored(
+        &self,
+        app: &App,
+        env: &EnvState,
+        key: &str,
+        d: &Delivery,
+        stored: Result<(), String>,
+        retry_at: DateTime<Utc>,
+    ) {
+        let id = env.store.id();
+        match stored {
+            Ok(()) => self.set_head(id, key, None),
+            Err(e) => {
+                app.config.events.say(&format!(
+                    "{}: the outcome of webhook {} could not be stored ({e}); it is not sent again before {}",
+                    env.name(),
+                    d.id,
+                    retry_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                ));
+                self.set_head(
+                    id,
+                    key,
+                    Some(Head {
+                        slot: d.slot,
+                        url: d.url.clone(),
+                        not_before: Some(retry_at),
+                    }),
+                );
+            }
+        }
     }
 
     /// Where `env`'s next pass starts (see [`Webhooks::deliver_due`]).
@@ -745,7 +878,10 @@ impl Webhooks {
                 }
                 // Unflushed: a crash may bring it back, and it is sent
                 // again with the same id, which receivers deduplicate.
-                let _ = env.store.delete_doc_unflushed(OUTBOX, &key).await;
+                let stored = env.store.delete_doc_unflushed(OUTBOX, &key).await;
+                let retry_at = Utc::now() + self.backoff(d.attempts, &d.id);
+                let stored = stored.map(|_| ()).map_err(|e| e.to_string());
+                self.outcome_stored(app, env, &key, &d, stored, retry_at);
             }
             Err((error, retry, url)) => {
                 let age = (Utc::now() - d.created_at).to_std().unwrap_or_default();
@@ -765,18 +901,24 @@ impl Webhooks {
                     }
                 ));
                 d.last_error = Some(error);
+                let retry_at = Utc::now() + self.backoff(d.attempts, &d.id);
                 if give_up {
-                    if env.store.put_doc(DEAD, &d.id, &d).await.is_ok() {
-                        let _ = env.store.delete_doc(OUTBOX, &key).await;
-                    }
+                    let stored = match env.store.put_doc(DEAD, &d.id, &d).await {
+                        Ok(()) => env.store.delete_doc(OUTBOX, &key).await.map(|_| ()),
+                        Err(e) => Err(e),
+                    };
+                    let stored = stored.map_err(|e| e.to_string());
+                    self.outcome_stored(app, env, &key, &d, stored, retry_at);
                     return;
                 }
-                d.next_at = Utc::now() + self.backoff(d.attempts, &d.id);
+                d.next_at = retry_at;
                 // One atomic write: never lost, never twice.
-                let _ = env
+                let stored = env
                     .store
                     .move_doc(OUTBOX, &key, &outbox_key(d.next_at, &d.id), &d)
-                    .await;
+                    .await
+                    .map_err(|e| e.to_string());
+                self.outcome_stored(app, env, &key, &d, stored, retry_at);
             }
         }
     }
@@ -800,14 +942,14 @@ impl Webhooks {
 /// Where delivery `d` goes, for the bound per URL: its slot's URL in the
 /// settings `slots` (primary, secondary) as they are now, else the URL
 /// it was queued with (for a connection's own URL, the one it had then).
-fn target(d: &Delivery, slots: &[Option<String>; 2]) -> String {
-    match d.slot {
+fn target(slot: Option<u8>, url: &str, slots: &[Option<String>; 2]) -> String {
+    match slot {
         Some(n) => slots
             .get(usize::from(n))
             .cloned()
             .flatten()
             .unwrap_or_else(|| format!("slot {n}")),
-        _ => d.url.clone(),
+        _ => url.to_string(),
     }
 }
 
@@ -1052,6 +1194,7 @@ mod tests {
             wake: Notify::new(),
             in_flight: Default::default(),
             resume_at: Default::default(),
+            heads: Default::default(),
             base_delay: Duration::from_secs(3),
             max_delay: Duration::from_secs(3600),
             give_up_after: Duration::from_secs(25 * 3600),
