@@ -68,7 +68,17 @@ struct RefreshState {
     /// webhook): once per failing stretch, then at most every
     /// [`TELL_AGAIN_AFTER`], however often the refresh is tried.
     told: Option<std::time::Instant>,
+    /// Credentials a refresh got that the store did not take (it failed
+    /// on each try), with the ones they replace: a provider that rotates
+    /// refresh tokens has already revoked the stored one, so the next
+    /// refresh writes these instead of asking the provider again.
+    unsaved: Option<(Credentials, Credentials)>,
 }
+
+/// Tries of the write of a refresh's credentials, and the wait before
+/// the first retry (doubling).
+const SAVE_TRIES: u32 = 4;
+const SAVE_RETRY: Duration = Duration::from_millis(100);
 
 /// How often the app is told again of a connection whose refreshes keep
 /// failing.
@@ -623,14 +633,16 @@ impl Connections {
         // A lock only the map holds guards no refresh: past a thousand,
         // those go (one per connection ever refreshed, deleted ones too,
         // would otherwise stay for the life of the process).
-        // A failure still in its cooldown stays too.
+        // A failure still in its cooldown stays too, and credentials the
+        // store did not take.
         if locks.len() >= 1024 {
             locks.retain(|_, l| {
                 Arc::strong_count(l) > 1
                     || l.try_lock().map_or(true, |s| {
-                        s.failed
-                            .as_ref()
-                            .is_some_and(|(at, ..)| at.elapsed() < REFRESH_FAILURE_COOLDOWN)
+                        s.unsaved.is_some()
+                            || s.failed
+                                .as_ref()
+                                .is_some_and(|(at, ..)| at.elapsed() < REFRESH_FAILURE_COOLDOWN)
                     })
             });
         }
@@ -638,6 +650,36 @@ impl Connections {
             .entry((pck.to_string(), cid.to_string()))
             .or_default()
             .clone()
+    }
+
+    /// Writes a refresh's credentials `new` over `old` (see
+    /// [`sluice_store::EnvStore::refresh_credentials`]), trying again
+    /// over a failing store.
+    async fn save_refreshed(
+        &self,
+        pck: &str,
+        cid: &str,
+        old: &Credentials,
+        new: Credentials,
+    ) -> Result<Connection, ConnectionError> {
+        let mut wait = SAVE_RETRY;
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match self
+                .store
+                .refresh_credentials(pck, cid, old, new.clone())
+                .await
+            {
+                Ok(Some(c)) => return Ok(c),
+                Ok(None) => return Err(not_found(pck, cid)),
+                Err(e) if tries >= SAVE_TRIES => return Err(backend(e)),
+                Err(_) => {
+                    tokio::time::sleep(wait).await;
+                    wait *= 2;
+                }
+            }
+        }
     }
 
     async fn stored(&self, pck: &str, cid: &str) -> Result<Connection, ConnectionError> {
@@ -682,6 +724,19 @@ impl Connections {
                     && token == Some(refreshed.as_str())
             }),
         };
+        // A refresh the store did not take: written now, if the
+        // connection still has the credentials it replaced.
+        if let Some((old, new)) = state.unsaved.take() {
+            if c.credentials == old {
+                return match self.save_refreshed(pck, cid, &old, new.clone()).await {
+                    Ok(c) => Ok(c),
+                    Err(e) => {
+                        state.unsaved = Some((old, new));
+                        Err(e)
+                    }
+                };
+            }
+        }
         if !expiring(&c, Utc::now(), &self.providers) && skip_forced {
             return Ok(c);
         }
@@ -705,13 +760,24 @@ impl Connections {
                 state.failed = None;
                 state.told = None;
                 // Only the credentials are written, and only if nothing
-                // replaced them (or deleted the connection) meanwhile.
-                let c = self
-                    .store
-                    .refresh_credentials(pck, cid, &c.credentials, credentials)
+                // replaced them (or deleted the connection) meanwhile;
+                // tried again over a store's passing failure, then kept
+                // for the next refresh (the provider may have revoked the
+                // stored refresh token already).
+                let c = match self
+                    .save_refreshed(pck, cid, &c.credentials, credentials.clone())
                     .await
-                    .map_err(backend)?
-                    .ok_or_else(|| not_found(pck, cid))?;
+                {
+                    Ok(saved) => saved,
+                    Err(ConnectionError::Backend(e)) => {
+                        eprintln!(
+                            "sluice: the token refreshed for connection `{cid}` ({pck}) could not be stored ({e}); it is kept in memory and stored by the next refresh"
+                        );
+                        state.unsaved = Some((c.credentials.clone(), credentials.clone()));
+                        Connection { credentials, ..c }
+                    }
+                    Err(e) => return Err(e),
+                };
                 if let Some(token) = c.credentials.token() {
                     state.refreshed = Some((std::time::Instant::now(), token.to_string()));
                 }
@@ -1445,5 +1511,149 @@ impl ConnectionStore for ScriptConnections {
 
     async fn metadata(&self, pck: &str, cid: &str) -> Result<Value, ConnectionError> {
         self.inner.metadata(pck, cid).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+
+    use serde_json::json;
+    use sluice_runtime::connection::Connection;
+    use sluice_runtime::providers::ProviderCatalog;
+    use sluice_store::{
+        Backend, BackendError, MasterKey, MemoryBackend, Op, PendingWrite, Store, Table,
+    };
+
+    use super::{Connections, Force};
+
+    /// The memory backend, whose writes fail while `fail` is set.
+    struct Flaky {
+        inner: MemoryBackend,
+        fail: Arc<AtomicBool>,
+    }
+
+    #[async_trait::async_trait]
+    impl Backend for Flaky {
+        async fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
+            self.inner.get(table, key).await
+        }
+        async fn get_many(
+            &self,
+            table: Table,
+            keys: &[Vec<u8>],
+        ) -> Result<Vec<Option<Vec<u8>>>, BackendError> {
+            self.inner.get_many(table, keys).await
+        }
+        async fn scan(
+            &self,
+            table: Table,
+            prefix: &[u8],
+            after: Option<&[u8]>,
+            limit: usize,
+            reverse: bool,
+        ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, BackendError> {
+            self.inner.scan(table, prefix, after, limit, reverse).await
+        }
+        async fn apply(&self, ops: Vec<Op>) -> Result<(), BackendError> {
+            if self.fail.load(Ordering::SeqCst) {
+                return Err(BackendError::Storage("the disk is full".into()));
+            }
+            self.inner.apply(ops).await
+        }
+        fn start_unflushed_in_order(&self, ops: Vec<Op>) -> PendingWrite {
+            self.inner.start_unflushed_in_order(ops)
+        }
+    }
+
+    /// A provider that rotates refresh tokens has revoked the stored one
+    /// once it answers: a refresh whose credentials the store refuses
+    /// (on every try) still gives the caller the new token, and the next
+    /// refresh stores them without asking the provider again.
+    #[tokio::test]
+    async fn a_refresh_the_store_refused_is_stored_by_the_next_one() {
+        let calls = Arc::new(AtomicU32::new(0));
+        let counted = calls.clone();
+        let token = axum::Router::new().route(
+            "/token",
+            axum::routing::post(move || {
+                let n = counted.fetch_add(1, Ordering::SeqCst) + 1;
+                async move {
+                    axum::Json(json!({"access_token": format!("at-{n}"),
+                        "refresh_token": format!("rt-{n}"), "expires_in": 3600}))
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, token).await });
+
+        let fail = Arc::new(AtomicBool::new(false));
+        let backend = Arc::new(Flaky {
+            inner: MemoryBackend::new(),
+            fail: fail.clone(),
+        });
+        let (store, _) = Store::open(backend, MasterKey::generate(), &[("dev".into(), None)])
+            .await
+            .unwrap();
+        let env = store.environment("dev").unwrap();
+        let providers = ProviderCatalog::from_yaml(
+            &format!(
+                "rotating:\n  auth_mode: OAUTH2\n  authorization_url: http://{addr}/authorize\n  token_url: http://{addr}/token\n"
+            ),
+            "test",
+        )
+        .unwrap();
+        env.put_integration(
+            &serde_json::from_value(json!({"unique_key": "r", "provider": "rotating",
+                "oauth_client_id": "cid", "oauth_client_secret": "csecret",
+                "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z"}))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+        let expired: Connection = serde_json::from_value(json!({
+            "connection_id": "c1", "provider_config_key": "r", "provider": "rotating",
+            "credentials": {"type": "OAUTH2", "access_token": "at-0", "refresh_token": "rt-0",
+                "expires_at": "2020-01-01T00:00:00Z"}}))
+        .unwrap();
+        env.put_connection(&expired).await.unwrap();
+        let connections = Connections::new(
+            env.clone(),
+            Arc::new(providers),
+            reqwest::Client::new(),
+            Vec::new(),
+        );
+
+        fail.store(true, Ordering::SeqCst);
+        let c = connections.fresh("r", "c1", Force::No).await.unwrap();
+        assert_eq!(
+            c.credentials.token(),
+            Some("at-1"),
+            "the caller gets the new token"
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        let stored = env.connection("r", "c1").await.unwrap().unwrap();
+        assert_eq!(
+            stored.credentials, expired.credentials,
+            "nothing was stored"
+        );
+
+        fail.store(false, Ordering::SeqCst);
+        let c = connections.fresh("r", "c1", Force::No).await.unwrap();
+        assert_eq!(c.credentials.token(), Some("at-1"));
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            1,
+            "the provider was not asked again"
+        );
+        let stored = env.connection("r", "c1").await.unwrap().unwrap();
+        assert_eq!(stored.credentials.token(), Some("at-1"));
+        assert_eq!(
+            serde_json::to_value(&stored.credentials).unwrap()["refresh_token"],
+            "rt-1",
+            "the rotated refresh token is kept"
+        );
     }
 }
