@@ -726,16 +726,16 @@ impl Connections {
         };
         // A refresh the store did not take: written now, if the
         // connection still has the credentials it replaced.
-        if let Some((old, new)) = state.unsaved.take() {
-            if c.credentials == old {
-                return match self.save_refreshed(pck, cid, &old, new.clone()).await {
-                    Ok(c) => Ok(c),
-                    Err(e) => {
-                        state.unsaved = Some((old, new));
-                        Err(e)
-                    }
-                };
-            }
+        if let Some((old, new)) = state.unsaved.take()
+            && c.credentials == old
+        {
+            return match self.save_refreshed(pck, cid, &old, new.clone()).await {
+                Ok(c) => Ok(c),
+                Err(e) => {
+                    state.unsaved = Some((old, new));
+                    Err(e)
+                }
+            };
         }
         if !expiring(&c, Utc::now(), &self.providers) && skip_forced {
             return Ok(c);
