@@ -375,12 +375,45 @@ async fn resolve<'a>(
 /// Forwards an accepted webhook to the app, runs the webhook scripts it
 /// asks for, and forgets it.
 pub async fn handle(app: Arc<App>, env: Arc<EnvState>, key: String, a: Accepted) {
-    // Kept when a step fails for the store: the next start handles it again.
-    if handle_once(&app, &env, &key, &a).await.is_ok() {
-        // Unflushed: were it lost in a crash, the webhook is handled again.
-        let _ = env.store.delete_doc_unflushed(INCOMING, &key).await;
+    // A step that fails for the store is tried again a few times (as the
+    // webhook now stands: forwarded or not); past them the webhook stays
+    // stored, and the next start handles it again.
+    let mut a = a;
+    let mut wait = std::time::Duration::from_secs(1);
+    for attempt in 1..=HANDLE_TRIES {
+        match handle_once(&app, &env, &key, &a).await {
+            Ok(()) => {
+                // Unflushed: were it lost in a crash, the webhook is
+                // handled again.
+                let _ = env.store.delete_doc_unflushed(INCOMING, &key).await;
+                return;
+            }
+            Err(e) if attempt == HANDLE_TRIES => {
+                app.config.events.say(&format!(
+                    "{}: webhook {} ({}) could not be handled ({}); it is kept and handled at the next start",
+                    env.name(),
+                    a.id,
+                    a.provider_config_key,
+                    e.message
+                ));
+            }
+            Err(_) => {
+                tokio::time::sleep(wait).await;
+                wait *= 2;
+                match env.store.doc::<Accepted>(INCOMING, &key).await {
+                    Ok(Some(now)) => a = now,
+                    // Handled meanwhile (another start's task).
+                    Ok(None) => return,
+                    Err(_) => {}
+                }
+            }
+        }
     }
 }
+
+/// Tries of a webhook's handling over a failing store (1, 2, 4 and 8 s
+/// apart).
+const HANDLE_TRIES: u32 = 5;
 
 async fn handle_once(
     app: &Arc<App>,
