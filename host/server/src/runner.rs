@@ -112,20 +112,42 @@ pub async fn queue_run_webhooks(
         summary.job,
         summary.started_at.timestamp_nanos_opt().unwrap_or_default()
     );
-    let queued = app
-        .webhooks
-        .sync_run(
-            env,
-            &conn,
-            name,
-            variant,
-            models,
-            summary,
-            sync_type,
-            Some(&seed),
-        )
-        .await;
-    // One that cannot be stored is in the logs of the next run's reader.
+    // Tried again over a store's passing failure (the seed gives each try
+    // the same webhook ids); past the tries the next start queues them.
+    let mut wait = std::time::Duration::from_secs(1);
+    let mut tries = 0;
+    let queued = loop {
+        tries += 1;
+        let queued = app
+            .webhooks
+            .sync_run(
+                env,
+                &conn,
+                name,
+                variant,
+                models,
+                summary,
+                sync_type,
+                Some(&seed),
+            )
+            .await;
+        match queued {
+            Err(_) if tries < 4 => {
+                tokio::time::sleep(wait).await;
+                wait *= 2;
+            }
+            Err(e) => {
+                app.config.events.say(&format!(
+                    "{}: the webhooks of sync {key}'s run {} could not be queued ({}); the next start queues them",
+                    env.name(),
+                    summary.job,
+                    e.message
+                ));
+                break Err(e);
+            }
+            Ok(q) => break Ok(q),
+        }
+    };
     if queued.is_ok() {
         let job = summary.job;
         let _ = update_sync_state(env, key, |s| {
