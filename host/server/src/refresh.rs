@@ -652,6 +652,18 @@ impl Connections {
             .clone()
     }
 
+    /// Whether a refresh of connection `pck`/`cid` holds credentials the
+    /// store refused (a refresh under way, holding the lock, says no).
+    fn has_unsaved(&self, pck: &str, cid: &str) -> bool {
+        let lock = self
+            .locks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&(pck.to_string(), cid.to_string()))
+            .cloned();
+        lock.is_some_and(|l| l.try_lock().is_ok_and(|s| s.unsaved.is_some()))
+    }
+
     /// Writes a refresh's credentials `new` over `old` (see
     /// [`sluice_store::EnvStore::refresh_credentials`]), trying again
     /// over a failing store.
@@ -700,7 +712,7 @@ impl Connections {
     ) -> Result<Connection, ConnectionError> {
         let c = self.stored(pck, cid).await?;
         let forced = force != Force::No && refreshable(&c, &self.providers);
-        if !(expiring(&c, Utc::now(), &self.providers) || forced) {
+        if !(expiring(&c, Utc::now(), &self.providers) || forced || self.has_unsaved(pck, cid)) {
             return Ok(c);
         }
         let seen = c.credentials.token().map(str::to_string);
@@ -731,10 +743,15 @@ impl Connections {
         {
             return match self.save_refreshed(pck, cid, &old, new.clone()).await {
                 Ok(c) => Ok(c),
-                Err(e) => {
-                    state.unsaved = Some((old, new));
-                    Err(e)
+                // Still refused: the caller gets them all the same.
+                Err(ConnectionError::Backend(_)) => {
+                    state.unsaved = Some((old, new.clone()));
+                    Ok(Connection {
+                        credentials: new,
+                        ..c
+                    })
                 }
+                Err(e) => Err(e),
             };
         }
         if !expiring(&c, Utc::now(), &self.providers) && skip_forced {
@@ -1639,6 +1656,12 @@ mod tests {
             stored.credentials, expired.credentials,
             "nothing was stored"
         );
+
+        // Still refused: the next caller gets the new token too, and the
+        // provider is not asked again.
+        let c = connections.fresh("r", "c1", Force::No).await.unwrap();
+        assert_eq!(c.credentials.token(), Some("at-1"));
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
 
         fail.store(false, Ordering::SeqCst);
         let c = connections.fresh("r", "c1", Force::No).await.unwrap();

@@ -51,6 +51,13 @@ pub struct Accepted {
     /// crash cut short saved is unchanged to the new ones.
     #[serde(default)]
     pub scripts_started_at: Option<DateTime<Utc>>,
+    /// Whether its scripts were running when the process stopped: set
+    /// (flushed) as they start, cleared by the start that counts the
+    /// restart, so a webhook that waited through a restart for its turn
+    /// is not counted. `None`: stored by an earlier version, which did
+    /// not keep it (then `scripts_started_at` says).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running: Option<bool>,
 }
 
 impl Accepted {
@@ -315,6 +322,7 @@ pub async fn receive(
         forwarded: false,
         restarts: 0,
         scripts_started_at: None,
+        running: None,
     };
     let key = format!("{:020}\u{1f}{}", now.timestamp_micros().max(0), accepted.id);
     env.store.put_doc(INCOMING, &key, &accepted).await?;
@@ -463,14 +471,15 @@ async fn handle_once(
     // during them runs them again without forwarding again.
     if !a.forwarded {
         forward(app, env, a, &matched).await?;
-        if !runs.is_empty() {
-            let noted = Accepted {
-                forwarded: true,
-                scripts_started_at: Some(Utc::now()),
-                ..a.clone()
-            };
-            env.store.put_doc(INCOMING, key, &noted).await?;
-        }
+    }
+    if !runs.is_empty() && (!a.forwarded || a.running != Some(true)) {
+        let noted = Accepted {
+            forwarded: true,
+            scripts_started_at: a.scripts_started_at.or_else(|| Some(Utc::now())),
+            running: Some(true),
+            ..a.clone()
+        };
+        env.store.put_doc(INCOMING, key, &noted).await?;
     }
     // After a crash, the changes since the first attempt are told once
     // per connection and sync: with its last run.
@@ -571,8 +580,9 @@ pub async fn pending(
                 // by the stop: one still waiting its turn (behind others,
                 // or for an execution) keeps its scripts however many
                 // restarts it waits through.
-                if a.scripts_started_at.is_some() {
+                if a.running.unwrap_or(a.scripts_started_at.is_some()) {
                     a.restarts += 1;
+                    a.running = Some(false);
                     // Said once, at the start that gives them up.
                     if a.restarts == crate::runner::TRIGGER_ATTEMPTS && !a.routes.is_empty() {
                         eprintln!(
