@@ -408,7 +408,7 @@ async fn a_browser_connects_an_oauth2_account_through_a_connect_session() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(
         body["data"]["integrations_config_defaults"]["oauth-int"]["connection_config"],
-        json!({"oauth_client_id_override": "own"}),
+        json!({"oauth_client_id_override": "own", "oauth_client_secret_override": "********"}),
         "{body}"
     );
     let (_, pairs) = authorize(&base, &format!("connect_session_token={own}")).await;

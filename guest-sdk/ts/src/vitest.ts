@@ -181,16 +181,22 @@ function installFakeTimers(config?: FakeConfig): void {
         frozenAt = new RealDate(config.now).getTime();
     }
     if (fakes !== undefined) return;
-    const f: Fakes = { tick: 0, timers: new Map(), nextId: 1, nextSeq: 0, loopLimit: config?.loopLimit ?? 10_000, saved: new Map() };
+    // Ids far from the real timers' (which count from 1), as sinon's.
+    const f: Fakes = { tick: 0, timers: new Map(), nextId: 1e12, nextSeq: 0, loopLimit: config?.loopLimit ?? 10_000, saved: new Map() };
     const define = (name: string, value: Fn) => {
         if (!toFake.includes(name)) return;
         f.saved.set(name, Object.getOwnPropertyDescriptor(globalThis, name));
         Object.defineProperty(globalThis, name, { configurable: true, writable: true, value });
     };
-    // Node's rule, as the real timers here: below 1 ms or not a number is 1 ms.
+    // As vitest's (sinon's) fake timers: a delay that is not a positive
+    // number is 0 (1 when made by a timer that is running, so a timer
+    // that makes another at 0 cannot keep the clock from moving), one
+    // past 2^31 - 1 is 1; an interval is at least 1 ms.
     const delayOf = (ms: unknown) => {
-        const n = Number(ms);
-        return n >= 1 && n <= 0x7fffffff ? n : 1;
+        const n = Math.floor(Number(ms));
+        if (n > 0x7fffffff) return 1;
+        if (n > 0) return n;
+        return ticking ? 1 : 0;
     };
     const add = (fn: unknown, delay: number, args: unknown[], every?: number) => {
         if (typeof fn !== 'function') throw new TypeError(`The "callback" argument must be of type function. Received ${typeof fn}`);
@@ -200,7 +206,7 @@ function installFakeTimers(config?: FakeConfig): void {
     };
     const clear = (id: unknown) => void f.timers.delete(typeof id === 'string' ? Number(id) : (id as number));
     define('setTimeout', (fn: unknown, ms?: unknown, ...args: unknown[]) => add(fn, delayOf(ms), args));
-    define('setInterval', (fn: unknown, ms?: unknown, ...args: unknown[]) => add(fn, delayOf(ms), args, delayOf(ms)));
+    define('setInterval', (fn: unknown, ms?: unknown, ...args: unknown[]) => add(fn, Math.max(1, delayOf(ms)), args, Math.max(1, delayOf(ms))));
     define('setImmediate', (fn: unknown, ...args: unknown[]) => add(fn, 0, args));
     define('clearTimeout', clear);
     define('clearInterval', clear);
@@ -232,6 +238,9 @@ function nextDue(f: Fakes, until: number): FakeTimer | undefined {
 }
 
 /** Moves the fake clock to `t`'s instant and runs it (an interval stays, due again). */
+/** Whether a fake timer is running (see `delayOf`). */
+let ticking = false;
+
 function runTimer(f: Fakes, t: FakeTimer): void {
     if (frozenAt !== undefined) frozenAt += t.at - f.tick;
     f.tick = t.at;
@@ -240,7 +249,12 @@ function runTimer(f: Fakes, t: FakeTimer): void {
         t.at += t.every;
         t.seq = f.nextSeq++;
     }
-    t.fn(...t.args);
+    ticking = true;
+    try {
+        t.fn(...t.args);
+    } finally {
+        ticking = false;
+    }
 }
 
 function moveTo(f: Fakes, until: number): void {
@@ -728,6 +742,9 @@ interface Test {
     fn?: Fn;
     skip: boolean;
     only?: boolean;
+    /** vitest's `retry` and `repeats` options. */
+    retry?: number;
+    repeats?: number;
 }
 
 interface Suite {
@@ -763,13 +780,36 @@ function here(what: string): Suite {
     return current;
 }
 
-function addTest(name: string, f: Fn | undefined, skip: boolean, only = false): void {
-    here('it').items.push({ kind: 'test', name: String(name), fn: f, skip: skip || f === undefined, only });
+/** vitest's test options (the second argument, or the third's number). */
+interface Options {
+    skip?: boolean;
+    todo?: boolean;
+    only?: boolean;
+    fails?: boolean;
+    retry?: number;
+    repeats?: number;
 }
 
-function addSuite(name: string, body: Fn | undefined, skip: boolean, only = false): void {
-    const s = newSuite(String(name), body, skip);
-    s.only = only;
+function optionsOf(a: unknown): Options {
+    return a !== null && typeof a === 'object' ? (a as Options) : {};
+}
+
+function addTest(name: string, f: Fn | undefined, skip: boolean, only = false, options: Options = {}): void {
+    const fn = options.fails ? failing(f) : f;
+    here('it').items.push({
+        kind: 'test',
+        name: String(name),
+        fn,
+        skip: skip || !!options.skip || !!options.todo || fn === undefined,
+        only: only || !!options.only,
+        retry: options.retry,
+        repeats: options.repeats
+    });
+}
+
+function addSuite(name: string, body: Fn | undefined, skip: boolean, only = false, options: Options = {}): void {
+    const s = newSuite(String(name), body, skip || !!options.skip || !!options.todo);
+    s.only = only || !!options.only;
     here('describe').items.push(s);
 }
 
@@ -914,7 +954,7 @@ function tableCases(strings: readonly string[], values: unknown[]): Record<strin
     return cases;
 }
 
-type Register = (name: string, body: Fn | undefined) => void;
+type Register = (name: string, body: Fn | undefined, options: Options) => void;
 
 /**
  * `.each` (array cases spread into the function when every case is an
@@ -936,27 +976,31 @@ function parameterised(what: string, register: Register, spread: boolean) {
                 return;
             }
             const handler = handlerOf(a, b);
+            const options = optionsOf(a);
             const arrays = spread && table.every((c) => Array.isArray(c));
             table.forEach((c, i) => {
                 const items = Array.isArray(c) ? c : [c];
-                const body = handler && (arrays ? () => handler(...items) : () => handler(c));
-                register(title(template, items, i), body);
+                // `.for` hands the test its context, as the second argument.
+                const body =
+                    handler &&
+                    (!spread ? (ctx: unknown) => handler(c, ctx) : arrays ? () => handler(...items) : () => handler(c));
+                register(title(template, items, i), body, options);
             });
         };
     };
 }
 
 function testApi(skip: boolean, only: boolean): any {
-    const t: any = (name: unknown, a?: unknown, b?: unknown) => addTest(nameOf(name), handlerOf(a, b), skip, only);
-    const register = (name: string, body: Fn | undefined) => addTest(name, body, skip, only);
+    const t: any = (name: unknown, a?: unknown, b?: unknown) => addTest(nameOf(name), handlerOf(a, b), skip, only, optionsOf(a));
+    const register = (name: string, body: Fn | undefined, options: Options) => addTest(name, body, skip, only, options);
     t.each = parameterised(`${only ? 'it.only' : skip ? 'it.skip' : 'it'}.each`, register, true);
     t.for = parameterised(`${only ? 'it.only' : skip ? 'it.skip' : 'it'}.for`, register, false);
     return t;
 }
 
 function suiteApi(skip: boolean, only: boolean): any {
-    const d: any = (name: unknown, a?: unknown, b?: unknown) => addSuite(nameOf(name), handlerOf(a, b), skip, only);
-    const register = (name: string, body: Fn | undefined) => addSuite(name, body, skip, only);
+    const d: any = (name: unknown, a?: unknown, b?: unknown) => addSuite(nameOf(name), handlerOf(a, b), skip, only, optionsOf(a));
+    const register = (name: string, body: Fn | undefined, options: Options) => addSuite(name, body, skip, only, options);
     d.each = parameterised(`${only ? 'describe.only' : skip ? 'describe.skip' : 'describe'}.each`, register, true);
     d.for = parameterised(`${only ? 'describe.only' : skip ? 'describe.skip' : 'describe'}.for`, register, false);
     return d;
@@ -981,7 +1025,7 @@ it.only = testApi(false, true);
 it.todo = (name: unknown) => addTest(nameOf(name), undefined, true);
 it.skipIf = (cond: unknown) => (cond ? it.skip : it);
 it.runIf = (cond: unknown) => (cond ? it : it.skip);
-it.fails = (name: unknown, a?: unknown, b?: unknown) => addTest(nameOf(name), failing(handlerOf(a, b)), false);
+it.fails = (name: unknown, a?: unknown, b?: unknown) => addTest(nameOf(name), handlerOf(a, b), false, false, { ...optionsOf(a), fails: true });
 // Tests of a file run one at a time here: `concurrent` is `sequential`.
 it.concurrent = it;
 it.sequential = it;
@@ -1053,40 +1097,15 @@ async function runSuite(s: Suite, path: string[], outer: Suite[], results: FileR
         }
         if (item.skip || !item.fn) continue;
         const name = [...path, item.name].join(' > ');
-        assertionsMade = 0;
-        assertionsWanted = undefined;
+        // `retry`: tried again while it fails; `repeats`: run again after
+        // it passes, every run to pass.
         let failure: string | undefined;
-        const cleanups: Fn[] = [];
-        try {
-            for (const x of chain) {
-                for (const h of x.beforeEach) {
-                    const cleanup = await h();
-                    if (typeof cleanup === 'function') cleanups.unshift(cleanup);
-                }
-            }
-            await item.fn();
-            if (assertionsWanted === -1 && assertionsMade === 0) failure = 'AssertionError: expected at least one assertion (expect.hasAssertions)';
-            else if (assertionsWanted !== undefined && assertionsWanted >= 0 && assertionsMade !== assertionsWanted) {
-                failure = `AssertionError: expected ${assertionsWanted} assertions, ${assertionsMade} were made`;
-            }
-        } catch (e) {
-            failure = describeError(e);
-        }
-        // vitest 2 runs after-hooks as a stack: the last registered first.
-        for (const x of [...chain].reverse()) {
-            for (const h of [...x.afterEach].reverse()) {
-                try {
-                    await h();
-                } catch (e) {
-                    failure ??= `afterEach: ${describeError(e)}`;
-                }
-            }
-        }
-        for (const h of cleanups) {
-            try {
-                await h();
-            } catch (e) {
-                failure ??= `beforeEach cleanup: ${describeError(e)}`;
+        const runs = 1 + Math.max(0, Math.floor(Number(item.repeats) || 0));
+        const retries = Math.max(0, Math.floor(Number(item.retry) || 0));
+        for (let run = 0; run < runs && failure === undefined; run++) {
+            for (let attempt = 0; attempt <= retries; attempt++) {
+                failure = await runTest(item, chain);
+                if (failure === undefined) break;
             }
         }
         results.push(failure === undefined ? { name, ok: true } : { name, ok: false, message: failure });
@@ -1097,6 +1116,62 @@ async function runSuite(s: Suite, path: string[], outer: Suite[], results: FileR
     } catch (e) {
         results.push({ name: [...path, 'afterAll'].join(' > '), ok: false, message: describeError(e) });
     }
+}
+
+/** The test context vitest gives a test function (the part tests use). */
+function context(item: Test): Record<string, unknown> {
+    return {
+        expect,
+        task: { name: item.name },
+        skip: () => {
+            throw new SkipTest();
+        },
+        onTestFailed: () => undefined,
+        onTestFinished: () => undefined
+    };
+}
+
+class SkipTest extends Error {}
+
+/** One run of `item` with its hooks; its failure, if any. */
+async function runTest(item: Test, chain: Suite[]): Promise<string | undefined> {
+    assertionsMade = 0;
+    assertionsWanted = undefined;
+    let failure: string | undefined;
+    const cleanups: Fn[] = [];
+    try {
+        for (const x of chain) {
+            for (const h of x.beforeEach) {
+                const cleanup = await h();
+                if (typeof cleanup === 'function') cleanups.unshift(cleanup);
+            }
+        }
+        await (item.fn as Fn)(context(item));
+        if (assertionsWanted === -1 && assertionsMade === 0) failure = 'AssertionError: expected at least one assertion (expect.hasAssertions)';
+        else if (assertionsWanted !== undefined && assertionsWanted >= 0 && assertionsMade !== assertionsWanted) {
+            failure = `AssertionError: expected ${assertionsWanted} assertions, ${assertionsMade} were made`;
+        }
+    } catch (e) {
+        if (!(e instanceof SkipTest)) failure = describeError(e);
+    }
+    // vitest 2 runs after-hooks as a stack: the last registered first.
+    for (const x of [...chain].reverse()) {
+        for (const h of [...x.afterEach].reverse()) {
+            try {
+                await h();
+            } catch (e) {
+                failure ??= `afterEach: ${describeError(e)}`;
+            }
+        }
+    }
+    for (const h of cleanups) {
+        try {
+            await h();
+        } catch (e) {
+            failure ??= `beforeEach cleanup: ${describeError(e)}`;
+        }
+    }
+    return failure;
 }
 
 function hasOnly(s: Suite): boolean {

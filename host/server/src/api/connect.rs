@@ -533,20 +533,26 @@ pub async fn get(auth: SessionAuth) -> Json<Value> {
     Json(json!({ "data": data }))
 }
 
-/// `value` without the object members whose name says they are secret
-/// (`oauth_client_secret_override`, a `password`, a `private_key`), at
-/// any depth.
+/// `value` with the values of the object members whose name says they
+/// are secret (`oauth_client_secret_override`, a `password`, an `apiKey`,
+/// a `token`, a `private_key`) masked, at any depth: the keys stay, so
+/// the Connect UI still takes those fields as given by the app (what the
+/// flow uses is the session's own, never the browser's).
 fn without_secrets(value: Value) -> Value {
     match value {
         Value::Object(map) => Value::Object(
             map.into_iter()
-                .filter(|(k, _)| {
-                    let k = k.to_ascii_lowercase();
-                    !["secret", "password", "private_key", "privatekey"]
+                .map(|(k, v)| {
+                    let name = k.to_ascii_lowercase().replace(['_', '-'], "");
+                    let secret = ["secret", "password", "privatekey", "apikey", "token"]
                         .iter()
-                        .any(|s| k.contains(s))
+                        .any(|s| name.contains(s));
+                    if secret && !v.is_null() {
+                        (k, Value::String("********".into()))
+                    } else {
+                        (k, without_secrets(v))
+                    }
                 })
-                .map(|(k, v)| (k, without_secrets(v)))
                 .collect(),
         ),
         Value::Array(items) => Value::Array(items.into_iter().map(without_secrets).collect()),
