@@ -32,6 +32,8 @@ pub mod runner;
 pub mod runs;
 pub mod scheduler;
 mod standby;
+#[cfg(test)]
+mod test_support;
 mod two_step;
 pub mod webhooks;
 

@@ -615,12 +615,7 @@ impl Connections {
     /// The connection was imported anew (or deleted): a refresh that
     /// failed before is no reason to refuse the next one.
     pub fn forget_failure(&self, pck: &str, cid: &str) {
-        let lock = self
-            .locks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&(pck.to_string(), cid.to_string()))
-            .cloned();
+        let lock = self.existing_lock(pck, cid);
         // A refresh under way records its own outcome; waiting for it
         // (up to the token endpoint's timeout) would hold the request.
         if let Some(mut state) = lock.as_ref().and_then(|l| l.try_lock().ok()) {
@@ -655,13 +650,17 @@ impl Connections {
     /// Whether a refresh of connection `pck`/`cid` holds credentials the
     /// store refused (a refresh under way, holding the lock, says no).
     fn has_unsaved(&self, pck: &str, cid: &str) -> bool {
-        let lock = self
-            .locks
+        self.existing_lock(pck, cid)
+            .is_some_and(|l| l.try_lock().is_ok_and(|s| s.unsaved.is_some()))
+    }
+
+    /// The refresh lock of connection `pck`/`cid`, if one was made.
+    fn existing_lock(&self, pck: &str, cid: &str) -> Option<RefreshLock> {
+        self.locks
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(&(pck.to_string(), cid.to_string()))
-            .cloned();
-        lock.is_some_and(|l| l.try_lock().is_ok_and(|s| s.unsaved.is_some()))
+            .cloned()
     }
 
     /// Writes a refresh's credentials `new` over `old` (see
@@ -1539,50 +1538,10 @@ mod tests {
     use serde_json::json;
     use sluice_runtime::connection::Connection;
     use sluice_runtime::providers::ProviderCatalog;
-    use sluice_store::{
-        Backend, BackendError, MasterKey, MemoryBackend, Op, PendingWrite, Store, Table,
-    };
+    use sluice_store::{MasterKey, MemoryBackend, Store};
 
     use super::{Connections, Force};
-
-    /// The memory backend, whose writes fail while `fail` is set.
-    struct Flaky {
-        inner: MemoryBackend,
-        fail: Arc<AtomicBool>,
-    }
-
-    #[async_trait::async_trait]
-    impl Backend for Flaky {
-        async fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
-            self.inner.get(table, key).await
-        }
-        async fn get_many(
-            &self,
-            table: Table,
-            keys: &[Vec<u8>],
-        ) -> Result<Vec<Option<Vec<u8>>>, BackendError> {
-            self.inner.get_many(table, keys).await
-        }
-        async fn scan(
-            &self,
-            table: Table,
-            prefix: &[u8],
-            after: Option<&[u8]>,
-            limit: usize,
-            reverse: bool,
-        ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, BackendError> {
-            self.inner.scan(table, prefix, after, limit, reverse).await
-        }
-        async fn apply(&self, ops: Vec<Op>) -> Result<(), BackendError> {
-            if self.fail.load(Ordering::SeqCst) {
-                return Err(BackendError::Storage("the disk is full".into()));
-            }
-            self.inner.apply(ops).await
-        }
-        fn start_unflushed_in_order(&self, ops: Vec<Op>) -> PendingWrite {
-            self.inner.start_unflushed_in_order(ops)
-        }
-    }
+    use crate::test_support::Full;
 
     /// A provider that rotates refresh tokens has revoked the stored one
     /// once it answers: a refresh whose credentials the store refuses
@@ -1607,9 +1566,9 @@ mod tests {
         tokio::spawn(async move { axum::serve(listener, token).await });
 
         let fail = Arc::new(AtomicBool::new(false));
-        let backend = Arc::new(Flaky {
+        let backend = Arc::new(Full {
             inner: MemoryBackend::new(),
-            fail: fail.clone(),
+            full: fail.clone(),
         });
         let (store, _) = Store::open(backend, MasterKey::generate(), &[("dev".into(), None)])
             .await
