@@ -79,29 +79,66 @@ const WEBHOOK_BYTES_HELD: usize = 128 << 20;
 static WEBHOOK_ROOM: tokio::sync::Semaphore =
     tokio::sync::Semaphore::const_new(WEBHOOK_BYTES_HELD >> 10);
 
+/// Of which one environment holds at most this much: another's slow or
+/// large webhooks cannot take the whole room from it.
+const WEBHOOK_BYTES_PER_ENV: usize = WEBHOOK_BYTES_HELD / 2;
+
+/// Each environment's share of the room (see [`WEBHOOK_BYTES_PER_ENV`]),
+/// in KiB, made when it first takes a webhook.
+fn env_room(env: uuid::Uuid) -> Arc<tokio::sync::Semaphore> {
+    type Rooms = std::collections::HashMap<uuid::Uuid, Arc<tokio::sync::Semaphore>>;
+    static ROOMS: std::sync::LazyLock<std::sync::Mutex<Rooms>> =
+        std::sync::LazyLock::new(Default::default);
+    ROOMS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .entry(env)
+        .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(WEBHOOK_BYTES_PER_ENV >> 10)))
+        .clone()
+}
+
+/// A webhook's room: the same KiB of the process's and of its
+/// environment's.
+struct Room {
+    all: tokio::sync::SemaphorePermit<'static>,
+    env: tokio::sync::OwnedSemaphorePermit,
+    env_room: Arc<tokio::sync::Semaphore>,
+}
+
 /// How long a webhook waits for room before it is refused (503, which
 /// providers retry): a few clients holding the room cannot keep the
 /// others waiting unanswered.
 const ROOM_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// `bytes` in KiB, rounded up, never more than the whole room (or it would
-/// wait for ever).
+/// `bytes` in KiB, rounded up, never more than an environment's share of
+/// the room (or it would wait for ever).
 fn kib(bytes: usize) -> usize {
-    bytes.div_ceil(1024).clamp(1, WEBHOOK_BYTES_HELD >> 10)
+    bytes.div_ceil(1024).clamp(1, WEBHOOK_BYTES_PER_ENV >> 10)
 }
 
-/// `n` KiB of the room, waiting at most [`ROOM_WAIT`] for it.
-async fn take_room(n: usize) -> ApiResult<tokio::sync::SemaphorePermit<'static>> {
+/// `n` KiB of the room, its environment's share first, waiting at most
+/// [`ROOM_WAIT`] in all for them.
+async fn take_room(env_room: Arc<tokio::sync::Semaphore>, n: usize) -> ApiResult<Room> {
     let n = u32::try_from(n).unwrap_or(u32::MAX);
-    match tokio::time::timeout(ROOM_WAIT, WEBHOOK_ROOM.acquire_many(n)).await {
-        Ok(Ok(permit)) => Ok(permit),
-        Ok(Err(e)) => Err(ApiError::internal(format!("no room for the webhook: {e}"))),
-        Err(_) => Err(ApiError::new(
+    let busy = || {
+        ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "webhook_busy",
             "the server is holding as many webhook bodies as it takes at once; retry later",
-        )),
-    }
+        )
+    };
+    let closed =
+        |e: tokio::sync::AcquireError| ApiError::internal(format!("no room for the webhook: {e}"));
+    let deadline = tokio::time::Instant::now() + ROOM_WAIT;
+    let env = tokio::time::timeout_at(deadline, env_room.clone().acquire_many_owned(n))
+        .await
+        .map_err(|_| busy())?
+        .map_err(closed)?;
+    let all = tokio::time::timeout_at(deadline, WEBHOOK_ROOM.acquire_many(n))
+        .await
+        .map_err(|_| busy())?
+        .map_err(closed)?;
+    Ok(Room { all, env, env_room })
 }
 
 /// The largest webhook body taken (GitHub's cap is 25 MB; most are
@@ -112,18 +149,25 @@ const WEBHOOK_MAX_BYTES: usize = 32 << 20;
 /// lets go of what it holds and waits (at most [`ROOM_WAIT`]) for the
 /// whole, so no two bodies each hold part of the room waiting for the
 /// other's.
-async fn grow(room: &mut tokio::sync::SemaphorePermit<'static>, needed: usize) -> ApiResult<()> {
-    let have = room.num_permits();
+async fn grow(room: &mut Room, needed: usize) -> ApiResult<()> {
+    let have = room.all.num_permits();
     if needed <= have {
         return Ok(());
     }
     let more = u32::try_from(needed - have).unwrap_or(u32::MAX);
-    if let Ok(permit) = WEBHOOK_ROOM.try_acquire_many(more) {
-        room.merge(permit);
+    if let Ok(env) = room.env_room.clone().try_acquire_many_owned(more)
+        && let Ok(all) = WEBHOOK_ROOM.try_acquire_many(more)
+    {
+        room.env.merge(env);
+        room.all.merge(all);
         return Ok(());
     }
-    drop(room.split(have));
-    room.merge(take_room(needed).await?);
+    // Let go of what it holds first, so no two bodies each hold part of
+    // the room waiting for the other's.
+    let env_room = room.env_room.clone();
+    drop(room.all.split(have));
+    drop(room.env.split(have));
+    *room = take_room(env_room, needed).await?;
     Ok(())
 }
 
@@ -135,7 +179,8 @@ async fn grow(room: &mut tokio::sync::SemaphorePermit<'static>, needed: usize) -
 async fn read_within_room(
     req: axum::extract::Request,
     limit: usize,
-) -> ApiResult<(Bytes, tokio::sync::SemaphorePermit<'static>)> {
+    env_room: Arc<tokio::sync::Semaphore>,
+) -> ApiResult<(Bytes, Room)> {
     use futures_util::StreamExt as _;
     let limit = limit.min(WEBHOOK_MAX_BYTES);
     // A provider sends at datacenter speed: a minute, and a second more per
@@ -154,7 +199,7 @@ async fn read_within_room(
         Some(super::BodyDeadline(at)) => Some(super::BodyDeadline(at.min(own))),
         None => Some(super::BodyDeadline(own)),
     };
-    let mut room = take_room(1).await?;
+    let mut room = take_room(env_room, 1).await?;
     let mut stream = req.into_body().into_data_stream();
     let mut buf: Vec<u8> = Vec::new();
     let read = async {
@@ -229,7 +274,7 @@ pub async fn receive(
     let limit = app.config.max_body_bytes.min(WEBHOOK_MAX_BYTES);
     // The query string: some scripts read a parameter of it.
     let query = req.uri().query().unwrap_or("").to_string();
-    let (body, mut room) = read_within_room(req, limit).await?;
+    let (body, mut room) = read_within_room(req, limit, env_room(env.store.id())).await?;
     if body.is_empty() && !routing::accepts_empty_body(&script) {
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
