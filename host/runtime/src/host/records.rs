@@ -290,7 +290,21 @@ impl HostState {
         ids.retain(|_| first.next().unwrap_or(false));
         let max = self.limits().max_payload_bytes;
         let mut out = vec![b'['];
-        for chunk in ids.chunks(IDS_PER_LOOKUP) {
+        // The store reads a group's records whole before their size is
+        // known, and a record may be as large as a batch: the groups start
+        // small and are sized from the largest record so far, so what one
+        // group holds stays near what is left of the answer's limit.
+        let mut largest = 0usize;
+        let mut at = 0;
+        while at < ids.len() {
+            let fit = max.saturating_sub(out.len()) / largest.max(1 << 10);
+            let group = if largest == 0 {
+                FIRST_LOOKUP
+            } else {
+                fit.clamp(1, IDS_PER_LOOKUP)
+            };
+            let chunk = &ids[at..(at + group).min(ids.len())];
+            at += chunk.len();
             let rows = self
                 .services
                 .records
@@ -301,8 +315,10 @@ impl HostState {
                 if out.len() > 1 {
                     out.push(b',');
                 }
+                let before = out.len();
                 serde_json::to_writer(&mut out, &r.to_view())
                     .map_err(|e| nango_error("invalid_request", format!("getRecordsByIds: {e}")))?;
+                largest = largest.max(out.len() - before);
                 if out.len() > max {
                     return Err(nango_error(
                         "payload_too_large",
@@ -317,6 +333,10 @@ impl HostState {
         Ok(out)
     }
 }
+
+/// The ids of a `getRecordsByIds` call's first store lookup, before any
+/// record's size is known.
+const FIRST_LOOKUP: usize = 10;
 
 /// The most ids one `getRecordsByIds` call takes (as many as one
 /// `batchSave` takes records).
