@@ -207,7 +207,7 @@ function installFakeTimers(config?: FakeConfig): void {
     const clear = (id: unknown) => void f.timers.delete(typeof id === 'string' ? Number(id) : (id as number));
     define('setTimeout', (fn: unknown, ms?: unknown, ...args: unknown[]) => add(fn, delayOf(ms), args));
     define('setInterval', (fn: unknown, ms?: unknown, ...args: unknown[]) => add(fn, Math.max(1, delayOf(ms)), args, Math.max(1, delayOf(ms))));
-    define('setImmediate', (fn: unknown, ...args: unknown[]) => add(fn, 0, args));
+    define('setImmediate', (fn: unknown, ...args: unknown[]) => add(fn, delayOf(0), args));
     define('clearTimeout', clear);
     define('clearInterval', clear);
     define('clearImmediate', clear);
@@ -249,12 +249,7 @@ function runTimer(f: Fakes, t: FakeTimer): void {
         t.at += t.every;
         t.seq = f.nextSeq++;
     }
-    ticking = true;
-    try {
-        t.fn(...t.args);
-    } finally {
-        ticking = false;
-    }
+    t.fn(...t.args);
 }
 
 function moveTo(f: Fakes, until: number): void {
@@ -270,13 +265,20 @@ function realTurn(f: Fakes): Promise<void> {
     return new Promise((r) => real(r, 0));
 }
 
+// While the clock is being advanced (the async forms' turns between
+// timers included), a timer made at 0 ms is due 1 ms on, as sinon's.
 function advance(what: string, until: (f: Fakes) => number, limit: boolean): typeof vi {
     const f = fakeTimers(what);
     const end = until(f);
     let ran = 0;
-    for (let t = nextDue(f, end); t !== undefined; t = nextDue(f, end)) {
-        if (limit && ++ran > f.loopLimit) throw loopError(f);
-        runTimer(f, t);
+    ticking = true;
+    try {
+        for (let t = nextDue(f, end); t !== undefined; t = nextDue(f, end)) {
+            if (limit && ++ran > f.loopLimit) throw loopError(f);
+            runTimer(f, t);
+        }
+    } finally {
+        ticking = false;
     }
     if (end !== Infinity) moveTo(f, end);
     return vi;
@@ -286,12 +288,17 @@ async function advanceAsync(what: string, until: (f: Fakes) => number, limit: bo
     const f = fakeTimers(what);
     const end = until(f);
     let ran = 0;
-    await realTurn(f);
-    for (let t = nextDue(f, end); t !== undefined; t = nextDue(f, end)) {
-        if (limit && ++ran > f.loopLimit) throw loopError(f);
-        runTimer(f, t);
+    ticking = true;
+    try {
         await realTurn(f);
-        if (fakes !== f) return vi;
+        for (let t = nextDue(f, end); t !== undefined; t = nextDue(f, end)) {
+            if (limit && ++ran > f.loopLimit) throw loopError(f);
+            runTimer(f, t);
+            await realTurn(f);
+            if (fakes !== f) return vi;
+        }
+    } finally {
+        ticking = false;
     }
     if (end !== Infinity) moveTo(f, end);
     return vi;
@@ -790,8 +797,10 @@ interface Options {
     repeats?: number;
 }
 
-function optionsOf(a: unknown): Options {
-    return a !== null && typeof a === 'object' ? (a as Options) : {};
+/** The options of `(name, options, fn)` or `(name, fn, options)`. */
+function optionsOf(a: unknown, b?: unknown): Options {
+    if (a !== null && typeof a === 'object') return a as Options;
+    return b !== null && typeof b === 'object' ? (b as Options) : {};
 }
 
 function addTest(name: string, f: Fn | undefined, skip: boolean, only = false, options: Options = {}): void {
@@ -976,7 +985,7 @@ function parameterised(what: string, register: Register, spread: boolean) {
                 return;
             }
             const handler = handlerOf(a, b);
-            const options = optionsOf(a);
+            const options = optionsOf(a, b);
             const arrays = spread && table.every((c) => Array.isArray(c));
             table.forEach((c, i) => {
                 const items = Array.isArray(c) ? c : [c];
@@ -991,7 +1000,7 @@ function parameterised(what: string, register: Register, spread: boolean) {
 }
 
 function testApi(skip: boolean, only: boolean): any {
-    const t: any = (name: unknown, a?: unknown, b?: unknown) => addTest(nameOf(name), handlerOf(a, b), skip, only, optionsOf(a));
+    const t: any = (name: unknown, a?: unknown, b?: unknown) => addTest(nameOf(name), handlerOf(a, b), skip, only, optionsOf(a, b));
     const register = (name: string, body: Fn | undefined, options: Options) => addTest(name, body, skip, only, options);
     t.each = parameterised(`${only ? 'it.only' : skip ? 'it.skip' : 'it'}.each`, register, true);
     t.for = parameterised(`${only ? 'it.only' : skip ? 'it.skip' : 'it'}.for`, register, false);
@@ -999,7 +1008,7 @@ function testApi(skip: boolean, only: boolean): any {
 }
 
 function suiteApi(skip: boolean, only: boolean): any {
-    const d: any = (name: unknown, a?: unknown, b?: unknown) => addSuite(nameOf(name), handlerOf(a, b), skip, only, optionsOf(a));
+    const d: any = (name: unknown, a?: unknown, b?: unknown) => addSuite(nameOf(name), handlerOf(a, b), skip, only, optionsOf(a, b));
     const register = (name: string, body: Fn | undefined, options: Options) => addSuite(name, body, skip, only, options);
     d.each = parameterised(`${only ? 'describe.only' : skip ? 'describe.skip' : 'describe'}.each`, register, true);
     d.for = parameterised(`${only ? 'describe.only' : skip ? 'describe.skip' : 'describe'}.for`, register, false);
@@ -1025,7 +1034,7 @@ it.only = testApi(false, true);
 it.todo = (name: unknown) => addTest(nameOf(name), undefined, true);
 it.skipIf = (cond: unknown) => (cond ? it.skip : it);
 it.runIf = (cond: unknown) => (cond ? it : it.skip);
-it.fails = (name: unknown, a?: unknown, b?: unknown) => addTest(nameOf(name), handlerOf(a, b), false, false, { ...optionsOf(a), fails: true });
+it.fails = (name: unknown, a?: unknown, b?: unknown) => addTest(nameOf(name), handlerOf(a, b), false, false, { ...optionsOf(a, b), fails: true });
 // Tests of a file run one at a time here: `concurrent` is `sequential`.
 it.concurrent = it;
 it.sequential = it;
@@ -1118,16 +1127,17 @@ async function runSuite(s: Suite, path: string[], outer: Suite[], results: FileR
     }
 }
 
-/** The test context vitest gives a test function (the part tests use). */
-function context(item: Test): Record<string, unknown> {
+/** The test context vitest gives a test function (the part tests use),
+ * with the callbacks it registers. */
+function context(item: Test, finished: Fn[], failed: Fn[]): Record<string, unknown> {
     return {
         expect,
         task: { name: item.name },
         skip: () => {
             throw new SkipTest();
         },
-        onTestFailed: () => undefined,
-        onTestFinished: () => undefined
+        onTestFailed: (f: Fn) => void failed.push(f),
+        onTestFinished: (f: Fn) => void finished.push(f)
     };
 }
 
@@ -1139,6 +1149,8 @@ async function runTest(item: Test, chain: Suite[]): Promise<string | undefined> 
     assertionsWanted = undefined;
     let failure: string | undefined;
     const cleanups: Fn[] = [];
+    const finished: Fn[] = [];
+    const failed: Fn[] = [];
     try {
         for (const x of chain) {
             for (const h of x.beforeEach) {
@@ -1146,13 +1158,30 @@ async function runTest(item: Test, chain: Suite[]): Promise<string | undefined> 
                 if (typeof cleanup === 'function') cleanups.unshift(cleanup);
             }
         }
-        await (item.fn as Fn)(context(item));
+        await (item.fn as Fn)(context(item, finished, failed));
         if (assertionsWanted === -1 && assertionsMade === 0) failure = 'AssertionError: expected at least one assertion (expect.hasAssertions)';
         else if (assertionsWanted !== undefined && assertionsWanted >= 0 && assertionsMade !== assertionsWanted) {
             failure = `AssertionError: expected ${assertionsWanted} assertions, ${assertionsMade} were made`;
         }
     } catch (e) {
         if (!(e instanceof SkipTest)) failure = describeError(e);
+    }
+    // vitest runs these before the after-hooks, the last first.
+    if (failure !== undefined) {
+        for (const h of [...failed].reverse()) {
+            try {
+                await h();
+            } catch (e) {
+                failure ??= `onTestFailed: ${describeError(e)}`;
+            }
+        }
+    }
+    for (const h of [...finished].reverse()) {
+        try {
+            await h();
+        } catch (e) {
+            failure ??= `onTestFinished: ${describeError(e)}`;
+        }
     }
     // vitest 2 runs after-hooks as a stack: the last registered first.
     for (const x of [...chain].reverse()) {

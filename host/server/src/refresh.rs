@@ -620,6 +620,8 @@ impl Connections {
         // (up to the token endpoint's timeout) would hold the request.
         if let Some(mut state) = lock.as_ref().and_then(|l| l.try_lock().ok()) {
             state.failed = None;
+            // Replaced or gone: what a refresh could not store is moot.
+            state.unsaved = None;
         }
     }
 
@@ -736,22 +738,27 @@ impl Connections {
             }),
         };
         // A refresh the store did not take: written now, if the
-        // connection still has the credentials it replaced.
+        // connection still has the credentials it replaced. Still
+        // refused, they are the connection's as far as this refresh goes
+        // (handed out, or refreshed in turn when they expire), and the
+        // stored ones stay what a write must find.
+        let mut c = c;
+        let mut stored = c.credentials.clone();
         if let Some((old, new)) = state.unsaved.take()
             && c.credentials == old
         {
-            return match self.save_refreshed(pck, cid, &old, new.clone()).await {
-                Ok(c) => Ok(c),
-                // Still refused: the caller gets them all the same.
+            match self.save_refreshed(pck, cid, &old, new.clone()).await {
+                Ok(saved) => return Ok(saved),
                 Err(ConnectionError::Backend(_)) => {
-                    state.unsaved = Some((old, new.clone()));
-                    Ok(Connection {
+                    state.unsaved = Some((old.clone(), new.clone()));
+                    stored = old;
+                    c = Connection {
                         credentials: new,
                         ..c
-                    })
+                    };
                 }
-                Err(e) => Err(e),
-            };
+                Err(e) => return Err(e),
+            }
         }
         if !expiring(&c, Utc::now(), &self.providers) && skip_forced {
             return Ok(c);
@@ -781,7 +788,7 @@ impl Connections {
                 // for the next refresh (the provider may have revoked the
                 // stored refresh token already).
                 let c = match self
-                    .save_refreshed(pck, cid, &c.credentials, credentials.clone())
+                    .save_refreshed(pck, cid, &stored, credentials.clone())
                     .await
                 {
                     Ok(saved) => saved,
@@ -789,7 +796,7 @@ impl Connections {
                         eprintln!(
                             "sluice: the token refreshed for connection `{cid}` ({pck}) could not be stored ({e}); it is kept in memory and stored by the next refresh"
                         );
-                        state.unsaved = Some((c.credentials.clone(), credentials.clone()));
+                        state.unsaved = Some((stored, credentials.clone()));
                         Connection { credentials, ..c }
                     }
                     Err(e) => return Err(e),
@@ -1551,13 +1558,25 @@ mod tests {
     async fn a_refresh_the_store_refused_is_stored_by_the_next_one() {
         let calls = Arc::new(AtomicU32::new(0));
         let counted = calls.clone();
+        // Each refresh token works once: the answer's replaces it.
         let token = axum::Router::new().route(
             "/token",
-            axum::routing::post(move || {
-                let n = counted.fetch_add(1, Ordering::SeqCst) + 1;
+            axum::routing::post(move |body: String| {
+                let n = counted.load(Ordering::SeqCst);
+                let ok = body.contains(&format!("refresh_token=rt-{n}"));
+                if ok {
+                    counted.fetch_add(1, Ordering::SeqCst);
+                }
                 async move {
-                    axum::Json(json!({"access_token": format!("at-{n}"),
-                        "refresh_token": format!("rt-{n}"), "expires_in": 3600}))
+                    if ok {
+                        let n = n + 1;
+                        let tokens = json!({"access_token": format!("at-{n}"),
+                            "refresh_token": format!("rt-{n}"), "expires_in": 3600});
+                        (axum::http::StatusCode::OK, axum::Json(tokens))
+                    } else {
+                        let refused = json!({"error": "invalid_grant"});
+                        (axum::http::StatusCode::BAD_REQUEST, axum::Json(refused))
+                    }
                 }
             }),
         );
@@ -1621,20 +1640,25 @@ mod tests {
         let c = connections.fresh("r", "c1", Force::No).await.unwrap();
         assert_eq!(c.credentials.token(), Some("at-1"));
         assert_eq!(calls.load(Ordering::SeqCst), 1);
+        // A refresh asked for meanwhile sends the refresh token the
+        // provider gave last (the stored one no longer works).
+        let c = connections.fresh("r", "c1", Force::Asked).await.unwrap();
+        assert_eq!(c.credentials.token(), Some("at-2"));
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
 
         fail.store(false, Ordering::SeqCst);
         let c = connections.fresh("r", "c1", Force::No).await.unwrap();
-        assert_eq!(c.credentials.token(), Some("at-1"));
+        assert_eq!(c.credentials.token(), Some("at-2"));
         assert_eq!(
             calls.load(Ordering::SeqCst),
-            1,
+            2,
             "the provider was not asked again"
         );
         let stored = env.connection("r", "c1").await.unwrap().unwrap();
-        assert_eq!(stored.credentials.token(), Some("at-1"));
+        assert_eq!(stored.credentials.token(), Some("at-2"));
         assert_eq!(
             serde_json::to_value(&stored.credentials).unwrap()["refresh_token"],
-            "rt-1",
+            "rt-2",
             "the rotated refresh token is kept"
         );
     }

@@ -296,10 +296,14 @@ impl HostState {
         // group holds stays near what is left of the answer's limit.
         let mut largest = 0usize;
         let mut at = 0;
+        // Until a record is found, the groups double from FIRST_LOOKUP.
+        let mut blind = FIRST_LOOKUP;
         while at < ids.len() {
             let fit = max.saturating_sub(out.len()) / largest.max(1 << 10);
             let group = if largest == 0 {
-                FIRST_LOOKUP
+                let group = blind;
+                blind = (blind * 2).min(IDS_PER_LOOKUP);
+                group
             } else {
                 fit.clamp(1, IDS_PER_LOOKUP)
             };
