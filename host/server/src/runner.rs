@@ -487,13 +487,14 @@ pub const WEBHOOK_MAX_RUN: std::time::Duration = std::time::Duration::from_secs(
 /// (a sync webhook of type `WEBHOOK` per changed model, or the failure).
 /// `resumed_since` is when a run of the same webhook a crash cut short
 /// started: the app then hears of every change since.
-pub async fn run_webhook(
+pub async fn run_webhook<F: std::future::Future<Output = ApiResult<()>>>(
     app: &App,
     env: &EnvState,
     conn: &ConnectionRef,
     name: &str,
     payload: &Value,
     resumed_since: Option<DateTime<Utc>>,
+    on_start: Option<F>,
 ) -> ApiResult<()> {
     let running = env.runs.enter(conn).await;
     let (catalog, script) = target(env, conn, name, ScriptKind::Sync).await?;
@@ -513,15 +514,25 @@ pub async fn run_webhook(
     let started_at = Utc::now();
     let run = async {
         let _permit = app.execution_permit(env).await;
-        app.runtime
+        // What the caller does as the script starts (the webhook's note).
+        if let Some(on_start) = on_start {
+            on_start.await?;
+        }
+        Ok(app
+            .runtime
             .execute(&script, exec, app.services(env, Some(catalog.clone())))
-            .await
+            .await)
     };
     let Some(ran) = running
         .until_stopped(tokio::time::timeout(WEBHOOK_MAX_RUN, run))
         .await
     else {
         return Err(deleted_during(conn));
+    };
+    let ran = match ran {
+        Ok(Err(e)) => return Err(e),
+        Ok(Ok(report)) => Ok(report),
+        Err(elapsed) => Err(elapsed),
     };
     let Ok(report) = ran else {
         let message = format!("the webhook script of `{name}` ran longer than an hour");

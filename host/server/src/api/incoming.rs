@@ -7,6 +7,7 @@
 //! the next start.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -512,20 +513,17 @@ async fn handle_once(
         runs.clear();
     }
     // Forwarded first, so the app does not wait for the scripts (each
-    // may run for an hour); noted (flushed) before they run, so a crash
-    // during them runs them again without forwarding again.
+    // may run for an hour); noted (flushed) as the first script starts,
+    // once it has its execution permit, so a crash during the scripts
+    // runs them again without forwarding again, and a stop while the
+    // webhook only waited for a permit is not counted against it.
     if !a.forwarded {
         forward(app, env, a, &matched).await?;
     }
-    if !runs.is_empty() && (!a.forwarded || a.running != Some(true)) {
-        let noted = Accepted {
-            forwarded: true,
-            scripts_started_at: a.scripts_started_at.or_else(|| Some(Utc::now())),
-            running: Some(true),
-            ..a.clone()
-        };
-        env.store.put_doc(INCOMING, key, &noted).await?;
-    }
+    // 0: to note; 1: noted; 2: the note failed.
+    let note = std::sync::atomic::AtomicU8::new(u8::from(
+        runs.is_empty() || (a.forwarded && a.running == Some(true)),
+    ));
     // After a crash, the changes since the first attempt are told once
     // per connection and sync: with its last run.
     let last_of: std::collections::HashMap<(&str, &str), usize> = runs
@@ -540,9 +538,24 @@ async fn handle_once(
             connection_id: cid.clone(),
         };
         let resumed = a.scripts_started_at.filter(|_| last.contains(&i));
+        let on_start = (note.load(Ordering::SeqCst) == 0).then_some(async {
+            let noted = Accepted {
+                forwarded: true,
+                scripts_started_at: a.scripts_started_at.or_else(|| Some(Utc::now())),
+                running: Some(true),
+                ..a.clone()
+            };
+            let written = env.store.put_doc(INCOMING, key, &noted).await;
+            note.store(if written.is_ok() { 1 } else { 2 }, Ordering::SeqCst);
+            written.map_err(ApiError::from)
+        });
         // A script's failure is in the connection's history (and, when
-        // the app asked for them, in a failure webhook).
-        let _ = crate::runner::run_webhook(app, env, &conn, sync, input, resumed).await;
+        // the app asked for them, in a failure webhook); a note that could
+        // not be written fails the handling, which is tried again.
+        let ran = crate::runner::run_webhook(app, env, &conn, sync, input, resumed, on_start).await;
+        if note.load(Ordering::SeqCst) == 2 {
+            return ran;
+        }
     }
     Ok(())
 }
