@@ -434,8 +434,12 @@ pub async fn handle(app: Arc<App>, env: Arc<EnvState>, key: String, a: Accepted)
     // stored, and the next start handles it again.
     let mut a = a;
     let mut wait = std::time::Duration::from_secs(1);
+    // Forwards an earlier try queued: a try that failed after them (its
+    // note not written) does not queue them again.
+    let mut queued = false;
     for attempt in 1..=HANDLE_TRIES {
-        match handle_once(&app, &env, &key, &a).await {
+        a.forwarded |= queued;
+        match handle_once(&app, &env, &key, &a, &mut queued).await {
             Ok(()) => {
                 // Unflushed: were it lost in a crash, the webhook is
                 // handled again.
@@ -474,6 +478,7 @@ async fn handle_once(
     env: &Arc<EnvState>,
     key: &str,
     a: &Accepted,
+    queued: &mut bool,
 ) -> ApiResult<()> {
     let pck = a.provider_config_key.clone();
     let catalog = env.deployment().map(|d| d.catalog.clone());
@@ -519,6 +524,7 @@ async fn handle_once(
     // webhook only waited for a permit is not counted against it.
     if !a.forwarded {
         forward(app, env, a, &matched).await?;
+        *queued = true;
     }
     // 0: to note; 1: noted; 2: the note failed.
     let note = std::sync::atomic::AtomicU8::new(u8::from(
