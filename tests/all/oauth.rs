@@ -106,7 +106,8 @@ fn providers_yaml(mock: &str) -> String {
          mockhost:\n  auth_mode: OAUTH2\n  authorization_url: {mock}/authorize\n  token_url: https://${{connectionConfig.domain}}/oauth/token\n  proxy:\n    base_url: {mock}\n\
          mockkey:\n  auth_mode: API_KEY\n  proxy:\n    base_url: {mock}\n    headers:\n      x-api-key: ${{apiKey}}\n\
          mocknone:\n  auth_mode: NONE\n  proxy:\n    base_url: {mock}\n\
-         mockpath:\n  auth_mode: OAUTH2\n  authorization_url: {mock}/authorize\n  token_url: {mock}/${{connectionConfig.tenant}}/token\n  proxy:\n    base_url: {mock}\n"
+         mockpath:\n  auth_mode: OAUTH2\n  authorization_url: {mock}/authorize\n  token_url: {mock}/${{connectionConfig.tenant}}/token\n  proxy:\n    base_url: {mock}\n\
+         mocksub:\n  auth_mode: OAUTH2\n  authorization_url: {mock}/${{connectionConfig.sub}}/authorize\n  token_url: {mock}/oauth/token\n  proxy:\n    base_url: {mock}\n"
     )
 }
 
@@ -794,6 +795,32 @@ async fn an_oauth_flow_the_provider_or_its_token_endpoint_refuses_stores_nothing
         page.contains("url_param_err") && page.contains("`domain`"),
         "{page}"
     );
+    // A flow missing a value of its authorization URL names what it was
+    // given, the session's secrets masked as `GET /connect/session` does.
+    let (status, body) = dev
+        .send(
+            "POST",
+            "/integrations",
+            Some(json!({"unique_key": "sub-int", "provider": "mocksub",
+                "credentials": {"type": "OAUTH2", "client_id": "cid", "client_secret": "csecret"}})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = session(
+        &dev,
+        json!({"end_user": {"id": "u2"}, "allowed_integrations": ["sub-int"],
+            "integrations_config_defaults": {"sub-int": {"connection_config": {"partner_api_secret": "TOPSECRET-123"}}}}),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let sub_token = body["data"]["token"].as_str().unwrap().to_string();
+    let (status, sub_page) = open(format!("sub-int?connect_session_token={sub_token}")).await;
+    assert_eq!(status, 400, "{sub_page}");
+    assert!(
+        sub_page.contains("Provided Connection Config") && sub_page.contains("********"),
+        "{sub_page}"
+    );
+    assert!(!sub_page.contains("TOPSECRET"), "{sub_page}");
     let (status, _) = open(format!("other-int?connect_session_token={browser_token}")).await;
     assert_eq!(status, 302);
     let resp = browser()
@@ -1117,9 +1144,20 @@ async fn a_refresh_sends_the_client_and_params_as_the_provider_takes_them() {
                 base64::engine::general_purpose::STANDARD.encode(client)
             )
         };
+        // A token endpoint that refuses by echoing what it was sent.
+        if body["refresh_token"] == "rt\"echo" {
+            return MockResponse::json(
+                400,
+                &json!({"error": "invalid_grant", "got": body, "auth": req.header("authorization")}),
+            );
+        }
         // A connection of the user's own OAuth app refreshes with it.
         if req.header("authorization") == Some(basic("own:own-secret").as_str()) {
-            return MockResponse::json(200, &json!({"access_token": "at-own"}));
+            // The expiry as a date of the answer's own.
+            return MockResponse::json(
+                200,
+                &json!({"access_token": "at-own", "expires_at": "2030-01-01T00:00:00Z"}),
+            );
         }
         let ok = req.path == "/oauth/token"
             && req.header("authorization") == Some(basic("cid:csecret").as_str())
@@ -1129,7 +1167,8 @@ async fn a_refresh_sends_the_client_and_params_as_the_provider_takes_them() {
             && body["audience"] == "api-eu"
             && body.get("client_secret").is_none();
         if ok {
-            MockResponse::json(200, &json!({"access_token": "at-new", "expires_in": 3600}))
+            // Seconds as a float, as some providers write them.
+            MockResponse::json(200, &json!({"access_token": "at-new", "expires_in": 3600.5}))
         } else {
             MockResponse::json(400, &json!({"error": "bad refresh", "got": body}))
         }
@@ -1170,6 +1209,15 @@ async fn a_refresh_sends_the_client_and_params_as_the_provider_takes_them() {
         .await;
     assert_eq!(status, 200, "{c}");
     assert_eq!(c["credentials"]["access_token"], "at-new", "{c}");
+    let expires_at = chrono::DateTime::parse_from_rfc3339(
+        c["credentials"]["expires_at"].as_str().unwrap_or_default(),
+    )
+    .unwrap_or_else(|e| panic!("no expiry after the refresh ({e}): {c}"));
+    let left = expires_at.with_timezone(&chrono::Utc) - chrono::Utc::now();
+    assert!(
+        left > chrono::TimeDelta::minutes(55) && left <= chrono::TimeDelta::minutes(61),
+        "{c}"
+    );
     let (status, body) = dev
         .send(
             "POST",
@@ -1186,6 +1234,50 @@ async fn a_refresh_sends_the_client_and_params_as_the_provider_takes_them() {
         .await;
     assert_eq!(status, 200, "{c}");
     assert_eq!(c["credentials"]["access_token"], "at-own", "{c}");
+    assert_eq!(
+        c["credentials"]["expires_at"], "2030-01-01T00:00:00.000Z",
+        "{c}"
+    );
+    // What such an endpoint echoes is shown without the client secret
+    // or the refresh token, in any form it has there: escaped in its
+    // JSON, and in the Basic header's base64.
+    let secret = r#"se"cr\et/x"#;
+    let (status, body) = dev
+        .send(
+            "POST",
+            "/integrations",
+            Some(json!({"unique_key": "j2", "provider": "jsonauth",
+                "credentials": {"type": "OAUTH2", "client_id": "cid2", "client_secret": secret}})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = dev
+        .send(
+            "POST",
+            "/connections",
+            Some(json!({"provider_config_key": "j2", "connection_id": "e1",
+                "connection_config": {"region": "eu"},
+                "credentials": {"type": "OAUTH2", "access_token": "at-old", "refresh_token": "rt\"echo",
+                    "expires_at": "2020-01-01T00:00:00Z"}})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = dev
+        .send("GET", "/connections/e1?provider_config_key=j2", None)
+        .await;
+    assert!(status >= 400, "{status} {body}");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("invalid_grant"), "{body}");
+    let encoded = base64::engine::general_purpose::STANDARD.encode(format!("cid2:{secret}"));
+    let form_encoded = base64::engine::general_purpose::STANDARD.encode("cid2:se%22cr%5Cet%2Fx");
+    for shown in [
+        "cr\\\\et",
+        "rt\\\"echo",
+        encoded.as_str(),
+        form_encoded.as_str(),
+    ] {
+        assert!(!message.contains(shown), "{shown} in {message}");
+    }
     // A client-credentials token that expired is asked for again with
     // the connection's client.
     let (status, body) = dev

@@ -4088,6 +4088,17 @@ async fn an_environments_secret_key_is_replaced_at_a_start_that_asks_for_it() {
         assert_eq!(status, 200, "{body}");
         body["signing_secret"].as_str().unwrap().to_string()
     };
+    // A connect session made with the old key (a reconnect session
+    // would overwrite a connection's credentials).
+    let (status, body) = dev
+        .send(
+            "POST",
+            "/connect/sessions",
+            Some(json!({"end_user": {"id": "u1"}, "allowed_integrations": ["crm"]})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let session_token = body["data"]["token"].as_str().unwrap().to_string();
     let old_signing = signing_secret(dev).await;
     server.stop().await;
 
@@ -4108,6 +4119,10 @@ async fn an_environments_secret_key_is_replaced_at_a_start_that_asks_for_it() {
     // A key given without asking for a new one changes nothing.
     let (server, shown) = restart(Vec::new(), Some("not-the-key")).await;
     assert!(shown.is_empty(), "{shown:?}");
+    let (status, body) = Client::new(&server, &session_token)
+        .send("GET", "/connect/session", None)
+        .await;
+    assert_eq!(status, 200, "kept while the key is: {body}");
     assert_eq!(
         Client::new(&server, "not-the-key")
             .send("GET", "/integrations", None)
@@ -4126,6 +4141,10 @@ async fn an_environments_secret_key_is_replaced_at_a_start_that_asks_for_it() {
         .send("GET", "/integrations", None)
         .await;
     assert_eq!(status, 401, "the old key still works");
+    let (status, body) = Client::new(&server, &session_token)
+        .send("GET", "/connect/session", None)
+        .await;
+    assert_eq!(status, 401, "a session of the old key still works: {body}");
     let (status, body) = Client::new(&server, "the-new-dev-key-0003")
         .send("GET", "/integrations/crm", None)
         .await;

@@ -214,11 +214,9 @@ impl Connection {
     /// [`Connection::to_script_json`], with the refresh tokens in the
     /// credentials when `refresh_token` (`getConnection`'s option).
     pub fn to_script_json_with(&self, refresh_token: bool) -> Value {
-        let credentials = if refresh_token {
-            Value::Object(self.credentials.as_map().clone())
-        } else {
-            self.credentials.redacted_for_script()
-        };
+        // The private key a user gave to sign assertions is never shown,
+        // to a script either.
+        let credentials = self.credentials.shown(refresh_token);
         serde_json::json!({
             "id": self.connection_id,
             "connection_id": self.connection_id,
@@ -588,6 +586,37 @@ mod tests {
         .unwrap();
         assert!(!c.redacted_for_script().to_string().contains("\"r\""));
         assert_eq!(shown["raw"]["scope"], "x");
+    }
+
+    #[test]
+    fn a_scripts_connection_never_shows_the_assertion_key() {
+        let c = Connection {
+            connection_id: "c".into(),
+            provider_config_key: "p".into(),
+            provider: "p".into(),
+            credentials: serde_json::from_value(serde_json::json!({
+                "type": "TWO_STEP", "token": "t", "refresh_token": "r",
+                "assertionOption": {"privateKey": "-----BEGIN PRIVATE KEY-----k"},
+            }))
+            .unwrap(),
+            connection_config: Map::new(),
+            metadata: Value::Null,
+            created_at: Utc::now(),
+            updated_at: Utc::now(),
+            end_user: Value::Null,
+            tags: Default::default(),
+            webhook_url_override: None,
+        };
+        for refresh_token in [false, true] {
+            let shown = c.to_script_json_with(refresh_token);
+            assert!(!shown.to_string().contains("PRIVATE KEY"), "{shown}");
+            assert_eq!(shown["credentials"]["token"], "t", "{shown}");
+            assert_eq!(
+                shown["credentials"].get("refresh_token").is_some(),
+                refresh_token,
+                "{shown}"
+            );
+        }
     }
 
     #[tokio::test]

@@ -212,7 +212,17 @@ impl ScriptValidation {
         if errors.is_empty() {
             return Ok(());
         }
-        let meta = serde_json::json!({ which: value, "validation": errors, "model": model });
+        // The value itself when it is small; a large one (its violations
+        // name where they are) is not copied into the log.
+        let shown = value.map(|v| {
+            let text = serde_json::to_string(v).unwrap_or_default();
+            if text.len() <= MAX_VALUE_SHOWN {
+                v.clone()
+            } else {
+                Value::String(format!("({} bytes, not shown)", text.len()))
+            }
+        });
+        let meta = serde_json::json!({ which: shown, "validation": errors, "model": model });
         if self.schema.strict {
             return Err(ScriptError::Sdk(crate::bindings::types::NangoError {
                 code: format!("invalid_action_{which}"),
@@ -227,6 +237,10 @@ impl ScriptValidation {
         Ok(())
     }
 }
+
+/// The largest action input or output (as JSON text) an invalid one's
+/// warning or error shows.
+const MAX_VALUE_SHOWN: usize = 64 * 1024;
 
 /// Finds the action a `triggerAction` names.
 pub trait ScriptDirectory: Send + Sync {

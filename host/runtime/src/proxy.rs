@@ -476,7 +476,19 @@ pub(crate) fn prepare(
                     "Can not set query params in endpoint and in params",
                 ));
             }
+            // Refused before it is encoded into the URL (which may triple
+            // it), as the object form is.
+            if text.len() > MAX_URL_BYTES {
+                return Err(failed(
+                    "invalid_request",
+                    format!(
+                        "params of {} bytes cannot fit in a URL of at most {MAX_URL_BYTES} bytes",
+                        text.len()
+                    ),
+                ));
+            }
             url.set_query(Some(text.trim_start_matches('?')));
+            check_url_length(url.as_str()).map_err(HttpError::Failed)?;
         }
     }
 
@@ -1236,9 +1248,16 @@ fn note_secret(secrets: &mut Vec<String>, s: String) {
     let component = percent_encoded(&s, |b| b"!'()*".contains(&b));
     // The URL parser's in a path: `+`, `/`, `=` and the like as they are.
     let path = percent_encoded(&s, |b| b.is_ascii_graphic() && !b"\"#<>?`{}".contains(&b));
-    // As a JSON text escapes it (`\/`), as some token endpoints answer.
-    let json_escaped = s.replace('/', "\\/");
-    for variant in [s, form, strict, component, path, json_escaped] {
+    // As a JSON string holds it (`\"`, `\\`, `\u0001`), and with `\/`
+    // as well, as some token endpoints answer.
+    let json = serde_json::to_string(&s).unwrap_or_default();
+    let json = json
+        .strip_prefix('"')
+        .and_then(|j| j.strip_suffix('"'))
+        .unwrap_or(&s)
+        .to_string();
+    let json_slashes = json.replace('/', "\\/");
+    for variant in [s, form, strict, component, path, json, json_slashes] {
         if !secrets.contains(&variant) {
             secrets.push(variant);
         }
@@ -2418,6 +2437,58 @@ mod tests {
             Some("2024-01-01T00:00:00Z")
         );
         assert_eq!(capture_first_group("nope (.+)", "something"), None);
+    }
+
+    /// Params too long for a URL are refused before the request is made
+    /// (as text or as an object), as `invalid_request`, which no retry
+    /// repeats.
+    #[test]
+    fn params_longer_than_a_url_are_refused() {
+        let provider = Provider {
+            name: "p".into(),
+            auth_mode: None,
+            proxy: Default::default(),
+            token_url: None,
+            definition: Default::default(),
+        };
+        let connection: Connection = serde_json::from_value(serde_json::json!({
+            "connection_id": "c", "provider_config_key": "p", "provider": "p",
+            "credentials": {"type": "API_KEY", "apiKey": "k"},
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let request = |params: Query| Request {
+            method: Method::Get,
+            endpoint: "/items".into(),
+            headers: vec![],
+            params: Some(params),
+            data: None,
+            retries: 3,
+            retry_on: vec![],
+            retry_header: None,
+            base_url_override: Some("https://api.example.com".into()),
+            decompress: false,
+            provider_config_key: None,
+            connection_id: None,
+        };
+        let long = "é".repeat(40_000);
+        for params in [
+            Query::Text(format!("q={long}")),
+            Query::Text(format!("q={}", "a".repeat(70_000))),
+            Query::Object(serde_json::json!({ "q": long }).to_string().into()),
+        ] {
+            match prepare(&request(params), &provider, &connection) {
+                Err(HttpError::Failed(e)) => assert_eq!(e.code, "invalid_request", "{}", e.message),
+                Err(other) => panic!("{other:?}"),
+                Ok(p) => panic!("prepared a URL of {} bytes", p.url.as_str().len()),
+            }
+        }
+        let ok = prepare(
+            &request(Query::Text("q=a b".into())),
+            &provider,
+            &connection,
+        )
+        .unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(ok.url.as_str(), "https://api.example.com/items?q=a%20b");
     }
 
     #[test]

@@ -99,7 +99,8 @@ impl Validation {
     }
 
     /// The violations of `value` against `model` (empty when it is valid or
-    /// the model has no schema), each as `<path> <problem>`.
+    /// the model has no schema), each as `<path> <problem>`: the first
+    /// [`MAX_ERRORS`], then a line saying checking stopped.
     pub fn check(&self, model: &str, value: &Value) -> Vec<String> {
         let mut errors = Vec::new();
         if let Some(schema) = self.definitions.get(model) {
@@ -120,7 +121,12 @@ impl Validation {
                 &mut steps,
                 &mut errors,
             );
-            if steps.ran_out {
+            if errors.len() >= MAX_ERRORS {
+                errors.truncate(MAX_ERRORS);
+                errors.push(format!(
+                    "/ has at least {MAX_ERRORS} violations: checking stopped there"
+                ));
+            } else if steps.ran_out {
                 errors.push(format!(
                     "/ could not be checked: the schema is too complex for this value \
                      (more than {budget} steps; `anyOf` options within `anyOf` options)"
@@ -147,7 +153,7 @@ impl Validation {
         let Some(schema) = schema.as_object() else {
             return;
         };
-        if probe && !out.is_empty() {
+        if (probe && !out.is_empty()) || out.len() >= MAX_ERRORS {
             return;
         }
         if depth > MAX_DEPTH {
@@ -295,7 +301,7 @@ impl Validation {
                 if let Some(item) = item {
                     self.visit(item, v, &Path::Index(path, i), depth + 1, probe, steps, out);
                 }
-                if probe && !out.is_empty() {
+                if (probe && !out.is_empty()) || out.len() >= MAX_ERRORS {
                     return;
                 }
             }
@@ -305,8 +311,12 @@ impl Validation {
                 for name in fields.keys() {
                     let key = Value::String(name.clone());
                     if self.fits(names, &key, path, depth, steps) == Some(false) {
-                        out.push(format!("{} property name '{name}' must be valid", at(path)));
-                        if probe {
+                        out.push(format!(
+                            "{} property name '{}' must be valid",
+                            at(path),
+                            shown_key(name)
+                        ));
+                        if probe || out.len() >= MAX_ERRORS {
                             return;
                         }
                     }
@@ -326,8 +336,9 @@ impl Validation {
                     Some(s) => self.visit(s, v, &here, depth + 1, probe, steps, out),
                     None => match k.additional_properties {
                         Some(Value::Bool(false)) => out.push(format!(
-                            "{} must NOT have additional properties: '{key}'",
-                            at(path)
+                            "{} must NOT have additional properties: '{}'",
+                            at(path),
+                            shown_key(key)
                         )),
                         Some(extra @ Value::Object(_)) => {
                             self.visit(extra, v, &here, depth + 1, probe, steps, out)
@@ -335,7 +346,7 @@ impl Validation {
                         _ => {}
                     },
                 }
-                if probe && !out.is_empty() {
+                if (probe && !out.is_empty()) || out.len() >= MAX_ERRORS {
                     return;
                 }
             }
@@ -609,6 +620,23 @@ fn number(n: f64) -> String {
     }
 }
 
+/// The most violations [`Validator::check`] lists: a value with thousands
+/// (a long array of the wrong type) is told apart by the first few, and
+/// listing them all would cost the host far more than the value.
+pub const MAX_ERRORS: usize = 20;
+
+/// The most characters of a key a violation shows (keys are the record's
+/// own data in a map model, and may be as long as the record).
+const MAX_KEY_SHOWN: usize = 100;
+
+/// `key`, cut to [`MAX_KEY_SHOWN`] characters (with `…`).
+fn shown_key(key: &str) -> std::borrow::Cow<'_, str> {
+    match key.char_indices().nth(MAX_KEY_SHOWN) {
+        Some((end, _)) => format!("{}…", &key[..end]).into(),
+        None => key.into(),
+    }
+}
+
 /// Where a value is in the record, written out only for a violation.
 enum Path<'a> {
     Root,
@@ -633,7 +661,7 @@ impl Path<'_> {
             Path::Key(parent, k) => {
                 parent.write(out);
                 out.push('/');
-                out.push_str(k);
+                out.push_str(&shown_key(k));
             }
             Path::Index(parent, i) => {
                 parent.write(out);
@@ -724,6 +752,39 @@ mod tests {
 
     /// What zod 4's conversion writes for zero-yaml models, with ajv's
     /// messages; what the `regex` crate cannot compile is not checked.
+    /// A value with violations by the thousand (a long array of the wrong
+    /// type under long keys of a map model) is told by its first ones,
+    /// each naming its place in a bounded line.
+    #[test]
+    fn a_value_with_many_violations_lists_the_first_ones() {
+        let v = Validation::new(
+            &json!({"definitions": {"Input": {"type": "object", "properties": {
+                "m": {"type": "object", "additionalProperties": {"type": "array", "items": {"type": "string"}}},
+            }}}}),
+            false,
+        );
+        let key = "k".repeat(50_000);
+        let bad = json!({"m": {key.clone(): vec![0; 20_000]}});
+        let errors = v.check("Input", &bad);
+        assert_eq!(errors.len(), MAX_ERRORS + 1, "{errors:?}");
+        let shown = format!("/m/{}…/0 must be string", "k".repeat(MAX_KEY_SHOWN));
+        assert_eq!(errors[0], shown);
+        assert!(
+            errors[MAX_ERRORS - 1].ends_with("/19 must be string"),
+            "{errors:?}"
+        );
+        assert_eq!(
+            errors[MAX_ERRORS],
+            format!("/ has at least {MAX_ERRORS} violations: checking stopped there")
+        );
+        // Fewer than the cap: every one, as before.
+        let few = json!({"m": {"a": [0, "x", 1]}});
+        assert_eq!(
+            v.check("Input", &few),
+            ["/m/a/0 must be string", "/m/a/2 must be string"]
+        );
+    }
+
     #[test]
     fn zod_keywords_are_checked() {
         let v = Validation::new(

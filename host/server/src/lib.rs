@@ -395,6 +395,15 @@ impl Server {
         // Whoever held the old key could read the webhook signing secret:
         // it is replaced with the key (when there was one).
         for name in &rotated {
+            // Connect sessions made with the old key end with it.
+            if let Some(env) = store.environment(name) {
+                let ended = api::connect::forget_all(&env).await?;
+                if ended > 0 {
+                    eprintln!(
+                        "sluice: environment `{name}`'s {ended} connect session(s) and flow(s) made with the old key were ended"
+                    );
+                }
+            }
             if let Some(env) = store.environment(name)
                 && env.secret(webhooks::SIGNING_SECRET).await?.is_some()
             {

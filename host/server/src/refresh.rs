@@ -43,6 +43,26 @@ pub(crate) fn expires_after(secs: i64) -> Option<DateTime<Utc>> {
     Utc::now().checked_add_signed(chrono::TimeDelta::try_seconds(secs)?)
 }
 
+/// When an OAuth2 token endpoint's answer says its token expires: its own
+/// `expires_at`, else now plus `expires_in` (seconds, a number or a
+/// numeric string; under a second, or beyond what a date can hold: none).
+/// `None`: the token does not expire. The code exchange and a refresh read
+/// an answer alike.
+pub(crate) fn token_expiry(tokens: &serde_json::Map<String, Value>) -> Option<DateTime<Utc>> {
+    let given_at = tokens
+        .get("expires_at")
+        .and_then(Value::as_str)
+        .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+        .map(|d| d.with_timezone(&Utc));
+    let expires_in = tokens.get("expires_in").and_then(|v| {
+        v.as_f64()
+            .or_else(|| v.as_str().and_then(|s| s.trim().parse::<f64>().ok()))
+            .filter(|secs| secs.is_finite() && *secs >= 1.0 && *secs < 1e12)
+            .map(|secs| secs as i64)
+    });
+    given_at.or_else(|| expires_in.and_then(expires_after))
+}
+
 /// The largest token endpoint answer read (tokens are kilobytes).
 const MAX_TOKEN_RESPONSE: usize = 1 << 20;
 
@@ -568,10 +588,26 @@ impl Connections {
                 .header("content-type", "application/x-www-form-urlencoded")
                 .body(encoded)
         };
+        // An endpoint that echoes the request may show the Basic header:
+        // its base64 is the client secret too.
+        let basic: Vec<String> = if client_secret.is_empty() {
+            Vec::new()
+        } else {
+            let encode =
+                |v: &str| url::form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>();
+            [
+                format!("{client_id}:{client_secret}"),
+                format!("{}:{}", encode(client_id), encode(client_secret)),
+            ]
+            .iter()
+            .map(|pair| base64::Engine::encode(&base64::engine::general_purpose::STANDARD, pair))
+            .collect()
+        };
         let redacted = secrets
             .iter()
             .copied()
-            .chain(Some(client_secret).filter(|s| !s.is_empty()));
+            .chain(Some(client_secret).filter(|s| !s.is_empty()))
+            .chain(basic.iter().map(String::as_str));
         token_answer(request, redacted).await
     }
 
@@ -1376,14 +1412,8 @@ impl Connections {
         if let Some(r) = raw.get("refresh_token").and_then(Value::as_str) {
             creds.insert("refresh_token".into(), Value::String(r.to_string()));
         }
-        match raw.get("expires_in").and_then(|v| {
-            v.as_i64()
-                .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
-        }) {
-            Some(secs) => {
-                let at = expires_after(secs).ok_or_else(|| {
-                    format!("the token endpoint's answer has an expires_in out of range: {secs}")
-                })?;
+        match token_expiry(&raw) {
+            Some(at) => {
                 creds.insert(
                     "expires_at".into(),
                     Value::String(at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),

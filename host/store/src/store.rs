@@ -41,8 +41,10 @@ pub(crate) const FORMAT_2: &[u8] = b"sluice-store 2";
 pub(crate) const FORMAT_1: &[u8] = b"sluice-store 1";
 
 /// An environment's row: what is needed to authenticate it and to open its
-/// secrets. The secret key itself is not stored, only its SHA-256 (keys are
-/// 122 random bits, so a fast hash cannot be brute-forced).
+/// secrets. Requests are checked against the secret key's SHA-256 (keys
+/// are 122 random bits, so a fast hash cannot be brute-forced); the key
+/// itself is kept only sealed, as the environment's secret `SECRET_KEY`
+/// (webhooks to the app are signed with it).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct EnvRow {
     id: Uuid,

@@ -538,7 +538,7 @@ pub async fn get(auth: SessionAuth) -> Json<Value> {
 /// a `token`, a `private_key`) masked, at any depth: the keys stay, so
 /// the Connect UI still takes those fields as given by the app (what the
 /// flow uses is the session's own, never the browser's).
-fn without_secrets(value: Value) -> Value {
+pub(crate) fn without_secrets(value: Value) -> Value {
     match value {
         Value::Object(map) => Value::Object(
             map.into_iter()
@@ -558,6 +558,32 @@ fn without_secrets(value: Value) -> Value {
         Value::Array(items) => Value::Array(items.into_iter().map(without_secrets).collect()),
         other => other,
     }
+}
+
+/// Deletes every connect session of an environment and every browser flow
+/// one started (the environment's secret key was replaced: whoever held
+/// the old one may have made sessions, reconnect sessions included, and
+/// they must not outlive it). Returns how many were deleted.
+pub(crate) async fn forget_all(
+    env: &sluice_store::EnvStore,
+) -> Result<usize, sluice_store::StoreError> {
+    let mut deleted = 0;
+    for collection in [SESSIONS, crate::api::oauth::FLOWS] {
+        loop {
+            let page = env
+                .docs_raw(collection, "", None, 256, false, &mut |_| false)
+                .await?;
+            if page.is_empty() {
+                break;
+            }
+            for (key, _) in &page {
+                if env.delete_doc(collection, key).await? {
+                    deleted += 1;
+                }
+            }
+        }
+    }
+    Ok(deleted)
 }
 
 /// `DELETE /connect/session`: the token stops working.

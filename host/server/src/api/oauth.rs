@@ -36,7 +36,7 @@ use crate::app::{App, EnvState};
 use crate::error::ApiError;
 
 /// The document collection of an environment's OAuth flows under way.
-const FLOWS: &str = "oauth_flows";
+pub(crate) const FLOWS: &str = "oauth_flows";
 
 /// How long a flow waits for its callback.
 const FLOW_TTL: chrono::Duration = chrono::Duration::hours(1);
@@ -533,7 +533,7 @@ pub(crate) fn template_connection(
 /// (302 to the provider's authorization URL).
 pub async fn connect(
     State(app): State<Arc<App>>,
-    axum::extract::Path(key): axum::extract::Path<String>,
+    super::ApiPath(key): super::ApiPath<String>,
     method: axum::http::Method,
     uri: axum::http::Uri,
     headers: HeaderMap,
@@ -715,7 +715,7 @@ fn typed(field: &str, value: &str) -> Result<(), ApiError> {
 /// connection with the user's key.
 pub async fn api_key(
     State(app): State<Arc<App>>,
-    axum::extract::Path(key): axum::extract::Path<String>,
+    super::ApiPath(key): super::ApiPath<String>,
     uri: axum::http::Uri,
     super::JsonBody(body): super::JsonBody<Map<String, Value>>,
 ) -> Result<axum::Json<Value>, ApiError> {
@@ -736,7 +736,7 @@ pub async fn api_key(
 /// password}`, either may be empty).
 pub async fn basic(
     State(app): State<Arc<App>>,
-    axum::extract::Path(key): axum::extract::Path<String>,
+    super::ApiPath(key): super::ApiPath<String>,
     uri: axum::http::Uri,
     super::JsonBody(body): super::JsonBody<Map<String, Value>>,
 ) -> Result<axum::Json<Value>, ApiError> {
@@ -761,7 +761,7 @@ pub async fn basic(
 /// the user's own client; its first token is asked for at once.
 pub async fn client_credentials(
     State(app): State<Arc<App>>,
-    axum::extract::Path(key): axum::extract::Path<String>,
+    super::ApiPath(key): super::ApiPath<String>,
     uri: axum::http::Uri,
     super::JsonBody(body): super::JsonBody<Map<String, Value>>,
 ) -> Result<axum::Json<Value>, ApiError> {
@@ -851,7 +851,7 @@ fn users_credentials(body: Map<String, Value>, kind: &str) -> Result<Value, ApiE
 /// connection; its first token is asked for at once.
 pub async fn two_step(
     State(app): State<Arc<App>>,
-    axum::extract::Path(key): axum::extract::Path<String>,
+    super::ApiPath(key): super::ApiPath<String>,
     uri: axum::http::Uri,
     super::JsonBody(body): super::JsonBody<Map<String, Value>>,
 ) -> Result<axum::Json<Value>, ApiError> {
@@ -865,7 +865,7 @@ pub async fn two_step(
 /// connection; its token is made at once (see [`crate::jwt`]).
 pub async fn jwt(
     State(app): State<Arc<App>>,
-    axum::extract::Path(key): axum::extract::Path<String>,
+    super::ApiPath(key): super::ApiPath<String>,
     uri: axum::http::Uri,
     super::JsonBody(body): super::JsonBody<Map<String, Value>>,
 ) -> Result<axum::Json<Value>, ApiError> {
@@ -878,7 +878,7 @@ pub async fn jwt(
 /// its token is made at once.
 pub async fn signature(
     State(app): State<Arc<App>>,
-    axum::extract::Path(key): axum::extract::Path<String>,
+    super::ApiPath(key): super::ApiPath<String>,
     uri: axum::http::Uri,
     super::JsonBody(body): super::JsonBody<Map<String, Value>>,
 ) -> Result<axum::Json<Value>, ApiError> {
@@ -933,7 +933,7 @@ fn required_fields(
 /// integration's consumer unless the user names their own.
 pub async fn tba(
     State(app): State<Arc<App>>,
-    axum::extract::Path(key): axum::extract::Path<String>,
+    super::ApiPath(key): super::ApiPath<String>,
     uri: axum::http::Uri,
     super::JsonBody(mut body): super::JsonBody<Map<String, Value>>,
 ) -> Result<axum::Json<Value>, ApiError> {
@@ -973,7 +973,7 @@ pub async fn tba(
 /// session is opened at once.
 pub async fn bill(
     State(app): State<Arc<App>>,
-    axum::extract::Path(key): axum::extract::Path<String>,
+    super::ApiPath(key): super::ApiPath<String>,
     uri: axum::http::Uri,
     super::JsonBody(body): super::JsonBody<Map<String, Value>>,
 ) -> Result<axum::Json<Value>, ApiError> {
@@ -989,7 +989,7 @@ pub async fn bill(
 /// of an integration whose provider takes no credentials (`NONE`).
 pub async fn unauthenticated(
     State(app): State<Arc<App>>,
-    axum::extract::Path(key): axum::extract::Path<String>,
+    super::ApiPath(key): super::ApiPath<String>,
     uri: axum::http::Uri,
 ) -> Result<axum::Json<Value>, ApiError> {
     browser_credentials(&app, &key, uri.query(), "NONE", json!({})).await
@@ -1335,7 +1335,8 @@ async fn flow(
             "url_param_err",
             format!(
                 "Missing Connection Config param(s) in Auth request to interpolate url {url}. Provided Connection Config: {}",
-                Value::Object(config.clone())
+                // As `GET /connect/session` shows a session's defaults.
+                crate::api::connect::without_secrets(Value::Object(config.clone()))
             ),
         )
     };
@@ -2576,20 +2577,7 @@ async fn exchange(
     if let Some(r) = tokens.get("refresh_token").and_then(Value::as_str) {
         creds.insert("refresh_token".into(), Value::String(r.to_string()));
     }
-    // The answer's own `expires_at`, else now + `expires_in` (seconds,
-    // a number or a numeric string; 0 or none: the token does not expire).
-    let given_at = tokens
-        .get("expires_at")
-        .and_then(Value::as_str)
-        .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
-        .map(|d| d.with_timezone(&Utc));
-    let expires_in = tokens.get("expires_in").and_then(|v| {
-        v.as_f64()
-            .or_else(|| v.as_str().and_then(|s| s.trim().parse::<f64>().ok()))
-            .filter(|secs| secs.is_finite() && *secs >= 1.0 && *secs < 1e12)
-            .map(|secs| secs as i64)
-    });
-    if let Some(at) = given_at.or_else(|| expires_in.and_then(crate::refresh::expires_after)) {
+    if let Some(at) = tokens.as_object().and_then(crate::refresh::token_expiry) {
         creds.insert(
             "expires_at".into(),
             Value::String(at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
