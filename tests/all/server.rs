@@ -1291,11 +1291,22 @@ async fn runs_report_changes_errors_keep_their_shapes_and_tokens_refresh_once() 
     assert_eq!(import("second").await.0, 201);
     let attempts = flaky_calls.lock().unwrap().len();
     let (seen, body) = dev.poll_async(c3, &location, |s| s != 0).await;
+    // Ended: not a 404, which a poller reads as "not finished".
     assert_eq!(
         (seen.last(), body["error"]["code"].as_str()),
-        (Some(&404), Some("unknown_connection")),
+        (Some(&500), Some("unknown_connection")),
         "{body}"
     );
+    // Its id in capitals is the same action.
+    let (status, upper) = dev
+        .send_as(
+            c3,
+            "GET",
+            &location.to_uppercase().replace("/ACTION/", "/action/"),
+            None,
+        )
+        .await;
+    assert_eq!((status, &upper), (500, &body));
     assert_eq!(
         flaky_calls.lock().unwrap().len(),
         attempts,

@@ -217,12 +217,15 @@ pub async fn run(
 /// running.
 pub async fn status(Env(env): Env, ApiPath(id): ApiPath<String>) -> ApiResult<Response> {
     // An id is a UUID, as the original checks it (400 before any lookup).
-    if id.len() != 36 || uuid::Uuid::parse_str(&id).is_err() {
+    let Some(parsed) = uuid::Uuid::parse_str(&id).ok().filter(|_| id.len() == 36) else {
         return Err(ApiError::bad_request(
             "invalid_uri_params",
             format!("`{id}` is not an async action's id (a UUID)"),
         ));
-    }
+    };
+    // Stored as written when made (lower case); a UUID in capitals is the
+    // same one.
+    let id = parsed.hyphenated().to_string();
     let a: AsyncAction = env
         .store
         .doc(ASYNC_ACTIONS, &id)
@@ -232,9 +235,13 @@ pub async fn status(Env(env): Env, ApiPath(id): ApiPath<String>) -> ApiResult<Re
         "succeeded" => Ok(Json(a.output.unwrap_or(Value::Null)).into_response()),
         "failed" => {
             let e = a.error.unwrap_or(Value::Null);
+            // A 404 would read as "not finished yet" to a poller (the
+            // action, integration or connection gone by the time it ran):
+            // an action that ended answers 500 then, with its own code.
             let status = e["status"]
                 .as_u64()
                 .and_then(|s| StatusCode::from_u16(s as u16).ok())
+                .filter(|s| *s != StatusCode::NOT_FOUND)
                 .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             let mut err = ApiError::new(
                 status,

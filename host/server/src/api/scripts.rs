@@ -33,6 +33,10 @@ pub async fn config(Env(env): Env, RawQuery(raw): RawQuery) -> ApiResult<Json<Va
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let mut out = Vec::new();
     for i in &config.integrations {
+        // An integration's own models (zero-yaml: two integrations may
+        // each have a model of one name), else the project's.
+        let own = d.catalog.own_definitions(&i.provider_config_key);
+        let definitions = own.unwrap_or(&definitions);
         let provider = env
             .store
             .integration(&i.provider_config_key)
@@ -47,7 +51,7 @@ pub async fn config(Env(env): Env, RawQuery(raw): RawQuery) -> ApiResult<Json<Va
                       scopes: &[String],
                       version: &str| {
             let used: Vec<&str> = models.iter().chain(input).map(String::as_str).collect();
-            let defs = closure(&definitions, &used);
+            let defs = closure(definitions, &used);
             let mut script = json!({
                 "name": name,
                 "type": kind,
@@ -69,7 +73,7 @@ pub async fn config(Env(env): Env, RawQuery(raw): RawQuery) -> ApiResult<Json<Va
                     "definitions": defs,
                 },
                 "sdk_version": null,
-                "models": models.iter().map(|m| json!({"name": m, "fields": fields(config, &definitions, m)})).collect::<Vec<_>>(),
+                "models": models.iter().map(|m| json!({"name": m, "fields": fields(own.is_none().then_some(config), definitions, m)})).collect::<Vec<_>>(),
                 "features": [],
             });
             // Left out when there is none, as the original's.
@@ -132,9 +136,7 @@ pub async fn config(Env(env): Env, RawQuery(raw): RawQuery) -> ApiResult<Json<Va
     if !openai {
         return Ok(Json(Value::Array(out)));
     }
-    Ok(Json(
-        json!({ "data": openai_functions(&out, &definitions) }),
-    ))
+    Ok(Json(json!({ "data": openai_functions(&out) })))
 }
 
 /// The definitions `roots` refer to, and those they refer to in turn.
@@ -172,7 +174,7 @@ fn refs(v: &Value, out: &mut Vec<String>) {
 /// The original's OpenAI shape: a sync takes no parameters; an action's
 /// are its input model's properties, each described by a `- name: text`
 /// line of the action's description when it has one.
-fn openai_functions(configs: &[Value], definitions: &Map<String, Value>) -> Vec<Value> {
+fn openai_functions(configs: &[Value]) -> Vec<Value> {
     let mut functions = Vec::new();
     for c in configs {
         let provider = c["provider"]
@@ -189,7 +191,10 @@ fn openai_functions(configs: &[Value], definitions: &Map<String, Value>) -> Vec<
         }
         for a in c["actions"].as_array().into_iter().flatten() {
             let name = a["name"].as_str().unwrap_or_default();
-            let input = a["input"].as_str().and_then(|m| definitions.get(m));
+            // From the action's own schema (its integration's models).
+            let input = a["input"]
+                .as_str()
+                .and_then(|m| a["json_schema"]["definitions"].get(m));
             let mut properties = input
                 .and_then(|i| i["properties"].as_object())
                 .cloned()
@@ -229,11 +234,11 @@ fn non_empty(v: &Value) -> Option<String> {
 /// models are JSON schemas, each property's schema type (or the model it
 /// names).
 fn fields(
-    config: &sluice_nango_yaml::NangoYaml,
+    config: Option<&sluice_nango_yaml::NangoYaml>,
     definitions: &Map<String, Value>,
     model: &str,
 ) -> Vec<Value> {
-    if let Some(m) = config.model(model) {
+    if let Some(m) = config.and_then(|c| c.model(model)) {
         return m
             .fields
             .iter()
@@ -293,17 +298,18 @@ mod tests {
             "Item": {"type": "object"},
             "Other": {"type": "object"},
         });
-        let definitions = definitions.as_object().unwrap();
         let configs = [json!({
             "providerConfigKey": "gh",
             "provider": "github",
             "syncs": [{"name": "issues", "description": ""}],
             "actions": [
-                {"name": "search", "description": "Searches.\n- q: what to look for\n  - n : how many\n- absent: nothing", "input": "Query"},
+                {"name": "search", "description": "Searches.\n- q: what to look for\n  - n : how many\n- absent: nothing", "input": "Query",
+                    "json_schema": {"definitions": {"Query": definitions["Query"]}}},
                 {"name": "ping", "description": ""},
             ],
         })];
-        let f = openai_functions(&configs, definitions);
+        let definitions = definitions.as_object().unwrap();
+        let f = openai_functions(&configs);
         assert_eq!(f[0]["description"], "Execute the issues sync for github");
         assert_eq!(f[0]["parameters"]["properties"], json!({}));
         assert_eq!(

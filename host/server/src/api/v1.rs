@@ -275,10 +275,62 @@ fn own_schemas() -> [(String, Value); 2] {
     ]
 }
 
+/// An operation's id, unique in the document as OpenAPI requires:
+/// `{integration}-{script}`, with the script's kind when a sync and an
+/// action share a name (or keys and names run together alike), then a
+/// number.
+fn operation_id(
+    used: &mut std::collections::HashSet<String>,
+    pck: &str,
+    name: &str,
+    kind: &str,
+) -> String {
+    let plain = format!("{pck}-{name}");
+    let mut id = plain.clone();
+    if used.contains(&id) {
+        id = format!("{plain}-{kind}");
+    }
+    let mut n = 2;
+    while used.contains(&id) {
+        id = format!("{plain}-{kind}-{n}");
+        n += 1;
+    }
+    used.insert(id.clone());
+    id
+}
+
+/// A record of `model` as the records API answers it: the model with
+/// `_nango_metadata` among its properties, a schema of its own (an
+/// `allOf` of the model and the metadata would refuse every record when
+/// the model allows no additional properties, as models do), made once;
+/// an `allOf` for a model that is not an object of properties.
+fn record_ref(schemas: &mut Map<String, Value>, prefix: &str, model: &str) -> Value {
+    let name = format!("{prefix}{model}");
+    let record = format!("sluice.Record.{name}");
+    let metadata = json!({ "$ref": format!("#/components/schemas/{RECORD_METADATA}") });
+    if !schemas.contains_key(&record) {
+        let mut schema = schemas.get(&name).cloned().unwrap_or(Value::Null);
+        let Some(properties) = schema.get_mut("properties").and_then(Value::as_object_mut) else {
+            return json!({ "allOf": [
+                { "$ref": format!("#/components/schemas/{name}") },
+                { "type": "object", "required": ["_nango_metadata"], "properties": { "_nango_metadata": metadata } }
+            ]});
+        };
+        properties.insert("_nango_metadata".into(), metadata);
+        match schema.get_mut("required").and_then(Value::as_array_mut) {
+            Some(required) => required.push(json!("_nango_metadata")),
+            None => schema["required"] = json!(["_nango_metadata"]),
+        }
+        schemas.insert(record.clone(), schema);
+    }
+    json!({ "$ref": format!("#/components/schemas/{record}") })
+}
+
 /// The OpenAPI document of a deployment's catalog.
 fn document(catalog: Option<&sluice_project::catalog::Catalog>, env: &str, version: &str) -> Value {
     let mut paths = Map::new();
     let mut schemas: Map<String, Value> = own_schemas().into_iter().collect();
+    let mut operation_ids = std::collections::HashSet::new();
     if let Some(catalog) = catalog {
         let config = &catalog.config;
         let schema = catalog.schema();
@@ -341,7 +393,7 @@ fn document(catalog: Option<&sluice_project::catalog::Catalog>, env: &str, versi
                     parameters.extend(records_query());
                     let op = json!({
                         "summary": s.description,
-                        "operationId": format!("{}-{}", i.provider_config_key, s.name),
+                        "operationId": operation_id(&mut operation_ids, &i.provider_config_key, &s.name, "sync"),
                         "tags": [i.provider_config_key],
                         "parameters": parameters,
                         "responses": {
@@ -349,14 +401,7 @@ fn document(catalog: Option<&sluice_project::catalog::Catalog>, env: &str, versi
                                 "type": "object",
                                 "required": ["records", "next_cursor"],
                                 "properties": {
-                                    "records": { "type": "array", "items": { "allOf": [
-                                        model_ref(model),
-                                        {
-                                            "type": "object",
-                                            "required": ["_nango_metadata"],
-                                            "properties": { "_nango_metadata": { "$ref": format!("#/components/schemas/{RECORD_METADATA}") } }
-                                        }
-                                    ]}},
+                                    "records": { "type": "array", "items": record_ref(&mut schemas, &prefix, model) },
                                     "next_cursor": { "type": ["string", "null"] }
                                 }
                             }}}},
@@ -376,7 +421,7 @@ fn document(catalog: Option<&sluice_project::catalog::Catalog>, env: &str, versi
                 ]);
                 let mut op = json!({
                     "summary": a.description,
-                    "operationId": format!("{}-{}", i.provider_config_key, a.name),
+                    "operationId": operation_id(&mut operation_ids, &i.provider_config_key, &a.name, "action"),
                     "tags": [i.provider_config_key],
                     "parameters": parameters,
                     "responses": {
@@ -481,13 +526,58 @@ models:
             &doc["paths"]["/v1/users"]["get"]["responses"]["200"],
             &mut names,
         );
-        // Each integration's model, beside the records' metadata.
-        names.retain(|n| n != RECORD_METADATA);
+        // Each integration's model as a record: its properties and the
+        // records' metadata (an `allOf` of the two would refuse every
+        // record, the model allowing no other properties).
         assert_eq!(names.len(), 2, "{doc}");
         let schemas = &doc["components"]["schemas"];
-        let shown: Vec<&Value> = names.iter().map(|n| &schemas[n.as_str()]).collect();
-        assert!(shown.contains(&&user("email")), "{doc}");
-        assert!(shown.contains(&&user("avatar_url")), "{doc}");
+        let shown: Vec<Value> = names
+            .iter()
+            .map(|n| {
+                let mut record = schemas[n.as_str()].clone();
+                assert_eq!(record["required"], json!(["_nango_metadata"]), "{record}");
+                let metadata = record["properties"]
+                    .as_object_mut()
+                    .and_then(|p| p.remove("_nango_metadata"));
+                assert_eq!(
+                    metadata,
+                    Some(json!({"$ref": format!("#/components/schemas/{RECORD_METADATA}")}))
+                );
+                record.as_object_mut().map(|r| r.remove("required"));
+                record
+            })
+            .collect();
+        assert!(shown.contains(&user("email")), "{doc}");
+        assert!(shown.contains(&user("avatar_url")), "{doc}");
+        // The models themselves are documented unchanged.
+        assert_eq!(schemas["asana.User"], user("email"), "{doc}");
+    }
+
+    /// A sync and an action of one name (zero-yaml allows it), and keys
+    /// and names that run together alike, get operation ids of their own.
+    #[test]
+    fn operation_ids_are_unique() {
+        let mut used = std::collections::HashSet::new();
+        let ids: Vec<String> = [
+            ("gitlab", "issues", "sync"),
+            ("gitlab", "issues", "action"),
+            ("a-b", "c", "sync"),
+            ("a", "b-c", "sync"),
+            ("a", "b-c", "sync"),
+        ]
+        .into_iter()
+        .map(|(pck, name, kind)| operation_id(&mut used, pck, name, kind))
+        .collect();
+        assert_eq!(
+            ids,
+            [
+                "gitlab-issues",
+                "gitlab-issues-action",
+                "a-b-c",
+                "a-b-c-sync",
+                "a-b-c-sync-2"
+            ]
+        );
     }
 
     #[test]
