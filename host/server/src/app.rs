@@ -66,6 +66,11 @@ pub struct EnvState {
     /// Changes of the active deployment and of the environment variables
     /// happen one at a time (each writes the store, then memory).
     pub config_lock: tokio::sync::Mutex<()>,
+    /// The environment's deploys run one at a time, from reading what
+    /// they merge into to their answer (so one environment compiles one
+    /// deploy at a time, and a deploy of part of a project merges into
+    /// what the one before it deployed).
+    pub deploy_lock: tokio::sync::Mutex<()>,
     /// Creating a connection (shared), and updating or deleting an
     /// integration (exclusive): a deletion that found no connection cannot
     /// race with one being created (left without its integration), nor an
@@ -363,6 +368,7 @@ impl App {
                 schedules_lock: tokio::sync::Mutex::new(()),
                 runs: Default::default(),
                 config_lock: tokio::sync::Mutex::new(()),
+                deploy_lock: tokio::sync::Mutex::new(()),
                 integrations_lock: tokio::sync::RwLock::new(()),
                 integrations_created: tokio::sync::Mutex::new(()),
                 variants_lock: tokio::sync::Mutex::new(()),

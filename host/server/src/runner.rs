@@ -1165,7 +1165,7 @@ pub async fn drive_async_action(
         a.status = "running".into();
         a.attempts += 1;
         a.updated_at = Utc::now();
-        let _ = env.store.put_doc(ASYNC_ACTIONS, &a.id, &a).await;
+        save_async_action(&app, &env, &a).await;
         let outcome = run_action_for(
             &app,
             &env,
@@ -1202,7 +1202,7 @@ pub async fn drive_async_action(
                 // five minutes. The state says what is coming meanwhile.
                 a.status = "pending".into();
                 a.updated_at = Utc::now();
-                let _ = env.store.put_doc(ASYNC_ACTIONS, &a.id, &a).await;
+                save_async_action(&app, &env, &a).await;
                 let wait = app
                     .config
                     .action_retry_base
@@ -1215,10 +1215,38 @@ pub async fn drive_async_action(
         }
         a.updated_at = Utc::now();
         a.webhook_queued = false;
-        let _ = env.store.put_doc(ASYNC_ACTIONS, &a.id, &a).await;
-        queue_completion(&app, &env, a).await;
+        // The app hears of the end only once it is stored: an end the
+        // store refused leaves the action running there, and the next
+        // start runs it again (telling the app now would tell it twice).
+        if save_async_action(&app, &env, &a).await {
+            queue_completion(&app, &env, a).await;
+        }
         return;
     }
+}
+
+/// Stores an async action's state, tried four times over a few seconds
+/// (a store refusing writes for a moment); `false`, and the operator
+/// told, when it could not be.
+async fn save_async_action(app: &App, env: &EnvState, a: &AsyncAction) -> bool {
+    let mut wait = std::time::Duration::from_millis(500);
+    for attempt in 1..=4 {
+        match env.store.put_doc(ASYNC_ACTIONS, &a.id, a).await {
+            Ok(()) => return true,
+            Err(e) if attempt == 4 => app.config.events.say(&format!(
+                "{}: async action {} ({}) could not be stored as {} ({e}); the next start runs it again if it is not",
+                env.name(),
+                a.id,
+                a.action,
+                a.status
+            )),
+            Err(_) => {
+                tokio::time::sleep(wait).await;
+                wait *= 2;
+            }
+        }
+    }
+    false
 }
 
 /// Queues an ended async action's webhook and notes that it is queued.

@@ -32,6 +32,13 @@ const MAX_DEFINITIONS_BYTES: usize = 8 << 20;
 /// Deploys whose definitions are checked at once.
 static DEFINITION_CHECKS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
 
+/// Deploys compiling at once, all environments together (a Cranelift
+/// compile of a TypeScript component takes every core and half a GB):
+/// two, and each environment compiles one deploy at a time
+/// ([`EnvState::deploy_lock`]), so one environment's deploys never hold
+/// up every other's.
+static COMPILES: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+
 /// The length of `v` serialized, counted without writing it out (it stops
 /// counting a little past the bound).
 fn json_len(v: &[Value]) -> usize {
@@ -245,6 +252,7 @@ pub async fn deploy(
     // A deploy of part of a project (`sluice deploy -i/-s/-a`) is merged
     // into the active deployment: the rest of it stays as deployed.
     let scoped = manifest.scope.is_some();
+    let _deploying = env.deploy_lock.lock().await;
     // Only a merge makes them (from what was deployed).
     manifest.script_versions.clear();
     let base = if scoped {
@@ -272,7 +280,7 @@ pub async fn deploy(
     }
     // Parsing and merging the definitions is CPU work and memory: off the
     // request threads, one deploy's at a time.
-    let _one_check = DEFINITION_CHECKS.acquire().await;
+    let one_check = DEFINITION_CHECKS.acquire().await;
     let manifest = tokio::task::spawn_blocking(move || {
         let manifest = manifest.merged(base.as_ref().map(|d| &d.manifest))?;
         manifest.check_new()?;
@@ -281,18 +289,21 @@ pub async fn deploy(
     .await
     .map_err(|e| ApiError::internal(format!("the deploy's check stopped: {e}")))?
     .map_err(|e| ApiError::bad_request("invalid_deploy", e.to_string()))?;
+    drop(one_check);
     let blobs = {
         let _gate = app.components_gate.read().await;
         gather(&app, &manifest, Some(&env)).await?
     };
+    let compiling = COMPILES.acquire().await;
     let mut deployed = compile(&app, manifest.clone(), blobs.clone()).await?;
+    drop(compiling);
     // Only now, with everything checked and compiled, is anything written:
     // the components first (a reclaim during the compile may have deleted
     // one), then, before any reclaim can run again, the deployment naming
     // them. One deploy or rollback at a time (two would take the same
     // version).
     let gate = app.components_gate.read().await;
-    keep_blobs(&app, &blobs).await?;
+    keep_blobs(&app, &env, &blobs).await?;
     let one_at_a_time = env.config_lock.lock().await;
     if scoped && active_doc(&env).await?.map(|d| d.version) != base_version {
         return Err(ApiError::new(
@@ -372,10 +383,18 @@ async fn prune_versions(app: &App, env: &EnvState, active: u64) -> ApiResult<usi
 /// Writes back any of a deploy's components that a [`reclaim`] deleted
 /// while it compiled (the caller holds `components_gate`, so none goes
 /// again before its deployment names it).
-async fn keep_blobs(app: &App, blobs: &Blobs) -> ApiResult<()> {
+async fn keep_blobs(app: &App, env: &EnvState, blobs: &Blobs) -> ApiResult<()> {
     for (sha, bytes) in blobs.iter() {
         if !app.store.has_blob(sha).await? {
             app.store.put_blob(bytes).await?;
+        }
+        // And the environment's record of it, which that reclaim may have
+        // deleted too: a later deploy of part of the project, naming it
+        // without uploading it again, finds it. The record, then its time
+        // (see `put_component`).
+        if env.store.doc::<Value>(UPLOADED, sha).await?.is_none() {
+            env.store.put_doc(UPLOADED, sha, &true).await?;
+            env.store.put_doc(UPLOAD_TIMES, sha, &Utc::now()).await?;
         }
     }
     Ok(())
@@ -525,7 +544,9 @@ pub async fn activate(
         let blobs = gather(&app, &doc.manifest, None).await?;
         (doc, blobs)
     };
+    let compiling = COMPILES.acquire().await;
     let mut deployed = compile(&app, doc.manifest.clone(), blobs.clone()).await?;
+    drop(compiling);
     deployed.version = version;
     deployed.created_at = doc.created_at;
     let gate = app.components_gate.read().await;
@@ -542,7 +563,7 @@ pub async fn activate(
             format!("no deployment {version}"),
         ));
     }
-    keep_blobs(&app, &blobs).await?;
+    keep_blobs(&app, &env, &blobs).await?;
     env.store.put_doc(ACTIVE, "version", &version).await?;
     drop(gate);
     env.set_deployment(Arc::new(deployed));
