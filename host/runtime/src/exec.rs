@@ -562,17 +562,13 @@ pub struct Report {
     /// a URL gives them: what is stored or logged of it is redacted with
     /// them ([`Report::redact`], [`Report::logged_error`]); the outcome
     /// itself is as the script left it, for the app that called it.
-    pub secrets: Vec<String>,
+    pub secrets: crate::proxy::Secrets,
 }
 
 impl Report {
     /// `text` with the execution's connection secrets as `***`.
     pub fn redact(&self, text: &str) -> String {
-        if self.secrets.is_empty() {
-            text.to_string()
-        } else {
-            crate::proxy::redact(&self.secrets, text)
-        }
+        self.secrets.redact(text)
     }
 
     /// The failure as the logs and the history keep it: its texts redacted
@@ -714,7 +710,7 @@ impl Report {
             fuel_consumed: 0,
             memory_bytes: 0,
             duration: started.elapsed(),
-            secrets: Vec::new(),
+            secrets: Default::default(),
         }
     }
 }

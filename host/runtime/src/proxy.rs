@@ -1209,8 +1209,70 @@ impl Sender for HostState {
     }
 }
 
+/// Secret values, each with the forms a URL or a JSON text gives it
+/// ([`note_secret`]), to be shown as `***`: one pass over a text finds
+/// them all (an automaton built once for what is noted), so redacting
+/// costs the text's length, not the text's length times the secrets'
+/// number (a TWO_STEP connection's every value is a secret).
+#[derive(Debug, Clone, Default)]
+pub struct Secrets {
+    list: Vec<String>,
+    seen: std::collections::HashSet<String>,
+    matcher: std::sync::OnceLock<Option<aho_corasick::AhoCorasick>>,
+}
+
+impl Secrets {
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    fn push(&mut self, s: String) {
+        if !s.is_empty() && self.seen.insert(s.clone()) {
+            self.list.push(s);
+            self.matcher = std::sync::OnceLock::new();
+        }
+    }
+
+    /// Adds `other`'s secrets (a nested action's, whose failure its
+    /// caller passes on).
+    pub fn extend(&mut self, other: &Secrets) {
+        for s in &other.list {
+            self.push(s.clone());
+        }
+    }
+
+    /// `text` with every secret replaced by `***` (the longest where two
+    /// start at one place).
+    pub fn redact(&self, text: &str) -> String {
+        if self.list.is_empty() {
+            return text.to_string();
+        }
+        let matcher = self.matcher.get_or_init(|| {
+            aho_corasick::AhoCorasick::builder()
+                .match_kind(aho_corasick::MatchKind::LeftmostLongest)
+                .build(&self.list)
+                .ok()
+        });
+        match matcher {
+            Some(m) => m.replace_all(text, &vec!["***"; self.list.len()]),
+            // Beyond what the automaton takes: one secret at a time,
+            // longest first, so a short secret inside a longer one does
+            // not cut the longer one into pieces that are then not found.
+            None => {
+                let mut order: Vec<&String> = self.list.iter().collect();
+                order.sort_by_key(|s| std::cmp::Reverse(s.len()));
+                let mut out = text.to_string();
+                for s in order {
+                    out = out.replace(s.as_str(), "***");
+                }
+                out
+            }
+        }
+    }
+}
+
 /// Notes a connection's secrets for [`redact`] (see [`note_secret`]).
-fn note_secrets(secrets: &mut Vec<String>, c: &Connection) {
+fn note_secrets(secrets: &mut Secrets, c: &Connection) {
     for s in c.credentials.secrets() {
         note_secret(secrets, s);
     }
@@ -1231,17 +1293,17 @@ fn note_secrets(secrets: &mut Vec<String>, c: &Connection) {
 /// as a URL carries it, replaced by `***` (what a log line or an error
 /// message must not show: a refresh token, a client secret).
 pub fn redact_values<'a>(text: &str, values: impl IntoIterator<Item = &'a str>) -> String {
-    let mut secrets = Vec::new();
+    let mut secrets = Secrets::default();
     for v in values.into_iter().filter(|v| v.len() >= 4) {
         note_secret(&mut secrets, v.to_string());
     }
-    redact(&secrets, text)
+    secrets.redact(text)
 }
 
 /// Notes a secret for [`redact`], also as a URL carries it: a key put in a
 /// query (`api_key=${apiKey}`) is form-encoded there (`Sk+k/y==` is
 /// `Sk%2Bk%2Fy%3D%3D`), in a path percent-encoded.
-fn note_secret(secrets: &mut Vec<String>, s: String) {
+fn note_secret(secrets: &mut Secrets, s: String) {
     let form: String = url::form_urlencoded::byte_serialize(s.as_bytes()).collect();
     let strict = percent_encoded(&s, |_| false);
     // `encodeURIComponent`'s, which a script may build a URL with.
@@ -1258,9 +1320,7 @@ fn note_secret(secrets: &mut Vec<String>, s: String) {
         .to_string();
     let json_slashes = json.replace('/', "\\/");
     for variant in [s, form, strict, component, path, json, json_slashes] {
-        if !secrets.contains(&variant) {
-            secrets.push(variant);
-        }
+        secrets.push(variant);
     }
 }
 
@@ -1278,16 +1338,8 @@ fn percent_encoded(text: &str, keep: impl Fn(u8) -> bool) -> String {
     out
 }
 
-pub(crate) fn redact(secrets: &[String], text: &str) -> String {
-    // Longest first: a short secret inside a longer one must not cut the
-    // longer one into pieces that are then not found.
-    let mut order: Vec<&String> = secrets.iter().collect();
-    order.sort_by_key(|s| std::cmp::Reverse(s.len()));
-    let mut out = text.to_string();
-    for s in order {
-        out = out.replace(s.as_str(), "***");
-    }
-    out
+pub(crate) fn redact(secrets: &Secrets, text: &str) -> String {
+    secrets.redact(text)
 }
 
 /// Sends a request for the running script, with retries.
@@ -1559,7 +1611,7 @@ pub async fn send_for_app(
     let mut sender = AppSender {
         services,
         delays: (config.retry_base_delay, config.retry_max_delay),
-        secrets: Vec::new(),
+        secrets: Secrets::default(),
         logs: Vec::new(),
     };
     let outcome = send_as(&mut sender, connection, max_response_bytes, &request).await;
@@ -1582,7 +1634,7 @@ pub async fn send_for_app(
 struct AppSender {
     services: Arc<Services>,
     delays: (Duration, Duration),
-    secrets: Vec<String>,
+    secrets: Secrets,
     logs: Vec<LogEntry>,
 }
 
@@ -2113,7 +2165,7 @@ mod tests {
             "credentials": {"type": "API_KEY", "apiKey": "Sk+SECRET/key= é"}
         }))
         .unwrap();
-        let mut secrets = Vec::new();
+        let mut secrets = Secrets::default();
         note_secrets(&mut secrets, &c);
         let mut url = Url::parse("https://a.com/x").unwrap();
         set_query(&mut url, &[("api_key".into(), "Sk+SECRET/key= é".into())]);
@@ -2146,6 +2198,29 @@ mod tests {
             redact_values("token abcdefgh and abcd", ["abcd", "abcdefgh"]),
             "token *** and ***"
         );
+        // A JSON string's escapes of a quote and a backslash.
+        assert_eq!(
+            redact_values(r#"{"s":"se\"cr\\et"}"#, [r#"se"cr\et"#]),
+            r#"{"s":"***"}"#
+        );
+        // A connection whose every value is a secret (TWO_STEP): thousands,
+        // each found, a nested action's added to its caller's.
+        let values: Vec<String> = (0..2_000).map(|i| format!("value-{i:05}")).collect();
+        let c: Connection = serde_json::from_value(serde_json::json!({
+            "connection_id": "c", "provider_config_key": "p", "provider": "p",
+            "credentials": {"type": "TWO_STEP", "k": values}
+        }))
+        .unwrap();
+        let mut many = Secrets::default();
+        note_secrets(&mut many, &c);
+        let text: String = (0..2_000)
+            .rev()
+            .map(|i| format!("[value-{i:05}]"))
+            .collect();
+        assert_eq!(many.redact(&text), "[***]".repeat(2_000));
+        let mut caller = Secrets::default();
+        caller.extend(&many);
+        assert_eq!(caller.redact("x value-01999 y"), "x *** y");
     }
 
     #[test]

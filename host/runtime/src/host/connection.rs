@@ -407,11 +407,7 @@ impl HostState {
         let burnt = report.fuel_consumed;
         // Its connection's secrets are the caller's to redact too: its
         // failure, passed on, may quote them.
-        for s in &report.secrets {
-            if !self.secrets.contains(s) {
-                self.secrets.push(s.clone());
-            }
-        }
+        self.secrets.extend(&report.secrets);
         // Its log lines (its requests among them) are the caller's too,
         // each marked with the action, within the caller's cap: the
         // caller's execution is the one the history keeps.

@@ -151,11 +151,7 @@ impl HostState {
                 at: chrono::Utc::now(),
                 level,
                 source: LogSource::User,
-                message: truncate_message(if secrets.is_empty() {
-                    line.to_string()
-                } else {
-                    crate::proxy::redact(&secrets, line)
-                }),
+                message: truncate_message(secrets.redact(line)),
                 meta: None,
             };
             for (i, line) in head.iter().enumerate() {

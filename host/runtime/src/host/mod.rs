@@ -47,7 +47,7 @@ pub struct HostState {
     pub(crate) stdout: CapturedOutput,
     pub(crate) stderr: CapturedOutput,
     /// Secrets to scrub from logged URLs and headers.
-    pub(crate) secrets: Vec<String>,
+    pub(crate) secrets: crate::proxy::Secrets,
     /// The provider of the execution's own connection, read before the
     /// guest starts (`info()` is synchronous).
     pub(crate) provider: Option<String>,
@@ -109,7 +109,7 @@ impl HostState {
             connection_cache: HashMap::new(),
             stdout,
             stderr,
-            secrets: Vec::new(),
+            secrets: Default::default(),
             provider: None,
             deadline,
             last_page: None,
