@@ -989,13 +989,48 @@ pub fn http_error_body(data: &Value) -> Value {
     }
 }
 
+/// The largest error payload a script's failure keeps whole (an
+/// `ActionError`'s, an SDK error's, what it threw, an upstream's error
+/// body): parsed, JSON takes tens of times its text, and a failure is
+/// copied into the history, the logs and the answer. A larger one is
+/// kept as its start, in a message saying so.
+pub const MAX_ERROR_JSON: usize = 1 << 20;
+
+/// A failure's payload, the script's JSON parsed as [`parse_output`] does
+/// when it is at most [`MAX_ERROR_JSON`].
+fn error_json(json: &[u8]) -> Value {
+    if json.len() <= MAX_ERROR_JSON {
+        return parse_output(json);
+    }
+    serde_json::json!({
+        "message": format!(
+            "the error's payload is {} bytes, more than the {MAX_ERROR_JSON} a failure keeps; its start: {}",
+            json.len(),
+            String::from_utf8_lossy(&json[..json.len().min(1024)])
+        )
+    })
+}
+
+/// A text the script gave with its failure, cut to [`MAX_ERROR_JSON`].
+fn bounded_text(mut text: String) -> String {
+    if text.len() > MAX_ERROR_JSON {
+        let mut end = MAX_ERROR_JSON;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push('…');
+    }
+    text
+}
+
 /// The original runner's error normalisation.
 pub(crate) fn failure_from(error: ScriptError) -> ScriptFailure {
     match error {
         ScriptError::ActionError(payload) => ScriptFailure {
             error_type: "action_script_runtime_error".into(),
             message: "action script runtime error".into(),
-            payload: payload.as_deref().map(parse_output).unwrap_or(Value::Null),
+            payload: payload.as_deref().map(error_json).unwrap_or(Value::Null),
             status: 500,
             upstream_response: None,
         },
@@ -1009,12 +1044,8 @@ pub(crate) fn failure_from(error: ScriptError) -> ScriptFailure {
                 500
             },
             error_type: e.code,
-            message: e.message,
-            payload: e
-                .payload
-                .as_deref()
-                .map(parse_output)
-                .unwrap_or(Value::Null),
+            message: bounded_text(e.message),
+            payload: e.payload.as_deref().map(error_json).unwrap_or(Value::Null),
             upstream_response: None,
         },
         ScriptError::Http(response) => {
@@ -1035,6 +1066,7 @@ pub(crate) fn failure_from(error: ScriptError) -> ScriptFailure {
             upstream_response: None,
         },
         ScriptError::Internal(message) => {
+            let message = bounded_text(message);
             let payload = error_payload(&message);
             // An error thrown with a code comes as its JSON; it reads as
             // any other error, `Name: message`.
@@ -1113,14 +1145,63 @@ fn error_payload(message: &str) -> Value {
     serde_json::json!({ "name": name, "message": text })
 }
 
-/// `{status, headers, data}` of an upstream response, body parsed when JSON.
+/// `{status, headers, data}` of an upstream response that failed the
+/// script, body parsed when JSON; a body over [`MAX_ERROR_JSON`] is kept
+/// as the text of its start.
 pub(crate) fn response_json(r: &Response) -> Value {
-    let data = serde_json::from_slice::<Value>(&r.body)
-        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&r.body).into_owned()));
+    let data = if r.body.len() > MAX_ERROR_JSON {
+        Value::String(bounded_text(
+            String::from_utf8_lossy(&r.body[..r.body.len().min(MAX_ERROR_JSON + 4)]).into_owned(),
+        ))
+    } else {
+        serde_json::from_slice::<Value>(&r.body)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&r.body).into_owned()))
+    };
     let headers: serde_json::Map<String, Value> = r
         .headers
         .iter()
         .map(|(k, v)| (k.clone(), Value::String(v.clone())))
         .collect();
     serde_json::json!({ "status": r.status, "headers": headers, "data": data })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A failure's payload past [`MAX_ERROR_JSON`] (an `ActionError` of a
+    /// huge value, an upstream error body of megabytes) is kept as its
+    /// start in a message; one within it whole.
+    #[test]
+    fn a_failures_payload_is_kept_whole_up_to_its_bound() {
+        let small = br#"{"reason":"already exists"}"#.to_vec();
+        let f = failure_from(ScriptError::ActionError(Some(small)));
+        assert_eq!(f.payload, serde_json::json!({"reason": "already exists"}));
+        let huge = serde_json::to_vec(&vec![0u8; MAX_ERROR_JSON]).unwrap();
+        let f = failure_from(ScriptError::ActionError(Some(huge.clone())));
+        let message = f.payload["message"].as_str().unwrap_or_default();
+        assert!(
+            message.starts_with(&format!("the error's payload is {} bytes", huge.len())),
+            "{message}"
+        );
+        assert!(message.len() < 2048, "{}", message.len());
+        let response = |body: Vec<u8>| Response {
+            status: 500,
+            headers: vec![("content-type".into(), "application/json".into())],
+            body,
+        };
+        let f = failure_from(ScriptError::Http(response(br#"{"error":"boom"}"#.to_vec())));
+        assert_eq!(f.payload, serde_json::json!({"error": "boom"}));
+        let f = failure_from(ScriptError::Http(response(huge)));
+        let data = &f.upstream_response.as_ref().unwrap()["data"];
+        let text = data.as_str().unwrap_or_default();
+        assert!(
+            text.starts_with("[0,0,") && text.ends_with('…'),
+            "{}",
+            &text[..20]
+        );
+        assert!(text.len() <= MAX_ERROR_JSON + 3, "{}", text.len());
+        let f = failure_from(ScriptError::Internal("x".repeat(MAX_ERROR_JSON + 10)));
+        assert!(f.message.len() <= MAX_ERROR_JSON + 3, "{}", f.message.len());
+    }
 }

@@ -247,11 +247,12 @@ impl Paginator {
                 format!("pagination needs a JSON response: {e}"),
             ))
         })?;
-        let items = match &self.response_path {
-            Some(p) => get_path(&data, p).cloned().unwrap_or(Value::Null),
-            None => data.clone(),
+        // Borrowed, not copied (a page may be megabytes).
+        let items: &Value = match &self.response_path {
+            Some(p) => get_path(&data, p).unwrap_or(&Value::Null),
+            None => &data,
         };
-        let len = match &items {
+        let len = match items {
             Value::Array(a) => a.len(),
             _ => 0,
         };
