@@ -557,15 +557,23 @@ fn engine_config(config: &RuntimeConfig) -> Config {
     )));
     if config.pooling {
         let slots = config.max_concurrent.max(1);
+        // Each total is what `slots` instances of the largest component
+        // allowed take: an environment's components as large as allowed
+        // cannot use up a pool that other environments' executions, within
+        // their share of the slots, need (the totals reserve address space
+        // and a little bookkeeping, not memory). A Rust guest has one
+        // memory; a componentize-js one, two.
+        const MEMORIES: u32 = 4;
+        const TABLES: u32 = 16;
+        const CORE_INSTANCES: u32 = 32;
         let mut pool = PoolingAllocationConfig::new();
         pool.total_component_instances(slots)
-            // A Rust guest has one memory; a componentize-js one, two.
-            .max_memories_per_component(4)
-            .total_memories(slots * 2)
-            .total_tables(slots * 8)
-            .max_tables_per_component(16)
-            .total_core_instances(slots * 8)
-            .max_core_instances_per_component(32)
+            .max_memories_per_component(MEMORIES)
+            .total_memories(slots * MEMORIES)
+            .total_tables(slots * TABLES)
+            .max_tables_per_component(TABLES)
+            .total_core_instances(slots * CORE_INSTANCES)
+            .max_core_instances_per_component(CORE_INSTANCES)
             .total_stacks(slots)
             .max_memory_size(config.max_memory_bytes)
             // Keep the pages a fresh instance dirties first resident between
