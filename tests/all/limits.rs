@@ -30,6 +30,29 @@ async fn an_endless_loop_runs_out_of_fuel() {
     assert!(report.fuel_consumed >= 20_000_000 - 1000);
 }
 
+/// A script that makes the host work (a megabyte to copy and check per
+/// call, hardly an instruction of its own) spends its fuel on that work:
+/// it runs out after a call or two, not after thousands of calls.
+#[tokio::test]
+async fn the_hosts_work_for_a_script_is_counted_against_its_fuel() {
+    let mut h = Harness::simple(ok).await;
+    h.limits().fuel = Some(20_000_000);
+    let report = h
+        .action(guests::ACTION_MISBEHAVE, json!({"mode": "host-spin"}))
+        .await;
+    match &report.outcome {
+        Err(ExecError::OutOfFuel { units }) => assert_eq!(*units, 20_000_000),
+        other => panic!("expected out of fuel, got {other:?}"),
+    }
+    let calls = report
+        .logs
+        .iter()
+        .filter(|l| l.message.starts_with("xxxx"))
+        .count();
+    assert!((1..=2).contains(&calls), "{calls} calls");
+    assert!(report.fuel_consumed >= 20_000_000 - 1000);
+}
+
 /// A Rust script's stack overflow traps out of bounds; the error says
 /// what commonly causes that and where, in one line, without the engine's
 /// tens of backtrace frames.

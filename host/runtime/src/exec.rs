@@ -630,6 +630,18 @@ impl Runtime {
             // Cannot fail: fuel is metered and the interval is not zero.
             let _ = store.set_fuel(fuel);
             let _ = store.fuel_async_yield_interval(Some(FUEL_YIELD_INTERVAL));
+            // The host's work during a call is taken from the fuel as the
+            // call returns: out of fuel, the guest stops there.
+            store.call_hook(|mut ctx, hook| {
+                if matches!(hook, wasmtime::CallHook::ReturningFromHost) {
+                    let debt = std::mem::take(&mut ctx.data_mut().fuel_debt);
+                    if debt > 0 {
+                        let left = ctx.get_fuel()?;
+                        ctx.set_fuel(left.saturating_sub(debt))?;
+                    }
+                }
+                Ok(())
+            });
         } else {
             // Yield at every tick; the deadline is checked below when the
             // guest is polled again. tokio's yield defers the wake-up until

@@ -58,7 +58,12 @@ impl http::Host for HostState {
         if let Err(e) = self.check_body(&req) {
             return Ok(Err(e));
         }
-        Ok(crate::proxy::send(self, &req).await)
+        self.charge(body_bytes(&req));
+        let answer = crate::proxy::send(self, &req).await;
+        if let Ok(response) = &answer {
+            self.charge(response.body.len());
+        }
+        Ok(answer)
     }
 
     async fn uncontrolled_fetch(
@@ -69,7 +74,12 @@ impl http::Host for HostState {
         if let Err(e) = self.check_payload("the request body", size) {
             return Ok(Err(e));
         }
-        Ok(crate::proxy::uncontrolled_fetch(self, req).await)
+        self.charge(size);
+        let answer = crate::proxy::uncontrolled_fetch(self, req).await;
+        if let Ok(response) = &answer {
+            self.charge(response.body.len());
+        }
+        Ok(answer)
     }
 
     async fn paginate(
@@ -168,6 +178,11 @@ impl http::HostPaginator for HostState {
             }
         };
         *self.table.get_mut(&handle)? = pager;
+        // The page as fetched (parsed, then written out again for the
+        // script): its items are most of it.
+        if let Ok(Some(p)) = &page {
+            self.charge(p.items.len());
+        }
         Ok(page)
     }
 

@@ -236,6 +236,7 @@ impl intl::Host for HostState {
     }
 
     fn compare(&mut self, collator: u32, a: Vec<u8>, b: Vec<u8>) -> wasmtime::Result<i8> {
+        self.charge(a.len() + b.len());
         let (a, b) = (utf8_lossy(a), utf8_lossy(b));
         Ok(match self.collators.compare(collator, &a, &b) {
             Ordering::Less => -1,
@@ -249,6 +250,7 @@ impl intl::Host for HostState {
         form: NormalForm,
         s: Vec<u8>,
     ) -> wasmtime::Result<Result<Vec<u8>, String>> {
+        self.charge(s.len());
         Ok(normalize(form, &utf8_lossy(s)).map(String::into_bytes))
     }
 }

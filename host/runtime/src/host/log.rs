@@ -31,6 +31,7 @@ impl log::Host for HostState {
         message: Vec<u8>,
         meta: Option<Vec<u8>>,
     ) -> wasmtime::Result<()> {
+        self.charge(message.len() + meta.as_ref().map_or(0, Vec::len));
         let (level, rank) = match level {
             Level::Debug => (LogLevel::Debug, 0),
             Level::Info => (LogLevel::Info, 1),

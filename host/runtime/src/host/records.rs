@@ -430,6 +430,7 @@ impl records::Host for HostState {
         model: String,
         records: Vec<u8>,
     ) -> wasmtime::Result<Result<(), NangoError>> {
+        self.charge(records.len());
         Ok(self
             .write_records(WriteKind::Save, "batchSave", &model, records)
             .await)
@@ -440,6 +441,7 @@ impl records::Host for HostState {
         model: String,
         records: Vec<u8>,
     ) -> wasmtime::Result<Result<(), NangoError>> {
+        self.charge(records.len());
         Ok(self
             .write_records(WriteKind::Delete, "batchDelete", &model, records)
             .await)
@@ -450,6 +452,7 @@ impl records::Host for HostState {
         model: String,
         records: Vec<u8>,
     ) -> wasmtime::Result<Result<(), NangoError>> {
+        self.charge(records.len());
         Ok(self
             .write_records(WriteKind::Update, "batchUpdate", &model, records)
             .await)
@@ -460,7 +463,12 @@ impl records::Host for HostState {
         model: String,
         ids: Vec<u8>,
     ) -> wasmtime::Result<Result<Vec<u8>, NangoError>> {
-        Ok(self.records_by_ids(&model, &ids).await)
+        self.charge(ids.len());
+        let found = self.records_by_ids(&model, &ids).await;
+        if let Ok(records) = &found {
+            self.charge(records.len());
+        }
+        Ok(found)
     }
 
     async fn set_merging_strategy(

@@ -54,6 +54,14 @@ fn run(nango: &Nango, input: Input) -> Result<Value, Error> {
             }
             Ok(json!("flooded"))
         }
+        "host-spin" => {
+            // Hardly an instruction of its own per call: the host copies
+            // and checks a megabyte each time.
+            let text = "x".repeat(1 << 20);
+            loop {
+                nango.log_with(sluice_sdk::Level::Debug, &text, None);
+            }
+        }
         "wait" => {
             // Waits inside a host call: the upstream answers slowly.
             nango.get("/slow").send()?;
