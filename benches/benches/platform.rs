@@ -518,7 +518,7 @@ fn main() {
                 fuel_consumed: 1,
                 memory_bytes: 0,
                 duration: Duration::from_millis(5),
-                secrets: Vec::new(),
+                secrets: Default::default(),
             };
             let reports: Vec<_> = (0..1000).map(report).collect();
             let t = Instant::now();
