@@ -1137,7 +1137,14 @@ async fn a_refresh_sends_the_client_and_params_as_the_provider_takes_them() {
                 MockResponse::json(400, &json!({"error": "bad cc", "form": form}))
             };
         }
-        let body = req.json().unwrap_or_default();
+        // JSON, or else a form read as an object of its fields.
+        let body = req.json().unwrap_or_else(|| {
+            Value::Object(
+                url::form_urlencoded::parse(&req.body)
+                    .map(|(k, v)| (k.into_owned(), Value::String(v.into_owned())))
+                    .collect(),
+            )
+        });
         let basic = |client: &str| {
             format!(
                 "Basic {}",
@@ -1177,7 +1184,9 @@ async fn a_refresh_sends_the_client_and_params_as_the_provider_takes_them() {
     .unwrap();
     let providers = format!(
         "ccprov:\n  auth_mode: OAUTH2_CC\n  token_url: {0}/cc/token\n  token_params:\n    grant_type: client_credentials\n  proxy:\n    base_url: {0}\n\
-         jsonauth:\n  auth_mode: OAUTH2\n  authorization_url: {0}/authorize\n  token_url: {0}/oauth/token\n  authorization_method: header\n  body_format: json\n  token_params:\n    grant_type: authorization_code\n  refresh_params:\n    grant_type: refresh_token\n    audience: api-${{connectionConfig.region}}\n  proxy:\n    base_url: {0}\n",
+         jsonauth:\n  auth_mode: OAUTH2\n  authorization_url: {0}/authorize\n  token_url: {0}/oauth/token\n  authorization_method: header\n  body_format: json\n  token_params:\n    grant_type: authorization_code\n  refresh_params:\n    grant_type: refresh_token\n    audience: api-${{connectionConfig.region}}\n  proxy:\n    base_url: {0}\n\
+         jsonbody:\n  auth_mode: OAUTH2\n  authorization_url: {0}/authorize\n  token_url: {0}/oauth/token\n  body_format: json\n  proxy:\n    base_url: {0}\n\
+         rawbasic:\n  auth_mode: OAUTH2\n  authorization_url: {0}/authorize\n  token_url: {0}/oauth/token\n  token_request_auth_method: basic\n  proxy:\n    base_url: {0}\n",
         mock.url()
     );
     let data = tempfile::tempdir().unwrap();
@@ -1242,41 +1251,56 @@ async fn a_refresh_sends_the_client_and_params_as_the_provider_takes_them() {
     // or the refresh token, in any form it has there: escaped in its
     // JSON, and in the Basic header's base64.
     let secret = r#"se"cr\et/x"#;
-    let (status, body) = dev
-        .send(
-            "POST",
-            "/integrations",
-            Some(json!({"unique_key": "j2", "provider": "jsonauth",
-                "credentials": {"type": "OAUTH2", "client_id": "cid2", "client_secret": secret}})),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
-    let (status, body) = dev
-        .send(
-            "POST",
-            "/connections",
-            Some(json!({"provider_config_key": "j2", "connection_id": "e1",
-                "connection_config": {"region": "eu"},
-                "credentials": {"type": "OAUTH2", "access_token": "at-old", "refresh_token": "rt\"echo",
-                    "expires_at": "2020-01-01T00:00:00Z"}})),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
-    let (status, body) = dev
-        .send("GET", "/connections/e1?provider_config_key=j2", None)
-        .await;
-    assert!(status >= 400, "{status} {body}");
-    let message = body["error"]["message"].as_str().unwrap_or_default();
-    assert!(message.contains("invalid_grant"), "{body}");
+    // The secret in a Basic header of the form-encoded pair (j2), in a
+    // JSON body (j3), in a Basic header of the pair as it is (j4).
     let encoded = base64::engine::general_purpose::STANDARD.encode(format!("cid2:{secret}"));
     let form_encoded = base64::engine::general_purpose::STANDARD.encode("cid2:se%22cr%5Cet%2Fx");
-    for shown in [
-        "cr\\\\et",
-        "rt\\\"echo",
-        encoded.as_str(),
-        form_encoded.as_str(),
+    for (key, provider, sent) in [
+        ("j2", "jsonauth", form_encoded.as_str()),
+        ("j3", "jsonbody", "se\\\"cr\\\\et/x"),
+        ("j4", "rawbasic", encoded.as_str()),
     ] {
-        assert!(!message.contains(shown), "{shown} in {message}");
+        let (status, body) = dev
+            .send(
+                "POST",
+                "/integrations",
+                Some(json!({"unique_key": key, "provider": provider,
+                    "credentials": {"type": "OAUTH2", "client_id": "cid2", "client_secret": secret}})),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        let (status, body) = dev
+            .send(
+                "POST",
+                "/connections",
+                Some(json!({"provider_config_key": key, "connection_id": "e1",
+                    "connection_config": {"region": "eu"},
+                    "credentials": {"type": "OAUTH2", "access_token": "at-old", "refresh_token": "rt\"echo",
+                        "expires_at": "2020-01-01T00:00:00Z"}})),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        let (status, body) = dev
+            .send(
+                "GET",
+                &format!("/connections/e1?provider_config_key={key}"),
+                None,
+            )
+            .await;
+        assert!(status >= 400, "{status} {body}");
+        let message = body["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("invalid_grant"), "{body}");
+        // What was sent is what the endpoint echoes; none of it is shown.
+        for shown in [
+            sent,
+            "rt\\\"echo",
+            "cr\\\\et",
+            encoded.as_str(),
+            form_encoded.as_str(),
+        ] {
+            assert!(!message.contains(shown), "{key}: {shown} in {message}");
+        }
+        assert!(message.contains("***"), "{key}: {message}");
     }
     // A client-credentials token that expired is asked for again with
     // the connection's client.

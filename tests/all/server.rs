@@ -1834,15 +1834,27 @@ async fn deploys_are_versions_a_bad_one_changes_nothing_and_rollback_works() {
     // the error body are described, as a generated client needs them.
     let get = &api["paths"]["/v1/github/issues"]["get"];
     let items = &get["responses"]["200"]["content"]["application/json"]["schema"]["properties"]["records"]
-        ["items"]["allOf"];
+        ["items"];
     assert_eq!(
-        items[0]["$ref"], "#/components/schemas/GithubIssue",
+        items["$ref"], "#/components/schemas/sluice.Record.GithubIssue",
         "{get}"
     );
+    // The model's properties and the metadata in one schema (an `allOf`
+    // of the model, which allows no other property, and the metadata
+    // would refuse every record).
+    let record = &api["components"]["schemas"]["sluice.Record.GithubIssue"];
+    let model = &api["components"]["schemas"]["GithubIssue"];
     assert_eq!(
-        items[1]["properties"]["_nango_metadata"]["$ref"],
+        record["properties"]["_nango_metadata"]["$ref"],
         "#/components/schemas/sluice.RecordMetadata",
-        "{get}"
+        "{record}"
+    );
+    for (name, schema) in model["properties"].as_object().unwrap() {
+        assert_eq!(&record["properties"][name], schema, "{record}");
+    }
+    assert_eq!(
+        record["additionalProperties"],
+        model["additionalProperties"]
     );
     let params: Vec<&str> = get["parameters"]
         .as_array()

@@ -561,11 +561,13 @@ fn engine_config(config: &RuntimeConfig) -> Config {
         // allowed take: an environment's components as large as allowed
         // cannot use up a pool that other environments' executions, within
         // their share of the slots, need (the totals reserve address space
-        // and a little bookkeeping, not memory). A Rust guest has one
-        // memory; a componentize-js one, two.
-        const MEMORIES: u32 = 4;
-        const TABLES: u32 = 16;
-        const CORE_INSTANCES: u32 = 32;
+        // and a little bookkeeping, not memory). A componentize-js
+        // component defines one memory and two tables in four core
+        // instances; a Rust one fewer. A component past these is refused
+        // when it is loaded (at deploy).
+        const MEMORIES: u32 = 2;
+        const TABLES: u32 = 8;
+        const CORE_INSTANCES: u32 = 16;
         let mut pool = PoolingAllocationConfig::new();
         pool.total_component_instances(slots)
             .max_memories_per_component(MEMORIES)

@@ -13,7 +13,8 @@ use crate::ScriptKind;
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
     /// CPU budget per execution in fuel units (about one per wasm
-    /// instruction); `None` meters nothing. The default, 10^11, is minutes of
+    /// instruction, and 16 per byte of the host's work for the script:
+    /// `HOST_FUEL_PER_BYTE`); `None` meters nothing. The default, 10^11, is minutes of
     /// CPU: far more than a healthy script uses, small enough to end a runaway
     /// loop. Ignored by a runtime that does not meter fuel
     /// (`RuntimeConfig::meter_fuel`).

@@ -41,6 +41,8 @@ const MIN_STEPS: usize = 4_096;
 struct Steps {
     left: usize,
     ran_out: bool,
+    /// [`MAX_ERRORS`] were found with values left to check.
+    capped: bool,
     /// A part of the schema was not checked (a keyword or format this
     /// validator does not know, a pattern it cannot compile, the depth
     /// cap): a probe that found no violation then decides nothing.
@@ -110,6 +112,7 @@ impl Validation {
             let mut steps = Steps {
                 left: budget,
                 ran_out: false,
+                capped: false,
                 unsure: false,
             };
             self.visit(
@@ -121,7 +124,7 @@ impl Validation {
                 &mut steps,
                 &mut errors,
             );
-            if errors.len() >= MAX_ERRORS {
+            if steps.capped {
                 errors.truncate(MAX_ERRORS);
                 errors.push(format!(
                     "/ has at least {MAX_ERRORS} violations: checking stopped there"
@@ -153,7 +156,11 @@ impl Validation {
         let Some(schema) = schema.as_object() else {
             return;
         };
-        if (probe && !out.is_empty()) || out.len() >= MAX_ERRORS {
+        if probe && !out.is_empty() {
+            return;
+        }
+        if out.len() >= MAX_ERRORS {
+            steps.capped = true;
             return;
         }
         if depth > MAX_DEPTH {
@@ -301,7 +308,11 @@ impl Validation {
                 if let Some(item) = item {
                     self.visit(item, v, &Path::Index(path, i), depth + 1, probe, steps, out);
                 }
-                if (probe && !out.is_empty()) || out.len() >= MAX_ERRORS {
+                if probe && !out.is_empty() {
+                    return;
+                }
+                if out.len() >= MAX_ERRORS {
+                    steps.capped |= i + 1 < values.len();
                     return;
                 }
             }
@@ -316,7 +327,11 @@ impl Validation {
                             at(path),
                             shown_key(name)
                         ));
-                        if probe || out.len() >= MAX_ERRORS {
+                        if probe {
+                            return;
+                        }
+                        if out.len() >= MAX_ERRORS {
+                            steps.capped = true;
                             return;
                         }
                     }
@@ -330,7 +345,7 @@ impl Validation {
                     }
                 }
             }
-            for (key, v) in fields {
+            for (n, (key, v)) in fields.iter().enumerate() {
                 let here = Path::Key(path, key);
                 match properties.and_then(|p| p.get(key)) {
                     Some(s) => self.visit(s, v, &here, depth + 1, probe, steps, out),
@@ -346,7 +361,11 @@ impl Validation {
                         _ => {}
                     },
                 }
-                if (probe && !out.is_empty()) || out.len() >= MAX_ERRORS {
+                if probe && !out.is_empty() {
+                    return;
+                }
+                if out.len() >= MAX_ERRORS {
+                    steps.capped |= n + 1 < fields.len();
                     return;
                 }
             }
@@ -777,6 +796,9 @@ mod tests {
             errors[MAX_ERRORS],
             format!("/ has at least {MAX_ERRORS} violations: checking stopped there")
         );
+        // Exactly as many as the cap: every one, nothing said stopped.
+        let twenty = json!({"m": {"a": vec![0; MAX_ERRORS]}});
+        assert_eq!(v.check("Input", &twenty).len(), MAX_ERRORS);
         // Fewer than the cap: every one, as before.
         let few = json!({"m": {"a": [0, "x", 1]}});
         assert_eq!(

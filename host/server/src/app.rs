@@ -66,10 +66,10 @@ pub struct EnvState {
     /// Changes of the active deployment and of the environment variables
     /// happen one at a time (each writes the store, then memory).
     pub config_lock: tokio::sync::Mutex<()>,
-    /// The environment's deploys run one at a time, from reading what
-    /// they merge into to their answer (so one environment compiles one
-    /// deploy at a time, and a deploy of part of a project merges into
-    /// what the one before it deployed).
+    /// The environment's deploys and rollbacks run one at a time, from
+    /// reading what they merge into to their answer (so one environment
+    /// compiles one at a time, and a deploy of part of a project merges
+    /// into what the one before it deployed).
     pub deploy_lock: tokio::sync::Mutex<()>,
     /// Creating a connection (shared), and updating or deleting an
     /// integration (exclusive): a deletion that found no connection cannot

@@ -386,6 +386,19 @@ impl Server {
                 (name.clone(), given)
             })
             .collect();
+        // Connect sessions made with the old key end with it: ended first,
+        // so a start stopped between the two cannot leave them going
+        // with the new key in place.
+        for (name, _) in &replace {
+            if let Some(env) = store.environment(name) {
+                let ended = api::connect::forget_all(&env).await?;
+                if ended > 0 {
+                    eprintln!(
+                        "sluice: environment `{name}`'s {ended} connect session(s) and flow(s) made with the old key were ended"
+                    );
+                }
+            }
+        }
         let (store, replaced) = store.replace_secret_keys(&replace).await?;
         let rotated: Vec<String> = replaced.iter().map(|(name, _)| name.clone()).collect();
         created.extend(replaced);
@@ -395,15 +408,6 @@ impl Server {
         // Whoever held the old key could read the webhook signing secret:
         // it is replaced with the key (when there was one).
         for name in &rotated {
-            // Connect sessions made with the old key end with it.
-            if let Some(env) = store.environment(name) {
-                let ended = api::connect::forget_all(&env).await?;
-                if ended > 0 {
-                    eprintln!(
-                        "sluice: environment `{name}`'s {ended} connect session(s) and flow(s) made with the old key were ended"
-                    );
-                }
-            }
             if let Some(env) = store.environment(name)
                 && env.secret(webhooks::SIGNING_SECRET).await?.is_some()
             {

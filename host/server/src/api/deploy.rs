@@ -534,6 +534,9 @@ pub async fn activate(
     Env(env): Env,
     ApiPath(version): ApiPath<u64>,
 ) -> ApiResult<Json<Value>> {
+    // In turn with the environment's deploys (one compile at a time per
+    // environment).
+    let _deploying = env.deploy_lock.lock().await;
     let (doc, blobs) = {
         let _gate = app.components_gate.read().await;
         let doc: DeploymentDoc = env
