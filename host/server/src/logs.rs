@@ -23,6 +23,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_json::value::RawValue;
 use sluice_runtime::Report;
 use sluice_runtime::exec::{LogEntry, LogLevel, LogSource};
 use sluice_runtime::records::{Changes, ConnectionRef};
@@ -82,6 +83,27 @@ pub struct DeliveryAttempt<'a> {
     pub started_at: DateTime<Utc>,
     pub error: Option<String>,
     pub given_up: bool,
+}
+
+/// The most bytes of lines one page of `GET /logs` holds (it holds one
+/// line at least); past them the page ends with a cursor.
+pub const MAX_PAGE_BYTES: usize = 8 << 20;
+
+/// The longest error text an execution's record keeps, in bytes.
+const MAX_ERROR_TEXT: usize = 16 * 1024;
+
+/// `error` cut to [`MAX_ERROR_TEXT`] on a character boundary, saying so.
+fn cut_error(mut error: String) -> String {
+    if error.len() > MAX_ERROR_TEXT {
+        let mut end = MAX_ERROR_TEXT;
+        while !error.is_char_boundary(end) {
+            end -= 1;
+        }
+        let total = error.len();
+        error.truncate(end);
+        error.push_str(&format!("… ({total} bytes in all)"));
+    }
+    error
 }
 
 /// An execution's log document.
@@ -189,7 +211,9 @@ impl Logs {
             started_at,
             duration_ms: report.duration.as_millis() as u64,
             success: report.outcome.is_ok(),
-            error: report.logged_error().map(|e| e.to_string()),
+            // Bounded: kept in the history, the log's execution and its
+            // failure line (an error may quote megabytes of an answer).
+            error: report.logged_error().map(|e| cut_error(e.to_string())),
             changes: report.changes.clone(),
             fuel: report.fuel_consumed,
         };
@@ -510,16 +534,19 @@ impl Logs {
             let mut ids = std::collections::HashSet::new();
             let mut after: Option<String> = None;
             loop {
-                let page: Vec<(String, Value)> = env
+                // Sized where they lie: a log is megabytes of lines at
+                // most, tens of times that decoded, and none is copied.
+                let mut bytes = 0u64;
+                let page = env
                     .store
-                    .docs(LOGS, "", after.as_deref(), 1000, false)
+                    .docs_raw(LOGS, "", after.as_deref(), 200, false, &mut |raw| {
+                        bytes += raw.len() as u64;
+                        false
+                    })
                     .await?;
                 let Some((last, _)) = page.last() else { break };
                 after = Some(last.clone());
-                total += page
-                    .iter()
-                    .map(|(_, v)| v.to_string().len() as u64)
-                    .sum::<u64>();
+                total += bytes;
                 ids.extend(page.into_iter().map(|(id, _)| id));
             }
             self.size(&env.store).store(total, Ordering::Relaxed);
@@ -549,24 +576,50 @@ impl Logs {
                 .unwrap_or_else(|_| chrono::Duration::days(3650));
         let size = self.size(&env.store);
         let mut deleted = 0;
+        /// What retention reads of a log: its execution's identity and
+        /// start, not its lines (skipped, not decoded).
+        #[derive(Deserialize)]
+        struct Head {
+            execution: HeadExecution,
+        }
+        #[derive(Deserialize)]
+        struct HeadExecution {
+            id: String,
+            provider_config_key: String,
+            connection_id: String,
+            started_at: DateTime<Utc>,
+        }
         loop {
-            let page: Vec<(String, ExecutionLog)> =
-                env.store.docs(LOGS, "", None, 200, false).await?;
-            if page.is_empty() {
+            // Each log's size and head, read where it lies.
+            let mut heads: Vec<(u64, Option<HeadExecution>)> = Vec::new();
+            let page = env
+                .store
+                .docs_raw(LOGS, "", None, 200, false, &mut |raw| {
+                    let head = serde_json::from_slice::<Head>(raw).ok();
+                    heads.push((raw.len() as u64, head.map(|h| h.execution)));
+                    false
+                })
+                .await?;
+            if page.is_empty() || page.len() != heads.len() {
                 return Ok(deleted);
             }
             let mut progressed = false;
-            for (key, log) in page {
-                let old = log.execution.started_at < oldest_kept;
+            for ((key, _), (bytes, head)) in page.into_iter().zip(heads) {
+                // One that does not decode is old, whatever it says.
+                let old = head.as_ref().is_none_or(|e| e.started_at < oldest_kept);
                 let over = size.load(Ordering::Relaxed) > self.retention_bytes;
                 if !old && !over {
                     return Ok(deleted);
                 }
-                let bytes = serde_json::to_vec(&log)
-                    .map(|b| b.len() as u64)
-                    .unwrap_or(0);
                 if env.store.delete_doc(LOGS, &key).await? {
-                    let e = &log.execution;
+                    let Some(e) = &head else {
+                        let _ = size.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |s| {
+                            Some(s.saturating_sub(bytes))
+                        });
+                        deleted += 1;
+                        progressed = true;
+                        continue;
+                    };
                     let history_key = format!(
                         "{}\u{1f}{}\u{1f}{}",
                         e.provider_config_key, e.connection_id, e.id
@@ -889,7 +942,7 @@ impl Filter {
 
     /// The kept lines of a stored log document as the API returns them,
     /// oldest first.
-    pub fn lines_of(&self, raw: &[u8]) -> Vec<Value> {
+    pub fn lines_of(&self, raw: &[u8]) -> Vec<Box<RawValue>> {
         let Ok(log) = serde_json::from_slice::<LogRef<'_>>(raw) else {
             return Vec::new();
         };
@@ -903,26 +956,44 @@ impl Filter {
             .collect()
     }
 
-    /// A line of an execution as the API returns it.
-    fn view(e: &Execution, l: &LineRef<'_>) -> Value {
+    /// A line of an execution as the API returns it, written out as JSON
+    /// (its `meta` as stored: decoded, a meta takes tens of times its
+    /// text).
+    fn view(e: &Execution, l: &LineRef<'_>) -> Box<RawValue> {
+        #[derive(Serialize)]
+        struct View<'a> {
+            execution_id: &'a str,
+            kind: &'a str,
+            script: &'a str,
+            provider_config_key: &'a str,
+            connection_id: &'a str,
+            at: String,
+            level: &'a str,
+            source: &'a str,
+            message: &'a str,
+            meta: Option<&'a RawValue>,
+        }
         let at = DateTime::parse_from_rfc3339(&l.at)
             .map(|t| {
                 t.with_timezone(&Utc)
                     .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
             })
             .unwrap_or_else(|_| l.at.to_string());
-        serde_json::json!({
-            "execution_id": e.id,
-            "kind": e.kind,
-            "script": e.script,
-            "provider_config_key": e.provider_config_key,
-            "connection_id": e.connection_id,
-            "at": at,
-            "level": l.level,
-            "source": l.source,
-            "message": l.message,
-            "meta": l.meta.and_then(|m| serde_json::from_str::<Value>(m.get()).ok()),
-        })
+        let view = View {
+            execution_id: &e.id,
+            kind: &e.kind,
+            script: &e.script,
+            provider_config_key: &e.provider_config_key,
+            connection_id: &e.connection_id,
+            at,
+            level: &l.level,
+            source: &l.source,
+            message: &l.message,
+            meta: l.meta,
+        };
+        // Cannot fail: strings and valid JSON.
+        serde_json::value::to_raw_value(&view)
+            .unwrap_or_else(|_| serde_json::value::to_raw_value(&Value::Null).unwrap_or_default())
     }
 
     /// The key range of the time filter over execution ids: executions
@@ -939,7 +1010,7 @@ impl Filter {
         env: &EnvState,
         limit: usize,
         cursor: Option<(String, usize)>,
-    ) -> Result<(Vec<Value>, Option<(String, usize)>), sluice_store::StoreError> {
+    ) -> Result<(Vec<Box<RawValue>>, Option<(String, usize)>), sluice_store::StoreError> {
         if let Some(id) = &self.execution_id {
             // One document.
             let raw = env
@@ -952,13 +1023,22 @@ impl Filter {
             let mut out = raw.map(|r| self.lines_of(&r)).unwrap_or_default();
             out.reverse();
             let start = cursor.map_or(0, |(_, i)| i);
-            let page: Vec<Value> = out.into_iter().skip(start).take(limit + 1).collect();
-            let more = page.len() > limit;
-            let page: Vec<Value> = page.into_iter().take(limit).collect();
-            let next = more.then(|| (id.clone(), start + limit));
-            return Ok((page, next));
+            let mut page = Vec::new();
+            let mut bytes = 0;
+            for line in out.into_iter().skip(start) {
+                if page.len() == limit
+                    || (!page.is_empty() && bytes + line.get().len() > MAX_PAGE_BYTES)
+                {
+                    let next = start + page.len();
+                    return Ok((page, Some((id.clone(), next))));
+                }
+                bytes += line.get().len();
+                page.push(line);
+            }
+            return Ok((page, None));
         }
         let mut out = Vec::new();
+        let mut bytes = 0;
         let mut skip_in_first = cursor.clone();
         // With a cursor the scan restarts at the cursor's execution.
         let mut after = match &cursor {
@@ -1012,7 +1092,15 @@ impl Filter {
                     if out.len() == limit {
                         return Ok((out, Some((key.clone(), i))));
                     }
-                    out.push(Self::view(&log.execution, l));
+                    let line = Self::view(&log.execution, l);
+                    // A page holds at most MAX_PAGE_BYTES of lines (at
+                    // least one): a thousand lines of the largest are
+                    // hundreds of MiB.
+                    if !out.is_empty() && bytes + line.get().len() > MAX_PAGE_BYTES {
+                        return Ok((out, Some((key.clone(), i))));
+                    }
+                    bytes += line.get().len();
+                    out.push(line);
                 }
                 skip_in_first = None;
             }

@@ -258,7 +258,7 @@ impl Metrics {
             .get_or_create(&RequestLabels {
                 method: method.to_string(),
                 route: route.to_string(),
-                status: status.to_string(),
+                status: status_label(status),
             })
             .inc();
         self.request_seconds
@@ -449,5 +449,39 @@ fn answer(
             "no metrics: this server is a standby, or stopping\n".into(),
             "text/plain; charset=utf-8",
         ),
+    }
+}
+
+/// A response status as a label: the statuses sluice answers with itself
+/// as they are, any other (an upstream's passed through by `/proxy`, a
+/// script's own) as its class (`4xx`), so nothing an upstream or a script
+/// chooses makes a new series.
+fn status_label(status: u16) -> String {
+    const OWN: &[u16] = &[
+        200, 201, 202, 204, 206, 301, 302, 303, 304, 307, 308, 400, 401, 403, 404, 405, 406, 409,
+        410, 412, 413, 414, 415, 422, 424, 429, 431, 500, 501, 502, 503, 504,
+    ];
+    if OWN.contains(&status) {
+        status.to_string()
+    } else {
+        format!("{}xx", (status / 100).min(9))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::status_label;
+
+    #[test]
+    fn statuses_an_upstream_or_a_script_chooses_are_counted_by_class() {
+        assert_eq!(status_label(404), "404");
+        assert_eq!(status_label(424), "424");
+        assert_eq!(status_label(418), "4xx");
+        assert_eq!(status_label(599), "5xx");
+        assert_eq!(status_label(999), "9xx");
+        // Every status an upstream may send makes at most one series per
+        // class besides sluice's own.
+        let labels: std::collections::HashSet<String> = (100..1000).map(status_label).collect();
+        assert!(labels.len() <= 32 + 9, "{}", labels.len());
     }
 }

@@ -1013,6 +1013,21 @@ pub async fn run_sync(
             // The history counts what `track_deletes` deleted too, as the
             // sync's status does.
             report.changes.clone_from(&results);
+            // A run the script ended well whose deletes failed failed: the
+            // history, the logs and the metrics say so, as its status does.
+            if report.outcome.is_ok()
+                && let Some(e) = &error
+            {
+                report.outcome = Err(sluice_runtime::ExecError::Script(
+                    sluice_runtime::exec::ScriptFailure {
+                        error_type: e["type"].as_str().unwrap_or("sync_failed").to_string(),
+                        message: e["message"].as_str().unwrap_or_default().to_string(),
+                        payload: Value::Null,
+                        status: 500,
+                        upstream_response: None,
+                    },
+                ));
+            }
             let log_id = record_execution(app, env, conn, "sync", name, &report).await;
             RunSummary {
                 job,

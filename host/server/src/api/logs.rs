@@ -84,13 +84,23 @@ fn parse(raw: Option<&str>, paged: bool) -> ApiResult<(Filter, usize, Option<Cur
     Ok((f, limit, cursor))
 }
 
-pub async fn search(Env(env): Env, RawQuery(raw): RawQuery) -> ApiResult<Json<Value>> {
+/// A page of `GET /logs`: its lines written out as they were made.
+#[derive(serde::Serialize)]
+pub struct LogPage {
+    logs: Vec<Box<serde_json::value::RawValue>>,
+    next_cursor: Option<String>,
+}
+
+pub async fn search(Env(env): Env, RawQuery(raw): RawQuery) -> ApiResult<Json<LogPage>> {
     let (filter, limit, cursor) = parse(raw.as_deref(), true)?;
     let (lines, next) = filter.search(&env, limit, cursor).await?;
     let next = next.map(|(id, i)| {
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{id}|{i}"))
     });
-    Ok(Json(json!({ "logs": lines, "next_cursor": next })))
+    Ok(Json(LogPage {
+        logs: lines,
+        next_cursor: next,
+    }))
 }
 
 /// Every line the filter keeps, oldest first, one JSON object per line.
@@ -138,7 +148,7 @@ pub async fn export(Env(env): Env, RawQuery(raw): RawQuery) -> ApiResult<Respons
                     .map(|r| filter.lines_of(r))
                     .unwrap_or_default()
                 {
-                    chunk.push_str(&line.to_string());
+                    chunk.push_str(line.get());
                     chunk.push('\n');
                 }
             }

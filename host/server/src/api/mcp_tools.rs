@@ -197,11 +197,14 @@ fn tools(env: &EnvState, pck: &str) -> Vec<Value> {
     let Some(d) = env.deployment() else {
         return Vec::new();
     };
-    let schema = d.catalog.schema();
-    let definitions = schema["definitions"]
-        .as_object()
-        .cloned()
-        .unwrap_or_default();
+    // Borrowed (a project's models may be megabytes; a request may hold
+    // 16 messages): the integration's own, else the project's.
+    let empty = Map::new();
+    let definitions = d
+        .catalog
+        .own_definitions(pck)
+        .or_else(|| d.catalog.schema()["definitions"].as_object())
+        .unwrap_or(&empty);
     let mut out = Vec::new();
     for i in d
         .catalog
@@ -226,7 +229,7 @@ fn tools(env: &EnvState, pck: &str) -> Vec<Value> {
                 }
                 // The models its properties refer to, so the schema stands
                 // alone.
-                let used = referenced(s, &definitions);
+                let used = referenced(s, definitions);
                 if !used.is_empty() {
                     input_schema.insert("definitions".into(), Value::Object(used));
                 }
@@ -239,6 +242,32 @@ fn tools(env: &EnvState, pck: &str) -> Vec<Value> {
         }
     }
     out
+}
+
+/// Whether integration `pck` has the action `name` as a tool (as
+/// [`tools`] lists it), without building the list.
+fn is_tool(env: &EnvState, pck: &str, name: &str) -> bool {
+    let Some(d) = env.deployment() else {
+        return false;
+    };
+    let empty = Map::new();
+    let definitions = d
+        .catalog
+        .own_definitions(pck)
+        .or_else(|| d.catalog.schema()["definitions"].as_object())
+        .unwrap_or(&empty);
+    d.catalog
+        .config
+        .integrations
+        .iter()
+        .filter(|i| i.provider_config_key == pck)
+        .flat_map(|i| i.actions.iter())
+        .filter(|a| a.name == name)
+        .any(|a| {
+            let input = a.input.as_ref().and_then(|m| definitions.get(m));
+            let input = input.filter(|s| s["type"] != "null");
+            !input.is_some_and(|s| s["type"] != "object")
+        })
 }
 
 /// The definitions `schema` refers to (`#/definitions/X`), and theirs.
@@ -282,9 +311,7 @@ async fn call(app: &App, env: &EnvState, conn: &ConnectionRef, id: Value, params
         return error(id, INVALID_PARAMS, "Invalid params: `name` names the tool");
     };
     // The tools `tools/list` shows, and no other action.
-    let known = tools(env, &conn.provider_config_key)
-        .iter()
-        .any(|t| t["name"] == name);
+    let known = is_tool(env, &conn.provider_config_key, name);
     if !known {
         return error(id, INTERNAL_ERROR, format!("Action {name} not found"));
     }
