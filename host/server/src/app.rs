@@ -262,6 +262,17 @@ pub struct App {
 }
 
 impl App {
+    /// Whether the store takes writes now, as `GET /health` answers (one
+    /// durable write, or the answer of one made in the last second).
+    pub async fn check_store(&self) -> Result<(), String> {
+        self.health
+            .probe(&self.store, &self.config.events, || {
+                // Only sled holds its writes back while a backup reads it.
+                self.backups.running() && matches!(self.config.store, crate::StoreKind::Sled)
+            })
+            .await
+    }
+
     /// Records the `Arc` this app lives in.
     pub fn set_self(self: &Arc<Self>) {
         let _ = self.me.set(Arc::downgrade(self));

@@ -403,7 +403,7 @@ pub async fn serve(listener: Arc<tokio::net::TcpListener>, app: std::sync::Weak<
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req: hyper::Request<_>| {
                 let app = app.clone();
-                async move { Ok::<_, std::convert::Infallible>(answer(&app, &req)) }
+                async move { Ok::<_, std::convert::Infallible>(answer(&app, &req).await) }
             });
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
@@ -414,7 +414,7 @@ pub async fn serve(listener: Arc<tokio::net::TcpListener>, app: std::sync::Weak<
     }
 }
 
-fn answer(
+async fn answer(
     app: &std::sync::Weak<App>,
     req: &hyper::Request<hyper::body::Incoming>,
 ) -> hyper::Response<axum::body::Body> {
@@ -443,7 +443,14 @@ fn answer(
         );
     }
     match app.upgrade() {
-        Some(app) => text(200, app.metrics.render(&app), CONTENT_TYPE),
+        Some(app) => {
+            // A store a request found failing is checked again, as
+            // `GET /health` would: the gauge says what it would answer.
+            if app.health.failing() {
+                let _ = app.check_store().await;
+            }
+            text(200, app.metrics.render(&app), CONTENT_TYPE)
+        }
         None => text(
             503,
             "no metrics: this server is a standby, or stopping\n".into(),

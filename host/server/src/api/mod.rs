@@ -411,14 +411,7 @@ async fn health(
     axum::extract::State(app): axum::extract::State<Arc<App>>,
 ) -> axum::response::Response {
     use axum::response::IntoResponse as _;
-    match app
-        .health
-        .probe(&app.store, &app.config.events, || {
-            // Only sled holds its writes back while a backup reads it.
-            app.backups.running() && matches!(app.config.store, crate::StoreKind::Sled)
-        })
-        .await
-    {
+    match app.check_store().await {
         Ok(()) => axum::Json(serde_json::json!({ "result": "ok" })).into_response(),
         Err(message) => (
             StatusCode::SERVICE_UNAVAILABLE,
