@@ -4139,6 +4139,24 @@ async fn an_environments_secret_key_is_replaced_at_a_start_that_asks_for_it() {
                 .unwrap()
         }
     };
+    // A new key that is refused (the one the environment has) refuses
+    // the start, and ends no session.
+    let mut config = ServerConfig::new(data.path(), "127.0.0.1:0".parse().unwrap());
+    config.new_keys = vec!["dev".into()];
+    let refused = Server::start(
+        config,
+        master.clone(),
+        ProviderCatalog::builtin().unwrap(),
+        &[
+            ("dev".to_string(), Some(DEV_KEY.to_string())),
+            ("prod".to_string(), None),
+        ],
+    )
+    .await;
+    assert!(
+        refused.is_err(),
+        "a start with the key it has as the new one"
+    );
     // A key given without asking for a new one changes nothing.
     let (server, shown) = restart(Vec::new(), Some("not-the-key")).await;
     assert!(shown.is_empty(), "{shown:?}");

@@ -124,7 +124,7 @@ impl Validation {
                 &mut steps,
                 &mut errors,
             );
-            if steps.capped {
+            if steps.capped || errors.len() > MAX_ERRORS {
                 errors.truncate(MAX_ERRORS);
                 errors.push(format!(
                     "/ has at least {MAX_ERRORS} violations: checking stopped there"
@@ -796,6 +796,13 @@ mod tests {
             errors[MAX_ERRORS],
             format!("/ has at least {MAX_ERRORS} violations: checking stopped there")
         );
+        // Many violations of one value's keywords (required properties).
+        let required: Vec<String> = (0..50).map(|i| format!("p{i}")).collect();
+        let strict = Validation::new(
+            &json!({"definitions": {"Many": {"type": "object", "required": required}}}),
+            false,
+        );
+        assert_eq!(strict.check("Many", &json!({})).len(), MAX_ERRORS + 1);
         // Exactly as many as the cap: every one, nothing said stopped.
         let twenty = json!({"m": {"a": vec![0; MAX_ERRORS]}});
         assert_eq!(v.check("Input", &twenty).len(), MAX_ERRORS);

@@ -386,9 +386,11 @@ impl Server {
                 (name.clone(), given)
             })
             .collect();
-        // Connect sessions made with the old key end with it: ended first,
-        // so a start stopped between the two cannot leave them going
-        // with the new key in place.
+        // Connect sessions made with the old key end with it: ended first
+        // (once the new keys are known to be taken), so a start stopped
+        // between the two cannot leave them going with the new key in
+        // place.
+        store.check_new_keys(&replace)?;
         for (name, _) in &replace {
             if let Some(env) = store.environment(name) {
                 let ended = api::connect::forget_all(&env).await?;

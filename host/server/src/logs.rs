@@ -612,6 +612,8 @@ impl Logs {
                     return Ok(deleted);
                 }
                 if env.store.delete_doc(LOGS, &key).await? {
+                    // Its history entry cannot be named without the head:
+                    // the next start's `load` removes it (it has no log).
                     let Some(e) = &head else {
                         let _ = size.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |s| {
                             Some(s.saturating_sub(bytes))

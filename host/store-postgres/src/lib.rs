@@ -1023,9 +1023,19 @@ impl Backend for PostgresBackend {
         let (slot, mut reader) = self.reader().await?;
         let mut retried = false;
         loop {
-            match stream_scan(&reader, table, range, limit, reverse, keep).await {
+            // Retried only when no row has reached `keep` yet: a caller's
+            // `keep` may count what it sees, and would see rows twice.
+            let mut seen = false;
+            let result = {
+                let mut tracked = |raw: &[u8]| {
+                    seen = true;
+                    keep(raw)
+                };
+                stream_scan(&reader, table, range, limit, reverse, &mut tracked).await
+            };
+            match result {
                 Ok(found) => return Ok(found),
-                Err(e) if !retried && broken(&e, &reader.client) => {
+                Err(e) if !retried && !seen && broken(&e, &reader.client) => {
                     retried = true;
                     reader = self.reconnect(slot, &reader).await?;
                 }

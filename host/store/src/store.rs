@@ -345,6 +345,48 @@ impl Store {
     /// now is with the keys set (to show once): the old keys stop
     /// authenticating. For a lost or leaked key; whoever holds the data
     /// directory and the master key may do it.
+    /// Whether [`Store::replace_secret_keys`] would take these: each
+    /// environment named once and existing, each given key well formed,
+    /// new, and no other environment's. Nothing is written.
+    pub fn check_new_keys(&self, replace: &[(String, Option<String>)]) -> Result<(), StoreError> {
+        let mut hashes: Vec<(String, [u8; 32])> = self
+            .envs
+            .iter()
+            .map(|e| (e.name().to_string(), e.inner.secret_hash))
+            .collect();
+        for (i, (name, given)) in replace.iter().enumerate() {
+            if replace[..i].iter().any(|(n, _)| n == name) {
+                return Err(StoreError::Invalid(format!(
+                    "environment `{name}` is named twice for a new key"
+                )));
+            }
+            let env = self.environment(name).ok_or_else(|| {
+                StoreError::Invalid(format!(
+                    "there is no environment `{name}` to give a new key"
+                ))
+            })?;
+            let Some(k) = given else { continue };
+            check_secret_key(name, k)?;
+            let hash = sha256(k.as_bytes());
+            if bool::from(env.inner.secret_hash.ct_eq(&hash)) {
+                return Err(StoreError::Invalid(format!(
+                    "the key given for environment `{name}` is the one it has: a new key must differ (leave it unset to have one generated)"
+                )));
+            }
+            if hashes.iter().any(|(n, h)| n != name && *h == hash) {
+                return Err(StoreError::Invalid(format!(
+                    "environment `{name}` is given the same secret key as another environment"
+                )));
+            }
+            for (n, h) in hashes.iter_mut() {
+                if n == name {
+                    *h = hash;
+                }
+            }
+        }
+        Ok(())
+    }
+
     pub async fn replace_secret_keys(
         self,
         replace: &[(String, Option<String>)],
