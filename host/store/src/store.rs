@@ -391,48 +391,20 @@ impl Store {
         self,
         replace: &[(String, Option<String>)],
     ) -> Result<(Store, Vec<(String, String)>), StoreError> {
+        // Every given key checked before anything is written.
+        self.check_new_keys(replace)?;
         let master = self.shared.master();
-        let mut hashes: Vec<(String, [u8; 32])> = self
-            .envs
-            .iter()
-            .map(|e| (e.name().to_string(), e.inner.secret_hash))
-            .collect();
         let mut ops = Vec::new();
         let mut out = Vec::new();
-        for (i, (name, given)) in replace.iter().enumerate() {
-            if replace[..i].iter().any(|(n, _)| n == name) {
-                return Err(StoreError::Invalid(format!(
-                    "environment `{name}` is named twice for a new key"
-                )));
-            }
+        for (name, given) in replace {
             let env = self.environment(name).ok_or_else(|| {
                 StoreError::Invalid(format!(
                     "there is no environment `{name}` to give a new key"
                 ))
             })?;
-            let secret = match given {
-                Some(k) => {
-                    check_secret_key(name, k)?;
-                    k.clone()
-                }
-                None => Uuid::new_v4().to_string(),
-            };
+            // A generated one is new, and no other environment's.
+            let secret = given.clone().unwrap_or_else(|| Uuid::new_v4().to_string());
             let hash = sha256(secret.as_bytes());
-            if bool::from(env.inner.secret_hash.ct_eq(&hash)) {
-                return Err(StoreError::Invalid(format!(
-                    "the key given for environment `{name}` is the one it has: a new key must differ (leave it unset to have one generated)"
-                )));
-            }
-            if hashes.iter().any(|(n, h)| n != name && *h == hash) {
-                return Err(StoreError::Invalid(format!(
-                    "environment `{name}` is given the same secret key as another environment"
-                )));
-            }
-            for (n, h) in hashes.iter_mut() {
-                if n == name {
-                    *h = hash;
-                }
-            }
             let ring = env.inner.keyring.read().await;
             let mut row = env.row(&master, &ring)?;
             row.secret_key_sha256 = hex(&hash);

@@ -197,14 +197,7 @@ fn tools(env: &EnvState, pck: &str) -> Vec<Value> {
     let Some(d) = env.deployment() else {
         return Vec::new();
     };
-    // Borrowed (a project's models may be megabytes; a request may hold
-    // 16 messages): the integration's own, else the project's.
-    let empty = Map::new();
-    let definitions = d
-        .catalog
-        .own_definitions(pck)
-        .or_else(|| d.catalog.schema()["definitions"].as_object())
-        .unwrap_or(&empty);
+    let definitions = models(&d, pck);
     let mut out = Vec::new();
     for i in d
         .catalog
@@ -214,14 +207,12 @@ fn tools(env: &EnvState, pck: &str) -> Vec<Value> {
         .filter(|i| i.provider_config_key == pck)
     {
         for a in &i.actions {
-            let input = a.input.as_ref().and_then(|m| definitions.get(m));
-            let input = input.filter(|s| s["type"] != "null");
-            if input.is_some_and(|s| s["type"] != "object") {
+            let Some(input) = tool_input(a, definitions) else {
                 continue;
-            }
+            };
             let mut input_schema = Map::new();
             input_schema.insert("type".into(), json!("object"));
-            if let Some(s) = input {
+            if let (Some(s), Some(definitions)) = (input, definitions) {
                 for k in ["properties", "required", "description"] {
                     if let Some(v) = s.get(k) {
                         input_schema.insert(k.into(), v.clone());
@@ -250,12 +241,7 @@ fn is_tool(env: &EnvState, pck: &str, name: &str) -> bool {
     let Some(d) = env.deployment() else {
         return false;
     };
-    let empty = Map::new();
-    let definitions = d
-        .catalog
-        .own_definitions(pck)
-        .or_else(|| d.catalog.schema()["definitions"].as_object())
-        .unwrap_or(&empty);
+    let definitions = models(&d, pck);
     d.catalog
         .config
         .integrations
@@ -263,11 +249,30 @@ fn is_tool(env: &EnvState, pck: &str, name: &str) -> bool {
         .filter(|i| i.provider_config_key == pck)
         .flat_map(|i| i.actions.iter())
         .filter(|a| a.name == name)
-        .any(|a| {
-            let input = a.input.as_ref().and_then(|m| definitions.get(m));
-            let input = input.filter(|s| s["type"] != "null");
-            !input.is_some_and(|s| s["type"] != "object")
-        })
+        .any(|a| tool_input(a, definitions).is_some())
+}
+
+/// The models of integration `pck`'s scripts, borrowed (a project's may be
+/// megabytes, and a request may hold 16 messages): its own, else the
+/// project's.
+fn models<'a>(d: &'a crate::app::Deployed, pck: &str) -> Option<&'a Map<String, Value>> {
+    d.catalog
+        .own_definitions(pck)
+        .or_else(|| d.catalog.schema()["definitions"].as_object())
+}
+
+/// An action's input schema as a tool takes it (`Some(None)`: it has no
+/// input); `None` when its input is not an object, which makes no tool.
+fn tool_input<'a>(
+    a: &sluice_nango_yaml::ActionConfig,
+    definitions: Option<&'a Map<String, Value>>,
+) -> Option<Option<&'a Value>> {
+    let input = a
+        .input
+        .as_ref()
+        .and_then(|m| definitions?.get(m))
+        .filter(|s| s["type"] != "null");
+    (!input.is_some_and(|s| s["type"] != "object")).then_some(input)
 }
 
 /// The definitions `schema` refers to (`#/definitions/X`), and theirs.
