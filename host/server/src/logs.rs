@@ -466,8 +466,11 @@ impl Logs {
         started_at: DateTime<Utc>,
         error: String,
     ) -> String {
+        // Its id (which orders the logs and places them in time) is when
+        // it is recorded, when its line is written: a run a stop of days
+        // cut short is recorded at the next start, and `from` finds it.
         let execution = Execution {
-            id: new_id(started_at),
+            id: new_id(Utc::now().max(started_at)),
             kind: kind.into(),
             script: script.into(),
             provider_config_key: conn.provider_config_key.clone(),
@@ -998,6 +1001,25 @@ impl Filter {
             .unwrap_or_else(|_| serde_json::value::to_raw_value(&Value::Null).unwrap_or_default())
     }
 
+    /// The lowest execution id `from` can find lines of: an execution's
+    /// lines are written when it ends, so one that started up to its
+    /// longest run before `from` may have lines after it (a day, or the
+    /// environment's longest time limit, whichever is longer, and an hour
+    /// more). A run a stop cut short is recorded when the next start
+    /// finds it, under that time (see [`Logs::record_failure`]).
+    pub fn floor(&self, env: &EnvState) -> Option<String> {
+        let t = env.environment().limits.timeouts.clone();
+        let longest = [t.action, t.sync, t.webhook, t.on_event]
+            .into_iter()
+            .max()
+            .unwrap_or_default()
+            .max(Duration::from_secs(24 * 3600))
+            + Duration::from_secs(3600);
+        let back = i64::try_from(longest.as_micros()).unwrap_or(i64::MAX);
+        self.from
+            .map(|f| format!("{:020}", f.timestamp_micros().saturating_sub(back).max(0)))
+    }
+
     /// The key range of the time filter over execution ids: executions
     /// that started after `to` cannot have lines before it.
     fn upper_key(&self) -> Option<String> {
@@ -1047,9 +1069,7 @@ impl Filter {
             Some((id, _)) => Some(format!("{id}~")),
             None => self.upper_key(),
         };
-        let floor = self
-            .from
-            .map(|f| format!("{:020}", (f.timestamp_micros() - 86_400_000_000).max(0)));
+        let floor = self.floor(env);
         // A text search skips documents whose bytes do not hold the text
         // at all (the scan reads every line otherwise; see TextPrefilter).
         let mut prefilter = self.text.as_deref().and_then(TextPrefilter::new);

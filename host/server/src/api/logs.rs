@@ -106,9 +106,7 @@ pub async fn search(Env(env): Env, RawQuery(raw): RawQuery) -> ApiResult<Json<Lo
 /// Every line the filter keeps, oldest first, one JSON object per line.
 pub async fn export(Env(env): Env, RawQuery(raw): RawQuery) -> ApiResult<Response> {
     let (filter, _, _) = parse(raw.as_deref(), false)?;
-    let start = filter
-        .from
-        .map(|f| format!("{:020}", (f.timestamp_micros() - 86_400_000_000).max(0)));
+    let start = filter.floor(&env);
     // A page of executions at a time: memory is one page whatever the size
     // of the export, and a page is small (16 executions of at most about
     // 300 KiB each): an export a slow client reads holds a few MiB.
