@@ -9,7 +9,8 @@
 //!   outcome), bounded in bytes per execution.
 //!
 //! Execution ids start with the start time (`<µs since epoch, 20
-//! digits>-<random>`), so the logs collection is in time order: a search
+//! digits>-<random>`; a run a stop cut short, with the time the next start
+//! records it), so the logs collection is in time order: a search
 //! walks it newest first from the end of its time range and stops at the
 //! page's limit; the NDJSON export walks it oldest first, a page at a time,
 //! in constant memory. A background task enforces the retention (age and
@@ -466,11 +467,41 @@ impl Logs {
         started_at: DateTime<Utc>,
         error: String,
     ) -> String {
-        // Its id (which orders the logs and places them in time) is when
-        // it is recorded, when its line is written: a run a stop of days
-        // cut short is recorded at the next start, and `from` finds it.
+        self.record_failure_placed(store, conn, kind, script, started_at, started_at, error)
+            .await
+    }
+
+    /// A run a stop cut short, recorded as failed by the start that found
+    /// it: placed (its id, which orders the logs and places them in time)
+    /// when it is recorded, when its line is written, so `from` finds it
+    /// after a stop of days; its `started_at` is its own.
+    pub async fn record_interrupted(
+        &self,
+        env: &EnvState,
+        conn: &ConnectionRef,
+        kind: &str,
+        script: &str,
+        started_at: DateTime<Utc>,
+        error: String,
+    ) -> String {
+        let now = Utc::now().max(started_at);
+        self.record_failure_placed(&env.store, conn, kind, script, started_at, now, error)
+            .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn record_failure_placed(
+        &self,
+        store: &EnvStore,
+        conn: &ConnectionRef,
+        kind: &str,
+        script: &str,
+        started_at: DateTime<Utc>,
+        placed_at: DateTime<Utc>,
+        error: String,
+    ) -> String {
         let execution = Execution {
-            id: new_id(Utc::now().max(started_at)),
+            id: new_id(placed_at),
             kind: kind.into(),
             script: script.into(),
             provider_config_key: conn.provider_config_key.clone(),
@@ -1014,7 +1045,7 @@ impl Filter {
             .max()
             .unwrap_or_default()
             .max(Duration::from_secs(24 * 3600))
-            + Duration::from_secs(3600);
+            .saturating_add(Duration::from_secs(3600));
         let back = i64::try_from(longest.as_micros()).unwrap_or(i64::MAX);
         self.from
             .map(|f| format!("{:020}", f.timestamp_micros().saturating_sub(back).max(0)))

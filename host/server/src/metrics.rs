@@ -446,8 +446,11 @@ async fn answer(
         Some(app) => {
             // A store a request found failing is checked again, as
             // `GET /health` would: the gauge says what it would answer.
+            // At most a second: a scrape must not wait out a stuck
+            // store's probe (the gauge then says what was known).
             if app.health.failing() {
-                let _ = app.check_store().await;
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(1), app.check_store())
+                    .await;
             }
             text(200, app.metrics.render(&app), CONTENT_TYPE)
         }

@@ -806,7 +806,7 @@ impl Scheduler {
                             ));
                             let log_id = app
                                 .logs
-                                .record_failure(
+                                .record_interrupted(
                                     env,
                                     &conn,
                                     "sync",

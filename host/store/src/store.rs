@@ -349,7 +349,9 @@ impl Store {
     /// environment named once and existing, each given key well formed,
     /// new, and no other environment's. Nothing is written.
     pub fn check_new_keys(&self, replace: &[(String, Option<String>)]) -> Result<(), StoreError> {
-        let mut hashes: Vec<(String, [u8; 32])> = self
+        // Every environment's key once these are taken (a generated key is
+        // no other's: all zeros here stands for it).
+        let mut after: Vec<(String, [u8; 32])> = self
             .envs
             .iter()
             .map(|e| (e.name().to_string(), e.inner.secret_hash))
@@ -360,28 +362,36 @@ impl Store {
                     "environment `{name}` is named twice for a new key"
                 )));
             }
-            let env = self.environment(name).ok_or_else(|| {
-                StoreError::Invalid(format!(
+            if self.environment(name).is_none() {
+                return Err(StoreError::Invalid(format!(
                     "there is no environment `{name}` to give a new key"
-                ))
-            })?;
+                )));
+            }
+            if let Some(k) = given {
+                check_secret_key(name, k)?;
+            }
+            let hash = given.as_ref().map_or([0; 32], |k| sha256(k.as_bytes()));
+            for (n, h) in after.iter_mut() {
+                if n == name {
+                    *h = hash;
+                }
+            }
+        }
+        for (name, given) in replace {
             let Some(k) = given else { continue };
-            check_secret_key(name, k)?;
             let hash = sha256(k.as_bytes());
-            if bool::from(env.inner.secret_hash.ct_eq(&hash)) {
+            if self
+                .environment(name)
+                .is_some_and(|env| bool::from(env.inner.secret_hash.ct_eq(&hash)))
+            {
                 return Err(StoreError::Invalid(format!(
                     "the key given for environment `{name}` is the one it has: a new key must differ (leave it unset to have one generated)"
                 )));
             }
-            if hashes.iter().any(|(n, h)| n != name && *h == hash) {
+            if after.iter().any(|(n, h)| n != name && *h == hash) {
                 return Err(StoreError::Invalid(format!(
                     "environment `{name}` is given the same secret key as another environment"
                 )));
-            }
-            for (n, h) in hashes.iter_mut() {
-                if n == name {
-                    *h = hash;
-                }
             }
         }
         Ok(())

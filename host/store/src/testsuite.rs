@@ -652,6 +652,20 @@ pub async fn secret_keys_can_be_replaced(b: &Reopen) {
     let (store, _) = Store::open(b.open(), master.clone(), &initial())
         .await
         .unwrap();
+    // A key an environment gives up (for a generated one) may go to
+    // another, in either order.
+    for replace in [
+        [
+            ("prod".to_string(), None),
+            ("dev".to_string(), Some("prod-secret-given".to_string())),
+        ],
+        [
+            ("dev".to_string(), Some("prod-secret-given".to_string())),
+            ("prod".to_string(), None),
+        ],
+    ] {
+        store.check_new_keys(&replace).unwrap();
+    }
     let (store, replaced) = store
         .replace_secret_keys(&[("dev".into(), None)])
         .await
