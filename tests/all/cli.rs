@@ -680,6 +680,11 @@ async fn serve_refuses_a_limits_file_it_cannot_apply() {
             "timeouts: {action: 0, sync: 60, webhook: 60, on_event: 60}",
             "`timeouts.action` is 0",
         ),
+        // A time past what a clock holds (every run of it panicked).
+        (
+            "timeouts: {action: 1e19, sync: 60, webhook: 60, on_event: 60}",
+            "`timeouts.action` is 10000000000000000000 s, more than a year",
+        ),
         (
             "allowed_hosts: [\"http://api.example.com\"]",
             "entry `http://api.example.com` is not a host name",

@@ -662,7 +662,7 @@ async fn run_dryrun(
     } else if args.connections.is_none()
         && args.build.dir.is_dir()
         && !local.exists()
-        && secret_key_set(&args.build.dir, &args.environment)
+        && secret_key_set(&args.build.dir, &args.environment)?
     {
         implicit_server = Some(args.environment.clone());
         let key_var = format!("NANGO_SECRET_KEY_{}", args.environment.to_uppercase());
@@ -1030,11 +1030,17 @@ async fn run_test(args: TestArgs, out: &mut dyn Write, err: &mut dyn Write) -> a
 /// JSON given inline or as `@file`.
 /// `KEY=value` lines of a `.env` file (the original's CLI reads the one in
 /// the current directory); the process environment wins.
-fn dotenv(path: &std::path::Path) -> std::collections::HashMap<String, String> {
-    let Ok(text) = std::fs::read_to_string(path) else {
-        return Default::default();
+/// A missing file is nothing; one that cannot be read (not UTF-8, a folder,
+/// no permission) is an error naming it, not silently nothing (its
+/// settings would be missed, and the error would blame the setting).
+fn dotenv(path: &std::path::Path) -> anyhow::Result<std::collections::HashMap<String, String>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Default::default()),
+        Err(e) => bail!("cannot read {}: {e}", path.display()),
     };
-    text.lines()
+    Ok(text
+        .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
         .filter_map(|l| l.strip_prefix("export ").unwrap_or(l).split_once('='))
@@ -1063,7 +1069,7 @@ fn dotenv(path: &std::path::Path) -> std::collections::HashMap<String, String> {
             });
             (k.trim().to_string(), v)
         })
-        .collect()
+        .collect())
 }
 
 fn setting(name: &str, file: &std::collections::HashMap<String, String>) -> Option<String> {
@@ -1116,12 +1122,12 @@ fn limits_from_file(
 /// Whether the environment's secret key is set (`NANGO_SECRET_KEY_<ENV>`,
 /// in the environment, `./.env` or the project's `.env`), as
 /// [`server_settings`] looks for it.
-fn secret_key_set(dir: &std::path::Path, env: &str) -> bool {
-    let mut file = dotenv(std::path::Path::new(".env"));
-    for (k, v) in dotenv(&dir.join(".env")) {
+fn secret_key_set(dir: &std::path::Path, env: &str) -> anyhow::Result<bool> {
+    let mut file = dotenv(std::path::Path::new(".env"))?;
+    for (k, v) in dotenv(&dir.join(".env"))? {
         file.entry(k).or_insert(v);
     }
-    setting(&format!("NANGO_SECRET_KEY_{}", env.to_uppercase()), &file).is_some()
+    Ok(setting(&format!("NANGO_SECRET_KEY_{}", env.to_uppercase()), &file).is_some())
 }
 
 fn server_settings(
@@ -1132,8 +1138,8 @@ fn server_settings(
     purpose: &str,
     err: &mut dyn Write,
 ) -> anyhow::Result<(String, String)> {
-    let mut file = dotenv(std::path::Path::new(".env"));
-    for (k, v) in dotenv(&dir.join(".env")) {
+    let mut file = dotenv(std::path::Path::new(".env"))?;
+    for (k, v) in dotenv(&dir.join(".env"))? {
         file.entry(k).or_insert(v);
     }
     let key_var = format!("NANGO_SECRET_KEY_{}", env.to_uppercase());
@@ -1535,9 +1541,13 @@ async fn run_copy_store(
         Some((key, _)) => match sluice_store::Store::open(to.clone(), key.clone(), &[]).await {
             Ok(_) => writeln!(out, "The copy opens with the source's master key.")?,
             Err(e) => {
+                let retry = match &to_dir {
+                    Some(dir) => format!("delete {} and copy again", dir.display()),
+                    None => format!("empty {to_name}'s schema and copy again"),
+                };
                 writeln!(
                     err,
-                    "error: the copy does not open with the master key given ({e}): start its server with the key that sealed {from_name}"
+                    "error: the copy does not open with the master key given ({e}): the key is not the one that sealed {from_name}; {retry} with that key (SLUICE_MASTER_KEY)"
                 )?;
                 status = 1;
             }
@@ -1692,6 +1702,13 @@ async fn run_serve(
                 "--backup-dir {} is inside the data directory {}: keep backups on another disk, or at least outside it",
                 dir.display(),
                 args.data.display()
+            );
+        }
+        // Made when the first backup runs; what is there must be a folder.
+        if dir.exists() && !dir.is_dir() {
+            anyhow::bail!(
+                "--backup-dir {} is not a folder: give a folder (made if missing) to keep backups in",
+                dir.display()
             );
         }
         config.backup = Some(sluice_server::backup::BackupConfig {
@@ -2145,7 +2162,13 @@ mod tests {
             "# a comment\nA=plain # the key\nexport B=\"quoted # kept\" # dropped\nC='single'\nD=no#comment\nE=\nF=\"x\\\"y\"\nG=tab\t# c\n",
         )
         .unwrap();
-        let env = dotenv(&path);
+        let env = dotenv(&path).unwrap();
+        // One it cannot read is an error naming it, not nothing.
+        let bad = dir.path().join("bad.env");
+        std::fs::write(&bad, b"# r\xe9sum\xe9\nNANGO_HOSTPORT=http://127.0.0.1:1\n").unwrap();
+        let err = dotenv(&bad).unwrap_err().to_string();
+        assert!(err.contains("bad.env"), "{err}");
+        assert!(dotenv(&dir.path().join("absent.env")).unwrap().is_empty());
         assert_eq!(env["A"], "plain");
         assert_eq!(env["B"], "quoted # kept");
         assert_eq!(env["C"], "single");

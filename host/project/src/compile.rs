@@ -26,6 +26,20 @@ use crate::toolchain::{self, StepMessage, Toolchain, ToolchainError};
 /// What `sluice` writes its build outputs under, inside the project.
 pub const BUILD_DIR: &str = ".sluice/build";
 
+/// Refuses a path the TypeScript toolchain cannot be given (it takes
+/// paths as JSON text, which holds only UTF-8), naming it.
+pub(crate) fn utf8_paths<'a>(
+    paths: impl IntoIterator<Item = &'a Path>,
+) -> Result<(), CompileError> {
+    match paths.into_iter().find(|p| p.to_str().is_none()) {
+        Some(p) => Err(CompileError::NotAProject(format!(
+            "the path `{}` is not UTF-8: the TypeScript toolchain takes UTF-8 paths only (rename the folder or file)",
+            p.display()
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// Why a project did not compile.
 #[derive(Debug, thiserror::Error)]
 pub enum CompileError {
@@ -655,6 +669,12 @@ pub(crate) fn build_bundle(
     let bundle = build.join(format!("{pck}.js"));
     let component = build.join(format!("{pck}.wasm"));
     let key_file = build.join(format!("{pck}.key"));
+    utf8_paths(
+        [root, build, wit_dir]
+            .into_iter()
+            .chain(scripts.iter().map(|(_, f)| f.as_path()))
+            .chain(tests.iter().map(|(_, f)| f.as_path())),
+    )?;
     let job = json!({
         "root": root,
         "scripts": scripts

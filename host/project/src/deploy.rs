@@ -962,6 +962,14 @@ pub enum UploadError {
     Unreachable { url: String, source: reqwest::Error },
     #[error("the server refused the deploy (HTTP {status}): {body}")]
     Refused { status: u16, body: String },
+    #[error(
+        "{url} does not answer as a sluice server (HTTP {status}, not its JSON: {start}): check --host or NANGO_HOSTPORT; nothing was deployed"
+    )]
+    NotSluice {
+        url: String,
+        status: u16,
+        start: String,
+    },
 }
 
 /// The environment a secret key names, as a server says it (`GET
@@ -1000,7 +1008,15 @@ pub async fn environment_of(
         .map_err(unreachable)?;
     let status = resp.status().as_u16();
     let body = resp.text().await.unwrap_or_default();
-    let answer = serde_json::from_str::<serde_json::Value>(&body).unwrap_or_default();
+    let Ok(answer) = serde_json::from_str::<serde_json::Value>(&body) else {
+        // Not sluice (another server on the port, a proxy's page): said
+        // so, with the start of what it answered.
+        return Err(UploadError::NotSluice {
+            url,
+            status,
+            start: body.chars().take(120).collect(),
+        });
+    };
     match answer["name"].as_str() {
         Some(name) if status == 200 => Ok(ServerEnvironment {
             name: name.to_string(),
@@ -1028,6 +1044,11 @@ pub async fn upload(
     manifest.scope = scope.cloned();
     let http = reqwest::Client::builder()
         .user_agent(sluice_runtime::proxy::USER_AGENT)
+        // A server compiles what a deploy brings before it answers
+        // (minutes for a large project); one that never answers is
+        // given up on after an hour, not waited on for ever.
+        .connect_timeout(std::time::Duration::from_secs(30))
+        .timeout(std::time::Duration::from_secs(3600))
         .build()
         .map_err(|source| UploadError::Unreachable {
             url: base.to_string(),

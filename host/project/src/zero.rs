@@ -87,6 +87,19 @@ pub fn entries(root: &Path) -> Result<Vec<Entry>, CompileError> {
             path.push_str(".js");
         }
         let segments: Vec<&str> = path.split('/').collect();
+        // `./` only at its start: an integration named `..` would be
+        // built, deployed and recorded outside the project.
+        if segments[1..]
+            .iter()
+            .any(|s| s.is_empty() || *s == "." || *s == "..")
+        {
+            return Err(build_error(
+                "index.ts",
+                format!(
+                    "index.ts imports `{path}`: an entry's path holds no `.`, `..` or empty part after its leading `./` (`./<integration>/<syncs|actions|on-events>/<name>.js`)"
+                ),
+            ));
+        }
         if segments.len() < 4 {
             return Err(build_error(
                 "index.ts",
@@ -839,6 +852,7 @@ fn read_definitions(
     list: &[Entry],
     progress: &mut dyn Write,
 ) -> Result<Definitions, CompileError> {
+    crate::compile::utf8_paths(std::iter::once(root).chain(list.iter().map(|e| e.file.as_path())))?;
     let job = json!({
         "root": root,
         "integration": id,
@@ -898,6 +912,17 @@ mod tests {
         std::fs::write(dir.path().join("index.ts"), "// nothing\n").unwrap();
         let err = entries(dir.path()).unwrap_err().to_string();
         assert!(err.contains("No entry points found in index.ts"), "{err}");
+
+        // No integration named `..` (built and recorded outside the folder).
+        for entry in [
+            "./github/syncs/../syncs/issues.js",
+            "./x/../github/syncs/issues.js",
+            ".//github/syncs/issues.js",
+        ] {
+            std::fs::write(dir.path().join("index.ts"), format!("import '{entry}';\n")).unwrap();
+            let err = entries(dir.path()).unwrap_err().to_string();
+            assert!(err.contains("no `.`, `..` or empty part"), "{entry}: {err}");
+        }
     }
 
     #[test]

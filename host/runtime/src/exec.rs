@@ -621,6 +621,9 @@ impl Runtime {
             timeout = timeout.min(within.deadline.saturating_duration_since(started));
             fuel = fuel.min(within.fuel.unwrap_or(UNMETERED_FUEL));
         }
+        // Bounded by the limits' check; a time past what an `Instant`
+        // holds would stop the run, not panic.
+        let timeout = timeout.min(crate::limits::MAX_TIMEOUT);
         let deadline = started + timeout;
         let exec = Arc::new(exec);
         let state = HostState::new(script.kind, exec.clone(), services, self.clone(), deadline);

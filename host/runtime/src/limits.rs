@@ -91,6 +91,10 @@ impl Default for Timeouts {
 /// The least `memory_bytes`: a componentize-js script needs about 10 MiB
 /// to start.
 pub const MIN_MEMORY_BYTES: usize = 16 << 20;
+/// The longest time limit a script kind may have: a year (a clock
+/// deadline past what a time can hold would stop every run of it).
+pub const MAX_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(366 * 24 * 3600);
+
 /// The least `fuel`: below it no script gets past its start.
 pub const MIN_FUEL: u64 = 1_000_000;
 
@@ -121,6 +125,13 @@ impl Limits {
             if d.is_zero() {
                 return Some(format!(
                     "`timeouts.{name}` is 0: every such script would time out at once"
+                ));
+            }
+            if d > MAX_TIMEOUT {
+                return Some(format!(
+                    "`timeouts.{name}` is {} s, more than a year ({} s): leave it out for the default",
+                    d.as_secs(),
+                    MAX_TIMEOUT.as_secs()
                 ));
             }
         }
