@@ -3,6 +3,7 @@
 //! `Issue` whose webhook handler saves records, and a mock app that gets
 //! the forwards.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use hmac_sha256::hmac_hex;
@@ -435,8 +436,8 @@ async fn slow_large_webhook_bodies_do_not_hold_up_the_others() {
 
 /// The room for providers' webhook bodies is shared by the environments,
 /// but one holds at most half of it: large bodies arriving for one
-/// environment (here four of 32 MiB, the largest taken, held a byte short
-/// of their end: the whole room) leave room for another's webhooks,
+/// environment (here 48 of 4 MiB, the largest taken, held a byte short
+/// of their end: more than its share) leave room for another's webhooks,
 /// which are answered at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_environments_large_webhooks_leave_room_for_anothers() {
@@ -453,17 +454,18 @@ async fn one_environments_large_webhooks_leave_room_for_anothers() {
     let (dev_env, prod_env) = (id("dev"), id("prod"));
     let addr = server.url().trim_start_matches("http://").to_string();
     let mut large = Vec::new();
-    for _ in 0..4 {
-        let addr = addr.clone();
+    let filler: Arc<Vec<u8>> = Arc::new(vec![b' '; (4 << 20) - 1]);
+    for _ in 0..48 {
+        let (addr, filler) = (addr.clone(), filler.clone());
         large.push(tokio::spawn(async move {
             let mut tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
             let head = format!(
-                "POST /webhook/{dev_env}/lin HTTP/1.1\r\nHost: x\r\nContent-Length: 33554432\r\n\r\n"
+                "POST /webhook/{dev_env}/lin HTTP/1.1\r\nHost: x\r\nContent-Length: 4194304\r\n\r\n"
             );
             tcp.write_all(head.as_bytes()).await.unwrap();
             // Written while the server takes it (the bodies past the
             // environment's share wait), then held unfinished.
-            let _ = tcp.write_all(&vec![b' '; (32 << 20) - 1]).await;
+            let _ = tcp.write_all(&filler).await;
             std::future::pending::<()>().await;
         }));
     }
@@ -620,7 +622,10 @@ async fn webhooks_a_crash_cut_short_are_handled_at_start_their_scripts_given_up_
                     if n == 3 { "c2" } else { "c1" }.into(),
                 )),
             }],
+            // As an earlier build stored it: parsed, the input inline.
             forward: body,
+            forward_text: None,
+            inputs: Vec::new(),
             headers: Vec::new(),
             forwarded: started,
             restarts,
@@ -710,5 +715,480 @@ async fn webhooks_a_crash_cut_short_are_handled_at_start_their_scripts_given_up_
     );
     assert_eq!(forwards(&app).len(), 2, "r3 was forwarded again");
     assert_eq!(items(&c, "c2").await, ["r3"]);
+    server.stop().await;
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut z = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    z.write_all(bytes).unwrap();
+    z.finish().unwrap()
+}
+
+/// A webhook's signature is checked on its bytes before its body is
+/// parsed, so a forged one costs no parse (the body was parsed first: a
+/// 30 KB gzip of a 30 MiB `[0,0,…]` with a bad signature was a 401 after
+/// 1.2 GB), and a body whose parse would take more than the server sets
+/// aside for parsing is refused (413) before it is parsed; as much
+/// ordinary JSON is taken, and past the largest body (4 MiB) none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_webhook_costs_no_parse_and_one_whose_parse_would_not_fit_is_413() {
+    let app = App::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let config = ServerConfig::new(data.path(), "127.0.0.1:0".parse().unwrap());
+    let server = start_with(config, &MasterKey::generate(), PROVIDERS).await;
+    let c = Client::new(&server, DEV_KEY);
+    setup(&c, &app).await;
+    let env = server.app.store.environment("dev").unwrap().id();
+    let url = format!("/webhook/{env}/lin");
+
+    // Forged: 401 whatever the body (one that is not JSON was a 400, as
+    // it was parsed first).
+    let (code, out) = post(&c, &url, "{not json", &signed("{}")).await;
+    assert_eq!(code, 401, "{out}");
+    assert!(out.contains("webhook_invalid_signature"), "{out}");
+
+    let send = |body: Vec<u8>, headers: Vec<(&'static str, String)>| {
+        let mut req = c
+            .http
+            .post(format!("{}{url}", c.base))
+            .header("content-type", "application/json")
+            .header("content-encoding", "gzip")
+            .body(gzip(&body));
+        for (k, v) in headers {
+            req = req.header(k, v);
+        }
+        async move {
+            let r = req.send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    // 2 MiB of `[0,0,…]`: over a million values, hundreds of MiB parsed.
+    let dense = format!("[{}0]", "0,".repeat(1 << 20));
+    let (code, out) = send(dense.clone().into_bytes(), signed("[]")).await;
+    assert_eq!(code, 401, "{out}");
+    let (code, out) = send(dense.clone().into_bytes(), signed(&dense)).await;
+    assert_eq!(code, 413, "{out}");
+    assert!(out.contains("payload_too_large"), "{out}");
+    assert!(out.contains("once parsed"), "{out}");
+
+    // 3 MiB of ordinary JSON (a long string) is taken and handled.
+    let body = json!({"type": "Issue", "organizationId": "org-1", "model": "Item",
+                      "save": [{"id": "big"}], "blob": "x".repeat(3 << 20)})
+    .to_string();
+    let (code, out) = send(body.clone().into_bytes(), signed(&body)).await;
+    assert_eq!((code, out.as_str()), (200, r#"{"status":"success"}"#));
+    let t = std::time::Instant::now();
+    while items(&c, "c1").await != ["big"] {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "the large webhook was not handled"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    app.wait_for("the large forward", Duration::from_secs(10), |a| {
+        a.accepted().iter().any(|(_, b)| b["type"] == "forward")
+    })
+    .await;
+    let forward = app
+        .accepted()
+        .into_iter()
+        .find(|(_, b)| b["type"] == "forward")
+        .unwrap();
+    assert_eq!(
+        forward.1["payload"]["blob"].as_str().map(str::len),
+        Some(3 << 20)
+    );
+
+    // Past the largest body: 413, as received or once decompressed.
+    let over = json!({"type": "Issue", "blob": "x".repeat(5 << 20)}).to_string();
+    let (code, out) = post(&c, &url, &over, &signed(&over)).await;
+    assert_eq!(code, 413, "{out}");
+    let (code, out) = send(over.clone().into_bytes(), signed(&over)).await;
+    assert_eq!(code, 413, "{out}");
+    server.stop().await;
+}
+
+/// One body holds at most an eighth of its environment's room (its
+/// largest size, counted five times): uploads stalled one byte short of
+/// their end cannot lock out the environment's webhooks (two uploads of
+/// 32 MiB held all of its room, and a signed webhook got 503
+/// `webhook_busy`). Here two stalled at the largest body and two that
+/// declared 32 MiB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_uploads_leave_room_for_a_signed_webhook() {
+    use tokio::io::AsyncWriteExt as _;
+    let app = App::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let config = ServerConfig::new(data.path(), "127.0.0.1:0".parse().unwrap());
+    let server = start_with(config, &MasterKey::generate(), PROVIDERS).await;
+    let c = Client::new(&server, DEV_KEY);
+    setup(&c, &app).await;
+    let env = server.app.store.environment("dev").unwrap().id();
+    let url = format!("/webhook/{env}/lin");
+    let addr = server.url().trim_start_matches("http://").to_string();
+    let filler: Arc<Vec<u8>> = Arc::new(vec![b' '; (32 << 20) - 1]);
+    let mut stalled = Vec::new();
+    for size in [4usize << 20, 4 << 20, 32 << 20, 32 << 20] {
+        let (addr, url, filler) = (addr.clone(), url.clone(), filler.clone());
+        stalled.push(tokio::spawn(async move {
+            let mut tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+            let head = format!("POST {url} HTTP/1.1\r\nHost: x\r\nContent-Length: {size}\r\n\r\n");
+            tcp.write_all(head.as_bytes()).await.unwrap();
+            // As much as the server takes, then held unfinished.
+            let _ = tcp.write_all(&filler[..size - 1]).await;
+            std::future::pending::<()>().await;
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let body = json!({"type": "Issue", "organizationId": "org-1", "model": "Item", "save": [{"id": "s1"}]})
+        .to_string();
+    let answered = tokio::time::timeout(
+        Duration::from_secs(8),
+        post(&c, &url, &body, &signed(&body)),
+    )
+    .await;
+    let (code, out) = answered.expect("the signed webhook waited behind the stalled uploads");
+    assert_eq!((code, out.as_str()), (200, r#"{"status":"success"}"#));
+    for task in stalled {
+        task.abort();
+    }
+    server.stop().await;
+}
+
+const UNAUTH: &str = "
+unauth-test:
+  auth_mode: OAUTH2
+  webhook_routing_script: unauthenticatedWebhookRouting
+  proxy:
+    base_url: http://127.0.0.1:9
+";
+
+/// Creates integration `un` (unauthenticated webhooks) in the client's
+/// environment.
+async fn unauthenticated(c: &Client) {
+    let (code, out) = c
+        .send(
+            "POST",
+            "/integrations",
+            Some(json!({"unique_key": "un", "provider": "unauth-test"})),
+        )
+        .await;
+    assert_eq!(code, 200, "{out}");
+}
+
+/// The documents of an environment's collection.
+async fn docs(server: &sluice_server::Server, env: &str, collection: &str) -> Vec<Value> {
+    let env = server.app.store.environment(env).unwrap();
+    env.docs::<Value>(collection, "", None, 100, false)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect()
+}
+
+/// Webhook URLs pointing back at sluice's own webhook route (dev's at
+/// prod's and its own, prod's at dev's) make no loop: every delivery
+/// carries `x-sluice-delivery`, and a webhook with it is refused (400
+/// `webhook_loop`, final), not forwarded again. One webhook makes its two
+/// deliveries and nothing more (it made a thousand a second, for ever),
+/// and the operator is told why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_urls_pointing_back_at_sluice_make_no_loop() {
+    use std::sync::Mutex;
+    let data = tempfile::tempdir().unwrap();
+    let mut config = ServerConfig::new(data.path(), "127.0.0.1:0".parse().unwrap());
+    let told: Arc<Mutex<Vec<String>>> = Arc::default();
+    let lines = told.clone();
+    config.events =
+        sluice_server::EventLog::new(move |line| lines.lock().unwrap().push(line.to_string()));
+    let server = start_with(config, &MasterKey::generate(), UNAUTH).await;
+    let dev = Client::new(&server, DEV_KEY);
+    let prod = Client::new(&server, PROD_KEY);
+    unauthenticated(&dev).await;
+    unauthenticated(&prod).await;
+    let hook = |name: &str| {
+        format!(
+            "{}/webhook/{}/un",
+            server.url(),
+            server.app.store.environment(name).unwrap().id()
+        )
+    };
+    for (c, primary, secondary) in [
+        (&dev, hook("prod"), Some(hook("dev"))),
+        (&prod, hook("dev"), None),
+    ] {
+        let (code, out) = c
+            .send(
+                "PUT",
+                "/sluice/webhook-settings",
+                Some(json!({"primary_url": primary, "secondary_url": secondary})),
+            )
+            .await;
+        assert_eq!(code, 200, "{out}");
+    }
+    let body = json!({"type": "ping", "connectionId": "nobody"}).to_string();
+    let (code, out) = post(&dev, &hook("dev")[server.url().len()..], &body, &[]).await;
+    assert_eq!(code, 200, "{out}");
+    let t = std::time::Instant::now();
+    loop {
+        let dead = docs(&server, "dev", "webhook-dead").await;
+        if dead.len() == 2 && docs(&server, "dev", "webhook-outbox").await.is_empty() {
+            for d in &dead {
+                let error = d["last_error"].as_str().unwrap_or("");
+                assert!(error.contains("HTTP 400"), "{d}");
+            }
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10) && dead.len() <= 2,
+            "the deliveries were not refused as a loop: {} given up, {} waiting",
+            dead.len(),
+            docs(&server, "dev", "webhook-outbox").await.len()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Nothing reached prod, which would have sent it on.
+    assert!(docs(&server, "prod", "webhook-outbox").await.is_empty());
+    assert!(docs(&server, "prod", "webhook-dead").await.is_empty());
+    assert!(docs(&server, "prod", "incoming-webhooks").await.is_empty());
+    let told = told.lock().unwrap().clone();
+    assert!(
+        told.iter()
+            .any(|l| l.contains("points at sluice's own webhook route")),
+        "{told:?}"
+    );
+    server.stop().await;
+}
+
+/// A delivery is filed in the logs under what sluice queued it for, not
+/// what its body says: a provider's payload that matched no connection is
+/// a `forward` of its integration, whatever `type`, `providerConfigKey`
+/// and `connectionId` it carries (it was filed as the `sync` of another
+/// integration's connection, as its sender wrote).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_is_logged_as_queued_not_as_its_body_says() {
+    let app = App::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let config = ServerConfig::new(data.path(), "127.0.0.1:0".parse().unwrap());
+    let server = start_with(config, &MasterKey::generate(), UNAUTH).await;
+    let c = Client::new(&server, DEV_KEY);
+    unauthenticated(&c).await;
+    let (code, _) = c
+        .send(
+            "PUT",
+            "/sluice/webhook-settings",
+            Some(json!({"primary_url": app.url()})),
+        )
+        .await;
+    assert_eq!(code, 200);
+    let env = server.app.store.environment("dev").unwrap().id();
+    let forged = json!({"type": "sync", "providerConfigKey": "other", "connectionId": "victim",
+                        "syncName": "contacts", "success": true})
+    .to_string();
+    let (code, out) = post(&c, &format!("/webhook/{env}/un"), &forged, &[]).await;
+    assert_eq!(code, 200, "{out}");
+    app.wait_for("the forward", Duration::from_secs(10), |a| {
+        a.accepted().len() == 1
+    })
+    .await;
+    let logged = |query: &'static str| {
+        let c = &c;
+        async move {
+            let (code, out) = c.send("GET", &format!("/logs?{query}"), None).await;
+            assert_eq!(code, 200, "{out}");
+            out["logs"].as_array().cloned().unwrap_or_default()
+        }
+    };
+    let t = std::time::Instant::now();
+    let lines = loop {
+        let lines = logged("integration=un").await;
+        if !lines.is_empty() {
+            break lines;
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "no delivery logged");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["script"], "forward", "{lines:?}");
+    assert!(
+        lines[0]["message"].as_str().unwrap().contains("sent to"),
+        "{lines:?}"
+    );
+    assert!(logged("connection_id=victim").await.is_empty());
+    assert!(logged("integration=other").await.is_empty());
+    server.stop().await;
+}
+
+/// The app's webhooks of a webhook script's run that cannot be queued (the
+/// store refuses them: here, webhook settings it cannot read) are tried
+/// again, and the provider's webhook is kept, not forgotten, and handled
+/// again; once they can be queued the app gets them (the run's ids derived
+/// from the webhook, so a run made again sends the same message). They
+/// were lost: the webhook was deleted all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_runs_webhooks_that_cannot_be_queued_keep_the_webhook() {
+    use std::sync::Mutex;
+    let app = App::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let mut config = ServerConfig::new(data.path(), "127.0.0.1:0".parse().unwrap());
+    let told: Arc<Mutex<Vec<String>>> = Arc::default();
+    let lines = told.clone();
+    config.events =
+        sluice_server::EventLog::new(move |line| lines.lock().unwrap().push(line.to_string()));
+    let server = start_with(config, &MasterKey::generate(), PROVIDERS).await;
+    let c = Client::new(&server, DEV_KEY);
+    setup(&c, &app).await;
+    // Nothing forwarded: the settings are read only for the run's webhooks.
+    let (code, out) = c
+        .send(
+            "PATCH",
+            "/integrations/lin",
+            Some(json!({"forward_webhooks": false})),
+        )
+        .await;
+    assert_eq!(code, 200, "{out}");
+    let dev = server
+        .app
+        .envs()
+        .find(|e| e.name() == "dev")
+        .unwrap()
+        .clone();
+    let settings = |valid: bool| {
+        let mut s = json!({"primary_url": app.url()});
+        if !valid {
+            s["not_a_setting"] = json!(true);
+        }
+        s
+    };
+    dev.store
+        .put_doc("webhook-settings", "settings", &settings(false))
+        .await
+        .unwrap();
+    let env = server.app.store.environment("dev").unwrap().id();
+    let body = json!({"type": "Issue", "organizationId": "org-1", "model": "Item", "save": [{"id": "q1"}]})
+        .to_string();
+    let (code, out) = post(&c, &format!("/webhook/{env}/lin"), &body, &signed(&body)).await;
+    assert_eq!(code, 200, "{out}");
+    let t = std::time::Instant::now();
+    while !told
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|l| l.contains("could not be handled") && l.contains("could not be queued"))
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "the run's webhooks were not found unqueued: {:?}",
+            told.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(items(&c, "c1").await, ["q1"]);
+    assert_eq!(docs(&server, "dev", "incoming-webhooks").await.len(), 1);
+    assert!(app.accepted().is_empty());
+    dev.store
+        .put_doc("webhook-settings", "settings", &settings(true))
+        .await
+        .unwrap();
+    app.wait_for("the run's sync webhook", Duration::from_secs(20), |a| {
+        a.accepted().len() == 1
+    })
+    .await;
+    let sync = app.accepted()[0].1.clone();
+    assert_eq!(
+        (&sync["type"], &sync["syncType"], &sync["connectionId"]),
+        (&json!("sync"), &json!("WEBHOOK"), &json!("c1")),
+        "{sync}"
+    );
+    // The run made again tells of what the first one saved.
+    assert_eq!(sync["responseResults"]["added"], 1, "{sync}");
+    let t = std::time::Instant::now();
+    while !docs(&server, "dev", "incoming-webhooks").await.is_empty() {
+        assert!(t.elapsed() < Duration::from_secs(10), "the webhook is kept");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(app.accepted().len(), 1);
+    server.stop().await;
+}
+
+/// The webhooks a stopped process left are read a page at a time and all
+/// handled at the next start (more than a page of them here; they were
+/// all read into memory at start).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_than_a_page_of_webhooks_left_at_a_stop_are_all_handled_at_start() {
+    use chrono::Utc;
+    use sluice_server::api::incoming::{Accepted, INCOMING, Text};
+    use sluice_server::routing::{Lookup, Route};
+
+    let app = App::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let master = MasterKey::generate();
+    let config = || ServerConfig::new(data.path(), "127.0.0.1:0".parse().unwrap());
+    let server = start_with(config(), &master, PROVIDERS).await;
+    let c = Client::new(&server, DEV_KEY);
+    setup(&c, &app).await;
+    let dev = server
+        .app
+        .envs()
+        .find(|e| e.name() == "dev")
+        .unwrap()
+        .clone();
+    // A type no sync subscribes to: forwarded only.
+    for n in 0..300 {
+        let body = json!({"type": "Comment", "organizationId": "org-2", "n": n});
+        let accepted = Accepted {
+            id: format!("left-{n}"),
+            provider_config_key: "lin".into(),
+            provider: "linear-test".into(),
+            received_at: Utc::now(),
+            routes: vec![Route {
+                input: Value::Null,
+                kind: Some("Comment".into()),
+                header_kind: None,
+                lookup: Some(Lookup::ConnectionId("c2".into())),
+            }],
+            forward: Value::Null,
+            forward_text: Some(Text::new(body.to_string()).unwrap()),
+            inputs: vec![None],
+            headers: Vec::new(),
+            forwarded: false,
+            restarts: 0,
+            scripts_started_at: None,
+            running: None,
+        };
+        dev.store
+            .put_doc(
+                INCOMING,
+                &format!("{n:020}\u{1f}{}", accepted.id),
+                &accepted,
+            )
+            .await
+            .unwrap();
+    }
+    drop(dev);
+    server.stop().await;
+    let server = start_with(config(), &master, PROVIDERS).await;
+    app.wait_for("the 300 forwards", Duration::from_secs(30), |a| {
+        a.accepted().len() == 300
+    })
+    .await;
+    let mut seen: Vec<i64> = app
+        .accepted()
+        .iter()
+        .map(|(_, b)| {
+            assert_eq!(b["connectionId"], "c2", "{b}");
+            b["payload"]["n"].as_i64().unwrap()
+        })
+        .collect();
+    seen.sort();
+    assert_eq!(seen, (0..300).collect::<Vec<i64>>());
+    let t = std::time::Instant::now();
+    while !docs(&server, "dev", "incoming-webhooks").await.is_empty() {
+        assert!(t.elapsed() < Duration::from_secs(10), "webhooks are kept");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     server.stop().await;
 }

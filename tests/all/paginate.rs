@@ -134,6 +134,119 @@ async fn link_header_follows_absolute_links_until_none() {
     assert_eq!(reqs[1].query_param("page"), Some("2"));
 }
 
+/// A comma inside a next link's URL (`fields=a,b`) is part of the URL:
+/// split on every comma, the header gave no next link after page 1.
+#[tokio::test]
+async fn link_header_urls_may_hold_commas() {
+    let h = Harness::simple(|req: &MockRequest| {
+        let host = req.header("host").unwrap_or_default().to_string();
+        let link = |page: u32, rel: &str| {
+            format!("<http://{host}/issues?fields=id,title&page={page}>; rel=\"{rel}\"")
+        };
+        match req.query_param("page") {
+            None => MockResponse::json(200, &json!([1]))
+                .with_header("link", &format!("{}, {}", link(2, "next"), link(3, "last"))),
+            Some("2") => MockResponse::json(200, &json!([2]))
+                .with_header("link", &format!("{},{}", link(1, "prev"), link(3, "next"))),
+            Some("3") => MockResponse::json(200, &json!([3]))
+                .with_header("link", &format!("not a link, {}", link(2, "prev"))),
+            Some(_) => MockResponse::json(200, &json!([99])),
+        }
+    })
+    .await;
+    let config = json!({"type": "link", "link_rel_in_response_header": "next"});
+    let out = paginate(&h, json!({"endpoint": "/issues", "config": config})).await;
+    assert_eq!(pages(&out), vec![json!([1]), json!([2]), json!([3])]);
+    let reqs = h.mock.requests();
+    assert_eq!(reqs.len(), 3);
+    assert_eq!(reqs[1].query_param("fields"), Some("id,title"));
+    assert_eq!(reqs[2].query_param("page"), Some("3"));
+}
+
+/// A last page answered with no body (a 204, or a 200 with nothing) ends
+/// the pagination as an empty page does, and a body starting with a byte
+/// order mark is read as JSON, as the original's axios reads them (both
+/// failed the whole sync with `invalid_response`).
+#[tokio::test]
+async fn an_empty_last_page_ends_and_a_byte_order_mark_is_skipped() {
+    for last in [204, 200] {
+        let h = Harness::simple(move |req: &MockRequest| match req.query_param("cursor") {
+            None => {
+                let mut r =
+                    MockResponse::json(200, &json!({"items": [1, 2], "meta": {"next": "a"}}));
+                r.body.splice(0..0, *b"\xEF\xBB\xBF");
+                r
+            }
+            Some("a") => MockResponse::json(200, &json!({"items": [3], "meta": {"next": "b"}})),
+            Some(_) => MockResponse {
+                status: last,
+                headers: vec![],
+                body: vec![],
+                delay: None,
+            },
+        })
+        .await;
+        let out = paginate(&h, json!({"endpoint": "/items", "config": cursor_config()})).await;
+        assert_eq!(
+            pages(&out),
+            vec![json!([1, 2]), json!([3])],
+            "status {last}"
+        );
+        assert_eq!(h.mock.requests().len(), 3);
+    }
+
+    // The zero-yaml SDK's link pagination yields every page: one answered
+    // with no body is an empty page, and the header's next link is still
+    // followed.
+    let h = Harness::simple(|req: &MockRequest| {
+        let host = req.header("host").unwrap_or_default().to_string();
+        match req.query_param("page") {
+            None => MockResponse {
+                status: 200,
+                headers: vec![(
+                    "link".into(),
+                    format!("<http://{host}/feed?page=2>; rel=\"next\""),
+                )],
+                body: vec![],
+                delay: None,
+            },
+            Some(_) => MockResponse::json(200, &json!([7])),
+        }
+    })
+    .await;
+    let config = json!({"type": "link", "link_rel_in_response_header": "next"});
+    let mut exec = h.execution(
+        "test-action",
+        sluice_runtime::Call::Action {
+            input: Some(json!({"endpoint": "/feed", "config": config}).to_string()),
+        },
+    );
+    exec.zero_yaml = true;
+    let report = sluice_tests::runtime()
+        .execute(
+            &sluice_tests::script(guests::ACTION_PAGINATE),
+            exec,
+            h.services(),
+        )
+        .await;
+    assert_eq!(pages(&output(&report)), vec![json!([]), json!([7])]);
+
+    // A body that is not JSON is still an error naming the problem.
+    let h = Harness::simple(|_: &MockRequest| MockResponse {
+        status: 200,
+        headers: vec![],
+        body: b"<html>".to_vec(),
+        delay: None,
+    })
+    .await;
+    let message =
+        paginate_error(&h, json!({"endpoint": "/items", "config": cursor_config()})).await;
+    assert!(
+        message.starts_with("pagination needs a JSON response"),
+        "{message}"
+    );
+}
+
 #[tokio::test]
 async fn link_in_the_body_as_a_relative_path() {
     let h = Harness::simple(|req: &MockRequest| match req.query_param("p") {

@@ -537,3 +537,128 @@ async fn a_connection_chosen_name_must_resolve_to_a_public_address() {
     );
     assert_eq!(h.mock.requests().len(), 1);
 }
+
+/// A redirect to another origin (a download answered from a file host:
+/// box's `dl.boxcloud.com`, Graph's `*.sharepoint.com`) is followed, as
+/// the original's axios follows it, when its host passes the egress
+/// check; the connection's credentials stay behind. It was a thrown 302.
+#[tokio::test]
+async fn a_redirect_to_another_allowed_origin_is_followed_without_credentials() {
+    use sluice_tests::MockServer;
+    let files = MockServer::start(Arc::new(|req: &sluice_tests::MockRequest| {
+        MockResponse::json(200, &json!({"file": req.path, "method": req.method}))
+    }))
+    .await
+    .unwrap();
+    let files_url = files.url();
+    let files_host = files_url.trim_start_matches("http://").to_string();
+    let location = format!("{files_url}/d/1?sig=abc&api_key=key-9");
+    let mut h = Harness::new(
+        move |req: &sluice_tests::MockRequest| match req.path.as_str() {
+            "/download" => MockResponse::json(302, &json!({})).with_header("location", &location),
+            "/upload" => MockResponse::json(303, &json!({})).with_header("location", &location),
+            _ => MockResponse::json(404, &json!({})),
+        },
+        "mock:\n  auth_mode: API_KEY\n  proxy:\n    base_url: {base}\n    headers:\n      x-api-key: ${apiKey}\n      authorization: Token ${apiKey}\n    query:\n      api_key: ${apiKey}\n",
+        json!({"type": "API_KEY", "apiKey": "key-9"}),
+    )
+    .await;
+
+    // Not in the egress policy: answered as it came (a 302 the script can
+    // read), the logs naming the host; nothing is sent there.
+    let report = h
+        .action(guests::ACTION_PROXY, json!({"endpoint": "/download"}))
+        .await;
+    let Err(ExecError::Script(failure)) = &report.outcome else {
+        panic!("expected the redirect, got {:?}", report.outcome);
+    };
+    assert_eq!(failure.status, 302, "{}", failure.message);
+    assert!(
+        report.logs.iter().any(
+            |l| l.message.starts_with("Not following the redirect (302)")
+                && l.message
+                    .contains(&format!("`{files_host}` are not allowed"))
+        ),
+        "{:#?}",
+        report.logs
+    );
+    assert!(files.requests().is_empty(), "the refused redirect was sent");
+
+    h.limits().allowed_hosts = vec![files_host.clone()];
+    let out = output(
+        &h.action(
+            guests::ACTION_PROXY,
+            json!({"endpoint": "/download", "headers": {"x-mine": "kept", "x-copy": "key-9", "cookie": "s=1"}}),
+        )
+        .await,
+    );
+    assert_eq!(out["status"], 200);
+    assert_eq!(out["data"], json!({"file": "/d/1", "method": "GET"}));
+    let sent = &files.requests()[0];
+    assert_eq!(sent.query, vec![("sig".to_string(), "abc".to_string())]);
+    for name in ["authorization", "x-api-key", "x-copy", "cookie"] {
+        assert_eq!(sent.header(name), None, "{name} went to the other origin");
+    }
+    assert_eq!(sent.header("x-mine"), Some("kept"));
+    // The provider still got its credentials.
+    assert_eq!(h.mock.requests()[1].header("x-api-key"), Some("key-9"));
+
+    // A 303 after a POST is a GET without the body.
+    let out = output(
+        &h.action(
+            guests::ACTION_PROXY,
+            json!({"method": "POST", "endpoint": "/upload", "json": {"a": 1}}),
+        )
+        .await,
+    );
+    assert_eq!(out["data"], json!({"file": "/d/1", "method": "GET"}));
+    let sent = &files.requests()[1];
+    assert!(sent.body.is_empty() && sent.header("content-type").is_none());
+}
+
+/// Redirects between two origins are followed at most five times, then
+/// fail naming the problem (as axios's `ERR_FR_TOO_MANY_REDIRECTS`).
+#[tokio::test]
+async fn redirects_between_origins_stop_after_five() {
+    use sluice_tests::MockServer;
+    let back = Arc::new(std::sync::Mutex::new(String::new()));
+    let target = back.clone();
+    let other = MockServer::start(Arc::new(move |_: &sluice_tests::MockRequest| {
+        let to = target.lock().unwrap().clone();
+        MockResponse::json(302, &json!({})).with_header("location", &format!("{to}/again"))
+    }))
+    .await
+    .unwrap();
+    let other_url = other.url();
+    let mut h = Harness::simple(move |_: &sluice_tests::MockRequest| {
+        MockResponse::json(302, &json!({})).with_header("location", &format!("{other_url}/there"))
+    })
+    .await;
+    *back.lock().unwrap() = h.mock.url();
+    h.limits().allowed_hosts = vec![other.url().trim_start_matches("http://").to_string()];
+    let report = h
+        .action(
+            guests::ACTION_PROXY,
+            json!({"endpoint": "/loop", "retries": 2}),
+        )
+        .await;
+    let Err(ExecError::Script(failure)) = &report.outcome else {
+        panic!("expected a failure, got {:?}", report.outcome);
+    };
+    assert_eq!(failure.error_type, "script_network_error");
+    assert!(
+        failure.message.starts_with("ERR_FR_TOO_MANY_REDIRECTS"),
+        "{}",
+        failure.message
+    );
+    // The first request and five redirects, not retried.
+    assert_eq!(h.mock.requests().len() + other.requests().len(), 6);
+    // The provider's host, reached again, got its credentials only once.
+    let with_auth = h
+        .mock
+        .requests()
+        .iter()
+        .filter(|r| r.header("authorization").is_some())
+        .count();
+    assert_eq!(with_auth, 1);
+}

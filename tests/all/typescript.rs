@@ -32,6 +32,8 @@ fn upstream(req: &MockRequest) -> MockResponse {
                 }),
             )
         }
+        "/moved" => MockResponse::json(302, &json!({}))
+            .with_header("location", req.query_param("to").unwrap_or_default()),
         "/offset" => match req.query_param("offset") {
             Some("0") => MockResponse::json(200, &json!({"items": [{"id": "a"}, {"id": "b"}]})),
             Some("2") => MockResponse::json(200, &json!({"items": [{"id": "c"}]})),
@@ -479,6 +481,21 @@ async fn action_errors_reach_the_caller_with_their_payload_and_other_failures_ar
         json!({"name": "Error", "code": "MY_CODE", "message": "custom msg"})
     );
 
+    // A payload JSON cannot write (a BigInt, a cycle) still reaches the
+    // caller, as JSON can hold it (the engine trapped, losing it all).
+    let f = failure(h.ts_action("fail", json!({"how": "bigint"})).await);
+    assert_eq!(f.error_type, "action_script_runtime_error", "{}", f.message);
+    assert_eq!(
+        f.payload,
+        json!({"message": "too big", "id": "12345678901234567890"})
+    );
+    let f = failure(h.ts_action("fail", json!({"how": "cycle"})).await);
+    assert_eq!(f.error_type, "action_script_runtime_error", "{}", f.message);
+    assert_eq!(
+        f.payload,
+        json!({"message": "in a loop", "self": "[Circular]"})
+    );
+
     let f = failure(h.ts_action("fail", json!({"how": "value"})).await);
     assert_eq!(f.error_type, "script_internal_error");
     assert_eq!(f.message, r#"{"weird":true}"#);
@@ -779,6 +796,92 @@ async fn node_built_ins_work_and_the_clock_is_utc() {
     assert_eq!(out["uuid"], 36);
     assert_eq!(out["date"], "2024-01-02T03:04:05.000Z");
     assert_eq!(out["timezoneOffset"], 0);
+    // Node 20's `base64url`, `globalThis.Buffer` and `URL.canParse` (each
+    // value is what Node answers).
+    assert_eq!(out["base64url"], "aGVsbG8-Pj4_Pz8");
+    assert_eq!(out["fromBase64url"], "hello>>>???");
+    assert_eq!(out["base64urlLength"], 11);
+    assert_eq!(out["base64urlIsEncoding"], true);
+    assert_eq!(out["base64urlWrite"], json!([2, "00ffef00"]));
+    assert_eq!(out["globalBuffer"], true);
+    assert_eq!(out["canParse"], json!([true, false, true]));
+}
+
+/// `uncontrolledFetch` sends what fetch sends: its `Accept: */*` (not
+/// axios's), the content type of each kind of body, a `URLSearchParams`
+/// body as its text (it went out as one NUL byte), and headers given as a
+/// `Headers` or as pairs (a `Headers` went out as none).
+#[tokio::test]
+async fn uncontrolled_fetch_sends_what_fetch_sends() {
+    let mut h = harness().await;
+    let elsewhere = sluice_tests::MockServer::start(Arc::new(upstream))
+        .await
+        .unwrap();
+    h.limits().allowed_hosts = vec![elsewhere.url().trim_start_matches("http://").to_string()];
+    let moved = format!(
+        "{}/moved?to={}",
+        h.mock.url(),
+        url::form_urlencoded::byte_serialize(format!("{}/echo", elsewhere.url()).as_bytes())
+            .collect::<String>()
+    );
+    let out = output(
+        &h.ts_action("fetch", json!({"base": h.mock.url(), "moved": moved}))
+            .await,
+    );
+    let get = &out["get"];
+    assert_eq!(
+        (&get["method"], &get["accept"], &get["contentType"]),
+        (&json!("GET"), &json!("*/*"), &Value::Null),
+        "{out}"
+    );
+    assert_eq!(get["authorization"], Value::Null, "no credentials: {out}");
+    let sent = |key: &str| (out[key]["contentType"].clone(), out[key]["body"].clone());
+    assert_eq!(
+        sent("text"),
+        (json!("text/plain;charset=UTF-8"), json!("hello"))
+    );
+    assert_eq!(
+        sent("typed"),
+        (json!("application/json"), json!(r#"{"a":1}"#))
+    );
+    assert_eq!(
+        sent("form"),
+        (
+            json!("application/x-www-form-urlencoded;charset=UTF-8"),
+            json!("a=1&b=x+y")
+        )
+    );
+    assert_eq!(sent("bytes"), (Value::Null, json!("hi")));
+    assert_eq!(out["bytes"]["method"], "PUT");
+    assert_eq!(sent("view"), (Value::Null, json!("ok")));
+    assert_eq!(out["headers"]["trace"], "from Headers", "{out}");
+    assert_eq!(out["headers"]["accept"], "application/xml", "{out}");
+    assert_eq!(out["pairs"]["trace"], "from pairs", "{out}");
+    assert_eq!(sent("blob"), (json!("text/csv"), json!("a,b")), "{out}");
+    let form = &out["formData"];
+    let boundary = form["contentType"]
+        .as_str()
+        .and_then(|t| t.strip_prefix("multipart/form-data; boundary="))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert_eq!(
+        form["body"],
+        format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"name\"\r\n\r\nAda\r\nL\r\n--{boundary}--\r\n"
+        ),
+        "{out}"
+    );
+    // A redirect to another origin the egress check allows is followed,
+    // without the script's Authorization.
+    let moved = &out["moved"];
+    assert_eq!(moved["status"], 200, "{out}");
+    assert_eq!(
+        (&moved["data"]["trace"], &moved["data"]["authorization"]),
+        (&json!("kept"), &Value::Null),
+        "{out}"
+    );
+    assert_eq!(elsewhere.requests().len(), 1);
+    assert_eq!(out["badHeader"]["name"], "SDKError", "{out}");
+    assert_eq!(out["badHeader"]["code"], "invalid_request", "{out}");
 }
 
 #[tokio::test]

@@ -882,11 +882,12 @@ async fn a_delivery_behind_many_for_a_hung_receiver_still_goes_out() {
         .unwrap()
         .clone();
     let mut settings = sluice_server::webhooks::settings(&env).await.unwrap();
+    let about = sluice_server::webhooks::About::new("test", "", "");
     for n in 0..1_200 {
         server
             .app
             .webhooks
-            .enqueue(&env, &settings, &json!({"type": "test", "n": n}))
+            .enqueue(&env, &settings, &json!({"type": "test", "n": n}), &about)
             .await
             .unwrap();
     }
@@ -902,7 +903,12 @@ async fn a_delivery_behind_many_for_a_hung_receiver_still_goes_out() {
     server
         .app
         .webhooks
-        .enqueue(&env, &settings, &json!({"type": "test", "n": "last"}))
+        .enqueue(
+            &env,
+            &settings,
+            &json!({"type": "test", "n": "last"}),
+            &about,
+        )
         .await
         .unwrap();
     fast.wait_for(

@@ -295,6 +295,88 @@ function httpError(e: unknown, config: ProxyConfiguration): unknown {
     return new SDKError(err.code, err.message, err.payload === undefined ? undefined : parseJson(UTF8_IN.decode(err.payload)));
 }
 
+// ------ uncontrolledFetch's request, as fetch reads it
+
+/** A fetch `headers` init — an object, `[name, value]` pairs or a `Headers` — as its pairs. */
+function fetchHeaders(init: unknown): [string, string][] {
+    if (init === undefined || init === null) return [];
+    if (typeof Headers === 'function') {
+        let headers: Headers;
+        try {
+            headers = new Headers(init as ConstructorParameters<typeof Headers>[0]);
+        } catch (e) {
+            throw new SDKError('invalid_request', `uncontrolledFetch: invalid headers: ${e instanceof Error ? e.message : String(e)}`);
+        }
+        const out: [string, string][] = [];
+        headers.forEach((value, name) => out.push([name, value]));
+        return out;
+    }
+    if (typeof (init as Iterable<unknown>)[Symbol.iterator] === 'function') {
+        return Array.from(init as Iterable<[unknown, unknown]>, ([k, v]) => [String(k), String(v)]);
+    }
+    return Object.entries(init as Record<string, unknown>).map(([k, v]) => [k, String(v)]);
+}
+
+/** `body` as bytes, with fetch's content type for its kind unless `headers` has one. */
+async function fetchBody(body: unknown, headers: [string, string][]): Promise<Uint8Array | undefined> {
+    if (body === undefined || body === null) return undefined;
+    const typed = (type: string) => {
+        if (!headers.some(([name]) => name.toLowerCase() === 'content-type')) headers.push(['content-type', type]);
+    };
+    if (typeof body === 'string') {
+        typed('text/plain;charset=UTF-8');
+        return utf8(body);
+    }
+    if (body instanceof URLSearchParams) {
+        typed('application/x-www-form-urlencoded;charset=UTF-8');
+        return utf8(body.toString());
+    }
+    if (body instanceof ArrayBuffer) return new Uint8Array(body.slice(0));
+    if (ArrayBuffer.isView(body)) return new Uint8Array(body.buffer, body.byteOffset, body.byteLength).slice();
+    if (typeof FormData === 'function' && body instanceof FormData) return multipart(body, typed);
+    if (typeof Blob === 'function' && body instanceof Blob) {
+        if (body.type) typed(body.type);
+        return new Uint8Array(await body.arrayBuffer());
+    }
+    if (typeof ReadableStream === 'function' && body instanceof ReadableStream) {
+        throw new SDKError(
+            'invalid_request',
+            'uncontrolledFetch: a ReadableStream body cannot be sent; pass a string, bytes, URLSearchParams, a Blob or FormData'
+        );
+    }
+    // Anything else is its text, as fetch sends it.
+    typed('text/plain;charset=UTF-8');
+    return utf8(String(body));
+}
+
+/** `form` as fetch encodes `multipart/form-data` (undici's escapes and line breaks). */
+async function multipart(form: FormData, typed: (type: string) => void): Promise<Uint8Array> {
+    const boundary = `----formdata-sluice-${String(Math.random()).slice(2, 13).padStart(11, '0')}`;
+    const escape = (text: string) => text.replace(/\n/g, '%0A').replace(/\r/g, '%0D').replace(/"/g, '%22');
+    const lines = (text: string) => text.replace(/\r(?!\n)|(?<!\r)\n/g, '\r\n');
+    const parts: Uint8Array[] = [];
+    for (const [name, value] of form as unknown as Iterable<[string, string | Blob]>) {
+        const head = `--${boundary}\r\nContent-Disposition: form-data; name="${escape(lines(name))}"`;
+        if (typeof value === 'string') {
+            parts.push(utf8(`${head}\r\n\r\n${lines(value)}\r\n`));
+        } else {
+            const filename = (value as Blob & { name?: string }).name ?? 'blob';
+            parts.push(utf8(`${head}; filename="${escape(filename)}"\r\nContent-Type: ${value.type || 'application/octet-stream'}\r\n\r\n`));
+            parts.push(new Uint8Array(await value.arrayBuffer()));
+            parts.push(utf8('\r\n'));
+        }
+    }
+    parts.push(utf8(`--${boundary}--\r\n`));
+    typed(`multipart/form-data; boundary=${boundary}`);
+    const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+    let at = 0;
+    for (const p of parts) {
+        out.set(p, at);
+        at += p.length;
+    }
+    return out;
+}
+
 // ------ Logging
 
 const LEVELS: Record<string, logging.Level> = {
@@ -471,24 +553,25 @@ export class NangoAction {
     /**
      * A request as the script writes it, to an absolute URL: no credentials,
      * provider headers or retries, the same egress check as every request.
-     * Resolves to a fetch-like `Response` whatever the status.
+     * Headers and body are read as fetch reads them (a `Headers`, pairs or
+     * an object; a string, bytes, `URLSearchParams`, a `Blob` or
+     * `FormData`, typed as fetch types them), and fetch's `Accept: *\/*`
+     * is sent unless the script gives one. Resolves to a fetch-like
+     * `Response` whatever the status.
      */
     async uncontrolledFetch(options: {
         url: URL | string;
         method?: string;
-        headers?: Record<string, string> | [string, string][];
-        body?: string | Uint8Array | ArrayBuffer | null;
+        headers?: Record<string, string> | [string, string][] | Headers;
+        body?: string | Uint8Array | ArrayBuffer | ArrayBufferView | URLSearchParams | Blob | FormData | null;
     }): Promise<FetchResponse> {
         const url = String(options?.url ?? '');
         const method = String(options?.method ?? 'GET').toLowerCase();
         if (!METHODS.has(method)) {
             throw new SDKError('invalid_request', `uncontrolledFetch: unsupported HTTP method ${String(options?.method)}`);
         }
-        const headers: [string, string][] = Array.isArray(options?.headers)
-            ? options.headers.map(([k, v]) => [String(k), String(v)])
-            : Object.entries(options?.headers ?? {}).map(([k, v]) => [k, String(v)]);
-        const b = options?.body;
-        const body = b === undefined || b === null ? undefined : typeof b === 'string' ? utf8(b) : b instanceof ArrayBuffer ? new Uint8Array(b) : new Uint8Array(b);
+        const headers = fetchHeaders(options?.headers);
+        const body = await fetchBody(options?.body, headers);
         const r = call(() => http.uncontrolledFetch({ url, method: method as http.Method, headers, body }));
         return new FetchResponse(url, r);
     }
@@ -1145,11 +1228,43 @@ if (typeof nativeSetTimeout === 'function' && typeof nativeClearTimeout === 'fun
 
 // ------ The bundle's exports
 
-/** The err value of a script's entry point (wit: `script-error`). */
+/**
+ * A payload as JSON: as `JSON.stringify` writes it, or, when that throws
+ * (a `BigInt`, a cycle, a `toJSON` that throws), with BigInts as their
+ * digits and a repeated object as `"[Circular]"`.
+ */
+function payloadBytes(payload: unknown): Uint8Array | undefined {
+    try {
+        return jsonBytes(payload);
+    } catch {
+        return utf8(safeStringify(payload));
+    }
+}
+
+/**
+ * The err value of a script's entry point (wit: `script-error`). It never
+ * throws: what it throws would reach the engine as no `script-error` at
+ * all, which traps (`invalid variant tag value undefined`), losing the
+ * error's message and payload.
+ */
 function scriptError(e: unknown): unknown {
+    try {
+        return shapeError(e);
+    } catch (inner) {
+        let why: string;
+        try {
+            why = inner instanceof Error ? `${inner.name}: ${inner.message}` : String(inner);
+        } catch {
+            why = 'unknown';
+        }
+        return { tag: 'internal', val: `the script failed with an error that could not be reported (${why})` };
+    }
+}
+
+function shapeError(e: unknown): unknown {
     if (e instanceof ActionError || (e && typeof e === 'object' && (e as any).type === 'action_script_runtime_error')) {
         const payload = (e as ActionError).payload;
-        return { tag: 'action-error', val: jsonBytes(payload) };
+        return { tag: 'action-error', val: payloadBytes(payload) };
     }
     if (e instanceof AxiosError) {
         const raw = e[RAW];
@@ -1158,7 +1273,7 @@ function scriptError(e: unknown): unknown {
     if (e instanceof SDKError) {
         return {
             tag: 'sdk',
-            val: { code: e.code, message: e.message, payload: jsonBytes(e.payload) }
+            val: { code: String(e.code), message: String(e.message), payload: payloadBytes(e.payload) }
         };
     }
     if (e instanceof Error) {

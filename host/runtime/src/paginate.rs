@@ -240,7 +240,7 @@ impl Paginator {
                 return Err(e);
             }
         };
-        let data: Value = serde_json::from_slice(&response.body).map_err(|e| {
+        let data = page_data(&response.body).map_err(|e| {
             self.done = true;
             HttpError::Failed(nango_error(
                 "invalid_response",
@@ -248,9 +248,10 @@ impl Paginator {
             ))
         })?;
         // Borrowed, not copied (a page may be megabytes).
-        let items: &Value = match &self.response_path {
-            Some(p) => get_path(&data, p).unwrap_or(&Value::Null),
-            None => &data,
+        let items: &Value = match (&data, &self.response_path) {
+            (None, _) => &NO_ITEMS,
+            (Some(data), Some(p)) => get_path(data, p).unwrap_or(&Value::Null),
+            (Some(data), None) => data,
         };
         let len = match items {
             Value::Array(a) => a.len(),
@@ -270,7 +271,7 @@ impl Paginator {
         let next = match &mut self.strategy {
             Strategy::Cursor { name, path } => {
                 let name = name.clone();
-                let cursor = match get_path(&data, path) {
+                let cursor = match data.as_ref().and_then(|d| get_path(d, path)) {
                     Some(Value::String(s)) if !s.trim().is_empty() => {
                         Some(Value::String(s.trim().to_string()))
                     }
@@ -303,7 +304,8 @@ impl Paginator {
                 });
                 let from_body = || {
                     body_path.as_deref().and_then(|path| {
-                        get_path(&data, path)
+                        data.as_ref()
+                            .and_then(|d| get_path(d, path))
                             .and_then(Value::as_str)
                             .filter(|s| !s.is_empty())
                             .map(str::to_string)
@@ -368,6 +370,22 @@ impl Paginator {
     }
 }
 
+/// A page's body as JSON, as the original's axios reads it: a UTF-8 byte
+/// order mark before it is dropped, and an empty body (a 204, or a last
+/// page answered with nothing) is `None`, an empty page ([`NO_ITEMS`]),
+/// which ends the pagination as one does, rather than an error that fails
+/// the sync.
+fn page_data(body: &[u8]) -> Result<Option<Value>, serde_json::Error> {
+    let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
+    if body.trim_ascii().is_empty() {
+        return Ok(None);
+    }
+    serde_json::from_slice(body).map(Some)
+}
+
+/// The items of a page answered with an empty body.
+static NO_ITEMS: Value = Value::Array(Vec::new());
+
 fn as_usize(v: &Value) -> Option<usize> {
     match v {
         Value::Number(n) => n.as_u64().map(|n| n as usize),
@@ -427,23 +445,54 @@ pub(crate) fn get_path<'a>(value: &'a Value, path: &str) -> Option<&'a Value> {
     Some(current)
 }
 
-/// The URL of the `rel` link in an RFC 8288 `Link` header.
+/// The URL of the `rel` link in an RFC 8288 `Link` header, read as the
+/// original's `parse-link-header` reads it: links are split where a comma
+/// is followed by `<` (a comma inside a URL, `?fields=a,b`, stays), a
+/// part that is not `<url>; params` is skipped, and of several links with
+/// the same rel the last one is taken.
 pub(crate) fn link_with_rel(header: &str, rel: &str) -> Option<String> {
-    for part in header.split(',') {
-        let mut pieces = part.split(';');
-        let target = pieces.next()?.trim();
-        let url = target.strip_prefix('<')?.strip_suffix('>')?;
-        let matches = pieces.any(|p| {
-            let p = p.trim();
-            p.strip_prefix("rel=")
-                .map(|v| v.trim_matches('"').split_whitespace().any(|r| r == rel))
-                .unwrap_or(false)
+    let mut found = None;
+    for part in link_parts(header) {
+        let part = part.trim();
+        let Some((target, params)) = part.split_once('>') else {
+            continue;
+        };
+        let url = target.strip_prefix('<').unwrap_or(target);
+        let matches = params.split(';').skip(1).any(|param| {
+            param.split_once('=').is_some_and(|(key, value)| {
+                key.trim().eq_ignore_ascii_case("rel")
+                    && value
+                        .trim()
+                        .trim_matches('"')
+                        .split_whitespace()
+                        .any(|r| r.eq_ignore_ascii_case(rel))
+            })
         });
         if matches {
-            return Some(url.to_string());
+            found = Some(url.to_string());
         }
     }
-    None
+    found
+}
+
+/// A `Link` header's links: split at each comma followed by optional
+/// whitespace and `<` (`parse-link-header`'s `/,\s*</`), the `<` kept.
+fn link_parts(header: &str) -> impl Iterator<Item = &str> {
+    let mut rest = Some(header);
+    std::iter::from_fn(move || {
+        let text = rest?;
+        let mut from = 0;
+        while let Some(comma) = text[from..].find(',').map(|i| from + i) {
+            let after = &text[comma + 1..];
+            if after.trim_start().starts_with('<') {
+                rest = Some(after);
+                return Some(&text[..comma]);
+            }
+            from = comma + 1;
+        }
+        rest = None;
+        Some(text)
+    })
 }
 
 #[cfg(test)]
@@ -469,6 +518,46 @@ mod tests {
             Some("https://api.x.com/i?page=2")
         );
         assert_eq!(link_with_rel(h, "prev"), None);
+    }
+
+    #[test]
+    fn a_link_header_is_split_only_where_a_link_starts() {
+        // A comma inside a URL stays in it (split on every comma, the next
+        // link was lost and pagination stopped after the first page).
+        let h = r#"<https://api.x.com/i?fields=a,b&page=2>; rel="next", <https://api.x.com/i?fields=a,b&page=9>; rel="last""#;
+        assert_eq!(
+            link_with_rel(h, "next").as_deref(),
+            Some("https://api.x.com/i?fields=a,b&page=2")
+        );
+        assert_eq!(
+            link_with_rel(h, "last").as_deref(),
+            Some("https://api.x.com/i?fields=a,b&page=9")
+        );
+        // A malformed part is skipped, not the end of the whole header.
+        let h = r#"garbage, <https://api.x.com/i?page=2>; rel="next""#;
+        assert_eq!(
+            link_with_rel(h, "next").as_deref(),
+            Some("https://api.x.com/i?page=2")
+        );
+        let h = r#"<https://api.x.com/i?page=1>; rel=prev,<https://api.x.com/i?page=3>;rel="next last""#;
+        assert_eq!(
+            link_with_rel(h, "next").as_deref(),
+            Some("https://api.x.com/i?page=3")
+        );
+        assert_eq!(
+            link_with_rel(h, "prev").as_deref(),
+            Some("https://api.x.com/i?page=1")
+        );
+        assert_eq!(link_with_rel("", "next"), None);
+        assert_eq!(link_with_rel(",,<", "next"), None);
+    }
+
+    #[test]
+    fn a_page_body_may_be_empty_or_start_with_a_byte_order_mark() {
+        assert_eq!(page_data(b"").ok(), Some(None));
+        assert_eq!(page_data(b" \r\n").ok(), Some(None));
+        assert_eq!(page_data(b"\xEF\xBB\xBF[1]").ok(), Some(Some(json!([1]))));
+        assert!(page_data(b"<html>").is_err());
     }
 
     #[test]

@@ -19,8 +19,9 @@ use crate::template::{ExpandedUrl, UrlTemplateError};
 /// The user agent of every upstream request (the original overwrites it too).
 pub const USER_AGENT: &str = concat!("sluice/", env!("CARGO_PKG_VERSION"));
 
-/// Redirects followed to the same host only: a redirect must not carry
-/// credentials past the egress policy.
+/// Redirects followed within one origin by the client, and to other
+/// origins by [`follow_redirects`] (each of those hops may take this many
+/// within its own origin): axios's limit.
 const MAX_REDIRECTS: usize = 5;
 
 /// The HTTP client every execution shares (keep-alive, as the original's
@@ -135,10 +136,13 @@ fn build_client_with(resolver: Option<Arc<Resolver>>) -> reqwest::Client {
     builder
         .user_agent(USER_AGENT)
         .pool_idle_timeout(Duration::from_secs(30))
-        // A redirect is followed only to the same origin (scheme, host and
-        // port): the request's credentials go with it, and another port of
-        // the provider's host is another service. No `Referer` either: it
-        // would carry a query-string credential to wherever it points.
+        // A redirect is followed here only to the same origin (scheme,
+        // host and port): the request's credentials go with it, and
+        // another port of the provider's host is another service. One to
+        // another origin comes back as the 3xx it is, and
+        // [`follow_redirects`] follows it past the egress check, without
+        // the credentials. No `Referer` either: it would carry a
+        // query-string credential to wherever it points.
         .referer(false)
         .redirect(reqwest::redirect::Policy::custom(|attempt| {
             let same_origin = attempt.previous().last().is_some_and(|prev| {
@@ -184,6 +188,15 @@ pub(crate) struct Prepared {
     /// Its host is one a connection chose: resolved to public addresses
     /// only ([`public_only_client`]).
     pub public_only: bool,
+    /// `uncontrolledFetch`'s request: fetch's defaults (`Accept: */*`, no
+    /// content type the script did not give), not axios's.
+    pub fetch: bool,
+    /// The headers the host added from the connection (the auth mode's
+    /// and the provider's), left out when a redirect leaves the origin.
+    pub credential_headers: Vec<String>,
+    /// The query parameters the host added from the connection (an
+    /// API key's), left out of a redirect's URL to another origin.
+    pub credential_query: Vec<String>,
 }
 
 pub(crate) fn method_name(m: Method) -> &'static str {
@@ -579,11 +592,14 @@ pub(crate) fn prepare(
             put_header(&mut headers, name, value);
         }
     }
+    let credential_headers = headers.iter().map(|(n, _)| n.clone()).collect();
+    let mut credential_query = Vec::new();
     if creds.kind() == "API_KEY"
         && let Some((name, _)) = provider.proxy.query.first()
         && let Some(key) = creds.field("apiKey")
     {
         set_query(&mut url, &[(name.clone(), key.to_string())]);
+        credential_query.push(name.clone());
     }
     check_script_headers(&req.headers).map_err(HttpError::Failed)?;
     for (name, value) in &req.headers {
@@ -605,6 +621,9 @@ pub(crate) fn prepare(
         headers,
         body,
         public_only: false,
+        fetch: false,
+        credential_headers,
+        credential_query,
     })
 }
 
@@ -1459,10 +1478,24 @@ async fn send_as<S: Sender>(
             .upstream
             .transmit(&prepared, max_response_bytes)
             .await;
-        let elapsed = started.elapsed();
+        log_http(
+            state,
+            &prepared,
+            outcome.as_ref().ok().map(|r| r.status),
+            started.elapsed(),
+        );
+        let outcome = match outcome {
+            Ok(resp) => {
+                let to = Egress {
+                    provider_host: &provider_host,
+                    allowed,
+                };
+                follow_redirects(state, &services, &prepared, resp, to, max_response_bytes).await
+            }
+            Err(e) => Err(e),
+        };
         let wait_reason = match &outcome {
             Ok(resp) => {
-                log_http(state, &prepared, Some(resp.status), elapsed);
                 if (200..300).contains(&resp.status) {
                     services.upstream.observe(req, resp);
                     return outcome.map_err(HttpError::Failed);
@@ -1480,11 +1513,10 @@ async fn send_as<S: Sender>(
                 }
                 decision
             }
-            Err(e) => {
-                log_http(state, &prepared, None, elapsed);
-                (e.code == "script_network_error" && !e.message.starts_with(TLS_FAILURE))
-                    .then(|| e.message.clone())
-            }
+            Err(e) => (e.code == "script_network_error"
+                && !e.message.starts_with(TLS_FAILURE)
+                && !e.message.starts_with(TOO_MANY_REDIRECTS))
+            .then(|| e.message.clone()),
         };
         match wait_reason {
             Some(reason) if attempt < req.retries => {
@@ -1709,14 +1741,17 @@ pub(crate) async fn uncontrolled_fetch(
     let own = state
         .connection(&current.provider_config_key, &current.connection_id)
         .await?;
+    // A header the script filled with one of them is left out of a
+    // redirect to another origin.
+    Sender::note_secrets(state, &own);
     let provider_host = state
         .services
         .providers
         .get(&own.provider)
         .map_or(ProviderHost::None, |p| ProviderHost::of(p, &own));
-    let allowed = &state.limits().allowed_hosts;
-    egress_check(&url, &provider_host, allowed)?;
-    let public_only = provider_host.public_only(&url, allowed);
+    let allowed = state.limits().allowed_hosts.clone();
+    egress_check(&url, &provider_host, &allowed)?;
+    let public_only = provider_host.public_only(&url, &allowed);
     let prepared = Prepared {
         public_only,
         method: req.method,
@@ -1728,12 +1763,16 @@ pub(crate) async fn uncontrolled_fetch(
             .filter(|(n, _)| n != "host")
             .collect(),
         body: req.body.map(Body::Bytes),
+        fetch: true,
+        credential_headers: Vec::new(),
+        credential_query: Vec::new(),
     };
     let started = Instant::now();
     let services = state.services.clone();
+    let max_response_bytes = state.limits().max_response_bytes;
     let outcome = services
         .upstream
-        .transmit(&prepared, state.limits().max_response_bytes)
+        .transmit(&prepared, max_response_bytes)
         .await;
     log_http(
         state,
@@ -1741,7 +1780,162 @@ pub(crate) async fn uncontrolled_fetch(
         outcome.as_ref().ok().map(|r| r.status),
         started.elapsed(),
     );
-    outcome
+    let to = Egress {
+        provider_host: &provider_host,
+        allowed: &allowed,
+    };
+    follow_redirects(
+        state,
+        &services,
+        &prepared,
+        outcome?,
+        to,
+        max_response_bytes,
+    )
+    .await
+}
+
+/// The code a redirect chain too long to follow fails with (follow-redirects',
+/// which the original's axios uses).
+const TOO_MANY_REDIRECTS: &str = "ERR_FR_TOO_MANY_REDIRECTS";
+
+/// Where requests may go: what [`egress_check`] takes.
+#[derive(Clone, Copy)]
+struct Egress<'a> {
+    provider_host: &'a ProviderHost,
+    allowed: &'a [String],
+}
+
+/// Follows `resp`, the answer to `sent`, while it redirects to another
+/// origin (the client follows one within the origin itself), as the
+/// original's axios does, at most [`MAX_REDIRECTS`] times: each target
+/// must pass the egress check every request passes (a refused one is
+/// answered as it came, a log line naming the host and the rule), and
+/// leaving an origin leaves out
+/// `Authorization`, `Proxy-Authorization`, `Cookie`, the headers the host
+/// added from the connection, any header holding one of its secrets, and
+/// such query parameters of the target. A 303, or a 301/302 after a POST,
+/// is followed with a GET without the body, as axios does. Each hop is
+/// logged.
+async fn follow_redirects<S: Sender>(
+    state: &mut S,
+    services: &Services,
+    sent: &Prepared,
+    mut resp: Response,
+    to: Egress<'_>,
+    max_response_bytes: usize,
+) -> Result<Response, NangoError> {
+    let mut hops = 0;
+    let mut current: Option<Prepared> = None;
+    loop {
+        let from = current.as_ref().unwrap_or(sent);
+        let Some(mut next) = redirect_target(from, &resp, |v| state.redact(v) != v) else {
+            return Ok(resp);
+        };
+        if hops == MAX_REDIRECTS {
+            return Err(nango_error(
+                "script_network_error",
+                format!(
+                    "{TOO_MANY_REDIRECTS}: Maximum number of redirects exceeded ({MAX_REDIRECTS} to other origins followed; the next, a {}, was to `{}`)",
+                    resp.status,
+                    host_port(&next.url).unwrap_or_default()
+                ),
+            ));
+        }
+        if let Err(e) = egress_check(&next.url, to.provider_host, to.allowed) {
+            // Answered as it came (the caller may follow it itself), with
+            // the reason in the logs.
+            let message = format!(
+                "Not following the redirect ({}) from `{}`: {}",
+                resp.status,
+                host_port(&from.url).unwrap_or_default(),
+                e.message
+            );
+            state.push_log(LogEntry::internal(LogLevel::Warn, message));
+            return Ok(resp);
+        }
+        hops += 1;
+        next.public_only = to.provider_host.public_only(&next.url, to.allowed);
+        let started = Instant::now();
+        let outcome = services.upstream.transmit(&next, max_response_bytes).await;
+        log_http(
+            state,
+            &next,
+            outcome.as_ref().ok().map(|r| r.status),
+            started.elapsed(),
+        );
+        resp = outcome?;
+        current = Some(next);
+    }
+}
+
+/// The request a redirect to another origin asks for: `None` when `resp`
+/// is not a redirect, names no usable `Location`, or stays in `from`'s
+/// origin (the client follows those itself, so one that comes back
+/// reached its limit). `secret` tells a value holding a connection's
+/// secret.
+fn redirect_target(
+    from: &Prepared,
+    resp: &Response,
+    secret: impl Fn(&str) -> bool,
+) -> Option<Prepared> {
+    if !matches!(resp.status, 301 | 302 | 303 | 307 | 308) {
+        return None;
+    }
+    let location = header(resp, "location")?;
+    let target = from.url.join(location.trim()).ok()?;
+    if !matches!(target.scheme(), "http" | "https") || !target.has_host() {
+        return None;
+    }
+    let same_origin = from.url.host_str() == target.host_str()
+        && ((from.url.scheme() == target.scheme()
+            && from.url.port_or_known_default() == target.port_or_known_default())
+            // http to https on the default ports, as the client's policy.
+            || (from.url.scheme() == "http"
+                && from.url.port().is_none()
+                && target.scheme() == "https"
+                && target.port().is_none()));
+    if same_origin {
+        return None;
+    }
+    let to_get = resp.status == 303 && from.method != Method::Get
+        || matches!(resp.status, 301 | 302) && from.method == Method::Post;
+    let credential = |name: &str| {
+        matches!(name, "authorization" | "proxy-authorization" | "cookie")
+            || from.credential_headers.iter().any(|c| c == name)
+    };
+    let headers = from
+        .headers
+        .iter()
+        .filter(|(name, value)| {
+            let body_header = to_get && name.starts_with("content-");
+            !(credential(name) || secret(value) || body_header)
+        })
+        .cloned()
+        .collect();
+    let mut url = target;
+    let kept: Vec<(String, String)> = url
+        .query_pairs()
+        .filter(|(name, value)| !from.credential_query.iter().any(|c| c == name) && !secret(value))
+        .map(|(n, v)| (n.into_owned(), v.into_owned()))
+        .collect();
+    if kept.len() != url.query_pairs().count() {
+        if kept.is_empty() {
+            url.set_query(None);
+        } else {
+            url.query_pairs_mut().clear().extend_pairs(&kept);
+        }
+    }
+    Some(Prepared {
+        method: if to_get { Method::Get } else { from.method },
+        url,
+        headers,
+        body: if to_get { None } else { from.body.clone() },
+        public_only: false,
+        fetch: from.fetch,
+        credential_headers: from.credential_headers.clone(),
+        credential_query: from.credential_query.clone(),
+    })
 }
 
 /// A connection whose credentials could not be refreshed answers as the
@@ -1786,11 +1980,13 @@ pub(crate) async fn transmit(
     // What the original's axios sends when the script does not say: its
     // `Accept`, and a form content type on a POST, PUT or PATCH whose body
     // is not JSON (none, text or bytes). Some APIs answer by them (XML
-    // unless JSON is accepted).
+    // unless JSON is accepted). `uncontrolledFetch` is fetch: `*/*`, and
+    // the content type the SDK gave from the body's type or none.
     if !p.headers.iter().any(|(n, _)| n == "accept") {
-        builder = builder.header("accept", AXIOS_ACCEPT);
+        builder = builder.header("accept", if p.fetch { "*/*" } else { AXIOS_ACCEPT });
     }
     if !has_content_type
+        && !p.fetch
         && matches!(p.method, Method::Post | Method::Put | Method::Patch)
         && matches!(p.body, None | Some(Body::Text(_) | Body::Bytes(_)))
     {
@@ -2138,6 +2334,74 @@ mod tests {
             serde_json::json!({"accountId": "1"}),
         );
         assert_eq!(tba_header("GET", &url, &without, "n", 1), None);
+    }
+
+    #[test]
+    fn a_redirect_to_another_origin_leaves_the_credentials_behind() {
+        let from = Prepared {
+            method: Method::Post,
+            url: Url::parse("https://api.box.com/2.0/files/1/content?api_key=k1").unwrap(),
+            headers: vec![
+                ("authorization".into(), "Bearer tok".into()),
+                ("cookie".into(), "s=1".into()),
+                ("x-api-key".into(), "k1".into()),
+                ("x-mine".into(), "kept".into()),
+                ("x-carried".into(), "token tok".into()),
+                ("content-type".into(), "application/json".into()),
+            ],
+            body: Some(Body::Json(b"{}".to_vec())),
+            public_only: false,
+            fetch: false,
+            credential_headers: vec!["authorization".into(), "x-api-key".into()],
+            credential_query: vec!["api_key".into()],
+        };
+        let secret = |v: &str| v.contains("tok");
+        let redirect = |status: u16, location: &str| Response {
+            status,
+            headers: vec![("location".into(), location.into())],
+            body: vec![],
+        };
+        let next = redirect_target(
+            &from,
+            &redirect(307, "https://dl.boxcloud.com/d/1?sig=abc&api_key=k1&t=tok"),
+            secret,
+        )
+        .unwrap();
+        assert_eq!(next.url.as_str(), "https://dl.boxcloud.com/d/1?sig=abc");
+        assert_eq!(next.method, Method::Post, "a 307 keeps the method");
+        assert!(next.body.is_some(), "and the body");
+        let names: Vec<&str> = next.headers.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["x-mine", "content-type"]);
+
+        // A 303, or a 302 after a POST, is a GET without the body.
+        for status in [302, 303] {
+            let next =
+                redirect_target(&from, &redirect(status, "//dl.boxcloud.com/d/1"), secret).unwrap();
+            assert_eq!(next.url.as_str(), "https://dl.boxcloud.com/d/1");
+            assert_eq!((next.method, next.body.is_none()), (Method::Get, true));
+            assert!(next.headers.iter().all(|(n, _)| n != "content-type"));
+        }
+
+        // Within the origin, the client follows (one that comes back
+        // reached its limit); anything else is no redirect.
+        for (status, location) in [
+            (302, "/2.0/files/1/other"),
+            (302, "https://api.box.com:443/x"),
+            (304, "https://dl.boxcloud.com/d/1"),
+            (302, "ftp://dl.boxcloud.com/d/1"),
+            (302, "http://[::1"),
+        ] {
+            assert!(
+                redirect_target(&from, &redirect(status, location), secret).is_none(),
+                "{status} {location}"
+            );
+        }
+        let without_location = Response {
+            status: 302,
+            headers: vec![],
+            body: vec![],
+        };
+        assert!(redirect_target(&from, &without_location, secret).is_none());
     }
 
     #[test]

@@ -399,23 +399,70 @@ pub fn apply_save(
     }
 }
 
+/// When a record passed to batchDelete says it was deleted (its
+/// `deletedAt`), read as the original reads it (`dayjs(deletedAt)`): a
+/// time with an offset (`Z`, `+02:00` or `+0200`), a date or a time
+/// without one (UTC, the server's zone), or epoch milliseconds. `None`
+/// for anything else (the delete is then dated now).
+pub fn deleted_at_of(value: &Value) -> Option<DateTime<Utc>> {
+    use chrono::{NaiveDate, NaiveDateTime};
+    match value {
+        Value::Number(n) => {
+            let ms = n.as_f64()?;
+            if !ms.is_finite() || ms.abs() > 8.64e15 {
+                return None;
+            }
+            DateTime::from_timestamp_millis(ms as i64)
+        }
+        Value::String(s) => {
+            let s = s.trim();
+            if let Ok(d) = DateTime::parse_from_rfc3339(s) {
+                return Some(d.with_timezone(&Utc));
+            }
+            for format in ["%Y-%m-%dT%H:%M:%S%.f%z", "%Y-%m-%d %H:%M:%S%.f%z"] {
+                if let Ok(d) = DateTime::parse_from_str(s, format) {
+                    return Some(d.with_timezone(&Utc));
+                }
+            }
+            for format in [
+                "%Y-%m-%dT%H:%M:%S%.f",
+                "%Y-%m-%d %H:%M:%S%.f",
+                "%Y-%m-%dT%H:%M",
+                "%Y-%m-%d %H:%M",
+            ] {
+                if let Ok(d) = NaiveDateTime::parse_from_str(s, format) {
+                    return Some(d.and_utc());
+                }
+            }
+            NaiveDate::parse_from_str(s, "%Y-%m-%d")
+                .ok()
+                .and_then(|d| d.and_hms_opt(0, 0, 0))
+                .map(|d| d.and_utc())
+        }
+        _ => None,
+    }
+}
+
 /// batchDelete of one record: a soft delete that keeps the json passed in.
+/// Counted as deleted only when the record was there and not deleted (an
+/// unknown id is stored as already deleted, as the original inserts it);
+/// a record the merging strategy protects is left alone.
 pub fn apply_delete(
     conn: &ConnectionRef,
     model: &str,
     existing: Option<&StoredRecord>,
     incoming: Incoming,
     ctx: &WriteContext,
+    merging: &Merging,
     now: DateTime<Utc>,
 ) -> (Option<StoredRecord>, Outcome) {
     let deleted_at = incoming
         .json
         .get("deletedAt")
-        .and_then(Value::as_str)
-        .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
-        .map(|d| d.with_timezone(&Utc))
+        .and_then(deleted_at_of)
         .unwrap_or(now);
     let (mut r, outcome) = match existing {
+        Some(old) if !allowed_by(merging, old) => return (None, Outcome::Skipped),
         Some(old) => {
             let outcome = if old.deleted_at.is_some() {
                 Outcome::Unchanged
@@ -437,7 +484,7 @@ pub fn apply_delete(
                 sync_id: None,
                 job_id: None,
             },
-            Outcome::Deleted,
+            Outcome::Unchanged,
         ),
     };
     r.json = incoming.json;
@@ -466,7 +513,12 @@ pub fn apply_update(
     let mut merged = old.json.clone();
     deep_merge(&mut merged, incoming.json);
     if merged == old.json && old.deleted_at.is_none() {
-        return Ok((None, Outcome::Unchanged));
+        // Nothing changes but who saw it last, as for a save: the run's
+        // deletion tracking must not take it for gone.
+        let mut seen = old.clone();
+        seen.sync_id = ctx.sync_id.clone();
+        seen.job_id = ctx.job_id;
+        return Ok((Some(seen), Outcome::Unchanged));
     }
     // Past the limit, a merge may still leave the record as large as it
     // was or smaller (one stored before the limit was lowered).
@@ -594,18 +646,17 @@ pub fn plan_chunk(
         let existing = existing.next().flatten();
         let (row, outcome) = match kind {
             WriteKind::Save => apply_save(conn, model, existing, incoming, ctx, merging, now),
-            WriteKind::Delete => apply_delete(conn, model, existing.as_ref(), incoming, ctx, now),
+            WriteKind::Delete => {
+                apply_delete(conn, model, existing.as_ref(), incoming, ctx, merging, now)
+            }
             WriteKind::Update => apply_update(existing.as_ref(), incoming, ctx, merging, now)?,
         };
         changes.count(outcome);
         if let Some(mut row) = row {
             // Every write fills the record's payload.
             row.pruned_at = None;
-            if matches!(
-                outcome,
-                Outcome::Added | Outcome::Updated | Outcome::Deleted
-            ) && newest.as_ref().is_none_or(|n| row.position() > *n)
-            {
+            // Every row this write moved (dated now) is the sync's own.
+            if row.updated_at == now && newest.as_ref().is_none_or(|n| row.position() > *n) {
                 newest = Some(row.position());
             }
             writes.push((index, row, outcome));
@@ -1011,11 +1062,90 @@ mod tests {
         let c = write(&s, WriteKind::Save, json!([{"id": 1, "a": 2}, {"id": "2"}]));
         assert_eq!((c.added, c.updated, c.unchanged), (0, 1, 1));
         let c = write(&s, WriteKind::Delete, json!([{"id": "2"}, {"id": "9"}]));
-        assert_eq!(c.deleted, 2);
+        assert_eq!(
+            (c.deleted, c.unchanged),
+            (1, 1),
+            "an unknown id is stored deleted but not counted as a deletion"
+        );
         let rows = block(s.get_by_ids(&conn(), "M", &["9".into()])).unwrap();
         assert_eq!(rows[0].last_action(), "DELETED");
         let c = write(&s, WriteKind::Save, json!([{"id": "2"}]));
         assert_eq!(c.added, 1, "re-saving a deleted record undeletes it");
+    }
+
+    #[test]
+    fn deleted_at_is_read_as_the_original_reads_it() {
+        let at = |v: Value| deleted_at_of(&v).map(|d| d.to_rfc3339());
+        let day = Some("2024-01-15T00:00:00+00:00".to_string());
+        let ten = Some("2024-01-15T10:00:00+00:00".to_string());
+        assert_eq!(at(json!("2024-01-15")), day);
+        assert_eq!(at(json!("2024-01-15T12:00:00+0200")), ten);
+        assert_eq!(at(json!("2024-01-15T12:00:00+02:00")), ten);
+        assert_eq!(at(json!("2024-01-15T10:00:00")), ten);
+        assert_eq!(at(json!("2024-01-15 10:00:00.000Z")), ten);
+        assert_eq!(at(json!(1_705_312_800_000_i64)), ten);
+        assert_eq!(at(json!("yesterday")), None);
+        assert_eq!(at(json!(true)), None);
+        assert_eq!(at(json!(1e300)), None);
+    }
+
+    #[test]
+    fn a_delete_leaves_a_record_the_merging_strategy_protects() {
+        let s = MemoryRecords::new();
+        write(&s, WriteKind::Save, json!([{"id": "a"}, {"id": "b"}]));
+        // The sync's cursor is before both rows (a webhook wrote them after it).
+        let mut merging = Merging::IgnoreIfModifiedAfter {
+            cursor: Some(Position {
+                updated_at: DateTime::UNIX_EPOCH,
+                internal_id: Uuid::nil(),
+            }),
+        };
+        let (chunk, _) = prepare_chunk(objs(json!([{"id": "a"}, {"id": "new"}])), 0).unwrap();
+        let c = s
+            .write_now(
+                WriteKind::Delete,
+                &conn(),
+                "M",
+                chunk,
+                &WriteContext::default(),
+                &mut merging,
+            )
+            .unwrap();
+        assert_eq!((c.deleted, c.unchanged), (0, 1));
+        let rows = block(s.get_by_ids(&conn(), "M", &["a".into(), "new".into()])).unwrap();
+        let action = |id: &str| {
+            rows.iter()
+                .find(|r| r.external_id == id)
+                .map(|r| r.last_action())
+        };
+        assert_eq!(action("a"), Some("ADDED"), "the protected row is kept");
+        assert_eq!(action("new"), Some("DELETED"));
+    }
+
+    #[test]
+    fn an_update_that_changes_nothing_still_marks_the_record_seen() {
+        let s = MemoryRecords::new();
+        write(&s, WriteKind::Save, json!([{"id": "a", "v": 1}]));
+        let ctx = WriteContext {
+            sync_id: Some("sync".into()),
+            job_id: Some(7),
+            ..WriteContext::default()
+        };
+        let (chunk, _) = prepare_chunk(objs(json!([{"id": "a", "v": 1}])), 0).unwrap();
+        let c = s
+            .write_now(
+                WriteKind::Update,
+                &conn(),
+                "M",
+                chunk,
+                &ctx,
+                &mut Merging::Override,
+            )
+            .unwrap();
+        assert_eq!(c.unchanged, 1);
+        let rows = block(s.get_by_ids(&conn(), "M", &["a".into()])).unwrap();
+        assert_eq!(rows[0].job_id, Some(7));
+        assert_eq!(rows[0].last_action(), "ADDED", "its times do not move");
     }
 
     #[test]

@@ -265,9 +265,10 @@ pub struct HeldSlot(#[allow(dead_code)] Arc<tokio::sync::OwnedSemaphorePermit>);
 
 /// How much of a shared pool (execution permits, sync slots) one
 /// environment may hold: three quarters, so another environment always
-/// finds a quarter free however many of one's scripts hang.
+/// finds a quarter free however many of one's scripts hang (at least one
+/// slot, in a pool of two or three; a pool of one is shared as it is).
 pub fn fair_share(pool: usize) -> usize {
-    (pool - pool / 4).max(1)
+    (pool - pool.div_ceil(4)).max(1)
 }
 
 impl Server {
@@ -391,6 +392,11 @@ impl Server {
         // between the two cannot leave them going with the new key in
         // place.
         store.check_new_keys(&replace)?;
+        // Whoever held the old key could read the webhook signing secret:
+        // it is replaced too (when there was one), before the key, so a
+        // start stopped in between is asked for again and replaces both
+        // (the new key is shown only once both are stored).
+        let mut new_signing = Vec::new();
         for (name, _) in &replace {
             if let Some(env) = store.environment(name) {
                 let ended = api::connect::forget_all(&env).await?;
@@ -399,25 +405,21 @@ impl Server {
                         "sluice: environment `{name}`'s {ended} connect session(s) and flow(s) made with the old key were ended"
                     );
                 }
+                if env.secret(webhooks::SIGNING_SECRET).await?.is_some() {
+                    webhooks::new_signing_secret(&env).await?;
+                    new_signing.push(name.clone());
+                }
             }
         }
         let (store, replaced) = store.replace_secret_keys(&replace).await?;
-        let rotated: Vec<String> = replaced.iter().map(|(name, _)| name.clone()).collect();
         created.extend(replaced);
         // Shown first: the new keys are stored, and nothing after may
         // fail before they are seen.
         announce(&created).map_err(ServerError::Announce)?;
-        // Whoever held the old key could read the webhook signing secret:
-        // it is replaced with the key (when there was one).
-        for name in &rotated {
-            if let Some(env) = store.environment(name)
-                && env.secret(webhooks::SIGNING_SECRET).await?.is_some()
-            {
-                webhooks::new_signing_secret(&env).await?;
-                eprintln!(
-                    "sluice: environment `{name}`'s webhook signing secret was replaced with its key (the old key could read it): receivers checking `webhook-signature` need the new one, from GET /sluice/webhook-settings"
-                );
-            }
+        for name in &new_signing {
+            eprintln!(
+                "sluice: environment `{name}`'s webhook signing secret was replaced with its key (the old key could read it): receivers checking `webhook-signature` need the new one, from GET /sluice/webhook-settings"
+            );
         }
         // A key given for an environment that has another is not taken
         // (keys are set at the first start, or with `new_keys`): said, so
@@ -452,15 +454,12 @@ impl Server {
         let scheduler_task = app.scheduler.spawn(&app);
         let webhooks_task = app.webhooks.spawn(&app);
         let logs_task = app.logs.spawn(&app, config.log_retention_every);
-        let accepted = api::incoming::pending(&app).await?;
+        // The provider webhooks the last process left (stored before
+        // now: those this one accepts are handled as they arrive), paged
+        // through and handled within the room live ones take.
+        api::incoming::resume(&app, chrono::Utc::now());
         let reclaimer = app.clone();
         tokio::spawn(async move { api::deploy::reclaim_at_start(&reclaimer).await });
-        let resumer = app.clone();
-        tokio::spawn(async move {
-            for (env, key, a) in accepted {
-                api::incoming::handle(resumer.clone(), env, key, a).await;
-            }
-        });
 
         let addr = listener
             .local_addr()
@@ -627,6 +626,16 @@ async fn missing_providers(app: &App) {
                 if keys.len() > 10 { ", …" } else { "" },
                 if keys.len() == 1 { "its" } else { "their" }
             );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn another_environment_always_finds_a_slot() {
+        for (pool, share) in [(1, 1), (2, 1), (3, 2), (4, 3), (5, 3), (16, 12), (64, 48)] {
+            assert_eq!(super::fair_share(pool), share, "pool of {pool}");
         }
     }
 }

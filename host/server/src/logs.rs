@@ -80,6 +80,9 @@ pub struct DeliveryAttempt<'a> {
     /// segments masked); empty when the attempt failed before it knew.
     pub url: String,
     pub body: &'a str,
+    /// What the delivery is about, as queued; `None` for one queued by a
+    /// build that did not keep it (its body is read instead).
+    pub about: Option<&'a crate::webhooks::About>,
     pub number: u32,
     pub started_at: DateTime<Utc>,
     pub error: Option<String>,
@@ -362,29 +365,25 @@ impl Logs {
     }
 
     /// Keeps one attempt to send a webhook to the app (kind `delivery`,
-    /// named by the webhook's `type`: `sync`, `forward`, `auth`,
-    /// `async_action`), under the connection its body names (none for a
-    /// provider's webhook that matched no connection).
+    /// named by the webhook's kind: `sync`, `forward`, `auth`,
+    /// `async_action`), under the connection it is about (none for a
+    /// provider's webhook that matched no connection), as sluice queued
+    /// it: never as its body says, which for a forwarded webhook is the
+    /// provider's (anyone's, for an unsigned one) to write.
     pub async fn record_delivery(&self, env: &EnvState, attempt: &DeliveryAttempt<'_>) {
-        // Only these three fields (a forwarded body may be megabytes).
-        #[derive(Deserialize, Default)]
-        struct Head {
-            #[serde(rename = "type", default)]
-            kind: Option<String>,
-            #[serde(rename = "providerConfigKey", default)]
-            provider_config_key: Option<String>,
-            #[serde(rename = "connectionId", default)]
-            connection_id: Option<String>,
-        }
         self.metrics
             .delivery(env.store.name(), attempt.error.is_none(), attempt.given_up);
-        let head: Head = serde_json::from_str(attempt.body).unwrap_or_default();
-        let conn = ConnectionRef {
-            provider_config_key: head.provider_config_key.unwrap_or_default(),
-            connection_id: head.connection_id.unwrap_or_default(),
+        let (kind, conn) = match attempt.about {
+            Some(about) => (
+                about.kind.clone(),
+                ConnectionRef {
+                    provider_config_key: about.provider_config_key.clone(),
+                    connection_id: about.connection_id.clone(),
+                },
+            ),
+            None => legacy_delivery_head(attempt.body),
         };
-        let kind = head
-            .kind
+        let kind = Some(kind)
             .filter(|t| !t.is_empty())
             .unwrap_or_else(|| "webhook".to_string());
         let url = attempt.url.as_str();
@@ -768,6 +767,30 @@ impl Logs {
 /// keeping the rest); `None` for work still going or a document it
 /// cannot read (kept).
 type EndedAt = fn(&[u8]) -> Option<DateTime<Utc>>;
+
+/// What a delivery queued by an earlier build (which did not keep what it
+/// is about) is about, read from its body as that build read it: `type`,
+/// `providerConfigKey` and `connectionId` only (a forwarded body may be
+/// megabytes).
+fn legacy_delivery_head(body: &str) -> (String, ConnectionRef) {
+    #[derive(Deserialize, Default)]
+    struct Head {
+        #[serde(rename = "type", default)]
+        kind: Option<String>,
+        #[serde(rename = "providerConfigKey", default)]
+        provider_config_key: Option<String>,
+        #[serde(rename = "connectionId", default)]
+        connection_id: Option<String>,
+    }
+    let head: Head = serde_json::from_str(body).unwrap_or_default();
+    (
+        head.kind.unwrap_or_default(),
+        ConnectionRef {
+            provider_config_key: head.provider_config_key.unwrap_or_default(),
+            connection_id: head.connection_id.unwrap_or_default(),
+        },
+    )
+}
 
 /// An async action that succeeded or failed: when it did.
 fn action_ended_at(raw: &[u8]) -> Option<DateTime<Utc>> {

@@ -554,6 +554,86 @@ pub fn route_webhook(
     })
 }
 
+/// The scripts whose signature check reads only the raw body, the
+/// headers, the query and the integration's secrets, and comes before
+/// anything the parsed body could refuse: [`check_before_parsing`] makes it
+/// before the body is parsed. (Not GitLab's and PagerDuty's, keyed by a
+/// connection the body may name; not ConnectWise's, keyed from the body;
+/// not Notion's, which lets a verification body through unsigned; not
+/// Sentry's, which also accepts a signature of the body re-serialised;
+/// not Microsoft Graph's, whose secret is in each notification.)
+const CHECKED_BEFORE_PARSING: [&str; 18] = [
+    "linearWebhookRouting",
+    "hubspotWebhookRouting",
+    "checkrPartnerWebhookRouting",
+    "githubAppWebhookRouting",
+    "githubAppOauthWebhookRouting",
+    "xeroWebhookRouting",
+    "shopifyWebhookRouting",
+    "sellsyWebhookRouting",
+    "highlevelWebhookRouting",
+    "fathomWebhookRouting",
+    "calComWebhookRouting",
+    "videoaskWebhookRouting",
+    "jobdivaWebhookRouting",
+    "jobberWebhookRouting",
+    "folkWebhookRouting",
+    "autotaskWebhookRouting",
+    "attioWebhookRouting",
+    "gmailWebhookRouting",
+];
+
+/// Checks a webhook's signature on its bytes, before its body is parsed
+/// (`req.body` is not read: give `Value::Null`), for the scripts that can
+/// ([`CHECKED_BEFORE_PARSING`]): a webhook with a bad signature is refused
+/// for the cost of its bytes, never of its parse (a 30 MiB `[0,0,…]`
+/// parses into over a gigabyte). `Ok` when it passes, or when the script
+/// checks only once the body is parsed; [`route_webhook`] checks again.
+pub fn check_before_parsing(
+    script: &str,
+    req: &Incoming<'_>,
+    secrets: &Secrets<'_>,
+) -> Result<(), Refused> {
+    if !CHECKED_BEFORE_PARSING.contains(&script) {
+        return Ok(());
+    }
+    let unparsed = Incoming {
+        headers: req.headers,
+        raw: req.raw,
+        body: &Value::Null,
+        content_type: req.content_type,
+        query: req.query,
+        now: req.now,
+    };
+    match route_webhook(script, &unparsed, secrets) {
+        // What the signature (or the secret it needs) refuses; a refusal
+        // of the (here absent) body is left to the real routing.
+        Some(Err(refused))
+            if matches!(
+                refused.code,
+                "webhook_missing_signature"
+                    | "webhook_invalid_signature"
+                    | "webhook_invalid_secret"
+            ) =>
+        {
+            Err(refused)
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The most copies of the parsed body a script holds at once while it
+/// routes (the body, the forward made of it, its routes' inputs): the
+/// handler books memory for that many before parsing. Airtable's, Slack's
+/// and Gmail's input is the body with a field added, copied again into
+/// its route.
+pub fn parsed_copies(script: &str) -> usize {
+    match script {
+        "airtableWebhookRouting" | "slackWebhookRouting" | "gmailWebhookRouting" => 4,
+        _ => 3,
+    }
+}
+
 /// The connection whose metadata a script's signature check needs (GitLab:
 /// `nangoConnectionId`; PagerDuty: `x-nango-connection-id`): the handler
 /// reads it and gives its metadata in [`Secrets::connection_metadata`].
@@ -774,6 +854,57 @@ pub const MAX_FORWARDED_HEADER_BYTES: usize = 16 * 1024;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A signature made over the body's bytes is checked before the body
+    /// is parsed (it is not read: a forged webhook costs no parse), with
+    /// the refusal routing gives; what only the parsed body can refuse is
+    /// left to routing, as are the scripts that need the body to check.
+    #[test]
+    fn a_signature_over_the_bytes_is_checked_before_parsing() {
+        let raw = br#"{"type":"Issue","organizationId":"org-1"}"#;
+        let secrets = webhook_secret("s3cret");
+        let check = |script: &str, headers: &[(String, String)], secrets: &Secrets<'_>| {
+            check_before_parsing(script, &incoming(headers, raw, &Value::Null), secrets)
+                .map_err(|e| (e.status, e.code))
+        };
+        let good = vec![(
+            "linear-signature".to_string(),
+            hex(&hmac256(b"s3cret", raw)),
+        )];
+        let forged = vec![("linear-signature".to_string(), "00".repeat(32))];
+        assert_eq!(check("linearWebhookRouting", &good, &secrets), Ok(()));
+        assert_eq!(
+            check("linearWebhookRouting", &forged, &secrets),
+            Err(INVALID)
+        );
+        assert_eq!(check("linearWebhookRouting", &[], &secrets), Err(MISSING));
+        let github = vec![(
+            "x-hub-signature-256".to_string(),
+            format!("sha256={}", "0".repeat(64)),
+        )];
+        assert_eq!(
+            check("githubAppWebhookRouting", &github, &secrets),
+            Err(INVALID)
+        );
+        // Xero's signature passes; its body (here none) is routing's to
+        // refuse.
+        let xero = vec![(
+            "x-xero-signature".to_string(),
+            b64(&hmac256(b"s3cret", raw)),
+        )];
+        assert_eq!(check("xeroWebhookRouting", &xero, &secrets), Ok(()));
+        // Notion lets a verification body through unsigned: checked only
+        // once parsed.
+        assert_eq!(check("notionWebhookRouting", &forged, &secrets), Ok(()));
+        assert_eq!(check("unauthenticatedWebhookRouting", &[], &NONE), Ok(()));
+        // Every script checked early is one routing knows.
+        for script in CHECKED_BEFORE_PARSING {
+            assert!(
+                route_webhook(script, &incoming(&[], raw, &Value::Null), &NONE).is_some(),
+                "{script}"
+            );
+        }
+    }
 
     /// A forward carries the provider's own headers, not those that framed
     /// its request (a `Transfer-Encoding: chunked` sent on made a receiver

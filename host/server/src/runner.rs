@@ -486,14 +486,22 @@ pub const WEBHOOK_MAX_RUN: std::time::Duration = std::time::Duration::from_secs(
 /// Runs sync `name`'s webhook script for the connection and tells the app
 /// (a sync webhook of type `WEBHOOK` per changed model, or the failure).
 /// `resumed_since` is when a run of the same webhook a crash cut short
-/// started: the app then hears of every change since.
+/// started: the app then hears of every change since. `seed` names this
+/// run of this webhook (its id, the run's place, connection and sync): the
+/// app's webhooks are queued with ids derived from it, so a run made again
+/// (after a crash, or a handling tried again) sends the same messages,
+/// which receivers deduplicate. Webhooks that cannot be queued are an
+/// error ([`WEBHOOKS_NOT_QUEUED`]), so the caller keeps the provider's
+/// webhook to handle again.
+#[allow(clippy::too_many_arguments)]
 pub async fn run_webhook<F: std::future::Future<Output = ApiResult<()>>>(
     app: &App,
     env: &EnvState,
     conn: &ConnectionRef,
     name: &str,
-    payload: &Value,
+    payload: &str,
     resumed_since: Option<DateTime<Utc>>,
+    seed: &str,
     on_start: Option<F>,
 ) -> ApiResult<()> {
     let running = env.runs.enter(conn).await;
@@ -551,10 +559,7 @@ pub async fn run_webhook<F: std::future::Future<Output = ApiResult<()>>>(
                 message.clone(),
             )
         };
-        let _ = app
-            .webhooks
-            .sync_run(env, conn, name, "base", &models, &summary, "WEBHOOK", None)
-            .await;
+        queue_webhook_run_webhooks(app, env, conn, name, &models, &summary, seed).await?;
         return Err(ApiError::new(
             axum::http::StatusCode::GATEWAY_TIMEOUT,
             "webhook_timeout",
@@ -588,11 +593,60 @@ pub async fn run_webhook<F: std::future::Future<Output = ApiResult<()>>>(
         }
         summary.started_at = since;
     }
-    let _ = app
-        .webhooks
-        .sync_run(env, conn, name, "base", &models, &summary, "WEBHOOK", None)
-        .await;
-    Ok(())
+    queue_webhook_run_webhooks(app, env, conn, name, &models, &summary, seed).await
+}
+
+/// The code of the error [`run_webhook`] gives when the app's webhooks of
+/// the run could not be queued.
+pub const WEBHOOKS_NOT_QUEUED: &str = "webhooks_not_queued";
+
+/// A webhook script's run's webhooks, queued with ids derived from
+/// `seed`, tried again over a store's passing failure as
+/// [`queue_run_webhooks`] does.
+async fn queue_webhook_run_webhooks(
+    app: &App,
+    env: &EnvState,
+    conn: &ConnectionRef,
+    name: &str,
+    models: &[String],
+    summary: &RunSummary,
+    seed: &str,
+) -> ApiResult<()> {
+    let mut wait = std::time::Duration::from_secs(1);
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let queued = app
+            .webhooks
+            .sync_run(
+                env,
+                conn,
+                name,
+                "base",
+                models,
+                summary,
+                "WEBHOOK",
+                Some(seed),
+            )
+            .await;
+        match queued {
+            Ok(()) => return Ok(()),
+            Err(_) if tries < 4 => {
+                tokio::time::sleep(wait).await;
+                wait *= 2;
+            }
+            Err(e) => {
+                return Err(ApiError::new(
+                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                    WEBHOOKS_NOT_QUEUED,
+                    format!(
+                        "the webhooks of `{name}`'s webhook run for connection `{}` could not be queued: {}",
+                        conn.connection_id, e.message
+                    ),
+                ));
+            }
+        }
+    }
 }
 
 /// The changes to the connection's `model` records since `since`, read
@@ -886,14 +940,25 @@ pub async fn run_sync(
             .logs
             .record_failure(env, conn, "sync", name, started_at, message.clone())
             .await;
+        let summary = RunSummary {
+            log_id: Some(log_id),
+            ..RunSummary::failed(job, started_at, "sync_clear_failed", message.clone())
+        };
         update_sync_state(env, &key, |state| {
             state.running = None;
-            state.last_run = Some(RunSummary {
-                log_id: Some(log_id),
-                ..RunSummary::failed(job, started_at, "sync_clear_failed", message.clone())
-            });
+            state.last_run = Some(summary.clone());
+            state.webhooks_queued = false;
         })
         .await?;
+        // Told as every failed run is.
+        app.config.events.say(&format!(
+            "{}: sync `{}` of connection `{}` ({}) failed: {message}",
+            env.name(),
+            sync_label(name, variant),
+            conn.connection_id,
+            conn.provider_config_key,
+        ));
+        queue_run_webhooks(app, env, &key, &models, &summary).await;
         return Err(crate::error::ApiError::internal(message));
     }
     let run_type = match (last_sync_date, incremental) {

@@ -31,10 +31,13 @@ struct Gate {
     closing: Mutex<usize>,
 }
 
+/// Gates by key, each with the number of handles on it.
+type Gates = Arc<Mutex<HashMap<Key, (Arc<Gate>, usize)>>>;
+
 /// One environment's gates, by connection.
 #[derive(Default)]
 pub struct ConnectionRuns {
-    gates: Arc<Mutex<HashMap<Key, Arc<Gate>>>>,
+    gates: Gates,
 }
 
 impl ConnectionRuns {
@@ -47,16 +50,16 @@ impl ConnectionRuns {
     /// key.
     fn gate_of(&self, key: Key) -> Slot {
         let mut gates = self.gates.lock().unwrap_or_else(|e| e.into_inner());
-        let gate = gates
-            .entry(key.clone())
-            .or_insert_with(|| {
-                Arc::new(Gate {
-                    lock: Arc::new(RwLock::new(())),
-                    stop: watch::Sender::new(false),
-                    closing: Mutex::new(0),
-                })
-            })
-            .clone();
+        let (gate, handles) = gates.entry(key.clone()).or_insert_with(|| {
+            let gate = Arc::new(Gate {
+                lock: Arc::new(RwLock::new(())),
+                stop: watch::Sender::new(false),
+                closing: Mutex::new(0),
+            });
+            (gate, 0)
+        });
+        *handles += 1;
+        let gate = Arc::clone(gate);
         Slot {
             gates: self.gates.clone(),
             key,
@@ -122,18 +125,21 @@ impl ConnectionRuns {
 
 /// A handle on a gate; the last one dropped forgets it.
 struct Slot {
-    gates: Arc<Mutex<HashMap<Key, Arc<Gate>>>>,
+    gates: Gates,
     key: Key,
     gate: Arc<Gate>,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        // Handles are only made under the map's lock, so none can appear
-        // between the count and the removal.
+        // Handles are counted under the map's lock, made and dropped
+        // alike, so two dropped at once cannot both leave the gate there.
         let mut gates = self.gates.lock().unwrap_or_else(|e| e.into_inner());
-        if Arc::strong_count(&self.gate) == 2 {
-            gates.remove(&self.key);
+        if let Some((_, handles)) = gates.get_mut(&self.key) {
+            *handles = handles.saturating_sub(1);
+            if *handles == 0 {
+                gates.remove(&self.key);
+            }
         }
     }
 }

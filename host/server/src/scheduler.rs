@@ -49,6 +49,10 @@ struct Entry {
     /// A manual trigger waiting to run: its mode and when it was asked
     /// (always after the last dispatch, see `dispatched_ms`).
     queued: Option<(SyncMode, i64)>,
+    /// The queued run is only the retry of a run a crash cut short, which
+    /// a pause drops (as it would the schedule's next run); a trigger
+    /// someone asked for runs even when paused.
+    queued_resumed: bool,
     /// When the dispatcher last took it: a run takes the stored triggers
     /// asked at or before it, and a trigger asked after is later.
     dispatched_ms: i64,
@@ -71,6 +75,21 @@ impl Entry {
         let k = (now - self.anchor_ms) / self.interval_ms + 1;
         self.anchor_ms
             .saturating_add(k.saturating_mul(self.interval_ms))
+    }
+
+    /// Pauses or resumes it at `now`: resumed, it runs now and then on a
+    /// grid from now; paused, a queued retry of a run a crash cut short
+    /// goes too.
+    fn set_paused(&mut self, paused: bool, now: i64) {
+        if self.paused && !paused {
+            self.anchor_ms = now;
+            self.next_ms = now;
+        }
+        self.paused = paused;
+        if paused && self.queued_resumed {
+            self.queued = None;
+            self.queued_resumed = false;
+        }
     }
 
     /// When it should be dispatched, if at all.
@@ -174,6 +193,7 @@ impl State {
         let mut waiters = Vec::new();
         entry.dispatched_ms = entry.queued.map_or(now, |(_, at)| at.max(now));
         let dispatched_ms = entry.dispatched_ms;
+        entry.queued_resumed = false;
         let (mode, scheduled) = match entry.queued.take() {
             Some((mode, _)) => {
                 // Those who asked for this run wait for this one.
@@ -411,6 +431,10 @@ impl Scheduler {
             queued: match &old {
                 Some(o) => o.queued,
                 None => state.queued.map(|q| (q.mode, q.at_ms)),
+            },
+            queued_resumed: match &old {
+                Some(o) => o.queued_resumed,
+                None => state.queued.is_some_and(|q| q.resumed),
             },
             dispatched_ms: old.as_ref().map_or(0, |o| o.dispatched_ms),
             due_at: None,
@@ -952,6 +976,7 @@ impl Scheduler {
             .queued
             .map_or_else(|| now_ms().max(entry.dispatched_ms + 1), |(_, at)| at);
         entry.queued = Some((mode, at));
+        entry.queued_resumed = false;
         let rx = wait.then(|| {
             let (tx, rx) = oneshot::channel();
             entry.waiters.get_or_insert_default().0.push(tx);
@@ -986,17 +1011,17 @@ impl Scheduler {
                 }
                 sch.paused = paused;
             }
+            // The retry of a run a crash cut short goes with a pause.
+            if paused && s.queued.is_some_and(|q| q.resumed) {
+                s.queued = None;
+            }
         })
         .await?;
         let id = env.store.id();
         let key = Key::from(key);
         let mut st = self.lock();
         if let Some(e) = st.entries.get_mut(&(id, key.clone())) {
-            if e.paused && !paused {
-                e.anchor_ms = now.timestamp_millis();
-                e.next_ms = e.anchor_ms;
-            }
-            e.paused = paused;
+            e.set_paused(paused, now.timestamp_millis());
         }
         st.place(id, &key);
         drop(st);
@@ -1195,11 +1220,37 @@ impl Scheduler {
             if let Some(mut state) = env.store.doc::<SyncState>(SYNC_STATE, &job.key).await? {
                 let log_id = app
                     .logs
-                    .record_failure(&env, &conn, "sync", sync, summary.started_at, message)
+                    .record_failure(
+                        &env,
+                        &conn,
+                        "sync",
+                        sync,
+                        summary.started_at,
+                        message.clone(),
+                    )
                     .await;
                 summary.log_id = Some(log_id);
                 state.last_run = Some(summary.clone());
+                state.webhooks_queued = false;
                 env.store.put_doc(SYNC_STATE, &job.key, &state).await?;
+                drop(_guard);
+                // Told as every failed run is.
+                app.config.events.say(&format!(
+                    "{}: sync `{}` of connection `{}` ({}) failed: {message}",
+                    env.name(),
+                    runner::sync_label(sync, variant),
+                    conn.connection_id,
+                    conn.provider_config_key,
+                ));
+                let models = env
+                    .deployment()
+                    .and_then(|d| {
+                        d.catalog
+                            .sync_config(&conn.provider_config_key, sync)
+                            .map(|s| s.output.clone())
+                    })
+                    .unwrap_or_default();
+                runner::queue_run_webhooks(app, &env, &job.key, &models, &summary).await;
             }
             return Ok(summary);
         }
@@ -1243,6 +1294,43 @@ mod tests {
         assert!(next <= now_ms() + 3_600_000, "next run at {next}");
     }
 
+    /// A run a crash cut short is queued again at the next start; a pause
+    /// while it waits for a slot drops it (as it would the next slot),
+    /// and not a trigger someone asked for.
+    #[test]
+    fn a_pause_drops_the_retry_of_an_interrupted_run_but_not_a_trigger() {
+        let data = tempfile::tempdir().unwrap();
+        let scheduler = Scheduler::new(&crate::ServerConfig::new(
+            data.path(),
+            "127.0.0.1:0".parse().unwrap(),
+        ));
+        let env = Uuid::new_v4();
+        let schedule = ScheduleState {
+            paused: false,
+            frequency: Some("every hour".into()),
+            anchor: Utc::now(),
+        };
+        for (resumed, kept) in [(true, false), (false, true)] {
+            let state = SyncState {
+                schedule: Some(schedule.clone()),
+                queued: Some(runner::QueuedRun {
+                    mode: SyncMode::Incremental,
+                    at_ms: now_ms(),
+                    attempts: 1,
+                    resumed,
+                }),
+                ..Default::default()
+            };
+            let key = format!("k-{resumed}");
+            scheduler.install(env, &key, &schedule, &state, Duration::from_secs(3600));
+            let mut st = scheduler.lock();
+            let e = st.entries.get_mut(&(env, Key::from(key.as_str()))).unwrap();
+            assert!(e.wants().is_some(), "queued: due");
+            e.set_paused(true, now_ms());
+            assert_eq!(e.wants().is_some(), kept, "resumed: {resumed}");
+        }
+    }
+
     #[test]
     fn an_interval_longer_than_a_century_runs_once_a_century() {
         let century = capped_ms(sluice_nango_yaml::MAX_API_INTERVAL);
@@ -1261,6 +1349,7 @@ mod tests {
             paused: false,
             running: false,
             queued: None,
+            queued_resumed: false,
             dispatched_ms: 0,
             due_at: None,
             waiters: None,

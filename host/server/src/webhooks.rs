@@ -35,6 +35,11 @@ pub const OUTBOX: &str = "webhook-outbox";
 pub const DEAD: &str = "webhook-dead";
 /// The environment secret holding the Standard Webhooks signing secret.
 pub const SIGNING_SECRET: &str = "webhook-signing-secret";
+/// The header every delivery carries (its `webhook-id`): a provider's
+/// webhook that has it came from a sluice (a webhook URL pointing back at
+/// `/webhook/…`), and is refused rather than forwarded again, which would
+/// loop for ever ([`crate::api::incoming`]).
+pub const DELIVERY_HEADER: &str = "x-sluice-delivery";
 
 /// An error message without its JavaScript stack frames (`fn@file:1:2`,
 /// `    at fn (file:1:2)`): the app gets the message; the stack, with the
@@ -126,6 +131,28 @@ pub struct AuthEvent<'a> {
     pub error: Option<Value>,
 }
 
+/// What a delivery is about, as sluice queued it: the logs file its
+/// attempts under these, never under what its body says (a provider's
+/// forwarded payload is the sender's to write).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct About {
+    /// `sync`, `forward`, `auth`, `async_action`.
+    pub kind: String,
+    pub provider_config_key: String,
+    /// Empty for a provider's webhook that matched no connection.
+    pub connection_id: String,
+}
+
+impl About {
+    pub fn new(kind: &str, provider_config_key: &str, connection_id: &str) -> Self {
+        About {
+            kind: kind.to_string(),
+            provider_config_key: provider_config_key.to_string(),
+            connection_id: connection_id.to_string(),
+        }
+    }
+}
+
 /// One delivery of one webhook to one URL.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Delivery {
@@ -156,6 +183,10 @@ pub struct Delivery {
     /// field, sends to `url`.)
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connection: Option<(String, String)>,
+    /// What it is about, for the logs. `None`: queued by a build that did
+    /// not keep it (the logs then read its body, as that build did).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub about: Option<About>,
 }
 
 fn outbox_key(next_at: DateTime<Utc>, id: &str) -> String {
@@ -370,8 +401,10 @@ impl Webhooks {
         env: &EnvState,
         settings: &Settings,
         body: &Value,
+        about: &About,
     ) -> ApiResult<()> {
-        self.enqueue_with(env, settings, body, &[], None).await
+        self.enqueue_with(env, settings, body, &[], None, about)
+            .await
     }
 
     /// [`Webhooks::enqueue`] with headers of its own, and with `seed` the
@@ -385,17 +418,43 @@ impl Webhooks {
         body: &Value,
         headers: &[(String, String)],
         seed: Option<&str>,
+        about: &About,
     ) -> ApiResult<()> {
         // As the original's `JSON.stringify` writes it (`1.0` as `1`, big
         // integers as the nearest double): an app that checks the older
         // signature over its own `JSON.stringify(JSON.parse(body))` gets
         // the bytes that were signed.
         let body = sluice_runtime::js::stringify(body);
+        self.enqueue_text(env, settings, body, headers, seed, about)
+            .await
+    }
+
+    /// [`Webhooks::enqueue_with`] of a body already written (as
+    /// `JSON.stringify` writes it): a forwarded webhook's, written once
+    /// from its stored text. Each delivery is written in turn, the body
+    /// copied only for a URL after the first, so a large body is held at
+    /// most twice (and once more as its document is written).
+    pub async fn enqueue_text(
+        &self,
+        env: &EnvState,
+        settings: &Settings,
+        body: String,
+        headers: &[(String, String)],
+        seed: Option<&str>,
+        about: &About,
+    ) -> ApiResult<()> {
         let now = Utc::now();
-        for (slot, url) in [(0u8, &settings.primary_url), (1, &settings.secondary_url)]
+        let urls: Vec<(u8, &String)> = [(0u8, &settings.primary_url), (1, &settings.secondary_url)]
             .into_iter()
             .filter_map(|(slot, u)| u.as_ref().filter(|u| !u.is_empty()).map(|u| (slot, u)))
-        {
+            .collect();
+        let mut body = Some(body);
+        for (i, (slot, url)) in urls.iter().enumerate() {
+            let text = if i + 1 == urls.len() {
+                body.take().unwrap_or_default()
+            } else {
+                body.clone().unwrap_or_default()
+            };
             let d = Delivery {
                 id: match seed {
                     Some(seed) => {
@@ -407,15 +466,16 @@ impl Webhooks {
                     }
                     None => format!("msg_{}", uuid::Uuid::new_v4().simple()),
                 },
-                url: url.clone(),
-                body: body.clone(),
+                url: (*url).clone(),
+                body: text,
                 attempts: 0,
                 created_at: now,
                 next_at: now,
                 last_error: None,
                 headers: headers.to_vec(),
-                slot: settings.connection_override.is_none().then_some(slot),
+                slot: settings.connection_override.is_none().then_some(*slot),
                 connection: settings.connection_override.clone(),
+                about: Some(about.clone()),
             };
             env.store
                 .put_doc(OUTBOX, &outbox_key(d.next_at, &d.id), &d)
@@ -439,6 +499,7 @@ impl Webhooks {
         seed: Option<&str>,
     ) -> ApiResult<()> {
         let seeded = |part: &str| seed.map(|s| format!("{s}:{part}"));
+        let about = About::new("sync", &conn.provider_config_key, &conn.connection_id);
         let settings = settings_for(env, &conn.provider_config_key, &conn.connection_id).await?;
         if settings.primary_url.is_none() && settings.secondary_url.is_none() {
             return Ok(());
@@ -473,7 +534,14 @@ impl Webhooks {
             body["startedAt"] = json!(at(summary.started_at));
             body["failedAt"] = json!(at(summary.finished_at));
             return self
-                .enqueue_with(env, &settings, &body, &[], seeded("failed").as_deref())
+                .enqueue_with(
+                    env,
+                    &settings,
+                    &body,
+                    &[],
+                    seeded("failed").as_deref(),
+                    &about,
+                )
                 .await;
         }
         for model in models {
@@ -493,7 +561,7 @@ impl Webhooks {
                 json!({"added": c.added, "updated": c.updated, "deleted": c.deleted});
             body["modifiedAfter"] = json!(at(summary.started_at));
             body["queryTimeStamp"] = json!(at(summary.started_at));
-            self.enqueue_with(env, &settings, &body, &[], seeded(model).as_deref())
+            self.enqueue_with(env, &settings, &body, &[], seeded(model).as_deref(), &about)
                 .await?;
         }
         Ok(())
@@ -522,7 +590,8 @@ impl Webhooks {
         });
         // One message per action, however often it is queued.
         let seed = format!("async-action:{}", a.id);
-        self.enqueue_with(env, &settings, &body, &[], Some(&seed))
+        let about = About::new("async_action", &a.provider_config_key, &a.connection_id);
+        self.enqueue_with(env, &settings, &body, &[], Some(&seed), &about)
             .await
     }
 
@@ -582,7 +651,8 @@ impl Webhooks {
                 }
             }
         }
-        self.enqueue(env, &settings, &body).await
+        let about = About::new("auth", &c.provider_config_key, &c.connection_id);
+        self.enqueue(env, &settings, &body, &about).await
     }
 
     /// Starts the delivery worker; it stops when the app is dropped.
@@ -864,6 +934,7 @@ impl Webhooks {
                 id: &d.id,
                 url,
                 body: &d.body,
+                about: d.about.as_ref(),
                 number: d.attempts,
                 started_at,
                 error,
@@ -1023,6 +1094,7 @@ async fn send(env: &EnvState, d: &Delivery) -> Result<Option<String>, (String, b
         .header("content-type", "application/json")
         .header("user-agent", concat!("sluice/", env!("CARGO_PKG_VERSION")))
         .header("webhook-id", &d.id)
+        .header(DELIVERY_HEADER, &d.id)
         .header("webhook-timestamp", timestamp.to_string());
     if let Some(key) = &secret_key {
         req = req

@@ -316,9 +316,13 @@ fn write_loop(db: &Database, requests: &mpsc::Receiver<WriteRequest>) {
                 match requests.recv_timeout(left) {
                     Ok(r) => r,
                     Err(mpsc::RecvTimeoutError::Timeout) => {
-                        if commit(db, &[], true).is_ok() {
-                            unflushed_since = None;
-                        }
+                        // Due: on disk now, or tried again an interval
+                        // later (a failing disk does not spin the writer).
+                        unflushed_since = if commit(db, &[], true).is_ok() {
+                            None
+                        } else {
+                            Some(Instant::now())
+                        };
                         continue;
                     }
                     Err(mpsc::RecvTimeoutError::Disconnected) => {
@@ -329,7 +333,11 @@ fn write_loop(db: &Database, requests: &mpsc::Receiver<WriteRequest>) {
             }
         };
         let group = take_group(first, requests);
-        let durable = group.iter().any(|r| r.durable);
+        // A group is made durable when one of its writes must be, or when
+        // writes acknowledged unflushed are due: a steady stream of
+        // unflushed writes never leaves the queue empty for the timeout.
+        let overdue = unflushed_since.is_some_and(|since| since.elapsed() >= FLUSH_EVERY);
+        let durable = overdue || group.iter().any(|r| r.durable);
         let result = commit(db, &group, durable);
         match (&result, durable) {
             (Ok(()), true) => unflushed_since = None,

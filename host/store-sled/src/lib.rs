@@ -51,6 +51,18 @@ use sluice_store::{
 /// directory is a sled database (or was meant to be one).
 const SLED_FILES: [&str; 2] = ["conf", "db"];
 
+/// Written in a directory before sled makes its database there, removed
+/// once the database holds a store: while it is there, an empty database
+/// is a new one (a first start, or one cut short), and once it is gone an
+/// empty database is damage ([`Backend::may_create`]).
+const NEW_STORE_FILE: &str = "sluice-new-store";
+
+/// Most ops one sled batch of merged requests takes: sled applies a batch
+/// with its global lock held, which every read waits for (reads run on
+/// tokio workers), so merging is bounded; a larger request still goes
+/// whole, being atomic.
+const MERGED_OPS: usize = 8 * 1024;
+
 /// A sled database as a [`Backend`]. Cheap to clone; the database closes
 /// (and flushes) when the last clone is dropped, after the writer thread
 /// answered every write it had, and the directory can be opened again
@@ -66,6 +78,8 @@ struct Inner {
     path: PathBuf,
     /// One tree per table, indexed by [`Table::index`].
     trees: Vec<sled::Tree>,
+    /// [`NEW_STORE_FILE`] is in the directory: a store may be created.
+    new_store: std::sync::atomic::AtomicBool,
     /// Held by snapshots: the writer writes nothing while one is.
     pause: Arc<Pause>,
     writer: WriterThread,
@@ -165,18 +179,83 @@ impl Drop for PauseGuard {
 fn write_loop(
     db: &sled::Db,
     trees: &[sled::Tree],
+    disk: &mut Disk,
     pause: &Pause,
     requests: &mpsc::Receiver<WriteRequest>,
 ) {
     while let Ok(first) = requests.recv() {
         pause.start_writing();
-        write_group(db, trees, take_group(first, requests));
+        write_group(db, trees, disk, take_group(first, requests));
         pause.done_writing();
     }
 }
 
+/// What sled's flush leaves undone: it writes its log out with
+/// `sync_file_range`, which neither keeps the file's size nor empties the
+/// disk's write cache, and writes values too large for the log (`blobs/`)
+/// with no sync at all. So after each flush the writer syncs the log file,
+/// and the blob files written since the last sync and their folder, before
+/// a durable write is acknowledged (power loss, not only a killed process).
+struct Disk {
+    log: std::fs::File,
+    blobs: PathBuf,
+    /// Blob files up to this id (sled names them by log position) are
+    /// synced; 0 at start, so blobs a crash left unsynced are synced once.
+    synced_blobs: i64,
+}
+
+impl Disk {
+    fn open(dir: &Path) -> std::io::Result<Disk> {
+        Ok(Disk {
+            log: std::fs::File::open(dir.join("db"))?,
+            blobs: dir.join("blobs"),
+            synced_blobs: 0,
+        })
+    }
+
+    fn sync(&mut self) -> std::io::Result<()> {
+        self.log.sync_data()?;
+        let entries = match std::fs::read_dir(&self.blobs) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let mut newest = self.synced_blobs;
+        for entry in entries {
+            let entry = entry?;
+            let Some(id) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<i64>().ok())
+            else {
+                continue;
+            };
+            if id <= self.synced_blobs {
+                continue;
+            }
+            match std::fs::File::open(entry.path()) {
+                Ok(f) => f.sync_data()?,
+                // Collected by sled meanwhile: nothing to keep.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+            newest = newest.max(id);
+        }
+        if newest > self.synced_blobs {
+            sync_dir(&self.blobs)?;
+            self.synced_blobs = newest;
+        }
+        Ok(())
+    }
+}
+
+/// Makes the entries of `dir` (files created or removed in it) durable.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
 /// Writes one group and answers its requests (see [`write_loop`]).
-fn write_group(db: &sled::Db, trees: &[sled::Tree], group: Vec<WriteRequest>) {
+fn write_group(db: &sled::Db, trees: &[sled::Tree], disk: &mut Disk, group: Vec<WriteRequest>) {
     // sled writes each batch or transaction with its global write
     // lock held (it waits for every reader and holds new ones, on
     // tokio workers, back) and writes out its log buffer twice (each
@@ -196,7 +275,12 @@ fn write_group(db: &sled::Db, trees: &[sled::Tree], group: Vec<WriteRequest>) {
             continue;
         }
         let start = i;
-        while i < group.len() && batched(&group[i]) {
+        let mut ops = 0;
+        while i < group.len()
+            && batched(&group[i])
+            && (i == start || ops + group[i].ops.len() <= MERGED_OPS)
+        {
+            ops += group[i].ops.len();
             i += 1;
         }
         let run = &group[start..i];
@@ -219,10 +303,16 @@ fn write_group(db: &sled::Db, trees: &[sled::Tree], group: Vec<WriteRequest>) {
     if durable.is_empty() {
         return;
     }
-    let flushed = db.flush().map(|_| ()).map_err(|e| {
-        // Applied but not known to be on disk: not acknowledged.
-        format!("flushing the database failed: {e}")
-    });
+    let flushed = db
+        .flush()
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+        .and_then(|()| disk.sync().map_err(|e| e.to_string()))
+        .map_err(|e| {
+            // Applied (and visible) but not known to be on disk: not
+            // acknowledged, which the caller must not read as "absent".
+            format!("flushing the database failed: {e}")
+        });
     for done in durable {
         let _ = done.send(flushed.clone().map_err(BackendError::Storage));
     }
@@ -346,7 +436,8 @@ impl SledBackend {
             location: dir.display().to_string(),
             cause,
         };
-        match std::fs::metadata(dir) {
+        let new_store_file = dir.join(NEW_STORE_FILE);
+        let new = match std::fs::metadata(dir) {
             Ok(m) if !m.is_dir() => return Err(fail("it is not a directory".into())),
             Ok(_) => {
                 // Empty folders hold nothing: a first start cut short
@@ -355,17 +446,27 @@ impl SledBackend {
                 let non_empty =
                     holds_files(dir).map_err(|e| fail(format!("cannot list it: {e}")))?;
                 let is_sled = SLED_FILES.iter().any(|f| dir.join(f).exists());
-                if non_empty && !is_sled {
+                if non_empty && !is_sled && !new_store_file.exists() {
                     return Err(fail(
                         "it is not empty and not a sled database (no `conf` or `db` file); \
                          refusing to write into it"
                             .into(),
                     ));
                 }
+                !non_empty
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
             Err(e) => return Err(fail(format!("cannot read it: {e}"))),
+        };
+        if new {
+            // Marked before sled writes anything, so a first start cut
+            // short anywhere is still a new database on the next.
+            std::fs::create_dir_all(dir)
+                .and_then(|()| std::fs::File::create(&new_store_file)?.sync_all())
+                .and_then(|()| sync_dir(dir))
+                .map_err(|e| fail(format!("cannot create it: {e}")))?;
         }
+        let new_store = new_store_file.exists();
         // sled's page cache (its default is 1 GiB) only grows with the
         // data read; records pages at depth need it to hold the working set.
         let config = sled::Config::new().path(dir).cache_capacity(CACHE_BYTES);
@@ -391,14 +492,19 @@ impl SledBackend {
         let writer_pause = Arc::clone(&pause);
         // The writer thread holds the `Db`; dropping the backend joins it
         // (see `Inner` for the rest of the close).
+        let mut disk = Disk::open(dir).map_err(|e| fail(format!("cannot open its log: {e}")))?;
+        if new {
+            sync_dir(dir).map_err(|e| fail(format!("cannot sync it: {e}")))?;
+        }
         let writer = WriterThread::spawn("sluice-sled-writer", move |rx| {
-            write_loop(&db, &writer_trees, &writer_pause, &rx)
+            write_loop(&db, &writer_trees, &mut disk, &writer_pause, &rx)
         })
         .map_err(|e| fail(format!("cannot start its writer thread: {e}")))?;
         Ok(SledBackend {
             inner: Arc::new(Inner {
                 path: dir.to_path_buf(),
                 trees,
+                new_store: std::sync::atomic::AtomicBool::new(new_store),
                 pause,
                 writer,
                 _unlocked: WaitForUnlock(dir.join("db")),
@@ -502,6 +608,38 @@ impl Inner {
 
 #[async_trait::async_trait]
 impl Backend for SledBackend {
+    fn may_create(&self) -> bool {
+        self.inner
+            .new_store
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    async fn holds_store(&self) -> Result<(), BackendError> {
+        use std::sync::atomic::Ordering;
+        if !self.inner.new_store.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let dir = self.inner.path.clone();
+        tokio::task::spawn_blocking(move || {
+            match std::fs::remove_file(dir.join(NEW_STORE_FILE)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+            sync_dir(&dir)
+        })
+        .await
+        .map_err(|e| BackendError::Storage(format!("a database task failed: {e}")))?
+        .map_err(|e| {
+            BackendError::Storage(format!(
+                "cannot remove {NEW_STORE_FILE} from {}: {e}",
+                self.inner.path.display()
+            ))
+        })?;
+        self.inner.new_store.store(false, Ordering::Release);
+        Ok(())
+    }
+
     async fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
         let key = key.to_vec();
         self.read(1, move |db| {

@@ -166,6 +166,45 @@ fn a_damaged_database_is_refused_not_recreated() {
     assert!(err.contains("unreadable"), "{err}");
 }
 
+/// sled recovers a log damaged early on as an empty database: a store
+/// that was made there is then refused, never replaced by a new one with
+/// new keys written over what is left of the old.
+#[tokio::test]
+async fn a_store_whose_database_comes_back_empty_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db");
+    let master = MasterKey::generate();
+    let dev = [("dev".to_string(), None)];
+    let backend = Arc::new(SledBackend::open(&db).unwrap());
+    let (store, created) = Store::open(backend, master.clone(), &dev).await.unwrap();
+    assert_eq!(created.len(), 1);
+    drop(store);
+    // What sled shows after such damage: the files, every tree empty.
+    {
+        let raw = sled::open(&db).unwrap();
+        for name in raw.tree_names() {
+            raw.open_tree(&name).unwrap().clear().unwrap();
+        }
+        raw.flush().unwrap();
+    }
+    let backend = Arc::new(SledBackend::open(&db).unwrap());
+    let Err(err) = Store::open(backend, master.clone(), &dev).await else {
+        panic!("a new store was made over the damaged one");
+    };
+    assert!(err.to_string().contains("no format marker"), "{err}");
+
+    // A first start cut short before the store was made is a new store.
+    let fresh = dir.path().join("fresh");
+    drop(SledBackend::open(&fresh).unwrap());
+    let backend = Arc::new(SledBackend::open(&fresh).unwrap());
+    let (store, created) = Store::open(backend, master.clone(), &dev).await.unwrap();
+    assert_eq!(created.len(), 1, "made on the second start");
+    drop(store);
+    let backend = Arc::new(SledBackend::open(&fresh).unwrap());
+    let (_, created) = Store::open(backend, master, &dev).await.unwrap();
+    assert!(created.is_empty(), "opened, not made again");
+}
+
 #[test]
 fn a_database_open_in_this_process_is_not_opened_twice() {
     let dir = tempfile::tempdir().unwrap();

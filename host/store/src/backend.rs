@@ -203,7 +203,10 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Applies every op atomically and durably: when this returns `Ok`, all
     /// ops are visible and survive a crash (SIGKILL, power loss as far as the
-    /// disk's fsync holds); when it returns `Err`, none of them happened.
+    /// disk's fsync holds). An `Err` from the write itself means none of
+    /// them happened; one from making it durable (a failed flush or
+    /// commit acknowledgement) means they may have happened: the store
+    /// treats an error as "not acknowledged", never as "certainly absent".
     /// Later ops on the same key win over earlier ones.
     async fn apply(&self, ops: Vec<Op>) -> Result<(), BackendError>;
 
@@ -239,6 +242,23 @@ pub trait Backend: Send + Sync + 'static {
     /// can open meanwhile (the embedded ones).
     async fn taken_over(&self) -> String {
         std::future::pending().await
+    }
+
+    /// Whether a new store may be created here when no store's format
+    /// marker is found: true for a database this process made new (or
+    /// whose first store was never finished). A backend whose database
+    /// can come back empty while its files stay (sled recovers a damaged
+    /// log as an empty database) says no once a store was made in it, so
+    /// the damage is refused instead of a new store being written over it.
+    fn may_create(&self) -> bool {
+        true
+    }
+
+    /// Told once the database holds a store (its format marker is
+    /// written and durable): from now on an empty database is damage, not
+    /// a first start (see [`Backend::may_create`]).
+    async fn holds_store(&self) -> Result<(), BackendError> {
+        Ok(())
     }
 
     /// A read-only view of the whole store as it is now, which later

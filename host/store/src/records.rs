@@ -641,6 +641,9 @@ impl EnvStore {
     /// entry so far, at most [`PAGE_MAX_READ`]).
     /// Stops early, `true`, once the records kept hold [`PAGE_BYTES`]: a
     /// page of 10,000 records of megabytes each would not fit in memory.
+    /// No read copies out more than that bound and one entry: the entries
+    /// past it are only looked at in place (`scan_where`), and read again
+    /// by the next read or page.
     async fn page_by_index(
         &self,
         scope: &Scope,
@@ -683,19 +686,35 @@ impl EnvStore {
                 .checked_div(largest)
                 .map_or(PAGE_FIRST_READ, |n| n.min(PAGE_MAX_READ));
             let batch = batch.min(fit.max(1));
+            let budget = PAGE_BYTES.saturating_sub(kept);
+            let mut taken = 0usize;
             let entries = self
                 .backend()
-                .scan(
+                .scan_where(
                     Table::RecordIndex,
                     scope.prefix.as_bytes(),
                     after.as_deref(),
                     batch,
                     false,
+                    &mut |entry: &[u8]| {
+                        let take = taken < budget;
+                        if take {
+                            taken = taken.saturating_add(entry.len());
+                        }
+                        take
+                    },
                 )
                 .await?;
             let read = entries.len();
-            let last = entries.last().map(|(k, _)| k.clone());
-            for (_, entry) in entries {
+            let mut last = entries.last().map(|(k, _)| k.clone());
+            let mut over = false;
+            for (key, entry) in entries {
+                let Some(entry) = entry else {
+                    // Past this read's bytes: the next read starts here.
+                    over = true;
+                    break;
+                };
+                last = Some(key);
                 let size = entry.len();
                 largest = largest.max(size);
                 let record = rows::decode_raw(entry)?;
@@ -716,7 +735,7 @@ impl EnvStore {
                     return done(out, true);
                 }
             }
-            if read < batch {
+            if read < batch && !over {
                 return done(out, false);
             }
             after = last;

@@ -142,20 +142,13 @@ impl Store {
             locks: ScopeLocks::default(),
         });
         let format = shared.backend.get(Table::Meta, FORMAT_KEY).await?;
+        // An older format is migrated only once the master key has opened
+        // every environment: a refused start changes nothing.
+        let mut migrate_from = None;
         let (rows, created) = match format {
             Some(f) if f == FORMAT => (Self::load_rows(&shared).await?, Vec::new()),
             Some(f) if f == FORMAT_1 || f == FORMAT_2 || f == FORMAT_3 => {
-                if f == FORMAT_1 {
-                    crate::records::migrate_from_format_1(&*shared.backend).await?;
-                }
-                shared
-                    .backend
-                    .apply(vec![Op::Put {
-                        table: Table::Meta,
-                        key: FORMAT_KEY.to_vec(),
-                        value: FORMAT.to_vec(),
-                    }])
-                    .await?;
+                migrate_from = Some(f);
                 (Self::load_rows(&shared).await?, Vec::new())
             }
             Some(f) => {
@@ -165,12 +158,51 @@ impl Store {
                     String::from_utf8_lossy(FORMAT)
                 )));
             }
-            None => Self::create(&shared, initial).await?,
+            None if shared.backend.may_create() => Self::create(&shared, initial).await?,
+            None => {
+                return Err(StoreError::Metadata(
+                    "the database holds no store (no format marker) although one was made in it: \
+                     it is damaged (sled recovers a damaged log as an empty database) or was \
+                     emptied; refusing to write a new store over it (restore it from a backup, \
+                     or move it away to start a new store)"
+                        .into(),
+                ));
+            }
         };
+        shared.backend.holds_store().await?;
         let master = shared.master();
         let mut envs = Vec::with_capacity(rows.len());
         for row in rows {
             envs.push(EnvStore::from_row(&shared, &master, row)?);
+        }
+        // The key hash is plain, the key sealed under the master key: one
+        // who can write the store but lacks the master key could put the
+        // hash of a key of their own in place, and read every credential
+        // with it. The sealed key must match (a store from before keys
+        // were kept sealed has none to check).
+        for env in &envs {
+            if let Some(key) = env.secret(SECRET_KEY).await?
+                && !bool::from(sha256(key.as_bytes()).ct_eq(&env.inner.secret_hash))
+            {
+                return Err(StoreError::Metadata(format!(
+                    "environment `{}`'s secret-key hash is not the hash of its sealed key: the \
+                     store was changed by someone without the master key; refusing to open it",
+                    env.name()
+                )));
+            }
+        }
+        if let Some(f) = migrate_from {
+            if f == FORMAT_1 {
+                crate::records::migrate_from_format_1(&*shared.backend).await?;
+            }
+            shared
+                .backend
+                .apply(vec![Op::Put {
+                    table: Table::Meta,
+                    key: FORMAT_KEY.to_vec(),
+                    value: FORMAT.to_vec(),
+                }])
+                .await?;
         }
         envs.sort_by(|a, b| a.name().cmp(b.name()));
         Ok((

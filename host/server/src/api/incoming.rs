@@ -5,7 +5,19 @@
 //! scripts for each connection it names and forwards it to the app. A
 //! webhook stored but not yet handled when the server stops is handled at
 //! the next start.
+//!
+//! The route has no key, so what a webhook may make the server hold is
+//! bounded before it is made: its bytes as they arrive (a share of its
+//! environment's room), then a few copies of its text until it is handled
+//! ([`TEXT_COPIES`]), and, while it is parsed and routed, what the parsed
+//! copies cost, estimated from the text before parsing ([`parse_cost`],
+//! [`PARSE_BYTES`]). A serde_json value costs tens of times its text (a
+//! `[0,0,…]` of 30 MiB parsed into 1.2 GB): what is kept of a routed
+//! webhook is text, never the parsed value. Parsing, routing and writing
+//! texts run on the blocking pool, two at a time, not on the async
+//! workers.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -15,6 +27,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use sluice_runtime::records::ConnectionRef;
 
@@ -22,6 +35,7 @@ use super::ApiPath;
 use crate::app::{App, EnvState};
 use crate::error::{ApiError, ApiResult};
 use crate::routing::{self, Incoming, Lookup, Route, Secrets};
+use crate::webhooks::About;
 
 /// Accepted webhooks not yet handled, keyed `<received µs>\x1f<id>`.
 pub const INCOMING: &str = "incoming-webhooks";
@@ -33,8 +47,22 @@ pub struct Accepted {
     pub provider_config_key: String,
     pub provider: String,
     pub received_at: DateTime<Utc>,
+    /// Where its scripts run. Each route's input is in `inputs` (its
+    /// `input` then `null`), or, in a webhook an earlier build stored,
+    /// its `input`.
     pub routes: Vec<Route>,
+    /// What is forwarded, parsed, as an earlier build stored it; `null`
+    /// (and left out) when `forward_text` holds it.
+    #[serde(default, skip_serializing_if = "Value::is_null")]
     pub forward: Value,
+    /// What is forwarded, as `JSON.stringify` writes it: the text the app
+    /// gets. Kept as text (its parse costs tens of times more).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forward_text: Option<Text>,
+    /// Each route's input as the script gets it: `None` where it is the
+    /// forward itself (its text is `forward_text`'s).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inputs: Vec<Option<Text>>,
     /// The incoming headers the app gets with the forward.
     pub headers: Vec<(String, String)>,
     /// Its forwards are queued (only its scripts are left to run).
@@ -69,20 +97,164 @@ impl Accepted {
         // version, cut nothing short.)
         self.restarts >= crate::runner::TRIGGER_ATTEMPTS && self.scripts_started_at.is_some()
     }
+
+    /// What is forwarded, as text.
+    pub fn forward_text(&self) -> Cow<'_, str> {
+        match &self.forward_text {
+            Some(text) => Cow::Borrowed(text.get()),
+            None => Cow::Owned(sluice_runtime::js::stringify(&self.forward)),
+        }
+    }
+
+    /// Route `i`'s input as its scripts get it.
+    pub fn input_text(&self, i: usize) -> Cow<'_, str> {
+        match &self.forward_text {
+            Some(forward) => match self.inputs.get(i) {
+                Some(Some(own)) => Cow::Borrowed(own.get()),
+                _ => Cow::Borrowed(forward.get()),
+            },
+            None => Cow::Owned(
+                self.routes
+                    .get(i)
+                    .map(|r| r.input.to_string())
+                    .unwrap_or_else(|| "null".into()),
+            ),
+        }
+    }
+
+    /// The bytes of its texts (what it holds, and what writing it takes).
+    fn text_bytes(&self) -> usize {
+        let own: usize = self.inputs.iter().flatten().map(|t| t.get().len()).sum();
+        self.forward_text.as_ref().map_or(0, |t| t.get().len()) + own
+    }
+
+    /// One an earlier build stored (its forward and inputs parsed) made
+    /// into texts, as this build keeps them.
+    fn into_texts(mut self) -> ApiResult<Self> {
+        if self.forward_text.is_some() {
+            return Ok(self);
+        }
+        let (forward_text, inputs) = texts(&std::mem::take(&mut self.forward), &mut self.routes)?;
+        self.forward_text = Some(forward_text);
+        self.inputs = inputs;
+        Ok(self)
+    }
 }
 
+/// A JSON text kept as it is (never parsed again), shared: a copy of an
+/// accepted webhook (the note written as its scripts start) copies none
+/// of its bytes.
+#[derive(Debug, Clone)]
+pub struct Text(Arc<RawValue>);
+
+impl Text {
+    /// `text`, which must be JSON (it is written by serde or
+    /// `JSON.stringify` from a parsed value: its depth is one the parser's
+    /// limit allows, with a few levels of wrapping, so it is read without
+    /// the limit).
+    pub fn new(text: String) -> Result<Text, serde_json::Error> {
+        let mut de = serde_json::Deserializer::from_str(&text);
+        de.disable_recursion_limit();
+        let raw = Box::<RawValue>::deserialize(&mut de)?;
+        de.end()?;
+        Ok(Text(Arc::from(raw)))
+    }
+
+    pub fn get(&self) -> &str {
+        self.0.get()
+    }
+}
+
+impl Serialize for Text {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Text {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Box::<RawValue>::deserialize(d).map(|raw| Text(Arc::from(raw)))
+    }
+}
+
+/// The texts of a routed webhook: its forward as `JSON.stringify` writes
+/// it, and each route's input as serde writes it (as scripts always got
+/// it), `None` for one that is the forward and has its text; the routes'
+/// `input`s are emptied.
+fn texts(forward: &Value, routes: &mut [Route]) -> ApiResult<(Text, Vec<Option<Text>>)> {
+    let raw = |text: String| {
+        Text::new(text)
+            .map_err(|e| ApiError::internal(format!("a webhook's text is not JSON: {e}")))
+    };
+    let forward_text = sluice_runtime::js::stringify(forward);
+    // The forward as serde writes it, when a route's input is the forward
+    // and the two writings differ (`1.0`, integers past 2^53).
+    let mut forward_serde: Option<Option<String>> = None;
+    let mut inputs = Vec::with_capacity(routes.len());
+    for route in routes.iter_mut() {
+        let input = std::mem::take(&mut route.input);
+        if input == *forward {
+            let own = forward_serde
+                .get_or_insert_with(|| Some(forward.to_string()).filter(|t| *t != forward_text));
+            inputs.push(own.clone().map(&raw).transpose()?);
+        } else {
+            inputs.push(Some(raw(input.to_string())?));
+        }
+    }
+    Ok((raw(forward_text)?, inputs))
+}
+
+/// The largest webhook body taken, as received and once decompressed. A
+/// body is held a few times over ([`TEXT_COPIES`]) and its parse costs
+/// tens of times its bytes, so this bounds what one webhook makes the
+/// server hold: most are kilobytes (GitHub's cap is 25 MB, but its
+/// pushes list 20 commits at most).
+const WEBHOOK_MAX_BYTES: usize = 4 << 20;
+
+/// How many times a webhook's text is counted in the room, from the end
+/// of its reading to the end of its handling: the body as received (until
+/// it is routed), the forward and the routes' inputs as kept, a forward to
+/// the app as written, and that delivery's document (whose escaping
+/// can double it) as stored.
+const TEXT_COPIES: usize = 5;
+
+/// The room one webhook takes at most: its largest body, [`TEXT_COPIES`]
+/// times.
+const WEBHOOK_BODY_ROOM: usize = TEXT_COPIES * WEBHOOK_MAX_BYTES;
+
+/// Of the room, one environment holds at most this much: eight of the
+/// largest bodies, so two (or seven) slow or stalled uploads leave room
+/// for its other webhooks, and another environment's cannot take the
+/// room from it.
+const WEBHOOK_BYTES_PER_ENV: usize = 8 * WEBHOOK_BODY_ROOM;
+
 /// Bytes of providers' webhook bodies held at once, process-wide, from
-/// reading to the end of their handling (the route has no key: a client
-/// sending large bodies waits for room instead of filling the memory).
-const WEBHOOK_BYTES_HELD: usize = 128 << 20;
+/// reading to the end of their handling, counted as [`TEXT_COPIES`] of
+/// each (the route has no key: a client sending large bodies waits for
+/// room instead of filling the memory).
+const WEBHOOK_BYTES_HELD: usize = 2 * WEBHOOK_BYTES_PER_ENV;
 
 /// Room for [`WEBHOOK_BYTES_HELD`], in KiB.
 static WEBHOOK_ROOM: tokio::sync::Semaphore =
     tokio::sync::Semaphore::const_new(WEBHOOK_BYTES_HELD >> 10);
 
-/// Of which one environment holds at most this much: another's slow or
-/// large webhooks cannot take the whole room from it.
-const WEBHOOK_BYTES_PER_ENV: usize = WEBHOOK_BYTES_HELD / 2;
+/// What the webhooks being parsed and routed may hold at once, beside the
+/// room for their texts: each books its parse's cost estimated from its
+/// text ([`parse_cost`]) times the copies its script makes
+/// ([`routing::parsed_copies`]). A body whose parse would need more is
+/// refused (413): dense JSON (`[0,0,…]`) past a megabyte, small objects
+/// past about 1.4 MiB; 4 MiB of JSON like GitHub's payloads (long
+/// strings) fits.
+const PARSE_BYTES: usize = 256 << 20;
+
+/// Room for [`PARSE_BYTES`], in KiB.
+static PARSE_ROOM: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(PARSE_BYTES >> 10);
+
+/// Webhook texts parsed, routed or written (and large parsed values
+/// dropped) at once, on the blocking pool: each may take a core for a
+/// while, and none runs on an async worker, so a few large webhooks
+/// cannot hold up every other request.
+const PARSERS: usize = 2;
 
 /// Each environment's share of the room (see [`WEBHOOK_BYTES_PER_ENV`]),
 /// in KiB, made when it first takes a webhook.
@@ -111,48 +283,61 @@ struct Room {
 /// others waiting unanswered.
 const ROOM_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// `bytes` in KiB, rounded up, never more than an environment's share of
-/// the room (or it would wait for ever).
+/// `bytes` in KiB, rounded up (one at least).
 fn kib(bytes: usize) -> usize {
-    bytes.div_ceil(1024).clamp(1, WEBHOOK_BYTES_PER_ENV >> 10)
+    bytes.div_ceil(1024).max(1)
+}
+
+fn busy() -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "webhook_busy",
+        "the server is holding as many webhook bodies as it takes at once; retry later",
+    )
 }
 
 /// `n` KiB of the room, its environment's share first, waiting at most
-/// [`ROOM_WAIT`] in all for them.
-async fn take_room(env_room: Arc<tokio::sync::Semaphore>, n: usize) -> ApiResult<Room> {
+/// `wait` in all for them (for ever without).
+async fn take_room(
+    env_room: Arc<tokio::sync::Semaphore>,
+    n: usize,
+    wait: Option<std::time::Duration>,
+) -> ApiResult<Room> {
     let n = u32::try_from(n).unwrap_or(u32::MAX);
-    let busy = || {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "webhook_busy",
-            "the server is holding as many webhook bodies as it takes at once; retry later",
-        )
-    };
     let closed =
         |e: tokio::sync::AcquireError| ApiError::internal(format!("no room for the webhook: {e}"));
-    let deadline = tokio::time::Instant::now() + ROOM_WAIT;
-    let env = tokio::time::timeout_at(deadline, env_room.clone().acquire_many_owned(n))
-        .await
-        .map_err(|_| busy())?
-        .map_err(closed)?;
-    let all = tokio::time::timeout_at(deadline, WEBHOOK_ROOM.acquire_many(n))
-        .await
-        .map_err(|_| busy())?
-        .map_err(closed)?;
+    let env = env_room.clone().acquire_many_owned(n);
+    let all = WEBHOOK_ROOM.acquire_many(n);
+    let (env, all) = match wait {
+        Some(wait) => {
+            let deadline = tokio::time::Instant::now() + wait;
+            let env = tokio::time::timeout_at(deadline, env)
+                .await
+                .map_err(|_| busy())?
+                .map_err(closed)?;
+            let all = tokio::time::timeout_at(deadline, all)
+                .await
+                .map_err(|_| busy())?
+                .map_err(closed)?;
+            (env, all)
+        }
+        None => {
+            let env = env.await.map_err(closed)?;
+            (env, all.await.map_err(closed)?)
+        }
+    };
     Ok(Room { all, env, env_room })
 }
 
-/// The largest webhook body taken (GitHub's cap is 25 MB; most are
-/// kilobytes), well under the room, so a few bodies never take it all.
-const WEBHOOK_MAX_BYTES: usize = 32 << 20;
-
-/// Grows `room` to `needed` KiB: at once when there is room; otherwise it
-/// lets go of what it holds and waits (at most [`ROOM_WAIT`]) for the
-/// whole, so no two bodies each hold part of the room waiting for the
-/// other's.
-async fn grow(room: &mut Room, needed: usize) -> ApiResult<()> {
+/// Makes `room` `needed` KiB: it lets go of what it holds past them, or
+/// grows at once when there is room; otherwise it lets go of what it
+/// holds and waits (at most [`ROOM_WAIT`]) for the whole, so no two
+/// bodies each hold part of the room waiting for the other's.
+async fn resize(room: &mut Room, needed: usize) -> ApiResult<()> {
     let have = room.all.num_permits();
     if needed <= have {
+        drop(room.all.split(have - needed));
+        drop(room.env.split(have - needed));
         return Ok(());
     }
     let more = u32::try_from(needed - have).unwrap_or(u32::MAX);
@@ -163,30 +348,50 @@ async fn grow(room: &mut Room, needed: usize) -> ApiResult<()> {
         room.all.merge(all);
         return Ok(());
     }
-    // Let go of what it holds first, so no two bodies each hold part of
-    // the room waiting for the other's.
     let env_room = room.env_room.clone();
     drop(room.all.split(have));
     drop(room.env.split(have));
-    *room = take_room(env_room, needed).await?;
+    *room = take_room(env_room, needed, Some(ROOM_WAIT)).await?;
     Ok(())
 }
 
-/// The body, at most `limit` bytes, by the request's deadline, taking room
-/// for its bytes as they arrive: a client that declares a large body and
-/// sends it slowly holds only what it sent (booked from the declared
-/// length, three such clients held the room, and every other webhook
-/// waited unanswered).
+fn too_large(message: String) -> ApiError {
+    ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message)
+}
+
+fn too_slow() -> ApiError {
+    ApiError::new(
+        StatusCode::REQUEST_TIMEOUT,
+        "request_timeout",
+        "The request body did not arrive in time.",
+    )
+}
+
+/// How long a body may take before it must keep up [`MIN_RATE`].
+const READ_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The slowest a webhook body may arrive, on average, past
+/// [`READ_GRACE`] (bytes a second): a provider sends at datacenter
+/// speed, and a sender trickling a body holds its room only while it
+/// keeps up (before, one trickling 32 MiB over three minutes held them,
+/// and two such held all of their environment's room).
+const MIN_RATE: u64 = 64 << 10;
+
+/// The body, at most `limit` bytes, taking room for its bytes as they
+/// arrive: a client that declares a large body and sends it slowly holds
+/// only what it sent (booked from the declared length, three such clients
+/// held the room, and every other webhook waited unanswered), and only
+/// while it keeps up [`MIN_RATE`] (a second per 64 KiB it sent, after
+/// [`READ_GRACE`]); the whole by the request's deadline, and within a
+/// minute and a second per 256 KiB declared.
 async fn read_within_room(
     req: axum::extract::Request,
     limit: usize,
     env_room: Arc<tokio::sync::Semaphore>,
 ) -> ApiResult<(Bytes, Room)> {
     use futures_util::StreamExt as _;
+    use tokio::time::{Duration, Instant};
     let limit = limit.min(WEBHOOK_MAX_BYTES);
-    // A provider sends at datacenter speed: a minute, and a second more per
-    // 256 KiB declared, not the API's allowance for a slow link (which let
-    // a client trickle a large body for half an hour, holding its room).
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -194,46 +399,246 @@ async fn read_within_room(
         .and_then(|v| v.trim().parse::<u64>().ok())
         .unwrap_or(limit as u64)
         .min(limit as u64);
-    let own =
-        tokio::time::Instant::now() + std::time::Duration::from_secs(60 + declared / (256 << 10));
-    let deadline = match req.extensions().get::<super::BodyDeadline>().copied() {
-        Some(super::BodyDeadline(at)) => Some(super::BodyDeadline(at.min(own))),
-        None => Some(super::BodyDeadline(own)),
-    };
-    let mut room = take_room(env_room, 1).await?;
+    let started = Instant::now();
+    let mut whole = started + Duration::from_secs(60 + declared / (256 << 10));
+    if let Some(super::BodyDeadline(at)) = req.extensions().get::<super::BodyDeadline>().copied() {
+        whole = whole.min(at);
+    }
+    let mut room = take_room(env_room, 1, Some(ROOM_WAIT)).await?;
     let mut stream = req.into_body().into_data_stream();
     let mut buf: Vec<u8> = Vec::new();
-    let read = async {
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| {
-                ApiError::invalid_body(format!("cannot read the request body: {e}"))
-            })?;
-            if buf.len() + chunk.len() > limit {
-                return Err(ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "payload_too_large",
-                    "The request body is over the size limit.",
-                ));
-            }
-            grow(&mut room, kib(buf.len() + chunk.len())).await?;
-            buf.extend_from_slice(&chunk);
+    // Time spent waiting for room (the sender waited for the server).
+    let mut waited = Duration::ZERO;
+    loop {
+        let keep_up = started
+            + READ_GRACE
+            + waited
+            + Duration::from_millis((buf.len() as u64).saturating_mul(1000) / MIN_RATE);
+        let Ok(next) = tokio::time::timeout_at(keep_up.min(whole), stream.next()).await else {
+            return Err(too_slow());
+        };
+        let Some(chunk) = next else { break };
+        let chunk = chunk
+            .map_err(|e| ApiError::invalid_body(format!("cannot read the request body: {e}")))?;
+        let len = buf.len() + chunk.len();
+        if len > limit {
+            return Err(too_large(format!(
+                "A webhook body is at most {} MiB.",
+                limit >> 20
+            )));
         }
-        Ok(())
-    };
-    match deadline {
-        Some(super::BodyDeadline(at)) => match tokio::time::timeout_at(at, read).await {
-            Ok(read) => read?,
-            Err(_) => {
-                return Err(ApiError::new(
-                    StatusCode::REQUEST_TIMEOUT,
-                    "request_timeout",
-                    "The request body did not arrive in time.",
-                ));
-            }
-        },
-        None => read.await?,
+        if len > buf.capacity() {
+            // The buffer's growth is in the room (as Vec would grow it,
+            // never past the limit).
+            let cap = len.max(buf.capacity() * 2).min(limit);
+            let at = Instant::now();
+            resize(&mut room, kib(cap)).await?;
+            waited += at.elapsed();
+            buf.reserve_exact(cap - buf.len());
+        }
+        buf.extend_from_slice(&chunk);
     }
+    buf.shrink_to_fit();
     Ok((Bytes::from(buf), room))
+}
+
+/// The memory serde_json's value of a JSON text takes, at most, estimated
+/// from the text without parsing it: each value (and each key) a slot of
+/// [`Value`]'s size in its array's or object's storage, counted 2¼ times
+/// (storage grows by doubling, and the allocator rounds up), each
+/// non-empty array or object its first allocation (four slots), each
+/// string its bytes and a quarter more. Measured against a counting
+/// allocator (jemalloc, serde_json with `preserve_order`), never under
+/// what a parse took and at most three times it (`[0,0,…]` 81 times its
+/// text against 42 to 80; objects of two short strings 59 against 20;
+/// GitHub-like payloads 19 against 8).
+fn parse_cost(text: &[u8]) -> usize {
+    let slot = std::mem::size_of::<Value>() * 9 / 4;
+    let mut cost = 0usize;
+    let (mut in_string, mut escaped, mut in_scalar, mut opened) = (false, false, false, false);
+    let mut run = 0usize;
+    for &c in text {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if c == b'\\' {
+                escaped = true;
+            } else if c == b'"' {
+                in_string = false;
+                if run > 0 {
+                    cost = cost.saturating_add(run + run / 4 + 16);
+                }
+                run = 0;
+                continue;
+            }
+            run += 1;
+            continue;
+        }
+        if opened && !matches!(c, b' ' | b'\t' | b'\n' | b'\r') {
+            opened = false;
+            if c != b']' && c != b'}' {
+                cost = cost.saturating_add(4 * slot);
+            }
+        }
+        match c {
+            b'"' => {
+                in_string = true;
+                in_scalar = false;
+                cost = cost.saturating_add(slot);
+            }
+            b'{' | b'[' => {
+                in_scalar = false;
+                opened = true;
+                cost = cost.saturating_add(slot);
+            }
+            b' ' | b'\t' | b'\n' | b'\r' | b',' | b':' | b'}' | b']' => in_scalar = false,
+            _ => {
+                if !in_scalar {
+                    in_scalar = true;
+                    cost = cost.saturating_add(slot);
+                }
+            }
+        }
+    }
+    cost.saturating_add(run + run / 4)
+}
+
+/// [`parse_cost`] of a webhook body as the handler reads it: JSON, or a
+/// form (each pair two strings in an object; Slack's `payload` field,
+/// JSON parsed again, counted as the densest JSON could be).
+fn body_cost(body: &[u8], form: bool, script: &str) -> usize {
+    if body.is_empty() {
+        return 0;
+    }
+    if !form {
+        return parse_cost(body);
+    }
+    let slot = std::mem::size_of::<Value>() * 9 / 4;
+    let pairs = body.iter().filter(|b| **b == b'&').count() + 1;
+    let mut cost = pairs
+        .saturating_mul(2 * slot + 32)
+        .saturating_add(4 * slot)
+        .saturating_add(body.len() + body.len() / 4);
+    if script == "slackWebhookRouting" {
+        // One value (and a separator) a two bytes.
+        cost = cost.saturating_add(body.len().saturating_mul(slot) / 2);
+    }
+    cost
+}
+
+/// Runs `f` on the blocking pool, [`PARSERS`] at a time.
+async fn off_worker<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> ApiResult<T> {
+    static TURNS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(PARSERS);
+    let _turn = TURNS
+        .acquire()
+        .await
+        .map_err(|e| ApiError::internal(format!("webhook work stopped: {e}")))?;
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::internal(format!("webhook work failed: {e}")))
+}
+
+/// Room to parse and route a webhook whose parse costs about `bytes`,
+/// waiting at most [`ROOM_WAIT`] for it; 413 past [`PARSE_BYTES`].
+async fn take_parse_room(bytes: usize) -> ApiResult<tokio::sync::SemaphorePermit<'static>> {
+    if bytes > PARSE_BYTES {
+        return Err(too_large(format!(
+            "This webhook body would take about {} MiB of memory once parsed; at most {} MiB are taken (send it smaller, or less dense).",
+            bytes >> 20,
+            PARSE_BYTES >> 20
+        )));
+    }
+    let n = u32::try_from(bytes.div_ceil(1024).max(1)).unwrap_or(u32::MAX);
+    tokio::time::timeout(ROOM_WAIT, PARSE_ROOM.acquire_many(n))
+        .await
+        .map_err(|_| busy())?
+        .map_err(|e| ApiError::internal(format!("no room to parse the webhook: {e}")))
+}
+
+/// The integration's secrets, owned (for work off the async workers).
+struct OwnedSecrets {
+    webhook_secret: Option<String>,
+    oauth_client_id: Option<String>,
+    oauth_client_secret: Option<String>,
+    connection_metadata: Option<Value>,
+}
+
+impl OwnedSecrets {
+    fn get(&self) -> Secrets<'_> {
+        Secrets {
+            webhook_secret: self.webhook_secret.as_deref(),
+            oauth_client_id: self.oauth_client_id.as_deref(),
+            oauth_client_secret: self.oauth_client_secret.as_deref(),
+            connection_metadata: self.connection_metadata.as_ref(),
+        }
+    }
+}
+
+/// A webhook's request as read, owned (for work off the async workers).
+struct Received {
+    headers: Vec<(String, String)>,
+    body: Bytes,
+    content_type: String,
+    query: String,
+    now: i64,
+}
+
+impl Received {
+    fn incoming<'a>(&'a self, parsed: &'a Value) -> Incoming<'a> {
+        Incoming {
+            headers: &self.headers,
+            raw: &self.body,
+            body: parsed,
+            content_type: &self.content_type,
+            query: &self.query,
+            now: self.now,
+        }
+    }
+
+    fn is_form(&self) -> bool {
+        self.content_type
+            .starts_with("application/x-www-form-urlencoded")
+    }
+
+    fn parse(&self) -> ApiResult<Value> {
+        Ok(if self.body.is_empty() {
+            json!({})
+        } else if self.is_form() {
+            Value::Object(
+                url::form_urlencoded::parse(&self.body)
+                    .map(|(k, v)| (k.into_owned(), Value::String(v.into_owned())))
+                    .collect(),
+            )
+        } else {
+            serde_json::from_slice(&self.body).map_err(|e| {
+                ApiError::bad_request(
+                    "invalid_body",
+                    format!("the webhook body is not JSON (nor a form): {e}"),
+                )
+            })?
+        })
+    }
+}
+
+/// What the routing of a webhook gave, kept as text.
+struct RoutedTexts {
+    status: u16,
+    response: Result<Value, String>,
+    routes: Vec<Route>,
+    forward_text: Text,
+    inputs: Vec<Option<Text>>,
+}
+
+/// Says `line` to the operator once per `what` (of at most 10,000).
+fn say_once(app: &App, what: String, line: &str) {
+    static SAID: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let mut said = SAID
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if !said.contains(&what) && said.len() < 10_000 {
+        said.push(what);
+        app.config.events.say(line);
+    }
 }
 
 pub async fn receive(
@@ -268,6 +673,26 @@ pub async fn receive(
     else {
         return Ok(StatusCode::NO_CONTENT.into_response());
     };
+    // A webhook a sluice sent (this one or another): a webhook URL points
+    // back at `/webhook/…`. Taken, it would be forwarded again, and again
+    // (one webhook made a thousand deliveries a second, for ever).
+    if headers.contains_key(crate::webhooks::DELIVERY_HEADER) {
+        say_once(
+            &app,
+            format!("loop\u{1f}{}\u{1f}{pck}", env.store.id()),
+            &format!(
+                "{}: a webhook sluice sent to an app came back to /webhook/…/{pck}: a webhook URL (primary, secondary or a connection's override) points at sluice's own webhook route; such webhooks are refused (400 webhook_loop), not forwarded again",
+                env.name()
+            ),
+        );
+        return Err(ApiError::bad_request(
+            "webhook_loop",
+            format!(
+                "This is a webhook sluice sent (it has `{}`): a webhook URL points back at sluice's webhook route, and forwarding it again would loop. Point the webhook URL at the app.",
+                crate::webhooks::DELIVERY_HEADER
+            ),
+        ));
+    }
     // Read (and decompressed) only now, for an environment and an
     // integration that take webhooks, and within the room for webhook
     // bodies: the route has no key to check first.
@@ -279,30 +704,23 @@ pub async fn receive(
     if body.is_empty() && !routing::accepts_empty_body(&script) {
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
-    let body = super::decoded(encoding, body, limit).await?;
-    // A decompressed body holds more: its room grows to match.
-    grow(&mut room, kib(body.len())).await?;
+    let body = match encoding {
+        Some(encoding) => {
+            // Decompressing may hold the limit (and its buffer's growth).
+            resize(&mut room, kib(WEBHOOK_BODY_ROOM)).await?;
+            let decoded = super::decoded(Some(encoding), body, limit).await?;
+            // Its own allocation, of its length.
+            Bytes::from(decoded.to_vec())
+        }
+        None => body,
+    };
+    // The text as held until it is handled.
+    resize(&mut room, kib(TEXT_COPIES * body.len())).await?;
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_ascii_lowercase();
-    let parsed: Value = if body.is_empty() {
-        json!({})
-    } else if content_type.starts_with("application/x-www-form-urlencoded") {
-        Value::Object(
-            url::form_urlencoded::parse(&body)
-                .map(|(k, v)| (k.into_owned(), Value::String(v.into_owned())))
-                .collect(),
-        )
-    } else {
-        serde_json::from_slice(&body).map_err(|e| {
-            ApiError::bad_request(
-                "invalid_body",
-                format!("the webhook body is not JSON (nor a form): {e}"),
-            )
-        })?
-    };
     let list: Vec<(String, String)> = headers
         .iter()
         .filter_map(|(k, v)| {
@@ -312,48 +730,96 @@ pub async fn receive(
             ))
         })
         .collect();
-    let request = Incoming {
-        headers: &list,
-        raw: &body,
-        body: &parsed,
-        content_type: &content_type,
-        query: &query,
+    let request = Arc::new(Received {
+        headers: list,
+        body,
+        content_type,
+        query,
         now: Utc::now().timestamp(),
+    });
+    let secrets = OwnedSecrets {
+        webhook_secret: integration.webhook_secret.clone(),
+        oauth_client_id: integration.oauth_client_id.clone(),
+        oauth_client_secret: integration.oauth_client_secret.clone(),
+        connection_metadata: None,
+    };
+    // Off the workers: the signature on the bytes (a forged webhook costs
+    // no parse), then what parsing will cost.
+    let (secrets, estimate) = {
+        let (request, script) = (request.clone(), script.clone());
+        off_worker(move || {
+            routing::check_before_parsing(&script, &request.incoming(&Value::Null), &secrets.get())
+                .map(|()| {
+                    let cost = body_cost(&request.body, request.is_form(), &script);
+                    (secrets, cost)
+                })
+        })
+        .await?
+        .map_err(refused)?
+    };
+    // The parsed copies, and the texts made of them (each written, then
+    // kept: copied twice).
+    let parse_room = take_parse_room(
+        estimate
+            .saturating_mul(routing::parsed_copies(&script))
+            .saturating_add(4 * request.body.len()),
+    )
+    .await?;
+    let parsed = {
+        let request = request.clone();
+        off_worker(move || request.parse()).await??
     };
     // The connection a script takes its secret from (GitLab's, PagerDuty's).
-    let connection_metadata = match routing::connection_to_read(&script, &request) {
-        Some(cid) => env.store.connection(&pck, &cid).await?.map(|c| c.metadata),
-        None => None,
+    let to_read = routing::connection_to_read(&script, &request.incoming(&parsed));
+    let secrets = match to_read {
+        Some(cid) => OwnedSecrets {
+            connection_metadata: env.store.connection(&pck, &cid).await?.map(|c| c.metadata),
+            ..secrets
+        },
+        None => secrets,
     };
-    let secrets = Secrets {
-        webhook_secret: integration.webhook_secret.as_deref(),
-        oauth_client_id: integration.oauth_client_id.as_deref(),
-        oauth_client_secret: integration.oauth_client_secret.as_deref(),
-        connection_metadata: connection_metadata.as_ref(),
+    let routed = {
+        let (request, script) = (request.clone(), script.clone());
+        off_worker(
+            move || -> ApiResult<Option<Result<RoutedTexts, routing::Refused>>> {
+                let routed =
+                    routing::route_webhook(&script, &request.incoming(&parsed), &secrets.get());
+                drop(parsed);
+                match routed {
+                    None => Ok(None),
+                    Some(Err(r)) => Ok(Some(Err(r))),
+                    Some(Ok(mut r)) => {
+                        let (forward_text, inputs) = texts(&r.forward, &mut r.routes)?;
+                        Ok(Some(Ok(RoutedTexts {
+                            status: r.status,
+                            response: r.response,
+                            routes: r.routes,
+                            forward_text,
+                            inputs,
+                        })))
+                    }
+                }
+            },
+        )
+        .await??
     };
-    let routed = match routing::route_webhook(&script, &request, &secrets) {
+    drop(parse_room);
+    let routed = match routed {
         None => {
             // Its signature cannot be checked, nor its connections found:
             // nothing is forwarded unverified. Said (once per integration
             // and script), so it is not silent.
-            static SAID: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
-            let what = format!("{}\u{1f}{pck}\u{1f}{script}", env.store.id());
-            let mut said = SAID
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if !said.contains(&what) && said.len() < 10_000 {
-                said.push(what);
-                app.config.events.say(&format!(
+            say_once(
+                &app,
+                format!("{}\u{1f}{pck}\u{1f}{script}", env.store.id()),
+                &format!(
                     "webhooks for integration `{pck}` are dropped: sluice has no `{script}` (the webhook_routing_script of provider `{}`); they are answered 204",
                     integration.provider
-                ));
-            }
+                ),
+            );
             return Ok(StatusCode::NO_CONTENT.into_response());
         }
-        Some(Err(refused)) => {
-            let status = StatusCode::from_u16(refused.status).unwrap_or(StatusCode::BAD_REQUEST);
-            return Err(ApiError::new(status, refused.code, refused.message));
-        }
+        Some(Err(r)) => return Err(refused(r)),
         Some(Ok(r)) => r,
     };
     let now = Utc::now();
@@ -363,16 +829,29 @@ pub async fn receive(
         provider: integration.provider,
         received_at: now,
         routes: routed.routes,
-        forward: routed.forward,
-        headers: routing::forwarded_headers(&list),
+        forward: Value::Null,
+        forward_text: Some(routed.forward_text),
+        inputs: routed.inputs,
+        headers: routing::forwarded_headers(&request.headers),
         forwarded: false,
         restarts: 0,
         scripts_started_at: None,
         running: None,
     };
+    // The body is routed: from here on the room holds its texts (about
+    // the body's bytes; more for Google's, whose forward is the headers,
+    // or a form whose values escape longer in JSON).
+    let held = accepted.text_bytes().max(request.body.len());
+    drop(request);
+    if held > WEBHOOK_MAX_BYTES {
+        return Err(too_large(format!(
+            "This webhook's forward would be over {} MiB.",
+            WEBHOOK_MAX_BYTES >> 20
+        )));
+    }
+    resize(&mut room, kib(TEXT_COPIES * held)).await?;
     let key = format!("{:020}\u{1f}{}", now.timestamp_micros().max(0), accepted.id);
     env.store.put_doc(INCOMING, &key, &accepted).await?;
-    drop(body);
     tokio::spawn(async move {
         // The room is kept until it is handled: it holds the webhook.
         let _room = room;
@@ -390,6 +869,11 @@ pub async fn receive(
     })
 }
 
+/// A routing script's refusal as the answer.
+fn refused(r: routing::Refused) -> ApiError {
+    let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::BAD_REQUEST);
+    ApiError::new(status, r.code, r.message)
+}
 /// The connections each lookup of a webhook's routes finds, in order of
 /// connection id: a lookup by connection id is one read; the others
 /// (metadata, configuration, every connection) are matched in one pass
@@ -455,7 +939,15 @@ pub async fn handle(app: Arc<App>, env: Arc<EnvState>, key: String, a: Accepted)
                     e.message
                 ));
             }
-            Err(_) => {
+            Err(e) => {
+                app.config.events.say(&format!(
+                    "{}: webhook {} ({}) could not be handled ({}); it is tried again in {} s",
+                    env.name(),
+                    a.id,
+                    a.provider_config_key,
+                    e.message,
+                    wait.as_secs()
+                ));
                 tokio::time::sleep(wait).await;
                 wait *= 2;
                 match env.store.doc::<Accepted>(INCOMING, &key).await {
@@ -487,8 +979,9 @@ async fn handle_once(
     let mut matched: Vec<String> = Vec::new();
     let mut seen: std::collections::HashSet<String> = std::collections::HashSet::new();
     let found = resolve(env, &pck, &a.routes).await?;
-    let mut runs: Vec<(String, String, &Value)> = Vec::new();
-    for route in &a.routes {
+    // (connection, sync, route): each run with its route's input.
+    let mut runs: Vec<(String, String, usize)> = Vec::new();
+    for (r, route) in a.routes.iter().enumerate() {
         let Some(lookup) = &route.lookup else {
             continue;
         };
@@ -505,7 +998,7 @@ async fn handle_once(
             .unwrap_or_default();
         for cid in &ids {
             for sync in &subscribed {
-                runs.push((cid.clone(), sync.clone(), &route.input));
+                runs.push((cid.clone(), sync.clone(), r));
             }
         }
         for id in ids {
@@ -538,7 +1031,11 @@ async fn handle_once(
         .map(|(i, (cid, sync, _))| ((cid.as_str(), sync.as_str()), i))
         .collect();
     let last: std::collections::HashSet<usize> = last_of.into_values().collect();
-    for (i, (cid, sync, input)) in runs.iter().enumerate() {
+    // Webhooks of a run that could not be queued: the handling fails
+    // once every run has been made, so the webhook is kept and handled
+    // again (its runs' webhooks then queued with the same ids).
+    let mut not_queued: Option<ApiError> = None;
+    for (i, (cid, sync, route)) in runs.iter().enumerate() {
         let conn = ConnectionRef {
             provider_config_key: pck.clone(),
             connection_id: cid.clone(),
@@ -558,12 +1055,22 @@ async fn handle_once(
         // A script's failure is in the connection's history (and, when
         // the app asked for them, in a failure webhook); a note that could
         // not be written fails the handling, which is tried again.
-        let ran = crate::runner::run_webhook(app, env, &conn, sync, input, resumed, on_start).await;
+        let input = a.input_text(*route);
+        // The same for this run of this webhook however often it is made.
+        let seed = format!("webhook:{}:{i}:{cid}:{sync}", a.id);
+        let ran =
+            crate::runner::run_webhook(app, env, &conn, sync, &input, resumed, &seed, on_start)
+                .await;
         if note.load(Ordering::SeqCst) == 2 {
             return ran;
         }
+        if let Err(e) = ran
+            && e.code == crate::runner::WEBHOOKS_NOT_QUEUED
+        {
+            not_queued.get_or_insert(e);
+        }
     }
-    Ok(())
+    not_queued.map_or(Ok(()), Err)
 }
 
 /// Queues an accepted webhook's forwards to the app: one per matched
@@ -593,72 +1100,337 @@ async fn forward(
             .any(|u| !u.is_empty())
     };
     let settings = crate::webhooks::settings(env).await?;
+    let payload = a.forward_text();
     if matched.is_empty() {
         if sends(&settings) {
             let seed = format!("{}:0", a.id);
+            let about = About::new("forward", pck, "");
             app.webhooks
-                .enqueue_with(env, &settings, &a.forward, &a.headers, Some(&seed))
+                .enqueue_text(
+                    env,
+                    &settings,
+                    payload.into_owned(),
+                    &a.headers,
+                    Some(&seed),
+                    &about,
+                )
                 .await?;
         }
         return Ok(());
     }
-    // One forward per connection, each built as it is queued.
+    // One forward per connection, each written as it is queued.
     for cid in matched {
         let settings = crate::webhooks::for_connection(settings.clone(), env, pck, cid).await?;
         if !sends(&settings) {
             continue;
         }
-        let body = json!({
-            "from": a.provider,
-            "providerConfigKey": pck,
-            "type": "forward",
-            "payload": a.forward,
-            "connectionId": cid,
-        });
+        let body = forward_body(&a.provider, pck, &payload, cid);
         let seed = format!("{}:{cid}", a.id);
+        let about = About::new("forward", pck, cid);
         app.webhooks
-            .enqueue_with(env, &settings, &body, &a.headers, Some(&seed))
+            .enqueue_text(env, &settings, body, &a.headers, Some(&seed), &about)
             .await?;
     }
     Ok(())
 }
 
+/// A forward to a matched connection as `JSON.stringify` writes
+/// `{from, providerConfigKey, type: "forward", payload, connectionId}`,
+/// with `payload` (already so written) copied in, not parsed again.
+fn forward_body(provider: &str, pck: &str, payload: &str, cid: &str) -> String {
+    let text = |s: &str| sluice_runtime::js::stringify(&Value::String(s.to_string()));
+    let (provider, pck, cid) = (text(provider), text(pck), text(cid));
+    let mut out =
+        String::with_capacity(payload.len() + provider.len() + pck.len() + cid.len() + 80);
+    out.push_str("{\"from\":");
+    out.push_str(&provider);
+    out.push_str(",\"providerConfigKey\":");
+    out.push_str(&pck);
+    out.push_str(",\"type\":\"forward\",\"payload\":");
+    out.push_str(payload);
+    out.push_str(",\"connectionId\":");
+    out.push_str(&cid);
+    out.push('}');
+    out
+}
+
+/// Webhooks a previous process left that are handled at once (each also
+/// within the room): the others wait their turn, so they cannot take for
+/// long all the room live webhooks need.
+const RESUMING: usize = 16;
+
 /// At start, before listening: the webhooks a previous process accepted
-/// and did not finish; [`handle`] each (in a task, so the start is not
-/// held up).
-pub async fn pending(
-    app: &Arc<App>,
-) -> Result<Vec<(Arc<EnvState>, String, Accepted)>, crate::ServerError> {
-    let mut out = Vec::new();
-    for env in app.envs() {
-        let mut after: Option<String> = None;
-        loop {
-            let page: Vec<(String, Accepted)> = env
-                .store
-                .docs(INCOMING, "", after.as_deref(), 500, false)
-                .await?;
-            let Some((last, _)) = page.last() else { break };
-            after = Some(last.clone());
-            for (k, mut a) in page {
-                // Only a webhook whose scripts had started was cut short
-                // by the stop: one still waiting its turn (behind others,
-                // or for an execution) keeps its scripts however many
-                // restarts it waits through.
-                if a.running.unwrap_or(a.scripts_started_at.is_some()) {
-                    a.restarts += 1;
-                    a.running = Some(false);
-                    // Said once, at the start that gives them up.
-                    if a.restarts == crate::runner::TRIGGER_ATTEMPTS && !a.routes.is_empty() {
-                        eprintln!(
-                            "sluice: the scripts of webhook {} ({}) were cut short {} times; they are not run again",
-                            a.id, a.provider_config_key, a.restarts
-                        );
+/// and did not finish (those stored before `started`) are handled, by a
+/// task: their keys read a page at a time, and each webhook, as its turn
+/// comes, read, given its room (waiting for it) and handled in a task of
+/// its own as a live one is, at most [`RESUMING`] at once (before, all
+/// were read into memory at start and handled one at a time).
+pub fn resume(app: &Arc<App>, started: DateTime<Utc>) {
+    let app = app.clone();
+    tokio::spawn(async move {
+        let turns = Arc::new(tokio::sync::Semaphore::new(RESUMING));
+        let bound = format!("{:020}", started.timestamp_micros().max(0));
+        let envs: Vec<Arc<EnvState>> = app.envs().cloned().collect();
+        for env in envs {
+            let mut after: Option<String> = None;
+            'pages: loop {
+                let page = env
+                    .store
+                    .docs_raw(INCOMING, "", after.as_deref(), 256, false, &mut |_| false)
+                    .await;
+                let page = match page {
+                    Ok(page) => page,
+                    Err(e) => {
+                        app.config.events.say(&format!(
+                            "{}: the webhooks the last process left cannot be read ({e}); they are handled at the next start",
+                            env.name()
+                        ));
+                        break;
                     }
-                    env.store.put_doc(INCOMING, &k, &a).await?;
+                };
+                if page.is_empty() {
+                    break;
                 }
-                out.push((env.clone(), k, a));
+                for (key, _) in page {
+                    if key.as_str() >= bound.as_str() {
+                        break 'pages;
+                    }
+                    after = Some(key.clone());
+                    let Ok(turn) = turns.clone().acquire_owned().await else {
+                        return;
+                    };
+                    match take_up(&app, &env, &key).await {
+                        Ok(Some((a, room))) => {
+                            let (app, env) = (app.clone(), env.clone());
+                            tokio::spawn(async move {
+                                let (_turn, _room) = (turn, room);
+                                handle(app, env, key, a).await;
+                            });
+                        }
+                        // Handled meanwhile.
+                        Ok(None) => {}
+                        Err(e) => app.config.events.say(&format!(
+                            "{}: webhook {key} the last process left cannot be taken up ({}); it is handled at the next start",
+                            env.name(),
+                            e.message
+                        )),
+                    }
+                }
             }
         }
+    });
+}
+
+/// Webhook `key` a previous process left, read (within room: its stored
+/// size, [`TEXT_COPIES`] times, as a live one's) and, when its scripts
+/// were running as that process stopped, counted as cut short (flushed)
+/// before it is handled again.
+async fn take_up(app: &App, env: &Arc<EnvState>, key: &str) -> ApiResult<Option<(Accepted, Room)>> {
+    // Its size first (nothing copied out), for its room.
+    let mut size = 0;
+    let found = env
+        .store
+        .docs_raw(INCOMING, key, None, 1, false, &mut |v| {
+            size = v.len();
+            false
+        })
+        .await?;
+    if !found.iter().any(|(k, _)| k == key) {
+        return Ok(None);
     }
-    Ok(out)
+    // (One an earlier build stored may be larger than a body now taken.)
+    let n = kib(TEXT_COPIES.saturating_mul(size)).min(WEBHOOK_BODY_ROOM >> 10);
+    let room = take_room(env_room(env.store.id()), n, None).await?;
+    let Some((_, Some(bytes))) = env
+        .store
+        .docs_raw(INCOMING, key, None, 1, false, &mut |_| true)
+        .await?
+        .into_iter()
+        .find(|(k, _)| k == key)
+    else {
+        return Ok(None);
+    };
+    // Decoded off the workers; an earlier build's parses its forward and
+    // inputs (made texts at once): within the parse room.
+    let earlier = {
+        let bytes = Bytes::from(bytes);
+        let peek = bytes.clone();
+        let earlier = off_worker(move || {
+            #[derive(Deserialize)]
+            struct Peek<'a> {
+                #[serde(borrow, default)]
+                forward_text: Option<&'a RawValue>,
+            }
+            let mut de = serde_json::Deserializer::from_slice(&peek);
+            de.disable_recursion_limit();
+            Peek::deserialize(&mut de)
+                .ok()
+                .filter(|p| p.forward_text.is_some())
+                .is_none()
+                .then(|| parse_cost(&peek))
+        })
+        .await?;
+        (bytes, earlier)
+    };
+    let (bytes, earlier) = earlier;
+    let booking = earlier.unwrap_or(0).saturating_add(4 * bytes.len());
+    let parse_room = PARSE_ROOM
+        .acquire_many(u32::try_from(kib(booking.min(PARSE_BYTES))).unwrap_or(u32::MAX))
+        .await
+        .map_err(|e| ApiError::internal(format!("no room to read the webhook: {e}")))?;
+    let what = format!("webhook {key}");
+    let a = off_worker(move || -> ApiResult<Accepted> {
+        let mut de = serde_json::Deserializer::from_slice(&bytes);
+        de.disable_recursion_limit();
+        let a = Accepted::deserialize(&mut de)
+            .map_err(|e| ApiError::internal(format!("{what} cannot be read: {e}")))?;
+        a.into_texts()
+    })
+    .await??;
+    drop(parse_room);
+    let mut a = a;
+    // Only a webhook whose scripts had started was cut short by the stop:
+    // one still waiting its turn (behind others, or for an execution)
+    // keeps its scripts however many restarts it waits through.
+    if a.running.unwrap_or(a.scripts_started_at.is_some()) {
+        a.restarts += 1;
+        a.running = Some(false);
+        // Said once, at the start that gives them up.
+        if a.restarts == crate::runner::TRIGGER_ATTEMPTS && !a.routes.is_empty() {
+            app.config.events.say(&format!(
+                "{}: the scripts of webhook {} ({}) were cut short {} times; they are not run again",
+                env.name(),
+                a.id,
+                a.provider_config_key,
+                a.restarts
+            ));
+        }
+        env.store.put_doc(INCOMING, key, &a).await?;
+    }
+    Ok(Some((a, room)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_parse_is_estimated_from_the_text_alone() {
+        let slot = std::mem::size_of::<Value>() * 9 / 4;
+        // Each value a slot; a non-empty array its first four slots more.
+        assert_eq!(parse_cost(b"[0, 1,2]"), 4 * slot + 4 * slot);
+        // Empty ones allocate nothing of their own.
+        assert_eq!(parse_cost(b"[[], {} ]"), 3 * slot + 4 * slot);
+        // A string: its slot and its bytes (a quarter more, and 16); what
+        // is inside a string (escaped quotes, brackets) is not structure.
+        let text = br#""a \"[1,2]\" b""#;
+        let run = text.len() - 2;
+        assert_eq!(parse_cost(text), slot + run + run / 4 + 16);
+        // Keys count as values: an object of one entry.
+        assert_eq!(parse_cost(br#"{"k":"v"}"#), 3 * slot + 4 * slot + 2 * 17);
+        // Dense JSON: tens of times its text.
+        let dense = format!("[{}0]", "0,".repeat(100_000));
+        assert!(parse_cost(dense.as_bytes()) > 70 * dense.len());
+        // A form: two strings a pair; Slack's parsed again, as dense JSON.
+        assert!(body_cost(b"a=1&b=2", true, "unauthenticatedWebhookRouting") < 2_000);
+        assert!(
+            body_cost(b"payload=%5B0%2C0%5D", true, "slackWebhookRouting")
+                > body_cost(
+                    b"payload=%5B0%2C0%5D",
+                    true,
+                    "unauthenticatedWebhookRouting"
+                )
+        );
+    }
+
+    #[test]
+    fn a_forward_is_written_as_json_stringify_writes_it() {
+        let payload = json!({"a": 1.0, "s": "q\"u\u{e9}\u{1}"});
+        let text = sluice_runtime::js::stringify(&payload);
+        for (provider, pck, cid) in [("linear", "lin", "c1"), ("p\"", "k\\", "\u{2028}x")] {
+            let whole = json!({
+                "from": provider,
+                "providerConfigKey": pck,
+                "type": "forward",
+                "payload": payload,
+                "connectionId": cid,
+            });
+            assert_eq!(
+                forward_body(provider, pck, &text, cid),
+                sluice_runtime::js::stringify(&whole)
+            );
+        }
+    }
+
+    #[test]
+    fn a_routes_input_that_is_the_forward_is_kept_once() {
+        let route = |input: Value| Route {
+            input,
+            kind: None,
+            header_kind: None,
+            lookup: None,
+        };
+        let forward = json!([{"n": 1}, {"n": 2}]);
+        let mut routes = vec![
+            route(forward.clone()),
+            route(json!({"n": 2})),
+            route(forward.clone()),
+        ];
+        let (text, inputs) = texts(&forward, &mut routes).unwrap();
+        assert_eq!(text.get(), r#"[{"n":1},{"n":2}]"#);
+        assert!(inputs[0].is_none() && inputs[2].is_none());
+        assert_eq!(inputs[1].as_ref().map(Text::get), Some(r#"{"n":2}"#));
+        assert!(routes.iter().all(|r| r.input.is_null()));
+        // Where serde and `JSON.stringify` write it apart, the script gets
+        // serde's text, as it always did.
+        let forward = json!({"amount": 1.0});
+        let mut routes = vec![route(forward.clone())];
+        let (text, inputs) = texts(&forward, &mut routes).unwrap();
+        assert_eq!(text.get(), r#"{"amount":1}"#);
+        assert_eq!(inputs[0].as_ref().map(Text::get), Some(r#"{"amount":1.0}"#));
+        // An earlier build's webhook reads the same once made texts.
+        let earlier = Accepted {
+            id: "w".into(),
+            provider_config_key: "lin".into(),
+            provider: "linear".into(),
+            received_at: Utc::now(),
+            routes: vec![route(json!({"n": 2})), route(forward.clone())],
+            forward: forward.clone(),
+            forward_text: None,
+            inputs: Vec::new(),
+            headers: Vec::new(),
+            forwarded: false,
+            restarts: 0,
+            scripts_started_at: None,
+            running: None,
+        };
+        let before = (
+            earlier.forward_text(),
+            earlier.input_text(0),
+            earlier.input_text(1),
+        );
+        let before = (
+            before.0.into_owned(),
+            before.1.into_owned(),
+            before.2.into_owned(),
+        );
+        let now = earlier.into_texts().unwrap();
+        assert_eq!(
+            (now.forward_text(), now.input_text(0), now.input_text(1)),
+            (
+                Cow::Borrowed(before.0.as_str()),
+                Cow::Borrowed(before.1.as_str()),
+                Cow::Borrowed(before.2.as_str())
+            )
+        );
+        // Stored and read back, the texts are as written.
+        let stored = serde_json::to_string(&now).unwrap();
+        assert!(
+            stored.contains(r#""forward_text":{"amount":1}"#),
+            "{stored}"
+        );
+        assert!(!stored.contains(r#""forward":"#), "{stored}");
+        let read: Accepted = serde_json::from_str(&stored).unwrap();
+        assert_eq!(read.input_text(1), before.2);
+    }
 }

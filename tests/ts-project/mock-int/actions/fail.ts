@@ -37,6 +37,15 @@ export default async function runAction(nango: NangoAction, input: FailInput): P
         case 'config':
             await nango.get({ endpoint: '/echo', retries: 1, retryOn: ['x'] as any });
             throw new Error('unreachable');
+        case 'bigint':
+            // JSON.stringify throws on a BigInt: the payload still reaches
+            // the caller (the engine trapped, losing message and payload).
+            throw new nango.ActionError({ message: 'too big', id: 12345678901234567890n });
+        case 'cycle': {
+            const payload: Record<string, unknown> = { message: 'in a loop' };
+            payload['self'] = payload;
+            throw new nango.ActionError(payload);
+        }
         default:
             throw { weird: true };
     }

@@ -15,6 +15,17 @@ export default async function runAction(): Promise<Record<string, unknown>> {
         query: new URLSearchParams({ a: '1', b: 'two words' }).toString(),
         uuid: randomUUID().length,
         date: new Date(Date.UTC(2024, 0, 2, 3, 4, 5)).toISOString(),
-        timezoneOffset: new Date(2024, 5, 1).getTimezoneOffset()
+        timezoneOffset: new Date(2024, 5, 1).getTimezoneOffset(),
+        // Node's `base64url` (JWTs, Gmail's `raw`), which npm's buffer lacks.
+        base64url: Buffer.from('hello>>>???').toString('base64url'),
+        fromBase64url: Buffer.from('aGVsbG8-Pj4_Pz8', 'base64url').toString(),
+        base64urlLength: Buffer.byteLength('aGVsbG8-Pj4_Pz8', 'base64url'),
+        base64urlIsEncoding: Buffer.isEncoding('base64url'),
+        base64urlWrite: (() => {
+            const b = Buffer.alloc(4);
+            return [b.write('_-8', 1, 'base64url'), b.toString('hex')];
+        })(),
+        globalBuffer: (globalThis as { Buffer?: unknown }).Buffer === Buffer,
+        canParse: [URL.canParse('https://example.com/x'), URL.canParse('not a url'), URL.canParse('/x', 'https://example.com')]
     };
 }
