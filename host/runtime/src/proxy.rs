@@ -191,9 +191,6 @@ pub(crate) struct Prepared {
     /// `uncontrolledFetch`'s request: fetch's defaults (`Accept: */*`, no
     /// content type the script did not give), not axios's.
     pub fetch: bool,
-    /// The headers the host added from the connection (the auth mode's
-    /// and the provider's), left out when a redirect leaves the origin.
-    pub credential_headers: Vec<String>,
     /// The query parameters the host added from the connection (an
     /// API key's), left out of a redirect's URL to another origin.
     pub credential_query: Vec<String>,
@@ -592,7 +589,6 @@ pub(crate) fn prepare(
             put_header(&mut headers, name, value);
         }
     }
-    let credential_headers = headers.iter().map(|(n, _)| n.clone()).collect();
     let mut credential_query = Vec::new();
     if creds.kind() == "API_KEY"
         && let Some((name, _)) = provider.proxy.query.first()
@@ -622,7 +618,6 @@ pub(crate) fn prepare(
         body,
         public_only: false,
         fetch: false,
-        credential_headers,
         credential_query,
     })
 }
@@ -1484,13 +1479,19 @@ async fn send_as<S: Sender>(
             outcome.as_ref().ok().map(|r| r.status),
             started.elapsed(),
         );
+        let mut foreign = false;
         let outcome = match outcome {
             Ok(resp) => {
                 let to = Egress {
                     provider_host: &provider_host,
                     allowed,
                 };
-                follow_redirects(state, &services, &prepared, resp, to, max_response_bytes).await
+                follow_redirects(state, &services, &prepared, resp, to, max_response_bytes)
+                    .await
+                    .map(|answer| {
+                        foreign = answer.foreign;
+                        answer.resp
+                    })
             }
             Err(e) => Err(e),
         };
@@ -1500,18 +1501,25 @@ async fn send_as<S: Sender>(
                     services.upstream.observe(req, resp);
                     return outcome.map_err(HttpError::Failed);
                 }
-                let decision = should_retry(req, &provider, resp, seen_401, creds_changed);
-                if resp.status == 401 {
-                    seen_401 = true;
-                    state.forget_connection(&pck, &cid);
-                    if let Err(e) = services.connections.credentials_refused(&pck, &cid).await {
-                        state.push_log(LogEntry::internal(
-                            LogLevel::Warn,
-                            format!("Refreshing the credentials of {cid} failed: {e}"),
-                        ));
+                // An answer from another origin (a redirect followed there,
+                // without the credentials) says nothing of the
+                // connection's credentials nor of the provider's limits.
+                if foreign {
+                    None
+                } else {
+                    let decision = should_retry(req, &provider, resp, seen_401, creds_changed);
+                    if resp.status == 401 {
+                        seen_401 = true;
+                        state.forget_connection(&pck, &cid);
+                        if let Err(e) = services.connections.credentials_refused(&pck, &cid).await {
+                            state.push_log(LogEntry::internal(
+                                LogLevel::Warn,
+                                format!("Refreshing the credentials of {cid} failed: {e}"),
+                            ));
+                        }
                     }
+                    decision
                 }
-                decision
             }
             Err(e) => (e.code == "script_network_error"
                 && !e.message.starts_with(TLS_FAILURE)
@@ -1764,7 +1772,6 @@ pub(crate) async fn uncontrolled_fetch(
             .collect(),
         body: req.body.map(Body::Bytes),
         fetch: true,
-        credential_headers: Vec::new(),
         credential_query: Vec::new(),
     };
     let started = Instant::now();
@@ -1793,6 +1800,7 @@ pub(crate) async fn uncontrolled_fetch(
         max_response_bytes,
     )
     .await
+    .map(|answer| answer.resp)
 }
 
 /// The code a redirect chain too long to follow fails with (follow-redirects',
@@ -1806,17 +1814,29 @@ struct Egress<'a> {
     allowed: &'a [String],
 }
 
+/// What answered a request: the answer, and whether it came from another
+/// origin than the one asked (a redirect followed there, without the
+/// credentials: a 401 from it says nothing of the connection's).
+pub(crate) struct Answer {
+    pub resp: Response,
+    pub foreign: bool,
+}
+
 /// Follows `resp`, the answer to `sent`, while it redirects to another
 /// origin (the client follows one within the origin itself), as the
-/// original's axios does, at most [`MAX_REDIRECTS`] times: each target
-/// must pass the egress check every request passes (a refused one is
-/// answered as it came, a log line naming the host and the rule), and
-/// leaving an origin leaves out
-/// `Authorization`, `Proxy-Authorization`, `Cookie`, the headers the host
-/// added from the connection, any header holding one of its secrets, and
-/// such query parameters of the target. A 303, or a 301/302 after a POST,
-/// is followed with a GET without the body, as axios does. Each hop is
-/// logged.
+/// original's axios does, at most [`MAX_REDIRECTS`] times (sluice's
+/// limit; axios's is 21): each target must pass the egress check every
+/// request passes (a refused one is answered as it came, a log line
+/// naming the host and the rule). A provider whose host a connection
+/// chose (a self-hosted instance, a server the user named) is not
+/// followed to another origin at all: whoever answers there could send
+/// the request on to a private host `allowed_hosts` names. Leaving an origin keeps only the headers that say
+/// how to read or send the request (`accept*`, `content-*`, `user-agent`,
+/// `range`, `if-*`), none holding one of the connection's secrets, and
+/// leaves the connection's query parameters out of the target; a body
+/// holding a secret is not sent on (the redirect is answered as it came).
+/// A 303, or a 301/302 after a POST, is followed with a GET without the
+/// body, as axios does. Each hop is logged.
 async fn follow_redirects<S: Sender>(
     state: &mut S,
     services: &Services,
@@ -1824,14 +1844,53 @@ async fn follow_redirects<S: Sender>(
     mut resp: Response,
     to: Egress<'_>,
     max_response_bytes: usize,
-) -> Result<Response, NangoError> {
+) -> Result<Answer, NangoError> {
     let mut hops = 0;
     let mut current: Option<Prepared> = None;
     loop {
         let from = current.as_ref().unwrap_or(sent);
+        let foreign = current.is_some();
         let Some(mut next) = redirect_target(from, &resp, |v| state.redact(v) != v) else {
-            return Ok(resp);
+            return Ok(Answer { resp, foreign });
         };
+        if matches!(
+            to.provider_host,
+            ProviderHost::Chosen(_) | ProviderHost::NotPublic(_)
+        ) {
+            let message = format!(
+                "Not following the redirect ({}) from `{}` to `{}`: the provider's host is one a connection chose",
+                resp.status,
+                host_port(&from.url).unwrap_or_default(),
+                host_port(&next.url).unwrap_or_default()
+            );
+            state.push_log(LogEntry::internal(LogLevel::Warn, message));
+            return Ok(Answer { resp, foreign });
+        }
+        let body_secret = next.body.as_ref().is_some_and(|b| {
+            let text = match b {
+                Body::Text(bytes) | Body::Json(bytes) | Body::Bytes(bytes) => {
+                    String::from_utf8_lossy(bytes)
+                }
+                Body::Multipart(fields) => std::borrow::Cow::Owned(
+                    fields
+                        .iter()
+                        .flat_map(|(k, v)| [k.as_str(), v.as_str()])
+                        .collect::<Vec<_>>()
+                        .join("\n"),
+                ),
+            };
+            state.redact(&text) != text
+        });
+        if body_secret {
+            let message = format!(
+                "Not following the redirect ({}) from `{}` to `{}`: the request's body holds one of the connection's secrets",
+                resp.status,
+                host_port(&from.url).unwrap_or_default(),
+                host_port(&next.url).unwrap_or_default()
+            );
+            state.push_log(LogEntry::internal(LogLevel::Warn, message));
+            return Ok(Answer { resp, foreign });
+        }
         if hops == MAX_REDIRECTS {
             return Err(nango_error(
                 "script_network_error",
@@ -1852,10 +1911,12 @@ async fn follow_redirects<S: Sender>(
                 e.message
             );
             state.push_log(LogEntry::internal(LogLevel::Warn, message));
-            return Ok(resp);
+            return Ok(Answer { resp, foreign });
         }
         hops += 1;
         next.public_only = to.provider_host.public_only(&next.url, to.allowed);
+        // The redirect's own body is not kept while the next is read.
+        resp.body = Vec::new();
         let started = Instant::now();
         let outcome = services.upstream.transmit(&next, max_response_bytes).await;
         log_http(
@@ -1900,17 +1961,18 @@ fn redirect_target(
     }
     let to_get = resp.status == 303 && from.method != Method::Get
         || matches!(resp.status, 301 | 302) && from.method == Method::Post;
-    let credential = |name: &str| {
-        matches!(name, "authorization" | "proxy-authorization" | "cookie")
-            || from.credential_headers.iter().any(|c| c == name)
+    // Only what says how to read or send the request goes on: a header
+    // the script or the provider set may carry a credential in any form.
+    let safe = |name: &str| {
+        matches!(name, "user-agent" | "range")
+            || name.starts_with("accept")
+            || name.starts_with("if-")
+            || (name.starts_with("content-") && !to_get)
     };
     let headers = from
         .headers
         .iter()
-        .filter(|(name, value)| {
-            let body_header = to_get && name.starts_with("content-");
-            !(credential(name) || secret(value) || body_header)
-        })
+        .filter(|(name, value)| safe(name) && !secret(value))
         .cloned()
         .collect();
     let mut url = target;
@@ -1933,7 +1995,6 @@ fn redirect_target(
         body: if to_get { None } else { from.body.clone() },
         public_only: false,
         fetch: from.fetch,
-        credential_headers: from.credential_headers.clone(),
         credential_query: from.credential_query.clone(),
     })
 }
@@ -2352,7 +2413,6 @@ mod tests {
             body: Some(Body::Json(b"{}".to_vec())),
             public_only: false,
             fetch: false,
-            credential_headers: vec!["authorization".into(), "x-api-key".into()],
             credential_query: vec!["api_key".into()],
         };
         let secret = |v: &str| v.contains("tok");
@@ -2371,7 +2431,11 @@ mod tests {
         assert_eq!(next.method, Method::Post, "a 307 keeps the method");
         assert!(next.body.is_some(), "and the body");
         let names: Vec<&str> = next.headers.iter().map(|(n, _)| n.as_str()).collect();
-        assert_eq!(names, ["x-mine", "content-type"]);
+        assert_eq!(
+            names,
+            ["content-type"],
+            "only what says how to read or send it"
+        );
 
         // A 303, or a 302 after a POST, is a GET without the body.
         for status in [302, 303] {

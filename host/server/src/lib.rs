@@ -454,10 +454,10 @@ impl Server {
         let scheduler_task = app.scheduler.spawn(&app);
         let webhooks_task = app.webhooks.spawn(&app);
         let logs_task = app.logs.spawn(&app, config.log_retention_every);
-        // The provider webhooks the last process left (stored before
-        // now: those this one accepts are handled as they arrive), paged
-        // through and handled within the room live ones take.
-        api::incoming::resume(&app, chrono::Utc::now());
+        // The provider webhooks the last process left (up to the last
+        // stored now: those this one accepts are handled as they arrive),
+        // paged through and handled within the room live ones take.
+        api::incoming::resume(&app).await;
         let reclaimer = app.clone();
         tokio::spawn(async move { api::deploy::reclaim_at_start(&reclaimer).await });
 

@@ -491,8 +491,7 @@ pub const WEBHOOK_MAX_RUN: std::time::Duration = std::time::Duration::from_secs(
 /// app's webhooks are queued with ids derived from it, so a run made again
 /// (after a crash, or a handling tried again) sends the same messages,
 /// which receivers deduplicate. Webhooks that cannot be queued are an
-/// error ([`WEBHOOKS_NOT_QUEUED`]), so the caller keeps the provider's
-/// webhook to handle again.
+/// error ([`WEBHOOKS_NOT_QUEUED`]), which the caller tells the operator.
 #[allow(clippy::too_many_arguments)]
 pub async fn run_webhook<F: std::future::Future<Output = ApiResult<()>>>(
     app: &App,

@@ -193,15 +193,20 @@ fn write_loop(
 /// What sled's flush leaves undone: it writes its log out with
 /// `sync_file_range`, which neither keeps the file's size nor empties the
 /// disk's write cache, and writes values too large for the log (`blobs/`)
-/// with no sync at all. So after each flush the writer syncs the log file,
-/// and the blob files written since the last sync and their folder, before
-/// a durable write is acknowledged (power loss, not only a killed process).
+/// with no sync at all. So before a durable write is acknowledged the
+/// writer flushes, syncs every blob file that is new or has grown since it
+/// last looked (sled's own threads write blobs too, and a file may be
+/// half written when listed: it is synced again once it is whole) and
+/// their folder, and then the log file: the log on disk never names a
+/// blob that is not (power loss, not only a killed process). The folder
+/// is listed at every durable write: its cost grows with the number of
+/// large values stored (each blob is one value or node over 128 KiB).
 struct Disk {
     log: std::fs::File,
     blobs: PathBuf,
-    /// Blob files up to this id (sled names them by log position) are
-    /// synced; 0 at start, so blobs a crash left unsynced are synced once.
-    synced_blobs: i64,
+    /// Each blob file synced, by name, with its length then. Empty at
+    /// start, so blobs a crash left unsynced are synced once.
+    synced: std::collections::HashMap<std::ffi::OsString, u64>,
 }
 
 impl Disk {
@@ -209,43 +214,47 @@ impl Disk {
         Ok(Disk {
             log: std::fs::File::open(dir.join("db"))?,
             blobs: dir.join("blobs"),
-            synced_blobs: 0,
+            synced: std::collections::HashMap::new(),
         })
     }
 
+    /// The blob files new or grown since the last call, their folder,
+    /// then the log (after sled's flush wrote it out).
     fn sync(&mut self) -> std::io::Result<()> {
-        self.log.sync_data()?;
         let entries = match std::fs::read_dir(&self.blobs) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Ok(entries) => Some(entries),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(e),
         };
-        let mut newest = self.synced_blobs;
-        for entry in entries {
+        let mut present = std::collections::HashSet::new();
+        let mut changed = false;
+        for entry in entries.into_iter().flatten() {
             let entry = entry?;
-            let Some(id) = entry
-                .file_name()
-                .to_str()
-                .and_then(|n| n.parse::<i64>().ok())
-            else {
-                continue;
+            let name = entry.file_name();
+            let len = match entry.metadata() {
+                Ok(m) => m.len(),
+                // Collected by sled meanwhile: nothing to keep.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
             };
-            if id <= self.synced_blobs {
+            present.insert(name.clone());
+            if self.synced.get(&name) == Some(&len) {
                 continue;
             }
             match std::fs::File::open(entry.path()) {
                 Ok(f) => f.sync_data()?,
-                // Collected by sled meanwhile: nothing to keep.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(e),
             }
-            newest = newest.max(id);
+            self.synced.insert(name, len);
+            changed = true;
         }
-        if newest > self.synced_blobs {
+        // Forget the ones sled deleted (a name is not used again).
+        self.synced.retain(|name, _| present.contains(name));
+        if changed {
             sync_dir(&self.blobs)?;
-            self.synced_blobs = newest;
         }
-        Ok(())
+        self.log.sync_data()
     }
 }
 

@@ -160,13 +160,23 @@ impl Store {
             }
             None if shared.backend.may_create() => Self::create(&shared, initial).await?,
             None => {
-                return Err(StoreError::Metadata(
-                    "the database holds no store (no format marker) although one was made in it: \
-                     it is damaged (sled recovers a damaged log as an empty database) or was \
-                     emptied; refusing to write a new store over it (restore it from a backup, \
-                     or move it away to start a new store)"
-                        .into(),
-                ));
+                let environments = !shared
+                    .backend
+                    .scan(Table::Environments, &[], None, 1, false)
+                    .await?
+                    .is_empty();
+                return Err(StoreError::Metadata(if environments {
+                    "environments exist but the format marker is missing (a `sluice copy-store` \
+                     cut short? copy again into an empty store)"
+                        .into()
+                } else {
+                    "the database holds no store (no format marker, no environments): it is \
+                     damaged (sled recovers a damaged log as an empty database), or a first \
+                     start of an older sluice did not finish making it; refusing to write a new \
+                     store over it (restore it from a backup; if it never held a store, delete \
+                     it to start a new one)"
+                        .into()
+                }));
             }
         };
         shared.backend.holds_store().await?;
@@ -497,11 +507,14 @@ impl Store {
     /// now. For a reader of a store another process writes (a standby),
     /// which sees a key replaced there only so.
     pub async fn reload(&self) -> Result<Store, StoreError> {
-        Ok(
-            Store::open(self.shared.backend.clone(), self.shared.master(), &[])
-                .await?
-                .0,
-        )
+        let open = || Store::open(self.shared.backend.clone(), self.shared.master(), &[]);
+        match open().await {
+            // A key replaced by the writer between the reads of its hash
+            // and its sealed key (separate reads of a networked store)
+            // reads as a mismatch once: read again.
+            Err(StoreError::Metadata(m)) if m.contains("sealed key") => Ok(open().await?.0),
+            other => Ok(other?.0),
+        }
     }
 
     /// Copies the whole store as it is now into `to`, an empty backend

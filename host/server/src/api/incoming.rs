@@ -122,12 +122,6 @@ impl Accepted {
         }
     }
 
-    /// The bytes of its texts (what it holds, and what writing it takes).
-    fn text_bytes(&self) -> usize {
-        let own: usize = self.inputs.iter().flatten().map(|t| t.get().len()).sum();
-        self.forward_text.as_ref().map_or(0, |t| t.get().len()) + own
-    }
-
     /// One an earlier build stored (its forward and inputs parsed) made
     /// into texts, as this build keeps them.
     fn into_texts(mut self) -> ApiResult<Self> {
@@ -706,8 +700,11 @@ pub async fn receive(
     }
     let body = match encoding {
         Some(encoding) => {
-            // Decompressing may hold the limit (and its buffer's growth).
-            resize(&mut room, kib(WEBHOOK_BODY_ROOM)).await?;
+            // Decompressing may hold the limit and its buffer's growth
+            // (twice the limit) beside the body: no more, whatever the
+            // body claims.
+            let decoding = (2 * limit + body.len()).min(WEBHOOK_BODY_ROOM);
+            resize(&mut room, kib(decoding)).await?;
             let decoded = super::decoded(Some(encoding), body, limit).await?;
             // Its own allocation, of its length.
             Bytes::from(decoded.to_vec())
@@ -838,12 +835,15 @@ pub async fn receive(
         scripts_started_at: None,
         running: None,
     };
-    // The body is routed: from here on the room holds its texts (about
-    // the body's bytes; more for Google's, whose forward is the headers,
-    // or a form whose values escape longer in JSON).
-    let held = accepted.text_bytes().max(request.body.len());
+    // The body is routed: from here on the room holds its texts. The
+    // forward is about the body's bytes (more for Google's, whose forward
+    // is the headers, or a form whose values escape longer in JSON); the
+    // routes' inputs (an event each, or the body with a field added) come
+    // to about as much again, within the copies the room counts.
+    let forward = accepted.forward_text.as_ref().map_or(0, |t| t.get().len());
+    let held = forward.max(request.body.len());
     drop(request);
-    if held > WEBHOOK_MAX_BYTES {
+    if forward > WEBHOOK_MAX_BYTES {
         return Err(too_large(format!(
             "This webhook's forward would be over {} MiB.",
             WEBHOOK_MAX_BYTES >> 20
@@ -1031,10 +1031,6 @@ async fn handle_once(
         .map(|(i, (cid, sync, _))| ((cid.as_str(), sync.as_str()), i))
         .collect();
     let last: std::collections::HashSet<usize> = last_of.into_values().collect();
-    // Webhooks of a run that could not be queued: the handling fails
-    // once every run has been made, so the webhook is kept and handled
-    // again (its runs' webhooks then queued with the same ids).
-    let mut not_queued: Option<ApiError> = None;
     for (i, (cid, sync, route)) in runs.iter().enumerate() {
         let conn = ConnectionRef {
             provider_config_key: pck.clone(),
@@ -1064,13 +1060,20 @@ async fn handle_once(
         if note.load(Ordering::SeqCst) == 2 {
             return ran;
         }
+        // Told, not tried again: trying again would run every script of
+        // the webhook again, those whose webhooks were queued too.
         if let Err(e) = ran
             && e.code == crate::runner::WEBHOOKS_NOT_QUEUED
         {
-            not_queued.get_or_insert(e);
+            app.config.events.say(&format!(
+                "{}: webhook {} of {pck}: {}",
+                env.name(),
+                a.id,
+                e.message
+            ));
         }
     }
-    not_queued.map_or(Ok(()), Err)
+    Ok(())
 }
 
 /// Queues an accepted webhook's forwards to the app: one per matched
@@ -1157,21 +1160,39 @@ fn forward_body(provider: &str, pck: &str, payload: &str, cid: &str) -> String {
 /// Webhooks a previous process left that are handled at once (each also
 /// within the room): the others wait their turn, so they cannot take for
 /// long all the room live webhooks need.
-const RESUMING: usize = 16;
+const RESUMING: usize = 4;
 
 /// At start, before listening: the webhooks a previous process accepted
-/// and did not finish (those stored before `started`) are handled, by a
-/// task: their keys read a page at a time, and each webhook, as its turn
-/// comes, read, given its room (waiting for it) and handled in a task of
-/// its own as a live one is, at most [`RESUMING`] at once (before, all
-/// were read into memory at start and handled one at a time).
-pub fn resume(app: &Arc<App>, started: DateTime<Utc>) {
+/// and did not finish (those stored up to the last key there is now: not
+/// by this process's clock, which may be behind the last one's) are
+/// handled, by a task: their keys read a page at a time, and each
+/// webhook, as its turn comes, read, given its room (waiting for it) and
+/// handled in a task of its own as a live one is, at most [`RESUMING`] at
+/// once (before, all were read into memory at start and handled one at
+/// a time).
+pub async fn resume(app: &Arc<App>) {
+    let mut bounds = Vec::new();
+    for env in app.envs() {
+        let last = env
+            .store
+            .docs_raw(INCOMING, "", None, 1, true, &mut |_| false)
+            .await;
+        match last {
+            Ok(last) => {
+                if let Some((key, _)) = last.into_iter().next() {
+                    bounds.push((env.clone(), key));
+                }
+            }
+            Err(e) => app.config.events.say(&format!(
+                "{}: the webhooks the last process left cannot be read ({e}); they are handled at the next start",
+                env.name()
+            )),
+        }
+    }
     let app = app.clone();
     tokio::spawn(async move {
         let turns = Arc::new(tokio::sync::Semaphore::new(RESUMING));
-        let bound = format!("{:020}", started.timestamp_micros().max(0));
-        let envs: Vec<Arc<EnvState>> = app.envs().cloned().collect();
-        for env in envs {
+        for (env, bound) in bounds {
             let mut after: Option<String> = None;
             'pages: loop {
                 let page = env
@@ -1192,7 +1213,7 @@ pub fn resume(app: &Arc<App>, started: DateTime<Utc>) {
                     break;
                 }
                 for (key, _) in page {
-                    if key.as_str() >= bound.as_str() {
+                    if key.as_str() > bound.as_str() {
                         break 'pages;
                     }
                     after = Some(key.clone());
