@@ -546,6 +546,9 @@ async fn a_connection_chosen_name_must_resolve_to_a_public_address() {
 async fn a_redirect_to_another_allowed_origin_is_followed_without_credentials() {
     use sluice_tests::MockServer;
     let files = MockServer::start(Arc::new(|req: &sluice_tests::MockRequest| {
+        if req.path == "/busy" {
+            return MockResponse::json(503, &json!({}));
+        }
         MockResponse::json(200, &json!({"file": req.path, "method": req.method}))
     }))
     .await
@@ -553,11 +556,13 @@ async fn a_redirect_to_another_allowed_origin_is_followed_without_credentials() 
     let files_url = files.url();
     let files_host = files_url.trim_start_matches("http://").to_string();
     let location = format!("{files_url}/d/1?sig=abc&api_key=key-9");
+    let busy = format!("{files_url}/busy");
     let mut h = Harness::new(
         move |req: &sluice_tests::MockRequest| match req.path.as_str() {
             "/download" => MockResponse::json(302, &json!({})).with_header("location", &location),
             "/upload" => MockResponse::json(303, &json!({})).with_header("location", &location),
             "/keep" => MockResponse::json(307, &json!({})).with_header("location", &location),
+            "/busy" => MockResponse::json(302, &json!({})).with_header("location", &busy),
             _ => MockResponse::json(404, &json!({})),
         },
         "mock:\n  auth_mode: API_KEY\n  proxy:\n    base_url: {base}\n    headers:\n      x-api-key: ${apiKey}\n      authorization: Token ${apiKey}\n    query:\n      api_key: ${apiKey}\n",
@@ -635,6 +640,20 @@ async fn a_redirect_to_another_allowed_origin_is_followed_without_credentials() 
         2,
         "the secret went to the other origin"
     );
+
+    // A 503 from there is retried by the script's rules (each try starts
+    // again at the provider).
+    let report = h
+        .action(
+            guests::ACTION_PROXY,
+            json!({"endpoint": "/busy", "retries": 2}),
+        )
+        .await;
+    let Err(ExecError::Script(failure)) = &report.outcome else {
+        panic!("expected the 503, got {:?}", report.outcome);
+    };
+    assert_eq!(failure.status, 503, "{}", failure.message);
+    assert_eq!(files.requests().len(), 5, "tried three times");
 }
 
 /// Redirects between two origins are followed at most five times, then

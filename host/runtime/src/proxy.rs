@@ -1450,6 +1450,16 @@ async fn send_as<S: Sender>(
         })?;
     let provider_host = ProviderHost::of(&provider, &own);
     let allowed = &services.environment.limits.allowed_hosts;
+    // For an answer from another origin: the script's retry rules and the
+    // general ones (5xx, 429), not the provider's headers or codes.
+    let elsewhere = std::sync::OnceLock::new();
+    let elsewhere = || {
+        elsewhere.get_or_init(|| {
+            let mut p = provider.clone();
+            p.proxy.retry = None;
+            p
+        })
+    };
 
     let mut seen_401 = false;
     let mut last_creds = None;
@@ -1505,7 +1515,9 @@ async fn send_as<S: Sender>(
                 // without the credentials) says nothing of the
                 // connection's credentials nor of the provider's limits.
                 if foreign {
-                    None
+                    (resp.status != 401)
+                        .then(|| should_retry(req, elsewhere(), resp, true, false))
+                        .flatten()
                 } else {
                     let decision = should_retry(req, &provider, resp, seen_401, creds_changed);
                     if resp.status == 401 {
@@ -1529,7 +1541,8 @@ async fn send_as<S: Sender>(
         match wait_reason {
             Some(reason) if attempt < req.retries => {
                 let (base, max) = state.retry_delays();
-                let wait = retry_wait(req, &provider, outcome.as_ref().ok(), attempt, base, max);
+                let rules = if foreign { elsewhere() } else { &provider };
+                let wait = retry_wait(req, rules, outcome.as_ref().ok(), attempt, base, max);
                 attempt += 1;
                 let message = format!(
                     "Retrying HTTP call (reason: {}). Waiting for {}ms [{attempt}/{}]",
@@ -1827,10 +1840,11 @@ pub(crate) struct Answer {
 /// original's axios does, at most [`MAX_REDIRECTS`] times (sluice's
 /// limit; axios's is 21): each target must pass the egress check every
 /// request passes (a refused one is answered as it came, a log line
-/// naming the host and the rule). A provider whose host a connection
-/// chose (a self-hosted instance, a server the user named) is not
-/// followed to another origin at all: whoever answers there could send
-/// the request on to a private host `allowed_hosts` names. Leaving an origin keeps only the headers that say
+/// naming the host and the rule). A redirect from a host a connection
+/// chose (a self-hosted instance, a server the user named) that
+/// `allowed_hosts` does not name is not followed: whoever answers there
+/// could send the request on to a private host `allowed_hosts` names.
+/// Leaving an origin keeps only the headers that say
 /// how to read or send the request (`accept*`, `content-*`, `user-agent`,
 /// `range`, `if-*`), none holding one of the connection's secrets, and
 /// leaves the connection's query parameters out of the target; a body
@@ -1853,10 +1867,14 @@ async fn follow_redirects<S: Sender>(
         let Some(mut next) = redirect_target(from, &resp, |v| state.redact(v) != v) else {
             return Ok(Answer { resp, foreign });
         };
-        if matches!(
-            to.provider_host,
-            ProviderHost::Chosen(_) | ProviderHost::NotPublic(_)
-        ) {
+        // From a host a connection chose, unless the operator named it.
+        let chosen = match to.provider_host {
+            ProviderHost::Chosen(h) | ProviderHost::NotPublic(h) => Some(h),
+            _ => None,
+        };
+        if chosen.is_some_and(|h| host_port(&from.url).as_ref() == Some(h))
+            && !in_allowlist(&from.url, to.allowed)
+        {
             let message = format!(
                 "Not following the redirect ({}) from `{}` to `{}`: the provider's host is one a connection chose",
                 resp.status,

@@ -197,8 +197,10 @@ fn write_loop(
 /// writer flushes, syncs every blob file that is new or has grown since it
 /// last looked (sled's own threads write blobs too, and a file may be
 /// half written when listed: it is synced again once it is whole) and
-/// their folder, and then the log file: the log on disk never names a
-/// blob that is not (power loss, not only a killed process). The folder
+/// their folder, and then the log file: what was acknowledged is on disk,
+/// blobs and log alike (power loss, not only a killed process; sled may
+/// write its log out before the blobs it names, which it did before too,
+/// but only for writes not yet acknowledged). The folder
 /// is listed at every durable write: its cost grows with the number of
 /// large values stored (each blob is one value or node over 128 KiB).
 struct Disk {

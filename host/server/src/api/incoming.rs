@@ -700,10 +700,10 @@ pub async fn receive(
     }
     let body = match encoding {
         Some(encoding) => {
-            // Decompressing may hold the limit and its buffer's growth
-            // (twice the limit) beside the body: no more, whatever the
-            // body claims.
-            let decoding = (2 * limit + body.len()).min(WEBHOOK_BODY_ROOM);
+            // Decompressing may hold its buffer grown past the limit
+            // (twice it) and a copy of the limit beside the body: no
+            // more, whatever the body claims.
+            let decoding = (3 * limit + body.len()).min(WEBHOOK_BODY_ROOM);
             resize(&mut room, kib(decoding)).await?;
             let decoded = super::decoded(Some(encoding), body, limit).await?;
             // Its own allocation, of its length.
@@ -850,7 +850,7 @@ pub async fn receive(
         )));
     }
     resize(&mut room, kib(TEXT_COPIES * held)).await?;
-    let key = format!("{:020}\u{1f}{}", now.timestamp_micros().max(0), accepted.id);
+    let key = format!("{:020}\u{1f}{}", key_time(now), accepted.id);
     env.store.put_doc(INCOMING, &key, &accepted).await?;
     tokio::spawn(async move {
         // The room is kept until it is handled: it holds the webhook.
@@ -1162,6 +1162,23 @@ fn forward_body(provider: &str, pck: &str, payload: &str, cid: &str) -> String {
 /// long all the room live webhooks need.
 const RESUMING: usize = 4;
 
+/// The time part of stored webhooks' keys: after every key stored when
+/// this process started (a previous process's clock may have been ahead:
+/// a key of this one's must not fall among those [`resume`] takes up) and
+/// rising, in µs.
+static KEY_FLOOR: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+
+fn key_time(now: DateTime<Utc>) -> i64 {
+    use std::sync::atomic::Ordering;
+    let now = now.timestamp_micros().max(0);
+    let mut out = now;
+    let _ = KEY_FLOOR.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |floor| {
+        out = now.max(floor.saturating_add(1));
+        Some(out)
+    });
+    out
+}
+
 /// At start, before listening: the webhooks a previous process accepted
 /// and did not finish (those stored up to the last key there is now: not
 /// by this process's clock, which may be behind the last one's) are
@@ -1180,6 +1197,10 @@ pub async fn resume(app: &Arc<App>) {
         match last {
             Ok(last) => {
                 if let Some((key, _)) = last.into_iter().next() {
+                    // This process's keys come after it.
+                    if let Some(at) = key.get(..20).and_then(|t| t.parse::<i64>().ok()) {
+                        KEY_FLOOR.fetch_max(at, std::sync::atomic::Ordering::SeqCst);
+                    }
                     bounds.push((env.clone(), key));
                 }
             }
