@@ -363,6 +363,37 @@ async fn an_apps_request_goes_out_with_the_connections_credentials() {
             .any(|l| l["message"].as_str().is_some_and(|m| m.contains("egress"))),
         "{lines}"
     );
+
+    // A call whose path holds the connection's token, and whose query the
+    // app's own secret key: neither is kept in the history or the logs.
+    let (status, body) = dev
+        .send(
+            "POST",
+            "/connection",
+            Some(
+                json!({"provider_config_key": "mock-int", "connection_id": "c3",
+                        "access_token": "tok-in-the-path-3333"}),
+            ),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let path = format!("/users/tok-in-the-path-3333?key={DEV_KEY}");
+    proxy(&dev, "GET", &path, "c3", &[], None).await;
+    let (_, history) = dev
+        .send(
+            "GET",
+            "/executions?provider_config_key=mock-int&connection_id=c3",
+            None,
+        )
+        .await;
+    let (_, logs) = dev.send("GET", "/logs?connection_id=c3", None).await;
+    assert!(history.to_string().contains("GET /users/***"), "{history}");
+    for kept in [history.to_string(), logs.to_string()] {
+        assert!(
+            !kept.contains("tok-in-the-path-3333") && !kept.contains(DEV_KEY),
+            "{kept}"
+        );
+    }
     server.stop().await;
 }
 

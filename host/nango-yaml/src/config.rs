@@ -381,7 +381,14 @@ impl Builder<'_> {
             if !valid_model_name(&name) {
                 self.d.push(Diagnostic::error(
                     "invalid_model_name",
-                    format!("Model \"{name}\" contains invalid characters"),
+                    if name.len() > models::MAX_NAME_LEN {
+                        format!(
+                            "Model \"{name}\" is longer than {} characters",
+                            models::MAX_NAME_LEN
+                        )
+                    } else {
+                        format!("Model \"{name}\" contains invalid characters")
+                    },
                     &path,
                 ));
             }
@@ -734,6 +741,15 @@ impl Builder<'_> {
             self.d.push(Diagnostic::schema(
                 "pattern",
                 format!("script name \"{name}\" must match ^[a-zA-Z0-9_-]+$"),
+                path,
+            ));
+        } else if name.len() > models::MAX_NAME_LEN {
+            self.d.push(Diagnostic::schema(
+                "maxLength",
+                format!(
+                    "script name \"{name}\" is longer than {} characters",
+                    models::MAX_NAME_LEN
+                ),
                 path,
             ));
         }

@@ -402,6 +402,27 @@ mod size_tests {
 mod tests {
     const YAML: &str = "integrations:\n  'a/b':\n    actions:\n      go:\n        output: Out\n        endpoint: GET /x\nmodels:\n  Out:\n    id: string\n";
 
+    /// Names go into stored keys, which every store must take.
+    #[test]
+    fn model_and_script_names_are_at_most_255_characters() {
+        let ok = YAML.replace("'a/b'", "ab");
+        super::parse(&ok, "nango.yaml").unwrap();
+        let long = "O".repeat(256);
+        let err = super::parse(&ok.replace("Out", &long), "nango.yaml").unwrap_err();
+        assert!(
+            err.to_string().contains("is longer than 255 characters"),
+            "{err}"
+        );
+        let long = "g".repeat(256);
+        let err = super::parse(&ok.replace("go:", &format!("{long}:")), "nango.yaml").unwrap_err();
+        assert!(
+            err.to_string().contains("is longer than 255 characters"),
+            "{err}"
+        );
+        let fits = "g".repeat(255);
+        super::parse(&ok.replace("go:", &format!("{fits}:")), "nango.yaml").unwrap();
+    }
+
     #[test]
     fn integration_keys_are_checked_in_new_files_not_in_stored_deployments() {
         for err in [

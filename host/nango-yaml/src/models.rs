@@ -60,9 +60,17 @@ impl Model {
     }
 }
 
-/// Model names: `^[a-zA-Z0-9_]+$`.
+/// The longest model or script name: each goes into the keys of the
+/// records and sync states stored under it, which PostgreSQL's indexes
+/// bound (a key of about 2,700 bytes at most, with a record id of up to
+/// 1,020): a name that works on one store works on every store.
+pub const MAX_NAME_LEN: usize = 255;
+
+/// Model names: `^[a-zA-Z0-9_]+$`, at most [`MAX_NAME_LEN`] characters.
 pub fn valid_model_name(name: &str) -> bool {
-    !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// Resolves the `models:` section. `defined` are all model names (for

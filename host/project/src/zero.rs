@@ -282,6 +282,14 @@ pub fn check_definitions(definitions: &[Value]) -> Result<(), String> {
                     Some(Value::String(n)) if !n.trim().is_empty() => n.as_str(),
                     _ => return Err(format!("`{key}`: {list}[{j}] has no `name` string")),
                 };
+                // As nango.yaml's: a name goes into stored keys, which
+                // every store must take.
+                if name.len() > sluice_nango_yaml::models::MAX_NAME_LEN {
+                    return Err(format!(
+                        "`{key}`: {list}[{j}]'s name is longer than {} characters",
+                        sluice_nango_yaml::models::MAX_NAME_LEN
+                    ));
+                }
                 let at = |field: &str| format!("`{key}/{name}`: `{field}`");
                 if list == "syncs" {
                     let runs = s.get("runs").and_then(Value::as_str).unwrap_or_default();
@@ -308,7 +316,20 @@ pub fn check_definitions(definitions: &[Value]) -> Result<(), String> {
                 for field in ["output", "scopes", "webhookSubscriptions"] {
                     match s.get(field) {
                         None | Some(Value::Null) => {}
-                        Some(Value::Array(a)) if a.iter().all(Value::is_string) => {}
+                        Some(Value::Array(a)) if a.iter().all(Value::is_string) => {
+                            if field == "output"
+                                && let Some(long) = a
+                                    .iter()
+                                    .filter_map(Value::as_str)
+                                    .find(|m| m.len() > sluice_nango_yaml::models::MAX_NAME_LEN)
+                            {
+                                return Err(format!(
+                                    "{} names a model longer than {} characters: {long:?}",
+                                    at(field),
+                                    sluice_nango_yaml::models::MAX_NAME_LEN
+                                ));
+                            }
+                        }
                         Some(_) => return Err(format!("{} is not a list of strings", at(field))),
                     }
                 }
@@ -973,6 +994,18 @@ mod tests {
 
         let refused = |defs: Value| check_definitions(defs.as_array().unwrap()).unwrap_err();
         assert_eq!(refused(json!([3])), "entry 0 is not an object");
+        // Names go into stored keys: at most 255 characters.
+        let long = "n".repeat(256);
+        assert_eq!(
+            refused(json!([{"providerConfigKey": "a", "actions": [{"name": long}]}])),
+            "`a`: actions[0]'s name is longer than 255 characters"
+        );
+        assert!(
+            refused(
+                json!([{"providerConfigKey": "a", "actions": [{"name": "x", "output": [long]}]}])
+            )
+            .starts_with("`a/x`: `output` names a model longer than 255 characters")
+        );
         assert_eq!(
             refused(json!([{"providerConfigKey": ""}])),
             "entry 0 has no `providerConfigKey` string"

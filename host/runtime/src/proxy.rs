@@ -1588,6 +1588,10 @@ pub struct AppRequest {
     /// Statuses retried besides the provider's rules and 5xx/429.
     pub retry_on: Vec<u16>,
     pub base_url_override: Option<String>,
+    /// Kept out of the log lines and the call's name besides the
+    /// connection's credentials (the secret key the app authenticated
+    /// with, which it may forward in a query or a header).
+    pub secrets: Vec<String>,
 }
 
 /// The upstream's answer to an [`AppRequest`], whatever its status.
@@ -1612,14 +1616,21 @@ pub struct AppRequestError {
 
 /// Sends an app's request on `connection` of the environment `services`
 /// serve, as a script's would go (credentials, provider headers, egress
-/// check, retries, a refresh on 401). Returns the outcome and the log
-/// lines of its attempts, credentials scrubbed.
+/// check, retries, a refresh on 401). Returns the outcome, the log lines
+/// of its attempts and the call's name (`GET /path`, without its query),
+/// credentials and `req.secrets` scrubbed from each.
 pub async fn send_for_app(
     services: Arc<Services>,
     config: &crate::RuntimeConfig,
     connection: &crate::records::ConnectionRef,
     req: AppRequest,
-) -> (Result<AppResponse, AppRequestError>, Vec<LogEntry>) {
+) -> (Result<AppResponse, AppRequestError>, Vec<LogEntry>, String) {
+    let mut secrets = Secrets::default();
+    for s in req.secrets {
+        note_secret(&mut secrets, s);
+    }
+    let path = req.endpoint.split('?').next().unwrap_or_default();
+    let call = format!("{} {path}", req.method);
     let method = match req.method.as_str() {
         "GET" => Method::Get,
         "POST" => Method::Post,
@@ -1633,7 +1644,7 @@ pub async fn send_for_app(
                     "method {other} cannot be proxied: GET, POST, PUT, PATCH or DELETE"
                 ),
             };
-            return (Err(e), Vec::new());
+            return (Err(e), Vec::new(), redact(&secrets, &call));
         }
     };
     let mut headers = req.headers;
@@ -1664,7 +1675,7 @@ pub async fn send_for_app(
     let mut sender = AppSender {
         services,
         delays: (config.retry_base_delay, config.retry_max_delay),
-        secrets: Secrets::default(),
+        secrets,
         logs: Vec::new(),
     };
     let outcome = send_as(&mut sender, connection, max_response_bytes, &request).await;
@@ -1679,7 +1690,8 @@ pub async fn send_for_app(
             message: sender.redact(&e.message),
         }),
     };
-    (outcome, sender.logs)
+    let call = sender.redact(&call);
+    (outcome, sender.logs, call)
 }
 
 /// The sender of an app's request: no execution, its environment's

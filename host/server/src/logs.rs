@@ -136,6 +136,21 @@ struct LineRef<'a> {
     meta: Option<&'a serde_json::value::RawValue>,
 }
 
+/// What a search reads of a log before its lines: who ran it (its
+/// lines skipped, not decoded).
+#[derive(Deserialize)]
+struct SearchHead {
+    execution: SearchHeadExecution,
+}
+
+#[derive(Deserialize)]
+struct SearchHeadExecution {
+    id: String,
+    script: String,
+    provider_config_key: String,
+    connection_id: String,
+}
+
 #[derive(Deserialize)]
 struct LogRef<'a> {
     execution: Execution,
@@ -963,6 +978,25 @@ pub fn level_rank(level: &str) -> Option<u8> {
 }
 
 impl Filter {
+    /// Whether stored log document `raw` is of an execution this filter
+    /// keeps: its head read, its lines skipped (not decoded).
+    pub fn may_keep(&self, raw: &[u8]) -> bool {
+        serde_json::from_slice::<SearchHead>(raw).is_ok_and(|h| self.keeps_head(&h.execution))
+    }
+
+    /// [`Self::keeps_execution`] on a log's head.
+    fn keeps_head(&self, e: &SearchHeadExecution) -> bool {
+        self.provider_config_key
+            .as_ref()
+            .is_none_or(|p| *p == e.provider_config_key)
+            && self
+                .connection_id
+                .as_ref()
+                .is_none_or(|c| *c == e.connection_id)
+            && self.script.as_ref().is_none_or(|s| *s == e.script)
+            && self.execution_id.as_ref().is_none_or(|i| *i == e.id)
+    }
+
     fn keeps_execution(&self, e: &Execution) -> bool {
         self.provider_config_key
             .as_ref()
@@ -1133,10 +1167,13 @@ impl Filter {
         loop {
             // Documents without the text are passed over in the store,
             // not copied out.
+            // Nor those of other executions than asked: their head is
+            // read, not their lines (a search for one connection over a
+            // gigabyte of others' logs decoded every line of them).
             let page = env
                 .store
                 .docs_raw(LOGS, "", after.as_deref(), batch, true, &mut |raw| {
-                    prefilter.as_mut().is_none_or(|p| p.may_match(raw))
+                    prefilter.as_mut().is_none_or(|p| p.may_match(raw)) && self.may_keep(raw)
                 })
                 .await?;
             batch = (batch * 2).min(256);

@@ -119,7 +119,10 @@ pub async fn export(Env(env): Env, RawQuery(raw): RawQuery) -> ApiResult<Respons
             }
             let page: Vec<(String, Option<Vec<u8>>)> = match env
                 .store
-                .docs_raw(LOGS, "", after.as_deref(), PAGE, false, &mut |_| true)
+                // Other executions' logs are passed over in the store.
+                .docs_raw(LOGS, "", after.as_deref(), PAGE, false, &mut |raw| {
+                    filter.may_keep(raw)
+                })
                 .await
             {
                 Ok(p) => p,

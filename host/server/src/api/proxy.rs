@@ -62,6 +62,15 @@ pub async fn forward(
             None => path.to_string(),
         }
     };
+    // The key the app authenticated with, kept out of the logs should it
+    // forward it (in a query, a `Nango-Proxy-*` header).
+    let key = req
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|k| k.trim().to_string())
+        .filter(|k| !k.is_empty());
     let mut options = Options::of(req.headers())?;
     let body = body_bytes(req, &()).await?;
     let body = (method != Method::GET && !body.is_empty()).then(|| body.to_vec());
@@ -78,6 +87,7 @@ pub async fn forward(
         retries: options.retries,
         retry_on: options.retry_on,
         base_url_override: options.base_url_override,
+        secrets: key.clone().into_iter().collect(),
     };
     let started = chrono::Utc::now();
     // An execution's permit, as a script's: what one environment's app
@@ -89,7 +99,16 @@ pub async fn forward(
     // rate limit, or an upstream that never answers, do not hold the
     // request for ever.
     let limit = env.environment().limits.timeouts.action;
-    let (outcome, lines) = match tokio::time::timeout(
+    // Named without the runtime, should it not end in time: the key
+    // scrubbed (the connection's credentials are the runtime's to know).
+    let mut fallback_call = format!(
+        "{method} {}",
+        endpoint.split('?').next().unwrap_or_default()
+    );
+    if let Some(k) = key.as_deref().filter(|k| k.len() >= 4) {
+        fallback_call = fallback_call.replace(k, "***");
+    }
+    let (outcome, lines, call) = match tokio::time::timeout(
         limit,
         send_for_app(services, app.runtime.config(), &conn, call),
     )
@@ -105,24 +124,16 @@ pub async fn forward(
                 ),
             }),
             Vec::new(),
+            fallback_call,
         ),
     };
-    let path = endpoint.split('?').next().unwrap_or_default();
     let error = match &outcome {
         Ok(r) if r.status < 400 => None,
         Ok(r) => Some(format!("the upstream answered {}", r.status)),
         Err(e) => Some(e.to_string()),
     };
     app.logs
-        .record_proxy(
-            &env,
-            &conn,
-            &format!("{method} {path}"),
-            started,
-            error,
-            outcome.is_ok(),
-            lines,
-        )
+        .record_proxy(&env, &conn, &call, started, error, outcome.is_ok(), lines)
         .await;
     match outcome {
         Ok(r) => Ok(answer(r.status, &r.headers, r.body)),
