@@ -1468,3 +1468,607 @@ async fn a_refresh_sends_the_client_and_params_as_the_provider_takes_them() {
     );
     server.stop().await;
 }
+
+/// The original's catalogue entries of the providers whose tokens it asks
+/// for with code of its own (its `ProviderClient`), their real hosts sent
+/// to the mock upstream.
+const CLIENT_PROVIDERS: &str = "\
+figma:
+  auth_mode: OAUTH2
+  authorization_url: https://www.figma.com/oauth
+  token_url: https://api.figma.com/v1/oauth/token
+  refresh_url: https://api.figma.com/v1/oauth/refresh
+  token_request_auth_method: basic
+  scope_separator: ','
+  disable_pkce: true
+  proxy:
+    base_url: https://api.figma.com
+coros:
+  auth_mode: OAUTH2
+  authorization_url: https://open.coros.com/oauth2/authorize
+  token_url: https://open.coros.com/oauth2/accesstoken
+  refresh_url: https://open.coros.com/oauth2/refresh-token
+  authorization_params:
+    response_type: code
+  token_response_metadata:
+    - openId
+  token_params:
+    grant_type: authorization_code
+  refresh_params:
+    grant_type: refresh_token
+  proxy:
+    base_url: https://open.coros.com
+facebook:
+  auth_mode: OAUTH2
+  authorization_url: https://www.facebook.com/v22.0/dialog/oauth
+  token_url: https://graph.facebook.com/v22.0/oauth/access_token
+  proxy:
+    base_url: https://graph.facebook.com
+tiktok-ads:
+  auth_mode: OAUTH2
+  authorization_url: https://business-api.tiktok.com/portal/auth
+  token_url: https://business-api.tiktok.com/open_api/v1.3/oauth2/access_token/
+  proxy:
+    base_url: https://business-api.tiktok.com/open_api/v1.3/
+  token_params:
+    grant_type: authorization_code
+  authorization_url_replacements:
+    client_id: app_id
+tiktok-accounts:
+  auth_mode: OAUTH2
+  authorization_url: https://www.tiktok.com/v2/auth/authorize/
+  token_url: https://business-api.tiktok.com/open_api/v1.3/tt_user/oauth2/token/
+  refresh_url: https://business-api.tiktok.com/open_api/v1.3/tt_user/oauth2/refresh_token/
+  proxy:
+    base_url: https://business-api.tiktok.com/open_api/v1.3/
+  authorization_params:
+    response_type: code
+  authorization_url_replacements:
+    client_id: client_key
+  token_params:
+    grant_type: authorization_code
+  refresh_params:
+    grant_type: refresh_token
+  scope_separator: ','
+stripe-app:
+  auth_mode: OAUTH2
+  authorization_url: https://marketplace.stripe.com/oauth/v2/authorize
+  token_url: https://api.stripe.com/v1/oauth/token
+  disable_pkce: true
+  proxy:
+    base_url: https://api.stripe.com
+  refresh_params:
+    grant_type: refresh_token
+braintree:
+  auth_mode: OAUTH2
+  authorization_url: https://api.braintreegateway.com/oauth/connect
+  token_url: https://api.braintreegateway.com/oauth/access_tokens
+  scope_separator: ','
+  authorization_method: header
+  body_format: json
+  token_params:
+    grant_type: authorization_code
+  redirect_uri_metadata:
+    - merchantId
+  proxy:
+    base_url: https://api.braintreegateway.com
+";
+
+/// A request's form body as pairs, in order.
+fn form_of(req: &MockRequest) -> Vec<(String, String)> {
+    url::form_urlencoded::parse(&req.body)
+        .into_owned()
+        .collect()
+}
+
+fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+    list.iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// The providers' token endpoints, answering as each does (a request of
+/// the wrong shape gets a 400 naming it, and the test's checks of what
+/// was sent say which).
+fn client_provider(req: &MockRequest) -> MockResponse {
+    let json_body = req.header("content-type") == Some("application/json");
+    let form: std::collections::HashMap<String, String> = form_of(req).into_iter().collect();
+    match req.path.as_str() {
+        // Figma's and Stripe's token URLs share a path: Figma's is JSON.
+        "/v1/oauth/token" if json_body => MockResponse::json(
+            200,
+            &json!({"access_token": "fig-at", "refresh_token": "fig-rt", "expires_in": 7776000, "user_id": "u-1"}),
+        ),
+        "/v1/oauth/token" => match form.get("grant_type").map(String::as_str) {
+            Some("authorization_code") => MockResponse::json(
+                200,
+                &json!({"access_token": "sk-at", "livemode": false, "refresh_token": "sk-rt",
+                    "scope": "stripe_apps", "stripe_publishable_key": "pk_1", "stripe_user_id": "acct_1",
+                    "token_type": "bearer", "other": "dropped"}),
+            ),
+            _ => MockResponse::json(
+                200,
+                &json!({"access_token": "sk-at-2", "livemode": false, "refresh_token": "sk-rt-2",
+                    "scope": "stripe_apps", "stripe_publishable_key": "pk_1", "stripe_user_id": "acct_1",
+                    "token_type": "bearer"}),
+            ),
+        },
+        "/v1/oauth/refresh" => MockResponse::json(
+            200,
+            &json!({"access_token": "fig-at-2", "expires_in": 7776000}),
+        ),
+        "/oauth2/accesstoken" if form.get("code").map(String::as_str) == Some("coros-bad") => {
+            MockResponse::json(
+                200,
+                &json!({"result": "5002", "message": "Unauthorized client ID"}),
+            )
+        }
+        "/oauth2/accesstoken" => MockResponse::json(
+            200,
+            &json!({"access_token": "co-at", "refresh_token": "co-rt", "expires_in": 2592000,
+                "openId": "oid-1", "result": "0000"}),
+        ),
+        "/oauth2/refresh-token"
+            if form.get("refresh_token").map(String::as_str) == Some("co-rt") =>
+        {
+            MockResponse::json(200, &json!({"result": "0000", "message": "OK"}))
+        }
+        // A refusal that echoes what it was sent.
+        "/oauth2/refresh-token" => MockResponse::json(
+            200,
+            &json!({"result": "1001",
+                "message": format!("Service exceptions for {}", String::from_utf8_lossy(&req.body))}),
+        ),
+        "/v22.0/oauth/access_token"
+            if req.query_param("grant_type") == Some("fb_exchange_token") =>
+        {
+            MockResponse::json(
+                200,
+                &json!({"access_token": "fb-at-long", "token_type": "bearer", "expires_in": 5183944}),
+            )
+        }
+        "/v22.0/oauth/access_token" => MockResponse::json(
+            200,
+            &json!({"access_token": "fb-at", "token_type": "bearer", "expires_in": 5183944}),
+        ),
+        "/open_api/v1.3/oauth2/access_token/" => MockResponse::json(
+            200,
+            &json!({"code": 0, "message": "OK", "request_id": "req-ads",
+                "data": {"access_token": "ads-at", "advertiser_ids": ["a1", "a2"], "scope": [4, 5]}}),
+        ),
+        "/open_api/v1.3/tt_user/oauth2/token/" => MockResponse::json(
+            200,
+            &json!({"code": 0, "message": "OK", "request_id": "req-1",
+                "data": {"access_token": "tt-at", "token_type": "Bearer", "scope": "user.info.basic",
+                    "expires_in": 86400, "refresh_token": "tt-rt", "refresh_token_expires_in": 31536000,
+                    "open_id": "open-1", "unkept": true}}),
+        ),
+        "/open_api/v1.3/tt_user/oauth2/refresh_token/" => MockResponse::json(
+            200,
+            &json!({"code": 0, "message": "OK", "request_id": "req-2",
+                "data": {"access_token": "tt-at-2", "token_type": "Bearer", "scope": "user.info.basic",
+                    "expires_in": 86400, "refresh_token": "tt-rt-2", "refresh_token_expires_in": 31536000,
+                    "open_id": "open-1"}}),
+        ),
+        _ => MockResponse::json(404, &json!({"error": "no such endpoint"})),
+    }
+}
+
+/// Seconds from now to a credentials' `expires_at`.
+fn expires_in(c: &Value) -> i64 {
+    let at = chrono::DateTime::parse_from_rfc3339(
+        c["credentials"]["expires_at"].as_str().unwrap_or_default(),
+    )
+    .unwrap_or_else(|e| panic!("no expiry ({e}): {c}"));
+    (at.with_timezone(&chrono::Utc) - chrono::Utc::now()).num_seconds()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn providers_with_their_own_token_requests_connect_and_refresh_as_the_original() {
+    let mock = MockServer::start(Arc::new(client_provider)).await.unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let mut config = ServerConfig::new(data.path(), "127.0.0.1:0".parse().unwrap());
+    config.upstream_redirect = Some(mock.url().parse().unwrap());
+    let server = start_with(config, &MasterKey::generate(), CLIENT_PROVIDERS).await;
+    let dev = Client::new(&server, DEV_KEY);
+    let base = server.url();
+    let callback_url = format!("{base}/oauth/callback");
+    let providers = [
+        "figma",
+        "coros",
+        "facebook",
+        "tiktok-ads",
+        "tiktok-accounts",
+        "stripe-app",
+        "braintree",
+    ];
+    for p in providers {
+        let (status, body) = dev
+            .send(
+                "POST",
+                "/integrations",
+                Some(json!({"unique_key": p, "provider": p,
+                    "credentials": {"type": "OAUTH2", "client_id": "cid", "client_secret": "csecret"}})),
+            )
+            .await;
+        assert_eq!(status, 200, "{p}: {body}");
+    }
+    let (status, body) = session(
+        &dev,
+        json!({"end_user": {"id": "u1"}, "allowed_integrations": providers}),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let token = body["data"]["token"].as_str().unwrap().to_string();
+
+    // The browser opens the flow of integration `key`, the user approves
+    // (`code`): the authorization URL's query, and the callback's page.
+    let connect = |key: &'static str, code: &'static str| {
+        let (base, token) = (base.clone(), token.clone());
+        async move {
+            let resp = browser()
+                .get(format!(
+                    "{base}/oauth/connect/{key}?connect_session_token={token}"
+                ))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 302, "{key}: {}", resp.text().await.unwrap());
+            let location = url::Url::parse(resp.headers()["location"].to_str().unwrap()).unwrap();
+            let pairs: Vec<(String, String)> = location.query_pairs().into_owned().collect();
+            let state = param(&pairs, "state").to_string();
+            let (status, page) = callback(&base, &format!("code={code}&state={state}")).await;
+            (pairs, status, page)
+        }
+    };
+    // The connection integration `key` has, as GET /connection shows it.
+    let connection = |key: &'static str, query: &'static str| {
+        let dev = &dev;
+        async move {
+            let (_, list) = dev
+                .send("GET", &format!("/connections?integrationId={key}"), None)
+                .await;
+            let cid = list["connections"][0]["connection_id"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{key}: no connection in {list}"))
+                .to_string();
+            let (status, c) = dev
+                .send(
+                    "GET",
+                    &format!(
+                        "/connection/{cid}?provider_config_key={key}&refresh_token=true{query}"
+                    ),
+                    None,
+                )
+                .await;
+            (status, c)
+        }
+    };
+    let sent = |path: &str| -> Vec<MockRequest> {
+        mock.requests()
+            .into_iter()
+            .filter(|r| r.path == path)
+            .collect()
+    };
+    let stripe_basic = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode("csecret:")
+    );
+
+    // Figma: JSON with the client in it, the redirect URI in the query.
+    let (_, status, page) = connect("figma", "fig-code").await;
+    assert_eq!(status, 200, "{page}");
+    let asked = sent("/v1/oauth/token");
+    assert_eq!(asked.len(), 1, "{asked:?}");
+    assert_eq!(asked[0].method, "POST");
+    assert_eq!(asked[0].query, pairs(&[("redirect_uri", &callback_url)]));
+    assert_eq!(asked[0].header("content-type"), Some("application/json"));
+    assert_eq!(asked[0].header("authorization"), None, "not Basic");
+    assert_eq!(
+        asked[0].json(),
+        Some(
+            json!({"client_id": "cid", "client_secret": "csecret", "code": "fig-code",
+            "grant_type": "authorization_code"})
+        )
+    );
+    let (status, c) = connection("figma", "").await;
+    assert_eq!(status, 200, "{c}");
+    assert_eq!(c["credentials"]["access_token"], "fig-at", "{c}");
+    assert_eq!(c["credentials"]["refresh_token"], "fig-rt", "{c}");
+    assert_eq!(
+        c["credentials"]["raw"],
+        json!({"access_token": "fig-at", "refresh_token": "fig-rt", "expires_in": 7776000}),
+        "what the original keeps: {c}"
+    );
+    assert!((7776000 - 60..=7776000).contains(&expires_in(&c)), "{c}");
+    // A refresh: JSON to the refresh URL; the refresh token stays.
+    let (status, c) = connection("figma", "&force_refresh=true").await;
+    assert_eq!(status, 200, "{c}");
+    assert_eq!(c["credentials"]["access_token"], "fig-at-2", "{c}");
+    assert_eq!(c["credentials"]["refresh_token"], "fig-rt", "{c}");
+    let asked = sent("/v1/oauth/refresh");
+    assert_eq!(asked.len(), 1, "{asked:?}");
+    assert_eq!(asked[0].header("content-type"), Some("application/json"));
+    assert_eq!(
+        asked[0].json(),
+        Some(json!({"client_id": "cid", "client_secret": "csecret", "refresh_token": "fig-rt"}))
+    );
+
+    // Coros: a form; its refusal (an HTTP 200) named by result and
+    // message; its openId kept in the connection's configuration.
+    let (_, status, page) = connect("coros", "coros-bad").await;
+    assert_eq!(status, 400, "{page}");
+    assert!(
+        page.contains("5002") && page.contains("Unauthorized client ID"),
+        "{page}"
+    );
+    let (_, status, page) = connect("coros", "coros-code").await;
+    assert_eq!(status, 200, "{page}");
+    let asked = sent("/oauth2/accesstoken");
+    assert_eq!(asked.len(), 2, "{asked:?}");
+    assert_eq!(
+        asked[1].header("content-type"),
+        Some("application/x-www-form-urlencoded")
+    );
+    assert_eq!(
+        form_of(&asked[1]),
+        pairs(&[
+            ("client_id", "cid"),
+            ("redirect_uri", &callback_url),
+            ("code", "coros-code"),
+            ("client_secret", "csecret"),
+            ("grant_type", "authorization_code"),
+        ])
+    );
+    let (status, c) = connection("coros", "").await;
+    assert_eq!(status, 200, "{c}");
+    assert_eq!(c["credentials"]["access_token"], "co-at", "{c}");
+    assert_eq!(c["credentials"]["refresh_token"], "co-rt", "{c}");
+    assert_eq!(c["connection_config"]["openId"], "oid-1", "{c}");
+    assert_eq!(
+        c["credentials"]["raw"],
+        json!({"access_token": "co-at", "refresh_token": "co-rt", "expires_in": 2592000, "openId": "oid-1"}),
+        "{c}"
+    );
+    // Its refresh says only that it worked: the same tokens, 30 days.
+    let (status, c) = connection("coros", "&force_refresh=true").await;
+    assert_eq!(status, 200, "{c}");
+    assert_eq!(c["credentials"]["access_token"], "co-at", "{c}");
+    assert_eq!(c["credentials"]["refresh_token"], "co-rt", "{c}");
+    assert!((2592000 - 60..=2592000).contains(&expires_in(&c)), "{c}");
+    let asked = sent("/oauth2/refresh-token");
+    assert_eq!(asked.len(), 1, "{asked:?}");
+    assert_eq!(
+        form_of(&asked[0]),
+        pairs(&[
+            ("client_id", "cid"),
+            ("refresh_token", "co-rt"),
+            ("client_secret", "csecret"),
+            ("grant_type", "refresh_token"),
+        ])
+    );
+    // A refused refresh names Coros' result, without the secrets its
+    // message echoes.
+    let (status, body) = dev
+        .send(
+            "POST",
+            "/connections",
+            Some(json!({"provider_config_key": "coros", "connection_id": "co-dead",
+                "credentials": {"type": "OAUTH2", "access_token": "co-at-old", "refresh_token": "co-rt-dead",
+                    "expires_at": "2020-01-01T00:00:00Z"}})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = dev
+        .send("GET", "/connection/co-dead?provider_config_key=coros", None)
+        .await;
+    assert!(status >= 400, "{status} {body}");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("1001") && message.contains("Service exceptions"),
+        "{body}"
+    );
+    assert!(
+        !message.contains("co-rt-dead") && !message.contains("csecret"),
+        "{body}"
+    );
+
+    // Facebook: JSON with PKCE's verifier, the redirect URI in the query
+    // too; no refresh token, its token exchanged for a longer one.
+    let (auth, status, page) = connect("facebook", "fb-code").await;
+    assert_eq!(status, 200, "{page}");
+    let asked = sent("/v22.0/oauth/access_token");
+    assert_eq!(asked.len(), 1, "{asked:?}");
+    assert_eq!(asked[0].query, pairs(&[("redirect_uri", &callback_url)]));
+    let body = asked[0].json().unwrap_or_default();
+    let verifier = body["code_verifier"].as_str().unwrap_or_default();
+    assert_eq!(
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(verifier)),
+        param(&auth, "code_challenge"),
+        "{body}"
+    );
+    assert_eq!(
+        body,
+        json!({"client_id": "cid", "client_secret": "csecret", "code": "fb-code",
+            "redirect_uri": callback_url, "code_verifier": verifier})
+    );
+    let (status, c) = connection("facebook", "").await;
+    assert_eq!(status, 200, "{c}");
+    assert_eq!(c["credentials"]["access_token"], "fb-at", "{c}");
+    assert!(c["credentials"].get("refresh_token").is_none(), "{c}");
+    assert_eq!(
+        c["credentials"]["raw"],
+        json!({"access_token": "fb-at", "expires_in": 5183944}),
+        "{c}"
+    );
+    let (status, c) = connection("facebook", "&force_refresh=true").await;
+    assert_eq!(status, 200, "{c}");
+    assert_eq!(c["credentials"]["access_token"], "fb-at-long", "{c}");
+    assert!((5183944 - 60..=5183944).contains(&expires_in(&c)), "{c}");
+    let asked = sent("/v22.0/oauth/access_token");
+    assert_eq!(asked.len(), 2, "{asked:?}");
+    assert_eq!(
+        asked[1].query,
+        pairs(&[
+            ("client_id", "cid"),
+            ("client_secret", "csecret"),
+            ("grant_type", "fb_exchange_token"),
+            ("fb_exchange_token", "fb-at"),
+        ])
+    );
+    assert!(asked[1].body.is_empty(), "{:?}", asked[1].body);
+    assert_eq!(asked[1].header("content-type"), None);
+
+    // TikTok Ads: TikTok's names for the client; the token and the
+    // advertisers from the answer's `data`; never refreshed.
+    let (_, status, page) = connect("tiktok-ads", "ads-code").await;
+    assert_eq!(status, 200, "{page}");
+    let asked = sent("/open_api/v1.3/oauth2/access_token/");
+    assert_eq!(asked.len(), 1, "{asked:?}");
+    assert_eq!(asked[0].header("content-type"), Some("application/json"));
+    assert_eq!(
+        asked[0].json(),
+        Some(json!({"secret": "csecret", "app_id": "cid", "auth_code": "ads-code"}))
+    );
+    let (status, c) = connection("tiktok-ads", "&force_refresh=true").await;
+    assert_eq!(status, 200, "{c}");
+    assert_eq!(c["credentials"]["access_token"], "ads-at", "{c}");
+    assert!(c["credentials"].get("expires_at").is_none(), "{c}");
+    assert_eq!(
+        c["credentials"]["raw"],
+        json!({"access_token": "ads-at", "advertiser_ids": ["a1", "a2"], "scope": [4, 5],
+            "request_id": "req-ads"}),
+        "{c}"
+    );
+    assert_eq!(sent("/open_api/v1.3/oauth2/access_token/").len(), 1);
+
+    // TikTok Accounts: JSON, the tokens under `data`.
+    let (_, status, page) = connect("tiktok-accounts", "tt-code").await;
+    assert_eq!(status, 200, "{page}");
+    let asked = sent("/open_api/v1.3/tt_user/oauth2/token/");
+    assert_eq!(asked.len(), 1, "{asked:?}");
+    assert_eq!(
+        asked[0].json(),
+        Some(json!({"client_id": "cid", "client_secret": "csecret",
+            "grant_type": "authorization_code", "auth_code": "tt-code", "redirect_uri": callback_url}))
+    );
+    let (status, c) = connection("tiktok-accounts", "").await;
+    assert_eq!(status, 200, "{c}");
+    assert_eq!(c["credentials"]["access_token"], "tt-at", "{c}");
+    assert_eq!(c["credentials"]["refresh_token"], "tt-rt", "{c}");
+    assert_eq!(
+        c["credentials"]["raw"],
+        json!({"access_token": "tt-at", "token_type": "Bearer", "scope": "user.info.basic",
+            "expires_in": 86400, "refresh_token": "tt-rt", "refresh_token_expires_in": 31536000,
+            "open_id": "open-1", "request_id": "req-1"}),
+        "{c}"
+    );
+    let (status, c) = connection("tiktok-accounts", "&force_refresh=true").await;
+    assert_eq!(status, 200, "{c}");
+    assert_eq!(c["credentials"]["access_token"], "tt-at-2", "{c}");
+    assert_eq!(c["credentials"]["refresh_token"], "tt-rt-2", "{c}");
+    assert_eq!(c["credentials"]["raw"]["request_id"], "req-2", "{c}");
+    assert!((86400 - 60..=86400).contains(&expires_in(&c)), "{c}");
+    let asked = sent("/open_api/v1.3/tt_user/oauth2/refresh_token/");
+    assert_eq!(asked.len(), 1, "{asked:?}");
+    assert_eq!(
+        asked[0].json(),
+        Some(json!({"client_id": "cid", "client_secret": "csecret",
+            "grant_type": "refresh_token", "refresh_token": "tt-rt"}))
+    );
+
+    // Stripe App: a form, the client secret alone as Basic; an hour.
+    let (_, status, page) = connect("stripe-app", "sk-code").await;
+    assert_eq!(status, 200, "{page}");
+    let stripe: Vec<MockRequest> = sent("/v1/oauth/token")
+        .into_iter()
+        .filter(|r| r.header("content-type") != Some("application/json"))
+        .collect();
+    assert_eq!(stripe.len(), 1, "{stripe:?}");
+    assert_eq!(
+        stripe[0].header("authorization"),
+        Some(stripe_basic.as_str())
+    );
+    assert_eq!(
+        stripe[0].header("content-type"),
+        Some("application/x-www-form-urlencoded")
+    );
+    assert_eq!(
+        form_of(&stripe[0]),
+        pairs(&[
+            ("grant_type", "authorization_code"),
+            ("code", "sk-code"),
+            ("redirect_uri", &callback_url),
+        ])
+    );
+    let (status, c) = connection("stripe-app", "").await;
+    assert_eq!(status, 200, "{c}");
+    assert_eq!(c["credentials"]["access_token"], "sk-at", "{c}");
+    assert_eq!(
+        c["credentials"]["raw"],
+        json!({"access_token": "sk-at", "livemode": false, "refresh_token": "sk-rt",
+            "scope": "stripe_apps", "stripe_publishable_key": "pk_1", "stripe_user_id": "acct_1",
+            "token_type": "bearer", "expires_in": 3600}),
+        "{c}"
+    );
+    assert!((3600 - 60..=3600).contains(&expires_in(&c)), "{c}");
+    let (status, c) = connection("stripe-app", "&force_refresh=true").await;
+    assert_eq!(status, 200, "{c}");
+    assert_eq!(c["credentials"]["access_token"], "sk-at-2", "{c}");
+    assert_eq!(c["credentials"]["refresh_token"], "sk-rt-2", "{c}");
+    assert!((3600 - 60..=3600).contains(&expires_in(&c)), "{c}");
+    let stripe: Vec<MockRequest> = sent("/v1/oauth/token")
+        .into_iter()
+        .filter(|r| r.header("content-type") != Some("application/json"))
+        .collect();
+    assert_eq!(stripe.len(), 2, "{stripe:?}");
+    assert_eq!(
+        stripe[1].header("authorization"),
+        Some(stripe_basic.as_str())
+    );
+    assert_eq!(
+        form_of(&stripe[1]),
+        pairs(&[("grant_type", "refresh_token"), ("refresh_token", "sk-rt")])
+    );
+
+    // Braintree: refused before the user is sent there, and its imported
+    // connections are not refreshed; nothing reaches its gateway.
+    let resp = browser()
+        .get(format!(
+            "{base}/oauth/connect/braintree?connect_session_token={token}"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let page = resp.text().await.unwrap();
+    assert!(
+        page.contains("does not support the token exchange of provider `braintree`"),
+        "{page}"
+    );
+    let (status, body) = dev
+        .send(
+            "POST",
+            "/connections",
+            Some(
+                json!({"provider_config_key": "braintree", "connection_id": "bt",
+                "credentials": {"type": "OAUTH2", "access_token": "bt-at", "refresh_token": "bt-rt",
+                    "expires_at": "2020-01-01T00:00:00Z"}}),
+            ),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = dev
+        .send("GET", "/connection/bt?provider_config_key=braintree", None)
+        .await;
+    assert!(status >= 400, "{status} {body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("does not support the token exchange of provider `braintree`"),
+        "{body}"
+    );
+    assert!(sent("/oauth/access_tokens").is_empty());
+    server.stop().await;
+}

@@ -3890,6 +3890,11 @@ async fn a_connection_is_never_left_without_its_integration() {
     // not dropped (an expiry dropped made the token never expire).
     for (field, value) in [
         ("expires_at", json!(1700000000)),
+        // Their UTC year has five digits, or is negative: stored as RFC
+        // 3339 they could not be read back (the token never refreshed).
+        ("expires_at", json!("9999-12-31T23:59:59-23:59")),
+        ("expires_at", json!("0000-01-01T00:00:00+23:59")),
+        ("expires_in", json!(400_000_000_000_i64)),
         ("expires_in", json!("3600")),
         ("expires_in", json!(3600.5)),
         ("refresh_token", json!(123)),

@@ -542,3 +542,85 @@ async fn two_step_assertions_answers_that_are_tokens_refresh_requests_and_sessio
     assert_eq!(status, 200, "{body}");
     server.stop().await;
 }
+
+/// A token URL whose host the browser's value chooses
+/// (`http://${connectionConfig.host}/…`, as Drupal's): from a connect
+/// session it is asked only at a public address, whatever the
+/// environment's `allowed_hosts` opens to scripts and the app (else anyone
+/// holding a session could make the server post to an internal host and
+/// read its answer in the refusal); the app's own import may name it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_cannot_send_a_token_request_to_a_host_only_allowed_hosts_opens() {
+    let provider = Provider::start().await;
+    let mock_host = provider
+        .mock
+        .url()
+        .trim_start_matches("http://")
+        .to_string();
+    let yaml = format!(
+        "{}hosted:\n  auth_mode: TWO_STEP\n  body_format: json\n  token_url: http://${{connectionConfig.host}}/auth/t1/login\n  token_params:\n    clientId: ${{credentials.clientId}}\n    clientSecret: ${{credentials.clientSecret}}\n    userAccessType: MACHINE\n  token_headers:\n    x-app: sluice-test\n  token_response:\n    token: token.accessToken\n  proxy:\n    base_url: {}/api\n",
+        provider.yaml(),
+        provider.mock.url()
+    );
+    let data = tempfile::tempdir().unwrap();
+    let mut config = ServerConfig::new(data.path(), "127.0.0.1:0".parse().unwrap());
+    config.limits.allowed_hosts = vec![mock_host.clone()];
+    let server = start_with(config, &MasterKey::generate(), &yaml).await;
+    let dev = Client::new(&server, DEV_KEY);
+    let (status, body) = dev
+        .send(
+            "POST",
+            "/integrations",
+            Some(json!({"unique_key": "hosted", "provider": "hosted"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = dev
+        .send(
+            "POST",
+            "/connect/sessions",
+            Some(json!({"end_user": {"id": "u1"}, "allowed_integrations": ["hosted"]})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let token = body["data"]["token"].as_str().unwrap().to_string();
+    let url = format!(
+        "{}/auth/two-step/hosted?connect_session_token={token}&params[host]={mock_host}",
+        server.url()
+    );
+    let resp = reqwest::Client::new()
+        .post(url)
+        .header("content-type", "application/json")
+        .body(json!({"clientId": "id", "clientSecret": "s3cret"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let body: Value = serde_json::from_str(&resp.text().await.unwrap()).unwrap();
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["code"], "two_step_credentials_fetch_error");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not a public address"),
+        "{body}"
+    );
+    assert_eq!(provider.logins(), 0, "the internal host was asked");
+
+    // The app's own import names the host: allowed_hosts lets it through.
+    let (status, body) = dev
+        .send(
+            "POST",
+            "/connections",
+            Some(
+                json!({"provider_config_key": "hosted", "connection_id": "h1",
+                "connection_config": {"host": mock_host},
+                "credentials": {"type": "TWO_STEP", "clientId": "id", "clientSecret": "s3cret"}}),
+            ),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(provider.logins(), 1);
+    server.stop().await;
+}

@@ -26,6 +26,7 @@ mod jwt;
 pub mod logs;
 mod mcp;
 pub mod metrics;
+mod provider_clients;
 pub mod refresh;
 pub mod routing;
 pub mod runner;

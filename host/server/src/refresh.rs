@@ -16,6 +16,8 @@ use sluice_runtime::providers::ProviderCatalog;
 use sluice_runtime::proxy::INVALID_CREDENTIALS;
 use sluice_store::EnvStore;
 
+use crate::provider_clients::{Body, ClientRequest, Endpoint, ProviderClient, Renewal};
+
 /// A token expiring within this margin is refreshed before use, so a
 /// request never starts with a token about to lapse (the original uses
 /// 15 minutes; a request rarely takes more than a few).
@@ -60,7 +62,11 @@ pub(crate) fn token_expiry(tokens: &serde_json::Map<String, Value>) -> Option<Da
             .filter(|secs| secs.is_finite() && *secs >= 1.0 && *secs < 1e12)
             .map(|secs| secs as i64)
     });
-    given_at.or_else(|| expires_in.and_then(expires_after))
+    // RFC 3339 as stored has four-digit years: a later date is read
+    // back as none, a token that does not expire.
+    given_at
+        .or_else(|| expires_in.and_then(expires_after))
+        .filter(|at| (0..=9999).contains(&chrono::Datelike::year(at)))
 }
 
 /// The largest token endpoint answer read (tokens are kilobytes).
@@ -221,11 +227,16 @@ fn expiring(c: &Connection, now: DateTime<Utc>, providers: &ProviderCatalog) -> 
     }
 }
 
-/// How long before it expires a connection's token is replaced: five
+/// How long before it expires a connection's token is replaced: the
+/// provider's `token_expiration_buffer` when it has one (Exact Online
+/// refuses to refresh a token with more than 30 s left), else five
 /// minutes, or a fifth of the lifetime of a token sluice makes itself
 /// (Ghost's and Emarsys's live five minutes: made again in the last one,
 /// not before every request).
 fn margin(c: &Connection, providers: &ProviderCatalog) -> chrono::TimeDelta {
+    if let Some(buffer) = buffer_of(c, providers) {
+        return buffer;
+    }
     match (c.credentials.kind(), providers.get(&c.provider)) {
         ("JWT" | "SIGNATURE", Some(p)) => REFRESH_MARGIN.min(chrono::TimeDelta::milliseconds(
             crate::jwt::lifetime_ms(&p.definition) / 5,
@@ -242,12 +253,33 @@ fn margin(c: &Connection, providers: &ProviderCatalog) -> chrono::TimeDelta {
     }
 }
 
+/// The provider's own margin, `token_expiration_buffer` (seconds), as
+/// the original reads it for every token it refreshes.
+fn buffer_of(c: &Connection, providers: &ProviderCatalog) -> Option<chrono::TimeDelta> {
+    let secs = providers
+        .get(&c.provider)?
+        .definition
+        .get("token_expiration_buffer")?
+        .as_f64()
+        .filter(|s| s.is_finite() && *s >= 0.0 && *s <= 86_400.0)?;
+    Some(chrono::TimeDelta::milliseconds((secs * 1000.0) as i64))
+}
+
 /// Whether a connection's token can be renewed: an OAuth2 one with a
 /// refresh token, or a client-credentials one (`OAUTH2_CC`) with its
 /// client id (a new token is asked for with it, as the original does).
 fn refreshable(c: &Connection, providers: &ProviderCatalog) -> bool {
     match c.credentials.kind() {
-        "OAUTH2" => c.credentials.field("refresh_token").is_some(),
+        // A provider the original renews its own way says how (Facebook
+        // with the access token, TikTok Ads never).
+        "OAUTH2" => match ProviderClient::of(&c.provider).map(ProviderClient::renewal) {
+            Some(Renewal::Never) => false,
+            Some(Renewal::AccessToken) => c
+                .credentials
+                .field("access_token")
+                .is_some_and(|t| !t.is_empty()),
+            Some(Renewal::RefreshToken) | None => c.credentials.field("refresh_token").is_some(),
+        },
         "OAUTH2_CC" => c
             .credentials
             .field("client_id")
@@ -611,6 +643,67 @@ impl Connections {
         token_answer(request, redacted).await
     }
 
+    /// A token request of a provider the original asks its own way
+    /// (see [`crate::provider_clients`]) for connection `c`: sent to the
+    /// provider's `token_url` or `refresh_url`, each expanded with `c`'s
+    /// values and checked as [`Self::token_grant`]'s (and to the mock
+    /// upstream when the server has one), with the same bound and
+    /// timeout; `read` takes what the connection keeps of the answer. A
+    /// refusal's text, and `read`'s, are shown with `secrets` and the
+    /// Basic header redacted.
+    pub(crate) async fn client_grant(
+        &self,
+        c: &Connection,
+        asked: ClientRequest,
+        secrets: &[&str],
+        read: impl FnOnce(&Map<String, Value>) -> Result<Map<String, Value>, String>,
+    ) -> Result<Map<String, Value>, String> {
+        let (provider, token_template) = self.token_source(c)?;
+        let template = match asked.endpoint {
+            Endpoint::Token => token_template,
+            Endpoint::Refresh => provider
+                .definition
+                .get("refresh_url")
+                .and_then(Value::as_str)
+                .filter(|u| !u.is_empty())
+                .ok_or_else(|| format!("provider `{}` has no refresh_url", c.provider))?,
+        };
+        let (http, url) = self.token_target(template, c)?;
+        // The URL's own error, not the URL (it may hold credentials).
+        let mut url =
+            url::Url::parse(&url).map_err(|e| format!("the token URL `{template}`: {e}"))?;
+        if !asked.query.is_empty() {
+            url.query_pairs_mut().extend_pairs(&asked.query);
+        }
+        let mut request = http.post(url.as_str()).header("user-agent", "Nango");
+        request = match &asked.body {
+            Body::Empty => request,
+            Body::Json(body) => request
+                .header("content-type", "application/json")
+                .body(Value::Object(body.clone()).to_string()),
+            Body::Form(form) => request
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(
+                    url::form_urlencoded::Serializer::new(String::new())
+                        .extend_pairs(form)
+                        .finish(),
+                ),
+        };
+        let mut hidden: Vec<String> = secrets.iter().map(|s| s.to_string()).collect();
+        if let Some((user, password)) = &asked.basic {
+            request = request.basic_auth(user, Some(password));
+            // An endpoint that echoes the request may show the header.
+            hidden.push(base64::Engine::encode(
+                &base64::engine::general_purpose::STANDARD,
+                format!("{user}:{password}"),
+            ));
+        }
+        let answer = token_answer(request, hidden.iter().map(String::as_str)).await?;
+        read(&answer).map_err(|e| {
+            sluice_runtime::proxy::redact_values(&e, hidden.iter().map(String::as_str))
+        })
+    }
+
     pub fn new(
         store: EnvStore,
         providers: Arc<ProviderCatalog>,
@@ -623,6 +716,26 @@ impl Connections {
             http,
             allowed_hosts,
             redirect: None,
+            logs: None,
+            locks: Mutex::new(HashMap::new()),
+            failures: None,
+        }
+    }
+
+    /// These connections for a token request whose host a browser's
+    /// value chose (a connect session's TWO_STEP or client-credentials
+    /// first token): `allowed_hosts` is the operator's list for scripts
+    /// and the app, not for what a browser names, so that host must be a
+    /// public address (else anyone holding a connect session could make
+    /// the server post to an internal host the operator opened for
+    /// scripts and read the start of its answer in the refusal).
+    pub(crate) fn for_browser(&self) -> Connections {
+        Connections {
+            store: self.store.clone(),
+            providers: self.providers.clone(),
+            http: self.http.clone(),
+            allowed_hosts: Vec::new(),
+            redirect: self.redirect.clone(),
             logs: None,
             locks: Mutex::new(HashMap::new()),
             failures: None,
@@ -799,7 +912,20 @@ impl Connections {
         if !expiring(&c, Utc::now(), &self.providers) && skip_forced {
             return Ok(c);
         }
+        // A refresh begun before the token lapsed that fails leaves the
+        // token in use until it does (the failure is recorded and told all
+        // the same): a provider down for a minute, or one that refuses an
+        // early refresh, does not make a valid token unusable.
+        let still_valid =
+            force == Force::No && expires_at(&c.credentials).is_some_and(|at| at > Utc::now());
         let digest = tokens_digest(&c);
+        if still_valid
+            && let Some((at, failed_for, _)) = &state.failed
+            && at.elapsed() < REFRESH_FAILURE_COOLDOWN
+            && *failed_for == digest
+        {
+            return Ok(c);
+        }
         if force != Force::Asked
             && let Some((at, failed_for, message)) = &state.failed
             && at.elapsed() < REFRESH_FAILURE_COOLDOWN
@@ -872,7 +998,7 @@ impl Connections {
                             })
                 });
                 if repeated.is_some() {
-                    return Err(refused());
+                    return if still_valid { Ok(c) } else { Err(refused()) };
                 }
                 let log_id = match &self.logs {
                     Some(logs) => {
@@ -910,7 +1036,7 @@ impl Connections {
                 {
                     state.told = Some(std::time::Instant::now());
                 }
-                Err(refused())
+                if still_valid { Ok(c) } else { Err(refused()) }
             }
         }
     }
@@ -1370,6 +1496,9 @@ impl Connections {
         if c.credentials.kind() == "BILL" {
             return self.bill_session(c).await;
         }
+        if let Some(client) = ProviderClient::of(&c.provider) {
+            return self.client_refresh(c, client, &integration).await;
+        }
         let refresh_token = c
             .credentials
             .field("refresh_token")
@@ -1403,29 +1532,64 @@ impl Connections {
         let raw = self
             .token_grant(c, form, client_of(c, &integration), &secrets)
             .await?;
-        let token = raw
-            .get("access_token")
-            .and_then(Value::as_str)
-            .ok_or("the token endpoint's answer has no access_token")?;
-        let mut creds = c.credentials.as_map().clone();
-        creds.insert("access_token".into(), Value::String(token.to_string()));
-        if let Some(r) = raw.get("refresh_token").and_then(Value::as_str) {
-            creds.insert("refresh_token".into(), Value::String(r.to_string()));
-        }
-        match token_expiry(&raw) {
-            Some(at) => {
-                creds.insert(
-                    "expires_at".into(),
-                    Value::String(at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
-                );
-            }
-            None => {
-                creds.remove("expires_at");
-            }
-        }
-        creds.insert("raw".into(), Value::Object(raw));
-        serde_json::from_value(Value::Object(creds)).map_err(|e| e.to_string())
+        refreshed(c, raw)
     }
+
+    /// A refresh of a provider the original renews its own way (see
+    /// [`crate::provider_clients`]), with the client the generic refresh
+    /// would use.
+    async fn client_refresh(
+        &self,
+        c: &Connection,
+        client: ProviderClient,
+        integration: &sluice_store::Integration,
+    ) -> Result<Credentials, String> {
+        let (client_id, client_secret) = client_of(c, integration);
+        let asked =
+            client.refresh_request(&c.provider, &c.credentials, (client_id, client_secret))?;
+        // What the provider may echo: the connection's tokens and the
+        // client secret.
+        let secrets = c.credentials.secrets();
+        let secrets: Vec<&str> = secrets
+            .iter()
+            .map(String::as_str)
+            .chain(Some(client_secret).filter(|s| !s.is_empty()))
+            .collect();
+        let raw = self
+            .client_grant(c, asked, &secrets, |answer| {
+                client.refresh_tokens(answer, &c.credentials)
+            })
+            .await?;
+        refreshed(c, raw)
+    }
+}
+
+/// Connection `c`'s credentials after a refresh that answered `raw`: its
+/// access token, its refresh token if it gave one (else the connection's
+/// stays), its expiry (none if it gave none) and `raw` itself.
+fn refreshed(c: &Connection, raw: Map<String, Value>) -> Result<Credentials, String> {
+    let token = raw
+        .get("access_token")
+        .and_then(Value::as_str)
+        .ok_or("the token endpoint's answer has no access_token")?;
+    let mut creds = c.credentials.as_map().clone();
+    creds.insert("access_token".into(), Value::String(token.to_string()));
+    if let Some(r) = raw.get("refresh_token").and_then(Value::as_str) {
+        creds.insert("refresh_token".into(), Value::String(r.to_string()));
+    }
+    match token_expiry(&raw) {
+        Some(at) => {
+            creds.insert(
+                "expires_at".into(),
+                Value::String(at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+            );
+        }
+        None => {
+            creds.remove("expires_at");
+        }
+    }
+    creds.insert("raw".into(), Value::Object(raw));
+    serde_json::from_value(Value::Object(creds)).map_err(|e| e.to_string())
 }
 
 #[async_trait::async_trait]
@@ -1691,5 +1855,107 @@ mod tests {
             "rt-2",
             "the rotated refresh token is kept"
         );
+    }
+
+    /// A refresh begun before the token lapsed that fails leaves the token
+    /// in use (a provider down for a moment does not break a valid token);
+    /// an expired one, or a refresh asked for, fails. A provider's
+    /// `token_expiration_buffer` is its margin (Exact Online refuses to
+    /// refresh a token with more than 30 s left).
+    #[tokio::test]
+    async fn a_failed_early_refresh_keeps_the_valid_token_and_a_providers_buffer_is_its_margin() {
+        let calls = Arc::new(AtomicU32::new(0));
+        let counted = calls.clone();
+        let token = axum::Router::new().route(
+            "/token",
+            axum::routing::post(move || {
+                counted.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    let refused = json!({"error": "temporarily_unavailable"});
+                    (axum::http::StatusCode::BAD_REQUEST, axum::Json(refused))
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, token).await });
+
+        let (store, _) = Store::open(
+            Arc::new(MemoryBackend::new()),
+            MasterKey::generate(),
+            &[("dev".into(), None)],
+        )
+        .await
+        .unwrap();
+        let env = store.environment("dev").unwrap();
+        let providers = ProviderCatalog::from_yaml(
+            &format!(
+                "plain:\n  auth_mode: OAUTH2\n  authorization_url: http://{addr}/authorize\n  token_url: http://{addr}/token\n\
+                 buffered:\n  auth_mode: OAUTH2\n  authorization_url: http://{addr}/authorize\n  token_url: http://{addr}/token\n  token_expiration_buffer: 30\n"
+            ),
+            "test",
+        )
+        .unwrap();
+        for (key, provider) in [("p", "plain"), ("b", "buffered")] {
+            env.put_integration(
+                &serde_json::from_value(json!({"unique_key": key, "provider": provider,
+                    "oauth_client_id": "cid", "oauth_client_secret": "csecret",
+                    "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z"}))
+                .unwrap(),
+            )
+            .await
+            .unwrap();
+        }
+        let in_four_minutes = (chrono::Utc::now() + chrono::TimeDelta::minutes(4))
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        for (key, provider, cid, expires) in [
+            ("p", "plain", "soon", in_four_minutes.as_str()),
+            ("p", "plain", "gone", "2020-01-01T00:00:00Z"),
+            ("b", "buffered", "soon", in_four_minutes.as_str()),
+        ] {
+            let c: Connection = serde_json::from_value(json!({
+                "connection_id": cid, "provider_config_key": key, "provider": provider,
+                "credentials": {"type": "OAUTH2", "access_token": format!("{key}-{cid}"),
+                    "refresh_token": "rt", "expires_at": expires}}))
+            .unwrap();
+            env.put_connection(&c).await.unwrap();
+        }
+        let connections = Connections::new(
+            env.clone(),
+            Arc::new(providers),
+            reqwest::Client::new(),
+            Vec::new(),
+        );
+
+        // Four minutes left, inside the five-minute margin: the refresh
+        // is tried, fails, and the token still serves (twice: the second
+        // within the cooldown does not ask again).
+        for _ in 0..2 {
+            let c = connections.fresh("p", "soon", Force::No).await.unwrap();
+            assert_eq!(c.credentials.token(), Some("p-soon"));
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        let error: Option<serde_json::Value> =
+            env.doc(super::CONNECTION_ERRORS, "p/soon").await.unwrap();
+        assert!(
+            error.is_some_and(|e| e["type"] == "auth"),
+            "the failed refresh is the connection's error"
+        );
+        // Asked for, it fails as the original's manual refresh does.
+        let asked = connections.fresh("p", "soon", Force::Asked).await;
+        assert!(asked.is_err(), "{asked:?}");
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        // Expired, it fails.
+        let gone = connections.fresh("p", "gone", Force::No).await;
+        assert!(
+            gone.as_ref()
+                .is_err_and(|e| e.to_string().contains("could not be refreshed")),
+            "{gone:?}"
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+        // The provider's 30 s buffer: four minutes left is not expiring.
+        let c = connections.fresh("b", "soon", Force::No).await.unwrap();
+        assert_eq!(c.credentials.token(), Some("b-soon"));
+        assert_eq!(calls.load(Ordering::SeqCst), 3, "no refresh was tried");
     }
 }

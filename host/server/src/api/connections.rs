@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use sluice_runtime::connection::{Connection, ConnectionError, ConnectionStore as _, Credentials};
@@ -300,10 +300,17 @@ fn credentials(mode: &str, body: &Map<String, Value>, public: bool) -> ApiResult
                     "`expires_at` must be an ISO 8601 date-time, got `{at}`"
                 ))
             })?;
+            let parsed = parsed.with_timezone(&Utc);
+            // Stored as RFC 3339, which has four-digit years: a date
+            // whose UTC year has more (or is negative) could not be read
+            // back, and the token would never be refreshed.
+            if !(0..=9999).contains(&parsed.year()) {
+                return Err(ApiError::invalid_body(format!(
+                    "`expires_at` must fall within the years 0000 to 9999 in UTC, got `{at}`"
+                )));
+            }
             return Ok(Some(
-                parsed
-                    .with_timezone(&Utc)
-                    .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                parsed.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             ));
         }
         let expires_in = match body.get("expires_in") {
@@ -315,7 +322,9 @@ fn credentials(mode: &str, body: &Map<String, Value>, public: bool) -> ApiResult
             })?),
         };
         if let Some(secs) = expires_in {
-            let at = crate::refresh::expires_after(secs).ok_or_else(|| {
+            let at = crate::refresh::expires_after(secs)
+                .filter(|at| at.year() <= 9999)
+                .ok_or_else(|| {
                 ApiError::invalid_body(format!(
                     "`expires_in` must be a number of seconds a date can be counted from now, got {secs}"
                 ))
@@ -770,7 +779,16 @@ async fn create(
         let (creds, config) = if app_install {
             app_token(&env, &pck, &cid, &integration, config).await?
         } else {
-            two_step_token(&app, &env, &pck, &cid, &integration.provider, creds, config).await?
+            two_step_token(
+                &app,
+                &env.connections,
+                &pck,
+                &cid,
+                &integration.provider,
+                creds,
+                config,
+            )
+            .await?
         };
         (creds, Some(config))
     } else {
@@ -880,7 +898,7 @@ pub(crate) fn made_token(
 /// `two_step_credentials_fetch_error`, naming the endpoint's answer.
 pub(crate) async fn two_step_token(
     app: &Arc<App>,
-    env: &Arc<crate::app::EnvState>,
+    connections: &crate::refresh::Connections,
     pck: &str,
     cid: &str,
     provider: &str,
@@ -889,7 +907,7 @@ pub(crate) async fn two_step_token(
 ) -> ApiResult<(Credentials, Map<String, Value>)> {
     let mut c = super::oauth::template_connection(pck, cid, provider, &config);
     c.credentials = creds;
-    let creds = env.connections.two_step_token(&c).await.map_err(|e| {
+    let creds = connections.two_step_token(&c).await.map_err(|e| {
         ApiError::bad_request(
             "two_step_credentials_fetch_error",
             format!("the provider gave no token for these credentials: {e}"),

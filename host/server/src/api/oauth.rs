@@ -34,6 +34,7 @@ use super::connect::{self, ConnectSession};
 use super::connections::{self, Draft};
 use crate::app::{App, EnvState};
 use crate::error::ApiError;
+use crate::provider_clients::ProviderClient;
 
 /// The document collection of an environment's OAuth flows under way.
 pub(crate) const FLOWS: &str = "oauth_flows";
@@ -1067,6 +1068,21 @@ async fn browser_credentials(
     }
     let mut credentials: Credentials = serde_json::from_value(credentials)
         .map_err(|e| ApiError::invalid_body(format!("invalid credentials: {e}")))?;
+    // A token URL whose host a value from the browser chose (Drupal's
+    // `http://${connectionConfig.baseUrl}/…`, Auth0's domain): asked only
+    // at a public address, whatever `allowed_hosts` opens to scripts.
+    let browser_chose_host = app
+        .providers
+        .get(&integration.provider)
+        .and_then(|p| definition_url(&p.definition, "token_url"))
+        .is_some_and(|template| untrusted_host_key(&template, &trusted, &config).is_some());
+    let for_browser;
+    let token_connections = if browser_chose_host {
+        for_browser = env.connections.for_browser();
+        &for_browser
+    } else {
+        &*env.connections
+    };
     if mode == "OAUTH2_CC" {
         // The client's first token, asked for now (its scopes the
         // integration's unless the session's config names them).
@@ -1082,8 +1098,7 @@ async fn browser_credentials(
             .get(&integration.provider)
             .map(|p| p.definition.clone())
             .unwrap_or_default();
-        credentials = env
-            .connections
+        credentials = token_connections
             .renew_client_credentials(&c, definition)
             .await
             .map_err(|e| {
@@ -1108,7 +1123,7 @@ async fn browser_credentials(
     if mode == "TWO_STEP" {
         (credentials, config) = connections::two_step_token(
             app,
-            &env,
+            token_connections,
             key,
             &connection_id,
             &integration.provider,
@@ -1257,6 +1272,12 @@ async fn flow(
             ),
         )));
     }
+    // A provider the original asks for tokens in a way sluice does not
+    // follow is refused before the user is sent there.
+    let client = ProviderClient::of(&integration.provider);
+    if let Some(why) = client.and_then(|p| p.unsupported(&integration.provider)) {
+        return Ok(Err(failure("unsupported_provider", why)));
+    }
     let definition = &provider.definition;
     let defaults = session.defaults(key);
     let (mut config, trusted) = session_config(q, &defaults);
@@ -1312,9 +1333,12 @@ async fn flow(
         config.insert("user_scope".into(), Value::String(s.clone()));
     }
     // A value that makes up a URL's whole host must be the app's: the
-    // client secret goes to the token URL.
-    for (which, template) in ["authorization_url", "token_url"]
+    // client secret goes to the token URL (and to the refresh URL of a
+    // provider that refreshes there).
+    let refresh_url = client.is_some_and(ProviderClient::uses_refresh_url);
+    for (which, template) in ["authorization_url", "token_url", "refresh_url"]
         .iter()
+        .filter(|w| **w != "refresh_url" || refresh_url)
         .filter_map(|w| Some((*w, definition_url(definition, w)?)))
     {
         if let Some(key) = untrusted_host_key(&template, &trusted, &config) {
@@ -2491,12 +2515,20 @@ async fn exchange(
     }
     let mut values = callback_metadata.clone();
     values.extend(flow.connection_config.clone());
-    if let Some(template) = definition_url(definition, "token_url") {
+    let client = ProviderClient::of(&flow.provider);
+    let refresh_url = client.is_some_and(ProviderClient::uses_refresh_url);
+    for which in ["token_url", "refresh_url"]
+        .into_iter()
+        .filter(|w| *w != "refresh_url" || refresh_url)
+    {
+        let Some(template) = definition_url(definition, which) else {
+            continue;
+        };
         if let Some(key) = untrusted_host_key(&template, &flow.trusted, &values) {
-            return Err(host_refused(key, "token_url"));
+            return Err(host_refused(key, which));
         }
         if let Some(key) = untrusted_url_value(&template, &flow.trusted, &values) {
-            return Err(value_refused(key, "token_url"));
+            return Err(value_refused(key, which));
         }
     }
     let c = template_connection(
@@ -2505,47 +2537,14 @@ async fn exchange(
         &flow.provider,
         &values,
     );
-    let mut form: Vec<(String, String)> = vec![
-        ("grant_type".into(), "authorization_code".into()),
-        ("code".into(), code.to_string()),
-        ("redirect_uri".into(), flow.callback_url.clone()),
-    ];
-    if let Some(v) = &flow.code_verifier {
-        form.push(("code_verifier".into(), v.clone()));
-    }
-    let token_params = expanded_params(definition, "token_params", &c).map_err(|missing| {
-        failure(
-            "url_param_err",
-            format!(
-                "Missing Connection Config param(s) for the token request: {}",
-                missing.join(", ")
-            ),
-        )
-    })?;
-    for (k, v) in token_params {
-        form.retain(|(have, _)| *have != k);
-        form.push((k, v));
-    }
-    // A generic MCP server's token names its resource (RFC 8707).
-    if provider.auth_mode.as_deref() == Some("MCP_OAUTH2_GENERIC")
-        && let Some(resource) = flow
-            .connection_config
-            .get("oauth_resource_url")
-            .and_then(Value::as_str)
-            .filter(|r| !r.is_empty())
-    {
-        form.push(("resource".into(), resource.to_string()));
-    }
-    let raw = env
-        .connections
-        .token_grant(&c, form, (&client_id, &client_secret), &[code])
-        .await
-        .map_err(|e| {
-            failure(
-                "unknown_err",
-                format!("Unknown error during the Oauth flow. {e}"),
-            )
-        })?;
+    let raw = match client {
+        Some(client) => {
+            client_tokens(env, &c, client, code, &flow, (&client_id, &client_secret)).await?
+        }
+        None => {
+            generic_tokens(env, &c, provider, code, &flow, (&client_id, &client_secret)).await?
+        }
+    };
     let raw_value = Value::Object(raw.clone());
     // `access_token`, else where the provider says it is; an object there
     // holds the token's fields (as the original reads them).
@@ -2621,6 +2620,95 @@ async fn exchange(
         config.insert(k, v);
     }
     store_flow_connection(app, env, flow, credentials, config).await
+}
+
+/// The token endpoint's answer to `code` asked the generic OAuth2 way:
+/// the grant, the provider's `token_params`, PKCE's verifier, the client
+/// as the provider takes it.
+async fn generic_tokens(
+    env: &EnvState,
+    c: &Connection,
+    provider: &sluice_runtime::providers::Provider,
+    code: &str,
+    flow: &Flow,
+    (client_id, client_secret): (&str, &str),
+) -> Result<Map<String, Value>, Failure> {
+    let definition = &provider.definition;
+    let mut form: Vec<(String, String)> = vec![
+        ("grant_type".into(), "authorization_code".into()),
+        ("code".into(), code.to_string()),
+        ("redirect_uri".into(), flow.callback_url.clone()),
+    ];
+    if let Some(v) = &flow.code_verifier {
+        form.push(("code_verifier".into(), v.clone()));
+    }
+    let token_params = expanded_params(definition, "token_params", c).map_err(|missing| {
+        failure(
+            "url_param_err",
+            format!(
+                "Missing Connection Config param(s) for the token request: {}",
+                missing.join(", ")
+            ),
+        )
+    })?;
+    for (k, v) in token_params {
+        form.retain(|(have, _)| *have != k);
+        form.push((k, v));
+    }
+    // A generic MCP server's token names its resource (RFC 8707).
+    if provider.auth_mode.as_deref() == Some("MCP_OAUTH2_GENERIC")
+        && let Some(resource) = flow
+            .connection_config
+            .get("oauth_resource_url")
+            .and_then(Value::as_str)
+            .filter(|r| !r.is_empty())
+    {
+        form.push(("resource".into(), resource.to_string()));
+    }
+    env.connections
+        .token_grant(c, form, (client_id, client_secret), &[code])
+        .await
+        .map_err(|e| {
+            failure(
+                "unknown_err",
+                format!("Unknown error during the Oauth flow. {e}"),
+            )
+        })
+}
+
+/// What the connection keeps of the answer to `code` from a provider the
+/// original asks its own way (see [`crate::provider_clients`]).
+async fn client_tokens(
+    env: &EnvState,
+    c: &Connection,
+    client: ProviderClient,
+    code: &str,
+    flow: &Flow,
+    (client_id, client_secret): (&str, &str),
+) -> Result<Map<String, Value>, Failure> {
+    let refused = |e: String| {
+        failure(
+            "unknown_err",
+            format!("Unknown error during the Oauth flow. {e}"),
+        )
+    };
+    let asked = client
+        .code_request(
+            &flow.provider,
+            code,
+            &flow.callback_url,
+            flow.code_verifier.as_deref(),
+            (client_id, client_secret),
+        )
+        .map_err(|e| failure("unsupported_provider", e))?;
+    let mut secrets = vec![code];
+    if !client_secret.is_empty() {
+        secrets.push(client_secret);
+    }
+    env.connections
+        .client_grant(c, asked, &secrets, |answer| client.code_tokens(answer))
+        .await
+        .map_err(refused)
 }
 
 /// GitHub's return from an app's installation page (`installation_id`,
