@@ -488,16 +488,18 @@ struct DryrunArgs {
 }
 
 impl BuildArgs {
-    fn options(self, integration: Option<String>) -> CompileOptions {
-        CompileOptions {
+    /// The options, with the cache directory checked (created when
+    /// missing) before anything is put in it or loaded from it.
+    fn options(self, integration: Option<String>) -> anyhow::Result<CompileOptions> {
+        Ok(CompileOptions {
             dir: self.dir,
             integration,
             sdk: self.sdk,
-            cache_dir: self.cache_dir.unwrap_or_else(default_cache_dir),
+            cache_dir: cache_dir(self.cache_dir)?,
             cache_max_bytes: self.cache_max,
             build_dir: self.build_dir,
             tested_scripts: false,
-        }
+        })
     }
 }
 
@@ -680,7 +682,7 @@ async fn run_dryrun(
         None
     };
     let options = DryRunOptions {
-        build: args.build.options(args.integration_id),
+        build: args.build.options(args.integration_id)?,
         server,
         implicit_server,
         script: args.script,
@@ -802,7 +804,7 @@ fn run_generate_tests(
     }
     // Compiled first, as the original does: the definitions name each
     // script's kind and output model.
-    let options = args.build.options(args.integration.clone());
+    let options = args.build.options(args.integration.clone())?;
     let runtime = Runtime::new(options.runtime_config(1))?;
     let project = compile::compile(&options, &runtime, err)?;
     let definitions = project.definitions.unwrap_or_default();
@@ -845,7 +847,7 @@ fn run_generate(
 }
 
 fn run_migrate(args: MigrateArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result<i32> {
-    let options = args.build.options(None);
+    let options = args.build.options(None)?;
     let toolchain = sluice_project::toolchain::Toolchain::locate(
         options.sdk.as_deref(),
         &options.cache_dir,
@@ -895,7 +897,7 @@ fn run_migrate(args: MigrateArgs, out: &mut dyn Write, err: &mut dyn Write) -> a
 }
 
 fn run_compile(args: CompileArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result<i32> {
-    let options = args.build.options(args.integration);
+    let options = args.build.options(args.integration)?;
     let runtime = Runtime::new(options.runtime_config(1))?;
     let project = compile::compile(&options, &runtime, err)?;
     let integrations: std::collections::BTreeSet<&str> = project
@@ -920,7 +922,7 @@ fn run_compile(args: CompileArgs, out: &mut dyn Write, err: &mut dyn Write) -> a
 /// failed compile is said and waited past, not an exit.
 fn run_dev(args: CompileArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result<i32> {
     use sluice_project::watch::Snapshot;
-    let options = args.build.options(args.integration);
+    let options = args.build.options(args.integration)?;
     let runtime = Runtime::new(options.runtime_config(1))?;
     let dir = options.dir.clone();
     if !dir.is_dir() {
@@ -997,7 +999,7 @@ async fn run_test(args: TestArgs, out: &mut dyn Write, err: &mut dyn Write) -> a
         .map(|d| parse_date("--now", d))
         .transpose()?;
     let options = TestOptions {
-        build: args.build.options(args.integration),
+        build: args.build.options(args.integration)?,
         script: args.script,
         providers_file: args.providers,
         now,
@@ -1212,7 +1214,7 @@ async fn run_deploy(
         );
     }
     let has_sluice_yaml = args.build.dir.join("sluice.yaml").is_file();
-    let options = args.build.options(None);
+    let options = args.build.options(None)?;
     let runtime = Runtime::new(options.runtime_config(1))?;
     let scope = sluice_project::deploy::DeployScope {
         integration: args.integration,
@@ -1588,10 +1590,12 @@ async fn run_copy_store(
 const MIN_SCRIPT_MEMORY: u64 = 64 << 20;
 
 /// Creates the data directory readable by its owner only (it holds the
-/// records in the clear, and the master key file unless
-/// SLUICE_MASTER_KEY is set); one that others can read is reported.
+/// records in the clear, the master key file unless SLUICE_MASTER_KEY is
+/// set, and `cache`, whose compiled scripts are run as native code); one
+/// that others can read is reported, one of another user or that others
+/// can write (they could put their own `cache` in its place) is refused.
 fn private_data_dir(data: &std::path::Path, err: &mut dyn Write) -> anyhow::Result<()> {
-    use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+    use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _, PermissionsExt as _};
     if !data.exists() {
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -1606,6 +1610,8 @@ fn private_data_dir(data: &std::path::Path, err: &mut dyn Write) -> anyhow::Resu
             data.display()
         );
     }
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
     for (path, what) in [
         (data.to_path_buf(), "the data directory"),
         (data.join("master.key"), "the master key file"),
@@ -1614,6 +1620,20 @@ fn private_data_dir(data: &std::path::Path, err: &mut dyn Write) -> anyhow::Resu
             continue;
         };
         let mode = meta.permissions().mode() & 0o777;
+        if path == data && meta.uid() != me {
+            bail!(
+                "{what} {} belongs to uid {}, not to this user (uid {me}): give --data a directory of your own",
+                path.display(),
+                meta.uid()
+            );
+        }
+        if mode & 0o022 != 0 {
+            bail!(
+                "{what} {} can be written by other users (mode {mode:o}): chmod go-rwx {}",
+                path.display(),
+                path.display()
+            );
+        }
         if mode & 0o077 != 0 {
             writeln!(
                 err,
@@ -1767,7 +1787,7 @@ async fn run_serve(
         );
     });
     if args.demo {
-        let cache = args.cache_dir.unwrap_or_else(default_cache_dir);
+        let cache = cache_dir(args.cache_dir)?;
         return crate::demo::run(
             config,
             master,
@@ -2110,20 +2130,256 @@ fn parse_size(text: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("`{text}` is not a size (e.g. 10G, 512M, 1000000)"))
 }
 
-/// `$XDG_CACHE_HOME/sluice` or `~/.cache/sluice`.
-fn default_cache_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME") {
-        return PathBuf::from(dir).join("sluice");
+/// The cache directory: `given` (--cache-dir) or the default, created
+/// when missing and refused unless only this user can write it
+/// (`Runtime::prepare_cache_dir`): what it holds is run as native code.
+fn cache_dir(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    let dir = match given {
+        Some(dir) => dir,
+        None => default_cache_dir(
+            std::env::var_os("XDG_CACHE_HOME"),
+            std::env::var_os("HOME"),
+            &std::env::temp_dir(),
+        )?,
+    };
+    Runtime::prepare_cache_dir(&dir)?;
+    Ok(dir)
+}
+
+/// `$XDG_CACHE_HOME/sluice` or `~/.cache/sluice` (an empty or relative
+/// value is ignored, as the XDG spec says); with neither (`env -i`,
+/// service managers, CI runners), `sluice-cache-<uid>` in the temporary
+/// directory `tmp`, this user's alone ([`per_user_temp_cache`]).
+fn default_cache_dir(
+    xdg_cache_home: Option<OsString>,
+    home: Option<OsString>,
+    tmp: &std::path::Path,
+) -> anyhow::Result<PathBuf> {
+    let absolute = |v: Option<OsString>| v.map(PathBuf::from).filter(|p| p.is_absolute());
+    if let Some(dir) = absolute(xdg_cache_home) {
+        return Ok(dir.join("sluice"));
     }
-    match std::env::var_os("HOME") {
-        Some(home) => PathBuf::from(home).join(".cache").join("sluice"),
-        None => std::env::temp_dir().join("sluice-cache"),
+    match absolute(home) {
+        Some(home) => Ok(home.join(".cache").join("sluice")),
+        None => per_user_temp_cache(tmp),
+    }
+}
+
+/// `<tmp>/sluice-cache-<uid>`, made by this process (mode 0700) or
+/// refused: its name is known in advance, so in a directory every user
+/// can write another user may have made it first, or put a symbolic link
+/// there, to have sluice load their code as this user's.
+fn per_user_temp_cache(tmp: &std::path::Path) -> anyhow::Result<PathBuf> {
+    use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _};
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    let dir = tmp.join(format!("sluice-cache-{me}"));
+    let refuse = |problem: String| {
+        anyhow::anyhow!(
+            "HOME and XDG_CACHE_HOME are unset, and the cache directory sluice uses then, {}, is not safe: {problem}; set XDG_CACHE_HOME or give --cache-dir (SLUICE_CACHE_DIR)",
+            dir.display()
+        )
+    };
+    let parent = std::fs::metadata(tmp)
+        .with_context(|| format!("cannot read the temporary directory {}", tmp.display()))?;
+    // In a directory others can write, only the sticky bit (as on /tmp)
+    // keeps them from renaming this user's directory away.
+    if parent.mode() & 0o002 != 0 && parent.mode() & 0o1000 == 0 {
+        return Err(refuse(format!(
+            "{} can be written by every user and is not sticky (mode {:o})",
+            tmp.display(),
+            parent.mode() & 0o7777
+        )));
+    }
+    match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(refuse(format!("it cannot be created ({e})"))),
+    }
+    let meta = std::fs::symlink_metadata(&dir)
+        .with_context(|| format!("cannot read {}", dir.display()))?;
+    let mode = meta.mode() & 0o7777;
+    if meta.file_type().is_symlink() {
+        Err(refuse("it is a symbolic link".into()))
+    } else if !meta.is_dir() {
+        Err(refuse("it is not a directory".into()))
+    } else if meta.uid() != me {
+        Err(refuse(format!(
+            "it belongs to uid {}, not to this user (uid {me})",
+            meta.uid()
+        )))
+    } else if mode & 0o077 != 0 {
+        Err(refuse(format!(
+            "other users can use it (mode {mode:o}, not 700)"
+        )))
+    } else {
+        Ok(dir)
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{dotenv, parse_date, parse_size, shown_host};
+    use super::{
+        cache_dir, default_cache_dir, dotenv, parse_date, parse_size, private_data_dir, shown_host,
+    };
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+    use std::path::{Path, PathBuf};
+
+    fn chmod(path: &Path, mode: u32) {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    /// This process's effective uid, as the kernel gives it to a new file.
+    fn my_uid(scratch: &Path) -> u32 {
+        std::fs::metadata(scratch).unwrap().uid()
+    }
+
+    #[test]
+    fn without_home_the_cache_is_a_private_directory_of_this_user() {
+        let tmp = tempfile::tempdir().unwrap();
+        // Shared, as /tmp is.
+        chmod(tmp.path(), 0o1777);
+        let me = my_uid(tmp.path());
+        let dir = default_cache_dir(None, None, tmp.path()).unwrap();
+        assert_eq!(dir, tmp.path().join(format!("sluice-cache-{me}")));
+        let meta = std::fs::symlink_metadata(&dir).unwrap();
+        assert!(meta.is_dir());
+        assert_eq!(meta.uid(), me);
+        assert_eq!(meta.mode() & 0o7777, 0o700);
+        // Its own, made before, is used again; empty or relative
+        // variables are as good as unset.
+        let again = default_cache_dir(Some("".into()), Some("home".into()), tmp.path()).unwrap();
+        assert_eq!(again, dir);
+        assert_eq!(
+            default_cache_dir(Some("/xdg".into()), Some("/home/u".into()), tmp.path()).unwrap(),
+            PathBuf::from("/xdg/sluice")
+        );
+        assert_eq!(
+            default_cache_dir(None, Some("/home/u".into()), tmp.path()).unwrap(),
+            PathBuf::from("/home/u/.cache/sluice")
+        );
+    }
+
+    #[test]
+    fn a_temp_cache_directory_made_by_another_is_refused() {
+        let refused = |plant: &dyn Fn(&Path, &Path)| {
+            let tmp = tempfile::tempdir().unwrap();
+            let dir = tmp
+                .path()
+                .join(format!("sluice-cache-{}", my_uid(tmp.path())));
+            plant(tmp.path(), &dir);
+            chmod(tmp.path(), 0o1777);
+            let e = default_cache_dir(None, None, tmp.path())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(&dir.display().to_string()), "{e}");
+            assert!(
+                e.contains("set XDG_CACHE_HOME or give --cache-dir (SLUICE_CACHE_DIR)"),
+                "{e}"
+            );
+            e
+        };
+        let e = refused(&|_, dir| {
+            std::fs::create_dir(dir).unwrap();
+            chmod(dir, 0o777);
+        });
+        assert!(
+            e.contains("other users can use it (mode 777, not 700)"),
+            "{e}"
+        );
+        // A link to a private directory of this user's still points where
+        // another user chose.
+        let e = refused(&|tmp, dir| {
+            let elsewhere = tmp.join("elsewhere");
+            std::fs::create_dir(&elsewhere).unwrap();
+            chmod(&elsewhere, 0o700);
+            std::os::unix::fs::symlink(&elsewhere, dir).unwrap();
+        });
+        assert!(e.contains("it is a symbolic link"), "{e}");
+        let e = refused(&|_, dir| std::fs::write(dir, "").unwrap());
+        assert!(e.contains("it is not a directory"), "{e}");
+        // Root can make one that belongs to another user.
+        let probe = tempfile::tempdir().unwrap();
+        if my_uid(probe.path()) == 0 {
+            let e = refused(&|_, dir| {
+                std::fs::create_dir(dir).unwrap();
+                chmod(dir, 0o700);
+                std::os::unix::fs::chown(dir, Some(65534), Some(65534)).unwrap();
+            });
+            assert!(
+                e.contains("it belongs to uid 65534, not to this user (uid 0)"),
+                "{e}"
+            );
+        }
+        // A temporary directory anyone can write and that is not sticky
+        // lets another user rename this user's away.
+        let tmp = tempfile::tempdir().unwrap();
+        chmod(tmp.path(), 0o777);
+        let e = default_cache_dir(None, None, tmp.path())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("can be written by every user and is not sticky"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_cache_directory_others_can_write_is_refused() {
+        let scratch = tempfile::tempdir().unwrap();
+        let dir = scratch.path().join("cache");
+        std::fs::create_dir(&dir).unwrap();
+        chmod(&dir, 0o777);
+        let e = cache_dir(Some(dir.clone())).unwrap_err().to_string();
+        assert!(
+            e.contains(&format!(
+                "refusing the cache directory {}: other users can write it (mode 777)",
+                dir.display()
+            )),
+            "{e}"
+        );
+        assert!(e.contains(&format!("chmod 700 {}", dir.display())), "{e}");
+        chmod(&dir, 0o700);
+        assert_eq!(cache_dir(Some(dir.clone())).unwrap(), dir);
+        // A new one is made private.
+        let new = scratch.path().join("new").join("cache");
+        cache_dir(Some(new.clone())).unwrap();
+        assert_eq!(std::fs::metadata(&new).unwrap().mode() & 0o777, 0o700);
+    }
+
+    #[test]
+    fn a_data_directory_others_can_write_is_refused() {
+        let scratch = tempfile::tempdir().unwrap();
+        let data = scratch.path().join("data");
+        std::fs::create_dir(&data).unwrap();
+        chmod(&data, 0o777);
+        let mut err = Vec::new();
+        let e = private_data_dir(&data, &mut err).unwrap_err().to_string();
+        assert!(
+            e.contains(&format!(
+                "the data directory {} can be written by other users (mode 777): chmod go-rwx {}",
+                data.display(),
+                data.display()
+            )),
+            "{e}"
+        );
+        // Readable by others it is only reported (as before).
+        chmod(&data, 0o755);
+        private_data_dir(&data, &mut err).unwrap();
+        let warned = String::from_utf8(err).unwrap();
+        assert!(warned.contains("can be read by other users"), "{warned}");
+        if my_uid(scratch.path()) == 0 {
+            chmod(&data, 0o700);
+            std::os::unix::fs::chown(&data, Some(65534), Some(65534)).unwrap();
+            let e = private_data_dir(&data, &mut Vec::new())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("belongs to uid 65534, not to this user (uid 0)"),
+                "{e}"
+            );
+        }
+    }
 
     #[test]
     fn a_servers_user_and_password_are_not_shown() {

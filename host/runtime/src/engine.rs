@@ -58,6 +58,16 @@ pub enum LoadError {
     Link { path: String, message: String },
     #[error("cannot write the component cache in {dir}: {source}")]
     Cache { dir: String, source: std::io::Error },
+    /// A cache directory another user could write: what it holds is
+    /// loaded as native code.
+    #[error(
+        "refusing the cache directory {dir}: {problem}, and what it holds is run as native code: {fix}"
+    )]
+    UnsafeCache {
+        dir: String,
+        problem: String,
+        fix: String,
+    },
     #[error("cannot configure the engine: {0}")]
     Engine(String),
 }
@@ -184,7 +194,12 @@ pub struct Runtime {
 }
 
 impl Runtime {
+    /// A runtime whose component cache is `config.cache_dir`, refused
+    /// unless only this user can write it and its `functions/`
+    /// ([`Runtime::prepare_cache_dir`]).
     pub fn new(config: RuntimeConfig) -> Result<Self, LoadError> {
+        Self::prepare_cache_dir(&config.cache_dir)?;
+        private_dir(&config.cache_dir.join(FUNCTIONS))?;
         let engine = Engine::new(&engine_config(&config)).map_err(|e| {
             let text = format!("{e:#}");
             // The instance pool reserves its address space up front.
@@ -231,6 +246,16 @@ impl Runtime {
 
     pub fn config(&self) -> &RuntimeConfig {
         &self.inner.config
+    }
+
+    /// Makes `dir` fit to hold a cache of precompiled components, which
+    /// are loaded as native code unchecked: created, mode 0700, when
+    /// missing; refused when it belongs to another user than this
+    /// process's (effective) one, or when its group or others can write
+    /// it. [`Runtime::new`] calls it; a caller that puts other files in
+    /// the cache (the TypeScript SDK's install) calls it before.
+    pub fn prepare_cache_dir(dir: &Path) -> Result<(), LoadError> {
+        private_dir(dir)
     }
 
     /// Loads a component file: from the precompiled cache when this engine
@@ -342,20 +367,27 @@ impl Runtime {
     fn compiled(&self, bytes: &[u8], digest: &str, origin: &str) -> Result<Component, LoadError> {
         let engine = &self.inner.engine;
         let cached = self.cache_path(digest);
-        if cached.exists() {
-            // SAFETY: the file was written by `Engine::precompile_component`
-            // of an engine with the same compatibility hash (it is in the name), in
-            // a directory owned by this runtime; a truncated or foreign file
-            // fails the header checks and is recompiled below.
-            match unsafe { Component::deserialize_file(engine, &cached) } {
-                Ok(c) => {
+        if let Ok(meta) = std::fs::symlink_metadata(&cached) {
+            if written_by_this_user(&meta) {
+                // SAFETY: wasmtime checks only that the file is an artifact
+                // of an engine like this one (its header), not who made
+                // it: what makes it this engine's own code is that only
+                // this user can write the cache. `Runtime::new` refused a
+                // directory of another user or that others can write, and
+                // this file is a regular file of this user that only it
+                // can write: sluice running as this user wrote it, with
+                // `Engine::precompile_component` of an engine with the
+                // same compatibility hash (it is in the name), whole (a
+                // rename). A truncated or stale file fails the header
+                // checks and is compiled again below.
+                if let Ok(c) = unsafe { Component::deserialize_file(engine, &cached) } {
                     touch(&cached);
                     return Ok(c);
                 }
-                Err(_) => {
-                    let _ = std::fs::remove_file(&cached);
-                }
             }
+            // Not loadable, or not this user's: compiled again, and
+            // replaced.
+            let _ = std::fs::remove_file(&cached);
         }
         if is_core_module(bytes) {
             return Err(LoadError::Invalid {
@@ -385,7 +417,8 @@ impl Runtime {
         // anonymous memory for as long as the script lives — a project of
         // hundreds of componentize-js components otherwise keeps tens of
         // gigabytes resident.
-        // SAFETY: as above; the file was written by this engine just now.
+        // SAFETY: as above: the file was written by this engine just now,
+        // in the cache only this user can write.
         match unsafe { Component::deserialize_file(engine, &cached) } {
             Ok(mapped) => Ok(mapped),
             // SAFETY: the bytes were produced by this engine just now.
@@ -404,29 +437,20 @@ impl Runtime {
             dir: dir.display().to_string(),
             source,
         };
-        std::fs::create_dir_all(dir).map_err(err)?;
-        // Unique per write, not only per process: two threads may compile
-        // the same component at once, and each must rename its own file
-        // (the contents are the same, so either may win).
-        static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let tmp = path.with_extension(format!("tmp{}-{n}", std::process::id()));
-        let written = std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path));
-        match written {
+        // Made again if it was deleted since the start.
+        create_private_dir(dir).map_err(err)?;
+        // Two threads may compile the same component at once: each writes
+        // its own file and renames it (the contents are the same, so
+        // either may win).
+        match write_whole(path, bytes) {
             Ok(()) => {
                 evict_least_recent(dir, self.inner.config.cache_max_bytes, path);
                 Ok(())
             }
-            // Another writer (a thread, or another process sharing the
-            // cache) put the same artifact there first: nothing is lost.
-            Err(_) if path.exists() => {
-                let _ = std::fs::remove_file(&tmp);
-                Ok(())
-            }
-            Err(e) => {
-                let _ = std::fs::remove_file(&tmp);
-                Err(err(e))
-            }
+            // Another writer (a thread, or another process of this user)
+            // put the same artifact there first: nothing is lost.
+            Err(_) if path.exists() => Ok(()),
+            Err(e) => Err(err(e)),
         }
     }
 
@@ -552,7 +576,7 @@ fn engine_config(config: &RuntimeConfig) -> Config {
     // per-function cache makes the second and later components mostly
     // cache hits (see `FunctionCache`).
     let _ = c.enable_incremental_compilation(Arc::new(FunctionCache::new(
-        config.cache_dir.join("functions"),
+        config.cache_dir.join(FUNCTIONS),
         config.cache_max_bytes / 4,
     )));
     if config.pooling {
@@ -707,8 +731,21 @@ impl FunctionCache {
 }
 
 impl wasmtime::CacheStore for FunctionCache {
+    /// An entry is Cranelift's machine code for a function, used as it is:
+    /// one that is not this user's own, or that others could have written,
+    /// is a miss (compiled again, and replaced).
     fn get(&self, key: &[u8]) -> Option<std::borrow::Cow<'_, [u8]>> {
-        std::fs::read(self.path(key)).ok().map(Into::into)
+        use std::io::Read as _;
+        let mut file = std::fs::File::open(self.path(key)).ok()?;
+        // Of the file opened, not of the name: nothing can be swapped in
+        // between.
+        let meta = file.metadata().ok()?;
+        if !written_by_this_user(&meta) {
+            return None;
+        }
+        let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+        file.read_to_end(&mut bytes).ok()?;
+        Some(bytes.into())
     }
 
     fn insert(&self, key: &[u8], value: Vec<u8>) -> bool {
@@ -716,24 +753,139 @@ impl wasmtime::CacheStore for FunctionCache {
         let Some(dir) = path.parent() else {
             return false;
         };
-        if std::fs::create_dir_all(dir).is_err() {
+        // `functions/` too, when it was emptied (`added`).
+        if create_private_dir(dir).is_err() {
             return false;
         }
-        // Written whole under a unique name, then renamed: a reader never
-        // sees half an entry.
-        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let tmp = dir.join(format!(
-            ".{}.{}.tmp",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
         let len = value.len() as u64;
-        let written = std::fs::write(&tmp, value).is_ok() && std::fs::rename(&tmp, &path).is_ok();
+        let written = write_whole(&path, &value).is_ok();
         if written {
             self.added(len);
         }
         written
     }
+}
+
+/// Cranelift's function cache, in the component cache.
+const FUNCTIONS: &str = "functions";
+
+// POSIX's `geteuid`, which has no failure: std has no wrapper, and this
+// crate does without `libc`.
+unsafe extern "C" {
+    safe fn geteuid() -> u32;
+}
+
+/// Creates `dir` and the folders above it that are missing, each mode
+/// 0700; one already there is left as it is.
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
+/// Creates `dir` (mode 0700) when missing, and refuses it unless it is a
+/// directory of this process's effective user that neither its group nor
+/// others can write: the invariant that lets a cache's files be loaded as
+/// code. Read through a symbolic link (the user's choice of where the
+/// cache is); the directories above it are not checked.
+fn private_dir(dir: &Path) -> Result<(), LoadError> {
+    use std::os::unix::fs::MetadataExt as _;
+    let shown = dir.display().to_string();
+    let io = |source| LoadError::Cache {
+        dir: shown.clone(),
+        source,
+    };
+    create_private_dir(dir).map_err(io)?;
+    let meta = std::fs::metadata(dir).map_err(io)?;
+    if !meta.is_dir() {
+        return Err(io(std::io::ErrorKind::NotADirectory.into()));
+    }
+    let me = geteuid();
+    let mode = meta.mode() & 0o7777;
+    let (problem, fix) = if meta.uid() != me {
+        (
+            format!(
+                "it belongs to uid {}, not to this user (uid {me})",
+                meta.uid()
+            ),
+            "use a directory of your own".to_string(),
+        )
+    } else if mode & 0o022 != 0 {
+        (
+            format!("other users can write it (mode {mode:o})"),
+            format!("chmod 700 {shown}"),
+        )
+    } else {
+        return Ok(());
+    };
+    Err(LoadError::UnsafeCache {
+        dir: shown,
+        problem,
+        fix,
+    })
+}
+
+/// Whether a cache file (its own metadata, not a link's target) is a
+/// regular file of this process's effective user that neither its group
+/// nor others can write.
+fn written_by_this_user(meta: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    meta.is_file() && meta.uid() == geteuid() && meta.mode() & 0o022 == 0
+}
+
+/// Writes `bytes` whole to `path`, in a new file beside it renamed over
+/// it: a reader never sees part of one. The new file is made with
+/// O_CREAT|O_EXCL (`create_new`), which fails on anything already at its
+/// name and, for a symbolic link, does not follow it (POSIX `open`; what
+/// O_NOFOLLOW would add), and its name has a random part: nothing can be
+/// made to be written through a name planted in advance.
+fn write_whole(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    let name = path
+        .file_name()
+        .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::InvalidInput))?
+        .to_string_lossy()
+        .into_owned();
+    write_whole_via(path, bytes, || {
+        // Seeded from the OS's random source once per thread, and new
+        // for every call.
+        let random = std::hash::RandomState::new().build_hasher().finish();
+        path.with_file_name(format!(".{name}.{}-{random:016x}.tmp", std::process::id()))
+    })
+}
+
+/// [`write_whole`] through the temporary names `names` gives, the next
+/// one tried when something is at one already (a few times).
+fn write_whole_via(
+    path: &Path,
+    bytes: &[u8],
+    mut names: impl FnMut() -> PathBuf,
+) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut tries = 0;
+    let (tmp, mut file) = loop {
+        let tmp = names();
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .open(&tmp)
+        {
+            Ok(file) => break (tmp, file),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && tries < 4 => tries += 1,
+            Err(e) => return Err(e),
+        }
+    };
+    let written = file
+        .write_all(bytes)
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }
 
 /// The bytes of the files under `dir`, its subfolders included; 0 when it
@@ -814,5 +966,231 @@ mod contract_tests {
         let e = wasmtime::Error::msg("import `nango:scripts/http@0.2.0` has the wrong type");
         let message = link_error("new.wasm", e).to_string();
         assert!(!message.contains("built against"), "{message}");
+    }
+}
+
+#[cfg(test)]
+mod cache_tests {
+    use super::*;
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+
+    /// The smallest component: the magic and the component layer's
+    /// version, no sections. It compiles (to an artifact with no code) and
+    /// fails to load as a script only after it is cached.
+    const EMPTY_COMPONENT: &[u8] = b"\0asm\x0d\x00\x01\x00";
+
+    fn config(dir: &Path) -> RuntimeConfig {
+        let mut config = RuntimeConfig::new(dir);
+        config.pooling = false;
+        config.max_concurrent = 1;
+        config
+    }
+
+    /// This process's effective uid, as the kernel gives it to a new file
+    /// (not read the way the code under test reads it).
+    fn my_uid(scratch: &Path) -> u32 {
+        std::fs::metadata(scratch).unwrap().uid()
+    }
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::symlink_metadata(path)
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o7777
+    }
+
+    fn refusal(dir: &Path) -> String {
+        match Runtime::new(config(dir)) {
+            Ok(_) => panic!("the cache directory {} was accepted", dir.display()),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn a_cache_directory_other_users_can_write_is_refused() {
+        let scratch = tempfile::tempdir().unwrap();
+        for bits in [0o777, 0o770, 0o1777] {
+            let dir = scratch.path().join(format!("cache-{bits:o}"));
+            std::fs::create_dir(&dir).unwrap();
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(bits)).unwrap();
+            let message = refusal(&dir);
+            assert!(
+                message.contains(&format!("refusing the cache directory {}", dir.display())),
+                "{message}"
+            );
+            assert!(message.contains("other users can write it"), "{message}");
+            assert!(
+                message.contains(&format!("chmod 700 {}", dir.display())),
+                "{message}"
+            );
+            assert!(
+                !dir.join("functions").exists(),
+                "nothing is made in a refused directory"
+            );
+        }
+        // Its `functions/` too (Cranelift's cache, read back as code).
+        let dir = scratch.path().join("cache");
+        let functions = dir.join("functions");
+        std::fs::create_dir_all(&functions).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        std::fs::set_permissions(&functions, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let message = refusal(&dir);
+        assert!(
+            message.contains(&format!(
+                "refusing the cache directory {}",
+                functions.display()
+            )),
+            "{message}"
+        );
+        // Readable by others is no risk to this user; writable only by its
+        // owner it is used.
+        std::fs::set_permissions(&functions, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        Runtime::new(config(&dir)).unwrap();
+    }
+
+    #[test]
+    fn a_cache_directory_of_another_user_is_refused() {
+        let scratch = tempfile::tempdir().unwrap();
+        let me = my_uid(scratch.path());
+        // Root can give a directory away; another user finds one of root's.
+        let dir = if me == 0 {
+            let dir = scratch.path().join("cache");
+            std::fs::create_dir(&dir).unwrap();
+            std::os::unix::fs::chown(&dir, Some(65534), Some(65534)).unwrap();
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+            dir
+        } else {
+            PathBuf::from("/")
+        };
+        let owner = std::fs::metadata(&dir).unwrap().uid();
+        assert_ne!(owner, me, "the test needs a directory of another user");
+        let message = refusal(&dir);
+        assert!(
+            message.contains(&format!("refusing the cache directory {}", dir.display())),
+            "{message}"
+        );
+        assert!(
+            message.contains(&format!(
+                "it belongs to uid {owner}, not to this user (uid {me})"
+            )),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_missing_cache_directory_is_made_private() {
+        let scratch = tempfile::tempdir().unwrap();
+        let dir = scratch.path().join("a").join("cache");
+        Runtime::new(config(&dir)).unwrap();
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&dir.join("functions")), 0o700);
+    }
+
+    #[test]
+    fn a_symlink_planted_at_an_artifacts_temporary_name_is_not_followed() {
+        let scratch = tempfile::tempdir().unwrap();
+        let dir = scratch.path().join("cache");
+        std::fs::create_dir(&dir).unwrap();
+        let rt = Runtime::new(config(&dir)).unwrap();
+        let victim = scratch.path().join("victim");
+        std::fs::write(&victim, "precious").unwrap();
+        let cached = rt.cache_path(&hex(&Sha256::digest(EMPTY_COMPONENT)));
+        // Every name the old scheme (`.tmp<pid>-<n>`) would use first.
+        for n in 0..64 {
+            let name = cached.with_extension(format!("tmp{}-{n}", std::process::id()));
+            std::os::unix::fs::symlink(&victim, name).unwrap();
+        }
+        let e = rt.load_bytes(EMPTY_COMPONENT, "empty.wasm").unwrap_err();
+        assert!(matches!(e, LoadError::NoEntryPoint { .. }), "{e}");
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+        let artifact = std::fs::symlink_metadata(&cached).unwrap();
+        assert!(artifact.is_file(), "the artifact is a file of its own");
+        assert!(rt.is_precompiled(EMPTY_COMPONENT));
+    }
+
+    #[test]
+    fn a_symlink_planted_at_a_function_entrys_temporary_name_is_not_followed() {
+        let scratch = tempfile::tempdir().unwrap();
+        let cache = FunctionCache::new(scratch.path().join("functions"), 1 << 20);
+        let victim = scratch.path().join("victim");
+        std::fs::write(&victim, "precious").unwrap();
+        let entry = cache.path(b"key");
+        let dir = entry.parent().unwrap();
+        std::fs::create_dir_all(dir).unwrap();
+        for n in 0..64 {
+            let name = dir.join(format!(".{}.{n}.tmp", std::process::id()));
+            std::os::unix::fs::symlink(&victim, name).unwrap();
+        }
+        assert!(wasmtime::CacheStore::insert(
+            &cache,
+            b"key",
+            b"code".to_vec()
+        ));
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+        assert!(std::fs::symlink_metadata(&entry).unwrap().is_file());
+        let got = wasmtime::CacheStore::get(&cache, b"key");
+        assert_eq!(got.as_deref(), Some(&b"code"[..]));
+    }
+
+    #[test]
+    fn an_entry_other_users_can_write_is_not_read_back() {
+        let scratch = tempfile::tempdir().unwrap();
+        let cache = FunctionCache::new(scratch.path().join("functions"), 1 << 20);
+        assert!(wasmtime::CacheStore::insert(
+            &cache,
+            b"key",
+            b"code".to_vec()
+        ));
+        let entry = cache.path(b"key");
+        std::fs::set_permissions(&entry, std::fs::Permissions::from_mode(0o666)).unwrap();
+        assert!(wasmtime::CacheStore::get(&cache, b"key").is_none());
+
+        // An artifact likewise: it is compiled again, not loaded.
+        let rt = Runtime::new(config(&scratch.path().join("cache"))).unwrap();
+        let cached = rt.cache_path(&hex(&Sha256::digest(EMPTY_COMPONENT)));
+        let _ = rt.load_bytes(EMPTY_COMPONENT, "empty.wasm");
+        std::fs::set_permissions(&cached, std::fs::Permissions::from_mode(0o666)).unwrap();
+        let _ = rt.load_bytes(EMPTY_COMPONENT, "empty.wasm");
+        assert_eq!(mode(&cached) & 0o022, 0, "it was replaced by a fresh one");
+    }
+}
+
+#[cfg(test)]
+mod write_tests {
+    use super::*;
+
+    #[test]
+    fn a_new_file_is_never_opened_through_a_symlink_at_its_name() {
+        let scratch = tempfile::tempdir().unwrap();
+        let victim = scratch.path().join("victim");
+        std::fs::write(&victim, "precious").unwrap();
+        let path = scratch.path().join("entry");
+        let planted = scratch.path().join("planted.tmp");
+        std::os::unix::fs::symlink(&victim, &planted).unwrap();
+        // A dangling one too: it would make the file where it points.
+        let dangling = scratch.path().join("dangling.tmp");
+        std::os::unix::fs::symlink(scratch.path().join("made"), &dangling).unwrap();
+        let mut names = vec![
+            scratch.path().join("fresh.tmp"),
+            dangling.clone(),
+            planted.clone(),
+        ];
+        write_whole_via(&path, b"code", || names.pop().unwrap()).unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+        assert!(!scratch.path().join("made").exists());
+        assert!(std::fs::symlink_metadata(&path).unwrap().is_file());
+        assert_eq!(std::fs::read(&path).unwrap(), b"code");
+        // The links are left alone; the fresh name was renamed away.
+        assert!(std::fs::symlink_metadata(&planted).unwrap().is_symlink());
+        assert!(std::fs::symlink_metadata(&dangling).unwrap().is_symlink());
+        assert!(!scratch.path().join("fresh.tmp").exists());
+
+        // Past a few taken names it gives up rather than write elsewhere.
+        let e = write_whole_via(&path, b"other", || planted.clone()).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::AlreadyExists);
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+        assert_eq!(std::fs::read(&path).unwrap(), b"code");
     }
 }

@@ -12,7 +12,20 @@
 //! `sluice_<name>` of `(k bytea PRIMARY KEY, v bytea)`; the keys and values
 //! are `sluice-store`'s (see `sluice_store::keys`), and PostgreSQL orders
 //! `bytea` byte by byte as the store's scans need. The tables are created
-//! on first open.
+//! on first open, beside `sluice_holder`, the backend's own (see
+//! [`HOLDER`]).
+//!
+//! A new store is made only where there is none to be found: an open of
+//! a schema without a store is refused when another schema on the
+//! `search_path` holds one (the store would otherwise move to a schema
+//! created before its own on the path, empty, with new keys), and tables
+//! without a store are one only while the first start that made them is
+//! unfinished ([`Backend::may_create`]; emptied tables are refused, as
+//! sled refuses an empty database without its mark).
+//!
+//! TLS is as `sslmode` says (see `tls.rs`): `prefer`, the default, is TLS
+//! whenever the server offers it; a connection to another machine that
+//! ends up plain is warned about once on stderr.
 //!
 //! # One server per store
 //!
@@ -28,9 +41,17 @@
 //! the lock back, unless another process took it meanwhile (a standby,
 //! `sluice serve --standby`, waiting for it): then the store was taken
 //! over; the backend writes nothing more and [`Backend::taken_over`]
-//! resolves. An idle writer checks its session every five seconds, and at
-//! once when the connection ends. [`PostgresBackend::open_reading`] opens
-//! the store without the lock, for reading only.
+//! resolves. Another process that had the store and let go of it before
+//! this one reconnected is found too: each open writes its backend's
+//! token to `sluice_holder` with the lock held, and a reconnect that finds
+//! another token there is taken over as well (this process's state may
+//! be stale: keys replaced, variables changed). An idle writer checks its
+//! session every five seconds, and at once when the connection ends; one
+//! that has not confirmed its session for [`FENCE_AFTER`] (15 s: less
+//! than the database takes to end a silent session) stops the same way,
+//! since a standby may take the store soon after.
+//! [`PostgresBackend::open_reading`] opens the store without the lock, for
+//! reading only.
 //!
 //! # Durability, atomicity and group commit
 //!
@@ -59,7 +80,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::ops::Bound;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -68,6 +89,7 @@ use sluice_store::writer::WriteRequest;
 use sluice_store::{Backend, BackendError, Op, PendingWrite, Table, scan_range};
 use tokio::sync::mpsc;
 use tokio_postgres::config::Host;
+use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, Config, NoTls, Statement};
 
 mod tls;
@@ -102,6 +124,23 @@ const PING_EVERY: Duration = Duration::from_secs(5);
 /// connection is kept unless it has closed (a stalled database keeps the
 /// lock; a dead connection is ended by its keepalives and user timeout).
 const PING_WITHIN: Duration = Duration::from_secs(10);
+/// How long the writer goes on without confirming its session (an answer
+/// on it, or a new session that took the lock and found the store's
+/// holder unchanged) before it stops as if the store were taken over: a
+/// server cut off from the database must stop acting on the store (its
+/// running scripts call providers) before a standby can take it. The
+/// database ends the session of a server it no longer hears from after
+/// about 40 s at the earliest (the writing session's keepalives: 30 s
+/// idle, then unanswered for 10 s past its 30 s user timeout), and a
+/// standby takes the lock as soon as it is free. Checks come every
+/// [`PING_EVERY`], so the writer stops 15 to 22 s after its last
+/// confirmation. A write under way is not cut short: it ends with an
+/// answer, or when the connection's own 30 s user timeout breaks it.
+const FENCE_AFTER: Duration = Duration::from_secs(15);
+/// The least time given to a check or a reconnect made past the fence:
+/// its answer would still prove the session (or the store) this
+/// backend's (a process that was stopped, say, and checks on waking).
+const LAST_ATTEMPT: Duration = Duration::from_secs(2);
 /// How long a drop waits for the writer to finish what it was given.
 const DRAIN_WAIT: Duration = Duration::from_secs(60);
 /// The seed of the advisory lock's key, a 64-bit hash of the schema's
@@ -161,6 +200,8 @@ struct Reads {
 struct Reader {
     client: Client,
     reads: Vec<Reads>,
+    /// Whether the connection is TLS.
+    tls: bool,
 }
 
 /// The writing connection (which holds the store's lock) and its
@@ -172,6 +213,11 @@ struct Writer {
     session: Session,
     /// Resolves when the connection has ended (then never again).
     ended: futures_util::future::Fuse<tokio::sync::oneshot::Receiver<()>>,
+    /// Whether the connection is TLS.
+    tls: bool,
+    /// At the first open: whether the schema is marked as a new store's
+    /// (see [`Backend::may_create`]).
+    new_store: bool,
 }
 
 /// A server session: its process id and start time in microseconds
@@ -209,6 +255,8 @@ struct Inner {
     taken: tokio::sync::watch::Sender<Option<String>>,
     /// Opened by [`PostgresBackend::open_reading`]: no writer at all.
     read_only: bool,
+    /// The schema is marked as a new store's (see [`Backend::may_create`]).
+    new_store: AtomicBool,
 }
 
 impl Drop for Inner {
@@ -297,22 +345,28 @@ struct Target {
     tls: Tls,
 }
 
+/// A new connection: its client, a receiver that resolves when the
+/// connection has ended, and whether it is TLS.
+type Connected = (Client, tokio::sync::oneshot::Receiver<()>, bool);
+
 impl Target {
     /// Opens a connection whose I/O runs on the current (the backend's)
-    /// runtime.
-    async fn connect(&self) -> Result<Client, tokio_postgres::Error> {
-        Ok(self.connect_watched().await?.0)
+    /// runtime; says whether it is TLS.
+    async fn connect(&self) -> Result<(Client, bool), tokio_postgres::Error> {
+        let (client, _, tls) = self.connect_watched().await?;
+        Ok((client, tls))
     }
 
     /// [`Target::connect`], with a receiver that resolves when the
     /// connection has ended (the server ended the session, or it broke).
-    async fn connect_watched(
-        &self,
-    ) -> Result<(Client, tokio::sync::oneshot::Receiver<()>), tokio_postgres::Error> {
+    async fn connect_watched(&self) -> Result<Connected, tokio_postgres::Error> {
         // The connection task ends when the client is dropped or the
         // server goes away; a broken connection shows as
         // `Client::is_closed`.
         let (ended, ended_rx) = tokio::sync::oneshot::channel();
+        // Set when the server took TLS (with several hosts, by any of
+        // those tried: the one connected to is the last).
+        let used = Arc::new(AtomicBool::new(false));
         let client = match &self.tls {
             Tls::Plain => {
                 let (client, connection) = self.config.connect(NoTls).await?;
@@ -322,8 +376,12 @@ impl Target {
                 });
                 client
             }
-            Tls::Verified(make) => {
-                let (client, connection) = self.config.connect(make.clone()).await?;
+            Tls::Rustls(make) => {
+                let noted = tls::Noted {
+                    inner: make.clone(),
+                    used: Arc::clone(&used),
+                };
+                let (client, connection) = self.config.connect(noted).await?;
                 tokio::spawn(async move {
                     let _ = connection.await;
                     let _ = ended.send(());
@@ -331,7 +389,7 @@ impl Target {
                 client
             }
         };
-        Ok((client, ended_rx))
+        Ok((client, ended_rx, used.load(Ordering::Relaxed)))
     }
 }
 
@@ -381,9 +439,9 @@ async fn prepare_reads(client: &Client) -> Result<Vec<Reads>, tokio_postgres::Er
 }
 
 async fn connect_reader(target: &Target) -> Result<Reader, tokio_postgres::Error> {
-    let client = target.connect().await?;
+    let (client, tls) = target.connect().await?;
     let reads = prepare_reads(&client).await?;
-    Ok(Reader { client, reads })
+    Ok(Reader { client, reads, tls })
 }
 
 /// Why the writing connection could not be had.
@@ -416,8 +474,11 @@ impl std::fmt::Display for WriterError {
 }
 
 /// Connects the writer: takes the store's lock (waiting up to `wait` for
-/// another holder to let go), creates the tables where missing and
-/// prepares the writes. `own` lists this backend's earlier writing
+/// another holder to let go) and prepares the writes; at the first open
+/// it also creates the tables where missing and writes `token`, this
+/// backend's, as the store's holder's (see [`prepare_store`]); at a
+/// reconnect it checks that the store's holder is still `token` (see
+/// [`check_holder`]). `own` lists this backend's earlier writing
 /// sessions (none at the first open); each new session is added before it
 /// asks for the lock, and on success the list is that session alone.
 ///
@@ -433,8 +494,9 @@ async fn connect_writer(
     target: &Target,
     wait: Duration,
     own: &mut Vec<Session>,
+    token: &[u8],
 ) -> Result<Writer, WriterError> {
-    let (client, ended) = timeout(target.connect_watched()).await?;
+    let (mut client, ended, tls) = timeout(target.connect_watched()).await?;
     // Dead peers are noticed in about a minute, not the server's default
     // two hours (a dead writer keeps the store's lock till then): by
     // keepalives while idle, and by the user timeout while an answer to
@@ -536,16 +598,12 @@ async fn connect_writer(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let mut create = String::new();
-    for table in Table::ALL {
-        create.push_str(&format!(
-            "CREATE TABLE IF NOT EXISTS {} (k bytea PRIMARY KEY, v bytea NOT NULL);",
-            table_name(table)
-        ));
-    }
-    client
-        .batch_execute(&format!("BEGIN;{create}COMMIT;"))
-        .await?;
+    let new_store = if reconnect {
+        check_holder(&client, &schema, token).await?;
+        false
+    } else {
+        prepare_store(&mut client, &schema, token).await?
+    };
     let mut sql = Vec::new();
     for table in Table::ALL {
         let t = table_name(table);
@@ -569,7 +627,179 @@ async fn connect_writer(
         deletes,
         session,
         ended: futures_util::FutureExt::fuse(ended),
+        tls,
+        new_store,
     })
+}
+
+/// The backend's own table in a store's schema, `(k text PRIMARY KEY, v
+/// bytea)` (no [`Table`] is named `holder`): `writer`, the token of the
+/// backend that last took the store's lock at its first open, and
+/// `new-store`, there while the tables were made by a first start whose
+/// store is not finished yet. Not among the store's tables: a copy of the
+/// store (`copy_store`) must not take the source's holder along.
+const HOLDER: &str = "sluice_holder";
+
+/// `name` as an SQL identifier.
+fn quoted(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// A new token for a backend: 16 bytes no other backend has. std's
+/// `RandomState` is seeded from the system's randomness once per process
+/// (and stepped for each new one); the time and the process id tell
+/// processes apart besides.
+fn new_token() -> Vec<u8> {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let mut token = Vec::with_capacity(16);
+    for half in 0..2u8 {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u8(half);
+        h.write_u128(now);
+        h.write_u32(std::process::id());
+        token.extend_from_slice(&h.finish().to_le_bytes());
+    }
+    token
+}
+
+/// The first open's work once the lock is held: the store's tables made
+/// where missing (with the `new-store` mark when there were none) and
+/// `token` written as the holder's, in one transaction. Returns whether
+/// the `new-store` mark is there.
+///
+/// A schema without a store (no `sluice_meta` rows) is refused when
+/// another schema on the connection's `search_path` holds one: the
+/// schema a store is in is the first of the `search_path` that exists,
+/// so a schema created before the store's own makes a restart find an
+/// empty schema, where a new store would be made over nothing and
+/// serve with new keys.
+async fn prepare_store(
+    client: &mut Client,
+    schema: &str,
+    token: &[u8],
+) -> Result<bool, WriterError> {
+    let here = quoted(schema);
+    let had_tables: bool = client
+        .query_one(
+            "SELECT to_regclass(format('%I.sluice_meta', $1::text)) IS NOT NULL",
+            &[&schema],
+        )
+        .await?
+        .try_get(0)?;
+    let holds = had_tables
+        && client
+            .query_one(
+                &format!("SELECT EXISTS (SELECT 1 FROM {here}.sluice_meta)"),
+                &[],
+            )
+            .await?
+            .try_get::<_, bool>(0)?;
+    if !holds {
+        refuse_beside_another_store(client, schema).await?;
+    }
+    let mut create = String::new();
+    for table in Table::ALL {
+        create.push_str(&format!(
+            "CREATE TABLE IF NOT EXISTS {here}.{} (k bytea PRIMARY KEY, v bytea NOT NULL);",
+            table_name(table)
+        ));
+    }
+    create.push_str(&format!(
+        "CREATE TABLE IF NOT EXISTS {here}.{HOLDER} (k text PRIMARY KEY, v bytea NOT NULL);"
+    ));
+    if !had_tables {
+        create.push_str(&format!(
+            "INSERT INTO {here}.{HOLDER} (k, v) VALUES ('new-store', '') ON CONFLICT (k) DO NOTHING;"
+        ));
+    }
+    let tx = client.transaction().await?;
+    tx.batch_execute(&create).await?;
+    tx.execute(
+        &format!("INSERT INTO {here}.{HOLDER} (k, v) VALUES ('writer', $1) ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v"),
+        &[&token],
+    )
+    .await?;
+    let new_store: bool = tx
+        .query_one(
+            &format!("SELECT EXISTS (SELECT 1 FROM {here}.{HOLDER} WHERE k = 'new-store')"),
+            &[],
+        )
+        .await?
+        .try_get(0)?;
+    tx.commit().await?;
+    Ok(new_store)
+}
+
+/// Refuses, naming both schemas, when a schema on the `search_path` other
+/// than `schema` (the first that exists) holds a store.
+async fn refuse_beside_another_store(client: &Client, schema: &str) -> Result<(), WriterError> {
+    let others = client
+        .query(
+            "SELECT s::text FROM unnest(current_schemas(false)) AS s WHERE s <> current_schema() AND to_regclass(format('%I.sluice_meta', s)) IS NOT NULL",
+            &[],
+        )
+        .await?;
+    for row in others {
+        let other: String = row.try_get(0)?;
+        let holds = match client
+            .query_one(
+                &format!(
+                    "SELECT EXISTS (SELECT 1 FROM {}.sluice_meta)",
+                    quoted(&other)
+                ),
+                &[],
+            )
+            .await
+        {
+            Ok(row) => row.try_get::<_, bool>(0)?,
+            // Another role's: a store all the same, as far as this one
+            // can tell.
+            Err(e) if e.code() == Some(&SqlState::INSUFFICIENT_PRIVILEGE) => true,
+            Err(e) => return Err(e.into()),
+        };
+        if holds {
+            return Err(WriterError::Refused(format!(
+                "schema `{schema}`, the first on the connection's search_path that exists, holds no sluice store, but schema `{other}`, also on it, holds one (was `{schema}` created after the store was made in `{other}`?); refusing to make a new, empty store in `{schema}`. Name one schema in the connection string: options=-csearch_path%3D{other} in a URL's query (options='-csearch_path={other}' as a keyword) to open the store in `{other}`, or the same with `{schema}` to make a new store there"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// At a reconnect, the lock held: is the store's holder still this
+/// backend (`token`)? Every first open writes its own token with the lock
+/// held, so another token means another server had the store while this
+/// one was cut off, and let go of it since (one still holding it would
+/// have kept the lock): what this backend holds in memory may be out of
+/// date (keys replaced, variables changed). That is a store taken over,
+/// as a lock held by another is; the lock is let go again.
+async fn check_holder(client: &Client, schema: &str, token: &[u8]) -> Result<(), WriterError> {
+    let stored = client
+        .query_opt(
+            &format!(
+                "SELECT v FROM {}.{HOLDER} WHERE k = 'writer'",
+                quoted(schema)
+            ),
+            &[],
+        )
+        .await;
+    let stored: Option<Vec<u8>> = match stored {
+        Ok(row) => row.map(|row| row.try_get(0)).transpose()?,
+        // The tables are gone (dropped, or the search_path finds another
+        // schema now): not this backend's store either.
+        Err(e) if e.code() == Some(&SqlState::UNDEFINED_TABLE) => None,
+        Err(e) => return Err(e.into()),
+    };
+    if stored.as_deref() == Some(token) {
+        return Ok(());
+    }
+    let _ = client.execute("SELECT pg_advisory_unlock_all()", &[]).await;
+    Err(WriterError::Busy(format!(
+        "another sluice server opened the store in schema `{schema}` while this one was cut off from the database, and has let go of it since; what this one holds in memory may be out of date"
+    )))
 }
 
 /// `connect` within [`CONNECT_WITHIN`]: a server that takes the connection
@@ -600,11 +830,14 @@ enum Mode {
 async fn connect_all(
     target: &Target,
     mode: Mode,
+    token: &[u8],
 ) -> Result<(Option<Writer>, Vec<Reader>), WriterError> {
     // The writer first: it takes the lock and makes the tables the
     // readers' statements name.
     let writer = match mode {
-        Mode::Write(lock_wait) => Some(connect_writer(target, lock_wait, &mut Vec::new()).await?),
+        Mode::Write(lock_wait) => {
+            Some(connect_writer(target, lock_wait, &mut Vec::new(), token).await?)
+        }
         Mode::Read => None,
     };
     let mut readers = Vec::new();
@@ -625,6 +858,46 @@ async fn connect_all(
         }
     }
     Ok((writer, readers))
+}
+
+/// The warning for a connection that went plain (the server answered
+/// `prefer`'s request for TLS with no) to a database on another machine,
+/// or `None`: a TLS connection, or the database on this machine (a Unix
+/// socket, `localhost`, a loopback address), where the traffic is not on
+/// a network.
+fn plaintext_warning(config: &Config, location: &str, tls: bool) -> Option<String> {
+    let loopback = |ip: std::net::IpAddr| ip.is_loopback();
+    let local = if config.get_hostaddrs().is_empty() {
+        config.get_hosts().iter().all(|host| match host {
+            Host::Tcp(name) => {
+                name.eq_ignore_ascii_case("localhost")
+                    || name
+                        .trim_start_matches('[')
+                        .trim_end_matches(']')
+                        .parse()
+                        .is_ok_and(loopback)
+            }
+            Host::Unix(_) => true,
+        })
+    } else {
+        config.get_hostaddrs().iter().copied().all(loopback)
+    };
+    (!tls && !local).then(|| {
+        format!(
+            "warning: the database at {location} offers no TLS, so sluice's connections to it are plain TCP, readable on the network (the password too, unless it is sent with SCRAM); turn ssl on in its postgresql.conf and add sslmode=verify-full (with sslrootcert for its CA) to the connection string, or add sslmode=disable to say plain TCP is meant"
+        )
+    })
+}
+
+/// Says `warning` on stderr, once per process for each `location` (a
+/// standby opens the store again and again).
+fn warn_once(location: &str, warning: &str) {
+    static WARNED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    let mut warned = lock(&WARNED);
+    if !warned.iter().any(|l| l == location) {
+        warned.push(location.to_string());
+        eprintln!("{warning}");
+    }
 }
 
 impl PostgresBackend {
@@ -665,6 +938,7 @@ impl PostgresBackend {
                 "it does not parse ({e}); write it as postgres://user:password@host:5432/dbname"
             ))
         })?;
+        config.ssl_mode(wanted.mode.ssl_mode());
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(10));
         }
@@ -703,8 +977,10 @@ impl PostgresBackend {
         let handle = runtime.handle().clone();
         let (answer, answered) = std::sync::mpsc::channel();
         let setup = target.clone();
+        let token = new_token();
+        let writer_token = token.clone();
         handle.spawn(async move {
-            let _ = answer.send(connect_all(&setup, mode).await);
+            let _ = answer.send(connect_all(&setup, mode, &token).await);
         });
         let connected = answered
             .recv()
@@ -724,6 +1000,17 @@ impl PostgresBackend {
                 return Err(e);
             }
         };
+        let tls = match (&writer, readers.first()) {
+            (Some(writer), _) => writer.tls,
+            (None, Some(reader)) => reader.tls,
+            (None, None) => true,
+        };
+        if wanted.mode == tls::Mode::Prefer
+            && let Some(warning) = plaintext_warning(&config, &location, tls)
+        {
+            warn_once(&location, &warning);
+        }
+        let new_store = writer.as_ref().is_some_and(|w| w.new_store);
         let (taken, _) = tokio::sync::watch::channel(None);
         let (mut writes, mut writer_ended) = (None, None);
         if let Some(writer) = writer {
@@ -732,7 +1019,7 @@ impl PostgresBackend {
             let writer_target = target.clone();
             let lost = taken.clone();
             handle.spawn(async move {
-                write_loop(writer_target, writer, queue, lost).await;
+                write_loop(writer_target, writer, queue, lost, writer_token).await;
                 let _ = ended.send(());
             });
             writes = Some(sender);
@@ -757,6 +1044,7 @@ impl PostgresBackend {
                 writer_ended: Mutex::new(writer_ended),
                 read_only: matches!(mode, Mode::Read),
                 taken,
+                new_store: AtomicBool::new(new_store),
             }),
         })
     }
@@ -1061,6 +1349,32 @@ impl Backend for PostgresBackend {
         self.submit(ops, false)
     }
 
+    /// True only while the schema holds the `new-store` mark: its tables
+    /// were made by a first start whose store is not finished. Tables
+    /// without a store and without the mark (emptied, or made by an
+    /// older sluice) are refused, not written over.
+    fn may_create(&self) -> bool {
+        self.inner.new_store.load(Ordering::Acquire)
+    }
+
+    async fn holds_store(&self) -> Result<(), BackendError> {
+        if !self.inner.new_store.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        self.read(|reader| {
+            Box::pin(async move {
+                reader
+                    .client
+                    .execute(&format!("DELETE FROM {HOLDER} WHERE k = 'new-store'"), &[])
+                    .await
+                    .map(drop)
+            })
+        })
+        .await?;
+        self.inner.new_store.store(false, Ordering::Release);
+        Ok(())
+    }
+
     async fn taken_over(&self) -> String {
         let mut taken = self.inner.taken.subscribe();
         let why = match taken.wait_for(Option::is_some).await {
@@ -1082,6 +1396,15 @@ fn taken_reason(why: &str) -> String {
     )
 }
 
+/// What the writer says once it has gone [`FENCE_AFTER`] without
+/// confirming its hold on the store.
+fn fenced_reason(why: &str) -> String {
+    format!(
+        "this server could not confirm its hold on the store for {} s, after which the database may end its session and the store may be taken over by another server; it writes to the store no more: {why}",
+        FENCE_AFTER.as_secs()
+    )
+}
+
 /// The writer task: takes every waiting request, commits them together,
 /// answers each; ends when the queue closes and is empty.
 async fn write_loop(
@@ -1089,9 +1412,13 @@ async fn write_loop(
     writer: Writer,
     mut queue: mpsc::UnboundedReceiver<WriteRequest>,
     taken: tokio::sync::watch::Sender<Option<String>>,
+    token: Vec<u8>,
 ) {
     // This backend's writing sessions, the current one last.
     let mut own = vec![writer.session.clone()];
+    // When the session (and with it the lock) was last known to be this
+    // backend's.
+    let mut confirmed = Instant::now();
     let mut writer = Some(writer);
     // Set while the database cannot be reached: each later group is tried
     // once, not for a minute each.
@@ -1118,7 +1445,14 @@ async fn write_loop(
         let Some(first) = first else {
             // Is the session (and the lock) still ours?
             if taken.borrow().is_none() {
-                check(&target, &mut writer, &mut own, &taken).await;
+                let mut link = Link {
+                    target: &target,
+                    own: &mut own,
+                    token: &token,
+                    confirmed: &mut confirmed,
+                    taken: &taken,
+                };
+                check(&mut link, &mut writer).await;
             }
             continue;
         };
@@ -1142,11 +1476,15 @@ async fn write_loop(
         let durable = group.iter().any(|r| r.durable);
         let all: Vec<&Op> = group.iter().flat_map(|r| r.ops.iter()).collect();
         let mut w = WriteState {
-            target: &target,
+            link: Link {
+                target: &target,
+                own: &mut own,
+                token: &token,
+                confirmed: &mut confirmed,
+                taken: &taken,
+            },
             writer: &mut writer,
-            own: &mut own,
             unreachable: &mut unreachable,
-            taken: &taken,
         };
         let result = w.write(&all, durable).await;
         drop(all);
@@ -1173,11 +1511,15 @@ async fn write_loop(
                 for request in group {
                     let ops: Vec<&Op> = request.ops.iter().collect();
                     let mut w = WriteState {
-                        target: &target,
+                        link: Link {
+                            target: &target,
+                            own: &mut own,
+                            token: &token,
+                            confirmed: &mut confirmed,
+                            taken: &taken,
+                        },
                         writer: &mut writer,
-                        own: &mut own,
                         unreachable: &mut unreachable,
-                        taken: &taken,
                     };
                     let result = w.write(&ops, request.durable).await;
                     drop(ops);
@@ -1200,39 +1542,100 @@ async fn write_loop(
     }
 }
 
+/// What the writer task keeps about its hold on the store, lent to a
+/// check or a write.
+struct Link<'a> {
+    target: &'a Target,
+    /// This backend's writing sessions, the current one last.
+    own: &'a mut Vec<Session>,
+    /// This backend's token (see [`check_holder`]).
+    token: &'a [u8],
+    /// When the session was last known to be this backend's (it answered,
+    /// or a new one took the lock and found the token unchanged).
+    confirmed: &'a mut Instant,
+    taken: &'a tokio::sync::watch::Sender<Option<String>>,
+}
+
+impl Link<'_> {
+    /// When the writer stops if it has confirmed nothing by then.
+    fn fence_at(&self) -> Instant {
+        *self.confirmed + FENCE_AFTER
+    }
+
+    /// The store is not this backend's (`why`, from [`taken_reason`] or
+    /// [`fenced_reason`]): for good.
+    fn give_up(&self, why: String) -> String {
+        self.taken.send_replace(Some(why.clone()));
+        why
+    }
+
+    /// Connects the writer again, taking the lock back and checking the
+    /// holder's token, given up at the fence (or, past it, after one short
+    /// attempt: a new session that finds the token unchanged proves that
+    /// no other server had the store meanwhile). A store another server
+    /// had is given up here; a failure past the fence too.
+    async fn reconnect(&mut self) -> Result<Writer, WriterError> {
+        let until = self.fence_at().max(Instant::now() + LAST_ATTEMPT);
+        let attempt = connect_writer(self.target, LOCK_WAIT, self.own, self.token);
+        let result = match tokio::time::timeout_at(until.into(), attempt).await {
+            Ok(result) => result,
+            Err(_) => Err(WriterError::Unanswered(
+                "connecting again took too long".into(),
+            )),
+        };
+        match result {
+            Ok(w) => {
+                *self.confirmed = Instant::now();
+                Ok(w)
+            }
+            Err(WriterError::Busy(why)) => Err(WriterError::Busy(self.give_up(taken_reason(&why)))),
+            Err(e) if Instant::now() >= self.fence_at() => Err(WriterError::Busy(
+                self.give_up(fenced_reason(&format!("cannot reach the database: {e}"))),
+            )),
+            Err(e) => Err(e),
+        }
+    }
+}
+
 /// Checks the idle writing connection; when it is gone (the database
 /// ended the session, or stopped answering), connects again, taking the
 /// store's lock back (this backend's own old session, if the database
 /// still has it, is ended first). When another process holds the lock
-/// by then, the store was taken over: `taken` says so, and nothing is
-/// written again. A database out of reach is tried again at the next
-/// check.
-async fn check(
-    target: &Target,
-    writer: &mut Option<Writer>,
-    own: &mut Vec<Session>,
-    taken: &tokio::sync::watch::Sender<Option<String>>,
-) {
+/// by then, or held it meanwhile, the store was taken over: `taken` says
+/// so, and nothing is written again. A database out of reach is tried
+/// again at the next check, until [`FENCE_AFTER`] has gone by since the
+/// session was last confirmed: then the writer stops as if taken over.
+async fn check(link: &mut Link<'_>, writer: &mut Option<Writer>) {
     if let Some(w) = writer.as_ref() {
-        let answered = tokio::time::timeout(PING_WITHIN, w.client.simple_query("")).await;
+        // Answered, even late, the session was never lost: a session
+        // keeps its lock for as long as it lives.
+        let within = PING_WITHIN
+            .min(link.fence_at().saturating_duration_since(Instant::now()))
+            .max(LAST_ATTEMPT);
+        let answered = tokio::time::timeout(within, w.client.simple_query("")).await;
         match answered {
-            Ok(Ok(_)) => return,
+            Ok(Ok(_)) => {
+                *link.confirmed = Instant::now();
+                return;
+            }
             // Slow, not gone (a database stalled on its disk): dropping
             // the connection would give its lock up. A dead one is ended
             // by its keepalives and user timeout.
-            Err(_) if !w.client.is_closed() => return,
+            Err(_) if !w.client.is_closed() => {
+                if Instant::now() >= link.fence_at() {
+                    link.give_up(fenced_reason(&format!(
+                        "the database has not answered for {} s",
+                        link.confirmed.elapsed().as_secs()
+                    )));
+                }
+                return;
+            }
             _ => {}
         }
         *writer = None;
     }
-    match connect_writer(target, LOCK_WAIT, own).await {
-        Ok(w) => {
-            *writer = Some(w);
-        }
-        Err(WriterError::Busy(why)) => {
-            taken.send_replace(Some(taken_reason(&why)));
-        }
-        Err(_) => {}
+    if let Ok(w) = link.reconnect().await {
+        *writer = Some(w);
     }
 }
 
@@ -1260,11 +1663,9 @@ enum Failure {
 
 /// The writer task's connection state, lent to one write.
 struct WriteState<'a> {
-    target: &'a Target,
+    link: Link<'a>,
     writer: &'a mut Option<Writer>,
-    own: &'a mut Vec<Session>,
     unreachable: &'a mut bool,
-    taken: &'a tokio::sync::watch::Sender<Option<String>>,
 }
 
 impl WriteState<'_> {
@@ -1275,7 +1676,8 @@ impl WriteState<'_> {
     /// transaction whose commit landed before the break leaves, made
     /// again, what it left; and nothing written later can come between,
     /// since the new connection writes only once it holds the store's lock,
-    /// which the old one held until it was gone.
+    /// which the old one held until it was gone. Past [`FENCE_AFTER`]
+    /// without a confirmed session, the writer stops as if taken over.
     async fn write(&mut self, ops: &[&Op], durable: bool) -> Result<(), Failure> {
         if let Some(op) = ops.iter().find(|op| size(op) > MAX_OP_BYTES) {
             return Err(Failure::Refused(format!(
@@ -1284,7 +1686,7 @@ impl WriteState<'_> {
                 op.table().name()
             )));
         }
-        if let Some(why) = self.taken.borrow().clone() {
+        if let Some(why) = self.link.taken.borrow().clone() {
             // Never the lock again, even if it is free by now: this
             // process's state is not the store's any more.
             return Err(Failure::Unreachable(why));
@@ -1300,14 +1702,13 @@ impl WriteState<'_> {
             let last_try = Instant::now() >= deadline;
             if self.writer.as_ref().is_none_or(|w| w.client.is_closed()) {
                 *self.writer = None;
-                match connect_writer(self.target, LOCK_WAIT, self.own).await {
+                match self.link.reconnect().await {
                     Ok(w) => {
                         *self.writer = Some(w);
                     }
                     Err(WriterError::Busy(why)) => {
-                        // Another server took the store: for good.
-                        let why = taken_reason(&why);
-                        self.taken.send_replace(Some(why.clone()));
+                        // Another server took the store, or may have: for
+                        // good (`reconnect` said so).
                         return Err(Failure::Unreachable(why));
                     }
                     Err(WriterError::Refused(why)) => {
@@ -1337,6 +1738,7 @@ impl WriteState<'_> {
             match write(w, ops, durable).await {
                 Ok(()) => {
                     *self.unreachable = false;
+                    *self.link.confirmed = Instant::now();
                     return Ok(());
                 }
                 Err(e) if broken(&e, &w.client) => {
@@ -1355,7 +1757,11 @@ impl WriteState<'_> {
                         )));
                     }
                 }
-                Err(e) => return Err(Failure::Refused(format!("PostgreSQL: {}", said(&e)))),
+                Err(e) => {
+                    // Answered: the session is alive.
+                    *self.link.confirmed = Instant::now();
+                    return Err(Failure::Refused(format!("PostgreSQL: {}", said(&e))));
+                }
             }
         }
     }
@@ -1450,4 +1856,41 @@ async fn write(
         let _ = client.batch_execute("ROLLBACK").await;
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn plain_connections_to_other_machines_are_warned_about() {
+        let warned = |conn: &str, tls: bool| {
+            let config: Config = conn.parse().unwrap();
+            plaintext_warning(&config, "postgres://u@h/db", tls)
+        };
+        let warning = warned("host=db.example.com user=u", false).unwrap();
+        assert!(warning.contains("offers no TLS"), "{warning}");
+        assert!(warning.contains("sslmode=disable"), "{warning}");
+        assert!(warned("host=10.0.0.5 user=u", false).is_some());
+        assert!(warned("host=db.example.com,localhost user=u", false).is_some());
+        assert_eq!(warned("host=db.example.com user=u", true), None);
+        for local in [
+            "host=localhost user=u",
+            "host=127.0.0.1 user=u",
+            "host=::1 user=u",
+            "host=/var/run/postgresql user=u",
+            "host=db.example.com hostaddr=127.0.0.1 user=u",
+        ] {
+            assert_eq!(warned(local, false), None, "{local}");
+        }
+    }
+
+    #[test]
+    fn tokens_differ() {
+        let (a, b) = (new_token(), new_token());
+        assert_eq!(a.len(), 16);
+        assert_ne!(a, b);
+    }
 }

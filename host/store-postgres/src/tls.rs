@@ -7,44 +7,94 @@
 //!   libpq's `require` checks no certificate; sluice checks it always (a
 //!   database whose certificate it cannot verify is named in the error:
 //!   give its CA as `sslrootcert`).
-//! - `disable`, `allow`, `prefer` (libpq's default) or none: plain TCP.
+//! - `prefer` (libpq's default, and sluice's when no `sslmode` is given)
+//!   or `allow`: TLS whenever the server offers it, plain TCP only when the
+//!   server answers that it has no TLS. As libpq's `prefer`, the
+//!   certificate is not checked then (unless `sslrootcert` is given: a CA
+//!   named is always checked against, and a certificate it does not
+//!   verify is an error, not a reason to go plain): the connection is kept
+//!   from eavesdroppers, not from one who can stand between sluice and the
+//!   database, who could also answer for the server that it has no TLS.
+//!   Checking by default would refuse every server with a self-signed
+//!   certificate (the default of Debian's and Ubuntu's packages) where
+//!   libpq connects; SCRAM authentication with channel binding, which
+//!   tokio-postgres uses when the server offers it, still fails against
+//!   such a go-between. libpq's `allow` tries plain TCP first; here it is
+//!   `prefer`. A connection to a host that is not this machine that ends
+//!   up plain is warned about once (see the crate's `plaintext_warning`).
+//! - `disable`: plain TCP.
 //!
 //! tokio-postgres knows neither `sslrootcert` nor the `verify-*` modes:
 //! they are taken out of the string before it parses it.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use rustls::pki_types::CertificateDer;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use tokio_postgres::config::SslMode;
+use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 /// How connections are made.
 #[derive(Clone)]
 pub(crate) enum Tls {
+    /// `sslmode=disable`.
     Plain,
-    Verified(MakeRustlsConnect),
+    /// TLS when the server offers it (or always, as the connection
+    /// string's `sslmode` says, which [`split`] leaves as tokio-postgres
+    /// reads it), through this connector.
+    Rustls(MakeRustlsConnect),
+}
+
+/// How much TLS a connection string asks for.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// `disable`: plain TCP.
+    Disable,
+    /// `prefer`, `allow` or none: TLS if the server offers it.
+    #[default]
+    Prefer,
+    /// `require`, `verify-ca`, `verify-full`: TLS, the certificate checked.
+    Require,
+}
+
+impl Mode {
+    /// What tokio-postgres is told.
+    pub(crate) fn ssl_mode(self) -> SslMode {
+        match self {
+            Mode::Disable => SslMode::Disable,
+            Mode::Prefer => SslMode::Prefer,
+            Mode::Require => SslMode::Require,
+        }
+    }
 }
 
 /// What [`split`] took out of a connection string.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(crate) struct Wanted {
-    /// TLS asked for (`require` or `verify-*`).
-    pub tls: bool,
+    /// The `sslmode`.
+    pub mode: Mode,
     /// `sslrootcert`, when given.
     pub root_cert: Option<String>,
 }
 
 /// Takes `sslmode` and `sslrootcert` out of a connection string (a URL's
 /// query, or `key=value` pairs), and puts back `sslmode=require` where TLS
-/// is asked for, so tokio-postgres negotiates it. Everything else is left
+/// is asked for, so tokio-postgres negotiates it (the caller sets the
+/// parsed configuration's mode from [`Wanted::mode`] in any case). Everything else is left
 /// as it was, byte for byte; no value but those two is read or quoted.
 pub(crate) fn split(conn: &str) -> Result<(String, Wanted), String> {
     let mut wanted = Wanted::default();
     let mut take = |key: &str, value: &str| -> Result<(), String> {
         if key == "sslmode" {
-            wanted.tls = match value {
-                "require" | "verify-ca" | "verify-full" => true,
-                "disable" | "allow" | "prefer" => false,
+            wanted.mode = match value {
+                "require" | "verify-ca" | "verify-full" => Mode::Require,
+                "allow" | "prefer" => Mode::Prefer,
+                "disable" => Mode::Disable,
                 other => {
                     return Err(format!(
                         "sslmode `{other}` is not one of disable, allow, prefer, require, verify-ca, verify-full"
@@ -93,7 +143,7 @@ pub(crate) fn split(conn: &str) -> Result<(String, Wanted), String> {
         rest.push_str(&conn[from..]);
         rest.trim().to_string()
     };
-    let rest = match (wanted.tls, url) {
+    let rest = match (wanted.mode == Mode::Require, url) {
         (false, _) => rest,
         (true, true) if rest.contains('?') => format!("{rest}&sslmode=require"),
         (true, true) => format!("{rest}?sslmode=require"),
@@ -187,10 +237,23 @@ fn percent_decode(value: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-/// The connector for `wanted`.
+/// The connector for `wanted`: none for `disable`; a verifying one for
+/// `require` and for a CA given; for `prefer` without a CA one that takes
+/// any certificate (see the module's comment).
 pub(crate) fn connector(wanted: &Wanted) -> Result<Tls, String> {
-    if !wanted.tls {
+    if wanted.mode == Mode::Disable {
         return Ok(Tls::Plain);
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("cannot set up TLS: {e}"))?;
+    if wanted.mode == Mode::Prefer && wanted.root_cert.is_none() {
+        let config = builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(Unchecked(provider)))
+            .with_no_client_auth();
+        return Ok(Tls::Rustls(MakeRustlsConnect::new(config)));
     }
     let mut roots = rustls::RootCertStore::empty();
     match &wanted.root_cert {
@@ -223,13 +286,91 @@ pub(crate) fn connector(wanted: &Wanted) -> Result<Tls, String> {
             }
         }
     }
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("cannot set up TLS: {e}"))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(Tls::Verified(MakeRustlsConnect::new(config)))
+    let config = builder.with_root_certificates(roots).with_no_client_auth();
+    Ok(Tls::Rustls(MakeRustlsConnect::new(config)))
+}
+
+/// `prefer`'s certificate check: none (libpq's `prefer` makes none). The
+/// handshake's signatures are still checked, so the session's keys are
+/// the certificate holder's, whoever that is.
+#[derive(Debug)]
+struct Unchecked(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for Unchecked {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// A connector that notes whether the server took TLS (tokio-postgres
+/// asks it for the handshake only when the server answered yes to its
+/// request for TLS), so a connection that went plain can be told.
+pub(crate) struct Noted<T> {
+    pub inner: T,
+    pub used: Arc<AtomicBool>,
+}
+
+impl<S, M: MakeTlsConnect<S>> MakeTlsConnect<S> for Noted<M> {
+    type Stream = M::Stream;
+    type TlsConnect = Noted<M::TlsConnect>;
+    type Error = M::Error;
+
+    fn make_tls_connect(&mut self, domain: &str) -> Result<Self::TlsConnect, Self::Error> {
+        Ok(Noted {
+            inner: self.inner.make_tls_connect(domain)?,
+            used: Arc::clone(&self.used),
+        })
+    }
+}
+
+impl<S, T: TlsConnect<S>> TlsConnect<S> for Noted<T> {
+    type Stream = T::Stream;
+    type Error = T::Error;
+    type Future = T::Future;
+
+    fn connect(self, stream: S) -> Self::Future {
+        self.used.store(true, Ordering::Relaxed);
+        self.inner.connect(stream)
+    }
 }
 
 #[cfg(test)]
@@ -248,7 +389,7 @@ mod tests {
         assert_eq!(
             wanted,
             Wanted {
-                tls: true,
+                mode: Mode::Require,
                 root_cert: Some("/etc/c++/ca.pem".into())
             }
         );
@@ -257,7 +398,13 @@ mod tests {
         assert_eq!(wanted, Wanted::default());
         let (rest, wanted) = split("postgres://u@h/db").unwrap();
         assert_eq!(rest, "postgres://u@h/db");
-        assert!(!wanted.tls);
+        assert_eq!(wanted.mode, Mode::Prefer);
+        let (rest, wanted) = split("postgres://u@h/db?sslmode=allow").unwrap();
+        assert_eq!(rest, "postgres://u@h/db");
+        assert_eq!(wanted.mode, Mode::Prefer);
+        let (rest, wanted) = split("postgres://u@h/db?sslmode=disable").unwrap();
+        assert_eq!(rest, "postgres://u@h/db");
+        assert_eq!(wanted.mode, Mode::Disable);
         // Other values are never read: a broken escape in a password is
         // for tokio-postgres to judge, and is never quoted.
         let (rest, _) = split("postgres://h/db?user=u&password=se%zzcret").unwrap();
@@ -281,7 +428,7 @@ mod tests {
         assert_eq!(
             wanted,
             Wanted {
-                tls: true,
+                mode: Mode::Require,
                 root_cert: Some("/ca dir/x.pem".into())
             }
         );
@@ -297,16 +444,18 @@ mod tests {
 
     #[test]
     fn a_root_cert_file_that_is_not_one_is_refused_by_name() {
-        let wanted = Wanted {
-            tls: true,
-            root_cert: Some("/no/such/ca.pem".into()),
-        };
-        let Err(err) = connector(&wanted) else {
-            panic!("a missing sslrootcert was taken");
-        };
-        assert!(
-            err.contains("cannot read sslrootcert /no/such/ca.pem"),
-            "{err}"
-        );
+        for mode in [Mode::Require, Mode::Prefer] {
+            let wanted = Wanted {
+                mode,
+                root_cert: Some("/no/such/ca.pem".into()),
+            };
+            let Err(err) = connector(&wanted) else {
+                panic!("a missing sslrootcert was taken");
+            };
+            assert!(
+                err.contains("cannot read sslrootcert /no/such/ca.pem"),
+                "{err}"
+            );
+        }
     }
 }

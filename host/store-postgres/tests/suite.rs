@@ -528,3 +528,321 @@ async fn a_refused_batch_writes_nothing_and_fails_no_other() {
         b"w"
     );
 }
+
+/// Runs `sql` (one statement) on the test server and returns its rows as
+/// text.
+fn query(url: &str, sql: String) -> Vec<Vec<Option<String>>> {
+    let url = url.to_string();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                .await
+                .unwrap();
+            tokio::spawn(connection);
+            let mut rows = Vec::new();
+            for message in client.simple_query(&sql).await.unwrap() {
+                if let tokio_postgres::SimpleQueryMessage::Row(row) = message {
+                    rows.push(
+                        (0..row.len())
+                            .map(|i| row.get(i).map(str::to_string))
+                            .collect(),
+                    );
+                }
+            }
+            rows
+        })
+    })
+    .join()
+    .unwrap()
+}
+
+/// The schema a [`schema_url`] names.
+fn schema_of(url: &str) -> String {
+    url.rsplit("search_path%3D").next().unwrap().to_string()
+}
+
+/// The database ends the writing session while the writer is cut off from
+/// it; another server takes the store, writes, and stops (the lock is
+/// free again). The first backend, reaching the database again, takes the
+/// lock but finds that another server had the store meanwhile: it is
+/// taken over (what it holds in memory may be out of date), and its write
+/// is refused, not written over the other server's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_held_by_another_server_meanwhile_is_let_go() {
+    let Some((url, plain)) = schema_url() else {
+        return;
+    };
+    let proxy = CutProxy::start(server_address(&url).await).await;
+    let through = at(&url, &format!("127.0.0.1:{}", proxy.port));
+    let first = PostgresBackend::open(&through).unwrap();
+    first.apply(vec![put(b"k", b"first")]).await.unwrap();
+    proxy.cut.send(true).unwrap();
+    execute(&url, sluice_store_postgres::END_HOLDER_SQL.to_string());
+    let second = PostgresBackend::open_waiting(&url, Duration::from_secs(10)).unwrap();
+    second.apply(vec![put(b"k", b"second")]).await.unwrap();
+    drop(second);
+    proxy.cut.send(false).unwrap();
+    let err = first
+        .apply(vec![put(b"k", b"stale")])
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("taken over by another server"), "{err}");
+    assert!(err.contains("while this one was cut off"), "{err}");
+    let why = futures_util::FutureExt::now_or_never(first.taken_over())
+        .expect("the store taken over is not said to be");
+    assert!(why.contains("while this one was cut off"), "{why}");
+    // The lock is let go again; what the other server wrote stands.
+    let third = PostgresBackend::open_waiting(&url, Duration::from_secs(10)).unwrap();
+    assert_eq!(
+        third.get(Table::Docs, b"k").await.unwrap().unwrap(),
+        b"second"
+    );
+    drop((first, third));
+    execute(&plain, format!("DROP SCHEMA {} CASCADE", schema_of(&url)));
+}
+
+/// A writer cut off from the database (which still has its session, and
+/// with it the lock, until its keepalives end it) stops as if taken over
+/// before the database could end that session and a standby take the
+/// store: it cannot confirm it still holds the store, and its scripts
+/// must not go on calling providers beside the standby's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_cut_off_stops_before_the_store_could_be_taken() {
+    let Some((url, plain)) = schema_url() else {
+        return;
+    };
+    let proxy = CutProxy::start(server_address(&url).await).await;
+    let through = at(&url, &format!("127.0.0.1:{}", proxy.port));
+    let first = PostgresBackend::open(&through).unwrap();
+    first.apply(vec![put(b"k", b"first")]).await.unwrap();
+    proxy.cut.send(true).unwrap();
+    let why = tokio::time::timeout(Duration::from_secs(60), first.taken_over())
+        .await
+        .expect("the cut-off writer did not stop");
+    assert!(
+        why.contains("could not confirm its hold on the store"),
+        "{why}"
+    );
+    // For good: reachable again, it does not take the store back.
+    proxy.cut.send(false).unwrap();
+    let err = first
+        .apply(vec![put(b"k", b"late")])
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("could not confirm"), "{err}");
+    execute(&url, sluice_store_postgres::END_HOLDER_SQL.to_string());
+    let second = PostgresBackend::open_waiting(&url, Duration::from_secs(10)).unwrap();
+    assert_eq!(
+        second.get(Table::Docs, b"k").await.unwrap().unwrap(),
+        b"first"
+    );
+    drop((first, second));
+    execute(&plain, format!("DROP SCHEMA {} CASCADE", schema_of(&url)));
+}
+
+/// The store's schema is the first of the `search_path` that exists: a
+/// store made in the second, when the first did not exist yet, is not
+/// replaced by a new, empty one once the first is created; the open is
+/// refused, naming both schemas and how to name one. Named alone, the
+/// store opens as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_further_along_the_search_path_is_not_replaced() {
+    let Some(plain) = server() else {
+        return;
+    };
+    let id = uuid::Uuid::new_v4().simple();
+    let (first, second) = (format!("t_{id}_1"), format!("t_{id}_2"));
+    execute(&plain, format!("CREATE SCHEMA {second}"));
+    let url = in_schema(&plain, &format!("{first},{second}"));
+    let master = sluice_store::MasterKey::generate();
+    let initial = vec![("dev".to_string(), None)];
+    let open = |url: &str| -> Arc<dyn Backend> { Arc::new(PostgresBackend::open(url).unwrap()) };
+    let (store, created) = sluice_store::Store::open(open(&url), master.clone(), &initial)
+        .await
+        .unwrap();
+    assert_eq!(created.len(), 1);
+    drop(store);
+    execute(&plain, format!("CREATE SCHEMA {first}"));
+    let err = PostgresBackend::open(&url).unwrap_err().to_string();
+    for said in [
+        format!("schema `{first}`"),
+        format!("schema `{second}`"),
+        format!("options=-csearch_path%3D{second}"),
+    ] {
+        assert!(err.contains(&said), "{err}");
+    }
+    let made = query(
+        &plain,
+        format!("SELECT count(*) FROM pg_tables WHERE schemaname = '{first}'"),
+    );
+    assert_eq!(made[0][0].as_deref(), Some("0"), "tables were made");
+    let (store, created) =
+        sluice_store::Store::open(open(&in_schema(&plain, &second)), master, &initial)
+            .await
+            .unwrap();
+    assert!(created.is_empty());
+    drop(store);
+    execute(
+        &plain,
+        format!("DROP SCHEMA {first} CASCADE; DROP SCHEMA {second} CASCADE"),
+    );
+}
+
+/// A first start cut short once the tables were made is finished by the
+/// next; a store whose tables were emptied is refused, not made anew
+/// with new keys over them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_emptied_store_is_refused_not_made_anew() {
+    let Some((url, plain)) = schema_url() else {
+        return;
+    };
+    let schema = schema_of(&url);
+    let master = sluice_store::MasterKey::generate();
+    let initial = vec![("dev".to_string(), None)];
+    let open = || -> Arc<dyn Backend> { Arc::new(PostgresBackend::open(&url).unwrap()) };
+    drop(open());
+    let (store, created) = sluice_store::Store::open(open(), master.clone(), &initial)
+        .await
+        .unwrap();
+    assert_eq!(created.len(), 1);
+    drop(store);
+    let tables: Vec<String> = Table::ALL
+        .iter()
+        .map(|t| format!("{schema}.sluice_{}", t.name()))
+        .collect();
+    execute(&plain, format!("TRUNCATE {}", tables.join(", ")));
+    let err = sluice_store::Store::open(open(), master, &initial)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("holds no store"), "{err}");
+    execute(&plain, format!("DROP SCHEMA {schema} CASCADE"));
+}
+
+/// How many of the sessions named `name` are TLS, of how many.
+fn tls_sessions(plain: &str, name: &str) -> (i64, i64) {
+    let rows = query(
+        plain,
+        format!(
+            "SELECT count(*) FILTER (WHERE s.ssl), count(*) FROM pg_stat_activity a JOIN pg_stat_ssl s ON s.pid = a.pid WHERE a.application_name = '{name}'"
+        ),
+    );
+    let n = |i: usize| rows[0][i].as_deref().unwrap().parse().unwrap();
+    (n(0), n(1))
+}
+
+/// With no `sslmode`, `prefer` or `allow`, every connection is TLS when the
+/// server offers it (the test server's certificate is self-signed: as
+/// libpq's `prefer`, no certificate is checked), and `disable` is plain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prefer_is_tls_where_the_server_offers_it() {
+    let Some((url, plain)) = schema_url() else {
+        return;
+    };
+    let offered = query(&plain, "SHOW ssl".into())[0][0].as_deref() == Some("on");
+    for (mode, tls) in [
+        ("", offered),
+        ("&sslmode=prefer", offered),
+        ("&sslmode=allow", offered),
+        ("&sslmode=disable", false),
+    ] {
+        let name = format!("sluice-test-{}", uuid::Uuid::new_v4().simple());
+        let backend =
+            PostgresBackend::open(&format!("{url}&application_name={name}{mode}")).unwrap();
+        backend.apply(vec![put(b"k", b"v")]).await.unwrap();
+        assert_eq!(backend.get(Table::Docs, b"k").await.unwrap().unwrap(), b"v");
+        let (encrypted, all) = tls_sessions(&plain, &name);
+        assert!(all >= 5, "{mode}: {all} sessions");
+        assert_eq!(
+            encrypted == all,
+            tls,
+            "{mode}: {encrypted} of {all} are TLS"
+        );
+        assert!(
+            encrypted == 0 || encrypted == all,
+            "{mode}: {encrypted} of {all}"
+        );
+    }
+    execute(&plain, format!("DROP SCHEMA {} CASCADE", schema_of(&url)));
+}
+
+/// A front for the test server that answers PostgreSQL's SSLRequest with
+/// no, as a server without TLS does, and forwards the rest.
+async fn no_tls_front(target: std::net::SocketAddr) -> u16 {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut request = [0u8; 8];
+                if client.read_exact(&mut request).await.is_err() {
+                    return;
+                }
+                let Ok(mut server) = tokio::net::TcpStream::connect(target).await else {
+                    return;
+                };
+                if request == [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f] {
+                    if client.write_all(b"N").await.is_err() {
+                        return;
+                    }
+                } else if server.write_all(&request).await.is_err() {
+                    return;
+                }
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+            });
+        }
+    });
+    port
+}
+
+/// `prefer` against a server without TLS is plain TCP; `require` there is
+/// refused. Against a server whose certificate no known CA signed,
+/// `prefer` is TLS (nothing checked), unless a CA is given, which is
+/// always checked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prefer_goes_plain_only_where_the_server_has_no_tls() {
+    let Some((url, plain)) = schema_url() else {
+        return;
+    };
+    let address = server_address(&url).await;
+    let port = no_tls_front(address).await;
+    let through = at(&url, &format!("127.0.0.1:{port}"));
+    let name = format!("sluice-test-{}", uuid::Uuid::new_v4().simple());
+    let backend =
+        PostgresBackend::open(&format!("{through}&application_name={name}&sslmode=prefer"))
+            .unwrap();
+    backend.apply(vec![put(b"k", b"v")]).await.unwrap();
+    let (encrypted, all) = tls_sessions(&plain, &name);
+    assert_eq!((encrypted, all >= 5), (0, true), "{encrypted} of {all}");
+    drop(backend);
+    let err = PostgresBackend::open(&format!("{through}&sslmode=require"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("does not support TLS"), "{err}");
+
+    let (port, ca) = tls_front(address).await;
+    let ca_file =
+        std::env::temp_dir().join(format!("sluice-ca-{}.pem", uuid::Uuid::new_v4().simple()));
+    std::fs::write(&ca_file, ca).unwrap();
+    let backend = PostgresBackend::open(&at(&url, &format!("127.0.0.1:{port}"))).unwrap();
+    assert_eq!(backend.get(Table::Docs, b"k").await.unwrap().unwrap(), b"v");
+    drop(backend);
+    // The certificate is for localhost, not 127.0.0.1.
+    let err = PostgresBackend::open(&format!(
+        "{}&sslmode=prefer&sslrootcert={}",
+        at(&url, &format!("127.0.0.1:{port}")),
+        ca_file.display()
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("certificate"), "{err}");
+    let _ = std::fs::remove_file(&ca_file);
+    execute(&plain, format!("DROP SCHEMA {} CASCADE", schema_of(&url)));
+}

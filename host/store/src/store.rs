@@ -171,8 +171,9 @@ impl Store {
                         .into()
                 } else {
                     "the database holds no store (no format marker, no environments): it is \
-                     damaged (sled recovers a damaged log as an empty database), or a first \
-                     start of an older sluice did not finish making it; refusing to write a new \
+                     damaged (sled recovers a damaged log as an empty database; PostgreSQL \
+                     tables emptied), or a first start of an older sluice did not finish \
+                     making it; refusing to write a new \
                      store over it (restore it from a backup; if it never held a store, delete \
                      it to start a new one)"
                         .into()
