@@ -13,6 +13,7 @@ mod examples;
 mod failover;
 mod features;
 mod github_app;
+mod host_limits;
 mod incoming;
 mod jwt;
 mod limits;

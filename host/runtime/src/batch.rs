@@ -63,55 +63,95 @@ pub const MAX_RECORDS_PER_CALL: usize = 100_000;
 /// chunk, so splitting a call changes no chunk.
 pub const SDK_CALL_RECORDS: usize = 10_000;
 
+/// Text bytes per JSON value a batch (or a page) may average at its
+/// limit: a call may hold at most its payload limit / 8 values
+/// ([`max_values`]). Parsed, every value takes 72 bytes
+/// (`serde_json::Value` with `preserve_order`) and an object member
+/// about 40 more (its key, hash and index), so a text of `[0,0,0,…]`, 2
+/// bytes a value, would take ~36 times its size in memory (a 64 MiB
+/// record, over 2 GiB); at 8 bytes a value it takes ~9–15 times. Records
+/// as APIs give them average more than that (`"name":"Ada",` is 13
+/// bytes, `1,` or `true,` inside an array is the densest real data
+/// gets), so only a call near its byte limit whose values are mostly
+/// one-digit numbers is refused, and it can be sent in parts.
+pub const BYTES_PER_VALUE: usize = 8;
+
+/// The most JSON values a call whose text may be `limit` bytes holds.
+pub fn max_values(limit: usize) -> usize {
+    (limit / BYTES_PER_VALUE).max(1)
+}
+
+/// Batches (and pages) of at least this many bytes are scanned and parsed
+/// on blocking threads, not on the async worker that runs the script (at
+/// a few hundred megabytes a second, a quarter of a millisecond).
+pub(crate) const OFF_WORKER_AT: usize = 64 << 10;
+
 /// Why a batch was not read.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Unread {
-    /// The text is not a JSON array of parseable elements (the caller's
-    /// own parse says why).
+    /// The text is not shaped like a JSON array (the caller's own check
+    /// says why).
     NotAnArray,
     /// More than [`MAX_RECORDS_PER_CALL`] records.
     TooMany,
+    /// More than `max` JSON values in all (see [`max_values`]); counted
+    /// before any is parsed.
+    TooManyValues { max: usize },
+    /// The record at `index` is not JSON serde_json reads: why.
+    Record { index: usize, error: String },
 }
 
-/// The records of `text`, a JSON array, in order.
+/// The records of `text`, a JSON array of at most `max_values` values in
+/// all ([`max_values`] of the payload limit), in order.
 pub async fn read(
     text: Arc<Vec<u8>>,
     check: Option<Arc<Check>>,
+    max_values: usize,
 ) -> Result<Vec<ReadRecord>, Unread> {
-    let spans = spans(&text)?;
+    if text.len() < OFF_WORKER_AT {
+        let spans = spans(&text, max_values)?;
+        return read_spans(&text, &spans, 0, check.as_deref());
+    }
+    let (head, tail) = tokio::task::spawn_blocking(move || read_blocking(&text, check, max_values))
+        .await
+        .map_err(|_| Unread::NotAnArray)??;
+    let mut records = head?;
+    if let Some(tail) = tail {
+        records.extend(tail.await.map_err(|_| Unread::NotAnArray)??);
+    }
+    Ok(records)
+}
+
+type Read = Result<Vec<ReadRecord>, Unread>;
+
+/// [`read`] of a large batch, on a blocking thread: its first half read
+/// here, the second on another blocking thread when a helper is free.
+fn read_blocking(
+    text: &Arc<Vec<u8>>,
+    check: Option<Arc<Check>>,
+    max_values: usize,
+) -> Result<(Read, Option<tokio::task::JoinHandle<Read>>), Unread> {
+    let spans = spans(text, max_values)?;
     let helper = if spans.len() >= SPLIT_AT {
         helpers().try_acquire_owned().ok()
     } else {
         None
     };
     let Some(permit) = helper else {
-        return read_spans(&text, &spans, check.as_deref()).ok_or(Unread::NotAnArray);
+        return Ok((read_spans(text, &spans, 0, check.as_deref()), None));
     };
     let half = spans.len() / 2;
     let tail = {
-        let text = Arc::clone(&text);
+        let text = Arc::clone(text);
         let check = check.clone();
         let spans = spans[half..].to_vec();
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            read_spans(&text, &spans, check.as_deref())
+            read_spans(&text, &spans, half, check.as_deref())
         })
     };
-    let head = read_spans(&text, &spans[..half], check.as_deref());
-    let tail = tail.await.ok().flatten();
-    let (Some(mut records), Some(tail)) = (head, tail) else {
-        return Err(Unread::NotAnArray);
-    };
-    records.extend(tail);
-    Ok(records)
-}
-
-/// The records of an already parsed batch, read on this thread.
-pub fn read_values(values: Vec<Value>, check: Option<&Check>) -> Vec<ReadRecord> {
-    values
-        .into_iter()
-        .map(|value| read_value(value, None, check))
-        .collect()
+    let head = read_spans(text, &spans[..half], 0, check.as_deref());
+    Ok((head, Some(tail)))
 }
 
 /// Lets at most one helper per spare core read batches, so concurrent
@@ -127,10 +167,11 @@ fn helpers() -> Arc<Semaphore> {
 /// Where each element of the JSON array `text` is, found by its brackets,
 /// commas and string quotes alone: each element is parsed on its own
 /// afterwards, which rejects what this lets through (so that a text it
-/// accepts whose elements all parse is a JSON array of them). `None`
-/// when it is not shaped like an array, and stops past
-/// [`MAX_RECORDS_PER_CALL`] elements.
-fn spans(text: &[u8]) -> Result<Vec<Range<usize>>, Unread> {
+/// accepts whose elements all parse is a JSON array of them). Refused
+/// when it is not shaped like an array, past [`MAX_RECORDS_PER_CALL`]
+/// elements, and past `max_values` values in all, counted as
+/// [`value_count`] counts them.
+fn spans(text: &[u8], max_values: usize) -> Result<Vec<Range<usize>>, Unread> {
     const NOT: Unread = Unread::NotAnArray;
     let mut i = skip_space(text, 0);
     if text.get(i) != Some(&b'[') {
@@ -141,17 +182,21 @@ fn spans(text: &[u8]) -> Result<Vec<Range<usize>>, Unread> {
     if text.get(i) == Some(&b']') {
         return only_space_after(text, i + 1).then_some(spans).ok_or(NOT);
     }
+    // The array, then each element, each value inside one.
+    let mut values = 1usize;
     loop {
         if spans.len() == MAX_RECORDS_PER_CALL {
             return Err(Unread::TooMany);
         }
         let start = i;
         let mut depth = 0usize;
+        values += 1;
         loop {
             match *text.get(i).ok_or(NOT)? {
                 b'"' => i = after_string(text, i + 1).ok_or(NOT)?,
                 b'[' | b'{' => {
                     depth += 1;
+                    values += 1;
                     i += 1;
                 }
                 b']' | b'}' if depth > 0 => {
@@ -159,8 +204,16 @@ fn spans(text: &[u8]) -> Result<Vec<Range<usize>>, Unread> {
                     i += 1;
                 }
                 b']' | b'}' | b',' if depth == 0 => break,
+                b',' => {
+                    values += 1;
+                    i += 1;
+                }
                 _ => i += 1,
             }
+        }
+        // No value is built before the whole text is counted.
+        if values > max_values {
+            return Err(Unread::TooManyValues { max: max_values });
         }
         let mut end = i;
         while end > start && is_space(text[end - 1]) {
@@ -205,23 +258,49 @@ fn after_string(text: &[u8], mut i: usize) -> Option<usize> {
     }
 }
 
-fn read_spans(
-    text: &[u8],
-    spans: &[Range<usize>],
-    check: Option<&Check>,
-) -> Option<Vec<ReadRecord>> {
+/// An upper bound of the JSON values `text` holds, what parsing it
+/// builds: one, and one more for each `[`, `{` and `,` outside its
+/// strings (every value but the first is a container's first or follows
+/// a comma; an empty container counts one too many). Text that is not
+/// JSON is counted all the same (its parse fails after).
+pub(crate) fn value_count(text: &[u8]) -> usize {
+    let mut count = 1usize;
+    let mut i = 0;
+    while let Some(&b) = text.get(i) {
+        match b {
+            b'"' => match after_string(text, i + 1) {
+                Some(end) => i = end,
+                None => break,
+            },
+            b'[' | b'{' | b',' => {
+                count += 1;
+                i += 1;
+            }
+            _ => i += 1,
+        }
+    }
+    count
+}
+
+/// The records at `spans` of `text`, the first of them the batch's
+/// record number `first`.
+fn read_spans(text: &[u8], spans: &[Range<usize>], first: usize, check: Option<&Check>) -> Read {
     spans
         .iter()
-        .map(|span| {
-            let raw = text.get(span.clone())?;
-            let value = serde_json::from_slice(raw).ok()?;
-            Some(read_value(value, Some(raw), check))
+        .enumerate()
+        .map(|(n, span)| {
+            let raw = text.get(span.clone()).ok_or(Unread::NotAnArray)?;
+            let value = serde_json::from_slice(raw).map_err(|e| Unread::Record {
+                index: first + n,
+                error: e.to_string(),
+            })?;
+            Ok(read_value(value, raw, check))
         })
         .collect()
 }
 
-/// Reads one record; `raw` is the text it was parsed from, when known.
-fn read_value(value: Value, raw: Option<&[u8]>, check: Option<&Check>) -> ReadRecord {
+/// Reads one record; `raw` is the text it was parsed from.
+fn read_value(value: Value, raw: &[u8], check: Option<&Check>) -> ReadRecord {
     let has_metadata = value
         .as_object()
         .is_some_and(|m| m.contains_key(METADATA_KEY));
@@ -233,9 +312,12 @@ fn read_value(value: Value, raw: Option<&[u8]>, check: Option<&Check>) -> ReadRe
         v
     });
     let view = stripped.as_ref().unwrap_or(&value);
-    let hash = view.as_object().map(|m| match raw {
-        Some(raw) if !has_metadata && is_serialisation_of(raw, &value) => text_hash(raw),
-        _ => data_hash(m),
+    let hash = view.as_object().map(|m| {
+        if !has_metadata && is_serialisation_of(raw, &value) {
+            text_hash(raw)
+        } else {
+            data_hash(m)
+        }
     });
     let violations = check.map_or_else(Vec::new, |c| c.validation.check(&c.model, view));
     ReadRecord {
@@ -395,7 +477,7 @@ mod tests {
     fn the_hash_is_the_serialisations_whatever_the_text() {
         let texts: Vec<&str> = COMPACT.iter().chain(NOT_COMPACT).copied().collect();
         let batch = format!("[{}]", texts.join(" , "));
-        let records = block(read(Arc::new(batch.into_bytes()), None)).unwrap();
+        let records = block(read(Arc::new(batch.into_bytes()), None, usize::MAX)).unwrap();
         assert_eq!(records.len(), texts.len());
         for (r, text) in records.iter().zip(&texts) {
             let v: Value = serde_json::from_str(text).unwrap();
@@ -427,7 +509,7 @@ mod tests {
             })
             .collect();
         let text = serde_json::to_vec(&records).unwrap();
-        let read = block(read(Arc::new(text), Some(check))).unwrap();
+        let read = block(read(Arc::new(text), Some(check), usize::MAX)).unwrap();
         assert_eq!(read.len(), 1000);
         for (i, (r, v)) in read.iter().zip(&records).enumerate() {
             assert_eq!(&r.value, v);
@@ -459,13 +541,17 @@ mod tests {
             "[1] x",
             "[\"\\\"]",
         ] {
-            assert_eq!(
-                block(read(Arc::new(text.into()), None)).err(),
-                Some(Unread::NotAnArray),
+            // Refused by its shape, or by the parse of the element it
+            // lets through.
+            assert!(
+                matches!(
+                    block(read(Arc::new(text.into()), None, usize::MAX)).err(),
+                    Some(Unread::NotAnArray | Unread::Record { .. })
+                ),
                 "{text}"
             );
         }
-        let read = block(read(Arc::new(b"[1, \"a\", []]".to_vec()), None)).unwrap();
+        let read = block(read(Arc::new(b"[1, \"a\", []]".to_vec()), None, usize::MAX)).unwrap();
         assert!(read.iter().all(|r| r.info.hash.is_none()));
     }
 
@@ -482,11 +568,74 @@ mod tests {
             text.push(b']');
             Arc::new(text)
         };
-        let at_cap = block(read(array(MAX_RECORDS_PER_CALL), None)).unwrap();
+        let at_cap = block(read(array(MAX_RECORDS_PER_CALL), None, usize::MAX)).unwrap();
         assert_eq!(at_cap.len(), MAX_RECORDS_PER_CALL);
         assert_eq!(
-            block(read(array(MAX_RECORDS_PER_CALL + 1), None)).err(),
+            block(read(array(MAX_RECORDS_PER_CALL + 1), None, usize::MAX)).err(),
             Some(Unread::TooMany)
         );
+    }
+
+    /// A batch's JSON values are counted before any is parsed, one
+    /// record's inner ones too: past the bound it is refused, however few
+    /// its records; at it, read.
+    #[test]
+    fn the_values_of_a_batch_are_bounded_before_it_is_parsed() {
+        let record = serde_json::json!({"id": "1", "a": vec![0; 50_000], "o": {"k": [1, {}]}});
+        let text = serde_json::to_vec(&[record]).unwrap();
+        let count = value_count(&text);
+        assert!(count > 50_000, "{count}");
+        let read_with = |max| block(read(Arc::new(text.clone()), None, max));
+        assert_eq!(read_with(count).map(|r| r.len()), Ok(1));
+        assert_eq!(
+            read_with(count - 1).err(),
+            Some(Unread::TooManyValues { max: count - 1 })
+        );
+        // A string is one value, whatever its length.
+        assert_eq!(value_count(br#"{"a":"[,{,[,]}","b":[1,2]}"#), 5);
+        assert_eq!(max_values(64 << 20), 8 << 20);
+    }
+
+    /// A batch past [`OFF_WORKER_AT`] is read on blocking threads, in
+    /// halves when a helper is free: the same records, in order, and a
+    /// record that does not parse named by its place in the whole batch.
+    #[test]
+    fn a_large_batch_is_read_whole_and_in_order() {
+        let records: Vec<Value> = (0..5_000)
+            .map(|i| serde_json::json!({"id": i.to_string(), "name": format!("record {i}")}))
+            .collect();
+        let text = serde_json::to_vec(&records).unwrap();
+        assert!(text.len() >= OFF_WORKER_AT);
+        for runtime in [true, false] {
+            let run = |text: Vec<u8>| {
+                let f = read(Arc::new(text), None, usize::MAX);
+                if runtime {
+                    block(f)
+                } else {
+                    tokio::runtime::Builder::new_current_thread()
+                        .build()
+                        .unwrap()
+                        .block_on(f)
+                }
+            };
+            let read = run(text.clone()).unwrap();
+            assert_eq!(read.len(), records.len());
+            for (r, v) in read.iter().zip(&records) {
+                assert_eq!(&r.value, v);
+                assert_eq!(r.info.hash, Some(data_hash(v.as_object().unwrap())));
+            }
+            // Record 4,000 (in the second half) with a bad number.
+            let bad = String::from_utf8(text.clone()).unwrap().replacen(
+                r#"{"id":"4000","#,
+                r#"{"id":"4000","n":01,"#,
+                1,
+            );
+            match run(bad.into_bytes()) {
+                Err(Unread::Record { index, error }) => {
+                    assert_eq!(index, 4000, "{error}");
+                }
+                other => panic!("{:?}", other.map(|r| r.len())),
+            }
+        }
     }
 }

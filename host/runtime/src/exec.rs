@@ -1,6 +1,7 @@
 //! Running a script: the request, the services it may use, and the report.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::task::Poll;
 use std::time::{Duration, Instant};
@@ -629,22 +630,24 @@ impl Runtime {
         let state = HostState::new(script.kind, exec.clone(), services, self.clone(), deadline);
         let mut store = Store::new(&self.inner.engine, state);
         store.limiter(|s| &mut s.limiter);
+        // How many times the call below returned `Pending` (it yielded, or
+        // a host call waited): the pacer's view of when the guest last
+        // gave its thread up.
+        let suspended = Arc::new(AtomicU64::new(0));
         if self.inner.config.meter_fuel {
             // Cannot fail: fuel is metered and the interval is not zero.
             let _ = store.set_fuel(fuel);
             let _ = store.fuel_async_yield_interval(Some(FUEL_YIELD_INTERVAL));
             // The host's work during a call is taken from the fuel as the
-            // call returns: out of fuel, the guest stops there.
-            store.call_hook(|mut ctx, hook| {
-                if matches!(hook, wasmtime::CallHook::ReturningFromHost) {
-                    let debt = std::mem::take(&mut ctx.data_mut().fuel_debt);
-                    if debt > 0 {
-                        let left = ctx.get_fuel()?;
-                        ctx.set_fuel(left.saturating_sub(debt))?;
-                    }
-                }
-                Ok(())
-            });
+            // call returns (out of fuel, the guest stops there), and the
+            // guest still yields every interval (see `Pacer`).
+            let mut pacer = Pacer {
+                suspended: suspended.clone(),
+                seen: 0,
+                mark: fuel,
+                armed: false,
+            };
+            store.call_hook(move |ctx, hook| pacer.on(ctx, hook));
         } else {
             // Yield at every tick; the deadline is checked below when the
             // guest is polled again. tokio's yield defers the wake-up until
@@ -670,16 +673,21 @@ impl Runtime {
         store.data_mut().provider = own.ok().map(|c| c.provider);
 
         // A guest computing past its deadline is ended where it yields (fuel
-        // interval or epoch tick: either polls this future again); the
-        // timeout ends one that waits past it inside a host call.
+        // interval or epoch tick: either polls this future again) or, when
+        // metered, at the first host call it is charged for after it (the
+        // pacer's trap); the timeout ends one that waits past it inside a
+        // host call.
         let run = {
             let mut call = std::pin::pin!(call(&script.pre, &mut store, &exec.call));
             let yielding = std::future::poll_fn(|cx| {
                 if Instant::now() >= deadline {
-                    Poll::Ready(None)
-                } else {
-                    call.as_mut().poll(cx).map(Some)
+                    return Poll::Ready(None);
                 }
+                let polled = call.as_mut().poll(cx).map(Some);
+                if polled.is_pending() {
+                    suspended.fetch_add(1, Ordering::Relaxed);
+                }
+                polled
             });
             tokio::time::timeout(timeout, yielding).await.ok().flatten()
         };
@@ -692,6 +700,9 @@ impl Runtime {
                 } else {
                     Err(ExecError::Script(failure_from(script_error)))
                 }
+            }
+            Some(Err(Failed::Call(e))) if e.is::<DeadlinePassed>() => {
+                Err(ExecError::Timeout { after: timeout })
             }
             Some(Err(trap)) => Err(classify_trap(trap, store.data(), fuel)),
         };
@@ -711,6 +722,75 @@ impl Runtime {
             duration: started.elapsed(),
             secrets: state.secrets,
         }
+    }
+}
+
+/// The trap a host call returns when the execution's deadline has passed
+/// (reported as [`ExecError::Timeout`]).
+#[derive(Debug, thiserror::Error)]
+#[error("the execution's deadline passed")]
+pub(crate) struct DeadlinePassed;
+
+/// Keeps a metered guest yielding to the executor at least every
+/// [`FUEL_YIELD_INTERVAL`] units, its host calls' work included, and
+/// holds its deadline at every call whose work it charges.
+///
+/// wasmtime yields when the fuel it last injected (at most one interval)
+/// runs out, and `set_fuel` injects a fresh interval: charging the host's
+/// work as a call returns would otherwise restart the count at every
+/// charged call, and a guest making one (a log line) more often than
+/// every interval would never yield, so neither its deadline, its
+/// timeout nor a cancellation would get a look until its fuel ran out
+/// (never, when fuel is not metered). So the pacer counts the fuel used
+/// since the execution last suspended; past an interval it sets the
+/// yield interval to one unit, so the guest yields at its next fuel
+/// check, and puts it back once it has.
+struct Pacer {
+    /// Bumped by `execute` each time the call returns `Pending`.
+    suspended: Arc<AtomicU64>,
+    /// `suspended` when last looked at.
+    seen: u64,
+    /// The fuel left when the execution was last seen to have suspended.
+    mark: u64,
+    /// The yield interval is one unit: the guest yields at its next fuel
+    /// check.
+    armed: bool,
+}
+
+impl Pacer {
+    /// Every host call and libcall (the one that yields when the fuel
+    /// injected runs out among them) returns through here.
+    fn on(
+        &mut self,
+        mut ctx: wasmtime::StoreContextMut<'_, HostState>,
+        hook: wasmtime::CallHook,
+    ) -> wasmtime::Result<()> {
+        if !matches!(hook, wasmtime::CallHook::ReturningFromHost) {
+            return Ok(());
+        }
+        let mut left = ctx.get_fuel()?;
+        let suspended = self.suspended.load(Ordering::Relaxed);
+        if suspended != self.seen {
+            self.seen = suspended;
+            self.mark = left;
+            if self.armed {
+                self.armed = false;
+                ctx.fuel_async_yield_interval(Some(FUEL_YIELD_INTERVAL))?;
+            }
+        }
+        let debt = std::mem::take(&mut ctx.data_mut().fuel_debt);
+        if debt > 0 {
+            left = left.saturating_sub(debt);
+            ctx.set_fuel(left)?;
+            if Instant::now() >= ctx.data().deadline {
+                return Err(wasmtime::Error::new(DeadlinePassed));
+            }
+        }
+        if !self.armed && self.mark.saturating_sub(left) >= FUEL_YIELD_INTERVAL {
+            self.armed = true;
+            ctx.fuel_async_yield_interval(Some(1))?;
+        }
+        Ok(())
     }
 }
 
@@ -753,7 +833,13 @@ async fn call(pre: &ScriptPre, store: &mut Store<HostState>, call: &Call) -> Cal
                 .call_on_webhook_payload_received(store, &payload)
                 .await
                 .map_err(C)?;
-            Ok(out.map(|o| o.map(|json| parse_output(&json))))
+            // Bounded as an action's output is, before it is parsed.
+            Ok(out.and_then(|o| match o {
+                Some(json) if json.len() > MAX_ACTION_OUTPUT_BYTES => {
+                    Err(output_too_large(json.len()))
+                }
+                o => Ok(o.map(|json| parse_output(&json))),
+            }))
         }
         (ScriptPre::Action(pre), Call::Action { input }) => {
             // The original turns an input of exactly `{}` into `undefined`
@@ -779,15 +865,7 @@ async fn call(pre: &ScriptPre, store: &mut Store<HostState>, call: &Call) -> Cal
                 .map_err(C)?;
             let out = match out {
                 Ok(Some(json)) if json.len() > MAX_ACTION_OUTPUT_BYTES => {
-                    Err(ScriptError::Sdk(crate::bindings::types::NangoError {
-                        code: "script_output_too_large".into(),
-                        message: format!(
-                            "Output is too large: {} bytes, more than {} MiB",
-                            json.len(),
-                            MAX_ACTION_OUTPUT_BYTES >> 20
-                        ),
-                        payload: Some(br#"{"message":"Output is too large"}"#.to_vec()),
-                    }))
+                    Err(output_too_large(json.len()))
                 }
                 Ok(Some(json)) => parse_result(&json).map(Some).map_err(ScriptError::Sdk),
                 Ok(None) => Ok(None),
@@ -823,8 +901,27 @@ async fn call(pre: &ScriptPre, store: &mut Store<HostState>, call: &Call) -> Cal
     }
 }
 
+/// The original's error for an output past [`MAX_ACTION_OUTPUT_BYTES`]
+/// (an action's, and a webhook handler's).
+fn output_too_large(len: usize) -> ScriptError {
+    ScriptError::Sdk(crate::bindings::types::NangoError {
+        code: "script_output_too_large".into(),
+        message: format!(
+            "Output is too large: {len} bytes, more than {} MiB",
+            MAX_ACTION_OUTPUT_BYTES >> 20
+        ),
+        payload: Some(br#"{"message":"Output is too large"}"#.to_vec()),
+    })
+}
+
+/// Whether `json` is an empty object, `{}` with JSON whitespace at most:
+/// read from the text (an input of any size is not parsed to tell).
 fn is_empty_object(json: &str) -> bool {
-    matches!(serde_json::from_str::<Value>(json), Ok(Value::Object(m)) if m.is_empty())
+    let space = |c: char| matches!(c, ' ' | '\t' | '\n' | '\r');
+    json.trim_matches(space)
+        .strip_prefix('{')
+        .and_then(|rest| rest.strip_suffix('}'))
+        .is_some_and(|inside| inside.trim_matches(space).is_empty())
 }
 
 /// JSON a script passed that is not an action's output (a webhook
@@ -872,7 +969,8 @@ fn parse_result(json: &[u8]) -> Result<Value, crate::bindings::types::NangoError
     }
 }
 
-/// The largest output an action may return, as the original's.
+/// The largest output an action may return, as the original's; a
+/// webhook handler's answer is bounded the same.
 pub const MAX_ACTION_OUTPUT_BYTES: usize = 10 << 20;
 
 /// The deepest JSON the host parses (serde_json's recursion limit).
@@ -1218,5 +1316,26 @@ mod tests {
         assert!(text.len() <= MAX_ERROR_JSON + 3, "{}", text.len());
         let f = failure_from(ScriptError::Internal("x".repeat(MAX_ERROR_JSON + 10)));
         assert!(f.message.len() <= MAX_ERROR_JSON + 3, "{}", f.message.len());
+    }
+
+    /// `{}` is told from the text, JSON whitespace allowed, without
+    /// parsing the input.
+    #[test]
+    fn an_empty_object_is_told_from_its_text() {
+        for empty in ["{}", " { } ", "\n{\t}\r\n"] {
+            assert!(is_empty_object(empty), "{empty:?}");
+        }
+        for other in [
+            "{\"a\":1}",
+            "[]",
+            "{}}",
+            "{{}",
+            "null",
+            "",
+            "{\u{a0}}",
+            "\u{a0}{}",
+        ] {
+            assert!(!is_empty_object(other), "{other:?}");
+        }
     }
 }

@@ -20,6 +20,23 @@ use std::time::{Duration, Instant};
 /// original checks).
 pub const MAX_KEY_LENGTH: usize = 255;
 
+/// The longest key in bytes: a UTF-16 code unit is at most 3 bytes of
+/// UTF-8 (a character of 4 bytes is 2 units), so a longer key is refused
+/// without counting its units.
+pub const MAX_KEY_BYTES: usize = 3 * MAX_KEY_LENGTH;
+
+/// The shortest time between two sweeps of a full table for lapsed
+/// locks (and of one execution's list of keys): a sweep walks them all
+/// under the table's mutex, so a script asking for fresh keys of a full
+/// table in a loop does not walk 100,000 entries per call. A lapsed lock
+/// makes room at the next sweep, at most this long after it lapsed.
+pub const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+/// What a lock call costs the host, in bytes of its work
+/// (`HostState::charge`, besides the key's own bytes): the mutex, a hash
+/// and a table entry, under a microsecond.
+pub const CALL_WORK_BYTES: usize = 256;
+
 /// Locks held in one environment at once, past which an acquire is
 /// refused: the table is memory, and a script looping over fresh keys must
 /// not grow it without end.
@@ -84,11 +101,36 @@ struct Held {
 /// One environment's locks.
 #[derive(Debug, Default)]
 pub struct Locks {
-    held: Mutex<HashMap<String, Held>>,
+    held: Mutex<Table>,
+}
+
+#[derive(Debug, Default)]
+struct Table {
+    keys: HashMap<String, Held>,
+    /// When the table was last swept for lapsed locks.
+    swept: Option<Instant>,
+}
+
+impl std::ops::Deref for Table {
+    type Target = HashMap<String, Held>;
+    fn deref(&self) -> &Self::Target {
+        &self.keys
+    }
+}
+
+impl std::ops::DerefMut for Table {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.keys
+    }
+}
+
+/// Whether a sweep last made at `last` may be made again `now`.
+fn may_sweep(last: Option<Instant>, now: Instant) -> bool {
+    last.is_none_or(|last| now.saturating_duration_since(last) >= SWEEP_INTERVAL)
 }
 
 impl Locks {
-    fn table(&self) -> std::sync::MutexGuard<'_, HashMap<String, Held>> {
+    fn table(&self) -> std::sync::MutexGuard<'_, Table> {
         // A panic while holding the mutex cannot leave the map half
         // changed (every change is one insert or remove).
         self.held.lock().unwrap_or_else(|e| e.into_inner())
@@ -102,14 +144,27 @@ impl Locks {
         key: &str,
         ttl: Duration,
     ) -> Result<bool, LockError> {
-        let length = key.encode_utf16().count();
-        if length == 0 || length > MAX_KEY_LENGTH {
+        self.try_acquire_at(owner, key, ttl, Instant::now())
+    }
+
+    fn try_acquire_at(
+        &self,
+        owner: LockOwner,
+        key: &str,
+        ttl: Duration,
+        now: Instant,
+    ) -> Result<bool, LockError> {
+        // By its bytes first: the units of a key of any size are not
+        // counted.
+        if key.is_empty() || key.len() > MAX_KEY_BYTES {
+            return Err(LockError::Key);
+        }
+        if key.encode_utf16().count() > MAX_KEY_LENGTH {
             return Err(LockError::Key);
         }
         if ttl.is_zero() {
             return Err(LockError::Ttl);
         }
-        let now = Instant::now();
         // A time to live past what an `Instant` holds is as good as never.
         let until = now
             .checked_add(ttl)
@@ -124,7 +179,10 @@ impl Locks {
             None => {}
         }
         if table.len() >= MAX_HELD {
-            table.retain(|_, h| h.until > now);
+            if may_sweep(table.swept, now) {
+                table.swept = Some(now);
+                table.retain(|_, h| h.until > now);
+            }
             if table.len() >= MAX_HELD {
                 return Err(LockError::Full);
             }
@@ -147,9 +205,8 @@ impl Locks {
         }
     }
 
-    /// Those of `keys` that `owner` holds (its time not run out).
-    fn still_held(&self, owner: LockOwner, keys: HashSet<String>) -> HashSet<String> {
-        let now = Instant::now();
+    /// Those of `keys` that `owner` holds (its time not run out `now`).
+    fn still_held(&self, owner: LockOwner, keys: HashSet<String>, now: Instant) -> HashSet<String> {
         let table = self.table();
         keys.into_iter()
             .filter(|k| {
@@ -189,6 +246,8 @@ pub struct LockHolder {
     locks: Arc<Locks>,
     owner: LockOwner,
     taken: HashSet<String>,
+    /// When `taken` was last pruned of lapsed and taken-over keys.
+    pruned: Option<Instant>,
 }
 
 impl LockHolder {
@@ -197,20 +256,34 @@ impl LockHolder {
             locks,
             owner: LockOwner::new(),
             taken: HashSet::new(),
+            pruned: None,
         }
     }
 
     pub fn try_acquire(&mut self, key: &str, ttl: Duration) -> Result<bool, LockError> {
+        self.try_acquire_at(key, ttl, Instant::now())
+    }
+
+    fn try_acquire_at(
+        &mut self,
+        key: &str,
+        ttl: Duration,
+        now: Instant,
+    ) -> Result<bool, LockError> {
         if self.taken.len() >= MAX_HELD_BY_ONE && !self.taken.contains(key) {
-            // Lapsed and taken-over keys leave the list first.
-            self.taken = self
-                .locks
-                .still_held(self.owner, std::mem::take(&mut self.taken));
+            // Lapsed and taken-over keys leave the list first (a walk of
+            // the whole list, at most once per interval).
+            if may_sweep(self.pruned, now) {
+                self.pruned = Some(now);
+                self.taken =
+                    self.locks
+                        .still_held(self.owner, std::mem::take(&mut self.taken), now);
+            }
             if self.taken.len() >= MAX_HELD_BY_ONE {
                 return Err(LockError::TooManyHeld);
             }
         }
-        let taken = self.locks.try_acquire(self.owner, key, ttl)?;
+        let taken = self.locks.try_acquire_at(self.owner, key, ttl, now)?;
         if taken {
             self.taken.insert(key.to_string());
         }
@@ -369,5 +442,70 @@ mod tests {
         assert_eq!(locks.try_acquire(a, "full", LONG), Err(LockError::Full));
         // Renewing a held key still works when full.
         assert_eq!(locks.try_acquire(a, "one more", LONG), Ok(true));
+    }
+
+    /// A full table is swept for lapsed locks at most once per
+    /// [`SWEEP_INTERVAL`]: an acquire of a fresh key in a full table does
+    /// not walk every entry each time (a lapsed lock makes room at the
+    /// next sweep); an execution's own list is pruned the same way.
+    #[test]
+    fn a_full_table_is_swept_at_most_once_per_interval() {
+        let locks = Arc::new(Locks::default());
+        let a = LockOwner::new();
+        let t0 = Instant::now();
+        let short = Duration::from_millis(100);
+        assert_eq!(locks.try_acquire_at(a, "short", short, t0), Ok(true));
+        for i in 1..MAX_HELD {
+            assert_eq!(locks.try_acquire_at(a, &i.to_string(), LONG, t0), Ok(true));
+        }
+        // Swept now: nothing has lapsed.
+        assert_eq!(locks.try_acquire_at(a, "x", LONG, t0), Err(LockError::Full));
+        // `short` has lapsed, and is not swept within the interval.
+        let t1 = t0 + SWEEP_INTERVAL / 2;
+        assert_eq!(locks.try_acquire_at(a, "x", LONG, t1), Err(LockError::Full));
+        assert_eq!(locks.len(), MAX_HELD);
+        // Past it, the next sweep makes its room.
+        let t2 = t0 + SWEEP_INTERVAL;
+        assert_eq!(locks.try_acquire_at(a, "x", LONG, t2), Ok(true));
+        assert_eq!(locks.len(), MAX_HELD);
+        assert_eq!(locks.try_acquire_at(a, "y", LONG, t2), Err(LockError::Full));
+
+        let locks = Arc::new(Locks::default());
+        let mut holder = LockHolder::new(locks.clone());
+        assert_eq!(holder.try_acquire_at("short", short, t0), Ok(true));
+        for i in 1..MAX_HELD_BY_ONE {
+            assert_eq!(holder.try_acquire_at(&i.to_string(), LONG, t0), Ok(true));
+        }
+        assert_eq!(
+            holder.try_acquire_at("x", LONG, t0),
+            Err(LockError::TooManyHeld)
+        );
+        assert_eq!(
+            holder.try_acquire_at("x", LONG, t1),
+            Err(LockError::TooManyHeld)
+        );
+        assert_eq!(holder.try_acquire_at("x", LONG, t2), Ok(true));
+    }
+
+    /// A key is refused by its bytes before its UTF-16 units are counted;
+    /// the longest key in units is within the bound in bytes.
+    #[test]
+    fn a_key_is_bounded_by_its_bytes_first() {
+        let locks = Locks::default();
+        let a = LockOwner::new();
+        assert_eq!(
+            locks.try_acquire(a, &"k".repeat(10 << 20), LONG),
+            Err(LockError::Key)
+        );
+        // 255 units of 3 bytes each: 765 bytes, the most a key may have.
+        let widest = "€".repeat(MAX_KEY_LENGTH);
+        assert_eq!(widest.len(), MAX_KEY_BYTES);
+        assert_eq!(locks.try_acquire(a, &widest, LONG), Ok(true));
+        assert_eq!(
+            locks.try_acquire(a, &format!("{widest}k"), LONG),
+            Err(LockError::Key)
+        );
+        // 127 astral characters: 254 units, 508 bytes.
+        assert_eq!(locks.try_acquire(a, &"😀".repeat(127), LONG), Ok(true));
     }
 }

@@ -232,6 +232,8 @@ impl Paginator {
             };
             self.set_param(&name, value)?;
         }
+        // The request is built and sent again for every page.
+        state.charge(request_text(&self.req));
         let response = crate::proxy::send(state, &self.req).await;
         let response = match response {
             Ok(r) => r,
@@ -240,12 +242,23 @@ impl Paginator {
                 return Err(e);
             }
         };
-        let data = page_data(&response.body).map_err(|e| {
+        let max_values = crate::batch::max_values(state.limits().max_response_bytes);
+        let (response, data) = parse_page(response, max_values).await;
+        let data = data.map_err(|e| {
             self.done = true;
-            HttpError::Failed(nango_error(
-                "invalid_response",
-                format!("pagination needs a JSON response: {e}"),
-            ))
+            HttpError::Failed(match e {
+                PageError::Json(e) => nango_error(
+                    "invalid_response",
+                    format!("pagination needs a JSON response: {e}"),
+                ),
+                PageError::TooManyValues { max } => nango_error(
+                    "response_too_large",
+                    format!(
+                        "pagination: the page holds more than {max} JSON values, the most sluice parses of one page (one per {} bytes of the response limit)",
+                        crate::batch::BYTES_PER_VALUE
+                    ),
+                ),
+            })
         })?;
         // Borrowed, not copied (a page may be megabytes).
         let items: &Value = match (&data, &self.response_path) {
@@ -370,17 +383,82 @@ impl Paginator {
     }
 }
 
+/// The bytes of a request the host copies and parses again for each page:
+/// its body and params.
+fn request_text(req: &Request) -> usize {
+    let body = match &req.data {
+        None => 0,
+        Some(Body::Json(t) | Body::Text(t)) => t.len(),
+        Some(Body::Bytes(b)) => b.len(),
+        Some(Body::Multipart(fields)) => fields.iter().map(|(k, v)| k.len() + v.len()).sum(),
+    };
+    let params = match &req.params {
+        None => 0,
+        Some(Query::Text(t)) => t.len(),
+        Some(Query::Object(j)) => j.len(),
+    };
+    body + params
+}
+
+/// Why a page's body was not read.
+#[derive(Debug)]
+enum PageError {
+    Json(serde_json::Error),
+    /// More JSON values than a page may hold
+    /// ([`crate::batch::max_values`] of the response limit).
+    TooManyValues {
+        max: usize,
+    },
+}
+
+/// [`page_data`] of a response, a large one on a blocking thread rather
+/// than the async worker running the script.
+async fn parse_page(
+    mut response: crate::bindings::types::Response,
+    max_values: usize,
+) -> (
+    crate::bindings::types::Response,
+    Result<Option<Value>, PageError>,
+) {
+    if response.body.len() < crate::batch::OFF_WORKER_AT {
+        let data = page_data(&response.body, max_values);
+        return (response, data);
+    }
+    let body = std::mem::take(&mut response.body);
+    let parsed = tokio::task::spawn_blocking(move || {
+        let data = page_data(&body, max_values);
+        (body, data)
+    })
+    .await;
+    match parsed {
+        Ok((body, data)) => {
+            response.body = body;
+            (response, data)
+        }
+        // Parsing does not panic; were it to, the page is not read.
+        Err(e) => (response, Err(PageError::Json(serde::de::Error::custom(e)))),
+    }
+}
+
 /// A page's body as JSON, as the original's axios reads it: a UTF-8 byte
 /// order mark before it is dropped, and an empty body (a 204, or a last
 /// page answered with nothing) is `None`, an empty page ([`NO_ITEMS`]),
 /// which ends the pagination as one does, rather than an error that fails
-/// the sync.
-fn page_data(body: &[u8]) -> Result<Option<Value>, serde_json::Error> {
+/// the sync. One of more than `max_values` values
+/// ([`crate::batch::value_count`]) is refused before it is parsed: a
+/// page of `[0,0,…]` within the response limit would take ~40 times its
+/// size.
+fn page_data(body: &[u8], max_values: usize) -> Result<Option<Value>, PageError> {
     let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
     if body.trim_ascii().is_empty() {
         return Ok(None);
     }
-    serde_json::from_slice(body).map(Some)
+    if crate::batch::value_count(body) > max_values {
+        return Err(PageError::TooManyValues { max: max_values });
+    }
+    serde_json::from_slice(body)
+        .map(Some)
+        .map_err(PageError::Json)
 }
 
 /// The items of a page answered with an empty body.
@@ -554,10 +632,14 @@ mod tests {
 
     #[test]
     fn a_page_body_may_be_empty_or_start_with_a_byte_order_mark() {
-        assert_eq!(page_data(b"").ok(), Some(None));
-        assert_eq!(page_data(b" \r\n").ok(), Some(None));
-        assert_eq!(page_data(b"\xEF\xBB\xBF[1]").ok(), Some(Some(json!([1]))));
-        assert!(page_data(b"<html>").is_err());
+        let max = usize::MAX;
+        assert_eq!(page_data(b"", max).ok(), Some(None));
+        assert_eq!(page_data(b" \r\n", max).ok(), Some(None));
+        assert_eq!(
+            page_data(b"\xEF\xBB\xBF[1]", max).ok(),
+            Some(Some(json!([1])))
+        );
+        assert!(page_data(b"<html>", max).is_err());
     }
 
     #[test]

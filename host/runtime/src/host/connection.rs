@@ -232,6 +232,9 @@ impl connection::Host for HostState {
         key: String,
         ttl_ms: u64,
     ) -> wasmtime::Result<Result<bool, NangoError>> {
+        // Paid for as other calls are: a script asking in a loop spends
+        // its CPU budget on it.
+        self.charge(crate::locks::CALL_WORK_BYTES + key.len());
         let ttl = std::time::Duration::from_millis(ttl_ms);
         Ok(self
             .locks
@@ -240,10 +243,12 @@ impl connection::Host for HostState {
     }
 
     fn release_lock(&mut self, key: String) -> wasmtime::Result<Result<bool, NangoError>> {
+        self.charge(crate::locks::CALL_WORK_BYTES + key.len());
         Ok(Ok(self.locks.release(&key)))
     }
 
     fn release_all_locks(&mut self) -> wasmtime::Result<()> {
+        self.charge(crate::locks::CALL_WORK_BYTES);
         self.locks.release_all();
         Ok(())
     }
@@ -330,6 +335,12 @@ pub(crate) fn add_trigger_action(
                 if let Some(left) = left {
                     store.set_fuel(left.saturating_sub(burnt))?;
                 }
+                // The action ran within this execution's deadline: past
+                // it, this one ends here too (its guest would otherwise
+                // go on until it next yields).
+                if std::time::Instant::now() >= store.data().deadline {
+                    return Err(wasmtime::Error::new(crate::exec::DeadlinePassed));
+                }
                 Ok((result,))
             })
         },
@@ -350,6 +361,12 @@ impl HostState {
         input: Option<Vec<u8>>,
         fuel: Option<u64>,
     ) -> (Result<Option<Vec<u8>>, NangoError>, u64) {
+        // Parsed (validated, and `{}` told apart) by the action's run.
+        let size = input.as_ref().map_or(0, Vec::len);
+        if let Err(e) = self.check_payload("the triggerAction input", size) {
+            return (Err(e), 0);
+        }
+        self.charge(size);
         let max_depth = self.limits().max_trigger_depth;
         if self.exec.depth >= max_depth {
             return (

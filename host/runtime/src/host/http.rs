@@ -90,12 +90,22 @@ impl http::Host for HostState {
         if let Err(e) = self.check_body(&req) {
             return Ok(Err(e));
         }
-        let held = request_bytes(&req)
-            .saturating_add(config.as_ref().map_or(0, Vec::len))
-            .saturating_add(PAGER_OVERHEAD);
+        // The request and its config, all of which the host parses or
+        // copies (the params and a body again on every page), within the
+        // payload limit before any of it is parsed, and paid for as other
+        // calls pay for what they send.
+        let text = request_bytes(&req).saturating_add(config.as_ref().map_or(0, Vec::len));
+        if let Err(e) = self.check_payload(
+            "the paginated request (body, params, headers and config)",
+            text,
+        ) {
+            return Ok(Err(HttpError::Failed(e)));
+        }
+        self.charge(text);
+        let held = text.saturating_add(PAGER_OVERHEAD);
         let max = self.limits().max_payload_bytes;
-        // One open paginator is always allowed: its body passed the
-        // payload limit above.
+        // One open paginator is always allowed: its request is within the
+        // payload limit (checked above).
         if self.pager_bytes > 0 && self.pager_bytes.saturating_add(held) > max {
             return Ok(Err(HttpError::Failed(nango_error(
                 "payload_too_large",

@@ -154,29 +154,55 @@ impl HostState {
                 ),
             )
         };
-        let read = match batch::read(Arc::clone(&json), check.clone()).await {
+        let limit = self.limits().max_payload_bytes;
+        let max_values = batch::max_values(limit);
+        let read = match batch::read(Arc::clone(&json), check.clone(), max_values).await {
             Ok(read) => read,
             Err(batch::Unread::TooMany) => return Err(too_many()),
-            // Not an array: say what it is, as JSON.parse would.
-            Err(batch::Unread::NotAnArray) => match serde_json::from_slice(&json) {
-                Ok(Value::Array(a)) if a.len() > batch::MAX_RECORDS_PER_CALL => {
-                    return Err(too_many());
-                }
-                Ok(Value::Array(a)) => batch::read_values(a, check.as_deref()),
-                Ok(Value::Null) => return Ok(()),
-                Ok(_) => {
-                    return Err(nango_error(
+            Err(batch::Unread::TooManyValues { max }) => {
+                return Err(nango_error(
+                    "payload_too_large",
+                    format!(
+                        "{call}: the records hold more than {max} JSON values, the most one call may hold (one per {} bytes of the payload limit of {limit} bytes): send fewer records per call, or records of fewer values",
+                        batch::BYTES_PER_VALUE
+                    ),
+                ));
+            }
+            Err(batch::Unread::Record { index, error }) => {
+                return Err(nango_error(
+                    "invalid_request",
+                    format!("{call}: record {index} is not JSON: {error}"),
+                ));
+            }
+            // Not shaped like an array: say what it is, as JSON.parse
+            // would, building nothing (a valid array is never here), a
+            // large text off the async worker.
+            Err(batch::Unread::NotAnArray) => {
+                let text = Arc::clone(&json);
+                let is_null = move || {
+                    serde_json::from_slice::<serde::de::IgnoredAny>(&text)
+                        .map(|_| text.trim_ascii() == b"null")
+                };
+                let is_null = if json.len() < batch::OFF_WORKER_AT {
+                    is_null()
+                } else {
+                    // Checking does not panic; were it to, not an array.
+                    tokio::task::spawn_blocking(is_null)
+                        .await
+                        .unwrap_or(Ok(false))
+                };
+                return match is_null {
+                    Ok(true) => Ok(()),
+                    Ok(false) => Err(nango_error(
                         "invalid_request",
                         format!("{call}: records must be a JSON array"),
-                    ));
-                }
-                Err(e) => {
-                    return Err(nango_error(
+                    )),
+                    Err(e) => Err(nango_error(
                         "invalid_request",
                         format!("{call}: records are not JSON: {e}"),
-                    ));
-                }
-            },
+                    )),
+                };
+            }
         };
         drop(json);
         if read.is_empty() {

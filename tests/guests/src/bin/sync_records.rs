@@ -21,6 +21,9 @@ struct Plan {
     track_end: bool,
     /// `listRecords` pages of this size after the writes.
     list: Option<u32>,
+    /// The webhook handler's answer carries a string of this many bytes
+    /// (`pad`), to exceed the bound of an answer.
+    pad: usize,
 }
 
 fn apply(nango: &Nango, plan: &Plan) -> Result<Value, Error> {
@@ -53,13 +56,17 @@ fn apply(nango: &Nango, plan: &Plan) -> Result<Value, Error> {
             }
         }
     }
-    Ok(json!({
+    let mut out = json!({
         "found": found,
         "listed": listed,
         "last_sync_date": nango.last_sync_date(),
         "variant": nango.variant(),
         "track_deletes": nango.track_deletes(),
-    }))
+    });
+    if plan.pad > 0 {
+        out["pad"] = json!("x".repeat(plan.pad));
+    }
+    Ok(out)
 }
 
 #[sync(webhook = on_webhook)]
