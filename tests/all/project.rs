@@ -500,6 +500,42 @@ async fn scripts_without_a_file_are_listed() {
     assert!(err.contains("`<name>/Cargo.toml`"), "{err}");
 }
 
+/// A package.json the migration cannot parse is refused before anything
+/// is written (it was replaced by the default, losing what it held).
+#[tokio::test]
+async fn migrate_refuses_a_package_json_it_cannot_parse_and_changes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let yaml = "integrations:\n    demo:\n        actions:\n            hello:\n                endpoint: POST /hello\n                output: Out\nmodels:\n    Out:\n        id: string\n";
+    let script = "import type { NangoAction, Out } from '../../models';\n\nexport default async function runAction(nango: NangoAction): Promise<Out> {\n    return { id: '1' };\n}\n";
+    let package = "{\n  \"name\": \"mine\",\n  \"dependencies\": { \"lodash\": \"4\" },\n}\n";
+    write(tmp.path(), "nango.yaml", yaml);
+    write(tmp.path(), "demo/actions/hello.ts", script);
+    write(tmp.path(), "package.json", package);
+    let mut args = vec![
+        "migrate-to-zero-yaml".to_string(),
+        "--dir".into(),
+        s(tmp.path()),
+    ];
+    args.extend(build_flags("migrate-bad-package"));
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (code, out, err) = sluice(&argv).await;
+    assert_ne!(code, 0, "out: {out}\nerr: {err}");
+    let path = tmp.path().join("package.json");
+    assert!(
+        err.contains(&format!(
+            "{} cannot be updated (it is not JSON: trailing comma at line 4 column 1); nothing was changed",
+            path.display()
+        )),
+        "{err}"
+    );
+    let read = |rel: &str| std::fs::read_to_string(tmp.path().join(rel)).unwrap();
+    assert_eq!(read("package.json"), package);
+    assert_eq!(read("nango.yaml"), yaml);
+    assert_eq!(read("demo/actions/hello.ts"), script);
+    assert!(!tmp.path().join("index.ts").exists());
+    assert!(!tmp.path().join("models.ts").exists());
+}
+
 /// A Rust script's failed build adds a hint only where cargo's messages
 /// do not say it: a crate without the script's binary is told how to name
 /// it, a crate that does not compile is not sent looking for a name.

@@ -367,6 +367,23 @@ impl Builder<'_> {
             ));
             return;
         }
+        // And a file whose aliases copy more fields than any project has:
+        // refused before they are resolved, generated and searched.
+        let mut fields = 0;
+        if !yaml
+            .values()
+            .all(|body| models::count_fields(body, &mut fields))
+        {
+            self.d.push(Diagnostic::error(
+                "too_many_fields",
+                format!(
+                    "the models declare more than {} fields in all (inline objects' included, each alias `*name` counted as the copy of its anchor it makes)",
+                    models::MAX_TOTAL_FIELDS
+                ),
+                &p(&["models"]),
+            ));
+            return;
+        }
         for (name, _) in yaml {
             if let Some(n) = scalar_text(name) {
                 self.defined.insert(n);
@@ -733,25 +750,14 @@ impl Builder<'_> {
     }
 
     fn script_name(&mut self, name: &str, path: &[String]) {
-        let ok = !name.is_empty()
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-        if !ok {
-            self.d.push(Diagnostic::schema(
-                "pattern",
-                format!("script name \"{name}\" must match ^[a-zA-Z0-9_-]+$"),
-                path,
-            ));
-        } else if name.len() > models::MAX_NAME_LEN {
-            self.d.push(Diagnostic::schema(
-                "maxLength",
-                format!(
-                    "script name \"{name}\" is longer than {} characters",
-                    models::MAX_NAME_LEN
-                ),
-                path,
-            ));
+        if let Some(problem) = models::script_name_problem(name) {
+            // The schema keyword: the pattern, else the length.
+            let keyword = if problem.ends_with("must match ^[a-zA-Z0-9_-]+$") {
+                "pattern"
+            } else {
+                "maxLength"
+            };
+            self.d.push(Diagnostic::schema(keyword, problem, path));
         }
     }
 

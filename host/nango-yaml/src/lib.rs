@@ -150,13 +150,86 @@ pub struct Loaded {
     pub warnings: Vec<Diagnostic>,
 }
 
+/// The largest nango.yaml read, as the server's deploy takes it (8 MiB):
+/// a real one is tens of kilobytes.
+pub const MAX_FILE_BYTES: u64 = 8 << 20;
+
+/// The text of the regular file `path` (a link to one is followed), of at
+/// most `max_bytes`. A device, a FIFO or a folder is refused before it is
+/// opened (`/dev/zero` would be read for ever, a FIFO never answer); a
+/// larger file is refused after `max_bytes + 1` bytes are read. A missing
+/// file is `NotFound`, as `std::fs::read_to_string` says it.
+pub fn read_text_file(path: &Path, max_bytes: u64) -> std::io::Result<String> {
+    use std::io::Read as _;
+    let meta = std::fs::metadata(path)?;
+    if !meta.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!(
+                "not a regular file (it is {})",
+                file_kind(&meta.file_type())
+            ),
+        ));
+    }
+    let file = std::fs::File::open(path)?;
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len().min(max_bytes)).unwrap_or(0));
+    file.take(max_bytes.saturating_add(1))
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > max_bytes {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("larger than the {} it may be", shown_bytes(max_bytes)),
+        ));
+    }
+    String::from_utf8(bytes)
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text"))
+}
+
+/// What a file that is not a regular one is, for an error.
+pub fn file_kind(t: &std::fs::FileType) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt as _;
+        if t.is_fifo() {
+            return "a FIFO";
+        }
+        if t.is_char_device() || t.is_block_device() {
+            return "a device";
+        }
+        if t.is_socket() {
+            return "a socket";
+        }
+    }
+    if t.is_symlink() {
+        "a symbolic link"
+    } else if t.is_dir() {
+        "a folder"
+    } else if t.is_file() {
+        "a regular file"
+    } else {
+        "not a regular file"
+    }
+}
+
+/// `8 MiB`, `64 KiB`, `100 bytes`.
+fn shown_bytes(n: u64) -> String {
+    if n >= 1 << 20 && n.is_multiple_of(1 << 20) {
+        format!("{} MiB", n >> 20)
+    } else if n >= 1 << 10 && n.is_multiple_of(1 << 10) {
+        format!("{} KiB", n >> 10)
+    } else {
+        format!("{n} bytes")
+    }
+}
+
 /// Reads and checks `<dir>/nango.yaml`. An integration key written
 /// `${PWD}` (as in Nango's template repository) stands for the name of
-/// `dir`.
+/// `dir`. It is read only if it is a regular file (or a link to one) of at
+/// most [`MAX_FILE_BYTES`].
 pub fn load(dir: &Path) -> Result<Loaded, YamlError> {
     let path = dir.join("nango.yaml");
     let shown = path.display().to_string();
-    let text = match std::fs::read_to_string(&path) {
+    let text = match read_text_file(&path, MAX_FILE_BYTES) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(YamlError::NotFound { path: shown });
@@ -395,6 +468,65 @@ mod size_tests {
         // A few aliases, a file that does not parse: left to the parser.
         assert_eq!(check_size("a: &x {k: v}\nb: *x\nc: [1, *x]\n"), Ok(()));
         assert_eq!(check_size("a: [\n"), Ok(()));
+    }
+}
+
+#[cfg(test)]
+mod file_tests {
+    /// A folder of its own under the system's temporary folder, removed
+    /// when dropped.
+    struct Scratch(std::path::PathBuf);
+
+    impl Scratch {
+        fn new(name: &str) -> Self {
+            let dir = std::env::temp_dir()
+                .join(format!("sluice-nango-yaml-{name}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            Scratch(dir)
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn a_nango_yaml_that_is_a_device_or_too_large_is_refused_by_name() {
+        let dir = Scratch::new("load");
+        let path = dir.0.join("nango.yaml");
+        #[cfg(unix)]
+        {
+            std::os::unix::fs::symlink("/dev/zero", &path).unwrap();
+            let err = super::load(&dir.0).unwrap_err().to_string();
+            assert_eq!(
+                err,
+                format!(
+                    "cannot read {}: not a regular file (it is a device)",
+                    path.display()
+                )
+            );
+            std::fs::remove_file(&path).unwrap();
+        }
+        let big = format!("# {}\nintegrations: {{}}\n", "x".repeat(8 << 20));
+        std::fs::write(&path, big).unwrap();
+        let err = super::load(&dir.0).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            format!(
+                "cannot read {}: larger than the 8 MiB it may be",
+                path.display()
+            )
+        );
+        std::fs::write(&path, "integrations: {}\n").unwrap();
+        assert!(super::load(&dir.0).unwrap().config.integrations.is_empty());
+        std::fs::remove_file(&path).unwrap();
+        assert!(matches!(
+            super::load(&dir.0),
+            Err(super::YamlError::NotFound { .. })
+        ));
     }
 }
 

@@ -73,6 +73,29 @@ pub fn valid_model_name(name: &str) -> bool {
         && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
+/// What is wrong with a script name (of a sync, an action or an on-event
+/// script; in a zero-yaml project, its file's name), as nango.yaml's check
+/// says it; `None` for a good one: `^[a-zA-Z0-9_-]+$`, at most
+/// [`MAX_NAME_LEN`] characters. A name is a path segment (`<script>.ts`,
+/// `mocks/…/<script>/`) and part of stored keys.
+pub fn script_name_problem(name: &str) -> Option<String> {
+    let pattern = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if !pattern {
+        Some(format!(
+            "script name \"{name}\" must match ^[a-zA-Z0-9_-]+$"
+        ))
+    } else if name.len() > MAX_NAME_LEN {
+        Some(format!(
+            "script name \"{name}\" is longer than {MAX_NAME_LEN} characters"
+        ))
+    } else {
+        None
+    }
+}
+
 /// Resolves the `models:` section. `defined` are all model names (for
 /// references); `path` prefixes diagnostics.
 pub(crate) struct Resolver<'a> {
@@ -280,6 +303,31 @@ pub(crate) const MAX_MODELS: usize = 5_000;
 /// Most fields one model (or inline object) may declare.
 const MAX_FIELDS: usize = 5_000;
 
+/// Most fields all models together may declare, inline objects' included,
+/// with each alias (`*name`) counted as the copy of its anchor it makes.
+/// Every field is a line of `models.ts` and an entry of the JSON schema: a
+/// 33 KB file of 1,400 models aliasing one map of 1,400 fields made 2
+/// million (a 166 MB schema). A large real nango.yaml declares thousands.
+pub(crate) const MAX_TOTAL_FIELDS: usize = 100_000;
+
+/// Counts the fields of a model's body (the entries of its maps, nested
+/// ones included) into `count`; false, and stops, once it passes
+/// [`MAX_TOTAL_FIELDS`].
+pub(crate) fn count_fields(body: &Yaml, count: &mut usize) -> bool {
+    match body {
+        Yaml::Mapping(map) => {
+            *count += map.len();
+            if *count > MAX_TOTAL_FIELDS {
+                return false;
+            }
+            map.values().all(|v| count_fields(v, count))
+        }
+        Yaml::Sequence(items) => items.iter().all(|v| count_fields(v, count)),
+        Yaml::Tagged(t) => count_fields(&t.value, count),
+        _ => true,
+    }
+}
+
 /// Most `[]` on one type (`T[][]…`).
 const MAX_ARRAY_DEPTH: usize = 32;
 
@@ -403,28 +451,102 @@ pub(crate) fn apply_extends(
     }
 }
 
-/// Models that reference themselves through other models (a warning only).
+/// Models that reference themselves through other models (a warning only),
+/// in model order: those of a strongly connected component of more than
+/// one model, or referring to themselves. One pass over the references
+/// ([`on_cycle`]): a search from every model cost the cube of their number.
 pub(crate) fn report_cycles(models: &[Model], diagnostics: &mut Diagnostics) {
-    let by_name: HashMap<&str, &Model> = models.iter().map(|m| (m.name.as_str(), m)).collect();
-    for m in models {
-        let mut seen = BTreeSet::new();
-        let mut stack: Vec<&str> = refs(m);
-        while let Some(r) = stack.pop() {
-            if r == m.name {
-                diagnostics.push(Diagnostic::warning(
-                    "cyclic_model",
-                    format!("Cyclic import {} -> {}", m.name, m.name),
-                    &["models".to_string(), m.name.clone()],
-                ));
-                break;
-            }
-            if seen.insert(r)
-                && let Some(next) = by_name.get(r)
-            {
-                stack.extend(refs(next));
+    let index_of: HashMap<&str, usize> = models
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (m.name.as_str(), i))
+        .collect();
+    let edges: Vec<Vec<usize>> = models
+        .iter()
+        .map(|m| {
+            refs(m)
+                .into_iter()
+                .filter_map(|r| index_of.get(r).copied())
+                .collect()
+        })
+        .collect();
+    for (m, cyclic) in models.iter().zip(on_cycle(&edges)) {
+        if cyclic {
+            diagnostics.push(Diagnostic::warning(
+                "cyclic_model",
+                format!("Cyclic import {} -> {}", m.name, m.name),
+                &["models".to_string(), m.name.clone()],
+            ));
+        }
+    }
+}
+
+/// Which nodes of the graph (`edges[v]`: the nodes `v` points to) lie on a
+/// cycle: Tarjan's strongly connected components, with an explicit stack
+/// (no recursion however deep the chain), each node and edge visited once.
+fn on_cycle(edges: &[Vec<usize>]) -> Vec<bool> {
+    const UNSEEN: usize = usize::MAX;
+    let n = edges.len();
+    let mut index = vec![UNSEEN; n];
+    let mut low = vec![0; n];
+    let mut on_stack = vec![false; n];
+    let mut stack: Vec<usize> = Vec::new();
+    let mut out = vec![false; n];
+    let mut next = 0;
+    for start in 0..n {
+        if index[start] != UNSEEN {
+            continue;
+        }
+        // Each node being searched, with the next of its edges to follow.
+        let mut work: Vec<(usize, usize)> = vec![(start, 0)];
+        index[start] = next;
+        low[start] = next;
+        next += 1;
+        stack.push(start);
+        on_stack[start] = true;
+        while let Some(top) = work.last_mut() {
+            let v = top.0;
+            let edge = edges[v].get(top.1).copied();
+            top.1 += 1;
+            match edge {
+                Some(w) if index[w] == UNSEEN => {
+                    index[w] = next;
+                    low[w] = next;
+                    next += 1;
+                    stack.push(w);
+                    on_stack[w] = true;
+                    work.push((w, 0));
+                }
+                Some(w) => {
+                    if on_stack[w] {
+                        low[v] = low[v].min(index[w]);
+                    }
+                }
+                None => {
+                    work.pop();
+                    if let Some(&(parent, _)) = work.last() {
+                        low[parent] = low[parent].min(low[v]);
+                    }
+                    if low[v] == index[v] {
+                        let mut members = Vec::new();
+                        while let Some(w) = stack.pop() {
+                            on_stack[w] = false;
+                            members.push(w);
+                            if w == v {
+                                break;
+                            }
+                        }
+                        if members.len() > 1 || edges[v].contains(&v) {
+                            for w in members {
+                                out[w] = true;
+                            }
+                        }
+                    }
+                }
             }
         }
     }
+    out
 }
 
 fn refs(m: &Model) -> Vec<&str> {
@@ -505,6 +627,96 @@ mod tests {
             many += &format!("  M{i}:\n    id: string\n");
         }
         assert!(refused(&many).contains("too_many_models"));
+    }
+
+    #[test]
+    fn models_on_a_cycle_are_warned_of_in_model_order() {
+        let yaml = "integrations: {}\nmodels:\n  A:\n    b: B\n  B:\n    a: A[]\n  C:\n    self: C | null\n  D:\n    a: A\n    e: E\n  E:\n    id: string\n  F:\n    g:\n      h: G\n  G:\n    f: F\n    x: Missing\n";
+        let loaded = crate::parse(yaml, "nango.yaml").unwrap();
+        let cycles: Vec<String> = loaded
+            .warnings
+            .iter()
+            .filter(|d| d.code == "cyclic_model")
+            .map(|d| format!("{} @ {}", d.message, d.path.join(" > ")))
+            .collect();
+        assert_eq!(
+            cycles,
+            [
+                "Cyclic import A -> A @ models > A",
+                "Cyclic import B -> B @ models > B",
+                "Cyclic import C -> C @ models > C",
+                "Cyclic import F -> F @ models > F",
+                "Cyclic import G -> G @ models > G",
+            ]
+        );
+        // A chain deeper than any recursion could follow, closed at its end.
+        let mut chain = "integrations: {}\nmodels:\n".to_string();
+        for i in 0..4_000 {
+            chain += &format!("  M{i}:\n    next: M{}\n", (i + 1) % 4_000);
+        }
+        let loaded = crate::parse(&chain, "nango.yaml").unwrap();
+        let n = loaded
+            .warnings
+            .iter()
+            .filter(|d| d.code == "cyclic_model")
+            .count();
+        assert_eq!(n, 4_000);
+        assert_eq!(
+            on_cycle(&[vec![1], vec![2], vec![1], vec![]]),
+            [false, true, true, false]
+        );
+    }
+
+    /// 1,400 models, each an alias of one map of 1,400 fields naming every
+    /// model: 33 KB that made 2 million fields, a 166 MB schema and a
+    /// search of a minute.
+    #[test]
+    fn aliases_that_copy_too_many_fields_are_refused() {
+        let shape = |n: usize| {
+            let mut text = "integrations: {}\nmodels:\n  M0: &f\n".to_string();
+            for j in 0..n {
+                text += &format!("    f{j}: M{j}\n");
+            }
+            for i in 1..n {
+                text += &format!("  M{i}: *f\n");
+            }
+            text
+        };
+        let text = shape(1_400);
+        assert!(text.len() < 40_000, "{}", text.len());
+        let err = crate::parse(&text, "nango.yaml").unwrap_err().to_string();
+        assert!(
+            err.contains("the models declare more than 100000 fields in all")
+                && err.contains("[too_many_fields]"),
+            "{err}"
+        );
+        // The same shape within the bound parses, every model on the cycle.
+        let loaded = crate::parse(&shape(300), "nango.yaml").unwrap();
+        assert_eq!(loaded.config.models.len(), 300);
+        assert_eq!(
+            loaded
+                .warnings
+                .iter()
+                .filter(|d| d.code == "cyclic_model")
+                .count(),
+            300
+        );
+    }
+
+    #[test]
+    fn script_names_follow_nango_yamls_rule() {
+        assert_eq!(script_name_problem("get-repo_2"), None);
+        assert_eq!(
+            script_name_problem("get#repo").as_deref(),
+            Some("script name \"get#repo\" must match ^[a-zA-Z0-9_-]+$")
+        );
+        assert!(script_name_problem("").is_some());
+        assert!(script_name_problem(&"a".repeat(MAX_NAME_LEN)).is_none());
+        assert!(
+            script_name_problem(&"a".repeat(MAX_NAME_LEN + 1))
+                .unwrap()
+                .ends_with("is longer than 255 characters")
+        );
     }
 
     #[test]

@@ -93,6 +93,10 @@ pub enum CompileError {
         path: String,
         source: std::io::Error,
     },
+    /// Something sluice writes (a generated file, a build output) is a
+    /// link, a folder or a device where a regular file belongs.
+    #[error("{}", not_plain_message(Path::new(path), what))]
+    NotAFile { path: String, what: &'static str },
 }
 
 /// Where a script comes from.
@@ -118,6 +122,9 @@ pub struct ProjectScript {
     pub name: String,
     pub kind: ScriptKind,
     pub source: Source,
+    /// The component file it was loaded from (a TypeScript script's is its
+    /// integration's bundle, a Rust crate's what cargo built).
+    pub component: PathBuf,
     pub script: Arc<Script>,
 }
 
@@ -326,32 +333,121 @@ fn with_article(kind: ScriptKind) -> &'static str {
     }
 }
 
+/// What keeps sluice from writing `rel` under `root`: the first of its
+/// folders there that exists and is not a real folder (a link, even to a
+/// folder), or the file itself when it exists and is not a regular file;
+/// with what it is. Git checks links out, so a cloned project's
+/// `models.ts -> ../victim.txt` (or `.nango -> ../..`) would have had sluice
+/// write outside it, and one to `/dev/zero` be read for ever.
+pub(crate) fn not_plain(root: &Path, rel: &Path) -> Option<(PathBuf, &'static str)> {
+    let mut at = root.to_path_buf();
+    let mut parts = rel.components().peekable();
+    while let Some(part) = parts.next() {
+        at.push(part);
+        let last = parts.peek().is_none();
+        match std::fs::symlink_metadata(&at) {
+            Ok(meta) if last && !meta.is_file() => {
+                return Some((at, yaml::file_kind(&meta.file_type())));
+            }
+            Ok(meta) if !last && !meta.is_dir() => {
+                return Some((at, yaml::file_kind(&meta.file_type())));
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// The error [`not_plain`]'s finding makes.
+pub(crate) fn not_plain_message(path: &Path, what: &str) -> String {
+    format!(
+        "refusing to write {}: it is {what}, and sluice writes only regular files in real folders of the project there (remove it and run again)",
+        path.display()
+    )
+}
+
+/// Writes `bytes` to `path` whole: into a new file beside it, renamed over
+/// it, which replaces whatever the name is then (a link included) rather
+/// than writing through it. Its folder is made when missing.
+pub(crate) fn replace_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    std::fs::create_dir_all(parent)?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = parent.join(format!(".{name}.sluice-{}.tmp", std::process::id()));
+    // `create_new`: never a file (or link) already at the temporary name.
+    let _ = std::fs::remove_file(&tmp);
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(bytes))
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
+}
+
 /// Writes `path` only when its content changes (keeps editors and
-/// watchers quiet).
+/// watchers quiet). What is there must be a regular file, or nothing (see
+/// [`not_plain`]); it is replaced whole ([`replace_file`]).
 pub(crate) fn write_if_changed(path: &Path, text: &str) -> Result<(), CompileError> {
-    if std::fs::read_to_string(path).is_ok_and(|old| old == text) {
+    use std::io::Read as _;
+    let (dir, name) = match (path.parent(), path.file_name()) {
+        (Some(dir), Some(name)) => (dir, Path::new(name)),
+        _ => (Path::new(""), path),
+    };
+    if let Some((path, what)) = not_plain(dir, name) {
+        return Err(CompileError::NotAFile {
+            path: path.display().to_string(),
+            what,
+        });
+    }
+    // Unchanged: at most one byte more than the new text is read.
+    let mut old = Vec::new();
+    let same = std::fs::File::open(path)
+        .and_then(|f| f.take(text.len() as u64 + 1).read_to_end(&mut old))
+        .is_ok_and(|_| old == text.as_bytes());
+    if same {
         return Ok(());
     }
-    let err = |source| CompileError::Write {
+    replace_file(path, text.as_bytes()).map_err(|source| CompileError::Write {
         path: path.display().to_string(),
         source,
-    };
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(err)?;
+    })
+}
+
+/// [`write_if_changed`] for a file sluice generates in the project
+/// (`models.ts`, `.nango/schema.json`, `.nango/nango.json`): the folders
+/// between `root` and it must be real folders too.
+pub(crate) fn write_generated(root: &Path, rel: &Path, text: &str) -> Result<(), CompileError> {
+    if let Some((path, what)) = not_plain(root, rel) {
+        return Err(CompileError::NotAFile {
+            path: path.display().to_string(),
+            what,
+        });
     }
-    std::fs::write(path, text).map_err(err)
+    write_if_changed(&root.join(rel), text)
 }
 
 /// `models.ts` and `.nango/schema.json` from nango.yaml.
 pub fn generate_models(root: &Path, config: &NangoYaml) -> Result<(), CompileError> {
     let generator = concat!("sluice (v", env!("CARGO_PKG_VERSION"), ")");
-    write_if_changed(
-        &root.join("models.ts"),
+    write_generated(
+        root,
+        Path::new("models.ts"),
         &yaml::generate::models_ts(config, toolchain::SDK_TYPES, generator),
     )?;
     let schema = yaml::generate::json_schema(config, generator);
-    write_if_changed(
-        &root.join(".nango").join("schema.json"),
+    write_generated(
+        root,
+        &Path::new(".nango").join("schema.json"),
         &format!(
             "{}\n",
             serde_json::to_string_pretty(&schema).unwrap_or_default()
@@ -544,6 +640,7 @@ pub fn compile(
                     name: name.clone(),
                     kind: runtime_kind(*kind),
                     source: source.clone(),
+                    component: component.clone(),
                     script: Arc::new(script),
                 });
             }
@@ -592,6 +689,7 @@ pub fn compile(
                 name: name.clone(),
                 kind: script.kind(),
                 source: source.clone(),
+                component: path,
                 script: Arc::new(script),
             });
         }
@@ -726,7 +824,7 @@ pub(crate) fn build_bundle(
         )
         .as_bytes(),
     );
-    if component.is_file() && std::fs::read_to_string(&key_file).is_ok_and(|k| k.trim() == key) {
+    if component.is_file() && yaml::read_text_file(&key_file, 1024).is_ok_and(|k| k.trim() == key) {
         crate::debug::say(progress, || {
             format!(
                 "{pck}: bundle unchanged, its component {} is reused",
@@ -758,6 +856,77 @@ pub(crate) fn build_bundle(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn config() -> NangoYaml {
+        yaml::parse(
+            "integrations:\n  acme:\n    actions:\n      hello:\n        endpoint: POST /hello\n        output: Out\nmodels:\n  Out:\n    id: string\n",
+            "nango.yaml",
+        )
+        .unwrap()
+        .config
+    }
+
+    /// A cloned project's links are not written through: the generated
+    /// files replace only regular files, in real folders.
+    #[cfg(unix)]
+    #[test]
+    fn generated_files_are_not_written_through_links() {
+        use std::os::unix::fs::symlink;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("project");
+        std::fs::create_dir_all(root.join(".nango")).unwrap();
+        let victim = dir.path().join("victim.txt");
+        std::fs::write(&victim, "precious\n").unwrap();
+        symlink("../victim.txt", root.join("models.ts")).unwrap();
+        let err = generate_models(&root, &config()).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            format!(
+                "refusing to write {}: it is a symbolic link, and sluice writes only regular files in real folders of the project there (remove it and run again)",
+                root.join("models.ts").display()
+            )
+        );
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+
+        // A link to a device is not read either (it was, without end).
+        std::fs::remove_file(root.join("models.ts")).unwrap();
+        symlink("/dev/zero", root.join("models.ts")).unwrap();
+        let err = generate_models(&root, &config()).unwrap_err().to_string();
+        assert!(err.contains("models.ts: it is a symbolic link"), "{err}");
+
+        // `.nango` a link out of the project: nothing is written there.
+        std::fs::remove_file(root.join("models.ts")).unwrap();
+        std::fs::remove_dir(root.join(".nango")).unwrap();
+        let outside = dir.path().join("outside");
+        std::fs::create_dir_all(&outside).unwrap();
+        symlink(&outside, root.join(".nango")).unwrap();
+        let err = generate_models(&root, &config()).unwrap_err().to_string();
+        assert!(
+            err.starts_with(&format!(
+                "refusing to write {}: it is a symbolic link",
+                root.join(".nango").display()
+            )),
+            "{err}"
+        );
+        assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
+
+        // Regular files are written, replaced, and left alone when unchanged.
+        std::fs::remove_file(root.join(".nango")).unwrap();
+        generate_models(&root, &config()).unwrap();
+        let models = std::fs::read_to_string(root.join("models.ts")).unwrap();
+        assert!(models.contains("export interface Out"), "{models}");
+        std::fs::write(root.join("models.ts"), "stale").unwrap();
+        generate_models(&root, &config()).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(root.join("models.ts")).unwrap(),
+            models
+        );
+        let names: Vec<String> = std::fs::read_dir(&root)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(!names.iter().any(|n| n.ends_with(".tmp")), "{names:?}");
+    }
 
     #[test]
     fn a_script_with_two_sources_is_refused_naming_both() {

@@ -214,23 +214,22 @@ impl Project {
         let nango_yaml = if self.definitions.is_some() {
             String::new()
         } else {
-            std::fs::read_to_string(&path).map_err(|source| DeployError::Read {
-                path: path.display().to_string(),
-                source,
+            yaml::read_text_file(&path, yaml::MAX_FILE_BYTES).map_err(|source| {
+                DeployError::Read {
+                    path: path.display().to_string(),
+                    source,
+                }
             })?
         };
         let mut components: BTreeMap<String, ComponentEntry> = BTreeMap::new();
         let mut files = BTreeMap::new();
         for s in &self.scripts {
             let bundle = matches!(s.source, Source::TypeScript(_));
-            // A bundle's scripts are named `<component>#<script>`.
-            let file = match s.script.origin().rsplit_once('#') {
-                Some((file, _)) if bundle => file,
-                _ => s.script.origin(),
-            };
             let sha256 = s.script.digest().to_string();
-            let size = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
-            files.insert(sha256.clone(), PathBuf::from(file));
+            let size = std::fs::metadata(&s.component)
+                .map(|m| m.len())
+                .unwrap_or(0);
+            files.insert(sha256.clone(), s.component.clone());
             components
                 .entry(sha256.clone())
                 .or_insert_with(|| ComponentEntry {

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
+use sluice_nango_yaml::models::valid_model_name;
 use sluice_runtime::connection::{Connection, ConnectionStore, MemoryConnections};
 use sluice_runtime::exec::{LogEntry, ScriptFailure, ScriptValidation, SyncRun};
 use sluice_runtime::records::{
@@ -622,10 +623,13 @@ pub async fn dry_run(
     let save_skipped = !save && (opts.save_fixture.is_some() || opts.save_responses.is_some());
     let saved_fixture = match &opts.save_fixture {
         Some(root) if save => {
-            let path = root
-                .join(&conn_ref.provider_config_key)
-                .join("tests")
-                .join(format!("{script_name}.test.json"));
+            let path = inside(
+                root,
+                &Path::new(&conn_ref.provider_config_key)
+                    .join("tests")
+                    .join(format!("{script_name}.test.json")),
+            )
+            .map_err(failed_save(root))?;
             write_fixture(&path, &run).map_err(failed_save(&path))?;
             Some(path)
         }
@@ -656,7 +660,11 @@ pub async fn dry_run(
     };
     let saved_mocks = match &opts.save_responses {
         Some(root) if save => {
-            let dir = root.join(&conn_ref.provider_config_key).join("mocks");
+            let dir = inside(
+                root,
+                &Path::new(&conn_ref.provider_config_key).join("mocks"),
+            )
+            .map_err(failed_save(root))?;
             let mocks = Mocks {
                 dir: &dir,
                 script: &script_name,
@@ -917,11 +925,19 @@ pub fn generate_tests(
     Ok(done)
 }
 
+/// Writes `text` to `path` whole ([`compile::replace_file`]): a link, or
+/// anything but a regular file, there is refused, naming it (a cloned
+/// project's recording could be a link to any file).
 fn write_text(path: &Path, text: &str) -> std::io::Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+    if let Ok(meta) = std::fs::symlink_metadata(path)
+        && !meta.is_file()
+    {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            compile::not_plain_message(path, sluice_nango_yaml::file_kind(&meta.file_type())),
+        ));
     }
-    std::fs::write(path, text)
+    compile::replace_file(path, text.as_bytes())
 }
 
 /// Prints a dry run the way the original CLI does.
@@ -1210,12 +1226,9 @@ fn write_fixture(path: &Path, run: &SavedRun<'_>) -> std::io::Result<()> {
     }
     fixture.insert("nango".into(), Value::Object(nango));
     fixture.insert("api".into(), Value::Object(api));
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
     let text =
         serde_json::to_string_pretty(&Value::Object(fixture)).map_err(std::io::Error::other)?;
-    std::fs::write(path, format!("{text}\n"))
+    write_text(path, &format!("{text}\n"))
 }
 
 /// What a run leaves for `--save-responses`.
@@ -1238,15 +1251,6 @@ struct Mocks<'a> {
 }
 
 impl Mocks<'_> {
-    fn put(&self, rel: &Path, value: &Value) -> std::io::Result<()> {
-        let path = self.dir.join(rel);
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        let text = serde_json::to_string_pretty(value).map_err(std::io::Error::other)?;
-        std::fs::write(path, format!("{text}\n"))
-    }
-
     /// `<script>` or `<script>/<variant>` for a variant other than base.
     fn script_dir(&self) -> PathBuf {
         if self.variant == "base" {
@@ -1256,17 +1260,19 @@ impl Mocks<'_> {
         }
     }
 
+    /// Writes the run's files, each checked to be inside the folder before
+    /// any is written.
     fn write(&self, run: &SavedRun<'_>) -> std::io::Result<()> {
         let here = self.script_dir();
+        let mut files: Vec<(PathBuf, Value)> = Vec::new();
         for call in run.calls {
-            let rel = call.path(&here.display().to_string());
-            self.put(&rel, &call.file())?;
+            files.push((call.path(&here.display().to_string()), call.file()));
         }
-        self.put(Path::new("nango/getConnection.json"), run.connection)?;
-        self.put(
-            Path::new("nango/getMetadata.json"),
-            &run.connection["metadata"],
-        )?;
+        files.push(("nango/getConnection.json".into(), run.connection.clone()));
+        files.push((
+            "nango/getMetadata.json".into(),
+            run.connection["metadata"].clone(),
+        ));
         match run.kind {
             ScriptKind::Sync => {
                 let mut models = run.models.clone();
@@ -1277,30 +1283,81 @@ impl Mocks<'_> {
                         .cloned(),
                 );
                 for model in models {
+                    // A model the script chose (one no declaration lists:
+                    // a `.wasm` or a crate run on its own takes any) is a
+                    // folder's name here: it must be a model name.
+                    if !run.models.contains(&model) && !valid_model_name(&model) {
+                        return Err(std::io::Error::new(
+                            std::io::ErrorKind::InvalidInput,
+                            format!(
+                                "the script saved records of `{model}`, which is not a model name (letters, digits and `_`, at most {} characters): no mocks were written",
+                                sluice_nango_yaml::models::MAX_NAME_LEN
+                            ),
+                        ));
+                    }
                     let got = run.records.get(&model).cloned().unwrap_or_default();
-                    self.put(
-                        &here.join(&model).join("batchSave.json"),
-                        &Value::Array(got.saved),
-                    )?;
-                    self.put(
-                        &here.join(&model).join("batchDelete.json"),
-                        &Value::Array(got.deleted),
-                    )?;
+                    files.push((
+                        here.join(&model).join("batchSave.json"),
+                        Value::Array(got.saved),
+                    ));
+                    files.push((
+                        here.join(&model).join("batchDelete.json"),
+                        Value::Array(got.deleted),
+                    ));
                 }
             }
             ScriptKind::Action => {
                 if let Some(input) = run.input.and_then(|i| serde_json::from_str(i).ok()) {
-                    self.put(&here.join("input.json"), &input)?;
+                    files.push((here.join("input.json"), input));
                 }
-                self.put(
-                    &here.join("output.json"),
-                    run.output.as_ref().unwrap_or(&Value::Null),
-                )?;
+                files.push((
+                    here.join("output.json"),
+                    run.output.clone().unwrap_or(Value::Null),
+                ));
             }
             ScriptKind::OnEvent => {}
         }
+        let files: Vec<(PathBuf, Value)> = files
+            .into_iter()
+            .map(|(rel, value)| {
+                let path = inside(self.dir, &rel)?;
+                // Nor through a link among mocks/'s folders or files.
+                if let Some((at, what)) = compile::not_plain(self.dir, &rel) {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::InvalidInput,
+                        compile::not_plain_message(&at, what),
+                    ));
+                }
+                Ok((path, value))
+            })
+            .collect::<std::io::Result<_>>()?;
+        for (path, value) in files {
+            let text = serde_json::to_string_pretty(&value).map_err(std::io::Error::other)?;
+            write_text(&path, &format!("{text}\n"))?;
+        }
         Ok(())
     }
+}
+
+/// `dir` joined with `rel`, when every part of `rel` is a plain name: no
+/// `..`, no root, nothing absolute. What a script or a connection chose (a
+/// model, a variant, an integration key) cannot reach outside the folder
+/// a recording is saved in.
+fn inside(dir: &Path, rel: &Path) -> std::io::Result<PathBuf> {
+    let plain = rel
+        .components()
+        .all(|c| matches!(c, std::path::Component::Normal(_)));
+    if rel.as_os_str().is_empty() || !plain {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!(
+                "`{}` is not a path inside {}: nothing was written",
+                rel.display(),
+                dir.display()
+            ),
+        ));
+    }
+    Ok(dir.join(rel))
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -1385,5 +1442,95 @@ mod tests {
             Some("{\"a\":1}"),
         );
         assert_eq!(entry["hash"], replayed);
+    }
+
+    /// A model a script chose, a variant or an integration key cannot make
+    /// `--save-responses` write outside the mocks folder; nothing is
+    /// written when one would.
+    #[test]
+    fn saved_mocks_stay_in_the_mocks_folder() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("project").join("acme").join("mocks");
+        let connection = json!({"metadata": null, "connection_config": {}});
+        let run = |model: &str| SavedRun {
+            kind: ScriptKind::Sync,
+            input: None,
+            output: None,
+            models: Vec::new(),
+            records: BTreeMap::from([(model.to_string(), ModelRecords::default())]),
+            calls: &[],
+            connection: &connection,
+        };
+        let mocks = |variant: &str, run: &SavedRun<'_>| {
+            Mocks {
+                dir: &dir,
+                script: "s",
+                variant,
+            }
+            .write(run)
+        };
+        // (An absolute name under the temporary folder: where it would
+        // have been written is checked empty below.)
+        let absolute = tmp.path().join("escaped").display().to_string();
+        for model in ["../../../../escaped", &absolute, "a/b", "..", ""] {
+            let err = mocks("base", &run(model)).unwrap_err().to_string();
+            assert!(
+                err.contains("which is not a model name") && err.contains("no mocks were written"),
+                "{model}: {err}"
+            );
+        }
+        for variant in ["../../../escaped", &absolute] {
+            let err = mocks(variant, &run("Issue")).unwrap_err().to_string();
+            assert!(err.contains("is not a path inside"), "{variant}: {err}");
+        }
+        let written: Vec<_> = walk(tmp.path());
+        assert!(written.is_empty(), "{written:?}");
+        // A model name and a plain variant are written where they belong.
+        mocks("v2", &run("Issue")).unwrap();
+        assert!(dir.join("s/v2/Issue/batchSave.json").is_file());
+        assert!(dir.join("nango/getConnection.json").is_file());
+        // A recording that is a link (a cloned project's) is not written
+        // through, nor one under a folder that is.
+        #[cfg(unix)]
+        {
+            let victim = tmp.path().join("victim.txt");
+            std::fs::write(&victim, "precious").unwrap();
+            let at = dir.join("nango/getMetadata.json");
+            std::fs::remove_file(&at).unwrap();
+            std::os::unix::fs::symlink(&victim, &at).unwrap();
+            let err = mocks("v2", &run("Issue")).unwrap_err().to_string();
+            assert!(
+                err.starts_with(&format!(
+                    "refusing to write {}: it is a symbolic link",
+                    at.display()
+                )),
+                "{err}"
+            );
+            std::fs::remove_file(&at).unwrap();
+            std::fs::remove_dir_all(dir.join("s")).unwrap();
+            std::os::unix::fs::symlink(tmp.path(), dir.join("s")).unwrap();
+            let err = mocks("v2", &run("Issue")).unwrap_err().to_string();
+            assert!(err.contains("it is a symbolic link"), "{err}");
+            assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+            assert!(!tmp.path().join("v2").exists());
+        }
+        // An integration key is one folder's name too.
+        assert!(inside(tmp.path(), Path::new("../x/mocks")).is_err());
+        assert!(inside(tmp.path(), Path::new("/x")).is_err());
+        assert!(inside(tmp.path(), Path::new("acme/mocks")).is_ok());
+    }
+
+    /// Every file under `dir`.
+    fn walk(dir: &Path) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+        out
     }
 }

@@ -44,6 +44,16 @@ pub enum MigrateError {
     Toolchain(#[from] ToolchainError),
     #[error("the scripts cannot be migrated; nothing was changed:\n{}", .0.iter().map(|m| format!("  {m}")).collect::<Vec<_>>().join("\n"))]
     Scripts(Vec<StepMessage>),
+    #[error("cannot read {path}: {source}; nothing was changed")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "{path} cannot be updated ({why}); nothing was changed: fix it (the migration adds zod 4 to its devDependencies) and migrate again"
+    )]
+    PackageJson { path: String, why: String },
     #[error("cannot write {path}: {source}")]
     Io {
         path: String,
@@ -384,14 +394,17 @@ fn index_ts(config: &NangoYaml) -> String {
 }
 
 /// package.json with zod 4 among the dev dependencies (created when
-/// missing; other fields kept).
-fn package_json(existing: Option<&str>) -> String {
-    let mut pkg: Value = existing
-        .and_then(|t| serde_json::from_str(t).ok())
-        .filter(Value::is_object)
-        .unwrap_or_else(
-            || json!({ "name": "nango-integrations", "private": true, "type": "module" }),
-        );
+/// missing; other fields kept). An existing one that is not a JSON object
+/// is refused, with why: replacing it would lose what it held.
+fn package_json(existing: Option<&str>) -> Result<String, String> {
+    let mut pkg: Value = match existing {
+        None => json!({ "name": "nango-integrations", "private": true, "type": "module" }),
+        Some(text) => match serde_json::from_str::<Value>(text) {
+            Ok(v) if v.is_object() => v,
+            Ok(_) => return Err("it is JSON, but not an object".into()),
+            Err(e) => return Err(format!("it is not JSON: {e}")),
+        },
+    };
     if let Some(deps) = pkg.get_mut("dependencies").and_then(Value::as_object_mut) {
         deps.remove("zod");
     }
@@ -403,7 +416,28 @@ fn package_json(existing: Option<&str>) -> String {
     }
     let mut text = serde_json::to_string_pretty(&pkg).unwrap_or_default();
     text.push('\n');
-    text
+    Ok(text)
+}
+
+/// The project's new package.json, or why its present one cannot become
+/// it (read, not parsed, or not an object), naming the file.
+fn new_package_json(dir: &Path) -> Result<String, MigrateError> {
+    let path = dir.join("package.json");
+    let existing = match sluice_nango_yaml::read_text_file(&path, sluice_nango_yaml::MAX_FILE_BYTES)
+    {
+        Ok(text) => Some(text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(source) => {
+            return Err(MigrateError::Read {
+                path: path.display().to_string(),
+                source,
+            });
+        }
+    };
+    package_json(existing.as_deref()).map_err(|why| MigrateError::PackageJson {
+        path: path.display().to_string(),
+        why,
+    })
 }
 
 fn write_file(path: &Path, text: &str) -> Result<(), MigrateError> {
@@ -587,6 +621,9 @@ pub fn migrate(
     if !refused.is_empty() {
         return Err(MigrateError::Unsupported(refused));
     }
+    // Before the scripts are rewritten: a package.json it cannot read
+    // leaves the folder untouched.
+    let package = new_package_json(dir)?;
     let mut migrated = Migrated::default();
 
     let mut scripts = Vec::new();
@@ -636,8 +673,7 @@ pub fn migrate(
         write_file(&path, &text)?;
         migrated.tests += 1;
     }
-    let pkg = std::fs::read_to_string(dir.join("package.json")).ok();
-    write_file(&dir.join("package.json"), &package_json(pkg.as_deref()))?;
+    write_file(&dir.join("package.json"), &package)?;
     let nango = dir.join(".nango");
     std::fs::create_dir_all(&nango).map_err(|source| MigrateError::Io {
         path: nango.display().to_string(),
@@ -657,11 +693,14 @@ mod tests {
 
     #[test]
     fn package_json_gains_zod_4_and_keeps_the_rest() {
-        let created: Value = serde_json::from_str(&package_json(None)).unwrap();
+        let created: Value = serde_json::from_str(&package_json(None).unwrap()).unwrap();
         assert_eq!(created["devDependencies"]["zod"], "^4.0.0");
-        let updated: Value = serde_json::from_str(&package_json(Some(
-            r#"{"name":"mine","dependencies":{"zod":"3.22.0","lodash":"4"},"scripts":{"x":"y"}}"#,
-        )))
+        let updated: Value = serde_json::from_str(
+            &package_json(Some(
+                r#"{"name":"mine","dependencies":{"zod":"3.22.0","lodash":"4"},"scripts":{"x":"y"}}"#,
+            ))
+            .unwrap(),
+        )
         .unwrap();
         assert_eq!(updated["name"], "mine");
         assert_eq!(updated["scripts"]["x"], "y");

@@ -188,9 +188,18 @@ async fn answer(
     for (k, v) in &response.headers {
         builder = builder.header(k, v);
     }
+    // A response HTTP cannot carry (a fixture's are checked when it is
+    // read) is a 500 saying why, not an empty 200.
     builder
         .body(Full::new(Bytes::from(response.body)))
-        .unwrap_or_else(|_| hyper::Response::new(Full::new(Bytes::new())))
+        .unwrap_or_else(|e| {
+            let mut resp = hyper::Response::new(Full::new(Bytes::from(format!(
+                "the mock's response for {} {} is not one HTTP can carry: {e}",
+                request.method, request.path
+            ))));
+            *resp.status_mut() = hyper::StatusCode::INTERNAL_SERVER_ERROR;
+            resp
+        })
 }
 
 /// Errors reading a fixture.
@@ -243,15 +252,40 @@ fn ok() -> u16 {
 
 impl Fixture {
     pub fn from_file(path: &Path) -> Result<Self, FixtureError> {
-        let text = std::fs::read_to_string(path).map_err(|source| FixtureError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
+        let text = sluice_nango_yaml::read_text_file(path, sluice_nango_yaml::MAX_FILE_BYTES)
+            .map_err(|source| FixtureError::Read {
+                path: path.display().to_string(),
+                source,
+            })?;
         let invalid = |message: String| FixtureError::Invalid {
             path: path.display().to_string(),
             message,
         };
         let fixture: Fixture = serde_norway::from_str(&text).map_err(|e| invalid(e.to_string()))?;
+        // A header HTTP cannot carry made the answer an empty 200 (and a
+        // required one could never match).
+        for (i, r) in fixture.routes.iter().enumerate() {
+            let listed = r
+                .headers
+                .iter()
+                .map(|h| ("headers", h))
+                .chain(r.require_headers.iter().map(|h| ("require_headers", h)));
+            for (field, (name, value)) in listed {
+                let problem = if hyper::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                    "is not a header name (letters, digits and !#$%&'*+-.^_`|~ only)"
+                } else if hyper::header::HeaderValue::from_str(value).is_err() {
+                    "has a value a header cannot hold (a control character or a line break)"
+                } else {
+                    continue;
+                };
+                return Err(invalid(format!(
+                    "routes[{i}] ({} {}): {field}: `{}` {problem}",
+                    r.method,
+                    r.path,
+                    name.escape_debug()
+                )));
+            }
+        }
         // A status HTTP has no use for was served as a 200.
         if let Some((i, r)) = fixture
             .routes
@@ -327,5 +361,71 @@ impl Fixture {
             }
             resp
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(text: &str) -> Result<Fixture, FixtureError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mock.yaml");
+        std::fs::write(&path, text).unwrap();
+        Fixture::from_file(&path)
+    }
+
+    #[test]
+    fn a_header_http_cannot_carry_is_refused_naming_its_route() {
+        let err = fixture(
+            "routes:\n  - path: /ok\n  - path: /users\n    headers:\n      x-fine: yes\n      'bad name': v\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.ends_with(
+                "is not valid: routes[1] (GET /users): headers: `bad name` is not a header name (letters, digits and !#$%&'*+-.^_`|~ only)"
+            ),
+            "{err}"
+        );
+        let err = fixture(
+            "routes:\n  - path: /u\n    method: POST\n    headers:\n      x-a: \"one\\ntwo\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.ends_with(
+                "routes[0] (POST /u): headers: `x-a` has a value a header cannot hold (a control character or a line break)"
+            ),
+            "{err}"
+        );
+        let err =
+            fixture("routes:\n  - path: /u\n    require_headers:\n      'authorization:': x\n")
+                .unwrap_err()
+                .to_string();
+        assert!(
+            err.contains("require_headers: `authorization:` is not a header name"),
+            "{err}"
+        );
+        let ok =
+            fixture("routes:\n  - path: /u\n    headers:\n      X-Total-Count: '3'\n").unwrap();
+        assert_eq!(ok.routes.len(), 1);
+    }
+
+    /// A handler's answer HTTP cannot carry is a 500 that says so.
+    #[tokio::test]
+    async fn an_answer_http_cannot_carry_is_a_500() {
+        let server = MockServer::start(Arc::new(|_: &MockRequest| {
+            MockResponse::json(200, &serde_json::json!({})).with_header("bad name", "v")
+        }))
+        .await
+        .unwrap();
+        let resp = reqwest::get(format!("{}/x", server.url())).await.unwrap();
+        assert_eq!(resp.status().as_u16(), 500);
+        let text = resp.text().await.unwrap();
+        assert!(
+            text.starts_with("the mock's response for GET /x is not one HTTP can carry"),
+            "{text}"
+        );
     }
 }

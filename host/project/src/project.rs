@@ -43,10 +43,14 @@ pub enum ProjectError {
     Build { name: String, reason: String },
 }
 
+/// A project's own file (`connections.yaml`, `sluice.yaml`): a regular
+/// file of at most 8 MiB, as nango.yaml.
 fn read(path: &Path) -> Result<String, ProjectError> {
-    std::fs::read_to_string(path).map_err(|source| ProjectError::Read {
-        path: path.display().to_string(),
-        source,
+    sluice_nango_yaml::read_text_file(path, sluice_nango_yaml::MAX_FILE_BYTES).map_err(|source| {
+        ProjectError::Read {
+            path: path.display().to_string(),
+            source,
+        }
     })
 }
 
@@ -437,4 +441,27 @@ pub fn build_rust_script(
             name: name.to_string(),
             reason: "cargo produced no .wasm for it".into(),
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A cloned project's `connections.yaml -> /dev/zero` was read for
+    /// ever.
+    #[cfg(unix)]
+    #[test]
+    fn project_files_are_read_only_as_regular_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("connections.yaml");
+        std::os::unix::fs::symlink("/dev/zero", &path).unwrap();
+        let err = load_connections(&path).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            format!(
+                "cannot read {}: not a regular file (it is a device)",
+                path.display()
+            )
+        );
+    }
 }

@@ -3,6 +3,8 @@
 //! credentials without copying them into a file (the original's dry run
 //! asks its server the same way).
 
+use std::time::Duration;
+
 use serde::Deserialize;
 use serde_json::Value;
 use sluice_runtime::connection::{Connection, ConnectionError, ConnectionStore, MemoryConnections};
@@ -30,10 +32,48 @@ pub enum RemoteError {
     Malformed { url: String, message: String },
 }
 
+/// How long the server may take to accept the connection, as for a
+/// deploy: a host that never answers is said, not waited on for ever.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long one request may take, its answer read: the server may first
+/// refresh the connection's token with the provider (bounded by its own
+/// timeouts). A deploy waits up to an hour, for the server's compile; these
+/// reads have none.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The largest answer read: a connection (credentials and metadata) or
+/// the environment's variables, both far smaller.
+const MAX_ANSWER_BYTES: usize = 16 << 20;
+
+/// The most of an error answer kept for the message (a proxy's page may
+/// be any size).
+const MAX_ERROR_BYTES: usize = 16 << 10;
+
+/// Reads `resp`'s body, at most `max` bytes of it, and whether there was
+/// more.
+async fn read_at_most(
+    resp: &mut reqwest::Response,
+    max: usize,
+) -> Result<(Vec<u8>, bool), reqwest::Error> {
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await? {
+        let room = max - body.len();
+        if chunk.len() > room {
+            body.extend_from_slice(&chunk[..room]);
+            return Ok((body, true));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok((body, false))
+}
+
 impl ServerSource {
-    fn client(&self) -> Result<reqwest::Client, RemoteError> {
+    fn client(&self, timeout: Duration) -> Result<reqwest::Client, RemoteError> {
         reqwest::Client::builder()
             .user_agent(sluice_runtime::proxy::USER_AGENT)
+            .connect_timeout(CONNECT_TIMEOUT.min(timeout))
+            .timeout(timeout)
             .build()
             .map_err(|source| RemoteError::Unreachable {
                 url: self.host.clone(),
@@ -46,6 +86,16 @@ impl ServerSource {
         &self,
         path: &[&str],
         query: &[(&str, &str)],
+    ) -> Result<(String, Value), RemoteError> {
+        self.get_within(path, query, REQUEST_TIMEOUT).await
+    }
+
+    /// [`ServerSource::get`], given up on after `timeout`.
+    async fn get_within(
+        &self,
+        path: &[&str],
+        query: &[(&str, &str)],
+        timeout: Duration,
     ) -> Result<(String, Value), RemoteError> {
         let mut url = url::Url::parse(&self.host).map_err(|e| RemoteError::Malformed {
             url: self.host.clone(),
@@ -63,26 +113,40 @@ impl ServerSource {
             url.set_query(None);
         }
         let url = url.to_string();
-        let resp = self
-            .client()?
+        let unreachable = |source| RemoteError::Unreachable {
+            url: url.clone(),
+            source,
+        };
+        let mut resp = self
+            .client(timeout)?
             .get(&url)
             .bearer_auth(&self.secret_key)
             .send()
             .await
-            .map_err(|source| RemoteError::Unreachable {
-                url: url.clone(),
-                source,
-            })?;
+            .map_err(unreachable)?;
         let status = resp.status().as_u16();
-        let text = resp
-            .text()
-            .await
-            .map_err(|source| RemoteError::Unreachable {
-                url: url.clone(),
-                source,
-            })?;
+        let ok = (200..300).contains(&status);
+        let max = if ok {
+            MAX_ANSWER_BYTES
+        } else {
+            MAX_ERROR_BYTES
+        };
+        let (bytes, more) = read_at_most(&mut resp, max).await.map_err(unreachable)?;
+        if ok && more {
+            return Err(RemoteError::Malformed {
+                url,
+                message: format!("the answer is larger than {} MiB", MAX_ANSWER_BYTES >> 20),
+            });
+        }
+        let mut text = String::from_utf8_lossy(&bytes).into_owned();
+        if more {
+            text.push_str(&format!(
+                "… (the first {} KiB shown)",
+                MAX_ERROR_BYTES >> 10
+            ));
+        }
         let body: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        if !(200..300).contains(&status) {
+        if !ok {
             // The API's error shape: {"error":{"code","message"}}.
             let message = match &body["error"] {
                 Value::Object(e) => format!(
@@ -203,5 +267,84 @@ impl ConnectionStore for ServerConnections {
     ) -> Result<(), ConnectionError> {
         self.ensure(pck, cid).await?;
         self.read.update_metadata(pck, cid, patch, max_bytes).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A server that accepts connections and answers each with `answer`
+    /// (read once the request's head arrived), or never when `None`.
+    async fn server(answer: Option<Vec<u8>>) -> String {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let mut head = [0u8; 4096];
+                let _ = stream.read(&mut head).await;
+                match &answer {
+                    Some(bytes) => {
+                        let _ = stream.write_all(bytes).await;
+                    }
+                    // Kept open, never answered.
+                    None => held.push(stream),
+                }
+            }
+        });
+        url
+    }
+
+    fn source(host: String) -> ServerSource {
+        ServerSource {
+            host,
+            secret_key: "k".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_server_that_never_answers_is_given_up_on() {
+        let host = server(None).await;
+        let server = source(host);
+        let read = server.get_within(&["connection", "c"], &[], Duration::from_millis(300));
+        // The guard only keeps a regression from hanging the suite.
+        let err = tokio::time::timeout(Duration::from_secs(60), read)
+            .await
+            .expect("the request was not given up on")
+            .unwrap_err();
+        assert!(
+            matches!(&err, RemoteError::Unreachable { source, .. } if source.is_timeout()),
+            "{err:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_error_answer_is_kept_only_in_part() {
+        let page = "x".repeat(1 << 20);
+        let answer = format!(
+            "HTTP/1.1 502 Bad Gateway\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{page}",
+            page.len()
+        );
+        let host = server(Some(answer.into_bytes())).await;
+        let err = source(host)
+            .get(&["environment-variables"], &[])
+            .await
+            .unwrap_err();
+        let RemoteError::Refused {
+            status, message, ..
+        } = &err
+        else {
+            panic!("{err:?}");
+        };
+        assert_eq!(*status, 502);
+        assert!(message.len() < MAX_ERROR_BYTES + 100, "{}", message.len());
+        assert!(
+            message.ends_with("(the first 16 KiB shown)\""),
+            "{message:.100}"
+        );
     }
 }

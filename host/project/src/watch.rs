@@ -22,8 +22,9 @@ const SKIPPED: [&str; 8] = [
 /// Kinds of file a project's build reads.
 const SOURCES: [&str; 9] = ["ts", "mts", "cts", "js", "mjs", "json", "yaml", "yml", "rs"];
 
-/// Files a compile writes into the project itself (`models.ts` from
-/// nango.yaml): a change of theirs is not the user's.
+/// Files a compile writes into a nango.yaml project (`models.ts` from
+/// nango.yaml): a change of theirs is not the user's. In a zero-yaml
+/// project `models.ts` is the user's (its zod models), and watched.
 pub const GENERATED: [&str; 1] = ["models.ts"];
 
 /// The most files looked at: a folder beyond that is not a project.
@@ -86,8 +87,14 @@ impl Snapshot {
     }
 
     /// The files added, removed or changed since `before` (relative to
-    /// the project), generated ones left out.
+    /// the project), those a compile generates left out when the project
+    /// (as it is now) has a nango.yaml.
     pub fn changed_since(&self, before: &Snapshot) -> Vec<PathBuf> {
+        let generated: &[&str] = if self.0.contains_key(Path::new("nango.yaml")) {
+            &GENERATED
+        } else {
+            &[]
+        };
         let mut out: Vec<PathBuf> = self
             .0
             .iter()
@@ -101,7 +108,7 @@ impl Snapshot {
                     .cloned(),
             )
             .filter(|p| {
-                !GENERATED
+                !generated
                     .iter()
                     .any(|g| p.as_os_str() == std::ffi::OsStr::new(g))
             })
@@ -116,6 +123,32 @@ impl Snapshot {
 mod tests {
     use super::*;
 
+    /// A nango.yaml project's `models.ts` is generated; a zero-yaml one's
+    /// is the user's zod models.
+    #[test]
+    fn models_ts_is_ignored_only_beside_a_nango_yaml() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |rel: &str, text: &str| std::fs::write(dir.path().join(rel), text).unwrap();
+        write("index.ts", "import './github/syncs/a.js';\n");
+        write("models.ts", "export const A = z.object({});\n");
+        let before = Snapshot::take(dir.path(), &[]);
+        write(
+            "models.ts",
+            "export const A = z.object({ id: z.string() });\n",
+        );
+        assert_eq!(
+            Snapshot::take(dir.path(), &[]).changed_since(&before),
+            [PathBuf::from("models.ts")]
+        );
+        write("nango.yaml", "integrations: {}\n");
+        let before = Snapshot::take(dir.path(), &[]);
+        write("models.ts", "export interface A { id: string }\n");
+        assert_eq!(
+            Snapshot::take(dir.path(), &[]).changed_since(&before),
+            Vec::<PathBuf>::new()
+        );
+    }
+
     #[test]
     fn sources_are_watched_and_builds_and_generated_files_are_not() {
         let dir = tempfile::tempdir().unwrap();
@@ -124,6 +157,7 @@ mod tests {
             std::fs::create_dir_all(p.parent().unwrap()).unwrap();
             std::fs::write(p, text).unwrap();
         };
+        write("nango.yaml", "integrations: {}\n");
         write("index.ts", "import './github/syncs/a.js';\n");
         write("github/syncs/a.ts", "export default 1;\n");
         let out = dir.path().join("out");

@@ -65,7 +65,8 @@ fn build_error(integration: &str, message: String) -> CompileError {
 /// quote and `./` (§2.2 of the zero-yaml reference).
 pub fn entries(root: &Path) -> Result<Vec<Entry>, CompileError> {
     let index = root.join("index.ts");
-    let text = std::fs::read_to_string(&index)
+    // A list of imports: bounded as nango.yaml is.
+    let text = yaml::read_text_file(&index, yaml::MAX_FILE_BYTES)
         .map_err(|e| build_error("index.ts", format!("Could not read index.ts: {e}")))?;
     let mut out = Vec::new();
     for line in text.lines() {
@@ -111,6 +112,17 @@ pub fn entries(root: &Path) -> Result<Vec<Entry>, CompileError> {
         let integration = segments[segments.len() - 3].to_string();
         let base = segments[segments.len() - 1];
         let name = base.strip_suffix(".js").unwrap_or(base).to_string();
+        // The file's name is the script's: nango.yaml's rule, checked here
+        // rather than by the server at deploy (a `#` broke the deploy; a
+        // name over 255 characters compiled and was refused there).
+        if let Some(problem) = yaml::models::script_name_problem(&name) {
+            return Err(build_error(
+                "index.ts",
+                format!(
+                    "index.ts imports `{path}`: its file's name is the script's name, and the {problem} (rename the file)"
+                ),
+            ));
+        }
         let file = root.join(format!("{}.ts", &path[2..path.len() - 3]));
         out.push(Entry {
             integration,
@@ -484,7 +496,21 @@ pub(crate) fn compile(
 ) -> Result<Project, CompileError> {
     let mut listed = entries(root)?;
     if opts.tested_scripts {
-        listed.extend(tested_entries(root, &listed));
+        let tested = tested_entries(root, &listed);
+        // As `entries` checks the listed ones' names.
+        if let Some((e, problem)) = tested
+            .iter()
+            .find_map(|e| yaml::models::script_name_problem(&e.name).map(|p| (e, p)))
+        {
+            return Err(build_error(
+                &e.integration,
+                format!(
+                    "{}: a test imports it, its file's name is the script's name, and the {problem} (rename the file)",
+                    e.file.display()
+                ),
+            ));
+        }
+        listed.extend(tested);
     }
     let all = by_integration(listed);
     // An alias folder (a link to an integration's folder) compiles the
@@ -570,8 +596,9 @@ pub(crate) fn compile(
         integrations.push(c.config);
     }
     if opts.integration.is_none() && !opts.tested_scripts {
-        write_if_changed(
-            &root.join(".nango").join("nango.json"),
+        compile::write_generated(
+            root,
+            &Path::new(".nango").join("nango.json"),
             &format!(
                 "{}\n",
                 serde_json::to_string_pretty(&definitions).unwrap_or_default()
@@ -752,6 +779,7 @@ fn compile_integration(
                 name,
                 kind,
                 source: Source::TypeScript(file.clone()),
+                component: component.clone(),
                 script: Arc::new(script),
             });
         }
@@ -943,6 +971,48 @@ mod tests {
             std::fs::write(dir.path().join("index.ts"), format!("import '{entry}';\n")).unwrap();
             let err = entries(dir.path()).unwrap_err().to_string();
             assert!(err.contains("no `.`, `..` or empty part"), "{entry}: {err}");
+        }
+
+        // The file's name is the script's: nango.yaml's rule (a `#` broke
+        // the deploy, 256 characters were refused only by the server).
+        std::fs::write(
+            dir.path().join("index.ts"),
+            "import './github/actions/get#repo.js';\n",
+        )
+        .unwrap();
+        let err = entries(dir.path()).unwrap_err().to_string();
+        assert!(
+            err.contains(
+                "index.ts imports `./github/actions/get#repo.js`: its file's name is the script's name, and the script name \"get#repo\" must match ^[a-zA-Z0-9_-]+$"
+            ),
+            "{err}"
+        );
+        let long = "a".repeat(256);
+        std::fs::write(
+            dir.path().join("index.ts"),
+            format!("import './github/actions/{long}.js';\n"),
+        )
+        .unwrap();
+        let err = entries(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("is longer than 255 characters"), "{err}");
+        let fits = "a".repeat(255);
+        std::fs::write(
+            dir.path().join("index.ts"),
+            format!("import './github/actions/{fits}.js';\n"),
+        )
+        .unwrap();
+        assert_eq!(entries(dir.path()).unwrap()[0].name, fits);
+
+        // index.ts is read only as a regular file, bounded.
+        #[cfg(unix)]
+        {
+            std::fs::remove_file(dir.path().join("index.ts")).unwrap();
+            std::os::unix::fs::symlink("/dev/zero", dir.path().join("index.ts")).unwrap();
+            let err = entries(dir.path()).unwrap_err().to_string();
+            assert!(
+                err.contains("Could not read index.ts: not a regular file (it is a device)"),
+                "{err}"
+            );
         }
     }
 

@@ -432,25 +432,36 @@ fn read_json(path: &Path) -> Result<Option<Value>, String> {
     }
 }
 
+/// The most entries [`legacy_files`] looks at: a recorded mocks folder
+/// holds hundreds.
+const MAX_LEGACY_ENTRIES: usize = 100_000;
+
 /// The legacy `mocks/` files a test may read, by path relative to `mocks/`.
+/// Links to folders inside it are not followed (`mocks/x -> /` walked the
+/// whole file system), and the walk stops after [`MAX_LEGACY_ENTRIES`];
+/// only regular files (or links to them) are read.
 fn legacy_files(mocks: &Path, name: &str) -> Map<String, Value> {
     let mut out = Map::new();
     let mut stack = vec![mocks.to_path_buf()];
-    // Each folder once, however links reach it (two links to `.` would
-    // otherwise make the walk exponential).
-    let mut seen = std::collections::HashSet::new();
+    let mut looked = 0usize;
     while let Some(dir) = stack.pop() {
         let Ok(entries) = std::fs::read_dir(&dir) else {
             continue;
         };
         for e in entries.flatten() {
+            looked += 1;
+            if looked > MAX_LEGACY_ENTRIES {
+                return out;
+            }
             let p = e.path();
-            if p.is_dir() {
-                if let Ok(real) = p.canonicalize()
-                    && seen.insert(real)
-                {
-                    stack.push(p);
-                }
+            let Ok(kind) = e.file_type() else {
+                continue;
+            };
+            if kind.is_dir() {
+                stack.push(p);
+                continue;
+            }
+            if !p.is_file() {
                 continue;
             }
             let Ok(rel) = p.strip_prefix(mocks) else {
@@ -800,6 +811,35 @@ async fn run_one(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Links to folders under mocks/ are not walked: one to `/` walked the
+    /// whole file system, one out of the project read what is there.
+    #[cfg(unix)]
+    #[test]
+    fn legacy_mocks_are_read_without_following_folder_links() {
+        use std::os::unix::fs::symlink;
+        let tmp = tempfile::tempdir().unwrap();
+        let mocks = tmp.path().join("acme").join("mocks");
+        let write = |path: &Path, text: &str| {
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        };
+        write(&mocks.join("nango/getConnection.json"), "{}");
+        write(&mocks.join("s/Issue/batchSave.json"), "[1]");
+        write(&mocks.join("other/x.json"), "[2]");
+        let outside = tmp.path().join("outside");
+        write(&outside.join("s/leak.json"), "\"secret\"");
+        symlink(&outside, mocks.join("out")).unwrap();
+        symlink("/", mocks.join("root")).unwrap();
+        symlink(".", mocks.join("loop")).unwrap();
+        symlink("/dev/zero", mocks.join("s/zero.json")).unwrap();
+        let mut found: Vec<String> = legacy_files(&mocks, "s").keys().cloned().collect();
+        found.sort();
+        assert_eq!(
+            found,
+            ["nango/getConnection.json", "s/Issue/batchSave.json"]
+        );
+    }
 
     #[test]
     fn only_mocks_of_the_stand_in_packages_run() {

@@ -169,18 +169,24 @@ fn method_name(m: Method) -> &'static str {
     }
 }
 
-/// `path.resolve(base, rel)`: `//` collapses, `.` and `..` resolve.
+/// `path.resolve(base, rel)` kept inside `base`: `//` collapses, `.` and
+/// `..` resolve, and a `..` with nothing of `rel` left to climb out of stays
+/// at `base` (a script's endpoint or name cannot reach a file outside the
+/// mocks folder; `RecordedCall::path`, with an empty base, writes the same
+/// path a replay then reads).
 fn resolve(base: &Path, rel: &str) -> PathBuf {
-    let mut out = base.to_path_buf();
+    let mut parts: Vec<&std::ffi::OsStr> = Vec::new();
     for part in Path::new(rel).components() {
         match part {
             Component::ParentDir => {
-                out.pop();
+                parts.pop();
             }
-            Component::Normal(p) => out.push(p),
+            Component::Normal(p) => parts.push(p),
             _ => {}
         }
     }
+    let mut out = base.to_path_buf();
+    out.extend(parts);
     out
 }
 
@@ -807,6 +813,44 @@ mod tests {
         assert_eq!(
             resolve(Path::new("/m"), "nango/get/proxy//a/./b/../c/s"),
             PathBuf::from("/m/nango/get/proxy/a/c/s")
+        );
+    }
+
+    /// A script's `..` does not climb above mocks/ (it read any
+    /// `<dir>/<script>.json` and could echo it).
+    #[test]
+    fn resolve_stays_inside_the_mocks_folder() {
+        let mocks = Path::new("/p/acme/mocks");
+        for rel in [
+            "nango/get/proxy/../../../../../../etc/s",
+            "nango/get/proxy//../../../../../../../../etc/s",
+            "../../etc/s",
+        ] {
+            assert_eq!(resolve(mocks, rel), mocks.join("etc/s"), "{rel}");
+        }
+        assert_eq!(
+            resolve(Path::new(""), "nango/get/proxy/../../../../etc/s"),
+            PathBuf::from("etc/s")
+        );
+    }
+
+    /// The same through a replayed request: the file looked up is under
+    /// mocks/, whatever the endpoint.
+    #[test]
+    fn a_replayed_endpoint_cannot_leave_the_mocks_folder() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mocks = tmp.path().join("acme").join("mocks");
+        std::fs::create_dir_all(&mocks).unwrap();
+        // What a climb out of mocks/ would reach: `<tmp>/secret/s.json`.
+        std::fs::create_dir_all(tmp.path().join("secret")).unwrap();
+        std::fs::write(tmp.path().join("secret").join("s.json"), "{\"key\": 1}").unwrap();
+        let replay = Replay::new(&mocks);
+        let req = request(Method::Get, "/../../../../../secret");
+        let err = replay.answer("s", "base", &req).unwrap_err();
+        assert!(
+            err.message.contains(&mocks.display().to_string()),
+            "{}",
+            err.message
         );
     }
 }
