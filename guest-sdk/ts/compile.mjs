@@ -4,6 +4,10 @@
 //
 //   compile.mjs bundle        < job.json   bundles the scripts with esbuild
 //   compile.mjs componentize  < job.json   bundle.js -> component (componentize-js)
+//   compile.mjs definitions   < job.json   zero-yaml: checks and bundles each entry for Node
+//   compile.mjs load          < job.json   zero-yaml: runs those bundles to read their
+//                                          definitions (sluice runs it sandboxed)
+//   compile.mjs migrate       < job.json   nango.yaml -> zero-yaml sources
 //
 // job.json:
 //   { "root": "/project",                 // the nango-integrations folder
@@ -12,10 +16,10 @@
 //     "component": "/project/.sluice/build/hubspot.wasm",
 //     "wit": "/tmp/…/wit" }
 //
-// Both print one JSON line: { "ok": true } or { "ok": false, "errors": [{ "file", "line", "message" }] }.
+// Each prints one JSON line: { "ok": true } or { "ok": false, "errors": [{ "file", "line", "message" }] }.
 
 import { existsSync } from 'node:fs';
-import { readFile, writeFile, mkdir, rename, rm } from 'node:fs/promises';
+import { readFile, realpath, writeFile, mkdir, rename, rm } from 'node:fs/promises';
 import { basename, dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 
@@ -803,12 +807,15 @@ const DEFINITIONS_OUT = '.sluice/definitions.cjs';
  * whose frames V8 names `<anonymous>:line:column`, two lines of wrapper
  * first); the first frames as they are when none is the project's.
  */
-function loadFailure(e, map, root) {
+function loadFailure(e, table) {
     // The error itself (a ZodError's message spans lines), on one line.
     let what = e instanceof Error ? `${e.name}: ${e.message}` : String(e);
     what = what.replace(/\s+/g, ' ').trim();
+    if (e && (e.code === 'ERR_ACCESS_DENIED' || e.code === 'ERR_DLOPEN_DISABLED')) {
+        const which = [e.permission, e.resource].filter((x) => typeof x === 'string').join(' ');
+        what += `${which ? ` (${which})` : ''} — a script's top-level code runs when sluice reads its definition, with no file writes, child processes, workers or native addons, and reads of the SDK and zod only`;
+    }
     const first = what.length > 2000 ? `${what.slice(0, 2000)}…` : what;
-    const table = map ? sourceLines(JSON.parse(map.text), dirname(join(root, DEFINITIONS_OUT)), root) : null;
     // Frames of the bundle only (`definition` runs it in a `Function`);
     // other code compiled from strings has `<anonymous>` frames too.
     const frames = e && e.stack ? String(e.stack).matchAll(/eval at definition \(.*?\), <anonymous>:(\d+):(\d+)/g) : [];
@@ -846,9 +853,12 @@ export class ActionError extends Error { constructor(payload) { super(payload &&
 `;
 
 /**
- * A zero-yaml integration's definitions: the source checks on each entry
- * and the local files it imports, then each entry bundled for Node and
- * loaded to read its default export (§4).
+ * A zero-yaml integration's definitions, first half: the source checks on
+ * each entry and the local files it imports, and each entry bundled for
+ * Node (§4). Nothing of the project runs here; what does (each bundle's
+ * top-level code, to read its default export) is the `load` step's, which
+ * sluice runs next in a Node.js with no file writes, no child processes
+ * and reads of the SDK and zod only (`then`, toolchain.rs).
  */
 async function definitions(job) {
     const esbuild = await import('esbuild');
@@ -857,12 +867,10 @@ async function definitions(job) {
     const zodPath = await zero.zodModule(root);
     const errors = [];
     const warnings = [];
-    const out = { providerConfigKey: job.integration, actions: [], syncs: [], onEventScripts: { 'post-connection-creation': [], 'pre-connection-deletion': [], 'validate-connection': [] } };
     const checked = new Set();
-    // Each entry file's kind: a sync and an action may share a name.
-    const kinds = {};
     // Every project file the definitions were read from (for the caller's cache).
     const inputs = new Set();
+    const load = [];
     for (const entry of job.entries) {
         let result;
         try {
@@ -927,18 +935,52 @@ async function definitions(job) {
         }
         const code = result.outputFiles.find((f) => !f.path.endsWith('.map')).text;
         const map = result.outputFiles.find((f) => f.path.endsWith('.map'));
+        load.push({
+            file: entry.file,
+            where: relative(root, entry.file),
+            name: entry.name,
+            code,
+            // The project's lines of the bundle, read here: the load step reads no project file.
+            lines: map ? sourceLines(JSON.parse(map.text), dirname(join(root, DEFINITIONS_OUT)), root) : null,
+            checkpoints: /\bnango\s*\.\s*(getCheckpoint|saveCheckpoint|clearCheckpoint)\s*\(/.test(await readFile(entry.file, 'utf8'))
+        });
+    }
+    const then = {
+        step: 'load',
+        job: { integration: job.integration, zodPath, entries: load },
+        // What the load step reads: the zod the scripts get, through its
+        // link and at its real place (Node's loader follows links).
+        read: [...new Set([zodPath, await realpath(zodPath).catch(() => zodPath)])]
+    };
+    return { ok: errors.length === 0, errors, warnings, inputs: [...inputs].sort(), then };
+}
+
+/**
+ * A zero-yaml integration's definitions, second half: each entry's bundle
+ * run to read its default export (§4.6–4.8), then the integration-wide
+ * rules. The bundles are the project's code: sluice runs this step under
+ * Node's permission model (toolchain.rs). Before each entry, a line on
+ * standard error names it, for the message of a step that never ends.
+ */
+async function loadDefinitions(job) {
+    const zero = await import('./zero.mjs');
+    const errors = [];
+    const warnings = [];
+    const out = { providerConfigKey: job.integration, actions: [], syncs: [], onEventScripts: { 'post-connection-creation': [], 'pre-connection-deletion': [], 'validate-connection': [] } };
+    // Each entry file's kind: a sync and an action may share a name.
+    const kinds = {};
+    for (const entry of job.entries) {
+        process.stderr.write(`${LOADING}${entry.where}\n`);
         try {
-            const d = zero.definition({ code, file: relative(root, entry.file), name: entry.name, integration: job.integration, zodPath });
-            for (const w of d.warnings) warnings.push({ file: relative(root, entry.file), message: w });
-            if (/\bnango\s*\.\s*(getCheckpoint|saveCheckpoint|clearCheckpoint)\s*\(/.test(await readFile(entry.file, 'utf8')) && d.definition) {
-                d.definition.features.push('checkpoints');
-            }
+            const d = zero.definition({ code: entry.code, file: entry.where, name: entry.name, integration: job.integration, zodPath: job.zodPath });
+            for (const w of d.warnings) warnings.push({ file: entry.where, message: w });
+            if (entry.checkpoints && d.definition) d.definition.features.push('checkpoints');
             kinds[entry.file] = d.kind;
             if (d.kind === 'sync') out.syncs.push(d.definition);
             else if (d.kind === 'action') out.actions.push(d.definition);
             else if (d.kind === 'onEvent') out.onEventScripts[d.event].push(entry.name);
         } catch (e) {
-            errors.push({ file: relative(root, entry.file), message: e && e.rule ? e.message : loadFailure(e, map, root) });
+            errors.push({ file: entry.where, message: e && e.rule ? e.message : loadFailure(e, entry.lines) });
         }
     }
     // Integration-wide rules (§4.7 post-validation).
@@ -958,8 +1000,11 @@ async function definitions(job) {
     for (const s of out.syncs) for (const e of s.endpoints) claim(e, s.name);
     for (const a of out.actions) if (a.endpoint) claim(a.endpoint, a.name);
     if (errors.length > 0) return { ok: false, errors, warnings };
-    return { ok: true, definition: out, kinds, inputs: [...inputs].sort(), warnings };
+    return { ok: true, definition: out, kinds, warnings };
 }
+
+/** How the load step names the entry it is about to run, on standard error (toolchain.rs reads it). */
+const LOADING = 'sluice: reading the definition of ';
 
 async function main() {
     const step = process.argv[2];
@@ -970,9 +1015,13 @@ async function main() {
     if (step === 'bundle') result = await bundleScripts(job);
     else if (step === 'componentize') result = await componentizeBundle(job);
     else if (step === 'definitions') result = await definitions(job);
+    else if (step === 'load') result = await loadDefinitions(job);
     else if (step === 'migrate') result = await (await import('./migrate.mjs')).migrate(job);
-    else throw new Error(`unknown step ${step}: expected bundle, componentize, definitions or migrate`);
-    process.stdout.write(JSON.stringify(result) + '\n');
+    else throw new Error(`unknown step ${step}: expected bundle, componentize, definitions, load or migrate`);
+    // The load step ends with its answer: a timer or a listener the
+    // project's code left behind does not keep it going.
+    if (step === 'load') process.stdout.write(JSON.stringify(result) + '\n', () => process.exit(0));
+    else process.stdout.write(JSON.stringify(result) + '\n');
 }
 
 main().catch((e) => {

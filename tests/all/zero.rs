@@ -395,6 +395,31 @@ async fn zero_yaml_compile_errors_name_the_file_and_the_rule() {
         );
     }
 
+    // A script's top-level code runs while its definition is read, in a
+    // Node.js that writes no file (nor starts a process, nor reads beyond
+    // the SDK and zod): a script cannot rewrite its own tests as it is
+    // compiled.
+    let tmp = tempfile::tempdir().unwrap();
+    let fixture = tmp.path().join("demo/tests/act.test.json");
+    std::fs::create_dir_all(fixture.parent().unwrap()).unwrap();
+    project_with(
+        tmp.path(),
+        &format!(
+            "{HEADER}(process as any).getBuiltinModule('fs').writeFileSync({:?}, '{{}}');\nexport default createAction({{ description: 'x', input: z.object({{}}), output: z.boolean(), exec: async () => true }});\n",
+            fixture.display().to_string()
+        ),
+    );
+    let (code, out, err) = sluice(&args("compile", tmp.path(), "zero-errors-write")).await;
+    assert_eq!(code, 2, "{out}\n{err}");
+    assert!(
+        err.contains("demo/actions/act.ts: loading the script failed at demo/actions/act.ts:3:")
+            && err.contains("Access to this API has been restricted")
+            && err.contains("(FileSystemWrite ")
+            && err.contains("with no file writes, child processes, workers or native addons"),
+        "{err}"
+    );
+    assert!(!fixture.exists(), "the script wrote {}", fixture.display());
+
     // The original's await rule: a call passes when any enclosing
     // expression is awaited, chained or returned (functions between
     // included), and fails otherwise, even when its promise is awaited
@@ -2052,18 +2077,111 @@ describe('shims {who} tests', () => {{
     )
 }
 
+/// Actions that pass their test in the original's harness without doing
+/// their work: by name, the top of the module and the body of `exec`.
+const CHEATS: [(&str, &str, &str); 3] = [
+    // Returns what its test expects.
+    ("cheat-output", "", "await nango.getOutput()"),
+    // Makes the test read its own answer, on the class's prototype.
+    (
+        "cheat-patch",
+        "const v = (globalThis as any).vitest;\nif (v) v.NangoActionMock.prototype.getOutput = async () => ({ who: 'forged' });\n",
+        "({ who: 'forged' })",
+    ),
+    // Makes every value equal to every other.
+    (
+        "cheat-is",
+        "if ((globalThis as any).vitest) Object.is = () => true;\n",
+        "({ who: 'forged' })",
+    ),
+];
+
+fn cheat_action(top: &str, body: &str) -> String {
+    format!(
+        "import {{ z }} from 'zod';\nimport {{ createAction }} from 'nango';\n{top}\nexport default createAction({{\n    description: 'Passes its test without doing its work',\n    version: '1.0.0',\n    input: z.object({{}}),\n    output: z.object({{ who: z.string() }}),\n    exec: async (nango: any) => {body}\n}});\n"
+    )
+}
+
+/// A sync that saves the records its test expects.
+const CHEAT_SAVES: &str = r#"import { z } from 'zod';
+import { createSync } from 'nango';
+
+export default createSync({
+    description: 'Saves what its test expects',
+    version: '1.0.0',
+    frequency: 'every hour',
+    models: { Item: z.object({ id: z.string() }) },
+    exec: async (nango: any) => {
+        await nango.batchSave(await nango.getBatchSaveData('Item'), 'Item');
+    }
+});
+"#;
+
+/// The generated test of the sync `name` of `shims` (model `Item`).
+fn sync_test(name: &str) -> String {
+    std::fs::read_to_string(
+        repo_root().join("examples/github-zero/github/tests/github-issues.test.ts"),
+    )
+    .unwrap()
+    .replace("github issues tests", &format!("shims {name} tests"))
+    .replace("../syncs/issues.js", &format!("../syncs/{name}.js"))
+    .replace("name: 'issues'", &format!("name: '{name}'"))
+    .replace("'Issue'", "'Item'")
+}
+
 #[tokio::test]
 async fn each_scripts_test_sees_the_harness_as_its_own_module_left_it() {
     // vitest loads one script per test file: what a script installs on the
     // mock class at load must not reach another script's test, though
     // sluice loads every script of an integration in one component.
+    // (The same component holds scripts that try to pass their tests
+    // without doing their work, checked below: one componentize-js build
+    // for both.)
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     std::fs::create_dir_all(dir.join(".nango")).unwrap();
+    let mut index = "import './shims/actions/first.js';\nimport './shims/actions/second.js';\nimport './shims/actions/third.js';\nimport './shims/syncs/cheat-saves.js';\n".to_string();
+    for (who, top, body) in CHEATS {
+        index.push_str(&format!("import './shims/actions/{who}.js';\n"));
+        write(
+            dir,
+            &format!("shims/actions/{who}.ts"),
+            &cheat_action(top, body),
+        );
+        write(
+            dir,
+            &format!("shims/tests/shims-{who}.test.ts"),
+            &shim_test(who),
+        );
+        write(
+            dir,
+            &format!("shims/tests/{who}.test.json"),
+            &json!({"input": {}, "output": {"who": who}, "nango": {}, "api": {}}).to_string(),
+        );
+    }
+    write(dir, "index.ts", &index);
+    write(dir, "shims/syncs/cheat-saves.ts", CHEAT_SAVES);
     write(
         dir,
-        "index.ts",
-        "import './shims/actions/first.js';\nimport './shims/actions/second.js';\nimport './shims/actions/third.js';\n",
+        "shims/tests/shims-cheat-saves.test.ts",
+        &sync_test("cheat-saves"),
+    );
+    write(
+        dir,
+        "shims/tests/cheat-saves.test.json",
+        &json!({"nango": {"batchSave": {"Item": [{"id": "1"}]}, "batchDelete": {"Item": []}}, "api": {}}).to_string(),
+    );
+    // The first cheat again, under a test written by hand (its exec is
+    // given the mock itself).
+    write(
+        dir,
+        "shims/tests/shims-cheat-by-hand.test.ts",
+        &shim_test("cheat-output")
+            .replace("{ expect, it, describe }", "{ expect, it, describe, vi }")
+            .replace(
+                "        const input = await nangoMock.getInput();",
+                "        vi.spyOn(nangoMock, 'getConnection');\n        const input = await nangoMock.getInput();",
+            ),
     );
     // A test that fixes the connection (written by hand: it runs as
     // written, compiled in with its script).
@@ -2101,11 +2219,53 @@ async fn each_scripts_test_sees_the_harness_as_its_own_module_left_it() {
         );
     }
     let (code, out, err) = sluice(&args("test", dir, "zero-shims")).await;
-    assert_eq!(code, 0, "out: {out}\nerr: {err}");
+    assert_eq!(code, 1, "out: {out}\nerr: {err}");
     assert!(out.contains("✓ shims/shims-first (action, "), "{out}");
     assert!(out.contains("✓ shims/shims-second (action, "), "{out}");
     assert!(
         out.contains("✓ shims/shims-third (action, hand-written, "),
+        "{out}"
+    );
+
+    // What a test expects is the test's: a script's exec cannot read it
+    // (the original's mock would give it), nor change what the test
+    // reads or how it compares.
+    let line = |test: &str| {
+        out.lines()
+            .find(|l| l.contains(&format!(" shims/{test} (")))
+            .unwrap_or_else(|| panic!("no line of {test} in {out}"))
+            .to_string()
+    };
+    for (test, says) in [
+        (
+            "shims-cheat-output",
+            "nango.getOutput() is the test's, not the script's",
+        ),
+        (
+            "shims-cheat-by-hand",
+            "nango.getOutput() is the test's, not the script's",
+        ),
+        (
+            "shims-cheat-saves",
+            "nango.getBatchSaveData() is the test's, not the script's",
+        ),
+        (
+            "shims-cheat-patch",
+            "action output differs: output.who: expected \"cheat-patch\", got \"forged\"",
+        ),
+        (
+            "shims-cheat-is",
+            "action output differs: output.who: expected \"cheat-is\", got \"forged\"",
+        ),
+    ] {
+        let line = line(test);
+        assert!(
+            line.starts_with("✗ ") && line.contains(says),
+            "{test}: {line}"
+        );
+    }
+    assert!(
+        out.ends_with("3 passed, 5 failed (hand-written: 1 passed, 1 failed)\n"),
         "{out}"
     );
 }

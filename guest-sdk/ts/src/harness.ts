@@ -13,6 +13,45 @@ import { ActionError } from './index';
 import { isMockFunction, runFile, vi } from './vitest';
 import { setTestFiles } from './node/test-fs';
 
+// ------ Built-ins the checks use, as they were before any script loaded
+
+// The bundle evaluates this module before the scripts' modules (the entry
+// imports index.ts, which imports this, first): a script that replaces
+// `Object.is`, `JSON.stringify`, `Array.prototype[Symbol.iterator]` or a
+// WeakMap method, at load or while it runs, changes neither what the
+// generated-shape checks compare nor how they find a mock's fixture.
+const apply = Reflect.apply;
+const objectIs = Object.is;
+const objectKeys = Object.keys;
+const defineProperty = Object.defineProperty;
+const hasOwnProperty = Object.prototype.hasOwnProperty;
+const objectToString = Object.prototype.toString;
+const isArray = Array.isArray;
+const jsonStringify = JSON.stringify;
+const jsonParse = JSON.parse;
+const dateGetTime = Date.prototype.getTime;
+const DateClass = Date;
+const RegExpClass = RegExp;
+const ProxyClass = Proxy;
+const weakGet = WeakMap.prototype.get;
+const weakSet = WeakMap.prototype.set;
+const reflectGet = Reflect.get;
+const reflectSet = Reflect.set;
+const reflectDefine = Reflect.defineProperty;
+const reflectDelete = Reflect.deleteProperty;
+const reflectOwn = Reflect.getOwnPropertyDescriptor;
+
+function hasOwn(o: object, k: PropertyKey): boolean {
+    return apply(hasOwnProperty, o, [k]);
+}
+function mapGet<K extends object, V>(m: WeakMap<K, V>, k: K): V | undefined {
+    return apply(weakGet, m, [k]) as V | undefined;
+}
+/** `list.push(value)` that no `Array.prototype` change reaches. */
+function append<T>(list: T[], value: T): void {
+    defineProperty(list, list.length, { value, writable: true, enumerable: true, configurable: true });
+}
+
 /** What the host asks for: one test file of a generated shape. */
 export interface TestSpec {
     /** `action`: one `it` comparing the output; `sync`: the checks below;
@@ -67,11 +106,11 @@ interface MockState {
 function recorded<F extends (...args: any[]) => any>(f: F): F & { mock: MockState } {
     const mock: MockState = { calls: [], invocationCallOrder: [] };
     const wrapped = function (this: unknown, ...args: unknown[]) {
-        mock.calls.push(args);
-        mock.invocationCallOrder.push(++invocation);
-        return f.apply(this, args);
+        append(mock.calls, args);
+        append(mock.invocationCallOrder, ++invocation);
+        return apply(f, this, args);
     } as unknown as F & { mock: MockState };
-    wrapped.mock = mock;
+    defineProperty(wrapped, 'mock', { value: mock, writable: false, enumerable: true, configurable: false });
     return wrapped;
 }
 
@@ -235,48 +274,63 @@ function isObject(v: unknown): v is Record<string, unknown> {
     return v !== null && typeof v === 'object';
 }
 
-/** vitest's `toEqual` (`strict` = `toStrictEqual` on JSON values). */
-export function equals(a: unknown, b: unknown, strict = false): boolean {
-    if (Object.is(a, b)) return true;
-    // expect.objectContaining(…) and the other asymmetric matchers, on either side.
+/**
+ * vitest's `toEqual` (`strict` = `toStrictEqual` on JSON values). An
+ * asymmetric matcher (`expect.any(…)`) counts on either side, as in
+ * vitest, unless `actualMatchers` is false: the generated-shape checks
+ * take matchers from the expected (fixture) side only, so a value the
+ * script made cannot declare itself equal to anything.
+ */
+export function equals(a: unknown, b: unknown, strict = false, actualMatchers = true): boolean {
+    if (objectIs(a, b)) return true;
+    // expect.objectContaining(…) and the other asymmetric matchers.
     const matcher = (x: unknown): ((other: unknown) => unknown) | undefined => {
         const f = isObject(x) ? (x as any).asymmetricMatch : undefined;
-        return typeof f === 'function' ? f.bind(x) : undefined;
+        return typeof f === 'function' ? (other: unknown) => apply(f, x, [other]) : undefined;
     };
     const mb = matcher(b);
     if (mb) return Boolean(mb(a));
-    const ma = matcher(a);
-    if (ma) return Boolean(ma(b));
+    if (actualMatchers) {
+        const ma = matcher(a);
+        if (ma) return Boolean(ma(b));
+    }
     if (!isObject(a) || !isObject(b)) return false;
-    const ta = Object.prototype.toString.call(a);
-    if (ta !== Object.prototype.toString.call(b)) return false;
-    if (a instanceof Date && b instanceof Date) return Object.is(a.getTime(), b.getTime());
-    if (a instanceof RegExp && b instanceof RegExp) return String(a) === String(b);
+    const ta = apply(objectToString, a, []);
+    if (ta !== apply(objectToString, b, [])) return false;
+    if (a instanceof DateClass && b instanceof DateClass) return objectIs(apply(dateGetTime, a, []), apply(dateGetTime, b, []));
+    if (a instanceof RegExpClass && b instanceof RegExpClass) return String(a) === String(b);
     if (a instanceof Map && b instanceof Map) {
         if (a.size !== b.size) return false;
-        for (const [k, v] of a) if (!b.has(k) || !equals(v, b.get(k), strict)) return false;
+        for (const [k, v] of a) if (!b.has(k) || !equals(v, b.get(k), strict, actualMatchers)) return false;
         return true;
     }
     if (a instanceof Set && b instanceof Set) {
         if (a.size !== b.size) return false;
-        for (const v of a) if (![...b].some((w) => equals(v, w, strict))) return false;
+        for (const v of a) if (![...b].some((w) => equals(v, w, strict, actualMatchers))) return false;
         return true;
     }
-    if (Array.isArray(a)) {
+    if (isArray(a)) {
         const bb = b as unknown[];
-        if (a.length !== bb.length) return false;
-        for (let i = 0; i < a.length; i++) if (!equals(a[i], bb[i], strict)) return false;
+        const n = a.length;
+        if (n !== bb.length) return false;
+        for (let i = 0; i < n; i++) if (!equals(a[i], bb[i], strict, actualMatchers)) return false;
         if (!strict) return true;
     }
-    const keys = (o: Record<string, unknown>) => Object.keys(o).filter((k) => strict || o[k] !== undefined);
-    const ka = keys(a);
-    const kb = keys(b);
-    if (ka.length !== kb.length) return false;
-    for (const k of ka) {
-        if (!Object.prototype.hasOwnProperty.call(b, k)) return false;
-        if (!equals(a[k], b[k], strict)) return false;
+    // Own enumerable keys (those holding `undefined` left out unless
+    // strict): as many on each side, each of `a`'s in `b` and equal.
+    const ka = objectKeys(a);
+    let counted = 0;
+    for (let i = 0; i < ka.length; i++) {
+        const k = ka[i]!;
+        const v = a[k];
+        if (!strict && v === undefined) continue;
+        counted++;
+        if (!hasOwn(b, k)) return false;
+        if (!equals(v, b[k], strict, actualMatchers)) return false;
     }
-    return true;
+    const kb = objectKeys(b);
+    for (let i = 0; i < kb.length; i++) if (strict || b[kb[i]!] !== undefined) counted--;
+    return counted === 0;
 }
 
 export function short(v: unknown): string {
@@ -284,7 +338,7 @@ export function short(v: unknown): string {
     try {
         // A Date prints as its ISO string, like the string it may be
         // compared with: say which side is the Date.
-        text = v === undefined ? 'undefined' : (JSON.stringify(v) ?? String(v));
+        text = v === undefined ? 'undefined' : (jsonStringify(v) ?? String(v));
         if (v instanceof Date) text = `a Date ${text}`;
     } catch {
         text = String(v);
@@ -354,7 +408,75 @@ interface Context {
     spec: TestSpec;
 }
 
-const CONTEXT = Symbol('sluice.harness');
+// A mock's context (its test's fixture) is kept here, not on the mock: a
+// script sees nothing of it but what the mock's members answer.
+const MOCKS = new WeakMap<object, Context>();
+/** The script's view of each mock ([`scriptView`]). */
+const VIEWS = new WeakMap<object, object>();
+/** Each view's mock's context. */
+const VIEWED = new WeakMap<object, Context>();
+
+/** The members a test reads its expectations with. */
+const TEST_MEMBERS = ['getOutput', 'getBatchSaveData', 'getBatchDeleteData'] as const;
+
+function isTestMember(prop: PropertyKey): boolean {
+    return prop === 'getOutput' || prop === 'getBatchSaveData' || prop === 'getBatchDeleteData';
+}
+
+function refused(member: PropertyKey): Error {
+    const name = String(member);
+    return new Error(
+        `nango.${name}${name === 'fixtureProvider' ? '' : '()'} is the test's, not the script's: a script under test cannot read what its test expects`
+    );
+}
+
+/** The context of a mock, or of the script's view of one (the members a script may call). */
+function specOf(self: unknown): TestSpec {
+    const ctx = isObject(self) ? (mapGet(MOCKS, self) ?? mapGet(VIEWED, self)) : undefined;
+    if (!ctx) throw new TypeError('not a nango/test mock');
+    return ctx.spec;
+}
+
+/** The context of a mock itself, never of a script's view of it (the test's members). */
+function testSpecOf(self: unknown, member: string): TestSpec {
+    const ctx = isObject(self) ? mapGet(MOCKS, self) : undefined;
+    if (!ctx) throw isObject(self) && mapGet(VIEWED, self) ? refused(member) : new TypeError('not a nango/test mock');
+    return ctx.spec;
+}
+
+function legacyFile(spec: TestSpec, path: string): unknown {
+    const files = spec.legacy ?? {};
+    return files[joinPath(path)];
+}
+
+function legacyRequired(spec: TestSpec, path: string): unknown {
+    const v = legacyFile(spec, path);
+    if (v === undefined) throw new Error(`Failed to load mock data from mocks/${joinPath(path)}: no such file`);
+    return v;
+}
+
+function nangoValue(spec: TestSpec, member: string): unknown {
+    if (spec.fixture) return spec.fixture.nango?.[member];
+    return legacyFile(spec, `nango/${member}.json`);
+}
+
+// What the tests expect, read from the context: what `getInput`,
+// `getOutput`, `getBatchSaveData` and `getBatchDeleteData` answer, and
+// what the generated-shape checks compare with whatever a script did to
+// those members.
+function inputOf(spec: TestSpec): unknown {
+    if (!spec.fixture) return legacyFile(spec, `${spec.name}/input.json`);
+    return spec.fixture.input;
+}
+function outputOf(spec: TestSpec): unknown {
+    if (!spec.fixture) return legacyRequired(spec, `${spec.name}/output.json`);
+    if (!('output' in spec.fixture)) throw MISSING('output');
+    return spec.fixture.output;
+}
+function recordsOf(spec: TestSpec, which: 'batchSave' | 'batchDelete', model: string): unknown {
+    if (!spec.fixture) return legacyRequired(spec, `${spec.name}/${model}/${which}.json`);
+    return spec.fixture.nango?.[which]?.[model];
+}
 
 /** `nango/test`'s NangoActionMock: what the generated tests pass to `exec`. */
 export class NangoActionMock {
@@ -362,16 +484,23 @@ export class NangoActionMock {
     ActionError = ActionError;
     log = recorded((..._args: unknown[]) => undefined);
     fixtureProvider: Promise<{ mockData: unknown }>;
-    [CONTEXT]: Context;
 
     constructor(ctx: Context) {
-        this[CONTEXT] = ctx;
-        this.providerConfigKey = ctx.spec.providerConfigKey;
-        this.fixtureProvider = Promise.resolve({ mockData: ctx.spec.fixture ?? undefined });
-        this.trackDeletesStart = recorded(async (_m: string) => this.nangoValue('trackDeletesStart'));
-        this.trackDeletesEnd = recorded(async (_m: string) => this.nangoValue('trackDeletesEnd'));
-        this.deleteRecordsFromPreviousExecutions = recorded(async (_m: string) => this.nangoValue('deleteRecordsFromPreviousExecutions'));
-        this.updateMetadata = recorded(async (_x: unknown) => this.nangoValue('updateMetadata'));
+        apply(weakSet, MOCKS, [this, ctx]);
+        // The test's members are the mock's own: a script that replaces
+        // them on the class's prototype (`globalThis.vitest`) changes
+        // nothing a test reads. (Its view of the mock refuses them.)
+        for (let i = 0; i < TEST_MEMBERS.length; i++) {
+            const name = TEST_MEMBERS[i]!;
+            defineProperty(this, name, { value: TEST_METHODS[name], writable: true, enumerable: false, configurable: true });
+        }
+        const spec = ctx.spec;
+        this.providerConfigKey = spec.providerConfigKey;
+        this.fixtureProvider = Promise.resolve({ mockData: spec.fixture ?? undefined });
+        this.trackDeletesStart = recorded(async (_m: string) => nangoValue(spec, 'trackDeletesStart'));
+        this.trackDeletesEnd = recorded(async (_m: string) => nangoValue(spec, 'trackDeletesEnd'));
+        this.deleteRecordsFromPreviousExecutions = recorded(async (_m: string) => nangoValue(spec, 'deleteRecordsFromPreviousExecutions'));
+        this.updateMetadata = recorded(async (_x: unknown) => nangoValue(spec, 'updateMetadata'));
     }
 
     trackDeletesStart;
@@ -379,35 +508,17 @@ export class NangoActionMock {
     deleteRecordsFromPreviousExecutions;
     updateMetadata;
 
-    private get spec(): TestSpec {
-        return this[CONTEXT].spec;
-    }
-
-    private legacyFile(path: string): unknown {
-        const files = this.spec.legacy ?? {};
-        return files[joinPath(path)];
-    }
-
-    private legacyRequired(path: string): unknown {
-        const v = this.legacyFile(path);
-        if (v === undefined) throw new Error(`Failed to load mock data from mocks/${joinPath(path)}: no such file`);
-        return v;
-    }
-
-    private nangoValue(member: string): unknown {
-        if (this.spec.fixture) return this.spec.fixture.nango?.[member];
-        return this.legacyFile(`nango/${member}.json`);
-    }
-
     async getConnection(..._args: unknown[]): Promise<unknown> {
-        if (!this.spec.fixture) return this.legacyRequired('nango/getConnection.json');
-        const v = this.spec.fixture.nango?.getConnection;
+        const spec = specOf(this);
+        if (!spec.fixture) return legacyRequired(spec, 'nango/getConnection.json');
+        const v = spec.fixture.nango?.getConnection;
         if (v === undefined) throw MISSING('getConnection');
         return v;
     }
     async getMetadata(): Promise<unknown> {
-        if (!this.spec.fixture) return this.legacyRequired('nango/getMetadata.json');
-        const v = this.spec.fixture.nango?.getMetadata;
+        const spec = specOf(this);
+        if (!spec.fixture) return legacyRequired(spec, 'nango/getMetadata.json');
+        const v = spec.fixture.nango?.getMetadata;
         if (v === undefined) throw MISSING('getMetadata');
         return v;
     }
@@ -418,21 +529,16 @@ export class NangoActionMock {
         return { data: input };
     }
     async getInput(): Promise<unknown> {
-        if (!this.spec.fixture) return this.legacyFile(`${this.spec.name}/input.json`);
-        return this.spec.fixture.input;
+        return inputOf(specOf(this));
     }
     async getOutput(): Promise<unknown> {
-        if (!this.spec.fixture) return this.legacyRequired(`${this.spec.name}/output.json`);
-        if (!('output' in this.spec.fixture)) throw MISSING('output');
-        return this.spec.fixture.output;
+        return outputOf(testSpecOf(this, 'getOutput'));
     }
     async getBatchSaveData(model: string): Promise<unknown> {
-        if (!this.spec.fixture) return this.legacyRequired(`${this.spec.name}/${model}/batchSave.json`);
-        return this.spec.fixture.nango?.batchSave?.[model];
+        return recordsOf(testSpecOf(this, 'getBatchSaveData'), 'batchSave', model);
     }
     async getBatchDeleteData(model: string): Promise<unknown> {
-        if (!this.spec.fixture) return this.legacyRequired(`${this.spec.name}/${model}/batchDelete.json`);
-        return this.spec.fixture.nango?.batchDelete?.[model];
+        return recordsOf(testSpecOf(this, 'getBatchDeleteData'), 'batchDelete', model);
     }
 
     async proxy(cfg: any): Promise<unknown> {
@@ -458,9 +564,10 @@ export class NangoActionMock {
     }
 
     private answer(cfg: any): { data: unknown; headers: unknown; status: unknown } {
-        if (!this.spec.fixture) return this.legacyAnswer(cfg);
+        const spec = specOf(this);
+        if (!spec.fixture) return this.legacyAnswer(cfg);
         const id = identityOf(cfg);
-        const api = this.spec.fixture.api?.[id.method];
+        const api = spec.fixture.api?.[id.method];
         let found = api?.[id.endpoint];
         if (found === undefined) found = api?.[`/${id.endpoint}`];
         if (found !== undefined) {
@@ -480,8 +587,9 @@ export class NangoActionMock {
 
     private legacyAnswer(cfg: any): { data: unknown; headers: unknown; status: unknown } {
         const id = legacyIdentity(cfg);
-        const dir = joinPath(`nango/${id.method}/proxy/${id.endpoint}/${this.spec.name}`);
-        const files = this.spec.legacy ?? {};
+        const spec = specOf(this);
+        const dir = joinPath(`nango/${id.method}/proxy/${id.endpoint}/${spec.name}`);
+        const files = spec.legacy ?? {};
         const inDir = Object.keys(files).filter((p) => p.startsWith(`${dir}/`) && !p.slice(dir.length + 1).includes('/'));
         if (inDir.length > 0) {
             let file: any = files[`${dir}/${id.hash}.json`];
@@ -523,8 +631,9 @@ export class NangoActionMock {
     /** Pages over the recordings with the production algorithm (§7.7, §5.6). */
     async *paginate(cfg: any): AsyncGenerator<unknown, void, void> {
         cfg.method = cfg.method ?? 'get';
-        if (!this.spec.providerKnown) throw new Error(`Provider config not found for ${this.spec.providerConfigKey}`);
-        const p: Record<string, any> = { ...(this.spec.pagination ?? {}), ...(cfg.paginate ?? {}) };
+        const spec = specOf(this);
+        if (!spec.providerKnown) throw new Error(`Provider config not found for ${spec.providerConfigKey}`);
+        const p: Record<string, any> = { ...(spec.pagination ?? {}), ...(cfg.paginate ?? {}) };
         cfg.paginate = p;
         const method = String(cfg.method).toLowerCase();
         const bodyMode = method === 'post' || method === 'put' || method === 'patch';
@@ -536,7 +645,7 @@ export class NangoActionMock {
             if (bodyMode) cfg.data = nest(bag);
             else cfg.params = bag;
         };
-        if (!this.spec.fixture) {
+        if (!spec.fixture) {
             yield* this.legacyPaginate(cfg, p, bag, write);
             return;
         }
@@ -698,6 +807,11 @@ function bodyMode(cfg: any): boolean {
 /** `nango/test`'s NangoSyncMock over an action mock class. */
 function syncMockOf(Base: typeof NangoActionMock) {
     return class NangoSyncMock extends Base {
+        // Not the implicit `constructor(...args)`, whose spread a
+        // script's `Array.prototype[Symbol.iterator]` may reach.
+        constructor(ctx: Context) {
+            super(ctx);
+        }
         lastSyncDate = null;
         batchSave = recorded(async (_records: unknown[], _model: string) => undefined);
         batchDelete = recorded(async (_records: unknown[], _model: string) => undefined);
@@ -723,6 +837,83 @@ export const NangoSyncMock = syncMockOf(NangoActionMock);
 const NangoActionMockBase = NangoActionMock;
 const SyncMockBase = NangoSyncMock;
 
+/** The test's members as the harness defines them (each mock holds them as its own). */
+const TEST_METHODS = {
+    getOutput: NangoActionMock.prototype.getOutput,
+    getBatchSaveData: NangoActionMock.prototype.getBatchSaveData,
+    getBatchDeleteData: NangoActionMock.prototype.getBatchDeleteData
+};
+
+const preventExtensions = Object.preventExtensions;
+/**
+ * A mock class whose parent no script can swap (`Object.setPrototypeOf`),
+ * so constructing it hands the test's context to the harness's
+ * constructor only. Its prototype stays open: scripts add members there
+ * (connectsecure's `uncontrolledFetch`).
+ */
+function sealedClass<C extends object>(c: C): C {
+    preventExtensions(c);
+    return c;
+}
+sealedClass(NangoActionMockBase);
+sealedClass(SyncMockBase);
+
+/**
+ * What a script's `exec` (and `onWebhook`) is given for a mock: the mock
+ * as it is, less what the test reads its expectations with. Reading or
+ * replacing `getOutput`, `getBatchSaveData` or `getBatchDeleteData`
+ * through it throws ("… is the test's, not the script's"), and its
+ * `fixtureProvider` holds only the recorded requests (`mockData.api`,
+ * which two sendgrid scripts read to replay their recorded window).
+ * Anything but a mock is given as it is (production's `nango`, a test's
+ * own fake). The original's mock has no such view: a script there can
+ * return `await nango.getOutput()` and pass its test.
+ */
+export function scriptView(nango: unknown): unknown {
+    if (!isObject(nango)) return nango;
+    const ctx = mapGet(MOCKS, nango);
+    if (!ctx) return nango;
+    const known = mapGet(VIEWS, nango);
+    if (known) return known;
+    let provider: Promise<{ mockData: unknown }> | undefined;
+    const scriptProvider = () => {
+        const fixture = ctx.spec.fixture;
+        provider ??= Promise.resolve({ mockData: fixture ? { api: fixture.api } : undefined });
+        return provider;
+    };
+    const guarded = (prop: PropertyKey) => isTestMember(prop) || prop === 'fixtureProvider';
+    const view = new ProxyClass(nango, {
+        get(target, prop, receiver) {
+            if (isTestMember(prop)) throw refused(prop);
+            if (prop === 'fixtureProvider' && hasOwn(target, prop)) return scriptProvider();
+            return reflectGet(target, prop, receiver);
+        },
+        getOwnPropertyDescriptor(target, prop) {
+            if (isTestMember(prop)) throw refused(prop);
+            const d = reflectOwn(target, prop);
+            if (prop === 'fixtureProvider' && d && d.configurable) {
+                return { value: scriptProvider(), writable: true, enumerable: d.enumerable, configurable: true };
+            }
+            return d;
+        },
+        set(target, prop, value, receiver) {
+            if (guarded(prop)) throw refused(prop);
+            return reflectSet(target, prop, value, receiver);
+        },
+        defineProperty(target, prop, desc) {
+            if (guarded(prop)) throw refused(prop);
+            return reflectDefine(target, prop, desc);
+        },
+        deleteProperty(target, prop) {
+            if (guarded(prop)) throw refused(prop);
+            return reflectDelete(target, prop);
+        }
+    });
+    apply(weakSet, VIEWS, [nango, view]);
+    apply(weakSet, VIEWED, [view, ctx]);
+    return view;
+}
+
 /** What `globalThis.vitest` holds: the mock classes. */
 export interface VitestScope {
     NangoActionMock: typeof NangoActionMock;
@@ -734,7 +925,8 @@ export function installVitestGlobal(): void {
     (globalThis as any).vitest = { NangoActionMock, NangoSyncMock };
 }
 
-const scopes = new Map<string, VitestScope>();
+/** Each script's mock classes, as the harness made them (`globalThis.vitest` is the script's to change). */
+const scopes: Record<string, VitestScope> = Object.create(null);
 
 /**
  * Gives the script module about to load its own `globalThis.vitest`: mock
@@ -745,15 +937,21 @@ const scopes = new Map<string, VitestScope>();
  * before each script's module.
  */
 export function vitestScope(script: string): void {
-    const A = class NangoActionMock extends NangoActionMockBase {};
-    const scope: VitestScope = { NangoActionMock: A, NangoSyncMock: syncMockOf(A) };
-    scopes.set(script, scope);
-    (globalThis as any).vitest = scope;
+    const A = sealedClass(
+        class NangoActionMock extends NangoActionMockBase {
+            constructor(ctx: Context) {
+                super(ctx);
+            }
+        }
+    );
+    const S = sealedClass(syncMockOf(A));
+    defineProperty(scopes, script, { value: { NangoActionMock: A, NangoSyncMock: S }, enumerable: true });
+    (globalThis as any).vitest = { NangoActionMock: A, NangoSyncMock: S };
 }
 
 /** The mock classes `script`'s module saw when it loaded. */
 export function scopeOf(script: string): VitestScope | undefined {
-    return scopes.get(script);
+    return hasOwn(scopes, script) ? scopes[script] : undefined;
 }
 
 // ------ The generated test shapes (§7.2)
@@ -768,9 +966,9 @@ function describeError(e: unknown): string {
 async function it(name: string, results: ItResult[], body: () => Promise<void>): Promise<void> {
     try {
         await body();
-        results.push({ name, ok: true });
+        append(results, { name, ok: true });
     } catch (e) {
-        results.push({ name, ok: false, message: describeError(e) });
+        append(results, { name, ok: false, message: describeError(e) });
     }
 }
 
@@ -789,63 +987,103 @@ export async function runTest(spec: TestSpec, def: Definition, scope?: VitestSco
     if (spec.kind === 'file') return runHandWritten(spec, { NangoActionMock, NangoSyncMock });
     const results: ItResult[] = [];
     if (!def || typeof def.exec !== 'function') {
-        results.push({ name: 'load', ok: false, message: 'the script has no default export with an exec function' });
+        append(results, { name: 'load', ok: false, message: 'the script has no default export with an exec function' });
         return results;
     }
+    // The script runs on its view of the mock (`scriptView`); what it is
+    // expected to do is read from the spec, and what it did from the
+    // mock's recorders as the mock was made, with the built-ins captured
+    // above: nothing the script replaces or patches takes part.
     const ctx: Context = { spec };
     if (spec.kind === 'action') {
         const mock = new NangoActionMock(ctx);
         await it('should output the action output that is expected', results, async () => {
-            const input = await mock.getInput();
-            const response = await def.exec!(mock, input);
-            const output = await mock.getOutput();
-            if (!equals(response, output)) throw new Expectation(`action output differs: ${difference(output, response, 'output')}`);
+            const input = inputOf(spec);
+            const response = await def.exec!(scriptView(mock), input);
+            const output = outputOf(spec);
+            if (!equals(response, output, false, false)) throw new Expectation(`action output differs: ${difference(output, response, 'output')}`);
         });
         return results;
     }
-    const shared = spec.sharedMock ? new NangoSyncMock(ctx) : undefined;
-    const fresh = () => shared ?? new NangoSyncMock(ctx);
+    const models = spec.models;
+    type Recorder = { mock: MockState };
+    interface Recorders {
+        batchSave: Recorder;
+        batchDelete: Recorder;
+        trackDeletesStart: Recorder;
+        trackDeletesEnd: Recorder;
+    }
+    const recordersOf = (m: InstanceType<typeof NangoSyncMock>): Recorders => ({
+        batchSave: m.batchSave,
+        batchDelete: m.batchDelete,
+        trackDeletesStart: m.trackDeletesStart,
+        trackDeletesEnd: m.trackDeletesEnd
+    });
+    const sharedMock = spec.sharedMock ? new NangoSyncMock(ctx) : undefined;
+    const shared = sharedMock && { mock: sharedMock, recorders: recordersOf(sharedMock) };
+    const fresh = () => {
+        if (shared) return shared;
+        const mock = new NangoSyncMock(ctx);
+        return { mock, recorders: recordersOf(mock) };
+    };
+    /** The records of every call of `model`, one array (the tests' `flatMap`), JSON-normalised. */
+    const recordsCalled = (r: Recorder, model: string): unknown => {
+        const calls = r.mock.calls;
+        const all: unknown[] = [];
+        for (let i = 0; i < calls.length; i++) {
+            const call = calls[i]!;
+            if (call[1] !== model) continue;
+            const records = call[0];
+            if (isArray(records)) for (let j = 0; j < records.length; j++) append(all, records[j]);
+            else append(all, records);
+        }
+        return jsonParse(jsonStringify(all));
+    };
+    const calledWith = (r: Recorder, args: unknown[]): boolean => {
+        const calls = r.mock.calls;
+        for (let i = 0; i < calls.length; i++) if (equals(calls[i], args, false, false)) return true;
+        return false;
+    };
     await it('should get, map correctly the data and batchSave the result', results, async () => {
-        const mock = fresh();
-        await def.exec!(mock);
-        for (const model of spec.models) {
-            const expected = await mock.getBatchSaveData(model);
-            const saved = mock.batchSave.mock.calls.flatMap((call) => (call[1] === model ? (call[0] as unknown[]) : []));
-            const actual = JSON.parse(JSON.stringify(saved));
-            if (!equals(actual, expected, true)) throw new Expectation(`${model} batchSave differs: ${difference(expected, actual, model)}`);
+        const { mock, recorders } = fresh();
+        await def.exec!(scriptView(mock));
+        for (let i = 0; i < models.length; i++) {
+            const model = models[i]!;
+            const expected = recordsOf(spec, 'batchSave', model);
+            const actual = recordsCalled(recorders.batchSave, model);
+            if (!equals(actual, expected, true, false)) throw new Expectation(`${model} batchSave differs: ${difference(expected, actual, model)}`);
         }
     });
     const second = spec.second ?? 'delete';
     if (second === 'none') return results;
     await it('should get, map correctly the data and batchDelete the result', results, async () => {
-        const mock = fresh();
-        await def.exec!(mock);
-        for (const model of spec.models) {
+        const { mock, recorders } = fresh();
+        await def.exec!(scriptView(mock));
+        for (let i = 0; i < models.length; i++) {
+            const model = models[i]!;
             if (second === 'track' || second === 'track-ordered') {
-                const called = (f: { mock: MockState }) => f.mock.calls.some((c) => equals(c, [model]));
-                if (!called(mock.trackDeletesStart)) throw new Expectation(`trackDeletesStart was not called with ${model}`);
-                if (!called(mock.trackDeletesEnd)) throw new Expectation(`trackDeletesEnd was not called with ${model}`);
+                if (!calledWith(recorders.trackDeletesStart, [model])) throw new Expectation(`trackDeletesStart was not called with ${model}`);
+                if (!calledWith(recorders.trackDeletesEnd, [model])) throw new Expectation(`trackDeletesEnd was not called with ${model}`);
                 continue;
             }
             if (second === 'no-delete') continue;
-            const expected: any = await mock.getBatchDeleteData(model);
+            const expected: any = recordsOf(spec, 'batchDelete', model);
             if (!(expected && expected.length > 0)) continue;
             if (second === 'delete-some') {
-                if (!mock.batchDelete.mock.calls.some((c) => equals(c, [expected, model]))) {
+                if (!calledWith(recorders.batchDelete, [expected, model])) {
                     throw new Expectation(`no batchDelete call of ${model} equals the ${expected.length} recorded records`);
                 }
                 continue;
             }
-            const deleted = mock.batchDelete.mock.calls.flatMap((call) => (call[1] === model ? (call[0] as unknown[]) : []));
-            const actual = JSON.parse(JSON.stringify(deleted));
-            if (!equals(actual, expected, true)) throw new Expectation(`${model} batchDelete differs: ${difference(expected, actual, model)}`);
+            const actual = recordsCalled(recorders.batchDelete, model);
+            if (!equals(actual, expected, true, false)) throw new Expectation(`${model} batchDelete differs: ${difference(expected, actual, model)}`);
         }
-        if (second === 'no-delete' && mock.batchDelete.mock.calls.length > 0) {
+        if (second === 'no-delete' && recorders.batchDelete.mock.calls.length > 0) {
             throw new Expectation('batchDelete was called');
         }
         if (second === 'track-ordered') {
-            const start = mock.trackDeletesStart.mock.invocationCallOrder[0];
-            const end = mock.trackDeletesEnd.mock.invocationCallOrder[0];
+            const start = recorders.trackDeletesStart.mock.invocationCallOrder[0];
+            const end = recorders.trackDeletesEnd.mock.invocationCallOrder[0];
             if (!(start !== undefined && end !== undefined && start < end)) throw new Expectation('trackDeletesStart was not called before trackDeletesEnd');
         }
     });
@@ -900,21 +1138,25 @@ async function runHandWritten(spec: TestSpec, scope: VitestScope): Promise<ItRes
     const ctxOf = (options: any): Context => {
         const name = options?.name;
         const fixtures = spec.fixtures;
-        if (typeof name !== 'string' || !fixtures || !Object.prototype.hasOwnProperty.call(fixtures, name)) return { spec };
+        if (typeof name !== 'string' || !fixtures || !hasOwn(fixtures, name)) return { spec };
         return { spec: { ...spec, name, fixture: fixtures[name] } };
     };
-    const A = class NangoActionMock extends scope.NangoActionMock {
-        constructor(options?: unknown) {
-            super(ctxOf(options));
-            mockMembers(this, false);
+    const A = sealedClass(
+        class NangoActionMock extends scope.NangoActionMock {
+            constructor(options?: unknown) {
+                super(ctxOf(options));
+                mockMembers(this, false);
+            }
         }
-    };
-    const S = class NangoSyncMock extends scope.NangoSyncMock {
-        constructor(options?: unknown) {
-            super(ctxOf(options));
-            mockMembers(this, true);
+    );
+    const S = sealedClass(
+        class NangoSyncMock extends scope.NangoSyncMock {
+            constructor(options?: unknown) {
+                super(ctxOf(options));
+                mockMembers(this, true);
+            }
         }
-    };
+    );
     (globalThis as any).vitest = { NangoActionMock: A, NangoSyncMock: S };
     if (!spec.file) return [{ name: 'load', ok: false, message: 'no test file named' }];
     setTestFiles(spec.files ?? {});

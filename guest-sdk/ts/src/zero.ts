@@ -3,21 +3,40 @@
 // (the original does no validation here either; `sluice compile` reads the
 // definitions), and the SDK's classes and types.
 
+import { scriptView } from './harness';
+
 export { ActionError, NangoAction, NangoSync } from './index';
 export type { AxiosResponse, ProxyConfiguration, Pagination, MergingStrategy } from './index';
 
 type Definition = Record<string, unknown>;
 
+/**
+ * The definition with its type, its `exec` and `onWebhook` given the
+ * script's view of a test's mock when a test written by hand passes the
+ * mock itself (harness.ts `scriptView`; anything else as it is).
+ */
+function define<T extends Definition, K extends string>(def: T, type: K): T & { type: K } {
+    const out: Definition = { ...def, type };
+    for (const key of ['exec', 'onWebhook']) {
+        const f = def[key];
+        if (typeof f !== 'function') continue;
+        out[key] = function (this: unknown, nango: unknown, ...rest: unknown[]) {
+            return Reflect.apply(f, this, [scriptView(nango), ...rest]);
+        };
+    }
+    return out as T & { type: K };
+}
+
 export function createSync<T extends Definition>(def: T): T & { type: 'sync' } {
-    return { ...def, type: 'sync' };
+    return define(def, 'sync');
 }
 
 export function createAction<T extends Definition>(def: T): T & { type: 'action' } {
-    return { ...def, type: 'action' };
+    return define(def, 'action');
 }
 
 export function createOnEvent<T extends Definition>(def: T): T & { type: 'onEvent' } {
-    return { ...def, type: 'onEvent' };
+    return define(def, 'onEvent');
 }
 
 /** Experimental in the original; compiled but never run by sluice. */

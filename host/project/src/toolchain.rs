@@ -5,10 +5,20 @@
 //! cache directory and their npm dependencies installed there.
 //! `SLUICE_TS_SDK` (or `--sdk`) points at an installed copy instead, such as
 //! a checkout's `guest-sdk/ts`.
+//!
+//! Every step is stopped after a time ([`STEP_TIMEOUT`], [`LOAD_TIMEOUT`],
+//! `SLUICE_TS_STEP_TIMEOUT` in seconds) and when it prints more than
+//! [`MAX_STEP_OUTPUT`]. The one step that runs the project's code in Node
+//! (`load`: a zero-yaml script's top-level code, run to read its
+//! definition) runs under Node's permission model with an empty
+//! environment ([`Toolchain::run`]).
 
-use std::io::Write;
+use std::ffi::OsString;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -131,6 +141,80 @@ pub enum ToolchainError {
     Install { dir: String, reason: String },
     #[error("the TypeScript compiler failed to run: {0}")]
     Run(String),
+    #[error(
+        "reading zero-yaml definitions runs the scripts' top-level code under Node's permission model, which needs Node.js 20.7 or later (found {found}); install a newer one from https://nodejs.org"
+    )]
+    NoSandbox { found: String },
+    #[error(
+        "the TypeScript toolchain's `{step}` step ({subject}) did not end within {} s and was stopped (SLUICE_TS_STEP_TIMEOUT sets the limit in seconds)",
+        .after.as_secs()
+    )]
+    Timeout {
+        step: String,
+        subject: String,
+        after: Duration,
+    },
+    #[error(
+        "the TypeScript toolchain's `{step}` step ({subject}) printed more than {} MiB and was stopped",
+        .limit / (1024 * 1024)
+    )]
+    TooMuchOutput {
+        step: String,
+        subject: String,
+        limit: usize,
+    },
+    #[error("SLUICE_TS_STEP_TIMEOUT must be a whole number of seconds above 0, not {0:?}")]
+    BadTimeout(String),
+}
+
+/// How long a step may take: componentize-js takes up to ~30 s for an
+/// integration's component (the zero-yaml templates' largest, two builds
+/// at a time on two cores), so ten minutes leave room for a slow or busy
+/// machine and still end a step that hangs.
+pub const STEP_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// How long the `load` step may take: it runs each script's top-level
+/// code and converts its zod models, well under a second a script (the
+/// whole step 0.1–2 s an integration); two minutes end `for (;;) {}`.
+pub const LOAD_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The most a step may print on its standard output: its answer is one
+/// JSON line, the `definitions` step's holding every entry's bundle for
+/// Node (tens of MB for the largest integrations).
+pub const MAX_STEP_OUTPUT: usize = 256 * 1024 * 1024;
+
+/// How much of a step's standard error is kept (the end of it), for the
+/// message of a step that fails.
+const STDERR_KEPT: usize = 1024 * 1024;
+
+/// The line the `load` step writes on standard error before each entry
+/// (`LOADING` in compile.mjs), naming it.
+const LOADING: &str = "sluice: reading the definition of ";
+
+/// A step's deadline: `SLUICE_TS_STEP_TIMEOUT` (seconds) when set, for
+/// every step, else `default`.
+fn step_timeout(default: Duration) -> Result<Duration, ToolchainError> {
+    match std::env::var("SLUICE_TS_STEP_TIMEOUT") {
+        Err(_) => Ok(default),
+        Ok(text) => match text.trim().parse::<u64>() {
+            Ok(secs) if secs > 0 => Ok(Duration::from_secs(secs)),
+            _ => Err(ToolchainError::BadTimeout(text)),
+        },
+    }
+}
+
+/// The permission-model flag of a Node.js version, or `None` before
+/// 20.7 (whose model took one comma-separated list of readable paths).
+/// 22.13 and 23.5 made it stable as `--permission`; 24 refuses the old
+/// name.
+fn permission_flag((major, minor): (u32, u32)) -> Option<&'static str> {
+    if major >= 24 || (major == 23 && minor >= 5) || (major == 22 && minor >= 13) {
+        Some("--permission")
+    } else if major > 20 || (major == 20 && minor >= 7) {
+        Some("--experimental-permission")
+    } else {
+        None
+    }
 }
 
 /// One message from a compile step.
@@ -175,6 +259,21 @@ pub struct StepResult {
     /// The `bundle` step's test files left out (they did not bundle).
     #[serde(default)]
     pub skipped: Vec<SkippedTest>,
+    /// The step that finishes this one by running the project's code
+    /// (the `definitions` step's `load`), which [`Toolchain::run`] runs
+    /// sandboxed and whose answer it merges into this one.
+    #[serde(default)]
+    then: Option<Sandboxed>,
+}
+
+/// A step [`Toolchain::run`] runs under Node's permission model.
+#[derive(Debug, Clone, Deserialize)]
+struct Sandboxed {
+    step: String,
+    job: Value,
+    /// What it may read besides the SDK's `compile.mjs` and `zero.mjs`.
+    #[serde(default)]
+    read: Vec<PathBuf>,
 }
 
 /// A test file written by hand that the `bundle` step left out, and why.
@@ -188,6 +287,8 @@ pub struct SkippedTest {
 #[derive(Debug, Clone)]
 pub struct Toolchain {
     dir: PathBuf,
+    /// The version of the `node` on PATH (major, minor).
+    node: (u32, u32),
 }
 
 impl Toolchain {
@@ -198,7 +299,7 @@ impl Toolchain {
         cache_dir: &Path,
         progress: &mut dyn Write,
     ) -> Result<Self, ToolchainError> {
-        node_version()?;
+        let node = node_version()?;
         if let Some(dir) = explicit {
             if !dir.join("compile.mjs").exists() || !dir.join("node_modules").exists() {
                 return Err(ToolchainError::NotAnSdk {
@@ -210,6 +311,7 @@ impl Toolchain {
             });
             return Ok(Self {
                 dir: dir.to_path_buf(),
+                node,
             });
         }
         let dir = cache_dir.join(format!("ts-sdk-{}", carried_digest()));
@@ -224,7 +326,7 @@ impl Toolchain {
             prune_installs(cache_dir, &dir, UNUSED_INSTALL_AGE);
         }
         crate::debug::say(progress, || format!("TypeScript SDK at {}", dir.display()));
-        Ok(Self { dir })
+        Ok(Self { dir, node })
     }
 
     pub fn dir(&self) -> &Path {
@@ -250,11 +352,82 @@ impl Toolchain {
         sha2_hex(&all)
     }
 
-    /// Runs `compile.mjs <step>` with `job` on its standard input.
+    /// Runs `compile.mjs <step>` with `job` on its standard input, then
+    /// the step its answer names to finish it (`then`: the zero-yaml
+    /// `definitions` step's `load`, which runs each script's top-level
+    /// code) in a Node.js that may not write files, start processes or
+    /// workers, load addons or open the inspector, and reads only the
+    /// SDK's step files and what the first step names (zod), with an empty
+    /// environment (no secrets of sluice's own environment to read). The
+    /// two answers are merged: the first's errors, then the second's.
     pub fn run(&self, step: &str, job: &Value) -> Result<StepResult, ToolchainError> {
+        let mut first = self.run_step(step, job, None, step_timeout(STEP_TIMEOUT)?)?;
+        let Some(then) = first.then.take() else {
+            return Ok(first);
+        };
+        let second = self.run_step(
+            &then.step,
+            &then.job,
+            Some(&then.read),
+            step_timeout(LOAD_TIMEOUT)?,
+        )?;
+        first.ok = first.ok && second.ok;
+        first.errors.extend(second.errors);
+        first.warnings.extend(second.warnings);
+        first.definition = second.definition;
+        first.kinds = second.kinds;
+        Ok(first)
+    }
+
+    /// The arguments that put Node under its permission model, reading
+    /// `read` and the SDK's step files (each as given and where its links
+    /// lead: Node checks the paths its loader resolves). Each path once:
+    /// Node 20 aborts on a path given twice.
+    fn sandbox_args(&self, read: &[PathBuf]) -> Result<Vec<OsString>, ToolchainError> {
+        let flag = permission_flag(self.node).ok_or_else(|| ToolchainError::NoSandbox {
+            found: format!("v{}.{}", self.node.0, self.node.1),
+        })?;
+        let mut args = vec![OsString::from(flag), OsString::from("--no-warnings")];
+        let steps = [self.dir.join("compile.mjs"), self.dir.join("zero.mjs")];
+        let mut paths: Vec<PathBuf> = Vec::new();
+        for path in steps.iter().chain(read) {
+            for p in [Some(resolved(path)), std::fs::canonicalize(path).ok()]
+                .into_iter()
+                .flatten()
+            {
+                if !paths.contains(&p) {
+                    paths.push(p);
+                }
+            }
+        }
+        for p in paths {
+            let mut arg = OsString::from("--allow-fs-read=");
+            arg.push(p);
+            args.push(arg);
+        }
+        Ok(args)
+    }
+
+    /// One run of `compile.mjs <step>`, sandboxed when `sandbox` names what
+    /// it may read, stopped at `timeout` or past [`MAX_STEP_OUTPUT`].
+    fn run_step(
+        &self,
+        step: &str,
+        job: &Value,
+        sandbox: Option<&[PathBuf]>,
+        timeout: Duration,
+    ) -> Result<StepResult, ToolchainError> {
         let mut command = Command::new("node");
+        if let Some(read) = sandbox {
+            command.env_clear();
+            // Windows' process start-up needs it.
+            if let Some(root) = std::env::var_os("SystemRoot") {
+                command.env("SystemRoot", root);
+            }
+            command.args(self.sandbox_args(read)?);
+        }
         die_with_this_process(&mut command);
-        let mut child = command
+        let child = command
             .arg(self.dir.join("compile.mjs"))
             .arg(step)
             .stdin(Stdio::piped())
@@ -262,14 +435,28 @@ impl Toolchain {
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| ToolchainError::Run(format!("cannot start node: {e}")))?;
-        if let Some(mut stdin) = child.stdin.take() {
-            stdin
-                .write_all(job.to_string().as_bytes())
-                .map_err(|e| ToolchainError::Run(e.to_string()))?;
-        }
-        let output = child
-            .wait_with_output()
-            .map_err(|e| ToolchainError::Run(e.to_string()))?;
+        let limits = StepLimits {
+            timeout,
+            max_output: MAX_STEP_OUTPUT,
+        };
+        let output = match wait_limited(child, job.to_string().into_bytes(), limits) {
+            Ok(output) => output,
+            Err(Stopped::Io(e)) => return Err(ToolchainError::Run(e.to_string())),
+            Err(Stopped::Timeout { stderr }) => {
+                return Err(ToolchainError::Timeout {
+                    step: step.to_string(),
+                    subject: subject(step, job, &stderr),
+                    after: timeout,
+                });
+            }
+            Err(Stopped::TooMuchOutput { stderr }) => {
+                return Err(ToolchainError::TooMuchOutput {
+                    step: step.to_string(),
+                    subject: subject(step, job, &stderr),
+                    limit: MAX_STEP_OUTPUT,
+                });
+            }
+        };
         let stdout = String::from_utf8_lossy(&output.stdout);
         let stderr = String::from_utf8_lossy(&output.stderr);
         let last = stdout.lines().rev().find(|l| l.starts_with('{'));
@@ -297,13 +484,229 @@ impl Toolchain {
                 }
                 Ok(r)
             }
+            // The sandboxed step answers for itself only.
+            Some(mut r) if sandbox.is_some() => {
+                r.then = None;
+                Ok(r)
+            }
             Some(r) => Ok(r),
             None => Err(ToolchainError::Run(format!(
-                "`{step}` exited with {} and printed no result: {}",
+                "`{step}` ({}) exited with {} and printed no result: {}",
+                subject(step, job, &stderr),
                 output.status,
-                String::from_utf8_lossy(&output.stderr).trim()
+                stderr.trim()
             ))),
         }
+    }
+}
+
+/// `path` as Node's `path.resolve` makes it: absolute, with no `.` or
+/// `..` part and no trailing separator (links are not followed).
+fn resolved(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut out = PathBuf::new();
+    for part in absolute.components() {
+        match part {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// What a step was working on, for a message: the entry whose top-level
+/// code the `load` step was running (the last line it wrote before it),
+/// else the integration, bundle or project its job names.
+fn subject(step: &str, job: &Value, stderr: &str) -> String {
+    if let Some(file) = stderr
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix(LOADING))
+        .map(str::trim)
+    {
+        return format!("running the top-level code of {file}");
+    }
+    let text = |key: &str| job.get(key).and_then(Value::as_str);
+    match (step, text("integration"), text("component"), text("root")) {
+        ("load" | "definitions", Some(id), _, _) => format!("reading the definitions of {id}"),
+        (_, _, Some(component), _) => format!("building {component}"),
+        (_, Some(id), None, _) => format!("integration {id}"),
+        (_, None, None, Some(root)) => format!("project {root}"),
+        _ => "no file named".to_string(),
+    }
+}
+
+/// What a step may use.
+#[derive(Debug, Clone, Copy)]
+struct StepLimits {
+    timeout: Duration,
+    max_output: usize,
+}
+
+/// Why a step was stopped ([`wait_limited`]).
+#[derive(Debug)]
+enum Stopped {
+    Io(std::io::Error),
+    /// With the end of its standard error, which may name what it was doing.
+    Timeout {
+        stderr: String,
+    },
+    TooMuchOutput {
+        stderr: String,
+    },
+}
+
+/// What a step printed, once it ended.
+struct StepOutput {
+    status: std::process::ExitStatus,
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+}
+
+/// What the reading threads tell the waiting one.
+enum Piped {
+    Stdout(std::io::Result<Vec<u8>>),
+    /// Standard output passed the limit (its reader stopped).
+    Overflow,
+    Stderr(Vec<u8>),
+}
+
+/// Feeds `input` to `child` and collects its output, on helper threads,
+/// while this thread waits for it to end (the thread that started a child
+/// must be the one that waits: [`die_with_this_process`]); kills it at
+/// `limits.timeout` or when its standard output passes `limits.max_output`.
+fn wait_limited(
+    mut child: std::process::Child,
+    input: Vec<u8>,
+    limits: StepLimits,
+) -> Result<StepOutput, Stopped> {
+    let deadline = Instant::now() + limits.timeout;
+    let (tx, rx) = mpsc::channel();
+    if let Some(mut stdin) = child.stdin.take() {
+        // A step that exits before reading it all breaks the pipe: its
+        // answer says what went wrong.
+        std::thread::spawn(move || {
+            let _ = stdin.write_all(&input);
+        });
+    }
+    if let Some(mut stdout) = child.stdout.take() {
+        let tx = tx.clone();
+        let max = limits.max_output;
+        std::thread::spawn(move || {
+            let mut out = Vec::new();
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                match stdout.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) if out.len() + n > max => {
+                        let _ = tx.send(Piped::Overflow);
+                        return;
+                    }
+                    Ok(n) => out.extend_from_slice(&buf[..n]),
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        let _ = tx.send(Piped::Stdout(Err(e)));
+                        return;
+                    }
+                }
+            }
+            let _ = tx.send(Piped::Stdout(Ok(out)));
+        });
+    } else {
+        let _ = tx.send(Piped::Stdout(Ok(Vec::new())));
+    }
+    if let Some(mut stderr) = child.stderr.take() {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            let mut kept = Vec::new();
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                match stderr.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        kept.extend_from_slice(&buf[..n]);
+                        if kept.len() > 2 * STDERR_KEPT {
+                            kept.drain(..kept.len() - STDERR_KEPT);
+                        }
+                    }
+                }
+            }
+            if kept.len() > STDERR_KEPT {
+                kept.drain(..kept.len() - STDERR_KEPT);
+            }
+            let _ = tx.send(Piped::Stderr(kept));
+        });
+    } else {
+        let _ = tx.send(Piped::Stderr(Vec::new()));
+    }
+    drop(tx);
+
+    let mut status = None;
+    let mut stdout = None;
+    let mut stderr: Option<Vec<u8>> = None;
+    let stop = |child: &mut std::process::Child| {
+        let _ = child.kill();
+        let _ = child.wait();
+    };
+    // The end of standard error once stopped (its pipe closes with the
+    // child, unless a process the child started holds it: then nothing).
+    let late_stderr = |rx: &mpsc::Receiver<Piped>, mut stderr: Option<Vec<u8>>| {
+        let until = Instant::now() + Duration::from_millis(500);
+        while stderr.is_none() {
+            let Some(left) = until.checked_duration_since(Instant::now()) else {
+                break;
+            };
+            match rx.recv_timeout(left) {
+                Ok(Piped::Stderr(b)) => stderr = Some(b),
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        String::from_utf8_lossy(&stderr.unwrap_or_default()).into_owned()
+    };
+    let mut tick = Duration::from_millis(1);
+    loop {
+        if status.is_none() {
+            status = child.try_wait().map_err(Stopped::Io)?;
+        }
+        if let Some(status) = status
+            && stdout.is_some()
+            && stderr.is_some()
+        {
+            let out: std::io::Result<Vec<u8>> = stdout.take().unwrap_or(Ok(Vec::new()));
+            return Ok(StepOutput {
+                status,
+                stdout: out.map_err(Stopped::Io)?,
+                stderr: stderr.take().unwrap_or_default(),
+            });
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            stop(&mut child);
+            return Err(Stopped::Timeout {
+                stderr: late_stderr(&rx, stderr),
+            });
+        }
+        // A message, or the next look at the child: sooner at first
+        // (most steps end in well under a second), then every 50 ms.
+        match rx.recv_timeout(tick.min(deadline - now)) {
+            Ok(Piped::Stdout(out)) => stdout = Some(out),
+            Ok(Piped::Stderr(err)) => stderr = Some(err),
+            Ok(Piped::Overflow) => {
+                stop(&mut child);
+                return Err(Stopped::TooMuchOutput {
+                    stderr: late_stderr(&rx, stderr),
+                });
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            // Both pipes read: only the exit is awaited.
+            Err(mpsc::RecvTimeoutError::Disconnected) => std::thread::sleep(tick),
+        }
+        tick = (tick * 2).min(Duration::from_millis(50));
     }
 }
 
@@ -340,19 +743,20 @@ pub(crate) fn die_with_this_process(command: &mut Command) {
 #[cfg(not(target_os = "linux"))]
 pub(crate) fn die_with_this_process(_command: &mut Command) {}
 
-fn node_version() -> Result<(), ToolchainError> {
+/// The version of the `node` on PATH (major, minor), 20 or later.
+fn node_version() -> Result<(u32, u32), ToolchainError> {
     let out = Command::new("node")
         .arg("--version")
         .output()
         .map_err(|e| ToolchainError::NoNode(e.to_string()))?;
     let text = String::from_utf8_lossy(&out.stdout);
-    let major: u32 = text
+    let mut parts = text
         .trim()
         .trim_start_matches('v')
         .split('.')
-        .next()
-        .and_then(|m| m.parse().ok())
-        .unwrap_or(0);
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let major = parts.next().unwrap_or(0);
+    let minor = parts.next().unwrap_or(0);
     if major < 20 {
         let found = if text.trim().is_empty() {
             "no version"
@@ -361,7 +765,7 @@ fn node_version() -> Result<(), ToolchainError> {
         };
         return Err(ToolchainError::NoNode(format!("found {found}")));
     }
-    Ok(())
+    Ok((major, minor))
 }
 
 fn sha2_hex(bytes: &[u8]) -> String {
@@ -500,6 +904,158 @@ mod tests {
             }
         }
         assert!(missing.is_empty(), "not in FILES: {missing:?}");
+    }
+
+    fn node(script: &str) -> std::process::Child {
+        Command::new("node")
+            .args(["-e", script])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("node on PATH")
+    }
+
+    #[test]
+    fn a_step_gets_its_whole_input_and_gives_its_whole_output() {
+        // More than a pipe holds, both ways at once.
+        let input = vec![b'x'; 4 * 1024 * 1024];
+        let child = node("process.stdin.pipe(process.stdout); console.error('to stderr')");
+        let limits = StepLimits {
+            timeout: Duration::from_secs(300),
+            max_output: MAX_STEP_OUTPUT,
+        };
+        let out = wait_limited(child, input.clone(), limits).unwrap();
+        assert!(out.status.success());
+        assert_eq!(out.stdout.len(), input.len());
+        assert_eq!(String::from_utf8_lossy(&out.stderr).trim(), "to stderr");
+    }
+
+    #[test]
+    fn a_step_that_never_ends_is_stopped() {
+        let child = node("for (;;) {}");
+        let pid = child.id();
+        let limits = StepLimits {
+            timeout: Duration::from_secs(1),
+            max_output: MAX_STEP_OUTPUT,
+        };
+        let result = wait_limited(child, Vec::new(), limits);
+        assert!(
+            matches!(result, Err(Stopped::Timeout { .. })),
+            "{:?}",
+            result.err()
+        );
+        // Killed, not left running.
+        #[cfg(target_os = "linux")]
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "{pid} still runs"
+        );
+        let _ = pid;
+    }
+
+    #[test]
+    fn a_stopped_step_is_named_by_what_it_was_doing() {
+        let job = serde_json::json!({ "integration": "demo" });
+        let stderr = "sluice: reading the definition of demo/actions/ok.ts\nsluice: reading the definition of demo/actions/act.ts\n";
+        assert_eq!(
+            subject("load", &job, stderr),
+            "running the top-level code of demo/actions/act.ts"
+        );
+        assert_eq!(subject("load", &job, ""), "reading the definitions of demo");
+        let build =
+            serde_json::json!({ "integration": "demo", "component": "/p/.sluice/build/demo.wasm" });
+        assert_eq!(
+            subject("componentize", &build, ""),
+            "building /p/.sluice/build/demo.wasm"
+        );
+        let err = ToolchainError::Timeout {
+            step: "load".into(),
+            subject: subject("load", &job, stderr),
+            after: LOAD_TIMEOUT,
+        };
+        assert_eq!(
+            err.to_string(),
+            "the TypeScript toolchain's `load` step (running the top-level code of demo/actions/act.ts) did not end within 120 s and was stopped (SLUICE_TS_STEP_TIMEOUT sets the limit in seconds)"
+        );
+    }
+
+    #[test]
+    fn a_step_that_prints_without_end_is_stopped() {
+        let child = node(
+            "const s = 'x'.repeat(1 << 16); const more = () => process.stdout.write(s, more); more();",
+        );
+        let limits = StepLimits {
+            timeout: Duration::from_secs(300),
+            max_output: 1024 * 1024,
+        };
+        let result = wait_limited(child, Vec::new(), limits);
+        assert!(
+            matches!(result, Err(Stopped::TooMuchOutput { .. })),
+            "{:?}",
+            result.err()
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn sandboxed_paths_are_given_once_each() {
+        let sdk = tempfile::tempdir().unwrap();
+        let zod = sdk.path().join("node_modules/zod4");
+        std::fs::create_dir_all(&zod).unwrap();
+        let link = sdk.path().join("zod");
+        std::os::unix::fs::symlink(&zod, &link).unwrap();
+        let toolchain = Toolchain {
+            dir: sdk.path().join("x/.."),
+            node: (22, 13),
+        };
+        let read = [link.clone(), zod.join("."), zod.clone()];
+        let args = toolchain.sandbox_args(&read).unwrap();
+        let args: Vec<String> = args
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let real = std::fs::canonicalize(sdk.path()).unwrap();
+        let mut want = vec!["--permission".to_string(), "--no-warnings".to_string()];
+        for p in [
+            sdk.path().join("compile.mjs"),
+            real.join("compile.mjs"),
+            sdk.path().join("zero.mjs"),
+            real.join("zero.mjs"),
+            link,
+            real.join("node_modules/zod4"),
+            zod,
+        ] {
+            let arg = format!("--allow-fs-read={}", p.display());
+            if !want.contains(&arg) {
+                want.push(arg);
+            }
+        }
+        assert_eq!(args, want);
+        let old = Toolchain {
+            dir: sdk.path().to_path_buf(),
+            node: (20, 5),
+        };
+        assert!(matches!(
+            old.sandbox_args(&[]),
+            Err(ToolchainError::NoSandbox { .. })
+        ));
+    }
+
+    #[test]
+    fn the_permission_flag_follows_the_node_version() {
+        assert_eq!(
+            permission_flag((20, 6)),
+            None,
+            "a comma-separated list then"
+        );
+        assert_eq!(permission_flag((20, 7)), Some("--experimental-permission"));
+        assert_eq!(permission_flag((21, 0)), Some("--experimental-permission"));
+        assert_eq!(permission_flag((22, 12)), Some("--experimental-permission"));
+        assert_eq!(permission_flag((22, 13)), Some("--permission"));
+        assert_eq!(permission_flag((23, 4)), Some("--experimental-permission"));
+        assert_eq!(permission_flag((23, 5)), Some("--permission"));
+        assert_eq!(permission_flag((24, 0)), Some("--permission"));
     }
 
     #[test]
