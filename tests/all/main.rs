@@ -3,6 +3,7 @@
 
 mod app_proxy;
 mod bill;
+mod bodies;
 mod cli;
 mod config_legacy;
 mod connect_ui;

@@ -70,6 +70,26 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// Largest uploaded component (a componentize-js component is ~12 MB).
     pub max_component_bytes: usize,
+    /// Bytes of memory the API's bodies may take once parsed into values,
+    /// all requests together (one environment's three quarters of it),
+    /// counted from their text before they are parsed (a value costs up
+    /// to 80 times its text: `[0,0,…]`): a deploy's manifest while it is
+    /// deployed, an action's input while a run that validates it runs.
+    /// What a client only passes on (an action's input, MCP's messages)
+    /// is kept as text and not counted. A body past an environment's
+    /// share is 413; one that finds no room within `room_wait`, 503.
+    pub max_parsed_bytes: usize,
+    /// Bytes of components being uploaded held in memory at once, booked
+    /// from their declared length before they are read (the largest
+    /// without one), likewise: each counts twice, its body and the
+    /// store's copy as it writes it, so the default holds two of the
+    /// largest at once and an environment one.
+    pub max_held_upload_bytes: usize,
+    /// How long a request waits for room in those before its 503.
+    pub room_wait: Duration,
+    /// The rooms of `max_parsed_bytes` and `max_held_upload_bytes`, made
+    /// from them at the server's first booking.
+    pub(crate) budgets: crate::budget::Budgets,
     /// How long a client may take to send a request's headers, and how
     /// long a connection may sit idle between requests: past it the
     /// connection is closed (clients that connect and send nothing, or a
@@ -128,7 +148,8 @@ pub struct ServerConfig {
     pub action_retry_base: Duration,
     /// Bytes of components an environment may have uploaded and not yet
     /// deployed (they are kept up to two `upload_grace`s); past it an
-    /// upload answers 429.
+    /// upload answers 429 (413 when it is larger than all of it), before
+    /// its body is read when it declares its length.
     pub max_pending_upload_bytes: usize,
     /// Online backups of the store (embedded stores only).
     pub backup: Option<crate::backup::BackupConfig>,
@@ -293,6 +314,10 @@ impl ServerConfig {
             max_concurrent_executions: 64,
             max_body_bytes: 75 << 20,
             max_component_bytes: 256 << 20,
+            max_parsed_bytes: 1 << 30,
+            max_held_upload_bytes: 1 << 30,
+            room_wait: Duration::from_secs(10),
+            budgets: Default::default(),
             header_timeout: Duration::from_secs(30),
             body_idle_timeout: Duration::from_secs(30),
             max_connections: 10_000,

@@ -18,6 +18,7 @@
 pub mod api;
 pub mod app;
 pub mod backup;
+pub mod budget;
 pub mod config;
 pub mod error;
 mod github_app;

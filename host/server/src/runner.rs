@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use sluice_project::catalog::Catalog;
 use sluice_runtime::records::{Changes, ConnectionRef};
@@ -418,13 +419,14 @@ fn deleted_during(conn: &ConnectionRef) -> ApiError {
     )
 }
 
-/// Runs action `name` for a connection and waits for it.
+/// Runs action `name` for a connection and waits for it. Its input is
+/// JSON text, passed on as it came (checked by `budget::check_json`).
 pub async fn run_action(
     app: &App,
     env: &EnvState,
     conn: &ConnectionRef,
     name: &str,
-    input: Option<Value>,
+    input: Option<Box<RawValue>>,
 ) -> ApiResult<Report> {
     run_action_for(app, env, conn, name, input, None).await
 }
@@ -437,7 +439,7 @@ pub async fn run_action_for(
     env: &EnvState,
     conn: &ConnectionRef,
     name: &str,
-    input: Option<Value>,
+    input: Option<Box<RawValue>>,
     created: Option<DateTime<Utc>>,
 ) -> ApiResult<Report> {
     let running = env.runs.enter(conn).await;
@@ -461,7 +463,7 @@ pub async fn run_action_for(
     // input gives the script `null`, as the original's (its JSON round
     // trip); no input at all (a `/v1` GET without a query) is `undefined`.
     let call = Call::Action {
-        input: input.map(|v| v.to_string()),
+        input: input.map(|v| String::from(Box::<str>::from(v))),
     };
     let exec = catalog.execution(name, conn.clone(), call, false);
     let report = running
@@ -1193,7 +1195,8 @@ pub struct AsyncAction {
     pub provider_config_key: String,
     pub connection_id: String,
     pub action: String,
-    pub input: Option<Value>,
+    /// Its input as the app sent it (JSON text).
+    pub input: Option<Box<RawValue>>,
     /// `pending`, `running`, `succeeded` or `failed`.
     pub status: String,
     pub attempts: u32,
@@ -1396,25 +1399,13 @@ pub async fn resume_async_actions(app: &Arc<App>) -> Result<(), crate::ServerErr
 }
 
 /// What an async action's input counts for in its environment's queue:
-/// the memory it is held in (a JSON value per node, and its text), which
-/// for a body of small values is tens of times its length as JSON.
-pub fn input_bytes(input: &Option<Value>) -> usize {
-    // Each node is a `Value`; an object's entry holds its key too.
-    fn footprint(v: &Value) -> usize {
-        let node = std::mem::size_of::<Value>();
-        match v {
-            Value::Null | Value::Bool(_) | Value::Number(_) => node,
-            Value::String(s) => node + s.len(),
-            Value::Array(items) => node + items.iter().map(footprint).sum::<usize>(),
-            Value::Object(map) => {
-                node + map
-                    .iter()
-                    .map(|(k, v)| std::mem::size_of::<String>() + 8 + k.len() + footprint(v))
-                    .sum::<usize>()
-            }
-        }
-    }
-    input.as_ref().map_or(0, footprint)
+/// the memory it takes as values (it is held as its text, and parsed when
+/// its run validates it), which for a body of small values is tens of
+/// times its length as JSON.
+pub fn input_bytes(input: &Option<Box<RawValue>>) -> usize {
+    input
+        .as_ref()
+        .map_or(0, |i| crate::budget::value_footprint(i.get().as_bytes()))
 }
 
 /// Whether a `trackDeletesStart` of the model (full name `full`) is kept

@@ -9,11 +9,13 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
+use sluice_runtime::Report;
 use sluice_runtime::records::ConnectionRef;
 
 use super::{ApiPath, ConnectionHeaders, Env, JsonBody};
-use crate::app::App;
+use crate::app::{App, EnvState};
 use crate::error::{ApiError, ApiResult};
 use crate::runner::{self, ASYNC_ACTIONS, AsyncAction};
 
@@ -23,8 +25,60 @@ const MAX_RETRIES: u32 = 5;
 #[derive(Deserialize)]
 pub struct TriggerBody {
     action_name: Option<String>,
+    /// As sent: it is only passed on to the script (parsed, it would
+    /// take tens of times its bytes). None: `null`, or not given.
     #[serde(default)]
-    input: Value,
+    input: Option<Box<RawValue>>,
+}
+
+/// `text`, if serde_json would parse it into a value (see
+/// [`crate::budget::check_json`]), `at` naming where it is in the body in
+/// the error.
+fn checked(text: Box<RawValue>, at: &str) -> ApiResult<Box<RawValue>> {
+    crate::budget::check_json(text.get().as_bytes())
+        .map_err(|e| ApiError::invalid_body(format!("the request body is not valid: {at}{e}")))?;
+    Ok(text)
+}
+
+/// A whole body as an action's input, kept as its text: 400 naming the
+/// problem when it is not JSON.
+pub fn parse_input(bytes: &[u8]) -> ApiResult<Box<RawValue>> {
+    // Checked first, for the errors a value parse gives.
+    crate::budget::check_json(bytes)
+        .map_err(|e| ApiError::invalid_body(format!("the request body is not valid: {e}")))?;
+    serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::invalid_body(format!("the request body is not valid: {e}")))
+}
+
+/// Runs action `name` for a connection now ([`runner::run_action`]). A
+/// run that validates its input against a model parses it into a value
+/// (in the runtime): that parse's cost is booked first, for as long as
+/// the run lasts (`ServerConfig::max_parsed_bytes`).
+pub async fn run_now(
+    app: &App,
+    env: &EnvState,
+    conn: &ConnectionRef,
+    name: &str,
+    input: Option<Box<RawValue>>,
+) -> ApiResult<Report> {
+    let validated = env.deployment().is_some_and(|d| {
+        d.catalog
+            .action_config(&conn.provider_config_key, name)
+            .is_some_and(|a| a.input.is_some())
+    });
+    let _room = match &input {
+        Some(text) if validated => Some(
+            crate::budget::book_parsed(
+                &app.config,
+                env.store.id(),
+                crate::budget::parse_cost(text.get().as_bytes()),
+                "this action's input",
+            )
+            .await?,
+        ),
+        _ => None,
+    };
+    runner::run_action(app, env, conn, name, input).await
 }
 
 fn legacy(message: &str) -> Response {
@@ -38,6 +92,11 @@ pub async fn trigger(
     headers: HeaderMap,
     JsonBody(body): JsonBody<TriggerBody>,
 ) -> ApiResult<Response> {
+    // `null` when not given, as a value's default was.
+    let input = match body.input {
+        Some(text) => checked(text, "at `input`: ")?,
+        None => RawValue::NULL.to_owned(),
+    };
     let Some(action) = body.action_name.filter(|a| !a.is_empty()) else {
         return Ok(legacy("Missing action name"));
     };
@@ -51,7 +110,7 @@ pub async fn trigger(
         provider_config_key: pck,
         connection_id: cid,
     };
-    run(&app, &env, conn, action, Some(body.input), &headers).await
+    run(&app, &env, conn, action, Some(input), &headers).await
 }
 
 /// Runs an action for `POST /action/trigger` and an action's `/v1`
@@ -62,7 +121,7 @@ pub async fn run(
     env: &Arc<crate::app::EnvState>,
     conn: ConnectionRef,
     action: String,
-    input: Option<Value>,
+    input: Option<Box<RawValue>>,
     headers: &HeaderMap,
 ) -> ApiResult<Response> {
     let is_async = match headers.get("x-async") {
@@ -85,7 +144,7 @@ pub async fn run(
         }
     };
     if !is_async {
-        let report = runner::run_action(app, env, &conn, &action, input).await?;
+        let report = run_now(app, env, &conn, &action, input).await?;
         return match report.outcome {
             Ok(output) => Ok(Json(output.unwrap_or(Value::Null)).into_response()),
             Err(e) => Err(runner::failure_error(&e)),

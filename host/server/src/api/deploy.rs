@@ -9,12 +9,16 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::State;
-use chrono::Utc;
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use serde::de::{DeserializeOwned, IgnoredAny};
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
-use sluice_project::deploy::{Manifest, sha256_hex};
+use sluice_project::deploy::{ComponentEntry, Manifest};
 
-use super::{ApiPath, Env, JsonBody, RawBody};
+use super::{ApiPath, DecodedBody, Env};
 use crate::app::{ACTIVE, App, DEPLOYMENTS, Deployed, DeploymentDoc, EnvState, deployment_key};
 use crate::error::{ApiError, ApiResult};
 
@@ -38,6 +42,16 @@ static DEFINITION_CHECKS: tokio::sync::Semaphore = tokio::sync::Semaphore::const
 /// ([`EnvState::deploy_lock`]), so one environment's deploys never hold
 /// up every other's.
 static COMPILES: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+
+fn too_large_definitions() -> ApiError {
+    ApiError::bad_request(
+        "invalid_deploy",
+        format!(
+            "the deploy's nango.yaml or nango.json is larger than {} MiB",
+            MAX_DEFINITIONS_BYTES >> 20
+        ),
+    )
+}
 
 /// The length of `v` serialized, counted without writing it out (it stops
 /// counting a little past the bound).
@@ -68,21 +82,29 @@ const UPLOAD_TIMES: &str = "component-upload-times";
 /// The components of a deploy, read from the store.
 type Blobs = Arc<std::collections::HashMap<String, Vec<u8>>>;
 
-pub async fn put_component(
-    State(app): State<Arc<App>>,
-    Env(env): Env,
-    ApiPath(sha): ApiPath<String>,
-    RawBody(body): RawBody,
-) -> ApiResult<Json<Value>> {
-    let sha = sha.to_ascii_lowercase();
-    if sha256_hex(&body) != sha {
-        return Err(ApiError::invalid_body(format!(
-            "the body's SHA-256 is not `{sha}`"
-        )));
-    }
-    // Room among the environment's uploads not yet deployed (an upload
-    // of one it has is only seen again).
-    {
+/// An environment's room among its uploads not yet deployed
+/// (`ServerConfig::max_pending_upload_bytes`), claimed for one upload:
+/// given back when dropped unless [`Claim::keep`] says it was stored.
+struct Claim<'a> {
+    env: &'a EnvState,
+    sha: &'a str,
+    /// This upload made the entry (another of the same component made it
+    /// before: it is left to that one).
+    made: bool,
+}
+
+impl<'a> Claim<'a> {
+    /// Claims `bytes` for component `sha` (`None`: not known yet, claimed
+    /// by [`Claim::settle`]); none when the environment's entry for it is
+    /// there already (an upload of a component it has is only seen
+    /// again). 413 when `bytes` are more than the whole room, 429 when
+    /// the room left is too small.
+    fn new(app: &App, env: &'a EnvState, sha: &'a str, bytes: Option<usize>) -> ApiResult<Self> {
+        let mut claim = Claim {
+            env,
+            sha,
+            made: false,
+        };
         let mut pending = env
             .pending_uploads
             .lock()
@@ -90,32 +112,198 @@ pub async fn put_component(
         // Past two grace periods an unused upload has been deleted.
         let forgotten = app.config.upload_grace.saturating_mul(2);
         pending.retain(|_, (at, _)| at.elapsed() < forgotten);
-        if !pending.contains_key(&sha) {
+        if let Some(bytes) = bytes
+            && !pending.contains_key(sha)
+        {
             let held: usize = pending.values().map(|(_, n)| n).sum();
-            let max = app.config.max_pending_upload_bytes;
-            if held.saturating_add(body.len()) > max {
-                return Err(ApiError::new(
-                    axum::http::StatusCode::TOO_MANY_REQUESTS,
-                    "too_many_request",
-                    format!(
-                        "environment `{}` has {held} bytes of components uploaded and not deployed (at most {max}); this one ({} bytes) was not stored: deploy what was uploaded, or wait for the unused uploads to be deleted (within two hours)",
-                        env.name(),
-                        body.len()
-                    ),
-                ));
-            }
+            room_for(app, env, held, bytes)?;
+            pending.insert(sha.to_string(), (std::time::Instant::now(), bytes));
+            claim.made = true;
         }
-        pending.insert(sha.clone(), (std::time::Instant::now(), body.len()));
+        Ok(claim)
     }
-    let _gate = app.components_gate.read().await;
-    if let Err(e) = app.store.put_blob(&body).await {
-        // Not stored: it holds no room.
-        env.pending_uploads
+
+    /// The upload read whole, `bytes` long: its claim made or set to its
+    /// size, and its time now.
+    fn settle(&mut self, app: &App, bytes: usize) -> ApiResult<()> {
+        let mut pending = self
+            .env
+            .pending_uploads
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&sha);
-        return Err(e.into());
+            .unwrap_or_else(|e| e.into_inner());
+        if !self.made && !pending.contains_key(self.sha) {
+            let held: usize = pending.values().map(|(_, n)| n).sum();
+            room_for(app, self.env, held, bytes)?;
+            self.made = true;
+        }
+        pending.insert(self.sha.to_string(), (std::time::Instant::now(), bytes));
+        Ok(())
     }
+
+    /// The component is stored: its claim stays.
+    fn keep(mut self) {
+        self.made = false;
+    }
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        if self.made {
+            // Not stored: it holds no room.
+            self.env
+                .pending_uploads
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(self.sha);
+        }
+    }
+}
+
+/// Whether `bytes` more fit an environment's room among its uploads not
+/// yet deployed, of which it holds `held`: 413 naming the room when they
+/// never would, 429 when they do not now.
+fn room_for(app: &App, env: &EnvState, held: usize, bytes: usize) -> ApiResult<()> {
+    let max = app.config.max_pending_upload_bytes;
+    if bytes > max {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!(
+                "environment `{}` may have at most {max} bytes of components uploaded and not deployed; this one ({bytes} bytes) is larger than that and was not read",
+                env.name()
+            ),
+        ));
+    }
+    if held.saturating_add(bytes) > max {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_request",
+            format!(
+                "environment `{}` has {held} bytes of components uploaded and not deployed (at most {max}); this one ({bytes} bytes) was not stored: deploy what was uploaded, or wait for the unused uploads to be deleted (within two hours)",
+                env.name()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Booked of the server's room for uploads held in memory
+/// (`ServerConfig::max_held_upload_bytes`) for an upload of `bytes`:
+/// twice them, the body as read and the store's copy as it writes it.
+async fn book_upload(app: &App, env: &EnvState, bytes: usize) -> ApiResult<crate::budget::Booking> {
+    let rooms = app.config.budgets.get(&app.config);
+    rooms
+        .uploads
+        .book(env.store.id(), bytes.saturating_mul(2), rooms.wait)
+        .await
+        .map_err(|refused| match refused {
+            crate::budget::Refused::TooLarge { most, .. } => ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!(
+                    "this component ({bytes} bytes) is larger than the server holds of an environment's uploads at once ({} bytes)",
+                    most / 2
+                ),
+            ),
+            crate::budget::Refused::Busy { .. } => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server_busy",
+                format!(
+                    "the server is holding as many component uploads as it takes at once; this one ({bytes} bytes) was not read: retry later"
+                ),
+            ),
+        })
+}
+
+/// A component's body, at most `max` bytes, and its SHA-256 (hex),
+/// hashed as it arrives; 408 `request_timeout` when it has not arrived
+/// whole by the request's deadline.
+async fn read_component(
+    req: Request,
+    declared: Option<usize>,
+    max: usize,
+) -> ApiResult<(Vec<u8>, String)> {
+    use futures_util::StreamExt as _;
+    use sha2::Digest as _;
+    let deadline = req.extensions().get::<super::BodyDeadline>().copied();
+    let mut stream = req.into_body().into_data_stream();
+    let mut hasher = sha2::Sha256::new();
+    let mut body = Vec::with_capacity(declared.unwrap_or(0).min(max));
+    loop {
+        let next = match deadline {
+            Some(super::BodyDeadline(at)) => tokio::time::timeout_at(at, stream.next())
+                .await
+                .map_err(|_| {
+                    ApiError::new(
+                        StatusCode::REQUEST_TIMEOUT,
+                        "request_timeout",
+                        "The request body did not arrive in time.",
+                    )
+                })?,
+            None => stream.next().await,
+        };
+        let Some(chunk) = next else { break };
+        let chunk = chunk
+            .map_err(|e| ApiError::invalid_body(format!("cannot read the request body: {e}")))?;
+        let len = body.len() + chunk.len();
+        if len > max {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!(
+                    "The request body is over the size limit of {max} bytes ({} MiB).",
+                    max >> 20
+                ),
+            ));
+        }
+        if len > body.capacity() {
+            // Grown as Vec would, never past the limit (booked).
+            let cap = len.max(body.capacity() * 2).min(max);
+            body.reserve_exact(cap - body.len());
+        }
+        hasher.update(&chunk);
+        body.extend_from_slice(&chunk);
+    }
+    let sha = hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    Ok((body, sha))
+}
+
+/// `PUT /sluice/components/:sha256`. What it may hold is settled before
+/// its body is read: its declared length against the environment's room
+/// among uploads not yet deployed, and against the server's room for
+/// uploads in memory (a body without a length books the largest); the
+/// body is hashed as it arrives.
+pub async fn put_component(
+    State(app): State<Arc<App>>,
+    Env(env): Env,
+    ApiPath(sha): ApiPath<String>,
+    req: Request,
+) -> ApiResult<Json<Value>> {
+    let sha = sha.to_ascii_lowercase();
+    let max = app.config.max_component_bytes;
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(|n| usize::try_from(n).unwrap_or(usize::MAX));
+    // (The route refused a declared length past `max` already.)
+    let mut claim = Claim::new(&app, &env, &sha, declared)?;
+    let _held = book_upload(&app, &env, declared.unwrap_or(max).min(max)).await?;
+    let (body, digest) = read_component(req, declared, max).await?;
+    if digest != sha {
+        return Err(ApiError::invalid_body(format!(
+            "the body's SHA-256 is not `{sha}`"
+        )));
+    }
+    claim.settle(&app, body.len())?;
+    let _gate = app.components_gate.read().await;
+    app.store.put_blob(&body).await?;
+    claim.keep();
     // The record, then its time: a time is never left without its record
     // (a record without one is taken for an old upload).
     env.store.put_doc(UPLOADED, &sha, &true).await?;
@@ -219,32 +407,164 @@ async fn active_doc(env: &EnvState) -> ApiResult<Option<DeploymentDoc>> {
     Ok(env.store.doc(DEPLOYMENTS, &deployment_key(version)).await?)
 }
 
-async fn next_version(env: &EnvState) -> ApiResult<u64> {
-    let last: Vec<(String, DeploymentDoc)> = env.store.docs(DEPLOYMENTS, "", None, 1, true).await?;
-    Ok(last.first().map(|(_, d)| d.version + 1).unwrap_or(1))
+/// Of a stored deployment, its version alone.
+#[derive(Deserialize)]
+struct VersionOf {
+    #[serde(default)]
+    version: Option<u64>,
 }
 
-fn summary(d: &DeploymentDoc, active: Option<u64>) -> Value {
-    let scripts: Vec<Value> = d
-        .manifest
-        .components
+/// Of a stored deployment, what its summary shows ([`summary`]).
+#[derive(Deserialize)]
+struct Head {
+    version: u64,
+    created_at: DateTime<Utc>,
+    manifest: ComponentsOf<ComponentEntry>,
+}
+
+/// Of a stored manifest, its components.
+#[derive(Deserialize)]
+struct ComponentsOf<C> {
+    components: Vec<C>,
+}
+
+/// Of a stored component, its hash.
+#[derive(Deserialize)]
+struct HashOf {
+    sha256: String,
+}
+
+/// Of a stored deployment, its components' hashes.
+#[derive(Deserialize)]
+struct HashesOf {
+    manifest: ComponentsOf<HashOf>,
+}
+
+/// The environment's deployments as [`EnvStore::docs`] gives them
+/// (`after`, `limit`, `reverse` alike), each decoded as `T` where it is
+/// stored: `T` names the few members read, and the others (a nango.yaml
+/// and a nango.json of up to 8 MiB each) are skipped unparsed, neither
+/// copied out nor built as values.
+///
+/// [`EnvStore::docs`]: sluice_store::EnvStore::docs
+async fn deployments_as<T: DeserializeOwned + Send>(
+    env: &EnvState,
+    after: Option<&str>,
+    limit: usize,
+    reverse: bool,
+) -> ApiResult<Vec<(String, T)>> {
+    let mut decoded: Vec<Result<T, serde_json::Error>> = Vec::new();
+    let rows = env
+        .store
+        .docs_raw(DEPLOYMENTS, "", after, limit, reverse, &mut |bytes| {
+            // As the store reads a document: without the depth limit (what
+            // is read here is shallow, what is skipped is skipped flat).
+            let mut de = serde_json::Deserializer::from_slice(bytes);
+            de.disable_recursion_limit();
+            decoded.push(T::deserialize(&mut de).and_then(|t| de.end().map(|()| t)));
+            false
+        })
+        .await?;
+    // (A backend that read again after a broken connection tested its
+    // entries again: the last ones are the answer's.)
+    let decoded = decoded.split_off(decoded.len().saturating_sub(rows.len()));
+    if decoded.len() != rows.len() {
+        return Err(ApiError::internal(format!(
+            "the store listed {} deployments and showed {}",
+            rows.len(),
+            decoded.len()
+        )));
+    }
+    rows.into_iter()
+        .zip(decoded)
+        .map(|((key, _), d)| {
+            d.map(|d| (key.clone(), d))
+                .map_err(|e| ApiError::internal(format!("deployment {key} cannot be read: {e}")))
+        })
+        .collect()
+}
+
+async fn next_version(env: &EnvState) -> ApiResult<u64> {
+    let last: Vec<(String, VersionOf)> = deployments_as(env, None, 1, true).await?;
+    Ok(last
+        .first()
+        .and_then(|(_, d)| d.version)
+        .map_or(1, |v| v + 1))
+}
+
+/// A deployment as the API shows it.
+fn summary(
+    version: u64,
+    created_at: DateTime<Utc>,
+    components: &[ComponentEntry],
+    active: Option<u64>,
+) -> Value {
+    let scripts: Vec<Value> = components
         .iter()
         .flat_map(|c| c.scripts.iter())
         .map(|s| json!({ "integration": s.integration, "name": s.name, "kind": s.kind }))
         .collect();
     json!({
-        "version": d.version,
-        "created_at": d.created_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-        "active": active == Some(d.version),
+        "version": version,
+        "created_at": created_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "active": active == Some(version),
         "scripts": scripts,
     })
 }
 
+/// The length of JSON text `text` without the whitespace between its
+/// tokens (as serde writes it, but for escapes it would write otherwise).
+fn compact_len(text: &str) -> usize {
+    let (mut n, mut in_string, mut escaped) = (0usize, false, false);
+    for &c in text.as_bytes() {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if c == b'\\' {
+                escaped = true;
+            } else if c == b'"' {
+                in_string = false;
+            }
+            n += 1;
+        } else if !matches!(c, b' ' | b'\t' | b'\n' | b'\r') {
+            in_string = c == b'"';
+            n += 1;
+        }
+    }
+    n
+}
+
+/// `POST /sluice/deploy`. The manifest's values (its nango.json) are
+/// parsed only once the text of its nango.json is within its bound and
+/// the parse's cost is booked (`ServerConfig::max_parsed_bytes`), held
+/// until the deploy ends.
 pub async fn deploy(
     State(app): State<Arc<App>>,
     Env(env): Env,
-    JsonBody(mut manifest): JsonBody<Manifest>,
+    DecodedBody(body): DecodedBody,
 ) -> ApiResult<Json<Value>> {
+    #[derive(Deserialize)]
+    struct Definitions<'a> {
+        #[serde(borrow, default)]
+        nango_json: Option<&'a RawValue>,
+    }
+    // (A body this does not read is refused by the parse below.)
+    if let Ok(Definitions {
+        nango_json: Some(defs),
+    }) = serde_json::from_slice::<Definitions>(&body)
+        && compact_len(defs.get()) > MAX_DEFINITIONS_BYTES
+    {
+        return Err(too_large_definitions());
+    }
+    let _parsed = crate::budget::book_parsed(
+        &app.config,
+        env.store.id(),
+        crate::budget::parse_cost(&body),
+        "this deploy's manifest",
+    )
+    .await?;
+    let mut manifest: Manifest = super::parse_json(&body)?;
+    drop(body);
     // Hashes are compared as `sha256_hex` writes them.
     for c in &mut manifest.components {
         c.sha256.make_ascii_lowercase();
@@ -270,13 +590,7 @@ pub async fn deploy(
             .as_ref()
             .is_some_and(|d| json_len(d) > MAX_DEFINITIONS_BYTES)
     {
-        return Err(ApiError::bad_request(
-            "invalid_deploy",
-            format!(
-                "the deploy's nango.yaml or nango.json is larger than {} MiB",
-                MAX_DEFINITIONS_BYTES >> 20
-            ),
-        ));
+        return Err(too_large_definitions());
     }
     // Parsing and merging the definitions is CPU work and memory: off the
     // request threads, one deploy's at a time.
@@ -324,7 +638,7 @@ pub async fn deploy(
     env.store.put_doc(ACTIVE, "version", &version).await?;
     deployed.version = version;
     env.set_deployment(Arc::new(deployed));
-    app.scheduler.reconcile(&env).await?;
+    reconcile(&app, &env).await;
     // The deploy stands; what it left unused goes after the answer.
     let pruned = prune_versions(&app, &env, version).await;
     drop((one_at_a_time, gate));
@@ -346,10 +660,105 @@ pub async fn deploy(
             pending.remove(&c.sha256.to_ascii_lowercase());
         }
     }
-    let mut answer = summary(&doc, Some(version));
+    let mut answer = summary(
+        doc.version,
+        doc.created_at,
+        &doc.manifest.components,
+        Some(version),
+    );
     // Which environment the key named, for the CLI to say.
     answer["environment"] = json!(env.name());
     Ok(Json(answer))
+}
+
+/// Environments whose schedules a reconcile failed to bring in line with
+/// their active deployment, being reconciled again, with how many
+/// failures asked for it: a retry that succeeded after the last of them
+/// is done.
+static RECONCILING: std::sync::Mutex<Option<std::collections::HashMap<uuid::Uuid, u64>>> =
+    std::sync::Mutex::new(None);
+
+/// Brings the scheduler's schedules in line with the deployment just
+/// made active. The deployment stands whatever happens here: a failure is
+/// the operator's to hear of and is retried until it succeeds (every
+/// second, doubling to five minutes; the scheduler reconciles by itself
+/// only at start), not the request's answer (the CLI would report a
+/// deploy that stands as failed, and its retry would make another
+/// version).
+async fn reconcile(app: &Arc<App>, env: &Arc<EnvState>) {
+    let Err(e) = app.scheduler.reconcile(env).await else {
+        return;
+    };
+    app.config.events.say(&format!(
+        "environment `{}`: the schedules of the deployment just made active could not be set ({}); the deployment stands, and they are set again shortly",
+        env.name(),
+        e.message
+    ));
+    let id = env.store.id();
+    let first = {
+        let mut asked = RECONCILING
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = asked.get_or_insert_default().entry(id).or_insert(0);
+        *n += 1;
+        *n == 1
+    };
+    if !first {
+        // A retry is under way: it reconciles whatever is active then.
+        return;
+    }
+    let app = Arc::downgrade(app);
+    tokio::spawn(async move {
+        let mut wait = std::time::Duration::from_secs(1);
+        loop {
+            tokio::time::sleep(wait).await;
+            // A server stopped meanwhile has nothing left to schedule.
+            let Some(app) = app.upgrade() else { break };
+            let Some(env) = app.envs().find(|e| e.store.id() == id).cloned() else {
+                break;
+            };
+            let asked = RECONCILING
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .as_ref()
+                .and_then(|m| m.get(&id).copied());
+            match app.scheduler.reconcile(&env).await {
+                Ok(()) => {
+                    let mut all = RECONCILING
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    let map = all.get_or_insert_default();
+                    if map.get(&id).copied() == asked {
+                        map.remove(&id);
+                        app.config.events.say(&format!(
+                            "environment `{}`: the schedules of its active deployment are set",
+                            env.name()
+                        ));
+                        return;
+                    }
+                    // Another failure since: once more, at once.
+                    wait = std::time::Duration::ZERO;
+                }
+                Err(e) => {
+                    wait = (wait * 2).clamp(
+                        std::time::Duration::from_secs(1),
+                        std::time::Duration::from_secs(300),
+                    );
+                    app.config.events.say(&format!(
+                        "environment `{}`: setting the schedules of its active deployment failed again ({}); retrying in {} s",
+                        env.name(),
+                        e.message,
+                        wait.as_secs()
+                    ));
+                }
+            }
+        }
+        RECONCILING
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get_or_insert_default()
+            .remove(&id);
+    });
 }
 
 /// Deletes the environment's deployments beyond the newest
@@ -361,18 +770,15 @@ async fn prune_versions(app: &App, env: &EnvState, active: u64) -> ApiResult<usi
     let mut seen = 0;
     let mut after: Option<String> = None;
     loop {
-        let page: Vec<(String, Value)> = env
-            .store
-            .docs(DEPLOYMENTS, "", after.as_deref(), 500, true)
-            .await?;
+        let page: Vec<(String, VersionOf)> =
+            deployments_as(env, after.as_deref(), 500, true).await?;
         let Some((last, _)) = page.last() else {
             return Ok(pruned);
         };
         after = Some(last.clone());
         for (key, doc) in &page {
             seen += 1;
-            let version = doc["version"].as_u64();
-            if seen > keep && version != Some(active) {
+            if seen > keep && doc.version != Some(active) {
                 env.store.delete_doc(DEPLOYMENTS, key).await?;
                 pruned += 1;
             }
@@ -451,10 +857,8 @@ pub async fn reclaim(app: &App) -> ApiResult<usize> {
         let mut named = std::collections::HashSet::new();
         let mut after: Option<String> = None;
         loop {
-            let page: Vec<(String, DeploymentDoc)> = env
-                .store
-                .docs(DEPLOYMENTS, "", after.as_deref(), 100, false)
-                .await?;
+            let page: Vec<(String, HashesOf)> =
+                deployments_as(env, after.as_deref(), 100, false).await?;
             let Some((last, _)) = page.last() else { break };
             after = Some(last.clone());
             for (_, d) in &page {
@@ -522,10 +926,12 @@ pub async fn list(Env(env): Env) -> ApiResult<Json<Value>> {
     // in it (read the other way round, the list could miss the version
     // that became active).
     let active = env.deployment().map(|d| d.version);
-    let docs: Vec<(String, DeploymentDoc)> =
-        env.store.docs(DEPLOYMENTS, "", None, 1000, true).await?;
+    let heads: Vec<(String, Head)> = deployments_as(&env, None, 1000, true).await?;
     Ok(Json(json!({
-        "deployments": docs.iter().map(|(_, d)| summary(d, active)).collect::<Vec<_>>()
+        "deployments": heads
+            .iter()
+            .map(|(_, d)| summary(d.version, d.created_at, &d.manifest.components, active))
+            .collect::<Vec<_>>()
     })))
 }
 
@@ -557,7 +963,7 @@ pub async fn activate(
     // A deploy may have deleted it meanwhile (it was past the kept ones).
     if env
         .store
-        .doc::<Value>(DEPLOYMENTS, &deployment_key(version))
+        .doc::<IgnoredAny>(DEPLOYMENTS, &deployment_key(version))
         .await?
         .is_none()
     {
@@ -570,8 +976,13 @@ pub async fn activate(
     env.store.put_doc(ACTIVE, "version", &version).await?;
     drop(gate);
     env.set_deployment(Arc::new(deployed));
-    app.scheduler.reconcile(&env).await?;
-    let mut answer = summary(&doc, Some(version));
+    reconcile(&app, &env).await;
+    let mut answer = summary(
+        doc.version,
+        doc.created_at,
+        &doc.manifest.components,
+        Some(version),
+    );
     // Which environment the key named, for the CLI to say.
     answer["environment"] = json!(env.name());
     Ok(Json(answer))

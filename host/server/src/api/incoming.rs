@@ -33,6 +33,7 @@ use sluice_runtime::records::ConnectionRef;
 
 use super::ApiPath;
 use crate::app::{App, EnvState};
+use crate::budget::parse_cost;
 use crate::error::{ApiError, ApiResult};
 use crate::routing::{self, Incoming, Lookup, Route, Secrets};
 use crate::webhooks::About;
@@ -434,67 +435,6 @@ async fn read_within_room(
     }
     buf.shrink_to_fit();
     Ok((Bytes::from(buf), room))
-}
-
-/// The memory serde_json's value of a JSON text takes, at most, estimated
-/// from the text without parsing it: each value (and each key) a slot of
-/// [`Value`]'s size in its array's or object's storage, counted 2¼ times
-/// (storage grows by doubling, and the allocator rounds up), each
-/// non-empty array or object its first allocation (four slots), each
-/// string its bytes and a quarter more. Measured against a counting
-/// allocator (jemalloc, serde_json with `preserve_order`), never under
-/// what a parse took and at most three times it (`[0,0,…]` 81 times its
-/// text against 42 to 80; objects of two short strings 59 against 20;
-/// GitHub-like payloads 19 against 8).
-fn parse_cost(text: &[u8]) -> usize {
-    let slot = std::mem::size_of::<Value>() * 9 / 4;
-    let mut cost = 0usize;
-    let (mut in_string, mut escaped, mut in_scalar, mut opened) = (false, false, false, false);
-    let mut run = 0usize;
-    for &c in text {
-        if in_string {
-            if escaped {
-                escaped = false;
-            } else if c == b'\\' {
-                escaped = true;
-            } else if c == b'"' {
-                in_string = false;
-                if run > 0 {
-                    cost = cost.saturating_add(run + run / 4 + 16);
-                }
-                run = 0;
-                continue;
-            }
-            run += 1;
-            continue;
-        }
-        if opened && !matches!(c, b' ' | b'\t' | b'\n' | b'\r') {
-            opened = false;
-            if c != b']' && c != b'}' {
-                cost = cost.saturating_add(4 * slot);
-            }
-        }
-        match c {
-            b'"' => {
-                in_string = true;
-                in_scalar = false;
-                cost = cost.saturating_add(slot);
-            }
-            b'{' | b'[' => {
-                in_scalar = false;
-                opened = true;
-                cost = cost.saturating_add(slot);
-            }
-            b' ' | b'\t' | b'\n' | b'\r' | b',' | b':' | b'}' | b']' => in_scalar = false,
-            _ => {
-                if !in_scalar {
-                    in_scalar = true;
-                    cost = cost.saturating_add(slot);
-                }
-            }
-        }
-    }
-    cost.saturating_add(run + run / 4)
 }
 
 /// [`parse_cost`] of a webhook body as the handler reads it: JSON, or a
@@ -1357,23 +1297,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_parse_is_estimated_from_the_text_alone() {
-        let slot = std::mem::size_of::<Value>() * 9 / 4;
-        // Each value a slot; a non-empty array its first four slots more.
-        assert_eq!(parse_cost(b"[0, 1,2]"), 4 * slot + 4 * slot);
-        // Empty ones allocate nothing of their own.
-        assert_eq!(parse_cost(b"[[], {} ]"), 3 * slot + 4 * slot);
-        // A string: its slot and its bytes (a quarter more, and 16); what
-        // is inside a string (escaped quotes, brackets) is not structure.
-        let text = br#""a \"[1,2]\" b""#;
-        let run = text.len() - 2;
-        assert_eq!(parse_cost(text), slot + run + run / 4 + 16);
-        // Keys count as values: an object of one entry.
-        assert_eq!(parse_cost(br#"{"k":"v"}"#), 3 * slot + 4 * slot + 2 * 17);
-        // Dense JSON: tens of times its text.
-        let dense = format!("[{}0]", "0,".repeat(100_000));
-        assert!(parse_cost(dense.as_bytes()) > 70 * dense.len());
-        // A form: two strings a pair; Slack's parsed again, as dense JSON.
+    fn a_forms_parse_is_estimated_from_its_text() {
+        // (`parse_cost` itself is tested in `crate::budget`.) A form: two strings a pair; Slack's parsed again, as dense JSON.
         assert!(body_cost(b"a=1&b=2", true, "unauthenticatedWebhookRouting") < 2_000);
         assert!(
             body_cost(b"payload=%5B0%2C0%5D", true, "slackWebhookRouting")

@@ -15,6 +15,9 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 use sluice_runtime::records::ConnectionRef;
 
@@ -37,19 +40,157 @@ const INTERNAL_ERROR: i64 = -32603;
 /// the one request).
 const MAX_BATCH: usize = 16;
 
-fn error(id: Value, code: i64, message: impl Into<String>) -> Value {
-    json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message.into()}})
+/// A JSON-RPC answer. The request's `id` is echoed as it was sent, and
+/// nothing of a message is parsed into values but the members read
+/// (`method`, `params.name`…): a tool's `arguments` reach the action as
+/// their text, and a message of megabytes costs what its bytes do (its
+/// values would cost tens of times more).
+#[derive(Serialize)]
+struct Answer<'a> {
+    jsonrpc: &'static str,
+    id: &'a RawValue,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    result: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<Value>,
 }
 
-fn result(id: Value, result: Value) -> Value {
-    json!({"jsonrpc": "2.0", "id": id, "result": result})
+fn error(id: &RawValue, code: i64, message: impl Into<String>) -> Answer<'_> {
+    Answer {
+        jsonrpc: "2.0",
+        id,
+        result: None,
+        error: Some(json!({"code": code, "message": message.into()})),
+    }
+}
+
+fn result(id: &RawValue, result: Value) -> Answer<'_> {
+    Answer {
+        jsonrpc: "2.0",
+        id,
+        result: Some(result),
+        error: None,
+    }
+}
+
+/// The members `names` of JSON text `text`, each as its text (the last of
+/// a name given twice, as a parse keeps it), the others skipped
+/// unparsed; `None` when `text` is not an object.
+fn members<'a, const N: usize>(
+    text: &'a RawValue,
+    names: [&str; N],
+) -> Option<[Option<&'a RawValue>; N]> {
+    struct Members<'n, const N: usize>(&'n [&'n str; N]);
+    impl<'de, const N: usize> Visitor<'de> for Members<'_, N> {
+        type Value = Option<[Option<&'de RawValue>; N]>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON value")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut found = [None; N];
+            while let Some(key) = map.next_key::<String>()? {
+                match self.0.iter().position(|n| *n == key) {
+                    Some(i) => found[i] = Some(map.next_value::<&'de RawValue>()?),
+                    None => {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+            }
+            Ok(Some(found))
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            Ok(None)
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+    }
+    impl<'de, const N: usize> DeserializeSeed<'de> for Members<'_, N> {
+        type Value = Option<[Option<&'de RawValue>; N]>;
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+    // (The body was checked whole before: the text is JSON.)
+    Members(&names)
+        .deserialize(&mut serde_json::Deserializer::from_str(text.get()))
+        .ok()
+        .flatten()
+}
+
+/// `text` as a string, when it is one.
+fn string(text: Option<&RawValue>) -> Option<String> {
+    serde_json::from_str(text?.get()).ok()
+}
+
+/// A POST's messages: the one message, or a batch's (its first
+/// [`MAX_BATCH`] and how many it has).
+enum Messages<'a> {
+    One(&'a RawValue),
+    Batch(Vec<&'a RawValue>, usize),
+}
+
+/// A batch read into its first [`MAX_BATCH`] messages (as text), the
+/// rest counted.
+struct Items<'v, 'de>(&'v mut Vec<&'de RawValue>);
+
+impl<'de> Visitor<'de> for Items<'_, 'de> {
+    type Value = usize;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an array")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<usize, A::Error> {
+        let mut n = 0;
+        while let Some(item) = seq.next_element::<&'de RawValue>()? {
+            if self.0.len() < MAX_BATCH {
+                self.0.push(item);
+            }
+            n += 1;
+        }
+        Ok(n)
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for Items<'_, 'de> {
+    type Value = usize;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<usize, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+/// The messages of a body that is JSON.
+fn messages(body: &[u8]) -> Result<Messages<'_>, serde_json::Error> {
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'[') {
+        return serde_json::from_slice(body).map(Messages::One);
+    }
+    let mut items = Vec::new();
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let n = Items(&mut items).deserialize(&mut de)?;
+    de.end()?;
+    Ok(Messages::Batch(items, n))
 }
 
 /// `GET /mcp`: no server-sent stream (the original's answer).
 pub async fn get(Env(_env): Env) -> Response {
     (
         StatusCode::METHOD_NOT_ALLOWED,
-        Json(error(Value::Null, -32000, "Method not allowed.")),
+        Json(error(RawValue::NULL, -32000, "Method not allowed.")),
     )
         .into_response()
 }
@@ -78,44 +219,44 @@ pub async fn post(
         provider_config_key: pck,
         connection_id: cid,
     };
-    let message: Value = match serde_json::from_slice(&body) {
-        Ok(v) => v,
+    // What a value parse takes (and its error), then read as text.
+    let parsed = crate::budget::check_json(&body).and_then(|()| messages(&body));
+    let (batch, messages) = match parsed {
         Err(e) => {
             return Ok((
                 StatusCode::BAD_REQUEST,
-                Json(error(Value::Null, PARSE_ERROR, format!("Parse error: {e}"))),
+                Json(error(
+                    RawValue::NULL,
+                    PARSE_ERROR,
+                    format!("Parse error: {e}"),
+                )),
             )
                 .into_response());
         }
-    };
-    let (batch, messages) = match message {
-        Value::Array(items) if !items.is_empty() && items.len() <= MAX_BATCH => (true, items),
-        Value::Array(items) if items.is_empty() => {
+        Ok(Messages::Batch(_, 0)) => {
             return Ok((
                 StatusCode::BAD_REQUEST,
                 Json(error(
-                    Value::Null,
+                    RawValue::NULL,
                     INVALID_REQUEST,
                     "Invalid Request: an empty batch",
                 )),
             )
                 .into_response());
         }
-        Value::Array(items) => {
+        Ok(Messages::Batch(_, n)) if n > MAX_BATCH => {
             return Ok((
                 StatusCode::BAD_REQUEST,
                 Json(error(
-                    Value::Null,
+                    RawValue::NULL,
                     INVALID_REQUEST,
-                    format!(
-                        "Invalid Request: a batch of {} messages; at most {MAX_BATCH}",
-                        items.len()
-                    ),
+                    format!("Invalid Request: a batch of {n} messages; at most {MAX_BATCH}"),
                 )),
             )
                 .into_response());
         }
-        one => (false, vec![one]),
+        Ok(Messages::Batch(items, _)) => (true, items),
+        Ok(Messages::One(one)) => (false, vec![one]),
     };
     let mut answers = Vec::new();
     for m in messages {
@@ -128,12 +269,16 @@ pub async fn post(
         return Ok(StatusCode::ACCEPTED.into_response());
     }
     Ok(if batch {
-        Json(Value::Array(answers)).into_response()
+        Json(answers).into_response()
     } else {
         let answer = answers.remove(0);
         // A message that is not one is refused as the transport refuses
         // it (400); a method's own error is still a 200 answer.
-        let status = if answer["error"]["code"] == INVALID_REQUEST {
+        let status = if answer
+            .error
+            .as_ref()
+            .is_some_and(|e| e["code"] == INVALID_REQUEST)
+        {
             StatusCode::BAD_REQUEST
         } else {
             StatusCode::OK
@@ -143,32 +288,41 @@ pub async fn post(
 }
 
 /// One JSON-RPC message's answer (none for a notification).
-async fn handle(app: &App, env: &EnvState, conn: &ConnectionRef, m: Value) -> Option<Value> {
-    let Value::Object(m) = m else {
+async fn handle<'a>(
+    app: &App,
+    env: &EnvState,
+    conn: &ConnectionRef,
+    m: &'a RawValue,
+) -> Option<Answer<'a>> {
+    let Some([id, method, params, result_, error_]) =
+        members(m, ["id", "method", "params", "result", "error"])
+    else {
         return Some(error(
-            Value::Null,
+            RawValue::NULL,
             INVALID_REQUEST,
             "Invalid Request: a message is an object",
         ));
     };
-    let Some(method) = m.get("method").and_then(Value::as_str) else {
+    let Some(method) = string(method) else {
         // A response of the client's (it sends none this server asked
         // for) is taken and dropped; anything else is not a message.
-        if m.contains_key("result") || m.contains_key("error") {
+        if result_.is_some() || error_.is_some() {
             return None;
         }
         return Some(error(
-            m.get("id").cloned().unwrap_or(Value::Null),
+            id.unwrap_or(RawValue::NULL),
             INVALID_REQUEST,
             "Invalid Request: no `method`",
         ));
     };
     // A notification (`notifications/initialized`…) needs no answer.
-    let id = m.get("id").cloned()?;
-    let params = m.get("params").cloned().unwrap_or(Value::Null);
-    Some(match method {
+    let id = id?;
+    Some(match method.as_str() {
         "initialize" => {
-            let asked = params["protocolVersion"].as_str().unwrap_or_default();
+            let asked = params
+                .and_then(|p| members(p, ["protocolVersion"]))
+                .and_then(|[v]| string(v))
+                .unwrap_or_default();
             let version = VERSIONS
                 .iter()
                 .find(|v| **v == asked)
@@ -184,7 +338,7 @@ async fn handle(app: &App, env: &EnvState, conn: &ConnectionRef, m: Value) -> Op
         }
         "ping" => result(id, json!({})),
         "tools/list" => result(id, json!({"tools": tools(env, &conn.provider_config_key)})),
-        "tools/call" => call(app, env, conn, id, &params).await,
+        "tools/call" => call(app, env, conn, id, params).await,
         other => error(id, METHOD_NOT_FOUND, format!("Method not found: {other}")),
     })
 }
@@ -309,28 +463,27 @@ fn referenced(schema: &Value, definitions: &Map<String, Value>) -> Map<String, V
 }
 
 /// `tools/call`: runs the action for the connection, as `POST
-/// /action/trigger` does; its output as the tool's text (JSON, indented as
-/// the original's), a failure as the error's JSON.
-async fn call(app: &App, env: &EnvState, conn: &ConnectionRef, id: Value, params: &Value) -> Value {
-    let Some(name) = params["name"].as_str() else {
+/// /action/trigger` does, its `arguments` passed on as their text; its
+/// output as the tool's text (JSON, indented as the original's), a
+/// failure as the error's JSON.
+async fn call<'a>(
+    app: &App,
+    env: &EnvState,
+    conn: &ConnectionRef,
+    id: &'a RawValue,
+    params: Option<&RawValue>,
+) -> Answer<'a> {
+    let [name, arguments] = params
+        .and_then(|p| members(p, ["name", "arguments"]))
+        .unwrap_or_default();
+    let Some(name) = string(name) else {
         return error(id, INVALID_PARAMS, "Invalid params: `name` names the tool");
     };
     // The tools `tools/list` shows, and no other action.
-    let known = is_tool(env, &conn.provider_config_key, name);
+    let known = is_tool(env, &conn.provider_config_key, &name);
     if !known {
         return error(id, INTERNAL_ERROR, format!("Action {name} not found"));
     }
-    let input = match &params["arguments"] {
-        Value::Null => json!({}),
-        v @ Value::Object(_) => v.clone(),
-        _ => {
-            return error(
-                id,
-                INVALID_PARAMS,
-                "Invalid params: `arguments` is an object",
-            );
-        }
-    };
     let failed = |e: ApiError| {
         let mut body = json!({"code": e.code, "message": e.message});
         if let Some(p) = e.payload {
@@ -338,7 +491,22 @@ async fn call(app: &App, env: &EnvState, conn: &ConnectionRef, id: Value, params
         }
         body.to_string()
     };
-    match crate::runner::run_action(app, env, conn, name, Some(input)).await {
+    let input = match arguments.map(RawValue::get) {
+        None | Some("null") => RawValue::from_string("{}".into()),
+        Some(text) if text.starts_with('{') => RawValue::from_string(text.into()),
+        Some(_) => {
+            return error(
+                id,
+                INVALID_PARAMS,
+                "Invalid params: `arguments` is an object",
+            );
+        }
+    };
+    let input = match input {
+        Ok(input) => input,
+        Err(e) => return error(id, INTERNAL_ERROR, format!("Internal error: {e}")),
+    };
+    match super::actions::run_now(app, env, conn, &name, Some(input)).await {
         Ok(report) => match report.outcome {
             Ok(output) => {
                 let text = serde_json::to_string_pretty(&output.unwrap_or(Value::Null))

@@ -13,7 +13,7 @@ use axum::response::Response;
 use serde_json::{Map, Value, json};
 use sluice_runtime::records::ConnectionRef;
 
-use super::{ApiPath, ConnectionHeaders, DecodedBody, Env, actions, parse_any_json, records};
+use super::{ApiPath, ConnectionHeaders, DecodedBody, Env, actions, records};
 use crate::app::App;
 use crate::error::{ApiError, ApiResult};
 use axum::extract::FromRequest as _;
@@ -85,17 +85,24 @@ pub async fn dispatch(
         Target::Action { name } => {
             let cid = (headers.connection_id.clone())
                 .ok_or_else(|| ApiError::missing_header("Connection-Id"))?;
-            // The body, as the original's for every method; a GET or
-            // DELETE without one takes its query's parameters (sluice's).
+            // The body, as the original's for every method (as sent: it
+            // is only passed on); a GET or DELETE without one takes its
+            // query's parameters (sluice's).
             let DecodedBody(bytes) = DecodedBody::from_request(req, &()).await?;
             let input = if !bytes.is_empty() {
-                Some(parse_any_json(&bytes)?)
+                Some(actions::parse_input(&bytes)?)
             } else if method == Method::GET || method == Method::DELETE {
                 let map: Map<String, Value> =
                     url::form_urlencoded::parse(raw.as_deref().unwrap_or("").as_bytes())
                         .map(|(k, v)| (k.into_owned(), Value::String(v.into_owned())))
                         .collect();
-                (!map.is_empty()).then_some(Value::Object(map))
+                if map.is_empty() {
+                    None
+                } else {
+                    Some(serde_json::value::to_raw_value(&map).map_err(|e| {
+                        ApiError::internal(format!("the query cannot be written as JSON: {e}"))
+                    })?)
+                }
             } else {
                 None
             };
