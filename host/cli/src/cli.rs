@@ -1591,9 +1591,14 @@ const MIN_SCRIPT_MEMORY: u64 = 64 << 20;
 
 /// Creates the data directory readable by its owner only (it holds the
 /// records in the clear, the master key file unless SLUICE_MASTER_KEY is
-/// set, and `cache`, whose compiled scripts are run as native code); one
-/// that others can read is reported, one of another user or that others
-/// can write (they could put their own `cache` in its place) is refused.
+/// set, and `cache`, whose compiled scripts are run as native code). One
+/// that others can read, or write, or of another user, is reported, not
+/// refused: container volumes are often so (an emptyDir is 0777, a
+/// restored or mounted folder keeps its owner), and `cache` is checked on
+/// its own by the runtime, which makes it 0700 and holds it open, so
+/// another folder put at its name later is never used. A master key file
+/// others can write is refused: whoever can write it can swap the key
+/// that seals credentials stored from then on for one they know.
 fn private_data_dir(data: &std::path::Path, err: &mut dyn Write) -> anyhow::Result<()> {
     use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _, PermissionsExt as _};
     if !data.exists() {
@@ -1620,26 +1625,29 @@ fn private_data_dir(data: &std::path::Path, err: &mut dyn Write) -> anyhow::Resu
             continue;
         };
         let mode = meta.permissions().mode() & 0o777;
-        if path == data && meta.uid() != me {
+        let shown = path.display();
+        if path == data {
+            if mode & 0o022 != 0 || meta.uid() != me {
+                let who = if meta.uid() != me {
+                    format!("belongs to uid {} (this user is uid {me})", meta.uid())
+                } else {
+                    format!("can be written by other users (mode {mode:o})")
+                };
+                writeln!(
+                    err,
+                    "warning: {what} {shown} {who}: they can move or replace the store and the master key file in it (the compiled-script cache is checked on its own); give --data a folder of your own only you can write, or chmod go-w {shown}"
+                )?;
+                continue;
+            }
+        } else if mode & 0o022 != 0 {
             bail!(
-                "{what} {} belongs to uid {}, not to this user (uid {me}): give --data a directory of your own",
-                path.display(),
-                meta.uid()
-            );
-        }
-        if mode & 0o022 != 0 {
-            bail!(
-                "{what} {} can be written by other users (mode {mode:o}): chmod go-rwx {}",
-                path.display(),
-                path.display()
+                "{what} {shown} can be written by other users (mode {mode:o}), who could replace the key that seals the credentials stored from then on: chmod go-rwx {shown}"
             );
         }
         if mode & 0o077 != 0 {
             writeln!(
                 err,
-                "warning: {what} {} can be read by other users (mode {mode:o}): chmod go-rwx {}",
-                path.display(),
-                path.display()
+                "warning: {what} {shown} can be read by other users (mode {mode:o}): chmod go-rwx {shown}"
             )?;
         }
     }
@@ -2347,36 +2355,69 @@ mod tests {
         assert_eq!(std::fs::metadata(&new).unwrap().mode() & 0o777, 0o700);
     }
 
+    /// What `serve` does with `--data` before it opens the store: the
+    /// data directory checked, then the runtime made on `<data>/cache`.
+    fn serve_checks(data: &Path) -> anyhow::Result<String> {
+        let mut err = Vec::new();
+        private_data_dir(data, &mut err)?;
+        let mut config = sluice_runtime::RuntimeConfig::new(data.join("cache"));
+        config.pooling = false;
+        config.max_concurrent = 1;
+        sluice_runtime::Runtime::new(config)?;
+        Ok(String::from_utf8(err).unwrap())
+    }
+
     #[test]
-    fn a_data_directory_others_can_write_is_refused() {
+    fn a_data_directory_others_can_write_is_reported_and_its_cache_kept_private() {
         let scratch = tempfile::tempdir().unwrap();
         let data = scratch.path().join("data");
         std::fs::create_dir(&data).unwrap();
+        // A Kubernetes emptyDir.
         chmod(&data, 0o777);
-        let mut err = Vec::new();
-        let e = private_data_dir(&data, &mut err).unwrap_err().to_string();
+        let warned = serve_checks(&data).unwrap();
+        assert!(
+            warned.contains(&format!(
+                "warning: the data directory {} can be written by other users (mode 777)",
+                data.display()
+            )),
+            "{warned}"
+        );
+        let cache = data.join("cache");
+        assert_eq!(std::fs::metadata(&cache).unwrap().mode() & 0o7777, 0o700);
+        // `cache` itself stays strictly checked.
+        chmod(&cache, 0o777);
+        let e = serve_checks(&data).unwrap_err().to_string();
+        assert!(
+            e.contains(&format!("refusing the cache directory {}", cache.display())),
+            "{e}"
+        );
+        chmod(&cache, 0o700);
+        // A master key file others can write is refused.
+        let key = data.join("master.key");
+        std::fs::write(&key, "key").unwrap();
+        chmod(&key, 0o666);
+        let e = serve_checks(&data).unwrap_err().to_string();
         assert!(
             e.contains(&format!(
-                "the data directory {} can be written by other users (mode 777): chmod go-rwx {}",
-                data.display(),
-                data.display()
+                "the master key file {} can be written by other users (mode 666)",
+                key.display()
             )),
             "{e}"
         );
+        chmod(&key, 0o600);
         // Readable by others it is only reported (as before).
         chmod(&data, 0o755);
-        private_data_dir(&data, &mut err).unwrap();
-        let warned = String::from_utf8(err).unwrap();
+        let warned = serve_checks(&data).unwrap();
         assert!(warned.contains("can be read by other users"), "{warned}");
+        // Another user's (a volume of uid 1000, mode 2775, served as
+        // root) is reported too.
         if my_uid(scratch.path()) == 0 {
-            chmod(&data, 0o700);
             std::os::unix::fs::chown(&data, Some(65534), Some(65534)).unwrap();
-            let e = private_data_dir(&data, &mut Vec::new())
-                .unwrap_err()
-                .to_string();
+            chmod(&data, 0o2775);
+            let warned = serve_checks(&data).unwrap();
             assert!(
-                e.contains("belongs to uid 65534, not to this user (uid 0)"),
-                "{e}"
+                warned.contains("belongs to uid 65534 (this user is uid 0)"),
+                "{warned}"
             );
         }
     }

@@ -119,6 +119,7 @@ pub(crate) struct RuntimeInner {
     pub(crate) linker: Linker<HostState>,
     pub(crate) config: RuntimeConfig,
     cache_key: String,
+    cache: CacheDir,
     stop_ticker: Arc<AtomicBool>,
     pub(crate) memory: Arc<MemoryBudget>,
 }
@@ -195,12 +196,13 @@ pub struct Runtime {
 
 impl Runtime {
     /// A runtime whose component cache is `config.cache_dir`, refused
-    /// unless only this user can write it and its `functions/`
-    /// ([`Runtime::prepare_cache_dir`]).
+    /// unless only this user can write it and its `functions/` (a folder
+    /// in that others can write is removed), and held open from then on
+    /// ([`CacheDir`]): what happens to its name, or the folders above
+    /// it, later changes nothing.
     pub fn new(config: RuntimeConfig) -> Result<Self, LoadError> {
-        Self::prepare_cache_dir(&config.cache_dir)?;
-        private_dir(&config.cache_dir.join(FUNCTIONS))?;
-        let engine = Engine::new(&engine_config(&config)).map_err(|e| {
+        let cache = CacheDir::open(&config.cache_dir)?;
+        let engine = Engine::new(&engine_config(&config, cache.root.join(FUNCTIONS))).map_err(|e| {
             let text = format!("{e:#}");
             // The instance pool reserves its address space up front.
             let hint = if text.contains("mmap") || text.contains("reserve") {
@@ -231,13 +233,14 @@ impl Runtime {
         let memory = Arc::new(MemoryBudget::new(config.memory_budget_bytes));
         // A bound lowered since the last run applies now, not at the next
         // compile.
-        evict_least_recent(&config.cache_dir, config.cache_max_bytes, Path::new(""));
+        evict_least_recent(&cache.root, config.cache_max_bytes, Path::new(""));
         Ok(Self {
             inner: Arc::new(RuntimeInner {
                 engine,
                 linker,
                 config,
                 cache_key,
+                cache,
                 stop_ticker,
                 memory,
             }),
@@ -252,10 +255,15 @@ impl Runtime {
     /// are loaded as native code unchecked: created, mode 0700, when
     /// missing; refused when it belongs to another user than this
     /// process's (effective) one, or when its group or others can write
-    /// it. [`Runtime::new`] calls it; a caller that puts other files in
-    /// the cache (the TypeScript SDK's install) calls it before.
+    /// it, or when a folder above it lets another user put a folder of
+    /// their own at its name ([`safe_ancestors`]). A caller that puts
+    /// other files in the cache (the TypeScript SDK's install), which are
+    /// reached by their path, calls it before [`Runtime::new`] (which
+    /// holds the directory open, and needs the folders above checked only
+    /// where it cannot, without /proc).
     pub fn prepare_cache_dir(dir: &Path) -> Result<(), LoadError> {
-        private_dir(dir)
+        private_dir(dir, &dir.display().to_string())?;
+        safe_ancestors(dir)
     }
 
     /// Loads a component file: from the precompiled cache when this engine
@@ -353,41 +361,34 @@ impl Runtime {
     /// Whether these component bytes are precompiled for this engine, so
     /// loading them will not compile.
     pub fn is_precompiled(&self, bytes: &[u8]) -> bool {
-        self.cache_path(&hex(&Sha256::digest(bytes))).exists()
+        self.cached_at(&hex(&Sha256::digest(bytes))).exists()
     }
 
     /// The path of the precompiled artifact for these component bytes.
     pub fn cache_path(&self, digest: &str) -> PathBuf {
-        self.inner
-            .config
-            .cache_dir
-            .join(format!("{digest}-{}.cwasm", self.inner.cache_key))
+        self.inner.config.cache_dir.join(self.artifact_name(digest))
+    }
+
+    fn artifact_name(&self, digest: &str) -> String {
+        format!("{digest}-{}.cwasm", self.inner.cache_key)
+    }
+
+    /// The artifact for `digest` in the cache directory held open.
+    fn cached_at(&self, digest: &str) -> PathBuf {
+        self.inner.cache.root.join(self.artifact_name(digest))
     }
 
     fn compiled(&self, bytes: &[u8], digest: &str, origin: &str) -> Result<Component, LoadError> {
         let engine = &self.inner.engine;
-        let cached = self.cache_path(digest);
-        if let Ok(meta) = std::fs::symlink_metadata(&cached) {
-            if written_by_this_user(&meta) {
-                // SAFETY: wasmtime checks only that the file is an artifact
-                // of an engine like this one (its header), not who made
-                // it: what makes it this engine's own code is that only
-                // this user can write the cache. `Runtime::new` refused a
-                // directory of another user or that others can write, and
-                // this file is a regular file of this user that only it
-                // can write: sluice running as this user wrote it, with
-                // `Engine::precompile_component` of an engine with the
-                // same compatibility hash (it is in the name), whole (a
-                // rename). A truncated or stale file fails the header
-                // checks and is compiled again below.
-                if let Ok(c) = unsafe { Component::deserialize_file(engine, &cached) } {
-                    touch(&cached);
-                    return Ok(c);
-                }
+        let cached = self.cached_at(digest);
+        match load_artifact(engine, &cached) {
+            Ok(Some(c)) => return Ok(c),
+            // Not loadable, not this user's alone, or a link: compiled
+            // again, and replaced.
+            Ok(None) => {
+                let _ = std::fs::remove_file(&cached);
             }
-            // Not loadable, or not this user's: compiled again, and
-            // replaced.
-            let _ = std::fs::remove_file(&cached);
+            Err(_) => {}
         }
         if is_core_module(bytes) {
             return Err(LoadError::Invalid {
@@ -417,12 +418,10 @@ impl Runtime {
         // anonymous memory for as long as the script lives — a project of
         // hundreds of componentize-js components otherwise keeps tens of
         // gigabytes resident.
-        // SAFETY: as above: the file was written by this engine just now,
-        // in the cache only this user can write.
-        match unsafe { Component::deserialize_file(engine, &cached) } {
-            Ok(mapped) => Ok(mapped),
+        match load_artifact(engine, &cached) {
+            Ok(Some(mapped)) => Ok(mapped),
             // SAFETY: the bytes were produced by this engine just now.
-            Err(_) => unsafe { Component::deserialize(engine, &serialized) }.map_err(|e| {
+            _ => unsafe { Component::deserialize(engine, &serialized) }.map_err(|e| {
                 LoadError::Invalid {
                     path: origin.to_string(),
                     message: one_line(&format!("{e:#}")),
@@ -432,12 +431,13 @@ impl Runtime {
     }
 
     fn write_cache(&self, path: &Path, bytes: &[u8]) -> Result<(), LoadError> {
-        let dir = &self.inner.config.cache_dir;
+        let dir = &self.inner.cache.root;
         let err = |source| LoadError::Cache {
-            dir: dir.display().to_string(),
+            dir: self.inner.config.cache_dir.display().to_string(),
             source,
         };
-        // Made again if it was deleted since the start.
+        // Made again if it was deleted since the start (when it is reached
+        // by its path; the directory held open cannot be: writes then fail).
         create_private_dir(dir).map_err(err)?;
         // Two threads may compile the same component at once: each writes
         // its own file and renames it (the contents are the same, so
@@ -555,7 +555,9 @@ fn typed_pre(
     })
 }
 
-fn engine_config(config: &RuntimeConfig) -> Config {
+/// `functions` is where Cranelift's cache goes (`functions/` in the
+/// cache directory held open).
+fn engine_config(config: &RuntimeConfig, functions: PathBuf) -> Config {
     let mut c = Config::new();
     // A metered guest yields every `FUEL_YIELD_INTERVAL` units and its
     // deadline is checked then; only an unmetered one needs epoch checks,
@@ -576,7 +578,7 @@ fn engine_config(config: &RuntimeConfig) -> Config {
     // per-function cache makes the second and later components mostly
     // cache hits (see `FunctionCache`).
     let _ = c.enable_incremental_compilation(Arc::new(FunctionCache::new(
-        config.cache_dir.join(FUNCTIONS),
+        functions,
         config.cache_max_bytes / 4,
     )));
     if config.pooling {
@@ -612,12 +614,85 @@ fn engine_config(config: &RuntimeConfig) -> Config {
     c
 }
 
-/// Marks a cached artifact as just used, for [`evict_least_recent`]. A
-/// failure only makes it look older.
-fn touch(path: &Path) {
-    if let Ok(file) = std::fs::File::options().append(true).open(path) {
-        let _ = file.set_modified(std::time::SystemTime::now());
+/// Marks a cached artifact (opened) as just used, for
+/// [`evict_least_recent`]. A failure only makes it look older.
+fn touch(file: &std::fs::File) {
+    let _ = file.set_modified(std::time::SystemTime::now());
+}
+
+/// Loads the artifact at `path` from the file opened there, not from its
+/// name again: opened without following a symbolic link (`Err` for one,
+/// or for no file), and `Ok(None)` unless what was opened is a regular
+/// file of this user's alone ([`written_by_this_user`]) that wasmtime
+/// takes for this engine's. A hit is touched.
+fn load_artifact(engine: &Engine, path: &Path) -> std::io::Result<Option<Component>> {
+    let file = open_entry(path)?;
+    if !written_by_this_user(&file.metadata()?) {
+        return Ok(None);
     }
+    // SAFETY: wasmtime checks only that the file is an artifact of an
+    // engine like this one (its header), not who made it: what makes it
+    // this engine's own code is that only this user can write the cache.
+    // `Runtime::new` refused a directory of another user or that others
+    // can write, and holds it open (`CacheDir`): `path` is in that
+    // directory whatever was done to its name since. The file opened is a
+    // regular file of this user with one link that only it can write, so
+    // sluice running as this user wrote it there, with
+    // `Engine::precompile_component` of an engine with the same
+    // compatibility hash (it is in the name), whole (a rename). A
+    // truncated or stale file fails the header checks and is compiled
+    // again.
+    match unsafe { deserialize_opened(engine, &file) } {
+        Ok(c) => {
+            touch(&file);
+            Ok(Some(c))
+        }
+        Err(_) => Ok(None),
+    }
+}
+
+/// `Component::deserialize_file` of the file `file` is open on, not of a
+/// name: through `/proc/self/fd/<fd>` on Linux, so its code stays mapped
+/// from the file; elsewhere (or without /proc) its bytes read from `file`.
+///
+/// # Safety
+///
+/// As `Component::deserialize`: the file must hold what this engine's
+/// `precompile_component` made.
+unsafe fn deserialize_opened(engine: &Engine, file: &std::fs::File) -> wasmtime::Result<Component> {
+    use std::io::Read as _;
+    if let Some(via) = proc_fd_path(file) {
+        // SAFETY: the caller's; `via` is `file` itself.
+        return unsafe { Component::deserialize_file(engine, via) };
+    }
+    let mut bytes = Vec::new();
+    (&mut &*file).read_to_end(&mut bytes)?;
+    // SAFETY: the caller's.
+    unsafe { Component::deserialize(engine, &bytes) }
+}
+
+/// `/proc/self/fd/<fd>` for an open file or directory, when it is that
+/// very file (Linux, with /proc mounted): a name that reaches what was
+/// opened whatever is renamed or put at its path since.
+fn proc_fd_path(file: &std::fs::File) -> Option<PathBuf> {
+    use std::os::fd::AsRawFd as _;
+    use std::os::unix::fs::MetadataExt as _;
+    if !cfg!(target_os = "linux") {
+        return None;
+    }
+    let via = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
+    let (there, opened) = (std::fs::metadata(&via).ok()?, file.metadata().ok()?);
+    (there.dev() == opened.dev() && there.ino() == opened.ino()).then_some(via)
+}
+
+/// Opens a cache file for reading without following a symbolic link at
+/// its name (O_NOFOLLOW: `Err` for one) or blocking on a FIFO.
+fn open_entry(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
 }
 
 /// Deletes the least recently used precompiled components in `dir` until
@@ -736,7 +811,9 @@ impl wasmtime::CacheStore for FunctionCache {
     /// is a miss (compiled again, and replaced).
     fn get(&self, key: &[u8]) -> Option<std::borrow::Cow<'_, [u8]>> {
         use std::io::Read as _;
-        let mut file = std::fs::File::open(self.path(key)).ok()?;
+        // Not through a link (`Runtime::new` removed the folders of
+        // `functions/` others could have put one in).
+        let mut file = open_entry(&self.path(key)).ok()?;
         // Of the file opened, not of the name: nothing can be swapped in
         // between.
         let meta = file.metadata().ok()?;
@@ -769,10 +846,136 @@ impl wasmtime::CacheStore for FunctionCache {
 /// Cranelift's function cache, in the component cache.
 const FUNCTIONS: &str = "functions";
 
-// POSIX's `geteuid`, which has no failure: std has no wrapper, and this
-// crate does without `libc`.
-unsafe extern "C" {
-    safe fn geteuid() -> u32;
+/// This process's effective uid.
+fn geteuid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// The component cache directory as [`Runtime::new`] found it, held open:
+/// every file in it is reached through the directory opened (`root`), so
+/// another user who can rename it away or replace a folder above it (a
+/// data directory others can write) cannot have sluice read or write in
+/// a folder of theirs.
+struct CacheDir {
+    /// Kept open for `root`.
+    _dir: std::fs::File,
+    /// `/proc/self/fd/<fd>` of the directory opened; without /proc (or
+    /// off Linux) its path, and the folders above it checked.
+    root: PathBuf,
+}
+
+impl CacheDir {
+    fn open(dir: &Path) -> Result<Self, LoadError> {
+        let opened = private_dir(dir, &dir.display().to_string())?;
+        let root = match proc_fd_path(&opened) {
+            Some(root) => root,
+            None => {
+                safe_ancestors(dir)?;
+                dir.to_path_buf()
+            }
+        };
+        let shown = dir.join(FUNCTIONS);
+        private_dir(&root.join(FUNCTIONS), &shown.display().to_string())?;
+        sweep_function_dirs(&root.join(FUNCTIONS), &shown)?;
+        Ok(Self { _dir: opened, root })
+    }
+}
+
+/// Removes from `functions` (`shown` in messages) whatever is not a
+/// folder of this user's that no one else can write: Cranelift's entries
+/// are read from its folders (`functions/ab/…`), and a folder made under
+/// umask 002, or planted, lets others put entries there. It is a cache:
+/// what is removed is compiled again. One that cannot be removed refuses
+/// the cache.
+fn sweep_function_dirs(functions: &Path, shown: &Path) -> Result<(), LoadError> {
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+    let io = |source| LoadError::Cache {
+        dir: shown.display().to_string(),
+        source,
+    };
+    let me = geteuid();
+    for entry in std::fs::read_dir(functions).map_err(io)? {
+        let entry = entry.map_err(io)?;
+        // Of the entry itself, not of a link's target.
+        let Ok(meta) = entry.metadata() else {
+            continue;
+        };
+        if meta.is_dir() && meta.uid() == me && meta.mode() & 0o022 == 0 {
+            continue;
+        }
+        let path = entry.path();
+        let removed = if meta.is_dir() {
+            if meta.uid() == me {
+                // Closed to others first, so nothing new is put in it
+                // while it is emptied.
+                let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700));
+            }
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        if let Err(e) = removed {
+            let named = shown.join(entry.file_name());
+            return Err(LoadError::UnsafeCache {
+                dir: named.display().to_string(),
+                problem: format!(
+                    "it is not a folder only this user can write (mode {:o}, uid {}), and it cannot be removed ({e})",
+                    meta.mode() & 0o7777,
+                    meta.uid()
+                ),
+                fix: format!("rm -rf {}", named.display()),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Refuses `dir` unless no one else can put another folder at its name:
+/// each folder above its real path (as ssh's `safe_path`) belongs to root
+/// or this user, and neither its group nor others can write it unless it
+/// is sticky (as /tmp: the folder of this user's or root's below it,
+/// which every folder on the way is, cannot be renamed by others). The
+/// walk goes up to `/`: a folder of root's that only root can write is
+/// still renamed away by whoever can write the folder it is in.
+fn safe_ancestors(dir: &Path) -> Result<(), LoadError> {
+    use std::os::unix::fs::MetadataExt as _;
+    let shown = dir.display().to_string();
+    let io = |source| LoadError::Cache {
+        dir: shown.clone(),
+        source,
+    };
+    let real = std::fs::canonicalize(dir).map_err(io)?;
+    let me = geteuid();
+    for above in real.ancestors().skip(1) {
+        let meta = std::fs::metadata(above).map_err(io)?;
+        let mode = meta.mode() & 0o7777;
+        let problem = if meta.uid() != 0 && meta.uid() != me {
+            Some(format!(
+                "the folder {} above it belongs to uid {}, who could put a folder of their own in its place",
+                above.display(),
+                meta.uid()
+            ))
+        } else if mode & 0o022 != 0 && mode & 0o1000 == 0 {
+            Some(format!(
+                "the folder {} above it can be written by other users (mode {mode:o}), who could put a folder of their own in its place",
+                above.display()
+            ))
+        } else {
+            None
+        };
+        if let Some(problem) = problem {
+            return Err(LoadError::UnsafeCache {
+                dir: shown,
+                problem,
+                fix: format!(
+                    "chmod go-w {} (if it is yours), or use a cache directory under folders only you or root can write",
+                    above.display()
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Creates `dir` and the folders above it that are missing, each mode
@@ -785,20 +988,26 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
         .create(dir)
 }
 
-/// Creates `dir` (mode 0700) when missing, and refuses it unless it is a
-/// directory of this process's effective user that neither its group nor
-/// others can write: the invariant that lets a cache's files be loaded as
-/// code. Read through a symbolic link (the user's choice of where the
-/// cache is); the directories above it are not checked.
-fn private_dir(dir: &Path) -> Result<(), LoadError> {
-    use std::os::unix::fs::MetadataExt as _;
-    let shown = dir.display().to_string();
+/// Creates `dir` (mode 0700) when missing, opens it, and refuses it
+/// unless what was opened is a directory of this process's effective
+/// user that neither its group nor others can write: the invariant that
+/// lets a cache's files be loaded as code. Opened through a symbolic link
+/// (the user's choice of where the cache is); the folders above it are
+/// [`safe_ancestors`]' to check. `shown` names it in errors.
+fn private_dir(dir: &Path, shown: &str) -> Result<std::fs::File, LoadError> {
+    use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
+    let shown = shown.to_string();
     let io = |source| LoadError::Cache {
         dir: shown.clone(),
         source,
     };
     create_private_dir(dir).map_err(io)?;
-    let meta = std::fs::metadata(dir).map_err(io)?;
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY)
+        .open(dir)
+        .map_err(io)?;
+    let meta = opened.metadata().map_err(io)?;
     if !meta.is_dir() {
         return Err(io(std::io::ErrorKind::NotADirectory.into()));
     }
@@ -818,7 +1027,7 @@ fn private_dir(dir: &Path) -> Result<(), LoadError> {
             format!("chmod 700 {shown}"),
         )
     } else {
-        return Ok(());
+        return Ok(opened);
     };
     Err(LoadError::UnsafeCache {
         dir: shown,
@@ -829,10 +1038,11 @@ fn private_dir(dir: &Path) -> Result<(), LoadError> {
 
 /// Whether a cache file (its own metadata, not a link's target) is a
 /// regular file of this process's effective user that neither its group
-/// nor others can write.
+/// nor others can write, with one link (a hard link elsewhere would be a
+/// name others may reach it by).
 fn written_by_this_user(meta: &std::fs::Metadata) -> bool {
     use std::os::unix::fs::MetadataExt as _;
-    meta.is_file() && meta.uid() == geteuid() && meta.mode() & 0o022 == 0
+    meta.is_file() && meta.uid() == geteuid() && meta.mode() & 0o022 == 0 && meta.nlink() == 1
 }
 
 /// Writes `bytes` whole to `path`, in a new file beside it renamed over
@@ -1154,6 +1364,217 @@ mod cache_tests {
         std::fs::set_permissions(&cached, std::fs::Permissions::from_mode(0o666)).unwrap();
         let _ = rt.load_bytes(EMPTY_COMPONENT, "empty.wasm");
         assert_eq!(mode(&cached) & 0o022, 0, "it was replaced by a fresh one");
+    }
+}
+
+#[cfg(test)]
+mod held_cache_tests {
+    use super::*;
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+
+    /// Compiles (to an artifact with no code) and fails to load as a
+    /// script, with `NoEntryPoint`, once compiled.
+    const EMPTY_COMPONENT: &[u8] = b"\0asm\x0d\x00\x01\x00";
+    /// Not WebAssembly: loading it fails with `Invalid` unless an artifact
+    /// is found under its digest.
+    const NOT_WASM: &[u8] = b"not wasm at all";
+
+    fn config(dir: &Path) -> RuntimeConfig {
+        let mut config = RuntimeConfig::new(dir);
+        config.pooling = false;
+        config.max_concurrent = 1;
+        config
+    }
+
+    fn chmod(path: &Path, mode: u32) {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    fn digest(bytes: &[u8]) -> String {
+        hex(&Sha256::digest(bytes))
+    }
+
+    /// A runtime on `dir` with the empty component's artifact in it, and
+    /// a copy of that artifact outside, this user's, mode 0644: what
+    /// another user might try to have loaded under another digest.
+    fn with_artifact(scratch: &Path, dir: &Path) -> (Runtime, PathBuf) {
+        let rt = Runtime::new(config(dir)).unwrap();
+        let e = rt.load_bytes(EMPTY_COMPONENT, "empty.wasm").unwrap_err();
+        assert!(matches!(e, LoadError::NoEntryPoint { .. }), "{e}");
+        let copy = scratch.join("planted.cwasm");
+        std::fs::copy(rt.cache_path(&digest(EMPTY_COMPONENT)), &copy).unwrap();
+        chmod(&copy, 0o644);
+        (rt, copy)
+    }
+
+    /// What loading [`NOT_WASM`] gives: `true` when an artifact was
+    /// loaded for it.
+    fn loads_an_artifact_for_not_wasm(rt: &Runtime) -> bool {
+        match rt.load_bytes(NOT_WASM, "not.wasm").unwrap_err() {
+            LoadError::NoEntryPoint { .. } => true,
+            LoadError::Invalid { message, .. } => {
+                assert!(message.contains("it is not WebAssembly"), "{message}");
+                false
+            }
+            e => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn a_function_folder_others_can_write_is_removed() {
+        let scratch = tempfile::tempdir().unwrap();
+        let dir = scratch.path().join("cache");
+        let functions = dir.join("functions");
+        // As a cache made under umask 002, its two top folders fixed.
+        for name in ["ab", "cd", "ef"] {
+            std::fs::create_dir_all(functions.join(name)).unwrap();
+            std::fs::write(functions.join(name).join("entry"), "code").unwrap();
+        }
+        chmod(&dir, 0o700);
+        chmod(&functions, 0o700);
+        chmod(&functions.join("ab"), 0o777);
+        chmod(&functions.join("cd"), 0o775);
+        chmod(&functions.join("ef"), 0o755);
+        // A folder link, and a file where a folder goes.
+        let elsewhere = scratch.path().join("elsewhere");
+        std::fs::create_dir(&elsewhere).unwrap();
+        std::fs::write(elsewhere.join("kept"), "theirs").unwrap();
+        std::os::unix::fs::symlink(&elsewhere, functions.join("01")).unwrap();
+        std::fs::write(functions.join("02"), "x").unwrap();
+        Runtime::new(config(&dir)).unwrap();
+        for gone in ["ab", "cd", "01", "02"] {
+            assert!(
+                std::fs::symlink_metadata(functions.join(gone)).is_err(),
+                "functions/{gone} was kept"
+            );
+        }
+        assert!(functions.join("ef").join("entry").is_file());
+        // The link was removed, not followed.
+        assert!(elsewhere.join("kept").is_file());
+    }
+
+    #[test]
+    fn a_function_folder_of_another_user_is_removed() {
+        let scratch = tempfile::tempdir().unwrap();
+        if std::fs::metadata(scratch.path()).unwrap().uid() != 0 {
+            // Only root can give a folder away.
+            return;
+        }
+        let dir = scratch.path().join("cache");
+        let theirs = dir.join("functions").join("ab");
+        std::fs::create_dir_all(&theirs).unwrap();
+        chmod(&dir, 0o700);
+        chmod(&theirs, 0o700);
+        std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).unwrap();
+        Runtime::new(config(&dir)).unwrap();
+        assert!(std::fs::symlink_metadata(&theirs).is_err());
+    }
+
+    #[test]
+    fn a_linked_function_entry_is_not_read() {
+        let scratch = tempfile::tempdir().unwrap();
+        let cache = FunctionCache::new(scratch.path().join("functions"), 1 << 20);
+        // This user's file, readable, with code of another's choosing.
+        let victim = scratch.path().join("victim");
+        std::fs::write(&victim, "their code").unwrap();
+        chmod(&victim, 0o644);
+        let entry = cache.path(b"key");
+        std::fs::create_dir_all(entry.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(&victim, &entry).unwrap();
+        assert!(wasmtime::CacheStore::get(&cache, b"key").is_none());
+        std::fs::remove_file(&entry).unwrap();
+        std::fs::hard_link(&victim, &entry).unwrap();
+        assert!(wasmtime::CacheStore::get(&cache, b"key").is_none());
+        // Its own, written by it, is read.
+        std::fs::remove_file(&entry).unwrap();
+        assert!(wasmtime::CacheStore::insert(
+            &cache,
+            b"key",
+            b"code".to_vec()
+        ));
+        let got = wasmtime::CacheStore::get(&cache, b"key");
+        assert_eq!(got.as_deref(), Some(&b"code"[..]));
+    }
+
+    #[test]
+    fn a_linked_artifact_is_not_loaded() {
+        let scratch = tempfile::tempdir().unwrap();
+        let dir = scratch.path().join("cache");
+        let (rt, planted) = with_artifact(scratch.path(), &dir);
+        let at = rt.cache_path(&digest(NOT_WASM));
+        std::os::unix::fs::symlink(&planted, &at).unwrap();
+        assert!(!loads_an_artifact_for_not_wasm(&rt));
+        let _ = std::fs::remove_file(&at);
+        std::fs::hard_link(&planted, &at).unwrap();
+        assert!(!loads_an_artifact_for_not_wasm(&rt));
+        // The same file, this user's own with one link, is loaded: the
+        // test can tell.
+        let _ = std::fs::remove_file(&at);
+        std::fs::copy(&planted, &at).unwrap();
+        assert!(loads_an_artifact_for_not_wasm(&rt));
+    }
+
+    #[test]
+    fn a_cache_directory_renamed_away_and_replaced_is_not_used() {
+        let scratch = tempfile::tempdir().unwrap();
+        // A data directory others can write: they can rename `cache`.
+        let data = scratch.path().join("data");
+        std::fs::create_dir(&data).unwrap();
+        chmod(&data, 0o777);
+        let dir = data.join("cache");
+        let (rt, planted) = with_artifact(scratch.path(), &dir);
+        std::fs::rename(&dir, data.join("moved")).unwrap();
+        std::fs::create_dir(&dir).unwrap();
+        chmod(&dir, 0o700);
+        std::fs::copy(&planted, dir.join(rt.artifact_name(&digest(NOT_WASM)))).unwrap();
+        assert!(!loads_an_artifact_for_not_wasm(&rt));
+        // What it compiles goes to the directory it opened.
+        let e = rt.load_bytes(b"\0asm\x0d\x00\x01\x00\x00\x02\x01x", "x.wasm");
+        assert!(matches!(e, Err(LoadError::NoEntryPoint { .. })));
+        let name = rt.artifact_name(&digest(b"\0asm\x0d\x00\x01\x00\x00\x02\x01x"));
+        assert!(data.join("moved").join(&name).is_file());
+        assert!(!dir.join(&name).exists());
+    }
+
+    #[test]
+    fn a_folder_above_the_cache_others_can_write_is_refused() {
+        let scratch = tempfile::tempdir().unwrap();
+        let shared = scratch.path().join("shared");
+        std::fs::create_dir(&shared).unwrap();
+        let dir = shared.join("sluice");
+        chmod(&shared, 0o777);
+        let e = Runtime::prepare_cache_dir(&dir).unwrap_err().to_string();
+        assert!(
+            e.contains(&format!(
+                "refusing the cache directory {}: the folder {} above it can be written by other users (mode 777), who could put a folder of their own in its place",
+                dir.display(),
+                std::fs::canonicalize(&shared).unwrap().display()
+            )),
+            "{e}"
+        );
+        assert!(e.contains("chmod go-w"), "{e}");
+        // Two levels down it is refused too.
+        let deeper = shared.join("mine").join("sluice");
+        let e = Runtime::prepare_cache_dir(&deeper).unwrap_err().to_string();
+        assert!(e.contains("above it can be written by other users"), "{e}");
+        // Sticky (as /tmp), right above a folder of this user's, it is not.
+        chmod(&shared, 0o1777);
+        Runtime::prepare_cache_dir(&dir).unwrap();
+        Runtime::prepare_cache_dir(&deeper).unwrap();
+        if std::fs::metadata(scratch.path()).unwrap().uid() == 0 {
+            // Under a folder of another user, sticky or not, it is.
+            let theirs = shared.join("theirs");
+            std::fs::create_dir(&theirs).unwrap();
+            std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).unwrap();
+            chmod(&theirs, 0o755);
+            let e = Runtime::prepare_cache_dir(&theirs.join("sluice"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("above it belongs to uid 65534, who could put a folder of their own in its place"),
+                "{e}"
+            );
+        }
     }
 }
 
