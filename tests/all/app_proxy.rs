@@ -693,3 +693,49 @@ async fn missing_headers_and_parameters_get_the_originals_codes() {
     assert_eq!(body["data"]["display_name"], "mock", "{body}");
     server.stop().await;
 }
+
+/// An app's request that outlives the environment's action timeout (a
+/// long poll) ends with `proxy_timeout`, and the call's name keeps
+/// neither the connection's token nor the app's key, which its path
+/// carries: the timeout used to be the server's, which knew the key
+/// only, and named the call with the token in it.
+#[tokio::test]
+async fn an_apps_request_that_times_out_is_named_without_its_credentials() {
+    let mut h = sluice_tests::Harness::simple(|_: &MockRequest| MockResponse {
+        delay: Some(std::time::Duration::from_secs(60)),
+        ..MockResponse::json(200, &json!({"ok": true, "result": []}))
+    })
+    .await;
+    h.limits().timeouts.action = std::time::Duration::from_secs(1);
+    let request = sluice_runtime::proxy::AppRequest {
+        method: "GET".into(),
+        endpoint: "/app-secret-key/bottok-123/getUpdates?timeout=50".into(),
+        headers: Vec::new(),
+        body: None,
+        retries: 0,
+        retry_on: Vec::new(),
+        base_url_override: None,
+        secrets: vec!["app-secret-key".into()],
+    };
+    let (outcome, _lines, call) = sluice_runtime::proxy::send_for_app(
+        h.services(),
+        sluice_tests::runtime().config(),
+        &h.conn(),
+        request,
+    )
+    .await;
+    let e = outcome.expect_err("the upstream answers after the timeout");
+    assert_eq!(e.code, "proxy_timeout", "{e}");
+    assert_eq!(
+        e.message, "the request and its retries took longer than 1 s",
+        "{e}"
+    );
+    assert!(
+        call.starts_with("GET /") && call.ends_with("/getUpdates"),
+        "{call}"
+    );
+    assert!(
+        !call.contains("tok-123") && !call.contains("app-secret-key"),
+        "{call}"
+    );
+}

@@ -85,7 +85,37 @@ fn a_guest_calling_the_host_in_a_loop_ends_at_its_deadline() {
     }
 }
 
-/// The same guest gives its thread up as it goes: another execution on
+/// A guest looping on an import the host does not charge for (the
+/// environment's variables, one of 64 MiB: ~20 ms of the host's time a
+/// call, a few hundred fuel units of the guest's) ends at its deadline,
+/// with the default fuel and with fuel not metered. The pacer used to
+/// count fuel only and look at the deadline only at charged calls: the
+/// guest would have yielded after tens of thousands of calls, minutes
+/// past its deadline.
+#[test]
+fn a_guest_looping_on_an_uncharged_import_ends_at_its_deadline() {
+    for fuel in [Limits::default().fuel, None] {
+        let outcome = on_own_thread(move || async move {
+            let mut h = Harness::simple(ok).await;
+            h.limits().fuel = fuel;
+            h.limits().timeouts.action = Duration::from_secs(1);
+            h.environment.variables = vec![("BIG".into(), "x".repeat(64 << 20))];
+            h.action(guests::ACTION_MISBEHAVE, json!({"mode": "env-spin"}))
+                .await
+                .outcome
+        });
+        let case = format!("fuel {fuel:?}");
+        match outcome {
+            None => panic!("{case}: still running {HANG:?} after its 1 s deadline"),
+            Some(Err(e @ ExecError::Timeout { .. })) => {
+                assert_eq!(e.to_string(), "timed out after 1s", "{case}");
+            }
+            Some(other) => panic!("{case}: expected the timeout, got {other:?}"),
+        }
+    }
+}
+
+/// The `host-spin` guest gives its thread up as it goes: another execution on
 /// the one thread completes meanwhile, and the loop is cancelled by
 /// dropping it (as a deleted connection's executions are), with neither
 /// fuel nor a deadline to end it.
@@ -265,7 +295,10 @@ async fn a_webhook_handlers_answer_is_bounded() {
 /// One record of many small values (`[0,0,…]`, which parsed takes ~40
 /// times its text) is refused by its count of values, however few
 /// records the batch has; a record as large in bytes but of few values
-/// is saved.
+/// is saved. A batch of more values than the bound, none of its
+/// 1,000-record writes past it, is saved whole (it was refused), parsed
+/// a write at a time, and checked whole before anything is written; a
+/// write's records past the bound are refused, naming them.
 #[tokio::test]
 async fn a_batch_of_too_many_json_values_is_refused_before_it_is_parsed() {
     let mut h = Harness::simple(ok).await;
@@ -281,10 +314,66 @@ async fn a_batch_of_too_many_json_values_is_refused_before_it_is_parsed() {
     assert_eq!(f.error_type, "payload_too_large", "{}", f.message);
     assert!(
         f.message
-            .contains("batchSave: the records hold more than 8192 JSON values"),
+            .contains("batchSave: record 0 holds more than 8192 JSON values"),
         "{}",
         f.message
     );
+
+    // 2,000 records of 5 values: 10,000 in all, 5,000 a write.
+    let dense = |n: usize| -> Vec<Value> {
+        (0..n)
+            .map(|i| json!({"id": i.to_string(), "a": [0, 0]}))
+            .collect()
+    };
+    let stored = |h: &Harness| h.records.all(&h.conn(), "Ticket").len();
+    let mut broken = dense(2_000);
+    broken[1_500] = json!(7);
+    let report = h
+        .webhook(
+            guests::SYNC_RECORDS,
+            sync_run(),
+            json!({"model": "Ticket", "save": broken}),
+        )
+        .await;
+    let f = script_failure(&report.outcome);
+    assert_eq!(f.error_type, "invalid_sync_record", "{}", f.message);
+    assert!(
+        f.message
+            .contains("record at index 1500 is not a JSON object"),
+        "{}",
+        f.message
+    );
+    assert_eq!(stored(&h), 0, "written before the batch was checked");
+    output(
+        &h.webhook(
+            guests::SYNC_RECORDS,
+            sync_run(),
+            json!({"model": "Ticket", "save": dense(2_000)}),
+        )
+        .await,
+    );
+    assert_eq!(stored(&h), 2_000);
+    // 1,100 records of 9 values: 9,000 in the first write.
+    let wide: Vec<Value> = (0..1_100)
+        .map(|i| json!({"id": format!("w{i}"), "a": [0, 0, 0, 0, 0, 0]}))
+        .collect();
+    let report = h
+        .webhook(
+            guests::SYNC_RECORDS,
+            sync_run(),
+            json!({"model": "Ticket", "save": wide}),
+        )
+        .await;
+    let f = script_failure(&report.outcome);
+    assert_eq!(f.error_type, "payload_too_large", "{}", f.message);
+    assert!(
+        f.message.contains(
+            "batchSave: records 0 to 999, which are written together, hold more than 8192 JSON values"
+        ),
+        "{}",
+        f.message
+    );
+    assert_eq!(stored(&h), 2_000);
     output(
         &h.webhook(
             guests::SYNC_RECORDS,

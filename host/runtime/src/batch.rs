@@ -63,17 +63,18 @@ pub const MAX_RECORDS_PER_CALL: usize = 100_000;
 /// chunk, so splitting a call changes no chunk.
 pub const SDK_CALL_RECORDS: usize = 10_000;
 
-/// Text bytes per JSON value a batch (or a page) may average at its
-/// limit: a call may hold at most its payload limit / 8 values
-/// ([`max_values`]). Parsed, every value takes 72 bytes
+/// Text bytes per JSON value of what the host parses at once at its
+/// limit: a record, a write's [`crate::records::CHUNK_SIZE`] records, a
+/// page, each at most its payload (or response) limit / 8 values
+/// ([`max_values`]); a batch of more is parsed a chunk at a time. Parsed, every value takes 72 bytes
 /// (`serde_json::Value` with `preserve_order`) and an object member
 /// about 40 more (its key, hash and index), so a text of `[0,0,0,…]`, 2
 /// bytes a value, would take ~36 times its size in memory (a 64 MiB
 /// record, over 2 GiB); at 8 bytes a value it takes ~9–15 times. Records
 /// as APIs give them average more than that (`"name":"Ada",` is 13
 /// bytes, `1,` or `true,` inside an array is the densest real data
-/// gets), so only a call near its byte limit whose values are mostly
-/// one-digit numbers is refused, and it can be sent in parts.
+/// gets), so only records whose values are mostly one-digit numbers,
+/// a thousand of them near the byte limit, are refused.
 pub const BYTES_PER_VALUE: usize = 8;
 
 /// The most JSON values a call whose text may be `limit` bytes holds.
@@ -94,27 +95,80 @@ pub enum Unread {
     NotAnArray,
     /// More than [`MAX_RECORDS_PER_CALL`] records.
     TooMany,
-    /// More than `max` JSON values in all (see [`max_values`]); counted
-    /// before any is parsed.
-    TooManyValues { max: usize },
+    /// The record at `index` holds more than `max` JSON values (see
+    /// [`max_values`]); counted before any is parsed.
+    TooManyValues { index: usize, max: usize },
     /// The record at `index` is not JSON serde_json reads: why.
     Record { index: usize, error: String },
 }
 
-/// The records of `text`, a JSON array of at most `max_values` values in
-/// all ([`max_values`] of the payload limit), in order.
-pub async fn read(
-    text: Arc<Vec<u8>>,
-    check: Option<Arc<Check>>,
-    max_values: usize,
-) -> Result<Vec<ReadRecord>, Unread> {
-    if text.len() < OFF_WORKER_AT {
-        let spans = spans(&text, max_values)?;
-        return read_spans(&text, &spans, 0, check.as_deref());
+/// A batch's text split into its records, with each record's count of
+/// JSON values ([`value_count`]'s bound): what is parsed at once is
+/// chosen from it.
+#[derive(Debug)]
+pub struct Split {
+    spans: Vec<Range<usize>>,
+    values: Vec<usize>,
+}
+
+impl Split {
+    /// The batch's records.
+    pub fn len(&self) -> usize {
+        self.spans.len()
     }
-    let (head, tail) = tokio::task::spawn_blocking(move || read_blocking(&text, check, max_values))
+
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
+    /// The JSON values of records `range` (at most one more per record
+    /// than parsing them builds).
+    pub fn values(&self, range: Range<usize>) -> usize {
+        self.values.get(range).map_or(0, |v| v.iter().sum())
+    }
+
+    /// The text bytes of records `range`.
+    fn bytes(&self, range: Range<usize>) -> usize {
+        match (self.spans.get(range.start), range.end.checked_sub(1)) {
+            (Some(first), Some(last)) if range.start < range.end => {
+                self.spans.get(last).map_or(0, |l| l.end - first.start)
+            }
+            _ => 0,
+        }
+    }
+}
+
+/// `text` split into its records, each of at most `max_values` values
+/// ([`max_values`] of the payload limit); nothing is parsed. A large text
+/// is scanned on a blocking thread.
+pub async fn split(text: &Arc<Vec<u8>>, max_values: usize) -> Result<Arc<Split>, Unread> {
+    if text.len() < OFF_WORKER_AT {
+        return spans(text, max_values).map(Arc::new);
+    }
+    let text = Arc::clone(text);
+    off_worker(move || spans(&text, max_values))
         .await
-        .map_err(|_| Unread::NotAnArray)??;
+        .ok_or(Unread::NotAnArray)?
+        .map(Arc::new)
+}
+
+/// The records `range` of `text` (as `split` split it), in order, each
+/// parsed, hashed and checked; a large range on blocking threads, in
+/// halves when a helper is free.
+pub async fn read_range(
+    text: &Arc<Vec<u8>>,
+    split: &Arc<Split>,
+    range: Range<usize>,
+    check: Option<Arc<Check>>,
+) -> Read {
+    let spans = split.spans.get(range.clone()).ok_or(Unread::NotAnArray)?;
+    if split.bytes(range.clone()) < OFF_WORKER_AT {
+        return read_spans(text, spans, range.start, check.as_deref());
+    }
+    let (text, split) = (Arc::clone(text), Arc::clone(split));
+    let (head, tail) = off_worker(move || read_blocking(&text, &split, range, check))
+        .await
+        .ok_or(Unread::NotAnArray)?;
     let mut records = head?;
     if let Some(tail) = tail {
         records.extend(tail.await.map_err(|_| Unread::NotAnArray)??);
@@ -122,36 +176,56 @@ pub async fn read(
     Ok(records)
 }
 
-type Read = Result<Vec<ReadRecord>, Unread>;
-
-/// [`read`] of a large batch, on a blocking thread: its first half read
-/// here, the second on another blocking thread when a helper is free.
-fn read_blocking(
-    text: &Arc<Vec<u8>>,
+/// Every record of `text`, a JSON array whose records hold at most
+/// `max_values` values each.
+#[cfg(test)]
+async fn read(
+    text: Arc<Vec<u8>>,
     check: Option<Arc<Check>>,
     max_values: usize,
-) -> Result<(Read, Option<tokio::task::JoinHandle<Read>>), Unread> {
-    let spans = spans(text, max_values)?;
+) -> Result<Vec<ReadRecord>, Unread> {
+    let split = split(&text, max_values).await?;
+    read_range(&text, &split, 0..split.len(), check).await
+}
+
+type Read = Result<Vec<ReadRecord>, Unread>;
+
+/// [`read_range`] of a large range, on a blocking thread: its first half
+/// read here, the second on another blocking thread when a helper is
+/// free.
+fn read_blocking(
+    text: &Arc<Vec<u8>>,
+    split: &Arc<Split>,
+    range: Range<usize>,
+    check: Option<Arc<Check>>,
+) -> (Read, Option<tokio::task::JoinHandle<Read>>) {
+    let spans = &split.spans[range.clone()];
     let helper = if spans.len() >= SPLIT_AT {
         helpers().try_acquire_owned().ok()
     } else {
         None
     };
     let Some(permit) = helper else {
-        return Ok((read_spans(text, &spans, 0, check.as_deref()), None));
+        return (read_spans(text, spans, range.start, check.as_deref()), None);
     };
     let half = spans.len() / 2;
     let tail = {
         let text = Arc::clone(text);
+        let split = Arc::clone(split);
         let check = check.clone();
-        let spans = spans[half..].to_vec();
+        let tail = range.start + half..range.end;
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            read_spans(&text, &spans, half, check.as_deref())
+            read_spans(
+                &text,
+                &split.spans[tail.clone()],
+                tail.start,
+                check.as_deref(),
+            )
         })
     };
-    let head = read_spans(text, &spans[..half], 0, check.as_deref());
-    Ok((head, Some(tail)))
+    let head = read_spans(text, &spans[..half], range.start, check.as_deref());
+    (head, Some(tail))
 }
 
 /// Lets at most one helper per spare core read batches, so concurrent
@@ -164,33 +238,60 @@ fn helpers() -> Arc<Semaphore> {
     }))
 }
 
-/// Where each element of the JSON array `text` is, found by its brackets,
-/// commas and string quotes alone: each element is parsed on its own
-/// afterwards, which rejects what this lets through (so that a text it
-/// accepts whose elements all parse is a JSON array of them). Refused
-/// when it is not shaped like an array, past [`MAX_RECORDS_PER_CALL`]
-/// elements, and past `max_values` values in all, counted as
-/// [`value_count`] counts them.
-fn spans(text: &[u8], max_values: usize) -> Result<Vec<Range<usize>>, Unread> {
+/// What `f` gives, run on a blocking thread once one of the process's
+/// parse permits (one per core) is free: scanning and parsing large
+/// batches and pages do not put more threads on the cores than there are
+/// cores, however many executions send them (the script waits its turn
+/// suspended, within its deadline). `None` if `f` panicked.
+pub(crate) async fn off_worker<T, F>(f: F) -> Option<T>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    static PARSERS: OnceLock<Arc<Semaphore>> = OnceLock::new();
+    let parsers = PARSERS.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Arc::new(Semaphore::new(cores))
+    });
+    // Never closed.
+    let permit = Arc::clone(parsers).acquire_owned().await.ok()?;
+    tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        f()
+    })
+    .await
+    .ok()
+}
+
+/// Where each element of the JSON array `text` is, and how many values
+/// it holds, found by its brackets, commas and string quotes alone: each
+/// element is parsed on its own afterwards, which rejects what this lets
+/// through (so that a text it accepts whose elements all parse is a JSON
+/// array of them). Refused when it is not shaped like an array, past
+/// [`MAX_RECORDS_PER_CALL`] elements, and at an element of more than
+/// `max_values` values, counted as [`value_count`] counts them.
+fn spans(text: &[u8], max_values: usize) -> Result<Split, Unread> {
     const NOT: Unread = Unread::NotAnArray;
     let mut i = skip_space(text, 0);
     if text.get(i) != Some(&b'[') {
         return Err(NOT);
     }
     i = skip_space(text, i + 1);
-    let mut spans = Vec::new();
+    let mut split = Split {
+        spans: Vec::new(),
+        values: Vec::new(),
+    };
     if text.get(i) == Some(&b']') {
-        return only_space_after(text, i + 1).then_some(spans).ok_or(NOT);
+        return only_space_after(text, i + 1).then_some(split).ok_or(NOT);
     }
-    // The array, then each element, each value inside one.
-    let mut values = 1usize;
+    // Each element, each value inside one.
     loop {
-        if spans.len() == MAX_RECORDS_PER_CALL {
+        if split.spans.len() == MAX_RECORDS_PER_CALL {
             return Err(Unread::TooMany);
         }
         let start = i;
         let mut depth = 0usize;
-        values += 1;
+        let mut values = 1usize;
         loop {
             match *text.get(i).ok_or(NOT)? {
                 b'"' => i = after_string(text, i + 1).ok_or(NOT)?,
@@ -211,9 +312,12 @@ fn spans(text: &[u8], max_values: usize) -> Result<Vec<Range<usize>>, Unread> {
                 _ => i += 1,
             }
         }
-        // No value is built before the whole text is counted.
+        // No value of a record is built before it is counted.
         if values > max_values {
-            return Err(Unread::TooManyValues { max: max_values });
+            return Err(Unread::TooManyValues {
+                index: split.spans.len(),
+                max: max_values,
+            });
         }
         let mut end = i;
         while end > start && is_space(text[end - 1]) {
@@ -222,10 +326,11 @@ fn spans(text: &[u8], max_values: usize) -> Result<Vec<Range<usize>>, Unread> {
         if end == start {
             return Err(NOT);
         }
-        spans.push(start..end);
+        split.spans.push(start..end);
+        split.values.push(values);
         match text[i] {
             b',' => i = skip_space(text, i + 1),
-            b']' => return only_space_after(text, i + 1).then_some(spans).ok_or(NOT),
+            b']' => return only_space_after(text, i + 1).then_some(split).ok_or(NOT),
             _ => return Err(NOT),
         }
     }
@@ -426,6 +531,7 @@ pub fn strip_metadata(m: &mut Map<String, Value>) {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use serde_json::json;
 
     fn block<F: std::future::Future>(f: F) -> F::Output {
         tokio::runtime::Builder::new_multi_thread()
@@ -582,15 +688,21 @@ mod tests {
     #[test]
     fn the_values_of_a_batch_are_bounded_before_it_is_parsed() {
         let record = serde_json::json!({"id": "1", "a": vec![0; 50_000], "o": {"k": [1, {}]}});
-        let text = serde_json::to_vec(&[record]).unwrap();
-        let count = value_count(&text);
+        let count = value_count(&serde_json::to_vec(&record).unwrap());
         assert!(count > 50_000, "{count}");
+        let text = serde_json::to_vec(&[json!({"id": "0"}), record]).unwrap();
         let read_with = |max| block(read(Arc::new(text.clone()), None, max));
-        assert_eq!(read_with(count).map(|r| r.len()), Ok(1));
+        assert_eq!(read_with(count).map(|r| r.len()), Ok(2));
         assert_eq!(
             read_with(count - 1).err(),
-            Some(Unread::TooManyValues { max: count - 1 })
+            Some(Unread::TooManyValues {
+                index: 1,
+                max: count - 1
+            })
         );
+        // Counted per record: the batch's values may pass the bound.
+        let split = block(split(&Arc::new(text.clone()), count)).unwrap();
+        assert_eq!(split.values(0..2), count + 2);
         // A string is one value, whatever its length.
         assert_eq!(value_count(br#"{"a":"[,{,[,]}","b":[1,2]}"#), 5);
         assert_eq!(max_values(64 << 20), 8 << 20);

@@ -645,6 +645,7 @@ impl Runtime {
                 suspended: suspended.clone(),
                 seen: 0,
                 mark: fuel,
+                since: Instant::now(),
                 armed: false,
             };
             store.call_hook(move |ctx, hook| pacer.on(ctx, hook));
@@ -674,8 +675,8 @@ impl Runtime {
 
         // A guest computing past its deadline is ended where it yields (fuel
         // interval or epoch tick: either polls this future again) or, when
-        // metered, at the first host call it is charged for after it (the
-        // pacer's trap); the timeout ends one that waits past it inside a
+        // metered, as the first host call after it returns (the pacer's
+        // trap); the timeout ends one that waits past it inside a
         // host call.
         let run = {
             let mut call = std::pin::pin!(call(&script.pre, &mut store, &exec.call));
@@ -732,8 +733,9 @@ impl Runtime {
 pub(crate) struct DeadlinePassed;
 
 /// Keeps a metered guest yielding to the executor at least every
-/// [`FUEL_YIELD_INTERVAL`] units, its host calls' work included, and
-/// holds its deadline at every call whose work it charges.
+/// [`FUEL_YIELD_INTERVAL`] units, its host calls' work included, or
+/// [`HOST_TIME_SLICE`] of wall time, and holds its deadline at every
+/// return from the host.
 ///
 /// wasmtime yields when the fuel it last injected (at most one interval)
 /// runs out, and `set_fuel` injects a fresh interval: charging the host's
@@ -745,6 +747,14 @@ pub(crate) struct DeadlinePassed;
 /// since the execution last suspended; past an interval it sets the
 /// yield interval to one unit, so the guest yields at its next fuel
 /// check, and puts it back once it has.
+///
+/// Fuel does not see the host's work it is not charged for (a page of
+/// `listRecords`, metadata read and serialised, WASI): a guest looping on
+/// such a call spends a few hundred units a call and could keep its thread
+/// for hours. So the pacer also looks at the clock at every return from
+/// the host (tens of nanoseconds): past the deadline the call traps;
+/// [`HOST_TIME_SLICE`] after the execution last suspended, the guest is
+/// made to yield as above.
 struct Pacer {
     /// Bumped by `execute` each time the call returns `Pending`.
     suspended: Arc<AtomicU64>,
@@ -752,10 +762,17 @@ struct Pacer {
     seen: u64,
     /// The fuel left when the execution was last seen to have suspended.
     mark: u64,
+    /// When the execution was last seen to have suspended (or started).
+    since: Instant,
     /// The yield interval is one unit: the guest yields at its next fuel
     /// check.
     armed: bool,
 }
+
+/// The wall time a metered guest may keep its thread through host calls
+/// before it is made to yield: about what [`FUEL_YIELD_INTERVAL`] takes
+/// a guest computing on its own.
+const HOST_TIME_SLICE: Duration = Duration::from_millis(5);
 
 impl Pacer {
     /// Every host call and libcall (the one that yields when the fuel
@@ -768,11 +785,13 @@ impl Pacer {
         if !matches!(hook, wasmtime::CallHook::ReturningFromHost) {
             return Ok(());
         }
+        let now = Instant::now();
         let mut left = ctx.get_fuel()?;
         let suspended = self.suspended.load(Ordering::Relaxed);
         if suspended != self.seen {
             self.seen = suspended;
             self.mark = left;
+            self.since = now;
             if self.armed {
                 self.armed = false;
                 ctx.fuel_async_yield_interval(Some(FUEL_YIELD_INTERVAL))?;
@@ -782,11 +801,14 @@ impl Pacer {
         if debt > 0 {
             left = left.saturating_sub(debt);
             ctx.set_fuel(left)?;
-            if Instant::now() >= ctx.data().deadline {
-                return Err(wasmtime::Error::new(DeadlinePassed));
-            }
         }
-        if !self.armed && self.mark.saturating_sub(left) >= FUEL_YIELD_INTERVAL {
+        if now >= ctx.data().deadline {
+            return Err(wasmtime::Error::new(DeadlinePassed));
+        }
+        if !self.armed
+            && (self.mark.saturating_sub(left) >= FUEL_YIELD_INTERVAL
+                || now.duration_since(self.since) >= HOST_TIME_SLICE)
+        {
             self.armed = true;
             ctx.fuel_async_yield_interval(Some(1))?;
         }

@@ -425,18 +425,23 @@ async fn parse_page(
         return (response, data);
     }
     let body = std::mem::take(&mut response.body);
-    let parsed = tokio::task::spawn_blocking(move || {
+    let parsed = crate::batch::off_worker(move || {
         let data = page_data(&body, max_values);
         (body, data)
     })
     .await;
     match parsed {
-        Ok((body, data)) => {
+        Some((body, data)) => {
             response.body = body;
             (response, data)
         }
         // Parsing does not panic; were it to, the page is not read.
-        Err(e) => (response, Err(PageError::Json(serde::de::Error::custom(e)))),
+        None => (
+            response,
+            Err(PageError::Json(serde::de::Error::custom(
+                "the page's parse failed",
+            ))),
+        ),
     }
 }
 
@@ -447,13 +452,15 @@ async fn parse_page(
 /// the sync. One of more than `max_values` values
 /// ([`crate::batch::value_count`]) is refused before it is parsed: a
 /// page of `[0,0,…]` within the response limit would take ~40 times its
-/// size.
+/// size. A page is one response, parsed whole: bounded as one record of
+/// a batch is. A body shorter than `max_values` bytes is not counted: it
+/// holds at most one value more than its bytes.
 fn page_data(body: &[u8], max_values: usize) -> Result<Option<Value>, PageError> {
     let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
     if body.trim_ascii().is_empty() {
         return Ok(None);
     }
-    if crate::batch::value_count(body) > max_values {
+    if body.len() >= max_values && crate::batch::value_count(body) > max_values {
         return Err(PageError::TooManyValues { max: max_values });
     }
     serde_json::from_slice(body)

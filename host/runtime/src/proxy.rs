@@ -1616,9 +1616,11 @@ pub struct AppRequestError {
 
 /// Sends an app's request on `connection` of the environment `services`
 /// serve, as a script's would go (credentials, provider headers, egress
-/// check, retries, a refresh on 401). Returns the outcome, the log lines
+/// check, retries, a refresh on 401), within the environment's action
+/// timeout (`proxy_timeout` past it). Returns the outcome, the log lines
 /// of its attempts and the call's name (`GET /path`, without its query),
-/// credentials and `req.secrets` scrubbed from each.
+/// credentials and `req.secrets` scrubbed from each, whether the request
+/// ended or timed out.
 pub async fn send_for_app(
     services: Arc<Services>,
     config: &crate::RuntimeConfig,
@@ -1672,26 +1674,54 @@ pub async fn send_for_app(
         connection_id: None,
     };
     let max_response_bytes = services.environment.limits.max_response_bytes;
+    // As long as an action may take: retries that wait on an upstream's
+    // rate limit, or an upstream that never answers, do not hold the
+    // request for ever.
+    let limit = services.environment.limits.timeouts.action;
     let mut sender = AppSender {
         services,
         delays: (config.retry_base_delay, config.retry_max_delay),
         secrets,
         logs: Vec::new(),
+        noted: false,
     };
-    let outcome = send_as(&mut sender, connection, max_response_bytes, &request).await;
-    let outcome = match outcome {
-        Ok(r) | Err(HttpError::Status(r)) => Ok(AppResponse {
+    let sent = tokio::time::timeout(
+        limit,
+        send_as(&mut sender, connection, max_response_bytes, &request),
+    )
+    .await;
+    let timed_out = sent.is_err();
+    let outcome = match sent {
+        Ok(Ok(r) | Err(HttpError::Status(r))) => Ok(AppResponse {
             status: r.status,
             headers: r.headers,
             body: r.body,
         }),
-        Err(HttpError::Failed(e)) => Err(AppRequestError {
+        Ok(Err(HttpError::Failed(e))) => Err(AppRequestError {
             code: e.code,
             message: sender.redact(&e.message),
         }),
+        Err(_) => Err(AppRequestError {
+            code: "proxy_timeout".into(),
+            message: format!(
+                "the request and its retries took longer than {} s",
+                limit.as_secs()
+            ),
+        }),
     };
-    let call = sender.redact(&call);
+    // Cut short before the connection was read, its credentials are not
+    // known: the call is named by its method alone.
+    let call = if timed_out && !sender.noted {
+        method_of(&call)
+    } else {
+        sender.redact(&call)
+    };
     (outcome, sender.logs, call)
+}
+
+/// The method of a call's name (`GET /path` → `GET`).
+fn method_of(call: &str) -> String {
+    call.split(' ').next().unwrap_or_default().to_string()
 }
 
 /// The sender of an app's request: no execution, its environment's
@@ -1701,6 +1731,8 @@ struct AppSender {
     delays: (Duration, Duration),
     secrets: Secrets,
     logs: Vec<LogEntry>,
+    /// The connection's secrets are among `secrets`.
+    noted: bool,
 }
 
 impl Sender for AppSender {
@@ -1723,7 +1755,8 @@ impl Sender for AppSender {
     fn forget_connection(&mut self, _: &str, _: &str) {}
 
     fn note_secrets(&mut self, c: &Connection) {
-        note_secrets(&mut self.secrets, c)
+        note_secrets(&mut self.secrets, c);
+        self.noted = true;
     }
 
     fn redact(&self, text: &str) -> String {

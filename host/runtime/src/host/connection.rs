@@ -66,6 +66,16 @@ impl HostState {
     }
 }
 
+impl HostState {
+    /// An answer the host read from a store and serialised, paid for by
+    /// its size (and a call's flat cost) as the call returns.
+    fn charged(&mut self, answer: Result<Vec<u8>, NangoError>) -> Result<Vec<u8>, NangoError> {
+        let size = answer.as_ref().map_or(0, Vec::len);
+        self.charge(crate::locks::CALL_WORK_BYTES + size);
+        answer
+    }
+}
+
 impl connection::Host for HostState {
     fn info(&mut self) -> wasmtime::Result<ScriptInfo> {
         let provider = self.provider.clone();
@@ -87,13 +97,14 @@ impl connection::Host for HostState {
     ) -> wasmtime::Result<Result<Vec<u8>, NangoError>> {
         let pck = pck.unwrap_or_else(|| self.exec.connection.provider_config_key.clone());
         let cid = cid.unwrap_or_else(|| self.exec.connection.connection_id.clone());
-        Ok(self
+        let found = self
             .services
             .connections
             .script_view(&pck, &cid)
             .await
             .map(|v| v.to_string().into())
-            .map_err(store_error))
+            .map_err(store_error);
+        Ok(self.charged(found))
     }
 
     async fn get_connection_with(
@@ -109,24 +120,26 @@ impl connection::Host for HostState {
             // Requests of this execution take the new token.
             self.forget_connection(&pck, &cid);
         }
-        Ok(self
+        let found = self
             .services
             .connections
             .script_view_with(&pck, &cid, force_refresh, refresh_token)
             .await
             .map(|v| v.to_string().into())
-            .map_err(store_error))
+            .map_err(store_error);
+        Ok(self.charged(found))
     }
 
     async fn get_metadata(&mut self) -> wasmtime::Result<Result<Vec<u8>, NangoError>> {
         let me = &self.exec.connection;
-        Ok(self
+        let found = self
             .services
             .connections
             .metadata(&me.provider_config_key, &me.connection_id)
             .await
             .map(|v| v.to_string().into())
-            .map_err(store_error))
+            .map_err(store_error);
+        Ok(self.charged(found))
     }
 
     async fn set_metadata(
@@ -134,6 +147,8 @@ impl connection::Host for HostState {
         metadata: Vec<u8>,
     ) -> wasmtime::Result<Result<(), NangoError>> {
         let me = self.exec.connection.clone();
+        // Parsed and stored: paid for by its size.
+        self.charge(crate::locks::CALL_WORK_BYTES + metadata.len());
         let result = match self.parse_metadata(&metadata) {
             Ok(m) => self
                 .services
@@ -152,6 +167,8 @@ impl connection::Host for HostState {
         metadata: Vec<u8>,
     ) -> wasmtime::Result<Result<(), NangoError>> {
         let me = self.exec.connection.clone();
+        // Parsed and stored: paid for by its size.
+        self.charge(crate::locks::CALL_WORK_BYTES + metadata.len());
         let result = match self.parse_metadata(&metadata) {
             Ok(m) => self
                 .services
@@ -224,7 +241,7 @@ impl connection::Host for HostState {
                 .map(|base| format!("{}/{}", base.trim_end_matches('/'), me.provider_config_key));
             map.insert("webhook_url".into(), url.into());
         }
-        Ok(Ok(view.to_string().into_bytes()))
+        Ok(self.charged(Ok(view.to_string().into_bytes())))
     }
 
     fn try_acquire_lock(

@@ -70,30 +70,24 @@ impl HostState {
         })
     }
 
-    /// Acts on a batch's schema violations: invalid records are saved with
-    /// a warning (one sampled record logged), or refused with
-    /// `invalid_sync_record` when validation is strict.
-    fn report_violations(
-        &mut self,
+    /// Notes the schema violations of `records` (their infos) in `tally`:
+    /// how many failed, and one sampled record.
+    fn tally_violations(
+        &self,
+        tally: &mut Violations,
         model: &str,
         records: &[Value],
         infos: &mut [RecordInfo],
-    ) -> Result<(), NangoError> {
-        let strict = self
-            .exec
-            .validation
-            .as_ref()
-            .is_some_and(|v| v.schema.strict);
-        let mut failed = 0;
-        let mut sample = None;
+    ) {
+        let strict = self.strict();
         // The records are checked without `_nango_metadata` (the original
         // validates a record as JSON would carry it).
         for (r, info) in records.iter().zip(infos) {
             if info.violations.is_empty() {
                 continue;
             }
-            failed += 1;
-            if sample.is_none() {
+            tally.failed += 1;
+            if tally.sample.is_none() {
                 let errors = std::mem::take(&mut info.violations);
                 // The record itself when it is small; a big one is not
                 // copied into the log (its id says which it was).
@@ -102,17 +96,31 @@ impl HostState {
                 } else {
                     serde_json::json!({ "id": r.get("id") })
                 };
-                sample =
+                tally.sample =
                     Some(serde_json::json!({ "data": data, "validation": errors, "model": model }));
             }
             if strict {
                 break;
             }
         }
+    }
+
+    fn strict(&self) -> bool {
+        self.exec
+            .validation
+            .as_ref()
+            .is_some_and(|v| v.schema.strict)
+    }
+
+    /// Acts on a batch's schema violations: invalid records are saved with
+    /// a warning (one sampled record logged), or refused with
+    /// `invalid_sync_record` when validation is strict.
+    fn report_violations(&mut self, model: &str, tally: Violations) -> Result<(), NangoError> {
+        let Violations { failed, sample } = tally;
         let Some(sample) = sample else {
             return Ok(());
         };
-        if strict {
+        if self.strict() {
             let mut e = nango_error(
                 "invalid_sync_record",
                 format!(
@@ -145,69 +153,26 @@ impl HostState {
         self.check_payload(&format!("the {call} batch"), json.len())?;
         let check = self.record_check(kind, model);
         let json = Arc::new(json);
-        let too_many = || {
-            nango_error(
-                "invalid_request",
-                format!(
-                    "{call}: at most {} records per call (the SDKs split longer arrays)",
-                    batch::MAX_RECORDS_PER_CALL
-                ),
-            )
-        };
         let limit = self.limits().max_payload_bytes;
         let max_values = batch::max_values(limit);
-        let read = match batch::read(Arc::clone(&json), check.clone(), max_values).await {
-            Ok(read) => read,
-            Err(batch::Unread::TooMany) => return Err(too_many()),
-            Err(batch::Unread::TooManyValues { max }) => {
-                return Err(nango_error(
-                    "payload_too_large",
-                    format!(
-                        "{call}: the records hold more than {max} JSON values, the most one call may hold (one per {} bytes of the payload limit of {limit} bytes): send fewer records per call, or records of fewer values",
-                        batch::BYTES_PER_VALUE
-                    ),
-                ));
-            }
-            Err(batch::Unread::Record { index, error }) => {
-                return Err(nango_error(
-                    "invalid_request",
-                    format!("{call}: record {index} is not JSON: {error}"),
-                ));
-            }
-            // Not shaped like an array: say what it is, as JSON.parse
-            // would, building nothing (a valid array is never here), a
-            // large text off the async worker.
-            Err(batch::Unread::NotAnArray) => {
-                let text = Arc::clone(&json);
-                let is_null = move || {
-                    serde_json::from_slice::<serde::de::IgnoredAny>(&text)
-                        .map(|_| text.trim_ascii() == b"null")
-                };
-                let is_null = if json.len() < batch::OFF_WORKER_AT {
-                    is_null()
-                } else {
-                    // Checking does not panic; were it to, not an array.
-                    tokio::task::spawn_blocking(is_null)
-                        .await
-                        .unwrap_or(Ok(false))
-                };
-                return match is_null {
-                    Ok(true) => Ok(()),
-                    Ok(false) => Err(nango_error(
-                        "invalid_request",
-                        format!("{call}: records must be a JSON array"),
-                    )),
-                    Err(e) => Err(nango_error(
-                        "invalid_request",
-                        format!("{call}: records are not JSON: {e}"),
-                    )),
-                };
-            }
+        let split = match batch::split(&json, max_values).await {
+            Ok(split) => split,
+            Err(batch::Unread::NotAnArray) => return not_an_array(call, json).await,
+            Err(e) => return Err(unread_error(call, limit, e)),
         };
-        drop(json);
-        if read.is_empty() {
+        if split.is_empty() {
             return Ok(());
         }
+        let all = 0..split.len();
+        if split.values(all.clone()) > max_values {
+            return self
+                .write_dense(kind, call, model, &json, &split, check)
+                .await;
+        }
+        let read = batch::read_range(&json, &split, all, check.clone())
+            .await
+            .map_err(|e| unread_error(call, limit, e))?;
+        drop((json, split));
         let (records, mut infos): (Vec<Value>, Vec<RecordInfo>) =
             read.into_iter().map(|r| (r.value, r.info)).unzip();
         let call = BatchCall {
@@ -226,7 +191,9 @@ impl HostState {
             }
         }
         if check.is_some() {
-            self.report_violations(model, &records, &mut infos)?;
+            let mut tally = Violations::default();
+            self.tally_violations(&mut tally, model, &records, &mut infos);
+            self.report_violations(model, tally)?;
         }
         let mut objects = Vec::with_capacity(records.len());
         for (index, (r, info)) in records.into_iter().zip(infos).enumerate() {
@@ -235,50 +202,261 @@ impl HostState {
                 _ => return Err(record_error(RecordError::NotAnObject { index })),
             }
         }
-        let ctx = WriteContext {
-            sync_id: self.exec.sync.sync_id.clone(),
-            job_id: self.exec.sync.job_id,
-            job_run: self.exec.sync.job_run,
-            max_record_bytes: Some(self.limits().max_payload_bytes),
-        };
         let mut merging = self.merging.get(&full).cloned().unwrap_or_default();
-        let conn = self.exec.connection.clone();
         let mut first_index = 0;
         let mut iter = objects.into_iter().peekable();
         while iter.peek().is_some() {
             let chunk: Vec<_> = iter.by_ref().take(CHUNK_SIZE).collect();
             let len = chunk.len();
-            let keep_last = self.exec.duplicates_keep_last;
-            let (chunk, duplicates) = match prepare_hashed_chunk(chunk, first_index, keep_last) {
-                Ok(prepared) => prepared,
-                Err(e) => return Err(self.keep_merging(full, merging, e)),
-            };
-            for id in duplicates {
-                let message = if keep_last {
-                    format!(
-                        "batchSave detected duplicate records for ID: {id}. Keeping the last occurrence."
-                    )
-                } else {
-                    format!("Found duplicate key '{id}' for model {full}. The record was ignored.")
-                };
-                self.internal_log(LogLevel::Warn, message);
+            if let Err(e) = self
+                .write_chunk(kind, &full, chunk, first_index, &mut merging)
+                .await
+            {
+                return Err(self.keep_merging(full, merging, e));
             }
-            let written = self
-                .services
-                .records
-                .write(kind, &conn, &full, chunk, &ctx, &mut merging)
-                .await;
-            let changes = match written {
-                Ok(changes) => changes,
-                Err(e) => return Err(self.keep_merging(full, merging, e)),
-            };
-            self.changes.entry(full.clone()).or_default().add(changes);
             first_index += len;
         }
         // Set from here on, as the original's: a `setMergingStrategy`
         // after a write is skipped (with a warning).
         self.merging.insert(full, merging);
         Ok(())
+    }
+
+    /// [`Self::write_records`] of a batch of more JSON values than are
+    /// parsed at once (`max_values` of the payload limit): the same checks
+    /// and the same writes of [`CHUNK_SIZE`] records, with at most one
+    /// chunk parsed at a time. Every record is parsed and checked (JSON,
+    /// an object, its model's schema) before anything is written, as a
+    /// batch parsed whole is, then parsed again a chunk at a time to be
+    /// written; a chunk's records, which are written together, must hold
+    /// at most `max_values` values in all.
+    async fn write_dense(
+        &mut self,
+        kind: WriteKind,
+        call: &str,
+        model: &str,
+        json: &Arc<Vec<u8>>,
+        split: &Arc<batch::Split>,
+        check: Option<Arc<Check>>,
+    ) -> Result<(), NangoError> {
+        let limit = self.limits().max_payload_bytes;
+        let max_values = batch::max_values(limit);
+        let n = split.len();
+        let chunks: Vec<std::ops::Range<usize>> = (0..n)
+            .step_by(CHUNK_SIZE)
+            .map(|start| start..(start + CHUNK_SIZE).min(n))
+            .collect();
+        if let Some(c) = chunks
+            .iter()
+            .find(|c| split.values((*c).clone()) > max_values)
+        {
+            return Err(nango_error(
+                "payload_too_large",
+                format!(
+                    "{call}: records {} to {}, which are written together, hold more than {max_values} JSON values, the most parsed at once (one per {} bytes of the payload limit of {limit} bytes): send records of fewer values",
+                    c.start,
+                    c.end - 1,
+                    batch::BYTES_PER_VALUE
+                ),
+            ));
+        }
+        let read = |range: std::ops::Range<usize>, check: Option<Arc<Check>>| {
+            let (json, split) = (Arc::clone(json), Arc::clone(split));
+            async move {
+                batch::read_range(&json, &split, range, check)
+                    .await
+                    .map_err(|e| unread_error(call, limit, e))
+            }
+        };
+        // A store that keeps the calls as they came (a test's) is given
+        // them a chunk at a time, unchecked, as a batch read whole is.
+        let first = read(chunks[0].clone(), None).await?;
+        let first = BatchCall {
+            kind: kind.into(),
+            model: model.to_string(),
+            records: first.into_iter().map(|r| r.value).collect(),
+        };
+        if self.services.records.keep_call(&first) {
+            drop(first);
+            for c in &chunks[1..] {
+                let records = read(c.clone(), None).await?;
+                self.services.records.keep_call(&BatchCall {
+                    kind: kind.into(),
+                    model: model.to_string(),
+                    records: records.into_iter().map(|r| r.value).collect(),
+                });
+            }
+            return Ok(());
+        }
+        drop(first);
+        let full = self.model_name(model)?;
+        // Every record checked; only what is reported kept.
+        let mut tally = Violations::default();
+        let mut not_an_object = None;
+        for c in &chunks {
+            let (mut records, mut infos): (Vec<Value>, Vec<RecordInfo>) =
+                read(c.clone(), check.clone())
+                    .await?
+                    .into_iter()
+                    .map(|r| (r.value, r.info))
+                    .unzip();
+            for (i, (r, info)) in records.iter_mut().zip(&infos).enumerate() {
+                match r {
+                    Value::Object(m) if info.has_metadata => batch::strip_metadata(m),
+                    Value::Object(_) => {}
+                    _ => {
+                        not_an_object.get_or_insert(c.start + i);
+                    }
+                }
+            }
+            if check.is_some() {
+                self.tally_violations(&mut tally, model, &records, &mut infos);
+                if self.strict() && tally.sample.is_some() {
+                    break;
+                }
+            }
+        }
+        self.report_violations(model, tally)?;
+        if let Some(index) = not_an_object {
+            return Err(record_error(RecordError::NotAnObject { index }));
+        }
+        let mut merging = self.merging.get(&full).cloned().unwrap_or_default();
+        for c in chunks {
+            let chunk = match read(c.clone(), None).await {
+                Ok(read) => read,
+                Err(e) => {
+                    self.merging.insert(full, merging);
+                    return Err(e);
+                }
+            };
+            let mut objects = Vec::with_capacity(chunk.len());
+            for (i, r) in chunk.into_iter().enumerate() {
+                match (r.value, r.info.hash) {
+                    (Value::Object(mut m), Some(hash)) => {
+                        if r.info.has_metadata {
+                            batch::strip_metadata(&mut m);
+                        }
+                        objects.push((m, hash));
+                    }
+                    _ => {
+                        let e = RecordError::NotAnObject { index: c.start + i };
+                        return Err(self.keep_merging(full, merging, e));
+                    }
+                }
+            }
+            if let Err(e) = self
+                .write_chunk(kind, &full, objects, c.start, &mut merging)
+                .await
+            {
+                return Err(self.keep_merging(full, merging, e));
+            }
+        }
+        self.merging.insert(full, merging);
+        Ok(())
+    }
+
+    /// Writes one chunk of a batch (its first record the batch's
+    /// `first_index`), logging the duplicates it dropped.
+    async fn write_chunk(
+        &mut self,
+        kind: WriteKind,
+        full: &str,
+        chunk: Vec<(serde_json::Map<String, Value>, String)>,
+        first_index: usize,
+        merging: &mut Merging,
+    ) -> Result<(), RecordError> {
+        let keep_last = self.exec.duplicates_keep_last;
+        let (chunk, duplicates) = prepare_hashed_chunk(chunk, first_index, keep_last)?;
+        for id in duplicates {
+            let message = if keep_last {
+                format!(
+                    "batchSave detected duplicate records for ID: {id}. Keeping the last occurrence."
+                )
+            } else {
+                format!("Found duplicate key '{id}' for model {full}. The record was ignored.")
+            };
+            self.internal_log(LogLevel::Warn, message);
+        }
+        let ctx = WriteContext {
+            sync_id: self.exec.sync.sync_id.clone(),
+            job_id: self.exec.sync.job_id,
+            job_run: self.exec.sync.job_run,
+            max_record_bytes: Some(self.limits().max_payload_bytes),
+        };
+        let conn = self.exec.connection.clone();
+        let changes = self
+            .services
+            .records
+            .write(kind, &conn, full, chunk, &ctx, merging)
+            .await?;
+        self.changes
+            .entry(full.to_string())
+            .or_default()
+            .add(changes);
+        Ok(())
+    }
+}
+
+/// A batch's schema violations: how many records failed, and one of them.
+#[derive(Default)]
+struct Violations {
+    failed: usize,
+    sample: Option<Value>,
+}
+
+/// The error of a batch that was not read (but for a text not shaped like
+/// an array: [`not_an_array`]).
+fn unread_error(call: &str, limit: usize, e: batch::Unread) -> NangoError {
+    match e {
+        batch::Unread::TooMany => nango_error(
+            "invalid_request",
+            format!(
+                "{call}: at most {} records per call (the SDKs split longer arrays)",
+                batch::MAX_RECORDS_PER_CALL
+            ),
+        ),
+        batch::Unread::TooManyValues { index, max } => nango_error(
+            "payload_too_large",
+            format!(
+                "{call}: record {index} holds more than {max} JSON values, the most one record may hold (one per {} bytes of the payload limit of {limit} bytes)",
+                batch::BYTES_PER_VALUE
+            ),
+        ),
+        batch::Unread::Record { index, error } => nango_error(
+            "invalid_request",
+            format!("{call}: record {index} is not JSON: {error}"),
+        ),
+        batch::Unread::NotAnArray => nango_error(
+            "invalid_request",
+            format!("{call}: records must be a JSON array"),
+        ),
+    }
+}
+
+/// A batch not shaped like an array: nothing to write when it is `null`,
+/// else what it is, as JSON.parse would say, building nothing (a valid
+/// array is never here), a large text off the async worker.
+async fn not_an_array(call: &str, json: Arc<Vec<u8>>) -> Result<(), NangoError> {
+    let large = json.len() >= batch::OFF_WORKER_AT;
+    let is_null = move || {
+        serde_json::from_slice::<serde::de::IgnoredAny>(&json).map(|_| json.trim_ascii() == b"null")
+    };
+    let is_null = if large {
+        // Checking does not panic; were it to, not an array.
+        batch::off_worker(is_null).await.unwrap_or(Ok(false))
+    } else {
+        is_null()
+    };
+    match is_null {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(nango_error(
+            "invalid_request",
+            format!("{call}: records must be a JSON array"),
+        )),
+        Err(e) => Err(nango_error(
+            "invalid_request",
+            format!("{call}: records are not JSON: {e}"),
+        )),
     }
 }
 
@@ -448,7 +626,12 @@ impl records::Host for HostState {
         cursor: Option<String>,
         limit: u32,
     ) -> wasmtime::Result<Result<records::RecordPage, NangoError>> {
-        Ok(self.list_page(&model, cursor, limit).await)
+        let page = self.list_page(&model, cursor, limit).await;
+        // Its records read, decoded and serialised: paid for by the page's
+        // size.
+        let size = page.as_ref().map_or(0, |p| p.records.len());
+        self.charge(crate::locks::CALL_WORK_BYTES + size);
+        Ok(page)
     }
 
     async fn batch_save(
@@ -540,13 +723,17 @@ impl records::Host for HostState {
             return Ok(Err(e));
         }
         let key = self.checkpoint_key();
-        Ok(self
+        let found = self
             .services
             .records
             .checkpoint(&self.exec.connection, &key)
             .await
             .map(|v| v.map(|v| v.to_string().into_bytes()))
-            .map_err(record_error))
+            .map_err(record_error);
+        // Read, decoded and serialised: paid for by its size.
+        let size = found.as_ref().map_or(0, |c| c.as_ref().map_or(0, Vec::len));
+        self.charge(crate::locks::CALL_WORK_BYTES + size);
+        Ok(found)
     }
 
     async fn save_checkpoint(

@@ -87,7 +87,7 @@ pub async fn forward(
         retries: options.retries,
         retry_on: options.retry_on,
         base_url_override: options.base_url_override,
-        secrets: key.clone().into_iter().collect(),
+        secrets: key.into_iter().collect(),
     };
     let started = chrono::Utc::now();
     // An execution's permit, as a script's: what one environment's app
@@ -95,38 +95,10 @@ pub async fn forward(
     // bounded, and never all of the server's.
     let _permit = app.execution_permit(&env).await;
     let services = app.services(&env, None);
-    // As long as an action may take: retries that wait on an upstream's
-    // rate limit, or an upstream that never answers, do not hold the
-    // request for ever.
-    let limit = env.environment().limits.timeouts.action;
-    // Named without the runtime, should it not end in time: the key
-    // scrubbed (the connection's credentials are the runtime's to know).
-    let mut fallback_call = format!(
-        "{method} {}",
-        endpoint.split('?').next().unwrap_or_default()
-    );
-    if let Some(k) = key.as_deref().filter(|k| k.len() >= 4) {
-        fallback_call = fallback_call.replace(k, "***");
-    }
-    let (outcome, lines, call) = match tokio::time::timeout(
-        limit,
-        send_for_app(services, app.runtime.config(), &conn, call),
-    )
-    .await
-    {
-        Ok(done) => done,
-        Err(_) => (
-            Err(AppRequestError {
-                code: "proxy_timeout".into(),
-                message: format!(
-                    "the request and its retries took longer than {} s",
-                    limit.as_secs()
-                ),
-            }),
-            Vec::new(),
-            fallback_call,
-        ),
-    };
+    // Within the environment's action timeout (`proxy_timeout` past it),
+    // the call named with the connection's credentials and the key
+    // scrubbed whether it ended or timed out: the runtime holds them.
+    let (outcome, lines, call) = send_for_app(services, app.runtime.config(), &conn, call).await;
     let error = match &outcome {
         Ok(r) if r.status < 400 => None,
         Ok(r) => Some(format!("the upstream answered {}", r.status)),

@@ -62,6 +62,16 @@ fn run(nango: &Nango, input: Input) -> Result<Value, Error> {
                 nango.log_with(sluice_sdk::Level::Debug, &text, None);
             }
         }
+        "env-spin" => {
+            // An import the host does not charge for, whose answer (the
+            // environment's variables, large in the test) takes the host
+            // far longer than the guest spends on a call.
+            use sluice_sdk::bindings::nango::scripts::connection;
+            loop {
+                let vars = connection::get_environment_variables()?;
+                std::hint::black_box(vars.len());
+            }
+        }
         "wait" => {
             // Waits inside a host call: the upstream answers slowly.
             nango.get("/slow").send()?;
