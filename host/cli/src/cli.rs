@@ -1389,9 +1389,10 @@ async fn open_spec(
     let opened = tokio::task::spawn_blocking(move || match (&kind, &dir) {
         (sluice_server::StoreKind::Postgres(url), _) => {
             if source {
-                sluice_server::StoreKind::check_postgres(url)?;
+                sluice_server::StoreKind::open_postgres_source(url)
+            } else {
+                sluice_server::StoreKind::open_postgres(url)
             }
-            sluice_server::StoreKind::open_postgres(url)
         }
         (kind, Some(dir)) => kind.open(dir),
         (_, None) => Err(sluice_store::BackendError::Storage(

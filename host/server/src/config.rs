@@ -239,6 +239,17 @@ impl StoreKind {
         ))
     }
 
+    /// The PostgreSQL store at `url` as a copy's source: its lock held
+    /// (no server writes it meanwhile) but nothing written, not even the
+    /// holder's token a server that held it checks when it reconnects.
+    pub fn open_postgres_source(
+        url: &str,
+    ) -> Result<std::sync::Arc<dyn sluice_store::Backend>, sluice_store::BackendError> {
+        Ok(std::sync::Arc::new(
+            sluice_store_postgres::PostgresBackend::open_source(url)?,
+        ))
+    }
+
     /// Whether the schema `url` names holds a PostgreSQL store, reading
     /// only: an error saying so when it holds none (nothing is created).
     pub fn check_postgres(url: &str) -> Result<(), sluice_store::BackendError> {

@@ -46,10 +46,10 @@
 //! token to `sluice_holder` with the lock held, and a reconnect that finds
 //! another token there is taken over as well (this process's state may
 //! be stale: keys replaced, variables changed). An idle writer checks its
-//! session every five seconds, and at once when the connection ends; one
-//! that has not confirmed its session for [`FENCE_AFTER`] (15 s: less
-//! than the database takes to end a silent session) stops the same way,
-//! since a standby may take the store soon after.
+//! session every five seconds, and at once when the connection ends. A
+//! database out of reach is tried again and again (writes fail
+//! meanwhile): the writer stops only once the store is shown to be
+//! another's, not because the database is slow or gone for a while.
 //! [`PostgresBackend::open_reading`] opens the store without the lock, for
 //! reading only.
 //!
@@ -84,11 +84,11 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures_util::future::try_join_all;
+use futures_util::future::{Either, try_join_all};
 use sluice_store::writer::WriteRequest;
 use sluice_store::{Backend, BackendError, Op, PendingWrite, Table, scan_range};
 use tokio::sync::mpsc;
-use tokio_postgres::config::Host;
+use tokio_postgres::config::{Host, SslMode};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, Config, NoTls, Statement};
 
@@ -124,23 +124,6 @@ const PING_EVERY: Duration = Duration::from_secs(5);
 /// connection is kept unless it has closed (a stalled database keeps the
 /// lock; a dead connection is ended by its keepalives and user timeout).
 const PING_WITHIN: Duration = Duration::from_secs(10);
-/// How long the writer goes on without confirming its session (an answer
-/// on it, or a new session that took the lock and found the store's
-/// holder unchanged) before it stops as if the store were taken over: a
-/// server cut off from the database must stop acting on the store (its
-/// running scripts call providers) before a standby can take it. The
-/// database ends the session of a server it no longer hears from after
-/// about 40 s at the earliest (the writing session's keepalives: 30 s
-/// idle, then unanswered for 10 s past its 30 s user timeout), and a
-/// standby takes the lock as soon as it is free. Checks come every
-/// [`PING_EVERY`], so the writer stops 15 to 22 s after its last
-/// confirmation. A write under way is not cut short: it ends with an
-/// answer, or when the connection's own 30 s user timeout breaks it.
-const FENCE_AFTER: Duration = Duration::from_secs(15);
-/// The least time given to a check or a reconnect made past the fence:
-/// its answer would still prove the session (or the store) this
-/// backend's (a process that was stopped, say, and checks on waking).
-const LAST_ATTEMPT: Duration = Duration::from_secs(2);
 /// How long a drop waits for the writer to finish what it was given.
 const DRAIN_WAIT: Duration = Duration::from_secs(60);
 /// The seed of the advisory lock's key, a 64-bit hash of the schema's
@@ -253,7 +236,8 @@ struct Inner {
     /// Set, with the reason, once another process took the store's lock
     /// from this backend.
     taken: tokio::sync::watch::Sender<Option<String>>,
-    /// Opened by [`PostgresBackend::open_reading`]: no writer at all.
+    /// Opened by [`PostgresBackend::open_reading`] (no writer at all) or
+    /// [`PostgresBackend::open_source`] (one that only holds the lock).
     read_only: bool,
     /// The schema is marked as a new store's (see [`Backend::may_create`]).
     new_store: AtomicBool,
@@ -360,36 +344,56 @@ impl Target {
     /// [`Target::connect`], with a receiver that resolves when the
     /// connection has ended (the server ended the session, or it broke).
     async fn connect_watched(&self) -> Result<Connected, tokio_postgres::Error> {
+        let (ended, ended_rx) = tokio::sync::oneshot::channel();
+        let (client, connection, tls) = match &self.tls {
+            Tls::Plain => {
+                let (client, connection) = self.config.connect(NoTls).await?;
+                (client, Either::Left(connection), false)
+            }
+            Tls::Rustls(make, fallback) => {
+                let seen = Arc::new(tls::Seen::default());
+                let noted = tls::Noted {
+                    inner: make.clone(),
+                    seen: Arc::clone(&seen),
+                };
+                match self.config.connect(noted).await {
+                    Ok((client, connection)) => (
+                        client,
+                        Either::Right(connection),
+                        seen.used.load(Ordering::Relaxed),
+                    ),
+                    Err(e) if fallback.plain_again(&seen, &e) => {
+                        // `prefer`: the TLS handshake failed, or the server
+                        // refused the connection once it was TLS; plain
+                        // TCP, as libpq does.
+                        let mut plain = self.config.clone();
+                        plain.ssl_mode(SslMode::Disable);
+                        match plain.connect(NoTls).await {
+                            Ok((client, connection)) => (client, Either::Left(connection), false),
+                            // Refused plain as well, by a pg_hba.conf that
+                            // wants TLS (or knows no such role): what went
+                            // wrong with TLS says more.
+                            Err(again)
+                                if again.code()
+                                    == Some(&SqlState::INVALID_AUTHORIZATION_SPECIFICATION) =>
+                            {
+                                return Err(e);
+                            }
+                            Err(again) => return Err(again),
+                        }
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        };
         // The connection task ends when the client is dropped or the
         // server goes away; a broken connection shows as
         // `Client::is_closed`.
-        let (ended, ended_rx) = tokio::sync::oneshot::channel();
-        // Set when the server took TLS (with several hosts, by any of
-        // those tried: the one connected to is the last).
-        let used = Arc::new(AtomicBool::new(false));
-        let client = match &self.tls {
-            Tls::Plain => {
-                let (client, connection) = self.config.connect(NoTls).await?;
-                tokio::spawn(async move {
-                    let _ = connection.await;
-                    let _ = ended.send(());
-                });
-                client
-            }
-            Tls::Rustls(make) => {
-                let noted = tls::Noted {
-                    inner: make.clone(),
-                    used: Arc::clone(&used),
-                };
-                let (client, connection) = self.config.connect(noted).await?;
-                tokio::spawn(async move {
-                    let _ = connection.await;
-                    let _ = ended.send(());
-                });
-                client
-            }
-        };
-        Ok((client, ended_rx, used.load(Ordering::Relaxed)))
+        tokio::spawn(async move {
+            let _ = connection.await;
+            let _ = ended.send(());
+        });
+        Ok((client, ended_rx, tls))
     }
 }
 
@@ -478,7 +482,9 @@ impl std::fmt::Display for WriterError {
 /// it also creates the tables where missing and writes `token`, this
 /// backend's, as the store's holder's (see [`prepare_store`]); at a
 /// reconnect it checks that the store's holder is still `token` (see
-/// [`check_holder`]). `own` lists this backend's earlier writing
+/// [`check_holder`]). With no `token` (a copy's source, see
+/// [`PostgresBackend::open_source`]) it only takes the lock: nothing is
+/// written, and a schema without a store is refused. `own` lists this backend's earlier writing
 /// sessions (none at the first open); each new session is added before it
 /// asks for the lock, and on success the list is that session alone.
 ///
@@ -494,7 +500,7 @@ async fn connect_writer(
     target: &Target,
     wait: Duration,
     own: &mut Vec<Session>,
-    token: &[u8],
+    token: Option<&[u8]>,
 ) -> Result<Writer, WriterError> {
     let (mut client, ended, tls) = timeout(target.connect_watched()).await?;
     // Dead peers are noticed in about a minute, not the server's default
@@ -598,11 +604,27 @@ async fn connect_writer(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let new_store = if reconnect {
-        check_holder(&client, &schema, token).await?;
-        false
-    } else {
-        prepare_store(&mut client, &schema, token).await?
+    let new_store = match token {
+        Some(token) if reconnect => {
+            check_holder(&client, &schema, token).await?;
+            false
+        }
+        Some(token) => prepare_store(&mut client, &schema, token).await?,
+        None => {
+            let holds: bool = client
+                .query_one(
+                    "SELECT to_regclass(format('%I.sluice_meta', $1::text)) IS NOT NULL",
+                    &[&schema],
+                )
+                .await?
+                .try_get(0)?;
+            if !holds {
+                return Err(WriterError::Refused(format!(
+                    "no sluice store is in schema `{schema}`"
+                )));
+            }
+            false
+        }
     };
     let mut sql = Vec::new();
     for table in Table::ALL {
@@ -823,6 +845,9 @@ enum Mode {
     Write(Duration),
     /// Reading only, without the lock.
     Read,
+    /// Reading only, holding the store's lock (waiting at most this long
+    /// for it), writing nothing: a copy's source.
+    Hold(Duration),
 }
 
 /// Connects everything [`PostgresBackend::open`] needs (no writer when
@@ -836,7 +861,10 @@ async fn connect_all(
     // readers' statements name.
     let writer = match mode {
         Mode::Write(lock_wait) => {
-            Some(connect_writer(target, lock_wait, &mut Vec::new(), token).await?)
+            Some(connect_writer(target, lock_wait, &mut Vec::new(), Some(token)).await?)
+        }
+        Mode::Hold(lock_wait) => {
+            Some(connect_writer(target, lock_wait, &mut Vec::new(), None).await?)
         }
         Mode::Read => None,
     };
@@ -861,7 +889,8 @@ async fn connect_all(
 }
 
 /// The warning for a connection that went plain (the server answered
-/// `prefer`'s request for TLS with no) to a database on another machine,
+/// `prefer`'s request for TLS with no, or TLS failed and the connection
+/// was made again plain) to a database on another machine,
 /// or `None`: a TLS connection, or the database on this machine (a Unix
 /// socket, `localhost`, a loopback address), where the traffic is not on
 /// a network.
@@ -884,7 +913,7 @@ fn plaintext_warning(config: &Config, location: &str, tls: bool) -> Option<Strin
     };
     (!tls && !local).then(|| {
         format!(
-            "warning: the database at {location} offers no TLS, so sluice's connections to it are plain TCP, readable on the network (the password too, unless it is sent with SCRAM); turn ssl on in its postgresql.conf and add sslmode=verify-full (with sslrootcert for its CA) to the connection string, or add sslmode=disable to say plain TCP is meant"
+            "warning: the database at {location} offers no TLS (or none that sluice could use: its TLS handshake failed, or the server refused the connection over TLS), so sluice's connections to it are plain TCP, readable on the network (the password too, unless it is sent with SCRAM); turn ssl on in its postgresql.conf and add sslmode=verify-full (with sslrootcert for its CA) to the connection string, or add sslmode=disable to say plain TCP is meant"
         )
     })
 }
@@ -925,6 +954,18 @@ impl PostgresBackend {
     /// store is refused.
     pub fn open_reading(url: &str) -> Result<PostgresBackend, BackendError> {
         Self::open_with(url, Mode::Read)
+    }
+
+    /// The store as a copy's source (`sluice copy-store`): for reading
+    /// only, holding the store's lock as [`PostgresBackend::open`] does
+    /// (a server using the store is waited for as long, then
+    /// [`BackendError::Busy`]), so nothing writes the store while it is
+    /// read. Nothing is written, not even this backend's token to
+    /// `sluice_holder`: a server that was cut off from the database while
+    /// the copy held the lock takes it back afterwards and finds its own
+    /// token still there. A schema without a store is refused.
+    pub fn open_source(url: &str) -> Result<PostgresBackend, BackendError> {
+        Self::open_with(url, Mode::Hold(LOCK_WAIT))
     }
 
     fn open_with(url: &str, mode: Mode) -> Result<PostgresBackend, BackendError> {
@@ -1018,8 +1059,18 @@ impl PostgresBackend {
             let (ended, ended_rx) = std::sync::mpsc::channel();
             let writer_target = target.clone();
             let lost = taken.clone();
+            let hold_only = matches!(mode, Mode::Hold(_));
             handle.spawn(async move {
-                write_loop(writer_target, writer, queue, lost, writer_token).await;
+                if hold_only {
+                    // Nothing is sent (every write is refused): the
+                    // connection, and with it the lock, is kept till the
+                    // backend is dropped.
+                    let mut queue = queue;
+                    while queue.recv().await.is_some() {}
+                    drop(writer);
+                } else {
+                    write_loop(writer_target, writer, queue, lost, writer_token).await;
+                }
                 let _ = ended.send(());
             });
             writes = Some(sender);
@@ -1042,7 +1093,7 @@ impl PostgresBackend {
                 next_reader: AtomicUsize::new(0),
                 writes: Mutex::new(writes),
                 writer_ended: Mutex::new(writer_ended),
-                read_only: matches!(mode, Mode::Read),
+                read_only: matches!(mode, Mode::Read | Mode::Hold(_)),
                 taken,
                 new_store: AtomicBool::new(new_store),
             }),
@@ -1396,15 +1447,6 @@ fn taken_reason(why: &str) -> String {
     )
 }
 
-/// What the writer says once it has gone [`FENCE_AFTER`] without
-/// confirming its hold on the store.
-fn fenced_reason(why: &str) -> String {
-    format!(
-        "this server could not confirm its hold on the store for {} s, after which the database may end its session and the store may be taken over by another server; it writes to the store no more: {why}",
-        FENCE_AFTER.as_secs()
-    )
-}
-
 /// The writer task: takes every waiting request, commits them together,
 /// answers each; ends when the queue closes and is empty.
 async fn write_loop(
@@ -1416,9 +1458,6 @@ async fn write_loop(
 ) {
     // This backend's writing sessions, the current one last.
     let mut own = vec![writer.session.clone()];
-    // When the session (and with it the lock) was last known to be this
-    // backend's.
-    let mut confirmed = Instant::now();
     let mut writer = Some(writer);
     // Set while the database cannot be reached: each later group is tried
     // once, not for a minute each.
@@ -1449,7 +1488,6 @@ async fn write_loop(
                     target: &target,
                     own: &mut own,
                     token: &token,
-                    confirmed: &mut confirmed,
                     taken: &taken,
                 };
                 check(&mut link, &mut writer).await;
@@ -1480,7 +1518,6 @@ async fn write_loop(
                 target: &target,
                 own: &mut own,
                 token: &token,
-                confirmed: &mut confirmed,
                 taken: &taken,
             },
             writer: &mut writer,
@@ -1515,7 +1552,6 @@ async fn write_loop(
                             target: &target,
                             own: &mut own,
                             token: &token,
-                            confirmed: &mut confirmed,
                             taken: &taken,
                         },
                         writer: &mut writer,
@@ -1550,49 +1586,23 @@ struct Link<'a> {
     own: &'a mut Vec<Session>,
     /// This backend's token (see [`check_holder`]).
     token: &'a [u8],
-    /// When the session was last known to be this backend's (it answered,
-    /// or a new one took the lock and found the token unchanged).
-    confirmed: &'a mut Instant,
     taken: &'a tokio::sync::watch::Sender<Option<String>>,
 }
 
 impl Link<'_> {
-    /// When the writer stops if it has confirmed nothing by then.
-    fn fence_at(&self) -> Instant {
-        *self.confirmed + FENCE_AFTER
-    }
-
-    /// The store is not this backend's (`why`, from [`taken_reason`] or
-    /// [`fenced_reason`]): for good.
-    fn give_up(&self, why: String) -> String {
-        self.taken.send_replace(Some(why.clone()));
-        why
-    }
-
     /// Connects the writer again, taking the lock back and checking the
-    /// holder's token, given up at the fence (or, past it, after one short
-    /// attempt: a new session that finds the token unchanged proves that
-    /// no other server had the store meanwhile). A store another server
-    /// had is given up here; a failure past the fence too.
+    /// holder's token. A store another server holds, or had meanwhile
+    /// ([`WriterError::Busy`]), is given up here, for good: `taken` says
+    /// so. Any other failure (the database out of reach, slow, refusing)
+    /// is only returned: the next check or write tries again.
     async fn reconnect(&mut self) -> Result<Writer, WriterError> {
-        let until = self.fence_at().max(Instant::now() + LAST_ATTEMPT);
-        let attempt = connect_writer(self.target, LOCK_WAIT, self.own, self.token);
-        let result = match tokio::time::timeout_at(until.into(), attempt).await {
-            Ok(result) => result,
-            Err(_) => Err(WriterError::Unanswered(
-                "connecting again took too long".into(),
-            )),
-        };
-        match result {
-            Ok(w) => {
-                *self.confirmed = Instant::now();
-                Ok(w)
+        match connect_writer(self.target, LOCK_WAIT, self.own, Some(self.token)).await {
+            Err(WriterError::Busy(why)) => {
+                let why = taken_reason(&why);
+                self.taken.send_replace(Some(why.clone()));
+                Err(WriterError::Busy(why))
             }
-            Err(WriterError::Busy(why)) => Err(WriterError::Busy(self.give_up(taken_reason(&why)))),
-            Err(e) if Instant::now() >= self.fence_at() => Err(WriterError::Busy(
-                self.give_up(fenced_reason(&format!("cannot reach the database: {e}"))),
-            )),
-            Err(e) => Err(e),
+            result => result,
         }
     }
 }
@@ -1603,33 +1613,16 @@ impl Link<'_> {
 /// still has it, is ended first). When another process holds the lock
 /// by then, or held it meanwhile, the store was taken over: `taken` says
 /// so, and nothing is written again. A database out of reach is tried
-/// again at the next check, until [`FENCE_AFTER`] has gone by since the
-/// session was last confirmed: then the writer stops as if taken over.
+/// again at the next check, for as long as it takes.
 async fn check(link: &mut Link<'_>, writer: &mut Option<Writer>) {
     if let Some(w) = writer.as_ref() {
-        // Answered, even late, the session was never lost: a session
-        // keeps its lock for as long as it lives.
-        let within = PING_WITHIN
-            .min(link.fence_at().saturating_duration_since(Instant::now()))
-            .max(LAST_ATTEMPT);
-        let answered = tokio::time::timeout(within, w.client.simple_query("")).await;
+        let answered = tokio::time::timeout(PING_WITHIN, w.client.simple_query("")).await;
         match answered {
-            Ok(Ok(_)) => {
-                *link.confirmed = Instant::now();
-                return;
-            }
+            Ok(Ok(_)) => return,
             // Slow, not gone (a database stalled on its disk): dropping
             // the connection would give its lock up. A dead one is ended
             // by its keepalives and user timeout.
-            Err(_) if !w.client.is_closed() => {
-                if Instant::now() >= link.fence_at() {
-                    link.give_up(fenced_reason(&format!(
-                        "the database has not answered for {} s",
-                        link.confirmed.elapsed().as_secs()
-                    )));
-                }
-                return;
-            }
+            Err(_) if !w.client.is_closed() => return,
             _ => {}
         }
         *writer = None;
@@ -1676,8 +1669,7 @@ impl WriteState<'_> {
     /// transaction whose commit landed before the break leaves, made
     /// again, what it left; and nothing written later can come between,
     /// since the new connection writes only once it holds the store's lock,
-    /// which the old one held until it was gone. Past [`FENCE_AFTER`]
-    /// without a confirmed session, the writer stops as if taken over.
+    /// which the old one held until it was gone.
     async fn write(&mut self, ops: &[&Op], durable: bool) -> Result<(), Failure> {
         if let Some(op) = ops.iter().find(|op| size(op) > MAX_OP_BYTES) {
             return Err(Failure::Refused(format!(
@@ -1707,8 +1699,8 @@ impl WriteState<'_> {
                         *self.writer = Some(w);
                     }
                     Err(WriterError::Busy(why)) => {
-                        // Another server took the store, or may have: for
-                        // good (`reconnect` said so).
+                        // Another server took the store: for good
+                        // (`reconnect` said so).
                         return Err(Failure::Unreachable(why));
                     }
                     Err(WriterError::Refused(why)) => {
@@ -1738,7 +1730,6 @@ impl WriteState<'_> {
             match write(w, ops, durable).await {
                 Ok(()) => {
                     *self.unreachable = false;
-                    *self.link.confirmed = Instant::now();
                     return Ok(());
                 }
                 Err(e) if broken(&e, &w.client) => {
@@ -1757,11 +1748,7 @@ impl WriteState<'_> {
                         )));
                     }
                 }
-                Err(e) => {
-                    // Answered: the session is alive.
-                    *self.link.confirmed = Instant::now();
-                    return Err(Failure::Refused(format!("PostgreSQL: {}", said(&e))));
-                }
+                Err(e) => return Err(Failure::Refused(format!("PostgreSQL: {}", said(&e)))),
             }
         }
     }

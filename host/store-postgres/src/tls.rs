@@ -8,11 +8,16 @@
 //!   database whose certificate it cannot verify is named in the error:
 //!   give its CA as `sslrootcert`).
 //! - `prefer` (libpq's default, and sluice's when no `sslmode` is given)
-//!   or `allow`: TLS whenever the server offers it, plain TCP only when the
-//!   server answers that it has no TLS. As libpq's `prefer`, the
+//!   or `allow`: TLS whenever the server offers it and the connection
+//!   over it works; plain TCP when the server answers that it has no TLS
+//!   and, as libpq's `prefer` does, when the TLS handshake fails (a server
+//!   whose TLS rustls does not take: below 1.2, an old key type) or the
+//!   server refuses the connection once it is TLS (a `hostnossl` line in
+//!   `pg_hba.conf`): then the connection is made again, plain. As libpq's
+//!   `prefer`, the
 //!   certificate is not checked then (unless `sslrootcert` is given: a CA
 //!   named is always checked against, and a certificate it does not
-//!   verify is an error, not a reason to go plain): the connection is kept
+//!   verify is an error, not a reason to go plain; other failures are): the connection is kept
 //!   from eavesdroppers, not from one who can stand between sluice and the
 //!   database, who could also answer for the server that it has no TLS.
 //!   Checking by default would refuse every server with a self-signed
@@ -27,6 +32,8 @@
 //! tokio-postgres knows neither `sslrootcert` nor the `verify-*` modes:
 //! they are taken out of the string before it parses it.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -47,7 +54,38 @@ pub(crate) enum Tls {
     /// TLS when the server offers it (or always, as the connection
     /// string's `sslmode` says, which [`split`] leaves as tokio-postgres
     /// reads it), through this connector.
-    Rustls(MakeRustlsConnect),
+    Rustls(MakeRustlsConnect, Fallback),
+}
+
+/// Whether a connection whose TLS failed is made again in plain TCP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Fallback {
+    /// Never (`require`, `verify-*`: no downgrade).
+    Never,
+    /// Unless the server's certificate failed verification (`prefer` with
+    /// `sslrootcert`: a CA named is always checked against).
+    UnlessUnverified,
+    /// On any failure of the TLS handshake, or a refusal by the server
+    /// once TLS was on (`prefer` without `sslrootcert`).
+    Always,
+}
+
+impl Fallback {
+    /// Whether a connection that failed as `seen` says (and with `error`)
+    /// is to be made again in plain TCP.
+    pub(crate) fn plain_again(self, seen: &Seen, error: &tokio_postgres::Error) -> bool {
+        let handshake_failed = seen.handshake_failed.load(Ordering::Relaxed);
+        // An error the server sent (in the startup: its authentication
+        // refused, a pg_hba.conf line for TLS or not) once TLS was on.
+        let refused_over_tls = seen.used.load(Ordering::Relaxed) && error.as_db_error().is_some();
+        match self {
+            Fallback::Never => false,
+            Fallback::Always => handshake_failed || refused_over_tls,
+            Fallback::UnlessUnverified => {
+                !seen.unverified.load(Ordering::Relaxed) && (handshake_failed || refused_over_tls)
+            }
+        }
+    }
 }
 
 /// How much TLS a connection string asks for.
@@ -253,8 +291,15 @@ pub(crate) fn connector(wanted: &Wanted) -> Result<Tls, String> {
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(Unchecked(provider)))
             .with_no_client_auth();
-        return Ok(Tls::Rustls(MakeRustlsConnect::new(config)));
+        return Ok(Tls::Rustls(
+            MakeRustlsConnect::new(config),
+            Fallback::Always,
+        ));
     }
+    let fallback = match wanted.mode {
+        Mode::Prefer => Fallback::UnlessUnverified,
+        Mode::Require | Mode::Disable => Fallback::Never,
+    };
     let mut roots = rustls::RootCertStore::empty();
     match &wanted.root_cert {
         Some(path) => {
@@ -287,7 +332,7 @@ pub(crate) fn connector(wanted: &Wanted) -> Result<Tls, String> {
         }
     }
     let config = builder.with_root_certificates(roots).with_no_client_auth();
-    Ok(Tls::Rustls(MakeRustlsConnect::new(config)))
+    Ok(Tls::Rustls(MakeRustlsConnect::new(config), fallback))
 }
 
 /// `prefer`'s certificate check: none (libpq's `prefer` makes none). The
@@ -341,15 +386,33 @@ impl ServerCertVerifier for Unchecked {
     }
 }
 
-/// A connector that notes whether the server took TLS (tokio-postgres
-/// asks it for the handshake only when the server answered yes to its
-/// request for TLS), so a connection that went plain can be told.
-pub(crate) struct Noted<T> {
-    pub inner: T,
-    pub used: Arc<AtomicBool>,
+/// What [`Noted`] saw of the TLS handshakes of one connection (with
+/// several hosts, of all those tried: the one connected to is the last).
+#[derive(Debug, Default)]
+pub(crate) struct Seen {
+    /// The server took TLS (answered yes to the request for it).
+    pub used: AtomicBool,
+    /// A TLS handshake failed.
+    pub handshake_failed: AtomicBool,
+    /// A TLS handshake failed on the server's certificate.
+    pub unverified: AtomicBool,
 }
 
-impl<S, M: MakeTlsConnect<S>> MakeTlsConnect<S> for Noted<M> {
+/// A connector that notes what became of its TLS (tokio-postgres asks it
+/// for the handshake only when the server answered yes to its request for
+/// TLS), so a connection that went plain, or whose handshake failed, can
+/// be told.
+pub(crate) struct Noted<T> {
+    pub inner: T,
+    pub seen: Arc<Seen>,
+}
+
+impl<S, M> MakeTlsConnect<S> for Noted<M>
+where
+    M: MakeTlsConnect<S>,
+    <M::TlsConnect as TlsConnect<S>>::Future: Send + 'static,
+    <M::TlsConnect as TlsConnect<S>>::Error: std::error::Error + 'static,
+{
     type Stream = M::Stream;
     type TlsConnect = Noted<M::TlsConnect>;
     type Error = M::Error;
@@ -357,20 +420,55 @@ impl<S, M: MakeTlsConnect<S>> MakeTlsConnect<S> for Noted<M> {
     fn make_tls_connect(&mut self, domain: &str) -> Result<Self::TlsConnect, Self::Error> {
         Ok(Noted {
             inner: self.inner.make_tls_connect(domain)?,
-            used: Arc::clone(&self.used),
+            seen: Arc::clone(&self.seen),
         })
     }
 }
 
-impl<S, T: TlsConnect<S>> TlsConnect<S> for Noted<T> {
+impl<S, T> TlsConnect<S> for Noted<T>
+where
+    T: TlsConnect<S>,
+    T::Future: Send + 'static,
+    T::Error: std::error::Error + 'static,
+{
     type Stream = T::Stream;
     type Error = T::Error;
-    type Future = T::Future;
+    type Future = Pin<Box<dyn Future<Output = Result<T::Stream, T::Error>> + Send>>;
 
     fn connect(self, stream: S) -> Self::Future {
-        self.used.store(true, Ordering::Relaxed);
-        self.inner.connect(stream)
+        let seen = self.seen;
+        seen.used.store(true, Ordering::Relaxed);
+        let handshake = self.inner.connect(stream);
+        Box::pin(async move {
+            let result = handshake.await;
+            if let Err(e) = &result {
+                seen.handshake_failed.store(true, Ordering::Relaxed);
+                if on_certificate(e) {
+                    seen.unverified.store(true, Ordering::Relaxed);
+                }
+            }
+            result
+        })
     }
+}
+
+/// Whether a failed handshake's error is rustls refusing the server's
+/// certificate (tokio-rustls gives rustls' errors inside an `io::Error`).
+fn on_certificate(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        let inner = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .map(|inner| inner as &(dyn std::error::Error + 'static));
+        if let Some(rustls::Error::InvalidCertificate(_)) =
+            inner.unwrap_or(e).downcast_ref::<rustls::Error>()
+        {
+            return true;
+        }
+        next = e.source();
+    }
+    false
 }
 
 #[cfg(test)]
