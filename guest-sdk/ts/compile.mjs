@@ -19,7 +19,7 @@
 // Each prints one JSON line: { "ok": true } or { "ok": false, "errors": [{ "file", "line", "message" }] }.
 
 import { existsSync } from 'node:fs';
-import { readFile, realpath, writeFile, mkdir, rename, rm } from 'node:fs/promises';
+import { lstat, readdir, readFile, readlink, realpath, writeFile, mkdir, rename, rm } from 'node:fs/promises';
 import { basename, dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 
@@ -336,6 +336,24 @@ function sourceLines(map, dir, root) {
     return { files, ranges: ranges.map((r) => [r.start, r.file, r.lines]) };
 }
 
+/**
+ * Writes `path` whole: a new file beside it (`wx`: never through a link or
+ * file already at that name), renamed over it, which replaces whatever is
+ * at the name (a cloned project's `.sluice/build/x.js -> /elsewhere`)
+ * rather than writing through it.
+ */
+async function replaceFile(path, data) {
+    const tmp = `${path}.tmp${process.pid}`;
+    await rm(tmp, { force: true });
+    try {
+        await writeFile(tmp, data, { flag: 'wx' });
+        await rename(tmp, path);
+    } catch (e) {
+        await rm(tmp, { force: true });
+        throw e;
+    }
+}
+
 async function bundleScripts(job) {
     const esbuild = await import('esbuild');
     const root = resolve(job.root);
@@ -424,7 +442,7 @@ async function bundleOnce(esbuild, root, bundle, job) {
             }
             if (errors.length > 0) return { ok: false, errors, warnings };
         }
-        await writeFile(bundle, text);
+        await replaceFile(bundle, text);
         return { ok: true, warnings };
     } catch (e) {
         if (e && Array.isArray(e.errors)) return { ok: false, errors: messages(e.errors, root) };
@@ -788,12 +806,9 @@ async function componentizeBundle(job) {
             worldName: 'bundle',
             disableFeatures: ['http', 'fetch-event']
         });
-        const tmp = `${target}.tmp${process.pid}`;
-        await writeFile(tmp, component);
-        await rename(tmp, target);
+        await replaceFile(target, component);
         return { ok: true };
     } catch (e) {
-        await rm(`${target}.tmp${process.pid}`, { force: true });
         return { ok: false, errors: [{ message: String(e && e.message ? e.message : e) }] };
     }
 }
@@ -945,14 +960,56 @@ async function definitions(job) {
             checkpoints: /\bnango\s*\.\s*(getCheckpoint|saveCheckpoint|clearCheckpoint)\s*\(/.test(await readFile(entry.file, 'utf8'))
         });
     }
+    // The load step may read the zod folder: a link in it that leads out
+    // of it (a cloned project's `node_modules/zod/x -> /`) would let the
+    // scripts' top-level code read anything through it.
+    const zodReal = await realpath(zodPath).catch(() => zodPath);
+    const leaving = await linkLeaving(zodReal);
+    if (leaving) {
+        errors.push({
+            file: relative(root, zodPath) || zodPath,
+            message: `${leaving.path} is a link to ${leaving.target}, outside the zod package: the scripts' top-level code, run while their definitions are read, may read zod's folder and would read there too (reinstall zod, or remove the link)`
+        });
+        return { ok: false, errors, warnings, inputs: [...inputs].sort() };
+    }
     const then = {
         step: 'load',
         job: { integration: job.integration, zodPath, entries: load },
         // What the load step reads: the zod the scripts get, through its
         // link and at its real place (Node's loader follows links).
-        read: [...new Set([zodPath, await realpath(zodPath).catch(() => zodPath)])]
+        read: [...new Set([zodPath, zodReal])]
     };
     return { ok: errors.length === 0, errors, warnings, inputs: [...inputs].sort(), then };
+}
+
+/** The first link under `dir` (a real path) whose target is not inside it, with where it leads; at most 100,000 entries looked at. */
+async function linkLeaving(dir) {
+    const stack = [dir];
+    let looked = 0;
+    while (stack.length > 0) {
+        const at = stack.pop();
+        let names;
+        try {
+            names = await readdir(at);
+        } catch {
+            continue;
+        }
+        for (const name of names) {
+            if (++looked > 100_000) return { path: at, target: 'more files than a zod package has' };
+            const path = join(at, name);
+            const meta = await lstat(path).catch(() => null);
+            if (!meta) continue;
+            if (meta.isSymbolicLink()) {
+                const real = await realpath(path).catch(() => null);
+                if (real === null || !(real === dir || real.startsWith(dir + sep))) {
+                    return { path, target: await readlink(path).catch(() => '?') };
+                }
+            } else if (meta.isDirectory()) {
+                stack.push(path);
+            }
+        }
+    }
+    return null;
 }
 
 /**

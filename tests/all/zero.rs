@@ -420,6 +420,32 @@ async fn zero_yaml_compile_errors_name_the_file_and_the_rule() {
     );
     assert!(!fixture.exists(), "the script wrote {}", fixture.display());
 
+    // The load step may read the project's zod: a link in it leading out
+    // of it (`node_modules/zod/x -> /`) would have let the scripts read
+    // anything through it. Refused, naming it.
+    #[cfg(unix)]
+    {
+        let tmp = tempfile::tempdir().unwrap();
+        let zod = tmp.path().join("node_modules/zod");
+        copy_dir(&ts_sdk().join("node_modules/zod4"), &zod);
+        std::os::unix::fs::symlink("/", zod.join("src/x")).unwrap();
+        project_with(
+            tmp.path(),
+            &format!(
+                "{HEADER}export default createAction({{ description: 'x', input: z.object({{}}), output: z.boolean(), exec: async () => true }});\n"
+            ),
+        );
+        let (code, out, err) = sluice(&args("compile", tmp.path(), "zero-errors-zod-link")).await;
+        assert_eq!(code, 2, "{out}\n{err}");
+        assert!(
+            err.contains(&format!(
+                "{} is a link to /, outside the zod package",
+                zod.join("src/x").display()
+            )),
+            "{err}"
+        );
+    }
+
     // The original's await rule: a call passes when any enclosing
     // expression is awaited, chained or returned (functions between
     // included), and fails otherwise, even when its promise is awaited
@@ -2102,6 +2128,34 @@ fn cheat_action(top: &str, body: &str) -> String {
     )
 }
 
+/// More scripts that try to pass their tests without doing their work:
+/// by name, the module, and whether their test is written by hand (its
+/// exec given the mock itself).
+const MORE_CHEATS: [(&str, &str, bool); 3] = [
+    // Swaps its exec after createAction for one that reads the answer
+    // off the mock the test passes.
+    (
+        "cheat-swap",
+        "const action = createAction({\n    description: 'x',\n    version: '1.0.0',\n    input: z.object({}),\n    output: z.object({ who: z.string() }),\n    exec: async () => ({ who: 'forged' })\n});\nconst swapped = async (nango: any) => nango.getOutput();\ntry { (action as any).exec = swapped; } catch {}\ntry { Object.defineProperty(action, 'exec', { value: swapped }); } catch {}\nexport default action;\n",
+        true,
+    ),
+    // A getter on its mock class's prototype, read (with the mock itself
+    // as `this`) when the test's mock makes its members spies.
+    (
+        "cheat-getter",
+        "let real: any;\nconst v = (globalThis as any).vitest;\nif (v) {\n    const proto = v.NangoActionMock.prototype;\n    const get = proto.getConnection;\n    Object.defineProperty(proto, 'getConnection', { get() { real = this; return get; }, configurable: true });\n}\nexport default createAction({\n    description: 'x',\n    version: '1.0.0',\n    input: z.object({}),\n    output: z.object({ who: z.string() }),\n    exec: async () => (real ? real.getOutput() : { who: 'forged' })\n});\n",
+        true,
+    ),
+    // Getters on Object.prototype the harness looked up on objects
+    // holding the fixture (`Promise.resolve({ mockData })`'s `then`, a
+    // spec without `pagination`).
+    (
+        "cheat-then",
+        "let seen: any;\nif ((globalThis as any).vitest) {\n    for (const name of ['then', 'pagination', 'nango', 'fixture']) {\n        Object.defineProperty(Object.prototype, name, {\n            get() {\n                const has = (k: string) => Object.prototype.hasOwnProperty.call(this, k);\n                if (has('mockData') && this.mockData) seen = this.mockData;\n                else if (has('fixture') && this.fixture) seen = this.fixture;\n                else if (has('output')) seen = this;\n                return undefined;\n            },\n            configurable: true\n        });\n    }\n}\nexport default createAction({\n    description: 'x',\n    version: '1.0.0',\n    input: z.object({}),\n    output: z.object({ who: z.string() }),\n    exec: async () => (seen && seen.output ? seen.output : { who: 'forged' })\n});\n",
+        false,
+    ),
+];
+
 /// A sync that saves the records its test expects.
 const CHEAT_SAVES: &str = r#"import { z } from 'zod';
 import { createSync } from 'nango';
@@ -2153,6 +2207,32 @@ async fn each_scripts_test_sees_the_harness_as_its_own_module_left_it() {
             &format!("shims/tests/shims-{who}.test.ts"),
             &shim_test(who),
         );
+        write(
+            dir,
+            &format!("shims/tests/{who}.test.json"),
+            &json!({"input": {}, "output": {"who": who}, "nango": {}, "api": {}}).to_string(),
+        );
+    }
+    for (who, module, by_hand) in MORE_CHEATS {
+        index.push_str(&format!("import './shims/actions/{who}.js';\n"));
+        write(
+            dir,
+            &format!("shims/actions/{who}.ts"),
+            &format!(
+                "import {{ z }} from 'zod';\nimport {{ createAction }} from 'nango';\n{module}"
+            ),
+        );
+        let test = shim_test(who);
+        let test = if by_hand {
+            test.replace("{ expect, it, describe }", "{ expect, it, describe, vi }")
+                .replace(
+                    "        const input = await nangoMock.getInput();",
+                    "        vi.spyOn(nangoMock, 'getConnection');\n        const input = await nangoMock.getInput();",
+                )
+        } else {
+            test
+        };
+        write(dir, &format!("shims/tests/shims-{who}.test.ts"), &test);
         write(
             dir,
             &format!("shims/tests/{who}.test.json"),
@@ -2218,7 +2298,22 @@ async fn each_scripts_test_sees_the_harness_as_its_own_module_left_it() {
             &json!({"input": {}, "output": {"who": who}, "nango": {}, "api": {}}).to_string(),
         );
     }
+    // The bundle replaces what is at its name: a link there is not
+    // written through.
+    let build = Path::new(guests::BUILD_DIR).join("zero-shims");
+    std::fs::create_dir_all(&build).unwrap();
+    let _ = std::fs::remove_file(build.join("shims.tests.js"));
+    let victim = tmp.path().join("victim.txt");
+    std::fs::write(&victim, "precious\n").unwrap();
+    #[cfg(unix)]
+    std::os::unix::fs::symlink(&victim, build.join("shims.tests.js")).unwrap();
     let (code, out, err) = sluice(&args("test", dir, "zero-shims")).await;
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+    assert!(
+        std::fs::symlink_metadata(build.join("shims.tests.js"))
+            .unwrap()
+            .is_file()
+    );
     assert_eq!(code, 1, "out: {out}\nerr: {err}");
     assert!(out.contains("✓ shims/shims-first (action, "), "{out}");
     assert!(out.contains("✓ shims/shims-second (action, "), "{out}");
@@ -2257,6 +2352,15 @@ async fn each_scripts_test_sees_the_harness_as_its_own_module_left_it() {
             "shims-cheat-is",
             "action output differs: output.who: expected \"cheat-is\", got \"forged\"",
         ),
+        ("shims-cheat-swap", "forged"),
+        (
+            "shims-cheat-getter",
+            "nango.getOutput() is the test's, not the script's",
+        ),
+        (
+            "shims-cheat-then",
+            "action output differs: output.who: expected \"cheat-then\", got \"forged\"",
+        ),
     ] {
         let line = line(test);
         assert!(
@@ -2265,7 +2369,7 @@ async fn each_scripts_test_sees_the_harness_as_its_own_module_left_it() {
         );
     }
     assert!(
-        out.ends_with("3 passed, 5 failed (hand-written: 1 passed, 1 failed)\n"),
+        out.ends_with("3 passed, 8 failed (hand-written: 1 passed, 3 failed)\n"),
         "{out}"
     );
 }

@@ -40,6 +40,15 @@ const reflectSet = Reflect.set;
 const reflectDefine = Reflect.defineProperty;
 const reflectDelete = Reflect.deleteProperty;
 const reflectOwn = Reflect.getOwnPropertyDescriptor;
+const objectCreate = Object.create;
+const setPrototypeOf = Object.setPrototypeOf;
+const getOwnPropertyNames = Object.getOwnPropertyNames;
+const objectFreeze = Object.freeze;
+const PromiseClass = Promise;
+const textDecode = TextDecoder.prototype.decode;
+const UTF8_SPEC = new TextDecoder();
+const stringSlice = String.prototype.slice;
+const stringEndsWith = String.prototype.endsWith;
 
 function hasOwn(o: object, k: PropertyKey): boolean {
     return apply(hasOwnProperty, o, [k]);
@@ -47,6 +56,107 @@ function hasOwn(o: object, k: PropertyKey): boolean {
 function mapGet<K extends object, V>(m: WeakMap<K, V>, k: K): V | undefined {
     return apply(weakGet, m, [k]) as V | undefined;
 }
+/** `o[k]` when `o` has it as its own, never from its prototypes (a getter a script put there). */
+function own(o: unknown, k: PropertyKey): any {
+    return isObject(o) && hasOwn(o, k) ? (o as any)[k] : undefined;
+}
+
+/** A JSON object's own members in an object with no prototype (shallow). */
+function bare(v: unknown): any {
+    if (!isObject(v) || isArray(v)) return v;
+    const out = objectCreate(null);
+    const keys = objectKeys(v);
+    for (let i = 0; i < keys.length; i++) defineProperty(out, keys[i]!, { value: (v as any)[keys[i]!], writable: true, enumerable: true, configurable: true });
+    return out;
+}
+
+/** A JSON value whose objects and arrays have no prototype (deep): reading
+ * it, serialising it or a member it lacks runs no getter a script put on
+ * `Object.prototype` or `Array.prototype`. */
+function sealed(v: unknown): any {
+    if (!isObject(v)) return v;
+    if (isArray(v)) {
+        const out: unknown[] = [];
+        for (let i = 0; i < v.length; i++) append(out, sealed(v[i]));
+        setPrototypeOf(out, null);
+        return out;
+    }
+    const out = objectCreate(null);
+    const keys = objectKeys(v);
+    for (let i = 0; i < keys.length; i++) defineProperty(out, keys[i]!, { value: sealed((v as any)[keys[i]!]), writable: true, enumerable: true, configurable: true });
+    return out;
+}
+
+/** `{ [key]: value }` with no prototype: resolving a promise with it looks up no `then` a script planted. */
+function holder(key: string, value: unknown): any {
+    const out = objectCreate(null);
+    defineProperty(out, key, { value, writable: true, enumerable: true, configurable: true });
+    return out;
+}
+
+/** A resolved promise made with the built-in `Promise` (not the script's `Promise.resolve`). */
+function resolved<T>(value: T): Promise<T> {
+    return new PromiseClass<T>((resolve) => resolve(value));
+}
+
+/**
+ * The host's spec, its containers without prototypes (the spec, its
+ * fixture, the fixture's `nango` and records maps, the legacy files), read
+ * by own members only: a getter a script put on `Object.prototype` (`then`,
+ * `fixture`, `pagination`, a model's name) is never run with them. In a
+ * generated-shape test the expected values (output, records) have no
+ * prototypes at any depth either; what a script is given (input,
+ * connection, responses) keeps its own. A test written by hand reads its
+ * expected values itself: only the containers there.
+ */
+function prepareSpec(raw: unknown): TestSpec {
+    const spec = bare(raw);
+    const deep = own(spec, 'kind') !== 'file';
+    const fixtureOf = (f: unknown): unknown => {
+        if (!isObject(f) || isArray(f)) return f;
+        const out = bare(f);
+        if (deep && hasOwn(out, 'output')) out.output = sealed(out.output);
+        const nango = own(out, 'nango');
+        if (isObject(nango) && !isArray(nango)) {
+            const n = bare(nango);
+            for (const which of ['batchSave', 'batchDelete']) {
+                const byModel = own(n, which);
+                if (!isObject(byModel) || isArray(byModel)) continue;
+                const m = bare(byModel);
+                if (deep) {
+                    const models = objectKeys(m);
+                    for (let i = 0; i < models.length; i++) m[models[i]!] = sealed(m[models[i]!]);
+                }
+                n[which] = m;
+            }
+            out.nango = n;
+        }
+        return out;
+    };
+    if (hasOwn(spec, 'fixture')) spec.fixture = fixtureOf(spec.fixture);
+    const fixtures = own(spec, 'fixtures');
+    if (isObject(fixtures) && !isArray(fixtures)) {
+        const out = bare(fixtures);
+        const names = objectKeys(out);
+        for (let i = 0; i < names.length; i++) out[names[i]!] = fixtureOf(out[names[i]!]);
+        spec.fixtures = out;
+    }
+    const legacy = own(spec, 'legacy');
+    if (isObject(legacy) && !isArray(legacy)) {
+        const out = bare(legacy);
+        if (deep) {
+            const paths = objectKeys(out);
+            for (let i = 0; i < paths.length; i++) {
+                const p = paths[i]!;
+                const expected = apply(stringEndsWith, p, ['/output.json']) || apply(stringEndsWith, p, ['/batchSave.json']) || apply(stringEndsWith, p, ['/batchDelete.json']);
+                if (expected) out[p] = sealed(out[p]);
+            }
+        }
+        spec.legacy = out;
+    }
+    return spec as TestSpec;
+}
+
 /** `list.push(value)` that no `Array.prototype` change reaches. */
 function append<T>(list: T[], value: T): void {
     defineProperty(list, list.length, { value, writable: true, enumerable: true, configurable: true });
@@ -333,6 +443,61 @@ export function equals(a: unknown, b: unknown, strict = false, actualMatchers = 
     return counted === 0;
 }
 
+/**
+ * vitest's `toEqual` (`strict`: `toStrictEqual`) of what a script made
+ * (`a`) with an expected JSON value (`b`, from the fixture): no matcher on
+ * either side, and nothing of `b` read but its own members (no tag, no
+ * getter of a prototype: a script's getter on `Object.prototype` never
+ * sees it).
+ */
+function jsonEquals(a: unknown, b: unknown, strict: boolean): boolean {
+    if (!isObject(b)) return objectIs(a, b);
+    if (!isObject(a)) return false;
+    if (isArray(b)) {
+        if (!isArray(a)) return false;
+        const n = b.length;
+        if (a.length !== n) return false;
+        for (let i = 0; i < n; i++) if (!jsonEquals(a[i], b[i], strict)) return false;
+        if (!strict) return true;
+    } else if (isArray(a) || apply(objectToString, a, []) !== '[object Object]') {
+        return false;
+    }
+    const ka = objectKeys(a);
+    let counted = 0;
+    for (let i = 0; i < ka.length; i++) {
+        const k = ka[i]!;
+        const v = (a as any)[k];
+        if (!strict && v === undefined) continue;
+        counted++;
+        if (!hasOwn(b, k)) return false;
+        if (!jsonEquals(v, (b as any)[k], strict)) return false;
+    }
+    const kb = objectKeys(b);
+    for (let i = 0; i < kb.length; i++) if (strict || (b as any)[kb[i]!] !== undefined) counted--;
+    return counted === 0;
+}
+
+/** [`difference`] for [`jsonEquals`]: `expected` read by its own members only. */
+function jsonDifference(expected: unknown, actual: unknown, path: string): string {
+    if (isArray(expected) && isArray(actual)) {
+        const n = expected.length < actual.length ? expected.length : actual.length;
+        for (let i = 0; i < n; i++) {
+            if (!jsonEquals(actual[i], expected[i], true)) return jsonDifference(expected[i], actual[i], `${path}[${i}]`);
+        }
+        return `${path}: expected ${expected.length} items, got ${actual.length}`;
+    }
+    if (isObject(expected) && isObject(actual) && !isArray(expected) && !isArray(actual)) {
+        const keys = objectKeys(expected);
+        const theirs = objectKeys(actual);
+        for (let i = 0; i < theirs.length; i++) if (!hasOwn(expected, theirs[i]!)) append(keys, theirs[i]!);
+        for (let i = 0; i < keys.length; i++) {
+            const k = keys[i]!;
+            if (!jsonEquals(actual[k], own(expected, k), true)) return jsonDifference(own(expected, k), actual[k], `${path}.${k}`);
+        }
+    }
+    return `${path}: expected ${short(expected)}, got ${short(actual)}`;
+}
+
 export function short(v: unknown): string {
     let text: string;
     try {
@@ -343,7 +508,7 @@ export function short(v: unknown): string {
     } catch {
         text = String(v);
     }
-    return text.length > 160 ? `${text.slice(0, 160)}…` : text;
+    return text.length > 160 ? `${apply(stringSlice, text, [0, 160])}…` : text;
 }
 
 /** Where two values first differ, for the failure message. */
@@ -496,7 +661,7 @@ export class NangoActionMock {
         }
         const spec = ctx.spec;
         this.providerConfigKey = spec.providerConfigKey;
-        this.fixtureProvider = Promise.resolve({ mockData: spec.fixture ?? undefined });
+        this.fixtureProvider = resolved(holder('mockData', spec.fixture ?? undefined));
         this.trackDeletesStart = recorded(async (_m: string) => nangoValue(spec, 'trackDeletesStart'));
         this.trackDeletesEnd = recorded(async (_m: string) => nangoValue(spec, 'trackDeletesEnd'));
         this.deleteRecordsFromPreviousExecutions = recorded(async (_m: string) => nangoValue(spec, 'deleteRecordsFromPreviousExecutions'));
@@ -859,6 +1024,23 @@ sealedClass(NangoActionMockBase);
 sealedClass(SyncMockBase);
 
 /**
+ * The harness's own prototypes (each script's classes extend them) take
+ * no new member and none of theirs can become a getter: a script's
+ * members go on its own classes' prototypes, where it may also replace
+ * the harness's by assignment, as the original allows.
+ */
+function fixedMembers(proto: object): void {
+    const names = getOwnPropertyNames(proto);
+    for (let i = 0; i < names.length; i++) {
+        const d = reflectOwn(proto, names[i]!);
+        if (d && 'value' in d) defineProperty(proto, names[i]!, { value: d.value, writable: true, enumerable: d.enumerable, configurable: false });
+    }
+    preventExtensions(proto);
+}
+fixedMembers(NangoActionMockBase.prototype);
+fixedMembers(SyncMockBase.prototype);
+
+/**
  * What a script's `exec` (and `onWebhook`) is given for a mock: the mock
  * as it is, less what the test reads its expectations with. Reading or
  * replacing `getOutput`, `getBatchSaveData` or `getBatchDeleteData`
@@ -878,7 +1060,7 @@ export function scriptView(nango: unknown): unknown {
     let provider: Promise<{ mockData: unknown }> | undefined;
     const scriptProvider = () => {
         const fixture = ctx.spec.fixture;
-        provider ??= Promise.resolve({ mockData: fixture ? { api: fixture.api } : undefined });
+        provider ??= resolved(holder('mockData', fixture ? { api: own(fixture, 'api') } : undefined));
         return provider;
     };
     const guarded = (prop: PropertyKey) => isTestMember(prop) || prop === 'fixtureProvider';
@@ -922,7 +1104,22 @@ export interface VitestScope {
 
 /** Installs `globalThis.vitest` as the harness's setup file does (scripts look at it at load time). */
 export function installVitestGlobal(): void {
-    (globalThis as any).vitest = { NangoActionMock, NangoSyncMock };
+    setVitest(NangoActionMock, NangoSyncMock);
+}
+
+/** What `globalThis.vitest` answers: set by the harness only. */
+let vitestNow: VitestScope | undefined;
+// The harness's own, before any script loads: a script can neither
+// replace it (nor put a getter there that hands a test its own mock
+// class) nor swap the classes it holds (frozen).
+defineProperty(globalThis, 'vitest', {
+    get: () => vitestNow,
+    set: () => undefined,
+    enumerable: false,
+    configurable: false
+});
+function setVitest(A: typeof NangoActionMock, S: typeof NangoSyncMock): void {
+    vitestNow = objectFreeze({ NangoActionMock: A, NangoSyncMock: S });
 }
 
 /** Each script's mock classes, as the harness made them (`globalThis.vitest` is the script's to change). */
@@ -945,8 +1142,8 @@ export function vitestScope(script: string): void {
         }
     );
     const S = sealedClass(syncMockOf(A));
-    defineProperty(scopes, script, { value: { NangoActionMock: A, NangoSyncMock: S }, enumerable: true });
-    (globalThis as any).vitest = { NangoActionMock: A, NangoSyncMock: S };
+    defineProperty(scopes, script, { value: objectFreeze({ NangoActionMock: A, NangoSyncMock: S }), enumerable: true });
+    setVitest(A, S);
 }
 
 /** The mock classes `script`'s module saw when it loaded. */
@@ -981,9 +1178,13 @@ class Expectation extends Error {
 
 /** Runs one test file's `it`s against `def` (the script's default export),
  * with the mock classes its module loaded with. */
-export async function runTest(spec: TestSpec, def: Definition, scope?: VitestScope): Promise<ItResult[]> {
+export async function runTest(given: Uint8Array | TestSpec, def: Definition, scope?: VitestScope): Promise<ItResult[]> {
+    // The spec's bytes are decoded and parsed with the built-ins taken
+    // before scripts loaded, and its containers made prototype-less.
+    const parsed = isObject(given) && hasOwn(given, 'kind') ? given : jsonParse(apply(textDecode, UTF8_SPEC, [given]) as string);
+    const spec = prepareSpec(parsed);
     const { NangoActionMock, NangoSyncMock } = scope ?? { NangoActionMock: NangoActionMockBase, NangoSyncMock: SyncMockBase };
-    (globalThis as any).vitest = { NangoActionMock, NangoSyncMock };
+    setVitest(NangoActionMock, NangoSyncMock);
     if (spec.kind === 'file') return runHandWritten(spec, { NangoActionMock, NangoSyncMock });
     const results: ItResult[] = [];
     if (!def || typeof def.exec !== 'function') {
@@ -1001,7 +1202,7 @@ export async function runTest(spec: TestSpec, def: Definition, scope?: VitestSco
             const input = inputOf(spec);
             const response = await def.exec!(scriptView(mock), input);
             const output = outputOf(spec);
-            if (!equals(response, output, false, false)) throw new Expectation(`action output differs: ${difference(output, response, 'output')}`);
+            if (!jsonEquals(response, output, false)) throw new Expectation(`action output differs: ${jsonDifference(output, response, 'output')}`);
         });
         return results;
     }
@@ -1041,7 +1242,7 @@ export async function runTest(spec: TestSpec, def: Definition, scope?: VitestSco
     };
     const calledWith = (r: Recorder, args: unknown[]): boolean => {
         const calls = r.mock.calls;
-        for (let i = 0; i < calls.length; i++) if (equals(calls[i], args, false, false)) return true;
+        for (let i = 0; i < calls.length; i++) if (jsonEquals(calls[i], args, false)) return true;
         return false;
     };
     await it('should get, map correctly the data and batchSave the result', results, async () => {
@@ -1051,7 +1252,7 @@ export async function runTest(spec: TestSpec, def: Definition, scope?: VitestSco
             const model = models[i]!;
             const expected = recordsOf(spec, 'batchSave', model);
             const actual = recordsCalled(recorders.batchSave, model);
-            if (!equals(actual, expected, true, false)) throw new Expectation(`${model} batchSave differs: ${difference(expected, actual, model)}`);
+            if (!jsonEquals(actual, expected, true)) throw new Expectation(`${model} batchSave differs: ${jsonDifference(expected, actual, model)}`);
         }
     });
     const second = spec.second ?? 'delete';
@@ -1076,7 +1277,7 @@ export async function runTest(spec: TestSpec, def: Definition, scope?: VitestSco
                 continue;
             }
             const actual = recordsCalled(recorders.batchDelete, model);
-            if (!equals(actual, expected, true, false)) throw new Expectation(`${model} batchDelete differs: ${difference(expected, actual, model)}`);
+            if (!jsonEquals(actual, expected, true)) throw new Expectation(`${model} batchDelete differs: ${jsonDifference(expected, actual, model)}`);
         }
         if (second === 'no-delete' && recorders.batchDelete.mock.calls.length > 0) {
             throw new Expectation('batchDelete was called');
@@ -1118,13 +1319,27 @@ const MOCKED_MEMBERS = [
 ];
 
 function mockMembers(mock: any, sync: boolean): void {
-    for (const name of MOCKED_MEMBERS) {
-        const f = mock[name];
-        if (typeof f === 'function' && !isMockFunction(f)) mock[name] = vi.fn(f.bind(mock));
+    // Read and bound through the script's view of the mock, and defined
+    // (not assigned): a getter, setter or method a script put on the
+    // mock class's prototype runs with the view, never the mock itself
+    // (which answers getOutput & co).
+    const view = scriptView(mock);
+    const set = (name: string, value: unknown) => defineProperty(mock, name, { value, writable: true, enumerable: true, configurable: true });
+    for (let i = 0; i < MOCKED_MEMBERS.length; i++) {
+        const name = MOCKED_MEMBERS[i]!;
+        const f = reflectGet(mock, name, view);
+        if (typeof f === 'function' && !isMockFunction(f)) {
+            set(
+                name,
+                vi.fn(function (this: unknown, ...args: unknown[]) {
+                    return apply(f, view, args);
+                })
+            );
+        }
     }
     if (sync) {
-        mock.batchSave = vi.fn();
-        mock.batchDelete = vi.fn();
+        set('batchSave', vi.fn());
+        set('batchDelete', vi.fn());
     }
 }
 
@@ -1157,7 +1372,7 @@ async function runHandWritten(spec: TestSpec, scope: VitestScope): Promise<ItRes
             }
         }
     );
-    (globalThis as any).vitest = { NangoActionMock: A, NangoSyncMock: S };
+    setVitest(A, S);
     if (!spec.file) return [{ name: 'load', ok: false, message: 'no test file named' }];
     setTestFiles(spec.files ?? {});
     return runFile(spec.file);

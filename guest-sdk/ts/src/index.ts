@@ -13,7 +13,7 @@ import * as syncContext from 'nango:scripts/sync-context@0.2.0';
 import './codegen';
 import './intl';
 import { prewarm } from './prewarm';
-import { runTest, scopeOf, type TestSpec } from './harness';
+import { runTest, scopeOf } from './harness';
 
 // ------ Types: the original's names and shapes, declared once in
 // models-sdk.d.ts (which `sluice generate` also writes into models.ts).
@@ -1387,7 +1387,8 @@ export function bundle(scripts: Record<string, Script>) {
         onEvent: () => settle(() => run('onEvent', new NangoAction()), ignore),
         runTest: (spec: Uint8Array) =>
             settle(
-                () => runTest(fromJson(spec) as TestSpec, script().default as Definition, scopeOf(conn.info().scriptName)),
+                // The bytes: the harness parses them with built-ins no script replaced.
+                () => runTest(spec, script().default as Definition, scopeOf(conn.info().scriptName)),
                 (results) => jsonBytes(results)!
             )
     };

@@ -6,7 +6,7 @@
 // their bodies run when the host asks for that file (`runFile`), with the
 // fixture the host passed. Anything of vitest not here is refused by name.
 
-import { equals, difference, short } from './harness';
+import { equals, difference, short, scriptView } from './harness';
 
 type Fn = (...args: any[]) => any;
 
@@ -47,7 +47,9 @@ function fn(original?: Fn, restore?: () => void): Mock {
         const state = mock.mock;
         state.calls.push(args);
         state.lastCall = args;
-        state.instances.push(this);
+        // A test's mock as the script sees it (the mock itself answers
+        // getOutput & co): what a script reads off a spy never is.
+        state.instances.push(scriptView(this));
         state.invocationCallOrder.push(++callOrder);
         const f = onces.length > 0 ? onces.shift() : implementation;
         try {
@@ -101,17 +103,29 @@ function spyOn(obj: any, key: string | symbol, access?: 'get' | 'set'): Mock {
         throw new TypeError(`vi.spyOn could not spy on ${String(key)}: the target is ${short(obj)}`);
     }
     if (access) throw new Error('vi.spyOn with a getter or setter is not supported by sluice test');
-    const current = obj[key];
+    // A member of a test's mock (but the test's own getOutput & co) is
+    // read and run with the script's view of it: a getter or method a
+    // script put on the mock class's prototype never gets the mock itself.
+    const view = key === 'getOutput' || key === 'getBatchSaveData' || key === 'getBatchDeleteData' ? obj : scriptView(obj);
+    const current = Reflect.get(obj, key, view);
     if (isMockFunction(current)) return current;
     if (typeof current !== 'function') {
         throw new TypeError(`vi.spyOn: ${String(key)} is not a function (it is ${short(current)})`);
     }
     const own = Object.prototype.hasOwnProperty.call(obj, key);
-    const spy = fn(current, () => {
+    const run =
+        view === obj
+            ? current
+            : function (this: unknown, ...args: unknown[]) {
+                  return Reflect.apply(current, view, args);
+              };
+    const spy = fn(run, () => {
         if (own) obj[key] = current;
         else delete obj[key];
     });
-    obj[key] = spy;
+    // Defined, not assigned: no setter of a prototype runs with the mock.
+    if (view === obj) obj[key] = spy;
+    else Object.defineProperty(obj, key, { value: spy, writable: true, enumerable: true, configurable: true });
     return spy;
 }
 

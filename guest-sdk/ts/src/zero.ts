@@ -10,21 +10,34 @@ export type { AxiosResponse, ProxyConfiguration, Pagination, MergingStrategy } f
 
 type Definition = Record<string, unknown>;
 
+// Taken when the SDK loads, before the scripts' modules.
+const apply = Reflect.apply;
+const defineProperty = Object.defineProperty;
+const freeze = Object.freeze;
+
 /**
  * The definition with its type, its `exec` and `onWebhook` given the
  * script's view of a test's mock when a test written by hand passes the
- * mock itself (harness.ts `scriptView`; anything else as it is).
+ * mock itself (harness.ts `scriptView`; anything else as it is); frozen,
+ * those two neither writable nor configurable.
  */
 function define<T extends Definition, K extends string>(def: T, type: K): T & { type: K } {
     const out: Definition = { ...def, type };
     for (const key of ['exec', 'onWebhook']) {
         const f = def[key];
         if (typeof f !== 'function') continue;
-        out[key] = function (this: unknown, nango: unknown, ...rest: unknown[]) {
-            return Reflect.apply(f, this, [scriptView(nango), ...rest]);
-        };
+        // Fixed: a script that swapped it after `createAction` got the
+        // test's mock itself.
+        defineProperty(out, key, {
+            value: function (this: unknown, nango: unknown, ...rest: unknown[]) {
+                return apply(f, this, [scriptView(nango), ...rest]);
+            },
+            writable: false,
+            enumerable: true,
+            configurable: false
+        });
     }
-    return out as T & { type: K };
+    return freeze(out) as T & { type: K };
 }
 
 export function createSync<T extends Definition>(def: T): T & { type: 'sync' } {

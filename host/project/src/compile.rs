@@ -267,6 +267,41 @@ impl CompileOptions {
             .clone()
             .unwrap_or_else(|| self.dir.join(BUILD_DIR))
     }
+
+    /// [`Self::build_dir`], refused when it is inside the project `root`
+    /// and one of its folders there (`.sluice`, `build`, its `wit` and
+    /// `cargo`) is a link or not a folder: a cloned project's `.sluice ->
+    /// ../outside` had the build written outside it.
+    pub fn checked_build_dir(&self, root: &Path) -> Result<PathBuf, CompileError> {
+        let build = self.build_dir();
+        let absolute = std::path::absolute(&build).unwrap_or_else(|_| build.clone());
+        if let Ok(rel) = absolute.strip_prefix(root) {
+            for rel in [rel.to_path_buf(), rel.join("wit"), rel.join("cargo")] {
+                if let Some((path, what)) = not_a_folder(root, &rel) {
+                    return Err(CompileError::NotAFile {
+                        path: path.display().to_string(),
+                        what,
+                    });
+                }
+            }
+        }
+        Ok(build)
+    }
+}
+
+/// The first of the folders `rel` names under `root` (itself included)
+/// that exists and is not a real folder, with what it is.
+fn not_a_folder(root: &Path, rel: &Path) -> Option<(PathBuf, &'static str)> {
+    let mut at = root.to_path_buf();
+    for part in rel.components() {
+        at.push(part);
+        match std::fs::symlink_metadata(&at) {
+            Ok(meta) if !meta.is_dir() => return Some((at, yaml::file_kind(&meta.file_type()))),
+            Ok(_) => {}
+            Err(_) => return None,
+        }
+    }
+    None
 }
 
 pub(crate) fn runtime_kind(k: yaml::ScriptKind) -> ScriptKind {
@@ -582,7 +617,7 @@ pub fn compile(
     } else {
         None
     };
-    let build = opts.build_dir();
+    let build = opts.checked_build_dir(&root)?;
     let wit_dir = build.join("wit");
     if needs_ts {
         write_if_changed(&wit_dir.join("nango.wit"), toolchain::WIT)?;
@@ -764,6 +799,8 @@ pub(crate) fn build_bundle(
     skipped: &mut Vec<(String, String)>,
     progress: &mut dyn Write,
 ) -> Result<PathBuf, CompileError> {
+    // The bundle and the component replace what is at their names (a
+    // link included) by a rename (compile.mjs).
     let bundle = build.join(format!("{pck}.js"));
     let component = build.join(format!("{pck}.wasm"));
     let key_file = build.join(format!("{pck}.key"));
@@ -926,6 +963,56 @@ mod tests {
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         assert!(!names.iter().any(|n| n.ends_with(".tmp")), "{names:?}");
+    }
+
+    /// The build folder inside the project is refused when a folder of
+    /// it is a link: `.sluice -> ../outside` put the build outside it.
+    #[cfg(unix)]
+    #[test]
+    fn a_linked_build_folder_in_the_project_is_refused() {
+        use std::os::unix::fs::symlink;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("project");
+        let outside = dir.path().join("outside");
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::create_dir_all(outside.join("build/wit")).unwrap();
+        let opts = CompileOptions::new(&root, dir.path().join("cache"));
+        // None yet: it is made where it belongs.
+        assert_eq!(opts.checked_build_dir(&root).unwrap(), root.join(BUILD_DIR));
+        let refused = |at: &Path| {
+            let err = opts.checked_build_dir(&root).unwrap_err().to_string();
+            assert_eq!(
+                err,
+                format!(
+                    "refusing to write {}: it is a symbolic link, and sluice writes only regular files in real folders of the project there (remove it and run again)",
+                    at.display()
+                )
+            );
+        };
+        symlink("../outside", root.join(".sluice")).unwrap();
+        refused(&root.join(".sluice"));
+        std::fs::remove_file(root.join(".sluice")).unwrap();
+        std::fs::create_dir(root.join(".sluice")).unwrap();
+        symlink(outside.join("build"), root.join(".sluice/build")).unwrap();
+        refused(&root.join(".sluice/build"));
+        std::fs::remove_file(root.join(".sluice/build")).unwrap();
+        std::fs::create_dir(root.join(".sluice/build")).unwrap();
+        symlink(outside.join("build/wit"), root.join(".sluice/build/wit")).unwrap();
+        refused(&root.join(".sluice/build/wit"));
+        std::fs::remove_file(root.join(".sluice/build/wit")).unwrap();
+        std::fs::write(root.join(".sluice/build/cargo"), "").unwrap();
+        let err = opts.checked_build_dir(&root).unwrap_err().to_string();
+        assert!(err.contains("cargo: it is a regular file"), "{err}");
+        std::fs::remove_file(root.join(".sluice/build/cargo")).unwrap();
+        assert_eq!(opts.checked_build_dir(&root).unwrap(), root.join(BUILD_DIR));
+        // One given outside the project is the user's to choose.
+        let mut given = opts.clone();
+        given.build_dir = Some(dir.path().join("linked"));
+        symlink(&outside, dir.path().join("linked")).unwrap();
+        assert_eq!(
+            given.checked_build_dir(&root).unwrap(),
+            dir.path().join("linked")
+        );
     }
 
     #[test]

@@ -630,7 +630,7 @@ pub async fn dry_run(
                     .join(format!("{script_name}.test.json")),
             )
             .map_err(failed_save(root))?;
-            write_fixture(&path, &run).map_err(failed_save(&path))?;
+            write_fixture(root, &path, &run).map_err(failed_save(&path))?;
             Some(path)
         }
         _ => None,
@@ -650,7 +650,7 @@ pub async fn dry_run(
             );
             match test {
                 Some((path, text)) => {
-                    write_text(&path, &text).map_err(failed_save(&path))?;
+                    write_text(root, &path, &text).map_err(failed_save(&path))?;
                     Some(path)
                 }
                 None => None,
@@ -912,7 +912,7 @@ pub fn generate_tests(
                 };
                 match test_file(root, integration, name, kind, &models) {
                     Some((path, text)) => {
-                        write_text(&path, &text)?;
+                        write_text(root, &path, &text)?;
                         done.written.push(path);
                     }
                     None => done.skipped.push(format!(
@@ -925,16 +925,29 @@ pub fn generate_tests(
     Ok(done)
 }
 
-/// Writes `text` to `path` whole ([`compile::replace_file`]): a link, or
-/// anything but a regular file, there is refused, naming it (a cloned
-/// project's recording could be a link to any file).
-fn write_text(path: &Path, text: &str) -> std::io::Result<()> {
-    if let Ok(meta) = std::fs::symlink_metadata(path)
-        && !meta.is_file()
-    {
+/// Writes `text` to `path`, a file of the project `root`, whole
+/// ([`compile::replace_file`]): a link, or anything but a regular file,
+/// there or among the folders between `root` and it (a `tests -> /elsewhere`
+/// folder link) is refused, naming it (a cloned project's recording could
+/// be a link to any file).
+fn write_text(root: &Path, path: &Path, text: &str) -> std::io::Result<()> {
+    let found = match path.strip_prefix(root) {
+        Ok(rel) => compile::not_plain(root, rel),
+        // Not under `root` (not written so): the file itself.
+        Err(_) => std::fs::symlink_metadata(path)
+            .ok()
+            .filter(|meta| !meta.is_file())
+            .map(|meta| {
+                (
+                    path.to_path_buf(),
+                    sluice_nango_yaml::file_kind(&meta.file_type()),
+                )
+            }),
+    };
+    if let Some((at, what)) = found {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
-            compile::not_plain_message(path, sluice_nango_yaml::file_kind(&meta.file_type())),
+            compile::not_plain_message(&at, what),
         ));
     }
     compile::replace_file(path, text.as_bytes())
@@ -1152,7 +1165,7 @@ fn fixture_entry(call: &RecordedCall) -> (String, Value) {
 
 /// `dryrun --save`: the run as a zero-yaml recording (`<script>.test.json`)
 /// in the original's format.
-fn write_fixture(path: &Path, run: &SavedRun<'_>) -> std::io::Result<()> {
+fn write_fixture(root: &Path, path: &Path, run: &SavedRun<'_>) -> std::io::Result<()> {
     let mut api: Map<String, Value> = Map::new();
     for call in run.calls {
         let (endpoint, entry) = fixture_entry(call);
@@ -1228,7 +1241,7 @@ fn write_fixture(path: &Path, run: &SavedRun<'_>) -> std::io::Result<()> {
     fixture.insert("api".into(), Value::Object(api));
     let text =
         serde_json::to_string_pretty(&Value::Object(fixture)).map_err(std::io::Error::other)?;
-    write_text(path, &format!("{text}\n"))
+    write_text(root, path, &format!("{text}\n"))
 }
 
 /// What a run leaves for `--save-responses`.
@@ -1333,7 +1346,7 @@ impl Mocks<'_> {
             .collect::<std::io::Result<_>>()?;
         for (path, value) in files {
             let text = serde_json::to_string_pretty(&value).map_err(std::io::Error::other)?;
-            write_text(&path, &format!("{text}\n"))?;
+            write_text(self.dir, &path, &format!("{text}\n"))?;
         }
         Ok(())
     }
@@ -1442,6 +1455,39 @@ mod tests {
             Some("{\"a\":1}"),
         );
         assert_eq!(entry["hash"], replayed);
+    }
+
+    /// A saved test is not written through a link anywhere between the
+    /// project and it: a `tests -> ../outside` folder link was followed.
+    #[cfg(unix)]
+    #[test]
+    fn a_saved_file_is_not_written_through_a_folder_link() {
+        use std::os::unix::fs::symlink;
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("project");
+        let outside = tmp.path().join("outside");
+        std::fs::create_dir_all(root.join("acme")).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        symlink(&outside, root.join("acme/tests")).unwrap();
+        let path = root.join("acme/tests/s.test.json");
+        let err = write_text(&root, &path, "{}\n").unwrap_err().to_string();
+        assert_eq!(
+            err,
+            format!(
+                "refusing to write {}: it is a symbolic link, and sluice writes only regular files in real folders of the project there (remove it and run again)",
+                root.join("acme/tests").display()
+            )
+        );
+        assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
+        // The file itself a link: refused too.
+        std::fs::remove_file(root.join("acme/tests")).unwrap();
+        std::fs::create_dir(root.join("acme/tests")).unwrap();
+        symlink(outside.join("victim"), &path).unwrap();
+        let err = write_text(&root, &path, "{}\n").unwrap_err().to_string();
+        assert!(err.contains("s.test.json: it is a symbolic link"), "{err}");
+        std::fs::remove_file(&path).unwrap();
+        write_text(&root, &path, "{}\n").unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "{}\n");
     }
 
     /// A model a script chose, a variant or an integration key cannot make

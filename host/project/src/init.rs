@@ -36,15 +36,30 @@ pub enum InitError {
     ScriptExists(String),
 }
 
-fn write(path: &Path, text: &str) -> Result<(), InitError> {
-    let err = |source| InitError::Write {
+/// Writes `path`, a file of the project `dir`, whole
+/// ([`compile::replace_file`]): refused when it, or a folder between
+/// `dir` and it, is a link or not what it should be ([`plain`]).
+fn write(dir: &Path, path: &Path, text: &str) -> Result<(), InitError> {
+    plain(dir, path)?;
+    compile::replace_file(path, text.as_bytes()).map_err(|source| InitError::Write {
         path: path.display().to_string(),
         source,
-    };
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(err)?;
+    })
+}
+
+/// Refuses `path` under `dir` when it is not a regular file (or nothing)
+/// in real folders ([`compile::not_plain`]): a cloned project's
+/// `index.ts -> ../elsewhere` or `github -> /` is not written through.
+fn plain(dir: &Path, path: &Path) -> Result<(), InitError> {
+    let rel = path.strip_prefix(dir).unwrap_or(path);
+    match compile::not_plain(dir, rel) {
+        Some((path, what)) => Err(CompileError::NotAFile {
+            path: path.display().to_string(),
+            what,
+        }
+        .into()),
+        None => Ok(()),
     }
-    std::fs::write(path, text).map_err(err)
 }
 
 /// The starter folder is the bundled example, file for file.
@@ -317,13 +332,13 @@ pub fn init(dir: &Path, starter: Starter) -> Result<Vec<PathBuf>, InitError> {
     let mut written = Vec::new();
     let env = dir.join(".env");
     if !env.exists() {
-        write(&env, ENV_FILE)?;
+        write(dir, &env, ENV_FILE)?;
         written.push(env);
     }
     if !yaml {
         for (rel, text) in ZERO_TEMPLATE {
             let path = dir.join(rel);
-            write(&path, text)?;
+            write(dir, &path, text)?;
             written.push(path);
         }
         return Ok(written);
@@ -331,14 +346,14 @@ pub fn init(dir: &Path, starter: Starter) -> Result<Vec<PathBuf>, InitError> {
     for (rel, text) in template {
         let path = dir.join(rel);
         if starter == Starter::Rust {
-            write(&path, &rust_file(rel, text))?;
+            write(dir, &path, &rust_file(rel, text))?;
             if rel.ends_with("/Cargo.toml") && !rel.starts_with("sluice-sdk/") {
                 let lock = path.with_file_name("Cargo.lock");
-                write(&lock, RUST_LOCK)?;
+                write(dir, &lock, RUST_LOCK)?;
                 written.push(lock);
             }
         } else {
-            write(&path, text)?;
+            write(dir, &path, text)?;
         }
         written.push(path);
     }
@@ -593,18 +608,24 @@ export default createOnEvent({{
         ),
     };
     let index = dir.join("index.ts");
-    let mut imports = std::fs::read_to_string(&index).map_err(|source| InitError::Write {
-        path: index.display().to_string(),
-        source,
-    })?;
+    // Neither written through a link (nor the script), checked before
+    // anything is written; index.ts read as a regular file of at most
+    // 8 MiB.
+    plain(dir, &path)?;
+    plain(dir, &index)?;
+    let mut imports =
+        yaml::read_text_file(&index, yaml::MAX_FILE_BYTES).map_err(|source| InitError::Write {
+            path: index.display().to_string(),
+            source,
+        })?;
     if !imports.is_empty() && !imports.ends_with('\n') {
         imports.push('\n');
     }
     imports.push_str(&format!("import './{integration}/{folder}/{name}.js';\n"));
     // The script first: an import of a missing file would break the
     // project if writing it failed.
-    write(&path, &text)?;
-    write(&index, &imports)?;
+    write(dir, &path, &text)?;
+    write(dir, &index, &imports)?;
     Ok(path)
 }
 
@@ -641,12 +662,12 @@ pub fn generate(dir: &Path) -> Result<(Vec<PathBuf>, Vec<yaml::Diagnostic>), Ini
                     (crate_dir.join("src/main.rs"), main.as_str()),
                     (crate_dir.join("Cargo.lock"), RUST_LOCK),
                 ] {
-                    write(&path, text)?;
+                    write(dir, &path, text)?;
                     written.push(path);
                 }
             } else {
                 let path = folder.join(format!("{name}.ts"));
-                write(&path, &scaffold(config, pck, name, kind))?;
+                write(dir, &path, &scaffold(config, pck, name, kind))?;
                 written.push(path);
             }
         }
@@ -657,6 +678,62 @@ pub fn generate(dir: &Path) -> Result<(Vec<PathBuf>, Vec<yaml::Diagnostic>), Ini
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `sluice create` writes nothing through a link: not index.ts, not
+    /// the script, nor in a linked integration folder; and reads index.ts
+    /// as a regular file of at most 8 MiB.
+    #[cfg(unix)]
+    #[test]
+    fn create_writes_nothing_through_a_link() {
+        use std::os::unix::fs::symlink;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("project");
+        std::fs::create_dir_all(dir.join(".nango")).unwrap();
+        let victim = tmp.path().join("victim.ts");
+        std::fs::write(&victim, "precious\n").unwrap();
+        symlink("../victim.ts", dir.join("index.ts")).unwrap();
+        let err = create(&dir, NewScript::Action, "acme", "hello")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            format!(
+                "refusing to write {}: it is a symbolic link, and sluice writes only regular files in real folders of the project there (remove it and run again)",
+                dir.join("index.ts").display()
+            )
+        );
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+        assert!(!dir.join("acme").exists(), "the script was written first");
+
+        // An integration folder linked out of the project.
+        std::fs::remove_file(dir.join("index.ts")).unwrap();
+        std::fs::write(dir.join("index.ts"), "").unwrap();
+        let outside = tmp.path().join("outside");
+        std::fs::create_dir_all(&outside).unwrap();
+        symlink(&outside, dir.join("acme")).unwrap();
+        let err = create(&dir, NewScript::Action, "acme", "hello")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("acme: it is a symbolic link"), "{err}");
+        assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
+        assert_eq!(std::fs::read_to_string(dir.join("index.ts")).unwrap(), "");
+
+        // An index.ts too large to be one is not read whole.
+        std::fs::remove_file(dir.join("acme")).unwrap();
+        std::fs::write(dir.join("index.ts"), vec![b' '; 9 << 20]).unwrap();
+        let err = create(&dir, NewScript::Action, "acme", "hello")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("larger than the 8 MiB"), "{err}");
+
+        std::fs::write(dir.join("index.ts"), "import './x.js';").unwrap();
+        let path = create(&dir, NewScript::Action, "acme", "hello").unwrap();
+        assert_eq!(path, dir.join("acme/actions/hello.ts"));
+        assert_eq!(
+            std::fs::read_to_string(dir.join("index.ts")).unwrap(),
+            "import './x.js';\nimport './acme/actions/hello.js';\n"
+        );
+    }
 
     /// The Rust starter's crates name the SDK copy, and the copy finds the
     /// contract inside itself: nothing points into a sluice checkout.

@@ -142,7 +142,7 @@ pub enum ToolchainError {
     #[error("the TypeScript compiler failed to run: {0}")]
     Run(String),
     #[error(
-        "reading zero-yaml definitions runs the scripts' top-level code under Node's permission model, which needs Node.js 20.7 or later (found {found}); install a newer one from https://nodejs.org"
+        "reading zero-yaml definitions runs the scripts' top-level code under Node's permission model, which needs Node.js 20.20, 22.22, 24.13, 25.3 or a later release of these lines, or 26 or later (found {found}; older releases let a script read past it); install a newer one from https://nodejs.org"
     )]
     NoSandbox { found: String },
     #[error(
@@ -191,29 +191,44 @@ const STDERR_KEPT: usize = 1024 * 1024;
 /// (`LOADING` in compile.mjs), naming it.
 const LOADING: &str = "sluice: reading the definition of ";
 
+/// The longest `SLUICE_TS_STEP_TIMEOUT` taken (a larger one is this):
+/// a year, where the deadline it makes cannot overflow.
+const MAX_STEP_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// A step's deadline: `SLUICE_TS_STEP_TIMEOUT` (seconds) when set, for
 /// every step, else `default`.
 fn step_timeout(default: Duration) -> Result<Duration, ToolchainError> {
     match std::env::var("SLUICE_TS_STEP_TIMEOUT") {
         Err(_) => Ok(default),
-        Ok(text) => match text.trim().parse::<u64>() {
-            Ok(secs) if secs > 0 => Ok(Duration::from_secs(secs)),
-            _ => Err(ToolchainError::BadTimeout(text)),
-        },
+        Ok(text) => parse_timeout(&text),
     }
 }
 
-/// The permission-model flag of a Node.js version, or `None` before
-/// 20.7 (whose model took one comma-separated list of readable paths).
-/// 22.13 and 23.5 made it stable as `--permission`; 24 refuses the old
-/// name.
+/// `SLUICE_TS_STEP_TIMEOUT`'s seconds, at most [`MAX_STEP_TIMEOUT`].
+fn parse_timeout(text: &str) -> Result<Duration, ToolchainError> {
+    match text.trim().parse::<u64>() {
+        Ok(secs) if secs > 0 => Ok(Duration::from_secs(secs).min(MAX_STEP_TIMEOUT)),
+        _ => Err(ToolchainError::BadTimeout(text.to_string())),
+    }
+}
+
+/// The permission-model flag of a Node.js version, or `None` for a
+/// release whose model a script can get around (the fixes of January
+/// 2026: 20.20, 22.22, 24.13, 25.3; 21 and 23 had none) or that has none
+/// (before 20.7). 22.13 and 23.5 made it stable as `--permission`; 20
+/// knows only `--experimental-permission`.
 fn permission_flag((major, minor): (u32, u32)) -> Option<&'static str> {
-    if major >= 24 || (major == 23 && minor >= 5) || (major == 22 && minor >= 13) {
-        Some("--permission")
-    } else if major > 20 || (major == 20 && minor >= 7) {
-        Some("--experimental-permission")
-    } else {
-        None
+    let fixed = match major {
+        20 => minor >= 20,
+        22 => minor >= 22,
+        24 => minor >= 13,
+        25 => minor >= 3,
+        m => m >= 26,
+    };
+    match (fixed, major) {
+        (false, _) => None,
+        (true, 20) => Some("--experimental-permission"),
+        (true, _) => Some("--permission"),
     }
 }
 
@@ -287,8 +302,11 @@ pub struct SkippedTest {
 #[derive(Debug, Clone)]
 pub struct Toolchain {
     dir: PathBuf,
-    /// The version of the `node` on PATH (major, minor).
-    node: (u32, u32),
+    /// The Node.js every step runs: the one PATH names, by the absolute
+    /// path of its executable.
+    node: PathBuf,
+    /// Its version (major, minor).
+    version: (u32, u32),
 }
 
 impl Toolchain {
@@ -299,7 +317,10 @@ impl Toolchain {
         cache_dir: &Path,
         progress: &mut dyn Write,
     ) -> Result<Self, ToolchainError> {
-        let node = node_version()?;
+        let (node, version) = find_node(std::env::var_os("PATH"))?;
+        crate::debug::say(progress, || {
+            format!("Node.js v{}.{} at {}", version.0, version.1, node.display())
+        });
         if let Some(dir) = explicit {
             if !dir.join("compile.mjs").exists() || !dir.join("node_modules").exists() {
                 return Err(ToolchainError::NotAnSdk {
@@ -312,6 +333,7 @@ impl Toolchain {
             return Ok(Self {
                 dir: dir.to_path_buf(),
                 node,
+                version,
             });
         }
         let dir = cache_dir.join(format!("ts-sdk-{}", carried_digest()));
@@ -326,11 +348,16 @@ impl Toolchain {
             prune_installs(cache_dir, &dir, UNUSED_INSTALL_AGE);
         }
         crate::debug::say(progress, || format!("TypeScript SDK at {}", dir.display()));
-        Ok(Self { dir, node })
+        Ok(Self { dir, node, version })
     }
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The Node.js executable the steps run.
+    pub fn node(&self) -> &Path {
+        &self.node
     }
 
     /// The SDK's version of the world: changes whenever the SDK, its
@@ -384,8 +411,8 @@ impl Toolchain {
     /// lead: Node checks the paths its loader resolves). Each path once:
     /// Node 20 aborts on a path given twice.
     fn sandbox_args(&self, read: &[PathBuf]) -> Result<Vec<OsString>, ToolchainError> {
-        let flag = permission_flag(self.node).ok_or_else(|| ToolchainError::NoSandbox {
-            found: format!("v{}.{}", self.node.0, self.node.1),
+        let flag = permission_flag(self.version).ok_or_else(|| ToolchainError::NoSandbox {
+            found: format!("v{}.{}", self.version.0, self.version.1),
         })?;
         let mut args = vec![OsString::from(flag), OsString::from("--no-warnings")];
         let steps = [self.dir.join("compile.mjs"), self.dir.join("zero.mjs")];
@@ -417,7 +444,9 @@ impl Toolchain {
         sandbox: Option<&[PathBuf]>,
         timeout: Duration,
     ) -> Result<StepResult, ToolchainError> {
-        let mut command = Command::new("node");
+        // By its absolute path: the sandboxed step's environment has no
+        // PATH (a program name would be looked up in /bin:/usr/bin).
+        let mut command = Command::new(&self.node);
         if let Some(read) = sandbox {
             command.env_clear();
             // Windows' process start-up needs it.
@@ -584,7 +613,11 @@ fn wait_limited(
     input: Vec<u8>,
     limits: StepLimits,
 ) -> Result<StepOutput, Stopped> {
-    let deadline = Instant::now() + limits.timeout;
+    let now = Instant::now();
+    // `SLUICE_TS_STEP_TIMEOUT` is capped; a longer time still never panics.
+    let deadline = now
+        .checked_add(limits.timeout)
+        .unwrap_or_else(|| now + MAX_STEP_TIMEOUT);
     let (tx, rx) = mpsc::channel();
     if let Some(mut stdin) = child.stdin.take() {
         // A step that exits before reading it all breaks the pipe: its
@@ -743,29 +776,80 @@ pub(crate) fn die_with_this_process(command: &mut Command) {
 #[cfg(not(target_os = "linux"))]
 pub(crate) fn die_with_this_process(_command: &mut Command) {}
 
-/// The version of the `node` on PATH (major, minor), 20 or later.
-fn node_version() -> Result<(u32, u32), ToolchainError> {
-    let out = Command::new("node")
-        .arg("--version")
+/// The `node` executable `path` (a PATH value) names first, as an
+/// absolute path, with its version (major, minor), 20 or later. The
+/// executable is the one Node reports running (`process.execPath`): a
+/// version manager's shim (volta, asdf) runs another program, which
+/// needs the environment the sandboxed step does not have.
+fn find_node(path: Option<OsString>) -> Result<(PathBuf, (u32, u32)), ToolchainError> {
+    let on_path = on_path("node", path.as_deref())
+        .ok_or_else(|| ToolchainError::NoNode("no `node` found".to_string()))?;
+    let out = Command::new(&on_path)
+        .args([
+            "-e",
+            "console.log(process.version); console.log(process.execPath)",
+        ])
         .output()
-        .map_err(|e| ToolchainError::NoNode(e.to_string()))?;
+        .map_err(|e| ToolchainError::NoNode(format!("{}: {e}", on_path.display())))?;
     let text = String::from_utf8_lossy(&out.stdout);
-    let mut parts = text
-        .trim()
+    let mut lines = text.lines().map(str::trim);
+    let version = lines.next().unwrap_or("");
+    let mut parts = version
         .trim_start_matches('v')
         .split('.')
         .map(|p| p.parse::<u32>().unwrap_or(0));
     let major = parts.next().unwrap_or(0);
     let minor = parts.next().unwrap_or(0);
     if major < 20 {
-        let found = if text.trim().is_empty() {
+        let found = if version.is_empty() {
             "no version"
         } else {
-            text.trim()
+            version
         };
-        return Err(ToolchainError::NoNode(format!("found {found}")));
+        return Err(ToolchainError::NoNode(format!(
+            "found {found} at {}",
+            on_path.display()
+        )));
     }
-    Ok((major, minor))
+    let exe = lines
+        .next()
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute() && p.is_file())
+        .unwrap_or(on_path);
+    Ok((exe, (major, minor)))
+}
+
+/// The first executable file `name` in the folders of `path` (a PATH
+/// value), made absolute.
+fn on_path(name: &str, path: Option<&std::ffi::OsStr>) -> Option<PathBuf> {
+    let names: Vec<String> = if cfg!(windows) {
+        vec![format!("{name}.exe"), format!("{name}.cmd")]
+    } else {
+        vec![name.to_string()]
+    };
+    for dir in std::env::split_paths(path?) {
+        if dir.as_os_str().is_empty() {
+            continue;
+        }
+        for n in &names {
+            let candidate = dir.join(n);
+            if is_executable(&candidate) {
+                return std::path::absolute(&candidate).ok();
+            }
+        }
+    }
+    None
+}
+
+#[cfg(unix)]
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+#[cfg(not(unix))]
+fn is_executable(path: &Path) -> bool {
+    path.is_file()
 }
 
 fn sha2_hex(bytes: &[u8]) -> String {
@@ -1007,7 +1091,8 @@ mod tests {
         std::os::unix::fs::symlink(&zod, &link).unwrap();
         let toolchain = Toolchain {
             dir: sdk.path().join("x/.."),
-            node: (22, 13),
+            node: PathBuf::from("/usr/bin/node"),
+            version: (22, 22),
         };
         let read = [link.clone(), zod.join("."), zod.clone()];
         let args = toolchain.sandbox_args(&read).unwrap();
@@ -1032,30 +1117,134 @@ mod tests {
             }
         }
         assert_eq!(args, want);
-        let old = Toolchain {
-            dir: sdk.path().to_path_buf(),
-            node: (20, 5),
-        };
-        assert!(matches!(
-            old.sandbox_args(&[]),
-            Err(ToolchainError::NoSandbox { .. })
-        ));
+        for version in [(20, 5), (20, 19), (22, 21), (23, 11)] {
+            let old = Toolchain {
+                dir: sdk.path().to_path_buf(),
+                node: PathBuf::from("/usr/bin/node"),
+                version,
+            };
+            let err = old.sandbox_args(&[]).unwrap_err();
+            assert!(
+                matches!(&err, ToolchainError::NoSandbox { found } if *found == format!("v{}.{}", version.0, version.1)),
+                "{err}"
+            );
+        }
     }
 
     #[test]
     fn the_permission_flag_follows_the_node_version() {
+        // Releases before the fixes of January 2026 let a script read
+        // past the allowed paths: refused.
+        for old in [(20, 6), (20, 7), (20, 19), (21, 7), (22, 13), (22, 21)] {
+            assert_eq!(permission_flag(old), None, "{old:?}");
+        }
+        for old in [(23, 11), (24, 12), (25, 2), (19, 9)] {
+            assert_eq!(permission_flag(old), None, "{old:?}");
+        }
+        assert_eq!(permission_flag((20, 20)), Some("--experimental-permission"));
+        assert_eq!(permission_flag((20, 21)), Some("--experimental-permission"));
+        assert_eq!(permission_flag((22, 22)), Some("--permission"));
+        assert_eq!(permission_flag((24, 13)), Some("--permission"));
+        assert_eq!(permission_flag((25, 3)), Some("--permission"));
+        assert_eq!(permission_flag((26, 0)), Some("--permission"));
+    }
+
+    #[test]
+    fn a_step_timeout_is_capped_where_its_deadline_fits() {
+        assert_eq!(parse_timeout("30").unwrap(), Duration::from_secs(30));
         assert_eq!(
-            permission_flag((20, 6)),
-            None,
-            "a comma-separated list then"
+            parse_timeout("18446744073709551615").unwrap(),
+            MAX_STEP_TIMEOUT
         );
-        assert_eq!(permission_flag((20, 7)), Some("--experimental-permission"));
-        assert_eq!(permission_flag((21, 0)), Some("--experimental-permission"));
-        assert_eq!(permission_flag((22, 12)), Some("--experimental-permission"));
-        assert_eq!(permission_flag((22, 13)), Some("--permission"));
-        assert_eq!(permission_flag((23, 4)), Some("--experimental-permission"));
-        assert_eq!(permission_flag((23, 5)), Some("--permission"));
-        assert_eq!(permission_flag((24, 0)), Some("--permission"));
+        assert!(matches!(
+            parse_timeout("0"),
+            Err(ToolchainError::BadTimeout(_))
+        ));
+        assert!(matches!(
+            parse_timeout("-1"),
+            Err(ToolchainError::BadTimeout(_))
+        ));
+        // The longest wait there is ends (here at once) without a panic.
+        let child = node("");
+        let limits = StepLimits {
+            timeout: Duration::MAX,
+            max_output: MAX_STEP_OUTPUT,
+        };
+        let out = wait_limited(child, Vec::new(), limits).unwrap();
+        assert!(out.status.success());
+    }
+
+    /// The `node` PATH names first is the one every step runs, by its
+    /// absolute path: the sandboxed step's environment has no PATH, and
+    /// the name alone ran /usr/bin's node there, or none (nvm, fnm,
+    /// volta, Homebrew, setup-node install elsewhere).
+    #[cfg(unix)]
+    #[test]
+    fn every_step_runs_the_node_path_names() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let tmp = tempfile::tempdir().unwrap();
+        let (real, version) = find_node(std::env::var_os("PATH")).expect("node on PATH");
+        // A `node` elsewhere (as a version manager installs it), first on
+        // PATH: it says it is itself and notes each run it passes on.
+        let bin = tmp.path().join("managed/bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        let fake = bin.join("node");
+        let runs = tmp.path().join("runs");
+        std::fs::write(
+            &fake,
+            format!(
+                "#!/bin/sh\nif [ \"$1\" = -e ]; then {real:?} --version; echo \"$0\"; exit 0; fi\necho \"$*\" >> {runs:?}\nexec {real:?} \"$@\"\n",
+                real = real.display().to_string(),
+                runs = runs.display().to_string(),
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let mut path = vec![std::path::PathBuf::from(""), bin.clone()];
+        path.extend(std::env::split_paths(&std::env::var_os("PATH").unwrap()));
+        let path = std::env::join_paths(path).unwrap();
+        let (node, found) = find_node(Some(path)).unwrap();
+        assert_eq!(node, fake);
+        assert_eq!(found, version);
+
+        // An SDK whose step answers with where it ran.
+        let sdk = tmp.path().join("sdk");
+        std::fs::create_dir_all(&sdk).unwrap();
+        std::fs::write(
+            sdk.join("compile.mjs"),
+            "console.log(JSON.stringify({ ok: true, warnings: [{ message: process.argv[2] }] }));\n",
+        )
+        .unwrap();
+        std::fs::write(sdk.join("zero.mjs"), "").unwrap();
+        let toolchain = Toolchain {
+            dir: sdk.clone(),
+            node,
+            version: found,
+        };
+        let out = toolchain
+            .run_step("build", &Value::Null, None, Duration::from_secs(60))
+            .unwrap();
+        assert_eq!(out.warnings[0].message, "build");
+        if permission_flag(found).is_some() {
+            let out = toolchain
+                .run_step("load", &Value::Null, Some(&[]), Duration::from_secs(60))
+                .unwrap();
+            assert_eq!(out.warnings[0].message, "load");
+        }
+        let runs = std::fs::read_to_string(&runs).unwrap();
+        let runs: Vec<&str> = runs.lines().collect();
+        assert!(runs[0].ends_with("compile.mjs build"), "{runs:?}");
+        if permission_flag(found).is_some() {
+            assert_eq!(runs.len(), 2, "{runs:?}");
+            assert!(
+                runs[1].contains("-permission ") && runs[1].ends_with("compile.mjs load"),
+                "{runs:?}"
+            );
+        }
+        assert!(matches!(
+            find_node(Some(std::ffi::OsString::from(tmp.path()))),
+            Err(ToolchainError::NoNode(_))
+        ));
     }
 
     #[test]

@@ -537,7 +537,7 @@ pub(crate) fn compile(
         return Err(CompileError::MissingImports(missing));
     }
     let toolchain = Toolchain::locate(opts.sdk.as_deref(), &opts.cache_dir, progress)?;
-    let build = opts.build_dir();
+    let build = opts.checked_build_dir(root)?;
     let wit_dir = build.join("wit");
     write_if_changed(&wit_dir.join("nango.wit"), toolchain::WIT)?;
 

@@ -437,11 +437,19 @@ fn read_json(path: &Path) -> Result<Option<Value>, String> {
 const MAX_LEGACY_ENTRIES: usize = 100_000;
 
 /// The legacy `mocks/` files a test may read, by path relative to `mocks/`.
-/// Links to folders inside it are not followed (`mocks/x -> /` walked the
-/// whole file system), and the walk stops after [`MAX_LEGACY_ENTRIES`];
-/// only regular files (or links to them) are read.
-fn legacy_files(mocks: &Path, name: &str) -> Map<String, Value> {
+/// A link to a folder is followed only when the folder is inside the
+/// project `root` (a `mocks/<script>` link to another integration's
+/// recordings), each real folder once (`mocks/x -> /` walked the whole
+/// file system, `loop -> .` for ever, one out of the project read what is
+/// there); the walk stops after [`MAX_LEGACY_ENTRIES`]; only regular
+/// files (or links to them) are read.
+fn legacy_files(root: &Path, mocks: &Path, name: &str) -> Map<String, Value> {
     let mut out = Map::new();
+    let real_root = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
+    let mut seen: std::collections::HashSet<PathBuf> = std::collections::HashSet::new();
+    if let Ok(real) = std::fs::canonicalize(mocks) {
+        seen.insert(real);
+    }
     let mut stack = vec![mocks.to_path_buf()];
     let mut looked = 0usize;
     while let Some(dir) = stack.pop() {
@@ -458,7 +466,20 @@ fn legacy_files(mocks: &Path, name: &str) -> Map<String, Value> {
                 continue;
             };
             if kind.is_dir() {
-                stack.push(p);
+                if let Ok(real) = std::fs::canonicalize(&p)
+                    && seen.insert(real)
+                {
+                    stack.push(p);
+                }
+                continue;
+            }
+            if kind.is_symlink() && p.is_dir() {
+                if let Ok(real) = std::fs::canonicalize(&p)
+                    && real.starts_with(&real_root)
+                    && seen.insert(real)
+                {
+                    stack.push(p);
+                }
                 continue;
             }
             if !p.is_file() {
@@ -688,7 +709,7 @@ async fn run_one(
                 tf.base, tf.name
             ));
         } else {
-            Some(Value::Object(legacy_files(&mocks, &tf.name)))
+            Some(Value::Object(legacy_files(&project.root, &mocks, &tf.name)))
         }
     } else {
         None
@@ -812,14 +833,17 @@ async fn run_one(
 mod tests {
     use super::*;
 
-    /// Links to folders under mocks/ are not walked: one to `/` walked the
-    /// whole file system, one out of the project read what is there.
+    /// Links to folders under mocks/ are walked only to folders inside the
+    /// project, each once: one to `/` walked the whole file system, one
+    /// out of the project read what is there; one to another
+    /// integration's recordings is read.
     #[cfg(unix)]
     #[test]
     fn legacy_mocks_are_read_without_following_folder_links() {
         use std::os::unix::fs::symlink;
         let tmp = tempfile::tempdir().unwrap();
-        let mocks = tmp.path().join("acme").join("mocks");
+        let root = tmp.path().join("project");
+        let mocks = root.join("acme").join("mocks");
         let write = |path: &Path, text: &str| {
             std::fs::create_dir_all(path.parent().unwrap()).unwrap();
             std::fs::write(path, text).unwrap();
@@ -833,11 +857,20 @@ mod tests {
         symlink("/", mocks.join("root")).unwrap();
         symlink(".", mocks.join("loop")).unwrap();
         symlink("/dev/zero", mocks.join("s/zero.json")).unwrap();
-        let mut found: Vec<String> = legacy_files(&mocks, "s").keys().cloned().collect();
+        // Another integration's recordings, linked as this one's.
+        let other = root.join("other/mocks/t");
+        write(&other.join("Issue/batchSave.json"), "[3]");
+        symlink(&other, mocks.join("s/linked")).unwrap();
+        symlink("..", mocks.join("s/up")).unwrap();
+        let mut found: Vec<String> = legacy_files(&root, &mocks, "s").keys().cloned().collect();
         found.sort();
         assert_eq!(
             found,
-            ["nango/getConnection.json", "s/Issue/batchSave.json"]
+            [
+                "nango/getConnection.json",
+                "s/Issue/batchSave.json",
+                "s/linked/Issue/batchSave.json"
+            ]
         );
     }
 
