@@ -986,27 +986,20 @@ impl Filter {
 
     /// [`Self::keeps_execution`] on a log's head.
     fn keeps_head(&self, e: &SearchHeadExecution) -> bool {
-        self.provider_config_key
-            .as_ref()
-            .is_none_or(|p| *p == e.provider_config_key)
-            && self
-                .connection_id
-                .as_ref()
-                .is_none_or(|c| *c == e.connection_id)
-            && self.script.as_ref().is_none_or(|s| *s == e.script)
-            && self.execution_id.as_ref().is_none_or(|i| *i == e.id)
+        self.keeps(&e.id, &e.script, &e.provider_config_key, &e.connection_id)
     }
 
     fn keeps_execution(&self, e: &Execution) -> bool {
-        self.provider_config_key
-            .as_ref()
-            .is_none_or(|p| *p == e.provider_config_key)
-            && self
-                .connection_id
-                .as_ref()
-                .is_none_or(|c| *c == e.connection_id)
-            && self.script.as_ref().is_none_or(|s| *s == e.script)
-            && self.execution_id.as_ref().is_none_or(|i| *i == e.id)
+        self.keeps(&e.id, &e.script, &e.provider_config_key, &e.connection_id)
+    }
+
+    /// Whether the execution `id` of `script` on connection `cid` of
+    /// `pck` is one this filter asks for.
+    fn keeps(&self, id: &str, script: &str, pck: &str, cid: &str) -> bool {
+        self.provider_config_key.as_deref().is_none_or(|p| p == pck)
+            && self.connection_id.as_deref().is_none_or(|c| c == cid)
+            && self.script.as_deref().is_none_or(|s| s == script)
+            && self.execution_id.as_deref().is_none_or(|i| i == id)
     }
 
     fn keeps_line(&self, l: &LineRef<'_>) -> bool {
