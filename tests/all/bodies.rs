@@ -234,9 +234,9 @@ async fn held_upstream() -> (
 /// booked from the server's room for parsed bodies while the run lasts.
 /// One environment holds at most three quarters of it: past its share a
 /// request waits for room, then is refused (503), and one larger than the
-/// share is refused at once (413) — through `/mcp` too —, while the
-/// other environment still finds room. An input no run validates is only
-/// passed on, and books nothing.
+/// share is refused at once (413) — through `/mcp` and as an async action
+/// too —, while the other environment still finds room. An input no run
+/// validates is only passed on, and books nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inputs_a_run_validates_are_parsed_within_the_servers_room() {
     let (held, release, mut seen) = held_upstream().await;
@@ -331,6 +331,19 @@ models:
     );
     let message = body["error"]["message"].as_str().unwrap();
     assert!(message.contains("at most 3 MiB"), "{message}");
+    // Nor would it as an async action: refused before it is queued.
+    let (status, body) = post(
+        &dev,
+        "/action/trigger",
+        trigger("proxy", padded("/c", 7 << 19)),
+        &[("x-async", "true")],
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (413, Some("payload_too_large")),
+        "{body}"
+    );
     let (status, body) = post(
         &dev,
         "/mcp",

@@ -1852,10 +1852,12 @@ async fn deploys_are_versions_a_bad_one_changes_nothing_and_rollback_works() {
     for (name, schema) in model["properties"].as_object().unwrap() {
         assert_eq!(&record["properties"][name], schema, "{record}");
     }
-    assert_eq!(
-        record["additionalProperties"],
-        model["additionalProperties"]
-    );
+    // A record that failed its model's validation is stored all the same
+    // (a warning): the record schema refuses no other property and
+    // requires only the metadata.
+    assert_eq!(model["additionalProperties"], false, "{model}");
+    assert!(record.get("additionalProperties").is_none(), "{record}");
+    assert_eq!(record["required"], json!(["_nango_metadata"]), "{record}");
     let params: Vec<&str> = get["parameters"]
         .as_array()
         .unwrap()
@@ -3059,16 +3061,19 @@ async fn concurrent_deploys_each_get_their_own_version() {
 
 /// A `/v1` action endpoint takes its body as the input for every method,
 /// as the original's (a DELETE's was ignored); a GET or DELETE without a
-/// body takes its query's parameters.
+/// body takes its query's parameters. A path is matched as declared (a
+/// trailing slash too), then without its trailing slash.
 #[tokio::test]
 async fn a_v1_action_endpoint_takes_the_body_of_a_delete() {
     let data = tempfile::tempdir().unwrap();
     let config = ServerConfig::new(data.path(), "127.0.0.1:0".parse().unwrap());
     let server = start_with(config, &MasterKey::generate(), "").await;
     let dev = Client::new(&server, DEV_KEY);
-    let yaml =
-        "integrations:\n  m:\n    actions:\n      misbehave:\n        endpoint: DELETE /things\n";
-    let scripts = [(guests::ACTION_MISBEHAVE, "misbehave", ScriptKind::Action)];
+    let yaml = "integrations:\n  m:\n    actions:\n      misbehave:\n        endpoint: DELETE /things\n      slashed:\n        endpoint: DELETE /slash/\n";
+    let scripts = [
+        (guests::ACTION_MISBEHAVE, "misbehave", ScriptKind::Action),
+        (guests::ACTION_MISBEHAVE, "slashed", ScriptKind::Action),
+    ];
     deploy_scripts(&dev, yaml, "m", &scripts).await;
     let (status, body) = dev
         .send(
@@ -3090,6 +3095,8 @@ async fn a_v1_action_endpoint_takes_the_body_of_a_delete() {
     for (path, input) in [
         ("/v1/things", Some(json!({"mode": "action-error"}))),
         ("/v1/things?mode=action-error", None),
+        ("/v1/things/", Some(json!({"mode": "action-error"}))),
+        ("/v1/slash/", Some(json!({"mode": "action-error"}))),
     ] {
         let (status, body) = dev.send_as(("m", "c"), "DELETE", path, input).await;
         assert_eq!(
@@ -3099,6 +3106,13 @@ async fn a_v1_action_endpoint_takes_the_body_of_a_delete() {
         );
         assert_eq!(body["error"]["payload"]["code"], 402, "{body}");
     }
+    let (status, body) = dev.send_as(("m", "c"), "DELETE", "/v1/slash", None).await;
+    assert_eq!(
+        (status, body),
+        (404, json!({"message": "Unknown endpoint 'DELETE /slash'"}))
+    );
+    let (_, api) = dev.send("GET", "/openapi.json", None).await;
+    assert!(api["paths"]["/v1/slash/"]["delete"].is_object(), "{api}");
     server.stop().await;
 }
 
@@ -5223,6 +5237,41 @@ async fn the_official_clients_requests_are_answered_as_the_original_answers_them
     assert_eq!(
         (status, body),
         (404, json!({"message": "Unknown endpoint 'GET /nope'"}))
+    );
+    // The connection is looked up first, as the original's.
+    let (status, body) = dev
+        .send_as(("hubspot", "nobody"), "GET", "/v1/nope", None)
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("unknown_connection")),
+        "{body}"
+    );
+    // Sync control routes take no query, as the original's.
+    let (status, body) = dev
+        .send(
+            "POST",
+            "/sync/trigger?x=1",
+            Some(json!({"provider_config_key": "hubspot", "syncs": ["contacts"]})),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("invalid_query_params")),
+        "{body}"
+    );
+    // A frequency is checked before what it names is looked up.
+    let (status, body) = dev
+        .send(
+            "PUT",
+            "/sync/update-connection-frequency",
+            Some(json!({"sync_name": "nope", "provider_config_key": "hubspot", "connection_id": "nobody", "frequency": "every blue moon"})),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("invalid_body")),
+        "{body}"
     );
     // Integrations: an unknown key is `not_found`, a taken one names the
     // field as the original's does.

@@ -199,10 +199,17 @@ fn strings(v: &Value, key: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// An endpoint of a definition. A path without its leading `/` (which
+/// this format does not check) is served with one: `/v1/users` for
+/// `users`, which the original never matched.
 fn endpoint(v: &Value) -> Option<Endpoint> {
+    let path = v.get("path")?.as_str()?;
     Some(Endpoint {
         method: HttpMethod::parse(v.get("method")?.as_str()?)?,
-        path: v.get("path")?.as_str()?.to_string(),
+        path: match path.starts_with('/') {
+            true => path.to_string(),
+            false => format!("/{path}"),
+        },
         group: v.get("group").and_then(Value::as_str).map(str::to_string),
     })
 }

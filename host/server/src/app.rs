@@ -96,6 +96,13 @@ pub struct EnvState {
     /// `ServerConfig::max_pending_upload_bytes`: kept until the unused
     /// ones are deleted, a tenant's uploads must not fill the disk.
     pub pending_uploads: std::sync::Mutex<HashMap<String, (std::time::Instant, usize)>>,
+    /// How many reconciles of its schedules after a deploy failed and are
+    /// not yet made good by a retry (0: none is under way;
+    /// `api::deploy::reconcile`).
+    pub reconcile_failures: std::sync::Mutex<u64>,
+    /// `GET /openapi.json`'s document of the active deployment (by its
+    /// version), made by the first request that asks for it.
+    pub openapi: tokio::sync::Mutex<Option<(u64, axum::body::Bytes)>>,
 }
 
 /// An environment's async actions accepted and not yet ended, and the
@@ -380,6 +387,8 @@ impl App {
                 runs: Default::default(),
                 config_lock: tokio::sync::Mutex::new(()),
                 deploy_lock: tokio::sync::Mutex::new(()),
+                reconcile_failures: std::sync::Mutex::new(0),
+                openapi: tokio::sync::Mutex::new(None),
                 integrations_lock: tokio::sync::RwLock::new(()),
                 integrations_created: tokio::sync::Mutex::new(()),
                 variants_lock: tokio::sync::Mutex::new(()),

@@ -23,7 +23,7 @@ use serde::de::{
     Deserialize, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor,
 };
 use serde_json::Value;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 /// The memory serde_json's value of a JSON text takes, at most, estimated
 /// from the text without parsing it: each value (and each key) a slot of
@@ -179,22 +179,27 @@ pub async fn book_parsed(
     cost: usize,
     what: &str,
 ) -> Result<Booking, crate::error::ApiError> {
+    let wait = config.budgets.get(config).wait;
+    book_parsed_within(config, env, cost, what, wait).await
+}
+
+/// [`book_parsed`] waiting at most `wait` for room.
+pub async fn book_parsed_within(
+    config: &crate::config::ServerConfig,
+    env: uuid::Uuid,
+    cost: usize,
+    what: &str,
+    wait: Duration,
+) -> Result<Booking, crate::error::ApiError> {
     use axum::http::StatusCode;
-    let rooms = config.budgets.get(config);
-    rooms
+    config
+        .budgets
+        .get(config)
         .parsed
-        .book(env, cost, rooms.wait)
+        .book(env, cost, wait)
         .await
         .map_err(|refused| match refused {
-            Refused::TooLarge { needed, most } => crate::error::ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                format!(
-                    "{what} would take about {} MiB of memory once parsed; an environment's requests may take at most {} MiB at once (send it smaller, or less dense)",
-                    needed.div_ceil(1 << 20),
-                    most >> 20
-                ),
-            ),
+            Refused::TooLarge { needed, most } => too_large(what, needed, most),
             Refused::Busy { needed } => crate::error::ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "server_busy",
@@ -204,6 +209,35 @@ pub async fn book_parsed(
                 ),
             ),
         })
+}
+
+/// The 413 of a body that would take `needed` bytes once parsed, more
+/// than an environment's share (`most`) of the room for parsed bodies.
+fn too_large(what: &str, needed: usize, most: usize) -> crate::error::ApiError {
+    crate::error::ApiError::new(
+        axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        format!(
+            "{what} would take about {} MiB of memory once parsed; an environment's requests may take at most {} MiB at once (send it smaller, or less dense)",
+            needed.div_ceil(1 << 20),
+            most >> 20
+        ),
+    )
+}
+
+/// Refuses (413, as [`book_parsed`] would) a body whose parse would take
+/// `cost` bytes, more than an environment may ever book: for what is
+/// accepted now and parsed later.
+pub fn check_parsed_share(
+    config: &crate::config::ServerConfig,
+    cost: usize,
+    what: &str,
+) -> Result<(), crate::error::ApiError> {
+    let most = config.budgets.get(config).parsed.env_bytes();
+    if cost > most {
+        return Err(too_large(what, cost, most));
+    }
+    Ok(())
 }
 
 /// A value parsed and dropped as it goes: the parser's checks, none of
@@ -272,6 +306,8 @@ pub enum Refused {
 pub struct Budget {
     bytes: usize,
     all: Arc<Semaphore>,
+    /// Told when room of `all` is given back.
+    freed: Arc<Notify>,
     envs: Mutex<HashMap<uuid::Uuid, Arc<Semaphore>>>,
 }
 
@@ -279,8 +315,16 @@ pub struct Budget {
 #[derive(Debug)]
 pub struct Booking {
     _env: OwnedSemaphorePermit,
-    _all: OwnedSemaphorePermit,
+    all: Option<OwnedSemaphorePermit>,
+    freed: Arc<Notify>,
     bytes: usize,
+}
+
+impl Drop for Booking {
+    fn drop(&mut self) {
+        drop(self.all.take());
+        self.freed.notify_waiters();
+    }
 }
 
 impl Booking {
@@ -300,6 +344,7 @@ impl Budget {
         Self {
             bytes,
             all: Arc::new(Semaphore::new(kib(bytes).min(Semaphore::MAX_PERMITS))),
+            freed: Arc::new(Notify::new()),
             envs: Mutex::default(),
         }
     }
@@ -328,7 +373,11 @@ impl Budget {
     }
 
     /// `bytes` of the budget for environment `env`: its own share first,
-    /// then the server's, waiting at most `wait` in all.
+    /// then the server's, waiting at most `wait` in all. The server's room
+    /// is taken by whoever finds it free, not in the order of asking: a
+    /// large request of one environment waiting for it does not hold up
+    /// the smaller ones of others (within its own share, an environment's
+    /// requests are served in order).
     pub async fn book(
         &self,
         env: uuid::Uuid,
@@ -352,16 +401,23 @@ impl Budget {
                 .map_err(|_| busy)?
                 .map_err(|_| busy)?,
         };
-        let all = match self.all.clone().try_acquire_many_owned(n) {
-            Ok(p) => p,
-            Err(_) => tokio::time::timeout_at(deadline, self.all.clone().acquire_many_owned(n))
+        let all = loop {
+            // Listening before trying, so room given back between the two
+            // is not missed.
+            let freed = self.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            if let Ok(p) = self.all.clone().try_acquire_many_owned(n) {
+                break p;
+            }
+            tokio::time::timeout_at(deadline, freed)
                 .await
-                .map_err(|_| busy)?
-                .map_err(|_| busy)?,
+                .map_err(|_| busy)?;
         };
         Ok(Booking {
             _env: env,
-            _all: all,
+            all: Some(all),
+            freed: self.freed.clone(),
             bytes: n as usize * 1024,
         })
     }
@@ -472,6 +528,35 @@ mod tests {
             node + (entry + 2 + node + 3) + (entry + 1 + 2 * node)
         );
         assert_eq!(value_footprint(b"[1,"), parse_cost(b"[1,"));
+    }
+
+    #[tokio::test]
+    async fn a_large_booking_waiting_does_not_hold_up_smaller_ones_of_others() {
+        let budget = Budget::new(4 << 20);
+        let (a, b, c) = (
+            uuid::Uuid::new_v4(),
+            uuid::Uuid::new_v4(),
+            uuid::Uuid::new_v4(),
+        );
+        let now = Duration::ZERO;
+        let b_held = budget.book(b, 2 << 20, now).await.unwrap();
+        let a_held = budget.book(a, 1 << 19, now).await.unwrap();
+        // 1.5 MiB free: A's 2 MiB waits for room...
+        let waiting = budget.book(a, 2 << 20, Duration::from_secs(60));
+        tokio::pin!(waiting);
+        assert!(
+            tokio::time::timeout(Duration::ZERO, &mut waiting)
+                .await
+                .is_err()
+        );
+        // ...while C's 1 MiB takes what is free.
+        let c_held = budget.book(c, 1 << 20, now).await.unwrap();
+        // Room given back reaches the one waiting.
+        drop((b_held, c_held));
+        let a_more = waiting.await.unwrap();
+        assert_eq!(a_more.bytes(), 2 << 20);
+        drop((a_held, a_more));
+        assert!(budget.book(b, 3 << 20, now).await.is_ok());
     }
 
     #[tokio::test]

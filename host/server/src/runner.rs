@@ -462,6 +462,17 @@ pub async fn run_action_for(
     // A `null` input is passed on: `POST /action/trigger` without an
     // input gives the script `null`, as the original's (its JSON round
     // trip); no input at all (a `/v1` GET without a query) is `undefined`.
+    // A run that validates its input against a model parses it into a
+    // value (in the runtime): that parse's cost is booked once the run
+    // has its permit, for as long as it lasts. A run of an accepted async
+    // action waits longer for room than a request does.
+    let validated = catalog
+        .action_config(&conn.provider_config_key, name)
+        .is_some_and(|a| a.input.is_some());
+    let cost = match &input {
+        Some(text) if validated => Some(crate::budget::parse_cost(text.get().as_bytes())),
+        _ => None,
+    };
     let call = Call::Action {
         input: input.map(|v| String::from(Box::<str>::from(v))),
     };
@@ -469,15 +480,41 @@ pub async fn run_action_for(
     let report = running
         .until_stopped(async {
             let _permit = app.execution_permit(env).await;
-            app.runtime
-                .execute(&script, exec, app.services(env, Some(catalog.clone())))
-                .await
+            let _room = match cost {
+                Some(cost) => {
+                    let wait = match created {
+                        Some(_) => ASYNC_ROOM_WAIT,
+                        None => app.config.room_wait,
+                    };
+                    Some(
+                        crate::budget::book_parsed_within(
+                            &app.config,
+                            env.store.id(),
+                            cost,
+                            "this action's input",
+                            wait,
+                        )
+                        .await?,
+                    )
+                }
+                None => None,
+            };
+            Ok::<_, ApiError>(
+                app.runtime
+                    .execute(&script, exec, app.services(env, Some(catalog.clone())))
+                    .await,
+            )
         })
         .await
-        .ok_or_else(|| deleted_during(conn))?;
+        .ok_or_else(|| deleted_during(conn))??;
     record_execution(app, env, conn, "action", name, &report).await;
     Ok(report)
 }
+
+/// How long a run of an accepted async action waits for room to parse
+/// its input ([`run_action_for`]) before it fails with `server_busy` (a
+/// request waits `ServerConfig::room_wait`).
+const ASYNC_ROOM_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// The longest a webhook script may run (§5: 1 h).
 pub const WEBHOOK_MAX_RUN: std::time::Duration = std::time::Duration::from_secs(3600);

@@ -50,10 +50,7 @@ pub fn parse_input(bytes: &[u8]) -> ApiResult<Box<RawValue>> {
         .map_err(|e| ApiError::invalid_body(format!("the request body is not valid: {e}")))
 }
 
-/// Runs action `name` for a connection now ([`runner::run_action`]). A
-/// run that validates its input against a model parses it into a value
-/// (in the runtime): that parse's cost is booked first, for as long as
-/// the run lasts (`ServerConfig::max_parsed_bytes`).
+/// Runs action `name` for a connection now ([`runner::run_action`]).
 pub async fn run_now(
     app: &App,
     env: &EnvState,
@@ -61,23 +58,6 @@ pub async fn run_now(
     name: &str,
     input: Option<Box<RawValue>>,
 ) -> ApiResult<Report> {
-    let validated = env.deployment().is_some_and(|d| {
-        d.catalog
-            .action_config(&conn.provider_config_key, name)
-            .is_some_and(|a| a.input.is_some())
-    });
-    let _room = match &input {
-        Some(text) if validated => Some(
-            crate::budget::book_parsed(
-                &app.config,
-                env.store.id(),
-                crate::budget::parse_cost(text.get().as_bytes()),
-                "this action's input",
-            )
-            .await?,
-        ),
-        _ => None,
-    };
     runner::run_action(app, env, conn, name, input).await
 }
 
@@ -194,6 +174,19 @@ pub async fn run(
                 conn.provider_config_key
             ),
         ));
+    }
+    // An input its run could never find room to validate is refused now,
+    // not failed later.
+    if let Some(text) = &input
+        && catalog
+            .action_config(&conn.provider_config_key, &action)
+            .is_some_and(|a| a.input.is_some())
+    {
+        crate::budget::check_parsed_share(
+            &app.config,
+            crate::budget::parse_cost(text.get().as_bytes()),
+            "this action's input",
+        )?;
     }
     // A place in the environment's queue, before anything is stored.
     let bytes = runner::input_bytes(&input);

@@ -275,8 +275,9 @@ async fn read_component(
 /// `PUT /sluice/components/:sha256`. What it may hold is settled before
 /// its body is read: its declared length against the environment's room
 /// among uploads not yet deployed, and against the server's room for
-/// uploads in memory (a body without a length books the largest); the
-/// body is hashed as it arrives.
+/// uploads in memory (a body without a length books the largest one the
+/// environment may hold, and is read up to that); the body is hashed as
+/// it arrives.
 pub async fn put_component(
     State(app): State<Arc<App>>,
     Env(env): Env,
@@ -293,8 +294,14 @@ pub async fn put_component(
         .map(|n| usize::try_from(n).unwrap_or(usize::MAX));
     // (The route refused a declared length past `max` already.)
     let mut claim = Claim::new(&app, &env, &sha, declared)?;
-    let _held = book_upload(&app, &env, declared.unwrap_or(max).min(max)).await?;
-    let (body, digest) = read_component(req, declared, max).await?;
+    // A body without a length books the largest the environment may hold
+    // at once, and may be no larger.
+    let limit = match declared {
+        Some(_) => max,
+        None => max.min(app.config.budgets.get(&app.config).uploads.env_bytes() / 2),
+    };
+    let _held = book_upload(&app, &env, declared.unwrap_or(limit).min(limit)).await?;
+    let (body, digest) = read_component(req, declared, limit).await?;
     if digest != sha {
         return Err(ApiError::invalid_body(format!(
             "the body's SHA-256 is not `{sha}`"
@@ -671,13 +678,6 @@ pub async fn deploy(
     Ok(Json(answer))
 }
 
-/// Environments whose schedules a reconcile failed to bring in line with
-/// their active deployment, being reconciled again, with how many
-/// failures asked for it: a retry that succeeded after the last of them
-/// is done.
-static RECONCILING: std::sync::Mutex<Option<std::collections::HashMap<uuid::Uuid, u64>>> =
-    std::sync::Mutex::new(None);
-
 /// Brings the scheduler's schedules in line with the deployment just
 /// made active. The deployment stands whatever happens here: a failure is
 /// the operator's to hear of and is retried until it succeeds (every
@@ -695,11 +695,13 @@ async fn reconcile(app: &Arc<App>, env: &Arc<EnvState>) {
         e.message
     ));
     let id = env.store.id();
-    let first = {
-        let mut asked = RECONCILING
+    fn failures(env: &crate::app::EnvState) -> std::sync::MutexGuard<'_, u64> {
+        env.reconcile_failures
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let n = asked.get_or_insert_default().entry(id).or_insert(0);
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+    let first = {
+        let mut n = failures(env);
         *n += 1;
         *n == 1
     };
@@ -717,19 +719,12 @@ async fn reconcile(app: &Arc<App>, env: &Arc<EnvState>) {
             let Some(env) = app.envs().find(|e| e.store.id() == id).cloned() else {
                 break;
             };
-            let asked = RECONCILING
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .as_ref()
-                .and_then(|m| m.get(&id).copied());
+            let asked = *failures(&env);
             match app.scheduler.reconcile(&env).await {
                 Ok(()) => {
-                    let mut all = RECONCILING
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner);
-                    let map = all.get_or_insert_default();
-                    if map.get(&id).copied() == asked {
-                        map.remove(&id);
+                    let mut n = failures(&env);
+                    if *n == asked {
+                        *n = 0;
                         app.config.events.say(&format!(
                             "environment `{}`: the schedules of its active deployment are set",
                             env.name()
@@ -753,11 +748,6 @@ async fn reconcile(app: &Arc<App>, env: &Arc<EnvState>) {
                 }
             }
         }
-        RECONCILING
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get_or_insert_default()
-            .remove(&id);
     });
 }
 

@@ -616,13 +616,19 @@ async fn measure(
 
 /// `/records/` is `/records`, as the original's (Express's) routing has
 /// it: `@nangohq/node`'s `listRecords` asks for `/records/?model=…`. A
-/// proxied path keeps its slash: it is the upstream's path.
+/// proxied path keeps its slash: it is the upstream's path; so does a
+/// `/v1` path: a script may declare `/things/` (`v1::dispatch` tries it
+/// without the slash next).
 async fn trim_trailing_slash(
     mut req: Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     let path = req.uri().path();
-    if path.len() > 1 && path.ends_with('/') && !path.starts_with("/proxy/") {
+    if path.len() > 1
+        && path.ends_with('/')
+        && !path.starts_with("/proxy/")
+        && !path.starts_with("/v1/")
+    {
         let trimmed = &path[..path.len() - 1];
         let path_and_query = match req.uri().query() {
             Some(q) => format!("{trimmed}?{q}"),

@@ -280,6 +280,8 @@ pub async fn trigger(
     State(app): State<Arc<App>>,
     Env(env): Env,
     headers: ConnectionHeaders,
+    // No query parameters, as the original's (`requireEmptyQuery`).
+    super::ApiQuery(super::providers::NoQuery {}): super::ApiQuery<super::providers::NoQuery>,
     JsonBody(body): JsonBody<TriggerBody>,
 ) -> ApiResult<Json<Value>> {
     trigger_body(&app, &env, headers, body).await
@@ -598,6 +600,10 @@ pub async fn status(
             match last {
                 Some(r) if r.success => "SUCCESS",
                 Some(_) => "ERROR",
+                // Scheduled and not run yet: the original's `SUCCESS` (a
+                // started schedule without a job); `STOPPED` is a sync
+                // without a schedule.
+                None if state.schedule.is_some() => "SUCCESS",
                 None => "STOPPED",
             }
         };
@@ -707,8 +713,28 @@ fn nullable<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D:
 pub async fn update_frequency(
     State(app): State<Arc<App>>,
     Env(env): Env,
+    super::ApiQuery(super::providers::NoQuery {}): super::ApiQuery<super::providers::NoQuery>,
     JsonBody(body): JsonBody<FrequencyBody>,
 ) -> ApiResult<Json<Value>> {
+    // The body is checked before what it names is looked up, as the
+    // original's: a bad frequency is 400 `invalid_body` whatever the
+    // connection.
+    let requested = match &body.frequency {
+        Some(f) if !sluice_nango_yaml::api_frequency_shape(f) => {
+            return Err(ApiError::invalid_body(format!(
+                "`{f}` is not a valid frequency: a whole number and a unit of seconds to days (`every 30m`, `every 2 hours`, `1d`), or `every month`, `week`, `half day`, `half hour` or `quarter hour`"
+            )));
+        }
+        Some(f) => match interval(f)? {
+            every if every > sluice_nango_yaml::MAX_API_INTERVAL => {
+                return Err(ApiError::invalid_body(format!(
+                    "`{f}` is not a valid frequency: at most a century"
+                )));
+            }
+            every => Some((sluice_nango_yaml::interval_text(f), every)),
+        },
+        None => None,
+    };
     let variant = body.sync_variant.unwrap_or_else(|| "base".into());
     let name = (body.sync_name.clone(), variant);
     // The original's answers here: 400 `unknown_connection` (an unknown
@@ -740,22 +766,7 @@ pub async fn update_frequency(
         .sync_config(&body.provider_config_key, &body.sync_name)
         .map(|s| (s.runs.clone(), s.interval))
         .ok_or_else(|| ApiError::bad_request("unknown_sync", "the sync is not deployed"))?;
-    let (shown, every) = match &body.frequency {
-        Some(f) if !sluice_nango_yaml::api_frequency_shape(f) => {
-            return Err(ApiError::invalid_body(format!(
-                "`{f}` is not a valid frequency: a whole number and a unit of seconds to days (`every 30m`, `every 2 hours`, `1d`), or `every month`, `week`, `half day`, `half hour` or `quarter hour`"
-            )));
-        }
-        Some(f) => match interval(f)? {
-            every if every > sluice_nango_yaml::MAX_API_INTERVAL => {
-                return Err(ApiError::invalid_body(format!(
-                    "`{f}` is not a valid frequency: at most a century"
-                )));
-            }
-            every => (sluice_nango_yaml::interval_text(f), every),
-        },
-        None => default,
-    };
+    let (shown, every) = requested.unwrap_or(default);
     for t in targets {
         app.scheduler
             .set_frequency(&env, &t.key, body.frequency.clone(), every)

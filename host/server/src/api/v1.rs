@@ -6,7 +6,6 @@
 
 use std::sync::Arc;
 
-use axum::Json;
 use axum::extract::{RawQuery, Request, State};
 use axum::http::Method;
 use axum::response::Response;
@@ -47,33 +46,54 @@ pub async fn dispatch(
     let method = req.method().clone();
     let request_headers = req.headers().clone();
     let path = format!("/{}", path.trim_start_matches('/'));
+    // The connection first, as the original's: its headers, then whether
+    // it exists (400 `unknown_connection`), then the endpoint.
     let pck = (headers.provider_config_key.clone())
         .ok_or_else(|| ApiError::missing_header("Provider-Config-Key"))?;
-    let catalog = env.catalog()?;
+    let cid =
+        (headers.connection_id.clone()).ok_or_else(|| ApiError::missing_header("Connection-Id"))?;
+    if env.store.connection(&pck, &cid).await?.is_none() {
+        let mut e = ApiError::unknown_connection(&pck, &cid);
+        e.status = axum::http::StatusCode::BAD_REQUEST;
+        return Err(e);
+    }
+    let Some(catalog) = env.deployment().map(|d| d.catalog.clone()) else {
+        return Ok(unknown(&method, &path));
+    };
     let Some(integration) = catalog.config.integration(&pck) else {
         return Ok(unknown(&method, &path));
     };
-    let mut target = None;
-    for s in integration.distinct_syncs() {
-        for (i, e) in s.endpoints.iter().enumerate() {
-            if e.method.as_str().eq_ignore_ascii_case(method.as_str()) && e.path == path {
-                let model = s.output.get(i).or_else(|| s.output.first()).cloned();
-                if let Some(model) = model {
-                    target = Some(Target::Records { model });
+    let find = |path: &str| {
+        let mut target = None;
+        for s in integration.distinct_syncs() {
+            for (i, e) in s.endpoints.iter().enumerate() {
+                if e.method.as_str().eq_ignore_ascii_case(method.as_str()) && e.path == path {
+                    let model = s.output.get(i).or_else(|| s.output.first()).cloned();
+                    if let Some(model) = model {
+                        target = Some(Target::Records { model });
+                    }
                 }
             }
         }
-    }
-    for a in &integration.actions {
-        if let Some(e) = &a.endpoint
-            && e.method.as_str().eq_ignore_ascii_case(method.as_str())
-            && e.path == path
-        {
-            target = Some(Target::Action {
-                name: a.name.clone(),
-            });
+        for a in &integration.actions {
+            if let Some(e) = &a.endpoint
+                && e.method.as_str().eq_ignore_ascii_case(method.as_str())
+                && e.path == path
+            {
+                target = Some(Target::Action {
+                    name: a.name.clone(),
+                });
+            }
         }
-    }
+        target
+    };
+    // The path as declared (`/things/` too), else without its trailing
+    // slash (`/records/` is `/records` elsewhere in the API).
+    let target = find(&path).or_else(|| {
+        path.strip_suffix('/')
+            .filter(|p| !p.is_empty())
+            .and_then(find)
+    });
     let Some(target) = target else {
         return Ok(unknown(&method, &path));
     };
@@ -83,8 +103,6 @@ pub async fn dispatch(
             records::connection_page(&env, &headers, query).await
         }
         Target::Action { name } => {
-            let cid = (headers.connection_id.clone())
-                .ok_or_else(|| ApiError::missing_header("Connection-Id"))?;
             // The body, as the original's for every method (as sent: it
             // is only passed on); a GET or DELETE without one takes its
             // query's parameters (sluice's).
@@ -117,9 +135,14 @@ pub async fn dispatch(
 
 /// Adds an endpoint's operation under `/v1` (where it is served). Several
 /// integrations may declare the same method and path (`Provider-Config-Key`
-/// picks one): the operation then lists them all, and its bodies are any
-/// of theirs.
+/// picks one): the operation then lists them all, its parameters are all
+/// of theirs (optional when not all of them take it), and its bodies are
+/// any of theirs — any JSON when one of them declares none (an action
+/// without an input model takes whatever is sent). The path is the
+/// declared one, matched as written: its `{`/`}` (a `{Model:field}`) are
+/// percent-encoded, not a template.
 fn add_operation(paths: &mut Map<String, Value>, path: &str, method: &str, op: Value) {
+    let path = path.replace('{', "%7B").replace('}', "%7D");
     let entry = paths
         .entry(format!("/v1{path}"))
         .or_insert_with(|| json!({}));
@@ -140,29 +163,58 @@ fn add_operation(paths: &mut Map<String, Value>, path: &str, method: &str, op: V
         .filter_map(Value::as_str)
         .collect();
     existing["summary"] = json!(summaries.join("; "));
-    // The request body, and the 200's: the same, any of them, or (when
-    // only one of them has one) theirs.
+    let same = |a: &Value, b: &Value| a["name"] == b["name"] && a["in"] == b["in"];
+    let theirs_params = op["parameters"].as_array().cloned().unwrap_or_default();
+    if let Some(ours) = existing["parameters"].as_array_mut() {
+        for p in ours.iter_mut() {
+            if !theirs_params.iter().any(|t| same(p, t)) {
+                p["required"] = json!(false);
+            }
+        }
+        for mut t in theirs_params {
+            if !ours.iter().any(|p| same(p, &t)) {
+                t["required"] = json!(false);
+                ours.push(t);
+            }
+        }
+    }
+    let schema = "/content/application~1json/schema";
     for (container, key) in [("", "requestBody"), ("/responses", "200")] {
-        let schema = "/content/application~1json/schema";
-        let Some(their_body) = op.pointer(&format!("{container}/{key}")).cloned() else {
-            continue;
-        };
+        let their_body = op.pointer(&format!("{container}/{key}")).cloned();
+        let theirs = their_body.as_ref().and_then(|b| b.pointer(schema)).cloned();
         let Some(ours) = existing.pointer_mut(container) else {
             continue;
         };
-        let theirs = their_body.pointer(schema).cloned();
-        match (ours[key].pointer_mut(schema), theirs) {
-            (Some(a), Some(b)) if *a == b => {}
-            (Some(a), Some(b)) => match a.get_mut("anyOf").and_then(Value::as_array_mut) {
-                Some(list) => {
-                    if !list.contains(&b) {
-                        list.push(b);
+        let any = json!({});
+        match (
+            ours.get(key).and_then(|b| b.pointer(schema)).cloned(),
+            theirs,
+        ) {
+            (None, None) => {}
+            (Some(a), Some(b)) if a == b || a == any => {}
+            (Some(_), Some(b)) if b == any => {
+                ours[key]["content"] = json!({ "application/json": { "schema": any } });
+            }
+            (Some(_), Some(b)) => {
+                let Some(a) = ours[key].pointer_mut(schema) else {
+                    continue;
+                };
+                match a.get_mut("anyOf").and_then(Value::as_array_mut) {
+                    Some(list) => {
+                        if !list.contains(&b) {
+                            list.push(b);
+                        }
                     }
+                    None => *a = json!({ "anyOf": [a.clone(), b] }),
                 }
-                None => *a = json!({ "anyOf": [a.clone(), b] }),
-            },
-            (None, Some(_)) => ours[key] = their_body,
-            (_, None) => {}
+            }
+            // One of them declares no body: any JSON.
+            (Some(_), None) | (None, Some(_)) => {
+                if ours.get(key).is_none() {
+                    ours[key] = their_body.unwrap_or_else(|| json!({}));
+                }
+                ours[key]["content"] = json!({ "application/json": { "schema": any } });
+            }
         }
     }
 }
@@ -183,18 +235,42 @@ fn component_prefix(pck: &str) -> String {
     format!("{key}.")
 }
 
-/// An OpenAPI 3.1 document of every endpoint deployed to the environment.
-pub async fn openapi(Env(env): Env) -> ApiResult<Json<Value>> {
+/// An OpenAPI 3.1 document of every endpoint deployed to the environment:
+/// made once per deployment (off the async workers, one at a time per
+/// environment) and kept until another is active.
+pub async fn openapi(Env(env): Env) -> ApiResult<Response> {
+    use axum::response::IntoResponse as _;
     let deployment = env.deployment();
-    let version = deployment
-        .as_ref()
-        .map(|d| d.version.to_string())
-        .unwrap_or_else(|| "0".into());
-    Ok(Json(document(
-        deployment.as_ref().map(|d| d.catalog.as_ref()),
-        env.name(),
-        &version,
-    )))
+    let version = deployment.as_ref().map_or(0, |d| d.version);
+    let mut kept = env.openapi.lock().await;
+    let body = match &*kept {
+        Some((v, body)) if *v == version => body.clone(),
+        _ => {
+            let name = env.name().to_string();
+            let made = tokio::task::spawn_blocking(move || {
+                let doc = document(
+                    deployment.as_ref().map(|d| d.catalog.as_ref()),
+                    &name,
+                    &version.to_string(),
+                );
+                serde_json::to_vec(&doc)
+            })
+            .await
+            .map_err(|e| ApiError::internal(format!("the OpenAPI document was not made: {e}")))?
+            .map_err(|e| {
+                ApiError::internal(format!("the OpenAPI document cannot be written: {e}"))
+            })?;
+            let body = axum::body::Bytes::from(made);
+            *kept = Some((version, body.clone()));
+            body
+        }
+    };
+    drop(kept);
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response())
 }
 
 /// The component schema of a record's `_nango_metadata`.
@@ -306,11 +382,11 @@ fn operation_id(
     id
 }
 
-/// A record of `model` as the records API answers it: the model with
-/// `_nango_metadata` among its properties, a schema of its own (an
-/// `allOf` of the model and the metadata would refuse every record when
-/// the model allows no additional properties, as models do), made once;
-/// an `allOf` for a model that is not an object of properties.
+/// A record of `model` as the records API answers it: the model's
+/// properties and `_nango_metadata`, a schema of its own (an `allOf` of
+/// the model and the metadata would refuse every record when the model
+/// allows no additional properties, as models do), made once; an `allOf`
+/// for a model that is not an object of properties.
 fn record_ref(schemas: &mut Map<String, Value>, prefix: &str, model: &str) -> Value {
     let name = format!("{prefix}{model}");
     let record = format!("sluice.Record.{name}");
@@ -324,9 +400,13 @@ fn record_ref(schemas: &mut Map<String, Value>, prefix: &str, model: &str) -> Va
             ]});
         };
         properties.insert("_nango_metadata".into(), metadata);
-        match schema.get_mut("required").and_then(Value::as_array_mut) {
-            Some(required) => required.push(json!("_nango_metadata")),
-            None => schema["required"] = json!(["_nango_metadata"]),
+        // A record that failed its model's validation is stored all the
+        // same (a warning, as the original's): the record lists the
+        // model's fields and requires none, nor refuses others.
+        schema["required"] = json!(["_nango_metadata"]);
+        if let Some(o) = schema.as_object_mut() {
+            o.remove("additionalProperties");
+            o.remove("unevaluatedProperties");
         }
         schemas.insert(record.clone(), schema);
     }
@@ -554,8 +634,15 @@ models:
                 record
             })
             .collect();
-        assert!(shown.contains(&user("email")), "{doc}");
-        assert!(shown.contains(&user("avatar_url")), "{doc}");
+        // (A record refuses no other property: one that failed its
+        // model's validation is stored all the same.)
+        let open = |field: &str| {
+            let mut u = user(field);
+            u.as_object_mut().map(|o| o.remove("additionalProperties"));
+            u
+        };
+        assert!(shown.contains(&open("email")), "{doc}");
+        assert!(shown.contains(&open("avatar_url")), "{doc}");
         // The models themselves are documented unchanged.
         assert_eq!(schemas["asana.User"], user("email"), "{doc}");
     }
@@ -605,10 +692,33 @@ models:
             things["responses"]["200"]["content"]["application/json"]["schema"],
             json!({ "anyOf": [{ "$ref": "A" }, { "$ref": "B" }] })
         );
+        // `a` takes any body: so does the operation.
         assert_eq!(
             things["requestBody"]["content"]["application/json"]["schema"],
-            json!({ "$ref": "In" })
+            json!({})
         );
         assert_eq!(paths["/v1/other"]["get"]["tags"], json!(["c"]));
+        // A parameter one of them takes is in the operation, optional.
+        let mut with_query = op("d", None, "C");
+        with_query["parameters"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({ "name": "cursor", "in": "query", "required": true }));
+        add_operation(&mut paths, "/other", "GET", with_query);
+        assert_eq!(
+            paths["/v1/other"]["get"]["parameters"][2],
+            json!({ "name": "cursor", "in": "query", "required": false })
+        );
+        // `{…}` is matched literally: not a template.
+        add_operation(
+            &mut paths,
+            "/things/{Contact:id}",
+            "GET",
+            op("a", None, "A"),
+        );
+        assert!(
+            paths.contains_key("/v1/things/%7BContact:id%7D"),
+            "{paths:?}"
+        );
     }
 }
