@@ -525,6 +525,46 @@ async fn an_async_action_accepted_before_a_sigkill_completes_after_the_restart()
     let before = posts.load(Ordering::SeqCst);
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(posts.load(Ordering::SeqCst), before, "it ran a fourth time");
+
+    // Stops on purpose (SIGTERM: a deploy, a rolling restart) cut an
+    // action short too, but do not count towards giving it up: after
+    // three, it runs a fourth time.
+    let mut sent = posts.load(Ordering::SeqCst);
+    let location = c
+        .trigger_async(
+            ("hubspot", "demo"),
+            "create-contact",
+            json!({"email": "k@example.com", "first_name": "K", "last_name": "J"}),
+            Some(0),
+        )
+        .await;
+    for attempt in 1..=4 {
+        let t = Instant::now();
+        while posts.load(Ordering::SeqCst) == sent {
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "attempt {attempt} never ran"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        sent = posts.load(Ordering::SeqCst);
+        if attempt == 4 {
+            break;
+        }
+        let stopped = Command::new("kill")
+            .arg("-TERM")
+            .arg(server.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(stopped.success());
+        let exit = server.child.wait().unwrap();
+        assert_eq!(exit.code(), Some(0), "{exit:?}");
+        server = start(&data, &providers, &master);
+    }
+    let c = Client::at(&server.url, DEV_KEY);
+    let (status, body) = c.send("GET", &location, None).await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(body["error"]["payload"]["status"], "running", "{body}");
     server.child.kill().unwrap();
     server.child.wait().unwrap();
 }

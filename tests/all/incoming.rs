@@ -642,7 +642,7 @@ async fn webhooks_a_crash_cut_short_are_handled_at_start_their_scripts_given_up_
             .unwrap();
     }
     drop(dev);
-    server.stop().await;
+    server.stop_as_if_crashed().await;
 
     let server = start_with(config(), &master, PROVIDERS).await;
     let c = Client::new(&server, DEV_KEY);

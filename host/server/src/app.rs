@@ -21,6 +21,12 @@ use crate::refresh::Connections;
 pub const DEPLOYMENTS: &str = "deployments";
 /// `active` → the active deployment's version.
 pub const ACTIVE: &str = "active-deployment";
+/// `stopped-cleanly` → when the server last stopped on purpose (a
+/// SIGTERM, not a crash): written at the end of a stop, read and removed
+/// at the next start ([`EnvState::stopped_cleanly`]).
+pub const SERVER_STOP: &str = "server-stop";
+/// The key of [`SERVER_STOP`]'s one document.
+pub const STOPPED_CLEANLY: &str = "stopped-cleanly";
 
 /// A deployment as stored: its manifest (the components are blobs).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -103,6 +109,12 @@ pub struct EnvState {
     /// `GET /openapi.json`'s document of the active deployment (by its
     /// version), made by the first request that asks for it.
     pub openapi: tokio::sync::Mutex<Option<(u64, axum::body::Bytes)>>,
+    /// The process before this one stopped on purpose: what it cut short
+    /// (a running async action, a triggered run, a webhook's scripts) is
+    /// run again without counting towards the limit on runs a crash cut
+    /// short (`runner::TRIGGER_ATTEMPTS`), which stops a script that
+    /// brings the server down from doing it forever. Set at start.
+    pub stopped_cleanly: std::sync::atomic::AtomicBool,
 }
 
 /// An environment's async actions accepted and not yet ended, and the
@@ -170,6 +182,13 @@ impl Drop for AsyncTicket {
 }
 
 impl EnvState {
+    /// Whether the process before this one stopped on purpose
+    /// ([`EnvState::stopped_cleanly`]).
+    pub fn after_clean_stop(&self) -> bool {
+        self.stopped_cleanly
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     pub fn name(&self) -> &str {
         self.store.name()
     }
@@ -389,6 +408,7 @@ impl App {
                 deploy_lock: tokio::sync::Mutex::new(()),
                 reconcile_failures: std::sync::Mutex::new(0),
                 openapi: tokio::sync::Mutex::new(None),
+                stopped_cleanly: std::sync::atomic::AtomicBool::new(false),
                 integrations_lock: tokio::sync::RwLock::new(()),
                 integrations_created: tokio::sync::Mutex::new(()),
                 variants_lock: tokio::sync::Mutex::new(()),

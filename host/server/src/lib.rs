@@ -438,6 +438,23 @@ impl Server {
         }
         let app = Arc::new(App::new(store, runtime, Arc::new(providers), config.clone()).await?);
         app.set_self();
+        // Whether the last process stopped on purpose, read and forgotten
+        // before anything it left is taken up again (a crash from here on
+        // counts as one).
+        for env in app.envs() {
+            let clean = env
+                .store
+                .doc::<chrono::DateTime<chrono::Utc>>(app::SERVER_STOP, app::STOPPED_CLEANLY)
+                .await?
+                .is_some();
+            if clean {
+                env.store
+                    .delete_doc(app::SERVER_STOP, app::STOPPED_CLEANLY)
+                    .await?;
+                env.stopped_cleanly
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
         // Before anything can run (it sweeps history entries without logs).
         app.logs.load(&app).await?;
         api::deploy::load_active(&app).await?;
@@ -522,8 +539,20 @@ impl Server {
     }
 
     /// Stops the scheduler (runs in progress end where they are, as in a
-    /// crash), stops accepting and waits for requests in flight.
-    pub async fn stop(mut self) {
+    /// crash), stops accepting and waits for requests in flight; the store
+    /// notes that the stop was on purpose (what it cut short does not
+    /// count towards giving up on it, as a crash's does).
+    pub async fn stop(self) {
+        self.halt(true).await
+    }
+
+    /// [`Server::stop`], leaving the store as a crash would (no note that
+    /// the stop was on purpose): what a test of crashes needs in process.
+    pub async fn stop_as_if_crashed(self) {
+        self.halt(false).await
+    }
+
+    async fn halt(mut self, on_purpose: bool) {
         self.app.oauth_clients.close();
         for task in self
             .app
@@ -582,10 +611,24 @@ impl Server {
             _ = self.app.store.taken_over() => None,
             flushed = tokio::time::timeout(std::time::Duration::from_secs(10), self.app.store.flush()) => Some(flushed),
         };
-        if flushed.is_some_and(|f| !matches!(f, Ok(Ok(())))) {
+        if flushed.as_ref().is_some_and(|f| !matches!(f, Ok(Ok(())))) {
             self.app.config.events.say(
                 "the last flush at stop did not finish: what was acknowledged unflushed (history, logs) may be missing",
             );
+        }
+        // A stop on purpose: what it cut short is run again at the next
+        // start without counting as a crash's (bounded, as above).
+        if on_purpose && matches!(flushed, Some(Ok(Ok(())))) {
+            let now = chrono::Utc::now();
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+                for env in self.app.envs() {
+                    let _ = env
+                        .store
+                        .put_doc(app::SERVER_STOP, app::STOPPED_CLEANLY, &now)
+                        .await;
+                }
+            })
+            .await;
         }
     }
 }

@@ -1405,9 +1405,13 @@ pub async fn resume_async_actions(app: &Arc<App>) -> Result<(), crate::ServerErr
                         a.provider_config_key,
                     ));
                     if a.status == "running" {
-                        // The attempt in flight died with the process.
+                        // The attempt in flight died with the process: a
+                        // crash's counts towards giving up (a stop on
+                        // purpose's does not).
                         a.attempts = a.attempts.saturating_sub(1);
-                        a.interrupted += 1;
+                        if !env.after_clean_stop() {
+                            a.interrupted += 1;
+                        }
                         if a.interrupted >= TRIGGER_ATTEMPTS {
                             a.status = "failed".into();
                             a.error = Some(json!({

@@ -783,9 +783,19 @@ impl Scheduler {
                         runner::queue_run_webhooks(app, env, &key, &models(), last).await;
                     }
                     if let Some(mark) = &state.running {
+                        // The trigger the run took, counted as cut short
+                        // by a crash; not by a stop on purpose.
+                        let clean = env.after_clean_stop();
+                        let trigger = mark.trigger.map(|t| match clean {
+                            true => runner::QueuedRun {
+                                attempts: t.attempts.saturating_sub(1),
+                                ..t
+                            },
+                            false => t,
+                        });
                         // A failed run like any other: in the history, and
                         // its failure webhook sent when the settings ask.
-                        let message = match &mark.trigger {
+                        let message = match &trigger {
                             Some(t) if t.attempts >= runner::TRIGGER_ATTEMPTS => format!(
                                 "the server stopped during the run; cut short {} times, the triggered run is not run again",
                                 t.attempts
@@ -849,14 +859,14 @@ impl Scheduler {
                         // interval later, counted as a trigger's first
                         // attempt; unless its schedule is paused.
                         let paused = state.schedule.as_ref().is_some_and(|s| s.paused);
-                        let retry = match mark.trigger {
+                        let retry = match trigger {
                             Some(t) if t.resumed && paused => None,
                             Some(t) => Some(t),
                             None if paused => None,
                             None => Some(runner::QueuedRun {
                                 mode: SyncMode::Incremental,
                                 at_ms: Utc::now().timestamp_millis(),
-                                attempts: 1,
+                                attempts: u32::from(!clean),
                                 resumed: true,
                             }),
                         }

@@ -1274,8 +1274,12 @@ async fn take_up(app: &App, env: &Arc<EnvState>, key: &str) -> ApiResult<Option<
     // Only a webhook whose scripts had started was cut short by the stop:
     // one still waiting its turn (behind others, or for an execution)
     // keeps its scripts however many restarts it waits through.
+    // (A stop on purpose cut them short too, but does not count towards
+    // giving them up: only a crash's does.)
     if a.running.unwrap_or(a.scripts_started_at.is_some()) {
-        a.restarts += 1;
+        if !env.after_clean_stop() {
+            a.restarts += 1;
+        }
         a.running = Some(false);
         // Said once, at the start that gives them up.
         if a.restarts == crate::runner::TRIGGER_ATTEMPTS && !a.routes.is_empty() {
