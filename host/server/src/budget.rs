@@ -1,11 +1,12 @@
-//! Room in memory for what clients' requests make the server hold beyond
-//! their bytes, booked before it is held: a request that would take more
-//! than there is waits a moment for room, then is refused (503), and one
-//! that would take more than an environment may ever hold is refused at
-//! once (413). Each server has two budgets ([`Budgets`], sized by
-//! `ServerConfig::max_parsed_bytes` and `max_held_upload_bytes`): what the
-//! API's bodies cost once parsed into values (a deploy's manifest, an
-//! action's input its run validates), and the components being uploaded.
+//! Room in memory for what clients' requests make the server hold,
+//! booked before it is held: a request that would take more than there is
+//! waits a moment for room, then is refused (503), and one that would take
+//! more than an environment may ever hold is refused at once (413). Each
+//! server has three budgets ([`Budgets`], sized by
+//! `ServerConfig::max_parsed_bytes`, `max_held_upload_bytes` and
+//! `max_held_body_bytes`): what the API's bodies cost once parsed into
+//! values (a deploy's manifest, an action's input its run validates), the
+//! components being uploaded, and the API's other bodies as they are read.
 //! One environment holds at most three quarters of either, so another's
 //! requests still find room. Webhooks have their own (`api::incoming`);
 //! [`parse_cost`] is shared with them.
@@ -427,12 +428,15 @@ impl Budget {
 #[derive(Clone, Default)]
 pub struct Budgets(Arc<std::sync::OnceLock<Rooms>>);
 
-/// The two budgets of [`Budgets`].
+/// The budgets of [`Budgets`].
 pub struct Rooms {
     /// What bodies cost once parsed into values.
     pub parsed: Budget,
     /// The components being uploaded, held whole until stored.
     pub uploads: Budget,
+    /// The API's other request bodies, held whole while they are handled
+    /// (booked as they are declared, or as they arrive).
+    pub bodies: Budget,
     /// How long a request waits for room before it is refused.
     pub wait: Duration,
 }
@@ -443,6 +447,7 @@ impl Budgets {
         self.0.get_or_init(|| Rooms {
             parsed: Budget::new(config.max_parsed_bytes),
             uploads: Budget::new(config.max_held_upload_bytes),
+            bodies: Budget::new(config.max_held_body_bytes),
             wait: config.room_wait,
         })
     }

@@ -85,10 +85,15 @@ pub struct ServerConfig {
     /// store's copy as it writes it, so the default holds two of the
     /// largest at once and an environment one.
     pub max_held_upload_bytes: usize,
+    /// Bytes of the API's other request bodies held at once while they
+    /// are handled (webhooks have their own room), booked from their
+    /// declared length before they are read, or as they arrive; likewise.
+    pub max_held_body_bytes: usize,
     /// How long a request waits for room in those before its 503.
     pub room_wait: Duration,
-    /// The rooms of `max_parsed_bytes` and `max_held_upload_bytes`, made
-    /// from them at the server's first booking.
+    /// The rooms of `max_parsed_bytes`, `max_held_upload_bytes` and
+    /// `max_held_body_bytes`, made from them at the server's first
+    /// booking.
     pub(crate) budgets: crate::budget::Budgets,
     /// How long a client may take to send a request's headers, and how
     /// long a connection may sit idle between requests: past it the
@@ -327,6 +332,7 @@ impl ServerConfig {
             max_component_bytes: 256 << 20,
             max_parsed_bytes: 1 << 30,
             max_held_upload_bytes: 1 << 30,
+            max_held_body_bytes: 1 << 30,
             room_wait: Duration::from_secs(10),
             budgets: Default::default(),
             header_timeout: Duration::from_secs(30),

@@ -550,6 +550,102 @@ async fn refuse_declared_oversize(
     next.run(req).await
 }
 
+/// Books the room a request's body takes in memory while it is handled
+/// (`ServerConfig::max_held_body_bytes`, for the environment its key
+/// names): a declared length before anything is read, a body of unknown
+/// length a MiB at a time as it arrives. Past the environment's share a
+/// request is 413; when no room frees in time, 503 `server_busy` (for a
+/// body of unknown length, its read fails saying so). Webhooks have a
+/// room of their own (`incoming`), uploads too (`deploy`).
+async fn book_body(
+    axum::extract::State(app): axum::extract::State<Arc<App>>,
+    req: Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
+    use axum::response::IntoResponse as _;
+    use futures_util::StreamExt as _;
+    // (HTTP/1.1: a body is declared by its length or its chunks; the
+    // body's own size hint is lost in the layers that time it.)
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let chunked = declared.is_none() && req.headers().contains_key(TRANSFER_ENCODING);
+    if !(chunked || declared.is_some_and(|n| n > 0)) || req.uri().path().starts_with("/webhook/") {
+        return next.run(req).await;
+    }
+    let env = bearer_key(req.headers())
+        .ok()
+        .and_then(|key| app.store.environment_by_key(key))
+        .map_or_else(uuid::Uuid::nil, |e| e.id());
+    let rooms = app.config.budgets.get(&app.config);
+    let refused = |refused: crate::budget::Refused| match refused {
+        crate::budget::Refused::TooLarge { needed, most } => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!(
+                "this request's body ({} MiB) is more than an environment's requests may hold at once (at most {} MiB)",
+                needed.div_ceil(1 << 20),
+                most >> 20
+            ),
+        ),
+        crate::budget::Refused::Busy { .. } => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server_busy",
+            "the server is holding as many request bodies as it takes at once: retry later",
+        ),
+    };
+    if let Some(declared) = declared {
+        let bytes = usize::try_from(declared).unwrap_or(usize::MAX);
+        let held = match rooms.bodies.book(env, bytes, rooms.wait).await {
+            Ok(held) => held,
+            Err(e) => return refused(e).into_response(),
+        };
+        let response = next.run(req).await;
+        drop(held);
+        return response;
+    }
+    let held: Arc<std::sync::Mutex<Vec<crate::budget::Booking>>> = Arc::default();
+    let (parts, body) = req.into_parts();
+    let state = (body.into_data_stream(), 0usize, 0usize, false);
+    let (app_for_body, held_for_body) = (app.clone(), held.clone());
+    let booked = futures_util::stream::unfold(state, move |(mut stream, got, booked, failed)| {
+        let (app, held) = (app_for_body.clone(), held_for_body.clone());
+        async move {
+            if failed {
+                return None;
+            }
+            let chunk = stream.next().await?;
+            let got = got + chunk.as_ref().map_or(0, |c| c.len());
+            let mut booked = booked;
+            let rooms = app.config.budgets.get(&app.config);
+            while got > booked {
+                let step = (got - booked).max(1 << 20);
+                match rooms.bodies.book(env, step, rooms.wait).await {
+                    Ok(b) => {
+                        booked += b.bytes();
+                        held.lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .push(b);
+                    }
+                    Err(e) => {
+                        let e = refused(e);
+                        let e = axum::Error::new(std::io::Error::other(e.message));
+                        return Some((Err(e), (stream, got, booked, true)));
+                    }
+                }
+            }
+            Some((chunk, (stream, got, booked, false)))
+        }
+    });
+    let req = Request::from_parts(parts, axum::body::Body::from_stream(booked));
+    let response = next.run(req).await;
+    drop(held);
+    response
+}
+
 /// Every route, reached with or without one trailing slash.
 pub fn router(app: Arc<App>) -> Router {
     // A layer of the router that holds the routes runs after routing: the
@@ -798,6 +894,7 @@ fn routes(app: Arc<App>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn_with_state(app.clone(), book_body))
         .layer(axum::middleware::from_fn(move |req, next| {
             refuse_declared_oversize(body_limit, req, next)
         }))
