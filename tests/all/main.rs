@@ -6,6 +6,7 @@ mod bill;
 mod bodies;
 mod cli;
 mod config_legacy;
+mod connect_sessions;
 mod connect_ui;
 mod demo;
 mod durability;

@@ -2072,3 +2072,207 @@ async fn providers_with_their_own_token_requests_connect_and_refresh_as_the_orig
     assert!(sent("/oauth/access_tokens").is_empty());
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websockets_no_flow_names_close_and_a_browser_neither_ends_others_waits_nor_widens_scopes()
+{
+    let provider = Arc::new(Provider {
+        approved: Mutex::new(None),
+        refuse: Mutex::new(false),
+        issued: Mutex::new(0),
+    });
+    let mock = MockServer::start(provider_handler(provider.clone()))
+        .await
+        .unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let mut config = ServerConfig::new(data.path(), "127.0.0.1:0".parse().unwrap());
+    let grace = std::time::Duration::from_secs(3);
+    config.websocket_name_grace = grace;
+    // A quarter of them, 4, may be such sockets.
+    config.max_connections = 16;
+    let server = start_with(config, &MasterKey::generate(), &providers_yaml(&mock.url())).await;
+    let dev = Client::new(&server, DEV_KEY);
+    let base = server.url();
+    for key in ["oauth-int", "other-int"] {
+        let (status, body) = dev
+            .send(
+                "POST",
+                "/integrations",
+                Some(json!({"unique_key": key, "provider": "mockoauth",
+                    "credentials": {"type": "OAUTH2", "client_id": "cid", "client_secret": "csecret", "scopes": "read,write"}})),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let token_of = |body: Value| body["data"]["token"].as_str().unwrap().to_string();
+    let (status, body) = session(
+        &dev,
+        json!({"end_user": {"id": "u1"}, "allowed_integrations": ["oauth-int"]}),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let token = token_of(body);
+    let closed = |end: Option<Result<tokio_tungstenite::tungstenite::Message, _>>| {
+        matches!(
+            end,
+            None | Some(Err(_)) | Some(Ok(tokio_tungstenite::tungstenite::Message::Close(_)))
+        )
+    };
+
+    // Sockets no flow names hold their slots a grace only: past it each
+    // is told why and closed, and the slots take new ones.
+    let mut idle = Vec::new();
+    for _ in 0..4 {
+        idle.push(websocket(&base).await.1);
+    }
+    let url = format!("{}/", base.replacen("http://", "ws://", 1));
+    let (mut refused, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    let said = next_json(&mut refused).await;
+    assert_eq!(said["error_type"], "too_many_clients", "{said}");
+    for ws in &mut idle {
+        let said = next_json(ws).await;
+        assert_eq!(
+            (&said["message_type"], &said["error_type"]),
+            (&json!("error"), &json!("websocket_unused")),
+            "{said}"
+        );
+        assert!(
+            said["error_desc"]
+                .as_str()
+                .unwrap()
+                .contains("ws_client_id"),
+            "{said}"
+        );
+        let end = tokio::time::timeout(std::time::Duration::from_secs(10), ws.next())
+            .await
+            .expect("closed after the error");
+        assert!(closed(end), "the socket is closed");
+    }
+    let (_, mut fresh) = websocket(&base).await;
+
+    // A socket a flow names waits past the grace for the flow's result.
+    let (ws_id, mut named) = websocket(&base).await;
+    let (_, pairs) = authorize(
+        &base,
+        &format!("connect_session_token={token}&ws_client_id={ws_id}"),
+    )
+    .await;
+    let state = param(&pairs, "state").to_string();
+    assert!(
+        tokio::time::timeout(grace + std::time::Duration::from_secs(1), named.next())
+            .await
+            .is_err(),
+        "a named socket is not closed at the grace"
+    );
+    let (status, _) = callback(&base, &format!("state={state}&error=access_denied")).await;
+    assert_eq!(status, 400);
+    let said = next_json(&mut named).await;
+    assert_eq!(said["error_type"], "callback_err", "{said}");
+    // The unnamed one opened meanwhile has been closed.
+    assert_eq!(
+        next_json(&mut fresh).await["error_type"],
+        "websocket_unused"
+    );
+
+    // A request without a session the server issued (none, or a made-up
+    // token) tells no socket, however it names it: the socket's own wait
+    // goes on, to its grace.
+    let (ws_id, mut other) = websocket(&base).await;
+    for query in [
+        format!("ws_client_id={ws_id}"),
+        format!(
+            "connect_session_token=nango_connect_session_{}&ws_client_id={ws_id}",
+            "0".repeat(64)
+        ),
+    ] {
+        let resp = browser()
+            .get(format!("{base}/oauth/connect/oauth-int?{query}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 401);
+    }
+    let said = next_json(&mut other).await;
+    assert_eq!(said["error_type"], "websocket_unused", "{said}");
+    // A session's own refusal (an integration it does not allow) is told.
+    let (ws_id, mut waiting) = websocket(&base).await;
+    let resp = browser()
+        .get(format!(
+            "{base}/oauth/connect/other-int?connect_session_token={token}&ws_client_id={ws_id}"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let said = next_json(&mut waiting).await;
+    assert_eq!(said["error_type"], "integration_not_allowed", "{said}");
+    // So is a session's the app ended meanwhile: the page says why.
+    let (status, body) = session(
+        &dev,
+        json!({"end_user": {"id": "u2"}, "allowed_integrations": ["oauth-int"]}),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let ended = token_of(body);
+    let (status, _) = Client::at(&base, &ended)
+        .send("DELETE", "/connect/session", None)
+        .await;
+    assert_eq!(status, 204);
+    let (status, _) = Client::at(&base, &ended)
+        .send("GET", "/connect/session", None)
+        .await;
+    assert_eq!(status, 401, "an ended session's token does not work");
+    let (ws_id, mut waiting) = websocket(&base).await;
+    let resp = browser()
+        .get(format!(
+            "{base}/oauth/connect/oauth-int?connect_session_token={ended}&ws_client_id={ws_id}"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    let said = next_json(&mut waiting).await;
+    assert_eq!(
+        said["error_type"], "unknown_connect_session_token",
+        "{said}"
+    );
+
+    // The scopes are the app's: the browser's `authorization_params`
+    // cannot name others (its other parameters are taken).
+    let widen = "authorization_params[scope]=admin&authorization_params[user_scope]=admin&authorization_params[Scope]=admin&authorization_params[prompt]=login";
+    let (_, pairs) = authorize(&base, &format!("connect_session_token={token}&{widen}")).await;
+    assert_eq!(param(&pairs, "scope"), "read,write");
+    assert_eq!(param(&pairs, "prompt"), "login");
+    assert!(
+        !pairs
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("user_scope") || k == "Scope"),
+        "{pairs:?}"
+    );
+    let (status, body) = session(
+        &dev,
+        json!({"end_user": {"id": "u3"}, "allowed_integrations": ["oauth-int"],
+            "integrations_config_defaults": {"oauth-int": {"connection_config": {"oauth_scopes_override": "a,b"}}}}),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let narrowed = token_of(body);
+    let (_, pairs) = authorize(
+        &base,
+        &format!("connect_session_token={narrowed}&{widen}&params[oauth_scopes_override]=admin"),
+    )
+    .await;
+    assert_eq!(param(&pairs, "scope"), "a,b");
+    // The session's own `authorization_params` are the app's.
+    let (status, body) = session(
+        &dev,
+        json!({"end_user": {"id": "u4"}, "allowed_integrations": ["oauth-int"],
+            "integrations_config_defaults": {"oauth-int": {"authorization_params": {"scope": "chosen"}}}}),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let chosen = token_of(body);
+    let (_, pairs) = authorize(&base, &format!("connect_session_token={chosen}&{widen}")).await;
+    assert_eq!(param(&pairs, "scope"), "chosen");
+    server.stop().await;
+}

@@ -107,6 +107,11 @@ pub struct ServerConfig {
     /// cannot use up the file descriptors that scripts' requests, the
     /// webhooks and the store need.
     pub max_connections: usize,
+    /// How long a frontend SDK's websocket (`GET /`, which needs no key)
+    /// may wait for an OAuth flow to name it (`/oauth/connect?ws_client_id=`)
+    /// before it is closed: only the sockets of flows under way hold one
+    /// of the slots such sockets have for long.
+    pub websocket_name_grace: Duration,
     /// Where `GET /metrics` (Prometheus's text format) is answered, on a
     /// listener of its own; `None`: nowhere.
     pub metrics_listen: Option<SocketAddr>,
@@ -338,6 +343,7 @@ impl ServerConfig {
             header_timeout: Duration::from_secs(30),
             body_idle_timeout: Duration::from_secs(30),
             max_connections: 10_000,
+            websocket_name_grace: Duration::from_secs(60),
             metrics_listen: None,
             body_timeout: Duration::from_secs(300),
             cache_max_bytes: sluice_runtime::DEFAULT_CACHE_MAX_BYTES,

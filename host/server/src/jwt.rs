@@ -514,14 +514,43 @@ fn rsa_sign(alg: &str, key: &rsa::RsaPrivateKey, input: &[u8]) -> Result<Vec<u8>
     signed.map_err(|e| format!("the token could not be signed: {e}"))
 }
 
+/// The largest RSA key sluice signs with, in bits of its modulus. The
+/// work of a signature grows with the cube of the key's size, and a key
+/// comes from a user (a connect session's browser, an import): a made-up
+/// key of 32,768 bits held a thread for seconds per request. Keys in use
+/// are 2,048 to 4,096 bits.
+pub(crate) const MAX_RSA_BITS: usize = 8192;
+
+/// The most DER bytes a private key may have: an 8,192-bit RSA key in
+/// PKCS#8 is about 4,800 bytes (a P-256 key 138), so this is well past
+/// any key [`MAX_RSA_BITS`] allows, and nothing larger is parsed.
+const MAX_KEY_DER: usize = 8 << 10;
+
+/// The most bytes a private key's text may have: [`MAX_KEY_DER`] in
+/// base64 with its armour and its line breaks written `\r\n`.
+const MAX_KEY_TEXT: usize = 16 << 10;
+
+/// Why a private key's text was not read.
+enum KeyText {
+    /// It is no PEM (nor base64).
+    NotPem,
+    /// It is larger than any key sluice signs with: the message says so.
+    TooLarge(String),
+}
+
 /// A PEM private key as users paste one: its armour's label (`PRIVATE
 /// KEY` when it has none) and its DER bytes. Line breaks may be real,
 /// written `\n`, or lost; the base64 may come without its armour lines.
-fn pem(text: &str) -> Result<(String, Vec<u8>), String> {
-    let refused = || {
-        "the signing key is not a PEM private key (`-----BEGIN PRIVATE KEY-----` and base64)"
-            .to_string()
-    };
+/// A text or DER larger than [`MAX_KEY_TEXT`] or [`MAX_KEY_DER`] is
+/// refused before it is decoded or parsed.
+fn pem(text: &str) -> Result<(String, Vec<u8>), KeyText> {
+    let refused = || KeyText::NotPem;
+    if text.len() > MAX_KEY_TEXT {
+        return Err(KeyText::TooLarge(format!(
+            "the signing key is {} bytes long; sluice takes keys of at most {MAX_KEY_TEXT} bytes of text (an RSA key of at most {MAX_RSA_BITS} bits, or a P-256 key)",
+            text.len()
+        )));
+    }
     let text = text.replace("\\n", "\n");
     let mut label = None;
     let mut body = String::with_capacity(text.len());
@@ -553,47 +582,104 @@ fn pem(text: &str) -> Result<(String, Vec<u8>), String> {
             base64::engine::general_purpose::STANDARD_NO_PAD.decode(body.trim_end_matches('='))
         })
         .map_err(|_| refused())?;
+    if der.len() > MAX_KEY_DER {
+        return Err(KeyText::TooLarge(format!(
+            "the signing key is {} bytes of DER; sluice takes keys of at most {MAX_KEY_DER} bytes (an RSA key of at most {MAX_RSA_BITS} bits, or a P-256 key)",
+            der.len()
+        )));
+    }
     Ok((label.unwrap_or_else(|| "PRIVATE KEY".into()), der))
 }
 
 /// An RSA private key in PEM, PKCS#8 (`BEGIN PRIVATE KEY`) or PKCS#1
-/// (`BEGIN RSA PRIVATE KEY`) (see [`pem`]).
+/// (`BEGIN RSA PRIVATE KEY`) (see [`pem`]), of at most [`MAX_RSA_BITS`]
+/// bits.
 pub(crate) fn rsa_key(text: &str) -> Result<rsa::RsaPrivateKey, String> {
-    use rsa::pkcs1::DecodeRsaPrivateKey as _;
-    use rsa::pkcs8::DecodePrivateKey as _;
     let refused = || {
         "the signing key is not an RSA private key in PEM (`-----BEGIN PRIVATE KEY-----` or `-----BEGIN RSA PRIVATE KEY-----`)".to_string()
     };
-    let (_, der) = pem(text).map_err(|_| refused())?;
-    rsa::RsaPrivateKey::from_pkcs8_der(&der)
-        .or_else(|_| rsa::RsaPrivateKey::from_pkcs1_der(&der))
-        .map_err(|_| refused())
+    let der = match pem(text) {
+        Ok((_, der)) => der,
+        Err(KeyText::TooLarge(why)) => return Err(why),
+        Err(KeyText::NotPem) => return Err(refused()),
+    };
+    rsa_from_der(&der)?.ok_or_else(refused)
+}
+
+/// The RSA private key DER `der` holds (PKCS#8, or PKCS#1); `None` if it
+/// holds none. Its modulus is measured before the key is built: the
+/// checks `rsa` makes of a key's numbers (and every signature after)
+/// cost more the larger it is, so a key past [`MAX_RSA_BITS`] is refused
+/// without them.
+fn rsa_from_der(der: &[u8]) -> Result<Option<rsa::RsaPrivateKey>, String> {
+    use rsa::pkcs1::DecodeRsaPrivateKey as _;
+    use rsa::pkcs1::der::Decode as _;
+    let pkcs1 = match rsa::pkcs8::PrivateKeyInfo::from_der(der) {
+        Ok(info) if info.algorithm.oid == rsa::pkcs1::ALGORITHM_OID => info.private_key,
+        // Another algorithm's key (P-256's).
+        Ok(_) => return Ok(None),
+        Err(_) => der,
+    };
+    let Ok(parts) = rsa::pkcs1::RsaPrivateKey::from_der(pkcs1) else {
+        return Ok(None);
+    };
+    let bits = bit_length(parts.modulus.as_bytes());
+    if bits > MAX_RSA_BITS {
+        return Err(format!(
+            "the signing key is an RSA key of {bits} bits; sluice signs with RSA keys of at most {MAX_RSA_BITS} bits"
+        ));
+    }
+    Ok(rsa::RsaPrivateKey::from_pkcs1_der(pkcs1).ok())
+}
+
+/// The bits of the big-endian unsigned number `bytes`.
+fn bit_length(bytes: &[u8]) -> usize {
+    let bytes = &bytes[bytes.iter().take_while(|b| **b == 0).count()..];
+    match bytes.first() {
+        Some(first) => bytes.len() * 8 - first.leading_zeros() as usize,
+        None => 0,
+    }
 }
 
 /// A P-256 private key in PEM, PKCS#8 (`BEGIN PRIVATE KEY`, as Apple
-/// gives them) or SEC1 (`BEGIN EC PRIVATE KEY`) (see [`pem`]).
+/// gives them) or SEC1 (`BEGIN EC PRIVATE KEY`) (see [`pem`]). Its size
+/// is the curve's: nothing in it makes the work larger (and its text is
+/// bounded by [`pem`]).
 fn ec_key(text: &str) -> Result<p256::SecretKey, String> {
-    use p256::pkcs8::DecodePrivateKey as _;
     let refused = || {
         "the signing key is not a P-256 (ES256) private key in PEM (`-----BEGIN PRIVATE KEY-----` or `-----BEGIN EC PRIVATE KEY-----`)".to_string()
     };
-    let (_, der) = pem(text).map_err(|_| refused())?;
-    p256::SecretKey::from_pkcs8_der(&der)
-        .or_else(|_| p256::SecretKey::from_sec1_der(&der))
-        .map_err(|_| refused())
+    let der = match pem(text) {
+        Ok((_, der)) => der,
+        Err(KeyText::TooLarge(why)) => return Err(why),
+        Err(KeyText::NotPem) => return Err(refused()),
+    };
+    ec_from_der(&der).ok_or_else(refused)
+}
+
+fn ec_from_der(der: &[u8]) -> Option<p256::SecretKey> {
+    use p256::pkcs8::DecodePrivateKey as _;
+    p256::SecretKey::from_pkcs8_der(der)
+        .or_else(|_| p256::SecretKey::from_sec1_der(der))
+        .ok()
 }
 
 /// `SHA256:` and the base64 of the SHA-256 of the public half of private
 /// key `text` (its SubjectPublicKeyInfo), as Snowflake names a user's key.
 fn fingerprint(text: &str) -> Result<String, String> {
     use sha2::Digest as _;
-    let der = if let Ok(key) = rsa_key(text) {
+    let key = match pem(text) {
+        Ok((_, der)) => der,
+        Err(KeyText::TooLarge(why)) => return Err(why),
+        Err(KeyText::NotPem) => Vec::new(),
+    };
+    let der = if let Some(key) = rsa_from_der(&key)? {
         use rsa::pkcs8::EncodePublicKey as _;
         key.to_public_key()
             .to_public_key_der()
             .map_err(|e| format!("the key's public half could not be encoded: {e}"))?
             .into_vec()
-    } else if let Ok(key) = ec_key(text) {
+    } else if let Some(key) = ec_from_der(&key) {
         use p256::pkcs8::EncodePublicKey as _;
         key.public_key()
             .to_public_key_der()
@@ -625,6 +711,17 @@ pub(crate) fn wsse(username: &str, password: &str, nonce: &str, now: DateTime<Ut
     format!(
         "UsernameToken Username=\"{username}\", PasswordDigest=\"{digest}\", Nonce=\"{nonce}\", Created=\"{created}\""
     )
+}
+
+/// Runs `work` (making a token: an RSA signature takes milliseconds, a
+/// large key's much longer in a debug build) on a blocking thread, so the
+/// server's async workers go on answering meanwhile.
+pub(crate) async fn off_workers<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, String> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| format!("the token could not be made: {e}"))?
 }
 
 /// Connection `c`'s credentials with a new token made for it (a `JWT` or
@@ -685,6 +782,57 @@ pub(crate) mod tests {
     /// as Apple gives them, and the same key in SEC1.
     pub(crate) const EC_KEY: &str = "-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgxdiIEI+nMrhWCb8y\nRuK0EX6b6DKDyw/JOYoUZ6V+oIKhRANCAAQuy3HRKiiVCkOMj4V/JxN6Hu3LNwtZ\nBjvnYR4rVWCngiim1YGYyVLk/0d4yoS98pGBcoSUcNYNwnarYbg/DX/k\n-----END PRIVATE KEY-----";
     const EC_KEY_SEC1: &str = "-----BEGIN EC PRIVATE KEY-----\nMHcCAQEEIMXYiBCPpzK4Vgm/MkbitBF+m+gyg8sPyTmKFGelfqCCoAoGCCqGSM49\nAwEHoUQDQgAELstx0SoolQpDjI+FfycTeh7tyzcLWQY752EeK1Vgp4IoptWBmMlS\n5P9HeMqEvfKRgXKElHDWDcJ2q2G4Pw1/5A==\n-----END EC PRIVATE KEY-----";
+
+    /// A 2,048-bit key made for these tests alone (`openssl genpkey`).
+    const RSA_KEY_2048: &str = "-----BEGIN PRIVATE KEY-----\nMIIEvgIBADANBgkqhkiG9w0BAQEFAASCBKgwggSkAgEAAoIBAQDoglkSKGokJ4Uv\naZ5IKNeFO0i65pkcBWzt5f/4avg+qUmWqvu7b4f6Kr5yC/a3g52k6O6ins8bs0cY\n7L3+rAUqrH7csdvAx/dEviFVjqswkeSkuWZBrX2UxaxeVdT1kLi+9Thyp3gE+jTc\neYQCsVi/N69zDdT+Qf4zIXx5mtSq70QBXJG3QQQHlP7lwd44tLgH0NiV2k/Kn7xd\nhVNQP2HFWStmorOXJdlTnLXH44WmvC6ZT1I4NCcJa3p1IuUlbCsMc9XdnHdb2cLp\n066BPidUXwAxQVs6ernZoGzOPEeDyEGQl51lgEiMV2S52cH4wX9GfHFTyNSYS8yC\nu4iQmpH1AgMBAAECggEAAUk3ad7HycbnlO3V3wirdn8aZZiDFh3fodknTbRcSuiQ\n5OpCwWmxsW0dQ4OFU4jjJLZgpC9SLkz1Q7IT62l//khQZWIQQXIpsiP1AgJajXnN\noo+sSd4CAORmiWorr4TjrtXFSPkxYzLcNvSRCcU9xuc+hxmiEZJH+Kt17axTHAkd\na4tkP5F1/0ksjBV8MSwdQWZ6wmtZZOA0mcXXcRpmofyYEaaYPpTCseou9Lyk6vTu\nkMNNgDeFFYRF2M9vqDQGZ9wZCD3KbQhazaIhkLGN9SHf22LuByOxvWp5oUdi20XC\nWcouQor6/DnqtvzPfpulRtVMU12cDRkCkW15EfWKqQKBgQD4ZM2ilXtnUc1jJHZn\nVoMPl3kDOSIl/AsaTAJ8P4j57rFyFW/Rz6r+jm7pi/n5jwWniXRrfN5HH+WGoaWf\n1ijYrUMdTsBrvSA4E+Yjki757y2IqkCL4wZT3nmCrlYUCrj02Jqd4p2Y4kXtOHAX\n1UJkR8LAXQYawNEGfucae8RBrQKBgQDvoQXesXMl1yt7joRSY6eppxZVqcOVSmuF\n5JyMdHBMO7j/zbX8pSo4C+yM1a8aRQrBJFvEvG1hR/1bLDF0mY9sraCkWwFhqKY8\nlL3EQ1XD4XH6R6asARnrjxw9z6i1r3/truQRa9ttZxFzGaX3b2yW2VwJpWOGVwfA\nU6EiktJqaQKBgQDDtQigNQ7J1RXyK2Ru/ya8PihGddmF/BPzYDgFFTojUgHVVTaJ\nJQohDrAsqvEFw748xnxHxFaNy3/Yl7wbN21vavQaP1Y0jQq5pFQLar5AhkZmC15X\n2UO/CObMI/gGSnx3zcHk7AwnzQAza+hFnu10fWXgkmqg4ZLPf2Uu5J048QKBgHAk\nPSkAhlC5J6JFCeu8s2QTy8H/FoaxMyyP1its+njSojskO/ymFuHvwp4OCkoS8Xt9\n1mx1egLCu/CE+AgHLTXA86K27CiV0mYbfctxb5uhz8M+8OMiCM1SRfcvTVbpcMb8\nx8LXZPMH/wSMhj0LqhfWVNo2yiK+a+Q3vvr9FvexAoGBAO2cDCulOB+Lo6YHbvRJ\nU7AJeRN/dDrRW84ekJqoJXC/FnRdg7yPxsUSn5Bgfma8z//lPW6cL9dbM/lvTXHP\n2LL/G6MUaJXXl6oPLqSNnanO9IBLJZ9okOSWZKkOut5igg+h1Qpk/aGrBhaco+M5\nJAoFRi9b5U106Okd8W4GRlcw\n-----END PRIVATE KEY-----";
+
+    /// A made-up RSA key of about `a + b` bits in PKCS#1 PEM whose
+    /// numbers `rsa` takes without any prime: p = 2^a + 1, q = 2^b + 1,
+    /// n = pq, e = 3 and d = (2^(a+1) + 1) / 3 (`0xAA…AB`), so that de ≡ 1
+    /// modulo p - 1 and q - 1 (`a` and `b` multiples of 8, `b` < `a`).
+    pub(crate) fn made_up_key(a: usize, b: usize) -> String {
+        fn number(bits: &[usize]) -> Vec<u8> {
+            let len = bits.iter().max().unwrap() / 8 + 1;
+            let mut out = vec![0u8; len];
+            for bit in bits {
+                out[len - 1 - bit / 8] |= 1 << (bit % 8);
+            }
+            out
+        }
+        fn der(tag: u8, content: &[u8]) -> Vec<u8> {
+            let len = content.len();
+            let mut out = vec![tag];
+            match len {
+                0..128 => out.push(len as u8),
+                128..256 => out.extend([0x81, len as u8]),
+                _ => out.extend([0x82, (len >> 8) as u8, len as u8]),
+            }
+            out.extend_from_slice(content);
+            out
+        }
+        fn int(bytes: &[u8]) -> Vec<u8> {
+            let mut content = bytes.to_vec();
+            if content.first().is_none_or(|b| b & 0x80 != 0) {
+                content.insert(0, 0);
+            }
+            der(2, &content)
+        }
+        let mut d = vec![0xaa; a / 8];
+        *d.last_mut().unwrap() = 0xab;
+        let fields = [
+            int(&[0]),
+            int(&number(&[a + b, a, b, 0])),
+            int(&[3]),
+            int(&d),
+            int(&number(&[a, 0])),
+            int(&number(&[b, 0])),
+            int(&[1]),
+            int(&[1]),
+            int(&[1]),
+        ];
+        let body = base64::engine::general_purpose::STANDARD.encode(der(0x30, &fields.concat()));
+        format!("-----BEGIN RSA PRIVATE KEY-----\n{body}\n-----END RSA PRIVATE KEY-----")
+    }
 
     fn connection(provider: &str, credentials: Value, config: Value) -> Connection {
         serde_json::from_value(json!({
@@ -1044,5 +1192,89 @@ pub(crate) mod tests {
         assert!(unresolved("a ${b} c"));
         assert!(!unresolved("a ${ c"));
         assert!(!unresolved("plain"));
+    }
+
+    #[test]
+    fn rsa_keys_past_8192_bits_are_refused_before_they_are_built() {
+        use rsa::traits::PublicKeyParts as _;
+        // The made-up keys are keys `rsa` takes: up to the limit, read.
+        let at_limit = rsa_key(&made_up_key(4096, 4088)).unwrap();
+        assert_eq!(at_limit.n().bits(), 8185);
+        // Past it: refused by their size, named, at once, wherever a key
+        // is read (a signature, a fingerprint, an assertion).
+        let Err(e) = rsa_key(&made_up_key(4104, 4096)) else {
+            panic!("a key of 8,201 bits was read")
+        };
+        assert!(
+            e.contains("8201 bits") && e.contains("at most 8192 bits"),
+            "{e}"
+        );
+        // 16,377 bits: `rsa` alone would take it, and sign with it for
+        // seconds.
+        let huge = made_up_key(8192, 8184);
+        let started = std::time::Instant::now();
+        let claims = Map::new();
+        let header = json!({"alg": "RS256"});
+        let d = definition(json!({
+            "assertion": {"type": "jwt", "key": "${assertionOption.privateKey}",
+                "header": {"alg": "RS256"}, "payload": {}},
+        }));
+        let c = connection(
+            "x",
+            json!({"type": "TWO_STEP", "assertionOption": {"privateKey": huge}}),
+            json!({}),
+        );
+        for refused in [
+            rsa_key(&huge).err(),
+            sign("RS256", &header, &claims, &Key::Pem(huge.clone())).err(),
+            fingerprint(&huge).err(),
+            interpolate("${fingerprint(${k})}", &definition(json!({"k": huge}))).err(),
+            assertion(&d, &c, 0).err(),
+        ] {
+            let e = refused.expect("refused");
+            assert!(
+                e.contains("16377 bits") && e.contains("at most 8192 bits"),
+                "{e}"
+            );
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
+        // Larger than any key it takes: refused before it is parsed (its
+        // DER), or decoded (its text); EC keys alike.
+        let Err(e) = rsa_key(&made_up_key(16384, 16376)) else {
+            panic!("a key of 32,761 bits was read")
+        };
+        assert!(e.contains("bytes of DER") && e.contains("8192 bits"), "{e}");
+        let long = "A".repeat(20_000);
+        for e in [
+            rsa_key(&long).err(),
+            ec_key(&long).err(),
+            fingerprint(&long).err(),
+        ] {
+            let e = e.expect("refused");
+            assert!(e.contains("20000 bytes long"), "{e}");
+        }
+        assert_eq!(bit_length(&[0, 0, 1, 0]), 9);
+        assert_eq!(bit_length(&[]), 0);
+    }
+
+    #[test]
+    fn a_2048_bit_key_signs_and_verifies() {
+        use rsa::pkcs1v15::{Signature, VerifyingKey};
+        use rsa::signature::Verifier as _;
+        let claims = definition(json!({"iss": "x"}));
+        let jwt = sign(
+            "RS256",
+            &json!({"alg": "RS256"}),
+            &claims,
+            &Key::Pem(RSA_KEY_2048.into()),
+        )
+        .unwrap();
+        let public = rsa_key(RSA_KEY_2048).unwrap().to_public_key();
+        VerifyingKey::<sha2::Sha256>::new(public)
+            .verify(
+                jwt.rsplit_once('.').unwrap().0.as_bytes(),
+                &Signature::try_from(parts(&jwt).2.as_slice()).unwrap(),
+            )
+            .unwrap();
     }
 }

@@ -1146,7 +1146,14 @@ impl Connections {
     async fn two_step_request(&self, c: &Connection) -> Result<Credentials, (bool, String)> {
         let (provider, template) = self.token_source(c).map_err(|e| (false, e))?;
         let definition = &provider.definition;
-        let asked = crate::two_step::request(definition, c).map_err(|e| (false, e))?;
+        // Made off the async workers: it may sign a JWT or an assertion
+        // with the user's key.
+        let asked = {
+            let (definition, c) = (definition.clone(), c.clone());
+            crate::jwt::off_workers(move || crate::two_step::request(&definition, &c))
+                .await
+                .map_err(|e| (false, e))?
+        };
         let refreshing = asked.refreshing;
         self.send_two_step(c, definition, template, asked)
             .await
@@ -1302,7 +1309,13 @@ impl Connections {
             );
         }
         let pem = crate::github_app::private_key_pem(key)?;
-        let jwt = crate::github_app::app_jwt(app_id, &pem, Utc::now().timestamp())?;
+        let jwt = {
+            let app_id = app_id.to_string();
+            crate::jwt::off_workers(move || {
+                crate::github_app::app_jwt(&app_id, &pem, Utc::now().timestamp())
+            })
+            .await?
+        };
         let (http, url) = self.token_target(template, c)?;
         let request = http
             .post(&url)
@@ -1472,7 +1485,9 @@ impl Connections {
                 .providers
                 .get(&c.provider)
                 .ok_or_else(|| format!("provider `{}` is not in the catalogue", c.provider))?;
-            return crate::jwt::renewed(&provider.definition, c);
+            // Signed off the async workers (an RSA key's signature).
+            let (definition, c) = (provider.definition.clone(), c.clone());
+            return crate::jwt::off_workers(move || crate::jwt::renewed(&definition, &c)).await;
         }
         let (provider, template) = self.token_source(c)?;
         // Refused before anything is read or sent (a host the

@@ -64,6 +64,11 @@ pub(crate) struct ConnectSession {
     /// stored; there the map is empty.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sealed_defaults: Option<String>,
+    /// Ended (`DELETE /connect/session`): its token no longer works, and
+    /// the document keeps nothing but its dates, saying only that this
+    /// server issued the token (see [`issued`]) until the sweep deletes it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ended: bool,
 }
 
 impl ConnectSession {
@@ -123,9 +128,9 @@ pub(crate) async fn find(app: &App, token: &str) -> ApiResult<(Arc<EnvState>, Co
     let key = token_key(token);
     for env in app.envs() {
         if let Some(mut session) = env.store.doc::<ConnectSession>(SESSIONS, &key).await? {
-            // Expired: refused (the sweep deletes it later, once the
-            // flows it started cannot need it).
-            if session.expires_at <= Utc::now() {
+            // Expired or ended: refused (the sweep deletes it later, once
+            // the flows it started cannot need it).
+            if session.ended || session.expires_at <= Utc::now() {
                 break;
             }
             if let Some(sealed) = session.sealed_defaults.take() {
@@ -139,6 +144,26 @@ pub(crate) async fn find(app: &App, token: &str) -> ApiResult<(Arc<EnvState>, Co
         "unknown_connect_session_token",
         "Authentication failed. The provided connect session token does not match any account.",
     ))
+}
+
+/// Whether `token` is the token of a connect session this server issued:
+/// in force, expired, or ended, until the sweep deletes it (an hour past
+/// its expiry). A browser holding one is told on its websocket why its
+/// flow does not start.
+pub(crate) async fn issued(app: &App, token: &str) -> bool {
+    let well_formed = token
+        .strip_prefix(TOKEN_PREFIX)
+        .is_some_and(|rest| rest.len() == 64);
+    if !well_formed {
+        return false;
+    }
+    let key = token_key(token);
+    for env in app.envs() {
+        if let Ok(Some(_)) = env.store.doc::<Value>(SESSIONS, &key).await {
+            return true;
+        }
+    }
+    false
 }
 
 /// A request authenticated by a connect session token
@@ -239,6 +264,11 @@ pub struct SessionBody {
     webhook_url_override: Option<String>,
     #[serde(default)]
     tags: Option<Value>,
+    /// Per integration, what its Connect UI page shows otherwise
+    /// (`{docs_connect?}`, the original's 0.69): checked, not kept (see
+    /// [`check_overrides`]).
+    #[serde(default)]
+    overrides: Option<Value>,
     /// Reconnect only.
     #[serde(default)]
     connection_id: Option<String>,
@@ -247,7 +277,9 @@ pub struct SessionBody {
     integration_id: Option<String>,
 }
 
-/// An `organization`: `{id, display_name?}`, each at most 255 characters.
+/// An `organization`: `{id, display_name?}`, strings of at most 255
+/// characters (empty ones taken, as the original's schema takes them,
+/// and giving no tag, as the original gives none).
 fn organization(value: &Value) -> ApiResult<end_users::Tags> {
     let refused = |why: &str| ApiError::invalid_body(format!("`organization`: {why}"));
     let Value::Object(map) = value else {
@@ -261,16 +293,49 @@ fn organization(value: &Value) -> ApiResult<end_users::Tags> {
             other => return Err(refused(&format!("unknown field `{other}`"))),
         };
         match v.as_str() {
-            Some(s) if !s.is_empty() && s.chars().count() <= 255 => {
-                tags.insert(tag.into(), s.to_string());
+            Some(s) if s.chars().count() <= 255 => {
+                if !s.is_empty() {
+                    tags.insert(tag.into(), s.to_string());
+                }
             }
-            _ => return Err(refused(&format!("`{k}` must be 1 to 255 characters"))),
+            _ => {
+                return Err(refused(&format!(
+                    "`{k}` must be a string of at most 255 characters"
+                )));
+            }
         }
     }
-    if !tags.contains_key("organization_id") {
+    if !map.contains_key("id") {
         return Err(refused("`id` is required"));
     }
     Ok(tags)
+}
+
+/// A body's `overrides`: an object of integration keys, each an object
+/// whose `docs_connect` (the link to the integration's docs the original's
+/// Connect UI shows), if given, is a string; other members are let go, as
+/// the original's schema lets them go. Returns whether a `docs_connect`
+/// is set: the original refuses that (403) without a plan that allows
+/// it, as a self-hosted one has, and so does sluice.
+fn check_overrides(value: &Map<String, Value>) -> ApiResult<bool> {
+    let mut docs = false;
+    for (key, v) in value {
+        let Value::Object(map) = v else {
+            return Err(ApiError::invalid_body(format!(
+                "`overrides.{key}` must be an object ({{docs_connect?}})"
+            )));
+        };
+        match map.get("docs_connect") {
+            None => {}
+            Some(Value::String(s)) => docs |= !s.is_empty(),
+            Some(_) => {
+                return Err(ApiError::invalid_body(format!(
+                    "`overrides.{key}.docs_connect` must be a string"
+                )));
+            }
+        }
+    }
+    Ok(docs)
 }
 
 /// An `integrations_config_defaults` entry: `{user_scopes?: string,
@@ -345,25 +410,48 @@ async fn session_from(
         }
     };
     let defaults = body.integrations_config_defaults.unwrap_or_default();
-    let named = body.allowed_integrations.as_ref().map_or(0, Vec::len) + defaults.len();
+    let overrides = match body.overrides {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(o)) => o,
+        Some(_) => {
+            return Err(ApiError::invalid_body(
+                "`overrides` must be an object of integrations ({\"<integration>\": {docs_connect?}})",
+            ));
+        }
+    };
+    let named =
+        body.allowed_integrations.as_ref().map_or(0, Vec::len) + defaults.len() + overrides.len();
     if named > MAX_NAMED {
         return Err(ApiError::invalid_body(format!(
-            "a session names at most {MAX_NAMED} integrations (`allowed_integrations` and `integrations_config_defaults`), got {named}"
+            "a session names at most {MAX_NAMED} integrations (`allowed_integrations`, `integrations_config_defaults` and `overrides`), got {named}"
         )));
     }
     for (key, value) in &defaults {
         check_defaults(key, value)?;
     }
+    let docs_connect = check_overrides(&overrides)?;
     let (allowed, connection_id) = match reconnect {
         Some((integration, connection)) => (Some(vec![integration]), Some(connection)),
         None => (body.allowed_integrations, None),
     };
-    for key in allowed.iter().flatten().chain(defaults.keys()) {
+    for key in allowed
+        .iter()
+        .flatten()
+        .chain(defaults.keys())
+        .chain(overrides.keys())
+    {
         if env.store.integration(key).await?.is_none() {
             return Err(ApiError::invalid_body(format!(
                 "Integration `{key}` does not exist in this environment"
             )));
         }
+    }
+    if docs_connect {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "You are not allowed to override the docs connect url",
+        ));
     }
     let now = Utc::now();
     Ok(ConnectSession {
@@ -377,6 +465,7 @@ async fn session_from(
         created_at: now,
         expires_at: now + SESSION_TTL,
         sealed_defaults: None,
+        ended: false,
     })
 }
 
@@ -586,11 +675,27 @@ pub(crate) async fn forget_all(
     Ok(deleted)
 }
 
-/// `DELETE /connect/session`: the token stops working.
+/// `DELETE /connect/session`: the token stops working. The session is
+/// replaced by a mark that it ended (no end user, no defaults), which the
+/// sweep deletes with the expired ones: a browser still holding the token
+/// is told on its websocket that the session ended (see [`issued`]).
 pub async fn delete(auth: SessionAuth) -> ApiResult<StatusCode> {
+    let ended = ConnectSession {
+        end_user: None,
+        organization: None,
+        allowed_integrations: None,
+        integrations_config_defaults: Map::new(),
+        webhook_url_override: None,
+        tags: end_users::Tags::new(),
+        connection_id: None,
+        created_at: auth.session.created_at,
+        expires_at: auth.session.expires_at,
+        sealed_defaults: None,
+        ended: true,
+    };
     auth.env
         .store
-        .delete_doc(SESSIONS, &token_key(&auth.token))
+        .put_doc(SESSIONS, &token_key(&auth.token), &ended)
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }

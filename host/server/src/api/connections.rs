@@ -762,7 +762,7 @@ async fn create(
                 .map(|c| c.connection_config)
                 .unwrap_or_default(),
         };
-        made_token(&app, &pck, &cid, &integration.provider, creds, &config)?
+        made_token(&app, &pck, &cid, &integration.provider, creds, &config).await?
     } else {
         creds
     };
@@ -867,7 +867,9 @@ async fn app_token(
 /// credentials `creds` and configuration `config` as the provider's
 /// definition says (see [`crate::jwt`]). A refusal is 400
 /// `failed_to_generate` (the original's code), naming what is missing.
-pub(crate) fn made_token(
+/// The token is signed off the async workers (see
+/// [`crate::jwt::off_workers`]).
+pub(crate) async fn made_token(
     app: &App,
     pck: &str,
     cid: &str,
@@ -884,11 +886,13 @@ pub(crate) fn made_token(
     let definition = app
         .providers
         .get(provider)
-        .map(|p| &p.definition)
+        .map(|p| p.definition.clone())
         .ok_or_else(|| refused(format!("the provider `{provider}` is not in the catalogue")))?;
     let mut c = super::oauth::template_connection(pck, cid, provider, config);
     c.credentials = creds;
-    crate::jwt::renewed(definition, &c).map_err(refused)
+    crate::jwt::off_workers(move || crate::jwt::renewed(&definition, &c))
+        .await
+        .map_err(refused)
 }
 
 /// A new TWO_STEP connection's first token, asked for with the user's
@@ -1399,7 +1403,10 @@ pub async fn finish_setups(app: &Arc<App>) -> Result<(), crate::ServerError> {
                         env.store.delete_doc(CONNECTION_SETUP, &key).await?;
                     }
                     SetupStage::PostCreation => {
-                        setup.restarts += 1;
+                        // Only a crash counts towards giving them up.
+                        if !env.after_clean_stop() {
+                            setup.restarts += 1;
+                        }
                         let alive = env.store.connection_exists(pck, cid).await?;
                         if !alive || setup.restarts >= crate::runner::TRIGGER_ATTEMPTS {
                             env.store.delete_doc(CONNECTION_SETUP, &key).await?;

@@ -54,6 +54,11 @@ const FLOW_PARAMS: [&str; 6] = [
     "code_challenge_method",
 ];
 
+/// The authorization URL's parameters that say what the user grants: the
+/// app's to choose (the session's scopes, else the integration's), never
+/// the browser's `authorization_params`.
+const SCOPE_PARAMS: [&str; 2] = ["scope", "user_scope"];
+
 /// The longest query string taken from the browser or the provider.
 const MAX_QUERY: usize = 16 << 10;
 
@@ -155,7 +160,7 @@ impl Flow {
 /// callback is being handled (a `state` is used once, however many
 /// callbacks come at once).
 pub struct Clients {
-    senders: Mutex<HashMap<String, tokio::sync::mpsc::UnboundedSender<String>>>,
+    senders: Mutex<HashMap<String, Waiting>>,
     taking: Mutex<HashSet<String>>,
     /// The flows each connect session (by its token's hash) started, and
     /// when the session lapses: a session keeps its last
@@ -175,6 +180,14 @@ impl Default for Clients {
             closing: tokio::sync::watch::channel(false).0,
         }
     }
+}
+
+/// A websocket client waiting: where its result goes, and whether a
+/// flow named it (its `ws_client_id` in a flow a connect session
+/// started).
+struct Waiting {
+    result: tokio::sync::mpsc::UnboundedSender<String>,
+    named: bool,
 }
 
 /// When a connect session lapses, and the states of the flows it started,
@@ -207,8 +220,30 @@ impl Clients {
             .unwrap_or_else(|e| e.into_inner())
             .remove(id);
         if let Some(s) = sender {
-            let _ = s.send(message.to_string());
+            let _ = s.result.send(message.to_string());
         }
+    }
+
+    /// A flow names websocket client `id`: it waits for the result.
+    fn named(&self, id: &str) {
+        if let Some(waiting) = self
+            .senders
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(id)
+        {
+            waiting.named = true;
+        }
+    }
+
+    /// Whether client `id` waits without a flow naming it (one already
+    /// told its result is not waiting).
+    fn unnamed(&self, id: &str) -> bool {
+        self.senders
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .is_some_and(|w| !w.named)
     }
 
     /// Notes flow `state` of session `session`; returns the state of a
@@ -254,7 +289,11 @@ impl Clients {
 /// `GET /` upgraded to a websocket: the frontend SDK's channel. The server
 /// names the client (`{message_type: "connection_ack", ws_client_id}`),
 /// the SDK passes that id to `/oauth/connect`, and the flow's result is
-/// sent here; then the socket closes. A plain `GET /` is 404.
+/// sent here; then the socket closes. A socket no flow names within
+/// `websocket_name_grace` (a minute) is told so (`{message_type: "error",
+/// error_type: "websocket_unused", …}`) and closed: anyone may open one,
+/// and only the sockets of flows under way hold a slot for long. A plain
+/// `GET /` is 404.
 pub async fn websocket(
     State(app): State<Arc<App>>,
     slot: Option<axum::Extension<crate::HeldSlot>>,
@@ -267,6 +306,7 @@ pub async fn websocket(
     // Unauthenticated and up to 15 minutes long: at most a quarter of the
     // client connections may be such sockets.
     let cap = MAX_CLIENTS.min((app.config.max_connections / 4).max(1));
+    let grace = app.config.websocket_name_grace;
     // Small buffers (tungstenite's are 128 KiB each way): a socket that
     // waits costs kilobytes, not a quarter of a megabyte.
     ws.max_message_size(MAX_CLIENT_FRAME)
@@ -277,18 +317,29 @@ pub async fn websocket(
         .on_upgrade(move |socket| async move {
             // The socket counts against `max_connections` until it closes.
             let _slot = slot;
-            client(clients, socket, cap).await
+            client(clients, socket, cap, grace).await
         })
 }
 
-async fn client(clients: Arc<Clients>, mut socket: WebSocket, cap: usize) {
+async fn client(
+    clients: Arc<Clients>,
+    mut socket: WebSocket,
+    cap: usize,
+    grace: std::time::Duration,
+) {
     let id = uuid::Uuid::new_v4().to_string();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let full = {
         let mut senders = clients.senders.lock().unwrap_or_else(|e| e.into_inner());
         let full = senders.len() >= cap;
         if !full {
-            senders.insert(id.clone(), tx);
+            senders.insert(
+                id.clone(),
+                Waiting {
+                    result: tx,
+                    named: false,
+                },
+            );
         }
         full
     };
@@ -306,7 +357,9 @@ async fn client(clients: Arc<Clients>, mut socket: WebSocket, cap: usize) {
     let ack = json!({"message_type": "connection_ack", "ws_client_id": id}).to_string();
     if socket.send(Message::Text(ack.into())).await.is_ok() {
         let deadline = tokio::time::sleep(CLIENT_LIFE);
-        tokio::pin!(deadline);
+        let naming = tokio::time::sleep(grace);
+        tokio::pin!(deadline, naming);
+        let mut unnamed = true;
         loop {
             tokio::select! {
                 result = rx.recv() => {
@@ -320,6 +373,20 @@ async fn client(clients: Arc<Clients>, mut socket: WebSocket, cap: usize) {
                     Some(Ok(_)) => {}
                 },
                 _ = async { closing.wait_for(|c| *c).await.map(|_| ()) } => break,
+                _ = &mut naming, if unnamed => {
+                    unnamed = false;
+                    if clients.unnamed(&id) {
+                        let said = json!({
+                            "message_type": "error",
+                            "error_type": "websocket_unused",
+                            "error_desc": format!(
+                                "no authorization flow named this websocket (its ws_client_id) within {grace:?}: open /oauth/connect with it right after connection_ack"
+                            ),
+                        });
+                        let _ = socket.send(Message::Text(said.to_string().into())).await;
+                        break;
+                    }
+                }
                 _ = &mut deadline => break,
             }
         }
@@ -553,14 +620,12 @@ pub async fn connect(
         )
             .into_response(),
         Ok(Err((ws, f))) => fail(&app, ws.as_deref(), &key, "", f),
-        Err(e) => {
+        Err((ws, e)) => {
             // A refusal before any flow (the session expired or ended,
             // the integration not allowed) reaches the waiting frontend
-            // SDK or Connect UI too, as the original's does; else it would
-            // wait on a window showing the error.
-            let ws = Query::parse(uri.query())
-                .ok()
-                .and_then(|q| q.get("ws_client_id").map(str::to_string));
+            // SDK or Connect UI too; else it would wait on a window
+            // showing the error. Only for a request holding a session's
+            // token (see `start`).
             app.oauth_clients.notify(
                 ws.as_deref(),
                 json!({
@@ -576,16 +641,32 @@ pub async fn connect(
     }
 }
 
-type Started = Result<Result<String, (Option<String>, Failure)>, ApiError>;
+/// The authorization URL, or why not (a failure shown as the page, or a
+/// refusal), each with the websocket client to tell (`ws_client_id`).
+type Started = Result<Result<String, (Option<String>, Failure)>, (Option<String>, ApiError)>;
 
+/// Starts the flow the browser's query asks for. The websocket client it
+/// names is told of a failure only if the request holds the token of a
+/// connect session this server issued (in force, or one that expired or
+/// was ended meanwhile, which the page says): an id alone, without the
+/// session the flow is for, cannot end someone else's wait.
 async fn start(app: &App, key: &str, query: Option<&str>, headers: &HeaderMap) -> Started {
-    let q = Query::parse(query)?;
-    let (env, session, session_key) = browser_session(app, key, &q).await?;
+    let q = Query::parse(query).map_err(|e| (None, e))?;
     let ws = q.get("ws_client_id").map(str::to_string);
+    let (env, session, session_key) = match browser_session(app, key, &q).await {
+        Ok(found) => found,
+        Err(e) => {
+            let issued = match q.get("connect_session_token") {
+                Some(token) => connect::issued(app, token).await,
+                None => false,
+            };
+            return Err((ws.filter(|_| issued), e));
+        }
+    };
     match flow(app, &env, &session, &session_key, key, &q, headers).await {
         Ok(Ok(location)) => Ok(Ok(location)),
         Ok(Err(f)) => Ok(Err((ws, f))),
-        Err(e) => Err(e),
+        Err(e) => Err((ws, e)),
     }
 }
 
@@ -1150,7 +1231,8 @@ async fn browser_credentials(
             &integration.provider,
             credentials,
             &config,
-        )?;
+        )
+        .await?;
     }
     let reconnect = session.connection_id.is_some();
     let draft = Draft {
@@ -1421,15 +1503,18 @@ async fn flow(
     // The session's `authorization_params` replace the browser's; an MCP
     // server's are its definition's alone (its `resource`), as the
     // original's.
-    let own = match defaults.get("authorization_params") {
-        _ if mcp => Map::new(),
-        Some(Value::Object(p)) => p.clone(),
-        _ => q.authorization_params.clone(),
+    let (own, browsers) = match defaults.get("authorization_params") {
+        _ if mcp => (Map::new(), false),
+        Some(Value::Object(p)) => (p.clone(), false),
+        _ => (q.authorization_params.clone(), true),
     };
     for (k, v) in own {
         // What binds the flow to this server and this browser is not
-        // theirs to replace.
-        if FLOW_PARAMS.contains(&k.as_str()) {
+        // theirs to replace; and the scopes are the app's (the session's
+        // or the integration's), not the browser's.
+        if FLOW_PARAMS.contains(&k.as_str())
+            || (browsers && SCOPE_PARAMS.iter().any(|p| p.eq_ignore_ascii_case(&k)))
+        {
             continue;
         }
         params.retain(|(p, _)| *p != k);
@@ -1696,6 +1781,10 @@ async fn keep_flow(
     env.store
         .put_doc(FLOWS, state, &flow.sealed(env, state).await?)
         .await?;
+    // Its websocket waits for the result (not closed as unused).
+    if let Some(id) = &flow.ws_client_id {
+        app.oauth_clients.named(id);
+    }
     if let Some(replaced) = app
         .oauth_clients
         .started(session_key, session.expires_at, state)
@@ -2452,7 +2541,7 @@ async fn exchange(
                     format!("Unknown error during the Oauth flow. {e}"),
                 )
             })?
-            .is_none()
+            .is_none_or(|s| s.ended)
     {
         return Err(failure(
             "unknown_err",
