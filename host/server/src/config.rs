@@ -260,6 +260,18 @@ impl StoreKind {
         ))
     }
 
+    /// The PostgreSQL store at `url` as a copy's destination: its lock
+    /// taken, and refused before anything is written there (not even the
+    /// holder's token a server that held the store checks when it
+    /// reconnects) when its tables hold any row.
+    pub fn open_postgres_destination(
+        url: &str,
+    ) -> Result<std::sync::Arc<dyn sluice_store::Backend>, sluice_store::CopyError> {
+        Ok(std::sync::Arc::new(
+            sluice_store_postgres::PostgresBackend::open_destination(url)?,
+        ))
+    }
+
     /// Whether the schema `url` names holds a PostgreSQL store, reading
     /// only: an error saying so when it holds none (nothing is created).
     pub fn check_postgres(url: &str) -> Result<(), sluice_store::BackendError> {

@@ -78,7 +78,9 @@ impl StoreHealth {
 
     /// One durable write (or the answer of one made in the last second).
     /// A write that times out while `held()` (a backup holds sled's writes
-    /// back) is not a failing store.
+    /// back) is not a failing store: a backup holds them for at most
+    /// [`SLED_HOLD_LIMIT`](crate::backup::SLED_HOLD_LIMIT), then is given
+    /// up, so a store that still takes no write is one that fails.
     pub async fn probe(
         &self,
         store: &Store,

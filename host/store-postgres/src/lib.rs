@@ -51,7 +51,10 @@
 //! meanwhile): the writer stops only once the store is shown to be
 //! another's, not because the database is slow or gone for a while.
 //! [`PostgresBackend::open_reading`] opens the store without the lock, for
-//! reading only.
+//! reading only; [`PostgresBackend::open_destination`], a copy's
+//! destination, opens it to write only once the lock is held and the
+//! schema's tables are found empty, so a copy refused writes nothing
+//! (not even its token).
 //!
 //! # Durability, atomicity and group commit
 //!
@@ -86,7 +89,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::{Either, try_join_all};
 use sluice_store::writer::WriteRequest;
-use sluice_store::{Backend, BackendError, Op, PendingWrite, Table, scan_range};
+use sluice_store::{Backend, BackendError, CopyError, Op, PendingWrite, Table, scan_range};
 use tokio::sync::mpsc;
 use tokio_postgres::config::{Host, SslMode};
 use tokio_postgres::error::SqlState;
@@ -458,6 +461,9 @@ enum WriterError {
     Refused(String),
     /// Another process holds the store's lock (words for the operator).
     Busy(String),
+    /// A copy's destination holds rows in this table (nothing was
+    /// written to it).
+    NotEmpty(&'static str),
 }
 
 impl From<tokio_postgres::Error> for WriterError {
@@ -473,6 +479,12 @@ impl std::fmt::Display for WriterError {
             WriterError::Unanswered(why) | WriterError::Refused(why) | WriterError::Busy(why) => {
                 f.write_str(why)
             }
+            WriterError::NotEmpty(table) => {
+                write!(
+                    f,
+                    "the schema is not empty (its table `sluice_{table}` has rows)"
+                )
+            }
         }
     }
 }
@@ -484,9 +496,13 @@ impl std::fmt::Display for WriterError {
 /// reconnect it checks that the store's holder is still `token` (see
 /// [`check_holder`]). With no `token` (a copy's source, see
 /// [`PostgresBackend::open_source`]) it only takes the lock: nothing is
-/// written, and a schema without a store is refused. `own` lists this backend's earlier writing
-/// sessions (none at the first open); each new session is added before it
-/// asks for the lock, and on success the list is that session alone.
+/// written, and a schema without a store is refused. With `only_empty`
+/// (a copy's destination, see [`PostgresBackend::open_destination`]), a
+/// schema whose store tables hold any row is refused, the lock held,
+/// before anything is written ([`WriterError::NotEmpty`]). `own` lists
+/// this backend's earlier writing sessions (none at the first open); each
+/// new session is added before it asks for the lock, and on success the
+/// list is that session alone.
 ///
 /// On a reconnect (`own` not empty), the earlier sessions the database
 /// still has (the connection broke on this side only, or the server has
@@ -501,6 +517,7 @@ async fn connect_writer(
     wait: Duration,
     own: &mut Vec<Session>,
     token: Option<&[u8]>,
+    only_empty: bool,
 ) -> Result<Writer, WriterError> {
     let (mut client, ended, tls) = timeout(target.connect_watched()).await?;
     // Dead peers are noticed in about a minute, not the server's default
@@ -609,7 +626,12 @@ async fn connect_writer(
             check_holder(&client, &schema, token).await?;
             false
         }
-        Some(token) => prepare_store(&mut client, &schema, token).await?,
+        Some(token) => {
+            if only_empty {
+                refuse_rows(&client, &schema).await?;
+            }
+            prepare_store(&mut client, &schema, token).await?
+        }
         None => {
             let holds: bool = client
                 .query_one(
@@ -755,6 +777,36 @@ async fn prepare_store(
     Ok(new_store)
 }
 
+/// Refuses a schema whose store tables (those that exist) hold any row,
+/// naming the first such table; reads only.
+async fn refuse_rows(client: &Client, schema: &str) -> Result<(), WriterError> {
+    let here = quoted(schema);
+    for table in Table::ALL {
+        let name = table_name(table);
+        let exists: bool = client
+            .query_one(
+                "SELECT to_regclass(format('%I.%I', $1::text, $2::text)) IS NOT NULL",
+                &[&schema, &name],
+            )
+            .await?
+            .try_get(0)?;
+        if !exists {
+            continue;
+        }
+        let rows: bool = client
+            .query_one(
+                &format!("SELECT EXISTS (SELECT 1 FROM {here}.{})", quoted(&name)),
+                &[],
+            )
+            .await?
+            .try_get(0)?;
+        if rows {
+            return Err(WriterError::NotEmpty(table.name()));
+        }
+    }
+    Ok(())
+}
+
 /// Refuses, naming both schemas, when a schema on the `search_path` other
 /// than `schema` (the first that exists) holds a store.
 async fn refuse_beside_another_store(client: &Client, schema: &str) -> Result<(), WriterError> {
@@ -848,6 +900,22 @@ enum Mode {
     /// Reading only, holding the store's lock (waiting at most this long
     /// for it), writing nothing: a copy's source.
     Hold(Duration),
+    /// As `Write`, but refused before anything is written when the
+    /// schema's store tables hold any row: a copy's destination.
+    Destination(Duration),
+}
+
+/// Why an open failed: the backend's error, or (a copy's destination,
+/// [`Mode::Destination`]) rows in this table of the schema.
+enum OpenFailure {
+    Backend(BackendError),
+    NotEmpty(&'static str),
+}
+
+impl From<BackendError> for OpenFailure {
+    fn from(e: BackendError) -> Self {
+        OpenFailure::Backend(e)
+    }
 }
 
 /// Connects everything [`PostgresBackend::open`] needs (no writer when
@@ -861,10 +929,13 @@ async fn connect_all(
     // readers' statements name.
     let writer = match mode {
         Mode::Write(lock_wait) => {
-            Some(connect_writer(target, lock_wait, &mut Vec::new(), Some(token)).await?)
+            Some(connect_writer(target, lock_wait, &mut Vec::new(), Some(token), false).await?)
+        }
+        Mode::Destination(lock_wait) => {
+            Some(connect_writer(target, lock_wait, &mut Vec::new(), Some(token), true).await?)
         }
         Mode::Hold(lock_wait) => {
-            Some(connect_writer(target, lock_wait, &mut Vec::new(), None).await?)
+            Some(connect_writer(target, lock_wait, &mut Vec::new(), None, false).await?)
         }
         Mode::Read => None,
     };
@@ -968,7 +1039,34 @@ impl PostgresBackend {
         Self::open_with(url, Mode::Hold(LOCK_WAIT))
     }
 
+    /// The store as a copy's destination (`sluice copy-store`): opened to
+    /// write as [`PostgresBackend::open`] does, but once the store's lock
+    /// is held, and before anything is written (the tables, this
+    /// backend's token to `sluice_holder`), a schema whose store tables
+    /// hold any row is refused with [`CopyError::NotEmpty`]: a store
+    /// there is left as it was, and a server that holds it and was cut
+    /// off from the database finds its own token when it reconnects.
+    /// Every other failure is [`CopyError::Refused`] (nothing of a store
+    /// written: at most empty tables made, when it failed after taking
+    /// the lock).
+    pub fn open_destination(url: &str) -> Result<PostgresBackend, CopyError> {
+        Self::open_inner(url, Mode::Destination(LOCK_WAIT)).map_err(|e| match e {
+            OpenFailure::Backend(e) => CopyError::from(e),
+            OpenFailure::NotEmpty(table) => CopyError::NotEmpty { table },
+        })
+    }
+
     fn open_with(url: &str, mode: Mode) -> Result<PostgresBackend, BackendError> {
+        Self::open_inner(url, mode).map_err(|e| match e {
+            OpenFailure::Backend(e) => e,
+            // Only a destination's open looks for rows.
+            OpenFailure::NotEmpty(table) => {
+                BackendError::Storage(WriterError::NotEmpty(table).to_string())
+            }
+        })
+    }
+
+    fn open_inner(url: &str, mode: Mode) -> Result<PostgresBackend, OpenFailure> {
         let unparsed = |cause: String| BackendError::Open {
             location: "the PostgreSQL connection string".into(),
             cause,
@@ -1026,13 +1124,14 @@ impl PostgresBackend {
         let connected = answered
             .recv()
             .map_err(|_| fail("its connection task stopped".into()));
-        let (writer, readers) = match connected.and_then(|c| {
+        let (writer, readers) = match connected.map_err(OpenFailure::Backend).and_then(|c| {
             c.map_err(|e| match e {
-                WriterError::Busy(cause) => BackendError::Busy {
+                WriterError::Busy(cause) => OpenFailure::Backend(BackendError::Busy {
                     location: location.clone(),
                     cause,
-                },
-                e => fail(e.to_string()),
+                }),
+                WriterError::NotEmpty(table) => OpenFailure::NotEmpty(table),
+                e => OpenFailure::Backend(fail(e.to_string())),
             })
         }) {
             Ok(both) => both,
@@ -1596,7 +1695,7 @@ impl Link<'_> {
     /// so. Any other failure (the database out of reach, slow, refusing)
     /// is only returned: the next check or write tries again.
     async fn reconnect(&mut self) -> Result<Writer, WriterError> {
-        match connect_writer(self.target, LOCK_WAIT, self.own, Some(self.token)).await {
+        match connect_writer(self.target, LOCK_WAIT, self.own, Some(self.token), false).await {
             Err(WriterError::Busy(why)) => {
                 let why = taken_reason(&why);
                 self.taken.send_replace(Some(why.clone()));

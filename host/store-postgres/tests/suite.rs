@@ -708,6 +708,90 @@ async fn a_copy_source_leaves_the_writer_its_store() {
     execute(&plain, format!("DROP SCHEMA {} CASCADE", schema_of(&empty)));
 }
 
+/// `open_destination`, a copy's destination, refuses a schema that holds
+/// a store before it writes anything, its token to `sluice_holder` among
+/// it: a server cut off from the database meanwhile takes its store back
+/// when it reconnects and writes on (an open to write in its place would
+/// have taken the store over from it: `a_store_held_by_another_server_meanwhile_is_let_go`),
+/// and the store reads as it did. An empty schema is opened and copied
+/// into, and is refused as a destination from then on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_onto_a_store_is_refused_before_it_writes() {
+    let Some((url, plain)) = schema_url() else {
+        return;
+    };
+    let holder = |url: &str| {
+        query(
+            url,
+            "SELECT encode(v, 'hex') FROM sluice_holder WHERE k = 'writer'".into(),
+        )
+    };
+    let proxy = CutProxy::start(server_address(&url).await).await;
+    let through = at(&url, &format!("127.0.0.1:{}", proxy.port));
+    let first = PostgresBackend::open(&through).unwrap();
+    first.apply(vec![put(b"k", b"first")]).await.unwrap();
+    let token = holder(&url);
+    assert_eq!(token.len(), 1, "{token:?}");
+    proxy.cut.send(true).unwrap();
+    execute(&url, sluice_store_postgres::END_HOLDER_SQL.to_string());
+    let Err(err) = PostgresBackend::open_destination(&url) else {
+        panic!("a schema holding a store was opened as a copy's destination");
+    };
+    assert!(
+        matches!(err, sluice_store::CopyError::NotEmpty { table: "docs" }),
+        "{err:?}"
+    );
+    assert!(!err.wrote());
+    assert!(
+        err.to_string().contains("nothing was written to it"),
+        "{err}"
+    );
+    assert_eq!(holder(&url), token, "the refused copy replaced the holder");
+    proxy.cut.send(false).unwrap();
+    first.apply(vec![put(b"k", b"after")]).await.unwrap();
+    assert!(
+        futures_util::FutureExt::now_or_never(first.taken_over()).is_none(),
+        "the refused copy took the store over from its server"
+    );
+    assert_eq!(
+        first.get(Table::Docs, b"k").await.unwrap().unwrap(),
+        b"after"
+    );
+    drop(first);
+
+    let (empty, _) = schema_url().unwrap();
+    let source: Arc<dyn Backend> = Arc::new(sluice_store::MemoryBackend::new());
+    let master = sluice_store::MasterKey::generate();
+    sluice_store::Store::open(source.clone(), master.clone(), &[("dev".into(), None)])
+        .await
+        .unwrap();
+    let to = PostgresBackend::open_destination(&empty).unwrap();
+    let report = sluice_store::copy_store(&*source, &to, |_, _| {})
+        .await
+        .unwrap();
+    assert!(report.rows() > 0, "{report:?}");
+    drop(to);
+    let Err(err) = PostgresBackend::open_destination(&empty) else {
+        panic!("a copy's destination was opened again as one");
+    };
+    assert!(
+        matches!(err, sluice_store::CopyError::NotEmpty { .. }),
+        "{err:?}"
+    );
+    let (copy, created) = sluice_store::Store::open(
+        Arc::new(PostgresBackend::open(&empty).unwrap()),
+        master,
+        &[],
+    )
+    .await
+    .unwrap();
+    assert!(created.is_empty());
+    assert!(copy.environment("dev").is_some());
+    drop(copy);
+    execute(&plain, format!("DROP SCHEMA {} CASCADE", schema_of(&url)));
+    execute(&plain, format!("DROP SCHEMA {} CASCADE", schema_of(&empty)));
+}
+
 /// The store's schema is the first of the `search_path` that exists: a
 /// store made in the second, when the first did not exist yet, is not
 /// replaced by a new, empty one once the first is created; the open is

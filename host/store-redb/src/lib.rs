@@ -73,7 +73,8 @@ fn storage(e: impl std::fmt::Display) -> BackendError {
 /// beside it (`<name>.creating`), flushed, then renamed into place, so a
 /// first start killed midway leaves no half-written file that every later
 /// start would have to refuse (a file that is not a database is never
-/// overwritten), only the stray to replace.
+/// overwritten), only the stray to replace. The file is its owner's alone
+/// (mode 0600) from the start: it holds the whole store.
 fn create_new(path: &Path) -> Result<(), String> {
     let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
     if let Some(parent) = parent {
@@ -87,8 +88,18 @@ fn create_new(path: &Path) -> Result<(), String> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(format!("cannot remove {}: {e}", creating.display())),
     }
-    let db = Database::builder()
-        .create(&creating)
+    let file = {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&creating)
+            .map_err(|e| format!("cannot create {}: {e}", creating.display()))?
+    };
+    let db = redb::backends::FileBackend::new(file)
+        .and_then(|backend| Database::builder().create_with_backend(backend))
         .map_err(|e| open_cause(&e))?;
     create_tables(&db)?;
     drop(db);
@@ -125,6 +136,36 @@ fn open_cause(e: &redb::DatabaseError) -> String {
         }
         other => format!("redb cannot open it: {other}"),
     }
+}
+
+/// Whether a process has the database file at `path` open (redb locks
+/// it): asked by opening it to read, which redb refuses while another
+/// handle has it (in this process or another), and let go at once. A
+/// missing file is not in use, nor is one no one has open that redb
+/// cannot read (damaged, or a copy a crash cut short: redb takes its
+/// lock before it reads the file). Meant for a file nothing is about to
+/// open (an old backup): an open made at the very moment of the question
+/// is refused as one made while it is in use.
+pub fn in_use(path: &Path) -> Result<bool, BackendError> {
+    let file = match std::fs::File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => {
+            return Err(BackendError::Open {
+                location: path.display().to_string(),
+                cause: format!("cannot read it: {e}"),
+            });
+        }
+    };
+    // redb may panic on a damaged file (see `RedbBackend::open`).
+    let opened = std::panic::catch_unwind(|| {
+        redb::backends::FileBackend::new(file)
+            .and_then(|backend| Database::builder().open_read_only_with_backend(backend))
+    });
+    Ok(matches!(
+        opened,
+        Ok(Err(redb::DatabaseError::DatabaseAlreadyOpen))
+    ))
 }
 
 impl RedbBackend {
@@ -632,6 +673,28 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+
+    /// A new database file is its owner's alone; whether it is open is
+    /// told, here as from another process, and asking lets it go.
+    #[test]
+    fn a_new_file_is_private_and_its_use_is_told() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.redb");
+        assert!(!in_use(&path).unwrap());
+        let db = RedbBackend::open(&path).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+        assert!(in_use(&path).unwrap());
+        drop(db);
+        assert!(!in_use(&path).unwrap());
+        // Asking held nothing.
+        drop(RedbBackend::open(&path).unwrap());
+        // Not a database, or one a crash cut short: no one has it open.
+        let junk = dir.path().join("junk.redb");
+        std::fs::write(&junk, vec![7u8; 8192]).unwrap();
+        assert!(!in_use(&junk).unwrap());
+    }
 
     #[test]
     fn a_directory_or_an_empty_file_is_refused() {

@@ -9,7 +9,7 @@
 //! taking it for a new store), and copying again needs an empty store.
 
 use crate::store::{FORMAT, FORMAT_1, FORMAT_2, FORMAT_3, FORMAT_KEY};
-use crate::{Backend, Op, StoreError, Table};
+use crate::{Backend, BackendError, Op, StoreError, Table};
 
 /// About this many bytes of keys and values go in one write (a write is
 /// sent once this much is held), and about as many are read per scan.
@@ -58,26 +58,85 @@ pub async fn check_source(from: &dyn Backend) -> Result<Vec<u8>, StoreError> {
     Ok(format)
 }
 
+/// Why [`copy_store`] failed, and whether it had written to the
+/// destination: a copy refused left the destination as it was (it may be
+/// a whole store: never to be emptied for the copy's sake); one stopped
+/// after it began writing may have left part of the copy there.
+#[derive(Debug, thiserror::Error)]
+pub enum CopyError {
+    /// The destination holds rows already (it may be a whole store).
+    /// Nothing was written to it.
+    #[error(
+        "the destination is not empty (its table `{table}` has rows): nothing was written to it; copy into a new, empty store"
+    )]
+    NotEmpty { table: &'static str },
+    /// Refused before anything was written to the destination: the
+    /// source holds no store this build copies, or a read failed, or the
+    /// destination could not be opened.
+    #[error("{0} (nothing was written to the destination)")]
+    Refused(StoreError),
+    /// The copy stopped after it began writing to the destination, which
+    /// may hold part of it (`Store::open` refuses such a store).
+    #[error(transparent)]
+    Stopped(StoreError),
+}
+
+impl CopyError {
+    /// Whether the copy wrote to the destination before it failed: the
+    /// destination may hold part of it, to be emptied before copying
+    /// again. When false, the destination is as it was.
+    pub fn wrote(&self) -> bool {
+        matches!(self, CopyError::Stopped(_))
+    }
+}
+
+impl From<BackendError> for CopyError {
+    /// A failure before the copy writes (opening or reading).
+    fn from(e: BackendError) -> Self {
+        CopyError::Refused(StoreError::Backend(e))
+    }
+}
+
+/// Refuses a destination that holds any row ([`CopyError::NotEmpty`]);
+/// reads only.
+pub async fn check_destination(to: &dyn Backend) -> Result<(), CopyError> {
+    for table in Table::ALL {
+        if !to.scan(table, &[], None, 1, false).await?.is_empty() {
+            return Err(CopyError::NotEmpty {
+                table: table.name(),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Copies every row of `from` into `to`, which must be empty; `from`
 /// must hold a store (its format marker) and must not change meanwhile
 /// (open it exclusively: no server on it). `progress` is told each table
-/// and the rows copied of it so far. Nothing of `from` is changed; when
-/// it fails, `to` may hold part of the copy (refused by `Store::open`;
-/// empty it and copy again).
+/// and the rows copied of it so far. Nothing of `from` is changed; a
+/// destination with rows, or a source that is no store, is refused
+/// before anything is written ([`CopyError::wrote`] is false); when the
+/// copy fails after it began writing, `to` may hold part of it (refused
+/// by `Store::open`; empty it and copy again).
 pub async fn copy_store(
     from: &dyn Backend,
     to: &dyn Backend,
+    progress: impl FnMut(Table, u64),
+) -> Result<CopyReport, CopyError> {
+    let format = check_source(from).await.map_err(CopyError::Refused)?;
+    check_destination(to).await?;
+    copy_rows(from, to, format, progress)
+        .await
+        .map_err(CopyError::Stopped)
+}
+
+/// [`copy_store`]'s writing part, once both ends are checked.
+async fn copy_rows(
+    from: &dyn Backend,
+    to: &dyn Backend,
+    format: Vec<u8>,
     mut progress: impl FnMut(Table, u64),
 ) -> Result<CopyReport, StoreError> {
-    let format = check_source(from).await?;
-    for table in Table::ALL {
-        if !to.scan(table, &[], None, 1, false).await?.is_empty() {
-            return Err(StoreError::Invalid(format!(
-                "the destination is not empty (its table `{}` has rows): copy into a new store",
-                table.name()
-            )));
-        }
-    }
     let order = std::iter::once(Table::Environments)
         .chain(Table::ALL.into_iter().filter(|t| *t != Table::Environments));
     let mut report = CopyReport {

@@ -54,7 +54,7 @@ pub use backend::{
     Backend, BackendError, INLINE_READ_KEYS, KeyRange, MemoryBackend, Op, PendingWrite, ReadOnly,
     Table, on_multi_thread_runtime, prefix_end, scan_range,
 };
-pub use copy::{CopyReport, check_source, copy_store};
+pub use copy::{CopyError, CopyReport, check_destination, check_source, copy_store};
 pub use crypto::MasterKey;
 pub use env::{DocBatch, Integration};
 pub use error::StoreError;

@@ -526,7 +526,7 @@ impl Store {
     pub async fn back_up_into(
         &self,
         to: &dyn Backend,
-    ) -> Result<Option<crate::CopyReport>, StoreError> {
+    ) -> Result<Option<crate::CopyReport>, crate::CopyError> {
         let Some(snapshot) = self.shared.backend.snapshot().await? else {
             return Ok(None);
         };

@@ -3320,17 +3320,33 @@ pub async fn a_store_is_copied_whole(b: &Reopen) {
         .unwrap();
     check(open(&back, &master).await).await;
 
+    // Onto a store: refused before anything is written (it is a whole
+    // store, not one to empty), and it opens as it did.
     let err = crate::copy_store(&*source.open(), &*b.open(), |_, _| {})
         .await
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("the destination is not empty"), "{err}");
+        .unwrap_err();
+    assert!(
+        matches!(err, crate::CopyError::NotEmpty { .. }) && !err.wrote(),
+        "{err:?}"
+    );
+    let said = err.to_string();
+    assert!(said.contains("the destination is not empty"), "{said}");
+    assert!(said.contains("nothing was written to it"), "{said}");
+    check(open(b, &master).await).await;
     let empty = Reopen::memory(MemoryBackend::new());
     let err = crate::copy_store(&*empty.open(), &*back.open(), |_, _| {})
         .await
-        .unwrap_err()
-        .to_string();
+        .unwrap_err();
+    assert!(!err.wrote(), "{err:?}");
+    let err = err.to_string();
     assert!(err.contains("holds no sluice store"), "{err}");
+    // A destination that fails once written to: the copy stopped after
+    // writing, which the error says.
+    let refusing = crate::ReadOnly::new(MemoryBackend::new(), ());
+    let err = crate::copy_store(&*source.open(), &refusing, |_, _| {})
+        .await
+        .unwrap_err();
+    assert!(err.wrote(), "{err:?}");
     // A store a newer sluice wrote may hold tables this one would drop.
     let newer = MemoryBackend::new();
     newer
