@@ -779,3 +779,127 @@ async fn debug_says_what_the_command_decided() {
         "{err}"
     );
 }
+
+/// The Rust SDK as a script uses it, in a project made by `init --rust`
+/// (its SDK copy) and run by a dry run against a live upstream: a binary
+/// body arrives as its bytes (not UTF-8, not replaced); a pagination
+/// gives each page with what the original's `on_page` receives (the next
+/// page's parameter and the page's response).
+#[tokio::test]
+async fn a_rust_script_sends_bytes_and_reads_each_pages_next_cursor() {
+    use sluice_tests::{MockRequest, MockResponse, MockServer};
+    let mock = MockServer::start(std::sync::Arc::new(|req: &MockRequest| {
+        match (req.path.as_str(), req.query_param("cursor")) {
+            ("/upload", _) => MockResponse::json(201, &json!({"stored": req.body.len()})),
+            ("/items", None) => MockResponse::json(200, &json!({"items": [1, 2], "next": "c2"})),
+            ("/items", Some("c2")) => MockResponse::json(200, &json!({"items": [3]})),
+            _ => MockResponse::json(404, &json!({})),
+        }
+    }))
+    .await
+    .unwrap();
+    let dir = std::path::PathBuf::from(guests::BUILD_DIR).join("rust-sdk-project");
+    let _ = std::fs::remove_dir_all(&dir);
+    sluice_project::init::init(&dir, sluice_project::init::Starter::Rust).unwrap();
+    std::fs::write(
+        dir.join("nango.yaml"),
+        "integrations:\n    mock-int:\n        actions:\n            sdk-check:\n                endpoint: POST /check\nmodels: {}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("connections.yaml"),
+        "connections:\n  - connection_id: c1\n    provider_config_key: mock-int\n    provider: mock\n    credentials: {type: OAUTH2, access_token: tok-1}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("providers.yaml"),
+        format!(
+            "mock:\n  auth_mode: OAUTH2\n  proxy:\n    base_url: {}\n",
+            mock.url()
+        ),
+    )
+    .unwrap();
+    let starter = dir.join("demo-github-integration/actions/create-issue");
+    let krate = dir.join("mock-int/actions/sdk-check");
+    std::fs::create_dir_all(krate.join("src")).unwrap();
+    // The starter's versions: built with what the SDK is tested with.
+    std::fs::copy(starter.join("Cargo.lock"), krate.join("Cargo.lock")).unwrap();
+    std::fs::write(
+        krate.join("Cargo.toml"),
+        "[package]\nname = \"sdk-check\"\nversion = \"0.1.0\"\nedition = \"2024\"\npublish = false\n\n[dependencies]\nsluice-sdk = { path = \"../../../sluice-sdk\" }\nserde_json = \"1\"\n\n[workspace]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        krate.join("src/main.rs"),
+        r#"use serde_json::{Value, json};
+use sluice_sdk::{Error, Nango, action};
+
+#[action]
+fn run(nango: &Nango, _input: Option<Value>) -> Result<Value, Error> {
+    let stored = nango
+        .post("/upload")
+        .bytes(vec![0u8, 159, 146, 150, 255])
+        .header("content-type", "application/octet-stream")
+        .send()?
+        .json::<Value>()?;
+    let config = json!({
+        "type": "cursor",
+        "cursor_path_in_response": "next",
+        "cursor_name_in_request": "cursor",
+        "response_path": "items",
+    });
+    let mut pages = Vec::new();
+    for page in nango.get("/items").paginate::<u32>(Some(config)).with_page_info() {
+        let (items, info) = page?;
+        let info = info.ok_or_else(|| Error::msg("no page info"))?;
+        pages.push(json!({
+            "items": items,
+            "next": info.next_page_param,
+            "status": info.response.map(|r| r.status),
+        }));
+    }
+    Ok(json!({"stored": stored, "pages": pages}))
+}
+
+fn main() {}
+"#,
+    )
+    .unwrap();
+    let build = std::path::Path::new(guests::BUILD_DIR).join("rust-projects-build");
+    let (code, out, err) = sluice(&[
+        "dryrun",
+        "sdk-check",
+        "c1",
+        "--dir",
+        &dir.display().to_string(),
+        "--providers",
+        &dir.join("providers.yaml").display().to_string(),
+        "--build-dir",
+        &build.display().to_string(),
+        "--json",
+    ])
+    .await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        v["output"],
+        json!({
+            "stored": {"stored": 5},
+            "pages": [
+                {"items": [1, 2], "next": "c2", "status": 200},
+                {"items": [3], "next": null, "status": 200},
+            ],
+        }),
+        "{out}"
+    );
+    let upload = mock
+        .requests()
+        .into_iter()
+        .find(|r| r.path == "/upload")
+        .unwrap();
+    assert_eq!(upload.body, [0u8, 159, 146, 150, 255]);
+    assert_eq!(
+        upload.header("content-type"),
+        Some("application/octet-stream")
+    );
+}

@@ -419,55 +419,6 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 /// A 2,048-bit RSA key made for these tests alone (`openssl genpkey`).
 const RSA_KEY_2048: &str = "-----BEGIN PRIVATE KEY-----\nMIIEvgIBADANBgkqhkiG9w0BAQEFAASCBKgwggSkAgEAAoIBAQDoglkSKGokJ4Uv\naZ5IKNeFO0i65pkcBWzt5f/4avg+qUmWqvu7b4f6Kr5yC/a3g52k6O6ins8bs0cY\n7L3+rAUqrH7csdvAx/dEviFVjqswkeSkuWZBrX2UxaxeVdT1kLi+9Thyp3gE+jTc\neYQCsVi/N69zDdT+Qf4zIXx5mtSq70QBXJG3QQQHlP7lwd44tLgH0NiV2k/Kn7xd\nhVNQP2HFWStmorOXJdlTnLXH44WmvC6ZT1I4NCcJa3p1IuUlbCsMc9XdnHdb2cLp\n066BPidUXwAxQVs6ernZoGzOPEeDyEGQl51lgEiMV2S52cH4wX9GfHFTyNSYS8yC\nu4iQmpH1AgMBAAECggEAAUk3ad7HycbnlO3V3wirdn8aZZiDFh3fodknTbRcSuiQ\n5OpCwWmxsW0dQ4OFU4jjJLZgpC9SLkz1Q7IT62l//khQZWIQQXIpsiP1AgJajXnN\noo+sSd4CAORmiWorr4TjrtXFSPkxYzLcNvSRCcU9xuc+hxmiEZJH+Kt17axTHAkd\na4tkP5F1/0ksjBV8MSwdQWZ6wmtZZOA0mcXXcRpmofyYEaaYPpTCseou9Lyk6vTu\nkMNNgDeFFYRF2M9vqDQGZ9wZCD3KbQhazaIhkLGN9SHf22LuByOxvWp5oUdi20XC\nWcouQor6/DnqtvzPfpulRtVMU12cDRkCkW15EfWKqQKBgQD4ZM2ilXtnUc1jJHZn\nVoMPl3kDOSIl/AsaTAJ8P4j57rFyFW/Rz6r+jm7pi/n5jwWniXRrfN5HH+WGoaWf\n1ijYrUMdTsBrvSA4E+Yjki757y2IqkCL4wZT3nmCrlYUCrj02Jqd4p2Y4kXtOHAX\n1UJkR8LAXQYawNEGfucae8RBrQKBgQDvoQXesXMl1yt7joRSY6eppxZVqcOVSmuF\n5JyMdHBMO7j/zbX8pSo4C+yM1a8aRQrBJFvEvG1hR/1bLDF0mY9sraCkWwFhqKY8\nlL3EQ1XD4XH6R6asARnrjxw9z6i1r3/truQRa9ttZxFzGaX3b2yW2VwJpWOGVwfA\nU6EiktJqaQKBgQDDtQigNQ7J1RXyK2Ru/ya8PihGddmF/BPzYDgFFTojUgHVVTaJ\nJQohDrAsqvEFw748xnxHxFaNy3/Yl7wbN21vavQaP1Y0jQq5pFQLar5AhkZmC15X\n2UO/CObMI/gGSnx3zcHk7AwnzQAza+hFnu10fWXgkmqg4ZLPf2Uu5J048QKBgHAk\nPSkAhlC5J6JFCeu8s2QTy8H/FoaxMyyP1its+njSojskO/ymFuHvwp4OCkoS8Xt9\n1mx1egLCu/CE+AgHLTXA86K27CiV0mYbfctxb5uhz8M+8OMiCM1SRfcvTVbpcMb8\nx8LXZPMH/wSMhj0LqhfWVNo2yiK+a+Q3vvr9FvexAoGBAO2cDCulOB+Lo6YHbvRJ\nU7AJeRN/dDrRW84ekJqoJXC/FnRdg7yPxsUSn5Bgfma8z//lPW6cL9dbM/lvTXHP\n2LL/G6MUaJXXl6oPLqSNnanO9IBLJZ9okOSWZKkOut5igg+h1Qpk/aGrBhaco+M5\nJAoFRi9b5U106Okd8W4GRlcw\n-----END PRIVATE KEY-----";
 
-/// A made-up RSA key of about `a + b` bits in PKCS#1 PEM whose numbers
-/// an RSA library takes without any prime (p = 2^a + 1, q = 2^b + 1, n =
-/// pq, e = 3, d = (2^(a+1) + 1) / 3, so de ≡ 1 modulo p - 1 and q - 1),
-/// and then signs with for seconds: what a user could send to keep the
-/// server busy. `a` and `b` multiples of 8, `b` < `a`.
-fn made_up_key(a: usize, b: usize) -> String {
-    fn number(bits: &[usize]) -> Vec<u8> {
-        let len = bits.iter().max().unwrap() / 8 + 1;
-        let mut out = vec![0u8; len];
-        for bit in bits {
-            out[len - 1 - bit / 8] |= 1 << (bit % 8);
-        }
-        out
-    }
-    fn der(tag: u8, content: &[u8]) -> Vec<u8> {
-        let len = content.len();
-        let mut out = vec![tag];
-        match len {
-            0..128 => out.push(len as u8),
-            128..256 => out.extend([0x81, len as u8]),
-            _ => out.extend([0x82, (len >> 8) as u8, len as u8]),
-        }
-        out.extend_from_slice(content);
-        out
-    }
-    fn int(bytes: &[u8]) -> Vec<u8> {
-        let mut content = bytes.to_vec();
-        if content.first().is_none_or(|b| b & 0x80 != 0) {
-            content.insert(0, 0);
-        }
-        der(2, &content)
-    }
-    let mut d = vec![0xaa; a / 8];
-    *d.last_mut().unwrap() = 0xab;
-    let fields = [
-        int(&[0]),
-        int(&number(&[a + b, a, b, 0])),
-        int(&[3]),
-        int(&d),
-        int(&number(&[a, 0])),
-        int(&number(&[b, 0])),
-        int(&[1]),
-        int(&[1]),
-        int(&[1]),
-    ];
-    let body = base64::engine::general_purpose::STANDARD.encode(der(0x30, &fields.concat()));
-    format!("-----BEGIN RSA PRIVATE KEY-----\n{body}\n-----END RSA PRIVATE KEY-----")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rsa_keys_past_8192_bits_are_refused_at_once_and_real_ones_sign() {
     let logins = Arc::new(Mutex::new(0u32));
@@ -534,7 +485,7 @@ async fn rsa_keys_past_8192_bits_are_refused_at_once_and_real_ones_sign() {
     // A key of 16,377 bits, from the browser of a connect session, from
     // an import, as a TWO_STEP assertion's key: refused at once, the
     // limit named, nothing stored and nothing asked of the provider.
-    let huge = made_up_key(8192, 8184);
+    let huge = sluice_server::made_up_rsa_key(8192, 8184);
     let started = std::time::Instant::now();
     let (status, body) = post(
         "/auth/jwt/rsa",
@@ -577,7 +528,7 @@ async fn rsa_keys_past_8192_bits_are_refused_at_once_and_real_ones_sign() {
     // A key far larger: refused before it is read, its size named.
     let (status, body) = post(
         "/auth/jwt/rsa",
-        json!({"privateKey": made_up_key(16384, 16376), "issuerId": "i-1"}),
+        json!({"privateKey": sluice_server::made_up_rsa_key(16384, 16376), "issuerId": "i-1"}),
     )
     .await;
     assert_eq!(status, 400, "{body}");

@@ -2,6 +2,7 @@
 //! on 127.0.0.1, and the runtime in between.
 
 mod app_proxy;
+mod backup;
 mod bill;
 mod bodies;
 mod cli;
@@ -9,6 +10,7 @@ mod config_legacy;
 mod connect_sessions;
 mod connect_ui;
 mod demo;
+mod deploy_cli;
 mod durability;
 mod events;
 mod examples;

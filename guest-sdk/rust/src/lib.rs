@@ -186,9 +186,16 @@ impl From<types::NangoError> for Error {
         Error::Sdk {
             code: e.code,
             message: e.message,
-            payload: e.payload.and_then(|p| serde_json::from_slice(&p).ok()),
+            payload: e.payload.map(|p| payload_value(&p)),
         }
     }
+}
+
+/// An error's payload as the TypeScript SDK reads it: the JSON value, or
+/// the text as a JSON string when it is not JSON.
+fn payload_value(bytes: &[u8]) -> Value {
+    serde_json::from_slice(bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).into_owned()))
 }
 
 impl From<http::HttpError> for Error {
@@ -678,6 +685,14 @@ impl RequestBuilder {
         self
     }
 
+    /// A binary body, sent as it is. Give its content type with
+    /// [`RequestBuilder::header`]: without one the request has the
+    /// original's (axios') default, `application/x-www-form-urlencoded`.
+    pub fn bytes(mut self, body: impl Into<Vec<u8>>) -> Self {
+        self.req.data = Some(http::Body::Bytes(body.into()));
+        self
+    }
+
     /// `multipart/form-data` fields.
     pub fn form(mut self, fields: Vec<(String, String)>) -> Self {
         self.req.data = Some(http::Body::Multipart(fields));
@@ -736,6 +751,8 @@ impl RequestBuilder {
 
     /// Pages of `T`: the provider's `paginate` defaults with `config`'s keys
     /// over them (`{"type": "cursor", "cursor_name_in_request": ...}`).
+    /// [`Pages::with_page_info`] gives each page with what the original's
+    /// `on_page` receives.
     pub fn paginate<T: DeserializeOwned>(self, config: Option<Value>) -> Pages<T> {
         let config = config.map(|c| c.to_string().into_bytes());
         let state = match &self.refused {
@@ -758,16 +775,40 @@ pub struct Pages<T> {
     _items: std::marker::PhantomData<T>,
 }
 
+/// What the original's `paginate` gives its `on_page` callback after a
+/// page: the next page's parameter and the page's whole response.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PageInfo {
+    /// The cursor as read (a string or a number), the next link, or the
+    /// offset of this page (a number); null when there is no next page.
+    pub next_page_param: Value,
+    /// The page's response; none when the pages are recorded responses
+    /// replayed (`sluice test`), as the original's harness gives none.
+    pub response: Option<Response>,
+}
+
+/// Pages with their [`PageInfo`] ([`Pages::with_page_info`]).
+pub struct PagesWithInfo<T>(Pages<T>);
+
+/// A page's items and its [`PageInfo`], or why there is no page.
+pub type PageWithInfo<T> = Result<(Vec<T>, Option<PageInfo>), Error>;
+
 enum PagesState {
     Running(http::Paginator),
     Failed(Option<Error>),
     Done,
 }
 
-impl<T: DeserializeOwned> Iterator for Pages<T> {
-    type Item = Result<Vec<T>, Error>;
+impl<T: DeserializeOwned> Pages<T> {
+    /// Each page with what the original's `on_page({nextPageParam,
+    /// response})` receives for it: `None` where the original calls no
+    /// `on_page` (after an offset pagination's short last page).
+    pub fn with_page_info(self) -> PagesWithInfo<T> {
+        PagesWithInfo(self)
+    }
 
-    fn next(&mut self) -> Option<Self::Item> {
+    /// The next page, with its [`PageInfo`] when `info`.
+    fn next_page(&mut self, info: bool) -> Option<PageWithInfo<T>> {
         match &mut self.state {
             PagesState::Done => None,
             PagesState::Failed(e) => {
@@ -776,7 +817,26 @@ impl<T: DeserializeOwned> Iterator for Pages<T> {
                 e.map(Err)
             }
             PagesState::Running(p) => match p.next_page() {
-                Ok(Some(page)) => Some(decode("a page of paginate's items", &page.items)),
+                Ok(Some(page)) => {
+                    // The host keeps a page's response until it is asked
+                    // for, or the next page: asked only when wanted.
+                    let seen = match info.then(|| p.last_page()).flatten() {
+                        Some(last) => Some(PageInfo {
+                            next_page_param: serde_json::from_slice(&last.next_page_param)
+                                .unwrap_or(Value::Null),
+                            response: Some(last.response.into()),
+                        }),
+                        None if info && connection::info().replaying => Some(PageInfo {
+                            next_page_param: page.next.map_or(Value::Null, Value::String),
+                            response: None,
+                        }),
+                        None => None,
+                    };
+                    Some(
+                        decode("a page of paginate's items", &page.items)
+                            .map(|items| (items, seen)),
+                    )
+                }
                 Ok(None) => {
                     self.state = PagesState::Done;
                     None
@@ -787,6 +847,23 @@ impl<T: DeserializeOwned> Iterator for Pages<T> {
                 }
             },
         }
+    }
+}
+
+impl<T: DeserializeOwned> Iterator for Pages<T> {
+    type Item = Result<Vec<T>, Error>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.next_page(false)
+            .map(|page| page.map(|(items, _)| items))
+    }
+}
+
+impl<T: DeserializeOwned> Iterator for PagesWithInfo<T> {
+    type Item = PageWithInfo<T>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.0.next_page(true)
     }
 }
 
@@ -836,7 +913,10 @@ pub mod __private {
         f(&Nango::new()).map_err(Error::into_script_error)
     }
 
-    pub fn run_action<I: DeserializeOwned, O: Serialize>(
+    /// An action's output: none when the function returns `()` (as a
+    /// TypeScript action that returns nothing), else its JSON, `null`
+    /// included (as a TypeScript action that returns `null`).
+    pub fn run_action<I: DeserializeOwned, O: Serialize + 'static>(
         input: Option<Vec<u8>>,
         f: fn(&Nango, I) -> Result<O, Error>,
     ) -> Result<Option<Vec<u8>>, types::ScriptError> {
@@ -867,9 +947,11 @@ pub mod __private {
             })
         })?;
         let output = f(&Nango::new(), input).map_err(Error::into_script_error)?;
-        let value =
-            serde_json::to_value(&output).map_err(|e| Error::from(e).into_script_error())?;
-        Ok((!value.is_null()).then(|| value.to_string().into()))
+        if std::any::TypeId::of::<O>() == std::any::TypeId::of::<()>() {
+            return Ok(None);
+        }
+        let json = serde_json::to_vec(&output).map_err(|e| Error::from(e).into_script_error())?;
+        Ok(Some(json))
     }
 
     pub fn run_webhook(
@@ -888,5 +970,86 @@ pub mod __private {
         Err(types::ScriptError::Internal(format!(
             "There is no onWebhookPayloadReceived export for {name}"
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn sdk_error(payload: &[u8]) -> Error {
+        types::NangoError {
+            code: "some_code".into(),
+            message: "it failed".into(),
+            payload: Some(payload.to_vec()),
+        }
+        .into()
+    }
+
+    /// A payload that is not JSON reaches the script as a string, as in
+    /// the TypeScript SDK (it was dropped).
+    #[test]
+    fn an_sdk_errors_payload_is_kept_as_a_string_when_it_is_not_json() {
+        let payload = |e: Error| match e {
+            Error::Sdk { payload, .. } => payload,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            payload(sdk_error(b"<html>Bad gateway</html>")),
+            Some(json!("<html>Bad gateway</html>"))
+        );
+        assert_eq!(
+            payload(sdk_error(br#"{"missing": ["id"]}"#)),
+            Some(json!({"missing": ["id"]}))
+        );
+        assert_eq!(payload(sdk_error(b"\"text\"")), Some(json!("text")));
+    }
+
+    /// As a TypeScript action: one that returns `null` outputs `null`,
+    /// one that returns nothing outputs nothing.
+    #[test]
+    fn an_action_returning_null_outputs_null_and_one_returning_nothing_none() {
+        fn null(_: &Nango, _: Option<Value>) -> Result<Value, Error> {
+            Ok(Value::Null)
+        }
+        fn none(_: &Nango, _: Option<Value>) -> Result<Option<String>, Error> {
+            Ok(None)
+        }
+        fn nothing(_: &Nango, _: Option<Value>) -> Result<(), Error> {
+            Ok(())
+        }
+        fn some(_: &Nango, input: Option<Value>) -> Result<Value, Error> {
+            Ok(json!({"got": input}))
+        }
+        let out = |r: Result<Option<Vec<u8>>, types::ScriptError>| match r {
+            Ok(out) => out.map(|b| String::from_utf8(b).unwrap()),
+            Err(e) => panic!("{e:?}"),
+        };
+        assert_eq!(
+            out(__private::run_action(None, null)).as_deref(),
+            Some("null")
+        );
+        assert_eq!(
+            out(__private::run_action(None, none)).as_deref(),
+            Some("null")
+        );
+        assert_eq!(out(__private::run_action(None, nothing)), None);
+        assert_eq!(
+            out(__private::run_action(Some(b"[1]".to_vec()), some)).as_deref(),
+            Some(r#"{"got":[1]}"#)
+        );
+    }
+
+    /// A binary body goes to the host as bytes, whatever they are.
+    #[test]
+    fn a_binary_body_is_sent_as_bytes() {
+        let bytes = vec![0u8, 159, 146, 150, 255];
+        let req = Nango::new().post("/upload").bytes(bytes.clone());
+        assert!(
+            matches!(&req.req.data, Some(http::Body::Bytes(b)) if *b == bytes),
+            "{:?}",
+            req.req.data
+        );
     }
 }

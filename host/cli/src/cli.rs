@@ -652,7 +652,7 @@ async fn run_dryrun(
     // the key is before reading anything.
     let mut implicit_server = None;
     let server = if args.from_server {
-        let (host, secret_key) = server_settings(
+        let settings = server_settings(
             &args.build.dir,
             &args.environment,
             args.host,
@@ -660,7 +660,10 @@ async fn run_dryrun(
             "the dry run",
             err,
         )?;
-        Some(ServerSource { host, secret_key })
+        Some(ServerSource {
+            host: settings.host,
+            secret_key: settings.key,
+        })
     } else if args.connections.is_none()
         && args.build.dir.is_dir()
         && !local.exists()
@@ -668,7 +671,7 @@ async fn run_dryrun(
     {
         implicit_server = Some(args.environment.clone());
         let key_var = format!("NANGO_SECRET_KEY_{}", args.environment.to_uppercase());
-        let (host, secret_key) = server_settings(
+        let settings = server_settings(
             &args.build.dir,
             &args.environment,
             None,
@@ -677,7 +680,10 @@ async fn run_dryrun(
             err,
         )
         .map_err(|e| anyhow::anyhow!("no {}, and {key_var} is set: {e:#}", local.display()))?;
-        Some(ServerSource { host, secret_key })
+        Some(ServerSource {
+            host: settings.host,
+            secret_key: settings.key,
+        })
     } else {
         None
     };
@@ -1034,9 +1040,11 @@ async fn run_test(args: TestArgs, out: &mut dyn Write, err: &mut dyn Write) -> a
 /// the current directory); the process environment wins.
 /// A missing file is nothing; one that cannot be read (not UTF-8, a folder,
 /// no permission) is an error naming it, not silently nothing (its
-/// settings would be missed, and the error would blame the setting).
+/// settings would be missed, and the error would blame the setting). It
+/// is read as the project's other files: a regular file of at most 8 MiB
+/// (a cloned project's `.env -> /dev/zero` was read for ever).
 fn dotenv(path: &std::path::Path) -> anyhow::Result<std::collections::HashMap<String, String>> {
-    let text = match std::fs::read_to_string(path) {
+    let text = match sluice_nango_yaml::read_text_file(path, sluice_nango_yaml::MAX_FILE_BYTES) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Default::default()),
         Err(e) => bail!("cannot read {}: {e}", path.display()),
@@ -1074,11 +1082,35 @@ fn dotenv(path: &std::path::Path) -> anyhow::Result<std::collections::HashMap<St
         .collect())
 }
 
-fn setting(name: &str, file: &std::collections::HashMap<String, String>) -> Option<String> {
-    std::env::var(name)
-        .ok()
-        .or_else(|| file.get(name).cloned())
-        .filter(|v| !v.is_empty())
+/// The `.env` files a command reads, in the order they count: the
+/// current directory's, then the project's in `dir`.
+type EnvFiles = Vec<(PathBuf, std::collections::HashMap<String, String>)>;
+
+fn env_files(dir: &std::path::Path) -> anyhow::Result<EnvFiles> {
+    let mut files = Vec::new();
+    for path in [PathBuf::from(".env"), dir.join(".env")] {
+        let file = dotenv(&path)?;
+        files.push((path, file));
+    }
+    Ok(files)
+}
+
+/// The setting `name` from the first of the process environment and the
+/// `.env` files that has it, unless it is empty there; with where it was
+/// found (`NANGO_HOSTPORT in ./.env`).
+fn setting(name: &str, files: &EnvFiles) -> Option<(String, String)> {
+    let found = match std::env::var(name) {
+        Ok(v) => Some((v, format!("{name} in the environment"))),
+        Err(_) => files.iter().find_map(|(path, file)| {
+            let shown = match path.to_str() {
+                Some(".env") => "./.env".to_string(),
+                _ => path.display().to_string(),
+            };
+            file.get(name)
+                .map(|v| (v.clone(), format!("{name} in {shown}")))
+        }),
+    };
+    found.filter(|(v, _)| !v.is_empty())
 }
 
 /// `serve --limits FILE`: each environment's limits, and the
@@ -1117,21 +1149,44 @@ fn limits_from_file(
     Ok((limits, with_variables))
 }
 
-/// The server and the environment's secret key: flags first, then
-/// `NANGO_HOSTPORT` and `NANGO_SECRET_KEY_<ENV>` from the process
-/// environment, then from `.env` (the current directory's, then the
-/// project's), as the original's CLI reads them.
 /// Whether the environment's secret key is set (`NANGO_SECRET_KEY_<ENV>`,
 /// in the environment, `./.env` or the project's `.env`), as
 /// [`server_settings`] looks for it.
 fn secret_key_set(dir: &std::path::Path, env: &str) -> anyhow::Result<bool> {
-    let mut file = dotenv(std::path::Path::new(".env"))?;
-    for (k, v) in dotenv(&dir.join(".env"))? {
-        file.entry(k).or_insert(v);
-    }
-    Ok(setting(&format!("NANGO_SECRET_KEY_{}", env.to_uppercase()), &file).is_some())
+    let files = env_files(dir)?;
+    Ok(setting(&format!("NANGO_SECRET_KEY_{}", env.to_uppercase()), &files).is_some())
 }
 
+/// The server a command sends its requests to, the secret key they carry,
+/// and where each was found (a flag, a variable, which `.env`).
+struct ServerSettings {
+    /// Without a user and password.
+    host: String,
+    key: String,
+    host_from: String,
+    key_from: String,
+}
+
+/// Whether `url` names this machine (`localhost`, a loopback address).
+fn is_loopback(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => {
+            let d = d.trim_end_matches('.').to_ascii_lowercase();
+            d == "localhost" || d.ends_with(".localhost")
+        }
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => {
+            ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+        None => false,
+    }
+}
+
+/// The server and the environment's secret key: flags first, then
+/// `NANGO_HOSTPORT` and `NANGO_SECRET_KEY_<ENV>` from the process
+/// environment, then from `.env` (the current directory's, then the
+/// project's), as the original's CLI reads them. Plain `http://` to
+/// another machine is warned of on `err`.
 fn server_settings(
     dir: &std::path::Path,
     env: &str,
@@ -1139,20 +1194,21 @@ fn server_settings(
     secret_key: Option<String>,
     purpose: &str,
     err: &mut dyn Write,
-) -> anyhow::Result<(String, String)> {
-    let mut file = dotenv(std::path::Path::new(".env"))?;
-    for (k, v) in dotenv(&dir.join(".env"))? {
-        file.entry(k).or_insert(v);
-    }
+) -> anyhow::Result<ServerSettings> {
+    let files = env_files(dir)?;
     let key_var = format!("NANGO_SECRET_KEY_{}", env.to_uppercase());
-    let Some(key) = secret_key.or_else(|| setting(&key_var, &file)) else {
+    let Some((key, key_from)) = secret_key
+        .map(|k| (k, "--secret-key".to_string()))
+        .or_else(|| setting(&key_var, &files))
+    else {
         bail!(
             "{key_var} is not set (in the environment or .env): {purpose} needs the environment's secret key"
         );
     };
-    let host = host
-        .or_else(|| setting("NANGO_HOSTPORT", &file))
-        .unwrap_or_else(|| "http://127.0.0.1:3003".into());
+    let (host, host_from) = host
+        .map(|h| (h, "--host".to_string()))
+        .or_else(|| setting("NANGO_HOSTPORT", &files))
+        .unwrap_or_else(|| ("http://127.0.0.1:3003".into(), "the default".into()));
     let Some(mut url) = url::Url::parse(&host)
         .ok()
         .filter(|u| matches!(u.scheme(), "http" | "https") && u.has_host())
@@ -1172,7 +1228,19 @@ fn server_settings(
             "note: the user and password in the server URL are not sent: the environment's secret key is the requests' authorization"
         )?;
     }
-    Ok((url.as_str().trim_end_matches('/').to_string(), key))
+    let host = url.as_str().trim_end_matches('/').to_string();
+    if url.scheme() == "http" && !is_loopback(&url) {
+        writeln!(
+            err,
+            "warning: {host} ({host_from}) is plain http:// to another machine: {purpose} sends the secret key ({key_from}) unencrypted, for anyone on the way to read; use https://"
+        )?;
+    }
+    Ok(ServerSettings {
+        host,
+        key,
+        host_from,
+        key_from,
+    })
 }
 
 async fn run_deploy(
@@ -1185,7 +1253,12 @@ async fn run_deploy(
     let _never_asks = args.allow_destructive;
     let named = args.environment.or(args.env);
     let env = named.clone().unwrap_or_else(|| "dev".into());
-    let (host, key) = server_settings(
+    let ServerSettings {
+        host,
+        key,
+        host_from,
+        key_from,
+    } = server_settings(
         &args.build.dir,
         &env,
         args.host,
@@ -1195,11 +1268,13 @@ async fn run_deploy(
     )?;
     // `server_settings` took out any user and password.
     let shown = &host;
-    sluice_project::debug::say(err, || {
-        format!(
-            "deploying to {shown}, environment `{env}` (the key's environment is checked first)"
-        )
-    });
+    // Said before anything is sent: the key and the server may come from
+    // different places (a cloned project's .env naming the server, the
+    // shell's key).
+    writeln!(
+        err,
+        "Deploying to {shown} (environment `{env}`; the server from {host_from}, the secret key from {key_from})"
+    )?;
     // A key is its environment's: deploying `prod` with dev's key would
     // deploy to dev. Asked before the build either way: a wrong key or an
     // unreachable server is said at once, not after compiling.
@@ -1386,18 +1461,18 @@ async fn open_spec(
     source: bool,
 ) -> anyhow::Result<std::sync::Arc<dyn sluice_store::Backend>> {
     let (kind, dir) = (kind.clone(), dir.clone());
-    let opened = tokio::task::spawn_blocking(move || match (&kind, &dir) {
-        (sluice_server::StoreKind::Postgres(url), _) => {
-            if source {
-                sluice_server::StoreKind::open_postgres_source(url)
-            } else {
-                sluice_server::StoreKind::open_postgres(url)
+    let opened = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+        Ok(match (&kind, &dir) {
+            (sluice_server::StoreKind::Postgres(url), _) if source => {
+                sluice_server::StoreKind::open_postgres_source(url)?
             }
-        }
-        (kind, Some(dir)) => kind.open(dir),
-        (_, None) => Err(sluice_store::BackendError::Storage(
-            "an embedded store needs its data directory".into(),
-        )),
+            // Refused, nothing written, when it is not empty.
+            (sluice_server::StoreKind::Postgres(url), _) => {
+                sluice_server::StoreKind::open_postgres_destination(url)?
+            }
+            (kind, Some(dir)) => kind.open(dir)?,
+            (_, None) => bail!("an embedded store needs its data directory"),
+        })
     })
     .await
     .context("opening the store stopped")??;
@@ -1505,16 +1580,26 @@ async fn run_copy_store(
     if let Some(dir) = &to_dir {
         private_data_dir(dir, err)?;
     }
-    let to = open_spec(&to_kind, &to_dir, false).await?;
+    let to = open_spec(&to_kind, &to_dir, false)
+        .await
+        .with_context(|| format!("copying into {to_name}"))?;
     writeln!(out, "Copying {from_name} into {to_name} …")?;
     out.flush()?;
     let started = std::time::Instant::now();
-    let report = sluice_store::copy_store(&*from, &*to, |_, _| {})
-        .await
-        .with_context(|| match &to_dir {
-            Some(dir) => format!("the copy stopped; {} may hold part of it: delete it before copying again", dir.display()),
-            None => format!("the copy stopped; {to_name} may hold part of it: empty its schema before copying again"),
-        })?;
+    let report = match sluice_store::copy_store(&*from, &*to, |_, _| {}).await {
+        Ok(report) => report,
+        // Refused before writing: the destination is as it was (it may
+        // be a whole store).
+        Err(e) if !e.wrote() => {
+            return Err(anyhow::Error::new(e).context(format!("copying into {to_name}")));
+        }
+        Err(e) => {
+            return Err(anyhow::Error::new(e).context(match &to_dir {
+                Some(dir) => format!("the copy stopped after it began writing; {} may hold part of it: delete it before copying again", dir.display()),
+                None => format!("the copy stopped after it began writing; {to_name} may hold part of it: empty its schema before copying again"),
+            }));
+        }
+    };
     for (table, rows, bytes) in &report.tables {
         if *rows > 0 {
             writeln!(
@@ -1726,13 +1811,6 @@ async fn run_serve(
             );
         }
         let dir = absolute(&dir)?;
-        if dir.starts_with(absolute(&args.data)?) {
-            anyhow::bail!(
-                "--backup-dir {} is inside the data directory {}: keep backups on another disk, or at least outside it",
-                dir.display(),
-                args.data.display()
-            );
-        }
         // Made when the first backup runs; what is there must be a folder.
         if dir.exists() && !dir.is_dir() {
             anyhow::bail!(
@@ -1740,11 +1818,15 @@ async fn run_serve(
                 dir.display()
             );
         }
-        config.backup = Some(sluice_server::backup::BackupConfig {
+        let backup = sluice_server::backup::BackupConfig {
             dir,
             every: args.backup_every,
             keep: usize::try_from(args.backup_keep).unwrap_or(usize::MAX),
-        });
+        };
+        // Neither inside the other, as the file system reaches them
+        // (links, `..`): the pruning would delete a data directory inside.
+        backup.check(&args.data)?;
+        config.backup = Some(backup);
     }
     if let Some(file) = &args.limits {
         let (limits, with_variables) = limits_from_file(file)?;
@@ -2229,7 +2311,8 @@ fn per_user_temp_cache(tmp: &std::path::Path) -> anyhow::Result<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::{
-        cache_dir, default_cache_dir, dotenv, parse_date, parse_size, private_data_dir, shown_host,
+        cache_dir, default_cache_dir, dotenv, is_loopback, parse_date, parse_size,
+        private_data_dir, shown_host,
     };
     use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
     use std::path::{Path, PathBuf};
@@ -2451,6 +2534,31 @@ mod tests {
         }
     }
 
+    /// Plain http:// is warned of unless it stays on this machine.
+    #[test]
+    fn loopback_hosts_are_this_machine_only() {
+        for url in [
+            "http://127.0.0.1:3003",
+            "http://127.1.2.3",
+            "http://localhost:3003",
+            "http://LOCALHOST.",
+            "http://api.localhost",
+            "http://[::1]:3003",
+            "http://[::ffff:127.0.0.1]",
+        ] {
+            assert!(is_loopback(&url::Url::parse(url).unwrap()), "{url}");
+        }
+        for url in [
+            "http://10.0.0.2:3003",
+            "http://0.0.0.0:3003",
+            "http://nango.example.com",
+            "http://localhost.example.com",
+            "http://[::]",
+        ] {
+            assert!(!is_loopback(&url::Url::parse(url).unwrap()), "{url}");
+        }
+    }
+
     #[test]
     fn dotenv_reads_quotes_and_drops_comments() {
         let dir = tempfile::tempdir().unwrap();
@@ -2467,6 +2575,20 @@ mod tests {
         let err = dotenv(&bad).unwrap_err().to_string();
         assert!(err.contains("bad.env"), "{err}");
         assert!(dotenv(&dir.path().join("absent.env")).unwrap().is_empty());
+        // A cloned project's `.env -> /dev/zero` is not read for ever.
+        #[cfg(unix)]
+        {
+            let zero = dir.path().join("zero.env");
+            std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+            let err = dotenv(&zero).unwrap_err().to_string();
+            assert_eq!(
+                err,
+                format!(
+                    "cannot read {}: not a regular file (it is a device)",
+                    zero.display()
+                )
+            );
+        }
         assert_eq!(env["A"], "plain");
         assert_eq!(env["B"], "quoted # kept");
         assert_eq!(env["C"], "single");

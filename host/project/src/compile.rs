@@ -26,6 +26,30 @@ use crate::toolchain::{self, StepMessage, Toolchain, ToolchainError};
 /// What `sluice` writes its build outputs under, inside the project.
 pub const BUILD_DIR: &str = ".sluice/build";
 
+/// The folder of the build folder holding each Rust script's component
+/// ([`rust_component_path`]).
+pub const RUST_COMPONENTS: &str = "rust";
+
+/// Where the component of Rust script `name` (of kind `kind`) of
+/// integration `pck` is kept: a file of its own, under
+/// [`RUST_COMPONENTS`]. Every crate is built into one cargo target folder
+/// (their dependencies are built once), where cargo names a binary's
+/// output by the binary alone: two integrations' `users` (or a sync and
+/// an action of one name) would write the same file. Named by a hash of
+/// all three (names may hold any character), and the name for whoever
+/// looks.
+pub fn rust_component_path(build: &Path, pck: &str, kind: ScriptKind, name: &str) -> PathBuf {
+    let id = hex_digest(format!("{pck}\0{kind}\0{name}").as_bytes());
+    let shown: String = name
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        .take(64)
+        .collect();
+    build
+        .join(RUST_COMPONENTS)
+        .join(format!("{shown}-{}.wasm", &id[..16]))
+}
+
 /// Refuses a path the TypeScript toolchain cannot be given (it takes
 /// paths as JSON text, which holds only UTF-8), naming it.
 pub(crate) fn utf8_paths<'a>(
@@ -123,7 +147,8 @@ pub struct ProjectScript {
     pub kind: ScriptKind,
     pub source: Source,
     /// The component file it was loaded from (a TypeScript script's is its
-    /// integration's bundle, a Rust crate's what cargo built).
+    /// integration's bundle, a Rust crate's its own copy of what cargo
+    /// built, [`rust_component_path`]).
     pub component: PathBuf,
     pub script: Arc<Script>,
 }
@@ -269,14 +294,19 @@ impl CompileOptions {
     }
 
     /// [`Self::build_dir`], refused when it is inside the project `root`
-    /// and one of its folders there (`.sluice`, `build`, its `wit` and
-    /// `cargo`) is a link or not a folder: a cloned project's `.sluice ->
-    /// ../outside` had the build written outside it.
+    /// and one of its folders there (`.sluice`, `build`, its `wit`,
+    /// `cargo` and `rust`) is a link or not a folder: a cloned project's
+    /// `.sluice -> ../outside` had the build written outside it.
     pub fn checked_build_dir(&self, root: &Path) -> Result<PathBuf, CompileError> {
         let build = self.build_dir();
         let absolute = std::path::absolute(&build).unwrap_or_else(|_| build.clone());
         if let Ok(rel) = absolute.strip_prefix(root) {
-            for rel in [rel.to_path_buf(), rel.join("wit"), rel.join("cargo")] {
+            for rel in [
+                rel.to_path_buf(),
+                rel.join("wit"),
+                rel.join("cargo"),
+                rel.join(RUST_COMPONENTS),
+            ] {
                 if let Some((path, what)) = not_a_folder(root, &rel) {
                     return Err(CompileError::NotAFile {
                         path: path.display().to_string(),
@@ -690,9 +720,16 @@ pub fn compile(
                     let _ = writeln!(progress, "Building {name} with cargo…");
                     let built =
                         project::build_rust_script(manifest, name, Some(&build.join("cargo")))?;
+                    // A file of its own: the next crate's build may replace
+                    // cargo's, and the deploy reads it later.
+                    let own = rust_component_path(&build, pck, runtime_kind(*kind), name);
+                    replace_file(&own, &built.bytes).map_err(|source| CompileError::Write {
+                        path: own.display().to_string(),
+                        source,
+                    })?;
                     let krate = manifest.parent().unwrap_or(manifest);
                     let krate = krate.strip_prefix(&root).unwrap_or(krate);
-                    (built, Some(format!("the crate {}", krate.display())))
+                    (own, Some(format!("the crate {}", krate.display())))
                 }
             };
             let script = precompile(runtime, &path, name, progress, |r, bytes, origin| {

@@ -187,6 +187,17 @@ pub enum DeployError {
         path: String,
         source: std::io::Error,
     },
+    /// A component's file no longer holds what was compiled (another
+    /// build replaced it): its bytes would not be the ones the manifest
+    /// names.
+    #[error(
+        "the component of {scripts} ({path}) changed after it was compiled (its SHA-256 is no longer {sha256}): nothing was deployed; deploy again"
+    )]
+    Changed {
+        scripts: String,
+        path: String,
+        sha256: String,
+    },
 }
 
 fn runtime_kind(k: yaml::ScriptKind) -> ScriptKind {
@@ -952,7 +963,8 @@ fn model_closure(models: &serde_norway::Mapping, start: Vec<String>) -> BTreeSet
     seen
 }
 
-/// Why an upload to a server failed.
+/// Why an upload to a server failed. The server's text in it is at most
+/// [`MAX_ERROR_BYTES`] of its answer, the secret key shown as `***`.
 #[derive(Debug, thiserror::Error)]
 pub enum UploadError {
     #[error(transparent)]
@@ -969,6 +981,125 @@ pub enum UploadError {
         status: u16,
         start: String,
     },
+    /// A success answer to the deploy itself that is not a sluice
+    /// server's: whether anything was deployed cannot be told.
+    #[error(
+        "the answer to {url} (HTTP {status}) is {problem}, not a sluice server's: check --host or NANGO_HOSTPORT; whether the project was deployed is not known (GET /sluice/deployments lists the deployments)"
+    )]
+    Unreadable {
+        url: String,
+        status: u16,
+        problem: String,
+    },
+}
+
+/// The largest answer of the server read: a deploy's description, or the
+/// list of the components it lacks (a few hundred bytes a script).
+const MAX_ANSWER_BYTES: usize = 16 << 20;
+
+/// The most of an error answer kept for the message (a proxy's page may
+/// be any size).
+pub const MAX_ERROR_BYTES: usize = 16 << 10;
+
+/// How much of an answer that is not JSON is shown.
+const SHOWN_START: usize = 120;
+
+/// An answer of the server, read with [`read_answer`].
+struct Answer {
+    status: u16,
+    /// The body (lossy UTF-8), at most [`MAX_ANSWER_BYTES`] of it, the
+    /// secret key shown as `***`.
+    text: String,
+    /// Whether the body was longer.
+    cut: bool,
+}
+
+impl Answer {
+    /// The start of the body, for an error: at most `max` bytes, said to
+    /// be a start when it is one.
+    fn shown(&self, max: usize) -> String {
+        if self.text.len() <= max && !self.cut {
+            return self.text.clone();
+        }
+        let mut end = max.min(self.text.len());
+        while !self.text.is_char_boundary(end) {
+            end -= 1;
+        }
+        format!(
+            "{}… (the first {} shown)",
+            &self.text[..end],
+            if max >= 1024 {
+                format!("{} KiB", max >> 10)
+            } else {
+                format!("{max} bytes")
+            }
+        )
+    }
+}
+
+/// Reads `resp`'s body, at most `max` bytes of it, and whether there was
+/// more.
+async fn read_at_most(
+    resp: &mut reqwest::Response,
+    max: usize,
+) -> Result<(Vec<u8>, bool), reqwest::Error> {
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await? {
+        let room = max - body.len();
+        if chunk.len() > room {
+            body.extend_from_slice(&chunk[..room]);
+            return Ok((body, true));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok((body, false))
+}
+
+/// `text` with every `secret` in it shown as `***`; when `text` is the
+/// start of a longer one (`cut`), a start of `secret` at its end is taken
+/// off too. A server (or a proxy before it) that echoes the request's
+/// `Authorization` would otherwise have the key printed.
+fn redacted(text: &str, secret: &str, cut: bool) -> String {
+    if secret.is_empty() {
+        return text.to_string();
+    }
+    let mut out = text.replace(secret, "***");
+    if cut
+        && let Some(len) = (1..secret.len())
+            .rev()
+            .filter(|&n| secret.is_char_boundary(n))
+            .find(|&n| out.ends_with(&secret[..n]))
+    {
+        out.truncate(out.len() - len);
+    }
+    out
+}
+
+/// Reads the answer to `url`: a success's body up to
+/// [`MAX_ANSWER_BYTES`] (a larger one is an error), an error's up to
+/// [`MAX_ERROR_BYTES`] (a 400's, which may list the components the server
+/// lacks, up to [`MAX_ANSWER_BYTES`]); the secret key in it redacted.
+async fn read_answer(
+    mut resp: reqwest::Response,
+    url: &str,
+    secret_key: &str,
+) -> Result<Answer, UploadError> {
+    let status = resp.status().as_u16();
+    let ok = (200..300).contains(&status);
+    let max = if ok || status == 400 {
+        MAX_ANSWER_BYTES
+    } else {
+        MAX_ERROR_BYTES
+    };
+    let (bytes, cut) =
+        read_at_most(&mut resp, max)
+            .await
+            .map_err(|source| UploadError::Unreachable {
+                url: url.to_string(),
+                source,
+            })?;
+    let text = redacted(&String::from_utf8_lossy(&bytes), secret_key, cut);
+    Ok(Answer { status, text, cut })
 }
 
 /// The environment a secret key names, as a server says it (`GET
@@ -1005,25 +1136,31 @@ pub async fn environment_of(
         .send()
         .await
         .map_err(unreachable)?;
-    let status = resp.status().as_u16();
-    let body = resp.text().await.unwrap_or_default();
-    let Ok(answer) = serde_json::from_str::<serde_json::Value>(&body) else {
+    let answer = read_answer(resp, &url, secret_key).await?;
+    let status = answer.status;
+    let parsed = (!answer.cut)
+        .then(|| serde_json::from_str::<serde_json::Value>(&answer.text).ok())
+        .flatten();
+    let Some(parsed) = parsed else {
         // Not sluice (another server on the port, a proxy's page): said
         // so, with the start of what it answered.
         return Err(UploadError::NotSluice {
             url,
             status,
-            start: body.chars().take(120).collect(),
+            start: answer.shown(SHOWN_START),
         });
     };
-    match answer["name"].as_str() {
+    match parsed["name"].as_str() {
         Some(name) if status == 200 => Ok(ServerEnvironment {
             name: name.to_string(),
-            takes_scopes: answer["deploy_scopes"]
+            takes_scopes: parsed["deploy_scopes"]
                 .as_array()
                 .is_some_and(|s| s.iter().any(|k| k == "sync")),
         }),
-        _ => Err(UploadError::Refused { status, body }),
+        _ => Err(UploadError::Refused {
+            status,
+            body: answer.shown(MAX_ERROR_BYTES),
+        }),
     }
 }
 
@@ -1055,28 +1192,27 @@ pub async fn upload(
         })?;
     let base = base.trim_end_matches('/');
     let send = |req: reqwest::RequestBuilder, url: String| async move {
-        let resp = req
-            .bearer_auth(secret_key)
-            .send()
-            .await
-            .map_err(|source| UploadError::Unreachable { url, source })?;
-        let status = resp.status().as_u16();
-        let body = resp.text().await.unwrap_or_default();
-        Ok::<_, UploadError>((status, body))
+        let resp = req.bearer_auth(secret_key).send().await.map_err(|source| {
+            UploadError::Unreachable {
+                url: url.clone(),
+                source,
+            }
+        })?;
+        read_answer(resp, &url, secret_key).await
     };
+    let deploy_url = format!("{base}/sluice/deploy");
     let post_manifest = || {
-        let url = format!("{base}/sluice/deploy");
         let body = serde_json::to_vec(&manifest).unwrap_or_default();
         send(
-            http.post(&url)
+            http.post(&deploy_url)
                 .header("content-type", "application/json")
                 .body(body),
-            url,
+            deploy_url.clone(),
         )
     };
-    let (mut status, mut body) = post_manifest().await?;
-    if status == 400 && body.contains("missing_components") {
-        let missing: Vec<String> = serde_json::from_str::<serde_json::Value>(&body)
+    let mut answer = post_manifest().await?;
+    if answer.status == 400 && answer.text.contains("missing_components") {
+        let missing: Vec<String> = serde_json::from_str::<serde_json::Value>(&answer.text)
             .ok()
             .and_then(|v| serde_json::from_value(v["error"]["payload"]["missing"].clone()).ok())
             .unwrap_or_default();
@@ -1088,24 +1224,96 @@ pub async fn upload(
                 path: path.display().to_string(),
                 source,
             })?;
+            // What the manifest names, or nothing: the server would refuse
+            // other bytes under this name after they were sent.
+            if sha256_hex(&bytes) != sha {
+                return Err(DeployError::Changed {
+                    scripts: scripts_of(&manifest, &sha),
+                    path: path.display().to_string(),
+                    sha256: sha,
+                }
+                .into());
+            }
             let url = format!("{base}/sluice/components/{sha}");
-            let (s, b) = send(http.put(&url).body(bytes), url).await?;
-            if s != 200 {
-                return Err(UploadError::Refused { status: s, body: b });
+            let put = send(http.put(&url).body(bytes), url).await?;
+            if put.status != 200 {
+                return Err(UploadError::Refused {
+                    status: put.status,
+                    body: put.shown(MAX_ERROR_BYTES),
+                });
             }
         }
-        (status, body) = post_manifest().await?;
+        answer = post_manifest().await?;
     }
-    if status != 200 {
-        return Err(UploadError::Refused { status, body });
+    if answer.status != 200 {
+        return Err(UploadError::Refused {
+            status: answer.status,
+            body: answer.shown(MAX_ERROR_BYTES),
+        });
     }
-    Ok(serde_json::from_str(&body).unwrap_or(serde_json::Value::Null))
+    // The deployment's description, with its version: anything else
+    // answered for the server (a proxy's page) deployed nothing known.
+    let unreadable = |problem: String| UploadError::Unreadable {
+        url: deploy_url.clone(),
+        status: answer.status,
+        problem,
+    };
+    match serde_json::from_str::<serde_json::Value>(&answer.text) {
+        Ok(deployed) if !deployed["version"].is_null() => Ok(deployed),
+        Ok(_) => Err(unreadable(format!(
+            "JSON without the deployment's `version` ({})",
+            answer.shown(SHOWN_START)
+        ))),
+        Err(_) if answer.cut => Err(unreadable(format!(
+            "larger than {} MiB",
+            MAX_ANSWER_BYTES >> 20
+        ))),
+        Err(_) => Err(unreadable(format!(
+            "not JSON ({})",
+            answer.shown(SHOWN_START)
+        ))),
+    }
+}
+
+/// The scripts of `manifest`'s component `sha256`, for a message:
+/// `` `pck/name` (action) ``, joined.
+fn scripts_of(manifest: &Manifest, sha256: &str) -> String {
+    let named: Vec<String> = manifest
+        .components
+        .iter()
+        .filter(|c| c.sha256 == sha256)
+        .flat_map(|c| &c.scripts)
+        .map(|s| format!("`{}/{}` ({})", s.integration, s.name, s.kind))
+        .collect();
+    if named.is_empty() {
+        format!("component {sha256}")
+    } else {
+        named.join(", ")
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// The key is not shown, whole or (where the text was cut) its start.
+    #[test]
+    fn the_secret_key_is_redacted_from_what_the_server_said() {
+        let key = "sk-0123456789";
+        assert_eq!(
+            redacted(
+                &format!("Authorization: Bearer {key}; again {key}."),
+                key,
+                false
+            ),
+            "Authorization: Bearer ***; again ***."
+        );
+        assert_eq!(redacted("Bearer sk-0123", key, true), "Bearer ");
+        // Not cut: the text ends there, whatever it ends with.
+        assert_eq!(redacted("Bearer sk-0123", key, false), "Bearer sk-0123");
+        assert_eq!(redacted("no key", "", true), "no key");
+    }
 
     fn entry(sha: &str, scripts: &[(&str, &str, ScriptKind)]) -> ComponentEntry {
         ComponentEntry {

@@ -2,8 +2,12 @@
 //! scripts' components (built from a Rust crate when the folder is one).
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use sluice_runtime::connection::Connection;
@@ -293,7 +297,7 @@ pub fn resolve_script(dir: &Path, script: &str) -> Result<PathBuf, ProjectError>
     }
     let manifest = dir.join("Cargo.toml");
     if manifest.exists() {
-        return build_rust_script(&manifest, script, None);
+        return build_rust_script(&manifest, script, None).map(|built| built.path);
     }
     Err(ProjectError::UnknownScript {
         name: script.to_string(),
@@ -359,13 +363,115 @@ fn has_bin(cargo: &str, manifest: &Path, name: &str) -> Option<bool> {
     }))
 }
 
+/// How long a Rust script's `cargo build` may take: a first build of a
+/// crate and its dependencies takes minutes (the SDK's, about two on two
+/// busy cores), so half an hour leaves room for a slow machine and still
+/// ends a build script or proc macro that hangs.
+/// `SLUICE_CARGO_BUILD_TIMEOUT` (seconds) sets another.
+pub const CARGO_BUILD_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
+/// The longest `SLUICE_CARGO_BUILD_TIMEOUT` taken (a larger one is this):
+/// a year, where the deadline it makes cannot overflow.
+const MAX_CARGO_BUILD_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// The most of cargo's JSON messages read (its standard output): one
+/// line per crate built, a few kilobytes each.
+const MAX_CARGO_OUTPUT: usize = 64 << 20;
+
+/// `SLUICE_CARGO_BUILD_TIMEOUT` (whole seconds above 0), else
+/// [`CARGO_BUILD_TIMEOUT`].
+fn cargo_build_timeout(name: &str) -> Result<Duration, ProjectError> {
+    let Ok(text) = std::env::var("SLUICE_CARGO_BUILD_TIMEOUT") else {
+        return Ok(CARGO_BUILD_TIMEOUT);
+    };
+    match text.trim().parse::<u64>() {
+        Ok(secs) if secs > 0 => Ok(Duration::from_secs(secs).min(MAX_CARGO_BUILD_TIMEOUT)),
+        _ => Err(ProjectError::Build {
+            name: name.to_string(),
+            reason: format!(
+                "SLUICE_CARGO_BUILD_TIMEOUT must be a whole number of seconds above 0, not {text:?}"
+            ),
+        }),
+    }
+}
+
+/// Whether a variable of sluice's environment is kept from a project's
+/// `cargo build`: the crate's build scripts and proc macros run with
+/// cargo's environment, and they are the project's code, which may be
+/// someone else's. sluice's and Nango's settings (`NANGO_SECRET_KEY_*`,
+/// `NANGO_HOSTPORT`, `SLUICE_MASTER_KEY`, …) and any variable whose name
+/// says it holds a secret (`SECRET`, `TOKEN`, `PASSWORD`, `PASSWD`, `KEY`,
+/// `CREDENTIAL`: `GITHUB_TOKEN`, `AWS_SECRET_ACCESS_KEY`, …) are; cargo's
+/// and rustup's own (`CARGO_*`, `RUSTUP_*`, `RUSTC*`, a private registry's
+/// token included, which cargo needs) and everything else (`PATH`,
+/// `HOME`, `RUSTFLAGS`, `SSH_AUTH_SOCK`, proxies) are not.
+pub fn hidden_from_cargo(name: &str) -> bool {
+    let upper = name.to_ascii_uppercase();
+    if ["CARGO", "RUSTUP", "RUSTC"]
+        .iter()
+        .any(|p| upper.starts_with(p))
+    {
+        return false;
+    }
+    upper.starts_with("NANGO_")
+        || upper.starts_with("SLUICE_")
+        || ["SECRET", "TOKEN", "PASSWORD", "PASSWD", "KEY", "CREDENTIAL"]
+            .iter()
+            .any(|w| upper.contains(w))
+}
+
+/// `vars` less those [`hidden_from_cargo`] names (a name that is not
+/// UTF-8 is kept: none of those is).
+fn cargo_environment(
+    vars: impl IntoIterator<Item = (OsString, OsString)>,
+) -> Vec<(OsString, OsString)> {
+    vars.into_iter()
+        .filter(|(k, _)| !k.to_str().is_some_and(hidden_from_cargo))
+        .collect()
+}
+
+/// A Rust script's component, as cargo built it.
+#[derive(Debug)]
+pub struct BuiltComponent {
+    /// Where cargo put it. A later build of a binary of this name into the
+    /// same target folder replaces it.
+    pub path: PathBuf,
+    /// Its bytes, read before another sluice's build into the target
+    /// folder could replace them.
+    pub bytes: Vec<u8>,
+}
+
 /// Builds binary `name` of the crate at `manifest` for `wasm32-wasip2`
-/// (into `target_dir` when given, else the crate's own `target/`).
+/// (into `target_dir` when given, else the crate's own `target/`; as a
+/// crate of its own there, [`crate_identity`]), with
+/// sluice's environment less its secrets ([`hidden_from_cargo`]), stopped
+/// after [`CARGO_BUILD_TIMEOUT`] (or `SLUICE_CARGO_BUILD_TIMEOUT`). Builds
+/// into one `target_dir` take turns (a lock file in it), each reading what
+/// it built before the next starts.
 pub fn build_rust_script(
     manifest: &Path,
     name: &str,
     target_dir: Option<&Path>,
-) -> Result<PathBuf, ProjectError> {
+) -> Result<BuiltComponent, ProjectError> {
+    let timeout = cargo_build_timeout(name)?;
+    build_rust_script_with(
+        manifest,
+        name,
+        target_dir,
+        cargo_environment(std::env::vars_os()),
+        timeout,
+    )
+}
+
+/// [`build_rust_script`] with cargo's whole environment `env` and its
+/// time limit given.
+fn build_rust_script_with(
+    manifest: &Path,
+    name: &str,
+    target_dir: Option<&Path>,
+    env: Vec<(OsString, OsString)>,
+    timeout: Duration,
+) -> Result<BuiltComponent, ProjectError> {
     // Said before cargo spends a minute building the dependencies.
     static TARGET_MISSING: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     if *TARGET_MISSING.get_or_init(wasm_target_missing) {
@@ -377,15 +483,38 @@ pub fn build_rust_script(
             ),
         });
     }
+    let failed = |reason: String| ProjectError::Build {
+        name: name.to_string(),
+        reason,
+    };
+    // Held until the bytes are read: cargo names a binary's output by the
+    // binary alone, and serializes builds into one folder only while they
+    // run.
+    let _turn = match target_dir {
+        Some(dir) => {
+            let path = dir.join(".sluice-build.lock");
+            let lock = std::fs::create_dir_all(dir)
+                .and_then(|()| {
+                    std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(&path)
+                })
+                .and_then(|file| file.lock().map(|()| file));
+            Some(lock.map_err(|e| failed(format!("cannot lock {}: {e}", path.display())))?)
+        }
+        None => None,
+    };
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut command = Command::new(&cargo);
+    command.env_clear().envs(env);
     crate::toolchain::die_with_this_process(&mut command);
     if let Some(dir) = target_dir {
         command.env("CARGO_TARGET_DIR", dir);
     }
-    let output = command
+    let child = command
         .args([
-            "build",
+            "rustc",
             "--release",
             "--target",
             "wasm32-wasip2",
@@ -395,14 +524,32 @@ pub fn build_rust_script(
         .arg("--manifest-path")
         .arg(manifest)
         .arg("--message-format=json-render-diagnostics")
+        .arg("--")
+        .args(crate_identity(manifest))
+        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
-        .output()
-        .map_err(|e| ProjectError::Build {
-            name: name.to_string(),
-            reason: format!("cannot run cargo: {e}"),
-        })?;
-    if !output.status.success() {
+        .spawn()
+        .map_err(|e| failed(format!("cannot run cargo: {e}")))?;
+    let (status, stdout) = match wait_for_cargo(child, timeout) {
+        Ok(done) => done,
+        Err(CargoStopped::Io(e)) => return Err(failed(format!("cannot run cargo: {e}"))),
+        Err(CargoStopped::Timeout) => {
+            return Err(failed(format!(
+                "cargo build of {} did not end within {} s and was stopped (SLUICE_CARGO_BUILD_TIMEOUT sets the limit in seconds); cargo's messages are above",
+                manifest.display(),
+                timeout.as_secs()
+            )));
+        }
+        Err(CargoStopped::TooMuchOutput) => {
+            return Err(failed(format!(
+                "cargo build of {} printed more than {} MiB of messages and was stopped",
+                manifest.display(),
+                MAX_CARGO_OUTPUT >> 20
+            )));
+        }
+    };
+    if !status.success() {
         // A hint only for what cargo's own messages do not say plainly.
         let hint = if wasm_target_missing() {
             " (the `wasm32-wasip2` target is not installed for the toolchain cargo used: run `rustup target add wasm32-wasip2`)".to_string()
@@ -413,17 +560,13 @@ pub fn build_rust_script(
         } else {
             String::new()
         };
-        return Err(ProjectError::Build {
-            name: name.to_string(),
-            reason: format!(
-                "cargo build of {} failed ({}); cargo's messages are above{hint}",
-                manifest.display(),
-                output.status,
-            ),
-        });
+        return Err(failed(format!(
+            "cargo build of {} failed ({status}); cargo's messages are above{hint}",
+            manifest.display(),
+        )));
     }
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    stdout
+    let stdout = String::from_utf8_lossy(&stdout);
+    let path = stdout
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == name)
@@ -437,10 +580,163 @@ pub fn build_rust_script(
                 .collect::<Vec<_>>()
         })
         .find(|f| f.extension().is_some_and(|e| e == "wasm"))
-        .ok_or_else(|| ProjectError::Build {
-            name: name.to_string(),
-            reason: "cargo produced no .wasm for it".into(),
+        .ok_or_else(|| failed("cargo produced no .wasm for it".into()))?;
+    let bytes =
+        std::fs::read(&path).map_err(|e| failed(format!("cannot read {}: {e}", path.display())))?;
+    Ok(BuiltComponent { path, bytes })
+}
+
+/// What tells this crate from another of the same name in the same cargo
+/// target folder, for its binary alone (given to `cargo rustc`, the
+/// dependencies are not rebuilt): a `--cfg` naming its folder. Each crate
+/// is the root of its own workspace, and cargo knows a workspace's root
+/// package by its name, version and path in the workspace (none): two
+/// integrations' `users` crates were one to it, and the second was taken
+/// as built already, the first one's binary given for it.
+fn crate_identity(manifest: &Path) -> [String; 2] {
+    use sha2::Digest as _;
+    let path = manifest
+        .canonicalize()
+        .unwrap_or_else(|_| manifest.to_path_buf());
+    let digest = sha2::Sha256::digest(path.as_os_str().as_encoded_bytes());
+    let id: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    ["--cfg".into(), format!("sluice_crate=\"{id}\"")]
+}
+
+/// Why a `cargo build` was stopped ([`wait_for_cargo`]).
+#[derive(Debug)]
+enum CargoStopped {
+    Io(std::io::Error),
+    Timeout,
+    TooMuchOutput,
+}
+
+/// Waits for cargo to end, on this thread (the one that started it: see
+/// [`crate::toolchain::die_with_this_process`]), its standard output read
+/// on another; at `timeout`, or past [`MAX_CARGO_OUTPUT`], stops it and
+/// what it started ([`stop_tree`]).
+fn wait_for_cargo(
+    mut child: std::process::Child,
+    timeout: Duration,
+) -> Result<(std::process::ExitStatus, Vec<u8>), CargoStopped> {
+    let now = Instant::now();
+    let deadline = now
+        .checked_add(timeout)
+        .unwrap_or_else(|| now + MAX_CARGO_BUILD_TIMEOUT);
+    let (tx, rx) = mpsc::channel::<Option<std::io::Result<Vec<u8>>>>();
+    if let Some(stdout) = child.stdout.take() {
+        std::thread::spawn(move || {
+            let mut out = Vec::new();
+            // One byte past the limit tells that there was more.
+            let read = stdout
+                .take(MAX_CARGO_OUTPUT as u64 + 1)
+                .read_to_end(&mut out);
+            let _ = tx.send(match read {
+                Ok(_) if out.len() > MAX_CARGO_OUTPUT => None,
+                Ok(_) => Some(Ok(out)),
+                Err(e) => Some(Err(e)),
+            });
+        });
+    } else {
+        let _ = tx.send(Some(Ok(Vec::new())));
+    }
+    let mut status = None;
+    let mut stdout = None;
+    loop {
+        if status.is_none() {
+            status = child.try_wait().map_err(CargoStopped::Io)?;
+        }
+        if let Some(status) = status
+            && let Some(out) = stdout.take()
+        {
+            return Ok((status, out));
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            stop_tree(&mut child);
+            return Err(CargoStopped::Timeout);
+        }
+        match rx.recv_timeout((deadline - now).min(Duration::from_millis(50))) {
+            Ok(Some(Ok(out))) => stdout = Some(out),
+            Ok(Some(Err(e))) => {
+                stop_tree(&mut child);
+                return Err(CargoStopped::Io(e));
+            }
+            Ok(None) => {
+                stop_tree(&mut child);
+                return Err(CargoStopped::TooMuchOutput);
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            // Read whole: only the exit is awaited.
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                std::thread::sleep(Duration::from_millis(10))
+            }
+        }
+    }
+}
+
+/// Kills `child` and every process under it (cargo's rustc, build scripts
+/// and the programs they started, which would otherwise go on without
+/// it): each is stopped first, so none starts another while they are
+/// found, then all are killed.
+#[cfg(target_os = "linux")]
+fn stop_tree(child: &mut std::process::Child) {
+    let Ok(top) = libc::pid_t::try_from(child.id()) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        return;
+    };
+    let mut found = vec![top];
+    // SAFETY: kill(2) with a process id and a signal number.
+    unsafe { libc::kill(top, libc::SIGSTOP) };
+    loop {
+        let more: Vec<libc::pid_t> = children_of(&found)
+            .into_iter()
+            .filter(|p| !found.contains(p))
+            .collect();
+        if more.is_empty() {
+            break;
+        }
+        for pid in more {
+            // SAFETY: as above.
+            unsafe { libc::kill(pid, libc::SIGSTOP) };
+            found.push(pid);
+        }
+    }
+    for pid in found {
+        // SAFETY: as above.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+    let _ = child.wait();
+}
+
+#[cfg(not(target_os = "linux"))]
+fn stop_tree(child: &mut std::process::Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// The processes whose parent is one of `parents`, from `/proc`.
+#[cfg(target_os = "linux")]
+fn children_of(parents: &[libc::pid_t]) -> Vec<libc::pid_t> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| {
+            let pid: libc::pid_t = e.ok()?.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            // `pid (comm) state ppid …`: the name may hold spaces and
+            // parentheses, so fields are counted after its last `)`.
+            let ppid: libc::pid_t = stat
+                .get(stat.rfind(')')? + 1..)?
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()?;
+            parents.contains(&ppid).then_some(pid)
         })
+        .collect()
 }
 
 #[cfg(test)]
@@ -463,5 +759,183 @@ mod tests {
                 path.display()
             )
         );
+    }
+
+    #[test]
+    fn secrets_are_kept_from_cargo_and_its_own_settings_are_not() {
+        for hidden in [
+            "NANGO_SECRET_KEY_DEV",
+            "NANGO_HOSTPORT",
+            "SLUICE_MASTER_KEY",
+            "SLUICE_TEST_POSTGRES",
+            "GITHUB_TOKEN",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_ACCESS_KEY_ID",
+            "db_password",
+            "OPENAI_API_KEY",
+            "GOOGLE_APPLICATION_CREDENTIALS",
+        ] {
+            assert!(hidden_from_cargo(hidden), "{hidden}");
+        }
+        for kept in [
+            "PATH",
+            "HOME",
+            "RUSTFLAGS",
+            "RUSTUP_TOOLCHAIN",
+            "RUSTC_WRAPPER",
+            "CARGO_HOME",
+            "CARGO_REGISTRIES_MINE_TOKEN",
+            "SSH_AUTH_SOCK",
+            "HTTPS_PROXY",
+        ] {
+            assert!(!hidden_from_cargo(kept), "{kept}");
+        }
+    }
+
+    /// A crate `name` in `dir` whose build script runs `build_rs`'s body.
+    fn crate_with_build_script(dir: &Path, name: &str, build_rs: &str) -> PathBuf {
+        std::fs::create_dir_all(dir.join("src")).unwrap();
+        std::fs::write(
+            dir.join("Cargo.toml"),
+            format!(
+                "[package]\nname = \"{name}\"\nversion = \"0.1.0\"\nedition = \"2024\"\nbuild = \"build.rs\"\n\n[workspace]\n"
+            ),
+        )
+        .unwrap();
+        std::fs::write(dir.join("src/main.rs"), "fn main() {}\n").unwrap();
+        std::fs::write(
+            dir.join("build.rs"),
+            format!("fn main() {{\n{build_rs}\n}}\n"),
+        )
+        .unwrap();
+        dir.join("Cargo.toml")
+    }
+
+    /// A project's build script sees cargo's environment: sluice's
+    /// secrets are not in it, what builds need is.
+    #[test]
+    fn a_crates_build_script_does_not_see_sluices_secrets() {
+        let dir = tempfile::tempdir().unwrap();
+        let seen = dir.path().join("seen.txt");
+        let manifest = crate_with_build_script(
+            &dir.path().join("peek"),
+            "peek",
+            &format!(
+                "let names: Vec<String> = std::env::vars_os().map(|(k, _)| k.to_string_lossy().into_owned()).collect();\nstd::fs::write({:?}, names.join(\"\\n\")).unwrap();",
+                seen.display().to_string()
+            ),
+        );
+        let planted = [
+            ("NANGO_SECRET_KEY_DEV", "leak-1"),
+            ("SLUICE_MASTER_KEY", "leak-2"),
+            ("NANGO_HOSTPORT", "http://leak"),
+            ("MY_SERVICE_TOKEN", "leak-3"),
+        ];
+        let env = cargo_environment(
+            std::env::vars_os().chain(planted.map(|(k, v)| (k.into(), v.into()))),
+        );
+        let built = build_rust_script_with(
+            &manifest,
+            "peek",
+            Some(&dir.path().join("target")),
+            env,
+            CARGO_BUILD_TIMEOUT,
+        )
+        .unwrap();
+        assert!(built.path.is_file(), "{}", built.path.display());
+        assert_eq!(std::fs::read(&built.path).unwrap(), built.bytes);
+        let names = std::fs::read_to_string(&seen).unwrap();
+        let names: Vec<&str> = names.lines().collect();
+        for (planted, _) in planted {
+            assert!(!names.contains(&planted), "{planted} in {names:?}");
+        }
+        for kept in ["PATH", "CARGO_MANIFEST_DIR"] {
+            assert!(names.contains(&kept), "{kept} not in {names:?}");
+        }
+    }
+
+    /// Two crates of one name built into one target folder each give
+    /// their own binary: cargo took the second for the first, built
+    /// already, when its files were older than that build.
+    #[test]
+    fn crates_of_one_name_in_one_target_folder_are_each_built() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("target");
+        let manifests: Vec<PathBuf> = ["first", "second"]
+            .iter()
+            .map(|which| {
+                let krate = dir.path().join(which).join("users");
+                std::fs::create_dir_all(krate.join("src")).unwrap();
+                std::fs::write(
+                    krate.join("Cargo.toml"),
+                    "[package]\nname = \"users\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\n[workspace]\n",
+                )
+                .unwrap();
+                std::fs::write(
+                    krate.join("src/main.rs"),
+                    format!("fn main() {{ println!(\"the {which} crate\"); }}\n"),
+                )
+                .unwrap();
+                krate.join("Cargo.toml")
+            })
+            .collect();
+        for round in 0..2 {
+            for (manifest, which) in manifests.iter().zip(["first", "second"]) {
+                let built = build_rust_script_with(
+                    manifest,
+                    "users",
+                    Some(&target),
+                    cargo_environment(std::env::vars_os()),
+                    CARGO_BUILD_TIMEOUT,
+                )
+                .unwrap();
+                let bytes = built.bytes;
+                let has = |text: &str| bytes.windows(text.len()).any(|w| w == text.as_bytes());
+                assert!(has(&format!("the {which} crate")), "round {round}: {which}");
+            }
+        }
+    }
+
+    /// A build script that never ends is stopped at the time limit, with
+    /// what it started.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_build_that_hangs_is_stopped_with_its_build_script() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("pid.txt");
+        let manifest = crate_with_build_script(
+            &dir.path().join("hang"),
+            "hang",
+            &format!(
+                "std::fs::write({:?}, std::process::id().to_string()).unwrap();\nloop {{ std::thread::sleep(std::time::Duration::from_secs(1)); }}",
+                pid_file.display().to_string()
+            ),
+        );
+        let started = Instant::now();
+        let err = build_rust_script_with(
+            &manifest,
+            "hang",
+            Some(&dir.path().join("target")),
+            cargo_environment(std::env::vars_os()),
+            Duration::from_secs(20),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("did not end within 20 s and was stopped (SLUICE_CARGO_BUILD_TIMEOUT"),
+            "{err}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(60));
+        let pid = std::fs::read_to_string(&pid_file).expect("the build script ran");
+        // Killed, and reaped once cargo was gone.
+        let gone = (0..100).any(|_| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"));
+            let done = stat.is_err() || stat.is_ok_and(|s| s.contains(") Z "));
+            if !done {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            done
+        });
+        assert!(gone, "build script {pid} is still running");
     }
 }

@@ -769,6 +769,58 @@ pub(crate) fn renewed(
     serde_json::from_value(Value::Object(creds)).map_err(|e| e.to_string())
 }
 
+/// A made-up RSA key of about `a + b` bits in PKCS#1 PEM whose
+/// numbers `rsa` takes without any prime: p = 2^a + 1, q = 2^b + 1,
+/// n = pq, e = 3 and d = (2^(a+1) + 1) / 3 (`0xAA…AB`), so that de ≡ 1
+/// modulo p - 1 and q - 1 (`a` and `b` multiples of 8, `b` < `a`): what
+/// a user could send to keep a server that signs with it busy, for tests.
+#[doc(hidden)]
+pub fn made_up_rsa_key(a: usize, b: usize) -> String {
+    fn number(bits: &[usize]) -> Vec<u8> {
+        let len = bits.iter().max().copied().unwrap_or(0) / 8 + 1;
+        let mut out = vec![0u8; len];
+        for bit in bits {
+            out[len - 1 - bit / 8] |= 1 << (bit % 8);
+        }
+        out
+    }
+    fn der(tag: u8, content: &[u8]) -> Vec<u8> {
+        let len = content.len();
+        let mut out = vec![tag];
+        match len {
+            0..128 => out.push(len as u8),
+            128..256 => out.extend([0x81, len as u8]),
+            _ => out.extend([0x82, (len >> 8) as u8, len as u8]),
+        }
+        out.extend_from_slice(content);
+        out
+    }
+    fn int(bytes: &[u8]) -> Vec<u8> {
+        let mut content = bytes.to_vec();
+        if content.first().is_none_or(|b| b & 0x80 != 0) {
+            content.insert(0, 0);
+        }
+        der(2, &content)
+    }
+    let mut d = vec![0xaa; a / 8];
+    if let Some(last) = d.last_mut() {
+        *last = 0xab;
+    }
+    let fields = [
+        int(&[0]),
+        int(&number(&[a + b, a, b, 0])),
+        int(&[3]),
+        int(&d),
+        int(&number(&[a, 0])),
+        int(&number(&[b, 0])),
+        int(&[1]),
+        int(&[1]),
+        int(&[1]),
+    ];
+    let body = base64::engine::general_purpose::STANDARD.encode(der(0x30, &fields.concat()));
+    format!("-----BEGIN RSA PRIVATE KEY-----\n{body}\n-----END RSA PRIVATE KEY-----")
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 pub(crate) mod tests {
@@ -785,54 +837,6 @@ pub(crate) mod tests {
 
     /// A 2,048-bit key made for these tests alone (`openssl genpkey`).
     const RSA_KEY_2048: &str = "-----BEGIN PRIVATE KEY-----\nMIIEvgIBADANBgkqhkiG9w0BAQEFAASCBKgwggSkAgEAAoIBAQDoglkSKGokJ4Uv\naZ5IKNeFO0i65pkcBWzt5f/4avg+qUmWqvu7b4f6Kr5yC/a3g52k6O6ins8bs0cY\n7L3+rAUqrH7csdvAx/dEviFVjqswkeSkuWZBrX2UxaxeVdT1kLi+9Thyp3gE+jTc\neYQCsVi/N69zDdT+Qf4zIXx5mtSq70QBXJG3QQQHlP7lwd44tLgH0NiV2k/Kn7xd\nhVNQP2HFWStmorOXJdlTnLXH44WmvC6ZT1I4NCcJa3p1IuUlbCsMc9XdnHdb2cLp\n066BPidUXwAxQVs6ernZoGzOPEeDyEGQl51lgEiMV2S52cH4wX9GfHFTyNSYS8yC\nu4iQmpH1AgMBAAECggEAAUk3ad7HycbnlO3V3wirdn8aZZiDFh3fodknTbRcSuiQ\n5OpCwWmxsW0dQ4OFU4jjJLZgpC9SLkz1Q7IT62l//khQZWIQQXIpsiP1AgJajXnN\noo+sSd4CAORmiWorr4TjrtXFSPkxYzLcNvSRCcU9xuc+hxmiEZJH+Kt17axTHAkd\na4tkP5F1/0ksjBV8MSwdQWZ6wmtZZOA0mcXXcRpmofyYEaaYPpTCseou9Lyk6vTu\nkMNNgDeFFYRF2M9vqDQGZ9wZCD3KbQhazaIhkLGN9SHf22LuByOxvWp5oUdi20XC\nWcouQor6/DnqtvzPfpulRtVMU12cDRkCkW15EfWKqQKBgQD4ZM2ilXtnUc1jJHZn\nVoMPl3kDOSIl/AsaTAJ8P4j57rFyFW/Rz6r+jm7pi/n5jwWniXRrfN5HH+WGoaWf\n1ijYrUMdTsBrvSA4E+Yjki757y2IqkCL4wZT3nmCrlYUCrj02Jqd4p2Y4kXtOHAX\n1UJkR8LAXQYawNEGfucae8RBrQKBgQDvoQXesXMl1yt7joRSY6eppxZVqcOVSmuF\n5JyMdHBMO7j/zbX8pSo4C+yM1a8aRQrBJFvEvG1hR/1bLDF0mY9sraCkWwFhqKY8\nlL3EQ1XD4XH6R6asARnrjxw9z6i1r3/truQRa9ttZxFzGaX3b2yW2VwJpWOGVwfA\nU6EiktJqaQKBgQDDtQigNQ7J1RXyK2Ru/ya8PihGddmF/BPzYDgFFTojUgHVVTaJ\nJQohDrAsqvEFw748xnxHxFaNy3/Yl7wbN21vavQaP1Y0jQq5pFQLar5AhkZmC15X\n2UO/CObMI/gGSnx3zcHk7AwnzQAza+hFnu10fWXgkmqg4ZLPf2Uu5J048QKBgHAk\nPSkAhlC5J6JFCeu8s2QTy8H/FoaxMyyP1its+njSojskO/ymFuHvwp4OCkoS8Xt9\n1mx1egLCu/CE+AgHLTXA86K27CiV0mYbfctxb5uhz8M+8OMiCM1SRfcvTVbpcMb8\nx8LXZPMH/wSMhj0LqhfWVNo2yiK+a+Q3vvr9FvexAoGBAO2cDCulOB+Lo6YHbvRJ\nU7AJeRN/dDrRW84ekJqoJXC/FnRdg7yPxsUSn5Bgfma8z//lPW6cL9dbM/lvTXHP\n2LL/G6MUaJXXl6oPLqSNnanO9IBLJZ9okOSWZKkOut5igg+h1Qpk/aGrBhaco+M5\nJAoFRi9b5U106Okd8W4GRlcw\n-----END PRIVATE KEY-----";
-
-    /// A made-up RSA key of about `a + b` bits in PKCS#1 PEM whose
-    /// numbers `rsa` takes without any prime: p = 2^a + 1, q = 2^b + 1,
-    /// n = pq, e = 3 and d = (2^(a+1) + 1) / 3 (`0xAA…AB`), so that de ≡ 1
-    /// modulo p - 1 and q - 1 (`a` and `b` multiples of 8, `b` < `a`).
-    pub(crate) fn made_up_key(a: usize, b: usize) -> String {
-        fn number(bits: &[usize]) -> Vec<u8> {
-            let len = bits.iter().max().unwrap() / 8 + 1;
-            let mut out = vec![0u8; len];
-            for bit in bits {
-                out[len - 1 - bit / 8] |= 1 << (bit % 8);
-            }
-            out
-        }
-        fn der(tag: u8, content: &[u8]) -> Vec<u8> {
-            let len = content.len();
-            let mut out = vec![tag];
-            match len {
-                0..128 => out.push(len as u8),
-                128..256 => out.extend([0x81, len as u8]),
-                _ => out.extend([0x82, (len >> 8) as u8, len as u8]),
-            }
-            out.extend_from_slice(content);
-            out
-        }
-        fn int(bytes: &[u8]) -> Vec<u8> {
-            let mut content = bytes.to_vec();
-            if content.first().is_none_or(|b| b & 0x80 != 0) {
-                content.insert(0, 0);
-            }
-            der(2, &content)
-        }
-        let mut d = vec![0xaa; a / 8];
-        *d.last_mut().unwrap() = 0xab;
-        let fields = [
-            int(&[0]),
-            int(&number(&[a + b, a, b, 0])),
-            int(&[3]),
-            int(&d),
-            int(&number(&[a, 0])),
-            int(&number(&[b, 0])),
-            int(&[1]),
-            int(&[1]),
-            int(&[1]),
-        ];
-        let body = base64::engine::general_purpose::STANDARD.encode(der(0x30, &fields.concat()));
-        format!("-----BEGIN RSA PRIVATE KEY-----\n{body}\n-----END RSA PRIVATE KEY-----")
-    }
 
     fn connection(provider: &str, credentials: Value, config: Value) -> Connection {
         serde_json::from_value(json!({
@@ -1198,11 +1202,11 @@ pub(crate) mod tests {
     fn rsa_keys_past_8192_bits_are_refused_before_they_are_built() {
         use rsa::traits::PublicKeyParts as _;
         // The made-up keys are keys `rsa` takes: up to the limit, read.
-        let at_limit = rsa_key(&made_up_key(4096, 4088)).unwrap();
+        let at_limit = rsa_key(&made_up_rsa_key(4096, 4088)).unwrap();
         assert_eq!(at_limit.n().bits(), 8185);
         // Past it: refused by their size, named, at once, wherever a key
         // is read (a signature, a fingerprint, an assertion).
-        let Err(e) = rsa_key(&made_up_key(4104, 4096)) else {
+        let Err(e) = rsa_key(&made_up_rsa_key(4104, 4096)) else {
             panic!("a key of 8,201 bits was read")
         };
         assert!(
@@ -1211,7 +1215,7 @@ pub(crate) mod tests {
         );
         // 16,377 bits: `rsa` alone would take it, and sign with it for
         // seconds.
-        let huge = made_up_key(8192, 8184);
+        let huge = made_up_rsa_key(8192, 8184);
         let started = std::time::Instant::now();
         let claims = Map::new();
         let header = json!({"alg": "RS256"});
@@ -1240,7 +1244,7 @@ pub(crate) mod tests {
         assert!(started.elapsed() < std::time::Duration::from_secs(2));
         // Larger than any key it takes: refused before it is parsed (its
         // DER), or decoded (its text); EC keys alike.
-        let Err(e) = rsa_key(&made_up_key(16384, 16376)) else {
+        let Err(e) = rsa_key(&made_up_rsa_key(16384, 16376)) else {
             panic!("a key of 32,761 bits was read")
         };
         assert!(e.contains("bytes of DER") && e.contains("8192 bits"), "{e}");

@@ -24,6 +24,8 @@ pub mod error;
 mod github_app;
 pub mod health;
 mod jwt;
+#[doc(hidden)]
+pub use jwt::made_up_rsa_key;
 pub mod logs;
 mod mcp;
 pub mod metrics;

@@ -127,7 +127,9 @@ pub fn sync(attr: TokenStream, item: TokenStream) -> TokenStream {
 
 /// Marks `fn(&Nango, I) -> Result<O, Error>` as an action's `runAction`;
 /// `I: DeserializeOwned` (use `Option<T>` when the input is optional),
-/// `O: Serialize`.
+/// `O: Serialize` (`()` gives no output, as a TypeScript action that
+/// returns nothing; `None` or `Value::Null` gives `null`, as one that
+/// returns `null`).
 #[proc_macro_attribute]
 pub fn action(attr: TokenStream, item: TokenStream) -> TokenStream {
     if !attr.is_empty() {
