@@ -333,6 +333,26 @@ fn wasm_target_missing() -> bool {
 /// metadata` reads it (offline, no dependencies); `None` when it cannot
 /// tell (a manifest cargo cannot read says so itself).
 fn has_bin(cargo: &str, manifest: &Path, name: &str) -> Option<bool> {
+    Some(package_targets(cargo, manifest)?.iter().any(|t| {
+        t["name"] == name
+            && t["kind"]
+                .as_array()
+                .is_some_and(|k| k.iter().any(|k| k == "bin"))
+    }))
+}
+
+/// Whether the crate at `manifest` builds binaries alone (no library, no
+/// build script).
+fn only_bins(cargo: &str, manifest: &Path) -> Option<bool> {
+    Some(package_targets(cargo, manifest)?.iter().all(|t| {
+        t["kind"]
+            .as_array()
+            .is_some_and(|k| k.iter().all(|k| k == "bin"))
+    }))
+}
+
+/// The targets of the package at `manifest`, from `cargo metadata`.
+fn package_targets(cargo: &str, manifest: &Path) -> Option<Vec<serde_json::Value>> {
     let out = Command::new(cargo)
         .args([
             "metadata",
@@ -355,12 +375,7 @@ fn has_bin(cargo: &str, manifest: &Path, name: &str) -> Option<bool> {
             .and_then(|m| Path::new(m).canonicalize().ok())
             .is_some_and(|m| m == manifest)
     })?;
-    Some(package["targets"].as_array()?.iter().any(|t| {
-        t["name"] == name
-            && t["kind"]
-                .as_array()
-                .is_some_and(|k| k.iter().any(|k| k == "bin"))
-    }))
+    package["targets"].as_array().cloned()
 }
 
 /// How long a Rust script's `cargo build` may take: a first build of a
@@ -396,28 +411,16 @@ fn cargo_build_timeout(name: &str) -> Result<Duration, ProjectError> {
 }
 
 /// Whether a variable of sluice's environment is kept from a project's
-/// `cargo build`: the crate's build scripts and proc macros run with
-/// cargo's environment, and they are the project's code, which may be
-/// someone else's. sluice's and Nango's settings (`NANGO_SECRET_KEY_*`,
-/// `NANGO_HOSTPORT`, `SLUICE_MASTER_KEY`, …) and any variable whose name
-/// says it holds a secret (`SECRET`, `TOKEN`, `PASSWORD`, `PASSWD`, `KEY`,
-/// `CREDENTIAL`: `GITHUB_TOKEN`, `AWS_SECRET_ACCESS_KEY`, …) are; cargo's
-/// and rustup's own (`CARGO_*`, `RUSTUP_*`, `RUSTC*`, a private registry's
-/// token included, which cargo needs) and everything else (`PATH`,
-/// `HOME`, `RUSTFLAGS`, `SSH_AUTH_SOCK`, proxies) are not.
+/// `cargo build`: sluice's and Nango's settings (`NANGO_SECRET_KEY_*`,
+/// `NANGO_HOSTPORT`, `SLUICE_MASTER_KEY`, …), so a crate's build script or
+/// proc macro does not come by them by accident (logging its
+/// environment, say). It is no sandbox: that code runs as the user, and
+/// can read what the user can (files, other processes' environments).
+/// The user's other variables are cargo's to use (a registry's
+/// credentials, a credential provider's cloud keys, proxies).
 pub fn hidden_from_cargo(name: &str) -> bool {
     let upper = name.to_ascii_uppercase();
-    if ["CARGO", "RUSTUP", "RUSTC"]
-        .iter()
-        .any(|p| upper.starts_with(p))
-    {
-        return false;
-    }
-    upper.starts_with("NANGO_")
-        || upper.starts_with("SLUICE_")
-        || ["SECRET", "TOKEN", "PASSWORD", "PASSWD", "KEY", "CREDENTIAL"]
-            .iter()
-            .any(|w| upper.contains(w))
+    upper.starts_with("NANGO_") || upper.starts_with("SLUICE_")
 }
 
 /// `vars` less those [`hidden_from_cargo`] names (a name that is not
@@ -487,45 +490,62 @@ fn build_rust_script_with(
         name: name.to_string(),
         reason,
     };
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    // A crate of binaries alone shares the target folder, its binary told
+    // apart from another crate's of the same name by a `--cfg`
+    // ([`crate_identity`]); one with a library or a build script, whose
+    // units that `--cfg` does not reach, builds in a folder of its own
+    // there. Without a target folder (the crate's own `target/`), a plain
+    // `cargo build` (which a virtual manifest takes).
+    let (target_dir, tell_apart) = match target_dir {
+        None => (None, false),
+        Some(dir) if only_bins(&cargo, manifest) == Some(true) => (Some(dir.to_path_buf()), true),
+        Some(dir) => (
+            Some(dir.join(format!("crate-{}", crate_id(manifest)))),
+            false,
+        ),
+    };
     // Held until the bytes are read: cargo names a binary's output by the
     // binary alone, and serializes builds into one folder only while they
-    // run.
-    let _turn = match target_dir {
+    // run. (Not followed if a link; a file system without locks builds
+    // without one, as cargo does.)
+    let _turn = match &target_dir {
         Some(dir) => {
+            use std::os::unix::fs::OpenOptionsExt as _;
             let path = dir.join(".sluice-build.lock");
             let lock = std::fs::create_dir_all(dir)
                 .and_then(|()| {
                     std::fs::OpenOptions::new()
                         .create(true)
                         .append(true)
+                        .custom_flags(libc::O_NOFOLLOW)
                         .open(&path)
                 })
-                .and_then(|file| file.lock().map(|()| file));
-            Some(lock.map_err(|e| failed(format!("cannot lock {}: {e}", path.display())))?)
+                .and_then(|file| file.lock().map(|()| Some(file)))
+                .or_else(|e| match e.raw_os_error() {
+                    Some(libc::ENOLCK | libc::EOPNOTSUPP) => Ok(None),
+                    _ => Err(e),
+                });
+            lock.map_err(|e| failed(format!("cannot lock {}: {e}", path.display())))?
         }
         None => None,
     };
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut command = Command::new(&cargo);
     command.env_clear().envs(env);
     crate::toolchain::die_with_this_process(&mut command);
-    if let Some(dir) = target_dir {
+    if let Some(dir) = &target_dir {
         command.env("CARGO_TARGET_DIR", dir);
     }
-    let child = command
-        .args([
-            "rustc",
-            "--release",
-            "--target",
-            "wasm32-wasip2",
-            "--bin",
-            name,
-        ])
+    command.arg(if tell_apart { "rustc" } else { "build" });
+    command
+        .args(["--release", "--target", "wasm32-wasip2", "--bin", name])
         .arg("--manifest-path")
         .arg(manifest)
-        .arg("--message-format=json-render-diagnostics")
-        .arg("--")
-        .args(crate_identity(manifest))
+        .arg("--message-format=json-render-diagnostics");
+    if tell_apart {
+        command.arg("--").args(crate_identity(manifest));
+    }
+    let child = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -594,13 +614,18 @@ fn build_rust_script_with(
 /// integrations' `users` crates were one to it, and the second was taken
 /// as built already, the first one's binary given for it.
 fn crate_identity(manifest: &Path) -> [String; 2] {
+    let id = crate_id(manifest);
+    ["--cfg".into(), format!("sluice_crate=\"{id}\"")]
+}
+
+/// A name of the crate at `manifest` from its folder (a hash).
+fn crate_id(manifest: &Path) -> String {
     use sha2::Digest as _;
     let path = manifest
         .canonicalize()
         .unwrap_or_else(|_| manifest.to_path_buf());
     let digest = sha2::Sha256::digest(path.as_os_str().as_encoded_bytes());
-    let id: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
-    ["--cfg".into(), format!("sluice_crate=\"{id}\"")]
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Why a `cargo build` was stopped ([`wait_for_cargo`]).
@@ -642,9 +667,23 @@ fn wait_for_cargo(
     }
     let mut status = None;
     let mut stdout = None;
+    // Once cargo has ended (and been reaped), its process id may be
+    // another's: only what still runs under it is stopped, never it.
+    let stop = |child: &mut std::process::Child, ended: bool| {
+        if !ended {
+            stop_tree(child);
+        }
+    };
     loop {
         if status.is_none() {
-            status = child.try_wait().map_err(CargoStopped::Io)?;
+            status = match child.try_wait() {
+                Ok(s) => s,
+                Err(e) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(CargoStopped::Io(e));
+                }
+            };
         }
         if let Some(status) = status
             && let Some(out) = stdout.take()
@@ -653,17 +692,17 @@ fn wait_for_cargo(
         }
         let now = Instant::now();
         if now >= deadline {
-            stop_tree(&mut child);
+            stop(&mut child, status.is_some());
             return Err(CargoStopped::Timeout);
         }
         match rx.recv_timeout((deadline - now).min(Duration::from_millis(50))) {
             Ok(Some(Ok(out))) => stdout = Some(out),
             Ok(Some(Err(e))) => {
-                stop_tree(&mut child);
+                stop(&mut child, status.is_some());
                 return Err(CargoStopped::Io(e));
             }
             Ok(None) => {
-                stop_tree(&mut child);
+                stop(&mut child, status.is_some());
                 return Err(CargoStopped::TooMuchOutput);
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {}
@@ -768,16 +807,16 @@ mod tests {
             "NANGO_HOSTPORT",
             "SLUICE_MASTER_KEY",
             "SLUICE_TEST_POSTGRES",
-            "GITHUB_TOKEN",
-            "AWS_SECRET_ACCESS_KEY",
-            "AWS_ACCESS_KEY_ID",
-            "db_password",
-            "OPENAI_API_KEY",
-            "GOOGLE_APPLICATION_CREDENTIALS",
+            "nango_secret_key_prod",
         ] {
             assert!(hidden_from_cargo(hidden), "{hidden}");
         }
+        // A credential provider's or a git helper's keys are cargo's to
+        // use.
         for kept in [
+            "GITHUB_TOKEN",
+            "AWS_SECRET_ACCESS_KEY",
+            "GOOGLE_APPLICATION_CREDENTIALS",
             "PATH",
             "HOME",
             "RUSTFLAGS",
@@ -829,7 +868,6 @@ mod tests {
             ("NANGO_SECRET_KEY_DEV", "leak-1"),
             ("SLUICE_MASTER_KEY", "leak-2"),
             ("NANGO_HOSTPORT", "http://leak"),
-            ("MY_SERVICE_TOKEN", "leak-3"),
         ];
         let env = cargo_environment(
             std::env::vars_os().chain(planted.map(|(k, v)| (k.into(), v.into()))),
@@ -879,19 +917,52 @@ mod tests {
                 krate.join("Cargo.toml")
             })
             .collect();
-        for round in 0..2 {
-            for (manifest, which) in manifests.iter().zip(["first", "second"]) {
-                let built = build_rust_script_with(
-                    manifest,
-                    "users",
-                    Some(&target),
-                    cargo_environment(std::env::vars_os()),
-                    CARGO_BUILD_TIMEOUT,
+        // And crates with a library (which a `--cfg` on the binary does
+        // not reach): each in a folder of its own.
+        let with_lib: Vec<PathBuf> = ["first", "second"]
+            .iter()
+            .map(|which| {
+                let krate = dir.path().join(which).join("people");
+                std::fs::create_dir_all(krate.join("src")).unwrap();
+                std::fs::write(
+                    krate.join("Cargo.toml"),
+                    "[package]\nname = \"people\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\n[workspace]\n",
                 )
                 .unwrap();
-                let bytes = built.bytes;
-                let has = |text: &str| bytes.windows(text.len()).any(|w| w == text.as_bytes());
-                assert!(has(&format!("the {which} crate")), "round {round}: {which}");
+                std::fs::write(
+                    krate.join("src/lib.rs"),
+                    format!("pub fn who() -> &'static str {{ \"the {which} library\" }}\n"),
+                )
+                .unwrap();
+                std::fs::write(
+                    krate.join("src/main.rs"),
+                    "fn main() { println!(\"{}\", people::who()); }\n",
+                )
+                .unwrap();
+                krate.join("Cargo.toml")
+            })
+            .collect();
+        for round in 0..2 {
+            for (name, crates, what) in [
+                ("users", &manifests, "crate"),
+                ("people", &with_lib, "library"),
+            ] {
+                for (manifest, which) in crates.iter().zip(["first", "second"]) {
+                    let built = build_rust_script_with(
+                        manifest,
+                        name,
+                        Some(&target),
+                        cargo_environment(std::env::vars_os()),
+                        CARGO_BUILD_TIMEOUT,
+                    )
+                    .unwrap();
+                    let bytes = built.bytes;
+                    let has = |text: &str| bytes.windows(text.len()).any(|w| w == text.as_bytes());
+                    assert!(
+                        has(&format!("the {which} {what}")),
+                        "round {round}: {which} {name}"
+                    );
+                }
             }
         }
     }
