@@ -444,15 +444,18 @@ impl Server {
         // before anything it left is taken up again (a crash from here on
         // counts as one).
         for env in app.envs() {
-            let clean = env
+            // (One that cannot be read is none: a crash's count is the
+            // safe side.)
+            let found = env
                 .store
                 .doc::<chrono::DateTime<chrono::Utc>>(app::SERVER_STOP, app::STOPPED_CLEANLY)
-                .await?
-                .is_some();
-            if clean {
+                .await;
+            if !matches!(found, Ok(None)) {
                 env.store
                     .delete_doc(app::SERVER_STOP, app::STOPPED_CLEANLY)
                     .await?;
+            }
+            if matches!(found, Ok(Some(_))) {
                 env.stopped_cleanly
                     .store(true, std::sync::atomic::Ordering::Relaxed);
             }
@@ -555,6 +558,23 @@ impl Server {
     }
 
     async fn halt(mut self, on_purpose: bool) {
+        // A stop on purpose, noted first (a stop may be cut short itself,
+        // by a slow request past the CLI's grace, or a supervisor's
+        // SIGKILL): what it cuts short runs again at the next start
+        // without counting as a crash's. Bounded: a store that cannot
+        // write does not hold the stop up.
+        if on_purpose {
+            let now = chrono::Utc::now();
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+                for env in self.app.envs() {
+                    let _ = env
+                        .store
+                        .put_doc(app::SERVER_STOP, app::STOPPED_CLEANLY, &now)
+                        .await;
+                }
+            })
+            .await;
+        }
         self.app.oauth_clients.close();
         for task in self
             .app
@@ -617,20 +637,6 @@ impl Server {
             self.app.config.events.say(
                 "the last flush at stop did not finish: what was acknowledged unflushed (history, logs) may be missing",
             );
-        }
-        // A stop on purpose: what it cut short is run again at the next
-        // start without counting as a crash's (bounded, as above).
-        if on_purpose && matches!(flushed, Some(Ok(Ok(())))) {
-            let now = chrono::Utc::now();
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), async {
-                for env in self.app.envs() {
-                    let _ = env
-                        .store
-                        .put_doc(app::SERVER_STOP, app::STOPPED_CLEANLY, &now)
-                        .await;
-                }
-            })
-            .await;
         }
     }
 }

@@ -477,26 +477,35 @@ pub async fn run_action_for(
         input: input.map(|v| String::from(Box::<str>::from(v))),
     };
     let exec = catalog.execution(name, conn.clone(), call, false);
+    let book = |wait| async move {
+        match cost {
+            Some(cost) => crate::budget::book_parsed_within(
+                &app.config,
+                env.store.id(),
+                cost,
+                "this action's input",
+                wait,
+            )
+            .await
+            .map(Some),
+            None => Ok(None),
+        }
+    };
     let report = running
         .until_stopped(async {
+            // An accepted async action waits for room before it takes
+            // execution slots (it may wait minutes; a request holding a
+            // slot while it waits for room gives up within seconds); a
+            // request, once it has its slot (waiting its turn, it holds
+            // no room).
+            let early = match created {
+                Some(_) => book(ASYNC_ROOM_WAIT).await?,
+                None => None,
+            };
             let _permit = app.execution_permit(env).await;
-            let _room = match cost {
-                Some(cost) => {
-                    let wait = match created {
-                        Some(_) => ASYNC_ROOM_WAIT,
-                        None => app.config.room_wait,
-                    };
-                    Some(
-                        crate::budget::book_parsed_within(
-                            &app.config,
-                            env.store.id(),
-                            cost,
-                            "this action's input",
-                            wait,
-                        )
-                        .await?,
-                    )
-                }
+            let _room = match early {
+                Some(room) => Some(room),
+                None if created.is_none() => book(app.config.room_wait).await?,
                 None => None,
             };
             Ok::<_, ApiError>(

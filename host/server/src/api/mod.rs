@@ -253,6 +253,24 @@ pub async fn body_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes
         None => read.await,
     };
     read.map_err(|e| {
+        let text = e.body_text();
+        if let Some(at) = text.find(NO_ROOM_FOR_BODY) {
+            // [`book_body`]'s refusal of a chunked body, as it answers a
+            // declared one.
+            let rest = &text[at + NO_ROOM_FOR_BODY.len()..];
+            return match rest.strip_prefix(" (413)") {
+                Some(_) => ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload_too_large",
+                    rest.trim_start_matches(" (413): ").to_string(),
+                ),
+                None => ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "server_busy",
+                    rest.trim_start_matches(" (503): ").to_string(),
+                ),
+            };
+        }
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -550,12 +568,17 @@ async fn refuse_declared_oversize(
     next.run(req).await
 }
 
+/// What a chunked body's read error starts with when [`book_body`] found
+/// no room for it.
+const NO_ROOM_FOR_BODY: &str = "no room for the request body";
+
 /// Books the room a request's body takes in memory while it is handled
 /// (`ServerConfig::max_held_body_bytes`, for the environment its key
 /// names): a declared length before anything is read, a body of unknown
 /// length a MiB at a time as it arrives. Past the environment's share a
-/// request is 413; when no room frees in time, 503 `server_busy` (for a
-/// body of unknown length, its read fails saying so). Webhooks have a
+/// request is 413; when no room frees in time, 503 `server_busy` (a body
+/// of unknown length the same, through its read's error). A compressed
+/// body books the route's limit (it is held decompressed). Webhooks have a
 /// room of their own (`incoming`), uploads too (`deploy`).
 async fn book_body(
     axum::extract::State(app): axum::extract::State<Arc<App>>,
@@ -598,7 +621,12 @@ async fn book_body(
         ),
     };
     if let Some(declared) = declared {
-        let bytes = usize::try_from(declared).unwrap_or(usize::MAX);
+        // A compressed body is held decompressed (up to the route's
+        // limit): that is what it books.
+        let bytes = match content_encoding(req.headers()) {
+            Some(_) => app.config.max_body_bytes,
+            None => usize::try_from(declared).unwrap_or(usize::MAX),
+        };
         let held = match rooms.bodies.book(env, bytes, rooms.wait).await {
             Ok(held) => held,
             Err(e) => return refused(e).into_response(),
@@ -631,8 +659,14 @@ async fn book_body(
                             .push(b);
                     }
                     Err(e) => {
+                        // Told apart by `body_bytes` (503 or 413, not a
+                        // body that could not be read).
                         let e = refused(e);
-                        let e = axum::Error::new(std::io::Error::other(e.message));
+                        let e = axum::Error::new(std::io::Error::other(format!(
+                            "{NO_ROOM_FOR_BODY} ({}): {}",
+                            e.status.as_u16(),
+                            e.message
+                        )));
                         return Some((Err(e), (stream, got, booked, true)));
                     }
                 }

@@ -57,7 +57,7 @@ const FLOW_PARAMS: [&str; 6] = [
 /// The authorization URL's parameters that say what the user grants: the
 /// app's to choose (the session's scopes, else the integration's), never
 /// the browser's `authorization_params`.
-const SCOPE_PARAMS: [&str; 2] = ["scope", "user_scope"];
+const SCOPE_PARAMS: [&str; 3] = ["scope", "user_scope", "optional_scope"];
 
 /// The longest query string taken from the browser or the provider.
 const MAX_QUERY: usize = 16 << 10;
@@ -1778,13 +1778,14 @@ async fn keep_flow(
     state: &str,
     flow: &Flow,
 ) -> Result<(), ApiError> {
-    env.store
-        .put_doc(FLOWS, state, &flow.sealed(env, state).await?)
-        .await?;
-    // Its websocket waits for the result (not closed as unused).
+    // Its websocket waits for the result (not closed as unused): named
+    // before the flow is stored, so the grace cannot close it between.
     if let Some(id) = &flow.ws_client_id {
         app.oauth_clients.named(id);
     }
+    env.store
+        .put_doc(FLOWS, state, &flow.sealed(env, state).await?)
+        .await?;
     if let Some(replaced) = app
         .oauth_clients
         .started(session_key, session.expires_at, state)
