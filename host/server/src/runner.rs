@@ -459,13 +459,9 @@ pub async fn run_action_for(
             ));
         }
     }
-    // A `null` input is passed on: `POST /action/trigger` without an
-    // input gives the script `null`, as the original's (its JSON round
-    // trip); no input at all (a `/v1` GET without a query) is `undefined`.
     // A run that validates its input against a model parses it into a
-    // value (in the runtime): that parse's cost is booked once the run
-    // has its permit, for as long as it lasts. A run of an accepted async
-    // action waits longer for room than a request does.
+    // value (in the runtime): that parse's cost is booked for as long as
+    // the run lasts (below).
     let validated = catalog
         .action_config(&conn.provider_config_key, name)
         .is_some_and(|a| a.input.is_some());
@@ -473,6 +469,9 @@ pub async fn run_action_for(
         Some(text) if validated => Some(crate::budget::parse_cost(text.get().as_bytes())),
         _ => None,
     };
+    // A `null` input is passed on: `POST /action/trigger` without an
+    // input gives the script `null`, as the original's (its JSON round
+    // trip); no input at all (a `/v1` GET without a query) is `undefined`.
     let call = Call::Action {
         input: input.map(|v| String::from(Box::<str>::from(v))),
     };
