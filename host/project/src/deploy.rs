@@ -1037,24 +1037,6 @@ impl Answer {
     }
 }
 
-/// Reads `resp`'s body, at most `max` bytes of it, and whether there was
-/// more.
-async fn read_at_most(
-    resp: &mut reqwest::Response,
-    max: usize,
-) -> Result<(Vec<u8>, bool), reqwest::Error> {
-    let mut body = Vec::new();
-    while let Some(chunk) = resp.chunk().await? {
-        let room = max - body.len();
-        if chunk.len() > room {
-            body.extend_from_slice(&chunk[..room]);
-            return Ok((body, true));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok((body, false))
-}
-
 /// `text` with every `secret` in it shown as `***`; when `text` is the
 /// start of a longer one (`cut`), a start of `secret` at its end is taken
 /// off too. A server (or a proxy before it) that echoes the request's
@@ -1091,13 +1073,12 @@ async fn read_answer(
     } else {
         MAX_ERROR_BYTES
     };
-    let (bytes, cut) =
-        read_at_most(&mut resp, max)
-            .await
-            .map_err(|source| UploadError::Unreachable {
-                url: url.to_string(),
-                source,
-            })?;
+    let (bytes, cut) = crate::remote::read_at_most(&mut resp, max)
+        .await
+        .map_err(|source| UploadError::Unreachable {
+            url: url.to_string(),
+            source,
+        })?;
     let text = redacted(&String::from_utf8_lossy(&bytes), secret_key, cut);
     Ok(Answer { status, text, cut })
 }

@@ -51,8 +51,8 @@ const MAX_ANSWER_BYTES: usize = 16 << 20;
 const MAX_ERROR_BYTES: usize = 16 << 10;
 
 /// Reads `resp`'s body, at most `max` bytes of it, and whether there was
-/// more.
-async fn read_at_most(
+/// more (the deploy client's answers too).
+pub(crate) async fn read_at_most(
     resp: &mut reqwest::Response,
     max: usize,
 ) -> Result<(Vec<u8>, bool), reqwest::Error> {
