@@ -1175,3 +1175,111 @@ async fn a_receiver_that_redirects_is_not_followed_nor_counted_as_sent() {
     assert_eq!(gets.load(Ordering::SeqCst), 0, "the redirect was followed");
     server.stop().await;
 }
+
+/// An environment's outbox holds at most `webhook_outbox_max_bytes` of
+/// bodies waiting for the app's receivers: past it a new webhook is not
+/// queued (told to the operator and in the environment's logs), what is
+/// queued stays; the bound holds across a restart (the outbox is counted
+/// from the store), and room is taken again as deliveries go out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outbox_past_its_bound_queues_no_more_until_its_deliveries_go_out() {
+    let receiver = App::start().await;
+    receiver.down.store(true, Ordering::SeqCst);
+    let data = tempfile::tempdir().unwrap();
+    let master = MasterKey::generate();
+    let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+    let config = || {
+        let mut config = ServerConfig::new(data.path(), "127.0.0.1:0".parse().unwrap());
+        config.webhook_outbox_max_bytes = 2_000;
+        config.webhook_retry_base = Duration::from_millis(50);
+        let kept = lines.clone();
+        config.events = EventLog::new(move |line| kept.lock().unwrap().push(line.to_string()));
+        config
+    };
+    let body = |n: u32| json!({"type": "test", "n": n, "pad": "x".repeat(280)});
+    let each = sluice_runtime::js::stringify(&body(0)).len();
+    let fit = 2_000 / each;
+    assert!((5..10).contains(&fit), "{each}");
+    let not_queued = |lines: &Mutex<Vec<String>>| {
+        lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains("not queued: the environment's webhook outbox holds"))
+            .count()
+    };
+    let queued = |server: &sluice_server::Server| {
+        let env = server.app.store.environment("dev").unwrap();
+        async move {
+            env.docs::<Value>("webhook-outbox", "", None, 100, false)
+                .await
+                .unwrap()
+                .len()
+        }
+    };
+    let enqueue = |server: &sluice_server::Server, n: u32| {
+        let app = server.app.clone();
+        let body = body(n);
+        async move {
+            let env = app.envs().find(|e| e.name() == "dev").unwrap().clone();
+            let settings = sluice_server::webhooks::settings(&env).await.unwrap();
+            let about = sluice_server::webhooks::About::new("test", "p", "c");
+            app.webhooks
+                .enqueue(&env, &settings, &body, &about)
+                .await
+                .unwrap();
+        }
+    };
+
+    let server = start_with(config(), &master, "").await;
+    let c = Client::new(&server, DEV_KEY);
+    let (code, out) = c
+        .send(
+            "PUT",
+            "/sluice/webhook-settings",
+            Some(json!({"primary_url": receiver.url()})),
+        )
+        .await;
+    assert_eq!(code, 200, "{out}");
+    for n in 0..10 {
+        enqueue(&server, n).await;
+    }
+    assert_eq!(queued(&server).await, fit, "what fits is queued");
+    assert_eq!(not_queued(&lines), 10 - fit, "{:?}", lines.lock().unwrap());
+    // The environment's logs say so too.
+    let (code, logs) = c.send("GET", "/logs?limit=100", None).await;
+    assert_eq!(code, 200, "{logs}");
+    assert!(
+        logs.to_string().contains("not queued"),
+        "the logs do not tell: {logs}"
+    );
+    server.stop().await;
+
+    // After a restart the outbox is counted from the store: still full.
+    let server = start_with(config(), &master, "").await;
+    enqueue(&server, 100).await;
+    assert_eq!(not_queued(&lines), 11 - fit, "a full outbox took more");
+    let before = queued(&server).await;
+    assert_eq!(before, fit);
+
+    // The receiver is back: everything queued goes out, and the room is
+    // taken again.
+    receiver.down.store(false, Ordering::SeqCst);
+    receiver
+        .wait_for("every queued delivery", Duration::from_secs(20), |a| {
+            a.accepted().len() >= before
+        })
+        .await;
+    outbox_emptied(&server).await;
+    let refused_so_far = not_queued(&lines);
+    enqueue(&server, 200).await;
+    receiver
+        .wait_for(
+            "the delivery queued once room was free",
+            Duration::from_secs(10),
+            |a| a.accepted().iter().any(|(_, b)| b["n"] == 200),
+        )
+        .await;
+    assert_eq!(not_queued(&lines), refused_so_far);
+    server.stop().await;
+}

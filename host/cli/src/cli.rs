@@ -261,6 +261,11 @@ struct ServeArgs {
     /// past it an upload answers 429.
     #[arg(long = "max-pending-uploads", env = "SLUICE_MAX_PENDING_UPLOADS", default_value = "8G", value_parser = parse_size)]
     max_pending_uploads: u64,
+    /// Bytes of webhook bodies one environment's outbox may hold waiting
+    /// for the app's receivers, e.g. 1G; past it a new webhook to the app
+    /// is not queued (told in the environment's logs and on stderr).
+    #[arg(long = "max-webhook-outbox", env = "SLUICE_MAX_WEBHOOK_OUTBOX", default_value = "1G", value_parser = parse_size)]
+    max_webhook_outbox: u64,
     /// Back the store up while it serves (sled and redb stores): each
     /// backup is a folder here, `<UTC time>`, holding the whole store at
     /// one moment as a redb data directory (serve it with --data and the
@@ -1864,6 +1869,7 @@ async fn run_serve(
         usize::try_from(args.max_pending_uploads).unwrap_or(usize::MAX);
     config.max_async_action_bytes =
         usize::try_from(args.max_async_action_bytes).unwrap_or(usize::MAX);
+    config.webhook_outbox_max_bytes = args.max_webhook_outbox;
     config.schedule_time_scale = args.schedule_time_scale.max(1);
     config.sync_slots = args.sync_slots.max(1);
     config.keep_deployments = usize::try_from(args.keep_deploys).unwrap_or(usize::MAX);

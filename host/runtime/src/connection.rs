@@ -35,6 +35,13 @@ pub struct Connection {
     /// environment's URLs; `None` for those.
     #[serde(default)]
     pub webhook_url_override: Option<String>,
+    /// The host of the provider's token URL was chosen by a value a
+    /// browser gave (a connect session's TWO_STEP or client-credentials
+    /// connection): every token request then goes to a public address
+    /// only, whatever the environment's `allowed_hosts` opens to scripts.
+    /// Kept by the platform's store; never shown (not serialised).
+    #[serde(skip)]
+    pub token_host_from_browser: bool,
 }
 
 /// Whether `key` names a refresh token (`refresh_token`, `RefreshToken`,
@@ -606,6 +613,7 @@ mod tests {
             end_user: Value::Null,
             tags: Default::default(),
             webhook_url_override: None,
+            token_host_from_browser: false,
         };
         for refresh_token in [false, true] {
             let shown = c.to_script_json_with(refresh_token);
@@ -633,6 +641,7 @@ mod tests {
             end_user: serde_json::Value::Null,
             tags: Default::default(),
             webhook_url_override: None,
+            token_host_from_browser: false,
         }]);
         let patch = serde_json::json!({"a": {"y": 1}})
             .as_object()

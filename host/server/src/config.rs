@@ -171,6 +171,12 @@ pub struct ServerConfig {
     pub max_async_action_bytes: usize,
     /// A webhook still failing this long after it was made is given up on.
     pub webhook_give_up_after: Duration,
+    /// Bytes of bodies one environment's webhook outbox may hold waiting
+    /// for the app's receivers (each delivery its body; a webhook to two
+    /// URLs counts twice); past it a new delivery is not queued, told in
+    /// the environment's logs and to the operator, so a receiver down for
+    /// a day under a flood of provider webhooks cannot fill the disk.
+    pub webhook_outbox_max_bytes: u64,
     /// Most bytes of log lines kept per execution (the rest are counted).
     pub log_bytes_per_execution: usize,
     /// Logs older than this are deleted.
@@ -374,6 +380,7 @@ impl ServerConfig {
             max_async_actions: 10_000,
             max_async_action_bytes: 256 << 20,
             webhook_give_up_after: Duration::from_secs(25 * 3600),
+            webhook_outbox_max_bytes: 1 << 30,
             log_bytes_per_execution: 256 << 10,
             log_retention_age: Duration::from_secs(14 * 24 * 3600),
             log_retention_bytes: 1 << 30,

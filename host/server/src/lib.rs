@@ -460,6 +460,10 @@ impl Server {
                     .store(true, std::sync::atomic::Ordering::Relaxed);
             }
         }
+        // What each outbox holds, before anything queues more.
+        for env in app.envs() {
+            app.webhooks.count_outbox(env).await;
+        }
         // Before anything can run (it sweeps history entries without logs).
         app.logs.load(&app).await?;
         api::deploy::load_active(&app).await?;

@@ -538,7 +538,15 @@ impl Connections {
                 )?;
             return self.chosen_target(url, "the token URL");
         }
-        let (mut url, public_only) = token_url(template, c, &self.allowed_hosts)?;
+        // A host a browser chose, at creation or at any later request:
+        // `allowed_hosts` is the operator's list for scripts and the app,
+        // not for what a browser names.
+        let allowed_hosts: &[String] = if c.token_host_from_browser {
+            &[]
+        } else {
+            &self.allowed_hosts
+        };
+        let (mut url, public_only) = token_url(template, c, allowed_hosts)?;
         let http = if public_only && self.redirect.is_none() {
             sluice_runtime::proxy::public_only_client()
         } else {
@@ -1972,5 +1980,92 @@ mod tests {
         let c = connections.fresh("b", "soon", Force::No).await.unwrap();
         assert_eq!(c.credentials.token(), Some("b-soon"));
         assert_eq!(calls.load(Ordering::SeqCst), 3, "no refresh was tried");
+    }
+
+    /// A connection whose token URL host a browser chose (a connect
+    /// session's TWO_STEP or client-credentials connection) keeps that
+    /// mark in the store: every later token request goes to a public
+    /// address only, whatever `allowed_hosts` opens to scripts; the app's
+    /// own import of the same values may use `allowed_hosts`. The mark is
+    /// never shown.
+    #[tokio::test]
+    async fn a_host_a_browser_chose_stays_public_only_for_later_refreshes() {
+        let calls = Arc::new(AtomicU32::new(0));
+        let counted = calls.clone();
+        let token = axum::Router::new().route(
+            "/token",
+            axum::routing::post(move || {
+                counted.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    axum::Json(json!({"access_token": "fresh", "refresh_token": "rt",
+                        "expires_in": 3600}))
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, token).await });
+
+        let (store, _) = Store::open(
+            Arc::new(MemoryBackend::new()),
+            MasterKey::generate(),
+            &[("dev".into(), None)],
+        )
+        .await
+        .unwrap();
+        let env = store.environment("dev").unwrap();
+        let providers = ProviderCatalog::from_yaml(
+            "hosted:\n  auth_mode: OAUTH2\n  authorization_url: https://auth.example.com/authorize\n  token_url: http://${connectionConfig.host}/token\n",
+            "test",
+        )
+        .unwrap();
+        env.put_integration(
+            &serde_json::from_value(json!({"unique_key": "h", "provider": "hosted",
+                "oauth_client_id": "cid", "oauth_client_secret": "csecret",
+                "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z"}))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+        let mut c: Connection = serde_json::from_value(json!({
+            "connection_id": "c1", "provider_config_key": "h", "provider": "hosted",
+            "connection_config": {"host": addr.to_string()},
+            "credentials": {"type": "OAUTH2", "access_token": "old", "refresh_token": "rt",
+                "expires_at": "2020-01-01T00:00:00Z"}}))
+        .unwrap();
+        c.token_host_from_browser = true;
+        env.put_connection(&c).await.unwrap();
+        let connections = Connections::new(
+            env.clone(),
+            Arc::new(providers),
+            reqwest::Client::new(),
+            vec![addr.to_string()],
+        );
+
+        let refused = connections.fresh("h", "c1", Force::Asked).await;
+        assert!(
+            refused
+                .as_ref()
+                .is_err_and(|e| e.to_string().contains("not a public address")),
+            "{refused:?}"
+        );
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            0,
+            "the loopback host was asked"
+        );
+        let stored = env.connection("h", "c1").await.unwrap().unwrap();
+        assert!(stored.token_host_from_browser, "the mark is stored");
+        let shown = serde_json::to_value(&stored).unwrap();
+        assert!(shown.get("token_host_from_browser").is_none(), "{shown}");
+
+        // The app's values: allowed_hosts holds for them.
+        c.token_host_from_browser = false;
+        env.put_connection(&c).await.unwrap();
+        let fresh = connections.fresh("h", "c1", Force::Asked).await.unwrap();
+        assert_eq!(fresh.credentials.token(), Some("fresh"));
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        let stored = env.connection("h", "c1").await.unwrap().unwrap();
+        assert!(!stored.token_host_from_browser);
     }
 }

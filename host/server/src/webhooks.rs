@@ -193,6 +193,16 @@ fn outbox_key(next_at: DateTime<Utc>, id: &str) -> String {
     format!("{:020}\u{1f}{id}", next_at.timestamp_millis().max(0))
 }
 
+/// The `webhook-id` of a delivery to `url` of work identified by `seed`:
+/// the same when the work is done again after a crash.
+fn delivery_id(seed: &str, url: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(seed.as_bytes());
+    h.update(b"\x1f");
+    h.update(url.as_bytes());
+    format!("msg_{}", &hex(&h.finalize())[..32])
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -379,6 +389,34 @@ pub struct Webhooks {
     max_delay: Duration,
     /// Past this age a delivery that still fails is given up on.
     give_up_after: Duration,
+    /// Per environment, the bytes of bodies its outbox holds
+    /// ([`OutboxBytes`]), bounded by `max_outbox_bytes`.
+    outbox_bytes: std::sync::Mutex<std::collections::HashMap<uuid::Uuid, OutboxBytes>>,
+    /// `ServerConfig::webhook_outbox_max_bytes`.
+    max_outbox_bytes: u64,
+    /// Where a delivery not queued is told (the environment's logs),
+    /// once the worker runs.
+    app: std::sync::OnceLock<Weak<App>>,
+    /// And the operator.
+    events: crate::config::EventLog,
+}
+
+/// What an environment's outbox holds: the bodies' bytes, counted from
+/// the store at start ([`Webhooks::count_outbox`]; until then only what
+/// this process queued), then kept as deliveries are queued and leave. A crash may bring back a delivery whose removal was not yet
+/// flushed; the next start counts it again.
+#[derive(Default, Clone, Copy)]
+struct OutboxBytes {
+    bytes: u64,
+    counted: bool,
+}
+
+/// A stored delivery's body, for counting an outbox without decoding the
+/// rest.
+#[derive(Deserialize)]
+struct BodyOf<'a> {
+    #[serde(borrow)]
+    body: std::borrow::Cow<'a, str>,
 }
 
 impl Webhooks {
@@ -391,7 +429,79 @@ impl Webhooks {
             base_delay: config.webhook_retry_base,
             max_delay: Duration::from_secs(3600).max(config.webhook_retry_base),
             give_up_after: config.webhook_give_up_after,
+            outbox_bytes: Default::default(),
+            max_outbox_bytes: config.webhook_outbox_max_bytes,
+            app: std::sync::OnceLock::new(),
+            events: config.events.clone(),
         }
+    }
+
+    /// Books `bytes` of `env`'s outbox for deliveries about to be queued;
+    /// `Err` with what it holds when they do not fit.
+    fn book_outbox(&self, env: uuid::Uuid, bytes: u64) -> Result<(), u64> {
+        let mut all = self.outbox_bytes.lock().unwrap_or_else(|e| e.into_inner());
+        let held = all.entry(env).or_default();
+        if held.counted && held.bytes.saturating_add(bytes) > self.max_outbox_bytes {
+            return Err(held.bytes);
+        }
+        held.bytes = held.bytes.saturating_add(bytes);
+        Ok(())
+    }
+
+    /// `bytes` of `env`'s outbox are free again (deliveries sent, given up
+    /// on, or not stored after all).
+    fn release_outbox(&self, env: uuid::Uuid, bytes: u64) {
+        let mut all = self.outbox_bytes.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(held) = all.get_mut(&env) {
+            held.bytes = held.bytes.saturating_sub(bytes);
+        }
+    }
+
+    /// Counts what `env`'s outbox holds, once per start (at start, before
+    /// anything queues or sends; an environment made later, or one whose
+    /// store failed then, at the worker's next pass, before it sends any
+    /// of its deliveries): the bodies are measured in the store, not
+    /// copied out.
+    pub(crate) async fn count_outbox(&self, env: &EnvState) {
+        let id = env.store.id();
+        let counted = {
+            let all = self.outbox_bytes.lock().unwrap_or_else(|e| e.into_inner());
+            all.get(&id).is_some_and(|h| h.counted)
+        };
+        if counted {
+            return;
+        }
+        const PAGE: usize = 4096;
+        let mut total = 0u64;
+        let mut after: Option<String> = None;
+        loop {
+            let mut measure = |v: &[u8]| {
+                total +=
+                    serde_json::from_slice::<BodyOf>(v).map_or(v.len(), |d| d.body.len()) as u64;
+                false
+            };
+            let Ok(page) = env
+                .store
+                .docs_raw(OUTBOX, "", after.as_deref(), PAGE, false, &mut measure)
+                .await
+            else {
+                return;
+            };
+            let full = page.len() == PAGE;
+            after = page.into_iter().last().map(|(k, _)| k);
+            if !full {
+                break;
+            }
+        }
+        let mut all = self.outbox_bytes.lock().unwrap_or_else(|e| e.into_inner());
+        // What this process queued meanwhile is in the store, counted.
+        all.insert(
+            id,
+            OutboxBytes {
+                bytes: total,
+                counted: true,
+            },
+        );
     }
 
     /// Stores one delivery of `body` per target URL (flushed); the worker
@@ -448,6 +558,12 @@ impl Webhooks {
             .into_iter()
             .filter_map(|(slot, u)| u.as_ref().filter(|u| !u.is_empty()).map(|u| (slot, u)))
             .collect();
+        let each = body.len() as u64;
+        let id = env.store.id();
+        if let Err(held) = self.book_outbox(id, each * urls.len() as u64) {
+            self.not_queued(env, &urls, seed, about, held, each).await;
+            return Ok(());
+        }
         let mut body = Some(body);
         for (i, (slot, url)) in urls.iter().enumerate() {
             let text = if i + 1 == urls.len() {
@@ -457,13 +573,7 @@ impl Webhooks {
             };
             let d = Delivery {
                 id: match seed {
-                    Some(seed) => {
-                        let mut h = Sha256::new();
-                        h.update(seed.as_bytes());
-                        h.update(b"\x1f");
-                        h.update(url.as_bytes());
-                        format!("msg_{}", &hex(&h.finalize())[..32])
-                    }
+                    Some(seed) => delivery_id(seed, url),
                     None => format!("msg_{}", uuid::Uuid::new_v4().simple()),
                 },
                 url: (*url).clone(),
@@ -477,12 +587,65 @@ impl Webhooks {
                 connection: settings.connection_override.clone(),
                 about: Some(about.clone()),
             };
-            env.store
+            if let Err(e) = env
+                .store
                 .put_doc(OUTBOX, &outbox_key(d.next_at, &d.id), &d)
-                .await?;
+                .await
+            {
+                self.release_outbox(id, each * (urls.len() - i) as u64);
+                return Err(e.into());
+            }
         }
         self.wake.notify_one();
         Ok(())
+    }
+
+    /// Tells the environment's logs and the operator of deliveries not
+    /// queued because its outbox holds `held` bytes already.
+    async fn not_queued(
+        &self,
+        env: &EnvState,
+        urls: &[(u8, &String)],
+        seed: Option<&str>,
+        about: &About,
+        held: u64,
+        each: u64,
+    ) {
+        let error = format!(
+            "not queued: the environment's webhook outbox holds {held} bytes waiting for the app's receivers, and this {each}-byte webhook would pass its bound of {} (--max-webhook-outbox)",
+            self.max_outbox_bytes
+        );
+        self.events.say(&format!(
+            "{}: a {} webhook for {}/{} was {error}",
+            env.name(),
+            about.kind,
+            about.provider_config_key,
+            about.connection_id
+        ));
+        let Some(app) = self.app.get().and_then(Weak::upgrade) else {
+            return;
+        };
+        for (_, url) in urls {
+            let id = match seed {
+                Some(seed) => delivery_id(seed, url),
+                None => format!("msg_{}", uuid::Uuid::new_v4().simple()),
+            };
+            app.logs
+                .record_delivery(
+                    env,
+                    &crate::logs::DeliveryAttempt {
+                        id: &id,
+                        url: shown_url(url),
+                        body: "",
+                        about: Some(about),
+                        number: 0,
+                        started_at: Utc::now(),
+                        error: Some(error.clone()),
+                        given_up: true,
+                    },
+                )
+                .await;
+        }
     }
 
     /// The webhooks of a finished sync run, per the environment's settings.
@@ -659,6 +822,7 @@ impl Webhooks {
     pub fn spawn(self: &Arc<Self>, app: &Arc<App>) -> tokio::task::JoinHandle<()> {
         let me = self.clone();
         let app = Arc::downgrade(app);
+        let _ = self.app.set(app.clone());
         tokio::spawn(async move { me.work(app).await })
     }
 
@@ -700,6 +864,7 @@ impl Webhooks {
         let mut earliest: Option<DateTime<Utc>> = None;
         for env in app.envs() {
             let id = env.store.id();
+            self.count_outbox(env).await;
             let flying = self.flying(id);
             if flying.len() >= IN_FLIGHT {
                 continue;
@@ -950,6 +1115,9 @@ impl Webhooks {
                 // Unflushed: a crash may bring it back, and it is sent
                 // again with the same id, which receivers deduplicate.
                 let stored = env.store.delete_doc_unflushed(OUTBOX, &key).await;
+                if stored.is_ok() {
+                    self.release_outbox(env.store.id(), d.body.len() as u64);
+                }
                 let retry_at = Utc::now() + self.backoff(d.attempts, &d.id);
                 let stored = stored.map(|_| ()).map_err(|e| e.to_string());
                 self.outcome_stored(app, env, &key, &d, stored, retry_at);
@@ -975,9 +1143,13 @@ impl Webhooks {
                 let retry_at = Utc::now() + self.backoff(d.attempts, &d.id);
                 if give_up {
                     let stored = match env.store.put_doc(DEAD, &d.id, &d).await {
-                        Ok(()) => env.store.delete_doc(OUTBOX, &key).await.map(|_| ()),
+                        Ok(()) => env.store.delete_doc(OUTBOX, &key).await,
                         Err(e) => Err(e),
                     };
+                    if let Ok(true) = stored {
+                        self.release_outbox(env.store.id(), d.body.len() as u64);
+                    }
+                    let stored = stored.map(|_| ());
                     let stored = stored.map_err(|e| e.to_string());
                     self.outcome_stored(app, env, &key, &d, stored, retry_at);
                     return;
@@ -1270,6 +1442,10 @@ mod tests {
             base_delay: Duration::from_secs(3),
             max_delay: Duration::from_secs(3600),
             give_up_after: Duration::from_secs(25 * 3600),
+            outbox_bytes: Default::default(),
+            max_outbox_bytes: 1 << 30,
+            app: std::sync::OnceLock::new(),
+            events: Default::default(),
         };
         let secs = |n| w.backoff(n, "msg_x").num_milliseconds() as f64 / 1000.0;
         assert!((2.4..=3.6).contains(&secs(1)), "{}", secs(1));

@@ -205,6 +205,7 @@ async fn run(name: &str, backend: Arc<dyn Backend>, n: usize) {
             end_user: serde_json::Value::Null,
             tags: Default::default(),
             webhook_url_override: None,
+            token_host_from_browser: false,
         };
         env.put_connection(&c).await.unwrap();
     }

@@ -254,6 +254,7 @@ async fn no_file_holds_a_secret_in_plaintext() {
         end_user: serde_json::Value::Null,
         tags: Default::default(),
         webhook_url_override: None,
+        token_host_from_browser: false,
     })
     .await
     .unwrap();

@@ -93,6 +93,8 @@ struct ConnectionRow {
     tags: std::collections::BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     webhook_url_override: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    token_host_from_browser: bool,
 }
 
 /// Associated data of a sealed field: the table, the row's key and the
@@ -189,6 +191,7 @@ fn encode_connection(ring: &Keyring, key: &[u8], c: &Connection) -> Result<Vec<u
         end_user: c.end_user.clone(),
         tags: c.tags.clone(),
         webhook_url_override: c.webhook_url_override.clone(),
+        token_host_from_browser: c.token_host_from_browser,
     };
     serde_json::to_vec(&row).map_err(|e| StoreError::encode("a connection", e))
 }
@@ -215,6 +218,7 @@ fn decode_connection(ring: &Keyring, key: &[u8], bytes: &[u8]) -> Result<Connect
         end_user: row.end_user,
         tags: row.tags,
         webhook_url_override: row.webhook_url_override,
+        token_host_from_browser: row.token_host_from_browser,
     })
 }
 

@@ -192,6 +192,8 @@ fn connection(pck: &str, cid: &str, token: &str) -> Connection {
         end_user: json!({"id": "u-1", "email": "u@example.com"}),
         tags: [("end_user_id".to_string(), "u-1".to_string())].into(),
         webhook_url_override: Some("https://hooks.example.com/c".into()),
+        // Kept by every backend (compared whole when read back).
+        token_host_from_browser: true,
     }
 }
 

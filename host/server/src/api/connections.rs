@@ -826,6 +826,8 @@ async fn create(
         webhook_url,
         tell_end_user: false,
         reconnect: false,
+        // The app's values: its `allowed_hosts` hold for them.
+        token_host_from_browser: false,
     };
     let c = store(&app, &env, draft, unknown).await?;
     // 201 on every import, new or not, as the original answers.
@@ -940,6 +942,10 @@ pub(crate) struct Draft {
     /// A reconnect: the connection must still exist (one deleted
     /// meanwhile is not created again).
     pub reconnect: bool,
+    /// The token URL's host is one a browser's value chose (see
+    /// [`Connection::token_host_from_browser`]); kept with the stored
+    /// configuration when the draft has none.
+    pub token_host_from_browser: bool,
 }
 
 /// Stores a connection, new or not, as an import does: checked by the
@@ -964,6 +970,7 @@ pub(crate) async fn store(
         webhook_url,
         tell_end_user,
         reconnect,
+        token_host_from_browser,
     } = draft;
     // Held until the connection is stored and scheduled: its integration
     // cannot be deleted meanwhile.
@@ -1033,6 +1040,7 @@ pub(crate) async fn store(
         end_user: end_user.unwrap_or(Value::Null),
         tags: tags.unwrap_or_default(),
         webhook_url_override: webhook_url.flatten(),
+        token_host_from_browser,
     };
     let conn = ConnectionRef {
         provider_config_key: c.provider_config_key.clone(),
@@ -1068,6 +1076,7 @@ pub(crate) async fn store(
             }
             if config {
                 c.connection_config = stored.connection_config;
+                c.token_host_from_browser = stored.token_host_from_browser;
             }
             if end_user {
                 c.end_user = stored.end_user;
@@ -1115,6 +1124,11 @@ pub(crate) async fn store(
                                 stored.connection_config
                             } else {
                                 old.connection_config
+                            },
+                            token_host_from_browser: if config {
+                                stored.token_host_from_browser
+                            } else {
+                                old.token_host_from_browser
                             },
                             end_user: if end_user {
                                 stored.end_user

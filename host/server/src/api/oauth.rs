@@ -594,6 +594,7 @@ pub(crate) fn template_connection(
         end_user: Value::Null,
         tags: Default::default(),
         webhook_url_override: None,
+        token_host_from_browser: false,
     }
 }
 
@@ -1250,6 +1251,7 @@ async fn browser_credentials(
         webhook_url: session.webhook_url_override.clone().map(Some),
         tell_end_user: true,
         reconnect,
+        token_host_from_browser: browser_chose_host,
     };
     connections::store(app, &env, draft, |pck| {
         ApiError::not_found(
@@ -2870,6 +2872,8 @@ async fn store_flow_connection(
         webhook_url: flow.webhook_url_override.map(Some),
         tell_end_user: true,
         reconnect: flow.reconnect,
+        // An OAuth flow refuses a token URL host the browser chose.
+        token_host_from_browser: false,
     };
     connections::store(app, env, draft, |pck| {
         ApiError::not_found(
