@@ -397,14 +397,18 @@ pub struct Webhooks {
     /// Where a delivery not queued is told (the environment's logs),
     /// once the worker runs.
     app: std::sync::OnceLock<Weak<App>>,
-    /// And the operator.
+    /// And the operator: at most once a minute per environment, with how
+    /// many were not queued since (a flood of provider webhooks while the
+    /// receivers are down is not a flood of lines).
     events: crate::config::EventLog,
+    told: std::sync::Mutex<std::collections::HashMap<uuid::Uuid, (std::time::Instant, u64)>>,
 }
 
 /// What an environment's outbox holds: the bodies' bytes, counted from
 /// the store at start ([`Webhooks::count_outbox`]; until then only what
-/// this process queued), then kept as deliveries are queued and leave. A crash may bring back a delivery whose removal was not yet
-/// flushed; the next start counts it again.
+/// this process queued), then kept as deliveries are queued and leave.
+/// A crash may bring back a delivery whose removal was not yet flushed;
+/// the next start counts it again.
 #[derive(Default, Clone, Copy)]
 struct OutboxBytes {
     bytes: u64,
@@ -433,6 +437,7 @@ impl Webhooks {
             max_outbox_bytes: config.webhook_outbox_max_bytes,
             app: std::sync::OnceLock::new(),
             events: config.events.clone(),
+            told: Default::default(),
         }
     }
 
@@ -615,13 +620,38 @@ impl Webhooks {
             "not queued: the environment's webhook outbox holds {held} bytes waiting for the app's receivers, and this {each}-byte webhook would pass its bound of {} (--max-webhook-outbox)",
             self.max_outbox_bytes
         );
-        self.events.say(&format!(
-            "{}: a {} webhook for {}/{} was {error}",
-            env.name(),
-            about.kind,
-            about.provider_config_key,
-            about.connection_id
-        ));
+        let untold = {
+            let mut told = self.told.lock().unwrap_or_else(|e| e.into_inner());
+            let now = std::time::Instant::now();
+            match told.get_mut(&env.store.id()) {
+                None => {
+                    told.insert(env.store.id(), (now, 0));
+                    Some(0)
+                }
+                Some((at, n)) if at.elapsed() >= Duration::from_secs(60) => {
+                    *at = now;
+                    Some(std::mem::take(n))
+                }
+                Some((_, n)) => {
+                    *n += 1;
+                    None
+                }
+            }
+        };
+        if let Some(n) = untold {
+            let more = if n > 0 {
+                format!(" ({n} more were not queued since the last such line)")
+            } else {
+                String::new()
+            };
+            self.events.say(&format!(
+                "{}: a {} webhook for {}/{} was {error}{more}",
+                env.name(),
+                about.kind,
+                about.provider_config_key,
+                about.connection_id
+            ));
+        }
         let Some(app) = self.app.get().and_then(Weak::upgrade) else {
             return;
         };
