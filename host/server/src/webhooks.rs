@@ -1476,6 +1476,7 @@ mod tests {
             max_outbox_bytes: 1 << 30,
             app: std::sync::OnceLock::new(),
             events: Default::default(),
+            told: Default::default(),
         };
         let secs = |n| w.backoff(n, "msg_x").num_milliseconds() as f64 / 1000.0;
         assert!((2.4..=3.6).contains(&secs(1)), "{}", secs(1));
