@@ -19,6 +19,7 @@ mod features;
 mod github_app;
 mod host_limits;
 mod incoming;
+mod integrations;
 mod jwt;
 mod limits;
 mod logs;

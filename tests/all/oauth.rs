@@ -2276,3 +2276,86 @@ async fn websockets_no_flow_names_close_and_a_browser_neither_ends_others_waits_
     assert_eq!(param(&pairs, "scope"), "chosen");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unnamed_websockets_of_one_client_do_not_keep_a_real_flows_socket_out() {
+    let provider = Arc::new(Provider {
+        approved: Mutex::new(None),
+        refuse: Mutex::new(false),
+        issued: Mutex::new(0),
+    });
+    let mock = MockServer::start(provider_handler(provider.clone()))
+        .await
+        .unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let mut config = ServerConfig::new(data.path(), "127.0.0.1:0".parse().unwrap());
+    // A quarter of them, 4, may wait; the grace (a minute) does not close
+    // the unnamed ones during the test.
+    config.max_connections = 16;
+    let server = start_with(config, &MasterKey::generate(), &providers_yaml(&mock.url())).await;
+    let dev = Client::new(&server, DEV_KEY);
+    let base = server.url();
+    let (status, body) = dev
+        .send(
+            "POST",
+            "/integrations",
+            Some(json!({"unique_key": "oauth-int", "provider": "mockoauth",
+                "credentials": {"type": "OAUTH2", "client_id": "cid", "client_secret": "csecret"}})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = session(
+        &dev,
+        json!({"end_user": {"id": "u1"}, "allowed_integrations": ["oauth-int"]}),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let token = body["data"]["token"].as_str().unwrap().to_string();
+    let url = format!("{}/", base.replacen("http://", "ws://", 1));
+
+    // One client takes every place with sockets it never names: a socket
+    // opened at once after them is refused (theirs are new)…
+    let mut idle = Vec::new();
+    for _ in 0..4 {
+        idle.push(websocket(&base).await.1);
+    }
+    let (mut refused, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    assert_eq!(
+        next_json(&mut refused).await["error_type"],
+        "too_many_clients"
+    );
+    // …but once they have waited longer than a browser takes to name its
+    // socket, a real flow's socket takes the place of the oldest, which is
+    // told why.
+    tokio::time::sleep(std::time::Duration::from_millis(3500)).await;
+    let (ws_id, mut real) = websocket(&base).await;
+    let said = next_json(&mut idle[0]).await;
+    assert_eq!(said["error_type"], "websocket_unused", "{said}");
+    let (_, pairs) = authorize(
+        &base,
+        &format!("connect_session_token={token}&ws_client_id={ws_id}"),
+    )
+    .await;
+    let state = param(&pairs, "state").to_string();
+
+    // New unnamed sockets take the other old ones' places, never the
+    // named one's: with the places full of new unnamed sockets and the
+    // named one, the next is refused.
+    let mut newer = Vec::new();
+    for old in &mut idle[1..] {
+        newer.push(websocket(&base).await.1);
+        let said = next_json(old).await;
+        assert_eq!(said["error_type"], "websocket_unused", "{said}");
+    }
+    let (mut refused, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    assert_eq!(
+        next_json(&mut refused).await["error_type"],
+        "too_many_clients"
+    );
+    // The real flow's socket still gets its result.
+    let (status, _) = callback(&base, &format!("state={state}&error=access_denied")).await;
+    assert_eq!(status, 400);
+    let said = next_json(&mut real).await;
+    assert_eq!(said["error_type"], "callback_err", "{said}");
+    server.stop().await;
+}

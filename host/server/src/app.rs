@@ -77,15 +77,13 @@ pub struct EnvState {
     /// compiles one at a time, and a deploy of part of a project merges
     /// into what the one before it deployed).
     pub deploy_lock: tokio::sync::Mutex<()>,
-    /// Creating a connection (shared), and updating or deleting an
-    /// integration (exclusive): a deletion that found no connection cannot
-    /// race with one being created (left without its integration), nor an
-    /// update put a deleted integration back.
-    pub integrations_lock: tokio::sync::RwLock<()>,
+    /// Per integration key, its [`IntegrationLock`] (while anyone holds
+    /// or waits for it): one integration's update or deletion holds up
+    /// nothing of another's.
+    integration_locks: std::sync::Mutex<HashMap<String, Arc<IntegrationLock>>>,
     /// Creating an integration: two requests for the same key must not both
-    /// find it free. (Apart from `integrations_lock`, whose writer waits
-    /// for every connection being created, and then holds up the ones
-    /// after it.)
+    /// find it free. (Apart from the [`IntegrationLock`]s, whose writer
+    /// waits for the connections of its integration being created.)
     pub integrations_created: tokio::sync::Mutex<()>,
     /// Creating a sync variant: likewise.
     pub variants_lock: tokio::sync::Mutex<()>,
@@ -115,6 +113,29 @@ pub struct EnvState {
     /// short (`runner::TRIGGER_ATTEMPTS`), which stops a script that
     /// brings the server down from doing it forever. Set at start.
     pub stopped_cleanly: std::sync::atomic::AtomicBool,
+}
+
+/// The locks of one integration ([`EnvState::integration_lock`]).
+///
+/// The invariant they keep: a connection is never stored under an
+/// integration whose deletion has listed its connections. A creation
+/// holds `kept` (shared) from reading the integration and its deletion
+/// mark (`connections::DELETIONS`) until the connection is written; a
+/// deletion holds it (exclusive) only while it writes that mark, and
+/// lists the connections after. So a creation either wrote its
+/// connection before the mark (the deletion lists it and deletes it; the
+/// creation's own check that its connection still exists, after it
+/// scheduled it, answers 409 `connection_deleted`), or finds the mark
+/// and answers 409 `integration_being_deleted`. An update holds `kept`
+/// (exclusive) from reading the integration and the mark to writing the
+/// integration: it does not put back one being deleted.
+#[derive(Default)]
+pub struct IntegrationLock {
+    pub kept: tokio::sync::RwLock<()>,
+    /// Deletions of the integration, one at a time, whole (a second one
+    /// must not delete an integration of its key created after the
+    /// first).
+    pub deletion: tokio::sync::Mutex<()>,
 }
 
 /// An environment's async actions accepted and not yet ended, and the
@@ -199,6 +220,21 @@ impl EnvState {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         key.hash(&mut h);
         &self.sync_locks[(h.finish() % self.sync_locks.len() as u64) as usize]
+    }
+
+    /// The locks of integration `key` ([`IntegrationLock`]). Entries
+    /// nobody holds are forgotten as the table grows.
+    pub fn integration_lock(&self, key: &str) -> Arc<IntegrationLock> {
+        let mut locks = self
+            .integration_locks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if locks.len() >= 256 && !locks.contains_key(key) {
+            // Only the table holds these: nobody waits for them (a holder
+            // or waiter clones the `Arc` under this table's lock).
+            locks.retain(|_, l| Arc::strong_count(l) > 1);
+        }
+        locks.entry(key.to_string()).or_default().clone()
     }
 
     /// The lock an import of connection `cid` of integration `pck` holds.
@@ -409,7 +445,7 @@ impl App {
                 reconcile_failures: std::sync::Mutex::new(0),
                 openapi: tokio::sync::Mutex::new(None),
                 stopped_cleanly: std::sync::atomic::AtomicBool::new(false),
-                integrations_lock: tokio::sync::RwLock::new(()),
+                integration_locks: Default::default(),
                 integrations_created: tokio::sync::Mutex::new(()),
                 variants_lock: tokio::sync::Mutex::new(()),
                 executions: Semaphore::new(crate::fair_share(

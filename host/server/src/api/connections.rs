@@ -972,9 +972,14 @@ pub(crate) async fn store(
         reconnect,
         token_host_from_browser,
     } = draft;
-    // Held until the connection is stored and scheduled: its integration
-    // cannot be deleted meanwhile.
-    let integration_kept = env.integrations_lock.read().await;
+    // Held from reading the integration and its deletion mark until the
+    // connection is written (`app::IntegrationLock`'s invariant): a
+    // deletion either lists this connection or is seen here. Not across
+    // the `validate-connection` scripts: a deletion that lists the
+    // connection meanwhile deletes it, and the check below that it still
+    // exists answers 409, as for a connection's own deletion.
+    let integration_lock = env.integration_lock(&pck);
+    let integration_kept = integration_lock.kept.read().await;
     // One import of this connection at a time, until its answer.
     let one_import = env.import_lock(&pck, &cid).lock().await;
     let integration = env
@@ -993,8 +998,9 @@ pub(crate) async fn store(
             connection_id: cid.clone(),
         })
         .await;
-    // An integration whose deletion failed half way is deleted at the
-    // next start, with every connection it then has: none is added to it.
+    // An integration being deleted, or whose deletion failed half way (it
+    // is deleted at the next start, with every connection it then has):
+    // none is added to it.
     if env
         .store
         .doc::<Value>(DELETIONS, &format!("integration/{pck}"))
@@ -1005,7 +1011,7 @@ pub(crate) async fn store(
             axum::http::StatusCode::CONFLICT,
             "integration_being_deleted",
             format!(
-                "the integration `{pck}` is being deleted (its deletion stopped half way and finishes at the next start): delete it again, then create it anew"
+                "the integration `{pck}` is being deleted (or its deletion stopped half way and finishes at the next start: then delete it again, and create it anew)"
             ),
         ));
     }
@@ -1090,6 +1096,7 @@ pub(crate) async fn store(
         })
         .await?;
     drop(entered);
+    drop(integration_kept);
     // `validate-connection` scripts (zero-yaml) run before the answer, with
     // the stored credentials: a failure refuses a new connection (it is
     // deleted again) and marks an existing one's credentials as failed,
@@ -1237,10 +1244,7 @@ pub(crate) async fn store(
         error: None,
     };
     tell(app, env, event).await;
-    // Until here: an integration deleted meanwhile would leave this
-    // connection's schedule behind.
     drop(one_import);
-    drop(integration_kept);
     Ok(c)
 }
 

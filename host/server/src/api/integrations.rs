@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{RawQuery, State};
+use base64::Engine as _;
 use chrono::Utc;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -109,7 +110,7 @@ pub(crate) fn view(
                 "type": "APP",
                 "app_id": i.oauth_client_id,
                 "app_link": i.app_link,
-                "private_key": i.oauth_client_secret,
+                "private_key": i.oauth_client_secret.as_deref().map(shown_private_key),
                 "webhook_secret": i.webhook_secret,
             })
         } else if auth_mode.is_some_and(|m| OAUTH_MODES.contains(&m)) {
@@ -127,6 +128,95 @@ pub(crate) fn view(
         };
     }
     v
+}
+
+/// A GitHub App's private key as the original stores and shows it: the
+/// base64 of its PEM (one stored as PEM, before sluice kept it so, is
+/// encoded when shown).
+fn shown_private_key(stored: &str) -> String {
+    if stored.contains("-----BEGIN ") {
+        base64::engine::general_purpose::STANDARD.encode(stored)
+    } else {
+        stored.to_string()
+    }
+}
+
+/// The longest `webhook_secret`, as the original's.
+const MAX_WEBHOOK_SECRET: usize = 255;
+/// The longest client secret, private key (a GitHub App's, or a provider
+/// whose client secret is a key) and scope list: keys of 4096 bits and
+/// long lists fit many times over.
+const MAX_CREDENTIAL: usize = 16 << 10;
+/// The longest `app_link` (a URL).
+const MAX_APP_LINK: usize = 2 << 10;
+
+/// Refuses a credential field longer than its bound, as the original's
+/// validation does (400 `invalid_body`, zod's `too_big` in `errors`):
+/// a request body may be far longer, and these are decrypted and shown.
+fn check_sizes(body: &IntegrationBody) -> ApiResult<()> {
+    let too_long = |path: &[&str], value: Option<&String>, max: usize| -> ApiResult<()> {
+        match value {
+            Some(v) if v.len() > max && v.chars().count() > max => {
+                let message = format!("`{}` must be at most {max} characters", path.join("."));
+                let mut e = ApiError::invalid_field(path, &message);
+                let mut extra = serde_json::Map::new();
+                extra.insert(
+                    "errors".into(),
+                    json!([{"code": "too_big", "maximum": max, "message": message, "path": path}]),
+                );
+                e.extra = Some(Box::new(extra));
+                Err(e)
+            }
+            _ => Ok(()),
+        }
+    };
+    too_long(
+        &["webhook_secret"],
+        body.webhook_secret.as_ref(),
+        MAX_WEBHOOK_SECRET,
+    )?;
+    if let Some(c) = &body.credentials {
+        too_long(
+            &["credentials", "webhook_secret"],
+            c.webhook_secret.as_ref(),
+            MAX_WEBHOOK_SECRET,
+        )?;
+        too_long(
+            &["credentials", "client_secret"],
+            c.client_secret.as_ref(),
+            MAX_CREDENTIAL,
+        )?;
+        too_long(
+            &["credentials", "private_key"],
+            c.private_key.as_ref(),
+            MAX_CREDENTIAL,
+        )?;
+        too_long(
+            &["credentials", "scopes"],
+            c.scopes.as_ref(),
+            MAX_CREDENTIAL,
+        )?;
+        too_long(
+            &["credentials", "app_link"],
+            c.app_link.as_ref(),
+            MAX_APP_LINK,
+        )?;
+    }
+    Ok(())
+}
+
+/// `s` as JavaScript's `encodeURIComponent` gives it (as the original
+/// puts a unique key into its webhook URL).
+fn encode_uri_component(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.!~*'()".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// The auth modes whose integrations hold OAuth client credentials.
@@ -252,8 +342,13 @@ fn apply(i: &mut Integration, body: IntegrationBody) {
         if c.app_id.is_some() {
             i.oauth_client_id = c.app_id;
         }
-        if c.private_key.is_some() {
-            i.oauth_client_secret = c.private_key;
+        if let Some(key) = c.private_key {
+            // As the original keeps it: the base64 of the PEM (checked by
+            // `check_credentials`; the server reads either).
+            i.oauth_client_secret = Some(match crate::github_app::private_key_pem(&key) {
+                Ok(pem) => base64::engine::general_purpose::STANDARD.encode(pem),
+                Err(_) => key,
+            });
         }
         if c.app_link.is_some() {
             i.app_link = c.app_link;
@@ -307,6 +402,7 @@ pub async fn create(
         ));
     };
     check_display_name(&body)?;
+    check_sizes(&body)?;
     if let Some(c) = &body.credentials {
         check_credentials(definition.auth_mode.as_deref(), c)?;
     }
@@ -429,7 +525,24 @@ pub(crate) async fn list(
     State(app): State<Arc<App>>,
     auth: KeyOrSession,
 ) -> ApiResult<Json<Value>> {
-    let all = auth.env().store.integrations().await?;
+    // A session naming its integrations reads those only (each decrypts
+    // its secrets, which a listing does not show); a key, or a session of
+    // every integration, reads them all.
+    let all = match &auth {
+        KeyOrSession::Session(env, session) if session.allowed_integrations.is_some() => {
+            let mut keys: Vec<&String> = session.allowed_integrations.iter().flatten().collect();
+            keys.sort();
+            keys.dedup();
+            let mut found = Vec::with_capacity(keys.len());
+            for key in keys {
+                if let Some(i) = env.store.integration(key).await? {
+                    found.push(i);
+                }
+            }
+            found
+        }
+        _ => auth.env().store.integrations().await?,
+    };
     Ok(Json(json!({
         "data": all
             .iter()
@@ -490,7 +603,11 @@ pub async fn get(
             .is_some_and(|p| p.definition.contains_key("webhook_routing_script"));
         data["webhook_url"] = if routed {
             let base = super::base_url(&app, &headers);
-            json!(format!("{base}/webhook/{}/{key}", env.store.id()))
+            json!(format!(
+                "{base}/webhook/{}/{}",
+                env.store.id(),
+                encode_uri_component(&key)
+            ))
         } else {
             Value::Null
         };
@@ -504,14 +621,22 @@ pub async fn update(
     ApiPath(key): ApiPath<String>,
     JsonBody(body): JsonBody<IntegrationBody>,
 ) -> ApiResult<Json<Value>> {
-    // One at a time with a deletion: read, change and write must not put
-    // back an integration deleted meanwhile.
-    let _not_deleted_meanwhile = env.integrations_lock.write().await;
+    // One at a time with a deletion's mark (`app::IntegrationLock`): read,
+    // change and write must not put back an integration being deleted.
+    let lock = env.integration_lock(&key);
+    let _not_deleted_meanwhile = lock.kept.write().await;
     let mut i = env
         .store
         .integration(&key)
         .await?
         .ok_or_else(|| ApiError::unknown_integration_key(&key))?;
+    if being_deleted(&env, &key).await? {
+        return Err(ApiError::new(
+            axum::http::StatusCode::CONFLICT,
+            "integration_being_deleted",
+            format!("the integration `{key}` is being deleted: it cannot change"),
+        ));
+    }
     if body.provider.as_ref().is_some_and(|p| *p != i.provider) {
         return Err(ApiError::invalid_body(
             "the provider of an integration cannot change; create another integration",
@@ -524,6 +649,7 @@ pub async fn update(
         ));
     }
     check_display_name(&body)?;
+    check_sizes(&body)?;
     if let Some(c) = &body.credentials {
         let provider = app.providers.get(&i.provider);
         let auth_mode = provider.and_then(|p| p.auth_mode.clone());
@@ -551,14 +677,20 @@ pub async fn delete(
     Env(env): Env,
     ApiPath(key): ApiPath<String>,
 ) -> ApiResult<Json<Value>> {
-    let _no_connection_created_meanwhile = env.integrations_lock.write().await;
-    if env.store.integration(&key).await?.is_none() {
-        return Err(ApiError::unknown_integration_key(&key));
-    }
-    if !delete_all(&app, &env, &key).await? {
+    if !deletion(&app, &env, &key, true).await? {
         return Err(ApiError::unknown_integration_key(&key));
     }
     Ok(Json(json!({ "success": true })))
+}
+
+/// Whether integration `key` has a deletion mark: its deletion is under
+/// way, or stopped half way (finished at the next start).
+async fn being_deleted(env: &crate::app::EnvState, key: &str) -> ApiResult<bool> {
+    Ok(env
+        .store
+        .doc::<Value>(super::connections::DELETIONS, &format!("integration/{key}"))
+        .await?
+        .is_some())
 }
 
 /// Deletes integration `key` with its connections, marked (flushed) first
@@ -568,10 +700,34 @@ pub(crate) async fn delete_all(
     env: &crate::app::EnvState,
     key: &str,
 ) -> ApiResult<bool> {
+    deletion(app, env, key, false).await
+}
+
+/// [`delete_all`]; with `existing`, nothing is done (`false`) unless the
+/// integration exists when the deletion begins. Only the mark is written
+/// under the integration's exclusive lock (`app::IntegrationLock`): the
+/// connections of other integrations are created meanwhile, and its own
+/// are refused (409 `integration_being_deleted`) rather than held up.
+async fn deletion(
+    app: &App,
+    env: &crate::app::EnvState,
+    key: &str,
+    existing: bool,
+) -> ApiResult<bool> {
+    let lock = env.integration_lock(key);
+    let _one_deletion = lock.deletion.lock().await;
     let mark = format!("integration/{key}");
-    env.store
-        .put_doc(super::connections::DELETIONS, &mark, &json!({}))
-        .await?;
+    {
+        let _no_connection_created_meanwhile = lock.kept.write().await;
+        if existing && env.store.integration(key).await?.is_none() {
+            return Ok(false);
+        }
+        env.store
+            .put_doc(super::connections::DELETIONS, &mark, &json!({}))
+            .await?;
+    }
+    // Every connection stored from here on was written before the mark
+    // (a creation that comes after it is refused): listed here.
     for cid in env.store.connection_ids(key).await? {
         let conn = ConnectionRef {
             provider_config_key: key.to_string(),

@@ -188,7 +188,21 @@ impl Default for Clients {
 struct Waiting {
     result: tokio::sync::mpsc::UnboundedSender<String>,
     named: bool,
+    /// When it was opened: an unnamed socket older than
+    /// [`EVICTABLE_AFTER`] gives its place to a new one when every place
+    /// is taken.
+    opened: std::time::Instant,
 }
+
+/// How long a socket no flow named keeps its place whatever comes (a
+/// browser names its socket as soon as it is acknowledged, in the popup's
+/// first request); past it, when every place is taken, the oldest such
+/// socket is closed for a new one (shortened by `websocket_name_grace`
+/// when that is shorter). Sockets that do nothing cannot keep real
+/// flows out: holding the places takes opening a new socket for each
+/// one this often, not once a grace; and a socket a flow named is never
+/// closed for another.
+const EVICTABLE_AFTER: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// When a connect session lapses, and the states of the flows it started,
 /// oldest first.
@@ -292,8 +306,12 @@ impl Clients {
 /// sent here; then the socket closes. A socket no flow names within
 /// `websocket_name_grace` (a minute) is told so (`{message_type: "error",
 /// error_type: "websocket_unused", …}`) and closed: anyone may open one,
-/// and only the sockets of flows under way hold a slot for long. A plain
-/// `GET /` is 404.
+/// and only the sockets of flows under way hold a slot for long. When
+/// every place is taken, a new socket takes the place of the oldest one
+/// no flow named, once that has waited [`EVICTABLE_AFTER`]: sockets
+/// opened and left unnamed cannot keep a real flow's socket out, and a
+/// named one is never closed for another. (Not by client address: the
+/// server behind a proxy sees one for everyone.) A plain `GET /` is 404.
 pub async fn websocket(
     State(app): State<Arc<App>>,
     slot: Option<axum::Extension<crate::HeldSlot>>,
@@ -329,8 +347,31 @@ async fn client(
 ) {
     let id = uuid::Uuid::new_v4().to_string();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let evictable = EVICTABLE_AFTER.min(grace);
     let full = {
         let mut senders = clients.senders.lock().unwrap_or_else(|e| e.into_inner());
+        if senders.len() >= cap {
+            // Every place is taken: the oldest socket no flow named, if
+            // it waited past `evictable`, gives its place (its browser
+            // would have named it by now), told so.
+            let now = std::time::Instant::now();
+            let oldest = senders
+                .iter()
+                .filter(|(_, w)| !w.named && now.duration_since(w.opened) >= evictable)
+                .min_by_key(|(_, w)| w.opened)
+                .map(|(k, _)| k.clone());
+            if let Some(w) = oldest.and_then(|k| senders.remove(&k)) {
+                let said = json!({
+                    "message_type": "error",
+                    "error_type": "websocket_unused",
+                    "error_desc": format!(
+                        "no authorization flow named this websocket (its ws_client_id) within {:?}, and every place was taken: it gave its place to a newer one; open /oauth/connect with it right after connection_ack",
+                        now.duration_since(w.opened)
+                    ),
+                });
+                let _ = w.result.send(said.to_string());
+            }
+        }
         let full = senders.len() >= cap;
         if !full {
             senders.insert(
@@ -338,6 +379,7 @@ async fn client(
                 Waiting {
                     result: tx,
                     named: false,
+                    opened: std::time::Instant::now(),
                 },
             );
         }
@@ -347,7 +389,7 @@ async fn client(
         let said = json!({
             "message_type": "error",
             "error_type": "too_many_clients",
-            "error_desc": format!("{cap} browsers are waiting for a connection already; try again later"),
+            "error_desc": format!("{cap} browsers are waiting for a connection already (none unnamed for {evictable:?} or more); try again later"),
         });
         let _ = socket.send(Message::Text(said.to_string().into())).await;
         let _ = socket.send(Message::Close(None)).await;
