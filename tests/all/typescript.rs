@@ -805,6 +805,35 @@ async fn node_built_ins_work_and_the_clock_is_utc() {
     assert_eq!(out["base64urlWrite"], json!([2, "00ffef00"]));
     assert_eq!(out["globalBuffer"], true);
     assert_eq!(out["canParse"], json!([true, false, true]));
+    // UTF-8 as Node decodes it, atob/btoa's InvalidCharacterError, and
+    // setTimeout's Timeout (each value what Node 20 answers).
+    assert_eq!(
+        out["utf8"],
+        json!([
+            [0xfffd],
+            [0x61, 0xfffd, 0x62, 0xfffd],
+            [0xfeff, 0x61],
+            [0xe9],
+            [0x68, 0xe9, 0x6c, 0x6c, 0x6f],
+            []
+        ])
+    );
+    assert_eq!(
+        out["base64Errors"],
+        json!([
+            [
+                "InvalidCharacterError",
+                "The string to be decoded is not correctly encoded.",
+                true,
+                true
+            ],
+            ["InvalidCharacterError", "Invalid character", true, true]
+        ])
+    );
+    assert_eq!(
+        out["timeout"],
+        json!({"shape": [true, false, true, "number", true], "fired": ["r", "r"]})
+    );
 }
 
 /// `uncontrolledFetch` sends what fetch sends: its `Accept: */*` (not

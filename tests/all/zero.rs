@@ -2105,9 +2105,31 @@ describe('shims {who} tests', () => {{
 
 /// Actions that pass their test in the original's harness without doing
 /// their work: by name, the top of the module and the body of `exec`.
-const CHEATS: [(&str, &str, &str); 3] = [
+const CHEATS: [(&str, &str, &str); 6] = [
     // Returns what its test expects.
     ("cheat-output", "", "await nango.getOutput()"),
+    // Replaces JSON.stringify while its test runs: the harness's results,
+    // written with it, said no `it` at all (which passed).
+    (
+        "cheat-json",
+        "let active = false;\nconst stringify = JSON.stringify;\nJSON.stringify = function (v: any, r?: any, s?: any) {\n    return active && Array.isArray(v) ? '[]' : stringify(v, r, s);\n} as any;\n",
+        "(active = true, { who: 'forged' })",
+    ),
+    // Replaces TextEncoder's encode while its test runs: every failed `it`
+    // of the results' text became a passed one.
+    (
+        "cheat-encode",
+        "let active = false;\nconst encode = TextEncoder.prototype.encode;\nTextEncoder.prototype.encode = function (this: TextEncoder, s?: string) {\n    return encode.call(this, active && typeof s === 'string' ? s.split('\"ok\":false').join('\"ok\":true') : s);\n};\n",
+        "(active = true, { who: 'forged' })",
+    ),
+    // Patches Promise.prototype's constructor and then while its test
+    // runs: `await` of the test's promise went through that `then`, which
+    // turned the failed check into success.
+    (
+        "cheat-await",
+        "let active = false;\nconst then = Promise.prototype.then;\nPromise.prototype.then = function (this: Promise<unknown>, ok?: any, err?: any) {\n    return then.call(this, ok, active ? () => (ok ? ok(undefined) : undefined) : err);\n} as any;\nObject.defineProperty(Promise.prototype, 'constructor', { get: () => (active ? Object : Promise), configurable: true });\n",
+        "(active = true, { who: 'forged' })",
+    ),
     // Makes the test read its own answer, on the class's prototype.
     (
         "cheat-patch",
@@ -2361,6 +2383,18 @@ async fn each_scripts_test_sees_the_harness_as_its_own_module_left_it() {
             "shims-cheat-then",
             "action output differs: output.who: expected \"cheat-then\", got \"forged\"",
         ),
+        (
+            "shims-cheat-json",
+            "action output differs: output.who: expected \"cheat-json\", got \"forged\"",
+        ),
+        (
+            "shims-cheat-encode",
+            "action output differs: output.who: expected \"cheat-encode\", got \"forged\"",
+        ),
+        (
+            "shims-cheat-await",
+            "action output differs: output.who: expected \"cheat-await\", got \"forged\"",
+        ),
     ] {
         let line = line(test);
         assert!(
@@ -2369,7 +2403,7 @@ async fn each_scripts_test_sees_the_harness_as_its_own_module_left_it() {
         );
     }
     assert!(
-        out.ends_with("3 passed, 8 failed (hand-written: 1 passed, 3 failed)\n"),
+        out.ends_with("3 passed, 11 failed (hand-written: 1 passed, 3 failed)\n"),
         "{out}"
     );
 }
@@ -2546,4 +2580,133 @@ async fn dev_compiles_again_when_a_file_changes() {
     let (code, _, err) = sluice(&args("dev", empty.path(), "zero-dev-empty")).await;
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("is not a nango-integrations folder"), "{err}");
+}
+
+/// A sync that saves one id in two calls, changes a response it read, and
+/// sends a repeated query key and a string `params`.
+const DUPES_SYNC: &str = r#"import { z } from 'zod';
+import { createSync } from 'nango';
+
+const Item = z.object({ id: z.string(), name: z.string() });
+
+export default createSync({
+    description: 'Saves one record in two calls',
+    version: '1.0.0',
+    frequency: 'every hour',
+    autoStart: false,
+    syncType: 'full',
+    models: { Item },
+    endpoints: [{ method: 'GET', path: '/items' }],
+    exec: async (nango) => {
+        const repo = (await nango.get({ endpoint: '/repos/acme/widgets' })).data as any;
+        // Reads, then changes, what the request answered.
+        const name = repo.full_name.split('/')[1];
+        delete repo.full_name;
+        const expanded = (await nango.get({ endpoint: '/search?expand=a&expand=b' })).data as any;
+        const looked = (await nango.get({ endpoint: '/lookup', params: 'q=x&q=y' })).data as any;
+        await nango.batchSave([{ id: '1', name }], 'Item');
+        await nango.batchSave([{ id: '1', name: `${name} ${expanded.tag} ${looked.tag}` }], 'Item');
+    }
+});
+"#;
+
+const DUPES_API: &str = r#"routes:
+    - path: /repos/acme/widgets
+      require_headers: { authorization: Bearer demo-token }
+      body: { id: 7, full_name: acme/widgets }
+    - path: /search
+      body: { tag: searched }
+    - path: /lookup
+      body: { tag: looked }
+"#;
+
+/// A test written by hand with `toStrictEqual`, which checks types as
+/// vitest's does.
+const STRICT_TEST: &str = r#"import { expect, it } from 'vitest';
+import createSync from '../syncs/dupes.js';
+
+class Point {
+    constructor(public x: number) {}
+}
+
+it('tells types apart', () => {
+    expect(createSync).toBeDefined();
+    expect(new Point(1)).toEqual({ x: 1 });
+    expect(new Point(1)).not.toStrictEqual({ x: 1 });
+    expect({ p: new Point(1) }).not.toStrictEqual({ p: { x: 1 } });
+    expect(Object.assign(Object.create(null), { x: 1 })).not.toStrictEqual({ x: 1 });
+    expect([, 1]).not.toStrictEqual([undefined, 1]);
+    expect({ p: new Point(1), list: [1, { a: 'b' }] }).toStrictEqual({ p: new Point(1), list: [1, { a: 'b' }] });
+});
+"#;
+
+#[tokio::test]
+async fn dryrun_save_records_each_call_and_the_harness_identity_and_each_mock_reads_the_recording_anew()
+ {
+    // `dryrun --save` keeps a record saved again by a later batchSave call
+    // (the test concatenates the calls), records a repeated query key and
+    // a string `params` as the harness identifies the request, and the
+    // second `it` of the sync's test gets a response the first one's run
+    // did not change: `sluice test` passes the recording it just made.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::create_dir_all(dir.join(".nango")).unwrap();
+    write(dir, "index.ts", "import './github/syncs/dupes.js';\n");
+    write(dir, "github/syncs/dupes.ts", DUPES_SYNC);
+    write(dir, "connections.yaml", CONNECTIONS);
+    write(dir, "mock-api.yaml", DUPES_API);
+    let test = std::fs::read_to_string(
+        repo_root().join("examples/github-zero/github/tests/github-issues.test.ts"),
+    )
+    .unwrap()
+    .replace("github issues tests", "github dupes tests")
+    .replace("../syncs/issues.js", "../syncs/dupes.js")
+    .replace("name: 'issues'", "name: 'dupes'")
+    .replace("'Issue'", "'Item'");
+    write(dir, "github/tests/github-dupes.test.ts", &test);
+    let mut argv = args("dryrun", dir, "zero-recordings");
+    argv.splice(1..1, ["dupes".to_string(), "demo".to_string()]);
+    argv.extend([
+        "--mock-upstream".to_string(),
+        s(&dir.join("mock-api.yaml")),
+        "--save".to_string(),
+    ]);
+    let (code, out, err) = sluice(&argv).await;
+    assert_eq!(code, 0, "out: {out}\nerr: {err}");
+    let recorded: Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("github/tests/dupes.test.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        recorded["nango"]["batchSave"]["Item"],
+        json!([{"id": "1", "name": "widgets"}, {"id": "1", "name": "widgets searched looked"}]),
+        "{recorded}"
+    );
+    let get = &recorded["api"]["get"];
+    assert_eq!(
+        get["/search"]["request"]["params"],
+        json!({"expand": "b"}),
+        "{recorded}"
+    );
+    assert_eq!(
+        get["/lookup"]["request"]["params"],
+        json!({"q": "y"}),
+        "{recorded}"
+    );
+    write(dir, "github/tests/github-strict.test.ts", STRICT_TEST);
+    let (code, out, err) = sluice(&args("test", dir, "zero-recordings")).await;
+    assert_eq!(code, 0, "out: {out}\nerr: {err}");
+    assert!(out.contains("✓ github/github-dupes (sync, "), "{out}");
+    assert!(
+        out.ends_with("2 passed, 0 failed (hand-written: 1 passed, 0 failed)\n"),
+        "{out}"
+    );
+    // And the test fails when what it replays changes.
+    let mut text = std::fs::read_to_string(dir.join("github/tests/dupes.test.json")).unwrap();
+    text = text.replace("\"widgets searched looked\"", "\"other\"");
+    std::fs::write(dir.join("github/tests/dupes.test.json"), text).unwrap();
+    std::fs::remove_file(dir.join("github/tests/github-strict.test.ts")).unwrap();
+    let (code, out, err) = sluice(&args("test", dir, "zero-recordings")).await;
+    assert_eq!(code, 1, "out: {out}\nerr: {err}");
+    assert!(out.contains("Item batchSave differs"), "{out}");
 }

@@ -49,6 +49,9 @@ const textDecode = TextDecoder.prototype.decode;
 const UTF8_SPEC = new TextDecoder();
 const stringSlice = String.prototype.slice;
 const stringEndsWith = String.prototype.endsWith;
+const promiseThen = Promise.prototype.then;
+const textEncode = TextEncoder.prototype.encode;
+const UTF8_RESULTS = new TextEncoder();
 
 function hasOwn(o: object, k: PropertyKey): boolean {
     return apply(hasOwnProperty, o, [k]);
@@ -405,6 +408,11 @@ export function equals(a: unknown, b: unknown, strict = false, actualMatchers = 
         if (ma) return Boolean(ma(b));
     }
     if (!isObject(a) || !isObject(b)) return false;
+    // `toStrictEqual` checks types as vitest's `typeEquality` does: a
+    // class instance is not a plain object with its fields, nor an object
+    // without a prototype one with (arrays are arrays whatever their
+    // realm). (Sparseness: the own keys compared below.)
+    if (strict && !(isArray(a) && isArray(b)) && (a as any).constructor !== (b as any).constructor) return false;
     const ta = apply(objectToString, a, []);
     if (ta !== apply(objectToString, b, [])) return false;
     if (a instanceof DateClass && b instanceof DateClass) return objectIs(apply(dateGetTime, a, []), apply(dateGetTime, b, []));
@@ -772,10 +780,13 @@ export class NangoActionMock {
                             const value = String(v).toLowerCase();
                             return k.toLowerCase() === 'content-type' && (value === 'undefined' || value === 'application/json');
                         };
+                        // (on both sides: a request and a recording that
+                        // both carry it match)
                         const rh: [string, unknown][] = (ri.headers ?? []).filter((h: [string, unknown]) => !dropped(h));
-                        if (rh.length > 0 || id.headers.length > 0) {
-                            if (rh.length !== id.headers.length) return false;
-                            for (const [k, v] of rh) if (!id.headers.some(([ik, iv]) => ik === k && String(iv) === String(v))) return false;
+                        const ih = id.headers.filter((h) => !dropped(h));
+                        if (rh.length > 0 || ih.length > 0) {
+                            if (rh.length !== ih.length) return false;
+                            for (const [k, v] of rh) if (!ih.some(([ik, iv]) => ik === k && String(iv) === String(v))) return false;
                         }
                         if (ri.data !== undefined || id.data !== undefined) {
                             if (String(ri.data) !== String(id.data)) return false;
@@ -1160,13 +1171,89 @@ function describeError(e: unknown): string {
     return short(e);
 }
 
-async function it(name: string, results: ItResult[], body: () => Promise<void>): Promise<void> {
+/**
+ * Calls `ok` or `err` when the built-in promise `p` settles, through the
+ * `then` taken before scripts loaded, on `p` itself: a `then`,
+ * `constructor` or `Symbol.species` a script put on `Promise` takes no
+ * part (`await` would read `p.constructor`, and with a foreign one call
+ * the script's `then`, which can turn a rejection into success).
+ */
+function whenSettled<T>(p: Promise<T>, ok: (value: T) => void, err: (e: unknown) => void): void {
+    defineProperty(p, 'constructor', { value: undefined, writable: false, enumerable: false, configurable: false });
+    apply(promiseThen, p, [ok, err]);
+}
+
+/** Runs one `it`: its result is appended, then `next` runs (whatever `body` did). */
+function it(name: string, results: ItResult[], body: () => Promise<void>, next: () => void): void {
+    let called = false;
+    const done = (ok: boolean, e?: unknown) => {
+        if (called) return;
+        called = true;
+        if (ok) append(results, { name, ok: true });
+        else {
+            let message = 'failed';
+            try {
+                message = describeError(e);
+            } catch {
+                // An error whose name or message throws: still a failure.
+            }
+            append(results, { name, ok: false, message });
+        }
+        next();
+    };
     try {
-        await body();
-        append(results, { name, ok: true });
+        whenSettled(
+            body(),
+            () => done(true),
+            (e) => done(false, e)
+        );
     } catch (e) {
-        append(results, { name, ok: false, message: describeError(e) });
+        done(false, e);
     }
+}
+
+/**
+ * `runTest`'s results as the bytes the host reads, serialised with the
+ * built-ins taken before scripts loaded (`JSON.stringify`,
+ * `TextEncoder.prototype.encode`), and settled without a `then` lookup a
+ * script can answer: the promise returned has the built-in `then` as its
+ * own and no constructor, and the bytes it resolves with have no `then`.
+ * `fail` maps an error of the harness to what the export rejects with.
+ */
+export function runTestBytes(given: Uint8Array, def: () => Definition, scope: () => VitestScope | undefined, fail: (e: unknown) => unknown): Promise<Uint8Array> {
+    const out = new PromiseClass<Uint8Array>((resolve, reject) => {
+        const failed = (e: unknown) => {
+            let payload: unknown = e;
+            try {
+                payload = fail(e);
+            } catch {
+                // Rejected all the same.
+            }
+            reject(payload);
+        };
+        try {
+            whenSettled(
+                runTest(given, def(), scope()),
+                (results) => {
+                    try {
+                        const text = jsonStringify(results) as string;
+                        const bytes = apply(textEncode, UTF8_RESULTS, [text]) as Uint8Array;
+                        if (bytes.length === 0 && text.length > 0) throw new RangeError('out of memory: the test results could not be encoded');
+                        defineProperty(bytes, 'then', { value: undefined, writable: false, enumerable: false, configurable: false });
+                        resolve(bytes);
+                    } catch (e) {
+                        failed(e);
+                    }
+                },
+                failed
+            );
+        } catch (e) {
+            failed(e);
+        }
+    });
+    defineProperty(out, 'constructor', { value: undefined, writable: false, enumerable: false, configurable: false });
+    defineProperty(out, 'then', { value: promiseThen, writable: false, enumerable: false, configurable: false });
+    return out;
 }
 
 class Expectation extends Error {
@@ -1177,19 +1264,38 @@ class Expectation extends Error {
 }
 
 /** Runs one test file's `it`s against `def` (the script's default export),
- * with the mock classes its module loaded with. */
-export async function runTest(given: Uint8Array | TestSpec, def: Definition, scope?: VitestScope): Promise<ItResult[]> {
+ * with the mock classes its module loaded with. The promise (the
+ * built-in's) resolves with results that have no prototypes. */
+export function runTest(given: Uint8Array | TestSpec, def: Definition, scope?: VitestScope): Promise<ItResult[]> {
+    return new PromiseClass<ItResult[]>((resolve, reject) => {
+        try {
+            startTest(given, def, scope, (results) => resolve(sealed(results)), reject);
+        } catch (e) {
+            reject(e);
+        }
+    });
+}
+
+function startTest(given: Uint8Array | TestSpec, def: Definition, scope: VitestScope | undefined, finish: (results: ItResult[]) => void, fail: (e: unknown) => void): void {
     // The spec's bytes are decoded and parsed with the built-ins taken
-    // before scripts loaded, and its containers made prototype-less.
-    const parsed = isObject(given) && hasOwn(given, 'kind') ? given : jsonParse(apply(textDecode, UTF8_SPEC, [given]) as string);
-    const spec = prepareSpec(parsed);
+    // before scripts loaded, and its containers made prototype-less. The
+    // text is kept: each fresh mock reads the recording anew, as the
+    // original's reads its file (a response one run changed is not the
+    // next mock's).
+    const text: string = isObject(given) && hasOwn(given, 'kind') ? jsonStringify(given) : (apply(textDecode, UTF8_SPEC, [given]) as string);
+    const reread = (): TestSpec => prepareSpec(jsonParse(text));
+    const spec = reread();
     const { NangoActionMock, NangoSyncMock } = scope ?? { NangoActionMock: NangoActionMockBase, NangoSyncMock: SyncMockBase };
     setVitest(NangoActionMock, NangoSyncMock);
-    if (spec.kind === 'file') return runHandWritten(spec, { NangoActionMock, NangoSyncMock });
+    if (spec.kind === 'file') {
+        whenSettled(runHandWritten(spec, { NangoActionMock, NangoSyncMock }, reread), finish, fail);
+        return;
+    }
     const results: ItResult[] = [];
     if (!def || typeof def.exec !== 'function') {
         append(results, { name: 'load', ok: false, message: 'the script has no default export with an exec function' });
-        return results;
+        finish(results);
+        return;
     }
     // The script runs on its view of the mock (`scriptView`); what it is
     // expected to do is read from the spec, and what it did from the
@@ -1198,13 +1304,18 @@ export async function runTest(given: Uint8Array | TestSpec, def: Definition, sco
     const ctx: Context = { spec };
     if (spec.kind === 'action') {
         const mock = new NangoActionMock(ctx);
-        await it('should output the action output that is expected', results, async () => {
-            const input = inputOf(spec);
-            const response = await def.exec!(scriptView(mock), input);
-            const output = outputOf(spec);
-            if (!jsonEquals(response, output, false)) throw new Expectation(`action output differs: ${jsonDifference(output, response, 'output')}`);
-        });
-        return results;
+        it(
+            'should output the action output that is expected',
+            results,
+            async () => {
+                const input = inputOf(spec);
+                const response = await def.exec!(scriptView(mock), input);
+                const output = outputOf(spec);
+                if (!jsonEquals(response, output, false)) throw new Expectation(`action output differs: ${jsonDifference(output, response, 'output')}`);
+            },
+            () => finish(results)
+        );
+        return;
     }
     const models = spec.models;
     type Recorder = { mock: MockState };
@@ -1222,9 +1333,12 @@ export async function runTest(given: Uint8Array | TestSpec, def: Definition, sco
     });
     const sharedMock = spec.sharedMock ? new NangoSyncMock(ctx) : undefined;
     const shared = sharedMock && { mock: sharedMock, recorders: recordersOf(sharedMock) };
+    let mocks = 0;
     const fresh = () => {
         if (shared) return shared;
-        const mock = new NangoSyncMock(ctx);
+        // The first mock reads the spec as parsed; each later one its own
+        // copy of the recording.
+        const mock = new NangoSyncMock(mocks++ === 0 ? ctx : { spec: reread() });
         return { mock, recorders: recordersOf(mock) };
     };
     /** The records of every call of `model`, one array (the tests' `flatMap`), JSON-normalised. */
@@ -1245,19 +1359,8 @@ export async function runTest(given: Uint8Array | TestSpec, def: Definition, sco
         for (let i = 0; i < calls.length; i++) if (jsonEquals(calls[i], args, false)) return true;
         return false;
     };
-    await it('should get, map correctly the data and batchSave the result', results, async () => {
-        const { mock, recorders } = fresh();
-        await def.exec!(scriptView(mock));
-        for (let i = 0; i < models.length; i++) {
-            const model = models[i]!;
-            const expected = recordsOf(spec, 'batchSave', model);
-            const actual = recordsCalled(recorders.batchSave, model);
-            if (!jsonEquals(actual, expected, true)) throw new Expectation(`${model} batchSave differs: ${jsonDifference(expected, actual, model)}`);
-        }
-    });
     const second = spec.second ?? 'delete';
-    if (second === 'none') return results;
-    await it('should get, map correctly the data and batchDelete the result', results, async () => {
+    const deletes = async () => {
         const { mock, recorders } = fresh();
         await def.exec!(scriptView(mock));
         for (let i = 0; i < models.length; i++) {
@@ -1287,8 +1390,31 @@ export async function runTest(given: Uint8Array | TestSpec, def: Definition, sco
             const end = recorders.trackDeletesEnd.mock.invocationCallOrder[0];
             if (!(start !== undefined && end !== undefined && start < end)) throw new Expectation('trackDeletesStart was not called before trackDeletesEnd');
         }
-    });
-    return results;
+    };
+    it(
+        'should get, map correctly the data and batchSave the result',
+        results,
+        async () => {
+            const { mock, recorders } = fresh();
+            await def.exec!(scriptView(mock));
+            for (let i = 0; i < models.length; i++) {
+                const model = models[i]!;
+                const expected = recordsOf(spec, 'batchSave', model);
+                const actual = recordsCalled(recorders.batchSave, model);
+                if (!jsonEquals(actual, expected, true)) throw new Expectation(`${model} batchSave differs: ${jsonDifference(expected, actual, model)}`);
+            }
+        },
+        () => {
+            if (second === 'none') finish(results);
+            else {
+                try {
+                    it('should get, map correctly the data and batchDelete the result', results, deletes, () => finish(results));
+                } catch (e) {
+                    fail(e);
+                }
+            }
+        }
+    );
 }
 
 // ------ Test files written by hand
@@ -1349,12 +1475,17 @@ function mockMembers(mock: any, sync: boolean): void {
  * fixture the host found for the file, with the mock classes its script's
  * module loaded with.
  */
-async function runHandWritten(spec: TestSpec, scope: VitestScope): Promise<ItResult[]> {
+async function runHandWritten(spec: TestSpec, scope: VitestScope, reread: () => TestSpec): Promise<ItResult[]> {
+    // Each mock reads its recording anew, as the original's reads its
+    // file when it is made: what one mock's script changed in a response
+    // is not another mock's.
+    let made = 0;
     const ctxOf = (options: any): Context => {
+        const own = made++ === 0 ? spec : reread();
         const name = options?.name;
-        const fixtures = spec.fixtures;
-        if (typeof name !== 'string' || !fixtures || !hasOwn(fixtures, name)) return { spec };
-        return { spec: { ...spec, name, fixture: fixtures[name] } };
+        const fixtures = own.fixtures;
+        if (typeof name !== 'string' || !fixtures || !hasOwn(fixtures, name)) return { spec: own };
+        return { spec: { ...own, name, fixture: fixtures[name] } };
     };
     const A = sealedClass(
         class NangoActionMock extends scope.NangoActionMock {

@@ -13,7 +13,7 @@ import * as syncContext from 'nango:scripts/sync-context@0.2.0';
 import './codegen';
 import './intl';
 import { prewarm } from './prewarm';
-import { runTest, scopeOf } from './harness';
+import { runTestBytes, scopeOf } from './harness';
 
 // ------ Types: the original's names and shapes, declared once in
 // models-sdk.d.ts (which `sluice generate` also writes into models.ts).
@@ -1198,7 +1198,7 @@ if (typeof nativeSetTimeout === 'function' && typeof nativeClearTimeout === 'fun
         return t.id;
     };
     const clear = (id: unknown) => {
-        const key = typeof id === 'string' ? Number(id) : id;
+        const key = id instanceof Timeout ? id[TIMER_ID] : typeof id === 'string' ? Number(id) : id;
         if (typeof key !== 'number') return;
         const t = pending.get(key);
         if (t === undefined) return;
@@ -1210,13 +1210,72 @@ if (typeof nativeSetTimeout === 'function' && typeof nativeClearTimeout === 'fun
         }
         arm();
     };
+    /** `refresh()`: the timer `id` again from now, with its delay, as Node's (fired or not). */
+    const refresh = (id: number, fn: unknown, ms: unknown, args: unknown[], repeat: boolean) => {
+        const old = pending.get(id);
+        const delay = delayOf(ms);
+        const t: Timer = {
+            id,
+            at: performance.now() + delay,
+            seq: nextSeq++,
+            fn: fn as TimerFn,
+            args,
+            every: repeat ? delay : undefined,
+            queued: false
+        };
+        // The old entry stays in the queue as a cleared one.
+        if (old !== undefined && old.queued) cleared++;
+        pending.set(id, t);
+        push(t);
+        arm();
+    };
+    const TIMER_ID = Symbol('sluice.timerId');
+    // Node's `Timeout`: `ref`/`unref`/`hasRef`/`refresh`/`close`, taken by
+    // `clearTimeout` and `clearInterval`, and its id as a number
+    // (`+timer`, a `Map` key by `Number(timer)`). Refs change nothing here:
+    // a script's run ends when it settles, whatever timers remain.
+    class Timeout {
+        [TIMER_ID]: number;
+        #ref = true;
+        #again: () => void;
+        constructor(id: number, again: () => void) {
+            this[TIMER_ID] = id;
+            this.#again = again;
+        }
+        ref(): this {
+            this.#ref = true;
+            return this;
+        }
+        unref(): this {
+            this.#ref = false;
+            return this;
+        }
+        hasRef(): boolean {
+            return this.#ref;
+        }
+        refresh(): this {
+            this.#again();
+            return this;
+        }
+        close(): this {
+            clear(this[TIMER_ID]);
+            return this;
+        }
+        [Symbol.toPrimitive](): number {
+            return this[TIMER_ID];
+        }
+    }
+    const timer = (fn: unknown, ms: unknown, args: unknown[], repeat: boolean): Timeout => {
+        const id = add(fn, ms, args, repeat);
+        return new Timeout(id, () => refresh(id, fn, ms, args, repeat));
+    };
     const define = (name: string, value: unknown) =>
         Object.defineProperty(globalThis, name, { configurable: true, writable: true, value });
     define('setTimeout', function setTimeout(fn: unknown, ms?: unknown, ...args: unknown[]) {
-        return add(fn, ms, args, false);
+        return timer(fn, ms, args, false);
     });
     define('setInterval', function setInterval(fn: unknown, ms?: unknown, ...args: unknown[]) {
-        return add(fn, ms, args, true);
+        return timer(fn, ms, args, true);
     });
     define('clearTimeout', function clearTimeout(id?: unknown) {
         clear(id);
@@ -1385,11 +1444,15 @@ export function bundle(scripts: Record<string, Script>) {
             }, output),
         runAction: (input: Uint8Array | undefined) => settle(() => run('action', new NangoAction(), input === undefined ? undefined : fromJson(input)), output),
         onEvent: () => settle(() => run('onEvent', new NangoAction()), ignore),
+        // The harness parses the spec and encodes and settles its results
+        // with built-ins no script replaced (`JSON.stringify`, `TextEncoder`,
+        // `Promise.prototype.then` taken before the scripts loaded).
         runTest: (spec: Uint8Array) =>
-            settle(
-                // The bytes: the harness parses them with built-ins no script replaced.
-                () => runTest(spec, script().default as Definition, scopeOf(conn.info().scriptName)),
-                (results) => jsonBytes(results)!
+            runTestBytes(
+                spec,
+                () => script().default as Definition,
+                () => scopeOf(conn.info().scriptName),
+                (e) => ({ payload: scriptError(e) })
             )
     };
 }

@@ -13,8 +13,8 @@ use sluice_nango_yaml::models::valid_model_name;
 use sluice_runtime::connection::{Connection, ConnectionStore, MemoryConnections};
 use sluice_runtime::exec::{LogEntry, ScriptFailure, ScriptValidation, SyncRun};
 use sluice_runtime::records::{
-    Changes, ConnectionRef, Incoming, MemoryRecords, Merging, Position, RecordError, RecordStore,
-    StoredRecord, WriteContext, WriteKind,
+    BatchCall, BatchKind, Changes, ConnectionRef, Incoming, MemoryRecords, Merging, Position,
+    RecordError, RecordStore, StoredRecord, WriteContext, WriteKind,
 };
 use sluice_runtime::replay::RecordedCall;
 use sluice_runtime::upstream::{Network, Recorder, Upstream};
@@ -228,6 +228,21 @@ impl RecordStore for RecordingStore {
         limit: usize,
     ) -> Result<(Vec<StoredRecord>, Option<Position>), RecordError> {
         self.inner.list(conn, model, after, limit).await
+    }
+
+    /// Offered each records call once, before its chunks are written: a
+    /// batchSave starts a new call, so a record saved again by a later call
+    /// is kept again (§8: saves merge by id within each call only, and the
+    /// test concatenates every call). Nothing is kept here: the chunks are
+    /// written as for any store.
+    fn keep_call(&self, call: &BatchCall) -> bool {
+        if call.kind == BatchKind::BatchSave {
+            let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+            for records in seen.values_mut() {
+                records.saved_index.clear();
+            }
+        }
+        false
     }
 }
 
@@ -1069,38 +1084,88 @@ const UNRECORDED_HEADERS: [&str; 17] = [
     "forward-headers-on-redirect",
 ];
 
+/// The request's path and query pairs by the zero-yaml harness's rules
+/// (§7.5.2–3): the endpoint parsed as a WHATWG URL (an absolute http(s)
+/// one as it is, else with a `/` put in front if missing, against a dummy
+/// origin), a string `params` appended as a query (a leading `?` dropped,
+/// as `URLSearchParams` does), an object's keys set (replacing the
+/// endpoint's of that name; arrays joined with `,`, null skipped as the
+/// request skips it); repeated keys kept, in order.
+fn harness_query(call: &RecordedCall) -> (String, Vec<(String, String)>) {
+    let raw = call.target.as_str();
+    let lower = raw.get(..8).unwrap_or(raw).to_ascii_lowercase();
+    let url = if lower.starts_with("http://") || lower.starts_with("https://") {
+        url::Url::parse(raw)
+    } else {
+        let rooted = if raw.starts_with('/') {
+            raw.to_string()
+        } else {
+            format!("/{raw}")
+        };
+        url::Url::parse("https://example.com/").and_then(|base| base.join(&rooted))
+    };
+    let (path, mut pairs): (String, Vec<(String, String)>) = match &url {
+        Ok(u) => (
+            u.path().to_string(),
+            u.query_pairs()
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect(),
+        ),
+        Err(_) => (format!("/{}", raw.trim_start_matches('/')), Vec::new()),
+    };
+    if let Some(text) = &call.params_text {
+        let text = text.strip_prefix('?').unwrap_or(text);
+        pairs.extend(
+            url::form_urlencoded::parse(text.as_bytes())
+                .map(|(k, v)| (k.into_owned(), v.into_owned())),
+        );
+    } else {
+        for pair in call.identity["params"].as_array().into_iter().flatten() {
+            let (Some(k), Some(v)) = (pair[0].as_str(), pair.get(1)) else {
+                continue;
+            };
+            let text = match v {
+                Value::Null => continue,
+                Value::Array(items) => items
+                    .iter()
+                    .map(sluice_runtime::js::to_string)
+                    .collect::<Vec<_>>()
+                    .join(","),
+                other => sluice_runtime::js::to_string(other),
+            };
+            // `URLSearchParams.set`: the first of the name takes the value,
+            // the others go.
+            match pairs.iter().position(|(pk, _)| pk == k) {
+                Some(at) => {
+                    pairs[at].1 = text;
+                    let mut i = at + 1;
+                    while i < pairs.len() {
+                        if pairs[i].0 == k {
+                            pairs.remove(i);
+                        } else {
+                            i += 1;
+                        }
+                    }
+                }
+                None => pairs.push((k.to_string(), text)),
+            }
+        }
+    }
+    (path, pairs)
+}
+
 /// One exchange as a unified recording's `api` entry: the response, and
 /// the request's params, script-set headers and body (what the harness
 /// matches a replayed request on).
 fn fixture_entry(call: &RecordedCall) -> (String, Value) {
     let id = &call.identity;
-    // The endpoint as a URL: its path is the key, its query joins the params.
-    let endpoint = id["endpoint"].as_str().unwrap_or_default();
-    let url = url::Url::parse("https://recorded.invalid/")
-        .and_then(|base| base.join(&format!("/{}", endpoint.trim_start_matches('/'))));
-    let (path, mut params) = match &url {
-        Ok(u) => (
-            u.path().to_string(),
-            u.query_pairs()
-                .map(|(k, v)| (k.into_owned(), Value::String(v.into_owned())))
-                .collect::<Map<String, Value>>(),
-        ),
-        Err(_) => (format!("/{}", endpoint.trim_start_matches('/')), Map::new()),
-    };
-    for pair in id["params"].as_array().into_iter().flatten() {
-        let (Some(k), Some(v)) = (pair[0].as_str(), pair.get(1)) else {
-            continue;
-        };
-        let text = match v {
-            Value::Null => continue,
-            Value::Array(items) => items
-                .iter()
-                .map(sluice_runtime::js::to_string)
-                .collect::<Vec<_>>()
-                .join(","),
-            other => sluice_runtime::js::to_string(other),
-        };
-        params.insert(k.to_string(), Value::String(text));
+    let (path, pairs) = harness_query(call);
+    // The recording's `params` object (the last of a repeated key, as
+    // `Object.fromEntries`); the hash below is of every pair, repeated
+    // keys included, which the harness matches first.
+    let mut params = Map::new();
+    for (k, v) in &pairs {
+        params.insert(k.clone(), Value::String(v.clone()));
     }
     let mut headers = Map::new();
     let mut seen = std::collections::HashSet::new();
@@ -1134,13 +1199,8 @@ fn fixture_entry(call: &RecordedCall) -> (String, Value) {
             .collect()
     };
     let data = id["data"].as_str().filter(|d| !d.is_empty());
-    let hash = sluice_runtime::replay::unified_hash(
-        &call.method,
-        &path,
-        &strings(&params),
-        &strings(&headers),
-        data,
-    );
+    let hash =
+        sluice_runtime::replay::unified_hash(&call.method, &path, &pairs, &strings(&headers), data);
     let mut request = Map::new();
     if !params.is_empty() {
         request.insert("params".into(), Value::Object(params));
@@ -1418,6 +1478,76 @@ pub fn render_diagnostics(result: &DryRunResult, out: &mut dyn Write) -> std::io
 mod tests {
     use super::*;
 
+    /// The recorded request is the harness's (§7.5): a repeated query key
+    /// and a string `params` kept whole in the hash (it was split into
+    /// characters, or collapsed to one value, and `sluice test` then found
+    /// no mock for the recording it had just made); an object's keys
+    /// replace the endpoint's.
+    #[test]
+    fn a_recorded_query_is_the_harness_identitys() {
+        let call = |target: &str, params_text: Option<&str>, params: Value| RecordedCall {
+            method: "get".into(),
+            endpoint: target.trim_start_matches('/').into(),
+            identity: json!({"method": "get", "endpoint": target, "params": params, "headers": []}),
+            hash: String::new(),
+            status: 200,
+            headers: Vec::new(),
+            body: b"{}".to_vec(),
+            target: target.into(),
+            params_text: params_text.map(str::to_string),
+        };
+        let pairs = |p: &[(&str, &str)]| -> Vec<(String, String)> {
+            p.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let (path, entry) = fixture_entry(&call("/search?expand=a&expand=b", None, json!([])));
+        assert_eq!(path, "/search");
+        assert_eq!(entry["request"]["params"], json!({"expand": "b"}));
+        assert_eq!(
+            entry["hash"],
+            sluice_runtime::replay::unified_hash(
+                "get",
+                "/search",
+                &pairs(&[("expand", "a"), ("expand", "b")]),
+                &[],
+                None
+            )
+        );
+        let (path, entry) = fixture_entry(&call(
+            "lookup",
+            Some("?q=x&q=y"),
+            json!([["0", "q"], ["1", "="]]),
+        ));
+        assert_eq!(path, "/lookup");
+        assert_eq!(entry["request"]["params"], json!({"q": "y"}));
+        assert_eq!(
+            entry["hash"],
+            sluice_runtime::replay::unified_hash(
+                "get",
+                "/lookup",
+                &pairs(&[("q", "x"), ("q", "y")]),
+                &[],
+                None
+            )
+        );
+        let (_, entry) = fixture_entry(&call(
+            "/a/./b/../c?x=1&x=2&y=3",
+            None,
+            json!([["x", 9], ["z", [1, 2]], ["n", null]]),
+        ));
+        assert_eq!(
+            entry["hash"],
+            sluice_runtime::replay::unified_hash(
+                "get",
+                "/a/c",
+                &pairs(&[("x", "9"), ("y", "3"), ("z", "1,2")]),
+                &[],
+                None
+            )
+        );
+    }
+
     /// A header the script sent with the `Nango-Proxy-` prefix is recorded
     /// (and hashed) without it, as the harness reads the replayed
     /// request's: a recording `--save` wrote matches its own test.
@@ -1437,6 +1567,8 @@ mod tests {
             status: 200,
             headers: Vec::new(),
             body: b"{}".to_vec(),
+            target: "/uni/post".into(),
+            params_text: None,
         };
         let (path, entry) = fixture_entry(&call);
         assert_eq!(path, "/uni/post");

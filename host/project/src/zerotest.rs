@@ -108,7 +108,9 @@ fn mocks_other_modules(flat: &str) -> bool {
 
 /// Every `name: '…'` a test file gives (its mocks' names).
 fn mock_names(path: &Path) -> Vec<String> {
-    let text = std::fs::read_to_string(path)
+    let text = read_regular(path)
+        .ok()
+        .flatten()
         .map(|t| strip_comments(&t))
         .unwrap_or_default();
     let mut names: Vec<String> = Vec::new();
@@ -211,7 +213,7 @@ fn count(hay: &str, needle: &str) -> usize {
 
 /// Reads a test file's script, mock name, models and shape.
 pub fn read_test_file(path: &Path, integration: &str) -> Option<TestFile> {
-    let raw = std::fs::read_to_string(path).ok()?;
+    let raw = read_regular(path).ok()??;
     let text = strip_comments(&raw);
     let file_name = path.file_name()?.to_str()?;
     let base = file_name.strip_suffix(".test.ts")?.to_string();
@@ -422,13 +424,72 @@ pub fn discover(root: &Path, integration: Option<&str>) -> Vec<TestFile> {
     out
 }
 
-fn read_json(path: &Path) -> Result<Option<Value>, String> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => serde_json::from_str(&text)
-            .map(Some)
-            .map_err(|e| format!("{} is not JSON: {e}", path.display())),
+/// The most bytes a recording (or a test file) `sluice test` reads.
+const MAX_TEST_FILE_BYTES: u64 = 256 << 20;
+
+/// A test's file as text: `None` when there is none; only a regular file
+/// (or a link to one) of at most [`MAX_TEST_FILE_BYTES`] is read (a
+/// `.test.json` linked to `/dev/zero` or a FIFO was read for ever).
+fn read_text(path: &Path) -> Result<Option<String>, String> {
+    use std::io::Read as _;
+    let file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+    };
+    // Checked again on the file opened (it may have changed since
+    // [`read_regular`] looked).
+    let meta = file
+        .metadata()
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if !meta.is_file() {
+        return Err(format!(
+            "cannot read {}: not a regular file",
+            path.display()
+        ));
+    }
+    let too_large = || {
+        format!(
+            "cannot read {}: larger than {} MiB",
+            path.display(),
+            MAX_TEST_FILE_BYTES >> 20
+        )
+    };
+    if meta.len() > MAX_TEST_FILE_BYTES {
+        return Err(too_large());
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_TEST_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if bytes.len() as u64 > MAX_TEST_FILE_BYTES {
+        return Err(too_large());
+    }
+    String::from_utf8(bytes)
+        .map(Some)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))
+}
+
+/// [`read_text`] of a path that is not a FIFO or device (opening a FIFO
+/// blocks until something writes to it).
+fn read_regular(path: &Path) -> Result<Option<String>, String> {
+    match std::fs::metadata(path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+        Ok(m) if !m.is_file() => Err(format!(
+            "cannot read {}: not a regular file",
+            path.display()
+        )),
+        Ok(_) => read_text(path),
+    }
+}
+
+fn read_json(path: &Path) -> Result<Option<Value>, String> {
+    match read_regular(path)? {
+        Some(text) => serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| format!("{} is not JSON: {e}", path.display())),
+        None => Ok(None),
     }
 }
 
@@ -745,7 +806,7 @@ async fn run_one(
         let mut files = Map::new();
         for name in [&tf.base, &tf.name] {
             let at = tests.join(format!("{name}.test.json"));
-            if let Ok(text) = std::fs::read_to_string(&at) {
+            if let Some(text) = read_regular(&at)? {
                 files.insert(
                     dir.join(format!("{name}.test.json")).display().to_string(),
                     Value::String(text),
@@ -804,29 +865,73 @@ async fn run_one(
     exec.clock = opts.now.or(tf.frozen);
     let report = runtime.execute(&harness, exec, Arc::new(services)).await;
     let output = report.outcome.map_err(|e| e.to_string())?;
-    let results = output.unwrap_or(Value::Null);
-    let failures: Vec<String> = results
-        .as_array()
-        .map(|its| {
-            its.iter()
-                .filter(|it| it.get("ok") != Some(&Value::Bool(true)))
-                .map(|it| {
-                    format!(
-                        "{}: {}",
-                        it.get("name").and_then(Value::as_str).unwrap_or("it"),
-                        it.get("message")
-                            .and_then(Value::as_str)
-                            .unwrap_or("failed")
-                    )
-                })
-                .collect()
-        })
-        .ok_or_else(|| format!("the harness returned {results}"))?;
-    if failures.is_empty() {
-        Ok(())
-    } else {
-        Err(failures.join("; "))
+    verdict(shape, &output.unwrap_or(Value::Null))
+}
+
+/// The `it`s of a generated shape, in order (§7.2): one for an action, the
+/// batchSave check and, unless the shape has none, the second check for a
+/// sync.
+fn expected_its(shape: &Shape) -> Vec<&'static str> {
+    match shape {
+        Shape::Action => vec!["should output the action output that is expected"],
+        Shape::Sync { second, .. } => {
+            let mut its = vec!["should get, map correctly the data and batchSave the result"];
+            if *second != "none" {
+                its.push("should get, map correctly the data and batchDelete the result");
+            }
+            its
+        }
     }
+}
+
+/// Whether the harness's `results` pass the test: every `it` passed, and
+/// a generated shape's are exactly its `it`s (a hand-written test's at
+/// least one). What the component answers is not taken on trust: results
+/// missing, extra or renamed (a script that got at how they are written)
+/// fail the test.
+fn verdict(shape: Option<&Shape>, results: &Value) -> Result<(), String> {
+    let its = results
+        .as_array()
+        .ok_or_else(|| format!("the harness returned {results}"))?;
+    let failures: Vec<String> = its
+        .iter()
+        .filter(|it| it.get("ok") != Some(&Value::Bool(true)))
+        .map(|it| {
+            format!(
+                "{}: {}",
+                it.get("name").and_then(Value::as_str).unwrap_or("it"),
+                it.get("message")
+                    .and_then(Value::as_str)
+                    .unwrap_or("failed")
+            )
+        })
+        .collect();
+    if !failures.is_empty() {
+        return Err(failures.join("; "));
+    }
+    let names: Vec<Option<&str>> = its
+        .iter()
+        .map(|it| it.get("name").and_then(Value::as_str))
+        .collect();
+    match shape {
+        Some(shape) => {
+            let expected = expected_its(shape);
+            if names.len() != expected.len()
+                || names.iter().zip(&expected).any(|(n, e)| *n != Some(*e))
+            {
+                return Err(format!(
+                    "the harness reported {} result(s) for this test, not its {} `it`(s): {results}",
+                    its.len(),
+                    expected.len()
+                ));
+            }
+        }
+        None if its.is_empty() => {
+            return Err("the harness reported no result for this test".to_string());
+        }
+        None => {}
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -872,6 +977,89 @@ mod tests {
                 "s/linked/Issue/batchSave.json"
             ]
         );
+    }
+
+    /// A recording is read only when it is a regular file of a bounded
+    /// size: one linked to /dev/zero, a FIFO or a folder is an error (it
+    /// was read for ever, or blocked), a missing one is none.
+    #[cfg(unix)]
+    #[test]
+    fn recordings_are_read_only_from_regular_files_of_bounded_size() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        std::fs::write(dir.join("ok.test.json"), r#"{"input": 1}"#).unwrap();
+        assert_eq!(
+            read_json(&dir.join("ok.test.json")).unwrap(),
+            Some(json!({"input": 1}))
+        );
+        assert_eq!(read_json(&dir.join("missing.test.json")).unwrap(), None);
+        std::os::unix::fs::symlink("/dev/zero", dir.join("zero.test.json")).unwrap();
+        let err = read_json(&dir.join("zero.test.json")).unwrap_err();
+        assert!(err.contains("not a regular file"), "{err}");
+        let fifo = dir.join("fifo.test.json");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .is_ok_and(|s| s.success());
+        if made {
+            let err = read_json(&fifo).unwrap_err();
+            assert!(err.contains("not a regular file"), "{err}");
+        }
+        std::fs::create_dir(dir.join("folder.test.json")).unwrap();
+        assert!(read_json(&dir.join("folder.test.json")).is_err());
+        // A sparse file one byte over the limit is refused unread.
+        let big = std::fs::File::create(dir.join("big.test.json")).unwrap();
+        big.set_len(MAX_TEST_FILE_BYTES + 1).unwrap();
+        let err = read_json(&dir.join("big.test.json")).unwrap_err();
+        assert!(err.contains("larger than 256 MiB"), "{err}");
+        // The hand-written tests' `fs` files and mock names read the same way.
+        assert!(read_regular(&dir.join("zero.test.json")).is_err());
+        assert!(mock_names(&dir.join("zero.test.json")).is_empty());
+    }
+
+    /// A generated shape passes only with exactly its `it`s, each passed:
+    /// no results, fewer, more or renamed ones fail (what a script that got
+    /// at how results are written could answer).
+    #[test]
+    fn a_generated_shape_passes_only_with_its_own_its_all_passed() {
+        let action = Shape::Action;
+        let sync = Shape::Sync {
+            second: "delete",
+            shared: false,
+        };
+        let save_only = Shape::Sync {
+            second: "none",
+            shared: false,
+        };
+        let ok = |name: &str| json!({"name": name, "ok": true});
+        let act = "should output the action output that is expected";
+        let save = "should get, map correctly the data and batchSave the result";
+        let delete = "should get, map correctly the data and batchDelete the result";
+        assert_eq!(verdict(Some(&action), &json!([ok(act)])), Ok(()));
+        assert_eq!(verdict(Some(&sync), &json!([ok(save), ok(delete)])), Ok(()));
+        assert_eq!(verdict(Some(&save_only), &json!([ok(save)])), Ok(()));
+        for (shape, results) in [
+            (&action, json!([])),
+            (&action, json!([ok(act), ok(act)])),
+            (&action, json!([ok("something else")])),
+            (&sync, json!([ok(save)])),
+            (&sync, json!([ok(delete), ok(save)])),
+            (&save_only, json!([ok(save), ok(delete)])),
+        ] {
+            let err = verdict(Some(shape), &results).unwrap_err();
+            assert!(err.contains("result(s) for this test"), "{err}");
+        }
+        assert_eq!(
+            verdict(
+                Some(&action),
+                &json!([{"name": act, "ok": false, "message": "differs"}])
+            ),
+            Err(format!("{act}: differs"))
+        );
+        assert!(verdict(Some(&action), &json!({"ok": true})).is_err());
+        // A hand-written test's its are its own; none at all fails.
+        assert_eq!(verdict(None, &json!([ok("any")])), Ok(()));
+        assert!(verdict(None, &json!([])).is_err());
     }
 
     #[test]

@@ -381,6 +381,12 @@ pub struct RecordedCall {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// The endpoint as the script gave it, and its `params` when they were
+    /// a string: what the zero-yaml harness's identity (WHATWG URL, the
+    /// string appended as a query) is computed from, which the legacy
+    /// `identity` (a string's characters by index) does not keep.
+    pub target: String,
+    pub params_text: Option<String>,
 }
 
 impl RecordedCall {
@@ -398,6 +404,11 @@ impl RecordedCall {
             status: response.status,
             headers: response.headers.clone(),
             body: response.body.clone(),
+            target: req.endpoint.clone(),
+            params_text: match &req.params {
+                Some(Query::Text(text)) => Some(text.clone()),
+                _ => None,
+            },
         }
     }
 

@@ -43,7 +43,28 @@ export { Buffer };
 
     const toString = get(Buffer.prototype, 'toString');
     const toUrl = (base64: string) => base64.replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '');
+    // UTF-8 is decoded as Node decodes it, by WHATWG's rule (one U+FFFD
+    // per ill-formed subsequence: a truncated 4-byte sequence is one, where
+    // the package made one per byte), a leading BOM kept.
+    const UTF8 = new TextDecoder('utf-8', { ignoreBOM: true });
+    const subarray = Uint8Array.prototype.subarray;
+    const isUtf8 = (encoding: unknown) =>
+        encoding === undefined || (typeof encoding === 'string' && (encoding.toLowerCase() === 'utf8' || encoding.toLowerCase() === 'utf-8'));
+    /** Node's `buf.toString('utf8', start, end)`: its bounds rules, then the decoder. */
+    const utf8Slice = (buf: Uint8Array, start: unknown, end: unknown): string => {
+        const len = buf.length;
+        let s: number;
+        if ((start as number) <= 0 || start === undefined) s = 0;
+        else if ((start as number) >= len) return '';
+        else s = Math.trunc(start as number) || 0;
+        let e: number;
+        if (end === undefined || (end as number) > len) e = len;
+        else e = Math.trunc(end as number) || 0;
+        if (e <= s) return '';
+        return UTF8.decode(subarray.call(buf, s, e));
+    };
     const urlToString = function (this: unknown, ...args: unknown[]) {
+        if (isUtf8(args[0]) && this instanceof Uint8Array) return utf8Slice(this, args[1], args[2]);
         if (!isUrl(args[0])) return toString.apply(this, args);
         return toUrl(toString.call(this, 'base64', args[1], args[2]) as string);
     };
@@ -73,4 +94,40 @@ if (typeof globalThis.URL === 'function' && typeof (globalThis.URL as { canParse
             }
         }
     });
+}
+
+// `atob`/`btoa` fail as Node's do: a `DOMException` named
+// `InvalidCharacterError` (the engine threw a RangeError), with Node's
+// messages.
+{
+    const invalid = (message: string): Error => {
+        const D = (globalThis as { DOMException?: new (message: string, name: string) => Error }).DOMException;
+        if (typeof D === 'function') {
+            try {
+                return new D(message, 'InvalidCharacterError');
+            } catch {
+                // An engine whose DOMException cannot be made: an Error below.
+            }
+        }
+        const e = new Error(message);
+        Object.defineProperty(e, 'name', { configurable: true, writable: true, enumerable: false, value: 'InvalidCharacterError' });
+        return e;
+    };
+    const wrap = (name: 'atob' | 'btoa', message: string) => {
+        const original = (globalThis as Record<string, unknown>)[name];
+        if (typeof original !== 'function') return;
+        const f = {
+            [name](this: unknown, ...args: unknown[]) {
+                try {
+                    return (original as (...a: unknown[]) => unknown).apply(globalThis, args);
+                } catch (e) {
+                    if (e instanceof RangeError || (e instanceof Error && e.name === 'InvalidCharacterError')) throw invalid(message);
+                    throw e;
+                }
+            }
+        }[name]!;
+        Object.defineProperty(globalThis, name, { configurable: true, writable: true, enumerable: true, value: f });
+    };
+    wrap('atob', 'The string to be decoded is not correctly encoded.');
+    wrap('btoa', 'Invalid character');
 }

@@ -26,6 +26,41 @@ export default async function runAction(): Promise<Record<string, unknown>> {
             return [b.write('_-8', 1, 'base64url'), b.toString('hex')];
         })(),
         globalBuffer: (globalThis as { Buffer?: unknown }).Buffer === Buffer,
-        canParse: [URL.canParse('https://example.com/x'), URL.canParse('not a url'), URL.canParse('/x', 'https://example.com')]
+        canParse: [URL.canParse('https://example.com/x'), URL.canParse('not a url'), URL.canParse('/x', 'https://example.com')],
+        // UTF-8 decoded as Node decodes it (WHATWG: one U+FFFD per
+        // ill-formed subsequence), a BOM kept, Node's bounds.
+        utf8: [
+            Buffer.from([0xf0, 0x9f, 0x98]).toString(),
+            Buffer.from([0x61, 0xff, 0x62, 0xe2, 0x82]).toString('utf8'),
+            Buffer.from([0xef, 0xbb, 0xbf, 0x61]).toString(),
+            Buffer.from('héllo').toString('utf-8', 1, 3),
+            Buffer.from('héllo').toString('utf8', -1, 100),
+            Buffer.from('héllo').toString('utf8', 4, 2)
+        ].map((t) => [...t].map((c) => c.codePointAt(0))),
+        // atob/btoa fail as Node's: an InvalidCharacterError.
+        base64Errors: [() => atob('%'), () => btoa('ā')].map((f) => {
+            try {
+                f();
+                return null;
+            } catch (e) {
+                const D = (globalThis as { DOMException?: any }).DOMException;
+                return [(e as Error).name, (e as Error).message, e instanceof Error, typeof D === 'function' ? e instanceof D : true];
+            }
+        }),
+        // setTimeout's Timeout: ref/unref/hasRef/refresh, a number by
+        // Symbol.toPrimitive, and clearTimeout takes it or its number.
+        timeout: await (async () => {
+            const fired: string[] = [];
+            const t = setTimeout(() => fired.push('t'), 1) as any;
+            const shape = [t.unref() === t, t.hasRef(), t.ref().hasRef(), typeof +t, Number(t) > 0];
+            clearTimeout(t);
+            const n = setTimeout(() => fired.push('n'), 1) as any;
+            clearTimeout(+n);
+            const r = setTimeout(() => fired.push('r'), 1) as any;
+            await new Promise((resolve) => setTimeout(resolve, 5));
+            r.refresh();
+            await new Promise((resolve) => setTimeout(resolve, 5));
+            return { shape, fired };
+        })()
     };
 }
