@@ -329,3 +329,81 @@ async fn a_lookup_answers_each_record_once_and_stops_at_the_payload_limit() {
     assert_eq!(output(&report)["found"]["e"]["body"], body);
     assert_eq!(output(&report)["found"].as_object().unwrap().len(), 1);
 }
+
+/// A variant marked deleted (a DELETE cut short) serves none of its
+/// records however many other variants its connection has: its own mark
+/// is found behind a thousand variant documents that sort before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_variant_behind_a_thousand_others_serves_no_records() {
+    use crate::scheduler::{Upstream, connect, setup};
+    use crate::server::{Client, DEV_KEY, start_with};
+    use serde_json::Value;
+
+    let up = Upstream::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let config = sluice_server::ServerConfig::new(data.path(), "127.0.0.1:0".parse().unwrap());
+    let server = start_with(
+        config,
+        &sluice_store::MasterKey::generate(),
+        &up.providers(),
+    )
+    .await;
+    let c = Client::new(&server, DEV_KEY);
+    setup(&c).await;
+    connect(&c, "demo", "t").await;
+    let (code, out) = c.send("POST", "/sync/contacts/variant/us", None).await;
+    assert_eq!(code, 200, "{out}");
+    let (_, out) = c
+        .send(
+            "POST",
+            "/sync/trigger",
+            Some(json!({"syncs": ["contacts::us"], "provider_config_key": "hubspot", "connection_id": "demo", "wait": true})),
+        )
+        .await;
+    assert_eq!(out["runs"][0]["success"], true, "{out}");
+    let records = || async {
+        let (code, page) = c
+            .send("GET", "/records?model=Contact&variant=us", None)
+            .await;
+        assert_eq!(code, 200, "{page}");
+        page["records"].as_array().unwrap().len()
+    };
+    assert_eq!(records().await, 2);
+    let dev = server
+        .app
+        .envs()
+        .find(|e| e.name() == "dev")
+        .unwrap()
+        .clone();
+    // A thousand variants of syncs named before `contacts`.
+    let mut batch = dev.store.doc_batch();
+    for i in 0..1000 {
+        batch
+            .put(
+                sluice_server::runner::SYNC_VARIANTS,
+                &format!("hubspot\u{1f}demo\u{1f}aaa{i:04}\u{1f}other"),
+                &json!({"models": ["Other"]}),
+            )
+            .unwrap();
+    }
+    batch.apply().await.unwrap();
+    let key = "hubspot\u{1f}demo\u{1f}contacts\u{1f}us";
+    let mut doc: Value = dev
+        .store
+        .doc(sluice_server::runner::SYNC_VARIANTS, key)
+        .await
+        .unwrap()
+        .unwrap();
+    doc["deleting"] = json!(true);
+    dev.store
+        .put_doc(sluice_server::runner::SYNC_VARIANTS, key, &doc)
+        .await
+        .unwrap();
+    assert_eq!(
+        records().await,
+        0,
+        "a deleted variant's records were served"
+    );
+    drop(dev);
+    server.stop().await;
+}

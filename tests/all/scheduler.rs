@@ -1203,3 +1203,371 @@ models:
     up.wait_runs(2, Duration::from_secs(30)).await;
     server.stop().await;
 }
+
+/// A trigger that waits for its runs (`wait: true`) holds a client
+/// connection until they end: one environment may have a quarter of
+/// `--max-connections` waiting; past that a waiting trigger is 429
+/// `too_many_request`, queuing nothing, and one without `wait` still
+/// works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_triggers_are_bounded_per_environment() {
+    let up = Upstream::start().await;
+    up.delay.store(3000, Ordering::SeqCst);
+    let data = tempfile::tempdir().unwrap();
+    let mut config = ServerConfig::new(data.path(), "127.0.0.1:0".parse().unwrap());
+    // Two waiting triggers per environment.
+    config.max_connections = 8;
+    let server = start_with(config, &MasterKey::generate(), &up.providers()).await;
+    let c = Client::new(&server, DEV_KEY);
+    setup(&c).await;
+    // auto_start: its first run starts at once, and lasts.
+    connect(&c, "demo", "t").await;
+    up.wait_runs(1, Duration::from_secs(10)).await;
+    let body = json!({"syncs": ["contacts"], "provider_config_key": "hubspot", "connection_id": "demo", "wait": true});
+    let url = server.url();
+    let mut waiting = tokio::task::JoinSet::new();
+    for _ in 0..3 {
+        let (url, body) = (url.clone(), body.clone());
+        waiting.spawn(async move {
+            Client::at(&url, DEV_KEY)
+                .send("POST", "/sync/trigger", Some(body))
+                .await
+        });
+    }
+    // The first answer is the trigger past the bound's: the other two
+    // wait for the runs.
+    let (code, out) = waiting.join_next().await.unwrap().unwrap();
+    assert_eq!(
+        (code, out["error"]["code"].as_str()),
+        (429, Some("too_many_request")),
+        "{out}"
+    );
+    assert_eq!(out["error"]["payload"]["max_waiting"], 2, "{out}");
+    let mut no_wait = body.clone();
+    no_wait["wait"] = json!(false);
+    let (code, out) = c.send("POST", "/sync/trigger", Some(no_wait)).await;
+    assert_eq!((code, &out), (200, &json!({"success": true})));
+    up.delay.store(0, Ordering::SeqCst);
+    while let Some(done) = waiting.join_next().await {
+        let (code, out) = done.unwrap();
+        assert_eq!(code, 200, "{out}");
+        assert_eq!(out["runs"][0]["success"], true, "{out}");
+    }
+    // Their places are given back when they answer.
+    let (code, out) = c.send("POST", "/sync/trigger", Some(body)).await;
+    assert_eq!(code, 200, "{out}");
+    assert_eq!(out["runs"][0]["success"], true, "{out}");
+    server.stop().await;
+}
+
+/// A trigger, start or pause names at most 256 syncs (each is looked up
+/// for each connection): past it, 400 `invalid_body` naming the bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trigger_start_or_pause_names_at_most_256_syncs() {
+    let up = Upstream::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let config = ServerConfig::new(data.path(), "127.0.0.1:0".parse().unwrap());
+    let server = start_with(config, &MasterKey::generate(), &up.providers()).await;
+    let c = Client::new(&server, DEV_KEY);
+    setup(&c).await;
+    connect(&c, "demo", "t").await;
+    for route in ["/sync/trigger", "/sync/pause", "/sync/start"] {
+        for (n, want) in [(257, 400), (256, 200)] {
+            let syncs: Vec<Value> = (0..n).map(|_| json!("contacts")).collect();
+            for cid in [Some("demo"), None] {
+                let mut body = json!({"syncs": syncs, "provider_config_key": "hubspot"});
+                if let Some(cid) = cid {
+                    body["connection_id"] = json!(cid);
+                }
+                let (code, out) = match cid {
+                    Some(_) => c.send("POST", route, Some(body)).await,
+                    None => send_for_every_connection(&c, route, body).await,
+                };
+                assert_eq!(code, want, "{route} {n} {cid:?}: {out}");
+                if want == 400 {
+                    assert_eq!(out["error"]["code"], "invalid_body", "{out}");
+                    let message = out["error"]["message"].as_str().unwrap_or_default();
+                    assert!(message.contains("256"), "{out}");
+                }
+            }
+        }
+    }
+    server.stop().await;
+}
+
+/// With an integration but nothing deployed, the status lists no syncs
+/// and a trigger, start or pause of a sync answers as it does for a sync
+/// the deployment lacks (400 `no_syncs_found`), as the original's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_nothing_deployed_there_are_no_syncs() {
+    let up = Upstream::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let config = ServerConfig::new(data.path(), "127.0.0.1:0".parse().unwrap());
+    let server = start_with(config, &MasterKey::generate(), &up.providers()).await;
+    let c = Client::new(&server, DEV_KEY);
+    let (status, body) = c
+        .send(
+            "POST",
+            "/integrations",
+            Some(json!({"unique_key": "hubspot", "provider": "hubspot"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    connect(&c, "demo", "t").await;
+    for query in [
+        "provider_config_key=hubspot&syncs=contacts",
+        "provider_config_key=hubspot&syncs=*",
+        "provider_config_key=hubspot&syncs=contacts&connection_id=demo",
+        "provider_config_key=hubspot&syncs=*&connection_id=demo",
+    ] {
+        let (code, out) = c.send("GET", &format!("/sync/status?{query}"), None).await;
+        assert_eq!((code, &out), (200, &json!({"syncs": []})), "{query}");
+    }
+    for route in ["/sync/trigger", "/sync/start", "/sync/pause"] {
+        let named = json!({"syncs": ["contacts"], "provider_config_key": "hubspot"});
+        let mut of_demo = named.clone();
+        of_demo["connection_id"] = json!("demo");
+        for (code, out) in [
+            c.send("POST", route, Some(of_demo)).await,
+            send_for_every_connection(&c, route, named).await,
+        ] {
+            assert_eq!(
+                (code, out["error"]["code"].as_str()),
+                (400, Some("no_syncs_found")),
+                "{route}: {out}"
+            );
+        }
+        // Every sync of every connection: none.
+        let (code, out) = send_for_every_connection(
+            &c,
+            route,
+            json!({"syncs": [], "provider_config_key": "hubspot"}),
+        )
+        .await;
+        assert_eq!(
+            (code, out["error"]["code"].as_str()),
+            (400, Some("no_syncs_found")),
+            "{route}: {out}"
+        );
+    }
+    // Deployed, an unknown sync is answered the same.
+    setup_deploy_only(&c).await;
+    let (code, out) = c
+        .send(
+            "POST",
+            "/sync/trigger",
+            Some(json!({"syncs": ["nope"], "provider_config_key": "hubspot", "connection_id": "demo"})),
+        )
+        .await;
+    assert_eq!(
+        (code, out["error"]["code"].as_str()),
+        (400, Some("no_syncs_found")),
+        "{out}"
+    );
+    server.stop().await;
+}
+
+/// A request without the connection headers [`Client::send`] adds.
+async fn send_for_every_connection(c: &Client, route: &str, body: Value) -> (u16, Value) {
+    let resp = c
+        .http
+        .post(format!("{}{route}", c.base))
+        .bearer_auth(&c.key)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+async fn setup_deploy_only(c: &Client) {
+    deploy_scripts(
+        c,
+        YAML,
+        "hubspot",
+        &[(guests::HUBSPOT_RUST_CONTACTS, "contacts", ScriptKind::Sync)],
+    )
+    .await;
+}
+
+/// A triggered run that a stop cut short, its sync deployed away while it
+/// ran, is not run again after the restart when a later deploy brings the
+/// sync back (paused, it does not run at all): the removal dropped the
+/// trigger, as it does one still queued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trigger_cut_short_by_a_stop_does_not_outlive_its_sync() {
+    let up = Upstream::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let master = MasterKey::generate();
+    // At real speed (`every 30s`): paused, nothing is due.
+    let config = ServerConfig::new(data.path(), "127.0.0.1:0".parse().unwrap());
+    let server = start_with(config.clone(), &master, &up.providers()).await;
+    let c = Client::new(&server, DEV_KEY);
+    setup(&c).await;
+    connect(&c, "demo", "t").await;
+    up.wait_runs(1, Duration::from_secs(10)).await;
+    settle(&c).await;
+    let one =
+        json!({"syncs": ["contacts"], "provider_config_key": "hubspot", "connection_id": "demo"});
+    let (code, out) = c.send("POST", "/sync/pause", Some(one.clone())).await;
+    assert_eq!(code, 200, "{out}");
+    // A full refresh triggered, which lasts; the sync is deployed away
+    // while it runs, then the server stops.
+    up.delay.store(60_000, Ordering::SeqCst);
+    let mut full = one.clone();
+    full["sync_mode"] = json!("full_refresh");
+    let (code, out) = c.send("POST", "/sync/trigger", Some(full)).await;
+    assert_eq!(code, 200, "{out}");
+    up.wait_runs(2, Duration::from_secs(10)).await;
+    deploy_scripts(
+        &c,
+        "integrations:\n  hubspot:\n    actions:\n      create-contact:\n        endpoint: POST /contacts\n        output: Contact\nmodels:\n  Contact:\n    id: string\n",
+        "hubspot",
+        &[(
+            guests::HUBSPOT_RUST_CREATE_CONTACT,
+            "create-contact",
+            ScriptKind::Action,
+        )],
+    )
+    .await;
+    server.stop().await;
+    up.delay.store(0, Ordering::SeqCst);
+
+    let server = start_with(config, &master, &up.providers()).await;
+    let c = Client::new(&server, DEV_KEY);
+    setup_deploy_only(&c).await;
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    assert_eq!(
+        up.runs(),
+        2,
+        "the cut-short trigger of a removed sync ran when the sync came back"
+    );
+    assert_eq!(status(&c).await["status"], "PAUSED");
+    server.stop().await;
+}
+
+/// A scheduled run that waited past `sync_max_wait` for a slot is
+/// recorded as `sync_not_started` with the type the run would have had:
+/// for a sync that ran before (it has a `lastSyncDate`), its failure
+/// webhook's `syncType` is `INCREMENTAL`, not `INITIAL`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_not_started_has_the_type_it_would_have_had() {
+    let up = Upstream::start().await;
+    let hooks = crate::webhooks::App::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let mut config = ServerConfig::new(data.path(), "127.0.0.1:0".parse().unwrap());
+    config.schedule_time_scale = 100;
+    // No scheduled run may wait: each dispatched after its slot is not
+    // started (a trigger's run is not held to it).
+    config.sync_max_wait = Duration::ZERO;
+    let server = start_with(config, &MasterKey::generate(), &up.providers()).await;
+    let c = Client::new(&server, DEV_KEY);
+    deploy_scripts(
+        &c,
+        &YAML.replace(
+            "endpoint: GET /contacts",
+            "endpoint: GET /contacts\n        auto_start: false",
+        ),
+        "hubspot",
+        &[(guests::HUBSPOT_RUST_CONTACTS, "contacts", ScriptKind::Sync)],
+    )
+    .await;
+    let (code, out) = c
+        .send(
+            "POST",
+            "/integrations",
+            Some(json!({"unique_key": "hubspot", "provider": "hubspot"})),
+        )
+        .await;
+    assert_eq!(code, 200, "{out}");
+    let (code, out) = c
+        .send(
+            "PUT",
+            "/sluice/webhook-settings",
+            Some(json!({"primary_url": hooks.url(), "on_sync_error": true})),
+        )
+        .await;
+    assert_eq!(code, 200, "{out}");
+    connect(&c, "demo", "t").await;
+    // Paused (no `auto_start`): its first run is a trigger's, which sets
+    // its `lastSyncDate`.
+    let one =
+        json!({"syncs": ["contacts"], "provider_config_key": "hubspot", "connection_id": "demo"});
+    let mut waiting = one.clone();
+    waiting["wait"] = json!(true);
+    let (code, out) = c.send("POST", "/sync/trigger", Some(waiting)).await;
+    assert_eq!(
+        (code, &out["runs"][0]["success"]),
+        (200, &json!(true)),
+        "{out}"
+    );
+    let (code, out) = c.send("POST", "/sync/start", Some(one.clone())).await;
+    assert_eq!(code, 200, "{out}");
+    let failed = |h: &crate::webhooks::App| {
+        h.accepted()
+            .into_iter()
+            .map(|(_, b)| b)
+            .find(|b| b["type"] == "sync" && b["success"] == false)
+    };
+    hooks
+        .wait_for("a failure webhook", Duration::from_secs(20), |h| {
+            failed(h).is_some()
+        })
+        .await;
+    let (code, out) = c.send("POST", "/sync/pause", Some(one)).await;
+    assert_eq!(code, 200, "{out}");
+    let body = failed(&hooks).unwrap();
+    assert_eq!(body["syncType"], "INCREMENTAL", "{body}");
+    server.stop().await;
+}
+
+/// A full refresh triggered during a run does not wait for it: the run
+/// going is cancelled (its waiting trigger told so, `sync_cancelled`)
+/// and the full refresh runs, as the original's `runSyncCommand` cancels
+/// the running job. An incremental trigger waits for the run instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_refresh_triggered_during_a_run_cancels_it() {
+    let up = Upstream::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let config = ServerConfig::new(data.path(), "127.0.0.1:0".parse().unwrap());
+    let server = start_with(config, &MasterKey::generate(), &up.providers()).await;
+    let c = Client::new(&server, DEV_KEY);
+    setup(&c).await;
+    connect(&c, "demo", "t").await;
+    up.wait_runs(1, Duration::from_secs(10)).await;
+    settle(&c).await;
+    let one = json!({"syncs": ["contacts"], "provider_config_key": "hubspot", "connection_id": "demo", "wait": true});
+    // A triggered run that lasts (its page answers after 60 s).
+    up.delay.store(60_000, Ordering::SeqCst);
+    let url = server.url();
+    let first = {
+        let one = one.clone();
+        tokio::spawn(async move {
+            Client::at(&url, DEV_KEY)
+                .send("POST", "/sync/trigger", Some(one))
+                .await
+        })
+    };
+    up.wait_runs(2, Duration::from_secs(10)).await;
+    up.delay.store(0, Ordering::SeqCst);
+    let mut full = one.clone();
+    full["sync_mode"] = json!("full_refresh");
+    let (code, out) = c.send("POST", "/sync/trigger", Some(full)).await;
+    assert_eq!(code, 200, "{out}");
+    assert_eq!(out["runs"][0]["success"], true, "{out}");
+    let (code, out) = first.await.unwrap();
+    assert_eq!(code, 200, "{out}");
+    assert_eq!(
+        (&out["runs"][0]["success"], &out["runs"][0]["error"]["type"]),
+        (&json!(false), &json!("sync_cancelled")),
+        "{out}"
+    );
+    assert_eq!(up.runs(), 3);
+    server.stop().await;
+}

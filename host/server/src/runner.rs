@@ -873,6 +873,9 @@ fn take_trigger(state: &mut SyncState, dispatched_ms: i64) -> Option<QueuedRun> 
 /// a run longer than `max_run` is stopped and fails. The caller makes sure
 /// runs of one sync do not overlap (the scheduler does); it dispatched the
 /// run at `dispatched_ms`, which takes every trigger stored before it.
+/// `cancel` turning `true` stops the run where it stands (a full refresh
+/// triggered during it, which runs next): recorded as `sync_cancelled`,
+/// the app told nothing, as for a run its connection's deletion stopped.
 #[allow(clippy::too_many_arguments)]
 pub async fn run_sync(
     app: &App,
@@ -883,6 +886,7 @@ pub async fn run_sync(
     mode: SyncMode,
     dispatched_ms: i64,
     max_run: std::time::Duration,
+    mut cancel: tokio::sync::watch::Receiver<bool>,
 ) -> ApiResult<RunSummary> {
     let running = env.runs.enter(conn).await;
     let key = sync_key(conn, name, variant);
@@ -1027,7 +1031,18 @@ pub async fn run_sync(
             .execute(&script, exec, app.services(env, Some(catalog.clone())))
             .await
     };
-    let bounded = tokio::time::timeout(max_run, execution);
+    let bounded = async {
+        tokio::select! {
+            biased;
+            out = tokio::time::timeout(max_run, execution) => Some(out),
+            // (A sender gone cancels nothing.)
+            _ = async {
+                if cancel.wait_for(|c| *c).await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            } => None,
+        }
+    };
     let outer = running
         .until_stopped(async {
             match &variant_running {
@@ -1036,9 +1051,11 @@ pub async fn run_sync(
             }
         })
         .await;
-    // Stopped by the variant's deletion, not the connection's.
+    // Stopped by the variant's deletion, not the connection's; or
+    // cancelled.
     let variant_deleted = matches!(outer, Some(None));
-    let ran = outer.flatten();
+    let cancelled = matches!(outer, Some(Some(None)));
+    let ran = outer.flatten().flatten();
     let stopped = ran.is_none();
     let summary = match ran {
         Some(Ok(mut report)) => {
@@ -1157,6 +1174,11 @@ pub async fn run_sync(
                 None if variant_deleted => (
                     "sync_variant_deleted",
                     format!("the variant `{variant}` was deleted during the run"),
+                ),
+                None if cancelled => (
+                    "sync_cancelled",
+                    "the run was cancelled by a full refresh triggered during it, which runs next"
+                        .to_string(),
                 ),
                 None => (
                     "connection_deleted",

@@ -6,7 +6,8 @@
 //!   downtime a sync runs once, then back on its grid.
 //! - A sync never runs twice at once for one connection: a schedule is
 //!   either waiting in its environment's due queue or running, never both.
-//!   A manual trigger during a run waits for it and then runs.
+//!   A manual trigger during a run waits for it and then runs; a full
+//!   refresh stops (cancels) the run going first.
 //! - Slots are few and shared fairly: the dispatcher takes one due schedule
 //!   per environment in turn, so an environment with 10,000 due syncs
 //!   delays another's single due sync by at most one slot.
@@ -126,7 +127,32 @@ struct State {
     /// Most runs one environment may have going ([`crate::fair_share`] of
     /// the slots; 0 before it is set: no bound).
     share: usize,
+    /// The runs going, each with its cancel (a full refresh triggered
+    /// during it stops it); kept beside the entries, which stay small.
+    cancels: HashMap<(Uuid, Key), tokio::sync::watch::Sender<bool>>,
 }
+
+/// The type of a run of `key` starting from `state`, as `run_sync` gives
+/// it: initial without a `lastSyncDate`, incremental with one for an
+/// incremental sync, full otherwise.
+fn run_type(env: &EnvState, key: &str, state: &SyncState) -> runner::RunType {
+    let incremental = parse_sync_key(key)
+        .and_then(|(conn, sync, _)| {
+            env.deployment()?
+                .catalog
+                .sync_config(&conn.provider_config_key, sync)
+                .map(|s| s.sync_type == sluice_nango_yaml::SyncType::Incremental)
+        })
+        .unwrap_or(false);
+    match (state.last_sync_date, incremental) {
+        (None, _) => runner::RunType::Initial,
+        (Some(_), true) => runner::RunType::Incremental,
+        (Some(_), false) => runner::RunType::Full,
+    }
+}
+
+/// The keys a trigger stores in one write, holding their state locks.
+const TRIGGER_CHUNK: usize = 128;
 
 /// Dispatch delays kept for [`Scheduler::dispatch_delays`].
 const DELAYS_KEPT: usize = 100_000;
@@ -205,6 +231,8 @@ impl State {
                 (SyncMode::Incremental, true)
             }
         };
+        let (cancel, cancelled) = tokio::sync::watch::channel(false);
+        self.cancels.insert((env, key.clone()), cancel);
         if scheduled {
             let delays = self.delays.entry(env).or_default();
             if delays.len() == DELAYS_KEPT {
@@ -220,6 +248,7 @@ impl State {
             due_at,
             dispatched_ms,
             waiters,
+            cancelled,
         })
     }
 
@@ -249,6 +278,8 @@ struct Job {
     due_at: i64,
     /// The callers waiting for this run (a trigger's).
     waiters: Vec<oneshot::Sender<RunResult>>,
+    /// `true` when a full refresh triggered during the run cancels it.
+    cancelled: tokio::sync::watch::Receiver<bool>,
 }
 
 /// The schedules of every environment, and the task that runs them.
@@ -259,6 +290,41 @@ pub struct Scheduler {
     scale: i64,
     max_run: Duration,
     max_wait_ms: i64,
+    /// Triggers waiting (`wait: true`) for their runs, per environment:
+    /// each holds a client connection until its runs end.
+    waits: Arc<Mutex<HashMap<Uuid, usize>>>,
+    /// Most such triggers one environment may have waiting (a quarter of
+    /// `--max-connections`), and all environments together (half).
+    max_waits: (usize, usize),
+}
+
+/// A trigger's place among those waiting for their runs
+/// ([`Scheduler::admit_wait`]); given back when dropped (the answer sent,
+/// or the request dropped).
+pub struct WaitTicket {
+    waits: Arc<Mutex<HashMap<Uuid, usize>>>,
+    env: Uuid,
+}
+
+impl Drop for WaitTicket {
+    fn drop(&mut self) {
+        let mut waits = self.waits.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = waits.get_mut(&self.env) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                waits.remove(&self.env);
+            }
+        }
+    }
+}
+
+/// Why a waiting trigger was refused: the environment's waiting triggers
+/// and its bound; `everyone` when it is the bound of all environments
+/// together that was reached.
+pub struct WaitsFull {
+    pub waiting: usize,
+    pub max: usize,
+    pub everyone: bool,
 }
 
 /// Of two triggers' modes, the one that does more.
@@ -307,7 +373,36 @@ impl Scheduler {
             scale: i64::from(config.schedule_time_scale.max(1)),
             max_run: config.sync_max_run,
             max_wait_ms: config.sync_max_wait.as_millis().min(i64::MAX as u128) as i64,
+            waits: Arc::default(),
+            max_waits: (
+                (config.max_connections / 4).max(1),
+                (config.max_connections / 2).max(1),
+            ),
         }
+    }
+
+    /// A place for a trigger that waits for its runs (`wait: true`): it
+    /// holds a client connection until they end, so one environment may
+    /// have at most a quarter of `--max-connections` waiting, and all
+    /// together half; other requests always find connections.
+    pub fn admit_wait(&self, env: &EnvState) -> Result<WaitTicket, WaitsFull> {
+        let id = env.store.id();
+        let (own, all) = self.max_waits;
+        let mut waits = self.waits.lock().unwrap_or_else(|e| e.into_inner());
+        let mine = waits.get(&id).copied().unwrap_or(0);
+        let total: usize = waits.values().sum();
+        if mine >= own || total >= all {
+            return Err(WaitsFull {
+                waiting: mine,
+                max: own,
+                everyone: mine < own,
+            });
+        }
+        *waits.entry(id).or_default() += 1;
+        Ok(WaitTicket {
+            waits: self.waits.clone(),
+            env: id,
+        })
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -756,6 +851,8 @@ impl Scheduler {
     pub async fn load(&self, app: &App) -> ApiResult<()> {
         for env in app.envs() {
             let mut after: Option<String> = None;
+            // The states with a trigger stored.
+            let mut queued: Vec<String> = Vec::new();
             loop {
                 let page: Vec<(String, SyncState)> = env
                     .store
@@ -804,22 +901,8 @@ impl Scheduler {
                         };
                         // The type `run_sync` gave it (a full refresh
                         // cleared `last_sync_date` with the running mark).
-                        let incremental = runner::parse_sync_key(&key)
-                            .and_then(|(conn, sync, _)| {
-                                env.deployment()?
-                                    .catalog
-                                    .sync_config(&conn.provider_config_key, sync)
-                                    .map(|s| {
-                                        s.sync_type == sluice_nango_yaml::SyncType::Incremental
-                                    })
-                            })
-                            .unwrap_or(false);
                         let mut summary = RunSummary {
-                            run_type: match (state.last_sync_date, incremental) {
-                                (None, _) => runner::RunType::Initial,
-                                (Some(_), true) => runner::RunType::Incremental,
-                                (Some(_), false) => runner::RunType::Full,
-                            },
+                            run_type: run_type(env, &key, &state),
                             ..RunSummary::failed(
                                 mark.job,
                                 mark.started_at,
@@ -858,8 +941,21 @@ impl Scheduler {
                         // runs again too, at once rather than a whole
                         // interval later, counted as a trigger's first
                         // attempt; unless its schedule is paused.
+                        // Not for a sync the active deployment no longer
+                        // has (removed while the run went): a deploy that
+                        // brings it back must not run a trigger asked
+                        // before its removal.
                         let paused = state.schedule.as_ref().is_some_and(|s| s.paused);
+                        let deployed =
+                            runner::parse_sync_key(&key).is_some_and(|(conn, sync, _)| {
+                                env.deployment().is_some_and(|d| {
+                                    d.catalog
+                                        .sync_config(&conn.provider_config_key, sync)
+                                        .is_some()
+                                })
+                            });
                         let retry = match trigger {
+                            _ if !deployed => None,
                             Some(t) if t.resumed && paused => None,
                             Some(t) => Some(t),
                             None if paused => None,
@@ -889,10 +985,25 @@ impl Scheduler {
                         })
                         .await?;
                         runner::queue_run_webhooks(app, env, &key, &models(), &summary).await;
+                        if retry.is_some() || state.queued.is_some() {
+                            queued.push(key.clone());
+                        }
+                    } else if state.queued.is_some() {
+                        queued.push(key.clone());
                     }
                 }
             }
             self.reconcile(env).await?;
+            // A stored trigger whose schedule reconciling did not make (its
+            // sync removed, or nothing deployed, before the stop): its
+            // schedule's removal dropped it, so a deploy that brings the
+            // sync back does not run it. As [`Scheduler::forget_queued`].
+            let unscheduled: Vec<Key> = queued
+                .into_iter()
+                .filter(|k| !self.is_scheduled(env, k))
+                .map(|k| Key::from(k.as_str()))
+                .collect();
+            self.forget_queued(env, unscheduled).await?;
         }
         Ok(())
     }
@@ -918,49 +1029,56 @@ impl Scheduler {
                 None => out.push(None),
             }
         }
-        // Stored before the answer, in one durable write however many
-        // connections it names: a restart runs them. Should a run start
+        // Stored before the answer, in a durable write per chunk of
+        // `TRIGGER_CHUNK` keys (an every-connection trigger holds only its
+        // chunk's state locks at a time, not every stripe while it reads
+        // thousands of states): a restart runs them. Should a run start
         // (and clear its trigger) before this write, the write leaves it
         // stored until the next run: a crash meanwhile runs it again,
         // never loses it. Each key's state lock is held across its read
-        // and write (a stripe once, in one order: no deadlock).
-        let mut stripes: Vec<&tokio::sync::Mutex<()>> =
-            queued.iter().map(|(k, _)| env.sync_lock(k)).collect();
-        stripes.sort_by_key(|m| std::ptr::from_ref(*m) as usize);
-        stripes.dedup_by_key(|m| std::ptr::from_ref(*m) as usize);
-        let mut guards = Vec::with_capacity(stripes.len());
-        for m in stripes {
-            guards.push(m.lock().await);
-        }
-        let mut batch = env.store.doc_batch();
-        for (key, q) in &queued {
-            // A schedule a deploy removed meanwhile: its callers were told
-            // so, and a deploy that brings the sync back must not run it.
-            if !self.is_scheduled(env, key) {
-                continue;
+        // and write (a chunk's stripes once, in one order: no deadlock). A
+        // failure part way answers an error, and the chunks written stay
+        // queued, as a trigger repeated would queue them.
+        for chunk in queued.chunks(TRIGGER_CHUNK) {
+            let mut stripes: Vec<&tokio::sync::Mutex<()>> =
+                chunk.iter().map(|(k, _)| env.sync_lock(k)).collect();
+            stripes.sort_by_key(|m| std::ptr::from_ref(*m) as usize);
+            stripes.dedup_by_key(|m| std::ptr::from_ref(*m) as usize);
+            let mut guards = Vec::with_capacity(stripes.len());
+            for m in stripes {
+                guards.push(m.lock().await);
             }
-            // A scheduled sync has its state (written with its schedule):
-            // none means its connection was deleted meanwhile, and a state
-            // written now would outlive it.
-            let Some(mut state) = env.store.doc::<SyncState>(SYNC_STATE, key).await? else {
-                continue;
-            };
-            // Merged with one stored: the later time, so that a run that
-            // took the stored one (dispatched before this one was asked)
-            // does not clear this one with it.
-            state.queued = Some(match state.queued {
-                Some(old) => runner::QueuedRun {
-                    mode: stronger(old.mode, q.mode),
-                    at_ms: old.at_ms.max(q.at_ms),
-                    attempts: old.attempts,
-                    resumed: old.resumed && q.resumed,
-                },
-                None => *q,
-            });
-            batch.put(SYNC_STATE, key, &state)?;
+            let mut batch = env.store.doc_batch();
+            for (key, q) in chunk {
+                // A schedule a deploy removed meanwhile: its callers were
+                // told so, and a deploy that brings the sync back must not
+                // run it.
+                if !self.is_scheduled(env, key) {
+                    continue;
+                }
+                // A scheduled sync has its state (written with its
+                // schedule): none means its connection was deleted
+                // meanwhile, and a state written now would outlive it.
+                let Some(mut state) = env.store.doc::<SyncState>(SYNC_STATE, key).await? else {
+                    continue;
+                };
+                // Merged with one stored: the later time, so that a run
+                // that took the stored one (dispatched before this one was
+                // asked) does not clear this one with it.
+                state.queued = Some(match state.queued {
+                    Some(old) => runner::QueuedRun {
+                        mode: stronger(old.mode, q.mode),
+                        at_ms: old.at_ms.max(q.at_ms),
+                        attempts: old.attempts,
+                        resumed: old.resumed && q.resumed,
+                    },
+                    None => *q,
+                });
+                batch.put(SYNC_STATE, key, &state)?;
+            }
+            batch.apply().await?;
+            drop(guards);
         }
-        batch.apply().await?;
-        drop(guards);
         self.wake.notify_one();
         Ok(out)
     }
@@ -980,6 +1098,7 @@ impl Scheduler {
             .entries
             .get_mut(&(id, key.clone()))
             .filter(|e| !e.removed)?;
+        let asked = mode;
         // A second trigger before the first ran keeps the stronger mode.
         let mode = entry.queued.map_or(mode, |(q, _)| stronger(q, mode));
         let at = entry
@@ -992,6 +1111,17 @@ impl Scheduler {
             entry.waiters.get_or_insert_default().0.push(tx);
             rx
         });
+        // A full refresh does not wait for the run going: it stops it
+        // (recorded as cancelled) and runs next, as the original's
+        // `runSyncCommand` cancels the running job first. (Under the
+        // state's lock: the run cancelled is the one going now, never the
+        // one this queues.)
+        if entry.running
+            && asked != SyncMode::Incremental
+            && let Some(cancel) = st.cancels.get(&(id, key.clone()))
+        {
+            cancel.send_replace(true);
+        }
         st.place(id, &key);
         Some((
             runner::QueuedRun {
@@ -1179,6 +1309,7 @@ impl Scheduler {
             }
             let now = now_ms();
             let key = (job.env, job.key.clone());
+            st.cancels.remove(&key);
             let removed = match st.entries.get_mut(&key) {
                 Some(e) => {
                     e.running = false;
@@ -1228,6 +1359,9 @@ impl Scheduler {
             // inherited by one made again under its id).
             let _guard = env.sync_lock(&job.key).lock().await;
             if let Some(mut state) = env.store.doc::<SyncState>(SYNC_STATE, &job.key).await? {
+                // The type the run would have had (its failure webhook's
+                // `syncType`).
+                summary.run_type = run_type(&env, &job.key, &state);
                 let log_id = app
                     .logs
                     .record_failure(
@@ -1273,6 +1407,7 @@ impl Scheduler {
             job.mode,
             job.dispatched_ms,
             self.max_run,
+            job.cancelled.clone(),
         )
         .await
     }

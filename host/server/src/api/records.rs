@@ -364,21 +364,34 @@ async fn variant_deleted(store: &EnvStore, conn: &ConnectionRef, model: &str) ->
     let Some((base, variant)) = model.split_once("::") else {
         return Ok(false);
     };
-    let docs: Vec<(String, serde_json::Value)> = store
-        .docs(
-            crate::runner::SYNC_VARIANTS,
-            &crate::runner::sync_key_prefix(conn),
-            None,
-            1000,
-            false,
-        )
-        .await?;
+    // Every variant document of the connection, a page at a time (not the
+    // first page only): the model names its variant, not its sync, so the
+    // documents of variant `variant` of each sync are looked at.
     let suffix = format!("\u{1f}{variant}");
-    Ok(docs.iter().any(|(key, doc)| {
-        key.ends_with(&suffix)
-            && doc["deleting"] == true
-            && doc["models"]
-                .as_array()
-                .is_none_or(|models| models.iter().any(|m| m == base))
-    }))
+    let prefix = crate::runner::sync_key_prefix(conn);
+    let mut after: Option<String> = None;
+    loop {
+        let docs: Vec<(String, serde_json::Value)> = store
+            .docs(
+                crate::runner::SYNC_VARIANTS,
+                &prefix,
+                after.as_deref(),
+                1000,
+                false,
+            )
+            .await?;
+        let Some((last, _)) = docs.last() else {
+            return Ok(false);
+        };
+        after = Some(last.clone());
+        if docs.iter().any(|(key, doc)| {
+            key.ends_with(&suffix)
+                && doc["deleting"] == true
+                && doc["models"]
+                    .as_array()
+                    .is_none_or(|models| models.iter().any(|m| m == base))
+        }) {
+            return Ok(true);
+        }
+    }
 }

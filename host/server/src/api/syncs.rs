@@ -104,8 +104,9 @@ async fn targets(
     {
         return Err(ApiError::unknown_connection(pck, cid));
     }
-    let catalog = env.catalog()?;
-    let integration = catalog.config.integration(pck);
+    // Nothing deployed: no sync, as for a name the deployment lacks.
+    let catalog = env.deployment().map(|d| d.catalog.clone());
+    let integration = catalog.as_ref().and_then(|c| c.config.integration(pck));
     // As the original's: 400 `no_syncs_found` for a sync the connection
     // does not have.
     for (name, _) in syncs.iter().copied() {
@@ -129,6 +130,17 @@ async fn targets(
         None => env.store.connection_ids(pck).await?,
     };
     let one = given;
+    // The variants created, read once for the request (the integration's,
+    // or the connection's), not once per name and connection.
+    let variants = if syncs.iter().any(|(_, v)| v != "base") {
+        let prefix = match connections.as_slice() {
+            [cid] if one => format!("{pck}\u{1f}{cid}\u{1f}"),
+            _ => format!("{pck}\u{1f}"),
+        };
+        variant_keys(env, &prefix).await?
+    } else {
+        std::collections::HashSet::new()
+    };
     let mut out = Vec::new();
     'connections: for cid in connections {
         let conn = ConnectionRef {
@@ -138,7 +150,7 @@ async fn targets(
         for (name, variant) in syncs.iter().copied() {
             let key = sync_key(&conn, name, variant);
             // A variant is only where it was created.
-            if variant != "base" && !crate::runner::variant_exists(env, &key).await? {
+            if variant != "base" && !variants.contains(&key) {
                 if one {
                     return Err(ApiError::bad_request(
                         "no_syncs_found",
@@ -172,12 +184,10 @@ async fn targets(
                 app.scheduler.connection_created(env, &conn).await?;
                 if variant != "base"
                     && let Some(sync) = env
-                        .catalog()?
-                        .config
-                        .integration(pck)
-                        .and_then(|i| i.sync(name))
+                        .deployment()
+                        .and_then(|d| d.catalog.config.integration(pck)?.sync(name).cloned())
                 {
-                    app.scheduler.variant_created(env, &key, sync).await?;
+                    app.scheduler.variant_created(env, &key, &sync).await?;
                 }
             }
             out.push(Target {
@@ -189,6 +199,43 @@ async fn targets(
         }
     }
     Ok(out)
+}
+
+/// The keys of the variants created under `prefix` and not being deleted.
+async fn variant_keys(
+    env: &EnvState,
+    prefix: &str,
+) -> ApiResult<std::collections::HashSet<String>> {
+    let mut out = std::collections::HashSet::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page: Vec<(String, Value)> = env
+            .store
+            .docs(SYNC_VARIANTS, prefix, after.as_deref(), 1000, false)
+            .await?;
+        let Some((last, _)) = page.last() else { break };
+        after = Some(last.clone());
+        out.extend(
+            page.into_iter()
+                .filter(|(_, doc)| doc["deleting"] != true)
+                .map(|(key, _)| key),
+        );
+    }
+    Ok(out)
+}
+
+/// Most syncs a trigger, start or pause names, as the original's start
+/// and pause take: each is looked up for each connection named.
+const MAX_SYNCS: usize = 256;
+
+fn check_syncs_bound(syncs: &[SyncName]) -> ApiResult<()> {
+    if syncs.len() > MAX_SYNCS {
+        return Err(ApiError::invalid_body(format!(
+            "`syncs` names {} syncs: at most {MAX_SYNCS}",
+            syncs.len()
+        )));
+    }
+    Ok(())
 }
 
 /// A trigger, start or pause for every connection that reaches no sync
@@ -212,11 +259,15 @@ async fn all_syncs(
     pck: &str,
     cid: Option<&str>,
 ) -> ApiResult<Vec<(String, String)>> {
-    let catalog = env.catalog()?;
-    let deployed: Vec<String> = catalog
-        .config
-        .integration(pck)
-        .map(|i| i.distinct_syncs().map(|s| s.name.clone()).collect())
+    // Nothing deployed: no sync.
+    let deployed: Vec<String> = env
+        .deployment()
+        .and_then(|d| {
+            d.catalog
+                .config
+                .integration(pck)
+                .map(|i| i.distinct_syncs().map(|s| s.name.clone()).collect())
+        })
         .unwrap_or_default();
     let mut names: Vec<(String, String)> = deployed
         .iter()
@@ -379,31 +430,68 @@ async fn trigger_body(
         (None, None, Some(true)) => SyncMode::FullRefresh,
         (None, None, _) => SyncMode::Incremental,
     };
+    check_syncs_bound(&body.syncs)?;
     let cid = body.connection_id.or(headers.connection_id);
     let syncs = names(env, &pck, cid.as_deref(), &body.syncs).await?;
     let one = cid.is_some();
-    let targets = some_targets(targets(app, env, &pck, cid, &syncs).await?, one)?;
-    if let Some(t) = targets
-        .iter()
-        .find(|t| !app.scheduler.is_scheduled(env, &t.key))
-    {
-        return Err(ApiError::not_found(
+    let not_scheduled = |t: &Target| {
+        ApiError::not_found(
             "unknown_sync",
             format!("sync `{}` is not scheduled", t.name),
-        ));
+        )
+    };
+    let mut targets = some_targets(targets(app, env, &pck, cid, &syncs).await?, one)?;
+    // Removed since (its connection deleted, a deploy without it): for one
+    // connection an error; for every connection, one fewer.
+    if one {
+        if let Some(t) = targets
+            .iter()
+            .find(|t| !app.scheduler.is_scheduled(env, &t.key))
+        {
+            return Err(not_scheduled(t));
+        }
+    } else {
+        targets.retain(|t| app.scheduler.is_scheduled(env, &t.key));
     }
+    // A trigger that waits for its runs holds a client connection until
+    // they end (a client gone meanwhile included: the server keeps
+    // half-closed connections, so it cannot tell): an environment may
+    // have a bounded number waiting; one past it is refused before
+    // anything is queued.
+    let _waiting = match body.wait {
+        true => Some(app.scheduler.admit_wait(env).map_err(|full| {
+            let mut e = ApiError::new(
+                axum::http::StatusCode::TOO_MANY_REQUESTS,
+                "too_many_request",
+                if full.everyone {
+                    "the server has as many triggers waiting for their runs (`wait: true`) as it takes: trigger without `wait` and follow the runs with `GET /sync/status`, or try again once some have ended".to_string()
+                } else {
+                    format!(
+                        "environment `{}` has {} triggers waiting for their runs (`wait: true`), at most {}: trigger without `wait` and follow the runs with `GET /sync/status`, or try again once some have ended",
+                        env.name(),
+                        full.waiting,
+                        full.max
+                    )
+                },
+            );
+            e.payload = Some(Box::new(json!({
+                "waiting": full.waiting,
+                "max_waiting": full.max,
+            })));
+            e
+        })?),
+        false => None,
+    };
     let keys: Vec<&str> = targets.iter().map(|t| t.key.as_str()).collect();
     let receivers = app.scheduler.trigger(env, &keys, mode, body.wait).await?;
     let mut waiting = Vec::new();
     for (t, rx) in targets.into_iter().zip(receivers) {
         // Removed since the check above: as if it had not been there.
-        let rx = rx.ok_or_else(|| {
-            ApiError::not_found(
-                "unknown_sync",
-                format!("sync `{}` is not scheduled", t.name),
-            )
-        })?;
-        waiting.push((t, rx));
+        match rx {
+            Some(rx) => waiting.push((t, rx)),
+            None if one => return Err(not_scheduled(&t)),
+            None => {}
+        }
     }
     if !body.wait {
         return Ok(Json(json!({ "success": true })));
@@ -468,6 +556,7 @@ async fn start_or_pause(
         .provider_config_key
         .or(headers.provider_config_key)
         .ok_or_else(|| ApiError::invalid_body("`provider_config_key` is required"))?;
+    check_syncs_bound(&body.syncs)?;
     let cid = body.connection_id.or(headers.connection_id);
     let syncs = names(env, &pck, cid.as_deref(), &body.syncs).await?;
     let one = cid.is_some();
@@ -550,7 +639,10 @@ pub async fn status(
     if env.store.integration(&pck).await?.is_none() {
         return Ok(Json(json!({ "syncs": [] })));
     }
-    let catalog = env.catalog()?;
+    // Nothing deployed: no syncs, as the original's.
+    let Some(catalog) = env.deployment().map(|d| d.catalog.clone()) else {
+        return Ok(Json(json!({ "syncs": [] })));
+    };
     let names: Vec<(String, String)> = if syncs.trim() == "*" {
         all_syncs(&env, &pck, cid.as_deref()).await?
     } else {
@@ -564,6 +656,13 @@ pub async fn status(
     // A sync the integration does not have, or a variant the connection
     // does not have, is left out, as the original's status leaves it.
     let integration = catalog.config.integration(&pck);
+    // The connection's variants, read once.
+    let variants = match &cid {
+        Some(cid) if names.iter().any(|(_, v)| v != "base") => {
+            variant_keys(&env, &format!("{pck}\u{1f}{cid}\u{1f}")).await?
+        }
+        _ => std::collections::HashSet::new(),
+    };
     let mut known = Vec::with_capacity(names.len());
     for (name, variant) in names {
         if integration.and_then(|i| i.sync(&name)).is_none() {
@@ -576,7 +675,7 @@ pub async fn status(
                 provider_config_key: pck.clone(),
                 connection_id: cid.clone(),
             };
-            if !crate::runner::variant_exists(&env, &sync_key(&conn, &name, &variant)).await? {
+            if !variants.contains(&sync_key(&conn, &name, &variant)) {
                 continue;
             }
         }
