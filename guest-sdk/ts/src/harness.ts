@@ -780,10 +780,12 @@ export class NangoActionMock {
                             const value = String(v).toLowerCase();
                             return k.toLowerCase() === 'content-type' && (value === 'undefined' || value === 'application/json');
                         };
-                        // (on both sides: a request and a recording that
-                        // both carry it match)
-                        const rh: [string, unknown][] = (ri.headers ?? []).filter((h: [string, unknown]) => !dropped(h));
-                        const ih = id.headers.filter((h) => !dropped(h));
+                        // A request that carries one compares it: equal on both
+                        // sides it matches, missing from the recording it
+                        // does not (as the original's comparison).
+                        const sent = id.headers.some(([k]) => k.toLowerCase() === 'content-type');
+                        const rh: [string, unknown][] = (ri.headers ?? []).filter((h: [string, unknown]) => sent || !dropped(h));
+                        const ih = id.headers;
                         if (rh.length > 0 || ih.length > 0) {
                             if (rh.length !== ih.length) return false;
                             for (const [k, v] of rh) if (!ih.some(([ik, iv]) => ik === k && String(iv) === String(v))) return false;

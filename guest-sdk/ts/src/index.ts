@@ -1154,6 +1154,7 @@ if (typeof nativeSetTimeout === 'function' && typeof nativeClearTimeout === 'fun
         pop();
         if (t.every === undefined) {
             pending.delete(t.id);
+            handles.delete(t.id);
         } else {
             t.at = performance.now() + t.every;
             t.seq = nextSeq++;
@@ -1200,6 +1201,11 @@ if (typeof nativeSetTimeout === 'function' && typeof nativeClearTimeout === 'fun
     const clear = (id: unknown) => {
         const key = id instanceof Timeout ? id[TIMER_ID] : typeof id === 'string' ? Number(id) : id;
         if (typeof key !== 'number') return;
+        // Cleared, its `refresh()` does nothing, as Node's (a timer that
+        // fired comes back; one cleared does not).
+        const handle = id instanceof Timeout ? id : handles.get(key);
+        if (handle !== undefined) handle[CLEARED] = true;
+        handles.delete(key);
         const t = pending.get(key);
         if (t === undefined) return;
         pending.delete(key);
@@ -1230,12 +1236,16 @@ if (typeof nativeSetTimeout === 'function' && typeof nativeClearTimeout === 'fun
         arm();
     };
     const TIMER_ID = Symbol('sluice.timerId');
+    const CLEARED = Symbol('sluice.timerCleared');
+    /** The handles of the timers pending, by id (for `clearTimeout(number)`). */
+    const handles = new Map<number, Timeout>();
     // Node's `Timeout`: `ref`/`unref`/`hasRef`/`refresh`/`close`, taken by
     // `clearTimeout` and `clearInterval`, and its id as a number
     // (`+timer`, a `Map` key by `Number(timer)`). Refs change nothing here:
     // a script's run ends when it settles, whatever timers remain.
     class Timeout {
         [TIMER_ID]: number;
+        [CLEARED] = false;
         #ref = true;
         #again: () => void;
         constructor(id: number, again: () => void) {
@@ -1267,7 +1277,13 @@ if (typeof nativeSetTimeout === 'function' && typeof nativeClearTimeout === 'fun
     }
     const timer = (fn: unknown, ms: unknown, args: unknown[], repeat: boolean): Timeout => {
         const id = add(fn, ms, args, repeat);
-        return new Timeout(id, () => refresh(id, fn, ms, args, repeat));
+        const handle: Timeout = new Timeout(id, () => {
+            if (handle[CLEARED]) return;
+            refresh(id, fn, ms, args, repeat);
+            handles.set(id, handle);
+        });
+        handles.set(id, handle);
+        return handle;
     };
     const define = (name: string, value: unknown) =>
         Object.defineProperty(globalThis, name, { configurable: true, writable: true, value });

@@ -563,6 +563,9 @@ impl Webhooks {
             .into_iter()
             .filter_map(|(slot, u)| u.as_ref().filter(|u| !u.is_empty()).map(|u| (slot, u)))
             .collect();
+        if urls.is_empty() {
+            return Ok(());
+        }
         let each = body.len() as u64;
         let id = env.store.id();
         if let Err(held) = self.book_outbox(id, each * urls.len() as u64) {

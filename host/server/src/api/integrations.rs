@@ -150,13 +150,14 @@ const MAX_CREDENTIAL: usize = 16 << 10;
 /// The longest `app_link` (a URL).
 const MAX_APP_LINK: usize = 2 << 10;
 
-/// Refuses a credential field longer than its bound, as the original's
-/// validation does (400 `invalid_body`, zod's `too_big` in `errors`):
+/// Refuses a credential field longer than its bound in UTF-16 units (a
+/// JavaScript string's length), as the original's validation does (400
+/// `invalid_body`, zod's `too_big` in `errors`):
 /// a request body may be far longer, and these are decrypted and shown.
 fn check_sizes(body: &IntegrationBody) -> ApiResult<()> {
     let too_long = |path: &[&str], value: Option<&String>, max: usize| -> ApiResult<()> {
         match value {
-            Some(v) if v.len() > max && v.chars().count() > max => {
+            Some(v) if v.len() > max && v.encode_utf16().count() > max => {
                 let message = format!("`{}` must be at most {max} characters", path.join("."));
                 let mut e = ApiError::invalid_field(path, &message);
                 let mut extra = serde_json::Map::new();

@@ -57,8 +57,14 @@ export default async function runAction(): Promise<Record<string, unknown>> {
             const n = setTimeout(() => fired.push('n'), 1) as any;
             clearTimeout(+n);
             const r = setTimeout(() => fired.push('r'), 1) as any;
+            const c = setTimeout(() => fired.push('c'), 1) as any;
+            c.close();
             await new Promise((resolve) => setTimeout(resolve, 5));
+            // A timer that fired comes back; one cleared or closed does not.
             r.refresh();
+            t.refresh();
+            n.refresh();
+            c.refresh();
             await new Promise((resolve) => setTimeout(resolve, 5));
             return { shape, fired };
         })()
